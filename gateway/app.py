@@ -1,0 +1,67 @@
+"""The FastAPI application factory: wires settings, container, middleware, routers and start-up checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from gateway import health
+from gateway.clock import Clock
+from gateway.container import Container, build_container
+from gateway.db.engine import assert_migrated
+from gateway.logging import configure_logging
+from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from gateway.problems import install_problem_handlers
+from gateway.settings import Settings
+
+log = structlog.get_logger("gateway.app")
+
+API_DESCRIPTION = """
+Purpose-bound exchange of personal data between participants of partnerships designated under the
+Dutch *Wet gegevensverwerking door samenwerkingsverbanden* (WGS).
+
+Partner systems authenticate with OAuth2 client credentials (`POST /oauth/token`, `private_key_jwt` or a
+client secret) and send the access token as `Authorization: Bearer ...`. Every error is an RFC 9457
+`application/problem+json` document.
+"""
+
+
+def start_services(container: Container) -> None:
+    """Start-up, in order: refuse an un-migrated database, then bring up each service."""
+    assert_migrated(container.engine)
+    container.readiness["database"] = health.database_check(container)
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
+               container: Container | None = None) -> FastAPI:
+    """Build the gateway app. Nothing touches the database until the lifespan starts."""
+    settings = settings or (container.settings if container else Settings())
+    configure_logging(settings.log_level, settings.log_json)
+    owned = container is None
+    the_container = container or build_container(settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        start_services(the_container)
+        log.info("gateway_started", database=the_container.engine.url.render_as_string(hide_password=True),
+                 policy_engine=settings.policy_engine)
+        try:
+            yield
+        finally:
+            # Graceful shutdown: uvicorn has stopped accepting and drained requests before this runs.
+            log.info("gateway_stopping")
+            if owned:
+                the_container.close()
+
+    app = FastAPI(title="WGS data-sharing gateway", version="0.1.0", description=API_DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.container = the_container
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    # Routers of each domain are included below (one line each).
+    return app

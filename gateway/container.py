@@ -1,0 +1,41 @@
+"""The object graph of one gateway process, built from ``Settings`` in one place.
+
+Why a container: no module-level globals holding connections (DESIGN.md conventions); tests build
+their own container with a temporary database and a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.clock import Clock, SystemClock
+from gateway.db.engine import make_engine, make_session_factory
+from gateway.settings import Settings
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Container:
+    """Long-lived services of the process; attached to ``app.state.container``."""
+
+    settings: Settings
+    clock: Clock
+    engine: Engine
+    sessions: sessionmaker[Session]
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_container(settings: Settings, clock: Clock | None = None) -> Container:
+    engine = make_engine(settings.effective_database_url)
+    return Container(settings=settings, clock=clock or SystemClock(), engine=engine,
+                     sessions=make_session_factory(engine))

@@ -1,0 +1,1 @@
+"""Database access for the gateway's own tables (engine, sessions, migration guard)."""

@@ -1,0 +1,11 @@
+"""Import every module that defines tables, so each MetaData is complete (Alembic, tests).
+
+Add a line here when a package gains a tables module.
+"""
+
+from __future__ import annotations
+
+import gateway.register.tables  # noqa: F401
+from gateway.db.metadata import metadata as gateway_metadata
+
+ALL_METADATA = [gateway_metadata]

@@ -1,0 +1,84 @@
+"""The gateway's exception tree; mapped to RFC 9457 problem+json in one place (``gateway.problems``).
+
+    GatewayError                      500  (never raised directly)
+    ├── BadRequest                    400
+    │   └── InvalidRegister           400  register file refused (line + reason)
+    ├── Unauthorized                  401  missing/expired/forged credentials
+    ├── Forbidden                     403  authenticated, but not allowed (scope, role, organisation)
+    ├── NotFound                      404
+    ├── Conflict                      409  idempotency clash, optimistic-lock loss, duplicates
+    ├── PayloadTooLarge               413
+    ├── Unprocessable                 422  well-formed but semantically wrong input
+    ├── TooManyRequests               429
+    └── ServiceUnavailable            503  a dependency (database, policy engine, partner) failed
+        └── DatabaseNotMigrated       503  schema is behind the code: run ``wgs-gateway db upgrade``
+
+``detail`` texts must never contain personal data: only references, pseudonyms and field names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway maps to a problem document."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+
+class BadRequest(GatewayError):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class InvalidRegister(BadRequest):
+    slug, title = "invalid-register", "Invalid partnership register"
+
+
+class Unauthorized(GatewayError):
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+
+    def __init__(self, detail: str, *, error: str = "invalid_token", extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail, extra=extra,
+                         headers={"WWW-Authenticate": f'Bearer error="{error}"'})
+
+
+class Forbidden(GatewayError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class NotFound(GatewayError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(GatewayError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status, slug, title = 413, "payload-too-large", "Payload too large"
+
+
+class Unprocessable(GatewayError):
+    status, slug, title = 422, "unprocessable", "Unprocessable request"
+
+
+class TooManyRequests(GatewayError):
+    status, slug, title = 429, "too-many-requests", "Too many requests"
+
+
+class ServiceUnavailable(GatewayError):
+    status, slug, title = 503, "service-unavailable", "Service unavailable"
+
+
+class DatabaseNotMigrated(ServiceUnavailable):
+    slug, title = "database-not-migrated", "Database not migrated"

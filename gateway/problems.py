@@ -1,0 +1,80 @@
+"""RFC 9457 problem+json for every error response, in one place.
+
+Why here and nowhere else: routers stay thin, and no error path can leak a stack trace or the
+caller's input (which may contain personal data) into a response body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.errors import GatewayError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://wgs-gateway.example/problems/"
+
+log = structlog.get_logger("gateway.problems")
+
+
+def problem_response(status: int, slug: str, title: str, detail: str, *,
+                     extra: dict[str, Any] | None = None,
+                     headers: dict[str, str] | None = None,
+                     instance: str | None = None) -> JSONResponse:
+    """Build one problem document response."""
+    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors without the offending input values (they may be personal data)."""
+    cleaned = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ())]
+        cleaned.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
+    return cleaned
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every exception into problem+json."""
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        log.info("request_rejected", status=exc.status, problem=exc.slug, reason=exc.detail)
+        return problem_response(exc.status, exc.slug, exc.title, exc.detail, extra=exc.extra,
+                                headers=exc.headers, instance=request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        log.info("request_rejected", status=422, problem="validation-error",
+                 fields=[".".join(e["loc"]) for e in errors])
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+        return problem_response(422, "validation-error", "Request validation failed", detail,
+                                extra={"errors": errors}, instance=request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden",
+                413: "payload-too-large"}.get(
+            exc.status_code, "http-error")
+        log.info("request_rejected", status=exc.status_code, problem=slug)
+        return problem_response(exc.status_code, slug, slug.replace("-", " ").capitalize(), str(exc.detail),
+                                headers=getattr(exc, "headers", None), instance=request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Fail closed: a bug must never become a disclosure or a stack trace in the body.
+        log.error("unexpected_error", error_type=type(exc).__name__)
+        return problem_response(500, "internal-error", "Internal error",
+                                "The gateway could not complete the request; nothing was disclosed.",
+                                instance=request.url.path)

@@ -1,0 +1,1 @@
+"""The partnership register: partnerships, purposes, participants and categories, as versioned data."""

@@ -1,0 +1,61 @@
+"""The one settings object of the gateway.
+
+Everything configurable comes from environment variables prefixed ``WGS_`` (or a ``.env`` file), so the
+same code runs as the one-command demo (SQLite file, embedded policy engine) and in production
+(PostgreSQL, OPA server) without code changes.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SHIPPED_REGISTER = Path(__file__).parent / "data" / "register.yaml"
+POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
+
+
+class Settings(BaseSettings):
+    """Gateway configuration; see README "Configuration" for every variable."""
+
+    model_config = SettingsConfigDict(env_prefix="WGS_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Directory for the SQLite file and key store.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is an SQLite file in data_dir. Use postgresql+psycopg://...",
+    )
+    register_file: Path = Field(default=SHIPPED_REGISTER, description="Partnership register (YAML).")
+    issuer: str = Field(default="https://gateway.wgs.local", description="OAuth2 issuer (iss claim).")
+    audience: str = Field(default="wgs-gateway", description="Audience (aud) of access tokens.")
+    access_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    client_assertion_max_age_seconds: int = Field(default=300, ge=30, le=3600)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request bodies above this get 413.")
+
+    policy_engine: Literal["embedded", "opa"] = "embedded"
+    policies_dir: Path = POLICIES_DIR
+    opa_url: str = "http://127.0.0.1:8181"
+    opa_timeout_seconds: float = 2.0
+    opa_token: str | None = None
+    opa_ca_file: Path | None = None
+
+    connector_timeout_seconds: float = 5.0
+    connector_retries: int = Field(default=2, ge=0, le=5)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        """The URL actually used: explicit, or an SQLite file under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gateway.sqlite').resolve()}"
+
+    @property
+    def key_dir(self) -> Path:
+        """Where the file key store keeps signing keys (created on first use)."""
+        return self.data_dir / "keys"

@@ -1,0 +1,85 @@
+"""Shared fixtures: a migrated database on SQLite and on PostgreSQL, settings, container and app.
+
+Database-backed fixtures are parametrised over both engines: every test that uses ``db_url`` runs twice.
+Tests build the schema with the real Alembic migrations, never ``create_all``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.clock import FixedClock
+from gateway.container import Container, build_container
+from gateway.db.engine import alembic_config
+from gateway.settings import Settings
+from tests.pg_server import create_database, running_postgres
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind (not migrated)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gateway.sqlite'}"
+    admin: str = request.getfixturevalue("postgres_admin_url")
+    return create_database(admin, f"wgs_test_{next(_counter)}_{datetime.now(UTC):%H%M%S%f}")
+
+
+@pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    """A database of each kind, migrated to head with Alembic."""
+    command.upgrade(alembic_config(empty_db_url), "head")
+    return empty_db_url
+
+
+@pytest.fixture
+def sqlite_db_url(tmp_path: Path) -> str:
+    """A migrated SQLite database only, for tests that don't concern the database engine."""
+    url = f"sqlite:///{tmp_path / 'gateway.sqlite'}"
+    command.upgrade(alembic_config(url), "head")
+    return url
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    # A Wednesday within office hours (Europe/Amsterdam), so policy rule 7 does not escalate by default.
+    return FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_db_url: str) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=sqlite_db_url, log_json=True)
+
+
+@pytest.fixture
+def container(settings: Settings, clock: FixedClock) -> Iterator[Container]:
+    the_container = build_container(settings, clock)
+    yield the_container
+    the_container.close()
+
+
+@pytest.fixture
+def app(container: Container) -> FastAPI:
+    return create_app(container=container)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
