@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     opa_token: str | None = None
     opa_ca_file: Path | None = None
 
+    connector_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description='Partner system id -> base URL of its holder service, e.g. {"politie-bvh": "http://..."}.',
+    )
     connector_timeout_seconds: float = 5.0
     connector_retries: int = Field(default=2, ge=0, le=5)
 

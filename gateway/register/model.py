@@ -1,0 +1,124 @@
+"""The partnership register as typed data (WGS: partnerships, purposes, participants, categories).
+
+Why a model and not dicts: the register is the legal ground truth every decision cites, so the gateway
+refuses a file that does not match this schema exactly (``extra="forbid"``). Cross-references (a role
+that is not a participant, an unknown category, ...) are checked in ``gateway.register.validation``.
+The same document, as JSON, is the OPA data the Rego policies evaluate.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Slug = str  # lower-case identifiers such as "riec-amsterdam-amstelland", "bibob-integrity-check"
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+class Category(_Strict):
+    description: str = Field(min_length=1)
+    never_shared: bool = Field(default=False, description="Never disclosed through the gateway (e.g. CIE).")
+    hit_only: bool = Field(default=False, description="Only answered as hit/no-hit, never as records.")
+
+
+class Organisation(_Strict):
+    name: str = Field(min_length=1)
+    sector: Literal["public", "private"]
+    systems: list[str] = Field(default_factory=list, description="Partner systems that act for it.")
+
+
+class Participant(_Strict):
+    organisation: str = Field(pattern=SLUG_PATTERN)
+    role: str = Field(pattern=SLUG_PATTERN)
+    systems: list[str] = Field(default_factory=list)
+    status: Status = Status.ACTIVE
+
+
+class Retention(_Strict):
+    months: int = Field(ge=1, le=240)
+    counted_from: Literal["disclosure", "case-closure"]
+
+
+class Purpose(_Strict):
+    description: str = Field(min_length=1)
+    legal_basis: str = Field(min_length=1)
+    requesters: list[str] = Field(min_length=1, description="Roles that may request for this purpose.")
+    supplies: dict[str, list[str]] = Field(description="Holder role -> categories it supplies.")
+    receives: dict[str, list[str]] = Field(description="Role -> categories it may receive.")
+    hit_only_holders: list[str] = Field(default_factory=list, description="Holder roles answering hit/no-hit.")
+    minors_allowed: bool = False
+    urgent: bool = Field(default=False, description="Exempt from the office-hours escalation (rule 7).")
+    results_only: bool = Field(default=False, description="Only results may leave the partnership.")
+    retention: Retention
+    bulk_threshold: int = Field(default=25, ge=1, description="More subjects in one request escalates.")
+    daily_limit_per_system: int = Field(default=200, ge=1, description="More requests per day escalates.")
+
+
+class EscalationTier(_Strict):
+    tier: int = Field(ge=1, le=3)
+    name: str
+    deadline_working_days: int = Field(ge=1, le=120)
+    deciders: Literal["parties-privacy-officers"] | list[str]
+    min_deciders: int = Field(default=1, ge=1, le=5)
+
+
+class Escalation(_Strict):
+    tiers: list[EscalationTier] = Field(min_length=3, max_length=3)
+
+
+class Partnership(_Strict):
+    name: str = Field(min_length=1)
+    status: Status
+    established: date
+    retired: date | None = None
+    goal: str = Field(min_length=1)
+    coordinating_privacy_officer: str
+    participants: list[Participant] = Field(min_length=2)
+    escalation: Escalation
+    never_disclosed: list[str] = Field(default_factory=list)
+    purposes: dict[str, Purpose] = Field(min_length=1)
+
+    def participants_with_role(self, role: str) -> list[Participant]:
+        return [p for p in self.participants if p.role == role]
+
+    def participant_of_system(self, system: str) -> Participant | None:
+        return next((p for p in self.participants if system in p.systems), None)
+
+    def participant_of_organisation(self, organisation: str) -> Participant | None:
+        return next((p for p in self.participants if p.organisation == organisation), None)
+
+
+class OfficeHours(_Strict):
+    timezone: str = "Europe/Amsterdam"
+    weekdays: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    start: str = Field(default="07:00", pattern=r"^\d{2}:\d{2}$")
+    end: str = Field(default="19:00", pattern=r"^\d{2}:\d{2}$")
+
+
+class Register(_Strict):
+    format: Literal["wgs-register/1"]
+    version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    published: date
+    office_hours: OfficeHours = Field(default_factory=OfficeHours)
+    categories: dict[str, Category] = Field(min_length=1)
+    organisations: dict[str, Organisation] = Field(min_length=1)
+    partnerships: dict[str, Partnership] = Field(min_length=1)
+
+    def organisation_of_system(self, system: str) -> str | None:
+        """The organisation a partner system acts for, or None for an unknown system."""
+        return next((org_id for org_id, org in self.organisations.items() if system in org.systems), None)
+
+    def all_systems(self) -> set[str]:
+        return {system for org in self.organisations.values() for system in org.systems}
