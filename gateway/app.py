@@ -9,12 +9,16 @@ import structlog
 from fastapi import FastAPI
 
 from gateway import health
+from gateway.auth import endpoints as auth_endpoints
+from gateway.auth.setup import install_auth
 from gateway.clock import Clock
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated
 from gateway.logging import configure_logging
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from gateway.problems import install_problem_handlers
+from gateway.register import endpoints as register_endpoints
+from gateway.register.setup import install_register
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.app")
@@ -33,6 +37,8 @@ def start_services(container: Container) -> None:
     """Start-up, in order: refuse an un-migrated database, then bring up each service."""
     assert_migrated(container.engine)
     container.readiness["database"] = health.database_check(container)
+    install_register(container)
+    install_auth(container)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
@@ -64,4 +70,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     # Routers of each domain are included below (one line each).
+    app.include_router(auth_endpoints.router)
+    app.include_router(register_endpoints.router)
     return app

@@ -8,12 +8,18 @@ import typer
 from alembic import command
 from rich.console import Console
 
+from gateway.auth.cli import clients_app, keys_app, users_app
 from gateway.db.engine import alembic_config
+from gateway.register.cli import register_app
 from gateway.settings import Settings
 
 app = typer.Typer(help="WGS data-sharing gateway.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(register_app, name="register")
+app.add_typer(clients_app, name="clients")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
 
 console = Console(stderr=True)
 

@@ -5,7 +5,9 @@ Add a line here when a package gains a tables module.
 
 from __future__ import annotations
 
+import audit.tables
+import gateway.auth.tables
 import gateway.register.tables  # noqa: F401
 from gateway.db.metadata import metadata as gateway_metadata
 
-ALL_METADATA = [gateway_metadata]
+ALL_METADATA = [gateway_metadata, audit.tables.metadata]

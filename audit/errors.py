@@ -1,0 +1,57 @@
+"""The audit package's exception tree.
+
+    AuditError                     base; never raised directly
+    ├── InvalidEvent               an event cannot be logged as it is (too large, not serialisable)
+    │   └── PersonalDataError      an event carries a value shaped like personal data (BSN, IBAN, e-mail)
+    ├── VerificationError          a proof, signature, checkpoint or log failed verification
+    ├── ProofUnavailable           a proof was asked for sizes or indices the log does not have
+    ├── StoreUnavailable           the log could not be read (database down); a 503, not a verdict
+    └── AuditWriteError            the log could not be written; the caller must deny (fail closed)
+
+Messages never contain the offending values: only field paths, indices and kinds, so that an error that
+ends up in a log file or a problem document cannot leak what it was raised to keep out.
+The gateway maps these to problem+json; this package knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+
+class AuditError(Exception):
+    """Base of every error raised by the audit package."""
+
+
+class InvalidEvent(AuditError):
+    """The event cannot become a log entry (for example: too large after canonicalisation)."""
+
+
+class PersonalDataError(InvalidEvent):
+    """A value in the event looks like personal data; the event is refused, nothing is written.
+
+    ``path`` names the field (``extra.note``), ``kind`` the shape that matched (``bsn``, ``iban``,
+    ``email``). The value itself is deliberately not kept.
+    """
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(f"audit event field {path!r} holds a value shaped like personal data ({kind})")
+        self.path = path
+        self.kind = kind
+
+
+class VerificationError(AuditError):
+    """A Merkle proof, a checkpoint signature or the log itself did not verify.
+
+    One exception for every verification failure, in the style of sigstore-python: callers cannot
+    forget to check a boolean, and the message says which check failed.
+    """
+
+
+class ProofUnavailable(AuditError):
+    """A proof or checkpoint was requested for an index or tree size the log does not (yet) have."""
+
+
+class StoreUnavailable(AuditError):
+    """Reading the log failed (the database is unreachable or broken); says nothing about integrity."""
+
+
+class AuditWriteError(AuditError):
+    """Writing to the log failed. Whatever the request was, it must now be denied."""

@@ -1,0 +1,91 @@
+"""Export the log to one self-contained file that anyone can verify offline.
+
+Format: JSON Lines, UTF-8, one object per line, in this order::
+
+    {"type": "header", "format": "wgs-audit-export", "version": 1, "origin": ..., "verifier_key": ...,
+     "tree_size": N, "checkpoint_count": K, "exported_at": ...}
+    {"type": "checkpoint", "tree_size": ..., "issued_at": ..., "note": "<signed note text>"}   K times
+    {"type":"entry","index":i,"leaf_hash":"<hex>","entry":<the entry's RFC 8785 bytes, verbatim>}  N times
+
+Why this shape: line-oriented, so a verifier streams millions of entries in constant memory and
+``grep``/``jq`` work on it (``jq .entry.event.event_type``); checkpoints before entries, so the verifier
+knows where to check roots while streaming. Each entry line is written byte for byte in the fixed form
+above with the canonical entry embedded verbatim as the last member, so the verifier can take the exact
+hashed bytes out of the line without re-encoding anything (and fast). A file that went through a JSON
+pretty-printer is therefore refused as reformatted; re-canonicalising it (RFC 8785) restores it. The
+header's ``verifier_key`` (Go ``sumdb/note`` form) names the key — but an officer
+should pin the key they obtained independently, because whoever can edit the file can also edit the
+header (see :func:`audit.verify.verify_export`).
+
+The export covers the first N entries, N being the size when the export starts; checkpoints beyond N
+are left out. Entries are never changed after they are written, so no snapshot transaction is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import Engine
+
+from audit import store
+from audit.canonical import format_timestamp
+from audit.checkpoint import NoteVerifier
+
+EXPORT_FORMAT = "wgs-audit-export"
+EXPORT_VERSION = 1
+ENTRY_LINE = re.compile(
+    rb'\{"type":"entry","index":(0|[1-9][0-9]*),"leaf_hash":"([0-9a-f]{64})","entry":(.*)\}\r?\n?\Z')
+"""The exact form of an entry line; group 3 is the entry's canonical bytes."""
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    tree_size: int
+    checkpoint_count: int
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def entry_line(index: int, leaf: bytes, canonical: bytes) -> bytes:
+    """One entry line in the exact form :data:`ENTRY_LINE` reads back."""
+    return b"".join((b'{"type":"entry","index":', str(index).encode("ascii"), b',"leaf_hash":"',
+                     leaf.hex().encode("ascii"), b'","entry":', canonical, b"}\n"))
+
+
+@contextmanager
+def _open_for_writing(out: Path | BinaryIO) -> Iterator[BinaryIO]:
+    if isinstance(out, Path):
+        with out.open("wb") as handle:
+            yield handle
+    else:
+        yield out
+
+
+def export_log(engine: Engine, verifier: NoteVerifier, out: Path | BinaryIO, *,
+               exported_at: datetime | None = None, batch_size: int = 2000) -> ExportSummary:
+    """Write entries ``[0, N)``, the checkpoints up to N and the verifier key to ``out``."""
+    with store.read_connection(engine) as connection:
+        size = store.tree_size(connection)
+        checkpoints = store.all_checkpoints(connection, up_to_size=size)
+    header = {
+        "type": "header", "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "origin": verifier.name,
+        "verifier_key": verifier.vkey, "tree_size": size, "checkpoint_count": len(checkpoints),
+        "exported_at": format_timestamp(exported_at or datetime.now(UTC)),
+    }
+    with _open_for_writing(out) as handle:
+        handle.write(_line(header))
+        for checkpoint in checkpoints:
+            handle.write(_line({"type": "checkpoint", "tree_size": checkpoint.tree_size,
+                                "issued_at": format_timestamp(checkpoint.issued_at), "note": checkpoint.note}))
+        for index, canonical, leaf in store.iter_leaves(engine, stop=size, batch_size=batch_size):
+            handle.write(entry_line(index, leaf, canonical))
+    return ExportSummary(size, len(checkpoints))

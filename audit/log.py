@@ -1,0 +1,380 @@
+"""The audit log service: append events, issue signed checkpoints, serve proofs.
+
+``AuditLog`` is synchronous and owns no connection between calls; it is safe to use from several
+threads and several processes at once, because every append runs in one transaction under the store's
+append lock (see :mod:`audit.store`). An append writes, in that single transaction:
+
+1. the entries, with consecutive indices following the current tree size;
+2. every complete subtree their leaves complete (computed from the O(log n) "right frontier");
+3. a signed checkpoint, when the :class:`CheckpointPolicy` says one is due.
+
+Receipts are returned only after the commit: a caller that got a receipt has a durable entry, and a
+caller that got an exception must deny its request (fail closed). Proofs and roots are computed from
+cached complete subtrees with a couple of indexed reads, whatever the size of the log.
+For many concurrent callers use :class:`audit.writer.AsyncAuditWriter`, which batches them into
+shared transactions (group commit).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit import store
+from audit.canonical import entry_canonical, event_canonical, format_timestamp
+from audit.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
+from audit.errors import AuditError, AuditWriteError, ProofUnavailable, StoreUnavailable
+from audit.events import AuditEvent
+from audit.guard import ensure_no_personal_data
+from audit.merkle import (
+    CompactRange,
+    compact_range_nodes,
+    consistency_ranges,
+    fold_range,
+    inclusion_ranges,
+    leaf_hash,
+    subtree_nodes,
+    verify_consistency,
+    verify_inclusion,
+)
+from audit.store import StoredCheckpoint, StoredEntry
+
+Clock = Callable[[], datetime]
+"""Where the log gets the time: a callable returning an aware datetime (inject a fixed one in tests)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When to sign a new checkpoint: after ``every_entries`` new entries or ``every_seconds`` seconds.
+
+    Either limit can be ``None`` (off). A checkpoint is only ever issued over entries no checkpoint
+    covers yet, and the first entry of a log always gets one, so the log is anchored from the start.
+    The time limit is applied on appends and whenever :meth:`AuditLog.maybe_issue_checkpoint` runs (the
+    async writer calls it while idle), so a quiet log is still checkpointed.
+    """
+
+    every_entries: int | None = 1000
+    every_seconds: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if self.every_entries is not None and self.every_entries < 1:
+            raise ValueError("every_entries must be at least 1")
+        if self.every_seconds is not None and self.every_seconds <= 0:
+            raise ValueError("every_seconds must be positive")
+
+    def due(self, state: store.LogState, now: datetime, *, size: int | None = None) -> bool:
+        """Whether a checkpoint is due for a log in ``state`` (of ``size`` entries, if it just grew)."""
+        size = state.size if size is None else size
+        if state.latest_checkpoint_size is None or state.latest_checkpoint_at is None:
+            return size > 0
+        if size <= state.latest_checkpoint_size:
+            return False
+        if self.every_entries is not None and size - state.latest_checkpoint_size >= self.every_entries:
+            return True
+        return (self.every_seconds is not None
+                and now - state.latest_checkpoint_at >= timedelta(seconds=self.every_seconds))
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof of durable logging handed to the caller: where the entry is and what it hashes to.
+
+    ``tree_size`` is the size right after the transaction that wrote it; an inclusion proof against
+    any checkpoint of at least ``index + 1`` entries can be fetched later.
+    """
+
+    index: int
+    entry_id: UUID
+    leaf_hash: bytes
+    tree_size: int
+
+
+@dataclass(frozen=True)
+class PreparedEvent:
+    """An event that passed the personal-data guard, with its canonical bytes and query columns fixed."""
+
+    event: AuditEvent
+    event_bytes: bytes
+    columns: dict[str, str | int | None]
+
+
+def prepare(event: AuditEvent) -> PreparedEvent:
+    """Guard and canonicalise one event outside the append lock (the expensive, parallelisable part).
+
+    Raises :class:`~audit.errors.PersonalDataError` or :class:`~audit.errors.InvalidEvent`.
+    """
+    event_bytes = event_canonical(event)
+    ensure_no_personal_data(event, event_bytes)
+    return PreparedEvent(event, event_bytes, store.query_columns(event))
+
+
+def uuid7s(count: int, moment: datetime) -> list[UUID]:
+    """``count`` UUIDv7 entry ids (RFC 9562) for one transaction, from a single read of the OS's randomness.
+
+    48 bits of Unix milliseconds, the version and variant bits, 74 random bits. One ``os.urandom`` per
+    batch instead of one per id: each such call releases the GIL, and on a busy event loop every release
+    can cost the writer thread a scheduler switch.
+    """
+    millis = int(moment.timestamp() * 1000) & ((1 << 48) - 1)
+    randomness = os.urandom(10 * count)
+    ids = []
+    for position in range(count):
+        rand = int.from_bytes(randomness[10 * position:10 * position + 10], "big")
+        rand_a, rand_b = (rand >> 62) & 0xFFF, rand & ((1 << 62) - 1)
+        ids.append(UUID(int=(millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b))
+    return ids
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """RFC 9162 inclusion proof of the leaf at ``index`` in the tree of ``tree_size`` leaves."""
+
+    index: int
+    tree_size: int
+    leaf_hash: bytes
+    hashes: tuple[bytes, ...]
+
+    def verify(self, root_hash: bytes) -> None:
+        """Raise :class:`~audit.errors.VerificationError` unless the proof leads to ``root_hash``."""
+        verify_inclusion(self.index, self.tree_size, self.leaf_hash, self.hashes, root_hash)
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """RFC 9162 consistency proof that the tree of ``second`` leaves extends the tree of ``first``."""
+
+    first: int
+    second: int
+    hashes: tuple[bytes, ...]
+
+    def verify(self, first_root: bytes, second_root: bytes) -> None:
+        verify_consistency(self.first, self.second, first_root, second_root, self.hashes)
+
+
+class AuditLog:
+    """Append-only, tamper-evident log over an SQLAlchemy engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine, signer: NoteSigner, *, policy: CheckpointPolicy | None = None,
+                 clock: Clock = utc_now) -> None:
+        self._engine = engine
+        self._signer = signer
+        self.policy = policy or CheckpointPolicy()
+        self._clock = clock
+        # The right frontier after this process's last commit. Reused when the size read under the
+        # append lock shows nobody else appended since; another process appending just means a re-read.
+        self._frontier_cache: CompactRange | None = None
+        self._cache_lock = threading.Lock()
+        # SQLAlchemy's errors, and the driver's own for the few statements sent to it directly.
+        self._database_errors: tuple[type[Exception], ...] = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        try:
+            with store.read_connection(self._engine) as connection:
+                yield connection
+        except self._database_errors as exc:
+            raise StoreUnavailable(f"audit log read failed ({type(exc).__name__})") from exc
+
+    @property
+    def origin(self) -> str:
+        """The log's identity: the first line of its checkpoints, and the name of its signing key."""
+        return self._signer.name
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        """The public side of the checkpoint key, for verifiers and exports."""
+        return self._signer.verifier
+
+    def _now(self) -> datetime:
+        moment = self._clock()
+        if moment.tzinfo is None:
+            raise AuditError("the audit clock must return timezone-aware datetimes")
+        return moment.astimezone(UTC)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def append(self, events: Sequence[AuditEvent]) -> list[Receipt]:
+        """Guard, canonicalise and durably append events in one transaction; receipts in event order.
+
+        Raises :class:`~audit.errors.PersonalDataError` / :class:`~audit.errors.InvalidEvent` before
+        anything is written, or :class:`~audit.errors.AuditWriteError` when the database write failed.
+        """
+        return self.append_prepared([prepare(event) for event in events])
+
+    def append_prepared(self, prepared: Sequence[PreparedEvent]) -> list[Receipt]:
+        """Append events already passed through :func:`prepare` (the async writer's batch path)."""
+        if not prepared:
+            return []
+        try:
+            with store.append_transaction(self._engine) as connection:
+                receipts, frontier = self._append_locked(connection, prepared)
+        except self._database_errors as exc:
+            raise AuditWriteError(f"audit log write failed ({type(exc).__name__})") from exc
+        self._remember_frontier(frontier)  # only once committed
+        return receipts
+
+    def _append_locked(self, connection: Connection,
+                       prepared: Sequence[PreparedEvent]) -> tuple[list[Receipt], CompactRange]:
+        state = store.log_state(connection)
+        frontier = self._cached_frontier(connection, state.size)
+        now = self._now()
+        stamp = format_timestamp(now)
+        entry_rows: list[dict[str, Any]] = []
+        new_nodes: list[tuple[tuple[int, int], bytes]] = []
+        leaves: list[tuple[int, UUID, bytes]] = []
+        for offset, (item, entry_id) in enumerate(zip(prepared, uuid7s(len(prepared), now), strict=True)):
+            index = state.size + offset
+            canonical = entry_canonical(index, entry_id, stamp, item.event_bytes)
+            leaf = leaf_hash(canonical)
+            new_nodes.extend(frontier.append(leaf))
+            entry_rows.append({
+                "log_index": index, "entry_id": entry_id, "recorded_at": now,
+                "canonical": canonical.decode("utf-8"), "leaf_hash": leaf, **item.columns,
+            })
+            leaves.append((index, entry_id, leaf))
+        store.insert_entries(connection, entry_rows)
+        store.insert_nodes(connection, new_nodes)
+        new_size = frontier.size
+        if self.policy.due(state, now, size=new_size):
+            self._sign_and_store(connection, new_size, frontier.root(), now)
+        return [Receipt(index, entry_id, leaf, new_size) for index, entry_id, leaf in leaves], frontier
+
+    def _cached_frontier(self, connection: Connection, size: int) -> CompactRange:
+        with self._cache_lock:
+            cached = self._frontier_cache
+        if cached is not None and cached.size == size:
+            return cached.copy()
+        return self._frontier(connection, size)
+
+    def _remember_frontier(self, frontier: CompactRange) -> None:
+        with self._cache_lock:
+            if self._frontier_cache is None or self._frontier_cache.size < frontier.size:
+                self._frontier_cache = frontier
+
+    def _frontier(self, connection: Connection, size: int) -> CompactRange:
+        nodes = compact_range_nodes(size)
+        found = store.fetch_nodes(connection, nodes)
+        missing = [node for node in nodes if node not in found]
+        if missing:
+            raise AuditWriteError(f"audit tree cache is missing frontier nodes {missing}; run the verifier")
+        return CompactRange(size, [found[node] for node in nodes])
+
+    def _sign_and_store(self, connection: Connection, size: int, root: bytes, now: datetime) -> StoredCheckpoint:
+        note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
+        checkpoint = StoredCheckpoint(size, root, note, now)
+        store.insert_checkpoint(connection, checkpoint)
+        return checkpoint
+
+    def issue_checkpoint(self) -> StoredCheckpoint:
+        """Sign the current tree now (or return the checkpoint that already covers exactly this size)."""
+        checkpoint = self._checkpoint_now(force=True)
+        if checkpoint is None:  # pragma: no cover - force=True always returns a checkpoint
+            raise AuditError("no checkpoint was issued")
+        return checkpoint
+
+    def maybe_issue_checkpoint(self) -> StoredCheckpoint | None:
+        """Issue a checkpoint if the policy says one is due (call periodically; cheap when not due)."""
+        with self._reading() as connection:
+            due = self.policy.due(store.log_state(connection), self._now())
+        return self._checkpoint_now(force=False) if due else None
+
+    def _checkpoint_now(self, *, force: bool) -> StoredCheckpoint | None:
+        try:
+            with store.append_transaction(self._engine) as connection:
+                state = store.log_state(connection)
+                now = self._now()
+                if state.latest_checkpoint_size == state.size:
+                    return store.checkpoint_at(connection, state.size)
+                if not force and not self.policy.due(state, now):
+                    return None
+                root = self._cached_frontier(connection, state.size).root()
+                return self._sign_and_store(connection, state.size, root, now)
+        except self._database_errors as exc:
+            raise AuditWriteError(f"audit checkpoint write failed ({type(exc).__name__})") from exc
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Number of entries in the log."""
+        with self._reading() as connection:
+            return store.tree_size(connection)
+
+    def root(self, tree_size: int | None = None) -> bytes:
+        """The MTH of the first ``tree_size`` entries (default: all)."""
+        with self._reading() as connection:
+            current = store.tree_size(connection)
+            size = current if tree_size is None else tree_size
+            self._check_size(size, current)
+            return self._frontier(connection, size).root()
+
+    def checkpoint(self, tree_size: int | None = None) -> StoredCheckpoint:
+        """The latest checkpoint, or the one issued at exactly ``tree_size``."""
+        with self._reading() as connection:
+            found = (store.latest_checkpoint(connection) if tree_size is None
+                     else store.checkpoint_at(connection, tree_size))
+        if found is None:
+            raise ProofUnavailable("no checkpoint has been issued" if tree_size is None
+                                   else f"no checkpoint was issued at tree size {tree_size}")
+        return found
+
+    def checkpoints(self, up_to_size: int | None = None) -> list[StoredCheckpoint]:
+        """Every checkpoint issued (optionally up to a tree size), oldest first."""
+        with self._reading() as connection:
+            return store.all_checkpoints(connection, up_to_size)
+
+    def entries(self, start: int, stop: int) -> list[StoredEntry]:
+        """Stored entries ``start <= index < stop`` (raw, for export and review code)."""
+        with self._reading() as connection:
+            return store.entries_between(connection, start, stop)
+
+    def inclusion_proof(self, index: int, tree_size: int) -> InclusionProof:
+        """Proof that entry ``index`` is in the tree of ``tree_size`` entries (e.g. a checkpoint's size)."""
+        if not 0 <= index < tree_size:
+            raise ProofUnavailable(f"index {index} is not in a tree of size {tree_size}")
+        ranges = inclusion_ranges(index, tree_size)
+        with self._reading() as connection:
+            self._check_size(tree_size, store.tree_size(connection))
+            wanted = {(0, index)}.union(*(subtree_nodes(start, end) for start, end in ranges))
+            found = store.fetch_nodes(connection, wanted)
+        return InclusionProof(index, tree_size, _need(found, (0, index)),
+                              tuple(_fold(start, end, found) for start, end in ranges))
+
+    def consistency_proof(self, first: int, second: int) -> ConsistencyProof:
+        """Proof that the tree of ``second`` entries extends the tree of ``first`` entries."""
+        if not 0 <= first <= second:
+            raise ProofUnavailable(f"no consistency proof from size {first} to {second}")
+        ranges = consistency_ranges(first, second)
+        with self._reading() as connection:
+            self._check_size(second, store.tree_size(connection))
+            wanted: set[tuple[int, int]] = set().union(*(subtree_nodes(start, end) for start, end in ranges))
+            found = store.fetch_nodes(connection, wanted)
+        return ConsistencyProof(first, second, tuple(_fold(start, end, found) for start, end in ranges))
+
+    @staticmethod
+    def _check_size(size: int, current: int) -> None:
+        if not 0 <= size <= current:
+            raise ProofUnavailable(f"tree size {size} is beyond the log's {current} entries")
+
+
+def _need(found: dict[tuple[int, int], bytes], node: tuple[int, int]) -> bytes:
+    try:
+        return found[node]
+    except KeyError:
+        raise ProofUnavailable(f"audit tree node {node} is missing from the store; run the verifier") from None
+
+
+def _fold(start: int, end: int, found: dict[tuple[int, int], bytes]) -> bytes:
+    return fold_range(start, end, lambda node: _need(found, node))

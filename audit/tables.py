@@ -1,0 +1,85 @@
+"""The audit log's tables, in the audit package's own ``MetaData``.
+
+Three append-only tables (the migration adds triggers that reject UPDATE, DELETE and, on PostgreSQL,
+TRUNCATE):
+
+* ``audit_entries``: one row per leaf. ``log_index`` is the 0-based, gap-free leaf index; ``canonical``
+  holds the exact RFC 8785 bytes (as UTF-8 text) that ``leaf_hash`` commits to. The other columns are
+  copies of fields inside ``canonical``, only there so that review queries can use indexes; the
+  verifier checks that they agree with the canonical text. Subjects are found through
+  ``subject_key``, the first 8 bytes of SHA-256 of the pseudonym as a signed integer
+  (:func:`audit.store.subject_key`), filtered on ``subject_pseudonym`` itself: pseudonyms are long and
+  random, and an index on them made every append write far more index pages (half the throughput).
+* ``audit_tree_nodes``: the hash of every complete subtree of two or more leaves. The subtree at
+  ``(level, index)`` covers leaves ``[index·2**level, (index+1)·2**level)`` and is keyed by one integer,
+  ``node_id = index·2**(level+1) + 2**level - 1`` (its in-order "flat tree" position; the level is the
+  number of trailing one bits), so any set of nodes is one primary-key ``IN`` lookup. A complete subtree
+  never changes in an append-only tree, so caching it is safe, and any proof or root needs at most
+  O(log n) of them. Level 0 (the leaves) is ``audit_entries.leaf_hash``.
+* ``audit_checkpoints``: every signed checkpoint issued, keyed by tree size.
+
+The column is called ``log_index`` rather than ``index`` because INDEX is an SQL keyword.
+The naming convention is the gateway's, duplicated on purpose: ``audit`` imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+APPEND_ONLY_TABLES = ("audit_entries", "audit_tree_nodes", "audit_checkpoints")
+
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    Column("log_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("entry_id", Uuid, nullable=False, unique=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("event_type", String(40), nullable=False),
+    Column("partnership", String(200), nullable=True),
+    Column("purpose", String(200), nullable=True),
+    Column("requester_org", String(200), nullable=True, index=True),
+    Column("holder_org", String(200), nullable=True, index=True),
+    Column("decision", String(20), nullable=True),
+    Column("subject_pseudonym", String(1024), nullable=True),
+    Column("subject_key", BigInteger, nullable=True, index=True),
+    Column("canonical", Text, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Index("ix_audit_entries_partnership_purpose", "partnership", "purpose"),
+)
+
+audit_tree_nodes = Table(
+    "audit_tree_nodes",
+    metadata,
+    Column("node_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+)

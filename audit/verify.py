@@ -1,0 +1,463 @@
+"""Verify the whole log, from an export file or a live database, and report the first failure.
+
+What is checked, in log order (the first failure stops verification and is reported with its index):
+
+1. indices run 0, 1, 2, ... without gaps, duplicates or reordering;                     ``gap``
+2. each stored leaf hash is SHA-256(0x00 || canonical bytes);                            ``leaf-hash``
+3. each entry carries its own index inside its canonical bytes;                          ``index``
+4. (deep) each entry is RFC 8785 canonical JSON with a valid event, and on a live
+   database the indexed columns, entry id and time agree with it;                       ``entry``/``columns``
+5. (live) every cached complete subtree equals the one recomputed from the leaves;      ``node-cache``
+6. each checkpoint, when the stream reaches its size: signed by the trusted key for the
+   log's origin, its stored size/root agree with the signed text, its root equals the
+   root recomputed from the entries, and it is consistent (RFC 9162 consistency proof
+   built from the entries) with the previous checkpoint;                                 ``signature``/
+                                                                                          ``checkpoint``/
+                                                                                          ``root``/
+                                                                                          ``consistency``
+7. no checkpoint — stored, or *known* to the verifier from earlier — covers more entries
+   than the log has (a truncated or rolled-back log).                                    ``truncated``
+
+Where the failure points: an entry check fails at that entry's index. A root mismatch means some entry
+since the previous good checkpoint (size m) differs from what was signed; when the tampering also
+rewrote the stored leaf hash, the hashes alone cannot say which entry, so the failure names the range:
+``index`` is m, ``last_index`` is n - 1 and ``checkpoint_size`` is n, the checkpoint that caught it. A
+wrong cached subtree likewise names the entries it covers. Signature and format problems of a checkpoint
+are reported at its tree size. Entries after the newest checkpoint are only as trustworthy
+as the database; the result warns about them.
+
+The trusted key must come from outside the evidence: pass the verifier key you pinned. Without one, an
+export's own header key is used and the result says so — a forger who rewrites the file can rewrite
+the key too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit import store
+from audit.canonical import envelope_index, parse_entry
+from audit.checkpoint import Checkpoint, NoteVerifier, SignedNote, open_checkpoint
+from audit.errors import StoreUnavailable, VerificationError
+from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION
+from audit.merkle import (
+    HASH_SIZE,
+    CompactRange,
+    Node,
+    compact_range_nodes,
+    consistency_ranges,
+    flat_index,
+    leaf_hash,
+    root_of,
+    verify_consistency,
+)
+from audit.store import StoredEntry
+
+
+class FailureKind(StrEnum):
+    """Which check failed (numbered as in the module docstring); ``format`` and ``key`` concern the
+    export file itself: unreadable, or naming another key than the one pinned."""
+
+    FORMAT = "format"
+    KEY = "key"
+    GAP = "gap"
+    INDEX = "index"
+    ENTRY = "entry"
+    COLUMNS = "columns"
+    LEAF_HASH = "leaf-hash"
+    NODE_CACHE = "node-cache"
+    SIGNATURE = "signature"
+    CHECKPOINT = "checkpoint"
+    ROOT = "root"
+    CONSISTENCY = "consistency"
+    TRUNCATED = "truncated"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The first thing that failed: what kind, at which log index, and why (never entry content)."""
+
+    kind: FailureKind
+    index: int | None
+    reason: str
+    checkpoint_size: int | None = None
+    last_index: int | None = None
+    """For failures that only narrow the damage to a range: the range is ``index..last_index``."""
+
+    def __str__(self) -> str:
+        if self.index is None:
+            where = ""
+        elif self.last_index is not None and self.last_index != self.index:
+            where = f" at index {self.index} (somewhere in {self.index}..{self.last_index})"
+        else:
+            where = f" at index {self.index}"
+        return f"{self.kind.value}{where}: {self.reason}"
+
+
+class LogVerificationError(VerificationError):
+    """Raised by :meth:`VerifyResult.raise_for_failure`; carries the :class:`Failure`."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of a verification run. ``ok`` is true only when nothing failed."""
+
+    entries: int
+    checkpoints: int
+    root_hash: bytes | None
+    failure: Failure | None = None
+    key_pinned: bool = True
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def raise_for_failure(self) -> None:
+        if self.failure is not None:
+            raise LogVerificationError(self.failure)
+
+
+class _Failed(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+def _fail(kind: FailureKind, index: int | None, reason: str, checkpoint_size: int | None = None,
+          last_index: int | None = None) -> _Failed:
+    return _Failed(Failure(kind, index, reason, checkpoint_size, last_index))
+
+
+_EntryRecord = tuple[int, bytes, "bytes | None", "StoredEntry | None"]
+"""(index, canonical bytes, stored leaf hash or None, the stored row for deep live checks or None)."""
+
+
+@dataclass(frozen=True)
+class _CheckpointRecord:
+    tree_size: int
+    note: str
+    root_column: bytes | None
+    source: str
+
+
+@dataclass
+class _Anchor:
+    """The last checkpoint that verified: its size, root and the compact range at that size."""
+
+    size: int
+    root: bytes
+    frontier: CompactRange
+
+
+class _Stream:
+    """Streaming verifier state: O(log n) hashes plus the leaves since the last good checkpoint."""
+
+    def __init__(self, verifier: NoteVerifier, checkpoints: list[_CheckpointRecord], deep: bool,
+                 node_checker: _NodeChecker | None = None) -> None:
+        self.verifier = verifier
+        self.checkpoints = sorted(checkpoints, key=lambda record: record.tree_size)
+        self.deep = deep
+        self.node_checker = node_checker
+        self.frontier = CompactRange()
+        self.anchor = _Anchor(0, self.frontier.root(), self.frontier.copy())
+        self.window = bytearray()
+        self.pending_nodes: list[tuple[Node, bytes]] = []
+        self.next_checkpoint = 0
+        self.next_due = self._due_size()
+        self.verified_checkpoints = 0
+        self.size = 0
+
+    def _due_size(self) -> int:
+        if self.next_checkpoint < len(self.checkpoints):
+            return self.checkpoints[self.next_checkpoint].tree_size
+        return -1
+
+    def start(self) -> None:
+        self._checkpoints_due()  # checkpoints of the empty tree
+
+    def feed(self, record: _EntryRecord) -> None:
+        claimed_position, canonical, stored_leaf, stored = record
+        index = self.size
+        # 1. Position.
+        if claimed_position != index:
+            problem = (f"entry {index} is missing (next entry found has index {claimed_position})"
+                       if claimed_position > index else f"index {claimed_position} appears again or out of order")
+            raise _fail(FailureKind.GAP, index, problem)
+        # 2. Leaf hash first: a stored hash that no longer matches is the clearest sign of an edit.
+        computed = leaf_hash(canonical)
+        if stored_leaf is not None and stored_leaf != computed:
+            raise _fail(FailureKind.LEAF_HASH, index, "stored leaf hash does not match the entry's canonical bytes")
+        # 3./4. The entry's own view of its index, and (deep) its form, event and indexed columns.
+        if self.deep:
+            self._check_deep(index, canonical, stored)
+        else:
+            try:
+                claimed = envelope_index(canonical)
+            except VerificationError as exc:
+                raise _fail(FailureKind.ENTRY, index, str(exc)) from None
+            if claimed != index:
+                raise _fail(FailureKind.INDEX, index, f"entry at index {index} says it is entry {claimed}")
+        # 5. Tree; completed subtrees are compared with the cache in batches, and always before a checkpoint,
+        #    so that a cache mismatch (which pinpoints a narrower range) is reported before a root mismatch.
+        completed = self.frontier.append(computed)
+        self.size = index + 1
+        self.window += computed
+        if self.node_checker is not None and completed:
+            self.pending_nodes.extend(completed)
+            if len(self.pending_nodes) >= _NodeChecker.batch:
+                self._flush_nodes()
+        # 6. Checkpoints at this size.
+        if self.size == self.next_due:
+            self._checkpoints_due()
+
+    def _check_deep(self, index: int, canonical: bytes, stored: StoredEntry | None) -> None:
+        try:
+            entry = parse_entry(canonical)
+        except VerificationError as exc:
+            raise _fail(FailureKind.ENTRY, index, str(exc)) from None
+        if entry.index != index:
+            raise _fail(FailureKind.INDEX, index, f"entry at index {index} says it is entry {entry.index}")
+        if stored is not None:
+            if stored.entry_id != entry.entry_id or stored.recorded_at != entry.recorded_at:
+                raise _fail(FailureKind.COLUMNS, index, "entry_id or recorded_at column differs from the entry")
+            expected = store.query_columns(entry.event)
+            wrong = sorted(name for name, value in expected.items() if stored.columns.get(name) != value)
+            if wrong:
+                raise _fail(FailureKind.COLUMNS, index, f"column(s) {', '.join(wrong)} differ from the entry")
+
+    def _flush_nodes(self) -> None:
+        if self.node_checker is not None and self.pending_nodes:
+            self.node_checker.check(self.pending_nodes)
+        self.pending_nodes.clear()
+
+    def _checkpoints_due(self) -> None:
+        while 0 <= self.next_due <= self.size:
+            self._flush_nodes()
+            self._check_checkpoint(self.checkpoints[self.next_checkpoint])
+            self.next_checkpoint += 1
+            self.next_due = self._due_size()
+
+    def _check_checkpoint(self, record: _CheckpointRecord) -> None:
+        size = record.tree_size
+        try:
+            checkpoint = open_checkpoint(record.note, self.verifier)
+        except VerificationError as exc:
+            raise _fail(FailureKind.SIGNATURE, size, f"{record.source} checkpoint at size {size}: {exc}",
+                        size) from None
+        if checkpoint.tree_size != size:
+            raise _fail(FailureKind.CHECKPOINT, size, f"{record.source} checkpoint is filed under size {size} "
+                        f"but its signed text says {checkpoint.tree_size}", size)
+        if record.root_column is not None and record.root_column != checkpoint.root_hash:
+            raise _fail(FailureKind.CHECKPOINT, size, f"stored root of checkpoint {size} differs from its signed root",
+                        size)
+        anchor = self.anchor
+        if checkpoint.root_hash != self.frontier.root():
+            raise _fail(FailureKind.ROOT, anchor.size,
+                        f"the entries do not produce the root signed at size {size}: an entry in "
+                        f"[{anchor.size}, {size}) was changed, inserted, removed or reordered", size, size - 1)
+        self._check_consistency(anchor, size, checkpoint.root_hash)
+        self.anchor = _Anchor(size, checkpoint.root_hash, self.frontier.copy())
+        self.window = bytearray()
+        self.verified_checkpoints += 1
+
+    def _check_consistency(self, anchor: _Anchor, size: int, root: bytes) -> None:
+        """Prove, as a third party holding only the two checkpoints would, that ``size`` extends the anchor."""
+        by_range = {(index << level, (index + 1) << level): value
+                    for (level, index), value in zip(compact_range_nodes(anchor.size), anchor.frontier.hashes,
+                                                     strict=True)}
+        proof: list[bytes] = []
+        for start, end in consistency_ranges(anchor.size, size):
+            if end <= anchor.size:
+                proof.append(by_range[(start, end)])
+            else:
+                leaves = [bytes(self.window[(i - anchor.size) * HASH_SIZE:(i - anchor.size + 1) * HASH_SIZE])
+                          for i in range(start, end)]
+                proof.append(root_of(leaves))
+        try:
+            verify_consistency(anchor.size, size, anchor.root, root, proof)
+        except VerificationError as exc:
+            raise _fail(FailureKind.CONSISTENCY, anchor.size, f"checkpoints {anchor.size} and {size}: {exc}",
+                        size, size - 1) from None
+
+    def finish(self) -> None:
+        self._flush_nodes()
+        # 7. Checkpoints beyond the end: check the signature first (a forged one is a forgery, not truncation).
+        for record in self.checkpoints[self.next_checkpoint:]:
+            try:
+                checkpoint = open_checkpoint(record.note, self.verifier)
+            except VerificationError as exc:
+                raise _fail(FailureKind.SIGNATURE, record.tree_size,
+                            f"{record.source} checkpoint at size {record.tree_size}: {exc}", record.tree_size) from None
+            raise _fail(FailureKind.TRUNCATED, self.size,
+                        f"the log has {self.size} entries but a {record.source} checkpoint signed "
+                        f"{checkpoint.tree_size}: entries were removed or the log was rolled back",
+                        record.tree_size)
+
+
+def _run(stream: _Stream, entries: Iterable[_EntryRecord], *, key_pinned: bool) -> VerifyResult:
+    failure: Failure | None = None
+    try:
+        stream.start()
+        for record in entries:
+            stream.feed(record)
+        stream.finish()
+    except _Failed as failed:
+        failure = failed.failure
+    warnings: list[str] = []
+    if not key_pinned:
+        warnings.append("verified with the key named in the export itself; pin the log's verifier key instead")
+    if failure is None:
+        covered = stream.anchor.size
+        if stream.verified_checkpoints == 0 and stream.size:
+            warnings.append("no checkpoint covers any entry: nothing in this log is anchored by a signature")
+        elif covered < stream.size:
+            warnings.append(f"entries {covered}..{stream.size - 1} are not covered by a checkpoint yet")
+    return VerifyResult(entries=stream.size, checkpoints=stream.verified_checkpoints,
+                        root_hash=stream.frontier.root() if failure is None else None, failure=failure,
+                        key_pinned=key_pinned, warnings=tuple(warnings))
+
+
+class _NodeChecker:
+    """Compares completed subtrees with the database's cache, a batch of nodes at a time."""
+
+    batch = 4096
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def check(self, nodes: Sequence[tuple[Node, bytes]]) -> None:
+        with store.read_connection(self._engine) as connection:
+            stored = store.nodes_by_id(connection, [flat_index(node) for node, _ in nodes])
+        problems: list[tuple[int, int, str]] = []
+        for (level, index), value in nodes:
+            cached = stored.get(flat_index((level, index)))
+            if cached != value:
+                first, last = index << level, ((index + 1) << level) - 1
+                state = "missing" if cached is None else "wrong"
+                problems.append((first, last, f"cached subtree ({level}, {index}) over entries {first}..{last} "
+                                              f"is {state}"))
+        if problems:
+            # A changed leaf spoils every subtree above it: the narrowest mismatch locates it best.
+            first, last, reason = min(problems, key=lambda p: (p[1] - p[0], p[0]))
+            raise _fail(FailureKind.NODE_CACHE, first, reason, last_index=last)
+
+
+def _known(known_checkpoints: Sequence[str]) -> list[_CheckpointRecord]:
+    """Checkpoints the verifier kept from earlier, filed under the size their text claims.
+
+    An unreadable one is filed under size 0, so that it fails (as a signature problem) right away.
+    """
+    records = []
+    for note in known_checkpoints:
+        try:
+            size = Checkpoint.parse_body(SignedNote.parse(note).text).tree_size
+        except VerificationError:
+            size = 0
+        records.append(_CheckpointRecord(size, note, None, "known"))
+    return records
+
+
+def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints: Sequence[str] = (),
+                    deep: bool = True, check_node_cache: bool = True) -> VerifyResult:
+    """Verify a live log. ``known_checkpoints``: signed notes seen earlier (e.g. kept by an officer).
+
+    Raises :class:`~audit.errors.StoreUnavailable` if the database cannot be read (no verdict then).
+    """
+    try:
+        return _verify_database(engine, verifier, known_checkpoints, deep, check_node_cache)
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f"audit log read failed during verification ({type(exc).__name__})") from exc
+
+
+def _verify_database(engine: Engine, verifier: NoteVerifier, known_checkpoints: Sequence[str], deep: bool,
+                     check_node_cache: bool) -> VerifyResult:
+    with store.read_connection(engine) as connection:
+        stored = store.all_checkpoints(connection)
+    records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
+    checker = _NodeChecker(engine) if check_node_cache else None
+    stream = _Stream(verifier, records + _known(known_checkpoints), deep, checker)
+    entries: Iterable[_EntryRecord]
+    if deep:
+        entries = ((e.index, e.canonical, e.leaf_hash, e) for e in store.iter_entries(engine))
+    else:
+        entries = ((index, canonical, leaf, None) for index, canonical, leaf in store.iter_leaves(engine))
+    return _run(stream, entries, key_pinned=True)
+
+
+def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_checkpoints: Sequence[str] = (),
+                  deep: bool = True) -> VerifyResult:
+    """Verify an export file (see :mod:`audit.export`), streaming its entries.
+
+    ``verifier``: the pinned log key; when given, the file's header must name the same key.
+    """
+    with path.open("rb") as handle:
+        lines = iter(handle)
+        try:
+            header = _parse_header(next(lines, b""))
+            file_verifier = NoteVerifier.from_vkey(header["verifier_key"])
+        except (ValueError, KeyError, TypeError, VerificationError) as exc:
+            failure = Failure(FailureKind.FORMAT, None, f"export header is invalid ({exc})")
+            return VerifyResult(0, 0, None, failure, key_pinned=verifier is not None)
+        pinned = verifier is not None
+        trusted = verifier or file_verifier
+        if pinned and file_verifier.vkey != trusted.vkey:
+            failure = Failure(FailureKind.KEY, None, "the export names a different verifier key than the pinned one")
+            return VerifyResult(0, 0, None, failure, key_pinned=True)
+        try:
+            checkpoints = [_parse_checkpoint(next(lines, b"")) for _ in range(int(header["checkpoint_count"]))]
+        except (ValueError, KeyError, TypeError) as exc:
+            failure = Failure(FailureKind.FORMAT, None, f"export checkpoint lines are invalid ({exc})")
+            return VerifyResult(0, 0, None, failure, key_pinned=pinned)
+        stream = _Stream(trusted, checkpoints + _known(known_checkpoints), deep)
+        declared = int(header["tree_size"])
+        return _run(stream, _export_entries(lines, declared), key_pinned=pinned)
+
+
+def _parse_header(line: bytes) -> dict[str, Any]:
+    header = json.loads(line)
+    if (not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != EXPORT_FORMAT
+            or header.get("version") != EXPORT_VERSION):
+        raise ValueError("not a wgs-audit-export version 1 file")
+    return header
+
+
+def _parse_checkpoint(line: bytes) -> _CheckpointRecord:
+    item = json.loads(line)
+    if not isinstance(item, dict) or item.get("type") != "checkpoint":
+        raise ValueError("expected a checkpoint line")
+    size, note = item["tree_size"], item["note"]
+    if not isinstance(size, int) or not isinstance(note, str):
+        raise TypeError("checkpoint line has wrong types")
+    return _CheckpointRecord(size, note, None, "exported")
+
+
+def _export_entries(lines: Iterator[bytes], declared: int) -> Iterator[_EntryRecord]:
+    position = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        match = ENTRY_LINE.match(line)
+        if match is None:
+            raise _fail(FailureKind.FORMAT, position, f"export line for entry {position} is not an entry line "
+                        "in the exact export form (was the file reformatted?)")
+        yield int(match.group(1)), match.group(3), bytes.fromhex(match.group(2).decode("ascii")), None
+        position += 1
+    if position < declared:
+        raise _fail(FailureKind.TRUNCATED, position,
+                    f"the export header announces {declared} entries but the file holds {position}")
+    if position > declared:
+        raise _fail(FailureKind.FORMAT, declared,
+                    f"the export header announces {declared} entries but the file holds {position}")

@@ -1,0 +1,222 @@
+"""Group commit: many concurrent ``await writer.record(...)`` calls share one database transaction.
+
+A request may only be answered once its audit entries are durable, so every request waits for a
+commit. One commit per request would make the commit rate (an fsync each on SQLite) the gateway's
+throughput limit. Instead, requests hand their events to one background thread and wait on a future;
+the thread takes everything that queued up while the previous transaction was committing and writes
+it in the next one. Under load, batches grow by themselves; when idle, a lone request is written at
+once (no artificial delay).
+
+Contract for callers:
+
+* ``record`` returns receipts only after the commit that made the events durable;
+* if that transaction fails, every caller in the batch gets an :class:`~audit.errors.AuditWriteError`
+  (chained to the cause) and must deny: the whole batch was rolled back;
+* events are guarded and canonicalised in the caller's own call, so one caller's invalid event
+  (:class:`~audit.errors.PersonalDataError`, :class:`~audit.errors.InvalidEvent`) fails only that
+  caller and never a shared batch;
+* a caller that is cancelled after handing over its events does not un-write them: an audit log
+  errs on the side of recording.
+
+While idle the thread applies the checkpoint policy's time limit, so a quiet log still gets its
+checkpoint within ``every_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
+
+from audit.errors import AuditWriteError
+from audit.events import AuditEvent
+from audit.log import PreparedEvent, Receipt, prepare
+
+_log = logging.getLogger(__name__)
+
+
+class Appender(Protocol):
+    """What the writer needs from a log (:class:`audit.log.AuditLog`, or a fake in tests)."""
+
+    def append_prepared(self, prepared: Sequence[PreparedEvent]) -> list[Receipt]: ...
+
+    def maybe_issue_checkpoint(self) -> object: ...
+
+
+@dataclass
+class WriterStats:
+    """Counters for tests and benchmarks: how well group commit is batching."""
+
+    transactions: int = 0
+    events: int = 0
+    failed_transactions: int = 0
+    largest_batch: int = 0
+
+
+@dataclass
+class _Waiter:
+    prepared: list[PreparedEvent]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[Receipt]] = field(repr=False)
+
+
+_STOP = object()
+
+
+Outcome = tuple["_Waiter", "list[Receipt] | BaseException"]
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """Complete waiters' futures from the writer thread: one wake-up per event loop, not per waiter."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for waiter, result in outcomes:
+        by_loop.setdefault(waiter.loop, []).append((waiter, result))
+    for loop, group in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is already closed: nobody left to tell
+            loop.call_soon_threadsafe(_settle_on_loop, group)
+
+
+def _settle_on_loop(group: list[Outcome]) -> None:
+    for waiter, result in group:
+        if waiter.future.done():  # cancelled meanwhile
+            continue
+        if isinstance(result, BaseException):
+            waiter.future.set_exception(result)
+        else:
+            waiter.future.set_result(result)
+
+
+class AsyncAuditWriter:
+    """Asyncio front end with one writer thread; use as ``async with AsyncAuditWriter(log) as writer``."""
+
+    def __init__(self, log: Appender, *, max_batch_events: int = 5000, idle_interval: float | None = 1.0) -> None:
+        self._log = log
+        self._max_batch_events = max_batch_events
+        self._idle_interval = idle_interval
+        self._queue: queue.SimpleQueue[_Waiter | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._state_lock = threading.Lock()  # a record never slips in behind the stop request
+        self.stats = WriterStats()
+
+    async def __aenter__(self) -> AsyncAuditWriter:
+        self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        if self._closed:
+            raise AuditWriteError("audit writer is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+            self._thread.start()
+
+    async def aclose(self) -> None:
+        """Write what is queued, then stop the thread; later ``record`` calls fail."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._thread is not None:
+                self._queue.put(_STOP)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        self._fail_leftovers()
+
+    async def record(self, events: Sequence[AuditEvent]) -> list[Receipt]:
+        """Durably log ``events`` (in order, consecutive indices) and return their receipts."""
+        prepared = [prepare(event) for event in events]
+        if not prepared:
+            return []
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(prepared, loop, loop.create_future())
+        with self._state_lock:
+            if self._closed or self._thread is None:
+                raise AuditWriteError("audit writer is not running")
+            self._queue.put(waiter)
+        return await waiter.future
+
+    async def record_one(self, event: AuditEvent) -> Receipt:
+        return (await self.record([event]))[0]
+
+    # -- the writer thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self._idle_interval)
+            except queue.Empty:
+                self._idle()
+                continue
+            if item is _STOP:
+                return
+            assert isinstance(item, _Waiter)
+            batch, stop = self._gather(item)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _gather(self, first: _Waiter) -> tuple[list[_Waiter], bool]:
+        """Everything queued right now, up to the batch limit; whether a stop request was among it."""
+        batch, count = [first], len(first.prepared)
+        while count < self._max_batch_events:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, _Waiter)
+            batch.append(item)
+            count += len(item.prepared)
+        return batch, False
+
+    def _commit(self, batch: list[_Waiter]) -> None:
+        flat = [prepared for waiter in batch for prepared in waiter.prepared]
+        try:
+            receipts = self._log.append_prepared(flat)
+        except BaseException as exc:
+            self.stats.failed_transactions += 1
+            _log.error("audit batch of %d events failed: %s", len(flat), type(exc).__name__)
+            failures: list[Outcome] = []
+            for waiter in batch:
+                error = AuditWriteError(f"audit log write failed ({type(exc).__name__}); deny the request")
+                error.__cause__ = exc
+                failures.append((waiter, error))
+            _settle(failures)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.stats.transactions += 1
+        self.stats.events += len(flat)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(flat))
+        position, outcomes = 0, list[Outcome]()
+        for waiter in batch:
+            outcomes.append((waiter, receipts[position : position + len(waiter.prepared)]))
+            position += len(waiter.prepared)
+        _settle(outcomes)
+
+    def _idle(self) -> None:
+        try:
+            self._log.maybe_issue_checkpoint()
+        except Exception as exc:  # keep writing entries even if a periodic checkpoint fails
+            _log.warning("periodic audit checkpoint failed: %s", type(exc).__name__)
+
+    def _fail_leftovers(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Waiter):
+                _settle([(item, AuditWriteError("audit writer closed before writing"))])

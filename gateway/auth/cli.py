@@ -1,0 +1,143 @@
+"""CLI: ``wgs-gateway clients ...``, ``users ...`` and ``keys ...``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.auth import repository
+from gateway.auth.accounts import create_account
+from gateway.auth.clients import register_key_client, register_secret_client
+from gateway.auth.keys import SigningKeyStore
+from gateway.clock import SystemClock
+from gateway.db.engine import make_engine, make_session_factory, transaction
+from gateway.errors import GatewayError
+from gateway.register.loader import load_register
+from gateway.settings import Settings
+
+clients_app = typer.Typer(help="Partner systems (OAuth clients).", no_args_is_help=True)
+users_app = typer.Typer(help="People's accounts (privacy officers, administrators, contact point).",
+                        no_args_is_help=True)
+keys_app = typer.Typer(help="The gateway's token-signing keys.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+
+def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
+    return make_session_factory(make_engine(settings.effective_database_url))
+
+
+def _fail(exc: GatewayError) -> None:
+    err.print(f"[red]{exc.detail}[/red]")
+    raise typer.Exit(1)
+
+
+@clients_app.command("add")
+def clients_add(system_id: str,
+                scopes: str = typer.Option("exchange,discovery,enrol", help="Comma-separated scopes."),
+                jwks_file: Path | None = typer.Option(None, help="Public JWKS of the system (private_key_jwt)."),
+                generate_secret: bool = typer.Option(False, help="Use a client secret (printed once).")) -> None:
+    """Register a partner system from the register as an OAuth client."""
+    settings = Settings()
+    register, _ = load_register(settings.register_file)
+    scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
+    if bool(jwks_file) == generate_secret:
+        err.print("[red]give exactly one of --jwks-file or --generate-secret[/red]")
+        raise typer.Exit(2)
+    try:
+        with transaction(_sessions(settings)) as session:
+            if jwks_file:
+                register_key_client(session, register, system_id, scope_list,
+                                    json.loads(jwks_file.read_text()), SystemClock())
+                out.print(f"client {system_id} registered (private_key_jwt)")
+            else:
+                _, secret = register_secret_client(session, register, system_id, scope_list, SystemClock())
+                out.print(f"client {system_id} registered; secret (shown once): {secret}")
+    except GatewayError as exc:
+        _fail(exc)
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    with transaction(_sessions(Settings())) as session:
+        table = Table("client", "organisation", "method", "scopes", "active")
+        for client in repository.list_clients(session):
+            table.add_row(client.client_id, client.organisation, client.auth_method, " ".join(client.scopes),
+                          str(client.active))
+    out.print(table)
+
+
+@clients_app.command("disable")
+def clients_disable(system_id: str) -> None:
+    with transaction(_sessions(Settings())) as session:
+        if not repository.set_client_active(session, system_id, False):
+            err.print(f"[red]no client {system_id}[/red]")
+            raise typer.Exit(1)
+    out.print(f"client {system_id} disabled")
+
+
+@users_app.command("add")
+def users_add(username: str, organisation: str = typer.Option(...),
+              role: list[str] = typer.Option(..., help="privacy-officer, coordinating-privacy-officer, "
+                                                      "administrator, contact-point (repeatable)"),
+              password_stdin: bool = typer.Option(False, help="Read the password from standard input.")) -> None:
+    """Create a person's account."""
+    settings = Settings()
+    register, _ = load_register(settings.register_file)
+    if organisation not in register.organisations:
+        err.print(f"[red]unknown organisation {organisation}[/red]")
+        raise typer.Exit(1)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with transaction(_sessions(settings)) as session:
+            create_account(session, username, organisation, role, password, SystemClock())
+    except GatewayError as exc:
+        _fail(exc)
+    out.print(f"account {username} created")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    with transaction(_sessions(Settings())) as session:
+        table = Table("username", "organisation", "roles", "active")
+        for account in repository.list_accounts(session):
+            table.add_row(account.username, account.organisation, ", ".join(account.roles), str(account.active))
+    out.print(table)
+
+
+@users_app.command("disable")
+def users_disable(username: str) -> None:
+    with transaction(_sessions(Settings())) as session:
+        if not repository.set_account_active(session, username, False):
+            err.print(f"[red]no account {username}[/red]")
+            raise typer.Exit(1)
+    out.print(f"account {username} disabled")
+
+
+def _key_store(settings: Settings) -> SigningKeyStore:
+    from datetime import timedelta
+
+    store = SigningKeyStore(settings.key_dir, SystemClock(), timedelta(seconds=settings.access_token_ttl_seconds + 300))
+    store.load_or_create()
+    return store
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new signing key; tokens signed by the old one stay valid until they expire."""
+    kid = _key_store(Settings()).rotate()
+    out.print(f"new signing key {kid}; restart or wait for gateway processes to reload keys")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    table = Table("kid", "created", "superseded")
+    for key in _key_store(Settings()).describe():
+        table.add_row(key["kid"] or "", key["created_at"] or "", key["superseded_at"] or "")
+    out.print(table)

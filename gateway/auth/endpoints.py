@@ -1,0 +1,136 @@
+"""HTTP surface of authentication: token endpoint, JWKS, server metadata, people's login."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.auth.accounts import authenticate_person, scopes_for_roles
+from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
+from gateway.auth.keys import SIGNING_ALGORITHM
+from gateway.auth.server import GatewayAuthorizationServer, TokenRequest
+from gateway.auth.setup import auth_services
+from gateway.container import Container
+from gateway.db.engine import transaction
+from gateway.deps import get_container
+from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+
+router = APIRouter(tags=["authentication"])
+log = structlog.get_logger("gateway.auth")
+
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 16
+
+
+def token_endpoint_url(container: Container) -> str:
+    return container.settings.issuer.rstrip("/") + "/oauth/token"
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = Field(examples=["Bearer"])
+    expires_in: int = Field(examples=[300])
+    scope: str = Field(examples=["exchange discovery"])
+
+
+def _oauth_error(status: int, error: str, description: str, headers: list[tuple[str, str]] | None = None
+                 ) -> JSONResponse:
+    """RFC 6749 §5.2 error members inside an RFC 9457 problem document (both kinds of client understand it)."""
+    body = {"type": PROBLEM_TYPE_BASE + "oauth-" + error.replace("_", "-"), "title": "Token request refused",
+            "status": status, "detail": description, "error": error, "error_description": description}
+    extra = {k: v for k, v in (headers or []) if k.lower() == "www-authenticate"}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE,
+                        headers={"Cache-Control": "no-store", **extra})
+
+
+@router.post("/oauth/token", response_model=TokenResponse, summary="OAuth2 token endpoint (client credentials)",
+             responses={400: {"description": "invalid_request / invalid_grant / invalid_scope / "
+                                             "unsupported_grant_type / replayed assertion (invalid_client)"},
+                        401: {"description": "invalid_client"}},
+             openapi_extra={"requestBody": {"content": {FORM_MEDIA_TYPE: {"schema": {
+                 "type": "object", "required": ["grant_type"], "properties": {
+                     "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                     "scope": {"type": "string"}, "client_id": {"type": "string"},
+                     "client_assertion_type": {"type": "string"}, "client_assertion": {"type": "string"},
+                     "client_secret": {"type": "string"}}}}}, "required": True}})
+async def token(request: Request, container: Container = Depends(get_container)) -> Any:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_MEDIA_TYPE:
+        log.info("token_rejected", error="invalid_request", reason="content type")
+        return _oauth_error(400, "invalid_request", f"the token endpoint takes {FORM_MEDIA_TYPE}")
+    try:
+        parsed = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+    except Exception:  # malformed form bodies are the client's error, never a 500
+        log.info("token_rejected", error="invalid_request", reason="malformed form")
+        return _oauth_error(400, "invalid_request", "the form body could not be parsed")
+    form = {key: value for key, value in parsed.items() if isinstance(value, str)}
+    headers = request.headers  # case-insensitive: authlib looks up "Authorization"
+    auth = auth_services(container)
+    endpoint = token_endpoint_url(container)
+
+    def run() -> tuple[int, Any, list[tuple[str, str]]]:
+        with transaction(container.sessions) as session:
+            server = GatewayAuthorizationServer(session, auth.tokens, container.clock, endpoint,
+                                                container.settings.client_assertion_max_age_seconds)
+            result: tuple[int, Any, list[tuple[str, str]]] = server.create_token_response(
+                TokenRequest(endpoint, form, headers))
+            return result
+
+    status, body, response_headers = await run_in_threadpool(run)
+    if status != 200:
+        error = str(body.get("error", "invalid_request"))
+        if error == "invalid_client":  # one answer for every client-authentication failure (RFC 6749 §5.2)
+            status = 401
+            response_headers = [("WWW-Authenticate", 'Bearer error="invalid_client"')]
+        description = str(body.get("error_description", error))
+        log.info("token_rejected", error=error, reason=description, client_id=form.get("client_id"))
+        return _oauth_error(status, error, description, response_headers)
+    log.info("token_issued", scope=body.get("scope"))
+    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+@router.get("/.well-known/jwks.json", summary="Public keys that sign the gateway's access tokens")
+async def jwks(container: Container = Depends(get_container)) -> dict[str, Any]:
+    return auth_services(container).keys.jwks()
+
+
+@router.get("/.well-known/oauth-authorization-server", summary="Authorization server metadata (RFC 8414)")
+async def metadata(container: Container = Depends(get_container)) -> dict[str, Any]:
+    issuer = container.settings.issuer.rstrip("/")
+    return {
+        "issuer": issuer, "token_endpoint": token_endpoint_url(container),
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+        "scopes_supported": ["exchange", "discovery", "enrol", "register:read", "audit:read", "escalation", "admin"],
+        "access_token_signing_alg_values_supported": [SIGNING_ALGORITHM],
+    }
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+@router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",
+             responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"}})
+async def login(body: LoginRequest, container: Container = Depends(get_container)) -> TokenResponse:
+    auth = auth_services(container)
+
+    def run() -> TokenResponse:
+        with transaction(container.sessions) as session:
+            account = authenticate_person(session, body.username, body.password, auth.login_throttle)
+        issued = auth.tokens.issue(subject=account.username, organisation=account.organisation,
+                                   scopes=scopes_for_roles(account.roles), kind="person", roles=account.roles)
+        return TokenResponse(access_token=issued.access_token, token_type="Bearer",
+                             expires_in=issued.expires_in, scope=issued.scope)
+
+    response = await run_in_threadpool(run)
+    log.info("person_logged_in", username=body.username)
+    return response

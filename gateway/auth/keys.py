@@ -1,0 +1,147 @@
+"""The gateway's token-signing keys: a small file key store with rotation.
+
+Why rotation keeps old keys: an access token stays valid until it expires, so after ``rotate()`` the
+previous public key stays in the JWKS (and in the verification set) for ``retire_after`` — at least the
+access-token lifetime — and only then disappears. Private keys live in one JSON file with 0600
+permissions; nothing here logs or reprs key material.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from joserfc.jwk import Key, KeySet, OKPKey
+
+from gateway.clock import Clock
+from gateway.ids import new_id
+
+SIGNING_ALGORITHM = "Ed25519"  # RFC 9864's fully specified EdDSA over Ed25519
+
+
+@dataclass(frozen=True)
+class _StoredKey:
+    kid: str
+    created_at: datetime
+    superseded_at: datetime | None
+    private_jwk: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kid": self.kid, "created_at": self.created_at.isoformat(),
+                "superseded_at": self.superseded_at.isoformat() if self.superseded_at else None,
+                "private_jwk": self.private_jwk}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _StoredKey:
+        superseded = data.get("superseded_at")
+        return cls(kid=data["kid"], created_at=datetime.fromisoformat(data["created_at"]),
+                   superseded_at=datetime.fromisoformat(superseded) if superseded else None,
+                   private_jwk=data["private_jwk"])
+
+
+class SigningKeyStore:
+    """File-backed Ed25519 signing keys with a current key and recently superseded ones."""
+
+    def __init__(self, directory: Path, clock: Clock, retire_after: timedelta) -> None:
+        self._path = directory / "token-signing.json"
+        self._clock = clock
+        self._retire_after = retire_after
+        self._lock = threading.Lock()
+        self._keys: list[_StoredKey] = []
+        self._loaded_mtime = 0.0
+
+    def __repr__(self) -> str:
+        return f"SigningKeyStore(path={str(self._path)!r}, keys={len(self._keys)})"
+
+    def load_or_create(self) -> None:
+        with self._lock:
+            self._reload_locked()
+            if not self._keys:
+                self._keys = [self._new_key()]
+                self._save()
+
+    def rotate(self) -> str:
+        """Make a new current key; the old one is kept for verification until it retires."""
+        with self._lock:
+            self._reload_locked()
+            now = self._clock.now()
+            self._keys = [
+                key if key.superseded_at else _StoredKey(key.kid, key.created_at, now, key.private_jwk)
+                for key in self._keys if not self._is_retired(key, now)
+            ]
+            fresh = self._new_key()
+            self._keys.append(fresh)
+            self._save()
+            return fresh.kid
+
+    def current(self) -> OKPKey:
+        with self._lock:
+            self._reload_if_changed()
+            active = [key for key in self._keys if key.superseded_at is None]
+            if not active:
+                raise RuntimeError("the signing key store has not been loaded")
+            return OKPKey.import_key(active[-1].private_jwk, {"kid": active[-1].kid})
+
+    def verification_keys(self) -> KeySet:
+        """Current and not-yet-retired keys (public parts) for verifying tokens."""
+        now = self._clock.now()
+        with self._lock:
+            self._reload_if_changed()
+            keys: list[Key] = [OKPKey.import_key(self._public(key), {"kid": key.kid})
+                    for key in self._keys if not self._is_retired(key, now)]
+        return KeySet(keys)
+
+    def jwks(self) -> dict[str, Any]:
+        now = self._clock.now()
+        with self._lock:
+            self._reload_if_changed()
+            return {"keys": [{**self._public(key), "kid": key.kid, "use": "sig", "alg": SIGNING_ALGORITHM}
+                             for key in self._keys if not self._is_retired(key, now)]}
+
+    def describe(self) -> list[dict[str, str | None]]:
+        """Key ids and dates (no key material), for `wgs-gateway keys list`."""
+        with self._lock:
+            return [{"kid": key.kid, "created_at": key.created_at.isoformat(),
+                     "superseded_at": key.superseded_at.isoformat() if key.superseded_at else None}
+                    for key in self._keys]
+
+    def _is_retired(self, key: _StoredKey, now: datetime) -> bool:
+        return key.superseded_at is not None and now - key.superseded_at > self._retire_after
+
+    @staticmethod
+    def _public(key: _StoredKey) -> dict[str, Any]:
+        return {name: value for name, value in key.private_jwk.items() if name in {"kty", "crv", "x"}}
+
+    def _new_key(self) -> _StoredKey:
+        kid = new_id()
+        private = OKPKey.generate_key("Ed25519", parameters={"kid": kid}).as_dict(private=True)
+        return _StoredKey(kid=kid, created_at=self._clock.now(), superseded_at=None, private_jwk=dict(private))
+
+    def _reload_locked(self) -> None:
+        if self._path.exists():
+            self._loaded_mtime = self._path.stat().st_mtime
+            data = json.loads(self._path.read_text(encoding="utf-8"))
+            self._keys = [_StoredKey.from_json(item) for item in data["keys"]]
+
+    def _reload_if_changed(self) -> None:
+        """Pick up a rotation made by another process (the CLI, another worker) without a restart."""
+        try:
+            mtime = self._path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != self._loaded_mtime:
+            self._reload_locked()
+
+    def _save(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self._path.with_suffix(".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump({"keys": [key.to_json() for key in self._keys]}, handle)
+        os.replace(temporary, self._path)
+        self._loaded_mtime = self._path.stat().st_mtime

@@ -1,0 +1,103 @@
+"""All SQL of authentication: clients, the assertion replay guard, accounts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway.auth.tables import accounts, oauth_clients, used_client_assertions
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    client_id: str
+    organisation: str
+    auth_method: str
+    secret_hash: str | None
+    jwks: dict[str, Any] | None
+    scopes: list[str]
+    active: bool
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    id: str
+    username: str
+    organisation: str
+    roles: list[str]
+    password_hash: str
+    active: bool
+
+
+def get_client(session: Session, client_id: str) -> ClientRecord | None:
+    row = session.execute(select(oauth_clients).where(oauth_clients.c.client_id == client_id)).mappings().first()
+    if row is None:
+        return None
+    return ClientRecord(row["client_id"], row["organisation"], row["auth_method"], row["secret_hash"],
+                        row["jwks"], list(row["scopes"]), bool(row["active"]))
+
+
+def upsert_client(session: Session, record: ClientRecord, created_at: datetime) -> None:
+    values = {"organisation": record.organisation, "auth_method": record.auth_method,
+              "secret_hash": record.secret_hash, "jwks": record.jwks, "scopes": record.scopes,
+              "active": record.active}
+    if get_client(session, record.client_id) is None:
+        session.execute(oauth_clients.insert().values(client_id=record.client_id, created_at=created_at, **values))
+    else:
+        session.execute(update(oauth_clients).where(oauth_clients.c.client_id == record.client_id).values(**values))
+
+
+def list_clients(session: Session) -> list[ClientRecord]:
+    rows = session.execute(select(oauth_clients.c.client_id).order_by(oauth_clients.c.client_id)).scalars().all()
+    return [client for client_id in rows if (client := get_client(session, client_id)) is not None]
+
+
+def set_client_active(session: Session, client_id: str, active: bool) -> bool:
+    result = session.execute(update(oauth_clients).where(oauth_clients.c.client_id == client_id)
+                             .values(active=active))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def remember_assertion(session: Session, client_id: str, jti: str, expires_at: datetime, now: datetime) -> bool:
+    """Record a client assertion's jti; False if it was seen before (a replay).
+
+    Runs in its own savepoint so a replay does not poison the surrounding transaction; expired jtis are
+    purged on the way (they can no longer be replayed because the assertion itself has expired).
+    """
+    session.execute(delete(used_client_assertions).where(used_client_assertions.c.expires_at < now))
+    try:
+        with session.begin_nested():
+            session.execute(used_client_assertions.insert().values(client_id=client_id, jti=jti,
+                                                                   expires_at=expires_at))
+    except IntegrityError:
+        return False
+    return True
+
+
+def get_account(session: Session, username: str) -> AccountRecord | None:
+    row = session.execute(select(accounts).where(accounts.c.username == username)).mappings().first()
+    if row is None:
+        return None
+    return AccountRecord(row["id"], row["username"], row["organisation"], list(row["roles"]),
+                         row["password_hash"], bool(row["active"]))
+
+
+def insert_account(session: Session, record: AccountRecord, created_at: datetime) -> None:
+    session.execute(accounts.insert().values(
+        id=record.id, username=record.username, organisation=record.organisation, roles=record.roles,
+        password_hash=record.password_hash, active=record.active, created_at=created_at))
+
+
+def list_accounts(session: Session) -> list[AccountRecord]:
+    names = session.execute(select(accounts.c.username).order_by(accounts.c.username)).scalars().all()
+    return [account for name in names if (account := get_account(session, name)) is not None]
+
+
+def set_account_active(session: Session, username: str, active: bool) -> bool:
+    result = session.execute(update(accounts).where(accounts.c.username == username).values(active=active))
+    return bool(getattr(result, "rowcount", 0))

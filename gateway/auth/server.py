@@ -1,0 +1,118 @@
+"""The OAuth2 authorization server (authlib) for partner systems: client-credentials grant only.
+
+authlib supplies the protocol machinery (grant validation, client-auth method registry, RFC 6749 error
+objects); this module adapts it to our storage, our JWT access tokens and Starlette requests. One server
+object is built per token request, bound to that request's database session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
+from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from sqlalchemy.orm import Session
+
+from gateway.auth import repository
+from gateway.auth.client_assertion import make_private_key_jwt_method
+from gateway.auth.passwords import verify_secret
+from gateway.auth.tokens import AccessTokenService
+from gateway.clock import Clock
+
+PRIVATE_KEY_JWT = "private_key_jwt"
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+
+
+class GatewayClient(ClientMixin):  # type: ignore[misc]
+    """authlib's view of a registered partner system."""
+
+    def __init__(self, record: repository.ClientRecord) -> None:
+        self.record = record
+
+    def get_client_id(self) -> str:
+        return self.record.client_id
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return self.record.secret_hash is not None and verify_secret(self.record.secret_hash, client_secret)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if endpoint != "token":
+            return False
+        if self.record.auth_method == PRIVATE_KEY_JWT:
+            return method == PRIVATE_KEY_JWT
+        return method in SECRET_METHODS
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "client_credentials"
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return " ".join(self.record.scopes)
+        return " ".join(s for s in scope.split() if s in self.record.scopes)
+
+
+class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, PRIVATE_KEY_JWT]
+
+    def validate_requested_scope(self) -> None:
+        requested = set((self.request.payload.scope or "").split())
+        if requested - set(self.request.client.record.scopes):
+            raise InvalidScopeError(description="a requested scope is not registered for this client")
+
+
+class TokenRequest(OAuth2Request):  # type: ignore[misc]
+    """An authlib request built from a parsed form and the headers of a Starlette request."""
+
+    def __init__(self, uri: str, form: dict[str, str], headers: Mapping[str, str]) -> None:
+        super().__init__("POST", uri, headers=headers)
+        self._form = form
+        self.payload = BasicOAuth2Payload(form)
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+    @property
+    def args(self) -> dict[str, str]:
+        return {}
+
+
+class GatewayAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, session: Session, tokens: AccessTokenService, clock: Clock, token_endpoint: str,
+                 assertion_max_age_seconds: int) -> None:
+        super().__init__()
+        self._session = session
+        self._tokens = tokens
+        self.register_grant(_ClientCredentials)
+        self.register_token_generator("default", self._generate)
+        self.register_client_auth_method(PRIVATE_KEY_JWT, make_private_key_jwt_method(
+            session, clock, {token_endpoint, tokens.issuer}, assertion_max_age_seconds))
+
+    def query_client(self, client_id: str) -> GatewayClient | None:
+        record = repository.get_client(self._session, client_id)
+        if record is None or not record.active:
+            return None
+        return GatewayClient(record)
+
+    def create_oauth2_request(self, request: TokenRequest) -> TokenRequest:
+        return request
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        """Access tokens are self-contained JWTs; nothing to store."""
+
+    def handle_response(self, status: int, body: Any, headers: Any) -> tuple[int, Any, list[tuple[str, str]]]:
+        return status, body, list(headers or [])
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """No signal bus; issuance and rejection are logged by the endpoint."""
+
+    def _generate(self, grant_type: str, client: GatewayClient, user: Any = None, scope: str | None = None,
+                  expires_in: int | None = None, include_refresh_token: bool = False) -> dict[str, Any]:
+        scopes = client.get_allowed_scope(scope).split()
+        issued = self._tokens.issue(subject=client.record.client_id, organisation=client.record.organisation,
+                                    scopes=scopes, client_id=client.record.client_id)
+        return {"access_token": issued.access_token, "token_type": "Bearer", "expires_in": issued.expires_in,
+                "scope": issued.scope}

@@ -1,0 +1,46 @@
+"""Wiring of the auth services into the container (called from ``gateway.app.start_services``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+from gateway.auth.accounts import LoginThrottle
+from gateway.auth.keys import SigningKeyStore
+from gateway.auth.tokens import AccessTokenService
+from gateway.container import Container
+
+
+@dataclass
+class AuthServices:
+    keys: SigningKeyStore
+    tokens: AccessTokenService
+    login_throttle: LoginThrottle
+
+
+def install_auth(container: Container) -> AuthServices:
+    settings = container.settings
+    keys = SigningKeyStore(settings.key_dir, container.clock,
+                           timedelta(seconds=settings.access_token_ttl_seconds + 300))
+    keys.load_or_create()
+    services = AuthServices(
+        keys=keys,
+        tokens=AccessTokenService(keys, container.clock, settings.issuer, settings.audience,
+                                  settings.access_token_ttl_seconds),
+        login_throttle=LoginThrottle(container.clock),
+    )
+    container.services["auth"] = services
+
+    async def key_store_ready() -> None:
+        await asyncio.to_thread(keys.current)
+
+    container.readiness["key_store"] = key_store_ready
+    return services
+
+
+def auth_services(container: Container) -> AuthServices:
+    services = container.services.get("auth")
+    if not isinstance(services, AuthServices):
+        raise RuntimeError("auth services are not installed; start the app through its lifespan")
+    return services

@@ -1,0 +1,41 @@
+"""Tables of authentication (schema by migration 0002_auth)."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, String, Table, Text, UniqueConstraint
+
+from gateway.db.metadata import metadata
+
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),  # the partner system id from the register
+    Column("organisation", String(64), nullable=False),
+    Column("auth_method", String(32), nullable=False),  # private_key_jwt | client_secret
+    Column("secret_hash", Text, nullable=True),
+    Column("jwks", JSON, nullable=True),
+    Column("scopes", JSON, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+used_client_assertions = Table(
+    "used_client_assertions",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("jti", String(128), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("organisation", String(64), nullable=False),
+    Column("roles", JSON, nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("username", name="uq_accounts_username"),
+)

@@ -1,0 +1,1 @@
+"""Purpose-bound exchange: the request pipeline from an authenticated partner system to the holders."""

@@ -1,0 +1,35 @@
+"""Tables of the exchange pipeline (schema by migration 0003_exchange).
+
+``exchanges`` keeps the outcome of every exchange (per target: decision, reasons, categories; never the
+records themselves) so the requester and its privacy officer can see it again, and so an
+``Idempotency-Key`` retry returns the first answer instead of disclosing and logging twice. The records of
+an answer are kept only encrypted (AES-GCM) and only for the idempotency window, for exactly that replay.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, String, Table, UniqueConstraint
+
+from gateway.db.metadata import metadata
+
+exchanges = Table(
+    "exchanges",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "exchange" | "discovery"
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("requester_org", String(64), nullable=False),
+    Column("requester_system", String(64), nullable=False),
+    Column("partnership", String(64), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("case_reference", String(128), nullable=False),
+    Column("register_version", String(64), nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("request_sha256", String(64), nullable=False),
+    Column("idempotency_key", String(128), nullable=True),
+    Column("outcome", JSON, nullable=False),
+    Column("sealed_records", LargeBinary, nullable=True),
+    Column("sealed_until", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("requester_system", "idempotency_key", name="uq_exchanges_requester_system_idempotency_key"),
+    Index("ix_exchanges_requester_system_purpose_created_at", "requester_system", "purpose", "created_at"),
+)

@@ -1,0 +1,53 @@
+"""CLI: ``wgs-gateway register check|show|versions``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.db.engine import make_engine, make_session_factory, transaction
+from gateway.errors import InvalidRegister
+from gateway.register import repository
+from gateway.register.loader import load_register
+from gateway.settings import Settings
+
+register_app = typer.Typer(help="The partnership register.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+
+@register_app.command("check")
+def check(file: Path) -> None:
+    """Validate a register file; prints every problem with its line. Exit 1 when invalid."""
+    try:
+        register, _ = load_register(file)
+    except InvalidRegister as exc:
+        for problem in exc.extra.get("problems", []) or [{"line": "?", "column": "?", "reason": exc.detail}]:
+            err.print(f"{file}:{problem['line']}:{problem['column']}: {problem.get('path', '')} {problem['reason']}")
+        raise typer.Exit(1) from None
+    out.print(f"{file}: valid, version {register.version}, {len(register.partnerships)} partnerships")
+
+
+@register_app.command("show")
+def show() -> None:
+    """Summarise the configured register file."""
+    register, _ = load_register(Settings().register_file)
+    table = Table("partnership", "status", "participants", "purposes", title=f"register {register.version}")
+    for pid, partnership in register.partnerships.items():
+        table.add_row(pid, partnership.status.value, str(len(partnership.participants)),
+                      ", ".join(partnership.purposes))
+    out.print(table)
+
+
+@register_app.command("versions")
+def versions() -> None:
+    """List the register versions recorded in the database."""
+    settings = Settings()
+    with transaction(make_session_factory(make_engine(settings.effective_database_url))) as session:
+        table = Table("version", "sha256", "source", "loaded at")
+        for version in repository.list_versions(session):
+            table.add_row(version.version, version.sha256[:16], version.source, version.loaded_at.isoformat())
+    out.print(table)

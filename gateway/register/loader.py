@@ -1,0 +1,114 @@
+"""Load a register YAML file into a ``Register``, refusing a bad file with the line and the reason.
+
+Why the extra work over ``yaml.safe_load``: an operator editing the register must be told *where* the
+problem is. We compose the YAML node tree once, remember the start line of every path, and map pydantic's
+error locations (and our cross-reference problems) back to those lines. Duplicate keys, which PyYAML would
+silently resolve to the last value, are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gateway.errors import InvalidRegister
+from gateway.register.model import Register
+from gateway.register.validation import check_references
+
+Loc = tuple[str | int, ...]
+MAX_REPORTED = 20
+
+
+@dataclass(frozen=True)
+class RegisterProblem:
+    line: int
+    column: int
+    loc: Loc
+    message: str
+
+    def render(self, source: str) -> str:
+        where = ".".join(str(part) for part in self.loc) or "(document)"
+        return f"{source}:{self.line}:{self.column}: {where}: {self.message}"
+
+
+def _index_nodes(node: yaml.Node, path: Loc, lines: dict[Loc, tuple[int, int]],
+                 duplicates: list[RegisterProblem]) -> None:
+    lines[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                duplicates.append(RegisterProblem(key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                                                  (*path, key), f"duplicate key `{key}`"))
+            seen.add(key)
+            lines[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _index_nodes(value_node, (*path, key), lines, duplicates)
+            lines[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for position, item in enumerate(node.value):
+            _index_nodes(item, (*path, position), lines, duplicates)
+
+
+def _line_of(loc: Loc, lines: dict[Loc, tuple[int, int]]) -> tuple[int, int]:
+    """The line of the deepest known prefix of ``loc`` (a missing field points at its parent)."""
+    for cut in range(len(loc), -1, -1):
+        found = lines.get(tuple(loc[:cut]))
+        if found:
+            return found
+    return (1, 1)
+
+
+def parse_register(text: str, source: str = "<register>") -> Register:
+    """Parse and validate register text; raise ``InvalidRegister`` listing every problem with its line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        document: Any = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise InvalidRegister(f"{source}:{line}:{column}: YAML syntax error: {exc.problem}",
+                              extra={"problems": [{"line": line, "column": column, "reason": str(exc.problem)}]}
+                              ) from None
+    if root is None or not isinstance(document, dict):
+        raise InvalidRegister(f"{source}:1:1: the register must be a YAML mapping")
+    lines: dict[Loc, tuple[int, int]] = {}
+    problems: list[RegisterProblem] = []
+    _index_nodes(root, (), lines, problems)
+    if not problems:
+        try:
+            register = Register.model_validate(document)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = tuple(error["loc"])
+                line, column = _line_of(loc, lines)
+                problems.append(RegisterProblem(line, column, loc, str(error["msg"])))
+        else:
+            for loc, message in check_references(register):
+                line, column = _line_of(loc, lines)
+                problems.append(RegisterProblem(line, column, loc, message))
+            if not problems:
+                return register
+    problems.sort(key=lambda p: (p.line, p.column))
+    shown = problems[:MAX_REPORTED]
+    rendered = [p.render(source) for p in shown]
+    more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
+    raise InvalidRegister(
+        f"register refused: {rendered[0]}{more}" if len(rendered) == 1 else
+        f"register refused, {len(problems)} problems{more}: " + "; ".join(rendered),
+        extra={"problems": [{"line": p.line, "column": p.column, "path": ".".join(map(str, p.loc)),
+                             "reason": p.message} for p in shown]},
+    )
+
+
+def load_register(path: Path) -> tuple[Register, str]:
+    """Read and validate a register file; returns the register and its source text."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidRegister(f"{path}: cannot read the register file ({exc.strerror})") from None
+    return parse_register(text, str(path)), text

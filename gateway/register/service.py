@@ -1,0 +1,87 @@
+"""The register in force: load on start, record its version, hand it to whoever decides.
+
+Rules: a register version is recorded once; the same version string with different content is refused
+(an operator must bump ``version``, so every past decision keeps citing the text it was made under).
+Listeners (the audit log) hear about a newly recorded version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from gateway.clock import Clock
+from gateway.errors import InvalidRegister
+from gateway.ids import new_id
+from gateway.register import repository
+from gateway.register.loader import load_register
+from gateway.register.model import Register
+
+log = structlog.get_logger("gateway.register")
+
+RegisterListener = Callable[[Register, str], None]
+
+
+def register_digest(document: dict[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of the register document (stable across YAML formatting)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RegisterService:
+    """Holds the register in force; cheap to read on every request."""
+
+    def __init__(self, register: Register, digest: str) -> None:
+        self._register = register
+        self._digest = digest
+        self._opa_data = register.model_dump(mode="json")
+        self.listeners: list[RegisterListener] = []
+
+    def current(self) -> Register:
+        return self._register
+
+    @property
+    def version(self) -> str:
+        return self._register.version
+
+    @property
+    def digest(self) -> str:
+        return self._digest
+
+    def as_opa_data(self) -> dict[str, Any]:
+        """The register as the JSON document the Rego policies read as ``data.register``."""
+        return self._opa_data
+
+
+def record_version(session: Session, register: Register, source: str, clock: Clock) -> bool:
+    """Store ``register`` unless already recorded; returns True when a new version was recorded.
+
+    Raises InvalidRegister (nothing written) if the version exists with different content.
+    """
+    document = register.model_dump(mode="json")
+    digest = register_digest(document)
+    existing = repository.find_version(session, register.version)
+    if existing is not None:
+        if existing.sha256 != digest:
+            raise InvalidRegister(
+                f"register version {register.version} is already recorded with different content; "
+                "bump `version` in the register file")
+        return False
+    repository.insert_version(session, repository.StoredVersion(
+        id=new_id(), version=register.version, sha256=digest, source=source, loaded_at=clock.now()), document)
+    return True
+
+
+def load_and_record(session: Session, path: Path, clock: Clock) -> tuple[RegisterService, bool]:
+    """Start-up: validate the file, record its version, return the service (and whether it was new)."""
+    register, _text = load_register(path)
+    is_new = record_version(session, register, path.name, clock)
+    log.info("register_loaded", version=register.version, new_version=is_new,
+             partnerships=len(register.partnerships))
+    return RegisterService(register, register_digest(register.model_dump(mode="json"))), is_new

@@ -1,0 +1,22 @@
+"""Wiring of the register into the container (called from ``gateway.app.start_services``)."""
+
+from __future__ import annotations
+
+from gateway.container import Container
+from gateway.db.engine import transaction
+from gateway.register.service import RegisterService, load_and_record
+
+
+def install_register(container: Container) -> RegisterService:
+    """Load, validate and record the register file; a bad file stops the start with line and reason."""
+    with transaction(container.sessions) as session:
+        service, _is_new = load_and_record(session, container.settings.register_file, container.clock)
+    container.services["register"] = service
+    return service
+
+
+def register_service(container: Container) -> RegisterService:
+    service = container.services.get("register")
+    if not isinstance(service, RegisterService):
+        raise RuntimeError("the register is not installed; start the app through its lifespan")
+    return service

@@ -1,0 +1,86 @@
+"""Cross-reference checks the schema alone cannot express.
+
+Each problem carries the path (``loc``) of the offending value so the loader can report its line.
+These are the rules that keep the register a consistent legal ground truth: a role that is nobody's, a
+category that does not exist, or a never-shared category configured as shareable is refused at load time
+rather than discovered in a policy decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gateway.register.model import Register, Status
+
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def check_references(register: Register) -> list[Problem]:
+    return list(_problems(register))
+
+
+def _problems(register: Register) -> Iterator[Problem]:
+    owner_of_system: dict[str, str] = {}
+    for org_id, org in register.organisations.items():
+        for position, system in enumerate(org.systems):
+            if system in owner_of_system:
+                yield (("organisations", org_id, "systems", position),
+                       f"system `{system}` already acts for `{owner_of_system[system]}`")
+            owner_of_system[system] = org_id
+    never_shared = {name for name, category in register.categories.items() if category.never_shared}
+
+    for pid, partnership in register.partnerships.items():
+        base: tuple[str | int, ...] = ("partnerships", pid)
+        if partnership.status is Status.RETIRED and partnership.retired is None:
+            yield ((*base, "status"), "a retired partnership needs a `retired` date")
+        if partnership.status is Status.ACTIVE and partnership.retired is not None:
+            yield ((*base, "retired"), "an active partnership cannot have a `retired` date")
+        roles = set()
+        participant_orgs = set()
+        for position, participant in enumerate(partnership.participants):
+            loc = (*base, "participants", position)
+            roles.add(participant.role)
+            participant_orgs.add(participant.organisation)
+            owner = register.organisations.get(participant.organisation)
+            if owner is None:
+                yield ((*loc, "organisation"), f"unknown organisation `{participant.organisation}`")
+                continue
+            for s_pos, system in enumerate(participant.systems):
+                if system not in owner.systems:
+                    yield ((*loc, "systems", s_pos),
+                           f"system `{system}` does not act for `{participant.organisation}`")
+        if partnership.coordinating_privacy_officer not in participant_orgs:
+            yield ((*base, "coordinating_privacy_officer"),
+                   f"`{partnership.coordinating_privacy_officer}` is not a participant")
+        for c_pos, category in enumerate(partnership.never_disclosed):
+            if category not in register.categories:
+                yield ((*base, "never_disclosed", c_pos), f"unknown category `{category}`")
+        for t_pos, tier in enumerate(partnership.escalation.tiers):
+            if tier.tier != t_pos + 1:
+                yield ((*base, "escalation", "tiers", t_pos, "tier"), f"tier {t_pos + 1} expected here")
+            if isinstance(tier.deciders, list):
+                for d_pos, decider in enumerate(tier.deciders):
+                    if decider not in register.organisations:
+                        yield ((*base, "escalation", "tiers", t_pos, "deciders", d_pos),
+                               f"unknown organisation `{decider}`")
+        for purpose_id, purpose in partnership.purposes.items():
+            ploc = (*base, "purposes", purpose_id)
+            for r_pos, role in enumerate(purpose.requesters):
+                if role not in roles:
+                    yield ((*ploc, "requesters", r_pos), f"no participant has role `{role}`")
+                elif role not in purpose.receives:
+                    yield ((*ploc, "requesters", r_pos), f"requester role `{role}` has no `receives` entry")
+            for field_name in ("supplies", "receives"):
+                mapping: dict[str, list[str]] = getattr(purpose, field_name)
+                for role, categories in mapping.items():
+                    if role not in roles:
+                        yield ((*ploc, field_name, role), f"no participant has role `{role}`")
+                    for c_pos, category in enumerate(categories):
+                        if category not in register.categories:
+                            yield ((*ploc, field_name, role, c_pos), f"unknown category `{category}`")
+                        elif category in never_shared:
+                            yield ((*ploc, field_name, role, c_pos),
+                                   f"category `{category}` is never shared and cannot be configured here")
+            for h_pos, role in enumerate(purpose.hit_only_holders):
+                if role not in purpose.supplies:
+                    yield ((*ploc, "hit_only_holders", h_pos), f"`{role}` supplies nothing for this purpose")

@@ -1,0 +1,123 @@
+"""Every API route checks the bearer token and its scope; forged, foreign and stale tokens fail."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from joserfc import jwt
+from joserfc.jwk import OctKey, OKPKey
+
+from gateway.auth.setup import auth_services
+from gateway.clock import FixedClock
+from gateway.container import Container
+from tests.auth_helpers import bearer, person_token, system_token
+
+SYSTEM = "politie-bvh"
+
+
+def _claims(container: Container, **overrides: object) -> dict[str, object]:
+    now = int(container.clock.now().timestamp())
+    claims: dict[str, object] = {"iss": container.settings.issuer, "aud": container.settings.audience,
+                                 "sub": SYSTEM, "org": "politie", "scope": "register:read", "iat": now,
+                                 "exp": now + 300, "jti": "t-1", "kind": "system"}
+    claims.update(overrides)
+    return claims
+
+
+def _assert_401(response: object) -> None:
+    assert response.status_code == 401, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"].startswith("application/problem+json")  # type: ignore[attr-defined]
+    assert response.headers["www-authenticate"].startswith("Bearer")  # type: ignore[attr-defined]
+
+
+def test_missing_or_malformed_authorization_is_401(client: TestClient) -> None:
+    _assert_401(client.get("/v1/register"))
+    _assert_401(client.get("/v1/register", headers={"Authorization": "Basic abc"}))
+    _assert_401(client.get("/v1/register", headers=bearer("garbage")))
+
+
+def test_token_signed_by_a_foreign_key_is_401(client: TestClient, container: Container) -> None:
+    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current().kid})
+    forged = jwt.encode({"alg": "Ed25519", "kid": attacker.kid}, _claims(container), attacker, algorithms=["Ed25519"])
+    _assert_401(client.get("/v1/register", headers=bearer(forged)))
+
+
+def test_token_with_a_changed_claim_is_401(client: TestClient, container: Container) -> None:
+    token = system_token(client, container, SYSTEM, ["register:read"])
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["org"] = "belastingdienst"
+    tampered = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    _assert_401(client.get("/v1/register", headers=bearer(f"{header}.{tampered}.{signature}")))
+
+
+@pytest.mark.parametrize("claim", [{"aud": "another-gateway"}, {"iss": "https://evil.example"},
+                                   {"exp": 1}, {"kind": "robot"}])
+def test_token_with_wrong_audience_issuer_expiry_or_kind_is_401(client: TestClient, container: Container,
+                                                                claim: dict[str, object]) -> None:
+    key = auth_services(container).keys.current()
+    token = jwt.encode({"alg": "Ed25519", "kid": key.kid}, _claims(container, **claim), key, algorithms=["Ed25519"])
+    _assert_401(client.get("/v1/register", headers=bearer(token)))
+
+
+def test_alg_none_and_hmac_tokens_are_401(client: TestClient, container: Container) -> None:
+    def b64(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(_claims(container))}."
+    _assert_401(client.get("/v1/register", headers=bearer(unsigned)))
+    # HS256 keyed with the public key bytes: the classic algorithm-confusion attack.
+    public_x = auth_services(container).keys.jwks()["keys"][0]["x"]
+    hmac_key = OctKey.import_key(public_x.encode())
+    confused = jwt.encode({"alg": "HS256"}, _claims(container), hmac_key, algorithms=["HS256"])
+    _assert_401(client.get("/v1/register", headers=bearer(confused)))
+
+
+def test_valid_token_without_the_scope_is_403(client: TestClient, container: Container) -> None:
+    token = system_token(client, container, SYSTEM, ["exchange"])
+    response = client.get("/v1/register", headers=bearer(token))
+    assert response.status_code == 403
+    assert response.json()["required_scope"] == "register:read"
+
+
+def test_key_rotation_keeps_old_tokens_valid_until_expiry(client: TestClient, container: Container,
+                                                          clock: FixedClock) -> None:
+    old_token = system_token(client, container, SYSTEM, ["register:read"])
+    keys = auth_services(container).keys
+    old_kid = keys.current().kid
+    new_kid = keys.rotate()
+    assert new_kid != old_kid
+    assert {key["kid"] for key in client.get("/.well-known/jwks.json").json()["keys"]} == {old_kid, new_kid}
+    assert client.get("/v1/register", headers=bearer(old_token)).status_code == 200
+    new_token = system_token(client, container, "belastingdienst-ivs", ["register:read"])
+    assert jwt.decode(new_token, keys.verification_keys(), algorithms=["Ed25519"]).header["kid"] == new_kid
+    clock.advance(timedelta(seconds=container.settings.access_token_ttl_seconds + 400))
+    assert {key["kid"] for key in client.get("/.well-known/jwks.json").json()["keys"]} == {new_kid}
+    _assert_401(client.get("/v1/register", headers=bearer(old_token)))
+
+
+def test_people_log_in_and_get_scopes_from_their_roles(client: TestClient, container: Container) -> None:
+    token = person_token(client, container, "po-gemeente", "gemeente-amsterdam", ["privacy-officer"])
+    claims = jwt.decode(token, auth_services(container).keys.verification_keys(), algorithms=["Ed25519"]).claims
+    assert claims["kind"] == "person"
+    assert claims["org"] == "gemeente-amsterdam"
+    assert set(claims["scope"].split()) == {"audit:read", "escalation", "register:read"}
+    assert client.get("/v1/register", headers=bearer(token)).status_code == 200
+
+
+def test_wrong_password_is_401_and_repeated_failures_are_throttled(client: TestClient, container: Container) -> None:
+    person_token(client, container, "admin-riec", "riec-aa", ["administrator"])
+    for _ in range(5):
+        response = client.post("/v1/auth/login", json={"username": "admin-riec", "password": "wrong password!"})
+        assert response.status_code == 401
+        assert "password" in response.json()["detail"]
+    throttled = client.post("/v1/auth/login", json={"username": "admin-riec",
+                                                    "password": "correct horse battery staple"})
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) > 0
+    unknown = client.post("/v1/auth/login", json={"username": "nobody", "password": "whatever it is"})
+    assert unknown.status_code == 401

@@ -1,0 +1,164 @@
+"""The OAuth2 token endpoint: issuance by private_key_jwt and by secret, and every rejection."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from joserfc import jwt
+from joserfc.jwk import OKPKey
+
+from gateway.clock import FixedClock
+from gateway.container import Container
+from tests.auth_helpers import (
+    ClientKeys,
+    bearer,
+    client_assertion,
+    fetch_token,
+    register_client,
+    register_secret,
+    token_form,
+)
+
+SYSTEM = "gemeente-amsterdam-vth"
+
+
+def _problem(response: object, status: int, error: str) -> dict[str, object]:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"].startswith("application/problem+json")  # type: ignore[attr-defined]
+    body: dict[str, object] = response.json()  # type: ignore[attr-defined]
+    assert body["error"] == error
+    assert body["status"] == status
+    return body
+
+
+@pytest.mark.parametrize("alg", ["Ed25519", "ES256"])
+def test_private_key_jwt_issues_a_signed_token_with_the_required_claims(
+        client: TestClient, container: Container, alg: str) -> None:
+    keys = register_client(container, SYSTEM, ["exchange", "discovery"], alg=alg)
+    response = client.post("/oauth/token", data=token_form(client_assertion(container, keys)))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "discovery exchange"
+    assert response.headers["cache-control"] == "no-store"
+    jwks = client.get("/.well-known/jwks.json").json()
+    decoded = jwt.decode(body["access_token"], OKPKey.import_key(jwks["keys"][0]), algorithms=["Ed25519"])
+    claims = decoded.claims
+    assert claims["iss"] == container.settings.issuer
+    assert claims["aud"] == container.settings.audience
+    assert claims["sub"] == SYSTEM
+    assert claims["org"] == "gemeente-amsterdam"
+    assert claims["exp"] - claims["iat"] == container.settings.access_token_ttl_seconds
+    assert claims["jti"]
+    assert decoded.header["kid"] == jwks["keys"][0]["kid"]
+
+
+def test_requested_scope_narrows_and_unregistered_scope_is_refused(client: TestClient, container: Container) -> None:
+    keys = register_client(container, SYSTEM, ["exchange", "discovery"])
+    narrowed = client.post("/oauth/token", data=token_form(client_assertion(container, keys), "exchange"))
+    assert narrowed.json()["scope"] == "exchange"
+    refused = client.post("/oauth/token", data=token_form(client_assertion(container, keys), "exchange admin"))
+    _problem(refused, 400, "invalid_scope")
+
+
+@pytest.mark.parametrize("style", ["basic", "post"])
+def test_client_secret_authentication(client: TestClient, container: Container, style: str) -> None:
+    secret = register_secret(container, SYSTEM, ["exchange"])
+    if style == "basic":
+        credentials = base64.b64encode(f"{SYSTEM}:{secret}".encode()).decode()
+        response = client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                               headers={"Authorization": f"Basic {credentials}"})
+    else:
+        response = client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": SYSTEM,
+                                                     "client_secret": secret})
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "exchange"
+    wrong = client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": SYSTEM,
+                                              "client_secret": secret + "x"})
+    body = _problem(wrong, 401, "invalid_client")
+    assert wrong.headers["www-authenticate"].startswith("Bearer")
+    assert secret not in str(body)
+
+
+def test_replayed_assertion_is_refused(client: TestClient, container: Container) -> None:
+    keys = register_client(container, SYSTEM, ["exchange"])
+    assertion = client_assertion(container, keys, jti="same-jti")
+    assert client.post("/oauth/token", data=token_form(assertion)).status_code == 200
+    body = _problem(client.post("/oauth/token", data=token_form(assertion)), 401, "invalid_client")
+    assert "replay" in str(body["detail"])
+    fresh_with_same_jti = client_assertion(container, keys, jti="same-jti", issued_offset=1)
+    _problem(client.post("/oauth/token", data=token_form(fresh_with_same_jti)), 401, "invalid_client")
+
+
+def test_forged_assertion_signed_by_another_key_is_refused(client: TestClient, container: Container) -> None:
+    keys = register_client(container, SYSTEM, ["exchange"])
+    attacker = OKPKey.generate_key("Ed25519")
+    forged = client_assertion(container, keys, signing_key=attacker)
+    _problem(client.post("/oauth/token", data=token_form(forged)), 401, "invalid_client")
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"lifetime": -120}, "expired"),
+    ({"lifetime": 3600}, "longer"),
+    ({"audience": "https://someone-else.example/token"}, "aud"),
+    ({"subject": "politie-bvh"}, "sub"),
+])
+def test_bad_assertion_claims_are_refused(client: TestClient, container: Container, kwargs: dict[str, object],
+                                          reason: str) -> None:
+    keys = register_client(container, SYSTEM, ["exchange"])
+    body = _problem(client.post("/oauth/token", data=token_form(client_assertion(container, keys, **kwargs))),
+                    401, "invalid_client")
+    assert reason in str(body["detail"])
+
+
+def test_assertion_for_another_client_is_refused(client: TestClient, container: Container) -> None:
+    mine = register_client(container, SYSTEM, ["exchange"])
+    register_client(container, "politie-bvh", ["exchange"])
+    pretend = ClientKeys("politie-bvh", mine.key, mine.alg)  # claims to be the police, signed with our key
+    _problem(client.post("/oauth/token", data=token_form(client_assertion(container, pretend))),
+             401, "invalid_client")
+
+
+def test_unknown_and_disabled_clients_are_refused(client: TestClient, container: Container) -> None:
+    ghost = ClientKeys("no-such-system", OKPKey.generate_key("Ed25519", parameters={"kid": "g"}), "Ed25519")
+    _problem(client.post("/oauth/token", data=token_form(client_assertion(container, ghost))), 401, "invalid_client")
+    keys = register_client(container, SYSTEM, ["exchange"])
+    from gateway.auth import repository
+    from gateway.db.engine import transaction
+
+    with transaction(container.sessions) as session:
+        repository.set_client_active(session, SYSTEM, False)
+    _problem(client.post("/oauth/token", data=token_form(client_assertion(container, keys))), 401, "invalid_client")
+
+
+def test_malformed_requests_are_refused_without_500(client: TestClient, container: Container) -> None:
+    keys = register_client(container, SYSTEM, ["exchange"])
+    unsupported = token_form(client_assertion(container, keys)) | {"grant_type": "password"}
+    _problem(client.post("/oauth/token", data=unsupported), 400, "unsupported_grant_type")
+    _problem(client.post("/oauth/token", json={"grant_type": "client_credentials"}), 400, "invalid_request")
+    garbage = token_form("not.a.jwt")
+    _problem(client.post("/oauth/token", data=garbage), 401, "invalid_client")
+    none_alg = token_form("eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.")
+    _problem(client.post("/oauth/token", data=none_alg), 401, "invalid_client")
+
+
+def test_metadata_and_jwks_are_published(client: TestClient) -> None:
+    metadata = client.get("/.well-known/oauth-authorization-server").json()
+    assert "private_key_jwt" in metadata["token_endpoint_auth_methods_supported"]
+    assert metadata["grant_types_supported"] == ["client_credentials"]
+    keys = client.get("/.well-known/jwks.json").json()["keys"]
+    assert keys
+    assert all("d" not in key for key in keys)  # never the private part
+
+
+def test_token_expires_by_the_clock(client: TestClient, container: Container, clock: FixedClock) -> None:
+    keys = register_client(container, SYSTEM, ["register:read"])
+    token = fetch_token(client, container, keys)
+    assert client.get("/v1/register", headers=bearer(token)).status_code == 200
+    clock.advance(timedelta(seconds=container.settings.access_token_ttl_seconds + 31))
+    expired = client.get("/v1/register", headers=bearer(token))
+    assert expired.status_code == 401
+    assert expired.headers["www-authenticate"].startswith("Bearer")

@@ -1,0 +1,115 @@
+"""Group commit behaviour of AsyncAuditWriter, against a fake log (the database tests use the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from sqlalchemy import create_engine
+
+from audit.errors import AuditWriteError, PersonalDataError
+from audit.log import AuditLog, PreparedEvent, Receipt
+from audit.writer import AsyncAuditWriter
+from tests.audit_support import log_signer, make_event
+
+
+class FakeLog:
+    """Appends to a list; can be told to be slow (so requests pile up) or to fail."""
+
+    def __init__(self, *, delay: float = 0.0, fail: bool = False) -> None:
+        self.delay = delay
+        self.fail = fail
+        self.batches: list[int] = []
+        self.size = 0
+        self.checkpoint_calls = 0
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def append_prepared(self, prepared: Sequence[PreparedEvent]) -> list[Receipt]:
+        self.gate.wait(5)
+        if self.delay:
+            threading.Event().wait(self.delay)
+        if self.fail:
+            raise OSError("disk on fire")
+        receipts = [Receipt(self.size + i, uuid4(), bytes(32), self.size + len(prepared))
+                    for i in range(len(prepared))]
+        self.size += len(prepared)
+        self.batches.append(len(prepared))
+        return receipts
+
+    def maybe_issue_checkpoint(self) -> None:
+        self.checkpoint_calls += 1
+
+
+async def test_concurrent_records_share_transactions_and_get_consecutive_indices() -> None:
+    log = FakeLog()
+    log.gate.clear()  # hold the first transaction so that the others queue up behind it
+    async with AsyncAuditWriter(log) as writer:
+        tasks = [asyncio.create_task(writer.record([make_event(i), make_event(i + 1)])) for i in range(100)]
+        await asyncio.sleep(0.05)
+        log.gate.set()
+        results = await asyncio.gather(*tasks)
+    indices = sorted(r.index for receipts in results for r in receipts)
+    assert indices == list(range(200))
+    for receipts in results:  # each caller's events are consecutive and in its order
+        assert receipts[1].index == receipts[0].index + 1
+    assert writer.stats.transactions == len(log.batches) < 100
+    assert max(log.batches) > 2
+    assert writer.stats.events == 200
+
+
+async def test_a_failed_transaction_fails_every_waiter_in_it() -> None:
+    log = FakeLog(fail=True)
+    log.gate.clear()
+    async with AsyncAuditWriter(log) as writer:
+        tasks = [asyncio.create_task(writer.record([make_event(i)])) for i in range(20)]
+        await asyncio.sleep(0.05)
+        log.gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, AuditWriteError) for r in results)
+    assert all(isinstance(r.__cause__, OSError) for r in results if isinstance(r, BaseException))
+    assert writer.stats.failed_transactions >= 1
+    assert writer.stats.transactions == 0
+
+
+async def test_personal_data_fails_only_its_own_caller_and_writes_nothing_of_it() -> None:
+    log = FakeLog()
+    async with AsyncAuditWriter(log) as writer:
+        good = asyncio.create_task(writer.record([make_event(1)]))
+        with pytest.raises(PersonalDataError):
+            await writer.record([make_event(2, extra={"mail": "jan@example.nl"})])
+        assert len(await good) == 1
+    assert log.size == 1
+
+
+async def test_record_after_close_is_refused_and_close_writes_what_is_queued() -> None:
+    log = FakeLog(delay=0.01)
+    writer = AsyncAuditWriter(log)
+    writer.start()
+    pending = [asyncio.create_task(writer.record([make_event(i)])) for i in range(5)]
+    await asyncio.sleep(0)
+    await writer.aclose()
+    done = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(r, list) for r in done), "queued requests are written before the writer stops"
+    with pytest.raises(AuditWriteError):
+        await writer.record([make_event(9)])
+    assert await writer.record([]) == []
+
+
+async def test_idle_writer_applies_the_checkpoint_time_limit() -> None:
+    log = FakeLog()
+    async with AsyncAuditWriter(log, idle_interval=0.01):
+        await asyncio.sleep(0.1)
+    assert log.checkpoint_calls >= 2
+
+
+async def test_a_real_database_failure_reaches_every_caller(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'missing-dir' / uuid4().hex / 'audit.sqlite'}")
+    async with AsyncAuditWriter(AuditLog(engine, log_signer())) as writer:
+        results = await asyncio.gather(*(writer.record([make_event(i)]) for i in range(10)), return_exceptions=True)
+    assert all(isinstance(r, AuditWriteError) for r in results)
+    engine.dispose()
