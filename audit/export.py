@@ -5,17 +5,17 @@ Format: JSON Lines, UTF-8, one object per line, in this order::
     {"type": "header", "format": "wgs-audit-export", "version": 1, "origin": ..., "verifier_key": ...,
      "tree_size": N, "checkpoint_count": K, "exported_at": ...}
     {"type": "checkpoint", "tree_size": ..., "issued_at": ..., "note": "<signed note text>"}   K times
-    {"type":"entry","index":i,"leaf_hash":"<hex>","entry":<the entry's RFC 8785 bytes, verbatim>}  N times
+    {"entry":<the entry's RFC 8785 bytes, verbatim>,"index":i,"leaf_hash":"<hex>","type":"entry"}  N times
 
 Why this shape: line-oriented, so a verifier streams millions of entries in constant memory and
 ``grep``/``jq`` work on it (``jq .entry.event.event_type``); checkpoints before entries, so the verifier
-knows where to check roots while streaming. Each entry line is written byte for byte in the fixed form
-above with the canonical entry embedded verbatim as the last member, so the verifier can take the exact
-hashed bytes out of the line without re-encoding anything (and fast). A file that went through a JSON
-pretty-printer is therefore refused as reformatted; re-canonicalising it (RFC 8785) restores it. The
-header's ``verifier_key`` (Go ``sumdb/note`` form) names the key — but an officer
-should pin the key they obtained independently, because whoever can edit the file can also edit the
-header (see :func:`audit.verify.verify_export`).
+knows where to check roots while streaming. Each entry line is itself RFC 8785 canonical JSON, with
+the canonical entry embedded verbatim, so the verifier takes the exact hashed bytes out of the line
+without re-encoding anything (and fast). A file that went through a JSON pretty-printer is therefore
+refused as reformatted; canonicalising each line again (RFC 8785) restores it. The header's
+``verifier_key`` (Go ``sumdb/note`` form) names the key, but an officer should pin the key they obtained
+independently, because whoever can edit the file can also edit the header (see
+:func:`audit.verify.verify_export`).
 
 The export covers the first N entries, N being the size when the export starts; checkpoints beyond N
 are left out. Entries are never changed after they are written, so no snapshot transaction is needed.
@@ -41,8 +41,8 @@ from audit.checkpoint import NoteVerifier
 EXPORT_FORMAT = "wgs-audit-export"
 EXPORT_VERSION = 1
 ENTRY_LINE = re.compile(
-    rb'\{"type":"entry","index":(0|[1-9][0-9]*),"leaf_hash":"([0-9a-f]{64})","entry":(.*)\}\r?\n?\Z')
-"""The exact form of an entry line; group 3 is the entry's canonical bytes."""
+    rb'\{"entry":(.*),"index":(0|[1-9][0-9]*),"leaf_hash":"([0-9a-f]{64})","type":"entry"\}\r?\n?\Z')
+"""The exact form of an entry line: groups are the entry's canonical bytes, the index, the leaf hash."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 def entry_line(index: int, leaf: bytes, canonical: bytes) -> bytes:
     """One entry line in the exact form :data:`ENTRY_LINE` reads back."""
-    return b"".join((b'{"type":"entry","index":', str(index).encode("ascii"), b',"leaf_hash":"',
-                     leaf.hex().encode("ascii"), b'","entry":', canonical, b"}\n"))
+    return b"".join((b'{"entry":', canonical, b',"index":', str(index).encode("ascii"), b',"leaf_hash":"',
+                     leaf.hex().encode("ascii"), b'","type":"entry"}\n'))
 
 
 @contextmanager

@@ -453,7 +453,7 @@ def _export_entries(lines: Iterator[bytes], declared: int) -> Iterator[_EntryRec
         if match is None:
             raise _fail(FailureKind.FORMAT, position, f"export line for entry {position} is not an entry line "
                         "in the exact export form (was the file reformatted?)")
-        yield int(match.group(1)), match.group(3), bytes.fromhex(match.group(2).decode("ascii")), None
+        yield int(match.group(2)), match.group(1), bytes.fromhex(match.group(3).decode("ascii")), None
         position += 1
     if position < declared:
         raise _fail(FailureKind.TRUNCATED, position,

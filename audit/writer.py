@@ -69,12 +69,12 @@ class _Waiter:
 _STOP = object()
 
 
-Outcome = tuple["_Waiter", "list[Receipt] | BaseException"]
+_Outcome = tuple["_Waiter", "list[Receipt] | BaseException"]
 
 
-def _settle(outcomes: list[Outcome]) -> None:
+def _settle(outcomes: list[_Outcome]) -> None:
     """Complete waiters' futures from the writer thread: one wake-up per event loop, not per waiter."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
     for waiter, result in outcomes:
         by_loop.setdefault(waiter.loop, []).append((waiter, result))
     for loop, group in by_loop.items():
@@ -82,7 +82,7 @@ def _settle(outcomes: list[Outcome]) -> None:
             loop.call_soon_threadsafe(_settle_on_loop, group)
 
 
-def _settle_on_loop(group: list[Outcome]) -> None:
+def _settle_on_loop(group: list[_Outcome]) -> None:
     for waiter, result in group:
         if waiter.future.done():  # cancelled meanwhile
             continue
@@ -152,6 +152,14 @@ class AsyncAuditWriter:
     # -- the writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:  # however the thread ends, nobody may wait for it any more
+            with self._state_lock:
+                self._closed = True
+            self._fail_leftovers()
+
+    def _serve(self) -> None:
         while True:
             try:
                 item = self._queue.get(timeout=self._idle_interval)
@@ -188,7 +196,7 @@ class AsyncAuditWriter:
         except BaseException as exc:
             self.stats.failed_transactions += 1
             _log.error("audit batch of %d events failed: %s", len(flat), type(exc).__name__)
-            failures: list[Outcome] = []
+            failures: list[_Outcome] = []
             for waiter in batch:
                 error = AuditWriteError(f"audit log write failed ({type(exc).__name__}); deny the request")
                 error.__cause__ = exc
@@ -200,7 +208,7 @@ class AsyncAuditWriter:
         self.stats.transactions += 1
         self.stats.events += len(flat)
         self.stats.largest_batch = max(self.stats.largest_batch, len(flat))
-        position, outcomes = 0, list[Outcome]()
+        position, outcomes = 0, list[_Outcome]()
         for waiter in batch:
             outcomes.append((waiter, receipts[position : position + len(waiter.prepared)]))
             position += len(waiter.prepared)

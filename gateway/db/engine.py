@@ -20,7 +20,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout so concurrent writers wait."""
-    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    # hide_parameters: error texts must not carry statement parameters (audit entries, records).
+    kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -36,10 +37,11 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")  # first, so the WAL switch below waits instead of failing
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+import rfc8785
 from alembic import command
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Engine, delete, insert, select, update
@@ -359,8 +360,8 @@ def _read(path: Path) -> Lines:
         if match is None:
             lines.append(json.loads(raw))
         else:
-            lines.append({"type": "entry", "index": int(match.group(1)), "leaf_hash": match.group(2).decode(),
-                          "canonical": match.group(3).decode()})
+            lines.append({"type": "entry", "index": int(match.group(2)), "leaf_hash": match.group(3).decode(),
+                          "canonical": match.group(1).decode()})
     return lines
 
 
@@ -430,8 +431,10 @@ def test_a_reformatted_export_is_refused_as_such(exported: Path, tmp_path: Path)
     assert "reformatted" in result.failure.reason
 
 
-def test_export_entry_lines_are_json_with_the_entry_as_an_object(exported: Path) -> None:
-    last = json.loads(exported.read_bytes().splitlines()[-1])
+def test_export_entry_lines_are_canonical_json_with_the_entry_as_an_object(exported: Path) -> None:
+    line = exported.read_bytes().splitlines()[-1]
+    last = json.loads(line)
+    assert rfc8785.dumps(last) == line
     assert last["index"] == 39
     assert last["entry"]["index"] == 39
     assert last["entry"]["event"]["processing_activity"]["purpose"] == "bibob-check"
