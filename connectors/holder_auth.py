@@ -29,6 +29,11 @@ class JwksSource:
         self._jwks = jwks
         self._fetched_at = 0.0
 
+    def point_to(self, url: str) -> None:
+        """Set the JWKS URL once the gateway's address is known (partners may start first)."""
+        self._url = url
+        self._jwks = None
+
     def keys(self, refresh: bool = False) -> KeySet:
         if self._url and (self._jwks is None or (refresh and time.monotonic() - self._fetched_at > 10)):
             response = httpx.get(self._url, timeout=5.0)

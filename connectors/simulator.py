@@ -9,6 +9,7 @@ gateway's defence-in-depth filter can be tested.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -34,11 +35,12 @@ def _problem(status: int, detail: str) -> JSONResponse:
 
 
 def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: JwksSource | None = None,
-                       require_auth: bool = True, over_share: bool = False) -> FastAPI:
+                       require_auth: bool = True, over_share: bool = False,
+                       now: Callable[[], float] = time.time) -> FastAPI:
     profile: PartnerProfile = PROFILES[system]
     store = PartnerStore(data_dir / f"partner-{system}.sqlite")
     store.seed_from(build_world(seed), system)
-    verify: Callable[[str], None] | None = make_verifier(system, jwks) if (require_auth and jwks) else None
+    verify: Callable[[str], None] | None = make_verifier(system, jwks, now) if (require_auth and jwks) else None
     if require_auth and verify is None:
         raise ValueError("require_auth needs a JWKS source (URL or keys)")
     answered: OrderedDict[str, dict[str, Any]] = OrderedDict()

@@ -9,11 +9,14 @@ import structlog
 from fastapi import FastAPI
 
 from gateway import health
+from gateway.auditing.setup import audit_services, install_audit
 from gateway.auth import endpoints as auth_endpoints
 from gateway.auth.setup import install_auth
 from gateway.clock import Clock
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated
+from gateway.exchange import endpoints as exchange_endpoints
+from gateway.exchange.setup import install_exchange, install_policy
 from gateway.logging import configure_logging
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from gateway.problems import install_problem_handlers
@@ -39,6 +42,9 @@ def start_services(container: Container) -> None:
     container.readiness["database"] = health.database_check(container)
     install_register(container)
     install_auth(container)
+    install_audit(container)
+    install_policy(container)
+    install_exchange(container)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
@@ -52,6 +58,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start_services(the_container)
+        audit_services(the_container).writer.start()
         log.info("gateway_started", database=the_container.engine.url.render_as_string(hide_password=True),
                  policy_engine=settings.policy_engine)
         try:
@@ -59,6 +66,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         finally:
             # Graceful shutdown: uvicorn has stopped accepting and drained requests before this runs.
             log.info("gateway_stopping")
+            await audit_services(the_container).writer.aclose()
+            await the_container.services["connectors"].aclose()
+            await the_container.services["policy"].aclose()
             if owned:
                 the_container.close()
 
@@ -72,4 +82,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     # Routers of each domain are included below (one line each).
     app.include_router(auth_endpoints.router)
     app.include_router(register_endpoints.router)
+    app.include_router(exchange_endpoints.router)
     return app

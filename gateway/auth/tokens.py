@@ -46,12 +46,13 @@ class AccessTokenService:
         self.ttl_seconds = ttl_seconds
 
     def issue(self, *, subject: str, organisation: str, scopes: list[str], kind: str = "system",
-              roles: list[str] | None = None, client_id: str | None = None) -> IssuedToken:
+              roles: list[str] | None = None, client_id: str | None = None,
+              audience: str | None = None) -> IssuedToken:
         now = int(self._clock.now().timestamp())
         key = self._keys.current()
         jti = new_id()
         claims: dict[str, Any] = {
-            "iss": self.issuer, "aud": self.audience, "sub": subject, "org": organisation,
+            "iss": self.issuer, "aud": audience or self.audience, "sub": subject, "org": organisation,
             "scope": " ".join(sorted(scopes)), "iat": now, "nbf": now, "exp": now + self.ttl_seconds,
             "jti": jti, "kind": kind,
         }
@@ -95,3 +96,23 @@ def _peek_header(token: str) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise Unauthorized("access token is malformed")
     return header
+
+
+class HolderTokenCache:
+    """Tokens the gateway presents to holder systems (``aud`` = the holder's system id), reused until
+    shortly before they expire so a busy exchange path does not sign one per call."""
+
+    def __init__(self, tokens: AccessTokenService, clock: Clock) -> None:
+        self._tokens = tokens
+        self._clock = clock
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    async def __call__(self, system: str) -> str:
+        now = self._clock.now().timestamp()
+        cached = self._cache.get(system)
+        if cached and cached[1] - now > 60:
+            return cached[0]
+        issued = self._tokens.issue(subject="wgs-gateway", organisation="wgs-gateway", scopes=["holder"],
+                                    kind="system", audience=system)
+        self._cache[system] = (issued.access_token, now + issued.expires_in)
+        return issued.access_token

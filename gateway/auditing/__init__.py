@@ -1,0 +1,1 @@
+"""The gateway's use of the ``audit`` package: key, log, group-commit writer, receipts."""

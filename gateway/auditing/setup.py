@@ -1,0 +1,64 @@
+"""Wiring of the audit log into the gateway (checkpoint key, ``AuditLog``, group-commit writer).
+
+The checkpoint-signing key is an Ed25519 key in the key store directory (0600), separate from the token
+keys: privacy officers pin its public key to verify the log without trusting the operators.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import AsyncAuditWriter, AuditLog, CheckpointPolicy, NoteSigner
+from gateway.container import Container
+
+
+@dataclass
+class AuditServices:
+    log: AuditLog
+    writer: AsyncAuditWriter
+    signer: NoteSigner
+
+
+def load_or_create_checkpoint_key(directory: Path) -> Ed25519PrivateKey:
+    path = directory / "audit-checkpoint.pem"
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise RuntimeError("audit checkpoint key is not an Ed25519 key")
+        return key
+    directory.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(pem)
+    return key
+
+
+def log_origin(issuer: str) -> str:
+    """The checkpoint origin line: the gateway's host plus a fixed suffix (C2SP: a schema-less URL)."""
+    return f"{urlparse(issuer).netloc or 'wgs-gateway'}/audit-log"
+
+
+def install_audit(container: Container) -> AuditServices:
+    key = load_or_create_checkpoint_key(container.settings.key_dir)
+    signer = NoteSigner(log_origin(container.settings.issuer), key)
+    log = AuditLog(container.engine, signer, policy=CheckpointPolicy(every_entries=100, every_seconds=60.0),
+                   clock=container.clock.now)
+    services = AuditServices(log=log, writer=AsyncAuditWriter(log), signer=signer)
+    container.services["audit"] = services
+    return services
+
+
+def audit_services(container: Container) -> AuditServices:
+    services = container.services.get("audit")
+    if not isinstance(services, AuditServices):
+        raise RuntimeError("the audit log is not installed")
+    return services

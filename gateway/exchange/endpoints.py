@@ -1,0 +1,64 @@
+"""HTTP surface of the exchange: ``POST /v1/exchanges``, ``GET /v1/exchanges/{id}``, ``POST /v1/discovery``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Request
+
+from gateway.auth.dependencies import authenticate, require_scope
+from gateway.auth.principal import Principal, Scope
+from gateway.container import Container
+from gateway.deps import get_container
+from gateway.errors import Forbidden
+from gateway.exchange.schemas import DiscoveryRequest, DiscoveryResult, ExchangeRequest, ExchangeResult
+from gateway.exchange.service import Trace
+from gateway.exchange.setup import exchange_service
+
+router = APIRouter(prefix="/v1", tags=["exchange"])
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, expired or forged access token"},
+    403: {"description": "The token lacks the scope"},
+    409: {"description": "Idempotency-Key reused for a different request"},
+    413: {"description": "Body too large"},
+    422: {"description": "Malformed request (unknown fields, bad references, unknown holder)"},
+    503: {"description": "Policy engine or audit log unavailable: the request is denied (fail closed)"},
+}
+
+
+def _trace(request: Request) -> Trace:
+    state = request.state
+    return Trace(state.trace_id, state.span_id, getattr(state, "parent_span_id", None))
+
+
+@router.post("/exchanges", response_model=ExchangeResult, responses=_PROBLEMS,
+             summary="Ask the partnership's holders for data about subjects, for one purpose")
+async def create_exchange(body: ExchangeRequest, request: Request,
+                          idempotency_key: str | None = Header(default=None, max_length=128,
+                                                               pattern=r"^[A-Za-z0-9._:-]{8,128}$"),
+                          principal: Principal = Depends(require_scope(Scope.EXCHANGE)),
+                          container: Container = Depends(get_container)) -> ExchangeResult:
+    """Per target holder the answer says: allowed / allowed-narrowed / denied / escalated /
+    refused-by-holder / holder-unavailable, with reasons, permitted categories, records (only permitted
+    categories), obligations and an audit receipt. A retry with the same ``Idempotency-Key`` returns the
+    first answer without a second disclosure or log entry."""
+    return await exchange_service(container).exchange(principal, body, _trace(request), idempotency_key)
+
+
+@router.get("/exchanges/{exchange_id}", response_model=ExchangeResult, responses=_PROBLEMS | {
+    404: {"description": "No such exchange (also when it belongs to someone else)"}},
+    summary="See an exchange's outcome again (requester system, or its privacy officer)")
+async def get_exchange(exchange_id: str, request: Request,
+                       container: Container = Depends(get_container)) -> ExchangeResult:
+    principal = authenticate(request)
+    if not (principal.has_scope(Scope.EXCHANGE.value) or principal.has_scope(Scope.AUDIT_READ.value)):
+        raise Forbidden("the access token lacks the scope `exchange` or `audit:read`")
+    return exchange_service(container).get(principal, exchange_id)
+
+
+@router.post("/discovery", response_model=DiscoveryResult, responses=_PROBLEMS,
+             summary="Hit/no-hit per holder for subjects, purpose-bound; never data")
+async def discovery(body: DiscoveryRequest, request: Request,
+                    principal: Principal = Depends(require_scope(Scope.DISCOVERY)),
+                    container: Container = Depends(get_container)) -> DiscoveryResult:
+    return await exchange_service(container).discovery(principal, body, _trace(request))

@@ -1,0 +1,50 @@
+"""All SQL of the exchange pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.exchange.tables import exchanges
+
+
+@dataclass(frozen=True)
+class StoredExchange:
+    id: str
+    kind: str
+    requester_org: str
+    requester_system: str
+    request_sha256: str
+    outcome: dict[str, Any]
+    sealed_records: bytes | None
+    sealed_until: datetime | None
+
+
+def _stored(row: Any) -> StoredExchange:
+    return StoredExchange(row.id, row.kind, row.requester_org, row.requester_system, row.request_sha256,
+                          dict(row.outcome), row.sealed_records, row.sealed_until)
+
+
+def find_by_idempotency_key(session: Session, system: str, key: str) -> StoredExchange | None:
+    row = session.execute(select(exchanges).where(exchanges.c.requester_system == system,
+                                                  exchanges.c.idempotency_key == key)).first()
+    return _stored(row) if row else None
+
+
+def get(session: Session, exchange_id: str) -> StoredExchange | None:
+    row = session.execute(select(exchanges).where(exchanges.c.id == exchange_id)).first()
+    return _stored(row) if row else None
+
+
+def count_since(session: Session, system: str, purpose: str, since: datetime) -> int:
+    return int(session.execute(select(func.count()).select_from(exchanges).where(
+        exchanges.c.requester_system == system, exchanges.c.purpose == purpose,
+        exchanges.c.created_at >= since)).scalar_one())
+
+
+def insert(session: Session, values: dict[str, Any]) -> None:
+    session.execute(exchanges.insert().values(**values))

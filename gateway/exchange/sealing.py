@@ -1,0 +1,36 @@
+"""Records of an answer kept only encrypted (AES-256-GCM), only for the idempotency window.
+
+Why keep them at all: a partner that lost the response retries with the same Idempotency-Key and must
+get the same answer without a second disclosure (and without a second audit trail). After the window the
+sealed bytes are useless (``sealed_until``) and a retry gets the outcome without records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+
+class RecordSealer:
+    def __init__(self, directory: Path) -> None:
+        path = directory / "exchange-seal.key"
+        if not path.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(AESGCM.generate_key(bit_length=256))
+        self._aead = AESGCM(path.read_bytes())
+
+    def __repr__(self) -> str:
+        return "RecordSealer(<key hidden>)"
+
+    def seal(self, exchange_id: str, payload: Any) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, json.dumps(payload).encode(), exchange_id.encode())
+
+    def open(self, exchange_id: str, sealed: bytes) -> Any:
+        return json.loads(self._aead.decrypt(sealed[:12], sealed[12:], exchange_id.encode()))

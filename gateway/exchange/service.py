@@ -1,0 +1,405 @@
+"""The exchange pipeline: policy per target, write-ahead audit, holder calls, minimisation, receipt.
+
+Order of work for ``POST /v1/exchanges`` (DESIGN.md flow 1):
+1. idempotency: a retried request (same system + Idempotency-Key + same body) returns the first answer;
+2. resolve the targets from the register ("all" = every participant whose role supplies a requested
+   category for the purpose);
+3. one policy decision per target (Rego); an engine failure denies everything (fail closed) → 503;
+4. write-ahead audit: the request and every decision are committed before any holder is called;
+5. call each allowed holder with only the permitted categories (hit/no-hit holders: discovery only);
+6. drop anything the holder sent beyond the permitted categories (defence in depth) and log it;
+7. audit every disclosure (payload hash and categories, never content), refusal and failure;
+8. store the outcome, answer with data, obligations and an audit receipt.
+If the audit log cannot be written at step 4 or 7, nothing is disclosed and the caller gets 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, EventType, Receipt
+from audit.events import DataSubject, ProcessingActivity, Requester
+from audit.events import Decision as AuditDecision
+from connectors.http_connector import ConnectorRegistry
+from connectors.protocol import ConnectorError, HolderDiscovery, HolderQuery
+from gateway.auth.principal import Principal
+from gateway.clock import Clock
+from gateway.db.engine import transaction
+from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unprocessable
+from gateway.exchange import repository
+from gateway.exchange.schemas import (
+    DiscoveryRequest,
+    DiscoveryResult,
+    DiscoveryTarget,
+    ExchangeRequest,
+    ExchangeResult,
+    Obligations,
+    Outcome,
+    Reason,
+    Record,
+    TargetOutcome,
+)
+from gateway.exchange.schemas import (
+    Receipt as ReceiptView,
+)
+from gateway.exchange.sealing import RecordSealer
+from gateway.ids import new_id
+from gateway.policy.engine import PolicyEngine
+from gateway.policy.errors import PolicyError
+from gateway.policy.model import Decision, Party, PolicyContext, PolicyInput, PolicyRequest
+from gateway.register.model import Partnership, Register
+
+log = structlog.get_logger("gateway.exchange")
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+_AUDIT_DECISION = {"allowed": AuditDecision.ALLOW, "allowed-narrowed": AuditDecision.NARROWED,
+                   "denied": AuditDecision.DENY, "escalated": AuditDecision.ESCALATE}
+
+
+@dataclass(frozen=True)
+class Trace:
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+
+
+@dataclass
+class ExchangeDeps:
+    sessions: sessionmaker[Session]
+    clock: Clock
+    register: Register
+    policy: PolicyEngine
+    connectors: ConnectorRegistry
+    writer: AsyncAuditWriter
+    audit_log: AuditLog
+    sealer: RecordSealer
+
+
+@dataclass
+class _Target:
+    organisation: str
+    system: str | None
+
+
+def fingerprint(principal: Principal, body: ExchangeRequest | DiscoveryRequest) -> str:
+    """A stable hash of who asked what: idempotency and escalation decisions bind to exactly this."""
+    canonical = json.dumps({"system": principal.subject, "request": body.model_dump(mode="json",
+                                                                                  exclude={"escalation_decision"})},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _targets(register: Register, body: ExchangeRequest | DiscoveryRequest, holders: list[str] | str,
+             requester_org: str) -> list[_Target]:
+    partnership: Partnership | None = register.partnerships.get(body.partnership)
+    if isinstance(holders, list):
+        unknown = [h for h in holders if h not in register.organisations]
+        if unknown:
+            raise Unprocessable(f"unknown holder organisation(s): {', '.join(sorted(unknown))}")
+        chosen = list(dict.fromkeys(holders))
+    elif partnership is None:
+        raise Unprocessable(f"unknown partnership `{body.partnership}`")
+    else:
+        purpose = partnership.purposes.get(body.purpose)
+        wanted = set(body.categories)
+        chosen = [p.organisation for p in partnership.participants
+                  if p.systems and (purpose is None or wanted & set(purpose.supplies.get(p.role, []))
+                                    or p.role in purpose.hit_only_holders)]
+        chosen = list(dict.fromkeys(chosen)) or [p.organisation for p in partnership.participants if p.systems]
+    targets = []
+    for organisation in chosen:
+        participant = partnership.participant_of_organisation(organisation) if partnership else None
+        systems = participant.systems if participant else register.organisations[organisation].systems
+        targets.append(_Target(organisation, systems[0] if systems else None))
+    return targets
+
+
+def _audit_base(principal: Principal, body: ExchangeRequest | DiscoveryRequest, trace: Trace,
+                exchange_id: str, register: Register) -> dict[str, Any]:
+    return {"trace_id": trace.trace_id, "span_id": trace.span_id, "parent_span_id": trace.parent_span_id,
+            "processing_activity": ProcessingActivity(partnership=body.partnership, purpose=body.purpose),
+            "requester": Requester(org=principal.organisation, system=principal.subject),
+            "register_version": register.version, "exchange_id": exchange_id}
+
+
+class ExchangeService:
+    def __init__(self, deps: ExchangeDeps) -> None:
+        self.deps = deps
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _requests_today(self, principal: Principal, purpose: str) -> int:
+        tz = ZoneInfo(self.deps.register.office_hours.timezone)
+        local_midnight = self.deps.clock.now().astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        with transaction(self.deps.sessions) as session:
+            return repository.count_since(session, principal.subject, purpose, local_midnight)
+
+    async def _record(self, events: list[AuditEvent]) -> list[Receipt]:
+        try:
+            return await self.deps.writer.record(events)
+        except AuditError as exc:
+            log.error("audit_write_failed", error_type=type(exc).__name__)
+            raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc
+        except Exception as exc:  # any failure to log means: do not disclose
+            log.error("audit_write_failed", error_type=type(exc).__name__)
+            raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc
+
+    async def _decide(self, kind: str, body: ExchangeRequest | DiscoveryRequest, principal: Principal,
+                      targets: list[_Target], requests_today: int, request_fingerprint: str,
+                      escalation: Any = None) -> list[Decision]:
+        now = self.deps.clock.now()
+        inputs = [PolicyInput(
+            request=PolicyRequest(
+                partnership=body.partnership, purpose=body.purpose, legal_basis=body.legal_basis,
+                case_reference=body.case_reference, signal=body.signal.model_dump(), categories=body.categories,
+                subject_count=len(body.subjects), subjects_minor=any(s.minor for s in body.subjects),
+                requester=Party(organisation=principal.organisation, system=principal.subject),
+                holder=Party(organisation=t.organisation, system=t.system),
+                requested_at=now.strftime("%Y-%m-%dT%H:%M:%SZ")),
+            context=PolicyContext(requests_today=requests_today, escalation_decision=escalation),
+            request_fingerprint=request_fingerprint) for t in targets]
+        return list(await asyncio.gather(*(self.deps.policy.decide(kind, i) for i in inputs)))  # type: ignore[arg-type]
+
+    async def _deny_all_on_policy_failure(self, exc: PolicyError, base: dict[str, Any],
+                                          targets: list[_Target], event_type: EventType) -> None:
+        log.error("policy_engine_failed", error_type=type(exc).__name__)
+        events = [AuditEvent(event_type=event_type, **base, status="error", decision=AuditDecision.DENY,
+                             reasons=("policy-engine-unavailable",))]
+        events += [AuditEvent(event_type=EventType.POLICY_DECIDED, **base, status="error", holder=t.organisation,
+                              decision=AuditDecision.DENY, reasons=("policy-engine-unavailable",)) for t in targets]
+        await self._record(events)
+        raise ServiceUnavailable("the policy engine is unavailable; the request is denied (fail closed)",
+                                 extra={"outcome": "denied"}) from exc
+
+    # -- exchange ------------------------------------------------------------------------------
+    async def exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
+                       idempotency_key: str | None) -> ExchangeResult:
+        request_fingerprint = fingerprint(principal, body)
+        if idempotency_key:
+            replay = self._replay(principal, idempotency_key, request_fingerprint)
+            if replay is not None:
+                return replay
+        register = self.deps.register
+        exchange_id = new_id()
+        targets = _targets(register, body, body.holders, principal.organisation)
+        base = _audit_base(principal, body, trace, exchange_id, register)
+        subjects = [s.ref for s in body.subjects]
+        try:
+            decisions = await self._decide("exchange", body, principal, targets,
+                                           self._requests_today(principal, body.purpose), request_fingerprint)
+        except PolicyError as exc:
+            await self._deny_all_on_policy_failure(exc, base, targets, EventType.EXCHANGE_REQUESTED)
+            raise  # unreachable: the helper always raises
+        policy_version = decisions[0].policy_version
+        # Write-ahead: request + decisions are durable before any holder hears of the request.
+        ahead = [AuditEvent(event_type=EventType.EXCHANGE_REQUESTED, **base, categories=tuple(body.categories),
+                            policy_version=policy_version,
+                            extra={"case_reference": body.case_reference, "signal_type": body.signal.type,
+                                   "subject_count": len(subjects), "subjects": subjects})]
+        ahead += [AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
+                             decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
+                             categories=tuple(d.permitted_categories), policy_version=d.policy_version,
+                             obligations=d.obligations.model_dump() if d.obligations else None)
+                  for t, d in zip(targets, decisions, strict=True)]
+        receipts = await self._record(ahead)
+        outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects)
+                                               for t, d in zip(targets, decisions, strict=True))))
+        after: list[AuditEvent] = []
+        for target, (outcome, events_for_target) in zip(targets, outcomes, strict=True):
+            after += [AuditEvent(**base | e) for e in events_for_target]
+            del target, outcome
+        receipts += await self._record(after)
+        result = ExchangeResult(
+            exchange_id=exchange_id, created_at=self.deps.clock.now(), requester=principal.organisation,
+            partnership=body.partnership, purpose=body.purpose, case_reference=body.case_reference,
+            register_version=register.version, policy_version=policy_version,
+            targets=[o for o, _ in outcomes],
+            receipt=ReceiptView(exchange_id=exchange_id, audit_indices=[r.index for r in receipts],
+                                checkpoint=self._checkpoint()))
+        self._store(principal, body, "exchange", result, request_fingerprint, idempotency_key)
+        log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
+                 outcomes=[t.outcome.value for t in result.targets])
+        return result
+
+    async def _serve_target(self, principal: Principal, body: ExchangeRequest, exchange_id: str, target: _Target,
+                            decision: Decision, subjects: list[str]) -> tuple[TargetOutcome, list[dict[str, Any]]]:
+        reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
+        outcome = TargetOutcome(holder=target.organisation, system=target.system, outcome=Outcome(decision.outcome),
+                                reasons=reasons, permitted_categories=decision.permitted_categories,
+                                removed_categories=decision.removed_categories, hit_only=decision.hit_only,
+                                obligations=Obligations(**decision.obligations.model_dump())
+                                if decision.obligations else None)
+        if not decision.allow:
+            return outcome, []
+        connector = self.deps.connectors.get(target.system) if target.system else None
+        request_id = f"{exchange_id}:{target.organisation}"
+        unavailable = {"event_type": EventType.HOLDER_UNAVAILABLE, "holder": target.organisation, "status": "error",
+                       "categories": tuple(decision.permitted_categories)}
+        if connector is None:
+            outcome.outcome = Outcome.HOLDER_UNAVAILABLE
+            outcome.reasons.append(Reason(code="holder-not-connected", message="no connector is configured for "
+                                          f"`{target.system or target.organisation}`"))
+            outcome.obligations = None
+            return outcome, [unavailable | {"reasons": ("holder-not-connected",)}]
+        try:
+            if decision.hit_only:
+                found = await connector.discover(HolderDiscovery(
+                    request_id=request_id, partnership=body.partnership, purpose=body.purpose, subjects=subjects,
+                    categories=decision.permitted_categories))
+                outcome.hit = bool(found.hits)
+                return outcome, [{"event_type": EventType.DISCLOSURE, "holder": target.organisation,
+                                  "categories": tuple(decision.permitted_categories),
+                                  "extra": {"hit_only": True, "hit": outcome.hit}}]
+            answer = await connector.query(HolderQuery(
+                request_id=request_id, partnership=body.partnership, purpose=body.purpose,
+                requester_organisation=principal.organisation, categories=decision.permitted_categories,
+                subjects=subjects))
+        except ConnectorError as exc:
+            log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
+            outcome.outcome = Outcome.HOLDER_UNAVAILABLE
+            outcome.reasons.append(Reason(code="holder-unavailable", message=str(exc)))
+            outcome.obligations = None
+            return outcome, [unavailable | {"reasons": ("holder-unavailable",)}]
+        if answer.status == "refused":
+            outcome.outcome = Outcome.REFUSED_BY_HOLDER
+            outcome.reasons.append(Reason(code="refused-by-holder", message=f"the holder refused: "
+                                          f"{answer.refusal_reason or 'no reason given'}"))
+            outcome.obligations = None
+            return outcome, [{"event_type": EventType.HOLDER_REFUSED, "holder": target.organisation,
+                              "reasons": (f"holder:{answer.refusal_reason or 'unspecified'}",),
+                              "categories": tuple(decision.permitted_categories)}]
+        permitted = set(decision.permitted_categories)
+        asked = set(subjects)
+        kept = [r for r in answer.records if r.category in permitted and r.subject in asked]
+        dropped = len(answer.records) - len(kept)
+        if dropped:
+            log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
+                        exchange_id=exchange_id)
+        outcome.records = [Record(record_id=r.record_id, record_type=r.record_type, subject=r.subject,
+                                  category=r.category, fields=r.fields) for r in kept]
+        events: list[dict[str, Any]] = []
+        for subject in subjects:
+            mine = [r.model_dump() for r in kept if r.subject == subject]
+            if not mine:
+                continue
+            digest = hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()
+            events.append({"event_type": EventType.DISCLOSURE, "holder": target.organisation,
+                           "data_subject": DataSubject(pseudonym=subject),
+                           "categories": tuple(sorted({r["category"] for r in mine})), "payload_sha256": digest,
+                           "obligations": decision.obligations.model_dump() if decision.obligations else None,
+                           "extra": {"records": len(mine)}})
+        if dropped or not events:
+            events.append({"event_type": EventType.DISCLOSURE, "holder": target.organisation,
+                           "categories": tuple(sorted({r.category for r in kept})),
+                           "extra": {"records": len(kept), "dropped_overshared": dropped}})
+        return outcome, events
+
+    # -- discovery -----------------------------------------------------------------------------
+    async def discovery(self, principal: Principal, body: DiscoveryRequest, trace: Trace) -> DiscoveryResult:
+        register = self.deps.register
+        discovery_id = new_id()
+        targets = _targets(register, body, "all", principal.organisation)
+        base = _audit_base(principal, body, trace, discovery_id, register)
+        subjects = [s.ref for s in body.subjects]
+        try:
+            decisions = await self._decide("discovery", body, principal, targets, 0, fingerprint(principal, body))
+        except PolicyError as exc:
+            await self._deny_all_on_policy_failure(exc, base, targets, EventType.DISCOVERY_QUERIED)
+            raise
+        receipts = await self._record([AuditEvent(
+            event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
+            policy_version=decisions[0].policy_version,
+            extra={"case_reference": body.case_reference, "subjects": subjects})] + [
+            AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
+                       decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
+                       categories=tuple(d.permitted_categories), policy_version=d.policy_version)
+            for t, d in zip(targets, decisions, strict=True)])
+
+        async def ask(target: _Target, decision: Decision) -> DiscoveryTarget:
+            reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
+            if not decision.allow:
+                return DiscoveryTarget(holder=target.organisation, outcome="denied", reasons=reasons)
+            connector = self.deps.connectors.get(target.system) if target.system else None
+            if connector is None:
+                return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
+            try:
+                found = await connector.discover(HolderDiscovery(
+                    request_id=f"{discovery_id}:{target.organisation}", partnership=body.partnership,
+                    purpose=body.purpose, subjects=subjects, categories=decision.permitted_categories))
+            except ConnectorError:
+                return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
+            return DiscoveryTarget(holder=target.organisation, outcome="hit" if found.hits else "no-hit")
+
+        answers = list(await asyncio.gather(*(ask(t, d) for t, d in zip(targets, decisions, strict=True))))
+        receipts += await self._record([AuditEvent(
+            event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
+            extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}])
+        result = DiscoveryResult(discovery_id=discovery_id, partnership=body.partnership, purpose=body.purpose,
+                                 policy_version=decisions[0].policy_version, register_version=register.version,
+                                 targets=answers,
+                                 receipt=ReceiptView(exchange_id=discovery_id,
+                                                     audit_indices=[r.index for r in receipts],
+                                                     checkpoint=self._checkpoint()))
+        return result
+
+    # -- storage, replay, review ---------------------------------------------------------------
+    def _checkpoint(self) -> str | None:
+        try:
+            self.deps.audit_log.maybe_issue_checkpoint()
+            return self.deps.audit_log.checkpoint().note
+        except Exception:  # no checkpoint yet is not an error for the caller
+            return None
+
+    def _store(self, principal: Principal, body: ExchangeRequest, kind: str, result: ExchangeResult,
+               request_fingerprint: str, idempotency_key: str | None) -> None:
+        outcome = result.model_dump(mode="json")
+        records = {t["holder"]: t.pop("records") for t in outcome["targets"]}
+        with transaction(self.deps.sessions) as session:
+            repository.insert(session, {
+                "id": result.exchange_id, "kind": kind, "created_at": result.created_at,
+                "requester_org": principal.organisation, "requester_system": principal.subject,
+                "partnership": body.partnership, "purpose": body.purpose, "case_reference": body.case_reference,
+                "register_version": result.register_version, "policy_version": result.policy_version,
+                "request_sha256": request_fingerprint, "idempotency_key": idempotency_key, "outcome": outcome,
+                "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
+                "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None})
+
+    def _replay(self, principal: Principal, key: str, request_fingerprint: str) -> ExchangeResult | None:
+        with transaction(self.deps.sessions) as session:
+            stored = repository.find_by_idempotency_key(session, principal.subject, key)
+        if stored is None:
+            return None
+        if stored.request_sha256 != request_fingerprint:
+            raise Conflict("this Idempotency-Key was used for a different request")
+        outcome = dict(stored.outcome)
+        records: dict[str, Any] = {}
+        if stored.sealed_records and stored.sealed_until and stored.sealed_until > self.deps.clock.now():
+            records = self.deps.sealer.open(stored.id, stored.sealed_records)
+        outcome["targets"] = [t | {"records": records.get(t["holder"], [])} for t in outcome["targets"]]
+        log.info("exchange_replayed", exchange_id=stored.id)
+        return ExchangeResult.model_validate(outcome)
+
+    def get(self, principal: Principal, exchange_id: str) -> ExchangeResult:
+        with transaction(self.deps.sessions) as session:
+            stored = repository.get(session, exchange_id)
+        if stored is None or stored.kind != "exchange":
+            raise NotFound(f"no exchange `{exchange_id}`")
+        own_system = principal.kind == "system" and principal.subject == stored.requester_system
+        own_officer = (principal.kind == "person" and principal.organisation == stored.requester_org
+                       and principal.roles & {"privacy-officer", "coordinating-privacy-officer"})
+        if not (own_system or own_officer):
+            # Same answer as for a missing exchange: others may not learn that it exists.
+            raise NotFound(f"no exchange `{exchange_id}`")
+        outcome = dict(stored.outcome)
+        outcome["targets"] = [t | {"records": []} for t in outcome["targets"]]
+        return ExchangeResult.model_validate(outcome)
+
+
+__all__ = ["ExchangeDeps", "ExchangeService", "Forbidden", "Trace", "fingerprint"]

@@ -1,0 +1,47 @@
+"""Wiring of the exchange pipeline: policy engine, connectors to holders, the service itself."""
+
+from __future__ import annotations
+
+from connectors.http_connector import ConnectorRegistry
+from gateway.auditing.setup import audit_services
+from gateway.auth.setup import auth_services
+from gateway.auth.tokens import HolderTokenCache
+from gateway.container import Container
+from gateway.exchange.sealing import RecordSealer
+from gateway.exchange.service import ExchangeDeps, ExchangeService
+from gateway.policy.engine import PolicyEngine, build_policy_engine
+from gateway.register.setup import register_service
+
+
+def install_policy(container: Container) -> PolicyEngine:
+    settings = container.settings
+    engine = build_policy_engine(settings.policy_engine, settings.policies_dir,
+                                 register_service(container).as_opa_data(), opa_url=settings.opa_url,
+                                 timeout=settings.opa_timeout_seconds, token=settings.opa_token,
+                                 ca_file=str(settings.opa_ca_file) if settings.opa_ca_file else None)
+    container.services["policy"] = engine
+    container.readiness["policy_engine"] = engine.check
+    return engine
+
+
+def install_exchange(container: Container) -> ExchangeService:
+    settings = container.settings
+    audit = audit_services(container)
+    connectors = ConnectorRegistry(settings.connector_endpoints,
+                                   HolderTokenCache(auth_services(container).tokens, container.clock),
+                                   timeout=settings.connector_timeout_seconds, retries=settings.connector_retries)
+    policy = container.services["policy"]
+    service = ExchangeService(ExchangeDeps(
+        sessions=container.sessions, clock=container.clock, register=register_service(container).current(),
+        policy=policy, connectors=connectors, writer=audit.writer, audit_log=audit.log,
+        sealer=RecordSealer(settings.key_dir)))
+    container.services["exchange"] = service
+    container.services["connectors"] = connectors
+    return service
+
+
+def exchange_service(container: Container) -> ExchangeService:
+    service = container.services.get("exchange")
+    if not isinstance(service, ExchangeService):
+        raise RuntimeError("the exchange service is not installed")
+    return service

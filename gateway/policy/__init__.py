@@ -1,0 +1,1 @@
+"""Policy decisions: one interface, two real Rego engines (embedded regorus; OPA server)."""

@@ -1,0 +1,181 @@
+"""Acceptance scenarios S1-S12 (REGISTER.md) over real HTTP: gateway and simulated partners as separate
+servers, real tokens, real Rego decisions. Each asserts per-target outcome, categories disclosed, reasons."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from tests.stack import Stack, running_stack
+
+RIEC = "riec-amsterdam-amstelland"
+BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+         "case_reference": "RIEC-AA-2026-117", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-42"}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+def _subjects(stack: Stack, scenario: str, minor: bool = False) -> list[dict[str, Any]]:
+    return [{"ref": ref, "minor": minor} for ref in stack.world.scenarios()[scenario]]
+
+
+def _by_holder(response: Any) -> dict[str, dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    return {t["holder"]: t for t in response.json()["targets"]}
+
+
+def _codes(target: dict[str, Any]) -> set[str]:
+    return {r["code"] for r in target["reasons"]}
+
+
+def test_s1_bibob_check_all_holders(stack: Stack) -> None:
+    body = BIBOB | {"subjects": _subjects(stack, "bibob-applicant"), "holders": "all",
+                    "categories": ["company_registration", "directorships", "tax_debts", "income",
+                                   "police_incidents", "convictions"]}
+    targets = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))
+    assert targets["kvk"]["outcome"] == "allowed"
+    assert {r["category"] for r in targets["kvk"]["records"]} == {"company_registration", "directorships"}
+    tax = targets["belastingdienst"]
+    assert tax["outcome"] == "allowed-narrowed"
+    assert tax["removed_categories"] == ["income"]
+    assert "category-not-supplied" in _codes(tax)
+    assert {r["category"] for r in tax["records"]} == {"tax_debts"}  # the applicant's income record stays home
+    assert targets["politie"]["outcome"] == "allowed"
+    assert {r["category"] for r in targets["politie"]["records"]} == {"police_incidents"}
+    assert targets["om-amsterdam"]["outcome"] == "allowed"
+    assert {r["category"] for r in targets["om-amsterdam"]["records"]} == {"convictions"}
+    fiod = targets["fiod"]
+    assert fiod["hit_only"] is True
+    assert fiod["hit"] is True
+    assert fiod["records"] == []
+    for allowed in ("kvk", "belastingdienst", "politie", "om-amsterdam"):
+        obligations = targets[allowed]["obligations"]
+        assert obligations["onward_sharing"] is False
+        assert obligations["retain_until"] == "2028-11-25"
+
+
+def test_s2_malafide_dissolution_and_audit_shows_both_sides(stack: Stack) -> None:
+    body = {"partnership": RIEC, "purpose": "malafide-company-dissolution", "legal_basis": "WGS (RIEC) with BW 2:19a",
+            "case_reference": "BD-2026-9", "signal": {"type": "missing-returns", "reference": "BD-SIG-77"},
+            "subjects": _subjects(stack, "malafide-dissolution"), "holders": ["kvk"],
+            "categories": ["company_registration", "directorships"]}
+    response = stack.post("belastingdienst-ivs", "/v1/exchanges", body)
+    target = _by_holder(response)["kvk"]
+    assert target["outcome"] == "allowed"
+    assert {r["category"] for r in target["records"]} == {"company_registration", "directorships"}
+    exchange_id = response.json()["exchange_id"]
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.event_type, audit_entries.c.requester_org,
+                                         audit_entries.c.holder_org)
+                                  .where(audit_entries.c.canonical.contains(exchange_id))).all()
+    kinds = {row.event_type for row in rows}
+    assert {"exchange.requested", "policy.decided", "disclosure"} <= kinds
+    assert {row.requester_org for row in rows} == {"belastingdienst"}
+    assert "kvk" in {row.holder_org for row in rows}
+    assert sorted(response.json()["receipt"]["audit_indices"])
+
+
+def test_s3_bank_is_not_a_riec_participant(stack: Stack) -> None:
+    body = BIBOB | {"subjects": _subjects(stack, "bibob-applicant")[:1], "holders": ["politie"],
+                    "categories": ["police_incidents"]}
+    target = _by_holder(stack.post("abn-amro-fec", "/v1/exchanges", body))["politie"]
+    assert target["outcome"] == "denied"
+    assert "requester-not-participant" in _codes(target)
+    assert target["records"] == []
+
+
+def test_s4_youth_prevention_allows_a_minor(stack: Stack) -> None:
+    body = {"partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)",
+            "case_reference": "ZVH-2026-3", "signal": {"type": "school-report", "reference": "LPA-2026-5"},
+            "subjects": _subjects(stack, "minor", minor=True), "holders": ["politie", "gemeente-amsterdam"],
+            "categories": ["police_incidents", "school_absence", "care_involvement"]}
+    targets = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))
+    assert targets["politie"]["outcome"] == "allowed"
+    assert {r["category"] for r in targets["politie"]["records"]} == {"police_incidents"}
+    assert targets["gemeente-amsterdam"]["outcome"] == "allowed"
+    assert {r["category"] for r in targets["gemeente-amsterdam"]["records"]} == {"school_absence", "care_involvement"}
+    assert targets["politie"]["obligations"]["results_only"] is True
+
+
+def test_s5_minor_denied_for_bibob(stack: Stack) -> None:
+    body = BIBOB | {"subjects": _subjects(stack, "minor", minor=True), "holders": ["politie"],
+                    "categories": ["police_incidents"]}
+    target = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))["politie"]
+    assert target["outcome"] == "denied"
+    assert "minors-not-allowed" in _codes(target)
+    assert target["records"] == []
+
+
+def test_s6_retired_partnership_denies_everything(stack: Stack) -> None:
+    body = {"partnership": "nsoc", "purpose": "undermining-analysis", "legal_basis": "WGS (NSOC)",
+            "case_reference": "NSOC-1", "signal": {"type": "analysis", "reference": "A-1"},
+            "subjects": _subjects(stack, "unexplained-wealth"), "holders": "all", "categories": ["police_incidents"]}
+    targets = _by_holder(stack.post("belastingdienst-ivs", "/v1/exchanges", body))
+    assert targets
+    assert all(t["outcome"] == "denied" and "partnership-retired" in _codes(t) for t in targets.values())
+
+
+def test_s7_bulk_request_is_escalated(stack: Stack) -> None:
+    refs = [{"ref": p.subject_ref} for p in stack.world.persons[:40]]
+    body = BIBOB | {"subjects": refs, "holders": "all", "categories": ["police_incidents", "tax_debts"]}
+    targets = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))
+    assert targets
+    assert all(t["outcome"] == "escalated" for t in targets.values())
+    assert all("bulk-request" in _codes(t) and t["records"] == [] for t in targets.values())
+
+
+def test_s8_police_may_not_request_for_bibob(stack: Stack) -> None:
+    body = BIBOB | {"subjects": _subjects(stack, "bibob-applicant")[:1], "holders": ["kvk"],
+                    "categories": ["company_registration"]}
+    target = _by_holder(stack.post("politie-bvh", "/v1/exchanges", body))["kvk"]
+    assert target["outcome"] == "denied"
+    assert "requester-role-not-allowed" in _codes(target)
+
+
+def test_s9_police_refuses_as_holder(stack: Stack) -> None:
+    body = BIBOB | {"subjects": _subjects(stack, "police-confidential"), "holders": ["politie"],
+                    "categories": ["police_incidents"]}
+    target = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))["politie"]
+    assert target["outcome"] == "refused-by-holder"
+    assert "refused-by-holder" in _codes(target)
+    assert any("investigation-confidentiality" in r["message"] for r in target["reasons"])
+    assert target["records"] == []
+
+
+def test_s10_bank_gets_hit_no_hit_only(stack: Stack) -> None:
+    body = {"partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant",
+            "case_reference": "FEC-TF-8", "signal": {"type": "unusual-transaction", "reference": "MOT-2026-1"},
+            "subjects": _subjects(stack, "bank-customer"), "holders": ["fiod", "politie"],
+            "categories": ["ongoing_investigation"]}
+    targets = _by_holder(stack.post("abn-amro-fec", "/v1/exchanges", body))
+    for holder in ("fiod", "politie"):
+        assert targets[holder]["hit_only"] is True
+        assert targets[holder]["hit"] is True
+        assert targets[holder]["records"] == []
+
+
+def test_s11_criminal_intelligence_is_always_removed(stack: Stack) -> None:
+    body = BIBOB | {"subjects": _subjects(stack, "bibob-applicant")[1:2], "holders": ["politie"],
+                    "categories": ["police_incidents", "criminal_intelligence"]}
+    target = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))["politie"]
+    assert target["outcome"] == "allowed-narrowed"
+    assert target["removed_categories"] == ["criminal_intelligence"]
+    assert "never-disclosed" in _codes(target)
+    assert {r["category"] for r in target["records"]} == {"police_incidents"}
+
+
+def test_s12_wrong_legal_basis_is_denied_with_the_reason(stack: Stack) -> None:
+    body = BIBOB | {"legal_basis": "WGS (RIEC)", "subjects": _subjects(stack, "bibob-applicant")[:1],
+                    "holders": ["kvk"], "categories": ["company_registration"]}
+    target = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))["kvk"]
+    assert target["outcome"] == "denied"
+    assert "legal-basis-mismatch" in _codes(target)
+    assert any("WGS (RIEC) with Wet Bibob" in r["message"] for r in target["reasons"])

@@ -1,0 +1,88 @@
+"""The whole product on loopback for scenario tests: simulated partners and the gateway as separate real
+HTTP servers, partner systems registered as OAuth clients with real keys, tokens from the token endpoint.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from alembic import command
+from joserfc import jwt
+
+from connectors.holder_auth import JwksSource
+from connectors.world import World, build_world
+from gateway.app import create_app
+from gateway.clock import FixedClock
+from gateway.container import Container, build_container
+from gateway.db.engine import alembic_config
+from gateway.settings import Settings
+from tests.auth_helpers import ClientKeys, register_client
+from tests.partner_servers import partner_servers
+from tests.servers import serve_app
+
+REQUESTERS = {"gemeente-amsterdam-vth": ["exchange", "discovery"], "belastingdienst-ivs": ["exchange", "discovery"],
+              "abn-amro-fec": ["exchange", "discovery"], "politie-bvh": ["exchange", "discovery"]}
+
+
+@dataclass
+class Stack:
+    gateway_url: str
+    partner_urls: dict[str, str]
+    container: Container
+    clock: FixedClock
+    world: World
+    clients: dict[str, ClientKeys] = field(default_factory=dict)
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, system: str) -> str:
+        if system not in self._tokens:
+            keys = self.clients[system]
+            now = int(self.clock.now().timestamp())
+            audience = f"{self.container.settings.issuer}/oauth/token"
+            assertion = jwt.encode({"alg": "Ed25519", "kid": keys.key.kid},
+                                   {"iss": system, "sub": system, "aud": audience, "iat": now, "exp": now + 60,
+                                    "jti": str(uuid.uuid4())},
+                                   keys.key, algorithms=["Ed25519"])
+            response = httpx.post(f"{self.gateway_url}/oauth/token", data={
+                "grant_type": "client_credentials", "client_assertion": assertion,
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
+            response.raise_for_status()
+            self._tokens[system] = response.json()["access_token"]
+        return self._tokens[system]
+
+    def post(self, system: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+             ) -> httpx.Response:
+        return httpx.post(f"{self.gateway_url}{path}", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {self.token(system)}", **(headers or {})})
+
+    def get(self, system: str, path: str) -> httpx.Response:
+        return httpx.get(f"{self.gateway_url}{path}", headers={"Authorization": f"Bearer {self.token(system)}"})
+
+
+@contextmanager
+def running_stack(tmp: Path, *, clock: FixedClock | None = None, over_share: set[str] | None = None,
+                  settings_overrides: dict[str, Any] | None = None) -> Iterator[Stack]:
+    clock = clock or FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))  # Wednesday 11:00 in Amsterdam
+    url = f"sqlite:///{tmp / 'gateway.sqlite'}"
+    command.upgrade(alembic_config(url), "head")
+    source = JwksSource()
+    with ExitStack() as stack:
+        partners = stack.enter_context(partner_servers(tmp / "partners", source=source, over_share=over_share,
+                                                       now=lambda: clock.now().timestamp()))
+        settings = Settings(data_dir=tmp, database_url=url, connector_endpoints=partners, connector_retries=1,
+                            **(settings_overrides or {}))
+        container = build_container(settings, clock)
+        gateway_url = stack.enter_context(serve_app(create_app(container=container)))
+        source.point_to(f"{gateway_url}/.well-known/jwks.json")
+        result = Stack(gateway_url, partners, container, clock, build_world(2025))
+        for system, scopes in REQUESTERS.items():
+            result.clients[system] = register_client(container, system, scopes)
+        yield result
+    container.close()
