@@ -35,3 +35,8 @@ class FixedClock:
 
     def set(self, moment: datetime) -> None:
         self._now = moment
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes for timezone-aware columns; they were stored as UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -10,7 +10,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _SLUG = r"^[a-z0-9][a-z0-9-]{1,63}$"
 _REFERENCE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -36,6 +36,15 @@ class Subject(_Strict):
                      description="The requester's pseudonym for the subject (never a BSN, KvK number or name).",
                      examples=["subj-3f9a0c1d2e4b5a6978c0d1e2"])
     minor: bool = Field(default=False, description="The requester knows the subject is under 18 (rule 5).")
+
+    @field_validator("ref")
+    @classmethod
+    def _not_an_identifier(cls, value: str) -> str:
+        # A bare number (BSN, KvK, RSIN shaped) is an identifier, not a pseudonym: refuse it before it can
+        # reach a log, an audit entry or a holder.
+        if value.isdigit():
+            raise ValueError("looks like a plain identifier; send a pseudonym")
+        return value
 
 
 class ExchangeRequest(_Strict):

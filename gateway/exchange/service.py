@@ -32,7 +32,7 @@ from audit.events import Decision as AuditDecision
 from connectors.http_connector import ConnectorRegistry
 from connectors.protocol import ConnectorError, HolderDiscovery, HolderQuery
 from gateway.auth.principal import Principal
-from gateway.clock import Clock
+from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
 from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unprocessable
 from gateway.exchange import repository
@@ -380,7 +380,7 @@ class ExchangeService:
             raise Conflict("this Idempotency-Key was used for a different request")
         outcome = dict(stored.outcome)
         records: dict[str, Any] = {}
-        if stored.sealed_records and stored.sealed_until and stored.sealed_until > self.deps.clock.now():
+        if stored.sealed_records and stored.sealed_until and as_utc(stored.sealed_until) > self.deps.clock.now():
             records = self.deps.sealer.open(stored.id, stored.sealed_records)
         outcome["targets"] = [t | {"records": records.get(t["holder"], [])} for t in outcome["targets"]]
         log.info("exchange_replayed", exchange_id=stored.id)

@@ -80,7 +80,7 @@ class EmbeddedPolicyEngine:
             raise PolicyUnavailable("the embedded policy engine failed to evaluate") from exc
         if document is None:
             raise MalformedDecision("the policy produced no decision (undefined)")
-        return Decision.parse(document)
+        return Decision.parse(document, requires_obligations=kind == "exchange")
 
     async def decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         loop = asyncio.get_running_loop()
@@ -150,7 +150,7 @@ class OpaServerPolicyEngine:
             raise PolicyUnavailable(f"OPA server unavailable ({type(exc).__name__})") from exc
         if not isinstance(result, dict) or "result" not in result:
             raise MalformedDecision("the OPA server returned no result (policy undefined?)")
-        return Decision.parse(result["result"])
+        return Decision.parse(result["result"], requires_obligations=kind == "exchange")
 
     async def check(self) -> None:
         try:

@@ -42,14 +42,14 @@ class Decision(_Strict):
     policy_version: str = Field(min_length=1)
 
     @classmethod
-    def parse(cls, document: Any) -> Decision:
+    def parse(cls, document: Any, *, requires_obligations: bool = True) -> Decision:
         try:
             decision = cls.model_validate(document)
         except ValidationError as exc:
             raise MalformedDecision("the policy engine returned a malformed decision document") from exc
         if decision.allow != (decision.outcome in {"allowed", "allowed-narrowed"}):
             raise MalformedDecision("decision `allow` contradicts its outcome")
-        if decision.allow and decision.obligations is None:
+        if requires_obligations and decision.allow and decision.obligations is None:
             raise MalformedDecision("an allow must carry obligations")
         return decision
 

@@ -1,0 +1,64 @@
+"""Register versions are recorded once, on SQLite and PostgreSQL; conflicting content is refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.clock import FixedClock
+from gateway.container import Container
+from gateway.db.engine import make_engine, make_session_factory, transaction
+from gateway.errors import InvalidRegister
+from gateway.register import repository
+from gateway.register.loader import parse_register
+from gateway.register.service import record_version
+from gateway.settings import SHIPPED_REGISTER
+from tests.auth_helpers import bearer, system_token
+
+CLOCK = FixedClock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
+
+
+def test_versions_are_recorded_once_and_conflicts_write_nothing(db_url: str) -> None:
+    sessions = make_session_factory(make_engine(db_url))
+    text = SHIPPED_REGISTER.read_text()
+    register = parse_register(text)
+    with transaction(sessions) as session:
+        assert record_version(session, register, "register.yaml", CLOCK) is True
+    with transaction(sessions) as session:
+        assert record_version(session, register, "register.yaml", CLOCK) is False
+    changed = parse_register(text.replace("bulk_threshold: 25", "bulk_threshold: 30", 1))
+    with pytest.raises(InvalidRegister, match="bump `version`"), transaction(sessions) as session:
+        record_version(session, changed, "register.yaml", CLOCK)
+    newer = parse_register(text.replace('version: "2026.11.1"', 'version: "2026.12.1"', 1))
+    with transaction(sessions) as session:
+        assert record_version(session, newer, "register.yaml", CLOCK) is True
+    with transaction(sessions) as session:
+        versions = [v.version for v in repository.list_versions(session)]
+        stored = repository.get_document(session, "2026.11.1")
+    assert versions == ["2026.11.1", "2026.12.1"]
+    assert stored is not None
+    assert stored["partnerships"]["riec-amsterdam-amstelland"]["purposes"]["bibob-integrity-check"][
+        "bulk_threshold"] == 25
+
+
+def test_register_read_api(client: TestClient, container: Container) -> None:
+    token = system_token(client, container, "kvk-handelsregister", ["register:read"])
+    current = client.get("/v1/register", headers=bearer(token))
+    assert current.status_code == 200
+    assert current.json()["version"] == "2026.11.1"
+    partnership = client.get("/v1/register/partnerships/nsoc", headers=bearer(token)).json()
+    assert partnership["definition"]["status"] == "retired"
+    purpose = client.get("/v1/register/partnerships/fec/purposes/taskforce-subject-check", headers=bearer(token))
+    assert purpose.json()["definition"]["hit_only_holders"] == ["investigation", "police"]
+    versions = client.get("/v1/register/versions", headers=bearer(token)).json()
+    assert [v["version"] for v in versions] == ["2026.11.1"]
+    document = client.get("/v1/register/versions/2026.11.1", headers=bearer(token)).json()
+    assert "nsoc" in document["document"]["partnerships"]
+    for missing in ("/v1/register/partnerships/nope", "/v1/register/partnerships/fec/purposes/nope",
+                    "/v1/register/versions/0.0"):
+        response = client.get(missing, headers=bearer(token))
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert client.get("/v1/register").status_code == 401

@@ -1,0 +1,107 @@
+"""The shipped register follows REGISTER.md, and bad register files are refused with line and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import InvalidRegister
+from gateway.register.loader import load_register, parse_register
+from gateway.register.model import Register, Status
+from gateway.settings import SHIPPED_REGISTER
+
+TEXT = SHIPPED_REGISTER.read_text()
+
+
+@pytest.fixture(scope="module")
+def register() -> Register:
+    return load_register(SHIPPED_REGISTER)[0]
+
+
+def test_shipped_register_has_the_four_partnerships_with_nsoc_retired(register: Register) -> None:
+    assert set(register.partnerships) == {"riec-amsterdam-amstelland", "zvh-amsterdam", "fec", "nsoc"}
+    assert register.partnerships["nsoc"].status is Status.RETIRED
+    assert all(p.status is Status.ACTIVE for k, p in register.partnerships.items() if k != "nsoc")
+
+
+def test_shipped_register_encodes_the_reference_facts(register: Register) -> None:
+    riec = register.partnerships["riec-amsterdam-amstelland"]
+    bibob = riec.purposes["bibob-integrity-check"]
+    assert bibob.requesters == ["municipality"]
+    assert "directorships" in bibob.supplies["registry"]
+    assert "income" not in bibob.supplies["tax"]
+    assert bibob.hit_only_holders == ["investigation"]
+    assert [p for p in register.partnerships.values() for k, purpose in p.purposes.items()
+            if purpose.minors_allowed] == [register.partnerships["zvh-amsterdam"]]
+    assert register.categories["criminal_intelligence"].never_shared
+    fec = register.partnerships["fec"]
+    for purpose in fec.purposes.values():
+        assert set(purpose.receives.get("bank", [])) <= {"ongoing_investigation"}
+    assert "income" not in riec.purposes["unexplained-wealth"].receives["municipality"]
+
+
+def _refused(text: str) -> InvalidRegister:
+    with pytest.raises(InvalidRegister) as refused:
+        parse_register(text, "register.yaml")
+    return refused.value
+
+
+def _line_of(needle: str, text: str = TEXT) -> int:
+    return next(number for number, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize(("old", "new", "needle", "reason"), [
+    ("  gemeente-amsterdam:\n    name: Gemeente Amsterdam\n    sector: public",
+     "  gemeente-amsterdam:\n    name: Gemeente Amsterdam\n    sectr: public", "sectr: public", "Extra inputs"),
+    ("          registry: [identity, address, company_registration, directorships]\n",
+     "          registry: [identity, adress, company_registration, directorships]\n", "[identity, adress",
+     "unknown category `adress`"),
+    ("        requesters: [municipality]\n", "        requesters: [notary]\n", "requesters: [notary]",
+     "no participant has role `notary`"),
+    ("          police: [police_incidents]\n          prosecution: [convictions]\n",
+     "          police: [police_incidents, criminal_intelligence]\n          prosecution: [convictions]\n",
+     "police: [police_incidents, criminal_intelligence]", "never shared"),
+    ("{organisation: politie, role: police, systems: [politie-bvh]}\n      - {organisation: om-amsterdam",
+     "{organisation: politie, role: police, systems: [kvk-handelsregister]}\n      - {organisation: om-amsterdam",
+     "systems: [kvk-handelsregister]}", "does not act for `politie`"),
+    ("    retired: 2024-12-31\n", "", "status: retired", "needs a `retired` date"),
+    ("        retention: {months: 12, counted_from: disclosure}\n        bulk_threshold: 25\n        "
+     "daily_limit_per_system: 200\n\n  fec:",
+     "        retention: {months: many, counted_from: disclosure}\n        bulk_threshold: 25\n        "
+     "daily_limit_per_system: 200\n\n  fec:", "months: many", "valid integer"),
+])
+def test_bad_register_is_refused_with_line_and_reason(old: str, new: str, needle: str, reason: str) -> None:
+    assert old in TEXT
+    bad = TEXT.replace(old, new, 1)
+    error = _refused(bad)
+    assert reason in error.detail
+    lines = {p["line"] for p in error.extra["problems"]}
+    assert _line_of(needle, bad) in lines, (error.detail, lines)
+
+
+def test_duplicate_key_is_refused_with_its_line() -> None:
+    bad = TEXT.replace("  address: {description: \"Registered address\"}\n",
+                       "  address: {description: \"Registered address\"}\n  address: {description: \"again\"}\n", 1)
+    error = _refused(bad)
+    assert "duplicate key `address`" in error.detail
+    assert error.extra["problems"][0]["line"] == _line_of('address: {description: "again"}', bad)
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    bad = TEXT.replace("  identity: {description:", "  identity: {description: [unclosed", 1)
+    error = _refused(bad)
+    assert "YAML syntax error" in error.detail
+    assert error.detail.startswith("register.yaml:")
+
+
+def test_missing_field_points_at_its_parent() -> None:
+    bad = TEXT.replace("        legal_basis: WGS (ZVH)\n", "", 1)
+    error = _refused(bad)
+    assert "Field required" in error.detail
+    assert "youth-prevention" in error.detail
+
+
+def test_unreadable_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRegister, match="cannot read"):
+        load_register(tmp_path / "missing.yaml")
