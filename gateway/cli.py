@@ -59,5 +59,18 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
                 log_config=None, timeout_graceful_shutdown=10)
 
 
+@app.command("demo")
+def demo(port: int = typer.Option(8000, help="Gateway port (another free one is used if taken)."),
+         once: bool = typer.Option(False, help="Run the scenarios once and stop (used by the tests).")) -> None:
+    """Run the gateway and the simulated partners locally, then the acceptance scenarios through them."""
+    from gateway.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), port=port, once=once))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+if __name__ == "__main__":  # python -m gateway.cli
+    app()

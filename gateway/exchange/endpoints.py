@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Header, Request
 
 from gateway.auth.dependencies import authenticate, require_scope
 from gateway.auth.principal import Principal, Scope
+from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeRequest, ExchangeResult
 from gateway.container import Container
 from gateway.deps import get_container
 from gateway.errors import Forbidden
-from gateway.exchange.schemas import DiscoveryRequest, DiscoveryResult, ExchangeRequest, ExchangeResult
 from gateway.exchange.service import Trace
 from gateway.exchange.setup import exchange_service
 

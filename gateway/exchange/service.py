@@ -32,11 +32,7 @@ from audit.events import Decision as AuditDecision
 from connectors.http_connector import ConnectorRegistry
 from connectors.protocol import ConnectorError, HolderDiscovery, HolderQuery
 from gateway.auth.principal import Principal
-from gateway.clock import Clock, as_utc
-from gateway.db.engine import transaction
-from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unprocessable
-from gateway.exchange import repository
-from gateway.exchange.schemas import (
+from gateway.client.models import (
     DiscoveryRequest,
     DiscoveryResult,
     DiscoveryTarget,
@@ -48,9 +44,13 @@ from gateway.exchange.schemas import (
     Record,
     TargetOutcome,
 )
-from gateway.exchange.schemas import (
+from gateway.client.models import (
     Receipt as ReceiptView,
 )
+from gateway.clock import Clock, as_utc
+from gateway.db.engine import transaction
+from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unprocessable
+from gateway.exchange import repository
 from gateway.exchange.sealing import RecordSealer
 from gateway.ids import new_id
 from gateway.policy.engine import PolicyEngine

@@ -1,7 +1,8 @@
 """API models of the exchange and discovery endpoints (request, per-target outcome, receipt).
 
-Why so explicit: partner systems of many organisations integrate against this contract; every field,
-outcome and error is described here and appears in the OpenAPI document with examples.
+They live in the partner-side SDK because they ARE the contract: the gateway's routers and partner
+systems share these exact classes. Why so explicit: partner systems of many organisations integrate
+against it; every field, outcome and error is described here and appears in the OpenAPI document.
 """
 
 from __future__ import annotations

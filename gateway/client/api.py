@@ -1,0 +1,122 @@
+"""Typed async client of the gateway's exchange API, for partner systems.
+
+* Tokens: OAuth2 client credentials with ``private_key_jwt`` (RFC 7523): a fresh, single-use signed
+  assertion per token request; the access token is reused until shortly before it expires.
+* Retries: every exchange carries an ``Idempotency-Key`` (generated if the caller gives none), so a
+  retry after a timeout or a 502/503 cannot disclose or log twice; 4xx answers are never retried.
+* Errors: ``GatewayClientError`` with the problem document (RFC 9457) the gateway sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+from joserfc import jwt
+from joserfc.jwk import ECKey, OKPKey
+
+from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeRequest, ExchangeResult
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_RETRY_STATUSES = {502, 503, 504}
+
+
+class GatewayClientError(Exception):
+    """The gateway refused or failed a call; ``problem`` is its problem+json body."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(f"{status}: {problem.get('detail') or problem.get('title') or 'error'}")
+        self.status = status
+        self.problem = problem
+
+
+class GatewayClient:
+    def __init__(self, base_url: str, system_id: str, key: OKPKey | ECKey, *, token_audience: str | None = None,
+                 timeout: float = 30.0, retries: int = 2, clock: Any = time.time) -> None:
+        self._base = base_url.rstrip("/")
+        self.system_id = system_id
+        self._key = key
+        self._alg = "Ed25519" if isinstance(key, OKPKey) else "ES256"
+        self._audience = token_audience
+        self._retries = retries
+        self._clock = clock
+        self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout)
+        self._token: tuple[str, float] | None = None
+
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _audience_url(self) -> str:
+        if self._audience is None:
+            metadata = (await self._http.get("/.well-known/oauth-authorization-server")).json()
+            self._audience = str(metadata["token_endpoint"])
+        return self._audience
+
+    async def token(self) -> str:
+        now = float(self._clock())
+        if self._token and self._token[1] - now > 30:
+            return self._token[0]
+        claims = {"iss": self.system_id, "sub": self.system_id, "aud": await self._audience_url(),
+                  "iat": int(now), "exp": int(now) + 60, "jti": str(uuid.uuid4())}
+        assertion = jwt.encode({"alg": self._alg, "kid": self._key.kid}, claims, self._key, algorithms=[self._alg])
+        response = await self._http.post("/oauth/token", data={
+            "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion})
+        if response.status_code != 200:
+            raise GatewayClientError(response.status_code, _problem(response))
+        body = response.json()
+        self._token = (str(body["access_token"]), now + int(body["expires_in"]))
+        return self._token[0]
+
+    async def _send(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None
+                    ) -> httpx.Response:
+        for attempt in range(self._retries + 1):
+            headers = {"Authorization": f"Bearer {await self.token()}"}
+            if idempotency_key:
+                headers["Idempotency-Key"] = idempotency_key
+            try:
+                response = await self._http.request(method, path, json=json, headers=headers)
+            except httpx.TransportError:
+                if attempt == self._retries or (method == "POST" and not idempotency_key):
+                    raise
+                await asyncio.sleep(0.1 * 2**attempt)
+                continue
+            if response.status_code in _RETRY_STATUSES and attempt < self._retries and (
+                    method == "GET" or idempotency_key):
+                await asyncio.sleep(0.1 * 2**attempt)
+                continue
+            if response.status_code >= 400:
+                raise GatewayClientError(response.status_code, _problem(response))
+            return response
+        raise AssertionError("unreachable")
+
+    async def exchange(self, request: ExchangeRequest, *, idempotency_key: str | None = None) -> ExchangeResult:
+        key = idempotency_key or f"{self.system_id}:{uuid.uuid4()}"
+        response = await self._send("POST", "/v1/exchanges", json=request.model_dump(mode="json"),
+                                    idempotency_key=key)
+        return ExchangeResult.model_validate_json(response.content)
+
+    async def discovery(self, request: DiscoveryRequest) -> DiscoveryResult:
+        response = await self._send("POST", "/v1/discovery", json=request.model_dump(mode="json"))
+        return DiscoveryResult.model_validate_json(response.content)
+
+    async def get_exchange(self, exchange_id: str) -> ExchangeResult:
+        response = await self._send("GET", f"/v1/exchanges/{exchange_id}")
+        return ExchangeResult.model_validate_json(response.content)
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {"title": "non-JSON error", "status": response.status_code}
+    return body if isinstance(body, dict) else {"detail": str(body)}

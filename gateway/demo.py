@@ -1,0 +1,213 @@
+"""``wgs-gateway demo``: the whole product on this machine, then a guided run of the acceptance scenarios.
+
+Starts the simulated partner systems (each its own process, HTTP service and database) and the gateway
+(embedded SQLite and embedded Rego engine), registers the requesting partner systems as OAuth clients
+with freshly generated keys, and lets them ask the gateway for data through the typed client
+(``gateway.client``). What each holder answered is printed as a table: outcome, categories, records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+from alembic import command
+from joserfc.jwk import OKPKey
+from rich.console import Console
+from rich.table import Table
+
+from connectors.profiles import PROFILES
+from connectors.world import build_world
+from gateway.auth.clients import register_key_client
+from gateway.client.api import GatewayClient, GatewayClientError
+from gateway.client.models import ExchangeRequest, ExchangeResult
+from gateway.clock import SystemClock
+from gateway.db.engine import alembic_config, make_engine, make_session_factory, transaction
+from gateway.register.loader import load_register
+from gateway.settings import SHIPPED_REGISTER, Settings
+
+console = Console()
+REQUESTERS = ["gemeente-amsterdam-vth", "belastingdienst-ivs", "abn-amro-fec", "politie-bvh"]
+RIEC = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+        "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-117",
+        "signal": {"type": "bibob-application", "reference": "BIBOB-2026-42"}}
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port")
+
+
+def _wait(url: str, deadline: float = 60) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def _register_clients(settings: Settings) -> dict[str, OKPKey]:
+    register, _ = load_register(settings.register_file)
+    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    keys: dict[str, OKPKey] = {}
+    with transaction(sessions) as session:
+        for system in REQUESTERS:
+            key = OKPKey.generate_key("Ed25519", parameters={"kid": f"{system}-demo"})
+            register_key_client(session, register, system, ["exchange", "discovery", "register:read"],
+                                {"keys": [key.as_dict(private=False)]}, SystemClock())
+            keys[system] = key
+    return keys
+
+
+def _scenarios(world: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    s = world.scenarios()
+    return [
+        ("S1 Bibob integrity check of an applicant (all holders)", "gemeente-amsterdam-vth", RIEC | {
+            "subjects": [{"ref": r} for r in s["bibob-applicant"]], "holders": "all",
+            "categories": ["company_registration", "directorships", "tax_debts", "income", "police_incidents",
+                           "convictions"]}),
+        ("S2 Malafide company: dissolution grounds to the KvK", "belastingdienst-ivs", {
+            "partnership": "riec-amsterdam-amstelland", "purpose": "malafide-company-dissolution",
+            "legal_basis": "WGS (RIEC) with BW 2:19a", "case_reference": "BD-2026-9",
+            "signal": {"type": "missing-returns", "reference": "BD-SIG-77"},
+            "subjects": [{"ref": r} for r in s["malafide-dissolution"]], "holders": ["kvk"],
+            "categories": ["company_registration", "directorships"]}),
+        ("S4 Youth prevention about a 15-year-old", "gemeente-amsterdam-vth", {
+            "partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)",
+            "case_reference": "ZVH-2026-3", "signal": {"type": "school-report", "reference": "LPA-2026-5"},
+            "subjects": [{"ref": r, "minor": True} for r in s["minor"]], "holders": ["politie", "gemeente-amsterdam"],
+            "categories": ["police_incidents", "school_absence", "care_involvement"]}),
+        ("S5 The same minor under Bibob", "gemeente-amsterdam-vth", RIEC | {
+            "subjects": [{"ref": r, "minor": True} for r in s["minor"]], "holders": ["politie"],
+            "categories": ["police_incidents"]}),
+        ("S9 Police refuses (investigation confidentiality)", "gemeente-amsterdam-vth", RIEC | {
+            "subjects": [{"ref": r} for r in s["police-confidential"]], "holders": ["politie"],
+            "categories": ["police_incidents"]}),
+        ("S10 Bank checks a customer: hit/no-hit only", "abn-amro-fec", {
+            "partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant",
+            "case_reference": "FEC-TF-8", "signal": {"type": "unusual-transaction", "reference": "MOT-2026-1"},
+            "subjects": [{"ref": r} for r in s["bank-customer"]], "holders": ["fiod", "politie"],
+            "categories": ["ongoing_investigation"]}),
+        ("S11 Asking for CIE information", "gemeente-amsterdam-vth", RIEC | {
+            "subjects": [{"ref": r} for r in s["bibob-applicant"][1:2]], "holders": ["politie"],
+            "categories": ["police_incidents", "criminal_intelligence"]}),
+        ("S12 Wrong legal basis", "gemeente-amsterdam-vth", RIEC | {
+            "legal_basis": "WGS (RIEC)", "subjects": [{"ref": r} for r in s["bibob-applicant"][:1]],
+            "holders": ["kvk"], "categories": ["company_registration"]}),
+    ]
+
+
+def _show(title: str, requester: str, result: ExchangeResult) -> None:
+    table = Table(title=f"{title}\nrequester: {requester} · exchange {result.exchange_id}", title_justify="left")
+    for column in ("holder", "outcome", "categories", "records", "reasons"):
+        table.add_column(column)
+    for target in result.targets:
+        hit = "" if target.hit is None else (" (hit)" if target.hit else " (no hit)")
+        table.add_row(target.holder, target.outcome.value + hit, ", ".join(target.permitted_categories),
+                      str(len(target.records)), "; ".join(r.code for r in target.reasons)[:80])
+    console.print(table)
+
+
+async def _run_scenarios(gateway_url: str, keys: dict[str, OKPKey]) -> int:
+    world = build_world(2025)
+    clients = {system: GatewayClient(gateway_url, system, key) for system, key in keys.items()}
+    failures = 0
+    try:
+        for title, requester, body in _scenarios(world):
+            try:
+                result = await clients[requester].exchange(ExchangeRequest.model_validate(body))
+            except GatewayClientError as exc:
+                failures += 1
+                console.print(f"[red]{title}: {exc}[/red]")
+                continue
+            _show(title, requester, result)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return failures
+
+
+def demo_register(settings: Settings) -> Path:
+    """The shipped register with office hours widened to the whole week, so the demo shows the other rules
+    at any hour (rule 7, escalation outside office hours, is covered by the tests). Its own version, so
+    the decisions made in the demo cite what they were made under."""
+    text = SHIPPED_REGISTER.read_text(encoding="utf-8")
+    register, _ = load_register(SHIPPED_REGISTER)
+    text = text.replace(f'version: "{register.version}"', f'version: "{register.version}-demo"', 1)
+    text = text.replace('office_hours: {timezone: Europe/Amsterdam, weekdays: [1, 2, 3, 4, 5], start: "07:00", '
+                        'end: "19:00"}', 'office_hours: {timezone: Europe/Amsterdam, weekdays: [1, 2, 3, 4, 5, 6, 7], '
+                        'start: "00:00", end: "24:00"}', 1)
+    path = settings.data_dir / "register-demo.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_demo(settings: Settings, port: int = 8000, once: bool = False) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings.model_copy(update={"register_file": demo_register(settings)})
+    command.upgrade(alembic_config(settings.effective_database_url), "head")
+    keys = _register_clients(settings)
+    gateway_port = _free_port(port)
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    processes: list[subprocess.Popen[bytes]] = []
+    endpoints: dict[str, str] = {}
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    try:
+        for system, profile in PROFILES.items():
+            partner_port = _free_port(profile.default_port)
+            endpoints[system] = f"http://127.0.0.1:{partner_port}"
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "connectors.cli", "serve", "--partner", system, "--port", str(partner_port),
+                 "--data-dir", str(settings.data_dir / "partners"),
+                 "--jwks-url", f"{gateway_url}/.well-known/jwks.json"],
+                stdout=(logs / f"{system}.log").open("wb"), stderr=subprocess.STDOUT))
+        env = os.environ | {"WGS_DATA_DIR": str(settings.data_dir), "WGS_CONNECTOR_ENDPOINTS": json.dumps(endpoints),
+                            "WGS_REGISTER_FILE": str(settings.register_file)}
+        if settings.database_url:
+            env["WGS_DATABASE_URL"] = settings.database_url
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1", "--port", str(gateway_port),
+             "--log-level", "warning"], env=env, stdout=(logs / "gateway.log").open("wb"), stderr=subprocess.STDOUT))
+        for url in [*endpoints.values()]:
+            _wait(f"{url}/health")
+        _wait(f"{gateway_url}/health/ready")
+        console.print(f"[bold green]gateway[/bold green] {gateway_url}  (OpenAPI: {gateway_url}/docs)")
+        console.print(f"register {settings.register_file.name}: office hours widened for the demo")
+        for system, url in endpoints.items():
+            console.print(f"  partner {system:<24} {url}")
+        failures = asyncio.run(_run_scenarios(gateway_url, keys))
+        console.print(f"logs of every process in {logs}")
+        if once:
+            return 1 if failures else 0
+        console.print("[bold]running; press Ctrl-C to stop[/bold]")
+        with suppress(KeyboardInterrupt):
+            signal.pause()
+        return 0
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+

@@ -1,0 +1,26 @@
+"""The README's demo command works: partners and gateway start as processes and the scenarios run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_the_scenarios_through_real_processes(tmp_path: Path) -> None:
+    env = os.environ | {"WGS_DATA_DIR": str(tmp_path), "WGS_DATABASE_URL": "", "COLUMNS": "200"}
+    env.pop("WGS_DATABASE_URL")
+    completed = subprocess.run([sys.executable, "-m", "gateway.cli", "demo", "--once", "--port", "0"],
+                               env=env, capture_output=True, text=True, timeout=180, check=False)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    assert "S1 Bibob integrity check" in output
+    assert "allowed-narrowed" in output
+    assert "refused-by-holder" in output
+    assert "minors-not-allowed" in output
+    assert (tmp_path / "partners" / "partner-politie-bvh.sqlite").exists()  # each partner its own database
+    assert (tmp_path / "partners" / "partner-kvk-handelsregister.sqlite").exists()
+    for log in (tmp_path / "logs").iterdir():  # no personal data in any process log
+        text = log.read_text()
+        assert "Traceback" not in text, log.name
