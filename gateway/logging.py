@@ -43,6 +43,20 @@ def scrub_personal_data(_logger: Any, _method: str, event_dict: MutableMapping[s
     return event_dict
 
 
+class _StderrLogger:
+    """Writes each rendered line to the *current* ``sys.stderr`` (not the one seen at configure time), so
+    log lines follow a redirected stderr (daemons, test capture) instead of writing to a closed stream."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     """Configure structlog and the stdlib root logger once per process."""
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
@@ -56,7 +70,7 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")

@@ -153,3 +153,22 @@ def test_audit_log_unwritable_means_nothing_is_disclosed(tmp_path: Path) -> None
         assert response.status_code == 503
         assert "nothing was disclosed" in response.json()["detail"]
         assert "police_incidents" not in response.text
+
+
+def test_logs_carry_no_personal_data(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["bibob-applicant"]], "holders": "all",
+                    "categories": ["company_registration", "directorships", "tax_debts", "police_incidents",
+                                   "convictions"]}
+    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
+    assert response.status_code == 200
+    assert any(t["records"] for t in response.json()["targets"])  # personal data did flow, to the requester
+    logs = capfd.readouterr().err
+    assert "exchange_completed" in logs
+    company, *directors = stack.world.scenarios()["bibob-applicant"]
+    secrets = [stack.world.company(company).trade_name, stack.world.company(company).kvk_number]
+    for ref in directors:
+        person = stack.world.person(ref)
+        secrets += [person.name, person.bsn, person.address]
+    leaked = [value for value in secrets if value in logs]
+    assert leaked == []

@@ -1,0 +1,81 @@
+"""Operations: request id and W3C trace context on every log line and response, readiness of each
+dependency, a bad register stops the start with line and reason, and every error is problem+json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.container import Container, build_container
+from gateway.errors import InvalidRegister
+from gateway.settings import SHIPPED_REGISTER, Settings
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_traceparent_is_continued_and_bound_to_log_lines(client: TestClient, capfd: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    capfd.readouterr()
+    response = client.get("/health/live", headers={"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01",
+                                                   "x-request-id": "req-abc-123"})
+    assert response.headers["x-request-id"] == "req-abc-123"
+    assert response.headers["traceparent"].startswith(f"00-{TRACE}-")
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    request_lines = [line for line in lines if line.get("event") == "request"]
+    assert request_lines
+    assert all(line["trace_id"] == TRACE and line["request_id"] == "req-abc-123" for line in request_lines)
+
+
+def test_invalid_traceparent_starts_a_new_trace(client: TestClient) -> None:
+    response = client.get("/health/live", headers={"traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"})
+    assert not response.headers["traceparent"].startswith("00-" + "0" * 32)
+
+
+def test_readiness_reports_every_dependency(client: TestClient) -> None:
+    body = client.get("/health/ready").json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) >= {"database", "key_store", "policy_engine"}
+
+
+def test_readiness_fails_when_the_policy_engine_is_unreachable(tmp_path: Path, sqlite_db_url: str) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_db_url, policy_engine="opa",
+                        opa_url="http://127.0.0.1:9", opa_timeout_seconds=0.3)
+    container = build_container(settings)
+    with TestClient(create_app(container=container)) as client:
+        response = client.get("/health/ready")
+    container.close()
+    assert response.status_code == 503
+    assert response.json()["checks"]["policy_engine"].startswith("failed")
+
+
+def test_a_bad_register_file_stops_the_start_with_line_and_reason(tmp_path: Path, sqlite_db_url: str) -> None:
+    bad = tmp_path / "register.yaml"
+    bad.write_text(SHIPPED_REGISTER.read_text().replace("requesters: [municipality]\n", "requesters: [mayor]\n", 1))
+    container = build_container(Settings(data_dir=tmp_path, database_url=sqlite_db_url, register_file=bad))
+    with pytest.raises(InvalidRegister, match=r"register.yaml:\d+:\d+: .*no participant has role `mayor`"), \
+            TestClient(create_app(container=container)):
+        pass
+    container.close()
+
+
+@pytest.mark.parametrize(("method", "path"), [("get", "/nope"), ("delete", "/v1/register"), ("get", "/v1/register")])
+def test_errors_are_problem_json(client: TestClient, method: str, path: str) -> None:
+    response = getattr(client, method)(path)
+    assert response.status_code in {401, 404, 405}
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert {"type", "title", "status", "detail"} <= set(response.json())
+
+
+def test_openapi_documents_every_route_outcome_and_error(client: TestClient, container: Container) -> None:
+    spec = client.get("/openapi.json").json()
+    exchange = spec["paths"]["/v1/exchanges"]["post"]
+    assert {"200", "401", "403", "409", "413", "422", "503"} <= set(exchange["responses"])
+    outcome = spec["components"]["schemas"]["Outcome"]
+    assert set(outcome["enum"]) == {"allowed", "allowed-narrowed", "denied", "escalated", "refused-by-holder",
+                                    "holder-unavailable"}
+    assert "/oauth/token" in spec["paths"]
+    assert "/v1/discovery" in spec["paths"]
