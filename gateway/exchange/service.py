@@ -100,13 +100,13 @@ def fingerprint(principal: Principal, body: ExchangeRequest | DiscoveryRequest) 
 def _targets(register: Register, body: ExchangeRequest | DiscoveryRequest, holders: list[str] | str,
              requester_org: str) -> list[_Target]:
     partnership: Partnership | None = register.partnerships.get(body.partnership)
+    if partnership is None:
+        raise Unprocessable(f"unknown partnership `{body.partnership}` (register {register.version})")
     if isinstance(holders, list):
         unknown = [h for h in holders if h not in register.organisations]
         if unknown:
             raise Unprocessable(f"unknown holder organisation(s): {', '.join(sorted(unknown))}")
         chosen = list(dict.fromkeys(holders))
-    elif partnership is None:
-        raise Unprocessable(f"unknown partnership `{body.partnership}`")
     else:
         purpose = partnership.purposes.get(body.purpose)
         wanted = set(body.categories)
@@ -116,7 +116,7 @@ def _targets(register: Register, body: ExchangeRequest | DiscoveryRequest, holde
         chosen = list(dict.fromkeys(chosen)) or [p.organisation for p in partnership.participants if p.systems]
     targets = []
     for organisation in chosen:
-        participant = partnership.participant_of_organisation(organisation) if partnership else None
+        participant = partnership.participant_of_organisation(organisation)
         systems = participant.systems if participant else register.organisations[organisation].systems
         targets.append(_Target(organisation, systems[0] if systems else None))
     return targets

@@ -106,6 +106,7 @@ def test_discovery_answers_hit_or_no_hit_and_never_data(stack: Stack) -> None:
     (lambda b: b | {"subjects": []}, 422),
     (lambda b: b | {"subjects": [{"ref": "123456782"}]}, 422),  # a BSN-shaped ref is not a pseudonym
     (lambda b: b | {"holders": ["no-such-org"]}, 422),
+    (lambda b: b | {"partnership": "riec-utrecht"}, 422),
     (lambda b: b | {"partnership": "Robert'); DROP TABLE exchanges;--"}, 422),
 ])
 def test_bad_input_is_a_problem_and_writes_nothing(stack: Stack, mutate: Any, status: int) -> None:
