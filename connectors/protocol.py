@@ -41,15 +41,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class HolderQuery(_Model):
-    request_id: str = Field(min_length=1, max_length=128, description="Deduplication key: retries are safe.")
-    partnership: str
-    purpose: str
-    requester_organisation: str
-    categories: list[str] = Field(min_length=1)
-    subjects: list[str] = Field(min_length=1, max_length=100)
-
-
 class HolderRecord(_Model):
     record_id: str
     record_type: str
@@ -58,8 +49,20 @@ class HolderRecord(_Model):
     fields: dict[str, Any]
 
 
+class HolderQuery(_Model):
+    request_id: str = Field(min_length=1, max_length=128, description="Deduplication key: retries are safe.")
+    partnership: str
+    purpose: str
+    requester_organisation: str
+    categories: list[str] = Field(min_length=1)
+    subjects: list[str] = Field(min_length=1, max_length=100)
+    provided: list[HolderRecord] = Field(default_factory=list,
+                                         description="Records the requester lawfully hands to this holder.")
+
+
 class HolderAnswer(_Model):
     status: Literal["answered", "refused"]
+    received: int = Field(default=0, description="How many provided records the holder took in.")
     refusal_reason: str | None = None
     records: list[HolderRecord] = Field(default_factory=list)
 

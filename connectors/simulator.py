@@ -76,15 +76,16 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
         if previous is not None:
             log.info("query_replayed", system=system, request_id=body.request_id)
             return HolderAnswer.model_validate(previous)
+        received = store.receive(body.request_id, [r.model_dump() for r in body.provided]) if body.provided else 0
         if profile.refusal_reason and store.is_confidential(body.subjects):
-            answer = HolderAnswer(status="refused", refusal_reason=profile.refusal_reason)
+            answer = HolderAnswer(status="refused", refusal_reason=profile.refusal_reason, received=received)
         else:
             asked = list(body.categories)
             records = store.records(body.subjects, None if over_share else asked)
             if over_share:
                 extra = next((r for r in records if r.category not in asked), None)
                 records = [r for r in records if r.category in asked] + ([extra] if extra else [])
-            answer = HolderAnswer(status="answered", records=[
+            answer = HolderAnswer(status="answered", received=received, records=[
                 HolderRecord(record_id=r.record_id, record_type=r.record_type, subject=r.subject,
                              category=r.category, fields=r.fields) for r in records])
         with lock:

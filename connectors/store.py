@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from connectors.world import Record, World
 
@@ -20,6 +21,8 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS ix_records_subject ON records(subject);
 CREATE TABLE IF NOT EXISTS confidential (subject TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS received (
+    request_id TEXT NOT NULL, subject TEXT NOT NULL, category TEXT NOT NULL, fields TEXT NOT NULL);
 """
 
 
@@ -63,6 +66,18 @@ class PartnerStore:
         with self._lock:
             return self._db.execute(f"SELECT 1 FROM confidential WHERE subject IN ({marks}) LIMIT 1",
                                     subjects).fetchone() is not None
+
+    def receive(self, request_id: str, records: list[dict[str, Any]]) -> int:
+        """Keep records a requester handed over (e.g. dissolution grounds for the KvK)."""
+        with self._lock, self._db:
+            self._db.executemany("INSERT INTO received VALUES (?, ?, ?, ?)", [
+                (request_id, r["subject"], r["category"], json.dumps(r["fields"], sort_keys=True)) for r in records])
+        return len(records)
+
+    def received(self, subject: str) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = self._db.execute("SELECT category, fields FROM received WHERE subject = ?", (subject,)).fetchall()
+        return [(row[0], json.loads(row[1])) for row in rows]
 
     def count(self) -> int:
         with self._lock:

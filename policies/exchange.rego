@@ -70,6 +70,21 @@ deny contains r if {
 	some r in common.deny
 }
 
+# Data the requester hands to the holder (e.g. dissolution grounds to the KvK, S2) is bound the same way:
+# the requester's role supplies it for this purpose and the holder's role may receive it (rules 3 and 4).
+provided := {c | some c in object.get(input.request, "provided_categories", [])}
+
+deny contains {"code": "provision-not-allowed", "category": c, "message": sprintf("role `%s` may not hand `%s` to `%s` for `%s`", [common.requester.role, c, input.request.holder.organisation, input.request.purpose])} if {
+	some c in provided
+	not _may_provide(c)
+}
+
+_may_provide(c) if {
+	c in purpose.supplies[common.requester.role]
+	c in purpose.receives[common.holder.role]
+	not c in common.never_disclosed
+}
+
 deny contains {"code": "no-permitted-categories", "message": "none of the requested categories may be disclosed by this holder for this purpose"} if {
 	count(common.deny) == 0
 	count(permitted) == 0

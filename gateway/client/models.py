@@ -48,6 +48,16 @@ class Subject(_Strict):
         return value
 
 
+class ProvidedRecord(_Strict):
+    """Data the requester hands to the holder with the request (e.g. the Belastingdienst's dissolution
+    grounds for the KvK, S2). Purpose-bound like everything else: the requester's role must supply the
+    category and the holder's role must be allowed to receive it."""
+
+    subject: str = Field(pattern=r"^[A-Za-z0-9_:.=-]{8,200}$", description="The subject's pseudonym.")
+    category: str = Field(pattern=r"^[a-z][a-z_]{1,63}$", examples=["tax_compliance"])
+    fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed.")
+
+
 class ExchangeRequest(_Strict):
     """`POST /v1/exchanges`: ask the holders of a partnership for data about subjects, for one purpose."""
 
@@ -68,6 +78,8 @@ class ExchangeRequest(_Strict):
         examples=["all", ["kvk", "belastingdienst"]])
     escalation_decision: str | None = Field(
         default=None, description="Id of an escalation decision that allows this exact request (re-run).")
+    provide: list[ProvidedRecord] = Field(default_factory=list, max_length=100,
+                                          description="Records handed to the holder(s) with the request.")
 
 
 class Outcome(StrEnum):

@@ -30,7 +30,7 @@ from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, EventType,
 from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from connectors.http_connector import ConnectorRegistry
-from connectors.protocol import ConnectorError, HolderDiscovery, HolderQuery
+from connectors.protocol import ConnectorError, HolderDiscovery, HolderQuery, HolderRecord
 from gateway.auth.principal import Principal
 from gateway.client.models import (
     DiscoveryRequest,
@@ -162,7 +162,8 @@ class ExchangeService:
                 subject_count=len(body.subjects), subjects_minor=any(s.minor for s in body.subjects),
                 requester=Party(organisation=principal.organisation, system=principal.subject),
                 holder=Party(organisation=t.organisation, system=t.system),
-                requested_at=now.strftime("%Y-%m-%dT%H:%M:%SZ")),
+                requested_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                provided_categories=sorted({r.category for r in getattr(body, "provide", [])})),
             context=PolicyContext(requests_today=requests_today, escalation_decision=escalation),
             request_fingerprint=request_fingerprint) for t in targets]
         return list(await asyncio.gather(*(self.deps.policy.decide(kind, i) for i in inputs)))  # type: ignore[arg-type]
@@ -260,19 +261,29 @@ class ExchangeService:
             answer = await connector.query(HolderQuery(
                 request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                 requester_organisation=principal.organisation, categories=decision.permitted_categories,
-                subjects=subjects))
+                subjects=subjects, provided=[
+                    HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided", subject=r.subject,
+                                 category=r.category, fields=r.fields) for n, r in enumerate(body.provide)]))
         except ConnectorError as exc:
             log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
             outcome.outcome = Outcome.HOLDER_UNAVAILABLE
             outcome.reasons.append(Reason(code="holder-unavailable", message=str(exc)))
             outcome.obligations = None
             return outcome, [unavailable | {"reasons": ("holder-unavailable",)}]
+        events: list[dict[str, Any]] = []
+        if body.provide:
+            handed = [r.model_dump() for r in body.provide]
+            events.append({"event_type": EventType.DISCLOSURE, "holder": target.organisation,
+                           "categories": tuple(sorted({r.category for r in body.provide})),
+                           "payload_sha256": hashlib.sha256(json.dumps(handed, sort_keys=True).encode()).hexdigest(),
+                           "extra": {"direction": "requester-to-holder", "records": len(handed),
+                                     "received": answer.received}})
         if answer.status == "refused":
             outcome.outcome = Outcome.REFUSED_BY_HOLDER
             outcome.reasons.append(Reason(code="refused-by-holder", message=f"the holder refused: "
                                           f"{answer.refusal_reason or 'no reason given'}"))
             outcome.obligations = None
-            return outcome, [{"event_type": EventType.HOLDER_REFUSED, "holder": target.organisation,
+            return outcome, [*events, {"event_type": EventType.HOLDER_REFUSED, "holder": target.organisation,
                               "reasons": (f"holder:{answer.refusal_reason or 'unspecified'}",),
                               "categories": tuple(decision.permitted_categories)}]
         permitted = set(decision.permitted_categories)
@@ -284,7 +295,6 @@ class ExchangeService:
                         exchange_id=exchange_id)
         outcome.records = [Record(record_id=r.record_id, record_type=r.record_type, subject=r.subject,
                                   category=r.category, fields=r.fields) for r in kept]
-        events: list[dict[str, Any]] = []
         for subject in subjects:
             mine = [r.model_dump() for r in kept if r.subject == subject]
             if not mine:

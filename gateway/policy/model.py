@@ -71,6 +71,7 @@ class PolicyRequest(_Strict):
     requester: Party
     holder: Party
     requested_at: str  # RFC 3339, UTC
+    provided_categories: list[str] = Field(default_factory=list)  # handed to the holder with the request
 
 
 class EscalationDecisionInput(_Strict):

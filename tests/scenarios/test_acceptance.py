@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from audit.tables import audit_entries
+from connectors.store import PartnerStore
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -66,17 +67,24 @@ def test_s2_malafide_dissolution_and_audit_shows_both_sides(stack: Stack) -> Non
     body = {"partnership": RIEC, "purpose": "malafide-company-dissolution", "legal_basis": "WGS (RIEC) with BW 2:19a",
             "case_reference": "BD-2026-9", "signal": {"type": "missing-returns", "reference": "BD-SIG-77"},
             "subjects": _subjects(stack, "malafide-dissolution"), "holders": ["kvk"],
-            "categories": ["company_registration", "directorships"]}
+            "categories": ["company_registration", "directorships"],
+            "provide": [{"subject": stack.world.scenarios()["malafide-dissolution"][0], "category": "tax_compliance",
+                         "fields": {"dissolution_grounds": "BW 2:19a", "missing_returns": ["2023", "2024"]}}]}
     response = stack.post("belastingdienst-ivs", "/v1/exchanges", body)
     target = _by_holder(response)["kvk"]
     assert target["outcome"] == "allowed"
+    kvk_store = PartnerStore(stack.container.settings.data_dir / "partners" / "partner-kvk-handelsregister.sqlite")
+    received = kvk_store.received(stack.world.scenarios()["malafide-dissolution"][0])
+    kvk_store.close()
+    assert [category for category, _ in received] == ["tax_compliance"]  # the KvK got the dissolution grounds
     assert {r["category"] for r in target["records"]} == {"company_registration", "directorships"}
     exchange_id = response.json()["exchange_id"]
     with stack.container.engine.connect() as connection:
         rows = connection.execute(select(audit_entries.c.event_type, audit_entries.c.requester_org,
-                                         audit_entries.c.holder_org)
+                                         audit_entries.c.holder_org, audit_entries.c.canonical)
                                   .where(audit_entries.c.canonical.contains(exchange_id))).all()
     kinds = {row.event_type for row in rows}
+    assert any('"direction":"requester-to-holder"' in row.canonical for row in rows)
     assert {"exchange.requested", "policy.decided", "disclosure"} <= kinds
     assert {row.requester_org for row in rows} == {"belastingdienst"}
     assert "kvk" in {row.holder_org for row in rows}
@@ -179,3 +187,12 @@ def test_s12_wrong_legal_basis_is_denied_with_the_reason(stack: Stack) -> None:
     assert target["outcome"] == "denied"
     assert "legal-basis-mismatch" in _codes(target)
     assert any("WGS (RIEC) with Wet Bibob" in r["message"] for r in target["reasons"])
+
+
+def test_s2_variant_handing_data_the_register_does_not_allow_is_denied(stack: Stack) -> None:
+    subject = stack.world.scenarios()["bibob-applicant"][0]
+    body = BIBOB | {"subjects": [{"ref": subject}], "holders": ["kvk"], "categories": ["company_registration"],
+                    "provide": [{"subject": subject, "category": "police_incidents", "fields": {"note": "x"}}]}
+    target = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))["kvk"]
+    assert target["outcome"] == "denied"
+    assert "provision-not-allowed" in _codes(target)
