@@ -1,0 +1,68 @@
+"""The operator's CLI: migrations, register check, partner-system clients, people's accounts, keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from joserfc.jwk import OKPKey
+from typer.testing import CliRunner
+
+from gateway.cli import app
+from gateway.settings import SHIPPED_REGISTER
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables: no wrapping of names
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def test_register_check_accepts_the_shipped_file_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    good = runner.invoke(app, ["register", "check", str(SHIPPED_REGISTER)])
+    assert good.exit_code == 0
+    assert "valid, version 2026.11.1" in good.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SHIPPED_REGISTER.read_text().replace("legal_basis: WGS (ZVH)\n", "legal_basis: 42\n", 1))
+    refused = runner.invoke(app, ["register", "check", str(bad)])
+    assert refused.exit_code == 1
+    assert "bad.yaml:" in refused.output
+
+
+def test_clients_users_and_keys(data_dir: Path) -> None:
+    jwks = data_dir / "vth.jwks"
+    jwks.write_text(json.dumps({"keys": [OKPKey.generate_key("Ed25519").as_dict(private=False)]}))
+    added = runner.invoke(app, ["clients", "add", "gemeente-amsterdam-vth", "--jwks-file", str(jwks)])
+    assert added.exit_code == 0, added.output
+    secret = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret", "--scopes", "exchange"])
+    assert secret.exit_code == 0
+    assert "shown once" in secret.output
+    unknown = runner.invoke(app, ["clients", "add", "no-such-system", "--generate-secret"])
+    assert unknown.exit_code == 1
+    private = data_dir / "private.jwks"
+    private.write_text(json.dumps({"keys": [OKPKey.generate_key("Ed25519").as_dict(private=True)]}))
+    assert runner.invoke(app, ["clients", "add", "politie-bvh", "--jwks-file", str(private)]).exit_code == 1
+    listing = runner.invoke(app, ["clients", "list"])
+    assert "gemeente-amsterdam-vth" in listing.output
+    assert "kvk-handelsregister" in listing.output
+    user = runner.invoke(app, ["users", "add", "po-amsterdam", "--organisation", "gemeente-amsterdam",
+                               "--role", "privacy-officer", "--password-stdin"], input="a long enough password\n")
+    assert user.exit_code == 0, user.output
+    short = runner.invoke(app, ["users", "add", "po-2", "--organisation", "gemeente-amsterdam", "--role",
+                                "privacy-officer", "--password-stdin"], input="short\n")
+    assert short.exit_code == 1
+    assert "po-amsterdam" in runner.invoke(app, ["users", "list"]).output
+    assert runner.invoke(app, ["keys", "rotate"]).exit_code == 0
+    keys = runner.invoke(app, ["keys", "list"])
+    assert keys.exit_code == 0
+    assert keys.output.count("-") > 0
+    stored = json.loads((data_dir / "keys" / "token-signing.json").read_text())
+    assert len(stored["keys"]) == 2
+    assert oct((data_dir / "keys" / "token-signing.json").stat().st_mode)[-3:] == "600"
