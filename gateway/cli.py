@@ -8,6 +8,7 @@ import typer
 from alembic import command
 from rich.console import Console
 
+from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
 from gateway.db.engine import alembic_config
 from gateway.register.cli import register_app
@@ -20,6 +21,7 @@ app.add_typer(register_app, name="register")
 app.add_typer(clients_app, name="clients")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 console = Console(stderr=True)
 

@@ -1,0 +1,90 @@
+"""Proof endpoints of the audit log (scope ``audit:read``): the signed checkpoint, inclusion and
+consistency proofs, and the verifier key — what an officer needs to check the log without trusting us."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
+
+from audit import ProofUnavailable
+from gateway.auditing.setup import audit_services
+from gateway.auth.dependencies import require_scope
+from gateway.auth.principal import Principal, Scope
+from gateway.container import Container
+from gateway.deps import get_container
+from gateway.errors import NotFound, Unprocessable
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+_reader = require_scope(Scope.AUDIT_READ)
+_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such entry or checkpoint"},
+                                            422: {"description": "Sizes out of range"}}
+
+
+class InclusionProofView(BaseModel):
+    index: int
+    tree_size: int
+    leaf_hash: str
+    hashes: list[str]
+
+
+class ConsistencyProofView(BaseModel):
+    first: int
+    second: int
+    hashes: list[str]
+
+
+@router.get("/checkpoint", response_class=PlainTextResponse, responses=_ERRORS,
+            summary="The latest signed checkpoint (C2SP tlog-checkpoint / signed note)")
+async def checkpoint(container: Container = Depends(get_container),
+                     _principal: Principal = Depends(_reader)) -> str:
+    log = audit_services(container).log
+
+    def latest() -> str:
+        log.maybe_issue_checkpoint()
+        try:
+            return log.checkpoint().note
+        except ProofUnavailable:
+            if log.size() == 0:
+                raise NotFound("the log is empty: no checkpoint yet") from None
+            return log.issue_checkpoint().note
+
+    return await run_in_threadpool(latest)
+
+
+@router.get("/key", response_class=PlainTextResponse, summary="The verifier key of the log's checkpoints")
+async def verifier_key(container: Container = Depends(get_container),
+                       _principal: Principal = Depends(_reader)) -> str:
+    return audit_services(container).signer.verifier.vkey
+
+
+@router.get("/entries/{index}/proof", response_model=InclusionProofView, responses=_ERRORS,
+            summary="RFC 9162 inclusion proof of one entry in the tree of `size` entries")
+async def inclusion(index: int, size: int = Query(ge=1), container: Container = Depends(get_container),
+                    _principal: Principal = Depends(_reader)) -> InclusionProofView:
+    log = audit_services(container).log
+    if not 0 <= index < size:
+        raise Unprocessable("need 0 <= index < size")
+    try:
+        proof = await run_in_threadpool(log.inclusion_proof, index, size)
+    except ProofUnavailable as exc:
+        raise NotFound(str(exc)) from exc
+    return InclusionProofView(index=proof.index, tree_size=proof.tree_size, leaf_hash=proof.leaf_hash.hex(),
+                              hashes=[h.hex() for h in proof.hashes])
+
+
+@router.get("/consistency", response_model=ConsistencyProofView, responses=_ERRORS,
+            summary="RFC 9162 consistency proof between the trees of `from` and `to` entries")
+async def consistency(first: int = Query(alias="from", ge=1), second: int = Query(alias="to", ge=1),
+                      container: Container = Depends(get_container),
+                      _principal: Principal = Depends(_reader)) -> ConsistencyProofView:
+    if first > second:
+        raise Unprocessable("need from <= to")
+    try:
+        proof = await run_in_threadpool(audit_services(container).log.consistency_proof, first, second)
+    except ProofUnavailable as exc:
+        raise NotFound(str(exc)) from exc
+    return ConsistencyProofView(first=proof.first, second=proof.second, hashes=[h.hex() for h in proof.hashes])

@@ -1,0 +1,97 @@
+"""An officer checks an exchange's receipt against the signed checkpoint without trusting the gateway,
+and verifies an export of the log offline with the CLI (a changed byte is caught)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from audit import NoteVerifier, open_checkpoint
+from audit.merkle import verify_consistency, verify_inclusion
+from gateway.cli import app
+from tests.auth_helpers import person_token
+from tests.stack import Stack, running_stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("proofs")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def officer(stack: Stack) -> dict[str, str]:
+    client = httpx.Client(base_url=stack.gateway_url)
+    try:
+        token = person_token(client, stack.container, "po-gemeente", "gemeente-amsterdam",  # type: ignore[arg-type]
+                             ["privacy-officer"])
+    finally:
+        client.close()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_receipt_is_included_in_the_signed_tree(stack: Stack, officer: dict[str, str]) -> None:
+    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-400",
+            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-400"},
+            "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}], "holders": ["kvk"],
+            "categories": ["company_registration"]}
+    receipt = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).json()["receipt"]
+    headers = officer
+    vkey = httpx.get(f"{stack.gateway_url}/v1/audit/key", headers=headers).text
+    note = httpx.get(f"{stack.gateway_url}/v1/audit/checkpoint", headers=headers).text
+    checkpoint = open_checkpoint(note, NoteVerifier.from_vkey(vkey))
+    covered = [i for i in receipt["audit_indices"] if i < checkpoint.tree_size]
+    assert covered, "the checkpoint covers the receipt"
+    for index in covered:
+        proof = httpx.get(f"{stack.gateway_url}/v1/audit/entries/{index}/proof",
+                          params={"size": checkpoint.tree_size}, headers=headers).json()
+        verify_inclusion(index, checkpoint.tree_size, bytes.fromhex(proof["leaf_hash"]),
+                         [bytes.fromhex(h) for h in proof["hashes"]], checkpoint.root_hash)
+    assert httpx.get(f"{stack.gateway_url}/v1/audit/entries/0/proof", params={"size": 10**9},
+                     headers=headers).status_code in {404, 422}
+    assert httpx.get(f"{stack.gateway_url}/v1/audit/checkpoint",
+                     headers={"Authorization": f"Bearer {stack.token('gemeente-amsterdam-vth')}"}).status_code == 403
+
+
+def test_consistency_between_two_checkpoints(stack: Stack, officer: dict[str, str]) -> None:
+    headers = officer
+    for _ in range(2):  # make sure the log has grown
+        stack.post("gemeente-amsterdam-vth", "/v1/discovery", {
+            "partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-401",
+            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-401"},
+            "subjects": [{"ref": stack.world.scenarios()["no-records"][0]}], "categories": ["company_registration"]})
+    size = stack.container.services["audit"].log.size()
+    first = max(1, size // 2)
+    proof = httpx.get(f"{stack.gateway_url}/v1/audit/consistency", params={"from": first, "to": size},
+                      headers=headers).json()
+    log = stack.container.services["audit"].log
+    verify_consistency(first, size, log.root(first), log.root(size), [bytes.fromhex(h) for h in proof["hashes"]])
+
+
+def test_cli_export_verifies_and_a_changed_byte_is_caught(stack: Stack, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = stack.container.settings
+    monkeypatch.setenv("WGS_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("WGS_DATABASE_URL", settings.effective_database_url)
+    runner = CliRunner()
+    export = tmp_path / "audit.jsonl"
+    assert runner.invoke(app, ["audit", "export", "--out", str(export)]).exit_code == 0
+    vkey = runner.invoke(app, ["audit", "key"]).output.strip()
+    intact = runner.invoke(app, ["audit", "verify", "--export", str(export), "--key", vkey])
+    assert intact.exit_code == 0, intact.output
+    assert "log intact" in intact.output
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0  # the live database too
+    lines = export.read_text().splitlines()
+    target = next(i for i, line in enumerate(lines) if '"kvk"' in line)
+    lines[target] = lines[target].replace('"kvk"', '"kvK"', 1)
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(lines) + "\n")
+    caught = runner.invoke(app, ["audit", "verify", "--export", str(tampered), "--key", vkey])
+    assert caught.exit_code == 1
+    assert "NOT intact" in caught.output
