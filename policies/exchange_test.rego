@@ -1,0 +1,221 @@
+# Rego unit tests of wgs.exchange: every rule of REGISTER.md, allow and deny. Run by pytest
+# (tests/unit/policy/test_rego_unit_tests.py) with the shipped register as data.register.
+package wgs.exchange_test
+
+import rego.v1
+
+import data.wgs.exchange
+
+_base := {
+	"request": {
+		"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+		"legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-1",
+		"signal": {"type": "bibob-application", "reference": "B-1"},
+		"categories": ["police_incidents"], "subject_count": 1, "subjects_minor": false,
+		"requester": {"organisation": "gemeente-amsterdam", "system": "gemeente-amsterdam-vth"},
+		"holder": {"organisation": "politie", "system": "politie-bvh"},
+		"requested_at": "2026-11-25T10:00:00Z",
+	},
+	"context": {"requests_today": 0},
+	"request_fingerprint": "fp-1",
+}
+
+_with(changes) := object.union(_base, {"request": object.union(_base.request, changes)})
+
+_decide(changes) := d if {
+	d := exchange.decision with input as _with(changes)
+}
+
+_codes(d) := {r.code | some r in d.reasons}
+
+# Rule 1: participants, purpose, retired partnership.
+test_allowed_for_an_active_participant_of_an_active_partnership if {
+	d := _decide({})
+	d.outcome == "allowed"
+	d.allow
+	d.permitted_categories == ["police_incidents"]
+}
+
+test_retired_partnership_denies_everything if {
+	d := _decide({"partnership": "nsoc", "purpose": "undermining-analysis", "legal_basis": "WGS (NSOC)"})
+	d.outcome == "denied"
+	"partnership-retired" in _codes(d)
+}
+
+test_unknown_partnership_denies if "unknown-partnership" in _codes(_decide({"partnership": "riec-utrecht"}))
+
+test_purpose_of_another_partnership_denies if {
+	"purpose-not-in-partnership" in _codes(_decide({"purpose": "youth-prevention"}))
+}
+
+test_requester_not_a_participant_denies_s3 if {
+	d := _decide({"requester": {"organisation": "abn-amro", "system": "abn-amro-fec"}})
+	"requester-not-participant" in _codes(d)
+}
+
+test_requester_system_of_another_organisation_denies if {
+	"requester-not-participant" in _codes(_decide({"requester": {"organisation": "gemeente-amsterdam", "system": "politie-bvh"}}))
+}
+
+test_holder_not_a_participant_denies if "holder-not-participant" in _codes(_decide({"holder": {"organisation": "abn-amro"}}))
+
+test_retired_participant_denies if {
+	register := json.patch(data.register, [{"op": "replace", "path": "/partnerships/riec-amsterdam-amstelland/participants/1/status", "value": "retired"}])
+	d := exchange.decision with input as _with({}) with data.register as register
+	"holder-retired" in _codes(d)
+}
+
+test_requester_role_not_allowed_denies_s8 if {
+	d := _decide({"requester": {"organisation": "politie", "system": "politie-bvh"}, "holder": {"organisation": "kvk"}, "categories": ["company_registration"]})
+	"requester-role-not-allowed" in _codes(d)
+}
+
+# Rule 2: legal basis, signal, case reference.
+test_wrong_legal_basis_denies_s12 if "legal-basis-mismatch" in _codes(_decide({"legal_basis": "WGS (RIEC)"}))
+
+test_missing_signal_denies if "signal-missing" in _codes(_decide({"signal": {"type": "", "reference": "B-1"}}))
+
+test_missing_case_reference_denies if "case-reference-missing" in _codes(_decide({"case_reference": " "}))
+
+# Rule 3: narrowing, with a reason per category; nothing left denies.
+test_tax_is_narrowed_income_removed_s1 if {
+	d := _decide({"holder": {"organisation": "belastingdienst"}, "categories": ["tax_debts", "income", "company_registration"]})
+	d.outcome == "allowed-narrowed"
+	d.permitted_categories == ["tax_debts"]
+	d.removed_categories == ["income"]
+	some r in d.reasons
+	r.code == "category-not-supplied"
+	r.category == "income"
+}
+
+test_category_not_receivable_is_removed if {
+	d := _decide({"partnership": "riec-amsterdam-amstelland", "purpose": "unexplained-wealth", "legal_basis": "WGS (RIEC)", "holder": {"organisation": "belastingdienst"}, "categories": ["income", "assets"]})
+	d.permitted_categories == ["assets"]
+	some r in d.reasons
+	r.code == "category-not-receivable"
+	r.category == "income"
+}
+
+test_nothing_permitted_denies if "no-permitted-categories" in _codes(_decide({"categories": ["bank_accounts"], "holder": {"organisation": "belastingdienst"}}))
+
+# Rule 4: never disclosed (S11).
+test_criminal_intelligence_always_removed_s11 if {
+	d := _decide({"categories": ["police_incidents", "criminal_intelligence"]})
+	d.outcome == "allowed-narrowed"
+	d.removed_categories == ["criminal_intelligence"]
+	"never-disclosed" in _codes(d)
+}
+
+# Rule 5: minors.
+test_minor_denied_for_bibob_s5 if "minors-not-allowed" in _codes(_decide({"subjects_minor": true}))
+
+test_minor_allowed_for_youth_prevention_s4 if {
+	d := _decide({"partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)", "subjects_minor": true})
+	d.outcome == "allowed"
+	d.obligations.results_only == true
+}
+
+# Rule 6: bulk and daily volume.
+test_bulk_request_escalates_s7 if {
+	d := _decide({"subject_count": 40})
+	d.outcome == "escalated"
+	not d.allow
+	"bulk-request" in _codes(d)
+}
+
+test_25_subjects_is_not_bulk if {
+	d := _decide({"subject_count": 25})
+	d.outcome == "allowed"
+}
+
+test_daily_limit_escalates if {
+	d := exchange.decision with input as object.union(_with({}), {"context": {"requests_today": 200}})
+	"daily-limit" in _codes(d)
+}
+
+# Rule 7: office hours, Europe/Amsterdam, DST-aware.
+test_saturday_escalates if "outside-office-hours" in _codes(_decide({"requested_at": "2026-11-28T10:00:00Z"}))
+
+test_0659_local_escalates_0700_allowed if {
+	"outside-office-hours" in _codes(_decide({"requested_at": "2026-11-25T05:59:00Z"}))
+	d := _decide({"requested_at": "2026-11-25T06:00:00Z"})
+	d.outcome == "allowed"
+}
+
+test_1859_allowed_1900_escalates if {
+	d := _decide({"requested_at": "2026-11-25T17:59:00Z"})
+	d.outcome == "allowed"
+	"outside-office-hours" in _codes(_decide({"requested_at": "2026-11-25T18:00:00Z"}))
+}
+
+test_summer_time_is_respected if {
+	d := _decide({"requested_at": "2026-03-30T05:00:00Z"}) # 07:00 CEST
+	d.outcome == "allowed"
+	"outside-office-hours" in _codes(_decide({"requested_at": "2026-03-27T05:30:00Z"})) # 06:30 CET
+}
+
+test_urgent_purpose_is_not_escalated_at_night if {
+	register := json.patch(data.register, [{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/urgent", "value": true}])
+	d := exchange.decision with input as _with({"requested_at": "2026-11-25T23:00:00Z"}) with data.register as register
+	d.outcome == "allowed"
+}
+
+# Rule 8: an escalation decision for exactly this request.
+_decision_for(fingerprint, holder, valid_until, categories) := object.union(_with({"subject_count": 40, "categories": ["tax_debts", "tax_compliance"], "holder": {"organisation": "belastingdienst"}}), {"context": {"requests_today": 0, "escalation_decision": {
+	"id": "dec-1", "request_fingerprint": fingerprint, "holder": holder, "valid_until": valid_until,
+	"permitted_categories": categories, "obligations": {"note": "tier-2"},
+}}})
+
+test_valid_decision_overrides_bulk_and_narrows if {
+	d := exchange.decision with input as _decision_for("fp-1", "belastingdienst", "2026-12-01T00:00:00Z", ["tax_debts"])
+	d.outcome == "allowed-narrowed"
+	d.permitted_categories == ["tax_debts"]
+	d.escalation_decision == "dec-1"
+	"narrowed-by-escalation-decision" in _codes(d)
+	d.obligations.note == "tier-2"
+}
+
+test_expired_decision_is_ignored if {
+	d := exchange.decision with input as _decision_for("fp-1", "belastingdienst", "2026-11-01T00:00:00Z", ["tax_debts"])
+	d.outcome == "escalated"
+}
+
+test_decision_for_another_request_or_holder_is_ignored if {
+	other := exchange.decision with input as _decision_for("other", "belastingdienst", "2026-12-01T00:00:00Z", ["tax_debts"])
+	other.outcome == "escalated"
+	holder := exchange.decision with input as _decision_for("fp-1", "kvk", "2026-12-01T00:00:00Z", ["tax_debts"])
+	holder.outcome == "escalated"
+}
+
+test_decision_never_widens_beyond_the_register if {
+	d := exchange.decision with input as _decision_for("fp-1", "belastingdienst", "2026-12-01T00:00:00Z", ["tax_debts", "tax_compliance", "income", "criminal_intelligence"])
+	d.permitted_categories == ["tax_compliance", "tax_debts"]
+}
+
+# Rule 9: obligations on every allow; hit/no-hit holders.
+test_obligations_on_allow if {
+	d := _decide({})
+	d.obligations == {"retain_until": "2028-11-25", "onward_sharing": false, "results_only": false}
+}
+
+test_no_obligations_on_deny if {
+	d := _decide({"legal_basis": "x"})
+	d.obligations == null
+}
+
+test_investigation_is_hit_only_for_bibob_s1 if {
+	d := _decide({"holder": {"organisation": "fiod"}, "categories": ["company_registration"]})
+	d.hit_only
+	d.permitted_categories == ["ongoing_investigation"]
+}
+
+test_bank_gets_hit_no_hit_only_s10 if {
+	d := _decide({"partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant", "requester": {"organisation": "abn-amro", "system": "abn-amro-fec"}, "holder": {"organisation": "fiod"}, "categories": ["ongoing_investigation"]})
+	d.outcome == "allowed"
+	d.hit_only
+}
+
+test_every_decision_carries_the_policy_version if {
+	d := _decide({})
+	d.policy_version == data.wgs.version.policy_version
+}

@@ -1,0 +1,148 @@
+"""One decision table, two real engines: regorus in-process, and the OPA-server client over real HTTP.
+Plus failing closed on the server path: down, slow, malformed."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine, PolicyEngine
+from gateway.policy.errors import MalformedDecision, PolicyUnavailable
+from gateway.policy.model import Decision, EscalationDecisionInput, Party, PolicyContext, PolicyInput, PolicyRequest
+from gateway.register.loader import load_register
+from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER
+from tests.opa_test_server import Behaviour, create_opa_test_app
+from tests.servers import serve_app
+
+REGISTER = load_register(SHIPPED_REGISTER)[0].model_dump(mode="json")
+MUNICIPALITY = Party(organisation="gemeente-amsterdam", system="gemeente-amsterdam-vth")
+BANK = Party(organisation="abn-amro", system="abn-amro-fec")
+TAX = Party(organisation="belastingdienst", system="belastingdienst-ivs")
+POLICE = Party(organisation="politie", system="politie-bvh")
+BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+         "legal_basis": "WGS (RIEC) with Wet Bibob"}
+S1 = ["company_registration", "directorships", "tax_debts", "income", "police_incidents", "convictions"]
+
+
+def _input(requester: Party, holder: str, categories: list[str], *, context: PolicyContext | None = None,
+           **request: Any) -> PolicyInput:
+    fields: dict[str, Any] = BIBOB | {"case_reference": "C-1", "signal": {"type": "s", "reference": "r"},
+                                      "subject_count": 1, "subjects_minor": False,
+                                      "requested_at": "2026-11-25T10:00:00Z"} | request
+    return PolicyInput(request=PolicyRequest(requester=requester, holder=Party(organisation=holder),
+                                             categories=categories, **fields),
+                       context=context or PolicyContext(), request_fingerprint="fp-1")
+
+
+# (case id, input, outcome, permitted categories, reason codes that must appear, hit_only)
+TABLE: list[tuple[str, PolicyInput, str, list[str], set[str], bool]] = [
+    ("S1-registry", _input(MUNICIPALITY, "kvk", S1), "allowed", ["company_registration", "directorships"], set(),
+     False),
+    ("S1-tax", _input(MUNICIPALITY, "belastingdienst", S1), "allowed-narrowed", ["tax_debts"],
+     {"category-not-supplied"}, False),
+    ("S1-police", _input(MUNICIPALITY, "politie", S1), "allowed", ["police_incidents"], set(), False),
+    ("S1-prosecution", _input(MUNICIPALITY, "om-amsterdam", S1), "allowed", ["convictions"], set(), False),
+    ("S1-investigation", _input(MUNICIPALITY, "fiod", S1), "allowed", ["ongoing_investigation"], set(), True),
+    ("S2", _input(TAX, "kvk", ["company_registration", "directorships"], purpose="malafide-company-dissolution",
+                  legal_basis="WGS (RIEC) with BW 2:19a", provided_categories=["tax_compliance"]),
+     "allowed", ["company_registration", "directorships"], set(), False),
+    ("S3", _input(BANK, "politie", ["police_incidents"]), "denied", [], {"requester-not-participant"}, False),
+    ("S4", _input(MUNICIPALITY, "politie", ["police_incidents"], partnership="zvh-amsterdam",
+                  purpose="youth-prevention", legal_basis="WGS (ZVH)", subjects_minor=True),
+     "allowed", ["police_incidents"], set(), False),
+    ("S5", _input(MUNICIPALITY, "politie", ["police_incidents"], subjects_minor=True), "denied", [],
+     {"minors-not-allowed"}, False),
+    ("S6", _input(TAX, "politie", ["police_incidents"], partnership="nsoc", purpose="undermining-analysis",
+                  legal_basis="WGS (NSOC)"), "denied", [], {"partnership-retired"}, False),
+    ("S7", _input(MUNICIPALITY, "politie", ["police_incidents"], subject_count=40), "escalated", [],
+     {"bulk-request"}, False),
+    ("S8", _input(POLICE, "kvk", ["company_registration"]), "denied", [], {"requester-role-not-allowed"}, False),
+    ("S10", _input(BANK, "fiod", ["ongoing_investigation"], partnership="fec", purpose="taskforce-subject-check",
+                   legal_basis="WGS (FEC) with covenant"), "allowed", ["ongoing_investigation"], set(), True),
+    ("S11", _input(MUNICIPALITY, "politie", ["police_incidents", "criminal_intelligence"]), "allowed-narrowed",
+     ["police_incidents"], {"never-disclosed"}, False),
+    ("S12", _input(MUNICIPALITY, "kvk", ["company_registration"], legal_basis="WGS (RIEC)"), "denied", [],
+     {"legal-basis-mismatch"}, False),
+    ("night", _input(MUNICIPALITY, "politie", ["police_incidents"], requested_at="2026-11-25T21:00:00Z"),
+     "escalated", [], {"outside-office-hours"}, False),
+    ("daily-limit", _input(MUNICIPALITY, "politie", ["police_incidents"],
+                           context=PolicyContext(requests_today=200)), "escalated", [], {"daily-limit"}, False),
+    ("decision-overrides-bulk", _input(
+        MUNICIPALITY, "belastingdienst", ["tax_debts", "tax_compliance"], subject_count=40,
+        context=PolicyContext(escalation_decision=EscalationDecisionInput(
+            id="dec-1", request_fingerprint="fp-1", holder="belastingdienst", valid_until="2026-12-01T00:00:00Z",
+            permitted_categories=["tax_debts"]))),
+     "allowed-narrowed", ["tax_debts"], {"narrowed-by-escalation-decision"}, False),
+]
+
+
+@pytest.fixture(scope="module")
+def opa_url() -> Iterator[str]:
+    with serve_app(create_opa_test_app(POLICIES_DIR)) as url:
+        yield url
+
+
+@pytest.fixture(params=["embedded", "opa-server"])
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[PolicyEngine]:
+    if request.param == "embedded":
+        chosen: PolicyEngine = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER)
+    else:
+        chosen = OpaServerPolicyEngine(request.getfixturevalue("opa_url"), REGISTER, timeout=5.0)
+    yield chosen
+    await chosen.aclose()
+
+
+@pytest.mark.parametrize(("case", "policy_input", "outcome", "permitted", "codes", "hit_only"), TABLE,
+                         ids=[row[0] for row in TABLE])
+async def test_decision_table(engine: PolicyEngine, case: str, policy_input: PolicyInput, outcome: str,
+                              permitted: list[str], codes: set[str], hit_only: bool) -> None:
+    decision = await engine.decide("exchange", policy_input)
+    assert decision.outcome == outcome, (case, decision.reasons)
+    assert decision.permitted_categories == permitted
+    assert codes <= {r.code for r in decision.reasons}
+    assert decision.hit_only is hit_only
+    assert decision.policy_version.startswith("wgs-policy-")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_opa_server_down_is_policy_unavailable() -> None:
+    engine = OpaServerPolicyEngine(f"http://127.0.0.1:{_closed_port()}", REGISTER, timeout=0.5)
+    with pytest.raises(PolicyUnavailable):
+        await engine.decide("exchange", TABLE[0][1])
+    with pytest.raises(PolicyUnavailable):
+        await engine.check()
+    await engine.aclose()
+
+
+async def test_opa_server_slower_than_the_timeout_is_policy_unavailable() -> None:
+    with serve_app(create_opa_test_app(POLICIES_DIR, Behaviour(delay_seconds=2.0))) as url:
+        engine = OpaServerPolicyEngine(url, REGISTER, timeout=0.3)
+        with pytest.raises(PolicyUnavailable):
+            await engine.decide("exchange", TABLE[0][1])
+        await engine.aclose()
+
+
+async def test_malformed_decision_is_refused() -> None:
+    with serve_app(create_opa_test_app(POLICIES_DIR, Behaviour(malformed=True))) as url:
+        engine = OpaServerPolicyEngine(url, REGISTER, timeout=2.0)
+        with pytest.raises(MalformedDecision):
+            await engine.decide("exchange", TABLE[0][1])
+        await engine.aclose()
+
+
+def test_decision_contradicting_itself_is_malformed() -> None:
+    document = {"allow": True, "escalate": False, "outcome": "denied", "reasons": [], "permitted_categories": [],
+                "removed_categories": [], "hit_only": False, "obligations": None, "escalation_decision": None,
+                "policy_version": "v"}
+    with pytest.raises(MalformedDecision):
+        Decision.parse(document)
+    with pytest.raises(MalformedDecision):
+        Decision.parse(document | {"outcome": "allowed"})  # an allow without obligations

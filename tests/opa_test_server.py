@@ -1,0 +1,76 @@
+"""A small OPA-REST-compatible server backed by the embedded engine, to test the OPA-server client path
+over real HTTP (the protocol is what is under test; the rules are the same Rego files).
+
+Implements what ``opa-python-client`` uses: ``GET /health``, ``GET /v1/policies``, ``PUT /v1/data/{path}``
+(204) and ``POST /v1/data/{path}`` with ``{"input": ...}`` → ``{"result": ...}`` (no ``result`` member when
+the rule is undefined, as OPA does). Switches simulate a slow server and a malformed decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import regorus
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from gateway.policy.engine import policy_files
+
+
+@dataclass
+class Behaviour:
+    delay_seconds: float = 0.0
+    malformed: bool = False
+
+
+def create_opa_test_app(policies_dir: Path, behaviour: Behaviour | None = None) -> FastAPI:
+    app = FastAPI()
+    behaviour = behaviour or Behaviour()
+    sources = [(str(p), p.read_text()) for p in policy_files(policies_dir)]
+    data: dict[str, Any] = {}
+    lock = threading.Lock()
+    local = threading.local()
+
+    def evaluate(path: str, input_document: Any) -> Any:
+        engine = getattr(local, "engine", None)
+        if engine is None or getattr(local, "data_version", None) != id(data.get("register")):
+            engine = regorus.Engine()
+            for name, text in sources:
+                engine.add_policy(name, text)
+            with lock:
+                engine.add_data_json(json.dumps(data))
+            local.engine, local.data_version = engine, id(data.get("register"))
+        engine.set_input_json(json.dumps(input_document))
+        return engine.eval_rule("data." + path.replace("/", "."))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {}
+
+    @app.get("/v1/policies")
+    async def policies() -> dict[str, Any]:
+        return {"result": [{"id": name} for name, _ in sources]}
+
+    @app.put("/v1/data/{path:path}")
+    async def put_data(path: str, request: Request) -> Response:
+        document = await request.json()
+        with lock:
+            data[path.split("/")[0]] = document
+        return Response(status_code=204)
+
+    @app.post("/v1/data/{path:path}")
+    async def query(path: str, request: Request) -> JSONResponse:
+        body = await request.json()
+        if behaviour.delay_seconds:
+            await asyncio.sleep(behaviour.delay_seconds)
+        result = await asyncio.to_thread(evaluate, path, body.get("input"))
+        if behaviour.malformed:
+            return JSONResponse({"result": {"allow": "yes please"}})
+        return JSONResponse({} if result is None else {"result": result})
+
+    return app
