@@ -1,0 +1,193 @@
+"""Exchange benchmark: the gateway against two baselines, measured in one run on loopback.
+
+    python bench/bench_exchange.py [--seconds 5] [--concurrency 1,16,64]
+
+Starts, as separate processes: one simulated partner (kvk-handelsregister), the gateway (SQLite, embedded
+Rego engine, the demo register so office hours do not escalate) and a bare FastAPI pass-through. Then, per
+concurrency level, drives (a) the partner directly, (b) the pass-through, (c) the gateway's
+POST /v1/exchanges with the same question, and prints requests/s and p50/p95/p99 latency, and the ratios
+against the targets (gateway >= 0.5 x pass-through, >= 0.3 x direct, p99 <= 30 ms at 16 clients).
+The load generator shares the machine's cores with the servers; bounded in time, loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from alembic import command
+from joserfc.jwk import OKPKey
+
+from connectors.world import build_world
+from gateway.auth.clients import register_key_client
+from gateway.auth.keys import SigningKeyStore
+from gateway.auth.tokens import AccessTokenService
+from gateway.client.api import GatewayClient
+from gateway.clock import SystemClock
+from gateway.db.engine import alembic_config, make_engine, make_session_factory, transaction
+from gateway.demo import _free_port, _wait, demo_register
+from gateway.register.loader import load_register
+from gateway.settings import Settings
+
+REQUESTER = "gemeente-amsterdam-vth"
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, env=os.environ | env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+async def _drive(send: Any, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            try:
+                ok = await send()
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies) / (time.perf_counter() - began), latencies, errors
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000 if len(values) > 1 else \
+        values[0] * 1000
+
+
+async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[int], seconds: float) -> None:
+    world = build_world(2025)
+    subject = world.scenarios()["bibob-applicant"][0]
+    holder_query = {"request_id": "", "partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+                    "requester_organisation": "gemeente-amsterdam",
+                    "categories": ["company_registration", "directorships"], "subjects": [subject]}
+    exchange = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+                "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "BENCH-1",
+                "signal": {"type": "bibob-application", "reference": "BENCH-SIG"},
+                "subjects": [{"ref": subject}], "holders": ["kvk"],
+                "categories": ["company_registration", "directorships"]}
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http, \
+            GatewayClient(urls["gateway"], REQUESTER, key) as client:
+        access = await client.token()
+
+        async def direct() -> bool:
+            body = holder_query | {"request_id": str(uuid.uuid4())}
+            r = await http.post(f"{urls['partner']}/holder/v1/query", json=body,
+                                headers={"Authorization": f"Bearer {token}"})
+            return r.status_code == 200
+
+        async def passthrough() -> bool:
+            r = await http.post(f"{urls['passthrough']}/forward", json=holder_query | {"request_id": str(uuid.uuid4())})
+            return r.status_code == 200
+
+        async def gateway() -> bool:
+            r = await http.post(f"{urls['gateway']}/v1/exchanges", json=exchange,
+                                headers={"Authorization": f"Bearer {access}"})
+            return r.status_code == 200 and r.json()["targets"][0]["outcome"] == "allowed"
+
+        print(f"{'clients':>7} {'target':<12} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
+        for level in levels:
+            figures: dict[str, tuple[float, list[float], int]] = {}
+            for name, send in (("direct", direct), ("passthrough", passthrough), ("gateway", gateway)):
+                await _drive(send, level, min(1.0, seconds / 5))  # warm-up
+                figures[name] = await _drive(send, level, seconds)
+                rate, lat, errors = figures[name]
+                print(f"{level:>7} {name:<12} {rate:>8.0f} {_pct(lat, 50):>8.1f} {_pct(lat, 95):>8.1f} "
+                      f"{_pct(lat, 99):>8.1f} {errors:>6}")
+            g, p, d = figures["gateway"][0], figures["passthrough"][0], figures["direct"][0]
+            p99 = _pct(figures["gateway"][1], 99)
+            verdict = "PASS" if g / p >= 0.5 else "FAIL"
+            print(f"{'':>7} ratios: gateway/passthrough {g / p:.2f} (target >= 0.5: {verdict})"
+                  f"  gateway/direct {g / d:.2f} (target >= 0.3: {'PASS' if g / d >= 0.3 else 'FAIL'})"
+                  + (f"  p99 {p99:.1f} ms (target <= 30 at 16: {'PASS' if p99 <= 30 else 'FAIL'})"
+                     if level == 16 else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="wgs-bench-"))
+    settings = Settings(data_dir=workdir)
+    # The demo register (office hours widened) with the daily limit raised: rule 6 would otherwise escalate
+    # every request after the 200th of the day, which is the policy working, not the exchange path.
+    bench_register = workdir / "register-bench.yaml"
+    bench_register.write_text(demo_register(settings).read_text().replace(
+        "daily_limit_per_system: 200", "daily_limit_per_system: 100000000").replace("-demo\"", "-bench\""))
+    settings = settings.model_copy(update={"register_file": bench_register})
+    command.upgrade(alembic_config(settings.effective_database_url), "head")
+    key = OKPKey.generate_key("Ed25519", parameters={"kid": "bench"})
+    register, _ = load_register(settings.register_file)
+    with transaction(make_session_factory(make_engine(settings.effective_database_url))) as session:
+        register_key_client(session, register, REQUESTER, ["exchange"], {"keys": [key.as_dict(private=False)]},
+                            SystemClock())
+    keys = SigningKeyStore(settings.key_dir, SystemClock(), timedelta(minutes=10))
+    keys.load_or_create()
+    partner_token = AccessTokenService(keys, SystemClock(), settings.issuer, settings.audience, 3600).issue(
+        subject="bench", organisation="bench", scopes=["holder"], audience="kvk-handelsregister").access_token
+    ports = {name: _free_port(0) for name in ("partner", "gateway", "passthrough")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    python = sys.executable
+    processes = [
+        _spawn([python, "-m", "connectors.cli", "serve", "--partner", "kvk-handelsregister", "--port",
+                str(ports["partner"]), "--data-dir", str(workdir / "partners"),
+                "--jwks-url", f"{urls['gateway']}/.well-known/jwks.json"], {}, workdir / "partner.log"),
+        _spawn([python, "-m", "uvicorn", "gateway.asgi:app", "--port", str(ports["gateway"]), "--log-level",
+                "warning", "--no-access-log"],
+               {"WGS_DATA_DIR": str(workdir), "WGS_REGISTER_FILE": str(settings.register_file), "WGS_LOG_LEVEL":
+                "WARNING", "WGS_CONNECTOR_ENDPOINTS": json.dumps({"kvk-handelsregister": urls["partner"]})},
+               workdir / "gateway.log"),
+        _spawn([python, "-m", "uvicorn", "bench.passthrough_app:app", "--port", str(ports["passthrough"]),
+                "--log-level", "warning", "--no-access-log"],
+               {"PASSTHROUGH_PARTNER_URL": urls["partner"], "PASSTHROUGH_PARTNER_TOKEN": partner_token},
+               workdir / "passthrough.log"),
+    ]
+    try:
+        _wait(f"{urls['partner']}/health")
+        _wait(f"{urls['gateway']}/health/ready")
+        _wait(f"{urls['passthrough']}/docs")
+        print(f"exchange benchmark: {args.seconds:.0f} s per target and level; {os.cpu_count()} cores shared by "
+              "servers and load generator; SQLite, embedded Rego")
+        asyncio.run(_measure(urls, partner_token, key, levels, args.seconds))
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    main()
