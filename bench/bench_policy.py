@@ -8,6 +8,7 @@ Prints decisions/s and the ratio to the issue's target (20,000/s), for the inter
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def main() -> None:
         rate = args.decisions / (time.perf_counter() - started)
         print(f"{label:<24} {rate:>8.0f} decisions/s  ({rate / TARGET:.2f} of the {TARGET:,}/s target)")
     engine.release_thread_engine()
+    asyncio.run(engine.aclose())  # drops the worker thread's engine on its own thread
 
 
 if __name__ == "__main__":
