@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from gateway import health
 from gateway.auditing import endpoints as audit_endpoints
+from gateway.auditing import review as audit_review
 from gateway.auditing.setup import audit_services, install_audit
 from gateway.auth import endpoints as auth_endpoints
 from gateway.auth.setup import install_auth
@@ -85,4 +86,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.include_router(register_endpoints.router)
     app.include_router(exchange_endpoints.router)
     app.include_router(audit_endpoints.router)
+    app.include_router(audit_review.router)
     return app

@@ -95,3 +95,41 @@ def test_cli_export_verifies_and_a_changed_byte_is_caught(stack: Stack, tmp_path
     caught = runner.invoke(app, ["audit", "verify", "--export", str(tampered), "--key", vkey])
     assert caught.exit_code == 1
     assert "NOT intact" in caught.output
+
+
+def _login(stack: Stack, username: str, organisation: str, roles: list[str]) -> dict[str, str]:
+    client = httpx.Client(base_url=stack.gateway_url)
+    try:
+        token = person_token(client, stack.container, username, organisation, roles)  # type: ignore[arg-type]
+    finally:
+        client.close()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_officers_see_only_entries_they_are_entitled_to(stack: Stack, officer: dict[str, str]) -> None:
+    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-402",
+            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-402"},
+            "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}], "holders": ["kvk"],
+            "categories": ["company_registration"]}
+    assert stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).status_code == 200
+    url = f"{stack.gateway_url}/v1/audit/entries"
+    mine = httpx.get(url, params={"limit": 500}, headers=officer).json()["entries"]
+    assert mine
+    assert all("gemeente-amsterdam" in ((e["entry"]["event"]["requester"] or {}).get("org", ""),
+                                        e["entry"]["event"]["holder"]) for e in mine)
+    bank = _login(stack, "po-bank", "abn-amro", ["privacy-officer"])
+    assert httpx.get(url, headers=bank).json()["entries"] == []
+    coordinator = _login(stack, "cpo-riec", "riec-aa", ["coordinating-privacy-officer"])
+    riec = httpx.get(url, params={"partnership": "riec-amsterdam-amstelland", "limit": 500},
+                     headers=coordinator).json()["entries"]
+    assert {e["index"] for e in mine} <= {e["index"] for e in riec}
+    disclosures = httpx.get(url, params={"event_type": "disclosure"}, headers=officer).json()["entries"]
+    assert disclosures
+    assert {e["entry"]["event"]["event_type"] for e in disclosures} == {"disclosure"}
+    first = httpx.get(url, params={"limit": 2}, headers=officer).json()
+    assert len(first["entries"]) == 2
+    second = httpx.get(url, params={"limit": 2, "cursor": first["next_cursor"]}, headers=officer).json()
+    assert second["entries"][0]["index"] > first["entries"][-1]["index"]
+    system = {"Authorization": f"Bearer {stack.token('gemeente-amsterdam-vth')}"}
+    assert httpx.get(url, headers=system).status_code == 403
