@@ -88,3 +88,75 @@ def list_entries(engine: Engine, scope: EntryScope, wanted: EntryFilter, *, afte
         rows = connection.execute(query).all()
     entries = [ReviewedEntry(int(row.log_index), row.recorded_at, json.loads(row.canonical)) for row in rows[:limit]]
     return Page(entries, entries[-1].index if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """Counts for one group (partnership, purpose, participant, month) — the accountability report's rows."""
+
+    partnership: str
+    purpose: str
+    participant: str
+    month: str
+    requests: int = 0
+    allows: int = 0
+    narrowings: int = 0
+    denials: int = 0
+    escalations: int = 0
+    refusals: int = 0
+
+
+_DECISION_COLUMN = {"allow": "allows", "narrowed": "narrowings", "deny": "denials", "escalate": "escalations"}
+
+
+def statistics(engine: Engine, scope: EntryScope, wanted: EntryFilter) -> list[Statistic]:
+    """Requests, allows, narrowings, denials, escalations and holder refusals per partnership, purpose,
+    requesting participant and month (UTC), within the reviewer's scope."""
+    t = audit_entries.c
+    visible = []
+    if scope.organisations:
+        visible += [t.requester_org.in_(sorted(scope.organisations)), t.holder_org.in_(sorted(scope.organisations))]
+    if scope.partnerships:
+        visible.append(t.partnership.in_(sorted(scope.partnerships)))
+    if not visible:
+        return []
+    conditions = [or_(*visible), t.event_type.in_(["exchange.requested", "policy.decided", "holder.refused"])]
+    if wanted.partnership:
+        conditions.append(t.partnership == wanted.partnership)
+    if wanted.purpose:
+        conditions.append(t.purpose == wanted.purpose)
+    if wanted.since:
+        conditions.append(t.recorded_at >= wanted.since)
+    if wanted.until:
+        conditions.append(t.recorded_at < wanted.until)
+    query = select(t.event_type, t.decision, t.partnership, t.purpose, t.requester_org, t.recorded_at).where(
+        and_(*conditions))
+    counts: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    with engine.connect() as connection:
+        for row in connection.execute(query):
+            key = (row.partnership or "", row.purpose or "", row.requester_org or "", row.recorded_at.strftime("%Y-%m"))
+            group = counts.setdefault(key, dict.fromkeys(("requests", "allows", "narrowings", "denials",
+                                                          "escalations", "refusals"), 0))
+            if row.event_type == "exchange.requested":
+                group["requests"] += 1
+            elif row.event_type == "holder.refused":
+                group["refusals"] += 1
+            elif row.decision in _DECISION_COLUMN:
+                group[_DECISION_COLUMN[row.decision]] += 1
+    return [Statistic(partnership=key[0], purpose=key[1], participant=key[2], month=key[3], **values)
+            for key, values in sorted(counts.items())]
+
+
+def subject_disclosures(engine: Engine, partnerships: frozenset[str], subject: str) -> list[ReviewedEntry]:
+    """Every disclosure about one subject (partnership-domain pseudonym) in the given partnerships — the
+    contact point's answer to a data-subject request."""
+    t = audit_entries.c
+    if not partnerships:
+        return []
+    query = (select(t.log_index, t.recorded_at, t.canonical)
+             .where(t.subject_key == subject_key(subject), t.subject_pseudonym == subject,
+                    t.event_type == "disclosure", t.partnership.in_(sorted(partnerships)))
+             .order_by(t.log_index))
+    with engine.connect() as connection:
+        return [ReviewedEntry(int(r.log_index), r.recorded_at, json.loads(r.canonical))
+                for r in connection.execute(query)]

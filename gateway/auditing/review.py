@@ -1,4 +1,4 @@
-"""``GET /v1/audit/entries``: privacy officers review the entries they are entitled to.
+"""Review of the audit log: entries, accountability statistics, data-subject requests.
 
 A privacy officer sees entries where their organisation is requester or holder; a coordinating privacy
 officer also sees every entry of the partnerships their organisation coordinates (from the register).
@@ -7,14 +7,18 @@ Other roles and partner systems see nothing here.
 
 from __future__ import annotations
 
+import csv
+import io
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from audit.review import MAX_PAGE, EntryFilter, EntryScope, list_entries
+from audit.review import MAX_PAGE, EntryFilter, EntryScope, list_entries, statistics, subject_disclosures
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.container import Container
@@ -61,3 +65,52 @@ async def entries(partnership: str | None = None, purpose: str | None = None, or
     page = await run_in_threadpool(list_entries, container.engine, scope, wanted, after=cursor, limit=limit)
     return EntryPage(entries=[EntryView(index=e.index, recorded_at=e.recorded_at, entry=e.entry)
                               for e in page.entries], next_cursor=page.next_cursor)
+
+
+class StatisticView(BaseModel):
+    partnership: str
+    purpose: str
+    participant: str
+    month: str
+    requests: int
+    allows: int
+    narrowings: int
+    denials: int
+    escalations: int
+    refusals: int
+
+
+@router.get("/statistics", summary="Accountability figures per partnership, purpose, participant and month",
+            response_model=list[StatisticView],
+            responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}})
+async def statistics_report(partnership: str | None = None, purpose: str | None = None,
+                            since: datetime | None = None, until: datetime | None = None,
+                            format: str = Query("json", pattern="^(json|csv)$"),
+                            principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
+                            container: Container = Depends(get_container)) -> Any:
+    scope = scope_of(principal, container)
+    rows = await run_in_threadpool(statistics, container.engine, scope,
+                                   EntryFilter(partnership=partnership, purpose=purpose, since=since, until=until))
+    views = [StatisticView(**asdict(row)) for row in rows]
+    if format == "json":
+        return views
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(StatisticView.model_fields))
+    writer.writeheader()
+    writer.writerows(view.model_dump() for view in views)
+    return PlainTextResponse(buffer.getvalue(), media_type="text/csv",
+                             headers={"Content-Disposition": 'attachment; filename="wgs-statistics.csv"'})
+
+
+@router.get("/subjects/{pseudonym}/disclosures", response_model=list[EntryView],
+            summary="Data-subject request: every disclosure about one subject across the partnership(s)",
+            responses={403: {"description": "Not the contact point"}})
+async def subject_report(pseudonym: str, principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
+                         container: Container = Depends(get_container)) -> list[EntryView]:
+    if principal.kind != "person" or Role.CONTACT_POINT not in principal.roles:
+        raise Forbidden("only the contact point answers data-subject requests")
+    register = register_service(container).current()
+    partnerships = frozenset(pid for pid, p in register.partnerships.items()
+                             if p.participant_of_organisation(principal.organisation) is not None)
+    found = await run_in_threadpool(subject_disclosures, container.engine, partnerships, pseudonym)
+    return [EntryView(index=e.index, recorded_at=e.recorded_at, entry=e.entry) for e in found]

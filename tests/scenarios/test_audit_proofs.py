@@ -133,3 +133,37 @@ def test_officers_see_only_entries_they_are_entitled_to(stack: Stack, officer: d
     assert second["entries"][0]["index"] > first["entries"][-1]["index"]
     system = {"Authorization": f"Bearer {stack.token('gemeente-amsterdam-vth')}"}
     assert httpx.get(url, headers=system).status_code == 403
+
+
+def test_statistics_count_requests_and_decisions_per_group(stack: Stack, officer: dict[str, str]) -> None:
+    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-403",
+            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-403"},
+            "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}], "holders": ["kvk", "belastingdienst"],
+            "categories": ["company_registration", "income", "tax_debts"]}
+    url = f"{stack.gateway_url}/v1/audit/statistics"
+    before = {(r["purpose"], r["participant"]): r for r in httpx.get(url, headers=officer).json()}
+    assert stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).status_code == 200
+    after = {(r["purpose"], r["participant"]): r for r in httpx.get(url, headers=officer).json()}
+    key = ("bibob-integrity-check", "gemeente-amsterdam")
+    old = before.get(key, {"requests": 0, "allows": 0, "narrowings": 0})
+    assert after[key]["requests"] == old["requests"] + 1
+    assert after[key]["allows"] == old["allows"] + 1  # kvk
+    assert after[key]["narrowings"] == old["narrowings"] + 1  # belastingdienst: income removed
+    csv_text = httpx.get(url, params={"format": "csv"}, headers=officer).text
+    assert csv_text.splitlines()[0].startswith("partnership,purpose,participant,month,requests")
+
+
+def test_contact_point_lists_every_disclosure_about_one_subject(stack: Stack, officer: dict[str, str]) -> None:
+    subject = stack.world.scenarios()["unexplained-wealth"][0]
+    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "unexplained-wealth", "legal_basis": "WGS (RIEC)",
+            "case_reference": "RIEC-AA-2026-404", "signal": {"type": "asset-signal", "reference": "UW-1"},
+            "subjects": [{"ref": subject}], "holders": ["belastingdienst", "politie"],
+            "categories": ["income", "assets", "police_incidents"]}
+    assert stack.post("belastingdienst-ivs", "/v1/exchanges", body).status_code == 200
+    contact = _login(stack, "contact-riec", "riec-aa", ["contact-point"])
+    url = f"{stack.gateway_url}/v1/audit/subjects/{subject}/disclosures"
+    found = httpx.get(url, headers=contact).json()
+    assert {e["entry"]["event"]["holder"] for e in found} == {"belastingdienst", "politie"}
+    assert all(e["entry"]["event"]["data_subject"]["pseudonym"] == subject for e in found)
+    assert httpx.get(url, headers=officer).status_code == 403
