@@ -7,6 +7,7 @@ keys: privacy officers pin its public key to verify the log without trusting the
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,7 +15,7 @@ from urllib.parse import urlparse
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import AsyncAuditWriter, AuditLog, CheckpointPolicy, NoteSigner
+from audit import AsyncAuditWriter, AuditEvent, AuditLog, CheckpointPolicy, EventType, NoteSigner
 from gateway.container import Container
 
 
@@ -54,7 +55,20 @@ def install_audit(container: Container) -> AuditServices:
                    clock=container.clock.now)
     services = AuditServices(log=log, writer=AsyncAuditWriter(log), signer=signer)
     container.services["audit"] = services
+    record_register_change(container, services)
     return services
+
+
+def record_register_change(container: Container, services: AuditServices) -> None:
+    """A register version recorded for the first time is itself an audit entry (before any request)."""
+    from gateway.register.setup import register_service
+
+    register = register_service(container)
+    if not register.newly_recorded:
+        return
+    services.log.append([AuditEvent(
+        event_type=EventType.REGISTER_CHANGED, trace_id=secrets.token_hex(16), span_id=secrets.token_hex(8),
+        register_version=register.version, extra={"sha256": register.digest})])
 
 
 def audit_services(container: Container) -> AuditServices:

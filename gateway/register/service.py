@@ -42,6 +42,7 @@ class RegisterService:
         self._digest = digest
         self._opa_data = register.model_dump(mode="json")
         self.listeners: list[RegisterListener] = []
+        self.newly_recorded = False  # set at start-up when this version was recorded for the first time
 
     def current(self) -> Register:
         return self._register

@@ -196,3 +196,22 @@ def test_s2_variant_handing_data_the_register_does_not_allow_is_denied(stack: St
     target = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))["kvk"]
     assert target["outcome"] == "denied"
     assert "provision-not-allowed" in _codes(target)
+
+
+def test_register_version_is_an_audit_entry(stack: Stack) -> None:
+    with stack.container.engine.connect() as connection:
+        first = connection.execute(select(audit_entries.c.event_type, audit_entries.c.canonical)
+                                   .order_by(audit_entries.c.log_index).limit(1)).one()
+    assert first.event_type == "register.changed"
+    assert '"register_version":"2026.11.1"' in first.canonical
+
+
+def test_no_audit_entry_carries_personal_data(stack: Stack) -> None:
+    """Runs last in this module: scans every entry the scenarios wrote for the world's identifiers and names."""
+    with stack.container.engine.connect() as connection:
+        entries = "\n".join(connection.execute(select(audit_entries.c.canonical)).scalars())
+    assert "disclosure" in entries
+    leaked = [value for person in stack.world.persons for value in (person.bsn, person.name) if value in entries]
+    leaked += [value for company in stack.world.companies
+               for value in (company.kvk_number, company.rsin, company.trade_name) if value in entries]
+    assert leaked == []
