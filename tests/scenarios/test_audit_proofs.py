@@ -41,6 +41,7 @@ def test_receipt_is_included_in_the_signed_tree(stack: Stack, officer: dict[str,
             "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}], "holders": ["kvk"],
             "categories": ["company_registration"]}
     receipt = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).json()["receipt"]
+    stack.container.services["audit"].log.issue_checkpoint()  # as the every-N-entries-or-T-seconds policy will
     headers = officer
     vkey = httpx.get(f"{stack.gateway_url}/v1/audit/key", headers=headers).text
     note = httpx.get(f"{stack.gateway_url}/v1/audit/checkpoint", headers=headers).text
