@@ -1,0 +1,164 @@
+"""Blocking: propose candidate pairs cheaply so that only those are compared with Dice.
+
+Comparing every record of one party with every record of another grows with n·m. Two blockers, both run on
+the gateway over what partners sent:
+
+**P-Sig-style signatures** (:class:`SignatureBlocker`, the default): partners send, per record, keyed hashes of
+a few signatures chosen in the schema (``soc_sec_id``; ``given_name + surname``; ``surname + postcode``; …,
+see :mod:`gateway.matching.encoding`). Two records are candidates when they share any signature. On FEBRL4
+this keeps ≥ 99.9 % of true pairs while proposing ~0.03 % of all pairs. Signatures so common that their block
+would exceed ``max_block_pairs`` are skipped (P-Sig's frequency filter). Cost in privacy: the gateway learns
+which records share a signature value (never the value), and could count how often a key occurs.
+
+**Hamming LSH on bit samples** (:class:`BitSampleLSH`): needs nothing beyond the filters, so it reveals nothing
+the filters do not, but with dense person CLKs it finds fewer of the weaker true matches (use more bands and
+fewer bits per band, at the price of more candidates). A *band* is a fixed random sample of ``b`` bit
+positions; a filter's key in that band is the sampled bits. Two filters collide in a band iff they agree on
+all sampled bits, with probability ``a^b`` where ``a = 1 - hamming/L`` is the fraction of positions on which
+they agree. Over ``bands`` independent bands a pair is proposed with probability ``1 - (1 - a^b)^bands``:
+close to 1 for near-identical filters and tiny for unrelated ones (a ≈ 0.5), because of the power b. Band
+positions come from a public seed; they need not be secret.
+
+Blocks whose pair count exceeds ``max_block_pairs`` (e.g. all-empty filters sharing one key) are skipped
+rather than exploding the candidate set; empty filters are never proposed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.matching.encoding import EncodedDataset, Filters
+from gateway.matching.errors import EncodingError
+
+__all__ = ["BitSampleLSH", "Blocker", "CandidatePairs", "SignatureBlocker"]
+
+IntArray = npt.NDArray[np.intp]
+_ROWS_PER_CHUNK = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePairs:
+    """Candidate pairs ``(left_index[i], right_index[i])``, unique, sorted by left then right."""
+
+    left_index: IntArray
+    right_index: IntArray
+
+    def __len__(self) -> int:
+        return len(self.left_index)
+
+
+class Blocker(Protocol):
+    """Proposes candidate pairs between two encoded datasets."""
+
+    def candidate_pairs(self, left: EncodedDataset, right: EncodedDataset) -> CandidatePairs: ...
+
+
+def _unique_pairs(li: IntArray, ri: IntArray, right_size: int) -> CandidatePairs:
+    if len(li) == 0:
+        return CandidatePairs(li, ri)
+    width = np.intp(max(right_size, 1))
+    codes = np.unique(li.astype(np.intp) * width + ri)
+    return CandidatePairs((codes // width).astype(np.intp), (codes % width).astype(np.intp))
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureBlocker:
+    """Candidates are records that share at least one blocking key (P-Sig style)."""
+
+    max_block_pairs: int = 10_000
+
+    def candidate_pairs(self, left: EncodedDataset, right: EncodedDataset) -> CandidatePairs:
+        if left.block_keys is None or right.block_keys is None:
+            raise EncodingError("signature blocking needs blocking keys from both parties")
+        if left.block_keys.shape[1] != right.block_keys.shape[1]:
+            raise EncodingError("the parties' blocking keys come from different schemas")
+        left_keys, left_rows = _present_keys(left.block_keys)
+        right_keys, right_rows = _present_keys(right.block_keys)
+        li, ri = _equi_join(left_keys, left_rows, right_keys, right_rows, self.max_block_pairs)
+        return _unique_pairs(li, ri, len(right))
+
+
+def _present_keys(keys: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint64], IntArray]:
+    rows, columns = np.nonzero(keys)
+    return keys[rows, columns], rows.astype(np.intp)
+
+
+@dataclass(frozen=True, slots=True)
+class BitSampleLSH:
+    """Hamming LSH: ``bands`` random samples of ``bits_per_band`` bit positions each."""
+
+    bands: int = 60
+    bits_per_band: int = 20
+    seed: int = 0x5EED
+    max_block_pairs: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.bits_per_band <= 56:
+            raise ValueError("bits_per_band must be between 1 and 56")
+        if not 1 <= self.bands <= 255:
+            raise ValueError("bands must be between 1 and 255")
+
+    def _positions(self, filter_bits: int) -> npt.NDArray[np.intp]:
+        rng = np.random.default_rng(self.seed)
+        return np.stack([rng.choice(filter_bits, size=self.bits_per_band, replace=False)
+                         for _ in range(self.bands)]).astype(np.intp)
+
+    def keys(self, filters: Filters) -> npt.NDArray[np.uint64]:
+        """``(n, bands)`` band keys; the band number is folded into the top byte so bands never collide."""
+        if filters.ndim != 2 or filters.dtype != np.uint64:
+            raise EncodingError("filters must be a 2-D uint64 array")
+        positions = self._positions(filters.shape[1] * 64)  # (bands, b)
+        weights = (np.uint64(1) << np.arange(self.bits_per_band, dtype=np.uint64))
+        band_tag = np.arange(self.bands, dtype=np.uint64) << np.uint64(56)
+        out = np.empty((len(filters), self.bands), dtype=np.uint64)
+        for start in range(0, len(filters), _ROWS_PER_CHUNK):
+            chunk = np.ascontiguousarray(filters[start:start + _ROWS_PER_CHUNK])
+            bits = np.unpackbits(chunk.view(np.uint8), axis=1, bitorder="little")  # (rows, L); see encoding
+            sampled = bits[:, positions].astype(np.uint64)  # (rows, bands, b)
+            out[start:start + len(chunk)] = (sampled * weights).sum(axis=2, dtype=np.uint64) | band_tag
+        return out
+
+    def candidate_pairs(self, left: EncodedDataset, right: EncodedDataset) -> CandidatePairs:
+        if left.filters.shape[1] != right.filters.shape[1]:
+            raise EncodingError("both filter sets must have the same width")
+        left_keys, left_rows = _flatten(self.keys(left.filters), left.filters)
+        right_keys, right_rows = _flatten(self.keys(right.filters), right.filters)
+        li, ri = _equi_join(left_keys, left_rows, right_keys, right_rows, self.max_block_pairs)
+        return _unique_pairs(li, ri, len(right))
+
+
+def _flatten(keys: npt.NDArray[np.uint64], filters: Filters) -> tuple[npt.NDArray[np.uint64], IntArray]:
+    """One (key, row) entry per band per non-empty filter."""
+    nonempty = np.flatnonzero(filters.any(axis=1))
+    selected = keys[nonempty]
+    rows = np.repeat(nonempty, keys.shape[1]).astype(np.intp)
+    return selected.reshape(-1), rows
+
+
+def _equi_join(left_keys: npt.NDArray[np.uint64], left_rows: IntArray, right_keys: npt.NDArray[np.uint64],
+               right_rows: IntArray, max_block_pairs: int) -> tuple[IntArray, IntArray]:
+    """All (left row, right row) with equal keys: sort both sides, intersect the key runs, expand products."""
+    lo = np.argsort(left_keys, kind="stable")
+    ro = np.argsort(right_keys, kind="stable")
+    lk, rk = left_keys[lo], right_keys[ro]
+    l_unique, l_start, l_count = np.unique(lk, return_index=True, return_counts=True)
+    r_unique, r_start, r_count = np.unique(rk, return_index=True, return_counts=True)
+    _, l_pos, r_pos = np.intersect1d(l_unique, r_unique, assume_unique=True, return_indices=True)
+    lc, rc = l_count[l_pos].astype(np.intp), r_count[r_pos].astype(np.intp)
+    ls, rs = l_start[l_pos].astype(np.intp), r_start[r_pos].astype(np.intp)
+    sizes = lc * rc
+    keep = sizes <= max_block_pairs
+    lc, rc, ls, rs, sizes = lc[keep], rc[keep], ls[keep], rs[keep], sizes[keep]
+    total = int(sizes.sum())
+    if total == 0:
+        empty = np.empty(0, dtype=np.intp)
+        return empty, empty
+    block = np.repeat(np.arange(len(sizes), dtype=np.intp), sizes)
+    offset = np.arange(total, dtype=np.intp) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    i = offset // rc[block]
+    j = offset % rc[block]
+    return left_rows[lo[ls[block] + i]], right_rows[ro[rs[block] + j]]

@@ -1,0 +1,133 @@
+"""Typed, normalised identifiers: BSN, KvK number and RSIN.
+
+Pure and dependency-free, so the partner-side SDK (``gateway.client``) can use it before it makes a
+polymorphic pseudonym. The gateway itself never receives an identifier.
+
+Rules
+-----
+* Normalisation strips whitespace and dots (``"1234.56.782"``, ``"1234 56 782"``). A BSN or RSIN written
+  with 8 digits (a leading zero lost in a spreadsheet) is left-padded to 9 digits; a KvK number must have
+  exactly 8 digits.
+* BSN and RSIN must pass the *elfproef* (eleven-test)::
+
+      9*d1 + 8*d2 + 7*d3 + 6*d4 + 5*d5 + 4*d6 + 3*d7 + 2*d8 - 1*d9  ≡ 0 (mod 11)
+
+  and may not be all zeros (which passes the arithmetic but is no number).
+* The string hashed to the group is ``"<type>:<normalised digits>"`` (``"bsn:123456782"``), see
+  :meth:`Identifier.hash_input`.
+
+Errors (:class:`~gateway.pseudonyms.errors.InvalidIdentifier`) say what is wrong (length, characters,
+check digit) and never repeat the value; ``repr`` and ``str`` of an :class:`Identifier` redact it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from gateway.pseudonyms.errors import InvalidIdentifier
+
+__all__ = [
+    "Identifier",
+    "IdentifierType",
+    "bsn",
+    "eleven_test",
+    "kvk_number",
+    "parse_identifier",
+    "rsin",
+]
+
+_STRIP = re.compile(r"[\s.]+")
+_DIGITS = re.compile(r"[0-9]+")
+_ELEVEN_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+
+
+class IdentifierType(StrEnum):
+    """Kinds of identifier that can be pseudonymised; the value is the prefix used in hashing and encodings."""
+
+    BSN = "bsn"
+    KVK = "kvk"
+    RSIN = "rsin"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+_LABELS = {IdentifierType.BSN: "BSN", IdentifierType.KVK: "KvK number", IdentifierType.RSIN: "RSIN"}
+
+
+def eleven_test(digits: str) -> bool:
+    """True when a 9-digit string passes the BSN/RSIN eleven-test (and is not all zeros)."""
+    if len(digits) != 9 or not digits.isascii() or not digits.isdigit():
+        return False
+    total = sum(weight * int(digit) for weight, digit in zip(_ELEVEN_WEIGHTS, digits, strict=True))
+    return total % 11 == 0 and digits != "000000000"
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier:
+    """A validated, normalised identifier. Construct with :func:`parse_identifier` (or the helpers)."""
+
+    type: IdentifierType
+    value: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        # Re-validate so that an Identifier can only exist in normalised, checked form.
+        if _normalise(self.type, self.value) != self.value:
+            raise InvalidIdentifier(f"{self.type.label} is not in normalised form")
+
+    def hash_input(self) -> bytes:
+        """The bytes hashed to the group: ``b"<type>:<digits>"``."""
+        return f"{self.type.value}:{self.value}".encode("ascii")
+
+    def __repr__(self) -> str:
+        return f"Identifier(type={self.type.value!r}, value=<redacted>)"
+
+    __str__ = __repr__
+
+
+def _normalise(kind: IdentifierType, raw: str) -> str:
+    if not isinstance(raw, str):
+        raise InvalidIdentifier(f"{kind.label} must be given as text")
+    text = _STRIP.sub("", raw)
+    if not text:
+        raise InvalidIdentifier(f"{kind.label} is empty")
+    if not (text.isascii() and _DIGITS.fullmatch(text)):
+        raise InvalidIdentifier(f"{kind.label} may contain only digits, spaces and dots")
+    if kind is IdentifierType.KVK:
+        if len(text) != 8:
+            raise InvalidIdentifier(f"{kind.label} must have 8 digits (got {len(text)})")
+        return text
+    if len(text) == 8:
+        text = "0" + text
+    if len(text) != 9:
+        raise InvalidIdentifier(f"{kind.label} must have 9 digits (got {len(text)})")
+    if not eleven_test(text):
+        raise InvalidIdentifier(f"{kind.label} fails the eleven-test")
+    return text
+
+
+def parse_identifier(kind: IdentifierType | str, raw: str) -> Identifier:
+    """Normalise and validate ``raw`` as an identifier of ``kind`` (``"bsn"``, ``"kvk"``, ``"rsin"``)."""
+    try:
+        identifier_type = IdentifierType(kind)
+    except ValueError:
+        raise InvalidIdentifier("unknown identifier type; expected one of bsn, kvk, rsin") from None
+    return Identifier(identifier_type, _normalise(identifier_type, raw))
+
+
+def bsn(raw: str) -> Identifier:
+    """A BSN (burgerservicenummer): 9 digits (8 are left-padded), eleven-test."""
+    return parse_identifier(IdentifierType.BSN, raw)
+
+
+def kvk_number(raw: str) -> Identifier:
+    """A KvK number (Chamber of Commerce registration): exactly 8 digits."""
+    return parse_identifier(IdentifierType.KVK, raw)
+
+
+def rsin(raw: str) -> Identifier:
+    """An RSIN (legal entities' tax/registration number): 9 digits (8 are left-padded), eleven-test."""
+    return parse_identifier(IdentifierType.RSIN, raw)

@@ -1,0 +1,67 @@
+"""Key rotation over stored pseudonyms: pure, streaming cores for the batch job.
+
+After :meth:`KeyStore.rotate` the key ring holds the old and the new version. Everything stored under the old
+one is then moved, without decrypting anything:
+
+* a **domain pseudonym** ``s_old·M`` becomes ``s_new·M`` by one multiplication with ``s_new / s_old`` (the same
+  multiplicative structure that translation uses; factors of each version are independent secrets);
+* a stored **polymorphic pseudonym** ``(b, c, Y_old)`` becomes ``((y_old/y_new)·b, c, Y_new)``, which decrypts
+  under ``y_new`` to the same M (``c - y_new·(y_old/y_new)·b = c - y_old·b``); it is re-randomised as well.
+
+Both functions take any iterable (a database cursor, a list) and yield results one by one, so the caller's
+batch job can write in chunks, commit as it goes and drive a progress bar; nothing is held in memory. Each
+item carries the caller's own key (a row id) through unchanged. When rotation has finished, the old version
+can be retired from the key store and the participants receive their new pseudonyms (or the mapping
+old → new, which this produces).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from gateway.pseudonyms.errors import KeyStoreError
+from gateway.pseudonyms.keys import Domain, KeyRing
+from gateway.pseudonyms.pep import ElGamal, PolymorphicPseudonym, Pseudonym, Scalar, rerandomize
+
+__all__ = ["rekey_polymorphic", "rekey_pseudonyms"]
+
+K = TypeVar("K")
+
+
+def rekey_pseudonyms(items: Iterable[tuple[K, Domain, Pseudonym]], keys: KeyRing, *, old_version: int,
+                     new_version: int) -> Iterator[tuple[K, Pseudonym]]:
+    """Move domain pseudonyms from ``old_version`` to ``new_version``; yields ``(item key, new pseudonym)``.
+
+    Items already under ``new_version`` pass through unchanged (a resumed job is idempotent); an item under
+    any other version raises :class:`KeyStoreError` (the caller's data is inconsistent; stop and look).
+    """
+    old, new = keys.get(old_version), keys.get(new_version)
+    ratios: dict[Domain, Scalar] = {}
+    for item_key, domain, pseudonym in items:
+        if pseudonym.key_version == new_version:
+            yield item_key, pseudonym
+            continue
+        if pseudonym.key_version != old_version:
+            raise KeyStoreError(
+                f"a stored pseudonym is under key version {pseudonym.key_version}, expected {old_version}")
+        ratio = ratios.get(domain)
+        if ratio is None:
+            ratio = ratios[domain] = new.reshuffle_factor(domain) / old.reshuffle_factor(domain)
+        yield item_key, Pseudonym(pseudonym.identifier_type, new_version, ratio.times(pseudonym.point))
+
+
+def rekey_polymorphic(items: Iterable[tuple[K, PolymorphicPseudonym]], keys: KeyRing, *, old_version: int,
+                      new_version: int) -> Iterator[tuple[K, PolymorphicPseudonym]]:
+    """Move stored polymorphic pseudonyms from the old gateway key to the new one (re-randomised)."""
+    old, new = keys.get(old_version), keys.get(new_version)
+    factor = old.elgamal_secret / new.elgamal_secret
+    for item_key, ciphertext in items:
+        if ciphertext.y == new.public_key:
+            yield item_key, ciphertext
+            continue
+        if ciphertext.y != old.public_key:
+            raise KeyStoreError(f"a stored ciphertext is not under key version {old_version}")
+        moved = ElGamal(factor.times(ciphertext.b), ciphertext.c, new.public_key)
+        fresh = rerandomize(moved)
+        yield item_key, PolymorphicPseudonym(fresh.b, fresh.c, fresh.y)

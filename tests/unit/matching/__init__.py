@@ -1,0 +1,1 @@
+"""Unit tests of gateway.matching (pure; no database, no HTTP)."""

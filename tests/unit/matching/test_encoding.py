@@ -1,0 +1,187 @@
+"""CLK encoding: tokenisers, keyed double hashing (checked against an independent transcription), wire forms."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.matching.encoding import (
+    CLKEncoder,
+    EncodedDataset,
+    dataset_from_wire,
+    dataset_to_wire,
+    filters_from_b64,
+    filters_to_b64,
+    normalise,
+    records_from_columns,
+    tokenize,
+)
+from gateway.matching.errors import EncodingError
+from gateway.matching.schema import FieldSpec, Normaliser, TokenizerKind, schema_from_mapping, shipped_schema
+from gateway.matching.similarity import popcounts
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+def _spec(kind: str, **kw: object) -> FieldSpec:
+    return FieldSpec(name="f", tokenizer=TokenizerKind(kind), k=1, **kw)  # type: ignore[arg-type]
+
+
+def test_normalisers() -> None:
+    assert normalise(Normaliser.TEXT, "  Émile-Zoë  O'Neill ") == "emile zoe o neill"
+    assert normalise(Normaliser.DIGITS, "1915-11-11") == "19151111"
+    assert normalise(Normaliser.DIGITS, 4223.0) == "4223"  # floats from spreadsheets/pandas
+    assert normalise(Normaliser.NONE, " AbC ") == "AbC"
+    for missing in (None, float("nan"), "", "   ", "--"):
+        assert normalise(Normaliser.TEXT, missing) is None
+
+
+def test_tokenisers() -> None:
+    assert tokenize(_spec("ngram", n=2), "anna") == [" a", "an", "nn", "na", "a "]
+    assert tokenize(_spec("ngram", n=1, positional=True), "1915") == ["0 1", "1 9", "2 1", "3 5"]
+    assert tokenize(_spec("ngram", n=3, positional=True), "ab") == ["0 ab"]
+    assert tokenize(_spec("exact"), "nsw") == ["nsw"]
+    near = set(tokenize(_spec("numeric", threshold=2.0, resolution=2), "1980"))
+    close = set(tokenize(_spec("numeric", threshold=2.0, resolution=2), "1981"))
+    far = set(tokenize(_spec("numeric", threshold=2.0, resolution=2), "1990"))
+    assert len(near) == 3
+    assert near & close
+    assert not near & far
+    assert tokenize(_spec("numeric"), "not a number") == []
+
+
+def _independent_filter(secret: bytes, schema_id: str, version: int, field: str, tokens: list[str], k: int,
+                        bits: int = 1024) -> int:
+    """The encoding rules of the module docstring, transcribed without using the module."""
+    info = schema_id.encode() + b"\x00" + version.to_bytes(4, "big") + b"\x00" + field.encode()
+    key = HKDF(algorithm=hashes.SHA512(), length=32, salt=b"wgs-gateway/clk/v1", info=info).derive(secret)
+    value = 0
+    for token in tokens:
+        digest = hmac.new(key, token.encode(), hashlib.sha256).digest()
+        h1 = int.from_bytes(digest[:8], "little")
+        h2 = int.from_bytes(digest[8:16], "little") | 1
+        for i in range(k):
+            value |= 1 << ((h1 + i * h2) % bits)
+    return value
+
+
+def test_encoding_matches_an_independent_transcription() -> None:
+    schema = schema_from_mapping({"id": "t", "version": 3, "fields": [
+        {"name": "name", "tokenizer": "ngram", "n": 2, "k": 7},
+        {"name": "dob", "tokenizer": "ngram", "n": 1, "positional": True, "normalise": "digits", "k": 4},
+    ]})
+    encoder = CLKEncoder(schema, SECRET)
+    filt = encoder.encode_one({"name": "Jo", "dob": "2001-02-03"})
+    expected = (_independent_filter(SECRET, "t", 3, "name", [" j", "jo", "o "], 7)
+                | _independent_filter(SECRET, "t", 3, "dob", [f"{i} {d}" for i, d in enumerate("20010203")], 4))
+    assert int.from_bytes(filt.astype("<u8").tobytes(), "little") == expected
+
+
+def test_encoding_is_keyed_deterministic_and_ignores_missing() -> None:
+    schema = shipped_schema("person")
+    record = {"given_name": "michaela", "surname": "neumann", "date_of_birth": "19151111", "postcode": "4223"}
+    a = CLKEncoder(schema, SECRET).encode([record, record])
+    assert np.array_equal(a[0], a[1])
+    assert np.array_equal(CLKEncoder(schema, SECRET).encode_one(record), a[0])
+    other = CLKEncoder(schema, b"another secret of 32 bytes......").encode_one(record)
+    assert not np.array_equal(other, a[0])
+    with_missing = CLKEncoder(schema, SECRET).encode_one({**record, "suburb": None, "state": float("nan")})
+    assert np.array_equal(with_missing, a[0])
+    empty = CLKEncoder(schema, SECRET).encode([{}, {"unknown": "x"}])
+    assert not empty.any()
+    assert a.dtype == np.uint64
+    assert a.shape == (2, 16)
+
+
+def test_weights_set_about_k_bits_per_token() -> None:
+    light = schema_from_mapping({"id": "t", "version": 1, "fields": [{"name": "a", "tokenizer": "exact", "k": 5}]})
+    heavy = schema_from_mapping({"id": "t", "version": 1, "fields": [{"name": "a", "tokenizer": "exact", "k": 50}]})
+    assert popcounts(CLKEncoder(light, SECRET).encode([{"a": "x"}]))[0] == 5  # h2 odd: k distinct positions
+    assert popcounts(CLKEncoder(heavy, SECRET).encode([{"a": "x"}]))[0] == 50
+
+
+def test_secret_must_be_long_enough_and_is_not_printed() -> None:
+    with pytest.raises(EncodingError):
+        CLKEncoder(shipped_schema("person"), b"short")
+    encoder = CLKEncoder(shipped_schema("person"), SECRET)
+    assert SECRET.decode() not in repr(encoder)
+
+
+def test_many_records_are_encoded_in_chunks_consistently() -> None:
+    encoder = CLKEncoder(shipped_schema("person"), SECRET)
+    records = [{"given_name": f"name{i % 97}", "surname": f"s{i}"} for i in range(5000)]
+    bulk = encoder.encode(records)
+    assert bulk.shape == (5000, 16)
+    assert np.array_equal(bulk[4321], CLKEncoder(shipped_schema("person"), SECRET).encode_one(records[4321]))
+    assert encoder.encode([]).shape == (0, 16)
+
+
+def test_block_keys() -> None:
+    encoder = CLKEncoder(shipped_schema("person"), SECRET)
+    records = [
+        {"soc_sec_id": "1234567", "given_name": "Anna", "surname": "Smith", "postcode": "4223"},
+        {"soc_sec_id": "1234567", "given_name": "anna", "surname": "smith"},
+        {"given_name": "Bob"},
+    ]
+    keys = encoder.block_keys(records)
+    assert keys.shape == (3, len(encoder.schema.signatures))
+    assert keys.dtype == np.uint64
+    assert keys[0, 0] == keys[1, 0] != 0  # soc_sec_id
+    assert keys[0, 2] == keys[1, 2] != 0  # given_name + surname (normalised)
+    assert keys[1, 3] == 0  # surname + postcode: postcode missing
+    assert not keys[2].any()
+    assert len(set(keys[0][keys[0] != 0].tolist())) == int((keys[0] != 0).sum())  # signatures never collide
+    other = CLKEncoder(shipped_schema("person"), b"another secret of 32 bytes......").block_keys(records[:1])
+    assert not (set(other[0].tolist()) & set(keys[0].tolist())) - {0}
+
+
+def test_wire_forms_round_trip_and_are_strict() -> None:
+    encoder = CLKEncoder(shipped_schema("person"), SECRET)
+    dataset = encoder.encode_dataset([{"given_name": "anna", "soc_sec_id": "1"}, {"surname": "x"}])
+    wire = dataset_to_wire(dataset)
+    assert len(wire[0]["clk"]) == math.ceil(128 * 4 / 3)
+    back = dataset_from_wire(wire)
+    assert np.array_equal(back.filters, dataset.filters)
+    assert back.block_keys is not None
+    assert dataset.block_keys is not None
+    assert np.array_equal(back.block_keys, dataset.block_keys)
+    assert np.array_equal(filters_from_b64(filters_to_b64(dataset.filters)), dataset.filters)
+    for bad in (["A" * 10], ["*" * 171], [wire[0]["clk"] + "A"], [123]):
+        with pytest.raises(EncodingError):
+            filters_from_b64(bad)  # type: ignore[arg-type]
+    with pytest.raises(EncodingError):
+        dataset_from_wire([{**wire[0], "blocks": ["XYZ"] * len(wire[0]["blocks"])}])
+    with pytest.raises(EncodingError):
+        dataset_from_wire([wire[0], {**wire[1], "blocks": []}])
+    assert len(dataset_from_wire([])) == 0
+    plain = EncodedDataset(dataset.filters)
+    assert dataset_to_wire(plain)[0]["blocks"] == []
+    with pytest.raises(EncodingError):
+        EncodedDataset(dataset.filters, np.zeros((5, 2), dtype=np.uint64))
+
+
+def test_records_from_columns() -> None:
+    assert records_from_columns({"a": [1, 2], "b": ["x", "y"]}) == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    with pytest.raises(EncodingError):
+        records_from_columns({"a": [1], "b": []})
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.text(alphabet="abcdefghij", min_size=3, max_size=12), position=st.integers(0, 11))
+def test_a_typo_keeps_records_similar(name: str, position: int) -> None:
+    encoder = CLKEncoder(shipped_schema("person"), SECRET)
+    position %= len(name)
+    typo = name[:position] + ("z" if name[position] != "z" else "y") + name[position + 1:]
+    record = {"given_name": name, "surname": "jansen", "date_of_birth": "19800101", "suburb": "utrecht"}
+    filters = encoder.encode([record, {**record, "given_name": typo}])
+    counts = popcounts(filters)
+    inter = int(np.bitwise_count(filters[0] & filters[1]).sum())
+    assert 2 * inter / counts.sum() > 0.8

@@ -1,0 +1,1 @@
+"""Unit tests of gateway.pseudonyms (pure; no database, no HTTP)."""
