@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
 from audit.store import subject_key
 from audit.tables import audit_entries
@@ -53,33 +53,43 @@ class Page:
     next_cursor: int | None = None
 
 
-def list_entries(engine: Engine, scope: EntryScope, wanted: EntryFilter, *, after: int = -1,
-                 limit: int = 100) -> Page:
-    """Entries with ``log_index > after`` in index order, at most ``limit`` (≤ MAX_PAGE)."""
-    limit = max(1, min(limit, MAX_PAGE))
+def _scoped(scope: EntryScope, wanted: EntryFilter) -> list[ColumnElement[bool]] | None:
+    """The reviewer's scope plus the partnership, purpose and time filters; None when nothing is visible."""
     t = audit_entries.c
-    visible = []
+    visible: list[ColumnElement[bool]] = []
     if scope.organisations:
         visible += [t.requester_org.in_(sorted(scope.organisations)), t.holder_org.in_(sorted(scope.organisations))]
     if scope.partnerships:
         visible.append(t.partnership.in_(sorted(scope.partnerships)))
     if not visible:
-        return Page()
-    conditions = [or_(*visible), t.log_index > after]
+        return None
+    conditions: list[ColumnElement[bool]] = [or_(*visible)]
     if wanted.partnership:
         conditions.append(t.partnership == wanted.partnership)
     if wanted.purpose:
         conditions.append(t.purpose == wanted.purpose)
+    if wanted.since:
+        conditions.append(t.recorded_at >= wanted.since)
+    if wanted.until:
+        conditions.append(t.recorded_at < wanted.until)
+    return conditions
+
+
+def list_entries(engine: Engine, scope: EntryScope, wanted: EntryFilter, *, after: int = -1,
+                 limit: int = 100) -> Page:
+    """Entries with ``log_index > after`` in index order, at most ``limit`` (≤ MAX_PAGE)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    t = audit_entries.c
+    conditions = _scoped(scope, wanted)
+    if conditions is None:
+        return Page()
+    conditions.append(t.log_index > after)
     if wanted.organisation:
         conditions.append(or_(t.requester_org == wanted.organisation, t.holder_org == wanted.organisation))
     if wanted.event_type:
         conditions.append(t.event_type == wanted.event_type)
     if wanted.decision:
         conditions.append(t.decision == wanted.decision)
-    if wanted.since:
-        conditions.append(t.recorded_at >= wanted.since)
-    if wanted.until:
-        conditions.append(t.recorded_at < wanted.until)
     if wanted.subject:
         conditions += [t.subject_key == subject_key(wanted.subject), t.subject_pseudonym == wanted.subject]
     query = (select(t.log_index, t.recorded_at, t.canonical).where(and_(*conditions))
@@ -113,22 +123,10 @@ def statistics(engine: Engine, scope: EntryScope, wanted: EntryFilter) -> list[S
     """Requests, allows, narrowings, denials, escalations and holder refusals per partnership, purpose,
     requesting participant and month (UTC), within the reviewer's scope."""
     t = audit_entries.c
-    visible = []
-    if scope.organisations:
-        visible += [t.requester_org.in_(sorted(scope.organisations)), t.holder_org.in_(sorted(scope.organisations))]
-    if scope.partnerships:
-        visible.append(t.partnership.in_(sorted(scope.partnerships)))
-    if not visible:
+    conditions = _scoped(scope, wanted)
+    if conditions is None:
         return []
-    conditions = [or_(*visible), t.event_type.in_(["exchange.requested", "policy.decided", "holder.refused"])]
-    if wanted.partnership:
-        conditions.append(t.partnership == wanted.partnership)
-    if wanted.purpose:
-        conditions.append(t.purpose == wanted.purpose)
-    if wanted.since:
-        conditions.append(t.recorded_at >= wanted.since)
-    if wanted.until:
-        conditions.append(t.recorded_at < wanted.until)
+    conditions.append(t.event_type.in_(["exchange.requested", "policy.decided", "holder.refused"]))
     query = select(t.event_type, t.decision, t.partnership, t.purpose, t.requester_org, t.recorded_at).where(
         and_(*conditions))
     counts: dict[tuple[str, str, str, str], dict[str, int]] = {}

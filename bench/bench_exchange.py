@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from gateway.auth.tokens import AccessTokenService
 from gateway.client.api import GatewayClient
 from gateway.clock import SystemClock
 from gateway.db.engine import alembic_config, make_engine, make_session_factory, transaction
-from gateway.demo import _free_port, _wait, demo_register
+from gateway.demo import _free_port, _wait, demo_register, stop_processes
 from gateway.register.loader import load_register
 from gateway.settings import Settings
 
@@ -180,13 +179,7 @@ def main() -> None:
               "servers and load generator; SQLite, embedded Rego")
         asyncio.run(_measure(urls, partner_token, key, levels, args.seconds))
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
 
 
 if __name__ == "__main__":

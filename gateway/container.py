@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +18,7 @@ from gateway.db.engine import make_engine, make_session_factory
 from gateway.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+Service = TypeVar("Service")
 
 
 @dataclass
@@ -30,6 +31,13 @@ class Container:
     sessions: sessionmaker[Session]
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     services: dict[str, Any] = field(default_factory=dict)
+
+    def service(self, name: str, kind: type[Service]) -> Service:
+        """The installed service ``name``, checked to be a ``kind``; an error if the lifespan did not start."""
+        found = self.services.get(name)
+        if not isinstance(found, kind):
+            raise RuntimeError(f"the {name} service is not installed; start the app through its lifespan")
+        return found
 
     def close(self) -> None:
         self.engine.dispose()

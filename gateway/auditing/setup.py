@@ -72,7 +72,4 @@ def record_register_change(container: Container, services: AuditServices) -> Non
 
 
 def audit_services(container: Container) -> AuditServices:
-    services = container.services.get("audit")
-    if not isinstance(services, AuditServices):
-        raise RuntimeError("the audit log is not installed")
-    return services
+    return container.service("audit", AuditServices)

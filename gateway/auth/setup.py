@@ -40,7 +40,4 @@ def install_auth(container: Container) -> AuthServices:
 
 
 def auth_services(container: Container) -> AuthServices:
-    services = container.services.get("auth")
-    if not isinstance(services, AuthServices):
-        raise RuntimeError("auth services are not installed; start the app through its lifespan")
-    return services
+    return container.service("auth", AuthServices)

@@ -41,7 +41,4 @@ def install_exchange(container: Container) -> ExchangeService:
 
 
 def exchange_service(container: Container) -> ExchangeService:
-    service = container.services.get("exchange")
-    if not isinstance(service, ExchangeService):
-        raise RuntimeError("the exchange service is not installed")
-    return service
+    return container.service("exchange", ExchangeService)

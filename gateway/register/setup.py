@@ -17,7 +17,4 @@ def install_register(container: Container) -> RegisterService:
 
 
 def register_service(container: Container) -> RegisterService:
-    service = container.services.get("register")
-    if not isinstance(service, RegisterService):
-        raise RuntimeError("the register is not installed; start the app through its lifespan")
-    return service
+    return container.service("register", RegisterService)

@@ -25,13 +25,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def officer(stack: Stack) -> dict[str, str]:
-    client = httpx.Client(base_url=stack.gateway_url)
-    try:
-        token = person_token(client, stack.container, "po-gemeente", "gemeente-amsterdam",  # type: ignore[arg-type]
-                             ["privacy-officer"])
-    finally:
-        client.close()
-    return {"Authorization": f"Bearer {token}"}
+    return _login(stack, "po-gemeente", "gemeente-amsterdam", ["privacy-officer"])
 
 
 def test_receipt_is_included_in_the_signed_tree(stack: Stack, officer: dict[str, str]) -> None:
