@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -53,7 +54,7 @@ async def get_exchange(exchange_id: str, request: Request,
     principal = authenticate(request)
     if not (principal.has_scope(Scope.EXCHANGE.value) or principal.has_scope(Scope.AUDIT_READ.value)):
         raise Forbidden("the access token lacks the scope `exchange` or `audit:read`")
-    return exchange_service(container).get(principal, exchange_id)
+    return await asyncio.to_thread(exchange_service(container).get, principal, exchange_id)
 
 
 @router.post("/discovery", response_model=DiscoveryResult, responses=_PROBLEMS,

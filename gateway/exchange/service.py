@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -60,6 +61,8 @@ from gateway.register.model import Partnership, Register
 
 log = structlog.get_logger("gateway.exchange")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+COUNT_REFRESH_SECONDS = 5.0
+CHECKPOINT_REFRESH_SECONDS = 1.0
 _AUDIT_DECISION = {"allowed": AuditDecision.ALLOW, "allowed-narrowed": AuditDecision.NARROWED,
                    "denied": AuditDecision.DENY, "escalated": AuditDecision.ESCALATE}
 
@@ -133,13 +136,33 @@ def _audit_base(principal: Principal, body: ExchangeRequest | DiscoveryRequest, 
 class ExchangeService:
     def __init__(self, deps: ExchangeDeps) -> None:
         self.deps = deps
+        self._daily_counts: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._latest_checkpoint: tuple[str, float] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
-    def _requests_today(self, principal: Principal, purpose: str) -> int:
+    async def _requests_today(self, principal: Principal, purpose: str) -> int:
+        """Rule 6's count: from the database at most every COUNT_REFRESH_SECONDS per (system, purpose, day),
+        counted up in between. Other gateway processes' requests show up at the next refresh, so the limit
+        may be exceeded by at most a few seconds' traffic of the other workers — then it escalates."""
         tz = ZoneInfo(self.deps.register.office_hours.timezone)
         local_midnight = self.deps.clock.now().astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
-        with transaction(self.deps.sessions) as session:
-            return repository.count_since(session, principal.subject, purpose, local_midnight)
+        key = (principal.subject, purpose, local_midnight.date().isoformat())
+        cached = self._daily_counts.get(key)
+        if cached is not None and time.monotonic() - cached[1] < COUNT_REFRESH_SECONDS:
+            return cached[0]
+
+        def count() -> int:
+            with transaction(self.deps.sessions) as session:
+                return repository.count_since(session, principal.subject, purpose, local_midnight)
+
+        fresh = await asyncio.to_thread(count)
+        self._daily_counts[key] = (fresh, time.monotonic())
+        return fresh
+
+    def _counted(self, principal: Principal, purpose: str) -> None:
+        for key, (value, fetched) in list(self._daily_counts.items()):
+            if key[0] == principal.subject and key[1] == purpose:
+                self._daily_counts[key] = (value + 1, fetched)
 
     async def _record(self, events: list[AuditEvent]) -> list[Receipt]:
         try:
@@ -184,7 +207,7 @@ class ExchangeService:
                        idempotency_key: str | None) -> ExchangeResult:
         request_fingerprint = fingerprint(principal, body)
         if idempotency_key:
-            replay = self._replay(principal, idempotency_key, request_fingerprint)
+            replay = await asyncio.to_thread(self._replay, principal, idempotency_key, request_fingerprint)
             if replay is not None:
                 return replay
         register = self.deps.register
@@ -194,7 +217,7 @@ class ExchangeService:
         subjects = [s.ref for s in body.subjects]
         try:
             decisions = await self._decide("exchange", body, principal, targets,
-                                           self._requests_today(principal, body.purpose), request_fingerprint)
+                                           await self._requests_today(principal, body.purpose), request_fingerprint)
         except PolicyError as exc:
             await self._deny_all_on_policy_failure(exc, base, targets, EventType.EXCHANGE_REQUESTED)
             raise  # unreachable: the helper always raises
@@ -223,8 +246,10 @@ class ExchangeService:
             register_version=register.version, policy_version=policy_version,
             targets=[o for o, _ in outcomes],
             receipt=ReceiptView(exchange_id=exchange_id, audit_indices=[r.index for r in receipts],
-                                checkpoint=self._checkpoint()))
-        self._store(principal, body, "exchange", result, request_fingerprint, idempotency_key)
+                                checkpoint=await self._checkpoint()))
+        await asyncio.to_thread(self._store, principal, body, "exchange", result, request_fingerprint,
+                                idempotency_key)
+        self._counted(principal, body.purpose)
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
@@ -356,16 +381,25 @@ class ExchangeService:
                                  targets=answers,
                                  receipt=ReceiptView(exchange_id=discovery_id,
                                                      audit_indices=[r.index for r in receipts],
-                                                     checkpoint=self._checkpoint()))
+                                                     checkpoint=await self._checkpoint()))
         return result
 
     # -- storage, replay, review ---------------------------------------------------------------
-    def _checkpoint(self) -> str | None:
-        try:
-            self.deps.audit_log.maybe_issue_checkpoint()
-            return self.deps.audit_log.checkpoint().note
-        except Exception:  # no checkpoint yet is not an error for the caller
-            return None
+    async def _checkpoint(self) -> str | None:
+        """The latest signed checkpoint for receipts, re-read at most once per CHECKPOINT_REFRESH_SECONDS."""
+        if self._latest_checkpoint and time.monotonic() - self._latest_checkpoint[1] < CHECKPOINT_REFRESH_SECONDS:
+            return self._latest_checkpoint[0]
+
+        def read() -> str | None:
+            try:
+                self.deps.audit_log.maybe_issue_checkpoint()
+                return self.deps.audit_log.checkpoint().note
+            except Exception:  # no checkpoint yet is not an error for the caller
+                return None
+
+        note = await asyncio.to_thread(read)
+        self._latest_checkpoint = (note, time.monotonic()) if note else None
+        return note
 
     def _store(self, principal: Principal, body: ExchangeRequest, kind: str, result: ExchangeResult,
                request_fingerprint: str, idempotency_key: str | None) -> None:
