@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 from dataclasses import asdict
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -18,7 +19,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
+from audit import AuditEvent, EventType
+from audit.anomaly import Flag, flags_for_day
+from audit.events import Requester as AuditRequester
 from audit.review import MAX_PAGE, EntryFilter, EntryScope, list_entries, statistics, subject_disclosures
+from gateway.auditing.setup import audit_services
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.container import Container
@@ -114,3 +119,48 @@ async def subject_report(pseudonym: str, principal: Principal = Depends(require_
                              if p.participant_of_organisation(principal.organisation) is not None)
     found = await run_in_threadpool(subject_disclosures, container.engine, partnerships, pseudonym)
     return [EntryView(index=e.index, recorded_at=e.recorded_at, entry=e.entry) for e in found]
+
+
+class AnomalyView(BaseModel):
+    actor: str
+    organisation: str
+    day: date
+    metric: str
+    observed: str
+    baseline: str
+
+
+@router.get("/anomalies", response_model=list[AnomalyView],
+            summary="Systems or users whose volume, denial rate or out-of-hours share departs from their baseline",
+            responses={403: {"description": "Not a privacy officer"}})
+async def anomalies(day: date | None = None, principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
+                    container: Container = Depends(get_container)) -> list[AnomalyView]:
+    """Each new flag is also written to the log as an ``anomaly.flagged`` entry (once per actor, day, metric)."""
+    scope = scope_of(principal, container)
+    register = register_service(container).current()
+    organisations = set(scope.organisations)
+    for pid in scope.partnerships:
+        organisations |= {p.organisation for p in register.partnerships[pid].participants}
+    the_day = day or container.clock.now().date()
+    flags = await run_in_threadpool(flags_for_day, container.engine, the_day, 14, frozenset(organisations))
+    await _record_new_flags(container, flags)
+    return [AnomalyView(**asdict(flag)) for flag in flags]
+
+
+async def _record_new_flags(container: Container, flags: list[Flag]) -> None:
+    services = audit_services(container)
+    recorded: set[str] = container.services.setdefault("recorded_anomaly_flags", set())
+    new = []
+    for flag in flags:
+        marker = f"{flag.actor}|{flag.day.isoformat()}|{flag.metric}"
+        if marker in recorded:  # per process; a restart may record a flag once more, which is harmless
+            continue
+        recorded.add(marker)
+        new.append(AuditEvent(event_type=EventType.ANOMALY_FLAGGED, trace_id=secrets.token_hex(16),
+                              span_id=secrets.token_hex(8), requester=AuditRequester(org=flag.organisation),
+                              reasons=(flag.metric,),
+                              extra={"actor": flag.actor, "day": flag.day.isoformat(), "observed": flag.observed,
+                                     "baseline": flag.baseline}))
+    if new:
+        await services.writer.record(new)
+

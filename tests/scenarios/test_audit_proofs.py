@@ -8,10 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from audit import NoteVerifier, open_checkpoint
 from audit.merkle import verify_consistency, verify_inclusion
+from audit.tables import audit_entries
 from gateway.cli import app
 from tests.auth_helpers import person_token
 from tests.stack import Stack, running_stack
@@ -162,3 +164,42 @@ def test_contact_point_lists_every_disclosure_about_one_subject(stack: Stack, of
     assert {e["entry"]["event"]["holder"] for e in found} == {"belastingdienst", "politie"}
     assert all(e["entry"]["event"]["data_subject"]["pseudonym"] == subject for e in found)
     assert httpx.get(url, headers=officer).status_code == 403
+
+
+def test_abnormal_use_is_flagged_to_the_privacy_officer(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from audit import AuditEvent, EventType
+    from audit.events import Decision, ProcessingActivity, Requester
+
+    with running_stack(tmp_path) as fresh:
+        log = fresh.container.services["audit"].log
+
+        def decisions(count: int, decision: Decision) -> None:
+            log.append([AuditEvent(event_type=EventType.POLICY_DECIDED, trace_id="1" * 32, span_id="2" * 16,
+                                   processing_activity=ProcessingActivity(partnership="riec-amsterdam-amstelland",
+                                                                          purpose="bibob-integrity-check"),
+                                   requester=Requester(org="gemeente-amsterdam", system="gemeente-amsterdam-vth"),
+                                   holder="politie", decision=decision) for _ in range(count)])
+
+        start = fresh.clock.now()
+        fresh.clock.set(start - timedelta(days=5))
+        for _ in range(5):  # a quiet baseline: 10 allowed decisions a day
+            decisions(10, Decision.ALLOW)
+            fresh.clock.advance(timedelta(days=1))
+        fresh.clock.set(start)
+        decisions(80, Decision.DENY)  # today: eight times the volume, all denied
+        officer = _login(fresh, "po-amsterdam", "gemeente-amsterdam", ["privacy-officer"])
+        flags = httpx.get(f"{fresh.gateway_url}/v1/audit/anomalies", headers=officer).json()
+        assert {f["metric"] for f in flags if f["actor"] == "gemeente-amsterdam-vth"} == {"volume", "denial-rate"}
+        other = _login(fresh, "po-politie", "politie", ["privacy-officer"])
+        assert httpx.get(f"{fresh.gateway_url}/v1/audit/anomalies", headers=other).json() == []
+        with fresh.container.engine.connect() as connection:
+            recorded = connection.execute(select(audit_entries.c.log_index).where(
+                audit_entries.c.event_type == "anomaly.flagged")).all()
+        assert len(recorded) == 2
+        httpx.get(f"{fresh.gateway_url}/v1/audit/anomalies", headers=officer)  # asking again records nothing new
+        with fresh.container.engine.connect() as connection:
+            again = connection.execute(select(audit_entries.c.log_index).where(
+                audit_entries.c.event_type == "anomaly.flagged")).all()
+        assert len(again) == 2
