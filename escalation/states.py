@@ -1,0 +1,75 @@
+"""The case state machine: every allowed transition is listed here, and nothing else is allowed.
+
+    open ──start_review──▶ in_review ──decide──▶ decided ──close──▶ closed
+      │                      │  └──refer_up / deadline_missed──▶ escalated ──start_review──▶ in_review (next tier)
+      └──withdraw──▶ withdrawn ◀──withdraw── (in_review, escalated)
+
+A referral or a missed deadline moves the case to the next tier; there is no tier after 3, so at tier 3 a
+case can only be decided (or withdrawn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class State(StrEnum):
+    OPEN = "open"
+    IN_REVIEW = "in_review"
+    ESCALATED = "escalated"
+    DECIDED = "decided"
+    CLOSED = "closed"
+    WITHDRAWN = "withdrawn"
+
+
+class Action(StrEnum):
+    START_REVIEW = "start_review"
+    DECIDE = "decide"
+    REFER_UP = "refer_up"
+    DEADLINE_MISSED = "deadline_missed"
+    WITHDRAW = "withdraw"
+    CLOSE = "close"
+
+
+MAX_TIER = 3
+
+TRANSITIONS: dict[tuple[State, Action], State] = {
+    (State.OPEN, Action.START_REVIEW): State.IN_REVIEW,
+    (State.OPEN, Action.DEADLINE_MISSED): State.ESCALATED,
+    (State.OPEN, Action.WITHDRAW): State.WITHDRAWN,
+    (State.IN_REVIEW, Action.DECIDE): State.DECIDED,
+    (State.IN_REVIEW, Action.REFER_UP): State.ESCALATED,
+    (State.IN_REVIEW, Action.DEADLINE_MISSED): State.ESCALATED,
+    (State.IN_REVIEW, Action.WITHDRAW): State.WITHDRAWN,
+    (State.ESCALATED, Action.START_REVIEW): State.IN_REVIEW,
+    (State.ESCALATED, Action.DEADLINE_MISSED): State.ESCALATED,
+    (State.ESCALATED, Action.WITHDRAW): State.WITHDRAWN,
+    (State.DECIDED, Action.CLOSE): State.CLOSED,
+}
+_RAISES_TIER = {Action.REFER_UP, Action.DEADLINE_MISSED}
+
+
+class InvalidTransition(Exception):
+    def __init__(self, state: State, action: Action, tier: int) -> None:
+        super().__init__(f"`{action.value}` is not allowed in state `{state.value}` at tier {tier}")
+        self.state, self.action, self.tier = state, action, tier
+
+
+@dataclass(frozen=True)
+class CaseState:
+    state: State
+    tier: int
+    version: int  # optimistic locking: every transition increments it
+
+    def apply(self, action: Action) -> CaseState:
+        """The state after ``action``, or InvalidTransition (nothing changes then)."""
+        target = TRANSITIONS.get((self.state, action))
+        if target is None or (action in _RAISES_TIER and self.tier >= MAX_TIER):
+            raise InvalidTransition(self.state, action, self.tier)
+        tier = self.tier + 1 if action in _RAISES_TIER else self.tier
+        return replace(self, state=target, tier=tier, version=self.version + 1)
+
+
+def new_case() -> CaseState:
+    return CaseState(State.OPEN, tier=1, version=1)

@@ -1,0 +1,37 @@
+"""Deadlines in Dutch working days: weekends and national public holidays do not count."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from escalation.calendar import add_working_days, easter_sunday, is_working_day, public_holidays
+
+
+@pytest.mark.parametrize(("year", "easter"), [(2024, date(2024, 3, 31)), (2025, date(2025, 4, 20)),
+                                              (2026, date(2026, 4, 5)), (2027, date(2027, 3, 28))])
+def test_easter(year: int, easter: date) -> None:
+    assert easter_sunday(year) == easter
+
+
+def test_2026_holidays() -> None:
+    assert public_holidays(2026) == {
+        date(2026, 1, 1), date(2026, 4, 3), date(2026, 4, 6), date(2026, 4, 27), date(2026, 5, 5),
+        date(2026, 5, 14), date(2026, 5, 25), date(2026, 12, 25), date(2026, 12, 26)}
+
+
+def test_kings_day_moves_to_saturday_when_the_27th_is_a_sunday() -> None:
+    assert date(2025, 4, 26) in public_holidays(2025)  # 27 April 2025 was a Sunday
+    assert date(2025, 4, 27) not in public_holidays(2025)
+
+
+def test_weekends_and_holidays_are_skipped() -> None:
+    assert not is_working_day(date(2026, 11, 28))  # Saturday
+    assert add_working_days(date(2026, 11, 25), 5) == date(2026, 12, 2)  # Wed + 5 = next Wed
+    assert add_working_days(date(2026, 12, 23), 5) == date(2026, 12, 31)  # Christmas and Boxing Day skipped
+    assert add_working_days(date(2026, 12, 30), 2) == date(2027, 1, 4)  # New Year skipped
+    assert add_working_days(date(2026, 4, 2), 1) == date(2026, 4, 7)  # Good Friday and Easter Monday
+    assert add_working_days(date(2026, 11, 25), 0) == date(2026, 11, 25)
+    with pytest.raises(ValueError, match="negative"):
+        add_working_days(date(2026, 11, 25), -1)

@@ -1,0 +1,48 @@
+"""Every transition of the case state machine, allowed and refused, including the tier ceiling."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from escalation.states import MAX_TIER, TRANSITIONS, Action, CaseState, InvalidTransition, State, new_case
+
+ALL = list(itertools.product(State, Action))
+
+
+@pytest.mark.parametrize(("state", "action"), ALL, ids=[f"{s.value}-{a.value}" for s, a in ALL])
+def test_each_state_action_pair_is_either_listed_or_refused(state: State, action: Action) -> None:
+    case = CaseState(state, tier=1, version=7)
+    if (state, action) in TRANSITIONS:
+        after = case.apply(action)
+        assert after.state is TRANSITIONS[(state, action)]
+        assert after.version == 8
+        assert after.tier == (2 if action in {Action.REFER_UP, Action.DEADLINE_MISSED} else 1)
+    else:
+        with pytest.raises(InvalidTransition):
+            case.apply(action)
+
+
+@pytest.mark.parametrize("action", [Action.REFER_UP, Action.DEADLINE_MISSED])
+def test_there_is_no_tier_above_three(action: Action) -> None:
+    at_top = CaseState(State.IN_REVIEW, tier=MAX_TIER, version=3)
+    with pytest.raises(InvalidTransition, match="tier 3"):
+        at_top.apply(action)
+    assert at_top.apply(Action.DECIDE).state is State.DECIDED
+
+
+def test_the_s9_path_through_the_tiers() -> None:
+    case = new_case()
+    case = case.apply(Action.START_REVIEW)
+    case = case.apply(Action.DEADLINE_MISSED)  # tier 1 misses its deadline
+    assert (case.state, case.tier) == (State.ESCALATED, 2)
+    case = case.apply(Action.START_REVIEW).apply(Action.DECIDE).apply(Action.CLOSE)
+    assert (case.state, case.tier, case.version) == (State.CLOSED, 2, 6)
+
+
+def test_closed_and_withdrawn_are_final() -> None:
+    for final in (State.CLOSED, State.WITHDRAWN):
+        for action in Action:
+            with pytest.raises(InvalidTransition):
+                CaseState(final, 1, 1).apply(action)
