@@ -6,8 +6,10 @@ Add a line here when a package gains a tables module.
 from __future__ import annotations
 
 import audit.tables
+import escalation.tables
 import gateway.auth.tables
+import gateway.exchange.tables
 import gateway.register.tables  # noqa: F401
 from gateway.db.metadata import metadata as gateway_metadata
 
-ALL_METADATA = [gateway_metadata, audit.tables.metadata]
+ALL_METADATA = [gateway_metadata, audit.tables.metadata, escalation.tables.metadata]

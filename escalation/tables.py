@@ -1,0 +1,54 @@
+"""Tables of the escalation workflow, in the package's own MetaData (schema by migration 0011_escalation).
+
+The naming convention repeats gateway/db/metadata.py's on purpose: this package imports nothing of the
+gateway (DESIGN.md), and the convention must be identical for Alembic.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Column, Date, DateTime, ForeignKey, Integer, MetaData, String, Table, Text
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+escalation_cases = Table(
+    "escalation_cases",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("exchange_id", String(36), nullable=True),
+    Column("request_fingerprint", String(64), nullable=True),
+    Column("partnership", String(64), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("requester_org", String(64), nullable=False),
+    Column("holder_org", String(64), nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("tier", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("deadline", Date, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("register_version", String(64), nullable=False),
+    Column("policy_reasons", JSON, nullable=False),
+    Column("decision", JSON, nullable=True),
+    Column("legal_gap", Boolean, nullable=False, default=False),
+)
+
+escalation_events = Table(
+    "escalation_events",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("case_id", String(36), ForeignKey("escalation_cases.id"), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor_org", String(64), nullable=True),
+    Column("actor_user", String(64), nullable=True),
+    Column("motivation", Text, nullable=True),
+    Column("tier", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+)
