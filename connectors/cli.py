@@ -1,4 +1,4 @@
-"""``wgs-partner``: run a simulated partner system."""
+"""``wgs-partner``: run a simulated partner system (also ``python -m connectors.simulator``)."""
 
 from __future__ import annotations
 
@@ -10,36 +10,56 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.holder_auth import JwksSource
+from connectors.logs import configure_logging
 from connectors.profiles import PROFILES
 from connectors.simulator import create_partner_app
 
-app = typer.Typer(help="Simulated WGS partner systems.", no_args_is_help=True)
+app = typer.Typer(help="Simulated WGS partner systems (synthetic data only).", no_args_is_help=True)
 
 
 @app.command("serve")
 def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-partner list`."),
-          host: str = "127.0.0.1", port: int | None = None,
-          data_dir: Path = typer.Option(Path("var/partners"), envvar="WGS_PARTNER_DATA_DIR"),
-          seed: int = typer.Option(2025, envvar="WGS_PARTNER_SEED"),
+          host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+          port: int | None = typer.Option(None, help="Port (default: the profile's, see `wgs-partner list`)."),
+          data_dir: Path = typer.Option(Path("var/partners"), envvar="WGS_PARTNER_DATA_DIR",
+                                        help="Directory of the partner's own SQLite file."),
+          seed: int = typer.Option(2025, envvar="WGS_PARTNER_SEED", help="Seed of the synthetic world."),
           jwks_url: str | None = typer.Option(None, envvar="WGS_PARTNER_JWKS_URL",
                                               help="The gateway's /.well-known/jwks.json."),
-          no_auth: bool = typer.Option(False, help="Accept unauthenticated queries (tests only)."),
-          over_share: bool = typer.Option(False, help="Answer with an unasked category (filter tests).")) -> None:
+          jwks_file: Path | None = typer.Option(None, envvar="WGS_PARTNER_JWKS_FILE",
+                                                help="The gateway's JWKS as a file (instead of a URL)."),
+          no_auth: bool = typer.Option(False, "--no-auth", help="Accept unauthenticated queries (tests only)."),
+          over_share: bool = typer.Option(False, "--over-share", envvar="WGS_PARTNER_OVER_SHARE",
+                                          help="Misbehave: add an unasked category (gateway filter tests)."),
+          log_level: str = typer.Option("INFO", envvar="WGS_PARTNER_LOG_LEVEL",
+                                        help="JSON log lines on stderr at this level.")) -> None:
     """Serve one simulated partner system over HTTP."""
     if partner not in PROFILES:
-        raise typer.BadParameter(f"unknown partner {partner}; see `wgs-partner list`")
-    application = create_partner_app(partner, data_dir, seed=seed,
-                                      jwks=JwksSource(url=jwks_url) if jwks_url else None,
-                                      require_auth=not no_auth, over_share=over_share)
-    uvicorn.run(application, host=host, port=port or PROFILES[partner].default_port, log_level="warning")
+        raise typer.BadParameter(f"unknown partner {partner!r}; see `wgs-partner list`", param_hint="--partner")
+    if not no_auth and not (jwks_url or jwks_file):
+        raise typer.BadParameter("give the gateway's keys with --jwks-url or --jwks-file, or pass --no-auth",
+                                 param_hint="--jwks-url")
+    try:
+        configure_logging(log_level)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from exc
+    keys = None if no_auth else JwksSource(url=jwks_url, file=jwks_file)
+    application = create_partner_app(partner, data_dir, seed=seed, jwks=keys, require_auth=not no_auth,
+                                     over_share=over_share)
+    uvicorn.run(application, host=host, port=port or PROFILES[partner].default_port, log_level="warning",
+                access_log=False)
 
 
 @app.command("list")
 def list_partners() -> None:
-    """Show the simulated partner systems."""
-    table = Table("system", "organisation", "default port", "title")
+    """Show the simulated partner systems and the data categories each holds."""
+    table = Table(title="Simulated partner systems")
+    for column in ("system", "organisation", "port"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("holds")
     for profile in PROFILES.values():
-        table.add_row(profile.system, profile.organisation, str(profile.default_port), profile.title)
+        table.add_row(profile.system, profile.organisation, str(profile.default_port),
+                      ", ".join(sorted(profile.holds)))
     Console().print(table)
 
 

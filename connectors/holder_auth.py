@@ -1,60 +1,132 @@
-"""Partner side: only the gateway may query a holder. Its bearer JWT must verify against the gateway's
-published JWKS and be addressed to this partner system (``aud``), unexpired.
+"""Partner side of authentication: only the gateway may query a holder.
+
+A request's bearer JWT must be signed by a key of the gateway's published JWKS, name this partner system as
+its audience (``aud``) and be unexpired. Checklist, in order:
+
+1. the header names an allowed asymmetric algorithm (never ``none`` or HMAC);
+2. its ``kid`` is in the gateway's key set — on an unknown ``kid`` the set is re-read once (the gateway
+   rotated), at most every ``REFRESH_INTERVAL`` seconds so forged ``kid``s cannot make us hammer the gateway;
+3. the signature verifies;
+4. ``aud`` equals this system's id and ``exp`` is present and not past (30 s leeway).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.jws import extract_compact
 from joserfc.jwt import JWTClaimsRegistry
 
 ALGORITHMS = ["Ed25519", "ES256"]
+REFRESH_INTERVAL = 10.0
+LEEWAY_SECONDS = 30
 
 
 class TokenRefused(Exception):
-    pass
+    """The bearer token is missing, forged, expired, for another system, or cannot be checked."""
 
 
 class JwksSource:
-    """The gateway's public keys, from a URL (re-fetched on an unknown ``kid``, at most every 10 s) or given."""
+    """The gateway's public keys: fetched from a URL (``/.well-known/jwks.json``), read from a file, or given.
 
-    def __init__(self, url: str | None = None, jwks: dict[str, Any] | None = None) -> None:
+    The parsed key set is cached; ``refresh`` re-reads the URL or file, rate-limited to one re-read per
+    ``REFRESH_INTERVAL`` (the first load does not count, so a rotation just after start is picked up).
+    """
+
+    def __init__(self, url: str | None = None, jwks: dict[str, Any] | None = None, file: Path | None = None) -> None:
         self._url = url
+        self._file = file
         self._jwks = jwks
-        self._fetched_at = 0.0
+        self._keyset: KeySet | None = None
+        self._refreshed_at = float("-inf")
+        self._lock = threading.Lock()
 
     def point_to(self, url: str) -> None:
-        """Set the JWKS URL once the gateway's address is known (partners may start first)."""
-        self._url = url
-        self._jwks = None
+        """Set the JWKS URL once the gateway's address is known (partners may start before the gateway)."""
+        with self._lock:
+            self._url = url
+            self._jwks = None
+            self._keyset = None
+            self._refreshed_at = float("-inf")
 
     def keys(self, refresh: bool = False) -> KeySet:
-        if self._url and (self._jwks is None or (refresh and time.monotonic() - self._fetched_at > 10)):
-            response = httpx.get(self._url, timeout=5.0)
-            response.raise_for_status()
-            self._jwks = response.json()
-            self._fetched_at = time.monotonic()
+        """The current key set; may block on a fetch (use ``akeys`` on an event loop)."""
+        with self._lock:
+            if self._keyset is None:
+                self._keyset = self._read()
+            elif refresh and time.monotonic() - self._refreshed_at > REFRESH_INTERVAL:
+                self._refreshed_at = time.monotonic()
+                self._keyset = self._read()
+            return self._keyset
+
+    async def akeys(self, refresh: bool = False) -> KeySet:
+        """``keys`` without blocking the event loop when a fetch is needed."""
+        cached = self._keyset
+        if cached is not None and not refresh:
+            return cached
+        return await asyncio.to_thread(self.keys, refresh)
+
+    def _read(self) -> KeySet:
+        if self._url:
+            try:
+                response = httpx.get(self._url, timeout=5.0)
+                response.raise_for_status()
+                self._jwks = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                raise TokenRefused("the gateway's keys could not be fetched") from exc
+        elif self._file:
+            try:
+                self._jwks = json.loads(self._file.read_text())
+            except (OSError, ValueError) as exc:
+                raise TokenRefused("the gateway's key file could not be read") from exc
         if self._jwks is None:
             raise TokenRefused("no gateway keys configured")
-        return KeySet.import_key_set(self._jwks)  # type: ignore[arg-type]
-
-
-def make_verifier(system: str, source: JwksSource, now: Callable[[], float] = time.time) -> Callable[[str], None]:
-    def verify(token: str) -> None:
         try:
-            try:
-                decoded = jwt.decode(token, source.keys(), algorithms=ALGORITHMS)
-            except JoseError:
-                decoded = jwt.decode(token, source.keys(refresh=True), algorithms=ALGORITHMS)
-            JWTClaimsRegistry(now=lambda: int(now()), leeway=30, aud={"essential": True, "value": system},
+            return KeySet.import_key_set(self._jwks)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise TokenRefused("the gateway's key set is malformed") from exc
+
+
+def _kid(token: str) -> str | None:
+    try:
+        header = extract_compact(token.encode()).headers()
+    except (JoseError, ValueError) as exc:
+        raise TokenRefused("the bearer token is not a compact JWS") from exc
+    if header.get("alg") not in ALGORITHMS:
+        raise TokenRefused("the bearer token uses a disallowed algorithm")
+    kid = header.get("kid")
+    return kid if isinstance(kid, str) else None
+
+
+def _knows(keys: KeySet, kid: str | None) -> bool:
+    return kid is None or any(key.kid == kid for key in keys.keys)
+
+
+def make_verifier(system: str, source: JwksSource,
+                  now: Callable[[], float] = time.time) -> Callable[[str], Awaitable[None]]:
+    """An async check of a bearer token for ``system``; raises ``TokenRefused`` with a reason safe to return."""
+
+    async def verify(token: str) -> None:
+        kid = _kid(token)
+        keys = await source.akeys()
+        if not _knows(keys, kid):
+            keys = await source.akeys(refresh=True)
+        try:
+            decoded = jwt.decode(token, keys, algorithms=ALGORITHMS)
+            JWTClaimsRegistry(now=lambda: int(now()), leeway=LEEWAY_SECONDS,
+                              aud={"essential": True, "value": system},
                               exp={"essential": True}).validate(decoded.claims)
-        except (JoseError, ValueError, httpx.HTTPError) as exc:
+        except (JoseError, ValueError) as exc:
             raise TokenRefused("the gateway token was not accepted") from exc
 
     return verify

@@ -1,40 +1,27 @@
-"""The holder protocol: what the gateway asks a partner system, what it answers, and how calls fail.
+"""The holder protocol (version 1): what the gateway asks a partner system, what it answers, and the async
+interface the gateway calls it through.
 
-Exception tree (errors are converted at the HTTP edge, ``raise ... from``)::
+Both sides use these models: the simulators as their request/response schemas (so the OpenAPI document of a
+holder is this protocol), the HTTP connector to validate answers. Unknown fields are refused on both sides so
+that a holder cannot smuggle data outside the category-tagged ``fields``.
 
-    ConnectorError
-    ├── HolderUnavailable      down, timed out, or 5xx after the retries allowed for the call
-    ├── HolderRejectedRequest  the holder answered 4xx (e.g. our token was refused)
-    └── HolderProtocolError    the answer does not match this protocol
-
-Messages name the partner system and the request id, never a subject.
+Failures are the exceptions of ``connectors.errors``, re-exported here.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 
-class ConnectorError(Exception):
-    def __init__(self, system: str, message: str) -> None:
-        super().__init__(f"{system}: {message}")
-        self.system = system
+__all__ = [
+    "ConnectorError", "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery", "HolderProtocolError",
+    "HolderQuery", "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
+]
 
-
-class HolderUnavailable(ConnectorError):
-    pass
-
-
-class HolderRejectedRequest(ConnectorError):
-    def __init__(self, system: str, message: str, status: int) -> None:
-        super().__init__(system, message)
-        self.status = status
-
-
-class HolderProtocolError(ConnectorError):
-    pass
+_SUBJECTS = "Opaque subject references (pseudonyms), never identifiers."
 
 
 class _Model(BaseModel):
@@ -42,45 +29,69 @@ class _Model(BaseModel):
 
 
 class HolderRecord(_Model):
+    """One record, tagged with exactly one data category of the register."""
+
     record_id: str
-    record_type: str
-    subject: str
-    category: str
-    fields: dict[str, Any]
+    record_type: str = Field(examples=["incident"])
+    subject: str = Field(description="The subject reference the record is about.")
+    category: str = Field(examples=["police_incidents"])
+    fields: dict[str, Any] = Field(description="The content; all of it belongs to `category`.")
 
 
 class HolderQuery(_Model):
-    request_id: str = Field(min_length=1, max_length=128, description="Deduplication key: retries are safe.")
+    """Asks a holder for its records in ``categories`` about ``subjects``, for one purpose."""
+
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="Idempotency key: the holder answers a repeated request id with its first answer, so a "
+                    "retried query never discloses twice. Without it the gateway never retries a query.")
     partnership: str
     purpose: str
     requester_organisation: str
     categories: list[str] = Field(min_length=1)
-    subjects: list[str] = Field(min_length=1, max_length=100)
+    subjects: list[str] = Field(min_length=1, max_length=100, description=_SUBJECTS)
     provided: list[HolderRecord] = Field(default_factory=list,
                                          description="Records the requester lawfully hands to this holder.")
 
 
 class HolderAnswer(_Model):
+    """Records in the asked categories, or a refusal with the holder's reason (the holder's autonomy)."""
+
     status: Literal["answered", "refused"]
-    received: int = Field(default=0, description="How many provided records the holder took in.")
-    refusal_reason: str | None = None
+    received: int = Field(default=0, ge=0, description="How many provided records the holder took in.")
+    refusal_reason: str | None = Field(default=None, examples=["investigation-confidentiality"])
     records: list[HolderRecord] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _a_refusal_carries_no_records(self) -> HolderAnswer:
+        if self.status == "refused" and self.records:
+            raise ValueError("a refused answer must not carry records")
+        return self
 
 
 class HolderDiscovery(_Model):
+    """Hit/no-hit: does the holder hold anything (in ``categories``, if given) about these subjects?"""
+
     request_id: str = Field(min_length=1, max_length=128)
     partnership: str
     purpose: str
-    subjects: list[str] = Field(min_length=1, max_length=100)
+    subjects: list[str] = Field(min_length=1, max_length=100, description=_SUBJECTS)
     categories: list[str] = Field(default_factory=list, description="Only records of these categories count.")
 
 
 class DiscoveryAnswer(_Model):
+    """Per subject with a hit, the record types held; no content. A subject that is absent is a no-hit."""
+
     hits: dict[str, list[str]] = Field(description="subject -> record types held (hit); absent = no hit")
 
 
 class HolderConnector(Protocol):
-    """The gateway's client side of one holder system."""
+    """The gateway's client side of one holder system.
+
+    ``query`` discloses, so an implementation may retry it only when the query carries a ``request_id``
+    (the holder deduplicates); ``discover`` and ``health`` are idempotent and may always be retried.
+    All three raise ``ConnectorError`` subclasses only.
+    """
 
     system: str
 

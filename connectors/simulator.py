@@ -1,110 +1,141 @@
-"""A simulated partner system: a real HTTP service over its own database.
+"""A simulated partner system as a real HTTP service (FastAPI) over its own database.
 
-It behaves like a cautious holder: answers only in the categories asked, refuses for subjects whose
-disclosure would harm an investigation, deduplicates retried queries by ``request_id``, and logs only
-request ids and counts — never subjects' data. ``over_share`` deliberately adds an unasked category so the
-gateway's defence-in-depth filter can be tested.
+One generic app, parametrised by a partner profile (``connectors.profiles``). Routes:
+
+- ``POST /holder/v1/query``    records in the asked categories, or a refusal with a reason
+- ``POST /holder/v1/discover`` hit/no-hit: record types per subject, no content
+- ``GET /health``              liveness, no authentication
+
+``/holder/*`` requires the gateway's bearer JWT (see ``holder_auth``) unless ``require_auth`` is off (tests of
+the simulator alone). Every error is problem+json (RFC 9457). Logs carry the system, request ids and counts,
+never subjects' data. Run it with ``wgs-partner serve`` or ``python -m connectors.simulator serve``.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from connectors.dedup import RequestIdReused
+from connectors.holder import Holder
 from connectors.holder_auth import JwksSource, TokenRefused, make_verifier
-from connectors.profiles import PROFILES, PartnerProfile
-from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery, HolderRecord
-from connectors.store import PartnerStore
-from connectors.world import build_world
+from connectors.profiles import PROFILES
+from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
+from connectors.store import PartnerStore, store_path
+from connectors.world import World, build_world
 
 log = structlog.get_logger("connectors.simulator")
-_DEDUP_SIZE = 2048
+
+_PROBLEM = {"application/problem+json": {"schema": {"type": "object", "properties": {
+    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+    "detail": {"type": "string"}}}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, forged, expired or wrongly addressed gateway token.", "content": _PROBLEM},
+    409: {"description": "The request id was already used for a different request.", "content": _PROBLEM},
+    422: {"description": "The request does not match the holder protocol.", "content": _PROBLEM},
+}
 
 
-def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"type": "about:blank", "title": "Request refused", "status": status, "detail": detail},
-                        status_code=status, media_type="application/problem+json")
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"type": "about:blank", "title": title, "status": status, "detail": detail},
+                        status_code=status, media_type="application/problem+json", headers=headers)
 
 
 def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: JwksSource | None = None,
-                       require_auth: bool = True, over_share: bool = False,
-                       now: Callable[[], float] = time.time) -> FastAPI:
-    profile: PartnerProfile = PROFILES[system]
-    store = PartnerStore(data_dir / f"partner-{system}.sqlite")
-    store.seed_from(build_world(seed), system)
-    verify: Callable[[str], None] | None = make_verifier(system, jwks, now) if (require_auth and jwks) else None
-    if require_auth and verify is None:
-        raise ValueError("require_auth needs a JWKS source (URL or keys)")
-    answered: OrderedDict[str, dict[str, Any]] = OrderedDict()
-    lock = threading.Lock()
-    app = FastAPI(title=profile.title, version="1.0", description=f"Simulated holder `{system}` (WGS gateway demo).")
+                       require_auth: bool = True, over_share: bool = False, now: Callable[[], float] = time.time,
+                       world: World | None = None) -> FastAPI:
+    """The HTTP service of partner ``system``; its database is ``data_dir/partner-<system>.sqlite``, seeded
+    from ``world`` (default: ``build_world(seed)``) on first start."""
+    profile = PROFILES[system]
+    if require_auth and jwks is None:
+        raise ValueError("require_auth needs the gateway's JWKS (a URL, a file or the keys)")
+    store = PartnerStore(store_path(data_dir, system))
+    store.seed_from(world or build_world(seed), system)
+    holder = Holder(profile, store, over_share=over_share)
+    verify = make_verifier(system, jwks, now) if (require_auth and jwks is not None) else None
+
+    app = FastAPI(title=profile.title, version="1.0",
+                  description=f"Simulated holder `{system}` ({profile.organisation}) speaking the WGS gateway's "
+                              "holder protocol v1. Synthetic data only.")
     app.state.store = store
+    app.state.holder = holder
+    _install_error_handlers(app, system)
 
     @app.middleware("http")
-    async def authenticate(request: Request, call_next: Any) -> Any:
-        if verify is not None and request.url.path.startswith("/holder/"):
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                return _problem(401, "a gateway bearer token is required")
-            try:
-                verify(token)
-            except TokenRefused as exc:
-                log.info("token_refused", system=system, reason=str(exc))
-                return _problem(401, str(exc))
+    async def authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if verify is None or not request.url.path.startswith("/holder/"):
+            return await call_next(request)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            log.info("token_missing", system=system, path=request.url.path)
+            return problem(401, "Unauthorized", "a gateway bearer token is required", {"WWW-Authenticate": "Bearer"})
+        try:
+            await verify(token.strip())
+        except TokenRefused as exc:
+            log.info("token_refused", system=system, path=request.url.path, reason=str(exc))
+            return problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return await call_next(request)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return _problem(exc.status_code, str(exc.detail))
-
-    @app.get("/health")
+    @app.get("/health", tags=["operations"])
     def health() -> dict[str, Any]:
         return {"status": "ok", "system": system, "records": store.count()}
 
-    @app.post("/holder/v1/query", response_model=HolderAnswer)
+    @app.post("/holder/v1/query", response_model=HolderAnswer, responses=_ERRORS, tags=["holder"])
     def query(body: HolderQuery) -> HolderAnswer:
-        with lock:
-            previous = answered.get(body.request_id)
-        if previous is not None:
-            log.info("query_replayed", system=system, request_id=body.request_id)
-            return HolderAnswer.model_validate(previous)
-        received = store.receive(body.request_id, [r.model_dump() for r in body.provided]) if body.provided else 0
-        if profile.refusal_reason and store.is_confidential(body.subjects):
-            answer = HolderAnswer(status="refused", refusal_reason=profile.refusal_reason, received=received)
-        else:
-            asked = list(body.categories)
-            records = store.records(body.subjects, None if over_share else asked)
-            if over_share:
-                extra = next((r for r in records if r.category not in asked), None)
-                records = [r for r in records if r.category in asked] + ([extra] if extra else [])
-            answer = HolderAnswer(status="answered", received=received, records=[
-                HolderRecord(record_id=r.record_id, record_type=r.record_type, subject=r.subject,
-                             category=r.category, fields=r.fields) for r in records])
-        with lock:
-            answered[body.request_id] = answer.model_dump()
-            while len(answered) > _DEDUP_SIZE:
-                answered.popitem(last=False)
+        """Records about the subjects in the asked categories only, or a refusal with a reason. A repeated
+        ``request_id`` gets the first answer again (safe retries)."""
+        answer, replayed = holder.query(body)
         log.info("query_answered", system=system, request_id=body.request_id, status=answer.status,
-                 records=len(answer.records))
+                 subjects=len(body.subjects), records=len(answer.records), replayed=replayed)
         return answer
 
-    @app.post("/holder/v1/discover", response_model=DiscoveryAnswer)
+    @app.post("/holder/v1/discover", response_model=DiscoveryAnswer, responses=_ERRORS, tags=["holder"])
     def discover(body: HolderDiscovery) -> DiscoveryAnswer:
-        records = store.records(body.subjects, body.categories or None)
-        hits: dict[str, list[str]] = {}
-        for record in records:
-            types = hits.setdefault(record.subject, [])
-            if record.record_type not in types:
-                types.append(record.record_type)
-        log.info("discovery_answered", system=system, request_id=body.request_id, hits=len(hits))
-        return DiscoveryAnswer(hits=hits)
+        """Hit/no-hit per subject (the record types held), never content."""
+        answer = holder.discover(body)
+        log.info("discovery_answered", system=system, request_id=body.request_id, subjects=len(body.subjects),
+                 hits=len(answer.hits))
+        return answer
 
     return app
+
+
+def _install_error_handlers(app: FastAPI, system: str) -> None:
+    """Map every failure to problem+json; never a stack trace, never the request's content."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, "Request refused", str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors()[:10])
+        return problem(422, "Invalid request", where)
+
+    @app.exception_handler(RequestIdReused)
+    async def reused(_request: Request, exc: RequestIdReused) -> JSONResponse:
+        log.warning("request_id_reused", system=system, request_id=str(exc))
+        return problem(409, "Request id reused", "this request id was already used for a different request")
+
+    @app.exception_handler(TimeoutError)
+    async def busy(_request: Request, _exc: TimeoutError) -> JSONResponse:
+        return problem(503, "Busy", "the first attempt of this request is still being answered")
+
+    @app.exception_handler(Exception)
+    async def crashed(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("holder_failed", system=system, error_type=type(exc).__name__)
+        return problem(500, "Internal error", "the holder could not answer")
+
+
+if __name__ == "__main__":  # python -m connectors.simulator serve --partner ...
+    import importlib
+
+    importlib.import_module("connectors.cli").app()  # the CLI imports this module: resolve it at run time

@@ -1,7 +1,8 @@
 """A partner's own database: an SQLite file with its slice of the synthetic world.
 
-Each simulated partner has a separate file, created and seeded on first start, so partners share no
-storage with each other or with the gateway.
+Each simulated partner has a separate file (``partner-<system>.sqlite``), created and seeded on first start,
+so partners share no storage with each other or with the gateway. The file remembers the digest of the world
+it was seeded from; a different seed or a changed generator re-seeds it instead of serving stale data.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ CREATE TABLE IF NOT EXISTS received (
 """
 
 
+def store_path(data_dir: Path, system: str) -> Path:
+    """Where ``system``'s database lives under ``data_dir``."""
+    return data_dir / f"partner-{system}.sqlite"
+
+
 class PartnerStore:
+    """All SQL of one simulated partner; thread-safe (the HTTP handlers run in worker threads)."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -34,12 +42,14 @@ class PartnerStore:
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.executescript(_SCHEMA)
 
-    def seed_from(self, world: World, system: str) -> None:
-        """Fill the store with the partner's slice of ``world`` once (idempotent per seed)."""
+    def seed_from(self, world: World, system: str) -> bool:
+        """Fill the store with ``system``'s slice of ``world`` unless it already holds exactly that world.
+        Returns whether it (re-)seeded."""
+        marker = f"{system}:{world.digest()}"
         with self._lock, self._db:
-            seeded = self._db.execute("SELECT value FROM meta WHERE key='seed'").fetchone()
-            if seeded and seeded[0] == str(world.seed):
-                return
+            seeded = self._db.execute("SELECT value FROM meta WHERE key='world'").fetchone()
+            if seeded and seeded[0] == marker:
+                return False
             self._db.execute("DELETE FROM records")
             self._db.execute("DELETE FROM confidential")
             self._db.executemany(
@@ -48,11 +58,15 @@ class PartnerStore:
                  for r in world.records.get(system, [])])
             self._db.executemany("INSERT INTO confidential VALUES (?)",
                                  [(s,) for s in sorted(world.confidential.get(system, set()))])
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('seed', ?)", (str(world.seed),))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('world', ?)", (marker,))
+        return True
 
     def records(self, subjects: list[str], categories: list[str] | None = None) -> list[Record]:
-        marks = ",".join("?" * len(subjects))
-        sql = f"SELECT record_id, subject, record_type, category, fields FROM records WHERE subject IN ({marks})"
+        """Records about ``subjects`` (only in ``categories`` when given), in a stable order."""
+        if not subjects or categories == []:
+            return []
+        sql = ("SELECT record_id, subject, record_type, category, fields FROM records "
+               f"WHERE subject IN ({','.join('?' * len(subjects))})")
         params: list[str] = list(subjects)
         if categories is not None:
             sql += f" AND category IN ({','.join('?' * len(categories))})"
@@ -62,21 +76,26 @@ class PartnerStore:
         return [Record(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
     def is_confidential(self, subjects: list[str]) -> bool:
+        """Whether any of ``subjects`` is one this partner refuses to answer about."""
+        if not subjects:
+            return False
         marks = ",".join("?" * len(subjects))
         with self._lock:
             return self._db.execute(f"SELECT 1 FROM confidential WHERE subject IN ({marks}) LIMIT 1",
                                     subjects).fetchone() is not None
 
     def receive(self, request_id: str, records: list[dict[str, Any]]) -> int:
-        """Keep records a requester handed over (e.g. dissolution grounds for the KvK)."""
+        """Keep records a requester handed over (e.g. dissolution grounds for the KvK); returns how many."""
         with self._lock, self._db:
             self._db.executemany("INSERT INTO received VALUES (?, ?, ?, ?)", [
                 (request_id, r["subject"], r["category"], json.dumps(r["fields"], sort_keys=True)) for r in records])
         return len(records)
 
     def received(self, subject: str) -> list[tuple[str, dict[str, Any]]]:
+        """(category, fields) of what was handed over about ``subject``, in arrival order."""
         with self._lock:
-            rows = self._db.execute("SELECT category, fields FROM received WHERE subject = ?", (subject,)).fetchall()
+            rows = self._db.execute("SELECT category, fields FROM received WHERE subject = ? ORDER BY rowid",
+                                    (subject,)).fetchall()
         return [(row[0], json.loads(row[1])) for row in rows]
 
     def count(self) -> int:
@@ -84,4 +103,5 @@ class PartnerStore:
             return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()

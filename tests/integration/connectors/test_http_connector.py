@@ -1,38 +1,52 @@
-"""The connector client against real simulated partners over HTTP: answers, refusals, auth, failures."""
+"""The HTTP connector against real simulated partners over loopback HTTP: answers, refusals, discovery,
+authentication, and every way a holder can fail (down, slow, flaky, malformed)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
-from connectors.http_connector import HttpConnector
-from connectors.protocol import HolderDiscovery, HolderQuery, HolderRejectedRequest, HolderUnavailable
+from connectors import world as w
+from connectors.http_connector import ConnectorRegistry, HttpConnector
+from connectors.protocol import (
+    ConnectorError,
+    HolderDiscovery,
+    HolderProtocolError,
+    HolderQuery,
+    HolderRecord,
+    HolderRejectedRequest,
+    HolderUnavailable,
+)
+from connectors.store import PartnerStore, store_path
 from connectors.world import World, build_world
-from tests.partner_servers import partner_servers
+from tests.partner_servers import partner_servers, partner_servers_fixture
 from tests.servers import serve_app
 
 GATEWAY_KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "gw-1"})
 JWKS = {"keys": [GATEWAY_KEY.as_dict(private=False)]}
 
 
+def _sign(claims: dict[str, Any], key: OKPKey = GATEWAY_KEY) -> str:
+    return jwt.encode({"alg": "Ed25519", "kid": key.kid}, claims, key, algorithms=["Ed25519"])
+
+
 async def gateway_token(audience: str) -> str:
     now = int(time.time())
-    return jwt.encode({"alg": "Ed25519", "kid": "gw-1"}, {"aud": audience, "iss": "test-gateway", "iat": now,
-                                                          "exp": now + 60}, GATEWAY_KEY, algorithms=["Ed25519"])
+    return _sign({"iss": "test-gateway", "aud": audience, "iat": now, "exp": now + 60})
 
 
-async def forged_token(audience: str) -> str:
-    other = OKPKey.generate_key("Ed25519", parameters={"kid": "gw-1"})
-    now = int(time.time())
-    return jwt.encode({"alg": "Ed25519", "kid": "gw-1"}, {"aud": audience, "exp": now + 60}, other,
-                      algorithms=["Ed25519"])
+partners = partner_servers_fixture([w.POLICE, w.KVK, w.FIOD], scope="module", jwks=JWKS)
 
 
 @pytest.fixture(scope="module")
@@ -40,123 +54,254 @@ def world() -> World:
     return build_world(2025)
 
 
-@pytest.fixture(scope="module")
-def partners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with partner_servers(tmp_path_factory.mktemp("partners"), ["politie-bvh", "kvk-handelsregister"],
-                         jwks=JWKS) as urls:
-        yield urls
-
-
-def _query(subjects: list[str], categories: list[str], request_id: str = "req-1") -> HolderQuery:
+def _query(subjects: list[str], categories: list[str], request_id: str | None = "req-1",
+           provided: list[HolderRecord] | None = None) -> HolderQuery:
     return HolderQuery(request_id=request_id, partnership="riec-amsterdam-amstelland",
                        purpose="bibob-integrity-check", requester_organisation="gemeente-amsterdam",
-                       categories=categories, subjects=subjects)
+                       categories=categories, subjects=subjects, provided=provided or [])
 
 
+def _discovery(subjects: list[str], request_id: str = "d-1") -> HolderDiscovery:
+    return HolderDiscovery(request_id=request_id, partnership="riec-amsterdam-amstelland",
+                           purpose="bibob-integrity-check", subjects=subjects)
+
+
+# -- answers ---------------------------------------------------------------------------------------
 async def test_query_returns_only_the_asked_categories(partners: dict[str, str], world: World) -> None:
-    connector = HttpConnector("politie-bvh", partners["politie-bvh"], gateway_token)
-    director = world.scenarios()["bibob-applicant"][1]
-    answer = await connector.query(_query([director], ["police_incidents"], "q-only"))
-    await connector.aclose()
+    director = world.scenarios()[w.BIBOB_APPLICANT][1]
+    async with HttpConnector(w.POLICE, partners[w.POLICE], gateway_token) as connector:
+        answer = await connector.query(_query([director], ["police_incidents"], "q-only"))
     assert answer.status == "answered"
-    assert answer.records
-    assert {r.category for r in answer.records} == {"police_incidents"}  # CIE notes exist but were not asked
+    assert len(answer.records) == 2
+    assert {r.category for r in answer.records} == {"police_incidents"}  # the CIE note exists but was not asked
     assert all(r.subject == director for r in answer.records)
 
 
-async def test_police_refuses_for_a_confidential_subject(partners: dict[str, str], world: World) -> None:
-    connector = HttpConnector("politie-bvh", partners["politie-bvh"], gateway_token)
-    answer = await connector.query(_query(world.scenarios()["police-confidential"], ["police_incidents"], "q-ref"))
-    await connector.aclose()
+async def test_police_refuses_for_the_s9_subject(partners: dict[str, str], world: World) -> None:
+    async with HttpConnector(w.POLICE, partners[w.POLICE], gateway_token) as connector:
+        answer = await connector.query(_query(world.scenarios()[w.POLICE_CONFIDENTIAL], ["police_incidents"],
+                                              "q-refuse"))
     assert answer.status == "refused"
     assert answer.refusal_reason == "investigation-confidentiality"
     assert answer.records == []
 
 
 async def test_discover_is_hit_no_hit_only(partners: dict[str, str], world: World) -> None:
-    connector = HttpConnector("kvk-handelsregister", partners["kvk-handelsregister"], gateway_token)
-    company = world.scenarios()["bibob-applicant"][0]
-    nobody = world.scenarios()["no-records"][0]
-    answer = await connector.discover(HolderDiscovery(request_id="d-1", partnership="riec-amsterdam-amstelland",
-                                                      purpose="bibob-integrity-check", subjects=[company, nobody]))
-    await connector.aclose()
-    assert company in answer.hits
-    assert "registration" in answer.hits[company]
-    assert nobody not in answer.hits
+    company, nobody = world.scenarios()[w.BIBOB_APPLICANT][0], world.scenarios()[w.NO_RECORDS][0]
+    async with HttpConnector(w.FIOD, partners[w.FIOD], gateway_token) as connector:
+        answer = await connector.discover(_discovery([company, nobody]))
+    assert answer.hits == {company: ["investigation"]}
 
 
-async def test_missing_or_forged_gateway_token_is_refused(partners: dict[str, str], world: World) -> None:
-    forged = HttpConnector("politie-bvh", partners["politie-bvh"], forged_token)
-    with pytest.raises(HolderRejectedRequest) as refused:
-        await forged.query(_query(world.scenarios()["minor"], ["police_incidents"], "q-forged"))
-    await forged.aclose()
-    assert refused.value.status == 401
-    wrong_audience = HttpConnector("politie-bvh", partners["politie-bvh"],
-                                   lambda _aud: gateway_token("kvk-handelsregister"))
-    with pytest.raises(HolderRejectedRequest):
-        await wrong_audience.query(_query(world.scenarios()["minor"], ["police_incidents"], "q-aud"))
-    await wrong_audience.aclose()
-
-
-async def test_retried_query_is_answered_once(partners: dict[str, str], world: World) -> None:
-    connector = HttpConnector("politie-bvh", partners["politie-bvh"], gateway_token)
-    subjects = world.scenarios()["minor"]
-    first = await connector.query(_query(subjects, ["police_incidents"], "q-same"))
-    second = await connector.query(_query(subjects, ["police_incidents"], "q-same"))
-    await connector.aclose()
+async def test_a_retried_query_discloses_and_takes_in_once(partners: dict[str, str], world: World,
+                                                           tmp_path: Path) -> None:
+    company = world.scenarios()[w.MALAFIDE_DISSOLUTION][0]
+    grounds = HolderRecord(record_id="p-1", record_type="provided", subject=company, category="tax_compliance",
+                           fields={"dissolution_grounds": "BW 2:19a"})
+    query = _query([company], ["company_registration"], "q-twice", [grounds])
+    async with HttpConnector(w.KVK, partners[w.KVK], gateway_token) as connector:
+        first = await connector.query(query)
+        second = await connector.query(query)
+        with pytest.raises(HolderRejectedRequest, match="already used") as reused:
+            await connector.query(_query([company], ["directorships"], "q-twice"))
     assert first == second
+    assert first.received == 1
+    assert reused.value.status == 409
 
 
+async def test_the_registry_is_built_from_endpoints(partners: dict[str, str], world: World) -> None:
+    registry = ConnectorRegistry(partners, gateway_token, timeout=2.0, retries=1)
+    try:
+        assert registry.systems() == sorted(partners)
+        assert w.POLICE in registry
+        assert registry.get("rabobank-fec") is None
+        await registry[w.KVK].health()
+        answer = await registry[w.KVK].query(_query(world.scenarios()[w.BIBOB_APPLICANT][:1],
+                                                    ["company_registration"], "q-registry"))
+        assert [r.record_type for r in answer.records] == ["registration"]
+    finally:
+        await registry.aclose()
+
+
+# -- authentication --------------------------------------------------------------------------------
+async def test_a_request_without_a_token_is_401_problem_json(partners: dict[str, str], world: World) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{partners[w.POLICE]}/holder/v1/query",
+                                     json=_query(world.scenarios()[w.MINOR], ["police_incidents"]).model_dump())
+        health = await client.get(f"{partners[w.POLICE]}/health")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.json()["detail"] == "a gateway bearer token is required"
+    assert health.status_code == 200  # liveness needs no token
+
+
+@pytest.mark.parametrize("token", [
+    pytest.param(lambda aud: _sign({"aud": aud, "exp": int(time.time()) + 60},
+                                   OKPKey.generate_key("Ed25519", parameters={"kid": "gw-1"})), id="forged"),
+    pytest.param(lambda aud: _sign({"aud": aud, "exp": int(time.time()) + 60},
+                                   OKPKey.generate_key("Ed25519", parameters={"kid": "other"})), id="unknown-kid"),
+    pytest.param(lambda _aud: _sign({"aud": w.KVK, "exp": int(time.time()) + 60}), id="other-audience"),
+    pytest.param(lambda aud: _sign({"aud": aud, "exp": int(time.time()) - 120}), id="expired"),
+    pytest.param(lambda aud: _sign({"aud": aud}), id="no-expiry"),
+    pytest.param(lambda _aud: "not-a-jwt", id="garbage"),
+])
+async def test_a_bad_token_is_rejected_with_401(partners: dict[str, str], world: World, token: Any) -> None:
+    async def provider(audience: str) -> str:
+        return str(token(audience))
+
+    async with HttpConnector(w.POLICE, partners[w.POLICE], provider) as connector:
+        with pytest.raises(HolderRejectedRequest, match=r"politie-bvh: refused the call with 401") as rejected:
+            await connector.query(_query(world.scenarios()[w.MINOR], ["police_incidents"], "q-bad-token"))
+        assert rejected.value.status == 401
+        assert connector.attempts == 1  # 4xx is never retried
+
+
+async def test_keys_come_from_the_gateways_jwks_url_and_rotation_is_picked_up(tmp_path: Path, world: World) -> None:
+    published = {"keys": [GATEWAY_KEY.as_dict(private=False)]}
+    jwks_app = FastAPI()
+
+    @jwks_app.get("/.well-known/jwks.json")
+    def jwks() -> dict[str, Any]:
+        return published
+
+    rotated = OKPKey.generate_key("Ed25519", parameters={"kid": "gw-2"})
+
+    async def new_key_token(audience: str) -> str:
+        return _sign({"aud": audience, "exp": int(time.time()) + 60}, rotated)
+
+    with serve_app(jwks_app) as gateway, \
+            partner_servers(tmp_path, [w.FIOD], jwks_url=f"{gateway}/.well-known/jwks.json") as urls:
+        async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token) as connector:
+            assert (await connector.discover(_discovery(world.scenarios()[w.BIBOB_APPLICANT][:1]))).hits
+        published["keys"].append(rotated.as_dict(private=False))
+        async with HttpConnector(w.FIOD, urls[w.FIOD], new_key_token) as connector:
+            assert (await connector.discover(_discovery(world.scenarios()[w.BIBOB_APPLICANT][:1]))).hits
+
+
+# -- failures --------------------------------------------------------------------------------------
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-async def test_partner_down_is_a_clear_holder_unavailable() -> None:
-    connector = HttpConnector("fiod-ois", f"http://127.0.0.1:{_closed_port()}", gateway_token, retries=1,
-                              backoff=0.01)
-    with pytest.raises(HolderUnavailable, match=r"fiod-ois: unreachable .*request q-down"):
-        await connector.query(_query(["subj-x1234567"], ["ongoing_investigation"], "q-down"))
-    await connector.aclose()
-    assert connector.attempts == 2
+async def test_a_partner_that_is_down_is_a_clear_holder_unavailable() -> None:
+    async with HttpConnector(w.FIOD, f"http://127.0.0.1:{_closed_port()}", gateway_token, retries=2,
+                             backoff=0.01) as connector:
+        with pytest.raises(HolderUnavailable) as down:
+            await connector.discover(_discovery(["subj-x1234567"], "d-down"))
+        assert str(down.value) == "fiod-ois: holder unavailable: cannot connect (3 attempts, request d-down)"
+        assert down.value.system == w.FIOD
+        assert isinstance(down.value.__cause__, httpx.ConnectError)
+        assert connector.attempts == 3
+        with pytest.raises(HolderUnavailable, match="fiod-ois: holder unavailable"):
+            await connector.health()
 
 
-async def test_slow_partner_times_out_and_flaky_partner_is_retried(tmp_path: Path) -> None:
-    import asyncio
+class _ScriptedHolder:
+    """A holder that misbehaves on cue: per path, a list of behaviours consumed one call at a time."""
 
-    app = FastAPI()
-    calls = {"discover": 0}
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.script: dict[str, list[str]] = {}
+        self.app = FastAPI()
+        self.app.add_api_route("/holder/v1/{operation}", self._handle, methods=["POST"])
+        self.app.add_api_route("/health", self._handle, methods=["GET"])
 
-    @app.post("/holder/v1/query")
-    async def slow() -> dict[str, object]:
-        await asyncio.sleep(2)
-        return {"status": "answered", "records": []}
-
-    @app.post("/holder/v1/discover")
-    async def flaky() -> object:
-        from fastapi.responses import JSONResponse
-
-        calls["discover"] += 1
-        if calls["discover"] < 3:
+    async def _handle(self, request: Request) -> Response:
+        path = request.url.path
+        self.calls[path] = self.calls.get(path, 0) + 1
+        queue = self.script.get(path, [])
+        behaviour = queue.pop(0) if queue else "ok"
+        if behaviour == "503":
             return JSONResponse({"detail": "busy"}, status_code=503)
-        return {"hits": {}}
+        if behaviour == "slow":
+            await asyncio.sleep(1.0)
+        if behaviour == "malformed":
+            return JSONResponse({"status": "answered", "records": [{"subject": "subj-x"}]})
+        if path.endswith("discover"):
+            return JSONResponse({"hits": {}})
+        return JSONResponse({"status": "answered", "records": []} if path.endswith("query") else {"status": "ok"})
 
-    with serve_app(app) as url:
-        connector = HttpConnector("belastingdienst-ivs", url, gateway_token, timeout=0.3, retries=2, backoff=0.01)
-        with pytest.raises(HolderUnavailable, match="timed out"):
-            await connector.query(_query(["subj-x1234567"], ["income"], "q-slow"))
-        answer = await connector.discover(HolderDiscovery(request_id="d-flaky", partnership="p", purpose="p",
-                                                          subjects=["subj-x1234567"]))
-        await connector.aclose()
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[tuple[_ScriptedHolder, str]]:
+    holder = _ScriptedHolder()
+    with serve_app(holder.app) as url:
+        yield holder, url
+
+
+@pytest.fixture
+def holder(scripted: tuple[_ScriptedHolder, str]) -> tuple[_ScriptedHolder, str]:
+    scripted[0].calls.clear()
+    scripted[0].script.clear()
+    return scripted
+
+
+async def test_discover_is_retried_until_the_flaky_holder_answers(holder: tuple[_ScriptedHolder, str]) -> None:
+    server, url = holder
+    server.script["/holder/v1/discover"] = ["503", "503"]
+    async with HttpConnector(w.TAX, url, gateway_token, retries=2, backoff=0.01) as connector:
+        answer = await connector.discover(_discovery(["subj-x1234567"], "d-flaky"))
     assert answer.hits == {}
-    assert calls["discover"] == 3
+    assert server.calls["/holder/v1/discover"] == 3
 
 
-async def test_over_sharing_partner_adds_an_unasked_category(tmp_path: Path, world: World) -> None:
-    with partner_servers(tmp_path, ["politie-bvh"], jwks=JWKS, over_share={"politie-bvh"}) as urls:
-        connector = HttpConnector("politie-bvh", urls["politie-bvh"], gateway_token)
-        director = world.scenarios()["bibob-applicant"][1]
-        answer = await connector.query(_query([director], ["police_incidents"], "q-over"))
-        await connector.aclose()
-    assert "criminal_intelligence" in {r.category for r in answer.records}
+async def test_a_query_without_request_id_is_not_retried(holder: tuple[_ScriptedHolder, str]) -> None:
+    server, url = holder
+    server.script["/holder/v1/query"] = ["503"]
+    async with HttpConnector(w.TAX, url, gateway_token, retries=2, backoff=0.01) as connector:
+        with pytest.raises(HolderUnavailable, match=r"answered 503 \(1 attempt, no request id\)"):
+            await connector.query(_query(["subj-x1234567"], ["income"], request_id=None))
+    assert server.calls["/holder/v1/query"] == 1
+
+
+async def test_a_query_with_request_id_is_retried(holder: tuple[_ScriptedHolder, str]) -> None:
+    server, url = holder
+    server.script["/holder/v1/query"] = ["503", "503"]
+    async with HttpConnector(w.TAX, url, gateway_token, retries=2, backoff=0.01) as connector:
+        answer = await connector.query(_query(["subj-x1234567"], ["income"], "q-retry"))
+    assert answer.status == "answered"
+    assert server.calls["/holder/v1/query"] == 3
+
+
+async def test_health_is_retried(holder: tuple[_ScriptedHolder, str]) -> None:
+    server, url = holder
+    server.script["/health"] = ["503"]
+    async with HttpConnector(w.TAX, url, gateway_token, retries=1, backoff=0.01) as connector:
+        await connector.health()
+    assert server.calls["/health"] == 2
+
+
+async def test_a_slow_holder_times_out_as_unavailable(holder: tuple[_ScriptedHolder, str]) -> None:
+    server, url = holder
+    server.script["/holder/v1/query"] = ["slow", "slow"]
+    async with HttpConnector(w.TAX, url, gateway_token, timeout=0.2, retries=1, backoff=0.01) as connector:
+        started = time.monotonic()
+        with pytest.raises(HolderUnavailable, match=r"belastingdienst-ivs: holder unavailable: timed out "
+                                                    r"\(2 attempts, request q-slow\)"):
+            await connector.query(_query(["subj-x1234567"], ["income"], "q-slow"))
+        assert time.monotonic() - started < 0.9
+
+
+async def test_a_malformed_answer_is_a_protocol_error(holder: tuple[_ScriptedHolder, str]) -> None:
+    server, url = holder
+    server.script["/holder/v1/query"] = ["malformed"]
+    async with HttpConnector(w.TAX, url, gateway_token, backoff=0.01) as connector:
+        with pytest.raises(HolderProtocolError, match="malformed answer") as malformed:
+            await connector.query(_query(["subj-x1234567"], ["income"], "q-bad"))
+    assert isinstance(malformed.value, ConnectorError)
+    assert server.calls["/holder/v1/query"] == 1
+
+
+# -- the over-share switch -------------------------------------------------------------------------
+async def test_the_over_share_switch_adds_an_unasked_category(tmp_path: Path, world: World) -> None:
+    director = world.scenarios()[w.BIBOB_APPLICANT][1]
+    with partner_servers(tmp_path, [w.POLICE], jwks=JWKS, over_share={w.POLICE}) as urls:
+        async with HttpConnector(w.POLICE, urls[w.POLICE], gateway_token) as connector:
+            answer = await connector.query(_query([director], ["police_incidents"], "q-over"))
+    assert {r.category for r in answer.records} == {"police_incidents", "criminal_intelligence"}
+    store = PartnerStore(store_path(tmp_path, w.POLICE))
+    assert store.count() == len(world.records[w.POLICE])  # the partner's own database, in its own file
+    store.close()

@@ -1,0 +1,40 @@
+"""How a call from the gateway to a holder system fails.
+
+Our exception tree (httpx's exceptions never leave ``connectors``; they are converted at the HTTP edge with
+``raise ... from`` so the cause stays in the traceback)::
+
+    ConnectorError              any failure to get a valid answer from a holder
+    ├── HolderUnavailable       down, refused the connection, timed out, or 5xx after the retries allowed
+    ├── HolderRejectedRequest   the holder answered 4xx: our token, our request or our request id was refused
+    └── HolderProtocolError     the holder answered, but not in this protocol (malformed or inconsistent)
+
+Every message starts with the partner system id and names the request id — never a subject, whose
+reference may be personal data in the requester's hands. Callers map all three to the exchange outcome
+``holder-unavailable`` (fail closed: no answer is never read as "no data").
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base class: the holder ``system`` gave no valid answer."""
+
+    def __init__(self, system: str, message: str) -> None:
+        super().__init__(f"{system}: {message}")
+        self.system = system
+
+
+class HolderUnavailable(ConnectorError):
+    """The holder could not be reached in time, or kept failing with 5xx, after the retries allowed."""
+
+
+class HolderRejectedRequest(ConnectorError):
+    """The holder refused the call itself with a 4xx status (not a refusal to disclose, which is an answer)."""
+
+    def __init__(self, system: str, message: str, status: int) -> None:
+        super().__init__(system, message)
+        self.status = status
+
+
+class HolderProtocolError(ConnectorError):
+    """The holder's answer does not match the holder protocol."""

@@ -1,0 +1,64 @@
+"""How a simulated partner answers as a holder: the rules, without HTTP.
+
+A cautious holder: it answers only in the categories asked, refuses (with its profile's reason) when any
+asked subject is one whose disclosure would harm an investigation, answers a retried request id once, and
+answers discovery with record types only. ``over_share`` makes it deliberately misbehave — it adds the
+records of one unasked category — so the gateway's defence-in-depth filter can be tested against a real
+holder.
+"""
+
+from __future__ import annotations
+
+from connectors.dedup import ReplayCache, fingerprint
+from connectors.profiles import PartnerProfile
+from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery, HolderRecord
+from connectors.store import PartnerStore
+from connectors.world import Record
+
+
+def _wire(record: Record) -> HolderRecord:
+    return HolderRecord(record_id=record.record_id, record_type=record.record_type, subject=record.subject,
+                        category=record.category, fields=record.fields)
+
+
+class Holder:
+    """One partner system's answering logic over its own store."""
+
+    def __init__(self, profile: PartnerProfile, store: PartnerStore, *, over_share: bool = False) -> None:
+        self.profile = profile
+        self.store = store
+        self.over_share = over_share
+        self._replays: ReplayCache[HolderAnswer] = ReplayCache()
+
+    def query(self, query: HolderQuery) -> tuple[HolderAnswer, bool]:
+        """The answer and whether it is a replay of an earlier answer to the same request id.
+
+        Raises ``dedup.RequestIdReused`` when the request id was used for a different query."""
+        if query.request_id is None:
+            return self._answer(query), False
+        return self._replays.answer_once(query.request_id, fingerprint(query.model_dump(mode="json")),
+                                         lambda: self._answer(query))
+
+    def _answer(self, query: HolderQuery) -> HolderAnswer:
+        received = 0
+        if query.provided:
+            received = self.store.receive(query.request_id or "-", [r.model_dump() for r in query.provided])
+        if self.profile.refusal_reason and self.store.is_confidential(query.subjects):
+            return HolderAnswer(status="refused", refusal_reason=self.profile.refusal_reason, received=received)
+        records = self.store.records(query.subjects, list(query.categories))
+        if self.over_share:
+            records += self._unasked(query)
+        return HolderAnswer(status="answered", received=received, records=[_wire(r) for r in records])
+
+    def _unasked(self, query: HolderQuery) -> list[Record]:
+        others = [r for r in self.store.records(query.subjects) if r.category not in query.categories]
+        return [r for r in others if r.category == others[0].category] if others else []
+
+    def discover(self, discovery: HolderDiscovery) -> DiscoveryAnswer:
+        """Per subject with records (in the given categories), the record types held; nothing else."""
+        hits: dict[str, list[str]] = {}
+        for record in self.store.records(discovery.subjects, discovery.categories or None):
+            types = hits.setdefault(record.subject, [])
+            if record.record_type not in types:
+                types.append(record.record_type)
+        return DiscoveryAnswer(hits=hits)
