@@ -1,5 +1,12 @@
 # Shared facts about a request: the partnership, purpose and participants it names, and the office-hours
 # rule (REGISTER.md rules 1, 2, 5 and 7). Used by wgs.exchange and wgs.discovery.
+#
+# Performance shape (regorus evaluates every rule reference, function call and `data.` lookup anew, a few
+# µs each): what does not depend on the target holder is a rule over `input.request`, evaluated once per
+# evaluation (so once for a whole batch of holders); what depends on the holder comes from
+# `holder_facts(org)`, the register-only facts of wgs.index. Callers import single rules
+# (`import data.wgs.common.purpose`): `common.x` through a package import makes regorus evaluate the
+# whole package.
 package wgs.common
 
 import rego.v1
@@ -14,69 +21,84 @@ requester := p if {
 	input.request.requester.system in p.systems
 }
 
+# The requester's role, null when the requester is no participant.
+requester_role := r if {
+	r := requester.role
+} else := null
+
+# The target holder of a one-target input (the batched rules pass each holder explicitly).
 holder := p if {
 	some p in partnership.participants
 	p.organisation == input.request.holder.organisation
 }
 
-never_disclosed contains name if {
-	some name, category in data.register.categories
-	category.never_shared
-}
-
-never_disclosed contains name if {
-	some name in partnership.never_disclosed
-}
+never_disclosed := data.wgs.index.never_disclosed(input.request.partnership)
 
 requested := {c | some c in input.request.categories}
 
+# Rules 1, 3 and 4 for holder organisation `org`: see wgs.index.holder_facts (precomputed per register
+# version as data.register_index when the engine provides it, computed here otherwise).
+holder_facts(org) := f if {
+	f := _holders_index[org]
+} else := data.wgs.index.holder_facts(input.request.partnership, input.request.purpose, requester_role, org)
+
+_holders_index := data.register_index.holders[input.request.partnership][input.request.purpose][requester_role]
+
 # Rule 1: requester and holder are active participants of the active partnership; the purpose belongs to it.
-deny contains {"code": "unknown-partnership", "message": sprintf("partnership `%s` is not in the register", [input.request.partnership])} if {
+# `request_deny` holds the reasons that do not depend on the holder (the holder's are in holder_facts).
+# The usual case, a request that breaks none of them, is recognised in one rule body; the full set is
+# computed only when one of these conditions fails (and is then exactly the reasons below).
+request_deny := set() if {
+	partnership.status == "active"
+	purpose.legal_basis == input.request.legal_basis
+	requester.status == "active"
+	requester.role in purpose.requesters
+	_has_signal
+	_nonempty(input.request.case_reference)
+	_minors_ok
+} else := _request_deny
+
+_minors_ok if input.request.subjects_minor == false
+
+_minors_ok if purpose.minors_allowed
+
+_request_deny contains {"code": "unknown-partnership", "message": sprintf("partnership `%s` is not in the register", [input.request.partnership])} if {
 	not data.register.partnerships[input.request.partnership]
 }
 
-deny contains {"code": "partnership-retired", "message": sprintf("partnership `%s` is %s: it denies everything", [input.request.partnership, partnership.status])} if {
+_request_deny contains {"code": "partnership-retired", "message": sprintf("partnership `%s` is %s: it denies everything", [input.request.partnership, partnership.status])} if {
 	partnership.status != "active"
 }
 
-deny contains {"code": "purpose-not-in-partnership", "message": sprintf("purpose `%s` does not belong to `%s`", [input.request.purpose, input.request.partnership])} if {
+_request_deny contains {"code": "purpose-not-in-partnership", "message": sprintf("purpose `%s` does not belong to `%s`", [input.request.purpose, input.request.partnership])} if {
 	partnership
 	not partnership.purposes[input.request.purpose]
 }
 
-deny contains {"code": "requester-not-participant", "message": sprintf("`%s` (system `%s`) is not a participant of `%s`", [input.request.requester.organisation, input.request.requester.system, input.request.partnership])} if {
+_request_deny contains {"code": "requester-not-participant", "message": sprintf("`%s` (system `%s`) is not a participant of `%s`", [input.request.requester.organisation, input.request.requester.system, input.request.partnership])} if {
 	partnership
 	not requester
 }
 
-deny contains {"code": "requester-retired", "message": "the requester's participation is retired"} if {
+_request_deny contains {"code": "requester-retired", "message": "the requester's participation is retired"} if {
 	requester.status != "active"
 }
 
-deny contains {"code": "holder-not-participant", "message": sprintf("`%s` is not a participant of `%s`", [input.request.holder.organisation, input.request.partnership])} if {
-	partnership
-	not holder
-}
-
-deny contains {"code": "holder-retired", "message": "the holder's participation is retired"} if {
-	holder.status != "active"
-}
-
-deny contains {"code": "requester-role-not-allowed", "message": sprintf("role `%s` may not request for `%s`", [requester.role, input.request.purpose])} if {
+_request_deny contains {"code": "requester-role-not-allowed", "message": sprintf("role `%s` may not request for `%s`", [requester.role, input.request.purpose])} if {
 	purpose
 	not requester.role in purpose.requesters
 }
 
 # Rule 2: legal basis, signal and case reference.
-deny contains {"code": "legal-basis-mismatch", "message": sprintf("legal basis must be `%s` for `%s`", [purpose.legal_basis, input.request.purpose])} if {
+_request_deny contains {"code": "legal-basis-mismatch", "message": sprintf("legal basis must be `%s` for `%s`", [purpose.legal_basis, input.request.purpose])} if {
 	input.request.legal_basis != purpose.legal_basis
 }
 
-deny contains {"code": "signal-missing", "message": "a signal (type and reference) is required"} if {
+_request_deny contains {"code": "signal-missing", "message": "a signal (type and reference) is required"} if {
 	not _has_signal
 }
 
-deny contains {"code": "case-reference-missing", "message": "a case reference is required"} if {
+_request_deny contains {"code": "case-reference-missing", "message": "a case reference is required"} if {
 	not _nonempty(input.request.case_reference)
 }
 
@@ -91,29 +113,32 @@ _nonempty(value) if {
 }
 
 # Rule 5: minors only where the purpose allows them.
-deny contains {"code": "minors-not-allowed", "message": sprintf("purpose `%s` does not allow data about minors", [input.request.purpose])} if {
+_request_deny contains {"code": "minors-not-allowed", "message": sprintf("purpose `%s` does not allow data about minors", [input.request.purpose])} if {
 	input.request.subjects_minor == true
 	not purpose.minors_allowed
 }
 
 # Rule 7: office hours, Mon-Fri 07:00-19:00 in the register's time zone (DST handled by the time zone).
-_requested_ns := time.parse_rfc3339_ns(input.request.requested_at)
+requested_ns := time.parse_rfc3339_ns(input.request.requested_at)
 
-_weekday_numbers := {"Monday": 1, "Tuesday": 2, "Wednesday": 3, "Thursday": 4, "Friday": 5, "Saturday": 6, "Sunday": 7}
-
-# "HH:MM" -> minutes since midnight (digit by digit: leading zeros are not JSON numbers).
-_digit(text, position) := indexof("0123456789", substring(text, position, 1))
-
-_minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(hhmm, 3) * 10)) + _digit(hhmm, 4)
+_office_hours := h if {
+	h := data.register_index.office_hours
+} else := data.wgs.index.office_hours(data.register.office_hours)
 
 in_office_hours if {
-	hours := data.register.office_hours
-	_weekday_numbers[time.weekday([_requested_ns, hours.timezone])] in hours.weekdays
-	clock := time.clock([_requested_ns, hours.timezone])
+	hours := _office_hours
+	ns := requested_ns
+	time.weekday([ns, hours.timezone]) in hours.weekdays
+	clock := time.clock([ns, hours.timezone])
 	minute := (clock[0] * 60) + clock[1]
-	minute >= _minutes(hours.start)
-	minute < _minutes(hours.end)
+	minute >= hours.start
+	minute < hours.end
 }
 
 # Rule 9: retain-until date from the purpose's retention.
-retain_until := sprintf("%04d-%02d-%02d", time.date(time.add_date(_requested_ns, 0, purpose.retention.months, 0)))
+retain_until := sprintf("%04d-%02d-%02d", time.date(time.add_date(requested_ns, 0, purpose.retention.months, 0)))
+
+# Categories answered as hit/no-hit only (rule 3).
+hit_only_categories := c if {
+	c := data.register_index.hit_only_categories
+} else := data.wgs.index.hit_only_categories
