@@ -30,20 +30,22 @@ class Holder:
         self.over_share = over_share
         self._replays: ReplayCache[HolderAnswer] = ReplayCache()
 
-    def query(self, query: HolderQuery) -> tuple[HolderAnswer, bool]:
+    def query(self, query: HolderQuery, *, bound: bool = False) -> tuple[HolderAnswer, bool]:
         """The answer and whether it is a replay of an earlier answer to the same request id.
 
+        ``bound``: the query carries a binding escalation decision (already verified by the caller) — the
+        holder's own objection was overruled at a higher tier, so it answers instead of refusing.
         Raises ``dedup.RequestIdReused`` when the request id was used for a different query."""
         if query.request_id is None:
-            return self._answer(query), False
+            return self._answer(query, bound), False
         return self._replays.answer_once(query.request_id, fingerprint(query.model_dump(mode="json")),
-                                         lambda: self._answer(query))
+                                         lambda: self._answer(query, bound))
 
-    def _answer(self, query: HolderQuery) -> HolderAnswer:
+    def _answer(self, query: HolderQuery, bound: bool) -> HolderAnswer:
         received = 0
         if query.provided:
             received = self.store.receive(query.request_id or "-", [r.model_dump() for r in query.provided])
-        if self.profile.refusal_reason and self.store.is_confidential(query.subjects):
+        if self.profile.refusal_reason and not bound and self.store.is_confidential(query.subjects):
             return HolderAnswer(status="refused", refusal_reason=self.profile.refusal_reason, received=received)
         records = self.store.records(query.subjects, list(query.categories))
         if self.over_share:

@@ -97,13 +97,19 @@ class JwksSource:
             raise TokenRefused("the gateway's key set is malformed") from exc
 
 
-def _kid(token: str) -> str | None:
+DECISION_TYPE = "wgs-decision+jwt"
+"""``typ`` of the gateway's signed escalation decisions; an access token must not pass for one, nor back."""
+
+
+def _kid(token: str, typ: str = "JWT") -> str | None:
     try:
         header = extract_compact(token.encode()).headers()
     except (JoseError, ValueError) as exc:
-        raise TokenRefused("the bearer token is not a compact JWS") from exc
+        raise TokenRefused("the token is not a compact JWS") from exc
     if header.get("alg") not in ALGORITHMS:
-        raise TokenRefused("the bearer token uses a disallowed algorithm")
+        raise TokenRefused("the token uses a disallowed algorithm")
+    if header.get("typ", "JWT") != typ:
+        raise TokenRefused("the token is of the wrong type")
     kid = header.get("kid")
     return kid if isinstance(kid, str) else None
 
@@ -128,5 +134,28 @@ def make_verifier(system: str, source: JwksSource,
                               exp={"essential": True}).validate(decoded.claims)
         except (JoseError, ValueError) as exc:
             raise TokenRefused("the gateway token was not accepted") from exc
+
+    return verify
+
+
+def make_decision_verifier(system: str, source: JwksSource,
+                           now: Callable[[], float] = time.time) -> Callable[[str], Awaitable[dict[str, Any]]]:
+    """An async check of a binding escalation decision signed by the gateway for ``system``: returns its
+    claims (decision id, request id, categories) or raises ``TokenRefused``."""
+
+    async def verify(token: str) -> dict[str, Any]:
+        kid = _kid(token, DECISION_TYPE)
+        keys = await source.akeys()
+        if not _knows(keys, kid):
+            keys = await source.akeys(refresh=True)
+        try:
+            decoded = jwt.decode(token, keys, algorithms=ALGORITHMS)
+            JWTClaimsRegistry(now=lambda: int(now()), leeway=LEEWAY_SECONDS,
+                              aud={"essential": True, "value": system}, exp={"essential": True},
+                              decision_id={"essential": True}, request_id={"essential": True},
+                              categories={"essential": True}).validate(decoded.claims)
+        except (JoseError, ValueError) as exc:
+            raise TokenRefused("the escalation decision was not accepted") from exc
+        return dict(decoded.claims)
 
     return verify

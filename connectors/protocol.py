@@ -52,6 +52,11 @@ class HolderQuery(_Model):
     subjects: list[str] = Field(min_length=1, max_length=100, description=_SUBJECTS)
     provided: list[HolderRecord] = Field(default_factory=list,
                                          description="Records the requester lawfully hands to this holder.")
+    escalation_decision: str | None = Field(
+        default=None, max_length=4096,
+        description="A binding escalation decision for exactly this request id, signed by the gateway "
+                    "(compact JWS, typ `wgs-decision+jwt`): the holder must answer in the decided categories "
+                    "instead of refusing again.")
 
 
 class HolderAnswer(_Model):

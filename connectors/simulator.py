@@ -20,13 +20,14 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from connectors.dedup import RequestIdReused
 from connectors.holder import Holder
-from connectors.holder_auth import JwksSource, TokenRefused, make_verifier
+from connectors.holder_auth import JwksSource, TokenRefused, make_decision_verifier, make_verifier
 from connectors.profiles import PROFILES
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
 from connectors.store import PartnerStore, store_path
@@ -61,6 +62,7 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
     store.seed_from(world or build_world(seed), system)
     holder = Holder(profile, store, over_share=over_share)
     verify = make_verifier(system, jwks, now) if (require_auth and jwks is not None) else None
+    verify_decision = make_decision_verifier(system, jwks, now) if jwks is not None else None
 
     app = FastAPI(title=profile.title, version="1.0",
                   description=f"Simulated holder `{system}` ({profile.organisation}) speaking the WGS gateway's "
@@ -89,12 +91,26 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
         return {"status": "ok", "system": system, "records": store.count()}
 
     @app.post("/holder/v1/query", response_model=HolderAnswer, responses=_ERRORS, tags=["holder"])
-    def query(body: HolderQuery) -> HolderAnswer:
+    async def query(body: HolderQuery) -> HolderAnswer | JSONResponse:
         """Records about the subjects in the asked categories only, or a refusal with a reason. A repeated
-        ``request_id`` gets the first answer again (safe retries)."""
-        answer, replayed = holder.query(body)
+        ``request_id`` gets the first answer again (safe retries). A binding escalation decision is honoured
+        only when the gateway signed it for this system, this request id and (at least) these categories."""
+        bound = False
+        if body.escalation_decision is not None:
+            if verify_decision is None:
+                return problem(422, "Unprocessable Entity", "this holder cannot check escalation decisions")
+            try:
+                claims = await verify_decision(body.escalation_decision)
+            except TokenRefused as exc:
+                log.info("decision_refused", system=system, request_id=body.request_id, reason=str(exc))
+                return problem(422, "Unprocessable Entity", str(exc))
+            if claims["request_id"] != body.request_id or not set(body.categories) <= set(claims["categories"]):
+                log.info("decision_mismatch", system=system, request_id=body.request_id)
+                return problem(422, "Unprocessable Entity", "the escalation decision is for another request")
+            bound = True
+        answer, replayed = await run_in_threadpool(holder.query, body, bound=bound)
         log.info("query_answered", system=system, request_id=body.request_id, status=answer.status,
-                 subjects=len(body.subjects), records=len(answer.records), replayed=replayed)
+                 subjects=len(body.subjects), records=len(answer.records), replayed=replayed, bound=bound)
         return answer
 
     @app.post("/holder/v1/discover", response_model=DiscoveryAnswer, responses=_ERRORS, tags=["holder"])

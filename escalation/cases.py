@@ -12,8 +12,9 @@ Every operation returns what happened so the caller records it in the audit log.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import uuid6
@@ -45,6 +46,14 @@ class MotivationRequired(EscalationError):
     pass
 
 
+Deadlines = dict[int, int] | Callable[[str], dict[int, int]]
+"""Working days per tier: one table, or a function of the partnership (each partnership sets its own)."""
+
+
+def _deadlines(deadlines: Deadlines, partnership: str) -> dict[int, int]:
+    return deadlines(partnership) if callable(deadlines) else deadlines
+
+
 @dataclass(frozen=True)
 class Actor:
     organisation: str
@@ -67,39 +76,73 @@ class Case:
     policy_reasons: list[str] = field(default_factory=list)
     exchange_id: str | None = None
     request_fingerprint: str | None = None
+    register_version: str = ""
+    opened_at: datetime | None = None
+    updated_at: datetime | None = None
+    opened_by_org: str | None = None
+    requested_categories: list[str] = field(default_factory=list)
+    votes: list[dict[str, Any]] = field(default_factory=list)
+    decision_id: str | None = None
+    decided_at: datetime | None = None
+    legal_gap: bool = False
+
+    @property
+    def active(self) -> bool:
+        """Still waiting for someone: not decided, closed or withdrawn."""
+        return self.state in {State.OPEN, State.IN_REVIEW, State.ESCALATED}
 
 
-def _row_to_case(row: Any) -> Case:
+def case_from_row(row: Any) -> Case:
     return Case(row.id, row.partnership, row.purpose, row.requester_org, row.holder_org, row.trigger,
                 State(row.state), row.tier, row.version, row.deadline, row.decision, list(row.policy_reasons),
-                row.exchange_id, row.request_fingerprint)
+                row.exchange_id, row.request_fingerprint, row.register_version, row.opened_at, row.updated_at,
+                row.opened_by_org, list(row.requested_categories or []), list(row.votes or []), row.decision_id,
+                row.decided_at, bool(row.legal_gap))
 
 
 def get_case(session: Session, case_id: str) -> Case:
     row = session.execute(select(escalation_cases).where(escalation_cases.c.id == case_id)).first()
     if row is None:
         raise CaseNotFound(f"no escalation case `{case_id}`")
-    return _row_to_case(row)
+    return case_from_row(row)
+
+
+def new_case_id() -> str:
+    """Case ids are UUIDv7: time-ordered, so listing by id lists by opening time."""
+    return str(uuid6.uuid7())
+
+
+def find_by_decision(session: Session, decision_id: str) -> Case | None:
+    row = session.execute(select(escalation_cases).where(escalation_cases.c.decision_id == decision_id)).first()
+    return case_from_row(row) if row is not None else None
 
 
 def open_case(session: Session, *, partnership: str, purpose: str, requester_org: str, holder_org: str,
-              trigger: str, register_version: str, policy_reasons: list[str], deadlines: dict[int, int],
-              now: datetime, exchange_id: str | None = None, request_fingerprint: str | None = None) -> Case:
-    """A new case at tier 1; ``deadlines`` maps tier -> working days (from the register)."""
+              trigger: str, register_version: str, policy_reasons: list[str], deadlines: Deadlines,
+              now: datetime, exchange_id: str | None = None, request_fingerprint: str | None = None,
+              opened_by: Actor | None = None, motivation: str | None = None,
+              requested_categories: list[str] | None = None, case_id: str | None = None) -> Case:
+    """A new case at tier 1; ``deadlines`` gives tier -> working days (from the register).
+
+    ``opened_by`` is None when the gateway opens the case itself (policy escalated, holder refused)."""
     state = new_case()
-    case_id = str(uuid6.uuid7())
+    case_id = case_id or new_case_id()
     session.execute(escalation_cases.insert().values(
         id=case_id, exchange_id=exchange_id, request_fingerprint=request_fingerprint, partnership=partnership,
         purpose=purpose, requester_org=requester_org, holder_org=holder_org, trigger=trigger,
         state=state.state.value, tier=state.tier, version=state.version,
-        deadline=add_working_days(now.date(), deadlines[state.tier]), opened_at=now, updated_at=now,
-        register_version=register_version, policy_reasons=policy_reasons, decision=None, legal_gap=False))
-    _event(session, case_id, now, "opened", None, None, state)
+        deadline=add_working_days(now.date(), _deadlines(deadlines, partnership)[state.tier]), opened_at=now,
+        updated_at=now, register_version=register_version, policy_reasons=policy_reasons, decision=None,
+        legal_gap=False, opened_by_org=opened_by.organisation if opened_by else None,
+        opened_by=opened_by.user if opened_by else None, requested_categories=sorted(requested_categories or []),
+        votes=[]))
+    _event(session, case_id, now, "opened", opened_by.organisation if opened_by else None,
+           opened_by.user if opened_by else None, state, motivation)
     return get_case(session, case_id)
 
 
 def act(session: Session, case_id: str, expected_version: int, action: Action, actor: Actor | None, *,
-        now: datetime, deadlines: dict[int, int], motivation: str | None = None,
+        now: datetime, deadlines: Deadlines, motivation: str | None = None,
         decision: dict[str, Any] | None = None) -> Case:
     """Apply ``action`` if the case is still at ``expected_version``; raise otherwise (nothing changes)."""
     case = get_case(session, case_id)
@@ -109,9 +152,13 @@ def act(session: Session, case_id: str, expected_version: int, action: Action, a
     values: dict[str, Any] = {"state": after.state.value, "tier": after.tier, "version": after.version,
                               "updated_at": now}
     if after.tier != case.tier:  # a new tier gets its own deadline
-        values["deadline"] = add_working_days(now.date(), deadlines[after.tier])
+        values["deadline"] = add_working_days(now.date(), _deadlines(deadlines, case.partnership)[after.tier])
+        values["votes"] = []  # votes of a lower tier do not count at the next
     if decision is not None:
         values["decision"] = decision
+        values["decision_id"] = decision["id"]
+        values["decided_at"] = now
+        values["votes"] = []
     result = session.execute(update(escalation_cases).where(
         escalation_cases.c.id == case_id, escalation_cases.c.version == expected_version).values(**values))
     if getattr(result, "rowcount", 0) != 1:  # someone else changed it between our read and write
@@ -121,26 +168,97 @@ def act(session: Session, case_id: str, expected_version: int, action: Action, a
     return get_case(session, case_id)
 
 
-def decide(session: Session, case_id: str, expected_version: int, deciders: list[Actor], motivation: str, *,
-           outcome: str, permitted_categories: list[str], now: datetime, deadlines: dict[int, int]) -> Case:
-    """Allow (with the categories it permits) or deny; four eyes, tier 3 needs two deciders."""
+DECISION_VALIDITY = timedelta(days=30)
+
+
+def _check_decision(case: Case, deciders: list[Actor], motivation: str, outcome: str) -> None:
     if not motivation.strip():
         raise MotivationRequired("a decision needs a written motivation")
     if outcome not in {"allow", "deny"}:
         raise EscalationError("outcome must be allow or deny")
-    case = get_case(session, case_id)
     if not deciders or any(d.organisation == case.requester_org for d in deciders):
         raise FourEyesViolation("the decider must be outside the requesting organisation")
-    if case.tier == MAX_TIER and len({(d.organisation, d.user) for d in deciders}) < 2:
-        raise FourEyesViolation("a tier-3 decision needs two different deciders")
-    decision = {"outcome": outcome, "permitted_categories": sorted(permitted_categories) if outcome == "allow" else [],
+
+
+def decide(session: Session, case_id: str, expected_version: int, deciders: list[Actor], motivation: str, *,
+           outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines,
+           obligations: dict[str, Any] | None = None, min_deciders: int | None = None,
+           valid_for: timedelta = DECISION_VALIDITY) -> Case:
+    """Allow (with the categories it permits, and extra obligations) or deny; four eyes, tier 3 needs two
+    different deciders (or ``min_deciders`` from the register, never fewer than that).
+
+    An allow gets an id and a validity: the requester re-runs the original request citing the id, and the
+    policy honours it only for exactly that request and only until ``valid_until``."""
+    case = get_case(session, case_id)
+    _check_decision(case, deciders, motivation, outcome)
+    needed = votes_needed(case, min_deciders or 1)
+    if len({(d.organisation, d.user) for d in deciders}) < needed:
+        raise FourEyesViolation(f"a tier-{case.tier} decision needs {needed} different deciders")
+    decision = {"id": str(uuid6.uuid7()), "outcome": outcome,
+                "permitted_categories": sorted(permitted_categories) if outcome == "allow" else [],
+                "obligations": dict(obligations or {}) if outcome == "allow" else {},
                 "deciders": [f"{d.organisation}/{d.user}" for d in deciders], "tier": case.tier,
-                "decided_at": now.isoformat()}
+                "decided_at": now.isoformat(), "valid_until": (now + valid_for).isoformat(),
+                "motivation": motivation}
     return act(session, case_id, expected_version, Action.DECIDE, deciders[0], now=now, deadlines=deadlines,
                motivation=motivation, decision=decision)
 
 
-def escalate_overdue(session: Session, today: date, now: datetime, deadlines: dict[int, int]) -> list[Case]:
+def votes_needed(case: Case, min_deciders: int) -> int:
+    """Different deciders a decision at the case's tier needs: the register's minimum, at tier 3 two at least."""
+    return max(min_deciders, 2 if case.tier == MAX_TIER else 1)
+
+
+def proposal_of(outcome: str, permitted_categories: list[str], obligations: dict[str, Any] | None) -> dict[str, Any]:
+    """What deciders agree on; two votes count together only when their proposals are equal."""
+    return {"outcome": outcome, "permitted_categories": sorted(permitted_categories) if outcome == "allow" else [],
+            "obligations": dict(obligations or {}) if outcome == "allow" else {}}
+
+
+def agreeing_votes(case: Case, voter: Actor, proposal: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pending votes of other deciders for the same proposal."""
+    return [v for v in case.votes if {k: v.get(k) for k in proposal} == proposal
+            and (v["organisation"], v["user"]) != (voter.organisation, voter.user)]
+
+
+def vote(session: Session, case_id: str, expected_version: int, voter: Actor, motivation: str, *,
+         outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines, min_deciders: int,
+         obligations: dict[str, Any] | None = None, valid_for: timedelta = DECISION_VALIDITY) -> Case:
+    """One decider's vote. When enough different deciders voted the same decision it is taken; until then
+    the vote waits on the case (a different proposal replaces the pending votes: all must agree on one text).
+
+    This is how four eyes work through an API where each person signs in alone."""
+    case = get_case(session, case_id)
+    _check_decision(case, [voter], motivation, outcome)
+    if case.state is not State.IN_REVIEW:
+        raise InvalidTransition(case.state, Action.DECIDE, case.tier)
+    needed = votes_needed(case, min_deciders)
+    proposal = proposal_of(outcome, permitted_categories, obligations)
+    agreeing = agreeing_votes(case, voter, proposal)
+    if len(agreeing) + 1 >= needed:
+        deciders = [Actor(v["organisation"], v["user"]) for v in agreeing] + [voter]
+        return decide(session, case_id, expected_version, deciders, motivation, outcome=outcome,
+                      permitted_categories=permitted_categories, now=now, deadlines=deadlines,
+                      obligations=obligations, min_deciders=needed, valid_for=valid_for)
+    if case.version != expected_version:
+        raise ConcurrentUpdate(f"case `{case_id}` is at version {case.version}, not {expected_version}")
+    votes = [*agreeing, {"organisation": voter.organisation, "user": voter.user, **proposal}]
+    result = session.execute(update(escalation_cases).where(
+        escalation_cases.c.id == case_id, escalation_cases.c.version == expected_version).values(
+        votes=votes, version=case.version + 1, updated_at=now))
+    if getattr(result, "rowcount", 0) != 1:
+        raise ConcurrentUpdate(f"case `{case_id}` changed concurrently")
+    _event(session, case_id, now, "vote", voter.organisation, voter.user,
+           CaseState(case.state, case.tier, case.version + 1), motivation)
+    return get_case(session, case_id)
+
+
+def mark_legal_gap(session: Session, case_id: str) -> None:
+    """Flag the case as one that showed a legal gap (the gap itself is in ``escalation.legal_gaps``)."""
+    session.execute(update(escalation_cases).where(escalation_cases.c.id == case_id).values(legal_gap=True))
+
+
+def escalate_overdue(session: Session, today: date, now: datetime, deadlines: Deadlines) -> list[Case]:
     """Every case past its deadline goes one tier up (the scheduler calls this; the clock is injected)."""
     rows = session.execute(select(escalation_cases.c.id, escalation_cases.c.version, escalation_cases.c.tier)
                            .where(escalation_cases.c.state.in_([State.OPEN.value, State.IN_REVIEW.value,

@@ -37,6 +37,13 @@ escalation_cases = Table(
     Column("policy_reasons", JSON, nullable=False),
     Column("decision", JSON, nullable=True),
     Column("legal_gap", Boolean, nullable=False, default=False),
+    # 0012: who opened it, what was asked, the pending votes of a multi-decider tier, the decision's id
+    Column("opened_by_org", String(64), nullable=True),
+    Column("opened_by", String(128), nullable=True),
+    Column("requested_categories", JSON, nullable=True),
+    Column("votes", JSON, nullable=True),
+    Column("decision_id", String(36), nullable=True, unique=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
 )
 
 escalation_events = Table(
@@ -51,4 +58,39 @@ escalation_events = Table(
     Column("motivation", Text, nullable=True),
     Column("tier", Integer, nullable=False),
     Column("state", String(16), nullable=False),
+)
+
+escalation_comments = Table(
+    "escalation_comments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("case_id", String(36), ForeignKey("escalation_cases.id"), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("author_org", String(64), nullable=False),
+    Column("author", String(128), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("attachments", JSON, nullable=False),  # references (document id, title, sha256), never content
+)
+
+legal_gaps = Table(
+    "legal_gaps",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("partnership", String(64), nullable=False, index=True),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_by_org", String(64), nullable=False),
+    Column("note", Text, nullable=True),
+)
+
+legal_gap_cases = Table(
+    "legal_gap_cases",
+    metadata,
+    Column("gap_id", String(36), ForeignKey("legal_gaps.id"), primary_key=True),
+    Column("case_id", String(36), ForeignKey("escalation_cases.id"), primary_key=True),
+    Column("linked_at", DateTime(timezone=True), nullable=False),
 )

@@ -17,6 +17,8 @@ from gateway.auth.setup import install_auth
 from gateway.clock import Clock
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated
+from gateway.escalations import endpoints as escalation_endpoints
+from gateway.escalations.setup import escalation_scheduler, escalation_service, install_escalations
 from gateway.exchange import endpoints as exchange_endpoints
 from gateway.exchange.setup import install_exchange, install_policy
 from gateway.logging import configure_logging
@@ -47,6 +49,7 @@ def start_services(container: Container) -> None:
     install_audit(container)
     install_policy(container)
     install_exchange(container)
+    install_escalations(container)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
@@ -61,6 +64,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start_services(the_container)
         audit_services(the_container).writer.start()
+        escalation_scheduler(the_container).start()
         log.info("gateway_started", database=the_container.engine.url.render_as_string(hide_password=True),
                  policy_engine=settings.policy_engine)
         try:
@@ -68,6 +72,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         finally:
             # Graceful shutdown: uvicorn has stopped accepting and drained requests before this runs.
             log.info("gateway_stopping")
+            await escalation_scheduler(the_container).aclose()
+            await escalation_service(the_container).notifier.aclose()
             await audit_services(the_container).writer.aclose()
             await the_container.services["connectors"].aclose()
             await the_container.services["policy"].aclose()
@@ -87,4 +93,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.include_router(exchange_endpoints.router)
     app.include_router(audit_endpoints.router)
     app.include_router(audit_review.router)
+    app.include_router(escalation_endpoints.router)
     return app

@@ -11,11 +11,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SHIPPED_REGISTER = Path(__file__).parent / "data" / "register.yaml"
 POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
+
+
+class WebhookTarget(BaseModel):
+    """Where an organisation wants escalation notifications, and the secret that signs them."""
+
+    url: str = Field(pattern=r"^https?://")
+    secret: str = Field(min_length=16, repr=False)
 
 
 class Settings(BaseSettings):
@@ -48,6 +55,15 @@ class Settings(BaseSettings):
     )
     connector_timeout_seconds: float = 5.0
     connector_retries: int = Field(default=2, ge=0, le=5)
+
+    escalation_scan_seconds: float = Field(
+        default=300.0, ge=0, description="How often overdue escalation cases move up a tier (0: never, use the CLI).")
+    escalation_decision_valid_days: int = Field(default=30, ge=1, le=365,
+                                                description="How long an allow decision may be cited for a re-run.")
+    escalation_webhooks: dict[str, WebhookTarget] = Field(
+        default_factory=dict,
+        description='Organisation id -> {"url": ..., "secret": ...}: cases awaiting its action are POSTed there '
+                    "with an HMAC-SHA256 signature header.")
 
     log_level: str = "INFO"
     log_json: bool = True

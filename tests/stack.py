@@ -19,9 +19,10 @@ from joserfc import jwt
 from connectors.holder_auth import JwksSource
 from connectors.world import World, build_world
 from gateway.app import create_app
+from gateway.auth.accounts import create_account
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
-from gateway.db.engine import alembic_config
+from gateway.db.engine import alembic_config, transaction
 from gateway.settings import Settings
 from tests.auth_helpers import ClientKeys, register_client
 from tests.partner_servers import partner_servers
@@ -40,6 +41,11 @@ class Stack:
     world: World
     clients: dict[str, ClientKeys] = field(default_factory=dict)
     _tokens: dict[str, str] = field(default_factory=dict)
+    _accounts: set[str] = field(default_factory=set)
+
+    def forget_tokens(self) -> None:
+        """After moving the clock far ahead every token has expired: fetch new ones on next use."""
+        self._tokens.clear()
 
     def token(self, system: str) -> str:
         if system not in self._tokens:
@@ -64,6 +70,26 @@ class Stack:
 
     def get(self, system: str, path: str) -> httpx.Response:
         return httpx.get(f"{self.gateway_url}{path}", headers={"Authorization": f"Bearer {self.token(system)}"})
+
+    def person(self, username: str, organisation: str, roles: list[str]) -> str:
+        """An account made by the CLI's code path, signed in over HTTP; returns its access token."""
+        key = f"person:{username}"
+        if key not in self._tokens:
+            password = "correct horse battery staple"
+            if username not in self._accounts:
+                with transaction(self.container.sessions) as session:
+                    create_account(session, username, organisation, roles, password, self.clock)
+                self._accounts.add(username)
+            response = httpx.post(f"{self.gateway_url}/v1/auth/login",
+                                  json={"username": username, "password": password})
+            response.raise_for_status()
+            self._tokens[key] = response.json()["access_token"]
+        return self._tokens[key]
+
+    def call(self, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        """A request with an explicit token (people, or a system's token from ``token``)."""
+        return httpx.request(method, f"{self.gateway_url}{path}", json=body, timeout=30,
+                             headers={"Authorization": f"Bearer {token}"})
 
 
 @contextmanager

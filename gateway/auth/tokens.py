@@ -63,8 +63,22 @@ class AccessTokenService:
         token = jwt.encode({"alg": SIGNING_ALGORITHM, "kid": key.kid}, claims, key, algorithms=_ALLOWED_ALGORITHMS)
         return IssuedToken(token, self.ttl_seconds, claims["scope"], jti)
 
+    def sign_statement(self, *, typ: str, audience: str, claims: dict[str, Any], ttl_seconds: int) -> str:
+        """A signed statement of the gateway to one partner system (e.g. a binding escalation decision).
+
+        Its own ``typ`` header keeps it apart from access tokens: a holder accepts neither in place of
+        the other, although both are signed by the same published keys."""
+        now = int(self._clock.now().timestamp())
+        key = self._keys.current()
+        body = {**claims, "iss": self.issuer, "aud": audience, "iat": now, "exp": now + max(ttl_seconds, 1),
+                "jti": new_id()}
+        return jwt.encode({"alg": SIGNING_ALGORITHM, "kid": key.kid, "typ": typ}, body, key,
+                          algorithms=_ALLOWED_ALGORITHMS)
+
     def verify(self, token: str) -> Principal:
         header = _peek_header(token)
+        if header.get("typ", "JWT") != "JWT":
+            raise Unauthorized("not an access token")
         if header.get("alg") not in _ALLOWED_ALGORITHMS:
             raise Unauthorized("access token uses a disallowed algorithm")
         try:

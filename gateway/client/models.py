@@ -122,7 +122,10 @@ class TargetOutcome(BaseModel):
     hit: bool | None = Field(default=None, description="For hit/no-hit holders: whether any record exists.")
     records: list[Record] = Field(default_factory=list)
     obligations: Obligations | None = None
-    escalation_id: str | None = None
+    escalation_id: str | None = Field(
+        default=None, description="The escalation case opened for this target (escalated or refused-by-holder).")
+    escalation_decision_applied: bool = Field(
+        default=False, description="The policy honoured the escalation decision cited by this re-run.")
 
 
 class Receipt(BaseModel):

@@ -27,7 +27,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _trace(request: Request) -> Trace:
+def trace_of(request: Request) -> Trace:
     state = request.state
     return Trace(state.trace_id, state.span_id, getattr(state, "parent_span_id", None))
 
@@ -43,7 +43,7 @@ async def create_exchange(body: ExchangeRequest, request: Request,
     refused-by-holder / holder-unavailable, with reasons, permitted categories, records (only permitted
     categories), obligations and an audit receipt. A retry with the same ``Idempotency-Key`` returns the
     first answer without a second disclosure or log entry."""
-    return await exchange_service(container).exchange(principal, body, _trace(request), idempotency_key)
+    return await exchange_service(container).exchange(principal, body, trace_of(request), idempotency_key)
 
 
 @router.get("/exchanges/{exchange_id}", response_model=ExchangeResult, responses=_PROBLEMS | {
@@ -62,4 +62,4 @@ async def get_exchange(exchange_id: str, request: Request,
 async def discovery(body: DiscoveryRequest, request: Request,
                     principal: Principal = Depends(require_scope(Scope.DISCOVERY)),
                     container: Container = Depends(get_container)) -> DiscoveryResult:
-    return await exchange_service(container).discovery(principal, body, _trace(request))
+    return await exchange_service(container).discovery(principal, body, trace_of(request))

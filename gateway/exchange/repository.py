@@ -22,11 +22,15 @@ class StoredExchange:
     outcome: dict[str, Any]
     sealed_records: bytes | None
     sealed_until: datetime | None
+    partnership: str = ""
+    purpose: str = ""
+    register_version: str = ""
 
 
 def _stored(row: Any) -> StoredExchange:
     return StoredExchange(row.id, row.kind, row.requester_org, row.requester_system, row.request_sha256,
-                          dict(row.outcome), row.sealed_records, row.sealed_until)
+                          dict(row.outcome), row.sealed_records, row.sealed_until, row.partnership, row.purpose,
+                          row.register_version)
 
 
 def find_by_idempotency_key(session: Session, system: str, key: str) -> StoredExchange | None:

@@ -19,9 +19,10 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -56,7 +57,14 @@ from gateway.exchange.sealing import RecordSealer
 from gateway.ids import new_id
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyError
-from gateway.policy.model import Decision, Party, PolicyContext, PolicyInput, PolicyRequest
+from gateway.policy.model import (
+    Decision,
+    EscalationDecisionInput,
+    Party,
+    PolicyContext,
+    PolicyInput,
+    PolicyRequest,
+)
 from gateway.register.model import Partnership, Register
 
 log = structlog.get_logger("gateway.exchange")
@@ -74,6 +82,33 @@ class Trace:
     parent_span_id: str | None
 
 
+@dataclass(frozen=True)
+class RerunGrant:
+    """An escalation decision that allowed a disputed request, cited by the requester to re-run it.
+
+    ``policy_input`` goes to Rego (rule 8 honours it only for exactly the same request and holder, until
+    it expires); ``sign_for_holder(system, request_id, categories)`` makes the signed statement that tells
+    the holder its refusal was overruled."""
+
+    decision_id: str
+    case_id: str
+    holder: str
+    policy_input: EscalationDecisionInput
+    sign_for_holder: Callable[[str, str, list[str]], str]
+
+
+class EscalationDesk(Protocol):
+    """What the exchange needs of the escalation workflow (implemented in ``gateway.escalations``)."""
+
+    async def open_for_outcome(self, principal: Principal, body: ExchangeRequest, exchange_id: str,
+                               request_fingerprint: str, target: TargetOutcome, trace: Trace) -> str: ...
+
+    async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant: ...
+
+    async def rerun_completed(self, grant: RerunGrant, exchange_id: str, target: TargetOutcome,
+                              trace: Trace) -> None: ...
+
+
 @dataclass
 class ExchangeDeps:
     sessions: sessionmaker[Session]
@@ -84,6 +119,7 @@ class ExchangeDeps:
     writer: AsyncAuditWriter
     audit_log: AuditLog
     sealer: RecordSealer
+    escalations: EscalationDesk | None = None  # set when the escalation workflow is installed
 
 
 @dataclass
@@ -212,12 +248,19 @@ class ExchangeService:
                 return replay
         register = self.deps.register
         exchange_id = new_id()
+        grant = await self._grant(principal, body)
         targets = _targets(register, body, body.holders, principal.organisation)
+        if grant is not None:  # a re-run asks only the holder the decision is about
+            targets = [t for t in targets if t.organisation == grant.holder]
+            if not targets:
+                raise Unprocessable(f"escalation decision `{grant.decision_id}` is about a holder this request "
+                                    "does not ask")
         base = _audit_base(principal, body, trace, exchange_id, register)
         subjects = [s.ref for s in body.subjects]
         try:
             decisions = await self._decide("exchange", body, principal, targets,
-                                           await self._requests_today(principal, body.purpose), request_fingerprint)
+                                           await self._requests_today(principal, body.purpose), request_fingerprint,
+                                           grant.policy_input if grant else None)
         except PolicyError as exc:
             await self._deny_all_on_policy_failure(exc, base, targets, EventType.EXCHANGE_REQUESTED)
             raise  # unreachable: the helper always raises
@@ -233,13 +276,16 @@ class ExchangeService:
                              obligations=d.obligations.model_dump() if d.obligations else None)
                   for t, d in zip(targets, decisions, strict=True)]
         receipts = await self._record(ahead)
-        outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects)
+        outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
+                                                                  grant)
                                                for t, d in zip(targets, decisions, strict=True))))
         after: list[AuditEvent] = []
         for target, (outcome, events_for_target) in zip(targets, outcomes, strict=True):
             after += [AuditEvent(**base | e) for e in events_for_target]
             del target, outcome
         receipts += await self._record(after)
+        await self._escalate(principal, body, exchange_id, request_fingerprint, [o for o, _ in outcomes], grant,
+                             trace)
         result = ExchangeResult(
             exchange_id=exchange_id, created_at=self.deps.clock.now(), requester=principal.organisation,
             partnership=body.partnership, purpose=body.purpose, case_reference=body.case_reference,
@@ -254,18 +300,44 @@ class ExchangeService:
                  outcomes=[t.outcome.value for t in result.targets])
         return result
 
+    async def _grant(self, principal: Principal, body: ExchangeRequest) -> RerunGrant | None:
+        if body.escalation_decision is None:
+            return None
+        if self.deps.escalations is None:
+            raise Unprocessable("escalation decisions cannot be cited: the escalation workflow is not installed")
+        return await self.deps.escalations.grant_for_rerun(principal, body.escalation_decision)
+
+    async def _escalate(self, principal: Principal, body: ExchangeRequest, exchange_id: str, request_fingerprint: str,
+                        outcomes: list[TargetOutcome], grant: RerunGrant | None, trace: Trace) -> None:
+        """Open a case for each escalated or refused target (issue 6); close the case a re-run settled."""
+        desk = self.deps.escalations
+        if desk is None:
+            return
+        for outcome in outcomes:
+            if grant is not None:
+                if outcome.holder == grant.holder and outcome.escalation_decision_applied:
+                    await desk.rerun_completed(grant, exchange_id, outcome, trace)
+            elif outcome.outcome in {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}:
+                outcome.escalation_id = await desk.open_for_outcome(principal, body, exchange_id,
+                                                                    request_fingerprint, outcome, trace)
+
     async def _serve_target(self, principal: Principal, body: ExchangeRequest, exchange_id: str, target: _Target,
-                            decision: Decision, subjects: list[str]) -> tuple[TargetOutcome, list[dict[str, Any]]]:
+                            decision: Decision, subjects: list[str],
+                            grant: RerunGrant | None = None) -> tuple[TargetOutcome, list[dict[str, Any]]]:
         reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
         outcome = TargetOutcome(holder=target.organisation, system=target.system, outcome=Outcome(decision.outcome),
                                 reasons=reasons, permitted_categories=decision.permitted_categories,
                                 removed_categories=decision.removed_categories, hit_only=decision.hit_only,
                                 obligations=Obligations(**decision.obligations.model_dump())
-                                if decision.obligations else None)
+                                if decision.obligations else None,
+                                escalation_decision_applied=decision.escalation_decision is not None)
         if not decision.allow:
             return outcome, []
         connector = self.deps.connectors.get(target.system) if target.system else None
         request_id = f"{exchange_id}:{target.organisation}"
+        statement = None
+        if grant is not None and decision.escalation_decision == grant.decision_id and target.system:
+            statement = grant.sign_for_holder(target.system, request_id, decision.permitted_categories)
         unavailable = {"event_type": EventType.HOLDER_UNAVAILABLE, "holder": target.organisation, "status": "error",
                        "categories": tuple(decision.permitted_categories)}
         if connector is None:
@@ -286,7 +358,7 @@ class ExchangeService:
             answer = await connector.query(HolderQuery(
                 request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                 requester_organisation=principal.organisation, categories=decision.permitted_categories,
-                subjects=subjects, provided=[
+                subjects=subjects, escalation_decision=statement, provided=[
                     HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided", subject=r.subject,
                                  category=r.category, fields=r.fields) for n, r in enumerate(body.provide)]))
         except ConnectorError as exc:
@@ -446,4 +518,4 @@ class ExchangeService:
         return ExchangeResult.model_validate(outcome)
 
 
-__all__ = ["ExchangeDeps", "ExchangeService", "Forbidden", "Trace", "fingerprint"]
+__all__ = ["EscalationDesk", "ExchangeDeps", "ExchangeService", "Forbidden", "RerunGrant", "Trace", "fingerprint"]

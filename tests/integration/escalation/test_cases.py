@@ -91,7 +91,7 @@ def test_tier_3_needs_two_deciders(sessions: object) -> None:
                        Action.START_REVIEW):
             version = act(session, case_id, version, action, RIEC_DESK, now=NOW, deadlines=DEADLINES).version
         assert get_case(session, case_id).tier == 3
-        with pytest.raises(FourEyesViolation, match="two"):
+        with pytest.raises(FourEyesViolation, match="2 different deciders"):
             decide(session, case_id, version, [RIEC_DESK], "steering group", outcome="deny",
                    permitted_categories=[], now=NOW, deadlines=DEADLINES)
         decided = decide(session, case_id, version, [RIEC_DESK, Actor("landelijk-steunpunt", "chair")],

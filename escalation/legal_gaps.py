@@ -1,0 +1,126 @@
+"""The register of legal gaps: missing or unclear legal bases that cases brought to light.
+
+A gap moves forward only — identified → on-agenda → resolved — so the agenda of the steering group can
+trust that a resolved gap stays resolved; a new problem is a new gap. Each change names the version it was
+based on (optimistic locking, like cases).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+import uuid6
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from escalation.cases import CaseNotFound, ConcurrentUpdate, EscalationError, get_case, mark_legal_gap
+from escalation.tables import legal_gap_cases, legal_gaps
+
+
+class GapStatus(StrEnum):
+    IDENTIFIED = "identified"
+    ON_AGENDA = "on-agenda"
+    RESOLVED = "resolved"
+
+
+GAP_TRANSITIONS: dict[GapStatus, set[GapStatus]] = {
+    GapStatus.IDENTIFIED: {GapStatus.ON_AGENDA, GapStatus.RESOLVED},
+    GapStatus.ON_AGENDA: {GapStatus.RESOLVED},
+    GapStatus.RESOLVED: set(),
+}
+
+
+class GapNotFound(EscalationError):
+    pass
+
+
+class InvalidGapTransition(EscalationError):
+    pass
+
+
+@dataclass(frozen=True)
+class LegalGap:
+    id: str
+    partnership: str
+    title: str
+    description: str
+    status: GapStatus
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    created_by_org: str
+    note: str | None
+    case_ids: list[str] = field(default_factory=list)
+
+
+def _load(session: Session, rows: list[object]) -> list[LegalGap]:
+    ids = [r.id for r in rows]  # type: ignore[attr-defined]
+    links: dict[str, list[str]] = {i: [] for i in ids}
+    if ids:
+        for link in session.execute(select(legal_gap_cases).where(legal_gap_cases.c.gap_id.in_(ids))
+                                    .order_by(legal_gap_cases.c.linked_at, legal_gap_cases.c.case_id)):
+            links[link.gap_id].append(link.case_id)
+    return [LegalGap(r.id, r.partnership, r.title, r.description, GapStatus(r.status), r.version,  # type: ignore[attr-defined]
+                     r.created_at, r.updated_at, r.created_by_org, r.note, links[r.id])  # type: ignore[attr-defined]
+            for r in rows]
+
+
+def get_gap(session: Session, gap_id: str) -> LegalGap:
+    row = session.execute(select(legal_gaps).where(legal_gaps.c.id == gap_id)).first()
+    if row is None:
+        raise GapNotFound(f"no legal gap `{gap_id}`")
+    return _load(session, [row])[0]
+
+
+def list_gaps(session: Session, *, partnerships: set[str] | None = None,
+              status: GapStatus | None = None) -> list[LegalGap]:
+    query = select(legal_gaps).order_by(legal_gaps.c.created_at, legal_gaps.c.id)
+    if partnerships is not None:
+        query = query.where(legal_gaps.c.partnership.in_(sorted(partnerships)))
+    if status is not None:
+        query = query.where(legal_gaps.c.status == status.value)
+    return _load(session, list(session.execute(query).all()))
+
+
+def flag_case(session: Session, case_id: str, *, organisation: str, now: datetime, gap_id: str | None = None,
+              title: str | None = None, description: str | None = None) -> LegalGap:
+    """Link a case to an existing gap of its partnership, or record a new gap described by the flagger."""
+    case = get_case(session, case_id)
+    if gap_id is None:
+        if not (title and title.strip() and description and description.strip()):
+            raise EscalationError("a new legal gap needs a title and a description of the missing basis")
+        gap_id = str(uuid6.uuid7())
+        session.execute(legal_gaps.insert().values(
+            id=gap_id, partnership=case.partnership, title=title.strip(), description=description.strip(),
+            status=GapStatus.IDENTIFIED.value, version=1, created_at=now, updated_at=now,
+            created_by_org=organisation, note=None))
+    else:
+        gap = get_gap(session, gap_id)
+        if gap.partnership != case.partnership:
+            raise GapNotFound(f"no legal gap `{gap_id}` in partnership `{case.partnership}`")
+        if case_id in gap.case_ids:
+            return gap
+    session.execute(legal_gap_cases.insert().values(gap_id=gap_id, case_id=case_id, linked_at=now))
+    mark_legal_gap(session, case_id)
+    return get_gap(session, gap_id)
+
+
+def change_status(session: Session, gap_id: str, expected_version: int, status: GapStatus, *, now: datetime,
+                  note: str | None = None) -> LegalGap:
+    gap = get_gap(session, gap_id)
+    if gap.version != expected_version:
+        raise ConcurrentUpdate(f"legal gap `{gap_id}` is at version {gap.version}, not {expected_version}")
+    if status not in GAP_TRANSITIONS[gap.status]:
+        raise InvalidGapTransition(f"a legal gap cannot go from `{gap.status.value}` to `{status.value}`")
+    result = session.execute(update(legal_gaps).where(
+        legal_gaps.c.id == gap_id, legal_gaps.c.version == expected_version).values(
+        status=status.value, version=expected_version + 1, updated_at=now, note=note if note else gap.note))
+    if getattr(result, "rowcount", 0) != 1:
+        raise ConcurrentUpdate(f"legal gap `{gap_id}` changed concurrently")
+    return get_gap(session, gap_id)
+
+
+__all__ = ["CaseNotFound", "GapNotFound", "GapStatus", "InvalidGapTransition", "LegalGap", "change_status",
+           "flag_case", "get_gap", "list_gaps"]

@@ -1,0 +1,1 @@
+"""The escalation workflow's HTTP surface, permissions, notifications and scheduler (issue 6)."""

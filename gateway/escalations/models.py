@@ -1,0 +1,152 @@
+"""The escalation API's request and response bodies (OpenAPI documents them from here)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_REF = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Attachment(_Strict):
+    """A pointer into the author's own document system, never the document itself."""
+
+    reference: str = Field(pattern=_REF, examples=["dms://politie/2026/4711"])
+    title: str = Field(min_length=1, max_length=200, examples=["Memo investigation confidentiality"])
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class OpenCase(_Strict):
+    """Object to the outcome of one target of an exchange: the requester against a denial or narrowing,
+    the holder against a disclosure it considers unlawful."""
+
+    exchange_id: str = Field(min_length=1, max_length=64)
+    holder: str = Field(min_length=1, max_length=64, description="The target organisation of the exchange.")
+    motivation: str = Field(min_length=10, max_length=4000, description="Why the outcome should be reviewed.")
+
+
+class Comment(_Strict):
+    text: str = Field(min_length=1, max_length=4000)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=10)
+
+
+class Versioned(_Strict):
+    expected_version: int = Field(ge=1, description="The case version you read; a stale one gets 409.")
+
+
+class Review(Versioned):
+    pass
+
+
+class Withdraw(Versioned):
+    motivation: str = Field(min_length=1, max_length=4000)
+
+
+class ExtraObligations(_Strict):
+    retain_until: date | None = Field(default=None, description="An earlier deletion date than the purpose's.")
+    results_only: bool | None = Field(default=None, description="Only results may leave the partnership.")
+
+
+class Decide(Versioned):
+    """Allow (possibly narrower, with extra obligations), deny, or refer up to the next tier."""
+
+    outcome: Literal["allow", "deny", "refer-up"]
+    motivation: str = Field(min_length=10, max_length=4000, description="Required: the written reasons.")
+    permitted_categories: list[str] = Field(default_factory=list, max_length=30,
+                                            description="For allow: the categories the holder must supply.")
+    obligations: ExtraObligations | None = None
+
+
+class FlagLegalGap(_Strict):
+    """Link the case to an existing gap, or describe a new one."""
+
+    gap_id: str | None = None
+    title: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=4000)
+
+
+class GapStatusChange(_Strict):
+    expected_version: int = Field(ge=1)
+    status: Literal["on-agenda", "resolved"]
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class HistoryItem(BaseModel):
+    at: datetime
+    action: str
+    actor_org: str | None
+    actor_user: str | None
+    tier: int
+    state: str
+    motivation: str | None
+
+
+class CommentView(BaseModel):
+    id: str
+    at: datetime
+    author_org: str
+    author: str
+    text: str
+    attachments: list[dict[str, Any]]
+
+
+class CaseView(BaseModel):
+    id: str
+    partnership: str
+    purpose: str
+    requester_org: str
+    holder_org: str
+    trigger: str
+    state: str
+    tier: int
+    version: int
+    deadline: date
+    overdue: bool
+    opened_at: datetime | None
+    updated_at: datetime | None
+    exchange_id: str | None
+    register_version: str
+    policy_reasons: list[str]
+    requested_categories: list[str]
+    pending_votes: list[dict[str, Any]]
+    decision: dict[str, Any] | None
+    legal_gap: bool
+    may_decide: bool = Field(description="Whether you may take part in the decision at the current tier.")
+    deciders: list[str] = Field(description="Organisations that decide at the current tier.")
+
+
+class CaseDetail(CaseView):
+    history: list[HistoryItem]
+    comments: list[CommentView]
+
+
+class CasePage(BaseModel):
+    cases: list[CaseView]
+    next_cursor: str | None
+
+
+class FeedItem(BaseModel):
+    case: CaseView
+    awaiting: Literal["decision", "rerun"] = Field(
+        description="`decision`: your organisation decides at the current tier; `rerun`: an allow decision "
+                    "your organisation's system can use to re-run its request.")
+
+
+class LegalGapView(BaseModel):
+    id: str
+    partnership: str
+    title: str
+    description: str
+    status: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    created_by_org: str
+    note: str | None
+    case_ids: list[str]

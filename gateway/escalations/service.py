@@ -1,0 +1,571 @@
+"""The escalation workflow as the gateway runs it: permissions, audit entries, notifications, re-runs.
+
+Every step is logged **before** it takes effect (write-ahead, as for exchanges): the entry names the case,
+the action, the tier and the state it leads to; if the step then loses a race with a concurrent one, a
+second entry records that it did not take effect and the caller gets 409. Motivations and comments stay
+in the case tables; the audit log holds their SHA-256 only (free text may name people).
+
+This service is also the exchange's ``EscalationDesk``: it opens a case when policy escalates or a holder
+refuses, and turns an allow decision into a ``RerunGrant`` for the requester's re-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit import AsyncAuditWriter, AuditError, AuditEvent, EventType
+from audit.events import Decision as AuditDecision
+from audit.events import ProcessingActivity, Requester
+from connectors.holder_auth import DECISION_TYPE
+from escalation import cases as case_store
+from escalation import comments as comment_store
+from escalation import legal_gaps as gap_store
+from escalation.calendar import add_working_days
+from escalation.cases import (
+    Actor,
+    Case,
+    CaseNotFound,
+    ConcurrentUpdate,
+    EscalationError,
+    FourEyesViolation,
+    MotivationRequired,
+)
+from escalation.queries import CaseFilter, CaseScope, list_cases, metrics
+from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State
+from gateway.auth.principal import Principal
+from gateway.auth.tokens import AccessTokenService
+from gateway.client.models import ExchangeRequest, Outcome, TargetOutcome
+from gateway.clock import Clock, as_utc
+from gateway.db.engine import transaction
+from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unprocessable
+from gateway.escalations import access
+from gateway.escalations.models import (
+    CaseDetail,
+    CasePage,
+    CaseView,
+    Comment,
+    CommentView,
+    Decide,
+    FeedItem,
+    FlagLegalGap,
+    GapStatusChange,
+    HistoryItem,
+    LegalGapView,
+    OpenCase,
+    Review,
+    Withdraw,
+)
+from gateway.escalations.notifications import WebhookNotifier
+from gateway.exchange import repository as exchanges
+from gateway.exchange.service import RerunGrant, Trace
+from gateway.policy.model import EscalationDecisionInput
+from gateway.register.model import Register
+
+log = structlog.get_logger("gateway.escalations")
+T = TypeVar("T")
+DEFAULT_DEADLINES = {1: 5, 2: 10, 3: 20}
+STATEMENT_TTL_SECONDS = 300
+_OBJECTIONS = {  # who objects to which outcome of an exchange target
+    "requester-objection": {Outcome.DENIED.value, Outcome.ALLOWED_NARROWED.value},
+    "holder-objection": {Outcome.ALLOWED.value, Outcome.ALLOWED_NARROWED.value},
+}
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _actor(principal: Principal) -> Actor:
+    return Actor(principal.organisation, principal.subject)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One predicted step: what the audit entry says before the change is applied."""
+
+    action: str
+    after: CaseState | None = None
+    decision: AuditDecision | None = None
+    categories: tuple[str, ...] = ()
+    extra: dict[str, Any] | None = None
+
+
+class EscalationService:
+    def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register,
+                 writer: AsyncAuditWriter, tokens: AccessTokenService, notifier: WebhookNotifier,
+                 decision_valid_days: int) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.register = register
+        self.writer = writer
+        self.tokens = tokens
+        self.notifier = notifier
+        self.valid_for = timedelta(days=decision_valid_days)
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def deadlines(self, partnership: str) -> dict[int, int]:
+        """Working days per tier, from the partnership's register entry."""
+        found = self.register.partnerships.get(partnership)
+        if found is None:
+            return DEFAULT_DEADLINES
+        return {t.tier: t.deadline_working_days for t in found.escalation.tiers}
+
+    async def _db(self, work: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with transaction(self.sessions) as session:
+                return work(session)
+
+        try:
+            return await asyncio.to_thread(run)
+        except (CaseNotFound, gap_store.GapNotFound) as exc:
+            raise NotFound(str(exc)) from exc
+        except (ConcurrentUpdate, InvalidTransition, gap_store.InvalidGapTransition) as exc:
+            raise Conflict(str(exc)) from exc
+        except FourEyesViolation as exc:
+            raise Forbidden(str(exc)) from exc
+        except (MotivationRequired, EscalationError) as exc:
+            raise Unprocessable(str(exc)) from exc
+
+    async def _record(self, events: list[AuditEvent]) -> None:
+        try:
+            await self.writer.record(events)
+        except (AuditError, Exception) as exc:  # no entry, no step
+            log.error("audit_write_failed", error_type=type(exc).__name__)
+            raise ServiceUnavailable("the audit log could not be written; nothing was changed") from exc
+
+    def _event(self, case: Case, step: _Step, principal: Principal | None, trace: Trace | None, *,
+               status: str = "ok", motivation: str | None = None) -> AuditEvent:
+        after = step.after
+        extra: dict[str, Any] = {"case_id": case.id, "action": step.action, "trigger": case.trigger,
+                                 "requester_org": case.requester_org, "tier_before": case.tier,
+                                 "state_before": case.state.value,
+                                 "tier": after.tier if after else case.tier,
+                                 "state": after.state.value if after else case.state.value}
+        if motivation:
+            extra["motivation_sha256"] = _sha256(motivation)
+        extra |= step.extra or {}
+        return AuditEvent(
+            event_type=EventType.ESCALATION_STEP, trace_id=trace.trace_id if trace else secrets.token_hex(16),
+            span_id=trace.span_id if trace else secrets.token_hex(8), status=status,
+            processing_activity=ProcessingActivity(partnership=case.partnership, purpose=case.purpose),
+            requester=Requester(org=principal.organisation,
+                                system=principal.subject if principal.kind == "system" else None,
+                                user=principal.subject if principal.kind == "person" else None)
+            if principal else Requester(org="wgs-gateway", system="escalation-scheduler"),
+            holder=case.holder_org, decision=step.decision, reasons=tuple(case.policy_reasons),
+            categories=step.categories, register_version=case.register_version or None,
+            exchange_id=case.exchange_id, extra=extra)
+
+    async def _perform(self, case_id: str, principal: Principal | None, trace: Trace | None,
+                       plan: Callable[[Session, Case], list[_Step]],
+                       apply: Callable[[Session], Case], motivation: str | None = None) -> Case:
+        """Check and predict (read), log (write-ahead), then apply with the optimistic lock."""
+
+        def predict(session: Session) -> tuple[Case, list[_Step]]:
+            case = case_store.get_case(session, case_id)
+            return case, plan(session, case)
+
+        case, steps = await self._db(predict)
+        await self._record([self._event(case, s, principal, trace, motivation=motivation) for s in steps])
+        try:
+            changed = await self._db(apply)
+        except Conflict:
+            await self._record([self._event(case, _Step(steps[-1].action, extra={"not_applied": "conflict"}),
+                                            principal, trace, status="error")])
+            raise
+        self._notify(changed)
+        return changed
+
+    def _notify(self, case: Case) -> None:
+        partnership = self.register.partnerships.get(case.partnership)
+        recipients = {case.requester_org, case.holder_org}
+        if case.active and partnership is not None:
+            recipients |= access.tier_deciders(partnership, case.tier, case)
+        self.notifier.notify(recipients, {"event": "escalation.step", "case_id": case.id, "state": case.state.value,
+                                          "tier": case.tier, "deadline": case.deadline.isoformat(),
+                                          "partnership": case.partnership, "version": case.version})
+
+    def _visible(self, principal: Principal, case: Case) -> Case:
+        if not access.case_scope(principal, self.register).allows(case):
+            raise NotFound(f"no escalation case `{case.id}`")  # others may not learn that it exists
+        return case
+
+    def _view(self, principal: Principal, case: Case) -> CaseView:
+        partnership = self.register.partnerships.get(case.partnership)
+        deciders = sorted(access.tier_deciders(partnership, case.tier, case)) if partnership else []
+        return CaseView(
+            id=case.id, partnership=case.partnership, purpose=case.purpose, requester_org=case.requester_org,
+            holder_org=case.holder_org, trigger=case.trigger, state=case.state.value, tier=case.tier,
+            version=case.version, deadline=case.deadline, overdue=case.active and case.deadline < self._today(),
+            opened_at=as_utc(case.opened_at) if case.opened_at else None,
+            updated_at=as_utc(case.updated_at) if case.updated_at else None, exchange_id=case.exchange_id,
+            register_version=case.register_version, policy_reasons=case.policy_reasons,
+            requested_categories=case.requested_categories,
+            pending_votes=[{"organisation": v["organisation"], "outcome": v["outcome"],
+                            "permitted_categories": v["permitted_categories"]} for v in case.votes],
+            decision=case.decision, legal_gap=case.legal_gap, deciders=deciders,
+            may_decide=case.active and access.may_decide(principal, case, self.register)
+            and principal.organisation != case.requester_org)
+
+    def _today(self) -> date:
+        return self.clock.now().date()
+
+    # -- opening -------------------------------------------------------------------------------
+    async def open_for_outcome(self, principal: Principal, body: ExchangeRequest, exchange_id: str,
+                               request_fingerprint: str, target: TargetOutcome, trace: Trace) -> str:
+        """The gateway opens the case itself: policy escalated, or the holder refused what policy allowed."""
+        trigger = "policy-escalated" if target.outcome is Outcome.ESCALATED else "holder-refused"
+        case_id = case_store.new_case_id()
+        now = self.clock.now()
+        reasons = [r.code for r in target.reasons]
+        requested = self._requested(body, target)
+        draft = Case(case_id, body.partnership, body.purpose, principal.organisation, target.holder, trigger,
+                     State.OPEN, 1, 0, add_working_days(now.date(), self.deadlines(body.partnership)[1]), None,
+                     reasons, exchange_id, request_fingerprint, self.register.version)
+        await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace)])
+        case = await self._db(lambda s: case_store.open_case(
+            s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
+            holder_org=target.holder, trigger=trigger, register_version=self.register.version,
+            policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
+            request_fingerprint=request_fingerprint, requested_categories=requested, case_id=case_id))
+        log.info("escalation_opened", case_id=case.id, trigger=trigger, holder=target.holder)
+        self._notify(case)
+        return case.id
+
+    def _requested(self, body: ExchangeRequest, target: TargetOutcome) -> list[str]:
+        """What the dispute is about: the requested categories this holder supplies for the purpose (an
+        escalated decision names no permitted categories, so the register says which were in play)."""
+        partnership = self.register.partnerships.get(body.partnership)
+        participant = partnership.participant_of_organisation(target.holder) if partnership else None
+        purpose = partnership.purposes.get(body.purpose) if partnership else None
+        supplied = set(purpose.supplies.get(participant.role, [])) if purpose and participant else set()
+        return sorted((set(body.categories) & supplied) | set(target.permitted_categories)
+                      | set(target.removed_categories)) or sorted(set(body.categories))
+
+    async def open_objection(self, principal: Principal, body: OpenCase, trace: Trace) -> CaseDetail:
+        """A party objects to one target's outcome: the requester to a denial or narrowing, the holder to
+        a disclosure. The exchange must exist and the caller's organisation must be that party."""
+        if not (access.is_worker(principal) or principal.kind == "system"):
+            raise Forbidden("only privacy officers, administrators or the requesting system open a case")
+        stored = await self._db(lambda s: exchanges.get(s, body.exchange_id))
+        target = None
+        if stored is not None and stored.kind == "exchange":
+            target = next((t for t in stored.outcome["targets"] if t["holder"] == body.holder), None)
+        if stored is None or target is None or principal.organisation not in {stored.requester_org, body.holder}:
+            raise NotFound(f"no exchange `{body.exchange_id}` with holder `{body.holder}` of yours")
+        trigger = "requester-objection" if principal.organisation == stored.requester_org else "holder-objection"
+        if trigger == "holder-objection" and principal.kind == "system":
+            raise Forbidden("a holder's objection is made by its privacy officer")
+        if target["outcome"] not in _OBJECTIONS[trigger]:
+            raise Unprocessable(f"a {trigger.replace('-', ' ')} is against "
+                                f"{' or '.join(sorted(_OBJECTIONS[trigger]))}, not `{target['outcome']}`")
+        existing = await self._db(lambda s: list_cases(s, access.case_scope(principal, self.register),
+                                                       CaseFilter(organisation=body.holder), limit=1000))
+        if any(c.exchange_id == body.exchange_id and c.holder_org == body.holder and c.active for c in existing):
+            raise Conflict("an open case about this exchange and holder exists already")
+        now = self.clock.now()
+        case_id = case_store.new_case_id()
+        requested = sorted(set(target.get("permitted_categories", [])) | set(target.get("removed_categories", [])))
+        reasons = [r["code"] for r in target.get("reasons", [])]
+        draft = Case(case_id, stored.partnership, stored.purpose, stored.requester_org, body.holder, trigger,
+                     State.OPEN, 1, 0, add_working_days(now.date(), self.deadlines(stored.partnership)[1]), None,
+                     reasons, stored.id, stored.request_sha256, stored.register_version)
+        await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace,
+                                        motivation=body.motivation)])
+        case = await self._db(lambda s: case_store.open_case(
+            s, partnership=stored.partnership, purpose=stored.purpose, requester_org=stored.requester_org,
+            holder_org=body.holder, trigger=trigger, register_version=stored.register_version,
+            policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=stored.id,
+            request_fingerprint=stored.request_sha256, opened_by=_actor(principal), motivation=body.motivation,
+            requested_categories=requested, case_id=case_id))
+        self._notify(case)
+        return await self.detail(principal, case.id)
+
+    # -- reading -------------------------------------------------------------------------------
+    async def cases(self, principal: Principal, filters: CaseFilter, *, limit: int, after: str | None) -> CasePage:
+        scope = access.case_scope(principal, self.register)
+        found = await self._db(lambda s: list_cases(s, scope, filters, limit=limit + 1, after=after))
+        page = found[:limit]
+        return CasePage(cases=[self._view(principal, c) for c in page],
+                        next_cursor=page[-1].id if len(found) > limit else None)
+
+    async def detail(self, principal: Principal, case_id: str) -> CaseDetail:
+        def read(session: Session) -> tuple[Case, list[dict[str, Any]], list[comment_store.Comment]]:
+            case = self._visible(principal, case_store.get_case(session, case_id))
+            return case, case_store.history(session, case_id), comment_store.comments(session, case_id)
+
+        case, events, notes = await self._db(read)
+        return CaseDetail(
+            **self._view(principal, case).model_dump(),
+            history=[HistoryItem(at=as_utc(e["at"]), action=e["action"], actor_org=e["actor_org"],
+                                 actor_user=e["actor_user"], tier=e["tier"], state=e["state"],
+                                 motivation=e["motivation"]) for e in events],
+            comments=[CommentView(id=c.id, at=as_utc(c.at), author_org=c.author_org, author=c.author, text=c.text,
+                                  attachments=c.attachments) for c in notes])
+
+    async def feed(self, principal: Principal) -> list[FeedItem]:
+        """Cases awaiting the caller's organisation, most urgent first: a decision at the current tier, or
+        an allow decision its system can re-run with."""
+        scope = access.case_scope(principal, self.register)
+        found = await self._db(lambda s: list_cases(s, scope, CaseFilter(), limit=10_000))
+        items = []
+        for case in found:
+            if case.active and access.may_decide(principal, case, self.register):
+                items.append(FeedItem(case=self._view(principal, case), awaiting="decision"))
+            elif (case.state is State.DECIDED and case.decision and case.decision.get("outcome") == "allow"
+                  and case.requester_org == principal.organisation):
+                items.append(FeedItem(case=self._view(principal, case), awaiting="rerun"))
+        return sorted(items, key=lambda i: (i.case.deadline, i.case.id))
+
+    async def metrics(self, principal: Principal) -> dict[str, Any]:
+        scope = access.case_scope(principal, self.register)
+        return await self._db(lambda s: metrics(s, scope, self._today()))
+
+    # -- working a case ------------------------------------------------------------------------
+    async def comment(self, principal: Principal, case_id: str, body: Comment, trace: Trace) -> CaseDetail:
+        if principal.kind != "person":
+            raise Forbidden("comments are made by people")
+        case = await self._db(lambda s: self._visible(principal, case_store.get_case(s, case_id)))
+        await self._record([self._event(case, _Step("comment", extra={
+            "comment_sha256": _sha256(body.text), "attachments": [a.reference for a in body.attachments]}),
+            principal, trace)])
+        await self._db(lambda s: comment_store.add_comment(
+            s, case_id, author_org=principal.organisation, author=principal.subject, text=body.text,
+            attachments=[a.model_dump(exclude_none=True) for a in body.attachments], now=self.clock.now()))
+        return await self.detail(principal, case_id)
+
+    def _must_decide(self, principal: Principal, case: Case) -> None:
+        self._visible(principal, case)
+        if not case.active:
+            raise Conflict(f"case `{case.id}` is {case.state.value}; nothing to decide")
+        if not access.may_decide(principal, case, self.register):
+            raise Forbidden(f"your organisation does not decide at tier {case.tier} of this partnership")
+
+    @staticmethod
+    def _review_first(case: Case) -> list[tuple[Action, CaseState]]:
+        """Deciding or referring up implies taking the case into review when it is not yet."""
+        if case.state in {State.OPEN, State.ESCALATED}:
+            return [(Action.START_REVIEW, CaseState(case.state, case.tier, case.version).apply(Action.START_REVIEW))]
+        return []
+
+    async def review(self, principal: Principal, case_id: str, body: Review, trace: Trace) -> CaseDetail:
+        def plan(_session: Session, case: Case) -> list[_Step]:
+            self._must_decide(principal, case)
+            after = CaseState(case.state, case.tier, case.version).apply(Action.START_REVIEW)
+            return [_Step(Action.START_REVIEW.value, after)]
+
+        await self._perform(case_id, principal, trace, plan, lambda s: case_store.act(
+            s, case_id, body.expected_version, Action.START_REVIEW, _actor(principal), now=self.clock.now(),
+            deadlines=self.deadlines))
+        return await self.detail(principal, case_id)
+
+    async def decide(self, principal: Principal, case_id: str, body: Decide, trace: Trace) -> CaseDetail:
+        """Refer up, or vote allow/deny (the decision is taken when the tier's number of deciders agree)."""
+        now = self.clock.now()
+        obligations = body.obligations.model_dump(mode="json", exclude_none=True) if body.obligations else {}
+        partnership = self.register.partnerships.get
+
+        def plan(_session: Session, case: Case) -> list[_Step]:
+            self._must_decide(principal, case)
+            if case.version != body.expected_version:
+                raise ConcurrentUpdate(f"case `{case.id}` is at version {case.version}, not {body.expected_version}")
+            steps = [_Step(a.value, after) for a, after in self._review_first(case)]
+            state = steps[-1].after if steps else CaseState(case.state, case.tier, case.version)
+            assert state is not None
+            if body.outcome == "refer-up":
+                return [*steps, _Step(Action.REFER_UP.value, state.apply(Action.REFER_UP))]
+            if principal.organisation == case.requester_org:
+                raise FourEyesViolation("the decider must be outside the requesting organisation")
+            unknown = sorted(set(body.permitted_categories) - set(case.requested_categories))
+            if body.outcome == "allow" and (not body.permitted_categories or unknown):
+                raise EscalationError("an allow names the permitted categories, all of them among the requested "
+                                      f"ones ({', '.join(case.requested_categories)})"
+                                      + (f"; not requested: {', '.join(unknown)}" if unknown else ""))
+            found = partnership(case.partnership)
+            needed = case_store.votes_needed(case, access.min_deciders(found, case.tier) if found else 1)
+            proposal = case_store.proposal_of(body.outcome, body.permitted_categories, obligations)
+            completes = len(case_store.agreeing_votes(case, _actor(principal), proposal)) + 1 >= needed
+            narrowed = body.outcome == "allow" and set(body.permitted_categories) < set(case.requested_categories)
+            verdict = (AuditDecision.DENY if body.outcome == "deny" else
+                       AuditDecision.NARROWED if narrowed else AuditDecision.ALLOW)
+            action = Action.DECIDE.value if completes else "vote"
+            after = state.apply(Action.DECIDE) if completes else state
+            return [*steps, _Step(action, after, verdict, tuple(sorted(body.permitted_categories)),
+                                  {"votes_needed": needed} | ({"obligations": obligations} if obligations else {}))]
+
+        def apply(session: Session) -> Case:
+            case = case_store.get_case(session, case_id)
+            version = body.expected_version
+            for action, _after in self._review_first(case):
+                version = case_store.act(session, case_id, version, action, _actor(principal), now=now,
+                                         deadlines=self.deadlines).version
+            if body.outcome == "refer-up":
+                return case_store.act(session, case_id, version, Action.REFER_UP, _actor(principal), now=now,
+                                      deadlines=self.deadlines, motivation=body.motivation)
+            found = partnership(case.partnership)
+            decided = case_store.vote(
+                session, case_id, version, _actor(principal), body.motivation, outcome=body.outcome,
+                permitted_categories=body.permitted_categories, now=now, deadlines=self.deadlines,
+                min_deciders=access.min_deciders(found, case.tier) if found else 1, obligations=obligations,
+                valid_for=self.valid_for)
+            if decided.state is State.DECIDED and body.outcome == "deny":  # nothing to re-run: done
+                decided = case_store.act(session, case_id, decided.version, Action.CLOSE, None, now=now,
+                                         deadlines=self.deadlines, motivation="denied: closed")
+            return decided
+
+        await self._perform(case_id, principal, trace, plan, apply, motivation=body.motivation)
+        return await self.detail(principal, case_id)
+
+    async def withdraw(self, principal: Principal, case_id: str, body: Withdraw, trace: Trace) -> CaseDetail:
+        def plan(_session: Session, case: Case) -> list[_Step]:
+            self._visible(principal, case)
+            if not access.may_withdraw(principal, case):
+                raise Forbidden("only the organisation that asked may withdraw the case")
+            return [_Step(Action.WITHDRAW.value, CaseState(case.state, case.tier, case.version).apply(Action.WITHDRAW))]
+
+        await self._perform(case_id, principal, trace, plan, lambda s: case_store.act(
+            s, case_id, body.expected_version, Action.WITHDRAW, _actor(principal), now=self.clock.now(),
+            deadlines=self.deadlines, motivation=body.motivation), motivation=body.motivation)
+        return await self.detail(principal, case_id)
+
+    async def escalate_overdue(self) -> list[Case]:
+        """The scheduler's job: every active case past its deadline goes one tier up (at tier 3 it stays and
+        shows as overdue in the metrics). Logged per case, like any other step."""
+        today = self._today()
+        overdue = await self._db(lambda s: [c for c in list_cases(
+            s, CaseScope(everything=True), CaseFilter(overdue_on=today), limit=100_000) if c.tier < MAX_TIER])
+        moved = []
+        for case in overdue:
+            after = CaseState(case.state, case.tier, case.version).apply(Action.DEADLINE_MISSED)
+            try:
+                moved.append(await self._perform(case.id, None, None, self._plan_missed(after),
+                                                 self._apply_missed(case)))
+            except Conflict:
+                continue  # someone acted on it meanwhile; the next run looks again
+        if moved:
+            log.info("escalations_overdue_moved", cases=len(moved))
+        return moved
+
+    @staticmethod
+    def _plan_missed(after: CaseState) -> Callable[[Session, Case], list[_Step]]:
+        return lambda _session, _case: [_Step(Action.DEADLINE_MISSED.value, after)]
+
+    def _apply_missed(self, case: Case) -> Callable[[Session], Case]:
+        return lambda session: case_store.act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
+                                              now=self.clock.now(), deadlines=self.deadlines,
+                                              motivation="deadline missed")
+
+    # -- re-running a decided request ----------------------------------------------------------
+    async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant:
+        case = await self._db(lambda s: case_store.find_by_decision(s, decision_id))
+        if case is None or case.requester_org != principal.organisation or principal.kind != "system":
+            raise Unprocessable(f"unknown escalation decision `{decision_id}`")
+        decision = case.decision or {}
+        if decision.get("outcome") != "allow":
+            raise Unprocessable(f"escalation decision `{decision_id}` did not allow the request")
+        if case.state is not State.DECIDED:
+            raise Conflict(f"escalation decision `{decision_id}` has been used already")
+        valid_until = datetime.fromisoformat(decision["valid_until"])
+        if as_utc(valid_until) <= self.clock.now():
+            raise Unprocessable(f"escalation decision `{decision_id}` expired at {decision['valid_until']}")
+        policy_input = EscalationDecisionInput(
+            id=decision_id, request_fingerprint=case.request_fingerprint or "", holder=case.holder_org,
+            valid_until=as_utc(valid_until).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            permitted_categories=list(decision["permitted_categories"]), obligations=decision.get("obligations", {}))
+
+        def sign(system: str, request_id: str, categories: list[str]) -> str:
+            return self.tokens.sign_statement(
+                typ=DECISION_TYPE, audience=system, ttl_seconds=STATEMENT_TTL_SECONDS,
+                claims={"decision_id": decision_id, "case_id": case.id, "tier": decision.get("tier"),
+                        "request_id": request_id, "categories": sorted(categories)})
+
+        return RerunGrant(decision_id=decision_id, case_id=case.id, holder=case.holder_org,
+                          policy_input=policy_input, sign_for_holder=sign)
+
+    async def rerun_completed(self, grant: RerunGrant, exchange_id: str, target: TargetOutcome,
+                              trace: Trace) -> None:
+        """The decision was applied in a re-run: the case is closed, citing the exchange."""
+        if target.outcome not in {Outcome.ALLOWED, Outcome.ALLOWED_NARROWED}:
+            return
+        case = await self._db(lambda s: case_store.get_case(s, grant.case_id))
+        after = CaseState(case.state, case.tier, case.version).apply(Action.CLOSE)
+        try:
+            await self._perform(case.id, None, trace, lambda _s, _c: [_Step(Action.CLOSE.value, after, extra={
+                "rerun_exchange_id": exchange_id})], lambda s: case_store.act(
+                s, case.id, case.version, Action.CLOSE, None, now=self.clock.now(), deadlines=self.deadlines,
+                motivation=f"decision applied in exchange {exchange_id}"))
+        except Conflict:
+            log.warning("escalation_close_conflict", case_id=case.id)
+
+    # -- legal gaps ----------------------------------------------------------------------------
+    def _gap_view(self, gap: gap_store.LegalGap) -> LegalGapView:
+        return LegalGapView(id=gap.id, partnership=gap.partnership, title=gap.title, description=gap.description,
+                            status=gap.status.value, version=gap.version, created_at=as_utc(gap.created_at),
+                            updated_at=as_utc(gap.updated_at), created_by_org=gap.created_by_org, note=gap.note,
+                            case_ids=gap.case_ids)
+
+    async def flag_gap(self, principal: Principal, case_id: str, body: FlagLegalGap, trace: Trace) -> LegalGapView:
+        if not access.is_worker(principal):
+            raise Forbidden("legal gaps are flagged by privacy officers and administrators")
+        case = await self._db(lambda s: self._visible(principal, case_store.get_case(s, case_id)))
+        await self._record([self._event(case, _Step("legal_gap_flagged", extra={
+            "gap_id": body.gap_id or "new"}), principal, trace)])
+        gap = await self._db(lambda s: gap_store.flag_case(
+            s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
+            title=body.title, description=body.description))
+        return self._gap_view(gap)
+
+    async def gaps(self, principal: Principal, *, partnership: str | None, status: str | None) -> list[LegalGapView]:
+        visible = access.gap_partnerships(principal, self.register)
+        if partnership:
+            visible &= {partnership}
+        wanted = gap_store.GapStatus(status) if status else None
+        found = await self._db(lambda s: gap_store.list_gaps(s, partnerships=visible, status=wanted))
+        return [self._gap_view(g) for g in found]
+
+    async def gap(self, principal: Principal, gap_id: str) -> LegalGapView:
+        gap = await self._db(lambda s: gap_store.get_gap(s, gap_id))
+        if gap.partnership not in access.gap_partnerships(principal, self.register):
+            raise NotFound(f"no legal gap `{gap_id}`")
+        return self._gap_view(gap)
+
+    async def change_gap(self, principal: Principal, gap_id: str, body: GapStatusChange,
+                         trace: Trace) -> LegalGapView:
+        current = await self.gap(principal, gap_id)
+        if not access.may_manage_gaps(principal, current.partnership, self.register):
+            raise Forbidden("only the coordinating privacy officer and the tier-2/3 organisations manage gaps")
+        status = gap_store.GapStatus(body.status)
+        if status not in gap_store.GAP_TRANSITIONS[gap_store.GapStatus(current.status)]:
+            raise Conflict(f"a legal gap cannot go from `{current.status}` to `{status.value}`")
+        await self._record([AuditEvent(
+            event_type=EventType.ESCALATION_STEP, trace_id=trace.trace_id, span_id=trace.span_id,
+            requester=Requester(org=principal.organisation, user=principal.subject),
+            processing_activity=None, extra={"action": "legal_gap_status", "gap_id": gap_id,
+                                             "partnership": current.partnership, "status_before": current.status,
+                                             "status": status.value})])
+        gap = await self._db(lambda s: gap_store.change_status(s, gap_id, body.expected_version, status,
+                                                               now=self.clock.now(), note=body.note))
+        return self._gap_view(gap)
+
+    async def gaps_csv(self, principal: Principal, *, partnership: str | None, status: str | None) -> str:
+        """The register of legal gaps for the steering group's agenda."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["id", "partnership", "status", "title", "description", "cases", "created_at",
+                         "updated_at", "created_by_org", "note"])
+        for gap in await self.gaps(principal, partnership=partnership, status=status):
+            writer.writerow([gap.id, gap.partnership, gap.status, gap.title, gap.description,
+                             " ".join(gap.case_ids), gap.created_at.isoformat(), gap.updated_at.isoformat(),
+                             gap.created_by_org, gap.note or ""])
+        return out.getvalue()

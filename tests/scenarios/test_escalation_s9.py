@@ -1,0 +1,161 @@
+"""Scenario S9 end to end over real HTTP (issue 6): the police refuses → the gateway opens a case → tier 1
+misses its deadline and the scheduler moves it up → tier 2 allows `police_incidents` only (one of two
+concurrent decisions wins, the other gets 409) → the requester re-runs citing the decision and receives
+exactly the narrowed data; the holder learns of the binding decision through a statement the gateway signs;
+the audit log shows every step."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from gateway.clock import FixedClock
+from tests.stack import Stack, running_stack
+
+RIEC = "riec-amsterdam-amstelland"
+MUNICIPALITY = "gemeente-amsterdam-vth"
+BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+         "case_reference": "RIEC-AA-2026-901", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-77"}}
+
+
+def _wait_for(check: Callable[[], bool], seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def _steps(stack: Stack, case_id: str) -> list[dict[str, Any]]:
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).where(
+            audit_entries.c.event_type == "escalation.step").order_by(audit_entries.c.log_index)).all()
+    entries = [json.loads(r.canonical)["event"] for r in rows]
+    return [e for e in entries if e["extra"].get("case_id") == case_id]
+
+
+def test_s9_refusal_case_deadline_tier_2_narrowed_allow_and_rerun(tmp_path: Path) -> None:
+    clock = FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    with running_stack(tmp_path, clock=clock, settings_overrides={"escalation_scan_seconds": 0.2}) as stack:
+        subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
+        body = BIBOB | {"subjects": subjects, "holders": ["politie"],
+                        "categories": ["police_incidents", "criminal_intelligence"]}
+        first = stack.post(MUNICIPALITY, "/v1/exchanges", body)
+        assert first.status_code == 200, first.text
+        target = first.json()["targets"][0]
+        assert target["outcome"] == "refused-by-holder"
+        case_id = target["escalation_id"]
+        assert case_id
+
+        police_po = stack.person("po-politie", "politie", ["privacy-officer"])
+        bank_po = stack.person("po-abn", "abn-amro", ["privacy-officer"])
+        case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
+        assert (case["state"], case["tier"], case["trigger"]) == ("open", 1, "holder-refused")
+        assert case["requested_categories"] == ["criminal_intelligence", "police_incidents"]
+        assert case["deadline"] == "2026-12-02"  # five working days
+        assert stack.call(bank_po, "GET", f"/v1/escalations/{case_id}").status_code == 404  # not a party
+
+        reviewed = stack.call(police_po, "POST", f"/v1/escalations/{case_id}/review",
+                              {"expected_version": case["version"]})
+        assert reviewed.status_code == 200, reviewed.text
+        assert reviewed.json()["state"] == "in_review"
+
+        # Tier 1 lets its deadline pass; the gateway's scheduler moves the case to tier 2 by itself.
+        clock.advance(timedelta(days=8))
+        stack.forget_tokens()
+        police_po = stack.person("po-politie", "politie", ["privacy-officer"])
+
+        def at_tier_2() -> bool:
+            return bool(stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()["tier"] == 2)
+
+        _wait_for(at_tier_2)
+        case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
+        assert case["state"] == "escalated"
+        assert case["deciders"] == ["landelijk-steunpunt", "riec-aa"]
+        refused = stack.call(police_po, "POST", f"/v1/escalations/{case_id}/decision", {
+            "expected_version": case["version"], "outcome": "allow", "motivation": "tier 1 may not decide now",
+            "permitted_categories": ["police_incidents"]})
+        assert refused.status_code == 403  # tier 1's party is no decider at tier 2
+
+        desk = stack.person("desk-riec", "riec-aa", ["administrator"])
+        steunpunt = stack.person("desk-lsp", "landelijk-steunpunt", ["administrator"])
+        decision = {"expected_version": case["version"], "outcome": "allow",
+                    "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out.",
+                    "permitted_categories": ["police_incidents"]}
+        won = stack.call(desk, "POST", f"/v1/escalations/{case_id}/decision", decision)
+        assert won.status_code == 200, won.text
+        lost = stack.call(steunpunt, "POST", f"/v1/escalations/{case_id}/decision", decision | {"outcome": "deny"})
+        assert lost.status_code == 409  # decided on a stale version: the first decision stands
+        decided = won.json()
+        assert decided["state"] == "decided"
+        assert decided["decision"]["permitted_categories"] == ["police_incidents"]
+        decision_id = decided["decision"]["id"]
+
+        feed = stack.get(MUNICIPALITY, "/v1/escalations/feed").json()
+        assert [(i["case"]["id"], i["awaiting"]) for i in feed] == [(case_id, "rerun")]
+
+        rerun = stack.post(MUNICIPALITY, "/v1/exchanges", body | {"escalation_decision": decision_id})
+        assert rerun.status_code == 200, rerun.text
+        police = rerun.json()["targets"][0]
+        assert police["outcome"] == "allowed-narrowed"
+        assert police["escalation_decision_applied"] is True
+        assert police["permitted_categories"] == ["police_incidents"]
+        assert police["removed_categories"] == ["criminal_intelligence"]
+        assert police["records"], "the holder answered under the binding decision"
+        assert {r["category"] for r in police["records"]} == {"police_incidents"}
+
+        again = stack.post(MUNICIPALITY, "/v1/exchanges", body | {"escalation_decision": decision_id})
+        assert again.status_code == 409  # a decision is used once
+        closed = stack.call(desk, "GET", f"/v1/escalations/{case_id}").json()
+        assert closed["state"] == "closed"
+
+        steps = _steps(stack, case_id)
+        assert [(s["extra"]["action"], s["extra"]["tier"], s["extra"]["state"]) for s in steps] == [
+            ("opened", 1, "open"), ("start_review", 1, "in_review"), ("deadline_missed", 2, "escalated"),
+            ("start_review", 2, "in_review"), ("decide", 2, "decided"), ("close", 2, "closed")]
+        decide_entry = steps[4]
+        assert decide_entry["decision"] == "narrowed"
+        assert decide_entry["categories"] == ["police_incidents"]
+        assert decide_entry["requester"] == {"org": "riec-aa", "system": None, "user": "desk-riec"}
+        assert "motivation_sha256" in decide_entry["extra"]
+        assert "Bibob advice" not in json.dumps(steps)  # free text stays out of the log
+
+
+def test_a_holder_refuses_a_forged_or_misdirected_decision(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as stack:
+        tokens = stack.container.services["auth"].tokens
+        url = f"{stack.partner_urls['politie-bvh']}/holder/v1/query"
+        subject = stack.world.scenarios()["police-confidential"][0]
+        query = {"request_id": "x-1:politie", "partnership": RIEC, "purpose": "bibob-integrity-check",
+                 "requester_organisation": "gemeente-amsterdam", "categories": ["police_incidents"],
+                 "subjects": [subject]}
+        access = tokens.issue(subject="wgs-gateway", organisation="wgs-gateway", scopes=["holder"],
+                              audience="politie-bvh").access_token
+        bearer = {"Authorization": f"Bearer {access}"}
+
+        def statement(**claims: Any) -> str:
+            return str(tokens.sign_statement(typ=claims.pop("typ", "wgs-decision+jwt"),
+                                             audience=claims.pop("aud", "politie-bvh"), ttl_seconds=60,
+                                             claims={"decision_id": "d-1", "request_id": "x-1:politie",
+                                                     "categories": ["police_incidents"]} | claims))
+
+        plain = httpx.post(url, json=query, headers=bearer).json()
+        assert plain["status"] == "refused"
+        for forged in (statement(aud="kvk-handelsregister"), statement(request_id="other:politie"),
+                       statement(categories=["identity"]), statement(typ="JWT"), access):
+            response = httpx.post(url, json=query | {"escalation_decision": forged}, headers=bearer)
+            assert response.status_code == 422, response.text
+        fresh = query | {"request_id": "x-2:politie"}  # a request id answered once stays answered (409 otherwise)
+        bound = httpx.post(url, json=fresh | {"escalation_decision": statement(request_id="x-2:politie")},
+                           headers=bearer).json()
+        assert bound["status"] == "answered"
+        assert {r["category"] for r in bound["records"]} == {"police_incidents"}
