@@ -225,7 +225,7 @@ class ExchangeService:
                 provided_categories=sorted({r.category for r in getattr(body, "provide", [])})),
             context=PolicyContext(requests_today=requests_today, escalation_decision=escalation),
             request_fingerprint=request_fingerprint) for t in targets]
-        return list(await asyncio.gather(*(self.deps.policy.decide(kind, i) for i in inputs)))  # type: ignore[arg-type]
+        return await self.deps.policy.decide_many(kind, inputs)  # type: ignore[arg-type]  # one evaluation
 
     async def _deny_all_on_policy_failure(self, exc: PolicyError, base: dict[str, Any],
                                           targets: list[_Target], event_type: EventType) -> None:
