@@ -15,6 +15,7 @@ from gateway.auditing.setup import audit_services, install_audit
 from gateway.auth import endpoints as auth_endpoints
 from gateway.auth.setup import install_auth
 from gateway.clock import Clock
+from gateway.console import endpoints as console_endpoints
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated
 from gateway.escalations import endpoints as escalation_endpoints
@@ -93,5 +94,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.include_router(exchange_endpoints.router)
     app.include_router(audit_endpoints.router)
     app.include_router(audit_review.router)
+    app.include_router(console_endpoints.router)
     app.include_router(escalation_endpoints.router)
     return app

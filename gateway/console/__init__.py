@@ -1,0 +1,19 @@
+"""The web console: server-rendered pages (FastAPI + Jinja2) for privacy officers, administrators and the
+contact point, under ``/console``.
+
+The console is another face of the same services as the JSON API: every page calls the functions behind
+``gateway.auditing`` and ``gateway.register`` with a :class:`~gateway.auth.principal.Principal` built from the
+signed-in account, so a page shows exactly what the API would show that person, and nothing is queried twice.
+
+Modules, one job each:
+
+=================  ==========================================================================
+``settings``       ``ConsoleSettings`` (env prefix ``WGS_CONSOLE_``): idle timeout, cookie flags
+``sessions``       signed session cookie, CSRF tokens, idle and absolute expiry, sign-out list
+``i18n``           the Dutch/English message catalogue and language choice
+``actions``        ``console.action`` audit entries (sign-in, sign-out, exports, subject lookups)
+``views``          page data that is presentation only (bar charts, register summaries)
+``endpoints``      the router: thin handlers that check the session and call the services
+``templates/``     Jinja2 templates; ``static/`` the stylesheet and the in-page proof checker
+=================  ==========================================================================
+"""

@@ -1,0 +1,185 @@
+"""Console sessions: a signed cookie, CSRF tokens, idle and absolute expiry, and signing out.
+
+The cookie holds no roles and no organisation, only who signed in and when: every request loads the account
+again, so a disabled account or a changed role takes effect at once. It is signed (itsdangerous, HMAC-SHA-1
+over a key derived from the console secret) and sent ``HttpOnly`` and ``SameSite=Strict``; ``Secure`` follows
+:attr:`ConsoleSettings.cookie_secure`. Times come from the container's clock, so expiry is tested without
+sleeping.
+
+Security checklist, in the order :meth:`Sessions.read` applies it:
+
+1. a cookie whose signature does not verify is ignored (as if there were none);
+2. a session signed out here is refused until its absolute expiry (per process: a signed-out cookie copied
+   to another gateway process stays valid there until it idles out — keep the idle timeout short);
+3. a session idle for longer than ``idle_timeout_seconds`` or older than ``max_session_seconds`` is refused;
+4. every POST carries the session's CSRF token in a form field, compared in constant time; a new token and
+   a new session id are issued on sign-in (no session fixation).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Request, Response
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from gateway.console.settings import ConsoleSettings
+from gateway.container import Container
+
+COOKIE = "wgs_console"
+_SALT = "wgs-console-session/1"
+
+SessionState = Literal["active", "idle", "expired", "signed-out", "anonymous"]
+
+
+@dataclass(frozen=True)
+class SessionData:
+    """What the session cookie says (signed): session id, CSRF token, the username once signed in, times."""
+
+    sid: str
+    csrf: str
+    username: str | None
+    issued: float
+    seen: float
+
+    def as_payload(self) -> dict[str, Any]:
+        return {"sid": self.sid, "csrf": self.csrf, "u": self.username, "iat": self.issued, "seen": self.seen}
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> SessionData | None:
+        if not isinstance(payload, dict):
+            return None
+        try:
+            username = payload["u"]
+            if username is not None and not isinstance(username, str):
+                return None
+            return cls(str(payload["sid"]), str(payload["csrf"]), username, float(payload["iat"]),
+                       float(payload["seen"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def load_or_create_secret(directory: Path) -> str:
+    """The session-signing key in the key store (0600), created on first use; shared by all processes."""
+    path = directory / "console-session.key"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it meanwhile
+            pass
+        else:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+@dataclass
+class Sessions:
+    settings: ConsoleSettings
+    serializer: URLSafeSerializer
+    _signed_out: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read(self, request: Request) -> SessionData | None:
+        raw = request.cookies.get(COOKIE)
+        if not raw:
+            return None
+        try:
+            payload = self.serializer.loads(raw)
+        except BadSignature:
+            return None
+        return SessionData.from_payload(payload)
+
+    def state(self, data: SessionData | None, now: float) -> SessionState:
+        if data is None or data.username is None:
+            return "anonymous"
+        with self._lock:
+            if data.sid in self._signed_out:
+                return "signed-out"
+        if now - data.issued > self.settings.max_session_seconds:
+            return "expired"
+        if now - data.seen > self.settings.idle_timeout_seconds:
+            return "idle"
+        return "active"
+
+    # -- making --------------------------------------------------------------------------------
+
+    @staticmethod
+    def anonymous(now: float) -> SessionData:
+        return SessionData(secrets.token_urlsafe(18), secrets.token_urlsafe(32), None, now, now)
+
+    @staticmethod
+    def signed_in(username: str, now: float) -> SessionData:
+        """A fresh session id and CSRF token on sign-in, never the anonymous ones (session fixation)."""
+        return SessionData(secrets.token_urlsafe(18), secrets.token_urlsafe(32), username, now, now)
+
+    @staticmethod
+    def touched(data: SessionData, now: float) -> SessionData:
+        return replace(data, seen=now)
+
+    def sign_out(self, data: SessionData, now: float) -> None:
+        with self._lock:
+            for sid, until in list(self._signed_out.items()):
+                if until < now:
+                    del self._signed_out[sid]
+            self._signed_out[data.sid] = data.issued + self.settings.max_session_seconds
+
+    # -- CSRF ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def csrf_ok(data: SessionData | None, token: str) -> bool:
+        return data is not None and bool(token) and hmac.compare_digest(data.csrf.encode(), token.encode())
+
+    # -- cookies -------------------------------------------------------------------------------
+
+    def secure_cookie(self, request: Request) -> bool:
+        if self.settings.cookie_secure is not None:
+            return self.settings.cookie_secure
+        if request.url.scheme == "https":
+            return True
+        host = (request.url.hostname or "").strip("[]")
+        if host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True
+
+    def write(self, response: Response, request: Request, data: SessionData) -> None:
+        response.set_cookie(COOKIE, self.serializer.dumps(data.as_payload()), httponly=True, samesite="strict",
+                            secure=self.secure_cookie(request), path="/console")
+
+    def clear(self, response: Response, request: Request) -> None:
+        response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict",
+                               secure=self.secure_cookie(request))
+
+
+_install_lock = threading.Lock()
+
+
+def install_console(container: Container, settings: ConsoleSettings | None = None) -> Sessions:
+    """Set up the console's session machinery (done lazily on the first console request when not called)."""
+    settings = settings or ConsoleSettings()
+    secret = settings.session_secret or load_or_create_secret(container.settings.key_dir)
+    sessions = Sessions(settings, URLSafeSerializer(secret, salt=_SALT))
+    container.services["console"] = sessions
+    return sessions
+
+
+def console_sessions(container: Container) -> Sessions:
+    found = container.services.get("console")
+    if isinstance(found, Sessions):
+        return found
+    with _install_lock:
+        found = container.services.get("console")
+        return found if isinstance(found, Sessions) else install_console(container)

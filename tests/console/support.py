@@ -1,0 +1,59 @@
+"""Helpers for the console tests: accounts, realistic audit entries, signing in through the real form."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from audit import AuditEvent, DataSubject, Decision, EventType, ProcessingActivity, Requester
+from gateway.auditing.setup import audit_services
+from gateway.auth.accounts import create_account
+from gateway.container import Container
+from gateway.db.engine import transaction
+
+PASSWORD = "correct horse battery staple"
+SUBJECT = "subj-3f9a0c1d2e4b5a6978c0d1e2"  # a partnership-domain pseudonym, as in the README
+RIEC = ProcessingActivity(partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check")
+FEC = ProcessingActivity(partnership="fec", purpose="money-laundering-taskforce")
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def add_account(container: Container, username: str, organisation: str, roles: list[str]) -> None:
+    with transaction(container.sessions) as session:
+        create_account(session, username, organisation, roles, PASSWORD, container.clock)
+
+
+def _exchange(activity: ProcessingActivity, requester: str, system: str, holder: str, decision: Decision,
+              categories: tuple[str, ...], disclosed: bool) -> list[AuditEvent]:
+    trace = secrets.token_hex(16)
+    common: dict[str, Any] = {"trace_id": trace, "processing_activity": activity,
+                              "data_subject": DataSubject(pseudonym=SUBJECT),
+                              "requester": Requester(org=requester, system=system)}
+    events = [AuditEvent(event_type=EventType.EXCHANGE_REQUESTED, span_id=secrets.token_hex(8),
+                         categories=categories, **common),
+              AuditEvent(event_type=EventType.POLICY_DECIDED, span_id=secrets.token_hex(8), holder=holder,
+                         decision=decision, categories=categories, reasons=("rule.purpose-bound",), **common)]
+    if disclosed:
+        events.append(AuditEvent(event_type=EventType.DISCLOSURE, span_id=secrets.token_hex(8), holder=holder,
+                                 categories=categories, payload_sha256=secrets.token_hex(32), **common))
+    return events
+
+
+def seed_entries(container: Container) -> None:
+    """Exchanges of the municipality (RIEC) and of the bank (FEC), written through the real audit log."""
+    log = audit_services(container).log
+    log.append(_exchange(RIEC, "gemeente-amsterdam", "gemeente-amsterdam-vth", "kvk", Decision.ALLOW,
+                         ("company_registration",), True))
+    log.append(_exchange(RIEC, "gemeente-amsterdam", "gemeente-amsterdam-vth", "belastingdienst",
+                         Decision.NARROWED, ("tax_debts",), True))
+    log.append(_exchange(RIEC, "gemeente-amsterdam", "gemeente-amsterdam-vth", "politie", Decision.DENY,
+                         ("police_records",), False))
+    log.append(_exchange(FEC, "abn-amro", "abn-amro-fec", "fiod", Decision.DENY, ("transactions",), False))
+    log.issue_checkpoint()
+
+
+def csrf_of(html: str) -> str:
+    match = _CSRF.search(html)
+    assert match, "the page has a CSRF field"
+    return match.group(1)

@@ -1,0 +1,396 @@
+"""The web console over the ASGI app (TestClient): sign-in, CSRF, idle expiry, sign-out, role and
+organisation scoping, languages, and the ``console.action`` audit entries."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from gateway.clock import FixedClock
+from gateway.console.i18n import MESSAGES
+from gateway.console.sessions import COOKIE, install_console
+from gateway.console.settings import ConsoleSettings
+from gateway.container import Container
+from tests.console.support import PASSWORD, SUBJECT, add_account, csrf_of, seed_entries
+
+IDLE = 600
+ACCOUNTS = {"po-gemeente": ("gemeente-amsterdam", "privacy-officer"), "po-bank": ("abn-amro", "privacy-officer"),
+            "cpo-riec": ("riec-aa", "coordinating-privacy-officer"), "contact-riec": ("riec-aa", "contact-point"),
+            "admin": ("riec-aa", "administrator")}
+
+
+@pytest.fixture
+def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
+    install_console(container, ConsoleSettings(cookie_secure=False, idle_timeout_seconds=IDLE,
+                                               default_language="en"))
+    with TestClient(app) as client:
+        seed_entries(container)
+        client.app_state["accounts"] = set()  # created on first sign-in (argon2 hashing is slow on purpose)
+        yield client
+
+
+def account(client: TestClient, username: str) -> None:
+    created: set[str] = client.app_state["accounts"]
+    if username not in created:
+        organisation, role = ACCOUNTS[username]
+        add_account(client.app.state.container, username, organisation, [role])  # type: ignore[attr-defined]
+        created.add(username)
+
+
+def sign_in(client: TestClient, username: str, password: str = PASSWORD, *, next_page: str = "/console"
+            ) -> TestClient:
+    account(client, username)
+    form = client.get("/console/login")
+    assert form.status_code == 200
+    response = client.post("/console/login", data={"username": username, "password": password,
+                                                   "csrf_token": csrf_of(form.text), "next": next_page},
+                           follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return client
+
+
+def entry_indices(html: str) -> list[int]:
+    return [int(i) for i in re.findall(r'href="/console/audit/entries/(\d+)"', html)]
+
+
+def console_actions(container: Container) -> list[dict[str, object]]:
+    t = audit_entries.c
+    with container.engine.connect() as connection:
+        rows = connection.execute(select(t.canonical).where(t.event_type == "console.action")
+                                  .order_by(t.log_index)).scalars()
+        return [json.loads(row)["event"] for row in rows]
+
+
+def test_sign_in_lands_on_the_audit_log_with_a_hardened_cookie(console: TestClient) -> None:
+    account(console, "po-gemeente")
+    form = console.get("/console/login")
+    response = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
+                                                    "csrf_token": csrf_of(form.text)}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/audit"
+    cookie = response.headers["set-cookie"]
+    assert f"{COOKIE}=" in cookie
+    assert "HttpOnly" in cookie
+    assert "samesite=strict" in cookie.lower()
+    assert "Path=/console" in cookie
+    page = console.get("/console/audit")
+    assert page.status_code == 200
+    assert "Signed in as po-gemeente (gemeente-amsterdam)" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_secure_cookie_by_default_except_on_plain_http_loopback(app: FastAPI, container: Container) -> None:
+    install_console(container, ConsoleSettings())
+    with TestClient(app, base_url="https://gateway.example") as client:
+        assert "Secure" in client.get("/console/login").headers["set-cookie"]
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        assert "Secure" not in client.get("/console/login").headers["set-cookie"]
+    with TestClient(app, base_url="http://gateway.example") as client:
+        assert "Secure" in client.get("/console/login").headers["set-cookie"]
+
+
+def test_wrong_password_is_refused_and_audited_without_the_username(console: TestClient,
+                                                                     container: Container) -> None:
+    account(console, "po-gemeente")
+    form = console.get("/console/login")
+    response = console.post("/console/login", data={"username": "po-gemeente", "password": "not the password",
+                                                    "csrf_token": csrf_of(form.text)}, follow_redirects=False)
+    assert response.status_code == 401
+    assert "Username or password is wrong" in response.text
+    assert console.get("/console/audit", follow_redirects=False).status_code == 303
+    failed = [a for a in console_actions(container) if a["status"] == "error"]
+    assert len(failed) == 1
+    assert failed[0]["extra"] == {"action": "sign-in", "channel": "console", "reason": "wrong-credentials"}
+    assert "po-gemeente" not in json.dumps(failed)
+    assert "not the password" not in json.dumps(failed)
+
+
+def test_failed_sign_ins_are_throttled_with_the_api(console: TestClient) -> None:
+    account(console, "po-bank")
+    for _ in range(5):
+        form = console.get("/console/login")
+        console.post("/console/login", data={"username": "po-bank", "password": "wrong password!",
+                                             "csrf_token": csrf_of(form.text)})
+    form = console.get("/console/login")
+    response = console.post("/console/login", data={"username": "po-bank", "password": PASSWORD,
+                                                    "csrf_token": csrf_of(form.text)})
+    assert response.status_code == 429
+    assert "Retry-After" in response.headers
+    # the same throttle guards the JSON login
+    assert console.post("/v1/auth/login", json={"username": "po-bank", "password": PASSWORD}).status_code == 429
+
+
+def test_post_without_the_csrf_token_is_refused(console: TestClient) -> None:
+    account(console, "po-gemeente")
+    form = console.get("/console/login")
+    no_token = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD})
+    assert no_token.status_code == 403
+    wrong = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
+                                                 "csrf_token": csrf_of(form.text) + "x"})
+    assert wrong.status_code == 403
+    sign_in(console, "po-gemeente")
+    assert console.post("/console/logout", data={}).status_code == 403
+    assert console.post("/console/logout", data={"csrf_token": "forged"}).status_code == 403
+    assert console.get("/console/audit").status_code == 200, "still signed in"
+    sign_in(console, "contact-riec")
+    assert console.post("/console/subjects", data={"pseudonym": SUBJECT}).status_code == 403
+
+
+def test_the_csrf_token_changes_at_sign_in(console: TestClient) -> None:
+    anonymous = csrf_of(console.get("/console/login").text)
+    sign_in(console, "po-gemeente")
+    assert csrf_of(console.get("/console/audit").text) != anonymous
+
+
+def test_idle_session_expires_and_activity_keeps_it_alive(console: TestClient, clock: FixedClock) -> None:
+    sign_in(console, "po-gemeente")
+    clock.advance(timedelta(seconds=IDLE - 10))
+    assert console.get("/console/audit").status_code == 200  # activity slides the idle window
+    clock.advance(timedelta(seconds=IDLE - 10))
+    assert console.get("/console/audit").status_code == 200
+    clock.advance(timedelta(seconds=IDLE + 1))
+    expired = console.get("/console/audit?event_type=disclosure", follow_redirects=False)
+    assert expired.status_code == 303
+    location = expired.headers["location"]
+    assert location.startswith("/console/login?")
+    assert "expired=1" in location
+    assert "Your session has expired" in console.get(location).text
+
+
+def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(console: TestClient) -> None:
+    account(console, "po-gemeente")
+    form = console.get("/console/login")
+    back = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
+                                                "csrf_token": csrf_of(form.text),
+                                                "next": "/console/statistics?partnership=fec"},
+                        follow_redirects=False)
+    assert back.headers["location"] == "/console/statistics?partnership=fec"
+    console.cookies.clear()
+    for target in ("https://evil.example/", "//evil.example/console", "/console//evil.example", "/v1/audit"):
+        form = console.get("/console/login")
+        response = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
+                                                        "csrf_token": csrf_of(form.text), "next": target},
+                                follow_redirects=False)
+        assert response.headers["location"] == "/console/audit", target
+        console.cookies.clear()
+
+
+def test_sign_out_ends_the_session_even_for_a_copied_cookie(console: TestClient, container: Container) -> None:
+    sign_in(console, "po-gemeente")
+    page = console.get("/console/audit")
+    copied = console.cookies.get(COOKIE)
+    assert copied
+    response = console.post("/console/logout", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?signed_out=1"
+    assert console.get("/console/audit", follow_redirects=False).status_code == 303
+    console.cookies.set(COOKIE, copied, path="/console")
+    assert console.get("/console/audit", follow_redirects=False).status_code == 303, "signed-out cookie refused"
+    actions = [a["extra"]["action"] for a in console_actions(container)]  # type: ignore[index]
+    assert actions == ["sign-in", "sign-out"]
+
+
+def test_a_tampered_cookie_is_ignored(console: TestClient) -> None:
+    sign_in(console, "po-gemeente")
+    value = console.cookies.get(COOKIE)
+    assert value
+    console.cookies.set(COOKIE, value[:-2] + ("AA" if not value.endswith("AA") else "BB"), path="/console")
+    assert console.get("/console/audit", follow_redirects=False).status_code == 303
+
+
+def test_a_disabled_account_loses_its_session_at_once(console: TestClient, container: Container) -> None:
+    from gateway.auth.repository import set_account_active
+    from gateway.db.engine import transaction
+
+    sign_in(console, "po-gemeente")
+    with transaction(container.sessions) as session:
+        set_account_active(session, "po-gemeente", False)
+    assert console.get("/console/audit", follow_redirects=False).status_code == 303
+
+
+def test_officers_see_only_their_organisations_entries(console: TestClient) -> None:
+    sign_in(console, "po-gemeente")
+    municipality = entry_indices(console.get("/console/audit").text)
+    assert municipality[:8] == [1, 2, 3, 4, 5, 6, 7, 8]  # then the organisation's own console actions
+    console.cookies.clear()
+    sign_in(console, "po-bank")
+    bank_page = console.get("/console/audit")
+    bank = entry_indices(bank_page.text)
+    assert bank[:2] == [9, 10]
+    assert not set(bank) & set(municipality)
+    assert "gemeente-amsterdam" not in bank_page.text.split("<table")[1]
+    for index in municipality[:8]:
+        other = console.get(f"/console/audit/entries/{index}")
+        assert other.status_code == 404, index
+        assert "data-leaf" not in other.text
+    assert console.get("/console/audit/entries/9").status_code == 200
+    # filtering on another organisation does not widen the scope
+    assert entry_indices(console.get("/console/audit?organisation=gemeente-amsterdam").text) == []
+    statistics = console.get("/console/statistics")
+    assert "riec-amsterdam-amstelland" not in statistics.text.split('id="statistics"')[1].split("</table>")[0]
+    csv = console.get("/console/statistics.csv").text
+    assert "gemeente-amsterdam" not in csv
+    assert "abn-amro" in csv
+
+
+def test_coordinating_officer_sees_the_whole_partnership(console: TestClient) -> None:
+    sign_in(console, "cpo-riec")
+    riec = console.get("/console/audit?partnership=riec-amsterdam-amstelland").text
+    assert entry_indices(riec) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert entry_indices(console.get("/console/audit?partnership=fec").text) == []
+
+
+def test_pages_are_scoped_by_role(console: TestClient) -> None:
+    sign_in(console, "contact-riec")
+    assert console.get("/console", follow_redirects=False).headers["location"] == "/console/register"
+    for path in ("/console/audit", "/console/audit/entries/1", "/console/statistics", "/console/statistics.csv"):
+        assert console.get(path).status_code == 403, path
+    assert console.get("/console/subjects").status_code == 200
+    assert 'href="/console/audit"' not in console.get("/console/register").text
+    console.cookies.clear()
+    sign_in(console, "po-gemeente")
+    assert console.get("/console/subjects").status_code == 403
+    subjects = console.post("/console/subjects", data={"pseudonym": SUBJECT,
+                                                       "csrf_token": csrf_of(console.get("/console/audit").text)})
+    assert subjects.status_code == 403
+    console.cookies.clear()
+    sign_in(console, "admin")
+    assert console.get("/console/audit").status_code == 403
+    register = console.get("/console/register")
+    assert register.status_code == 200
+    assert "Escalations" in register.text  # announced for the escalation pages
+
+
+def test_paging_through_the_audit_log(console: TestClient, container: Container) -> None:
+    install_console(container, ConsoleSettings(cookie_secure=False, page_size=5, default_language="en"))
+    sign_in(console, "po-gemeente")
+    first = console.get("/console/audit?partnership=riec-amsterdam-amstelland&decision=&event_type=")
+    assert entry_indices(first.text) == [1, 2, 3, 4, 5]
+    next_href = re.search(r'href="([^"]+)" rel="next"', first.text)
+    assert next_href
+    second = console.get(next_href.group(1).replace("&amp;", "&"))
+    assert entry_indices(second.text) == [6, 7, 8]
+    assert 'rel="next"' not in second.text
+    filtered = console.get("/console/audit?event_type=policy.decided&decision=deny")
+    assert entry_indices(filtered.text) == [8]
+    assert console.get("/console/audit?since=2026-11-26").text.count("/console/audit/entries/") == 0
+    assert console.get("/console/audit?since=yesterday").status_code == 422
+
+
+def test_entry_page_carries_a_proof_the_server_can_check_too(console: TestClient, container: Container) -> None:
+    import base64
+
+    from audit import NoteVerifier, open_checkpoint
+    from audit.merkle import leaf_hash, verify_inclusion
+
+    sign_in(console, "po-gemeente")
+    page = console.get("/console/audit/entries/4").text
+
+    def attribute(name: str) -> str:
+        match = re.search(rf'data-{name}="([^"]*)"', page)
+        assert match, name
+        return match.group(1)
+
+    canonical = base64.b64decode(attribute("canonical"))
+    assert leaf_hash(canonical).hex() == attribute("leaf")
+    note = base64.b64decode(attribute("note")).decode()
+    checkpoint = open_checkpoint(note, NoteVerifier.from_vkey(attribute("vkey")))
+    assert checkpoint.tree_size == int(attribute("tree-size"))
+    proof = [bytes.fromhex(h) for h in attribute("proof").split()]
+    verify_inclusion(4, checkpoint.tree_size, leaf_hash(canonical), proof, checkpoint.root_hash)
+    assert '<script src="/console/static/proof.js" defer></script>' in page
+    script = console.get("/console/static/proof.js")
+    assert script.status_code == 200
+    assert "crypto.subtle" in script.text
+    assert console.get("/console/static/../endpoints.py").status_code == 404
+
+
+def test_an_entry_newer_than_the_last_checkpoint_gets_one(console: TestClient) -> None:
+    sign_in(console, "po-gemeente")  # its own console.action entry is newer than the seeded checkpoint
+    newest = max(entry_indices(console.get("/console/audit?event_type=console.action").text))
+    page = console.get(f"/console/audit/entries/{newest}")
+    assert page.status_code == 200
+    assert int(re.search(r'data-tree-size="(\d+)"', page.text).group(1)) > newest  # type: ignore[union-attr]
+
+
+def test_statistics_csv_download_is_audited(console: TestClient, container: Container) -> None:
+    sign_in(console, "po-gemeente")
+    page = console.get("/console/statistics")
+    assert page.status_code == 200
+    assert page.text.count('role="img"') == 4
+    download = console.get("/console/statistics.csv?partnership=riec-amsterdam-amstelland")
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    assert download.text.splitlines()[0].startswith("partnership,purpose,participant,month,requests")
+    assert "riec-amsterdam-amstelland,bibob-integrity-check,gemeente-amsterdam" in download.text
+    export = [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
+    assert len(export) == 1
+    assert export[0]["extra"] == {"action": "export", "channel": "console", "export": "statistics.csv", "rows": 1,
+                                  "partnership": "riec-amsterdam-amstelland"}
+    assert export[0]["requester"]["org"] == "gemeente-amsterdam"  # type: ignore[index]
+    assert export[0]["requester"]["user"] != "po-gemeente"  # type: ignore[index]
+
+
+def test_subject_lookup_for_the_contact_point_is_audited_without_the_pseudonym(console: TestClient,
+                                                                                container: Container) -> None:
+    sign_in(console, "contact-riec")
+    form = console.get("/console/subjects")
+    found = console.post("/console/subjects", data={"pseudonym": SUBJECT, "csrf_token": csrf_of(form.text)})
+    assert found.status_code == 200
+    assert "2 disclosure(s) found." in found.text  # the two RIEC disclosures; the bank's FEC entries are not
+    bad = console.post("/console/subjects", data={"pseudonym": "Jan Jansen", "csrf_token": csrf_of(form.text)})
+    assert bad.status_code == 422
+    lookups = [a for a in console_actions(container) if a["extra"]["action"] == "subject-lookup"]  # type: ignore[index]
+    assert len(lookups) == 1
+    assert lookups[0]["extra"]["disclosures"] == 2  # type: ignore[index]
+    assert SUBJECT not in json.dumps(lookups)
+    assert lookups[0]["data_subject"] is None
+
+
+def test_register_page_shows_partnerships_categories_and_history(console: TestClient) -> None:
+    sign_in(console, "po-bank")
+    page = console.get("/console/register")
+    assert page.status_code == 200
+    for text in ("RIEC", "bibob-integrity-check", "criminal_intelligence", "Version history", "2026.11.1"):
+        assert text in page.text, text
+
+
+@pytest.mark.parametrize("language", ["nl", "en"])
+def test_every_page_renders_in_both_languages(console: TestClient, language: str) -> None:
+    sign_in(console, "po-gemeente")
+    for path in ("/console/audit", "/console/audit/entries/1", "/console/statistics", "/console/register",
+                 "/console/subjects"):
+        page = console.get(f"{path}?lang={language}")
+        assert f'<html lang="{language}">' in page.text, path
+    expected = {"nl": "Afmelden", "en": "Sign out"}[language]
+    assert expected in console.get("/console/register").text, "the choice is remembered"
+
+
+def test_language_follows_accept_language(console: TestClient) -> None:
+    console.cookies.clear()
+    dutch = console.get("/console/login", headers={"Accept-Language": "nl-NL,nl;q=0.9,en;q=0.8"})
+    assert "Aanmelden" in dutch.text
+    english = console.get("/console/login", headers={"Accept-Language": "de-DE, en;q=0.5, nl;q=0.1"})
+    assert "Sign in" in english.text
+
+
+def test_catalogue_is_complete_in_both_languages() -> None:
+    for key, (english, dutch) in MESSAGES.items():
+        assert english.strip(), key
+        assert dutch.strip(), key
+        assert re.findall(r"{(\w+)}", english) == re.findall(r"{(\w+)}", dutch), key
+
+
+def test_the_api_is_unchanged_for_the_console_routes(console: TestClient) -> None:
+    schema = console.get("/openapi.json").json()
+    assert not [path for path in schema["paths"] if path.startswith("/console")]
