@@ -66,3 +66,40 @@ def test_clients_users_and_keys(data_dir: Path) -> None:
     stored = json.loads((data_dir / "keys" / "token-signing.json").read_text())
     assert len(stored["keys"]) == 2
     assert oct((data_dir / "keys" / "token-signing.json").stat().st_mode)[-3:] == "600"
+
+
+def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from audit.tables import audit_entries
+    from escalation.cases import get_case, open_case
+    from gateway.db.engine import make_engine, make_session_factory, transaction
+
+    engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
+    sessions = make_session_factory(engine)
+    with transaction(sessions) as session:  # opened long ago: tier 1's five working days are over
+        case = open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
+                         requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
+                         register_version="2026.11.1", policy_reasons=["refused-by-holder"],
+                         deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    overdue = runner.invoke(app, ["escalations", "list", "--overdue"])
+    assert overdue.exit_code == 0, overdue.output
+    assert case.id in overdue.output
+    scanned = runner.invoke(app, ["escalations", "scan"])
+    assert scanned.exit_code == 0, scanned.output
+    assert "1 overdue case(s) moved" in scanned.output
+    with transaction(sessions) as session:
+        assert get_case(session, case.id).tier == 2
+    with engine.connect() as connection:
+        steps = [json.loads(r.canonical)["event"] for r in connection.execute(
+            select(audit_entries.c.canonical).where(audit_entries.c.event_type == "escalation.step"))]
+    engine.dispose()
+    assert [(s["extra"]["case_id"], s["extra"]["action"], s["extra"]["tier"]) for s in steps] == [
+        (case.id, "deadline_missed", 2)]
+    again = runner.invoke(app, ["escalations", "scan"])
+    assert "0 overdue case(s) moved" in again.output  # the new tier has a new deadline
+    gaps = runner.invoke(app, ["escalations", "gaps"])
+    assert gaps.exit_code == 0
+    assert gaps.output.splitlines() == ["id,partnership,status,title,description,cases"]

@@ -1,0 +1,77 @@
+"""CLI: ``wgs-gateway escalations scan|list|gaps`` — for operators (cron instead of the in-process
+scheduler) and for preparing the steering group's agenda."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from escalation.legal_gaps import GapStatus, list_gaps
+from escalation.queries import CaseFilter, CaseScope, list_cases
+from gateway.db.engine import make_engine, make_session_factory, transaction
+from gateway.settings import Settings
+
+escalations_app = typer.Typer(help="The escalation workflow.", no_args_is_help=True)
+out = Console()
+
+
+@escalations_app.command("scan")
+def scan() -> None:
+    """Move every case past its deadline one tier up, now (the gateway also does this on a timer)."""
+    from gateway.app import start_services  # the full service wiring, as the server has it
+    from gateway.auditing.setup import audit_services
+    from gateway.container import build_container
+    from gateway.escalations.setup import escalation_service
+
+    async def run() -> int:
+        container = build_container(Settings())
+        start_services(container)
+        writer = audit_services(container).writer
+        writer.start()
+        try:
+            return len(await escalation_service(container).escalate_overdue())
+        finally:
+            await writer.aclose()
+            await container.services["connectors"].aclose()
+            await container.services["policy"].aclose()
+            container.close()
+
+    out.print(f"{asyncio.run(run())} overdue case(s) moved up a tier")
+
+
+@escalations_app.command("list")
+def list_command(overdue: bool = typer.Option(False, help="Only active cases past their deadline."),
+                 partnership: str | None = typer.Option(None)) -> None:
+    """Every case (operators see all), oldest first."""
+    from datetime import date
+
+    engine = make_engine(Settings().effective_database_url)
+    with transaction(make_session_factory(engine)) as session:
+        cases = list_cases(session, CaseScope(everything=True),
+                           CaseFilter(partnership=partnership, overdue_on=date.today() if overdue else None),
+                           limit=10_000)
+    engine.dispose()
+    table = Table("case", "partnership", "requester", "holder", "trigger", "state", "tier", "deadline")
+    for case in cases:
+        table.add_row(case.id, case.partnership, case.requester_org, case.holder_org, case.trigger,
+                      case.state.value, str(case.tier), case.deadline.isoformat())
+    out.print(table)
+
+
+@escalations_app.command("gaps")
+def gaps(status: GapStatus | None = typer.Option(None), partnership: str | None = typer.Option(None)) -> None:
+    """The register of legal gaps as CSV on standard output (for the agenda)."""
+    engine = make_engine(Settings().effective_database_url)
+    with transaction(make_session_factory(engine)) as session:
+        found = list_gaps(session, partnerships={partnership} if partnership else None, status=status)
+    engine.dispose()
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["id", "partnership", "status", "title", "description", "cases"])
+    for gap in found:
+        writer.writerow([gap.id, gap.partnership, gap.status.value, gap.title, gap.description,
+                         " ".join(gap.case_ids)])
