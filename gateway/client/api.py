@@ -113,6 +113,27 @@ class GatewayClient:
         response = await self._send("GET", f"/v1/exchanges/{exchange_id}")
         return ExchangeResult.model_validate_json(response.content)
 
+    async def rerun(self, request: ExchangeRequest, decision_id: str, *,
+                    idempotency_key: str | None = None) -> ExchangeResult:
+        """Re-run ``request`` (exactly as first sent) citing an escalation decision that allowed it; only
+        the decision's holder is asked, and only in the decided categories."""
+        return await self.exchange(request.model_copy(update={"escalation_decision": decision_id}),
+                                   idempotency_key=idempotency_key)
+
+    async def escalation_feed(self) -> list[dict[str, Any]]:
+        """Cases awaiting this system's organisation; ``awaiting == "rerun"`` items carry the decision id
+        (``case["decision"]["id"]``) to pass to ``rerun``."""
+        response = await self._send("GET", "/v1/escalations/feed")
+        items = response.json()
+        return items if isinstance(items, list) else []
+
+    async def object_to(self, exchange_id: str, holder: str, motivation: str) -> dict[str, Any]:
+        """Open an escalation case against a denial or narrowing of one target of our exchange."""
+        response = await self._send("POST", "/v1/escalations", json={
+            "exchange_id": exchange_id, "holder": holder, "motivation": motivation})
+        body = response.json()
+        return body if isinstance(body, dict) else {}
+
 
 def _problem(response: httpx.Response) -> dict[str, Any]:
     try:

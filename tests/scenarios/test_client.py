@@ -49,3 +49,33 @@ async def test_client_raises_the_problem_document(stack: Stack) -> None:
             await client.exchange(_request(stack, partnership="riec-utrecht"))
     assert refused.value.status == 422
     assert "unknown partnership" in str(refused.value.problem["detail"])
+
+
+async def test_client_objects_to_a_narrowing_and_reruns_with_the_decision(stack: Stack) -> None:
+    keys = stack.clients["gemeente-amsterdam-vth"]
+    request = _request(stack, holders=["belastingdienst"], categories=["tax_debts", "income"],
+                       case_reference="RIEC-AA-2026-301")
+    async with GatewayClient(stack.gateway_url, keys.system_id, keys.key,
+                             clock=lambda: stack.clock.now().timestamp()) as client:
+        first = await client.exchange(request)
+        assert first.targets[0].outcome is Outcome.ALLOWED_NARROWED
+        case = await client.object_to(first.exchange_id, "belastingdienst",
+                                      "We need to know whether income was involved; please review.")
+        assert (case["trigger"], case["state"], case["tier"]) == ("requester-objection", "open", 1)
+        assert case["requested_categories"] == ["income", "tax_debts"]
+        officer = stack.person("po-belastingdienst", "belastingdienst", ["privacy-officer"])
+        decided = stack.call(officer, "POST", f"/v1/escalations/{case['id']}/decision", {
+            "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["tax_debts"],
+            "motivation": "Tax debts only: income is not necessary for a Bibob advice."})
+        assert decided.status_code == 200, decided.text
+        feed = await client.escalation_feed()
+        waiting = [item for item in feed if item["case"]["id"] == case["id"]]
+        assert [item["awaiting"] for item in waiting] == ["rerun"]
+        rerun = await client.rerun(request, waiting[0]["case"]["decision"]["id"])
+        with pytest.raises(GatewayClientError) as used:
+            await client.rerun(request, waiting[0]["case"]["decision"]["id"])
+    target = rerun.targets[0]
+    assert target.escalation_decision_applied
+    assert target.permitted_categories == ["tax_debts"]
+    assert {r.category for r in target.records} <= {"tax_debts"}
+    assert used.value.status == 409
