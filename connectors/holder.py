@@ -15,9 +15,12 @@ from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, 
 from connectors.store import PartnerStore
 from connectors.world import Record
 
+_REF = "subj-"  # the simulated world's own subject references
 
-def _wire(record: Record) -> HolderRecord:
-    return HolderRecord(record_id=record.record_id, record_type=record.record_type, subject=record.subject,
+
+def _wire(record: Record, subject: str) -> HolderRecord:
+    """A record as it leaves the partner: about ``subject`` as the gateway asked (its own pseudonym)."""
+    return HolderRecord(record_id=record.record_id, record_type=record.record_type, subject=subject,
                         category=record.category, fields=record.fields)
 
 
@@ -45,22 +48,37 @@ class Holder:
         received = 0
         if query.provided:
             received = self.store.receive(query.request_id or "-", [r.model_dump() for r in query.provided])
-        if self.profile.refusal_reason and not bound and self.store.is_confidential(query.subjects):
+        own = self.store.resolve(query.subjects)  # asked (own pseudonym or reference) -> own reference
+        if self.profile.refusal_reason and not bound and self.store.is_confidential(list(own.values())):
             return HolderAnswer(status="refused", refusal_reason=self.profile.refusal_reason, received=received)
-        records = self.store.records(query.subjects, list(query.categories))
+        records = self.store.records(list(own.values()), list(query.categories))
         if self.over_share:
-            records += self._unasked(query)
-        return HolderAnswer(status="answered", received=received, records=[_wire(r) for r in records])
+            records += self._unasked(query, list(own.values()))
+        back = {ref: asked for asked, ref in own.items()}
+        wired = [_wire(r, back[r.subject]) for r in records]
+        if any(asked != ref for asked, ref in own.items()):  # asked in pseudonyms: answer in pseudonyms only
+            wired = self._pseudonymise_fields(query.partnership, wired)
+        return HolderAnswer(status="answered", received=received, records=wired)
 
-    def _unasked(self, query: HolderQuery) -> list[Record]:
-        others = [r for r in self.store.records(query.subjects) if r.category not in query.categories]
+    def _pseudonymise_fields(self, partnership: str, records: list[HolderRecord]) -> list[HolderRecord]:
+        """A record may name a related subject (a directorship names the director): by this partner's own
+        pseudonym for it when enrolled, otherwise not at all — never by a shared reference."""
+        related = {v for r in records for v in r.fields.values() if isinstance(v, str) and v.startswith(_REF)}
+        mine = self.store.own_pseudonyms(partnership, sorted(related))
+        return [r.model_copy(update={"fields": {k: (mine.get(v) if isinstance(v, str) and v.startswith(_REF) else v)
+                                                for k, v in r.fields.items()}}) for r in records]
+
+    def _unasked(self, query: HolderQuery, refs: list[str]) -> list[Record]:
+        others = [r for r in self.store.records(refs) if r.category not in query.categories]
         return [r for r in others if r.category == others[0].category] if others else []
 
     def discover(self, discovery: HolderDiscovery) -> DiscoveryAnswer:
         """Per subject with records (in the given categories), the record types held; nothing else."""
         hits: dict[str, list[str]] = {}
-        for record in self.store.records(discovery.subjects, discovery.categories or None):
-            types = hits.setdefault(record.subject, [])
+        own = self.store.resolve(discovery.subjects)
+        back = {ref: asked for asked, ref in own.items()}
+        for record in self.store.records(list(own.values()), discovery.categories or None):
+            types = hits.setdefault(back[record.subject], [])
             if record.record_type not in types:
                 types.append(record.record_type)
         return DiscoveryAnswer(hits=hits)

@@ -22,6 +22,11 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS ix_records_subject ON records(subject);
 CREATE TABLE IF NOT EXISTS confidential (subject TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identifiers (subject TEXT PRIMARY KEY, kind TEXT NOT NULL, number TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pseudonyms (
+    partnership TEXT NOT NULL, pseudonym TEXT NOT NULL, subject TEXT NOT NULL,
+    PRIMARY KEY (partnership, pseudonym));
+CREATE INDEX IF NOT EXISTS ix_pseudonyms_subject ON pseudonyms(subject);
 CREATE TABLE IF NOT EXISTS received (
     request_id TEXT NOT NULL, subject TEXT NOT NULL, category TEXT NOT NULL, fields TEXT NOT NULL);
 """
@@ -45,7 +50,7 @@ class PartnerStore:
     def seed_from(self, world: World, system: str) -> bool:
         """Fill the store with ``system``'s slice of ``world`` unless it already holds exactly that world.
         Returns whether it (re-)seeded."""
-        marker = f"{system}:{world.digest()}"
+        marker = f"{system}:{world.digest()}:store-v2"  # v2: identifiers and pseudonyms
         with self._lock, self._db:
             seeded = self._db.execute("SELECT value FROM meta WHERE key='world'").fetchone()
             if seeded and seeded[0] == marker:
@@ -58,6 +63,11 @@ class PartnerStore:
                  for r in world.records.get(system, [])])
             self._db.executemany("INSERT INTO confidential VALUES (?)",
                                  [(s,) for s in sorted(world.confidential.get(system, set()))])
+            self._db.execute("DELETE FROM identifiers")
+            self._db.execute("DELETE FROM pseudonyms")  # a new world: enrol again
+            subjects = sorted({r.subject for r in world.records.get(system, [])})
+            self._db.executemany("INSERT INTO identifiers VALUES (?, ?, ?)",
+                                 [(ref, *world.identifier_of(ref)) for ref in subjects])
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('world', ?)", (marker,))
         return True
 
@@ -74,6 +84,44 @@ class PartnerStore:
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY record_id", params).fetchall()
         return [Record(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def enrolment(self) -> list[tuple[str, str, str, list[str], list[str]]]:
+        """Per subject held: (reference, identifier kind, number, record types, categories) — what the partner
+        turns into polymorphic pseudonyms and enrols."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT i.subject, i.kind, i.number, group_concat(DISTINCT r.record_type), "
+                "group_concat(DISTINCT r.category) FROM identifiers i JOIN records r ON r.subject = i.subject "
+                "GROUP BY i.subject ORDER BY i.subject").fetchall()
+        return [(r[0], r[1], r[2], sorted(r[3].split(",")), sorted(r[4].split(","))) for r in rows]
+
+    def remember_pseudonyms(self, partnership: str, pairs: list[tuple[str, str]]) -> None:
+        """Keep (own pseudonym, reference) pairs the gateway handed out at enrolment."""
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR REPLACE INTO pseudonyms VALUES (?, ?, ?)",
+                                 [(partnership, pseudonym, ref) for pseudonym, ref in pairs])
+
+    def own_pseudonyms(self, partnership: str, refs: list[str]) -> dict[str, str]:
+        """Own reference → own pseudonym in ``partnership``, for the references that were enrolled."""
+        if not refs:
+            return {}
+        marks = ",".join("?" * len(refs))
+        with self._lock:
+            return {ref: pseudonym for pseudonym, ref in self._db.execute(
+                f"SELECT pseudonym, subject FROM pseudonyms WHERE partnership = ? AND subject IN ({marks})",
+                [partnership, *refs]).fetchall()}
+
+    def resolve(self, asked: list[str]) -> dict[str, str]:
+        """Asked subject → own reference: own pseudonyms through the enrolment mapping; references of
+        partners that send them directly (before enrolment) as they are. Unknown pseudonyms resolve to
+        nothing: the partner holds nothing on that subject."""
+        if not asked:
+            return {}
+        marks = ",".join("?" * len(asked))
+        with self._lock:
+            mapped = dict(self._db.execute(f"SELECT pseudonym, subject FROM pseudonyms WHERE pseudonym IN ({marks})",
+                                           asked).fetchall())
+        return {a: mapped.get(a, a) for a in asked}
 
     def is_confidential(self, subjects: list[str]) -> bool:
         """Whether any of ``subjects`` is one this partner refuses to answer about."""

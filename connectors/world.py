@@ -136,12 +136,20 @@ class World:
     records: dict[str, list[Record]] = field(default_factory=dict)  # system id -> records
     confidential: dict[str, set[str]] = field(default_factory=dict)  # system id -> subjects it refuses about
     _digest: str | None = field(default=None, init=False, repr=False, compare=False)
+    _identifiers: dict[str, tuple[str, str]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def person(self, ref: str) -> Person:
         return next(p for p in self.persons if p.subject_ref == ref)
 
     def company(self, ref: str) -> Company:
         return next(co for co in self.companies if co.subject_ref == ref)
+
+    def identifier_of(self, ref: str) -> tuple[str, str]:
+        """(``bsn`` or ``kvk``, the number) behind a subject reference: what the partner itself knows."""
+        if self._identifiers is None:
+            self._identifiers = {p.subject_ref: ("bsn", p.bsn) for p in self.persons}
+            self._identifiers.update({c.subject_ref: ("kvk", c.kvk_number) for c in self.companies})
+        return self._identifiers[ref]
 
     def scenarios(self) -> dict[str, list[str]]:
         """Scenario name -> subject refs, in the order ``SCENARIOS`` describes."""

@@ -18,6 +18,8 @@ from gateway.clock import Clock
 from gateway.console import endpoints as console_endpoints
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated
+from gateway.enrolment import endpoints as enrolment_endpoints
+from gateway.enrolment.setup import install_pseudonyms
 from gateway.escalations import endpoints as escalation_endpoints
 from gateway.escalations.setup import escalation_scheduler, escalation_service, install_escalations
 from gateway.exchange import endpoints as exchange_endpoints
@@ -25,6 +27,7 @@ from gateway.exchange.setup import install_exchange, install_policy
 from gateway.logging import configure_logging
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from gateway.problems import install_problem_handlers
+from gateway.ratelimit import RateLimitMiddleware
 from gateway.register import endpoints as register_endpoints
 from gateway.register.setup import install_register
 from gateway.settings import Settings
@@ -50,6 +53,7 @@ def start_services(container: Container) -> None:
     install_audit(container)
     install_policy(container)
     install_exchange(container)
+    install_pseudonyms(container)
     install_escalations(container)
 
 
@@ -86,6 +90,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.container = the_container
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     # Routers of each domain are included below (one line each).
@@ -95,5 +100,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.include_router(audit_endpoints.router)
     app.include_router(audit_review.router)
     app.include_router(console_endpoints.router)
+    app.include_router(enrolment_endpoints.router)
     app.include_router(escalation_endpoints.router)
     return app

@@ -11,6 +11,7 @@ from rich.console import Console
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
 from gateway.db.engine import alembic_config
+from gateway.enrolment.cli import pseudonyms_app
 from gateway.escalations.cli import escalations_app
 from gateway.register.cli import register_app
 from gateway.settings import Settings
@@ -24,6 +25,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(escalations_app, name="escalations")
+app.add_typer(pseudonyms_app, name="pseudonyms")
 
 console = Console(stderr=True)
 

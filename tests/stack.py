@@ -16,10 +16,13 @@ import httpx
 from alembic import command
 from joserfc import jwt
 
+from connectors.enrolment import enrol
 from connectors.holder_auth import JwksSource
+from connectors.store import PartnerStore, store_path
 from connectors.world import World, build_world
 from gateway.app import create_app
 from gateway.auth.accounts import create_account
+from gateway.client.api import GatewayClient
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
 from gateway.db.engine import alembic_config, transaction
@@ -28,8 +31,9 @@ from tests.auth_helpers import ClientKeys, register_client
 from tests.partner_servers import partner_servers
 from tests.servers import serve_app
 
-REQUESTERS = {"gemeente-amsterdam-vth": ["exchange", "discovery"], "belastingdienst-ivs": ["exchange", "discovery"],
-              "abn-amro-fec": ["exchange", "discovery"], "politie-bvh": ["exchange", "discovery"]}
+REQUESTERS = {"gemeente-amsterdam-vth": ["exchange", "discovery", "enrol"],
+              "belastingdienst-ivs": ["exchange", "discovery", "enrol"],
+              "abn-amro-fec": ["exchange", "discovery", "enrol"], "politie-bvh": ["exchange", "discovery", "enrol"]}
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Stack:
     clock: FixedClock
     world: World
     clients: dict[str, ClientKeys] = field(default_factory=dict)
+    partners_dir: Path = Path()
     _tokens: dict[str, str] = field(default_factory=dict)
     _accounts: set[str] = field(default_factory=set)
 
@@ -70,6 +75,34 @@ class Stack:
 
     def get(self, system: str, path: str) -> httpx.Response:
         return httpx.get(f"{self.gateway_url}{path}", headers={"Authorization": f"Bearer {self.token(system)}"})
+
+    def client(self, system: str) -> GatewayClient:
+        """The typed partner client for ``system`` (registered as an OAuth client on first use)."""
+        if system not in self.clients:
+            self.clients[system] = register_client(self.container, system, ["enrol"])
+        keys = self.clients[system]
+        return GatewayClient(self.gateway_url, keys.system_id, keys.key, clock=lambda: self.clock.now().timestamp())
+
+    async def enrol_all(self) -> dict[str, int]:
+        """Every simulated partner enrols the subjects it holds in each partnership it takes part in."""
+        register = self.container.services["register"].current()
+        done = {}
+        for system in self.partner_urls:
+            organisation = register.organisation_of_system(system)
+            partnerships = [pid for pid, p in register.partnerships.items() if p.status == "active"
+                            and any(x.organisation == organisation and x.status == "active" for x in p.participants)]
+            store = PartnerStore(store_path(self.partners_dir, system))
+            try:
+                async with self.client(system) as client:
+                    done[system] = await enrol(store, client, partnerships)
+            finally:
+                store.close()
+        return done
+
+    async def own_pseudonyms(self, system: str, partnership: str, refs: list[str]) -> list[str]:
+        """``system``'s own pseudonyms for world subjects (from the identifiers it would know)."""
+        async with self.client(system) as client:
+            return await client.own_pseudonyms(partnership, [self.world.identifier_of(r) for r in refs])
 
     def person(self, username: str, organisation: str, roles: list[str]) -> str:
         """An account made by the CLI's code path, signed in over HTTP; returns its access token."""
@@ -107,7 +140,7 @@ def running_stack(tmp: Path, *, clock: FixedClock | None = None, over_share: set
         container = build_container(settings, clock)
         gateway_url = stack.enter_context(serve_app(create_app(container=container)))
         source.point_to(f"{gateway_url}/.well-known/jwks.json")
-        result = Stack(gateway_url, partners, container, clock, build_world(2025))
+        result = Stack(gateway_url, partners, container, clock, build_world(2025), partners_dir=tmp / "partners")
         for system, scopes in REQUESTERS.items():
             result.clients[system] = register_client(container, system, scopes)
         yield result

@@ -19,6 +19,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
 from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeRequest, ExchangeResult
+from gateway.client.pseudonyms import PseudonymClient, RecipientKey
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RETRY_STATUSES = {502, 503, 504}
@@ -45,6 +46,7 @@ class GatewayClient:
         self._clock = clock
         self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout)
         self._token: tuple[str, float] | None = None
+        self._pseudonym_clients: dict[str, PseudonymClient] = {}
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -77,14 +79,14 @@ class GatewayClient:
         self._token = (str(body["access_token"]), now + int(body["expires_in"]))
         return self._token[0]
 
-    async def _send(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None
-                    ) -> httpx.Response:
+    async def _send(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None,
+                    params: dict[str, str] | None = None) -> httpx.Response:
         for attempt in range(self._retries + 1):
             headers = {"Authorization": f"Bearer {await self.token()}"}
             if idempotency_key:
                 headers["Idempotency-Key"] = idempotency_key
             try:
-                response = await self._http.request(method, path, json=json, headers=headers)
+                response = await self._http.request(method, path, json=json, headers=headers, params=params)
             except httpx.TransportError:
                 if attempt == self._retries or (method == "POST" and not idempotency_key):
                     raise
@@ -112,6 +114,37 @@ class GatewayClient:
     async def get_exchange(self, exchange_id: str) -> ExchangeResult:
         response = await self._send("GET", f"/v1/exchanges/{exchange_id}")
         return ExchangeResult.model_validate_json(response.content)
+
+    # -- pseudonyms ---------------------------------------------------------------------------------
+    async def pseudonym_client(self, partnership: str) -> PseudonymClient:
+        """Makes polymorphic pseudonyms under the gateway's key and opens this partner's own pseudonyms in
+        ``partnership`` (the recipient key is fetched once and kept in memory only)."""
+        if partnership not in self._pseudonym_clients:
+            key = (await self._send("GET", "/v1/pseudonyms/key")).json()["public_key"]
+            secret = (await self._send("GET", "/v1/pseudonyms/recipient-key",
+                                       params={"partnership": partnership})).json()["recipient_key"]
+            self._pseudonym_clients[partnership] = PseudonymClient(key, recipient_key=RecipientKey.decode(secret))
+        return self._pseudonym_clients[partnership]
+
+    async def own_pseudonyms(self, partnership: str, identifiers: list[tuple[str, str]]) -> list[str]:
+        """This partner's pseudonyms in ``partnership`` for (kind, number) identifiers it knows — what it puts
+        in ``subjects`` of a request. The identifiers never leave this process."""
+        pseudonyms = await self.pseudonym_client(partnership)
+        body = {"partnership": partnership,
+                "subjects": [{"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number)}
+                             for kind, number in identifiers]}
+        encrypted = (await self._send("POST", "/v1/pseudonyms", json=body)).json()["pseudonyms"]
+        return [pseudonyms.open(e) for e in encrypted]
+
+    async def enrol(self, partnership: str, subjects: list[tuple[str, str, list[str], list[str]]]) -> list[str]:
+        """Enrol subjects held: (kind, number, record types, categories) → own pseudonyms, in order; the
+        gateway's hit/no-hit index learns which record types this partner holds on them."""
+        pseudonyms = await self.pseudonym_client(partnership)
+        body = {"partnership": partnership, "subjects": [
+            {"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number), "record_types": types,
+             "categories": categories} for kind, number, types, categories in subjects]}
+        encrypted = (await self._send("POST", "/v1/enrolments", json=body)).json()["pseudonyms"]
+        return [pseudonyms.open(e) for e in encrypted]
 
     async def rerun(self, request: ExchangeRequest, decision_id: str, *,
                     idempotency_key: str | None = None) -> ExchangeResult:

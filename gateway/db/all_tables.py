@@ -8,6 +8,7 @@ from __future__ import annotations
 import audit.tables
 import escalation.tables
 import gateway.auth.tables
+import gateway.enrolment.tables
 import gateway.exchange.tables
 import gateway.register.tables  # noqa: F401
 from gateway.db.metadata import metadata as gateway_metadata

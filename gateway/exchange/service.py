@@ -51,6 +51,7 @@ from gateway.client.models import (
 )
 from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
+from gateway.enrolment.service import is_pseudonym
 from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unprocessable
 from gateway.exchange import repository
 from gateway.exchange.sealing import RecordSealer
@@ -97,6 +98,19 @@ class RerunGrant:
     sign_for_holder: Callable[[str, str, list[str]], str]
 
 
+class SubjectTranslator(Protocol):
+    """What the exchange needs of the pseudonym service (implemented in ``gateway.enrolment``)."""
+
+    def to_holder(self, subject: str, partnership: str, requester: str, holder: str) -> str: ...
+
+    def to_partnership(self, subject: str, partnership: str, participant: str) -> str: ...
+
+    def holders_of(self, partnership: str, shared: list[str]) -> dict[str, set[str]]: ...
+
+    def related_for_requester(self, values: set[str], partnership: str, holder: str,
+                              requester: str) -> dict[str, str | None]: ...
+
+
 class EscalationDesk(Protocol):
     """What the exchange needs of the escalation workflow (implemented in ``gateway.escalations``)."""
 
@@ -120,6 +134,7 @@ class ExchangeDeps:
     audit_log: AuditLog
     sealer: RecordSealer
     escalations: EscalationDesk | None = None  # set when the escalation workflow is installed
+    pseudonyms: SubjectTranslator | None = None  # set when the pseudonym service is installed
 
 
 @dataclass
@@ -257,6 +272,7 @@ class ExchangeService:
                                     "does not ask")
         base = _audit_base(principal, body, trace, exchange_id, register)
         subjects = [s.ref for s in body.subjects]
+        logged = await asyncio.to_thread(self._logged, principal, body.partnership, subjects)
         try:
             decisions = await self._decide("exchange", body, principal, targets,
                                            await self._requests_today(principal, body.purpose), request_fingerprint,
@@ -269,7 +285,7 @@ class ExchangeService:
         ahead = [AuditEvent(event_type=EventType.EXCHANGE_REQUESTED, **base, categories=tuple(body.categories),
                             policy_version=policy_version,
                             extra={"case_reference": body.case_reference, "signal_type": body.signal.type,
-                                   "subject_count": len(subjects), "subjects": subjects})]
+                                   "subject_count": len(subjects), "subjects": [logged[s] for s in subjects]})]
         ahead += [AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
                              decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
                              categories=tuple(d.permitted_categories), policy_version=d.policy_version,
@@ -277,7 +293,7 @@ class ExchangeService:
                   for t, d in zip(targets, decisions, strict=True)]
         receipts = await self._record(ahead)
         outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
-                                                                  grant)
+                                                                  grant, logged)
                                                for t, d in zip(targets, decisions, strict=True))))
         after: list[AuditEvent] = []
         for target, (outcome, events_for_target) in zip(targets, outcomes, strict=True):
@@ -299,6 +315,42 @@ class ExchangeService:
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
+
+    def _pseudonymous(self, subjects: list[str]) -> bool:
+        """Subjects are the requester's own pseudonyms (translated per holder) or, for partners that have not
+        enrolled yet, opaque references passed through as they are. One request never mixes the two."""
+        if self.deps.pseudonyms is None:
+            return False
+        kinds = {is_pseudonym(s) for s in subjects}
+        if len(kinds) > 1:
+            raise Unprocessable("subjects must all be pseudonyms or all be references, not a mix")
+        return kinds == {True}
+
+    def _logged(self, principal: Principal, partnership: str, subjects: list[str]) -> dict[str, str]:
+        """How each subject appears in the audit log: its partnership-domain pseudonym (the same for every
+        participant, so a data-subject request finds all disclosures), or the reference as it is."""
+        translator = self.deps.pseudonyms
+        if translator is None or not self._pseudonymous(subjects):
+            return {s: s for s in subjects}
+        return {s: translator.to_partnership(s, partnership, principal.organisation) for s in subjects}
+
+    def _for_holder(self, principal: Principal, partnership: str, holder: str, subjects: list[str]) -> dict[str, str]:
+        """The holder's pseudonym for each subject → the requester's (only for an allowed target)."""
+        translator = self.deps.pseudonyms
+        if translator is None or not self._pseudonymous(subjects):
+            return {s: s for s in subjects}
+        return {translator.to_holder(s, partnership, principal.organisation, holder): s for s in subjects}
+
+    def _related_for_requester(self, principal: Principal, partnership: str, holder: str,
+                               records: list[HolderRecord]) -> list[HolderRecord]:
+        """Related subjects named inside records (by the holder's pseudonyms) in the requester's pseudonyms."""
+        assert self.deps.pseudonyms is not None
+        values = {v for r in records for v in r.fields.values() if isinstance(v, str) and is_pseudonym(v)}
+        if not values:
+            return records
+        mapped = self.deps.pseudonyms.related_for_requester(values, partnership, holder, principal.organisation)
+        return [r.model_copy(update={"fields": {k: mapped[v] if isinstance(v, str) and v in mapped else v
+                                                for k, v in r.fields.items()}}) for r in records]
 
     async def _grant(self, principal: Principal, body: ExchangeRequest) -> RerunGrant | None:
         if body.escalation_decision is None:
@@ -322,8 +374,8 @@ class ExchangeService:
                                                                     request_fingerprint, outcome, trace)
 
     async def _serve_target(self, principal: Principal, body: ExchangeRequest, exchange_id: str, target: _Target,
-                            decision: Decision, subjects: list[str],
-                            grant: RerunGrant | None = None) -> tuple[TargetOutcome, list[dict[str, Any]]]:
+                            decision: Decision, subjects: list[str], grant: RerunGrant | None = None,
+                            logged: dict[str, str] | None = None) -> tuple[TargetOutcome, list[dict[str, Any]]]:
         reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
         outcome = TargetOutcome(holder=target.organisation, system=target.system, outcome=Outcome(decision.outcome),
                                 reasons=reasons, permitted_categories=decision.permitted_categories,
@@ -346,11 +398,14 @@ class ExchangeService:
                                           f"`{target.system or target.organisation}`"))
             outcome.obligations = None
             return outcome, [unavailable | {"reasons": ("holder-not-connected",)}]
+        logged = logged or {s: s for s in subjects}
+        theirs = await asyncio.to_thread(self._for_holder, principal, body.partnership, target.organisation, subjects)
+        forward = {mine: holders for holders, mine in theirs.items()}
         try:
             if decision.hit_only:
                 found = await connector.discover(HolderDiscovery(
-                    request_id=request_id, partnership=body.partnership, purpose=body.purpose, subjects=subjects,
-                    categories=decision.permitted_categories))
+                    request_id=request_id, partnership=body.partnership, purpose=body.purpose,
+                    subjects=list(theirs), categories=decision.permitted_categories))
                 outcome.hit = bool(found.hits)
                 return outcome, [{"event_type": EventType.DISCLOSURE, "holder": target.organisation,
                                   "categories": tuple(decision.permitted_categories),
@@ -358,8 +413,9 @@ class ExchangeService:
             answer = await connector.query(HolderQuery(
                 request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                 requester_organisation=principal.organisation, categories=decision.permitted_categories,
-                subjects=subjects, escalation_decision=statement, provided=[
-                    HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided", subject=r.subject,
+                subjects=list(theirs), escalation_decision=statement, provided=[
+                    HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
+                                 subject=forward.get(r.subject, r.subject),
                                  category=r.category, fields=r.fields) for n, r in enumerate(body.provide)]))
         except ConnectorError as exc:
             log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
@@ -384,8 +440,11 @@ class ExchangeService:
                               "reasons": (f"holder:{answer.refusal_reason or 'unspecified'}",),
                               "categories": tuple(decision.permitted_categories)}]
         permitted = set(decision.permitted_categories)
-        asked = set(subjects)
-        kept = [r for r in answer.records if r.category in permitted and r.subject in asked]
+        kept = [r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
+                if r.category in permitted and r.subject in theirs]  # back in the requester's pseudonyms
+        if kept and self.deps.pseudonyms is not None and self._pseudonymous(subjects):
+            kept = await asyncio.to_thread(self._related_for_requester, principal, body.partnership,
+                                           target.organisation, kept)
         dropped = len(answer.records) - len(kept)
         if dropped:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
@@ -398,7 +457,7 @@ class ExchangeService:
                 continue
             digest = hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()
             events.append({"event_type": EventType.DISCLOSURE, "holder": target.organisation,
-                           "data_subject": DataSubject(pseudonym=subject),
+                           "data_subject": DataSubject(pseudonym=logged[subject]),
                            "categories": tuple(sorted({r["category"] for r in mine})), "payload_sha256": digest,
                            "obligations": decision.obligations.model_dump() if decision.obligations else None,
                            "extra": {"records": len(mine)}})
@@ -415,6 +474,11 @@ class ExchangeService:
         targets = _targets(register, body, "all", principal.organisation)
         base = _audit_base(principal, body, trace, discovery_id, register)
         subjects = [s.ref for s in body.subjects]
+        logged = await asyncio.to_thread(self._logged, principal, body.partnership, subjects)
+        indexed = None
+        if self.deps.pseudonyms is not None and self._pseudonymous(subjects):  # the index answers, not holders
+            indexed = await asyncio.to_thread(self.deps.pseudonyms.holders_of, body.partnership,
+                                              sorted(set(logged.values())))
         try:
             decisions = await self._decide("discovery", body, principal, targets, 0, fingerprint(principal, body))
         except PolicyError as exc:
@@ -423,7 +487,7 @@ class ExchangeService:
         receipts = await self._record([AuditEvent(
             event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
             policy_version=decisions[0].policy_version,
-            extra={"case_reference": body.case_reference, "subjects": subjects})] + [
+            extra={"case_reference": body.case_reference, "subjects": [logged[s] for s in subjects]})] + [
             AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
                        decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
                        categories=tuple(d.permitted_categories), policy_version=d.policy_version)
@@ -433,6 +497,9 @@ class ExchangeService:
             reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
             if not decision.allow:
                 return DiscoveryTarget(holder=target.organisation, outcome="denied", reasons=reasons)
+            if indexed is not None:
+                held = indexed.get(target.organisation, set()) & set(decision.permitted_categories)
+                return DiscoveryTarget(holder=target.organisation, outcome="hit" if held else "no-hit")
             connector = self.deps.connectors.get(target.system) if target.system else None
             if connector is None:
                 return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")

@@ -103,3 +103,52 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     gaps = runner.invoke(app, ["escalations", "gaps"])
     assert gaps.exit_code == 0
     assert gaps.output.splitlines() == ["id,partnership,status,title,description,cases"]
+
+
+def test_pseudonyms_rotate_rekeys_the_index_to_what_a_fresh_enrolment_gives(data_dir: Path) -> None:
+    import asyncio
+
+    from sqlalchemy import select
+
+    from gateway.auth.principal import Principal
+    from gateway.clock import SystemClock
+    from gateway.db.engine import make_engine, make_session_factory
+    from gateway.enrolment.service import Item, PseudonymService
+    from gateway.enrolment.tables import enrolments
+    from gateway.pseudonyms.keystore import FileKeyStore
+    from gateway.pseudonyms.pep import PolymorphicPseudonym
+    from gateway.pseudonyms.transcryptor import Transcryptor
+    from gateway.register.loader import load_register
+
+    register, _ = load_register(SHIPPED_REGISTER)
+    engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
+    store = FileKeyStore(data_dir / "keys" / "pseudonyms")
+
+    def service() -> PseudonymService:
+        return PseudonymService(sessions=make_session_factory(engine), clock=SystemClock(), register=register,
+                                transcryptor=Transcryptor(asyncio.run(store.initialise())))
+
+    kvk = Principal(kind="system", subject="kvk-handelsregister", organisation="kvk", scopes=frozenset({"enrol"}))
+    before = service()
+    from gateway.client.pseudonyms import PseudonymClient
+
+    partner = PseudonymClient(before.transcryptor.public_key())
+    numbers = ["12345678", "87654321", "11223344"]
+    items = [Item("kvk", partner.polymorphic("kvk", n), ("trade-name",), ("company_registration",)) for n in numbers]
+    before.enrol(kvk, "riec-amsterdam-amstelland", items)
+    status = runner.invoke(app, ["pseudonyms", "status"])
+    assert "enrolments under key version 1: 3" in status.output
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    assert "3 index rows re-keyed" in rotated.output
+    after = service()
+    assert after.transcryptor.public_key_version == 2
+    with engine.connect() as connection:
+        stored = {r.pseudonym for r in connection.execute(select(enrolments.c.pseudonym, enrolments.c.key_version))
+                  if r.key_version == 2}
+    fresh = {after.transcryptor.partnership_pseudonym(PolymorphicPseudonym.decode(i.polymorphic), "kvk",
+                                                       "riec-amsterdam-amstelland").encode() for i in items}
+    engine.dispose()
+    assert stored == fresh  # no identifier was needed to move the index to the new key
+    again = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert "3 index rows re-keyed" in again.output  # each rotation re-keys every row once, to the newest

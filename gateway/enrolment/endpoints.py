@@ -1,0 +1,103 @@
+"""HTTP surface of the pseudonym service: the gateway's public key, a participant's recipient key, its own
+pseudonyms (``POST /v1/pseudonyms``) and enrolment into the discovery index (``POST /v1/enrolments``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.auth.dependencies import authenticate, require_scope
+from gateway.auth.principal import Principal, Scope
+from gateway.container import Container
+from gateway.deps import get_container
+from gateway.enrolment.service import Item
+from gateway.enrolment.setup import pseudonym_service
+from gateway.errors import Forbidden
+
+router = APIRouter(prefix="/v1", tags=["pseudonyms"])
+_SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, expired or forged access token"},
+    403: {"description": "Not a participant of the partnership, or the token lacks the scope"},
+    422: {"description": "Not a polymorphic pseudonym under the gateway's key, or malformed"},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PolymorphicItem(_Strict):
+    type: str = Field(pattern=r"^(bsn|kvk|rsin)$", description="Identifier type the pseudonym was made from.")
+    polymorphic: str = Field(min_length=40, max_length=200, description="From `gateway.client.pseudonyms`.")
+
+
+class EnrolmentItem(PolymorphicItem):
+    record_types: list[str] = Field(default_factory=list, max_length=50,
+                                    description="Record types held; empty removes the subject from the index.")
+    categories: list[str] = Field(default_factory=list, max_length=50,
+                                  description="The data categories of those records (hits are purpose-bound).")
+
+
+class PseudonymRequest(_Strict):
+    partnership: str = Field(pattern=_SLUG)
+    subjects: list[PolymorphicItem] = Field(min_length=1, max_length=1000)
+
+
+class EnrolmentRequest(_Strict):
+    partnership: str = Field(pattern=_SLUG)
+    subjects: list[EnrolmentItem] = Field(min_length=1, max_length=1000)
+
+
+class PseudonymAnswer(BaseModel):
+    pseudonyms: list[str] = Field(description="Your own pseudonyms, in order, encrypted for you: open them "
+                                              "with your recipient key (`PseudonymClient.open`).")
+
+
+class EnrolmentAnswer(PseudonymAnswer):
+    indexed: int
+    removed: int
+
+
+def partner(request: Request) -> Principal:
+    """Partner systems with ``enrol`` or ``exchange`` (a requester needs its pseudonym for a subject it asks
+    about without holding records on it)."""
+    principal = authenticate(request)
+    if not (principal.has_scope(Scope.ENROL.value) or principal.has_scope(Scope.EXCHANGE.value)):
+        raise Forbidden("the access token lacks the scope `enrol` or `exchange`")
+    return principal
+
+
+@router.get("/pseudonyms/key", summary="The gateway's public key for polymorphic pseudonyms")
+async def public_key(_principal: Principal = Depends(partner),
+                     container: Container = Depends(get_container)) -> dict[str, Any]:
+    return pseudonym_service(container).public_key()
+
+
+@router.get("/pseudonyms/recipient-key", responses=_PROBLEMS,
+            summary="Your secret key to open the pseudonyms the gateway encrypts for you (keep it secret)")
+async def recipient_key(partnership: str = Query(pattern=_SLUG), principal: Principal = Depends(partner),
+                        container: Container = Depends(get_container)) -> dict[str, str]:
+    return {"recipient_key": pseudonym_service(container).recipient_key(principal, partnership)}
+
+
+@router.post("/pseudonyms", response_model=PseudonymAnswer, responses=_PROBLEMS,
+             summary="Your own pseudonyms for polymorphic pseudonyms; nothing is stored")
+async def pseudonymise(body: PseudonymRequest, principal: Principal = Depends(partner),
+                       container: Container = Depends(get_container)) -> PseudonymAnswer:
+    items = [Item(s.type, s.polymorphic) for s in body.subjects]
+    found = await asyncio.to_thread(pseudonym_service(container).pseudonymise, principal, body.partnership, items)
+    return PseudonymAnswer(pseudonyms=found)
+
+
+@router.post("/enrolments", response_model=EnrolmentAnswer, responses=_PROBLEMS,
+             summary="Enrol subjects you hold records on: your pseudonyms back, the hit/no-hit index updated")
+async def enrol(body: EnrolmentRequest, principal: Principal = Depends(require_scope(Scope.ENROL)),
+                container: Container = Depends(get_container)) -> EnrolmentAnswer:
+    items = [Item(s.type, s.polymorphic, tuple(s.record_types), tuple(s.categories)) for s in body.subjects]
+    found, indexed, removed = await asyncio.to_thread(pseudonym_service(container).enrol, principal,
+                                                      body.partnership, items)
+    return EnrolmentAnswer(pseudonyms=found, indexed=indexed, removed=removed)

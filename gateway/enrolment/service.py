@@ -1,0 +1,172 @@
+"""The gateway's pseudonym service: participants' own pseudonyms, the discovery index, and translation.
+
+* ``pseudonymise``: a participant sends polymorphic pseudonyms (made with ``gateway.client.pseudonyms``
+  from identifiers it holds) and receives its **own** pseudonyms, encrypted so only it can open them.
+* ``enrol``: the same, and the subjects (with the record types held) enter the hit/no-hit index under
+  their **partnership-domain** pseudonym. Re-enrolling a subject replaces its record types; enrolling it
+  with no record types removes it — the index is updated incrementally, per subject.
+* ``to_holder`` / ``to_requester`` / ``to_partnership``: the exchange's translations between participants'
+  domains. ``translate`` is an oracle (see ``gateway.pseudonyms.transcryptor``), so the exchange calls it only
+  for the subjects of a policy-checked request and for records the holder returned about exactly those.
+
+Nothing here sees or logs an identifier: the gateway receives ciphertexts and computes domain pseudonyms
+without ever forming the identifier's point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.auth.principal import Principal
+from gateway.clock import Clock
+from gateway.db.engine import transaction
+from gateway.enrolment.tables import enrolments
+from gateway.errors import Forbidden, Unprocessable
+from gateway.pseudonyms.errors import InvalidPseudonym, PseudonymError
+from gateway.pseudonyms.identifiers import IdentifierType
+from gateway.pseudonyms.pep import PolymorphicPseudonym, Pseudonym
+from gateway.pseudonyms.transcryptor import Transcryptor
+from gateway.register.model import Register
+
+
+@dataclass(frozen=True)
+class Item:
+    """One subject as a participant sends it: identifier type and polymorphic pseudonym."""
+
+    identifier_type: str
+    polymorphic: str
+    record_types: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+
+
+def is_pseudonym(text: str) -> bool:
+    """Whether ``text`` is an encoded domain pseudonym (rather than an opaque pre-enrolment reference)."""
+    try:
+        Pseudonym.decode(text)
+    except (InvalidPseudonym, ValueError):
+        return False
+    return True
+
+
+class PseudonymService:
+    def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register,
+                 transcryptor: Transcryptor) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.register = register
+        self.transcryptor = transcryptor
+
+    # -- participants ------------------------------------------------------------------------------
+    def _participant(self, principal: Principal, partnership: str) -> str:
+        """The caller's organisation, if it is an active participant of ``partnership``."""
+        found = self.register.partnerships.get(partnership)
+        participant = found.participant_of_organisation(principal.organisation) if found else None
+        if found is None or participant is None or principal.kind != "system":
+            raise Forbidden(f"`{principal.organisation}` is not a participant of `{partnership}`")
+        if found.status != "active" or participant.status != "active":
+            raise Forbidden(f"`{principal.organisation}` does not take part in `{partnership}` any more")
+        return principal.organisation
+
+    def public_key(self) -> dict[str, Any]:
+        return {"public_key": self.transcryptor.public_key(), "version": self.transcryptor.public_key_version}
+
+    def recipient_key(self, principal: Principal, partnership: str) -> str:
+        """The caller's secret to open its encrypted pseudonyms (handed over the authenticated channel)."""
+        organisation = self._participant(principal, partnership)
+        return self.transcryptor.recipient_key(partnership, organisation).encode()
+
+    def _decode(self, items: Iterable[Item]) -> list[tuple[Item, PolymorphicPseudonym]]:
+        decoded = []
+        for position, item in enumerate(items):
+            try:
+                IdentifierType(item.identifier_type)
+                polymorphic = PolymorphicPseudonym.decode(item.polymorphic)
+                self.transcryptor.accept(polymorphic)
+            except (PseudonymError, ValueError) as exc:
+                raise Unprocessable(f"item {position}: not a polymorphic pseudonym under the gateway's key "
+                                    f"({type(exc).__name__})") from exc
+            decoded.append((item, polymorphic))
+        return decoded
+
+    def pseudonymise(self, principal: Principal, partnership: str, items: list[Item]) -> list[str]:
+        """The caller's own pseudonyms for ``items``, encrypted for it; nothing is stored."""
+        organisation = self._participant(principal, partnership)
+        return [self.transcryptor.encrypted_pseudonym(p, item.identifier_type, partnership, organisation).encode()
+                for item, p in self._decode(items)]
+
+    def enrol(self, principal: Principal, partnership: str, items: list[Item]) -> tuple[list[str], int, int]:
+        """Pseudonymise and (re)index; returns the encrypted pseudonyms, rows indexed and rows removed."""
+        organisation = self._participant(principal, partnership)
+        decoded = self._decode(items)
+        now = self.clock.now()
+        rows: dict[str, dict[str, Any]] = {}
+        gone: set[str] = set()
+        answer = []
+        for item, polymorphic in decoded:
+            answer.append(self.transcryptor.encrypted_pseudonym(polymorphic, item.identifier_type, partnership,
+                                                                organisation).encode())
+            shared = self.transcryptor.partnership_pseudonym(polymorphic, item.identifier_type, partnership)
+            key = shared.encode()
+            if item.record_types:
+                rows[key] = {"partnership": partnership, "organisation": organisation, "pseudonym": key,
+                             "key_version": shared.key_version, "record_types": sorted(set(item.record_types)),
+                             "categories": sorted(set(item.categories)), "updated_at": now}
+                gone.discard(key)
+            else:
+                gone.add(key)
+                rows.pop(key, None)
+        with transaction(self.sessions) as session:
+            keys = sorted(set(rows) | gone)
+            for chunk in range(0, len(keys), 500):
+                session.execute(delete(enrolments).where(
+                    enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,
+                    enrolments.c.pseudonym.in_(keys[chunk:chunk + 500])))
+            if rows:
+                session.execute(enrolments.insert(), list(rows.values()))
+        return answer, len(rows), len(gone)
+
+    # -- the exchange's translations ---------------------------------------------------------------
+    def _decode_own(self, text: str) -> Pseudonym:
+        try:
+            return Pseudonym.decode(text)
+        except (InvalidPseudonym, ValueError) as exc:
+            raise Unprocessable("a subject is not a pseudonym of yours") from exc
+
+    def to_holder(self, subject: str, partnership: str, requester: str, holder: str) -> str:
+        return self.transcryptor.translate(self._decode_own(subject), partnership, requester, holder).encode()
+
+    def to_partnership(self, subject: str, partnership: str, participant: str) -> str:
+        return self.transcryptor.to_partnership(self._decode_own(subject), partnership, participant).encode()
+
+    def related_for_requester(self, values: set[str], partnership: str, holder: str,
+                              requester: str) -> dict[str, str | None]:
+        """Pseudonyms of related subjects inside a holder's records (e.g. a company's director) → the
+        requester's pseudonyms. Translated only when the holder enrolled that subject (so the holder cannot
+        use the gateway as a translation oracle for arbitrary points); anything else becomes None."""
+        candidates: dict[str, str] = {}
+        for value in values:
+            if is_pseudonym(value):
+                candidates[value] = self.to_partnership(value, partnership, holder)
+        enrolled: set[str] = set()
+        if candidates:
+            with transaction(self.sessions) as session:
+                enrolled = set(session.execute(select(enrolments.c.pseudonym).where(
+                    enrolments.c.partnership == partnership, enrolments.c.organisation == holder,
+                    enrolments.c.pseudonym.in_(sorted(set(candidates.values()))))).scalars())
+        return {value: self.to_holder(value, partnership, holder, requester)
+                if candidates.get(value) in enrolled else None for value in values}
+
+    def holders_of(self, partnership: str, shared: list[str]) -> dict[str, set[str]]:
+        """Per organisation: the categories of the records it enrolled for any of these subjects
+        (partnership-domain pseudonyms). The index answers hit/no-hit without asking anyone."""
+        found: dict[str, set[str]] = {}
+        with transaction(self.sessions) as session:
+            for row in session.execute(select(enrolments.c.organisation, enrolments.c.categories).where(
+                    enrolments.c.partnership == partnership, enrolments.c.pseudonym.in_(shared))):
+                found.setdefault(row.organisation, set()).update(row.categories)
+        return found

@@ -1,0 +1,34 @@
+"""Wiring of the pseudonym service: the key store (a file under the key directory by default; the
+``KeyStore`` protocol admits others), the transcryptor, and the exchange's link to it."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from gateway.container import Container
+from gateway.enrolment.service import PseudonymService
+from gateway.exchange.setup import exchange_service
+from gateway.pseudonyms.keystore import FileKeyStore
+from gateway.pseudonyms.transcryptor import Transcryptor
+from gateway.register.setup import register_service
+
+
+def pseudonym_keystore(container: Container) -> FileKeyStore:
+    return FileKeyStore(container.settings.key_dir / "pseudonyms", clock=container.clock)
+
+
+def install_pseudonyms(container: Container) -> PseudonymService:
+    # Creates key version 1 on first start. Start-up runs inside the server's event loop, so the store's
+    # async API is driven on a short-lived thread of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ring = pool.submit(asyncio.run, pseudonym_keystore(container).initialise()).result()
+    service = PseudonymService(sessions=container.sessions, clock=container.clock,
+                               register=register_service(container).current(), transcryptor=Transcryptor(ring))
+    container.services["pseudonyms"] = service
+    exchange_service(container).deps.pseudonyms = service
+    return service
+
+
+def pseudonym_service(container: Container) -> PseudonymService:
+    return container.service("pseudonyms", PseudonymService)

@@ -1,0 +1,153 @@
+"""Pseudonymised exchange end to end (issue 4) over real HTTP: every simulated partner enrols the subjects it
+holds (polymorphic pseudonyms made on its side, its own pseudonyms back), a requester asks with its own
+pseudonyms, the gateway translates per holder and back, discovery is answered from the index, and no
+identifier or shared reference reaches a holder, an answer or the audit log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from connectors.store import PartnerStore, store_path
+from gateway.enrolment.setup import pseudonym_service
+from tests.stack import Stack, running_stack
+
+RIEC = "riec-amsterdam-amstelland"
+MUNICIPALITY = "gemeente-amsterdam-vth"
+BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+         "case_reference": "RIEC-AA-2026-500", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-500"}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    import asyncio
+
+    with running_stack(tmp_path_factory.mktemp("pseudonyms")) as running:
+        enrolled = asyncio.run(running.enrol_all())
+        assert all(count > 0 for count in enrolled.values()), enrolled
+        yield running
+
+
+def _subjects(pseudonyms: list[str]) -> list[dict[str, Any]]:
+    return [{"ref": p} for p in pseudonyms]
+
+
+def _audit_text(stack: Stack, exchange_id: str) -> list[dict[str, Any]]:
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical)
+                                  .where(audit_entries.c.canonical.contains(exchange_id))).all()
+    return [json.loads(r.canonical)["event"] for r in rows]
+
+
+async def test_participants_get_different_stable_pseudonyms(stack: Stack) -> None:
+    ref = stack.world.scenarios()["bibob-applicant"][0]
+    municipality = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])
+    again = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])
+    police = await stack.own_pseudonyms("politie-bvh", RIEC, [ref])
+    other_partnership = await stack.own_pseudonyms(MUNICIPALITY, "zvh-amsterdam", [ref])
+    assert municipality == again  # stable
+    assert len({municipality[0], police[0], other_partnership[0]}) == 3  # unlinkable without the gateway
+    kind, number = stack.world.identifier_of(ref)
+    assert number not in municipality[0] and ref not in municipality[0]
+    kvk_store = PartnerStore(store_path(stack.partners_dir, "kvk-handelsregister"))
+    try:
+        held = kvk_store.resolve([await stack.own_pseudonyms("kvk-handelsregister", RIEC, [ref])][0])
+    finally:
+        kvk_store.close()
+    assert list(held.values()) == [ref]  # the KvK finds its own record by its own pseudonym
+
+
+async def test_exchange_with_pseudonyms_translates_per_holder_and_back(stack: Stack) -> None:
+    refs = stack.world.scenarios()["bibob-applicant"]
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, refs)
+    body = BIBOB | {"subjects": _subjects(mine), "holders": ["kvk", "belastingdienst"],
+                    "categories": ["company_registration", "directorships", "tax_debts"]}
+    response = stack.post(MUNICIPALITY, "/v1/exchanges", body)
+    assert response.status_code == 200, response.text
+    targets = {t["holder"]: t for t in response.json()["targets"]}
+    kvk = targets["kvk"]
+    assert kvk["outcome"] == "allowed"
+    assert {r["category"] for r in kvk["records"]} == {"company_registration", "directorships"}
+    assert {r["subject"] for r in kvk["records"]} <= set(mine)  # back in the requester's own pseudonyms
+    expected = {r.record_id for ref in refs for r in stack.world.records_of("kvk-handelsregister", ref)
+                if r.category in {"company_registration", "directorships"}}
+    assert {r["record_id"] for r in kvk["records"]} == expected
+    assert targets["belastingdienst"]["records"]
+    text = response.text
+    for ref in refs:  # no shared reference anywhere; numbers only as disclosed content, never as a subject
+        assert ref not in text
+        assert not any(stack.world.identifier_of(ref)[1] in r["subject"] for t in targets.values()
+                       for r in t["records"])
+    # Related subjects named in records (company ↔ director) come as the requester's pseudonyms too: the
+    # directors are among the subjects asked about, so they must map onto exactly those pseudonyms.
+    related = [r["fields"].get("director") or r["fields"].get("company") for r in kvk["records"]
+               if r["record_type"] == "directorship"]
+    assert related and set(related) <= set(mine)
+    entries = _audit_text(stack, response.json()["exchange_id"])
+    shared = {pseudonym_service(stack.container).to_partnership(p, RIEC, "gemeente-amsterdam") for p in mine}
+    requested = next(e for e in entries if e["event_type"] == "exchange.requested")
+    assert set(requested["extra"]["subjects"]) == shared
+    assert not set(mine) & shared  # the log holds partnership-domain pseudonyms, not the requester's
+    disclosed = {e["data_subject"]["pseudonym"] for e in entries
+                 if e["event_type"] == "disclosure" and e.get("data_subject")}
+    assert disclosed and disclosed <= shared
+    logged = json.dumps(entries)
+    assert not any(ref in logged or stack.world.identifier_of(ref)[1] in logged for ref in refs)
+
+
+async def test_discovery_is_answered_from_the_index(stack: Stack) -> None:
+    applicant = stack.world.scenarios()["bibob-applicant"][0]
+    nobody = stack.world.scenarios()["no-records"][0]
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [applicant, nobody])
+    categories = ["company_registration", "tax_debts", "ongoing_investigation"]
+    hit = stack.post(MUNICIPALITY, "/v1/discovery", BIBOB | {"subjects": _subjects(mine[:1]),
+                                                             "categories": categories})
+    assert hit.status_code == 200, hit.text
+    outcomes = {t["holder"]: t["outcome"] for t in hit.json()["targets"]}
+    held = {system: {r.category for r in stack.world.records_of(system, applicant)} & set(categories)
+            for system in ("kvk-handelsregister", "belastingdienst-ivs", "fiod-ois")}
+    assert outcomes["kvk"] == ("hit" if held["kvk-handelsregister"] else "no-hit")
+    assert outcomes["belastingdienst"] == ("hit" if held["belastingdienst-ivs"] else "no-hit")
+    assert outcomes["fiod"] == ("hit" if held["fiod-ois"] else "no-hit")
+    assert "hit" in outcomes.values()
+    miss = stack.post(MUNICIPALITY, "/v1/discovery", BIBOB | {"subjects": _subjects(mine[1:]),
+                                                              "categories": categories})
+    assert {t["outcome"] for t in miss.json()["targets"] if t["outcome"] != "denied"} == {"no-hit"}
+
+
+async def test_enrolment_updates_the_index_incrementally(stack: Stack) -> None:
+    ref = stack.world.scenarios()["no-records"][0]
+    kind, number = stack.world.identifier_of(ref)
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])
+    ask = BIBOB | {"subjects": _subjects(mine), "categories": ["company_registration"]}
+
+    def kvk_outcome() -> str:
+        return str({t["holder"]: t["outcome"] for t in stack.post(MUNICIPALITY, "/v1/discovery", ask).json()[
+            "targets"]}["kvk"])
+
+    assert kvk_outcome() == "no-hit"
+    async with stack.client("kvk-handelsregister") as kvk:
+        await kvk.enrol(RIEC, [(kind, number, ["trade-name"], ["company_registration"])])
+        assert kvk_outcome() == "hit"
+        await kvk.enrol(RIEC, [(kind, number, [], [])])  # no record types: out of the index again
+    assert kvk_outcome() == "no-hit"
+
+
+async def test_mixed_subjects_and_foreign_polymorphic_pseudonyms_are_refused(stack: Stack) -> None:
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, stack.world.scenarios()["no-records"])
+    body = BIBOB | {"subjects": [{"ref": mine[0]}, {"ref": stack.world.scenarios()["no-records"][0]}],
+                    "holders": ["kvk"], "categories": ["company_registration"]}
+    mixed = stack.post(MUNICIPALITY, "/v1/exchanges", body)
+    assert mixed.status_code == 422
+    assert mixed.headers["content-type"].startswith("application/problem+json")
+    forged = stack.post(MUNICIPALITY, "/v1/enrolments", {"partnership": RIEC, "subjects": [
+        {"type": "bsn", "polymorphic": "A" * 128, "record_types": ["x"], "categories": ["identity"]}]})
+    assert forged.status_code == 422
+    outsider = stack.post("abn-amro-fec", "/v1/pseudonyms", {"partnership": "zvh-amsterdam", "subjects": [
+        {"type": "bsn", "polymorphic": "A" * 128}]})
+    assert outsider.status_code == 403  # the bank takes no part in the ZVH
