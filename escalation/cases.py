@@ -236,7 +236,7 @@ def vote(session: Session, case_id: str, expected_version: int, voter: Actor, mo
     proposal = proposal_of(outcome, permitted_categories, obligations)
     agreeing = agreeing_votes(case, voter, proposal)
     if len(agreeing) + 1 >= needed:
-        deciders = [Actor(v["organisation"], v["user"]) for v in agreeing] + [voter]
+        deciders = [voter] + [Actor(v["organisation"], v["user"]) for v in agreeing]  # the deciding vote first
         return decide(session, case_id, expected_version, deciders, motivation, outcome=outcome,
                       permitted_categories=permitted_categories, now=now, deadlines=deadlines,
                       obligations=obligations, min_deciders=needed, valid_for=valid_for)

@@ -65,8 +65,9 @@ def may_decide(principal: Principal, case: Case, register: Register) -> bool:
 
 
 def may_withdraw(principal: Principal, case: Case) -> bool:
-    """The organisation that asked (or that opened the objection) may drop its case."""
-    owners = {case.requester_org} | ({case.opened_by_org} if case.opened_by_org else set())
+    """The organisation that opened the case may drop it (for the gateway's own cases: the requester)."""
+    owners = {case.opened_by_org} if case.opened_by_org else {case.requester_org}  # a holder's objection is
+    # the holder's to withdraw, not the requester's whose disclosure it contests
     return principal.organisation in owners and (is_worker(principal) or principal.kind == "system")
 
 

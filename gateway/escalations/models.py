@@ -29,6 +29,10 @@ class OpenCase(_Strict):
     exchange_id: str = Field(min_length=1, max_length=64)
     holder: str = Field(min_length=1, max_length=64, description="The target organisation of the exchange.")
     motivation: str = Field(min_length=10, max_length=4000, description="Why the outcome should be reviewed.")
+    categories: list[str] = Field(
+        default_factory=list, max_length=30,
+        description="The categories the objection is about (a denial names none: say which you asked for); "
+                    "default: those the outcome permitted or removed.")
 
 
 class Comment(_Strict):

@@ -48,7 +48,7 @@ from gateway.auth.tokens import AccessTokenService
 from gateway.client.models import ExchangeRequest, Outcome, TargetOutcome
 from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
-from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unprocessable
+from gateway.errors import Conflict, Forbidden, GatewayError, NotFound, ServiceUnavailable, Unprocessable
 from gateway.escalations import access
 from gateway.escalations.models import (
     CaseDetail,
@@ -180,12 +180,18 @@ class EscalationService:
         await self._record([self._event(case, s, principal, trace, motivation=motivation) for s in steps])
         try:
             changed = await self._db(apply)
-        except Conflict:
-            await self._record([self._event(case, _Step(steps[-1].action, extra={"not_applied": "conflict"}),
-                                            principal, trace, status="error")])
+        except GatewayError as exc:
+            await self._not_applied(case, steps[-1].action, exc, principal, trace)
             raise
         self._notify(changed)
         return changed
+
+    async def _not_applied(self, case: Case, action: str, exc: GatewayError, principal: Principal | None,
+                           trace: Trace | None) -> None:
+        """A logged step was refused after all (a race, or a check only the database can make): say so."""
+        reason = "conflict" if isinstance(exc, Conflict) else type(exc).__name__.lower()
+        await self._record([self._event(case, _Step(action, extra={"not_applied": reason}), principal, trace,
+                                        status="error")])
 
     def _notify(self, case: Case) -> None:
         partnership = self.register.partnerships.get(case.partnership)
@@ -276,7 +282,7 @@ class EscalationService:
             raise Conflict("an open case about this exchange and holder exists already")
         now = self.clock.now()
         case_id = case_store.new_case_id()
-        requested = sorted(set(target.get("permitted_categories", [])) | set(target.get("removed_categories", [])))
+        requested = self._objected(stored.partnership, stored.purpose, body, target)
         reasons = [r["code"] for r in target.get("reasons", [])]
         draft = Case(case_id, stored.partnership, stored.purpose, stored.requester_org, body.holder, trigger,
                      State.OPEN, 1, 0, add_working_days(now.date(), self.deadlines(stored.partnership)[1]), None,
@@ -291,6 +297,21 @@ class EscalationService:
             requested_categories=requested, case_id=case_id))
         self._notify(case)
         return await self.detail(principal, case.id)
+
+    def _objected(self, partnership_id: str, purpose_id: str, body: OpenCase, target: dict[str, Any]) -> list[str]:
+        """What an objection is about: the categories the outcome permitted or removed, plus those the
+        objector names — which must be ones this holder supplies for the purpose (a denial keeps no list)."""
+        partnership = self.register.partnerships.get(partnership_id)
+        participant = partnership.participant_of_organisation(body.holder) if partnership else None
+        purpose = partnership.purposes.get(purpose_id) if partnership else None
+        supplied = set(purpose.supplies.get(participant.role, [])) if purpose and participant else set()
+        known = set(target.get("permitted_categories", [])) | set(target.get("removed_categories", []))
+        unknown = sorted(set(body.categories) - supplied - known)
+        if unknown:
+            raise Unprocessable(f"`{body.holder}` does not supply {', '.join(unknown)} for `{purpose_id}`")
+        if target.get("outcome") == Outcome.DENIED.value:  # nothing was weighed per category: all it supplies
+            known |= supplied
+        return sorted(known | set(body.categories))
 
     # -- reading -------------------------------------------------------------------------------
     async def cases(self, principal: Principal, filters: CaseFilter, *, limit: int, after: str | None) -> CasePage:
@@ -321,7 +342,8 @@ class EscalationService:
         found = await self._db(lambda s: list_cases(s, scope, CaseFilter(), limit=10_000))
         items = []
         for case in found:
-            if case.active and access.may_decide(principal, case, self.register):
+            if (case.active and access.may_decide(principal, case, self.register)
+                    and principal.organisation != case.requester_org):  # four eyes: never its own request
                 items.append(FeedItem(case=self._view(principal, case), awaiting="decision"))
             elif (case.state is State.DECIDED and case.decision and case.decision.get("outcome") == "allow"
                   and case.requester_org == principal.organisation):
@@ -378,6 +400,8 @@ class EscalationService:
 
         def plan(_session: Session, case: Case) -> list[_Step]:
             self._must_decide(principal, case)
+            if not body.motivation.strip():
+                raise MotivationRequired("a decision or referral needs a written motivation")
             if case.version != body.expected_version:
                 raise ConcurrentUpdate(f"case `{case.id}` is at version {case.version}, not {body.expected_version}")
             steps = [_Step(a.value, after) for a, after in self._review_first(case)]
@@ -401,8 +425,11 @@ class EscalationService:
                        AuditDecision.NARROWED if narrowed else AuditDecision.ALLOW)
             action = Action.DECIDE.value if completes else "vote"
             after = state.apply(Action.DECIDE) if completes else state
-            return [*steps, _Step(action, after, verdict, tuple(sorted(body.permitted_categories)),
-                                  {"votes_needed": needed} | ({"obligations": obligations} if obligations else {}))]
+            steps.append(_Step(action, after, verdict, tuple(sorted(body.permitted_categories)),
+                               {"votes_needed": needed} | ({"obligations": obligations} if obligations else {})))
+            if completes and body.outcome == "deny":  # nothing to re-run: the case closes at once
+                steps.append(_Step(Action.CLOSE.value, after.apply(Action.CLOSE)))
+            return steps
 
         def apply(session: Session) -> Case:
             case = case_store.get_case(session, case_id)
@@ -432,6 +459,8 @@ class EscalationService:
             self._visible(principal, case)
             if not access.may_withdraw(principal, case):
                 raise Forbidden("only the organisation that asked may withdraw the case")
+            if not body.motivation.strip():
+                raise MotivationRequired("a withdrawal needs a written motivation")
             return [_Step(Action.WITHDRAW.value, CaseState(case.state, case.tier, case.version).apply(Action.WITHDRAW))]
 
         await self._perform(case_id, principal, trace, plan, lambda s: case_store.act(
@@ -518,12 +547,25 @@ class EscalationService:
     async def flag_gap(self, principal: Principal, case_id: str, body: FlagLegalGap, trace: Trace) -> LegalGapView:
         if not access.is_worker(principal):
             raise Forbidden("legal gaps are flagged by privacy officers and administrators")
-        case = await self._db(lambda s: self._visible(principal, case_store.get_case(s, case_id)))
+        def check(session: Session) -> Case:
+            case = self._visible(principal, case_store.get_case(session, case_id))
+            if body.gap_id is None:
+                if not (body.title and body.title.strip() and body.description and body.description.strip()):
+                    raise EscalationError("a new legal gap needs a title and a description of the missing basis")
+            elif gap_store.get_gap(session, body.gap_id).partnership != case.partnership:
+                raise gap_store.GapNotFound(f"no legal gap `{body.gap_id}` in partnership `{case.partnership}`")
+            return case
+
+        case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
         await self._record([self._event(case, _Step("legal_gap_flagged", extra={
             "gap_id": body.gap_id or "new"}), principal, trace)])
-        gap = await self._db(lambda s: gap_store.flag_case(
-            s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
-            title=body.title, description=body.description))
+        try:
+            gap = await self._db(lambda s: gap_store.flag_case(
+                s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
+                title=body.title, description=body.description))
+        except GatewayError as exc:
+            await self._not_applied(case, "legal_gap_flagged", exc, principal, trace)
+            raise
         return self._gap_view(gap)
 
     async def gaps(self, principal: Principal, *, partnership: str | None, status: str | None) -> list[LegalGapView]:
@@ -548,14 +590,24 @@ class EscalationService:
         status = gap_store.GapStatus(body.status)
         if status not in gap_store.GAP_TRANSITIONS[gap_store.GapStatus(current.status)]:
             raise Conflict(f"a legal gap cannot go from `{current.status}` to `{status.value}`")
-        await self._record([AuditEvent(
-            event_type=EventType.ESCALATION_STEP, trace_id=trace.trace_id, span_id=trace.span_id,
-            requester=Requester(org=principal.organisation, user=principal.subject),
-            processing_activity=None, extra={"action": "legal_gap_status", "gap_id": gap_id,
-                                             "partnership": current.partnership, "status_before": current.status,
-                                             "status": status.value})])
-        gap = await self._db(lambda s: gap_store.change_status(s, gap_id, body.expected_version, status,
-                                                               now=self.clock.now(), note=body.note))
+        if current.version != body.expected_version:
+            raise Conflict(f"legal gap `{gap_id}` is at version {current.version}, not {body.expected_version}")
+
+        def entry(**extra: Any) -> AuditEvent:
+            return AuditEvent(
+                event_type=EventType.ESCALATION_STEP, trace_id=trace.trace_id, span_id=trace.span_id,
+                status="error" if extra else "ok",
+                requester=Requester(org=principal.organisation, user=principal.subject),
+                extra={"action": "legal_gap_status", "gap_id": gap_id, "partnership": current.partnership,
+                       "status_before": current.status, "status": status.value} | extra)
+
+        await self._record([entry()])
+        try:
+            gap = await self._db(lambda s: gap_store.change_status(s, gap_id, body.expected_version, status,
+                                                                   now=self.clock.now(), note=body.note))
+        except GatewayError:
+            await self._record([entry(not_applied="conflict")])
+            raise
         return self._gap_view(gap)
 
     async def gaps_csv(self, principal: Principal, *, partnership: str | None, status: str | None) -> str:

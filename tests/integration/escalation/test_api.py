@@ -515,14 +515,11 @@ def test_tier_3_needs_two_different_deciders_who_agree(env: Env) -> None:
     logged = [(s["extra"]["action"], s["requester"]["org"], s["extra"]["state"]) for s in env.audit_steps(case_id)]
     assert logged == [("start_review", "riec-aa", "in_review"), ("vote", "riec-aa", "in_review"),
                       ("vote", "riec-aa", "in_review"), ("vote", "landelijk-steunpunt", "in_review"),
-                      ("decide", "om-amsterdam", "decided")]  # the set-up referrals were not through the API
+                      ("decide", "om-amsterdam", "decided"), ("close", "om-amsterdam", "closed")]
+    # (the set-up referrals were not through the API; a deny closes the case at once, and says so)
     assert env.decide("desk-riec", case_id, "allow", ["police_incidents"]).status_code == 409  # closed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG escalation/cases.py vote -> decide -> act(..., deciders[0]): the `decide` history event names the "
-    "first agreeing earlier voter as its actor, so the person whose vote completed the decision appears "
-    "nowhere in the case history (the audit entry names the right one)"))
 def test_the_deciding_vote_is_in_the_history_under_its_caster(env: Env) -> None:
     case_id = env.open_case()
     env.move_up(case_id, 3)
@@ -580,11 +577,6 @@ def test_the_requester_objects_to_a_denial(env: Env) -> None:
     assert _object(env, "gemeente-amsterdam-vth", exchange_id).status_code == 201
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG gateway/escalations/service.py open_objection: requested_categories of a requester objection are "
-    "taken from the stored target's permitted+removed categories; a denied target has permitted_categories "
-    "[] (and removed only the unlawful ones), so the category the requester asked for (police_incidents) is "
-    "not 'requested' and no decider can ever allow it (422 'not requested')"))
 def test_an_objection_to_a_denial_can_be_allowed(env: Env) -> None:
     exchange_id = _denied_exchange(env, ["police_incidents", "criminal_intelligence"])
     case = _object(env, "po-gemeente", exchange_id).json()
@@ -618,10 +610,6 @@ def test_objections_to_allowed_and_narrowed_outcomes(env: Env) -> None:
     assert env.withdraw("po-politie", holder_case["id"]).status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG gateway/escalations/access.py may_withdraw: the case's requester_org is always an owner, so in a "
-    "holder objection (opened by the holder against a disclosure) the requesting organisation - whose "
-    "disclosure is contested - can withdraw the holder's objection (200 instead of 403)"))
 def test_the_requester_cannot_withdraw_the_holders_objection(env: Env) -> None:
     exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
     case = _object(env, "po-politie", exchange_id).json()
@@ -678,10 +666,6 @@ def test_comments_with_attachments_and_an_audit_entry_per_step_without_free_text
         assert free_text not in logged
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG gateway/escalations/service.py decide: a deny is decided and then closed inside `apply`, but the "
-    "write-ahead plan logs only the `decide` step (state `decided`); the `close` step in the case history "
-    "has no audit entry, so the audit log never shows the case closed"))
 def test_every_step_of_a_denied_case_is_in_the_audit_log(env: Env) -> None:
     exchange_id = _denied_exchange(env, ["police_incidents"])
     case_id = _object(env, "po-gemeente", exchange_id).json()["id"]
@@ -691,11 +675,6 @@ def test_every_step_of_a_denied_case_is_in_the_audit_log(env: Env) -> None:
     assert logged == history
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG gateway/escalations/service.py _perform: the step is audited before it is applied, but only a "
-    "Conflict gets a `not_applied` entry; a blank motivation (10 spaces passes the model's min_length, then "
-    "escalation/cases.py _check_decision raises MotivationRequired -> 422 in `apply`) leaves audit entries "
-    "claiming start_review and decide (state `decided`) for a case that is still `open`"))
 def test_a_refused_decision_leaves_no_unretracted_audit_entry(env: Env) -> None:
     case_id = env.open_case()
     blank = env.decide("po-politie", case_id, "deny", motivation=" " * 12)
@@ -732,10 +711,6 @@ def test_the_feed_lists_cases_awaiting_a_decision_most_urgent_first(env: Env) ->
     assert later not in {i["case"]["id"] for i in env.get("po-politie", "/v1/escalations/feed").json()}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG gateway/escalations/service.py feed: it uses access.may_decide, which counts the requester's own "
-    "organisation among tier 1's deciders, so the requester's officer is told its own request awaits its "
-    "`decision` although four eyes forbid it to decide (the item's own case.may_decide is False)"))
 def test_the_feed_does_not_ask_the_requester_to_decide_its_own_request(env: Env) -> None:
     case_id = env.open_case()
     items = env.get("po-gemeente", "/v1/escalations/feed").json()

@@ -176,10 +176,6 @@ def test_a_gap_of_another_partnership_is_not_visible(env: Env) -> None:
     assert _status(env, "desk-zvh", zvh_gap["id"], "on-agenda", 1).status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG gateway/escalations/service.py change_gap: the `legal_gap_status` audit entry is written before "
-    "gap_store.change_status runs; a stale expected_version then raises ConcurrentUpdate (409) but no "
-    "`not_applied` entry follows, so the audit log shows a status change that never happened"))
 def test_a_refused_gap_status_change_leaves_no_unretracted_audit_entry(env: Env) -> None:
     gap = _new_gap(env, "desk-riec", env.open_case())
     assert _status(env, "desk-riec", gap["id"], "on-agenda", 1).status_code == 200
@@ -189,10 +185,6 @@ def test_a_refused_gap_status_change_leaves_no_unretracted_audit_entry(env: Env)
     assert [(s["extra"]["status_before"], s["extra"]["status"]) for s in claimed] == [("identified", "on-agenda")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG gateway/escalations/service.py flag_gap: the `legal_gap_flagged` audit entry is written before "
-    "escalation/legal_gaps.py flag_case validates; a refused flag (no description: 422) or link (unknown "
-    "gap or a gap of another partnership: 404) leaves an entry saying the case was flagged, never retracted"))
 def test_a_refused_flag_leaves_no_audit_entry(env: Env) -> None:
     case_id = env.open_case()
     zvh_gap = _new_gap(env, "desk-zvh", env.open_case(partnership=ZVH, purpose="youth-prevention"))
