@@ -138,6 +138,13 @@ def test_s7_bulk_request_is_escalated(stack: Stack) -> None:
     assert targets
     assert all(t["outcome"] == "escalated" for t in targets.values())
     assert all("bulk-request" in _codes(t) and t["records"] == [] for t in targets.values())
+    # Each escalated target opened a case for the tier-1 privacy officers (issue 6), citing the policy's reasons.
+    officer = stack.person("po-s7-politie", "politie", ["privacy-officer"])
+    case = stack.call(officer, "GET", f"/v1/escalations/{targets['politie']['escalation_id']}").json()
+    assert (case["trigger"], case["state"], case["tier"]) == ("policy-escalated", "open", 1)
+    assert "bulk-request" in case["policy_reasons"]
+    assert case["requested_categories"] == ["police_incidents"]
+    assert len({t["escalation_id"] for t in targets.values()}) == len(targets)
 
 
 def test_s8_police_may_not_request_for_bibob(stack: Stack) -> None:
