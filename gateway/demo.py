@@ -26,14 +26,19 @@ from joserfc.jwk import OKPKey
 from rich.console import Console
 from rich.table import Table
 
+from connectors.enrolment import enrol
 from connectors.profiles import PROFILES
+from connectors.store import PartnerStore, store_path
 from connectors.world import build_world
+from gateway.auth.accounts import create_account
 from gateway.auth.clients import register_key_client
+from gateway.auth.repository import get_account
 from gateway.client.api import GatewayClient, GatewayClientError
 from gateway.client.models import ExchangeRequest, ExchangeResult
 from gateway.clock import SystemClock
 from gateway.db.engine import alembic_config, make_engine, make_session_factory, transaction
 from gateway.register.loader import load_register
+from gateway.register.model import Register
 from gateway.settings import SHIPPED_REGISTER, Settings
 
 console = Console()
@@ -64,17 +69,48 @@ def _wait(url: str, deadline: float = 60) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
+DEMO_PASSWORD = "demo password, not for production"
+PEOPLE = [("po-gemeente", "gemeente-amsterdam", "privacy-officer"), ("po-politie", "politie", "privacy-officer"),
+          ("desk-riec", "riec-aa", "administrator")]
+
+
 def _register_clients(settings: Settings) -> dict[str, OKPKey]:
+    """Every simulated partner as an OAuth client (requesters may also exchange), and the people of S9."""
     register, _ = load_register(settings.register_file)
-    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    engine = make_engine(settings.effective_database_url)
+    sessions = make_session_factory(engine)
     keys: dict[str, OKPKey] = {}
     with transaction(sessions) as session:
-        for system in REQUESTERS:
-            key = OKPKey.generate_key("Ed25519", parameters={"kid": f"{system}-demo"})
-            register_key_client(session, register, system, ["exchange", "discovery", "register:read"],
-                                {"keys": [key.as_dict(private=False)]}, SystemClock())
+        for system in PROFILES:
+            key = OKPKey.generate_key("Ed25519", parameters={"kid": f"{system}-demo-{time.time_ns()}"})
+            scopes = ["exchange", "discovery", "register:read", "enrol"] if system in REQUESTERS else ["enrol"]
+            register_key_client(session, register, system, scopes, {"keys": [key.as_dict(private=False)]},
+                                SystemClock())
             keys[system] = key
+        for username, organisation, role in PEOPLE:
+            if get_account(session, username) is None:
+                create_account(session, username, organisation, [role], DEMO_PASSWORD, SystemClock())
+    engine.dispose()
     return keys
+
+
+def _partnerships_of(register: Register, system: str) -> list[str]:
+    organisation = register.organisation_of_system(system)
+    return [pid for pid, p in register.partnerships.items() if p.status == "active"
+            and any(x.organisation == organisation and x.status == "active" for x in p.participants)]
+
+
+async def _enrol_partners(settings: Settings, clients: dict[str, GatewayClient]) -> None:
+    """Each partner turns the identifiers it holds into polymorphic pseudonyms and enrols them; it keeps its
+    own pseudonyms next to its records. From here on, requests and answers carry only pseudonyms."""
+    register, _ = load_register(settings.register_file)
+    for system, client in clients.items():
+        store = PartnerStore(store_path(settings.data_dir / "partners", system))
+        try:
+            count = await enrol(store, client, _partnerships_of(register, system))
+        finally:
+            store.close()
+        console.print(f"  enrolled {count:>5} subject(s) of {system}")
 
 
 def _scenarios(world: Any) -> list[tuple[str, str, dict[str, Any]]]:
@@ -126,23 +162,65 @@ def _show(title: str, requester: str, result: ExchangeResult) -> None:
     console.print(table)
 
 
-async def _run_scenarios(gateway_url: str, keys: dict[str, OKPKey]) -> int:
+async def _pseudonymised(client: GatewayClient, world: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """The scenario's subjects as the requester's own pseudonyms (made from the identifiers it knows)."""
+    refs = [s["ref"] for s in body["subjects"]]
+    own = await client.own_pseudonyms(body["partnership"], [world.identifier_of(r) for r in refs])
+    return body | {"subjects": [s | {"ref": p} for s, p in zip(body["subjects"], own, strict=True)]}
+
+
+async def _run_scenarios(settings: Settings, gateway_url: str, keys: dict[str, OKPKey]) -> int:
     world = build_world(2025)
     clients = {system: GatewayClient(gateway_url, system, key) for system, key in keys.items()}
     failures = 0
     try:
+        await _enrol_partners(settings, clients)
         for title, requester, body in _scenarios(world):
             try:
-                result = await clients[requester].exchange(ExchangeRequest.model_validate(body))
-            except GatewayClientError as exc:
+                request = ExchangeRequest.model_validate(await _pseudonymised(clients[requester], world, body))
+                result = await clients[requester].exchange(request)
+                _show(title, requester, result)
+                if title.startswith("S9"):
+                    _show("S9 (continued) after the escalation: tier 2 allows police_incidents only", requester,
+                          await _settle_s9(gateway_url, clients[requester], request, result))
+            except (GatewayClientError, httpx.HTTPError, LookupError) as exc:
                 failures += 1
                 console.print(f"[red]{title}: {exc}[/red]")
-                continue
-            _show(title, requester, result)
     finally:
         for client in clients.values():
             await client.aclose()
     return failures
+
+
+async def _settle_s9(gateway_url: str, client: GatewayClient, request: ExchangeRequest,
+                     refused: ExchangeResult) -> ExchangeResult:
+    """The police refused, so the gateway opened a case. The municipality's privacy officer refers it up;
+    the RIEC legal desk (tier 2) allows police incidents only; the municipality re-runs with the decision."""
+    case_id = refused.targets[0].escalation_id
+    if case_id is None:
+        raise LookupError("S9: no escalation case was opened")
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        async def token(username: str) -> dict[str, str]:
+            response = await http.post("/v1/auth/login", json={"username": username, "password": DEMO_PASSWORD})
+            response.raise_for_status()
+            return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+        municipality, desk = await token("po-gemeente"), await token("desk-riec")
+        case = (await http.get(f"/v1/escalations/{case_id}", headers=municipality)).json()
+        console.print(f"  case {case_id}: {case['trigger']}, tier {case['tier']}, deadline {case['deadline']}")
+        referred = await http.post(f"/v1/escalations/{case_id}/decision", headers=municipality, json={
+            "expected_version": case["version"], "outcome": "refer-up",
+            "motivation": "We need the incidents for the Bibob advice; please decide at tier 2."})
+        referred.raise_for_status()
+        decided = await http.post(f"/v1/escalations/{case_id}/decision", headers=desk, json={
+            "expected_version": referred.json()["version"], "outcome": "allow",
+            "permitted_categories": ["police_incidents"],
+            "motivation": "Incidents are necessary and proportionate for the Bibob advice; nothing else."})
+        decided.raise_for_status()
+        decision = decided.json()["decision"]
+        console.print(f"  tier 2 decided: {decision['outcome']} {decision['permitted_categories']} "
+                      f"(decision {decision['id']})")
+    return await client.rerun(request, decision["id"])
 
 
 def demo_register(settings: Settings) -> Path:
@@ -194,7 +272,7 @@ def run_demo(settings: Settings, port: int = 8000, once: bool = False) -> int:
         console.print(f"register {settings.register_file.name}: office hours widened for the demo")
         for system, url in endpoints.items():
             console.print(f"  partner {system:<24} {url}")
-        failures = asyncio.run(_run_scenarios(gateway_url, keys))
+        failures = asyncio.run(_run_scenarios(settings, gateway_url, keys))
         console.print(f"logs of every process in {logs}")
         if once:
             return 1 if failures else 0

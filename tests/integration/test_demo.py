@@ -19,6 +19,9 @@ def test_demo_runs_the_scenarios_through_real_processes(tmp_path: Path) -> None:
     assert "allowed-narrowed" in output
     assert "refused-by-holder" in output
     assert "minors-not-allowed" in output
+    assert "enrolled" in output  # partners enrolled their subjects; the scenarios ran on pseudonyms
+    assert "tier 2 decided: allow ['police_incidents']" in output
+    assert "S9 (continued)" in output
     assert (tmp_path / "partners" / "partner-politie-bvh.sqlite").exists()  # each partner its own database
     assert (tmp_path / "partners" / "partner-kvk-handelsregister.sqlite").exists()
     for log in (tmp_path / "logs").iterdir():  # no personal data in any process log
