@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.auditing.review import EntryView, subject_report
 from gateway.auth.dependencies import authenticate, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.container import Container
@@ -91,6 +92,28 @@ async def pseudonymise(body: PseudonymRequest, principal: Principal = Depends(pa
     items = [Item(s.type, s.polymorphic) for s in body.subjects]
     found = await asyncio.to_thread(pseudonym_service(container).pseudonymise, principal, body.partnership, items)
     return PseudonymAnswer(pseudonyms=found)
+
+
+class SubjectLookup(_Strict):
+    """A data subject's request as the contact point receives it: the identifier, already turned into a
+    polymorphic pseudonym on the contact point's side (``PseudonymClient.polymorphic``)."""
+
+    partnership: str = Field(pattern=_SLUG)
+    subject: PolymorphicItem
+
+
+@router.post("/audit/subjects/disclosures", response_model=list[EntryView], responses=_PROBLEMS,
+             tags=["audit"], summary="Data-subject request by identifier: every disclosure about the subject")
+async def subject_disclosures_by_identifier(body: SubjectLookup,
+                                            principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
+                                            container: Container = Depends(get_container)) -> list[EntryView]:
+    """The gateway computes the subject's partnership-domain pseudonym (the one in the audit log) from the
+    polymorphic pseudonym, so the contact point needs neither the identifier on the wire nor any key."""
+    service = pseudonym_service(container)
+    shared = await asyncio.to_thread(service.partnership_pseudonym_of, Item(body.subject.type,
+                                                                            body.subject.polymorphic),
+                                     body.partnership)
+    return await subject_report(shared, principal, container)
 
 
 @router.post("/enrolments", response_model=EnrolmentAnswer, responses=_PROBLEMS,

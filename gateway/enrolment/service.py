@@ -99,6 +99,13 @@ class PseudonymService:
         return [self.transcryptor.encrypted_pseudonym(p, item.identifier_type, partnership, organisation).encode()
                 for item, p in self._decode(items)]
 
+    def partnership_pseudonym_of(self, item: Item, partnership: str) -> str:
+        """The subject's partnership-domain pseudonym, for the contact point's look-up in the audit log."""
+        if partnership not in self.register.partnerships:
+            raise Unprocessable(f"unknown partnership `{partnership}`")
+        ((_, polymorphic),) = self._decode([item])
+        return self.transcryptor.partnership_pseudonym(polymorphic, item.identifier_type, partnership).encode()
+
     def enrol(self, principal: Principal, partnership: str, items: list[Item]) -> tuple[list[str], int, int]:
         """Pseudonymise and (re)index; returns the encrypted pseudonyms, rows indexed and rows removed."""
         organisation = self._participant(principal, partnership)

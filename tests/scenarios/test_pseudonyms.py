@@ -151,3 +151,25 @@ async def test_mixed_subjects_and_foreign_polymorphic_pseudonyms_are_refused(sta
     outsider = stack.post("abn-amro-fec", "/v1/pseudonyms", {"partnership": "zvh-amsterdam", "subjects": [
         {"type": "bsn", "polymorphic": "A" * 128}]})
     assert outsider.status_code == 403  # the bank takes no part in the ZVH
+
+
+async def test_contact_point_finds_every_disclosure_by_identifier(stack: Stack) -> None:
+    from gateway.client.pseudonyms import PseudonymClient
+
+    ref = stack.world.scenarios()["bibob-applicant"][0]
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])
+    body = BIBOB | {"subjects": _subjects(mine), "holders": ["kvk"], "categories": ["company_registration"]}
+    exchange = stack.post(MUNICIPALITY, "/v1/exchanges", body)
+    assert exchange.status_code == 200, exchange.text
+    contact = stack.person("cp-gemeente", "gemeente-amsterdam", ["contact-point"])
+    key = stack.call(stack.token(MUNICIPALITY), "GET", "/v1/pseudonyms/key").json()["public_key"]
+    kind, number = stack.world.identifier_of(ref)
+    lookup = {"partnership": RIEC, "subject": {"type": kind, "polymorphic": PseudonymClient(key).polymorphic(
+        kind, number)}}
+    found = stack.call(contact, "POST", "/v1/audit/subjects/disclosures", lookup)
+    assert found.status_code == 200, found.text
+    disclosures = [e["entry"] for e in found.json()]
+    assert any(d["event"]["exchange_id"] == exchange.json()["exchange_id"] for d in disclosures)
+    assert all(d["event"]["event_type"] == "disclosure" for d in disclosures)
+    officer = stack.person("po-gemeente-lookup", "gemeente-amsterdam", ["privacy-officer"])
+    assert stack.call(officer, "POST", "/v1/audit/subjects/disclosures", lookup).status_code == 403
