@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -29,7 +30,7 @@ import rfc8785
 from pydantic import JsonValue, ValidationError
 
 from audit.errors import InvalidEvent, VerificationError
-from audit.events import AuditEvent
+from audit.events import AuditEvent, DataSubject, ProcessingActivity, Requester
 
 ENTRY_FORMAT_VERSION = 1
 MAX_EVENT_BYTES = 32 * 1024
@@ -48,6 +49,90 @@ def canonical_json(value: JsonValue) -> bytes:
         raise InvalidEvent(f"value cannot be canonicalised as RFC 8785 JSON: {type(exc).__name__}") from exc
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encode = _ENCODER.encode
+_string = json.encoder.encode_basestring  # the C string encoder json.dumps uses with ensure_ascii=False
+
+# The fields the direct encoder below writes, in RFC 8785 (sorted) order. If the models ever gain or lose
+# a field, the direct encoder switches itself off and the generic path (model_dump + json) is used.
+_EVENT_FIELDS = ("categories", "data_subject", "decision", "event_type", "exchange_id", "extra", "holder",
+                 "obligations", "parent_span_id", "payload_sha256", "policy_version", "processing_activity",
+                 "reasons", "register_version", "requester", "span_id", "status", "trace_id")
+_DIRECT = (tuple(sorted(AuditEvent.model_fields)) == _EVENT_FIELDS
+           and tuple(sorted(DataSubject.model_fields)) == ("pseudonym",)
+           and tuple(sorted(ProcessingActivity.model_fields)) == ("partnership", "purpose")
+           and tuple(sorted(Requester.model_fields)) == ("org", "system", "user"))
+
+
+def _plain(value: JsonValue) -> str:
+    """RFC 8785 text of plain JSON (see :func:`audit.events._plain_json`): what ``_encode`` writes for it.
+
+    Small objects are the common case, where building the C encoder for each call costs more than this.
+    Anything but plain JSON (a float, a non-string key) raises ``TypeError``: the caller falls back.
+    """
+    if isinstance(value, str):
+        return _string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return int.__repr__(value)
+    if isinstance(value, dict):  # _string raises TypeError for a key that is not a string
+        return "{" + ",".join([_string(key) + ":" + _plain(value[key]) for key in sorted(value)]) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join([_plain(item) for item in value]) + "]"
+    raise TypeError(f"not plain JSON: {type(value).__name__}")
+
+
+def _optional(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def _strings(values: tuple[str, ...]) -> str:
+    return "[" + ",".join(map(_string, values)) + "]" if values else "[]"
+
+
+def _direct_event_text(event: AuditEvent) -> str:
+    """RFC 8785 text of an event written field by field: what model_dump + json.dumps give, 3x faster.
+
+    Only for validated events (strings, enums, tuples of strings, the three small models and two
+    plain-JSON objects); a test compares it with the generic path and with ``rfc8785``.
+    """
+    subject, activity, requester = event.data_subject, event.processing_activity, event.requester
+    decision, obligations = event.decision, event.obligations
+    return "".join((
+        '{"categories":', _strings(event.categories),
+        ',"data_subject":', "null" if subject is None else '{"pseudonym":' + _string(subject.pseudonym) + "}",
+        ',"decision":', "null" if decision is None else _string(decision),
+        ',"event_type":', _string(event.event_type),
+        ',"exchange_id":', _optional(event.exchange_id),
+        ',"extra":', _plain(event.extra),
+        ',"holder":', _optional(event.holder),
+        ',"obligations":', "null" if obligations is None else _plain(obligations),
+        ',"parent_span_id":', _optional(event.parent_span_id),
+        ',"payload_sha256":', _optional(event.payload_sha256),
+        ',"policy_version":', _optional(event.policy_version),
+        ',"processing_activity":', "null" if activity is None else
+        '{"partnership":' + _string(activity.partnership) + ',"purpose":' + _string(activity.purpose) + "}",
+        ',"reasons":', _strings(event.reasons),
+        ',"register_version":', _optional(event.register_version),
+        ',"requester":', "null" if requester is None else
+        '{"org":' + _string(requester.org) + ',"system":' + _optional(requester.system)
+        + ',"user":' + _optional(requester.user) + "}",
+        ',"span_id":', _string(event.span_id),
+        ',"status":', _string(event.status),
+        ',"trace_id":', _string(event.trace_id),
+        "}",
+    ))
+
+
+def _generic_event_text(event: AuditEvent) -> str:
+    return _encode(event.to_document())
+
+
 def event_canonical(event: AuditEvent) -> bytes:
     r"""The canonical bytes of an event (the ``event`` member of the entry envelope).
 
@@ -57,11 +142,16 @@ def event_canonical(event: AuditEvent) -> bytes:
     escapes (``\b \t \n \f \r``, other controls as lowercase ``\u00xx``), integers in plain decimal,
     and code-point key order, which equals RFC 8785's UTF-16 order for ASCII keys. That encoder is C and
     about ten times faster than the ``rfc8785`` package; a property test checks that they agree, and the
-    verifier re-checks stored entries with ``rfc8785`` itself.
+    verifier re-checks stored entries with ``rfc8785`` itself. The known event shape is written field by
+    field with the same string encoder (:func:`_direct_event_text`), which skips pydantic's
+    ``model_dump`` and the key sorting; anything unexpected falls back to the generic path.
     """
     try:
-        data = json.dumps(event.to_document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        try:
+            text = _direct_event_text(event) if _DIRECT else _generic_event_text(event)
+        except (AttributeError, TypeError):  # not a fully validated event: let the generic path judge it
+            text = _generic_event_text(event)
+        data = text.encode("utf-8")
     except (UnicodeEncodeError, ValueError) as exc:
         raise InvalidEvent(f"event cannot be canonicalised ({type(exc).__name__})") from exc
     if len(data) > MAX_EVENT_BYTES:
@@ -96,6 +186,41 @@ def entry_canonical(index: int, entry_id: UUID, recorded_at: datetime | str, eve
         b',"recorded_at":"', stamp.encode("ascii"),
         b'","v":', str(ENTRY_FORMAT_VERSION).encode("ascii"), b"}",
     ))
+
+
+def entry_canonicals(start: int, entry_ids: Sequence[UUID], recorded_at: str,
+                     event_bytes: Sequence[bytes]) -> list[bytes]:
+    """:func:`entry_canonical` for consecutive indices from ``start`` sharing one formatted time (a batch)."""
+    if start < 0:
+        raise ValueError("log indices start at 0")
+    tail = b"".join((b',"recorded_at":"', recorded_at.encode("ascii"),
+                     b'","v":', str(ENTRY_FORMAT_VERSION).encode("ascii"), b"}"))
+    return [b"".join((b'{"entry_id":"', str(entry_id).encode("ascii"), b'","event":', event,
+                      b',"index":', str(index).encode("ascii"), tail))
+            for index, entry_id, event in zip(range(start, start + len(event_bytes)), entry_ids, event_bytes,
+                                              strict=True)]
+
+
+_STAMP_LENGTH = len("2026-01-01T00:00:00.000000Z")
+_END = b'","v":1}'
+_TIME_BYTES = b"0123456789T:.-"
+
+
+def claims_index(canonical: bytes, index: int) -> bool:
+    """Whether :func:`envelope_index` would return ``index`` for these bytes, without a regular expression.
+
+    A shortcut for the verifier's hot loop. It accepts exactly what the pattern accepts for the usual,
+    fixed-width timestamp; ``False`` only means "ask :func:`envelope_index`" (which then gives the answer
+    or the error).
+    """
+    stamp_start = len(canonical) - len(_END) - _STAMP_LENGTH
+    prefix = b',"index":%d,"recorded_at":"' % index
+    stamp = canonical[stamp_start:-len(_END)]
+    return (stamp_start - len(prefix) >= 0
+            and canonical.endswith(_END)
+            and canonical.startswith(prefix, stamp_start - len(prefix))
+            and stamp[-1:] == b"Z"
+            and not stamp[:-1].translate(None, _TIME_BYTES))
 
 
 def envelope_index(canonical: bytes) -> int:

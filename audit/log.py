@@ -23,14 +23,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit import store
-from audit.canonical import entry_canonical, event_canonical, format_timestamp
+from audit.canonical import entry_canonicals, event_canonical, format_timestamp
 from audit.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
 from audit.errors import AuditError, AuditWriteError, ProofUnavailable, StoreUnavailable
 from audit.events import AuditEvent
@@ -109,6 +108,12 @@ class PreparedEvent:
     event: AuditEvent
     event_bytes: bytes
     columns: dict[str, str | int | None]
+    values: tuple[str | int | None, ...] = ()
+    """``columns``' values in :data:`audit.store.QUERY_COLUMNS` order (computed here, outside the lock)."""
+
+    @property
+    def column_values(self) -> tuple[str | int | None, ...]:
+        return self.values or tuple(self.columns[name] for name in store.QUERY_COLUMNS)
 
 
 def prepare(event: AuditEvent) -> PreparedEvent:
@@ -118,7 +123,8 @@ def prepare(event: AuditEvent) -> PreparedEvent:
     """
     event_bytes = event_canonical(event)
     ensure_no_personal_data(event, event_bytes)
-    return PreparedEvent(event, event_bytes, store.query_columns(event))
+    columns = store.query_columns(event)  # in QUERY_COLUMNS order
+    return PreparedEvent(event, event_bytes, columns, tuple(columns.values()))
 
 
 def uuid7s(count: int, moment: datetime) -> list[UUID]:
@@ -177,6 +183,7 @@ class AuditLog:
         # append lock shows nobody else appended since; another process appending just means a re-read.
         self._frontier_cache: CompactRange | None = None
         self._cache_lock = threading.Lock()
+        self._rows = store.RowWriter(engine.dialect)
         # SQLAlchemy's errors, and the driver's own for the few statements sent to it directly.
         self._database_errors: tuple[type[Exception], ...] = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
 
@@ -228,29 +235,26 @@ class AuditLog:
 
     def _append_locked(self, connection: Connection,
                        prepared: Sequence[PreparedEvent]) -> tuple[list[Receipt], CompactRange]:
+        # Under the lock: one read (size and latest checkpoint), the frontier from memory when this
+        # process wrote last, and two multi-row INSERTs (entries, completed subtrees).
         state = store.log_state(connection)
         frontier = self._cached_frontier(connection, state.size)
         now = self._now()
-        stamp = format_timestamp(now)
-        entry_rows: list[dict[str, Any]] = []
-        new_nodes: list[tuple[tuple[int, int], bytes]] = []
-        leaves: list[tuple[int, UUID, bytes]] = []
-        for offset, (item, entry_id) in enumerate(zip(prepared, uuid7s(len(prepared), now), strict=True)):
-            index = state.size + offset
-            canonical = entry_canonical(index, entry_id, stamp, item.event_bytes)
-            leaf = leaf_hash(canonical)
-            new_nodes.extend(frontier.append(leaf))
-            entry_rows.append({
-                "log_index": index, "entry_id": entry_id, "recorded_at": now,
-                "canonical": canonical.decode("utf-8"), "leaf_hash": leaf, **item.columns,
-            })
-            leaves.append((index, entry_id, leaf))
-        store.insert_entries(connection, entry_rows)
-        store.insert_nodes(connection, new_nodes)
+        start = state.size
+        entry_ids = uuid7s(len(prepared), now)
+        canonicals = entry_canonicals(start, entry_ids, format_timestamp(now), [p.event_bytes for p in prepared])
+        leaves = [leaf_hash(canonical) for canonical in canonicals]
+        new_nodes = frontier.extend(leaves)
+        self._rows.insert_entries(connection, now, [
+            (start + offset, entry_id, canonical.decode("utf-8"), leaf, item.column_values)
+            for offset, (item, entry_id, canonical, leaf) in enumerate(zip(prepared, entry_ids, canonicals, leaves,
+                                                                           strict=True))])
+        self._rows.insert_nodes(connection, new_nodes)
         new_size = frontier.size
         if self.policy.due(state, now, size=new_size):
             self._sign_and_store(connection, new_size, frontier.root(), now)
-        return [Receipt(index, entry_id, leaf, new_size) for index, entry_id, leaf in leaves], frontier
+        return [Receipt(start + offset, entry_id, leaf, new_size)
+                for offset, (entry_id, leaf) in enumerate(zip(entry_ids, leaves, strict=True))], frontier
 
     def _cached_frontier(self, connection: Connection, size: int) -> CompactRange:
         with self._cache_lock:

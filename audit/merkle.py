@@ -25,7 +25,7 @@ Verification follows §2.1.3.2 and §2.1.4.2 literally and raises the package's 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from audit.errors import VerificationError
 
@@ -113,6 +113,26 @@ class CompactRange:
             completed.append(((level, (size_after >> level) - 1), current))
         self._hashes.append(current)
         self._size = size_after
+        return completed
+
+    def extend(self, leaves: Iterable[bytes]) -> list[tuple[int, bytes]]:
+        """Add many leaf hashes; return the complete subtrees (level ≥ 1) they complete, keyed by
+        :func:`flat_index`, in completion order. Same result as :meth:`append` per leaf, in one tight loop.
+        """
+        completed: list[tuple[int, bytes]] = []
+        hashes, size, sha256 = self._hashes, self._size, hashlib.sha256
+        for leaf in leaves:
+            current = leaf
+            # The subtree completed at level L ends at leaf ``size``: flat index 2·(size + 1) - 2**L - 1.
+            flat_end, width, waiting = 2 * size + 1, 1, size
+            while waiting & 1:
+                current = sha256(_NODE_PREFIX + hashes.pop() + current).digest()
+                width <<= 1
+                completed.append((flat_end - width, current))
+                waiting >>= 1
+            hashes.append(current)
+            size += 1
+        self._size = size
         return completed
 
     def root(self) -> bytes:

@@ -18,15 +18,16 @@ Serialising appenders (so that indices are gap-free and every append sees the la
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy import Connection, Dialect, Engine, bindparam, func, select
 
 from audit.events import AuditEvent
 from audit.merkle import Node, flat_index, node_at_flat_index
@@ -36,6 +37,10 @@ ADVISORY_LOCK_KEY = int.from_bytes(b"WGSaudit", "big", signed=True)
 """The PostgreSQL advisory lock that serialises appenders; any 64-bit constant unique to the audit log."""
 
 _FETCH_CHUNK = 500
+
+QUERY_COLUMNS = ("event_type", "partnership", "purpose", "requester_org", "holder_org", "decision",
+                 "subject_pseudonym", "subject_key")
+"""The indexed copies of event fields, in the order of :func:`query_columns` and of the table."""
 
 
 def _utc(moment: datetime) -> datetime:
@@ -170,6 +175,93 @@ def insert_nodes(connection: Connection, nodes: Sequence[tuple[Node, bytes]]) ->
         )
 
 
+# -- the append hot path: one INSERT per table straight to the driver ------------------------------------
+#
+# SQLAlchemy's executemany costs tens of microseconds per row in Python (parameter construction and bind
+# processing), and the sqlite3 driver's executemany releases and re-takes the GIL for every row, which on
+# a busy event loop costs the writer thread a scheduler switch each time. Instead the rows of one append
+# go to the database in one statement per table, with the values already in the form SQLAlchemy's column
+# types would bind them (taken from those types, per dialect):
+#
+# * SQLite: ``INSERT ... VALUES (?, ...), (?, ...), ...`` (chunked below the parameter limit);
+# * PostgreSQL: ``INSERT ... SELECT * FROM unnest(%s::bigint[], ...)`` with one array per column: a short,
+#   constant statement that psycopg parses once and the server prepares once, whatever the batch size,
+#   with the arrays sent in binary.
+
+ENTRY_COLUMNS = ("log_index", "entry_id", "recorded_at", *QUERY_COLUMNS, "canonical", "leaf_hash")
+_NODE_COLUMNS = ("node_id", "hash")
+_MAX_PARAMETERS = 32_000
+"""Parameters per SQLite statement: below SQLite's default limit of 32,766."""
+_PG_ARRAY_TYPES = {"log_index": "bigint", "entry_id": "uuid", "recorded_at": "timestamptz", "subject_key": "bigint",
+                   "canonical": "text", "leaf_hash": "bytea", "node_id": "bigint", "hash": "bytea"}
+"""PostgreSQL element types of the unnest arrays; every other column is text (varchar)."""
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class RowWriter:
+    """Writes entries and tree nodes of one dialect, one statement per table, on the caller's connection."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        if dialect.paramstyle not in ("qmark", "format", "pyformat"):  # pragma: no cover - other drivers
+            raise ValueError(f"paramstyle {dialect.paramstyle} is not supported")
+        self._arrays = dialect.name == "postgresql"
+        processors = {column.name: column.type.dialect_impl(dialect).bind_processor(dialect)
+                      for column in [*audit_entries.c, *audit_tree_nodes.c]}
+        self._entry_id = processors.pop("entry_id") or _identity
+        self._recorded_at = processors.pop("recorded_at") or _identity
+        self._leaf = processors.pop("leaf_hash") or _identity
+        self._hash = processors.pop("hash") or _identity
+        unexpected = sorted(name for name, processor in processors.items() if processor is not None)
+        if unexpected:  # pragma: no cover - only if a column type changes
+            raise ValueError(f"audit columns {unexpected} need bind processing the row writer does not do")
+        mark = _placeholder(dialect)
+        self._entries_sql = self._statement("audit_entries", ENTRY_COLUMNS, mark)
+        self._nodes_sql = self._statement("audit_tree_nodes", _NODE_COLUMNS, mark)
+
+    def _statement(self, table: str, columns: Sequence[str], mark: str) -> tuple[str, str, int]:
+        """(statement or its prefix, the row to repeat after the prefix, columns)."""
+        if self._arrays:
+            # %b: psycopg sends the arrays in binary, without escaping every element as text
+            arrays = ", ".join(f"%b::{_PG_ARRAY_TYPES.get(name, 'text')}[]" for name in columns)
+            return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})", "", len(columns)
+        row = "(" + ",".join([mark] * len(columns)) + ")"
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ", row, len(columns)
+
+    def _execute(self, connection: Connection, statement: tuple[str, str, int], rows: list[tuple[Any, ...]]) -> None:
+        sql, row, width = statement
+        cursor = connection.connection.cursor()
+        try:
+            if self._arrays:
+                cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+                return
+            per_statement = _MAX_PARAMETERS // width
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start:start + per_statement]
+                cursor.execute(sql + ",".join([row] * len(chunk)), [value for values in chunk for value in values])
+        finally:
+            cursor.close()
+
+    def insert_entries(self, connection: Connection, recorded_at: datetime,
+                       rows: Sequence[tuple[int, UUID, str, bytes, Sequence[str | int | None]]]) -> None:
+        """Entries ``(index, entry_id, canonical text, leaf hash, query column values)`` sharing one time."""
+        if not rows:
+            return
+        entry_id, leaf, moment = self._entry_id, self._leaf, self._recorded_at(recorded_at)
+        self._execute(connection, self._entries_sql, [
+            (index, entry_id(identifier), moment, *values, canonical, leaf(leaf_value))
+            for index, identifier, canonical, leaf_value, values in rows])
+
+    def insert_nodes(self, connection: Connection, nodes: Sequence[tuple[int, bytes]]) -> None:
+        """Cached subtrees as ``(node_id, hash)`` (see :func:`audit.merkle.flat_index`)."""
+        if not nodes:
+            return
+        hash_value = self._hash
+        self._execute(connection, self._nodes_sql, [(node_id, hash_value(value)) for node_id, value in nodes])
+
+
 @dataclass(frozen=True)
 class StoredCheckpoint:
     """A signed checkpoint as issued: size, root, the signed-note text and when it was issued."""
@@ -224,13 +316,11 @@ class StoredEntry:
     canonical text."""
 
 
-QUERY_COLUMNS = ("event_type", "partnership", "purpose", "requester_org", "holder_org", "decision",
-                 "subject_pseudonym", "subject_key")
-
-
+@functools.lru_cache(maxsize=4096)
 def subject_key(pseudonym: str) -> int:
     """The indexed key of a subject pseudonym: SHA-256's first 8 bytes as a signed 64-bit integer.
 
+    Cached: the same subjects come back in request after request (and in the entries of one request).
     Query with ``subject_key = subject_key(p) AND subject_pseudonym = p`` (the key alone may collide).
     """
     return int.from_bytes(hashlib.sha256(pseudonym.encode("utf-8")).digest()[:8], "big", signed=True)
@@ -272,10 +362,53 @@ def entries_between(connection: Connection, start: int, stop: int) -> list[Store
     return [_entry(row) for row in rows]
 
 
-def iter_leaves(engine: Engine, *, start: int = 0, stop: int | None = None,
-                batch_size: int = 5000) -> Iterator[tuple[int, bytes, bytes]]:
-    """Stream ``(index, canonical bytes, stored leaf hash)`` in index order: the lean read for
-    verification and export (same keyset pagination as :func:`iter_entries`)."""
+def _placeholder(dialect: Dialect) -> str:
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
+def _canonical_bytes_sql(dialect: Dialect) -> str | None:
+    """SQL that returns ``canonical`` as its UTF-8 bytes, so that the driver builds no string per row."""
+    if dialect.name == "sqlite":
+        return "CAST(canonical AS BLOB)"  # the database encoding is UTF-8
+    if dialect.name == "postgresql":
+        return "convert_to(canonical, 'UTF8')"
+    return None
+
+
+def leaf_batches(engine: Engine, *, start: int = 0, stop: int | None = None,
+                 batch_size: int = 10_000) -> Iterator[list[tuple[int, bytes, bytes]]]:
+    """``(index, canonical bytes, stored leaf hash)`` in index order, a list per batch: the lean read for
+    verification and export.
+
+    Keyset pagination on the index actually seen (a gap shows up as a jump, see :func:`iter_entries`),
+    one short read per batch, each a single driver query with the canonical text fetched as bytes.
+    """
+    sql_bytes = _canonical_bytes_sql(engine.dialect)
+    if sql_bytes is None or engine.dialect.paramstyle not in ("qmark", "format", "pyformat"):
+        yield from _leaf_batches_portable(engine, start=start, stop=stop, batch_size=batch_size)
+        return
+    mark = _placeholder(engine.dialect)
+    bound = f" AND log_index < {mark}" if stop is not None else ""
+    sql = (f"SELECT log_index, {sql_bytes}, leaf_hash FROM audit_entries WHERE log_index >= {mark}{bound} "
+           f"ORDER BY log_index LIMIT {mark}")
+    position = start
+    while stop is None or position < stop:
+        params = (position, stop, batch_size) if stop is not None else (position, batch_size)
+        with read_connection(engine) as connection:
+            cursor = connection.connection.cursor()
+            try:
+                cursor.execute(sql, params)
+                batch = cast(list[tuple[int, bytes, bytes]], cursor.fetchall())
+            finally:
+                cursor.close()
+        if not batch:
+            return
+        yield batch
+        position = int(batch[-1][0]) + 1
+
+
+def _leaf_batches_portable(engine: Engine, *, start: int, stop: int | None,
+                           batch_size: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
     columns = (audit_entries.c.log_index, audit_entries.c.canonical, audit_entries.c.leaf_hash)
     position = start
     while stop is None or position < stop:
@@ -283,12 +416,47 @@ def iter_leaves(engine: Engine, *, start: int = 0, stop: int | None = None,
         if stop is not None:
             query = query.where(audit_entries.c.log_index < stop)
         with read_connection(engine) as connection:
-            batch = connection.execute(query.order_by(audit_entries.c.log_index).limit(batch_size)).all()
-        if not batch:
+            rows = connection.execute(query.order_by(audit_entries.c.log_index).limit(batch_size)).all()
+        if not rows:
             return
-        for index, canonical, leaf in batch:
-            yield int(index), canonical.encode("utf-8"), bytes(leaf)
-        position = int(batch[-1][0]) + 1
+        yield [(int(index), canonical.encode("utf-8"), bytes(leaf)) for index, canonical, leaf in rows]
+        position = int(rows[-1][0]) + 1
+
+
+def iter_leaves(engine: Engine, *, start: int = 0, stop: int | None = None,
+                batch_size: int = 10_000) -> Iterator[tuple[int, bytes, bytes]]:
+    """Stream ``(index, canonical bytes, stored leaf hash)`` in index order (see :func:`leaf_batches`)."""
+    for batch in leaf_batches(engine, start=start, stop=stop, batch_size=batch_size):
+        yield from batch
+
+
+def node_hashes(engine: Engine, node_ids: Sequence[int]) -> dict[int, bytes]:
+    """Cached subtree hashes for ``node_ids`` (missing ones are absent), for a verifier's batch of nodes.
+
+    The nodes that a run of consecutive leaves completes have flat ids close together (just below twice
+    the leaves' indices), apart from the few large subtrees: one range scan fetches the former, one
+    ``IN`` lookup the latter. Extra rows in the range are harmless; the caller looks up what it needs.
+    """
+    if not node_ids:
+        return {}
+    ordered = sorted(node_ids)
+    low, high = max(0, ordered[-1] - 2 * len(ordered) - 64), ordered[-1]
+    sparse = [node_id for node_id in ordered if node_id < low]
+    with read_connection(engine) as connection:
+        if engine.dialect.paramstyle in ("qmark", "format", "pyformat"):
+            mark = _placeholder(engine.dialect)
+            cursor = connection.connection.cursor()
+            try:
+                cursor.execute(f"SELECT node_id, hash FROM audit_tree_nodes WHERE node_id >= {mark} "
+                               f"AND node_id <= {mark}", (low, high))
+                found: dict[int, bytes] = dict(cursor.fetchall())
+            finally:
+                cursor.close()
+        else:  # pragma: no cover - both supported drivers take the branch above
+            found = nodes_by_id(connection, [node_id for node_id in ordered if node_id >= low])
+        if sparse:
+            found.update(nodes_by_id(connection, sparse))
+    return found
 
 
 def iter_entries(engine: Engine, *, start: int = 0, stop: int | None = None,

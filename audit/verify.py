@@ -33,6 +33,7 @@ the key too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,19 +45,21 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit import store
-from audit.canonical import envelope_index, parse_entry
+from audit.canonical import claims_index, envelope_index, parse_entry
 from audit.checkpoint import Checkpoint, NoteVerifier, SignedNote, open_checkpoint
 from audit.errors import StoreUnavailable, VerificationError
 from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION
 from audit.merkle import (
-    HASH_SIZE,
+    EMPTY_ROOT,
     CompactRange,
     Node,
     compact_range_nodes,
     consistency_ranges,
     flat_index,
+    fold_range,
     leaf_hash,
-    root_of,
+    node_at_flat_index,
+    subtree_nodes,
     verify_consistency,
 )
 from audit.store import StoredEntry
@@ -163,7 +166,12 @@ class _Anchor:
 
 
 class _Stream:
-    """Streaming verifier state: O(log n) hashes plus the leaves since the last good checkpoint."""
+    """Streaming verifier state: O(log n) hashes plus the leaves since the last good checkpoint.
+
+    :meth:`feed_rows` is the hot loop of a verification (hundreds of thousands of entries a second):
+    plain tuples in, ``hashlib`` directly, the tree's right frontier as a list of hashes, completed
+    subtrees queued as flat node ids for the cache check, and checkpoints checked as the size passes them.
+    """
 
     def __init__(self, verifier: NoteVerifier, checkpoints: list[_CheckpointRecord], deep: bool,
                  node_checker: _NodeChecker | None = None) -> None:
@@ -171,14 +179,21 @@ class _Stream:
         self.checkpoints = sorted(checkpoints, key=lambda record: record.tree_size)
         self.deep = deep
         self.node_checker = node_checker
-        self.frontier = CompactRange()
-        self.anchor = _Anchor(0, self.frontier.root(), self.frontier.copy())
-        self.window = bytearray()
-        self.pending_nodes: list[tuple[Node, bytes]] = []
+        self.hashes: list[bytes] = []  # the compact range of [0, size): one complete subtree per set bit
+        self.size = 0
+        self.anchor = _Anchor(0, EMPTY_ROOT, CompactRange())
+        # Subtrees (flat ids) that the consistency proof from the anchor to the next checkpoint needs,
+        # captured as the stream completes them: no leaf hashes are kept between checkpoints.
+        self.capture: dict[int, bytes | None] = {}
+        self.pending_ids: list[int] = []
+        self.pending_hashes: list[bytes] = []
         self.next_checkpoint = 0
         self.next_due = self._due_size()
         self.verified_checkpoints = 0
-        self.size = 0
+
+    @property
+    def frontier(self) -> CompactRange:
+        return CompactRange(self.size, self.hashes)
 
     def _due_size(self) -> int:
         if self.next_checkpoint < len(self.checkpoints):
@@ -188,40 +203,87 @@ class _Stream:
     def start(self) -> None:
         self._checkpoints_due()  # checkpoints of the empty tree
 
+    @staticmethod
+    def _gap(index: int, claimed_position: int) -> _Failed:
+        problem = (f"entry {index} is missing (next entry found has index {claimed_position})"
+                   if claimed_position > index else f"index {claimed_position} appears again or out of order")
+        return _fail(FailureKind.GAP, index, problem)
+
+    @staticmethod
+    def _check_index(index: int, canonical: bytes) -> None:
+        try:
+            claimed = envelope_index(canonical)
+        except VerificationError as exc:
+            raise _fail(FailureKind.ENTRY, index, str(exc)) from None
+        if claimed != index:
+            raise _fail(FailureKind.INDEX, index, f"entry at index {index} says it is entry {claimed}")
+
     def feed(self, record: _EntryRecord) -> None:
+        """One entry, with the deep checks when they are on (:meth:`feed_rows` does the rest)."""
         claimed_position, canonical, stored_leaf, stored = record
-        index = self.size
-        # 1. Position.
-        if claimed_position != index:
-            problem = (f"entry {index} is missing (next entry found has index {claimed_position})"
-                       if claimed_position > index else f"index {claimed_position} appears again or out of order")
-            raise _fail(FailureKind.GAP, index, problem)
-        # 2. Leaf hash first: a stored hash that no longer matches is the clearest sign of an edit.
-        computed = leaf_hash(canonical)
-        if stored_leaf is not None and stored_leaf != computed:
-            raise _fail(FailureKind.LEAF_HASH, index, "stored leaf hash does not match the entry's canonical bytes")
-        # 3./4. The entry's own view of its index, and (deep) its form, event and indexed columns.
         if self.deep:
+            index = self.size
+            if claimed_position != index:
+                raise self._gap(index, claimed_position)
+            if stored_leaf is not None and stored_leaf != leaf_hash(canonical):
+                raise _fail(FailureKind.LEAF_HASH, index,
+                            "stored leaf hash does not match the entry's canonical bytes")
             self._check_deep(index, canonical, stored)
-        else:
-            try:
-                claimed = envelope_index(canonical)
-            except VerificationError as exc:
-                raise _fail(FailureKind.ENTRY, index, str(exc)) from None
-            if claimed != index:
-                raise _fail(FailureKind.INDEX, index, f"entry at index {index} says it is entry {claimed}")
-        # 5. Tree; completed subtrees are compared with the cache in batches, and always before a checkpoint,
-        #    so that a cache mismatch (which pinpoints a narrower range) is reported before a root mismatch.
-        completed = self.frontier.append(computed)
-        self.size = index + 1
-        self.window += computed
-        if self.node_checker is not None and completed:
-            self.pending_nodes.extend(completed)
-            if len(self.pending_nodes) >= _NodeChecker.batch:
-                self._flush_nodes()
-        # 6. Checkpoints at this size.
-        if self.size == self.next_due:
-            self._checkpoints_due()
+        self.feed_rows(((claimed_position, canonical, stored_leaf),))
+
+    def feed_rows(self, rows: Iterable[tuple[int, bytes, bytes | None]]) -> None:
+        """Entries ``(claimed index, canonical bytes, stored leaf hash or None)`` in stream order."""
+        sha256 = hashlib.sha256
+        hashes, size, capture, next_due = self.hashes, self.size, self.capture, self.next_due
+        check_nodes = self.node_checker is not None
+        pending_ids, pending_hashes, flush_at = self.pending_ids, self.pending_hashes, _NodeChecker.batch
+        # The envelope's tail is ``,"index":N`` + ``,"recorded_at":"<time>","v":1}``; entries written together
+        # share the time, so the tail after N is compared whole once one entry's time passed the full check.
+        after_index = b""
+        try:
+            for claimed_position, canonical, stored_leaf in rows:
+                # 1. Position.
+                if claimed_position != size:
+                    raise self._gap(size, claimed_position)
+                # 2. Leaf hash first: a stored hash that no longer matches is the clearest sign of an edit.
+                leaf = sha256(b"\x00" + canonical).digest()
+                if stored_leaf is not None and stored_leaf != leaf:
+                    raise _fail(FailureKind.LEAF_HASH, size,
+                                "stored leaf hash does not match the entry's canonical bytes")
+                # 3. The entry's own view of its index (the regular expression only when the shortcuts decline).
+                if not (after_index and canonical.endswith(b',"index":%d%b' % (size, after_index))):
+                    if claims_index(canonical, size):
+                        after_index = canonical[canonical.rindex(b',"recorded_at":"'):]
+                    else:
+                        self._check_index(size, canonical)
+                # 5. Tree: every trailing one bit of the size is a subtree that this leaf completes; the
+                #    subtree of level L ending at this leaf has flat index 2·size + 1 - 2**L.
+                if capture and 2 * size in capture:
+                    capture[2 * size] = leaf
+                current, flat_end, width, waiting = leaf, 2 * size + 1, 1, size
+                while waiting & 1:
+                    current = sha256(b"\x01" + hashes.pop() + current).digest()
+                    width <<= 1
+                    if check_nodes:
+                        pending_ids.append(flat_end - width)
+                        pending_hashes.append(current)
+                    if capture and flat_end - width in capture:
+                        capture[flat_end - width] = current
+                    waiting >>= 1
+                hashes.append(current)
+                size += 1
+                # 6. Checkpoints at this size (completed subtrees are compared with the cache in batches,
+                #    and always before a checkpoint, so that a cache mismatch, which pinpoints a narrower
+                #    range, is reported before a root mismatch).
+                if size == next_due:
+                    self.size = size
+                    self._checkpoints_due()
+                    capture, next_due = self.capture, self.next_due
+                elif len(pending_ids) >= flush_at:
+                    self.size = size
+                    self._flush_nodes()
+        finally:
+            self.size = size
 
     def _check_deep(self, index: int, canonical: bytes, stored: StoredEntry | None) -> None:
         try:
@@ -239,9 +301,10 @@ class _Stream:
                 raise _fail(FailureKind.COLUMNS, index, f"column(s) {', '.join(wrong)} differ from the entry")
 
     def _flush_nodes(self) -> None:
-        if self.node_checker is not None and self.pending_nodes:
-            self.node_checker.check(self.pending_nodes)
-        self.pending_nodes.clear()
+        if self.node_checker is not None and self.pending_ids:
+            self.node_checker.check(self.pending_ids, self.pending_hashes)
+        self.pending_ids.clear()
+        self.pending_hashes.clear()
 
     def _checkpoints_due(self) -> None:
         while 0 <= self.next_due <= self.size:
@@ -249,6 +312,17 @@ class _Stream:
             self._check_checkpoint(self.checkpoints[self.next_checkpoint])
             self.next_checkpoint += 1
             self.next_due = self._due_size()
+            self._plan_capture()
+
+    def _plan_capture(self) -> None:
+        """Name the subtrees beyond the anchor that the next checkpoint's consistency proof consists of."""
+        anchor_size, next_size = self.anchor.size, self.next_due
+        self.capture = {}
+        if next_size < 0:
+            return
+        for start, end in consistency_ranges(anchor_size, max(anchor_size, next_size)):
+            if end > anchor_size:
+                self.capture.update((flat_index(node), None) for node in subtree_nodes(start, end))
 
     def _check_checkpoint(self, record: _CheckpointRecord) -> None:
         size = record.tree_size
@@ -264,13 +338,13 @@ class _Stream:
             raise _fail(FailureKind.CHECKPOINT, size, f"stored root of checkpoint {size} differs from its signed root",
                         size)
         anchor = self.anchor
-        if checkpoint.root_hash != self.frontier.root():
+        frontier = self.frontier
+        if checkpoint.root_hash != frontier.root():
             raise _fail(FailureKind.ROOT, anchor.size,
                         f"the entries do not produce the root signed at size {size}: an entry in "
                         f"[{anchor.size}, {size}) was changed, inserted, removed or reordered", size, size - 1)
         self._check_consistency(anchor, size, checkpoint.root_hash)
-        self.anchor = _Anchor(size, checkpoint.root_hash, self.frontier.copy())
-        self.window = bytearray()
+        self.anchor = _Anchor(size, checkpoint.root_hash, frontier)
         self.verified_checkpoints += 1
 
     def _check_consistency(self, anchor: _Anchor, size: int, root: bytes) -> None:
@@ -278,15 +352,15 @@ class _Stream:
         by_range = {(index << level, (index + 1) << level): value
                     for (level, index), value in zip(compact_range_nodes(anchor.size), anchor.frontier.hashes,
                                                      strict=True)}
-        proof: list[bytes] = []
-        for start, end in consistency_ranges(anchor.size, size):
-            if end <= anchor.size:
-                proof.append(by_range[(start, end)])
-            else:
-                leaves = [bytes(self.window[(i - anchor.size) * HASH_SIZE:(i - anchor.size + 1) * HASH_SIZE])
-                          for i in range(start, end)]
-                proof.append(root_of(leaves))
+        def captured(node: Node) -> bytes:
+            value = self.capture.get(flat_index(node))
+            if value is None:
+                raise VerificationError(f"subtree {node} of the proof was not seen in the stream")
+            return value
+
         try:
+            proof = [by_range[(start, end)] if end <= anchor.size else fold_range(start, end, captured)
+                     for start, end in consistency_ranges(anchor.size, size)]
             verify_consistency(anchor.size, size, anchor.root, root, proof)
         except VerificationError as exc:
             raise _fail(FailureKind.CONSISTENCY, anchor.size, f"checkpoints {anchor.size} and {size}: {exc}",
@@ -307,12 +381,22 @@ class _Stream:
                         record.tree_size)
 
 
-def _run(stream: _Stream, entries: Iterable[_EntryRecord], *, key_pinned: bool) -> VerifyResult:
+_Row = tuple[int, bytes, "bytes | None"]
+"""(index, canonical bytes, stored leaf hash or None): what the fast path reads, in batches."""
+
+
+def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[Sequence[_Row]], *,
+         key_pinned: bool) -> VerifyResult:
+    """Feed batches of entries: 4-tuple records one by one when verifying deeply, else rows in bulk."""
     failure: Failure | None = None
     try:
         stream.start()
-        for record in entries:
-            stream.feed(record)
+        for batch in batches:
+            if stream.deep:
+                for record in batch:
+                    stream.feed(record)  # type: ignore[arg-type]  # deep batches hold 4-tuple records
+            else:
+                stream.feed_rows(batch)  # type: ignore[arg-type]  # fast batches hold 3-tuple rows
         stream.finish()
     except _Failed as failed:
         failure = failed.failure
@@ -338,13 +422,13 @@ class _NodeChecker:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def check(self, nodes: Sequence[tuple[Node, bytes]]) -> None:
-        with store.read_connection(self._engine) as connection:
-            stored = store.nodes_by_id(connection, [flat_index(node) for node, _ in nodes])
+    def check(self, node_ids: Sequence[int], values: Sequence[bytes]) -> None:
+        stored = store.node_hashes(self._engine, node_ids)
         problems: list[tuple[int, int, str]] = []
-        for (level, index), value in nodes:
-            cached = stored.get(flat_index((level, index)))
+        for node_id, value in zip(node_ids, values, strict=True):
+            cached = stored.get(node_id)
             if cached != value:
+                level, index = node_at_flat_index(node_id)
                 first, last = index << level, ((index + 1) << level) - 1
                 state = "missing" if cached is None else "wrong"
                 problems.append((first, last, f"cached subtree ({level}, {index}) over entries {first}..{last} "
@@ -378,7 +462,7 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
     """
     try:
         return _verify_database(engine, verifier, known_checkpoints, deep, check_node_cache)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
         raise StoreUnavailable(f"audit log read failed during verification ({type(exc).__name__})") from exc
 
 
@@ -389,12 +473,10 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known_checkpoints: 
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
     checker = _NodeChecker(engine) if check_node_cache else None
     stream = _Stream(verifier, records + _known(known_checkpoints), deep, checker)
-    entries: Iterable[_EntryRecord]
     if deep:
-        entries = ((e.index, e.canonical, e.leaf_hash, e) for e in store.iter_entries(engine))
-    else:
-        entries = ((index, canonical, leaf, None) for index, canonical, leaf in store.iter_leaves(engine))
-    return _run(stream, entries, key_pinned=True)
+        records_ = ([(e.index, e.canonical, e.leaf_hash, e)] for e in store.iter_entries(engine))
+        return _run(stream, records_, key_pinned=True)
+    return _run(stream, store.leaf_batches(engine), key_pinned=True)
 
 
 def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_checkpoints: Sequence[str] = (),
@@ -422,8 +504,11 @@ def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_che
             failure = Failure(FailureKind.FORMAT, None, f"export checkpoint lines are invalid ({exc})")
             return VerifyResult(0, 0, None, failure, key_pinned=pinned)
         stream = _Stream(trusted, checkpoints + _known(known_checkpoints), deep)
-        declared = int(header["tree_size"])
-        return _run(stream, _export_entries(lines, declared), key_pinned=pinned)
+        batches = _export_entries(lines, int(header["tree_size"]))
+        if deep:
+            records = ([(index, canonical, leaf, None) for index, canonical, leaf in batch] for batch in batches)
+            return _run(stream, records, key_pinned=pinned)
+        return _run(stream, batches, key_pinned=pinned)
 
 
 def _parse_header(line: bytes) -> dict[str, Any]:
@@ -444,17 +529,51 @@ def _parse_checkpoint(line: bytes) -> _CheckpointRecord:
     return _CheckpointRecord(size, note, None, "exported")
 
 
-def _export_entries(lines: Iterator[bytes], declared: int) -> Iterator[_EntryRecord]:
-    position = 0
+_LINE_START = b'{"entry":'
+_LINE_END = b'","type":"entry"}\n'
+_HEX = b"0123456789abcdef"
+_EXPORT_BATCH = 8192
+
+
+def _entry_row(line: bytes) -> _Row | None:
+    """An entry line split into (index, canonical bytes, leaf hash), or None if it is not one.
+
+    Accepts exactly what :data:`audit.export.ENTRY_LINE` accepts. The usual line (ending in a newline) is
+    cut apart with fixed offsets from its end, which is much cheaper than the backtracking pattern; any
+    line that does not fit is left to the pattern.
+    """
+    length = len(line)
+    if line.endswith(_LINE_END) and line.startswith(_LINE_START) and length > 96 + len(_LINE_START):
+        digest = line[length - 82:length - 18]
+        position = line.rfind(b',"index":', 0, length - 96)
+        digits = line[position + 9:length - 96]
+        if (line[length - 96:length - 82] == b',"leaf_hash":"' and not digest.translate(None, _HEX)
+                and position >= len(_LINE_START) and digits.isdigit() and (digits[0] != 0x30 or digits == b"0")
+                and line.find(b"\n") == length - 1):  # the pattern's "." does not match a newline
+            return int(digits), line[len(_LINE_START):position], bytes.fromhex(digest.decode("ascii"))
+    match = ENTRY_LINE.match(line)
+    if match is None:
+        return None
+    return int(match.group(2)), match.group(1), bytes.fromhex(match.group(3).decode("ascii"))
+
+
+def _export_entries(lines: Iterator[bytes], declared: int) -> Iterator[list[_Row]]:
+    """Entry rows in batches; a malformed line ends the stream with a failure after the rows before it."""
+    position, batch = 0, list[_Row]()
     for line in lines:
-        if not line.strip():
-            continue
-        match = ENTRY_LINE.match(line)
-        if match is None:
+        row = _entry_row(line)
+        if row is None:
+            if not line.strip():
+                continue
+            yield batch
             raise _fail(FailureKind.FORMAT, position, f"export line for entry {position} is not an entry line "
                         "in the exact export form (was the file reformatted?)")
-        yield int(match.group(2)), match.group(1), bytes.fromhex(match.group(3).decode("ascii")), None
+        batch.append(row)
         position += 1
+        if len(batch) >= _EXPORT_BATCH:
+            yield batch
+            batch = []
+    yield batch
     if position < declared:
         raise _fail(FailureKind.TRUNCATED, position,
                     f"the export header announces {declared} entries but the file holds {position}")
