@@ -2,8 +2,9 @@
 contact point, under ``/console``.
 
 The console is another face of the same services as the JSON API: every page calls the functions behind
-``gateway.auditing`` and ``gateway.register`` with a :class:`~gateway.auth.principal.Principal` built from the
-signed-in account, so a page shows exactly what the API would show that person, and nothing is queried twice.
+``gateway.auditing``, ``gateway.register`` and ``gateway.escalations`` with a
+:class:`~gateway.auth.principal.Principal` built from the signed-in account, so a page shows exactly what the
+API would show that person, and nothing is queried twice.
 
 Modules, one job each:
 
@@ -12,8 +13,10 @@ Modules, one job each:
 ``sessions``       signed session cookie, CSRF tokens, idle and absolute expiry, sign-out list
 ``i18n``           the Dutch/English message catalogue and language choice
 ``actions``        ``console.action`` audit entries (sign-in, sign-out, exports, subject lookups)
-``views``          page data that is presentation only (bar charts, register summaries)
+``views``          page data that is presentation only (bar charts, deadline countdowns)
+``pages``          the page machinery: signed-in person, ``Page``, navigation, ``ConsoleRoute``
 ``endpoints``      the router: thin handlers that check the session and call the services
+``escalations``    the escalation queue, case pages and legal-gap register (the escalation service)
 ``templates/``     Jinja2 templates; ``static/`` the stylesheet and the in-page proof checker
 =================  ==========================================================================
 """

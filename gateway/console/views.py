@@ -1,15 +1,18 @@
-"""Page data that is presentation only: bar charts of the statistics, option lists, small formatting helpers.
+"""Page data that is presentation only: bar charts of the statistics, deadline countdowns, option lists, small
+formatting helpers.
 
-No queries here: the figures come from :func:`audit.review.statistics` (through the same scope as the API).
+No queries here: the figures come from :func:`audit.review.statistics` (through the same scope as the API),
+the cases from the escalation service.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from audit.review import Statistic
+from escalation.calendar import is_working_day
 
 OUTCOMES = ("allows", "narrowings", "denials", "escalations", "refusals")
 DIMENSIONS = ("partnership", "purpose", "participant", "month")
@@ -69,6 +72,37 @@ def charts(rows: Iterable[Statistic]) -> list[Chart]:
                             position * (BAR_HEIGHT + BAR_GAP), segments))
         result.append(Chart(dimension, bars, max(1, len(bars)) * (BAR_HEIGHT + BAR_GAP)))
     return result
+
+
+@dataclass(frozen=True)
+class Countdown:
+    """Time left until a case's deadline, as of the gateway's clock (never the browser's)."""
+
+    deadline: date
+    days: int  # calendar days left; negative when past the deadline
+    working_days: int  # working days left (Dutch calendar); negative when past it
+    active: bool  # the case still waits for someone; a decided or closed case has no countdown
+
+    @property
+    def overdue(self) -> bool:
+        return self.active and self.days < 0
+
+    @property
+    def due_today(self) -> bool:
+        return self.active and self.days == 0
+
+
+def countdown(deadline: date, today: date, *, active: bool) -> Countdown:
+    """Days and working days from ``today`` to ``deadline`` (the deadline day itself is the last day)."""
+    first, last = sorted((today, deadline))
+    working = sum(1 for n in range(1, (last - first).days + 1) if is_working_day(first + timedelta(days=n)))
+    sign = 1 if deadline >= today else -1
+    return Countdown(deadline, (deadline - today).days, sign * working, active)
+
+
+def short_id(identifier: str) -> str:
+    """A case or gap id for people: its random tail (UUIDv7 ids of one day share their leading time part)."""
+    return identifier.rsplit("-", 1)[-1][-8:]
 
 
 def utc_text(moment: datetime | None) -> str:

@@ -3,21 +3,32 @@ loopback (gateway and simulated partners as real servers, exchanges through the 
 
 A privacy officer signs in with the keyboard, filters the audit log, opens an entry and sees its inclusion
 proof verified by the page's own JavaScript; a privacy officer of another organisation sees none of it; the
-contact point answers a data-subject request. Screenshots of the main pages go to docs/screenshots/.
+contact point answers a data-subject request. Scenario S9 through the console: the police refuses, tier 1
+misses its deadline and the gateway's scheduler moves the case up, the RIEC desk (an administrator of riec-aa)
+flags a legal gap and allows `police_incidents` only at tier 2, and the municipality's re-run gets exactly
+that; the bank's privacy officer sees neither the case nor the gap. Screenshots of the main pages go to
+docs/screenshots/.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from audit.tables import audit_entries
+from escalation.cases import act, get_case, open_case
+from escalation.states import Action
 from gateway.auditing.setup import audit_services
+from gateway.clock import FixedClock
+from gateway.db.engine import transaction
+from gateway.escalations.setup import escalation_service
 from tests.console.support import PASSWORD, add_account
 from tests.stack import Stack, running_stack
 
@@ -199,3 +210,151 @@ def test_contact_point_answers_a_data_subject_request(stack: Stack, browser: pla
     lookups = [a for a in actions if a["event"]["extra"]["action"] == "subject-lookup"]
     assert lookups
     assert pseudonym not in json.dumps(lookups)
+
+
+# -- escalations -----------------------------------------------------------------------------------------
+
+MUNICIPALITY = "gemeente-amsterdam-vth"
+RIEC, BIBOB = "riec-amsterdam-amstelland", "bibob-integrity-check"
+S9_REQUEST = {"partnership": RIEC, "purpose": BIBOB,
+              "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-901",
+              "signal": {"type": "bibob-application", "reference": "BIBOB-2026-77"}}
+GAP_TITLE = "Criminal intelligence in Bibob advice"
+
+
+@pytest.fixture(scope="module")
+def escalation_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own: the test moves its clock eight days ahead, and its scheduler scans every 0.2 s."""
+    clock = FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    with running_stack(tmp_path_factory.mktemp("console-s9"), clock=clock,
+                       settings_overrides={"escalation_scan_seconds": 0.2}) as running:
+        add_account(running.container, "desk-riec", "riec-aa", ["administrator"])
+        add_account(running.container, "po-bank", "abn-amro", ["privacy-officer"])
+        yield running
+
+
+def _stale_tier_3_case(stack: Stack) -> str:
+    """An older dispute that went through every tier and is now past its tier-3 deadline (the scheduler
+    leaves tier 3 alone): it shows how the queue highlights an overdue case."""
+    service = escalation_service(stack.container)
+    opened = stack.clock.now() - timedelta(days=70)
+    with transaction(stack.container.sessions) as session:
+        case = open_case(session, partnership=RIEC, purpose=BIBOB,
+                         requester_org="gemeente-amsterdam", holder_org="belastingdienst",
+                         trigger="policy-escalated", register_version=service.register.version,
+                         policy_reasons=["rule.outside-office-hours"], deadlines=service.deadlines, now=opened,
+                         requested_categories=["tax_debts"])
+        for days in (8, 25):
+            case = act(session, case.id, case.version, Action.DEADLINE_MISSED, None, now=opened + timedelta(days),
+                       deadlines=service.deadlines, motivation="deadline missed")
+    assert case.tier == 3
+    return case.id
+
+
+def _wait_for_tier(stack: Stack, case_id: str, tier: int, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with transaction(stack.container.sessions) as session:
+            if get_case(session, case_id).tier == tier:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"case {case_id} did not reach tier {tier}")
+
+
+def test_desk_decides_a_tier_2_case_and_the_rerun_gets_exactly_that(escalation_stack: Stack,
+                                                                    browser: playwright_sync.Browser) -> None:
+    stack = escalation_stack
+    base = stack.gateway_url
+    subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
+    body = S9_REQUEST | {"subjects": subjects, "holders": ["politie"],
+                         "categories": ["police_incidents", "criminal_intelligence"]}
+    first = stack.post(MUNICIPALITY, "/v1/exchanges", body)
+    assert first.status_code == 200, first.text
+    refused = first.json()["targets"][0]
+    assert refused["outcome"] == "refused-by-holder"
+    case_id = refused["escalation_id"]
+    stale_id = _stale_tier_3_case(stack)
+
+    stack.clock.advance(timedelta(days=8))  # tier 1 lets its five working days pass
+    stack.forget_tokens()
+    _wait_for_tier(stack, case_id, 2)  # moved by the gateway's own scheduler
+
+    page = _page(browser)
+    _sign_in(page, base, "desk-riec")
+    assert page.url.endswith("/console/escalations")  # the administrator's first page
+    tier_2 = page.locator("#cases-tier-2 tbody tr")
+    assert tier_2.count() == 1
+    assert "riec-amsterdam-amstelland" in tier_2.first.inner_text()
+    assert "day(s) left" in tier_2.first.inner_text()
+    overdue = page.locator(f"#cases-tier-3 tr[data-case='{stale_id}']")
+    assert "overdue" in (overdue.get_attribute("class") or "")
+    assert "Overdue by" in overdue.inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "escalations.png"), full_page=True)
+
+    page.get_by_role("link", name=f"Open case {case_id}").click()
+    assert "Tier 2" in page.locator("#case-status").inner_text()
+    assert page.locator("#requested-categories").inner_text() == "criminal_intelligence, police_incidents"
+    assert "holder refused" in page.locator("#summary").inner_text()
+
+    # the case shows a gap in the law: flag it for the steering group's agenda
+    page.get_by_label("Title", exact=True).fill(GAP_TITLE)
+    page.get_by_label("Missing or unclear basis").fill(
+        "The WGS does not say whether criminal intelligence may inform a Bibob advice.")
+    page.get_by_role("button", name="Flag", exact=True).click()
+    assert "flagged as a legal gap" in page.locator("#done").inner_text()
+
+    # allow, narrowed to the police incidents; a motivation that is too short is refused on the page
+    form = page.locator("#decision-form")
+    form.get_by_label("allow", exact=True).check()
+    form.get_by_label("criminal_intelligence").uncheck()
+    assert form.get_by_label("police_incidents").is_checked()
+    form.get_by_label("Motivation").fill("needed")
+    form.get_by_role("button", name="Record decision").click()
+    assert "Write a motivation" in page.locator("#decision-error").inner_text()
+    assert page.locator("#motivation").get_attribute("aria-invalid") == "true"
+    form = page.locator("#decision-form")
+    assert not form.get_by_label("criminal_intelligence").is_checked(), "the narrowing was kept"
+    form.get_by_label("Motivation").fill("Incidents are necessary for the Bibob advice; intelligence stays out.")
+    form.get_by_role("button", name="Record decision").click()
+    assert "Your decision was recorded." in page.locator("#done").inner_text()
+    assert page.locator("#decided-categories").inner_text() == "police_incidents"
+    decision_id = page.locator("#decision-id").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "escalation-case.png"), full_page=True)
+
+    rerun = stack.post(MUNICIPALITY, "/v1/exchanges", body | {"escalation_decision": decision_id})
+    assert rerun.status_code == 200, rerun.text
+    police = rerun.json()["targets"][0]
+    assert police["outcome"] == "allowed-narrowed"
+    assert police["escalation_decision_applied"] is True
+    assert police["records"], "the holder answered under the binding decision"
+    assert {record["category"] for record in police["records"]} == {"police_incidents"}
+    page.reload()
+    assert "closed" in page.locator("#case-status").inner_text()
+
+    page.get_by_role("link", name="Legal gaps").click()
+    row = page.locator("#gaps tbody tr", has_text=GAP_TITLE)
+    assert "identified" in row.inner_text()
+    row.get_by_label("Note").fill("Steering group, 10 December")
+    row.get_by_role("button", name="Put on the agenda").click()
+    row = page.locator("#gaps tbody tr", has_text=GAP_TITLE)
+    assert row.get_attribute("data-status") == "on-agenda"
+    gap_href = row.get_by_role("link", name=GAP_TITLE).get_attribute("href")
+    assert gap_href
+    page.screenshot(path=str(SCREENSHOTS / "legal-gaps.png"), full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download for the agenda (CSV)").click()
+    assert GAP_TITLE in Path(str(download.value.path())).read_text()
+    page.context.close()
+
+    other = _page(browser)
+    _sign_in(other, base, "po-bank")
+    for path in (f"/console/escalations/{case_id}", gap_href):
+        response = other.goto(f"{base}{path}")
+        assert response is not None
+        assert response.status == 404, path
+        assert other.get_by_text("Not found.").is_visible()
+    other.goto(f"{base}/console/escalations")
+    assert case_id not in other.content()
+    other.goto(f"{base}/console/legal-gaps")
+    assert GAP_TITLE not in other.content()
+    other.context.close()

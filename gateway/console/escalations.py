@@ -1,0 +1,398 @@
+"""The escalation pages of the console: the queue per tier, the case page (summary, history, comments,
+decision, review, withdraw, legal-gap flag) and the register of legal gaps with status changes and export.
+
+Every handler calls :class:`gateway.escalations.service.EscalationService` with the signed-in person's
+:class:`Principal`, so the pages show and allow exactly what ``/v1/escalations`` and ``/v1/legal-gaps``
+would: scoping, the four-eyes rule, optimistic locking (``expected_version``) and the write-ahead
+``escalation.step`` audit entries are the service's. The console adds no second entry for a case action; it
+logs only what is its own (the CSV download of the legal gaps, as ``console.action``).
+
+The service's refusals of a form (403 four eyes or not a decider, 409 someone acted first, 422 incomplete)
+are shown on the page next to the form, with what was typed kept; a case the person may not see is a 404
+page, as in the API.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import JsonValue, ValidationError
+
+from escalation.queries import CaseFilter
+from gateway.auth.principal import Principal, Scope
+from gateway.console import views
+from gateway.console.actions import record_action
+from gateway.console.pages import ConsoleRoute, Page, blank, need_scope, signed_in
+from gateway.errors import Conflict, Forbidden, GatewayError, Unprocessable
+from gateway.escalations import access
+from gateway.escalations.models import (
+    Attachment,
+    CaseDetail,
+    CaseView,
+    Comment,
+    Decide,
+    ExtraObligations,
+    FlagLegalGap,
+    GapStatusChange,
+    LegalGapView,
+    Review,
+    Withdraw,
+)
+from gateway.escalations.service import EscalationService
+from gateway.escalations.setup import escalation_service
+from gateway.exchange.service import Trace
+
+router = APIRouter(route_class=ConsoleRoute)
+
+STATES = ("open", "in_review", "escalated", "decided", "closed", "withdrawn")
+ACTIVE = frozenset({"open", "in_review", "escalated"})
+TIERS = (1, 2, 3)
+OUTCOMES = ("allow", "deny", "refer-up")
+GAP_STATUSES = ("identified", "on-agenda", "resolved")
+NEXT_GAP_STATUSES = {"identified": ("on-agenda", "resolved"), "on-agenda": ("resolved",), "resolved": ()}
+ATTACHMENT_ROWS = 2
+DONE = frozenset({"decision", "vote", "refer", "review", "comment", "withdraw", "gap"})  # ?done= notices
+_REFUSALS = {403: "refused_403", 409: "refused_409", 422: "refused_422"}
+
+
+@dataclass(frozen=True)
+class FormError:
+    """A refused form: which form, the message, and the field to mark (``aria-invalid``) if one is to blame."""
+
+    form: str
+    message: str
+    field: str | None = None
+    key: str | None = None  # the gap a status form was about
+
+
+def _trace(page: Page) -> Trace:
+    """The request's trace (set by the gateway's middleware), so the service's entries join the request's."""
+    state = page.request.state
+    return Trace(getattr(state, "trace_id", None) or secrets.token_hex(16),
+                 getattr(state, "span_id", None) or secrets.token_hex(8), getattr(state, "parent_span_id", None))
+
+
+def _worker(page: Page) -> tuple[Principal, EscalationService]:
+    return need_scope(page.me, Scope.ESCALATION), escalation_service(page.container)
+
+
+def _today(service: EscalationService) -> date:
+    return service.clock.now().date()
+
+
+def _countdown(case: CaseView, today: date) -> views.Countdown:
+    return views.countdown(case.deadline, today, active=case.state in ACTIVE)
+
+
+def _refusal(page: Page, exc: GatewayError) -> str:
+    """A service refusal in words: what kind (translated) and the service's own reason."""
+    return f"{page.t(_REFUSALS.get(exc.status, 'refused_422'))} {exc.detail}".strip()
+
+
+_FIELD_MESSAGES = {
+    "motivation": "motivation_required", "outcome": "outcome_required", "expected_version": "stale_form",
+    "text": "comment_required", "reference": "attachment_invalid", "title": "attachment_invalid",
+    "sha256": "attachment_invalid", "permitted_categories": "categories_required", "retain_until": "invalid_date",
+    "description": "gap_description_required", "note": "note_too_long", "status": "status_invalid",
+}
+
+
+def _invalid(page: Page, form: str, exc: ValidationError) -> FormError:
+    """Pydantic's complaints about a form, in the page's language (the first field named gets the focus)."""
+    fields = [str(next((part for part in error["loc"] if isinstance(part, str)), "")) for error in exc.errors()]
+    messages = list(dict.fromkeys(page.t(_FIELD_MESSAGES[f]) if f in _FIELD_MESSAGES else f"{f}: invalid"
+                                  for f in fields))
+    return FormError(form, " ".join(messages), fields[0] if fields else None)
+
+
+def _version(value: str) -> int:
+    """The hidden ``expected_version``; a missing or mangled one counts as stale (the model refuses 0)."""
+    return int(value) if value.isdigit() else 0
+
+
+def _redirect(page: Page, target: str) -> Response:
+    return page.finish(RedirectResponse(target, status_code=303))
+
+
+# -- the queue -------------------------------------------------------------------------------------------
+
+
+@router.get("/escalations", response_class=HTMLResponse)
+async def queue(page: Page = Depends(signed_in), state: str | None = None, tier: str | None = None,
+                overdue: str | None = None, partnership: str | None = None, after: str | None = None) -> Response:
+    principal, service = _worker(page)
+    today = _today(service)
+    filters = {"state": blank(state), "tier": blank(tier), "overdue": "1" if overdue else None,
+               "partnership": blank(partnership)}
+    if filters["state"] and filters["state"] not in STATES:
+        raise Unprocessable(f"state: one of {', '.join(STATES)}")
+    if filters["tier"] and filters["tier"] not in {str(t) for t in TIERS}:
+        raise Unprocessable("tier: 1, 2 or 3")
+    wanted = CaseFilter(partnership=filters["partnership"], state=filters["state"],
+                        tier=int(filters["tier"]) if filters["tier"] else None,
+                        overdue_on=today if filters["overdue"] else None)
+    found = await service.cases(principal, wanted, limit=page.sessions.settings.page_size, after=blank(after))
+    awaiting = await service.feed(principal)
+    rows = sorted(((case, _countdown(case, today)) for case in found.cases),
+                  key=lambda row: (not row[1].active, row[0].deadline, row[0].id))
+    per_tier = [(t, [row for row in rows if row[0].tier == t]) for t in TIERS
+                if not filters["tier"] or str(t) == filters["tier"]]
+    active = {k: v for k, v in filters.items() if v}
+    next_href = (f"/console/escalations?{urlencode({**active, 'after': found.next_cursor})}"
+                 if found.next_cursor else None)
+    return page.render("escalations.html", per_tier=per_tier, filters=filters, states=STATES, tiers=TIERS,
+                       partnerships=sorted(service.register.partnerships), today=today, next_href=next_href,
+                       first_href=f"/console/escalations?{urlencode(active)}" if after else None,
+                       awaiting=[(item, _countdown(item.case, today)) for item in awaiting])
+
+
+# -- a case ----------------------------------------------------------------------------------------------
+
+
+async def _case_page(page: Page, case_id: str, *, status: int = 200, error: FormError | None = None,
+                     typed: dict[str, Any] | None = None, done: str | None = None) -> Response:
+    principal, service = _worker(page)
+    case: CaseDetail = await service.detail(principal, case_id)  # 404 when the person may not see it
+    me = page.me
+    found = service.register.partnerships.get(case.partnership)
+    tier_names = {t.tier: t.name for t in found.escalation.tiers} if found else {}
+    gaps = await service.gaps(principal, partnership=case.partnership, status=None)
+    is_active = case.state in ACTIVE
+    decider = is_active and me.organisation in case.deciders
+    owners = {case.holder_org if case.trigger == "holder-objection" else case.requester_org}  # who opened it
+    values: dict[str, Any] = {"outcome": "", "motivation": "", "categories": list(case.requested_categories),
+                              "retain_until": "", "results_only": False, "comment": "", "attachments": [],
+                              "withdraw_motivation": "", "gap_id": "", "gap_title": "", "gap_description": ""}
+    values |= typed or {}
+    attachments = list(values["attachments"]) + [("", "", "")] * ATTACHMENT_ROWS
+    may_review = decider and case.state in {"open", "escalated"}
+    may_withdraw = is_active and me.organisation in owners
+    shown = {"decision": decider, "review": may_review, "withdraw": may_withdraw, "comment": True, "gap": True}
+    return page.render(
+        "case.html", status=status, case=case, countdown=_countdown(case, _today(service)), error=error,
+        values=values, attachments=attachments[:max(ATTACHMENT_ROWS, len(values["attachments"]))],
+        tier_name=tier_names.get(case.tier, ""), decider=decider, own_request=me.organisation == case.requester_org,
+        may_review=may_review, may_withdraw=may_withdraw, error_on_top=error is not None and not shown[error.form],
+        is_active=is_active, outcomes=OUTCOMES, gaps=[g for g in gaps if case.id not in g.case_ids],
+        linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done)
+
+
+@router.get("/escalations/{case_id}", response_class=HTMLResponse)
+async def case_page(case_id: str, page: Page = Depends(signed_in), done: str | None = None) -> Response:
+    return await _case_page(page, case_id, done=done if done in DONE else None)
+
+
+@router.post("/escalations/{case_id}/decision", response_class=HTMLResponse)
+async def decide(case_id: str, page: Page = Depends(signed_in), csrf_token: str = Form(""),
+                 expected_version: str = Form(""), outcome: str = Form(""), motivation: str = Form(""),
+                 permitted_categories: list[str] = Form(default_factory=list), retain_until: str = Form(""),
+                 results_only: str = Form("")) -> Response:
+    page.csrf(csrf_token)
+    principal, service = _worker(page)
+    typed = {"outcome": outcome, "motivation": motivation, "categories": permitted_categories,
+             "retain_until": retain_until, "results_only": bool(results_only)}
+    try:
+        obligations = (ExtraObligations(retain_until=blank(retain_until), results_only=True if results_only else None)
+                       if outcome == "allow" and (blank(retain_until) or results_only) else None)
+        body = Decide(expected_version=_version(expected_version), outcome=outcome,
+                      motivation=motivation.strip(),
+                      permitted_categories=permitted_categories if outcome == "allow" else [], obligations=obligations)
+    except ValidationError as exc:
+        return await _case_page(page, case_id, status=422, error=_invalid(page, "decision", exc), typed=typed)
+    if body.outcome == "allow" and not body.permitted_categories:
+        return await _case_page(page, case_id, status=422, typed=typed, error=FormError(
+            "decision", page.t("categories_required"), "permitted_categories"))
+    try:
+        after = await service.decide(principal, case_id, body, _trace(page))
+    except (Forbidden, Conflict, Unprocessable) as exc:
+        return await _case_page(page, case_id, status=exc.status, error=FormError("decision", _refusal(page, exc)),
+                                typed=typed)
+    done = "refer" if body.outcome == "refer-up" else "decision" if after.decision else "vote"  # tier 3: two votes
+    return _redirect(page, f"/console/escalations/{case_id}?done={done}")
+
+
+@router.post("/escalations/{case_id}/review", response_class=HTMLResponse)
+async def review(case_id: str, page: Page = Depends(signed_in), csrf_token: str = Form(""),
+                 expected_version: str = Form("")) -> Response:
+    page.csrf(csrf_token)
+    principal, service = _worker(page)
+    try:
+        body = Review(expected_version=_version(expected_version))
+    except ValidationError as exc:
+        return await _case_page(page, case_id, status=422, error=_invalid(page, "review", exc))
+    try:
+        await service.review(principal, case_id, body, _trace(page))
+    except (Forbidden, Conflict, Unprocessable) as exc:
+        return await _case_page(page, case_id, status=exc.status, error=FormError("review", _refusal(page, exc)))
+    return _redirect(page, f"/console/escalations/{case_id}?done=review")
+
+
+@router.post("/escalations/{case_id}/withdraw", response_class=HTMLResponse)
+async def withdraw(case_id: str, page: Page = Depends(signed_in), csrf_token: str = Form(""),
+                   expected_version: str = Form(""), motivation: str = Form("")) -> Response:
+    page.csrf(csrf_token)
+    principal, service = _worker(page)
+    typed = {"withdraw_motivation": motivation}
+    try:
+        body = Withdraw(expected_version=_version(expected_version), motivation=motivation.strip())
+    except ValidationError as exc:
+        return await _case_page(page, case_id, status=422, error=_invalid(page, "withdraw", exc), typed=typed)
+    try:
+        await service.withdraw(principal, case_id, body, _trace(page))
+    except (Forbidden, Conflict, Unprocessable) as exc:
+        return await _case_page(page, case_id, status=exc.status, error=FormError("withdraw", _refusal(page, exc)),
+                                typed=typed)
+    return _redirect(page, f"/console/escalations/{case_id}?done=withdraw")
+
+
+@router.post("/escalations/{case_id}/comments", response_class=HTMLResponse)
+async def comment(case_id: str, page: Page = Depends(signed_in), csrf_token: str = Form(""), text: str = Form(""),
+                  attachment_reference: list[str] = Form(default_factory=list),
+                  attachment_title: list[str] = Form(default_factory=list),
+                  attachment_sha256: list[str] = Form(default_factory=list)) -> Response:
+    page.csrf(csrf_token)
+    principal, service = _worker(page)
+    rows = [(r.strip(), t.strip(), h.strip().lower()) for r, t, h in
+            zip(attachment_reference, attachment_title, attachment_sha256 + [""] * len(attachment_reference),
+                strict=False)]
+    rows = [row for row in rows if any(row)]
+    typed = {"comment": text, "attachments": rows}
+    try:
+        body = Comment(text=text.strip(), attachments=[Attachment(reference=r, title=t, sha256=h or None)
+                                                       for r, t, h in rows])
+    except ValidationError as exc:
+        return await _case_page(page, case_id, status=422, error=_invalid(page, "comment", exc), typed=typed)
+    try:
+        await service.comment(principal, case_id, body, _trace(page))
+    except (Forbidden, Conflict, Unprocessable) as exc:
+        return await _case_page(page, case_id, status=exc.status, error=FormError("comment", _refusal(page, exc)),
+                                typed=typed)
+    return _redirect(page, f"/console/escalations/{case_id}?done=comment#comments")
+
+
+@router.post("/escalations/{case_id}/legal-gap", response_class=HTMLResponse)
+async def flag_gap(case_id: str, page: Page = Depends(signed_in), csrf_token: str = Form(""),
+                   gap_id: str = Form(""), title: str = Form(""), description: str = Form("")) -> Response:
+    page.csrf(csrf_token)
+    principal, service = _worker(page)
+    typed = {"gap_id": gap_id, "gap_title": title, "gap_description": description}
+    try:
+        body = (FlagLegalGap(gap_id=gap_id) if blank(gap_id) else
+                FlagLegalGap(title=blank(title), description=blank(description)))
+    except ValidationError as exc:
+        return await _case_page(page, case_id, status=422, error=_invalid(page, "gap", exc), typed=typed)
+    if body.gap_id is None and not (body.title and body.description):
+        return await _case_page(page, case_id, status=422, typed=typed, error=FormError(
+            "gap", page.t("gap_description_required"), "title" if not body.title else "description"))
+    try:
+        await service.flag_gap(principal, case_id, body, _trace(page))
+    except (Forbidden, Conflict, Unprocessable) as exc:
+        return await _case_page(page, case_id, status=exc.status, error=FormError("gap", _refusal(page, exc)),
+                                typed=typed)
+    return _redirect(page, f"/console/escalations/{case_id}?done=gap")
+
+
+# -- legal gaps ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GapRow:
+    gap: LegalGapView
+    may_manage: bool
+    next_statuses: tuple[str, ...]
+
+
+def _gap_rows(principal: Principal, service: EscalationService, gaps: list[LegalGapView]) -> list[GapRow]:
+    return [GapRow(gap, access.may_manage_gaps(principal, gap.partnership, service.register),
+                   NEXT_GAP_STATUSES.get(gap.status, ())) for gap in gaps]
+
+
+def _gap_filters(status: str | None, partnership: str | None) -> dict[str, str | None]:
+    filters = {"status": blank(status), "partnership": blank(partnership)}
+    if filters["status"] and filters["status"] not in GAP_STATUSES:
+        raise Unprocessable(f"status: one of {', '.join(GAP_STATUSES)}")
+    return filters
+
+
+async def _gaps_page(page: Page, *, status: str | None = None, partnership: str | None = None, code: int = 200,
+                     error: FormError | None = None, done: str | None = None) -> Response:
+    principal, service = _worker(page)
+    filters = _gap_filters(status, partnership)
+    gaps = await service.gaps(principal, partnership=filters["partnership"], status=filters["status"])
+    active = {k: v for k, v in filters.items() if v}
+    return page.render("legal_gaps.html", status=code, rows=_gap_rows(principal, service, gaps), filters=filters,
+                       statuses=GAP_STATUSES, error=error, done=done,
+                       partnerships=sorted(access.gap_partnerships(principal, service.register)),
+                       csv_href="/console/legal-gaps.csv" + (f"?{urlencode(active)}" if active else ""))
+
+
+@router.get("/legal-gaps", response_class=HTMLResponse)
+async def legal_gaps(page: Page = Depends(signed_in), status: str | None = None, partnership: str | None = None,
+                     done: str | None = None) -> Response:
+    return await _gaps_page(page, status=status, partnership=partnership, done="status" if done == "status" else None)
+
+
+@router.get("/legal-gaps.csv")
+async def legal_gaps_csv(page: Page = Depends(signed_in), status: str | None = None,
+                         partnership: str | None = None) -> Response:
+    principal, service = _worker(page)
+    filters = _gap_filters(status, partnership)
+    body = await service.gaps_csv(principal, partnership=filters["partnership"], status=filters["status"])
+    rows = max(0, len(list(csv.reader(io.StringIO(body)))) - 1)
+    details: dict[str, JsonValue] = {"export": "legal-gaps.csv", "rows": rows}
+    details.update({k: v for k, v in filters.items() if v})
+    person = page.me
+    await record_action(page.container, page.request, "export", organisation=person.organisation,
+                        account_id=person.account_id, details=details)
+    name = f"legal-gaps-{_today(service).isoformat()}.csv"
+    return page.finish(Response(body, media_type="text/csv; charset=utf-8",
+                                headers={"Content-Disposition": f'attachment; filename="{name}"'}))
+
+
+async def _gap_page(page: Page, gap_id: str, *, code: int = 200, error: FormError | None = None,
+                    done: str | None = None) -> Response:
+    principal, service = _worker(page)
+    gap = await service.gap(principal, gap_id)  # 404 outside the person's partnerships
+    row = _gap_rows(principal, service, [gap])[0]
+    return page.render("legal_gap.html", status=code, row=row, error=error, done=done)
+
+
+@router.get("/legal-gaps/{gap_id}", response_class=HTMLResponse)
+async def legal_gap(gap_id: str, page: Page = Depends(signed_in), done: str | None = None) -> Response:
+    return await _gap_page(page, gap_id, done="status" if done == "status" else None)
+
+
+@router.post("/legal-gaps/{gap_id}/status", response_class=HTMLResponse)
+async def change_gap(gap_id: str, page: Page = Depends(signed_in), csrf_token: str = Form(""),
+                     expected_version: str = Form(""), status: str = Form(""), note: str = Form(""),
+                     back: str = Form("list")) -> Response:
+    page.csrf(csrf_token)
+    principal, service = _worker(page)
+    error: FormError | None = None
+    code = 200
+    try:
+        body = GapStatusChange(expected_version=_version(expected_version), status=status,
+                               note=blank(note))
+    except ValidationError as exc:
+        error, code = _invalid(page, "status", exc), 422
+    else:
+        try:
+            await service.change_gap(principal, gap_id, body, _trace(page))
+        except (Forbidden, Conflict, Unprocessable) as exc:
+            error, code = FormError("status", _refusal(page, exc)), exc.status
+    if error is not None:
+        error = FormError(error.form, error.message, error.field, gap_id)
+        if back == "detail":
+            return await _gap_page(page, gap_id, code=code, error=error)
+        return await _gaps_page(page, code=code, error=error)
+    if back == "detail":
+        return _redirect(page, f"/console/legal-gaps/{gap_id}?done=status")
+    return _redirect(page, f"/console/legal-gaps?done=status#gap-{gap_id}")

@@ -1,0 +1,259 @@
+"""The console's page machinery, shared by the route modules: the signed-in :class:`Person` and its
+:class:`Principal`, the per-request :class:`Page` (language, session, rendering), the navigation, and
+:class:`ConsoleRoute`, which turns the errors of a handler (403, 404, 422, ...) into HTML pages instead of
+problem+json and sets the security headers.
+
+Route modules (``endpoints`` for sign-in, audit, statistics, register and subjects; ``escalations`` for
+cases and legal gaps) build their routers with ``route_class=ConsoleRoute`` and depend on :func:`signed_in`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from audit import AuditWriteError
+from gateway.auth import repository as accounts
+from gateway.auth.accounts import scopes_for_roles
+from gateway.auth.principal import Principal, Role, Scope
+from gateway.console import views
+from gateway.console.i18n import LANGUAGE_COOKIE, choose_language, translate, translate_value
+from gateway.console.sessions import SessionData, Sessions, console_sessions
+from gateway.container import Container
+from gateway.db.engine import transaction
+from gateway.deps import get_container
+from gateway.errors import Forbidden, GatewayError, Unprocessable
+
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+PRIVACY_OFFICERS = frozenset({Role.PRIVACY_OFFICER.value, Role.COORDINATING_PRIVACY_OFFICER.value})
+EVERYONE = frozenset(role.value for role in Role)
+CASE_WORKERS = PRIVACY_OFFICERS | {Role.ADMINISTRATOR.value}  # who works escalation cases (the `escalation` scope)
+
+
+@dataclass(frozen=True)
+class NavItem:
+    key: str  # message key of the label
+    href: str | None  # None: announced, not built yet
+    roles: frozenset[str]
+
+
+NAV = (
+    NavItem("nav_audit", "/console/audit", PRIVACY_OFFICERS),
+    NavItem("nav_statistics", "/console/statistics", PRIVACY_OFFICERS),
+    NavItem("nav_escalations", "/console/escalations", CASE_WORKERS),
+    NavItem("nav_legal_gaps", "/console/legal-gaps", CASE_WORKERS),
+    NavItem("nav_register", "/console/register", EVERYONE),
+    NavItem("nav_subjects", "/console/subjects", frozenset({Role.CONTACT_POINT.value})),
+)
+
+_templates = Environment(loader=PackageLoader("gateway.console", "templates"),
+                         autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
+                         trim_blocks=True, lstrip_blocks=True)
+_templates.filters["utc"] = views.utc_text
+_templates.filters["short_id"] = views.short_id
+
+
+class LoginRequired(Exception):
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Person:
+    """The signed-in account, as loaded from the database on this request."""
+
+    account_id: str
+    username: str
+    organisation: str
+    roles: frozenset[str]
+
+    @property
+    def principal(self) -> Principal:
+        """The same Principal a bearer token of this account would give the API."""
+        return Principal(kind="person", subject=self.username, organisation=self.organisation,
+                         scopes=frozenset(scopes_for_roles(sorted(self.roles))), roles=self.roles)
+
+    def may(self, item: NavItem) -> bool:
+        return bool(self.roles & item.roles)
+
+
+@dataclass
+class Page:
+    """Everything a handler needs to answer: who, in which language, and how to render."""
+
+    request: Request
+    container: Container
+    sessions: Sessions
+    language: str
+    remember_language: bool
+    session: SessionData | None = None
+    person: Person | None = None
+    session_state: str = "anonymous"
+    cookies_to_clear: list[str] = field(default_factory=list)
+
+    @property
+    def me(self) -> Person:
+        """The signed-in person (routes that depend on :func:`signed_in` always have one)."""
+        if self.person is None:
+            raise LoginRequired(self.session_state)
+        return self.person
+
+    def t(self, key: str, **values: object) -> str:
+        return translate(self.language, key, **values)
+
+    def tv(self, group: str, value: object) -> str:
+        """The label of a value (a state, a trigger, ...), or the value itself when it has none."""
+        return translate_value(self.language, group, value)
+
+    def render(self, template: str, *, status: int = 200, **values: Any) -> Response:
+        nav = [item for item in NAV if self.person and self.person.may(item)]
+        html = _templates.get_template(template).render(
+            t=self.t, tv=self.tv, lang=self.language, person=self.person, nav=nav, path=self.request.url.path,
+            csrf=self.session.csrf if self.session else "", **values)
+        return self.finish(HTMLResponse(html, status_code=status))
+
+    def finish(self, response: Response) -> Response:
+        if self.session is not None:
+            self.sessions.write(response, self.request, self.session)
+        if self.remember_language:
+            response.set_cookie(LANGUAGE_COOKIE, self.language, max_age=365 * 86400, httponly=True,
+                                samesite="strict", secure=self.sessions.secure_cookie(self.request), path="/console")
+        return response
+
+    def now(self) -> float:
+        return self.container.clock.now().timestamp()
+
+    def csrf(self, token: str) -> None:
+        if not self.sessions.csrf_ok(self.session, token):
+            raise Forbidden(self.t("csrf_failed"))
+
+
+class ConsoleRoute(APIRoute):
+    """Turns the errors of a console handler (and of its dependencies) into pages, and sets security headers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                response = await original(request)
+            except LoginRequired as exc:
+                wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                target = "/console/login?" + urlencode({"next": local_path(wanted), **(
+                    {"expired": "1"} if exc.reason in {"idle", "expired", "signed-out"} else {})})
+                response = RedirectResponse(target, status_code=303)
+            except (GatewayError, RequestValidationError, AuditWriteError) as exc:
+                response = _error_page(request, exc)
+            for name, value in _SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            response.headers.setdefault("Cache-Control", "no-store")
+            return response
+
+        return handler
+
+
+def local_path(target: str | None) -> str:
+    """Only paths inside the console are followed after sign-in (no open redirect)."""
+    if target and target.startswith("/console") and "//" not in target and "\\" not in target:
+        return target
+    return "/console"
+
+
+def _error_page(request: Request, exc: Exception) -> Response:
+    page: Page | None = getattr(request.state, "console_page", None)
+    if page is None:
+        container = get_container(request)
+        sessions = console_sessions(container)
+        language, _ = choose_language(request, sessions.settings.default_language)
+        page = Page(request, container, sessions, language, False)
+    if isinstance(exc, GatewayError):
+        status, detail = exc.status, exc.detail
+    elif isinstance(exc, AuditWriteError):
+        status, detail = 503, page.t("audit_unavailable")
+    else:
+        status, detail = 422, page.t("error_422")
+    summary = {403: "error_403", 404: "error_404", 422: "error_422"}.get(status, "error_other")
+    response = page.render("error.html", status=status, summary=page.t(summary),
+                           detail=detail if status in {403, 422} else "")
+    for name, value in (exc.headers.items() if isinstance(exc, GatewayError) else ()):
+        if name.lower() == "retry-after":
+            response.headers[name] = value
+    return response
+
+
+# -- dependencies ----------------------------------------------------------------------------------------
+
+
+async def current_page(request: Request, container: Container = Depends(get_container)) -> Page:
+    """The request's page context; loads the account when the session is signed in and still valid."""
+    sessions = console_sessions(container)
+    language, remember = choose_language(request, sessions.settings.default_language)
+    page = Page(request, container, sessions, language, remember)
+    request.state.console_page = page
+    data = sessions.read(request)
+    state = sessions.state(data, page.now())
+    page.session_state = state
+    if state == "active" and data is not None and data.username is not None:
+        username = data.username
+
+        def load() -> accounts.AccountRecord | None:
+            with transaction(container.sessions) as session:
+                return accounts.get_account(session, username)
+
+        account = await run_in_threadpool(load)
+        if account is not None and account.active:
+            page.person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
+            page.session = sessions.touched(data, page.now())
+        else:
+            page.session_state = "signed-out"
+    elif state == "anonymous" and data is not None:
+        page.session = data  # keeps the sign-in form's CSRF token
+    return page
+
+
+async def signed_in(page: Page = Depends(current_page)) -> Page:
+    if page.person is None:
+        raise LoginRequired(page.session_state)
+    return page
+
+
+def need_scope(person: Person, scope: Scope) -> Principal:
+    """The scope check the API's ``require_scope`` makes, for a person signed in to the console."""
+    principal = person.principal
+    if not principal.has_scope(scope.value):
+        raise Forbidden(f"your roles lack the scope `{scope.value}`")
+    return principal
+
+
+def home_of(person: Person) -> str:
+    return next((item.href for item in NAV if item.href and person.may(item)), "/console/register")
+
+
+def day_start(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
+    except ValueError:
+        raise Unprocessable(f"{name}: not a date (YYYY-MM-DD)") from None
+
+
+def blank(value: str | None) -> str | None:
+    return value.strip() or None if value else None

@@ -1,0 +1,456 @@
+"""The console's escalation pages over the ASGI app (TestClient): the queue per tier with its countdowns,
+the case page and its forms (decision, review, withdraw, comment, legal-gap flag), the legal-gap register
+with status changes and export — scoping, CSRF, the service's refusals shown as readable errors, and the
+audit entries (the service's ``escalation.step``; the console adds only its own export)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from escalation.cases import act, get_case, open_case
+from escalation.states import Action
+from gateway.clock import FixedClock
+from gateway.console.sessions import install_console
+from gateway.console.settings import ConsoleSettings
+from gateway.container import Container
+from gateway.db.engine import transaction
+from gateway.escalations.setup import escalation_service
+from tests.console.support import PASSWORD, add_account, csrf_of
+
+RIEC = "riec-amsterdam-amstelland"
+ACCOUNTS = {"po-politie": ("politie", "privacy-officer"), "po-gemeente": ("gemeente-amsterdam", "privacy-officer"),
+            "po-bank": ("abn-amro", "privacy-officer"), "admin-riec": ("riec-aa", "administrator"),
+            "contact-riec": ("riec-aa", "contact-point"), "po-om": ("om-amsterdam", "privacy-officer")}
+
+
+@pytest.fixture
+def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
+    install_console(container, ConsoleSettings(cookie_secure=False, default_language="en"))
+    with TestClient(app) as client:
+        client.app_state["accounts"] = set()
+        yield client
+
+
+def sign_in(client: TestClient, username: str) -> TestClient:
+    created: set[str] = client.app_state["accounts"]
+    if username not in created:
+        organisation, role = ACCOUNTS[username]
+        add_account(client.app.state.container, username, organisation, [role])  # type: ignore[attr-defined]
+        created.add(username)
+    client.cookies.clear()
+    form = client.get("/console/login")
+    response = client.post("/console/login", data={"username": username, "password": PASSWORD,
+                                                   "csrf_token": csrf_of(form.text)}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return client
+
+
+def open_riec_case(container: Container, *, days_ago: int = 0, holder: str = "politie") -> str:
+    """A case as the gateway opens it when the police refuses (the exchange itself is not needed here)."""
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        case = open_case(session, partnership=RIEC, purpose="bibob-integrity-check",
+                         requester_org="gemeente-amsterdam", holder_org=holder, trigger="holder-refused",
+                         register_version=service.register.version, policy_reasons=["holder.refused"],
+                         deadlines=service.deadlines, now=container.clock.now() - timedelta(days=days_ago),
+                         exchange_id=f"ex-{days_ago}-{holder}", request_fingerprint="fp",
+                         requested_categories=["police_incidents", "criminal_intelligence"])
+    return case.id
+
+
+def version_of(container: Container, case_id: str) -> int:
+    with transaction(container.sessions) as session:
+        return get_case(session, case_id).version
+
+
+def audit_events(container: Container, event_type: str) -> list[dict[str, Any]]:
+    t = audit_entries.c
+    with container.engine.connect() as connection:
+        rows = connection.execute(select(t.canonical).where(t.event_type == event_type).order_by(t.log_index))
+        return [json.loads(row)["event"] for row in rows.scalars()]
+
+
+def case_rows(html: str, tier: int) -> list[str]:
+    table = html.split(f'id="cases-tier-{tier}"')
+    if len(table) < 2:
+        return []
+    return re.findall(r'data-case="([^"]+)"', table[1].split("</table>")[0])
+
+
+def test_queue_per_tier_counts_down_and_highlights_overdue(console: TestClient, container: Container) -> None:
+    fresh = open_riec_case(container)
+    late = open_riec_case(container, days_ago=20, holder="belastingdienst")
+    sign_in(console, "admin-riec")
+    page = console.get("/console/escalations")
+    assert page.status_code == 200
+    assert 'href="/console/escalations" aria-current="page"' in page.text
+    assert case_rows(page.text, 1) == [late, fresh]  # most urgent first
+    row_of = {case: page.text.split(f'data-case="{case}"')[1].split("</tr>")[0] for case in (fresh, late)}
+    assert "7 day(s) left" in row_of[fresh]  # Wed 25 Nov 2026 → Wed 2 Dec: 5 working days
+    assert "5 working day(s)" in row_of[fresh]
+    assert "Overdue by 13 day(s)" in row_of[late]  # opened 5 Nov, due 12 Nov
+    assert f'<tr class="overdue" data-case="{late}">' in page.text
+    assert case_rows(page.text, 2) == []
+    assert "Tier 2" in page.text
+    overdue = console.get("/console/escalations?overdue=1")
+    assert case_rows(overdue.text, 1) == [late]
+    assert case_rows(console.get("/console/escalations?state=in_review").text, 1) == []
+    tier_2 = console.get("/console/escalations?tier=2")
+    assert 'id="tier-1"' not in tier_2.text
+    assert 'id="tier-2"' in tier_2.text
+    assert console.get("/console/escalations?state=sleeping").status_code == 422
+    assert console.get("/console/escalations?tier=4").status_code == 422
+    # the countdown follows the gateway's clock, not the browser's
+    clock: FixedClock = container.clock  # type: ignore[assignment]
+    clock.advance(timedelta(days=8))
+    sign_in(console, "admin-riec")
+    later = console.get("/console/escalations")
+    assert "Overdue by 1 day(s)" in later.text.split(f'data-case="{fresh}"')[1].split("</tr>")[0]
+
+
+def test_awaiting_panel_lists_the_cases_the_organisation_decides(console: TestClient,
+                                                                  container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    awaiting = console.get("/console/escalations").text.split('id="awaiting"')[1].split("</section>")[0]
+    assert f"/console/escalations/{case_id}" in awaiting
+    assert "decision" in awaiting
+    sign_in(console, "admin-riec")  # the coordinator sees the case but decides only from tier 2
+    awaiting = console.get("/console/escalations").text.split('id="awaiting"')[1].split("</section>")[0]
+    assert case_id not in awaiting
+
+
+def test_case_page_shows_the_request_history_and_the_forms(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    assert page.status_code == 200
+    html = page.text
+    for text in (RIEC, "bibob-integrity-check", "gemeente-amsterdam", "politie", "holder refused", "holder.refused",
+                 "criminal_intelligence, police_incidents", "Tier 1 — Privacy officers of both organisations",
+                 "7 day(s) left", "opened"):
+        assert text in html, text
+    assert f'<input type="hidden" name="expected_version" value="{version_of(container, case_id)}">' in html
+    assert 'name="permitted_categories" value="police_incidents"' in html
+    assert re.search(r'value="criminal_intelligence"[^>]*checked', html), "all requested categories ticked at first"
+    assert 'id="review-form"' in html
+    assert 'id="withdraw-form"' not in html, "only the organisation that asked withdraws"
+    assert html.count('name="csrf_token"') == 5  # sign-out, review, decision, legal gap, comment
+    sign_in(console, "po-gemeente")
+    own = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="four-eyes-note"' in own
+    assert 'id="withdraw-form"' in own
+
+
+def test_an_unrelated_organisation_gets_404_and_a_contact_point_403(console: TestClient,
+                                                                     container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-bank")
+    page = console.get(f"/console/escalations/{case_id}")
+    assert page.status_code == 404
+    assert "Not found." in page.text
+    assert "politie" not in page.text
+    assert case_id not in console.get("/console/escalations").text
+    token = csrf_of(console.get("/console/escalations").text)
+    for action, data in (("decision", {"expected_version": "1", "outcome": "deny",
+                                       "motivation": "the bank thinks it should be denied"}),
+                         ("review", {"expected_version": "1"}), ("comments", {"text": "hello"}),
+                         ("legal-gap", {"title": "t", "description": "d"})):
+        response = console.post(f"/console/escalations/{case_id}/{action}", data=data | {"csrf_token": token})
+        assert response.status_code == 404, action
+    assert version_of(container, case_id) == 1
+    sign_in(console, "contact-riec")
+    assert console.get("/console/escalations").status_code == 403
+    assert console.get(f"/console/escalations/{case_id}").status_code == 403
+    assert console.get("/console/legal-gaps").status_code == 403
+    assert 'href="/console/escalations"' not in console.get("/console/register").text
+
+
+def test_forms_without_the_csrf_token_are_refused(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    decision = {"expected_version": "1", "outcome": "allow", "motivation": "incidents are needed for the advice",
+                "permitted_categories": ["police_incidents"]}
+    for action, data in (("decision", decision), ("review", {"expected_version": "1"}),
+                         ("comments", {"text": "hello"}), ("withdraw", {"expected_version": "1", "motivation": "x"}),
+                         ("legal-gap", {"title": "t", "description": "d"})):
+        for token in (None, "forged"):
+            body = data | ({"csrf_token": token} if token else {})
+            response = console.post(f"/console/escalations/{case_id}/{action}", data=body)
+            assert response.status_code == 403, action
+            assert "did not come from this console" in response.text
+    assert version_of(container, case_id) == 1
+    assert not audit_events(container, "escalation.step")
+    response = console.post("/console/legal-gaps/some-gap/status", data={"expected_version": "1",
+                                                                       "status": "resolved"})
+    assert response.status_code == 403
+
+
+def test_decision_form_errors_are_shown_on_the_case_page(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    url = f"/console/escalations/{case_id}/decision"
+    base = {"csrf_token": token, "expected_version": "1", "outcome": "allow",
+            "permitted_categories": ["police_incidents"]}
+
+    short = console.post(url, data=base | {"motivation": "ok"})
+    assert short.status_code == 422
+    assert 'role="alert" id="decision-error">Write a motivation' in short.text
+    assert re.search(r'id="motivation"[^>]*aria-invalid="true"', short.text)
+    assert 'id="summary"' in short.text, "the case page, not an error page"
+
+    none = console.post(url, data={k: v for k, v in base.items() if k != "permitted_categories"}
+                        | {"motivation": "allowing without saying what"})
+    assert none.status_code == 422
+    assert "An allow names at least one permitted category." in none.text
+    assert "allowing without saying what" in none.text, "what was typed is kept"
+
+    unknown = console.post(url, data=base | {"permitted_categories": ["bank_accounts"],
+                                             "motivation": "bank accounts were never asked for"})
+    assert unknown.status_code == 422
+    assert "Incomplete:" in unknown.text
+    assert "not requested: bank_accounts" in unknown.text
+
+    no_outcome = console.post(url, data={k: v for k, v in base.items() if k != "outcome"}
+                              | {"motivation": "a motivation without an outcome"})
+    assert no_outcome.status_code == 422
+    assert "Choose an outcome." in no_outcome.text
+
+    stale = console.post(url, data=base | {"expected_version": "7", "motivation": "on a stale page, too late"})
+    assert stale.status_code == 409
+    assert "Someone acted on this case first" in stale.text
+    assert "is at version 1, not 7" in stale.text
+    assert version_of(container, case_id) == 1
+
+    sign_in(console, "po-gemeente")  # four eyes: the requesting organisation may not decide its own request
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    own = console.post(url, data=base | {"csrf_token": token, "motivation": "we would like our data please"})
+    assert own.status_code == 403
+    assert "Not allowed: the decider must be outside the requesting organisation" in own.text
+    assert 'id="summary"' in own.text
+    assert version_of(container, case_id) == 1
+
+    sign_in(console, "admin-riec")  # not a decider at tier 1
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    assert "Your organisation does not decide at this tier." in console.get(f"/console/escalations/{case_id}").text
+    desk = console.post(url, data=base | {"csrf_token": token, "motivation": "the desk is not asked yet"})
+    assert desk.status_code == 403
+    assert 'role="alert" id="case-error">Not allowed: your organisation does not decide at tier 1' in desk.text
+
+
+def test_review_then_a_narrowed_allow_is_recorded_by_the_service_only(console: TestClient,
+                                                                       container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    reviewed = console.post(f"/console/escalations/{case_id}/review",
+                            data={"csrf_token": csrf_of(page.text), "expected_version": "1"})
+    assert reviewed.status_code == 200
+    assert "The case is in review." in reviewed.text
+    assert 'id="review-form"' not in reviewed.text
+    decided = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": csrf_of(reviewed.text), "expected_version": "2", "outcome": "allow",
+        "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out.",
+        "permitted_categories": ["police_incidents"], "results_only": "1"})
+    assert decided.status_code == 200
+    assert "Your decision was recorded." in decided.text
+    assert '<dd id="decided-categories">police_incidents</dd>' in decided.text
+    assert re.search(r'<code id="decision-id">[0-9a-f-]{36}</code>', decided.text)
+    assert "results_only: True" in decided.text
+    assert 'id="decision-form"' not in decided.text, "nothing left to decide"
+    steps = [e for e in audit_events(container, "escalation.step") if e["extra"]["case_id"] == case_id]
+    assert [(s["extra"]["action"], s["requester"]["user"]) for s in steps] == [
+        ("start_review", "po-politie"), ("decide", "po-politie")]
+    assert steps[1]["categories"] == ["police_incidents"]
+    assert steps[1]["decision"] == "narrowed"
+    assert steps[0]["trace_id"] != steps[1]["trace_id"], "each form post is its own request"
+    actions = [a["extra"]["action"] for a in audit_events(container, "console.action")]
+    assert actions == ["sign-in"], "no second entry for a case action"
+
+
+def test_the_requester_may_refer_its_case_up(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    referred = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "refer-up",
+        "motivation": "The police will not talk to us; the desk should decide."})
+    assert referred.status_code == 200
+    assert "The case was referred up to the next tier." in referred.text
+    assert "Tier 2 — RIEC legal desk" in referred.text
+    assert 'id="not-decider"' in referred.text, "tier 2 is the desk's"
+
+
+def test_tier_3_needs_two_deciders_who_vote_the_same(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        for version in (1, 2):
+            act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
+                deadlines=service.deadlines)
+    decision = {"expected_version": "3", "outcome": "allow", "permitted_categories": ["police_incidents"],
+                "motivation": "The steering group allows the incidents only."}
+    sign_in(console, "admin-riec")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    voted = console.post(f"/console/escalations/{case_id}/decision", data=decision | {"csrf_token": token})
+    assert voted.status_code == 200
+    assert "Your vote was recorded" in voted.text
+    assert "riec-aa: allow (police_incidents)" in voted.text
+    assert "<strong>in review</strong>" in voted.text
+    sign_in(console, "po-om")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    decided = console.post(f"/console/escalations/{case_id}/decision",
+                           data=decision | {"csrf_token": token, "expected_version": "5"})
+    assert decided.status_code == 200
+    assert "Your decision was recorded." in decided.text
+    assert "<dd>om-amsterdam/po-om, riec-aa/admin-riec</dd>" in decided.text
+
+
+def test_comments_carry_attachments_by_reference(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    url = f"/console/escalations/{case_id}/comments"
+    bad = console.post(url, data={"csrf_token": token, "text": "see the memo",
+                                  "attachment_reference": ["not a reference!", ""], "attachment_title": ["Memo", ""],
+                                  "attachment_sha256": ["", ""]})
+    assert bad.status_code == 422
+    assert "An attachment needs a reference" in bad.text
+    assert 'value="not a reference!"' in bad.text
+    empty = console.post(url, data={"csrf_token": token, "text": "  "})
+    assert empty.status_code == 422
+    assert "Write a comment." in empty.text
+    digest = "ab" * 32
+    good = console.post(url, data={"csrf_token": token, "text": "Our memo explains why we need it.",
+                                   "attachment_reference": ["dms://gemeente/2026/4711", ""],
+                                   "attachment_title": ["Memo Bibob advice", ""], "attachment_sha256": [digest, ""]})
+    assert good.status_code == 200
+    comments = good.text.split('id="comments"')[1]
+    assert "Our memo explains why we need it." in comments
+    assert "dms://gemeente/2026/4711" in comments
+    assert digest in comments
+    step = audit_events(container, "escalation.step")[-1]
+    assert step["extra"]["attachments"] == ["dms://gemeente/2026/4711"]
+    assert "Our memo" not in json.dumps(step)
+
+
+def test_the_requester_withdraws_its_case(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    missing = console.post(f"/console/escalations/{case_id}/withdraw",
+                           data={"csrf_token": token, "expected_version": "1", "motivation": " "})
+    assert missing.status_code == 422
+    assert 'id="withdraw-error"' in missing.text
+    done = console.post(f"/console/escalations/{case_id}/withdraw",
+                        data={"csrf_token": token, "expected_version": "1", "motivation": "settled by phone"})
+    assert done.status_code == 200
+    assert "The case was withdrawn." in done.text
+    assert "<strong>withdrawn</strong>" in done.text
+    assert 'id="work"' not in done.text
+
+
+def test_legal_gaps_flag_status_changes_export_and_scoping(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    incomplete = console.post(f"/console/escalations/{case_id}/legal-gap",
+                              data={"csrf_token": token, "title": "No basis for intelligence"})
+    assert incomplete.status_code == 422
+    assert "A new legal gap needs a title and a description." in incomplete.text
+    flagged = console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": token, "title": "No basis for intelligence in Bibob checks",
+        "description": "The WGS does not say whether criminal intelligence may serve a Bibob advice."})
+    assert flagged.status_code == 200
+    assert "The case was flagged as a legal gap." in flagged.text
+    gap_link = re.search(r'href="/console/legal-gaps/([^"]+)">No basis for intelligence', flagged.text)
+    assert gap_link
+    gap_id = gap_link.group(1)
+
+    listing = console.get("/console/legal-gaps")
+    assert listing.status_code == 200
+    assert f'<tr id="gap-{gap_id}" data-status="identified">' in listing.text
+    assert f'action="/console/legal-gaps/{gap_id}/status"' not in listing.text, "the police does not manage gaps"
+    refused = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+        "csrf_token": csrf_of(listing.text), "expected_version": "1", "status": "on-agenda"})
+    assert refused.status_code == 403
+    assert "Not allowed: only the coordinating privacy officer" in refused.text
+
+    sign_in(console, "admin-riec")
+    listing = console.get("/console/legal-gaps")
+    token = csrf_of(listing.text)
+    assert "Put on the agenda" in listing.text
+    assert "Mark resolved" in listing.text
+    moved = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+        "csrf_token": token, "expected_version": "1", "status": "on-agenda", "note": "steering group 10 Dec"})
+    assert moved.status_code == 200
+    assert f'<tr id="gap-{gap_id}" data-status="on-agenda">' in moved.text
+    stale = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+        "csrf_token": token, "expected_version": "1", "status": "resolved", "back": "detail"})
+    assert stale.status_code == 409
+    assert f'id="gap-error-{gap_id}"' in stale.text
+    assert "is at version 2, not 1" in stale.text
+    backwards = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+        "csrf_token": token, "expected_version": "2", "status": "identified"})
+    assert backwards.status_code == 422
+    assert "Choose a status." in backwards.text
+    resolved = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+        "csrf_token": token, "expected_version": "2", "status": "resolved", "back": "detail"})
+    assert resolved.status_code == 200
+    assert "Resolved: final." in resolved.text
+    assert "steering group 10 Dec" in resolved.text
+    assert gap_id in console.get("/console/legal-gaps?status=resolved").text
+    assert gap_id not in console.get("/console/legal-gaps?status=identified").text
+    assert console.get("/console/legal-gaps?status=forgotten").status_code == 422
+
+    download = console.get("/console/legal-gaps.csv?status=resolved")
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    assert "attachment" in download.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(download.text)))
+    assert [(r["id"], r["status"], r["cases"]) for r in rows] == [(gap_id, "resolved", case_id)]
+    exports = [a for a in audit_events(container, "console.action") if a["extra"]["action"] == "export"]
+    assert [e["extra"] for e in exports] == [{"action": "export", "channel": "console", "export": "legal-gaps.csv",
+                                             "rows": 1, "status": "resolved"}]
+    steps = [(e["extra"]["action"], e["extra"].get("status")) for e in audit_events(
+        container, "escalation.step")]
+    # refused attempts (incomplete flag, stale version, not a manager) left no entry
+    assert steps == [("legal_gap_flagged", None), ("legal_gap_status", "on-agenda"), ("legal_gap_status", "resolved")]
+
+    sign_in(console, "po-bank")
+    assert console.get(f"/console/legal-gaps/{gap_id}").status_code == 404
+    assert gap_id not in console.get("/console/legal-gaps").text
+    assert gap_id not in console.get("/console/legal-gaps.csv").text
+
+
+@pytest.mark.parametrize("language", ["nl", "en"])
+def test_escalation_pages_render_in_both_languages(console: TestClient, container: Container, language: str) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    expected = {"nl": ("Escalaties", "Juridische knelpunten", "verstrekker weigerde", "nog 7 dag(en)"),
+                "en": ("Escalations", "Legal gaps", "holder refused", "7 day(s) left")}[language]
+    pages = [console.get(f"{path}?lang={language}") for path in
+             ("/console/escalations", f"/console/escalations/{case_id}", "/console/legal-gaps")]
+    for page in pages:
+        assert page.status_code == 200
+        assert f'<html lang="{language}">' in page.text
+    assert expected[0] in pages[0].text
+    assert expected[1] in pages[2].text
+    assert expected[2] in pages[1].text
+    assert expected[3] in pages[1].text
+    for page in pages:  # every form control has a label
+        for control in re.findall(r'<(?:input|select|textarea)\b[^>]*\bid="([^"]+)"', page.text):
+            assert f'for="{control}"' in page.text, control
