@@ -92,6 +92,9 @@ def test_cli_export_verifies_and_a_changed_byte_is_caught(stack: Stack, tmp_path
     caught = runner.invoke(app, ["audit", "verify", "--export", str(tampered), "--key", vkey])
     assert caught.exit_code == 1
     assert "NOT intact" in caught.output
+    assert runner.invoke(app, ["audit", "verify", "--fast"]).exit_code == 0
+    fast = runner.invoke(app, ["audit", "verify", "--fast", "--export", str(tampered), "--key", vkey])
+    assert fast.exit_code == 1  # a changed byte changes the tree: the fast check catches it too
 
 
 def _login(stack: Stack, username: str, organisation: str, roles: list[str]) -> dict[str, str]:
