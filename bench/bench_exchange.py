@@ -130,13 +130,9 @@ async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[i
                      if level == 16 else ""))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", default="1,16,64")
-    args = parser.parse_args()
-    levels = [int(x) for x in args.concurrency.split(",")]
-    workdir = Path(tempfile.mkdtemp(prefix="wgs-bench-"))
+def start_stack(workdir: Path) -> tuple[dict[str, str], str, OKPKey, list[subprocess.Popen[bytes]]]:
+    """Partner, gateway and pass-through as processes on loopback: (urls, partner token, client key, processes).
+    Also used by bench_soak.py."""
     settings = Settings(data_dir=workdir)
     # The demo register (office hours widened) with the daily limit raised: rule 6 would otherwise escalate
     # every request after the 200th of the day, which is the policy working, not the exchange path.
@@ -175,6 +171,20 @@ def main() -> None:
         _wait(f"{urls['partner']}/health")
         _wait(f"{urls['gateway']}/health/ready")
         _wait(f"{urls['passthrough']}/docs")
+    except Exception:
+        stop_processes(processes)
+        raise
+    return urls, partner_token, key, processes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+    urls, partner_token, key, processes = start_stack(Path(tempfile.mkdtemp(prefix="wgs-bench-")))
+    try:
         print(f"exchange benchmark: {args.seconds:.0f} s per target and level; {os.cpu_count()} cores shared by "
               "servers and load generator; SQLite, embedded Rego")
         asyncio.run(_measure(urls, partner_token, key, levels, args.seconds))
