@@ -128,6 +128,22 @@ def _key_store(settings: Settings) -> SigningKeyStore:
     return store
 
 
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create every key the gateway needs, once, before its worker processes start (so they never race to
+    create them): the token signing key, the audit checkpoint key and the pseudonymisation key ring."""
+    import asyncio
+
+    from gateway.auditing.setup import load_or_create_checkpoint_key
+    from gateway.pseudonyms.keystore import FileKeyStore
+
+    settings = Settings()
+    _key_store(settings).load_or_create()
+    load_or_create_checkpoint_key(settings.key_dir)
+    ring = asyncio.run(FileKeyStore(settings.key_dir / "pseudonyms").initialise())
+    out.print(f"keys ready in {settings.key_dir} (pseudonym key version {ring.current})")
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Make a new signing key; tokens signed by the old one stay valid until they expire."""

@@ -152,3 +152,16 @@ def test_pseudonyms_rotate_rekeys_the_index_to_what_a_fresh_enrolment_gives(data
     assert stored == fresh  # no identifier was needed to move the index to the new key
     again = runner.invoke(app, ["pseudonyms", "rotate"])
     assert "3 index rows re-keyed" in again.output  # each rotation re-keys every row once, to the newest
+
+
+def test_keys_init_creates_every_key_once(data_dir: Path) -> None:
+    first = runner.invoke(app, ["keys", "init"])
+    assert first.exit_code == 0, first.output
+    made = {p.relative_to(data_dir / "keys"): p.read_bytes() for p in (data_dir / "keys").rglob("*") if p.is_file()
+            and not p.name.endswith(".lock")}
+    assert any(p.name == "audit-checkpoint.pem" for p in made)
+    assert any("pseudonym" in p.name for p in made)
+    again = runner.invoke(app, ["keys", "init"])
+    assert again.exit_code == 0
+    assert {p.relative_to(data_dir / "keys"): p.read_bytes() for p in (data_dir / "keys").rglob("*")
+            if p.is_file() and not p.name.endswith(".lock")} == made  # idempotent: nothing replaced
