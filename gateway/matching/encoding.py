@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.matching.errors import EncodingError
-from gateway.matching.schema import FieldSpec, Normaliser, Schema, TokenizerKind
+from gateway.matching.schema import FieldSpec, Normaliser, Schema, SignaturePart, TokenizerKind
 
 __all__ = [
     "BlockKeys",
@@ -168,6 +168,8 @@ class CLKEncoder:
         self._masks: list[bytes] = []
         self._token_ids: list[dict[str, int]] = [{} for _ in self._fields]
         self._value_ids: list[dict[object, tuple[int, ...]]] = [{} for _ in self._fields]
+        # per blocking signature: raw values of its parts -> key (values repeat a lot: names, dates, places)
+        self._key_cache: list[dict[tuple[object, ...], int]] = [{} for _ in schema.signatures]
 
     @property
     def schema(self) -> Schema:
@@ -237,21 +239,36 @@ class CLKEncoder:
     def block_keys(self, records: Iterable[Mapping[str, object]]) -> BlockKeys:
         """P-Sig-style blocking keys, one column per schema signature (0 = a part is missing)."""
         signatures = self._schema.signatures
+        fields = [tuple(part.field for part in signature) for signature in signatures]
+        caches = self._key_cache
         rows: list[list[int]] = []
         for record in records:
             row = []
             for number, signature in enumerate(signatures):
-                texts = [self._text(part.field, record.get(part.field)) for part in signature]
-                if any(text is None for text in texts):
-                    row.append(0)  # a part is missing: no key for this signature
-                    continue
-                parts = [text if part.prefix is None else text[:part.prefix]
-                         for part, text in zip(signature, texts, strict=True) if text is not None]
-                message = bytes([number]) + "\x1f".join(parts).encode("utf-8")
-                digest = hmac.digest(self._blocking_key, message, "sha256")
-                row.append(int.from_bytes(digest[:8], "little") or 1)
+                raw = tuple(record.get(name) for name in fields[number])
+                cache = caches[number]
+                try:
+                    key = cache[raw]
+                except KeyError:
+                    key = self._block_key(number, signature, raw)
+                    if len(cache) < 1_000_000:
+                        cache[raw] = key
+                except TypeError:  # an unhashable value: let _text report it
+                    key = self._block_key(number, signature, raw)
+                row.append(key)
             rows.append(row)
         return np.array(rows, dtype=np.uint64).reshape(len(rows), len(signatures))
+
+    def _block_key(self, number: int, signature: tuple[SignaturePart, ...], raw: tuple[object, ...]) -> int:
+        """The keyed hash of one signature's normalised parts, 0 when a part is missing."""
+        texts = [self._text(part.field, value) for part, value in zip(signature, raw, strict=True)]
+        if any(text is None for text in texts):
+            return 0  # a part is missing: no key for this signature
+        parts = [text if part.prefix is None else text[:part.prefix]
+                 for part, text in zip(signature, texts, strict=True) if text is not None]
+        message = bytes([number]) + "\x1f".join(parts).encode("utf-8")
+        digest = hmac.digest(self._blocking_key, message, "sha256")
+        return int.from_bytes(digest[:8], "little") or 1
 
     def encode_dataset(self, records: Iterable[Mapping[str, object]]) -> EncodedDataset:
         """Filters and blocking keys of the same records."""
