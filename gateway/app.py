@@ -27,6 +27,7 @@ from gateway.exchange.setup import install_exchange, install_policy
 from gateway.logging import configure_logging
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from gateway.problems import install_problem_handlers
+from gateway.ratelimit import RateLimitMiddleware
 from gateway.register import endpoints as register_endpoints
 from gateway.register.setup import install_register
 from gateway.settings import Settings
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.container = the_container
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     # Routers of each domain are included below (one line each).

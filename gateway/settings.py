@@ -79,3 +79,8 @@ class Settings(BaseSettings):
     def key_dir(self) -> Path:
         """Where the file key store keeps signing keys (created on first use)."""
         return self.data_dir / "keys"
+
+    # Per-client rate limits (gateway.ratelimit): a token bucket per verified client (else per peer address).
+    rate_limit_per_second: float = Field(
+        default=500.0, ge=0, description="Sustained requests per second per client and process (0: no limit).")
+    rate_limit_burst: int = Field(default=1000, ge=1, description="Requests a client may send at once.")

@@ -1,0 +1,183 @@
+"""Per-client rate limits: a token bucket per caller, answered with 429 problem+json and ``Retry-After``.
+
+Who the caller is: the *verified* access token's principal (``kind:sub``) — checked with the same
+:class:`~gateway.auth.tokens.AccessTokenService` the routes use (signature, issuer, audience, expiry; no
+database), so nobody can spend another client's budget, or escape their own, by sending a made-up ``sub``.
+Requests without a valid bearer token (the token endpoint, people's login, the console, bad tokens) are
+keyed by the peer address. Verified tokens are remembered for a few seconds (by their SHA-256) so a busy
+client does not pay for the signature check twice per request.
+
+Limits are per gateway process (each worker has its own buckets): with N workers behind a load balancer a
+client gets up to N times the configured rate. ``WGS_RATE_LIMIT_PER_SECOND=0`` switches the limiter off.
+Health probes are never limited (a load balancer must always learn whether the gateway is up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth.setup import AuthServices
+from gateway.container import Container
+from gateway.errors import GatewayError
+from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+
+log = structlog.get_logger("gateway.ratelimit")
+
+EXEMPT_PREFIXES = ("/health/",)
+MAX_BUCKETS = 100_000  # idle buckets beyond this are dropped (a full bucket holds no state worth keeping)
+TOKEN_CACHE_SIZE = 10_000
+TOKEN_CACHE_SECONDS = 10.0
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class TokenBucketLimiter:
+    """``rate`` requests per second on average, bursts of up to ``burst``, per key. Thread-safe."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 max_buckets: int = MAX_BUCKETS) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._max_buckets = max_buckets
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> float:
+        """Take one token for ``key``: 0.0 if granted, else the seconds until one will be available."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = _Bucket(float(self.burst), now)
+                self._buckets[key] = bucket
+                self._evict(now)
+            else:
+                self._buckets.move_to_end(key)
+                bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+                bucket.updated = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return 0.0
+            return (1.0 - bucket.tokens) / self.rate
+
+    def _evict(self, now: float) -> None:
+        """Drop least recently used buckets over the cap; only ones that would be full again anyway."""
+        while len(self._buckets) > self._max_buckets:
+            key, oldest = next(iter(self._buckets.items()))
+            if oldest.tokens + (now - oldest.updated) * self.rate < self.burst:
+                return  # the oldest is still draining: keep it (the cap is soft)
+            del self._buckets[key]
+
+
+class _VerifiedTokens:
+    """SHA-256 of a token that verified → its rate-limit key, for a few seconds (LRU, bounded)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes) -> str | None:
+        with self._lock:
+            found = self._entries.get(digest)
+            if found is None or found[1] < self._clock():
+                return None
+            return found[0]
+
+    def put(self, digest: bytes, key: str) -> None:
+        with self._lock:
+            self._entries[digest] = (key, self._clock() + TOKEN_CACHE_SECONDS)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > TOKEN_CACHE_SIZE:
+                self._entries.popitem(last=False)
+
+
+class RateLimitMiddleware:
+    """Pure ASGI: refuse a request over its client's budget before any handler (or body parsing) runs."""
+
+    def __init__(self, app: ASGIApp, *, per_second: float, burst: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.limiter = TokenBucketLimiter(per_second, max(burst, 1), clock) if per_second > 0 else None
+        self._verified = _VerifiedTokens(clock)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.limiter is None or scope["type"] != "http" or scope["path"].startswith(EXEMPT_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        key = self.client_key(scope)
+        wait = self.limiter.acquire(key)
+        if wait <= 0:
+            await self.app(scope, receive, send)
+            return
+        retry_after = max(1, math.ceil(wait))
+        log.info("request_rejected", status=429, problem="rate-limited", client=key.split(":", 1)[0],
+                 retry_after=retry_after)
+        await _reject(send, retry_after, scope["path"])
+
+    def client_key(self, scope: Scope) -> str:
+        """``system:<sub>`` / ``person:<sub>`` for a verified bearer token, else ``ip:<peer address>``."""
+        token = _bearer(scope)
+        if token:
+            digest = hashlib.sha256(token.encode("latin-1")).digest()
+            cached = self._verified.get(digest)
+            if cached is not None:
+                return cached
+            principal = _verify(scope, token)
+            if principal is not None:
+                self._verified.put(digest, principal)
+                return principal
+        client = scope.get("client")
+        return f"ip:{client[0] if client else 'unknown'}"
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+def _verify(scope: Scope, token: str) -> str | None:
+    """The verified principal's key, or None (bad token, or the auth service not started yet)."""
+    app: Any = scope.get("app")
+    container = getattr(getattr(app, "state", None), "container", None)
+    auth = container.services.get("auth") if isinstance(container, Container) else None
+    if not isinstance(auth, AuthServices):
+        return None
+    try:
+        principal = auth.tokens.verify(token)
+    except GatewayError:
+        return None
+    return f"{principal.kind}:{principal.subject}"
+
+
+async def _reject(send: Send, retry_after: int, path: str) -> None:
+    body = {"type": PROBLEM_TYPE_BASE + "too-many-requests", "title": "Too many requests", "status": 429,
+            "detail": f"This client's request rate is over its limit; retry after {retry_after} s.",
+            "instance": path}
+    payload = json.dumps(body).encode()
+    start: Message = {"type": "http.response.start", "status": 429, "headers": [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(payload)).encode()),
+        (b"retry-after", str(retry_after).encode())]}
+    await send(start)
+    await send({"type": "http.response.body", "body": payload})

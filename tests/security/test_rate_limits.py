@@ -1,0 +1,150 @@
+"""Per-client rate limits (``gateway.ratelimit``): a burst over the limit gets 429 problem+json with
+``Retry-After``; another client is unaffected; after waiting the client is served again; a forged token that
+names a client cannot spend that client's budget; health probes are never limited."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from joserfc import jwt
+from joserfc.jwk import OKPKey
+
+from gateway.app import create_app
+from gateway.auth.setup import auth_services
+from gateway.clock import FixedClock
+from gateway.container import Container, build_container
+from gateway.ratelimit import RateLimitMiddleware, TokenBucketLimiter
+from gateway.settings import Settings
+from tests.auth_helpers import bearer
+from tests.security.world import NOW, migrated_sqlite
+
+RATE, BURST = 4.0, 5
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    clock = FakeTime()
+    limiter = TokenBucketLimiter(rate=2.0, burst=3, clock=clock)
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire("a") == pytest.approx(0.5)
+    assert limiter.acquire("b") == 0.0  # another key has its own bucket
+    clock.now += 0.5
+    assert limiter.acquire("a") == 0.0
+    assert limiter.acquire("a") > 0
+    clock.now += 60
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]  # refilled, but never above the burst
+    assert limiter.acquire("a") > 0
+
+
+def test_token_bucket_memory_is_bounded() -> None:
+    clock = FakeTime()
+    limiter = TokenBucketLimiter(rate=10.0, burst=2, clock=clock, max_buckets=100)
+    for n in range(1000):
+        limiter.acquire(f"client-{n}")
+        clock.now += 1.0  # every earlier bucket is full again: it may go
+    assert len(limiter._buckets) <= 101
+
+
+def test_zero_rate_disables_the_limiter() -> None:
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("not called")
+
+    assert RateLimitMiddleware(app, per_second=0, burst=1).limiter is None  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive"):
+        TokenBucketLimiter(rate=0, burst=1)
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Container]]:
+    tmp = tmp_path_factory.mktemp("ratelimit")
+    settings = Settings(data_dir=tmp, database_url=migrated_sqlite(tmp), log_json=True,
+                        rate_limit_per_second=RATE, rate_limit_burst=BURST)
+    container = build_container(settings, FixedClock(NOW))
+    with TestClient(create_app(container=container)) as client:
+        yield client, container
+    container.close()
+
+
+def _token(container: Container, system: str, organisation: str) -> dict[str, str]:
+    """What the token endpoint issues to ``system`` (issued directly: the endpoint itself is rate limited)."""
+    return bearer(auth_services(container).tokens.issue(subject=system, organisation=organisation,
+                                                        scopes=["register:read"]).access_token)
+
+
+def _until_limited(client: TestClient, headers: dict[str, str], path: str = "/v1/register/versions") -> list[int]:
+    statuses = []
+    for _ in range(BURST + 3):
+        statuses.append(client.get(path, headers=headers).status_code)
+        if statuses[-1] == 429:
+            break
+    return statuses
+
+
+def test_a_burst_above_the_limit_gets_429_with_retry_after(limited: tuple[TestClient, Container]) -> None:
+    client, container = limited
+    municipality = _token(container, "gemeente-amsterdam-vth", "gemeente-amsterdam")
+    police = _token(container, "politie-bvh", "politie")
+    time.sleep(BURST / RATE)  # full buckets whatever ran before
+    statuses = _until_limited(client, municipality)
+    assert statuses[-1] == 429
+    assert statuses.count(200) >= BURST - 1  # the burst is served (a little refill may add one)
+    refused = client.get("/v1/register/versions", headers=municipality)
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["status"] == 429
+    assert refused.json()["type"].endswith("/too-many-requests")
+    retry_after = int(refused.headers["retry-after"])
+    assert 1 <= retry_after <= 2
+    assert refused.headers["x-request-id"]  # inside the request-context middleware: traced and logged
+
+    assert client.get("/v1/register/versions", headers=police).status_code == 200  # another client: unaffected
+    assert client.get("/health/live").status_code == 200  # probes are never limited
+    assert client.get("/health/ready").status_code == 200
+
+    time.sleep(1.5 / RATE)  # more than one token's worth (0.25 s each)
+    assert client.get("/v1/register/versions", headers=municipality).status_code == 200
+
+
+def test_forged_tokens_cannot_spend_another_clients_budget(limited: tuple[TestClient, Container]) -> None:
+    """The key is the verified principal: a token that merely *claims* a client is keyed by the peer address."""
+    client, container = limited
+    time.sleep(BURST / RATE)
+    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current().kid})
+    now = int(container.clock.now().timestamp())
+    forged = jwt.encode({"alg": "Ed25519", "kid": attacker.kid}, {
+        "iss": container.settings.issuer, "aud": container.settings.audience, "sub": "gemeente-amsterdam-vth",
+        "org": "gemeente-amsterdam", "scope": "register:read", "iat": now, "exp": now + 300, "jti": "x",
+        "kind": "system"}, attacker, algorithms=["Ed25519"])
+    statuses = _until_limited(client, bearer(forged))
+    assert statuses[-1] == 429
+    assert set(statuses[:-1]) == {401}
+    assert client.get("/v1/register/versions",  # the anonymous budget of this address is spent too ...
+                      ).status_code == 429
+    municipality = _token(container, "gemeente-amsterdam-vth", "gemeente-amsterdam")
+    assert client.get("/v1/register/versions", headers=municipality).status_code == 200  # ... not the client's
+
+
+def test_an_expired_token_is_not_a_client_identity(limited: tuple[TestClient, Container]) -> None:
+    client, container = limited
+    time.sleep(BURST / RATE)
+    clock = container.clock
+    assert isinstance(clock, FixedClock)
+    stale = _token(container, "fiod-ois", "fiod")
+    clock.advance(timedelta(hours=1))
+    try:
+        statuses = _until_limited(client, stale)
+        assert set(statuses[:-1]) == {401}
+        assert client.get("/v1/register/versions", headers=_token(container, "fiod-ois", "fiod")).status_code == 200
+    finally:
+        clock.advance(timedelta(hours=-1))
