@@ -25,7 +25,14 @@ from fastapi import APIRouter, Depends, Form, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from audit import Decision, EventType, ProofUnavailable, VerificationError, open_checkpoint
+from audit import (
+    Decision,
+    EventType,
+    ProofUnavailable,
+    StoreUnavailable,
+    VerificationError,
+    open_checkpoint,
+)
 from audit.review import EntryFilter, list_entries, statistics
 from gateway.auditing import review
 from gateway.auditing.setup import audit_services
@@ -33,10 +40,11 @@ from gateway.auth import repository as accounts
 from gateway.auth.accounts import authenticate_person
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.auth.setup import auth_services
-from gateway.console import escalations, views
+from gateway.console import escalations, verification, views
 from gateway.console.actions import record_action
 from gateway.console.pages import (
     NAV,
+    PRIVACY_OFFICERS,
     ConsoleRoute,
     Page,
     Person,
@@ -50,7 +58,7 @@ from gateway.console.pages import (
 )
 from gateway.container import Container
 from gateway.db.engine import transaction
-from gateway.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
+from gateway.errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
 from gateway.register import endpoints as register_api
 from gateway.register.setup import register_service
 
@@ -174,7 +182,7 @@ def _choices(container: Container) -> dict[str, list[str]]:
 async def audit_explorer(page: Page = Depends(signed_in), partnership: str | None = None,
                          purpose: str | None = None, organisation: str | None = None, event_type: str | None = None,
                          decision: str | None = None, since: str | None = None, until: str | None = None,
-                         subject: str | None = None, after: int = -1) -> Response:
+                         subject: str | None = None, after: int = -1, verified: str | None = None) -> Response:
     person = page.me
     container = page.container
     scope = review.scope_of(need_scope(person, Scope.AUDIT_READ), container)
@@ -187,12 +195,36 @@ async def audit_explorer(page: Page = Depends(signed_in), partnership: str | Non
     found = await run_in_threadpool(list_entries, container.engine, scope, wanted, after=max(after, -1),
                                     limit=page.sessions.settings.page_size)
     integrity = await run_in_threadpool(_integrity, container)
+    last_run = await run_in_threadpool(verification.last, container)
     active = {k: v for k, v in filters.items() if v}
     next_href = (f"/console/audit?{urlencode({**active, 'after': found.next_cursor})}"
                  if found.next_cursor is not None else None)
     first_href = f"/console/audit?{urlencode(active)}" if after >= 0 else None
     return page.render("audit.html", entries=found.entries, filters=filters, choices=_choices(container),
-                       integrity=integrity, next_href=next_href, first_href=first_href)
+                       integrity=integrity, last_run=last_run, may_verify=_may_verify(person),
+                       verified=bool(verified), next_href=next_href, first_href=first_href)
+
+
+def _may_verify(person: Person) -> bool:
+    return bool(person.roles & PRIVACY_OFFICERS)
+
+
+@router.post("/audit/verify", response_class=HTMLResponse)
+async def verify_log(page: Page = Depends(signed_in), csrf_token: str = Form("")) -> Response:
+    """Verify the whole log now (tree, signatures, consistency); the run is itself an audit entry, which the
+    integrity panel then shows as the last verification."""
+    person = page.me
+    page.csrf(csrf_token)
+    need_scope(person, Scope.AUDIT_READ)
+    if not _may_verify(person):
+        raise Forbidden("only privacy officers verify the log from the console")
+    try:
+        result = await run_in_threadpool(verification.run, page.container)
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    await record_action(page.container, page.request, verification.ACTION, organisation=person.organisation,
+                        account_id=person.account_id, ok=result.ok, details=verification.details(result))
+    return page.finish(RedirectResponse("/console/audit?verified=1#integrity", status_code=303))
 
 
 @router.get("/audit/entries/{index}", response_class=HTMLResponse)

@@ -1,5 +1,6 @@
-"""The escalation pages of the console: the queue per tier, the case page (summary, history, comments,
-decision, review, withdraw, legal-gap flag) and the register of legal gaps with status changes and export.
+"""The escalation pages of the console: the queue per tier (with the metrics: time to decision per tier, open
+cases past deadline), the case page (summary, history, comments, decision, review, withdraw, legal-gap flag)
+and the register of legal gaps with status changes and export.
 
 Every handler calls :class:`gateway.escalations.service.EscalationService` with the signed-in person's
 :class:`Principal`, so the pages show and allow exactly what ``/v1/escalations`` and ``/v1/legal-gaps``
@@ -141,6 +142,7 @@ async def queue(page: Page = Depends(signed_in), state: str | None = None, tier:
                         overdue_on=today if filters["overdue"] else None)
     found = await service.cases(principal, wanted, limit=page.sessions.settings.page_size, after=blank(after))
     awaiting = await service.feed(principal)
+    figures = await service.metrics(principal)
     rows = sorted(((case, _countdown(case, today)) for case in found.cases),
                   key=lambda row: (not row[1].active, row[0].deadline, row[0].id))
     per_tier = [(t, [row for row in rows if row[0].tier == t]) for t in TIERS
@@ -151,7 +153,34 @@ async def queue(page: Page = Depends(signed_in), state: str | None = None, tier:
     return page.render("escalations.html", per_tier=per_tier, filters=filters, states=STATES, tiers=TIERS,
                        partnerships=sorted(service.register.partnerships), today=today, next_href=next_href,
                        first_href=f"/console/escalations?{urlencode(active)}" if after else None,
-                       awaiting=[(item, _countdown(item.case, today)) for item in awaiting])
+                       awaiting=[(item, _countdown(item.case, today)) for item in awaiting],
+                       metrics=_metrics(figures))
+
+
+@dataclass(frozen=True)
+class TierMetrics:
+    """One row of the metrics panel: time to decision at a tier (hours) and its open cases past deadline."""
+
+    tier: int
+    decided: int
+    mean: float | None
+    median: float | None
+    max: float | None
+    past_deadline: int
+
+
+def _metrics(figures: dict[str, Any]) -> dict[str, Any]:
+    """The service's metrics (``/v1/escalations/metrics``) as rows per tier, every tier shown."""
+    decisions: dict[str, dict[str, Any]] = figures.get("time_to_decision_hours", {})
+    overdue: dict[str, int] = figures.get("open_past_deadline_by_tier", {})
+    tiers = sorted({*TIERS, *(int(t) for t in decisions), *(int(t) for t in overdue)})
+    rows = []
+    for tier in tiers:
+        found = decisions.get(str(tier), {})
+        rows.append(TierMetrics(tier, int(found.get("decided", 0)), found.get("mean"), found.get("median"),
+                                found.get("max"), int(overdue.get(str(tier), 0))))
+    return {"rows": rows, "cases": int(figures.get("cases", 0)),
+            "past_deadline": int(figures.get("open_past_deadline", 0))}
 
 
 # -- a case ----------------------------------------------------------------------------------------------

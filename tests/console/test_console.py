@@ -11,14 +11,16 @@ from datetime import timedelta
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from audit.tables import audit_entries
+from gateway.auditing.setup import audit_services
 from gateway.clock import FixedClock
 from gateway.console.i18n import MESSAGES
 from gateway.console.sessions import COOKIE, install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
+from tests.audit_support import triggers_disabled
 from tests.console.support import PASSWORD, SUBJECT, add_account, csrf_of, seed_entries
 
 IDLE = 600
@@ -321,6 +323,93 @@ def test_an_entry_newer_than_the_last_checkpoint_gets_one(console: TestClient) -
     page = console.get(f"/console/audit/entries/{newest}")
     assert page.status_code == 200
     assert int(re.search(r'data-tree-size="(\d+)"', page.text).group(1)) > newest  # type: ignore[union-attr]
+
+
+def verify_runs(container: Container) -> list[dict[str, object]]:
+    return [a for a in console_actions(container) if a["extra"]["action"] == "verify-log"]  # type: ignore[index]
+
+
+def last_verification(html: str) -> str:
+    return html.split('id="last-verification"')[1].split("</dl>")[0]
+
+
+def test_verify_the_log_now_records_the_run_and_the_panel_shows_it(console: TestClient,
+                                                                   container: Container) -> None:
+    sign_in(console, "po-gemeente")
+    page = console.get("/console/audit")
+    assert "The log has not been verified from the console yet." in page.text
+    assert 'action="/console/audit/verify"' in page.text
+    refused = console.post("/console/audit/verify", data={}, follow_redirects=False)
+    assert refused.status_code == 403
+    refused = console.post("/console/audit/verify", data={"csrf_token": "forged"}, follow_redirects=False)
+    assert refused.status_code == 403
+    assert verify_runs(container) == [], "no run without the form's CSRF token"
+
+    size = audit_services(container).log.size()
+    done = console.post("/console/audit/verify", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"] == "/console/audit?verified=1#integrity"
+    [run] = verify_runs(container)
+    extra = run["extra"]
+    assert isinstance(extra, dict)
+    assert extra["result"] == "ok"
+    assert extra["entries"] == size
+    assert extra["checkpoints"] >= 1
+    assert re.fullmatch(r"[0-9a-f]{64}", extra["root_hash"])
+    assert "index" not in extra
+    assert run["status"] == "ok"
+    assert run["requester"]["org"] == "gemeente-amsterdam"  # type: ignore[index]
+    assert "po-gemeente" not in json.dumps(run), "an account id, never the username"
+
+    shown = console.get(done.headers["location"])
+    assert "The log has been verified; the result is below." in shown.text
+    panel = last_verification(shown.text)
+    assert 'data-result="ok"' in panel
+    assert ">intact</dd>" in panel
+    assert f"<dd>{size}</dd>" in panel
+    assert extra["root_hash"] in panel
+    assert "2026-11-25 10:00:00" in panel
+
+    # any officer's run counts, and it is read from the log (a fresh process shows it too)
+    container.services.pop("console.verification")
+    console.cookies.clear()
+    sign_in(console, "po-bank")
+    bank = console.get("/console/audit")
+    assert f"<dd>{size}</dd>" in last_verification(bank.text)
+    assert "gemeente-amsterdam" not in bank.text.split("<table")[1], "the entry itself stays out of scope"
+    console.cookies.clear()
+    sign_in(console, "contact-riec")
+    token = csrf_of(console.get("/console/subjects").text)
+    assert console.post("/console/audit/verify", data={"csrf_token": token}).status_code == 403
+    assert len(verify_runs(container)) == 1
+
+
+def test_a_tampered_log_fails_verification_at_its_index(console: TestClient, container: Container) -> None:
+    t = audit_entries.c
+    with container.engine.connect() as connection:
+        target = connection.execute(select(func.min(t.log_index)).where(t.event_type == "policy.decided")).scalar()
+    assert target is not None
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get("/console/audit").text)
+    assert console.post("/console/audit/verify", data={"csrf_token": token}).status_code == 200
+    with triggers_disabled(container.engine) as connection:  # the attacker with database-owner rights
+        canonical = connection.execute(select(t.canonical).where(t.log_index == target)).scalar_one()
+        connection.execute(update(audit_entries).where(t.log_index == target)
+                           .values(canonical=canonical.replace("rule.purpose-bound", "rule.purpose-found")))
+    failed = console.post("/console/audit/verify", data={"csrf_token": token})
+    assert failed.status_code == 200
+    panel = last_verification(failed.text)
+    assert 'data-result="failed"' in panel
+    assert "NOT intact" in panel
+    assert f"at index {target} (leaf-hash)" in panel
+    runs = verify_runs(container)
+    assert [r["extra"]["result"] for r in runs] == ["ok", "failed"]  # type: ignore[index]
+    assert runs[1]["extra"]["index"] == target  # type: ignore[index]
+    assert runs[1]["extra"]["failure"] == "leaf-hash"  # type: ignore[index]
+    assert runs[1]["status"] == "error"
+    dutch = last_verification(console.get("/console/audit?lang=nl").text)
+    assert "NIET intact" in dutch
+    assert f"bij index {target}" in dutch
 
 
 def test_statistics_csv_download_is_audited(console: TestClient, container: Container) -> None:

@@ -454,3 +454,40 @@ def test_escalation_pages_render_in_both_languages(console: TestClient, containe
     for page in pages:  # every form control has a label
         for control in re.findall(r'<(?:input|select|textarea)\b[^>]*\bid="([^"]+)"', page.text):
             assert f'for="{control}"' in page.text, control
+
+
+def metrics_row(html: str, tier: int) -> list[str]:
+    table = html.split('id="metrics-table"')[1].split("</table>")[0]
+    row = table.split(f'<tr data-tier="{tier}">')[1].split("</tr>")[0]
+    return [cell.strip() for cell in re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", row)]
+
+
+def test_metrics_show_time_to_decision_per_tier_and_cases_past_deadline(console: TestClient,
+                                                                         container: Container) -> None:
+    decided = open_riec_case(container, days_ago=3)
+    open_riec_case(container, days_ago=20, holder="belastingdienst")  # due 12 Nov: past its deadline
+    open_riec_case(container, holder="kvk")
+    sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{decided}").text)
+    response = console.post(f"/console/escalations/{decided}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "deny",
+        "motivation": "Not necessary for the Bibob advice."})
+    assert "Your decision was recorded." in response.text
+    sign_in(console, "admin-riec")
+    page = console.get("/console/escalations")
+    assert page.status_code == 200
+    panel = page.text.split('id="metrics"')[1].split("</section>")[0]
+    assert "Of the 3 cases you may see:" in panel
+    assert "1 open past their deadline." in panel
+    assert metrics_row(page.text, 1) == ["tier 1", "1", "72.0", "72.0", "72.0", "1"]
+    assert metrics_row(page.text, 2) == ["tier 2", "0", "-", "-", "-", "0"]
+    assert metrics_row(page.text, 3) == ["tier 3", "0", "-", "-", "-", "0"]
+    assert "Time to decision per tier" in panel
+    dutch = console.get("/console/escalations?lang=nl").text
+    assert "Kengetallen" in dutch
+    assert "Open na termijn" in dutch
+    assert metrics_row(dutch, 1) == ["niveau 1", "1", "72.0", "72.0", "72.0", "1"]
+    sign_in(console, "po-bank")  # another organisation: none of these cases
+    bank = console.get("/console/escalations").text
+    assert "Of the 0 cases you may see:" in bank
+    assert metrics_row(bank, 1) == ["tier 1", "0", "-", "-", "-", "0"]

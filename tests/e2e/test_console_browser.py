@@ -1,7 +1,7 @@
 """The console in a real browser: Debian's headless Chromium driven by Playwright, against the whole product on
 loopback (gateway and simulated partners as real servers, exchanges through the real API).
 
-A privacy officer signs in with the keyboard, filters the audit log, opens an entry and sees its inclusion
+A privacy officer signs in with the keyboard, verifies the whole log, filters it, opens an entry and sees its inclusion
 proof verified by the page's own JavaScript; a privacy officer of another organisation sees none of it; the
 contact point answers a data-subject request. Scenario S9 through the console: the police refuses, tier 1
 misses its deadline and the gateway's scheduler moves the case up, the RIEC desk (an administrator of riec-aa)
@@ -123,6 +123,10 @@ def test_privacy_officer_filters_the_log_and_sees_a_proof_verified(stack: Stack,
     page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/console/audit?lang=en")
     assert page.locator("#integrity").get_by_text("valid (checked by the gateway)").is_visible()
+    page.get_by_role("button", name="Verify the log now").click()  # the whole log, by the gateway; audited
+    page.wait_for_url("**/console/audit?verified=1*")
+    assert page.locator("#last-verification[data-result='ok']").is_visible()
+    assert page.get_by_role("status").get_by_text("The log has been verified").is_visible()
 
     page.get_by_label("Event type").select_option("disclosure")
     page.get_by_label("Partnership").select_option("riec-amsterdam-amstelland")
