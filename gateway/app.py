@@ -26,6 +26,7 @@ from gateway.exchange import endpoints as exchange_endpoints
 from gateway.exchange.setup import install_exchange, install_policy
 from gateway.logging import configure_logging
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from gateway.openapi import problem_openapi
 from gateway.problems import install_problem_handlers
 from gateway.ratelimit import RateLimitMiddleware
 from gateway.register import endpoints as register_endpoints
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app = FastAPI(title="WGS data-sharing gateway", version="0.1.0", description=API_DESCRIPTION,
                   lifespan=lifespan)
     app.state.container = the_container
+    app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 _PERSONAL_PATTERNS = [
-    re.compile(r"\b\d{8,9}\b"),  # BSN / KvK / RSIN shaped numbers
+    re.compile(r"\b\d{8,9}\b(?!-[0-9a-fA-F]{4}-)"),  # BSN / KvK / RSIN shaped numbers (not a UUID's first group)
     re.compile(r"\b[A-Z]{2}\d{2}[A-Z]{4}\d{10}\b"),  # Dutch IBAN
     re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),  # e-mail address
 ]
@@ -32,6 +32,11 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}
     return value
+
+
+def scrub_text(value: str) -> str:
+    """``value`` with identifier-shaped parts masked: for anything that echoes caller input (problem documents)."""
+    return str(_scrub(value))
 
 
 def scrub_personal_data(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import GatewayError
+from gateway.logging import scrub_text
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://wgs-gateway.example/problems/"
@@ -27,9 +28,12 @@ def problem_response(status: int, slug: str, title: str, detail: str, *,
                      headers: dict[str, str] | None = None,
                      instance: str | None = None) -> JSONResponse:
     """Build one problem document response."""
-    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    # Details and paths may echo the caller's input (an id, a holder name): identifier-shaped parts are
+    # masked, so a BSN sent where an id belongs never comes back in a body (nor, via the log, goes anywhere).
+    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status,
+                            "detail": scrub_text(detail)}
     if instance:
-        body["instance"] = instance
+        body["instance"] = scrub_text(instance)
     if extra:
         body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)

@@ -26,6 +26,7 @@ from audit.review import MAX_PAGE, EntryFilter, EntryScope, list_entries, statis
 from gateway.auditing.setup import audit_services
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Role, Scope
+from gateway.clock import as_utc
 from gateway.container import Container
 from gateway.deps import get_container
 from gateway.errors import Forbidden
@@ -61,14 +62,14 @@ def scope_of(principal: Principal, container: Container) -> EntryScope:
 async def entries(partnership: str | None = None, purpose: str | None = None, organisation: str | None = None,
                   event_type: str | None = None, decision: str | None = None, since: datetime | None = None,
                   until: datetime | None = None, subject: str | None = Query(None, max_length=1024),
-                  cursor: int = Query(-1, ge=-1, description="Return entries after this index."),
+                  cursor: int = Query(-1, ge=-1, le=2**53, description="Return entries after this index."),
                   limit: int = Query(100, ge=1, le=MAX_PAGE),
                   principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                   container: Container = Depends(get_container)) -> EntryPage:
     scope = scope_of(principal, container)
     wanted = EntryFilter(partnership, purpose, organisation, event_type, decision, since, until, subject)
     page = await run_in_threadpool(list_entries, container.engine, scope, wanted, after=cursor, limit=limit)
-    return EntryPage(entries=[EntryView(index=e.index, recorded_at=e.recorded_at, entry=e.entry)
+    return EntryPage(entries=[EntryView(index=e.index, recorded_at=as_utc(e.recorded_at), entry=e.entry)
                               for e in page.entries], next_cursor=page.next_cursor)
 
 
@@ -118,7 +119,7 @@ async def subject_report(pseudonym: str, principal: Principal = Depends(require_
     partnerships = frozenset(pid for pid, p in register.partnerships.items()
                              if p.participant_of_organisation(principal.organisation) is not None)
     found = await run_in_threadpool(subject_disclosures, container.engine, partnerships, pseudonym)
-    return [EntryView(index=e.index, recorded_at=e.recorded_at, entry=e.entry) for e in found]
+    return [EntryView(index=e.index, recorded_at=as_utc(e.recorded_at), entry=e.entry) for e in found]
 
 
 class AnomalyView(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
 
 from escalation.queries import CaseFilter
 from gateway.auth.dependencies import authenticate, require_scope
@@ -150,15 +150,17 @@ async def list_gaps(partnership: str | None = None, status: _GAP_STATUS | None =
     return await escalation_service(container).gaps(principal, partnership=partnership, status=status)
 
 
-@router.get("/v1/legal-gaps/export", response_class=PlainTextResponse, responses=_PROBLEMS,
+@router.get("/v1/legal-gaps/export", response_class=Response,
+            responses=_PROBLEMS | {200: {"description": "The register of legal gaps (CSV, one row per gap)",
+                                         "content": {"text/csv": {"schema": {"type": "string"}}}}},
             summary="The register of legal gaps as CSV, for the steering group's agenda")
 async def export_gaps(partnership: str | None = None, status: _GAP_STATUS | None = None,
                       principal: Principal = Depends(require_scope(Scope.ESCALATION)),
-                      container: Container = Depends(get_container)) -> PlainTextResponse:
+                      container: Container = Depends(get_container)) -> Response:
     service = escalation_service(container)
     body = await service.gaps_csv(principal, partnership=partnership, status=status)
     name = f"legal-gaps-{service.clock.now().date().isoformat()}.csv"
-    return PlainTextResponse(body, media_type="text/csv",
+    return Response(body, media_type="text/csv",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 

@@ -29,6 +29,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, EventType, Receipt
+from audit.errors import PersonalDataError
 from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from connectors.http_connector import ConnectorRegistry
@@ -218,6 +219,9 @@ class ExchangeService:
     async def _record(self, events: list[AuditEvent]) -> list[Receipt]:
         try:
             return await self.deps.writer.record(events)
+        except PersonalDataError as exc:  # the caller put an identifier in a reference: its input, not our fault
+            raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
+                                "case and signal references that identify no one; nothing was disclosed") from exc
         except AuditError as exc:
             log.error("audit_write_failed", error_type=type(exc).__name__)
             raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc

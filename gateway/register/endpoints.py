@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Scope
+from gateway.clock import as_utc
 from gateway.container import Container
 from gateway.deps import get_container, get_session
 from gateway.errors import NotFound
@@ -56,7 +57,7 @@ def purpose(partnership_id: str, purpose_id: str, container: Container = Depends
 @router.get("/versions", response_model=list[VersionView], summary="Every register version recorded")
 def versions(session: Session = Depends(get_session),
              _principal: Principal = Depends(_reader)) -> list[VersionView]:
-    return [VersionView(version=v.version, sha256=v.sha256, source=v.source, loaded_at=v.loaded_at)
+    return [VersionView(version=v.version, sha256=v.sha256, source=v.source, loaded_at=as_utc(v.loaded_at))
             for v in repository.list_versions(session)]
 
 

@@ -294,6 +294,8 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("GET", "/console/audit"): Entry(console(allow=OFFICERS), get("/console/audit"), console=True),
     ("GET", "/console/audit/entries/{index}"): Entry(
         console(allow=CASE_PARTIES, hide=(PO_OTHER,)), get("/console/audit/entries/{entry}"), console=True),
+    ("POST", "/console/audit/verify"): Entry(console(allow=OFFICERS), console_form("/console/audit/verify", {}),
+                                             console=True),
     ("GET", "/console/statistics"): Entry(console(allow=OFFICERS), get("/console/statistics"), console=True),
     ("GET", "/console/statistics.csv"): Entry(console(allow=OFFICERS), get("/console/statistics.csv"), console=True),
     ("GET", "/console/register"): Entry(console(allow=ALL_PEOPLE), get("/console/register"), console=True),

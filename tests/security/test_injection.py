@@ -268,10 +268,6 @@ def test_page_size_limits(world: World) -> None:
     assert_problem(huge, 404, 422)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: GET /v1/audit/entries?cursor=N with N >= 2**63 reaches the database unbounded "
-    "(gateway/auditing/review.py: `cursor: int = Query(-1, ge=-1)` has no upper bound) and SQLite raises "
-    "OverflowError ('Python int too large to convert to SQLite INTEGER') → 500 instead of 422"))
 def test_cursor_beyond_64_bits_is_422(world: World) -> None:
     quiet = TestClient(world.app, raise_server_exceptions=False)
     answer = quiet.get("/v1/audit/entries", params={"cursor": 2**63}, headers=_officer(world))
@@ -381,14 +377,6 @@ def test_personal_data_in_refused_bodies_is_never_echoed_or_logged(
     assert leaked_logs == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a BSN used as an identifier in the path or body is echoed back: GET /v1/exchanges/{id} → 404 "
-    "detail 'no exchange `<BSN>`' and instance '/v1/exchanges/<BSN>' (gateway/exchange/service.py get); POST "
-    "/v1/escalations {exchange_id: <BSN>} → 404 detail 'no exchange `<BSN>` with holder ...' "
-    "(gateway/escalations/service.py open_objection); POST /v1/exchanges {holders: [<BSN>]} → 422 detail "
-    "'unknown holder organisation(s): <BSN>' and {partnership: <BSN>} → 'unknown partnership `<BSN>`' "
-    "(gateway/exchange/service.py); the same texts are logged (gateway/problems.py logs "
-    "reason=exc.detail, gateway/middleware.py logs path=) — personal data in error bodies and application logs"))
 def test_identifiers_are_not_echoed_into_404_bodies_or_logs(
         world: World, personal_data: list[str], capfd: pytest.CaptureFixture[str]) -> None:
     capfd.readouterr()
@@ -405,11 +393,6 @@ def test_identifiers_are_not_echoed_into_404_bodies_or_logs(
     assert bsn not in logs
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: POST /v1/exchanges with a BSN-shaped case_reference (9 digits; the model's pattern "
-    "'^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$' admits it) passes validation, then the audit guard refuses the "
-    "write-ahead event (audit PersonalDataError) and the client gets 503 service-unavailable for its own "
-    "bad input; expected 422 before anything is attempted"))
 def test_bsn_shaped_case_reference_is_422_not_503(world: World, personal_data: list[str]) -> None:
     answer = world.client.post("/v1/exchanges", json=BIBOB_REQUEST | {"case_reference": personal_data[0]},
                                headers=_system(world))
