@@ -6,14 +6,16 @@ proof verified by the page's own JavaScript; a privacy officer of another organi
 contact point answers a data-subject request. Scenario S9 through the console: the police refuses, tier 1
 misses its deadline and the gateway's scheduler moves the case up, the RIEC desk (an administrator of riec-aa)
 flags a legal gap and allows `police_incidents` only at tier 2, and the municipality's re-run gets exactly
-that; the bank's privacy officer sees neither the case nor the gap. Screenshots of the main pages go to
-docs/screenshots/.
+that; the bank's privacy officer sees neither the case nor the gap. Screenshots of the main pages are taken
+(into ``WGS_SCREENSHOTS_DIR``, e.g. docs/screenshots/ for the README).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -35,7 +37,9 @@ from tests.stack import Stack, running_stack
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Screenshots go to a temporary directory, so a test run leaves the checkout as it was; to refresh the
+# README's pictures: WGS_SCREENSHOTS_DIR=docs/screenshots .venv/bin/pytest tests/e2e
+SCREENSHOTS = Path(os.environ.get("WGS_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="wgs-screenshots-"))
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
                                 reason="Debian's chromium is not installed (scripts/test installs it)")
