@@ -34,6 +34,7 @@ from alembic import command
 from joserfc.jwk import OKPKey
 
 from connectors.world import build_world
+from gateway.auditing.setup import load_or_create_checkpoint_key
 from gateway.auth.clients import register_key_client
 from gateway.auth.keys import SigningKeyStore
 from gateway.auth.tokens import AccessTokenService
@@ -41,6 +42,7 @@ from gateway.client.api import GatewayClient
 from gateway.clock import SystemClock
 from gateway.db.engine import alembic_config, make_engine, make_session_factory, transaction
 from gateway.demo import _free_port, _wait, demo_register, stop_processes
+from gateway.pseudonyms.keystore import FileKeyStore
 from gateway.register.loader import load_register
 from gateway.settings import Settings
 
@@ -130,7 +132,8 @@ async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[i
                      if level == 16 else ""))
 
 
-def start_stack(workdir: Path) -> tuple[dict[str, str], str, OKPKey, list[subprocess.Popen[bytes]]]:
+def start_stack(workdir: Path, gateway_workers: int = 1
+                ) -> tuple[dict[str, str], str, OKPKey, list[subprocess.Popen[bytes]]]:
     """Partner, gateway and pass-through as processes on loopback: (urls, partner token, client key, processes).
     Also used by bench_soak.py."""
     settings = Settings(data_dir=workdir)
@@ -148,6 +151,8 @@ def start_stack(workdir: Path) -> tuple[dict[str, str], str, OKPKey, list[subpro
                             SystemClock())
     keys = SigningKeyStore(settings.key_dir, SystemClock(), timedelta(minutes=10))
     keys.load_or_create()
+    load_or_create_checkpoint_key(settings.key_dir)  # every key before the workers start (`keys init`)
+    asyncio.run(FileKeyStore(settings.key_dir / "pseudonyms").initialise())
     partner_token = AccessTokenService(keys, SystemClock(), settings.issuer, settings.audience, 3600).issue(
         subject="bench", organisation="bench", scopes=["holder"], audience="kvk-handelsregister").access_token
     ports = {name: _free_port(0) for name in ("partner", "gateway", "passthrough")}
@@ -158,7 +163,7 @@ def start_stack(workdir: Path) -> tuple[dict[str, str], str, OKPKey, list[subpro
                 str(ports["partner"]), "--data-dir", str(workdir / "partners"),
                 "--jwks-url", f"{urls['gateway']}/.well-known/jwks.json"], {}, workdir / "partner.log"),
         _spawn([python, "-m", "uvicorn", "gateway.asgi:app", "--port", str(ports["gateway"]), "--log-level",
-                "warning", "--no-access-log"],
+                "warning", "--no-access-log", "--workers", str(gateway_workers)],
                {"WGS_DATA_DIR": str(workdir), "WGS_REGISTER_FILE": str(settings.register_file), "WGS_LOG_LEVEL":
                 "WARNING", "WGS_CONNECTOR_ENDPOINTS": json.dumps({"kvk-handelsregister": urls["partner"]})},
                workdir / "gateway.log"),
@@ -181,12 +186,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--gateway-workers", type=int, default=1, help="uvicorn worker processes of the gateway")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
-    urls, partner_token, key, processes = start_stack(Path(tempfile.mkdtemp(prefix="wgs-bench-")))
+    urls, partner_token, key, processes = start_stack(Path(tempfile.mkdtemp(prefix="wgs-bench-")),
+                                                      args.gateway_workers)
     try:
         print(f"exchange benchmark: {args.seconds:.0f} s per target and level; {os.cpu_count()} cores shared by "
-              "servers and load generator; SQLite, embedded Rego")
+              f"servers and load generator; SQLite, embedded Rego; {args.gateway_workers} gateway worker(s)")
         asyncio.run(_measure(urls, partner_token, key, levels, args.seconds))
     finally:
         stop_processes(processes)
