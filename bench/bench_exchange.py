@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,11 @@ async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[i
                      if level == 16 else ""))
 
 
-def start_stack(workdir: Path, gateway_workers: int = 1
+def start_stack(workdir: Path, gateway_workers: int = 1, database_url: str | None = None
                 ) -> tuple[dict[str, str], str, OKPKey, list[subprocess.Popen[bytes]]]:
     """Partner, gateway and pass-through as processes on loopback: (urls, partner token, client key, processes).
     Also used by bench_soak.py."""
-    settings = Settings(data_dir=workdir)
+    settings = Settings(data_dir=workdir, database_url=database_url)
     # The demo register (office hours widened) with the daily limit raised: rule 6 would otherwise escalate
     # every request after the 200th of the day, which is the policy working, not the exchange path.
     bench_register = workdir / "register-bench.yaml"
@@ -165,7 +166,8 @@ def start_stack(workdir: Path, gateway_workers: int = 1
         _spawn([python, "-m", "uvicorn", "gateway.asgi:app", "--port", str(ports["gateway"]), "--log-level",
                 "warning", "--no-access-log", "--workers", str(gateway_workers)],
                {"WGS_DATA_DIR": str(workdir), "WGS_REGISTER_FILE": str(settings.register_file), "WGS_LOG_LEVEL":
-                "WARNING", "WGS_CONNECTOR_ENDPOINTS": json.dumps({"kvk-handelsregister": urls["partner"]})},
+                "WARNING", "WGS_CONNECTOR_ENDPOINTS": json.dumps({"kvk-handelsregister": urls["partner"]}),
+                "WGS_DATABASE_URL": settings.effective_database_url},
                workdir / "gateway.log"),
         _spawn([python, "-m", "uvicorn", "bench.passthrough_app:app", "--port", str(ports["passthrough"]),
                 "--log-level", "warning", "--no-access-log"],
@@ -187,16 +189,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--gateway-workers", type=int, default=1, help="uvicorn worker processes of the gateway")
+    parser.add_argument("--pg", action="store_true", help="the gateway on a throw-away PostgreSQL (fsync on)")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
-    urls, partner_token, key, processes = start_stack(Path(tempfile.mkdtemp(prefix="wgs-bench-")),
-                                                      args.gateway_workers)
-    try:
-        print(f"exchange benchmark: {args.seconds:.0f} s per target and level; {os.cpu_count()} cores shared by "
-              f"servers and load generator; SQLite, embedded Rego; {args.gateway_workers} gateway worker(s)")
-        asyncio.run(_measure(urls, partner_token, key, levels, args.seconds))
-    finally:
-        stop_processes(processes)
+    with ExitStack() as stack:
+        database_url = None
+        if args.pg:
+            from bench.bench_audit import _durable_postgres
+            from tests.pg_server import create_database
+
+            database_url = create_database(stack.enter_context(_durable_postgres()), "bench_exchange")
+        urls, partner_token, key, processes = start_stack(Path(tempfile.mkdtemp(prefix="wgs-bench-")),
+                                                          args.gateway_workers, database_url)
+        try:
+            print(f"exchange benchmark: {args.seconds:.0f} s per target and level; {os.cpu_count()} cores shared "
+                  f"by servers and load generator; {'PostgreSQL' if args.pg else 'SQLite'}, embedded Rego; "
+                  f"{args.gateway_workers} gateway worker(s)")
+            asyncio.run(_measure(urls, partner_token, key, levels, args.seconds))
+        finally:
+            stop_processes(processes)
 
 
 if __name__ == "__main__":
