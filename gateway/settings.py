@@ -53,6 +53,8 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Partner system id -> base URL of its holder service, e.g. {"politie-bvh": "http://..."}.',
     )
+    require_pseudonyms: bool = Field(
+        default=False, description="Refuse subjects that are not the requester's own pseudonyms (no references).")
     connector_timeout_seconds: float = 5.0
     connector_retries: int = Field(default=2, ge=0, le=5)
 

@@ -136,6 +136,7 @@ class ExchangeDeps:
     sealer: RecordSealer
     escalations: EscalationDesk | None = None  # set when the escalation workflow is installed
     pseudonyms: SubjectTranslator | None = None  # set when the pseudonym service is installed
+    require_pseudonyms: bool = False  # refuse opaque references once every partner has enrolled
 
 
 @dataclass
@@ -328,6 +329,9 @@ class ExchangeService:
         kinds = {is_pseudonym(s) for s in subjects}
         if len(kinds) > 1:
             raise Unprocessable("subjects must all be pseudonyms or all be references, not a mix")
+        if self.deps.require_pseudonyms and kinds != {True}:
+            raise Unprocessable("subjects must be your own pseudonyms (enrol, or POST /v1/pseudonyms); "
+                                "opaque references are switched off here")
         return kinds == {True}
 
     def _logged(self, principal: Principal, partnership: str, subjects: list[str]) -> dict[str, str]:

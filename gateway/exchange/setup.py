@@ -34,7 +34,7 @@ def install_exchange(container: Container) -> ExchangeService:
     service = ExchangeService(ExchangeDeps(
         sessions=container.sessions, clock=container.clock, register=register_service(container).current(),
         policy=policy, connectors=connectors, writer=audit.writer, audit_log=audit.log,
-        sealer=RecordSealer(settings.key_dir)))
+        sealer=RecordSealer(settings.key_dir), require_pseudonyms=settings.require_pseudonyms))
     container.services["exchange"] = service
     container.services["connectors"] = connectors
     return service

@@ -176,3 +176,19 @@ async def test_contact_point_finds_every_disclosure_by_identifier(stack: Stack) 
     assert all(d["event"]["event_type"] == "disclosure" for d in disclosures)
     officer = stack.person("po-gemeente-lookup", "gemeente-amsterdam", ["privacy-officer"])
     assert stack.call(officer, "POST", "/v1/audit/subjects/disclosures", lookup).status_code == 403
+
+
+async def test_opaque_references_can_be_switched_off(stack: Stack) -> None:
+    refs = stack.world.scenarios()["bibob-applicant"][:1]
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, refs)
+    body = BIBOB | {"holders": ["kvk"], "categories": ["company_registration"]}
+    deps = stack.container.services["exchange"].deps
+    deps.require_pseudonyms = True  # as WGS_REQUIRE_PSEUDONYMS=true sets it at start-up
+    try:
+        refused = stack.post(MUNICIPALITY, "/v1/exchanges", body | {"subjects": [{"ref": refs[0]}]})
+        served = stack.post(MUNICIPALITY, "/v1/exchanges", body | {"subjects": _subjects(mine)})
+    finally:
+        deps.require_pseudonyms = False
+    assert refused.status_code == 422
+    assert "own pseudonyms" in refused.json()["detail"]
+    assert served.status_code == 200, served.text
