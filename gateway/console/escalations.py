@@ -214,6 +214,15 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
         linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done)
 
 
+async def _refused(page: Page, case_id: str, form: str, exc: ValidationError | GatewayError,
+                   typed: dict[str, Any] | None = None) -> Response:
+    """The case page again, with the form's error next to it: the model's validation (422) or the service's
+    refusal (its 403/409/422), and what was typed kept."""
+    if isinstance(exc, ValidationError):
+        return await _case_page(page, case_id, status=422, error=_invalid(page, form, exc), typed=typed)
+    return await _case_page(page, case_id, status=exc.status, error=FormError(form, _refusal(page, exc)), typed=typed)
+
+
 @router.get("/escalations/{case_id}", response_class=HTMLResponse)
 async def case_page(case_id: str, page: Page = Depends(signed_in), done: str | None = None) -> Response:
     return await _case_page(page, case_id, done=done if done in DONE else None)
@@ -235,15 +244,14 @@ async def decide(case_id: str, page: Page = Depends(signed_in), csrf_token: str 
                       motivation=motivation.strip(),
                       permitted_categories=permitted_categories if outcome == "allow" else [], obligations=obligations)
     except ValidationError as exc:
-        return await _case_page(page, case_id, status=422, error=_invalid(page, "decision", exc), typed=typed)
+        return await _refused(page, case_id, "decision", exc, typed)
     if body.outcome == "allow" and not body.permitted_categories:
         return await _case_page(page, case_id, status=422, typed=typed, error=FormError(
             "decision", page.t("categories_required"), "permitted_categories"))
     try:
         after = await service.decide(principal, case_id, body, _trace(page))
     except (Forbidden, Conflict, Unprocessable) as exc:
-        return await _case_page(page, case_id, status=exc.status, error=FormError("decision", _refusal(page, exc)),
-                                typed=typed)
+        return await _refused(page, case_id, "decision", exc, typed)
     done = "refer" if body.outcome == "refer-up" else "decision" if after.decision else "vote"  # tier 3: two votes
     return _redirect(page, f"/console/escalations/{case_id}?done={done}")
 
@@ -256,11 +264,11 @@ async def review(case_id: str, page: Page = Depends(signed_in), csrf_token: str 
     try:
         body = Review(expected_version=_version(expected_version))
     except ValidationError as exc:
-        return await _case_page(page, case_id, status=422, error=_invalid(page, "review", exc))
+        return await _refused(page, case_id, "review", exc)
     try:
         await service.review(principal, case_id, body, _trace(page))
     except (Forbidden, Conflict, Unprocessable) as exc:
-        return await _case_page(page, case_id, status=exc.status, error=FormError("review", _refusal(page, exc)))
+        return await _refused(page, case_id, "review", exc)
     return _redirect(page, f"/console/escalations/{case_id}?done=review")
 
 
@@ -273,12 +281,11 @@ async def withdraw(case_id: str, page: Page = Depends(signed_in), csrf_token: st
     try:
         body = Withdraw(expected_version=_version(expected_version), motivation=motivation.strip())
     except ValidationError as exc:
-        return await _case_page(page, case_id, status=422, error=_invalid(page, "withdraw", exc), typed=typed)
+        return await _refused(page, case_id, "withdraw", exc, typed)
     try:
         await service.withdraw(principal, case_id, body, _trace(page))
     except (Forbidden, Conflict, Unprocessable) as exc:
-        return await _case_page(page, case_id, status=exc.status, error=FormError("withdraw", _refusal(page, exc)),
-                                typed=typed)
+        return await _refused(page, case_id, "withdraw", exc, typed)
     return _redirect(page, f"/console/escalations/{case_id}?done=withdraw")
 
 
@@ -298,12 +305,11 @@ async def comment(case_id: str, page: Page = Depends(signed_in), csrf_token: str
         body = Comment(text=text.strip(), attachments=[Attachment(reference=r, title=t, sha256=h or None)
                                                        for r, t, h in rows])
     except ValidationError as exc:
-        return await _case_page(page, case_id, status=422, error=_invalid(page, "comment", exc), typed=typed)
+        return await _refused(page, case_id, "comment", exc, typed)
     try:
         await service.comment(principal, case_id, body, _trace(page))
     except (Forbidden, Conflict, Unprocessable) as exc:
-        return await _case_page(page, case_id, status=exc.status, error=FormError("comment", _refusal(page, exc)),
-                                typed=typed)
+        return await _refused(page, case_id, "comment", exc, typed)
     return _redirect(page, f"/console/escalations/{case_id}?done=comment#comments")
 
 
@@ -317,15 +323,14 @@ async def flag_gap(case_id: str, page: Page = Depends(signed_in), csrf_token: st
         body = (FlagLegalGap(gap_id=gap_id) if blank(gap_id) else
                 FlagLegalGap(title=blank(title), description=blank(description)))
     except ValidationError as exc:
-        return await _case_page(page, case_id, status=422, error=_invalid(page, "gap", exc), typed=typed)
+        return await _refused(page, case_id, "gap", exc, typed)
     if body.gap_id is None and not (body.title and body.description):
         return await _case_page(page, case_id, status=422, typed=typed, error=FormError(
             "gap", page.t("gap_description_required"), "title" if not body.title else "description"))
     try:
         await service.flag_gap(principal, case_id, body, _trace(page))
     except (Forbidden, Conflict, Unprocessable) as exc:
-        return await _case_page(page, case_id, status=exc.status, error=FormError("gap", _refusal(page, exc)),
-                                typed=typed)
+        return await _refused(page, case_id, "gap", exc, typed)
     return _redirect(page, f"/console/escalations/{case_id}?done=gap")
 
 
