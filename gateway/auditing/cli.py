@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from audit import NoteVerifier, export_log, verify_database, verify_export
-from gateway.auditing.setup import load_or_create_checkpoint_key, log_origin
+from gateway.auditing.setup import audit_verifier
 from gateway.db.engine import make_engine
 from gateway.settings import Settings
 
@@ -17,15 +17,10 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _verifier(settings: Settings) -> NoteVerifier:
-    key = load_or_create_checkpoint_key(settings.key_dir)
-    return NoteVerifier(log_origin(settings.issuer), key.public_key())
-
-
 @audit_app.command("key")
 def key() -> None:
     """Print the log's verifier key (pin it; pass it to `audit verify --key`)."""
-    typer.echo(_verifier(Settings()).vkey)  # plain: a console would wrap the long key
+    typer.echo(audit_verifier(Settings()).vkey)  # plain: a console would wrap the long key
 
 
 @audit_app.command("export")
@@ -33,7 +28,7 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
     """Export entries, checkpoints and the public key to one file for offline verification."""
     settings = Settings()
     engine = make_engine(settings.effective_database_url)
-    summary = export_log(engine, _verifier(settings), out_file)
+    summary = export_log(engine, audit_verifier(settings), out_file)
     engine.dispose()
     out.print(f"exported {summary}")
 
@@ -57,7 +52,7 @@ def verify(export_file: Path | None = typer.Option(None, "--export", help="Verif
     else:
         settings = Settings()
         engine = make_engine(settings.effective_database_url)
-        verifier = NoteVerifier.from_vkey(vkey) if vkey else _verifier(settings)
+        verifier = NoteVerifier.from_vkey(vkey) if vkey else audit_verifier(settings)
         result = verify_database(engine, verifier, known_checkpoints=known, deep=not fast)
         engine.dispose()
     for warning in result.warnings:

@@ -16,8 +16,9 @@ from urllib.parse import urlparse
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import AsyncAuditWriter, AuditEvent, AuditLog, CheckpointPolicy, EventType, NoteSigner
+from audit import AsyncAuditWriter, AuditEvent, AuditLog, CheckpointPolicy, EventType, NoteSigner, NoteVerifier
 from gateway.container import Container
+from gateway.settings import Settings
 
 
 @dataclass
@@ -51,6 +52,12 @@ def load_or_create_checkpoint_key(directory: Path) -> Ed25519PrivateKey:
 def log_origin(issuer: str) -> str:
     """The checkpoint origin line: the gateway's host plus a fixed suffix (C2SP: a schema-less URL)."""
     return f"{urlparse(issuer).netloc or 'wgs-gateway'}/audit-log"
+
+
+def audit_verifier(settings: Settings) -> NoteVerifier:
+    """The log's own verifier (checkpoint key from the key store, origin from the issuer): what
+    ``audit verify``, the console's "verify now" and the reliability tests check the log against."""
+    return NoteVerifier(log_origin(settings.issuer), load_or_create_checkpoint_key(settings.key_dir).public_key())
 
 
 def install_audit(container: Container) -> AuditServices:

@@ -22,9 +22,9 @@ from typing import Any
 from pydantic import JsonValue
 from sqlalchemy import func, select
 
-from audit import EventType, NoteVerifier, VerifyResult, verify_database
+from audit import EventType, VerifyResult, verify_database
 from audit.tables import audit_entries
-from gateway.auditing.setup import load_or_create_checkpoint_key, log_origin
+from gateway.auditing.setup import audit_verifier
 from gateway.container import Container
 
 ACTION = "verify-log"
@@ -56,17 +56,10 @@ class _Seen:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _verifier(container: Container) -> NoteVerifier:
-    """As ``wgs-gateway audit verify`` builds it: the checkpoint key in the key store, the log's origin."""
-    settings = container.settings
-    key = load_or_create_checkpoint_key(settings.key_dir)
-    return NoteVerifier(log_origin(settings.issuer), key.public_key())
-
-
 def run(container: Container) -> VerifyResult:
     """Verify the live log (blocking: call it in a worker thread)."""
     with _run_lock:
-        return verify_database(container.engine, _verifier(container), deep=False)
+        return verify_database(container.engine, audit_verifier(container.settings), deep=False)
 
 
 def details(result: VerifyResult) -> dict[str, JsonValue]:

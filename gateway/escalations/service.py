@@ -249,13 +249,17 @@ class EscalationService:
         self._notify(case)
         return case.id
 
+    def _supplied(self, partnership_id: str, purpose_id: str, holder: str) -> set[str]:
+        """The categories ``holder`` supplies for the purpose, by its role in the register (empty if unknown)."""
+        partnership = self.register.partnerships.get(partnership_id)
+        participant = partnership.participant_of_organisation(holder) if partnership else None
+        purpose = partnership.purposes.get(purpose_id) if partnership else None
+        return set(purpose.supplies.get(participant.role, [])) if purpose and participant else set()
+
     def _requested(self, body: ExchangeRequest, target: TargetOutcome) -> list[str]:
         """What the dispute is about: the requested categories this holder supplies for the purpose (an
         escalated decision names no permitted categories, so the register says which were in play)."""
-        partnership = self.register.partnerships.get(body.partnership)
-        participant = partnership.participant_of_organisation(target.holder) if partnership else None
-        purpose = partnership.purposes.get(body.purpose) if partnership else None
-        supplied = set(purpose.supplies.get(participant.role, [])) if purpose and participant else set()
+        supplied = self._supplied(body.partnership, body.purpose, target.holder)
         return sorted((set(body.categories) & supplied) | set(target.permitted_categories)
                       | set(target.removed_categories)) or sorted(set(body.categories))
 
@@ -301,10 +305,7 @@ class EscalationService:
     def _objected(self, partnership_id: str, purpose_id: str, body: OpenCase, target: dict[str, Any]) -> list[str]:
         """What an objection is about: the categories the outcome permitted or removed, plus those the
         objector names — which must be ones this holder supplies for the purpose (a denial keeps no list)."""
-        partnership = self.register.partnerships.get(partnership_id)
-        participant = partnership.participant_of_organisation(body.holder) if partnership else None
-        purpose = partnership.purposes.get(purpose_id) if partnership else None
-        supplied = set(purpose.supplies.get(participant.role, [])) if purpose and participant else set()
+        supplied = self._supplied(partnership_id, purpose_id, body.holder)
         known = set(target.get("permitted_categories", [])) | set(target.get("removed_categories", []))
         unknown = sorted(set(body.categories) - supplied - known)
         if unknown:

@@ -21,9 +21,9 @@ from alembic import command
 from joserfc import jwt
 from sqlalchemy import func, select
 
-from audit import NoteVerifier, verify_database
+from audit import verify_database
 from audit.tables import audit_entries
-from gateway.auditing.setup import load_or_create_checkpoint_key, log_origin
+from gateway.auditing.setup import audit_verifier
 from gateway.container import build_container
 from gateway.db.engine import alembic_config, make_engine
 from gateway.demo import _free_port, _wait
@@ -101,7 +101,7 @@ def test_sigkill_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
     with engine.connect() as connection:
         stored = set(connection.execute(select(audit_entries.c.log_index)).scalars())
         size = int(connection.execute(select(func.count()).select_from(audit_entries)).scalar_one())
-    verifier = NoteVerifier(log_origin(settings.issuer), load_or_create_checkpoint_key(settings.key_dir).public_key())
+    verifier = audit_verifier(settings)
     result = verify_database(engine, verifier)
     engine.dispose()
     assert set(acknowledged) <= stored  # every acknowledged entry survived the kill

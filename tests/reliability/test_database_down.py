@@ -12,9 +12,9 @@ import pytest
 from alembic import command
 from fastapi.testclient import TestClient
 
-from audit import NoteVerifier, verify_database
+from audit import verify_database
 from gateway.app import create_app
-from gateway.auditing.setup import load_or_create_checkpoint_key, log_origin
+from gateway.auditing.setup import audit_verifier
 from gateway.clock import FixedClock
 from gateway.container import build_container
 from gateway.db.engine import alembic_config
@@ -65,5 +65,5 @@ def test_database_gone_means_503_then_recovery(gateway: tuple[TestClient, Settin
     assert served.status_code == 200, served.text  # no restart: the pool reconnects
     assert client.get("/health/ready").status_code == 200
     container = client.app.state.container  # type: ignore[attr-defined]
-    verifier = NoteVerifier(log_origin(settings.issuer), load_or_create_checkpoint_key(settings.key_dir).public_key())
+    verifier = audit_verifier(settings)
     assert verify_database(container.engine, verifier).ok

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from audit import NoteVerifier, verify_database
-from gateway.auditing.setup import load_or_create_checkpoint_key, log_origin
+from audit import verify_database
+from gateway.auditing.setup import audit_verifier
 from tests.stack import running_stack
 
 BODY = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
@@ -52,7 +52,6 @@ def test_full_disk_denies_then_recovers_by_itself(tmp_path: Path) -> None:
         assert served.status_code == 200, served.text
         assert served.json()["targets"][0]["records"]
         settings = stack.container.settings
-        verifier = NoteVerifier(log_origin(settings.issuer),
-                                load_or_create_checkpoint_key(settings.key_dir).public_key())
+        verifier = audit_verifier(settings)
         result = verify_database(engine, verifier)
         assert result.ok, result.failure
