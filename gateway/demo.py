@@ -38,7 +38,6 @@ from gateway.client.models import ExchangeRequest, ExchangeResult
 from gateway.clock import SystemClock
 from gateway.db.engine import alembic_config, make_engine, make_session_factory, transaction
 from gateway.register.loader import load_register
-from gateway.register.model import Register
 from gateway.settings import SHIPPED_REGISTER, Settings
 
 console = Console()
@@ -94,12 +93,6 @@ def _register_clients(settings: Settings) -> dict[str, OKPKey]:
     return keys
 
 
-def _partnerships_of(register: Register, system: str) -> list[str]:
-    organisation = register.organisation_of_system(system)
-    return [pid for pid, p in register.partnerships.items() if p.status == "active"
-            and any(x.organisation == organisation and x.status == "active" for x in p.participants)]
-
-
 async def _enrol_partners(settings: Settings, clients: dict[str, GatewayClient]) -> None:
     """Each partner turns the identifiers it holds into polymorphic pseudonyms and enrols them; it keeps its
     own pseudonyms next to its records. From here on, requests and answers carry only pseudonyms."""
@@ -107,7 +100,7 @@ async def _enrol_partners(settings: Settings, clients: dict[str, GatewayClient])
     for system, client in clients.items():
         store = PartnerStore(store_path(settings.data_dir / "partners", system))
         try:
-            count = await enrol(store, client, _partnerships_of(register, system))
+            count = await enrol(store, client, register.partnerships_of_system(system))
         finally:
             store.close()
         console.print(f"  enrolled {count:>5} subject(s) of {system}")

@@ -88,9 +88,7 @@ class Stack:
         register = self.container.services["register"].current()
         done = {}
         for system in self.partner_urls:
-            organisation = register.organisation_of_system(system)
-            partnerships = [pid for pid, p in register.partnerships.items() if p.status == "active"
-                            and any(x.organisation == organisation and x.status == "active" for x in p.participants)]
+            partnerships = register.partnerships_of_system(system)
             store = PartnerStore(store_path(self.partners_dir, system))
             try:
                 async with self.client(system) as client:

@@ -120,5 +120,12 @@ class Register(_Strict):
         """The organisation a partner system acts for, or None for an unknown system."""
         return next((org_id for org_id, org in self.organisations.items() if system in org.systems), None)
 
+    def partnerships_of_system(self, system: str) -> list[str]:
+        """The active partnerships in which the system's organisation is an active participant (where it
+        enrols its subjects)."""
+        organisation = self.organisation_of_system(system)
+        return [pid for pid, p in self.partnerships.items() if p.status == "active"
+                and any(x.organisation == organisation and x.status == "active" for x in p.participants)]
+
     def all_systems(self) -> set[str]:
         return {system for org in self.organisations.values() for system in org.systems}
