@@ -11,13 +11,16 @@ Figures and their ratio to the targets:
 * Dice comparisons/s on 1024-bit filters (real CLKs: the FEBRL4 encodings, 5,000 x 5,000), one core
   (target >= 60 million/s) and the whole machine (target: more than anonlink's C++ on the whole machine).
   When the ``anonlink`` package is importable it runs side by side on the same filters (``bitarray`` form),
-  on one core and on every core (one process per core, the left side split between them).
+  on one core and on every core (one process per core, the left side split between them; each worker
+  converts its filters to bitarrays before the clock starts). Best of a few runs each.
 * FEBRL4 end to end (both partners encode in parallel, as they would on their own machines; then blocking,
   comparison and solving on the gateway): target < 2 s, plus precision and recall.
 * 100,000 x 100,000 with signature blocking on seeded synthetic persons (FEBRL-like values and
   perturbations): time, pairs completeness (target >= 0.99) and reduction ratio.
 
 The machine may be shared: the load average is printed, single-core figures are also given in CPU time.
+The numba kernels are compiled (or loaded from their cache) before anything is timed; that one-off cost is
+printed first.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from gateway.matching.blocking import SignatureBlocker
 from gateway.matching.encoding import CLKEncoder, EncodedDataset, Filters
 from gateway.matching.linkage import link
 from gateway.matching.schema import shipped_schema
-from gateway.matching.similarity import dice_join
+from gateway.matching.similarity import dice_join, warm_up
 
 SECRET = b"bench-matching-partnership-secret"
 TARGET_DICE_PER_CORE = 60e6
@@ -104,11 +107,23 @@ def _to_bitarrays(filters: Filters) -> list[Any]:
     return out
 
 
-def _anonlink_chunk(args: tuple[Filters, Filters, float]) -> int:
-    from anonlink.similarities import dice_coefficient_accelerated  # type: ignore[import-untyped]
+_ANONLINK_INPUT: tuple[list[list[Any]], list[Any]] = ([], [])
+"""In an anonlink worker process: the parts of the left side and the right side, as bitarrays."""
 
-    left, right, threshold = args
-    scores, _ = dice_coefficient_accelerated([_to_bitarrays(left), _to_bitarrays(right)], threshold)
+
+def _anonlink_init(left: Filters, right: Filters, parts: int) -> None:
+    from anonlink.similarities import dice_coefficient_accelerated  # type: ignore[import-untyped]  # noqa: F401
+
+    global _ANONLINK_INPUT
+    _ANONLINK_INPUT = ([_to_bitarrays(part) for part in np.array_split(left, parts)], _to_bitarrays(right))
+
+
+def _anonlink_part(args: tuple[int, float]) -> int:
+    from anonlink.similarities import dice_coefficient_accelerated
+
+    part, threshold = args
+    lefts, right = _ANONLINK_INPUT
+    scores, _ = dice_coefficient_accelerated([lefts[part], right], threshold)
     return len(scores)
 
 
@@ -146,17 +161,23 @@ def dice_throughput(left: Filters, right: Filters, threshold: float) -> None:
     a_one = pairs / a_wall
     _line("anonlink C++, one core (same filters)", f"{a_one / 1e6:,.1f} M/s",
           f"{pairs / a_cpu / 1e6:,.1f} M/s per CPU-second; ours/anonlink {one_core / a_one:.2f}x")
-    chunks = [(part, right, threshold) for part in np.array_split(left, cores)]
-    with ProcessPoolExecutor(max_workers=cores) as pool:
-        list(pool.map(_anonlink_chunk, chunks))  # warm the workers (imports)
-        start = time.perf_counter()
-        a_found = sum(pool.map(_anonlink_chunk, chunks))
-        a_machine_wall = time.perf_counter() - start
+    parts = [(part, threshold) for part in range(cores)]
+    a_found = 0
+    with ProcessPoolExecutor(max_workers=cores, initializer=_anonlink_init, initargs=(left, right, cores)) as pool:
+        list(pool.map(_anonlink_part, parts))  # start the workers: imports and bitarrays, untimed
+
+        def machine_run() -> None:
+            nonlocal a_found
+            a_found = sum(pool.map(_anonlink_part, parts))
+
+        a_machine_wall, _ = _best(machine_run)
     a_machine = pairs / a_machine_wall
     _line(f"anonlink C++, whole machine ({cores} processes)", f"{a_machine / 1e6:,.1f} M/s",
-          "(includes converting to bitarrays in the workers)")
+          "(bitarrays made before timing)")
+    verdict = "met" if machine > a_machine else "MISSED"
     print(f"  same pairs found: {found[0] == theirs[0] == a_found} ({found[0]:,}); ours/anonlink on the whole "
-          f"machine: {machine / a_machine:.2f}x raw, {pairs / wall_pruned / a_machine:.2f}x with pruning")
+          f"machine: {machine / a_machine:.2f}x raw ({verdict}), {pairs / wall_pruned / a_machine:.2f}x with "
+          "pruning")
 
 
 # --- FEBRL4 end to end -----------------------------------------------------------------------------------------
@@ -297,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     load = os.getloadavg()
     print(f"NumPy {np.__version__}, {_cores()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    start = time.perf_counter()
+    warm_up()
+    print(f"Dice kernels compiled or loaded from numba's cache in {time.perf_counter() - start:.2f} s (untimed)")
     left, right, truth = _febrl4()
     encoded_right = febrl4_end_to_end(left, right, truth)
     encoded_left = _encode(left)
