@@ -226,18 +226,18 @@ class AuditLog:
         if not prepared:
             return []
         try:
-            with store.append_transaction(self._engine) as connection:
-                receipts, frontier = self._append_locked(connection, prepared)
+            with store.append_transaction(self._engine) as transaction:
+                receipts, frontier = self._append_locked(transaction, prepared)
         except self._database_errors as exc:
             raise AuditWriteError(f"audit log write failed ({type(exc).__name__})") from exc
         self._remember_frontier(frontier)  # only once committed
         return receipts
 
-    def _append_locked(self, connection: Connection,
+    def _append_locked(self, transaction: store.AppendTransaction,
                        prepared: Sequence[PreparedEvent]) -> tuple[list[Receipt], CompactRange]:
-        # Under the lock: one read (size and latest checkpoint), the frontier from memory when this
-        # process wrote last, and two multi-row INSERTs (entries, completed subtrees).
-        state = store.log_state(connection)
+        # Under the lock: one read (size and latest checkpoint, done by append_transaction), the frontier
+        # from memory when this process wrote last, and two multi-row INSERTs (entries, completed subtrees).
+        connection, state = transaction.connection, transaction.state
         frontier = self._cached_frontier(connection, state.size)
         now = self._now()
         start = state.size
@@ -245,14 +245,15 @@ class AuditLog:
         canonicals = entry_canonicals(start, entry_ids, format_timestamp(now), [p.event_bytes for p in prepared])
         leaves = [leaf_hash(canonical) for canonical in canonicals]
         new_nodes = frontier.extend(leaves)
-        self._rows.insert_entries(connection, now, [
-            (start + offset, entry_id, canonical.decode("utf-8"), leaf, item.column_values)
-            for offset, (item, entry_id, canonical, leaf) in enumerate(zip(prepared, entry_ids, canonicals, leaves,
-                                                                           strict=True))])
-        self._rows.insert_nodes(connection, new_nodes)
+        rows = [(start + offset, entry_id, canonical.decode("utf-8"), leaf, item.column_values)
+                for offset, (item, entry_id, canonical, leaf) in enumerate(zip(prepared, entry_ids, canonicals, leaves,
+                                                                               strict=True))]
         new_size = frontier.size
-        if self.policy.due(state, now, size=new_size):
-            self._sign_and_store(connection, new_size, frontier.root(), now)
+        checkpoint = (self._signed(new_size, frontier.root(), now) if self.policy.due(state, now, size=new_size)
+                      else None)
+        self._rows.insert_append(connection, now, rows, new_nodes)
+        if checkpoint is not None:
+            self._rows.insert_checkpoint(connection, checkpoint)
         return [Receipt(start + offset, entry_id, leaf, new_size)
                 for offset, (entry_id, leaf) in enumerate(zip(entry_ids, leaves, strict=True))], frontier
 
@@ -276,11 +277,9 @@ class AuditLog:
             raise AuditWriteError(f"audit tree cache is missing frontier nodes {missing}; run the verifier")
         return CompactRange(size, [found[node] for node in nodes])
 
-    def _sign_and_store(self, connection: Connection, size: int, root: bytes, now: datetime) -> StoredCheckpoint:
+    def _signed(self, size: int, root: bytes, now: datetime) -> StoredCheckpoint:
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
-        checkpoint = StoredCheckpoint(size, root, note, now)
-        store.insert_checkpoint(connection, checkpoint)
-        return checkpoint
+        return StoredCheckpoint(size, root, note, now)
 
     def issue_checkpoint(self) -> StoredCheckpoint:
         """Sign the current tree now (or return the checkpoint that already covers exactly this size)."""
@@ -297,15 +296,16 @@ class AuditLog:
 
     def _checkpoint_now(self, *, force: bool) -> StoredCheckpoint | None:
         try:
-            with store.append_transaction(self._engine) as connection:
-                state = store.log_state(connection)
+            with store.append_transaction(self._engine) as transaction:
+                connection, state = transaction.connection, transaction.state
                 now = self._now()
                 if state.latest_checkpoint_size == state.size:
                     return store.checkpoint_at(connection, state.size)
                 if not force and not self.policy.due(state, now):
                     return None
-                root = self._cached_frontier(connection, state.size).root()
-                return self._sign_and_store(connection, state.size, root, now)
+                checkpoint = self._signed(state.size, self._cached_frontier(connection, state.size).root(), now)
+                self._rows.insert_checkpoint(connection, checkpoint)
+                return checkpoint
         except self._database_errors as exc:
             raise AuditWriteError(f"audit checkpoint write failed ({type(exc).__name__})") from exc
 
