@@ -22,6 +22,7 @@ check digit) and never repeat the value; ``repr`` and ``str`` of an :class:`Iden
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -41,6 +42,7 @@ __all__ = [
 _STRIP = re.compile(r"[\s.]+")
 _DIGITS = re.compile(r"[0-9]+")
 _ELEVEN_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+_ELEVEN_ASCII_OFFSET = ord("0") * sum(_ELEVEN_WEIGHTS)
 
 
 class IdentifierType(StrEnum):
@@ -62,7 +64,9 @@ def eleven_test(digits: str) -> bool:
     """True when a 9-digit string passes the BSN/RSIN eleven-test (and is not all zeros)."""
     if len(digits) != 9 or not digits.isascii() or not digits.isdigit():
         return False
-    total = sum(weight * int(digit) for weight, digit in zip(_ELEVEN_WEIGHTS, digits, strict=True))
+    # Weighted sum over the ASCII codes (digit + 48) in C (map/operator.mul): partners pseudonymise identifiers
+    # in bulk, and a generator over int(digit) was a tenth of a polymorphic pseudonym's Python time.
+    total = sum(map(operator.mul, _ELEVEN_WEIGHTS, digits.encode("ascii"))) - _ELEVEN_ASCII_OFFSET
     return total % 11 == 0 and digits != "000000000"
 
 
@@ -91,7 +95,8 @@ class Identifier:
 def _normalise(kind: IdentifierType, raw: str) -> str:
     if not isinstance(raw, str):
         raise InvalidIdentifier(f"{kind.label} must be given as text")
-    text = _STRIP.sub("", raw)
+    # Plain digits (the common case from a partner's database) need no stripping: skip the regex.
+    text = raw if raw.isascii() and raw.isdigit() else _STRIP.sub("", raw)
     if not text:
         raise InvalidIdentifier(f"{kind.label} is empty")
     if not (text.isascii() and _DIGITS.fullmatch(text)):
@@ -115,7 +120,19 @@ def parse_identifier(kind: IdentifierType | str, raw: str) -> Identifier:
         identifier_type = IdentifierType(kind)
     except ValueError:
         raise InvalidIdentifier("unknown identifier type; expected one of bsn, kvk, rsin") from None
-    return Identifier(identifier_type, _normalise(identifier_type, raw))
+    return _checked(identifier_type, _normalise(identifier_type, raw))
+
+
+def _checked(kind: IdentifierType, value: str) -> Identifier:
+    """An :class:`Identifier` from a value :func:`_normalise` has just returned, without normalising it twice.
+
+    The public constructor re-validates (so that no unchecked Identifier can be built); here that would
+    repeat the regexes and the eleven-test on every identifier a partner pseudonymises.
+    """
+    identifier = object.__new__(Identifier)
+    object.__setattr__(identifier, "type", kind)
+    object.__setattr__(identifier, "value", value)
+    return identifier
 
 
 def bsn(raw: str) -> Identifier:

@@ -6,7 +6,8 @@ one is then moved, without decrypting anything:
 * a **domain pseudonym** ``s_old·M`` becomes ``s_new·M`` by one multiplication with ``s_new / s_old`` (the same
   multiplicative structure that translation uses; factors of each version are independent secrets);
 * a stored **polymorphic pseudonym** ``(b, c, Y_old)`` becomes ``((y_old/y_new)·b, c, Y_new)``, which decrypts
-  under ``y_new`` to the same M (``c - y_new·(y_old/y_new)·b = c - y_old·b``); it is re-randomised as well.
+  under ``y_new`` to the same M (``c - y_new·(y_old/y_new)·b = c - y_old·b``); it is re-randomised as well
+  (with y_new known, by two base-point multiplications instead of a base-point and a variable-base one).
 
 Both functions take any iterable (a database cursor, a list) and yield results one by one, so the caller's
 batch job can write in chunks, commit as it goes and drive a progress bar; nothing is held in memory. Each
@@ -22,7 +23,7 @@ from typing import TypeVar
 
 from gateway.pseudonyms.errors import KeyStoreError
 from gateway.pseudonyms.keys import Domain, KeyRing
-from gateway.pseudonyms.pep import ElGamal, PolymorphicPseudonym, Pseudonym, Scalar, rerandomize
+from gateway.pseudonyms.pep import ElGamal, PolymorphicPseudonym, Pseudonym, Scalar, rerandomize_with_secret
 
 __all__ = ["rekey_polymorphic", "rekey_pseudonyms"]
 
@@ -63,5 +64,5 @@ def rekey_polymorphic(items: Iterable[tuple[K, PolymorphicPseudonym]], keys: Key
         if ciphertext.y != old.public_key:
             raise KeyStoreError(f"a stored ciphertext is not under key version {old_version}")
         moved = ElGamal(factor.times(ciphertext.b), ciphertext.c, new.public_key)
-        fresh = rerandomize(moved)
+        fresh = rerandomize_with_secret(moved, new.elgamal_secret)  # we hold y_new: r·Y_new is (r·y_new)·G
         yield item_key, PolymorphicPseudonym(fresh.b, fresh.c, fresh.y)

@@ -112,3 +112,25 @@ def test_identifier_cannot_be_built_unnormalised() -> None:
 def test_non_text_input_is_rejected() -> None:
     with pytest.raises(InvalidIdentifier, match="text"):
         bsn(123456782)  # type: ignore[arg-type]
+
+
+def _eleven_reference(digits: str) -> bool:
+    weights = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+    return sum(w * int(d) for w, d in zip(weights, digits, strict=True)) % 11 == 0 and digits != "000000000"
+
+
+@settings(max_examples=300)
+@given(digits=st.text(alphabet="0123456789", min_size=9, max_size=9))
+def test_eleven_test_matches_the_definition(digits: str) -> None:
+    # eleven_test sums over ASCII codes in C; it must agree with the textbook formula on every 9-digit string.
+    assert eleven_test(digits) == _eleven_reference(digits)
+
+
+@settings(max_examples=100)
+@given(number=valid_bsns, noise=st.sampled_from(["", " ", ".", "\t", " . "]))
+def test_parsed_identifiers_are_the_ones_the_constructor_accepts(number: str, noise: str) -> None:
+    # parse_identifier skips the constructor's re-validation; what it builds must equal a validated instance.
+    raw = noise + number[:4] + noise + number[4:] + noise
+    parsed = bsn(raw)
+    assert parsed == Identifier(IdentifierType.BSN, number)
+    assert parsed.hash_input() == f"bsn:{number}".encode()

@@ -20,7 +20,9 @@ from gateway.pseudonyms.pep import (
     RecipientKey,
     Scalar,
     decrypt,
+    decrypt_reshuffled,
     encrypt,
+    encrypt_with_secret,
     hash_to_point,
     identifier_point,
     make_polymorphic,
@@ -222,3 +224,47 @@ def test_recipient_key_opens_only_its_own_ciphertexts() -> None:
     assert restored.decrypt(encrypted) == opened
     assert key.encode().startswith("rk.v1.")
     assert key.encode().split(".")[-1] not in repr(key)
+
+
+@FAST
+@given(number=valid_bsns, s=scalars, r=scalars)
+def test_decrypt_reshuffled_equals_reshuffle_after_decryption(number: str, s: Scalar, r: Scalar) -> None:
+    ct = encrypt(_message(number), _Y, r)
+    assert decrypt_reshuffled(ct, s, s * _Y_SECRET) == s.times(_message(number)) == decrypt(reshuffle(ct, s),
+                                                                                            _Y_SECRET)
+
+
+@FAST
+@given(number=valid_bsns, x=scalars, r=scalars)
+def test_encrypt_with_secret_is_encrypt_under_the_public_key(number: str, x: Scalar, r: Scalar) -> None:
+    m = _message(number)
+    fast = encrypt_with_secret(m, x, r=r)
+    assert fast == encrypt(m, x.times_base(), r)  # (r·x)·G is r·(x·G): the same ciphertext, deterministic
+    assert encrypt_with_secret(m, x, x.times_base(), r) == fast
+    assert decrypt(encrypt_with_secret(m, x), x) == m
+    assert encrypt_with_secret(m, x).b != encrypt_with_secret(m, x).b  # fresh randomness when r is not given
+
+
+def test_an_encryption_of_the_identity_yields_no_pseudonym() -> None:
+    # (r·G, r·Y) is a valid ciphertext of the identity: every pseudonym of it would be the identity.
+    r, s = Scalar.from_wide(b"\x05" * 64), Scalar.from_wide(b"\x06" * 64)
+    ct = ElGamal(r.times_base(), r.times(_Y), _Y)
+    with pytest.raises(InvalidPseudonym, match="identity"):
+        decrypt_reshuffled(ct, s, s * _Y_SECRET)
+    with pytest.raises(InvalidPseudonym, match="identity"):
+        decrypt(ct, _Y_SECRET)
+
+
+def test_public_keys_are_validated_before_they_are_remembered() -> None:
+    ct = make_polymorphic(bsn("123456782"), _Y).to_bytes()
+    assert ElGamal.from_bytes(ct).y == _Y
+    assert ElGamal.from_bytes(bytearray(ct)).y == _Y  # from the remembered key, and from a bytearray
+    high_bit = bytearray(ct)
+    high_bit[95] |= 0x80  # the same key with the top bit set: libsodium 1.0.18 alone would accept it
+    for _ in range(2):  # refused the first time, and not remembered for the second
+        with pytest.raises(InvalidPseudonym, match="canonical"):
+            ElGamal.from_bytes(bytes(high_bit))
+    invalid = bytearray(ct)
+    invalid[64:] = b"\xff" * 32
+    with pytest.raises(InvalidPseudonym):
+        ElGamal.from_bytes(bytes(invalid))

@@ -256,3 +256,45 @@ def test_scalar_ratio_translation_is_exact_inverse() -> None:
     assert back == pseudonym
     assert isinstance(Scalar.random(), Scalar)
     assert isinstance(pseudonym, Pseudonym)
+
+
+@FAST
+@given(number=valid_bsns, a=names)
+def test_enrolment_pseudonyms_equal_the_separate_operations(number: str, a: str) -> None:
+    client = PseudonymClient(_T.public_key(), recipient_key=_T.recipient_key(P, a))
+    pp = _pp(number)
+    own, shared = _T.enrolment_pseudonyms(pp, "bsn", P, a)
+    assert shared == _T.partnership_pseudonym(pp, "bsn", P)
+    assert client.open(own.encode()) == _T.participant_pseudonym(pp, "bsn", P, a).encode()
+    assert own.ciphertext.y == _T.encrypted_pseudonym(pp, "bsn", P, a).ciphertext.y
+    assert own.ciphertext != _T.enrolment_pseudonyms(pp, "bsn", P, a).own.ciphertext  # fresh randomness
+    assert _T.to_partnership(client.open_pseudonym(own), P, a) == shared
+
+
+def test_enrolment_pseudonyms_move_old_key_ciphertexts_to_the_current_version() -> None:
+    old = KeyVersion.generate(1, _T0)
+    ring = KeyRing({1: old, 2: KeyVersion.generate(2, _T0)}, 2)
+    transcryptor = Transcryptor(ring)
+    pp = make_polymorphic(bsn("123456782"), old.public_key)
+    own, shared = transcryptor.enrolment_pseudonyms(pp, "bsn", P, "politie")
+    assert own.key_version == shared.key_version == 2
+    assert transcryptor.recipient_key(P, "politie").decrypt(own) == transcryptor.participant_pseudonym(
+        make_polymorphic(bsn("123456782"), ring.public_key), "bsn", P, "politie")
+    assert shared == transcryptor.partnership_pseudonym(make_polymorphic(bsn("123456782"), ring.public_key),
+                                                        "bsn", P)
+    with pytest.raises(WrongKey):
+        transcryptor.enrolment_pseudonyms(make_polymorphic(bsn("123456782"), KeyVersion.generate(
+            1, _T0).public_key), "bsn", P, "politie")
+
+
+def test_domain_names_are_still_validated_behind_the_caches() -> None:
+    pp = _pp("123456782")
+    for call in (lambda: _T.partnership_pseudonym(pp, "bsn", ""),
+                 lambda: _T.participant_pseudonym(pp, "bsn", P, ""),
+                 lambda: _T.encrypted_pseudonym(pp, "bsn", P, "\n"),
+                 lambda: _T.enrolment_pseudonyms(pp, "bsn", P, "x" * 201),
+                 lambda: _T.translate(_T.participant_pseudonym(pp, "bsn", P, "a"), P, "a", "")):
+        with pytest.raises(ValueError, match="domain"):
+            call()
+    with pytest.raises(ValueError, match="passport"):
+        _T.encrypted_pseudonym(pp, "passport", P, "politie")
