@@ -1,44 +1,56 @@
 """CLK encoding (partner side): records → keyed Bloom filters, as NumPy ``uint64`` arrays.
 
-Pure (NumPy, PyYAML via the schema, ``cryptography`` for HKDF, the standard library); no server imports, so
-:mod:`gateway.client.matching` exposes it to partners.
+Pure (NumPy, PyYAML via the schema, ``cryptography`` for HKDF, the standard library); no server imports and
+no compiler, so :mod:`gateway.client.matching` exposes it to partners.
 
-Encoding of one record, per field of the :class:`~gateway.matching.schema.Schema`:
+Encoding of one record, per field of the :class:`~gateway.matching.schema.Schema` (``hashing:
+blake2b-double``):
 
 1. **normalise** the value (``text``: accents dropped, lower case, punctuation → space, whitespace collapsed;
    ``digits``: digits only; ``none``: stripped). ``None``, NaN and empty strings are *missing*: no tokens.
 2. **tokenise**: ``ngram`` (grams of length n; padded with one space each side when n ≥ 2, or prefixed with
    their position when ``positional``), ``exact`` (the whole value) or ``numeric`` (``resolution + 1``
    neighbouring buckets of width ``threshold / resolution``, so values within ``threshold`` share tokens).
-3. **hash** each token with the field's key: ``d = HMAC-SHA256(key_f, token)``,
-   ``h1 = LE64(d[0:8])``, ``h2 = LE64(d[8:16]) | 1``, and set bits ``(h1 + i·h2) mod L`` for
-   ``i = 0 .. k_f-1`` (double hashing; h2 odd makes the k positions distinct when L is a power of two).
+3. **hash** each token with the field's key: ``d = BLAKE2b(token, key=key_f, digest_size=16)`` (keyed
+   BLAKE2b, RFC 7693: a PRF of the token under the secret key), ``h1 = LE64(d[0:8])``,
+   ``h2 = LE64(d[8:16]) | 1``, and set bits ``(h1 + i·h2) mod L`` for ``i = 0 .. k_f-1`` (double hashing, as
+   clkhash does; h2 odd makes the k positions distinct when L is a power of two).
 4. the record's filter is the OR over all fields' bits.
 
-Field keys: ``key_f = HKDF-SHA512(secret, salt="wgs-gateway/clk/v1",
+Field keys: ``key_f = HKDF-SHA512(secret, salt="wgs-gateway/clk/v2",
 info = schema.id || 0x00 || u32(schema.version) || 0x00 || field name, L=32)``; ``secret`` is the
-partnership's CLK secret (≥ 16 random bytes), shared by its participants and never by the gateway.
+partnership's CLK secret (≥ 16 random bytes), shared by its participants and never by the gateway. (``v1``,
+with HMAC-SHA256, is retired: its filters do not compare with these.)
 
 Blocking keys (P-Sig style): for each of the schema's ``blocking`` signatures whose parts are all present,
-``LE64(HMAC-SHA256(key_blocking, u8(signature index) || part_1 || 0x1f || part_2 ...)[0:8])`` (0 is
-reserved for "absent"), with ``key_blocking`` derived like a field key with the name ``"\x00blocking"``.
-The gateway joins records of two parties on equal keys; it learns which records share a signature (which
-the filters' similarity reveals anyway), never the values.
+``LE64(BLAKE2b(u8(signature index) || part_1 || 0x1f || part_2 ..., key=key_blocking, digest_size=8))``
+(0 is reserved for "absent" and replaced by 1), with ``key_blocking`` derived like a field key with the name
+``"\x00blocking"``. The gateway joins records of two parties on equal keys; it learns which records share a
+signature (which the filters' similarity reveals anyway), never the values.
+
+**Why it is fast enough in pure Python.** Work is done per *distinct* value and per *distinct* token, not per
+record: :class:`CLKEncoder` goes column by column through a field's values, looks each up in that field's
+cache of finished filter bits (a Python ``int`` per value, ORed into the records' filters with C-level
+``map``) and only normalises, tokenises and hashes a value it has not seen; a token is hashed once per field.
+Keyed BLAKE2b copied from a pre-keyed state costs ~1 µs a call here against ~4 µs for ``hmac.digest`` with
+SHA-256, which matters for the blocking keys: one MAC per signature and record, the largest remaining cost.
+FEBRL4's 5,000 records encode in ~0.15 s per side (1.2 s with the earlier HMAC, token-id gather version).
 
 Bit layout: bit p is bit ``p mod 64`` of word ``p // 64``; serialised as the words in little-endian order
 (so byte ``p // 8``, bit ``p mod 8``), base64url without padding for transport.
 """
-
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
+import hashlib
 import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
+from operator import or_
 from typing import Any
 
 import numpy as np
@@ -47,7 +59,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.matching.errors import EncodingError
-from gateway.matching.schema import FieldSpec, Normaliser, Schema, SignaturePart, TokenizerKind
+from gateway.matching.schema import FieldSpec, Normaliser, Schema, TokenizerKind
 
 __all__ = [
     "BlockKeys",
@@ -86,9 +98,13 @@ class EncodedDataset:
     def __len__(self) -> int:
         return len(self.filters)
 
-_SALT = b"wgs-gateway/clk/v1"
+_SALT = b"wgs-gateway/clk/v2"
 _MIN_SECRET = 16
-_CHUNK = 2048
+_TOKEN_DIGEST = 16
+"""Bytes of a token's BLAKE2b digest: h1 and h2 of the double hashing."""
+_BLOCK_DIGEST = 8
+_CACHE_LIMIT = 1 << 17
+"""Entries per field (values, tokens, texts) or signature that the encoder's caches hold at most."""
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _NON_DIGIT = re.compile(r"[^0-9]+")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -113,8 +129,11 @@ def normalise(normaliser: Normaliser, value: object) -> str | None:
     if text is None:
         return None
     if normaliser is Normaliser.TEXT:
-        decomposed = unicodedata.normalize("NFKD", text)
-        stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+        if text.isascii():  # NFKD leaves ASCII alone and it has no combining marks: skip the per-character pass
+            stripped = text.lower()
+        else:
+            decomposed = unicodedata.normalize("NFKD", text)
+            stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
         text = _NON_ALNUM.sub(" ", stripped).strip()
     elif normaliser is Normaliser.DIGITS:
         text = _NON_DIGIT.sub("", text)
@@ -146,30 +165,118 @@ def tokenize(spec: FieldSpec, text: str) -> list[str]:
     return list(dict.fromkeys(padded[i:i + n] for i in range(len(padded) - n + 1)))
 
 
+def _tokens_with_repeats(spec: FieldSpec, text: str) -> list[str]:
+    """:func:`tokenize` without removing repeated grams (the encoder ORs their bits: repeats change nothing)."""
+    if spec.tokenizer is not TokenizerKind.NGRAM or spec.positional:
+        return tokenize(spec, text)
+    n = spec.n
+    padded = f" {text} " if n >= 2 else text
+    if len(padded) <= n:
+        return [padded]
+    return [padded[i:i + n] for i in range(len(padded) - n + 1)]
+
+
 def _field_key(secret: bytes, schema: Schema, name: str) -> bytes:
     info = (schema.id.encode() + b"\x00" + schema.version.to_bytes(4, "big") + b"\x00" + name.encode())
     return HKDF(algorithm=hashes.SHA512(), length=32, salt=_SALT, info=info).derive(secret)
 
 
+class _Texts(dict[object, str | None]):
+    """One field's values → normalised texts (``None``: missing), computed on first sight.
+
+    Keys are the values as found in the records; a value that is not a string is looked up by its text (so
+    ``4223.0`` and ``"4223"`` share an entry, and ``True`` never shares one with ``1``).
+    """
+
+    def __init__(self, spec: FieldSpec) -> None:
+        super().__init__()
+        self._normaliser = spec.normalise
+        self[None] = None
+
+    def __missing__(self, value: object) -> str | None:
+        if type(value) is not str:
+            key = _as_text(value)
+            return None if key is None else self[key]
+        text = normalise(self._normaliser, value)
+        if len(self) < _CACHE_LIMIT:
+            self[value] = text
+        return text
+
+
+class _TokenBits(dict[str, int]):
+    """One field's tokens → their k bits, hashed on first sight: ``d = BLAKE2b-128(key_f, token)``, bits
+    ``(h1 + i·h2) mod L`` for ``i < k``."""
+
+    def __init__(self, spec: FieldSpec, mac: Any, filter_bits: int) -> None:
+        super().__init__()
+        self._k = spec.k
+        self._mac = mac
+        self._filter_bits = filter_bits
+
+    def __missing__(self, token: str) -> int:
+        mac = self._mac.copy()
+        mac.update(token.encode("utf-8"))
+        digest = mac.digest()
+        h1 = int.from_bytes(digest[:8], "little")
+        h2 = int.from_bytes(digest[8:16], "little") | 1
+        size = self._filter_bits
+        bits = 0
+        for i in range(self._k):
+            bits |= 1 << ((h1 + i * h2) % size)
+        if len(self) < _CACHE_LIMIT:
+            self[token] = bits
+        return bits
+
+
+class _ValueBits(dict[object, int]):
+    """One field's values → the OR of their tokens' bits (an ``int`` of ``filter_bits`` bits)."""
+
+    def __init__(self, spec: FieldSpec, texts: _Texts, tokens: _TokenBits) -> None:
+        super().__init__()
+        self._spec = spec
+        self._texts = texts
+        self._tokens = tokens
+        self[None] = 0
+
+    def __missing__(self, value: object) -> int:
+        if type(value) is not str:
+            key = _as_text(value)
+            return 0 if key is None else self[key]
+        text = self._texts[value]
+        bits = 0 if text is None else reduce(or_, map(self._tokens.__getitem__,
+                                                      _tokens_with_repeats(self._spec, text)), 0)
+        if len(self) < _CACHE_LIMIT:
+            self[value] = bits
+        return bits
+
+
 class CLKEncoder:
-    """Encodes records with one schema and one partnership secret. Not thread-safe (it caches tokens)."""
+    """Encodes records with one schema and one partnership secret. Not thread-safe (it caches values).
+
+    Work goes column by column: a field's values are looked up in that field's caches (finished filter bits
+    as a Python ``int``; normalised texts for the blocking keys) and the bits ORed into the records' filters
+    with C-level ``map`` calls. Only a value not seen before is normalised and tokenised, and only a token
+    not seen before in that field is hashed. Caches stop growing at ``_CACHE_LIMIT`` entries per field.
+    """
 
     def __init__(self, schema: Schema, secret: bytes) -> None:
         if not isinstance(secret, bytes) or len(secret) < _MIN_SECRET:
             raise EncodingError(f"the CLK secret must be at least {_MIN_SECRET} bytes")
         self._schema = schema
-        self._fields = tuple(spec for spec in schema.fields if spec.k > 0)
-        self._keys = tuple(_field_key(secret, schema, spec.name) for spec in self._fields)
-        self._blocking_key = _field_key(secret, schema, "\x00blocking")
-        self._specs = {spec.name: spec for spec in schema.fields}
-        self._texts: dict[str, dict[object, str | None]] = {spec.name: {} for spec in schema.fields}
-        self._bytes = schema.filter_bits // 8
-        # token id -> the token's bits as little-endian filter bytes; per field: raw value -> token ids
-        self._masks: list[bytes] = []
-        self._token_ids: list[dict[str, int]] = [{} for _ in self._fields]
-        self._value_ids: list[dict[object, tuple[int, ...]]] = [{} for _ in self._fields]
-        # per blocking signature: raw values of its parts -> key (values repeat a lot: names, dates, places)
-        self._key_cache: list[dict[tuple[object, ...], int]] = [{} for _ in schema.signatures]
+        signed = {part.field for signature in schema.signatures for part in signature}
+        self._read = tuple(spec for spec in schema.fields if spec.k > 0 or spec.name in signed)
+        column = {spec.name: position for position, spec in enumerate(self._read)}
+        self._texts = [_Texts(spec) for spec in self._read]
+        # pre-keyed MAC states: copying one is cheaper than keying a new one per token
+        self._bits = [
+            _ValueBits(spec, texts, _TokenBits(spec, hashlib.blake2b(key=_field_key(secret, schema, spec.name),
+                                                                      digest_size=_TOKEN_DIGEST),
+                                               schema.filter_bits))
+            for spec, texts in zip(self._read, self._texts, strict=True)]
+        self._blocking_mac = hashlib.blake2b(key=_field_key(secret, schema, "\x00blocking"),
+                                             digest_size=_BLOCK_DIGEST)
+        self._signatures = tuple((bytes([number]), tuple((column[part.field], part.prefix) for part in signature))
+                                 for number, signature in enumerate(schema.signatures))
 
     @property
     def schema(self) -> Schema:
@@ -178,129 +285,65 @@ class CLKEncoder:
     def __repr__(self) -> str:
         return f"CLKEncoder(schema={self._schema.id!r} v{self._schema.version}, secret=<hidden>)"
 
-    def _token_id(self, position: int, token: str) -> int:
-        ids = self._token_ids[position]
-        token_id = ids.get(token)
-        if token_id is None:
-            digest = hmac.digest(self._keys[position], token.encode("utf-8"), "sha256")
-            h1 = int.from_bytes(digest[0:8], "little")
-            h2 = int.from_bytes(digest[8:16], "little") | 1
-            bits = self._schema.filter_bits
-            mask = 0
-            for i in range(self._fields[position].k):
-                mask |= 1 << ((h1 + i * h2) % bits)
-            token_id = ids[token] = len(self._masks)
-            self._masks.append(mask.to_bytes(self._bytes, "little"))
-        return token_id
+    def _block_key(self, tag: bytes, parts: tuple[str, ...]) -> int:
+        mac = self._blocking_mac.copy()
+        mac.update(tag + "\x1f".join(parts).encode("utf-8"))
+        return int.from_bytes(mac.digest(), "little") or 1
 
-    def _value_tokens(self, position: int, value: object) -> tuple[int, ...]:
-        cache = self._value_ids[position]
-        try:
-            return cache[value]
-        except KeyError:
-            pass
-        except TypeError:
-            raise EncodingError(f"field {self._fields[position].name!r} has an unhashable value") from None
-        spec = self._fields[position]
-        text = normalise(spec.normalise, value)
-        ids = () if text is None else tuple(self._token_id(position, token) for token in tokenize(spec, text))
-        if len(cache) < 1_000_000:
-            cache[value] = ids
-        return ids
+    def _encode(self, records: Iterable[Mapping[str, object]], *, keys: bool) -> tuple[Filters, BlockKeys]:
+        """Filters and (when ``keys``) blocking keys, column by column."""
+        rows = list(records)
+        for row, record in enumerate(rows):
+            if not isinstance(record, Mapping):
+                raise EncodingError(f"record {row} is not a mapping")
+        masks = [0] * len(rows)
+        texts: dict[int, list[str | None]] = {}
+        wanted = {column for _, parts in self._signatures for column, _ in parts} if keys else set()
+        for column, spec in enumerate(self._read):
+            values = [record.get(spec.name) for record in rows]
+            try:
+                if spec.k > 0:
+                    masks = list(map(or_, masks, map(self._bits[column].__getitem__, values)))
+                if column in wanted:
+                    texts[column] = list(map(self._texts[column].__getitem__, values))
+            except TypeError:
+                if any(type(value).__hash__ is None for value in values):
+                    raise EncodingError(f"field {spec.name!r} has an unhashable value") from None
+                raise
+        size = self._schema.filter_bits // 8
+        data = b"".join([mask.to_bytes(size, "little") for mask in masks])
+        filters: Filters = np.frombuffer(data, dtype="<u8").reshape(len(rows), self._schema.words).astype(np.uint64)
+        width = len(self._signatures)
+        if not keys:
+            return filters, np.zeros((0, width), dtype=np.uint64)
+        block_columns = []
+        for tag, parts in self._signatures:  # P-Sig keys: one MAC per signature whose parts are all present
+            columns = [texts[column] if prefix is None else [None if text is None else text[:prefix]
+                                                             for text in texts[column]]
+                       for column, prefix in parts]
+            block_columns.append([0 if None in combination else self._block_key(tag, combination)
+                                  for combination in zip(*columns, strict=True)])
+        block_keys: BlockKeys = np.array(block_columns, dtype=np.uint64).reshape(width, len(rows)).T.copy()
+        return filters, block_keys
 
     def encode(self, records: Iterable[Mapping[str, object]]) -> Filters:
         """Encode records (mappings from field name to value; missing keys are missing values)."""
-        chunks: list[Filters] = []
-        batch: list[Mapping[str, object]] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == _CHUNK:
-                chunks.append(self._encode_batch(batch))
-                batch = []
-        if batch or not chunks:
-            chunks.append(self._encode_batch(batch))
-        if len(chunks) == 1:
-            return chunks[0]
-        joined: Filters = np.concatenate(chunks)
-        return joined
-
-    def _text(self, name: str, value: object) -> str | None:
-        cache = self._texts[name]
-        try:
-            return cache[value]
-        except KeyError:
-            text = normalise(self._specs[name].normalise, value)
-            if len(cache) < 1_000_000:
-                cache[value] = text
-            return text
-        except TypeError:
-            raise EncodingError(f"field {name!r} has an unhashable value") from None
+        return self._encode(records, keys=False)[0]
 
     def block_keys(self, records: Iterable[Mapping[str, object]]) -> BlockKeys:
         """P-Sig-style blocking keys, one column per schema signature (0 = a part is missing)."""
-        signatures = self._schema.signatures
-        fields = [tuple(part.field for part in signature) for signature in signatures]
-        caches = self._key_cache
-        rows: list[list[int]] = []
-        for record in records:
-            row = []
-            for number, signature in enumerate(signatures):
-                raw = tuple(record.get(name) for name in fields[number])
-                cache = caches[number]
-                try:
-                    key = cache[raw]
-                except KeyError:
-                    key = self._block_key(number, signature, raw)
-                    if len(cache) < 1_000_000:
-                        cache[raw] = key
-                except TypeError:  # an unhashable value: let _text report it
-                    key = self._block_key(number, signature, raw)
-                row.append(key)
-            rows.append(row)
-        return np.array(rows, dtype=np.uint64).reshape(len(rows), len(signatures))
-
-    def _block_key(self, number: int, signature: tuple[SignaturePart, ...], raw: tuple[object, ...]) -> int:
-        """The keyed hash of one signature's normalised parts, 0 when a part is missing."""
-        texts = [self._text(part.field, value) for part, value in zip(signature, raw, strict=True)]
-        if any(text is None for text in texts):
-            return 0  # a part is missing: no key for this signature
-        parts = [text if part.prefix is None else text[:part.prefix]
-                 for part, text in zip(signature, texts, strict=True) if text is not None]
-        message = bytes([number]) + "\x1f".join(parts).encode("utf-8")
-        digest = hmac.digest(self._blocking_key, message, "sha256")
-        return int.from_bytes(digest[:8], "little") or 1
+        return self._encode(records, keys=True)[1]
 
     def encode_dataset(self, records: Iterable[Mapping[str, object]]) -> EncodedDataset:
-        """Filters and blocking keys of the same records."""
-        materialised = list(records)
-        keys = self.block_keys(materialised) if self._schema.signatures else None
-        return EncodedDataset(self.encode(materialised), keys)
+        """Filters and blocking keys of the same records, in one pass over them."""
+        with_keys = bool(self._schema.signatures)
+        filters, keys = self._encode(records, keys=with_keys)
+        return EncodedDataset(filters, keys if with_keys else None)
 
     def encode_one(self, record: Mapping[str, object]) -> Filters:
         """One record's filter, shape ``(words,)``."""
         row: Filters = self.encode([record])[0]
         return row
-
-    def _encode_batch(self, records: Sequence[Mapping[str, object]]) -> Filters:
-        words = self._schema.words
-        token_ids: list[int] = []
-        offsets = np.empty(len(records), dtype=np.intp)
-        names = [spec.name for spec in self._fields]
-        for row, record in enumerate(records):
-            if not isinstance(record, Mapping):
-                raise EncodingError(f"record {row} is not a mapping")
-            offsets[row] = len(token_ids)
-            for position, name in enumerate(names):
-                token_ids.extend(self._value_tokens(position, record.get(name)))
-        out = np.zeros((len(records), words), dtype=np.uint64)
-        if not token_ids:
-            return out
-        table = np.frombuffer(b"".join(self._masks), dtype="<u8").reshape(-1, words)
-        gathered = table[np.asarray(token_ids, dtype=np.intp)]
-        ends = np.append(offsets[1:], len(token_ids))
-        nonempty = ends > offsets
-        out[nonempty] = np.bitwise_or.reduceat(gathered, offsets[nonempty], axis=0)
-        return out
 
 
 def filters_to_b64(filters: Filters) -> list[str]:

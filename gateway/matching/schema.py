@@ -6,7 +6,7 @@ filters will not compare. A schema is a YAML (or JSON) document; the shipped one
     id: person                  # record type; part of every field key's derivation
     version: 1                  # bump on any change: filters of different versions never compare
     filter_bits: 1024           # multiple of 64
-    hashing: hmac-sha256-double # the only scheme: HMAC-SHA256(field key, token) -> double hashing
+    hashing: blake2b-double     # the only scheme: keyed BLAKE2b(field key, token) -> double hashing
     threshold: 0.72             # recommended Dice threshold for linkage with these weights
     fields:
       - name: given_name        # key in the record mapping
@@ -47,7 +47,7 @@ from gateway.matching.errors import SchemaError
 __all__ = ["FieldSpec", "Normaliser", "Schema", "SignaturePart", "TokenizerKind", "load_schema",
            "schema_from_mapping", "shipped_schema"]
 
-_SUPPORTED_HASHING = "hmac-sha256-double"
+_SUPPORTED_HASHING = "blake2b-double"
 _MAX_K = 256
 _MAX_FIELDS = 64
 _PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[:([0-9]+)\])?")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 
 import numpy as np
@@ -58,14 +57,18 @@ def test_tokenisers() -> None:
     assert tokenize(_spec("numeric"), "not a number") == []
 
 
+def _independent_key(secret: bytes, schema_id: str, version: int, field: str) -> bytes:
+    info = schema_id.encode() + b"\x00" + version.to_bytes(4, "big") + b"\x00" + field.encode()
+    return HKDF(algorithm=hashes.SHA512(), length=32, salt=b"wgs-gateway/clk/v2", info=info).derive(secret)
+
+
 def _independent_filter(secret: bytes, schema_id: str, version: int, field: str, tokens: list[str], k: int,
                         bits: int = 1024) -> int:
     """The encoding rules of the module docstring, transcribed without using the module."""
-    info = schema_id.encode() + b"\x00" + version.to_bytes(4, "big") + b"\x00" + field.encode()
-    key = HKDF(algorithm=hashes.SHA512(), length=32, salt=b"wgs-gateway/clk/v1", info=info).derive(secret)
+    key = _independent_key(secret, schema_id, version, field)
     value = 0
     for token in tokens:
-        digest = hmac.new(key, token.encode(), hashlib.sha256).digest()
+        digest = hashlib.blake2b(token.encode(), key=key, digest_size=16).digest()
         h1 = int.from_bytes(digest[:8], "little")
         h2 = int.from_bytes(digest[8:16], "little") | 1
         for i in range(k):
@@ -83,6 +86,21 @@ def test_encoding_matches_an_independent_transcription() -> None:
     expected = (_independent_filter(SECRET, "t", 3, "name", [" j", "jo", "o "], 7)
                 | _independent_filter(SECRET, "t", 3, "dob", [f"{i} {d}" for i, d in enumerate("20010203")], 4))
     assert int.from_bytes(filt.astype("<u8").tobytes(), "little") == expected
+    assert expected != _independent_filter(SECRET, "t", 4, "name", [" j", "jo", "o "], 7)  # version is keyed
+
+
+def test_block_keys_match_an_independent_transcription() -> None:
+    schema = schema_from_mapping({"id": "t", "version": 2, "fields": [
+        {"name": "name", "tokenizer": "ngram", "k": 7},
+        {"name": "city", "tokenizer": "exact", "k": 0},  # only blocks
+    ], "blocking": [["name"], ["name[:2]", "city"]]})
+    key = _independent_key(SECRET, "t", 2, "\x00blocking")
+
+    def expected(message: bytes) -> int:
+        return int.from_bytes(hashlib.blake2b(message, key=key, digest_size=8).digest(), "little") or 1
+
+    keys = CLKEncoder(schema, SECRET).block_keys([{"name": "Jo Ann", "city": "Zoë"}, {"name": "jo"}])
+    assert keys.tolist() == [[expected(b"\x00jo ann"), expected(b"\x01jo\x1fzoe")], [expected(b"\x00jo"), 0]]
 
 
 def test_encoding_is_keyed_deterministic_and_ignores_missing() -> None:
@@ -99,6 +117,42 @@ def test_encoding_is_keyed_deterministic_and_ignores_missing() -> None:
     assert not empty.any()
     assert a.dtype == np.uint64
     assert a.shape == (2, 16)
+
+
+def test_values_that_are_not_strings() -> None:
+    schema = schema_from_mapping({"id": "t", "version": 1, "fields": [
+        {"name": "a", "tokenizer": "ngram", "n": 1, "positional": True, "normalise": "digits", "k": 9},
+        {"name": "b", "tokenizer": "exact", "k": 9}]})
+    encoder = CLKEncoder(schema, SECRET)
+    filters = encoder.encode([{"a": 4223.0}, {"a": "4223"}, {"a": 4223}, {"b": True}, {"b": 1}, {"b": "True"},
+                              {"a": float("nan"), "b": None}, {"a": "  "}])
+    assert np.array_equal(filters[0], filters[1])
+    assert np.array_equal(filters[0], filters[2])
+    assert not np.array_equal(filters[3], filters[4])  # True == 1 in Python, but not as text
+    assert np.array_equal(filters[3], filters[5])
+    assert not filters[6:].any()
+    for unhashable in ([1], {"x": 1}):
+        with pytest.raises(EncodingError, match="unhashable"):
+            encoder.encode([{"a": "1"}, {"b": unhashable}])
+    with pytest.raises(EncodingError, match="record 1"):
+        encoder.encode([{"a": "1"}, ["a"]])  # type: ignore[list-item]
+
+
+def test_every_entry_point_encodes_alike() -> None:
+    schema = shipped_schema("person")
+    records = [{"given_name": f"name{i % 7}", "surname": f"s{i % 3}", "postcode": str(1000 + i)} for i in range(30)]
+    dataset = CLKEncoder(schema, SECRET).encode_dataset(iter(records))  # any iterable, read once
+    assert dataset.block_keys is not None
+    assert np.array_equal(dataset.filters, CLKEncoder(schema, SECRET).encode(records))
+    assert np.array_equal(dataset.block_keys, CLKEncoder(schema, SECRET).block_keys(records))
+    warm = CLKEncoder(schema, SECRET)
+    warm.encode(records[::-1])  # caches filled in another order
+    assert np.array_equal(warm.encode(records), dataset.filters)
+    assert CLKEncoder(schema, SECRET).block_keys([]).shape == (0, len(schema.signatures))
+    no_blocking = schema_from_mapping({"id": "t", "version": 1, "fields": [{"name": "a", "tokenizer": "exact",
+                                                                             "k": 3}]})
+    assert CLKEncoder(no_blocking, SECRET).encode_dataset([{"a": "x"}]).block_keys is None
+    assert CLKEncoder(no_blocking, SECRET).block_keys([{"a": "x"}]).shape == (1, 0)
 
 
 def test_weights_set_about_k_bits_per_token() -> None:
