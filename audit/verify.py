@@ -34,15 +34,21 @@ the key too.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from audit import store
 from audit.canonical import claims_index, envelope_index, parse_entry
@@ -165,6 +171,42 @@ class _Anchor:
     frontier: CompactRange
 
 
+def check_rows(rows: Iterable[tuple[int, bytes, bytes | None]], start: int) -> tuple[list[bytes], Failure | None]:
+    """Steps 1-3 for consecutive entries expected from index ``start``: their leaf hashes, up to the first
+    entry that fails, and that failure (or ``None``).
+
+    The per-entry half of a verification, independent of the tree, so that worker processes can run it
+    on ranges of the log (:func:`verify_database` with ``workers``) while the tree is built in order.
+    """
+    sha256 = hashlib.sha256
+    leaves: list[bytes] = []
+    append = leaves.append
+    size = start
+    # The envelope's tail is ``,"index":N`` + ``,"recorded_at":"<time>","v":1}``; entries written together
+    # share the time, so the tail after N is compared whole once one entry's time passed the full check.
+    after_index = b""
+    try:
+        for claimed_position, canonical, stored_leaf in rows:
+            # 1. Position.
+            if claimed_position != size:
+                raise _Stream.gap(size, claimed_position)
+            # 2. Leaf hash first: a stored hash that no longer matches is the clearest sign of an edit.
+            leaf = sha256(b"\x00" + canonical).digest()
+            if stored_leaf is not None and stored_leaf != leaf:
+                raise _fail(FailureKind.LEAF_HASH, size, "stored leaf hash does not match the entry's canonical bytes")
+            # 3. The entry's own view of its index (the regular expression only when the shortcuts decline).
+            if not (after_index and canonical.endswith(b',"index":%d%b' % (size, after_index))):
+                if claims_index(canonical, size):
+                    after_index = canonical[canonical.rindex(b',"recorded_at":"'):]
+                else:
+                    _Stream.check_index(size, canonical)
+            append(leaf)
+            size += 1
+    except _Failed as failed:
+        return leaves, failed.failure
+    return leaves, None
+
+
 class _Stream:
     """Streaming verifier state: O(log n) hashes plus the leaves since the last good checkpoint.
 
@@ -204,13 +246,13 @@ class _Stream:
         self._checkpoints_due()  # checkpoints of the empty tree
 
     @staticmethod
-    def _gap(index: int, claimed_position: int) -> _Failed:
+    def gap(index: int, claimed_position: int) -> _Failed:
         problem = (f"entry {index} is missing (next entry found has index {claimed_position})"
                    if claimed_position > index else f"index {claimed_position} appears again or out of order")
         return _fail(FailureKind.GAP, index, problem)
 
     @staticmethod
-    def _check_index(index: int, canonical: bytes) -> None:
+    def check_index(index: int, canonical: bytes) -> None:
         try:
             claimed = envelope_index(canonical)
         except VerificationError as exc:
@@ -224,7 +266,7 @@ class _Stream:
         if self.deep:
             index = self.size
             if claimed_position != index:
-                raise self._gap(index, claimed_position)
+                raise self.gap(index, claimed_position)
             if stored_leaf is not None and stored_leaf != leaf_hash(canonical):
                 raise _fail(FailureKind.LEAF_HASH, index,
                             "stored leaf hash does not match the entry's canonical bytes")
@@ -233,29 +275,19 @@ class _Stream:
 
     def feed_rows(self, rows: Iterable[tuple[int, bytes, bytes | None]]) -> None:
         """Entries ``(claimed index, canonical bytes, stored leaf hash or None)`` in stream order."""
+        leaves, failure = check_rows(rows, self.size)
+        self.feed_leaves(leaves)  # first: a checkpoint before the failing entry may fail earlier
+        if failure is not None:
+            raise _Failed(failure)
+
+    def feed_leaves(self, leaves: Iterable[bytes]) -> None:
+        """Leaf hashes of the next entries, already checked by :func:`check_rows` (steps 5 and 6)."""
         sha256 = hashlib.sha256
         hashes, size, capture, next_due = self.hashes, self.size, self.capture, self.next_due
         check_nodes = self.node_checker is not None
         pending_ids, pending_hashes, flush_at = self.pending_ids, self.pending_hashes, _NodeChecker.batch
-        # The envelope's tail is ``,"index":N`` + ``,"recorded_at":"<time>","v":1}``; entries written together
-        # share the time, so the tail after N is compared whole once one entry's time passed the full check.
-        after_index = b""
         try:
-            for claimed_position, canonical, stored_leaf in rows:
-                # 1. Position.
-                if claimed_position != size:
-                    raise self._gap(size, claimed_position)
-                # 2. Leaf hash first: a stored hash that no longer matches is the clearest sign of an edit.
-                leaf = sha256(b"\x00" + canonical).digest()
-                if stored_leaf is not None and stored_leaf != leaf:
-                    raise _fail(FailureKind.LEAF_HASH, size,
-                                "stored leaf hash does not match the entry's canonical bytes")
-                # 3. The entry's own view of its index (the regular expression only when the shortcuts decline).
-                if not (after_index and canonical.endswith(b',"index":%d%b' % (size, after_index))):
-                    if claims_index(canonical, size):
-                        after_index = canonical[canonical.rindex(b',"recorded_at":"'):]
-                    else:
-                        self._check_index(size, canonical)
+            for leaf in leaves:
                 # 5. Tree: every trailing one bit of the size is a subtree that this leaf completes; the
                 #    subtree of level L ending at this leaf has flat index 2·size + 1 - 2**L.
                 if capture and 2 * size in capture:
@@ -386,11 +418,14 @@ _Row = tuple[int, bytes, "bytes | None"]
 
 
 def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[Sequence[_Row]], *,
-         key_pinned: bool) -> VerifyResult:
-    """Feed batches of entries: 4-tuple records one by one when verifying deeply, else rows in bulk."""
+         key_pinned: bool, feed: Callable[[_Stream], None] | None = None) -> VerifyResult:
+    """Feed batches of entries: 4-tuple records one by one when verifying deeply, else rows in bulk.
+    ``feed``, when given, feeds the stream first (the parallel path); ``batches`` then carry the rest."""
     failure: Failure | None = None
     try:
         stream.start()
+        if feed is not None:
+            feed(stream)
         for batch in batches:
             if stream.deep:
                 for record in batch:
@@ -455,28 +490,111 @@ def _known(known_checkpoints: Sequence[str]) -> list[_CheckpointRecord]:
 
 
 def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints: Sequence[str] = (),
-                    deep: bool = True, check_node_cache: bool = True) -> VerifyResult:
+                    deep: bool = True, check_node_cache: bool = True, workers: int = 1,
+                    pool: Executor | None = None) -> VerifyResult:
     """Verify a live log. ``known_checkpoints``: signed notes seen earlier (e.g. kept by an officer).
+
+    ``workers`` > 1 (fast mode only) runs the per-entry checks (:func:`check_rows`: read, leaf hash,
+    index) in that many worker processes, each on its own range of the log, while this process builds the
+    tree from their leaf hashes in order. Same checks, same first failure, same result. ``pool``: a
+    process pool to use instead of starting one (it is left running), for callers that verify often.
 
     Raises :class:`~audit.errors.StoreUnavailable` if the database cannot be read (no verdict then).
     """
     try:
-        return _verify_database(engine, verifier, known_checkpoints, deep, check_node_cache)
+        return _verify_database(engine, verifier, known_checkpoints, deep, check_node_cache, workers, pool)
     except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
         raise StoreUnavailable(f"audit log read failed during verification ({type(exc).__name__})") from exc
 
 
 def _verify_database(engine: Engine, verifier: NoteVerifier, known_checkpoints: Sequence[str], deep: bool,
-                     check_node_cache: bool) -> VerifyResult:
+                     check_node_cache: bool, workers: int, pool: Executor | None) -> VerifyResult:
     with store.read_connection(engine) as connection:
         stored = store.all_checkpoints(connection)
+        size = store.tree_size(connection)
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
     checker = _NodeChecker(engine) if check_node_cache else None
     stream = _Stream(verifier, records + _known(known_checkpoints), deep, checker)
     if deep:
         records_ = ([(e.index, e.canonical, e.leaf_hash, e)] for e in store.iter_entries(engine))
         return _run(stream, records_, key_pinned=True)
+    if (workers > 1 or pool is not None) and size >= _PARALLEL_MIN_ENTRIES and _reachable_from_other_processes(engine):
+        # Entries appended meanwhile (and any range a worker found short) are read here afterwards.
+        feed = partial(_feed_in_parallel, engine.url.render_as_string(hide_password=False), size, max(workers, 2),
+                       pool)
+        return _run(stream, _rest(engine, stream), key_pinned=True, feed=feed)
     return _run(stream, store.leaf_batches(engine), key_pinned=True)
+
+
+_PARALLEL_CHUNK = 32_768
+"""Entries per task of a parallel verification (about 1 MB of leaf hashes back per task)."""
+_PARALLEL_MIN_ENTRIES = 4 * _PARALLEL_CHUNK
+"""Below this, starting worker processes costs more than they save."""
+
+
+def _reachable_from_other_processes(engine: Engine) -> bool:
+    """Whether worker processes can open the same database from its URL (not an in-memory SQLite)."""
+    return engine.dialect.name != "sqlite" or engine.url.database not in (None, "", ":memory:")
+
+
+def _rest(engine: Engine, stream: _Stream) -> Iterator[list[tuple[int, bytes, bytes]]]:
+    """The entries from wherever the stream stands when this is first iterated (after the parallel part)."""
+    yield from store.leaf_batches(engine, start=stream.size)
+
+
+def _feed_in_parallel(url: str, size: int, workers: int, pool: Executor | None, stream: _Stream) -> None:
+    """Feed entries ``[0, size)`` to ``stream`` from worker processes, in order, a bounded number of ranges
+    in flight. Stops early at the first failure (raised) or at a range that came back short (a gap: the
+    caller's sequential pass goes on from there and reports it exactly as a sequential run would)."""
+    try:
+        if pool is not None:
+            _feed_from_pool(pool, url, size, workers, stream)
+            return
+        context = multiprocessing.get_context("spawn")  # never fork a process that may run threads
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as own_pool:
+            _feed_from_pool(own_pool, url, size, workers, stream)
+    except BrokenExecutor:
+        return  # workers could not run here: the sequential pass takes over where the stream stands
+
+
+def _feed_from_pool(pool: Executor, url: str, size: int, workers: int, stream: _Stream) -> None:
+    ranges = [(start, min(start + _PARALLEL_CHUNK, size)) for start in range(0, size, _PARALLEL_CHUNK)]
+    pending: deque[Future[tuple[bytes, Failure | None]]] = deque()
+    upcoming = iter(ranges)
+    try:
+        for start, stop in itertools.islice(upcoming, 2 * workers):
+            pending.append(pool.submit(_check_range, url, start, stop))
+        for start, stop in ranges:
+            packed, failure = pending.popleft().result()
+            stream.feed_leaves(packed[offset:offset + 32] for offset in range(0, len(packed), 32))
+            if failure is not None:
+                raise _Failed(failure)
+            if len(packed) != 32 * (stop - start):
+                return
+            for next_start, next_stop in itertools.islice(upcoming, 1):
+                pending.append(pool.submit(_check_range, url, next_start, next_stop))
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+_worker_engines: dict[str, Engine] = {}
+
+
+def _check_range(url: str, start: int, stop: int) -> tuple[bytes, Failure | None]:
+    """In a worker process: :func:`check_rows` over entries ``[start, stop)``; the leaf hashes packed."""
+    engine = _worker_engines.get(url)
+    if engine is None:
+        engine = _worker_engines[url] = create_engine(url, poolclass=NullPool)
+    leaves: list[bytes] = []
+    position = start
+    for batch in store.leaf_batches(engine, start=start, stop=stop):
+        checked, failure = check_rows(batch, position)
+        leaves.extend(checked)
+        position += len(checked)
+        if failure is not None:
+            return b"".join(leaves), failure
+    return b"".join(leaves), None
 
 
 def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_checkpoints: Sequence[str] = (),

@@ -39,7 +39,9 @@ def verify(export_file: Path | None = typer.Option(None, "--export", help="Verif
            vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`)."),
            checkpoint: list[Path] = typer.Option([], help="Checkpoints kept from earlier (detects rollback)."),
            fast: bool = typer.Option(False, "--fast", help="Tree, signatures and consistency only; skip the "
-                                                          "per-entry canonical-JSON and schema checks (much faster).")
+                                                          "per-entry canonical-JSON and schema checks (much faster)."),
+           workers: int = typer.Option(1, "--workers", min=1,
+                                       help="Processes for the per-entry checks of a --fast live verification.")
            ) -> None:
     """Recompute the tree, check every checkpoint signature and their consistency. Exit 0 only if intact.
 
@@ -53,7 +55,7 @@ def verify(export_file: Path | None = typer.Option(None, "--export", help="Verif
         settings = Settings()
         engine = make_engine(settings.effective_database_url)
         verifier = NoteVerifier.from_vkey(vkey) if vkey else audit_verifier(settings)
-        result = verify_database(engine, verifier, known_checkpoints=known, deep=not fast)
+        result = verify_database(engine, verifier, known_checkpoints=known, deep=not fast, workers=workers)
         engine.dispose()
     for warning in result.warnings:
         err.print(f"[yellow]warning: {warning}[/yellow]")
