@@ -47,10 +47,10 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import reduce
-from operator import or_
+from functools import partial, reduce
+from operator import add, itemgetter, or_
 from typing import Any
 
 import numpy as np
@@ -123,21 +123,36 @@ def _as_text(value: object) -> str | None:
     return text or None
 
 
+def _normalise_text(text: str) -> str | None:
+    if text.isascii():  # NFKD leaves ASCII alone and it has no combining marks: skip the per-character pass
+        lowered = text.lower()
+        if lowered.isalnum():  # one word of letters and digits: nothing to replace
+            return lowered
+    else:
+        decomposed = unicodedata.normalize("NFKD", text)
+        lowered = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+    return _NON_ALNUM.sub(" ", lowered).strip() or None
+
+
+def _normalise_digits(text: str) -> str | None:
+    if text.isascii() and text.isdigit():
+        return text
+    return _NON_DIGIT.sub("", text) or None
+
+
+def _normalise_none(text: str) -> str | None:
+    return text
+
+
+_NORMALISERS: dict[Normaliser, Callable[[str], str | None]] = {
+    Normaliser.TEXT: _normalise_text, Normaliser.DIGITS: _normalise_digits, Normaliser.NONE: _normalise_none}
+"""Normalisers of a non-empty, stripped text."""
+
+
 def normalise(normaliser: Normaliser, value: object) -> str | None:
     """The normalised text of a field value, or ``None`` when it is missing."""
     text = _as_text(value)
-    if text is None:
-        return None
-    if normaliser is Normaliser.TEXT:
-        if text.isascii():  # NFKD leaves ASCII alone and it has no combining marks: skip the per-character pass
-            stripped = text.lower()
-        else:
-            decomposed = unicodedata.normalize("NFKD", text)
-            stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
-        text = _NON_ALNUM.sub(" ", stripped).strip()
-    elif normaliser is Normaliser.DIGITS:
-        text = _NON_DIGIT.sub("", text)
-    return text or None
+    return None if text is None else _NORMALISERS[normaliser](text)
 
 
 def tokenize(spec: FieldSpec, text: str) -> list[str]:
@@ -165,15 +180,17 @@ def tokenize(spec: FieldSpec, text: str) -> list[str]:
     return list(dict.fromkeys(padded[i:i + n] for i in range(len(padded) - n + 1)))
 
 
-def _tokens_with_repeats(spec: FieldSpec, text: str) -> list[str]:
-    """:func:`tokenize` without removing repeated grams (the encoder ORs their bits: repeats change nothing)."""
-    if spec.tokenizer is not TokenizerKind.NGRAM or spec.positional:
-        return tokenize(spec, text)
-    n = spec.n
-    padded = f" {text} " if n >= 2 else text
-    if len(padded) <= n:
-        return [padded]
-    return [padded[i:i + n] for i in range(len(padded) - n + 1)]
+def _bigrams(text: str) -> Iterable[str]:
+    padded = f" {text} "
+    return map(add, padded, padded[1:])  # padded[i] + padded[i + 1], without a Python-level loop
+
+
+def _tokeniser(spec: FieldSpec) -> Callable[[str], Iterable[str]]:
+    """:func:`tokenize` for one field, possibly repeating grams (the encoder ORs their bits: repeats change
+    nothing); padded bigrams, the commonest tokens, are made by a C-level ``map``."""
+    if spec.tokenizer is TokenizerKind.NGRAM and not spec.positional and spec.n == 2:
+        return _bigrams
+    return partial(tokenize, spec)
 
 
 def _field_key(secret: bytes, schema: Schema, name: str) -> bytes:
@@ -181,35 +198,13 @@ def _field_key(secret: bytes, schema: Schema, name: str) -> bytes:
     return HKDF(algorithm=hashes.SHA512(), length=32, salt=_SALT, info=info).derive(secret)
 
 
-class _Texts(dict[object, str | None]):
-    """One field's values → normalised texts (``None``: missing), computed on first sight.
-
-    Keys are the values as found in the records; a value that is not a string is looked up by its text (so
-    ``4223.0`` and ``"4223"`` share an entry, and ``True`` never shares one with ``1``).
-    """
-
-    def __init__(self, spec: FieldSpec) -> None:
-        super().__init__()
-        self._normaliser = spec.normalise
-        self[None] = None
-
-    def __missing__(self, value: object) -> str | None:
-        if type(value) is not str:
-            key = _as_text(value)
-            return None if key is None else self[key]
-        text = normalise(self._normaliser, value)
-        if len(self) < _CACHE_LIMIT:
-            self[value] = text
-        return text
-
-
 class _TokenBits(dict[str, int]):
     """One field's tokens → their k bits, hashed on first sight: ``d = BLAKE2b-128(key_f, token)``, bits
     ``(h1 + i·h2) mod L`` for ``i < k``."""
 
-    def __init__(self, spec: FieldSpec, mac: Any, filter_bits: int) -> None:
+    def __init__(self, k: int, mac: Any, filter_bits: int) -> None:
         super().__init__()
-        self._k = spec.k
+        self._k = k
         self._mac = mac
         self._filter_bits = filter_bits
 
@@ -228,26 +223,40 @@ class _TokenBits(dict[str, int]):
         return bits
 
 
-class _ValueBits(dict[object, int]):
-    """One field's values → the OR of their tokens' bits (an ``int`` of ``filter_bits`` bits)."""
+_Entry = tuple[int, str | None]
+"""A field value's filter bits (an ``int`` of ``filter_bits`` bits, 0 when missing) and normalised text."""
+_MISSING: _Entry = (0, None)
 
-    def __init__(self, spec: FieldSpec, texts: _Texts, tokens: _TokenBits) -> None:
+
+class _FieldValues(dict[object, _Entry]):
+    """One field's values → :data:`_Entry`, computed on first sight.
+
+    Keys are the values as found in the records; a value that is not a string is looked up by its text (so
+    ``4223.0`` and ``"4223"`` share an entry, and ``True`` never shares one with ``1``).
+    """
+
+    def __init__(self, spec: FieldSpec, tokens: _TokenBits | None) -> None:
         super().__init__()
-        self._spec = spec
-        self._texts = texts
-        self._tokens = tokens
-        self[None] = 0
+        self._normalise = _NORMALISERS[spec.normalise]
+        self._tokenise = _tokeniser(spec)
+        self._token_bits = tokens.__getitem__ if tokens is not None else None
+        self[None] = _MISSING
 
-    def __missing__(self, value: object) -> int:
+    def __missing__(self, value: object) -> _Entry:
         if type(value) is not str:
             key = _as_text(value)
-            return 0 if key is None else self[key]
-        text = self._texts[value]
-        bits = 0 if text is None else reduce(or_, map(self._tokens.__getitem__,
-                                                      _tokens_with_repeats(self._spec, text)), 0)
+            return _MISSING if key is None else self[key]
+        stripped = value.strip()
+        text = self._normalise(stripped) if stripped else None
+        if text is None:
+            entry = _MISSING
+        elif self._token_bits is None:  # a field that only takes part in blocking signatures
+            entry = (0, text)
+        else:
+            entry = (reduce(or_, map(self._token_bits, self._tokenise(text)), 0), text)
         if len(self) < _CACHE_LIMIT:
-            self[value] = bits
-        return bits
+            self[value] = entry
+        return entry
 
 
 class CLKEncoder:
@@ -266,13 +275,12 @@ class CLKEncoder:
         signed = {part.field for signature in schema.signatures for part in signature}
         self._read = tuple(spec for spec in schema.fields if spec.k > 0 or spec.name in signed)
         column = {spec.name: position for position, spec in enumerate(self._read)}
-        self._texts = [_Texts(spec) for spec in self._read]
         # pre-keyed MAC states: copying one is cheaper than keying a new one per token
-        self._bits = [
-            _ValueBits(spec, texts, _TokenBits(spec, hashlib.blake2b(key=_field_key(secret, schema, spec.name),
-                                                                      digest_size=_TOKEN_DIGEST),
-                                               schema.filter_bits))
-            for spec, texts in zip(self._read, self._texts, strict=True)]
+        self._values = [
+            _FieldValues(spec, _TokenBits(spec.k, hashlib.blake2b(key=_field_key(secret, schema, spec.name),
+                                                                  digest_size=_TOKEN_DIGEST), schema.filter_bits)
+                         if spec.k > 0 else None)
+            for spec in self._read]
         self._blocking_mac = hashlib.blake2b(key=_field_key(secret, schema, "\x00blocking"),
                                              digest_size=_BLOCK_DIGEST)
         self._signatures = tuple((bytes([number]), tuple((column[part.field], part.prefix) for part in signature))
@@ -285,11 +293,6 @@ class CLKEncoder:
     def __repr__(self) -> str:
         return f"CLKEncoder(schema={self._schema.id!r} v{self._schema.version}, secret=<hidden>)"
 
-    def _block_key(self, tag: bytes, parts: tuple[str, ...]) -> int:
-        mac = self._blocking_mac.copy()
-        mac.update(tag + "\x1f".join(parts).encode("utf-8"))
-        return int.from_bytes(mac.digest(), "little") or 1
-
     def _encode(self, records: Iterable[Mapping[str, object]], *, keys: bool) -> tuple[Filters, BlockKeys]:
         """Filters and (when ``keys``) blocking keys, column by column."""
         rows = list(records)
@@ -300,28 +303,38 @@ class CLKEncoder:
         texts: dict[int, list[str | None]] = {}
         wanted = {column for _, parts in self._signatures for column, _ in parts} if keys else set()
         for column, spec in enumerate(self._read):
+            if spec.k == 0 and column not in wanted:
+                continue
             values = [record.get(spec.name) for record in rows]
             try:
-                if spec.k > 0:
-                    masks = list(map(or_, masks, map(self._bits[column].__getitem__, values)))
-                if column in wanted:
-                    texts[column] = list(map(self._texts[column].__getitem__, values))
+                entries = list(map(self._values[column].__getitem__, values))
             except TypeError:
                 if any(type(value).__hash__ is None for value in values):
                     raise EncodingError(f"field {spec.name!r} has an unhashable value") from None
                 raise
+            if spec.k > 0:
+                masks = list(map(or_, masks, map(itemgetter(0), entries)))
+            if column in wanted:
+                texts[column] = list(map(itemgetter(1), entries))
         size = self._schema.filter_bits // 8
         data = b"".join([mask.to_bytes(size, "little") for mask in masks])
         filters: Filters = np.frombuffer(data, dtype="<u8").reshape(len(rows), self._schema.words).astype(np.uint64)
         width = len(self._signatures)
         if not keys:
             return filters, np.zeros((0, width), dtype=np.uint64)
+        new_mac = self._blocking_mac.copy
+
+        def block_key(message: bytes) -> int:
+            mac = new_mac()
+            mac.update(message)
+            return int.from_bytes(mac.digest(), "little") or 1
+
         block_columns = []
         for tag, parts in self._signatures:  # P-Sig keys: one MAC per signature whose parts are all present
             columns = [texts[column] if prefix is None else [None if text is None else text[:prefix]
                                                              for text in texts[column]]
                        for column, prefix in parts]
-            block_columns.append([0 if None in combination else self._block_key(tag, combination)
+            block_columns.append([0 if None in combination else block_key(tag + "\x1f".join(combination).encode())
                                   for combination in zip(*columns, strict=True)])
         block_keys: BlockKeys = np.array(block_columns, dtype=np.uint64).reshape(width, len(rows)).T.copy()
         return filters, block_keys
