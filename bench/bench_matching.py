@@ -14,7 +14,7 @@ Figures and their ratio to the targets:
   on one core and on every core (one process per core, the left side split between them; each worker
   converts its filters to bitarrays before the clock starts). Best of a few runs each.
 * FEBRL4 end to end (both partners encode in parallel, as they would on their own machines; then blocking,
-  comparison and solving on the gateway): target < 2 s, plus precision and recall.
+  comparison and solving on the gateway; best of three): target < 2 s, plus precision and recall.
 * 100,000 x 100,000 with signature blocking on seeded synthetic persons (FEBRL-like values and
   perturbations): time, pairs completeness (target >= 0.99) and reduction ratio.
 
@@ -182,18 +182,22 @@ def dice_throughput(left: Filters, right: Filters, threshold: float) -> None:
 
 # --- FEBRL4 end to end -----------------------------------------------------------------------------------------
 
-def febrl4_end_to_end(left: Records, right: Records, truth: set[tuple[int, int]]) -> EncodedDataset:
+def febrl4_end_to_end(left: Records, right: Records, truth: set[tuple[int, int]],
+                      repeats: int = 3) -> EncodedDataset:
     threshold = shipped_schema("person").threshold
-    print(f"FEBRL4 end to end ({len(left):,} x {len(right):,}, threshold {threshold}):")
+    print(f"FEBRL4 end to end ({len(left):,} x {len(right):,}, threshold {threshold}), best of {repeats}:")
+    runs = []
     with ProcessPoolExecutor(max_workers=2) as pool:
         list(pool.map(_warm, [0, 1]))  # start the two "partners" (imports, schema)
-        start = time.perf_counter()
-        encoded_left, encoded_right = pool.map(_encode, [left, right])
-        t_encode = time.perf_counter() - start
-    start = time.perf_counter()
-    result = link([encoded_left, encoded_right], threshold=threshold)
-    t_link = time.perf_counter() - start
-    total = t_encode + t_link
+        for _ in range(repeats):
+            start = time.perf_counter()
+            encoded_left, encoded_right = pool.map(_encode, [left, right])
+            t_encode = time.perf_counter() - start
+            start = time.perf_counter()
+            result = link([encoded_left, encoded_right], threshold=threshold)
+            t_link = time.perf_counter() - start
+            runs.append((t_encode + t_link, t_encode, t_link, result, encoded_right))
+    total, t_encode, t_link, result, encoded_right = min(runs, key=lambda run: run[0])
     found = set(result.pairs())
     hits = len(found & truth)
     stats = result.stats

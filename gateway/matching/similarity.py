@@ -24,8 +24,10 @@ test is an integer comparison with a per-sum table (:func:`_minimum_intersection
 conversion happens per pair; scores are computed only for the pairs that pass.
 
 **Compilation.** Each kernel is compiled on first use for the one signature it is called with (C-contiguous
-``uint64`` filters, ``int64`` counts and indices) and cached in ``__pycache__`` (``cache=True``): a few seconds
-on a fresh install, a fraction of a second afterwards. Servers and benchmarks call :func:`warm_up` first.
+``uint64`` filters, ``int64`` counts and indices) and cached in ``__pycache__`` (``cache=True``; numba falls
+back to a user-wide cache directory, or ``NUMBA_CACHE_DIR``, when that is read-only): ~3-4 s on a fresh
+install, then ~1 s per process to load (most of it numba's own start-up). Servers and benchmarks call
+:func:`warm_up` before anything is timed.
 
 Scores computed here stay inside the gateway; see :mod:`gateway.matching.linkage`.
 """
@@ -66,14 +68,22 @@ _INITIAL_HITS = 1024
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _compiled(func: _F) -> _F:
-    """``numba.njit`` with the settings of every kernel here, typed so that callers keep the signature."""
-    return cast(_F, numba.njit(cache=True, nogil=True)(func))
+def _compiled(func: _F, **options: Any) -> _F:
+    """``numba.njit`` with the settings of every kernel here, typed so that callers keep the signature.
+
+    Without a writable cache directory (the package's ``__pycache__`` in a read-only install and no writable
+    home for numba's user-wide cache, nor ``NUMBA_CACHE_DIR``) numba refuses ``cache=True``; the kernels are
+    then compiled once per process instead.
+    """
+    try:
+        return cast(_F, numba.njit(cache=True, nogil=True, **options)(func))
+    except RuntimeError:
+        return cast(_F, numba.njit(cache=False, nogil=True, **options)(func))
 
 
 def _inlined(func: _F) -> _F:
     """A helper of the kernels, inlined into them (numba IR): a call per pair would cost more than the pair."""
-    return cast(_F, numba.njit(cache=True, nogil=True, inline="always")(func))
+    return _compiled(func, inline="always")
 
 
 def _register_intrinsic(typing: Callable[..., Any]) -> Any:

@@ -211,3 +211,17 @@ def test_warm_up_compiles_every_kernel() -> None:
     for kernel in (similarity._join_rows, similarity._pair_intersections, similarity._row_popcounts):
         assert kernel.signatures, kernel  # compiled (or loaded from the cache) for the one signature used
         assert len(kernel.signatures) == 1
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from numba.core import caching
+
+    def no_locator(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(caching.FunctionCache, "__init__", no_locator)
+
+    def twice(x: int) -> int:
+        return 2 * x
+
+    assert similarity._compiled(twice)(21) == 42
