@@ -34,7 +34,7 @@ cache of finished filter bits (a Python ``int`` per value, ORed into the records
 ``map``) and only normalises, tokenises and hashes a value it has not seen; a token is hashed once per field.
 Keyed BLAKE2b copied from a pre-keyed state costs ~1 µs a call here against ~4 µs for ``hmac.digest`` with
 SHA-256, which matters for the blocking keys: one MAC per signature and record, the largest remaining cost.
-FEBRL4's 5,000 records encode in ~0.15 s per side (1.2 s with the earlier HMAC, token-id gather version).
+FEBRL4's 5,000 records encode in ~0.2 s per side (1.2 s with the earlier HMAC, token-id gather version).
 
 Bit layout: bit p is bit ``p mod 64`` of word ``p // 64``; serialised as the words in little-endian order
 (so byte ``p // 8``, bit ``p mod 8``), base64url without padding for transport.

@@ -13,15 +13,16 @@
 
 **Why compiled.** With NumPy every step of a comparison (AND, popcount, sum over the words, the threshold test)
 is a separate pass over a temporary array, which topped out at ~15 million comparisons/s per core; anonlink's
-C++ does ~60-85 million here. The kernels below do a whole comparison in registers: for 1024-bit filters (the
+C++ does ~60-95 million here. The kernels below do a whole comparison in registers: for 1024-bit filters (the
 shipped schemas' width) :func:`_and_popcount_rows` ANDs the two rows as one ``<16 x i64>`` LLVM vector, counts
 the bits of its 128 bytes (``llvm.ctpop.v128i8``) and adds them with one ``vector.reduce.add``. On x86-64 with
-AVX2 that becomes 4 x (AND, two nibble look-ups with ``vpshufb``, byte add) and a single ``vpsadbw`` per pair:
-measured here ~225 million pairs/s per core against ~170 million for a word-by-word ``llvm.ctpop.i64`` loop
-(which LLVM vectorises with one horizontal sum per four words) and ~150 million for scalar ``popcnt`` (16 ANDs,
-16 popcounts and 15 adds per pair keep the integer ALUs busy). Other widths use the word loop. The threshold
-test is an integer comparison with a per-sum table (:func:`_minimum_intersections`), so no division or float
-conversion happens per pair; scores are computed only for the pairs that pass.
+AVX2 that becomes 4 x (AND, two nibble look-ups with ``vpshufb``, byte add) and a single ``vpsadbw`` per pair.
+Measured here (per CPU-second, on a shared machine): ~225 million pairs/s per core, against ~170 million for a
+word-by-word ``llvm.ctpop.i64`` loop (which LLVM vectorises with one horizontal sum per four words) and ~150
+million for scalar ``popcnt`` (16 ANDs, 16 popcounts and 15 adds per pair keep the integer ALUs busy). Other
+widths use the word loop. The threshold test is an integer comparison with a per-sum table
+(:func:`_minimum_intersections`), so no division or float conversion happens per pair; scores are computed only
+for the pairs that pass.
 
 **Compilation.** Each kernel is compiled on first use for the one signature it is called with (C-contiguous
 ``uint64`` filters, ``int64`` counts and indices) and cached in ``__pycache__`` (``cache=True``; numba falls
@@ -150,7 +151,8 @@ def _and_popcount_rows_typing(typingctx: Any, left: Any, i: Any, right: Any, j: 
 
 _and_popcount_rows: Callable[[Filters, int, Filters, int, int], int] = _register_intrinsic(
     _and_popcount_rows_typing)
-"""``popcount(left[i] & right[j])`` for rows of a compile-time width (a literal ``words``; at most 512)."""
+"""``popcount(left[i] & right[j])`` for rows of a compile-time width (a literal ``words`` below 1024, so that
+the sum fits the 16-bit lanes it is added in)."""
 
 
 # --- kernels -----------------------------------------------------------------------------------------------------
