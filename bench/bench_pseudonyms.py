@@ -72,7 +72,7 @@ def _rate(label: str, func: Callable[[], object], *, seconds: float, per_call: i
     times.sort()
     best, median = batch * per_call / times[0], batch * per_call / times[len(times) // 2]
     ratio = f"  {best / target:.2f}x target" if target else ""
-    print(f"  {label:<66} {best:>8,.0f} /s best {median:>8,.0f} /s median {1e6 / best:6.1f} µs{ratio}")
+    print(f"  {label:<70} {best:>8,.0f} /s best {median:>8,.0f} /s median {1e6 / best:6.1f} µs{ratio}")
     return best
 
 
@@ -115,7 +115,7 @@ def micro(seconds: float = 1.5) -> None:
           seconds=seconds)
 
     print("Per request item, wire in -> wire out, as gateway.enrolment.service.PseudonymService does it:")
-    _rate("decode + validate a polymorphic pseudonym (2D; Y checked once per key)",
+    _rate("decode + validate a polymorphic pseudonym (2D, Y once per key)",
           lambda: transcryptor.accept(PolymorphicPseudonym.decode(wire)), seconds=seconds)
 
     def enrol_item() -> tuple[str, str]:
