@@ -156,6 +156,20 @@ async def test_mixed_subjects_and_foreign_polymorphic_pseudonyms_are_refused(sta
     assert outsider.status_code == 403  # the bank takes no part in the ZVH
 
 
+async def test_an_encryption_of_the_identity_point_is_refused_not_a_server_error(stack: Stack) -> None:
+    """(r·G, r·Y) decodes as a well-formed polymorphic pseudonym; only transforming it shows it hides nothing."""
+    from gateway.pseudonyms.pep import Point, PolymorphicPseudonym, Scalar
+
+    key = Point.decode(stack.get(MUNICIPALITY, "/v1/pseudonyms/key").json()["public_key"])
+    r = Scalar.random()
+    hollow = PolymorphicPseudonym(r.times_base(), r.times(key), key).encode()  # (b, c) = (r·G, identity + r·Y)
+    for path, item in (("/v1/pseudonyms", {}), ("/v1/enrolments", {"record_types": ["x"], "categories": ["identity"]})):
+        answer = stack.post(MUNICIPALITY, path, {"partnership": RIEC,
+                                                 "subjects": [{"type": "bsn", "polymorphic": hollow} | item]})
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+
+
 async def test_contact_point_finds_every_disclosure_by_identifier(stack: Stack) -> None:
     from gateway.client.pseudonyms import PseudonymClient
 
