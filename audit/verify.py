@@ -37,6 +37,7 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
@@ -550,7 +551,8 @@ def _feed_in_parallel(url: str, size: int, workers: int, pool: Executor | None, 
         if pool is not None:
             _feed_from_pool(pool, url, size, workers, stream)
             return
-        context = multiprocessing.get_context("spawn")  # never fork a process that may run threads
+        # Forking is much cheaper than spawning (no re-import), but only safe without other threads running.
+        context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as own_pool:
             _feed_from_pool(own_pool, url, size, workers, stream)
     except BrokenExecutor:
