@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -59,8 +60,14 @@ def start_services(container: Container) -> None:
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
-               container: Container | None = None) -> FastAPI:
-    """Build the gateway app. Nothing touches the database until the lifespan starts."""
+               container: Container | None = None, freeze_heap: bool = False) -> FastAPI:
+    """Build the gateway app. Nothing touches the database until the lifespan starts.
+
+    ``freeze_heap`` (the server process, :mod:`gateway.asgi`): once started, move everything built so far
+    (register, policies, engines, keys, imported modules) out of the cyclic garbage collector's reach
+    (``gc.freeze``). It lives as long as the process anyway, and every collection during requests would
+    otherwise scan all of it again; measured, that is up to a third of an audit append's CPU time.
+    """
     settings = settings or (container.settings if container else Settings())
     configure_logging(settings.log_level, settings.log_json)
     owned = container is None
@@ -71,6 +78,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         start_services(the_container)
         audit_services(the_container).writer.start()
         escalation_scheduler(the_container).start()
+        if freeze_heap:
+            gc.collect()
+            gc.freeze()
         log.info("gateway_started", database=the_container.engine.url.render_as_string(hide_password=True),
                  policy_engine=settings.policy_engine)
         try:

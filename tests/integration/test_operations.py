@@ -79,3 +79,19 @@ def test_openapi_documents_every_route_outcome_and_error(client: TestClient, con
                                     "holder-unavailable"}
     assert "/oauth/token" in spec["paths"]
     assert "/v1/discovery" in spec["paths"]
+
+
+def test_the_server_process_freezes_its_start_up_heap_and_tests_do_not(tmp_path: Path, sqlite_db_url: str) -> None:
+    import gc
+
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_db_url)
+    before = gc.get_freeze_count()
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/health/live").status_code == 200
+            assert gc.get_freeze_count() == before  # the default: nothing frozen (tests build many apps)
+        with TestClient(create_app(settings, freeze_heap=True)) as client:
+            assert client.get("/health/live").status_code == 200
+            assert gc.get_freeze_count() > before  # what gateway.asgi (the uvicorn entry point) asks for
+    finally:
+        gc.unfreeze()
