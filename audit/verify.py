@@ -33,6 +33,7 @@ the key too.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import json
@@ -41,6 +42,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -503,7 +505,8 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
     Raises :class:`~audit.errors.StoreUnavailable` if the database cannot be read (no verdict then).
     """
     try:
-        return _verify_database(engine, verifier, known_checkpoints, deep, check_node_cache, workers, pool)
+        with _collector_paused():
+            return _verify_database(engine, verifier, known_checkpoints, deep, check_node_cache, workers, pool)
     except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
         raise StoreUnavailable(f"audit log read failed during verification ({type(exc).__name__})") from exc
 
@@ -531,6 +534,24 @@ _PARALLEL_CHUNK = 32_768
 """Entries per task of a parallel verification (about 1 MB of leaf hashes back per task)."""
 _PARALLEL_MIN_ENTRIES = 4 * _PARALLEL_CHUNK
 """Below this, starting worker processes costs more than they save."""
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a verification, then restore it as it was.
+
+    The loop allocates millions of short-lived tuples and bytes and builds no reference cycles, so the
+    collector has nothing to find, yet every 700 allocations it would scan the young objects and now and
+    then the whole heap: measured, up to a third of a fast verification's time. Reference counting still
+    frees everything as it goes; cycles made elsewhere meanwhile are collected once it runs again.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _reachable_from_other_processes(engine: Engine) -> bool:
@@ -605,6 +626,12 @@ def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_che
 
     ``verifier``: the pinned log key; when given, the file's header must name the same key.
     """
+    with _collector_paused():
+        return _verify_export(path, verifier, known_checkpoints, deep)
+
+
+def _verify_export(path: Path, verifier: NoteVerifier | None, known_checkpoints: Sequence[str],
+                   deep: bool) -> VerifyResult:
     with path.open("rb") as handle:
         lines = iter(handle)
         try:
