@@ -1,12 +1,19 @@
 # Shared facts about a request: the partnership, purpose and participants it names, and the office-hours
 # rule (REGISTER.md rules 1, 2, 5 and 7). Used by wgs.exchange and wgs.discovery.
 #
-# Performance shape (regorus evaluates every rule reference, function call and `data.` lookup anew, a few
-# µs each): what does not depend on the target holder is a rule over `input.request`, evaluated once per
-# evaluation (so once for a whole batch of holders); what depends on the holder comes from
-# `holder_facts(org)`, the register-only facts of wgs.index. Callers import single rules
-# (`import data.wgs.common.purpose`): `common.x` through a package import makes regorus evaluate the
-# whole package.
+# Performance shape (every rule reference, function call and `data.` lookup costs evaluation steps): what
+# does not depend on the target holder is a rule over `input.request`, evaluated once per evaluation (so
+# once for a whole batch of holders); what depends on the holder comes from `holder_facts(org)`, the
+# register-only facts of wgs.index. Callers import single rules (`import data.wgs.common.purpose`):
+# `common.x` through a package import makes regorus's interpreter evaluate the whole package.
+#
+# Two evaluators run these files (gateway/policy/engine.py): regorus's interpreter and its compiled RVM,
+# which must give the same documents. The RVM differs from OPA in two places, so these files avoid both:
+# a body followed by `else` starts with plain conditions and binds (`:=`, `some ... in`) nothing that may
+# be undefined or empty (the RVM does not fall through to `else` when such a binding fails), and a
+# comprehension's head is defined whenever its body holds (the RVM keeps an undefined element where OPA
+# drops it). tests/unit/policy/test_rvm_equivalence.py checks the two evaluators against each other.
+
 package wgs.common
 
 import rego.v1
@@ -22,8 +29,8 @@ requester := p if {
 }
 
 # The requester's role, null when the requester is no participant.
-requester_role := r if {
-	r := requester.role
+requester_role := requester.role if {
+	requester
 } else := null
 
 # The target holder of a one-target input (the batched rules pass each holder explicitly).
@@ -38,11 +45,13 @@ requested := {c | some c in input.request.categories}
 
 # Rules 1, 3 and 4 for holder organisation `org`: see wgs.index.holder_facts (precomputed per register
 # version as data.register_index when the engine provides it, computed here otherwise).
-holder_facts(org) := f if {
-	f := _holders_index[org]
+holder_facts(org) := _holders_index[org] if {
+	_holders_index[org]
 } else := data.wgs.index.holder_facts(input.request.partnership, input.request.purpose, requester_role, org)
 
-_holders_index := data.register_index.holders[input.request.partnership][input.request.purpose][requester_role]
+_holders_index := data.register_index.holders[input.request.partnership][input.request.purpose].by_requester_role[requester.role] if {
+	requester
+} else := data.register_index.holders[input.request.partnership][input.request.purpose].no_requester_role
 
 # Rule 1: requester and holder are active participants of the active partnership; the purpose belongs to it.
 # `request_deny` holds the reasons that do not depend on the holder (the holder's are in holder_facts).
@@ -121,24 +130,24 @@ _request_deny contains {"code": "minors-not-allowed", "message": sprintf("purpos
 # Rule 7: office hours, Mon-Fri 07:00-19:00 in the register's time zone (DST handled by the time zone).
 requested_ns := time.parse_rfc3339_ns(input.request.requested_at)
 
-_office_hours := h if {
-	h := data.register_index.office_hours
+_office_hours := data.register_index.office_hours if {
+	data.register_index.office_hours
 } else := data.wgs.index.office_hours(data.register.office_hours)
 
 in_office_hours if {
-	hours := _office_hours
-	ns := requested_ns
-	time.weekday([ns, hours.timezone]) in hours.weekdays
-	clock := time.clock([ns, hours.timezone])
-	minute := (clock[0] * 60) + clock[1]
-	minute >= hours.start
-	minute < hours.end
+	requested_ns
+	time.weekday([requested_ns, _office_hours.timezone]) in _office_hours.weekdays
+	minute := _minute_of_day(time.clock([requested_ns, _office_hours.timezone]))
+	minute >= _office_hours.start
+	minute < _office_hours.end
 }
+
+_minute_of_day(clock) := (clock[0] * 60) + clock[1]
 
 # Rule 9: retain-until date from the purpose's retention.
 retain_until := sprintf("%04d-%02d-%02d", time.date(time.add_date(requested_ns, 0, purpose.retention.months, 0)))
 
-# Categories answered as hit/no-hit only (rule 3).
-hit_only_categories := c if {
-	c := data.register_index.hit_only_categories
+# Categories answered as hit/no-hit only (rule 3), a set.
+hit_only_categories := object.keys(data.register_index.hit_only_categories) if {
+	data.register_index.hit_only_categories
 } else := data.wgs.index.hit_only_categories

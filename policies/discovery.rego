@@ -17,7 +17,7 @@ decisions := [_decision(h) | some h in input.holders]
 _decision(h) := d if {
 	org := h.organisation
 	f := holder_facts(org)
-	searchable := requested & f.base
+	searchable := requested & object.keys(f.base)
 	common_deny := request_deny | {r | some r in f.deny}
 	deny := common_deny | _nothing_searchable(common_deny, searchable)
 	allowed := count(deny) == 0

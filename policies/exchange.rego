@@ -8,7 +8,7 @@
 #               "holders": [{"organisation": ..., "system": ...}, ...]; a list with, for each holder in
 #               order, exactly the `decision` that holder would get.
 # What does not depend on the holder is a rule (evaluated once per evaluation, so once per batch); the
-# per-holder part is `_decision(holder)`, which binds each value once in a local variable and takes the
+# per-holder part is `_decision(org)`, which binds each value once in a local variable and takes the
 # register-only facts about the holder from wgs.common.holder_facts.
 package wgs.exchange
 
@@ -24,9 +24,9 @@ import data.wgs.common.requested_ns
 import data.wgs.common.requester
 import data.wgs.common.retain_until
 
-decision := _decision(input.request.holder)
+decision := _decision(input.request.holder.organisation)
 
-decisions := [_decision(h) | some h in input.holders]
+decisions := [_decision(h.organisation) | some h in input.holders]
 
 # --- independent of the holder -------------------------------------------------------------------------
 
@@ -35,7 +35,7 @@ decisions := [_decision(h) | some h in input.holders]
 provided := {c | some c in object.get(input.request, "provided_categories", [])}
 
 # Rule 6: bulk and daily volume; rule 7: office hours. A valid escalation decision overrides all three
-# (rule 8, see `_escalate`).
+# (rule 8, see `escalate` in `_decision`).
 request_escalate contains {"code": "bulk-request", "message": sprintf("%d subjects exceeds the threshold of %d for `%s`", [input.request.subject_count, purpose.bulk_threshold, input.request.purpose])} if {
 	input.request.subject_count > purpose.bulk_threshold
 }
@@ -50,111 +50,101 @@ request_escalate contains {"code": "outside-office-hours", "message": "requests 
 	not purpose.urgent
 }
 
-# Rule 8: an escalation decision for exactly this request (the holder is checked per holder).
-_escalation_decision_for_request := d if {
+_request_escalate_sorted := sort_reasons(request_escalate)
+
+# Rule 8: the escalation decision for exactly this request, while it is valid, under its holder's name
+# (it counts for that holder only).
+_escalation_decisions := {d.holder: d |
+	input.context.escalation_decision.request_fingerprint == input.request_fingerprint
 	d := input.context.escalation_decision
-	d.request_fingerprint == input.request_fingerprint
+	is_string(d.holder)
+	time.parse_rfc3339_ns(d.valid_until) > requested_ns
 }
 
-# Rule 9: obligations on every allow (an escalation decision may add its own).
-_obligations_on_allow := {"retain_until": retain_until, "onward_sharing": false, "results_only": object.get(purpose, "results_only", false)}
+# Rule 9: obligations on every allow; an escalation decision may add its own for its holder. (Null when the
+# purpose is unknown: then nothing is allowed.)
+_obligations_on_allow := {"retain_until": retain_until, "onward_sharing": false, "results_only": object.get(purpose, "results_only", false)} if {
+	purpose
+} else := null
+
+_escalation_obligations := {org: object.union(_obligations_on_allow, d.obligations) |
+	_obligations_on_allow != null
+	some org, d in _escalation_decisions
+}
+
+# Rule 8: a valid escalation decision narrows its holder's categories to those it states.
+_escalation_bounds := {org: {c | some c in d.permitted_categories} | some org, d in _escalation_decisions}
 
 # --- per holder ----------------------------------------------------------------------------------------
 
-_decision(h) := d if {
-	org := h.organisation
+# The decision for holder organisation `org`. This body runs once per holder, so it is written for few
+# evaluation steps: set operators instead of comprehensions over categories, request-level rules read
+# once into local variables (a rule reference costs more than a variable, a function call more still),
+# emptiness as a comparison with an empty literal, the outcome as a table lookup, and no sorting when
+# there is nothing to sort. (It is a function, not the body of the `decisions` comprehension: in the
+# RVM, a comprehension nested in another comprehension's body can end the outer loop.)
+_decision(org) := {
+	"allow": allowed,
+	"escalate": outcome == "escalated",
+	"outcome": outcome,
+	"reasons": [r | [deny, escalate, removal_reasons] != [set(), [], set()]; some r in _reasons(deny, escalate, removal_reasons)],
+	"permitted_categories": [c | allowed; some c in sort(permitted)],
+	"removed_categories": sort(removed),
+	"hit_only": true in {f.hit_only_holder, [permitted - hit_only_categories, permitted != set()] == [set(), true]},
+	"obligations": object.get({true: object.get(_escalation_obligations, org, _obligations_on_allow)}, allowed, null),
+	"escalation_decision": object.get(escalation_decisions, [org, "id"], null),
+	"policy_version": data.wgs.version.policy_version,
+} if {
 	f := holder_facts(org)
 	req := requested
+	escalation_decisions := _escalation_decisions
 
-	# A hit/no-hit holder (rule 3, e.g. FIOD for Bibob) is always asked about its hit categories when
-	# targeted; any other holder about what was requested.
-	lawful := _lawful(f.hit_only_holder, f.base, req)
-
-	# Rule 8: never wider than rules 3/4 allow, and never wider than the decision states.
-	ed := _escalation_decision(org)
-	permitted := _permitted(ed, lawful)
+	# Rules 3 and 4 give `base`, what this holder may disclose to this requester for this purpose. A
+	# hit/no-hit holder (rule 3, e.g. FIOD for Bibob) is always asked about all of it when targeted; any
+	# other holder about what was requested. Rule 8: an escalation decision never widens that, and
+	# narrows it to the categories it states.
+	base := object.keys(f.base)
+	asked := object.get({true: base}, f.hit_only_holder, req)
+	permitted := (base & asked) & object.get(_escalation_bounds, org, base)
 
 	# Outside the holder's domain a requested category is not this holder's business (no narrowing).
-	removed := (req & f.domain_nd) - permitted
+	removed := (req & object.keys(f.domain_nd)) - permitted
+
+	# Rules 1-5: the request's reasons, the holder's, handing data over; and nothing left to disclose.
 	common_deny := request_deny | {r | some r in f.deny}
-	deny := (common_deny | _provision_deny(org, f)) | _nothing_permitted(common_deny, permitted)
-	escalate := _escalate(ed)
-	outcome := _outcome(deny, escalate, removed)
-	allowed := outcome in {"allowed", "allowed-narrowed"}
-
-	d := {
-		"allow": allowed,
-		"escalate": outcome == "escalated",
-		"outcome": outcome,
-		"reasons": array.concat(array.concat(sort_reasons(deny), sort_reasons(escalate)), sort_reasons(_removal_reasons(removed, f, lawful, ed))),
-		"permitted_categories": sort([c | some c in permitted; allowed]),
-		"removed_categories": sort([c | some c in removed]),
-		"hit_only": _hit_only(f.hit_only_holder, permitted),
-		"obligations": _obligations(allowed, ed),
-		"escalation_decision": _decision_id(ed),
-		"policy_version": data.wgs.version.policy_version,
+	provision_deny := {{"code": "provision-not-allowed", "category": c, "message": sprintf("role `%s` may not hand `%s` to `%s` for `%s`", [requester.role, c, org, input.request.purpose])} |
+		some c in provided
+		not f.providable[c]
+		requester
 	}
+	nothing_permitted := {{"code": "no-permitted-categories", "message": "none of the requested categories may be disclosed by this holder for this purpose"} |
+		common_deny == set()
+		permitted == set()
+	}
+	deny := (common_deny | provision_deny) | nothing_permitted
+
+	# Rules 6 and 7, unless a valid escalation decision answered them (rule 8).
+	escalate := [r | not escalation_decisions[org]; some r in _request_escalate_sorted]
+
+	# Rules 3 and 4: a reason per removed category: the register's (f.reasons, for the categories outside
+	# base), or, for a category in base (only an escalation decision removes those), the decision's.
+	removal_reasons := {r | some r in object.filter(f.reasons, removed)} | {{"code": "narrowed-by-escalation-decision", "category": c, "message": sprintf("escalation decision `%s` does not include `%s`", [escalation_decisions[org].id, c])} |
+		escalation_decisions[org]
+		some c in removed & base
+	}
+
+	outcome := _outcomes[deny != set()][escalate != []][removed != set()]
+	allowed := [deny, escalate] == [set(), []]
 }
 
-_lawful(true, base, _) := base
+# A decision's reasons: the denials, then the escalations, then the removals, each in order.
+_reasons(deny, escalate, removal_reasons) := array.concat(array.concat(sort_reasons(deny), escalate), sort_reasons(removal_reasons))
 
-_lawful(false, base, asked) := asked & base
-
-_escalation_decision(org) := d if {
-	d := _escalation_decision_for_request
-	d.holder == org
-	time.parse_rfc3339_ns(d.valid_until) > requested_ns
-} else := null
-
-_permitted(null, lawful) := lawful
-
-_permitted(ed, lawful) := lawful & {c | some c in ed.permitted_categories} if ed != null
-
-# Rules 3 and 4: a reason per removed category (the register's reason, or the escalation decision's).
-_removal_reasons(removed, f, _, null) := {f.reasons[c] | some c in removed}
-
-_removal_reasons(removed, f, lawful, ed) := {f.reasons[c] | some c in removed} | {{"code": "narrowed-by-escalation-decision", "category": c, "message": sprintf("escalation decision `%s` does not include `%s`", [ed.id, c])} |
-	some c in removed
-	c in lawful
-} if ed != null
-
-_provision_deny(org, f) := {{"code": "provision-not-allowed", "category": c, "message": sprintf("role `%s` may not hand `%s` to `%s` for `%s`", [requester.role, c, org, input.request.purpose])} |
-	some c in provided
-	not c in f.providable
+# Deny beats escalate beats narrowing: _outcomes[any deny][any escalation][any category removed].
+_outcomes := {
+	true: {true: {true: "denied", false: "denied"}, false: {true: "denied", false: "denied"}},
+	false: {true: {true: "escalated", false: "escalated"}, false: {true: "allowed-narrowed", false: "allowed"}},
 }
 
-_nothing_permitted(common_deny, permitted) := {{"code": "no-permitted-categories", "message": "none of the requested categories may be disclosed by this holder for this purpose"} |
-	count(common_deny) == 0
-	count(permitted) == 0
-}
-
-_escalate(null) := request_escalate
-
-_escalate(ed) := set() if ed != null
-
-_outcome(deny, escalate, removed) := "denied" if {
-	count(deny) > 0
-} else := "escalated" if {
-	count(escalate) > 0
-} else := "allowed-narrowed" if {
-	count(removed) > 0
-} else := "allowed"
-
-_hit_only(true, _) := true
-
-_hit_only(false, permitted) := true if {
-	count(permitted) > 0
-	count(permitted - hit_only_categories) == 0
-} else := false
-
-_obligations(true, null) := _obligations_on_allow
-
-_obligations(true, ed) := object.union(_obligations_on_allow, ed.obligations) if ed != null
-
-_obligations(false, _) := null
-
-_decision_id(null) := null
-
-_decision_id(ed) := object.get(ed, "id", null) if ed != null
-
-sort_reasons(reasons) := [r | some key in sort([k | some x in reasons; k := concat(":", [x.code, object.get(x, "category", "")])]); some r in reasons; concat(":", [r.code, object.get(r, "category", "")]) == key]
+# Reasons ordered by code, then category: sorted as [key, reason] pairs (one sort, no quadratic lookup).
+sort_reasons(reasons) := [pair[1] | some pair in sort([[concat(":", [r.code, object.get(r, "category", "")]), r] | some r in reasons])]

@@ -3,21 +3,26 @@
 #
 # wgs.common and wgs.exchange read them through `data.register_index` when it is there and compute them
 # here when it is not (one function, so both ways give the same facts). The embedded engine evaluates
-# `tables` once per register version and loads the result as `data.register_index` next to
+# `tables` once per register version and loads the result, as JSON, as `data.register_index` next to
 # `data.register`: an input-independent cache, recomputed from the same Rego, so a decision never sees
 # anything the register does not say. Without it (OPA server, the Rego unit tests, which may patch
 # data.register with `with`), every fact is computed per evaluation, only for the holders asked about.
+#
+# The cache is JSON, which has no sets: a set of categories is written as an object `{category: true}`
+# (computed here the same way), and the policies read it as the set `object.keys(...)`.
 package wgs.index
 
 import rego.v1
 
+# holders[partnership][purpose]: "by_requester_role"[role][org] for a requester that is a participant,
+# "no_requester_role"[org] for one that is not; for every organisation of the register (a holder outside
+# the partnership has facts too: it is denied, with reasons).
 tables := {
 	"office_hours": office_hours(data.register.office_hours),
-	"hit_only_categories": hit_only_categories,
-	"holders": {pid: {purpose_id: {role: {org: holder_facts(pid, purpose_id, role, org) |
-		some org in _organisations(partnership)
-	} |
-		some role in _roles(partnership)
+	"hit_only_categories": {c: true | some c in hit_only_categories},
+	"holders": {pid: {purpose_id: {
+		"by_requester_role": {role: _facts_by_org(pid, purpose_id, role) | some role in _roles(partnership)},
+		"no_requester_role": _facts_by_org(pid, purpose_id, null),
 	} |
 		some purpose_id, _ in partnership.purposes
 	} |
@@ -25,13 +30,13 @@ tables := {
 	},
 }
 
-_organisations(partnership) := {p.organisation | some p in partnership.participants}
+_facts_by_org(pid, purpose_id, role) := {org: holder_facts(pid, purpose_id, role, org) | some org, _ in data.register.organisations}
 
 _roles(partnership) := {p.role | some p in partnership.participants}
 
 hit_only_categories := {c | some c, category in data.register.categories; category.hit_only}
 
-never_disclosed(partnership_id) := {name | some name, category in data.register.categories; category.never_shared} | {name | some name in data.register.partnerships[partnership_id].never_disclosed}
+never_disclosed(partnership_id) := {name | some name, category in data.register.categories; category.never_shared} | {name | some name in object.get(data.register.partnerships, [partnership_id, "never_disclosed"], [])}
 
 # Rule 7's bounds: "HH:MM" -> minutes since midnight (digit by digit: leading zeros are not JSON numbers).
 office_hours(hours) := {
@@ -49,35 +54,48 @@ _minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(h
 
 # What the register says about holder organisation `org` when a `requester_role` asks for `purpose_id` in
 # `partnership_id` (rules 1, 3 and 4). `requester_role` is null when the requester is no participant; any
-# id may name nothing in the register (then the sets are empty and `participant` is null).
-holder_facts(partnership_id, purpose_id, requester_role, org) := facts if {
+# id may name nothing in the register (then the sets are empty and `participant` is null). Sets of
+# categories are objects `{category: true}` (see above):
+#   base       what the holder may disclose to this requester for this purpose;
+#   domain_nd  what the holder could ever supply in this partnership, plus what is never disclosed: a
+#              requested category outside it is not this holder's business (no narrowing);
+#   reasons    why a category of domain_nd outside base is removed, per category (rules 3 and 4);
+#   providable what the requester may hand to this holder with the request.
+#
+# Written so that every value it binds is defined (object.get with defaults, comprehensions over
+# collections that exist), as the RVM requires (see wgs.common).
+holder_facts(partnership_id, purpose_id, requester_role, org) := {
+	"participant": p,
+	"deny": _holder_deny(partnership_id, org, p), # an array: a set of objects would not survive the cache
+	"hit_only_holder": role in object.get(purpose, "hit_only_holders", []),
+	"base": {c: true | some c in base},
+	"domain_nd": {c: true | some c in domain | nd},
+	"reasons": {c: _removal_reason(c, nd, supplied, org, purpose_id, requester_role) |
+		some c in ((domain | nd) - base)
+		_removable(c, nd, supplied, receivable, requester_role)
+	},
+	"providable": {c: true | some c in providable},
+} if {
 	partnership := object.get(data.register.partnerships, partnership_id, {})
-	purpose := object.get(object.get(partnership, "purposes", {}), purpose_id, {})
+	purpose := object.get(partnership, ["purposes", purpose_id], {})
 	p := _participant_or_null(partnership, org)
+	role := _role_or_null(p)
 	nd := never_disclosed(partnership_id)
-	supplied := {c | some c in purpose.supplies[p.role]}
-	receivable := {c | some c in purpose.receives[requester_role]}
-
-	# Rule 3: what this holder could ever supply in this partnership (a requested category outside it is
-	# not this holder's business: no narrowing).
-	domain := {c | some q in partnership.purposes; some c in q.supplies[p.role]}
+	supplied := {c | some c in object.get(purpose, ["supplies", role], [])}
+	receivable := {c | some c in object.get(purpose, ["receives", requester_role], [])}
+	domain := {c | some q in object.get(partnership, "purposes", {}); some c in object.get(q, ["supplies", role], [])}
 	base := (supplied & receivable) - nd
-	facts := {
-		"participant": p,
-		"deny": _holder_deny(partnership_id, org, p),  # an array: a set of objects would not survive the cache
-		"supplied": supplied,
-		"hit_only_holder": count({1 | p.role in purpose.hit_only_holders}) > 0,
-		"base": base,
-		"domain_nd": domain | nd,
-		"reasons": {c: r | some c in ((domain | nd) - base); r := _removal_reason(c, nd, supplied, receivable, org, purpose_id, requester_role)},
-		"providable": ({c | some c in purpose.supplies[requester_role]} & {c | some c in purpose.receives[p.role]}) - nd,
-	}
+	providable := ({c | some c in object.get(purpose, ["supplies", requester_role], [])} & {c | some c in object.get(purpose, ["receives", role], [])}) - nd
 }
 
-_participant_or_null(partnership, org) := p if {
-	some p in partnership.participants
-	p.organisation == org
+_participant_or_null(partnership, org) := ps[0] if {
+	ps := [p | some p in object.get(partnership, "participants", []); p.organisation == org]
+	count(ps) > 0
 } else := null
+
+_role_or_null(p) := p.role if p != null
+
+_role_or_null(null) := null
 
 # Rule 1 for the holder.
 _holder_deny(partnership_id, org, p) := [{"code": "holder-not-participant", "message": sprintf("`%s` is not a participant of `%s`", [org, partnership_id])}] if {
@@ -87,12 +105,19 @@ _holder_deny(partnership_id, org, p) := [{"code": "holder-not-participant", "mes
 	p.status != "active"
 } else := []
 
-# Rules 3 and 4: why category `c` is removed when requested (undefined: it is not removed by the register).
-_removal_reason(c, nd, supplied, receivable, org, purpose_id, requester_role) := {"code": "never-disclosed", "category": c, "message": sprintf("`%s` is never disclosed through the gateway", [c])} if {
-	c in nd
-} else := {"code": "category-not-supplied", "category": c, "message": sprintf("`%s` does not supply `%s` for `%s`", [org, c, purpose_id])} if {
-	not c in supplied
-} else := {"code": "category-not-receivable", "category": c, "message": sprintf("role `%s` may not receive `%s` for `%s`", [requester_role, c, purpose_id])} if {
+# Rules 3 and 4: why category `c` is removed when requested. `_removable` says whether the register gives a
+# reason at all: a category the holder supplies to a requester that is no participant has none.
+_removable(c, nd, _, _, _) if c in nd
+
+_removable(c, _, supplied, _, _) if not c in supplied
+
+_removable(c, _, _, receivable, requester_role) if {
 	not c in receivable
 	requester_role != null
 }
+
+_removal_reason(c, nd, supplied, org, purpose_id, requester_role) := {"code": "never-disclosed", "category": c, "message": sprintf("`%s` is never disclosed through the gateway", [c])} if {
+	c in nd
+} else := {"code": "category-not-supplied", "category": c, "message": sprintf("`%s` does not supply `%s` for `%s`", [org, c, purpose_id])} if {
+	not c in supplied
+} else := {"code": "category-not-receivable", "category": c, "message": sprintf("role `%s` may not receive `%s` for `%s`", [requester_role, c, purpose_id])}

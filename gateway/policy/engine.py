@@ -1,10 +1,24 @@
 """The policy-engine interface and its two real backends.
 
 * ``EmbeddedPolicyEngine`` evaluates the Rego files in-process with regorus (Rust; no OPA binary can be
-  installed on our build machines, see DESIGN.md). A regorus ``Engine`` is not shared between threads:
-  each thread builds its own. Once per engine it evaluates ``data.wgs.index.tables`` (facts that depend on
-  the register only, see policies/index.rego) and loads them as ``data.register_index``: a cache of an
-  input-independent part of the policy, computed by the policy itself.
+  installed on our build machines, see DESIGN.md), with one of regorus's two evaluators:
+
+  - ``"rvm"`` (the default): the policies compiled once per register version to a regorus RVM
+    ``Program`` (bytecode) and run on a register VM, several times faster per evaluation;
+  - ``"interpreter"``: regorus's tree-walking ``Engine``, kept to check the RVM against
+    (tests/unit/policy/test_rvm_equivalence.py) and as the reference.
+
+  The RVM departs from OPA in a few corners (policies/common.rego lists them and how the policies avoid
+  them); the equivalence test runs both evaluators over the decision table and a product of every
+  partnership, purpose, requester, holder and more, and any difference fails. What the RVM returns is
+  checked as strictly as the interpreter's: an error, an undefined result, or an undefined value inside
+  a decision raise ``PolicyUnavailable``/``MalformedDecision`` (deny).
+
+  Once per engine, the interpreter evaluates ``data.wgs.index.tables`` (facts that depend on the
+  register only, see policies/index.rego) and both evaluators get the result, as JSON, as
+  ``data.register_index``: a cache of an input-independent part of the policy, computed by the policy
+  itself. regorus objects are *unsendable* (made, used and dropped on one thread), so each thread builds
+  its own evaluator from shared bytes and strings (the sources, the data JSON, the serialized program).
 * ``OpaServerPolicyEngine`` asks an OPA server (``opa run --server``) through opa-python-client's
   ``AsyncOpaClient``; the register is pushed to ``data.register`` on start.
 Both raise only ``PolicyUnavailable`` or ``MalformedDecision`` — the caller denies on either.
@@ -22,7 +36,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import regorus
 
@@ -35,6 +49,10 @@ BATCH_RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decisions",
                                       "discovery": "data.wgs.discovery.decisions"}
 BATCH_OPA_PATHS: dict[PolicyKind, str] = {"exchange": "wgs/exchange/decisions", "discovery": "wgs/discovery/decisions"}
 INDEX_RULE = "data.wgs.index.tables"
+ENTRY_POINTS = [*RULES.values(), *BATCH_RULES.values()]
+UNDEFINED = '"<undefined>"'  # how regorus writes an undefined value as JSON (both evaluators)
+
+Evaluator = Literal["rvm", "interpreter"]
 
 
 class PolicyEngine(Protocol):
@@ -54,21 +72,28 @@ def policy_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.rego") if not p.name.endswith("_test.rego"))
 
 
+def _holder_document(policy_input: PolicyInput) -> dict[str, Any]:
+    holder = policy_input.request.holder  # as ``document()`` writes it (no null members)
+    return {"organisation": holder.organisation} if holder.system is None else {
+        "organisation": holder.organisation, "system": holder.system}
+
+
 def batch_inputs(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], dict[str, Any]]]:
     """Group ``inputs`` that differ only in ``request.holder`` into batch documents for the ``decisions``
     rules: ``[(positions in inputs, {"request": ... without holder, "context", "request_fingerprint",
-    "holders": [...]}), ...]`` in order of first appearance."""
-    groups: dict[str, tuple[list[int], dict[str, Any]]] = {}
+    "holders": [...]}), ...]`` in order of first appearance. One document is built per group (the
+    inputs are compared field by field, ``PolicyInput.same_but_holder``), not one per input."""
+    groups: list[tuple[list[int], PolicyInput, list[dict[str, Any]]]] = []
     for position, policy_input in enumerate(inputs):
-        document = policy_input.document()
-        holder = document["request"].pop("holder")
-        key = json.dumps(document, sort_keys=True, separators=(",", ":"))
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = ([], document | {"holders": []})
-        group[0].append(position)
-        group[1]["holders"].append(holder)
-    return list(groups.values())
+        for positions, first, holders in groups:
+            if first.same_but_holder(policy_input):
+                positions.append(position)
+                holders.append(_holder_document(policy_input))
+                break
+        else:
+            groups.append(([position], policy_input, [_holder_document(policy_input)]))
+    return [(positions, first.document_without_holder() | {"holders": holders})
+            for positions, first, holders in groups]
 
 
 def _parse_batch(kind: PolicyKind, documents: Any, expected: int) -> list[Decision]:
@@ -77,75 +102,148 @@ def _parse_batch(kind: PolicyKind, documents: Any, expected: int) -> list[Decisi
     return [Decision.parse(document, requires_obligations=kind == "exchange") for document in documents]
 
 
+def _failure(exc: RuntimeError) -> str:
+    """The first line of a regorus error (the rest is a Rust backtrace)."""
+    return (str(exc).strip().splitlines() or ["unknown error"])[0]
+
+
+class _Interpreter:
+    """regorus's interpreter with the policies and the data loaded (one thread only)."""
+
+    def __init__(self, sources: list[tuple[str, str]], data_json: str) -> None:
+        self._engine = regorus.Engine()
+        for name, text in sources:
+            self._engine.add_policy(name, text)
+        self._engine.add_data_json(data_json)
+
+    def evaluate(self, rule: str, input_json: str) -> str:
+        self._engine.set_input_json(input_json)
+        return str(self._engine.eval_rule_as_json(rule))
+
+
+class _Rvm:
+    """A regorus RVM with the compiled policies and the data loaded (one thread only)."""
+
+    def __init__(self, program: bytes, sources: list[tuple[str, str]], data_json: str) -> None:
+        compiled, needs_recompile = regorus.Program.deserialize_binary(program)
+        if needs_recompile:  # the bytes came from another regorus build: compile here
+            compiled = regorus.Program.compile_from_modules(data_json, sources, ENTRY_POINTS)
+        self._vm = regorus.Rvm()
+        self._vm.load_program(compiled)
+        self._vm.set_data_json(data_json)
+
+    def evaluate(self, rule: str, input_json: str) -> str:
+        self._vm.set_input_json(input_json)
+        return str(self._vm.execute_entry_point(rule))
+
+
 class EmbeddedPolicyEngine:
-    """regorus in-process. A regorus engine is *unsendable*: it must be created, used and dropped on one
-    thread. So each thread builds its own engine from the policy sources (thread-local), and the async
-    path runs on one dedicated worker thread that also drops its engine on ``aclose``."""
+    """regorus in-process. Each thread gets its own evaluator (regorus objects are unsendable), built from
+    what is computed once per engine, i.e. per register version: the data JSON with the register index
+    and, for the RVM, the serialized program. The async path runs on one dedicated worker thread that
+    also drops its evaluator on ``aclose``."""
 
     name = "embedded"
 
-    def __init__(self, policies_dir: Path, register_data: dict[str, Any]) -> None:
+    def __init__(self, policies_dir: Path, register_data: dict[str, Any], *, evaluator: Evaluator = "rvm") -> None:
+        self.evaluator: Evaluator = evaluator
         self._sources = [(str(path), path.read_text(encoding="utf-8")) for path in policy_files(policies_dir)]
         if not self._sources:
             raise PolicyUnavailable(f"no Rego policies found in {policies_dir}")
-        self._data = json.dumps({"register": register_data})
-        self._index: dict[str, Any] | None = None
-        self._index_lock = threading.Lock()
+        self._register_json = json.dumps({"register": register_data})
+        self._shared: tuple[str, bytes | None] | None = None  # (data JSON with the index, RVM program)
+        self._shared_lock = threading.Lock()
         self._local = threading.local()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rego")
-        self._executor.submit(self._engine).result()  # compile once up front: a broken policy fails the start
+        try:
+            self._executor.submit(self._evaluator).result()  # compile once up front: a broken policy fails the start
+        except PolicyUnavailable:
+            self._executor.shutdown(wait=True)
+            raise
 
-    def _engine(self) -> Any:
-        engine = getattr(self._local, "engine", None)
-        if engine is None:
-            engine = regorus.Engine()
-            for name, text in self._sources:
-                engine.add_policy(name, text)
-            engine.add_data_json(self._data)
-            engine.add_data({"register_index": self._register_index(engine)})
-            self._local.engine = engine
-        return engine
+    # regorus objects must be dropped on their own thread: no exception raised here may hold one (through a
+    # frame of its traceback), so a regorus error is turned into a message inside the ``except`` and the
+    # policy error is raised after it.
 
-    def _register_index(self, engine: Any) -> dict[str, Any]:
-        """``data.wgs.index.tables`` for this register, evaluated once (it reads no input) and shared by
-        every thread's engine as plain Python data."""
-        with self._index_lock:
-            if self._index is None:
-                engine.set_input_json("{}")
-                try:
-                    index = engine.eval_rule(INDEX_RULE)
-                except RuntimeError as exc:
-                    raise PolicyUnavailable("the policy could not index the register") from exc
-                if not isinstance(index, dict):
-                    raise PolicyUnavailable("the policy could not index the register (undefined)")
-                self._index = index
-            return self._index
+    def _evaluator(self) -> _Interpreter | _Rvm:
+        evaluator: _Interpreter | _Rvm | None = getattr(self._local, "evaluator", None)
+        if evaluator is not None:
+            return evaluator
+        data_json, program = self._shared_state()
+        failure = None
+        try:
+            self._local.evaluator = _Interpreter(self._sources, data_json) if program is None else _Rvm(
+                program, self._sources, data_json)
+        except RuntimeError as exc:
+            failure = _failure(exc)
+        if failure is not None:
+            raise PolicyUnavailable(f"the policy could not be loaded: {failure}")
+        return self._local.evaluator  # type: ignore[no-any-return]
+
+    def _shared_state(self) -> tuple[str, bytes | None]:
+        """The data JSON (``data.register`` and ``data.register_index``) and, for the RVM, the compiled
+        program: computed once, by the first thread that needs them, and shared by all (as plain str and
+        bytes). The index is ``data.wgs.index.tables`` evaluated by the interpreter: it reads no input."""
+        with self._shared_lock:
+            if self._shared is None:
+                data_json = self._data_with_index()
+                program, failure = None, None
+                if self.evaluator == "rvm":
+                    try:
+                        program = bytes(regorus.Program.compile_from_modules(
+                            data_json, self._sources, ENTRY_POINTS).serialize_binary())
+                    except RuntimeError as exc:
+                        failure = _failure(exc)
+                if failure is not None:
+                    raise PolicyUnavailable(f"the policy could not be compiled: {failure}")
+                self._shared = (data_json, program)
+            return self._shared
+
+    def _data_with_index(self) -> str:
+        failure = None
+        try:
+            index = _Interpreter(self._sources, self._register_json).evaluate(INDEX_RULE, "{}")
+        except RuntimeError as exc:
+            index, failure = "", _failure(exc)
+        if failure is not None or not index.startswith("{"):
+            raise PolicyUnavailable(f"the policy could not index the register: {failure or 'undefined'}")
+        return f'{self._register_json[:-1]}, "register_index": {index}}}'
 
     def release_thread_engine(self) -> None:
-        """Drop this thread's engine (call on the thread that used ``decide_sync``)."""
-        self._local.__dict__.pop("engine", None)
+        """Drop this thread's evaluator (call on the thread that used ``decide_sync``)."""
+        self._local.__dict__.pop("evaluator", None)
+
+    def _evaluate(self, rule: str, input_json: str) -> str:
+        """The rule's value as JSON text; an engine error is ``PolicyUnavailable``, an undefined result or
+        an undefined value inside it (the RVM writes those as the string "<undefined>") is
+        ``MalformedDecision``."""
+        failure = None
+        try:
+            text = self._evaluator().evaluate(rule, input_json)
+        except RuntimeError as exc:  # a Rego runtime error (or the RVM's instruction limit) is no decision
+            text, failure = "", _failure(exc)
+        if failure is not None:
+            raise PolicyUnavailable(f"the embedded policy engine failed to evaluate: {failure}")
+        if UNDEFINED in text:
+            raise MalformedDecision("the policy produced no decision (undefined)")
+        return text
+
+    def evaluate_sync(self, rule: str, input_document: dict[str, Any]) -> Any:
+        """The value of ``rule`` for ``input_document``, as a JSON document and unchecked: what this
+        evaluator answers (the equivalence test compares the two evaluators with it). Errors as for a
+        decision."""
+        return json.loads(self._evaluate(rule, json.dumps(input_document)))
 
     def decide_sync(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
-        engine = self._engine()
-        try:
-            engine.set_input_json(json.dumps(policy_input.document()))
-            document = engine.eval_rule(RULES[kind])
-        except RuntimeError as exc:  # a Rego runtime error is an engine failure, not a decision
-            raise PolicyUnavailable("the embedded policy engine failed to evaluate") from exc
-        if document is None:
-            raise MalformedDecision("the policy produced no decision (undefined)")
-        return Decision.parse(document, requires_obligations=kind == "exchange")
+        text = self._evaluate(RULES[kind], json.dumps(policy_input.document()))
+        return Decision.parse_json(text, requires_obligations=kind == "exchange")
 
     def decide_many_sync(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
-        engine = self._engine()
         decisions: list[Decision | None] = [None] * len(inputs)
         for positions, document in batch_inputs(inputs):
-            try:
-                engine.set_input_json(json.dumps(document))
-                documents = engine.eval_rule(BATCH_RULES[kind])
-            except RuntimeError as exc:
-                raise PolicyUnavailable("the embedded policy engine failed to evaluate") from exc
-            for position, decision in zip(positions, _parse_batch(kind, documents, len(positions)), strict=True):
+            text = self._evaluate(BATCH_RULES[kind], json.dumps(document))
+            batch = Decision.parse_json_list(text, len(positions), requires_obligations=kind == "exchange")
+            for position, decision in zip(positions, batch, strict=True):
                 decisions[position] = decision
         return [d for d in decisions if d is not None]
 
@@ -161,7 +259,7 @@ class EmbeddedPolicyEngine:
 
     async def check(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._engine)
+        await loop.run_in_executor(self._executor, self._evaluator)
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()

@@ -6,9 +6,10 @@ engine failure (deny), never interpreted optimistically.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.policy.errors import MalformedDecision
 
@@ -47,11 +48,40 @@ class Decision(_Strict):
             decision = cls.model_validate(document)
         except ValidationError as exc:
             raise MalformedDecision("the policy engine returned a malformed decision document") from exc
-        if decision.allow != (decision.outcome in {"allowed", "allowed-narrowed"}):
+        return decision.checked(requires_obligations)
+
+    @classmethod
+    def parse_json(cls, text: str | bytes, *, requires_obligations: bool = True) -> Decision:
+        """``parse`` for a decision as JSON text (what the embedded engine returns): pydantic validates
+        the text directly, without building the Python document first."""
+        try:
+            decision = cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise MalformedDecision("the policy engine returned a malformed decision document") from exc
+        return decision.checked(requires_obligations)
+
+    @classmethod
+    def parse_json_list(cls, text: str | bytes, expected: int, *, requires_obligations: bool = True) -> list[Decision]:
+        """``expected`` decisions from a JSON array (a ``decisions`` rule), validated in one pass; any
+        other length means the policy left some target undecided."""
+        try:
+            decisions = _DECISION_LIST.validate_json(text)
+        except ValidationError as exc:
+            raise MalformedDecision("the policy produced no decision for some target (malformed)") from exc
+        if len(decisions) != expected:
+            raise MalformedDecision("the policy produced no decision for some target (undefined)")
+        return [decision.checked(requires_obligations) for decision in decisions]
+
+    def checked(self, requires_obligations: bool) -> Decision:
+        """This decision, when it is consistent; ``MalformedDecision`` otherwise."""
+        if self.allow != (self.outcome in {"allowed", "allowed-narrowed"}):
             raise MalformedDecision("decision `allow` contradicts its outcome")
-        if requires_obligations and decision.allow and decision.obligations is None:
+        if requires_obligations and self.allow and self.obligations is None:
             raise MalformedDecision("an allow must carry obligations")
-        return decision
+        return self
+
+
+_DECISION_LIST = TypeAdapter(list[Decision])
 
 
 class Party(_Strict):
@@ -95,6 +125,24 @@ class PolicyInput(_Strict):
 
     def document(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+    def document_without_holder(self) -> dict[str, Any]:
+        """``document()`` less ``request.holder``: the part that a batch of inputs shares."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"request": {"holder"}})
+
+    def same_but_holder(self, other: PolicyInput) -> bool:
+        """Whether ``other`` has the same document as this input except for ``request.holder``. Compares
+        the validated fields (each of a fixed JSON type, so equal values are equal JSON), not documents: a
+        batch of a dozen holders is grouped in microseconds. The escalation decision's free-form
+        ``obligations`` are compared as JSON (``1 == True`` in Python, not in JSON)."""
+        if self.request_fingerprint != other.request_fingerprint or self.context != other.context:
+            return False
+        mine, theirs = self.context.escalation_decision, other.context.escalation_decision
+        if mine is not None and theirs is not None and mine is not theirs and (
+                json.dumps(mine.obligations, sort_keys=True) != json.dumps(theirs.obligations, sort_keys=True)):
+            return False
+        ours, others = self.request.__dict__, other.request.__dict__
+        return all(value == others[key] for key, value in ours.items() if key != "holder")
 
 
 PolicyKind = Literal["exchange", "discovery"]

@@ -1,0 +1,224 @@
+"""The embedded engine's two evaluators must give identical decision documents: the compiled RVM (what the
+gateway uses) and regorus's interpreter (the reference, and what runs the Rego unit tests).
+
+The RVM departs from OPA in a few corners (policies/common.rego says which and how the policies avoid
+them); this is the check that they do. Compared, document for document (the JSON each evaluator returns,
+not parsed decisions):
+
+* the decision table that both engines are tested with (tests/integration/policy/test_decision_table.py);
+* an exhaustive product, over the shipped register and over a variant with a retired participant and an
+  urgent purpose: every partnership (and an unknown one) x each of its purposes (and a foreign one) x
+  every requester system (and an outsider, and a participant's wrong system) x two category sets (all
+  the purpose's; one of them with a never-disclosed and an unknown category) x minors x
+  in/outside office hours x escalation decision absent / valid / expired / for another request / for
+  another holder, each decided for every participant plus an outsider organisation and an unknown one in
+  one batch; legal basis, case reference, signal, bulk, daily volume and provided data vary along;
+* a sample of the same inputs one holder at a time (the ``decision`` rules).
+
+Where the interpreter fails (PolicyError), the RVM must fail too; and an RVM that fails or leaves a value
+undefined raises exactly the errors the caller denies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.policy.engine import BATCH_RULES, RULES, EmbeddedPolicyEngine, batch_inputs
+from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
+from gateway.policy.model import (
+    EscalationDecisionInput,
+    Party,
+    PolicyContext,
+    PolicyInput,
+    PolicyKind,
+    PolicyRequest,
+)
+from gateway.register.loader import load_register
+from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER
+from tests.integration.policy.test_decision_table import TABLE
+
+SHIPPED = load_register(SHIPPED_REGISTER)[0].model_dump(mode="json")
+KINDS: list[PolicyKind] = ["exchange", "discovery"]
+IN_HOURS, WEEKEND = "2026-11-25T10:00:00Z", "2026-11-28T10:00:00Z"
+ESCALATIONS = ["none", "valid", "expired", "other-request", "other-holder"]
+
+
+def variant_register() -> dict[str, Any]:
+    """The shipped register with a retired participant (a holder and a requester) and an urgent purpose:
+    the paths the shipped register does not reach."""
+    register = copy.deepcopy(SHIPPED)
+    riec = register["partnerships"]["riec-amsterdam-amstelland"]
+    for participant in riec["participants"]:
+        if participant["organisation"] in {"politie", "belastingdienst"}:
+            participant["status"] = "retired"
+    riec["purposes"]["bibob-integrity-check"]["urgent"] = True
+    return register
+
+
+def _evaluate(engine: EmbeddedPolicyEngine, rule: str, document: dict[str, Any]) -> Any:
+    """The evaluator's answer, or the kind of error it raised (compared like a document)."""
+    try:
+        return engine.evaluate_sync(rule, document)
+    except PolicyError as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def _inputs(register: dict[str, Any], *, escalations: list[str], minors: list[bool]) -> Iterator[list[PolicyInput]]:
+    """The product, one list of per-holder inputs per request (see the module docstring)."""
+    categories = sorted(register["categories"])
+    organisations = sorted(register["organisations"])
+    partnerships = {**register["partnerships"], "riec-utrecht": None}
+    variation = itertools.count()
+    for partnership_id, partnership in partnerships.items():
+        participants = partnership["participants"] if partnership else []
+        purposes = dict(partnership["purposes"]) if partnership else {}
+        foreign = "youth-prevention" if "youth-prevention" not in purposes else "bibob-integrity-check"
+        purposes[foreign] = None
+        members = {p["organisation"] for p in participants}
+        outsider = next(o for o in organisations if o not in members)
+        requesters = [Party(organisation=p["organisation"], system=p["systems"][0]) for p in participants
+                      if p["systems"]]
+        requesters += [Party(organisation=outsider, system=register["organisations"][outsider]["systems"][0])]
+        if participants:
+            requesters += [Party(organisation=participants[0]["organisation"], system="politie-bvh-wrong")]
+        holders = [p["organisation"] for p in participants] + [outsider, "stranger"]
+        for purpose_id, purpose in purposes.items():
+            pool = sorted({c for supplied in (purpose or {}).get("supplies", {}).values() for c in supplied})
+            pool = pool or categories[:3]
+            # all the purpose's categories; one of them with a never-disclosed and an unknown category
+            category_sets = [pool, [pool[-1], "criminal_intelligence", "unknown_category"]]
+            suppliers = [p["organisation"] for p in participants
+                         if purpose and purpose["supplies"].get(p["role"])] or holders
+            legal_basis = purpose["legal_basis"] if purpose else "WGS (ZVH)"
+            for requester, asked, minor, at, escalation in itertools.product(
+                    requesters, category_sets, minors, [IN_HOURS, WEEKEND], escalations):
+                n = next(variation)
+                decision = None
+                if escalation != "none":
+                    decision = EscalationDecisionInput(
+                        id=f"dec-{n}", request_fingerprint="other" if escalation == "other-request" else "fp",
+                        holder=suppliers[-1] if escalation == "other-holder" else suppliers[0],
+                        valid_until="2026-11-01T00:00:00Z" if escalation == "expired" else "2026-12-01T00:00:00Z",
+                        permitted_categories=asked[: n % 3], obligations={"note": "tier-2"} if n % 2 else {})
+                request = {
+                    "partnership": partnership_id, "purpose": purpose_id,
+                    "legal_basis": "WGS (RIEC)" if n % 7 == 3 else legal_basis,
+                    "case_reference": " " if n % 11 == 5 else "C-1",
+                    "signal": {"type": "" if n % 13 == 6 else "s", "reference": "r"},
+                    "categories": asked, "subject_count": 40 if n % 5 == 2 else 3, "subjects_minor": minor,
+                    "requester": requester, "requested_at": at,
+                    "provided_categories": [["tax_compliance"], ["income"], ["unknown_category"], []][n % 4]
+                    if n % 3 == 0 else []}
+                context = PolicyContext(requests_today=200 if n % 6 == 1 else n % 6, escalation_decision=decision)
+                yield [PolicyInput(request=PolicyRequest(holder=Party(organisation=h), **request), context=context,
+                                   request_fingerprint="fp") for h in holders]
+
+
+Engines = tuple[dict[str, Any], EmbeddedPolicyEngine, EmbeddedPolicyEngine]
+
+
+@pytest.fixture(scope="module", params=["shipped", "variant"])
+def engines(request: pytest.FixtureRequest) -> Iterator[Engines]:
+    """(register, RVM engine, interpreter engine) for the shipped register and for the variant."""
+    register = SHIPPED if request.param == "shipped" else variant_register()
+    rvm = EmbeddedPolicyEngine(POLICIES_DIR, register, evaluator="rvm")
+    interpreter = EmbeddedPolicyEngine(POLICIES_DIR, register, evaluator="interpreter")
+    yield register, rvm, interpreter
+    for engine in (rvm, interpreter):
+        engine.release_thread_engine()  # this thread's evaluator (the *_sync calls ran here)
+        asyncio.run(engine.aclose())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_decision_table_is_decided_identically(engines: Engines, kind: PolicyKind) -> None:
+    _, rvm, interpreter = engines
+    for case, policy_input, *_ in TABLE:
+        document = policy_input.document()
+        assert _evaluate(rvm, RULES[kind], document) == _evaluate(interpreter, RULES[kind], document), case
+    (_, batch), = batch_inputs([row[1] for row in TABLE[:5]])
+    assert _evaluate(rvm, BATCH_RULES[kind], batch) == _evaluate(interpreter, BATCH_RULES[kind], batch)
+
+
+def test_the_product_is_decided_identically(engines: Engines) -> None:
+    """The full product over the shipped register; over the variant (whose differences are in the
+    participants and the purposes) without minors and with escalation decisions absent or valid only,
+    to stay within the test-suite budget (about 20 s and 5 s)."""
+    register, rvm, interpreter = engines
+    shipped = register is SHIPPED
+    requests = list(_inputs(register, escalations=ESCALATIONS if shipped else ["none", "valid"],
+                            minors=[False, True] if shipped else [False]))
+    compared = 0
+    outcomes: set[str] = set()
+    for number, inputs in enumerate(requests):
+        kinds: list[PolicyKind] = ["exchange", "discovery"] if number % 4 == 0 else ["exchange"]
+        for kind in kinds:
+            (_, batch), = batch_inputs(inputs)
+            expected = _evaluate(interpreter, BATCH_RULES[kind], batch)
+            assert _evaluate(rvm, BATCH_RULES[kind], batch) == expected, (kind, batch)
+            compared += len(inputs)
+            if isinstance(expected, list):
+                outcomes |= {d["outcome"] for d in expected}
+            if number % 25 == 0:  # one holder at a time, the `decision` rules
+                for policy_input in inputs:
+                    document = policy_input.document()
+                    assert _evaluate(rvm, RULES[kind], document) == _evaluate(interpreter, RULES[kind], document)
+    assert compared > (20_000 if shipped else 4_000)
+    assert outcomes == {"allowed", "allowed-narrowed", "denied", "escalated"}
+
+
+# --- failing closed ----------------------------------------------------------------------------------------
+
+_INDEX = "package wgs.index\n\nimport rego.v1\n\ntables := {}\n"
+
+
+def _broken_engine(tmp_path: Path, rules: str) -> EmbeddedPolicyEngine:
+    """The RVM engine over policies whose `decision` and `decisions` rules are ``rules``."""
+    (tmp_path / "index.rego").write_text(_INDEX)
+    for kind in KINDS:
+        (tmp_path / f"{kind}.rego").write_text(f"package wgs.{kind}\n\nimport rego.v1\n\n{rules}")
+    return EmbeddedPolicyEngine(tmp_path, SHIPPED, evaluator="rvm")
+
+
+def _decide_both_ways(engine: EmbeddedPolicyEngine) -> list[type[PolicyError]]:
+    raised: list[type[PolicyError]] = []
+    policy_input = TABLE[0][1]
+    for decide in (lambda: engine.decide_sync("exchange", policy_input),
+                   lambda: engine.decide_many_sync("exchange", [policy_input, policy_input])):
+        with pytest.raises(PolicyError) as caught:
+            decide()
+        raised.append(type(caught.value))
+    engine.release_thread_engine()
+    asyncio.run(engine.aclose())
+    return raised
+
+
+def test_an_undefined_rvm_result_is_a_malformed_decision(tmp_path: Path) -> None:
+    engine = _broken_engine(tmp_path, "decision := input.nothing\n\ndecisions := input.nothing\n")
+    assert _decide_both_ways(engine) == [MalformedDecision, MalformedDecision]
+
+
+def test_an_undefined_value_inside_an_rvm_result_is_a_malformed_decision(tmp_path: Path) -> None:
+    """The RVM writes an undefined comprehension element or member as the string "<undefined>" where OPA
+    drops the element: that must never pass for a (shorter, or half-filled) decision."""
+    engine = _broken_engine(tmp_path, "decision := [input.nothing.x | true][0]\n\n"
+                                      "decisions := [input.nothing[h.organisation] | some h in input.holders]\n")
+    assert _decide_both_ways(engine) == [MalformedDecision, MalformedDecision]
+
+
+def test_an_rvm_error_is_policy_unavailable(tmp_path: Path) -> None:
+    """The RVM stops a runaway evaluation (its instruction limit): no decision, the engine failed."""
+    runaway = "count([1 | some i in numbers.range(1, 1000000)])"
+    engine = _broken_engine(tmp_path, f"decision := {runaway}\n\ndecisions := [{runaway}]\n")
+    assert _decide_both_ways(engine) == [PolicyUnavailable, PolicyUnavailable]
+
+
+def test_a_policy_the_rvm_cannot_compile_fails_the_start(tmp_path: Path) -> None:
+    with pytest.raises(PolicyUnavailable):
+        _broken_engine(tmp_path, "decision := data\n")
