@@ -8,11 +8,14 @@
 # `common.x` through a package import makes regorus's interpreter evaluate the whole package.
 #
 # Two evaluators run these files (gateway/policy/engine.py): regorus's interpreter and its compiled RVM,
-# which must give the same documents. The RVM differs from OPA in two places, so these files avoid both:
-# a body followed by `else` starts with plain conditions and binds (`:=`, `some ... in`) nothing that may
-# be undefined or empty (the RVM does not fall through to `else` when such a binding fails), and a
+# which must give the same documents. The RVM departs from OPA in three places, so these files avoid all
+# three: a body followed by `else` starts with plain conditions and binds (`:=`, `some ... in`) nothing
+# that may be undefined or empty (the RVM does not fall through to `else` when such a binding fails); a
 # comprehension's head is defined whenever its body holds (the RVM keeps an undefined element where OPA
-# drops it). tests/unit/policy/test_rvm_equivalence.py checks the two evaluators against each other.
+# drops it); and no comprehension with conditions runs inside another comprehension's loop (in the RVM,
+# an inner one whose conditions fail can end the outer loop; per-holder work is a function, its own
+# frame).
+# tests/unit/policy/test_rvm_equivalence.py checks the two evaluators against each other.
 
 package wgs.common
 
@@ -23,10 +26,14 @@ partnership := data.register.partnerships[input.request.partnership]
 purpose := partnership.purposes[input.request.purpose]
 
 requester := p if {
-	some p in partnership.participants
-	p.organisation == input.request.requester.organisation
+	p := _participants[input.request.requester.organisation]
 	input.request.requester.system in p.systems
 }
+
+# The partnership's participants by organisation (from the register index when the engine provides it).
+_participants := data.register_index.participants[input.request.partnership] if {
+	data.register_index.participants
+} else := {p.organisation: p | some p in partnership.participants}
 
 # The requester's role, null when the requester is no participant.
 requester_role := requester.role if {
@@ -62,8 +69,12 @@ request_deny := set() if {
 	purpose.legal_basis == input.request.legal_basis
 	requester.status == "active"
 	requester.role in purpose.requesters
-	_has_signal
-	_nonempty(input.request.case_reference)
+	is_string(input.request.signal.type)
+	trim_space(input.request.signal.type) != ""
+	is_string(input.request.signal.reference)
+	trim_space(input.request.signal.reference) != ""
+	is_string(input.request.case_reference)
+	trim_space(input.request.case_reference) != ""
 	_minors_ok
 } else := _request_deny
 

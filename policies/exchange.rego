@@ -50,7 +50,7 @@ request_escalate contains {"code": "outside-office-hours", "message": "requests 
 	not purpose.urgent
 }
 
-_request_escalate_sorted := sort_reasons(request_escalate)
+_request_escalate_sorted := [r | request_escalate != set(); some r in sort_reasons(request_escalate)]
 
 # Rule 8: the escalation decision for exactly this request, while it is valid, under its holder's name
 # (it counts for that holder only).

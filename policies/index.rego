@@ -20,6 +20,7 @@ import rego.v1
 tables := {
 	"office_hours": office_hours(data.register.office_hours),
 	"hit_only_categories": {c: true | some c in hit_only_categories},
+	"participants": {pid: {p.organisation: p | some p in partnership.participants} | some pid, partnership in data.register.partnerships},
 	"holders": {pid: {purpose_id: {
 		"by_requester_role": {role: _facts_by_org(pid, purpose_id, role) | some role in _roles(partnership)},
 		"no_requester_role": _facts_by_org(pid, purpose_id, null),

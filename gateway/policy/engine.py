@@ -78,11 +78,10 @@ def _holder_document(policy_input: PolicyInput) -> dict[str, Any]:
         "organisation": holder.organisation, "system": holder.system}
 
 
-def batch_inputs(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], dict[str, Any]]]:
-    """Group ``inputs`` that differ only in ``request.holder`` into batch documents for the ``decisions``
-    rules: ``[(positions in inputs, {"request": ... without holder, "context", "request_fingerprint",
-    "holders": [...]}), ...]`` in order of first appearance. One document is built per group (the
-    inputs are compared field by field, ``PolicyInput.same_but_holder``), not one per input."""
+def _groups(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], PolicyInput, list[dict[str, Any]]]]:
+    """``inputs`` grouped by everything but ``request.holder`` (compared field by field,
+    ``PolicyInput.same_but_holder``): ``(positions, first input, holder documents)`` per group, in order
+    of first appearance."""
     groups: list[tuple[list[int], PolicyInput, list[dict[str, Any]]]] = []
     for position, policy_input in enumerate(inputs):
         for positions, first, holders in groups:
@@ -92,8 +91,26 @@ def batch_inputs(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], dict[st
                 break
         else:
             groups.append(([position], policy_input, [_holder_document(policy_input)]))
+    return groups
+
+
+def batch_inputs(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], dict[str, Any]]]:
+    """Group ``inputs`` that differ only in ``request.holder`` into batch documents for the ``decisions``
+    rules: ``[(positions in inputs, {"request": ... without holder, "context", "request_fingerprint",
+    "holders": [...]}), ...]`` in order of first appearance. One document is built per group, not one
+    per input."""
     return [(positions, first.document_without_holder() | {"holders": holders})
-            for positions, first, holders in groups]
+            for positions, first, holders in _groups(inputs)]
+
+
+def batch_input_json(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], str]]:
+    """``batch_inputs`` as JSON text, for the embedded engine: pydantic writes the shared part straight to
+    JSON (no intermediate document), the holders are spliced in."""
+    batches = []
+    for positions, first, holders in _groups(inputs):
+        shared = first.model_dump_json(exclude_none=True, exclude={"request": {"holder"}})
+        batches.append((positions, f'{shared[:-1]},"holders":{json.dumps(holders)}}}'))
+    return batches
 
 
 def _parse_batch(kind: PolicyKind, documents: Any, expected: int) -> list[Decision]:
@@ -235,13 +252,13 @@ class EmbeddedPolicyEngine:
         return json.loads(self._evaluate(rule, json.dumps(input_document)))
 
     def decide_sync(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
-        text = self._evaluate(RULES[kind], json.dumps(policy_input.document()))
+        text = self._evaluate(RULES[kind], policy_input.model_dump_json(exclude_none=True))
         return Decision.parse_json(text, requires_obligations=kind == "exchange")
 
     def decide_many_sync(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(inputs)
-        for positions, document in batch_inputs(inputs):
-            text = self._evaluate(BATCH_RULES[kind], json.dumps(document))
+        for positions, input_json in batch_input_json(inputs):
+            text = self._evaluate(BATCH_RULES[kind], input_json)
             batch = Decision.parse_json_list(text, len(positions), requires_obligations=kind == "exchange")
             for position, decision in zip(positions, batch, strict=True):
                 decisions[position] = decision
