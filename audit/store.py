@@ -227,8 +227,26 @@ _PG_ARRAY_TYPES = {"log_index": "bigint", "entry_id": "uuid", "recorded_at": "ti
 """PostgreSQL element types of the unnest arrays; every other column is text (varchar)."""
 
 
+EntryRow = tuple[int, UUID, str, bytes, Sequence[str | int | None]]
+"""An entry as the row writer takes it: index, entry id, canonical text, leaf hash, query column values."""
+
+
 def _identity(value: Any) -> Any:
     return value
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows turned into one list per column (the arrays of PostgreSQL's ``unnest``)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _run(connection: Connection, sql: str, parameters: Sequence[Any]) -> None:
+    """One statement straight to the driver, on the connection's transaction."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, parameters)
+    finally:
+        cursor.close()
 
 
 class RowWriter:
@@ -250,9 +268,8 @@ class RowWriter:
         mark = _placeholder(dialect)
         self._entries_sql = self._statement("audit_entries", ENTRY_COLUMNS, mark)
         self._nodes_sql = self._statement("audit_tree_nodes", _NODE_COLUMNS, mark)
-        if self._arrays:  # entries and their completed subtrees in one statement (a data-modifying CTE)
-            nodes_sql, entries_sql = self._nodes_sql[0], self._entries_sql[0]
-            self._append_sql = (f"WITH new_nodes AS ({nodes_sql}) {entries_sql}", "", 0)
+        # PostgreSQL: entries and their completed subtrees in one statement (a data-modifying CTE)
+        self._append_sql = f"WITH new_nodes AS ({self._nodes_sql[0]}) {self._entries_sql[0]}"
         self._checkpoint_processors = [column.type.dialect_impl(dialect).bind_processor(dialect) or _identity
                                        for column in audit_checkpoints.c]
         self._checkpoint_sql = (f"INSERT INTO audit_checkpoints ({', '.join(c.name for c in audit_checkpoints.c)}) "
@@ -269,30 +286,31 @@ class RowWriter:
 
     def _execute(self, connection: Connection, statement: tuple[str, str, int], rows: list[tuple[Any, ...]]) -> None:
         sql, row, width = statement
-        cursor = connection.connection.cursor()
-        try:
-            if self._arrays:
-                cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
-                return
-            per_statement = _MAX_PARAMETERS // width
-            for start in range(0, len(rows), per_statement):
-                chunk = rows[start:start + per_statement]
-                cursor.execute(sql + ",".join([row] * len(chunk)), [value for values in chunk for value in values])
-        finally:
-            cursor.close()
+        if self._arrays:
+            _run(connection, sql, _columns(rows))
+            return
+        per_statement = _MAX_PARAMETERS // width
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            _run(connection, sql + ",".join([row] * len(chunk)), [value for values in chunk for value in values])
+
+    def _entry_rows(self, recorded_at: datetime, rows: Sequence[EntryRow]) -> list[tuple[Any, ...]]:
+        entry_id, leaf, moment = self._entry_id, self._leaf, self._recorded_at(recorded_at)
+        return [(index, entry_id(identifier), moment, *values, canonical, leaf(leaf_value))
+                for index, identifier, canonical, leaf_value, values in rows]
+
+    def _node_rows(self, nodes: Sequence[tuple[int, bytes]]) -> list[tuple[Any, ...]]:
+        hash_value = self._hash
+        return [(node_id, hash_value(value)) for node_id, value in nodes]
 
     def insert_entries(self, connection: Connection, recorded_at: datetime,
-                       rows: Sequence[tuple[int, UUID, str, bytes, Sequence[str | int | None]]]) -> None:
+                       rows: Sequence[EntryRow]) -> None:
         """Entries ``(index, entry_id, canonical text, leaf hash, query column values)`` sharing one time."""
-        if not rows:
-            return
-        entry_id, leaf, moment = self._entry_id, self._leaf, self._recorded_at(recorded_at)
-        self._execute(connection, self._entries_sql, [
-            (index, entry_id(identifier), moment, *values, canonical, leaf(leaf_value))
-            for index, identifier, canonical, leaf_value, values in rows])
+        if rows:
+            self._execute(connection, self._entries_sql, self._entry_rows(recorded_at, rows))
 
     def insert_append(self, connection: Connection, recorded_at: datetime,
-                      rows: Sequence[tuple[int, UUID, str, bytes, Sequence[str | int | None]]],
+                      rows: Sequence[EntryRow],
                       nodes: Sequence[tuple[int, bytes]]) -> None:
         """What one append writes: its entries (see :meth:`insert_entries`) and the subtrees they complete
         (see :meth:`insert_nodes`); on PostgreSQL in one statement, so one round trip."""
@@ -300,33 +318,19 @@ class RowWriter:
             self.insert_entries(connection, recorded_at, rows)
             self.insert_nodes(connection, nodes)
             return
-        entry_id, leaf, moment, hash_value = self._entry_id, self._leaf, self._recorded_at(recorded_at), self._hash
-        entry_rows = [(index, entry_id(identifier), moment, *values, canonical, leaf(leaf_value))
-                      for index, identifier, canonical, leaf_value, values in rows]
-        node_columns: list[list[Any]] = [[node_id for node_id, _ in nodes], [hash_value(value) for _, value in nodes]]
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(self._append_sql[0],
-                           [*node_columns, *(list(column) for column in zip(*entry_rows, strict=True))])
-        finally:
-            cursor.close()
+        node_columns = _columns(self._node_rows(nodes)) if nodes else [[], []]
+        _run(connection, self._append_sql, [*node_columns, *_columns(self._entry_rows(recorded_at, rows))])
 
     def insert_checkpoint(self, connection: Connection, checkpoint: StoredCheckpoint) -> None:
         """One signed checkpoint, straight to the driver."""
         values = (checkpoint.tree_size, checkpoint.root_hash, checkpoint.note, checkpoint.issued_at)
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(self._checkpoint_sql, [process(value) for process, value
-                                                  in zip(self._checkpoint_processors, values, strict=True)])
-        finally:
-            cursor.close()
+        _run(connection, self._checkpoint_sql,
+             [process(value) for process, value in zip(self._checkpoint_processors, values, strict=True)])
 
     def insert_nodes(self, connection: Connection, nodes: Sequence[tuple[int, bytes]]) -> None:
         """Cached subtrees as ``(node_id, hash)`` (see :func:`audit.merkle.flat_index`)."""
-        if not nodes:
-            return
-        hash_value = self._hash
-        self._execute(connection, self._nodes_sql, [(node_id, hash_value(value)) for node_id, value in nodes])
+        if nodes:
+            self._execute(connection, self._nodes_sql, self._node_rows(nodes))
 
 
 @dataclass(frozen=True)
