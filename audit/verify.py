@@ -513,16 +513,17 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
 
 def _verify_database(engine: Engine, verifier: NoteVerifier, known_checkpoints: Sequence[str], deep: bool,
                      check_node_cache: bool, workers: int, pool: Executor | None) -> VerifyResult:
+    parallel = not deep and (workers > 1 or pool is not None) and _reachable_from_other_processes(engine)
     with store.read_connection(engine) as connection:
         stored = store.all_checkpoints(connection)
-        size = store.tree_size(connection)
+        size = store.tree_size(connection) if parallel else 0
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
     checker = _NodeChecker(engine) if check_node_cache else None
     stream = _Stream(verifier, records + _known(known_checkpoints), deep, checker)
     if deep:
         records_ = ([(e.index, e.canonical, e.leaf_hash, e)] for e in store.iter_entries(engine))
         return _run(stream, records_, key_pinned=True)
-    if (workers > 1 or pool is not None) and size >= _PARALLEL_MIN_ENTRIES and _reachable_from_other_processes(engine):
+    if parallel and size >= _PARALLEL_MIN_ENTRIES:
         # Entries appended meanwhile (and any range a worker found short) are read here afterwards.
         feed = partial(_feed_in_parallel, engine.url.render_as_string(hide_password=False), size, max(workers, 2),
                        pool)

@@ -7,6 +7,7 @@ engine failure (deny), never interpreted optimistically.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -44,18 +45,18 @@ class Decision(_Strict):
 
     @classmethod
     def parse(cls, document: Any, *, requires_obligations: bool = True) -> Decision:
-        try:
-            decision = cls.model_validate(document)
-        except ValidationError as exc:
-            raise MalformedDecision("the policy engine returned a malformed decision document") from exc
-        return decision.checked(requires_obligations)
+        return cls._parsed(cls.model_validate, document, requires_obligations)
 
     @classmethod
     def parse_json(cls, text: str | bytes, *, requires_obligations: bool = True) -> Decision:
         """``parse`` for a decision as JSON text (what the embedded engine returns): pydantic validates
         the text directly, without building the Python document first."""
+        return cls._parsed(cls.model_validate_json, text, requires_obligations)
+
+    @classmethod
+    def _parsed(cls, validate: Callable[[Any], Decision], value: Any, requires_obligations: bool) -> Decision:
         try:
-            decision = cls.model_validate_json(text)
+            decision = validate(value)
         except ValidationError as exc:
             raise MalformedDecision("the policy engine returned a malformed decision document") from exc
         return decision.checked(requires_obligations)
