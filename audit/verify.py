@@ -40,9 +40,9 @@ import json
 import multiprocessing
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -72,6 +72,14 @@ from audit.merkle import (
     verify_consistency,
 )
 from audit.store import StoredEntry
+from audit.subtrees import (
+    cache_mismatches,
+    compact_hashes,
+    compact_ids,
+    completion,
+    node_hash_in,
+    subtree_levels,
+)
 
 
 class FailureKind(StrEnum):
@@ -232,6 +240,7 @@ class _Stream:
         self.capture: dict[int, bytes | None] = {}
         self.pending_ids: list[int] = []
         self.pending_hashes: list[bytes] = []
+        self.node_problem: _NodeProblem | None = None  # the narrowest cache mismatch not reported yet
         self.next_checkpoint = 0
         self.next_due = self._due_size()
         self.verified_checkpoints = 0
@@ -320,6 +329,61 @@ class _Stream:
         finally:
             self.size = size
 
+    def feed_chunk(self, start: int, level: int, chunk: _ChunkResult, known: dict[int, bytes]) -> None:
+        """The entries ``[start, chunk.end)`` of an aligned chunk of ``2**level``, checked elsewhere
+        (:func:`_check_chunk`): the same steps and the same first failure as :meth:`feed_rows` on them.
+
+        The stream stands at ``start``, its frontier made of subtrees at least a chunk high. A checkpoint
+        inside the chunk sees the frontier plus the chunk's own subtrees before it; a whole chunk adds its
+        root, completing the subtrees above it (compared with the cache here: few, the chunk compared the
+        rest). ``known``: subtree hashes by flat id that later checkpoints may need, kept across chunks.
+        """
+        known.update(chunk.nodes)
+        base, mismatches = self.hashes, deque(chunk.mismatches)
+        whole = chunk.end - start == 1 << level
+        while 0 <= self.next_due <= chunk.end and not (whole and self.next_due == chunk.end):
+            due = self.next_due
+            self._note_mismatches(mismatches, due)
+            self.size, self.hashes = due, base + [known[node_id] for node_id in compact_ids(start, due)]
+            self._fill_capture(known)
+            self._checkpoints_due()
+        self._note_mismatches(mismatches, chunk.end)
+        self.size, self.hashes = start, base
+        if whole:
+            self._add_chunk_root(chunk.tail[0], start, level, known)
+            if self.next_due == chunk.end:
+                self._fill_capture(known)
+                self._checkpoints_due()
+        else:
+            self.size, self.hashes = chunk.end, base + chunk.tail
+        if chunk.failure is not None:
+            raise _Failed(chunk.failure)
+
+    def _note_mismatches(self, mismatches: deque[tuple[int, bool]], size: int) -> None:
+        """Take in the chunk's cache mismatches that the tree completes by ``size``."""
+        while mismatches and completion(mismatches[0][0]) <= size:
+            self._note_node_problem(_node_problem(*mismatches.popleft()))
+
+    def _fill_capture(self, known: dict[int, bytes]) -> None:
+        for node_id in self.capture:
+            if node_id in known:
+                self.capture[node_id] = known[node_id]
+
+    def _add_chunk_root(self, root: bytes, start: int, level: int, known: dict[int, bytes]) -> None:
+        """Append a whole chunk's root to the frontier, as :meth:`feed_leaves` appends a leaf, a level up."""
+        sha256, hashes, current = hashlib.sha256, self.hashes, root
+        end, above = start + (1 << level), level
+        while (start >> above) & 1:
+            current = sha256(b"\x01" + hashes.pop() + current).digest()
+            above += 1
+            node_id = flat_index((above, start >> above))
+            known[node_id] = current
+            if self.node_checker is not None:
+                self.pending_ids.append(node_id)
+                self.pending_hashes.append(current)
+        hashes.append(current)
+        self.size = end
+
     def _check_deep(self, index: int, canonical: bytes, stored: StoredEntry | None) -> None:
         try:
             entry = parse_entry(canonical)
@@ -336,14 +400,34 @@ class _Stream:
                 raise _fail(FailureKind.COLUMNS, index, f"column(s) {', '.join(wrong)} differ from the entry")
 
     def _flush_nodes(self) -> None:
+        """Compare the subtrees completed since the last flush with the cache; keep the narrowest mismatch."""
         if self.node_checker is not None and self.pending_ids:
-            self.node_checker.check(self.pending_ids, self.pending_hashes)
+            self._note_node_problem(self.node_checker.check(self.pending_ids, self.pending_hashes))
         self.pending_ids.clear()
         self.pending_hashes.clear()
 
+    def _note_node_problem(self, problem: _NodeProblem | None) -> None:
+        if problem is not None and (self.node_problem is None or _narrower(problem, self.node_problem)):
+            self.node_problem = problem
+
+    def node_failure(self) -> Failure | None:
+        """The cache mismatch among the subtrees completed so far, if any: reported at the next boundary (a
+        checkpoint, a failing entry, the end), whatever the batching, before what that boundary would report."""
+        self._flush_nodes()
+        problem, self.node_problem = self.node_problem, None
+        if problem is None:
+            return None
+        first, last, reason = problem
+        return Failure(FailureKind.NODE_CACHE, first, reason, None, last)
+
+    def _report_nodes(self) -> None:
+        failure = self.node_failure()
+        if failure is not None:
+            raise _Failed(failure)
+
     def _checkpoints_due(self) -> None:
         while 0 <= self.next_due <= self.size:
-            self._flush_nodes()
+            self._report_nodes()
             self._check_checkpoint(self.checkpoints[self.next_checkpoint])
             self.next_checkpoint += 1
             self.next_due = self._due_size()
@@ -402,7 +486,7 @@ class _Stream:
                         size, size - 1) from None
 
     def finish(self) -> None:
-        self._flush_nodes()
+        self._report_nodes()
         # 7. Checkpoints beyond the end: check the signature first (a forged one is a forgery, not truncation).
         for record in self.checkpoints[self.next_checkpoint:]:
             try:
@@ -437,7 +521,8 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
                 stream.feed_rows(batch)  # type: ignore[arg-type]  # fast batches hold 3-tuple rows
         stream.finish()
     except _Failed as failed:
-        failure = failed.failure
+        # A cache mismatch among the subtrees completed before a failing entry is reported first.
+        failure = stream.node_failure() or failed.failure
     warnings: list[str] = []
     if not key_pinned:
         warnings.append("verified with the key named in the export itself; pin the log's verifier key instead")
@@ -452,6 +537,22 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
                         key_pinned=key_pinned, warnings=tuple(warnings))
 
 
+_NodeProblem = tuple[int, int, str]
+"""A cache mismatch: (first entry, last entry, reason) of the subtree."""
+
+
+def _narrower(problem: _NodeProblem, other: _NodeProblem) -> bool:
+    """A changed leaf spoils every subtree above it: the narrowest mismatch (then the first) locates it best."""
+    return (problem[1] - problem[0], problem[0]) < (other[1] - other[0], other[0])
+
+
+def _node_problem(node_id: int, missing: bool) -> _NodeProblem:
+    level, index = node_at_flat_index(node_id)
+    first, last = index << level, ((index + 1) << level) - 1
+    state = "missing" if missing else "wrong"
+    return first, last, f"cached subtree ({level}, {index}) over entries {first}..{last} is {state}"
+
+
 class _NodeChecker:
     """Compares completed subtrees with the database's cache, a batch of nodes at a time."""
 
@@ -460,21 +561,17 @@ class _NodeChecker:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def check(self, node_ids: Sequence[int], values: Sequence[bytes]) -> None:
+    def check(self, node_ids: Sequence[int], values: Sequence[bytes]) -> _NodeProblem | None:
+        """The narrowest of the nodes that the cache lacks or holds differently, or ``None``."""
         stored = store.node_hashes(self._engine, node_ids)
-        problems: list[tuple[int, int, str]] = []
+        narrowest: _NodeProblem | None = None
         for node_id, value in zip(node_ids, values, strict=True):
             cached = stored.get(node_id)
             if cached != value:
-                level, index = node_at_flat_index(node_id)
-                first, last = index << level, ((index + 1) << level) - 1
-                state = "missing" if cached is None else "wrong"
-                problems.append((first, last, f"cached subtree ({level}, {index}) over entries {first}..{last} "
-                                              f"is {state}"))
-        if problems:
-            # A changed leaf spoils every subtree above it: the narrowest mismatch locates it best.
-            first, last, reason = min(problems, key=lambda p: (p[1] - p[0], p[0]))
-            raise _fail(FailureKind.NODE_CACHE, first, reason, last_index=last)
+                problem = _node_problem(node_id, cached is None)
+                if narrowest is None or _narrower(problem, narrowest):
+                    narrowest = problem
+        return narrowest
 
 
 def _known(known_checkpoints: Sequence[str]) -> list[_CheckpointRecord]:
@@ -513,28 +610,33 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
 
 def _verify_database(engine: Engine, verifier: NoteVerifier, known_checkpoints: Sequence[str], deep: bool,
                      check_node_cache: bool, workers: int, pool: Executor | None) -> VerifyResult:
-    parallel = not deep and (workers > 1 or pool is not None) and _reachable_from_other_processes(engine)
     with store.read_connection(engine) as connection:
         stored = store.all_checkpoints(connection)
-        size = store.tree_size(connection) if parallel else 0
+        size = 0 if deep else store.tree_size(connection)
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
     checker = _NodeChecker(engine) if check_node_cache else None
     stream = _Stream(verifier, records + _known(known_checkpoints), deep, checker)
     if deep:
         records_ = ([(e.index, e.canonical, e.leaf_hash, e)] for e in store.iter_entries(engine))
         return _run(stream, records_, key_pinned=True)
+    parallel = (workers > 1 or pool is not None) and _reachable_from_other_processes(engine)
     if parallel and size >= _PARALLEL_MIN_ENTRIES:
-        # Entries appended meanwhile (and any range a worker found short) are read here afterwards.
-        feed = partial(_feed_in_parallel, engine.url.render_as_string(hide_password=False), size, max(workers, 2),
-                       pool)
-        return _run(stream, _rest(engine, stream), key_pinned=True, feed=feed)
-    return _run(stream, store.leaf_batches(engine), key_pinned=True)
+        chunks = _Chunks(engine.url.render_as_string(hide_password=False), size, stream, check_node_cache)
+        feed = partial(_feed_in_parallel, chunks, max(workers, 2), pool)
+    elif size >= _CHUNKED_MIN_ENTRIES:
+        feed = partial(_feed_chunks, _Chunks(engine, size, stream, check_node_cache).inline())
+    else:
+        return _run(stream, store.leaf_batches(engine), key_pinned=True)
+    # Entries appended meanwhile (and any range found short) are read entry by entry afterwards.
+    return _run(stream, _rest(engine, stream), key_pinned=True, feed=feed)
 
 
 _PARALLEL_CHUNK = 32_768
-"""Entries per task of a parallel verification (about 1 MB of leaf hashes back per task)."""
+"""Entries per chunk, a power of two (a task of a verification in chunks: tens of milliseconds of work)."""
 _PARALLEL_MIN_ENTRIES = 4 * _PARALLEL_CHUNK
 """Below this, starting worker processes costs more than they save."""
+_CHUNKED_MIN_ENTRIES = _PARALLEL_CHUNK
+"""Below this, one process verifies entry by entry (:meth:`_Stream.feed_leaves`) rather than in chunks."""
 
 
 @contextmanager
@@ -561,64 +663,148 @@ def _reachable_from_other_processes(engine: Engine) -> bool:
 
 
 def _rest(engine: Engine, stream: _Stream) -> Iterator[list[tuple[int, bytes, bytes]]]:
-    """The entries from wherever the stream stands when this is first iterated (after the parallel part)."""
+    """The entries from wherever the stream stands when this is first iterated (after the chunks)."""
     yield from store.leaf_batches(engine, start=stream.size)
 
 
-def _feed_in_parallel(url: str, size: int, workers: int, pool: Executor | None, stream: _Stream) -> None:
-    """Feed entries ``[0, size)`` to ``stream`` from worker processes, in order, a bounded number of ranges
-    in flight. Stops early at the first failure (raised) or at a range that came back short (a gap: the
-    caller's sequential pass goes on from there and reports it exactly as a sequential run would)."""
-    try:
-        if pool is not None:
-            _feed_from_pool(pool, url, size, workers, stream)
-            return
-        # Forking is much cheaper than spawning (no re-import), but only safe without other threads running.
-        context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as own_pool:
-            _feed_from_pool(own_pool, url, size, workers, stream)
-    except BrokenExecutor:
-        return  # workers could not run here: the sequential pass takes over where the stream stands
+@dataclass(frozen=True)
+class _ChunkResult:
+    """What a task found in its chunk ``[start, stop)``: everything the tree above the chunk, the checkpoints
+    and the report of the first failure need, and not the leaves (a few hashes instead of 32 bytes a leaf)."""
 
-
-def _feed_from_pool(pool: Executor, url: str, size: int, workers: int, stream: _Stream) -> None:
-    ranges = [(start, min(start + _PARALLEL_CHUNK, size)) for start in range(0, size, _PARALLEL_CHUNK)]
-    pending: deque[Future[tuple[bytes, Failure | None]]] = deque()
-    upcoming = iter(ranges)
-    try:
-        for start, stop in itertools.islice(upcoming, 2 * workers):
-            pending.append(pool.submit(_check_range, url, start, stop))
-        for start, stop in ranges:
-            packed, failure = pending.popleft().result()
-            stream.feed_leaves(packed[offset:offset + 32] for offset in range(0, len(packed), 32))
-            if failure is not None:
-                raise _Failed(failure)
-            if len(packed) != 32 * (stop - start):
-                return
-            for next_start, next_stop in itertools.islice(upcoming, 1):
-                pending.append(pool.submit(_check_range, url, next_start, next_stop))
-    finally:
-        for future in pending:
-            future.cancel()
+    end: int
+    """Entries ``[start, end)`` passed steps 1-3; ``end < stop`` if one failed (``failure``) or the rows ended."""
+    failure: Failure | None
+    tail: list[bytes]
+    """The compact range of ``[start, end)``: for a whole chunk, its root alone."""
+    nodes: dict[int, bytes]
+    """The subtrees asked for (flat ids) that lie complete in ``[start, end)``: checkpoint frontiers, proofs."""
+    mismatches: list[tuple[int, bool]]
+    """``(flat id, missing)`` of cached subtrees in ``[start, end)`` that differ, in completion order."""
 
 
 _worker_engines: dict[str, Engine] = {}
 
 
-def _check_range(url: str, start: int, stop: int) -> tuple[bytes, Failure | None]:
-    """In a worker process: :func:`check_rows` over entries ``[start, stop)``; the leaf hashes packed."""
-    engine = _worker_engines.get(url)
-    if engine is None:
-        engine = _worker_engines[url] = create_engine(url, poolclass=NullPool)
+def _check_chunk(source: str | Engine, start: int, stop: int, wanted: Sequence[int],
+                 check_nodes: bool) -> _ChunkResult:
+    """Steps 1-3 (:func:`check_rows`) over ``[start, stop)``, then every complete subtree in it, compared with
+    the cache in one range read (:mod:`audit.subtrees`). In a worker process (``source`` a URL) or inline."""
+    if isinstance(source, str):
+        engine = _worker_engines.get(source)
+        if engine is None:
+            engine = _worker_engines[source] = create_engine(source, poolclass=NullPool)
+    else:
+        engine = source
+    leaves, failure = _checked_leaves(engine, start, stop)
+    levels = subtree_levels(leaves)
+    end = start + len(leaves)
+    nodes = {node_id: value for node_id in wanted if (value := node_hash_in(levels, start, node_id)) is not None}
+    tail = compact_hashes(levels, start)
+    mismatches = cache_mismatches(engine, levels, start) if check_nodes else []
+    return _ChunkResult(end, failure, tail, nodes, mismatches)
+
+
+def _checked_leaves(engine: Engine, start: int, stop: int) -> tuple[list[bytes], Failure | None]:
     leaves: list[bytes] = []
-    position = start
     for batch in store.leaf_batches(engine, start=start, stop=stop):
-        checked, failure = check_rows(batch, position)
+        checked, failure = check_rows(batch, start + len(leaves))
         leaves.extend(checked)
-        position += len(checked)
         if failure is not None:
-            return b"".join(leaves), failure
-    return b"".join(leaves), None
+            return leaves, failure
+    return leaves, None
+
+
+class _Chunks:
+    """A verification of ``[0, size)`` in aligned chunks of :data:`_PARALLEL_CHUNK` entries, each checked by
+    :func:`_check_chunk` (in worker processes or inline), fed to the stream in order.
+
+    The stream's checkpoints are known in advance, and so is every subtree inside a chunk that checking them
+    needs (the frontier at each checkpoint, the subtrees of each consistency proof, assuming each checkpoint
+    verifies: the first that does not ends the run): each task is asked for those of its chunk.
+    """
+
+    def __init__(self, source: str | Engine, size: int, stream: _Stream, check_nodes: bool) -> None:
+        self.source, self.stream, self.check_nodes = source, stream, check_nodes
+        self.chunk = _PARALLEL_CHUNK
+        if self.chunk & (self.chunk - 1):
+            raise ValueError("the chunk size must be a power of two")
+        self.ranges = [(start, min(start + self.chunk, size)) for start in range(0, size, self.chunk)]
+        self.wanted = _wanted_by_chunk(stream.checkpoints, self.chunk.bit_length() - 1)
+
+    def task(self, start: int, stop: int) -> tuple[Callable[..., _ChunkResult], tuple[Any, ...]]:
+        return _check_chunk, (self.source, start, stop, self.wanted.get(start // self.chunk, ()), self.check_nodes)
+
+    def inline(self) -> Generator[tuple[int, int, _ChunkResult], None, None]:
+        for start, stop in self.ranges:
+            function, arguments = self.task(start, stop)
+            yield start, stop, function(*arguments)
+
+    def from_pool(self, pool: Executor, in_flight: int) -> Generator[tuple[int, int, _ChunkResult], None, None]:
+        """Results in chunk order, ``in_flight`` tasks submitted ahead; the rest cancelled when closed early."""
+        pending: deque[tuple[int, int, Future[_ChunkResult]]] = deque()
+        upcoming = iter(self.ranges)
+
+        def submit(count: int) -> None:
+            for start, stop in itertools.islice(upcoming, count):
+                function, arguments = self.task(start, stop)
+                pending.append((start, stop, pool.submit(function, *arguments)))
+
+        try:
+            submit(in_flight)
+            while pending:
+                start, stop, future = pending.popleft()
+                result = future.result()
+                submit(1)
+                yield start, stop, result
+        finally:
+            for _, _, future in pending:
+                future.cancel()
+
+
+def _wanted_by_chunk(checkpoints: Sequence[_CheckpointRecord], chunk_level: int) -> dict[int, tuple[int, ...]]:
+    """Flat ids of the subtrees, at most one chunk high, that the checkpoints' frontiers and the consistency
+    proofs between consecutive checkpoints consist of, by the chunk they lie in."""
+    wanted: set[int] = set()
+    previous = 0
+    for size in sorted({record.tree_size for record in checkpoints if record.tree_size > 0}):
+        wanted.update(flat_index(node) for node in compact_range_nodes(size))
+        for start, end in consistency_ranges(previous, size):
+            if end > previous:
+                wanted.update(flat_index(node) for node in subtree_nodes(start, end))
+        previous = size
+    by_chunk: dict[int, list[int]] = {}
+    for node_id in sorted(wanted):
+        level, index = node_at_flat_index(node_id)
+        if level <= chunk_level:
+            by_chunk.setdefault((index << level) >> chunk_level, []).append(node_id)
+    return {chunk: tuple(ids) for chunk, ids in by_chunk.items()}
+
+
+def _feed_chunks(chunks: Generator[tuple[int, int, _ChunkResult], None, None], stream: _Stream) -> None:
+    """Feed checked chunks in order; stop at the first failure (raised) or at a chunk that came back short (a
+    gap: the caller's pass entry by entry goes on from there and reports it exactly as it would have)."""
+    known: dict[int, bytes] = {}
+    level = _PARALLEL_CHUNK.bit_length() - 1
+    with closing(chunks):
+        for start, stop, result in chunks:
+            stream.feed_chunk(start, level, result, known)
+            if result.end != stop:
+                return
+
+
+def _feed_in_parallel(chunks: _Chunks, workers: int, pool: Executor | None, stream: _Stream) -> None:
+    """:func:`_feed_chunks` from worker processes (``pool``, or a pool of ``workers`` started here)."""
+    try:
+        if pool is not None:
+            _feed_chunks(chunks.from_pool(pool, 2 * workers), stream)
+            return
+        # Forking is much cheaper than spawning (no re-import), but only safe without other threads running.
+        context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as own_pool:
+            _feed_chunks(chunks.from_pool(own_pool, 2 * workers), stream)
+    except BrokenExecutor:
+        return  # workers could not run here: the sequential pass takes over where the stream stands
 
 
 def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_checkpoints: Sequence[str] = (),

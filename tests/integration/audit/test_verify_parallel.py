@@ -60,9 +60,9 @@ def test_entries_appended_after_the_parallel_part_are_verified_too(
     engine, log = live_log
     real_feed = verify._feed_in_parallel
 
-    def feed_then_append(url: str, size: int, workers: int, executor: ProcessPoolExecutor | None,
+    def feed_then_append(chunks: verify._Chunks, workers: int, executor: ProcessPoolExecutor | None,
                          stream: verify._Stream) -> None:
-        real_feed(url, size, workers, executor, stream)
+        real_feed(chunks, workers, executor, stream)
         from tests.audit_support import make_event
         log.append([make_event(100 + i) for i in range(5)])  # lands while the verifier is running
 
