@@ -56,6 +56,12 @@ holder_facts(org) := _holders_index[org] if {
 	_holders_index[org]
 } else := data.wgs.index.holder_facts(input.request.partnership, input.request.purpose, requester_role, org)
 
+# The register index's facts about every holder organisation for this request (by organisation), {} when
+# there are none (no index, or a partnership or purpose the register does not know).
+indexed_holders := _holders_index if {
+	_holders_index
+} else := {}
+
 _holders_index := data.register_index.holders[input.request.partnership][input.request.purpose].by_requester_role[requester.role] if {
 	requester
 } else := data.register_index.holders[input.request.partnership][input.request.purpose].no_requester_role

@@ -17,16 +17,18 @@ import rego.v1
 import data.wgs.common.hit_only_categories
 import data.wgs.common.holder_facts
 import data.wgs.common.in_office_hours
+import data.wgs.common.indexed_holders
 import data.wgs.common.purpose
 import data.wgs.common.request_deny
 import data.wgs.common.requested
 import data.wgs.common.requested_ns
 import data.wgs.common.requester
 import data.wgs.common.retain_until
+import data.wgs.index.reason_pair
 
-decision := _decision(input.request.holder.organisation)
+decision := _decision(_context, input.request.holder.organisation)
 
-decisions := [_decision(h.organisation) | some h in input.holders]
+decisions := [_decision(ctx, h.organisation) | ctx := _context; some h in input.holders]
 
 # --- independent of the holder -------------------------------------------------------------------------
 
@@ -75,29 +77,53 @@ _escalation_obligations := {org: object.union(_obligations_on_allow, d.obligatio
 # Rule 8: a valid escalation decision narrows its holder's categories to those it states.
 _escalation_bounds := {org: {c | some c in d.permitted_categories} | some org, d in _escalation_decisions}
 
+# Everything `_decision` reads that does not depend on the holder, in one object built once per
+# evaluation and passed to it: reading a field of an argument costs less than a rule reference.
+_context := {
+	"holders": _holder_table,
+	"requested": requested,
+	"request_deny": {reason_pair(r) | some r in request_deny},
+	"escalate": _request_escalate_sorted,
+	"escalations": _escalation_decisions,
+	"escalate_by_holder": {org: [] | some org, _ in _escalation_decisions},
+	"escalation_ids": {org: d.id | some org, d in _escalation_decisions},
+	"bounds": _escalation_bounds,
+	"obligations": _escalation_obligations,
+	"on_allow": _obligations_on_allow,
+	"hit_only_categories": hit_only_categories,
+	"provided": provided,
+	"policy_version": data.wgs.version.policy_version,
+}
+
+# The facts (wgs.common.holder_facts) about every target holder, by organisation: the register index's
+# table, plus the facts computed here for a target it does not hold (an organisation the register does not
+# know; every target when there is no index).
+_holder_table := object.union(indexed_holders, {org: holder_facts(org) | some org in _targets; not indexed_holders[org]})
+
+_targets := {org | some h in input.holders; org := h.organisation} | {org | org := input.request.holder.organisation}
+
 # --- per holder ----------------------------------------------------------------------------------------
 
-# The decision for holder organisation `org`. This body runs once per holder, so it is written for few
-# evaluation steps: set operators instead of comprehensions over categories, request-level rules read
-# once into local variables (a rule reference costs more than a variable, a function call more still),
-# emptiness as a comparison with an empty literal, the outcome as a table lookup, and no sorting when
-# there is nothing to sort. (It is a function, not the body of the `decisions` comprehension: in the
-# RVM, a comprehension nested in another comprehension's body can end the outer loop.)
-_decision(org) := {
+# The decision for holder organisation `org`, `ctx` being `_context`. This body runs once per holder, so it
+# is written for few evaluation steps: set operators instead of comprehensions over categories, everything
+# that does not depend on the holder read from `ctx` (prepared once per evaluation), emptiness as a
+# comparison with an empty literal, the outcome as a table lookup, and reasons kept as `reason_pair`s so
+# that ordering them is one sort. (It is a function, not the body of the `decisions` comprehension: in
+# the RVM, a comprehension nested in another comprehension's body can end the outer loop.)
+_decision(ctx, org) := {
 	"allow": allowed,
 	"escalate": outcome == "escalated",
 	"outcome": outcome,
 	"reasons": [r | [deny, escalate, removal_reasons] != [set(), [], set()]; some r in _reasons(deny, escalate, removal_reasons)],
 	"permitted_categories": [c | allowed; some c in sort(permitted)],
 	"removed_categories": sort(removed),
-	"hit_only": true in {f.hit_only_holder, [permitted - hit_only_categories, permitted != set()] == [set(), true]},
-	"obligations": object.get({true: object.get(_escalation_obligations, org, _obligations_on_allow)}, allowed, null),
-	"escalation_decision": object.get(escalation_decisions, [org, "id"], null),
-	"policy_version": data.wgs.version.policy_version,
+	"hit_only": true in {f.hit_only_holder, [permitted - ctx.hit_only_categories, permitted != set()] == [set(), true]},
+	"obligations": object.get({true: object.get(ctx.obligations, org, ctx.on_allow)}, allowed, null),
+	"escalation_decision": object.get(ctx.escalation_ids, org, null),
+	"policy_version": ctx.policy_version,
 } if {
-	f := holder_facts(org)
-	req := requested
-	escalation_decisions := _escalation_decisions
+	f := ctx.holders[org]
+	req := ctx.requested
 
 	# Rules 3 and 4 give `base`, what this holder may disclose to this requester for this purpose. A
 	# hit/no-hit holder (rule 3, e.g. FIOD for Bibob) is always asked about all of it when targeted; any
@@ -105,43 +131,48 @@ _decision(org) := {
 	# narrows it to the categories it states.
 	base := object.keys(f.base)
 	asked := object.get({true: base}, f.hit_only_holder, req)
-	permitted := (base & asked) & object.get(_escalation_bounds, org, base)
+	permitted := (base & asked) & object.get(ctx.bounds, org, base)
 
 	# Outside the holder's domain a requested category is not this holder's business (no narrowing).
 	removed := (req & object.keys(f.domain_nd)) - permitted
 
 	# Rules 1-5: the request's reasons, the holder's, handing data over; and nothing left to disclose.
-	common_deny := request_deny | {r | some r in f.deny}
-	provision_deny := {{"code": "provision-not-allowed", "category": c, "message": sprintf("role `%s` may not hand `%s` to `%s` for `%s`", [requester.role, c, org, input.request.purpose])} |
-		some c in provided
+	common_deny := ctx.request_deny | {r | some r in f.deny_pairs}
+	provision_deny := {reason_pair({"code": "provision-not-allowed", "category": c, "message": sprintf("role `%s` may not hand `%s` to `%s` for `%s`", [requester.role, c, org, input.request.purpose])}) |
+		some c in ctx.provided
 		not f.providable[c]
 		requester
 	}
-	nothing_permitted := {{"code": "no-permitted-categories", "message": "none of the requested categories may be disclosed by this holder for this purpose"} |
+	nothing_permitted := {[_NOTHING_PERMITTED_KEY, _NOTHING_PERMITTED] |
 		common_deny == set()
 		permitted == set()
 	}
 	deny := (common_deny | provision_deny) | nothing_permitted
 
 	# Rules 6 and 7, unless a valid escalation decision answered them (rule 8).
-	escalate := [r | not escalation_decisions[org]; some r in _request_escalate_sorted]
+	escalate := object.get(ctx.escalate_by_holder, org, ctx.escalate)
 
-	# Rules 3 and 4: a reason per removed category: the register's (f.reasons, for the categories outside
-	# base), or, for a category in base (only an escalation decision removes those), the decision's.
-	removal_reasons := {r | some r in object.filter(f.reasons, removed)} | {{"code": "narrowed-by-escalation-decision", "category": c, "message": sprintf("escalation decision `%s` does not include `%s`", [escalation_decisions[org].id, c])} |
-		escalation_decisions[org]
+	# Rules 3 and 4: a reason per removed category: the register's (f.removal_reasons, for the categories
+	# outside base), or, for a category in base (only an escalation decision removes those), the decision's.
+	removal_reasons := {r | some r in object.filter(f.removal_reasons, removed)} | {reason_pair({"code": "narrowed-by-escalation-decision", "category": c, "message": sprintf("escalation decision `%s` does not include `%s`", [ctx.escalation_ids[org], c])}) |
+		ctx.escalation_ids[org]
 		some c in removed & base
 	}
 
-	outcome := _outcomes[deny != set()][escalate != []][removed != set()]
+	outcome := _OUTCOMES[deny != set()][escalate != []][removed != set()]
 	allowed := [deny, escalate] == [set(), []]
 }
 
-# A decision's reasons: the denials, then the escalations, then the removals, each in order.
-_reasons(deny, escalate, removal_reasons) := array.concat(array.concat(sort_reasons(deny), escalate), sort_reasons(removal_reasons))
+_NOTHING_PERMITTED_KEY := "no-permitted-categories:"
 
-# Deny beats escalate beats narrowing: _outcomes[any deny][any escalation][any category removed].
-_outcomes := {
+_NOTHING_PERMITTED := {"code": "no-permitted-categories", "message": "none of the requested categories may be disclosed by this holder for this purpose"}
+
+# A decision's reasons: the denials, then the escalations, then the removals, each in order (the first and
+# the last are sets of `reason_pair`s).
+_reasons(deny, escalate, removal_reasons) := array.concat(array.concat([r | some [_, r] in sort(deny)], escalate), [r | some [_, r] in sort(removal_reasons)])
+
+# Deny beats escalate beats narrowing: _OUTCOMES[any deny][any escalation][any category removed].
+_OUTCOMES := {
 	true: {true: {true: "denied", false: "denied"}, false: {true: "denied", false: "denied"}},
 	false: {true: {true: "escalated", false: "escalated"}, false: {true: "allowed-narrowed", false: "allowed"}},
 }

@@ -60,18 +60,21 @@ _minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(h
 #   base       what the holder may disclose to this requester for this purpose;
 #   domain_nd  what the holder could ever supply in this partnership, plus what is never disclosed: a
 #              requested category outside it is not this holder's business (no narrowing);
-#   reasons    why a category of domain_nd outside base is removed, per category (rules 3 and 4);
+#   deny       the holder's own rule-1 reasons (an array), and as `reason_pair`s in deny_pairs;
+#   removal_reasons  why a category of domain_nd outside base is removed, per category, as a
+#              `reason_pair` (rules 3 and 4);
 #   providable what the requester may hand to this holder with the request.
 #
 # Written so that every value it binds is defined (object.get with defaults, comprehensions over
 # collections that exist), as the RVM requires (see wgs.common).
 holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	"participant": p,
-	"deny": _holder_deny(partnership_id, org, p), # an array: a set of objects would not survive the cache
+	"deny": deny, # an array: a set of objects would not survive the cache
+	"deny_pairs": [reason_pair(r) | some r in deny],
 	"hit_only_holder": role in object.get(purpose, "hit_only_holders", []),
 	"base": {c: true | some c in base},
 	"domain_nd": {c: true | some c in domain | nd},
-	"reasons": {c: _removal_reason(c, nd, supplied, org, purpose_id, requester_role) |
+	"removal_reasons": {c: reason_pair(_removal_reason(c, nd, supplied, org, purpose_id, requester_role)) |
 		some c in ((domain | nd) - base)
 		_removable(c, nd, supplied, receivable, requester_role)
 	},
@@ -87,7 +90,12 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	domain := {c | some q in object.get(partnership, "purposes", {}); some c in object.get(q, ["supplies", role], [])}
 	base := (supplied & receivable) - nd
 	providable := ({c | some c in object.get(purpose, ["supplies", requester_role], [])} & {c | some c in object.get(purpose, ["receives", role], [])}) - nd
+	deny := _holder_deny(partnership_id, org, p)
 }
+
+# A reason with its sort key, `[code:category, reason]`: a decision lists its reasons ordered by code, then
+# category, so it keeps them as pairs and sorts the pairs (one sort; no key computed per decision).
+reason_pair(r) := [concat(":", [r.code, object.get(r, "category", "")]), r]
 
 _participant_or_null(partnership, org) := ps[0] if {
 	ps := [p | some p in object.get(partnership, "participants", []); p.organisation == org]
