@@ -24,7 +24,7 @@ from gateway.enrolment.setup import install_pseudonyms
 from gateway.escalations import endpoints as escalation_endpoints
 from gateway.escalations.setup import escalation_scheduler, escalation_service, install_escalations
 from gateway.exchange import endpoints as exchange_endpoints
-from gateway.exchange.setup import install_exchange, install_policy
+from gateway.exchange.setup import exchange_service, install_exchange, install_policy
 from gateway.logging import configure_logging
 from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from gateway.openapi import problem_openapi
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             log.info("gateway_stopping")
             await escalation_scheduler(the_container).aclose()
             await escalation_service(the_container).notifier.aclose()
+            await exchange_service(the_container).aclose()
             await audit_services(the_container).writer.aclose()
             await the_container.services["connectors"].aclose()
             await the_container.services["policy"].aclose()

@@ -6,7 +6,7 @@ with ``WWW-Authenticate``; a valid token without the scope → 403. Both are pro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -32,10 +32,13 @@ def authenticate(request: Request) -> Principal:
     return principal
 
 
-def require_scope(scope: Scope) -> Callable[..., Principal]:
+def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency that yields the caller's Principal if its token carries ``scope``."""
 
-    def dependency(request: Request, _credentials: HTTPAuthorizationCredentials | None = _security) -> Principal:
+    # async so that FastAPI runs it on the event loop: the check is a signature verification against keys in
+    # memory (a stat of the key file at most), far cheaper than the hop to a worker thread a sync one costs.
+    async def dependency(request: Request,
+                         _credentials: HTTPAuthorizationCredentials | None = _security) -> Principal:
         principal = authenticate(request)
         if not principal.has_scope(scope.value):
             raise Forbidden(f"the access token lacks the scope `{scope.value}`",

@@ -54,6 +54,7 @@ class SigningKeyStore:
         self._lock = threading.Lock()
         self._keys: list[_StoredKey] = []
         self._loaded_mtime = 0.0
+        self._verification_cache: tuple[tuple[_StoredKey, ...], KeySet] | None = None
 
     def __repr__(self) -> str:
         return f"SigningKeyStore(path={str(self._path)!r}, keys={len(self._keys)})"
@@ -92,9 +93,13 @@ class SigningKeyStore:
         now = self._clock.now()
         with self._lock:
             self._reload_if_changed()
-            keys: list[Key] = [OKPKey.import_key(self._public(key), {"kid": key.kid})
-                    for key in self._keys if not self._is_retired(key, now)]
-        return KeySet(keys)
+            live = tuple(key for key in self._keys if not self._is_retired(key, now))
+            if self._verification_cache is None or self._verification_cache[0] != live:
+                # Importing a key costs more than checking a token's signature: import once per key set
+                # (a reload or a retirement changes the tuple of stored keys, and so the cache).
+                keys: list[Key] = [OKPKey.import_key(self._public(key), {"kid": key.kid}) for key in live]
+                self._verification_cache = (live, KeySet(keys))
+            return self._verification_cache[1]
 
     def jwks(self) -> dict[str, Any]:
         now = self._clock.now()

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from gateway.db.batched_insert import BatchedInsert
 from gateway.exchange.tables import exchanges
 
 
@@ -50,5 +51,6 @@ def count_since(session: Session, system: str, purpose: str, since: datetime) ->
         exchanges.c.created_at >= since)).scalar_one())
 
 
-def insert(session: Session, values: dict[str, Any]) -> None:
-    session.execute(exchanges.insert().values(**values))
+def outcome_writer(engine: Engine) -> BatchedInsert:
+    """Inserts outcome rows (a dict of ``exchanges`` columns each) with group commit."""
+    return BatchedInsert(engine, exchanges)

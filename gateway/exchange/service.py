@@ -191,6 +191,11 @@ class ExchangeService:
         self.deps = deps
         self._daily_counts: dict[tuple[str, str, str], tuple[int, float]] = {}
         self._latest_checkpoint: tuple[str, float] | None = None
+        self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
+
+    async def aclose(self) -> None:
+        """Write the outcome rows still queued, then stop their writer."""
+        await self._outcomes.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
     async def _requests_today(self, principal: Principal, purpose: str) -> int:
@@ -277,7 +282,7 @@ class ExchangeService:
                                     "does not ask")
         base = _audit_base(principal, body, trace, exchange_id, register)
         subjects = [s.ref for s in body.subjects]
-        logged = await asyncio.to_thread(self._logged, principal, body.partnership, subjects)
+        logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
         try:
             decisions = await self._decide("exchange", body, principal, targets,
                                            await self._requests_today(principal, body.purpose), request_fingerprint,
@@ -314,8 +319,7 @@ class ExchangeService:
             targets=[o for o, _ in outcomes],
             receipt=ReceiptView(exchange_id=exchange_id, audit_indices=[r.index for r in receipts],
                                 checkpoint=await self._checkpoint()))
-        await asyncio.to_thread(self._store, principal, body, "exchange", result, request_fingerprint,
-                                idempotency_key)
+        await self._store(principal, body, "exchange", result, request_fingerprint, idempotency_key)
         self._counted(principal, body.purpose)
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
@@ -333,6 +337,15 @@ class ExchangeService:
             raise Unprocessable("subjects must be your own pseudonyms (enrol, or POST /v1/pseudonyms); "
                                 "opaque references are switched off here")
         return kinds == {True}
+
+    async def _translated(self, translate: Callable[..., dict[str, str]], subjects: list[str],
+                          *args: Any) -> dict[str, str]:
+        """``translate(*args)``: on a worker thread when the subjects are pseudonyms (elliptic-curve work that
+        would stall the event loop), inline when they are references (an identity map, far cheaper than the
+        hop to a thread)."""
+        if self.deps.pseudonyms is not None and self._pseudonymous(subjects):
+            return await asyncio.to_thread(translate, *args)
+        return translate(*args)
 
     def _logged(self, principal: Principal, partnership: str, subjects: list[str]) -> dict[str, str]:
         """How each subject appears in the audit log: its partnership-domain pseudonym (the same for every
@@ -407,7 +420,8 @@ class ExchangeService:
             outcome.obligations = None
             return outcome, [unavailable | {"reasons": ("holder-not-connected",)}]
         logged = logged or {s: s for s in subjects}
-        theirs = await asyncio.to_thread(self._for_holder, principal, body.partnership, target.organisation, subjects)
+        theirs = await self._translated(self._for_holder, subjects, principal, body.partnership, target.organisation,
+                                        subjects)
         forward = {mine: holders for holders, mine in theirs.items()}
         try:
             if decision.hit_only:
@@ -482,7 +496,7 @@ class ExchangeService:
         targets = _targets(register, body, "all", principal.organisation)
         base = _audit_base(principal, body, trace, discovery_id, register)
         subjects = [s.ref for s in body.subjects]
-        logged = await asyncio.to_thread(self._logged, principal, body.partnership, subjects)
+        logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
         indexed = None
         if self.deps.pseudonyms is not None and self._pseudonymous(subjects):  # the index answers, not holders
             indexed = await asyncio.to_thread(self.deps.pseudonyms.holders_of, body.partnership,
@@ -548,19 +562,20 @@ class ExchangeService:
         self._latest_checkpoint = (note, time.monotonic()) if note else None
         return note
 
-    def _store(self, principal: Principal, body: ExchangeRequest, kind: str, result: ExchangeResult,
-               request_fingerprint: str, idempotency_key: str | None) -> None:
+    async def _store(self, principal: Principal, body: ExchangeRequest, kind: str, result: ExchangeResult,
+                     request_fingerprint: str, idempotency_key: str | None) -> None:
+        """The outcome row, durable before the answer (``GET`` and idempotent replays read it); written with
+        the rows of concurrent requests in one transaction."""
         outcome = result.model_dump(mode="json")
         records = {t["holder"]: t.pop("records") for t in outcome["targets"]}
-        with transaction(self.deps.sessions) as session:
-            repository.insert(session, {
-                "id": result.exchange_id, "kind": kind, "created_at": result.created_at,
-                "requester_org": principal.organisation, "requester_system": principal.subject,
-                "partnership": body.partnership, "purpose": body.purpose, "case_reference": body.case_reference,
-                "register_version": result.register_version, "policy_version": result.policy_version,
-                "request_sha256": request_fingerprint, "idempotency_key": idempotency_key, "outcome": outcome,
-                "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
-                "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None})
+        await self._outcomes.insert({
+            "id": result.exchange_id, "kind": kind, "created_at": result.created_at,
+            "requester_org": principal.organisation, "requester_system": principal.subject,
+            "partnership": body.partnership, "purpose": body.purpose, "case_reference": body.case_reference,
+            "register_version": result.register_version, "policy_version": result.policy_version,
+            "request_sha256": request_fingerprint, "idempotency_key": idempotency_key, "outcome": outcome,
+            "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
+            "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None})
 
     def _replay(self, principal: Principal, key: str, request_fingerprint: str) -> ExchangeResult | None:
         with transaction(self.deps.sessions) as session:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from fastapi import FastAPI, Request
@@ -193,7 +194,7 @@ async def test_a_partner_that_is_down_is_a_clear_holder_unavailable() -> None:
             await connector.discover(_discovery(["subj-x1234567"], "d-down"))
         assert str(down.value) == "fiod-ois: holder unavailable: cannot connect (3 attempts, request d-down)"
         assert down.value.system == w.FIOD
-        assert isinstance(down.value.__cause__, httpx.ConnectError)
+        assert isinstance(down.value.__cause__, aiohttp.ClientConnectorError)
         assert connector.attempts == 3
         with pytest.raises(HolderUnavailable, match="fiod-ois: holder unavailable"):
             await connector.health()
