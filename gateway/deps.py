@@ -14,13 +14,20 @@ from sqlalchemy.orm import Session
 from gateway.container import Container
 
 
-def get_container(request: Request) -> Container:
+def container_of(request: Request) -> Container:
+    """The app's container, for code that has the request at hand."""
     container: Container = request.app.state.container
     return container
 
 
+async def get_container(request: Request) -> Container:
+    """The container as a dependency: async so that FastAPI calls it on the event loop (a sync dependency
+    costs a hop to a worker thread on every request, for one attribute read)."""
+    return container_of(request)
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    session = get_container(request).sessions()
+    session = container_of(request).sessions()
     try:
         yield session
         session.commit()

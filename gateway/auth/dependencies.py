@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.auth.principal import Principal, Scope
 from gateway.auth.setup import auth_services
-from gateway.deps import get_container
+from gateway.deps import container_of
 from gateway.errors import Forbidden, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /oauth/token or /v1/auth/login.")
@@ -27,7 +27,7 @@ def authenticate(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer access token is required", error="invalid_request")
-    principal = auth_services(get_container(request)).tokens.verify(token.strip())
+    principal = auth_services(container_of(request)).tokens.verify(token.strip())
     request.state.principal = principal
     return principal
 

@@ -31,7 +31,7 @@ from gateway.console.i18n import LANGUAGE_COOKIE, choose_language, translate, tr
 from gateway.console.sessions import SessionData, Sessions, console_sessions
 from gateway.container import Container
 from gateway.db.engine import transaction
-from gateway.deps import get_container
+from gateway.deps import container_of, get_container
 from gateway.errors import Forbidden, GatewayError, Unprocessable
 
 _SECURITY_HEADERS = {
@@ -179,7 +179,7 @@ def local_path(target: str | None) -> str:
 def _error_page(request: Request, exc: Exception) -> Response:
     page: Page | None = getattr(request.state, "console_page", None)
     if page is None:
-        container = get_container(request)
+        container = container_of(request)
         sessions = console_sessions(container)
         language, _ = choose_language(request, sessions.settings.default_language)
         page = Page(request, container, sessions, language, False)
