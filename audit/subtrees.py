@@ -7,34 +7,29 @@ own leaves, and the cached copies of exactly those subtrees have the contiguous 
 ``2·start .. 2·stop - 2`` (:func:`audit.merkle.flat_index`: a subtree's id is the midpoint of its leaves'
 span). One range read of the cache, compared as two dicts in C, replaces a lookup per subtree.
 
-Pure hashing and two reads; which failure to report is the verifier's business.
+Hashing, and the comparison with what :mod:`audit.bulk_reads` reads; which failure to report is the verifier's.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import cast
 
 from sqlalchemy import Engine
 
-from audit import store
+from audit import bulk_reads
 from audit.merkle import flat_index, node_at_flat_index
 
 Levels = list[list[bytes]]
 """``levels[L][j]``: the hash of the ``j``-th complete subtree of ``2**L`` leaves in the range (``L`` = 0: the
 leaves themselves). Only complete subtrees: an odd last node of a level has no parent."""
 
-_MMAP_BYTES = 1 << 30
-"""As for :func:`audit.store.leaf_batches`: SQLite reads the pages of a bulk read from a memory map."""
-
-
 def subtree_levels(leaves: list[bytes]) -> Levels:
     """Hash every complete subtree of ``leaves``, level by level (RFC 9162 inner nodes)."""
     sha256 = hashlib.sha256
     levels, current = [leaves], leaves
     while len(current) > 1:
-        current = [sha256(b"\x01" + current[j] + current[j + 1]).digest() for j in range(0, len(current) - 1, 2)]
+        pairs = zip(current[0::2], current[1::2], strict=False)  # an odd last node has no right sibling yet
+        current = [sha256(b"\x01" + left + right).digest() for left, right in pairs]
         levels.append(current)
     return levels
 
@@ -75,18 +70,35 @@ def expected_nodes(levels: Levels, start: int) -> dict[int, bytes]:
 def cache_mismatches(engine: Engine, levels: Levels, start: int) -> list[tuple[int, bool]]:
     """``(flat id, missing)`` of the range's inner subtrees whose cached hash is missing or differs, in the
     order the tree completes them (by last leaf, then level). Rows the range read returns that are not
-    inner subtrees of the range (none in a whole range) are ignored."""
+    inner subtrees of the range (none in a whole range) are ignored.
+
+    A whole range is first compared inside the database (:func:`audit.bulk_reads.count_matching_nodes`):
+    only a count comes back. Any shortfall, and a partial range, go the long way: every row to a dict.
+    """
+    count = len(levels[0]) - 1
+    if count <= 0:
+        return []
+    if len(levels[0]) == 1 << (len(levels) - 1):
+        packed, first, root = inner_in_flat_order(levels), 2 * start + 1, 2 * start + count  # root: the middle id
+        if engine.dialect.name == "sqlite" and bulk_reads.count_matching_nodes(
+                engine, first, packed, stored_from=first, stored_to=root) == count:
+            return []
+        if bulk_reads.count_matching_nodes(engine, first, packed) == count:
+            return []
     expected = expected_nodes(levels, start)
-    if not expected:
-        return []
-    whole = len(levels[0]) == 1 << (len(levels) - 1)
-    if whole and engine.dialect.name == "sqlite" and expected.items() <= _nodes_by_rowid(engine, start, levels).items():
-        return []
-    stored = _nodes_by_id(engine, 2 * start, 2 * (start + len(levels[0])) - 2)
-    if expected.items() <= stored.items():
-        return []
+    stored = bulk_reads.nodes_in_range(engine, 2 * start, 2 * (start + len(levels[0])) - 2)
     wrong = [(node_id, node_id not in stored) for node_id, value in expected.items() if stored.get(node_id) != value]
     return sorted(wrong, key=lambda item: _completion_key(item[0]))
+
+
+def inner_in_flat_order(levels: Levels) -> bytes:
+    """For a whole range from ``start``: its inner subtrees' hashes concatenated in flat-id order (ids
+    2·start + 1, 2·start + 3, ...). The hashes of level L sit at every 2**L-th place from 2**(L-1) - 1,
+    which a list's slice assignment fills in C."""
+    flat = [b""] * (len(levels[0]) - 1)
+    for level in range(1, len(levels)):
+        flat[(1 << (level - 1)) - 1::1 << level] = levels[level]
+    return b"".join(flat)
 
 
 def completion(node_id: int) -> int:
@@ -97,41 +109,6 @@ def completion(node_id: int) -> int:
 
 def _completion_key(node_id: int) -> tuple[int, int]:
     return completion(node_id), node_at_flat_index(node_id)[0]
-
-
-def _nodes_by_id(engine: Engine, low: int, high: int) -> dict[int, bytes]:
-    """The cached subtrees with flat ids in ``[low, high]``: the authoritative read (primary key range)."""
-    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-    return _fetch_pairs(engine, f"SELECT node_id, hash FROM audit_tree_nodes WHERE node_id >= {mark} "
-                                f"AND node_id <= {mark}", (low, high))
-
-
-def _nodes_by_rowid(engine: Engine, start: int, levels: Levels) -> dict[int, bytes]:
-    """SQLite only, a shortcut: the rows stored between the range's first completed subtree and its root.
-
-    ``node_id`` is not SQLite's rowid, so a key range costs an index probe per row; the appender writes a
-    range's subtrees one after another, so the same rows usually sit together in rowid order, read without
-    probes. Whatever this returns are real rows of the table (ids are unique): if they include every
-    expected subtree with its hash, the cache is right; otherwise the caller reads by key range."""
-    first, root = flat_index((1, start >> 1)), flat_index((len(levels) - 1, start >> (len(levels) - 1)))
-    by_id = "(SELECT rowid FROM audit_tree_nodes WHERE node_id = ?)"
-    return _fetch_pairs(engine, f"SELECT node_id, hash FROM audit_tree_nodes WHERE rowid BETWEEN {by_id} AND {by_id}",
-                        (first, root))
-
-
-def _fetch_pairs(engine: Engine, sql: str, parameters: Sequence[int]) -> dict[int, bytes]:
-    mapped = engine.dialect.name == "sqlite"
-    with store.read_connection(engine) as connection:
-        cursor = connection.connection.cursor()
-        try:
-            if mapped:
-                cursor.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
-            cursor.execute(sql, tuple(parameters))
-            return dict(cast(list[tuple[int, bytes]], cursor.fetchall()))
-        finally:
-            if mapped:
-                cursor.execute("PRAGMA mmap_size=0")  # the pooled connection goes back as it came
-            cursor.close()
 
 
 def compact_hashes(levels: Levels, start: int) -> list[bytes]:

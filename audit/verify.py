@@ -53,7 +53,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from audit import store
+from audit import bulk_reads, store
 from audit.canonical import claims_index, envelope_index, parse_entry
 from audit.checkpoint import Checkpoint, NoteVerifier, SignedNote, open_checkpoint
 from audit.errors import StoreUnavailable, VerificationError
@@ -707,7 +707,7 @@ def _check_chunk(source: str | Engine, start: int, stop: int, wanted: Sequence[i
 
 def _checked_leaves(engine: Engine, start: int, stop: int) -> tuple[list[bytes], Failure | None]:
     leaves: list[bytes] = []
-    for batch in store.leaf_batches(engine, start=start, stop=stop):
+    for batch in bulk_reads.entry_batches(engine, start, stop):
         checked, failure = check_rows(batch, start + len(leaves))
         leaves.extend(checked)
         if failure is not None:
