@@ -133,7 +133,7 @@ def _generic_event_text(event: AuditEvent) -> str:
     return _encode(event.to_document())
 
 
-def event_canonical(event: AuditEvent) -> bytes:
+def canonical_event(event: AuditEvent) -> tuple[str, bytes]:
     r"""The canonical bytes of an event (the ``event`` member of the entry envelope).
 
     An :class:`AuditEvent` only ever holds strings, safe integers, booleans, nulls, arrays and objects
@@ -145,6 +145,9 @@ def event_canonical(event: AuditEvent) -> bytes:
     verifier re-checks stored entries with ``rfc8785`` itself. The known event shape is written field by
     field with the same string encoder (:func:`_direct_event_text`), which skips pydantic's
     ``model_dump`` and the key sorting; anything unexpected falls back to the generic path.
+
+    Returns the text as well as its UTF-8 bytes: the append path splices the text into the envelope
+    (:func:`entry_texts`), since the database stores text, and the guard screens the bytes.
     """
     try:
         try:
@@ -156,7 +159,12 @@ def event_canonical(event: AuditEvent) -> bytes:
         raise InvalidEvent(f"event cannot be canonicalised ({type(exc).__name__})") from exc
     if len(data) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"audit event is {len(data)} bytes canonicalised; the limit is {MAX_EVENT_BYTES}")
-    return data
+    return text, data
+
+
+def event_canonical(event: AuditEvent) -> bytes:
+    """The canonical bytes of an event (see :func:`canonical_event`)."""
+    return canonical_event(event)[1]
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -191,14 +199,30 @@ def entry_canonical(index: int, entry_id: UUID, recorded_at: datetime | str, eve
 def entry_canonicals(start: int, entry_ids: Sequence[UUID], recorded_at: str,
                      event_bytes: Sequence[bytes]) -> list[bytes]:
     """:func:`entry_canonical` for consecutive indices from ``start`` sharing one formatted time (a batch)."""
+    texts = entry_texts(start, [entry_id.hex for entry_id in entry_ids], recorded_at,
+                        [event.decode("utf-8") for event in event_bytes])
+    return [text.encode("utf-8") for text in texts]
+
+
+def entry_texts(start: int, entry_hexes: Sequence[str], recorded_at: str, event_texts: Sequence[str]) -> list[str]:
+    """The envelopes of a batch as text, from the entry ids' 32 hex digits (``UUID.hex``) and event texts.
+
+    The append path's form of :func:`entry_canonicals`: one ``%`` format per entry, with the id's dashes
+    put in by slicing (``str(UUID)`` costs more than the rest of the envelope). The database stores
+    text; the leaf hash is over its UTF-8 bytes.
+    """
     if start < 0:
         raise ValueError("log indices start at 0")
-    tail = b"".join((b',"recorded_at":"', recorded_at.encode("ascii"),
-                     b'","v":', str(ENTRY_FORMAT_VERSION).encode("ascii"), b"}"))
-    return [b"".join((b'{"entry_id":"', str(entry_id).encode("ascii"), b'","event":', event,
-                      b',"index":', str(index).encode("ascii"), tail))
-            for index, entry_id, event in zip(range(start, start + len(event_bytes)), entry_ids, event_bytes,
-                                              strict=True)]
+    template = _envelope_template(recorded_at)
+    return [template % (h[:8], h[8:12], h[12:16], h[16:20], h[20:], event, index)
+            for index, h, event in zip(range(start, start + len(event_texts)), entry_hexes, event_texts,
+                                       strict=True)]
+
+
+def _envelope_template(recorded_at: str) -> str:
+    recorded_at.encode("ascii")  # refused as in entry_canonical
+    return ('{"entry_id":"%s-%s-%s-%s-%s","event":%s,"index":%d,"recorded_at":"'
+            + recorded_at.replace("%", "%%") + f'","v":{ENTRY_FORMAT_VERSION}}}')
 
 
 _STAMP_LENGTH = len("2026-01-01T00:00:00.000000Z")

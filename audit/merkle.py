@@ -48,6 +48,12 @@ def leaf_hash(data: bytes) -> bytes:
     return hashlib.sha256(_LEAF_PREFIX + data).digest()
 
 
+def leaf_hashes_of_texts(texts: Iterable[str]) -> list[bytes]:
+    """``leaf_hash(text.encode("utf-8"))`` for each text, in one loop: the append path's entries are text."""
+    sha256, prefix = hashlib.sha256, _LEAF_PREFIX
+    return [sha256(prefix + text.encode("utf-8")).digest() for text in texts]
+
+
 def node_hash(left: bytes, right: bytes) -> bytes:
     """SHA-256(0x01 || left || right): the hash of an inner node."""
     return hashlib.sha256(_NODE_PREFIX + left + right).digest()

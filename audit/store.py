@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain, count
 from typing import Any, cast
 from uuid import UUID
 
@@ -227,8 +228,27 @@ _PG_ARRAY_TYPES = {"log_index": "bigint", "entry_id": "uuid", "recorded_at": "ti
 """PostgreSQL element types of the unnest arrays; every other column is text (varchar)."""
 
 
-EntryRow = tuple[int, UUID, str, bytes, Sequence[str | int | None]]
-"""An entry as the row writer takes it: index, entry id, canonical text, leaf hash, query column values."""
+@dataclass(frozen=True, slots=True)
+class EntryBatch:
+    """The entries of one append, column by column, as the row writer takes them.
+
+    Columns rather than row objects: the log computes each column in one tight loop, PostgreSQL's
+    ``unnest`` wants columns, and on SQLite one flattening pass builds the statement's parameters.
+    """
+
+    start: int
+    """The first entry's index; the others follow without gaps."""
+    recorded_at: datetime
+    entry_ids: Sequence[UUID]
+    entry_hexes: Sequence[str]
+    """The same ids as 32 lowercase hex digits (``UUID.hex``: what a character-based UUID column stores)."""
+    canonicals: Sequence[str]
+    leaf_hashes: Sequence[bytes]
+    columns: Sequence[Sequence[str | int | None]]
+    """Each entry's query column values, in :data:`QUERY_COLUMNS` order."""
+
+
+_SAMPLE_ID = UUID("01937b6e-0000-7000-8000-000000000001")
 
 
 def _identity(value: Any) -> Any:
@@ -258,10 +278,16 @@ class RowWriter:
         self._arrays = dialect.name == "postgresql"
         processors = {column.name: column.type.dialect_impl(dialect).bind_processor(dialect)
                       for column in [*audit_entries.c, *audit_tree_nodes.c]}
-        self._entry_id = processors.pop("entry_id") or _identity
+        entry_id = processors.pop("entry_id")
+        self._entry_id = entry_id or _identity
         self._recorded_at = processors.pop("recorded_at") or _identity
         self._leaf = processors.pop("leaf_hash") or _identity
         self._hash = processors.pop("hash") or _identity
+        # A character-based UUID column binds ``value.hex``, which the batch carries already. The sqlite3
+        # driver binds any buffer as a BLOB, so the Binary wrapper SQLAlchemy applies changes nothing there
+        # (SQLAlchemy's own comment: "sqlite3 doesn't need the Binary conversion").
+        self._hex_ids = entry_id is not None and entry_id(_SAMPLE_ID) == _SAMPLE_ID.hex
+        self._raw_leaves = dialect.name == "sqlite" or self._leaf is _identity
         unexpected = sorted(name for name, processor in processors.items() if processor is not None)
         if unexpected:  # pragma: no cover - only if a column type changes
             raise ValueError(f"audit columns {unexpected} need bind processing the row writer does not do")
@@ -292,34 +318,34 @@ class RowWriter:
         per_statement = _MAX_PARAMETERS // width
         for start in range(0, len(rows), per_statement):
             chunk = rows[start:start + per_statement]
-            _run(connection, sql + ",".join([row] * len(chunk)), [value for values in chunk for value in values])
+            _run(connection, sql + ",".join([row] * len(chunk)), list(chain.from_iterable(chunk)))
 
-    def _entry_rows(self, recorded_at: datetime, rows: Sequence[EntryRow]) -> list[tuple[Any, ...]]:
-        entry_id, leaf, moment = self._entry_id, self._leaf, self._recorded_at(recorded_at)
-        return [(index, entry_id(identifier), moment, *values, canonical, leaf(leaf_value))
-                for index, identifier, canonical, leaf_value, values in rows]
+    def _entry_rows(self, batch: EntryBatch) -> list[tuple[Any, ...]]:
+        moment = self._recorded_at(batch.recorded_at)
+        ids: Iterable[Any] = batch.entry_hexes if self._hex_ids else map(self._entry_id, batch.entry_ids)
+        leaves: Iterable[Any] = batch.leaf_hashes if self._raw_leaves else map(self._leaf, batch.leaf_hashes)
+        return [(index, identifier, moment, *values, canonical, leaf)
+                for index, identifier, values, canonical, leaf
+                in zip(count(batch.start), ids, batch.columns, batch.canonicals, leaves)]
 
     def _node_rows(self, nodes: Sequence[tuple[int, bytes]]) -> list[tuple[Any, ...]]:
         hash_value = self._hash
         return [(node_id, hash_value(value)) for node_id, value in nodes]
 
-    def insert_entries(self, connection: Connection, recorded_at: datetime,
-                       rows: Sequence[EntryRow]) -> None:
-        """Entries ``(index, entry_id, canonical text, leaf hash, query column values)`` sharing one time."""
-        if rows:
-            self._execute(connection, self._entries_sql, self._entry_rows(recorded_at, rows))
+    def insert_entries(self, connection: Connection, batch: EntryBatch) -> None:
+        """The entries of one append (see :class:`EntryBatch`)."""
+        if batch.canonicals:
+            self._execute(connection, self._entries_sql, self._entry_rows(batch))
 
-    def insert_append(self, connection: Connection, recorded_at: datetime,
-                      rows: Sequence[EntryRow],
-                      nodes: Sequence[tuple[int, bytes]]) -> None:
+    def insert_append(self, connection: Connection, batch: EntryBatch, nodes: Sequence[tuple[int, bytes]]) -> None:
         """What one append writes: its entries (see :meth:`insert_entries`) and the subtrees they complete
         (see :meth:`insert_nodes`); on PostgreSQL in one statement, so one round trip."""
-        if not self._arrays or not rows:
-            self.insert_entries(connection, recorded_at, rows)
+        if not self._arrays or not batch.canonicals:
+            self.insert_entries(connection, batch)
             self.insert_nodes(connection, nodes)
             return
         node_columns = _columns(self._node_rows(nodes)) if nodes else [[], []]
-        _run(connection, self._append_sql, [*node_columns, *_columns(self._entry_rows(recorded_at, rows))])
+        _run(connection, self._append_sql, [*node_columns, *_columns(self._entry_rows(batch))])
 
     def insert_checkpoint(self, connection: Connection, checkpoint: StoredCheckpoint) -> None:
         """One signed checkpoint, straight to the driver."""
@@ -391,18 +417,25 @@ def subject_key(pseudonym: str) -> int:
 
 
 def query_columns(event: AuditEvent) -> dict[str, str | int | None]:
-    """The indexed copies of an event's fields, exactly as :func:`insert_entries` stores them."""
-    activity, requester, subject = event.processing_activity, event.requester, event.data_subject
-    return {
-        "event_type": event.event_type.value,
-        "partnership": activity.partnership if activity else None,
-        "purpose": activity.purpose if activity else None,
-        "requester_org": requester.org if requester else None,
-        "holder_org": event.holder,
-        "decision": event.decision.value if event.decision else None,
-        "subject_pseudonym": subject.pseudonym if subject else None,
-        "subject_key": subject_key(subject.pseudonym) if subject else None,
-    }
+    """The indexed copies of an event's fields, exactly as :meth:`RowWriter.insert_entries` stores them."""
+    return dict(zip(QUERY_COLUMNS, query_column_values(event), strict=True))
+
+
+def query_column_values(event: AuditEvent) -> tuple[str | int | None, ...]:
+    """:func:`query_columns`' values in :data:`QUERY_COLUMNS` order: the form the append path carries."""
+    activity, requester, subject, decision = event.processing_activity, event.requester, event.data_subject, \
+        event.decision
+    if activity is None:
+        partnership = purpose = None
+    else:
+        partnership, purpose = activity.partnership, activity.purpose
+    if subject is None:
+        pseudonym, key = None, None
+    else:
+        pseudonym = subject.pseudonym
+        key = subject_key(pseudonym)
+    return (event.event_type.value, partnership, purpose, requester.org if requester else None, event.holder,
+            decision.value if decision else None, pseudonym, key)
 
 
 def _entry(row: Any) -> StoredEntry:
