@@ -60,6 +60,8 @@ _minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(h
 #   base       what the holder may disclose to this requester for this purpose;
 #   domain_nd  what the holder could ever supply in this partnership, plus what is never disclosed: a
 #              requested category outside it is not this holder's business (no narrowing);
+#   outside    domain_nd less base: what a request is refused of this holder when no escalation decision
+#              narrows it (whatever is asked of it);
 #   deny       the holder's own rule-1 reasons (an array), and as `reason_pair`s in deny_pairs;
 #   removal_reasons  why a category of domain_nd outside base is removed, per category, as a
 #              `reason_pair` (rules 3 and 4);
@@ -74,6 +76,7 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	"hit_only_holder": role in object.get(purpose, "hit_only_holders", []),
 	"base": {c: true | some c in base},
 	"domain_nd": {c: true | some c in domain | nd},
+	"outside": {c: true | some c in (domain | nd) - base},
 	"removal_reasons": {c: reason_pair(_removal_reason(c, nd, supplied, org, purpose_id, requester_role)) |
 		some c in ((domain | nd) - base)
 		_removable(c, nd, supplied, receivable, requester_role)
