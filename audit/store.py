@@ -70,8 +70,8 @@ def append_transaction(engine: Engine) -> Iterator[AppendTransaction]:
     """
     with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
-            with _sqlite_immediate(connection):
-                yield AppendTransaction(connection, log_state(connection))
+            with _sqlite_immediate(connection) as state:
+                yield AppendTransaction(connection, state)
             return
         raw: Any = connection.connection.driver_connection
         try:
@@ -86,9 +86,12 @@ def append_transaction(engine: Engine) -> Iterator[AppendTransaction]:
 
 
 @contextmanager
-def _sqlite_immediate(connection: Connection) -> Iterator[None]:
-    # PRAGMA and BEGIN go straight to the driver: SQLAlchemy's pysqlite transactions emit no BEGIN of
-    # their own, and every statement costs the writer thread a GIL hand-off under load.
+def _sqlite_immediate(connection: Connection) -> Iterator[LogState]:
+    # PRAGMA, BEGIN, the state read and COMMIT go straight to the driver: SQLAlchemy's pysqlite
+    # transactions emit no BEGIN of their own, its execute and commit cost the writer thread more Python
+    # than the statements themselves, and every statement costs it a GIL hand-off under load. The driver
+    # commits what BEGIN IMMEDIATE opened; if a statement of the append went through SQLAlchemy meanwhile,
+    # SQLAlchemy's own view of the transaction ends when the connection goes back to the pool.
     raw: Any = connection.connection.driver_connection
     if not connection.connection.info.get("audit_synchronous_full"):
         # Once per connection, and left on: only allowed outside a transaction, and it only makes
@@ -97,11 +100,30 @@ def _sqlite_immediate(connection: Connection) -> Iterator[None]:
         connection.connection.info["audit_synchronous_full"] = True
     raw.execute("BEGIN IMMEDIATE")
     try:
-        yield
-        connection.commit()
+        yield _sqlite_state(connection, raw)
+        raw.commit()
     except BaseException:
-        connection.rollback()
+        raw.rollback()
         raise
+
+
+def _sqlite_state(connection: Connection, raw: Any) -> LogState:
+    """:func:`log_state` on the driver's connection, with the timestamp parsed as SQLAlchemy's type would."""
+    cursor = raw.execute(_PG_STATE)
+    try:
+        largest, checkpoint_size, checkpoint_at = cursor.fetchall()[0]
+    finally:
+        cursor.close()
+    if checkpoint_at is not None:
+        checkpoint_at = _issued_at_parser(connection.dialect)(checkpoint_at)
+    return _state((largest, checkpoint_size, checkpoint_at))
+
+
+@functools.lru_cache(maxsize=8)
+def _issued_at_parser(dialect: Dialect) -> Any:
+    """The result processor SQLAlchemy applies to ``audit_checkpoints.issued_at`` on this dialect."""
+    column_type = audit_checkpoints.c.issued_at.type.dialect_impl(dialect)
+    return column_type.result_processor(dialect, None) or _identity
 
 
 @contextmanager
@@ -135,7 +157,7 @@ _STATE = select(
 _PG_STATE = ("SELECT (SELECT max(log_index) FROM audit_entries), "
              "(SELECT tree_size FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1), "
              "(SELECT issued_at FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1)")
-""":data:`_STATE` as plain SQL, for the PostgreSQL path of :func:`append_transaction`."""
+""":data:`_STATE` as plain SQL, for the driver-level state reads of :func:`append_transaction`."""
 _PG_BEGIN_LOCKED = ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; "
                     f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY}); {_PG_STATE}")
 
@@ -214,7 +236,8 @@ def insert_nodes(connection: Connection, nodes: Sequence[tuple[Node, bytes]]) ->
 # go to the database in one statement per table, with the values already in the form SQLAlchemy's column
 # types would bind them (taken from those types, per dialect):
 #
-# * SQLite: ``INSERT ... VALUES (?, ...), (?, ...), ...`` (chunked below the parameter limit);
+# * SQLite: ``INSERT ... SELECT * FROM (VALUES (?, ...), (?, ...), ...)`` (chunked below the parameter limit,
+#   padded to a few sizes so that the driver's statement cache hits: see ``RowWriter._padded_sql``);
 # * PostgreSQL: ``INSERT ... SELECT * FROM unnest(%s::bigint[], ...)`` with one array per column: a short,
 #   constant statement that psycopg parses once and the server prepares once, whatever the batch size,
 #   with the arrays sent in binary.
@@ -223,6 +246,8 @@ ENTRY_COLUMNS = ("log_index", "entry_id", "recorded_at", *QUERY_COLUMNS, "canoni
 _NODE_COLUMNS = ("node_id", "hash")
 _MAX_PARAMETERS = 32_000
 """Parameters per SQLite statement: below SQLite's default limit of 32,766."""
+_ROWS_STEP = 16
+"""SQLite statements are padded to a multiple of this many rows (see :meth:`RowWriter._padded_sql`)."""
 _PG_ARRAY_TYPES = {"log_index": "bigint", "entry_id": "uuid", "recorded_at": "timestamptz", "subject_key": "bigint",
                    "canonical": "text", "leaf_hash": "bytea", "node_id": "bigint", "hash": "bytea"}
 """PostgreSQL element types of the unnest arrays; every other column is text (varchar)."""
@@ -292,6 +317,7 @@ class RowWriter:
         if unexpected:  # pragma: no cover - only if a column type changes
             raise ValueError(f"audit columns {unexpected} need bind processing the row writer does not do")
         mark = _placeholder(dialect)
+        self._sql_by_rows: dict[tuple[str, int], str] = {}
         self._entries_sql = self._statement("audit_entries", ENTRY_COLUMNS, mark)
         self._nodes_sql = self._statement("audit_tree_nodes", _NODE_COLUMNS, mark)
         # PostgreSQL: entries and their completed subtrees in one statement (a data-modifying CTE)
@@ -308,17 +334,35 @@ class RowWriter:
             arrays = ", ".join(f"%b::{_PG_ARRAY_TYPES.get(name, 'text')}[]" for name in columns)
             return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})", "", len(columns)
         row = "(" + ",".join([mark] * len(columns)) + ")"
-        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ", row, len(columns)
+        return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM (VALUES ", row, len(columns)
 
     def _execute(self, connection: Connection, statement: tuple[str, str, int], rows: list[tuple[Any, ...]]) -> None:
         sql, row, width = statement
         if self._arrays:
             _run(connection, sql, _columns(rows))
             return
-        per_statement = _MAX_PARAMETERS // width
+        per_statement = _MAX_PARAMETERS // width // _ROWS_STEP * _ROWS_STEP
         for start in range(0, len(rows), per_statement):
             chunk = rows[start:start + per_statement]
-            _run(connection, sql + ",".join([row] * len(chunk)), list(chain.from_iterable(chunk)))
+            padded = -(-len(chunk) // _ROWS_STEP) * _ROWS_STEP
+            parameters = list(chain.from_iterable(chunk))
+            parameters += [None] * (width * (padded - len(chunk)))
+            _run(connection, self._padded_sql(sql, row, padded), parameters)
+
+    def _padded_sql(self, sql: str, row: str, rows: int) -> str:
+        """The multi-row statement for ``rows`` rows, of which the all-NULL padding rows are filtered out.
+
+        Batch sizes vary from one transaction to the next, and a different statement text for each size
+        means the driver's statement cache never hits: SQLite compiles a statement of thousands of
+        parameters per append, about a seventh of its work per row. Rounded up to a multiple of
+        :data:`_ROWS_STEP` rows, a handful of statements serve every batch. The first column (the index
+        or node id) is never NULL in a real row.
+        """
+        key = (sql, rows)
+        text = self._sql_by_rows.get(key)
+        if text is None:
+            text = self._sql_by_rows[key] = sql + ",".join([row] * rows) + ") WHERE column1 IS NOT NULL"
+        return text
 
     def _entry_rows(self, batch: EntryBatch) -> list[tuple[Any, ...]]:
         moment = self._recorded_at(batch.recorded_at)
