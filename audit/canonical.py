@@ -80,11 +80,23 @@ def _plain(value: JsonValue) -> str:
         return "false"
     if type(value) is int:
         return int.__repr__(value)
+    if type(value) is dict and _SCALARS.issuperset(map(type, value.values())):
+        # The usual free-form object: flat, string keys (join raises TypeError otherwise, as _string would),
+        # scalar values. The C encoder writes exactly what the loop below writes for it.
+        "".join(value)
+        return "".join(_flat_object(value, 0))
     if isinstance(value, dict):  # _string raises TypeError for a key that is not a string
         return "{" + ",".join([_string(key) + ":" + _plain(value[key]) for key in sorted(value)]) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join([_plain(item) for item in value]) + "]"
     raise TypeError(f"not plain JSON: {type(value).__name__}")
+
+
+_SCALARS = frozenset((str, int, bool, type(None)))
+# The C encoder behind ``_encode``, with its settings, built once (``json.JSONEncoder.encode`` builds one per
+# call, which costs more than encoding a small object). Only given flat objects of exact scalar types.
+_flat_object = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, _ENCODER.default, _string, None, ":", ",", True, False, False)
 
 
 def _optional(value: str | None) -> str:

@@ -312,7 +312,8 @@ class RowWriter:
         # driver binds any buffer as a BLOB, so the Binary wrapper SQLAlchemy applies changes nothing there
         # (SQLAlchemy's own comment: "sqlite3 doesn't need the Binary conversion").
         self._hex_ids = entry_id is not None and entry_id(_SAMPLE_ID) == _SAMPLE_ID.hex
-        self._raw_leaves = dialect.name == "sqlite" or self._leaf is _identity
+        self._raw_leaves = dialect.name == "sqlite" or (self._leaf is _identity and self._hash is _identity)
+        """Whether leaf and node hashes bind as the bytes they are."""
         unexpected = sorted(name for name, processor in processors.items() if processor is not None)
         if unexpected:  # pragma: no cover - only if a column type changes
             raise ValueError(f"audit columns {unexpected} need bind processing the row writer does not do")
@@ -373,6 +374,8 @@ class RowWriter:
                 in zip(count(batch.start), ids, batch.columns, batch.canonicals, leaves)]
 
     def _node_rows(self, nodes: Sequence[tuple[int, bytes]]) -> list[tuple[Any, ...]]:
+        if self._raw_leaves:  # the nodes come as (node_id, hash) tuples already
+            return list(nodes)
         hash_value = self._hash
         return [(node_id, hash_value(value)) for node_id, value in nodes]
 
@@ -478,8 +481,9 @@ def query_column_values(event: AuditEvent) -> tuple[str | int | None, ...]:
     else:
         pseudonym = subject.pseudonym
         key = subject_key(pseudonym)
-    return (event.event_type.value, partnership, purpose, requester.org if requester else None, event.holder,
-            decision.value if decision else None, pseudonym, key)
+    # ``_value_`` is what the enums' ``value`` property returns, without the property's descriptor call
+    return (event.event_type._value_, partnership, purpose, requester.org if requester else None, event.holder,
+            decision._value_ if decision else None, pseudonym, key)
 
 
 def _entry(row: Any) -> StoredEntry:
