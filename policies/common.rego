@@ -152,14 +152,14 @@ _office_hours := data.register_index.office_hours if {
 } else := data.wgs.index.office_hours(data.register.office_hours)
 
 in_office_hours if {
-	requested_ns
-	time.weekday([requested_ns, _office_hours.timezone]) in _office_hours.weekdays
-	minute := _minute_of_day(time.clock([requested_ns, _office_hours.timezone]))
-	minute >= _office_hours.start
-	minute < _office_hours.end
+	ns := requested_ns
+	hours := _office_hours
+	time.weekday([ns, hours.timezone]) in hours.weekdays
+	clock := time.clock([ns, hours.timezone])
+	minute := (clock[0] * 60) + clock[1]
+	minute >= hours.start
+	minute < hours.end
 }
-
-_minute_of_day(clock) := (clock[0] * 60) + clock[1]
 
 # Rule 9: retain-until date from the purpose's retention.
 retain_until := sprintf("%04d-%02d-%02d", time.date(time.add_date(requested_ns, 0, purpose.retention.months, 0)))

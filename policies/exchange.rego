@@ -121,9 +121,10 @@ _context := {
 # The facts (wgs.common.holder_facts) about every target holder, by organisation: the register index's
 # table, plus the facts computed here for a target it does not hold (an organisation the register does not
 # know; every target when there is no index).
-_holder_table := object.union(indexed_holders, {org: holder_facts(org) | some org in _targets; not indexed_holders[org]})
-
-_targets := {org | some h in input.holders; org := h.organisation} | {org | org := input.request.holder.organisation}
+_holder_table := object.union(indexed_holders, object.union(
+	{org: holder_facts(org) | known := indexed_holders; some h in input.holders; org := h.organisation; not known[org]},
+	{org: holder_facts(org) | org := input.request.holder.organisation; not indexed_holders[org]},
+))
 
 # --- per holder ----------------------------------------------------------------------------------------
 
@@ -203,7 +204,7 @@ _plain_decision(ctx, org) := {
 	"allow": allowed,
 	"escalate": outcome == "escalated",
 	"outcome": outcome,
-	"reasons": [r | [deny, ctx.escalate, removal] != [[], [], {}]; some r in _reasons(deny, ctx.escalate, removal, [])],
+	"reasons": [r | [deny, escalate, removal] != [[], [], {}]; some r in _reasons(deny, escalate, removal, [])],
 	"permitted_categories": object.get({true: sort(permitted)}, allowed, []),
 	"removed_categories": sort(removed),
 	"hit_only": {
@@ -215,19 +216,22 @@ _plain_decision(ctx, org) := {
 	"policy_version": ctx.policy_version,
 } if {
 	f := ctx.holders[org]
+	req := ctx.requested
+	escalate := ctx.escalate
 	base := object.keys(f.base)
-	permitted := base & object.get({true: base}, f.hit_only_holder, ctx.requested)
-	removed := ctx.requested & object.keys(f.outside)
-	deny := array.concat(f.deny_pairs, {true: {true: [[
+	permitted := base & object.get({true: base}, f.hit_only_holder, req)
+	removed := req & object.keys(f.outside)
+	holder_deny := f.deny_pairs
+	deny := array.concat(holder_deny, {true: {true: [[
 		"no-permitted-categories:",
 		{"code": "no-permitted-categories", "message": "none of the requested categories may be disclosed by this holder for this purpose"},
-	]], false: []}, false: {true: [], false: []}}[f.deny_pairs == []][permitted == set()])
-	removal := object.filter(f.removal_reasons, ctx.requested)
+	]], false: []}, false: {true: [], false: []}}[holder_deny == []][permitted == set()])
+	removal := object.filter(f.removal_reasons, req)
 	outcome := {
 		true: {true: {true: "denied", false: "denied"}, false: {true: "denied", false: "denied"}},
 		false: {true: {true: "escalated", false: "escalated"}, false: {true: "allowed-narrowed", false: "allowed"}},
-	}[deny != []][ctx.escalate != []][removed != set()]
-	allowed := [deny, ctx.escalate] == [[], []]
+	}[deny != []][escalate != []][removed != set()]
+	allowed := [deny, escalate] == [[], []]
 }
 
 # A decision's reasons: the denials, then the escalations, then the removals, each in order (denials and

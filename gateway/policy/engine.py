@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import regorus
+from pydantic import TypeAdapter
 
 from gateway.policy.errors import MalformedDecision, PolicyUnavailable
-from gateway.policy.model import Decision, PolicyInput, PolicyKind
+from gateway.policy.model import Decision, Party, PolicyInput, PolicyKind
 
 RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decision", "discovery": "data.wgs.discovery.decision"}
 OPA_PATHS: dict[PolicyKind, str] = {"exchange": "wgs/exchange/decision", "discovery": "wgs/discovery/decision"}
@@ -72,25 +73,25 @@ def policy_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.rego") if not p.name.endswith("_test.rego"))
 
 
-def _holder_document(policy_input: PolicyInput) -> dict[str, Any]:
-    holder = policy_input.request.holder  # as ``document()`` writes it (no null members)
+def _holder_document(holder: Party) -> dict[str, Any]:
+    """``holder`` as ``document()`` writes it (no null members)."""
     return {"organisation": holder.organisation} if holder.system is None else {
         "organisation": holder.organisation, "system": holder.system}
 
 
-def _groups(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], PolicyInput, list[dict[str, Any]]]]:
+def _groups(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], PolicyInput, list[Party]]]:
     """``inputs`` grouped by everything but ``request.holder`` (compared field by field,
-    ``PolicyInput.same_but_holder``): ``(positions, first input, holder documents)`` per group, in order
-    of first appearance."""
-    groups: list[tuple[list[int], PolicyInput, list[dict[str, Any]]]] = []
+    ``PolicyInput.same_but_holder``): ``(positions, first input, holders)`` per group, in order of first
+    appearance."""
+    groups: list[tuple[list[int], PolicyInput, list[Party]]] = []
     for position, policy_input in enumerate(inputs):
         for positions, first, holders in groups:
             if first.same_but_holder(policy_input):
                 positions.append(position)
-                holders.append(_holder_document(policy_input))
+                holders.append(policy_input.request.holder)
                 break
         else:
-            groups.append(([position], policy_input, [_holder_document(policy_input)]))
+            groups.append(([position], policy_input, [policy_input.request.holder]))
     return groups
 
 
@@ -99,17 +100,21 @@ def batch_inputs(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], dict[st
     rules: ``[(positions in inputs, {"request": ... without holder, "context", "request_fingerprint",
     "holders": [...]}), ...]`` in order of first appearance. One document is built per group, not one
     per input."""
-    return [(positions, first.document_without_holder() | {"holders": holders})
+    return [(positions, first.document_without_holder() | {"holders": [_holder_document(h) for h in holders]})
             for positions, first, holders in _groups(inputs)]
 
 
+_HOLDERS = TypeAdapter(list[Party])
+
+
 def batch_input_json(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], str]]:
-    """``batch_inputs`` as JSON text, for the embedded engine: pydantic writes the shared part straight to
-    JSON (no intermediate document), the holders are spliced in."""
+    """``batch_inputs`` as JSON text, for the embedded engine: pydantic writes the shared part and the
+    holders straight to JSON (no intermediate documents), the holders are spliced in."""
     batches = []
     for positions, first, holders in _groups(inputs):
         shared = first.model_dump_json(exclude_none=True, exclude={"request": {"holder"}})
-        batches.append((positions, f'{shared[:-1]},"holders":{json.dumps(holders)}}}'))
+        targets = _HOLDERS.dump_json(holders, exclude_none=True).decode()
+        batches.append((positions, f'{shared[:-1]},"holders":{targets}}}'))
     return batches
 
 
