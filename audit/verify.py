@@ -631,7 +631,7 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known_checkpoints: 
     return _run(stream, _rest(engine, stream), key_pinned=True, feed=feed)
 
 
-_PARALLEL_CHUNK = 32_768
+_PARALLEL_CHUNK = 16_384
 """Entries per chunk, a power of two (a task of a verification in chunks: tens of milliseconds of work)."""
 _PARALLEL_MIN_ENTRIES = 4 * _PARALLEL_CHUNK
 """Below this, starting worker processes costs more than they save."""
