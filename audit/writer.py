@@ -59,7 +59,7 @@ class WriterStats:
     largest_batch: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Waiter:
     prepared: list[PreparedEvent]
     loop: asyncio.AbstractEventLoop
