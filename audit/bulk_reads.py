@@ -8,7 +8,7 @@ it finds everything expected (see :func:`count_matching_nodes`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -51,17 +51,30 @@ def _cursor(engine: Engine) -> Iterator[Any]:
             cursor.close()
 
 
-def entry_batches(engine: Engine, start: int, stop: int) -> Iterator[list[EntryRow]]:
+def entry_batches(engine: Engine, start: int, stop: int, *,
+                  stored_order: bool = False) -> Generator[list[EntryRow], None, None]:
     """``(index, canonical bytes, stored leaf hash)`` of the entries with ``start <= index < stop`` in index
-    order, :data:`ENTRY_BATCH` at a time, from one query (a chunk is bounded, so no keyset pagination)."""
+    order, :data:`ENTRY_BATCH` at a time, from one query (a chunk is bounded, so no keyset pagination).
+
+    ``stored_order``, SQLite only, a shortcut: the rows stored (in rowid order) from entry ``start``'s row to
+    entry ``stop - 1``'s, read without an index probe per row. The appender writes entries in index order,
+    so these are usually exactly the entries asked for; a caller must check that they are (each index once,
+    in order, all of them) and otherwise read again without the shortcut.
+    """
     canonical = _canonical_bytes(engine)
     if canonical is None or engine.dialect.paramstyle not in ("qmark", "format", "pyformat"):
         yield from store.leaf_batches(engine, start=start, stop=stop)  # pragma: no cover - other drivers
         return
     mark = _mark(engine)
+    columns = f"SELECT log_index, {canonical}, leaf_hash FROM audit_entries"
+    if stored_order and engine.dialect.name == "sqlite":
+        by_index = "(SELECT rowid FROM audit_entries WHERE log_index = ?)"
+        sql, parameters = f"{columns} WHERE rowid BETWEEN {by_index} AND {by_index} ORDER BY rowid", (start, stop - 1)
+    else:
+        sql = f"{columns} WHERE log_index >= {mark} AND log_index < {mark} ORDER BY log_index"
+        parameters = (start, stop)
     with _cursor(engine) as cursor:
-        cursor.execute(f"SELECT log_index, {canonical}, leaf_hash FROM audit_entries WHERE log_index >= {mark} "
-                       f"AND log_index < {mark} ORDER BY log_index", (start, stop))
+        cursor.execute(sql, parameters)
         while rows := cursor.fetchmany(ENTRY_BATCH):
             yield cast(list[EntryRow], rows)
 

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from audit import verify
 from audit.log import AuditLog
 from audit.merkle import flat_index
-from audit.tables import audit_tree_nodes
+from audit.tables import audit_entries, audit_tree_nodes
 from audit.verify import FailureKind, VerifyResult, verify_database
 from tests.audit_support import make_event, triggers_disabled
 from tests.integration.audit.test_tamper import (  # noqa: F401
@@ -59,6 +59,14 @@ def _move_to_the_end(node: tuple[int, int]) -> Callable[[Connection], None]:
     return tamper
 
 
+def _entry_to_the_end(connection: Connection) -> None:
+    """Entry 13 written again, unchanged: stored after entry 39 now (SQLite rowid), still entry 13."""
+    row = audit_entries.c.log_index == TARGET
+    values = connection.execute(select(audit_entries).where(row)).one()._asdict()
+    connection.execute(delete(audit_entries).where(row))
+    connection.execute(insert(audit_entries).values(**values))
+
+
 def _junk_rows(connection: Connection) -> None:
     """Rows that are no subtree (even ids are leaves, never cached): a verifier must not trip over them."""
     connection.execute(insert(audit_tree_nodes), [{"node_id": node_id, "hash": bytes(32)} for node_id in (20, 26, 62)])
@@ -80,6 +88,7 @@ CHUNK_CASES: dict[str, tuple[Callable[[Connection], None], tuple[FailureKind, in
     "wrong cached pair over 38..39": (_corrupt((1, 19)), (FailureKind.NODE_CACHE, 38, 39)),
     "cached subtree stored again (rowid order changed)": (_move_to_the_end((2, 3)), None),
     "junk rows in the node cache": (_junk_rows, None),
+    "entry stored again (rowid order changed)": (_entry_to_the_end, None),
     "wrong cached subtree, then a changed entry": (_cache_then_entry, (FailureKind.NODE_CACHE, 8, 9)),
 }
 
