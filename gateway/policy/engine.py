@@ -79,14 +79,21 @@ def _holder_document(holder: Party) -> dict[str, Any]:
         "organisation": holder.organisation, "system": holder.system}
 
 
+MAX_HOLDERS_PER_EVALUATION = 16
+"""The RVM stops an evaluation after 25,000 instructions (regorus's default limit, not settable from
+Python): a plain request fits some 200 holders in one, but the costliest request (an unknown partnership,
+every category asked and provided, an escalation decision) fails between 24 and 32. Larger batches are
+split, so that a large partnership is decided rather than failed closed."""
+
+
 def _groups(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], PolicyInput, list[Party]]]:
     """``inputs`` grouped by everything but ``request.holder`` (compared field by field,
-    ``PolicyInput.same_but_holder``): ``(positions, first input, holders)`` per group, in order of first
-    appearance."""
+    ``PolicyInput.same_but_holder``), at most ``MAX_HOLDERS_PER_EVALUATION`` per group:
+    ``(positions, first input, holders)`` per group, in order of first appearance."""
     groups: list[tuple[list[int], PolicyInput, list[Party]]] = []
     for position, policy_input in enumerate(inputs):
         for positions, first, holders in groups:
-            if first.same_but_holder(policy_input):
+            if len(positions) < MAX_HOLDERS_PER_EVALUATION and first.same_but_holder(policy_input):
                 positions.append(position)
                 holders.append(policy_input.request.holder)
                 break

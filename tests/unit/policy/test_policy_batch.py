@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gateway.policy.engine import RULES, EmbeddedPolicyEngine, batch_inputs
+from gateway.policy.engine import MAX_HOLDERS_PER_EVALUATION, RULES, EmbeddedPolicyEngine, batch_inputs
 from gateway.policy.model import (
     Decision,
     EscalationDecisionInput,
@@ -134,6 +134,21 @@ def test_inputs_that_differ_beyond_the_holder_are_batched_apart(engine: Embedded
         [*range(len(first)), len(mixed) - 1], list(range(len(first), len(first) + len(second)))]
     assert all("holder" not in document["request"] for _, document in groups)
     assert engine.decide_many_sync("exchange", mixed) == [engine.decide_sync("exchange", i) for i in mixed]
+
+
+@pytest.mark.parametrize("provided", [[], ["income"]])
+def test_a_large_batch_is_split_and_decided(engine: EmbeddedPolicyEngine, provided: list[str]) -> None:
+    """More holders than one RVM evaluation can decide within its instruction limit (a plain request and
+    one taking the general path): split into several evaluations, each decision still the single one."""
+    first = REQUESTS[0][0]
+    request = first.request.model_copy(update={"provided_categories": provided})
+    holders = [*REGISTER["organisations"], "stranger"] * 20
+    inputs = [first.model_copy(update={"request": request.model_copy(update={"holder": Party(organisation=h)})})
+              for h in holders]
+    assert len(inputs) > 2 * MAX_HOLDERS_PER_EVALUATION
+    assert len(batch_inputs(inputs)) == -(-len(inputs) // MAX_HOLDERS_PER_EVALUATION)
+    singles = {h: engine.decide_sync("exchange", i) for h, i in zip(holders, inputs, strict=True)}
+    assert engine.decide_many_sync("exchange", inputs) == [singles[h] for h in holders]
 
 
 def test_no_inputs_no_decisions(engine: EmbeddedPolicyEngine) -> None:
