@@ -1,0 +1,49 @@
+"""Appends of every batch shape the row writer pads or splits: the rows, receipts and tree stay exact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from audit.canonical import parse_entry
+from audit.log import AuditLog, CheckpointPolicy
+from audit.merkle import leaf_hash, root_of
+from audit.store import query_columns
+from audit.verify import verify_database
+from gateway.clock import FixedClock
+from gateway.db.engine import make_engine
+from tests.audit_support import log_signer, make_event
+
+# Around the padding step (16 rows) and across SQLite's per-statement row limit (2,448 entry rows).
+BATCHES = (1, 15, 16, 17, 33, 2_500)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    the_engine = make_engine(db_url)
+    yield the_engine
+    the_engine.dispose()
+
+
+def test_batches_of_every_size_store_exactly_their_entries(engine: Engine, clock: FixedClock) -> None:
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=100, every_seconds=None),
+                   clock=clock.now)
+    events = [make_event(n) for n in range(sum(BATCHES))]
+    receipts, position = [], 0
+    for size in BATCHES:
+        receipts += log.append(events[position:position + size])
+        position += size
+    assert [r.index for r in receipts] == list(range(len(events)))
+    stored = log.entries(0, len(events))
+    assert [entry.index for entry in stored] == list(range(len(events)))
+    for receipt, entry, event in zip(receipts, stored, events, strict=True):
+        assert (receipt.entry_id, receipt.leaf_hash) == (entry.entry_id, entry.leaf_hash)
+        assert entry.leaf_hash == leaf_hash(entry.canonical)
+        assert entry.columns == query_columns(event)
+        parsed = parse_entry(entry.canonical)
+        assert (parsed.index, parsed.entry_id, parsed.event) == (entry.index, entry.entry_id, event)
+    assert len({entry.entry_id for entry in stored}) == len(stored)
+    assert log.root() == root_of([entry.leaf_hash for entry in stored])
+    assert verify_database(engine, log.verifier).ok
