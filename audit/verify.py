@@ -22,8 +22,10 @@ Where the failure points: an entry check fails at that entry's index. A root mis
 since the previous good checkpoint (size m) differs from what was signed; when the tampering also
 rewrote the stored leaf hash, the hashes alone cannot say which entry, so the failure names the range:
 ``index`` is m, ``last_index`` is n - 1 and ``checkpoint_size`` is n, the checkpoint that caught it. A
-wrong cached subtree likewise names the entries it covers. Signature and format problems of a checkpoint
-are reported at its tree size. Entries after the newest checkpoint are only as trustworthy
+wrong cached subtree likewise names the entries it covers; it is reported at the first checkpoint, failing
+entry or end of the log after the tree completes it (the narrowest mismatch found by then), so the verdict
+never depends on how the entries were read, batched or split into chunks. Signature and format problems of a
+checkpoint are reported at its tree size. Entries after the newest checkpoint are only as trustworthy
 as the database; the result warns about them.
 
 The trusted key must come from outside the evidence: pass the verifier key you pinned. Without one, an
@@ -594,10 +596,13 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
                     pool: Executor | None = None) -> VerifyResult:
     """Verify a live log. ``known_checkpoints``: signed notes seen earlier (e.g. kept by an officer).
 
-    ``workers`` > 1 (fast mode only) runs the per-entry checks (:func:`check_rows`: read, leaf hash,
-    index) in that many worker processes, each on its own range of the log, while this process builds the
-    tree from their leaf hashes in order. Same checks, same first failure, same result. ``pool``: a
-    process pool to use instead of starting one (it is left running), for callers that verify often.
+    A fast verification of a large log goes in aligned chunks (:class:`_Chunks`): a task reads a chunk's
+    entries, checks them (:func:`check_rows`: index, leaf hash, index claimed), hashes every complete subtree
+    inside the chunk and has the database compare them with its node cache in one statement; the stream
+    folds the chunks' roots in order and checks the checkpoints. ``workers`` > 1 runs the tasks in that many
+    worker processes (this process then does next to nothing). Same checks, same first failure, same result
+    as entry by entry. ``pool``: a process pool to use instead of starting one (it is left running), for
+    callers that verify often.
 
     Raises :class:`~audit.errors.StoreUnavailable` if the database cannot be read (no verdict then).
     """
@@ -689,7 +694,8 @@ _worker_engines: dict[str, Engine] = {}
 def _check_chunk(source: str | Engine, start: int, stop: int, wanted: Sequence[int],
                  check_nodes: bool) -> _ChunkResult:
     """Steps 1-3 (:func:`check_rows`) over ``[start, stop)``, then every complete subtree in it, compared with
-    the cache in one range read (:mod:`audit.subtrees`). In a worker process (``source`` a URL) or inline."""
+    the cache in bulk (:func:`audit.subtrees.cache_mismatches`). In a worker process (``source`` a URL) or
+    inline (``source`` the engine)."""
     if isinstance(source, str):
         engine = _worker_engines.get(source)
         if engine is None:
