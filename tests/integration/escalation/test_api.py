@@ -40,7 +40,7 @@ from gateway.clock import FixedClock
 from gateway.container import Container, build_container
 from gateway.db.engine import alembic_config, transaction
 from gateway.escalations.setup import escalation_service
-from gateway.exchange import repository as exchanges
+from gateway.exchange.tables import exchanges
 from gateway.settings import Settings
 from tests.auth_helpers import bearer, system_token
 from tests.pg_server import create_database
@@ -188,12 +188,12 @@ class Env:
         for stored in outcome["targets"]:
             stored.pop("records")
         with transaction(self.container.sessions) as session:
-            exchanges.insert(session, {
+            session.execute(exchanges.insert().values({
                 "id": exchange_id, "kind": "exchange", "created_at": now, "requester_org": requester,
                 "requester_system": system, "partnership": partnership, "purpose": purpose,
                 "case_reference": "RIEC-AA-2026-501", "register_version": register_version,
                 "policy_version": "test", "request_sha256": hashlib.sha256(exchange_id.encode()).hexdigest(),
-                "idempotency_key": None, "outcome": outcome, "sealed_records": None, "sealed_until": None})
+                "idempotency_key": None, "outcome": outcome, "sealed_records": None, "sealed_until": None}))
         return exchange_id
 
     def audit_events(self) -> list[dict[str, Any]]:
