@@ -18,10 +18,13 @@ import contextlib
 import logging
 import queue
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, Table
+
+from audit.store import sqlite_writer_lock
 
 _log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ class BatchedInsert:
 
     def __init__(self, engine: Engine, table: Table, *, max_batch: int = 256) -> None:
         self._engine = engine
+        # On SQLite, queue with the audit log's writer in this process rather than in SQLite's busy handler.
+        self._writer_lock: AbstractContextManager[Any] = (
+            sqlite_writer_lock(engine) if engine.dialect.name == "sqlite" else nullcontext())
         self._statement = table.insert()
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
@@ -118,7 +124,7 @@ class BatchedInsert:
         _settle(batch, [None] * len(batch))
 
     def _commit(self, rows: list[dict[str, Any]]) -> None:
-        with self._engine.begin() as connection:
+        with self._writer_lock, self._engine.begin() as connection:
             connection.execute(self._statement, rows)
         self.transactions += 1
 

@@ -5,6 +5,7 @@ its own caller."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
+from audit.store import sqlite_writer_lock
 from gateway.db.batched_insert import BatchedInsert
 from gateway.db.engine import make_engine
 from gateway.exchange.tables import exchanges
@@ -67,3 +69,33 @@ async def test_a_closed_writer_refuses_rows_and_writes_nothing(engine: Engine) -
     with pytest.raises(RuntimeError, match="closed"):
         await writer.insert(_row(2))
     assert _stored_ids(engine) == {"ex-1"}
+
+
+async def test_on_sqlite_rows_queue_behind_the_audit_writer_lock(sqlite_db_url: str) -> None:
+    """The outcome writer and the audit log's appends of one SQLite file share one lock in this process, so
+    a writer waits on the lock (and is woken at once) instead of in SQLite's sleeping busy handler."""
+    engine, other_engine = make_engine(sqlite_db_url), make_engine(sqlite_db_url)
+    assert sqlite_writer_lock(engine) is sqlite_writer_lock(other_engine)  # per file, not per engine object
+    writer = BatchedInsert(engine, exchanges)
+    lock = sqlite_writer_lock(other_engine)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    pending = asyncio.ensure_future(writer.insert(_row(1)))
+    await asyncio.sleep(0.2)
+    assert not pending.done()  # waiting for the lock ...
+    assert _stored_ids(engine) == set()  # ... and nothing written yet
+    release.set()
+    await asyncio.wait_for(pending, 5)
+    assert _stored_ids(engine) == {"ex-1"}
+    holder.join()
+    await writer.aclose()
+    engine.dispose()
+    other_engine.dispose()
