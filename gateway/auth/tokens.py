@@ -6,17 +6,25 @@ Checklist applied by ``verify`` (in this order; the first failure rejects with 4
 3. ``iss`` is this gateway and ``aud`` is this gateway's audience;
 4. ``exp`` is in the future and ``nbf``/``iat`` not in the future (30 s leeway), by the injected clock;
 5. ``sub``, ``org``, ``jti`` and ``kind`` are present.
+
+A token that passed is remembered by its exact text (so a changed byte is another token) with its
+``exp``, and later presentations skip steps 1-5 as long as it has not expired (step 4's rule, same
+leeway) and the verification key set is unchanged (a rotation or retirement clears the memory). Why: the
+signature check was the largest single cost of an exchange request after the work itself, and a partner
+system presents the same token for its whole lifetime. At most ``VERIFIED_TOKENS_KEPT`` are kept.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from base64 import urlsafe_b64decode
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from gateway.auth.keys import SIGNING_ALGORITHM, SigningKeyStore
@@ -26,6 +34,7 @@ from gateway.errors import Unauthorized
 from gateway.ids import new_id
 
 LEEWAY_SECONDS = 30
+VERIFIED_TOKENS_KEPT = 4096
 _ALLOWED_ALGORITHMS = [SIGNING_ALGORITHM]
 
 
@@ -44,6 +53,9 @@ class AccessTokenService:
         self.issuer = issuer
         self.audience = audience
         self.ttl_seconds = ttl_seconds
+        self._verified: dict[str, tuple[Principal, int]] = {}  # token text -> (principal, exp); oldest first
+        self._verified_under: object = None  # the key set those tokens were verified with
+        self._verified_lock = threading.Lock()
 
     def issue(self, *, subject: str, organisation: str, scopes: list[str], kind: str = "system",
               roles: list[str] | None = None, client_id: str | None = None,
@@ -76,13 +88,33 @@ class AccessTokenService:
                           algorithms=_ALLOWED_ALGORITHMS)
 
     def verify(self, token: str) -> Principal:
+        keys = self._keys.verification_keys()
+        now = int(self._clock.now().timestamp())
+        with self._verified_lock:
+            if keys is not self._verified_under:
+                self._verified.clear()
+                self._verified_under = keys
+            remembered = self._verified.get(token)
+            if remembered is not None:
+                if now < remembered[1] + LEEWAY_SECONDS:
+                    return remembered[0]
+                del self._verified[token]
+        principal, expires = self._verify_fully(token, keys)
+        with self._verified_lock:
+            if keys is self._verified_under:
+                if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                    del self._verified[next(iter(self._verified))]
+                self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify_fully(self, token: str, keys: KeySet) -> tuple[Principal, int]:
         header = _peek_header(token)
         if header.get("typ", "JWT") != "JWT":
             raise Unauthorized("not an access token")
         if header.get("alg") not in _ALLOWED_ALGORITHMS:
             raise Unauthorized("access token uses a disallowed algorithm")
         try:
-            decoded = jwt.decode(token, self._keys.verification_keys(), algorithms=_ALLOWED_ALGORITHMS)
+            decoded = jwt.decode(token, keys, algorithms=_ALLOWED_ALGORITHMS)
         except (JoseError, ValueError) as exc:
             raise Unauthorized("access token signature is invalid or its key is unknown") from exc
         registry = JWTClaimsRegistry(
@@ -97,7 +129,7 @@ class AccessTokenService:
         claims = decoded.claims
         return Principal(kind=claims["kind"], subject=str(claims["sub"]), organisation=str(claims["org"]),
                          scopes=frozenset(str(claims.get("scope", "")).split()),
-                         roles=frozenset(claims.get("roles", [])), token_id=str(claims["jti"]))
+                         roles=frozenset(claims.get("roles", [])), token_id=str(claims["jti"])), int(claims["exp"])
 
 
 def _peek_header(token: str) -> dict[str, Any]:

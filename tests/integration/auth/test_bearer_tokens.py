@@ -121,3 +121,41 @@ def test_wrong_password_is_401_and_repeated_failures_are_throttled(client: TestC
     assert int(throttled.headers["retry-after"]) > 0
     unknown = client.post("/v1/auth/login", json={"username": "nobody", "password": "whatever it is"})
     assert unknown.status_code == 401
+
+
+# -- remembered tokens: the verification result is reused, never widened ----------------------------
+def test_a_remembered_token_is_rejected_once_it_expires(client: TestClient, container: Container,
+                                                        clock: FixedClock) -> None:
+    token = system_token(client, container, SYSTEM, ["register:read"])
+    assert client.get("/v1/register", headers=bearer(token)).status_code == 200  # verified and remembered
+    clock.advance(timedelta(seconds=container.settings.access_token_ttl_seconds + 29))  # within the leeway
+    assert client.get("/v1/register", headers=bearer(token)).status_code == 200
+    clock.advance(timedelta(seconds=2))  # past exp + 30 s leeway; the signing key was never rotated
+    _assert_401(client.get("/v1/register", headers=bearer(token)))
+
+
+def test_changed_copies_of_a_remembered_token_are_rejected(client: TestClient, container: Container) -> None:
+    token = system_token(client, container, SYSTEM, ["register:read"])
+    assert client.get("/v1/register", headers=bearer(token)).status_code == 200
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["scope"] = "register:read audit:read"
+    widened = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    _assert_401(client.get("/v1/register", headers=bearer(f"{header}.{widened}.{signature}")))
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    _assert_401(client.get("/v1/register", headers=bearer(f"{header}.{payload}.{flipped}")))
+    assert client.get("/v1/register", headers=bearer(token)).status_code == 200  # the original still works
+
+
+def test_a_remembered_token_of_a_retired_key_is_rejected(client: TestClient, container: Container,
+                                                        clock: FixedClock) -> None:
+    keys = auth_services(container).keys
+    signing = keys.current()
+    now = int(clock.now().timestamp())
+    long_lived = jwt.encode({"alg": "Ed25519", "kid": signing.kid}, _claims(container, exp=now + 30 * 86400),
+                            signing, algorithms=["Ed25519"])
+    assert client.get("/v1/register", headers=bearer(long_lived)).status_code == 200  # remembered
+    keys.rotate()
+    assert client.get("/v1/register", headers=bearer(long_lived)).status_code == 200  # key superseded, not retired
+    clock.advance(timedelta(seconds=container.settings.access_token_ttl_seconds + 400))  # the old key retires
+    _assert_401(client.get("/v1/register", headers=bearer(long_lived)))  # its exp is still weeks away
