@@ -25,7 +25,6 @@ checkpoint within ``every_seconds``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
@@ -36,6 +35,7 @@ from typing import Protocol
 
 from audit.errors import AuditWriteError
 from audit.events import AuditEvent
+from audit.handoff import Settlement, settle, take_queued
 from audit.log import PreparedEvent, Receipt, prepare
 
 _log = logging.getLogger(__name__)
@@ -62,34 +62,10 @@ class WriterStats:
 @dataclass(slots=True)
 class _Waiter:
     prepared: list[PreparedEvent]
-    loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[Receipt]] = field(repr=False)
 
 
 _STOP = object()
-
-
-_Outcome = tuple["_Waiter", "list[Receipt] | BaseException"]
-
-
-def _settle(outcomes: list[_Outcome]) -> None:
-    """Complete waiters' futures from the writer thread: one wake-up per event loop, not per waiter."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-    for waiter, result in outcomes:
-        by_loop.setdefault(waiter.loop, []).append((waiter, result))
-    for loop, group in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is already closed: nobody left to tell
-            loop.call_soon_threadsafe(_settle_on_loop, group)
-
-
-def _settle_on_loop(group: list[_Outcome]) -> None:
-    for waiter, result in group:
-        if waiter.future.done():  # cancelled meanwhile
-            continue
-        if isinstance(result, BaseException):
-            waiter.future.set_exception(result)
-        else:
-            waiter.future.set_result(result)
 
 
 class AsyncAuditWriter:
@@ -139,7 +115,7 @@ class AsyncAuditWriter:
         if not prepared:
             return []
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(prepared, loop, loop.create_future())
+        waiter = _Waiter(prepared, loop.create_future())
         with self._state_lock:
             if self._closed or self._thread is None:
                 raise AuditWriteError("audit writer is not running")
@@ -176,18 +152,7 @@ class AsyncAuditWriter:
 
     def _gather(self, first: _Waiter) -> tuple[list[_Waiter], bool]:
         """Everything queued right now, up to the batch limit; whether a stop request was among it."""
-        batch, count = [first], len(first.prepared)
-        while count < self._max_batch_events:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            assert isinstance(item, _Waiter)
-            batch.append(item)
-            count += len(item.prepared)
-        return batch, False
+        return take_queued(self._queue, first, self._max_batch_events, _STOP, lambda waiter: len(waiter.prepared))
 
     def _commit(self, batch: list[_Waiter]) -> None:
         flat = [prepared for waiter in batch for prepared in waiter.prepared]
@@ -196,23 +161,23 @@ class AsyncAuditWriter:
         except BaseException as exc:
             self.stats.failed_transactions += 1
             _log.error("audit batch of %d events failed: %s", len(flat), type(exc).__name__)
-            failures: list[_Outcome] = []
+            failures: list[Settlement] = []
             for waiter in batch:
                 error = AuditWriteError(f"audit log write failed ({type(exc).__name__}); deny the request")
                 error.__cause__ = exc
-                failures.append((waiter, error))
-            _settle(failures)
+                failures.append((waiter.future, error))
+            settle(failures)
             if not isinstance(exc, Exception):
                 raise
             return
         self.stats.transactions += 1
         self.stats.events += len(flat)
         self.stats.largest_batch = max(self.stats.largest_batch, len(flat))
-        position, outcomes = 0, list[_Outcome]()
+        position, outcomes = 0, list[Settlement]()
         for waiter in batch:
-            outcomes.append((waiter, receipts[position : position + len(waiter.prepared)]))
+            outcomes.append((waiter.future, receipts[position : position + len(waiter.prepared)]))
             position += len(waiter.prepared)
-        _settle(outcomes)
+        settle(outcomes)
 
     def _idle(self) -> None:
         try:
@@ -227,4 +192,4 @@ class AsyncAuditWriter:
             except queue.Empty:
                 return
             if isinstance(item, _Waiter):
-                _settle([(item, AuditWriteError("audit writer closed before writing"))])
+                settle([(item.future, AuditWriteError("audit writer closed before writing"))])

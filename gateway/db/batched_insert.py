@@ -14,7 +14,6 @@ own caller with that row's exception; the others are written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table
 
+from audit.handoff import settle, take_queued
 from audit.store import sqlite_writer_lock
 
 _log = logging.getLogger(__name__)
@@ -31,10 +31,9 @@ _log = logging.getLogger(__name__)
 _STOP = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     row: dict[str, Any]
-    loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None] = field(repr=False)
 
 
@@ -56,7 +55,7 @@ class BatchedInsert:
 
     async def insert(self, row: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
-        pending = _Pending(row, loop, loop.create_future())
+        pending = _Pending(row, loop.create_future())
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"the writer of `{self._statement.table}` is closed")
@@ -91,17 +90,7 @@ class BatchedInsert:
                 return
 
     def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
-        batch = [first]
-        while len(batch) < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            assert isinstance(item, _Pending)
-            batch.append(item)
-        return batch, False
+        return take_queued(self._queue, first, self._max_batch, _STOP)
 
     def _write(self, batch: list[_Pending]) -> None:
         try:
@@ -130,20 +119,4 @@ class BatchedInsert:
 
 
 def _settle(batch: list[_Pending], results: list[BaseException | None]) -> None:
-    """Wake the callers: one hand-over per event loop, not per row."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, BaseException | None]]] = {}
-    for pending, result in zip(batch, results, strict=True):
-        by_loop.setdefault(pending.loop, []).append((pending, result))
-    for loop, group in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
-            loop.call_soon_threadsafe(_settle_on_loop, group)
-
-
-def _settle_on_loop(group: list[tuple[_Pending, BaseException | None]]) -> None:
-    for pending, result in group:
-        if pending.future.done():  # the caller was cancelled meanwhile
-            continue
-        if result is None:
-            pending.future.set_result(None)
-        else:
-            pending.future.set_exception(result)
+    settle((pending.future, result) for pending, result in zip(batch, results, strict=True))
