@@ -57,6 +57,14 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     return subprocess.Popen(args, env=os.environ | env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
+async def _attempt(send: Any) -> bool:
+    """One request; a transport failure or timeout counts as an error, like a wrong answer."""
+    try:
+        return bool(await send())
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
 async def _drive(send: Any, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     errors = 0
@@ -66,11 +74,7 @@ async def _drive(send: Any, concurrency: int, seconds: float) -> tuple[float, li
         nonlocal errors
         while time.perf_counter() < stop:
             started = time.perf_counter()
-            try:
-                ok = await send()
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            if ok:
+            if await _attempt(send):
                 latencies.append(time.perf_counter() - started)
             else:
                 errors += 1
@@ -93,11 +97,7 @@ async def _drive_open(send: Any, concurrency: int, rate: float, seconds: float) 
         nonlocal errors
         for at in due:
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
-            try:
-                ok = await send()
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            if ok:
+            if await _attempt(send):
                 latencies.append(time.perf_counter() - at)
             else:
                 errors += 1
