@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,8 +41,9 @@ async def _soak(url: str, key: object, gateway_pid: int, minutes: float, clients
             "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "SOAK-1",
             "signal": {"type": "bibob-application", "reference": "SOAK-SIG"}, "subjects": [{"ref": subject}],
             "holders": ["kvk"], "categories": ["company_registration", "directorships"]}
-    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http, \
+    # aiohttp, as bench_exchange's load generator: its _drive counts aiohttp's transport errors as errors.
+    connector = aiohttp.TCPConnector(limit=clients * 2, keepalive_timeout=4.0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http, \
             GatewayClient(url, REQUESTER, key) as client:  # type: ignore[arg-type]
         end = time.monotonic() + minutes * 60
         rows: list[tuple[float, float, float, int, float]] = []
@@ -53,8 +54,9 @@ async def _soak(url: str, key: object, gateway_pid: int, minutes: float, clients
             headers = {"Authorization": f"Bearer {await client.token()}"}  # refreshed as a partner would
 
             async def send(headers: dict[str, str] = headers) -> bool:
-                response = await http.post(f"{url}/v1/exchanges", json=body, headers=headers)
-                return response.status_code == 200
+                async with http.post(f"{url}/v1/exchanges", json=body, headers=headers) as response:
+                    await response.read()
+                    return response.status == 200
 
             rate, latencies, errors = await _drive(send, clients, min(60.0, end - time.monotonic()))
             rss = _rss_mib(gateway_pid)
