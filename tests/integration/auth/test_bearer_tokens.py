@@ -17,6 +17,9 @@ from gateway.container import Container
 from tests.auth_helpers import bearer, person_token, system_token
 
 SYSTEM = "politie-bvh"
+# The check under test is in memory (signature and claims against the key store), no database involved: SQLite
+# only. Tests that issue tokens, log people in or count failures run on both databases (see conftest.py).
+IN_MEMORY_ONLY = pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
 
 
 def _claims(container: Container, **overrides: object) -> dict[str, object]:
@@ -34,12 +37,14 @@ def _assert_401(response: object) -> None:
     assert response.headers["www-authenticate"].startswith("Bearer")  # type: ignore[attr-defined]
 
 
+@IN_MEMORY_ONLY
 def test_missing_or_malformed_authorization_is_401(client: TestClient) -> None:
     _assert_401(client.get("/v1/register"))
     _assert_401(client.get("/v1/register", headers={"Authorization": "Basic abc"}))
     _assert_401(client.get("/v1/register", headers=bearer("garbage")))
 
 
+@IN_MEMORY_ONLY
 def test_token_signed_by_a_foreign_key_is_401(client: TestClient, container: Container) -> None:
     attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current().kid})
     forged = jwt.encode({"alg": "Ed25519", "kid": attacker.kid}, _claims(container), attacker, algorithms=["Ed25519"])
@@ -55,6 +60,7 @@ def test_token_with_a_changed_claim_is_401(client: TestClient, container: Contai
     _assert_401(client.get("/v1/register", headers=bearer(f"{header}.{tampered}.{signature}")))
 
 
+@IN_MEMORY_ONLY
 @pytest.mark.parametrize("claim", [{"aud": "another-gateway"}, {"iss": "https://evil.example"},
                                    {"exp": 1}, {"kind": "robot"}])
 def test_token_with_wrong_audience_issuer_expiry_or_kind_is_401(client: TestClient, container: Container,
@@ -64,6 +70,7 @@ def test_token_with_wrong_audience_issuer_expiry_or_kind_is_401(client: TestClie
     _assert_401(client.get("/v1/register", headers=bearer(token)))
 
 
+@IN_MEMORY_ONLY
 def test_alg_none_and_hmac_tokens_are_401(client: TestClient, container: Container) -> None:
     def b64(data: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
@@ -147,6 +154,7 @@ def test_changed_copies_of_a_remembered_token_are_rejected(client: TestClient, c
     assert client.get("/v1/register", headers=bearer(token)).status_code == 200  # the original still works
 
 
+@IN_MEMORY_ONLY
 def test_a_remembered_token_of_a_retired_key_is_rejected(client: TestClient, container: Container,
                                                         clock: FixedClock) -> None:
     keys = auth_services(container).keys

@@ -145,6 +145,7 @@ def test_malformed_requests_are_refused_without_500(client: TestClient, containe
     _problem(client.post("/oauth/token", data=none_alg), 401, "invalid_client")
 
 
+@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)  # published from memory: no database
 def test_metadata_and_jwks_are_published(client: TestClient) -> None:
     metadata = client.get("/.well-known/oauth-authorization-server").json()
     assert "private_key_jwt" in metadata["token_endpoint_auth_methods_supported"]

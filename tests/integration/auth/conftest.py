@@ -1,0 +1,20 @@
+"""The authentication tests run against SQLite and PostgreSQL.
+
+``settings`` (and with it ``container``, ``app`` and ``client``) is built on ``db_url``: a fresh database of
+each kind per test, migrated with Alembic. Tests whose subject never touches the database (bearer-token
+checks are signature and claim checks in memory) pin SQLite with ``pytest.mark.parametrize("empty_db_url",
+["sqlite"], indirect=True)`` to keep the suite quick.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=db_url, log_json=True)
