@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import OKPKey
+from sqlalchemy import select
 
+from gateway.auth.tables import used_client_assertions
 from gateway.clock import FixedClock
 from gateway.container import Container
 from tests.auth_helpers import (
@@ -163,3 +167,22 @@ def test_token_expires_by_the_clock(client: TestClient, container: Container, cl
     expired = client.get("/v1/register", headers=bearer(token))
     assert expired.status_code == 401
     assert expired.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_the_same_assertion_sent_twice_at_once_is_accepted_once(client: TestClient, container: Container) -> None:
+    """The replay guard is the database's primary key, not a read-then-write: two requests racing with one
+    assertion get one token and one invalid_client, never two tokens and never a 500."""
+    keys = register_client(container, SYSTEM, ["exchange"])
+    form = token_form(client_assertion(container, keys, jti="raced-jti"))
+    start = threading.Barrier(2)
+
+    def send() -> int:
+        start.wait()
+        return client.post("/oauth/token", data=form).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(lambda _: send(), range(2)))
+    assert statuses == [200, 401]
+    with container.engine.connect() as connection:
+        stored = connection.execute(select(used_client_assertions.c.jti)).scalars().all()
+    assert stored == ["raced-jti"]

@@ -1,0 +1,77 @@
+"""People's accounts on SQLite and PostgreSQL: stored hashed, unique by username, disabled accounts cannot log in."""
+
+from __future__ import annotations
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from gateway.auth import repository
+from gateway.auth.accounts import create_account
+from gateway.auth.tables import accounts
+from gateway.container import Container
+from gateway.db.engine import transaction
+from gateway.errors import Unprocessable
+
+PASSWORD = "correct horse battery staple"
+
+
+def _count(container: Container) -> int:
+    with container.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(accounts)).scalar_one())
+
+
+def test_accounts_are_stored_hashed_and_read_back_with_their_roles(container: Container) -> None:
+    with transaction(container.sessions) as session:
+        create_account(session, "po-gemeente", "gemeente-amsterdam", ["privacy-officer", "contact-point"],
+                       PASSWORD, container.clock)
+        create_account(session, "admin-lsp", "landelijk-steunpunt", ["administrator"], PASSWORD, container.clock)
+    with transaction(container.sessions) as session:
+        listed = repository.list_accounts(session)
+    assert [a.username for a in listed] == ["admin-lsp", "po-gemeente"]
+    officer = listed[1]
+    assert officer.roles == ["contact-point", "privacy-officer"]
+    assert officer.organisation == "gemeente-amsterdam"
+    assert officer.active is True
+    with container.engine.connect() as connection:
+        row = connection.execute(select(accounts).where(accounts.c.username == "po-gemeente")).mappings().one()
+    assert all(PASSWORD not in str(value) for value in row.values())
+    assert row["password_hash"].startswith("$argon2id$")
+    assert PasswordHasher().verify(row["password_hash"], PASSWORD)
+
+
+def test_a_second_account_with_the_same_username_is_refused_and_writes_nothing(container: Container) -> None:
+    with transaction(container.sessions) as session:
+        create_account(session, "po-gemeente", "gemeente-amsterdam", ["privacy-officer"], PASSWORD,
+                       container.clock)
+    with pytest.raises(Unprocessable, match="already exists"), transaction(container.sessions) as session:
+        create_account(session, "po-gemeente", "politie", ["administrator"], PASSWORD, container.clock)
+    assert _count(container) == 1
+    # The database enforces it too, for writers that skip the service's check.
+    clash = repository.AccountRecord("another-id", "po-gemeente", "politie", ["administrator"], "x", True)
+    with pytest.raises(IntegrityError), transaction(container.sessions) as session:
+        repository.insert_account(session, clash, container.clock.now())
+    assert _count(container) == 1
+
+
+def test_bad_accounts_are_refused_and_write_nothing(container: Container) -> None:
+    for password, roles, reason in [("short", ["privacy-officer"], "at least"), (PASSWORD, ["emperor"], "role"),
+                                    (PASSWORD, [], "role")]:
+        with pytest.raises(Unprocessable, match=reason), transaction(container.sessions) as session:
+            create_account(session, "someone", "politie", roles, password, container.clock)
+    assert _count(container) == 0
+
+
+def test_a_disabled_account_cannot_log_in(client: TestClient, container: Container) -> None:
+    with transaction(container.sessions) as session:
+        create_account(session, "cp-gemeente", "gemeente-amsterdam", ["contact-point"], PASSWORD, container.clock)
+    login = {"username": "cp-gemeente", "password": PASSWORD}
+    assert client.post("/v1/auth/login", json=login).status_code == 200
+    with transaction(container.sessions) as session:
+        assert repository.set_account_active(session, "cp-gemeente", False) is True
+        assert repository.set_account_active(session, "nobody", False) is False
+    refused = client.post("/v1/auth/login", json=login)
+    assert refused.status_code == 401
+    assert refused.headers["content-type"].startswith("application/problem+json")
