@@ -46,8 +46,9 @@ def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-par
     keys = None if no_auth else JwksSource(url=jwks_url, file=jwks_file)
     application = create_partner_app(partner, data_dir, seed=seed, jwks=keys, require_auth=not no_auth,
                                      over_share=over_share)
+    # log_config=None: uvicorn's default configuration would put its plain-text handlers back over our JSON
     uvicorn.run(application, host=host, port=port or PROFILES[partner].default_port, log_level="warning",
-                access_log=False)
+                access_log=False, log_config=None)
 
 
 @app.command("list")

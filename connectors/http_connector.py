@@ -26,7 +26,9 @@ token that expired during backoff is replaced.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TypeVar
@@ -46,6 +48,12 @@ log = structlog.get_logger("connectors.http")
 
 _DETAIL_LIMIT = 200
 _JSON = {"Content-Type": "application/json"}
+_TRACE_ID: contextvars.ContextVar[object] = contextvars.copy_context().run(
+    lambda: structlog.contextvars.bind_contextvars(trace_id=None)["trace_id"].var)
+"""The context variable behind structlog's bound ``trace_id`` (set per request by the gateway's middleware).
+structlog keeps one variable per key and hands it out only through the token of a bind; binding once in a
+throwaway context gets it without touching any real one. Read directly, it costs no dict per call, unlike
+``get_contextvars()``. Its value is a string inside a request and ``...``/None outside one."""
 _KEEPALIVE_SECONDS = 4.0
 """Idle connections are dropped before the common server-side keep-alive of 5 s (uvicorn's default) ends,
 so that a request is not sent on a connection the holder is closing."""
@@ -141,6 +149,8 @@ class HttpConnector:
         label = f"request {request_id}" if request_id else "no request id"
         attempts = self._retries + 1 if idempotent else 1
         failure = "no attempt made"
+        trace_id = _TRACE_ID.get()  # W3C trace context: the caller's trace, a new span for this call
+        traceparent = f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-01" if type(trace_id) is str else None
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
@@ -148,6 +158,8 @@ class HttpConnector:
                          after=failure)
             self.attempts += 1
             headers = dict(_JSON) if payload is not None else {}
+            if traceparent is not None:
+                headers["traceparent"] = traceparent
             if authenticated:
                 headers["Authorization"] = f"Bearer {await self._token(self.system)}"
             try:

@@ -1,27 +1,139 @@
-"""Logging of a partner process: one JSON object per line on stderr (structlog).
+"""Logging of a partner process: one JSON object per line on stderr (structlog), in the gateway's form.
 
 Why its own: the partner side may not import the gateway's logging module, and a simulated partner runs as a
-separate process (demo, docker-compose). Log events carry the system, request ids and counts only — the
-simulator and the connector never pass names, identifiers or record content to a logger.
+separate process (demo, docker-compose). Its lines have the gateway's keys (``event``, ``level``, ``logger``,
+``timestamp``, plus ``trace_id``/``span_id`` when bound) so one log pipeline reads both, and a call can be
+followed from the gateway into the partner by its W3C trace id (``TraceContextMiddleware``). stdlib records
+(uvicorn's own) go through the same processors. Log events carry the system, request ids and counts only —
+the simulator and the connector never pass names, identifiers or record content to a logger.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import sys
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any
 
 import structlog
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+class _StderrLogger:
+    """Prints to the *current* ``sys.stderr`` and remembers the ``get_logger`` name for the ``logger`` key."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stderr_logger(*args: Any) -> _StderrLogger:
+    return _StderrLogger(args[0] if args and isinstance(args[0], str) else None)
+
+
+class _StderrHandler(logging.Handler):
+    """stdlib records (uvicorn) rendered by structlog's ``ProcessorFormatter`` onto the same stream."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except Exception:  # the logging module's contract: report, never raise into the caller
+            self.handleError(record)
+
+
+def _add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    record = event_dict.get("_record")
+    name = record.name if record is not None else getattr(logger, "name", None)
+    if name:
+        event_dict["logger"] = name
+    return event_dict
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """JSON lines at ``level`` and above, to stderr; ``ValueError`` for an unknown level name."""
+    """JSON lines at ``level`` and above, to stderr; ``ValueError`` for an unknown level name.
+
+    uvicorn must be started with ``log_config=None`` (as ``wgs-partner serve`` does), or its default
+    configuration installs plain-text handlers again after this.
+    """
     levels = logging.getLevelNamesMapping()
     if level.upper() not in levels:
         raise ValueError(f"unknown log level {level!r}")
+    shared: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                         _add_logger_name, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    renderer = structlog.processors.JSONRenderer()
     structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    structlog.processors.JSONRenderer(sort_keys=True)],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(levels[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=True,
     )
+    handler = _StderrHandler()
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer]))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(levels[level.upper()])
+    for name in _UVICORN_LOGGERS:
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str] | None:
+    """(trace id, caller's span id) of a valid W3C ``traceparent`` header (version 00), else None."""
+    match = _TRACEPARENT.match(value.strip().lower()) if value else None
+    if match is None or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+        return None
+    return match.group(1), match.group(2)
+
+
+@contextmanager
+def trace_context(traceparent: str | None) -> Iterator[None]:
+    """Within: log lines carry the caller's trace id, its span as ``parent_span_id`` and a span id of our
+    own, so the partner's lines of a call can be found by the trace id the gateway logged for the exchange.
+    Nothing is bound for a missing or invalid header. Reset afterwards (tokens), not cleared: whatever the
+    surrounding context had bound stays intact, also when the app runs in-process in a test."""
+    ids = parse_traceparent(traceparent)
+    if ids is None:
+        yield
+        return
+    tokens = structlog.contextvars.bind_contextvars(trace_id=ids[0], span_id=secrets.token_hex(8),
+                                                    parent_span_id=ids[1])
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
+
+
+class TraceContextMiddleware:
+    """Pure ASGI (cheaper per request than ``@app.middleware``): each HTTP request runs in the
+    ``trace_context`` of its ``traceparent`` header, which the gateway's connector sends on every call."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = next((value for key, value in scope["headers"] if key == b"traceparent"), None)
+        with trace_context(header.decode("latin-1") if header is not None else None):
+            await self.app(scope, receive, send)

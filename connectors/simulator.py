@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from connectors.dedup import RequestIdReused
 from connectors.holder import Holder
 from connectors.holder_auth import JwksSource, TokenRefused, make_decision_verifier, make_verifier
+from connectors.logs import TraceContextMiddleware
 from connectors.profiles import PROFILES
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
 from connectors.store import PartnerStore, store_path
@@ -85,6 +86,8 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
             log.info("token_refused", system=system, path=request.url.path, reason=str(exc))
             return problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return await call_next(request)
+
+    app.add_middleware(TraceContextMiddleware)  # added last, so outermost: token refusals carry the trace id too
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, Any]:

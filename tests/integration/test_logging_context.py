@@ -1,0 +1,164 @@
+"""Log context in one process: stdlib records come out as the gateway's JSON lines with the bound request
+id and trace context, and the holder connector sends the current trace as a W3C ``traceparent`` header,
+which the partner simulator binds to its own log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from fastapi import FastAPI, Request
+from structlog.testing import capture_logs
+
+from connectors.http_connector import HttpConnector
+from connectors.logs import TraceContextMiddleware, parse_traceparent
+from gateway.logging import configure_logging
+from tests.servers import serve_app
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
+
+
+@pytest.fixture
+def json_logging() -> Iterator[None]:
+    configure_logging("INFO", json_output=True)
+    yield
+    structlog.contextvars.clear_contextvars()
+
+
+def _last_json_line(err: str) -> dict[str, Any]:
+    line = [line for line in err.splitlines() if line.strip()][-1]
+    value: dict[str, Any] = json.loads(line)
+    return value
+
+
+@pytest.mark.usefixtures("json_logging")
+def test_a_stdlib_record_is_a_json_line_with_the_bound_request_context(capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    with structlog.contextvars.bound_contextvars(request_id="req-7", trace_id=TRACE, span_id=SPAN):
+        logging.getLogger("gateway.db.batched_insert").warning("batch of %d rows into %s failed", 3, "audit")
+    line = _last_json_line(capfd.readouterr().err)
+    assert line["event"] == "batch of 3 rows into audit failed"
+    assert (line["request_id"], line["trace_id"], line["span_id"]) == ("req-7", TRACE, SPAN)
+    assert (line["level"], line["logger"]) == ("warning", "gateway.db.batched_insert")
+    assert line["timestamp"].endswith("Z")
+
+
+@pytest.mark.usefixtures("json_logging")
+def test_stdlib_lines_are_scrubbed_of_identifiers_exceptions_included(capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    try:
+        raise ValueError("no record for 123456782")
+    except ValueError:
+        logging.getLogger("some.library").exception("lookup of jan@example.nl failed")
+    line = _last_json_line(capfd.readouterr().err)
+    assert "jan@example.nl" not in json.dumps(line)
+    assert "123456782" not in line["exception"]
+    assert "ValueError" in line["exception"]
+
+
+def test_uvicorn_s_own_handlers_give_way_to_ours(capfd: pytest.CaptureFixture[str]) -> None:
+    """``uvicorn gateway.asgi:app`` run by hand installs uvicorn's plain formatters before the app loads."""
+    plain = logging.StreamHandler()
+    logging.getLogger("uvicorn.error").addHandler(plain)
+    logging.getLogger("uvicorn").propagate = False
+    configure_logging("INFO")
+    assert plain not in logging.getLogger("uvicorn.error").handlers
+    capfd.readouterr()
+    logging.getLogger("uvicorn.error").error("Exception in ASGI application")  # above any level uvicorn set
+    line = _last_json_line(capfd.readouterr().err)
+    assert (line["event"], line["logger"], line["level"]) == ("Exception in ASGI application", "uvicorn.error",
+                                                              "error")
+
+
+@pytest.fixture(scope="module")
+def echo_holder() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A holder that records the headers of each call and the log context its handler ran in."""
+    seen: list[dict[str, str]] = []
+    app = FastAPI()
+
+    @app.get("/health")
+    def health(request: Request) -> dict[str, str]:
+        context = structlog.contextvars.get_contextvars()
+        seen.append({"traceparent": request.headers.get("traceparent", ""),
+                     "bound_trace_id": str(context.get("trace_id", "")),
+                     "bound_parent": str(context.get("parent_span_id", ""))})
+        return {"status": "ok"}
+
+    app.add_middleware(TraceContextMiddleware)
+    with serve_app(app) as url:
+        yield url, seen
+
+
+async def _token(_audience: str) -> str:
+    return "unused"
+
+
+def test_a_holder_call_carries_the_caller_s_trace_and_the_partner_binds_it(
+        echo_holder: tuple[str, list[dict[str, str]]]) -> None:
+    url, seen = echo_holder
+    seen.clear()
+
+    async def call() -> None:
+        async with HttpConnector("kvk-handelsregister", url, _token) as connector:
+            with structlog.contextvars.bound_contextvars(request_id="req-8", trace_id=TRACE, span_id=SPAN):
+                await connector.health()
+                await connector.health()
+            await connector.health()  # outside a request: no trace to continue, no header
+
+    asyncio.run(call())
+    first, second, outside = seen
+    trace, span = _TRACEPARENT.match(first["traceparent"]).groups()  # type: ignore[union-attr]
+    assert trace == TRACE
+    assert span not in {SPAN, "0" * 16}  # a span of its own for the call, as W3C trace context asks
+    assert second["traceparent"] != first["traceparent"]  # each call its own span
+    assert (first["bound_trace_id"], first["bound_parent"]) == (TRACE, span)  # the partner's log context
+    assert outside == {"traceparent": "", "bound_trace_id": "", "bound_parent": ""}
+
+
+def test_the_partner_s_log_lines_of_a_call_carry_its_trace_id() -> None:
+    async def handler(scope: Any, receive: Any, send: Any) -> None:
+        structlog.get_logger("connectors.simulator").info("query_answered", system="kvk-handelsregister")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def call(traceparent: bytes | None) -> list[dict[str, Any]]:
+        headers = [(b"traceparent", traceparent)] if traceparent else []
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(_message: Any) -> None:
+            return None
+
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await TraceContextMiddleware(handler)(scope, receive, send)
+        assert structlog.contextvars.get_contextvars() == {}  # reset after the call, nothing left behind
+        return logs
+
+    [line] = asyncio.run(call(f"00-{TRACE}-{SPAN}-01".encode()))
+    assert (line["trace_id"], line["parent_span_id"]) == (TRACE, SPAN)
+    assert re.fullmatch(r"[0-9a-f]{16}", line["span_id"])
+    assert line["span_id"] != SPAN
+    [untraced] = asyncio.run(call(b"00-" + b"0" * 32 + b"-" + SPAN.encode() + b"-01"))
+    assert "trace_id" not in untraced
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (f"00-{TRACE}-{SPAN}-01", (TRACE, SPAN)),
+    (f" 00-{TRACE.upper()}-{SPAN}-00 ", (TRACE, SPAN)),
+    (f"00-{TRACE}-{'0' * 16}-01", None),
+    (f"01-{TRACE}-{SPAN}-01", None),
+    ("garbage", None),
+    (None, None),
+])
+def test_traceparent_parsing(header: str | None, expected: tuple[str, str] | None) -> None:
+    assert parse_traceparent(header) == expected
