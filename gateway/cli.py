@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from pathlib import Path
+from types import FrameType
 
 import typer
 from alembic import command
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
-from gateway.db.engine import alembic_config
+from gateway.db.engine import alembic_config, assert_migrated, current_heads, expected_heads, make_engine
 from gateway.enrolment.cli import pseudonyms_app
+from gateway.errors import DatabaseNotMigrated, InvalidRegister
 from gateway.escalations.cli import escalations_app
+from gateway.logging import configure_logging
 from gateway.register.cli import register_app
+from gateway.register.loader import load_register
 from gateway.settings import Settings
 
 app = typer.Typer(help="WGS data-sharing gateway.", no_args_is_help=True)
@@ -56,11 +63,65 @@ def db_current() -> None:
     command.current(alembic_config(_settings().effective_database_url))
 
 
+def _start_refusal(settings: Settings) -> str | None:
+    """Why the server would refuse to start, as one line for the operator, or None.
+
+    The app checks the same things in its lifespan, but there the refusal arrives as uvicorn's ~60-line
+    traceback, and SQLite has already created an empty database file by then. Checked here first, an
+    un-migrated (or missing) database and a bad register file each give one line and exit code 1, and a
+    missing SQLite file is not created.
+    """
+    url = settings.effective_database_url
+    if url.startswith("sqlite") and "///" in url and ":memory:" not in url:
+        path = Path(url.split("///", 1)[-1])
+        if not path.is_file():
+            return f"database not migrated: run `wgs-gateway db upgrade` first (no database file at {path})"
+    engine = make_engine(url)
+    try:
+        assert_migrated(engine)
+    except DatabaseNotMigrated:
+        current = ", ".join(sorted(current_heads(engine))) or "none"
+        return (f"database not migrated: run `wgs-gateway db upgrade` first (database at revision {current}, "
+                f"the code expects {', '.join(sorted(expected_heads(url)))})")
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return f"database unreachable: {reason}"
+    finally:
+        engine.dispose()
+    try:
+        load_register(settings.register_file)
+    except InvalidRegister as exc:
+        return exc.detail.replace("\n", " ")
+    return None
+
+
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    """After a graceful shutdown uvicorn restores the previous handler and raises the signal again; with
+    Python's default handlers the process would then die of SIGTERM (exit status 143) or end in click's
+    "Aborted!" (SIGINT), although it stopped cleanly. With this one it exits with code 0, which is what
+    service managers and ``docker stop`` expect; a signal before uvicorn took over also just ends it."""
+    raise SystemExit(0)
+
+
 @app.command("serve")
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Run the gateway HTTP service (refuses to start on an un-migrated database)."""
+    """Run the gateway HTTP service (refuses to start on an un-migrated database or a bad register file).
+
+    Logging is configured before uvicorn starts and uvicorn gets ``log_config=None``, so its own lines
+    ("Started server process", shutdown) are rendered as the gateway's JSON lines instead of through the
+    plain formatters of uvicorn's default configuration. SIGTERM (or Ctrl+C) stops accepting, lets requests
+    in flight finish (at most ``timeout_graceful_shutdown`` seconds), runs the app's shutdown and exits 0.
+    """
     import uvicorn
 
+    settings = _settings()
+    refusal = _start_refusal(settings)  # before logging is set up: Alembic's info lines would surround it
+    if refusal:
+        typer.echo(refusal, err=True)  # not rich: a reason may hold [brackets] and must stay one line
+        raise typer.Exit(1)
+    configure_logging(settings.log_level, settings.log_json)
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, _exit_cleanly)
     uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, factory=False,
                 log_config=None, timeout_graceful_shutdown=10)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -165,3 +168,71 @@ def test_keys_init_creates_every_key_once(data_dir: Path) -> None:
     assert again.exit_code == 0
     assert {p.relative_to(data_dir / "keys"): p.read_bytes() for p in (data_dir / "keys").rglob("*")
             if p.is_file() and not p.name.endswith(".lock")} == made  # idempotent: nothing replaced
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+              ) -> Iterator[list[dict[str, object]]]:
+    """``uvicorn.run`` replaced by a recorder; the signal handlers ``serve`` installs are put back after."""
+    import signal
+
+    import uvicorn
+
+    # Alembic's info lines appear when an earlier test in this process set up the gateway's logging; a real
+    # `serve` process has none configured when it checks (test_logging_serve runs it for real).
+    caplog.set_level(logging.WARNING)
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append({"app": app, **options}))
+    saved = {stop: signal.getsignal(stop) for stop in (signal.SIGTERM, signal.SIGINT)}
+    yield calls
+    for stop, handler in saved.items():
+        signal.signal(stop, handler)
+
+
+def _refusal(result: object) -> str:
+    """The one stderr line of a refused start (and nothing on stdout)."""
+    stderr: str = result.stderr  # type: ignore[attr-defined]
+    assert result.exit_code == 1, stderr  # type: ignore[attr-defined]
+    assert result.stdout == ""  # type: ignore[attr-defined]
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_serve_refuses_a_missing_database_in_one_line_and_creates_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]]) -> None:
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    line = _refusal(runner.invoke(app, ["serve", "--port", "1"]))
+    assert line.startswith("database not migrated: run `wgs-gateway db upgrade` first")
+    assert not (tmp_path / "data" / "gateway.sqlite").exists()  # no empty database left behind
+    assert no_server == []
+
+
+def test_serve_refuses_a_database_behind_the_code(data_dir: Path, no_server: list[dict[str, object]]) -> None:
+    assert runner.invoke(app, ["db", "downgrade", "--", "-1"]).exit_code == 0
+    line = _refusal(runner.invoke(app, ["serve", "--port", "1"]))
+    assert line.startswith("database not migrated: run `wgs-gateway db upgrade` first (database at revision ")
+    assert no_server == []
+
+
+def test_serve_refuses_a_bad_register_with_its_line_and_reason(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               no_server: list[dict[str, object]]) -> None:
+    bad = data_dir / "bad.yaml"
+    bad.write_text(SHIPPED_REGISTER.read_text().replace("requesters: [municipality]\n", "requesters: [mayor]\n", 1))
+    monkeypatch.setenv("WGS_REGISTER_FILE", str(bad))
+    line = _refusal(runner.invoke(app, ["serve", "--port", "1"]))
+    assert re.search(r"bad\.yaml:\d+:\d+: .*no participant has role `mayor`", line), line
+    assert no_server == []
+
+
+def test_serve_starts_uvicorn_with_our_logging_and_a_graceful_shutdown(
+        data_dir: Path, no_server: list[dict[str, object]]) -> None:
+    result = runner.invoke(app, ["serve", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    [call] = no_server
+    assert call["app"] == "gateway.asgi:app"
+    assert call["port"] == 8123
+    assert call["log_config"] is None  # uvicorn's default would put its plain-text formatters back
+    assert call["timeout_graceful_shutdown"]
