@@ -5,10 +5,16 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-python3}"
 
+# Debian splits `python3 -m venv` (ensurepip) into the python3-venv package: the callers install it through
+# ensure_debian_packages first. Without it, venv fails half-way and leaves a .venv with a python but no pip,
+# which a later run would take for a working one; venv run again over such a .venv adds pip (nothing removed).
 ensure_venv() {
     local extras="$1"
-    if [ ! -x .venv/bin/python ]; then
-        "$PY" -m venv .venv
+    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+        "$PY" -m venv .venv || {
+            echo "cannot create .venv with $PY -m venv (on Debian: apt-get install python3-venv)" >&2
+            return 1
+        }
     fi
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".[${extras}]"
