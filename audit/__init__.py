@@ -38,7 +38,7 @@ from audit.export import ExportSummary, export_log
 from audit.log import AuditLog, CheckpointPolicy, ConsistencyProof, InclusionProof, Receipt
 from audit.store import StoredCheckpoint, StoredEntry
 from audit.verify import Failure, FailureKind, LogVerificationError, VerifyResult, verify_database, verify_export
-from audit.writer import AsyncAuditWriter
+from audit.writer import AsyncAuditWriter, CompanionRow
 
 __all__ = [
     "AsyncAuditWriter",
@@ -48,6 +48,7 @@ __all__ = [
     "AuditWriteError",
     "Checkpoint",
     "CheckpointPolicy",
+    "CompanionRow",
     "ConsistencyProof",
     "DataSubject",
     "Decision",

@@ -270,13 +270,20 @@ class AuditLog:
         """
         return self.append_prepared([prepare(event) for event in events])
 
-    def append_prepared(self, prepared: Sequence[PreparedEvent]) -> list[Receipt]:
-        """Append events already passed through :func:`prepare` (the async writer's batch path)."""
+    def append_prepared(self, prepared: Sequence[PreparedEvent],
+                        within: Callable[[Connection, list[Receipt]], None] | None = None) -> list[Receipt]:
+        """Append events already passed through :func:`prepare` (the async writer's batch path).
+
+        ``within(connection, receipts)`` runs inside the same transaction after the entries are written:
+        rows of other tables that must become durable with these entries (and only with them) go there,
+        and cost no commit of their own. If it raises, nothing of the transaction is written."""
         if not prepared:
             return []
         try:
             with store.append_transaction(self._engine) as transaction:
                 receipts, frontier = self._append_locked(transaction, prepared)
+                if within is not None:
+                    within(transaction.connection, receipts)
         except self._database_errors as exc:
             raise AuditWriteError(f"audit log write failed ({type(exc).__name__})") from exc
         self._remember_frontier(frontier)  # only once committed

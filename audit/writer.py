@@ -16,7 +16,11 @@ Contract for callers:
   (:class:`~audit.errors.PersonalDataError`, :class:`~audit.errors.InvalidEvent`) fails only that
   caller and never a shared batch;
 * a caller that is cancelled after handing over its events does not un-write them: an audit log
-  errs on the side of recording.
+  errs on the side of recording;
+* a caller may hand over a :class:`CompanionRow` with its events: a row of another table in the same
+  database that commits in the same transaction as the events, so a request that must make both durable
+  before it answers waits for one commit instead of two. A companion that cannot be written fails the
+  whole batch, like a failed append (every caller denies), so only rows that cannot clash belong here.
 
 While idle the thread applies the checkpoint policy's time limit, so a quiet log still gets its
 checkpoint within ``every_seconds``.
@@ -28,10 +32,13 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Table
 
 from audit.errors import AuditWriteError
 from audit.events import AuditEvent
@@ -44,7 +51,8 @@ _log = logging.getLogger(__name__)
 class Appender(Protocol):
     """What the writer needs from a log (:class:`audit.log.AuditLog`, or a fake in tests)."""
 
-    def append_prepared(self, prepared: Sequence[PreparedEvent]) -> list[Receipt]: ...
+    def append_prepared(self, prepared: Sequence[PreparedEvent],
+                        within: Callable[[Connection, list[Receipt]], None] | None = None) -> list[Receipt]: ...
 
     def maybe_issue_checkpoint(self) -> object: ...
 
@@ -59,10 +67,21 @@ class WriterStats:
     largest_batch: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class CompanionRow:
+    """A row for ``table`` that must commit together with a caller's events; ``build(receipts)`` gets
+    those events' receipts (the row may cite their indices) and returns the row's column values. It runs
+    on the writer thread inside the transaction, so it should only fill in what the receipts decide."""
+
+    table: Table
+    build: Callable[[list[Receipt]], dict[str, Any]]
+
+
 @dataclass(slots=True)
 class _Waiter:
     prepared: list[PreparedEvent]
     future: asyncio.Future[list[Receipt]] = field(repr=False)
+    companion: CompanionRow | None = None
 
 
 _STOP = object()
@@ -109,13 +128,17 @@ class AsyncAuditWriter:
             await asyncio.to_thread(self._thread.join)
         self._fail_leftovers()
 
-    async def record(self, events: Sequence[AuditEvent]) -> list[Receipt]:
-        """Durably log ``events`` (in order, consecutive indices) and return their receipts."""
+    async def record(self, events: Sequence[AuditEvent], companion: CompanionRow | None = None) -> list[Receipt]:
+        """Durably log ``events`` (in order, consecutive indices) and return their receipts; with
+        ``companion``, its row is committed in the same transaction. Without events nothing is written,
+        so a companion needs at least one event."""
         prepared = [prepare(event) for event in events]
         if not prepared:
+            if companion is not None:
+                raise ValueError("a companion row needs at least one event to commit with")
             return []
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(prepared, loop.create_future())
+        waiter = _Waiter(prepared, loop.create_future(), companion)
         with self._state_lock:
             if self._closed or self._thread is None:
                 raise AuditWriteError("audit writer is not running")
@@ -157,7 +180,7 @@ class AsyncAuditWriter:
     def _commit(self, batch: list[_Waiter]) -> None:
         flat = [prepared for waiter in batch for prepared in waiter.prepared]
         try:
-            receipts = self._log.append_prepared(flat)
+            receipts = self._log.append_prepared(flat, _companions_of(batch))
         except BaseException as exc:
             self.stats.failed_transactions += 1
             _log.error("audit batch of %d events failed: %s", len(flat), type(exc).__name__)
@@ -193,3 +216,23 @@ class AsyncAuditWriter:
                 return
             if isinstance(item, _Waiter):
                 settle([(item.future, AuditWriteError("audit writer closed before writing"))])
+
+
+def _companions_of(batch: list[_Waiter]) -> Callable[[Connection, list[Receipt]], None] | None:
+    """What the log runs inside the batch's transaction: the companion rows, one ``executemany`` per table,
+    each built from its own caller's slice of the receipts (or None when no caller brought one)."""
+    if all(waiter.companion is None for waiter in batch):
+        return None
+
+    def write(connection: Connection, receipts: list[Receipt]) -> None:
+        rows: defaultdict[Table, list[dict[str, Any]]] = defaultdict(list)
+        position = 0
+        for waiter in batch:
+            mine = receipts[position : position + len(waiter.prepared)]
+            position += len(waiter.prepared)
+            if waiter.companion is not None:
+                rows[waiter.companion.table].append(waiter.companion.build(mine))
+        for table, values in rows.items():
+            connection.execute(table.insert(), values)
+
+    return write

@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import GatewayError
@@ -74,6 +75,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.info("request_rejected", status=exc.status_code, problem=slug)
         return problem_response(exc.status_code, slug, slug.replace("-", " ").capitalize(), str(exc.detail),
                                 headers=getattr(exc, "headers", None), instance=request.url.path)
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # The database went away or cannot write (connection lost, disk full, a table gone): not the
+        # caller's fault and not a bug of ours, so 503 like any other unavailable dependency — fail closed.
+        log.error("database_unavailable", error_type=type(exc.orig).__name__ if exc.orig else "OperationalError")
+        return problem_response(503, "service-unavailable", "Service unavailable",
+                                "The database is unavailable; the request is denied and nothing was disclosed.",
+                                instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

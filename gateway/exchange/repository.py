@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from audit import CompanionRow, Receipt
 from gateway.db.batched_insert import BatchedInsert
 from gateway.exchange.tables import exchanges
 
@@ -54,3 +56,8 @@ def count_since(session: Session, system: str, purpose: str, since: datetime) ->
 def outcome_writer(engine: Engine) -> BatchedInsert:
     """Inserts outcome rows (a dict of ``exchanges`` columns each) with group commit."""
     return BatchedInsert(engine, exchanges)
+
+
+def outcome_companion(build: Callable[[list[Receipt]], dict[str, Any]]) -> CompanionRow:
+    """An outcome row (``build`` makes it from the receipts) that commits with the audit entries it cites."""
+    return CompanionRow(exchanges, build)

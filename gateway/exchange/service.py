@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, EventType, Receipt
+from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, CompanionRow, EventType, Receipt
 from audit.errors import PersonalDataError
 from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
@@ -73,6 +73,7 @@ log = structlog.get_logger("gateway.exchange")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 COUNT_REFRESH_SECONDS = 5.0
 CHECKPOINT_REFRESH_SECONDS = 1.0
+_ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
 _AUDIT_DECISION = {"allowed": AuditDecision.ALLOW, "allowed-narrowed": AuditDecision.NARROWED,
                    "denied": AuditDecision.DENY, "escalated": AuditDecision.ESCALATE}
 
@@ -143,6 +144,12 @@ class ExchangeDeps:
 class _Target:
     organisation: str
     system: str | None
+
+
+def _with_receipt_indices(row: dict[str, Any], indices: list[int]) -> dict[str, Any]:
+    """``row`` whose stored outcome cites the audit indices of all its entries (known only at commit)."""
+    outcome = row["outcome"]
+    return row | {"outcome": outcome | {"receipt": outcome["receipt"] | {"audit_indices": indices}}}
 
 
 def fingerprint(principal: Principal, body: ExchangeRequest | DiscoveryRequest) -> str:
@@ -222,9 +229,9 @@ class ExchangeService:
             if key[0] == principal.subject and key[1] == purpose:
                 self._daily_counts[key] = (value + 1, fetched)
 
-    async def _record(self, events: list[AuditEvent]) -> list[Receipt]:
+    async def _record(self, events: list[AuditEvent], companion: CompanionRow | None = None) -> list[Receipt]:
         try:
-            return await self.deps.writer.record(events)
+            return await self.deps.writer.record(events, companion)
         except PersonalDataError as exc:  # the caller put an identifier in a reference: its input, not our fault
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
@@ -305,21 +312,23 @@ class ExchangeService:
         outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
                                                                   grant, logged)
                                                for t, d in zip(targets, decisions, strict=True))))
-        after: list[AuditEvent] = []
-        for target, (outcome, events_for_target) in zip(targets, outcomes, strict=True):
-            after += [AuditEvent(**base | e) for e in events_for_target]
-            del target, outcome
-        receipts += await self._record(after)
-        await self._escalate(principal, body, exchange_id, request_fingerprint, [o for o, _ in outcomes], grant,
-                             trace)
-        result = ExchangeResult(
-            exchange_id=exchange_id, created_at=self.deps.clock.now(), requester=principal.organisation,
-            partnership=body.partnership, purpose=body.purpose, case_reference=body.case_reference,
-            register_version=register.version, policy_version=policy_version,
-            targets=[o for o, _ in outcomes],
-            receipt=ReceiptView(exchange_id=exchange_id, audit_indices=[r.index for r in receipts],
-                                checkpoint=await self._checkpoint()))
-        await self._store(principal, body, "exchange", result, request_fingerprint, idempotency_key)
+        after = [AuditEvent(**base | event) for _, events_for_target in outcomes for event in events_for_target]
+        served = [o for o, _ in outcomes]
+        if after and idempotency_key is None and grant is None and not any(o.outcome in _ESCALATING for o in served):
+            # Nothing left to do after the disclosures are logged: the outcome row commits with them.
+            result = self._result(principal, body, exchange_id, (register.version, policy_version), served, receipts,
+                                  await self._checkpoint())
+            row = self._outcome_row(principal, body, result, request_fingerprint, None)
+            disclosed = await self._record(after, repository.outcome_companion(
+                lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries])))
+            result.receipt.audit_indices += [r.index for r in disclosed]
+        else:
+            receipts += await self._record(after)
+            await self._escalate(principal, body, exchange_id, request_fingerprint, served, grant, trace)
+            result = self._result(principal, body, exchange_id, (register.version, policy_version), served, receipts,
+                                  await self._checkpoint())
+            await self._outcomes.insert(self._outcome_row(principal, body, result, request_fingerprint,
+                                                          idempotency_key))
         self._counted(principal, body.purpose)
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
@@ -390,7 +399,7 @@ class ExchangeService:
             if grant is not None:
                 if outcome.holder == grant.holder and outcome.escalation_decision_applied:
                     await desk.rerun_completed(grant, exchange_id, outcome, trace)
-            elif outcome.outcome in {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}:
+            elif outcome.outcome in _ESCALATING:
                 outcome.escalation_id = await desk.open_for_outcome(principal, body, exchange_id,
                                                                     request_fingerprint, outcome, trace)
 
@@ -562,20 +571,31 @@ class ExchangeService:
         self._latest_checkpoint = (note, time.monotonic()) if note else None
         return note
 
-    async def _store(self, principal: Principal, body: ExchangeRequest, kind: str, result: ExchangeResult,
-                     request_fingerprint: str, idempotency_key: str | None) -> None:
-        """The outcome row, durable before the answer (``GET`` and idempotent replays read it); written with
-        the rows of concurrent requests in one transaction."""
+    def _result(self, principal: Principal, body: ExchangeRequest, exchange_id: str, versions: tuple[str, str],
+                targets: list[TargetOutcome], receipts: list[Receipt], checkpoint: str | None) -> ExchangeResult:
+        register_version, policy_version = versions
+        return ExchangeResult(
+            exchange_id=exchange_id, created_at=self.deps.clock.now(), requester=principal.organisation,
+            partnership=body.partnership, purpose=body.purpose, case_reference=body.case_reference,
+            register_version=register_version, policy_version=policy_version, targets=targets,
+            receipt=ReceiptView(exchange_id=exchange_id, audit_indices=[r.index for r in receipts],
+                                checkpoint=checkpoint))
+
+    def _outcome_row(self, principal: Principal, body: ExchangeRequest, result: ExchangeResult,
+                     request_fingerprint: str, idempotency_key: str | None) -> dict[str, Any]:
+        """The outcome row, durable before the answer (``GET`` and idempotent replays read it): written with
+        the disclosures' audit entries when nothing follows them, else with the rows of concurrent requests
+        in one transaction of its own."""
         outcome = result.model_dump(mode="json")
         records = {t["holder"]: t.pop("records") for t in outcome["targets"]}
-        await self._outcomes.insert({
-            "id": result.exchange_id, "kind": kind, "created_at": result.created_at,
+        return {
+            "id": result.exchange_id, "kind": "exchange", "created_at": result.created_at,
             "requester_org": principal.organisation, "requester_system": principal.subject,
             "partnership": body.partnership, "purpose": body.purpose, "case_reference": body.case_reference,
             "register_version": result.register_version, "policy_version": result.policy_version,
             "request_sha256": request_fingerprint, "idempotency_key": idempotency_key, "outcome": outcome,
             "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
-            "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None})
+            "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None}
 
     def _replay(self, principal: Principal, key: str, request_fingerprint: str) -> ExchangeResult | None:
         with transaction(self.deps.sessions) as session:

@@ -63,10 +63,20 @@ def test_idempotent_retry_returns_the_first_answer_without_new_log_entries(stack
 
 
 def test_outcome_is_visible_to_the_requester_and_its_privacy_officer_only(stack: Stack) -> None:
-    exchange_id = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(stack)).json()["exchange_id"]
+    answer = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(stack)).json()
+    exchange_id = answer["exchange_id"]
     own = stack.get("gemeente-amsterdam-vth", f"/v1/exchanges/{exchange_id}")
     assert own.status_code == 200
     assert own.json()["targets"][0]["outcome"] == "allowed"
+    # The stored outcome cites the same audit entries as the answer did: all of this exchange, request
+    # and decision (written ahead) and disclosure (written with the outcome row).
+    assert own.json()["receipt"] == answer["receipt"]
+    with stack.container.engine.connect() as connection:
+        cited = connection.execute(select(audit_entries.c.canonical).where(
+            audit_entries.c.log_index.in_(answer["receipt"]["audit_indices"]))).scalars().all()
+    assert len(cited) == len(answer["receipt"]["audit_indices"]) >= 3
+    assert all(exchange_id in entry for entry in cited)
+    assert any('"event_type":"disclosure"' in entry for entry in cited)
     assert own.json()["targets"][0]["records"] == []  # the outcome, not the data again
     assert stack.get("politie-bvh", f"/v1/exchanges/{exchange_id}").status_code == 404
     own_officer = _person(stack, "po-amsterdam", "gemeente-amsterdam")
@@ -154,6 +164,32 @@ def test_audit_log_unwritable_means_nothing_is_disclosed(tmp_path: Path) -> None
         assert response.status_code == 503
         assert "nothing was disclosed" in response.json()["detail"]
         assert "police_incidents" not in response.text
+
+
+def test_outcome_row_unwritable_means_no_disclosure_is_logged_or_answered(tmp_path: Path) -> None:
+    def logged(broken: Stack) -> list[str]:
+        with broken.container.engine.connect() as connection:
+            return list(connection.execute(select(audit_entries.c.event_type)).scalars())
+
+    with running_stack(tmp_path) as broken:
+        assert broken.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(broken)).status_code == 200
+        before = logged(broken)
+        with broken.container.engine.begin() as connection:  # the outcome table disappears
+            connection.execute(text("ALTER TABLE exchanges RENAME TO exchanges_gone"))
+        response = broken.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(broken))
+        assert response.status_code == 503
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "police_incidents" not in response.text
+        after = logged(broken)
+        # The request and its decision were written ahead; the disclosure shared the outcome row's fate.
+        assert after.count("exchange.requested") == before.count("exchange.requested") + 1
+        assert after.count("disclosure") == before.count("disclosure")
+        # Once the count of today's requests is re-read from the missing table: 503 too, never a 500.
+        broken.container.services["exchange"]._daily_counts.clear()  # type: ignore[attr-defined]
+        again = broken.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(broken))
+        assert again.status_code == 503
+        assert again.headers["content-type"].startswith("application/problem+json")
+        assert logged(broken).count("disclosure") == before.count("disclosure")
 
 
 def test_logs_carry_no_personal_data(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:

@@ -29,7 +29,8 @@ class FakeLog:
         self.gate = threading.Event()
         self.gate.set()
 
-    def append_prepared(self, prepared: Sequence[PreparedEvent]) -> list[Receipt]:
+    def append_prepared(self, prepared: Sequence[PreparedEvent], within: object = None) -> list[Receipt]:
+        assert within is None, "the fake log has no transaction for companion rows"
         self.gate.wait(5)
         if self.delay:
             threading.Event().wait(self.delay)
