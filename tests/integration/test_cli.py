@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from joserfc.jwk import OKPKey
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from gateway.cli import app
 from gateway.settings import SHIPPED_REGISTER
@@ -189,11 +189,11 @@ def no_server(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
         signal.signal(stop, handler)
 
 
-def _refusal(result: object) -> str:
+def _refusal(result: Result) -> str:
     """The one stderr line of a refused start (and nothing on stdout)."""
-    stderr: str = result.stderr  # type: ignore[attr-defined]
-    assert result.exit_code == 1, stderr  # type: ignore[attr-defined]
-    assert result.stdout == ""  # type: ignore[attr-defined]
+    stderr = result.stderr
+    assert result.exit_code == 1, stderr
+    assert result.stdout == ""
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.integration.test_logging_serve import BODY, served_gateway
+from tests.integration.test_logging_serve import served_gateway
+from tests.reliability.test_crash_safety import BODY
 from tests.servers import serve_app
 
 HOLDER_DELAY = 2.0

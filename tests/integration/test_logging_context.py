@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -129,7 +129,7 @@ def test_the_partner_s_log_lines_of_a_call_carry_its_trace_id() -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    async def call(traceparent: bytes | None) -> list[dict[str, Any]]:
+    async def call(traceparent: bytes | None) -> list[MutableMapping[str, Any]]:
         headers = [(b"traceparent", traceparent)] if traceparent else []
         scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
 
