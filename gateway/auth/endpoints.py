@@ -76,8 +76,12 @@ async def token(request: Request, container: Container = Depends(get_container))
         with transaction(container.sessions) as session:
             server = GatewayAuthorizationServer(session, auth.tokens, container.clock, endpoint,
                                                 container.settings.client_assertion_max_age_seconds)
-            result: tuple[int, Any, list[tuple[str, str]]] = server.create_token_response(
-                TokenRequest(endpoint, form, headers))
+            try:
+                result: tuple[int, Any, list[tuple[str, str]]] = server.create_token_response(
+                    TokenRequest(endpoint, form, headers))
+            except UnicodeDecodeError:  # authlib decodes Basic credentials as UTF-8 without catching this
+                return 401, {"error": "invalid_client",
+                             "error_description": "client credentials are not valid UTF-8"}, []
             return result
 
     status, body, response_headers = await run_in_threadpool(run)

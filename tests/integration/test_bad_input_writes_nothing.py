@@ -110,8 +110,9 @@ def gateway(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 # -- the cases ------------------------------------------------------------------------------------------------
 
 def _exchange(gw: Gateway, content: bytes, token: str | None = None) -> httpx.Response:
-    return gw.client.post("/v1/exchanges", content=content,
-                          headers={"Content-Type": "application/json", **bearer(token or gw.token)})
+    response: httpx.Response = gw.client.post(
+        "/v1/exchanges", content=content, headers={"Content-Type": "application/json", **bearer(token or gw.token)})
+    return response
 
 
 def _signed(gw: Gateway, key: OKPKey | None = None, **overrides: object) -> str:
@@ -159,7 +160,7 @@ def expired_token(gw: Gateway) -> Sent:
 
 
 def forged_signature(gw: Gateway) -> Sent:
-    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(gw.container).keys.current().kid})
+    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": str(auth_services(gw.container).keys.current().kid)})
     token = _signed(gw, key=attacker)
     return Sent(_exchange(gw, json.dumps(EXCHANGE).encode(), token), [token])
 
@@ -208,6 +209,14 @@ def wrong_client_secret(gw: Gateway) -> Sent:
     return Sent(response, [wrong, gw.secret, credentials])
 
 
+def undecodable_basic_credentials(gw: Gateway) -> Sent:
+    """Basic credentials whose secret is not UTF-8 (authlib's decoder raised here: it was a 500)."""
+    credentials = base64.b64encode(SECRET_CLIENT.encode() + b":\xff\xfe" + gw.secret.encode()).decode()
+    response = gw.client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                              headers={"Authorization": f"Basic {credentials}"})
+    return Sent(response, [gw.secret, credentials])
+
+
 def malformed_token_request(gw: Gateway) -> Sent:
     return Sent(gw.client.post("/oauth/token", json={"grant_type": "client_credentials", "client_secret": BSN}),
                 [BSN])
@@ -239,6 +248,7 @@ CASES = [
     Case(forged_assertion, 401, "token_rejected", {"error": "invalid_client", "reason": "signature"}),
     Case(unknown_participant_system, 401, "token_rejected", {"error": "invalid_client", "reason": "unknown client"}),
     Case(wrong_client_secret, 401, "token_rejected", {"error": "invalid_client"}),
+    Case(undecodable_basic_credentials, 401, "token_rejected", {"error": "invalid_client", "reason": "UTF-8"}),
     Case(malformed_token_request, 400, "token_rejected", {"error": "invalid_request", "reason": "content type"}),
     # The assertion itself was valid, so its jti is spent (RFC 7523 §3: use it once) even though the token
     # request fails on the scope afterwards: the one row a refused request writes, and only there.

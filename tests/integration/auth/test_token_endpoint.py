@@ -178,7 +178,7 @@ def test_the_same_assertion_sent_twice_at_once_is_accepted_once(client: TestClie
 
     def send() -> int:
         start.wait()
-        return client.post("/oauth/token", data=form).status_code
+        return int(client.post("/oauth/token", data=form).status_code)
 
     with ThreadPoolExecutor(2) as pool:
         statuses = sorted(pool.map(lambda _: send(), range(2)))
