@@ -169,8 +169,8 @@ class _Rvm:
 class EmbeddedPolicyEngine:
     """regorus in-process. Each thread gets its own evaluator (regorus objects are unsendable), built from
     what is computed once per engine, i.e. per register version: the data JSON with the register index
-    and, for the RVM, the serialized program. The async path runs on one dedicated worker thread that
-    also drops its evaluator on ``aclose``."""
+    and, for the RVM, the serialized program. The async path evaluates on the event loop's thread (one
+    evaluation) or on one dedicated worker thread (several); ``aclose`` drops both threads' evaluators."""
 
     name = "embedded"
 
@@ -276,21 +276,29 @@ class EmbeddedPolicyEngine:
                 decisions[position] = decision
         return [d for d in decisions if d is not None]
 
+    # One evaluation (up to MAX_HOLDERS_PER_EVALUATION targets, a fraction of a millisecond) runs on the
+    # event loop's own thread, with that thread's evaluator: regorus holds the GIL while it evaluates, so a
+    # worker thread bought no parallelism, only two thread hand-overs per request. Larger requests, which
+    # need several evaluations, go to the worker thread so the loop keeps serving others meanwhile.
+
     async def decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.decide_sync, kind, policy_input)
+        return self.decide_sync(kind, policy_input)
 
     async def decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         if not inputs:
             return []
+        if len(inputs) <= MAX_HOLDERS_PER_EVALUATION:
+            return self.decide_many_sync(kind, inputs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.decide_many_sync, kind, list(inputs))
 
     async def check(self) -> None:
+        self._evaluator()  # this (the loop's) thread's evaluator: built here, before the first request needs it
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._evaluator)
 
     async def aclose(self) -> None:
+        self.release_thread_engine()  # the loop thread's evaluator, on its own thread
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.release_thread_engine)
         self._executor.shutdown(wait=True)
