@@ -12,7 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import GatewayError
@@ -84,6 +84,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(503, "service-unavailable", "Service unavailable",
                                 "The database is unavailable; the request is denied and nothing was disclosed.",
                                 instance=request.url.path)
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # PostgreSQL text cannot hold a NUL character (psycopg refuses to send one; SQLite stores it): one in
+        # an id, a username or a path segment is the caller's bad input, refused like any other, not a 500.
+        if "NUL" in str(exc.orig):
+            log.info("request_rejected", status=422, problem="unprocessable", reason="NUL character in input")
+            return problem_response(422, "unprocessable", "Unprocessable request",
+                                    "The request contains a NUL character.", instance=request.url.path)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -319,3 +319,36 @@ def test_bad_input_is_a_problem_writes_nothing_and_is_logged(gateway: Gateway, c
     assert [e["status"] for e in access] == [case.status]
     for secret in [BSN, *sent.never_logged]:
         assert secret not in lines
+
+
+# -- a NUL character: PostgreSQL text cannot hold one (psycopg refuses it), SQLite can ------------------------
+
+NUL_REQUESTS: dict[str, Callable[[Gateway], httpx.Response]] = {
+    "login-username": lambda gw: gw.client.post("/v1/auth/login",
+                                                json={"username": "po\x00gemeente", "password": "long enough pass"}),
+    "token-client-id": lambda gw: gw.client.post("/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": f"{SECRET_CLIENT}\x00", "client_secret": gw.secret}),
+    "exchange-id-in-path": lambda gw: gw.client.get("/v1/exchanges/abc%00def", headers=bearer(gw.token)),
+    "register-version-in-path": lambda gw: gw.client.get("/v1/register/versions/2026%00", headers=bearer(gw.token)),
+}
+
+
+@pytest.mark.parametrize("name", list(NUL_REQUESTS))
+def test_a_nul_character_is_refused_and_writes_nothing(gateway: Gateway, name: str,
+                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    """On SQLite the lookup simply finds nothing (401/404); on PostgreSQL it used to be a 500 (DataError)."""
+    before = _row_counts(gateway.container)
+    capfd.readouterr()
+    response = NUL_REQUESTS[name](gateway)
+    logged = capfd.readouterr()
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert {"type", "title", "status", "detail"} <= set(problem)
+    assert problem["status"] == response.status_code
+    assert "Traceback" not in response.text
+    assert _row_counts(gateway.container) == before
+    events = _log_events(logged.out + logged.err)
+    assert [e for e in events if e.get("event") in {"request_rejected", "token_rejected"}], events
+    assert not [e for e in events if e.get("level") == "error"], events
+    assert gateway.secret not in logged.out + logged.err
