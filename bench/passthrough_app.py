@@ -7,6 +7,7 @@ It forwards with the same HTTP client library and pool settings as the gateway's
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=128, keepalive_timeout=4.0)
     async with aiohttp.ClientSession(PARTNER, connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as http:
         app.state.http = http
+        gc.collect()
+        gc.freeze()  # as the gateway and the partner simulator do: no full collection rescans start-up objects
         yield
 
 
