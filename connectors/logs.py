@@ -26,7 +26,11 @@ _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"
 
 
 class _StderrLogger:
-    """Prints to the *current* ``sys.stderr`` and remembers the ``get_logger`` name for the ``logger`` key."""
+    """Writes each rendered line to the *current* ``sys.stderr`` (not the one seen at configure time), so
+    log lines follow a redirected stderr (daemons, test capture) instead of writing to a closed stream.
+
+    It keeps the name given to ``structlog.get_logger(name)`` so that lines say which module wrote them, as
+    the stdlib records rendered by ``_StderrHandler`` do."""
 
     __slots__ = ("name",)
 
@@ -44,18 +48,22 @@ def _stderr_logger(*args: Any) -> _StderrLogger:
 
 
 class _StderrHandler(logging.Handler):
-    """stdlib records (uvicorn) rendered by structlog's ``ProcessorFormatter`` onto the same stream."""
+    """The stdlib side of the same stream: uvicorn, Alembic, SQLAlchemy and stdlib loggers of our own end up
+    here and are rendered by structlog's ``ProcessorFormatter``, so an operator's log pipeline sees one
+    format. Like ``_StderrLogger`` it looks ``sys.stderr`` up per line."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+            stream = sys.stderr
+            stream.write(line + "\n")
+            stream.flush()
         except Exception:  # the logging module's contract: report, never raise into the caller
             self.handleError(record)
 
 
-def _add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: ``logger`` = the stdlib record's name, or the name given to ``get_logger``."""
     record = event_dict.get("_record")
     name = record.name if record is not None else getattr(logger, "name", None)
     if name:
@@ -63,38 +71,52 @@ def _add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, 
     return event_dict
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """JSON lines at ``level`` and above, to stderr; ``ValueError`` for an unknown level name.
+def shared_processors() -> list[Any]:
+    """What every line gets first, structlog's and the stdlib's: the bound context (request id, trace
+    context), level, logger name and an ISO timestamp in UTC."""
+    return [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True)]
 
-    uvicorn must be started with ``log_config=None`` (as ``wgs-partner serve`` does), or its default
-    configuration installs plain-text handlers again after this.
-    """
-    levels = logging.getLevelNamesMapping()
-    if level.upper() not in levels:
-        raise ValueError(f"unknown log level {level!r}")
-    shared: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                         _add_logger_name, structlog.processors.TimeStamper(fmt="iso", utc=True)]
-    renderer = structlog.processors.JSONRenderer()
+
+def install_stderr_lines(level: int, final: list[Any], *, cache_loggers: bool = True) -> None:
+    """One line per event on stderr, for structlog and the stdlib alike: ``shared_processors()``, then
+    ``final`` (formatting, masking, the renderer). Calling it again replaces the earlier set-up; a plain
+    ``basicConfig`` handler on stderr goes too, capture handlers (pytest's) stay. uvicorn's loggers lose
+    any handler their own ``log_config`` installed and propagate to ours — so uvicorn must also be started
+    with ``log_config=None``, or it installs its plain-text handlers again afterwards.
+
+    Shared by the gateway (``gateway.logging``, which adds its personal-data scrubber to ``final``) and the
+    partner processes, so both write the same keys and one log pipeline reads both."""
+    shared = shared_processors()
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(levels[level.upper()]),
+        processors=[*shared, *final],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_stderr_logger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
     handler = _StderrHandler()
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, renderer]))
+        foreign_pre_chain=shared, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final]))
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
-        root.removeHandler(old)
+    for old in list(root.handlers):
+        if isinstance(old, _StderrHandler) or (type(old) is logging.StreamHandler
+                                               and old.stream in (sys.stderr, sys.__stderr__)):
+            root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(levels[level.upper()])
+    root.setLevel(level)
     for name in _UVICORN_LOGGERS:
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines at ``level`` and above, to stderr; ``ValueError`` for an unknown level name."""
+    levels = logging.getLevelNamesMapping()
+    if level.upper() not in levels:
+        raise ValueError(f"unknown log level {level!r}")
+    install_stderr_lines(levels[level.upper()],
+                         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()])
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str] | None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+
+from connectors.logs import install_stderr_lines
 
 _PERSONAL_PATTERNS = [
     re.compile(r"\b\d{8,9}\b(?!-[0-9a-fA-F]{4}-)"),  # BSN / KvK / RSIN shaped numbers (not a UUID's first group)
@@ -48,55 +49,6 @@ def scrub_personal_data(_logger: Any, _method: str, event_dict: MutableMapping[s
     return event_dict
 
 
-class _StderrLogger:
-    """Writes each rendered line to the *current* ``sys.stderr`` (not the one seen at configure time), so
-    log lines follow a redirected stderr (daemons, test capture) instead of writing to a closed stream.
-
-    It keeps the name given to ``structlog.get_logger(name)`` so that lines say which module wrote them, as
-    the stdlib records rendered by ``_StderrHandler`` do."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name
-
-    def msg(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    debug = info = warning = warn = error = critical = exception = fatal = log = msg
-
-
-def _stderr_logger(*args: Any) -> _StderrLogger:
-    return _StderrLogger(args[0] if args and isinstance(args[0], str) else None)
-
-
-class _StderrHandler(logging.Handler):
-    """The stdlib side of the same stream: uvicorn, Alembic, SQLAlchemy and our own stdlib loggers
-    (``gateway.db.batched_insert``) end up here and are rendered by structlog's ``ProcessorFormatter``, so
-    an operator's log pipeline sees one format. Like ``_StderrLogger`` it looks ``sys.stderr`` up per line."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record)
-            stream = sys.stderr
-            stream.write(line + "\n")
-            stream.flush()
-        except Exception:  # the logging module's contract: report, never raise into the caller
-            self.handleError(record)
-
-
-def add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: ``logger`` = the stdlib record's name, or the name given to ``get_logger``."""
-    record = event_dict.get("_record")
-    name = record.name if record is not None else getattr(logger, "name", None)
-    if name:
-        event_dict["logger"] = name
-    return event_dict
-
-
-_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
-
-
 def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     """Configure structlog and the stdlib root logger; calling it again replaces the earlier set-up.
 
@@ -106,35 +58,11 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     renderer (JSON by default). uvicorn's loggers lose any handler its own
     ``log_config`` may have installed (``uvicorn gateway.asgi:app`` run by hand) and propagate to ours.
     """
+    levels = logging.getLevelNamesMapping()
+    if level.upper() not in levels:
+        raise ValueError(f"unknown log level {level!r}")
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, scrub_personal_data, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=_stderr_logger,
-        cache_logger_on_first_use=False,
-    )
-    handler = _StderrHandler()
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, scrub_personal_data, renderer]))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        # ours from an earlier call, or a plain ``basicConfig`` one on stderr; pytest's capture handlers stay
-        if isinstance(old, _StderrHandler) or (type(old) is logging.StreamHandler
-                                               and old.stream in (sys.stderr, sys.__stderr__)):
-            root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    for name in _UVICORN_LOGGERS:
-        uvicorn_logger = logging.getLogger(name)
-        uvicorn_logger.handlers.clear()
-        uvicorn_logger.propagate = True
+    install_stderr_lines(levels[level.upper()],
+                         [structlog.processors.format_exc_info, scrub_personal_data, renderer], cache_loggers=False)
     # uvicorn's own access log would duplicate ours without the request id; we write our own.
     logging.getLogger("uvicorn.access").disabled = True

@@ -15,22 +15,12 @@ import structlog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connectors.logs import parse_traceparent
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 log = structlog.get_logger("gateway.access")
-
-
-def parse_traceparent(value: str | None) -> tuple[str, str] | None:
-    """Return (trace_id, parent span id) from a valid ``traceparent`` header, else None."""
-    if not value:
-        return None
-    match = _TRACEPARENT.match(value.strip().lower())
-    if not match or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
-        return None
-    return match.group(1), match.group(2)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -83,12 +83,7 @@ def served_gateway(data_dir: Path, **env: str) -> Iterator[ServedGateway]:
         yield ServedGateway(base, _token(base, keys, settings.issuer), process, stdout, stderr)
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _terminate(process)
 
 
 @contextmanager
@@ -104,12 +99,17 @@ def served_partner(data_dir: Path, system: str) -> Iterator[tuple[str, Path]]:
         _wait(f"http://127.0.0.1:{port}/health", deadline=60)
         yield f"http://127.0.0.1:{port}", stderr
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _terminate(process)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful stop, as an operator would), SIGKILL if it is still running after 20 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _parsed(lines: list[str]) -> list[dict[str, Any]]:
