@@ -125,7 +125,10 @@ class Stack:
 
 @contextmanager
 def running_stack(tmp: Path, *, clock: FixedClock | None = None, over_share: set[str] | None = None,
-                  settings_overrides: dict[str, Any] | None = None) -> Iterator[Stack]:
+                  settings_overrides: dict[str, Any] | None = None,
+                  holder_overrides: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Gateway and simulated partners over real HTTP; ``holder_overrides`` (system -> URL) points the gateway's
+    connector for a system elsewhere (e.g. a deliberately slow holder)."""
     clock = clock or FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))  # Wednesday 11:00 in Amsterdam
     url = f"sqlite:///{tmp / 'gateway.sqlite'}"
     command.upgrade(alembic_config(url), "head")
@@ -133,8 +136,8 @@ def running_stack(tmp: Path, *, clock: FixedClock | None = None, over_share: set
     with ExitStack() as stack:
         partners = stack.enter_context(partner_servers(tmp / "partners", source=source, over_share=over_share,
                                                        now=lambda: clock.now().timestamp()))
-        settings = Settings(data_dir=tmp, database_url=url, connector_endpoints=partners, connector_retries=1,
-                            **(settings_overrides or {}))
+        settings = Settings(data_dir=tmp, database_url=url, connector_endpoints=partners | (holder_overrides or {}),
+                            connector_retries=1, **(settings_overrides or {}))
         container = build_container(settings, clock)
         gateway_url = stack.enter_context(serve_app(create_app(container=container)))
         source.point_to(f"{gateway_url}/.well-known/jwks.json")

@@ -199,6 +199,7 @@ class ExchangeService:
         self._daily_counts: dict[tuple[str, str, str], tuple[int, float]] = {}
         self._latest_checkpoint: tuple[str, float] | None = None
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
+        self._keys_in_flight: set[tuple[str, str]] = set()  # (system, Idempotency-Key) being answered here
 
     async def aclose(self) -> None:
         """Write the outcome rows still queued, then stop their writer."""
@@ -273,6 +274,22 @@ class ExchangeService:
     # -- exchange ------------------------------------------------------------------------------
     async def exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                        idempotency_key: str | None) -> ExchangeResult:
+        if not idempotency_key:
+            return await self._exchange(principal, body, trace, None)
+        # A retry that arrives while the first attempt is still being answered must not run it a second time:
+        # both would call the holders and disclose, and only one outcome row can hold the key.
+        in_flight = (principal.subject, idempotency_key)
+        if in_flight in self._keys_in_flight:
+            raise Conflict("a request with this Idempotency-Key is still being answered; retry it shortly",
+                           headers={"Retry-After": "1"})
+        self._keys_in_flight.add(in_flight)
+        try:
+            return await self._exchange(principal, body, trace, idempotency_key)
+        finally:
+            self._keys_in_flight.discard(in_flight)
+
+    async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
+                        idempotency_key: str | None) -> ExchangeResult:
         request_fingerprint = fingerprint(principal, body)
         if idempotency_key:
             replay = await asyncio.to_thread(self._replay, principal, idempotency_key, request_fingerprint)

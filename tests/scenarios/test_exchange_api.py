@@ -3,17 +3,21 @@ over-sharing holder, discovery, bad input, and failing closed when policy or aud
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from audit.tables import audit_entries
 from tests.auth_helpers import person_token
+from tests.servers import serve_app
 from tests.stack import Stack, running_stack
 
 BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
@@ -60,6 +64,38 @@ def test_idempotent_retry_returns_the_first_answer_without_new_log_entries(stack
                                                                                           "convictions"]), headers)
     assert clash.status_code == 409
     assert clash.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_twice(tmp_path: Path) -> None:
+    arrived, release = threading.Event(), threading.Event()
+    slow = FastAPI()
+
+    @slow.post("/holder/v1/query")
+    async def query() -> dict[str, object]:
+        arrived.set()
+        await asyncio.to_thread(release.wait, 20)
+        return {"status": "answered", "records": []}
+
+    headers = {"Idempotency-Key": "in-flight-key-0001"}
+    with serve_app(slow) as holder_url, running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+        first: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: first.append(s.post("gemeente-amsterdam-vth", "/v1/exchanges",
+                                                                     _body(s), headers)))
+        caller.start()
+        assert arrived.wait(20), "the first attempt never reached the holder"
+        before = _audit_count(s)
+        retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), headers)
+        assert retry.status_code == 409
+        assert retry.headers["content-type"].startswith("application/problem+json")
+        assert retry.headers["retry-after"] == "1"
+        assert _audit_count(s) == before  # the retry wrote nothing and asked no holder
+        release.set()
+        caller.join(20)
+        assert first[0].status_code == 200
+        again = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), headers)  # now a plain replay
+        assert again.json() == first[0].json()
+        other_key = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": "other-key-0002"})
+        assert other_key.status_code == 200  # the guard is per key, not per client
 
 
 def test_outcome_is_visible_to_the_requester_and_its_privacy_officer_only(stack: Stack) -> None:
