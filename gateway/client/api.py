@@ -3,7 +3,8 @@
 * Tokens: OAuth2 client credentials with ``private_key_jwt`` (RFC 7523): a fresh, single-use signed
   assertion per token request; the access token is reused until shortly before it expires.
 * Retries: every exchange carries an ``Idempotency-Key`` (generated if the caller gives none), so a
-  retry after a timeout or a 502/503 cannot disclose or log twice; 4xx answers are never retried.
+  retry after a timeout or a 502/503 cannot disclose or log twice; a retry that finds the first attempt
+  still being answered (409 with ``Retry-After``) waits and asks again; other 4xx answers are never retried.
 * Errors: ``GatewayClientError`` with the problem document (RFC 9457) the gateway sent.
 """
 
@@ -23,6 +24,12 @@ from gateway.client.pseudonyms import PseudonymClient, RecipientKey
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RETRY_STATUSES = {502, 503, 504}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header in seconds (capped at 30), or None without one."""
+    value = response.headers.get("retry-after", "")
+    return min(float(value), 30.0) if value.isdigit() else None
 
 
 class GatewayClientError(Exception):
@@ -95,6 +102,12 @@ class GatewayClient:
             if response.status_code in _RETRY_STATUSES and attempt < self._retries and (
                     method == "GET" or idempotency_key):
                 await asyncio.sleep(0.1 * 2**attempt)
+                continue
+            busy = _retry_after(response) if response.status_code == 409 and idempotency_key else None
+            if busy is not None and attempt < self._retries:
+                # The first attempt (which timed out here) is still being answered: its answer, not a new
+                # exchange, is what the retry will get once it is done.
+                await asyncio.sleep(busy)
                 continue
             if response.status_code >= 400:
                 raise GatewayClientError(response.status_code, _problem(response))

@@ -3,12 +3,19 @@ idempotent retries, problem documents as errors."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
 
+from audit.tables import audit_entries
 from gateway.client.api import GatewayClient, GatewayClientError
 from gateway.client.models import ExchangeRequest, Outcome
+from tests.servers import serve_app
 from tests.stack import Stack, running_stack
 
 
@@ -79,3 +86,28 @@ async def test_client_objects_to_a_narrowing_and_reruns_with_the_decision(stack:
     assert target.permitted_categories == ["tax_debts"]
     assert {r.category for r in target.records} <= {"tax_debts"}
     assert used.value.status == 409
+
+
+async def test_a_retry_after_a_client_timeout_waits_for_the_first_attempt_instead_of_running_twice(
+        tmp_path: Path) -> None:
+    queries: list[float] = []
+    slow = FastAPI()
+
+    @slow.post("/holder/v1/query")
+    async def query() -> dict[str, object]:
+        queries.append(time.monotonic())
+        await asyncio.sleep(2.5)  # longer than the client's timeout: the client gives up and retries
+        return {"status": "answered", "records": []}
+
+    with serve_app(slow) as holder_url, running_stack(
+            tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
+        keys = stack.clients["gemeente-amsterdam-vth"]
+        async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=1.0, retries=6,
+                                 clock=lambda: stack.clock.now().timestamp()) as client:
+            result = await client.exchange(_request(stack), idempotency_key="client-timeout-key-1")
+        with stack.container.engine.connect() as connection:
+            requested = connection.execute(select(func.count()).select_from(audit_entries).where(
+                audit_entries.c.event_type == "exchange.requested")).scalar_one()
+    assert result.targets[0].outcome is Outcome.ALLOWED
+    assert len(queries) == 1, "the holder was asked once, however often the client retried"
+    assert requested == 1
