@@ -152,6 +152,16 @@ def _with_receipt_indices(row: dict[str, Any], indices: list[int]) -> dict[str, 
     return row | {"outcome": outcome | {"receipt": outcome["receipt"] | {"audit_indices": indices}}}
 
 
+def _nothing_follows(after: list[AuditEvent], idempotency_key: str | None, grant: RerunGrant | None,
+                     served: list[TargetOutcome]) -> bool:
+    """Whether an exchange is done once its disclosures are logged, so its outcome row can commit in the same
+    transaction: there are entries to commit with, no escalation case will be opened or closed (that sets
+    fields of the outcome afterwards), and no Idempotency-Key whose clash with another gateway process must
+    fail this request alone rather than the whole group commit."""
+    return bool(after) and idempotency_key is None and grant is None and not any(
+        o.outcome in _ESCALATING for o in served)
+
+
 def fingerprint(principal: Principal, body: ExchangeRequest | DiscoveryRequest) -> str:
     """A stable hash of who asked what: idempotency and escalation decisions bind to exactly this."""
     canonical = json.dumps({"system": principal.subject, "request": body.model_dump(mode="json",
@@ -331,8 +341,7 @@ class ExchangeService:
                                                for t, d in zip(targets, decisions, strict=True))))
         after = [AuditEvent(**base | event) for _, events_for_target in outcomes for event in events_for_target]
         served = [o for o, _ in outcomes]
-        if after and idempotency_key is None and grant is None and not any(o.outcome in _ESCALATING for o in served):
-            # Nothing left to do after the disclosures are logged: the outcome row commits with them.
+        if _nothing_follows(after, idempotency_key, grant, served):  # the outcome row commits with the disclosures
             result = self._result(principal, body, exchange_id, (register.version, policy_version), served, receipts,
                                   await self._checkpoint())
             row = self._outcome_row(principal, body, result, request_fingerprint, None)
