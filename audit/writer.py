@@ -183,7 +183,9 @@ class AsyncAuditWriter:
             receipts = self._log.append_prepared(flat, _companions_of(batch))
         except BaseException as exc:
             self.stats.failed_transactions += 1
-            _log.error("audit batch of %d events failed: %s", len(flat), type(exc).__name__)
+            companions = sorted({str(w.companion.table) for w in batch if w.companion is not None})
+            _log.error("audit batch of %d events%s failed: %s", len(flat),
+                       f" with rows for {', '.join(companions)}" if companions else "", type(exc).__name__)
             failures: list[Settlement] = []
             for waiter in batch:
                 error = AuditWriteError(f"audit log write failed ({type(exc).__name__}); deny the request")

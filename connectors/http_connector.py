@@ -48,12 +48,13 @@ log = structlog.get_logger("connectors.http")
 
 _DETAIL_LIMIT = 200
 _JSON = {"Content-Type": "application/json"}
-_TRACE_ID: contextvars.ContextVar[object] = contextvars.copy_context().run(
-    lambda: structlog.contextvars.bind_contextvars(trace_id=None)["trace_id"].var)
-"""The context variable behind structlog's bound ``trace_id`` (set per request by the gateway's middleware).
+_TRACE_ID, _HOLDER_TRACE_ID = (token.var for token in contextvars.copy_context().run(
+    lambda: structlog.contextvars.bind_contextvars(trace_id=None, holder_trace_id=None)).values())
+"""The context variables behind structlog's bound ``trace_id`` and ``holder_trace_id`` (set per request by
+the gateway's middleware; the second only when the caller sent its own trace, which holders must not see).
 structlog keeps one variable per key and hands it out only through the token of a bind; binding once in a
-throwaway context gets it without touching any real one. Read directly, it costs no dict per call, unlike
-``get_contextvars()``. Its value is a string inside a request and ``...``/None outside one."""
+throwaway context gets them without touching any real one. Read directly, they cost no dict per call, unlike
+``get_contextvars()``. Their values are strings inside a request and ``...``/None outside one."""
 _KEEPALIVE_SECONDS = 4.0
 """Idle connections are dropped before the common server-side keep-alive of 5 s (uvicorn's default) ends,
 so that a request is not sent on a connection the holder is closing."""
@@ -149,7 +150,9 @@ class HttpConnector:
         label = f"request {request_id}" if request_id else "no request id"
         attempts = self._retries + 1 if idempotent else 1
         failure = "no attempt made"
-        trace_id = _TRACE_ID.get()  # W3C trace context: the caller's trace, a new span for this call
+        trace_id = _HOLDER_TRACE_ID.get()  # W3C trace context: the gateway's trace, a new span for this call
+        if type(trace_id) is not str:
+            trace_id = _TRACE_ID.get()  # the trace the gateway started itself
         traceparent = f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-01" if type(trace_id) is str else None
         for attempt in range(attempts):
             if attempt:

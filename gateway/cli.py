@@ -80,7 +80,10 @@ def _start_refusal(settings: Settings) -> str | None:
     try:
         assert_migrated(engine)
     except DatabaseNotMigrated:
-        current = ", ".join(sorted(current_heads(engine))) or "none"
+        try:
+            current = ", ".join(sorted(current_heads(engine))) or "none"
+        except SQLAlchemyError:
+            current = "unknown"
         return (f"database not migrated: run `wgs-gateway db upgrade` first (database at revision {current}, "
                 f"the code expects {', '.join(sorted(expected_heads(url)))})")
     except SQLAlchemyError as exc:

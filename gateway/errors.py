@@ -80,5 +80,13 @@ class ServiceUnavailable(GatewayError):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
 
 
+class OutcomeNotStored(GatewayError):
+    """The holders were asked and the disclosures logged, but the outcome row (which an Idempotency-Key retry
+    would be answered from) could not be written. A 500, not a 503: a client retries 503s with the same key,
+    and that retry would find no outcome and ask the holders a second time."""
+
+    status, slug, title = 500, "outcome-not-stored", "Outcome not stored"
+
+
 class DatabaseNotMigrated(ServiceUnavailable):
     slug, title = "database-not-migrated", "Database not migrated"

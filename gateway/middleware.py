@@ -50,6 +50,11 @@ class RequestContextMiddleware:
                               parent_span_id=parent[1] if parent else None)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace_id, span_id=span_id)
+        if parent is not None:
+            # The caller's trace id is the caller's choice: holders get a trace of the gateway's own (a
+            # requester must not be able to hand holders a value of its choosing, nor let them link its
+            # requests). Both ids are on this request's gateway lines, which is where they are joined.
+            structlog.contextvars.bind_contextvars(holder_trace_id=secrets.token_hex(16))
         started = time.perf_counter()
         status_holder: dict[str, int] = {}
 

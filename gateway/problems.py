@@ -22,6 +22,8 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://wgs-gateway.example/problems/"
 
 log = structlog.get_logger("gateway.problems")
+_NUL_REFUSED = "cannot contain NUL (0x00)"
+"""psycopg's refusal of a NUL character in a text value (PostgreSQL text cannot hold one)."""
 
 
 def problem_response(status: int, slug: str, title: str, detail: str, *,
@@ -80,7 +82,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
         # The database went away or cannot write (connection lost, disk full, a table gone): not the
         # caller's fault and not a bug of ours, so 503 like any other unavailable dependency — fail closed.
-        log.error("database_unavailable", error_type=type(exc.orig).__name__ if exc.orig else "OperationalError")
+        # The driver's first line says which (no statement parameters: those are not part of it), masked like
+        # every log value; a schema bug ("no such column") is then visible here rather than hidden as an outage.
+        log.error("database_unavailable", error_type=type(exc.orig).__name__ if exc.orig else "OperationalError",
+                  reason=scrub_text((str(exc.orig or exc).strip().splitlines() or ["-"])[0][:200]))
         return problem_response(503, "service-unavailable", "Service unavailable",
                                 "The database is unavailable; the request is denied and nothing was disclosed.",
                                 instance=request.url.path)
@@ -89,11 +94,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _data_error(request: Request, exc: DataError) -> JSONResponse:
         # PostgreSQL text cannot hold a NUL character (psycopg refuses to send one; SQLite stores it): one in
         # an id, a username or a path segment is the caller's bad input, refused like any other, not a 500.
-        if "NUL" in str(exc.orig):
+        if _NUL_REFUSED in str(exc.orig):
             log.info("request_rejected", status=422, problem="unprocessable", reason="NUL character in input")
             return problem_response(422, "unprocessable", "Unprocessable request",
                                     "The request contains a NUL character.", instance=request.url.path)
-        return await _unexpected(request, exc)
+        raise exc  # any other DataError is a bug: the generic 500, with its traceback in the server's log
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -53,7 +53,7 @@ from gateway.client.models import (
 from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
 from gateway.enrolment.service import is_pseudonym
-from gateway.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, Unprocessable
+from gateway.errors import Conflict, Forbidden, NotFound, OutcomeNotStored, ServiceUnavailable, Unprocessable
 from gateway.exchange import repository
 from gateway.exchange.sealing import RecordSealer
 from gateway.ids import new_id
@@ -353,8 +353,14 @@ class ExchangeService:
             await self._escalate(principal, body, exchange_id, request_fingerprint, served, grant, trace)
             result = self._result(principal, body, exchange_id, (register.version, policy_version), served, receipts,
                                   await self._checkpoint())
-            await self._outcomes.insert(self._outcome_row(principal, body, result, request_fingerprint,
-                                                          idempotency_key))
+            try:
+                await self._outcomes.insert(self._outcome_row(principal, body, result, request_fingerprint,
+                                                              idempotency_key))
+            except Exception as exc:
+                log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
+                raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
+                                       "outcome could not be stored; nothing is answered; do not retry it, ask "
+                                       "your privacy officer") from exc
         self._counted(principal, body.purpose)
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])

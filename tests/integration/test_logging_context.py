@@ -123,6 +123,24 @@ def test_a_holder_call_carries_the_caller_s_trace_and_the_partner_binds_it(
     assert outside == {"traceparent": "", "bound_trace_id": "", "bound_parent": ""}
 
 
+def test_a_holder_call_carries_the_gateway_s_own_trace_when_the_caller_sent_one(
+        echo_holder: tuple[str, list[dict[str, str]]]) -> None:
+    url, seen = echo_holder
+    seen.clear()
+    holder_trace = "0af7651916cd43dd8448eb211c80319c"
+
+    async def call() -> None:
+        async with HttpConnector("kvk-handelsregister", url, _token) as connector:
+            with structlog.contextvars.bound_contextvars(request_id="req-9", trace_id=TRACE, span_id=SPAN,
+                                                         holder_trace_id=holder_trace):
+                await connector.health()
+
+    asyncio.run(call())
+    [only] = seen
+    assert _TRACEPARENT.match(only["traceparent"]).group(1) == holder_trace  # type: ignore[union-attr]
+    assert TRACE not in only["traceparent"]
+
+
 def test_the_partner_s_log_lines_of_a_call_carry_its_trace_id() -> None:
     async def handler(scope: Any, receive: Any, send: Any) -> None:
         structlog.get_logger("connectors.simulator").info("query_answered", system="kvk-handelsregister")

@@ -1,6 +1,7 @@
 """Issue 2, operations: the gateway started the way operators start it (``wgs-gateway serve``) writes JSON
 and nothing else, uvicorn's and Alembic's lines included; the lines of a request carry its request id and
-trace id; and a holder call continues that trace into the partner's own log lines (W3C ``traceparent``).
+trace id; and a holder call carries a trace of the gateway's own into the partner's log lines (W3C
+``traceparent``): a requester's trace id stops at the gateway.
 
 The helpers start real processes and are shared with ``test_graceful_shutdown``.
 """
@@ -152,9 +153,16 @@ def test_every_line_of_a_served_gateway_is_json_and_a_request_s_lines_carry_its_
     assert all(line.get("request_id") == "req-log-1" and line.get("trace_id") == TRACE for line in during), during
     assert "subj-crash-test-0001" not in gateway.stdout.read_text() + gateway.stderr.read_text()  # no bodies
 
+    # The caller's trace stops at the gateway: holders get a trace id of the gateway's own, which the
+    # request's gateway lines carry next to the caller's (that is where the two are joined).
+    holder_traces = {line.get("holder_trace_id") for line in during}
+    assert len(holder_traces) == 1
+    assert None not in holder_traces
+    assert TRACE not in holder_traces
     partner_lines = _parsed([line for line in partner_log.read_text().splitlines() if line.strip()])
     answered = [line for line in partner_lines if line["event"] == "query_answered"]
     assert answered
-    assert all(line["trace_id"] == TRACE for line in answered)  # the gateway's traceparent, continued
+    assert all(line["trace_id"] in holder_traces for line in answered)  # the gateway's traceparent, continued
+    assert TRACE not in partner_log.read_text()  # the requester's chosen value never reaches the holder
     assert all(line["parent_span_id"] != "00f067aa0ba902b7" for line in answered)  # the gateway's call span
     assert all({"level", "logger", "timestamp"} <= set(line) for line in partner_lines)

@@ -4,6 +4,7 @@ over-sharing holder, discovery, bad input, and failing closed when policy or aud
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from audit.tables import audit_entries
+from gateway.exchange.tables import exchanges
 from tests.auth_helpers import person_token
 from tests.servers import serve_app
 from tests.stack import Stack, running_stack
@@ -96,6 +98,41 @@ def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_
         assert again.json() == first[0].json()
         other_key = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": "other-key-0002"})
         assert other_key.status_code == 200  # the guard is per key, not per client
+
+
+def test_an_outcome_that_cannot_be_stored_after_its_disclosure_is_a_500_not_to_retry(tmp_path: Path) -> None:
+    arrived, release = threading.Event(), threading.Event()
+    slow = FastAPI()
+
+    @slow.post("/holder/v1/query")
+    async def query() -> dict[str, object]:
+        arrived.set()
+        await asyncio.to_thread(release.wait, 20)
+        return {"status": "answered", "records": []}
+
+    key = "clashing-key-0001"
+    with serve_app(slow) as holder_url, running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+        answers: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: answers.append(s.post(
+            "gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": key})))
+        caller.start()
+        assert arrived.wait(20)
+        # Meanwhile another gateway process stored an outcome under the same key (the per-process in-flight
+        # guard cannot see it): this request's own row will clash after its disclosure is logged.
+        with s.container.engine.begin() as connection:
+            connection.execute(exchanges.insert().values(
+                id="other-process-exchange", kind="exchange", created_at=s.clock.now(),
+                requester_org="gemeente-amsterdam", requester_system="gemeente-amsterdam-vth",
+                partnership=BIBOB["partnership"], purpose=BIBOB["purpose"], case_reference="RIEC-AA-2026-201",
+                register_version="x", policy_version="x", request_sha256="0" * 64, idempotency_key=key,
+                outcome={"targets": []}))
+        release.set()
+        caller.join(20)
+    [answer] = answers
+    assert answer.status_code == 500  # gateway.client retries 502/503/504 only: no second run of the exchange
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.json()["type"].endswith("/outcome-not-stored")
+    assert "do not retry" in answer.json()["detail"]
 
 
 def test_outcome_is_visible_to_the_requester_and_its_privacy_officer_only(stack: Stack) -> None:
@@ -202,7 +239,8 @@ def test_audit_log_unwritable_means_nothing_is_disclosed(tmp_path: Path) -> None
         assert "police_incidents" not in response.text
 
 
-def test_outcome_row_unwritable_means_no_disclosure_is_logged_or_answered(tmp_path: Path) -> None:
+def test_outcome_row_unwritable_means_no_disclosure_is_logged_or_answered(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     def logged(broken: Stack) -> list[str]:
         with broken.container.engine.connect() as connection:
             return list(connection.execute(select(audit_entries.c.event_type)).scalars())
@@ -222,8 +260,12 @@ def test_outcome_row_unwritable_means_no_disclosure_is_logged_or_answered(tmp_pa
         assert after.count("disclosure") == before.count("disclosure")
         # Once the count of today's requests is re-read from the missing table: 503 too, never a 500.
         broken.container.services["exchange"]._daily_counts.clear()  # type: ignore[attr-defined]
+        capfd.readouterr()
         again = broken.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(broken))
         assert again.status_code == 503
+        logged_lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+        [unavailable] = [line for line in logged_lines if line["event"] == "database_unavailable"]
+        assert "no such table: exchanges" in unavailable["reason"]  # which fault, for the operator
         assert again.headers["content-type"].startswith("application/problem+json")
         assert logged(broken).count("disclosure") == before.count("disclosure")
 
