@@ -33,7 +33,9 @@ def trace_of(request: Request) -> Trace:
     return Trace(state.trace_id, state.span_id, getattr(state, "parent_span_id", None))
 
 
-@router.post("/exchanges", response_model=ExchangeResult, responses=_PROBLEMS,
+@router.post("/exchanges", response_model=ExchangeResult, responses=_PROBLEMS | {
+    500: {"description": "outcome-not-stored: the exchange was logged but its outcome could not be stored; "
+                         "nothing is answered; do not retry it"}},
              summary="Ask the partnership's holders for data about subjects, for one purpose")
 async def create_exchange(body: ExchangeRequest, request: Request,
                           idempotency_key: str | None = Header(default=None, max_length=128,
