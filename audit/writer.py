@@ -19,8 +19,10 @@ Contract for callers:
   errs on the side of recording;
 * a caller may hand over a :class:`CompanionRow` with its events: a row of another table in the same
   database that commits in the same transaction as the events, so a request that must make both durable
-  before it answers waits for one commit instead of two. A companion that cannot be written fails the
-  whole batch, like a failed append (every caller denies), so only rows that cannot clash belong here.
+  before it answers waits for one commit instead of two. If a batch holding companion rows fails, each of
+  its callers is tried again in a transaction of its own: a row that cannot be written (a unique key taken)
+  then fails only its own caller, with nothing of that caller written; a fault of the database still
+  fails them all.
 
 While idle the thread applies the checkpoint policy's time limit, so a quiet log still gets its
 checkpoint within ``every_seconds``.
@@ -178,31 +180,54 @@ class AsyncAuditWriter:
         return take_queued(self._queue, first, self._max_batch_events, _STOP, lambda waiter: len(waiter.prepared))
 
     def _commit(self, batch: list[_Waiter]) -> None:
-        flat = [prepared for waiter in batch for prepared in waiter.prepared]
         try:
-            receipts = self._log.append_prepared(flat, _companions_of(batch))
+            receipts = self._append(batch)
         except BaseException as exc:
-            self.stats.failed_transactions += 1
-            companions = sorted({str(w.companion.table) for w in batch if w.companion is not None})
-            _log.error("audit batch of %d events%s failed: %s", len(flat),
-                       f" with rows for {', '.join(companions)}" if companions else "", type(exc).__name__)
-            failures: list[Settlement] = []
-            for waiter in batch:
-                error = AuditWriteError(f"audit log write failed ({type(exc).__name__}); deny the request")
-                error.__cause__ = exc
-                failures.append((waiter.future, error))
-            settle(failures)
             if not isinstance(exc, Exception):
+                self._fail(batch, exc)
                 raise
+            if len(batch) > 1 and any(waiter.companion is not None for waiter in batch):
+                # A companion row may fail on its own account (a unique key another process took first):
+                # each caller again in a transaction of its own, so only that caller is refused.
+                self.stats.failed_transactions += 1
+                _log.warning("audit batch of %d callers with companion rows failed (%s); writing them one by one",
+                             len(batch), type(exc).__name__)
+                for waiter in batch:
+                    try:
+                        self._settle_written([waiter], self._append([waiter]))
+                    except Exception as single:
+                        self._fail([waiter], single)
+                return
+            self._fail(batch, exc)
             return
+        self._settle_written(batch, receipts)
+
+    def _append(self, batch: list[_Waiter]) -> list[Receipt]:
+        flat = [prepared for waiter in batch for prepared in waiter.prepared]
+        receipts = self._log.append_prepared(flat, _companions_of(batch))
         self.stats.transactions += 1
         self.stats.events += len(flat)
         self.stats.largest_batch = max(self.stats.largest_batch, len(flat))
+        return receipts
+
+    def _settle_written(self, batch: list[_Waiter], receipts: list[Receipt]) -> None:
         position, outcomes = 0, list[Settlement]()
         for waiter in batch:
             outcomes.append((waiter.future, receipts[position : position + len(waiter.prepared)]))
             position += len(waiter.prepared)
         settle(outcomes)
+
+    def _fail(self, batch: list[_Waiter], exc: BaseException) -> None:
+        self.stats.failed_transactions += 1
+        companions = sorted({str(w.companion.table) for w in batch if w.companion is not None})
+        _log.error("audit batch of %d events%s failed: %s", sum(len(w.prepared) for w in batch),
+                   f" with rows for {', '.join(companions)}" if companions else "", type(exc).__name__)
+        failures: list[Settlement] = []
+        for waiter in batch:
+            error = AuditWriteError(f"audit log write failed ({type(exc).__name__}); deny the request")
+            error.__cause__ = exc
+            failures.append((waiter.future, error))
+        settle(failures)
 
     def _idle(self) -> None:
         try:

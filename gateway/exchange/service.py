@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, CompanionRow, EventType, Receipt
@@ -152,14 +153,18 @@ def _with_receipt_indices(row: dict[str, Any], indices: list[int]) -> dict[str, 
     return row | {"outcome": outcome | {"receipt": outcome["receipt"] | {"audit_indices": indices}}}
 
 
-def _nothing_follows(after: list[AuditEvent], idempotency_key: str | None, grant: RerunGrant | None,
-                     served: list[TargetOutcome]) -> bool:
+def _nothing_follows(after: list[AuditEvent], grant: RerunGrant | None, served: list[TargetOutcome]) -> bool:
     """Whether an exchange is done once its disclosures are logged, so its outcome row can commit in the same
-    transaction: there are entries to commit with, no escalation case will be opened or closed (that sets
-    fields of the outcome afterwards), and no Idempotency-Key whose clash with another gateway process must
-    fail this request alone rather than the whole group commit."""
-    return bool(after) and idempotency_key is None and grant is None and not any(
-        o.outcome in _ESCALATING for o in served)
+    transaction: there are entries to commit with, and no escalation case will be opened or closed (that
+    sets fields of the outcome afterwards)."""
+    return bool(after) and grant is None and not any(o.outcome in _ESCALATING for o in served)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, kind):
+        cause = cause.__cause__
+    return cause is not None
 
 
 def fingerprint(principal: Principal, body: ExchangeRequest | DiscoveryRequest) -> str:
@@ -247,6 +252,13 @@ class ExchangeService:
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
         except AuditError as exc:
+            if companion is not None and _caused_by(exc, IntegrityError):
+                # Only the outcome row can clash: another gateway process stored an answer under this
+                # Idempotency-Key meanwhile. Nothing of this attempt was written; a retry gets that answer.
+                log.info("idempotency_key_taken", error_type="IntegrityError")
+                raise Conflict("another attempt with this Idempotency-Key was answered meanwhile; nothing of "
+                               "this one was disclosed; retry to get that answer",
+                               headers={"Retry-After": "1"}) from exc
             log.error("audit_write_failed", error_type=type(exc).__name__)
             raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc
         except Exception as exc:  # any failure to log means: do not disclose
@@ -341,10 +353,10 @@ class ExchangeService:
                                                for t, d in zip(targets, decisions, strict=True))))
         after = [AuditEvent(**base | event) for _, events_for_target in outcomes for event in events_for_target]
         served = [o for o, _ in outcomes]
-        if _nothing_follows(after, idempotency_key, grant, served):  # the outcome row commits with the disclosures
+        if _nothing_follows(after, grant, served):  # the outcome row commits with the disclosures
             result = self._result(principal, body, exchange_id, (register.version, policy_version), served, receipts,
                                   await self._checkpoint())
-            row = self._outcome_row(principal, body, result, request_fingerprint, None)
+            row = self._outcome_row(principal, body, result, request_fingerprint, idempotency_key)
             disclosed = await self._record(after, repository.outcome_companion(
                 lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries])))
             result.receipt.audit_indices += [r.index for r in disclosed]

@@ -100,7 +100,8 @@ def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_
         assert other_key.status_code == 200  # the guard is per key, not per client
 
 
-def test_an_outcome_that_cannot_be_stored_after_its_disclosure_is_a_500_not_to_retry(tmp_path: Path) -> None:
+def test_a_key_another_process_answered_meanwhile_is_409_with_nothing_disclosed_and_a_retry_replays(
+        tmp_path: Path) -> None:
     arrived, release = threading.Event(), threading.Event()
     slow = FastAPI()
 
@@ -112,27 +113,34 @@ def test_an_outcome_that_cannot_be_stored_after_its_disclosure_is_a_500_not_to_r
 
     key = "clashing-key-0001"
     with serve_app(slow) as holder_url, running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+        release.set()
+        done = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": "first-key-0001"})
+        assert done.status_code == 200
+        release.clear()
+        arrived.clear()
         answers: list[httpx.Response] = []
         caller = threading.Thread(target=lambda: answers.append(s.post(
             "gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": key})))
         caller.start()
         assert arrived.wait(20)
-        # Meanwhile another gateway process stored an outcome under the same key (the per-process in-flight
-        # guard cannot see it): this request's own row will clash after its disclosure is logged.
+        # Meanwhile another gateway process (whose in-flight guard this one cannot see) stored its answer to
+        # the same request under the same key.
         with s.container.engine.begin() as connection:
-            connection.execute(exchanges.insert().values(
-                id="other-process-exchange", kind="exchange", created_at=s.clock.now(),
-                requester_org="gemeente-amsterdam", requester_system="gemeente-amsterdam-vth",
-                partnership=BIBOB["partnership"], purpose=BIBOB["purpose"], case_reference="RIEC-AA-2026-201",
-                register_version="x", policy_version="x", request_sha256="0" * 64, idempotency_key=key,
-                outcome={"targets": []}))
+            stored = connection.execute(select(exchanges).where(exchanges.c.id == done.json()["exchange_id"])).one()
+            connection.execute(exchanges.insert().values(stored._asdict() | {
+                "id": "other-process-exchange", "idempotency_key": key, "sealed_records": None}))
+        before = _audit_count(s)
         release.set()
         caller.join(20)
-    [answer] = answers
-    assert answer.status_code == 500  # gateway.client retries 502/503/504 only: no second run of the exchange
-    assert answer.headers["content-type"].startswith("application/problem+json")
-    assert answer.json()["type"].endswith("/outcome-not-stored")
-    assert "do not retry" in answer.json()["detail"]
+        [answer] = answers
+        assert answer.status_code == 409  # gateway.client waits (Retry-After) and asks again
+        assert answer.headers["retry-after"] == "1"
+        assert "nothing of this one was disclosed" in answer.json()["detail"]
+        assert _audit_count(s) == before  # its disclosure shared the refused outcome row's transaction
+        retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": key})
+        assert retry.status_code == 200
+        assert retry.json()["targets"][0]["outcome"] == "allowed"
+        assert retry.json()["receipt"] == done.json()["receipt"]  # the other process's answer, replayed
 
 
 def test_outcome_is_visible_to_the_requester_and_its_privacy_officer_only(stack: Stack) -> None:

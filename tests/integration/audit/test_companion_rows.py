@@ -1,13 +1,14 @@
 """Companion rows: a row of another table committed in the same transaction as a caller's audit entries.
 
 The exchange stores its outcome row this way (one commit instead of two per request); what it relies on:
-the row is written exactly when the entries are, it can cite the entries' indices, and a row that cannot
-be written takes the entries of its whole batch down with it (every caller denies) rather than leaving
-entries without their row or a row without its entries."""
+the row is written exactly when the entries are, it can cite the entries' indices, and a row that cannot be
+written takes its own caller's entries down with it (that caller denies) but not those of the callers it
+shared a batch with — never entries without their row or a row without its entries."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, s
 from audit.errors import AuditWriteError
 from audit.log import AuditLog, CheckpointPolicy, Receipt
 from audit.tables import audit_entries
+from audit.verify import verify_database
 from audit.writer import AsyncAuditWriter, CompanionRow
 from gateway.db.engine import make_engine
 from tests.audit_support import log_signer, make_event
@@ -64,7 +66,8 @@ async def test_rows_commit_with_their_callers_entries_and_cite_their_indices(eng
     assert _count(engine, audit_entries) == 120
 
 
-async def test_a_row_that_cannot_be_written_fails_its_whole_batch_and_writes_nothing(engine: Engine) -> None:
+async def test_a_row_that_cannot_be_written_fails_only_its_own_caller_and_writes_nothing_of_it(
+        engine: Engine) -> None:
     log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
 
     def clashing(receipts: list[Receipt]) -> dict[str, Any]:
@@ -76,13 +79,46 @@ async def test_a_row_that_cannot_be_written_fails_its_whole_batch_and_writes_not
             writer.record([make_event(1)]), writer.record([make_event(2)], CompanionRow(outcomes, clashing)),
             writer.record([make_event(3)], _row("fresh")), return_exceptions=True)
     assert isinstance(clash, AuditWriteError)
-    # Callers queued with the clashing row shared its transaction and failed with it (which ones did
-    # depends on timing); nothing of a failed transaction is stored, everything of a committed one is.
-    written = [r for r in (plain, fresh) if isinstance(r, list)]
-    assert _count(engine, audit_entries) == 1 + len(written) == log.size()
-    assert _count(engine, outcomes) == 1 + isinstance(fresh, list)
+    assert isinstance(plain, list)
+    assert isinstance(fresh, list)  # the callers queued beside it were written, whether or not they shared
+    assert _count(engine, audit_entries) == 3 == log.size()  # ... but nothing of the refused caller
+    assert _count(engine, outcomes) == 2
     with engine.connect() as connection:
         assert connection.execute(select(outcomes.c.first_index).where(outcomes.c.id == "taken")).scalar_one() == 0
+    result = verify_database(engine, log.verifier)
+    assert result.ok, result.failure
+
+
+async def test_callers_sharing_a_batch_with_a_clashing_row_are_written_one_by_one(engine: Engine) -> None:
+    """Forced into one batch: the writer thread is held inside a transaction while the three queue up."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+    held, go = threading.Event(), threading.Event()
+
+    def hold(receipts: list[Receipt]) -> dict[str, Any]:
+        held.set()
+        go.wait(10)
+        return {"id": "taken", "first_index": receipts[0].index, "entries": 1}
+
+    def clashing(receipts: list[Receipt]) -> dict[str, Any]:
+        return {"id": "taken", "first_index": receipts[0].index, "entries": 1}
+
+    async with AsyncAuditWriter(log) as writer:
+        first = asyncio.ensure_future(writer.record([make_event(0)], CompanionRow(outcomes, hold)))
+        await asyncio.to_thread(held.wait, 10)
+        queued = [asyncio.ensure_future(writer.record([make_event(1)])),
+                  asyncio.ensure_future(writer.record([make_event(2)], CompanionRow(outcomes, clashing))),
+                  asyncio.ensure_future(writer.record([make_event(3)], _row("fresh")))]
+        await asyncio.sleep(0.05)
+        go.set()
+        await first
+        plain, clash, fresh = await asyncio.gather(*queued, return_exceptions=True)
+    # the shared batch of three failed, then each caller had a transaction of its own: two written, one failed
+    assert (writer.stats.failed_transactions, writer.stats.transactions) == (2, 3)
+    assert isinstance(clash, AuditWriteError)
+    assert [r.index for r in plain] == [1]  # type: ignore[union-attr]
+    assert [r.index for r in fresh] == [2]  # type: ignore[union-attr]
+    assert _count(engine, audit_entries) == 3
+    assert _count(engine, outcomes) == 2
 
 
 async def test_a_build_that_raises_fails_the_batch_and_writes_nothing(engine: Engine) -> None:
