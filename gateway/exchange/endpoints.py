@@ -20,8 +20,8 @@ router = APIRouter(prefix="/v1", tags=["exchange"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or forged access token"},
     403: {"description": "The token lacks the scope"},
-    409: {"description": "Idempotency-Key reused for a different request, or its first request is still being "
-                        "answered (retry after Retry-After)"},
+    409: {"description": "Idempotency-Key reused for a different request; or, with Retry-After, another attempt "
+                        "with the key is still being answered or was answered meanwhile (retry to get its answer)"},
     413: {"description": "Body too large"},
     422: {"description": "Malformed request (unknown fields, bad references, unknown holder)"},
     503: {"description": "Policy engine or audit log unavailable: the request is denied (fail closed)"},
