@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,10 @@ def test_idempotent_retry_returns_the_first_answer_without_new_log_entries(stack
     assert clash.headers["content-type"].startswith("application/problem+json")
 
 
-def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_twice(tmp_path: Path) -> None:
+@contextmanager
+def held_holder() -> Iterator[tuple[str, threading.Event, threading.Event]]:
+    """A holder that answers a query (with no records) only once ``release`` is set; ``arrived`` is set when a
+    query reaches it: the test decides how long an exchange stays in flight."""
     arrived, release = threading.Event(), threading.Event()
     slow = FastAPI()
 
@@ -78,8 +82,14 @@ def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_
         await asyncio.to_thread(release.wait, 20)
         return {"status": "answered", "records": []}
 
+    with serve_app(slow) as url:
+        yield url, arrived, release
+
+
+def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_twice(tmp_path: Path) -> None:
     headers = {"Idempotency-Key": "in-flight-key-0001"}
-    with serve_app(slow) as holder_url, running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+    with held_holder() as (holder_url, arrived, release), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
         first: list[httpx.Response] = []
         caller = threading.Thread(target=lambda: first.append(s.post("gemeente-amsterdam-vth", "/v1/exchanges",
                                                                      _body(s), headers)))
@@ -102,17 +112,9 @@ def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_
 
 def test_a_key_another_process_answered_meanwhile_is_409_with_nothing_disclosed_and_a_retry_replays(
         tmp_path: Path) -> None:
-    arrived, release = threading.Event(), threading.Event()
-    slow = FastAPI()
-
-    @slow.post("/holder/v1/query")
-    async def query() -> dict[str, object]:
-        arrived.set()
-        await asyncio.to_thread(release.wait, 20)
-        return {"status": "answered", "records": []}
-
     key = "clashing-key-0001"
-    with serve_app(slow) as holder_url, running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+    with held_holder() as (holder_url, arrived, release), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
         release.set()
         done = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": "first-key-0001"})
         assert done.status_code == 200
