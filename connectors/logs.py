@@ -1,11 +1,13 @@
 """Logging of a partner process: one JSON object per line on stderr (structlog), in the gateway's form.
 
-Why its own: the partner side may not import the gateway's logging module, and a simulated partner runs as a
-separate process (demo, docker-compose). Its lines have the gateway's keys (``event``, ``level``, ``logger``,
-``timestamp``, plus ``trace_id``/``span_id`` when bound) so one log pipeline reads both, and a call can be
-followed from the gateway into the partner by its W3C trace id (``TraceContextMiddleware``). stdlib records
-(uvicorn's own) go through the same processors. Log events carry the system, request ids and counts only —
-the simulator and the connector never pass names, identifiers or record content to a logger.
+Why here: the partner side may not import the gateway's logging module, and a simulated partner runs as a
+separate process (demo, docker-compose); the gateway's own set-up (``gateway.logging``) builds on this one's
+``install_stderr_lines`` and adds its personal-data scrubber. Lines have the same keys on both sides
+(``event``, ``level``, ``logger``, ``timestamp``, plus ``trace_id``/``span_id`` when bound) so one log
+pipeline reads both, and a call can be followed from the gateway into the partner by its W3C trace id
+(``TraceContextMiddleware``). stdlib records (uvicorn's own) go through the same processors. Log events
+carry the system, request ids and counts only — the simulator and the connector never pass names,
+identifiers or record content to a logger.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: ``logger`` = the stdlib record's name, or the name given to ``get_logger``."""
     record = event_dict.get("_record")
     name = record.name if record is not None else getattr(logger, "name", None)
@@ -71,23 +73,18 @@ def add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
-def shared_processors() -> list[Any]:
-    """What every line gets first, structlog's and the stdlib's: the bound context (request id, trace
-    context), level, logger name and an ISO timestamp in UTC."""
-    return [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, add_logger_name,
-            structlog.processors.TimeStamper(fmt="iso", utc=True)]
-
-
 def install_stderr_lines(level: int, final: list[Any], *, cache_loggers: bool = True) -> None:
-    """One line per event on stderr, for structlog and the stdlib alike: ``shared_processors()``, then
-    ``final`` (formatting, masking, the renderer). Calling it again replaces the earlier set-up; a plain
+    """One line per event on stderr, for structlog and the stdlib alike: first the bound context (request
+    id, trace context), level, logger name and an ISO timestamp in UTC, then ``final`` (formatting, masking,
+    the renderer). Calling it again replaces the earlier set-up; a plain
     ``basicConfig`` handler on stderr goes too, capture handlers (pytest's) stay. uvicorn's loggers lose
     any handler their own ``log_config`` installed and propagate to ours — so uvicorn must also be started
     with ``log_config=None``, or it installs its plain-text handlers again afterwards.
 
     Shared by the gateway (``gateway.logging``, which adds its personal-data scrubber to ``final``) and the
     partner processes, so both write the same keys and one log pipeline reads both."""
-    shared = shared_processors()
+    shared: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                         _add_logger_name, structlog.processors.TimeStamper(fmt="iso", utc=True)]
     structlog.configure(
         processors=[*shared, *final],
         wrapper_class=structlog.make_filtering_bound_logger(level),
