@@ -20,9 +20,9 @@ Contract for callers:
 * a caller may hand over a :class:`CompanionRow` with its events: a row of another table in the same
   database that commits in the same transaction as the events, so a request that must make both durable
   before it answers waits for one commit instead of two. If a batch holding companion rows fails, each of
-  its callers is tried again in a transaction of its own: a row that cannot be written (a unique key taken)
-  then fails only its own caller, with nothing of that caller written; a fault of the database still
-  fails them all.
+  its callers is tried again in a transaction of its own: a row that cannot be written (a unique key taken,
+  a precondition refused) then fails only its own caller, with nothing of that caller written; a fault of
+  the database still fails them all.
 
 While idle the thread applies the checkpoint policy's time limit, so a quiet log still gets its
 checkpoint within ``every_seconds``.
@@ -73,10 +73,15 @@ class WriterStats:
 class CompanionRow:
     """A row for ``table`` that must commit together with a caller's events; ``build(receipts)`` gets
     those events' receipts (the row may cite their indices) and returns the row's column values. It runs
-    on the writer thread inside the transaction, so it should only fill in what the receipts decide."""
+    on the writer thread inside the transaction, so it should only fill in what the receipts decide.
+
+    ``precondition(connection)``, if given, runs in the same transaction before the row is inserted: a
+    statement whose effect the row depends on (releasing a claim the caller must still hold, say). It
+    raises to refuse; then nothing of its caller is written, as for a row that cannot be inserted."""
 
     table: Table
     build: Callable[[list[Receipt]], dict[str, Any]]
+    precondition: Callable[[Connection], None] | None = None
 
 
 @dataclass(slots=True)
@@ -258,6 +263,8 @@ def _companions_of(batch: list[_Waiter]) -> Callable[[Connection, list[Receipt]]
             mine = receipts[position : position + len(waiter.prepared)]
             position += len(waiter.prepared)
             if waiter.companion is not None:
+                if waiter.companion.precondition is not None:
+                    waiter.companion.precondition(connection)
                 rows[waiter.companion.table].append(waiter.companion.build(mine))
         for table, values in rows.items():
             connection.execute(table.insert(), values)

@@ -72,6 +72,9 @@ from gateway.register.model import Partnership, Register
 
 log = structlog.get_logger("gateway.exchange")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
+"""An attempt holding an ``Idempotency-Key`` longer than this has died (its holder calls time out after
+``connector_timeout_seconds`` per try, far sooner): a retry may then take the key over."""
 COUNT_REFRESH_SECONDS = 5.0
 CHECKPOINT_REFRESH_SECONDS = 1.0
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
@@ -145,6 +148,26 @@ class ExchangeDeps:
 class _Target:
     organisation: str
     system: str | None
+
+
+@dataclass
+class _Attempt:
+    """An exchange past its write-ahead commit: what asking the holders and answering still need."""
+
+    principal: Principal
+    body: ExchangeRequest
+    trace: Trace
+    exchange_id: str
+    request_fingerprint: str
+    idempotency_key: str | None
+    claim: repository.Claim | None
+    grant: RerunGrant | None
+    base: dict[str, Any]
+    logged: dict[str, str]
+    versions: tuple[str, str]  # register version, policy version
+
+
+_STILL_ANSWERED = "a request with this Idempotency-Key is still being answered; retry it shortly"
 
 
 def _with_receipt_indices(row: dict[str, Any], indices: list[int]) -> dict[str, Any]:
@@ -245,20 +268,21 @@ class ExchangeService:
             if key[0] == principal.subject and key[1] == purpose:
                 self._daily_counts[key] = (value + 1, fetched)
 
-    async def _record(self, events: list[AuditEvent], companion: CompanionRow | None = None) -> list[Receipt]:
+    async def _record(self, events: list[AuditEvent], companion: CompanionRow | None = None,
+                      key_taken: str = "") -> list[Receipt]:
+        """Log ``events`` durably (with ``companion`` in the same commit); ``key_taken`` is the 409's detail
+        when the companion is refused because another attempt holds or answered this Idempotency-Key."""
         try:
             return await self.deps.writer.record(events, companion)
         except PersonalDataError as exc:  # the caller put an identifier in a reference: its input, not our fault
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
         except AuditError as exc:
-            if companion is not None and _caused_by(exc, IntegrityError):
-                # Only the outcome row can clash: another gateway process stored an answer under this
-                # Idempotency-Key meanwhile. Nothing of this attempt was written; a retry gets that answer.
-                log.info("idempotency_key_taken", error_type="IntegrityError")
-                raise Conflict("another attempt with this Idempotency-Key was answered meanwhile; nothing of "
-                               "this one was disclosed; retry to get that answer",
-                               headers={"Retry-After": "1"}) from exc
+            if companion is not None and (_caused_by(exc, IntegrityError) or _caused_by(exc, repository.ClaimLost)):
+                # Only the claim or outcome row can clash: another attempt (another gateway process) holds or
+                # answered this Idempotency-Key. Nothing of this attempt was written; a retry gets that answer.
+                log.info("idempotency_key_taken", error_type=type(exc.__cause__).__name__)
+                raise Conflict(key_taken, headers={"Retry-After": "1"}) from exc
             log.error("audit_write_failed", error_type=type(exc).__name__)
             raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc
         except Exception as exc:  # any failure to log means: do not disclose
@@ -298,12 +322,12 @@ class ExchangeService:
                        idempotency_key: str | None) -> ExchangeResult:
         if not idempotency_key:
             return await self._exchange(principal, body, trace, None)
-        # A retry that arrives while the first attempt is still being answered must not run it a second time:
-        # both would call the holders and disclose, and only one outcome row can hold the key.
+        # A retry that arrives while the first attempt is still being answered must not run it a second time.
+        # Here (same process) that is known without the database; the key's claim, written ahead with the
+        # first attempt's entries, refuses a retry that reaches another gateway process.
         in_flight = (principal.subject, idempotency_key)
         if in_flight in self._keys_in_flight:
-            raise Conflict("a request with this Idempotency-Key is still being answered; retry it shortly",
-                           headers={"Retry-After": "1"})
+            raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
         self._keys_in_flight.add(in_flight)
         try:
             return await self._exchange(principal, body, trace, idempotency_key)
@@ -313,12 +337,16 @@ class ExchangeService:
     async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                         idempotency_key: str | None) -> ExchangeResult:
         request_fingerprint = fingerprint(principal, body)
+        abandoned: repository.Claim | None = None
         if idempotency_key:
-            replay = await asyncio.to_thread(self._replay, principal, idempotency_key, request_fingerprint)
+            replay, abandoned = await asyncio.to_thread(self._replay, principal, idempotency_key,
+                                                        request_fingerprint)
             if replay is not None:
                 return replay
         register = self.deps.register
         exchange_id = new_id()
+        claim = repository.Claim(principal.subject, idempotency_key, exchange_id, request_fingerprint,
+                                 self.deps.clock.now()) if idempotency_key else None
         grant = await self._grant(principal, body)
         targets = _targets(register, body, body.holders, principal.organisation)
         if grant is not None:  # a re-run asks only the holder the decision is about
@@ -347,36 +375,69 @@ class ExchangeService:
                              categories=tuple(d.permitted_categories), policy_version=d.policy_version,
                              obligations=d.obligations.model_dump() if d.obligations else None)
                   for t, d in zip(targets, decisions, strict=True)]
-        receipts = await self._record(ahead)
+        # With an Idempotency-Key, the key's claim commits with these entries: an attempt in another gateway
+        # process then cannot log or ask a holder until this one has answered (or is long dead).
+        receipts = await self._record(ahead, repository.claim_companion(claim, abandoned) if claim else None,
+                                      _STILL_ANSWERED + "; nothing of this one was logged")
+        attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, idempotency_key, claim, grant,
+                           base, logged, (register.version, policy_version))
+        try:
+            return await self._answer(attempt, targets, decisions, receipts)
+        except BaseException:
+            if claim is not None:  # the key is free for a retry at once (a claim lost meanwhile is left alone)
+                await self._release(claim)
+            raise
+
+    async def _answer(self, attempt: _Attempt, targets: list[_Target], decisions: list[Decision],
+                      receipts: list[Receipt]) -> ExchangeResult:
+        """Past the write-ahead: ask the holders, log what is disclosed, store the outcome (and give up the
+        key's claim in the same commit), answer."""
+        principal, body, exchange_id = attempt.principal, attempt.body, attempt.exchange_id
+        subjects = [s.ref for s in body.subjects]
         outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
-                                                                  grant, logged)
+                                                                  attempt.grant, attempt.logged)
                                                for t, d in zip(targets, decisions, strict=True))))
-        after = [AuditEvent(**base | event) for _, events_for_target in outcomes for event in events_for_target]
+        after = [AuditEvent(**attempt.base | event) for _, events_for_target in outcomes for event in events_for_target]
         served = [o for o, _ in outcomes]
-        if _nothing_follows(after, grant, served):  # the outcome row commits with the disclosures
-            result = self._result(principal, body, exchange_id, (register.version, policy_version), served, receipts,
+        if _nothing_follows(after, attempt.grant, served):  # the outcome row commits with the disclosures
+            result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
-            row = self._outcome_row(principal, body, result, request_fingerprint, idempotency_key)
+            row = self._outcome_row(principal, body, result, attempt.request_fingerprint, attempt.idempotency_key)
             disclosed = await self._record(after, repository.outcome_companion(
-                lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries])))
+                lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]), attempt.claim),
+                "another attempt with this Idempotency-Key was answered meanwhile; nothing of this one was "
+                "disclosed; retry to get that answer")
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
             receipts += await self._record(after)
-            await self._escalate(principal, body, exchange_id, request_fingerprint, served, grant, trace)
-            result = self._result(principal, body, exchange_id, (register.version, policy_version), served, receipts,
+            await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
+                                 attempt.trace)
+            result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             try:
-                await self._outcomes.insert(self._outcome_row(principal, body, result, request_fingerprint,
-                                                              idempotency_key))
+                await self._outcomes.insert(self._outcome_row(principal, body, result, attempt.request_fingerprint,
+                                                              attempt.idempotency_key))
             except Exception as exc:
                 log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
                 raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
                                        "outcome could not be stored; nothing is answered; do not retry it, ask "
                                        "your privacy officer") from exc
+            if attempt.claim is not None:
+                await self._release(attempt.claim)
         self._counted(principal, body.purpose)
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
+
+    async def _release(self, claim: repository.Claim) -> None:
+        def release() -> None:
+            with transaction(self.deps.sessions) as session:
+                repository.release_claim(session, claim)
+        try:
+            await asyncio.to_thread(release)
+        except Exception as exc:  # it is left to go stale: retries wait CLAIM_ABANDONED_AFTER, then take over
+            log.warning("idempotency_claim_not_released", exchange_id=claim.exchange_id,
+                        error_type=type(exc).__name__)
 
     def _pseudonymous(self, subjects: list[str]) -> bool:
         """Subjects are the requester's own pseudonyms (translated per holder) or, for partners that have not
@@ -641,11 +702,22 @@ class ExchangeService:
             "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
             "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None}
 
-    def _replay(self, principal: Principal, key: str, request_fingerprint: str) -> ExchangeResult | None:
+    def _replay(self, principal: Principal, key: str, request_fingerprint: str
+                ) -> tuple[ExchangeResult | None, repository.Claim | None]:
+        """The stored answer to this key, if any; else a claim on it that was abandoned (to take over).
+        Raises 409 for a key used for another request, or held by an attempt still being answered."""
         with transaction(self.deps.sessions) as session:
             stored = repository.find_by_idempotency_key(session, principal.subject, key)
+            claim = None if stored else repository.find_claim(session, principal.subject, key)
         if stored is None:
-            return None
+            if claim is None:
+                return None, None
+            if claim.request_sha256 != request_fingerprint:
+                raise Conflict("this Idempotency-Key was used for a different request")
+            if as_utc(claim.claimed_at) > self.deps.clock.now() - CLAIM_ABANDONED_AFTER:
+                raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
+            log.warning("idempotency_claim_abandoned", exchange_id=claim.exchange_id)
+            return None, claim
         if stored.request_sha256 != request_fingerprint:
             raise Conflict("this Idempotency-Key was used for a different request")
         outcome = dict(stored.outcome)
@@ -654,7 +726,7 @@ class ExchangeService:
             records = self.deps.sealer.open(stored.id, stored.sealed_records)
         outcome["targets"] = [t | {"records": records.get(t["holder"], [])} for t in outcome["targets"]]
         log.info("exchange_replayed", exchange_id=stored.id)
-        return ExchangeResult.model_validate(outcome)
+        return ExchangeResult.model_validate(outcome), None
 
     def get(self, principal: Principal, exchange_id: str) -> ExchangeResult:
         with transaction(self.deps.sessions) as session:

@@ -4,6 +4,10 @@
 records themselves) so the requester and its privacy officer can see it again, and so an
 ``Idempotency-Key`` retry returns the first answer instead of disclosing and logging twice. The records of
 an answer are kept only encrypted (AES-GCM) and only for the idempotency window, for exactly that replay.
+
+``exchange_claims`` (migration 0014) holds an ``Idempotency-Key`` while its first attempt is being answered:
+the claim commits with the attempt's write-ahead entries and goes in the commit that stores the outcome. A
+retry that meets a claim (in any gateway process) neither logs nor asks a holder a second time.
 """
 
 from __future__ import annotations
@@ -32,4 +36,15 @@ exchanges = Table(
     Column("sealed_until", DateTime(timezone=True), nullable=True),
     UniqueConstraint("requester_system", "idempotency_key", name="uq_exchanges_requester_system_idempotency_key"),
     Index("ix_exchanges_requester_system_purpose_created_at", "requester_system", "purpose", "created_at"),
+)
+
+
+exchange_claims = Table(
+    "exchange_claims",
+    metadata,
+    Column("requester_system", String(64), primary_key=True),
+    Column("idempotency_key", String(128), primary_key=True),
+    Column("exchange_id", String(36), nullable=False),
+    Column("request_sha256", String(64), nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
 )

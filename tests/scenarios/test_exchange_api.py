@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,12 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from audit.tables import audit_entries
-from gateway.exchange.tables import exchanges
+from gateway.app import create_app
+from gateway.auth.principal import Principal
+from gateway.client.models import ExchangeRequest
+from gateway.container import build_container
+from gateway.exchange.service import CLAIM_ABANDONED_AFTER, fingerprint
+from gateway.exchange.tables import exchange_claims, exchanges
 from tests.auth_helpers import person_token
 from tests.servers import serve_app
 from tests.stack import Stack, running_stack
@@ -70,25 +76,39 @@ def test_idempotent_retry_returns_the_first_answer_without_new_log_entries(stack
 
 
 @contextmanager
-def held_holder() -> Iterator[tuple[str, threading.Event, threading.Event]]:
+def held_holder() -> Iterator[tuple[str, threading.Event, threading.Event, list[str]]]:
     """A holder that answers a query (with no records) only once ``release`` is set; ``arrived`` is set when a
-    query reaches it: the test decides how long an exchange stays in flight."""
-    arrived, release = threading.Event(), threading.Event()
+    query reaches it and ``calls`` lists their request ids: the test decides how long an exchange stays in
+    flight, and sees how often the holder was asked."""
+    arrived, release, calls = threading.Event(), threading.Event(), list[str]()
     slow = FastAPI()
 
     @slow.post("/holder/v1/query")
-    async def query() -> dict[str, object]:
+    async def query(body: dict[str, Any]) -> dict[str, object]:
+        calls.append(str(body.get("request_id")))
         arrived.set()
         await asyncio.to_thread(release.wait, 20)
         return {"status": "answered", "records": []}
 
     with serve_app(slow) as url:
-        yield url, arrived, release
+        yield url, arrived, release, calls
+
+
+@contextmanager
+def other_gateway_process(stack: Stack) -> Iterator[str]:
+    """A second gateway on the same database, key store and partners, as a second worker process is: its
+    in-flight guard and caches are its own; only the database is shared."""
+    container = build_container(stack.container.settings, stack.clock)
+    try:
+        with serve_app(create_app(container=container)) as url:
+            yield url
+    finally:
+        container.close()
 
 
 def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_twice(tmp_path: Path) -> None:
     headers = {"Idempotency-Key": "in-flight-key-0001"}
-    with held_holder() as (holder_url, arrived, release), \
+    with held_holder() as (holder_url, arrived, release, _), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
         first: list[httpx.Response] = []
         caller = threading.Thread(target=lambda: first.append(s.post("gemeente-amsterdam-vth", "/v1/exchanges",
@@ -113,7 +133,7 @@ def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_
 def test_a_key_another_process_answered_meanwhile_is_409_with_nothing_disclosed_and_a_retry_replays(
         tmp_path: Path) -> None:
     key = "clashing-key-0001"
-    with held_holder() as (holder_url, arrived, release), \
+    with held_holder() as (holder_url, arrived, release, _), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
         release.set()
         done = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": "first-key-0001"})
@@ -143,6 +163,100 @@ def test_a_key_another_process_answered_meanwhile_is_409_with_nothing_disclosed_
         assert retry.status_code == 200
         assert retry.json()["targets"][0]["outcome"] == "allowed"
         assert retry.json()["receipt"] == done.json()["receipt"]  # the other process's answer, replayed
+
+
+def _claims(stack: Stack) -> list[Any]:
+    with stack.container.engine.connect() as connection:
+        return list(connection.execute(select(exchange_claims)))
+
+
+def test_a_retry_reaching_another_gateway_process_while_the_first_is_in_flight_runs_nothing(tmp_path: Path) -> None:
+    """The key's claim commits with the first attempt's write-ahead entries, so a second worker process (whose
+    in-flight guard cannot see the first) neither logs nor asks the holder; after the answer it replays it."""
+    headers = {"Idempotency-Key": "cross-process-key-1"}
+    with held_holder() as (holder_url, arrived, release, calls), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s, \
+            other_gateway_process(s) as other:
+        first: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: first.append(s.post("gemeente-amsterdam-vth", "/v1/exchanges",
+                                                                     _body(s), headers)))
+        caller.start()
+        assert arrived.wait(20), "the first attempt never reached the holder"
+        [claim] = _claims(s)
+        assert claim.idempotency_key == "cross-process-key-1"
+        before = _audit_count(s)
+        token = {"Authorization": f"Bearer {s.token('gemeente-amsterdam-vth')}"}
+        retry = httpx.post(f"{other}/v1/exchanges", json=_body(s), headers=headers | token, timeout=30)
+        assert retry.status_code == 409, retry.text
+        assert retry.headers["content-type"].startswith("application/problem+json")
+        assert retry.headers["retry-after"] == "1"
+        assert _audit_count(s) == before  # nothing logged ...
+        assert len(calls) == 1  # ... and the holder was asked once
+        release.set()
+        caller.join(20)
+        assert first[0].status_code == 200
+        assert _claims(s) == []  # given up in the outcome's commit
+        replay = httpx.post(f"{other}/v1/exchanges", json=_body(s), headers=headers | token, timeout=30)
+        assert replay.status_code == 200
+        assert replay.json() == first[0].json()
+        assert len(calls) == 1
+        assert _audit_count(s) == before + 1  # the first attempt's disclosure, nothing of the retries
+
+
+def test_an_abandoned_claim_is_taken_over_and_a_live_one_is_not(tmp_path: Path) -> None:
+    """A claim whose attempt died (its process crashed after the write-ahead) stops retries only until it is
+    CLAIM_ABANDONED_AFTER old; then a retry takes the key over and is answered."""
+    with running_stack(tmp_path) as s:
+        principal = Principal(kind="system", subject="gemeente-amsterdam-vth", organisation="gemeente-amsterdam")
+        body = _body(s)
+        sha = fingerprint(principal, ExchangeRequest.model_validate(body))
+        now = s.clock.now()
+        with s.container.engine.begin() as connection:
+            for key, age in (("dead-attempt-key-1", CLAIM_ABANDONED_AFTER + timedelta(seconds=1)),
+                             ("live-attempt-key-1", CLAIM_ABANDONED_AFTER - timedelta(seconds=30))):
+                connection.execute(exchange_claims.insert().values(
+                    requester_system="gemeente-amsterdam-vth", idempotency_key=key, exchange_id=f"attempt-{key}",
+                    request_sha256=sha, claimed_at=now - age))
+        before = _audit_count(s)
+        live = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": "live-attempt-key-1"})
+        assert live.status_code == 409
+        assert live.headers["retry-after"] == "1"
+        assert _audit_count(s) == before
+        taken = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": "dead-attempt-key-1"})
+        assert taken.status_code == 200, taken.text
+        assert [c.idempotency_key for c in _claims(s)] == ["live-attempt-key-1"]  # the dead claim is gone
+        again = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": "dead-attempt-key-1"})
+        assert again.json() == taken.json()
+        other = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s, categories=["police_incidents",
+                                                                                       "convictions"]),
+                       {"Idempotency-Key": "live-attempt-key-1"})
+        assert other.status_code == 409
+        assert "different request" in other.json()["detail"]
+
+
+def test_an_attempt_whose_claim_was_taken_over_discloses_nothing(tmp_path: Path) -> None:
+    """If an attempt is so slow that a retry took its key over as abandoned, the slow attempt's disclosure
+    commit finds its claim gone: 409, nothing of it logged; the retry's answer is the one that counts."""
+    key = "slow-attempt-key-1"
+    with held_holder() as (holder_url, arrived, release, _), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+        slow: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: slow.append(s.post("gemeente-amsterdam-vth", "/v1/exchanges",
+                                                                    _body(s), {"Idempotency-Key": key})))
+        caller.start()
+        assert arrived.wait(20)
+        with s.container.engine.begin() as connection:  # another process took the key over meanwhile
+            connection.execute(exchange_claims.update().values(exchange_id="the-taker"))
+        before = _audit_count(s)
+        release.set()
+        caller.join(20)
+        assert slow[0].status_code == 409
+        assert "nothing of this one was disclosed" in slow[0].json()["detail"]
+        assert _audit_count(s) == before
+        assert [c.exchange_id for c in _claims(s)] == ["the-taker"]  # not ours to release
+        with s.container.engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(exchanges).where(
+                exchanges.c.idempotency_key == key)).scalar_one() == 0
 
 
 def test_outcome_is_visible_to_the_requester_and_its_privacy_officer_only(stack: Stack) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select
 
 from audit.errors import AuditWriteError
 from audit.log import AuditLog, CheckpointPolicy, Receipt
@@ -133,6 +133,40 @@ async def test_a_build_that_raises_fails_the_batch_and_writes_nothing(engine: En
         assert _count(engine, audit_entries) == 0
         assert len(await writer.record([make_event(1)], _row("after"))) == 1  # the writer carries on
     assert (_count(engine, audit_entries), _count(engine, outcomes)) == (1, 1)
+
+
+async def test_a_refused_precondition_fails_only_its_caller_and_undoes_what_it_did(engine: Engine) -> None:
+    """A precondition runs in the caller's transaction before its row: what it changed is undone with the rest
+    when it refuses, and the callers beside it are written."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+
+    class Refused(Exception):
+        pass
+
+    def delete_then_refuse(connection: Connection) -> None:
+        connection.execute(outcomes.delete().where(outcomes.c.id == "claim"))
+        raise Refused
+
+    def delete_claim(connection: Connection) -> None:
+        if connection.execute(outcomes.delete().where(outcomes.c.id == "claim")).rowcount != 1:
+            raise Refused
+
+    async with AsyncAuditWriter(log) as writer:
+        await writer.record([make_event(0)], _row("claim"))
+        refused, beside = await asyncio.gather(
+            writer.record([make_event(1)], CompanionRow(outcomes, _row("r1").build, delete_then_refuse)),
+            writer.record([make_event(2)], _row("r2")), return_exceptions=True)
+        assert isinstance(refused, AuditWriteError)
+        assert isinstance(refused.__cause__, Refused)
+        assert isinstance(beside, list)
+        with engine.connect() as connection:
+            assert set(connection.execute(select(outcomes.c.id)).scalars()) == {"claim", "r2"}  # delete undone
+        await writer.record([make_event(3)], CompanionRow(outcomes, _row("r3").build, delete_claim))
+        with pytest.raises(AuditWriteError):  # the claim is gone: the same precondition now refuses
+            await writer.record([make_event(4)], CompanionRow(outcomes, _row("r4").build, delete_claim))
+    with engine.connect() as connection:
+        assert set(connection.execute(select(outcomes.c.id)).scalars()) == {"r2", "r3"}
+    assert _count(engine, audit_entries) == 3 == log.size()  # events 0, 2 and 3: nothing of the refused two
 
 
 async def test_a_companion_without_events_is_refused(engine: Engine) -> None:

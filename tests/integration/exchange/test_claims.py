@@ -1,0 +1,96 @@
+"""Claims on Idempotency-Keys on both databases, through the real audit writer: the claim commits with its
+attempt's write-ahead entries or not at all, an abandoned claim is taken over only as it was seen, and the
+outcome's commit gives the claim up or, if the attempt lost it, writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from audit.errors import AuditWriteError
+from audit.log import AuditLog, CheckpointPolicy, Receipt
+from audit.tables import audit_entries
+from audit.writer import AsyncAuditWriter
+from gateway.db.engine import make_engine
+from gateway.exchange import repository
+from gateway.exchange.tables import exchange_claims, exchanges
+from tests.audit_support import log_signer, make_event
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _claim(exchange_id: str, key: str = "key-0001") -> repository.Claim:
+    return repository.Claim("gemeente-amsterdam-vth", key, exchange_id, "f" * 64, NOW)
+
+
+def _outcome(exchange_id: str, key: str = "key-0001") -> Any:
+    def build(receipts: list[Receipt]) -> dict[str, Any]:
+        return {"id": exchange_id, "kind": "exchange", "created_at": NOW, "requester_org": "gemeente-amsterdam",
+                "requester_system": "gemeente-amsterdam-vth", "partnership": "p", "purpose": "q",
+                "case_reference": "C-1", "register_version": "r", "policy_version": "v", "request_sha256": "f" * 64,
+                "idempotency_key": key, "outcome": {"first_index": receipts[0].index}}
+    return build
+
+
+def _rows(engine: Engine) -> tuple[list[str], int, int]:
+    with engine.connect() as connection:
+        return (list(connection.execute(select(exchange_claims.c.exchange_id)).scalars()),
+                int(connection.execute(select(func.count()).select_from(exchanges)).scalar_one()),
+                int(connection.execute(select(func.count()).select_from(audit_entries)).scalar_one()))
+
+
+async def test_one_claim_per_key_and_only_the_holder_of_the_claim_stores_the_outcome(engine: Engine) -> None:
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+    async with AsyncAuditWriter(log) as writer:
+        first, second = await asyncio.gather(
+            writer.record([make_event(0)], repository.claim_companion(_claim("a1"), None)),
+            writer.record([make_event(1)], repository.claim_companion(_claim("a2"), None)), return_exceptions=True)
+        assert isinstance(first, list)
+        assert isinstance(second, AuditWriteError)  # the key was claimed: nothing of the second attempt written
+        assert _rows(engine) == (["a1"], 0, 1)
+        with pytest.raises(AuditWriteError) as lost:  # an attempt that does not hold the claim stores nothing
+            await writer.record([make_event(2)], repository.outcome_companion(_outcome("a2"), _claim("a2")))
+        assert isinstance(lost.value.__cause__, repository.ClaimLost)
+        assert _rows(engine) == (["a1"], 0, 1)
+        await writer.record([make_event(3)], repository.outcome_companion(_outcome("a1"), _claim("a1")))
+        assert _rows(engine) == ([], 1, 2)  # outcome stored, claim given up, in one commit
+
+
+async def test_an_abandoned_claim_is_taken_over_only_as_it_was_seen(engine: Engine) -> None:
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+    async with AsyncAuditWriter(log) as writer:
+        await writer.record([make_event(0)], repository.claim_companion(_claim("dead"), None))
+        with pytest.raises(AuditWriteError) as late:  # it saw a claim that another taker has replaced since
+            await writer.record([make_event(1)], repository.claim_companion(_claim("late"), _claim("gone")))
+        assert isinstance(late.value.__cause__, repository.ClaimLost)
+        assert _rows(engine) == (["dead"], 0, 1)
+        await writer.record([make_event(2)], repository.claim_companion(_claim("taker"), _claim("dead")))
+        assert _rows(engine) == (["taker"], 0, 2)
+
+
+def test_release_leaves_a_claim_another_attempt_holds(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(exchange_claims.insert().values(
+            requester_system="gemeente-amsterdam-vth", idempotency_key="key-0001", exchange_id="other",
+            request_sha256="f" * 64, claimed_at=NOW))
+    with Session(engine) as session, session.begin():
+        repository.release_claim(session, _claim("mine"))
+    assert _rows(engine)[0] == ["other"]
+    with Session(engine) as session, session.begin():
+        repository.release_claim(session, _claim("other"))
+    assert _rows(engine)[0] == []
