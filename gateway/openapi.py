@@ -3,7 +3,8 @@
 FastAPI documents its own validation error (``HTTPValidationError``, ``application/json``) and only the
 statuses a route lists. The gateway answers every error through ``gateway.problems``, so the document is
 post-processed once: each 4xx/5xx response is described as ``application/problem+json`` with the
-``Problem`` schema; every operation with a body documents 400 (unparsable body) and 413 (too large); every
+``Problem`` schema and an example (the route's own examples where it gives them, else the usual problem for
+that status); every operation with a body documents 400 (unparsable body) and 413 (too large); every
 protected route documents 401 and 403.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from gateway.problems import PROBLEM_MEDIA_TYPE
+from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
 PUBLIC_PREFIXES = ("/health", "/.well-known/", "/oauth/", "/v1/auth/login")
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -23,12 +24,18 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "description": "RFC 9457 problem details. Never contains personal data.",
     "required": ["type", "title", "status"],
     "properties": {
-        "type": {"type": "string", "format": "uri-reference"},
-        "title": {"type": "string"},
-        "status": {"type": "integer", "minimum": 400, "maximum": 599},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object"}},
+        "type": {"type": "string", "format": "uri-reference",
+                 "description": "Identifies the kind of problem; the last segment is a stable slug."},
+        "title": {"type": "string", "description": "Short summary of the kind of problem."},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599, "description": "The HTTP status code."},
+        "detail": {"type": "string", "description": "What went wrong with this request, and what to do about "
+                                                    "it; identifier-shaped input is masked."},
+        "instance": {"type": "string", "description": "The request path."},
+        "errors": {"type": "array", "items": {"type": "object"},
+                   "description": "For 422 validation errors: per field its location, message and error type "
+                                  "(never the value sent)."},
+        "outcome": {"type": "string", "description": "On a refusal that is itself a decision (policy engine "
+                                                    "down: fail closed), the outcome: `denied`."},
     },
     "additionalProperties": True,
 }
@@ -38,8 +45,34 @@ _DEFAULT_DESCRIPTIONS = {
 }
 
 
-def _problem_content() -> dict[str, Any]:
-    return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_USUAL_PROBLEMS: dict[str, tuple[str, str, str]] = {
+    "400": ("bad-request", "Bad request", "The body is not valid JSON."),
+    "401": ("unauthorized", "Unauthorized", "the access token has expired"),
+    "403": ("forbidden", "Forbidden", "the access token lacks the scope this route needs"),
+    "404": ("not-found", "Not found", "no such resource (or not yours to see)"),
+    "409": ("conflict", "Conflict", "the resource changed meanwhile; read it again"),
+    "413": ("payload-too-large", "Payload too large", "Request body exceeds 1048576 bytes."),
+    "422": ("validation-error", "Request validation failed", "body.purpose: Field required"),
+    "429": ("too-many-requests", "Too many requests", "too many requests; retry after Retry-After seconds"),
+    "500": ("internal-error", "Internal error", "The gateway could not complete the request; nothing was disclosed."),
+    "503": ("service-unavailable", "Service unavailable", "the database is unavailable; nothing was done"),
+}
+
+
+def _usual_problem(status: str, path: str) -> dict[str, Any]:
+    slug, title, detail = _USUAL_PROBLEMS.get(status, ("http-error", "HTTP error", "the request failed"))
+    value: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": int(status),
+                             "detail": detail, "instance": path}
+    if status == "422":
+        value["errors"] = [{"loc": ["body", "purpose"], "msg": "Field required", "type": "missing"}]
+    return {"usual": {"summary": detail, "value": value}}
+
+
+def _problem_content(response: dict[str, Any], status: str, path: str) -> dict[str, Any]:
+    """The response's problem+json content: the Problem schema, and the route's examples or the usual one."""
+    given = response.get("content", {}).get(PROBLEM_MEDIA_TYPE, {}).get("examples")
+    return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"},
+                                "examples": given or _usual_problem(status, path)}}
 
 
 def problem_openapi(app: FastAPI) -> dict[str, Any]:
@@ -65,6 +98,6 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
                 responses.setdefault(status, {"description": _DEFAULT_DESCRIPTIONS[status]})
             for status, response in responses.items():
                 if status[0] in {"4", "5"}:
-                    response["content"] = _problem_content()
+                    response["content"] = _problem_content(response, status, path)
     app.openapi_schema = document
     return document

@@ -54,21 +54,27 @@ class ProvidedRecord(_Strict):
     category and the holder's role must be allowed to receive it."""
 
     subject: str = Field(pattern=r"^[A-Za-z0-9_:.=-]{8,200}$", description="The subject's pseudonym.")
-    category: str = Field(pattern=r"^[a-z][a-z_]{1,63}$", examples=["tax_compliance"])
+    category: str = Field(pattern=r"^[a-z][a-z_]{1,63}$", description="The data category of `fields`; policy "
+                          "checks that the requester may supply it and the holder may receive it.",
+                          examples=["tax_compliance"])
     fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed.")
 
 
 class ExchangeRequest(_Strict):
     """`POST /v1/exchanges`: ask the holders of a partnership for data about subjects, for one purpose."""
 
-    partnership: str = Field(pattern=_SLUG, examples=["riec-amsterdam-amstelland"])
-    purpose: str = Field(pattern=_SLUG, examples=["bibob-integrity-check"])
+    partnership: str = Field(pattern=_SLUG, description="Id of the partnership (register) the request is made "
+                             "in; the requester must be an active participant of it.",
+                             examples=["riec-amsterdam-amstelland"])
+    purpose: str = Field(pattern=_SLUG, description="One of the partnership's registered purposes; everything "
+                         "disclosed is bound to it.", examples=["bibob-integrity-check"])
     legal_basis: str = Field(min_length=1, max_length=200, description="Must equal the purpose's legal basis.",
                              examples=["WGS (RIEC) with Wet Bibob"])
     case_reference: str = Field(pattern=_REFERENCE, description="The requester's case file reference.",
                                 examples=["RIEC-AA-2026-117"])
-    signal: Signal
-    subjects: list[Subject] = Field(min_length=1, max_length=100)
+    signal: Signal = Field(description="What justifies the request (rule 4: no request without a signal).")
+    subjects: list[Subject] = Field(min_length=1, max_length=100, description="The data subjects asked about; "
+                                    "more than the purpose's bulk threshold is escalated (rule 6).")
     categories: list[str] = Field(min_length=1, max_length=30, description="Data categories asked for.",
                                   examples=[["company_registration", "directorships", "tax_debts"]])
     holders: list[str] | Literal["all"] = Field(
@@ -83,6 +89,20 @@ class ExchangeRequest(_Strict):
 
 
 class Outcome(StrEnum):
+    """What happened for one target holder.
+
+    - `allowed`: the policy allowed every requested category this holder supplies; the holder was asked
+      and `records` holds its answer (for a hit-only holder: `hit`, no records).
+    - `allowed-narrowed`: allowed for fewer categories than asked; `removed_categories` and a reason per
+      category say which and why; the holder was asked only for `permitted_categories`.
+    - `denied`: a WGS rule forbids the request for this holder; the reasons name it; no holder was asked.
+    - `escalated`: the request needs a person's decision (bulk, daily limit, outside office hours);
+      `escalation_id` names the case; no holder was asked. A re-run cites the decision.
+    - `refused-by-holder`: the holder declined, with its reason (holder autonomy); this opens an escalation
+      case too.
+    - `holder-unavailable`: the holder is not connected, or did not answer in time; nothing was disclosed.
+    """
+
     ALLOWED = "allowed"
     ALLOWED_NARROWED = "allowed-narrowed"
     DENIED = "denied"
@@ -92,36 +112,56 @@ class Outcome(StrEnum):
 
 
 class Reason(BaseModel):
-    code: str = Field(examples=["category-not-supplied"])
-    message: str = Field(examples=["belastingdienst does not supply `income` for bibob-integrity-check"])
-    category: str | None = None
+    """Why a target got its outcome, or why a category was removed: one per rule that applied."""
+
+    code: str = Field(description="Stable machine-readable code of the rule or event (e.g. "
+                      "`category-not-supplied`, `outside-office-hours`, `refused-by-holder`).",
+                      examples=["category-not-supplied"])
+    message: str = Field(description="The same in words, for people; never contains personal data.",
+                         examples=["belastingdienst does not supply `income` for bibob-integrity-check"])
+    category: str | None = Field(default=None, description="The category this reason removed, when it is about one.")
 
 
 class Obligations(BaseModel):
+    """Conditions attached to every allowed disclosure (rule 9); the requester must honour them."""
+
     retain_until: date | None = Field(description="Delete the data after this date.")
     onward_sharing: bool = Field(description="Always false: the data may not be passed on.")
     results_only: bool = Field(description="Only results (not the data itself) may leave the partnership.")
 
 
 class Record(BaseModel):
-    record_id: str
-    record_type: str = Field(examples=["tax-debt"])
+    """One record a holder disclosed, in a permitted category only (the gateway drops anything else)."""
+
+    record_id: str = Field(description="The holder's id of the record.", examples=["tax-debt-2025-002202"])
+    record_type: str = Field(description="The holder's kind of record.", examples=["tax-debt"])
     subject: str = Field(description="The subject in the REQUESTER's pseudonym domain.")
-    category: str
-    fields: dict[str, Any]
+    category: str = Field(description="The data category of this record; always one of the target's "
+                          "`permitted_categories`.", examples=["tax_debts"])
+    fields: dict[str, Any] = Field(description="The record's content as the holder answered it; persons other "
+                                   "than the subject appear as pseudonyms in the requester's domain.")
 
 
 class TargetOutcome(BaseModel):
+    """The answer for one target holder: the policy's decision and, when allowed, what the holder disclosed."""
+
     holder: str = Field(description="Organisation id of the holder.", examples=["belastingdienst"])
     system: str | None = Field(description="The holder's partner system that answered.")
-    outcome: Outcome
-    reasons: list[Reason]
-    permitted_categories: list[str]
-    removed_categories: list[str] = Field(default_factory=list)
-    hit_only: bool = False
+    outcome: Outcome = Field(description="What happened for this holder (see `Outcome`).")
+    reasons: list[Reason] = Field(description="Why: every rule that denied, escalated or narrowed, and the "
+                                  "holder's refusal or unavailability; empty for a plain `allowed`.")
+    permitted_categories: list[str] = Field(description="The categories the holder was asked for (empty "
+                                            "unless allowed).")
+    removed_categories: list[str] = Field(default_factory=list, description="Requested categories the policy "
+                                          "removed for this holder; each has a reason.")
+    hit_only: bool = Field(default=False, description="This holder answers only whether it has data (hit/no-hit), "
+                           "never the data itself.")
     hit: bool | None = Field(default=None, description="For hit/no-hit holders: whether any record exists.")
-    records: list[Record] = Field(default_factory=list)
-    obligations: Obligations | None = None
+    records: list[Record] = Field(default_factory=list, description="What the holder disclosed, permitted "
+                                  "categories only. Empty in `GET /v1/exchanges/{id}`: the outcome, not the "
+                                  "data again.")
+    obligations: Obligations | None = Field(default=None, description="Conditions on the disclosed data "
+                                            "(rule 9); null unless allowed.")
     escalation_id: str | None = Field(
         default=None, description="The escalation case opened for this target (escalated or refused-by-holder).")
     escalation_decision_applied: bool = Field(
@@ -131,47 +171,63 @@ class TargetOutcome(BaseModel):
 class Receipt(BaseModel):
     """Proof the exchange was logged: the audit entries written for it."""
 
-    exchange_id: str
-    audit_indices: list[int] = Field(default_factory=list)
+    exchange_id: str = Field(description="The exchange (or discovery) the entries are about.")
+    audit_indices: list[int] = Field(default_factory=list, description="Indices of the audit log entries "
+                                     "written for it (request, decisions, disclosures); a privacy officer "
+                                     "can fetch an inclusion proof for each.")
     checkpoint: str | None = Field(default=None, description="The latest signed checkpoint (C2SP format).")
 
 
 class ExchangeResult(BaseModel):
-    exchange_id: str
-    created_at: datetime
+    """The answer to `POST /v1/exchanges`: an outcome per target holder and the audit receipt."""
+
+    exchange_id: str = Field(description="Id of this exchange (`GET /v1/exchanges/{id}` shows it again).")
+    created_at: datetime = Field(description="When the gateway answered (UTC).")
     requester: str = Field(description="Organisation id of the requester.")
-    partnership: str
-    purpose: str
-    case_reference: str
-    register_version: str
-    policy_version: str
-    targets: list[TargetOutcome]
-    receipt: Receipt
+    partnership: str = Field(description="The partnership, as requested.")
+    purpose: str = Field(description="The purpose everything disclosed is bound to.")
+    case_reference: str = Field(description="The requester's case reference, as requested.")
+    register_version: str = Field(description="Version of the partnership register the policy decided on.")
+    policy_version: str = Field(description="Version of the Rego policy that decided.")
+    targets: list[TargetOutcome] = Field(description="One outcome per target holder.")
+    receipt: Receipt = Field(description="Where the exchange is in the audit log.")
 
 
 class DiscoveryRequest(_Strict):
     """`POST /v1/discovery`: which holders have data on these subjects, for this purpose? No data."""
 
-    partnership: str = Field(pattern=_SLUG)
-    purpose: str = Field(pattern=_SLUG)
-    legal_basis: str = Field(min_length=1, max_length=200)
-    case_reference: str = Field(pattern=_REFERENCE)
-    signal: Signal
-    subjects: list[Subject] = Field(min_length=1, max_length=100)
-    categories: list[str] = Field(min_length=1, max_length=30)
+    partnership: str = Field(pattern=_SLUG, description="As for an exchange.",
+                             examples=["riec-amsterdam-amstelland"])
+    purpose: str = Field(pattern=_SLUG, description="As for an exchange: discovery is purpose-bound too.",
+                         examples=["bibob-integrity-check"])
+    legal_basis: str = Field(min_length=1, max_length=200, description="Must equal the purpose's legal basis.",
+                             examples=["WGS (RIEC) with Wet Bibob"])
+    case_reference: str = Field(pattern=_REFERENCE, description="The requester's case file reference.",
+                                examples=["RIEC-AA-2026-117"])
+    signal: Signal = Field(description="What justifies the question.")
+    subjects: list[Subject] = Field(min_length=1, max_length=100, description="The data subjects asked about.")
+    categories: list[str] = Field(min_length=1, max_length=30, description="Only holders the policy would let "
+                                  "supply one of these categories are asked.",
+                                  examples=[["company_registration", "tax_debts"]])
 
 
 class DiscoveryTarget(BaseModel):
-    holder: str
-    outcome: Literal["hit", "no-hit", "denied", "holder-unavailable"]
-    reasons: list[Reason] = Field(default_factory=list)
+    """Whether one holder has data on the subjects, for the categories it may supply; never the data."""
+
+    holder: str = Field(description="Organisation id of the holder.", examples=["kvk"])
+    outcome: Literal["hit", "no-hit", "denied", "holder-unavailable"] = Field(
+        description="`hit` or `no-hit`; `denied` when the policy forbids asking this holder (reasons say why); "
+                    "`holder-unavailable` when it could not be asked.")
+    reasons: list[Reason] = Field(default_factory=list, description="Why, for `denied`.")
 
 
 class DiscoveryResult(BaseModel):
-    discovery_id: str
-    partnership: str
-    purpose: str
-    policy_version: str
-    register_version: str
-    targets: list[DiscoveryTarget]
-    receipt: Receipt
+    """The answer to `POST /v1/discovery`: hit/no-hit per holder and the audit receipt."""
+
+    discovery_id: str = Field(description="Id of this discovery.")
+    partnership: str = Field(description="The partnership, as requested.")
+    purpose: str = Field(description="The purpose, as requested.")
+    policy_version: str = Field(description="Version of the Rego policy that decided.")
+    register_version: str = Field(description="Version of the partnership register the policy decided on.")
+    targets: list[DiscoveryTarget] = Field(description="One answer per holder asked.")
+    receipt: Receipt = Field(description="Where the discovery is in the audit log.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Body, Depends, Header, Request
 
 from gateway.auth.dependencies import authenticate, require_scope
 from gateway.auth.principal import Principal, Scope
@@ -13,19 +13,46 @@ from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeReq
 from gateway.container import Container
 from gateway.deps import get_container
 from gateway.errors import Forbidden
+from gateway.exchange.examples import (
+    DISCOVERY_REQUESTS,
+    DISCOVERY_RESULT,
+    EXCHANGE_PROBLEMS,
+    EXCHANGE_REQUESTS,
+    EXCHANGE_RESULT,
+    problem,
+    problem_examples,
+)
 from gateway.exchange.service import Trace
 from gateway.exchange.setup import exchange_service
 
 router = APIRouter(prefix="/v1", tags=["exchange"])
+_JSON = "application/json"
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or forged access token"},
     403: {"description": "The token lacks the scope"},
-    409: {"description": "Idempotency-Key reused for a different request; or, with Retry-After, another attempt "
-                        "with the key is still being answered or was answered meanwhile (retry to get its answer)"},
     413: {"description": "Body too large"},
-    422: {"description": "Malformed request (unknown fields, bad references, unknown holder)"},
-    503: {"description": "Policy engine or audit log unavailable: the request is denied (fail closed)"},
+    422: EXCHANGE_PROBLEMS[422] | {"description": "Malformed request (unknown fields, bad references, unknown "
+                                                  "holder)"},
+    503: EXCHANGE_PROBLEMS[503] | {"description": "Policy engine or audit log unavailable: the request is denied "
+                                                  "(fail closed)"},
 }
+_EXCHANGE_RESPONSES = _PROBLEMS | {
+    200: {"content": {_JSON: {"example": EXCHANGE_RESULT}}},
+    409: EXCHANGE_PROBLEMS[409] | {"description": "Idempotency-Key reused for a different request; or, with "
+                                                  "Retry-After, another attempt with the key is still being "
+                                                  "answered or was answered meanwhile (retry to get its answer)"},
+    500: EXCHANGE_PROBLEMS[500] | {"description": "outcome-not-stored: the exchange was logged but its outcome "
+                                                  "could not be stored; nothing is answered; do not retry it"},
+}
+_SEEN_AGAIN = EXCHANGE_RESULT | {"targets": [t | {"records": []} for t in EXCHANGE_RESULT["targets"]]}
+_GET_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {_JSON: {"example": _SEEN_AGAIN}}},
+    401: _PROBLEMS[401], 403: {"description": "The token has neither scope `exchange` nor `audit:read`"},
+    404: {"description": "No such exchange (also when it belongs to someone else)", "content": problem_examples(
+        unknown=problem(404, "not-found", "Not found", "no exchange `01a23787-4c30-778c-8ded-6a98c57e0ea3`",
+                        instance="/v1/exchanges/01a23787-4c30-778c-8ded-6a98c57e0ea3"))},
+}
+_DISCOVERY_RESPONSES = _PROBLEMS | {200: {"content": {_JSON: {"example": DISCOVERY_RESULT}}}}
 
 
 def trace_of(request: Request) -> Trace:
@@ -33,13 +60,14 @@ def trace_of(request: Request) -> Trace:
     return Trace(state.trace_id, state.span_id, getattr(state, "parent_span_id", None))
 
 
-@router.post("/exchanges", response_model=ExchangeResult, responses=_PROBLEMS | {
-    500: {"description": "outcome-not-stored: the exchange was logged but its outcome could not be stored; "
-                         "nothing is answered; do not retry it"}},
+@router.post("/exchanges", response_model=ExchangeResult, responses=_EXCHANGE_RESPONSES,
              summary="Ask the partnership's holders for data about subjects, for one purpose")
-async def create_exchange(body: ExchangeRequest, request: Request,
-                          idempotency_key: str | None = Header(default=None, max_length=128,
-                                                               pattern=r"^[A-Za-z0-9._:-]{8,128}$"),
+async def create_exchange(request: Request, body: ExchangeRequest = Body(openapi_examples=EXCHANGE_REQUESTS),
+                          idempotency_key: str | None = Header(
+                              default=None, max_length=128, pattern=r"^[A-Za-z0-9._:-]{8,128}$",
+                              description="Makes a retry safe: the same key for the same request returns the "
+                                          "first answer (for 24 hours) without asking or logging again.",
+                              examples=["gemeente-amsterdam-vth:5f0c2b7e-7d1a"]),
                           principal: Principal = Depends(require_scope(Scope.EXCHANGE)),
                           container: Container = Depends(get_container)) -> ExchangeResult:
     """Per target holder the answer says: allowed / allowed-narrowed / denied / escalated /
@@ -49,8 +77,7 @@ async def create_exchange(body: ExchangeRequest, request: Request,
     return await exchange_service(container).exchange(principal, body, trace_of(request), idempotency_key)
 
 
-@router.get("/exchanges/{exchange_id}", response_model=ExchangeResult, responses=_PROBLEMS | {
-    404: {"description": "No such exchange (also when it belongs to someone else)"}},
+@router.get("/exchanges/{exchange_id}", response_model=ExchangeResult, responses=_GET_RESPONSES,
     summary="See an exchange's outcome again (requester system, or its privacy officer)")
 async def get_exchange(exchange_id: str, request: Request,
                        container: Container = Depends(get_container)) -> ExchangeResult:
@@ -60,9 +87,9 @@ async def get_exchange(exchange_id: str, request: Request,
     return await asyncio.to_thread(exchange_service(container).get, principal, exchange_id)
 
 
-@router.post("/discovery", response_model=DiscoveryResult, responses=_PROBLEMS,
+@router.post("/discovery", response_model=DiscoveryResult, responses=_DISCOVERY_RESPONSES,
              summary="Hit/no-hit per holder for subjects, purpose-bound; never data")
-async def discovery(body: DiscoveryRequest, request: Request,
+async def discovery(request: Request, body: DiscoveryRequest = Body(openapi_examples=DISCOVERY_REQUESTS),
                     principal: Principal = Depends(require_scope(Scope.DISCOVERY)),
                     container: Container = Depends(get_container)) -> DiscoveryResult:
     return await exchange_service(container).discovery(principal, body, trace_of(request))

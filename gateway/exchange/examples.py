@@ -1,0 +1,135 @@
+"""Examples for the OpenAPI document of the exchange endpoints: requests, answers and their problems.
+
+Partner systems of many organisations integrate from the document alone, so each endpoint shows what a
+real request and answer look like (S1 of REGISTER.md, S2 for data handed to the holder) and every error a
+caller must handle. ``tests/integration/test_openapi_document.py`` parses each example with the API models,
+so an example that drifts from the contract fails the build. All references and pseudonyms are made up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.openapi.models import Example
+
+from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+
+_BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+          "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-117",
+          "signal": {"type": "bibob-application", "reference": "BIBOB-2026-42"},
+          "subjects": [{"ref": "subj-fcb036a97719ffa9235ad5cc"}]}
+_OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_only": False}
+_RECEIPT = {"exchange_id": "01a23787-4c30-778c-8ded-6a98c57e0ea3", "audit_indices": [1041, 1042, 1043, 1044, 1045],
+            "checkpoint": "gateway.wgs.local/audit-log\n1045\nXEB/6blexpecoM+xeGqMnhIMM0nxJwITdAUIfO0J+RQ=\n\n"
+                          "\u2014 gateway.wgs.local/audit-log Sya139a0WkGUB3MQN6RpHcDl5YTqQc5wh6n2+lztUcpryt8a1elb9Ubj"
+                          "wNubgY1DMGqaf9XAQVrlEeW8qReav8DmWQ0=\n"}
+
+EXCHANGE_REQUESTS: dict[str, Example] = {
+    "all-holders": {
+        "summary": "S1: a municipality's Bibob check, every holder that supplies a requested category",
+        "value": _BIBOB | {"categories": ["company_registration", "directorships", "tax_debts", "income"],
+                           "holders": "all"}},
+    "named-holders": {
+        "summary": "Only the named holders are asked",
+        "value": _BIBOB | {"categories": ["company_registration", "directorships"], "holders": ["kvk"]}},
+    "provide": {
+        "summary": "S2: the Belastingdienst hands the dissolution grounds to the KvK with its request",
+        "value": {"partnership": "riec-amsterdam-amstelland", "purpose": "malafide-company-dissolution",
+                  "legal_basis": "WGS (RIEC) with BW 2:19a", "case_reference": "BD-2026-9",
+                  "signal": {"type": "missing-returns", "reference": "BD-SIG-77"},
+                  "subjects": [{"ref": "subj-0b1c2d3e4f5a6b7c8d9e0f1a"}], "holders": ["kvk"],
+                  "categories": ["company_registration", "directorships"],
+                  "provide": [{"subject": "subj-0b1c2d3e4f5a6b7c8d9e0f1a", "category": "tax_compliance",
+                               "fields": {"dissolution_grounds": "BW 2:19a", "missing_returns": ["2023", "2024"]}}]}},
+}
+
+EXCHANGE_RESULT: dict[str, Any] = {
+    "exchange_id": "01a23787-4c30-778c-8ded-6a98c57e0ea3", "created_at": "2026-11-25T10:00:00Z",
+    "requester": "gemeente-amsterdam", "partnership": "riec-amsterdam-amstelland",
+    "purpose": "bibob-integrity-check", "case_reference": "RIEC-AA-2026-117", "register_version": "2026.11.1",
+    "policy_version": "wgs-policy-2026.11.1",
+    "targets": [
+        {"holder": "kvk", "system": "kvk-handelsregister", "outcome": "allowed", "reasons": [],
+         "permitted_categories": ["company_registration", "directorships"], "removed_categories": [],
+         "hit_only": False, "hit": None, "obligations": _OBLIGATIONS, "escalation_id": None,
+         "escalation_decision_applied": False,
+         "records": [{"record_id": "directorship-2025-002195", "record_type": "directorship",
+                      "subject": "subj-fcb036a97719ffa9235ad5cc", "category": "directorships",
+                      "fields": {"director": "subj-d40ecad0d949efdf7d729dd5", "role": "bestuurder",
+                                 "since": "2000-09-18"}}]},
+        {"holder": "belastingdienst", "system": "belastingdienst-ivs", "outcome": "allowed-narrowed",
+         "reasons": [{"code": "category-not-supplied", "category": "income",
+                      "message": "`belastingdienst` does not supply `income` for `bibob-integrity-check`"}],
+         "permitted_categories": ["tax_debts"], "removed_categories": ["income"], "hit_only": False, "hit": None,
+         "obligations": _OBLIGATIONS, "escalation_id": None, "escalation_decision_applied": False,
+         "records": [{"record_id": "tax-debt-2025-002202", "record_type": "tax-debt",
+                      "subject": "subj-fcb036a97719ffa9235ad5cc", "category": "tax_debts",
+                      "fields": {"age_months": 14, "band": "10k-50k"}}]},
+        {"holder": "fiod", "system": "fiod-ois", "outcome": "allowed", "reasons": [],
+         "permitted_categories": ["ongoing_investigation"], "removed_categories": [], "hit_only": True,
+         "hit": True, "records": [], "obligations": _OBLIGATIONS, "escalation_id": None,
+         "escalation_decision_applied": False},
+    ],
+    "receipt": _RECEIPT,
+}
+
+DISCOVERY_REQUESTS: dict[str, Example] = {
+    "bibob": {"summary": "Which holders have data on the subject, for a Bibob check?",
+              "value": _BIBOB | {"categories": ["company_registration", "tax_debts", "ongoing_investigation"]}},
+}
+
+DISCOVERY_RESULT: dict[str, Any] = {
+    "discovery_id": "01a23787-4c9c-7a1d-9b94-a9a4aeae42b8", "partnership": "riec-amsterdam-amstelland",
+    "purpose": "bibob-integrity-check", "policy_version": "wgs-policy-2026.11.1", "register_version": "2026.11.1",
+    "targets": [
+        {"holder": "kvk", "outcome": "hit", "reasons": []},
+        {"holder": "belastingdienst", "outcome": "no-hit", "reasons": []},
+        {"holder": "politie", "outcome": "denied", "reasons": [
+            {"code": "no-permitted-categories", "category": None,
+             "message": "this holder supplies none of the requested categories to this requester for this purpose"}]},
+    ],
+    "receipt": _RECEIPT | {"exchange_id": "01a23787-4c9c-7a1d-9b94-a9a4aeae42b8"},
+}
+
+
+def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """A problem document as ``gateway.problems`` writes it."""
+    return {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail} | extra
+
+
+def problem_examples(**examples: dict[str, Any]) -> dict[str, Any]:
+    """``content`` of an error response with named examples (``openapi.py`` adds the schema)."""
+    return {PROBLEM_MEDIA_TYPE: {"examples": {name: {"summary": value["detail"], "value": value}
+                                              for name, value in examples.items()}}}
+
+
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying with the same Idempotency-Key "
+                                              "(only on the in-flight and answered-meanwhile cases).",
+                               "schema": {"type": "integer"}}}
+
+EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    409: {"headers": RETRY_AFTER, "content": problem_examples(
+        key_reused=problem(409, "conflict", "Conflict", "this Idempotency-Key was used for a different request",
+                           instance="/v1/exchanges"),
+        in_flight=problem(409, "conflict", "Conflict", "a request with this Idempotency-Key is still being "
+                          "answered; retry it shortly; nothing of this one was logged", instance="/v1/exchanges"))},
+    422: {"content": problem_examples(
+        invalid=problem(422, "validation-error", "Request validation failed",
+                        "body.subjects.0.ref: Value error, looks like a plain identifier; send a pseudonym",
+                        instance="/v1/exchanges",
+                        errors=[{"loc": ["body", "subjects", "0", "ref"], "type": "value_error",
+                                 "msg": "Value error, looks like a plain identifier; send a pseudonym"}]),
+        unknown_holder=problem(422, "unprocessable", "Unprocessable request",
+                               "unknown holder organisation(s): belastingdienstt", instance="/v1/exchanges"))},
+    503: {"content": problem_examples(
+        policy_down=problem(503, "service-unavailable", "Service unavailable",
+                            "the policy engine is unavailable; the request is denied (fail closed)",
+                            instance="/v1/exchanges", outcome="denied"),
+        audit_down=problem(503, "service-unavailable", "Service unavailable",
+                           "the audit log could not be written; nothing was disclosed", instance="/v1/exchanges"))},
+    500: {"content": problem_examples(
+        outcome_not_stored=problem(500, "outcome-not-stored", "Outcome not stored",
+                                   "exchange `01a23787-4c30-778c-8ded-6a98c57e0ea3` was logged (audit indices in "
+                                   "the log) but its outcome could not be stored; nothing is answered; do not "
+                                   "retry it, ask your privacy officer", instance="/v1/exchanges"))},
+}

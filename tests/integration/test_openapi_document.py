@@ -1,0 +1,129 @@
+"""The OpenAPI document as partner systems integrate from it: for the exchange and discovery endpoints every
+schema and field is described, every outcome explained, and every answer and error has an example that the
+API models accept (so examples cannot drift from the contract) and that holds no personal data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from audit.guard import find_personal_data
+from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeRequest, ExchangeResult, Outcome
+from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+
+OPERATIONS: dict[tuple[str, str], tuple[type[BaseModel] | None, type[BaseModel]]] = {
+    ("/v1/exchanges", "post"): (ExchangeRequest, ExchangeResult),
+    ("/v1/exchanges/{exchange_id}", "get"): (None, ExchangeResult),
+    ("/v1/discovery", "post"): (DiscoveryRequest, DiscoveryResult),
+}
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from alembic import command
+
+    from gateway.app import create_app
+    from gateway.db.engine import alembic_config
+    from gateway.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("openapi")
+    url = f"sqlite:///{tmp / 'gateway.sqlite'}"
+    command.upgrade(alembic_config(url), "head")
+    with TestClient(create_app(Settings(data_dir=tmp, database_url=url))) as client:
+        document: dict[str, Any] = client.get("/openapi.json").json()
+    return document
+
+
+def _schemas_reachable(spec: dict[str, Any], node: Any, seen: set[str] | None = None) -> set[str]:
+    seen = set() if seen is None else seen
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                _schemas_reachable(spec, spec["components"]["schemas"][name], seen)
+        for value in node.values():
+            _schemas_reachable(spec, value, seen)
+    elif isinstance(node, list):
+        for value in node:
+            _schemas_reachable(spec, value, seen)
+    return seen
+
+
+def _examples(media: dict[str, Any]) -> Iterator[Any]:
+    if "example" in media:
+        yield media["example"]
+    for example in media.get("examples", {}).values():
+        yield example["value"]
+
+
+@pytest.mark.parametrize(("path", "method"), list(OPERATIONS))
+def test_every_schema_and_field_of_the_exchange_endpoints_is_described(spec: dict[str, Any], path: str,
+                                                                       method: str) -> None:
+    operation = spec["paths"][path][method]
+    undescribed = []
+    for name in sorted(_schemas_reachable(spec, operation)):
+        schema = spec["components"]["schemas"][name]
+        if not schema.get("description"):
+            undescribed.append(name)
+        undescribed += [f"{name}.{field}" for field, prop in schema.get("properties", {}).items()
+                        if not prop.get("description")]
+    assert undescribed == []
+
+
+def test_every_outcome_is_explained(spec: dict[str, Any]) -> None:
+    description = spec["components"]["schemas"]["Outcome"]["description"]
+    assert all(f"`{outcome.value}`" in description for outcome in Outcome)
+
+
+@pytest.mark.parametrize(("path", "method"), list(OPERATIONS))
+def test_requests_and_answers_have_examples_the_models_accept(spec: dict[str, Any], path: str, method: str) -> None:
+    request_model, answer_model = OPERATIONS[(path, method)]
+    operation = spec["paths"][path][method]
+    if request_model is not None:
+        requests = list(_examples(operation["requestBody"]["content"]["application/json"]))
+        assert requests
+        for example in requests:
+            request_model.model_validate(example)
+            assert find_personal_data(example) == []
+    answers = list(_examples(operation["responses"]["200"]["content"]["application/json"]))
+    assert answers
+    for example in answers:
+        answer_model.model_validate(example)
+        assert find_personal_data(example) == []
+
+
+def test_every_error_of_every_route_has_a_problem_example_with_its_status(spec: dict[str, Any]) -> None:
+    checked = 0
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation.get("responses", {}).items():
+                if status[0] not in "45":
+                    continue
+                media = response["content"][PROBLEM_MEDIA_TYPE]
+                assert media["schema"] == {"$ref": "#/components/schemas/Problem"}
+                examples = list(_examples(media))
+                assert examples, f"{method.upper()} {path} {status}"
+                for example in examples:
+                    assert example["status"] == int(status), f"{method.upper()} {path} {status}"
+                    assert example["type"].startswith(PROBLEM_TYPE_BASE)
+                    assert {"title", "detail"} <= set(example)
+                    assert find_personal_data(example) == []
+                checked += 1
+    assert checked > 100  # every route, not a few
+
+
+def test_the_exchange_documents_its_idempotency_conflicts_and_fail_closed_refusals(spec: dict[str, Any]) -> None:
+    responses = spec["paths"]["/v1/exchanges"]["post"]["responses"]
+    conflicts = responses["409"]["content"][PROBLEM_MEDIA_TYPE]["examples"]
+    assert {"key_reused", "in_flight"} <= set(conflicts)
+    assert "Retry-After" in responses["409"]["headers"]
+    refusals = [e["value"] for e in responses["503"]["content"][PROBLEM_MEDIA_TYPE]["examples"].values()]
+    assert any(e.get("outcome") == "denied" for e in refusals)
+    key = next(p for p in spec["paths"]["/v1/exchanges"]["post"]["parameters"] if p["name"] == "idempotency-key")
+    assert key["description"]
