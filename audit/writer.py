@@ -77,10 +77,11 @@ class CompanionRow:
 
     ``precondition(connection)``, if given, runs in the same transaction before the row is inserted: a
     statement whose effect the row depends on (releasing a claim the caller must still hold, say). It
-    raises to refuse; then nothing of its caller is written, as for a row that cannot be inserted."""
+    raises to refuse; then nothing of its caller is written, as for a row that cannot be inserted. Without
+    ``table`` and ``build`` the companion is the precondition alone: the events commit only if it holds."""
 
-    table: Table
-    build: Callable[[list[Receipt]], dict[str, Any]]
+    table: Table | None
+    build: Callable[[list[Receipt]], dict[str, Any]] | None
     precondition: Callable[[Connection], None] | None = None
 
 
@@ -224,7 +225,7 @@ class AsyncAuditWriter:
 
     def _fail(self, batch: list[_Waiter], exc: BaseException) -> None:
         self.stats.failed_transactions += 1
-        companions = sorted({str(w.companion.table) for w in batch if w.companion is not None})
+        companions = sorted({str(w.companion.table) for w in batch if w.companion and w.companion.table is not None})
         _log.error("audit batch of %d events%s failed: %s", sum(len(w.prepared) for w in batch),
                    f" with rows for {', '.join(companions)}" if companions else "", type(exc).__name__)
         failures: list[Settlement] = []
@@ -262,10 +263,12 @@ def _companions_of(batch: list[_Waiter]) -> Callable[[Connection, list[Receipt]]
         for waiter in batch:
             mine = receipts[position : position + len(waiter.prepared)]
             position += len(waiter.prepared)
-            if waiter.companion is not None:
-                if waiter.companion.precondition is not None:
-                    waiter.companion.precondition(connection)
-                rows[waiter.companion.table].append(waiter.companion.build(mine))
+            companion = waiter.companion
+            if companion is not None:
+                if companion.precondition is not None:
+                    companion.precondition(connection)
+                if companion.table is not None and companion.build is not None:
+                    rows[companion.table].append(companion.build(mine))
         for table, values in rows.items():
             connection.execute(table.insert(), values)
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, select
 from sqlalchemy.orm import Session
 
 from audit import CompanionRow, Receipt
+from gateway.clock import as_utc
 from gateway.db.batched_insert import BatchedInsert
 from gateway.exchange.tables import exchange_claims, exchanges
 
@@ -71,48 +72,74 @@ class Claim:
 
 
 class ClaimLost(Exception):
-    """The claim this statement depends on is not (or no longer) the attempt's own: another attempt took
-    it over. Raised inside the attempt's transaction, so nothing of the attempt is written."""
+    """The attempt may not write under its key (any more): another attempt holds the key or answered it, or
+    this attempt outlived its lease and the key may be taken over. Raised inside the attempt's transaction,
+    so nothing of that transaction is written."""
 
 
 def find_claim(session: Session, system: str, key: str) -> Claim | None:
     row = session.execute(select(exchange_claims).where(exchange_claims.c.requester_system == system,
                                                         exchange_claims.c.idempotency_key == key)).first()
-    return Claim(system, key, row.exchange_id, row.request_sha256, row.claimed_at) if row else None
+    return Claim(system, key, row.exchange_id, row.request_sha256, as_utc(row.claimed_at)) if row else None
 
 
-def _delete_claim(connection: Connection | Session, claim: Claim) -> int:
+def _this_claim(claim: Claim) -> ColumnElement[bool]:
+    return and_(exchange_claims.c.requester_system == claim.system, exchange_claims.c.idempotency_key == claim.key,
+                exchange_claims.c.exchange_id == claim.exchange_id)
+
+
+def _delete_claim(connection: Connection, claim: Claim) -> int:
     """Delete exactly this attempt's claim; how many rows went (0 when another attempt holds the key)."""
-    return int(connection.execute(delete(exchange_claims).where(  # type: ignore[attr-defined]
-        exchange_claims.c.requester_system == claim.system, exchange_claims.c.idempotency_key == claim.key,
-        exchange_claims.c.exchange_id == claim.exchange_id)).rowcount)
+    return connection.execute(delete(exchange_claims).where(_this_claim(claim))).rowcount
 
 
-def _require_deleted(claim: Claim) -> Callable[[Connection], None]:
+def claim_companion(claim: Claim, abandoned: Claim | None) -> CompanionRow:
+    """``claim`` as a row that commits with the attempt's write-ahead entries, provided no outcome is stored
+    under the key yet; an ``abandoned`` claim on the key is removed first, only if it is still the one this
+    attempt saw. If another attempt holds the key (the insert clashes) or answered it, or took the abandoned
+    claim over first, :class:`ClaimLost` or the clash refuses the transaction: nothing of the attempt is written."""
+    row = {"requester_system": claim.system, "idempotency_key": claim.key, "exchange_id": claim.exchange_id,
+           "request_sha256": claim.request_sha256, "claimed_at": claim.claimed_at}
+
     def precondition(connection: Connection) -> None:
-        if _delete_claim(connection, claim) != 1:
+        answered = connection.execute(select(exchanges.c.id).where(
+            exchanges.c.requester_system == claim.system, exchanges.c.idempotency_key == claim.key)).first()
+        if answered is not None:
+            raise ClaimLost("the key was answered meanwhile")
+        if abandoned is not None and _delete_claim(connection, abandoned) != 1:
+            raise ClaimLost("the abandoned claim was taken over meanwhile")
+
+    return CompanionRow(exchange_claims, lambda _receipts: row, precondition)
+
+
+def claim_held(claim: Claim, valid_until: datetime, now: Callable[[], datetime], *, release: bool
+               ) -> Callable[[Connection], None]:
+    """A precondition: the attempt still holds ``claim`` and its lease runs until ``valid_until`` (after that a
+    retry may take the key over at any moment, so the attempt writes nothing more under it). With
+    ``release``, the claim goes in the same statement (the outcome is being stored)."""
+    def precondition(connection: Connection) -> None:
+        if now() >= valid_until:
+            raise ClaimLost(f"exchange `{claim.exchange_id}` outlived its claim on the Idempotency-Key")
+        held = (_delete_claim(connection, claim) if release else len(connection.execute(
+            select(exchange_claims.c.exchange_id).where(_this_claim(claim))).all()))
+        if held != 1:
             raise ClaimLost(f"exchange `{claim.exchange_id}` no longer holds its Idempotency-Key")
     return precondition
 
 
-def claim_companion(claim: Claim, abandoned: Claim | None) -> CompanionRow:
-    """``claim`` as a row that commits with the attempt's write-ahead entries; an ``abandoned`` claim on the
-    same key is removed in that transaction first, only if it is still the one this attempt saw. If another
-    attempt holds the key, the insert (or that removal) fails and nothing of this attempt is written."""
-    row = {"requester_system": claim.system, "idempotency_key": claim.key, "exchange_id": claim.exchange_id,
-           "request_sha256": claim.request_sha256, "claimed_at": claim.claimed_at}
-    return CompanionRow(exchange_claims, lambda _receipts: row,
-                        _require_deleted(abandoned) if abandoned is not None else None)
+def outcome_companion(build: Callable[[list[Receipt]], dict[str, Any]],
+                      precondition: Callable[[Connection], None] | None = None) -> CompanionRow:
+    """An outcome row (``build`` makes it from the receipts) that commits with the audit entries it cites,
+    if ``precondition`` (e.g. :func:`claim_held` with ``release``) holds in the same transaction."""
+    return CompanionRow(exchanges, build, precondition)
 
 
-def outcome_companion(build: Callable[[list[Receipt]], dict[str, Any]], claim: Claim | None = None) -> CompanionRow:
-    """An outcome row (``build`` makes it from the receipts) that commits with the audit entries it cites;
-    with ``claim``, the attempt's claim on its key goes in the same transaction, and if the attempt lost it
-    (taken over as abandoned), nothing of the attempt is written."""
-    return CompanionRow(exchanges, build, _require_deleted(claim) if claim is not None else None)
+def only_if(precondition: Callable[[Connection], None]) -> CompanionRow:
+    """Audit entries that commit only if ``precondition`` holds in their transaction (no row of their own)."""
+    return CompanionRow(None, None, precondition)
 
 
-def release_claim(session: Session, claim: Claim) -> None:
+def release_claim(connection: Connection, claim: Claim) -> None:
     """Give up an attempt's claim outside the outcome's commit (the attempt failed, or its outcome row went
     in a transaction of its own); a claim another attempt holds by now is left alone."""
-    _delete_claim(session, claim)
+    _delete_claim(connection, claim)

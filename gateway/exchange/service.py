@@ -2,6 +2,8 @@
 
 Order of work for ``POST /v1/exchanges`` (DESIGN.md flow 1):
 1. idempotency: a retried request (same system + Idempotency-Key + same body) returns the first answer;
+   while the first attempt is still being answered (in any gateway process) it gets 409 — the attempt's
+   claim on the key commits with its write-ahead entries (step 4) and goes with its outcome (step 8);
 2. resolve the targets from the register ("all" = every participant whose role supplies a requested
    category for the purpose);
 3. one policy decision per target (Rego); an engine failure denies everything (fail closed) → 503;
@@ -26,6 +28,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,6 +80,11 @@ CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
 ``connector_timeout_seconds`` per try, far sooner): a retry may then take the key over."""
 COUNT_REFRESH_SECONDS = 5.0
 CHECKPOINT_REFRESH_SECONDS = 1.0
+_STILL_ANSWERED = "a request with this Idempotency-Key is still being answered; retry it shortly"
+_KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered or was answered meanwhile; "
+                    "nothing of this one was logged; retry shortly to get its answer")
+_KEY_TAKEN_AFTER = ("another attempt with this Idempotency-Key was answered or took the key over meanwhile; "
+                    "nothing of this one was disclosed; retry to get that answer")
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
 _AUDIT_DECISION = {"allowed": AuditDecision.ALLOW, "allowed-narrowed": AuditDecision.NARROWED,
                    "denied": AuditDecision.DENY, "escalated": AuditDecision.ESCALATE}
@@ -150,7 +158,7 @@ class _Target:
     system: str | None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Attempt:
     """An exchange past its write-ahead commit: what asking the holders and answering still need."""
 
@@ -165,9 +173,6 @@ class _Attempt:
     base: dict[str, Any]
     logged: dict[str, str]
     versions: tuple[str, str]  # register version, policy version
-
-
-_STILL_ANSWERED = "a request with this Idempotency-Key is still being answered; retry it shortly"
 
 
 def _with_receipt_indices(row: dict[str, Any], indices: list[int]) -> dict[str, Any]:
@@ -269,7 +274,7 @@ class ExchangeService:
                 self._daily_counts[key] = (value + 1, fetched)
 
     async def _record(self, events: list[AuditEvent], companion: CompanionRow | None = None,
-                      key_taken: str = "") -> list[Receipt]:
+                      key_taken: str | None = None) -> list[Receipt]:
         """Log ``events`` durably (with ``companion`` in the same commit); ``key_taken`` is the 409's detail
         when the companion is refused because another attempt holds or answered this Idempotency-Key."""
         try:
@@ -278,10 +283,11 @@ class ExchangeService:
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
         except AuditError as exc:
-            if companion is not None and (_caused_by(exc, IntegrityError) or _caused_by(exc, repository.ClaimLost)):
+            kind = next((k for k in (IntegrityError, repository.ClaimLost) if _caused_by(exc, k)), None)
+            if companion is not None and key_taken is not None and kind is not None:
                 # Only the claim or outcome row can clash: another attempt (another gateway process) holds or
                 # answered this Idempotency-Key. Nothing of this attempt was written; a retry gets that answer.
-                log.info("idempotency_key_taken", error_type=type(exc.__cause__).__name__)
+                log.info("idempotency_key_taken", error_type=kind.__name__)
                 raise Conflict(key_taken, headers={"Retry-After": "1"}) from exc
             log.error("audit_write_failed", error_type=type(exc).__name__)
             raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc
@@ -339,14 +345,12 @@ class ExchangeService:
         request_fingerprint = fingerprint(principal, body)
         abandoned: repository.Claim | None = None
         if idempotency_key:
-            replay, abandoned = await asyncio.to_thread(self._replay, principal, idempotency_key,
+            replay, abandoned = await asyncio.to_thread(self._earlier_attempt, principal, idempotency_key,
                                                         request_fingerprint)
             if replay is not None:
                 return replay
         register = self.deps.register
         exchange_id = new_id()
-        claim = repository.Claim(principal.subject, idempotency_key, exchange_id, request_fingerprint,
-                                 self.deps.clock.now()) if idempotency_key else None
         grant = await self._grant(principal, body)
         targets = _targets(register, body, body.holders, principal.organisation)
         if grant is not None:  # a re-run asks only the holder the decision is about
@@ -377,21 +381,24 @@ class ExchangeService:
                   for t, d in zip(targets, decisions, strict=True)]
         # With an Idempotency-Key, the key's claim commits with these entries: an attempt in another gateway
         # process then cannot log or ask a holder until this one has answered (or is long dead).
-        receipts = await self._record(ahead, repository.claim_companion(claim, abandoned) if claim else None,
-                                      _STILL_ANSWERED + "; nothing of this one was logged")
+        claim = repository.Claim(principal.subject, idempotency_key, exchange_id, request_fingerprint,
+                                 self.deps.clock.now()) if idempotency_key else None
         attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, idempotency_key, claim, grant,
                            base, logged, (register.version, policy_version))
         try:
+            receipts = await self._record(ahead, repository.claim_companion(claim, abandoned) if claim else None,
+                                          _KEY_TAKEN_AHEAD)
             return await self._answer(attempt, targets, decisions, receipts)
         except BaseException:
-            if claim is not None:  # the key is free for a retry at once (a claim lost meanwhile is left alone)
-                await self._release(claim)
+            if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
+                await asyncio.shield(self._release(claim))  # even when this request is being cancelled
             raise
 
     async def _answer(self, attempt: _Attempt, targets: list[_Target], decisions: list[Decision],
                       receipts: list[Receipt]) -> ExchangeResult:
-        """Past the write-ahead: ask the holders, log what is disclosed, store the outcome (and give up the
-        key's claim in the same commit), answer."""
+        """Past the write-ahead: ask the holders, log what is disclosed, store the outcome, answer. With an
+        Idempotency-Key, each commit from here on holds only while the attempt still holds its claim within
+        its lease; the outcome's commit gives the claim up (after an escalation, right after that commit)."""
         principal, body, exchange_id = attempt.principal, attempt.body, attempt.exchange_id
         subjects = [s.ref for s in body.subjects]
         outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
@@ -404,12 +411,12 @@ class ExchangeService:
                                   await self._checkpoint())
             row = self._outcome_row(principal, body, result, attempt.request_fingerprint, attempt.idempotency_key)
             disclosed = await self._record(after, repository.outcome_companion(
-                lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]), attempt.claim),
-                "another attempt with this Idempotency-Key was answered meanwhile; nothing of this one was "
-                "disclosed; retry to get that answer")
+                lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
+                self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
-            receipts += await self._record(after)
+            held = self._claim_held(attempt.claim, release=False)
+            receipts += await self._record(after, repository.only_if(held) if held else None, _KEY_TAKEN_AFTER)
             await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
                                  attempt.trace)
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
@@ -429,10 +436,16 @@ class ExchangeService:
                  outcomes=[t.outcome.value for t in result.targets])
         return result
 
+    def _claim_held(self, claim: repository.Claim | None, *, release: bool) -> Callable[[Connection], None] | None:
+        if claim is None:
+            return None
+        return repository.claim_held(claim, claim.claimed_at + CLAIM_ABANDONED_AFTER, self.deps.clock.now,
+                                     release=release)
+
     async def _release(self, claim: repository.Claim) -> None:
         def release() -> None:
             with transaction(self.deps.sessions) as session:
-                repository.release_claim(session, claim)
+                repository.release_claim(session.connection(), claim)
         try:
             await asyncio.to_thread(release)
         except Exception as exc:  # it is left to go stale: retries wait CLAIM_ABANDONED_AFTER, then take over
@@ -702,8 +715,8 @@ class ExchangeService:
             "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
             "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None}
 
-    def _replay(self, principal: Principal, key: str, request_fingerprint: str
-                ) -> tuple[ExchangeResult | None, repository.Claim | None]:
+    def _earlier_attempt(self, principal: Principal, key: str, request_fingerprint: str
+                         ) -> tuple[ExchangeResult | None, repository.Claim | None]:
         """The stored answer to this key, if any; else a claim on it that was abandoned (to take over).
         Raises 409 for a key used for another request, or held by an attempt still being answered."""
         with transaction(self.deps.sessions) as session:
@@ -714,7 +727,7 @@ class ExchangeService:
                 return None, None
             if claim.request_sha256 != request_fingerprint:
                 raise Conflict("this Idempotency-Key was used for a different request")
-            if as_utc(claim.claimed_at) > self.deps.clock.now() - CLAIM_ABANDONED_AFTER:
+            if claim.claimed_at > self.deps.clock.now() - CLAIM_ABANDONED_AFTER:
                 raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
             log.warning("idempotency_claim_abandoned", exchange_id=claim.exchange_id)
             return None, claim

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from audit.tables import audit_entries
+from escalation.tables import escalation_cases
 from gateway.app import create_app
 from gateway.auth.principal import Principal
 from gateway.client.models import ExchangeRequest
@@ -76,10 +77,11 @@ def test_idempotent_retry_returns_the_first_answer_without_new_log_entries(stack
 
 
 @contextmanager
-def held_holder() -> Iterator[tuple[str, threading.Event, threading.Event, list[str]]]:
-    """A holder that answers a query (with no records) only once ``release`` is set; ``arrived`` is set when a
-    query reaches it and ``calls`` lists their request ids: the test decides how long an exchange stays in
-    flight, and sees how often the holder was asked."""
+def held_holder(answer: dict[str, object] | None = None
+                ) -> Iterator[tuple[str, threading.Event, threading.Event, list[str]]]:
+    """A holder that answers a query (with no records, or ``answer``) only once ``release`` is set;
+    ``arrived`` is set when a query reaches it and ``calls`` lists their request ids: the test decides how
+    long an exchange stays in flight, and sees how often the holder was asked."""
     arrived, release, calls = threading.Event(), threading.Event(), list[str]()
     slow = FastAPI()
 
@@ -88,7 +90,7 @@ def held_holder() -> Iterator[tuple[str, threading.Event, threading.Event, list[
         calls.append(str(body.get("request_id")))
         arrived.set()
         await asyncio.to_thread(release.wait, 20)
-        return {"status": "answered", "records": []}
+        return answer or {"status": "answered", "records": []}
 
     with serve_app(slow) as url:
         yield url, arrived, release, calls
@@ -145,8 +147,9 @@ def test_a_key_another_process_answered_meanwhile_is_409_with_nothing_disclosed_
             "gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": key})))
         caller.start()
         assert arrived.wait(20)
-        # Meanwhile another gateway process (whose in-flight guard this one cannot see) stored its answer to
-        # the same request under the same key.
+        # Meanwhile an answer to the same request appears under the same key. The claim makes this
+        # impossible for another gateway process that plays by the rules; the outcome row's unique key is the
+        # second line of defence, and this is what it does.
         with s.container.engine.begin() as connection:
             stored = connection.execute(select(exchanges).where(exchanges.c.id == done.json()["exchange_id"])).one()
             connection.execute(exchanges.insert().values(stored._asdict() | {
@@ -159,6 +162,7 @@ def test_a_key_another_process_answered_meanwhile_is_409_with_nothing_disclosed_
         assert answer.headers["retry-after"] == "1"
         assert "nothing of this one was disclosed" in answer.json()["detail"]
         assert _audit_count(s) == before  # its disclosure shared the refused outcome row's transaction
+        assert _claims(s) == []  # and its claim was given up
         retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": key})
         assert retry.status_code == 200
         assert retry.json()["targets"][0]["outcome"] == "allowed"
@@ -171,8 +175,9 @@ def _claims(stack: Stack) -> list[Any]:
 
 
 def test_a_retry_reaching_another_gateway_process_while_the_first_is_in_flight_runs_nothing(tmp_path: Path) -> None:
-    """The key's claim commits with the first attempt's write-ahead entries, so a second worker process (whose
-    in-flight guard cannot see the first) neither logs nor asks the holder; after the answer it replays it."""
+    """The key's claim commits with the first attempt's write-ahead entries, so a second gateway (its own app,
+    container and in-flight guard on the same database, as a second worker has; in this test process) neither
+    logs nor asks the holder; after the answer it replays it."""
     headers = {"Idempotency-Key": "cross-process-key-1"}
     with held_holder() as (holder_url, arrived, release, calls), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s, \
@@ -232,6 +237,60 @@ def test_an_abandoned_claim_is_taken_over_and_a_live_one_is_not(tmp_path: Path) 
                        {"Idempotency-Key": "live-attempt-key-1"})
         assert other.status_code == 409
         assert "different request" in other.json()["detail"]
+
+
+def test_a_failed_attempt_frees_its_key_at_once(tmp_path: Path) -> None:
+    """The attempt's disclosure commit fails (a real fault: the outcome table is gone): 503, and its claim is
+    given up, so the retry runs at once instead of waiting for the claim to count as abandoned."""
+    key = "failing-attempt-key-1"
+    with held_holder() as (holder_url, arrived, release, calls), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+        answers: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: answers.append(s.post(
+            "gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": key})))
+        caller.start()
+        assert arrived.wait(20)
+        assert len(_claims(s)) == 1
+        with s.container.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE exchanges RENAME TO exchanges_gone"))
+        release.set()
+        caller.join(20)
+        assert answers[0].status_code == 503
+        assert _claims(s) == []
+        with s.container.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE exchanges_gone RENAME TO exchanges"))
+        retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": key})
+        assert retry.status_code == 200
+        assert len(calls) == 2  # nothing was disclosed the first time: the retry asks again
+        assert _claims(s) == []
+
+
+def test_a_taken_over_attempt_that_would_escalate_logs_and_opens_nothing(tmp_path: Path) -> None:
+    """The escalation path (here: the holder refuses) commits its entries only while the attempt holds its
+    claim, as the plain path does: a taken-over attempt logs no refusal and opens no case."""
+    refusal = {"status": "refused", "records": [], "refusal_reason": "investigation-confidentiality"}
+    with held_holder(refusal) as (holder_url, arrived, release, _), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+        answers: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: answers.append(s.post(
+            "gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": "refused-key-0001"})))
+        caller.start()
+        assert arrived.wait(20)
+        with s.container.engine.begin() as connection:
+            connection.execute(exchange_claims.update().values(exchange_id="the-taker"))
+        before, cases = _audit_count(s), _count(s, escalation_cases)
+        release.set()
+        caller.join(20)
+        assert answers[0].status_code == 409
+        assert (_audit_count(s), _count(s, escalation_cases)) == (before, cases)
+        refused = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s))  # without a key: the usual path
+        assert refused.json()["targets"][0]["outcome"] == "refused-by-holder"
+        assert _count(s, escalation_cases) == cases + 1  # (so the path above would have opened one)
+
+
+def _count(stack: Stack, table: Any) -> int:
+    with stack.container.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def test_an_attempt_whose_claim_was_taken_over_discloses_nothing(tmp_path: Path) -> None:

@@ -1,16 +1,18 @@
 """Claims on Idempotency-Keys on both databases, through the real audit writer: the claim commits with its
-attempt's write-ahead entries or not at all, an abandoned claim is taken over only as it was seen, and the
-outcome's commit gives the claim up or, if the attempt lost it, writes nothing."""
+attempt's write-ahead entries or not at all (not once the key is answered), an abandoned claim is taken over
+only as it was seen, and a later commit of the attempt writes only while it holds the claim within its lease;
+the outcome's commit gives the claim up."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit.errors import AuditWriteError
@@ -23,6 +25,7 @@ from gateway.exchange.tables import exchange_claims, exchanges
 from tests.audit_support import log_signer, make_event
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+LEASE = NOW + timedelta(minutes=2)
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def _claim(exchange_id: str, key: str = "key-0001") -> repository.Claim:
     return repository.Claim("gemeente-amsterdam-vth", key, exchange_id, "f" * 64, NOW)
 
 
-def _outcome(exchange_id: str, key: str = "key-0001") -> Any:
+def _outcome(exchange_id: str, key: str = "key-0001") -> Callable[[list[Receipt]], dict[str, Any]]:
     def build(receipts: list[Receipt]) -> dict[str, Any]:
         return {"id": exchange_id, "kind": "exchange", "created_at": NOW, "requester_org": "gemeente-amsterdam",
                 "requester_system": "gemeente-amsterdam-vth", "partnership": "p", "purpose": "q",
@@ -62,13 +65,36 @@ async def test_one_claim_per_key_and_only_the_holder_of_the_claim_stores_the_out
             writer.record([make_event(1)], repository.claim_companion(_claim("a2"), None)), return_exceptions=True)
         assert isinstance(first, list)
         assert isinstance(second, AuditWriteError)  # the key was claimed: nothing of the second attempt written
+        assert IntegrityError in _causes(second)
         assert _rows(engine) == (["a1"], 0, 1)
         with pytest.raises(AuditWriteError) as lost:  # an attempt that does not hold the claim stores nothing
-            await writer.record([make_event(2)], repository.outcome_companion(_outcome("a2"), _claim("a2")))
-        assert isinstance(lost.value.__cause__, repository.ClaimLost)
+            await writer.record([make_event(2)], repository.outcome_companion(_outcome("a2"), _held("a2")))
+        assert repository.ClaimLost in _causes(lost.value)
         assert _rows(engine) == (["a1"], 0, 1)
-        await writer.record([make_event(3)], repository.outcome_companion(_outcome("a1"), _claim("a1")))
+        await writer.record([make_event(3)], repository.outcome_companion(_outcome("a1"), _held("a1")))
         assert _rows(engine) == ([], 1, 2)  # outcome stored, claim given up, in one commit
+        with pytest.raises(AuditWriteError) as answered:  # a late attempt that missed the claim: key answered
+            await writer.record([make_event(4)], repository.claim_companion(_claim("late"), None))
+        assert repository.ClaimLost in _causes(answered.value)
+        assert _rows(engine) == ([], 1, 2)
+
+
+async def test_an_attempt_writes_under_its_key_only_while_it_holds_the_claim_within_its_lease(
+        engine: Engine) -> None:
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+    clock = [NOW]
+    async with AsyncAuditWriter(log) as writer:
+        await writer.record([make_event(0)], repository.claim_companion(_claim("mine"), None))
+        still = repository.only_if(repository.claim_held(_claim("mine"), LEASE, lambda: clock[0], release=False))
+        await writer.record([make_event(1)], still)  # e.g. disclosures before an escalation: claim kept
+        assert _rows(engine) == (["mine"], 0, 2)
+        clock[0] = LEASE  # the lease ran out: a retry may take the key over at any moment
+        for companion in (still, repository.outcome_companion(_outcome("mine"), repository.claim_held(
+                _claim("mine"), LEASE, lambda: clock[0], release=True))):
+            with pytest.raises(AuditWriteError) as expired:
+                await writer.record([make_event(2)], companion)
+            assert repository.ClaimLost in _causes(expired.value)
+        assert _rows(engine) == (["mine"], 0, 2)
 
 
 async def test_an_abandoned_claim_is_taken_over_only_as_it_was_seen(engine: Engine) -> None:
@@ -77,10 +103,24 @@ async def test_an_abandoned_claim_is_taken_over_only_as_it_was_seen(engine: Engi
         await writer.record([make_event(0)], repository.claim_companion(_claim("dead"), None))
         with pytest.raises(AuditWriteError) as late:  # it saw a claim that another taker has replaced since
             await writer.record([make_event(1)], repository.claim_companion(_claim("late"), _claim("gone")))
-        assert isinstance(late.value.__cause__, repository.ClaimLost)
+        assert repository.ClaimLost in _causes(late.value)
         assert _rows(engine) == (["dead"], 0, 1)
         await writer.record([make_event(2)], repository.claim_companion(_claim("taker"), _claim("dead")))
         assert _rows(engine) == (["taker"], 0, 2)
+
+
+def _causes(error: BaseException) -> list[type[BaseException]]:
+    """The kinds of error in ``error``'s chain of causes (the writer and the log each wrap the driver's)."""
+    kinds: list[type[BaseException]] = []
+    cause = error.__cause__
+    while cause is not None:
+        kinds.append(type(cause))
+        cause = cause.__cause__
+    return kinds
+
+
+def _held(exchange_id: str) -> Callable[[Any], None]:
+    return repository.claim_held(_claim(exchange_id), LEASE, lambda: NOW, release=True)
 
 
 def test_release_leaves_a_claim_another_attempt_holds(engine: Engine) -> None:
@@ -89,8 +129,8 @@ def test_release_leaves_a_claim_another_attempt_holds(engine: Engine) -> None:
             requester_system="gemeente-amsterdam-vth", idempotency_key="key-0001", exchange_id="other",
             request_sha256="f" * 64, claimed_at=NOW))
     with Session(engine) as session, session.begin():
-        repository.release_claim(session, _claim("mine"))
+        repository.release_claim(session.connection(), _claim("mine"))
     assert _rows(engine)[0] == ["other"]
     with Session(engine) as session, session.begin():
-        repository.release_claim(session, _claim("other"))
+        repository.release_claim(session.connection(), _claim("other"))
     assert _rows(engine)[0] == []
