@@ -416,7 +416,8 @@ class ExchangeService:
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
             held = self._claim_held(attempt.claim, release=False)
-            receipts += await self._record(after, repository.only_if(held) if held else None, _KEY_TAKEN_AFTER)
+            if after:  # (every target denied or escalated: nothing to log here)
+                receipts += await self._record(after, repository.only_if(held) if held else None, _KEY_TAKEN_AFTER)
             await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
                                  attempt.trace)
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,

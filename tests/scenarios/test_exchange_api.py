@@ -76,6 +76,19 @@ def test_idempotent_retry_returns_the_first_answer_without_new_log_entries(stack
     assert clash.headers["content-type"].startswith("application/problem+json")
 
 
+def test_a_keyed_request_every_holder_denies_is_answered_and_replayed(stack: Stack) -> None:
+    """Nothing is disclosed, so no entry follows the write-ahead: the outcome is stored on its own and the claim
+    given up after it (what partner systems using ``gateway.client``, which always sends a key, meet on S12)."""
+    headers = {"Idempotency-Key": "all-denied-key-0001"}
+    body = _body(stack, legal_basis="WGS (RIEC) with the wrong law")
+    first = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body, headers)
+    assert first.status_code == 200, first.text
+    assert {t["outcome"] for t in first.json()["targets"]} == {"denied"}
+    assert _claims(stack) == []
+    again = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body, headers)
+    assert again.json() == first.json()
+
+
 @contextmanager
 def held_holder(answer: dict[str, object] | None = None
                 ) -> Iterator[tuple[str, threading.Event, threading.Event, list[str]]]:
