@@ -115,7 +115,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[int], seconds: float,
-                   open_loop: bool = True) -> None:
+                   open_loop: bool = True, keyed: bool = False) -> None:
     world = build_world(2025)
     subject = world.scenarios()["bibob-applicant"][0]
     holder_query = {"request_id": "", "partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
@@ -152,6 +152,17 @@ async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[i
                 body = await r.json()
                 return r.status == 200 and body["targets"][0]["outcome"] == "allowed"
 
+        async def gateway_keyed() -> bool:
+            """As ``gateway.client`` asks: a fresh Idempotency-Key per request (claim, sealed records for replay)."""
+            headers = gateway_headers | {"Idempotency-Key": f"bench-{uuid.uuid4()}"}
+            async with http.post(f"{urls['gateway']}/v1/exchanges", json=exchange, headers=headers) as r:
+                body = await r.json()
+                return r.status == 200 and body["targets"][0]["outcome"] == "allowed"
+
+        targets = [("direct", direct), ("passthrough", passthrough), ("gateway", gateway)]
+        if keyed:
+            targets.append(("gateway key", gateway_keyed))
+
         # The load generator's own long-lived objects (the synthetic world above, imported modules) would
         # otherwise be rescanned by every full collection: 40-60 ms pauses of the load generator, which would
         # show up in every target's latency as if a server had stalled.
@@ -160,7 +171,7 @@ async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[i
         print(f"{'clients':>7} {'target':<12} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
         for level in levels:
             figures: dict[str, tuple[float, list[float], int]] = {}
-            for name, send in (("direct", direct), ("passthrough", passthrough), ("gateway", gateway)):
+            for name, send in targets:
                 await _drive(send, level, min(1.0, seconds / 5))  # warm-up
                 figures[name] = await _drive(send, level, seconds)
                 rate, lat, errors = figures[name]
@@ -181,6 +192,10 @@ async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[i
                   f"  gateway/direct {g / d:.2f} (target >= 0.3: {'PASS' if g / d >= 0.3 else 'FAIL'})"
                   + (f"  p99 {p99:.1f} ms (target <= 30 at 16: {'PASS' if p99 <= 30 else 'FAIL'})"
                      if level == 16 else ""))
+            if keyed:
+                k = figures["gateway key"][0]
+                print(f"{'':>7} with Idempotency-Keys: gateway key/passthrough {k / p:.2f}  gateway key/direct "
+                      f"{k / d:.2f}  gateway key/gateway {k / g:.2f}")
 
 
 def start_stack(workdir: Path, gateway_workers: int = 1, database_url: str | None = None
@@ -238,6 +253,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--keyed", action="store_true",
+                        help="also a row `gateway key`: every request with a fresh Idempotency-Key, as gateway.client "
+                             "sends it (the key's claim and the sealed records for a replay cost extra)")
     parser.add_argument("--no-open-loop", action="store_true",
                         help="skip the open-loop rows (latency at half the gateway's closed-loop throughput)")
     parser.add_argument("--gateway-workers", type=int, default=1, help="uvicorn worker processes of the gateway")
@@ -257,7 +275,7 @@ def main() -> None:
             print(f"exchange benchmark: {args.seconds:.0f} s per target and level; {os.cpu_count()} cores shared "
                   f"by servers and load generator; {'PostgreSQL' if args.pg else 'SQLite'}, embedded Rego; "
                   f"{args.gateway_workers} gateway worker(s)")
-            asyncio.run(_measure(urls, partner_token, key, levels, args.seconds, not args.no_open_loop))
+            asyncio.run(_measure(urls, partner_token, key, levels, args.seconds, not args.no_open_loop, args.keyed))
         finally:
             stop_processes(processes)
 

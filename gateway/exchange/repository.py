@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, select
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func, insert, select
 from sqlalchemy.orm import Session
 
 from audit import CompanionRow, Receipt
@@ -83,33 +83,49 @@ def find_claim(session: Session, system: str, key: str) -> Claim | None:
     return Claim(system, key, row.exchange_id, row.request_sha256, as_utc(row.claimed_at)) if row else None
 
 
-def _this_claim(claim: Claim) -> ColumnElement[bool]:
-    return and_(exchange_claims.c.requester_system == claim.system, exchange_claims.c.idempotency_key == claim.key,
-                exchange_claims.c.exchange_id == claim.exchange_id)
+# The claim statements run on every keyed request, under the audit log's write lock: built once, with bound
+# parameters (building a statement costs more than running it).
+_THIS_CLAIM = and_(exchange_claims.c.requester_system == bindparam("system"),
+                   exchange_claims.c.idempotency_key == bindparam("key"),
+                   exchange_claims.c.exchange_id == bindparam("exchange_id"))
+_DELETE_CLAIM = delete(exchange_claims).where(_THIS_CLAIM)
+_CLAIM_HELD = select(exchange_claims.c.exchange_id).where(_THIS_CLAIM)
+_CLAIM_COLUMNS = [exchange_claims.c.requester_system, exchange_claims.c.idempotency_key,
+                  exchange_claims.c.exchange_id, exchange_claims.c.request_sha256, exchange_claims.c.claimed_at]
+_INSERT_CLAIM_UNLESS_ANSWERED = insert(exchange_claims).from_select(
+    [column.name for column in _CLAIM_COLUMNS],
+    select(*(bindparam(f"new_{column.name}", type_=column.type) for column in _CLAIM_COLUMNS)).where(
+        ~exists().where(exchanges.c.requester_system == bindparam("new_requester_system"),
+                        exchanges.c.idempotency_key == bindparam("new_idempotency_key"))),
+).returning(exchange_claims.c.exchange_id)  # (psycopg reports no row count for INSERT ... SELECT)
+
+
+def _claim_parameters(claim: Claim) -> dict[str, str]:
+    return {"system": claim.system, "key": claim.key, "exchange_id": claim.exchange_id}
 
 
 def _delete_claim(connection: Connection, claim: Claim) -> int:
     """Delete exactly this attempt's claim; how many rows went (0 when another attempt holds the key)."""
-    return connection.execute(delete(exchange_claims).where(_this_claim(claim))).rowcount
+    return connection.execute(_DELETE_CLAIM, _claim_parameters(claim)).rowcount
 
 
 def claim_companion(claim: Claim, abandoned: Claim | None) -> CompanionRow:
     """``claim`` as a row that commits with the attempt's write-ahead entries, provided no outcome is stored
     under the key yet; an ``abandoned`` claim on the key is removed first, only if it is still the one this
     attempt saw. If another attempt holds the key (the insert clashes) or answered it, or took the abandoned
-    claim over first, :class:`ClaimLost` or the clash refuses the transaction: nothing of the attempt is written."""
-    row = {"requester_system": claim.system, "idempotency_key": claim.key, "exchange_id": claim.exchange_id,
-           "request_sha256": claim.request_sha256, "claimed_at": claim.claimed_at}
+    claim over first, the transaction is refused (the clash, or :class:`ClaimLost`): nothing of it is written.
+    One statement when nothing is taken over."""
+    row = {"new_requester_system": claim.system, "new_idempotency_key": claim.key,
+           "new_exchange_id": claim.exchange_id, "new_request_sha256": claim.request_sha256,
+           "new_claimed_at": claim.claimed_at}
 
     def precondition(connection: Connection) -> None:
-        answered = connection.execute(select(exchanges.c.id).where(
-            exchanges.c.requester_system == claim.system, exchanges.c.idempotency_key == claim.key)).first()
-        if answered is not None:
-            raise ClaimLost("the key was answered meanwhile")
         if abandoned is not None and _delete_claim(connection, abandoned) != 1:
             raise ClaimLost("the abandoned claim was taken over meanwhile")
+        if len(connection.execute(_INSERT_CLAIM_UNLESS_ANSWERED, row).all()) != 1:
+            raise ClaimLost("the key was answered meanwhile")
 
-    return CompanionRow(exchange_claims, lambda _receipts: row, precondition)
+    return only_if(precondition)
 
 
 def claim_held(claim: Claim, valid_until: datetime, now: Callable[[], datetime], *, release: bool
@@ -120,8 +136,8 @@ def claim_held(claim: Claim, valid_until: datetime, now: Callable[[], datetime],
     def precondition(connection: Connection) -> None:
         if now() >= valid_until:
             raise ClaimLost(f"exchange `{claim.exchange_id}` outlived its claim on the Idempotency-Key")
-        held = (_delete_claim(connection, claim) if release else len(connection.execute(
-            select(exchange_claims.c.exchange_id).where(_this_claim(claim))).all()))
+        held = (_delete_claim(connection, claim) if release
+                else len(connection.execute(_CLAIM_HELD, _claim_parameters(claim)).all()))
         if held != 1:
             raise ClaimLost(f"exchange `{claim.exchange_id}` no longer holds its Idempotency-Key")
     return precondition

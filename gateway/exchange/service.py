@@ -343,10 +343,8 @@ class ExchangeService:
     async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                         idempotency_key: str | None) -> ExchangeResult:
         request_fingerprint = fingerprint(principal, body)
-        abandoned: repository.Claim | None = None
         if idempotency_key:
-            replay, abandoned = await asyncio.to_thread(self._earlier_attempt, principal, idempotency_key,
-                                                        request_fingerprint)
+            replay = await asyncio.to_thread(self._replay, principal, idempotency_key, request_fingerprint)
             if replay is not None:
                 return replay
         register = self.deps.register
@@ -386,8 +384,7 @@ class ExchangeService:
         attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, idempotency_key, claim, grant,
                            base, logged, (register.version, policy_version))
         try:
-            receipts = await self._record(ahead, repository.claim_companion(claim, abandoned) if claim else None,
-                                          _KEY_TAKEN_AHEAD)
+            receipts = await (self._write_ahead_claiming(ahead, claim) if claim else self._record(ahead))
             return await self._answer(attempt, targets, decisions, receipts)
         except BaseException:
             if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
@@ -436,6 +433,24 @@ class ExchangeService:
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
+
+    async def _write_ahead_claiming(self, ahead: list[AuditEvent], claim: repository.Claim) -> list[Receipt]:
+        """The write-ahead entries with the key's claim. The claim is not looked for beforehand (that would cost
+        every keyed request a read): only when it clashes is the claim in the way read, to refuse a request
+        that differs, or to take over a claim whose attempt died."""
+        try:
+            return await self._record(ahead, repository.claim_companion(claim, None), _KEY_TAKEN_AHEAD)
+        except Conflict:
+            def in_the_way() -> repository.Claim | None:
+                with transaction(self.deps.sessions) as session:
+                    return repository.find_claim(session, claim.system, claim.key)
+            other = await asyncio.to_thread(in_the_way)
+            if other is not None and other.request_sha256 != claim.request_sha256:
+                raise Conflict("this Idempotency-Key was used for a different request") from None
+            if other is None or other.claimed_at > self.deps.clock.now() - CLAIM_ABANDONED_AFTER:
+                raise  # answered meanwhile, or still being answered: the retry gets that answer
+            log.warning("idempotency_claim_abandoned", exchange_id=other.exchange_id)
+        return await self._record(ahead, repository.claim_companion(claim, other), _KEY_TAKEN_AHEAD)
 
     def _claim_held(self, claim: repository.Claim | None, *, release: bool) -> Callable[[Connection], None] | None:
         if claim is None:
@@ -716,22 +731,12 @@ class ExchangeService:
             "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
             "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None}
 
-    def _earlier_attempt(self, principal: Principal, key: str, request_fingerprint: str
-                         ) -> tuple[ExchangeResult | None, repository.Claim | None]:
-        """The stored answer to this key, if any; else a claim on it that was abandoned (to take over).
-        Raises 409 for a key used for another request, or held by an attempt still being answered."""
+    def _replay(self, principal: Principal, key: str, request_fingerprint: str) -> ExchangeResult | None:
+        """The answer stored under this key, if any (409 if the key was used for another request)."""
         with transaction(self.deps.sessions) as session:
             stored = repository.find_by_idempotency_key(session, principal.subject, key)
-            claim = None if stored else repository.find_claim(session, principal.subject, key)
         if stored is None:
-            if claim is None:
-                return None, None
-            if claim.request_sha256 != request_fingerprint:
-                raise Conflict("this Idempotency-Key was used for a different request")
-            if claim.claimed_at > self.deps.clock.now() - CLAIM_ABANDONED_AFTER:
-                raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
-            log.warning("idempotency_claim_abandoned", exchange_id=claim.exchange_id)
-            return None, claim
+            return None
         if stored.request_sha256 != request_fingerprint:
             raise Conflict("this Idempotency-Key was used for a different request")
         outcome = dict(stored.outcome)
@@ -740,7 +745,7 @@ class ExchangeService:
             records = self.deps.sealer.open(stored.id, stored.sealed_records)
         outcome["targets"] = [t | {"records": records.get(t["holder"], [])} for t in outcome["targets"]]
         log.info("exchange_replayed", exchange_id=stored.id)
-        return ExchangeResult.model_validate(outcome), None
+        return ExchangeResult.model_validate(outcome)
 
     def get(self, principal: Principal, exchange_id: str) -> ExchangeResult:
         with transaction(self.deps.sessions) as session:
