@@ -733,8 +733,7 @@ class ExchangeService:
 
     def _replay(self, principal: Principal, key: str, request_fingerprint: str) -> ExchangeResult | None:
         """The answer stored under this key, if any (409 if the key was used for another request)."""
-        with transaction(self.deps.sessions) as session:
-            stored = repository.find_by_idempotency_key(session, principal.subject, key)
+        stored = repository.find_by_idempotency_key(self.deps.sessions.kw["bind"], principal.subject, key)
         if stored is None:
             return None
         if stored.request_sha256 != request_fingerprint:
