@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -156,6 +156,14 @@ class ExchangeDeps:
 class _Target:
     organisation: str
     system: str | None
+
+
+class _Decided(NamedTuple):
+    targets: list[_Target]
+    grant: RerunGrant | None
+    base: dict[str, Any]
+    logged: dict[str, str]
+    decisions: list[Decision] | PolicyError
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,29 +351,29 @@ class ExchangeService:
     async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                         idempotency_key: str | None) -> ExchangeResult:
         request_fingerprint = fingerprint(principal, body)
-        if idempotency_key:
-            replay = await asyncio.to_thread(self._replay, principal, idempotency_key, request_fingerprint)
-            if replay is not None:
-                return replay
         register = self.deps.register
         exchange_id = new_id()
-        grant = await self._grant(principal, body)
-        targets = _targets(register, body, body.holders, principal.organisation)
-        if grant is not None:  # a re-run asks only the holder the decision is about
-            targets = [t for t in targets if t.organisation == grant.holder]
-            if not targets:
-                raise Unprocessable(f"escalation decision `{grant.decision_id}` is about a holder this request "
-                                    "does not ask")
-        base = _audit_base(principal, body, trace, exchange_id, register)
-        subjects = [s.ref for s in body.subjects]
-        logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
+        # With a key, the answer stored under it is looked up on a thread while the loop decides the request;
+        # it is awaited before anything is written, so a retry that finds its answer writes nothing.
+        lookup = (asyncio.ensure_future(asyncio.to_thread(self._replay, principal, idempotency_key,
+                                                          request_fingerprint)) if idempotency_key else None)
         try:
-            decisions = await self._decide("exchange", body, principal, targets,
-                                           await self._requests_today(principal, body.purpose), request_fingerprint,
-                                           grant.policy_input if grant else None)
-        except PolicyError as exc:
-            await self._deny_all_on_policy_failure(exc, base, targets, EventType.EXCHANGE_REQUESTED)
-            raise  # unreachable: the helper always raises
+            try:
+                decided = await self._decided(principal, body, trace, exchange_id, request_fingerprint)
+            except Exception:
+                if lookup is not None and (replay := await lookup) is not None:
+                    return replay  # the request was answered before: that answer, whatever deciding it now says
+                raise
+            if lookup is not None and (replay := await lookup) is not None:
+                return replay
+        finally:
+            if lookup is not None and not lookup.done():
+                lookup.cancel()
+        targets, grant, base, logged, decisions = decided
+        if isinstance(decisions, PolicyError):
+            await self._deny_all_on_policy_failure(decisions, base, targets, EventType.EXCHANGE_REQUESTED)
+            raise decisions  # unreachable: the helper always raises
+        subjects = [s.ref for s in body.subjects]
         policy_version = decisions[0].policy_version
         # Write-ahead: request + decisions are durable before any holder hears of the request.
         ahead = [AuditEvent(event_type=EventType.EXCHANGE_REQUESTED, **base, categories=tuple(body.categories),
@@ -390,6 +398,30 @@ class ExchangeService:
             if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
                 await asyncio.shield(self._release(claim))  # even when this request is being cancelled
             raise
+
+    async def _decided(self, principal: Principal, body: ExchangeRequest, trace: Trace, exchange_id: str,
+                       request_fingerprint: str) -> _Decided:
+        """Everything before the write-ahead, none of it written anywhere: the targets, the re-run grant, the
+        audit base, the subjects as logged, and the decisions (or the policy engine's failure, to be denied
+        and logged only once it is clear that this is no retry of an answered request)."""
+        register = self.deps.register
+        grant = await self._grant(principal, body)
+        targets = _targets(register, body, body.holders, principal.organisation)
+        if grant is not None:  # a re-run asks only the holder the decision is about
+            targets = [t for t in targets if t.organisation == grant.holder]
+            if not targets:
+                raise Unprocessable(f"escalation decision `{grant.decision_id}` is about a holder this request "
+                                    "does not ask")
+        base = _audit_base(principal, body, trace, exchange_id, register)
+        subjects = [s.ref for s in body.subjects]
+        logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
+        try:
+            decisions: list[Decision] | PolicyError = await self._decide(
+                "exchange", body, principal, targets, await self._requests_today(principal, body.purpose),
+                request_fingerprint, grant.policy_input if grant else None)
+        except PolicyError as exc:
+            decisions = exc
+        return _Decided(targets, grant, base, logged, decisions)
 
     async def _answer(self, attempt: _Attempt, targets: list[_Target], decisions: list[Decision],
                       receipts: list[Receipt]) -> ExchangeResult:

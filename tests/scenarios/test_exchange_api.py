@@ -26,6 +26,7 @@ from gateway.client.models import ExchangeRequest
 from gateway.container import build_container
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER, fingerprint
 from gateway.exchange.tables import exchange_claims, exchanges
+from gateway.policy.errors import PolicyUnavailable
 from tests.auth_helpers import person_token
 from tests.servers import serve_app
 from tests.stack import Stack, running_stack
@@ -87,6 +88,30 @@ def test_a_keyed_request_every_holder_denies_is_answered_and_replayed(stack: Sta
     assert _claims(stack) == []
     again = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body, headers)
     assert again.json() == first.json()
+
+
+def test_a_retry_of_an_answered_request_gets_its_answer_even_when_deciding_it_now_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stored answer is looked up while the request is decided again; it wins over a policy engine that is
+    down now (no 503, no deny entries logged for a request that was answered)."""
+    with running_stack(tmp_path) as s:
+        headers = {"Idempotency-Key": "answered-key-0001"}
+        first = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), headers)
+        assert first.status_code == 200
+
+        async def engine_down(*_args: object, **_kwargs: object) -> None:
+            raise PolicyUnavailable("the policy engine is down")
+
+        monkeypatch.setattr(s.container.services["exchange"].deps.policy, "decide_many", engine_down)
+        before = _audit_count(s)
+        again = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), headers)
+        assert again.status_code == 200
+        assert again.json() == first.json()
+        assert _audit_count(s) == before
+        fresh = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": "fresh-key-00001"})
+        assert fresh.status_code == 503
+        assert fresh.json()["outcome"] == "denied"
+        assert _audit_count(s) > before  # the refusal of a new request is logged
 
 
 @contextmanager
@@ -281,7 +306,8 @@ def test_a_failed_attempt_frees_its_key_at_once(tmp_path: Path) -> None:
 def test_a_taken_over_attempt_that_would_escalate_logs_and_opens_nothing(tmp_path: Path) -> None:
     """The escalation path (here: the holder refuses) commits its entries only while the attempt holds its
     claim, as the plain path does: a taken-over attempt logs no refusal and opens no case."""
-    refusal = {"status": "refused", "records": [], "refusal_reason": "investigation-confidentiality"}
+    refusal: dict[str, object] = {"status": "refused", "records": [],
+                                  "refusal_reason": "investigation-confidentiality"}
     with held_holder(refusal) as (holder_url, arrived, release, _), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
         answers: list[httpx.Response] = []
