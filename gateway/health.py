@@ -24,7 +24,10 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready", summary="Readiness probe (database, policy engine, key store)",
-            responses={503: {"description": "A dependency is not ready"}})
+            responses={503: {"description": "A dependency is not ready (plain JSON, not a problem document)",
+                             "content": {"application/json": {"example": {
+                                 "status": "unavailable", "checks": {"database": "failed: OperationalError",
+                                                                     "policy": "ok", "keys": "ok"}}}}}})
 async def ready(request: Request) -> JSONResponse:
     container: Container = request.app.state.container
     results: dict[str, str] = {}

@@ -59,13 +59,27 @@ _USUAL_PROBLEMS: dict[str, tuple[str, str, str]] = {
 }
 
 
+_TOKEN_PROBLEMS = {"400": ("invalid_request", "the form body could not be parsed"),
+                   "401": ("invalid_client", "the client assertion's signature does not verify")}
+
+
 def _usual_problem(status: str, path: str) -> dict[str, Any]:
+    if path == "/oauth/token" and status in _TOKEN_PROBLEMS:  # RFC 6749 error members in the problem
+        error, description = _TOKEN_PROBLEMS[status]
+        return {"usual": {"summary": description, "value": {
+            "type": PROBLEM_TYPE_BASE + "oauth-" + error.replace("_", "-"), "title": "Token request refused",
+            "status": int(status), "detail": description, "error": error, "error_description": description}}}
     slug, title, detail = _USUAL_PROBLEMS.get(status, ("http-error", "HTTP error", "the request failed"))
     value: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": int(status),
                              "detail": detail, "instance": path}
     if status == "422":
         value["errors"] = [{"loc": ["body", "purpose"], "msg": "Field required", "type": "missing"}]
     return {"usual": {"summary": detail, "value": value}}
+
+
+def _plain_json(response: dict[str, Any]) -> bool:
+    """A route's error that is no problem document (the readiness probe's 503) documents its own JSON example."""
+    return "example" in response.get("content", {}).get("application/json", {})
 
 
 def _problem_content(response: dict[str, Any], status: str, path: str) -> dict[str, Any]:
@@ -97,7 +111,7 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
             for status in wanted:
                 responses.setdefault(status, {"description": _DEFAULT_DESCRIPTIONS[status]})
             for status, response in responses.items():
-                if status[0] in {"4", "5"}:
+                if status[0] in {"4", "5"} and not _plain_json(response):
                     response["content"] = _problem_content(response, status, path)
     app.openapi_schema = document
     return document

@@ -21,6 +21,7 @@ from gateway.exchange.examples import (
     EXCHANGE_RESULT,
     problem,
     problem_examples,
+    shared_problems,
 )
 from gateway.exchange.service import Trace
 from gateway.exchange.setup import exchange_service
@@ -31,12 +32,12 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or forged access token"},
     403: {"description": "The token lacks the scope"},
     413: {"description": "Body too large"},
-    422: EXCHANGE_PROBLEMS[422] | {"description": "Malformed request (unknown fields, bad references, unknown "
-                                                  "holder)"},
-    503: EXCHANGE_PROBLEMS[503] | {"description": "Policy engine or audit log unavailable: the request is denied "
-                                                  "(fail closed)"},
+    422: {"description": "Malformed request (unknown fields, bad references, unknown holder or partnership)"},
+    503: {"description": "Policy engine or audit log unavailable: the request is denied (fail closed)"},
 }
 _EXCHANGE_RESPONSES = _PROBLEMS | {
+    422: EXCHANGE_PROBLEMS[422] | _PROBLEMS[422],
+    503: EXCHANGE_PROBLEMS[503] | _PROBLEMS[503],
     200: {"content": {_JSON: {"example": EXCHANGE_RESULT}}},
     409: EXCHANGE_PROBLEMS[409] | {"description": "Idempotency-Key reused for a different request; or, with "
                                                   "Retry-After, another attempt with the key is still being "
@@ -52,7 +53,8 @@ _GET_RESPONSES: dict[int | str, dict[str, Any]] = {
         unknown=problem(404, "not-found", "Not found", "no exchange `01a23787-4c30-778c-8ded-6a98c57e0ea3`",
                         instance="/v1/exchanges/01a23787-4c30-778c-8ded-6a98c57e0ea3"))},
 }
-_DISCOVERY_RESPONSES = _PROBLEMS | {200: {"content": {_JSON: {"example": DISCOVERY_RESULT}}}}
+_DISCOVERY_RESPONSES = _PROBLEMS | {200: {"content": {_JSON: {"example": DISCOVERY_RESULT}}}} | {
+    status: response | _PROBLEMS[status] for status, response in shared_problems("/v1/discovery").items()}
 
 
 def trace_of(request: Request) -> Trace:

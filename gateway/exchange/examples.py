@@ -107,26 +107,37 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying w
                                               "(only on the in-flight and answered-meanwhile cases).",
                                "schema": {"type": "integer"}}}
 
-EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = {
+def shared_problems(path: str) -> dict[int | str, dict[str, Any]]:
+    """The 422 and 503 examples of ``POST /v1/exchanges`` and ``POST /v1/discovery`` (``path``)."""
+    refused = ({"unknown_holder": problem(422, "unprocessable", "Unprocessable request",
+                                          "unknown holder organisation(s): belastingdienstt", instance=path)}
+               if path == "/v1/exchanges" else
+               {"unknown_partnership": problem(422, "unprocessable", "Unprocessable request",
+                                               "unknown partnership `riec-amsterdam` (register 2026.11.1)",
+                                               instance=path)})
+    return {
+        422: {"content": problem_examples(
+            invalid=problem(422, "validation-error", "Request validation failed",
+                            "body.subjects.0.ref: Value error, looks like a plain identifier; send a pseudonym",
+                            instance=path, errors=[{"loc": ["body", "subjects", "0", "ref"], "type": "value_error",
+                                                    "msg": "Value error, looks like a plain identifier; send a "
+                                                           "pseudonym"}]),
+            **refused)},
+        503: {"content": problem_examples(
+            policy_down=problem(503, "service-unavailable", "Service unavailable",
+                                "the policy engine is unavailable; the request is denied (fail closed)",
+                                instance=path, outcome="denied"),
+            audit_down=problem(503, "service-unavailable", "Service unavailable",
+                               "the audit log could not be written; nothing was disclosed", instance=path))},
+    }
+
+
+EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = shared_problems("/v1/exchanges") | {
     409: {"headers": RETRY_AFTER, "content": problem_examples(
         key_reused=problem(409, "conflict", "Conflict", "this Idempotency-Key was used for a different request",
                            instance="/v1/exchanges"),
         in_flight=problem(409, "conflict", "Conflict", "a request with this Idempotency-Key is still being "
-                          "answered; retry it shortly; nothing of this one was logged", instance="/v1/exchanges"))},
-    422: {"content": problem_examples(
-        invalid=problem(422, "validation-error", "Request validation failed",
-                        "body.subjects.0.ref: Value error, looks like a plain identifier; send a pseudonym",
-                        instance="/v1/exchanges",
-                        errors=[{"loc": ["body", "subjects", "0", "ref"], "type": "value_error",
-                                 "msg": "Value error, looks like a plain identifier; send a pseudonym"}]),
-        unknown_holder=problem(422, "unprocessable", "Unprocessable request",
-                               "unknown holder organisation(s): belastingdienstt", instance="/v1/exchanges"))},
-    503: {"content": problem_examples(
-        policy_down=problem(503, "service-unavailable", "Service unavailable",
-                            "the policy engine is unavailable; the request is denied (fail closed)",
-                            instance="/v1/exchanges", outcome="denied"),
-        audit_down=problem(503, "service-unavailable", "Service unavailable",
-                           "the audit log could not be written; nothing was disclosed", instance="/v1/exchanges"))},
+                          "answered; retry it shortly", instance="/v1/exchanges"))},
     500: {"content": problem_examples(
         outcome_not_stored=problem(500, "outcome-not-stored", "Outcome not stored",
                                    "exchange `01a23787-4c30-778c-8ded-6a98c57e0ea3` was logged (audit indices in "

@@ -42,8 +42,8 @@ _STORED_UNDER_KEY = select(exchanges).where(exchanges.c.requester_system == bind
 
 
 def find_by_idempotency_key(engine: Engine, system: str, key: str) -> StoredExchange | None:
-    """The outcome stored under ``key``. Every keyed request asks this first, so it is one prepared statement on
-    a pooled connection rather than an ORM session (a fifth of the cost)."""
+    """The outcome stored under ``key``. Every keyed request asks this (while it is decided), so it is one
+    prepared statement on a pooled connection rather than an ORM session (a fifth of the cost)."""
     with engine.connect() as connection:
         row = connection.execute(_STORED_UNDER_KEY, {"system": system, "key": key}).first()
     return _stored(row) if row else None
@@ -103,7 +103,7 @@ _INSERT_CLAIM_UNLESS_ANSWERED = insert(exchange_claims).from_select(
     select(*(bindparam(f"new_{column.name}", type_=column.type) for column in _CLAIM_COLUMNS)).where(
         ~exists().where(exchanges.c.requester_system == bindparam("new_requester_system"),
                         exchanges.c.idempotency_key == bindparam("new_idempotency_key"))),
-).returning(exchange_claims.c.exchange_id)  # (psycopg reports no row count for INSERT ... SELECT)
+).returning(exchange_claims.c.exchange_id)  # the row count of INSERT ... SELECT read -1 on PostgreSQL
 
 
 def _claim_parameters(claim: Claim) -> dict[str, str]:
@@ -116,11 +116,11 @@ def _delete_claim(connection: Connection, claim: Claim) -> int:
 
 
 def claim_companion(claim: Claim, abandoned: Claim | None) -> CompanionRow:
-    """``claim`` as a row that commits with the attempt's write-ahead entries, provided no outcome is stored
-    under the key yet; an ``abandoned`` claim on the key is removed first, only if it is still the one this
-    attempt saw. If another attempt holds the key (the insert clashes) or answered it, or took the abandoned
-    claim over first, the transaction is refused (the clash, or :class:`ClaimLost`): nothing of it is written.
-    One statement when nothing is taken over."""
+    """Audit entries (the attempt's write-ahead) that commit only with ``claim`` inserted in their transaction,
+    which happens only if no outcome is stored under the key yet; an ``abandoned`` claim on the key is removed
+    first, only if it is still the one this attempt saw. If another attempt holds the key (the insert
+    clashes) or answered it, or took the abandoned claim over first, the transaction is refused (the clash,
+    or :class:`ClaimLost`): nothing of it is written. One statement when nothing is taken over."""
     row = {"new_requester_system": claim.system, "new_idempotency_key": claim.key,
            "new_exchange_id": claim.exchange_id, "new_request_sha256": claim.request_sha256,
            "new_claimed_at": claim.claimed_at}

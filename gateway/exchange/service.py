@@ -1,9 +1,10 @@
 """The exchange pipeline: policy per target, write-ahead audit, holder calls, minimisation, receipt.
 
 Order of work for ``POST /v1/exchanges`` (DESIGN.md flow 1):
-1. idempotency: a retried request (same system + Idempotency-Key + same body) returns the first answer;
-   while the first attempt is still being answered (in any gateway process) it gets 409 — the attempt's
-   claim on the key commits with its write-ahead entries (step 4) and goes with its outcome (step 8);
+1. idempotency: a retried request (same system + Idempotency-Key + same body) returns the first answer
+   (looked up while the request is decided, steps 2-3); while the first attempt is still being answered,
+   in any gateway process, it gets 409 — the attempt's claim on the key commits with its write-ahead entries
+   (step 4) and goes with its outcome (step 8);
 2. resolve the targets from the register ("all" = every participant whose role supplies a requested
    category for the purpose);
 3. one policy decision per target (Rego); an engine failure denies everything (fail closed) → 503;
@@ -355,22 +356,28 @@ class ExchangeService:
         exchange_id = new_id()
         # With a key, the answer stored under it is looked up on a thread while the loop decides the request;
         # it is awaited before anything is written, so a retry that finds its answer writes nothing.
-        lookup = (asyncio.ensure_future(asyncio.to_thread(self._replay, principal, idempotency_key,
-                                                          request_fingerprint)) if idempotency_key else None)
+        lookup = (asyncio.create_task(asyncio.to_thread(self._replay, principal, idempotency_key,
+                                                        request_fingerprint)) if idempotency_key else None)
         try:
             try:
-                decided = await self._decided(principal, body, trace, exchange_id, request_fingerprint)
+                decided = await self._decided(register, principal, body, trace, exchange_id, request_fingerprint)
             except Exception:
                 if lookup is not None and (replay := await lookup) is not None:
                     return replay  # the request was answered before: that answer, whatever deciding it now says
+                if idempotency_key:
+                    await self._not_held_elsewhere(principal, idempotency_key, request_fingerprint)
                 raise
             if lookup is not None and (replay := await lookup) is not None:
                 return replay
         finally:
             if lookup is not None and not lookup.done():
                 lookup.cancel()
+            elif lookup is not None and not lookup.cancelled():
+                lookup.exception()  # retrieved, also when this request ends otherwise (no "never retrieved")
         targets, grant, base, logged, decisions = decided
         if isinstance(decisions, PolicyError):
+            if idempotency_key:  # no denial is logged for an attempt that only duplicates one in flight
+                await self._not_held_elsewhere(principal, idempotency_key, request_fingerprint)
             await self._deny_all_on_policy_failure(decisions, base, targets, EventType.EXCHANGE_REQUESTED)
             raise decisions  # unreachable: the helper always raises
         subjects = [s.ref for s in body.subjects]
@@ -399,12 +406,11 @@ class ExchangeService:
                 await asyncio.shield(self._release(claim))  # even when this request is being cancelled
             raise
 
-    async def _decided(self, principal: Principal, body: ExchangeRequest, trace: Trace, exchange_id: str,
-                       request_fingerprint: str) -> _Decided:
+    async def _decided(self, register: Register, principal: Principal, body: ExchangeRequest, trace: Trace,
+                       exchange_id: str, request_fingerprint: str) -> _Decided:
         """Everything before the write-ahead, none of it written anywhere: the targets, the re-run grant, the
         audit base, the subjects as logged, and the decisions (or the policy engine's failure, to be denied
         and logged only once it is clear that this is no retry of an answered request)."""
-        register = self.deps.register
         grant = await self._grant(principal, body)
         targets = _targets(register, body, body.holders, principal.organisation)
         if grant is not None:  # a re-run asks only the holder the decision is about
@@ -466,6 +472,19 @@ class ExchangeService:
                  outcomes=[t.outcome.value for t in result.targets])
         return result
 
+    async def _not_held_elsewhere(self, principal: Principal, key: str, request_fingerprint: str) -> None:
+        """Before a keyed request that could not be decided is refused on its own account: 409 if the key is
+        held by another attempt (this one is a duplicate of it, or misuses the key), as the write-ahead would."""
+        def claim() -> repository.Claim | None:
+            with transaction(self.deps.sessions) as session:
+                return repository.find_claim(session, principal.subject, key)
+        other = await asyncio.to_thread(claim)
+        if other is None or other.claimed_at <= self.deps.clock.now() - CLAIM_ABANDONED_AFTER:
+            return
+        if other.request_sha256 != request_fingerprint:
+            raise Conflict("this Idempotency-Key was used for a different request")
+        raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
+
     async def _write_ahead_claiming(self, ahead: list[AuditEvent], claim: repository.Claim) -> list[Receipt]:
         """The write-ahead entries with the key's claim. The claim is not looked for beforehand (that would cost
         every keyed request a read): only when it clashes is the claim in the way read, to refuse a request
@@ -481,8 +500,9 @@ class ExchangeService:
                 raise Conflict("this Idempotency-Key was used for a different request") from None
             if other is None or other.claimed_at > self.deps.clock.now() - CLAIM_ABANDONED_AFTER:
                 raise  # answered meanwhile, or still being answered: the retry gets that answer
-            log.warning("idempotency_claim_abandoned", exchange_id=other.exchange_id)
-        return await self._record(ahead, repository.claim_companion(claim, other), _KEY_TAKEN_AHEAD)
+        receipts = await self._record(ahead, repository.claim_companion(claim, other), _KEY_TAKEN_AHEAD)
+        log.warning("idempotency_claim_taken_over", exchange_id=claim.exchange_id, abandoned=other.exchange_id)
+        return receipts
 
     def _claim_held(self, claim: repository.Claim | None, *, release: bool) -> Callable[[Connection], None] | None:
         if claim is None:

@@ -105,6 +105,9 @@ def test_every_error_of_every_route_has_a_problem_example_with_its_status(spec: 
             for status, response in operation.get("responses", {}).items():
                 if status[0] not in "45":
                     continue
+                if (path, status) == ("/health/ready", "503"):  # the probe's own JSON, documented as such
+                    assert set(response["content"]) == {"application/json"}
+                    continue
                 media = response["content"][PROBLEM_MEDIA_TYPE]
                 assert media["schema"] == {"$ref": "#/components/schemas/Problem"}
                 examples = list(_examples(media))
@@ -116,6 +119,19 @@ def test_every_error_of_every_route_has_a_problem_example_with_its_status(spec: 
                     assert find_personal_data(example) == []
                 checked += 1
     assert checked > 100  # every route, not a few
+
+
+def test_error_examples_name_the_route_they_belong_to(spec: dict[str, Any]) -> None:
+    """Shared examples are built per route: discovery's name discovery, the token endpoint's are OAuth errors."""
+    for path in ("/v1/exchanges", "/v1/discovery"):
+        for status in ("422", "503"):
+            media = spec["paths"][path]["post"]["responses"][status]["content"][PROBLEM_MEDIA_TYPE]
+            assert {example["instance"] for example in _examples(media)} == {path}
+    token = spec["paths"]["/oauth/token"]["post"]["responses"]
+    for status in ("400", "401"):
+        [example] = _examples(token[status]["content"][PROBLEM_MEDIA_TYPE])
+        assert example["type"].startswith(PROBLEM_TYPE_BASE + "oauth-")
+        assert {"error", "error_description"} <= set(example)
 
 
 def test_the_exchange_documents_its_idempotency_conflicts_and_fail_closed_refusals(spec: dict[str, Any]) -> None:

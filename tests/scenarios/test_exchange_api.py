@@ -23,7 +23,7 @@ from escalation.tables import escalation_cases
 from gateway.app import create_app
 from gateway.auth.principal import Principal
 from gateway.client.models import ExchangeRequest
-from gateway.container import build_container
+from gateway.container import Container, build_container
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER, fingerprint
 from gateway.exchange.tables import exchange_claims, exchanges
 from gateway.policy.errors import PolicyUnavailable
@@ -135,13 +135,13 @@ def held_holder(answer: dict[str, object] | None = None
 
 
 @contextmanager
-def other_gateway_process(stack: Stack) -> Iterator[str]:
+def other_gateway_process(stack: Stack) -> Iterator[tuple[str, Container]]:
     """A second gateway on the same database, key store and partners, as a second worker process is: its
     in-flight guard and caches are its own; only the database is shared."""
     container = build_container(stack.container.settings, stack.clock)
     try:
         with serve_app(create_app(container=container)) as url:
-            yield url
+            yield url, container
     finally:
         container.close()
 
@@ -219,7 +219,7 @@ def test_a_retry_reaching_another_gateway_process_while_the_first_is_in_flight_r
     headers = {"Idempotency-Key": "cross-process-key-1"}
     with held_holder() as (holder_url, arrived, release, calls), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s, \
-            other_gateway_process(s) as other:
+            other_gateway_process(s) as (other, _):
         first: list[httpx.Response] = []
         caller = threading.Thread(target=lambda: first.append(s.post("gemeente-amsterdam-vth", "/v1/exchanges",
                                                                      _body(s), headers)))
@@ -244,6 +244,37 @@ def test_a_retry_reaching_another_gateway_process_while_the_first_is_in_flight_r
         assert replay.json() == first[0].json()
         assert len(calls) == 1
         assert _audit_count(s) == before + 1  # the first attempt's disclosure, nothing of the retries
+
+
+def test_a_duplicate_that_cannot_be_decided_elsewhere_is_409_and_logs_no_denial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other gateway's policy engine is down while the first attempt is in flight: the duplicate is told the
+    key is still being answered (409), not denied with a 503 and logged as a refusal of its own."""
+    headers = {"Idempotency-Key": "duplicate-key-0001"}
+    with held_holder() as (holder_url, arrived, release, calls), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s, \
+            other_gateway_process(s) as (other, other_container):
+        caller = threading.Thread(target=lambda: s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), headers))
+        caller.start()
+        assert arrived.wait(20)
+
+        async def engine_down(*_args: object, **_kwargs: object) -> None:
+            raise PolicyUnavailable("the policy engine is down")
+
+        monkeypatch.setattr(other_container.services["exchange"].deps.policy, "decide_many", engine_down)
+        before = _audit_count(s)
+        token = {"Authorization": f"Bearer {s.token('gemeente-amsterdam-vth')}"}
+        duplicate = httpx.post(f"{other}/v1/exchanges", json=_body(s), headers=headers | token, timeout=30)
+        assert duplicate.status_code == 409
+        assert duplicate.headers["retry-after"] == "1"
+        assert _audit_count(s) == before
+        fresh = httpx.post(f"{other}/v1/exchanges", json=_body(s), headers={"Idempotency-Key": "fresh-key-00002"}
+                           | token, timeout=30)
+        assert fresh.status_code == 503  # a request of its own is refused and logged, as ever
+        assert _audit_count(s) > before
+        release.set()
+        caller.join(20)
+        assert len(calls) == 1
 
 
 def test_an_abandoned_claim_is_taken_over_and_a_live_one_is_not(tmp_path: Path) -> None:
