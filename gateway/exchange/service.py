@@ -451,8 +451,10 @@ class ExchangeService:
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
             held = self._claim_held(attempt.claim, release=False)
-            if after:  # (every target denied or escalated: nothing to log here)
+            if after:
                 receipts += await self._record(after, repository.only_if(held) if held else None, _KEY_TAKEN_AFTER)
+            elif held is not None:  # every target denied or escalated: no entry to check the claim with
+                await self._still_held(held)
             await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
                                  attempt.trace)
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
@@ -503,6 +505,19 @@ class ExchangeService:
         receipts = await self._record(ahead, repository.claim_companion(claim, other), _KEY_TAKEN_AHEAD)
         log.warning("idempotency_claim_taken_over", exchange_id=claim.exchange_id, abandoned=other.exchange_id)
         return receipts
+
+    async def _still_held(self, held: Callable[[Connection], None]) -> None:
+        """``held`` on its own (before an escalation case is opened when no entry is logged after the write-ahead):
+        409 if the attempt lost its claim. Outside the log's write lock, which the lease makes safe: nobody may
+        take the key over before the lease runs out, and ``held`` refuses once it has."""
+        def check() -> None:
+            with self.deps.sessions.kw["bind"].connect() as connection:
+                held(connection)
+        try:
+            await asyncio.to_thread(check)
+        except repository.ClaimLost as exc:
+            log.info("idempotency_key_taken", error_type="ClaimLost")
+            raise Conflict(_KEY_TAKEN_AFTER, headers={"Retry-After": "1"}) from exc
 
     def _claim_held(self, claim: repository.Claim | None, *, release: bool) -> Callable[[Connection], None] | None:
         if claim is None:

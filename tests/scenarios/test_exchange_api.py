@@ -363,6 +363,38 @@ def _count(stack: Stack, table: Any) -> int:
         return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
 
 
+@pytest.mark.parametrize("scenario", ["allowed", "bulk-escalated"])
+def test_an_attempt_that_outlives_its_lease_writes_nothing_more_under_its_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: str) -> None:
+    """Right after the write-ahead the clock passes the claim's lease (as if the attempt had stalled): its
+    disclosure commit (allowed) or, with nothing to log, the check before its escalation case (every target
+    escalated by policy, S7) refuses with 409; nothing more is logged and no case is opened."""
+    with running_stack(tmp_path) as s:
+        body = _body(s) if scenario == "allowed" else BIBOB | {
+            "subjects": [{"ref": p.subject_ref} for p in s.world.persons[:40]], "holders": ["politie"],
+            "categories": ["police_incidents"]}
+        service = s.container.services["exchange"]
+        write_ahead = type(service)._write_ahead_claiming
+
+        async def stalled(self: Any, *args: Any) -> Any:
+            receipts = await write_ahead(self, *args)
+            s.clock.advance(CLAIM_ABANDONED_AFTER)
+            return receipts
+
+        monkeypatch.setattr(type(service), "_write_ahead_claiming", stalled)
+        before, cases = _audit_count(s), _count(s, escalation_cases)
+        late = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": f"late-{scenario}-1"})
+        assert late.status_code == 409, late.text
+        assert late.headers["retry-after"] == "1"
+        assert _audit_count(s) == before + 1 + 1  # the request and its one decision, written ahead; nothing more
+        assert _count(s, escalation_cases) == cases
+        assert _claims(s) == []  # given up, so the retry runs at once
+        monkeypatch.undo()
+        retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": f"late-{scenario}-1"})
+        assert retry.status_code == 200
+        assert retry.json()["targets"][0]["outcome"] == ("allowed" if scenario == "allowed" else "escalated")
+
+
 def test_an_attempt_whose_claim_was_taken_over_discloses_nothing(tmp_path: Path) -> None:
     """If an attempt is so slow that a retry took its key over as abandoned, the slow attempt's disclosure
     commit finds its claim gone: 409, nothing of it logged; the retry's answer is the one that counts."""
