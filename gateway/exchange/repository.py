@@ -161,6 +161,14 @@ def only_if(precondition: Callable[[Connection], None]) -> CompanionRow:
     return CompanionRow(None, None, precondition)
 
 
+def remove_abandoned_claims(engine: Engine, claimed_before: datetime) -> int:
+    """Delete the claims made before ``claimed_before`` (their attempts died: a retry could take them over
+    anyway); how many went. Claims of live attempts, in any process, are younger and stay."""
+    with engine.begin() as connection:
+        return connection.execute(delete(exchange_claims).where(
+            exchange_claims.c.claimed_at < claimed_before)).rowcount
+
+
 def release_claim(connection: Connection, claim: Claim) -> None:
     """Give up an attempt's claim outside the outcome's commit (the attempt failed, or its outcome row went
     in a transaction of its own); a claim another attempt holds by now is left alone."""

@@ -253,6 +253,14 @@ class ExchangeService:
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
         self._keys_in_flight: set[tuple[str, str]] = set()  # (system, Idempotency-Key) being answered here
 
+    def remove_abandoned_claims(self) -> None:
+        """At start-up, when claims of attempts that died with a crashed process are most likely: such a claim
+        would otherwise stay until a retry with its key takes it over, and one that is never retried, forever."""
+        removed = repository.remove_abandoned_claims(self.deps.sessions.kw["bind"],
+                                                     self.deps.clock.now() - CLAIM_ABANDONED_AFTER)
+        if removed:
+            log.info("idempotency_claims_abandoned_removed", count=removed)
+
     async def aclose(self) -> None:
         """Write the outcome rows still queued, then stop their writer."""
         await self._outcomes.aclose()

@@ -37,6 +37,7 @@ def install_exchange(container: Container) -> ExchangeService:
         sealer=RecordSealer(settings.key_dir), require_pseudonyms=settings.require_pseudonyms))
     container.services["exchange"] = service
     container.services["connectors"] = connectors
+    service.remove_abandoned_claims()
     return service
 
 

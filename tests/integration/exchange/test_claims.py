@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,9 +21,13 @@ from audit.errors import AuditWriteError
 from audit.log import AuditLog, CheckpointPolicy, Receipt
 from audit.tables import audit_entries
 from audit.writer import AsyncAuditWriter
+from gateway.app import create_app
+from gateway.clock import FixedClock
 from gateway.db.engine import make_engine
 from gateway.exchange import repository
+from gateway.exchange.service import CLAIM_ABANDONED_AFTER
 from gateway.exchange.tables import exchange_claims, exchanges
+from gateway.settings import Settings
 from tests.audit_support import log_signer, make_event
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -134,3 +140,17 @@ def test_release_leaves_a_claim_another_attempt_holds(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
         repository.release_claim(session.connection(), _claim("other"))
     assert _rows(engine)[0] == []
+
+
+def test_claims_of_dead_attempts_are_removed_at_start_up_and_live_ones_stay(tmp_path: Path, db_url: str) -> None:
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        for exchange_id, age in (("dead", CLAIM_ABANDONED_AFTER + timedelta(seconds=1)),
+                                 ("live", CLAIM_ABANDONED_AFTER - timedelta(seconds=1))):
+            connection.execute(exchange_claims.insert().values(
+                requester_system="gemeente-amsterdam-vth", idempotency_key=f"key-{exchange_id}",
+                exchange_id=exchange_id, request_sha256="f" * 64, claimed_at=NOW - age))
+    with TestClient(create_app(Settings(data_dir=tmp_path, database_url=db_url), clock=FixedClock(NOW))) as client:
+        assert client.get("/health/live").status_code == 200
+        assert _rows(engine)[0] == ["live"]
+    engine.dispose()
