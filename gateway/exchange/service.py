@@ -82,6 +82,7 @@ CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
 COUNT_REFRESH_SECONDS = 5.0
 CHECKPOINT_REFRESH_SECONDS = 1.0
 _STILL_ANSWERED = "a request with this Idempotency-Key is still being answered; retry it shortly"
+_DIFFERENT_REQUEST = "this Idempotency-Key was used for a different request"
 _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered or was answered meanwhile; "
                     "nothing of this one was logged; retry shortly to get its answer")
 _KEY_TAKEN_AFTER = ("another attempt with this Idempotency-Key was answered or took the key over meanwhile; "
@@ -485,14 +486,11 @@ class ExchangeService:
     async def _not_held_elsewhere(self, principal: Principal, key: str, request_fingerprint: str) -> None:
         """Before a keyed request that could not be decided is refused on its own account: 409 if the key is
         held by another attempt (this one is a duplicate of it, or misuses the key), as the write-ahead would."""
-        def claim() -> repository.Claim | None:
-            with transaction(self.deps.sessions) as session:
-                return repository.find_claim(session, principal.subject, key)
-        other = await asyncio.to_thread(claim)
-        if other is None or other.claimed_at <= self.deps.clock.now() - CLAIM_ABANDONED_AFTER:
+        other = await self._claim_on(principal.subject, key)
+        if other is None or not self._live(other):
             return
         if other.request_sha256 != request_fingerprint:
-            raise Conflict("this Idempotency-Key was used for a different request")
+            raise Conflict(_DIFFERENT_REQUEST)
         raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
 
     async def _write_ahead_claiming(self, ahead: list[AuditEvent], claim: repository.Claim) -> list[Receipt]:
@@ -502,17 +500,25 @@ class ExchangeService:
         try:
             return await self._record(ahead, repository.claim_companion(claim, None), _KEY_TAKEN_AHEAD)
         except Conflict:
-            def in_the_way() -> repository.Claim | None:
-                with transaction(self.deps.sessions) as session:
-                    return repository.find_claim(session, claim.system, claim.key)
-            other = await asyncio.to_thread(in_the_way)
+            other = await self._claim_on(claim.system, claim.key)
             if other is not None and other.request_sha256 != claim.request_sha256:
-                raise Conflict("this Idempotency-Key was used for a different request") from None
-            if other is None or other.claimed_at > self.deps.clock.now() - CLAIM_ABANDONED_AFTER:
+                raise Conflict(_DIFFERENT_REQUEST) from None
+            if other is None or self._live(other):
                 raise  # answered meanwhile, or still being answered: the retry gets that answer
         receipts = await self._record(ahead, repository.claim_companion(claim, other), _KEY_TAKEN_AHEAD)
         log.warning("idempotency_claim_taken_over", exchange_id=claim.exchange_id, abandoned=other.exchange_id)
         return receipts
+
+    async def _claim_on(self, system: str, key: str) -> repository.Claim | None:
+        """The claim on ``key`` as it is now (read on a thread)."""
+        def read() -> repository.Claim | None:
+            with transaction(self.deps.sessions) as session:
+                return repository.find_claim(session, system, key)
+        return await asyncio.to_thread(read)
+
+    def _live(self, claim: repository.Claim) -> bool:
+        """Whether the claim's attempt may still be answering (else it died and the key may be taken over)."""
+        return claim.claimed_at > self.deps.clock.now() - CLAIM_ABANDONED_AFTER
 
     async def _still_held(self, held: Callable[[Connection], None]) -> None:
         """``held`` on its own (before an escalation case is opened when no entry is logged after the write-ahead):
@@ -812,7 +818,7 @@ class ExchangeService:
         if stored is None:
             return None
         if stored.request_sha256 != request_fingerprint:
-            raise Conflict("this Idempotency-Key was used for a different request")
+            raise Conflict(_DIFFERENT_REQUEST)
         outcome = dict(stored.outcome)
         records: dict[str, Any] = {}
         if stored.sealed_records and stored.sealed_until and as_utc(stored.sealed_until) > self.deps.clock.now():
