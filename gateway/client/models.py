@@ -60,8 +60,8 @@ class ProvidedRecord(_Strict):
     fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed.")
 
 
-class ExchangeRequest(_Strict):
-    """`POST /v1/exchanges`: ask the holders of a partnership for data about subjects, for one purpose."""
+class _PurposeBound(_Strict):
+    """What every request to the holders states (exchange and discovery alike): where, why and about whom."""
 
     partnership: str = Field(pattern=_SLUG, description="Id of the partnership (register) the request is made "
                              "in; the requester must be an active participant of it.",
@@ -75,8 +75,14 @@ class ExchangeRequest(_Strict):
     signal: Signal = Field(description="What justifies the request (rule 4: no request without a signal).")
     subjects: list[Subject] = Field(min_length=1, max_length=100, description="The data subjects asked about; "
                                     "more than the purpose's bulk threshold is escalated (rule 6).")
-    categories: list[str] = Field(min_length=1, max_length=30, description="Data categories asked for.",
+    categories: list[str] = Field(min_length=1, max_length=30, description="Data categories asked for; only "
+                                  "holders the policy lets supply one of them are asked.",
                                   examples=[["company_registration", "directorships", "tax_debts"]])
+
+
+class ExchangeRequest(_PurposeBound):
+    """`POST /v1/exchanges`: ask the holders of a partnership for data about subjects, for one purpose."""
+
     holders: list[str] | Literal["all"] = Field(
         default="all",
         description='Organisation ids of the holders to ask, or "all" for every participant that supplies '
@@ -193,22 +199,8 @@ class ExchangeResult(BaseModel):
     receipt: Receipt = Field(description="Where the exchange is in the audit log.")
 
 
-class DiscoveryRequest(_Strict):
+class DiscoveryRequest(_PurposeBound):
     """`POST /v1/discovery`: which holders have data on these subjects, for this purpose? No data."""
-
-    partnership: str = Field(pattern=_SLUG, description="As for an exchange.",
-                             examples=["riec-amsterdam-amstelland"])
-    purpose: str = Field(pattern=_SLUG, description="As for an exchange: discovery is purpose-bound too.",
-                         examples=["bibob-integrity-check"])
-    legal_basis: str = Field(min_length=1, max_length=200, description="Must equal the purpose's legal basis.",
-                             examples=["WGS (RIEC) with Wet Bibob"])
-    case_reference: str = Field(pattern=_REFERENCE, description="The requester's case file reference.",
-                                examples=["RIEC-AA-2026-117"])
-    signal: Signal = Field(description="What justifies the question.")
-    subjects: list[Subject] = Field(min_length=1, max_length=100, description="The data subjects asked about.")
-    categories: list[str] = Field(min_length=1, max_length=30, description="Only holders the policy would let "
-                                  "supply one of these categories are asked.",
-                                  examples=[["company_registration", "tax_debts"]])
 
 
 class DiscoveryTarget(BaseModel):
