@@ -63,18 +63,32 @@ _TOKEN_PROBLEMS = {"400": ("invalid_request", "the form body could not be parsed
                    "401": ("invalid_client", "the client assertion's signature does not verify")}
 
 
+def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """An example problem document, as ``gateway.problems`` writes them."""
+    return {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail} | extra
+
+
+def named_examples(**examples: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI ``examples`` from problem documents, each summarised by its detail."""
+    return {name: {"summary": value["detail"], "value": value} for name, value in examples.items()}
+
+
+def problem_examples(**examples: dict[str, Any]) -> dict[str, Any]:
+    """``content`` of an error response with named examples (the post-processing below adds the schema)."""
+    return {PROBLEM_MEDIA_TYPE: {"examples": named_examples(**examples)}}
+
+
 def _usual_problem(status: str, path: str) -> dict[str, Any]:
+    """The usual problem document for ``status`` on ``path``, for a response the route gives no example of."""
     if path == "/oauth/token" and status in _TOKEN_PROBLEMS:  # RFC 6749 error members in the problem
         error, description = _TOKEN_PROBLEMS[status]
-        return {"usual": {"summary": description, "value": {
-            "type": PROBLEM_TYPE_BASE + "oauth-" + error.replace("_", "-"), "title": "Token request refused",
-            "status": int(status), "detail": description, "error": error, "error_description": description}}}
+        return problem(int(status), "oauth-" + error.replace("_", "-"), "Token request refused", description,
+                       error=error, error_description=description)
     slug, title, detail = _USUAL_PROBLEMS.get(status, ("http-error", "HTTP error", "the request failed"))
-    value: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": int(status),
-                             "detail": detail, "instance": path}
     if status == "422":
-        value["errors"] = [{"loc": ["body", "purpose"], "msg": "Field required", "type": "missing"}]
-    return {"usual": {"summary": detail, "value": value}}
+        return problem(422, slug, title, detail, instance=path,
+                       errors=[{"loc": ["body", "purpose"], "msg": "Field required", "type": "missing"}])
+    return problem(int(status), slug, title, detail, instance=path)
 
 
 def _plain_json(response: dict[str, Any]) -> bool:
@@ -86,7 +100,7 @@ def _problem_content(response: dict[str, Any], status: str, path: str) -> dict[s
     """The response's problem+json content: the Problem schema, and the route's examples or the usual one."""
     given = response.get("content", {}).get(PROBLEM_MEDIA_TYPE, {}).get("examples")
     return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"},
-                                "examples": given or _usual_problem(status, path)}}
+                                "examples": given or named_examples(usual=_usual_problem(status, path))}}
 
 
 def problem_openapi(app: FastAPI) -> dict[str, Any]:

@@ -19,12 +19,11 @@ from gateway.exchange.examples import (
     EXCHANGE_PROBLEMS,
     EXCHANGE_REQUESTS,
     EXCHANGE_RESULT,
-    problem,
-    problem_examples,
     shared_problems,
 )
 from gateway.exchange.service import Trace
 from gateway.exchange.setup import exchange_service
+from gateway.openapi import problem, problem_examples
 
 router = APIRouter(prefix="/v1", tags=["exchange"])
 _JSON = "application/json"

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi.openapi.models import Example
 
-from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from gateway.openapi import problem, problem_examples
 
 _BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
           "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-117",
@@ -90,17 +90,6 @@ DISCOVERY_RESULT: dict[str, Any] = {
     ],
     "receipt": _RECEIPT | {"exchange_id": "01a23787-4c9c-7a1d-9b94-a9a4aeae42b8"},
 }
-
-
-def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
-    """A problem document as ``gateway.problems`` writes it."""
-    return {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail} | extra
-
-
-def problem_examples(**examples: dict[str, Any]) -> dict[str, Any]:
-    """``content`` of an error response with named examples (``openapi.py`` adds the schema)."""
-    return {PROBLEM_MEDIA_TYPE: {"examples": {name: {"summary": value["detail"], "value": value}
-                                              for name, value in examples.items()}}}
 
 
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying with the same Idempotency-Key "
