@@ -98,11 +98,7 @@ def test_a_retry_of_an_answered_request_gets_its_answer_even_when_deciding_it_no
         headers = {"Idempotency-Key": "answered-key-0001"}
         first = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), headers)
         assert first.status_code == 200
-
-        async def engine_down(*_args: object, **_kwargs: object) -> None:
-            raise PolicyUnavailable("the policy engine is down")
-
-        monkeypatch.setattr(s.container.services["exchange"].deps.policy, "decide_many", engine_down)
+        monkeypatch.setattr(s.container.services["exchange"].deps.policy, "decide_many", _policy_engine_down)
         before = _audit_count(s)
         again = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), headers)
         assert again.status_code == 200
@@ -134,6 +130,23 @@ def held_holder(answer: dict[str, object] | None = None
         yield url, arrived, release, calls
 
 
+def _in_flight(stack: Stack, headers: dict[str, str], arrived: threading.Event
+               ) -> tuple[threading.Thread, list[httpx.Response]]:
+    """The usual request sent from a thread, returned once it has reached the held holder: the caller thread
+    and the list its answer will be in."""
+    answers: list[httpx.Response] = []
+    caller = threading.Thread(target=lambda: answers.append(stack.post("gemeente-amsterdam-vth", "/v1/exchanges",
+                                                                       _body(stack), headers)))
+    caller.start()
+    assert arrived.wait(20), "the request never reached the holder"
+    return caller, answers
+
+
+async def _policy_engine_down(*_args: object, **_kwargs: object) -> None:
+    """In place of a policy engine's ``decide_many``: the engine is down."""
+    raise PolicyUnavailable("the policy engine is down")
+
+
 @contextmanager
 def other_gateway_process(stack: Stack) -> Iterator[tuple[str, Container]]:
     """A second gateway on the same database, key store and partners, as a second worker process is: its
@@ -150,11 +163,7 @@ def test_a_retry_while_the_first_attempt_is_in_flight_gets_409_and_nothing_runs_
     headers = {"Idempotency-Key": "in-flight-key-0001"}
     with held_holder() as (holder_url, arrived, release, _), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
-        first: list[httpx.Response] = []
-        caller = threading.Thread(target=lambda: first.append(s.post("gemeente-amsterdam-vth", "/v1/exchanges",
-                                                                     _body(s), headers)))
-        caller.start()
-        assert arrived.wait(20), "the first attempt never reached the holder"
+        caller, first = _in_flight(s, headers, arrived)
         before = _audit_count(s)
         retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), headers)
         assert retry.status_code == 409
@@ -180,11 +189,7 @@ def test_a_key_another_process_answered_meanwhile_is_409_with_nothing_disclosed_
         assert done.status_code == 200
         release.clear()
         arrived.clear()
-        answers: list[httpx.Response] = []
-        caller = threading.Thread(target=lambda: answers.append(s.post(
-            "gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": key})))
-        caller.start()
-        assert arrived.wait(20)
+        caller, answers = _in_flight(s, {"Idempotency-Key": key}, arrived)
         # Meanwhile an answer to the same request appears under the same key. The claim makes this
         # impossible for another gateway process that plays by the rules; the outcome row's unique key is the
         # second line of defence, and this is what it does.
@@ -220,11 +225,7 @@ def test_a_retry_reaching_another_gateway_process_while_the_first_is_in_flight_r
     with held_holder() as (holder_url, arrived, release, calls), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s, \
             other_gateway_process(s) as (other, _):
-        first: list[httpx.Response] = []
-        caller = threading.Thread(target=lambda: first.append(s.post("gemeente-amsterdam-vth", "/v1/exchanges",
-                                                                     _body(s), headers)))
-        caller.start()
-        assert arrived.wait(20), "the first attempt never reached the holder"
+        caller, first = _in_flight(s, headers, arrived)
         [claim] = _claims(s)
         assert claim.idempotency_key == "cross-process-key-1"
         before = _audit_count(s)
@@ -254,14 +255,8 @@ def test_a_duplicate_that_cannot_be_decided_elsewhere_is_409_and_logs_no_denial(
     with held_holder() as (holder_url, arrived, release, calls), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s, \
             other_gateway_process(s) as (other, other_container):
-        caller = threading.Thread(target=lambda: s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), headers))
-        caller.start()
-        assert arrived.wait(20)
-
-        async def engine_down(*_args: object, **_kwargs: object) -> None:
-            raise PolicyUnavailable("the policy engine is down")
-
-        monkeypatch.setattr(other_container.services["exchange"].deps.policy, "decide_many", engine_down)
+        caller, _ = _in_flight(s, headers, arrived)
+        monkeypatch.setattr(other_container.services["exchange"].deps.policy, "decide_many", _policy_engine_down)
         before = _audit_count(s)
         token = {"Authorization": f"Bearer {s.token('gemeente-amsterdam-vth')}"}
         duplicate = httpx.post(f"{other}/v1/exchanges", json=_body(s), headers=headers | token, timeout=30)
@@ -314,11 +309,7 @@ def test_a_failed_attempt_frees_its_key_at_once(tmp_path: Path) -> None:
     key = "failing-attempt-key-1"
     with held_holder() as (holder_url, arrived, release, calls), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
-        answers: list[httpx.Response] = []
-        caller = threading.Thread(target=lambda: answers.append(s.post(
-            "gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": key})))
-        caller.start()
-        assert arrived.wait(20)
+        caller, answers = _in_flight(s, {"Idempotency-Key": key}, arrived)
         assert len(_claims(s)) == 1
         with s.container.engine.begin() as connection:
             connection.execute(text("ALTER TABLE exchanges RENAME TO exchanges_gone"))
@@ -341,11 +332,7 @@ def test_a_taken_over_attempt_that_would_escalate_logs_and_opens_nothing(tmp_pat
                                   "refusal_reason": "investigation-confidentiality"}
     with held_holder(refusal) as (holder_url, arrived, release, _), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
-        answers: list[httpx.Response] = []
-        caller = threading.Thread(target=lambda: answers.append(s.post(
-            "gemeente-amsterdam-vth", "/v1/exchanges", _body(s), {"Idempotency-Key": "refused-key-0001"})))
-        caller.start()
-        assert arrived.wait(20)
+        caller, answers = _in_flight(s, {"Idempotency-Key": "refused-key-0001"}, arrived)
         with s.container.engine.begin() as connection:
             connection.execute(exchange_claims.update().values(exchange_id="the-taker"))
         before, cases = _audit_count(s), _count(s, escalation_cases)
@@ -401,11 +388,7 @@ def test_an_attempt_whose_claim_was_taken_over_discloses_nothing(tmp_path: Path)
     key = "slow-attempt-key-1"
     with held_holder() as (holder_url, arrived, release, _), \
             running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
-        slow: list[httpx.Response] = []
-        caller = threading.Thread(target=lambda: slow.append(s.post("gemeente-amsterdam-vth", "/v1/exchanges",
-                                                                    _body(s), {"Idempotency-Key": key})))
-        caller.start()
-        assert arrived.wait(20)
+        caller, slow = _in_flight(s, {"Idempotency-Key": key}, arrived)
         with s.container.engine.begin() as connection:  # another process took the key over meanwhile
             connection.execute(exchange_claims.update().values(exchange_id="the-taker"))
         before = _audit_count(s)
