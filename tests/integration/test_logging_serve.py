@@ -25,7 +25,7 @@ from alembic import command
 
 from gateway.container import build_container
 from gateway.db.engine import alembic_config
-from gateway.demo import _free_port, _wait
+from gateway.demo import _free_port, _wait, demo_register
 from gateway.settings import Settings
 from tests.auth_helpers import register_client
 from tests.reliability.test_crash_safety import BODY, _token
@@ -63,17 +63,21 @@ class ServedGateway:
 @contextmanager
 def served_gateway(data_dir: Path, **env: str) -> Iterator[ServedGateway]:
     """``wgs-gateway serve`` on a free port over a migrated SQLite file in ``data_dir``, with an OAuth client
-    for the requester; ``env`` adds ``WGS_*`` settings. Stopped (SIGTERM, then kill) on exit."""
+    for the requester; ``env`` adds ``WGS_*`` settings. Stopped (SIGTERM, then kill) on exit.
+
+    It serves the demo's register (office hours the whole week): the process runs on the wall clock, and
+    these tests need their exchange to reach the holder at any hour, not be escalated after 19:00 (rule 7)."""
     url = f"sqlite:///{data_dir / 'gateway.sqlite'}"
     command.upgrade(alembic_config(url), "head")
     settings = Settings(data_dir=data_dir, database_url=url)
+    settings = settings.model_copy(update={"register_file": demo_register(settings)})
     container = build_container(settings)
     keys = register_client(container, REQUESTER, ["exchange"])
     container.close()
     port = _free_port(0)
     variables = {k: v for k, v in os.environ.items() if not k.startswith("WGS_")}
-    variables |= {"WGS_DATA_DIR": str(data_dir), "WGS_LOG_LEVEL": "INFO", "WGS_ESCALATION_SCAN_SECONDS": "0",
-                  **env}
+    variables |= {"WGS_DATA_DIR": str(data_dir), "WGS_REGISTER_FILE": str(settings.register_file),
+                  "WGS_LOG_LEVEL": "INFO", "WGS_ESCALATION_SCAN_SECONDS": "0", **env}
     stdout, stderr = data_dir / "gateway.out", data_dir / "gateway.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen([*_command("wgs-gateway", "gateway.cli"), "serve", "--port", str(port)],
