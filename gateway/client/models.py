@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -83,7 +83,7 @@ class _PurposeBound(_Strict):
 class ExchangeRequest(_PurposeBound):
     """`POST /v1/exchanges`: ask the holders of a partnership for data about subjects, for one purpose."""
 
-    holders: list[str] | Literal["all"] = Field(
+    holders: Annotated[list[str], Field(min_length=1)] | Literal["all"] = Field(
         default="all",
         description='Organisation ids of the holders to ask, or "all" for every participant that supplies '
                     "a requested category for this purpose.",

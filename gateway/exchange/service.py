@@ -235,6 +235,8 @@ def _targets(register: Register, body: ExchangeRequest | DiscoveryRequest, holde
         participant = partnership.participant_of_organisation(organisation)
         systems = participant.systems if participant else register.organisations[organisation].systems
         targets.append(_Target(organisation, systems[0] if systems else None))
+    if not targets:  # nothing to decide, ask or log: the request names no one (a partnership without systems)
+        raise Unprocessable(f"no holder to ask in `{body.partnership}`")
     return targets
 
 

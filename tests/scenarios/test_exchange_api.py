@@ -457,6 +457,7 @@ def test_discovery_answers_hit_or_no_hit_and_never_data(stack: Stack) -> None:
     (lambda b: b | {"subjects": []}, 422),
     (lambda b: b | {"subjects": [{"ref": "123456782"}]}, 422),  # a BSN-shaped ref is not a pseudonym
     (lambda b: b | {"holders": ["no-such-org"]}, 422),
+    (lambda b: b | {"holders": []}, 422),  # no one to ask: was an unaudited 500
     (lambda b: b | {"partnership": "riec-utrecht"}, 422),
     (lambda b: b | {"partnership": "Robert'); DROP TABLE exchanges;--"}, 422),
 ])
