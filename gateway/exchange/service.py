@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -252,6 +253,9 @@ class ExchangeService:
     def __init__(self, deps: ExchangeDeps) -> None:
         self.deps = deps
         self._daily_counts: dict[tuple[str, str, str], tuple[int, float]] = {}
+        # Exchanges of this process that rule 6 has counted but that are not stored yet, per (system, purpose):
+        # each one decided meanwhile counts them too, so concurrent requests cannot all slip under the limit.
+        self._undone_today: Counter[tuple[str, str]] = Counter()
         self._latest_checkpoint: tuple[str, float] | None = None
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
         self._keys_in_flight: set[tuple[str, str]] = set()  # (system, Idempotency-Key) being answered here
@@ -269,16 +273,17 @@ class ExchangeService:
         await self._outcomes.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
-    async def _requests_today(self, principal: Principal, purpose: str) -> int:
+    async def _requests_today(self, principal: Principal, purpose: str, undone: int = 0) -> int:
         """Rule 6's count: from the database at most every COUNT_REFRESH_SECONDS per (system, purpose, day),
-        counted up in between. Other gateway processes' requests show up at the next refresh, so the limit
+        counted up in between, plus the ``undone`` requests of this process that were counted before this one
+        and are not stored yet. Other gateway processes' requests show up at the next refresh, so the limit
         may be exceeded by at most a few seconds' traffic of the other workers — then it escalates."""
         tz = ZoneInfo(self.deps.register.office_hours.timezone)
         local_midnight = self.deps.clock.now().astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
         key = (principal.subject, purpose, local_midnight.date().isoformat())
         cached = self._daily_counts.get(key)
         if cached is not None and time.monotonic() - cached[1] < COUNT_REFRESH_SECONDS:
-            return cached[0]
+            return cached[0] + undone
 
         def count() -> int:
             with transaction(self.deps.sessions) as session:
@@ -286,7 +291,7 @@ class ExchangeService:
 
         fresh = await asyncio.to_thread(count)
         self._daily_counts[key] = (fresh, time.monotonic())
-        return fresh
+        return fresh + undone
 
     def _counted(self, principal: Principal, purpose: str) -> None:
         for key, (value, fetched) in list(self._daily_counts.items()):
@@ -346,8 +351,21 @@ class ExchangeService:
     # -- exchange ------------------------------------------------------------------------------
     async def exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                        idempotency_key: str | None) -> ExchangeResult:
+        # Rule 6 counts this request from here until it is stored (or fails): those decided meanwhile see it.
+        slot = (principal.subject, body.purpose)
+        undone = self._undone_today[slot]
+        self._undone_today[slot] += 1
+        try:
+            return await self._exchange_once(principal, body, trace, idempotency_key, undone)
+        finally:
+            self._undone_today[slot] -= 1
+            if not self._undone_today[slot]:
+                del self._undone_today[slot]
+
+    async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
+                             idempotency_key: str | None, undone: int) -> ExchangeResult:
         if not idempotency_key:
-            return await self._exchange(principal, body, trace, None)
+            return await self._exchange(principal, body, trace, None, undone)
         # A retry that arrives while the first attempt is still being answered must not run it a second time.
         # Here (same process) that is known without the database; the key's claim, written ahead with the
         # first attempt's entries, refuses a retry that reaches another gateway process.
@@ -356,12 +374,12 @@ class ExchangeService:
             raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
         self._keys_in_flight.add(in_flight)
         try:
-            return await self._exchange(principal, body, trace, idempotency_key)
+            return await self._exchange(principal, body, trace, idempotency_key, undone)
         finally:
             self._keys_in_flight.discard(in_flight)
 
     async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                        idempotency_key: str | None) -> ExchangeResult:
+                        idempotency_key: str | None, undone: int) -> ExchangeResult:
         request_fingerprint = fingerprint(principal, body)
         register = self.deps.register
         exchange_id = new_id()
@@ -371,7 +389,8 @@ class ExchangeService:
                                                         request_fingerprint)) if idempotency_key else None)
         try:
             try:
-                decided = await self._decided(register, principal, body, trace, exchange_id, request_fingerprint)
+                decided = await self._decided(register, principal, body, trace, exchange_id, request_fingerprint,
+                                              undone)
             except Exception:
                 if lookup is not None and (replay := await lookup) is not None:
                     return replay  # the request was answered before: that answer, whatever deciding it now says
@@ -418,7 +437,7 @@ class ExchangeService:
             raise
 
     async def _decided(self, register: Register, principal: Principal, body: ExchangeRequest, trace: Trace,
-                       exchange_id: str, request_fingerprint: str) -> _Decided:
+                       exchange_id: str, request_fingerprint: str, undone: int) -> _Decided:
         """Everything before the write-ahead, none of it written anywhere: the targets, the re-run grant, the
         audit base, the subjects as logged, and the decisions (or the policy engine's failure, to be denied
         and logged only once it is clear that this is no retry of an answered request)."""
@@ -434,7 +453,7 @@ class ExchangeService:
         logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
         try:
             decisions: list[Decision] | PolicyError = await self._decide(
-                "exchange", body, principal, targets, await self._requests_today(principal, body.purpose),
+                "exchange", body, principal, targets, await self._requests_today(principal, body.purpose, undone),
                 request_fingerprint, grant.policy_input if grant else None)
         except PolicyError as exc:
             decisions = exc
@@ -728,7 +747,9 @@ class ExchangeService:
             indexed = await asyncio.to_thread(self.deps.pseudonyms.holders_of, body.partnership,
                                               sorted(set(logged.values())))
         try:
-            decisions = await self._decide("discovery", body, principal, targets, 0, fingerprint(principal, body))
+            today = await self._requests_today(principal, body.purpose,
+                                               self._undone_today[(principal.subject, body.purpose)])
+            decisions = await self._decide("discovery", body, principal, targets, today, fingerprint(principal, body))
         except PolicyError as exc:
             await self._deny_all_on_policy_failure(exc, base, targets, EventType.DISCOVERY_QUERIED)
             raise

@@ -1,0 +1,41 @@
+"""Rule 6's daily limit holds under concurrency: requests decided while earlier ones are still being answered
+count those too, so a burst cannot slip under the limit together (found by a review: ten concurrent
+requests against a limit of two were all allowed)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from gateway.settings import SHIPPED_REGISTER
+from tests.stack import running_stack
+
+LIMIT = 2
+BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+         "legal_basis": "WGS (RIEC) with Wet Bibob", "signal": {"type": "bibob-application", "reference": "BIBOB-1"},
+         "holders": ["politie"], "categories": ["police_incidents"]}
+
+
+def test_a_burst_of_concurrent_requests_gets_no_more_than_the_daily_limit_allowed(tmp_path: Path) -> None:
+    register = yaml.safe_load(SHIPPED_REGISTER.read_text())
+    register["partnerships"]["riec-amsterdam-amstelland"]["purposes"]["bibob-integrity-check"][
+        "daily_limit_per_system"] = LIMIT
+    (tmp_path / "register.yaml").write_text(yaml.safe_dump(register))
+    with running_stack(tmp_path, settings_overrides={"register_file": tmp_path / "register.yaml"}) as stack:
+        subject = stack.world.scenarios()["bibob-applicant"][1]
+        stack.token("gemeente-amsterdam-vth")  # fetched once, before the burst
+
+        def ask(n: int) -> tuple[str, set[str]]:
+            response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", BIBOB | {
+                "case_reference": f"RIEC-AA-2026-{n:03d}", "subjects": [{"ref": subject}]})
+            assert response.status_code == 200, response.text
+            target = response.json()["targets"][0]
+            return target["outcome"], {r["code"] for r in target["reasons"]}
+
+        with ThreadPoolExecutor(8) as pool:
+            burst = list(pool.map(ask, range(8)))
+        assert [outcome for outcome, _ in burst].count("allowed") == LIMIT
+        assert all("daily-limit" in codes for outcome, codes in burst if outcome != "allowed")
+        assert ask(99) == ("escalated", {"daily-limit"})  # and the next one, once the burst is stored
