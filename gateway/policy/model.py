@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Callable
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -78,8 +79,21 @@ class Decision(_Strict):
         """This decision, when it is consistent; ``MalformedDecision`` otherwise."""
         if self.allow != (self.outcome in {"allowed", "allowed-narrowed"}):
             raise MalformedDecision("decision `allow` contradicts its outcome")
+        if self.escalate != (self.outcome == "escalated"):
+            raise MalformedDecision("decision `escalate` contradicts its outcome")
+        if self.allow and not self.permitted_categories:
+            raise MalformedDecision("an allow must permit at least one category")
+        if self.outcome == "denied" and self.permitted_categories:
+            raise MalformedDecision("a denial permits no category")
         if requires_obligations and self.allow and self.obligations is None:
             raise MalformedDecision("an allow must carry obligations")
+        if self.obligations is not None:
+            if self.obligations.onward_sharing:  # rule 9: never, whatever else the document says
+                raise MalformedDecision("obligations must forbid onward sharing")
+            try:
+                date.fromisoformat(self.obligations.retain_until)
+            except ValueError as exc:
+                raise MalformedDecision("obligation `retain_until` is not a date") from exc
         return self
 
 
