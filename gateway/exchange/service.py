@@ -441,6 +441,10 @@ class ExchangeService:
         """Everything before the write-ahead, none of it written anywhere: the targets, the re-run grant, the
         audit base, the subjects as logged, and the decisions (or the policy engine's failure, to be denied
         and logged only once it is clear that this is no retry of an answered request)."""
+        unknown = sorted({r.category for r in body.provide} - register.categories.keys())
+        if unknown:  # the policy would remove them anyway; each costs its evaluation, past the RVM's limit
+            raise Unprocessable(f"provided records of unknown categories: {', '.join(unknown)} "
+                                f"(register {register.version})")
         grant = await self._grant(principal, body)
         targets = _targets(register, body, body.holders, principal.organisation)
         if grant is not None:  # a re-run asks only the holder the decision is about

@@ -458,6 +458,9 @@ def test_discovery_answers_hit_or_no_hit_and_never_data(stack: Stack) -> None:
     (lambda b: b | {"subjects": [{"ref": "123456782"}]}, 422),  # a BSN-shaped ref is not a pseudonym
     (lambda b: b | {"holders": ["no-such-org"]}, 422),
     (lambda b: b | {"holders": []}, 422),  # no one to ask: was an unaudited 500
+    # unknown provided categories are refused (with many holders they ran past the RVM limit: a 503)
+    (lambda b: b | {"provide": [{"subject": "ps-0000000001", "category": f"made_up_{chr(97 + n)}",
+                                 "fields": {}} for n in range(26)]}, 422),
     (lambda b: b | {"partnership": "riec-utrecht"}, 422),
     (lambda b: b | {"partnership": "Robert'); DROP TABLE exchanges;--"}, 422),
 ])
