@@ -68,23 +68,52 @@ request_escalate contains {"code": "outside-office-hours", "message": "requests 
 _request_escalate_sorted := [r | request_escalate != set(); some r in sort_reasons(request_escalate)]
 
 # Rule 8: the escalation decision for exactly this request, while it is valid, under its holder's name
-# (it counts for that holder only).
+# (it counts for that holder only). A decision whose obligations are malformed is no valid decision.
 _escalation_decisions := {d.holder: d |
 	input.context.escalation_decision.request_fingerprint == input.request_fingerprint
 	d := input.context.escalation_decision
 	is_string(d.holder)
 	time.parse_rfc3339_ns(d.valid_until) > requested_ns
+	_well_formed_obligations(object.get(d, "obligations", {}))
 }
 
-# Rule 9: obligations on every allow; an escalation decision may add its own for its holder. (Null when the
-# purpose is unknown: then nothing is allowed.)
+# An escalation decision's obligations: an object with, each optionally, `retain_until` a date
+# (YYYY-MM-DD), `results_only` a boolean and `onward_sharing` false. Other keys are ignored.
+_well_formed_obligations(o) if {
+	is_object(o)
+	_date_or_absent(object.get(o, "retain_until", null))
+	_boolean_or_absent(object.get(o, "results_only", null))
+	object.get(o, "onward_sharing", false) == false
+}
+
+_date_or_absent(null) := true
+
+_date_or_absent(value) if {
+	is_string(value)
+	regex.match(`^[0-9]{4}-[0-9]{2}-[0-9]{2}$`, value)
+}
+
+_boolean_or_absent(null) := true
+
+_boolean_or_absent(value) if is_boolean(value)
+
+# Rule 9: obligations on every allow. (Null when the purpose is unknown: then nothing is allowed.)
 _obligations_on_allow := {"retain_until": retain_until, "onward_sharing": false, "results_only": object.get(purpose, "results_only", false)} if {
 	purpose
 } else := null
 
-_escalation_obligations := {org: object.union(_obligations_on_allow, d.obligations) |
+# Rules 8 and 9: an escalation decision's obligations, for its holder, only tighten the purpose's: the
+# earlier `retain_until` of the two, `results_only` when either says so, `onward_sharing` always false.
+_escalation_obligations := {org: _tightened(_obligations_on_allow, object.get(d, "obligations", {})) |
 	_obligations_on_allow != null
 	some org, d in _escalation_decisions
+}
+
+# (Both dates are YYYY-MM-DD, so the earlier one sorts first.)
+_tightened(on_allow, extra) := {
+	"retain_until": sort([on_allow.retain_until, object.get(extra, "retain_until", on_allow.retain_until)])[0],
+	"onward_sharing": false,
+	"results_only": {true: true, false: object.get(extra, "results_only", false)}[on_allow.results_only],
 }
 
 # Rule 8: a valid escalation decision narrows its holder's categories to those it states.

@@ -172,7 +172,9 @@ test_valid_decision_overrides_bulk_and_narrows if {
 	d.permitted_categories == ["tax_debts"]
 	d.escalation_decision == "dec-1"
 	"narrowed-by-escalation-decision" in _codes(d)
-	d.obligations.note == "tier-2"
+
+	# Only rule 9's obligations leave the policy (an unknown one of the decision's is not passed on).
+	d.obligations == {"retain_until": "2028-11-25", "onward_sharing": false, "results_only": false}
 }
 
 test_expired_decision_is_ignored if {
@@ -190,6 +192,60 @@ test_decision_for_another_request_or_holder_is_ignored if {
 test_decision_never_widens_beyond_the_register if {
 	d := exchange.decision with input as _decision_for("fp-1", "belastingdienst", "2026-12-01T00:00:00Z", ["tax_debts", "tax_compliance", "income", "criminal_intelligence"])
 	d.permitted_categories == ["tax_compliance", "tax_debts"]
+}
+
+# Rules 8 and 9: an escalation decision's obligations only tighten the purpose's: the earlier retain_until,
+# results_only if either says so, onward sharing never.
+_youth := {"partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)", "subjects_minor": true}
+
+_decided(changes, obligations) := d if {
+	d := exchange.decision with input as object.union(_with(object.union({"subject_count": 40}, changes)), {"context": {"requests_today": 0, "escalation_decision": {
+		"id": "dec-9", "request_fingerprint": "fp-1", "holder": "politie", "valid_until": "2026-12-01T00:00:00Z",
+		"permitted_categories": ["police_incidents"], "obligations": obligations,
+	}}})
+}
+
+test_decision_cannot_retain_longer_than_the_purpose if {
+	d := _decided({}, {"retain_until": "2099-12-31"})
+	d.outcome == "allowed"
+	d.escalation_decision == "dec-9"
+	d.obligations == {"retain_until": "2028-11-25", "onward_sharing": false, "results_only": false}
+}
+
+test_decision_may_retain_shorter_than_the_purpose if {
+	d := _decided({}, {"retain_until": "2027-01-31"})
+	d.obligations == {"retain_until": "2027-01-31", "onward_sharing": false, "results_only": false}
+}
+
+test_decision_cannot_lift_results_only if {
+	d := _decided(_youth, {"results_only": false, "retain_until": "2099-12-31"})
+	d.outcome == "allowed"
+	d.obligations == {"retain_until": "2027-11-25", "onward_sharing": false, "results_only": true}
+}
+
+test_decision_may_add_results_only if {
+	d := _decided({}, {"results_only": true})
+	d.obligations == {"retain_until": "2028-11-25", "onward_sharing": false, "results_only": true}
+}
+
+test_decision_without_obligations_keeps_the_purposes if {
+	d := _decided(_youth, {})
+	d.obligations == {"retain_until": "2027-11-25", "onward_sharing": false, "results_only": true}
+}
+
+test_decision_allowing_onward_sharing_is_no_valid_decision if {
+	d := _decided({}, {"onward_sharing": true})
+	d.outcome == "escalated"
+	d.escalation_decision == null
+	d.obligations == null
+}
+
+test_decision_with_malformed_obligations_is_no_valid_decision if {
+	every obligations in [{"retain_until": "31-12-2026"}, {"retain_until": 20261231}, {"results_only": "no"}, "none"] {
+		d := _decided({}, obligations)
+		d.outcome == "escalated"
+		d.escalation_decision == null
+	}
 }
 
 # Rule 9: obligations on every allow; hit/no-hit holders.

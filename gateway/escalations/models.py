@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _REF = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"
 
@@ -53,8 +53,19 @@ class Withdraw(Versioned):
 
 
 class ExtraObligations(_Strict):
+    """Obligations a decision adds to the purpose's: they only tighten them (the policy keeps the earlier
+    deletion date and results-only when either says so; onward sharing is never allowed, so it is no field)."""
+
     retain_until: date | None = Field(default=None, description="An earlier deletion date than the purpose's.")
     results_only: bool | None = Field(default=None, description="Only results may leave the partnership.")
+
+    @field_validator("results_only")
+    @classmethod
+    def _only_true(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError("a decision cannot lift the purpose's results-only obligation: "
+                             "give true or leave it out")
+        return value
 
 
 class Decide(Versioned):

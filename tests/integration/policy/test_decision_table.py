@@ -107,6 +107,49 @@ async def test_decision_table(engine: PolicyEngine, case: str, policy_input: Pol
     assert decision.policy_version.startswith("wgs-policy-")
 
 
+def _decided(obligations: dict[str, Any], **request: Any) -> PolicyInput:
+    """A bulk request to the police, allowed by an escalation decision with ``obligations``."""
+    return _input(MUNICIPALITY, "politie", ["police_incidents"], subject_count=40, **request,
+                  context=PolicyContext(escalation_decision=EscalationDecisionInput(
+                      id="dec-9", request_fingerprint="fp-1", holder="politie", valid_until="2026-12-01T00:00:00Z",
+                      permitted_categories=["police_incidents"], obligations=obligations)))
+
+
+YOUTH = {"partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)",
+         "subjects_minor": True}
+
+# (case id, input, obligations of the decision: None when the escalation decision is no valid one)
+OBLIGATIONS: list[tuple[str, PolicyInput, dict[str, Any] | None]] = [
+    ("later-retain-until-ignored", _decided({"retain_until": "2099-12-31"}),
+     {"retain_until": "2028-11-25", "onward_sharing": False, "results_only": False}),
+    ("earlier-retain-until-kept", _decided({"retain_until": "2027-01-31"}),
+     {"retain_until": "2027-01-31", "onward_sharing": False, "results_only": False}),
+    ("results-only-not-lifted", _decided({"results_only": False, "retain_until": "2099-12-31"}, **YOUTH),
+     {"retain_until": "2027-11-25", "onward_sharing": False, "results_only": True}),
+    ("results-only-added", _decided({"results_only": True}),
+     {"retain_until": "2028-11-25", "onward_sharing": False, "results_only": True}),
+    ("unknown-obligation-dropped", _decided({"note": "tier-2"}),
+     {"retain_until": "2028-11-25", "onward_sharing": False, "results_only": False}),
+    ("onward-sharing-invalidates", _decided({"onward_sharing": True}), None),
+    ("malformed-date-invalidates", _decided({"retain_until": "31-12-2099"}), None),
+]
+
+
+@pytest.mark.parametrize(("case", "policy_input", "obligations"), OBLIGATIONS, ids=[row[0] for row in OBLIGATIONS])
+async def test_escalation_decision_only_tightens_obligations(engine: PolicyEngine, case: str,
+                                                             policy_input: PolicyInput,
+                                                             obligations: dict[str, Any] | None) -> None:
+    decision = await engine.decide("exchange", policy_input)
+    if obligations is None:
+        assert (decision.outcome, decision.escalation_decision, decision.obligations) == ("escalated", None, None)
+        assert "bulk-request" in {r.code for r in decision.reasons}
+    else:
+        assert decision.outcome == "allowed", (case, decision.reasons)
+        assert decision.escalation_decision == "dec-9"
+        assert decision.obligations is not None
+        assert decision.obligations.model_dump() == obligations
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
