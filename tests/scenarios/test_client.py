@@ -4,6 +4,7 @@ idempotent retries, problem documents as errors."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from audit.tables import audit_entries
-from gateway.client.api import GatewayClient, GatewayClientError
+from gateway.client.api import GatewayBusy, GatewayClient, GatewayClientError
 from gateway.client.models import ExchangeRequest, Outcome
 from tests.servers import serve_app
 from tests.stack import Stack, running_stack
@@ -111,3 +112,63 @@ async def test_a_retry_after_a_client_timeout_waits_for_the_first_attempt_instea
     assert result.targets[0].outcome is Outcome.ALLOWED
     assert len(queries) == 1, "the holder was asked once, however often the client retried"
     assert requested == 1
+
+
+def _requested(stack: Stack) -> int:
+    with stack.container.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(audit_entries).where(
+            audit_entries.c.event_type == "exchange.requested")).scalar_one())
+
+
+async def test_with_the_default_retries_a_timed_out_exchange_waits_for_its_first_attempt(tmp_path: Path) -> None:
+    """The busy-409 wait is not limited by the (small) transport retries: the client's default settings get
+    the first attempt's answer although it takes longer than the timeout plus two quick retries."""
+    queries: list[float] = []
+    slow = FastAPI()
+
+    @slow.post("/holder/v1/query")
+    async def query() -> dict[str, object]:
+        queries.append(time.monotonic())
+        await asyncio.sleep(3.0)
+        return {"status": "answered", "records": []}
+
+    with serve_app(slow) as holder_url, running_stack(
+            tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
+        keys = stack.clients["gemeente-amsterdam-vth"]
+        async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=1.0,
+                                 clock=lambda: stack.clock.now().timestamp()) as client:
+            result = await client.exchange(_request(stack))
+        requested = _requested(stack)
+    assert result.targets[0].outcome is Outcome.ALLOWED
+    assert len(queries) == 1
+    assert requested == 1
+
+
+async def test_an_exchange_given_up_on_is_resumed_with_the_key_on_the_error(tmp_path: Path) -> None:
+    """The client gives up while the first attempt is still being answered; the error names the key it
+    used, and an exchange with that key gets the first attempt's answer: the holder is asked once."""
+    queries: list[float] = []
+    release = threading.Event()
+    held = FastAPI()
+
+    @held.post("/holder/v1/query")
+    async def query() -> dict[str, object]:
+        queries.append(time.monotonic())
+        await asyncio.to_thread(release.wait, 10)
+        return {"status": "answered", "records": []}
+
+    with serve_app(held) as holder_url, running_stack(
+            tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
+        keys = stack.clients["gemeente-amsterdam-vth"]
+        async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=0.5, busy_wait=1.0,
+                                 clock=lambda: stack.clock.now().timestamp()) as client:
+            with pytest.raises(GatewayBusy) as gave_up:
+                await client.exchange(_request(stack))
+            release.set()
+            key = gave_up.value.idempotency_key
+            assert key is not None
+            resumed = await client.exchange(_request(stack), idempotency_key=key)
+        requested = _requested(stack)
+    assert resumed.targets[0].outcome is Outcome.ALLOWED
+    assert len(queries) == 1, "the holder was asked once"
+    assert requested == 1, "one exchange was logged"
