@@ -36,3 +36,10 @@ test_discovery_denied_for_minors_outside_youth_prevention if {
 	d := discovery.decision with input as _input({"subjects_minor": true})
 	d.outcome == "denied"
 }
+
+test_discovery_skips_a_hit_only_category_of_a_holder_answering_records if {
+	register := json.patch(data.register, [{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/supplies/police/-", "value": "ongoing_investigation"}])
+	d := discovery.decision with input as _input({"holder": {"organisation": "politie"}, "categories": ["police_incidents", "ongoing_investigation"]}) with data.register as register
+	d.outcome == "allowed"
+	d.permitted_categories == ["police_incidents"]
+}

@@ -14,7 +14,6 @@ package wgs.exchange
 
 import rego.v1
 
-import data.wgs.common.hit_only_categories
 import data.wgs.common.holder_facts
 import data.wgs.common.in_office_hours
 import data.wgs.common.indexed_holders
@@ -125,7 +124,6 @@ _plain_context := {
 	"requested": requested,
 	"escalate": _request_escalate_sorted,
 	"on_allow": _obligations_on_allow,
-	"hit_only_categories": hit_only_categories,
 	"policy_version": data.wgs.version.policy_version,
 }
 
@@ -142,7 +140,6 @@ _context := {
 	"bounds": _escalation_bounds,
 	"obligations": _escalation_obligations,
 	"on_allow": _obligations_on_allow,
-	"hit_only_categories": hit_only_categories,
 	"provided": provided,
 	"policy_version": data.wgs.version.policy_version,
 }
@@ -170,10 +167,7 @@ _decision(ctx, org) := {
 	"reasons": [r | [deny, escalate, removal, narrowed] != [[], [], {}, []]; some r in _reasons(deny, escalate, removal, narrowed)],
 	"permitted_categories": object.get({true: sort(permitted)}, allowed, []),
 	"removed_categories": sort(removed),
-	"hit_only": {
-		true: {true: {true: true, false: true}, false: {true: true, false: true}},
-		false: {true: {true: true, false: false}, false: {true: false, false: false}},
-	}[f.hit_only_holder][permitted - ctx.hit_only_categories == set()][permitted != set()],
+	"hit_only": f.hit_only_holder,
 	"obligations": object.get({true: object.get(ctx.obligations, org, ctx.on_allow)}, allowed, null),
 	"escalation_decision": object.get(ctx.escalation_ids, org, null),
 	"policy_version": ctx.policy_version,
@@ -182,8 +176,9 @@ _decision(ctx, org) := {
 	req := ctx.requested
 
 	# Rules 3 and 4 give `base`, what this holder may disclose to this requester for this purpose. A
-	# hit/no-hit holder (rule 3, e.g. FIOD for Bibob) is always asked about all of it when targeted; any
-	# other holder about what was requested. Rule 8: an escalation decision never widens that, and
+	# hit/no-hit holder (rule 3, e.g. FIOD for Bibob) is always asked about all of it when targeted, and
+	# answers hit/no-hit only; any other holder about what was requested, with records (so its `base` holds
+	# no hit-only category of the vocabulary: wgs.index.holder_facts removes those, with a reason). Rule 8: an escalation decision never widens that, and
 	# narrows it to the categories it states.
 	base := object.keys(f.base)
 	permitted := (base & object.get({true: base}, f.hit_only_holder, req)) & object.get(ctx.bounds, org, base)
@@ -236,10 +231,7 @@ _plain_decision(ctx, org) := {
 	"reasons": [r | [deny, escalate, removal] != [[], [], {}]; some r in _reasons(deny, escalate, removal, [])],
 	"permitted_categories": object.get({true: sort(permitted)}, allowed, []),
 	"removed_categories": sort(removed),
-	"hit_only": {
-		true: {true: {true: true, false: true}, false: {true: true, false: true}},
-		false: {true: {true: true, false: false}, false: {true: false, false: false}},
-	}[f.hit_only_holder][permitted - ctx.hit_only_categories == set()][permitted != set()],
+	"hit_only": f.hit_only_holder,
 	"obligations": object.get({true: ctx.on_allow}, allowed, null),
 	"escalation_decision": null,
 	"policy_version": ctx.policy_version,

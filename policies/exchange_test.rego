@@ -271,6 +271,46 @@ test_bank_gets_hit_no_hit_only_s10 if {
 	d.hit_only
 }
 
+# Rule 3 with the vocabulary: a hit-only category ("never as records") is removed from a holder whose role
+# is no hit/no-hit holder for the purpose (a register the loader refuses; the policy holds regardless).
+_police_supplies_investigation := json.patch(data.register, [{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/supplies/police/-", "value": "ongoing_investigation"}])
+
+test_hit_only_category_is_removed_from_a_holder_answering_records if {
+	d := exchange.decision with input as _with({"categories": ["police_incidents", "ongoing_investigation"]}) with data.register as _police_supplies_investigation
+	d.outcome == "allowed-narrowed"
+	d.permitted_categories == ["police_incidents"]
+	d.removed_categories == ["ongoing_investigation"]
+	not d.hit_only
+	some r in d.reasons
+	r.code == "hit-only-category"
+	r.category == "ongoing_investigation"
+}
+
+test_only_a_hit_only_category_from_a_holder_answering_records_denies if {
+	d := exchange.decision with input as _with({"categories": ["ongoing_investigation"]}) with data.register as _police_supplies_investigation
+	d.outcome == "denied"
+	d.permitted_categories == []
+	_codes(d) == {"no-permitted-categories", "hit-only-category"}
+}
+
+test_hit_only_category_is_removed_under_an_escalation_decision_too if {
+	i := object.union(_with({"subject_count": 40, "categories": ["police_incidents", "ongoing_investigation"]}), {"context": {"requests_today": 0, "escalation_decision": {
+		"id": "dec-1", "request_fingerprint": "fp-1", "holder": "politie", "valid_until": "2026-12-01T00:00:00Z",
+		"permitted_categories": ["police_incidents", "ongoing_investigation"],
+	}}})
+	d := exchange.decision with input as i with data.register as _police_supplies_investigation
+	d.outcome == "allowed-narrowed"
+	d.permitted_categories == ["police_incidents"]
+	_codes(d) == {"hit-only-category"}
+}
+
+test_hit_only_holder_still_answers_hit_no_hit if {
+	d := exchange.decision with input as _with({"holder": {"organisation": "fiod"}, "categories": ["ongoing_investigation"]}) with data.register as _police_supplies_investigation
+	d.outcome == "allowed"
+	d.hit_only
+	d.permitted_categories == ["ongoing_investigation"]
+}
+
 test_every_decision_carries_the_policy_version if {
 	d := _decide({})
 	d.policy_version == data.wgs.version.policy_version

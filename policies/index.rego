@@ -57,7 +57,9 @@ _minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(h
 # `partnership_id` (rules 1, 3 and 4). `requester_role` is null when the requester is no participant; any
 # id may name nothing in the register (then the sets are empty and `participant` is null). Sets of
 # categories are objects `{category: true}` (see above):
-#   base       what the holder may disclose to this requester for this purpose;
+#   base       what the holder may disclose to this requester for this purpose (never a hit-only category
+#              of the vocabulary when the holder's role is no hit/no-hit holder for the purpose: that one
+#              would answer with records);
 #   domain_nd  what the holder could ever supply in this partnership, plus what is never disclosed: a
 #              requested category outside it is not this holder's business (no narrowing);
 #   outside    domain_nd less base: what a request is refused of this holder when no escalation decision
@@ -73,13 +75,13 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	"participant": p,
 	"deny": deny, # an array: a set of objects would not survive the cache
 	"deny_pairs": [reason_pair(r) | some r in deny],
-	"hit_only_holder": role in object.get(purpose, "hit_only_holders", []),
+	"hit_only_holder": hit_only_holder,
 	"base": {c: true | some c in base},
 	"domain_nd": {c: true | some c in domain | nd},
 	"outside": {c: true | some c in (domain | nd) - base},
-	"removal_reasons": {c: reason_pair(_removal_reason(c, nd, supplied, org, purpose_id, requester_role)) |
+	"removal_reasons": {c: reason_pair(_removal_reason(c, nd, supplied, receivable, org, purpose_id, requester_role)) |
 		some c in ((domain | nd) - base)
-		_removable(c, nd, supplied, receivable, requester_role)
+		_removable(c, nd, supplied, receivable, requester_role, records_only)
 	},
 	"providable": {c: true | some c in providable},
 } if {
@@ -91,7 +93,11 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	supplied := {c | some c in object.get(purpose, ["supplies", role], [])}
 	receivable := {c | some c in object.get(purpose, ["receives", requester_role], [])}
 	domain := {c | some q in object.get(partnership, "purposes", {}); some c in object.get(q, ["supplies", role], [])}
-	base := (supplied & receivable) - nd
+	hit_only_holder := role in object.get(purpose, "hit_only_holders", [])
+
+	# A hit-only category this holder would otherwise disclose as records (rule 3: removed, with a reason).
+	records_only := object.get({false: ((supplied & receivable) & hit_only_categories) - nd}, hit_only_holder, set())
+	base := ((supplied & receivable) - nd) - records_only
 	providable := ({c | some c in object.get(purpose, ["supplies", requester_role], [])} & {c | some c in object.get(purpose, ["receives", role], [])}) - nd
 	deny := _holder_deny(partnership_id, org, p)
 }
@@ -119,17 +125,21 @@ _holder_deny(partnership_id, org, p) := [{"code": "holder-not-participant", "mes
 
 # Rules 3 and 4: why category `c` is removed when requested. `_removable` says whether the register gives a
 # reason at all: a category the holder supplies to a requester that is no participant has none.
-_removable(c, nd, _, _, _) if c in nd
+_removable(c, nd, _, _, _, _) if c in nd
 
-_removable(c, _, supplied, _, _) if not c in supplied
+_removable(c, _, supplied, _, _, _) if not c in supplied
 
-_removable(c, _, _, receivable, requester_role) if {
+_removable(c, _, _, receivable, requester_role, _) if {
 	not c in receivable
 	requester_role != null
 }
 
-_removal_reason(c, nd, supplied, org, purpose_id, requester_role) := {"code": "never-disclosed", "category": c, "message": sprintf("`%s` is never disclosed through the gateway", [c])} if {
+_removable(c, _, _, _, _, records_only) if c in records_only
+
+_removal_reason(c, nd, supplied, receivable, org, purpose_id, requester_role) := {"code": "never-disclosed", "category": c, "message": sprintf("`%s` is never disclosed through the gateway", [c])} if {
 	c in nd
 } else := {"code": "category-not-supplied", "category": c, "message": sprintf("`%s` does not supply `%s` for `%s`", [org, c, purpose_id])} if {
 	not c in supplied
-} else := {"code": "category-not-receivable", "category": c, "message": sprintf("role `%s` may not receive `%s` for `%s`", [requester_role, c, purpose_id])}
+} else := {"code": "category-not-receivable", "category": c, "message": sprintf("role `%s` may not receive `%s` for `%s`", [requester_role, c, purpose_id])} if {
+	not c in receivable
+} else := {"code": "hit-only-category", "category": c, "message": sprintf("`%s` is answered as hit/no-hit only, and `%s` answers `%s` with records", [c, org, purpose_id])}

@@ -2,8 +2,9 @@
 
 Each problem carries the path (``loc``) of the offending value so the loader can report its line.
 These are the rules that keep the register a consistent legal ground truth: a role that is nobody's, a
-category that does not exist, or a never-shared category configured as shareable is refused at load time
-rather than discovered in a policy decision.
+category that does not exist, a never-shared category configured as shareable, or a hit-only category
+supplied by a role that would answer with records is refused at load time rather than discovered in a
+policy decision.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def _problems(register: Register) -> Iterator[Problem]:
                        f"system `{system}` already acts for `{owner_of_system[system]}`")
             owner_of_system[system] = org_id
     never_shared = {name for name, category in register.categories.items() if category.never_shared}
+    hit_only = {name for name, category in register.categories.items() if category.hit_only}
 
     for pid, partnership in register.partnerships.items():
         base: tuple[str | int, ...] = ("partnerships", pid)
@@ -84,3 +86,11 @@ def _problems(register: Register) -> Iterator[Problem]:
             for h_pos, role in enumerate(purpose.hit_only_holders):
                 if role not in purpose.supplies:
                     yield ((*ploc, "hit_only_holders", h_pos), f"`{role}` supplies nothing for this purpose")
+            for role, categories in purpose.supplies.items():
+                if role in purpose.hit_only_holders:
+                    continue
+                for c_pos, category in enumerate(categories):
+                    if category in hit_only:
+                        yield ((*ploc, "supplies", role, c_pos),
+                               f"category `{category}` is answered as hit/no-hit only: list `{role}` in "
+                               "`hit_only_holders` or do not supply it here")

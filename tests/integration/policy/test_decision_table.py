@@ -3,6 +3,7 @@ Plus failing closed on the server path: down, slow, malformed."""
 
 from __future__ import annotations
 
+import copy
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -148,6 +149,39 @@ async def test_escalation_decision_only_tightens_obligations(engine: PolicyEngin
         assert decision.escalation_decision == "dec-9"
         assert decision.obligations is not None
         assert decision.obligations.model_dump() == obligations
+
+
+def _police_supplies_investigation() -> dict[str, Any]:
+    """The shipped register with the police also supplying the hit-only `ongoing_investigation` for Bibob,
+    although it answers with records there (the loader refuses this; the policy must hold regardless)."""
+    register = copy.deepcopy(REGISTER)
+    bibob = register["partnerships"]["riec-amsterdam-amstelland"]["purposes"]["bibob-integrity-check"]
+    bibob["supplies"]["police"] = [*bibob["supplies"]["police"], "ongoing_investigation"]
+    return register
+
+
+@pytest.mark.parametrize("kind", ["embedded", "opa-server"])
+async def test_hit_only_category_never_comes_as_records(kind: str) -> None:
+    register = _police_supplies_investigation()
+    with serve_app(create_opa_test_app(POLICIES_DIR)) as url:
+        engine: PolicyEngine = (EmbeddedPolicyEngine(POLICIES_DIR, register) if kind == "embedded" else
+                                OpaServerPolicyEngine(url, register, timeout=5.0))
+        try:
+            mixed, only, fiod = await engine.decide_many("exchange", [
+                _input(MUNICIPALITY, "politie", ["police_incidents", "ongoing_investigation"]),
+                _input(MUNICIPALITY, "politie", ["ongoing_investigation"]),
+                _input(MUNICIPALITY, "fiod", ["ongoing_investigation"])])
+            alone = await engine.decide("exchange", _input(MUNICIPALITY, "politie",
+                                                           ["police_incidents", "ongoing_investigation"]))
+        finally:
+            await engine.aclose()
+    for decision in (mixed, alone):
+        assert (decision.outcome, decision.permitted_categories, decision.removed_categories, decision.hit_only) == (
+            "allowed-narrowed", ["police_incidents"], ["ongoing_investigation"], False)
+        assert [(r.code, r.category) for r in decision.reasons] == [("hit-only-category", "ongoing_investigation")]
+    assert (only.outcome, only.permitted_categories) == ("denied", [])
+    assert {r.code for r in only.reasons} == {"no-permitted-categories", "hit-only-category"}
+    assert (fiod.outcome, fiod.permitted_categories, fiod.hit_only) == ("allowed", ["ongoing_investigation"], True)
 
 
 def _closed_port() -> int:
