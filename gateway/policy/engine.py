@@ -20,7 +20,8 @@
   itself. regorus objects are *unsendable* (made, used and dropped on one thread), so each thread builds
   its own evaluator from shared bytes and strings (the sources, the data JSON, the serialized program).
 * ``OpaServerPolicyEngine`` asks an OPA server (``opa run --server``) through opa-python-client's
-  ``AsyncOpaClient``; the register is pushed to ``data.register`` on start.
+  ``AsyncOpaClient``; the register is pushed to ``data.register`` before the first query and again
+  when the server has lost it (an OPA restart), every call ends within the engine's timeout.
 Both raise only ``PolicyUnavailable`` or ``MalformedDecision`` — the caller denies on either.
 
 ``decide_many`` decides every target of one request in one evaluation (rule ``decisions``: the request
@@ -41,8 +42,8 @@ from typing import Any, Literal, Protocol
 import regorus
 from pydantic import TypeAdapter
 
-from gateway.policy.errors import MalformedDecision, PolicyUnavailable
-from gateway.policy.model import Decision, Party, PolicyInput, PolicyKind
+from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
+from gateway.policy.model import Decision, Party, PolicyContext, PolicyInput, PolicyKind, PolicyRequest
 
 RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decision", "discovery": "data.wgs.discovery.decision"}
 OPA_PATHS: dict[PolicyKind, str] = {"exchange": "wgs/exchange/decision", "discovery": "wgs/discovery/decision"}
@@ -304,10 +305,33 @@ class EmbeddedPolicyEngine:
         self._executor.shutdown(wait=True)
 
 
+def _opa_address(url: str) -> tuple[str, int, bool, str]:
+    """``(host, port, tls, version)`` for opa-python-client, whose base URL is
+    ``{http[s]://}{host}:{port}/{version}``: the host keeps its brackets when it is an IPv6 address, the
+    port defaults to the scheme's (443 for https, 80 for http), and a path prefix (OPA behind a reverse
+    proxy, ``https://gw.example.org/opa``) goes in front of the API version (``opa/v1``). A URL the
+    client cannot reach as written (another scheme, no host, credentials, a query or fragment) is
+    refused rather than trimmed."""
+    from urllib.parse import urlsplit
+
+    try:
+        parsed = urlsplit(url.strip())
+        port = parsed.port
+    except ValueError as exc:
+        raise PolicyUnavailable(f"invalid OPA URL {url!r}: {exc}") from exc
+    scheme, host = parsed.scheme.lower(), parsed.hostname
+    if scheme not in ("http", "https") or not host or parsed.username is not None or parsed.password is not None \
+            or parsed.query or parsed.fragment:
+        raise PolicyUnavailable(f"invalid OPA URL {url!r}: expected http(s)://host[:port][/path]")
+    if ":" in host:  # an IPv6 literal (urlsplit drops the brackets)
+        host = f"[{host}]"
+    prefix = parsed.path.strip("/")
+    return host, port or (443 if scheme == "https" else 80), scheme == "https", f"{prefix}/v1" if prefix else "v1"
+
+
 def _opa_client(url: str, timeout: float, token: str | None, ca_file: str | None) -> Any:
     """An ``AsyncOpaClient`` for ``url``; with ``ca_file`` the server certificate is checked against it."""
     import ssl
-    from urllib.parse import urlparse
 
     import aiohttp
     from opa_client import AsyncOpaClient
@@ -319,12 +343,37 @@ def _opa_client(url: str, timeout: float, token: str | None, ca_file: str | None
             self._session = aiohttp.ClientSession(headers=self.headers, connector=self._connector,
                                                   timeout=aiohttp.ClientTimeout(total=self.timeout))
 
-    parsed = urlparse(url)
-    return _Client(host=parsed.hostname or "127.0.0.1", port=parsed.port or 8181, ssl=parsed.scheme == "https",
-                   token=token, timeout=timeout, retries=0)
+    host, port, tls, version = _opa_address(url)
+    return _Client(host=host, port=port, version=version, ssl=tls, token=token, timeout=timeout, retries=0)
+
+
+_PROBE_INPUT: dict[str, Any] = PolicyInput(
+    request=PolicyRequest(partnership="readiness-probe", purpose="readiness-probe", legal_basis="readiness-probe",
+                          case_reference="readiness-probe", signal={"type": "readiness-probe",
+                                                                    "reference": "readiness-probe"},
+                          categories=["readiness-probe"], subject_count=1, subjects_minor=False,
+                          requester=Party(organisation="readiness-probe"), holder=Party(organisation="readiness-probe"),
+                          requested_at="2026-01-01T00:00:00Z"),
+    context=PolicyContext(), request_fingerprint="readiness-probe").document()
+"""A request no register knows: with ``data.register`` loaded the policy decides it (a denial); without it
+every decision rule is undefined (``decisions`` gives ``[]``), which is how the engine tells that the OPA
+server has lost the register (a restart wipes its in-memory data). It is asked through the decision path
+(``POST /v1/data/wgs/exchange/decision``), one of the few calls deploy/opa/authz.rego allows the gateway."""
+
+
+def _unavailable(exc: Exception) -> PolicyUnavailable:
+    return PolicyUnavailable(f"OPA server unavailable ({type(exc).__name__})")
 
 
 class OpaServerPolicyEngine:
+    """The policies on an OPA server. The register is pushed (``PUT /v1/data/register``) before the first
+    query, and again when the server turns out to have lost it (a restarted OPA keeps no data): a query
+    that gives no decision is followed by the probe query, and if that is undefined too the register is
+    pushed once more and the query asked once more. Concurrent callers share one push attempt.
+
+    Every call (``decide``, ``decide_many``, ``check``), push and retry included, ends within ``timeout``
+    seconds, and every failure is a ``PolicyError`` (deny)."""
+
     name = "opa"
 
     def __init__(self, url: str, register_data: dict[str, Any], *, timeout: float = 2.0, token: str | None = None,
@@ -332,54 +381,119 @@ class OpaServerPolicyEngine:
         self._client = _opa_client(url, timeout, token, ca_file)
         self._timeout = timeout
         self._register = register_data
-        self._pushed = False
-        self._lock = asyncio.Lock()
+        self._pushes = 0  # completed pushes of the register
+        self._push_task: asyncio.Task[None] | None = None  # the push in flight, shared by every caller
 
-    async def _ensure_data(self) -> None:
-        if self._pushed:
-            return
-        async with self._lock:
-            if self._client._session is None:
-                await self._client._init_session()
-            if not self._pushed:
-                await asyncio.wait_for(self._client.update_or_create_data(self._register, "register"),
-                                       timeout=self._timeout)
-                self._pushed = True
+    async def _session(self) -> None:
+        if self._client._session is None:
+            await self._client._init_session()  # no await inside: no other caller can interleave
 
-    async def _query(self, path: str, document: dict[str, Any]) -> Any:
+    async def _put_register(self) -> None:
         try:
-            await self._ensure_data()
-            result = await asyncio.wait_for(self._client.query_rule(input_data=document, package_path=path),
-                                            timeout=self._timeout)
-        except (TimeoutError, OSError) as exc:
-            raise PolicyUnavailable(f"OPA server unavailable ({type(exc).__name__})") from exc
-        except Exception as exc:  # opa-python-client raises its own ConnectionsError/others
-            raise PolicyUnavailable(f"OPA server unavailable ({type(exc).__name__})") from exc
-        if not isinstance(result, dict) or "result" not in result:
-            raise MalformedDecision("the OPA server returned no result (policy undefined?)")
-        return result["result"]
+            async with asyncio.timeout(self._timeout):
+                await self._session()
+                await self._client.update_or_create_data(self._register, "register")
+            self._pushes += 1
+        finally:
+            if self._push_task is asyncio.current_task():
+                self._push_task = None
 
-    async def decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
-        document = await self._query(OPA_PATHS[kind], policy_input.document())
+    async def _push(self, *, unless_pushed_since: int | None = None) -> None:
+        """Push the register, unless it was pushed already (``unless_pushed_since=None``: ever; a count:
+        since ``self._pushes`` had that value). Joins the push in flight, if any, instead of starting
+        another; a caller giving up (its own timeout) does not cancel the shared push."""
+        if self._pushes > (unless_pushed_since or 0):
+            return
+        task = self._push_task
+        if task is None or task.done():
+            task = self._push_task = asyncio.get_running_loop().create_task(self._put_register())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the failure is the waiters'
+        await asyncio.shield(task)
+
+    async def _ask(self, path: str, document: dict[str, Any]) -> Any:
+        """The server's answer: the document's ``result`` member, ``None`` when there is none (undefined)."""
+        await self._session()
+        answer = await self._client.query_rule(input_data=document, package_path=path)
+        if not isinstance(answer, dict):
+            raise MalformedDecision("the OPA server answered something other than a JSON object")
+        return answer.get("result")
+
+    async def _register_missing(self) -> bool:
+        return await self._ask(OPA_PATHS["exchange"], _PROBE_INPUT) is None
+
+    async def _query(self, path: str, document: dict[str, Any], expected: int | None) -> Any:
+        """The decision(s) for ``document``: ``expected`` is None for a one-target rule (the result must
+        be defined), the number of targets for a ``decisions`` rule (a list of that length). One re-push
+        and retry when the register is missing on the server."""
+        await self._push()
+        for attempt in (1, 2):
+            pushes = self._pushes
+            result = await self._ask(path, document)
+            if result is not None and (expected is None or (isinstance(result, list) and len(result) == expected)):
+                return result
+            if attempt == 2:
+                break
+            if not await self._register_missing() and self._pushes == pushes:
+                break  # the register was there all along: this input has no decision (a policy defect)
+            # the register is missing, or another caller pushed it again since this query was asked
+            await self._push(unless_pushed_since=pushes)
+        if expected is None:
+            raise MalformedDecision("the OPA server returned no result (policy undefined?)")
+        raise MalformedDecision("the policy produced no decision for some target (undefined)")
+
+    async def _within_timeout(self, work: Any) -> Any:
+        """``await work`` within the timeout; anything but a ``PolicyError`` becomes ``PolicyUnavailable``."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await work
+        except PolicyError:
+            raise
+        except Exception as exc:  # a timeout, OSError, aiohttp's or opa-python-client's errors, anything else
+            raise _unavailable(exc) from exc
+
+    async def _decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
+        document = await self._query(OPA_PATHS[kind], policy_input.document(), None)
         return Decision.parse(document, requires_obligations=kind == "exchange")
 
-    async def decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
-        """One query of the ``decisions`` rule per group of inputs that differ only in the holder."""
+    async def decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
+        decision: Decision = await self._within_timeout(self._decide(kind, policy_input))
+        return decision
+
+    async def _decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(inputs)
         for positions, document in batch_inputs(inputs):
-            documents = await self._query(BATCH_OPA_PATHS[kind], document)
+            documents = await self._query(BATCH_OPA_PATHS[kind], document, len(positions))
             for position, decision in zip(positions, _parse_batch(kind, documents, len(positions)), strict=True):
                 decisions[position] = decision
         return [d for d in decisions if d is not None]
 
+    async def decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
+        """One query of the ``decisions`` rule per group of inputs that differ only in the holder; the
+        timeout bounds the whole call."""
+        if not inputs:
+            return []
+        decisions: list[Decision] = await self._within_timeout(self._decide_many(kind, inputs))
+        return decisions
+
+    async def _check(self) -> None:
+        await self._push()
+        await self._session()
+        await self._client.check_connection()
+        pushes = self._pushes
+        if await self._register_missing():  # lost since it was pushed (OPA restarted): push it again
+            await self._push(unless_pushed_since=pushes)
+            if await self._register_missing():
+                raise PolicyUnavailable("the OPA server does not keep the register (data.register) it is sent")
+
     async def check(self) -> None:
-        try:
-            await self._ensure_data()
-            await asyncio.wait_for(self._client.check_connection(), timeout=self._timeout)
-        except Exception as exc:
-            raise PolicyUnavailable(f"OPA server unavailable ({type(exc).__name__})") from exc
+        """Ready when the server answers and decides with the register: ``data.register`` present (pushed
+        again if the server lost it)."""
+        await self._within_timeout(self._check())
 
     async def aclose(self) -> None:
+        task, self._push_task = self._push_task, None
+        if task is not None:
+            task.cancel()
         await self._client.close_connection()
 
 
