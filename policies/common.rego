@@ -1,5 +1,6 @@
-# Shared facts about a request: the partnership, purpose and participants it names, and the office-hours
-# rule (REGISTER.md rules 1, 2, 5 and 7). Used by wgs.exchange and wgs.discovery.
+# Shared facts about a request: the partnership, purpose and participants it names, the escalations of
+# rules 6 and 7 and the escalation decision of rule 8 (REGISTER.md rules 1, 2, 5, 6, 7 and 8). Used by
+# wgs.exchange and wgs.discovery.
 #
 # Performance shape (every rule reference, function call and `data.` lookup costs evaluation steps): what
 # does not depend on the target holder is a rule over `input.request`, evaluated once per evaluation (so
@@ -164,7 +165,53 @@ in_office_hours if {
 # Rule 9: retain-until date from the purpose's retention.
 retain_until := sprintf("%04d-%02d-%02d", time.date(time.add_date(requested_ns, 0, purpose.retention.months, 0)))
 
-# Categories answered as hit/no-hit only (rule 3), a set.
-hit_only_categories := object.keys(data.register_index.hit_only_categories) if {
-	data.register_index.hit_only_categories
-} else := data.wgs.index.hit_only_categories
+# Rule 6: bulk and daily volume; rule 7: office hours; for exchange and discovery alike. A valid escalation
+# decision for the holder overrides all three (rule 8, see `escalation_decisions`).
+request_escalate contains {"code": "bulk-request", "message": sprintf("%d subjects exceeds the threshold of %d for `%s`", [input.request.subject_count, purpose.bulk_threshold, input.request.purpose])} if {
+	input.request.subject_count > purpose.bulk_threshold
+}
+
+request_escalate contains {"code": "daily-limit", "message": sprintf("this system made %d requests today for `%s` (limit %d)", [input.context.requests_today, input.request.purpose, purpose.daily_limit_per_system])} if {
+	input.context.requests_today >= purpose.daily_limit_per_system
+}
+
+request_escalate contains {"code": "outside-office-hours", "message": "requests outside office hours (Mon-Fri 07:00-19:00 Europe/Amsterdam) are escalated"} if {
+	purpose
+	not in_office_hours
+	not purpose.urgent
+}
+
+request_escalate_sorted := [r | request_escalate != set(); some r in sort_reasons(request_escalate)]
+
+# Rule 8: the escalation decision for exactly this request, while it is valid, under its holder's name
+# (it counts for that holder only). A decision whose obligations are malformed is no valid decision.
+escalation_decisions := {d.holder: d |
+	input.context.escalation_decision.request_fingerprint == input.request_fingerprint
+	d := input.context.escalation_decision
+	is_string(d.holder)
+	time.parse_rfc3339_ns(d.valid_until) > requested_ns
+	_well_formed_obligations(object.get(d, "obligations", {}))
+}
+
+# An escalation decision's obligations: an object with, each optionally, `retain_until` a date
+# (YYYY-MM-DD), `results_only` a boolean and `onward_sharing` false. Other keys are ignored.
+_well_formed_obligations(o) if {
+	is_object(o)
+	_date_or_absent(object.get(o, "retain_until", null))
+	_boolean_or_absent(object.get(o, "results_only", null))
+	object.get(o, "onward_sharing", false) == false
+}
+
+_date_or_absent(null) := true
+
+_date_or_absent(value) if {
+	is_string(value)
+	regex.match(`^[0-9]{4}-[0-9]{2}-[0-9]{2}$`, value)
+}
+
+_boolean_or_absent(null) := true
+
+_boolean_or_absent(value) if is_boolean(value)
+
+# Reasons ordered by code, then category: sorted as [key, reason] pairs (one sort, no quadratic lookup).
+sort_reasons(reasons) := [pair[1] | some pair in sort([[concat(":", [r.code, object.get(r, "category", "")]), r] | some r in reasons])]

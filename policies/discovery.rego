@@ -1,36 +1,53 @@
 # WGS hit/no-hit discovery decision per target holder: the same purpose binding as an exchange
 # (rules 1, 2, 4, 5), and the holder must supply at least one requested category the requester may receive.
+# Rules 6 and 7 escalate it as they do an exchange, and a valid escalation decision for the holder (rule 8)
+# overrides them and bounds the categories asked about to those it states (wgs.common has these rules, for
+# both). Deny beats escalate beats allow.
 # Entry points as in wgs.exchange: `decision` (one target, input.request.holder) and `decisions` (input
 # without request.holder and with "holders": [...]; one decision per holder, in order).
 package wgs.discovery
 
 import rego.v1
 
+import data.wgs.common.escalation_decisions
 import data.wgs.common.holder_facts
 import data.wgs.common.request_deny
+import data.wgs.common.request_escalate_sorted
 import data.wgs.common.requested
 
-decision := _decision(input.request.holder)
+decision := _decision(_context, input.request.holder)
 
-decisions := [_decision(h) | some h in input.holders]
+decisions := [_decision(ctx, h) | ctx := _context; some h in input.holders]
 
-_decision(h) := d if {
+# What `_decision` reads that does not depend on the holder, built once per evaluation.
+_context := {
+	# Rules 6 and 7 for every holder, except none for the holder of a valid escalation decision (rule 8).
+	"escalate": request_escalate_sorted,
+	"escalate_by_holder": {org: [] | some org, _ in escalation_decisions},
+	# Rule 8: a valid escalation decision narrows its holder's categories to those it states.
+	"bounds": {org: {c | some c in d.permitted_categories} | some org, d in escalation_decisions},
+	"escalation_ids": {org: d.id | some org, d in escalation_decisions},
+}
+
+_decision(ctx, h) := d if {
 	org := h.organisation
 	f := holder_facts(org)
-	searchable := requested & object.keys(f.base)
+	searchable := (requested & object.keys(f.base)) & object.get(ctx.bounds, org, requested)
 	common_deny := request_deny | {r | some r in f.deny}
 	deny := common_deny | _nothing_searchable(common_deny, searchable)
-	allowed := count(deny) == 0
+	escalate := object.get(ctx.escalate_by_holder, org, ctx.escalate)
+	outcome := {true: {true: "denied", false: "denied"}, false: {true: "escalated", false: "allowed"}}[count(deny) > 0][escalate != []]
+	allowed := outcome == "allowed"
 	d := {
 		"allow": allowed,
-		"escalate": false,
-		"outcome": _outcome(allowed),
-		"reasons": [r | some r in deny],
+		"escalate": outcome == "escalated",
+		"outcome": outcome,
+		"reasons": array.concat([r | some r in deny], escalate),
 		"permitted_categories": sort([c | some c in searchable; allowed]),
 		"removed_categories": [],
 		"hit_only": true,
 		"obligations": null,
-		"escalation_decision": null,
+		"escalation_decision": object.get(ctx.escalation_ids, org, null),
 		"policy_version": data.wgs.version.policy_version,
 	}
 }
@@ -39,7 +56,3 @@ _nothing_searchable(common_deny, searchable) := {{"code": "no-permitted-categori
 	count(common_deny) == 0
 	count(searchable) == 0
 }
-
-_outcome(true) := "allowed"
-
-_outcome(false) := "denied"

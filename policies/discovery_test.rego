@@ -43,3 +43,76 @@ test_discovery_skips_a_hit_only_category_of_a_holder_answering_records if {
 	d.outcome == "allowed"
 	d.permitted_categories == ["police_incidents"]
 }
+
+# Rules 6-8 apply to discovery as to an exchange.
+_codes(d) := {r.code | some r in d.reasons}
+
+_with_context(changes, context) := object.union(_input(changes), {"context": context})
+
+test_discovery_of_many_subjects_escalates if {
+	d := discovery.decision with input as _input({"subject_count": 40})
+	d.outcome == "escalated"
+	d.escalate
+	not d.allow
+	d.permitted_categories == []
+	_codes(d) == {"bulk-request"}
+}
+
+test_discovery_of_25_subjects_is_not_bulk if {
+	d := discovery.decision with input as _input({"subject_count": 25})
+	d.outcome == "allowed"
+}
+
+test_discovery_over_the_daily_limit_escalates if {
+	d := discovery.decision with input as _with_context({}, {"requests_today": 200})
+	d.outcome == "escalated"
+	_codes(d) == {"daily-limit"}
+	below := discovery.decision with input as _with_context({}, {"requests_today": 199})
+	below.outcome == "allowed"
+}
+
+test_discovery_outside_office_hours_escalates if {
+	d := discovery.decision with input as _input({"requested_at": "2026-11-28T10:00:00Z"}) # Saturday
+	d.outcome == "escalated"
+	_codes(d) == {"outside-office-hours"}
+}
+
+test_discovery_for_an_urgent_purpose_is_not_escalated_at_night if {
+	register := json.patch(data.register, [{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/urgent", "value": true}])
+	d := discovery.decision with input as _input({"requested_at": "2026-11-25T23:00:00Z"}) with data.register as register
+	d.outcome == "allowed"
+}
+
+test_discovery_denial_beats_escalation if {
+	d := discovery.decision with input as _input({"subject_count": 40, "subjects_minor": true})
+	d.outcome == "denied"
+	_codes(d) == {"minors-not-allowed", "bulk-request"}
+}
+
+_decided(changes, holder, valid_until, categories) := _with_context(object.union({"subject_count": 40, "categories": ["company_registration", "directorships"]}, changes), {"requests_today": 500, "escalation_decision": {
+	"id": "dec-7", "request_fingerprint": "fp", "holder": holder, "valid_until": valid_until,
+	"permitted_categories": categories,
+}})
+
+test_valid_decision_overrides_rules_6_and_7_for_discovery_and_bounds_it if {
+	d := discovery.decision with input as _decided({"requested_at": "2026-11-28T10:00:00Z"}, "kvk", "2026-12-01T00:00:00Z", ["company_registration", "tax_debts"])
+	d.outcome == "allowed"
+	d.permitted_categories == ["company_registration"]
+	d.escalation_decision == "dec-7"
+	d.reasons == []
+}
+
+test_expired_or_other_holders_decision_does_not_override_discovery if {
+	expired := discovery.decision with input as _decided({}, "kvk", "2026-11-01T00:00:00Z", ["company_registration"])
+	expired.outcome == "escalated"
+	expired.escalation_decision == null
+	other := discovery.decision with input as _decided({}, "politie", "2026-12-01T00:00:00Z", ["company_registration"])
+	other.outcome == "escalated"
+	_codes(other) == {"bulk-request", "daily-limit"}
+}
+
+test_decision_stating_nothing_searchable_denies_discovery if {
+	d := discovery.decision with input as _decided({}, "kvk", "2026-12-01T00:00:00Z", ["tax_debts"])
+	d.outcome == "denied"
+	_codes(d) == {"no-permitted-categories"}
+}

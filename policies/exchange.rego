@@ -15,12 +15,12 @@ package wgs.exchange
 import rego.v1
 
 import data.wgs.common.holder_facts
-import data.wgs.common.in_office_hours
+import data.wgs.common.escalation_decisions
 import data.wgs.common.indexed_holders
 import data.wgs.common.purpose
 import data.wgs.common.request_deny
+import data.wgs.common.request_escalate_sorted
 import data.wgs.common.requested
-import data.wgs.common.requested_ns
 import data.wgs.common.requester
 import data.wgs.common.retain_until
 import data.wgs.index.reason_pair
@@ -39,7 +39,7 @@ decisions := [_plain_decision(ctx, h.organisation) | ctx := _plain_context; some
 _plain_request if {
 	request_deny == set()
 	provided == set()
-	_escalation_decisions == {}
+	escalation_decisions == {}
 }
 
 # --- independent of the holder -------------------------------------------------------------------------
@@ -47,54 +47,6 @@ _plain_request if {
 # Data the requester hands to the holder (e.g. dissolution grounds to the KvK, S2) is bound the same way:
 # the requester's role supplies it for this purpose and the holder's role may receive it (rules 3 and 4).
 provided := {c | some c in object.get(input.request, "provided_categories", [])}
-
-# Rule 6: bulk and daily volume; rule 7: office hours. A valid escalation decision overrides all three
-# (rule 8, see `escalate` in `_decision`).
-request_escalate contains {"code": "bulk-request", "message": sprintf("%d subjects exceeds the threshold of %d for `%s`", [input.request.subject_count, purpose.bulk_threshold, input.request.purpose])} if {
-	input.request.subject_count > purpose.bulk_threshold
-}
-
-request_escalate contains {"code": "daily-limit", "message": sprintf("this system made %d requests today for `%s` (limit %d)", [input.context.requests_today, input.request.purpose, purpose.daily_limit_per_system])} if {
-	input.context.requests_today >= purpose.daily_limit_per_system
-}
-
-request_escalate contains {"code": "outside-office-hours", "message": "requests outside office hours (Mon-Fri 07:00-19:00 Europe/Amsterdam) are escalated"} if {
-	purpose
-	not in_office_hours
-	not purpose.urgent
-}
-
-_request_escalate_sorted := [r | request_escalate != set(); some r in sort_reasons(request_escalate)]
-
-# Rule 8: the escalation decision for exactly this request, while it is valid, under its holder's name
-# (it counts for that holder only). A decision whose obligations are malformed is no valid decision.
-_escalation_decisions := {d.holder: d |
-	input.context.escalation_decision.request_fingerprint == input.request_fingerprint
-	d := input.context.escalation_decision
-	is_string(d.holder)
-	time.parse_rfc3339_ns(d.valid_until) > requested_ns
-	_well_formed_obligations(object.get(d, "obligations", {}))
-}
-
-# An escalation decision's obligations: an object with, each optionally, `retain_until` a date
-# (YYYY-MM-DD), `results_only` a boolean and `onward_sharing` false. Other keys are ignored.
-_well_formed_obligations(o) if {
-	is_object(o)
-	_date_or_absent(object.get(o, "retain_until", null))
-	_boolean_or_absent(object.get(o, "results_only", null))
-	object.get(o, "onward_sharing", false) == false
-}
-
-_date_or_absent(null) := true
-
-_date_or_absent(value) if {
-	is_string(value)
-	regex.match(`^[0-9]{4}-[0-9]{2}-[0-9]{2}$`, value)
-}
-
-_boolean_or_absent(null) := true
-
-_boolean_or_absent(value) if is_boolean(value)
 
 # Rule 9: obligations on every allow. (Null when the purpose is unknown: then nothing is allowed.)
 _obligations_on_allow := {"retain_until": retain_until, "onward_sharing": false, "results_only": object.get(purpose, "results_only", false)} if {
@@ -105,7 +57,7 @@ _obligations_on_allow := {"retain_until": retain_until, "onward_sharing": false,
 # earlier `retain_until` of the two, `results_only` when either says so, `onward_sharing` always false.
 _escalation_obligations := {org: _tightened(_obligations_on_allow, object.get(d, "obligations", {})) |
 	_obligations_on_allow != null
-	some org, d in _escalation_decisions
+	some org, d in escalation_decisions
 }
 
 # (Both dates are YYYY-MM-DD, so the earlier one sorts first.)
@@ -116,13 +68,13 @@ _tightened(on_allow, extra) := {
 }
 
 # Rule 8: a valid escalation decision narrows its holder's categories to those it states.
-_escalation_bounds := {org: {c | some c in d.permitted_categories} | some org, d in _escalation_decisions}
+_escalation_bounds := {org: {c | some c in d.permitted_categories} | some org, d in escalation_decisions}
 
 # What `_plain_decision` reads that does not depend on the holder (see `_context`).
 _plain_context := {
 	"holders": _holder_table,
 	"requested": requested,
-	"escalate": _request_escalate_sorted,
+	"escalate": request_escalate_sorted,
 	"on_allow": _obligations_on_allow,
 	"policy_version": data.wgs.version.policy_version,
 }
@@ -133,10 +85,10 @@ _context := {
 	"holders": _holder_table,
 	"requested": requested,
 	"request_deny": sort([reason_pair(r) | some r in request_deny]),
-	"escalate": _request_escalate_sorted,
-	"escalations": _escalation_decisions,
-	"escalate_by_holder": {org: [] | some org, _ in _escalation_decisions},
-	"escalation_ids": {org: d.id | some org, d in _escalation_decisions},
+	"escalate": request_escalate_sorted,
+	"escalations": escalation_decisions,
+	"escalate_by_holder": {org: [] | some org, _ in escalation_decisions},
+	"escalation_ids": {org: d.id | some org, d in escalation_decisions},
 	"bounds": _escalation_bounds,
 	"obligations": _escalation_obligations,
 	"on_allow": _obligations_on_allow,
@@ -258,6 +210,3 @@ _plain_decision(ctx, org) := {
 # A decision's reasons: the denials, then the escalations, then the removals, each in order (denials and
 # removals as `reason_pair`s; the removals by category, plus those of an escalation decision).
 _reasons(deny, escalate, removal, narrowed) := array.concat(array.concat([r | some [_, r] in sort(deny)], escalate), [r | some [_, r] in sort(array.concat([p | some p in removal], narrowed))])
-
-# Reasons ordered by code, then category: sorted as [key, reason] pairs (one sort, no quadratic lookup).
-sort_reasons(reasons) := [pair[1] | some pair in sort([[concat(":", [r.code, object.get(r, "category", "")]), r] | some r in reasons])]

@@ -151,6 +151,49 @@ async def test_escalation_decision_only_tightens_obligations(engine: PolicyEngin
         assert decision.obligations.model_dump() == obligations
 
 
+KVK_DECISION = PolicyContext(requests_today=500, escalation_decision=EscalationDecisionInput(
+    id="dec-7", request_fingerprint="fp-1", holder="kvk", valid_until="2026-12-01T00:00:00Z",
+    permitted_categories=["company_registration"]))
+
+# Discovery answers to rules 6-8 as an exchange does: (case id, input, outcome, permitted, reason codes,
+# escalation decision)
+DISCOVERY: list[tuple[str, PolicyInput, str, list[str], set[str], str | None]] = [
+    ("discovery-allowed", _input(MUNICIPALITY, "kvk", ["company_registration"]), "allowed",
+     ["company_registration"], set(), None),
+    ("discovery-bulk", _input(MUNICIPALITY, "kvk", ["company_registration"], subject_count=26), "escalated", [],
+     {"bulk-request"}, None),
+    ("discovery-daily-limit", _input(MUNICIPALITY, "kvk", ["company_registration"],
+                                     context=PolicyContext(requests_today=200)), "escalated", [], {"daily-limit"},
+     None),
+    ("discovery-night", _input(MUNICIPALITY, "kvk", ["company_registration"], requested_at="2026-11-29T02:00:00Z"),
+     "escalated", [], {"outside-office-hours"}, None),
+    ("discovery-denial-beats-escalation", _input(MUNICIPALITY, "kvk", ["company_registration"], subject_count=40,
+                                                 subjects_minor=True),
+     "denied", [], {"minors-not-allowed", "bulk-request"}, None),
+    ("discovery-decision-overrides", _input(MUNICIPALITY, "kvk", ["company_registration", "directorships"],
+                                            subject_count=40, requested_at="2026-11-29T02:00:00Z",
+                                            context=KVK_DECISION),
+     "allowed", ["company_registration"], set(), "dec-7"),
+    ("discovery-decision-for-another-holder", _input(MUNICIPALITY, "politie", ["police_incidents"], subject_count=40,
+                                                     context=KVK_DECISION),
+     "escalated", [], {"bulk-request", "daily-limit"}, None),
+]
+
+
+@pytest.mark.parametrize(("case", "policy_input", "outcome", "permitted", "codes", "escalation_decision"),
+                         DISCOVERY, ids=[row[0] for row in DISCOVERY])
+async def test_discovery_decision_table(engine: PolicyEngine, case: str, policy_input: PolicyInput, outcome: str,
+                                        permitted: list[str], codes: set[str],
+                                        escalation_decision: str | None) -> None:
+    decision = await engine.decide("discovery", policy_input)
+    assert decision.outcome == outcome, (case, decision.reasons)
+    assert decision.escalate is (outcome == "escalated")
+    assert decision.permitted_categories == permitted
+    assert {r.code for r in decision.reasons} == codes
+    assert decision.escalation_decision == escalation_decision
+    assert decision.hit_only is True
+
+
 def _police_supplies_investigation() -> dict[str, Any]:
     """The shipped register with the police also supplying the hit-only `ongoing_investigation` for Bibob,
     although it answers with records there (the loader refuses this; the policy must hold regardless)."""
