@@ -207,10 +207,12 @@ class DiscoveryTarget(BaseModel):
     """Whether one holder has data on the subjects, for the categories it may supply; never the data."""
 
     holder: str = Field(description="Organisation id of the holder.", examples=["kvk"])
-    outcome: Literal["hit", "no-hit", "denied", "holder-unavailable"] = Field(
+    outcome: Literal["hit", "no-hit", "denied", "escalated", "holder-unavailable"] = Field(
         description="`hit` or `no-hit`; `denied` when the policy forbids asking this holder (reasons say why); "
-                    "`holder-unavailable` when it could not be asked.")
-    reasons: list[Reason] = Field(default_factory=list, description="Why, for `denied`.")
+                    "`escalated` when the request needs a person's decision first (bulk, daily limit, outside "
+                    "office hours; reasons say which) — discovery opens no case, ask again within the limits or "
+                    "make it an exchange; `holder-unavailable` when it could not be asked.")
+    reasons: list[Reason] = Field(default_factory=list, description="Why, for `denied` and `escalated`.")
 
 
 class DiscoveryResult(BaseModel):

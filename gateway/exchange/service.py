@@ -769,7 +769,8 @@ class ExchangeService:
         async def ask(target: _Target, decision: Decision) -> DiscoveryTarget:
             reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
             if not decision.allow:
-                return DiscoveryTarget(holder=target.organisation, outcome="denied", reasons=reasons)
+                return DiscoveryTarget(holder=target.organisation, reasons=reasons,
+                                       outcome="escalated" if decision.escalate else "denied")
             if indexed is not None:
                 held = indexed.get(target.organisation, set()) & set(decision.permitted_categories)
                 return DiscoveryTarget(holder=target.organisation, outcome="hit" if held else "no-hit")

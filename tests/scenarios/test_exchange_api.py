@@ -452,6 +452,19 @@ def test_discovery_answers_hit_or_no_hit_and_never_data(stack: Stack) -> None:
             if t["holder"] == "kvk"} == {"no-hit"}
 
 
+def test_discovery_in_bulk_is_escalated_not_answered(stack: Stack) -> None:
+    """Rule 6 applies to discovery too: more than 25 subjects asks no holder; the answer says `escalated`
+    with the reason, where the holder would otherwise have been asked (rule 3's denials stay denials)."""
+    body = BIBOB | {"subjects": [{"ref": f"subj-bulk-{n:04d}-7f3a9c"} for n in range(30)],
+                    "categories": ["company_registration"]}
+    response = stack.post("gemeente-amsterdam-vth", "/v1/discovery", body)
+    assert response.status_code == 200, response.text
+    targets = {t["holder"]: t for t in response.json()["targets"]}
+    assert targets["kvk"]["outcome"] == "escalated"
+    assert "bulk-request" in {r["code"] for r in targets["kvk"]["reasons"]}
+    assert not {t["outcome"] for t in targets.values()} & {"hit", "no-hit"}
+
+
 @pytest.mark.parametrize(("mutate", "status"), [
     (lambda b: b | {"surprise": 1}, 422),
     (lambda b: b | {"subjects": []}, 422),
