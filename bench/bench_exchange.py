@@ -2,15 +2,16 @@
 
     python bench/bench_exchange.py [--seconds 5] [--rounds 3] [--concurrency 1,16,64]
 
-Starts, as separate processes: one simulated partner (kvk-handelsregister), the gateway (SQLite, embedded
-Rego engine, the demo register so office hours do not escalate) and a bare FastAPI pass-through. Then, per
-concurrency level, drives (a) the partner directly, (b) the pass-through, (c) the gateway's
-POST /v1/exchanges with the same question, in interleaved rounds, and prints requests/s (the median of the
-rounds, and each round's) and p50/p95/p99 latency (over all rounds), and the ratios (the median of the
-rounds' ratios, and their range) against the targets (gateway >= 0.5 x pass-through, >= 0.3 x direct, p99 <= 30 ms at 16 clients). These
-closed-loop rows keep every client busy, so at 16 clients their latency is mostly queueing (clients divided
-by throughput). The open-loop rows that follow offer half the gateway's throughput at the same concurrency
-to pass-through and gateway, and time each request from when it was due: latency at a load it carries.
+Starts, as separate processes: one simulated partner (kvk-handelsregister), the gateway (SQLite, embedded Rego
+engine, the demo register so office hours do not escalate) and a bare FastAPI pass-through. Then, per
+concurrency level, drives (a) the partner directly, (b) the pass-through, (c) the gateway's POST /v1/exchanges
+with the same question, in interleaved rounds, and prints requests/s (the median of the rounds, and each
+round's) and p50/p95/p99 latency (over all rounds), and the ratios (the median of the rounds' ratios, and
+their range) against the targets (gateway >= 0.5 x pass-through, >= 0.3 x direct, p99 <= 30 ms at 16 clients).
+These closed-loop rows keep every client busy, so at 16 clients their latency is mostly queueing (clients
+divided by throughput). The open-loop rows that follow offer half the gateway's throughput at the same
+concurrency to pass-through and gateway, and time each request from when it was due: latency at a load it
+carries.
 The load generator shares the machine's cores with the servers; bounded in time, loopback only.
 """
 
