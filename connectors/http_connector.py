@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -46,7 +45,6 @@ TokenProvider = Callable[[str], Awaitable[str]]
 Answer = TypeVar("Answer", bound=BaseModel)
 log = structlog.get_logger("connectors.http")
 
-_DETAIL_LIMIT = 200
 _JSON = {"Content-Type": "application/json"}
 _TRACE_ID, _HOLDER_TRACE_ID = (token.var for token in contextvars.copy_context().run(
     lambda: structlog.contextvars.bind_contextvars(trace_id=None, holder_trace_id=None)).values())
@@ -69,15 +67,6 @@ def _failure(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError):
         return "connection broken"
     return f"transport error ({type(exc).__name__})"
-
-
-def _problem_detail(body: bytes) -> str:
-    try:
-        problem = json.loads(body)
-    except ValueError:
-        return ""
-    detail = problem.get("detail") if isinstance(problem, dict) else None
-    return f": {detail[:_DETAIL_LIMIT]}" if isinstance(detail, str) and detail else ""
 
 
 class SharedSession:
@@ -179,8 +168,9 @@ class HttpConnector:
                 failure = f"answered {status}"
                 continue
             if status >= 400:
-                raise HolderRejectedRequest(self.system, f"refused the call with {status}"
-                                            f"{_problem_detail(content)} ({label})", status)
+                # Only the status: the holder's problem detail is its free text, which may name a person
+                # and would travel on to the requester in the outcome's reasons.
+                raise HolderRejectedRequest(self.system, f"refused the call with {status} ({label})", status)
             if status >= 300 or status < 200:
                 raise HolderProtocolError(self.system, f"unexpected status {status} ({label})")
             return content

@@ -31,10 +31,12 @@ class _Model(BaseModel):
 class HolderRecord(_Model):
     """One record, tagged with exactly one data category of the register."""
 
-    record_id: str
-    record_type: str = Field(examples=["incident"])
+    # Identifiers, not text: only ``fields`` carries content (and only it is category-checked), so anything
+    # outside it that could hold a name or a number would reach the requester unchecked.
+    record_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    record_type: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", examples=["incident"])
     subject: str = Field(description="The subject reference the record is about.")
-    category: str = Field(examples=["police_incidents"])
+    category: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", examples=["police_incidents"])
     fields: dict[str, Any] = Field(description="The content; all of it belongs to `category`.")
 
 

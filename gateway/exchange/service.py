@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -241,6 +242,29 @@ def _targets(register: Register, body: ExchangeRequest | DiscoveryRequest, holde
     return targets
 
 
+_REFUSAL_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+def _refusal_code(reason: str | None, holder: str) -> str:
+    """The holder's refusal reason when it is a code (``investigation-confidentiality``); free text could
+    name a person, and would reach the requester and the permanent log, so it becomes ``unspecified``."""
+    if reason is None:
+        return "unspecified"
+    if _REFUSAL_CODE.match(reason):
+        return reason
+    log.warning("holder_refusal_reason_not_a_code", holder=holder, length=len(reason))
+    return "unspecified"
+
+
+def _hit(hits: dict[str, list[str]], asked: dict[str, str], holder: str, request_id: str) -> bool:
+    """Hit only for a subject that was asked about (``asked`` maps the holder's references); a holder that
+    reports others over-shares, which is logged (counts only) and otherwise ignored."""
+    others = len(hits.keys() - asked.keys())
+    if others:
+        log.warning("holder_overshared", holder=holder, unasked_hits=others, exchange_id=request_id)
+    return any(subject in asked for subject in hits)
+
+
 def _audit_base(principal: Principal, body: ExchangeRequest | DiscoveryRequest, trace: Trace,
                 exchange_id: str, register: Register) -> dict[str, Any]:
     return {"trace_id": trace.trace_id, "span_id": trace.span_id, "parent_span_id": trace.parent_span_id,
@@ -441,6 +465,8 @@ class ExchangeService:
         """Everything before the write-ahead, none of it written anywhere: the targets, the re-run grant, the
         audit base, the subjects as logged, and the decisions (or the policy engine's failure, to be denied
         and logged only once it is clear that this is no retry of an answered request)."""
+        if {r.subject for r in body.provide} - {s.ref for s in body.subjects}:
+            raise Unprocessable("provided records must be about subjects of the request")
         unknown = sorted({r.category for r in body.provide} - register.categories.keys())
         if unknown:  # the policy would remove them anyway; each costs its evaluation, past the RVM's limit
             raise Unprocessable(f"provided records of unknown categories: {', '.join(unknown)} "
@@ -677,7 +703,7 @@ class ExchangeService:
                 found = await connector.discover(HolderDiscovery(
                     request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                     subjects=list(theirs), categories=decision.permitted_categories))
-                outcome.hit = bool(found.hits)
+                outcome.hit = _hit(found.hits, theirs, target.organisation, exchange_id)
                 return outcome, [{"event_type": EventType.DISCLOSURE, "holder": target.organisation,
                                   "categories": tuple(decision.permitted_categories),
                                   "extra": {"hit_only": True, "hit": outcome.hit}}]
@@ -703,12 +729,12 @@ class ExchangeService:
                            "extra": {"direction": "requester-to-holder", "records": len(handed),
                                      "received": answer.received}})
         if answer.status == "refused":
+            reason = _refusal_code(answer.refusal_reason, target.organisation)
             outcome.outcome = Outcome.REFUSED_BY_HOLDER
-            outcome.reasons.append(Reason(code="refused-by-holder", message=f"the holder refused: "
-                                          f"{answer.refusal_reason or 'no reason given'}"))
+            outcome.reasons.append(Reason(code="refused-by-holder", message=f"the holder refused: {reason}"))
             outcome.obligations = None
             return outcome, [*events, {"event_type": EventType.HOLDER_REFUSED, "holder": target.organisation,
-                              "reasons": (f"holder:{answer.refusal_reason or 'unspecified'}",),
+                              "reasons": (f"holder:{reason}",),
                               "categories": tuple(decision.permitted_categories)}]
         permitted = set(decision.permitted_categories)
         kept = [r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
@@ -783,7 +809,8 @@ class ExchangeService:
                     purpose=body.purpose, subjects=subjects, categories=decision.permitted_categories))
             except ConnectorError:
                 return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
-            return DiscoveryTarget(holder=target.organisation, outcome="hit" if found.hits else "no-hit")
+            hit = _hit(found.hits, {s: s for s in subjects}, target.organisation, discovery_id)
+            return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit")
 
         answers = list(await asyncio.gather(*(ask(t, d) for t, d in zip(targets, decisions, strict=True))))
         receipts += await self._record([AuditEvent(

@@ -472,8 +472,11 @@ def test_discovery_in_bulk_is_escalated_not_answered(stack: Stack) -> None:
     (lambda b: b | {"holders": ["no-such-org"]}, 422),
     (lambda b: b | {"holders": []}, 422),  # no one to ask: was an unaudited 500
     # unknown provided categories are refused (with many holders they ran past the RVM limit: a 503)
-    (lambda b: b | {"provide": [{"subject": "ps-0000000001", "category": f"made_up_{chr(97 + n)}",
+    (lambda b: b | {"provide": [{"subject": b["subjects"][0]["ref"], "category": f"made_up_{chr(97 + n)}",
                                  "fields": {}} for n in range(26)]}, 422),
+    # a provided record about someone the request is not about (it reached the holder untranslated)
+    (lambda b: b | {"provide": [{"subject": "subj-someone-else-0001", "category": "tax_compliance",
+                                 "fields": {}}]}, 422),
     (lambda b: b | {"partnership": "riec-utrecht"}, 422),
     (lambda b: b | {"partnership": "Robert'); DROP TABLE exchanges;--"}, 422),
 ])

@@ -103,7 +103,7 @@ async def test_a_retried_query_discloses_and_takes_in_once(partners: dict[str, s
     async with HttpConnector(w.KVK, partners[w.KVK], gateway_token) as connector:
         first = await connector.query(query)
         second = await connector.query(query)
-        with pytest.raises(HolderRejectedRequest, match="already used") as reused:
+        with pytest.raises(HolderRejectedRequest, match="refused the call with 409") as reused:
             await connector.query(_query([company], ["directorships"], "q-twice"))
     assert first == second
     assert first.received == 1

@@ -1,0 +1,117 @@
+"""A holder that answers with more than it should cannot leak through the gateway (found by a review):
+free-text refusal reasons and error details that could name a person stay out of the answer and the log,
+hit/no-hit counts only subjects that were asked about, and record identifiers must be identifiers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from tests.servers import serve_app
+from tests.stack import Stack, running_stack
+
+BSN = "111222333"
+NAME = "Jan Jansen"
+BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+         "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-200",
+         "signal": {"type": "bibob-application", "reference": "BIBOB-2026-77"}}
+
+
+class _Holder:
+    """Answers every query as ``mode`` says, and every discovery with a hit for a subject nobody asked about."""
+
+    def __init__(self) -> None:
+        self.mode = "answer"
+        self.app = FastAPI()
+        self.app.post("/holder/v1/query")(self.query)
+        self.app.post("/holder/v1/discover")(self.discover)
+
+    async def query(self, request: Request) -> Any:
+        subject = (await request.json())["subjects"][0]
+        if self.mode == "refuse-in-words":
+            return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is an informant"}
+        if self.mode == "reject-in-words":
+            return JSONResponse({"detail": f"no such person BSN {BSN} ({NAME})"}, status_code=404)
+        if self.mode == "text-in-identifiers":
+            return {"status": "answered", "records": [
+                {"record_id": f"BSN {BSN} {NAME}", "record_type": "incident", "subject": subject,
+                 "category": "police_incidents", "fields": {"n": 1}}]}
+        return {"status": "answered", "records": []}
+
+    async def discover(self) -> Any:
+        return {"hits": {"subj-nobody-asked-about-0001": ["investigation"]}}
+
+
+@pytest.fixture(scope="module")
+def holder() -> _Holder:
+    return _Holder()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, holder: _Holder) -> Iterator[Stack]:
+    with serve_app(holder.app) as url, running_stack(
+            Path(tmp_path_factory.mktemp("misbehaving")),
+            holder_overrides={"politie-bvh": url, "fiod-ois": url}) as running:
+        yield running
+
+
+def _exchange(stack: Stack, **changes: Any) -> tuple[dict[str, Any], str]:
+    """The exchange's only target, and the text of the audit entries it wrote."""
+    with stack.container.engine.connect() as connection:
+        before = len(connection.execute(select(audit_entries.c.log_index)).all())
+    body = BIBOB | {"subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}], "holders": ["politie"],
+                    "categories": ["police_incidents"]} | changes
+    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
+    assert response.status_code == 200, response.text
+    with stack.container.engine.connect() as connection:
+        written = [dict(row) for row in connection.execute(select(audit_entries)).mappings().all()][before:]
+    assert BSN not in response.text
+    assert NAME not in response.text
+    return response.json()["targets"][0], json.dumps(written, default=str)
+
+
+def test_a_refusal_in_free_text_is_a_refusal_without_the_text(stack: Stack, holder: _Holder) -> None:
+    holder.mode = "refuse-in-words"
+    target, logged = _exchange(stack)
+    assert target["outcome"] == "refused-by-holder"
+    assert target["escalation_id"]  # still an escalation trigger
+    assert "unspecified" in target["reasons"][0]["message"]
+    assert BSN not in logged
+    assert NAME not in logged
+
+
+def test_a_holder_s_error_detail_does_not_reach_the_requester(stack: Stack, holder: _Holder) -> None:
+    holder.mode = "reject-in-words"
+    target, logged = _exchange(stack)
+    assert target["outcome"] == "holder-unavailable"
+    assert "404" in target["reasons"][0]["message"]
+    assert BSN not in logged
+    assert NAME not in logged
+
+
+def test_text_in_a_record_identifier_is_a_protocol_error_not_a_disclosure(stack: Stack, holder: _Holder) -> None:
+    holder.mode = "text-in-identifiers"
+    target, _logged = _exchange(stack)
+    assert target["outcome"] == "holder-unavailable"
+    assert target["records"] == []
+
+
+def test_hits_for_subjects_nobody_asked_about_are_no_hits(stack: Stack, holder: _Holder) -> None:
+    hit_only, _ = _exchange(stack, holders=["fiod"], categories=["ongoing_investigation"])
+    assert hit_only["outcome"] == "allowed"
+    assert hit_only["hit"] is False
+    discovery = stack.post("gemeente-amsterdam-vth", "/v1/discovery", BIBOB | {
+        "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}],
+        "categories": ["ongoing_investigation", "police_incidents"]})
+    assert discovery.status_code == 200, discovery.text
+    outcomes = {t["holder"]: t["outcome"] for t in discovery.json()["targets"]}
+    assert outcomes["fiod"] == "no-hit"
+    assert outcomes["politie"] == "no-hit"
