@@ -45,6 +45,9 @@ TokenProvider = Callable[[str], Awaitable[str]]
 Answer = TypeVar("Answer", bound=BaseModel)
 log = structlog.get_logger("connectors.http")
 
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The largest answer a holder may give: a hundred subjects' records fit many times over; a holder answering
+without end must not fill the gateway's memory."""
 _JSON = {"Content-Type": "application/json"}
 _TRACE_ID, _HOLDER_TRACE_ID = (token.var for token in contextvars.copy_context().run(
     lambda: structlog.contextvars.bind_contextvars(trace_id=None, holder_trace_id=None)).values())
@@ -96,8 +99,10 @@ class HttpConnector:
     """One holder system over HTTP (holder protocol v1)."""
 
     def __init__(self, system: str, base_url: str, token_provider: TokenProvider, *, timeout: float = 5.0,
-                 retries: int = 2, backoff: float = 0.05, session: SharedSession | None = None) -> None:
+                 retries: int = 2, backoff: float = 0.05, session: SharedSession | None = None,
+                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         self.system = system
+        self._max_answer_bytes = max_answer_bytes
         self._base = base_url.rstrip("/")
         self._token = token_provider
         self._timeout = timeout
@@ -180,10 +185,22 @@ class HttpConnector:
 
     async def _exchange(self, method: str, path: str, payload: bytes | None,
                         headers: dict[str, str]) -> tuple[int, bytes]:
-        """One HTTP attempt: status and the whole body (read inside the caller's timeout)."""
+        """One HTTP attempt: status and the whole body (read inside the caller's timeout), at most
+        ``max_answer_bytes`` of it: a holder answering without end would otherwise fill the gateway's memory."""
+        limit = self._max_answer_bytes
         async with self._session.get().request(method, f"{self._base}{path}", data=payload, headers=headers,
                                                allow_redirects=False) as response:
-            return response.status, await response.read()
+            length = response.content_length
+            if length is not None and length <= limit:
+                return response.status, await response.read()
+            if length is not None:
+                raise HolderProtocolError(self.system, f"answer of {length} bytes, more than {limit}")
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(65536):
+                body += chunk
+                if len(body) > limit:
+                    raise HolderProtocolError(self.system, f"answer of more than {limit} bytes")
+            return response.status, bytes(body)
 
     def _decode(self, body: bytes, answer_type: type[Answer], request_id: str | None) -> Answer:
         try:

@@ -4,6 +4,7 @@ authentication, and every way a holder can fail (down, slow, flaky, malformed)."
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import aiohttp
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
@@ -306,3 +307,28 @@ async def test_the_over_share_switch_adds_an_unasked_category(tmp_path: Path, wo
     store = PartnerStore(store_path(tmp_path, w.POLICE))
     assert store.count() == len(world.records[w.POLICE])  # the partner's own database, in its own file
     store.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["with-length", "chunked"])
+async def test_an_answer_past_the_size_limit_is_a_protocol_error(chunked: bool) -> None:
+    """A holder answering without end (a review relayed 68 MB) must not fill the gateway's memory."""
+    app = FastAPI()
+    record = {"record_id": "r-1", "record_type": "incident", "subject": "s-1", "category": "police_incidents",
+              "fields": {"note": "x" * 1000}}
+    body = ('{"status": "answered", "records": [' + ", ".join([json.dumps(record)] * 50) + "]}").encode()
+
+    @app.post("/holder/v1/query")
+    async def query() -> Response:
+        if chunked:
+            async def parts() -> Any:
+                for start in range(0, len(body), 4096):
+                    yield body[start:start + 4096]
+            return StreamingResponse(parts(), media_type="application/json")
+        return Response(body, media_type="application/json")
+
+    with serve_app(app) as url:
+        async with HttpConnector(w.POLICE, url, gateway_token, max_answer_bytes=len(body) - 1) as small:
+            with pytest.raises(HolderProtocolError, match="more than"):
+                await small.query(_query(["s-1"], ["police_incidents"]))
+        async with HttpConnector(w.POLICE, url, gateway_token, max_answer_bytes=len(body)) as enough:
+            assert len((await enough.query(_query(["s-1"], ["police_incidents"]))).records) == 50
