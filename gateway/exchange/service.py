@@ -24,7 +24,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
@@ -263,6 +263,31 @@ def _hit(hits: dict[str, list[str]], asked: dict[str, str], holder: str, request
     if others:
         log.warning("holder_overshared", holder=holder, unasked_hits=others, exchange_id=request_id)
     return any(subject in asked for subject in hits)
+
+
+def _pseudonyms_in(value: Any) -> Iterator[str]:
+    """Every pseudonym in a record's fields, however deeply nested in objects and lists: one left out would
+    reach the requester in the holder's domain, linkable to the holder's records."""
+    if isinstance(value, str):
+        if is_pseudonym(value):
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _pseudonyms_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _pseudonyms_in(item)
+
+
+def _mapped(value: Any, mapped: dict[str, Any]) -> Any:
+    """``value`` with every string that ``mapped`` knows replaced, at any depth."""
+    if isinstance(value, str):
+        return mapped.get(value, value)
+    if isinstance(value, dict):
+        return {key: _mapped(item, mapped) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mapped(item, mapped) for item in value]
+    return value
 
 
 def _audit_base(principal: Principal, body: ExchangeRequest | DiscoveryRequest, trace: Trace,
@@ -641,12 +666,11 @@ class ExchangeService:
                                records: list[HolderRecord]) -> list[HolderRecord]:
         """Related subjects named inside records (by the holder's pseudonyms) in the requester's pseudonyms."""
         assert self.deps.pseudonyms is not None
-        values = {v for r in records for v in r.fields.values() if isinstance(v, str) and is_pseudonym(v)}
+        values = {v for r in records for v in _pseudonyms_in(r.fields)}
         if not values:
             return records
         mapped = self.deps.pseudonyms.related_for_requester(values, partnership, holder, principal.organisation)
-        return [r.model_copy(update={"fields": {k: mapped[v] if isinstance(v, str) and v in mapped else v
-                                                for k, v in r.fields.items()}}) for r in records]
+        return [r.model_copy(update={"fields": _mapped(r.fields, mapped)}) for r in records]
 
     async def _grant(self, principal: Principal, body: ExchangeRequest) -> RerunGrant | None:
         if body.escalation_decision is None:
