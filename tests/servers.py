@@ -13,11 +13,13 @@ import uvicorn
 
 
 @contextmanager
-def serve_app(app: Any) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 (free port); yields its base URL; stops it afterwards."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def serve_app(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` on ``host`` (a loopback address, IPv4 or IPv6; free port); yields its base URL; stops it
+    afterwards."""
+    ipv6 = ":" in host
+    sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -28,7 +30,7 @@ def serve_app(app: Any) -> Iterator[str]:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://[{host}]:{port}" if ipv6 else f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -6,7 +6,6 @@ port, a path prefix, an IPv6 address)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
@@ -14,7 +13,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import uvicorn
 
 from gateway.policy.engine import OPA_PATHS, OpaServerPolicyEngine, _opa_client
 from gateway.policy.errors import MalformedDecision, PolicyUnavailable
@@ -292,31 +290,6 @@ async def test_an_opa_server_under_a_path_prefix_is_reached() -> None:
         assert (await _decides(f"{url}/opa/")).outcome == "allowed"
 
 
-@contextmanager
-def _serve_on_ipv6_loopback(app: Any) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    try:
-        sock.bind(("::1", 0))
-    except OSError:
-        sock.close()
-        pytest.skip("no IPv6 loopback here")
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://[::1]:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
 async def test_an_opa_server_at_an_ipv6_address_is_reached() -> None:
-    with _serve_on_ipv6_loopback(create_opa_test_app(POLICIES_DIR)) as url:
+    with serve_app(create_opa_test_app(POLICIES_DIR), host="::1") as url:
         assert (await _decides(url)).outcome == "allowed"
