@@ -63,8 +63,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, holder: _Holder) -> Iterator
         yield running
 
 
-def _exchange(stack: Stack, **changes: Any) -> tuple[dict[str, Any], str]:
-    """The exchange's only target, and the text of the audit entries it wrote."""
+def _exchange(stack: Stack, **changes: Any) -> dict[str, Any]:
+    """The exchange's only target; neither the answer nor the audit entries it wrote name the person."""
     with stack.container.engine.connect() as connection:
         before = len(connection.execute(select(audit_entries.c.log_index)).all())
     body = BIBOB | {"subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}], "holders": ["politie"],
@@ -73,39 +73,37 @@ def _exchange(stack: Stack, **changes: Any) -> tuple[dict[str, Any], str]:
     assert response.status_code == 200, response.text
     with stack.container.engine.connect() as connection:
         written = [dict(row) for row in connection.execute(select(audit_entries)).mappings().all()][before:]
-    assert BSN not in response.text
-    assert NAME not in response.text
-    return response.json()["targets"][0], json.dumps(written, default=str)
+    logged = json.dumps(written, default=str)
+    for personal in (BSN, NAME):
+        assert personal not in response.text
+        assert personal not in logged
+    return dict(response.json()["targets"][0])
 
 
 def test_a_refusal_in_free_text_is_a_refusal_without_the_text(stack: Stack, holder: _Holder) -> None:
     holder.mode = "refuse-in-words"
-    target, logged = _exchange(stack)
+    target = _exchange(stack)
     assert target["outcome"] == "refused-by-holder"
     assert target["escalation_id"]  # still an escalation trigger
     assert "unspecified" in target["reasons"][0]["message"]
-    assert BSN not in logged
-    assert NAME not in logged
 
 
 def test_a_holder_s_error_detail_does_not_reach_the_requester(stack: Stack, holder: _Holder) -> None:
     holder.mode = "reject-in-words"
-    target, logged = _exchange(stack)
+    target = _exchange(stack)
     assert target["outcome"] == "holder-unavailable"
     assert "404" in target["reasons"][0]["message"]
-    assert BSN not in logged
-    assert NAME not in logged
 
 
 def test_text_in_a_record_identifier_is_a_protocol_error_not_a_disclosure(stack: Stack, holder: _Holder) -> None:
     holder.mode = "text-in-identifiers"
-    target, _logged = _exchange(stack)
+    target = _exchange(stack)
     assert target["outcome"] == "holder-unavailable"
     assert target["records"] == []
 
 
 def test_hits_for_subjects_nobody_asked_about_are_no_hits(stack: Stack, holder: _Holder) -> None:
-    hit_only, _ = _exchange(stack, holders=["fiod"], categories=["ongoing_investigation"])
+    hit_only = _exchange(stack, holders=["fiod"], categories=["ongoing_investigation"])
     assert hit_only["outcome"] == "allowed"
     assert hit_only["hit"] is False
     discovery = stack.post("gemeente-amsterdam-vth", "/v1/discovery", BIBOB | {
