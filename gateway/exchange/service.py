@@ -179,6 +179,7 @@ class _Attempt:
     trace: Trace
     exchange_id: str
     request_fingerprint: str
+    key_fingerprint: str  # what the Idempotency-Key binds to (keyed_fingerprint)
     idempotency_key: str | None
     claim: repository.Claim | None
     grant: RerunGrant | None
@@ -205,6 +206,15 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     while cause is not None and not isinstance(cause, kind):
         cause = cause.__cause__
     return cause is not None
+
+
+def keyed_fingerprint(request_fingerprint: str, body: ExchangeRequest) -> str:
+    """What an ``Idempotency-Key`` binds to: the request and the escalation decision it cites. A re-run citing
+    a decision is another request than the run it re-runs (or than one citing another decision), though an
+    escalation decision binds to the request without it (``fingerprint``)."""
+    if body.escalation_decision is None:
+        return request_fingerprint
+    return hashlib.sha256(f"{request_fingerprint}:{body.escalation_decision}".encode()).hexdigest()
 
 
 def fingerprint(principal: Principal, body: ExchangeRequest | DiscoveryRequest) -> str:
@@ -430,12 +440,13 @@ class ExchangeService:
     async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                         idempotency_key: str | None, undone: int) -> ExchangeResult:
         request_fingerprint = fingerprint(principal, body)
+        key_fingerprint = keyed_fingerprint(request_fingerprint, body)
         register = self.deps.register
         exchange_id = new_id()
         # With a key, the answer stored under it is looked up on a thread while the loop decides the request;
         # it is awaited before anything is written, so a retry that finds its answer writes nothing.
         lookup = (asyncio.create_task(asyncio.to_thread(self._replay, principal, idempotency_key,
-                                                        request_fingerprint)) if idempotency_key else None)
+                                                        key_fingerprint)) if idempotency_key else None)
         try:
             try:
                 decided = await self._decided(register, principal, body, trace, exchange_id, request_fingerprint,
@@ -444,7 +455,7 @@ class ExchangeService:
                 if lookup is not None and (replay := await lookup) is not None:
                     return replay  # the request was answered before: that answer, whatever deciding it now says
                 if idempotency_key:
-                    await self._not_held_elsewhere(principal, idempotency_key, request_fingerprint)
+                    await self._not_held_elsewhere(principal, idempotency_key, key_fingerprint)
                 raise
             if lookup is not None and (replay := await lookup) is not None:
                 return replay
@@ -456,7 +467,7 @@ class ExchangeService:
         targets, grant, base, logged, decisions = decided
         if isinstance(decisions, PolicyError):
             if idempotency_key:  # no denial is logged for an attempt that only duplicates one in flight
-                await self._not_held_elsewhere(principal, idempotency_key, request_fingerprint)
+                await self._not_held_elsewhere(principal, idempotency_key, key_fingerprint)
             await self._deny_all_on_policy_failure(decisions, base, targets, EventType.EXCHANGE_REQUESTED)
             raise decisions  # unreachable: the helper always raises
         subjects = [s.ref for s in body.subjects]
@@ -473,10 +484,10 @@ class ExchangeService:
                   for t, d in zip(targets, decisions, strict=True)]
         # With an Idempotency-Key, the key's claim commits with these entries: an attempt in another gateway
         # process then cannot log or ask a holder until this one has answered (or is long dead).
-        claim = repository.Claim(principal.subject, idempotency_key, exchange_id, request_fingerprint,
+        claim = repository.Claim(principal.subject, idempotency_key, exchange_id, key_fingerprint,
                                  self.deps.clock.now()) if idempotency_key else None
-        attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, idempotency_key, claim, grant,
-                           base, logged, (register.version, policy_version))
+        attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, key_fingerprint, idempotency_key,
+                           claim, grant, base, logged, (register.version, policy_version))
         try:
             receipts = await (self._write_ahead_claiming(ahead, claim) if claim else self._record(ahead))
             return await self._answer(attempt, targets, decisions, receipts)
@@ -529,7 +540,7 @@ class ExchangeService:
         if _nothing_follows(after, attempt.grant, served):  # the outcome row commits with the disclosures
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
-            row = self._outcome_row(principal, body, result, attempt.request_fingerprint, attempt.idempotency_key)
+            row = self._outcome_row(principal, body, result, attempt.key_fingerprint, attempt.idempotency_key)
             disclosed = await self._record(after, repository.outcome_companion(
                 lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
                 self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)
@@ -545,7 +556,7 @@ class ExchangeService:
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             try:
-                await self._outcomes.insert(self._outcome_row(principal, body, result, attempt.request_fingerprint,
+                await self._outcomes.insert(self._outcome_row(principal, body, result, attempt.key_fingerprint,
                                                               attempt.idempotency_key))
             except Exception as exc:
                 log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
@@ -559,13 +570,13 @@ class ExchangeService:
                  outcomes=[t.outcome.value for t in result.targets])
         return result
 
-    async def _not_held_elsewhere(self, principal: Principal, key: str, request_fingerprint: str) -> None:
+    async def _not_held_elsewhere(self, principal: Principal, key: str, key_fingerprint: str) -> None:
         """Before a keyed request that could not be decided is refused on its own account: 409 if the key is
         held by another attempt (this one is a duplicate of it, or misuses the key), as the write-ahead would."""
         other = await self._claim_on(principal.subject, key)
         if other is None or not self._live(other):
             return
-        if other.request_sha256 != request_fingerprint:
+        if other.request_sha256 != key_fingerprint:
             raise Conflict(_DIFFERENT_REQUEST)
         raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
 
@@ -876,7 +887,7 @@ class ExchangeService:
                                 checkpoint=checkpoint))
 
     def _outcome_row(self, principal: Principal, body: ExchangeRequest, result: ExchangeResult,
-                     request_fingerprint: str, idempotency_key: str | None) -> dict[str, Any]:
+                     key_fingerprint: str, idempotency_key: str | None) -> dict[str, Any]:
         """The outcome row, durable before the answer (``GET`` and idempotent replays read it): written with
         the disclosures' audit entries when nothing follows them, else with the rows of concurrent requests
         in one transaction of its own."""
@@ -887,16 +898,16 @@ class ExchangeService:
             "requester_org": principal.organisation, "requester_system": principal.subject,
             "partnership": body.partnership, "purpose": body.purpose, "case_reference": body.case_reference,
             "register_version": result.register_version, "policy_version": result.policy_version,
-            "request_sha256": request_fingerprint, "idempotency_key": idempotency_key, "outcome": outcome,
+            "request_sha256": key_fingerprint, "idempotency_key": idempotency_key, "outcome": outcome,
             "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
             "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None}
 
-    def _replay(self, principal: Principal, key: str, request_fingerprint: str) -> ExchangeResult | None:
+    def _replay(self, principal: Principal, key: str, key_fingerprint: str) -> ExchangeResult | None:
         """The answer stored under this key, if any (409 if the key was used for another request)."""
         stored = repository.find_by_idempotency_key(self.deps.sessions.kw["bind"], principal.subject, key)
         if stored is None:
             return None
-        if stored.request_sha256 != request_fingerprint:
+        if stored.request_sha256 != key_fingerprint:
             raise Conflict(_DIFFERENT_REQUEST)
         outcome = dict(stored.outcome)
         records: dict[str, Any] = {}

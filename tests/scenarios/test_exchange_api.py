@@ -77,6 +77,22 @@ def test_idempotent_retry_returns_the_first_answer_without_new_log_entries(stack
     assert clash.headers["content-type"].startswith("application/problem+json")
 
 
+def test_a_key_reused_for_a_re_run_citing_a_decision_is_another_request(stack: Stack) -> None:
+    """A re-run citing an escalation decision is not the run it re-runs: with that run's key it gets 409, not
+    the stored answer and its records (a review found the decision left out of what the key binds to)."""
+    headers = {"Idempotency-Key": "rerun-key-00001"}
+    first = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(stack), headers)
+    assert first.status_code == 200, first.text
+    entries = _audit_count(stack)
+    citing = _body(stack) | {"escalation_decision": "01234567-89ab-7def-8123-456789abcdef"}
+    clash = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", citing, headers)
+    assert clash.status_code == 409, clash.text
+    assert "Retry-After" not in clash.headers
+    assert _audit_count(stack) == entries
+    again = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(stack), headers)
+    assert again.json() == first.json()  # the key still replays the request it was first used for
+
+
 def test_a_keyed_request_every_holder_denies_is_answered_and_replayed(stack: Stack) -> None:
     """Nothing is disclosed, so no entry follows the write-ahead: the outcome is stored on its own and the claim
     given up after it (what partner systems using ``gateway.client``, which always sends a key, meet on S12)."""
