@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -89,29 +89,18 @@ async def test_client_objects_to_a_narrowing_and_reruns_with_the_decision(stack:
     assert used.value.status == 409
 
 
-async def test_a_retry_after_a_client_timeout_waits_for_the_first_attempt_instead_of_running_twice(
-        tmp_path: Path) -> None:
+def _slow_holder(answer_after: Callable[[], Awaitable[object]]) -> tuple[FastAPI, list[float]]:
+    """A holder that answers (no records) once ``answer_after`` returns; the list records each query's time."""
     queries: list[float] = []
-    slow = FastAPI()
+    holder = FastAPI()
 
-    @slow.post("/holder/v1/query")
+    @holder.post("/holder/v1/query")
     async def query() -> dict[str, object]:
         queries.append(time.monotonic())
-        await asyncio.sleep(2.5)  # longer than the client's timeout: the client gives up and retries
+        await answer_after()
         return {"status": "answered", "records": []}
 
-    with serve_app(slow) as holder_url, running_stack(
-            tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
-        keys = stack.clients["gemeente-amsterdam-vth"]
-        async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=1.0, retries=6,
-                                 clock=lambda: stack.clock.now().timestamp()) as client:
-            result = await client.exchange(_request(stack), idempotency_key="client-timeout-key-1")
-        with stack.container.engine.connect() as connection:
-            requested = connection.execute(select(func.count()).select_from(audit_entries).where(
-                audit_entries.c.event_type == "exchange.requested")).scalar_one()
-    assert result.targets[0].outcome is Outcome.ALLOWED
-    assert len(queries) == 1, "the holder was asked once, however often the client retried"
-    assert requested == 1
+    return holder, queries
 
 
 def _requested(stack: Stack) -> int:
@@ -120,18 +109,26 @@ def _requested(stack: Stack) -> int:
             audit_entries.c.event_type == "exchange.requested")).scalar_one())
 
 
+async def test_a_retry_after_a_client_timeout_waits_for_the_first_attempt_instead_of_running_twice(
+        tmp_path: Path) -> None:
+    # longer than the client's timeout: the client gives up and retries
+    slow, queries = _slow_holder(lambda: asyncio.sleep(2.5))
+    with serve_app(slow) as holder_url, running_stack(
+            tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
+        keys = stack.clients["gemeente-amsterdam-vth"]
+        async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=1.0, retries=6,
+                                 clock=lambda: stack.clock.now().timestamp()) as client:
+            result = await client.exchange(_request(stack), idempotency_key="client-timeout-key-1")
+        requested = _requested(stack)
+    assert result.targets[0].outcome is Outcome.ALLOWED
+    assert len(queries) == 1, "the holder was asked once, however often the client retried"
+    assert requested == 1
+
+
 async def test_with_the_default_retries_a_timed_out_exchange_waits_for_its_first_attempt(tmp_path: Path) -> None:
     """The busy-409 wait is not limited by the (small) transport retries: the client's default settings get
     the first attempt's answer although it takes longer than the timeout plus two quick retries."""
-    queries: list[float] = []
-    slow = FastAPI()
-
-    @slow.post("/holder/v1/query")
-    async def query() -> dict[str, object]:
-        queries.append(time.monotonic())
-        await asyncio.sleep(3.0)
-        return {"status": "answered", "records": []}
-
+    slow, queries = _slow_holder(lambda: asyncio.sleep(3.0))
     with serve_app(slow) as holder_url, running_stack(
             tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
         keys = stack.clients["gemeente-amsterdam-vth"]
@@ -147,16 +144,8 @@ async def test_with_the_default_retries_a_timed_out_exchange_waits_for_its_first
 async def test_an_exchange_given_up_on_is_resumed_with_the_key_on_the_error(tmp_path: Path) -> None:
     """The client gives up while the first attempt is still being answered; the error names the key it
     used, and an exchange with that key gets the first attempt's answer: the holder is asked once."""
-    queries: list[float] = []
     release = threading.Event()
-    held = FastAPI()
-
-    @held.post("/holder/v1/query")
-    async def query() -> dict[str, object]:
-        queries.append(time.monotonic())
-        await asyncio.to_thread(release.wait, 10)
-        return {"status": "answered", "records": []}
-
+    held, queries = _slow_holder(lambda: asyncio.to_thread(release.wait, 10))
     with serve_app(held) as holder_url, running_stack(
             tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
         keys = stack.clients["gemeente-amsterdam-vth"]
