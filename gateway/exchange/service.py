@@ -179,13 +179,17 @@ class _Attempt:
     trace: Trace
     exchange_id: str
     request_fingerprint: str
-    key_fingerprint: str  # what the Idempotency-Key binds to (keyed_fingerprint)
     idempotency_key: str | None
     claim: repository.Claim | None
     grant: RerunGrant | None
     base: dict[str, Any]
     logged: dict[str, str]
     versions: tuple[str, str]  # register version, policy version
+
+    @property
+    def key_fingerprint(self) -> str:
+        """What its Idempotency-Key binds to (stored with the outcome for replays)."""
+        return keyed_fingerprint(self.request_fingerprint, self.body)
 
 
 def _with_receipt_indices(row: dict[str, Any], indices: list[int]) -> dict[str, Any]:
@@ -218,7 +222,8 @@ def keyed_fingerprint(request_fingerprint: str, body: ExchangeRequest) -> str:
 
 
 def fingerprint(principal: Principal, body: ExchangeRequest | DiscoveryRequest) -> str:
-    """A stable hash of who asked what: idempotency and escalation decisions bind to exactly this."""
+    """A stable hash of who asked what, without the escalation decision it may cite: escalation decisions bind
+    to exactly this (an ``Idempotency-Key`` to ``keyed_fingerprint``)."""
     canonical = json.dumps({"system": principal.subject, "request": body.model_dump(mode="json",
                                                                                   exclude={"escalation_decision"})},
                            sort_keys=True, separators=(",", ":"))
@@ -486,8 +491,8 @@ class ExchangeService:
         # process then cannot log or ask a holder until this one has answered (or is long dead).
         claim = repository.Claim(principal.subject, idempotency_key, exchange_id, key_fingerprint,
                                  self.deps.clock.now()) if idempotency_key else None
-        attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, key_fingerprint, idempotency_key,
-                           claim, grant, base, logged, (register.version, policy_version))
+        attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, idempotency_key, claim, grant,
+                           base, logged, (register.version, policy_version))
         try:
             receipts = await (self._write_ahead_claiming(ahead, claim) if claim else self._record(ahead))
             return await self._answer(attempt, targets, decisions, receipts)
