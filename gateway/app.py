@@ -14,7 +14,7 @@ from gateway.auditing import endpoints as audit_endpoints
 from gateway.auditing import review as audit_review
 from gateway.auditing.setup import audit_services, install_audit
 from gateway.auth import endpoints as auth_endpoints
-from gateway.auth.setup import install_auth
+from gateway.auth.setup import auth_services, install_auth
 from gateway.clock import Clock
 from gateway.console import endpoints as console_endpoints
 from gateway.container import Container, build_container
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start_services(the_container)
         audit_services(the_container).writer.start()
+        auth_services(the_container).disabled.start()
         escalation_scheduler(the_container).start()
         if freeze_heap:
             gc.collect()
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             # Graceful shutdown: uvicorn has stopped accepting and drained requests before this runs.
             log.info("gateway_stopping")
             await escalation_scheduler(the_container).aclose()
+            await auth_services(the_container).disabled.aclose()
             await escalation_service(the_container).notifier.aclose()
             await exchange_service(the_container).aclose()
             await audit_services(the_container).writer.aclose()

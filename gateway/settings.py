@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     issuer: str = Field(default="https://gateway.wgs.local", description="OAuth2 issuer (iss claim).")
     audience: str = Field(default="wgs-gateway", description="Audience (aud) of access tokens.")
     access_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    revocation_refresh_seconds: float = Field(
+        default=5.0, gt=0, le=60,
+        description="How often each process re-reads the disabled clients and accounts: a disabled one's "
+                    "tokens are refused within this time.")
     client_assertion_max_age_seconds: int = Field(default=300, ge=30, le=3600)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request bodies above this get 413.")
 

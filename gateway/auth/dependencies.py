@@ -27,7 +27,9 @@ def authenticate(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer access token is required", error="invalid_request")
-    principal = auth_services(container_of(request)).tokens.verify(token.strip())
+    auth = auth_services(container_of(request))
+    principal = auth.tokens.verify(token.strip())
+    auth.disabled.check(principal)  # a token outlives the disabling of its client or account otherwise
     request.state.principal = principal
     return principal
 

@@ -98,6 +98,13 @@ def list_accounts(session: Session) -> list[AccountRecord]:
     return [account for name in names if (account := get_account(session, name)) is not None]
 
 
+def disabled_subjects(session: Session) -> tuple[frozenset[str], frozenset[str]]:
+    """The client ids and the usernames that are disabled (tokens name them as ``sub``)."""
+    clients = session.execute(select(oauth_clients.c.client_id).where(oauth_clients.c.active.is_(False))).scalars()
+    people = session.execute(select(accounts.c.username).where(accounts.c.active.is_(False))).scalars()
+    return frozenset(clients), frozenset(people)
+
+
 def set_account_active(session: Session, username: str, active: bool) -> bool:
     result = session.execute(update(accounts).where(accounts.c.username == username).values(active=active))
     return bool(getattr(result, "rowcount", 0))

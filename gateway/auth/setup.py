@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from gateway.auth.accounts import LoginThrottle
 from gateway.auth.keys import SigningKeyStore
+from gateway.auth.revocation import DisabledPrincipals
 from gateway.auth.tokens import AccessTokenService
 from gateway.container import Container
 
@@ -17,6 +18,7 @@ class AuthServices:
     keys: SigningKeyStore
     tokens: AccessTokenService
     login_throttle: LoginThrottle
+    disabled: DisabledPrincipals
 
 
 def install_auth(container: Container) -> AuthServices:
@@ -29,13 +31,18 @@ def install_auth(container: Container) -> AuthServices:
         tokens=AccessTokenService(keys, container.clock, settings.issuer, settings.audience,
                                   settings.access_token_ttl_seconds),
         login_throttle=LoginThrottle(container.clock),
+        disabled=DisabledPrincipals(container.sessions, settings.revocation_refresh_seconds),
     )
     container.services["auth"] = services
 
     async def key_store_ready() -> None:
         await asyncio.to_thread(keys.current)
 
+    async def disabled_list_current() -> None:
+        services.disabled.ensure_current()
+
     container.readiness["key_store"] = key_store_ready
+    container.readiness["disabled_principals"] = disabled_list_current
     return services
 
 

@@ -7,37 +7,12 @@ same once, for operators who prefer cron.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
-log = structlog.get_logger("gateway.escalations.scheduler")
+from gateway.periodic import PeriodicJob
 
 
-class OverdueScheduler:
+class OverdueScheduler(PeriodicJob):
     def __init__(self, job: Callable[[], Awaitable[Any]], interval_seconds: float) -> None:
-        self._job = job
-        self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._interval > 0 and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self._job()
-            except Exception as exc:  # a failed run must not stop later ones; it is retried next interval
-                log.error("overdue_scan_failed", error_type=type(exc).__name__)
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        super().__init__(job, interval_seconds, name="overdue_scan")
