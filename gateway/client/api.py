@@ -12,7 +12,10 @@
   and a POST without one only when it was certainly not sent (connect error, connect or pool timeout;
   not e.g. a read timeout).
   The metadata and token requests happen inside the same loop and are always safe to repeat.
-  4xx answers and 500 are never retried, with one exception: a 409 with ``Retry-After`` to an exchange
+  A 429 (the gateway's rate limit) is retried the same way, for every call: the limit refuses a call
+  before anything of it is done, so repeating it is always safe; ``GatewayThrottled`` once the retries are
+  spent.
+  Other 4xx answers and 500 are never retried, with one exception: a 409 with ``Retry-After`` to an exchange
   means the first attempt with that key is still being answered (the gateway holds the key's claim for
   up to 2 minutes). The client then waits as ``Retry-After`` says and asks again, for at most
   ``busy_wait`` seconds in total (default 120), a bound separate from ``retries``; it gets the first
@@ -57,13 +60,16 @@ _T = TypeVar("_T")
 class GatewayClientError(Exception):
     """The gateway refused or failed a call; ``problem`` is its problem+json body. ``status`` is the HTTP
     status, or 0 when no answer came (see ``GatewayUnavailable``). ``idempotency_key`` is set on errors of
-    ``exchange()``/``rerun()``: pass it back to resume that exchange."""
+    ``exchange()``/``rerun()``: pass it back to resume that exchange. ``retry_after`` is the answer's
+    ``Retry-After`` in seconds, where it had one."""
 
-    def __init__(self, status: int, problem: dict[str, Any], *, idempotency_key: str | None = None) -> None:
+    def __init__(self, status: int, problem: dict[str, Any], *, idempotency_key: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(f"{status}: {problem.get('detail') or problem.get('title') or 'error'}")
         self.status = status
         self.problem = problem
         self.idempotency_key = idempotency_key
+        self.retry_after = retry_after
 
 
 class GatewayUnavailable(GatewayClientError):
@@ -71,9 +77,10 @@ class GatewayUnavailable(GatewayClientError):
     ``__cause__``) or 502/503/504 once the retries are spent. Whether an exchange happened is unknown:
     resume it with its ``idempotency_key``."""
 
-    def __init__(self, status: int, problem: dict[str, Any], *, retry_after: float | None = None) -> None:
-        super().__init__(status, problem)
-        self.retry_after = retry_after
+
+class GatewayThrottled(GatewayClientError):
+    """429 once the retries are spent: the gateway's rate limit refused every attempt. The limit refuses a
+    call before anything of it is done, so it was not acted on; ``retry_after`` says when to try again."""
 
 
 class GatewayBusy(GatewayClientError):
@@ -169,7 +176,8 @@ class GatewayClient:
         backoff = self._backoff * 2.0 ** (failures - 1) * random.uniform(0.5, 1.0)
         return min(max(backoff, retry_after or 0.0), self._max_delay)
 
-    async def _retry_or_raise(self, failure: httpx.TransportError | GatewayUnavailable, failures: int, *,
+    async def _retry_or_raise(self, failure: httpx.TransportError | GatewayUnavailable | GatewayThrottled,
+                              failures: int, *,
                               safe: bool) -> int:
         """Waits before the next attempt and returns the failure count, or raises the typed error when the
         call may not (``safe`` false) or can no longer be repeated."""
@@ -179,7 +187,7 @@ class GatewayClient:
             raise GatewayUnavailable(0, {"title": "no answer from the gateway",
                                          "detail": f"{type(failure).__name__}: {failure}"}) from failure
         failures += 1
-        retry_after = failure.retry_after if isinstance(failure, GatewayUnavailable) else None
+        retry_after = failure.retry_after if isinstance(failure, GatewayClientError) else None
         await self._sleep(self._delay(failures, retry_after))
         return failures
 
@@ -200,7 +208,7 @@ class GatewayClient:
                 safe = not sending or repeatable or isinstance(exc, _NOT_SENT)
                 failures = await self._retry_or_raise(exc, failures, safe=safe)
                 continue
-            except GatewayUnavailable as exc:  # metadata or token endpoint answered 502/503/504
+            except (GatewayUnavailable, GatewayThrottled) as exc:  # from the metadata or token endpoint
                 failures = await self._retry_or_raise(exc, failures, safe=True)
                 continue
             except httpx.HTTPError as exc:  # an answer httpx could not read (decoding, redirects): not retried
@@ -209,6 +217,9 @@ class GatewayClient:
                 failures = await self._retry_or_raise(
                     GatewayUnavailable(response.status_code, _problem(response), retry_after=_retry_after(
                         response, float(self._clock()))), failures, safe=repeatable)
+                continue
+            if response.status_code == 429:  # refused before anything was done with it: always safe to repeat
+                failures = await self._retry_or_raise(_throttled(response, float(self._clock())), failures, safe=True)
                 continue
             busy = _retry_after(response, float(self._clock())) if response.status_code == 409 else None
             if busy is not None and idempotency_key:
@@ -319,6 +330,10 @@ def _retry_after(response: httpx.Response, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def _throttled(response: httpx.Response, now: float) -> GatewayThrottled:
+    return GatewayThrottled(429, _problem(response), retry_after=_retry_after(response, now))
+
+
 def _problem(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
@@ -336,6 +351,8 @@ def _answer(response: httpx.Response, now: float) -> dict[str, Any]:
     """The JSON object of a metadata or token answer (200), or the typed error for any other answer."""
     if response.status_code in _RETRY_STATUSES:
         raise GatewayUnavailable(response.status_code, _problem(response), retry_after=_retry_after(response, now))
+    if response.status_code == 429:
+        raise _throttled(response, now)
     if response.status_code != 200:
         raise GatewayClientError(response.status_code, _problem(response))
     body = _decoded(response, lambda r: r.json())

@@ -15,7 +15,14 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import OKPKey
 
-from gateway.client.api import GatewayBusy, GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
+from gateway.client.api import (
+    GatewayBusy,
+    GatewayClient,
+    GatewayClientError,
+    GatewayThrottled,
+    GatewayUnavailable,
+    InvalidResponse,
+)
 from gateway.client.models import DiscoveryRequest, ExchangeRequest
 
 KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "k1"})
@@ -229,11 +236,10 @@ async def test_a_keyless_post_is_not_repeated_once_it_may_have_reached_the_serve
     assert seen.paths.count("/v1/discovery") == 1
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 429, 500])
-async def test_4xx_other_than_busy_and_500_are_never_retried(status: int) -> None:
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 500])
+async def test_4xx_other_than_busy_or_throttled_and_500_are_never_retried(status: int) -> None:
     seen = Recorder()
-    answer = httpx.Response(status, json={"status": status, "detail": "no"}, headers={"Retry-After": "1"}
-                            if status == 429 else {})
+    answer = httpx.Response(status, json={"status": status, "detail": "no"})
     async with _client(seen, _sequence(answer)) as client:
         with pytest.raises(GatewayClientError) as raised:
             await client.exchange(_request())
@@ -242,6 +248,54 @@ async def test_4xx_other_than_busy_and_500_are_never_retried(status: int) -> Non
     assert raised.value.status == status
     assert seen.paths == ["metadata", "token", "/v1/exchanges", "/v1/exchanges/ex-1"]
     assert seen.sleeps == []
+
+
+def _throttled(seconds: str = "2") -> httpx.Response:
+    return httpx.Response(429, json={"status": 429, "title": "Too many requests"}, headers={"Retry-After": seconds})
+
+
+async def test_a_429_is_waited_out_and_repeated_even_for_a_keyless_post() -> None:
+    """The rate limit refuses before anything is done, so even discovery (no key) may be sent again."""
+    seen = Recorder()
+    discovered = {"discovery_id": "d-1", "partnership": "riec-aa", "purpose": "bibob-check", "policy_version": "1",
+                  "register_version": "1", "targets": [], "receipt": {"exchange_id": "d-1"}}
+    async with _client(seen, _sequence(_throttled("3"), httpx.Response(200, json=discovered))) as client:
+        await client.discovery(DiscoveryRequest.model_validate(REQUEST))
+    assert seen.paths.count("/v1/discovery") == 2
+    assert seen.sleeps == [3.0]
+
+
+async def test_a_429_keeps_the_exchanges_key_and_is_typed_once_the_retries_are_spent() -> None:
+    seen = Recorder()
+    async with _client(seen, _sequence(_throttled()), retries=2) as client:
+        with pytest.raises(GatewayThrottled) as raised:
+            await client.exchange(_request())
+    assert raised.value.status == 429
+    assert raised.value.retry_after == 2.0
+    assert raised.value.idempotency_key == seen.keys[0]
+    assert len(seen.keys) == 3
+    assert len(set(seen.keys)) == 1
+    assert seen.sleeps == [2.0, 2.0]
+
+
+async def test_a_429_from_the_token_endpoint_is_waited_out() -> None:
+    seen = Recorder()
+    tokens = iter([_throttled("4")])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token" and (refusal := next(tokens, None)) is not None:
+            seen.paths.append("token refused")
+            return refusal
+        answer = _auth(request, seen)
+        if answer is not None:
+            return answer
+        seen.paths.append(request.url.path)
+        return httpx.Response(200, json=RESULT)
+    async with GatewayClient("http://gw", "sys-a", KEY, clock=lambda: NOW, sleep=seen.sleep,
+                             transport=httpx.MockTransport(handler)) as client:
+        await client.get_exchange("ex-1")
+    assert seen.paths == ["metadata", "token refused", "token", "/v1/exchanges/ex-1"]
+    assert seen.sleeps == [4.0]
 
 
 async def test_a_409_with_retry_after_to_a_keyless_call_is_not_waited_on() -> None:
