@@ -106,7 +106,8 @@ class Outcome(StrEnum):
       `escalation_id` names the case; no holder was asked. A re-run cites the decision.
     - `refused-by-holder`: the holder declined, with its reason (holder autonomy); this opens an escalation
       case too.
-    - `holder-unavailable`: the holder is not connected, or did not answer in time; nothing was disclosed.
+    - `holder-unavailable`: the holder is not connected, or did not answer in time, or the gateway failed
+      while asking it (reason `gateway-error`, logged); nothing of it was disclosed.
     """
 
     ALLOWED = "allowed"

@@ -60,7 +60,15 @@ from gateway.client.models import (
 from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
 from gateway.enrolment.service import is_pseudonym
-from gateway.errors import Conflict, Forbidden, NotFound, OutcomeNotStored, ServiceUnavailable, Unprocessable
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    OutcomeNotStored,
+    ServiceUnavailable,
+    Unprocessable,
+)
 from gateway.exchange import repository
 from gateway.exchange.sealing import RecordSealer
 from gateway.ids import new_id
@@ -89,6 +97,7 @@ _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered
                     "nothing of this one was logged; retry shortly to get its answer")
 _KEY_TAKEN_AFTER = ("another attempt with this Idempotency-Key was answered or took the key over meanwhile; "
                     "nothing of this one was disclosed; retry to get that answer")
+_GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
 _AUDIT_DECISION = {"allowed": AuditDecision.ALLOW, "allowed-narrowed": AuditDecision.NARROWED,
                    "denied": AuditDecision.DENY, "escalated": AuditDecision.ESCALATE}
@@ -721,6 +730,29 @@ class ExchangeService:
                                 escalation_decision_applied=decision.escalation_decision is not None)
         if not decision.allow:
             return outcome, []
+        try:
+            return await self._ask_holder(outcome, principal, body, exchange_id, target, decision, subjects, grant,
+                                          logged)
+        except GatewayError:
+            raise  # the caller's or the gateway's known refusals keep their own answer
+        except Exception as exc:
+            # Fail closed, and audited: a defect while asking or reading this holder discloses nothing from
+            # it, says so in the log next to its decision, and leaves the other holders' answers standing.
+            log.error("holder_call_failed", holder=target.organisation, exchange_id=exchange_id,
+                      error_type=type(exc).__name__)
+            outcome.outcome, outcome.records, outcome.hit, outcome.obligations = \
+                Outcome.HOLDER_UNAVAILABLE, [], None, None
+            outcome.reasons.append(Reason(code=_GATEWAY_ERROR, message="the gateway failed while asking this "
+                                          "holder; nothing of its answer was disclosed"))
+            return outcome, [{"event_type": EventType.HOLDER_UNAVAILABLE, "holder": target.organisation,
+                              "status": "error", "categories": tuple(decision.permitted_categories),
+                              "reasons": (_GATEWAY_ERROR,), "extra": {"error_type": type(exc).__name__}}]
+
+    async def _ask_holder(self, outcome: TargetOutcome, principal: Principal, body: ExchangeRequest,
+                          exchange_id: str, target: _Target, decision: Decision, subjects: list[str],
+                          grant: RerunGrant | None, logged: dict[str, str] | None
+                          ) -> tuple[TargetOutcome, list[dict[str, Any]]]:
+        """An allowed target: ask its holder for the permitted categories only, keep what it may disclose."""
         connector = self.deps.connectors.get(target.system) if target.system else None
         request_id = f"{exchange_id}:{target.organisation}"
         statement = None
@@ -852,10 +884,27 @@ class ExchangeService:
             hit = _hit(found.hits, {s: s for s in subjects}, target.organisation, discovery_id)
             return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit")
 
-        answers = list(await asyncio.gather(*(ask(t, d) for t, d in zip(targets, decisions, strict=True))))
+        defects: dict[str, str] = {}  # holder -> error type of a defect while asking it
+
+        async def ask_failing_closed(target: _Target, decision: Decision) -> DiscoveryTarget:
+            try:
+                return await ask(target, decision)
+            except GatewayError:
+                raise
+            except Exception as exc:  # as in exchange: a defect answers nothing for that holder, and is logged
+                log.error("holder_call_failed", holder=target.organisation, exchange_id=discovery_id,
+                          error_type=type(exc).__name__)
+                defects[target.organisation] = type(exc).__name__
+                return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
+
+        answers = list(await asyncio.gather(*(ask_failing_closed(t, d)
+                                              for t, d in zip(targets, decisions, strict=True))))
         receipts += await self._record([AuditEvent(
             event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
-            extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}])
+            extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}] + [
+            AuditEvent(event_type=EventType.HOLDER_UNAVAILABLE, **base, holder=holder, status="error",
+                       reasons=(_GATEWAY_ERROR,), extra={"error_type": error_type})
+            for holder, error_type in defects.items()])
         result = DiscoveryResult(discovery_id=discovery_id, partnership=body.partnership, purpose=body.purpose,
                                  policy_version=decisions[0].policy_version, register_version=register.version,
                                  targets=answers,

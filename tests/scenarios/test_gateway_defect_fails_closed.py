@@ -1,0 +1,123 @@
+"""A defect inside the gateway while it asks one holder (an exception no one planned for) fails closed for that
+holder only, and is audited: no 500, nothing of that holder disclosed, the other holders' answers stand, and
+the log says which holder failed and how, without the exception's text (which may name a person)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
+from tests.stack import Stack, running_stack
+
+BSN = "111222333"
+BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+         "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-201",
+         "signal": {"type": "bibob-application", "reference": "BIBOB-2026-78"}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(Path(tmp_path_factory.mktemp("defect"))) as running:
+        yield running
+
+
+@pytest.fixture
+def broken_connectors(stack: Stack) -> Iterator[None]:
+    """The gateway's connectors to the police (query) and the KvK (discover) raise what no code path expects
+    (fault injection)."""
+    police = stack.container.services["connectors"].get("politie-bvh")
+    kvk = stack.container.services["connectors"].get("kvk-handelsregister")
+
+    async def query(_: HolderQuery) -> HolderAnswer:
+        raise RuntimeError(f"unexpected defect while reading the answer about BSN {BSN}")
+
+    async def discover(_: HolderDiscovery) -> DiscoveryAnswer:
+        raise KeyError(f"BSN {BSN}")
+
+    police.query = query
+    kvk.discover = discover
+    try:
+        yield
+    finally:
+        del police.query, kvk.discover  # the class's methods again
+
+
+def _entries_after(stack: Stack, before: int) -> list[dict[str, Any]]:
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).where(audit_entries.c.log_index >= before)
+                                  .order_by(audit_entries.c.log_index)).scalars().all()
+    return [json.loads(row)["event"] for row in rows]  # the logged event inside each entry's envelope
+
+
+def _next_index(stack: Stack) -> int:
+    with stack.container.engine.connect() as connection:
+        last = connection.execute(select(audit_entries.c.log_index).order_by(audit_entries.c.log_index.desc())
+                                  .limit(1)).scalar()
+    return 0 if last is None else int(last) + 1
+
+
+@pytest.mark.usefixtures("broken_connectors")
+def test_a_defect_asking_one_holder_fails_that_holder_closed_and_is_audited(stack: Stack) -> None:
+    before = _next_index(stack)
+    body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["bibob-applicant"]],
+                    "holders": ["politie", "kvk"],
+                    "categories": ["company_registration", "directorships", "police_incidents"]}
+    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
+    assert response.status_code == 200, response.text
+    targets = {t["holder"]: t for t in response.json()["targets"]}
+    police = targets["politie"]
+    assert police["outcome"] == "holder-unavailable"
+    assert police["records"] == []
+    assert police["obligations"] is None
+    assert "gateway-error" in [r["code"] for r in police["reasons"]]
+    assert targets["kvk"]["outcome"] == "allowed"  # the other holder's answer stands
+    assert targets["kvk"]["records"]
+    assert BSN not in response.text
+
+    entries = _entries_after(stack, before)
+    failed = [e for e in entries if e.get("event_type") == "holder.unavailable" and e.get("holder") == "politie"]
+    assert len(failed) == 1
+    assert failed[0]["status"] == "error"
+    assert failed[0]["reasons"] == ["gateway-error"]
+    assert failed[0]["extra"]["error_type"] == "RuntimeError"
+    assert not [e for e in entries if e.get("event_type") == "disclosure" and e.get("holder") == "politie"]
+    assert BSN not in json.dumps(entries)
+
+
+@pytest.mark.usefixtures("broken_connectors")
+def test_a_defect_asking_one_holder_in_discovery_answers_it_unavailable_and_is_audited(stack: Stack) -> None:
+    before = _next_index(stack)
+    body = BIBOB | {"subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}],
+                    "categories": ["company_registration", "tax_debts", "ongoing_investigation"]}
+    response = stack.post("gemeente-amsterdam-vth", "/v1/discovery", body)
+    assert response.status_code == 200, response.text
+    targets = {t["holder"]: t["outcome"] for t in response.json()["targets"]}
+    assert targets["kvk"] == "holder-unavailable"
+    assert targets["fiod"] == "hit"  # the others are answered
+    assert BSN not in response.text
+    entries = _entries_after(stack, before)
+    failed = [e for e in entries if e.get("event_type") == "holder.unavailable"]
+    assert [(e["holder"], e["reasons"], e["extra"]["error_type"]) for e in failed] == [
+        ("kvk", ["gateway-error"], "KeyError")]
+    assert BSN not in json.dumps(entries)
+
+
+def test_without_the_defect_the_same_request_is_answered_by_both(stack: Stack) -> None:
+    """The control: the failure above is the injected defect's, not the request's."""
+    body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["bibob-applicant"]],
+                    "holders": ["politie", "kvk"],
+                    "categories": ["company_registration", "directorships", "police_incidents"]}
+    targets = {t["holder"]: t for t in stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).json()["targets"]}
+    assert targets["politie"]["outcome"] == "allowed"
+    assert targets["kvk"]["outcome"] == "allowed"
+    body = BIBOB | {"subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}],
+                    "categories": ["company_registration"]}
+    discovered = stack.post("gemeente-amsterdam-vth", "/v1/discovery", body).json()["targets"]
+    assert {t["outcome"] for t in discovered if t["holder"] == "kvk"} == {"hit"}
