@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, CompanionRow, EventType, Receipt
@@ -410,6 +410,23 @@ class ExchangeService:
             request_fingerprint=request_fingerprint) for t in targets]
         return await self.deps.policy.decide_many(kind, inputs)  # type: ignore[arg-type]  # one evaluation
 
+    async def _audit_defect(self, exc: Exception, event_type: EventType, principal: Principal,
+                            body: ExchangeRequest | DiscoveryRequest, trace: Trace, exchange_id: str) -> None:
+        """After a defect (an exception that is none of the gateway's own answers): the caller gets the generic
+        500 ("nothing was disclosed"), and the log gets the request as denied with the exception's type, never
+        its text (which may name a person), under the id the attempt's other entries (if any) carry."""
+        if isinstance(exc, GatewayError | DataError):  # the gateway's own answers; DataError: a NUL in the input
+            return
+        log.error("request_failed_by_defect", exchange_id=exchange_id, error_type=type(exc).__name__)
+        try:
+            await self._record([AuditEvent(
+                event_type=event_type, **_audit_base(principal, body, trace, exchange_id, self.deps.register),
+                status="error", decision=AuditDecision.DENY, reasons=(_GATEWAY_ERROR,),
+                categories=tuple(body.categories),
+                extra={"case_reference": body.case_reference, "error_type": type(exc).__name__})])
+        except Exception as failure:  # the 500 stands either way; the log line above says what happened
+            log.error("defect_not_audited", exchange_id=exchange_id, error_type=type(failure).__name__)
+
     async def _deny_all_on_policy_failure(self, exc: PolicyError, base: dict[str, Any],
                                           targets: list[_Target], event_type: EventType) -> None:
         log.error("policy_engine_failed", error_type=type(exc).__name__)
@@ -428,17 +445,21 @@ class ExchangeService:
         slot = (principal.subject, body.purpose)
         undone = self._undone_today[slot]
         self._undone_today[slot] += 1
+        exchange_id = new_id()
         try:
-            return await self._exchange_once(principal, body, trace, idempotency_key, undone)
+            return await self._exchange_once(principal, body, trace, idempotency_key, undone, exchange_id)
+        except Exception as exc:
+            await self._audit_defect(exc, EventType.EXCHANGE_REQUESTED, principal, body, trace, exchange_id)
+            raise
         finally:
             self._undone_today[slot] -= 1
             if not self._undone_today[slot]:
                 del self._undone_today[slot]
 
     async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                             idempotency_key: str | None, undone: int) -> ExchangeResult:
+                             idempotency_key: str | None, undone: int, exchange_id: str) -> ExchangeResult:
         if not idempotency_key:
-            return await self._exchange(principal, body, trace, None, undone)
+            return await self._exchange(principal, body, trace, None, undone, exchange_id)
         # A retry that arrives while the first attempt is still being answered must not run it a second time.
         # Here (same process) that is known without the database; the key's claim, written ahead with the
         # first attempt's entries, refuses a retry that reaches another gateway process.
@@ -447,16 +468,15 @@ class ExchangeService:
             raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
         self._keys_in_flight.add(in_flight)
         try:
-            return await self._exchange(principal, body, trace, idempotency_key, undone)
+            return await self._exchange(principal, body, trace, idempotency_key, undone, exchange_id)
         finally:
             self._keys_in_flight.discard(in_flight)
 
     async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                        idempotency_key: str | None, undone: int) -> ExchangeResult:
+                        idempotency_key: str | None, undone: int, exchange_id: str) -> ExchangeResult:
         request_fingerprint = fingerprint(principal, body)
         key_fingerprint = keyed_fingerprint(request_fingerprint, body)
         register = self.deps.register
-        exchange_id = new_id()
         # With a key, the answer stored under it is looked up on a thread while the loop decides the request;
         # it is awaited before anything is written, so a retry that finds its answer writes nothing.
         lookup = (asyncio.create_task(asyncio.to_thread(self._replay, principal, idempotency_key,
@@ -838,8 +858,16 @@ class ExchangeService:
 
     # -- discovery -----------------------------------------------------------------------------
     async def discovery(self, principal: Principal, body: DiscoveryRequest, trace: Trace) -> DiscoveryResult:
-        register = self.deps.register
         discovery_id = new_id()
+        try:
+            return await self._discovery(principal, body, trace, discovery_id)
+        except Exception as exc:
+            await self._audit_defect(exc, EventType.DISCOVERY_QUERIED, principal, body, trace, discovery_id)
+            raise
+
+    async def _discovery(self, principal: Principal, body: DiscoveryRequest, trace: Trace,
+                         discovery_id: str) -> DiscoveryResult:
+        register = self.deps.register
         targets = _targets(register, body, "all", principal.organisation)
         base = _audit_base(principal, body, trace, discovery_id, register)
         subjects = [s.ref for s in body.subjects]

@@ -1,6 +1,7 @@
-"""A defect inside the gateway while it asks one holder (an exception no one planned for) fails closed for that
-holder only, and is audited: no 500, nothing of that holder disclosed, the other holders' answers stand, and
-the log says which holder failed and how, without the exception's text (which may name a person)."""
+"""A defect inside the gateway (an exception no code path expects; injected here) fails closed and is audited.
+While it asks one holder: no 500, nothing of that holder disclosed, the other holders' answers stand, and the
+log says which holder failed and how. Anywhere else: a 500 that says nothing was disclosed, and the request in
+the log as denied with reason `gateway-error`. Never the exception's text (which may name a person)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from audit.tables import audit_entries
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
+from gateway.exchange.setup import exchange_service
 from tests.stack import Stack, running_stack
 
 BSN = "111222333"
@@ -121,3 +123,61 @@ def test_without_the_defect_the_same_request_is_answered_by_both(stack: Stack) -
                     "categories": ["company_registration"]}
     discovered = stack.post("gemeente-amsterdam-vth", "/v1/discovery", body).json()["targets"]
     assert {t["outcome"] for t in discovered if t["holder"] == "kvk"} == {"hit"}
+
+
+def _police_body(stack: Stack) -> dict[str, Any]:
+    return BIBOB | {"subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}], "holders": ["politie"],
+                    "categories": ["police_incidents"]}
+
+
+def _assert_500_nothing_disclosed(response: Any) -> None:
+    assert response.status_code == 500, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "nothing was disclosed" in response.json()["detail"]
+    assert BSN not in response.text
+
+
+def test_a_defect_before_any_holder_is_asked_is_a_logged_denial(stack: Stack,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    async def defect(*_: Any) -> int:
+        raise ZeroDivisionError(f"BSN {BSN}")
+
+    monkeypatch.setattr(exchange_service(stack.container), "_requests_today", defect)
+    before = _next_index(stack)
+    _assert_500_nothing_disclosed(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _police_body(stack)))
+    entries = _entries_after(stack, before)
+    assert [(e["event_type"], e["status"], e["decision"], e["reasons"], e["extra"]["error_type"])
+            for e in entries] == [("exchange.requested", "error", "deny", ["gateway-error"], "ZeroDivisionError")]
+    assert entries[0]["extra"]["case_reference"] == BIBOB["case_reference"]
+    assert BSN not in json.dumps(entries)
+
+
+def test_a_defect_after_the_write_ahead_is_logged_under_the_same_exchange(stack: Stack,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    async def defect() -> str | None:
+        raise LookupError(f"BSN {BSN}")
+
+    monkeypatch.setattr(exchange_service(stack.container), "_checkpoint", defect)  # read after the holders answered
+    before = _next_index(stack)
+    _assert_500_nothing_disclosed(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _police_body(stack)))
+    entries = _entries_after(stack, before)
+    assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "exchange.requested"]
+    assert len({e["exchange_id"] for e in entries}) == 1  # the failure is filed with the attempt's write-ahead
+    assert (entries[-1]["status"], entries[-1]["decision"], entries[-1]["reasons"]) == ("error", "deny",
+                                                                                        ["gateway-error"])
+    assert "disclosure" not in [e["event_type"] for e in entries]
+
+
+def test_a_defect_in_discovery_before_any_holder_is_asked_is_a_logged_denial(stack: Stack,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    async def defect(*_: Any) -> int:
+        raise ZeroDivisionError(f"BSN {BSN}")
+
+    monkeypatch.setattr(exchange_service(stack.container), "_requests_today", defect)
+    before = _next_index(stack)
+    body = BIBOB | {"subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}],
+                    "categories": ["company_registration"]}
+    _assert_500_nothing_disclosed(stack.post("gemeente-amsterdam-vth", "/v1/discovery", body))
+    entries = _entries_after(stack, before)
+    assert [(e["event_type"], e["status"], e["reasons"]) for e in entries] == [
+        ("discovery.queried", "error", ["gateway-error"])]
