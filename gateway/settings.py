@@ -14,8 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.resources import resource_dir
+
 SHIPPED_REGISTER = Path(__file__).parent / "data" / "register.yaml"
-POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
+POLICIES_DIR = resource_dir("policies")
 
 
 class WebhookTarget(BaseModel):

@@ -14,8 +14,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import DatabaseNotMigrated
+from gateway.resources import resource_dir
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+MIGRATIONS_DIR = resource_dir("migrations")
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
