@@ -35,6 +35,7 @@ class EventType(StrEnum):
     REGISTER_CHANGED = "register.changed"
     AUTH_REJECTED = "auth.rejected"
     ANOMALY_FLAGGED = "anomaly.flagged"
+    REQUEST_FAILED = "request.failed"  # an exchange or discovery already logged failed afterwards (not answered)
 
 
 class Status(StrEnum):

@@ -15,6 +15,7 @@ without ever forming the identifier's point.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,16 @@ from gateway.pseudonyms.identifiers import IdentifierType
 from gateway.pseudonyms.pep import PolymorphicPseudonym, Pseudonym
 from gateway.pseudonyms.transcryptor import Transcryptor
 from gateway.register.model import Register
+
+
+@contextmanager
+def _not_yours() -> Iterator[None]:
+    """A subject that decodes but cannot be transformed (e.g. an unknown key version) is the caller's bad
+    input (422), not a defect of the gateway's (500)."""
+    try:
+        yield
+    except (PseudonymError, ValueError) as exc:
+        raise Unprocessable(f"a subject is not a pseudonym of yours ({type(exc).__name__})") from exc
 
 
 @contextmanager
@@ -160,10 +171,14 @@ class PseudonymService:
             raise Unprocessable("a subject is not a pseudonym of yours") from exc
 
     def to_holder(self, subject: str, partnership: str, requester: str, holder: str) -> str:
-        return self.transcryptor.translate(self._decode_own(subject), partnership, requester, holder).encode()
+        own = self._decode_own(subject)
+        with _not_yours():
+            return self.transcryptor.translate(own, partnership, requester, holder).encode()
 
     def to_partnership(self, subject: str, partnership: str, participant: str) -> str:
-        return self.transcryptor.to_partnership(self._decode_own(subject), partnership, participant).encode()
+        own = self._decode_own(subject)
+        with _not_yours():
+            return self.transcryptor.to_partnership(own, partnership, participant).encode()
 
     def related_for_requester(self, values: set[str], partnership: str, holder: str,
                               requester: str) -> dict[str, str | None]:
@@ -173,7 +188,8 @@ class PseudonymService:
         candidates: dict[str, str] = {}
         for value in values:
             if is_pseudonym(value):
-                candidates[value] = self.to_partnership(value, partnership, holder)
+                with contextlib.suppress(Unprocessable):  # the holder's garbage is not translated (None below)
+                    candidates[value] = self.to_partnership(value, partnership, holder)
         enrolled: set[str] = set()
         if candidates:
             with transaction(self.sessions) as session:

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import Connection
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, CompanionRow, EventType, Receipt
@@ -97,6 +97,9 @@ _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered
                     "nothing of this one was logged; retry shortly to get its answer")
 _KEY_TAKEN_AFTER = ("another attempt with this Idempotency-Key was answered or took the key over meanwhile; "
                     "nothing of this one was disclosed; retry to get that answer")
+# Exceptions that are answers, not defects: the gateway's own (4xx/503), the database unavailable (503), a NUL in
+# the input (422). Everything else that escapes is a defect: failed closed and logged as `gateway-error`.
+_NOT_DEFECTS = (GatewayError, OperationalError, DataError)
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
 _AUDIT_DECISION = {"allowed": AuditDecision.ALLOW, "allowed-narrowed": AuditDecision.NARROWED,
@@ -330,6 +333,7 @@ class ExchangeService:
         # each one decided meanwhile counts them too, so concurrent requests cannot all slip under the limit.
         self._undone_today: Counter[tuple[str, str]] = Counter()
         self._latest_checkpoint: tuple[str, float] | None = None
+        self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
         self._keys_in_flight: set[tuple[str, str]] = set()  # (system, Idempotency-Key) being answered here
 
@@ -413,15 +417,18 @@ class ExchangeService:
     async def _audit_defect(self, exc: Exception, event_type: EventType, principal: Principal,
                             body: ExchangeRequest | DiscoveryRequest, trace: Trace, exchange_id: str) -> None:
         """After a defect (an exception that is none of the gateway's own answers): the caller gets the generic
-        500 ("nothing was disclosed"), and the log gets the request as denied with the exception's type, never
-        its text (which may name a person), under the id the attempt's other entries (if any) carry."""
-        if isinstance(exc, GatewayError | DataError):  # the gateway's own answers; DataError: a NUL in the input
+        500 ("nothing was disclosed"), and the log gets, under the attempt's id, the exception's type (never its
+        text, which may name a person): the request as denied when nothing of it was logged yet, else a
+        ``request.failed`` entry after the ones it has (so statistics count the request once)."""
+        if isinstance(exc, _NOT_DEFECTS):
             return
         log.error("request_failed_by_defect", exchange_id=exchange_id, error_type=type(exc).__name__)
+        logged_ahead = exchange_id in self._logged_ahead
         try:
             await self._record([AuditEvent(
-                event_type=event_type, **_audit_base(principal, body, trace, exchange_id, self.deps.register),
-                status="error", decision=AuditDecision.DENY, reasons=(_GATEWAY_ERROR,),
+                event_type=EventType.REQUEST_FAILED if logged_ahead else event_type,
+                **_audit_base(principal, body, trace, exchange_id, self.deps.register),
+                status="error", decision=None if logged_ahead else AuditDecision.DENY, reasons=(_GATEWAY_ERROR,),
                 categories=tuple(body.categories),
                 extra={"case_reference": body.case_reference, "error_type": type(exc).__name__})])
         except Exception as failure:  # the 500 stands either way; the log line above says what happened
@@ -452,6 +459,7 @@ class ExchangeService:
             await self._audit_defect(exc, EventType.EXCHANGE_REQUESTED, principal, body, trace, exchange_id)
             raise
         finally:
+            self._logged_ahead.discard(exchange_id)
             self._undone_today[slot] -= 1
             if not self._undone_today[slot]:
                 del self._undone_today[slot]
@@ -524,6 +532,7 @@ class ExchangeService:
                            base, logged, (register.version, policy_version))
         try:
             receipts = await (self._write_ahead_claiming(ahead, claim) if claim else self._record(ahead))
+            self._logged_ahead.add(exchange_id)
             return await self._answer(attempt, targets, decisions, receipts)
         except BaseException:
             if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
@@ -750,10 +759,11 @@ class ExchangeService:
                                 escalation_decision_applied=decision.escalation_decision is not None)
         if not decision.allow:
             return outcome, []
+        handed: list[dict[str, Any]] = []  # what already reached the holder, logged whatever follows
         try:
             return await self._ask_holder(outcome, principal, body, exchange_id, target, decision, subjects, grant,
-                                          logged)
-        except GatewayError:
+                                          logged, handed)
+        except _NOT_DEFECTS:
             raise  # the caller's or the gateway's known refusals keep their own answer
         except Exception as exc:
             # Fail closed, and audited: a defect while asking or reading this holder discloses nothing from
@@ -764,15 +774,16 @@ class ExchangeService:
                 Outcome.HOLDER_UNAVAILABLE, [], None, None
             outcome.reasons.append(Reason(code=_GATEWAY_ERROR, message="the gateway failed while asking this "
                                           "holder; nothing of its answer was disclosed"))
-            return outcome, [{"event_type": EventType.HOLDER_UNAVAILABLE, "holder": target.organisation,
-                              "status": "error", "categories": tuple(decision.permitted_categories),
+            return outcome, [*handed, {"event_type": EventType.HOLDER_UNAVAILABLE, "holder": target.organisation,
+                                         "status": "error", "categories": tuple(decision.permitted_categories),
                               "reasons": (_GATEWAY_ERROR,), "extra": {"error_type": type(exc).__name__}}]
 
     async def _ask_holder(self, outcome: TargetOutcome, principal: Principal, body: ExchangeRequest,
                           exchange_id: str, target: _Target, decision: Decision, subjects: list[str],
-                          grant: RerunGrant | None, logged: dict[str, str] | None
+                          grant: RerunGrant | None, logged: dict[str, str] | None, handed: list[dict[str, Any]]
                           ) -> tuple[TargetOutcome, list[dict[str, Any]]]:
-        """An allowed target: ask its holder for the permitted categories only, keep what it may disclose."""
+        """An allowed target: ask its holder for the permitted categories only, keep what it may disclose.
+        The disclosure of records the requester provided goes into ``handed`` as soon as the holder has them."""
         connector = self.deps.connectors.get(target.system) if target.system else None
         request_id = f"{exchange_id}:{target.organisation}"
         statement = None
@@ -812,14 +823,14 @@ class ExchangeService:
             outcome.reasons.append(Reason(code="holder-unavailable", message=str(exc)))
             outcome.obligations = None
             return outcome, [unavailable | {"reasons": ("holder-unavailable",)}]
-        events: list[dict[str, Any]] = []
         if body.provide:
-            handed = [r.model_dump() for r in body.provide]
-            events.append({"event_type": EventType.DISCLOSURE, "holder": target.organisation,
+            provided = [r.model_dump() for r in body.provide]
+            handed.append({"event_type": EventType.DISCLOSURE, "holder": target.organisation,
                            "categories": tuple(sorted({r.category for r in body.provide})),
-                           "payload_sha256": hashlib.sha256(json.dumps(handed, sort_keys=True).encode()).hexdigest(),
-                           "extra": {"direction": "requester-to-holder", "records": len(handed),
+                           "payload_sha256": hashlib.sha256(json.dumps(provided, sort_keys=True).encode()).hexdigest(),
+                           "extra": {"direction": "requester-to-holder", "records": len(provided),
                                      "received": answer.received}})
+        events: list[dict[str, Any]] = list(handed)
         if answer.status == "refused":
             reason = _refusal_code(answer.refusal_reason, target.organisation)
             outcome.outcome = Outcome.REFUSED_BY_HOLDER
@@ -864,6 +875,8 @@ class ExchangeService:
         except Exception as exc:
             await self._audit_defect(exc, EventType.DISCOVERY_QUERIED, principal, body, trace, discovery_id)
             raise
+        finally:
+            self._logged_ahead.discard(discovery_id)
 
     async def _discovery(self, principal: Principal, body: DiscoveryRequest, trace: Trace,
                          discovery_id: str) -> DiscoveryResult:
@@ -891,6 +904,7 @@ class ExchangeService:
                        decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
                        categories=tuple(d.permitted_categories), policy_version=d.policy_version)
             for t, d in zip(targets, decisions, strict=True)])
+        self._logged_ahead.add(discovery_id)
 
         async def ask(target: _Target, decision: Decision) -> DiscoveryTarget:
             reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
@@ -917,7 +931,7 @@ class ExchangeService:
         async def ask_failing_closed(target: _Target, decision: Decision) -> DiscoveryTarget:
             try:
                 return await ask(target, decision)
-            except GatewayError:
+            except _NOT_DEFECTS:
                 raise
             except Exception as exc:  # as in exchange: a defect answers nothing for that holder, and is logged
                 log.error("holder_call_failed", holder=target.organisation, exchange_id=discovery_id,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from audit.tables import audit_entries
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
@@ -152,8 +153,8 @@ def test_a_defect_before_any_holder_is_asked_is_a_logged_denial(stack: Stack,
     assert BSN not in json.dumps(entries)
 
 
-def test_a_defect_after_the_write_ahead_is_logged_under_the_same_exchange(stack: Stack,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_defect_after_the_write_ahead_is_a_failure_entry_under_the_same_exchange(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     async def defect() -> str | None:
         raise LookupError(f"BSN {BSN}")
 
@@ -161,11 +162,71 @@ def test_a_defect_after_the_write_ahead_is_logged_under_the_same_exchange(stack:
     before = _next_index(stack)
     _assert_500_nothing_disclosed(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _police_body(stack)))
     entries = _entries_after(stack, before)
-    assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "exchange.requested"]
-    assert len({e["exchange_id"] for e in entries}) == 1  # the failure is filed with the attempt's write-ahead
-    assert (entries[-1]["status"], entries[-1]["decision"], entries[-1]["reasons"]) == ("error", "deny",
-                                                                                        ["gateway-error"])
-    assert "disclosure" not in [e["event_type"] for e in entries]
+    # the request is logged once (statistics count it once); the failure follows it, with the same id
+    assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "request.failed"]
+    assert len({e["exchange_id"] for e in entries}) == 1
+    failed = entries[-1]
+    assert (failed["status"], failed["decision"], failed["reasons"], failed["extra"]["error_type"]) == (
+        "error", None, ["gateway-error"], "LookupError")
+
+
+def test_a_defect_after_disclosures_were_logged_leaves_them_and_adds_the_failure(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The escalation branch: the police refuses (a case would open), the KvK's disclosure commits first; then
+    opening the case fails. The log keeps the disclosure and says the exchange failed; nothing is answered."""
+    async def defect(*_: Any) -> str:
+        raise RuntimeError(f"BSN {BSN}")
+
+    desk = exchange_service(stack.container).deps.escalations
+    monkeypatch.setattr(desk, "open_for_outcome", defect)
+    before = _next_index(stack)
+    body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["police-confidential"]],
+                    "holders": ["politie", "kvk"], "categories": ["police_incidents", "company_registration"]}
+    _assert_500_nothing_disclosed(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))
+    entries = _entries_after(stack, before)
+    types = [e["event_type"] for e in entries]
+    assert types.count("exchange.requested") == 1
+    assert "holder.refused" in types
+    assert [e["holder"] for e in entries if e["event_type"] == "disclosure"] == ["kvk"]
+    assert types[-1] == "request.failed"
+    assert BSN not in json.dumps(entries)
+
+
+def test_records_already_handed_to_the_holder_stay_logged_when_a_defect_follows(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S2's provided record reaches the KvK; a defect while reading its answer must not drop that disclosure."""
+    def defect(**_: Any) -> None:
+        raise ValueError(f"BSN {BSN}")
+
+    monkeypatch.setattr("gateway.exchange.service.Record", defect)  # building the records for the requester
+    subject = stack.world.scenarios()["malafide-dissolution"][0]
+    body = {"partnership": BIBOB["partnership"], "purpose": "malafide-company-dissolution",
+            "legal_basis": "WGS (RIEC) with BW 2:19a", "case_reference": "BD-2026-10",
+            "signal": {"type": "missing-returns", "reference": "BD-SIG-78"}, "subjects": [{"ref": subject}],
+            "holders": ["kvk"], "categories": ["company_registration", "directorships"],
+            "provide": [{"subject": subject, "category": "tax_compliance", "fields": {"missing_returns": ["2024"]}}]}
+    before = _next_index(stack)
+    response = stack.post("belastingdienst-ivs", "/v1/exchanges", body)
+    assert response.status_code == 200, response.text
+    target = response.json()["targets"][0]
+    assert (target["outcome"], target["records"]) == ("holder-unavailable", [])
+    entries = _entries_after(stack, before)
+    handed = [e for e in entries if e["event_type"] == "disclosure"]
+    assert [(e["holder"], e["extra"]["direction"], e["categories"]) for e in handed] == [
+        ("kvk", "requester-to-holder", ["tax_compliance"])]
+    assert [e["reasons"] for e in entries if e["event_type"] == "holder.unavailable"] == [["gateway-error"]]
+
+
+def test_a_database_failure_is_503_and_no_defect(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database unavailable is an answer of its own (503, retried by clients), not a defect to log."""
+    async def locked(*_: Any) -> int:
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(exchange_service(stack.container), "_requests_today", locked)
+    before = _next_index(stack)
+    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _police_body(stack))
+    assert response.status_code == 503, response.text
+    assert _entries_after(stack, before) == []
 
 
 def test_a_defect_in_discovery_before_any_holder_is_asked_is_a_logged_denial(stack: Stack,

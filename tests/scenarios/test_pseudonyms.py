@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from audit.tables import audit_entries
 from connectors.store import PartnerStore, store_path
@@ -206,3 +206,21 @@ async def test_opaque_references_can_be_switched_off(stack: Stack) -> None:
     assert refused.status_code == 422
     assert "own pseudonyms" in refused.json()["detail"]
     assert served.status_code == 200, served.text
+
+
+async def test_a_pseudonym_of_an_unknown_key_version_is_the_callers_error_and_writes_nothing(stack: Stack) -> None:
+    """It decodes (a valid point) and fails only in the transcryptor: a 422 like any other bad subject, not a
+    500, and nothing in the log (found by a review: a defect entry per such request, at any caller's will)."""
+    from gateway.pseudonyms.pep import Pseudonym
+
+    mine = Pseudonym.decode((await stack.own_pseudonyms(MUNICIPALITY, RIEC, stack.world.scenarios()["no-records"]))[0])
+    unknown = Pseudonym(mine.identifier_type, mine.key_version + 97, mine.point).encode()
+    with stack.container.engine.connect() as connection:
+        before = connection.execute(select(func.count()).select_from(audit_entries)).scalar_one()
+    for path, extra in (("/v1/exchanges", {"holders": ["kvk"]}), ("/v1/discovery", {})):
+        answer = stack.post(MUNICIPALITY, path, BIBOB | {"subjects": [{"ref": unknown}],
+                                                         "categories": ["company_registration"]} | extra)
+        assert answer.status_code == 422, (path, answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    with stack.container.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(audit_entries)).scalar_one() == before
