@@ -14,7 +14,7 @@
   The metadata and token requests happen inside the same loop and are always safe to repeat.
   A 429 (the gateway's rate limit) is retried the same way, for every call: the limit refuses a call
   before anything of it is done, so repeating it is always safe; ``GatewayThrottled`` once the retries are
-  spent.
+  spent (``GatewayUnavailable`` with status 429 when an earlier attempt may have reached the gateway).
   Other 4xx answers and 500 are never retried, with one exception: a 409 with ``Retry-After`` to an exchange
   means the first attempt with that key is still being answered (the gateway holds the key's claim for
   up to 2 minutes). The client then waits as ``Retry-After`` says and asks again, for at most
@@ -80,7 +80,10 @@ class GatewayUnavailable(GatewayClientError):
 
 class GatewayThrottled(GatewayClientError):
     """429 once the retries are spent: the gateway's rate limit refused every attempt. The limit refuses a
-    call before anything of it is done, so it was not acted on; ``retry_after`` says when to try again."""
+    call before anything of it is done, so it was not acted on; ``retry_after`` says when to try again.
+    When an earlier attempt of the same call may have reached the gateway (a timeout, a 5xx, a busy 409),
+    the last 429 proves nothing about it: that ends as ``GatewayUnavailable`` (status 429), to be resumed
+    with the ``idempotency_key``."""
 
 
 class GatewayBusy(GatewayClientError):
@@ -130,7 +133,7 @@ class GatewayClient:
         while True:
             try:
                 return await self._current_token()
-            except (httpx.TransportError, GatewayUnavailable) as exc:
+            except (httpx.TransportError, GatewayUnavailable, GatewayThrottled) as exc:
                 failures = await self._retry_or_raise(exc, failures, safe=True)
             except httpx.HTTPError as exc:
                 raise _unusable(exc) from exc
@@ -195,6 +198,7 @@ class GatewayClient:
                     params: dict[str, str] | None = None) -> httpx.Response:
         repeatable = method == "GET" or bool(idempotency_key)
         failures, busy_waited = 0, 0.0
+        reached = False  # whether an attempt may have reached the API's handlers (then a 429 proves nothing)
         while True:
             sending = False
             try:
@@ -206,6 +210,7 @@ class GatewayClient:
             except httpx.TransportError as exc:
                 # Safe: nothing of this call was sent yet (token phase, or connect failure), or it may repeat.
                 safe = not sending or repeatable or isinstance(exc, _NOT_SENT)
+                reached = reached or (sending and not isinstance(exc, _NOT_SENT))
                 failures = await self._retry_or_raise(exc, failures, safe=safe)
                 continue
             except (GatewayUnavailable, GatewayThrottled) as exc:  # from the metadata or token endpoint
@@ -213,13 +218,16 @@ class GatewayClient:
                 continue
             except httpx.HTTPError as exc:  # an answer httpx could not read (decoding, redirects): not retried
                 raise _unusable(exc) from exc
+            if response.status_code == 429:  # refused before anything was done with it: always safe to repeat
+                throttled = _throttled(response, float(self._clock()))
+                failures = await self._retry_or_raise(throttled if not reached else GatewayUnavailable(
+                    429, throttled.problem, retry_after=throttled.retry_after), failures, safe=True)
+                continue
+            reached = True
             if response.status_code in _RETRY_STATUSES:
                 failures = await self._retry_or_raise(
                     GatewayUnavailable(response.status_code, _problem(response), retry_after=_retry_after(
                         response, float(self._clock()))), failures, safe=repeatable)
-                continue
-            if response.status_code == 429:  # refused before anything was done with it: always safe to repeat
-                failures = await self._retry_or_raise(_throttled(response, float(self._clock())), failures, safe=True)
                 continue
             busy = _retry_after(response, float(self._clock())) if response.status_code == 409 else None
             if busy is not None and idempotency_key:

@@ -278,6 +278,35 @@ async def test_a_429_keeps_the_exchanges_key_and_is_typed_once_the_retries_are_s
     assert seen.sleeps == [2.0, 2.0]
 
 
+async def test_a_429_after_an_attempt_that_may_have_arrived_is_not_called_harmless() -> None:
+    """A read timeout first: that attempt may be running. The 429s after it say nothing about it, so the
+    caller gets GatewayUnavailable (resume with the key), not GatewayThrottled ("not acted on")."""
+    seen = Recorder()
+    async with _client(seen, _sequence(httpx.ReadTimeout, _throttled()), retries=2) as client:
+        with pytest.raises(GatewayUnavailable) as raised:
+            await client.exchange(_request())
+    assert type(raised.value) is GatewayUnavailable
+    assert raised.value.status == 429
+    assert raised.value.idempotency_key == seen.keys[0]
+    assert len(set(seen.keys)) == 1
+
+
+async def test_the_public_token_call_waits_out_a_429_too() -> None:
+    seen = Recorder()
+    refusals = iter([_throttled("4")])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token" and (refusal := next(refusals, None)) is not None:
+            return refusal
+        answer = _auth(request, seen)
+        assert answer is not None
+        return answer
+    async with GatewayClient("http://gw", "sys-a", KEY, clock=lambda: NOW, sleep=seen.sleep,
+                             transport=httpx.MockTransport(handler)) as client:
+        assert await client.token() == "T"
+    assert seen.sleeps == [4.0]
+
+
 async def test_a_429_from_the_token_endpoint_is_waited_out() -> None:
     seen = Recorder()
     tokens = iter([_throttled("4")])
