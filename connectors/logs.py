@@ -16,6 +16,7 @@ import logging
 import re
 import secrets
 import sys
+import traceback
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
@@ -73,6 +74,47 @@ def _add_logger_name(logger: Any, _method: str, event_dict: MutableMapping[str, 
     return event_dict
 
 
+def format_exception_without_messages(_logger: Any, _method: str,
+                                      event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog's ``format_exc_info``, but the rendered traceback (``exception``) keeps where it happened
+    (file, line, function, source line) and each exception's type, never its message.
+
+    Why: a message may echo the data being processed — a ``KeyError`` of a person's name, a parser quoting
+    its input — and masking identifier-shaped values (the gateway's scrubber) cannot catch names. The frames
+    and types are what a developer needs to find a defect; the data is not theirs to see in a log."""
+    exc_info = event_dict.pop("exc_info", None)
+    if not exc_info:
+        return event_dict
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    error = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+    if error is not None:
+        event_dict["exception"] = _traceback_without_messages(error)
+    return event_dict
+
+
+def _traceback_without_messages(error: BaseException) -> str:
+    chain: list[tuple[BaseException, str]] = []
+    current: BaseException | None = error
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        link = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+        note = ("The above exception was the direct cause of the following exception:" if current.__cause__
+                else "During handling of the above exception, another exception occurred:")
+        chain.append((current, note if link is not None else ""))
+        current = link
+    parts: list[str] = []
+    for exc, note in reversed(chain):  # oldest first, as Python prints them
+        if note:
+            parts.append(f"\n{note}\n\n")
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        kind = type(exc)
+        parts.append(f"Traceback (most recent call last):\n{frames}{kind.__module__}.{kind.__qualname__}"
+                     " (message not logged)\n")
+    return "".join(parts)
+
+
 def install_stderr_lines(level: int, final: list[Any], *, cache_loggers: bool = True) -> None:
     """One line per event on stderr, for structlog and the stdlib alike: first the bound context (request
     id, trace context), level, logger name and an ISO timestamp in UTC, then ``final`` (formatting, masking,
@@ -113,7 +155,7 @@ def configure_logging(level: str = "INFO") -> None:
     if level.upper() not in levels:
         raise ValueError(f"unknown log level {level!r}")
     install_stderr_lines(levels[level.upper()],
-                         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()])
+                         [format_exception_without_messages, structlog.processors.JSONRenderer()])
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from connectors.logs import install_stderr_lines
+from connectors.logs import format_exception_without_messages, install_stderr_lines
 
 _PERSONAL_PATTERNS = [
     re.compile(r"\b\d{8,9}\b(?!-[0-9a-fA-F]{4}-)"),  # BSN / KvK / RSIN shaped numbers (not a UUID's first group)
@@ -54,7 +54,7 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
 
     Every line, structlog's and the stdlib's, goes through the same processors: the request id and trace
     context bound by ``gateway.middleware`` (contextvars), level, logger name, an ISO timestamp and the
-    personal-data scrubber (after tracebacks are rendered, so an exception's message is masked too), then one
+    personal-data scrubber (after tracebacks are rendered without the exceptions' messages), then one
     renderer (JSON by default). uvicorn's loggers lose any handler its own
     ``log_config`` may have installed (``uvicorn gateway.asgi:app`` run by hand) and propagate to ours.
     """
@@ -63,6 +63,6 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
         raise ValueError(f"unknown log level {level!r}")
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
     install_stderr_lines(levels[level.upper()],
-                         [structlog.processors.format_exc_info, scrub_personal_data, renderer], cache_loggers=False)
+                         [format_exception_without_messages, scrub_personal_data, renderer], cache_loggers=False)
     # uvicorn's own access log would duplicate ours without the request id; we write our own.
     logging.getLogger("uvicorn.access").disabled = True

@@ -64,6 +64,34 @@ def test_stdlib_lines_are_scrubbed_of_identifiers_exceptions_included(capfd: pyt
     assert "ValueError" in line["exception"]
 
 
+@pytest.mark.usefixtures("json_logging")
+def test_tracebacks_keep_frames_and_types_but_never_an_exceptions_message(capfd: pytest.CaptureFixture[str]) -> None:
+    """A message may echo the data (a name is no identifier-shaped value the scrubber could mask)."""
+    def lookup(name: str) -> None:
+        raise KeyError(name)
+
+    person = " ".join(("Jan", "Jansen"))  # never in a source line, which tracebacks do show
+    capfd.readouterr()
+    try:
+        try:
+            lookup(person)
+        except KeyError as exc:
+            raise RuntimeError(f"while reading the record of {person}") from exc
+    except RuntimeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        structlog.get_logger("gateway.exchange").exception("request_failed")
+    err = capfd.readouterr().err
+    assert "Jan Jansen" not in err
+    stdlib, ours = (json.loads(line) for line in err.splitlines()[-2:])
+    for line in (stdlib, ours):
+        assert "builtins.KeyError (message not logged)" in line["exception"]
+        assert "builtins.RuntimeError (message not logged)" in line["exception"]
+        assert line["exception"].index("KeyError") < line["exception"].index("direct cause") < line[
+            "exception"].index("RuntimeError")
+        assert "in lookup" in line["exception"]  # where it happened is kept
+        assert "test_logging_context.py" in line["exception"]
+
+
 def test_uvicorn_s_own_handlers_give_way_to_ours(capfd: pytest.CaptureFixture[str]) -> None:
     """``uvicorn gateway.asgi:app`` run by hand installs uvicorn's plain formatters before the app loads."""
     plain = logging.StreamHandler()
