@@ -17,11 +17,14 @@ from __future__ import annotations
 
 
 class ConnectorError(Exception):
-    """Base class: the holder ``system`` gave no valid answer."""
+    """Base class: the holder ``system`` gave no valid answer. ``may_have_arrived`` says whether the holder may
+    have received the call and acted on it (e.g. kept records the requester provided): True unless it is
+    certain that it did not (no connection was ever made, or the holder refused the call with a 4xx)."""
 
-    def __init__(self, system: str, message: str) -> None:
+    def __init__(self, system: str, message: str, *, may_have_arrived: bool = True) -> None:
         super().__init__(f"{system}: {message}")
         self.system = system
+        self.may_have_arrived = may_have_arrived
 
 
 class HolderUnavailable(ConnectorError):
@@ -32,7 +35,7 @@ class HolderRejectedRequest(ConnectorError):
     """The holder refused the call itself with a 4xx status (not a refusal to disclose, which is an answer)."""
 
     def __init__(self, system: str, message: str, status: int) -> None:
-        super().__init__(system, message)
+        super().__init__(system, message, may_have_arrived=False)  # refused: the holder kept nothing of it
         self.status = status
 
 

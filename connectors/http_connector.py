@@ -144,6 +144,7 @@ class HttpConnector:
         label = f"request {request_id}" if request_id else "no request id"
         attempts = self._retries + 1 if idempotent else 1
         failure = "no attempt made"
+        arrived = False  # whether any attempt may have reached the holder (not: could not connect)
         trace_id = _HOLDER_TRACE_ID.get()  # W3C trace context: the gateway's trace, a new span for this call
         if type(trace_id) is not str:
             trace_id = _TRACE_ID.get()  # the trace the gateway started itself
@@ -164,13 +165,15 @@ class HttpConnector:
                     status, content = await self._exchange(method, path, payload, headers)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = _failure(exc)
+                arrived = arrived or not isinstance(exc, aiohttp.ClientConnectorError)
                 if attempt + 1 == attempts:
                     self._log_unavailable(request_id, failure, attempts)
                     raise HolderUnavailable(self.system, f"holder unavailable: {failure} "
-                                            f"({attempts} attempt{'s' * (attempts > 1)}, {label})") from exc
+                                            f"({attempts} attempt{'s' * (attempts > 1)}, {label})",
+                                            may_have_arrived=arrived) from exc
                 continue
             if status >= 500:
-                failure = f"answered {status}"
+                failure, arrived = f"answered {status}", True
                 continue
             if status >= 400:
                 # Only the status: the holder's problem detail is its free text, which may name a person
@@ -181,7 +184,7 @@ class HttpConnector:
             return content
         self._log_unavailable(request_id, failure, attempts)
         raise HolderUnavailable(self.system, f"holder unavailable: {failure} "
-                                f"({attempts} attempt{'s' * (attempts > 1)}, {label})")
+                                f"({attempts} attempt{'s' * (attempts > 1)}, {label})", may_have_arrived=arrived)
 
     async def _exchange(self, method: str, path: str, payload: bytes | None,
                         headers: dict[str, str]) -> tuple[int, bytes]:

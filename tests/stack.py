@@ -137,7 +137,7 @@ def running_stack(tmp: Path, *, clock: FixedClock | None = None, over_share: set
         partners = stack.enter_context(partner_servers(tmp / "partners", source=source, over_share=over_share,
                                                        now=lambda: clock.now().timestamp()))
         settings = Settings(data_dir=tmp, database_url=url, connector_endpoints=partners | (holder_overrides or {}),
-                            connector_retries=1, **(settings_overrides or {}))
+                            **({"connector_retries": 1} | (settings_overrides or {})))
         container = build_container(settings, clock)
         gateway_url = stack.enter_context(serve_app(create_app(container=container)))
         source.point_to(f"{gateway_url}/.well-known/jwks.json")

@@ -317,6 +317,16 @@ def _mapped(value: Any, mapped: dict[str, Any]) -> Any:
     return value
 
 
+def _provided_disclosure(body: ExchangeRequest, holder: str, *, received: int | None) -> dict[str, Any]:
+    """The log entry of records the requester provided, handed to ``holder``: ``received`` is how many the
+    holder says it took in, None when it is unknown (the call failed after it may have arrived)."""
+    provided = [r.model_dump() for r in body.provide]
+    return {"event_type": EventType.DISCLOSURE, "holder": holder,
+            "categories": tuple(sorted({r.category for r in body.provide})),
+            "payload_sha256": hashlib.sha256(json.dumps(provided, sort_keys=True).encode()).hexdigest(),
+            "extra": {"direction": "requester-to-holder", "records": len(provided), "received": received}}
+
+
 def _audit_base(principal: Principal, body: ExchangeRequest | DiscoveryRequest, trace: Trace,
                 exchange_id: str, register: Register) -> dict[str, Any]:
     return {"trace_id": trace.trace_id, "span_id": trace.span_id, "parent_span_id": trace.parent_span_id,
@@ -822,14 +832,11 @@ class ExchangeService:
             outcome.outcome = Outcome.HOLDER_UNAVAILABLE
             outcome.reasons.append(Reason(code="holder-unavailable", message=str(exc)))
             outcome.obligations = None
-            return outcome, [unavailable | {"reasons": ("holder-unavailable",)}]
+            if body.provide and exc.may_have_arrived:  # the holder may hold the provided records now: logged
+                handed.append(_provided_disclosure(body, target.organisation, received=None))
+            return outcome, [*handed, unavailable | {"reasons": ("holder-unavailable",)}]
         if body.provide:
-            provided = [r.model_dump() for r in body.provide]
-            handed.append({"event_type": EventType.DISCLOSURE, "holder": target.organisation,
-                           "categories": tuple(sorted({r.category for r in body.provide})),
-                           "payload_sha256": hashlib.sha256(json.dumps(provided, sort_keys=True).encode()).hexdigest(),
-                           "extra": {"direction": "requester-to-holder", "records": len(provided),
-                                     "received": answer.received}})
+            handed.append(_provided_disclosure(body, target.organisation, received=answer.received))
         events: list[dict[str, Any]] = list(handed)
         if answer.status == "refused":
             reason = _refusal_code(answer.refusal_reason, target.organisation)

@@ -218,6 +218,8 @@ class _ScriptedHolder:
         behaviour = queue.pop(0) if queue else "ok"
         if behaviour == "503":
             return JSONResponse({"detail": "busy"}, status_code=503)
+        if behaviour == "403":
+            return JSONResponse({"detail": "not for you"}, status_code=403)
         if behaviour == "slow":
             await asyncio.sleep(1.0)
         if behaviour == "malformed":
@@ -248,6 +250,26 @@ async def test_discover_is_retried_until_the_flaky_holder_answers(holder: tuple[
         answer = await connector.discover(_discovery(["subj-x1234567"], "d-flaky"))
     assert answer.hits == {}
     assert server.calls["/holder/v1/discover"] == 3
+
+
+async def test_whether_a_failed_call_may_have_reached_the_holder_is_known(holder: tuple[_ScriptedHolder, str]) -> None:
+    """What the gateway logs about records a requester provided depends on it: a holder that may hold them
+    (timeout, 5xx, a garbled answer) is logged as handed them; one never reached or refusing the call is not."""
+    server, url = holder
+    query = _query(["subj-x1234567"], ["income"], request_id="q-arrived")
+    outcomes: dict[str, bool] = {}
+    for behaviour in ("slow", "503", "malformed", "403"):
+        server.script["/holder/v1/query"] = [behaviour]
+        async with HttpConnector(w.TAX, url, gateway_token, retries=0, timeout=0.3) as connector:
+            with pytest.raises(ConnectorError) as failed:
+                await connector.query(query)
+        outcomes[behaviour] = failed.value.may_have_arrived
+    async with HttpConnector(w.TAX, f"http://127.0.0.1:{_closed_port()}", gateway_token, retries=1,
+                             backoff=0.01) as connector:
+        with pytest.raises(HolderUnavailable) as down:
+            await connector.query(query)
+    outcomes["cannot connect"] = down.value.may_have_arrived
+    assert outcomes == {"slow": True, "503": True, "malformed": True, "403": False, "cannot connect": False}
 
 
 async def test_a_query_without_request_id_is_not_retried(holder: tuple[_ScriptedHolder, str]) -> None:

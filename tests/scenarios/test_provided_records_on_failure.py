@@ -1,0 +1,90 @@
+"""Records a requester provides (S2: the Belastingdienst hands the KvK the dissolution grounds) are a
+disclosure to the holder. When the holder call then fails, the log must still say so if the holder may hold
+them: a holder that kept them and then stalled past the timeout is logged as handed them (``received``
+unknown); a holder that refused the call with a 4xx is not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from tests.servers import serve_app
+from tests.stack import Stack, running_stack
+
+
+class _Holder:
+    """Keeps every provided record it is sent, then answers as ``mode`` says."""
+
+    def __init__(self) -> None:
+        self.mode = "stall"
+        self.kept: list[dict[str, Any]] = []
+        self.app = FastAPI()
+        self.app.post("/holder/v1/query")(self.query)
+
+    async def query(self, request: Request) -> Any:
+        if self.mode == "refuse-call":
+            return JSONResponse({"detail": "not accepted"}, status_code=403)
+        self.kept += (await request.json()).get("provided", [])
+        await asyncio.sleep(2.0)  # past the gateway's timeout
+        return {"status": "answered", "records": [], "received": 1}
+
+
+@pytest.fixture(scope="module")
+def holder() -> _Holder:
+    return _Holder()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, holder: _Holder) -> Iterator[Stack]:
+    with serve_app(holder.app) as url, running_stack(
+            Path(tmp_path_factory.mktemp("provided")), holder_overrides={"kvk-handelsregister": url},
+            settings_overrides={"connector_timeout_seconds": 0.5, "connector_retries": 0}) as running:
+        yield running
+
+
+def _s2(stack: Stack, case: str) -> dict[str, Any]:
+    subject = stack.world.scenarios()["malafide-dissolution"][0]
+    return {"partnership": "riec-amsterdam-amstelland", "purpose": "malafide-company-dissolution",
+            "legal_basis": "WGS (RIEC) with BW 2:19a", "case_reference": case,
+            "signal": {"type": "missing-returns", "reference": "BD-SIG-90"}, "subjects": [{"ref": subject}],
+            "holders": ["kvk"], "categories": ["company_registration"],
+            "provide": [{"subject": subject, "category": "tax_compliance", "fields": {"missing_returns": ["2024"]}}]}
+
+
+def _logged(stack: Stack, case: str) -> list[dict[str, Any]]:
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).scalars()
+        events = [json.loads(row)["event"] for row in rows]
+    exchange_ids = {e["exchange_id"] for e in events if e.get("extra", {}).get("case_reference") == case}
+    return [e for e in events if e["exchange_id"] in exchange_ids]
+
+
+def test_a_holder_that_kept_the_records_and_then_timed_out_is_logged_as_handed_them(stack: Stack,
+                                                                                     holder: _Holder) -> None:
+    holder.mode, holder.kept = "stall", []
+    response = stack.post("belastingdienst-ivs", "/v1/exchanges", _s2(stack, "BD-2026-91"))
+    assert response.status_code == 200, response.text
+    assert response.json()["targets"][0]["outcome"] == "holder-unavailable"
+    assert [r["category"] for r in holder.kept] == ["tax_compliance"]  # it does hold them
+    handed = [e for e in _logged(stack, "BD-2026-91") if e["event_type"] == "disclosure"]
+    assert [(e["holder"], e["extra"]["direction"], e["extra"]["received"], e["categories"]) for e in handed] == [
+        ("kvk", "requester-to-holder", None, ["tax_compliance"])]
+
+
+def test_a_holder_that_refused_the_call_is_not_logged_as_handed_anything(stack: Stack, holder: _Holder) -> None:
+    holder.mode, holder.kept = "refuse-call", []
+    response = stack.post("belastingdienst-ivs", "/v1/exchanges", _s2(stack, "BD-2026-92"))
+    assert response.status_code == 200, response.text
+    assert response.json()["targets"][0]["outcome"] == "holder-unavailable"
+    entries = _logged(stack, "BD-2026-92")
+    assert [e["event_type"] for e in entries if e["event_type"] == "disclosure"] == []
+    assert [e["event_type"] for e in entries][-1] == "holder.unavailable"
