@@ -34,8 +34,9 @@ class HolderUnavailable(ConnectorError):
 class HolderRejectedRequest(ConnectorError):
     """The holder refused the call itself with a 4xx status (not a refusal to disclose, which is an answer)."""
 
-    def __init__(self, system: str, message: str, status: int) -> None:
-        super().__init__(system, message, may_have_arrived=False)  # refused: the holder kept nothing of it
+    def __init__(self, system: str, message: str, status: int, *, may_have_arrived: bool = False) -> None:
+        # refused: the holder kept nothing of this call (an earlier attempt of it may have arrived, though)
+        super().__init__(system, message, may_have_arrived=may_have_arrived)
         self.status = status
 
 

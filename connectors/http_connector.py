@@ -178,7 +178,8 @@ class HttpConnector:
             if status >= 400:
                 # Only the status: the holder's problem detail is its free text, which may name a person
                 # and would travel on to the requester in the outcome's reasons.
-                raise HolderRejectedRequest(self.system, f"refused the call with {status} ({label})", status)
+                raise HolderRejectedRequest(self.system, f"refused the call with {status} ({label})", status,
+                                            may_have_arrived=arrived)
             if status >= 300 or status < 200:
                 raise HolderProtocolError(self.system, f"unexpected status {status} ({label})")
             return content

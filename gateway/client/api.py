@@ -179,8 +179,7 @@ class GatewayClient:
         backoff = self._backoff * 2.0 ** (failures - 1) * random.uniform(0.5, 1.0)
         return min(max(backoff, retry_after or 0.0), self._max_delay)
 
-    async def _retry_or_raise(self, failure: httpx.TransportError | GatewayUnavailable | GatewayThrottled,
-                              failures: int, *,
+    async def _retry_or_raise(self, failure: httpx.TransportError | GatewayClientError, failures: int, *,
                               safe: bool) -> int:
         """Waits before the next attempt and returns the failure count, or raises the typed error when the
         call may not (``safe`` false) or can no longer be repeated."""
@@ -214,14 +213,13 @@ class GatewayClient:
                 failures = await self._retry_or_raise(exc, failures, safe=safe)
                 continue
             except (GatewayUnavailable, GatewayThrottled) as exc:  # from the metadata or token endpoint
-                failures = await self._retry_or_raise(exc, failures, safe=True)
+                failures = await self._retry_or_raise(_unless_reached(exc, reached), failures, safe=True)
                 continue
             except httpx.HTTPError as exc:  # an answer httpx could not read (decoding, redirects): not retried
                 raise _unusable(exc) from exc
             if response.status_code == 429:  # refused before anything was done with it: always safe to repeat
-                throttled = _throttled(response, float(self._clock()))
-                failures = await self._retry_or_raise(throttled if not reached else GatewayUnavailable(
-                    429, throttled.problem, retry_after=throttled.retry_after), failures, safe=True)
+                failures = await self._retry_or_raise(
+                    _unless_reached(_throttled(response, float(self._clock())), reached), failures, safe=True)
                 continue
             reached = True
             if response.status_code in _RETRY_STATUSES:
@@ -340,6 +338,14 @@ def _retry_after(response: httpx.Response, now: float) -> float | None:
 
 def _throttled(response: httpx.Response, now: float) -> GatewayThrottled:
     return GatewayThrottled(429, _problem(response), retry_after=_retry_after(response, now))
+
+
+def _unless_reached(error: GatewayUnavailable | GatewayThrottled, reached: bool) -> GatewayClientError:
+    """A 429 says nothing about an earlier attempt that may have reached the gateway: once one may have,
+    the call ends as GatewayUnavailable (resume with the key), never as GatewayThrottled ("not acted on")."""
+    if reached and isinstance(error, GatewayThrottled):
+        return GatewayUnavailable(429, error.problem, retry_after=error.retry_after)
+    return error
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

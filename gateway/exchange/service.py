@@ -773,11 +773,12 @@ class ExchangeService:
         try:
             return await self._ask_holder(outcome, principal, body, exchange_id, target, decision, subjects, grant,
                                           logged, handed)
-        except _NOT_DEFECTS:
-            raise  # the caller's or the gateway's known refusals keep their own answer
         except Exception as exc:
-            # Fail closed, and audited: a defect while asking or reading this holder discloses nothing from
-            # it, says so in the log next to its decision, and leaves the other holders' answers standing.
+            if isinstance(exc, GatewayError) and not handed:
+                raise  # the caller's or the gateway's known refusals keep their own answer
+            # Fail closed, and audited: a defect (or the database failing) while asking or reading this holder
+            # discloses nothing from it, logs what it was handed and the failure next to its decision, and
+            # leaves the other holders' answers standing.
             log.error("holder_call_failed", holder=target.organisation, exchange_id=exchange_id,
                       error_type=type(exc).__name__)
             outcome.outcome, outcome.records, outcome.hit, outcome.obligations = \
@@ -832,7 +833,7 @@ class ExchangeService:
             outcome.outcome = Outcome.HOLDER_UNAVAILABLE
             outcome.reasons.append(Reason(code="holder-unavailable", message=str(exc)))
             outcome.obligations = None
-            if body.provide and exc.may_have_arrived:  # the holder may hold the provided records now: logged
+            if body.provide and exc.may_have_arrived and not decision.hit_only:  # it may hold them now: logged
                 handed.append(_provided_disclosure(body, target.organisation, received=None))
             return outcome, [*handed, unavailable | {"reasons": ("holder-unavailable",)}]
         if body.provide:

@@ -192,21 +192,28 @@ def test_a_defect_after_disclosures_were_logged_leaves_them_and_adds_the_failure
     assert BSN not in json.dumps(entries)
 
 
-def test_records_already_handed_to_the_holder_stay_logged_when_a_defect_follows(
-        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    """S2's provided record reaches the KvK; a defect while reading its answer must not drop that disclosure."""
-    def defect(**_: Any) -> None:
-        raise ValueError(f"BSN {BSN}")
-
-    monkeypatch.setattr("gateway.exchange.service.Record", defect)  # building the records for the requester
+def _s2_with_provided(stack: Stack, case: str) -> dict[str, Any]:
     subject = stack.world.scenarios()["malafide-dissolution"][0]
-    body = {"partnership": BIBOB["partnership"], "purpose": "malafide-company-dissolution",
-            "legal_basis": "WGS (RIEC) with BW 2:19a", "case_reference": "BD-2026-10",
+    return {"partnership": BIBOB["partnership"], "purpose": "malafide-company-dissolution",
+            "legal_basis": "WGS (RIEC) with BW 2:19a", "case_reference": case,
             "signal": {"type": "missing-returns", "reference": "BD-SIG-78"}, "subjects": [{"ref": subject}],
             "holders": ["kvk"], "categories": ["company_registration", "directorships"],
             "provide": [{"subject": subject, "category": "tax_compliance", "fields": {"missing_returns": ["2024"]}}]}
+
+
+@pytest.mark.parametrize("failure", [ValueError(f"BSN {BSN}"),
+                                     OperationalError("SELECT", {}, Exception("server closed the connection"))],
+                         ids=["defect", "database"])
+def test_records_already_handed_to_the_holder_stay_logged_when_a_failure_follows(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, failure: Exception) -> None:
+    """S2's provided record reaches the KvK; a defect, or the database failing, while reading its answer must
+    not drop that disclosure (nor become a 503 that says nothing was disclosed)."""
+    def fail(**_: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr("gateway.exchange.service.Record", fail)  # building the records for the requester
     before = _next_index(stack)
-    response = stack.post("belastingdienst-ivs", "/v1/exchanges", body)
+    response = stack.post("belastingdienst-ivs", "/v1/exchanges", _s2_with_provided(stack, "BD-2026-10"))
     assert response.status_code == 200, response.text
     target = response.json()["targets"][0]
     assert (target["outcome"], target["records"]) == ("holder-unavailable", [])
@@ -214,7 +221,8 @@ def test_records_already_handed_to_the_holder_stay_logged_when_a_defect_follows(
     handed = [e for e in entries if e["event_type"] == "disclosure"]
     assert [(e["holder"], e["extra"]["direction"], e["categories"]) for e in handed] == [
         ("kvk", "requester-to-holder", ["tax_compliance"])]
-    assert [e["reasons"] for e in entries if e["event_type"] == "holder.unavailable"] == [["gateway-error"]]
+    failed = [e for e in entries if e["event_type"] == "holder.unavailable"]
+    assert [(e["reasons"], e["extra"]["error_type"]) for e in failed] == [(["gateway-error"], type(failure).__name__)]
 
 
 def test_a_database_failure_is_503_and_no_defect(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

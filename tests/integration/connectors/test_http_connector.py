@@ -269,7 +269,13 @@ async def test_whether_a_failed_call_may_have_reached_the_holder_is_known(holder
         with pytest.raises(HolderUnavailable) as down:
             await connector.query(query)
     outcomes["cannot connect"] = down.value.may_have_arrived
-    assert outcomes == {"slow": True, "503": True, "malformed": True, "403": False, "cannot connect": False}
+    server.script["/holder/v1/query"] = ["slow", "403"]  # the first attempt may be with the holder
+    async with HttpConnector(w.TAX, url, gateway_token, retries=1, timeout=0.3, backoff=0.01) as connector:
+        with pytest.raises(HolderRejectedRequest) as refused:
+            await connector.query(query)
+    outcomes["slow, then 403"] = refused.value.may_have_arrived
+    assert outcomes == {"slow": True, "503": True, "malformed": True, "403": False, "cannot connect": False,
+                        "slow, then 403": True}
 
 
 async def test_a_query_without_request_id_is_not_retried(holder: tuple[_ScriptedHolder, str]) -> None:

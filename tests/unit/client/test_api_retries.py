@@ -291,6 +291,30 @@ async def test_a_429_after_an_attempt_that_may_have_arrived_is_not_called_harmle
     assert len(set(seen.keys)) == 1
 
 
+async def test_a_token_endpoint_429_after_an_attempt_that_may_have_arrived_is_not_called_harmless() -> None:
+    """The exchange times out; its token has run out meanwhile and the token endpoint throttles: still unknown
+    whether the exchange happened, so GatewayUnavailable, not GatewayThrottled."""
+    seen = Recorder()
+    now = [NOW]
+    refusing = [False]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token" and refusing[0]:
+            return _throttled()
+        answer = _auth(request, seen, expires_in=60)
+        if answer is not None:
+            return answer
+        now[0] += 120  # the token expires while the exchange is on its way
+        refusing[0] = True
+        raise httpx.ReadTimeout("simulated", request=request)
+    async with GatewayClient("http://gw", "sys-a", KEY, clock=lambda: now[0], sleep=seen.sleep, retries=2,
+                             transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(GatewayUnavailable) as raised:
+            await client.exchange(_request())
+    assert type(raised.value) is GatewayUnavailable
+    assert raised.value.status == 429
+
+
 async def test_the_public_token_call_waits_out_a_429_too() -> None:
     seen = Recorder()
     refusals = iter([_throttled("4")])
