@@ -1,6 +1,6 @@
-"""What a wheel would install works on its own: the build step (``setup.py``'s build_py, the files that go into
-the wheel) bundles the policies and migrations, and from that build alone, outside the checkout, the
-database migrates to head and the embedded policy engine loads and decides."""
+"""What a wheel would install works on its own: the source distribution carries the policies and migrations
+(MANIFEST.in), the build step (``setup.py``'s build_py, the files that go into the wheel) bundles them, and
+from that build alone, outside the checkout, the database migrates to head and every policy compiles."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,6 +16,7 @@ SOURCES = ("gateway", "connectors", "audit", "escalation", "policies", "migratio
 
 _CHECK = """
 import sys
+import tarfile
 from pathlib import Path
 from alembic import command
 import gateway
@@ -34,20 +36,32 @@ print("policies compiled from", POLICIES_DIR.relative_to(build))
 
 
 def _copy_sources(tree: Path) -> None:
-    """The files a wheel is built from (not the checkout itself: the build writes next to its sources)."""
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    """The checkout's files a source distribution is made from (not the checkout itself: building writes
+    next to its sources)."""
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy2(ROOT / name, tree / name)
     for name in SOURCES:
         shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-def test_a_built_package_carries_its_policies_and_migrations_and_works_outside_the_checkout(tmp_path: Path) -> None:
-    tree, build, elsewhere = tmp_path / "src", tmp_path / "build", tmp_path / "elsewhere"
+def _build(cwd: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "setup.py", "--quiet", *args], cwd=cwd, check=True, capture_output=True,
+                   timeout=300)
+
+
+def test_a_package_built_from_the_sdist_carries_its_policies_and_migrations_and_works_outside_the_checkout(
+        tmp_path: Path) -> None:
+    """Checkout → sdist → build (what `python -m build` and `pip install wgs-gateway-*.tar.gz` do)."""
+    tree, dist, build, elsewhere = (tmp_path / name for name in ("src", "dist", "build", "elsewhere"))
     tree.mkdir()
     elsewhere.mkdir()
     _copy_sources(tree)
-    subprocess.run([sys.executable, "setup.py", "--quiet", "build_py", "--build-lib", str(build)], cwd=tree,
-                   check=True, capture_output=True, timeout=300)
+    _build(tree, "sdist", "--dist-dir", str(dist))
+    (archive,) = dist.glob("*.tar.gz")
+    with tarfile.open(archive) as sdist:
+        sdist.extractall(tmp_path / "unpacked", filter="data")
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    _build(unpacked, "build_py", "--build-lib", str(build))
     bundled = build / "gateway" / "_bundled"
     assert (bundled / "policies" / "exchange.rego").is_file()
     assert (bundled / "migrations" / "env.py").is_file()
