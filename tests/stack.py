@@ -146,3 +146,13 @@ def running_stack(tmp: Path, *, clock: FixedClock | None = None, over_share: set
             result.clients[system] = register_client(container, system, scopes)
         yield result
     container.close()
+
+
+@contextmanager
+def stack_with_holder(tmp: Path, holder_app: Any, systems: list[str],
+                      settings_overrides: dict[str, Any] | None = None) -> Iterator[Stack]:
+    """``running_stack`` whose connectors for ``systems`` reach ``holder_app`` (a test's own holder, served on
+    loopback) instead of those systems' simulators."""
+    with serve_app(holder_app) as url, running_stack(tmp, holder_overrides=dict.fromkeys(systems, url),
+                                                     settings_overrides=settings_overrides) as running:
+        yield running

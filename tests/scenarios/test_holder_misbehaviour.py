@@ -15,8 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from audit.tables import audit_entries
-from tests.servers import serve_app
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, stack_with_holder
 
 BSN = "111222333"
 NAME = "Jan Jansen"
@@ -57,9 +56,8 @@ def holder() -> _Holder:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, holder: _Holder) -> Iterator[Stack]:
-    with serve_app(holder.app) as url, running_stack(
-            Path(tmp_path_factory.mktemp("misbehaving")),
-            holder_overrides={"politie-bvh": url, "fiod-ois": url}) as running:
+    with stack_with_holder(Path(tmp_path_factory.mktemp("misbehaving")), holder.app,
+                           ["politie-bvh", "fiod-ois"]) as running:
         yield running
 
 

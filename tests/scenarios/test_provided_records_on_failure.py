@@ -17,8 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from audit.tables import audit_entries
-from tests.servers import serve_app
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, stack_with_holder
 
 
 class _Holder:
@@ -45,9 +44,8 @@ def holder() -> _Holder:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, holder: _Holder) -> Iterator[Stack]:
-    with serve_app(holder.app) as url, running_stack(
-            Path(tmp_path_factory.mktemp("provided")), holder_overrides={"kvk-handelsregister": url},
-            settings_overrides={"connector_timeout_seconds": 0.5, "connector_retries": 0}) as running:
+    with stack_with_holder(Path(tmp_path_factory.mktemp("provided")), holder.app, ["kvk-handelsregister"],
+                           {"connector_timeout_seconds": 0.5, "connector_retries": 0}) as running:
         yield running
 
 
