@@ -317,6 +317,17 @@ def _mapped(value: Any, mapped: dict[str, Any]) -> Any:
     return value
 
 
+def _unavailable(outcome: TargetOutcome, decision: Decision, code: str, message: str,
+                 **extra: Any) -> dict[str, Any]:
+    """Make ``outcome`` holder-unavailable (nothing of that holder disclosed, so no obligations either) and
+    return its log event, with ``extra`` (e.g. the type of the failure)."""
+    outcome.outcome, outcome.records, outcome.hit, outcome.obligations = Outcome.HOLDER_UNAVAILABLE, [], None, None
+    outcome.reasons.append(Reason(code=code, message=message))
+    event = {"event_type": EventType.HOLDER_UNAVAILABLE, "holder": outcome.holder, "status": "error",
+             "categories": tuple(decision.permitted_categories), "reasons": (code,)}
+    return event | {"extra": extra} if extra else event
+
+
 def _provided_disclosure(body: ExchangeRequest, holder: str, *, received: int | None) -> dict[str, Any]:
     """The log entry of records the requester provided, handed to ``holder``: ``received`` is how many the
     holder says it took in, None when it is unknown (the call failed after it may have arrived)."""
@@ -781,13 +792,9 @@ class ExchangeService:
             # leaves the other holders' answers standing.
             log.error("holder_call_failed", holder=target.organisation, exchange_id=exchange_id,
                       error_type=type(exc).__name__)
-            outcome.outcome, outcome.records, outcome.hit, outcome.obligations = \
-                Outcome.HOLDER_UNAVAILABLE, [], None, None
-            outcome.reasons.append(Reason(code=_GATEWAY_ERROR, message="the gateway failed while asking this "
-                                          "holder; nothing of its answer was disclosed"))
-            return outcome, [*handed, {"event_type": EventType.HOLDER_UNAVAILABLE, "holder": target.organisation,
-                                         "status": "error", "categories": tuple(decision.permitted_categories),
-                              "reasons": (_GATEWAY_ERROR,), "extra": {"error_type": type(exc).__name__}}]
+            return outcome, [*handed, _unavailable(
+                outcome, decision, _GATEWAY_ERROR, "the gateway failed while asking this holder; nothing of its "
+                "answer was disclosed", error_type=type(exc).__name__)]
 
     async def _ask_holder(self, outcome: TargetOutcome, principal: Principal, body: ExchangeRequest,
                           exchange_id: str, target: _Target, decision: Decision, subjects: list[str],
@@ -800,14 +807,9 @@ class ExchangeService:
         statement = None
         if grant is not None and decision.escalation_decision == grant.decision_id and target.system:
             statement = grant.sign_for_holder(target.system, request_id, decision.permitted_categories)
-        unavailable = {"event_type": EventType.HOLDER_UNAVAILABLE, "holder": target.organisation, "status": "error",
-                       "categories": tuple(decision.permitted_categories)}
         if connector is None:
-            outcome.outcome = Outcome.HOLDER_UNAVAILABLE
-            outcome.reasons.append(Reason(code="holder-not-connected", message="no connector is configured for "
-                                          f"`{target.system or target.organisation}`"))
-            outcome.obligations = None
-            return outcome, [unavailable | {"reasons": ("holder-not-connected",)}]
+            return outcome, [_unavailable(outcome, decision, "holder-not-connected",
+                                          f"no connector is configured for `{target.system or target.organisation}`")]
         logged = logged or {s: s for s in subjects}
         theirs = await self._translated(self._for_holder, subjects, principal, body.partnership, target.organisation,
                                         subjects)
@@ -830,12 +832,9 @@ class ExchangeService:
                                  category=r.category, fields=r.fields) for n, r in enumerate(body.provide)]))
         except ConnectorError as exc:
             log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
-            outcome.outcome = Outcome.HOLDER_UNAVAILABLE
-            outcome.reasons.append(Reason(code="holder-unavailable", message=str(exc)))
-            outcome.obligations = None
             if body.provide and exc.may_have_arrived and not decision.hit_only:  # it may hold them now: logged
                 handed.append(_provided_disclosure(body, target.organisation, received=None))
-            return outcome, [*handed, unavailable | {"reasons": ("holder-unavailable",)}]
+            return outcome, [*handed, _unavailable(outcome, decision, "holder-unavailable", str(exc))]
         if body.provide:
             handed.append(_provided_disclosure(body, target.organisation, received=answer.received))
         events: list[dict[str, Any]] = list(handed)
