@@ -785,11 +785,10 @@ class ExchangeService:
             return await self._ask_holder(outcome, principal, body, exchange_id, target, decision, subjects, grant,
                                           logged, handed)
         except Exception as exc:
-            if isinstance(exc, GatewayError) and not handed:
-                raise  # the caller's or the gateway's known refusals keep their own answer
-            # Fail closed, and audited: a defect (or the database failing) while asking or reading this holder
-            # discloses nothing from it, logs what it was handed and the failure next to its decision, and
-            # leaves the other holders' answers standing.
+            # Fail closed, and audited: a defect, the database failing or any refusal of the gateway's own while
+            # asking or reading this holder discloses nothing from it, logs what it was handed and the failure
+            # next to its decision, and leaves the other holders' answers standing. Nothing escapes to the
+            # caller's gather either: the request is logged ahead, so every holder call ends inside it.
             log.error("holder_call_failed", holder=target.organisation, exchange_id=exchange_id,
                       error_type=type(exc).__name__)
             return outcome, [*handed, _unavailable(
@@ -938,9 +937,7 @@ class ExchangeService:
         async def ask_failing_closed(target: _Target, decision: Decision) -> DiscoveryTarget:
             try:
                 return await ask(target, decision)
-            except _NOT_DEFECTS:
-                raise
-            except Exception as exc:  # as in exchange: a defect answers nothing for that holder, and is logged
+            except Exception as exc:  # as in exchange: any failure answers nothing for that holder, and is logged
                 log.error("holder_call_failed", holder=target.organisation, exchange_id=discovery_id,
                           error_type=type(exc).__name__)
                 defects[target.organisation] = type(exc).__name__

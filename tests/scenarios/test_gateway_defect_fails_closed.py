@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from audit.tables import audit_entries
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
+from gateway.errors import ServiceUnavailable, Unprocessable
 from gateway.exchange.setup import exchange_service
 from tests.stack import Stack, running_stack
 
@@ -31,23 +32,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture
-def broken_connectors(stack: Stack) -> Iterator[None]:
+@pytest.fixture(params=["defect", "refusal"])
+def broken_connectors(stack: Stack, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """The gateway's connectors to the police (query) and the KvK (discover) raise what no code path expects
-    (fault injection)."""
+    there (fault injection): a defect, or one of the gateway's own refusals, which once escaped the holder
+    calls and left the others running unobserved. Yields the error type logged per holder."""
     police = stack.container.services["connectors"].get("politie-bvh")
     kvk = stack.container.services["connectors"].get("kvk-handelsregister")
+    defect = request.param == "defect"
 
     async def query(_: HolderQuery) -> HolderAnswer:
-        raise RuntimeError(f"unexpected defect while reading the answer about BSN {BSN}")
+        if defect:
+            raise RuntimeError(f"unexpected defect while reading the answer about BSN {BSN}")
+        raise ServiceUnavailable(f"out of order for BSN {BSN}")
 
     async def discover(_: HolderDiscovery) -> DiscoveryAnswer:
-        raise KeyError(f"BSN {BSN}")
+        raise KeyError(f"BSN {BSN}") if defect else Unprocessable(f"BSN {BSN}")
 
     police.query = query
     kvk.discover = discover
     try:
-        yield
+        yield ({"politie": "RuntimeError", "kvk": "KeyError"} if defect
+               else {"politie": "ServiceUnavailable", "kvk": "Unprocessable"})
     finally:
         del police.query, kvk.discover  # the class's methods again
 
@@ -66,8 +72,8 @@ def _next_index(stack: Stack) -> int:
     return 0 if last is None else int(last) + 1
 
 
-@pytest.mark.usefixtures("broken_connectors")
-def test_a_defect_asking_one_holder_fails_that_holder_closed_and_is_audited(stack: Stack) -> None:
+def test_a_defect_asking_one_holder_fails_that_holder_closed_and_is_audited(
+        stack: Stack, broken_connectors: dict[str, str]) -> None:
     before = _next_index(stack)
     body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["bibob-applicant"]],
                     "holders": ["politie", "kvk"],
@@ -89,13 +95,13 @@ def test_a_defect_asking_one_holder_fails_that_holder_closed_and_is_audited(stac
     assert len(failed) == 1
     assert failed[0]["status"] == "error"
     assert failed[0]["reasons"] == ["gateway-error"]
-    assert failed[0]["extra"]["error_type"] == "RuntimeError"
+    assert failed[0]["extra"]["error_type"] == broken_connectors["politie"]
     assert not [e for e in entries if e.get("event_type") == "disclosure" and e.get("holder") == "politie"]
     assert BSN not in json.dumps(entries)
 
 
-@pytest.mark.usefixtures("broken_connectors")
-def test_a_defect_asking_one_holder_in_discovery_answers_it_unavailable_and_is_audited(stack: Stack) -> None:
+def test_a_defect_asking_one_holder_in_discovery_answers_it_unavailable_and_is_audited(
+        stack: Stack, broken_connectors: dict[str, str]) -> None:
     before = _next_index(stack)
     body = BIBOB | {"subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}],
                     "categories": ["company_registration", "tax_debts", "ongoing_investigation"]}
@@ -108,7 +114,7 @@ def test_a_defect_asking_one_holder_in_discovery_answers_it_unavailable_and_is_a
     entries = _entries_after(stack, before)
     failed = [e for e in entries if e.get("event_type") == "holder.unavailable"]
     assert [(e["holder"], e["reasons"], e["extra"]["error_type"]) for e in failed] == [
-        ("kvk", ["gateway-error"], "KeyError")]
+        ("kvk", ["gateway-error"], broken_connectors["kvk"])]
     assert BSN not in json.dumps(entries)
 
 
