@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Engine, select
 
+from audit.review import EntryScope, scope_condition, utc
 from audit.tables import audit_entries
 
 MIN_BASELINE_DAYS = 3
@@ -58,33 +60,54 @@ def detect(actor: str, organisation: str, day: date, today: Activity, history: l
 
 
 def daily_activity(engine: Engine, day: date, days_back: int,
-                   organisations: frozenset[str] | None = None) -> dict[tuple[str, str], dict[date, Activity]]:
-    """(actor, organisation) -> day -> activity, from the policy decisions in the log (UTC days)."""
-    start = datetime.combine(day - timedelta(days=days_back), datetime.min.time())
-    end = datetime.combine(day + timedelta(days=1), datetime.min.time())
+                   scope: EntryScope) -> dict[tuple[str, str], dict[date, Activity]]:
+    """(actor, organisation) -> UTC day -> activity, from the policy decisions in the log that ``scope``
+    covers as requester or partnership (:func:`audit.review.scope_condition`): a coordinating officer's
+    flags count an actor's activity in the coordinated partnerships only, never in partnerships the officer
+    cannot review.
+
+    The window is bounded by aware UTC instants, and each entry's day is taken in UTC: a naive bound or a
+    plain ``.date()`` would follow a PostgreSQL server's own time zone instead."""
+    visible = scope_condition(scope, as_holder=False)
+    if visible is None:
+        return {}
+    first = date.fromordinal(max(date.min.toordinal(), day.toordinal() - days_back))  # no overflow at year 1
     t = audit_entries.c
     query = select(t.recorded_at, t.requester_org, t.decision, t.canonical).where(
-        t.event_type == "policy.decided", t.recorded_at >= start, t.recorded_at < end)
-    if organisations is not None:
-        query = query.where(t.requester_org.in_(sorted(organisations)))
+        visible, t.event_type == "policy.decided",
+        t.recorded_at >= datetime.combine(first, time.min, UTC),
+        t.recorded_at <= datetime.combine(day, time.max, UTC))  # not "< next day": 9999-12-31 has none
     activity: dict[tuple[str, str], dict[date, Activity]] = defaultdict(lambda: defaultdict(Activity))
     with engine.connect() as connection:
         for row in connection.execute(query):
             event = json.loads(row.canonical)["event"]
             requester = event.get("requester") or {}
             actor = requester.get("system") or requester.get("user") or "unknown"
-            cell = activity[(actor, row.requester_org or "")][row.recorded_at.date()]
+            cell = activity[(actor, row.requester_org or "")][utc(row.recorded_at).date()]
             cell.decisions += 1
             cell.denials += row.decision == "deny"
             cell.out_of_hours += "outside-office-hours" in event.get("reasons", [])
     return activity
 
 
-def flags_for_day(engine: Engine, day: date, days_back: int = 14,
-                  organisations: frozenset[str] | None = None) -> list[Flag]:
+def baseline(per_day: Mapping[date, Activity], day: date) -> list[Activity]:
+    """The actor's earlier days for :func:`detect`: every day from its first active day in ``per_day``
+    up to the day before ``day``, a day without decisions counting as zero.
+
+    Leaving quiet days out would make an actor that is busy once a week look as busy every day, and so hide
+    a real jump in volume. Starting at the first active day (rather than at the window's start) keeps
+    MIN_BASELINE_DAYS meaningful: an actor first seen yesterday has one day of history, not fourteen."""
+    active = [d for d, a in per_day.items() if d < day and a.decisions]
+    if not active:
+        return []
+    start = min(active)
+    return [per_day.get(start + timedelta(days=n), Activity()) for n in range((day - start).days)]
+
+
+def flags_for_day(engine: Engine, day: date, scope: EntryScope, days_back: int = 14) -> list[Flag]:
+    """Flags on ``day`` (UTC) for the actors whose decisions ``scope`` covers, against the last ``days_back``
+    days."""
     found: list[Flag] = []
-    for (actor, organisation), per_day in sorted(daily_activity(engine, day, days_back, organisations).items()):
-        history = [per_day.get(day - timedelta(days=n), Activity()) for n in range(1, days_back + 1)]
-        seen_days = [a for a in history if a.decisions]
-        found += detect(actor, organisation, day, per_day.get(day, Activity()), seen_days)
+    for (actor, organisation), per_day in sorted(daily_activity(engine, day, days_back, scope).items()):
+        found += detect(actor, organisation, day, per_day.get(day, Activity()), baseline(per_day, day))
     return found

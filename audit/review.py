@@ -1,14 +1,21 @@
 """Reading the log for review: filtered, scoped, cursor-paginated listings of entries.
 
 Scope is part of the query, not a filter applied afterwards: a privacy officer's listing is built with
-``EntryScope`` so that entries of other organisations never leave the database.
+``EntryScope`` so that entries of other organisations never leave the database. :func:`scope_condition` is
+that one condition; the anomaly flags (:mod:`audit.anomaly`) count through it too, so they cannot be
+computed from entries the reviewer could not list.
+
+Times are UTC throughout. SQLite keeps ``recorded_at`` as naive UTC text and compares bounds as text, so a
+bound's offset would be ignored there; PostgreSQL hands values back in the server's time zone. Hence bounds
+are turned into UTC before they reach the query (:func:`utc_bound`), and values read back are turned into
+UTC (:func:`utc`) before anything is grouped by month or day.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, or_, select
@@ -17,6 +24,27 @@ from audit.store import subject_key
 from audit.tables import audit_entries
 
 MAX_PAGE = 500
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime; a naive value is UTC already (that is how SQLite hands it back)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def utc_bound(moment: datetime) -> datetime:
+    """A ``since``/``until`` bound in UTC, for comparing with ``recorded_at`` on any engine.
+
+    A bound at the edge of the calendar (9999-12-31T23:59-14:00, 0001-01-01T00:00+14:00) has no UTC
+    equivalent; it lies beyond every entry, so it is clamped to the first or last representable moment
+    rather than raising (which would surface as a 500)."""
+    try:
+        return utc(moment)
+    except OverflowError:
+        offset = moment.utcoffset() or timedelta(0)
+        return _LATEST if offset < timedelta(0) else _EARLIEST
 
 
 @dataclass(frozen=True)
@@ -53,25 +81,39 @@ class Page:
     next_cursor: int | None = None
 
 
-def _scoped(scope: EntryScope, wanted: EntryFilter) -> list[ColumnElement[bool]] | None:
-    """The reviewer's scope plus the partnership, purpose and time filters; None when nothing is visible."""
+def scope_condition(scope: EntryScope, *, as_holder: bool = True) -> ColumnElement[bool] | None:
+    """The entries ``scope`` may see: its organisations' own entries, or any entry of its partnerships;
+    None when it sees nothing.
+
+    ``as_holder=False`` leaves out entries that are the organisations' only as holder. Anomaly flags are
+    about requesting actors, and a holder sees only the part of another organisation's activity that came
+    its way — not a baseline to judge that organisation's actors by. It only ever narrows the scope."""
     t = audit_entries.c
     visible: list[ColumnElement[bool]] = []
     if scope.organisations:
-        visible += [t.requester_org.in_(sorted(scope.organisations)), t.holder_org.in_(sorted(scope.organisations))]
+        visible.append(t.requester_org.in_(sorted(scope.organisations)))
+        if as_holder:
+            visible.append(t.holder_org.in_(sorted(scope.organisations)))
     if scope.partnerships:
         visible.append(t.partnership.in_(sorted(scope.partnerships)))
-    if not visible:
+    return or_(*visible) if visible else None
+
+
+def _scoped(scope: EntryScope, wanted: EntryFilter) -> list[ColumnElement[bool]] | None:
+    """The reviewer's scope plus the partnership, purpose and time filters; None when nothing is visible."""
+    t = audit_entries.c
+    visible = scope_condition(scope)
+    if visible is None:
         return None
-    conditions: list[ColumnElement[bool]] = [or_(*visible)]
+    conditions: list[ColumnElement[bool]] = [visible]
     if wanted.partnership:
         conditions.append(t.partnership == wanted.partnership)
     if wanted.purpose:
         conditions.append(t.purpose == wanted.purpose)
     if wanted.since:
-        conditions.append(t.recorded_at >= wanted.since)
+        conditions.append(t.recorded_at >= utc_bound(wanted.since))
     if wanted.until:
-        conditions.append(t.recorded_at < wanted.until)
+        conditions.append(t.recorded_at < utc_bound(wanted.until))
     return conditions
 
 
@@ -96,7 +138,8 @@ def list_entries(engine: Engine, scope: EntryScope, wanted: EntryFilter, *, afte
              .order_by(t.log_index).limit(limit + 1))
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    entries = [ReviewedEntry(int(row.log_index), row.recorded_at, json.loads(row.canonical)) for row in rows[:limit]]
+    entries = [ReviewedEntry(int(row.log_index), utc(row.recorded_at), json.loads(row.canonical))
+               for row in rows[:limit]]
     return Page(entries, entries[-1].index if len(rows) > limit else None)
 
 
@@ -132,7 +175,8 @@ def statistics(engine: Engine, scope: EntryScope, wanted: EntryFilter) -> list[S
     counts: dict[tuple[str, str, str, str], dict[str, int]] = {}
     with engine.connect() as connection:
         for row in connection.execute(query):
-            key = (row.partnership or "", row.purpose or "", row.requester_org or "", row.recorded_at.strftime("%Y-%m"))
+            key = (row.partnership or "", row.purpose or "", row.requester_org or "",
+                   utc(row.recorded_at).strftime("%Y-%m"))
             group = counts.setdefault(key, dict.fromkeys(("requests", "allows", "narrowings", "denials",
                                                           "escalations", "refusals"), 0))
             if row.event_type == "exchange.requested":
@@ -156,5 +200,5 @@ def subject_disclosures(engine: Engine, partnerships: frozenset[str], subject: s
                     t.event_type == "disclosure", t.partnership.in_(sorted(partnerships)))
              .order_by(t.log_index))
     with engine.connect() as connection:
-        return [ReviewedEntry(int(r.log_index), r.recorded_at, json.loads(r.canonical))
+        return [ReviewedEntry(int(r.log_index), utc(r.recorded_at), json.loads(r.canonical))
                 for r in connection.execute(query)]

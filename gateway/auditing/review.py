@@ -136,14 +136,12 @@ class AnomalyView(BaseModel):
             responses={403: {"description": "Not a privacy officer"}})
 async def anomalies(day: date | None = None, principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                     container: Container = Depends(get_container)) -> list[AnomalyView]:
-    """Each new flag is also written to the log as an ``anomaly.flagged`` entry (once per actor, day, metric)."""
+    """Flags computed only from decisions the officer may review (the entries' own scope: their
+    organisation's actors, or the partnerships they coordinate). Each new flag is also written to the log as
+    an ``anomaly.flagged`` entry (once per actor, day, metric)."""
     scope = scope_of(principal, container)
-    register = register_service(container).current()
-    organisations = set(scope.organisations)
-    for pid in scope.partnerships:
-        organisations |= {p.organisation for p in register.partnerships[pid].participants}
     the_day = day or container.clock.now().date()
-    flags = await run_in_threadpool(flags_for_day, container.engine, the_day, 14, frozenset(organisations))
+    flags = await run_in_threadpool(flags_for_day, container.engine, the_day, scope)
     await _record_new_flags(container, flags)
     return [AnomalyView(**asdict(flag)) for flag in flags]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
-from audit.anomaly import Activity, detect
+from audit.anomaly import Activity, baseline, detect
 
 DAY = date(2026, 11, 25)
 NORMAL = [Activity(decisions=10, denials=1, out_of_hours=0) for _ in range(7)]
@@ -27,3 +27,10 @@ def test_denial_rate_and_out_of_hours_jumps_are_flagged() -> None:
 def test_too_little_history_or_volume_flags_nothing() -> None:
     assert detect("a", "o", DAY, Activity(100, 90, 90), NORMAL[:2]) == []
     assert detect("a", "o", DAY, Activity(5, 5, 5), NORMAL) == []
+
+
+def test_baseline_runs_from_the_first_active_day_with_quiet_days_as_zero() -> None:
+    busy = Activity(decisions=10)
+    per_day = {DAY - timedelta(days=5): busy, DAY - timedelta(days=2): busy, DAY: Activity(decisions=99)}
+    assert baseline(per_day, DAY) == [busy, Activity(), Activity(), busy, Activity()]
+    assert baseline({DAY: busy}, DAY) == []

@@ -1,0 +1,152 @@
+"""The review API (/v1/audit/entries, /statistics, /anomalies) on SQLite and on a PostgreSQL server whose
+time zone is not UTC: time bounds with offsets, UTC months and days, and anomaly flags kept to the
+officer's scope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from audit.events import AuditEvent, Decision, EventType, ProcessingActivity, Requester
+from gateway.app import create_app
+from gateway.clock import FixedClock
+from gateway.container import Container, build_container
+from gateway.settings import Settings
+from tests.audit_support import span_id, trace_id
+from tests.auth_helpers import bearer, person_token
+
+RIEC = "riec-amsterdam-amstelland"
+
+
+@pytest.fixture
+def review(db_url: str, tmp_path: Path, clock: FixedClock,
+           request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, Container]]:
+    """The app on each database; PostgreSQL's sessions default to Europe/Amsterdam, as a Dutch server's may."""
+    if db_url.startswith("postgresql"):
+        admin: str = request.getfixturevalue("postgres_admin_url")
+        name = db_url.rsplit("/", 1)[1]
+        with psycopg.connect(admin.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as server:
+            server.execute(f"ALTER DATABASE \"{name}\" SET timezone TO 'Europe/Amsterdam'")  # generated name
+    container = build_container(Settings(data_dir=tmp_path, database_url=db_url, log_json=True), clock)
+    with TestClient(create_app(container=container)) as client:
+        yield client, container
+    container.close()
+
+
+_numbers = iter(range(1, 10**6))
+
+
+def _decide(container: Container, count: int, org: str, system: str, partnership: str = RIEC,
+            decision: Decision = Decision.ALLOW) -> None:
+    container.services["audit"].log.append([
+        AuditEvent(event_type=EventType.POLICY_DECIDED, trace_id=trace_id(n), span_id=span_id(n),
+                   processing_activity=ProcessingActivity(partnership=partnership, purpose="bibob-integrity-check"),
+                   requester=Requester(org=org, system=system), holder="kvk", decision=decision)
+        for n in (next(_numbers) for _ in range(count))])
+
+
+def _officer(client: TestClient, container: Container, organisation: str, role: str = "privacy-officer") -> dict[
+        str, str]:
+    return bearer(person_token(client, container, f"po-{organisation}", organisation, [role]))
+
+
+def test_time_bounds_are_read_in_utc_whatever_their_offset(review: tuple[TestClient, Container]) -> None:
+    client, container = review
+    _decide(container, 1, "gemeente-amsterdam", "gemeente-amsterdam-vth")  # at the clock: 2026-11-25T10:00Z
+    officer = _officer(client, container, "gemeente-amsterdam")
+
+    def listed(**bounds: str) -> int:
+        response = client.get("/v1/audit/entries", params={"event_type": "policy.decided", **bounds}, headers=officer)
+        assert response.status_code == 200, response.text
+        return len(response.json()["entries"])
+
+    def counted(**bounds: str) -> int:
+        response = client.get("/v1/audit/statistics", params=bounds, headers=officer)
+        assert response.status_code == 200, response.text
+        return sum(row["allows"] for row in response.json())
+
+    assert listed(since="2026-11-25T10:30:00+01:00") == 1  # 09:30Z
+    assert listed(since="2026-11-25T11:30:00+01:00") == 0  # 10:30Z
+    assert listed(until="2026-11-25T10:30:00+01:00") == 0
+    assert listed(until="2026-11-25T06:30:00-04:00") == 1  # 10:30Z
+    assert listed(since="2026-11-25T09:30:00") == 1  # naive: UTC, not the database server's zone
+    assert listed(since="2026-11-25T10:30:00") == 0
+    assert counted(since="2026-11-25T10:30:00+01:00") == 1
+    assert counted(until="2026-11-25T10:30:00+01:00") == 0
+    # Bounds with no UTC equivalent lie beyond every entry; they are not an overflow (500).
+    assert listed(since="9999-12-31T23:59:59-14:00") == 0
+    assert listed(until="0001-01-01T00:00:00+14:00") == 0
+    assert counted(since="0001-01-01T00:00:00+14:00") == 1
+
+
+def test_months_and_days_are_utc_on_any_server(review: tuple[TestClient, Container], clock: FixedClock) -> None:
+    """Late on 30 November UTC is 1 December in Amsterdam; the figures and flags still say 30 November."""
+    client, container = review
+    late = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
+    for days_ago in (3, 2, 1):
+        clock.set(late - timedelta(days=days_ago))
+        _decide(container, 10, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    clock.set(late)
+    _decide(container, 40, "gemeente-amsterdam", "gemeente-amsterdam-vth", decision=Decision.DENY)
+    officer = _officer(client, container, "gemeente-amsterdam")
+    months = client.get("/v1/audit/statistics", headers=officer).json()
+    assert {(row["month"], row["allows"], row["denials"]) for row in months} == {("2026-11", 30, 40)}
+    flags = client.get("/v1/audit/anomalies", params={"day": "2026-11-30"}, headers=officer).json()
+    assert {(f["metric"], f["day"], f["observed"]) for f in flags} == {
+        ("volume", "2026-11-30", "40"), ("denial-rate", "2026-11-30", "1.00")}
+    assert client.get("/v1/audit/anomalies", params={"day": "2026-12-01"}, headers=officer).json() == []
+
+
+def test_coordinating_officer_flags_come_only_from_the_coordinated_partnership(
+        review: tuple[TestClient, Container], clock: FixedClock) -> None:
+    """riec-aa coordinates the RIEC partnership, not fec; politie takes part in both."""
+    client, container = review
+    today = clock.now()
+    for days_ago in (3, 2, 1):
+        clock.set(today - timedelta(days=days_ago))
+        _decide(container, 1, "politie", "politie-fec-desk", "fec")
+        _decide(container, 10, "politie", "politie-desk")
+        _decide(container, 10, "politie", "politie-riec-desk")
+    clock.set(today)
+    _decide(container, 20, "politie", "politie-fec-desk", "fec")  # a spike, but in fec
+    _decide(container, 12, "politie", "politie-desk")  # its usual volume in the RIEC partnership ...
+    _decide(container, 100, "politie", "politie-desk", "fec")  # ... and a lot in fec
+    _decide(container, 40, "politie", "politie-riec-desk")  # a spike in the RIEC partnership
+    coordinator = _officer(client, container, "riec-aa", "coordinating-privacy-officer")
+    assert client.get("/v1/audit/entries", params={"partnership": "fec"}, headers=coordinator).json()["entries"] == []
+    flags = client.get("/v1/audit/anomalies", headers=coordinator).json()
+    assert [(f["actor"], f["metric"], f["observed"]) for f in flags] == [("politie-riec-desk", "volume", "40")]
+    # politie's own officer sees all of politie's actors, in every partnership.
+    own = client.get("/v1/audit/anomalies", headers=_officer(client, container, "politie")).json()
+    assert {(f["actor"], f["metric"]) for f in own} == {
+        ("politie-desk", "volume"), ("politie-fec-desk", "volume"), ("politie-riec-desk", "volume")}
+
+
+def test_quiet_days_count_as_zero_in_the_baseline(review: tuple[TestClient, Container], clock: FixedClock) -> None:
+    client, container = review
+    today = clock.now()
+    for days_ago in (10, 9, 8):  # busy three days, then a quiet week
+        clock.set(today - timedelta(days=days_ago))
+        _decide(container, 10, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    clock.set(today - timedelta(days=1))  # first seen yesterday: too little history to judge
+    _decide(container, 10, "gemeente-amsterdam", "gemeente-amsterdam-bibob")
+    clock.set(today)
+    _decide(container, 25, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    _decide(container, 50, "gemeente-amsterdam", "gemeente-amsterdam-bibob")
+    flags = client.get("/v1/audit/anomalies", headers=_officer(client, container, "gemeente-amsterdam")).json()
+    assert [(f["actor"], f["metric"], f["baseline"]) for f in flags] == [
+        ("gemeente-amsterdam-vth", "volume", "3.0/day")]  # 30 decisions over 10 days
+
+
+@pytest.mark.parametrize("day", ["0001-01-01", "9999-12-31"])
+def test_anomalies_at_the_ends_of_the_calendar_are_answered(review: tuple[TestClient, Container], day: str) -> None:
+    client, container = review
+    response = client.get("/v1/audit/anomalies", params={"day": day},
+                          headers=_officer(client, container, "gemeente-amsterdam"))
+    assert response.status_code == 200, response.text
+    assert response.json() == []
