@@ -4,12 +4,28 @@ Public holidays counted (the national ones of the Algemene termijnenwet): New Ye
 Monday, King's Day (27 April; 26 April when the 27th is a Sunday), Liberation Day (5 May; the Algemene
 termijnenwet counts it every year), Ascension Day, Whit Monday, Christmas Day and Boxing Day. Saturdays and
 Sundays are never working days.
+
+Which day it is depends on where one stands: the gateway's clock is UTC, but a Dutch deadline runs by the
+Dutch calendar. Between midnight and 01:00 (02:00 in summer) Amsterdam is a day ahead of UTC, so "today" is
+always :func:`local_date` of the moment in the register's office-hours timezone, never ``now.date()``.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
+from zoneinfo import ZoneInfo
+
+OFFICE_TIMEZONE = "Europe/Amsterdam"
+"""The register's default office-hours timezone (``office_hours.timezone``): the calendar here is Dutch."""
+
+
+def local_date(moment: datetime, timezone: str = OFFICE_TIMEZONE) -> date:
+    """The calendar day ``moment`` falls on in ``timezone`` — the day working-day deadlines count from and
+    are judged against (a UTC date would open a case at 00:30 on a Monday on the Sunday before, a working
+    day early, and leave a case due yesterday not overdue until 01:00 or 02:00). Naive moments are UTC."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(ZoneInfo(timezone)).date()
 
 
 def easter_sunday(year: int) -> date:

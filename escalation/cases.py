@@ -21,7 +21,7 @@ import uuid6
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from escalation.calendar import add_working_days
+from escalation.calendar import OFFICE_TIMEZONE, add_working_days, local_date
 from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State, new_case
 from escalation.tables import escalation_cases, escalation_events
 
@@ -121,8 +121,10 @@ def open_case(session: Session, *, partnership: str, purpose: str, requester_org
               trigger: str, register_version: str, policy_reasons: list[str], deadlines: Deadlines,
               now: datetime, exchange_id: str | None = None, request_fingerprint: str | None = None,
               opened_by: Actor | None = None, motivation: str | None = None,
-              requested_categories: list[str] | None = None, case_id: str | None = None) -> Case:
-    """A new case at tier 1; ``deadlines`` gives tier -> working days (from the register).
+              requested_categories: list[str] | None = None, case_id: str | None = None,
+              timezone: str = OFFICE_TIMEZONE) -> Case:
+    """A new case at tier 1; ``deadlines`` gives tier -> working days (from the register), counted from the
+    day ``now`` is in ``timezone`` (the register's office hours: a Dutch deadline runs by the Dutch date).
 
     ``opened_by`` is None when the gateway opens the case itself (policy escalated, holder refused)."""
     state = new_case()
@@ -131,8 +133,8 @@ def open_case(session: Session, *, partnership: str, purpose: str, requester_org
         id=case_id, exchange_id=exchange_id, request_fingerprint=request_fingerprint, partnership=partnership,
         purpose=purpose, requester_org=requester_org, holder_org=holder_org, trigger=trigger,
         state=state.state.value, tier=state.tier, version=state.version,
-        deadline=add_working_days(now.date(), _deadlines(deadlines, partnership)[state.tier]), opened_at=now,
-        updated_at=now, register_version=register_version, policy_reasons=policy_reasons, decision=None,
+        deadline=add_working_days(local_date(now, timezone), _deadlines(deadlines, partnership)[state.tier]),
+        opened_at=now, updated_at=now, register_version=register_version, policy_reasons=policy_reasons, decision=None,
         legal_gap=False, opened_by_org=opened_by.organisation if opened_by else None,
         opened_by=opened_by.user if opened_by else None, requested_categories=sorted(requested_categories or []),
         votes=[]))
@@ -143,8 +145,10 @@ def open_case(session: Session, *, partnership: str, purpose: str, requester_org
 
 def act(session: Session, case_id: str, expected_version: int, action: Action, actor: Actor | None, *,
         now: datetime, deadlines: Deadlines, motivation: str | None = None,
-        decision: dict[str, Any] | None = None) -> Case:
-    """Apply ``action`` if the case is still at ``expected_version``; raise otherwise (nothing changes)."""
+        decision: dict[str, Any] | None = None, timezone: str = OFFICE_TIMEZONE) -> Case:
+    """Apply ``action`` if the case is still at ``expected_version``; raise otherwise (nothing changes).
+
+    A new tier's deadline counts from the day ``now`` is in ``timezone`` (the register's office hours)."""
     case = get_case(session, case_id)
     if case.version != expected_version:
         raise ConcurrentUpdate(f"case `{case_id}` is at version {case.version}, not {expected_version}")
@@ -152,7 +156,8 @@ def act(session: Session, case_id: str, expected_version: int, action: Action, a
     values: dict[str, Any] = {"state": after.state.value, "tier": after.tier, "version": after.version,
                               "updated_at": now}
     if after.tier != case.tier:  # a new tier gets its own deadline
-        values["deadline"] = add_working_days(now.date(), _deadlines(deadlines, case.partnership)[after.tier])
+        values["deadline"] = add_working_days(local_date(now, timezone),
+                                              _deadlines(deadlines, case.partnership)[after.tier])
         values["votes"] = []  # votes of a lower tier do not count at the next
     if decision is not None:
         values["decision"] = decision
@@ -258,8 +263,10 @@ def mark_legal_gap(session: Session, case_id: str) -> None:
     session.execute(update(escalation_cases).where(escalation_cases.c.id == case_id).values(legal_gap=True))
 
 
-def escalate_overdue(session: Session, today: date, now: datetime, deadlines: Deadlines) -> list[Case]:
-    """Every case past its deadline goes one tier up (the scheduler calls this; the clock is injected)."""
+def escalate_overdue(session: Session, today: date, now: datetime, deadlines: Deadlines,
+                     timezone: str = OFFICE_TIMEZONE) -> list[Case]:
+    """Every case past its deadline goes one tier up (the scheduler calls this; the clock is injected).
+    ``today`` is the day in ``timezone`` (see :func:`escalation.calendar.local_date`)."""
     rows = session.execute(select(escalation_cases.c.id, escalation_cases.c.version, escalation_cases.c.tier)
                            .where(escalation_cases.c.state.in_([State.OPEN.value, State.IN_REVIEW.value,
                                                                 State.ESCALATED.value]),
@@ -270,7 +277,7 @@ def escalate_overdue(session: Session, today: date, now: datetime, deadlines: De
             continue
         try:
             moved.append(act(session, row.id, row.version, Action.DEADLINE_MISSED, None, now=now,
-                             deadlines=deadlines, motivation="deadline missed"))
+                             deadlines=deadlines, motivation="deadline missed", timezone=timezone))
         except (ConcurrentUpdate, InvalidTransition):
             continue  # someone acted on it meanwhile; the next run looks again
     return moved

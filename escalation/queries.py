@@ -82,6 +82,15 @@ def list_cases(session: Session, scope: CaseScope, filters: CaseFilter, *, limit
     return [case_from_row(row) for row in session.execute(query).all()]
 
 
+def visible_case_ids(session: Session, scope: CaseScope, case_ids: set[str]) -> set[str]:
+    """Those of ``case_ids`` that ``scope`` may see: whatever lists case ids next to other things (the
+    register of legal gaps) shows only these, or it tells a reader about cases that are 404 to it."""
+    if not case_ids:
+        return set()
+    query = select(escalation_cases.c.id).where(scope.clause(), escalation_cases.c.id.in_(sorted(case_ids)))
+    return {row.id for row in session.execute(query)}
+
+
 def metrics(session: Session, scope: CaseScope, today: date) -> dict[str, Any]:
     """Time to decision per tier (hours: mean, median, max) and open cases past their deadline.
 

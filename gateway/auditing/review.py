@@ -7,7 +7,6 @@ Other roles and partner systems see nothing here.
 
 from __future__ import annotations
 
-import csv
 import io
 import secrets
 from dataclasses import asdict
@@ -31,6 +30,7 @@ from gateway.container import Container
 from gateway.deps import get_container
 from gateway.errors import Forbidden
 from gateway.register.setup import register_service
+from gateway.spreadsheets import SpreadsheetWriter
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -101,9 +101,10 @@ async def statistics_report(partnership: str | None = None, purpose: str | None 
     if format == "json":
         return views
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(StatisticView.model_fields))
-    writer.writeheader()
-    writer.writerows(view.model_dump() for view in views)
+    fields = list(StatisticView.model_fields)
+    writer = SpreadsheetWriter(buffer, lineterminator="\r\n")  # no formulas from partnership or purpose names
+    writer.writerow(fields)
+    writer.writerows([view.model_dump()[f] for f in fields] for view in views)
     return PlainTextResponse(buffer.getvalue(), media_type="text/csv",
                              headers={"Content-Disposition": 'attachment; filename="wgs-statistics.csv"'})
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import date
@@ -86,7 +87,8 @@ def _worker(page: Page) -> tuple[Principal, EscalationService]:
 
 
 def _today(service: EscalationService) -> date:
-    return service.clock.now().date()
+    """The register's day (Europe/Amsterdam), as the service judges deadlines — not the UTC clock's date."""
+    return service.today()
 
 
 def _countdown(case: CaseView, today: date) -> views.Countdown:
@@ -114,9 +116,15 @@ def _invalid(page: Page, form: str, exc: ValidationError) -> FormError:
     return FormError(form, " ".join(messages), fields[0] if fields else None)
 
 
+_VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only; a case's version never needs more than nine
+
+
 def _version(value: str) -> int:
-    """The hidden ``expected_version``; a missing or mangled one counts as stale (the model refuses 0)."""
-    return int(value) if value.isdigit() else 0
+    """The hidden ``expected_version``; a missing or mangled one counts as stale (the model refuses 0).
+
+    Not ``str.isdigit``: it accepts "²" and other digits ``int`` refuses, and ``int`` refuses more than 4300
+    digits too — either would be a 500 instead of the form's "someone changed this" answer."""
+    return int(value) if _VERSION.fullmatch(value) else 0
 
 
 def _redirect(page: Page, target: str) -> Response:

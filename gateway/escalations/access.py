@@ -65,10 +65,16 @@ def may_decide(principal: Principal, case: Case, register: Register) -> bool:
 
 
 def may_withdraw(principal: Principal, case: Case) -> bool:
-    """The organisation that opened the case may drop it (for the gateway's own cases: the requester)."""
+    """The organisation that opened the case may drop it (for the gateway's own cases: the requester).
+
+    A holder's objection is made by the holder's privacy officer — its partner systems are refused opening
+    one — so only the holder's people who work cases withdraw it: a system may not drop what it could not
+    have made. The requester's system may withdraw the cases of its own requests (to re-run instead)."""
     owners = {case.opened_by_org} if case.opened_by_org else {case.requester_org}  # a holder's objection is
     # the holder's to withdraw, not the requester's whose disclosure it contests
-    return principal.organisation in owners and (is_worker(principal) or principal.kind == "system")
+    if principal.organisation not in owners:
+        return False
+    return is_worker(principal) or (principal.kind == "system" and case.trigger != "holder-objection")
 
 
 def may_manage_gaps(principal: Principal, partnership_id: str, register: Register) -> bool:

@@ -4,7 +4,6 @@ scheduler) and for preparing the steering group's agenda."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import sys
 
 import typer
@@ -15,6 +14,7 @@ from escalation.legal_gaps import GapStatus, list_gaps
 from escalation.queries import CaseFilter, CaseScope, list_cases
 from gateway.db.engine import make_engine, make_session_factory, transaction
 from gateway.settings import Settings
+from gateway.spreadsheets import SpreadsheetWriter
 
 escalations_app = typer.Typer(help="The escalation workflow.", no_args_is_help=True)
 out = Console()
@@ -47,13 +47,20 @@ def scan() -> None:
 @escalations_app.command("list")
 def list_command(overdue: bool = typer.Option(False, help="Only active cases past their deadline."),
                  partnership: str | None = typer.Option(None)) -> None:
-    """Every case (operators see all), oldest first."""
-    from datetime import date
+    """Every case (operators see all), oldest first; ``--overdue`` judges by today's date in the register's
+    office-hours timezone, as the gateway does (not the machine's, nor UTC)."""
+    from datetime import UTC, datetime
 
-    engine = make_engine(Settings().effective_database_url)
+    from escalation.calendar import local_date
+    from gateway.register.loader import load_register
+
+    settings = Settings()
+    today = (local_date(datetime.now(UTC), load_register(settings.register_file)[0].office_hours.timezone)
+             if overdue else None)
+    engine = make_engine(settings.effective_database_url)
     with transaction(make_session_factory(engine)) as session:
         cases = list_cases(session, CaseScope(everything=True),
-                           CaseFilter(partnership=partnership, overdue_on=date.today() if overdue else None),
+                           CaseFilter(partnership=partnership, overdue_on=today),
                            limit=10_000)
     engine.dispose()
     table = Table("case", "partnership", "requester", "holder", "trigger", "state", "tier", "deadline")
@@ -70,7 +77,7 @@ def gaps(status: GapStatus | None = typer.Option(None), partnership: str | None 
     with transaction(make_session_factory(engine)) as session:
         found = list_gaps(session, partnerships={partnership} if partnership else None, status=status)
     engine.dispose()
-    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer = SpreadsheetWriter(sys.stdout)  # titles and descriptions are partners' free text: no formulas
     writer.writerow(["id", "partnership", "status", "title", "description", "cases"])
     for gap in found:
         writer.writerow([gap.id, gap.partnership, gap.status.value, gap.title, gap.description,

@@ -75,7 +75,7 @@ async def list_cases(partnership: str | None = None, state: str | None = None,
     service = escalation_service(container)
     filters = CaseFilter(partnership=partnership, state=state, tier=tier, trigger=trigger,
                          organisation=organisation, legal_gap=legal_gap,
-                         overdue_on=service.clock.now().date() if overdue else None)
+                         overdue_on=service.today() if overdue else None)
     return await service.cases(principal, filters, limit=limit, after=cursor)
 
 
@@ -159,7 +159,7 @@ async def export_gaps(partnership: str | None = None, status: _GAP_STATUS | None
                       container: Container = Depends(get_container)) -> Response:
     service = escalation_service(container)
     body = await service.gaps_csv(principal, partnership=partnership, status=status)
-    name = f"legal-gaps-{service.clock.now().date().isoformat()}.csv"
+    name = f"legal-gaps-{service.today().isoformat()}.csv"
     return Response(body, media_type="text/csv",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

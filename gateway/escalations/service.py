@@ -12,12 +12,11 @@ refuses, and turns an allow decision into a ``RerunGrant`` for the requester's r
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import io
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -31,7 +30,7 @@ from connectors.holder_auth import DECISION_TYPE
 from escalation import cases as case_store
 from escalation import comments as comment_store
 from escalation import legal_gaps as gap_store
-from escalation.calendar import add_working_days
+from escalation.calendar import add_working_days, local_date
 from escalation.cases import (
     Actor,
     Case,
@@ -41,7 +40,7 @@ from escalation.cases import (
     FourEyesViolation,
     MotivationRequired,
 )
-from escalation.queries import CaseFilter, CaseScope, list_cases, metrics
+from escalation.queries import CaseFilter, CaseScope, list_cases, metrics, visible_case_ids
 from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State
 from gateway.auth.principal import Principal
 from gateway.auth.tokens import AccessTokenService
@@ -71,6 +70,7 @@ from gateway.exchange import repository as exchanges
 from gateway.exchange.service import RerunGrant, Trace
 from gateway.policy.model import EscalationDecisionInput
 from gateway.register.model import Register
+from gateway.spreadsheets import SpreadsheetWriter
 
 log = structlog.get_logger("gateway.escalations")
 T = TypeVar("T")
@@ -213,7 +213,7 @@ class EscalationService:
         return CaseView(
             id=case.id, partnership=case.partnership, purpose=case.purpose, requester_org=case.requester_org,
             holder_org=case.holder_org, trigger=case.trigger, state=case.state.value, tier=case.tier,
-            version=case.version, deadline=case.deadline, overdue=case.active and case.deadline < self._today(),
+            version=case.version, deadline=case.deadline, overdue=case.active and case.deadline < self.today(),
             opened_at=as_utc(case.opened_at) if case.opened_at else None,
             updated_at=as_utc(case.updated_at) if case.updated_at else None, exchange_id=case.exchange_id,
             register_version=case.register_version, policy_reasons=case.policy_reasons,
@@ -224,8 +224,18 @@ class EscalationService:
             may_decide=case.active and access.may_decide(principal, case, self.register)
             and principal.organisation != case.requester_org)
 
-    def _today(self) -> date:
-        return self.clock.now().date()
+    @property
+    def timezone(self) -> str:
+        """The register's office-hours timezone: working-day deadlines run by the calendar there."""
+        return self.register.office_hours.timezone
+
+    def day_of(self, moment: datetime) -> date:
+        """The day ``moment`` is in the register's timezone (the clock is UTC; a Dutch deadline is not)."""
+        return local_date(moment, self.timezone)
+
+    def today(self) -> date:
+        """The day every deadline and overdue judgement starts from: API, console, scheduler and CLI alike."""
+        return self.day_of(self.clock.now())
 
     # -- opening -------------------------------------------------------------------------------
     async def open_for_outcome(self, principal: Principal, body: ExchangeRequest, exchange_id: str,
@@ -237,14 +247,15 @@ class EscalationService:
         reasons = [r.code for r in target.reasons]
         requested = self._requested(body, target)
         draft = Case(case_id, body.partnership, body.purpose, principal.organisation, target.holder, trigger,
-                     State.OPEN, 1, 0, add_working_days(now.date(), self.deadlines(body.partnership)[1]), None,
+                     State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(body.partnership)[1]), None,
                      reasons, exchange_id, request_fingerprint, self.register.version)
         await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace)])
         case = await self._db(lambda s: case_store.open_case(
             s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
             holder_org=target.holder, trigger=trigger, register_version=self.register.version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
-            request_fingerprint=request_fingerprint, requested_categories=requested, case_id=case_id))
+            request_fingerprint=request_fingerprint, requested_categories=requested, case_id=case_id,
+            timezone=self.timezone))
         log.info("escalation_opened", case_id=case.id, trigger=trigger, holder=target.holder)
         self._notify(case)
         return case.id
@@ -289,7 +300,7 @@ class EscalationService:
         requested = self._objected(stored.partnership, stored.purpose, body, target)
         reasons = [r["code"] for r in target.get("reasons", [])]
         draft = Case(case_id, stored.partnership, stored.purpose, stored.requester_org, body.holder, trigger,
-                     State.OPEN, 1, 0, add_working_days(now.date(), self.deadlines(stored.partnership)[1]), None,
+                     State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(stored.partnership)[1]), None,
                      reasons, stored.id, stored.request_sha256, stored.register_version)
         await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace,
                                         motivation=body.motivation)])
@@ -298,7 +309,7 @@ class EscalationService:
             holder_org=body.holder, trigger=trigger, register_version=stored.register_version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=stored.id,
             request_fingerprint=stored.request_sha256, opened_by=_actor(principal), motivation=body.motivation,
-            requested_categories=requested, case_id=case_id))
+            requested_categories=requested, case_id=case_id, timezone=self.timezone))
         self._notify(case)
         return await self.detail(principal, case.id)
 
@@ -353,7 +364,7 @@ class EscalationService:
 
     async def metrics(self, principal: Principal) -> dict[str, Any]:
         scope = access.case_scope(principal, self.register)
-        return await self._db(lambda s: metrics(s, scope, self._today()))
+        return await self._db(lambda s: metrics(s, scope, self.today()))
 
     # -- working a case ------------------------------------------------------------------------
     async def comment(self, principal: Principal, case_id: str, body: Comment, trace: Trace) -> CaseDetail:
@@ -440,7 +451,7 @@ class EscalationService:
                                          deadlines=self.deadlines).version
             if body.outcome == "refer-up":
                 return case_store.act(session, case_id, version, Action.REFER_UP, _actor(principal), now=now,
-                                      deadlines=self.deadlines, motivation=body.motivation)
+                                      deadlines=self.deadlines, motivation=body.motivation, timezone=self.timezone)
             found = partnership(case.partnership)
             decided = case_store.vote(
                 session, case_id, version, _actor(principal), body.motivation, outcome=body.outcome,
@@ -472,7 +483,7 @@ class EscalationService:
     async def escalate_overdue(self) -> list[Case]:
         """The scheduler's job: every active case past its deadline goes one tier up (at tier 3 it stays and
         shows as overdue in the metrics). Logged per case, like any other step."""
-        today = self._today()
+        today = self.today()
         overdue = await self._db(lambda s: [c for c in list_cases(
             s, CaseScope(everything=True), CaseFilter(overdue_on=today), limit=100_000) if c.tier < MAX_TIER])
         moved = []
@@ -494,7 +505,7 @@ class EscalationService:
     def _apply_missed(self, case: Case) -> Callable[[Session], Case]:
         return lambda session: case_store.act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
                                               now=self.clock.now(), deadlines=self.deadlines,
-                                              motivation="deadline missed")
+                                              motivation="deadline missed", timezone=self.timezone)
 
     # -- re-running a decided request ----------------------------------------------------------
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant:
@@ -545,6 +556,17 @@ class EscalationService:
                             updated_at=as_utc(gap.updated_at), created_by_org=gap.created_by_org, note=gap.note,
                             case_ids=gap.case_ids)
 
+    def _gap_views(self, principal: Principal, session: Session, found: list[gap_store.LegalGap]) -> list[LegalGapView]:
+        """The gaps as ``principal`` may read them: each names only the linked cases it may see. A gap is
+        read by the whole partnership, its cases are not — a case id the reader gets 404 for must not be
+        learnt here (that a case exists, and when it was opened: the id is a UUIDv7)."""
+        seen = visible_case_ids(session, access.case_scope(principal, self.register),
+                                {i for gap in found for i in gap.case_ids})
+        return [self._gap_view(replace(gap, case_ids=[i for i in gap.case_ids if i in seen])) for gap in found]
+
+    async def _scoped_gap(self, principal: Principal, gap: gap_store.LegalGap) -> LegalGapView:
+        return (await self._db(lambda s: self._gap_views(principal, s, [gap])))[0]
+
     async def flag_gap(self, principal: Principal, case_id: str, body: FlagLegalGap, trace: Trace) -> LegalGapView:
         if not access.is_worker(principal):
             raise Forbidden("legal gaps are flagged by privacy officers and administrators")
@@ -567,21 +589,24 @@ class EscalationService:
         except GatewayError as exc:
             await self._not_applied(case, "legal_gap_flagged", exc, principal, trace)
             raise
-        return self._gap_view(gap)
+        return await self._scoped_gap(principal, gap)
 
     async def gaps(self, principal: Principal, *, partnership: str | None, status: str | None) -> list[LegalGapView]:
         visible = access.gap_partnerships(principal, self.register)
         if partnership:
             visible &= {partnership}
         wanted = gap_store.GapStatus(status) if status else None
-        found = await self._db(lambda s: gap_store.list_gaps(s, partnerships=visible, status=wanted))
-        return [self._gap_view(g) for g in found]
+        return await self._db(lambda s: self._gap_views(
+            principal, s, gap_store.list_gaps(s, partnerships=visible, status=wanted)))
 
     async def gap(self, principal: Principal, gap_id: str) -> LegalGapView:
-        gap = await self._db(lambda s: gap_store.get_gap(s, gap_id))
-        if gap.partnership not in access.gap_partnerships(principal, self.register):
-            raise NotFound(f"no legal gap `{gap_id}`")
-        return self._gap_view(gap)
+        def read(session: Session) -> LegalGapView:
+            gap = gap_store.get_gap(session, gap_id)
+            if gap.partnership not in access.gap_partnerships(principal, self.register):
+                raise gap_store.GapNotFound(f"no legal gap `{gap_id}`")
+            return self._gap_views(principal, session, [gap])[0]
+
+        return await self._db(read)
 
     async def change_gap(self, principal: Principal, gap_id: str, body: GapStatusChange,
                          trace: Trace) -> LegalGapView:
@@ -609,12 +634,13 @@ class EscalationService:
         except GatewayError:
             await self._record([entry(not_applied="conflict")])
             raise
-        return self._gap_view(gap)
+        return await self._scoped_gap(principal, gap)
 
     async def gaps_csv(self, principal: Principal, *, partnership: str | None, status: str | None) -> str:
-        """The register of legal gaps for the steering group's agenda."""
+        """The register of legal gaps for the steering group's agenda: the cases the reader may see, and no
+        cell a spreadsheet would run as a formula (titles and descriptions are partners' free text)."""
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+        writer = SpreadsheetWriter(out)
         writer.writerow(["id", "partnership", "status", "title", "description", "cases", "created_at",
                          "updated_at", "created_by_org", "note"])
         for gap in await self.gaps(principal, partnership=partnership, status=status):

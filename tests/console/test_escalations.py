@@ -436,6 +436,44 @@ def test_legal_gaps_flag_status_changes_export_and_scoping(console: TestClient, 
     assert gap_id not in console.get("/console/legal-gaps.csv").text
 
 
+def test_the_gap_pages_name_only_cases_the_reader_may_see(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    flagged = console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": token, "title": "=1+1 no basis for intelligence", "description": "@The WGS is silent."})
+    gap_link = re.search(r'href="/console/legal-gaps/([^"]+)">=1\+1 no basis', flagged.text)
+    assert gap_link
+    gap_id = gap_link.group(1)
+    assert case_id in console.get(f"/console/legal-gaps/{gap_id}").text  # a party sees its case
+
+    sign_in(console, "po-om")  # a RIEC participant deciding at tier 3: reads the gap, not the tier-1 case
+    assert console.get(f"/console/escalations/{case_id}").status_code == 404
+    for path in ("/console/legal-gaps", f"/console/legal-gaps/{gap_id}", "/console/legal-gaps.csv"):
+        shown = console.get(path)
+        assert shown.status_code == 200
+        assert gap_id in shown.text, path
+        assert case_id not in shown.text, path
+    rows = list(csv.DictReader(io.StringIO(console.get("/console/legal-gaps.csv").text)))
+    assert [(r["title"], r["description"], r["cases"]) for r in rows if r["id"] == gap_id] == [
+        ("'=1+1 no basis for intelligence", "'@The WGS is silent.", "")]
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661", "9" * 5000])  # superscript two, Arabic-Indic one, too long
+@pytest.mark.parametrize("form", ["review", "decision", "withdraw"])
+def test_a_mangled_expected_version_is_a_stale_form_not_a_500(console: TestClient, container: Container,
+                                                               value: str, form: str) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie" if form != "withdraw" else "po-gemeente")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    response = console.post(f"/console/escalations/{case_id}/{form}", data={
+        "csrf_token": token, "expected_version": value, "outcome": "deny",
+        "motivation": "A long enough motivation for the form."}, follow_redirects=False)
+    assert response.status_code == 422, response.text
+    assert f'id="{form}-error"' in response.text
+    assert version_of(container, case_id) == 1  # nothing happened
+
+
 @pytest.mark.parametrize("language", ["nl", "en"])
 def test_escalation_pages_render_in_both_languages(console: TestClient, container: Container, language: str) -> None:
     case_id = open_riec_case(container)

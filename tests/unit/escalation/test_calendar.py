@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
-from escalation.calendar import add_working_days, easter_sunday, is_working_day, public_holidays
+from escalation.calendar import add_working_days, easter_sunday, is_working_day, local_date, public_holidays
 
 
 @pytest.mark.parametrize(("year", "easter"), [(2024, date(2024, 3, 31)), (2025, date(2025, 4, 20)),
@@ -35,3 +35,15 @@ def test_weekends_and_holidays_are_skipped() -> None:
     assert add_working_days(date(2026, 11, 25), 0) == date(2026, 11, 25)
     with pytest.raises(ValueError, match="negative"):
         add_working_days(date(2026, 11, 25), -1)
+
+
+@pytest.mark.parametrize(("moment", "day"), [
+    (datetime(2026, 11, 29, 22, 59, tzinfo=UTC), date(2026, 11, 29)),  # Sunday 23:59 in Amsterdam (CET)
+    (datetime(2026, 11, 29, 23, 0, tzinfo=UTC), date(2026, 11, 30)),  # Monday 00:00
+    (datetime(2026, 7, 5, 21, 59, tzinfo=UTC), date(2026, 7, 5)),  # Sunday 23:59 (CEST)
+    (datetime(2026, 7, 5, 22, 0, tzinfo=UTC), date(2026, 7, 6)),  # Monday 00:00: two hours ahead of UTC
+    (datetime(2026, 7, 5, 22, 0), date(2026, 7, 6)),  # naive: stored as UTC (SQLite)
+])
+def test_the_day_is_the_dutch_day_not_the_utc_day(moment: datetime, day: date) -> None:
+    assert local_date(moment) == day
+    assert local_date(moment, "UTC") == moment.date()  # the register may name another office timezone
