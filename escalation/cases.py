@@ -18,7 +18,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import uuid6
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from escalation.calendar import OFFICE_TIMEZONE, add_working_days, local_date
@@ -36,6 +37,14 @@ class CaseNotFound(EscalationError):
 
 class ConcurrentUpdate(EscalationError):
     """The case changed since the caller read it (optimistic lock lost)."""
+
+
+class CaseExists(ConcurrentUpdate):
+    """An active case about the same exchange and holder exists already (another was opened meanwhile)."""
+
+
+class DecisionInUse(ConcurrentUpdate):
+    """The allow decision is held by another re-run, or was used and its case closed."""
 
 
 class FourEyesViolation(EscalationError):
@@ -85,6 +94,8 @@ class Case:
     decision_id: str | None = None
     decided_at: datetime | None = None
     legal_gap: bool = False
+    rerun_claim: str | None = None
+    rerun_claimed_at: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -97,7 +108,7 @@ def case_from_row(row: Any) -> Case:
                 State(row.state), row.tier, row.version, row.deadline, row.decision, list(row.policy_reasons),
                 row.exchange_id, row.request_fingerprint, row.register_version, row.opened_at, row.updated_at,
                 row.opened_by_org, list(row.requested_categories or []), list(row.votes or []), row.decision_id,
-                row.decided_at, bool(row.legal_gap))
+                row.decided_at, bool(row.legal_gap), row.rerun_claim, row.rerun_claimed_at)
 
 
 def get_case(session: Session, case_id: str) -> Case:
@@ -129,15 +140,19 @@ def open_case(session: Session, *, partnership: str, purpose: str, requester_org
     ``opened_by`` is None when the gateway opens the case itself (policy escalated, holder refused)."""
     state = new_case()
     case_id = case_id or new_case_id()
-    session.execute(escalation_cases.insert().values(
-        id=case_id, exchange_id=exchange_id, request_fingerprint=request_fingerprint, partnership=partnership,
-        purpose=purpose, requester_org=requester_org, holder_org=holder_org, trigger=trigger,
-        state=state.state.value, tier=state.tier, version=state.version,
-        deadline=add_working_days(local_date(now, timezone), _deadlines(deadlines, partnership)[state.tier]),
-        opened_at=now, updated_at=now, register_version=register_version, policy_reasons=policy_reasons, decision=None,
-        legal_gap=False, opened_by_org=opened_by.organisation if opened_by else None,
-        opened_by=opened_by.user if opened_by else None, requested_categories=sorted(requested_categories or []),
-        votes=[]))
+    try:
+        session.execute(escalation_cases.insert().values(
+            id=case_id, exchange_id=exchange_id, request_fingerprint=request_fingerprint, partnership=partnership,
+            purpose=purpose, requester_org=requester_org, holder_org=holder_org, trigger=trigger,
+            state=state.state.value, tier=state.tier, version=state.version,
+            deadline=add_working_days(local_date(now, timezone), _deadlines(deadlines, partnership)[state.tier]),
+            opened_at=now, updated_at=now, register_version=register_version, policy_reasons=policy_reasons,
+            decision=None, legal_gap=False, opened_by_org=opened_by.organisation if opened_by else None,
+            opened_by=opened_by.user if opened_by else None, requested_categories=sorted(requested_categories or []),
+            votes=[]))
+    except IntegrityError as exc:  # the only constraint a fresh UUIDv7 can meet: one active case per pair
+        raise CaseExists(f"an active case about exchange `{exchange_id}` and holder `{holder_org}` exists "
+                         "already") from exc
     _event(session, case_id, now, "opened", opened_by.organisation if opened_by else None,
            opened_by.user if opened_by else None, state, motivation)
     return get_case(session, case_id)
@@ -256,6 +271,30 @@ def vote(session: Session, case_id: str, expected_version: int, voter: Actor, mo
     _event(session, case_id, now, "vote", voter.organisation, voter.user,
            CaseState(case.state, case.tier, case.version + 1), motivation)
     return get_case(session, case_id)
+
+
+def claim_decision(session: Session, case_id: str, claim: str, *, now: datetime, stale_before: datetime) -> Case:
+    """Reserve the case's decision for one re-run, atomically: of two re-runs at the same moment one gets it,
+    the other ``DecisionInUse`` (nothing changes). The case must be ``decided``; a claim taken before
+    ``stale_before`` belongs to a re-run that died and may be taken over. The version goes up, so a close
+    based on the case as it was before a take-over fails."""
+    result = session.execute(update(escalation_cases).where(
+        escalation_cases.c.id == case_id, escalation_cases.c.state == State.DECIDED.value,
+        or_(escalation_cases.c.rerun_claim.is_(None), escalation_cases.c.rerun_claimed_at < stale_before))
+        .values(rerun_claim=claim, rerun_claimed_at=now, version=escalation_cases.c.version + 1))
+    if getattr(result, "rowcount", 0) != 1:
+        raise DecisionInUse(f"the decision of case `{case_id}` is being used by another re-run, or was used")
+    return get_case(session, case_id)
+
+
+def release_decision(session: Session, case_id: str, claim: str) -> bool:
+    """Give the decision back after a re-run that did not apply it (the requester may re-run again); only
+    the re-run holding ``claim`` can, and only while the case is still ``decided``. Whether it was held."""
+    result = session.execute(update(escalation_cases).where(
+        escalation_cases.c.id == case_id, escalation_cases.c.state == State.DECIDED.value,
+        escalation_cases.c.rerun_claim == claim)
+        .values(rerun_claim=None, rerun_claimed_at=None, version=escalation_cases.c.version + 1))
+    return getattr(result, "rowcount", 0) == 1
 
 
 def mark_legal_gap(session: Session, case_id: str) -> None:

@@ -97,9 +97,13 @@ def flag_case(session: Session, case_id: str, *, organisation: str, now: datetim
             status=GapStatus.IDENTIFIED.value, version=1, created_at=now, updated_at=now,
             created_by_org=organisation, note=None))
     else:
-        gap = get_gap(session, gap_id)
-        if gap.partnership != case.partnership:
+        if get_gap(session, gap_id).partnership != case.partnership:
             raise GapNotFound(f"no legal gap `{gap_id}` in partnership `{case.partnership}`")
+        # The case row first: its write lock makes concurrent flags of this case wait for each other, so the
+        # link is looked for only once the other flag has committed (linking twice is then a no-op, not a
+        # primary-key violation).
+        mark_legal_gap(session, case_id)
+        gap = get_gap(session, gap_id)
         if case_id in gap.case_ids:
             return gap
     session.execute(legal_gap_cases.insert().values(gap_id=gap_id, case_id=case_id, linked_at=now))

@@ -6,7 +6,21 @@ gateway (DESIGN.md), and the convention must be identical for Alembic.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, Date, DateTime, ForeignKey, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s",
@@ -44,7 +58,18 @@ escalation_cases = Table(
     Column("votes", JSON, nullable=True),
     Column("decision_id", String(36), nullable=True, unique=True),
     Column("decided_at", DateTime(timezone=True), nullable=True),
+    # 0015: the re-run that holds the allow decision (a decision is used once; see cases.claim_decision)
+    Column("rerun_claim", String(36), nullable=True),
+    Column("rerun_claimed_at", DateTime(timezone=True), nullable=True),
 )
+
+ACTIVE_STATES_SQL = "state IN ('open', 'in_review', 'escalated')"
+"""The active states (``Case.active``) as SQL: at most one active case per exchange and holder, enforced by the
+database, so two objections at the same moment cannot both open one (a partial unique index; rows without
+an exchange never clash, NULLs being distinct)."""
+
+Index("uq_escalation_cases_active_exchange_holder", escalation_cases.c.exchange_id, escalation_cases.c.holder_org,
+      unique=True, sqlite_where=text(ACTIVE_STATES_SQL), postgresql_where=text(ACTIVE_STATES_SQL))
 
 escalation_events = Table(
     "escalation_events",

@@ -67,7 +67,7 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
-from gateway.exchange.service import RerunGrant, Trace
+from gateway.exchange.service import CLAIM_ABANDONED_AFTER, RerunGrant, Trace
 from gateway.policy.model import EscalationDecisionInput
 from gateway.register.model import Register
 from gateway.spreadsheets import SpreadsheetWriter
@@ -112,6 +112,7 @@ class EscalationService:
         self.tokens = tokens
         self.notifier = notifier
         self.valid_for = timedelta(days=decision_valid_days)
+        self._used_claims: set[str] = set()  # re-runs that applied their decision (until ``rerun_ended``)
 
     # -- plumbing ------------------------------------------------------------------------------
     def deadlines(self, partnership: str) -> dict[int, int]:
@@ -178,17 +179,23 @@ class EscalationService:
 
         case, steps = await self._db(predict)
         await self._record([self._event(case, s, principal, trace, motivation=motivation) for s in steps])
-        try:
-            changed = await self._db(apply)
-        except GatewayError as exc:
-            await self._not_applied(case, steps[-1].action, exc, principal, trace)
-            raise
+        changed = await self._applied(case, steps[-1].action, apply, principal, trace)
         self._notify(changed)
         return changed
 
-    async def _not_applied(self, case: Case, action: str, exc: GatewayError, principal: Principal | None,
+    async def _applied(self, case: Case, action: str, apply: Callable[[Session], T], principal: Principal | None,
+                       trace: Trace | None) -> T:
+        """Apply a step already logged; if it fails, for whatever reason, the log says it was not applied."""
+        try:
+            return await self._db(apply)
+        except Exception as exc:
+            await self._not_applied(case, action, exc, principal, trace)
+            raise
+
+    async def _not_applied(self, case: Case, action: str, exc: Exception, principal: Principal | None,
                            trace: Trace | None) -> None:
-        """A logged step was refused after all (a race, or a check only the database can make): say so."""
+        """A logged step was refused after all (a race, a check only the database can make, or a defect): say
+        so, naming the kind of failure only (an exception's text may name a person)."""
         reason = "conflict" if isinstance(exc, Conflict) else type(exc).__name__.lower()
         await self._record([self._event(case, _Step(action, extra={"not_applied": reason}), principal, trace,
                                         status="error")])
@@ -250,12 +257,13 @@ class EscalationService:
                      State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(body.partnership)[1]), None,
                      reasons, exchange_id, request_fingerprint, self.register.version)
         await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace)])
-        case = await self._db(lambda s: case_store.open_case(
+        case = await self._applied(draft, "opened", lambda s: case_store.open_case(
             s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
             holder_org=target.holder, trigger=trigger, register_version=self.register.version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
             request_fingerprint=request_fingerprint, requested_categories=requested, case_id=case_id,
-            timezone=self.timezone))
+            timezone=self.timezone),
+            principal, trace)
         log.info("escalation_opened", case_id=case.id, trigger=trigger, holder=target.holder)
         self._notify(case)
         return case.id
@@ -291,6 +299,7 @@ class EscalationService:
         if target["outcome"] not in _OBJECTIONS[trigger]:
             raise Unprocessable(f"a {trigger.replace('-', ' ')} is against "
                                 f"{' or '.join(sorted(_OBJECTIONS[trigger]))}, not `{target['outcome']}`")
+        # Checked here so that a plain repeat logs nothing; the database refuses the one that races this check.
         existing = await self._db(lambda s: list_cases(s, access.case_scope(principal, self.register),
                                                        CaseFilter(organisation=body.holder), limit=1000))
         if any(c.exchange_id == body.exchange_id and c.holder_org == body.holder and c.active for c in existing):
@@ -304,12 +313,13 @@ class EscalationService:
                      reasons, stored.id, stored.request_sha256, stored.register_version)
         await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace,
                                         motivation=body.motivation)])
-        case = await self._db(lambda s: case_store.open_case(
+        case = await self._applied(draft, "opened", lambda s: case_store.open_case(
             s, partnership=stored.partnership, purpose=stored.purpose, requester_org=stored.requester_org,
             holder_org=body.holder, trigger=trigger, register_version=stored.register_version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=stored.id,
             request_fingerprint=stored.request_sha256, opened_by=_actor(principal), motivation=body.motivation,
-            requested_categories=requested, case_id=case_id, timezone=self.timezone))
+            requested_categories=requested, case_id=case_id, timezone=self.timezone), principal,
+            trace)
         self._notify(case)
         return await self.detail(principal, case.id)
 
@@ -374,9 +384,10 @@ class EscalationService:
         await self._record([self._event(case, _Step("comment", extra={
             "comment_sha256": _sha256(body.text), "attachments": [a.reference for a in body.attachments]}),
             principal, trace)])
-        await self._db(lambda s: comment_store.add_comment(
+        await self._applied(case, "comment", lambda s: comment_store.add_comment(
             s, case_id, author_org=principal.organisation, author=principal.subject, text=body.text,
-            attachments=[a.model_dump(exclude_none=True) for a in body.attachments], now=self.clock.now()))
+            attachments=[a.model_dump(exclude_none=True) for a in body.attachments], now=self.clock.now()),
+            principal, trace)
         return await self.detail(principal, case_id)
 
     def _must_decide(self, principal: Principal, case: Case) -> None:
@@ -509,6 +520,10 @@ class EscalationService:
 
     # -- re-running a decided request ----------------------------------------------------------
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant:
+        """Check the cited decision and reserve it for this re-run before any holder is asked: a decision is
+        used once, so of two re-runs citing it at the same moment one gets it and the other 409 (nothing of
+        it is logged or asked). ``rerun_completed`` then closes the case; ``rerun_ended`` gives the decision
+        back when the re-run did not apply it (the requester may re-run again)."""
         case = await self._db(lambda s: case_store.find_by_decision(s, decision_id))
         if case is None or case.requester_org != principal.organisation or principal.kind != "system":
             raise Unprocessable(f"unknown escalation decision `{decision_id}`")
@@ -520,6 +535,7 @@ class EscalationService:
         valid_until = datetime.fromisoformat(decision["valid_until"])
         if as_utc(valid_until) <= self.clock.now():
             raise Unprocessable(f"escalation decision `{decision_id}` expired at {decision['valid_until']}")
+        claim = await self._claim(case, decision_id)
         policy_input = EscalationDecisionInput(
             id=decision_id, request_fingerprint=case.request_fingerprint or "", holder=case.holder_org,
             valid_until=as_utc(valid_until).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -531,23 +547,61 @@ class EscalationService:
                 claims={"decision_id": decision_id, "case_id": case.id, "tier": decision.get("tier"),
                         "request_id": request_id, "categories": sorted(categories)})
 
-        return RerunGrant(decision_id=decision_id, case_id=case.id, holder=case.holder_org,
+        return RerunGrant(decision_id=decision_id, case_id=case.id, holder=case.holder_org, claim=claim,
                           policy_input=policy_input, sign_for_holder=sign)
+
+    async def _claim(self, case: Case, decision_id: str) -> str:
+        """The decision, reserved in one conditional update (a re-run that died leaves a claim that may be
+        taken over once it is older than ``CLAIM_ABANDONED_AFTER``, as for Idempotency-Keys)."""
+        claim, now = secrets.token_hex(16), self.clock.now()
+        try:
+            await self._db(lambda s: case_store.claim_decision(s, case.id, claim, now=now,
+                                                               stale_before=now - CLAIM_ABANDONED_AFTER))
+        except Conflict as exc:
+            raise Conflict(f"escalation decision `{decision_id}` is being used by another re-run, or has been "
+                           "used already; nothing was asked", headers={"Retry-After": "1"}) from exc
+        return claim
 
     async def rerun_completed(self, grant: RerunGrant, exchange_id: str, target: TargetOutcome,
                               trace: Trace) -> None:
-        """The decision was applied in a re-run: the case is closed, citing the exchange."""
+        """The decision was applied in a re-run: the case is closed, citing the exchange. The disclosure is
+        logged by now, so a close that is refused (its re-run's claim taken over, the audit log unwritable)
+        fails nothing: it is logged, and the decision is not given back."""
         if target.outcome not in {Outcome.ALLOWED, Outcome.ALLOWED_NARROWED}:
             return
-        case = await self._db(lambda s: case_store.get_case(s, grant.case_id))
-        after = CaseState(case.state, case.tier, case.version).apply(Action.CLOSE)
+        self._used_claims.add(grant.claim)
+
+        def held(case: Case) -> Case:
+            if case.rerun_claim != grant.claim:
+                raise case_store.DecisionInUse(f"case `{case.id}` is no longer held by this re-run")
+            return case
+
+        def plan(_session: Session, case: Case) -> list[_Step]:
+            after = CaseState(held(case).state, case.tier, case.version).apply(Action.CLOSE)
+            return [_Step(Action.CLOSE.value, after, extra={"rerun_exchange_id": exchange_id})]
+
+        def apply(session: Session) -> Case:
+            case = held(case_store.get_case(session, grant.case_id))
+            return case_store.act(session, case.id, case.version, Action.CLOSE, None, now=self.clock.now(),
+                                  deadlines=self.deadlines, motivation=f"decision applied in exchange {exchange_id}")
+
         try:
-            await self._perform(case.id, None, trace, lambda _s, _c: [_Step(Action.CLOSE.value, after, extra={
-                "rerun_exchange_id": exchange_id})], lambda s: case_store.act(
-                s, case.id, case.version, Action.CLOSE, None, now=self.clock.now(), deadlines=self.deadlines,
-                motivation=f"decision applied in exchange {exchange_id}"))
-        except Conflict:
-            log.warning("escalation_close_conflict", case_id=case.id)
+            await self._perform(grant.case_id, None, trace, plan, apply)
+        except GatewayError as exc:
+            log.error("escalation_close_failed", case_id=grant.case_id, error_type=type(exc).__name__)
+
+    async def rerun_ended(self, grant: RerunGrant) -> None:
+        """The re-run is over. If it did not apply the decision (refused before any holder was asked, the
+        holder unavailable or refusing, the policy not honouring it), the decision is given back so the
+        requester can re-run again; if it did, the decision stays used. Never raises: the re-run's own
+        answer stands (a claim left behind is taken over once it is stale)."""
+        if grant.claim in self._used_claims:
+            self._used_claims.discard(grant.claim)
+            return
+        try:
+            await self._db(lambda s: case_store.release_decision(s, grant.case_id, grant.claim))
+        except Exception as exc:
+            log.warning("escalation_decision_not_released", case_id=grant.case_id, error_type=type(exc).__name__)
 
     # -- legal gaps ----------------------------------------------------------------------------
     def _gap_view(self, gap: gap_store.LegalGap) -> LegalGapView:
@@ -582,13 +636,9 @@ class EscalationService:
         case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
         await self._record([self._event(case, _Step("legal_gap_flagged", extra={
             "gap_id": body.gap_id or "new"}), principal, trace)])
-        try:
-            gap = await self._db(lambda s: gap_store.flag_case(
-                s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
-                title=body.title, description=body.description))
-        except GatewayError as exc:
-            await self._not_applied(case, "legal_gap_flagged", exc, principal, trace)
-            raise
+        gap = await self._applied(case, "legal_gap_flagged", lambda s: gap_store.flag_case(
+            s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
+            title=body.title, description=body.description), principal, trace)
         return await self._scoped_gap(principal, gap)
 
     async def gaps(self, principal: Principal, *, partnership: str | None, status: str | None) -> list[LegalGapView]:
@@ -631,8 +681,9 @@ class EscalationService:
         try:
             gap = await self._db(lambda s: gap_store.change_status(s, gap_id, body.expected_version, status,
                                                                    now=self.clock.now(), note=body.note))
-        except GatewayError:
-            await self._record([entry(not_applied="conflict")])
+        except Exception as exc:  # whatever failed, the entry above did not take effect
+            await self._record([entry(not_applied="conflict" if isinstance(exc, Conflict)
+                                      else type(exc).__name__.lower())])
             raise
         return await self._scoped_gap(principal, gap)
 

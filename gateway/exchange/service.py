@@ -119,11 +119,13 @@ class RerunGrant:
 
     ``policy_input`` goes to Rego (rule 8 honours it only for exactly the same request and holder, until
     it expires); ``sign_for_holder(system, request_id, categories)`` makes the signed statement that tells
-    the holder its refusal was overruled."""
+    the holder its refusal was overruled. The decision is reserved for this re-run from the grant until
+    ``EscalationDesk.rerun_ended``."""
 
     decision_id: str
     case_id: str
     holder: str
+    claim: str  # the re-run's reservation of the decision (a decision is used once)
     policy_input: EscalationDecisionInput
     sign_for_holder: Callable[[str, str, list[str]], str]
 
@@ -151,6 +153,8 @@ class EscalationDesk(Protocol):
 
     async def rerun_completed(self, grant: RerunGrant, exchange_id: str, target: TargetOutcome,
                               trace: Trace) -> None: ...
+
+    async def rerun_ended(self, grant: RerunGrant) -> None: ...
 
 
 @dataclass
@@ -355,6 +359,7 @@ class ExchangeService:
         self._undone_today: Counter[tuple[str, str]] = Counter()
         self._latest_checkpoint: tuple[str, float] | None = None
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
+        self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
         self._keys_in_flight: set[tuple[str, str]] = set()  # (system, Idempotency-Key) being answered here
 
@@ -484,6 +489,7 @@ class ExchangeService:
             self._undone_today[slot] -= 1
             if not self._undone_today[slot]:
                 del self._undone_today[slot]
+            await self._rerun_ended(exchange_id)
 
     async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                              idempotency_key: str | None, undone: int, exchange_id: str) -> ExchangeResult:
@@ -572,6 +578,8 @@ class ExchangeService:
             raise Unprocessable(f"provided records of unknown categories: {', '.join(unknown)} "
                                 f"(register {register.version})")
         grant = await self._grant(principal, body)
+        if grant is not None:  # reserved for this attempt until it ends, however it ends (``exchange``)
+            self._rerun_grants[exchange_id] = grant
         targets = _targets(register, body, body.holders, principal.organisation)
         if grant is not None:  # a re-run asks only the holder the decision is about
             targets = [t for t in targets if t.organisation == grant.holder]
@@ -753,6 +761,13 @@ class ExchangeService:
         if self.deps.escalations is None:
             raise Unprocessable("escalation decisions cannot be cited: the escalation workflow is not installed")
         return await self.deps.escalations.grant_for_rerun(principal, body.escalation_decision)
+
+    async def _rerun_ended(self, exchange_id: str) -> None:
+        """The attempt is over: the decision it reserved for its re-run is released, or stays used if the re-run
+        applied it (the desk knows which); also when the attempt is cancelled."""
+        grant = self._rerun_grants.pop(exchange_id, None)
+        if grant is not None and self.deps.escalations is not None:
+            await asyncio.shield(self.deps.escalations.rerun_ended(grant))
 
     async def _escalate(self, principal: Principal, body: ExchangeRequest, exchange_id: str, request_fingerprint: str,
                         outcomes: list[TargetOutcome], grant: RerunGrant | None, trace: Trace) -> None:

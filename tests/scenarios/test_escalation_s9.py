@@ -6,7 +6,9 @@ the audit log shows every step."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from audit.tables import audit_entries
 from gateway.clock import FixedClock
+from gateway.escalations.setup import escalation_service
+from gateway.exchange.setup import exchange_service
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -128,6 +133,68 @@ def test_s9_refusal_case_deadline_tier_2_narrowed_allow_and_rerun(tmp_path: Path
         assert decide_entry["requester"] == {"org": "riec-aa", "system": None, "user": "desk-riec"}
         assert "motivation_sha256" in decide_entry["extra"]
         assert "Bibob advice" not in json.dumps(steps)  # free text stays out of the log
+
+
+def _event_types(stack: Stack) -> list[tuple[str, str | None]]:
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).all()
+    events = [json.loads(r.canonical)["event"] for r in rows]
+    return [(e["event_type"], e["holder"]) for e in events]
+
+
+def test_a_decision_is_used_once_even_by_concurrent_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run that applied nothing gives the decision back; of two re-runs at once the second is refused
+    (409) while the first still holds it, and the holder is asked, and discloses, once."""
+    with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
+        subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
+        body = BIBOB | {"subjects": subjects, "holders": ["politie"],
+                        "categories": ["police_incidents", "criminal_intelligence"]}
+        case_id = stack.post(MUNICIPALITY, "/v1/exchanges", body).json()["targets"][0]["escalation_id"]
+        police_po = stack.person("po-politie", "politie", ["privacy-officer"])
+        case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
+        decided = stack.call(police_po, "POST", f"/v1/escalations/{case_id}/decision", {
+            "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["police_incidents"],
+            "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out."})
+        assert decided.status_code == 200, decided.text
+        rerun = body | {"escalation_decision": decided.json()["decision"]["id"]}
+
+        with monkeypatch.context() as patch:  # the holder cannot be reached: the re-run applies nothing
+            patch.setattr(exchange_service(stack.container).deps.connectors, "get", lambda _system: None)
+            failed = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        assert failed.status_code == 200, failed.text
+        assert failed.json()["targets"][0]["outcome"] == "holder-unavailable"
+
+        # The next re-run is held after the holder answered, before it closes the case, until another
+        # re-run citing the same decision has had its answer.
+        desk = escalation_service(stack.container)
+        inside, finish = threading.Event(), threading.Event()
+        close = desk.rerun_completed
+
+        async def held(*args: Any) -> None:
+            if not inside.is_set():
+                inside.set()
+                await asyncio.to_thread(finish.wait, 30)
+            await close(*args)
+
+        monkeypatch.setattr(desk, "rerun_completed", held)
+        answers: list[httpx.Response] = []
+        first = threading.Thread(target=lambda: answers.append(stack.post(MUNICIPALITY, "/v1/exchanges", rerun)))
+        first.start()
+        assert inside.wait(30), "the first re-run never got an answer from the holder"
+        second = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        finish.set()
+        first.join(30)
+
+        assert second.status_code == 409, second.text
+        assert second.headers["content-type"].startswith("application/problem+json")
+        assert answers[0].status_code == 200, answers[0].text
+        police = answers[0].json()["targets"][0]
+        assert police["escalation_decision_applied"] is True
+        assert {r["category"] for r in police["records"]} == {"police_incidents"}
+        assert stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()["state"] == "closed"
+        logged = _event_types(stack)
+        assert logged.count(("disclosure", "politie")) == 1  # the second re-run asked no holder
+        assert logged.count(("exchange.requested", None)) == 3  # the first run, the failed re-run, the winner
 
 
 def test_a_holder_refuses_a_forged_or_misdirected_decision(tmp_path: Path) -> None:

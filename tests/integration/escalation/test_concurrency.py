@@ -1,0 +1,237 @@
+"""Escalation steps that race each other, on SQLite and PostgreSQL: the database, not a read before the
+write, decides which one takes effect, the other gets 409 (or is a no-op), and nothing answers 500.
+
+The races are made deterministic instead of left to timing: ``_paused_before`` stops the first request on
+its worker thread right before its first write (after every check it makes), the test then runs the
+competing request to its end, and only then lets the first one write. That is the interleaving in which a
+check-then-write is wrong; the database has to refuse (or absorb) the late write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, event, select
+
+from escalation import legal_gaps as gap_store
+from escalation.tables import escalation_cases
+from gateway.auth.principal import Principal
+from gateway.client.models import Outcome
+from gateway.errors import Conflict
+from gateway.escalations.setup import escalation_service
+from gateway.exchange.service import CLAIM_ABANDONED_AFTER, RerunGrant, Trace
+from tests.integration.escalation.test_api import (
+    ENGINES,
+    Env,
+    _denied_exchange,
+    _object,
+    migrated_url,
+    running_env,
+    target,
+)
+
+REQUESTER_SYSTEM = Principal(kind="system", subject="gemeente-amsterdam-vth", organisation="gemeente-amsterdam",
+                             scopes=frozenset({"exchange"}))
+SERVED = target("politie", "politie-bvh", Outcome.ALLOWED_NARROWED, ["police_incidents"], ["criminal_intelligence"])
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("escalation-races")
+    with running_env(tmp, migrated_url(str(request.param), tmp, request)) as the_env:
+        yield the_env
+
+
+@contextmanager
+def _paused_before(engine: Engine, *statements: str) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """The first statement starting with one of ``statements`` waits on its own thread (before the driver
+    sees it, so it holds no write lock yet) until ``go`` is set; ``reached`` says it got there."""
+    reached, go = threading.Event(), threading.Event()
+    prefixes = tuple(s.upper() for s in statements)
+
+    def hold(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if not reached.is_set() and statement.lstrip().upper().startswith(prefixes):
+            reached.set()
+            go.wait(30)
+
+    event.listen(engine, "before_cursor_execute", hold)
+    try:
+        yield reached, go
+    finally:
+        go.set()
+        event.remove(engine, "before_cursor_execute", hold)
+
+
+def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """``call()`` on a thread; its result, or the exception the TestClient re-raises for a 500, lands in the list."""
+    results: list[Any] = []
+
+    def run() -> None:
+        try:
+            results.append(call())
+        except Exception as exc:  # the server raised: that request was a 500
+            results.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, results
+
+
+def _trace() -> Trace:
+    return Trace(uuid.uuid4().hex, uuid.uuid4().hex[:16], None)
+
+
+def _active_cases(env: Env, exchange_id: str) -> list[str]:
+    with env.container.engine.connect() as connection:
+        return [r.id for r in connection.execute(select(escalation_cases.c.id).where(
+            escalation_cases.c.exchange_id == exchange_id, escalation_cases.c.holder_org == "politie",
+            escalation_cases.c.state.in_(["open", "in_review", "escalated"])))]
+
+
+def _decided(env: Env) -> tuple[str, str]:
+    """A case the holder's officer decided to allow (narrowed): its id and the decision's id."""
+    case_id = env.open_case()
+    decided = env.decide("po-politie", case_id, "allow", ["police_incidents"])
+    assert decided.status_code == 200, decided.text
+    return case_id, decided.json()["decision"]["id"]
+
+
+# -- two objections at the same moment -------------------------------------------------------------------
+
+
+def test_two_objections_at_the_same_moment_open_one_case_the_other_gets_409(env: Env) -> None:
+    exchange_id = _denied_exchange(env, ["police_incidents"])
+    env.token("po-gemeente"), env.token("gemeente-amsterdam-vth")
+    with _paused_before(env.container.engine, "INSERT INTO escalation_cases") as (reached, go):
+        first, results = _in_thread(lambda: _object(env, "po-gemeente", exchange_id))
+        assert reached.wait(30), "the first objection never got to its insert"
+        second = _object(env, "gemeente-amsterdam-vth", exchange_id)  # it checked too: no case yet
+        assert second.status_code == 201, second.text
+        go.set()
+        first.join(30)
+    late = results[0]
+    assert isinstance(late, httpx.Response), late
+    assert late.status_code == 409, late.text
+    assert late.headers["content-type"].startswith("application/problem+json")
+    assert _active_cases(env, exchange_id) == [second.json()["id"]]
+    # The late objection was logged ahead; the log says that it did not take effect, and nothing else of it
+    # (no case, no case event) was written.
+    openings = [e for e in env.audit_events() if e["exchange_id"] == exchange_id]
+    assert [(e["extra"]["action"], e["status"], e["extra"].get("not_applied")) for e in openings] == [
+        ("opened", "ok", None), ("opened", "ok", None), ("opened", "error", "conflict")]
+    assert openings[0]["extra"]["case_id"] == openings[2]["extra"]["case_id"] != second.json()["id"]
+
+
+# -- linking a case to a legal gap twice at once ---------------------------------------------------------
+
+
+def test_two_links_of_a_case_to_one_gap_at_once_link_it_once_without_a_500(env: Env) -> None:
+    first, second = env.open_case(), env.open_case()
+    flagged = env.post("po-politie", f"/v1/escalations/{first}/legal-gap",
+                       {"title": "No basis", "description": "The WGS names no ground for this."})
+    assert flagged.status_code == 200, flagged.text
+    gap_id = flagged.json()["id"]
+    link = {"gap_id": gap_id}
+    env.token("po-politie"), env.token("desk-riec")
+    # The link's first write (the case row, or the link itself) waits until the other link has committed.
+    with _paused_before(env.container.engine, "INSERT INTO legal_gap_cases", "UPDATE escalation_cases") as (
+            reached, go):
+        late, results = _in_thread(lambda: env.post("po-politie", f"/v1/escalations/{second}/legal-gap", link))
+        assert reached.wait(30), "the first link never got to its write"
+        other = env.post("desk-riec", f"/v1/escalations/{second}/legal-gap", link)
+        assert other.status_code == 200, other.text
+        go.set()
+        late.join(30)
+    answer = results[0]
+    assert isinstance(answer, httpx.Response), f"the late link failed: {answer!r}"
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["case_ids"] == [first, second]
+    with env.container.sessions() as session:
+        assert gap_store.get_gap(session, gap_id).case_ids == [first, second]
+
+
+def test_a_step_that_fails_unexpectedly_after_its_entry_is_logged_as_not_applied(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    case_id = env.open_case()
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(gap_store, "flag_case", broken)
+    with pytest.raises(RuntimeError):  # the TestClient re-raises what became the 500
+        env.post("po-politie", f"/v1/escalations/{case_id}/legal-gap",
+                 {"title": "No basis", "description": "The WGS names no ground for this."})
+    steps = [(s["extra"]["action"], s["status"], s["extra"].get("not_applied")) for s in env.audit_steps(case_id)]
+    assert steps == [("legal_gap_flagged", "ok", None), ("legal_gap_flagged", "error", "runtimeerror")]
+
+
+# -- re-runs citing one decision -------------------------------------------------------------------------
+
+
+def test_concurrent_reruns_get_the_decision_once_and_a_rerun_that_applied_nothing_gives_it_back(env: Env) -> None:
+    case_id, decision_id = _decided(env)
+    service = escalation_service(env.container)
+    portal = env.client.portal
+    assert portal is not None
+
+    async def both() -> tuple[RerunGrant | BaseException, ...]:
+        return await asyncio.gather(service.grant_for_rerun(REQUESTER_SYSTEM, decision_id),
+                                    service.grant_for_rerun(REQUESTER_SYSTEM, decision_id), return_exceptions=True)
+
+    results = portal.call(both)
+    grants = [r for r in results if isinstance(r, RerunGrant)]
+    refused = [r for r in results if not isinstance(r, RerunGrant)]
+    assert len(grants) == 1, results
+    assert [type(r) for r in refused] == [Conflict], refused
+    # The holder was unavailable: nothing applied, the decision is given back and can be cited again.
+    portal.call(service.rerun_completed, grants[0], "ex-failed", target(
+        "politie", "politie-bvh", Outcome.HOLDER_UNAVAILABLE, ["police_incidents"]), _trace())
+    portal.call(service.rerun_ended, grants[0])
+    assert env.case(case_id).state.value == "decided"
+    again = portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
+    portal.call(service.rerun_completed, again, "ex-applied", SERVED, _trace())
+    portal.call(service.rerun_ended, again)
+    assert env.case(case_id).state.value == "closed"
+    with pytest.raises(Conflict, match="used"):
+        portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
+
+
+def test_a_rerun_completed_again_on_a_closed_case_raises_nothing(env: Env) -> None:
+    case_id, decision_id = _decided(env)
+    service = escalation_service(env.container)
+    portal = env.client.portal
+    assert portal is not None
+    grant = portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
+    portal.call(service.rerun_completed, grant, "ex-1", SERVED, _trace())
+    assert env.case(case_id).state.value == "closed"
+    portal.call(service.rerun_completed, grant, "ex-2", SERVED, _trace())  # refused and logged, not raised
+    closes = [s for s in env.audit_steps(case_id) if s["extra"]["action"] == "close"]
+    assert [s["extra"].get("rerun_exchange_id") for s in closes] == ["ex-1"]
+
+
+def test_a_reservation_left_by_a_rerun_that_died_is_taken_over_once_stale(env: Env) -> None:
+    case_id, decision_id = _decided(env)
+    service = escalation_service(env.container)
+    portal = env.client.portal
+    assert portal is not None
+    dead = portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)  # never ends
+    with pytest.raises(Conflict):
+        portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
+    before = env.clock.now()
+    env.clock.advance(CLAIM_ABANDONED_AFTER + timedelta(seconds=1))
+    try:
+        taken = portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
+        portal.call(service.rerun_completed, dead, "ex-dead", SERVED, _trace())  # it lost the decision
+        assert env.case(case_id).state.value == "decided"
+        portal.call(service.rerun_completed, taken, "ex-live", SERVED, _trace())
+        assert env.case(case_id).state.value == "closed"
+    finally:
+        env.clock.set(before)
