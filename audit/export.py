@@ -17,7 +17,11 @@ refused as reformatted; canonicalising each line again (RFC 8785) restores it. T
 independently, because whoever can edit the file can also edit the header (see
 :func:`audit.verify.verify_export`).
 
-The export covers the first N entries, N being the size when the export starts; checkpoints beyond N
+The export covers the first N entries, N being the size when the export starts, and always carries a
+checkpoint signed at exactly N (the exporter asks the log for one, which signs the tree if its latest
+checkpoint is older): without it, the entries after the last checkpoint would rest on nothing but the file
+itself, and whoever holds the file could rewrite them, with their leaf hashes, unnoticed. The verifier
+therefore refuses an export with any entry that no checkpoint covers (``uncovered``). Checkpoints beyond N
 are left out. Entries are never changed after they are written, so no snapshot transaction is needed.
 """
 
@@ -32,11 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Engine
-
 from audit import store
 from audit.canonical import format_timestamp
-from audit.checkpoint import NoteVerifier
+from audit.log import AuditLog
 
 EXPORT_FORMAT = "wgs-audit-export"
 EXPORT_VERSION = 1
@@ -70,12 +72,19 @@ def _open_for_writing(out: Path | BinaryIO) -> Iterator[BinaryIO]:
         yield out
 
 
-def export_log(engine: Engine, verifier: NoteVerifier, out: Path | BinaryIO, *,
-               exported_at: datetime | None = None, batch_size: int = 2000) -> ExportSummary:
-    """Write entries ``[0, N)``, the checkpoints up to N and the verifier key to ``out``."""
-    with store.read_connection(engine) as connection:
-        size = store.tree_size(connection)
+def export_log(log: AuditLog, out: Path | BinaryIO, *, exported_at: datetime | None = None,
+               batch_size: int = 2000) -> ExportSummary:
+    """Write entries ``[0, N)``, the checkpoints up to N and the verifier key to ``out``.
+
+    N is the size of the checkpoint the log signs now (or already signed at its current size): signing is
+    the log's job, so an export needs the log with its signing key, not only its public key. Raises what
+    :meth:`AuditLog.issue_checkpoint` raises when the checkpoint cannot be written.
+    """
+    covering = log.issue_checkpoint()
+    size = covering.tree_size
+    with store.read_connection(log.engine) as connection:
         checkpoints = store.all_checkpoints(connection, up_to_size=size)
+    verifier = log.verifier
     header = {
         "type": "header", "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "origin": verifier.name,
         "verifier_key": verifier.vkey, "tree_size": size, "checkpoint_count": len(checkpoints),
@@ -86,6 +95,6 @@ def export_log(engine: Engine, verifier: NoteVerifier, out: Path | BinaryIO, *,
         for checkpoint in checkpoints:
             handle.write(_line({"type": "checkpoint", "tree_size": checkpoint.tree_size,
                                 "issued_at": format_timestamp(checkpoint.issued_at), "note": checkpoint.note}))
-        for index, canonical, leaf in store.iter_leaves(engine, stop=size, batch_size=batch_size):
+        for index, canonical, leaf in store.iter_leaves(log.engine, stop=size, batch_size=batch_size):
             handle.write(entry_line(index, leaf, canonical))
     return ExportSummary(size, len(checkpoints))

@@ -250,6 +250,11 @@ class AuditLog:
         return self._signer.name
 
     @property
+    def engine(self) -> Engine:
+        """The database the log lives in, for readers that stream it (export, verification)."""
+        return self._engine
+
+    @property
     def verifier(self) -> NoteVerifier:
         """The public side of the checkpoint key, for verifiers and exports."""
         return self._signer.verifier

@@ -16,7 +16,10 @@ What is checked, in log order (the first failure stops verification and is repor
                                                                                           ``root``/
                                                                                           ``consistency``
 7. no checkpoint — stored, or *known* to the verifier from earlier — covers more entries
-   than the log has (a truncated or rolled-back log).                                    ``truncated``
+   than the log has (a truncated or rolled-back log);                                    ``truncated``
+8. (export) every entry is covered by a checkpoint that verified: an export ends with a
+   checkpoint signed at its size (:mod:`audit.export`), and an entry no signature covers
+   rests on the file alone, which anyone holding it can rewrite, leaf hash and all.      ``uncovered``
 
 Where the failure points: an entry check fails at that entry's index. A root mismatch means some entry
 since the previous good checkpoint (size m) differs from what was signed; when the tampering also
@@ -25,8 +28,10 @@ rewrote the stored leaf hash, the hashes alone cannot say which entry, so the fa
 wrong cached subtree likewise names the entries it covers; it is reported at the first checkpoint, failing
 entry or end of the log after the tree completes it (the narrowest mismatch found by then), so the verdict
 never depends on how the entries were read, batched or split into chunks. Signature and format problems of a
-checkpoint are reported at its tree size. Entries after the newest checkpoint are only as trustworthy
-as the database; the result warns about them.
+checkpoint are reported at its tree size. In a live database, entries after the newest checkpoint are
+only as trustworthy as the database; the result warns about them (the next checkpoint, at most 100
+entries or 60 seconds away, covers them). In an export they fail the verification (step 8), reported at
+the first uncovered entry.
 
 The trusted key must come from outside the evidence: pass the verifier key you pinned. Without one, an
 export's own header key is used and the result says so — a forger who rewrites the file can rewrite
@@ -101,6 +106,7 @@ class FailureKind(StrEnum):
     ROOT = "root"
     CONSISTENCY = "consistency"
     TRUNCATED = "truncated"
+    UNCOVERED = "uncovered"
 
 
 @dataclass(frozen=True)
@@ -507,9 +513,11 @@ _Row = tuple[int, bytes, "bytes | None"]
 
 
 def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[Sequence[_Row]], *,
-         key_pinned: bool, feed: Callable[[_Stream], None] | None = None) -> VerifyResult:
+         key_pinned: bool, feed: Callable[[_Stream], None] | None = None,
+         require_covered: bool = False) -> VerifyResult:
     """Feed batches of entries: 4-tuple records one by one when verifying deeply, else rows in bulk.
-    ``feed``, when given, feeds the stream first (the parallel path); ``batches`` then carry the rest."""
+    ``feed``, when given, feeds the stream first (the parallel path); ``batches`` then carry the rest.
+    ``require_covered``: every entry must be covered by a verified checkpoint (step 8, for exports)."""
     failure: Failure | None = None
     try:
         stream.start()
@@ -522,6 +530,8 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
             else:
                 stream.feed_rows(batch)  # type: ignore[arg-type]  # fast batches hold 3-tuple rows
         stream.finish()
+        if require_covered:
+            _check_covered(stream)
     except _Failed as failed:
         # A cache mismatch among the subtrees completed before a failing entry is reported first.
         failure = stream.node_failure() or failed.failure
@@ -537,6 +547,16 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
     return VerifyResult(entries=stream.size, checkpoints=stream.verified_checkpoints,
                         root_hash=stream.frontier.root() if failure is None else None, failure=failure,
                         key_pinned=key_pinned, warnings=tuple(warnings))
+
+
+def _check_covered(stream: _Stream) -> None:
+    """Step 8: fail unless a verified checkpoint covers the last entry (and so, by consistency, all)."""
+    first, size = stream.anchor.size, stream.size
+    if first < size:
+        raise _fail(FailureKind.UNCOVERED, first,
+                    f"entries {first}..{size - 1} are not covered by any checkpoint signed with the trusted key, so "
+                    "nothing but the file vouches for them (an export ends with a checkpoint at its size: "
+                    "export the log again)")
 
 
 _NodeProblem = tuple[int, int, str]
@@ -829,7 +849,10 @@ def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_che
                   deep: bool = True) -> VerifyResult:
     """Verify an export file (see :mod:`audit.export`), streaming its entries.
 
-    ``verifier``: the pinned log key; when given, the file's header must name the same key.
+    ``verifier``: the pinned log key; when given, the file's header must name the same key. Every entry must
+    be covered by a checkpoint that verifies (``uncovered`` otherwise): an export made before exports ended
+    with a checkpoint at their size, with entries after its last checkpoint, fails; export the log again.
+    A malformed header or checkpoint line is a ``format`` failure, never an exception.
     """
     with _collector_paused():
         return _verify_export(path, verifier, known_checkpoints, deep)
@@ -842,6 +865,7 @@ def _verify_export(path: Path, verifier: NoteVerifier | None, known_checkpoints:
         try:
             header = _parse_header(next(lines, b""))
             file_verifier = NoteVerifier.from_vkey(header["verifier_key"])
+            declared_size, checkpoint_count = _count(header, "tree_size"), _count(header, "checkpoint_count")
         except (ValueError, KeyError, TypeError, VerificationError) as exc:
             failure = Failure(FailureKind.FORMAT, None, f"export header is invalid ({exc})")
             return VerifyResult(0, 0, None, failure, key_pinned=verifier is not None)
@@ -851,16 +875,16 @@ def _verify_export(path: Path, verifier: NoteVerifier | None, known_checkpoints:
             failure = Failure(FailureKind.KEY, None, "the export names a different verifier key than the pinned one")
             return VerifyResult(0, 0, None, failure, key_pinned=True)
         try:
-            checkpoints = [_parse_checkpoint(next(lines, b"")) for _ in range(int(header["checkpoint_count"]))]
+            checkpoints = [_parse_checkpoint(next(lines, b"")) for _ in range(checkpoint_count)]
         except (ValueError, KeyError, TypeError) as exc:
             failure = Failure(FailureKind.FORMAT, None, f"export checkpoint lines are invalid ({exc})")
             return VerifyResult(0, 0, None, failure, key_pinned=pinned)
         stream = _Stream(trusted, checkpoints + _known(known_checkpoints), deep)
-        batches = _export_entries(lines, int(header["tree_size"]))
+        batches = _export_entries(lines, declared_size)
         if deep:
             records = ([(index, canonical, leaf, None) for index, canonical, leaf in batch] for batch in batches)
-            return _run(stream, records, key_pinned=pinned)
-        return _run(stream, batches, key_pinned=pinned)
+            return _run(stream, records, key_pinned=pinned, require_covered=True)
+        return _run(stream, batches, key_pinned=pinned, require_covered=True)
 
 
 def _parse_header(line: bytes) -> dict[str, Any]:
@@ -868,7 +892,17 @@ def _parse_header(line: bytes) -> dict[str, Any]:
     if (not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != EXPORT_FORMAT
             or header.get("version") != EXPORT_VERSION):
         raise ValueError("not a wgs-audit-export version 1 file")
+    if not isinstance(header.get("verifier_key"), str):
+        raise ValueError("verifier_key must be a string")
     return header
+
+
+def _count(header: dict[str, Any], name: str) -> int:
+    """A count the header announces: a JSON integer, not negative (a string, float, bool or null is refused)."""
+    value = header[name]
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer")
+    return value
 
 
 def _parse_checkpoint(line: bytes) -> _CheckpointRecord:
@@ -876,7 +910,7 @@ def _parse_checkpoint(line: bytes) -> _CheckpointRecord:
     if not isinstance(item, dict) or item.get("type") != "checkpoint":
         raise ValueError("expected a checkpoint line")
     size, note = item["tree_size"], item["note"]
-    if not isinstance(size, int) or not isinstance(note, str):
+    if type(size) is not int or size < 0 or not isinstance(note, str):
         raise TypeError("checkpoint line has wrong types")
     return _CheckpointRecord(size, note, None, "exported")
 

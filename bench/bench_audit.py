@@ -225,7 +225,7 @@ def bench_proofs_and_verification(url: str, entries: int, samples: int, workdir:
         bench_fast_verification(engine, log, entries, verify_rounds)
 
         path = workdir / "export.jsonl"
-        _, rates = _timed(lambda: export_log(engine, log.verifier, path), entries)
+        _, rates = _timed(lambda: export_log(log, path), entries)
         print(f"export: {rates} ({path.stat().st_size / 1e6:,.0f} MB)")
         for deep in deep_modes:
             result, rates = _timed(partial(verify_export, path, verifier=log.verifier, deep=deep), entries)

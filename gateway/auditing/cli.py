@@ -1,4 +1,9 @@
-"""CLI: ``wgs-gateway audit key|export|verify`` — a privacy officer's independent check of the log."""
+"""CLI: ``wgs-gateway audit key|export|verify`` — a privacy officer's independent check of the log.
+
+These commands read the log; they never create its checkpoint key (only ``keys init`` and the gateway
+starting do, see :mod:`gateway.auditing.setup`). Run against an empty or wrong data directory, they say so in
+one line and exit 1, instead of printing, signing with or verifying against a key nobody pinned.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from audit import NoteVerifier, export_log, verify_database, verify_export
-from gateway.auditing.setup import audit_verifier
+from audit import AuditLog, NoteSigner, NoteVerifier, export_log, verify_database, verify_export
+from gateway.auditing.setup import CheckpointKeyError, audit_signer
 from gateway.db.engine import make_engine
 from gateway.settings import Settings
 
@@ -18,18 +23,38 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _existing_signer(settings: Settings) -> NoteSigner:
+    """The log's signer from its existing key, or one line on stderr and exit code 1."""
+    try:
+        return audit_signer(settings)
+    except CheckpointKeyError as exc:
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _pinned(vkey: str) -> NoteVerifier:
+    try:
+        return NoteVerifier.from_vkey(vkey)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--key") from None
+
+
 @audit_app.command("key")
 def key() -> None:
     """Print the log's verifier key (pin it; pass it to `audit verify --key`)."""
-    typer.echo(audit_verifier(Settings()).vkey)  # plain: a console would wrap the long key
+    typer.echo(_existing_signer(Settings()).verifier.vkey)  # plain: a console would wrap the long key
 
 
 @audit_app.command("export")
 def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON Lines).")) -> None:
-    """Export entries, checkpoints and the public key to one file for offline verification."""
+    """Export entries, checkpoints and the public key to one file for offline verification.
+
+    Signs a checkpoint at the exported size when the latest one does not cover it, so that every exported
+    entry is covered by a signature (the verifier refuses entries that are not)."""
     settings = Settings()
+    signer = _existing_signer(settings)  # before the database: a wrong data directory stops here
     engine = make_engine(settings.effective_database_url)
-    summary = export_log(engine, audit_verifier(settings), out_file)
+    summary = export_log(AuditLog(engine, signer), out_file)
     engine.dispose()
     out.print(f"exported {summary}")
 
@@ -51,12 +76,12 @@ def verify(export_file: Path | None = typer.Option(None, "--export", help="Verif
     agree with its query columns; a changed byte is caught either way (it changes the tree)."""
     known = [path.read_text() for path in checkpoint]
     if export_file is not None:
-        result = verify_export(export_file, verifier=NoteVerifier.from_vkey(vkey) if vkey else None,
+        result = verify_export(export_file, verifier=_pinned(vkey) if vkey else None,
                                known_checkpoints=known, deep=not fast)
     else:
         settings = Settings()
+        verifier = _pinned(vkey) if vkey else _existing_signer(settings).verifier
         engine = make_engine(settings.effective_database_url)
-        verifier = NoteVerifier.from_vkey(vkey) if vkey else audit_verifier(settings)
         # Chunks of a large log are checked by worker processes, one per core unless told: verification is an
         # offline job that a privacy officer waits for, and the chunks are independent.
         result = verify_database(engine, verifier, known_checkpoints=known, deep=not fast,

@@ -28,13 +28,42 @@ class AuditServices:
     signer: NoteSigner
 
 
+CHECKPOINT_KEY_FILE = "audit-checkpoint.pem"
+
+
+class CheckpointKeyError(RuntimeError):
+    """The audit checkpoint key is missing or unusable (the message names the file, never key material)."""
+
+
+def load_checkpoint_key(directory: Path) -> Ed25519PrivateKey:
+    """The existing checkpoint key; :class:`CheckpointKeyError` if there is none or it is not Ed25519.
+
+    Only for readers (``audit key|export|verify``, the console's "verify now"): a key they created would
+    be a new log identity that no officer pinned, and would hide a wrong data directory behind a fresh key.
+    """
+    path = directory / CHECKPOINT_KEY_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointKeyError(f"no audit checkpoint key at {path}: is the data directory right? "
+                                 "(`wgs-gateway keys init` or starting the gateway creates it)") from None
+    except OSError as exc:
+        raise CheckpointKeyError(f"audit checkpoint key at {path} cannot be read ({exc.strerror})") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise CheckpointKeyError(f"audit checkpoint key at {path} is not a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CheckpointKeyError(f"audit checkpoint key at {path} is not an Ed25519 key")
+    return key
+
+
 def load_or_create_checkpoint_key(directory: Path) -> Ed25519PrivateKey:
-    path = directory / "audit-checkpoint.pem"
+    """The checkpoint key, created (0600) if there is none: only for installing the log (``keys init``, the
+    gateway starting), which is where a log and its identity begin."""
+    path = directory / CHECKPOINT_KEY_FILE
     if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise RuntimeError("audit checkpoint key is not an Ed25519 key")
-        return key
+        return load_checkpoint_key(directory)
     directory.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -54,10 +83,17 @@ def log_origin(issuer: str) -> str:
     return f"{urlparse(issuer).netloc or 'wgs-gateway'}/audit-log"
 
 
+def audit_signer(settings: Settings) -> NoteSigner:
+    """The log's signer from the existing key (:func:`load_checkpoint_key`), for ``audit export``, which
+    signs a checkpoint at the size it exports."""
+    return NoteSigner(log_origin(settings.issuer), load_checkpoint_key(settings.key_dir))
+
+
 def audit_verifier(settings: Settings) -> NoteVerifier:
     """The log's own verifier (checkpoint key from the key store, origin from the issuer): what
-    ``audit verify``, the console's "verify now" and the reliability tests check the log against."""
-    return NoteVerifier(log_origin(settings.issuer), load_or_create_checkpoint_key(settings.key_dir).public_key())
+    ``audit verify``, the console's "verify now" and the reliability tests check the log against.
+    Never creates the key: :class:`CheckpointKeyError` when it is missing."""
+    return audit_signer(settings).verifier
 
 
 def install_audit(container: Container) -> AuditServices:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Response
+from fastapi import APIRouter, Depends, Form, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 
@@ -67,6 +67,9 @@ __all__ = ["NAV", "router"]
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"console.css": "text/css; charset=utf-8", "proof.js": "text/javascript; charset=utf-8"}
 _PSEUDONYM = re.compile(r"^[A-Za-z0-9+/=_:.\-]{1,1024}$")  # as audit.events.Pseudonym
+MAX_INDEX = 2**53
+"""The largest log index a page accepts, as the API's ``cursor`` (the largest integer JSON readers keep exact):
+far beyond any log, and below the 64-bit integers of the database, which a larger one overflowed into a 500."""
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -182,7 +185,8 @@ def _choices(container: Container) -> dict[str, list[str]]:
 async def audit_explorer(page: Page = Depends(signed_in), partnership: str | None = None,
                          purpose: str | None = None, organisation: str | None = None, event_type: str | None = None,
                          decision: str | None = None, since: str | None = None, until: str | None = None,
-                         subject: str | None = None, after: int = -1, verified: str | None = None) -> Response:
+                         subject: str | None = None, after: int = Query(-1, le=MAX_INDEX),
+                         verified: str | None = None) -> Response:
     person = page.me
     container = page.container
     scope = review.scope_of(need_scope(person, Scope.AUDIT_READ), container)
@@ -232,7 +236,7 @@ async def audit_entry(index: int, page: Page = Depends(signed_in)) -> Response:
     person = page.me
     container = page.container
     scope = review.scope_of(need_scope(person, Scope.AUDIT_READ), container)
-    if index < 0:
+    if not 0 <= index <= MAX_INDEX:
         raise NotFound("no such entry")
     found = await run_in_threadpool(list_entries, container.engine, scope, EntryFilter(), after=index - 1, limit=1)
     if not found.entries or found.entries[0].index != index:

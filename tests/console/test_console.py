@@ -289,6 +289,19 @@ def test_paging_through_the_audit_log(console: TestClient, container: Container)
     assert console.get("/console/audit?since=yesterday").status_code == 422
 
 
+def test_indices_beyond_any_log_are_console_errors_not_500(console: TestClient) -> None:
+    sign_in(console, "po-gemeente")
+    for after in (str(2**53 + 1), str(2**63), str(2**64)):
+        page = console.get("/console/audit", params={"after": after})
+        assert page.status_code == 422, after
+        assert page.headers["content-type"].startswith("text/html")  # the console's error page, not JSON
+    assert console.get("/console/audit", params={"after": str(2**53)}).status_code == 200
+    for index in (2**53 + 1, 2**63, 2**64):
+        page = console.get(f"/console/audit/entries/{index}")
+        assert page.status_code == 404, index
+        assert page.headers["content-type"].startswith("text/html")
+
+
 def test_entry_page_carries_a_proof_the_server_can_check_too(console: TestClient, container: Container) -> None:
     import base64
 

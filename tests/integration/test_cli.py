@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -236,3 +237,88 @@ def test_serve_starts_uvicorn_with_our_logging_and_a_graceful_shutdown(
     assert call["port"] == 8123
     assert call["log_config"] is None  # uvicorn's default would put its plain-text formatters back
     assert call["timeout_graceful_shutdown"]
+
+
+# -- audit: key, export, verify ------------------------------------------------------------------------------
+
+
+def test_audit_commands_never_create_the_checkpoint_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        data_dir: Path) -> None:
+    """A wrong or empty data directory gets one clear line, not a new log identity printed as if pinned."""
+    keys = data_dir / "keys" / "audit-checkpoint.pem"
+    assert not keys.exists()
+    for command in (["audit", "key"], ["audit", "export", "--out", str(tmp_path / "out.jsonl")],
+                    ["audit", "verify"], ["audit", "verify", "--fast"]):
+        line = _refusal(runner.invoke(app, command))
+        assert line.startswith(f"no audit checkpoint key at {keys}"), (command, line)
+        assert not keys.exists(), command
+    assert not (tmp_path / "out.jsonl").exists()
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "nowhere"))  # a mistyped directory is not created either
+    _refusal(runner.invoke(app, ["audit", "key"]))
+    assert not (tmp_path / "nowhere").exists()
+    monkeypatch.setenv("WGS_DATA_DIR", str(data_dir))
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0  # installing the log creates it
+    first = runner.invoke(app, ["audit", "key"])
+    assert first.exit_code == 0, first.output
+    assert runner.invoke(app, ["audit", "key"]).output == first.output
+    keys.write_text("not a key\n")
+    assert _refusal(runner.invoke(app, ["audit", "key"])).endswith("is not a PEM private key")
+
+
+def _forge_entry(line: bytes) -> bytes:
+    """Rewrite an entry line's canonical bytes and its leaf hash, as anyone holding the file can."""
+    start, end = len(b'{"entry":'), line.rindex(b',"index":')
+    canonical = line[start:end].replace(b'"tax.debts"', b'"tax.debtz"', 1)
+    assert canonical != line[start:end]
+    leaf = hashlib.sha256(b"\x00" + canonical).hexdigest().encode("ascii")
+    return line[:start] + canonical + line[end:line.rindex(b'"leaf_hash":"') + 13] + leaf + b'","type":"entry"}\n'
+
+
+def test_audit_export_is_covered_by_a_signature_and_a_forged_one_is_not_intact(data_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    from audit import AuditLog, CheckpointPolicy
+    from gateway.auditing.setup import audit_signer
+    from gateway.db.engine import make_engine
+    from gateway.settings import Settings
+    from tests.audit_support import make_event
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    settings = Settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        log = AuditLog(engine, audit_signer(settings), policy=CheckpointPolicy(every_entries=100, every_seconds=None))
+        log.append([make_event(0)])  # the first entry gets a checkpoint; the next 19 none
+        log.append([make_event(n) for n in range(1, 20)])
+        assert log.checkpoint().tree_size == 1
+    finally:
+        engine.dispose()
+    export = tmp_path / "log.jsonl"
+    assert runner.invoke(app, ["audit", "export", "--out", str(export)]).exit_code == 0
+    vkey = runner.invoke(app, ["audit", "key"]).output.strip()
+    intact = runner.invoke(app, ["audit", "verify", "--export", str(export), "--key", vkey])
+    assert intact.exit_code == 0, intact.output
+    assert "log intact: 20 entries, 2 checkpoints" in intact.stdout
+    assert "warning" not in intact.stderr
+
+    # Drop the signed checkpoints, announce none, rewrite entry 3 with its leaf hash.
+    lines = export.read_bytes().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    header["checkpoint_count"] = 0
+    entries = lines[1 + 2:]
+    entries[3] = _forge_entry(entries[3])
+    forged = tmp_path / "forged.jsonl"
+    forged.write_bytes(json.dumps(header).encode() + b"\n" + b"".join(entries))
+    for fast in ([], ["--fast"]):
+        caught = runner.invoke(app, ["audit", "verify", "--export", str(forged), "--key", vkey, *fast])
+        assert caught.exit_code == 1, caught.output
+        assert "log NOT intact: uncovered at index 0" in caught.stderr
+        assert "entries 0..19 are not covered" in caught.stderr
+
+    header["tree_size"] = "twenty"
+    malformed = tmp_path / "malformed.jsonl"
+    malformed.write_bytes(json.dumps(header).encode() + b"\n" + b"".join(lines[1:]))
+    refused = runner.invoke(app, ["audit", "verify", "--export", str(malformed), "--key", vkey])
+    assert refused.exit_code == 1
+    assert refused.exception is None or isinstance(refused.exception, SystemExit)
+    assert "log NOT intact: format" in refused.stderr
+    assert "Traceback" not in refused.output

@@ -131,12 +131,14 @@ def test_export_and_live_verification_agree(engine: Engine, tmp_path: Path) -> N
     assert live.warnings == ("entries 25..25 are not covered by a checkpoint yet",)
 
     path = tmp_path / "audit.jsonl"
-    summary = export_log(engine, log.verifier, path)
-    assert (summary.tree_size, summary.checkpoint_count) == (26, 3)
+    summary = export_log(log, path)  # signs the tree at 26: the export ends with a checkpoint at its size
+    assert (summary.tree_size, summary.checkpoint_count) == (26, 4)
+    assert log.checkpoint().tree_size == 26
     for deep in (True, False):
         exported = verify_export(path, verifier=log.verifier, deep=deep)
         assert exported.ok, exported.failure
-        assert (exported.entries, exported.checkpoints, exported.root_hash) == (26, 3, log.root())
+        assert (exported.entries, exported.checkpoints, exported.root_hash) == (26, 4, log.root())
+        assert exported.warnings == ()
     unpinned = verify_export(path)
     assert unpinned.ok
     assert not unpinned.key_pinned

@@ -227,7 +227,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         log = _build_log(engine)
         path = directory / "export.jsonl"
-        export_log(engine, log.verifier, path)
+        export_log(log, path)
     finally:
         engine.dispose()
     return path
@@ -311,6 +311,26 @@ def _roll_back(lines: Lines) -> None:
     lines[0]["tree_size"], lines[0]["checkpoint_count"] = 24, 3
 
 
+def _drop_checkpoints(lines: Lines, *, above: int) -> None:
+    """Remove the checkpoint lines beyond ``above`` entries and announce only the ones left."""
+    lines[:] = [line for line in lines if line["type"] != "checkpoint" or line["tree_size"] <= above]
+    lines[0]["checkpoint_count"] = sum(line["type"] == "checkpoint" for line in lines)
+
+
+def _forge_unsigned(lines: Lines) -> None:
+    """Drop every checkpoint, then rewrite entry 13 with its leaf hash: only signatures could tell."""
+    _drop_checkpoints(lines, above=-1)
+    _change_byte(lines, fix_leaf=True)
+
+
+def _forge_tail(lines: Lines) -> None:
+    """Drop the checkpoint at 40, then rewrite entry 35 (after the one at 32) with its leaf hash."""
+    _drop_checkpoints(lines, above=32)
+    line = lines[_position(lines, 35)]
+    line["canonical"] = line["canonical"].replace("tax.debts", "tax.debtz", 1)
+    line["leaf_hash"] = leaf_hash(line["canonical"].encode()).hex()
+
+
 def _forge_consistently(lines: Lines) -> None:
     """Rewrite entry 13 and re-sign every later checkpoint with the impostor's key: the pinned key refuses."""
     _change_byte(lines, fix_leaf=True)
@@ -349,6 +369,13 @@ EXPORT_CASES: dict[str, tuple[Callable[[Lines], None], Expect, dict[str, Any]]] 
     "truncated file": (lambda ls: _truncate(ls, fix_header=False), Expect(FailureKind.TRUNCATED, 30), {}),
     "truncated file, header adjusted": (lambda ls: _truncate(ls, fix_header=True),
                                         Expect(FailureKind.TRUNCATED, 30, None, 32), {}),
+    "checkpoints removed, entry and leaf hash rewritten": (_forge_unsigned, Expect(FailureKind.UNCOVERED, 0), {}),
+    "checkpoints removed, entry and leaf hash rewritten (fast)": (_forge_unsigned, Expect(FailureKind.UNCOVERED, 0),
+                                                                  {"deep": False}),
+    "last checkpoint removed, later entry and leaf hash rewritten": (_forge_tail, Expect(FailureKind.UNCOVERED, 32),
+                                                                     {}),
+    "last checkpoint removed, nothing else changed": (lambda ls: _drop_checkpoints(ls, above=32),
+                                                      Expect(FailureKind.UNCOVERED, 32), {}),
 }
 
 
@@ -438,6 +465,40 @@ def test_export_entry_lines_are_canonical_json_with_the_entry_as_an_object(expor
     assert last["index"] == 39
     assert last["entry"]["index"] == 39
     assert last["entry"]["event"]["processing_activity"]["purpose"] == "bibob-check"
+
+
+def test_an_unpinned_export_must_be_covered_too(exported: Path, tmp_path: Path) -> None:
+    result = verify_export(_tampered(exported, tmp_path, _forge_unsigned))
+    assert result.failure is not None
+    assert (result.failure.kind, result.failure.index) == (FailureKind.UNCOVERED, 0)
+    assert "0..39" in result.failure.reason
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("tree_size", "twenty"), ("tree_size", -1), ("tree_size", None), ("tree_size", 40.0), ("tree_size", True),
+    ("tree_size", [40]), ("checkpoint_count", "5"), ("checkpoint_count", -1), ("checkpoint_count", 5.5),
+    ("verifier_key", 5), ("verifier_key", None),
+])
+def test_a_malformed_export_header_is_a_format_failure_not_a_crash(exported: Path, tmp_path: Path, field: str,
+                                                                  value: Any) -> None:
+    def malform(lines: Lines) -> None:
+        lines[0][field] = value
+
+    for pinned in (SIGNER.verifier, None):
+        result = verify_export(_tampered(exported, tmp_path, malform), verifier=pinned)
+        assert result.failure is not None
+        assert (result.failure.kind, result.failure.index) == (FailureKind.FORMAT, None)
+        assert field in result.failure.reason
+
+
+@pytest.mark.parametrize("value", [-1, True])
+def test_a_malformed_checkpoint_line_is_a_format_failure(exported: Path, tmp_path: Path, value: Any) -> None:
+    def malform(lines: Lines) -> None:
+        _checkpoint_line(lines, 8)["tree_size"] = value
+
+    result = verify_export(_tampered(exported, tmp_path, malform), verifier=SIGNER.verifier)
+    assert result.failure is not None
+    assert result.failure.kind is FailureKind.FORMAT
 
 
 def test_garbage_instead_of_an_export_is_a_format_failure(tmp_path: Path) -> None:
