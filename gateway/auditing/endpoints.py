@@ -3,7 +3,6 @@ consistency proofs, and the verifier key — what an officer needs to check the 
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -12,7 +11,6 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from audit import ProofUnavailable
-from gateway.auditing import review
 from gateway.auditing.setup import audit_services
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Scope
@@ -90,28 +88,3 @@ async def consistency(first: int = Query(alias="from", ge=1), second: int = Quer
     except ProofUnavailable as exc:
         raise NotFound(str(exc)) from exc
     return ConsistencyProofView(first=proof.first, second=proof.second, hashes=[h.hex() for h in proof.hashes])
-
-
-ANOMALY_BASELINE_DAYS = 14
-"""The days before ``day`` that the anomaly flags compare it with (what :func:`review.anomalies` asks for)."""
-FIRST_ANOMALY_DAY = date.min + timedelta(days=ANOMALY_BASELINE_DAYS)
-LAST_ANOMALY_DAY = date.max - timedelta(days=1)
-"""The days whose baseline and end (the next midnight) are still dates: beyond them the arithmetic overflows."""
-
-
-@router.get("/anomalies", response_model=list[review.AnomalyView], include_in_schema=False)
-async def anomalies_in_range(
-        day: date | None = None,
-        principal: Principal = Depends(_reader),
-        container: Container = Depends(get_container)) -> list[review.AnomalyView]:
-    """``GET /v1/audit/anomalies`` with ``day`` bounded, answered by :func:`review.anomalies` (documented there).
-
-    Why a second registration of the path: a day at the ends of the calendar (``0001-01-01``, ``9999-12-31``)
-    made the baseline's date arithmetic overflow into a 500; out of range it is now a 422 problem. This
-    router is included before the review router (``gateway.app``), so this route answers the path; it is
-    left out of the OpenAPI document, which keeps the review route's description. Once the review route
-    bounds ``day`` itself, this one can go.
-    """
-    if day is not None and not FIRST_ANOMALY_DAY <= day <= LAST_ANOMALY_DAY:
-        raise Unprocessable(f"day must lie between {FIRST_ANOMALY_DAY.isoformat()} and {LAST_ANOMALY_DAY.isoformat()}")
-    return await review.anomalies(day=day, principal=principal, container=container)
