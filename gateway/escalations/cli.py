@@ -33,9 +33,11 @@ def scan() -> None:
         start_services(container)
         writer = audit_services(container).writer
         writer.start()
+        service = escalation_service(container)
         try:
-            return len(await escalation_service(container).escalate_overdue())
+            return len(await service.escalate_overdue())
         finally:
+            await service.notifier.aclose()  # the parties' webhooks are delivered before the loop ends
             await writer.aclose()
             await container.services["connectors"].aclose()
             await container.services["policy"].aclose()

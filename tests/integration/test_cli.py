@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI, Request, Response
 from joserfc.jwk import OKPKey
 from typer.testing import CliRunner, Result
 
@@ -107,6 +108,42 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     gaps = runner.invoke(app, ["escalations", "gaps"])
     assert gaps.exit_code == 0
     assert gaps.output.splitlines() == ["id,partnership,status,title,description,cases"]
+
+
+def test_escalations_scan_delivers_its_webhooks_before_it_exits(data_dir: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """From cron, the scan is the only process that tells the parties a case moved up: its signed
+    notifications must be delivered before the command ends, not dropped with its event loop."""
+    from datetime import UTC, datetime
+
+    from escalation.cases import open_case
+    from gateway.db.engine import make_engine, make_session_factory, transaction
+    from tests.servers import serve_app
+
+    received: list[tuple[str, dict[str, object]]] = []
+    receiver = FastAPI()
+
+    @receiver.post("/hooks/{organisation}")
+    async def hook(organisation: str, request: Request) -> Response:
+        received.append((organisation, json.loads(await request.body())))
+        # The first delivery fails: the notifier tries again after a pause, which the scan must wait for.
+        return Response(status_code=503 if len(received) == 1 else 200)
+
+    engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
+    with transaction(make_session_factory(engine)) as session:  # tier 1's five working days are long over
+        case = open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
+                         requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
+                         register_version="2026.11.1", policy_reasons=["refused-by-holder"],
+                         deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    engine.dispose()
+    with serve_app(receiver) as base:
+        monkeypatch.setenv("WGS_ESCALATION_WEBHOOKS", json.dumps(
+            {"politie": {"url": f"{base}/hooks/politie", "secret": "0123456789abcdef0123"}}))
+        scanned = runner.invoke(app, ["escalations", "scan"])
+    assert scanned.exit_code == 0, scanned.output
+    assert "1 overdue case(s) moved" in scanned.output
+    assert [organisation for organisation, _ in received] == ["politie", "politie"], scanned.output
+    assert case.id in json.dumps(received[-1][1])
 
 
 def test_pseudonyms_rotate_rekeys_the_index_to_what_a_fresh_enrolment_gives(data_dir: Path) -> None:
