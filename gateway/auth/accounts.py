@@ -48,7 +48,14 @@ def create_account(session: Session, username: str, organisation: str, roles: li
 
 
 class LoginThrottle:
-    """At most ``limit`` failed logins per username per ``window``; then 429 until the window passes."""
+    """At most ``limit`` failed logins per username per ``window``; then 429 until the window passes.
+
+    An attempt counts as failed from the moment it starts (:meth:`attempt`) until it succeeds: were it
+    counted only after the slow password check, parallel guesses would all pass the limit before the first
+    failure was recorded. Usernames nobody tried for a window are forgotten, so guessing names cannot grow
+    the table without bound."""
+
+    SWEEP_ABOVE = 10_000
 
     def __init__(self, clock: Clock, limit: int = 5, window: timedelta = timedelta(minutes=15)) -> None:
         self._clock = clock
@@ -57,33 +64,41 @@ class LoginThrottle:
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def check(self, username: str) -> None:
+    def attempt(self, username: str) -> None:
+        """Count an attempt before its password is checked, or raise 429 when the limit is reached."""
         now = self._clock.now().timestamp()
         with self._lock:
+            if len(self._failures) > self.SWEEP_ABOVE:
+                self._sweep(now)
             failures = self._failures[username]
-            while failures and now - failures[0] > self._window.total_seconds():
-                failures.popleft()
+            self._expire(failures, now)
             if len(failures) >= self._limit:
                 retry = int(self._window.total_seconds() - (now - failures[0])) + 1
                 raise TooManyRequests("too many failed logins; try again later",
                                       headers={"Retry-After": str(retry)})
-
-    def failed(self, username: str) -> None:
-        with self._lock:
-            self._failures[username].append(self._clock.now().timestamp())
+            failures.append(now)
 
     def succeeded(self, username: str) -> None:
         with self._lock:
             self._failures.pop(username, None)
 
+    def _expire(self, failures: deque[float], now: float) -> None:
+        while failures and now - failures[0] > self._window.total_seconds():
+            failures.popleft()
+
+    def _sweep(self, now: float) -> None:
+        for username in list(self._failures):
+            self._expire(self._failures[username], now)
+            if not self._failures[username]:
+                del self._failures[username]
+
 
 def authenticate_person(session: Session, username: str, password: str,
                         throttle: LoginThrottle) -> repository.AccountRecord:
-    throttle.check(username)
+    throttle.attempt(username)
     account = repository.get_account(session, username)
     valid = verify_secret(account.password_hash if account else DUMMY_HASH, password)
     if account is None or not valid or not account.active:
-        throttle.failed(username)
         raise Unauthorized("username or password is wrong, or the account is disabled", error="invalid_grant")
     throttle.succeeded(username)
     return account

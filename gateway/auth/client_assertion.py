@@ -13,8 +13,7 @@ Checklist for a client assertion (any failure → ``invalid_client``, nothing el
 
 from __future__ import annotations
 
-import json
-from base64 import urlsafe_b64decode
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +26,9 @@ from joserfc.jwt import JWTClaimsRegistry
 from sqlalchemy.orm import Session
 
 from gateway.auth import repository
+from gateway.auth.jose_segments import decode_segment
 from gateway.clock import Clock
+from gateway.register.model import SLUG_PATTERN
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["Ed25519", "ES256"]
@@ -37,13 +38,9 @@ LEEWAY_SECONDS = 30
 def _claims_unverified(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         header_b64, payload_b64, _signature = assertion.split(".")
-        header = json.loads(urlsafe_b64decode(header_b64 + "=" * (-len(header_b64) % 4)))
-        payload = json.loads(urlsafe_b64decode(payload_b64 + "=" * (-len(payload_b64) % 4)))
-    except ValueError as exc:
+        return decode_segment(header_b64), decode_segment(payload_b64)
+    except ValueError as exc:  # a wrong number of segments, or a MalformedSegment
         raise InvalidClientError(description="client assertion is malformed") from exc
-    if not isinstance(header, dict) or not isinstance(payload, dict):
-        raise InvalidClientError(description="client assertion is malformed")
-    return header, payload
 
 
 def make_private_key_jwt_method(session: Session, clock: Clock, audiences: set[str],
@@ -63,6 +60,8 @@ def make_private_key_jwt_method(session: Session, clock: Clock, audiences: set[s
         client_id = unverified.get("iss")
         if not isinstance(client_id, str) or (form.get("client_id") and form.get("client_id") != client_id):
             raise InvalidClientError(description="client assertion issuer does not match the client")
+        if not re.fullmatch(SLUG_PATTERN, client_id):  # every client is a system of the register
+            raise InvalidClientError(description="client assertion issuer is no client id")
         client = query_client(client_id)
         if client is None or client.record.auth_method != "private_key_jwt" or not client.record.jwks:
             raise InvalidClientError(description="unknown client or client does not use private_key_jwt")
@@ -85,8 +84,10 @@ def make_private_key_jwt_method(session: Session, clock: Clock, audiences: set[s
         if expires - now > max_age_seconds + LEEWAY_SECONDS:
             raise InvalidClientError(description="client assertion lives longer than allowed")
         jti = str(decoded.claims["jti"])[:128]
-        if not repository.remember_assertion(session, client_id, jti, datetime.fromtimestamp(expires, UTC),
-                                             clock.now()):
+        # Remembered for as long as the assertion is accepted, leeway included: forgotten at its bare ``exp``
+        # it could be replayed during the leeway that follows.
+        if not repository.remember_assertion(session, client_id, jti,
+                                             datetime.fromtimestamp(expires + LEEWAY_SECONDS, UTC), clock.now()):
             raise InvalidClientError(description="client assertion was already used (replay)")
         return client
 

@@ -16,9 +16,7 @@ system presents the same token for its whole lifetime. At most ``VERIFIED_TOKENS
 
 from __future__ import annotations
 
-import json
 import threading
-from base64 import urlsafe_b64decode
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +25,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
+from gateway.auth.jose_segments import MalformedSegment, decode_segment
 from gateway.auth.keys import SIGNING_ALGORITHM, SigningKeyStore
 from gateway.auth.principal import Principal
 from gateway.clock import Clock
@@ -135,13 +134,9 @@ class AccessTokenService:
 def _peek_header(token: str) -> dict[str, Any]:
     """The JOSE header, parsed defensively before any key lookup."""
     try:
-        encoded = token.split(".")[0]
-        header = json.loads(urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except (ValueError, IndexError) as exc:
+        return decode_segment(token.split(".")[0])
+    except MalformedSegment as exc:
         raise Unauthorized("access token is malformed") from exc
-    if not isinstance(header, dict):
-        raise Unauthorized("access token is malformed")
-    return header
 
 
 class HolderTokenCache:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
@@ -9,11 +14,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from gateway.auth import repository
-from gateway.auth.accounts import create_account
+from gateway.auth.accounts import LoginThrottle, authenticate_person, create_account
 from gateway.auth.tables import accounts
+from gateway.clock import FixedClock
 from gateway.container import Container
 from gateway.db.engine import transaction
-from gateway.errors import Unprocessable
+from gateway.errors import TooManyRequests, Unauthorized, Unprocessable
 
 PASSWORD = "correct horse battery staple"
 
@@ -75,3 +81,39 @@ def test_a_disabled_account_cannot_log_in(client: TestClient, container: Contain
     refused = client.post("/v1/auth/login", json=login)
     assert refused.status_code == 401
     assert refused.headers["content-type"].startswith("application/problem+json")
+
+
+def test_parallel_wrong_passwords_get_no_more_guesses_than_the_limit(container: Container) -> None:
+    """Each attempt counts from its start: twenty guesses sent at once are not all checked before the
+    first failure is recorded (the password check is slow on purpose, so they would be)."""
+    with transaction(container.sessions) as session:
+        create_account(session, "alice", "gemeente-amsterdam", ["privacy-officer"], "correct horse battery staple",
+                       container.clock)
+    throttle = LoginThrottle(container.clock, limit=5)
+    start = threading.Barrier(20)
+
+    def guess(number: int) -> str:
+        start.wait()
+        try:
+            with transaction(container.sessions) as session:
+                authenticate_person(session, "alice", f"wrong guess {number}", throttle)
+        except Unauthorized:
+            return "checked"
+        except TooManyRequests:
+            return "throttled"
+        return "logged in"
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = Counter(pool.map(guess, range(20)))
+    assert outcomes == {"checked": 5, "throttled": 15}
+
+
+def test_the_throttle_forgets_usernames_nobody_tried_for_a_window(container: Container) -> None:
+    clock = FixedClock(container.clock.now())
+    throttle = LoginThrottle(clock, limit=5)
+    throttle.SWEEP_ABOVE = 10
+    for number in range(11):
+        throttle.attempt(f"guessed-name-{number}")
+    clock.advance(timedelta(minutes=16))
+    throttle.attempt("one-more")  # past the sweep mark: the expired names go
+    assert len(throttle._failures) == 1

@@ -44,6 +44,14 @@ def test_missing_or_malformed_authorization_is_401(client: TestClient) -> None:
     _assert_401(client.get("/v1/register", headers=bearer("garbage")))
 
 
+@pytest.mark.parametrize("header", [b"[" * 5000 + b"]" * 5000, b"{}" + b" " * 20_000],
+                         ids=["nested-past-the-parser", "oversized"])
+def test_a_hostile_token_header_is_401_not_500(client: TestClient, header: bytes) -> None:
+    """The header is read before any key is chosen: attacker's bytes, refused as malformed."""
+    segment = base64.urlsafe_b64encode(header).rstrip(b"=").decode()
+    _assert_401(client.get("/v1/register", headers=bearer(f"{segment}.e30.AAAA")))
+
+
 @IN_MEMORY_ONLY
 def test_token_signed_by_a_foreign_key_is_401(client: TestClient, container: Container) -> None:
     attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current().kid})

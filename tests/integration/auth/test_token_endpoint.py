@@ -186,3 +186,37 @@ def test_the_same_assertion_sent_twice_at_once_is_accepted_once(client: TestClie
     with container.engine.connect() as connection:
         stored = connection.execute(select(used_client_assertions.c.jti)).scalars().all()
     assert stored == ["raced-jti"]
+
+
+def test_a_used_assertion_stays_refused_through_the_leeway_after_it_expires(
+        client: TestClient, container: Container, clock: FixedClock) -> None:
+    """The claims check accepts an assertion until ``exp`` plus the leeway; its jti must be remembered as
+    long, or the expired-jti purge hands a captured assertion a second token in those seconds."""
+    keys = register_client(container, SYSTEM, ["exchange"])
+    assertion = client_assertion(container, keys, lifetime=60)
+    assert client.post("/oauth/token", data=token_form(assertion)).status_code == 200
+    clock.advance(timedelta(seconds=70))  # 10 s past exp: inside the 30 s leeway
+    body = _problem(client.post("/oauth/token", data=token_form(assertion)), 401, "invalid_client")
+    assert "replay" in str(body["detail"])
+
+
+def _segment(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+_NESTED = _segment(b"[" * 5000 + b"]" * 5000)  # past the JSON parser's recursion limit
+_EDDSA = _segment(b'{"alg": "Ed25519"}')
+_LONE_SURROGATE_ISSUER = _segment(b'{"iss": "\\ud800"}')  # JSON escape of a lone surrogate
+_LONG_ISSUER = _segment(b'{"iss": "' + b"x" * 500 + b'"}')
+HOSTILE_ASSERTIONS = {
+    "nested-header": f"{_NESTED}.e30.AAAA",
+    "nested-claims": f"{_EDDSA}.{_NESTED}.AAAA",
+    "oversized": f"{_EDDSA}.{'A' * 100_000}.AAAA",  # far longer than any assertion
+    "lone-surrogate-issuer": f"{_EDDSA}.{_LONE_SURROGATE_ISSUER}.AAAA",
+    "long-issuer": f"{_EDDSA}.{_LONG_ISSUER}.AAAA",
+}
+
+
+@pytest.mark.parametrize("assertion", list(HOSTILE_ASSERTIONS.values()), ids=list(HOSTILE_ASSERTIONS))
+def test_hostile_unsigned_assertions_are_invalid_client_not_500(client: TestClient, assertion: str) -> None:
+    _problem(client.post("/oauth/token", data=token_form(assertion)), 401, "invalid_client")
