@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Slug = str  # lower-case identifiers such as "riec-amsterdam-amstelland", "bibob-integrity-check"
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
+CATEGORY_PATTERN = r"^[a-z][a-z_]{1,63}$"  # as the API accepts a record's category
 
 
 class _Strict(BaseModel):
@@ -100,11 +102,34 @@ class Partnership(_Strict):
         return next((p for p in self.participants if p.organisation == organisation), None)
 
 
+_CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+_CLOCK_TIME_OR_MIDNIGHT = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"  # "24:00": to the end of the day
+
+
 class OfficeHours(_Strict):
+    """Rule 7's office hours. Checked here, at load time: a time zone the machine does not know, or hours
+    that cannot be, would otherwise pass the loader and fail every later decision that reads them."""
+
     timezone: str = "Europe/Amsterdam"
-    weekdays: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
-    start: str = Field(default="07:00", pattern=r"^\d{2}:\d{2}$")
-    end: str = Field(default="19:00", pattern=r"^\d{2}:\d{2}$")
+    weekdays: list[Annotated[int, Field(ge=1, le=7)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5],
+                                                              min_length=1)
+    start: str = Field(default="07:00", pattern=_CLOCK_TIME)
+    end: str = Field(default="19:00", pattern=_CLOCK_TIME_OR_MIDNIGHT)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone `{value}` (an IANA name such as Europe/Amsterdam)") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> OfficeHours:
+        if self.start >= self.end:  # zero-padded HH:MM compares as text
+            raise ValueError(f"office hours must start before they end ({self.start}-{self.end})")
+        return self
 
 
 class Register(_Strict):

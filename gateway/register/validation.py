@@ -9,9 +9,10 @@ policy decision.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
-from gateway.register.model import Register, Status
+from gateway.register.model import CATEGORY_PATTERN, SLUG_PATTERN, Register, Status
 
 Problem = tuple[tuple[str | int, ...], str]
 
@@ -21,6 +22,7 @@ def check_references(register: Register) -> list[Problem]:
 
 
 def _problems(register: Register) -> Iterator[Problem]:
+    yield from _unreachable_ids(register)
     owner_of_system: dict[str, str] = {}
     for org_id, org in register.organisations.items():
         for position, system in enumerate(org.systems):
@@ -42,6 +44,8 @@ def _problems(register: Register) -> Iterator[Problem]:
         for position, participant in enumerate(partnership.participants):
             loc = (*base, "participants", position)
             roles.add(participant.role)
+            if participant.organisation in participant_orgs:  # who it is would depend on which entry is read
+                yield ((*loc, "organisation"), f"`{participant.organisation}` is a participant already")
             participant_orgs.add(participant.organisation)
             owner = register.organisations.get(participant.organisation)
             if owner is None:
@@ -94,3 +98,20 @@ def _problems(register: Register) -> Iterator[Problem]:
                         yield ((*ploc, "supplies", role, c_pos),
                                f"category `{category}` is answered as hit/no-hit only: list `{role}` in "
                                "`hit_only_holders` or do not supply it here")
+
+
+def _unreachable_ids(register: Register) -> Iterator[Problem]:
+    """Ids the API could never name: every request carries partnerships, purposes and organisations as
+    slugs and categories in their own pattern, so any other id would be a part of the register no request
+    can reach."""
+    kinds: list[tuple[tuple[str | int, ...], list[str], str]] = [
+        (("categories",), list(register.categories), CATEGORY_PATTERN),
+        (("organisations",), list(register.organisations), SLUG_PATTERN),
+        (("partnerships",), list(register.partnerships), SLUG_PATTERN),
+    ]
+    kinds += [(("partnerships", pid, "purposes"), list(p.purposes), SLUG_PATTERN)
+              for pid, p in register.partnerships.items()]
+    for base, ids, pattern in kinds:
+        for identifier in ids:
+            if not re.fullmatch(pattern, identifier):
+                yield ((*base, identifier), f"`{identifier}` is no valid id (expected the pattern {pattern})")

@@ -70,6 +70,18 @@ def _line_of(needle: str, text: str = TEXT) -> int:
      "daily_limit_per_system: 200\n\n  fec:",
      "        retention: {months: many, counted_from: disclosure}\n        bulk_threshold: 25\n        "
      "daily_limit_per_system: 200\n\n  fec:", "months: many", "valid integer"),
+    # Office hours rule 7 could not apply: refused when loaded, not a 500 at the first request that reads them.
+    ("timezone: Europe/Amsterdam,", "timezone: Europe/Amsterdan,", "Europe/Amsterdan", "unknown time zone"),
+    ('start: "07:00", end: "19:00"', 'start: "99:99", end: "19:00"', '"99:99"', "should match pattern"),
+    ('start: "07:00", end: "19:00"', 'start: "19:00", end: "07:00"', 'start: "19:00"', "start before they end"),
+    ("weekdays: [1, 2, 3, 4, 5]", "weekdays: [1, 2, 9]", "weekdays: [1, 2, 9]", "less than or equal to 7"),
+    # Who a participant is must not depend on which of two entries is read.
+    ("      - {organisation: kvk, role: registry, systems: [kvk-handelsregister]}\n",
+     "      - {organisation: kvk, role: registry, systems: [kvk-handelsregister]}\n"
+     "      - {organisation: kvk, role: tax, systems: [kvk-handelsregister], status: retired}\n",
+     "role: tax, systems: [kvk-handelsregister]", "`kvk` is a participant already"),
+    # Ids no request could name.
+    ("\n  fec:\n", "\n  FEC centre:\n", "FEC centre:", "no valid id"),
 ])
 def test_bad_register_is_refused_with_line_and_reason(old: str, new: str, needle: str, reason: str) -> None:
     assert old in TEXT
