@@ -1,86 +1,130 @@
-"""CLI: ``wgs-gateway pseudonyms status|rotate`` — the pseudonymisation keys and their rotation.
+"""CLI: ``wgs-gateway pseudonyms status|rotate|rekey`` — the pseudonymisation keys and their rotation.
 
-``rotate`` adds a key version (the new current one) and re-keys the whole discovery index to it as a batch
-job with a progress bar, without ever decrypting anything: each partnership-domain pseudonym is multiplied
-by ``s_new / s_old`` (``gateway.pseudonyms.rotation``). The job is idempotent — rows already under the new
-version pass through — so an interrupted run is simply started again. Afterwards restart the gateway
-processes (they load the key ring on start) and let the participants re-enrol: their pseudonyms under the
-new version differ from the old ones, which is the point of rotating.
+Rotating is two steps, kept apart so that either can be repeated safely: adding a key version (the new current
+one) to the key store, and moving the discovery index to the current version (``gateway.enrolment.rekey``),
+without ever decrypting anything — each partnership-domain pseudonym is multiplied by ``s_new / s_old``.
+
+* ``rotate`` first looks for index rows under a version other than the current one. If there are any (a
+  previous run was interrupted after the key store rotated, or an old gateway process enrolled under the old
+  version), it only finishes moving those and adds **no** version: a rerun after an interruption must not
+  strand the index one version further behind. Otherwise it adds a version and re-keys the whole index.
+* ``rekey`` only moves rows to the current version; it never touches the key store. It is the last step of a
+  rotation: after the gateway processes were restarted on the new key ring (they load it on start), it moves
+  whatever a process still on the old ring enrolled in the meantime.
+* ``status`` shows the key versions (never the secrets), rows per version and how many rows wait for ``rekey``.
+
+Afterwards the participants re-enrol: their pseudonyms under the new version differ from the old ones, which
+is the point of rotating.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
-from sqlalchemy import func, select, update
 
-from gateway.db.engine import make_engine, make_session_factory, transaction
-from gateway.enrolment.tables import enrolments
-from gateway.pseudonyms.keys import Domain
+from gateway.db.engine import make_engine, make_session_factory
+from gateway.enrolment.rekey import RekeyResult, pending_rows, rekey_index, rows_per_version
+from gateway.pseudonyms.errors import KeyStoreError
+from gateway.pseudonyms.keys import KeyRing
 from gateway.pseudonyms.keystore import FileKeyStore
-from gateway.pseudonyms.pep import Pseudonym
-from gateway.pseudonyms.rotation import rekey_pseudonyms
 from gateway.settings import Settings
 
-pseudonyms_app = typer.Typer(help="Pseudonymisation keys and the discovery index.", no_args_is_help=True)
+pseudonyms_app = typer.Typer(help="Pseudonymisation keys and the discovery index. To rotate: `rotate`, restart "
+                             "every gateway process, `rekey`, then `status` shows 0 rows not under the current "
+                             "key version.", no_args_is_help=True)
 out = Console()
-BATCH = 1000
+err = Console(stderr=True)
 
 
 def _store(settings: Settings) -> FileKeyStore:
     return FileKeyStore(settings.key_dir / "pseudonyms")
 
 
+def _pending(settings: Settings, current: int) -> int:
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with engine.connect() as connection:
+            return pending_rows(connection, current)
+    finally:
+        engine.dispose()
+
+
+def _rekey(settings: Settings, ring: KeyRing, pending: int) -> RekeyResult:
+    """Move the index to ``ring.current`` with a progress bar; a version missing from the ring exits 1."""
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with Progress(console=out) as progress:
+            task = progress.add_task(f"re-keying the index to v{ring.current}", total=pending)
+            return rekey_index(make_session_factory(engine), ring,
+                               on_batch=lambda handled: progress.advance(task, handled))
+    except KeyStoreError as exc:  # a row under a retired version: its batch was rolled back, nothing half-written
+        err.print(f"re-keying stopped: {exc}; rows under a retired version need their participants to re-enrol")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+
+
+def _report(settings: Settings, result: RekeyResult) -> None:
+    left = _pending(settings, result.version)  # an old gateway process may have enrolled meanwhile
+    out.print(f"key version {result.version} is current; {result.moved} index rows re-keyed"
+              + (f", {result.superseded} older duplicate(s) dropped" if result.superseded else "") + ".")
+    if left:
+        out.print(f"{left} index rows are still under an older key version; run `wgs-gateway pseudonyms rekey`.")
+    else:
+        out.print("every index row is under the current key version.")
+
+
 @pseudonyms_app.command("status")
 def status() -> None:
-    """Key versions (never the secrets) and enrolled rows per key version."""
+    """Key versions (never the secrets), enrolled rows per key version, and rows waiting for `rekey`."""
     settings = Settings()
     ring = asyncio.run(_store(settings).initialise())
     out.print(f"key versions: {sorted(ring.versions)}; current: {ring.current}")
     engine = make_engine(settings.effective_database_url)
-    with engine.connect() as connection:
-        rows = connection.execute(select(enrolments.c.key_version, func.count())
-                                  .group_by(enrolments.c.key_version)).all()
-    engine.dispose()
-    for version, count in sorted(rows):
+    try:
+        with engine.connect() as connection:
+            counts = rows_per_version(connection)
+    finally:
+        engine.dispose()
+    for version, count in sorted(counts.items()):
         out.print(f"enrolments under key version {version}: {count}")
+    pending = sum(count for version, count in counts.items() if version != ring.current)
+    if pending:
+        out.print(f"index rows not under the current key version: {pending} (discovery cannot find them); "
+                  "run `wgs-gateway pseudonyms rekey`")
+    else:
+        out.print("index rows not under the current key version: 0")
 
 
 @pseudonyms_app.command("rotate")
 def rotate() -> None:
-    """Add a key version and re-key the discovery index to it."""
+    """Add a key version and re-key the discovery index to it; if rows are still under an older version
+    (an interrupted rotation), only finish moving them and add no version — run it again for a new one."""
     settings = Settings()
     store = _store(settings)
-    old = asyncio.run(store.initialise()).current
-    ring = asyncio.run(store.rotate())
-    new = ring.current
-    engine = make_engine(settings.effective_database_url)
-    sessions = make_session_factory(engine)
-    with engine.connect() as connection:
-        total = int(connection.execute(select(func.count()).select_from(enrolments)).scalar_one())
-    moved: Counter[str] = Counter()
-    with Progress(console=out) as progress:
-        task = progress.add_task(f"re-keying the index v{old} → v{new}", total=total)
-        while True:  # rows still under another version, a batch at a time: an interrupted run resumes here
-            with transaction(sessions) as session:
-                rows = session.execute(select(enrolments.c.partnership, enrolments.c.organisation,
-                                              enrolments.c.pseudonym).where(enrolments.c.key_version != new)
-                                       .limit(BATCH)).all()
-                if not rows:
-                    break
-                items = [((r.partnership, r.organisation, r.pseudonym), Domain(r.partnership),
-                          Pseudonym.decode(r.pseudonym)) for r in rows]
-                for (partnership, organisation, before), after in rekey_pseudonyms(items, ring, old_version=old,
-                                                                                  new_version=new):
-                    session.execute(update(enrolments).where(
-                        enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,
-                        enrolments.c.pseudonym == before).values(pseudonym=after.encode(), key_version=new))
-                    moved["rows"] += 1
-            progress.advance(task, len(rows))
-    engine.dispose()
-    out.print(f"key version {new} is current; {moved['rows']} index rows re-keyed. Restart the gateway and "
-              "have the participants re-enrol.")
+    ring = asyncio.run(store.initialise())
+    pending = _pending(settings, ring.current)
+    if pending:
+        out.print(f"{pending} index rows are not under the current key version {ring.current} yet: finishing "
+                  "that re-key first; no new key version is added.")
+    else:
+        ring = asyncio.run(store.rotate())
+        pending = _pending(settings, ring.current)
+    _report(settings, _rekey(settings, ring, pending))
+    out.print("Restart the gateway processes, then run `wgs-gateway pseudonyms rekey` for anything they enrolled "
+              "meanwhile under the old version, and have the participants re-enrol.")
+
+
+@pseudonyms_app.command("rekey")
+def rekey() -> None:
+    """Move every index row still under an older key version to the current one; never adds a version."""
+    settings = Settings()
+    try:  # no key store means nothing was ever pseudonymised: nothing to create here
+        ring = asyncio.run(_store(settings).load())
+    except KeyStoreError as exc:
+        err.print(f"cannot re-key: {exc}")
+        raise typer.Exit(1) from None
+    _report(settings, _rekey(settings, ring, _pending(settings, ring.current)))

@@ -1,7 +1,7 @@
 """Key rotation over stored pseudonyms: pure, streaming cores for the batch job.
 
-After :meth:`KeyStore.rotate` the key ring holds the old and the new version. Everything stored under the old
-one is then moved, without decrypting anything:
+After :meth:`KeyStore.rotate` the key ring holds the old and the new version. Everything stored under an
+older one is then moved, without decrypting anything:
 
 * a **domain pseudonym** ``s_old·M`` becomes ``s_new·M`` by one multiplication with ``s_new / s_old`` (the same
   multiplicative structure that translation uses; factors of each version are independent secrets);
@@ -11,9 +11,12 @@ one is then moved, without decrypting anything:
 
 Both functions take any iterable (a database cursor, a list) and yield results one by one, so the caller's
 batch job can write in chunks, commit as it goes and drive a progress bar; nothing is held in memory. Each
-item carries the caller's own key (a row id) through unchanged. When rotation has finished, the old version
-can be retired from the key store and the participants receive their new pseudonyms (or the mapping
-old → new, which this produces).
+item carries the caller's own key (a row id) through unchanged. A domain pseudonym names its own key version,
+so :func:`rekey_pseudonyms` can move items from *any* version still in the key ring (``old_version=None``):
+rows left behind by an interrupted job, or written under an old version by a gateway process that had not
+been restarted yet, are moved by the same pass. When rotation has finished, the old version can be retired
+from the key store and the participants receive their new pseudonyms (or the mapping old → new, which this
+produces).
 """
 
 from __future__ import annotations
@@ -30,25 +33,32 @@ __all__ = ["rekey_polymorphic", "rekey_pseudonyms"]
 K = TypeVar("K")
 
 
-def rekey_pseudonyms(items: Iterable[tuple[K, Domain, Pseudonym]], keys: KeyRing, *, old_version: int,
+def rekey_pseudonyms(items: Iterable[tuple[K, Domain, Pseudonym]], keys: KeyRing, *, old_version: int | None = None,
                      new_version: int) -> Iterator[tuple[K, Pseudonym]]:
-    """Move domain pseudonyms from ``old_version`` to ``new_version``; yields ``(item key, new pseudonym)``.
+    """Move domain pseudonyms to ``new_version``; yields ``(item key, new pseudonym)``.
 
-    Items already under ``new_version`` pass through unchanged (a resumed job is idempotent); an item under
-    any other version raises :class:`KeyStoreError` (the caller's data is inconsistent; stop and look).
+    Items already under ``new_version`` pass through unchanged (a resumed job is idempotent). With
+    ``old_version`` given, an item under any other version raises :class:`KeyStoreError` (the caller expected
+    exactly one source version; stop and look). With ``old_version=None`` each item is moved from the version
+    it names, whichever that is, because one interrupted or overtaken rotation can leave rows under several;
+    a version no longer in the key ring raises :class:`~gateway.pseudonyms.errors.UnknownKeyVersion` (it was
+    retired too early: those rows cannot be moved without their participants re-enrolling).
     """
-    old, new = keys.get(old_version), keys.get(new_version)
-    ratios: dict[Domain, Scalar] = {}
+    new = keys.get(new_version)
+    if old_version is not None:
+        keys.get(old_version)  # an unknown expected version fails before anything is yielded
+    ratios: dict[tuple[Domain, int], Scalar] = {}
     for item_key, domain, pseudonym in items:
-        if pseudonym.key_version == new_version:
+        version = pseudonym.key_version
+        if version == new_version:
             yield item_key, pseudonym
             continue
-        if pseudonym.key_version != old_version:
-            raise KeyStoreError(
-                f"a stored pseudonym is under key version {pseudonym.key_version}, expected {old_version}")
-        ratio = ratios.get(domain)
+        if old_version is not None and version != old_version:
+            raise KeyStoreError(f"a stored pseudonym is under key version {version}, expected {old_version}")
+        ratio = ratios.get((domain, version))
         if ratio is None:
-            ratio = ratios[domain] = new.reshuffle_factor(domain) / old.reshuffle_factor(domain)
+            old = keys.get(version)
+            ratio = ratios[domain, version] = new.reshuffle_factor(domain) / old.reshuffle_factor(domain)
         yield item_key, Pseudonym(pseudonym.identifier_type, new_version, ratio.times(pseudonym.point))
 
 

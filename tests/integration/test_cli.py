@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request, Response
@@ -193,6 +194,152 @@ def test_pseudonyms_rotate_rekeys_the_index_to_what_a_fresh_enrolment_gives(data
     assert stored == fresh  # no identifier was needed to move the index to the new key
     again = runner.invoke(app, ["pseudonyms", "rotate"])
     assert "3 index rows re-keyed" in again.output  # each rotation re-keys every row once, to the newest
+
+
+class _Index:
+    """The discovery index of a CLI test's database, and gateway processes made from the key ring on disk."""
+
+    RIEC = "riec-amsterdam-amstelland"
+
+    def __init__(self, data_dir: Path) -> None:
+        import asyncio
+
+        from gateway.auth.principal import Principal
+        from gateway.client.pseudonyms import PseudonymClient
+        from gateway.db.engine import make_engine
+        from gateway.pseudonyms.keystore import FileKeyStore
+
+        self.engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
+        self.store = FileKeyStore(data_dir / "keys" / "pseudonyms")
+        self.kvk = Principal(kind="system", subject="kvk-handelsregister", organisation="kvk",
+                            scopes=frozenset({"enrol"}))
+        self.partner = PseudonymClient(asyncio.run(self.store.initialise()).public_key)
+
+    def gateway(self) -> Any:
+        """A gateway process started now: it loads the key ring as it is on disk at this moment."""
+        import asyncio
+
+        from gateway.clock import SystemClock
+        from gateway.db.engine import make_session_factory
+        from gateway.enrolment.service import PseudonymService
+        from gateway.pseudonyms.transcryptor import Transcryptor
+        from gateway.register.loader import load_register
+
+        register, _ = load_register(SHIPPED_REGISTER)
+        return PseudonymService(sessions=make_session_factory(self.engine), clock=SystemClock(), register=register,
+                                transcryptor=Transcryptor(asyncio.run(self.store.load())))
+
+    def item(self, number: str, *categories: str) -> Any:
+        from gateway.enrolment.service import Item
+
+        return Item("kvk", self.partner.polymorphic("kvk", number), ("trade-name",),
+                    categories or ("company_registration",))
+
+    def rows(self) -> dict[str, tuple[int, list[str]]]:
+        from sqlalchemy import select
+
+        from gateway.enrolment.tables import enrolments
+
+        with self.engine.connect() as connection:
+            return {r.pseudonym: (r.key_version, r.categories) for r in connection.execute(
+                select(enrolments.c.pseudonym, enrolments.c.key_version, enrolments.c.categories))}
+
+    def discovered(self, gateway: Any, item: Any) -> dict[str, set[str]]:
+        """What discovery finds for the subject: its partnership pseudonym under the gateway's current key,
+        looked up in the index."""
+        from gateway.pseudonyms.pep import PolymorphicPseudonym
+
+        shared = gateway.transcryptor.partnership_pseudonym(PolymorphicPseudonym.decode(item.polymorphic), "kvk",
+                                                            self.RIEC).encode()
+        found: dict[str, set[str]] = gateway.holders_of(self.RIEC, [shared])
+        return found
+
+
+@pytest.fixture
+def index(data_dir: Path) -> Iterator[_Index]:
+    made = _Index(data_dir)
+    yield made
+    made.engine.dispose()
+
+
+def test_pseudonyms_rotate_interrupted_is_finished_by_a_rerun_without_another_key_version(index: _Index) -> None:
+    """A rotation that dies after the key store got its new version (or part-way through the index) is
+    finished by running `rotate` again: no further version, every row under the current one, discovery hits."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from gateway.enrolment.tables import enrolments
+    from gateway.pseudonyms.keys import Domain
+    from gateway.pseudonyms.pep import Pseudonym
+    from gateway.pseudonyms.rotation import rekey_pseudonyms
+
+    items = [index.item(n) for n in ("12345678", "87654321", "11223344")]
+    index.gateway().enrol(index.kvk, index.RIEC, items)
+    ring = asyncio.run(index.store.rotate())  # the run is killed here: key store rotated, index untouched ...
+    before = min(index.rows())  # ... or, in a rerun, killed after its first committed batch (of one row)
+    ((_, after),) = rekey_pseudonyms([(0, Domain(index.RIEC), Pseudonym.decode(before))], ring, old_version=1,
+                                     new_version=2)
+    with index.engine.begin() as connection:
+        connection.execute(update(enrolments).where(enrolments.c.pseudonym == before)
+                           .values(pseudonym=after.encode(), key_version=2))
+    assert sorted(version for version, _ in index.rows().values()) == [1, 1, 2]
+
+    rerun = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rerun.exit_code == 0, rerun.output
+    assert "no new key version is added" in rerun.output
+    assert "2 index rows re-keyed" in rerun.output
+    assert "every index row is under the current key version" in rerun.output
+    ring = asyncio.run(index.store.load())
+    assert (sorted(ring.versions), ring.current) == ([1, 2], 2)
+    assert [version for version, _ in index.rows().values()] == [2, 2, 2]
+    restarted = index.gateway()
+    for item in items:
+        assert index.discovered(restarted, item) == {"kvk": {"company_registration"}}
+    assert "index rows not under the current key version: 0" in runner.invoke(app, ["pseudonyms", "status"]).output
+
+
+def test_pseudonyms_rekey_moves_what_an_old_gateway_enrolled_after_the_rotation(index: _Index) -> None:
+    """A gateway process still on the old key ring keeps enrolling under the old version after `rotate`; once
+    the gateway runs on the new ring, `rekey` moves those rows (a re-enrolled subject keeps its newest entry)."""
+    import asyncio
+
+    old_gateway = index.gateway()
+    first, second, later = index.item("12345678"), index.item("87654321"), index.item("11223344")
+    old_gateway.enrol(index.kvk, index.RIEC, [first, second])
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    assert "2 index rows re-keyed" in rotated.output
+    # Not restarted yet: a new subject, and a re-enrolment of one the rotation already moved, under version 1.
+    old_gateway.enrol(index.kvk, index.RIEC, [later, index.item("12345678", "directorships")])
+    assert sorted(version for version, _ in index.rows().values()) == [1, 1, 2, 2]
+    restarted = index.gateway()
+    assert index.discovered(restarted, later) == {}  # stranded: discovery cannot see it
+    status = runner.invoke(app, ["pseudonyms", "status"])
+    assert "index rows not under the current key version: 2" in status.output, status.output
+
+    rekeyed = runner.invoke(app, ["pseudonyms", "rekey"])
+    assert rekeyed.exit_code == 0, rekeyed.output
+    assert "2 index rows re-keyed, 1 older duplicate(s) dropped" in rekeyed.output
+    assert "every index row is under the current key version" in rekeyed.output
+    ring = asyncio.run(index.store.load())
+    assert (sorted(ring.versions), ring.current) == ([1, 2], 2)  # rekey never adds a version
+    assert sorted(index.rows().values()) == [(2, ["company_registration"]), (2, ["company_registration"]),
+                                             (2, ["directorships"])]
+    assert index.discovered(restarted, later) == {"kvk": {"company_registration"}}
+    assert index.discovered(restarted, first) == {"kvk": {"directorships"}}  # the re-enrolment, not the old entry
+    assert index.discovered(restarted, second) == {"kvk": {"company_registration"}}
+
+
+def test_pseudonyms_rekey_with_nothing_pending_changes_nothing(index: _Index) -> None:
+    index.gateway().enrol(index.kvk, index.RIEC, [index.item("12345678"), index.item("87654321")])
+    rows, keys = index.rows(), index.store.path.read_bytes()
+    rekeyed = runner.invoke(app, ["pseudonyms", "rekey"])
+    assert rekeyed.exit_code == 0, rekeyed.output
+    assert "key version 1 is current; 0 index rows re-keyed." in rekeyed.output
+    assert "every index row is under the current key version" in rekeyed.output
+    assert index.rows() == rows
+    assert index.store.path.read_bytes() == keys
 
 
 def test_keys_init_creates_every_key_once(data_dir: Path) -> None:

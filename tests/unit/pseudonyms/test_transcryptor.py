@@ -238,6 +238,19 @@ def test_rotation_refuses_items_under_an_unexpected_version() -> None:
         list(rekey_polymorphic([(1, foreign)], ring, old_version=1, new_version=2))
 
 
+def test_rotation_moves_items_from_whichever_version_they_name_to_the_target() -> None:
+    """An interrupted rotation or a gateway still on an old key ring can leave items under several versions;
+    without an expected source version each is moved from its own, and a retired version is refused."""
+    ring = KeyRing({v: KeyVersion.generate(v, _T0) for v in (1, 2, 3)}, 3)
+    pp = make_polymorphic(bsn("123456782"), ring.public_key)
+    under = {v: Transcryptor(KeyRing(dict(ring.versions), v)).partnership_pseudonym(pp, "bsn", P) for v in (1, 2, 3)}
+    moved = dict(rekey_pseudonyms([(v, Domain(P), under[v]) for v in (1, 2, 3)], ring, new_version=3))
+    assert moved == {1: under[3], 2: under[3], 3: under[3]}
+    retired = ring.without_version(1)
+    with pytest.raises(UnknownKeyVersion):
+        list(rekey_pseudonyms([(1, Domain(P), under[1])], retired, new_version=3))
+
+
 def test_encrypted_pseudonym_wire_format() -> None:
     encrypted = _T.encrypted_pseudonym(_pp("123456782"), "bsn", P, "politie")
     text = encrypted.encode()
