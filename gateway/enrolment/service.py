@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth.principal import Principal
@@ -74,6 +76,24 @@ def is_pseudonym(text: str) -> bool:
     except (InvalidPseudonym, ValueError):
         return False
     return True
+
+
+def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Index ``rows``, replacing what the participant enrolled for those subjects before, in one statement.
+
+    An upsert rather than delete-then-insert: two enrolments of the same subjects at the same time (a retry,
+    two workers) would both delete nothing and both insert, and the second would fail on the primary key (a
+    500 after the first had written). With ``ON CONFLICT DO UPDATE`` the second waits for the first and
+    overwrites it — last writer wins, both succeed, and each batch is still all or nothing. ``rows`` come in
+    key order, so two such batches lock their rows in the same order and cannot deadlock each other.
+    The construct is dialect-specific; the gateway runs on SQLite and PostgreSQL only.
+    """
+    dialect = session.get_bind().dialect.name
+    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(enrolments)
+    replaced = ("key_version", "record_types", "categories", "updated_at")
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym],
+        set_={name: statement.excluded[name] for name in replaced}), rows)
 
 
 class PseudonymService:
@@ -154,13 +174,13 @@ class PseudonymService:
                 gone.add(key)
                 rows.pop(key, None)
         with transaction(self.sessions) as session:
-            keys = sorted(set(rows) | gone)
-            for chunk in range(0, len(keys), 500):
+            withdrawn = sorted(gone)
+            for chunk in range(0, len(withdrawn), 500):
                 session.execute(delete(enrolments).where(
                     enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,
-                    enrolments.c.pseudonym.in_(keys[chunk:chunk + 500])))
+                    enrolments.c.pseudonym.in_(withdrawn[chunk:chunk + 500])))
             if rows:
-                session.execute(enrolments.insert(), list(rows.values()))
+                _upsert(session, [rows[key] for key in sorted(rows)])
         return answer, len(rows), len(gone)
 
     # -- the exchange's translations ---------------------------------------------------------------

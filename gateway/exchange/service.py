@@ -296,14 +296,21 @@ def _hit(hits: dict[str, list[str]], asked: dict[str, str], holder: str, request
     return any(subject in asked for subject in hits)
 
 
+# An encoded domain pseudonym (``<type>.v<version>.<43 characters of base64url>``) anywhere in a text, in any
+# letter case: looser than ``is_pseudonym``, so whatever could be one is caught.
+_PSEUDONYM_SHAPED = re.compile(r"[a-z]+\.v[0-9]+\.[a-z0-9_-]{43}", re.IGNORECASE)
+
+
 def _pseudonyms_in(value: Any) -> Iterator[str]:
-    """Every pseudonym in a record's fields, however deeply nested in objects and lists: one left out would
-    reach the requester in the holder's domain, linkable to the holder's records."""
+    """Every pseudonym in a record's fields, however deeply nested in objects and lists, as a value or as an
+    object's key (``{"directors": {"<pseudonym>": ...}}``): one left out would reach the requester in the
+    holder's domain, linkable to the holder's records."""
     if isinstance(value, str):
         if is_pseudonym(value):
             yield value
     elif isinstance(value, dict):
-        for item in value.values():
+        for key, item in value.items():
+            yield from _pseudonyms_in(key)
             yield from _pseudonyms_in(item)
     elif isinstance(value, list):
         for item in value:
@@ -311,11 +318,21 @@ def _pseudonyms_in(value: Any) -> Iterator[str]:
 
 
 def _mapped(value: Any, mapped: dict[str, Any]) -> Any:
-    """``value`` with every string that ``mapped`` knows replaced, at any depth."""
+    """``value`` with every pseudonym replaced by what ``mapped`` says (the requester's, or None), at any depth;
+    an object's entry whose key becomes None is left out.
+
+    A text that merely *contains* something pseudonym-shaped (``"director <pseudonym>"``, a list in one
+    string, a pseudonym in capitals) becomes None as a whole rather than having its pseudonyms translated:
+    finding every pseudonym inside free text is guesswork, and a miss would leak the holder's pseudonym,
+    while a dropped text only loses what the holder should have sent as a field of its own; free text
+    around a subject may identify it besides."""
     if isinstance(value, str):
-        return mapped.get(value, value)
+        if value in mapped:
+            return mapped[value]
+        return None if _PSEUDONYM_SHAPED.search(value) else value
     if isinstance(value, dict):
-        return {key: _mapped(item, mapped) for key, item in value.items()}
+        entries = ((_mapped(key, mapped), item) for key, item in value.items())
+        return {key: _mapped(item, mapped) for key, item in entries if key is not None}
     if isinstance(value, list):
         return [_mapped(item, mapped) for item in value]
     return value
@@ -747,12 +764,12 @@ class ExchangeService:
 
     def _related_for_requester(self, principal: Principal, partnership: str, holder: str,
                                records: list[HolderRecord]) -> list[HolderRecord]:
-        """Related subjects named inside records (by the holder's pseudonyms) in the requester's pseudonyms."""
+        """Related subjects named inside records (by the holder's pseudonyms) in the requester's pseudonyms.
+        Mapped also when no whole pseudonym was found: a pseudonym inside a longer text is dropped then too."""
         assert self.deps.pseudonyms is not None
         values = {v for r in records for v in _pseudonyms_in(r.fields)}
-        if not values:
-            return records
-        mapped = self.deps.pseudonyms.related_for_requester(values, partnership, holder, principal.organisation)
+        mapped = (self.deps.pseudonyms.related_for_requester(values, partnership, holder, principal.organisation)
+                  if values else {})
         return [r.model_copy(update={"fields": _mapped(r.fields, mapped)}) for r in records]
 
     async def _grant(self, principal: Principal, body: ExchangeRequest) -> RerunGrant | None:

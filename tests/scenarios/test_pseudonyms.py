@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request
 from sqlalchemy import func, select
 
 from audit.tables import audit_entries
 from connectors.store import PartnerStore, store_path
 from gateway.enrolment.setup import pseudonym_service
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, running_stack, stack_with_holder
 
 RIEC = "riec-amsterdam-amstelland"
 MUNICIPALITY = "gemeente-amsterdam-vth"
@@ -224,3 +225,41 @@ async def test_a_pseudonym_of_an_unknown_key_version_is_the_callers_error_and_wr
         assert answer.headers["content-type"].startswith("application/problem+json")
     with stack.container.engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(audit_entries)).scalar_one() == before
+
+
+class _NamingHolder:
+    """A KvK that names a related subject by its own pseudonym where the gateway once did not look: as an
+    object's key and inside a longer text."""
+
+    def __init__(self) -> None:
+        self.related = ""  # the KvK's own pseudonym for the related subject, set by the test
+        self.app = FastAPI()
+        self.app.post("/holder/v1/query")(self.query)
+
+    async def query(self, request: Request) -> Any:
+        subject = (await request.json())["subjects"][0]
+        return {"status": "answered", "records": [
+            {"record_id": "KVK-DIR-1", "record_type": "directorship", "subject": subject, "category": "directorships",
+             "fields": {"directors": {self.related: {"role": "director"}}, "note": f"director {self.related}"}}]}
+
+
+def test_a_related_subject_as_a_key_or_inside_a_text_never_reaches_the_requester_in_the_holders_pseudonym(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Found by a review: only whole string values were translated, so the holder's pseudonym as a key or in a
+    text reached the requester as it was, linkable to the holder's records."""
+    import asyncio
+
+    holder = _NamingHolder()
+    with stack_with_holder(tmp_path_factory.mktemp("naming"), holder.app, ["kvk-handelsregister"]) as naming:
+        asyncio.run(naming.enrol_all())  # the simulated KvK's index entries; the gateway asks the holder above
+        applicant, related = [ref for ref in naming.world.scenarios()["bibob-applicant"]
+                              if naming.world.records_of("kvk-handelsregister", ref)][:2]
+        holder.related = asyncio.run(naming.own_pseudonyms("kvk-handelsregister", RIEC, [related]))[0]
+        mine, mine_related = asyncio.run(naming.own_pseudonyms(MUNICIPALITY, RIEC, [applicant, related]))
+        response = naming.post(MUNICIPALITY, "/v1/exchanges", BIBOB | {
+            "subjects": _subjects([mine]), "holders": ["kvk"], "categories": ["directorships"]})
+    assert response.status_code == 200, response.text
+    assert holder.related not in response.text
+    (record,) = response.json()["targets"][0]["records"]
+    assert record["subject"] == mine
+    assert record["fields"] == {"directors": {mine_related: {"role": "director"}}, "note": None}

@@ -22,3 +22,26 @@ def test_every_occurrence_is_replaced_and_the_rest_kept() -> None:
     assert mapped == {"top": "mine-director", "nested": {"director": None, "since": 2019},
                       "list": [None, "plain text", 7], "deeper": [{"who": "mine-director"}],
                       "note": "no pseudonym here"}
+
+
+def test_a_pseudonym_as_an_objects_key_is_found_and_translated_or_its_entry_dropped() -> None:
+    """``{"directors": {"<pseudonym>": ...}}`` (found by a review: keys were not looked at, so the holder's
+    pseudonym reached the requester as it was)."""
+    fields = {"directors": {DIRECTOR: {"role": "director", "since": 2019}, PARTNER: {"role": "partner"}},
+              "plain": {"role": "kept"}}
+    assert sorted(_pseudonyms_in(fields)) == sorted([DIRECTOR, PARTNER])
+    assert _mapped(fields, {DIRECTOR: "mine-director", PARTNER: None}) == {
+        "directors": {"mine-director": {"role": "director", "since": 2019}}, "plain": {"role": "kept"}}
+
+
+def test_a_text_with_a_pseudonym_inside_is_dropped_whole() -> None:
+    """A pseudonym inside a longer text is not one of the whole values the translation knows: the text goes
+    (None), as a value and as a key, whether or not that pseudonym could have been translated."""
+    fields = {"note": f"director {DIRECTOR}", "list": [f"{DIRECTOR},{PARTNER}", "plain text"],
+              "shouted": DIRECTOR.upper(), "by_note": {f"see {PARTNER}": 1, "other": 2}, "whole": DIRECTOR}
+    mapped = _mapped(fields, {DIRECTOR: "mine-director", PARTNER: "mine-partner"})
+    assert mapped == {"note": None, "list": [None, "plain text"], "shouted": None, "by_note": {"other": 2},
+                      "whole": "mine-director"}
+    body = str(mapped)
+    assert DIRECTOR not in body
+    assert PARTNER not in body

@@ -1,0 +1,91 @@
+"""Two enrolments of the same subjects by one participant at the same time (a retry, two workers), on SQLite
+and PostgreSQL: both succeed, the index holds one row per subject from one of them, never a 500 (found by a
+review: delete-then-insert let both delete nothing and both insert, and the second failed on the key)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, func, select
+
+from gateway.app import create_app
+from gateway.auth.principal import Principal
+from gateway.client.pseudonyms import PseudonymClient
+from gateway.clock import FixedClock
+from gateway.container import Container, build_container
+from gateway.enrolment.service import Item, PseudonymService
+from gateway.enrolment.setup import pseudonym_service
+from gateway.enrolment.tables import enrolments
+from gateway.settings import Settings
+
+RIEC = "riec-amsterdam-amstelland"
+MUNICIPALITY = Principal(kind="system", subject="gemeente-amsterdam-vth", organisation="gemeente-amsterdam",
+                         scopes=frozenset({"enrol"}))
+ROUNDS = 4
+
+
+@pytest.fixture
+def container(tmp_path: Path, db_url: str, clock: FixedClock) -> Iterator[Container]:
+    """A gateway started through its lifespan (which installs the services), not serving requests."""
+    the_container = build_container(Settings(data_dir=tmp_path, database_url=db_url, log_json=True), clock)
+    try:
+        with TestClient(create_app(container=the_container)):
+            yield the_container
+    finally:
+        the_container.close()
+
+
+def _writers_start_together(container: Container, barrier: threading.Barrier) -> Any:
+    """Hold each enrolment at its first write to the index until the other one gets there too, so the two
+    transactions overlap every time rather than now and then (the timeout only keeps a broken run from
+    hanging)."""
+    waited: set[int] = set()
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        head = " ".join(statement.split()[:3]).lower()
+        if head in ("delete from enrolments", "insert into enrolments") and threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=5)
+
+    event.listen(container.engine, "before_cursor_execute", before)
+    return before
+
+
+def _enrol(service: PseudonymService, items: list[Item], failures: list[BaseException]) -> None:
+    """One enrolment; its exception is collected, as a thread's would otherwise be lost."""
+    try:
+        service.enrol(MUNICIPALITY, RIEC, items)
+    except BaseException as exc:
+        failures.append(exc)
+
+
+def test_concurrent_enrolments_of_the_same_subjects_both_succeed(container: Container) -> None:
+    service = pseudonym_service(container)
+    client = PseudonymClient(service.public_key()["public_key"])
+    numbers = [f"{n:08d}" for n in range(20260000, 20260040)]
+    for round_ in range(ROUNDS):
+        batches = [[Item("kvk", client.polymorphic("kvk", number), (f"r{round_}-{writer}",), ("company_registration",))
+                    for number in numbers] for writer in range(2)]
+        failures: list[BaseException] = []
+        listener = _writers_start_together(container, threading.Barrier(2))
+
+        threads = [threading.Thread(target=_enrol, args=(service, batch, failures)) for batch in batches]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        event.remove(container.engine, "before_cursor_execute", listener)
+        assert failures == [], f"round {round_}: {failures!r}"
+        with container.engine.connect() as connection:
+            rows = connection.execute(select(enrolments.c.record_types)).scalars().all()
+            assert connection.execute(select(func.count()).select_from(enrolments)).scalar_one() == len(numbers)
+        # Last writer wins, as a whole: the index is one writer's batch of this round, never a mix of both.
+        assert {tuple(r) for r in rows} in ({(f"r{round_}-0",)}, {(f"r{round_}-1",)}), round_
+
