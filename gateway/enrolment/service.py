@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.auth.principal import Principal
 from gateway.clock import Clock
 from gateway.db.engine import transaction
+from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.tables import enrolments
 from gateway.errors import Forbidden, Unprocessable
 from gateway.pseudonyms.errors import InvalidPseudonym, PseudonymError
@@ -98,11 +99,12 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
 
 class PseudonymService:
     def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register,
-                 transcryptor: Transcryptor) -> None:
+                 transcryptor: Transcryptor, quota: DailyPseudonymQuota | None = None) -> None:
         self.sessions = sessions
         self.clock = clock
         self.register = register
         self.transcryptor = transcryptor
+        self.quota = quota or DailyPseudonymQuota(clock, 0)
 
     # -- participants ------------------------------------------------------------------------------
     def _participant(self, principal: Principal, partnership: str) -> str:
@@ -136,8 +138,10 @@ class PseudonymService:
     def pseudonymise(self, principal: Principal, partnership: str, items: list[Item]) -> list[str]:
         """The caller's own pseudonyms for ``items``, encrypted for it; nothing is stored."""
         organisation = self._participant(principal, partnership)
+        decoded = self._decode(items)
+        self.quota.take(principal.subject, len(items))
         answer = []
-        for position, (item, polymorphic) in enumerate(self._decode(items)):
+        for position, (item, polymorphic) in enumerate(decoded):
             with _refused_as_unprocessable(position):
                 answer.append(self.transcryptor.encrypted_pseudonym(polymorphic, item.identifier_type, partnership,
                                                                     organisation).encode())
@@ -155,6 +159,7 @@ class PseudonymService:
         """Pseudonymise and (re)index; returns the encrypted pseudonyms, rows indexed and rows removed."""
         organisation = self._participant(principal, partnership)
         decoded = self._decode(items)
+        self.quota.take(principal.subject, len(items))
         now = self.clock.now()
         rows: dict[str, dict[str, Any]] = {}
         gone: set[str] = set()

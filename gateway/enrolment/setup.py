@@ -7,6 +7,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.container import Container
+from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.service import PseudonymService
 from gateway.exchange.setup import exchange_service
 from gateway.pseudonyms.keystore import FileKeyStore
@@ -24,7 +25,8 @@ def install_pseudonyms(container: Container) -> PseudonymService:
     with ThreadPoolExecutor(max_workers=1) as pool:
         ring = pool.submit(asyncio.run, pseudonym_keystore(container).initialise()).result()
     service = PseudonymService(sessions=container.sessions, clock=container.clock,
-                               register=register_service(container).current(), transcryptor=Transcryptor(ring))
+                               register=register_service(container).current(), transcryptor=Transcryptor(ring),
+                               quota=DailyPseudonymQuota(container.clock, container.settings.pseudonym_daily_limit))
     container.services["pseudonyms"] = service
     exchange_service(container).deps.pseudonyms = service
     return service

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from audit.tables import audit_entries
 from connectors.store import PartnerStore, store_path
+from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.setup import pseudonym_service
 from tests.stack import Stack, running_stack, stack_with_holder
 
@@ -263,3 +264,31 @@ def test_a_related_subject_as_a_key_or_inside_a_text_never_reaches_the_requester
     (record,) = response.json()["targets"][0]["records"]
     assert record["subject"] == mine
     assert record["fields"] == {"directors": {mine_related: {"role": "director"}}, "note": None}
+
+
+async def test_a_system_gets_only_its_daily_number_of_pseudonyms(stack: Stack) -> None:
+    """The cap that keeps a requester from trying every BSN against a pseudonym it was given: past it, 429
+    with Retry-After and nothing made; other systems keep theirs; enrolment counts towards it too."""
+    service = stack.container.services["pseudonyms"]
+    kept = service.quota
+    service.quota = DailyPseudonymQuota(stack.clock, 3)
+    refs = stack.world.scenarios()["bibob-applicant"][:2]
+    async with stack.client(MUNICIPALITY) as client:
+        pseudonyms = await client.pseudonym_client(RIEC)
+    body = {"partnership": RIEC, "subjects": [
+        {"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number)}
+        for kind, number in (stack.world.identifier_of(r) for r in refs)]}
+    try:
+        first = stack.post(MUNICIPALITY, "/v1/pseudonyms", body)
+        over = stack.post(MUNICIPALITY, "/v1/pseudonyms", body)  # 2 + 2 > 3
+        police = await stack.own_pseudonyms("politie-bvh", RIEC, refs)
+        one_more = stack.post(MUNICIPALITY, "/v1/pseudonyms", body | {"subjects": body["subjects"][:1]})
+    finally:
+        service.quota = kept
+    assert first.status_code == 200, first.text
+    assert over.status_code == 429, over.text
+    assert over.headers["content-type"] == "application/problem+json"
+    assert 0 < int(over.headers["retry-after"]) <= 86_400
+    assert "1 are left" in over.json()["detail"]
+    assert len(police) == 2  # another system's count is its own
+    assert one_more.status_code == 200  # the refused request took nothing
