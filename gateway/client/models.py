@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _SLUG = r"^[a-z0-9][a-z0-9-]{1,63}$"
 _REFERENCE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_CATEGORY = r"^[a-z][a-z_]{1,63}$"  # as the register names its data categories
 
 
 class _Strict(BaseModel):
@@ -54,7 +55,7 @@ class ProvidedRecord(_Strict):
     category and the holder's role must be allowed to receive it."""
 
     subject: str = Field(pattern=r"^[A-Za-z0-9_:.=-]{8,200}$", description="The subject's pseudonym.")
-    category: str = Field(pattern=r"^[a-z][a-z_]{1,63}$", description="The data category of `fields`; policy "
+    category: str = Field(pattern=_CATEGORY, description="The data category of `fields`; policy "
                           "checks that the requester may supply it and the holder may receive it.",
                           examples=["tax_compliance"])
     fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed.")
@@ -75,9 +76,18 @@ class _PurposeBound(_Strict):
     signal: Signal = Field(description="What justifies the request (rule 4: no request without a signal).")
     subjects: list[Subject] = Field(min_length=1, max_length=100, description="The data subjects asked about; "
                                     "more than the purpose's bulk threshold is escalated (rule 6).")
-    categories: list[str] = Field(min_length=1, max_length=30, description="Data categories asked for; only "
-                                  "holders the policy lets supply one of them are asked.",
-                                  examples=[["company_registration", "directorships", "tax_debts"]])
+    categories: list[Annotated[str, Field(pattern=_CATEGORY)]] = Field(
+        min_length=1, max_length=30, description="Data categories asked for; only holders the policy lets supply "
+        "one of them are asked.", examples=[["company_registration", "directorships", "tax_debts"]])
+
+    @field_validator("subjects")
+    @classmethod
+    def _each_subject_once(cls, subjects: list[Subject]) -> list[Subject]:
+        # A subject named twice would be counted (rule 6) and logged as disclosed twice for one disclosure.
+        refs = [s.ref for s in subjects]
+        if len(set(refs)) != len(refs):
+            raise ValueError("each subject may be named only once")
+        return subjects
 
 
 class ExchangeRequest(_PurposeBound):

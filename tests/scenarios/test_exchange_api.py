@@ -495,6 +495,12 @@ def test_discovery_in_bulk_is_escalated_not_answered(stack: Stack) -> None:
                                  "fields": {}}]}, 422),
     (lambda b: b | {"partnership": "riec-utrecht"}, 422),
     (lambda b: b | {"partnership": "Robert'); DROP TABLE exchanges;--"}, 422),
+    # categories no register could name: were a 500 with not even the failure in the audit log
+    (lambda b: b | {"categories": [""]}, 422),
+    (lambda b: b | {"categories": ["police\tincidents"]}, 422),
+    (lambda b: b | {"categories": ["a" * 201]}, 422),
+    # a subject named twice: one disclosure would be logged as two
+    (lambda b: b | {"subjects": b["subjects"] * 2}, 422),
 ])
 def test_bad_input_is_a_problem_and_writes_nothing(stack: Stack, mutate: Any, status: int) -> None:
     before = _audit_count(stack)
