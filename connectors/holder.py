@@ -2,9 +2,10 @@
 
 A cautious holder: it answers only in the categories asked, refuses (with its profile's reason) when any
 asked subject is one whose disclosure would harm an investigation, answers a retried request id once, and
-answers discovery with record types only. ``over_share`` makes it deliberately misbehave — it adds the
-records of one unasked category — so the gateway's defence-in-depth filter can be tested against a real
-holder.
+answers discovery with record types only; it refuses (``minor-not-allowed``) when it knows an asked person
+is under 18 and the purpose does not allow minors, whatever the requester declared. ``over_share`` makes it
+deliberately misbehave — it adds the records of one unasked category — so the gateway's defence-in-depth
+filter can be tested against a real holder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from connectors.store import PartnerStore
 from connectors.world import Record
 
 _REF = "subj-"  # the simulated world's own subject references
+MINOR_NOT_ALLOWED = "minor-not-allowed"
 
 
 def _wire(record: Record, subject: str) -> HolderRecord:
@@ -51,6 +53,9 @@ class Holder:
         own = self.store.resolve(query.subjects)  # asked (own pseudonym or reference) -> own reference
         if self.profile.refusal_reason and not bound and self.store.is_confidential(list(own.values())):
             return HolderAnswer(status="refused", refusal_reason=self.profile.refusal_reason, received=received)
+        if not query.minors_allowed and not bound and self.store.any_minor(list(own.values())):
+            # Rule 5 rests on the requester's `minor` flag; a holder that knows better does not disclose.
+            return HolderAnswer(status="refused", refusal_reason=MINOR_NOT_ALLOWED, received=received)
         records = self.store.records(list(own.values()), list(query.categories))
         if self.over_share:
             records += self._unasked(query, list(own.values()))

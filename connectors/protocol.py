@@ -54,6 +54,10 @@ class HolderQuery(_Model):
     subjects: list[str] = Field(min_length=1, max_length=100, description=_SUBJECTS)
     provided: list[HolderRecord] = Field(default_factory=list,
                                          description="Records the requester lawfully hands to this holder.")
+    minors_allowed: bool = Field(
+        default=False, description="Whether the purpose allows data about minors (rule 5). The requester's own "
+        "`minor` flag decided the policy; a holder that knows a subject is under 18 refuses when this is "
+        "false (`minor-not-allowed`), so an undeclared minor is not disclosed.")
     escalation_decision: str | None = Field(
         default=None, max_length=4096,
         description="A binding escalation decision for exactly this request id, signed by the gateway "

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS records (
     category TEXT NOT NULL, fields TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS ix_records_subject ON records(subject);
 CREATE TABLE IF NOT EXISTS confidential (subject TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS minors (subject TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS identifiers (subject TEXT PRIMARY KEY, kind TEXT NOT NULL, number TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pseudonyms (
@@ -50,7 +51,7 @@ class PartnerStore:
     def seed_from(self, world: World, system: str) -> bool:
         """Fill the store with ``system``'s slice of ``world`` unless it already holds exactly that world.
         Returns whether it (re-)seeded."""
-        marker = f"{system}:{world.digest()}:store-v2"  # v2: identifiers and pseudonyms
+        marker = f"{system}:{world.digest()}:store-v3"  # v2: identifiers and pseudonyms; v3: minors
         with self._lock, self._db:
             seeded = self._db.execute("SELECT value FROM meta WHERE key='world'").fetchone()
             if seeded and seeded[0] == marker:
@@ -66,6 +67,10 @@ class PartnerStore:
             self._db.execute("DELETE FROM identifiers")
             self._db.execute("DELETE FROM pseudonyms")  # a new world: enrol again
             subjects = sorted({r.subject for r in world.records.get(system, [])})
+            held = set(subjects)
+            self._db.execute("DELETE FROM minors")  # from the dates of birth the partner holds
+            self._db.executemany("INSERT INTO minors VALUES (?)",
+                                 [(p.subject_ref,) for p in world.persons if p.is_minor and p.subject_ref in held])
             self._db.executemany("INSERT INTO identifiers VALUES (?, ?, ?)",
                                  [(ref, *world.identifier_of(ref)) for ref in subjects])
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('world', ?)", (marker,))
@@ -130,6 +135,15 @@ class PartnerStore:
         marks = ",".join("?" * len(subjects))
         with self._lock:
             return self._db.execute(f"SELECT 1 FROM confidential WHERE subject IN ({marks}) LIMIT 1",
+                                    subjects).fetchone() is not None
+
+    def any_minor(self, subjects: list[str]) -> bool:
+        """Whether any of ``subjects`` is a person under 18 by the date of birth this partner holds."""
+        if not subjects:
+            return False
+        marks = ",".join("?" * len(subjects))
+        with self._lock:
+            return self._db.execute(f"SELECT 1 FROM minors WHERE subject IN ({marks}) LIMIT 1",
                                     subjects).fetchone() is not None
 
     def receive(self, request_id: str, records: list[dict[str, Any]]) -> int:

@@ -725,6 +725,13 @@ class ExchangeService:
             log.warning("idempotency_claim_not_released", exchange_id=claim.exchange_id,
                         error_type=type(exc).__name__)
 
+    def _minors_allowed(self, body: ExchangeRequest) -> bool:
+        """Rule 5 for the holder: the policy saw only the requester's ``minor`` flags; a holder that knows a
+        subject's age refuses when the purpose does not allow minors (unknown purpose: not allowed)."""
+        partnership = self.deps.register.partnerships.get(body.partnership)
+        purpose = partnership.purposes.get(body.purpose) if partnership else None
+        return bool(purpose and purpose.minors_allowed)
+
     def _pseudonymous(self, subjects: list[str]) -> bool:
         """Subjects are the requester's own pseudonyms (translated per holder) or, for partners that have not
         enrolled yet, opaque references passed through as they are. One request never mixes the two."""
@@ -857,7 +864,8 @@ class ExchangeService:
             answer = await connector.query(HolderQuery(
                 request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                 requester_organisation=principal.organisation, categories=decision.permitted_categories,
-                subjects=list(theirs), escalation_decision=statement, provided=[
+                subjects=list(theirs), escalation_decision=statement, minors_allowed=self._minors_allowed(body),
+                provided=[
                     HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
                                  subject=forward.get(r.subject, r.subject),
                                  category=r.category, fields=r.fields) for n, r in enumerate(body.provide)]))

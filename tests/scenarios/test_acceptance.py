@@ -122,6 +122,18 @@ def test_s5_minor_denied_for_bibob(stack: Stack) -> None:
     assert target["records"] == []
 
 
+def test_s5_a_minor_the_requester_did_not_declare_is_refused_by_the_holder_that_knows(stack: Stack) -> None:
+    """Rule 5 rests on the requester's `minor` flag; left out, the policy allows, but the police know the
+    subject's date of birth and the purpose allows no minors: refused, nothing disclosed (and, as any
+    refusal, a case is opened)."""
+    body = BIBOB | {"subjects": _subjects(stack, "minor"), "holders": ["politie"],
+                    "categories": ["police_incidents"]}
+    target = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))["politie"]
+    assert target["outcome"] == "refused-by-holder"
+    assert any("minor-not-allowed" in r["message"] for r in target["reasons"])
+    assert target["records"] == []
+
+
 def test_s6_retired_partnership_denies_everything(stack: Stack) -> None:
     body = {"partnership": "nsoc", "purpose": "undermining-analysis", "legal_basis": "WGS (NSOC)",
             "case_reference": "NSOC-1", "signal": {"type": "analysis", "reference": "A-1"},
