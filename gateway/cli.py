@@ -167,6 +167,11 @@ def _start_refusal(settings: Settings) -> str | None:
     return None
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 10
+"""How long ``serve`` lets requests in flight finish after SIGTERM before the app's shutdown (which writes the
+queued audit rows) runs; docker-compose.yml's ``stop_grace_period`` for the gateway must leave room for both."""
+
+
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
     """After a graceful shutdown uvicorn restores the previous handler and raises the signal again; with
     Python's default handlers the process would then die of SIGTERM (exit status 143) or end in click's
@@ -195,7 +200,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _exit_cleanly)
     uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, factory=False,
-                log_config=None, timeout_graceful_shutdown=10)
+                log_config=None, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
 
 
 @app.command("demo")
