@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 from alembic import command
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from typer.core import TyperGroup
 
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
@@ -21,9 +28,32 @@ from gateway.escalations.cli import escalations_app
 from gateway.logging import configure_logging
 from gateway.register.cli import register_app
 from gateway.register.loader import load_register
-from gateway.settings import Settings
+from gateway.settings import Settings, settings_problems
 
-app = typer.Typer(help="WGS data-sharing gateway.", no_args_is_help=True)
+
+class _SettingsCheckedGroup(TyperGroup):
+    """The top-level command group; a bad ``WGS_`` variable ends any command with one line per problem.
+
+    Every command (here and in the sub-apps) builds :class:`Settings` itself, so the refusal is turned into
+    lines here, once, rather than in each: without it the operator gets typer's traceback, whose rendering
+    of pydantic's error repeats the value, which may be a password or a webhook secret.
+    """
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context; its type is private
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            if exc.title != Settings.__name__:
+                raise
+            problems = settings_problems(exc)
+        except SettingsError as exc:
+            problems = settings_problems(exc)
+        for line in problems:
+            typer.echo(line, err=True)  # not rich: a message may hold [brackets] and must stay one line
+        raise typer.Exit(1)
+
+
+app = typer.Typer(help="WGS data-sharing gateway.", no_args_is_help=True, cls=_SettingsCheckedGroup)
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(register_app, name="register")
@@ -41,26 +71,63 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _without_password(message: str, url: str) -> str:
+    """``message`` with the database password (and the URL as written) taken out.
+
+    Drivers quote what they were given: a host they could not resolve, or the whole URL. With an unescaped
+    character in the password either may carry (part of) it to the operator's terminal and the logs.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return message.replace(url, "<database URL>")
+    message = message.replace(url, parsed.render_as_string(hide_password=True))
+    if parsed.password:
+        message = message.replace(str(parsed.password), "***")
+    return message
+
+
+def _unreachable(exc: SQLAlchemyError, url: str) -> str:
+    """The one line an operator gets for a database the command could not use."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+    return f"database unreachable: {_without_password(lines[0], url)}"
+
+
+@contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """A database that is down or refuses the login ends the command with one line and exit code 1."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        typer.echo(_unreachable(exc, url), err=True)
+        raise typer.Exit(1) from None
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(settings.effective_database_url), revision)
+    with _database_errors(settings.effective_database_url):
+        command.upgrade(alembic_config(settings.effective_database_url), revision)
     console.print(f"[green]database at {revision}[/green]")
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base or -1.")) -> None:
     """Migrate the database down to REVISION."""
-    command.downgrade(alembic_config(_settings().effective_database_url), revision)
+    url = _settings().effective_database_url
+    with _database_errors(url):
+        command.downgrade(alembic_config(url), revision)
     console.print(f"[yellow]database at {revision}[/yellow]")
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's current revision."""
-    command.current(alembic_config(_settings().effective_database_url))
+    url = _settings().effective_database_url
+    with _database_errors(url):
+        command.current(alembic_config(url))
 
 
 def _start_refusal(settings: Settings) -> str | None:
@@ -76,7 +143,10 @@ def _start_refusal(settings: Settings) -> str | None:
         path = Path(url.split("///", 1)[-1])
         if not path.is_file():
             return f"database not migrated: run `wgs-gateway db upgrade` first (no database file at {path})"
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
+        return _unreachable(exc, url)
     try:
         assert_migrated(engine)
     except DatabaseNotMigrated:
@@ -87,8 +157,7 @@ def _start_refusal(settings: Settings) -> str | None:
         return (f"database not migrated: run `wgs-gateway db upgrade` first (database at revision {current}, "
                 f"the code expects {', '.join(sorted(expected_heads(url)))})")
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return f"database unreachable: {reason}"
+        return _unreachable(exc, url)
     finally:
         engine.dispose()
     try:
@@ -96,6 +165,11 @@ def _start_refusal(settings: Settings) -> str | None:
     except InvalidRegister as exc:
         return exc.detail.replace("\n", " ")
     return None
+
+
+GRACEFUL_SHUTDOWN_SECONDS = 10
+"""How long ``serve`` lets requests in flight finish after SIGTERM before the app's shutdown (which writes the
+queued audit rows) runs; docker-compose.yml's ``stop_grace_period`` for the gateway must leave room for both."""
 
 
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
@@ -126,7 +200,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _exit_cleanly)
     uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, factory=False,
-                log_config=None, timeout_graceful_shutdown=10)
+                log_config=None, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
 
 
 @app.command("demo")

@@ -58,14 +58,29 @@ def _free_port(preferred: int) -> int:
     raise RuntimeError("no free port")
 
 
-def _wait(url: str, deadline: float = 60) -> None:
+GATEWAY_APP = "gateway.asgi:app"
+"""What the demo's gateway process serves (a module attribute so a test can make that process fail)."""
+
+
+class _ProcessFailed(RuntimeError):
+    """A process of the demo ended or never became ready; the message is the one line the operator gets."""
+
+
+def _wait(url: str, process: subprocess.Popen[bytes] | None = None, log: Path | None = None,
+          deadline: float = 60) -> None:
+    """Until ``url`` answers 200. With ``process``, one that has already exited is reported at once, not
+    after the deadline: a gateway refusing to start (a bad setting, an unreachable database) dies in a
+    second, and the reason is in its ``log`` file, not in a traceback of this one."""
+    name, where = (log.stem, f"; see {log}") if log else (url, "")
     end = time.monotonic() + deadline
     while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            raise _ProcessFailed(f"{name} exited with code {process.returncode} before it was ready{where}")
         with suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become ready")
+    raise _ProcessFailed(f"{name} did not become ready within {deadline:.0f} s{where}")
 
 
 DEMO_PASSWORD = "demo password, not for production"
@@ -243,6 +258,7 @@ def run_demo(settings: Settings, port: int = 8000, once: bool = False) -> int:
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     try:
+        waits: list[tuple[str, subprocess.Popen[bytes], Path]] = []
         for system, profile in PROFILES.items():
             partner_port = _free_port(profile.default_port)
             endpoints[system] = f"http://127.0.0.1:{partner_port}"
@@ -251,16 +267,21 @@ def run_demo(settings: Settings, port: int = 8000, once: bool = False) -> int:
                  "--data-dir", str(settings.data_dir / "partners"),
                  "--jwks-url", f"{gateway_url}/.well-known/jwks.json"],
                 stdout=(logs / f"{system}.log").open("wb"), stderr=subprocess.STDOUT))
+            waits.append((f"{endpoints[system]}/health", processes[-1], logs / f"{system}.log"))
         env = os.environ | {"WGS_DATA_DIR": str(settings.data_dir), "WGS_CONNECTOR_ENDPOINTS": json.dumps(endpoints),
                             "WGS_REGISTER_FILE": str(settings.register_file)}
         if settings.database_url:
             env["WGS_DATABASE_URL"] = settings.database_url
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "gateway.asgi:app", "--host", "127.0.0.1", "--port", str(gateway_port),
+            [sys.executable, "-m", "uvicorn", GATEWAY_APP, "--host", "127.0.0.1", "--port", str(gateway_port),
              "--log-level", "warning"], env=env, stdout=(logs / "gateway.log").open("wb"), stderr=subprocess.STDOUT))
-        for url in [*endpoints.values()]:
-            _wait(f"{url}/health")
-        _wait(f"{gateway_url}/health/ready")
+        waits.append((f"{gateway_url}/health/ready", processes[-1], logs / "gateway.log"))
+        try:
+            for url, process, log in waits:
+                _wait(url, process, log)
+        except _ProcessFailed as failed:
+            print(failed, file=sys.stderr)  # plain: one line, whatever the terminal's width
+            return 1
         console.print(f"[bold green]gateway[/bold green] {gateway_url}  (OpenAPI: {gateway_url}/docs)")
         console.print(f"register {settings.register_file.name}: office hours widened for the demo")
         for system, url in endpoints.items():

@@ -7,12 +7,17 @@ same code runs as the one-command demo (SQLite file, embedded policy engine) and
 
 from __future__ import annotations
 
+import logging
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, FilePath, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from gateway.resources import resource_dir
 
@@ -42,7 +47,7 @@ class Settings(BaseSettings):
     audience: str = Field(default="wgs-gateway", description="Audience (aud) of access tokens.")
     access_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
     revocation_refresh_seconds: float = Field(
-        default=5.0, gt=0, le=60,
+        default=5.0, gt=0, le=60, allow_inf_nan=False,
         description="How often each process re-reads the disabled clients and accounts: a disabled one's "
                     "tokens are refused within this time.")
     client_assertion_max_age_seconds: int = Field(default=300, ge=30, le=3600)
@@ -51,9 +56,11 @@ class Settings(BaseSettings):
     policy_engine: Literal["embedded", "opa"] = "embedded"
     policies_dir: Path = POLICIES_DIR
     opa_url: str = "http://127.0.0.1:8181"
-    opa_timeout_seconds: float = 2.0
-    opa_token: str | None = None
-    opa_ca_file: Path | None = None
+    # Positive, finite and bounded: 0 or less fails every call, and NaN or infinity makes asyncio.timeout()
+    # never fire, so a hung OPA server would hold each decision for ever instead of denying it.
+    opa_timeout_seconds: float = Field(default=2.0, gt=0, le=60, allow_inf_nan=False)
+    opa_token: str | None = Field(default=None, repr=False)
+    opa_ca_file: FilePath | None = Field(default=None, description="CA bundle for an https OPA URL; must exist.")
 
     connector_endpoints: dict[str, str] = Field(
         default_factory=dict,
@@ -61,11 +68,12 @@ class Settings(BaseSettings):
     )
     require_pseudonyms: bool = Field(
         default=False, description="Refuse subjects that are not the requester's own pseudonyms (no references).")
-    connector_timeout_seconds: float = 5.0
+    connector_timeout_seconds: float = Field(default=5.0, gt=0, le=300, allow_inf_nan=False)
     connector_retries: int = Field(default=2, ge=0, le=5)
 
     escalation_scan_seconds: float = Field(
-        default=300.0, ge=0, description="How often overdue escalation cases move up a tier (0: never, use the CLI).")
+        default=300.0, ge=0, le=86_400, allow_inf_nan=False,
+        description="How often overdue escalation cases move up a tier (0: never, use the CLI).")
     escalation_decision_valid_days: int = Field(default=30, ge=1, le=365,
                                                 description="How long an allow decision may be cited for a re-run.")
     escalation_webhooks: dict[str, WebhookTarget] = Field(
@@ -75,6 +83,55 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    # The validators below refuse at start-up what would otherwise fail later, at the first request or
+    # deep in a lifespan traceback. Their messages never repeat the value: it may hold a password.
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not an SQLAlchemy URL (dialect+driver://user:password@host:port/database)") from None
+        if url.host and "@" in url.host:  # an unescaped '@' in the password: the driver would print part of it
+            raise ValueError("the host part contains '@': percent-encode '@' in the password as %40") from None
+        return value
+
+    @field_validator("opa_url")
+    @classmethod
+    def _opa_url_is_http(cls, value: str) -> str:
+        from gateway.policy.engine import _opa_address
+        from gateway.policy.errors import PolicyUnavailable
+
+        try:
+            _opa_address(value)
+        except PolicyUnavailable:
+            raise ValueError("expected http(s)://host[:port][/path], without credentials, query or fragment") \
+                from None
+        return value
+
+    @field_validator("connector_endpoints")
+    @classmethod
+    def _endpoints_are_http(cls, value: dict[str, str]) -> dict[str, str]:
+        for system, url in value.items():
+            try:
+                parsed = urlsplit(url.strip())
+                parsed.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError:
+                raise ValueError(f"{system}: not a URL") from None
+            if parsed.scheme.lower() not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"{system}: expected http(s)://host[:port][/path]")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_is_known(cls, value: str) -> str:
+        if value.upper() not in logging.getLevelNamesMapping():
+            raise ValueError("unknown log level: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
 
     @cached_property
     def effective_database_url(self) -> str:
@@ -90,8 +147,27 @@ class Settings(BaseSettings):
 
     # Per-client rate limits (gateway.ratelimit): a token bucket per verified client (else per peer address).
     rate_limit_per_second: float = Field(
-        default=500.0, ge=0, description="Sustained requests per second per client and process (0: no limit).")
+        default=500.0, ge=0, allow_inf_nan=False,
+        description="Sustained requests per second per client and process (0: no limit).")
     rate_limit_burst: int = Field(default=1000, ge=1, description="Requests a client may send at once.")
     pseudonym_daily_limit: int = Field(
         default=250_000, ge=0, description="Pseudonyms (look-ups and enrolments) one partner system may have made "
                                            "per UTC day and process (0: no limit); bounds guessing identifiers.")
+
+
+def settings_problems(exc: ValidationError | SettingsError) -> list[str]:
+    """One ``WGS_<FIELD>: <message>`` line per problem, for an operator who set a bad environment variable.
+
+    Pydantic's own rendering repeats each input value (``input_value=...``), and a value may be a password,
+    token or webhook secret; these lines name the variable and the rule, never the value.
+    """
+    if isinstance(exc, SettingsError):  # a complex value (JSON) that did not parse; its message names no value
+        match = re.search(r'field "(\w+)"', str(exc))
+        return [f"WGS_{match.group(1).upper()}: not valid JSON" if match else "settings: a value is not valid JSON"]
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        field, *inner = [str(part) for part in error["loc"]] or ["settings"]
+        message = error["msg"].removeprefix("Value error, ")
+        where = f"WGS_{field.upper()}" + (f" ({'.'.join(inner)})" if inner else "")
+        lines.append(f"{where}: {message}")
+    return lines

@@ -506,3 +506,62 @@ def test_audit_export_is_covered_by_a_signature_and_a_forged_one_is_not_intact(d
     assert refused.exception is None or isinstance(refused.exception, SystemExit)
     assert "log NOT intact: format" in refused.stderr
     assert "Traceback" not in refused.output
+
+
+# -- a bad setting or an unreachable database: one line per problem, exit code 1, no value echoed ------------
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("WGS_CONNECTOR_RETRIES", "9"),
+    ("WGS_LOG_LEVEL", "verbose"),
+    ("WGS_OPA_TIMEOUT_SECONDS", "nan"),
+    ("WGS_OPA_URL", "opa:8181"),
+    ("WGS_DATABASE_URL", "postgresql+psycopg//wgs:pw@postgres:5432/wgs"),
+    ("WGS_CONNECTOR_ENDPOINTS", "not json"),
+])
+def test_serve_refuses_a_bad_setting_in_one_line_naming_the_variable(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]],
+        name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    line = _refusal(runner.invoke(app, ["serve", "--port", "1"]))
+    assert line.startswith(f"{name}: ")
+    assert value not in line
+    assert no_server == []
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["db", "upgrade"], ["clients", "list"],
+                                     ["escalations", "scan"]])
+def test_a_webhook_secret_in_a_refused_setting_is_never_printed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]],
+        command: list[str]) -> None:
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WGS_ESCALATION_WEBHOOKS",
+                       '{"fiod": {"url": "fiod.example", "secret": "hunter2-hunter2-secret"}}')
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1
+    assert "hunter2-hunter2-secret" not in result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == ["WGS_ESCALATION_WEBHOOKS (fiod.url): String should match pattern "
+                                                  "'^https?://'"]
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"]])
+def test_an_unreachable_database_is_one_line_without_the_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]],
+        command: list[str]) -> None:
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WGS_DATABASE_URL", "postgresql+psycopg://wgs:S3cr%40tPW@127.0.0.1:1/wgs")
+    line = _refusal(runner.invoke(app, command))
+    assert line.startswith("database unreachable: ")
+    assert "S3cr" not in line
+    assert "tPW" not in line
+
+
+def test_a_database_message_loses_the_password_and_the_url_as_written() -> None:
+    from gateway.cli import _without_password
+
+    url = "postgresql+psycopg://wgs:S3cr%40tPW@db.example:5432/wgs"
+    message = _without_password(f"cannot use {url}; password S3cr@tPW refused", url)
+    assert "S3cr" not in message
+    assert "tPW" not in message
+    assert "postgresql+psycopg://wgs:***@db.example:5432/wgs" in message

@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from gateway.settings import Settings
 
 
 def test_demo_runs_the_scenarios_through_real_processes(tmp_path: Path) -> None:
@@ -27,3 +32,20 @@ def test_demo_runs_the_scenarios_through_real_processes(tmp_path: Path) -> None:
     for log in (tmp_path / "logs").iterdir():  # no personal data in any process log
         text = log.read_text()
         assert "Traceback" not in text, log.name
+
+
+def test_demo_reports_a_gateway_that_died_at_once_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A gateway process that refuses to start is reported as soon as it has exited, naming its log file;
+    the demo used to poll its readiness for 60 s and then end in a traceback."""
+    from gateway import demo
+
+    monkeypatch.setattr(demo, "GATEWAY_APP", "gateway.no_such_module:app")  # uvicorn exits at once
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    started = time.monotonic()
+    code = demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True)
+    assert time.monotonic() - started < 30
+    assert code == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("gateway exited with code ")
+    assert line.endswith(f" before it was ready; see {tmp_path / 'logs' / 'gateway.log'}")

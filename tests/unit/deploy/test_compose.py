@@ -143,3 +143,21 @@ def test_compose_refuses_to_start_without_the_token(tmp_path: Path) -> None:
         result = _compose_config({"WGS_DB_PASSWORD": "config-check"} | token, env_file)
         assert result.returncode != 0
         assert "WGS_OPA_TOKEN" in result.stderr, result.stderr
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration (``30s``, ``1m30s``, ``90``) in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", str(duration).strip())
+    assert parts, duration
+    assert any(parts.groups()), duration
+    hours, minutes, seconds = (float(part or 0) for part in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def test_docker_stop_waits_for_the_gateways_graceful_shutdown_and_audit_flush() -> None:
+    """`docker stop` kills after ``stop_grace_period`` (10 s by default); `serve` may spend that long on the
+    requests in flight alone, and only then writes the queued audit rows, so the default would lose them."""
+    from gateway.cli import GRACEFUL_SHUTDOWN_SECONDS
+
+    grace = _seconds(_services()["gateway"].get("stop_grace_period", "10s"))
+    assert grace >= GRACEFUL_SHUTDOWN_SECONDS + 10

@@ -1,0 +1,84 @@
+"""Settings refuse at start-up what would fail later, and say so without repeating the value.
+
+A timeout of NaN or infinity never fires (a hung OPA server would hold every decision instead of denying it),
+a URL without a scheme fails at the first request, a missing CA file at the first TLS handshake; each is a
+``WGS_<FIELD>: <message>`` line for the operator, and the value itself (it may be a secret) is never shown."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.settings import Settings, settings_problems
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("WGS_")]:
+        monkeypatch.delenv(name)
+
+
+def _problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None)
+    return settings_problems(refused.value)
+
+
+@pytest.mark.parametrize("name", ["WGS_OPA_TIMEOUT_SECONDS", "WGS_CONNECTOR_TIMEOUT_SECONDS",
+                                  "WGS_REVOCATION_REFRESH_SECONDS"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "100000"])
+def test_timeouts_must_be_positive_finite_and_bounded(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    [line] = _problems(monkeypatch, **{name: value})
+    assert line.startswith(f"{name}: ")
+
+
+@pytest.mark.parametrize("name", ["WGS_ESCALATION_SCAN_SECONDS", "WGS_RATE_LIMIT_PER_SECOND"])
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_other_seconds_and_rates_must_be_finite(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    [line] = _problems(monkeypatch, **{name: value})
+    assert line.startswith(f"{name}: ")
+
+
+def test_the_defaults_and_good_values_are_accepted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here")
+    for name, value in {"WGS_OPA_TIMEOUT_SECONDS": "0.5", "WGS_OPA_URL": "https://[::1]:8443/opa",
+                        "WGS_OPA_CA_FILE": str(ca), "WGS_LOG_LEVEL": "warning",
+                        "WGS_CONNECTOR_ENDPOINTS": '{"politie-bvh": "http://politie:9101"}',
+                        "WGS_DATABASE_URL": "postgresql+psycopg://wgs:S3cr%40tPW@postgres:5432/wgs"}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    assert settings.log_level == "WARNING"
+    assert settings.opa_timeout_seconds == 0.5
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("WGS_LOG_LEVEL", "verbose", "unknown log level"),
+    ("WGS_OPA_URL", "opa:8181", "expected http(s)://"),
+    ("WGS_OPA_URL", "http://user:pw@opa:8181", "without credentials"),
+    ("WGS_OPA_CA_FILE", "/nonexistent/ca.pem", "file"),
+    ("WGS_CONNECTOR_ENDPOINTS", '{"politie-bvh": "politie:9101"}', "politie-bvh: expected http(s)://"),
+    ("WGS_CONNECTOR_ENDPOINTS", '{"politie-bvh": "http://politie:99999"}', "politie-bvh: not a URL"),
+    ("WGS_DATABASE_URL", "postgresql+psycopg//wgs:pw@postgres:5432/wgs", "not an SQLAlchemy URL"),
+    ("WGS_DATABASE_URL", "postgresql+psycopg://wgs:S3cr@tPW@postgres:5432/wgs", "percent-encode '@'"),
+])
+def test_values_that_would_fail_later_are_refused_now(name: str, value: str, reason: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    [line] = _problems(monkeypatch, WGS_POLICY_ENGINE="opa", **{name: value})
+    assert line.startswith(f"{name}: ")
+    assert reason in line
+
+
+def test_a_problem_line_never_repeats_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _problems(monkeypatch, WGS_ESCALATION_WEBHOOKS='{"fiod": {"url": "fiod.example", "secret": "hunter2"}}',
+                      WGS_DATABASE_URL="postgresql+psycopg://wgs:S3cr@tPW@postgres:5432/wgs")
+    assert len(lines) == 3
+    assert all(line.startswith(("WGS_ESCALATION_WEBHOOKS (fiod.", "WGS_DATABASE_URL: ")) for line in lines), lines
+    text = "\n".join(lines)
+    for fragment in ("hunter2", "fiod.example", "S3cr", "tPW"):
+        assert fragment not in text
