@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -378,6 +379,8 @@ class OpaServerPolicyEngine:
 
     def __init__(self, url: str, register_data: dict[str, Any], *, timeout: float = 2.0, token: str | None = None,
                  ca_file: str | None = None) -> None:
+        if not (math.isfinite(timeout) and timeout > 0):  # NaN never fires: a hung server would hold callers
+            raise ValueError("the policy engine's timeout must be a positive, finite number of seconds")
         self._client = _opa_client(url, timeout, token, ca_file)
         self._timeout = timeout
         self._register = register_data

@@ -293,3 +293,11 @@ async def test_an_opa_server_under_a_path_prefix_is_reached() -> None:
 async def test_an_opa_server_at_an_ipv6_address_is_reached() -> None:
     with serve_app(create_opa_test_app(POLICIES_DIR), host="::1") as url:
         assert (await _decides(url)).outcome == "allowed"
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0.0, -1.0])
+def test_an_engine_without_a_real_timeout_is_refused_when_built(timeout: float) -> None:
+    """A NaN timeout never fires (``asyncio.timeout(nan)``): against a hung server the callers would wait
+    forever instead of being denied; refused when the engine is made, whoever makes it."""
+    with pytest.raises(ValueError, match="positive, finite"):
+        OpaServerPolicyEngine("http://127.0.0.1:8181", REGISTER, timeout=timeout)
