@@ -107,7 +107,12 @@ _TOKEN_DIGEST = 16
 _BLOCK_DIGEST = 8
 _CACHE_LIMIT = 1 << 16
 """Entries (values, tokens) that each of a field's caches holds at most: bounds memory on huge inputs."""
-_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+_NON_WORD = re.compile(r"[\W_]+")
+"""Anything but letters and digits of any script: a Cyrillic or Arabic name keeps its letters."""
+_LETTERS_WITHOUT_DECOMPOSITION = str.maketrans({"ß": "ss", "ø": "o", "ł": "l", "æ": "ae", "œ": "oe", "\u0131": "i",
+                                                "đ": "d", "ð": "d", "þ": "th", "ŀ": "l", "ħ": "h"})
+"""Latin letters NFKD does not split into base letter and mark: written as Dutch registers spell them
+(Straße = Strasse, Søren = Soren), not dropped."""
 _NON_DIGIT = re.compile(r"[^0-9]+")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -131,9 +136,10 @@ def _normalise_text(text: str) -> str | None:
         if lowered.isalnum():  # one word of letters and digits: nothing to replace
             return lowered
     else:
-        decomposed = unicodedata.normalize("NFKD", text)
-        lowered = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
-    return _NON_ALNUM.sub(" ", lowered).strip() or None
+        decomposed = unicodedata.normalize("NFKD", text.casefold())
+        lowered = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+        lowered = lowered.translate(_LETTERS_WITHOUT_DECOMPOSITION)
+    return _NON_WORD.sub(" ", lowered).strip() or None
 
 
 def _normalise_digits(text: str) -> str | None:
@@ -169,6 +175,8 @@ def tokenize(spec: FieldSpec, text: str) -> list[str]:
         if not math.isfinite(number):
             return []
         step = spec.threshold / spec.resolution
+        if not math.isfinite(number / step):  # a huge value over a small step: no bucket, not an OverflowError
+            return []
         base = math.floor(number / step)
         return [str(base + j) for j in range(spec.resolution + 1)]
     n = spec.n
@@ -394,11 +402,18 @@ def dataset_to_wire(dataset: EncodedDataset) -> list[dict[str, Any]]:
             for clk, keys in zip(clks, dataset.block_keys, strict=True)]
 
 
+def _blocks_listed(item: Mapping[str, Any]) -> bool:
+    """``blocks`` absent, null or a list of texts: anything else is malformed input, not a TypeError."""
+    blocks = item.get("blocks")
+    return blocks is None or (isinstance(blocks, list) and all(isinstance(b, str) for b in blocks))
+
+
 def dataset_from_wire(items: Sequence[Mapping[str, Any]], filter_bits: int = 1024) -> EncodedDataset:
     """Parse :func:`dataset_to_wire` output strictly (same number of blocking keys on every record)."""
     if not items:
         return EncodedDataset(np.empty((0, filter_bits // 64), dtype=np.uint64))
-    widths = {len(item.get("blocks") or []) if isinstance(item, Mapping) else -1 for item in items}
+    widths = {len(item.get("blocks") or []) if isinstance(item, Mapping) and _blocks_listed(item) else -1
+              for item in items}
     if len(widths) != 1 or -1 in widths:
         raise EncodingError("every record needs a 'clk' and the same number of 'blocks'")
     filters = filters_from_b64([item.get("clk") for item in items], filter_bits)  # type: ignore[misc]

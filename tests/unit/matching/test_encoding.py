@@ -239,3 +239,37 @@ def test_a_typo_keeps_records_similar(name: str, position: int) -> None:
     counts = popcounts(filters)
     inter = int(np.bitwise_count(filters[0] & filters[1]).sum())
     assert 2 * inter / counts.sum() > 0.8
+
+
+@pytest.mark.parametrize(("written", "normalised"), [
+    ("Łukasz", "lukasz"), ("Søren", "soren"), ("Straße", "strasse"), ("Yılmaz", "yilmaz"), ("Ærø", "aero"),
+    ("Алексей Иванов", "алексеи иванов"),  # other scripts keep their letters (й decomposes to и + breve)
+])
+def test_letters_of_any_script_are_kept_not_dropped(written: str, normalised: str) -> None:
+    """Letters outside a-z used to become spaces: 'Straße' no longer matched 'Strasse', and two people
+    with Cyrillic names and one birthday got identical encodings."""
+    assert normalise(Normaliser.TEXT, written) == normalised
+    assert normalise(Normaliser.TEXT, "Strasse") == normalise(Normaliser.TEXT, "Straße")
+
+
+def test_two_people_with_cyrillic_names_are_encoded_apart() -> None:
+    encoder = CLKEncoder(shipped_schema("person"), b"x" * 32)
+    first = encoder.encode([{"given_name": "Алексей", "surname": "Иванов", "date_of_birth": "19800101"}])
+    second = encoder.encode([{"given_name": "Мария", "surname": "Петрова", "date_of_birth": "19800101"}])
+    assert not np.array_equal(first, second)
+
+
+def test_a_huge_number_over_a_small_step_has_no_bucket_instead_of_overflowing() -> None:
+    spec = schema_from_mapping({"id": "t", "version": 1, "fields": [
+        {"name": "amount", "tokenizer": "numeric", "normalise": "digits", "threshold": 1, "resolution": 2,
+         "k": 5}]}).fields[0]
+    assert tokenize(spec, "9" * 308) == []
+    assert tokenize(spec, "10") == ["20", "21", "22"]
+
+
+@pytest.mark.parametrize("blocks", [5, True, {"key": "value"}, [1, 2]])
+def test_malformed_blocks_on_the_wire_are_an_encoding_error(blocks: object) -> None:
+    encoder = CLKEncoder(shipped_schema("person"), b"x" * 32)
+    clk = filters_to_b64(encoder.encode([{"given_name": "jan"}]))[0]
+    with pytest.raises(EncodingError):
+        dataset_from_wire([{"clk": clk, "blocks": blocks}])
