@@ -242,7 +242,7 @@ def test_a_typo_keeps_records_similar(name: str, position: int) -> None:
 
 
 @pytest.mark.parametrize(("written", "normalised"), [
-    ("Łukasz", "lukasz"), ("Søren", "soren"), ("Straße", "strasse"), ("Yılmaz", "yilmaz"), ("Ærø", "aero"),
+    ("Łukasz", "lukasz"), ("Søren", "soren"), ("Straße", "strasse"), ("Y\u0131lmaz", "yilmaz"), ("Ærø", "aero"),
     ("Алексей Иванов", "алексеи иванов"),  # other scripts keep their letters (й decomposes to и + breve)
 ])
 def test_letters_of_any_script_are_kept_not_dropped(written: str, normalised: str) -> None:
