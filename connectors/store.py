@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from connectors.world import Record, World
 
@@ -130,20 +130,19 @@ class PartnerStore:
 
     def is_confidential(self, subjects: list[str]) -> bool:
         """Whether any of ``subjects`` is one this partner refuses to answer about."""
-        if not subjects:
-            return False
-        marks = ",".join("?" * len(subjects))
-        with self._lock:
-            return self._db.execute(f"SELECT 1 FROM confidential WHERE subject IN ({marks}) LIMIT 1",
-                                    subjects).fetchone() is not None
+        return self._any_listed("confidential", subjects)
 
     def any_minor(self, subjects: list[str]) -> bool:
         """Whether any of ``subjects`` is a person under 18 by the date of birth this partner holds."""
+        return self._any_listed("minors", subjects)
+
+    def _any_listed(self, table: Literal["confidential", "minors"], subjects: list[str]) -> bool:
+        """Whether any of ``subjects`` is in ``table`` (a one-column list of subject references)."""
         if not subjects:
             return False
         marks = ",".join("?" * len(subjects))
         with self._lock:
-            return self._db.execute(f"SELECT 1 FROM minors WHERE subject IN ({marks}) LIMIT 1",
+            return self._db.execute(f"SELECT 1 FROM {table} WHERE subject IN ({marks}) LIMIT 1",
                                     subjects).fetchone() is not None
 
     def receive(self, request_id: str, records: list[dict[str, Any]]) -> int:
