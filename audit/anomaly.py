@@ -16,7 +16,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Engine, select
 
-from audit.review import EntryScope, scope_condition, utc
+from audit.review import EntryScope, scope_condition
+from audit.store import utc
 from audit.tables import audit_entries
 
 MIN_BASELINE_DAYS = 3

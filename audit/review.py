@@ -20,18 +20,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
-from audit.store import subject_key
+from audit.store import subject_key, utc
 from audit.tables import audit_entries
 
 MAX_PAGE = 500
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
-
-
-def utc(moment: datetime) -> datetime:
-    """``moment`` as an aware UTC datetime; a naive value is UTC already (that is how SQLite hands it back)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def utc_bound(moment: datetime) -> datetime:

@@ -45,8 +45,8 @@ QUERY_COLUMNS = ("event_type", "partnership", "purpose", "requester_org", "holde
 """The indexed copies of event fields, in the order of :func:`query_columns` and of the table."""
 
 
-def _utc(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything the log stores is UTC.
+def utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime; a naive value is UTC already (that is how SQLite hands it back)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -190,7 +190,7 @@ def _state(row: Any) -> LogState:
     return LogState(
         size=0 if largest is None else int(largest) + 1,
         latest_checkpoint_size=None if checkpoint_size is None else int(checkpoint_size),
-        latest_checkpoint_at=None if checkpoint_at is None else _utc(checkpoint_at),
+        latest_checkpoint_at=None if checkpoint_at is None else utc(checkpoint_at),
     )
 
 
@@ -440,7 +440,7 @@ class StoredCheckpoint:
 
 
 def _checkpoint(row: Any) -> StoredCheckpoint:
-    return StoredCheckpoint(int(row.tree_size), bytes(row.root_hash), str(row.note), _utc(row.issued_at))
+    return StoredCheckpoint(int(row.tree_size), bytes(row.root_hash), str(row.note), utc(row.issued_at))
 
 
 def latest_checkpoint(connection: Connection) -> StoredCheckpoint | None:
@@ -513,7 +513,7 @@ def _entry(row: Any) -> StoredEntry:
     return StoredEntry(
         index=int(row.log_index),
         entry_id=UUID(str(row.entry_id)),
-        recorded_at=_utc(row.recorded_at),
+        recorded_at=utc(row.recorded_at),
         canonical=str(row.canonical).encode("utf-8"),
         leaf_hash=bytes(row.leaf_hash),
         columns={name: getattr(row, name) for name in QUERY_COLUMNS},

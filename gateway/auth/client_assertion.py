@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from gateway.auth import repository
 from gateway.auth.jose_segments import decode_segment
+from gateway.client.models import SLUG_PATTERN
 from gateway.clock import Clock
-from gateway.register.model import SLUG_PATTERN
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["Ed25519", "ES256"]

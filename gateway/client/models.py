@@ -13,9 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_SLUG = r"^[a-z0-9][a-z0-9-]{1,63}$"
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
+"""Ids of partnerships, purposes, organisations and systems, here and in the register (one definition)."""
+CATEGORY_PATTERN = r"^[a-z][a-z_]{1,63}$"
+"""Names of data categories, here and in the register."""
 _REFERENCE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
-_CATEGORY = r"^[a-z][a-z_]{1,63}$"  # as the register names its data categories
 
 
 class _Strict(BaseModel):
@@ -25,7 +27,7 @@ class _Strict(BaseModel):
 class Signal(_Strict):
     """The clear, objective indication that justifies the request (WGS: no fishing)."""
 
-    type: str = Field(pattern=_SLUG, description="Kind of signal, e.g. `bibob-application`, `fiu-report`.",
+    type: str = Field(pattern=SLUG_PATTERN, description="Kind of signal, e.g. `bibob-application`, `fiu-report`.",
                       examples=["bibob-application"])
     reference: str = Field(pattern=_REFERENCE, description="The signal's reference in the requester's files.",
                            examples=["BIBOB-2026-0042"])
@@ -55,7 +57,7 @@ class ProvidedRecord(_Strict):
     category and the holder's role must be allowed to receive it."""
 
     subject: str = Field(pattern=r"^[A-Za-z0-9_:.=-]{8,200}$", description="The subject's pseudonym.")
-    category: str = Field(pattern=_CATEGORY, description="The data category of `fields`; policy "
+    category: str = Field(pattern=CATEGORY_PATTERN, description="The data category of `fields`; policy "
                           "checks that the requester may supply it and the holder may receive it.",
                           examples=["tax_compliance"])
     fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed.")
@@ -64,10 +66,10 @@ class ProvidedRecord(_Strict):
 class _PurposeBound(_Strict):
     """What every request to the holders states (exchange and discovery alike): where, why and about whom."""
 
-    partnership: str = Field(pattern=_SLUG, description="Id of the partnership (register) the request is made "
+    partnership: str = Field(pattern=SLUG_PATTERN, description="Id of the partnership (register) the request is made "
                              "in; the requester must be an active participant of it.",
                              examples=["riec-amsterdam-amstelland"])
-    purpose: str = Field(pattern=_SLUG, description="One of the partnership's registered purposes; everything "
+    purpose: str = Field(pattern=SLUG_PATTERN, description="One of the partnership's registered purposes; everything "
                          "disclosed is bound to it.", examples=["bibob-integrity-check"])
     legal_basis: str = Field(min_length=1, max_length=200, description="Must equal the purpose's legal basis.",
                              examples=["WGS (RIEC) with Wet Bibob"])
@@ -76,7 +78,7 @@ class _PurposeBound(_Strict):
     signal: Signal = Field(description="What justifies the request (rule 4: no request without a signal).")
     subjects: list[Subject] = Field(min_length=1, max_length=100, description="The data subjects asked about; "
                                     "more than the purpose's bulk threshold is escalated (rule 6).")
-    categories: list[Annotated[str, Field(pattern=_CATEGORY)]] = Field(
+    categories: list[Annotated[str, Field(pattern=CATEGORY_PATTERN)]] = Field(
         min_length=1, max_length=30, description="Data categories asked for; only holders the policy lets supply "
         "one of them are asked.", examples=[["company_registration", "directorships", "tax_debts"]])
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.auditing.review import EntryView, subject_report
 from gateway.auth.dependencies import authenticate, require_scope
 from gateway.auth.principal import Principal, Scope
+from gateway.client.models import SLUG_PATTERN
 from gateway.container import Container
 from gateway.deps import get_container
 from gateway.enrolment.service import Item
@@ -19,7 +20,6 @@ from gateway.enrolment.setup import pseudonym_service
 from gateway.errors import Forbidden
 
 router = APIRouter(prefix="/v1", tags=["pseudonyms"])
-_SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or forged access token"},
     403: {"description": "Not a participant of the partnership, or the token lacks the scope"},
@@ -44,12 +44,12 @@ class EnrolmentItem(PolymorphicItem):
 
 
 class PseudonymRequest(_Strict):
-    partnership: str = Field(pattern=_SLUG)
+    partnership: str = Field(pattern=SLUG_PATTERN)
     subjects: list[PolymorphicItem] = Field(min_length=1, max_length=1000)
 
 
 class EnrolmentRequest(_Strict):
-    partnership: str = Field(pattern=_SLUG)
+    partnership: str = Field(pattern=SLUG_PATTERN)
     subjects: list[EnrolmentItem] = Field(min_length=1, max_length=1000)
 
 
@@ -80,7 +80,7 @@ async def public_key(_principal: Principal = Depends(partner),
 
 @router.get("/pseudonyms/recipient-key", responses=_PROBLEMS,
             summary="Your secret key to open the pseudonyms the gateway encrypts for you (keep it secret)")
-async def recipient_key(partnership: str = Query(pattern=_SLUG), principal: Principal = Depends(partner),
+async def recipient_key(partnership: str = Query(pattern=SLUG_PATTERN), principal: Principal = Depends(partner),
                         container: Container = Depends(get_container)) -> dict[str, str]:
     return {"recipient_key": pseudonym_service(container).recipient_key(principal, partnership)}
 
@@ -98,7 +98,7 @@ class SubjectLookup(_Strict):
     """A data subject's request as the contact point receives it: the identifier, already turned into a
     polymorphic pseudonym on the contact point's side (``PseudonymClient.polymorphic``)."""
 
-    partnership: str = Field(pattern=_SLUG)
+    partnership: str = Field(pattern=SLUG_PATTERN)
     subject: PolymorphicItem
 
 

@@ -86,6 +86,11 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _failure_kind(exc: Exception) -> str:
+    """What a "not applied" entry says about a failure: its kind only (an exception's text may name a person)."""
+    return "conflict" if isinstance(exc, Conflict) else type(exc).__name__.lower()
+
+
 def _actor(principal: Principal) -> Actor:
     return Actor(principal.organisation, principal.subject)
 
@@ -196,9 +201,8 @@ class EscalationService:
                            trace: Trace | None) -> None:
         """A logged step was refused after all (a race, a check only the database can make, or a defect): say
         so, naming the kind of failure only (an exception's text may name a person)."""
-        reason = "conflict" if isinstance(exc, Conflict) else type(exc).__name__.lower()
-        await self._record([self._event(case, _Step(action, extra={"not_applied": reason}), principal, trace,
-                                        status="error")])
+        step = _Step(action, extra={"not_applied": _failure_kind(exc)})
+        await self._record([self._event(case, step, principal, trace, status="error")])
 
     def _notify(self, case: Case) -> None:
         partnership = self.register.partnerships.get(case.partnership)
@@ -682,8 +686,7 @@ class EscalationService:
             gap = await self._db(lambda s: gap_store.change_status(s, gap_id, body.expected_version, status,
                                                                    now=self.clock.now(), note=body.note))
         except Exception as exc:  # whatever failed, the entry above did not take effect
-            await self._record([entry(not_applied="conflict" if isinstance(exc, Conflict)
-                                      else type(exc).__name__.lower())])
+            await self._record([entry(not_applied=_failure_kind(exc))])
             raise
         return await self._scoped_gap(principal, gap)
 

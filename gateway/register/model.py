@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.client.models import SLUG_PATTERN
+
 Slug = str  # lower-case identifiers such as "riec-amsterdam-amstelland", "bibob-integrity-check"
-SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
-CATEGORY_PATTERN = r"^[a-z][a-z_]{1,63}$"  # as the API accepts a record's category
 
 
 class _Strict(BaseModel):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from gateway.register.model import CATEGORY_PATTERN, SLUG_PATTERN, Register, Status
+from gateway.client.models import CATEGORY_PATTERN, SLUG_PATTERN
+from gateway.register.model import Register, Status
 
 Problem = tuple[tuple[str | int, ...], str]
 
