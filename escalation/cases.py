@@ -22,7 +22,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from escalation.calendar import OFFICE_TIMEZONE, add_working_days, local_date
+from escalation.calendar import add_working_days, local_date
 from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State, new_case
 from escalation.tables import escalation_cases, escalation_events
 
@@ -130,10 +130,9 @@ def find_by_decision(session: Session, decision_id: str) -> Case | None:
 
 def open_case(session: Session, *, partnership: str, purpose: str, requester_org: str, holder_org: str,
               trigger: str, register_version: str, policy_reasons: list[str], deadlines: Deadlines,
-              now: datetime, exchange_id: str | None = None, request_fingerprint: str | None = None,
-              opened_by: Actor | None = None, motivation: str | None = None,
-              requested_categories: list[str] | None = None, case_id: str | None = None,
-              timezone: str = OFFICE_TIMEZONE) -> Case:
+              now: datetime, timezone: str, exchange_id: str | None = None,
+              request_fingerprint: str | None = None, opened_by: Actor | None = None, motivation: str | None = None,
+              requested_categories: list[str] | None = None, case_id: str | None = None) -> Case:
     """A new case at tier 1; ``deadlines`` gives tier -> working days (from the register), counted from the
     day ``now`` is in ``timezone`` (the register's office hours: a Dutch deadline runs by the Dutch date).
 
@@ -159,11 +158,13 @@ def open_case(session: Session, *, partnership: str, purpose: str, requester_org
 
 
 def act(session: Session, case_id: str, expected_version: int, action: Action, actor: Actor | None, *,
-        now: datetime, deadlines: Deadlines, motivation: str | None = None,
-        decision: dict[str, Any] | None = None, timezone: str = OFFICE_TIMEZONE) -> Case:
+        now: datetime, deadlines: Deadlines, timezone: str, motivation: str | None = None,
+        decision: dict[str, Any] | None = None) -> Case:
     """Apply ``action`` if the case is still at ``expected_version``; raise otherwise (nothing changes).
 
-    A new tier's deadline counts from the day ``now`` is in ``timezone`` (the register's office hours)."""
+    A new tier's deadline counts from the day ``now`` is in ``timezone`` (the register's office hours). It is
+    required of every action, not only of those that move the case up a tier: a default would let a caller
+    count a Dutch deadline by another calendar without noticing."""
     case = get_case(session, case_id)
     if case.version != expected_version:
         raise ConcurrentUpdate(f"case `{case_id}` is at version {case.version}, not {expected_version}")
@@ -201,7 +202,7 @@ def _check_decision(case: Case, deciders: list[Actor], motivation: str, outcome:
 
 
 def decide(session: Session, case_id: str, expected_version: int, deciders: list[Actor], motivation: str, *,
-           outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines,
+           outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines, timezone: str,
            obligations: dict[str, Any] | None = None, min_deciders: int | None = None,
            valid_for: timedelta = DECISION_VALIDITY) -> Case:
     """Allow (with the categories it permits, and extra obligations) or deny; four eyes, tier 3 needs two
@@ -221,7 +222,7 @@ def decide(session: Session, case_id: str, expected_version: int, deciders: list
                 "decided_at": now.isoformat(), "valid_until": (now + valid_for).isoformat(),
                 "motivation": motivation}
     return act(session, case_id, expected_version, Action.DECIDE, deciders[0], now=now, deadlines=deadlines,
-               motivation=motivation, decision=decision)
+               timezone=timezone, motivation=motivation, decision=decision)
 
 
 def votes_needed(case: Case, min_deciders: int) -> int:
@@ -242,8 +243,9 @@ def agreeing_votes(case: Case, voter: Actor, proposal: dict[str, Any]) -> list[d
 
 
 def vote(session: Session, case_id: str, expected_version: int, voter: Actor, motivation: str, *,
-         outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines, min_deciders: int,
-         obligations: dict[str, Any] | None = None, valid_for: timedelta = DECISION_VALIDITY) -> Case:
+         outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines, timezone: str,
+         min_deciders: int, obligations: dict[str, Any] | None = None,
+         valid_for: timedelta = DECISION_VALIDITY) -> Case:
     """One decider's vote. When enough different deciders voted the same decision it is taken; until then
     the vote waits on the case (a different proposal replaces the pending votes: all must agree on one text).
 
@@ -258,7 +260,7 @@ def vote(session: Session, case_id: str, expected_version: int, voter: Actor, mo
     if len(agreeing) + 1 >= needed:
         deciders = [voter] + [Actor(v["organisation"], v["user"]) for v in agreeing]  # the deciding vote first
         return decide(session, case_id, expected_version, deciders, motivation, outcome=outcome,
-                      permitted_categories=permitted_categories, now=now, deadlines=deadlines,
+                      permitted_categories=permitted_categories, now=now, deadlines=deadlines, timezone=timezone,
                       obligations=obligations, min_deciders=needed, valid_for=valid_for)
     if case.version != expected_version:
         raise ConcurrentUpdate(f"case `{case_id}` is at version {case.version}, not {expected_version}")
@@ -302,10 +304,11 @@ def mark_legal_gap(session: Session, case_id: str) -> None:
     session.execute(update(escalation_cases).where(escalation_cases.c.id == case_id).values(legal_gap=True))
 
 
-def escalate_overdue(session: Session, today: date, now: datetime, deadlines: Deadlines,
-                     timezone: str = OFFICE_TIMEZONE) -> list[Case]:
+def escalate_overdue(session: Session, now: datetime, deadlines: Deadlines, *, timezone: str) -> list[Case]:
     """Every case past its deadline goes one tier up (the scheduler calls this; the clock is injected).
-    ``today`` is the day in ``timezone`` (see :func:`escalation.calendar.local_date`)."""
+    Past it means: its deadline is before the day ``now`` is in ``timezone`` (the register's office hours,
+    see :func:`escalation.calendar.local_date`), which also counts the next tier's deadline."""
+    today = local_date(now, timezone)
     rows = session.execute(select(escalation_cases.c.id, escalation_cases.c.version, escalation_cases.c.tier)
                            .where(escalation_cases.c.state.in_([State.OPEN.value, State.IN_REVIEW.value,
                                                                 State.ESCALATED.value]),
@@ -316,7 +319,7 @@ def escalate_overdue(session: Session, today: date, now: datetime, deadlines: De
             continue
         try:
             moved.append(act(session, row.id, row.version, Action.DEADLINE_MISSED, None, now=now,
-                             deadlines=deadlines, motivation="deadline missed", timezone=timezone))
+                             deadlines=deadlines, timezone=timezone, motivation="deadline missed"))
         except (ConcurrentUpdate, InvalidTransition):
             continue  # someone acted on it meanwhile; the next run looks again
     return moved

@@ -248,6 +248,13 @@ class EscalationService:
         """The day every deadline and overdue judgement starts from: API, console, scheduler and CLI alike."""
         return self.day_of(self.clock.now())
 
+    def _act(self, session: Session, case_id: str, expected_version: int, action: Action, actor: Actor | None, *,
+             now: datetime | None = None, motivation: str | None = None) -> Case:
+        """``case_store.act`` with this gateway's deadlines and calendar (the register's), so no step counts a
+        new tier's deadline by any other."""
+        return case_store.act(session, case_id, expected_version, action, actor, now=now or self.clock.now(),
+                              deadlines=self.deadlines, timezone=self.timezone, motivation=motivation)
+
     # -- opening -------------------------------------------------------------------------------
     async def open_for_outcome(self, principal: Principal, body: ExchangeRequest, exchange_id: str,
                                request_fingerprint: str, target: TargetOutcome, trace: Trace) -> str:
@@ -414,9 +421,8 @@ class EscalationService:
             after = CaseState(case.state, case.tier, case.version).apply(Action.START_REVIEW)
             return [_Step(Action.START_REVIEW.value, after)]
 
-        await self._perform(case_id, principal, trace, plan, lambda s: case_store.act(
-            s, case_id, body.expected_version, Action.START_REVIEW, _actor(principal), now=self.clock.now(),
-            deadlines=self.deadlines))
+        await self._perform(case_id, principal, trace, plan, lambda s: self._act(
+            s, case_id, body.expected_version, Action.START_REVIEW, _actor(principal)))
         return await self.detail(principal, case_id)
 
     async def decide(self, principal: Principal, case_id: str, body: Decide, trace: Trace) -> CaseDetail:
@@ -462,20 +468,19 @@ class EscalationService:
             case = case_store.get_case(session, case_id)
             version = body.expected_version
             for action, _after in self._review_first(case):
-                version = case_store.act(session, case_id, version, action, _actor(principal), now=now,
-                                         deadlines=self.deadlines).version
+                version = self._act(session, case_id, version, action, _actor(principal), now=now).version
             if body.outcome == "refer-up":
-                return case_store.act(session, case_id, version, Action.REFER_UP, _actor(principal), now=now,
-                                      deadlines=self.deadlines, motivation=body.motivation, timezone=self.timezone)
+                return self._act(session, case_id, version, Action.REFER_UP, _actor(principal), now=now,
+                                 motivation=body.motivation)
             found = partnership(case.partnership)
             decided = case_store.vote(
                 session, case_id, version, _actor(principal), body.motivation, outcome=body.outcome,
                 permitted_categories=body.permitted_categories, now=now, deadlines=self.deadlines,
-                min_deciders=access.min_deciders(found, case.tier) if found else 1, obligations=obligations,
-                valid_for=self.valid_for)
+                timezone=self.timezone, min_deciders=access.min_deciders(found, case.tier) if found else 1,
+                obligations=obligations, valid_for=self.valid_for)
             if decided.state is State.DECIDED and body.outcome == "deny":  # nothing to re-run: done
-                decided = case_store.act(session, case_id, decided.version, Action.CLOSE, None, now=now,
-                                         deadlines=self.deadlines, motivation="denied: closed")
+                decided = self._act(session, case_id, decided.version, Action.CLOSE, None, now=now,
+                                    motivation="denied: closed")
             return decided
 
         await self._perform(case_id, principal, trace, plan, apply, motivation=body.motivation)
@@ -490,9 +495,9 @@ class EscalationService:
                 raise MotivationRequired("a withdrawal needs a written motivation")
             return [_Step(Action.WITHDRAW.value, CaseState(case.state, case.tier, case.version).apply(Action.WITHDRAW))]
 
-        await self._perform(case_id, principal, trace, plan, lambda s: case_store.act(
-            s, case_id, body.expected_version, Action.WITHDRAW, _actor(principal), now=self.clock.now(),
-            deadlines=self.deadlines, motivation=body.motivation), motivation=body.motivation)
+        await self._perform(case_id, principal, trace, plan, lambda s: self._act(
+            s, case_id, body.expected_version, Action.WITHDRAW, _actor(principal), motivation=body.motivation),
+            motivation=body.motivation)
         return await self.detail(principal, case_id)
 
     async def escalate_overdue(self) -> list[Case]:
@@ -518,9 +523,8 @@ class EscalationService:
         return lambda _session, _case: [_Step(Action.DEADLINE_MISSED.value, after)]
 
     def _apply_missed(self, case: Case) -> Callable[[Session], Case]:
-        return lambda session: case_store.act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
-                                              now=self.clock.now(), deadlines=self.deadlines,
-                                              motivation="deadline missed", timezone=self.timezone)
+        return lambda session: self._act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
+                                         motivation="deadline missed")
 
     # -- re-running a decided request ----------------------------------------------------------
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant:
@@ -586,8 +590,8 @@ class EscalationService:
 
         def apply(session: Session) -> Case:
             case = held(case_store.get_case(session, grant.case_id))
-            return case_store.act(session, case.id, case.version, Action.CLOSE, None, now=self.clock.now(),
-                                  deadlines=self.deadlines, motivation=f"decision applied in exchange {exchange_id}")
+            return self._act(session, case.id, case.version, Action.CLOSE, None,
+                             motivation=f"decision applied in exchange {exchange_id}")
 
         try:
             await self._perform(grant.case_id, None, trace, plan, apply)
