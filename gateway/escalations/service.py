@@ -618,13 +618,21 @@ class EscalationService:
                             updated_at=as_utc(gap.updated_at), created_by_org=gap.created_by_org, note=gap.note,
                             case_ids=gap.case_ids)
 
-    def _gap_views(self, principal: Principal, session: Session, found: list[gap_store.LegalGap]) -> list[LegalGapView]:
-        """The gaps as ``principal`` may read them: each names only the linked cases it may see. A gap is
-        read by the whole partnership, its cases are not — a case id the reader gets 404 for must not be
-        learnt here (that a case exists, and when it was opened: the id is a UUIDv7)."""
-        seen = visible_case_ids(session, access.case_scope(principal, self.register),
+    def _seen_cases(self, principal: Principal, session: Session, found: list[gap_store.LegalGap]) -> set[str]:
+        """Which of the cases linked to ``found`` ``principal`` may see. A gap is read by the whole
+        partnership, its cases are not — a case id the reader gets 404 for must not be learnt from a gap
+        (that a case exists, and when it was opened: the id is a UUIDv7)."""
+        return visible_case_ids(session, access.case_scope(principal, self.register),
                                 {i for gap in found for i in gap.case_ids})
-        return [self._gap_view(replace(gap, case_ids=[i for i in gap.case_ids if i in seen])) for gap in found]
+
+    def _scoped_view(self, gap: gap_store.LegalGap, seen: set[str]) -> LegalGapView:
+        """``gap`` naming only the linked cases in ``seen`` (see ``_seen_cases``)."""
+        return self._gap_view(replace(gap, case_ids=[i for i in gap.case_ids if i in seen]))
+
+    def _gap_views(self, principal: Principal, session: Session, found: list[gap_store.LegalGap]) -> list[LegalGapView]:
+        """The gaps as ``principal`` may read them: each names only the linked cases it may see."""
+        seen = self._seen_cases(principal, session, found)
+        return [self._scoped_view(gap, seen) for gap in found]
 
     async def _scoped_gap(self, principal: Principal, gap: gap_store.LegalGap) -> LegalGapView:
         return (await self._db(lambda s: self._gap_views(principal, s, [gap])))[0]
@@ -657,23 +665,33 @@ class EscalationService:
         return await self._db(lambda s: self._gap_views(
             principal, s, gap_store.list_gaps(s, partnerships=visible, status=wanted)))
 
+    def _readable_gap(self, principal: Principal, session: Session, gap_id: str) -> gap_store.LegalGap:
+        """The gap, if ``principal``'s partnerships may read it (404 otherwise, as for one that does not exist)."""
+        gap = gap_store.get_gap(session, gap_id)
+        if gap.partnership not in access.gap_partnerships(principal, self.register):
+            raise gap_store.GapNotFound(f"no legal gap `{gap_id}`")
+        return gap
+
     async def gap(self, principal: Principal, gap_id: str) -> LegalGapView:
         def read(session: Session) -> LegalGapView:
-            gap = gap_store.get_gap(session, gap_id)
-            if gap.partnership not in access.gap_partnerships(principal, self.register):
-                raise gap_store.GapNotFound(f"no legal gap `{gap_id}`")
-            return self._gap_views(principal, session, [gap])[0]
+            return self._gap_views(principal, session, [self._readable_gap(principal, session, gap_id)])[0]
 
         return await self._db(read)
 
     async def change_gap(self, principal: Principal, gap_id: str, body: GapStatusChange,
                          trace: Trace) -> LegalGapView:
-        current = await self.gap(principal, gap_id)
+        """A status change changes no links, so the cases the reader may see are looked up once, with the gap
+        before the change, and the changed gap is shown with those."""
+        def read(session: Session) -> tuple[gap_store.LegalGap, set[str]]:
+            gap = self._readable_gap(principal, session, gap_id)
+            return gap, self._seen_cases(principal, session, [gap])
+
+        current, seen = await self._db(read)
         if not access.may_manage_gaps(principal, current.partnership, self.register):
             raise Forbidden("only the coordinating privacy officer and the tier-2/3 organisations manage gaps")
         status = gap_store.GapStatus(body.status)
-        if status not in gap_store.GAP_TRANSITIONS[gap_store.GapStatus(current.status)]:
-            raise Conflict(f"a legal gap cannot go from `{current.status}` to `{status.value}`")
+        if status not in gap_store.GAP_TRANSITIONS[current.status]:
+            raise Conflict(f"a legal gap cannot go from `{current.status.value}` to `{status.value}`")
         if current.version != body.expected_version:
             raise Conflict(f"legal gap `{gap_id}` is at version {current.version}, not {body.expected_version}")
 
@@ -683,7 +701,7 @@ class EscalationService:
                 status="error" if extra else "ok",
                 requester=Requester(org=principal.organisation, user=principal.subject),
                 extra={"action": "legal_gap_status", "gap_id": gap_id, "partnership": current.partnership,
-                       "status_before": current.status, "status": status.value} | extra)
+                       "status_before": current.status.value, "status": status.value} | extra)
 
         await self._record([entry()])
         try:
@@ -692,7 +710,7 @@ class EscalationService:
         except Exception as exc:  # whatever failed, the entry above did not take effect
             await self._record([entry(not_applied=_failure_kind(exc))])
             raise
-        return await self._scoped_gap(principal, gap)
+        return self._scoped_view(gap, seen)  # a link made meanwhile is left out: shown at the next read
 
     async def gaps_csv(self, principal: Principal, *, partnership: str | None, status: str | None) -> str:
         """The register of legal gaps for the steering group's agenda: the cases the reader may see, and no
