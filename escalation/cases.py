@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import uuid6
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,7 +44,7 @@ class CaseExists(ConcurrentUpdate):
 
 
 class DecisionInUse(ConcurrentUpdate):
-    """The allow decision is held by another re-run, or was used and its case closed."""
+    """The allow decision is held by another re-run, or was used (whether or not its case is closed yet)."""
 
 
 class FourEyesViolation(EscalationError):
@@ -96,6 +96,7 @@ class Case:
     legal_gap: bool = False
     rerun_claim: str | None = None
     rerun_claimed_at: datetime | None = None
+    rerun_exchange_id: str | None = None  # the exchange that used the decision (see ``use_decision``)
 
     @property
     def active(self) -> bool:
@@ -108,7 +109,7 @@ def case_from_row(row: Any) -> Case:
                 State(row.state), row.tier, row.version, row.deadline, row.decision, list(row.policy_reasons),
                 row.exchange_id, row.request_fingerprint, row.register_version, row.opened_at, row.updated_at,
                 row.opened_by_org, list(row.requested_categories or []), list(row.votes or []), row.decision_id,
-                row.decided_at, bool(row.legal_gap), row.rerun_claim, row.rerun_claimed_at)
+                row.decided_at, bool(row.legal_gap), row.rerun_claim, row.rerun_claimed_at, row.rerun_exchange_id)
 
 
 def get_case(session: Session, case_id: str) -> Case:
@@ -277,11 +278,13 @@ def vote(session: Session, case_id: str, expected_version: int, voter: Actor, mo
 
 def claim_decision(session: Session, case_id: str, claim: str, *, now: datetime, stale_before: datetime) -> Case:
     """Reserve the case's decision for one re-run, atomically: of two re-runs at the same moment one gets it,
-    the other ``DecisionInUse`` (nothing changes). The case must be ``decided``; a claim taken before
-    ``stale_before`` belongs to a re-run that died and may be taken over. The version goes up, so a close
-    based on the case as it was before a take-over fails."""
+    the other ``DecisionInUse`` (nothing changes). The case must be ``decided`` and its decision unused; a
+    claim taken before ``stale_before`` belongs to a re-run that died and may be taken over — unless that
+    re-run used the decision (``use_decision``): then it is never taken over, however old. The version goes
+    up, so a close based on the case as it was before a take-over fails."""
     result = session.execute(update(escalation_cases).where(
         escalation_cases.c.id == case_id, escalation_cases.c.state == State.DECIDED.value,
+        escalation_cases.c.rerun_exchange_id.is_(None),
         or_(escalation_cases.c.rerun_claim.is_(None), escalation_cases.c.rerun_claimed_at < stale_before))
         .values(rerun_claim=claim, rerun_claimed_at=now, version=escalation_cases.c.version + 1))
     if getattr(result, "rowcount", 0) != 1:
@@ -289,12 +292,27 @@ def claim_decision(session: Session, case_id: str, claim: str, *, now: datetime,
     return get_case(session, case_id)
 
 
+def use_decision(connection: Connection, case_id: str, claim: str, exchange_id: str) -> None:
+    """Mark the decision used by the re-run ``exchange_id``, which holds it by ``claim``: run in the transaction
+    that logs that re-run's disclosure, so the decision is used exactly when a disclosure under it is on
+    record, whatever fails afterwards (closing the case, storing the outcome, the process). A used decision
+    is never given back nor taken over. ``DecisionInUse`` (nothing changes) if the re-run no longer holds it:
+    it outlived its reservation and another re-run took the decision over."""
+    result = connection.execute(update(escalation_cases).where(
+        escalation_cases.c.id == case_id, escalation_cases.c.state == State.DECIDED.value,
+        escalation_cases.c.rerun_claim == claim, escalation_cases.c.rerun_exchange_id.is_(None))
+        .values(rerun_exchange_id=exchange_id, version=escalation_cases.c.version + 1))
+    if result.rowcount != 1:
+        raise DecisionInUse(f"the decision of case `{case_id}` is no longer held by re-run `{exchange_id}`")
+
+
 def release_decision(session: Session, case_id: str, claim: str) -> bool:
-    """Give the decision back after a re-run that did not apply it (the requester may re-run again); only
-    the re-run holding ``claim`` can, and only while the case is still ``decided``. Whether it was held."""
+    """Give the decision back after a re-run that did not use it (the requester may re-run again); only
+    the re-run holding ``claim`` can, and only while the case is still ``decided`` and the decision unused
+    (``use_decision``). Whether it was given back."""
     result = session.execute(update(escalation_cases).where(
         escalation_cases.c.id == case_id, escalation_cases.c.state == State.DECIDED.value,
-        escalation_cases.c.rerun_claim == claim)
+        escalation_cases.c.rerun_claim == claim, escalation_cases.c.rerun_exchange_id.is_(None))
         .values(rerun_claim=None, rerun_claimed_at=None, version=escalation_cases.c.version + 1))
     return getattr(result, "rowcount", 0) == 1
 

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, EventType
@@ -67,7 +68,7 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
-from gateway.exchange.service import CLAIM_ABANDONED_AFTER, RerunGrant, Trace
+from gateway.exchange.service import CLAIM_ABANDONED_AFTER, DecisionLost, RerunGrant, Trace
 from gateway.policy.model import EscalationDecisionInput
 from gateway.register.model import Register
 from gateway.spreadsheets import SpreadsheetWriter
@@ -117,7 +118,6 @@ class EscalationService:
         self.tokens = tokens
         self.notifier = notifier
         self.valid_for = timedelta(days=decision_valid_days)
-        self._used_claims: set[str] = set()  # re-runs that applied their decision (until ``rerun_ended``)
 
     # -- plumbing ------------------------------------------------------------------------------
     def deadlines(self, partnership: str) -> dict[int, int]:
@@ -530,16 +530,24 @@ class EscalationService:
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant:
         """Check the cited decision and reserve it for this re-run before any holder is asked: a decision is
         used once, so of two re-runs citing it at the same moment one gets it and the other 409 (nothing of
-        it is logged or asked). ``rerun_completed`` then closes the case; ``rerun_ended`` gives the decision
-        back when the re-run did not apply it (the requester may re-run again)."""
+        it is logged or asked). The holder's disclosure marks it used (``RerunGrant.mark_used``),
+        ``rerun_completed`` then closes the case, and ``rerun_ended`` gives back a decision its re-run did
+        not use (the requester may re-run again).
+
+        A decision that was used although its case is still ``decided`` (closing it failed after the
+        disclosure) is refused all the same, and its close is finished here, logged like any other."""
         case = await self._db(lambda s: case_store.find_by_decision(s, decision_id))
         if case is None or case.requester_org != principal.organisation or principal.kind != "system":
             raise Unprocessable(f"unknown escalation decision `{decision_id}`")
         decision = case.decision or {}
         if decision.get("outcome") != "allow":
             raise Unprocessable(f"escalation decision `{decision_id}` did not allow the request")
+        used = Conflict(f"escalation decision `{decision_id}` has been used already")
+        if case.state is State.DECIDED and case.rerun_exchange_id is not None:  # its close failed: finish it
+            await self._close_used(case.id, case.rerun_exchange_id, None)
+            raise used
         if case.state is not State.DECIDED:
-            raise Conflict(f"escalation decision `{decision_id}` has been used already")
+            raise used
         valid_until = datetime.fromisoformat(decision["valid_until"])
         if as_utc(valid_until) <= self.clock.now():
             raise Unprocessable(f"escalation decision `{decision_id}` expired at {decision['valid_until']}")
@@ -555,12 +563,19 @@ class EscalationService:
                 claims={"decision_id": decision_id, "case_id": case.id, "tier": decision.get("tier"),
                         "request_id": request_id, "categories": sorted(categories)})
 
+        def mark_used(connection: Connection, exchange_id: str) -> None:
+            try:
+                case_store.use_decision(connection, case.id, claim, exchange_id)
+            except case_store.DecisionInUse as exc:
+                raise DecisionLost(f"escalation decision `{decision_id}` was taken over by another re-run") from exc
+
         return RerunGrant(decision_id=decision_id, case_id=case.id, holder=case.holder_org, claim=claim,
-                          policy_input=policy_input, sign_for_holder=sign)
+                          policy_input=policy_input, sign_for_holder=sign, mark_used=mark_used)
 
     async def _claim(self, case: Case, decision_id: str) -> str:
         """The decision, reserved in one conditional update (a re-run that died leaves a claim that may be
-        taken over once it is older than ``CLAIM_ABANDONED_AFTER``, as for Idempotency-Keys)."""
+        taken over once it is older than ``CLAIM_ABANDONED_AFTER``, as for Idempotency-Keys, unless that
+        re-run used the decision)."""
         claim, now = secrets.token_hex(16), self.clock.now()
         try:
             await self._db(lambda s: case_store.claim_decision(s, case.id, claim, now=now,
@@ -570,42 +585,41 @@ class EscalationService:
                            "used already; nothing was asked", headers={"Retry-After": "1"}) from exc
         return claim
 
-    async def rerun_completed(self, grant: RerunGrant, exchange_id: str, target: TargetOutcome,
-                              trace: Trace) -> None:
-        """The decision was applied in a re-run: the case is closed, citing the exchange. The disclosure is
-        logged by now, so a close that is refused (its re-run's claim taken over, the audit log unwritable)
-        fails nothing: it is logged, and the decision is not given back."""
-        if target.outcome not in {Outcome.ALLOWED, Outcome.ALLOWED_NARROWED}:
-            return
-        self._used_claims.add(grant.claim)
+    async def rerun_completed(self, grant: RerunGrant, exchange_id: str, trace: Trace) -> None:
+        """The holder disclosed under the decision in the re-run ``exchange_id``, whose disclosure marked the
+        decision used: the case is closed, citing the exchange."""
+        await self._close_used(grant.case_id, exchange_id, trace)
 
-        def held(case: Case) -> Case:
-            if case.rerun_claim != grant.claim:
-                raise case_store.DecisionInUse(f"case `{case.id}` is no longer held by this re-run")
+    async def _close_used(self, case_id: str, exchange_id: str, trace: Trace | None) -> None:
+        """Close a case whose decision the re-run ``exchange_id`` used (the database says so: a case whose
+        decision is unused, or was used by another re-run, is left alone). The decision is used whatever
+        happens here, so a close that is refused (a concurrent close, the audit log unwritable) fails
+        nothing: it is logged, and the next re-run citing the decision tries again."""
+
+        def used(case: Case) -> Case:
+            if case.rerun_exchange_id != exchange_id:
+                raise case_store.DecisionInUse(f"the decision of case `{case.id}` was not used by this re-run")
             return case
 
         def plan(_session: Session, case: Case) -> list[_Step]:
-            after = CaseState(held(case).state, case.tier, case.version).apply(Action.CLOSE)
+            after = CaseState(used(case).state, case.tier, case.version).apply(Action.CLOSE)
             return [_Step(Action.CLOSE.value, after, extra={"rerun_exchange_id": exchange_id})]
 
         def apply(session: Session) -> Case:
-            case = held(case_store.get_case(session, grant.case_id))
+            case = used(case_store.get_case(session, case_id))
             return self._act(session, case.id, case.version, Action.CLOSE, None,
                              motivation=f"decision applied in exchange {exchange_id}")
 
         try:
-            await self._perform(grant.case_id, None, trace, plan, apply)
+            await self._perform(case_id, None, trace, plan, apply)
         except GatewayError as exc:
-            log.error("escalation_close_failed", case_id=grant.case_id, error_type=type(exc).__name__)
+            log.error("escalation_close_failed", case_id=case_id, error_type=type(exc).__name__)
 
     async def rerun_ended(self, grant: RerunGrant) -> None:
-        """The re-run is over. If it did not apply the decision (refused before any holder was asked, the
-        holder unavailable or refusing, the policy not honouring it), the decision is given back so the
-        requester can re-run again; if it did, the decision stays used. Never raises: the re-run's own
-        answer stands (a claim left behind is taken over once it is stale)."""
-        if grant.claim in self._used_claims:
-            self._used_claims.discard(grant.claim)
-            return
+        """The re-run is over. Unless it used the decision (its disclosure marked it so), the decision is given
+        back so the requester can re-run again: it was refused before any holder was asked, the holder was
+        unavailable or refused, the policy did not honour it, or its disclosure could not be logged. Never
+        raises: the re-run's own answer stands (a claim left behind is taken over once it is stale)."""
         try:
             await self._db(lambda s: case_store.release_decision(s, grant.case_id, grant.claim))
         except Exception as exc:
