@@ -16,14 +16,13 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
 
-OFFICE_TIMEZONE = "Europe/Amsterdam"
-"""The register's default office-hours timezone (``office_hours.timezone``): the calendar here is Dutch."""
 
-
-def local_date(moment: datetime, timezone: str = OFFICE_TIMEZONE) -> date:
+def local_date(moment: datetime, timezone: str) -> date:
     """The calendar day ``moment`` falls on in ``timezone`` — the day working-day deadlines count from and
     are judged against (a UTC date would open a case at 00:30 on a Monday on the Sunday before, a working
-    day early, and leave a case due yesterday not overdue until 01:00 or 02:00). Naive moments are UTC."""
+    day early, and leave a case due yesterday not overdue until 01:00 or 02:00). Naive moments are UTC.
+    ``timezone`` has no default: it is the register's ``office_hours.timezone``, and a caller that forgot
+    to pass it would silently count by another calendar than the gateway's."""
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     return aware.astimezone(ZoneInfo(timezone)).date()
 

@@ -18,11 +18,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import uuid6
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from escalation.calendar import OFFICE_TIMEZONE, add_working_days, local_date
+from escalation.calendar import add_working_days, local_date
 from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State, new_case
 from escalation.tables import escalation_cases, escalation_events
 
@@ -44,7 +44,7 @@ class CaseExists(ConcurrentUpdate):
 
 
 class DecisionInUse(ConcurrentUpdate):
-    """The allow decision is held by another re-run, or was used and its case closed."""
+    """The allow decision is held by another re-run, or was used (whether or not its case is closed yet)."""
 
 
 class FourEyesViolation(EscalationError):
@@ -96,6 +96,7 @@ class Case:
     legal_gap: bool = False
     rerun_claim: str | None = None
     rerun_claimed_at: datetime | None = None
+    rerun_exchange_id: str | None = None  # the exchange that used the decision (see ``use_decision``)
 
     @property
     def active(self) -> bool:
@@ -108,7 +109,7 @@ def case_from_row(row: Any) -> Case:
                 State(row.state), row.tier, row.version, row.deadline, row.decision, list(row.policy_reasons),
                 row.exchange_id, row.request_fingerprint, row.register_version, row.opened_at, row.updated_at,
                 row.opened_by_org, list(row.requested_categories or []), list(row.votes or []), row.decision_id,
-                row.decided_at, bool(row.legal_gap), row.rerun_claim, row.rerun_claimed_at)
+                row.decided_at, bool(row.legal_gap), row.rerun_claim, row.rerun_claimed_at, row.rerun_exchange_id)
 
 
 def get_case(session: Session, case_id: str) -> Case:
@@ -130,10 +131,9 @@ def find_by_decision(session: Session, decision_id: str) -> Case | None:
 
 def open_case(session: Session, *, partnership: str, purpose: str, requester_org: str, holder_org: str,
               trigger: str, register_version: str, policy_reasons: list[str], deadlines: Deadlines,
-              now: datetime, exchange_id: str | None = None, request_fingerprint: str | None = None,
-              opened_by: Actor | None = None, motivation: str | None = None,
-              requested_categories: list[str] | None = None, case_id: str | None = None,
-              timezone: str = OFFICE_TIMEZONE) -> Case:
+              now: datetime, timezone: str, exchange_id: str | None = None,
+              request_fingerprint: str | None = None, opened_by: Actor | None = None, motivation: str | None = None,
+              requested_categories: list[str] | None = None, case_id: str | None = None) -> Case:
     """A new case at tier 1; ``deadlines`` gives tier -> working days (from the register), counted from the
     day ``now`` is in ``timezone`` (the register's office hours: a Dutch deadline runs by the Dutch date).
 
@@ -159,11 +159,13 @@ def open_case(session: Session, *, partnership: str, purpose: str, requester_org
 
 
 def act(session: Session, case_id: str, expected_version: int, action: Action, actor: Actor | None, *,
-        now: datetime, deadlines: Deadlines, motivation: str | None = None,
-        decision: dict[str, Any] | None = None, timezone: str = OFFICE_TIMEZONE) -> Case:
+        now: datetime, deadlines: Deadlines, timezone: str, motivation: str | None = None,
+        decision: dict[str, Any] | None = None) -> Case:
     """Apply ``action`` if the case is still at ``expected_version``; raise otherwise (nothing changes).
 
-    A new tier's deadline counts from the day ``now`` is in ``timezone`` (the register's office hours)."""
+    A new tier's deadline counts from the day ``now`` is in ``timezone`` (the register's office hours). It is
+    required of every action, not only of those that move the case up a tier: a default would let a caller
+    count a Dutch deadline by another calendar without noticing."""
     case = get_case(session, case_id)
     if case.version != expected_version:
         raise ConcurrentUpdate(f"case `{case_id}` is at version {case.version}, not {expected_version}")
@@ -201,7 +203,7 @@ def _check_decision(case: Case, deciders: list[Actor], motivation: str, outcome:
 
 
 def decide(session: Session, case_id: str, expected_version: int, deciders: list[Actor], motivation: str, *,
-           outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines,
+           outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines, timezone: str,
            obligations: dict[str, Any] | None = None, min_deciders: int | None = None,
            valid_for: timedelta = DECISION_VALIDITY) -> Case:
     """Allow (with the categories it permits, and extra obligations) or deny; four eyes, tier 3 needs two
@@ -221,7 +223,7 @@ def decide(session: Session, case_id: str, expected_version: int, deciders: list
                 "decided_at": now.isoformat(), "valid_until": (now + valid_for).isoformat(),
                 "motivation": motivation}
     return act(session, case_id, expected_version, Action.DECIDE, deciders[0], now=now, deadlines=deadlines,
-               motivation=motivation, decision=decision)
+               timezone=timezone, motivation=motivation, decision=decision)
 
 
 def votes_needed(case: Case, min_deciders: int) -> int:
@@ -242,8 +244,9 @@ def agreeing_votes(case: Case, voter: Actor, proposal: dict[str, Any]) -> list[d
 
 
 def vote(session: Session, case_id: str, expected_version: int, voter: Actor, motivation: str, *,
-         outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines, min_deciders: int,
-         obligations: dict[str, Any] | None = None, valid_for: timedelta = DECISION_VALIDITY) -> Case:
+         outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines, timezone: str,
+         min_deciders: int, obligations: dict[str, Any] | None = None,
+         valid_for: timedelta = DECISION_VALIDITY) -> Case:
     """One decider's vote. When enough different deciders voted the same decision it is taken; until then
     the vote waits on the case (a different proposal replaces the pending votes: all must agree on one text).
 
@@ -258,7 +261,7 @@ def vote(session: Session, case_id: str, expected_version: int, voter: Actor, mo
     if len(agreeing) + 1 >= needed:
         deciders = [voter] + [Actor(v["organisation"], v["user"]) for v in agreeing]  # the deciding vote first
         return decide(session, case_id, expected_version, deciders, motivation, outcome=outcome,
-                      permitted_categories=permitted_categories, now=now, deadlines=deadlines,
+                      permitted_categories=permitted_categories, now=now, deadlines=deadlines, timezone=timezone,
                       obligations=obligations, min_deciders=needed, valid_for=valid_for)
     if case.version != expected_version:
         raise ConcurrentUpdate(f"case `{case_id}` is at version {case.version}, not {expected_version}")
@@ -275,11 +278,13 @@ def vote(session: Session, case_id: str, expected_version: int, voter: Actor, mo
 
 def claim_decision(session: Session, case_id: str, claim: str, *, now: datetime, stale_before: datetime) -> Case:
     """Reserve the case's decision for one re-run, atomically: of two re-runs at the same moment one gets it,
-    the other ``DecisionInUse`` (nothing changes). The case must be ``decided``; a claim taken before
-    ``stale_before`` belongs to a re-run that died and may be taken over. The version goes up, so a close
-    based on the case as it was before a take-over fails."""
+    the other ``DecisionInUse`` (nothing changes). The case must be ``decided`` and its decision unused; a
+    claim taken before ``stale_before`` belongs to a re-run that died and may be taken over — unless that
+    re-run used the decision (``use_decision``): then it is never taken over, however old. The version goes
+    up, so a close based on the case as it was before a take-over fails."""
     result = session.execute(update(escalation_cases).where(
         escalation_cases.c.id == case_id, escalation_cases.c.state == State.DECIDED.value,
+        escalation_cases.c.rerun_exchange_id.is_(None),
         or_(escalation_cases.c.rerun_claim.is_(None), escalation_cases.c.rerun_claimed_at < stale_before))
         .values(rerun_claim=claim, rerun_claimed_at=now, version=escalation_cases.c.version + 1))
     if getattr(result, "rowcount", 0) != 1:
@@ -287,12 +292,27 @@ def claim_decision(session: Session, case_id: str, claim: str, *, now: datetime,
     return get_case(session, case_id)
 
 
+def use_decision(connection: Connection, case_id: str, claim: str, exchange_id: str) -> None:
+    """Mark the decision used by the re-run ``exchange_id``, which holds it by ``claim``: run in the transaction
+    that logs that re-run's disclosure, so the decision is used exactly when a disclosure under it is on
+    record, whatever fails afterwards (closing the case, storing the outcome, the process). A used decision
+    is never given back nor taken over. ``DecisionInUse`` (nothing changes) if the re-run no longer holds it:
+    it outlived its reservation and another re-run took the decision over."""
+    result = connection.execute(update(escalation_cases).where(
+        escalation_cases.c.id == case_id, escalation_cases.c.state == State.DECIDED.value,
+        escalation_cases.c.rerun_claim == claim, escalation_cases.c.rerun_exchange_id.is_(None))
+        .values(rerun_exchange_id=exchange_id, version=escalation_cases.c.version + 1))
+    if result.rowcount != 1:
+        raise DecisionInUse(f"the decision of case `{case_id}` is no longer held by re-run `{exchange_id}`")
+
+
 def release_decision(session: Session, case_id: str, claim: str) -> bool:
-    """Give the decision back after a re-run that did not apply it (the requester may re-run again); only
-    the re-run holding ``claim`` can, and only while the case is still ``decided``. Whether it was held."""
+    """Give the decision back after a re-run that did not use it (the requester may re-run again); only
+    the re-run holding ``claim`` can, and only while the case is still ``decided`` and the decision unused
+    (``use_decision``). Whether it was given back."""
     result = session.execute(update(escalation_cases).where(
         escalation_cases.c.id == case_id, escalation_cases.c.state == State.DECIDED.value,
-        escalation_cases.c.rerun_claim == claim)
+        escalation_cases.c.rerun_claim == claim, escalation_cases.c.rerun_exchange_id.is_(None))
         .values(rerun_claim=None, rerun_claimed_at=None, version=escalation_cases.c.version + 1))
     return getattr(result, "rowcount", 0) == 1
 
@@ -302,10 +322,11 @@ def mark_legal_gap(session: Session, case_id: str) -> None:
     session.execute(update(escalation_cases).where(escalation_cases.c.id == case_id).values(legal_gap=True))
 
 
-def escalate_overdue(session: Session, today: date, now: datetime, deadlines: Deadlines,
-                     timezone: str = OFFICE_TIMEZONE) -> list[Case]:
+def escalate_overdue(session: Session, now: datetime, deadlines: Deadlines, *, timezone: str) -> list[Case]:
     """Every case past its deadline goes one tier up (the scheduler calls this; the clock is injected).
-    ``today`` is the day in ``timezone`` (see :func:`escalation.calendar.local_date`)."""
+    Past it means: its deadline is before the day ``now`` is in ``timezone`` (the register's office hours,
+    see :func:`escalation.calendar.local_date`), which also counts the next tier's deadline."""
+    today = local_date(now, timezone)
     rows = session.execute(select(escalation_cases.c.id, escalation_cases.c.version, escalation_cases.c.tier)
                            .where(escalation_cases.c.state.in_([State.OPEN.value, State.IN_REVIEW.value,
                                                                 State.ESCALATED.value]),
@@ -316,7 +337,7 @@ def escalate_overdue(session: Session, today: date, now: datetime, deadlines: De
             continue
         try:
             moved.append(act(session, row.id, row.version, Action.DEADLINE_MISSED, None, now=now,
-                             deadlines=deadlines, motivation="deadline missed", timezone=timezone))
+                             deadlines=deadlines, timezone=timezone, motivation="deadline missed"))
         except (ConcurrentUpdate, InvalidTransition):
             continue  # someone acted on it meanwhile; the next run looks again
     return moved

@@ -61,6 +61,8 @@ escalation_cases = Table(
     # 0015: the re-run that holds the allow decision (a decision is used once; see cases.claim_decision)
     Column("rerun_claim", String(36), nullable=True),
     Column("rerun_claimed_at", DateTime(timezone=True), nullable=True),
+    # 0016: the exchange whose re-run used the decision (set with its disclosure; then it is used for good)
+    Column("rerun_exchange_id", String(36), nullable=True),
 )
 
 ACTIVE_STATES_SQL = "state IN ('open', 'in_review', 'escalated')"

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, EventType
@@ -67,7 +68,7 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
-from gateway.exchange.service import CLAIM_ABANDONED_AFTER, RerunGrant, Trace
+from gateway.exchange.service import CLAIM_ABANDONED_AFTER, DecisionLost, RerunGrant, Trace
 from gateway.policy.model import EscalationDecisionInput
 from gateway.register.model import Register
 from gateway.spreadsheets import SpreadsheetWriter
@@ -117,7 +118,6 @@ class EscalationService:
         self.tokens = tokens
         self.notifier = notifier
         self.valid_for = timedelta(days=decision_valid_days)
-        self._used_claims: set[str] = set()  # re-runs that applied their decision (until ``rerun_ended``)
 
     # -- plumbing ------------------------------------------------------------------------------
     def deadlines(self, partnership: str) -> dict[int, int]:
@@ -247,6 +247,13 @@ class EscalationService:
     def today(self) -> date:
         """The day every deadline and overdue judgement starts from: API, console, scheduler and CLI alike."""
         return self.day_of(self.clock.now())
+
+    def _act(self, session: Session, case_id: str, expected_version: int, action: Action, actor: Actor | None, *,
+             now: datetime | None = None, motivation: str | None = None) -> Case:
+        """``case_store.act`` with this gateway's deadlines and calendar (the register's), so no step counts a
+        new tier's deadline by any other."""
+        return case_store.act(session, case_id, expected_version, action, actor, now=now or self.clock.now(),
+                              deadlines=self.deadlines, timezone=self.timezone, motivation=motivation)
 
     # -- opening -------------------------------------------------------------------------------
     async def open_for_outcome(self, principal: Principal, body: ExchangeRequest, exchange_id: str,
@@ -414,9 +421,8 @@ class EscalationService:
             after = CaseState(case.state, case.tier, case.version).apply(Action.START_REVIEW)
             return [_Step(Action.START_REVIEW.value, after)]
 
-        await self._perform(case_id, principal, trace, plan, lambda s: case_store.act(
-            s, case_id, body.expected_version, Action.START_REVIEW, _actor(principal), now=self.clock.now(),
-            deadlines=self.deadlines))
+        await self._perform(case_id, principal, trace, plan, lambda s: self._act(
+            s, case_id, body.expected_version, Action.START_REVIEW, _actor(principal)))
         return await self.detail(principal, case_id)
 
     async def decide(self, principal: Principal, case_id: str, body: Decide, trace: Trace) -> CaseDetail:
@@ -462,20 +468,19 @@ class EscalationService:
             case = case_store.get_case(session, case_id)
             version = body.expected_version
             for action, _after in self._review_first(case):
-                version = case_store.act(session, case_id, version, action, _actor(principal), now=now,
-                                         deadlines=self.deadlines).version
+                version = self._act(session, case_id, version, action, _actor(principal), now=now).version
             if body.outcome == "refer-up":
-                return case_store.act(session, case_id, version, Action.REFER_UP, _actor(principal), now=now,
-                                      deadlines=self.deadlines, motivation=body.motivation, timezone=self.timezone)
+                return self._act(session, case_id, version, Action.REFER_UP, _actor(principal), now=now,
+                                 motivation=body.motivation)
             found = partnership(case.partnership)
             decided = case_store.vote(
                 session, case_id, version, _actor(principal), body.motivation, outcome=body.outcome,
                 permitted_categories=body.permitted_categories, now=now, deadlines=self.deadlines,
-                min_deciders=access.min_deciders(found, case.tier) if found else 1, obligations=obligations,
-                valid_for=self.valid_for)
+                timezone=self.timezone, min_deciders=access.min_deciders(found, case.tier) if found else 1,
+                obligations=obligations, valid_for=self.valid_for)
             if decided.state is State.DECIDED and body.outcome == "deny":  # nothing to re-run: done
-                decided = case_store.act(session, case_id, decided.version, Action.CLOSE, None, now=now,
-                                         deadlines=self.deadlines, motivation="denied: closed")
+                decided = self._act(session, case_id, decided.version, Action.CLOSE, None, now=now,
+                                    motivation="denied: closed")
             return decided
 
         await self._perform(case_id, principal, trace, plan, apply, motivation=body.motivation)
@@ -490,9 +495,9 @@ class EscalationService:
                 raise MotivationRequired("a withdrawal needs a written motivation")
             return [_Step(Action.WITHDRAW.value, CaseState(case.state, case.tier, case.version).apply(Action.WITHDRAW))]
 
-        await self._perform(case_id, principal, trace, plan, lambda s: case_store.act(
-            s, case_id, body.expected_version, Action.WITHDRAW, _actor(principal), now=self.clock.now(),
-            deadlines=self.deadlines, motivation=body.motivation), motivation=body.motivation)
+        await self._perform(case_id, principal, trace, plan, lambda s: self._act(
+            s, case_id, body.expected_version, Action.WITHDRAW, _actor(principal), motivation=body.motivation),
+            motivation=body.motivation)
         return await self.detail(principal, case_id)
 
     async def escalate_overdue(self) -> list[Case]:
@@ -518,24 +523,31 @@ class EscalationService:
         return lambda _session, _case: [_Step(Action.DEADLINE_MISSED.value, after)]
 
     def _apply_missed(self, case: Case) -> Callable[[Session], Case]:
-        return lambda session: case_store.act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
-                                              now=self.clock.now(), deadlines=self.deadlines,
-                                              motivation="deadline missed", timezone=self.timezone)
+        return lambda session: self._act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
+                                         motivation="deadline missed")
 
     # -- re-running a decided request ----------------------------------------------------------
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant:
         """Check the cited decision and reserve it for this re-run before any holder is asked: a decision is
         used once, so of two re-runs citing it at the same moment one gets it and the other 409 (nothing of
-        it is logged or asked). ``rerun_completed`` then closes the case; ``rerun_ended`` gives the decision
-        back when the re-run did not apply it (the requester may re-run again)."""
+        it is logged or asked). The holder's disclosure marks it used (``RerunGrant.mark_used``),
+        ``rerun_completed`` then closes the case, and ``rerun_ended`` gives back a decision its re-run did
+        not use (the requester may re-run again).
+
+        A decision that was used although its case is still ``decided`` (closing it failed after the
+        disclosure) is refused all the same, and its close is finished here, logged like any other."""
         case = await self._db(lambda s: case_store.find_by_decision(s, decision_id))
         if case is None or case.requester_org != principal.organisation or principal.kind != "system":
             raise Unprocessable(f"unknown escalation decision `{decision_id}`")
         decision = case.decision or {}
         if decision.get("outcome") != "allow":
             raise Unprocessable(f"escalation decision `{decision_id}` did not allow the request")
+        used = Conflict(f"escalation decision `{decision_id}` has been used already")
+        if case.state is State.DECIDED and case.rerun_exchange_id is not None:  # its close failed: finish it
+            await self._close_used(case.id, case.rerun_exchange_id, None)
+            raise used
         if case.state is not State.DECIDED:
-            raise Conflict(f"escalation decision `{decision_id}` has been used already")
+            raise used
         valid_until = datetime.fromisoformat(decision["valid_until"])
         if as_utc(valid_until) <= self.clock.now():
             raise Unprocessable(f"escalation decision `{decision_id}` expired at {decision['valid_until']}")
@@ -551,12 +563,19 @@ class EscalationService:
                 claims={"decision_id": decision_id, "case_id": case.id, "tier": decision.get("tier"),
                         "request_id": request_id, "categories": sorted(categories)})
 
+        def mark_used(connection: Connection, exchange_id: str) -> None:
+            try:
+                case_store.use_decision(connection, case.id, claim, exchange_id)
+            except case_store.DecisionInUse as exc:
+                raise DecisionLost(f"escalation decision `{decision_id}` was taken over by another re-run") from exc
+
         return RerunGrant(decision_id=decision_id, case_id=case.id, holder=case.holder_org, claim=claim,
-                          policy_input=policy_input, sign_for_holder=sign)
+                          policy_input=policy_input, sign_for_holder=sign, mark_used=mark_used)
 
     async def _claim(self, case: Case, decision_id: str) -> str:
         """The decision, reserved in one conditional update (a re-run that died leaves a claim that may be
-        taken over once it is older than ``CLAIM_ABANDONED_AFTER``, as for Idempotency-Keys)."""
+        taken over once it is older than ``CLAIM_ABANDONED_AFTER``, as for Idempotency-Keys, unless that
+        re-run used the decision)."""
         claim, now = secrets.token_hex(16), self.clock.now()
         try:
             await self._db(lambda s: case_store.claim_decision(s, case.id, claim, now=now,
@@ -566,42 +585,41 @@ class EscalationService:
                            "used already; nothing was asked", headers={"Retry-After": "1"}) from exc
         return claim
 
-    async def rerun_completed(self, grant: RerunGrant, exchange_id: str, target: TargetOutcome,
-                              trace: Trace) -> None:
-        """The decision was applied in a re-run: the case is closed, citing the exchange. The disclosure is
-        logged by now, so a close that is refused (its re-run's claim taken over, the audit log unwritable)
-        fails nothing: it is logged, and the decision is not given back."""
-        if target.outcome not in {Outcome.ALLOWED, Outcome.ALLOWED_NARROWED}:
-            return
-        self._used_claims.add(grant.claim)
+    async def rerun_completed(self, grant: RerunGrant, exchange_id: str, trace: Trace) -> None:
+        """The holder disclosed under the decision in the re-run ``exchange_id``, whose disclosure marked the
+        decision used: the case is closed, citing the exchange."""
+        await self._close_used(grant.case_id, exchange_id, trace)
 
-        def held(case: Case) -> Case:
-            if case.rerun_claim != grant.claim:
-                raise case_store.DecisionInUse(f"case `{case.id}` is no longer held by this re-run")
+    async def _close_used(self, case_id: str, exchange_id: str, trace: Trace | None) -> None:
+        """Close a case whose decision the re-run ``exchange_id`` used (the database says so: a case whose
+        decision is unused, or was used by another re-run, is left alone). The decision is used whatever
+        happens here, so a close that is refused (a concurrent close, the audit log unwritable) fails
+        nothing: it is logged, and the next re-run citing the decision tries again."""
+
+        def used(case: Case) -> Case:
+            if case.rerun_exchange_id != exchange_id:
+                raise case_store.DecisionInUse(f"the decision of case `{case.id}` was not used by this re-run")
             return case
 
         def plan(_session: Session, case: Case) -> list[_Step]:
-            after = CaseState(held(case).state, case.tier, case.version).apply(Action.CLOSE)
+            after = CaseState(used(case).state, case.tier, case.version).apply(Action.CLOSE)
             return [_Step(Action.CLOSE.value, after, extra={"rerun_exchange_id": exchange_id})]
 
         def apply(session: Session) -> Case:
-            case = held(case_store.get_case(session, grant.case_id))
-            return case_store.act(session, case.id, case.version, Action.CLOSE, None, now=self.clock.now(),
-                                  deadlines=self.deadlines, motivation=f"decision applied in exchange {exchange_id}")
+            case = used(case_store.get_case(session, case_id))
+            return self._act(session, case.id, case.version, Action.CLOSE, None,
+                             motivation=f"decision applied in exchange {exchange_id}")
 
         try:
-            await self._perform(grant.case_id, None, trace, plan, apply)
+            await self._perform(case_id, None, trace, plan, apply)
         except GatewayError as exc:
-            log.error("escalation_close_failed", case_id=grant.case_id, error_type=type(exc).__name__)
+            log.error("escalation_close_failed", case_id=case_id, error_type=type(exc).__name__)
 
     async def rerun_ended(self, grant: RerunGrant) -> None:
-        """The re-run is over. If it did not apply the decision (refused before any holder was asked, the
-        holder unavailable or refusing, the policy not honouring it), the decision is given back so the
-        requester can re-run again; if it did, the decision stays used. Never raises: the re-run's own
-        answer stands (a claim left behind is taken over once it is stale)."""
-        if grant.claim in self._used_claims:
-            self._used_claims.discard(grant.claim)
-            return
+        """The re-run is over. Unless it used the decision (its disclosure marked it so), the decision is given
+        back so the requester can re-run again: it was refused before any holder was asked, the holder was
+        unavailable or refused, the policy did not honour it, or its disclosure could not be logged. Never
+        raises: the re-run's own answer stands (a claim left behind is taken over once it is stale)."""
         try:
             await self._db(lambda s: case_store.release_decision(s, grant.case_id, grant.claim))
         except Exception as exc:
@@ -614,13 +632,21 @@ class EscalationService:
                             updated_at=as_utc(gap.updated_at), created_by_org=gap.created_by_org, note=gap.note,
                             case_ids=gap.case_ids)
 
-    def _gap_views(self, principal: Principal, session: Session, found: list[gap_store.LegalGap]) -> list[LegalGapView]:
-        """The gaps as ``principal`` may read them: each names only the linked cases it may see. A gap is
-        read by the whole partnership, its cases are not — a case id the reader gets 404 for must not be
-        learnt here (that a case exists, and when it was opened: the id is a UUIDv7)."""
-        seen = visible_case_ids(session, access.case_scope(principal, self.register),
+    def _seen_cases(self, principal: Principal, session: Session, found: list[gap_store.LegalGap]) -> set[str]:
+        """Which of the cases linked to ``found`` ``principal`` may see. A gap is read by the whole
+        partnership, its cases are not — a case id the reader gets 404 for must not be learnt from a gap
+        (that a case exists, and when it was opened: the id is a UUIDv7)."""
+        return visible_case_ids(session, access.case_scope(principal, self.register),
                                 {i for gap in found for i in gap.case_ids})
-        return [self._gap_view(replace(gap, case_ids=[i for i in gap.case_ids if i in seen])) for gap in found]
+
+    def _scoped_view(self, gap: gap_store.LegalGap, seen: set[str]) -> LegalGapView:
+        """``gap`` naming only the linked cases in ``seen`` (see ``_seen_cases``)."""
+        return self._gap_view(replace(gap, case_ids=[i for i in gap.case_ids if i in seen]))
+
+    def _gap_views(self, principal: Principal, session: Session, found: list[gap_store.LegalGap]) -> list[LegalGapView]:
+        """The gaps as ``principal`` may read them: each names only the linked cases it may see."""
+        seen = self._seen_cases(principal, session, found)
+        return [self._scoped_view(gap, seen) for gap in found]
 
     async def _scoped_gap(self, principal: Principal, gap: gap_store.LegalGap) -> LegalGapView:
         return (await self._db(lambda s: self._gap_views(principal, s, [gap])))[0]
@@ -653,23 +679,33 @@ class EscalationService:
         return await self._db(lambda s: self._gap_views(
             principal, s, gap_store.list_gaps(s, partnerships=visible, status=wanted)))
 
+    def _readable_gap(self, principal: Principal, session: Session, gap_id: str) -> gap_store.LegalGap:
+        """The gap, if ``principal``'s partnerships may read it (404 otherwise, as for one that does not exist)."""
+        gap = gap_store.get_gap(session, gap_id)
+        if gap.partnership not in access.gap_partnerships(principal, self.register):
+            raise gap_store.GapNotFound(f"no legal gap `{gap_id}`")
+        return gap
+
     async def gap(self, principal: Principal, gap_id: str) -> LegalGapView:
         def read(session: Session) -> LegalGapView:
-            gap = gap_store.get_gap(session, gap_id)
-            if gap.partnership not in access.gap_partnerships(principal, self.register):
-                raise gap_store.GapNotFound(f"no legal gap `{gap_id}`")
-            return self._gap_views(principal, session, [gap])[0]
+            return self._gap_views(principal, session, [self._readable_gap(principal, session, gap_id)])[0]
 
         return await self._db(read)
 
     async def change_gap(self, principal: Principal, gap_id: str, body: GapStatusChange,
                          trace: Trace) -> LegalGapView:
-        current = await self.gap(principal, gap_id)
+        """A status change changes no links, so the cases the reader may see are looked up once, with the gap
+        before the change, and the changed gap is shown with those."""
+        def read(session: Session) -> tuple[gap_store.LegalGap, set[str]]:
+            gap = self._readable_gap(principal, session, gap_id)
+            return gap, self._seen_cases(principal, session, [gap])
+
+        current, seen = await self._db(read)
         if not access.may_manage_gaps(principal, current.partnership, self.register):
             raise Forbidden("only the coordinating privacy officer and the tier-2/3 organisations manage gaps")
         status = gap_store.GapStatus(body.status)
-        if status not in gap_store.GAP_TRANSITIONS[gap_store.GapStatus(current.status)]:
-            raise Conflict(f"a legal gap cannot go from `{current.status}` to `{status.value}`")
+        if status not in gap_store.GAP_TRANSITIONS[current.status]:
+            raise Conflict(f"a legal gap cannot go from `{current.status.value}` to `{status.value}`")
         if current.version != body.expected_version:
             raise Conflict(f"legal gap `{gap_id}` is at version {current.version}, not {body.expected_version}")
 
@@ -679,7 +715,7 @@ class EscalationService:
                 status="error" if extra else "ok",
                 requester=Requester(org=principal.organisation, user=principal.subject),
                 extra={"action": "legal_gap_status", "gap_id": gap_id, "partnership": current.partnership,
-                       "status_before": current.status, "status": status.value} | extra)
+                       "status_before": current.status.value, "status": status.value} | extra)
 
         await self._record([entry()])
         try:
@@ -688,7 +724,7 @@ class EscalationService:
         except Exception as exc:  # whatever failed, the entry above did not take effect
             await self._record([entry(not_applied=_failure_kind(exc))])
             raise
-        return await self._scoped_gap(principal, gap)
+        return self._scoped_view(gap, seen)  # a link made meanwhile is left out: shown at the next read
 
     async def gaps_csv(self, principal: Principal, *, partnership: str | None, status: str | None) -> str:
         """The register of legal gaps for the steering group's agenda: the cases the reader may see, and no

@@ -97,11 +97,14 @@ _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered
                     "nothing of this one was logged; retry shortly to get its answer")
 _KEY_TAKEN_AFTER = ("another attempt with this Idempotency-Key was answered or took the key over meanwhile; "
                     "nothing of this one was disclosed; retry to get that answer")
+_DECISION_TAKEN = ("this re-run outlived its reservation of the escalation decision, and another re-run took the "
+                   "decision over meanwhile; nothing of this one was disclosed")
 # Exceptions that are answers, not defects: the gateway's own (4xx/503), the database unavailable (503), a NUL in
 # the input (422). Everything else that escapes is a defect: failed closed and logged as `gateway-error`.
 _NOT_DEFECTS = (GatewayError, OperationalError, DataError)
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
+_DISCLOSING = {Outcome.ALLOWED, Outcome.ALLOWED_NARROWED}  # outcomes in which the holder's answer is disclosed
 _AUDIT_DECISION = {"allowed": AuditDecision.ALLOW, "allowed-narrowed": AuditDecision.NARROWED,
                    "denied": AuditDecision.DENY, "escalated": AuditDecision.ESCALATE}
 
@@ -120,7 +123,10 @@ class RerunGrant:
     ``policy_input`` goes to Rego (rule 8 honours it only for exactly the same request and holder, until
     it expires); ``sign_for_holder(system, request_id, categories)`` makes the signed statement that tells
     the holder its refusal was overruled. The decision is reserved for this re-run from the grant until
-    ``EscalationDesk.rerun_ended``."""
+    ``EscalationDesk.rerun_ended``. A decision is used once: ``mark_used(connection, exchange_id)`` runs in
+    the transaction that logs the holder's disclosure under it, which makes it used for good (or, raising
+    :class:`DecisionLost`, refuses that transaction). The database is the only record of that: nothing
+    else needs telling whether a re-run used its decision."""
 
     decision_id: str
     case_id: str
@@ -128,6 +134,13 @@ class RerunGrant:
     claim: str  # the re-run's reservation of the decision (a decision is used once)
     policy_input: EscalationDecisionInput
     sign_for_holder: Callable[[str, str, list[str]], str]
+    mark_used: Callable[[Connection, str], None]
+
+
+class DecisionLost(Exception):
+    """Raised by ``RerunGrant.mark_used`` inside the disclosure's transaction: the re-run no longer holds its
+    decision (it outlived its reservation, and another re-run took the decision over), so nothing of that
+    transaction is written and nothing is disclosed."""
 
 
 class SubjectTranslator(Protocol):
@@ -151,8 +164,7 @@ class EscalationDesk(Protocol):
 
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant: ...
 
-    async def rerun_completed(self, grant: RerunGrant, exchange_id: str, target: TargetOutcome,
-                              trace: Trace) -> None: ...
+    async def rerun_completed(self, grant: RerunGrant, exchange_id: str, trace: Trace) -> None: ...
 
     async def rerun_ended(self, grant: RerunGrant) -> None: ...
 
@@ -219,6 +231,25 @@ def _nothing_follows(after: list[AuditEvent], grant: RerunGrant | None, served: 
     transaction: there are entries to commit with, and no escalation case will be opened or closed (that
     sets fields of the outcome afterwards)."""
     return bool(after) and grant is None and not any(o.outcome in _ESCALATING for o in served)
+
+
+def _disclosed_under(grant: RerunGrant | None, outcomes: list[TargetOutcome]) -> bool:
+    """Whether the holder a re-run's decision is about disclosed under that decision: then the disclosure's
+    commit marks the decision used, and the case is closed after it."""
+    return grant is not None and any(o.holder == grant.holder and o.escalation_decision_applied
+                                     and o.outcome in _DISCLOSING for o in outcomes)
+
+
+def _all_of(*preconditions: Callable[[Connection], None] | None) -> Callable[[Connection], None] | None:
+    """One precondition that runs each given one in turn (None if none is given)."""
+    given = [p for p in preconditions if p is not None]
+    if not given:
+        return None
+
+    def every(connection: Connection) -> None:
+        for precondition in given:
+            precondition(connection)
+    return every
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
@@ -428,6 +459,9 @@ class ExchangeService:
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
         except AuditError as exc:
+            if companion is not None and _caused_by(exc, DecisionLost):
+                log.info("escalation_decision_taken_over", error_type="DecisionLost")
+                raise Conflict(_DECISION_TAKEN) from exc
             kind = next((k for k in (IntegrityError, repository.ClaimLost) if _caused_by(exc, k)), None)
             if companion is not None and key_taken is not None and kind is not None:
                 # Only the claim or outcome row can clash: another attempt (another gateway process) holds or
@@ -637,7 +671,10 @@ class ExchangeService:
         else:
             held = self._claim_held(attempt.claim, release=False)
             if after:
-                receipts += await self._record(after, repository.only_if(held) if held else None, _KEY_TAKEN_AFTER)
+                # A re-run's disclosure commits only with its decision marked used (and with the key held).
+                guard = _all_of(held, self._decision_used(attempt, served))
+                receipts += await self._record(after, repository.only_if(guard) if guard else None,
+                                               _KEY_TAKEN_AFTER)
             elif held is not None:  # every target denied or escalated: no entry to check the claim with
                 await self._still_held(held)
             await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
@@ -786,9 +823,17 @@ class ExchangeService:
             raise Unprocessable("escalation decisions cannot be cited: the escalation workflow is not installed")
         return await self.deps.escalations.grant_for_rerun(principal, body.escalation_decision)
 
+    @staticmethod
+    def _decision_used(attempt: _Attempt, served: list[TargetOutcome]) -> Callable[[Connection], None] | None:
+        """The precondition that marks the re-run's decision used, if its holder disclosed under it."""
+        grant = attempt.grant
+        if grant is None or not _disclosed_under(grant, served):
+            return None
+        return lambda connection: grant.mark_used(connection, attempt.exchange_id)
+
     async def _rerun_ended(self, exchange_id: str) -> None:
-        """The attempt is over: the decision it reserved for its re-run is released, or stays used if the re-run
-        applied it (the desk knows which); also when the attempt is cancelled."""
+        """The attempt is over: the decision it reserved for its re-run is given back unless the re-run used it
+        (the database says which: see ``RerunGrant.mark_used``); also when the attempt is cancelled."""
         grant = self._rerun_grants.pop(exchange_id, None)
         if grant is not None and self.deps.escalations is not None:
             await asyncio.shield(self.deps.escalations.rerun_ended(grant))
@@ -799,11 +844,12 @@ class ExchangeService:
         desk = self.deps.escalations
         if desk is None:
             return
+        if grant is not None:  # a re-run opens no case
+            if _disclosed_under(grant, outcomes):
+                await desk.rerun_completed(grant, exchange_id, trace)
+            return
         for outcome in outcomes:
-            if grant is not None:
-                if outcome.holder == grant.holder and outcome.escalation_decision_applied:
-                    await desk.rerun_completed(grant, exchange_id, outcome, trace)
-            elif outcome.outcome in _ESCALATING:
+            if outcome.outcome in _ESCALATING:
                 outcome.escalation_id = await desk.open_for_outcome(principal, body, exchange_id,
                                                                     request_fingerprint, outcome, trace)
 
@@ -1073,4 +1119,5 @@ class ExchangeService:
         return ExchangeResult.model_validate(outcome)
 
 
-__all__ = ["EscalationDesk", "ExchangeDeps", "ExchangeService", "Forbidden", "RerunGrant", "Trace", "fingerprint"]
+__all__ = ["DecisionLost", "EscalationDesk", "ExchangeDeps", "ExchangeService", "Forbidden", "RerunGrant", "Trace",
+           "fingerprint"]

@@ -65,6 +65,7 @@ def open_riec_case(container: Container, *, days_ago: int = 0, holder: str = "po
                          requester_org="gemeente-amsterdam", holder_org=holder, trigger="holder-refused",
                          register_version=service.register.version, policy_reasons=["holder.refused"],
                          deadlines=service.deadlines, now=container.clock.now() - timedelta(days=days_ago),
+                         timezone=service.timezone,
                          exchange_id=f"ex-{days_ago}-{holder}", request_fingerprint="fp",
                          requested_categories=["police_incidents", "criminal_intelligence"])
     return case.id
@@ -300,7 +301,7 @@ def test_tier_3_needs_two_deciders_who_vote_the_same(console: TestClient, contai
     with transaction(container.sessions) as session:
         for version in (1, 2):
             act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
-                deadlines=service.deadlines)
+                deadlines=service.deadlines, timezone=service.timezone)
     decision = {"expected_version": "3", "outcome": "allow", "permitted_categories": ["police_incidents"],
                 "motivation": "The steering group allows the incidents only."}
     sign_in(console, "admin-riec")

@@ -251,10 +251,10 @@ def _stale_tier_3_case(stack: Stack) -> str:
                          requester_org="gemeente-amsterdam", holder_org="belastingdienst",
                          trigger="policy-escalated", register_version=service.register.version,
                          policy_reasons=["rule.outside-office-hours"], deadlines=service.deadlines, now=opened,
-                         requested_categories=["tax_debts"])
+                         timezone=service.timezone, requested_categories=["tax_debts"])
         for days in (8, 25):
             case = act(session, case.id, case.version, Action.DEADLINE_MISSED, None, now=opened + timedelta(days),
-                       deadlines=service.deadlines, motivation="deadline missed")
+                       deadlines=service.deadlines, timezone=service.timezone, motivation="deadline missed")
     assert case.tier == 3
     return case.id
 

@@ -89,7 +89,8 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
         case = open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
                          requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
                          register_version="2026.11.1", policy_reasons=["refused-by-holder"],
-                         deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+                         deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 1, 5, 10, 0, tzinfo=UTC),
+                         timezone="Europe/Amsterdam")
     overdue = runner.invoke(app, ["escalations", "list", "--overdue"])
     assert overdue.exit_code == 0, overdue.output
     assert case.id in overdue.output
@@ -135,7 +136,8 @@ def test_escalations_scan_delivers_its_webhooks_before_it_exits(data_dir: Path,
         case = open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
                          requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
                          register_version="2026.11.1", policy_reasons=["refused-by-holder"],
-                         deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+                         deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 1, 5, 10, 0, tzinfo=UTC),
+                         timezone="Europe/Amsterdam")
     engine.dispose()
     with serve_app(receiver) as base:
         monkeypatch.setenv("WGS_ESCALATION_WEBHOOKS", json.dumps(

@@ -20,8 +20,12 @@ import pytest
 from sqlalchemy import select
 
 from audit.tables import audit_entries
+from escalation import cases as case_store
+from escalation.cases import ConcurrentUpdate
+from escalation.states import Action
 from gateway.clock import FixedClock
 from gateway.escalations.setup import escalation_service
+from gateway.exchange.service import CLAIM_ABANDONED_AFTER
 from gateway.exchange.setup import exchange_service
 from tests.stack import Stack, running_stack
 
@@ -135,28 +139,37 @@ def test_s9_refusal_case_deadline_tier_2_narrowed_allow_and_rerun(tmp_path: Path
         assert "Bibob advice" not in json.dumps(steps)  # free text stays out of the log
 
 
-def _event_types(stack: Stack) -> list[tuple[str, str | None]]:
+def _events(stack: Stack) -> list[dict[str, Any]]:
     with stack.container.engine.connect() as connection:
         rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).all()
-    events = [json.loads(r.canonical)["event"] for r in rows]
-    return [(e["event_type"], e["holder"]) for e in events]
+    return [json.loads(r.canonical)["event"] for r in rows]
+
+
+def _event_types(stack: Stack) -> list[tuple[str, str | None]]:
+    return [(e["event_type"], e["holder"]) for e in _events(stack)]
+
+
+def _allowed(stack: Stack) -> tuple[str, dict[str, Any], str]:
+    """The police refuses, its officer allows `police_incidents`: the case, the re-run citing the decision,
+    and the officer's token."""
+    subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
+    body = BIBOB | {"subjects": subjects, "holders": ["politie"],
+                    "categories": ["police_incidents", "criminal_intelligence"]}
+    case_id = stack.post(MUNICIPALITY, "/v1/exchanges", body).json()["targets"][0]["escalation_id"]
+    police_po = stack.person("po-politie", "politie", ["privacy-officer"])
+    case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
+    decided = stack.call(police_po, "POST", f"/v1/escalations/{case_id}/decision", {
+        "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["police_incidents"],
+        "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out."})
+    assert decided.status_code == 200, decided.text
+    return case_id, body | {"escalation_decision": decided.json()["decision"]["id"]}, police_po
 
 
 def test_a_decision_is_used_once_even_by_concurrent_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A re-run that applied nothing gives the decision back; of two re-runs at once the second is refused
     (409) while the first still holds it, and the holder is asked, and discloses, once."""
     with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
-        subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
-        body = BIBOB | {"subjects": subjects, "holders": ["politie"],
-                        "categories": ["police_incidents", "criminal_intelligence"]}
-        case_id = stack.post(MUNICIPALITY, "/v1/exchanges", body).json()["targets"][0]["escalation_id"]
-        police_po = stack.person("po-politie", "politie", ["privacy-officer"])
-        case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
-        decided = stack.call(police_po, "POST", f"/v1/escalations/{case_id}/decision", {
-            "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["police_incidents"],
-            "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out."})
-        assert decided.status_code == 200, decided.text
-        rerun = body | {"escalation_decision": decided.json()["decision"]["id"]}
+        case_id, rerun, police_po = _allowed(stack)
 
         with monkeypatch.context() as patch:  # the holder cannot be reached: the re-run applies nothing
             patch.setattr(exchange_service(stack.container).deps.connectors, "get", lambda _system: None)
@@ -195,6 +208,102 @@ def test_a_decision_is_used_once_even_by_concurrent_reruns(tmp_path: Path, monke
         logged = _event_types(stack)
         assert logged.count(("disclosure", "politie")) == 1  # the second re-run asked no holder
         assert logged.count(("exchange.requested", None)) == 3  # the first run, the failed re-run, the winner
+
+
+@pytest.mark.parametrize("failure", [ConcurrentUpdate("the close lost a race"), RuntimeError("a defect")],
+                         ids=["refused", "defect"])
+def test_a_decision_disclosed_under_stays_used_when_closing_its_case_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception) -> None:
+    """The holder disclosed in a re-run, then closing the case failed (a refusal: the re-run is answered; a
+    defect: it is a 500, but its disclosure is logged). The decision is used all the same, for good: a re-run
+    citing it after the first one's reservation went stale is refused (409) and asks no holder, and it
+    finishes the close, in the audit log, citing the exchange that used the decision."""
+    clock = FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    with running_stack(tmp_path, clock=clock) as stack:
+        case_id, rerun, police_po = _allowed(stack)
+        act = case_store.act
+
+        def failing_close(*args: Any, **kwargs: Any) -> Any:
+            if args[3] is Action.CLOSE:
+                raise failure
+            return act(*args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(case_store, "act", failing_close)
+            first = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        if isinstance(failure, ConcurrentUpdate):
+            assert first.status_code == 200, first.text
+            assert {r["category"] for r in first.json()["targets"][0]["records"]} == {"police_incidents"}
+        else:
+            assert first.status_code == 500, first.text
+        assert stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()["state"] == "decided"
+        [disclosed] = [e for e in _events(stack) if (e["event_type"], e["holder"]) == ("disclosure", "politie")]
+
+        clock.advance(CLAIM_ABANDONED_AFTER + timedelta(seconds=1))  # the first re-run's reservation is stale
+        second = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        assert second.status_code == 409, second.text
+        assert second.headers["content-type"].startswith("application/problem+json")
+        assert "used" in second.json()["detail"]
+        logged = _event_types(stack)
+        assert logged.count(("disclosure", "politie")) == 1  # the holder was asked, and disclosed, once
+        assert logged.count(("exchange.requested", None)) == 2  # the first run and the re-run that disclosed
+        assert stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()["state"] == "closed"
+        closes = [(s["status"], s["extra"].get("not_applied"), s["extra"].get("rerun_exchange_id"))
+                  for s in _steps(stack, case_id) if s["extra"]["action"] == "close"]
+        failed = "conflict" if isinstance(failure, ConcurrentUpdate) else "runtimeerror"
+        assert closes == [("ok", None, disclosed["exchange_id"]), ("error", failed, None),
+                          ("ok", None, disclosed["exchange_id"])]
+        third = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)  # and once closed, as before
+        assert third.status_code == 409, third.text
+
+
+def test_a_rerun_that_outlived_its_reservation_discloses_nothing(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run whose holder answers only after the re-run's reservation went stale, and another re-run took
+    the decision over and used it: its disclosure is refused (409, nothing answered or logged as disclosed),
+    so the decision is used once, not once per re-run that got to its holder."""
+    clock = FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    with running_stack(tmp_path, clock=clock) as stack:
+        case_id, rerun, police_po = _allowed(stack)
+        connectors = exchange_service(stack.container).deps.connectors
+        real_get = connectors.get
+        answered, finish = threading.Event(), threading.Event()
+
+        class _SlowFirst:
+            """The holder's connector; the first answer reaches the gateway only once ``finish`` is set."""
+
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            async def query(self, query: Any) -> Any:
+                answer = await self.inner.query(query)
+                if not answered.is_set():
+                    answered.set()
+                    await asyncio.to_thread(finish.wait, 30)
+                return answer
+
+        monkeypatch.setattr(connectors, "get", lambda system: _SlowFirst(real_get(system)))
+        answers: list[httpx.Response] = []
+        late = threading.Thread(target=lambda: answers.append(stack.post(MUNICIPALITY, "/v1/exchanges", rerun)))
+        late.start()
+        assert answered.wait(30), "the first re-run never got an answer from the holder"
+        clock.advance(CLAIM_ABANDONED_AFTER + timedelta(seconds=1))  # its reservation is stale: taken over
+        taken_over = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        finish.set()
+        late.join(30)
+
+        assert taken_over.status_code == 200, taken_over.text
+        assert taken_over.json()["targets"][0]["records"]
+        assert answers[0].status_code == 409, answers[0].text
+        assert answers[0].headers["content-type"].startswith("application/problem+json")
+        assert "nothing of this one was disclosed" in answers[0].json()["detail"]
+        assert "police_incidents" not in answers[0].text
+        assert _event_types(stack).count(("disclosure", "politie")) == 1
+        closed = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
+        assert closed["state"] == "closed"
+        closes = [s["extra"].get("rerun_exchange_id") for s in _steps(stack, case_id)
+                  if s["extra"]["action"] == "close"]
+        assert closes == [taken_over.json()["exchange_id"]]
 
 
 def test_a_holder_refuses_a_forged_or_misdirected_decision(tmp_path: Path) -> None:

@@ -158,7 +158,8 @@ class Env:
                 session, partnership=partnership, purpose=purpose, requester_org=requester, holder_org=holder,
                 trigger="holder-refused", register_version=service.register.version,
                 policy_reasons=["refused-by-holder"], deadlines=service.deadlines,
-                now=opened_at or self.clock.now(), exchange_id=str(uuid.uuid4()), request_fingerprint="f" * 64,
+                now=opened_at or self.clock.now(), timezone=service.timezone, exchange_id=str(uuid.uuid4()),
+                request_fingerprint="f" * 64,
                 requested_categories=list(categories))
         return case.id
 
@@ -171,7 +172,8 @@ class Env:
             while case.tier < tier:
                 for action in (Action.START_REVIEW, Action.REFER_UP):
                     case = case_store.act(session, case_id, case.version, action, actor,
-                                          now=at or self.clock.now(), deadlines=service.deadlines)
+                                          now=at or self.clock.now(), deadlines=service.deadlines,
+                                          timezone=service.timezone)
 
     def insert_exchange(self, targets: list[TargetOutcome], *, requester: str = "gemeente-amsterdam",
                         system: str = "gemeente-amsterdam-vth", partnership: str = RIEC,

@@ -25,6 +25,7 @@ from escalation.states import Action, InvalidTransition, State
 from gateway.db.engine import make_engine, make_session_factory, transaction
 
 DEADLINES = {1: 5, 2: 10, 3: 20}
+TZ = "Europe/Amsterdam"  # the register's office-hours time zone
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday
 POLICE_PO = Actor("politie", "po-politie")
 RIEC_DESK = Actor("riec-aa", "legal-desk")
@@ -42,7 +43,7 @@ def _open(session: Session) -> str:
     case = open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
                      requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
                      register_version="2026.11.1", policy_reasons=["refused-by-holder"], deadlines=DEADLINES,
-                     now=NOW, exchange_id="ex-1", request_fingerprint="fp-1")
+                     now=NOW, timezone=TZ, exchange_id="ex-1", request_fingerprint="fp-1")
     assert case.state is State.OPEN
     assert case.deadline == datetime(2026, 12, 2).date()  # 5 working days
     return case.id
@@ -51,16 +52,16 @@ def _open(session: Session) -> str:
 def test_s9_path_tier_1_misses_its_deadline_then_tier_2_allows_narrowed(sessions: object) -> None:
     with transaction(sessions) as session:  # type: ignore[arg-type]
         case_id = _open(session)
-        act(session, case_id, 1, Action.START_REVIEW, POLICE_PO, now=NOW, deadlines=DEADLINES)
+        act(session, case_id, 1, Action.START_REVIEW, POLICE_PO, now=NOW, deadlines=DEADLINES, timezone=TZ)
     later = NOW + timedelta(days=10)
     with transaction(sessions) as session:  # type: ignore[arg-type]
-        moved = escalate_overdue(session, later.date(), later, DEADLINES)
+        moved = escalate_overdue(session, later, DEADLINES, timezone=TZ)
         assert [(c.id, c.state, c.tier) for c in moved] == [(case_id, State.ESCALATED, 2)]
         assert get_case(session, case_id).deadline > later.date()
-        case = act(session, case_id, 3, Action.START_REVIEW, RIEC_DESK, now=later, deadlines=DEADLINES)
+        case = act(session, case_id, 3, Action.START_REVIEW, RIEC_DESK, now=later, deadlines=DEADLINES, timezone=TZ)
         decided = decide(session, case_id, case.version, [RIEC_DESK], "incidents are necessary; nothing else",
                          outcome="allow", permitted_categories=["police_incidents"], now=later,
-                         deadlines=DEADLINES)
+                         deadlines=DEADLINES, timezone=TZ)
     assert decided.state is State.DECIDED
     assert decided.decision is not None
     assert decided.decision["permitted_categories"] == ["police_incidents"]
@@ -73,13 +74,13 @@ def test_s9_path_tier_1_misses_its_deadline_then_tier_2_allows_narrowed(sessions
 def test_four_eyes_and_motivation(sessions: object) -> None:
     with transaction(sessions) as session:  # type: ignore[arg-type]
         case_id = _open(session)
-        act(session, case_id, 1, Action.START_REVIEW, POLICE_PO, now=NOW, deadlines=DEADLINES)
+        act(session, case_id, 1, Action.START_REVIEW, POLICE_PO, now=NOW, deadlines=DEADLINES, timezone=TZ)
         with pytest.raises(FourEyesViolation):
             decide(session, case_id, 2, [MUNICIPALITY], "we think so", outcome="allow",
-                   permitted_categories=["police_incidents"], now=NOW, deadlines=DEADLINES)
+                   permitted_categories=["police_incidents"], now=NOW, deadlines=DEADLINES, timezone=TZ)
         with pytest.raises(MotivationRequired):
             decide(session, case_id, 2, [POLICE_PO], "   ", outcome="deny", permitted_categories=[], now=NOW,
-                   deadlines=DEADLINES)
+                   deadlines=DEADLINES, timezone=TZ)
         assert get_case(session, case_id).state is State.IN_REVIEW
 
 
@@ -89,27 +90,31 @@ def test_tier_3_needs_two_deciders(sessions: object) -> None:
         version = 1
         for action in (Action.START_REVIEW, Action.REFER_UP, Action.START_REVIEW, Action.REFER_UP,
                        Action.START_REVIEW):
-            version = act(session, case_id, version, action, RIEC_DESK, now=NOW, deadlines=DEADLINES).version
+            version = act(session, case_id, version, action, RIEC_DESK, now=NOW, deadlines=DEADLINES,
+                          timezone=TZ).version
         assert get_case(session, case_id).tier == 3
         with pytest.raises(FourEyesViolation, match="2 different deciders"):
             decide(session, case_id, version, [RIEC_DESK], "steering group", outcome="deny",
-                   permitted_categories=[], now=NOW, deadlines=DEADLINES)
+                   permitted_categories=[], now=NOW, deadlines=DEADLINES, timezone=TZ)
         decided = decide(session, case_id, version, [RIEC_DESK, Actor("landelijk-steunpunt", "chair")],
-                         "steering group", outcome="deny", permitted_categories=[], now=NOW, deadlines=DEADLINES)
+                         "steering group", outcome="deny", permitted_categories=[], now=NOW, deadlines=DEADLINES,
+                         timezone=TZ)
         assert decided.decision == decided.decision | {"outcome": "deny", "permitted_categories": []}
         with pytest.raises(InvalidTransition):
-            act(session, case_id, decided.version, Action.REFER_UP, RIEC_DESK, now=NOW, deadlines=DEADLINES)
+            act(session, case_id, decided.version, Action.REFER_UP, RIEC_DESK, now=NOW, deadlines=DEADLINES,
+                timezone=TZ)
 
 
 def test_concurrent_decisions_one_wins_the_other_conflicts(sessions: object) -> None:
     with transaction(sessions) as session:  # type: ignore[arg-type]
         case_id = _open(session)
-        version = act(session, case_id, 1, Action.START_REVIEW, POLICE_PO, now=NOW, deadlines=DEADLINES).version
+        version = act(session, case_id, 1, Action.START_REVIEW, POLICE_PO, now=NOW, deadlines=DEADLINES,
+                      timezone=TZ).version
     with transaction(sessions) as session:  # type: ignore[arg-type]
         decide(session, case_id, version, [POLICE_PO], "first", outcome="deny", permitted_categories=[], now=NOW,
-               deadlines=DEADLINES)
+               deadlines=DEADLINES, timezone=TZ)
     with pytest.raises(ConcurrentUpdate), transaction(sessions) as session:  # type: ignore[arg-type]
         decide(session, case_id, version, [RIEC_DESK], "second, based on the same version", outcome="allow",
-               permitted_categories=["police_incidents"], now=NOW, deadlines=DEADLINES)
+               permitted_categories=["police_incidents"], now=NOW, deadlines=DEADLINES, timezone=TZ)
     with transaction(sessions) as session:  # type: ignore[arg-type]
         assert get_case(session, case_id).decision["outcome"] == "deny"  # type: ignore[index]

@@ -24,10 +24,9 @@ from sqlalchemy import Engine, event, select
 from escalation import legal_gaps as gap_store
 from escalation.tables import escalation_cases
 from gateway.auth.principal import Principal
-from gateway.client.models import Outcome
 from gateway.errors import Conflict
 from gateway.escalations.setup import escalation_service
-from gateway.exchange.service import CLAIM_ABANDONED_AFTER, RerunGrant, Trace
+from gateway.exchange.service import CLAIM_ABANDONED_AFTER, DecisionLost, RerunGrant, Trace
 from tests.integration.escalation.test_api import (
     ENGINES,
     Env,
@@ -35,12 +34,10 @@ from tests.integration.escalation.test_api import (
     _object,
     migrated_url,
     running_env,
-    target,
 )
 
 REQUESTER_SYSTEM = Principal(kind="system", subject="gemeente-amsterdam-vth", organisation="gemeente-amsterdam",
                              scopes=frozenset({"exchange"}))
-SERVED = target("politie", "politie-bvh", Outcome.ALLOWED_NARROWED, ["police_incidents"], ["criminal_intelligence"])
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -94,6 +91,13 @@ def _active_cases(env: Env, exchange_id: str) -> list[str]:
         return [r.id for r in connection.execute(select(escalation_cases.c.id).where(
             escalation_cases.c.exchange_id == exchange_id, escalation_cases.c.holder_org == "politie",
             escalation_cases.c.state.in_(["open", "in_review", "escalated"])))]
+
+
+def _disclosed(env: Env, grant: RerunGrant, exchange_id: str) -> None:
+    """What the exchange does when the holder disclosed under ``grant`` in the re-run ``exchange_id``: the
+    decision is marked used in the transaction that logs the disclosure (here one of its own)."""
+    with env.container.engine.begin() as connection:
+        grant.mark_used(connection, exchange_id)
 
 
 def _decided(env: Env) -> tuple[str, str]:
@@ -191,13 +195,12 @@ def test_concurrent_reruns_get_the_decision_once_and_a_rerun_that_applied_nothin
     refused = [r for r in results if not isinstance(r, RerunGrant)]
     assert len(grants) == 1, results
     assert [type(r) for r in refused] == [Conflict], refused
-    # The holder was unavailable: nothing applied, the decision is given back and can be cited again.
-    portal.call(service.rerun_completed, grants[0], "ex-failed", target(
-        "politie", "politie-bvh", Outcome.HOLDER_UNAVAILABLE, ["police_incidents"]), _trace())
+    # The holder was unavailable: nothing used, the decision is given back and can be cited again.
     portal.call(service.rerun_ended, grants[0])
     assert env.case(case_id).state.value == "decided"
     again = portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
-    portal.call(service.rerun_completed, again, "ex-applied", SERVED, _trace())
+    _disclosed(env, again, "ex-applied")
+    portal.call(service.rerun_completed, again, "ex-applied", _trace())
     portal.call(service.rerun_ended, again)
     assert env.case(case_id).state.value == "closed"
     with pytest.raises(Conflict, match="used"):
@@ -210,9 +213,10 @@ def test_a_rerun_completed_again_on_a_closed_case_raises_nothing(env: Env) -> No
     portal = env.client.portal
     assert portal is not None
     grant = portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
-    portal.call(service.rerun_completed, grant, "ex-1", SERVED, _trace())
+    _disclosed(env, grant, "ex-1")
+    portal.call(service.rerun_completed, grant, "ex-1", _trace())
     assert env.case(case_id).state.value == "closed"
-    portal.call(service.rerun_completed, grant, "ex-2", SERVED, _trace())  # refused and logged, not raised
+    portal.call(service.rerun_completed, grant, "ex-2", _trace())  # refused and logged, not raised
     closes = [s for s in env.audit_steps(case_id) if s["extra"]["action"] == "close"]
     assert [s["extra"].get("rerun_exchange_id") for s in closes] == ["ex-1"]
 
@@ -229,9 +233,39 @@ def test_a_reservation_left_by_a_rerun_that_died_is_taken_over_once_stale(env: E
     env.clock.advance(CLAIM_ABANDONED_AFTER + timedelta(seconds=1))
     try:
         taken = portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
-        portal.call(service.rerun_completed, dead, "ex-dead", SERVED, _trace())  # it lost the decision
-        assert env.case(case_id).state.value == "decided"
-        portal.call(service.rerun_completed, taken, "ex-live", SERVED, _trace())
+        with pytest.raises(DecisionLost):  # it lost the decision: its disclosure is refused, nothing written
+            _disclosed(env, dead, "ex-dead")
+        portal.call(service.rerun_completed, dead, "ex-dead", _trace())  # (not called then; refused anyway)
+        assert (env.case(case_id).state.value, env.case(case_id).rerun_exchange_id) == ("decided", None)
+        _disclosed(env, taken, "ex-live")
+        portal.call(service.rerun_completed, taken, "ex-live", _trace())
         assert env.case(case_id).state.value == "closed"
     finally:
         env.clock.set(before)
+
+
+def test_a_decision_used_by_a_rerun_whose_close_failed_is_never_given_back_nor_taken_over(env: Env) -> None:
+    """The holder disclosed in a re-run, and closing the case then failed (here: was never tried). The
+    decision is used all the same: the re-run's end does not give it back, a re-run long after its
+    reservation went stale is refused, and that refusal finishes the close, in the log."""
+    case_id, decision_id = _decided(env)
+    service = escalation_service(env.container)
+    portal = env.client.portal
+    assert portal is not None
+    grant = portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
+    _disclosed(env, grant, "ex-used")
+    portal.call(service.rerun_ended, grant)
+    assert (env.case(case_id).state.value, env.case(case_id).rerun_claim) == ("decided", grant.claim)
+    before = env.clock.now()
+    env.clock.advance(CLAIM_ABANDONED_AFTER + timedelta(seconds=1))
+    try:
+        with pytest.raises(Conflict, match="used already"):
+            portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
+    finally:
+        env.clock.set(before)
+    assert env.case(case_id).state.value == "closed"
+    closes = [(s["status"], s["extra"].get("rerun_exchange_id")) for s in env.audit_steps(case_id)
+              if s["extra"]["action"] == "close"]
+    assert closes == [("ok", "ex-used")]
+    with pytest.raises(Conflict, match="used already"):
+        portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+import gateway.escalations.service as escalation_service_module
+from escalation.queries import visible_case_ids
 from tests.integration.escalation.test_api import ENGINES, RIEC, Env, migrated_url, running_env
 
 ZVH = "zvh-amsterdam"
@@ -234,3 +236,22 @@ def test_a_refused_flag_leaves_no_audit_entry(env: Env) -> None:
     assert _flag(env, "po-politie", case_id, gap_id=zvh_gap["id"]).status_code == 404
     assert env.detail("po-politie", case_id)["legal_gap"] is False
     assert [s for s in env.audit_steps(case_id) if "not_applied" not in s["extra"]] == []
+
+
+def test_a_status_change_looks_up_the_cases_its_reader_may_see_once(env: Env,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A status change links no case: which of the gap's cases the reader may see is asked once (with the gap
+    before the change), not a second time for the answer."""
+    case_id = env.open_case()
+    gap = _new_gap(env, "desk-riec", case_id)
+    asked: list[set[str]] = []
+
+    def counted(session: Any, scope: Any, case_ids: set[str]) -> set[str]:
+        asked.append(case_ids)
+        return visible_case_ids(session, scope, case_ids)
+
+    monkeypatch.setattr(escalation_service_module, "visible_case_ids", counted)
+    changed = _status(env, "desk-riec", gap["id"], "on-agenda", 1)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["case_ids"] == [case_id]
+    assert asked == [{case_id}]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 import pytest
 
+from escalation import cases
 from escalation.calendar import add_working_days, easter_sunday, is_working_day, local_date, public_holidays
 
 
@@ -45,5 +48,14 @@ def test_weekends_and_holidays_are_skipped() -> None:
     (datetime(2026, 7, 5, 22, 0), date(2026, 7, 6)),  # naive: stored as UTC (SQLite)
 ])
 def test_the_day_is_the_dutch_day_not_the_utc_day(moment: datetime, day: date) -> None:
-    assert local_date(moment) == day
+    assert local_date(moment, "Europe/Amsterdam") == day
     assert local_date(moment, "UTC") == moment.date()  # the register may name another office timezone
+
+
+@pytest.mark.parametrize("function", [local_date, cases.open_case, cases.act, cases.decide, cases.vote,
+                                      cases.escalate_overdue])
+def test_every_function_that_counts_a_day_is_told_the_time_zone(function: Callable[..., object]) -> None:
+    """No default office time zone: a caller that forgot the register's would count deadlines by another
+    calendar without noticing (and mypy would not say so); now it cannot be called without one."""
+    parameter = inspect.signature(function).parameters["timezone"]
+    assert parameter.default is inspect.Parameter.empty
