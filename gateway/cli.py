@@ -21,9 +21,9 @@ from typer.core import TyperGroup
 
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
-from gateway.db.engine import alembic_config, assert_migrated, current_heads, expected_heads, make_engine
+from gateway.db.engine import alembic_config, current_heads, expected_heads, make_engine, migration_gap
 from gateway.enrolment.cli import pseudonyms_app
-from gateway.errors import DatabaseNotMigrated, InvalidRegister
+from gateway.errors import InvalidRegister
 from gateway.escalations.cli import escalations_app
 from gateway.logging import configure_logging
 from gateway.register.cli import register_app
@@ -148,18 +148,13 @@ def _start_refusal(settings: Settings) -> str | None:
     except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
         return _unreachable(exc, url)
     try:
-        assert_migrated(engine)
-    except DatabaseNotMigrated:
-        try:
-            current = ", ".join(sorted(current_heads(engine))) or "none"
-        except SQLAlchemyError:
-            current = "unknown"
-        return (f"database not migrated: run `wgs-gateway db upgrade` first (database at revision {current}, "
-                f"the code expects {', '.join(sorted(expected_heads(url)))})")
+        gap = migration_gap(current_heads(engine), expected_heads(url))
     except SQLAlchemyError as exc:
         return _unreachable(exc, url)
     finally:
         engine.dispose()
+    if gap:
+        return f"database not migrated: run `wgs-gateway db upgrade` first ({gap})"
     try:
         load_register(settings.register_file)
     except InvalidRegister as exc:

@@ -18,6 +18,15 @@ from gateway.db.engine import make_engine, make_session_factory
 from gateway.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+"""A readiness probe's check: returns when the dependency is usable, raises when it is not."""
+
+
+class NotReady(Exception):
+    """Raised by a readiness check with a reason the probe may show as it is.
+
+    ``/health/ready`` is unauthenticated, so it reports any other exception by its type name only (a
+    driver's message may carry a host or a password); a check that knows why it fails, and can say so
+    without a secret, raises this instead."""
 Service = TypeVar("Service")
 
 

@@ -73,21 +73,32 @@ def alembic_config(url: str) -> Config:
 
 
 def expected_heads(url: str) -> set[str]:
+    """The migration heads this code ships. Parses every script in migrations/versions (a few ms): callers
+    that ask often (the readiness probe) compute it once at start-up."""
     return set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
 
 
 def current_heads(engine: Engine) -> set[str]:
+    """The revisions recorded in the database's ``alembic_version`` table (empty: not migrated at all)."""
     with engine.connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads())
 
 
-def assert_migrated(engine: Engine) -> None:
-    """Refuse to start unless the database is at the code's migration head."""
+def migration_gap(current: set[str], expected: set[str]) -> str | None:
+    """``database at revision X, the code expects Y``, or None when the database is at the code's head.
+
+    Names revisions only, never the database URL, so it may go to an operator's terminal and to the
+    unauthenticated readiness probe alike."""
+    if current == expected:
+        return None
+    return (f"database at revision {', '.join(sorted(current)) or 'none'}, "
+            f"the code expects {', '.join(sorted(expected))}")
+
+
+def assert_migrated(engine: Engine, expected: set[str] | None = None) -> None:
+    """Refuse to start unless the database is at the code's migration head (``expected``, computed here if
+    not given)."""
     url = engine.url.render_as_string(hide_password=True)
-    expected = expected_heads(url)
-    current = current_heads(engine)
-    if current != expected:
-        raise DatabaseNotMigrated(
-            f"Database {url} is at revision {sorted(current) or 'none'}, the code expects {sorted(expected)}. "
-            "Run `wgs-gateway db upgrade` first."
-        )
+    gap = migration_gap(current_heads(engine), expected_heads(url) if expected is None else expected)
+    if gap:
+        raise DatabaseNotMigrated(f"{gap} (database {url}). Run `wgs-gateway db upgrade` first.")
