@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import Clock, SystemClock
-from gateway.db.engine import make_engine, make_session_factory
+from gateway.db.engine import engine_for, make_session_factory
 from gateway.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -53,6 +53,6 @@ class Container:
 
 
 def build_container(settings: Settings, clock: Clock | None = None) -> Container:
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     return Container(settings=settings, clock=clock or SystemClock(), engine=engine,
                      sessions=make_session_factory(engine))

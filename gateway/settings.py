@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL; default is an SQLite file in data_dir. Use postgresql+psycopg://...",
     )
+    # Whole seconds from 2: libpq's (and psycopg's) unit and minimum; a fraction or 1 would silently become
+    # another value. An int is finite by construction.
+    db_connect_timeout_seconds: int = Field(
+        default=5, ge=2, le=300,
+        description="How long opening a PostgreSQL connection may take before the command, start-up or request "
+                    "fails (a connect_timeout in the database URL takes precedence).")
     register_file: Path = Field(default=SHIPPED_REGISTER, description="Partnership register (YAML).")
     issuer: str = Field(default="https://gateway.wgs.local", description="OAuth2 issuer (iss claim).")
     audience: str = Field(default="wgs-gateway", description="Audience (aud) of access tokens.")

@@ -30,11 +30,18 @@ def _problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["WGS_OPA_TIMEOUT_SECONDS", "WGS_CONNECTOR_TIMEOUT_SECONDS",
-                                  "WGS_REVOCATION_REFRESH_SECONDS"])
+                                  "WGS_REVOCATION_REFRESH_SECONDS", "WGS_DB_CONNECT_TIMEOUT_SECONDS"])
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "100000"])
 def test_timeouts_must_be_positive_finite_and_bounded(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     [line] = _problems(monkeypatch, **{name: value})
     assert line.startswith(f"{name}: ")
+
+
+@pytest.mark.parametrize("value", ["1", "2.5"])
+def test_the_database_connect_timeout_is_whole_seconds_from_two(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq counts whole seconds and waits at least 2: a value it would silently change is refused."""
+    [line] = _problems(monkeypatch, WGS_DB_CONNECT_TIMEOUT_SECONDS=value)
+    assert line.startswith("WGS_DB_CONNECT_TIMEOUT_SECONDS: ")
 
 
 @pytest.mark.parametrize("name", ["WGS_ESCALATION_SCAN_SECONDS", "WGS_RATE_LIMIT_PER_SECOND"])
@@ -55,6 +62,7 @@ def test_the_defaults_and_good_values_are_accepted(monkeypatch: pytest.MonkeyPat
     settings = Settings(_env_file=None)
     assert settings.log_level == "WARNING"
     assert settings.opa_timeout_seconds == 0.5
+    assert Settings(_env_file=None, db_connect_timeout_seconds="2").db_connect_timeout_seconds == 2
 
 
 @pytest.mark.parametrize(("name", "value", "reason"), [
