@@ -525,10 +525,21 @@ def test_serve_refuses_a_bad_setting_in_one_line_naming_the_variable(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]],
         name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
+    if name == "WGS_OPA_URL":
+        monkeypatch.setenv("WGS_POLICY_ENGINE", "opa")  # only the OPA server engine uses (and checks) the URL
     line = _refusal(runner.invoke(app, ["serve", "--port", "1"]))
     assert line.startswith(f"{name}: ")
     assert value not in line
     assert no_server == []
+
+
+def test_serve_with_the_embedded_engine_ignores_an_opa_url_it_does_not_use(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]]) -> None:
+    monkeypatch.delenv("WGS_POLICY_ENGINE", raising=False)
+    monkeypatch.setenv("WGS_OPA_URL", "opa:8181")
+    result = runner.invoke(app, ["serve", "--port", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(no_server) == 1
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "1"], ["db", "upgrade"], ["clients", "list"],
