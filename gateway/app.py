@@ -18,7 +18,7 @@ from gateway.auth.setup import auth_services, install_auth
 from gateway.clock import Clock
 from gateway.console import endpoints as console_endpoints
 from gateway.container import Container, build_container
-from gateway.db.engine import assert_migrated
+from gateway.db.engine import assert_migrated, expected_heads
 from gateway.enrolment import endpoints as enrolment_endpoints
 from gateway.enrolment.setup import install_pseudonyms
 from gateway.escalations import endpoints as escalation_endpoints
@@ -47,9 +47,15 @@ client secret) and send the access token as `Authorization: Bearer ...`. Every e
 
 
 def start_services(container: Container) -> None:
-    """Start-up, in order: refuse an un-migrated database, then bring up each service."""
-    assert_migrated(container.engine)
+    """Start-up, in order: refuse an un-migrated database, then bring up each service.
+
+    The migration heads are read from the scripts once, here; the readiness probe compares the database
+    with them on every call (a schema migrated or downgraded under the running process makes it not ready).
+    """
+    heads = expected_heads(container.engine.url.render_as_string(hide_password=True))
+    assert_migrated(container.engine, heads)
     container.readiness["database"] = health.database_check(container)
+    container.readiness["schema"] = health.schema_check(container, heads)
     install_register(container)
     install_auth(container)
     install_audit(container)

@@ -21,9 +21,9 @@ from typer.core import TyperGroup
 
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
-from gateway.db.engine import alembic_config, assert_migrated, current_heads, expected_heads, make_engine
+from gateway.db.engine import alembic_config_for, current_heads, engine_for, expected_heads, migration_gap
 from gateway.enrolment.cli import pseudonyms_app
-from gateway.errors import DatabaseNotMigrated, InvalidRegister
+from gateway.errors import InvalidRegister
 from gateway.escalations.cli import escalations_app
 from gateway.logging import configure_logging
 from gateway.register.cli import register_app
@@ -109,25 +109,25 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with _database_errors(settings.effective_database_url):
-        command.upgrade(alembic_config(settings.effective_database_url), revision)
+        command.upgrade(alembic_config_for(settings), revision)
     console.print(f"[green]database at {revision}[/green]")
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base or -1.")) -> None:
     """Migrate the database down to REVISION."""
-    url = _settings().effective_database_url
-    with _database_errors(url):
-        command.downgrade(alembic_config(url), revision)
+    settings = _settings()
+    with _database_errors(settings.effective_database_url):
+        command.downgrade(alembic_config_for(settings), revision)
     console.print(f"[yellow]database at {revision}[/yellow]")
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's current revision."""
-    url = _settings().effective_database_url
-    with _database_errors(url):
-        command.current(alembic_config(url))
+    settings = _settings()
+    with _database_errors(settings.effective_database_url):
+        command.current(alembic_config_for(settings))
 
 
 def _start_refusal(settings: Settings) -> str | None:
@@ -144,22 +144,17 @@ def _start_refusal(settings: Settings) -> str | None:
         if not path.is_file():
             return f"database not migrated: run `wgs-gateway db upgrade` first (no database file at {path})"
     try:
-        engine = make_engine(url)
+        engine = engine_for(settings)
     except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
         return _unreachable(exc, url)
     try:
-        assert_migrated(engine)
-    except DatabaseNotMigrated:
-        try:
-            current = ", ".join(sorted(current_heads(engine))) or "none"
-        except SQLAlchemyError:
-            current = "unknown"
-        return (f"database not migrated: run `wgs-gateway db upgrade` first (database at revision {current}, "
-                f"the code expects {', '.join(sorted(expected_heads(url)))})")
+        gap = migration_gap(current_heads(engine), expected_heads(url))
     except SQLAlchemyError as exc:
         return _unreachable(exc, url)
     finally:
         engine.dispose()
+    if gap:
+        return f"database not migrated: run `wgs-gateway db upgrade` first ({gap})"
     try:
         load_register(settings.register_file)
     except InvalidRegister as exc:

@@ -14,10 +14,19 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.clock import Clock, SystemClock
-from gateway.db.engine import make_engine, make_session_factory
+from gateway.db.engine import engine_for, make_session_factory
 from gateway.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+"""A readiness probe's check: returns when the dependency is usable, raises when it is not."""
+
+
+class NotReady(Exception):
+    """Raised by a readiness check with a reason the probe may show as it is.
+
+    ``/health/ready`` is unauthenticated, so it reports any other exception by its type name only (a
+    driver's message may carry a host or a password); a check that knows why it fails, and can say so
+    without a secret, raises this instead."""
 Service = TypeVar("Service")
 
 
@@ -44,6 +53,6 @@ class Container:
 
 
 def build_container(settings: Settings, clock: Clock | None = None) -> Container:
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     return Container(settings=settings, clock=clock or SystemClock(), engine=engine,
                      sessions=make_session_factory(engine))

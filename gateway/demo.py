@@ -36,7 +36,7 @@ from gateway.auth.repository import get_account
 from gateway.client.api import GatewayClient, GatewayClientError
 from gateway.client.models import ExchangeRequest, ExchangeResult
 from gateway.clock import SystemClock
-from gateway.db.engine import alembic_config, make_engine, make_session_factory, transaction
+from gateway.db.engine import alembic_config_for, engine_for, make_session_factory, transaction
 from gateway.register.loader import load_register
 from gateway.settings import SHIPPED_REGISTER, Settings
 
@@ -91,7 +91,7 @@ PEOPLE = [("po-gemeente", "gemeente-amsterdam", "privacy-officer"), ("po-politie
 def _register_clients(settings: Settings) -> dict[str, OKPKey]:
     """Every simulated partner as an OAuth client (requesters may also exchange), and the people of S9."""
     register, _ = load_register(settings.register_file)
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     sessions = make_session_factory(engine)
     keys: dict[str, OKPKey] = {}
     with transaction(sessions) as session:
@@ -249,7 +249,7 @@ def demo_register(settings: Settings) -> Path:
 def run_demo(settings: Settings, port: int = 8000, once: bool = False) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"register_file": demo_register(settings)})
-    command.upgrade(alembic_config(settings.effective_database_url), "head")
+    command.upgrade(alembic_config_for(settings), "head")
     keys = _register_clients(settings)
     gateway_port = _free_port(port)
     gateway_url = f"http://127.0.0.1:{gateway_port}"

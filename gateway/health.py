@@ -1,8 +1,11 @@
 """Liveness and readiness probes.
 
 ``/health/live`` answers as long as the process serves HTTP. ``/health/ready`` runs every registered
-readiness check (database, policy engine, key store, ...) and answers 503 with the failing names, so a
+readiness check (database, schema, policy engine, key store, ...) and answers 503 with the failing names, so a
 load balancer stops routing to a gateway that would have to deny everything.
+
+A container orchestrator should restart on the liveness probe and route on the readiness probe: restarting
+a gateway whose database is down or behind only makes it refuse to start (``serve`` checks both first).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from gateway.container import Container, ReadinessCheck
+from gateway.container import Container, NotReady, ReadinessCheck
+from gateway.db.engine import current_heads, migration_gap
 
 router = APIRouter(tags=["health"])
 
@@ -27,7 +31,8 @@ async def live() -> dict[str, str]:
             responses={503: {"description": "A dependency is not ready (plain JSON, not a problem document)",
                              "content": {"application/json": {"example": {
                                  "status": "unavailable", "checks": {"database": "failed: OperationalError",
-                                                                     "policy": "ok", "keys": "ok"}}}}}})
+                                                                     "schema": "failed: OperationalError",
+                                                                     "policy_engine": "ok", "key_store": "ok"}}}}}})
 async def ready(request: Request) -> JSONResponse:
     container: Container = request.app.state.container
     results: dict[str, str] = {}
@@ -35,6 +40,8 @@ async def ready(request: Request) -> JSONResponse:
         try:
             await asyncio.wait_for(check(), timeout=3.0)
             results[name] = "ok"
+        except NotReady as exc:  # a reason its check vouches for: no secret in it
+            results[name] = f"failed: {exc}"
         except Exception as exc:  # a probe reports, it never raises
             results[name] = f"failed: {type(exc).__name__}"
     healthy = all(value == "ok" for value in results.values())
@@ -48,4 +55,21 @@ def database_check(container: Container) -> ReadinessCheck:
             with container.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         await asyncio.to_thread(ping)
+    return check
+
+
+def schema_check(container: Container, expected: set[str]) -> ReadinessCheck:
+    """Not ready while the database is not at ``expected``, the migration heads this code ships.
+
+    ``serve`` and the app's start-up refuse such a database already; this covers a schema that changes
+    under a running process: a newer gateway version migrated it during a rolling upgrade (this one no
+    longer matches its tables), or an operator downgraded it. Either way the same condition as at start-up
+    (anything but exactly the head), so a process never serves on a schema it would refuse to start on.
+    ``expected`` is computed once at start-up (it parses every migration script); each probe reads only
+    ``alembic_version``. The reason names revisions, never the database URL."""
+    async def check() -> None:
+        current = await asyncio.to_thread(current_heads, container.engine)
+        gap = migration_gap(current, expected)
+        if gap:
+            raise NotReady(f"not migrated: {gap}; run `wgs-gateway db upgrade`")
     return check

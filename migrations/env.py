@@ -28,8 +28,9 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
+    # connect_args: the connect timeout gateway.db.engine.alembic_config sets (none for plain `alembic`).
     engine = engine_from_config(config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.",
-                                poolclass=pool.NullPool)
+                                poolclass=pool.NullPool, connect_args=config.attributes.get("connect_args", {}))
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():

@@ -15,7 +15,7 @@ from gateway.auth.accounts import create_account
 from gateway.auth.clients import register_key_client, register_secret_client
 from gateway.auth.keys import SigningKeyStore
 from gateway.clock import SystemClock
-from gateway.db.engine import make_engine, make_session_factory, transaction
+from gateway.db.engine import engine_for, make_session_factory, transaction
 from gateway.errors import GatewayError
 from gateway.register.loader import load_register
 from gateway.settings import Settings
@@ -29,7 +29,7 @@ err = Console(stderr=True)
 
 
 def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
-    return make_session_factory(make_engine(settings.effective_database_url))
+    return make_session_factory(engine_for(settings))
 
 
 def _fail(exc: GatewayError) -> None:

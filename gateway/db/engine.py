@@ -5,35 +5,65 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import DatabaseNotMigrated
 from gateway.resources import resource_dir
 
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
 MIGRATIONS_DIR = resource_dir("migrations")
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout so concurrent writers wait."""
+def make_engine(url: str, *, echo: bool = False, connect_timeout: int | None = None) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout so concurrent writers wait.
+
+    ``connect_timeout`` (seconds, PostgreSQL): how long opening a connection may take, see
+    :func:`connect_args`. Processes pass their setting through :func:`engine_for`.
+    """
     # hide_parameters: error texts must not carry statement parameters (audit entries, records).
-    kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
+    kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True,
+                              "connect_args": connect_args(url, connect_timeout)}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def engine_for(settings: Settings) -> Engine:
+    """The engine of ``settings``' database, with its connect timeout: what every command and the app use."""
+    return make_engine(settings.effective_database_url, connect_timeout=settings.db_connect_timeout_seconds)
+
+
+def connect_args(url: str, connect_timeout: int | None) -> dict[str, Any]:
+    """The driver's connection arguments for ``url``.
+
+    PostgreSQL: ``connect_timeout``, so a server that is unreachable without a refusal (a dropped packet, a
+    firewall, a host that accepts but never answers) fails the connection attempt in that time instead of
+    psycopg's default of 130 s, per attempt, which held CLI commands, the start-up and every request (the
+    pool's pre-ping reconnects) that long. A ``connect_timeout`` already in the URL's query is the
+    operator's explicit choice and is kept. SQLite: wait for a writer's lock up to 30 s, from any thread.
+    """
+    if url.startswith("sqlite"):
+        return {"check_same_thread": False, "timeout": 30}
+    parsed = make_url(url)
+    if connect_timeout is None or parsed.get_backend_name() != "postgresql" or "connect_timeout" in parsed.query:
+        return {}
+    return {"connect_timeout": connect_timeout}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -64,30 +94,50 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def alembic_config(url: str) -> Config:
-    """Alembic configuration built in code, so the CLI works from any working directory."""
+def alembic_config(url: str, *, connect_timeout: int | None = None) -> Config:
+    """Alembic configuration built in code, so the CLI works from any working directory.
+
+    ``migrations/env.py`` opens its own engine with :func:`connect_args` (the ``connect_args`` attribute).
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["connect_args"] = connect_args(url, connect_timeout)
     return config
 
 
+def alembic_config_for(settings: Settings) -> Config:
+    """Alembic's configuration for ``settings``' database, with its connect timeout (``wgs-gateway db ...``)."""
+    return alembic_config(settings.effective_database_url, connect_timeout=settings.db_connect_timeout_seconds)
+
+
 def expected_heads(url: str) -> set[str]:
+    """The migration heads this code ships. Parses every script in migrations/versions (a few ms): callers
+    that ask often (the readiness probe) compute it once at start-up."""
     return set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
 
 
 def current_heads(engine: Engine) -> set[str]:
+    """The revisions recorded in the database's ``alembic_version`` table (empty: not migrated at all)."""
     with engine.connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads())
 
 
-def assert_migrated(engine: Engine) -> None:
-    """Refuse to start unless the database is at the code's migration head."""
+def migration_gap(current: set[str], expected: set[str]) -> str | None:
+    """``database at revision X, the code expects Y``, or None when the database is at the code's head.
+
+    Names revisions only, never the database URL, so it may go to an operator's terminal and to the
+    unauthenticated readiness probe alike."""
+    if current == expected:
+        return None
+    return (f"database at revision {', '.join(sorted(current)) or 'none'}, "
+            f"the code expects {', '.join(sorted(expected))}")
+
+
+def assert_migrated(engine: Engine, expected: set[str] | None = None) -> None:
+    """Refuse to start unless the database is at the code's migration head (``expected``, computed here if
+    not given)."""
     url = engine.url.render_as_string(hide_password=True)
-    expected = expected_heads(url)
-    current = current_heads(engine)
-    if current != expected:
-        raise DatabaseNotMigrated(
-            f"Database {url} is at revision {sorted(current) or 'none'}, the code expects {sorted(expected)}. "
-            "Run `wgs-gateway db upgrade` first."
-        )
+    gap = migration_gap(current_heads(engine), expected_heads(url) if expected is None else expected)
+    if gap:
+        raise DatabaseNotMigrated(f"{gap} (database {url}). Run `wgs-gateway db upgrade` first.")

@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from gateway.db.engine import make_engine, make_session_factory
+from gateway.db.engine import engine_for, make_session_factory
 from gateway.enrolment.rekey import RekeyResult, pending_rows, rekey_index, rows_per_version
 from gateway.pseudonyms.errors import KeyStoreError
 from gateway.pseudonyms.keys import KeyRing
@@ -44,7 +44,7 @@ def _store(settings: Settings) -> FileKeyStore:
 
 
 def _pending(settings: Settings, current: int) -> int:
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     try:
         with engine.connect() as connection:
             return pending_rows(connection, current)
@@ -54,7 +54,7 @@ def _pending(settings: Settings, current: int) -> int:
 
 def _rekey(settings: Settings, ring: KeyRing, pending: int) -> RekeyResult:
     """Move the index to ``ring.current`` with a progress bar; a version missing from the ring exits 1."""
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     try:
         with Progress(console=out) as progress:
             task = progress.add_task(f"re-keying the index to v{ring.current}", total=pending)
@@ -83,7 +83,7 @@ def status() -> None:
     settings = Settings()
     ring = asyncio.run(_store(settings).initialise())
     out.print(f"key versions: {sorted(ring.versions)}; current: {ring.current}")
-    engine = make_engine(settings.effective_database_url)
+    engine = engine_for(settings)
     try:
         with engine.connect() as connection:
             counts = rows_per_version(connection)

@@ -45,6 +45,7 @@ from pydantic import TypeAdapter
 
 from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
 from gateway.policy.model import Decision, Party, PolicyContext, PolicyInput, PolicyKind, PolicyRequest
+from gateway.urls import EXPECTED, http_url
 
 RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decision", "discovery": "data.wgs.discovery.decision"}
 OPA_PATHS: dict[PolicyKind, str] = {"exchange": "wgs/exchange/decision", "discovery": "wgs/discovery/decision"}
@@ -312,18 +313,14 @@ def _opa_address(url: str) -> tuple[str, int, bool, str]:
     port defaults to the scheme's (443 for https, 80 for http), and a path prefix (OPA behind a reverse
     proxy, ``https://gw.example.org/opa``) goes in front of the API version (``opa/v1``). A URL the
     client cannot reach as written (another scheme, no host, credentials, a query or fragment) is
-    refused rather than trimmed."""
-    from urllib.parse import urlsplit
-
+    refused rather than trimmed; the refusal does not repeat the URL (it may carry a password)."""
     try:
-        parsed = urlsplit(url.strip())
-        port = parsed.port
+        parsed = http_url(url)
     except ValueError as exc:
-        raise PolicyUnavailable(f"invalid OPA URL {url!r}: {exc}") from exc
-    scheme, host = parsed.scheme.lower(), parsed.hostname
-    if scheme not in ("http", "https") or not host or parsed.username is not None or parsed.password is not None \
-            or parsed.query or parsed.fragment:
-        raise PolicyUnavailable(f"invalid OPA URL {url!r}: expected http(s)://host[:port][/path]")
+        raise PolicyUnavailable(f"invalid OPA URL: {exc}") from None
+    if parsed.username is not None or parsed.password is not None or parsed.query or parsed.fragment:
+        raise PolicyUnavailable(f"invalid OPA URL: {EXPECTED}, without credentials, query or fragment")
+    scheme, host, port = parsed.scheme.lower(), str(parsed.hostname), parsed.port
     if ":" in host:  # an IPv6 literal (urlsplit drops the brackets)
         host = f"[{host}]"
     prefix = parsed.path.strip("/")

@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import re
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -525,10 +527,21 @@ def test_serve_refuses_a_bad_setting_in_one_line_naming_the_variable(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]],
         name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
+    if name == "WGS_OPA_URL":
+        monkeypatch.setenv("WGS_POLICY_ENGINE", "opa")  # only the OPA server engine uses (and checks) the URL
     line = _refusal(runner.invoke(app, ["serve", "--port", "1"]))
     assert line.startswith(f"{name}: ")
     assert value not in line
     assert no_server == []
+
+
+def test_serve_with_the_embedded_engine_ignores_an_opa_url_it_does_not_use(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]]) -> None:
+    monkeypatch.delenv("WGS_POLICY_ENGINE", raising=False)
+    monkeypatch.setenv("WGS_OPA_URL", "opa:8181")
+    result = runner.invoke(app, ["serve", "--port", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(no_server) == 1
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "1"], ["db", "upgrade"], ["clients", "list"],
@@ -557,6 +570,33 @@ def test_an_unreachable_database_is_one_line_without_the_password(
     assert line.startswith("database unreachable: ")
     assert "S3cr" not in line
     assert "tPW" not in line
+
+
+@pytest.fixture
+def silent_database() -> Iterator[int]:
+    """The port of a loopback listener that completes TCP connections and then never says a word: a
+    database host behind a black-holing firewall or a hung server, as the driver sees it."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        yield int(listener.getsockname()[1])
+
+
+@pytest.mark.timeout(60)  # psycopg's own default would wait 130 s per attempt
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["serve", "--port", "1"]])
+def test_a_silent_database_fails_within_the_connect_timeout_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]], silent_database: int,
+        command: list[str]) -> None:
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WGS_DATABASE_URL", f"postgresql+psycopg://wgs:S3cr%40tPW@127.0.0.1:{silent_database}/wgs")
+    monkeypatch.setenv("WGS_DB_CONNECT_TIMEOUT_SECONDS", "2")
+    started = time.monotonic()
+    line = _refusal(runner.invoke(app, command))
+    elapsed = time.monotonic() - started
+    assert 1.5 <= elapsed < 15, elapsed  # waited for the server, then gave up at the setting's timeout
+    assert line.startswith("database unreachable: ")
+    assert "timeout" in line
+    assert "S3cr" not in line
+    assert "tPW" not in line
+    assert no_server == []
 
 
 def test_a_database_message_loses_the_password_and_the_url_as_written() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
 
 from gateway.app import create_app
 from gateway.container import build_container
@@ -55,6 +58,36 @@ def test_app_starts_and_is_ready_on_migrated_database(db_url: str) -> None:
     container.close()
     assert response.status_code == 200
     assert response.json()["checks"]["database"] == "ok"
+
+
+def test_a_schema_changed_under_a_running_gateway_makes_it_not_ready(db_url: str, tmp_path: Path) -> None:
+    """The probe reads the database's revision on every call: a schema downgraded (or migrated by another
+    version) after the start makes the gateway not ready, with the revisions and the remedy but no part of
+    the database URL; back at the code's head it is ready again, without a restart."""
+    config = alembic_config(db_url)
+    container = build_container(Settings(data_dir=tmp_path, database_url=db_url))
+    try:
+        with TestClient(create_app(container=container)) as client:
+            at_head = client.get("/health/ready")
+            command.downgrade(config, "-1")
+            behind = client.get("/health/ready")
+            command.upgrade(config, "head")
+            again = client.get("/health/ready")
+    finally:
+        container.close()
+    assert at_head.status_code == 200
+    assert at_head.json()["checks"]["schema"] == "ok"
+    assert behind.status_code == 503
+    assert behind.json()["status"] == "unavailable"
+    reason = behind.json()["checks"]["schema"]
+    assert reason.startswith("failed: not migrated: database at revision ")
+    assert all(head in reason for head in expected_heads(db_url))
+    assert "wgs-gateway db upgrade" in reason
+    url = make_url(db_url)
+    for part in (url.password, url.host, url.database):
+        assert not part or str(part) not in behind.text
+    assert again.status_code == 200
+    assert again.json()["checks"]["schema"] == "ok"
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:

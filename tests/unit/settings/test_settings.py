@@ -30,11 +30,18 @@ def _problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["WGS_OPA_TIMEOUT_SECONDS", "WGS_CONNECTOR_TIMEOUT_SECONDS",
-                                  "WGS_REVOCATION_REFRESH_SECONDS"])
+                                  "WGS_REVOCATION_REFRESH_SECONDS", "WGS_DB_CONNECT_TIMEOUT_SECONDS"])
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "100000"])
 def test_timeouts_must_be_positive_finite_and_bounded(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     [line] = _problems(monkeypatch, **{name: value})
     assert line.startswith(f"{name}: ")
+
+
+@pytest.mark.parametrize("value", ["1", "2.5"])
+def test_the_database_connect_timeout_is_whole_seconds_from_two(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq counts whole seconds and waits at least 2: a value it would silently change is refused."""
+    [line] = _problems(monkeypatch, WGS_DB_CONNECT_TIMEOUT_SECONDS=value)
+    assert line.startswith("WGS_DB_CONNECT_TIMEOUT_SECONDS: ")
 
 
 @pytest.mark.parametrize("name", ["WGS_ESCALATION_SCAN_SECONDS", "WGS_RATE_LIMIT_PER_SECOND"])
@@ -55,6 +62,7 @@ def test_the_defaults_and_good_values_are_accepted(monkeypatch: pytest.MonkeyPat
     settings = Settings(_env_file=None)
     assert settings.log_level == "WARNING"
     assert settings.opa_timeout_seconds == 0.5
+    assert Settings(_env_file=None, db_connect_timeout_seconds="2").db_connect_timeout_seconds == 2
 
 
 @pytest.mark.parametrize(("name", "value", "reason"), [
@@ -72,6 +80,33 @@ def test_values_that_would_fail_later_are_refused_now(name: str, value: str, rea
     [line] = _problems(monkeypatch, WGS_POLICY_ENGINE="opa", **{name: value})
     assert line.startswith(f"{name}: ")
     assert reason in line
+
+
+@pytest.mark.parametrize("value", ["opa:8181", "http://user:pw@opa:8181", "http://opa:99999"])
+def test_the_opa_url_is_checked_only_when_the_opa_engine_is_selected(value: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded engine (the default) never reads WGS_OPA_URL, so a stale value does not stop the start;
+    with WGS_POLICY_ENGINE=opa the same value is refused, naming the variable but not the value."""
+    monkeypatch.setenv("WGS_OPA_URL", value)
+    assert Settings(_env_file=None).policy_engine == "embedded"
+    [line] = _problems(monkeypatch, WGS_POLICY_ENGINE="opa")
+    assert line.startswith("WGS_OPA_URL: expected http(s)://")
+    assert value not in line
+    assert "pw@" not in line
+
+
+def test_connector_endpoints_share_the_http_check_but_not_the_opa_refusals() -> None:
+    """One helper (gateway.urls.http_url) checks scheme, host and port of both; a query on a holder's base
+    URL stays allowed, as before."""
+    endpoints = {"politie-bvh": "https://politie.example:9101/holder?tenant=riec"}
+    assert Settings(_env_file=None, connector_endpoints=endpoints).connector_endpoints == endpoints
+    with pytest.raises(ValidationError, match="expected http"):
+        Settings(_env_file=None, policy_engine="opa", opa_url=endpoints["politie-bvh"])
+
+
+def test_a_bad_engine_name_is_the_one_problem_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _problems(monkeypatch, WGS_POLICY_ENGINE="opa-server", WGS_OPA_URL="opa:8181") == [
+        "WGS_POLICY_ENGINE: Input should be 'embedded' or 'opa'"]
 
 
 def test_a_problem_line_never_repeats_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
