@@ -26,7 +26,7 @@ from gateway.client.api import (
     GatewayUnavailable,
     InvalidResponse,
 )
-from gateway.client.models import DiscoveryRequest, ExchangeResult, Outcome
+from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeResult, Outcome
 from tests.unit.client.test_api_retries import (
     KEY,
     NOW,
@@ -280,6 +280,18 @@ async def test_an_unknown_outcome_and_new_fields_of_a_newer_gateway_are_read() -
     assert newer.outcome.value == "deferred-to-court"
     assert newer.outcome not in set(Outcome), "none of the outcomes this version acts on"
     assert result.model_dump(mode="json")["targets"][1]["outcome"] == "deferred-to-court"
+
+
+async def test_an_unknown_discovery_outcome_is_kept_as_sent() -> None:
+    seen = Recorder()
+    answer = {"discovery_id": "d-1", "partnership": "riec-aa", "purpose": "bibob-check", "policy_version": "1",
+              "register_version": "1", "receipt": {"exchange_id": "d-1"}, "cursor": None,
+              "targets": [{"holder": "kvk", "outcome": "hit"}, {"holder": "om", "outcome": "hit-pending"}]}
+    async with _client(seen, _sequence(httpx.Response(200, json=answer))) as client:
+        result = await client.discovery(_discovery())
+    assert [t.outcome for t in result.targets] == ["hit", "hit-pending"]
+    with pytest.raises(ValueError, match="outcome"):
+        DiscoveryResult.model_validate(answer)  # the gateway's own models still refuse it
 
 
 async def test_an_outcome_that_is_no_slug_is_still_refused() -> None:
