@@ -58,6 +58,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from joserfc import jwt
@@ -332,7 +333,7 @@ class GatewayClient:
         return _decoded(response, lambda r: DiscoveryResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
     async def get_exchange(self, exchange_id: str) -> ExchangeResult:
-        response = await self._send("GET", f"/v1/exchanges/{exchange_id}")
+        response = await self._send("GET", f"/v1/exchanges/{_segment(exchange_id)}")
         return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
     # -- pseudonyms ---------------------------------------------------------------------------------
@@ -411,6 +412,14 @@ def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContex
     if ca_file is not None:
         return ssl.create_default_context(cafile=os.fspath(ca_file))
     return True
+
+
+def _segment(value: str) -> str:
+    """``value`` as one path segment: an id with ``/``, ``?``, ``#`` or dot segments in it would otherwise
+    address another route (``../escalations/feed``) with this system's token."""
+    if value in {"", ".", ".."}:
+        raise ValueError("not an id")
+    return quote(value, safe="")
 
 
 def _no_answer(failure: httpx.TransportError) -> GatewayUnavailable:

@@ -135,6 +135,18 @@ async def test_a_retry_after_the_client_cannot_parse_is_no_crash(double: tuple[D
     assert stand_in.seen == ["exchanges/ex-1", "exchanges/ex-1"]
 
 
+@pytest.mark.parametrize("exchange_id", ["../escalations/feed", "ex-1?holder=all", "ex-1#x"])
+async def test_an_exchange_id_addresses_that_exchange_and_nothing_else(double: tuple[Double, str],
+                                                                       exchange_id: str) -> None:
+    stand_in, url = double
+    stand_in.answers = [JSONResponse(RESULT)]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        await client.get_exchange(exchange_id)
+        with pytest.raises(ValueError, match="not an id"):
+            await client.get_exchange("..")
+    assert stand_in.seen == [f"exchanges/{exchange_id}"]
+
+
 async def test_a_closed_client_leaves_no_open_connection(double: tuple[Double, str]) -> None:
     stand_in, url = double
     stand_in.answers = [JSONResponse(RESULT)]
