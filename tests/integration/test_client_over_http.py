@@ -4,11 +4,13 @@ verified — against the system's CAs by default, against ``ca_file`` when given
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gc
 import ipaddress
 import json
 import ssl
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -145,6 +147,39 @@ async def test_an_exchange_id_addresses_that_exchange_and_nothing_else(double: t
         with pytest.raises(ValueError, match="not an id"):
             await client.get_exchange("..")
     assert stand_in.seen == [f"exchanges/{exchange_id}"]
+
+
+async def test_a_call_cancelled_while_fetching_the_token_or_waiting_leaves_the_client_usable() -> None:
+    """Cancelled in the middle of the shared token fetch (it holds the lock) and in a back-pressure wait: the
+    lock is released and nothing half-done is kept, so the next calls get a token and an answer."""
+    release = threading.Event()  # set from the test's loop, waited for in the server's thread
+    stand_in = Double(answers=[JSONResponse({"status": 429}, status_code=429, headers={"Retry-After": "30"}),
+                               JSONResponse(RESULT)])
+    app = stand_in.app()
+
+    @app.middleware("http")
+    async def slow_first_token(request: Request, call_next: Any) -> Any:
+        if request.url.path == "/oauth/token" and not release.is_set():
+            await asyncio.to_thread(release.wait, 10)
+        return await call_next(request)
+
+    with serve_app(app) as url:
+        async with GatewayClient(url, "sys-a", KEY) as client:
+            fetching = asyncio.create_task(client.get_exchange("ex-1"))
+            await asyncio.sleep(0.3)
+            fetching.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fetching
+            release.set()
+            waiting = asyncio.create_task(client.get_exchange("ex-1"))  # 429: waits 30 s
+            while not stand_in.seen:
+                await asyncio.sleep(0.05)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            result = await asyncio.wait_for(client.get_exchange("ex-1"), 10)
+    assert result.exchange_id == "ex-1"
+    assert stand_in.seen == ["exchanges/ex-1", "exchanges/ex-1"]
 
 
 async def test_a_closed_client_leaves_no_open_connection(double: tuple[Double, str]) -> None:
