@@ -235,7 +235,7 @@ class GatewayClient:
         """Waits before the next attempt, or raises the typed error when the call may not (``safe`` false)
         or can no longer be repeated."""
         error = failure if isinstance(failure, GatewayClientError) else _no_answer(failure)
-        if not safe or call.failures >= self._retries:
+        if not safe or call.failures >= self._retries or _certificate_refused(failure):
             raise error
         call.failures += 1
         await self._pause(call, self._delay(call.failures, error.retry_after), error)
@@ -420,6 +420,19 @@ def _segment(value: str) -> str:
     if value in {"", ".", ".."}:
         raise ValueError("not an id")
     return quote(value, safe="")
+
+
+def _certificate_refused(failure: BaseException) -> bool:
+    """The gateway's certificate failed verification: a matter of configuration (CA, host name), which
+    asking again does not change."""
+    seen: BaseException | None = failure
+    for _ in range(5):  # httpx.ConnectError <- httpcore.ConnectError <- ssl.SSLCertVerificationError
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _no_answer(failure: httpx.TransportError) -> GatewayUnavailable:

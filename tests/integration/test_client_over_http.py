@@ -231,10 +231,15 @@ def tls_double(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 async def test_a_gateway_whose_certificate_no_trusted_ca_issued_is_refused(tls_double: tuple[str, Path]) -> None:
     url, _ = tls_double
     assert url.startswith("https://")
-    async with GatewayClient(url, "sys-a", KEY, retries=0) as client:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+    async with GatewayClient(url, "sys-a", KEY, retries=3, sleep=sleep) as client:
         with pytest.raises(GatewayUnavailable) as raised:
             await client.get_exchange("ex-1")
     assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
+    assert sleeps == [], "a certificate that fails verification is not asked again"
 
 
 async def test_the_ca_file_option_trusts_the_partnerships_ca(tls_double: tuple[str, Path]) -> None:
