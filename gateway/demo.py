@@ -182,7 +182,11 @@ async def _run_scenarios(settings: Settings, gateway_url: str, keys: dict[str, O
     clients = {system: GatewayClient(gateway_url, system, key) for system, key in keys.items()}
     failures = 0
     try:
-        await _enrol_partners(settings, clients)
+        try:
+            await _enrol_partners(settings, clients)
+        except GatewayClientError as exc:  # the scenarios run on enrolled pseudonyms: none can run without
+            console.print(f"[red]enrolment failed: {exc}[/red]")
+            return 1
         for title, requester, body in _scenarios(world):
             try:
                 request = ExchangeRequest.model_validate(await _pseudonymised(clients[requester], world, body))

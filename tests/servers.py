@@ -13,15 +13,15 @@ import uvicorn
 
 
 @contextmanager
-def serve_app(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
+def serve_app(app: Any, host: str = "127.0.0.1", **config: Any) -> Iterator[str]:
     """Serve ``app`` on ``host`` (a loopback address, IPv4 or IPv6; free port); yields its base URL; stops it
-    afterwards."""
+    afterwards. ``config`` goes to uvicorn (e.g. ``ssl_certfile``/``ssl_keyfile``: then the URL is https)."""
     ipv6 = ":" in host
     sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -29,8 +29,9 @@ def serve_app(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
+    scheme = "https" if config.get("ssl_certfile") else "http"
     try:
-        yield f"http://[{host}]:{port}" if ipv6 else f"http://{host}:{port}"
+        yield f"{scheme}://[{host}]:{port}" if ipv6 else f"{scheme}://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -3,7 +3,10 @@
 * Tokens: OAuth2 client credentials with ``private_key_jwt`` (RFC 7523): a fresh, single-use signed
   assertion per token request (``kid`` in its header only when the key has one); the access token is
   reused until shortly before it expires (``min(30 s, expires_in / 2)`` before). Concurrent calls on a
-  fresh client share one metadata and one token request.
+  fresh client share one metadata and one token request. A 401 to a call (the gateway's signing keys were
+  replaced, the token was revoked) drops that token and repeats the call once with a new one — once: a
+  second 401 is the caller's ``GatewayClientError``. The authentication check refuses before anything of
+  the call is done, so this is safe for every call.
 * Retries: every exchange carries an ``Idempotency-Key`` (generated if the caller gives none) and every
   retry of it sends the same key, so a retry after a timeout or a 502/503/504 cannot disclose or log twice.
   Transport failures and 502/503/504 answers are retried ``retries`` times, after
@@ -12,93 +15,106 @@
   and a POST without one only when it was certainly not sent (connect error, connect or pool timeout;
   not e.g. a read timeout).
   The metadata and token requests happen inside the same loop and are always safe to repeat.
-  A 429 (the gateway's rate limit) is retried the same way, for every call: the limit refuses a call
-  before anything of it is done, so repeating it is always safe; ``GatewayThrottled`` once the retries are
-  spent (``GatewayUnavailable`` with status 429 when an earlier attempt may have reached the gateway).
-  Other 4xx answers and 500 are never retried, with one exception: a 409 with ``Retry-After`` to an exchange
-  means the first attempt with that key is still being answered (the gateway holds the key's claim for
-  up to 2 minutes). The client then waits as ``Retry-After`` says and asks again, for at most
-  ``busy_wait`` seconds in total (default 120), a bound separate from ``retries``; it gets the first
-  attempt's answer, not a second exchange.
+* Back-pressure: two answers say "not now, come back in Retry-After seconds" rather than "failed", and are
+  waited out for at most ``busy_wait`` seconds in total per call (default 120), a bound separate from
+  ``retries``: a 429 with ``Retry-After`` (the gateway's rate limit refuses a call before anything of it is
+  done, so repeating it is safe for every call), and a 409 with ``Retry-After`` to an exchange (the first
+  attempt with that key is still being answered; the gateway holds the key's claim for up to 2 minutes; the
+  client gets the first attempt's answer, not a second exchange). A 429 while waiting for a busy first
+  attempt is therefore no failure either. A 429 without ``Retry-After`` counts as a failure (``retries``).
+  Once spent: ``GatewayThrottled`` (``GatewayUnavailable`` with status 429 when an earlier attempt may have
+  reached the gateway) or ``GatewayBusy``. Other 4xx answers and 500 are never retried.
+* Deadline: ``deadline`` (seconds, default none) bounds a whole call — token, attempts, waits. A wait that
+  would end after it is not begun (the error it would have waited out is raised at once), and a request
+  still running when it passes is abandoned: ``GatewayUnavailable`` (status 0).
+* TLS: the gateway's certificate is always verified — against the system's CAs, the ``ca_file`` given, or an
+  ``ssl_context`` that must itself verify (one that does not is refused, so verification cannot be switched
+  off by accident).
 * Errors: ``GatewayClientError`` (the base of all) with ``status`` and the problem document (RFC 9457)
-  the gateway sent. Subclasses: ``GatewayUnavailable`` (no answer — connection failure or timeout,
-  ``status == 0`` and the transport exception as ``__cause__`` — or 502/503/504 after the retries),
-  ``GatewayBusy`` (the first attempt was still being answered after ``busy_wait``) and ``InvalidResponse``
-  (an answer that is not what the API promises, e.g. not JSON; ``status`` is its HTTP status, 0 when
-  httpx could not read it at all).
+  the gateway sent (``type``, ``title``, ``detail``). Subclasses: ``GatewayUnavailable`` (no answer —
+  connection failure, timeout or the deadline: ``status == 0`` — or 502/503/504 after the retries),
+  ``GatewayThrottled``, ``GatewayBusy`` and ``InvalidResponse`` (an answer that is not what the API
+  promises, e.g. not JSON; ``status`` is its HTTP status, 0 when httpx could not read it at all). Messages
+  carry the problem's title or detail only, never an answer's body or the values it failed on.
+* Newer gateways: answers are read leniently where the API may grow — fields this version does not know
+  are ignored, and an exchange outcome it does not know is kept as an ``Outcome`` whose ``known`` is false
+  (treat it as not allowed) instead of failing the whole answer.
 * Resuming: every error ``exchange()`` and ``rerun()`` raise carries ``idempotency_key``, the key the
   attempts were sent with. When it is unclear whether the exchange happened (``GatewayUnavailable``,
   ``GatewayBusy``), call ``exchange(same request, idempotency_key=error.idempotency_key)`` to get the
-  first attempt's answer; a new key would be a new exchange, i.e. a second disclosure.
+  first attempt's answer; a new key would be a new exchange, i.e. a second disclosure. A caller that may
+  cancel a call itself (rather than setting ``deadline``) should pass its own key, since a cancelled call
+  raises no error to carry one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
-from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeRequest, ExchangeResult
+from gateway.client.errors import (
+    GatewayBusy,
+    GatewayClientError,
+    GatewayThrottled,
+    GatewayUnavailable,
+    InvalidResponse,
+    invalid,
+    problem,
+    retry_after,
+    throttled,
+    undecodable,
+    unusable,
+)
+from gateway.client.models import (
+    ANSWER_CONTEXT,
+    DiscoveryRequest,
+    DiscoveryResult,
+    ExchangeRequest,
+    ExchangeResult,
+)
 from gateway.client.pseudonyms import PseudonymClient, RecipientKey
+
+__all__ = ["GatewayBusy", "GatewayClient", "GatewayClientError", "GatewayThrottled", "GatewayUnavailable",
+           "InvalidResponse"]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RETRY_STATUSES = {502, 503, 504}
 # The only transport failures after which a request certainly did not reach the server (no connection was
 # made, or none was free); after any other (e.g. ReadTimeout) it may have been received and acted on.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_MIN_PAUSE = 0.1  # a Retry-After of 0 still pauses: every wait spends some of busy_wait, so waiting ends
 _T = TypeVar("_T")
 
 
-class GatewayClientError(Exception):
-    """The gateway refused or failed a call; ``problem`` is its problem+json body. ``status`` is the HTTP
-    status, or 0 when no answer came (see ``GatewayUnavailable``). ``idempotency_key`` is set on errors of
-    ``exchange()``/``rerun()``: pass it back to resume that exchange. ``retry_after`` is the answer's
-    ``Retry-After`` in seconds, where it had one."""
+@dataclass
+class _Call:
+    """What one call has spent of its bounds so far."""
 
-    def __init__(self, status: int, problem: dict[str, Any], *, idempotency_key: str | None = None,
-                 retry_after: float | None = None) -> None:
-        super().__init__(f"{status}: {problem.get('detail') or problem.get('title') or 'error'}")
-        self.status = status
-        self.problem = problem
-        self.idempotency_key = idempotency_key
-        self.retry_after = retry_after
-
-
-class GatewayUnavailable(GatewayClientError):
-    """No answer (connection failure or timeout: ``status == 0``, the transport exception is the
-    ``__cause__``) or 502/503/504 once the retries are spent. Whether an exchange happened is unknown:
-    resume it with its ``idempotency_key``."""
-
-
-class GatewayThrottled(GatewayClientError):
-    """429 once the retries are spent: the gateway's rate limit refused every attempt. The limit refuses a
-    call before anything of it is done, so it was not acted on; ``retry_after`` says when to try again.
-    When an earlier attempt of the same call may have reached the gateway (a timeout, a 5xx, a busy 409),
-    the last 429 proves nothing about it: that ends as ``GatewayUnavailable`` (status 429), to be resumed
-    with the ``idempotency_key``."""
-
-
-class GatewayBusy(GatewayClientError):
-    """The first attempt of this exchange was still being answered (409 with ``Retry-After``) when
-    ``busy_wait`` ran out; resume it later with its ``idempotency_key``."""
-
-
-class InvalidResponse(GatewayClientError):
-    """An answer the API does not promise (not JSON, fields missing); ``status`` is its HTTP status."""
+    end: float | None  # the loop time of its deadline
+    failures: int = 0  # of ``retries``
+    waited: float = 0.0  # of ``busy_wait``
+    refreshed: bool = False  # a 401 was answered with a new token (once only)
+    reached: bool = False  # an attempt may have reached the API's handlers (then a 429 proves nothing)
 
 
 class GatewayClient:
     def __init__(self, base_url: str, system_id: str, key: OKPKey | ECKey, *, token_audience: str | None = None,
                  timeout: float = 30.0, retries: int = 2, busy_wait: float = 120.0, backoff: float = 0.5,
-                 max_delay: float = 30.0, clock: Callable[[], float] = time.time,
+                 max_delay: float = 30.0, deadline: float | None = None,
+                 ca_file: str | os.PathLike[str] | None = None, ssl_context: ssl.SSLContext | None = None,
+                 clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._base = base_url.rstrip("/")
@@ -110,12 +126,17 @@ class GatewayClient:
         self._busy_wait = busy_wait
         self._backoff = backoff
         self._max_delay = max_delay
+        self._deadline = deadline
         self._clock = clock
         self._sleep = sleep
-        self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport,
+                                       verify=_verification(ca_file, ssl_context))
         self._token: tuple[str, float] | None = None  # (access token, renew at)
         self._token_lock = asyncio.Lock()
         self._pseudonym_clients: dict[str, PseudonymClient] = {}
+
+    def __repr__(self) -> str:  # never the key (nor the token): reprs end up in logs and tracebacks
+        return f"GatewayClient({self._base!r}, system_id={self.system_id!r})"
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -128,15 +149,21 @@ class GatewayClient:
 
     # -- tokens -------------------------------------------------------------------------------------
     async def token(self) -> str:
-        """The access token: the cached one, or a new one (with the transport retries)."""
-        failures = 0
+        """The access token: the cached one, or a new one (with the retries, back-pressure and deadline)."""
+        return await self._within_deadline(self._token_attempts)
+
+    async def _token_attempts(self, call: _Call) -> str:
         while True:
             try:
                 return await self._current_token()
-            except (httpx.TransportError, GatewayUnavailable, GatewayThrottled) as exc:
-                failures = await self._retry_or_raise(exc, failures, safe=True)
+            except httpx.TransportError as exc:
+                await self._after_failure(call, exc, safe=True)
+            except GatewayThrottled as exc:
+                await self._after_throttling(call, exc)
+            except GatewayUnavailable as exc:
+                await self._after_failure(call, exc, safe=True)
             except httpx.HTTPError as exc:
-                raise _unusable(exc) from exc
+                raise unusable(exc) from exc
 
     async def _current_token(self) -> str:
         """The cached token, or one fetched under a lock so that concurrent calls share one request. Raises
@@ -158,9 +185,15 @@ class GatewayClient:
             try:
                 token, expires_in = str(body["access_token"]), float(body["expires_in"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise _invalid(response, "the token answer has no access_token/expires_in") from exc
+                raise invalid(response, "the token answer has no access_token/expires_in") from exc
             self._token = (token, now + expires_in - min(30.0, expires_in / 2))
             return token
+
+    def _forget(self, token: str) -> None:
+        """Drop ``token`` if it is still the cached one (a concurrent call may have replaced it already: that
+        new token is kept, so many calls refused at once still share one new token)."""
+        if self._token is not None and self._token[0] == token:
+            self._token = None
 
     async def _audience_url(self) -> str:
         if self._audience is None:
@@ -168,40 +201,77 @@ class GatewayClient:
             body = _answer(response, float(self._clock()))
             endpoint = body.get("token_endpoint")
             if not isinstance(endpoint, str):
-                raise _invalid(response, "the authorization server metadata has no token_endpoint")
+                raise invalid(response, "the authorization server metadata has no token_endpoint")
             self._audience = endpoint
         return self._audience
 
     # -- retries ------------------------------------------------------------------------------------
+    async def _within_deadline(self, attempts: Callable[[_Call], Awaitable[_T]]) -> _T:
+        """``attempts`` of one call, abandoned (GatewayUnavailable) when the client's deadline passes."""
+        if self._deadline is None:
+            return await attempts(_Call(end=None))
+        call = _Call(end=asyncio.get_running_loop().time() + self._deadline)
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await attempts(call)
+        except TimeoutError as exc:
+            raise GatewayUnavailable(0, {"title": "no answer from the gateway",
+                                         "detail": f"the client's deadline of {self._deadline} s passed"}) from exc
+
     def _delay(self, failures: int, retry_after: float | None) -> float:
         """Before retry number ``failures`` (1, 2, ...): exponential backoff with jitter, at least
         Retry-After, at most ``max_delay``."""
         backoff = self._backoff * 2.0 ** (failures - 1) * random.uniform(0.5, 1.0)
         return min(max(backoff, retry_after or 0.0), self._max_delay)
 
-    async def _retry_or_raise(self, failure: httpx.TransportError | GatewayClientError, failures: int, *,
-                              safe: bool) -> int:
-        """Waits before the next attempt and returns the failure count, or raises the typed error when the
-        call may not (``safe`` false) or can no longer be repeated."""
-        if not safe or failures >= self._retries:
-            if isinstance(failure, GatewayClientError):
-                raise failure
-            raise GatewayUnavailable(0, {"title": "no answer from the gateway",
-                                         "detail": f"{type(failure).__name__}: {failure}"}) from failure
-        failures += 1
-        retry_after = failure.retry_after if isinstance(failure, GatewayClientError) else None
-        await self._sleep(self._delay(failures, retry_after))
-        return failures
+    async def _pause(self, call: _Call, seconds: float, error: GatewayClientError) -> None:
+        """Sleep before the next attempt; when the deadline would pass meanwhile, raise ``error`` now."""
+        if call.end is not None and asyncio.get_running_loop().time() + seconds > call.end:
+            raise error
+        await self._sleep(seconds)
+
+    async def _after_failure(self, call: _Call, failure: httpx.TransportError | GatewayClientError, *,
+                             safe: bool) -> None:
+        """Waits before the next attempt, or raises the typed error when the call may not (``safe`` false)
+        or can no longer be repeated."""
+        error = failure if isinstance(failure, GatewayClientError) else _no_answer(failure)
+        if not safe or call.failures >= self._retries or _certificate_refused(failure):
+            raise error
+        call.failures += 1
+        await self._pause(call, self._delay(call.failures, error.retry_after), error)
+
+    async def _after_throttling(self, call: _Call, refusal: GatewayThrottled) -> None:
+        """A 429: back-pressure, waited out as it says (without Retry-After, a failure like any other)."""
+        error = _unless_reached(refusal, call.reached)
+        if refusal.retry_after is None:
+            await self._after_failure(call, error, safe=True)
+        else:
+            await self._wait_as_asked(call, refusal.retry_after, error)
+
+    async def _wait_as_asked(self, call: _Call, seconds: float, error: GatewayClientError) -> None:
+        """Waits ``seconds`` (the answer's Retry-After) out of what is left of ``busy_wait``, or raises
+        ``error`` once that is spent."""
+        if call.waited >= self._busy_wait:
+            raise error
+        pause = min(max(seconds, _MIN_PAUSE), self._max_delay, self._busy_wait - call.waited)
+        call.waited += pause
+        await self._pause(call, pause, error)
 
     async def _send(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None,
                     params: dict[str, str] | None = None) -> httpx.Response:
+        async def attempts(call: _Call) -> httpx.Response:
+            return await self._attempts(call, method, path, json=json, idempotency_key=idempotency_key,
+                                        params=params)
+        return await self._within_deadline(attempts)
+
+    async def _attempts(self, call: _Call, method: str, path: str, *, json: Any, idempotency_key: str | None,
+                        params: dict[str, str] | None) -> httpx.Response:
         repeatable = method == "GET" or bool(idempotency_key)
-        failures, busy_waited = 0, 0.0
-        reached = False  # whether an attempt may have reached the API's handlers (then a 429 proves nothing)
         while True:
-            sending = False
+            sending, token = False, ""
             try:
-                headers = {"Authorization": f"Bearer {await self._current_token()}"}
+                token = await self._current_token()
+                headers = {"Authorization": f"Bearer {token}"}
                 if idempotency_key:
                     headers["Idempotency-Key"] = idempotency_key
                 sending = True
@@ -209,36 +279,40 @@ class GatewayClient:
             except httpx.TransportError as exc:
                 # Safe: nothing of this call was sent yet (token phase, or connect failure), or it may repeat.
                 safe = not sending or repeatable or isinstance(exc, _NOT_SENT)
-                reached = reached or (sending and not isinstance(exc, _NOT_SENT))
-                failures = await self._retry_or_raise(exc, failures, safe=safe)
+                call.reached = call.reached or (sending and not isinstance(exc, _NOT_SENT))
+                await self._after_failure(call, exc, safe=safe)
                 continue
-            except (GatewayUnavailable, GatewayThrottled) as exc:  # from the metadata or token endpoint
-                failures = await self._retry_or_raise(_unless_reached(exc, reached), failures, safe=True)
+            except GatewayThrottled as exc:  # from the metadata or token endpoint
+                await self._after_throttling(call, exc)
+                continue
+            except GatewayUnavailable as exc:  # from the metadata or token endpoint
+                await self._after_failure(call, exc, safe=True)
                 continue
             except httpx.HTTPError as exc:  # an answer httpx could not read (decoding, redirects): not retried
-                raise _unusable(exc) from exc
+                raise unusable(exc) from exc
+            now = float(self._clock())
+            if response.status_code == 401 and not call.refreshed:
+                # The token was refused before anything was done with the call: one new token, one more try.
+                call.refreshed = True
+                self._forget(token)
+                continue
             if response.status_code == 429:  # refused before anything was done with it: always safe to repeat
-                failures = await self._retry_or_raise(
-                    _unless_reached(_throttled(response, float(self._clock())), reached), failures, safe=True)
+                await self._after_throttling(call, throttled(response, now))
                 continue
-            reached = True
+            call.reached = True
             if response.status_code in _RETRY_STATUSES:
-                failures = await self._retry_or_raise(
-                    GatewayUnavailable(response.status_code, _problem(response), retry_after=_retry_after(
-                        response, float(self._clock()))), failures, safe=repeatable)
+                await self._after_failure(call, GatewayUnavailable(
+                    response.status_code, problem(response), retry_after=retry_after(response, now)),
+                    safe=repeatable)
                 continue
-            busy = _retry_after(response, float(self._clock())) if response.status_code == 409 else None
+            busy = retry_after(response, now) if response.status_code == 409 else None
             if busy is not None and idempotency_key:
                 # The first attempt (which timed out here) is still being answered: its answer, not a new
                 # exchange, is what the retry will get once it is done.
-                if busy_waited >= self._busy_wait:
-                    raise GatewayBusy(409, _problem(response))
-                pause = min(max(busy, 0.1), self._max_delay, self._busy_wait - busy_waited)
-                busy_waited += pause
-                await self._sleep(pause)
+                await self._wait_as_asked(call, busy, GatewayBusy(409, problem(response), retry_after=busy))
                 continue
             if response.status_code >= 400:
-                raise GatewayClientError(response.status_code, _problem(response))
+                raise GatewayClientError(response.status_code, problem(response))
             return response
 
     # -- calls --------------------------------------------------------------------------------------
@@ -249,18 +323,18 @@ class GatewayClient:
         try:
             response = await self._send("POST", "/v1/exchanges", json=request.model_dump(mode="json"),
                                         idempotency_key=key)
-            return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content))
+            return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
         except GatewayClientError as exc:
             exc.idempotency_key = key
             raise
 
     async def discovery(self, request: DiscoveryRequest) -> DiscoveryResult:
         response = await self._send("POST", "/v1/discovery", json=request.model_dump(mode="json"))
-        return _decoded(response, lambda r: DiscoveryResult.model_validate_json(r.content))
+        return _decoded(response, lambda r: DiscoveryResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
     async def get_exchange(self, exchange_id: str) -> ExchangeResult:
-        response = await self._send("GET", f"/v1/exchanges/{exchange_id}")
-        return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content))
+        response = await self._send("GET", f"/v1/exchanges/{_segment(exchange_id)}")
+        return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
     # -- pseudonyms ---------------------------------------------------------------------------------
     async def pseudonym_client(self, partnership: str) -> PseudonymClient:
@@ -309,74 +383,85 @@ class GatewayClient:
         (``case["decision"]["id"]``) to pass to ``rerun``."""
         response = await self._send("GET", "/v1/escalations/feed")
         items = _decoded(response, lambda r: r.json())
-        return items if isinstance(items, list) else []
+        if not isinstance(items, list):  # an empty feed here would hide every case waiting for us
+            raise invalid(response, "the escalation feed is not a list")
+        return items
 
     async def object_to(self, exchange_id: str, holder: str, motivation: str) -> dict[str, Any]:
         """Open an escalation case against a denial or narrowing of one target of our exchange."""
         response = await self._send("POST", "/v1/escalations", json={
             "exchange_id": exchange_id, "holder": holder, "motivation": motivation})
         body = _decoded(response, lambda r: r.json())
-        return body if isinstance(body, dict) else {}
+        if not isinstance(body, dict):
+            raise invalid(response, "the escalation case is not a JSON object")
+        return body
 
 
-def _retry_after(response: httpx.Response, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date, relative to ``now``),
-    or None without a usable one."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
-def _throttled(response: httpx.Response, now: float) -> GatewayThrottled:
-    return GatewayThrottled(429, _problem(response), retry_after=_retry_after(response, now))
+def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContext | None) -> ssl.SSLContext | bool:
+    """What httpx verifies the gateway's certificate with. Never nothing: a context that does not check the
+    certificate and the host name is refused rather than used."""
+    if context is not None:
+        if ca_file is not None:
+            raise ValueError("give ca_file or ssl_context, not both")
+        if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
+            raise ValueError("the gateway's certificate must be verified: ssl_context needs "
+                             "verify_mode CERT_REQUIRED and check_hostname")
+        return context
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=os.fspath(ca_file))
+    return True
 
 
-def _unless_reached(error: GatewayUnavailable | GatewayThrottled, reached: bool) -> GatewayClientError:
-    """A 429 says nothing about an earlier attempt that may have reached the gateway: once one may have,
-    the call ends as GatewayUnavailable (resume with the key), never as GatewayThrottled ("not acted on")."""
-    if reached and isinstance(error, GatewayThrottled):
-        return GatewayUnavailable(429, error.problem, retry_after=error.retry_after)
+def _segment(value: str) -> str:
+    """``value`` as one path segment: an id with ``/``, ``?``, ``#`` or dot segments in it would otherwise
+    address another route (``../escalations/feed``) with this system's token."""
+    if value in {"", ".", ".."}:
+        raise ValueError("not an id")
+    return quote(value, safe="")
+
+
+def _certificate_refused(failure: BaseException) -> bool:
+    """The gateway's certificate failed verification: a matter of configuration (CA, host name), which
+    asking again does not change."""
+    seen: BaseException | None = failure
+    for _ in range(5):  # httpx.ConnectError <- httpcore.ConnectError <- ssl.SSLCertVerificationError
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _no_answer(failure: httpx.TransportError) -> GatewayUnavailable:
+    error = GatewayUnavailable(0, {"title": "no answer from the gateway",
+                                   "detail": f"{type(failure).__name__}: {failure}"})
+    error.__cause__ = failure
     return error
 
 
-def _problem(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {"title": "non-JSON error", "status": response.status_code}
-    return body if isinstance(body, dict) else {"detail": str(body)}
-
-
-def _invalid(response: httpx.Response, detail: str) -> InvalidResponse:
-    return InvalidResponse(response.status_code, {"title": "invalid answer from the gateway", "detail": detail,
-                                                  "status": response.status_code})
+def _unless_reached(error: GatewayThrottled, reached: bool) -> GatewayClientError:
+    """A 429 says nothing about an earlier attempt that may have reached the gateway: once one may have,
+    the call ends as GatewayUnavailable (resume with the key), never as GatewayThrottled ("not acted on")."""
+    if reached:
+        return GatewayUnavailable(429, error.problem, retry_after=error.retry_after)
+    return error
 
 
 def _answer(response: httpx.Response, now: float) -> dict[str, Any]:
     """The JSON object of a metadata or token answer (200), or the typed error for any other answer."""
     if response.status_code in _RETRY_STATUSES:
-        raise GatewayUnavailable(response.status_code, _problem(response), retry_after=_retry_after(response, now))
+        raise GatewayUnavailable(response.status_code, problem(response), retry_after=retry_after(response, now))
     if response.status_code == 429:
-        raise _throttled(response, now)
+        raise throttled(response, now)
     if response.status_code != 200:
-        raise GatewayClientError(response.status_code, _problem(response))
+        raise GatewayClientError(response.status_code, problem(response))
     body = _decoded(response, lambda r: r.json())
     if not isinstance(body, dict):
-        raise _invalid(response, f"{response.request.url.path} did not answer a JSON object")
+        raise invalid(response, f"{response.request.url.path} did not answer a JSON object")
     return body
-
-
-def _unusable(exc: httpx.HTTPError) -> InvalidResponse:
-    return InvalidResponse(0, {"title": "invalid answer from the gateway", "detail": f"{type(exc).__name__}: {exc}"})
 
 
 def _decoded(response: httpx.Response, read: Callable[[httpx.Response], _T]) -> _T:
@@ -385,4 +470,4 @@ def _decoded(response: httpx.Response, read: Callable[[httpx.Response], _T]) -> 
     try:
         return read(response)
     except (ValueError, KeyError, TypeError) as exc:
-        raise _invalid(response, f"{response.request.url.path}: {type(exc).__name__}: {exc}"[:500]) from exc
+        raise undecodable(response, exc) from exc

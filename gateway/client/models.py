@@ -7,17 +7,44 @@ against it; every field, outcome and error is described here and appears in the 
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
 """Ids of partnerships, purposes, organisations and systems, here and in the register (one definition)."""
 CATEGORY_PATTERN = r"^[a-z][a-z_]{1,63}$"
 """Names of data categories, here and in the register."""
 _REFERENCE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_NEWER_VALUE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+"""What an outcome value a newer gateway may add looks like (a slug); anything else is still refused."""
+ANSWER_CONTEXT = {"answer_from_gateway": True}
+"""The validation context ``gateway.client`` reads the gateway's answers with: an outcome value this version
+of the models does not know (a newer gateway added it) is kept, not refused. The gateway itself validates
+without it, so it can never send an outcome it does not define."""
+
+
+def _newer_value(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    """``handler(value)``, or None when it fails on a value only a newer gateway would send and the context
+    says this is an answer being read by the client."""
+    try:
+        return handler(value)
+    except ValidationError:
+        if (isinstance(value, str) and _NEWER_VALUE.fullmatch(value) and isinstance(info.context, dict)
+                and info.context.get("answer_from_gateway")):
+            return None
+        raise
 
 
 class _Strict(BaseModel):
@@ -120,6 +147,9 @@ class Outcome(StrEnum):
       case too.
     - `holder-unavailable`: the holder is not connected, or did not answer in time, or the gateway failed
       while asking it (reason `gateway-error`, logged); nothing of it was disclosed.
+
+    Later versions may add values: treat one you do not know as not allowed (`gateway.client` keeps it as
+    an outcome whose `known` is false).
     """
 
     ALLOWED = "allowed"
@@ -128,6 +158,21 @@ class Outcome(StrEnum):
     ESCALATED = "escalated"
     REFUSED_BY_HOLDER = "refused-by-holder"
     HOLDER_UNAVAILABLE = "holder-unavailable"
+
+    @classmethod
+    def unknown(cls, value: str) -> Outcome:
+        """An outcome a newer gateway sent that this version does not define: an ``Outcome`` (so the answer's
+        other targets stay readable) whose ``known`` is false and whose ``value`` is what was sent; it is
+        none of the members above, so a check like ``outcome is Outcome.ALLOWED`` treats it as not allowed."""
+        member = str.__new__(cls, value)
+        member._name_ = "UNKNOWN"
+        member._value_ = value
+        return member
+
+    @property
+    def known(self) -> bool:
+        """False for an outcome made by ``unknown``."""
+        return self._name_ != "UNKNOWN"
 
 
 class Reason(BaseModel):
@@ -186,6 +231,15 @@ class TargetOutcome(BaseModel):
     escalation_decision_applied: bool = Field(
         default=False, description="The policy honoured the escalation decision cited by this re-run.")
 
+    @field_validator("outcome", mode="wrap")
+    @classmethod
+    def _outcome_of_a_newer_gateway(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                                    info: ValidationInfo) -> Outcome:
+        # One target with an outcome added after this version must not make the whole answer unreadable:
+        # the exchange happened (and was logged) and the other targets' records and obligations hold.
+        outcome = _newer_value(value, handler, info)
+        return Outcome.unknown(value) if outcome is None else outcome
+
 
 class Receipt(BaseModel):
     """Proof the exchange was logged: the audit entries written for it."""
@@ -217,7 +271,9 @@ class DiscoveryRequest(_PurposeBound):
 
 
 class DiscoveryTarget(BaseModel):
-    """Whether one holder has data on the subjects, for the categories it may supply; never the data."""
+    """Whether one holder has data on the subjects, for the categories it may supply; never the data.
+    Later versions may add outcome values (`gateway.client` keeps them as sent): treat one you do not know
+    as neither hit nor no-hit."""
 
     holder: str = Field(description="Organisation id of the holder.", examples=["kvk"])
     outcome: Literal["hit", "no-hit", "denied", "escalated", "holder-unavailable"] = Field(
@@ -226,6 +282,14 @@ class DiscoveryTarget(BaseModel):
                     "office hours; reasons say which) — discovery opens no case, ask again within the limits or "
                     "make it an exchange; `holder-unavailable` when it could not be asked.")
     reasons: list[Reason] = Field(default_factory=list, description="Why, for `denied` and `escalated`.")
+
+    @field_validator("outcome", mode="wrap")
+    @classmethod
+    def _outcome_of_a_newer_gateway(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                                    info: ValidationInfo) -> str:
+        # Read by the client, a value a newer gateway added is kept as sent (it is neither `hit` nor `no-hit`).
+        outcome = _newer_value(value, handler, info)
+        return str(value) if outcome is None else str(outcome)
 
 
 class DiscoveryResult(BaseModel):

@@ -51,3 +51,44 @@ def test_demo_reports_a_gateway_that_died_at_once_in_one_line(tmp_path: Path, mo
     [line] = [text for text in err.splitlines() if text.startswith("gateway exited")]
     assert line.startswith("gateway exited with code ")
     assert line.endswith(f" before it was ready; see {tmp_path / 'logs' / 'gateway.log'}")
+
+
+def test_demo_reports_a_failed_enrolment_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gateway is up but cannot enrol (503 on every API call, over real HTTP): the demo says so in one line
+    and counts a failure; it used to end in the client error's traceback."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+    from joserfc.jwk import OKPKey
+
+    from connectors.store import PartnerStore, store_path
+    from connectors.world import build_world
+    from gateway import demo
+    from tests.servers import serve_app
+
+    system = "kvk-handelsregister"
+    store = PartnerStore(store_path(tmp_path / "partners", system))
+    store.seed_from(build_world(2025), system)  # subjects to enrol
+    store.close()
+    gateway = FastAPI()
+
+    @gateway.get("/.well-known/oauth-authorization-server")
+    async def metadata() -> dict[str, str]:
+        return {"token_endpoint": "http://gateway/oauth/token"}
+
+    @gateway.post("/oauth/token")
+    async def token() -> dict[str, object]:
+        return {"access_token": "T", "expires_in": 300}
+
+    @gateway.api_route("/v1/{path:path}", methods=["GET", "POST"])
+    async def unavailable(path: str) -> JSONResponse:
+        return JSONResponse({"status": 503, "title": "Service unavailable"}, status_code=503)
+
+    with serve_app(gateway) as url:
+        failures = asyncio.run(demo._run_scenarios(Settings(data_dir=tmp_path), url,
+                                                   {system: OKPKey.generate_key("Ed25519")}))
+    assert failures == 1
+    out = capsys.readouterr().out
+    assert "enrolment failed: 503: Service unavailable" in out
+    assert "Traceback" not in out

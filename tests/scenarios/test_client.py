@@ -4,17 +4,21 @@ idempotent retries, problem documents as errors."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from audit.tables import audit_entries
-from gateway.client.api import GatewayBusy, GatewayClient, GatewayClientError
+from gateway.auth.keys import SigningKeyStore
+from gateway.client.api import GatewayBusy, GatewayClient, GatewayClientError, GatewayUnavailable
 from gateway.client.models import ExchangeRequest, Outcome
 from tests.servers import serve_app
 from tests.stack import Stack, running_stack
@@ -161,3 +165,81 @@ async def test_an_exchange_given_up_on_is_resumed_with_the_key_on_the_error(tmp_
     assert resumed.targets[0].outcome is Outcome.ALLOWED
     assert len(queries) == 1, "the holder was asked once"
     assert requested == 1, "one exchange was logged"
+
+
+class _Statuses(httpx.AsyncHTTPTransport):
+    """The real transport, noting the status of every answer to an exchange."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.url.path == "/v1/exchanges":
+            self.statuses.append(response.status_code)
+        return response
+
+
+async def test_a_token_the_gateway_no_longer_accepts_is_replaced_once(tmp_path: Path) -> None:
+    """The gateway's signing keys are replaced (an operator's emergency rotation: the old key is gone at once).
+    The client's cached token is refused with 401; it gets one new token and the call succeeds, instead of
+    every call failing until the old token would have expired."""
+    with running_stack(tmp_path) as stack:
+        keys = stack.clients["gemeente-amsterdam-vth"]
+        async with GatewayClient(stack.gateway_url, keys.system_id, keys.key,
+                                 clock=lambda: stack.clock.now().timestamp()) as client:
+            before = await client.token()
+            assert await client.escalation_feed() == []
+            replacement = SigningKeyStore(tmp_path / "replacement", stack.clock, timedelta(hours=1))
+            replacement.load_or_create()
+            shutil.copyfile(tmp_path / "replacement" / "token-signing.json",
+                            stack.container.settings.key_dir / "token-signing.json")
+            refused = stack.call(before, "GET", "/v1/escalations/feed")
+            assert refused.status_code == 401, "the old token is no longer accepted"
+            assert await client.escalation_feed() == []
+            assert await client.token() != before
+
+
+async def test_a_rate_limit_while_waiting_for_a_busy_first_attempt_is_waited_out(tmp_path: Path) -> None:
+    """The client times out, and its retries find the first attempt busy (409) — and, polling, hit the rate
+    limit (429). Those 429s are back-pressure, not failures: with the default retries the client still gets
+    the first attempt's answer, and the holder is asked once."""
+    slow, queries = _slow_holder(lambda: asyncio.sleep(7.0))
+    limits = {"rate_limit_per_second": 0.2, "rate_limit_burst": 2, "connector_timeout_seconds": 15.0}
+    with serve_app(slow) as holder_url, running_stack(
+            tmp_path, holder_overrides={"kvk-handelsregister": holder_url}, settings_overrides=limits) as stack:
+        keys = stack.clients["gemeente-amsterdam-vth"]
+        transport = _Statuses()
+        async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=1.0, transport=transport,
+                                 clock=lambda: stack.clock.now().timestamp()) as client:
+            result = await client.exchange(_request(stack))
+        requested = _requested(stack)
+    assert result.targets[0].outcome is Outcome.ALLOWED
+    assert transport.statuses.count(409) >= 1
+    assert transport.statuses.count(429) >= 2, "the rate limit refused polls (as many as the 2 retries or more)"
+    assert len(queries) == 1
+    assert requested == 1
+
+
+async def test_the_deadline_bounds_a_call_and_the_error_resumes_it(tmp_path: Path) -> None:
+    release = threading.Event()
+    held, queries = _slow_holder(lambda: asyncio.to_thread(release.wait, 10))
+    with serve_app(held) as holder_url, running_stack(
+            tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
+        keys = stack.clients["gemeente-amsterdam-vth"]
+        async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=5.0, deadline=1.5,
+                                 clock=lambda: stack.clock.now().timestamp()) as client:
+            started = time.monotonic()
+            with pytest.raises(GatewayUnavailable) as gave_up:
+                await client.exchange(_request(stack))
+            elapsed = time.monotonic() - started
+            release.set()
+            key = gave_up.value.idempotency_key
+            assert key is not None
+            resumed = await client.exchange(_request(stack), idempotency_key=key)
+        requested = _requested(stack)
+    assert 1.4 <= elapsed < 3.0, "the 1.5 s deadline, not the 5 s timeout"
+    assert resumed.targets[0].outcome is Outcome.ALLOWED
+    assert len(queries) == 1
+    assert requested == 1

@@ -236,7 +236,7 @@ async def test_a_keyless_post_is_not_repeated_once_it_may_have_reached_the_serve
     assert seen.paths.count("/v1/discovery") == 1
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 500])
+@pytest.mark.parametrize("status", [400, 403, 404, 409, 422, 500])
 async def test_4xx_other_than_busy_or_throttled_and_500_are_never_retried(status: int) -> None:
     seen = Recorder()
     answer = httpx.Response(status, json={"status": status, "detail": "no"})
@@ -265,9 +265,9 @@ async def test_a_429_is_waited_out_and_repeated_even_for_a_keyless_post() -> Non
     assert seen.sleeps == [3.0]
 
 
-async def test_a_429_keeps_the_exchanges_key_and_is_typed_once_the_retries_are_spent() -> None:
+async def test_a_429_keeps_the_exchanges_key_and_is_typed_once_the_wait_allowed_is_spent() -> None:
     seen = Recorder()
-    async with _client(seen, _sequence(_throttled()), retries=2) as client:
+    async with _client(seen, _sequence(_throttled()), retries=2, busy_wait=4.0) as client:
         with pytest.raises(GatewayThrottled) as raised:
             await client.exchange(_request())
     assert raised.value.status == 429

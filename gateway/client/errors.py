@@ -1,0 +1,132 @@
+"""The typed errors of the partner client, and how an HTTP answer becomes one.
+
+Why a module of their own: callers catch these (``from gateway.client.api import ...`` re-exports them), and
+the rule they keep matters on its own — an error's message carries the problem document's ``title`` and
+``detail`` (RFC 9457, which the gateway keeps free of personal data) and never a raw answer body or a
+validation error's input values, since messages end up in partner systems' logs.
+"""
+
+from __future__ import annotations
+
+import json
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+_MESSAGE_LIMIT = 300
+
+
+class GatewayClientError(Exception):
+    """The gateway refused or failed a call; ``problem`` is its problem+json body (``type``, ``title`` and
+    ``detail`` are its members, None where absent). ``status`` is the HTTP status, or 0 when no answer came
+    (see ``GatewayUnavailable``). ``idempotency_key`` is set on errors of ``exchange()``/``rerun()``: pass
+    it back to resume that exchange. ``retry_after`` is the answer's ``Retry-After`` in seconds, where it
+    had one."""
+
+    def __init__(self, status: int, problem: dict[str, Any], *, idempotency_key: str | None = None,
+                 retry_after: float | None = None) -> None:
+        self.status = status
+        self.problem = problem
+        self.idempotency_key = idempotency_key
+        self.retry_after = retry_after
+        super().__init__(f"{status}: {(self.detail or self.title or 'error')[:_MESSAGE_LIMIT]}")
+
+    @property
+    def type(self) -> str | None:
+        """The problem type URI (a stable, machine-readable kind of error)."""
+        return _text(self.problem.get("type"))
+
+    @property
+    def title(self) -> str | None:
+        return _text(self.problem.get("title"))
+
+    @property
+    def detail(self) -> str | None:
+        return _text(self.problem.get("detail"))
+
+
+class GatewayUnavailable(GatewayClientError):
+    """No answer (connection failure or timeout: ``status == 0``, the transport exception is the
+    ``__cause__``; or the client's ``deadline`` passed) or 502/503/504 once the retries are spent. Whether
+    an exchange happened is unknown: resume it with its ``idempotency_key``."""
+
+
+class GatewayThrottled(GatewayClientError):
+    """429 once the retries or the wait allowed for back-pressure are spent: the gateway's rate limit refused
+    every attempt. The limit refuses a call before anything of it is done, so it was not acted on;
+    ``retry_after`` says when to try again. When an earlier attempt of the same call may have reached the
+    gateway (a timeout, a 5xx, a busy 409), the last 429 proves nothing about it: that ends as
+    ``GatewayUnavailable`` (status 429), to be resumed with the ``idempotency_key``."""
+
+
+class GatewayBusy(GatewayClientError):
+    """The first attempt of this exchange was still being answered (409 with ``Retry-After``) when
+    ``busy_wait`` ran out; resume it later with its ``idempotency_key``."""
+
+
+class InvalidResponse(GatewayClientError):
+    """An answer the API does not promise (not JSON, fields missing); ``status`` is its HTTP status."""
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def retry_after(response: httpx.Response, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date, relative to ``now``),
+    or None without a usable one."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():  # str.isdigit() alone also accepts "²", which float() refuses
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def problem(response: httpx.Response) -> dict[str, Any]:
+    """The answer's problem document; for an answer that is not one, only what kind of answer it was (its
+    body may be anything, e.g. a proxy's page echoing the request)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {"title": "non-JSON error", "status": response.status_code}
+    if not isinstance(body, dict):
+        return {"title": "error answer that is not a JSON object", "status": response.status_code}
+    return body
+
+
+def throttled(response: httpx.Response, now: float) -> GatewayThrottled:
+    return GatewayThrottled(429, problem(response), retry_after=retry_after(response, now))
+
+
+def invalid(response: httpx.Response, detail: str) -> InvalidResponse:
+    return InvalidResponse(response.status_code, {"title": "invalid answer from the gateway", "detail": detail,
+                                                  "status": response.status_code})
+
+
+def unusable(exc: httpx.HTTPError) -> InvalidResponse:
+    return InvalidResponse(0, {"title": "invalid answer from the gateway", "detail": f"{type(exc).__name__}: {exc}"})
+
+
+def undecodable(response: httpx.Response, exc: Exception) -> InvalidResponse:
+    """An answer that could not be read as promised. For a validation error only where and what (pydantic's
+    own message quotes the offending input, e.g. a disclosed record's fields: personal data)."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        what = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in errors[:5])
+        reason = f"{len(errors)} invalid field(s): {what}"
+    elif isinstance(exc, json.JSONDecodeError):
+        reason = "not JSON"
+    elif isinstance(exc, KeyError):
+        reason = f"missing {exc}"
+    else:  # other messages may quote the value they refused
+        reason = f"unexpected content ({type(exc).__name__})"
+    return invalid(response, f"{response.request.url.path}: {reason}"[:500])

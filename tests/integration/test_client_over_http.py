@@ -1,0 +1,268 @@
+"""The typed partner client against a real HTTP server standing in for the gateway (uvicorn on loopback, over
+TLS where it matters): what a newer or misbehaving gateway may answer, and that the gateway's certificate is
+verified — against the system's CAs by default, against ``ca_file`` when given, never not at all."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gc
+import ipaddress
+import json
+import ssl
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from joserfc.jwk import OKPKey
+
+from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
+from gateway.client.models import ExchangeRequest, Outcome
+from tests.servers import serve_app
+
+KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "partner-1"})
+PERSONAL = "Jansen, Kerkstraat 12, Amsterdam"
+REQUEST = ExchangeRequest.model_validate({
+    "partnership": "riec-aa", "purpose": "bibob-check", "legal_basis": "x", "case_reference": "C-1",
+    "signal": {"type": "bibob-application", "reference": "S-1"}, "subjects": [{"ref": "subj-12345678a"}],
+    "categories": ["company_registration"]})
+RESULT: dict[str, Any] = {
+    "exchange_id": "ex-1", "created_at": "2026-11-25T10:00:00Z", "requester": "gemeente-amsterdam",
+    "partnership": "riec-aa", "purpose": "bibob-check", "case_reference": "C-1", "register_version": "1",
+    "policy_version": "1", "targets": [], "receipt": {"exchange_id": "ex-1"}}
+
+
+@dataclass
+class Double:
+    """A stand-in gateway: tokens for anyone, and the queued answers (the last one repeats) for the API."""
+
+    answers: list[Response] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/.well-known/oauth-authorization-server")
+        async def metadata(request: Request) -> dict[str, str]:
+            return {"token_endpoint": f"{request.base_url}oauth/token"}
+
+        @app.post("/oauth/token")
+        async def token() -> dict[str, object]:
+            return {"access_token": "T", "token_type": "Bearer", "expires_in": 300}
+
+        @app.api_route("/v1/{path:path}", methods=["GET", "POST"])
+        async def api(path: str) -> Response:
+            self.seen.append(path)
+            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+        return app
+
+
+@pytest.fixture
+def double() -> Iterator[tuple[Double, str]]:
+    stand_in = Double()
+    with serve_app(stand_in.app()) as url:
+        yield stand_in, url
+
+
+def _target(outcome: str, **extra: Any) -> dict[str, Any]:
+    return {"holder": "kvk", "system": "kvk-handelsregister", "outcome": outcome, "reasons": [],
+            "permitted_categories": ["company_registration"], **extra}
+
+
+async def test_an_answer_of_a_newer_gateway_with_an_unknown_outcome_is_read(double: tuple[Double, str]) -> None:
+    stand_in, url = double
+    record = {"record_id": "r-1", "record_type": "company", "subject": "subj-1", "category": "company_registration",
+              "fields": {"name": "Bouw BV"}, "provenance": "kvk-2027"}
+    stand_in.answers = [JSONResponse(RESULT | {"region": "nl-north", "targets": [
+        _target("allowed", records=[record], hit_confidence=0.9),
+        _target("pending-judicial-review", holder="om", permitted_categories=[])]})]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        result = await client.exchange(REQUEST)
+    allowed, newer = result.targets
+    assert allowed.outcome is Outcome.ALLOWED
+    assert [r.record_id for r in allowed.records] == ["r-1"]
+    assert not newer.outcome.known
+    assert newer.outcome.value == "pending-judicial-review"
+
+
+@pytest.mark.parametrize(("record", "where"), [
+    ({"record_type": "person", "subject": "subj-1", "category": "company_registration",
+      "fields": {"name": PERSONAL}}, "records.0.record_id"),  # a field renamed by a newer gateway
+    ({"record_id": "r-1", "record_type": "person", "subject": "subj-1", "category": "company_registration",
+      "fields": PERSONAL}, "records.0.fields"),  # content in another shape
+])
+async def test_an_answer_the_client_cannot_read_is_named_without_its_content(
+        double: tuple[Double, str], record: dict[str, Any], where: str) -> None:
+    stand_in, url = double
+    stand_in.answers = [JSONResponse(RESULT | {"targets": [_target("allowed", records=[record])]})]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        with pytest.raises(InvalidResponse) as raised:
+            await client.exchange(REQUEST)
+    said = f"{raised.value} {json.dumps(raised.value.problem)}"
+    assert where in said
+    assert not any(part in said for part in ("Jansen", "Kerkstraat", "Amsterdam"))
+    assert raised.value.idempotency_key is not None
+
+
+async def test_an_error_that_is_no_problem_document_is_not_echoed(double: tuple[Double, str]) -> None:
+    stand_in, url = double
+    stand_in.answers = [JSONResponse([{"loc": ["body", "subjects"], "input": PERSONAL}], status_code=400),
+                        Response(f"<html>{PERSONAL}</html>", status_code=403, media_type="text/html")]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        for status in (400, 403):
+            with pytest.raises(GatewayClientError) as raised:
+                await client.get_exchange("ex-1")
+            assert raised.value.status == status
+            assert PERSONAL not in str(raised.value)
+
+
+async def test_a_retry_after_the_client_cannot_parse_is_no_crash(double: tuple[Double, str]) -> None:
+    stand_in, url = double
+    stand_in.answers = [JSONResponse({"status": 503}, status_code=503, headers={"Retry-After": "\u00b2"}),
+                        JSONResponse(RESULT)]
+    async with GatewayClient(url, "sys-a", KEY, backoff=0.01) as client:
+        result = await client.get_exchange("ex-1")
+    assert result.exchange_id == "ex-1"
+    assert stand_in.seen == ["exchanges/ex-1", "exchanges/ex-1"]
+
+
+@pytest.mark.parametrize("exchange_id", ["../escalations/feed", "ex-1?holder=all", "ex-1#x"])
+async def test_an_exchange_id_addresses_that_exchange_and_nothing_else(double: tuple[Double, str],
+                                                                       exchange_id: str) -> None:
+    stand_in, url = double
+    stand_in.answers = [JSONResponse(RESULT)]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        await client.get_exchange(exchange_id)
+        with pytest.raises(ValueError, match="not an id"):
+            await client.get_exchange("..")
+    assert stand_in.seen == [f"exchanges/{exchange_id}"]
+
+
+async def test_a_call_cancelled_while_fetching_the_token_or_waiting_leaves_the_client_usable() -> None:
+    """Cancelled in the middle of the shared token fetch (it holds the lock) and in a back-pressure wait: the
+    lock is released and nothing half-done is kept, so the next calls get a token and an answer."""
+    release = threading.Event()  # set from the test's loop, waited for in the server's thread
+    stand_in = Double(answers=[JSONResponse({"status": 429}, status_code=429, headers={"Retry-After": "30"}),
+                               JSONResponse(RESULT)])
+    app = stand_in.app()
+
+    @app.middleware("http")
+    async def slow_first_token(request: Request, call_next: Any) -> Any:
+        if request.url.path == "/oauth/token" and not release.is_set():
+            await asyncio.to_thread(release.wait, 10)
+        return await call_next(request)
+
+    with serve_app(app) as url:
+        async with GatewayClient(url, "sys-a", KEY) as client:
+            fetching = asyncio.create_task(client.get_exchange("ex-1"))
+            await asyncio.sleep(0.3)
+            fetching.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fetching
+            release.set()
+            waiting = asyncio.create_task(client.get_exchange("ex-1"))  # 429: waits 30 s
+            while not stand_in.seen:
+                await asyncio.sleep(0.05)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            result = await asyncio.wait_for(client.get_exchange("ex-1"), 10)
+    assert result.exchange_id == "ex-1"
+    assert stand_in.seen == ["exchanges/ex-1", "exchanges/ex-1"]
+
+
+async def test_a_closed_client_leaves_no_open_connection(double: tuple[Double, str]) -> None:
+    stand_in, url = double
+    stand_in.answers = [JSONResponse(RESULT)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        async with GatewayClient(url, "sys-a", KEY) as client:
+            await client.get_exchange("ex-1")
+        del client
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+# -- TLS ------------------------------------------------------------------------------------------------------
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate it issued for 127.0.0.1: (CA file, certificate, key)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "partnership test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway")])).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "gateway.pem", directory / "gateway-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tls_double(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    ca_file, certificate, key = _certificates(tmp_path_factory.mktemp("tls"))
+    stand_in = Double(answers=[JSONResponse(RESULT)])
+    with serve_app(stand_in.app(), ssl_certfile=str(certificate), ssl_keyfile=str(key)) as url:
+        yield url, ca_file
+
+
+async def test_a_gateway_whose_certificate_no_trusted_ca_issued_is_refused(tls_double: tuple[str, Path]) -> None:
+    url, _ = tls_double
+    assert url.startswith("https://")
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+    async with GatewayClient(url, "sys-a", KEY, retries=3, sleep=sleep) as client:
+        with pytest.raises(GatewayUnavailable) as raised:
+            await client.get_exchange("ex-1")
+    assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
+    assert sleeps == [], "a certificate that fails verification is not asked again"
+
+
+async def test_the_ca_file_option_trusts_the_partnerships_ca(tls_double: tuple[str, Path]) -> None:
+    url, ca_file = tls_double
+    async with GatewayClient(url, "sys-a", KEY, ca_file=ca_file) as client:
+        assert (await client.get_exchange("ex-1")).exchange_id == "ex-1"
+    context = ssl.create_default_context(cafile=str(ca_file))
+    async with GatewayClient(url, "sys-a", KEY, ssl_context=context) as client:
+        assert (await client.get_exchange("ex-1")).exchange_id == "ex-1"
+
+
+async def test_the_ca_file_does_not_excuse_a_wrong_host_name(tls_double: tuple[str, Path]) -> None:
+    url, ca_file = tls_double
+    async with GatewayClient(url.replace("127.0.0.1", "localhost"), "sys-a", KEY, ca_file=ca_file,
+                             retries=0) as client:
+        with pytest.raises(GatewayUnavailable) as raised:
+            await client.get_exchange("ex-1")
+    assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
+
+
+async def test_a_context_that_does_not_verify_cannot_be_used(tls_double: tuple[str, Path]) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with pytest.raises(ValueError, match="verified"):
+        GatewayClient(tls_double[0], "sys-a", KEY, ssl_context=context)
