@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, FilePath, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     # never fire, so a hung OPA server would hold each decision for ever instead of denying it.
     opa_timeout_seconds: float = Field(default=2.0, gt=0, le=60, allow_inf_nan=False)
     opa_token: str | None = Field(default=None, repr=False)
-    opa_ca_file: FilePath | None = Field(default=None, description="CA bundle for an https OPA URL; must exist.")
+    opa_ca_file: Path | None = Field(default=None, description="CA bundle for an https OPA URL; must exist "
+                                                               "when the OPA engine is used.")
 
     connector_endpoints: dict[str, str] = Field(
         default_factory=dict,
@@ -121,6 +122,15 @@ class Settings(BaseSettings):
             _opa_address(value)
         except PolicyUnavailable:
             raise ValueError(f"{EXPECTED}, without credentials, query or fragment") from None
+        return value
+
+    @field_validator("opa_ca_file")
+    @classmethod
+    def _opa_ca_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # As for the URL: only the OPA server engine reads the file, and it must then exist at start, not at
+        # the first decision (where its absence would deny every request).
+        if value is not None and info.data.get("policy_engine") == "opa" and not value.is_file():
+            raise ValueError("no such file")
         return value
 
     @field_validator("connector_endpoints")

@@ -82,6 +82,15 @@ def test_values_that_would_fail_later_are_refused_now(name: str, value: str, rea
     assert reason in line
 
 
+def test_the_opa_ca_file_must_exist_only_when_the_opa_engine_is_selected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like the URL: a CA file named for an OPA server the embedded engine never talks to does not stop the
+    start; with WGS_POLICY_ENGINE=opa a missing file is refused at start, not at the first decision."""
+    monkeypatch.setenv("WGS_OPA_CA_FILE", "/nonexistent/ca.pem")
+    assert Settings(_env_file=None).policy_engine == "embedded"
+    [line] = _problems(monkeypatch, WGS_POLICY_ENGINE="opa")
+    assert line == "WGS_OPA_CA_FILE: no such file"
+
+
 @pytest.mark.parametrize("value", ["opa:8181", "http://user:pw@opa:8181", "http://opa:99999"])
 def test_the_opa_url_is_checked_only_when_the_opa_engine_is_selected(value: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
