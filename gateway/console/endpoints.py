@@ -56,6 +56,7 @@ from gateway.console.pages import (
     need_scope,
     signed_in,
 )
+from gateway.console.sessions import SessionData
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
@@ -116,6 +117,9 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
                                error=page.t("throttled" if throttled else "wrong_credentials"))
         response.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "retry-after"})
         return response
+    before = page.session
+    if before is not None and before.username is not None:  # signed in already (as anyone): end that session
+        await run_in_threadpool(_sign_out, page, before)
     await record_action(container, page.request, "sign-in", organisation=account.organisation,
                         account_id=account.id)
     page.session = page.sessions.signed_in(account.username, page.now())
@@ -124,14 +128,19 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
     return page.finish(RedirectResponse(target, status_code=303))
 
 
+def _sign_out(page: Page, session: SessionData) -> None:
+    with transaction(page.container.sessions) as db:
+        page.sessions.sign_out(db, session, page.now())
+
+
 @router.post("/logout", response_class=HTMLResponse)
 async def logout(page: Page = Depends(signed_in), csrf_token: str = Form("")) -> Response:
     person = page.me
     page.csrf(csrf_token)
+    if page.session is not None:  # first: should the audit entry fail, the session is ended all the same
+        await run_in_threadpool(_sign_out, page, page.session)
     await record_action(page.container, page.request, "sign-out", organisation=person.organisation,
                         account_id=person.account_id)
-    if page.session is not None:
-        page.sessions.sign_out(page.session, page.now())
     response = RedirectResponse("/console/login?signed_out=1", status_code=303)
     page.sessions.clear(response, page.request)
     page.session = None

@@ -29,6 +29,7 @@ from gateway.auth.principal import Principal, Role, Scope
 from gateway.console import views
 from gateway.console.i18n import LANGUAGE_COOKIE, choose_language, translate, translate_value
 from gateway.console.sessions import SessionData, Sessions, console_sessions
+from gateway.console.signouts import is_signed_out
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.deps import container_of, get_container
@@ -213,9 +214,11 @@ async def current_page(request: Request, container: Container = Depends(get_cont
     if state == "active" and data is not None and data.username is not None:
         username = data.username
 
+        sid = data.sid
+
         def load() -> accounts.AccountRecord | None:
             with transaction(container.sessions) as session:
-                return accounts.get_account(session, username)
+                return None if is_signed_out(session, sid) else accounts.get_account(session, username)
 
         account = await run_in_threadpool(load)
         if account is not None and account.active:

@@ -9,11 +9,13 @@ sleeping.
 Security checklist, in the order :meth:`Sessions.read` applies it:
 
 1. a cookie whose signature does not verify is ignored (as if there were none);
-2. a session signed out here is refused until its absolute expiry (per process: a signed-out cookie copied
-   to another gateway process stays valid there until it idles out — keep the idle timeout short);
-3. a session idle for longer than ``idle_timeout_seconds`` or older than ``max_session_seconds`` is refused;
+2. a session idle for longer than ``idle_timeout_seconds`` or older than ``max_session_seconds`` is refused;
+3. a session that was signed out is refused until its absolute expiry, in every gateway process and after a
+   restart: the signed-out session ids are in the database (:mod:`gateway.console.signouts`), checked by
+   :func:`gateway.console.pages.current_page` in the transaction that loads the account;
 4. every POST carries the session's CSRF token in a form field, compared in constant time; a new token and
-   a new session id are issued on sign-in (no session fixation).
+   a new session id are issued on sign-in (no session fixation), and a session signed in before is signed
+   out then.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ import ipaddress
 import os
 import secrets
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Request, Response
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy.orm import Session
 
 from gateway.console.settings import ConsoleSettings
+from gateway.console.signouts import record_sign_out
 from gateway.container import Container
 
 COOKIE = "wgs_console"
@@ -85,8 +90,6 @@ def load_or_create_secret(directory: Path) -> str:
 class Sessions:
     settings: ConsoleSettings
     serializer: URLSafeSerializer
-    _signed_out: dict[str, float] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -101,11 +104,9 @@ class Sessions:
         return SessionData.from_payload(payload)
 
     def state(self, data: SessionData | None, now: float) -> SessionState:
+        """What the cookie alone says; whether an active session was signed out is the database's to say."""
         if data is None or data.username is None:
             return "anonymous"
-        with self._lock:
-            if data.sid in self._signed_out:
-                return "signed-out"
         if now - data.issued > self.settings.max_session_seconds:
             return "expired"
         if now - data.seen > self.settings.idle_timeout_seconds:
@@ -127,12 +128,10 @@ class Sessions:
     def touched(data: SessionData, now: float) -> SessionData:
         return replace(data, seen=now)
 
-    def sign_out(self, data: SessionData, now: float) -> None:
-        with self._lock:
-            for sid, until in list(self._signed_out.items()):
-                if until < now:
-                    del self._signed_out[sid]
-            self._signed_out[data.sid] = data.issued + self.settings.max_session_seconds
+    def sign_out(self, session: Session, data: SessionData, now: float) -> None:
+        """Refuse this session from now on, in every process, until it would have expired anyway."""
+        until = data.issued + self.settings.max_session_seconds
+        record_sign_out(session, data.sid, datetime.fromtimestamp(until, UTC), datetime.fromtimestamp(now, UTC))
 
     # -- CSRF ----------------------------------------------------------------------------------
 
