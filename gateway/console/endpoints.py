@@ -40,7 +40,7 @@ from gateway.auth import repository as accounts
 from gateway.auth.accounts import authenticate_person
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.auth.setup import auth_services
-from gateway.console import escalations, verification, views
+from gateway.console import escalations, signins, verification, views
 from gateway.console.actions import record_action
 from gateway.console.pages import (
     NAV,
@@ -111,8 +111,9 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
         account = await run_in_threadpool(check)
     except (Unauthorized, TooManyRequests) as exc:
         throttled = isinstance(exc, TooManyRequests)
-        await record_action(container, page.request, "sign-in", organisation=None, account_id=None, ok=False,
-                            details={"reason": "throttled" if throttled else "wrong-credentials"})
+        tried = await run_in_threadpool(_tried, container, username)
+        await signins.record_failed_sign_in(container, page.request,
+                                            signins.THROTTLED if throttled else signins.WRONG_CREDENTIALS, tried)
         response = page.render("login.html", status=exc.status, next=local_path(next), message="",
                                error=page.t("throttled" if throttled else "wrong_credentials"))
         response.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "retry-after"})
@@ -126,6 +127,13 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
     person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
     target = local_path(next) if next and local_path(next) != "/console" else home_of(person)
     return page.finish(RedirectResponse(target, status_code=303))
+
+
+def _tried(container: Container, username: str) -> signins.Target:
+    """The account a failed sign-in tried, if the typed username is one (the name itself is never kept)."""
+    with transaction(container.sessions) as session:
+        found = accounts.get_account(session, username)
+    return signins.Target(found.organisation, found.id) if found is not None else signins.Target()
 
 
 def _sign_out(page: Page, session: SessionData) -> None:

@@ -4,17 +4,26 @@ cannot grow the audit log without bound while the officers concerned still see t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from audit.tables import audit_entries
+from gateway.auth.repository import get_account
+from gateway.clock import FixedClock
 from gateway.console.sessions import COOKIE, install_console
 from gateway.console.settings import ConsoleSettings
+from gateway.console.signins import THROTTLED, WRONG_CREDENTIALS, FailedSignIns, Target, summarise_ended
 from gateway.container import Container
+from gateway.db.engine import transaction
 from tests.console.support import PASSWORD, csrf_of, seed_entries
-from tests.console.test_console import IDLE, account, sign_in
+from tests.console.test_console import IDLE, account, entry_indices, sign_in
 
 
 @pytest.fixture
@@ -62,3 +71,99 @@ def test_signing_in_again_ends_the_session_before(console: TestClient) -> None:
     assert "Signed in as po-bank" in console.get("/console/audit").text
     console.cookies.set(COOKIE, first, path="/console")
     assert console.get("/console/audit", follow_redirects=False).status_code == 303, "the first session ended"
+
+
+# -- failed and throttled sign-ins ------------------------------------------------------------------------
+
+def _failed_sign_ins(container: Container) -> list[tuple[int, dict[str, Any]]]:
+    """The failed console sign-ins in the log: (index, event)."""
+    t = audit_entries.c
+    with container.engine.connect() as connection:
+        rows = connection.execute(select(t.log_index, t.canonical).where(t.event_type == "console.action")
+                                  .order_by(t.log_index)).all()
+    events = [(index, json.loads(canonical)["event"]) for index, canonical in rows]
+    return [(i, e) for i, e in events if e["status"] == "error" and e["extra"]["action"] == "sign-in"]
+
+
+def _try(client: TestClient, username: str, password: str = "wrong password!") -> int:
+    form = client.get("/console/login")
+    return client.post("/console/login", data={"username": username, "password": password,
+                                               "csrf_token": csrf_of(form.text)}).status_code
+
+
+def _account_id(container: Container, username: str) -> str:
+    with transaction(container.sessions) as session:
+        found = get_account(session, username)
+    assert found is not None
+    return found.id
+
+
+def test_throttled_sign_ins_are_audited_once_per_window_and_then_summarised(
+        console: TestClient, container: Container, clock: FixedClock) -> None:
+    account(console, "po-bank")
+    bank = {"org": "abn-amro", "system": None, "user": _account_id(container, "po-bank")}
+    assert [_try(console, "po-bank") for _ in range(5)] == [401] * 5
+    first_throttled = clock.now()
+    for _ in range(20):
+        assert _try(console, "po-bank") == 429
+        clock.advance(timedelta(seconds=1))
+    failed = _failed_sign_ins(container)
+    assert [e["extra"]["reason"] for _, e in failed] == ["wrong-credentials"] * 5 + ["throttled"]
+    assert all(e["requester"] == bank for _, e in failed), "the bank's officers see attempts on its account"
+
+    clock.advance(timedelta(minutes=15))  # the window has ended: the next failed sign-in writes its summary
+    assert _try(console, "nobody-of-that-name") == 401
+    index, summary = _failed_sign_ins(container)[6]
+    assert summary["requester"] == bank
+    assert summary["extra"] == {"action": "sign-in", "channel": "console", "reason": "throttled",
+                                "more_attempts": 19, "first_at": first_throttled.isoformat(),
+                                "last_at": (first_throttled + timedelta(seconds=19)).isoformat()}
+    assert "po-bank" not in json.dumps([e for _, e in _failed_sign_ins(container)]), "never the typed username"
+
+    # the bank's own officer finds the attempts and their summary in the audit explorer
+    assert _try(console, "po-bank", PASSWORD) == 200
+    listed = set(entry_indices(console.get("/console/audit?event_type=console.action").text))
+    assert {i for i, _ in failed} | {index} <= listed
+
+
+def test_guessing_usernames_that_are_no_account_writes_one_entry_and_a_count(
+        console: TestClient, container: Container, clock: FixedClock) -> None:
+    guesses = [f"guess-{n}@example.org" for n in range(30)]  # none throttled: each name is tried once
+    assert [_try(console, name) for name in guesses] == [401] * 30
+    failed = _failed_sign_ins(container)
+    assert len(failed) == 1
+    assert failed[0][1]["requester"] is None
+    assert failed[0][1]["extra"]["reason"] == "wrong-credentials"
+    clock.advance(timedelta(minutes=15))
+    assert console.portal is not None
+    console.portal.call(summarise_ended, container)  # what the timer runs every minute
+    _, summary = _failed_sign_ins(container)[1]
+    assert summary["requester"] is None
+    assert summary["extra"]["more_attempts"] == 29
+    assert "guess-" not in json.dumps([e for _, e in _failed_sign_ins(container)])
+
+
+def test_the_count_of_an_open_window_is_written_when_the_gateway_stops(app: FastAPI, container: Container) -> None:
+    _another_process(container)
+    with TestClient(app) as client:
+        client.app_state["accounts"] = set()
+        account(client, "po-bank")
+        assert [_try(client, "po-bank") for _ in range(8)] == [401] * 5 + [429] * 3
+        assert [e["extra"]["reason"] for _, e in _failed_sign_ins(container)][-1] == "throttled"
+        written = len(_failed_sign_ins(container))
+    _, summary = _failed_sign_ins(container)[written]
+    assert summary["extra"]["reason"] == "throttled"
+    assert summary["extra"]["more_attempts"] == 2
+
+
+def test_a_summary_that_cannot_be_written_is_kept_for_the_next_try() -> None:
+    tracker = FailedSignIns(window_seconds=60)
+    for second in range(3):
+        tracker.note(THROTTLED, Target("abn-amro", "account-1"), float(second))
+    due = tracker.ended(61.0)
+    assert [(b.target.account_id, b.more) for b in due] == [("account-1", 2)]
+    tracker.put_back(due)  # the audit writer refused
+    assert tracker.ended(62.0) == due
+    assert tracker.ended(63.0) == [], "written once"
+    assert tracker.note(WRONG_CREDENTIALS, Target("abn-amro", "account-1"), 64.0), "bounded by the throttle"
+    assert tracker.note(WRONG_CREDENTIALS, Target("abn-amro", "account-1"), 64.0)
