@@ -212,9 +212,7 @@ async def current_page(request: Request, container: Container = Depends(get_cont
     state = sessions.state(data, page.now())
     page.session_state = state
     if state == "active" and data is not None and data.username is not None:
-        username = data.username
-
-        sid = data.sid
+        username, sid = data.username, data.sid
 
         def load() -> accounts.AccountRecord | None:
             with transaction(container.sessions) as session:
@@ -226,8 +224,8 @@ async def current_page(request: Request, container: Container = Depends(get_cont
             page.session = sessions.touched(data, page.now())
         else:
             page.session_state = "signed-out"
-    elif state == "anonymous" and data is not None:
-        page.session = data  # keeps the sign-in form's CSRF token
+    if page.session is None:
+        page.session = sessions.read_login(request)  # keeps the sign-in form's CSRF token
     return page
 
 

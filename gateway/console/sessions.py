@@ -8,7 +8,8 @@ sleeping.
 
 Security checklist, in the order :meth:`Sessions.read` applies it:
 
-1. a cookie whose signature does not verify is ignored (as if there were none);
+1. a cookie whose signature does not verify is ignored (as if there were none); the sign-in form's session
+   (its CSRF token) is a cookie of its own, so showing the form never replaces a signed-in session;
 2. a session idle for longer than ``idle_timeout_seconds`` or older than ``max_session_seconds`` is refused;
 3. a session that was signed out is refused until its absolute expiry, in every gateway process and after a
    restart: the signed-out session ids are in the database (:mod:`gateway.console.signouts`), checked by
@@ -39,6 +40,11 @@ from gateway.console.signouts import record_sign_out
 from gateway.container import Container
 
 COOKIE = "wgs_console"
+LOGIN_COOKIE = "wgs_console_login"
+"""The sign-in form's cookie (its CSRF token). Apart from the session's: a browser does not send a
+``SameSite=Strict`` cookie with a request from another site (a link in an e-mail, a forged form), and the
+sign-in page answering such a request with a new anonymous session in the same cookie signed the person
+out — any site could do that."""
 _SALT = "wgs-console-session/1"
 
 SessionState = Literal["active", "idle", "expired", "signed-out", "anonymous"]
@@ -94,7 +100,16 @@ class Sessions:
     # -- reading -------------------------------------------------------------------------------
 
     def read(self, request: Request) -> SessionData | None:
-        raw = request.cookies.get(COOKIE)
+        """The signed-in session of the request's cookie, if any (its state is :meth:`state`'s to judge)."""
+        data = self._load(request.cookies.get(COOKIE))
+        return data if data is not None and data.username is not None else None
+
+    def read_login(self, request: Request) -> SessionData | None:
+        """The sign-in form's session (its CSRF token), kept in a cookie of its own."""
+        data = self._load(request.cookies.get(LOGIN_COOKIE))
+        return data if data is not None and data.username is None else None
+
+    def _load(self, raw: str | None) -> SessionData | None:
         if not raw:
             return None
         try:
@@ -155,11 +170,20 @@ class Sessions:
             return True
 
     def write(self, response: Response, request: Request, data: SessionData) -> None:
-        response.set_cookie(COOKIE, self.serializer.dumps(data.as_payload()), httponly=True, samesite="strict",
+        """A signed-in session goes into :data:`COOKIE` (and the sign-in form's cookie is dropped), the sign-in
+        form's into :data:`LOGIN_COOKIE`: answering a request that came without the session cookie never
+        overwrites it."""
+        name = COOKIE if data.username is not None else LOGIN_COOKIE
+        response.set_cookie(name, self.serializer.dumps(data.as_payload()), httponly=True, samesite="strict",
                             secure=self.secure_cookie(request), path="/console")
+        if data.username is not None and LOGIN_COOKIE in request.cookies:
+            self._delete(response, request, LOGIN_COOKIE)
 
     def clear(self, response: Response, request: Request) -> None:
-        response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict",
+        self._delete(response, request, COOKIE)
+
+    def _delete(self, response: Response, request: Request, name: str) -> None:
+        response.delete_cookie(name, path="/console", httponly=True, samesite="strict",
                                secure=self.secure_cookie(request))
 
 

@@ -5,18 +5,22 @@ cannot grow the audit log without bound while the officers concerned still see t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from audit.tables import audit_entries
 from gateway.auth.repository import get_account
 from gateway.clock import FixedClock
+from gateway.console import endpoints, escalations
+from gateway.console.pages import _templates
 from gateway.console.sessions import COOKIE, install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.console.signins import THROTTLED, WRONG_CREDENTIALS, FailedSignIns, Target, summarise_ended
@@ -24,6 +28,8 @@ from gateway.container import Container
 from gateway.db.engine import transaction
 from tests.console.support import PASSWORD, csrf_of, seed_entries
 from tests.console.test_console import IDLE, account, entry_indices, sign_in
+from tests.console.test_escalations import open_riec_case
+from tests.console.test_escalations import sign_in as escalation_sign_in
 
 
 @pytest.fixture
@@ -56,6 +62,20 @@ def test_a_signed_out_cookie_is_refused_by_another_process_too(console: TestClie
     # the refusal is about that session only: signing in again works in the new process
     console.cookies.clear()
     sign_in(console, "po-gemeente")
+    assert console.get("/console/audit").status_code == 200
+
+
+def test_a_link_or_form_from_another_site_does_not_sign_the_person_out(console: TestClient) -> None:
+    """The SameSite=Strict cookie is not sent on a request from another site (a link in an e-mail, a forged
+    form). The sign-in page answering such a request used to overwrite the session cookie with a new
+    anonymous one, so any site could sign a person out of the console."""
+    sign_in(console, "po-gemeente")
+    session = console.cookies.get(COOKIE)
+    assert session
+    from_elsewhere = TestClient(console.app, cookies={})  # what the browser sends cross-site: no Strict cookies
+    for response in (from_elsewhere.get("/console/login"),
+                     from_elsewhere.post("/console/login", data={"username": "x", "password": "y"})):
+        assert all(not header.startswith(f"{COOKIE}=") for header in response.headers.get_list("set-cookie"))
     assert console.get("/console/audit").status_code == 200
 
 
@@ -167,3 +187,65 @@ def test_a_summary_that_cannot_be_written_is_kept_for_the_next_try() -> None:
     assert tracker.ended(63.0) == [], "written once"
     assert tracker.note(WRONG_CREDENTIALS, Target("abn-amro", "account-1"), 64.0), "bounded by the throttle"
     assert tracker.note(WRONG_CREDENTIALS, Target("abn-amro", "account-1"), 64.0)
+
+
+# -- regression guards: CSRF on every form, escaping of what partners and people type ----------------------
+
+def test_every_console_post_route_refuses_a_request_without_the_csrf_token(console: TestClient) -> None:
+    routes = [(route, "") for route in endpoints.router.routes] + [(r, "/console") for r in escalations.router.routes]
+    posts = sorted(prefix + route.path for route, prefix in routes
+                   if isinstance(route, APIRoute) and "POST" in route.methods)
+    assert len(posts) >= 9
+    sign_in(console, "po-gemeente")
+    session = console.cookies.get(COOKIE)
+    for path in posts:
+        concrete = re.sub(r"\{[^}]+\}", "some-id", path)
+        for token in ({}, {"csrf_token": "forged"}):
+            response = console.post(concrete, data=token, follow_redirects=False)
+            assert response.status_code == 403, path
+            assert console.cookies.get(COOKIE) == session, f"{path} left the session alone"
+    assert console.get("/console/audit").status_code == 200
+
+
+MARKUP = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+
+
+def test_what_partners_and_people_type_is_escaped_on_every_page(console: TestClient, container: Container) -> None:
+    assert all(name.endswith(".html") for name in _templates.list_templates())  # autoescaped: select_autoescape
+    case_id = open_riec_case(container)
+    escalation_sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    token = csrf_of(page.text)
+    assert console.post(f"/console/escalations/{case_id}/comments", data={
+        "csrf_token": token, "text": MARKUP, "attachment_reference": "dms://case/1", "attachment_title": MARKUP,
+    }).status_code == 200
+    typed_back = console.post(f"/console/escalations/{case_id}/comments", data={
+        "csrf_token": token, "text": MARKUP, "attachment_reference": MARKUP, "attachment_title": MARKUP})
+    assert typed_back.status_code == 422
+    assert console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": token, "title": MARKUP[:200], "description": MARKUP}).status_code == 200
+    refused = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": MARKUP, "outcome": MARKUP, "motivation": MARKUP})
+    assert refused.status_code == 422
+    shown_pages = (console.get(f"/console/escalations/{case_id}"), console.get("/console/legal-gaps"), refused,
+                   typed_back, console.get("/console/login?next=/console/" + MARKUP))
+    for shown in shown_pages:
+        assert "<script>" not in shown.text
+        assert "<img" not in shown.text
+    assert "&lt;script&gt;" in console.get(f"/console/escalations/{case_id}").text
+
+
+def test_a_comment_whose_attachment_has_no_hash_leaves_the_case_page_readable(console: TestClient,
+                                                                                container: Container) -> None:
+    """The hash is optional and not stored when left out; the case page used to fail (500) on every view."""
+    case_id = open_riec_case(container)
+    escalation_sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    posted = console.post(f"/console/escalations/{case_id}/comments", data={
+        "csrf_token": token, "text": "see the memo", "attachment_reference": "dms://politie/2026/4711",
+        "attachment_title": "Memo"}, follow_redirects=False)
+    assert posted.status_code == 303
+    page = console.get(f"/console/escalations/{case_id}")
+    assert page.status_code == 200
+    assert "dms://politie/2026/4711" in page.text.split('id="comments"')[1]
+    assert "<small>SHA-256" not in page.text.split('id="comments"')[1]
