@@ -17,6 +17,7 @@ from gateway.auth import endpoints as auth_endpoints
 from gateway.auth.setup import auth_services, install_auth
 from gateway.clock import Clock
 from gateway.console import endpoints as console_endpoints
+from gateway.console.signins import close_sign_ins
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated, expected_heads
 from gateway.enrolment import endpoints as enrolment_endpoints
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             await auth_services(the_container).disabled.aclose()
             await escalation_service(the_container).notifier.aclose()
             await exchange_service(the_container).aclose()
+            await close_sign_ins(the_container)  # its summaries are audit entries: before the writer closes
             await audit_services(the_container).writer.aclose()
             await the_container.services["connectors"].aclose()
             await the_container.services["policy"].aclose()

@@ -64,6 +64,11 @@ class LoginThrottle:
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
+    @property
+    def window(self) -> timedelta:
+        """How long failed logins count against a username."""
+        return self._window
+
     def attempt(self, username: str) -> None:
         """Count an attempt before its password is checked, or raise 429 when the limit is reached."""
         now = self._clock.now().timestamp()

@@ -10,9 +10,11 @@ Modules, one job each:
 
 =================  ==========================================================================
 ``settings``       ``ConsoleSettings`` (env prefix ``WGS_CONSOLE_``): idle timeout, cookie flags
-``sessions``       signed session cookie, CSRF tokens, idle and absolute expiry, sign-out list
+``sessions``       signed session cookie, CSRF tokens, idle and absolute expiry, signing out
+``signouts``       the signed-out session ids, in the database (``tables``), for every process
 ``i18n``           the Dutch/English message catalogue and language choice
 ``actions``        ``console.action`` audit entries (sign-in, sign-out, exports, subject lookups)
+``signins``        failed sign-ins: one entry per account and window, later ones counted and summarised
 ``views``          page data that is presentation only (bar charts, deadline countdowns)
 ``pages``          the page machinery: signed-in person, ``Page``, navigation, ``ConsoleRoute``
 ``endpoints``      the router: thin handlers that check the session and call the services

@@ -40,7 +40,7 @@ from gateway.auth import repository as accounts
 from gateway.auth.accounts import authenticate_person
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.auth.setup import auth_services
-from gateway.console import escalations, verification, views
+from gateway.console import escalations, signins, verification, views
 from gateway.console.actions import record_action
 from gateway.console.pages import (
     NAV,
@@ -56,6 +56,7 @@ from gateway.console.pages import (
     need_scope,
     signed_in,
 )
+from gateway.console.sessions import SessionData
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
@@ -110,12 +111,16 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
         account = await run_in_threadpool(check)
     except (Unauthorized, TooManyRequests) as exc:
         throttled = isinstance(exc, TooManyRequests)
-        await record_action(container, page.request, "sign-in", organisation=None, account_id=None, ok=False,
-                            details={"reason": "throttled" if throttled else "wrong-credentials"})
+        tried = await run_in_threadpool(_tried, container, username)
+        await signins.record_failed_sign_in(container, page.request,
+                                            signins.THROTTLED if throttled else signins.WRONG_CREDENTIALS, tried)
         response = page.render("login.html", status=exc.status, next=local_path(next), message="",
                                error=page.t("throttled" if throttled else "wrong_credentials"))
         response.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "retry-after"})
         return response
+    before = page.session
+    if before is not None and before.username is not None:  # signed in already (as anyone): end that session
+        await run_in_threadpool(_sign_out, page, before)
     await record_action(container, page.request, "sign-in", organisation=account.organisation,
                         account_id=account.id)
     page.session = page.sessions.signed_in(account.username, page.now())
@@ -124,14 +129,26 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
     return page.finish(RedirectResponse(target, status_code=303))
 
 
+def _tried(container: Container, username: str) -> signins.Target:
+    """The account a failed sign-in tried, if the typed username is one (the name itself is never kept)."""
+    with transaction(container.sessions) as session:
+        found = accounts.get_account(session, username)
+    return signins.Target(found.organisation, found.id) if found is not None else signins.Target()
+
+
+def _sign_out(page: Page, session: SessionData) -> None:
+    with transaction(page.container.sessions) as db:
+        page.sessions.sign_out(db, session, page.now())
+
+
 @router.post("/logout", response_class=HTMLResponse)
 async def logout(page: Page = Depends(signed_in), csrf_token: str = Form("")) -> Response:
     person = page.me
     page.csrf(csrf_token)
+    if page.session is not None:  # first: should the audit entry fail, the session is ended all the same
+        await run_in_threadpool(_sign_out, page, page.session)
     await record_action(page.container, page.request, "sign-out", organisation=person.organisation,
                         account_id=person.account_id)
-    if page.session is not None:
-        page.sessions.sign_out(page.session, page.now())
     response = RedirectResponse("/console/login?signed_out=1", status_code=303)
     page.sessions.clear(response, page.request)
     page.session = None

@@ -29,6 +29,7 @@ from gateway.auth.principal import Principal, Role, Scope
 from gateway.console import views
 from gateway.console.i18n import LANGUAGE_COOKIE, choose_language, translate, translate_value
 from gateway.console.sessions import SessionData, Sessions, console_sessions
+from gateway.console.signouts import is_signed_out
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.deps import container_of, get_container
@@ -211,11 +212,11 @@ async def current_page(request: Request, container: Container = Depends(get_cont
     state = sessions.state(data, page.now())
     page.session_state = state
     if state == "active" and data is not None and data.username is not None:
-        username = data.username
+        username, sid = data.username, data.sid
 
         def load() -> accounts.AccountRecord | None:
             with transaction(container.sessions) as session:
-                return accounts.get_account(session, username)
+                return None if is_signed_out(session, sid) else accounts.get_account(session, username)
 
         account = await run_in_threadpool(load)
         if account is not None and account.active:
@@ -223,8 +224,8 @@ async def current_page(request: Request, container: Container = Depends(get_cont
             page.session = sessions.touched(data, page.now())
         else:
             page.session_state = "signed-out"
-    elif state == "anonymous" and data is not None:
-        page.session = data  # keeps the sign-in form's CSRF token
+    if page.session is None:
+        page.session = sessions.read_login(request)  # keeps the sign-in form's CSRF token
     return page
 
 

@@ -8,12 +8,15 @@ sleeping.
 
 Security checklist, in the order :meth:`Sessions.read` applies it:
 
-1. a cookie whose signature does not verify is ignored (as if there were none);
-2. a session signed out here is refused until its absolute expiry (per process: a signed-out cookie copied
-   to another gateway process stays valid there until it idles out — keep the idle timeout short);
-3. a session idle for longer than ``idle_timeout_seconds`` or older than ``max_session_seconds`` is refused;
+1. a cookie whose signature does not verify is ignored (as if there were none); the sign-in form's session
+   (its CSRF token) is a cookie of its own, so showing the form never replaces a signed-in session;
+2. a session idle for longer than ``idle_timeout_seconds`` or older than ``max_session_seconds`` is refused;
+3. a session that was signed out is refused until its absolute expiry, in every gateway process and after a
+   restart: the signed-out session ids are in the database (:mod:`gateway.console.signouts`), checked by
+   :func:`gateway.console.pages.current_page` in the transaction that loads the account;
 4. every POST carries the session's CSRF token in a form field, compared in constant time; a new token and
-   a new session id are issued on sign-in (no session fixation).
+   a new session id are issued on sign-in (no session fixation), and a session signed in before is signed
+   out then.
 """
 
 from __future__ import annotations
@@ -23,17 +26,25 @@ import ipaddress
 import os
 import secrets
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Request, Response
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy.orm import Session
 
 from gateway.console.settings import ConsoleSettings
+from gateway.console.signouts import record_sign_out
 from gateway.container import Container
 
 COOKIE = "wgs_console"
+LOGIN_COOKIE = "wgs_console_login"
+"""The sign-in form's cookie (its CSRF token). Apart from the session's: a browser does not send a
+``SameSite=Strict`` cookie with a request from another site (a link in an e-mail, a forged form), and the
+sign-in page answering such a request with a new anonymous session in the same cookie signed the person
+out — any site could do that."""
 _SALT = "wgs-console-session/1"
 
 SessionState = Literal["active", "idle", "expired", "signed-out", "anonymous"]
@@ -85,13 +96,20 @@ def load_or_create_secret(directory: Path) -> str:
 class Sessions:
     settings: ConsoleSettings
     serializer: URLSafeSerializer
-    _signed_out: dict[str, float] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- reading -------------------------------------------------------------------------------
 
     def read(self, request: Request) -> SessionData | None:
-        raw = request.cookies.get(COOKIE)
+        """The signed-in session of the request's cookie, if any (its state is :meth:`state`'s to judge)."""
+        data = self._load(request.cookies.get(COOKIE))
+        return data if data is not None and data.username is not None else None
+
+    def read_login(self, request: Request) -> SessionData | None:
+        """The sign-in form's session (its CSRF token), kept in a cookie of its own."""
+        data = self._load(request.cookies.get(LOGIN_COOKIE))
+        return data if data is not None and data.username is None else None
+
+    def _load(self, raw: str | None) -> SessionData | None:
         if not raw:
             return None
         try:
@@ -101,11 +119,9 @@ class Sessions:
         return SessionData.from_payload(payload)
 
     def state(self, data: SessionData | None, now: float) -> SessionState:
+        """What the cookie alone says; whether an active session was signed out is the database's to say."""
         if data is None or data.username is None:
             return "anonymous"
-        with self._lock:
-            if data.sid in self._signed_out:
-                return "signed-out"
         if now - data.issued > self.settings.max_session_seconds:
             return "expired"
         if now - data.seen > self.settings.idle_timeout_seconds:
@@ -127,12 +143,10 @@ class Sessions:
     def touched(data: SessionData, now: float) -> SessionData:
         return replace(data, seen=now)
 
-    def sign_out(self, data: SessionData, now: float) -> None:
-        with self._lock:
-            for sid, until in list(self._signed_out.items()):
-                if until < now:
-                    del self._signed_out[sid]
-            self._signed_out[data.sid] = data.issued + self.settings.max_session_seconds
+    def sign_out(self, session: Session, data: SessionData, now: float) -> None:
+        """Refuse this session from now on, in every process, until it would have expired anyway."""
+        until = data.issued + self.settings.max_session_seconds
+        record_sign_out(session, data.sid, datetime.fromtimestamp(until, UTC), datetime.fromtimestamp(now, UTC))
 
     # -- CSRF ----------------------------------------------------------------------------------
 
@@ -156,11 +170,20 @@ class Sessions:
             return True
 
     def write(self, response: Response, request: Request, data: SessionData) -> None:
-        response.set_cookie(COOKIE, self.serializer.dumps(data.as_payload()), httponly=True, samesite="strict",
+        """A signed-in session goes into :data:`COOKIE` (and the sign-in form's cookie is dropped), the sign-in
+        form's into :data:`LOGIN_COOKIE`: answering a request that came without the session cookie never
+        overwrites it."""
+        name = COOKIE if data.username is not None else LOGIN_COOKIE
+        response.set_cookie(name, self.serializer.dumps(data.as_payload()), httponly=True, samesite="strict",
                             secure=self.secure_cookie(request), path="/console")
+        if data.username is not None and LOGIN_COOKIE in request.cookies:
+            self._delete(response, request, LOGIN_COOKIE)
 
     def clear(self, response: Response, request: Request) -> None:
-        response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict",
+        self._delete(response, request, COOKIE)
+
+    def _delete(self, response: Response, request: Request, name: str) -> None:
+        response.delete_cookie(name, path="/console", httponly=True, samesite="strict",
                                secure=self.secure_cookie(request))
 
 

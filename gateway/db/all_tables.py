@@ -8,6 +8,7 @@ from __future__ import annotations
 import audit.tables
 import escalation.tables
 import gateway.auth.tables
+import gateway.console.tables
 import gateway.enrolment.tables
 import gateway.exchange.tables
 import gateway.register.tables  # noqa: F401

@@ -1,0 +1,251 @@
+"""Security properties of the console beyond the basics in ``test_console``: signing out holds in every
+process and across restarts, signing in again ends the session before, and failed or throttled sign-ins
+cannot grow the audit log without bound while the officers concerned still see them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from gateway.auth.repository import get_account
+from gateway.clock import FixedClock
+from gateway.console import endpoints, escalations
+from gateway.console.pages import _templates
+from gateway.console.sessions import COOKIE, install_console
+from gateway.console.settings import ConsoleSettings
+from gateway.console.signins import THROTTLED, WRONG_CREDENTIALS, FailedSignIns, Target, summarise_ended
+from gateway.container import Container
+from gateway.db.engine import transaction
+from tests.console.support import PASSWORD, csrf_of, seed_entries
+from tests.console.test_console import IDLE, account, entry_indices, sign_in
+from tests.console.test_escalations import open_riec_case
+from tests.console.test_escalations import sign_in as escalation_sign_in
+
+
+@pytest.fixture
+def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
+    _another_process(container)
+    with TestClient(app) as client:
+        seed_entries(container)
+        client.app_state["accounts"] = set()
+        yield client
+
+
+def _another_process(container: Container) -> None:
+    """What a second worker process or a restarted one has: the same key and database, nothing in memory."""
+    install_console(container, ConsoleSettings(cookie_secure=False, idle_timeout_seconds=IDLE,
+                                               default_language="en"))
+
+
+def test_a_signed_out_cookie_is_refused_by_another_process_too(console: TestClient, container: Container) -> None:
+    sign_in(console, "po-gemeente")
+    page = console.get("/console/audit")
+    copied = console.cookies.get(COOKIE)
+    assert copied
+    assert console.post("/console/logout", data={"csrf_token": csrf_of(page.text)},
+                        follow_redirects=False).status_code == 303
+    _another_process(container)
+    console.cookies.set(COOKIE, copied, path="/console")
+    refused = console.get("/console/audit", follow_redirects=False)
+    assert refused.status_code == 303
+    assert "expired=1" in refused.headers["location"]
+    # the refusal is about that session only: signing in again works in the new process
+    console.cookies.clear()
+    sign_in(console, "po-gemeente")
+    assert console.get("/console/audit").status_code == 200
+
+
+def test_a_link_or_form_from_another_site_does_not_sign_the_person_out(console: TestClient) -> None:
+    """The SameSite=Strict cookie is not sent on a request from another site (a link in an e-mail, a forged
+    form). The sign-in page answering such a request used to overwrite the session cookie with a new
+    anonymous one, so any site could sign a person out of the console."""
+    sign_in(console, "po-gemeente")
+    session = console.cookies.get(COOKIE)
+    assert session
+    from_elsewhere = TestClient(console.app, cookies={})  # what the browser sends cross-site: no Strict cookies
+    for response in (from_elsewhere.get("/console/login"),
+                     from_elsewhere.post("/console/login", data={"username": "x", "password": "y"})):
+        assert all(not header.startswith(f"{COOKIE}=") for header in response.headers.get_list("set-cookie"))
+    assert console.get("/console/audit").status_code == 200
+
+
+def test_signing_in_again_ends_the_session_before(console: TestClient) -> None:
+    sign_in(console, "po-gemeente")
+    page = console.get("/console/audit")
+    first = console.cookies.get(COOKIE)
+    assert first
+    account(console, "po-bank")
+    again = console.post("/console/login", data={"username": "po-bank", "password": PASSWORD,
+                                                 "csrf_token": csrf_of(page.text)}, follow_redirects=False)
+    assert again.status_code == 303
+    assert "Signed in as po-bank" in console.get("/console/audit").text
+    console.cookies.set(COOKIE, first, path="/console")
+    assert console.get("/console/audit", follow_redirects=False).status_code == 303, "the first session ended"
+
+
+# -- failed and throttled sign-ins ------------------------------------------------------------------------
+
+def _failed_sign_ins(container: Container) -> list[tuple[int, dict[str, Any]]]:
+    """The failed console sign-ins in the log: (index, event)."""
+    t = audit_entries.c
+    with container.engine.connect() as connection:
+        rows = connection.execute(select(t.log_index, t.canonical).where(t.event_type == "console.action")
+                                  .order_by(t.log_index)).all()
+    events = [(index, json.loads(canonical)["event"]) for index, canonical in rows]
+    return [(i, e) for i, e in events if e["status"] == "error" and e["extra"]["action"] == "sign-in"]
+
+
+def _try(client: TestClient, username: str, password: str = "wrong password!") -> int:
+    form = client.get("/console/login")
+    return client.post("/console/login", data={"username": username, "password": password,
+                                               "csrf_token": csrf_of(form.text)}).status_code
+
+
+def _account_id(container: Container, username: str) -> str:
+    with transaction(container.sessions) as session:
+        found = get_account(session, username)
+    assert found is not None
+    return found.id
+
+
+def test_throttled_sign_ins_are_audited_once_per_window_and_then_summarised(
+        console: TestClient, container: Container, clock: FixedClock) -> None:
+    account(console, "po-bank")
+    bank = {"org": "abn-amro", "system": None, "user": _account_id(container, "po-bank")}
+    assert [_try(console, "po-bank") for _ in range(5)] == [401] * 5
+    first_throttled = clock.now()
+    for _ in range(20):
+        assert _try(console, "po-bank") == 429
+        clock.advance(timedelta(seconds=1))
+    failed = _failed_sign_ins(container)
+    assert [e["extra"]["reason"] for _, e in failed] == ["wrong-credentials"] * 5 + ["throttled"]
+    assert all(e["requester"] == bank for _, e in failed), "the bank's officers see attempts on its account"
+
+    clock.advance(timedelta(minutes=15))  # the window has ended: the next failed sign-in writes its summary
+    assert _try(console, "nobody-of-that-name") == 401
+    index, summary = _failed_sign_ins(container)[6]
+    assert summary["requester"] == bank
+    assert summary["extra"] == {"action": "sign-in", "channel": "console", "reason": "throttled",
+                                "more_attempts": 19, "first_at": first_throttled.isoformat(),
+                                "last_at": (first_throttled + timedelta(seconds=19)).isoformat()}
+    assert "po-bank" not in json.dumps([e for _, e in _failed_sign_ins(container)]), "never the typed username"
+
+    # the bank's own officer finds the attempts and their summary in the audit explorer
+    assert _try(console, "po-bank", PASSWORD) == 200
+    listed = set(entry_indices(console.get("/console/audit?event_type=console.action").text))
+    assert {i for i, _ in failed} | {index} <= listed
+
+
+def test_guessing_usernames_that_are_no_account_writes_one_entry_and_a_count(
+        console: TestClient, container: Container, clock: FixedClock) -> None:
+    guesses = [f"guess-{n}@example.org" for n in range(30)]  # none throttled: each name is tried once
+    assert [_try(console, name) for name in guesses] == [401] * 30
+    failed = _failed_sign_ins(container)
+    assert len(failed) == 1
+    assert failed[0][1]["requester"] is None
+    assert failed[0][1]["extra"]["reason"] == "wrong-credentials"
+    clock.advance(timedelta(minutes=15))
+    assert console.portal is not None
+    console.portal.call(summarise_ended, container)  # what the timer runs every minute
+    _, summary = _failed_sign_ins(container)[1]
+    assert summary["requester"] is None
+    assert summary["extra"]["more_attempts"] == 29
+    assert "guess-" not in json.dumps([e for _, e in _failed_sign_ins(container)])
+
+
+def test_the_count_of_an_open_window_is_written_when_the_gateway_stops(app: FastAPI, container: Container) -> None:
+    _another_process(container)
+    with TestClient(app) as client:
+        client.app_state["accounts"] = set()
+        account(client, "po-bank")
+        assert [_try(client, "po-bank") for _ in range(8)] == [401] * 5 + [429] * 3
+        assert [e["extra"]["reason"] for _, e in _failed_sign_ins(container)][-1] == "throttled"
+        written = len(_failed_sign_ins(container))
+    _, summary = _failed_sign_ins(container)[written]
+    assert summary["extra"]["reason"] == "throttled"
+    assert summary["extra"]["more_attempts"] == 2
+
+
+def test_a_summary_that_cannot_be_written_is_kept_for_the_next_try() -> None:
+    tracker = FailedSignIns(window_seconds=60)
+    for second in range(3):
+        tracker.note(THROTTLED, Target("abn-amro", "account-1"), float(second))
+    due = tracker.ended(61.0)
+    assert [(b.target.account_id, b.more) for b in due] == [("account-1", 2)]
+    tracker.put_back(due)  # the audit writer refused
+    assert tracker.ended(62.0) == due
+    assert tracker.ended(63.0) == [], "written once"
+    assert tracker.note(WRONG_CREDENTIALS, Target("abn-amro", "account-1"), 64.0), "bounded by the throttle"
+    assert tracker.note(WRONG_CREDENTIALS, Target("abn-amro", "account-1"), 64.0)
+
+
+# -- regression guards: CSRF on every form, escaping of what partners and people type ----------------------
+
+def test_every_console_post_route_refuses_a_request_without_the_csrf_token(console: TestClient) -> None:
+    routes = [(route, "") for route in endpoints.router.routes] + [(r, "/console") for r in escalations.router.routes]
+    posts = sorted(prefix + route.path for route, prefix in routes
+                   if isinstance(route, APIRoute) and "POST" in route.methods)
+    assert len(posts) >= 9
+    sign_in(console, "po-gemeente")
+    session = console.cookies.get(COOKIE)
+    for path in posts:
+        concrete = re.sub(r"\{[^}]+\}", "some-id", path)
+        for token in ({}, {"csrf_token": "forged"}):
+            response = console.post(concrete, data=token, follow_redirects=False)
+            assert response.status_code == 403, path
+            assert console.cookies.get(COOKIE) == session, f"{path} left the session alone"
+    assert console.get("/console/audit").status_code == 200
+
+
+MARKUP = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+
+
+def test_what_partners_and_people_type_is_escaped_on_every_page(console: TestClient, container: Container) -> None:
+    assert all(name.endswith(".html") for name in _templates.list_templates())  # autoescaped: select_autoescape
+    case_id = open_riec_case(container)
+    escalation_sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    token = csrf_of(page.text)
+    assert console.post(f"/console/escalations/{case_id}/comments", data={
+        "csrf_token": token, "text": MARKUP, "attachment_reference": "dms://case/1", "attachment_title": MARKUP,
+    }).status_code == 200
+    typed_back = console.post(f"/console/escalations/{case_id}/comments", data={
+        "csrf_token": token, "text": MARKUP, "attachment_reference": MARKUP, "attachment_title": MARKUP})
+    assert typed_back.status_code == 422
+    assert console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": token, "title": MARKUP[:200], "description": MARKUP}).status_code == 200
+    refused = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": MARKUP, "outcome": MARKUP, "motivation": MARKUP})
+    assert refused.status_code == 422
+    shown_pages = (console.get(f"/console/escalations/{case_id}"), console.get("/console/legal-gaps"), refused,
+                   typed_back, console.get("/console/login?next=/console/" + MARKUP))
+    for shown in shown_pages:
+        assert "<script>" not in shown.text
+        assert "<img" not in shown.text
+    assert "&lt;script&gt;" in console.get(f"/console/escalations/{case_id}").text
+
+
+def test_a_comment_whose_attachment_has_no_hash_leaves_the_case_page_readable(console: TestClient,
+                                                                                container: Container) -> None:
+    """The hash is optional and not stored when left out; the case page used to fail (500) on every view."""
+    case_id = open_riec_case(container)
+    escalation_sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    posted = console.post(f"/console/escalations/{case_id}/comments", data={
+        "csrf_token": token, "text": "see the memo", "attachment_reference": "dms://politie/2026/4711",
+        "attachment_title": "Memo"}, follow_redirects=False)
+    assert posted.status_code == 303
+    page = console.get(f"/console/escalations/{case_id}")
+    assert page.status_code == 200
+    assert "dms://politie/2026/4711" in page.text.split('id="comments"')[1]
+    assert "<small>SHA-256" not in page.text.split('id="comments"')[1]
