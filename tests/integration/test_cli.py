@@ -565,3 +565,33 @@ def test_a_database_message_loses_the_password_and_the_url_as_written() -> None:
     assert "S3cr" not in message
     assert "tPW" not in message
     assert "postgresql+psycopg://wgs:***@db.example:5432/wgs" in message
+
+
+@pytest.mark.parametrize("command", [["users", "list"], ["clients", "list"], ["clients", "disable", "politie-bvh"],
+                                     ["escalations", "gaps"], ["escalations", "scan"], ["register", "versions"],
+                                     ["pseudonyms", "status"]])
+def test_a_command_on_an_unmigrated_database_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  command: list[str]) -> None:
+    """Run before `db upgrade`, or from another directory than the one holding `var/` (the default data
+    directory is relative), a command that reads the database used to end in SQLAlchemy's traceback of a
+    hundred lines ("no such table"); like `serve`, it says what to do in one line."""
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("database not migrated: run `wgs-gateway db upgrade` first"), line
+
+
+def test_any_other_database_error_of_a_command_is_one_line(data_dir: Path) -> None:
+    """A migrated database that still fails a command (here a table dropped behind Alembic's back) ends it
+    with the driver's first line, not a traceback."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "gateway.sqlite") as database:
+        database.execute("DROP TABLE oauth_clients")
+    result = runner.invoke(app, ["clients", "list"])
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line == "database error: no such table: oauth_clients"
