@@ -21,6 +21,21 @@ from gateway.settings import SHIPPED_REGISTER
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def restored_logging() -> Iterator[None]:
+    """The logging set-up as it was after each test: a command that configures it (`escalations scan`, which
+    starts the gateway's services) would otherwise leave its JSON handler at INFO on the root logger for the
+    tests after it, whose one-line refusals would gain Alembic's lines (in use, each command is a process)."""
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
@@ -580,8 +595,9 @@ def test_a_command_on_an_unmigrated_database_says_so_in_one_line(tmp_path: Path,
     result = runner.invoke(app, command)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    [line] = result.stderr.strip().splitlines()
+    *records, line = result.stderr.strip().splitlines()
     assert line.startswith("database not migrated: run `wgs-gateway db upgrade` first"), line
+    assert all(json.loads(record)["level"] for record in records)  # a command that logs: its JSON lines only
 
 
 def test_any_other_database_error_of_a_command_is_one_line(data_dir: Path) -> None:
@@ -593,5 +609,16 @@ def test_any_other_database_error_of_a_command_is_one_line(data_dir: Path) -> No
         database.execute("DROP TABLE oauth_clients")
     result = runner.invoke(app, ["clients", "list"])
     assert result.exit_code == 1, result.output
-    [line] = result.stderr.strip().splitlines()
+    *records, line = result.stderr.strip().splitlines()
     assert line == "database error: no such table: oauth_clients"
+    assert all(json.loads(record)["level"] for record in records)  # log records (when set up), no traceback
+
+
+def test_escalations_scan_logs_json_lines_on_stderr_and_prints_only_its_count(data_dir: Path) -> None:
+    """From cron, stdout is the report: the scan's log records (it starts the gateway's services) are the
+    gateway's JSON lines on stderr, as the README says of every log record, not console lines on stdout."""
+    scanned = runner.invoke(app, ["escalations", "scan"])
+    assert scanned.exit_code == 0, scanned.output
+    assert scanned.stdout == "0 overdue case(s) moved up a tier\n"
+    records = [json.loads(line) for line in scanned.stderr.splitlines()]
+    assert "register_loaded" in [record["event"] for record in records]
