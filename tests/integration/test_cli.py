@@ -492,7 +492,11 @@ def test_audit_export_is_covered_by_a_signature_and_a_forged_one_is_not_intact(d
     finally:
         engine.dispose()
     export = tmp_path / "log.jsonl"
-    assert runner.invoke(app, ["audit", "export", "--out", str(export)]).exit_code == 0
+    exported = runner.invoke(app, ["audit", "export", "--out", str(export)])
+    assert exported.exit_code == 0, exported.output
+    # what it wrote, in words (it printed the summary object's repr): 20 entries, the first checkpoint and
+    # the one signed at the export's size
+    assert exported.stdout == f"exported 20 entries and 2 checkpoints to {export}\n"
     vkey = runner.invoke(app, ["audit", "key"]).output.strip()
     intact = runner.invoke(app, ["audit", "verify", "--export", str(export), "--key", vkey])
     assert intact.exit_code == 0, intact.output
