@@ -564,7 +564,7 @@ def test_a_webhook_secret_in_a_refused_setting_is_never_printed(
                                                   "'^https?://'"]
 
 
-@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"]])
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"], ["users", "list"], ["escalations", "gaps"]])
 def test_an_unreachable_database_is_one_line_without_the_password(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]],
         command: list[str]) -> None:
