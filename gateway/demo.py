@@ -316,8 +316,8 @@ def _run_demo(settings: Settings, port: int, once: bool) -> int:
         console.print(f"logs of every process in {logs}")
         if once:
             return 1 if failures else 0
-        console.print("[bold]running; press Ctrl-C to stop[/bold]")
-        with suppress(KeyboardInterrupt):
+        with suppress(KeyboardInterrupt):  # around the line too: a signal right after it is a stop, not a crash
+            console.print("[bold]running; press Ctrl-C to stop[/bold]")
             signal.pause()
         return 0
     finally:
