@@ -48,6 +48,8 @@ class _SettingsCheckedGroup(TyperGroup):
             problems = settings_problems(exc)
         except SettingsError as exc:
             problems = settings_problems(exc)
+        except (SQLAlchemyError, DatabaseNotMigrated) as exc:  # a command using the database before `db upgrade`
+            problems = [_database_refusal(exc)]
         for line in problems:
             typer.echo(line, err=True)  # not rich: a message may hold [brackets] and must stay one line
         raise typer.Exit(1)
@@ -91,6 +93,35 @@ def _unreachable(exc: SQLAlchemyError, url: str) -> str:
     """The one line an operator gets for a database the command could not use."""
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
     return f"database unreachable: {_without_password(lines[0], url)}"
+
+
+def _database_refusal(exc: SQLAlchemyError | DatabaseNotMigrated) -> str:
+    """The one line for a database error that ended a command: most often a database not migrated yet (the
+    command ran before `db upgrade`, or in another directory than the one holding the relative default data
+    directory), which the driver reports as a missing table; else the driver's first line, without the password.
+    The group's settings check has passed by then, so ``Settings()`` builds."""
+    url = Settings().effective_database_url
+    try:
+        engine = make_engine(url)
+    except SQLAlchemyError as bad_url:
+        return _unreachable(bad_url, url)
+    try:
+        assert_migrated(engine)
+    except DatabaseNotMigrated:
+        return f"database not migrated: run `wgs-gateway db upgrade` first ({_database_named(url)})"
+    except SQLAlchemyError as unreachable:
+        return _unreachable(unreachable, url)
+    finally:
+        engine.dispose()
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+    return f"database error: {_without_password(lines[0], url)}"
+
+
+def _database_named(url: str) -> str:
+    """Which database a refusal is about: the SQLite file, else the URL without its password."""
+    if url.startswith("sqlite") and "///" in url:
+        return f"database file {url.split('///', 1)[-1]}"
+    return f"database {_without_password(url, url)}"
 
 
 @contextmanager

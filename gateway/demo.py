@@ -15,9 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -250,7 +253,30 @@ def demo_register(settings: Settings) -> Path:
     return path
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a service manager) stops the demo as Ctrl-C does. With Python's default
+    the demo died of it at once, before its ``finally`` ran, and left every partner and the gateway running."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_demo(settings: Settings, port: int = 8000, once: bool = False) -> int:
+    with _sigterm_as_ctrl_c():
+        return _run_demo(settings, port, once)
+
+
+def _run_demo(settings: Settings, port: int, once: bool) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"register_file": demo_register(settings)})
     command.upgrade(alembic_config_for(settings), "head")
@@ -294,8 +320,8 @@ def run_demo(settings: Settings, port: int = 8000, once: bool = False) -> int:
         console.print(f"logs of every process in {logs}")
         if once:
             return 1 if failures else 0
-        console.print("[bold]running; press Ctrl-C to stop[/bold]")
-        with suppress(KeyboardInterrupt):
+        with suppress(KeyboardInterrupt):  # around the line too: a signal right after it is a stop, not a crash
+            console.print("[bold]running; press Ctrl-C to stop[/bold]")
             signal.pause()
         return 0
     finally:

@@ -17,7 +17,10 @@ ensure_venv() {
         }
     fi
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+    # ".[]" (no extras) is not a requirement current pip accepts: name the extras only when there are some.
+    local project="."
+    [ -z "$extras" ] || project=".[${extras}]"
+    .venv/bin/python -m pip install --quiet -e "$project"
 }
 
 # Install Debian packages that are missing (needs root or sudo); a no-op when all are present.

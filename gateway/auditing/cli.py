@@ -56,7 +56,7 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
     engine = engine_for(settings)
     summary = export_log(AuditLog(engine, signer), out_file)
     engine.dispose()
-    out.print(f"exported {summary}")
+    typer.echo(f"exported {summary.tree_size} entries and {summary.checkpoint_count} checkpoints to {out_file}")
 
 
 @audit_app.command("verify")

@@ -27,9 +27,15 @@ def scan() -> None:
     from gateway.auditing.setup import audit_services
     from gateway.container import build_container
     from gateway.escalations.setup import escalation_service
+    from gateway.logging import configure_logging
+
+    settings = Settings()
+    # It starts the gateway's services, which log: as the gateway's JSON lines on stderr (scrubbed), so that
+    # stdout, which cron mails or a script reads, holds only the count.
+    configure_logging(settings.log_level, settings.log_json)
 
     async def run() -> int:
-        container = build_container(Settings())
+        container = build_container(settings)
         start_services(container)
         writer = audit_services(container).writer
         writer.start()

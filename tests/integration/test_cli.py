@@ -23,6 +23,21 @@ from gateway.settings import SHIPPED_REGISTER
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def restored_logging() -> Iterator[None]:
+    """The logging set-up as it was after each test: a command that configures it (`escalations scan`, which
+    starts the gateway's services) would otherwise leave its JSON handler at INFO on the root logger for the
+    tests after it, whose one-line refusals would gain Alembic's lines (in use, each command is a process)."""
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
@@ -481,7 +496,11 @@ def test_audit_export_is_covered_by_a_signature_and_a_forged_one_is_not_intact(d
     finally:
         engine.dispose()
     export = tmp_path / "log.jsonl"
-    assert runner.invoke(app, ["audit", "export", "--out", str(export)]).exit_code == 0
+    exported = runner.invoke(app, ["audit", "export", "--out", str(export)])
+    assert exported.exit_code == 0, exported.output
+    # what it wrote, in words (it printed the summary object's repr): 20 entries, the first checkpoint and
+    # the one signed at the export's size
+    assert exported.stdout == f"exported 20 entries and 2 checkpoints to {export}\n"
     vkey = runner.invoke(app, ["audit", "key"]).output.strip()
     intact = runner.invoke(app, ["audit", "verify", "--export", str(export), "--key", vkey])
     assert intact.exit_code == 0, intact.output
@@ -560,7 +579,7 @@ def test_a_webhook_secret_in_a_refused_setting_is_never_printed(
                                                   "'^https?://'"]
 
 
-@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"]])
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "current"], ["users", "list"], ["escalations", "gaps"]])
 def test_an_unreachable_database_is_one_line_without_the_password(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]],
         command: list[str]) -> None:
@@ -607,3 +626,45 @@ def test_a_database_message_loses_the_password_and_the_url_as_written() -> None:
     assert "S3cr" not in message
     assert "tPW" not in message
     assert "postgresql+psycopg://wgs:***@db.example:5432/wgs" in message
+
+
+@pytest.mark.parametrize("command", [["users", "list"], ["clients", "list"], ["clients", "disable", "politie-bvh"],
+                                     ["escalations", "gaps"], ["escalations", "scan"], ["register", "versions"],
+                                     ["pseudonyms", "status"]])
+def test_a_command_on_an_unmigrated_database_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  command: list[str]) -> None:
+    """Run before `db upgrade`, or from another directory than the one holding `var/` (the default data
+    directory is relative), a command that reads the database used to end in SQLAlchemy's traceback of a
+    hundred lines ("no such table"); like `serve`, it says what to do in one line."""
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    *records, line = result.stderr.strip().splitlines()
+    assert line.startswith("database not migrated: run `wgs-gateway db upgrade` first"), line
+    assert all(json.loads(record)["level"] for record in records)  # a command that logs: its JSON lines only
+
+
+def test_any_other_database_error_of_a_command_is_one_line(data_dir: Path) -> None:
+    """A migrated database that still fails a command (here a table dropped behind Alembic's back) ends it
+    with the driver's first line, not a traceback."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "gateway.sqlite") as database:
+        database.execute("DROP TABLE oauth_clients")
+    result = runner.invoke(app, ["clients", "list"])
+    assert result.exit_code == 1, result.output
+    *records, line = result.stderr.strip().splitlines()
+    assert line == "database error: no such table: oauth_clients"
+    assert all(json.loads(record)["level"] for record in records)  # log records (when set up), no traceback
+
+
+def test_escalations_scan_logs_json_lines_on_stderr_and_prints_only_its_count(data_dir: Path) -> None:
+    """From cron, stdout is the report: the scan's log records (it starts the gateway's services) are the
+    gateway's JSON lines on stderr, as the README says of every log record, not console lines on stdout."""
+    scanned = runner.invoke(app, ["escalations", "scan"])
+    assert scanned.exit_code == 0, scanned.output
+    assert scanned.stdout == "0 overdue case(s) moved up a tier\n"
+    records = [json.loads(line) for line in scanned.stderr.splitlines()]
+    assert "register_loaded" in [record["event"] for record in records]

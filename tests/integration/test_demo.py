@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -92,3 +95,55 @@ def test_demo_reports_a_failed_enrolment_in_one_line(tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     assert "enrolment failed: 503: Service unavailable" in out
     assert "Traceback" not in out
+
+
+RUNNING = "running; press Ctrl-C to stop"
+QUICK_DEMO = """import sys
+from gateway import demo
+from gateway.settings import Settings
+
+async def no_scenarios(*_args: object) -> int:
+    return 0
+
+demo._run_scenarios = no_scenarios  # the processes are what this test is about, not the scenarios
+sys.exit(demo.run_demo(Settings(), port=0))
+"""
+
+
+def _read_until(process: subprocess.Popen[str], marker: str, deadline: float) -> str:
+    """What ``process`` printed up to the line holding ``marker`` (fails after ``deadline`` seconds)."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        ready, _, _ = select.select([process.stdout], [], [], 1)
+        if ready:
+            line = process.stdout.readline()
+            seen.append(line)
+            if marker in line:
+                return "".join(seen)
+            if not line and process.poll() is not None:
+                break
+    raise AssertionError(f"no {marker!r} within {deadline} s:\n{''.join(seen)}")
+
+
+def test_sigterm_stops_the_demo_and_every_process_it_started(tmp_path: Path) -> None:
+    """Without ``--once`` the demo runs until stopped. SIGTERM (``kill``, ``timeout``, a service manager) must
+    stop it like Ctrl-C does: the partners and the gateway stopped too, exit code 0. The demo used to die of
+    the signal at once and leave its eight server processes running, still holding their ports."""
+    env = os.environ | {"WGS_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    env.pop("WGS_DATABASE_URL", None)
+    process = subprocess.Popen([sys.executable, "-c", QUICK_DEMO], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    group = process.pid  # its own session: every process it starts is in this group
+    try:
+        output = _read_until(process, RUNNING, deadline=120)
+        assert output.count("  partner ") == 7, output
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        with pytest.raises(ProcessLookupError):  # nothing of the group is left
+            os.killpg(group, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        process.wait(timeout=10)

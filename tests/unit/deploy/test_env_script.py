@@ -1,0 +1,56 @@
+"""scripts/_env.sh, which scripts/demo and scripts/test share: the editable install it asks pip for must be
+one pip accepts, with and without extras. ``scripts/demo`` installs with no extras, and ``".[]"`` is refused
+by current pip ("not a valid editable requirement"), so on a fresh machine the README's first command
+stopped before anything was installed.
+
+The script runs against a copy of itself in a temporary directory whose ``.venv/bin/python`` is a stub that
+records its arguments, so nothing is installed; the recorded requirement is then given to pip's own parser
+for editable requirements (what ``pip install -e`` calls), so the test fails exactly when pip would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# In a process of its own: importing pip registers a log level ("VERBOSE") in this process's logging module.
+PIP_PARSES = """import json, sys
+from pip._internal.req.constructors import install_req_from_editable
+print(json.dumps(sorted(install_req_from_editable(sys.argv[1]).extras)))
+"""
+
+STUB_PYTHON = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$(dirname "$0")/calls"
+"""
+
+
+def _editable_requirement(tmp_path: Path, extras: str) -> str:
+    """The ``-e`` argument ``ensure_venv EXTRAS`` hands to pip, with pip stubbed out."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "_env.sh", tmp_path / "scripts" / "_env.sh")
+    stub = tmp_path / ".venv" / "bin" / "python"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(STUB_PYTHON)
+    stub.chmod(0o755)
+    subprocess.run(["bash", "-c", 'source scripts/_env.sh && ensure_venv "$1"', "_", extras],
+                   cwd=tmp_path, check=True, timeout=30)
+    installs = [line.split() for line in (stub.parent / "calls").read_text().splitlines()]
+    editable = [words[words.index("-e") + 1] for words in installs if "-e" in words]
+    assert len(editable) == 1, installs
+    return editable[0]
+
+
+@pytest.mark.parametrize(("extras", "expected"), [("", set()), ("test", {"test"})])
+def test_ensure_venv_asks_pip_for_a_requirement_it_accepts(tmp_path: Path, extras: str, expected: set[str]) -> None:
+    requirement = _editable_requirement(tmp_path, extras)
+    # pip resolves the path part against the working directory, as the script runs it from the checkout
+    parsed = subprocess.run([sys.executable, "-c", PIP_PARSES, requirement], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert parsed.returncode == 0, f"pip refuses -e {requirement!r}: {parsed.stderr.strip().splitlines()[-1:]}"
+    assert set(json.loads(parsed.stdout)) == expected
