@@ -21,9 +21,16 @@ from typer.core import TyperGroup
 
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
-from gateway.db.engine import alembic_config_for, current_heads, engine_for, expected_heads, migration_gap
+from gateway.db.engine import (
+    alembic_config_for,
+    assert_migrated,
+    current_heads,
+    engine_for,
+    expected_heads,
+    migration_gap,
+)
 from gateway.enrolment.cli import pseudonyms_app
-from gateway.errors import InvalidRegister
+from gateway.errors import DatabaseNotMigrated, InvalidRegister
 from gateway.escalations.cli import escalations_app
 from gateway.logging import configure_logging
 from gateway.register.cli import register_app
@@ -100,9 +107,10 @@ def _database_refusal(exc: SQLAlchemyError | DatabaseNotMigrated) -> str:
     command ran before `db upgrade`, or in another directory than the one holding the relative default data
     directory), which the driver reports as a missing table; else the driver's first line, without the password.
     The group's settings check has passed by then, so ``Settings()`` builds."""
-    url = Settings().effective_database_url
+    settings = Settings()
+    url = settings.effective_database_url
     try:
-        engine = make_engine(url)
+        engine = engine_for(settings)
     except SQLAlchemyError as bad_url:
         return _unreachable(bad_url, url)
     try:
