@@ -16,6 +16,10 @@ errors, timeouts and 5xx, and only where repeating the call is safe:
   id (a retry gets the first answer back — no second disclosure, no second intake of provided records; the
   simulators implement this in ``connectors.dedup``). A query without a request id is sent exactly once.
 
+Answers are read as sent: the connector asks for ``Accept-Encoding: identity`` and refuses a compressed answer
+(``HolderProtocolError``) instead of inflating it, because the size limit must bound what lands in memory, and
+a few hundred kilobytes of gzip inflate to gigabytes.
+
 4xx answers are never retried. aiohttp's exceptions are converted here, at the edge (``raise ... from``), into
 the tree of ``connectors.errors``; messages name the partner system and the request id, never a subject or the
 holder's address (they reach the requester as reasons). The bearer token comes from an injected
@@ -49,6 +53,7 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The largest answer a holder may give: a hundred subjects' records fit many times over; a holder answering
 without end must not fill the gateway's memory."""
 _JSON = {"Content-Type": "application/json"}
+_IDENTITY = {"Accept-Encoding": "identity"}  # no compression: see the module docstring
 _TRACE_ID, _HOLDER_TRACE_ID = (token.var for token in contextvars.copy_context().run(
     lambda: structlog.contextvars.bind_contextvars(trace_id=None, holder_trace_id=None)).values())
 """The context variables behind structlog's bound ``trace_id`` and ``holder_trace_id`` (set per request by
@@ -86,7 +91,8 @@ class SharedSession:
     def get(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=_KEEPALIVE_SECONDS)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            # auto_decompress off: an inflated body would escape ``max_answer_bytes`` (a decompression bomb)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
         return self._session
 
     async def aclose(self) -> None:
@@ -155,7 +161,7 @@ class HttpConnector:
                 log.info("holder_retry", system=self.system, request_id=request_id, attempt=attempt + 1,
                          after=failure)
             self.attempts += 1
-            headers = dict(_JSON) if payload is not None else {}
+            headers = _JSON | _IDENTITY if payload is not None else dict(_IDENTITY)
             if traceparent is not None:
                 headers["traceparent"] = traceparent
             if authenticated:
@@ -194,6 +200,10 @@ class HttpConnector:
         limit = self._max_answer_bytes
         async with self._session.get().request(method, f"{self._base}{path}", data=payload, headers=headers,
                                                allow_redirects=False) as response:
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                # not echoed: the header is the holder's free text, and the message reaches the requester
+                raise HolderProtocolError(self.system, "compressed answer, which was not asked for")
             length = response.content_length
             if length is not None and length <= limit:
                 return response.status, await response.read()

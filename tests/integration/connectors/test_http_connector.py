@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -360,3 +361,30 @@ async def test_an_answer_past_the_size_limit_is_a_protocol_error(chunked: bool) 
                 await small.query(_query(["s-1"], ["police_incidents"]))
         async with HttpConnector(w.POLICE, url, gateway_token, max_answer_bytes=len(body)) as enough:
             assert len((await enough.query(_query(["s-1"], ["police_incidents"]))).records) == 50
+
+
+async def test_a_compressed_answer_cannot_inflate_past_the_size_limit() -> None:
+    """A decompression bomb (found by a review): 300 kB of gzip inflated to 300 MB inside the gateway although
+    the answer limit was 1 MB, because the client inflated it before the limit was checked. The connector asks
+    for no compression, and a compressed answer is a protocol error, read as sent (never inflated)."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: the gzip format
+    parts = [deflater.compress(b'{"status": "answered", "records": [], "padding": "')]
+    parts += [deflater.compress(b"x" * 1024 * 1024) for _ in range(300)]
+    bomb = b"".join([*parts, deflater.compress(b'"}'), deflater.flush()])
+    asked: list[str | None] = []
+    app = FastAPI()
+
+    @app.post("/holder/v1/query")
+    async def query(request: Request) -> Response:
+        asked.append(request.headers.get("accept-encoding"))
+        return Response(bomb, media_type="application/json", headers={"Content-Encoding": "gzip"})
+
+    with serve_app(app) as url:
+        async with HttpConnector(w.POLICE, url, gateway_token, max_answer_bytes=1024 * 1024, timeout=30) as connector:
+            started = time.process_time()
+            with pytest.raises(HolderProtocolError, match="compressed answer") as refused:
+                await connector.query(_query(["s-1"], ["police_incidents"]))
+            assert time.process_time() - started < 0.5  # nothing was inflated (300 MB would take seconds)
+    assert len(bomb) < 1024 * 1024  # within the limit as sent
+    assert asked == ["identity"]
+    assert "gzip" not in str(refused.value)  # the holder's header text is not echoed to the requester
