@@ -6,6 +6,8 @@ its audience (``aud``) and be unexpired. Checklist, in order:
 1. the header names an allowed asymmetric algorithm (never ``none`` or HMAC);
 2. its ``kid`` is in the gateway's key set — on an unknown ``kid`` the set is re-read once (the gateway
    rotated), at most every ``REFRESH_INTERVAL`` seconds so forged ``kid``s cannot make us hammer the gateway;
+   while no key set could be read at all, a new attempt is made at most every ``REFRESH_INTERVAL`` seconds
+   too (until then every token is refused), so forged tokens cannot turn each request into a fetch;
 3. the signature verifies;
 4. ``aud`` equals this system's id and ``exp`` is present and not past (30 s leeway).
 """
@@ -40,7 +42,9 @@ class JwksSource:
     """The gateway's public keys: fetched from a URL (``/.well-known/jwks.json``), read from a file, or given.
 
     The parsed key set is cached; ``refresh`` re-reads the URL or file, rate-limited to one re-read per
-    ``REFRESH_INTERVAL`` (the first load does not count, so a rotation just after start is picked up).
+    ``REFRESH_INTERVAL`` (the first load does not count, so a rotation just after start is picked up). A load
+    that failed while no key set is cached is not retried for ``REFRESH_INTERVAL`` either: anyone can send a
+    token, so without that bound every request would make the holder fetch (and wait on) the gateway's keys.
     """
 
     def __init__(self, url: str | None = None, jwks: dict[str, Any] | None = None, file: Path | None = None) -> None:
@@ -49,6 +53,7 @@ class JwksSource:
         self._jwks = jwks
         self._keyset: KeySet | None = None
         self._refreshed_at = float("-inf")
+        self._failed_at = float("-inf")  # when loading failed while no key set was cached
         self._lock = threading.Lock()
 
     def point_to(self, url: str) -> None:
@@ -58,12 +63,19 @@ class JwksSource:
             self._jwks = None
             self._keyset = None
             self._refreshed_at = float("-inf")
+            self._failed_at = float("-inf")
 
     def keys(self, refresh: bool = False) -> KeySet:
         """The current key set; may block on a fetch (use ``akeys`` on an event loop)."""
         with self._lock:
             if self._keyset is None:
-                self._keyset = self._read()
+                if time.monotonic() - self._failed_at <= REFRESH_INTERVAL:
+                    raise TokenRefused("the gateway's keys are unavailable; retried shortly")
+                try:
+                    self._keyset = self._read()
+                except TokenRefused:
+                    self._failed_at = time.monotonic()
+                    raise
             elif refresh and time.monotonic() - self._refreshed_at > REFRESH_INTERVAL:
                 self._refreshed_at = time.monotonic()
                 self._keyset = self._read()

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
+from connectors import holder_auth
 from connectors import world as w
 from connectors.http_connector import ConnectorRegistry, HttpConnector
 from connectors.protocol import (
@@ -180,6 +181,39 @@ async def test_keys_come_from_the_gateways_jwks_url_and_rotation_is_picked_up(tm
         published["keys"].append(rotated.as_dict(private=False))
         async with HttpConnector(w.FIOD, urls[w.FIOD], new_key_token) as connector:
             assert (await connector.discover(_discovery(world.scenarios()[w.BIBOB_APPLICANT][:1]))).hits
+
+
+async def test_forged_tokens_cannot_make_a_holder_fetch_keys_from_a_failing_gateway_on_every_request(
+        tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: while the gateway's JWKS could not be read (gateway down or failing), every request
+    with a token — anyone's, forged — made the holder fetch the keys again (50 requests, 50 fetches). Now a
+    failed load is retried at most every ``REFRESH_INTERVAL``; once the gateway is back, its tokens pass."""
+    monkeypatch.setattr(holder_auth, "REFRESH_INTERVAL", 0.5)
+    fetches: list[int] = []
+    failing = [True]
+    jwks_app = FastAPI()
+
+    @jwks_app.get("/.well-known/jwks.json")
+    def jwks() -> Response:
+        fetches.append(1)
+        return JSONResponse({"detail": "down"}, status_code=503) if failing[0] else JSONResponse(JWKS)
+
+    with serve_app(jwks_app) as gateway, \
+            partner_servers(tmp_path, [w.FIOD], jwks_url=f"{gateway}/.well-known/jwks.json") as urls:
+        async with httpx.AsyncClient() as client:
+            for n in range(30):
+                forged = _sign({"aud": w.FIOD, "exp": int(time.time()) + 60},
+                               OKPKey.generate_key("Ed25519", parameters={"kid": f"forged-{n}"}))
+                response = await client.post(f"{urls[w.FIOD]}/holder/v1/discover",
+                                             json=_discovery(["subj-x1234567"]).model_dump(),
+                                             headers={"Authorization": f"Bearer {forged}"})
+                assert response.status_code == 401
+        assert len(fetches) == 1
+        failing[0] = False
+        await asyncio.sleep(0.6)
+        async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token, retries=0) as connector:
+            assert (await connector.discover(_discovery(world.scenarios()[w.BIBOB_APPLICANT][:1]))).hits
+    assert len(fetches) == 2
 
 
 # -- failures --------------------------------------------------------------------------------------
