@@ -20,6 +20,10 @@ Answers are read as sent: the connector asks for ``Accept-Encoding: identity`` a
 (``HolderProtocolError``) instead of inflating it, because the size limit must bound what lands in memory, and
 a few hundred kilobytes of gzip inflate to gigabytes.
 
+TLS: an ``https`` holder's certificate is always verified, against the system's trust store or, with
+``ca_file``, against the partnership's own CA bundle (partners commonly run a private PKI); a certificate that
+fails verification is not retried — it fails the same way each time.
+
 4xx answers are never retried. aiohttp's exceptions are converted here, at the edge (``raise ... from``), into
 the tree of ``connectors.errors``; messages name the partner system and the request id, never a subject or the
 holder's address (they reach the requester as reasons). The bearer token comes from an injected
@@ -32,7 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
@@ -70,6 +76,8 @@ def _failure(exc: BaseException) -> str:
     """A short, address-free description of a transport failure."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed (certificate not trusted?)"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "cannot connect"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError):
@@ -84,13 +92,16 @@ class SharedSession:
     during start-up, possibly before that loop runs.
     """
 
-    def __init__(self, *, max_connections: int) -> None:
+    def __init__(self, *, max_connections: int, ca_file: str | Path | None = None) -> None:
         self._max_connections = max_connections
+        # Built now, so that an unreadable CA file fails at start-up rather than at the first holder call.
+        self._tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         self._session: aiohttp.ClientSession | None = None
 
     def get(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=_KEEPALIVE_SECONDS)
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=_KEEPALIVE_SECONDS,
+                                             ssl=self._tls)
             # auto_decompress off: an inflated body would escape ``max_answer_bytes`` (a decompression bomb)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
         return self._session
@@ -106,7 +117,9 @@ class HttpConnector:
 
     def __init__(self, system: str, base_url: str, token_provider: TokenProvider, *, timeout: float = 5.0,
                  retries: int = 2, backoff: float = 0.05, session: SharedSession | None = None,
-                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+                 max_answer_bytes: int = MAX_ANSWER_BYTES, ca_file: str | Path | None = None) -> None:
+        """``ca_file``: the CA bundle to verify an https holder against, when this connector makes its own
+        session (a shared ``session`` brings its own)."""
         self.system = system
         self._max_answer_bytes = max_answer_bytes
         self._base = base_url.rstrip("/")
@@ -115,7 +128,7 @@ class HttpConnector:
         self._retries = retries
         self._backoff = backoff
         self._owns_session = session is None
-        self._session = session or SharedSession(max_connections=64)
+        self._session = session or SharedSession(max_connections=64, ca_file=ca_file)
         self.attempts = 0  # HTTP attempts made, observable for tests and metrics
 
     async def __aenter__(self) -> HttpConnector:
@@ -172,10 +185,11 @@ class HttpConnector:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = _failure(exc)
                 arrived = arrived or not isinstance(exc, aiohttp.ClientConnectorError)
-                if attempt + 1 == attempts:
-                    self._log_unavailable(request_id, failure, attempts)
+                if attempt + 1 == attempts or isinstance(exc, aiohttp.ClientSSLError):
+                    made = attempt + 1
+                    self._log_unavailable(request_id, failure, made)
                     raise HolderUnavailable(self.system, f"holder unavailable: {failure} "
-                                            f"({attempts} attempt{'s' * (attempts > 1)}, {label})",
+                                            f"({made} attempt{'s' * (made > 1)}, {label})",
                                             may_have_arrived=arrived) from exc
                 continue
             if status >= 500:
@@ -234,8 +248,8 @@ class ConnectorRegistry:
     """
 
     def __init__(self, endpoints: dict[str, str], token_provider: TokenProvider, *, timeout: float = 5.0,
-                 retries: int = 2, backoff: float = 0.05) -> None:
-        self._session = SharedSession(max_connections=128)
+                 retries: int = 2, backoff: float = 0.05, ca_file: str | Path | None = None) -> None:
+        self._session = SharedSession(max_connections=128, ca_file=ca_file)
         self._connectors = {system: HttpConnector(system, url, token_provider, timeout=timeout, retries=retries,
                                                   backoff=backoff, session=self._session)
                             for system, url in endpoints.items()}

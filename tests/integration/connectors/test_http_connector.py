@@ -22,6 +22,7 @@ from joserfc.jwk import OKPKey
 
 from connectors import holder_auth
 from connectors import world as w
+from connectors.holder_auth import JwksSource
 from connectors.http_connector import ConnectorRegistry, HttpConnector
 from connectors.protocol import (
     ConnectorError,
@@ -32,10 +33,12 @@ from connectors.protocol import (
     HolderRejectedRequest,
     HolderUnavailable,
 )
+from connectors.simulator import create_partner_app
 from connectors.store import PartnerStore, store_path
 from connectors.world import World, build_world
 from tests.partner_servers import partner_servers, partner_servers_fixture
 from tests.servers import serve_app
+from tests.tls_certificates import private_ca_certificates
 
 GATEWAY_KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "gw-1"})
 JWKS = {"keys": [GATEWAY_KEY.as_dict(private=False)]}
@@ -214,6 +217,38 @@ async def test_forged_tokens_cannot_make_a_holder_fetch_keys_from_a_failing_gate
         async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token, retries=0) as connector:
             assert (await connector.discover(_discovery(world.scenarios()[w.BIBOB_APPLICANT][:1]))).hits
     assert len(fetches) == 2
+
+
+@pytest.fixture(scope="module")
+def https_partner(tmp_path_factory: pytest.TempPathFactory, world: World) -> Iterator[tuple[str, Path]]:
+    """A simulated partner served over TLS with a certificate of a private CA: (base URL, CA file)."""
+    tmp = tmp_path_factory.mktemp("tls-partner")
+    ca_file, certificate, key = private_ca_certificates(tmp)
+    app = create_partner_app(w.FIOD, tmp, jwks=JwksSource(jwks=JWKS), world=world)
+    with serve_app(app, ssl_certfile=str(certificate), ssl_keyfile=str(key)) as url:
+        yield url, ca_file
+
+
+async def test_an_https_holder_is_verified_against_the_partnerships_ca(https_partner: tuple[str, Path],
+                                                                       world: World) -> None:
+    """The connector verifies a holder's certificate by default; a partnership with its own CA names it with
+    ``ca_file`` (setting ``connector_ca_file``), which trusts that CA without excusing a wrong host name."""
+    url, ca_file = https_partner
+    assert url.startswith("https://")
+    known = world.scenarios()[w.BIBOB_APPLICANT][:1]
+    async with HttpConnector(w.FIOD, url, gateway_token, retries=2, backoff=0.01) as untrusted:
+        with pytest.raises(HolderUnavailable, match=r"TLS handshake failed .*\(1 attempt, request d-1\)"):
+            await untrusted.discover(_discovery(known))
+        assert untrusted.attempts == 1  # a certificate that fails verification fails the same way again
+    registry = ConnectorRegistry({w.FIOD: url}, gateway_token, ca_file=ca_file)
+    try:
+        assert (await registry[w.FIOD].discover(_discovery(known))).hits
+    finally:
+        await registry.aclose()
+    async with HttpConnector(w.FIOD, url.replace("127.0.0.1", "localhost"), gateway_token, retries=0,
+                             ca_file=ca_file) as wrong_name:
+        with pytest.raises(HolderUnavailable, match="TLS handshake failed"):
+            await wrong_name.discover(_discovery(known))
 
 
 # -- failures --------------------------------------------------------------------------------------
