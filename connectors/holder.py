@@ -53,7 +53,7 @@ class Holder:
         received = 0
         if query.provided:
             received = self.store.receive(query.request_id or "-", [r.model_dump() for r in query.provided])
-        own = self.store.resolve(query.subjects)  # asked (own pseudonym or reference) -> own reference
+        own = self.store.resolve(query.partnership, query.subjects)  # asked (pseudonym or reference) -> own ref
         if self.profile.refusal_reason and not bound and self.store.is_confidential(list(own.values())):
             return HolderAnswer(status="refused", refusal_reason=self.profile.refusal_reason, received=received)
         if not query.minors_allowed and self.store.any_minor(list(own.values())):
@@ -84,7 +84,7 @@ class Holder:
     def discover(self, discovery: HolderDiscovery) -> DiscoveryAnswer:
         """Per subject with records (in the given categories), the record types held; nothing else."""
         hits: dict[str, list[str]] = {}
-        own = self.store.resolve(discovery.subjects)
+        own = self.store.resolve(discovery.partnership, discovery.subjects)
         back = {ref: asked for asked, ref in own.items()}
         for record in self.store.records(list(own.values()), discovery.categories or None):
             types = hits.setdefault(back[record.subject], [])

@@ -130,6 +130,29 @@ async def test_the_registry_is_built_from_endpoints(partners: dict[str, str], wo
         await registry.aclose()
 
 
+async def test_a_pseudonym_is_resolved_only_in_its_own_partnership(tmp_path: Path, world: World) -> None:
+    """Found by a review: the holder looked an asked pseudonym up in every partnership it had enrolled in, so
+    a query in one partnership was answered for a pseudonym of another — linking the two domains, which
+    per-partnership pseudonyms exist to prevent. Now a foreign pseudonym is unknown: nothing held."""
+    company = world.scenarios()[w.BIBOB_APPLICANT][0]
+    pseudonym = "kvk.v1." + "A" * 43
+    with partner_servers(tmp_path, [w.KVK], jwks=JWKS) as urls:
+        store = PartnerStore(store_path(tmp_path, w.KVK))
+        store.remember_pseudonyms("riec-amsterdam-amstelland", [(pseudonym, company)])
+        store.close()
+        async with HttpConnector(w.KVK, urls[w.KVK], gateway_token) as connector:
+            own = await connector.query(_query([pseudonym], ["company_registration"], "q-own"))
+            other = _query([pseudonym], ["company_registration"], "q-other").model_copy(
+                update={"partnership": "zvh-amsterdam"})
+            foreign = await connector.query(other)
+            found = await connector.discover(_discovery([pseudonym], "d-other").model_copy(
+                update={"partnership": "zvh-amsterdam"}))
+    assert [r.subject for r in own.records] == [pseudonym]
+    assert foreign.status == "answered"
+    assert foreign.records == []
+    assert found.hits == {}
+
+
 # -- authentication --------------------------------------------------------------------------------
 async def test_a_request_without_a_token_is_401_problem_json(partners: dict[str, str], world: World) -> None:
     async with httpx.AsyncClient() as client:
