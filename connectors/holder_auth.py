@@ -9,7 +9,9 @@ its audience (``aud``) and be unexpired. Checklist, in order:
    while no key set could be read at all, a new attempt is made at most every ``REFRESH_INTERVAL`` seconds
    too (until then every token is refused), so forged tokens cannot turn each request into a fetch;
 3. the signature verifies;
-4. ``aud`` equals this system's id and ``exp`` is present and not past (30 s leeway).
+4. ``aud`` equals this system's id and ``exp`` is present and not past (30 s leeway); ``nbf`` and ``iat``,
+   when present, are not in the future (same leeway); ``iss`` equals the gateway's issuer when the holder is
+   told it (``issuer``) — a partner should: the keys then vouch only for tokens the gateway issued as itself.
 """
 
 from __future__ import annotations
@@ -130,9 +132,15 @@ def _knows(keys: KeySet, kid: str | None) -> bool:
     return kid is None or any(key.kid == kid for key in keys.keys)
 
 
-def make_verifier(system: str, source: JwksSource,
-                  now: Callable[[], float] = time.time) -> Callable[[str], Awaitable[None]]:
-    """An async check of a bearer token for ``system``; raises ``TokenRefused`` with a reason safe to return."""
+def _issuer_claim(issuer: str | None) -> dict[str, Any]:
+    """The ``iss`` rule of the claims registry: pinned when the gateway's issuer is configured."""
+    return {"iss": {"essential": True, "value": issuer}} if issuer else {}
+
+
+def make_verifier(system: str, source: JwksSource, now: Callable[[], float] = time.time,
+                  issuer: str | None = None) -> Callable[[str], Awaitable[None]]:
+    """An async check of a bearer token for ``system`` (issued by ``issuer``, when given); raises
+    ``TokenRefused`` with a reason safe to return."""
 
     async def verify(token: str) -> None:
         kid = _kid(token)
@@ -143,15 +151,15 @@ def make_verifier(system: str, source: JwksSource,
             decoded = jwt.decode(token, keys, algorithms=ALGORITHMS)
             JWTClaimsRegistry(now=lambda: int(now()), leeway=LEEWAY_SECONDS,
                               aud={"essential": True, "value": system},
-                              exp={"essential": True}).validate(decoded.claims)
+                              exp={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
         except (JoseError, ValueError) as exc:
             raise TokenRefused("the gateway token was not accepted") from exc
 
     return verify
 
 
-def make_decision_verifier(system: str, source: JwksSource,
-                           now: Callable[[], float] = time.time) -> Callable[[str], Awaitable[dict[str, Any]]]:
+def make_decision_verifier(system: str, source: JwksSource, now: Callable[[], float] = time.time,
+                           issuer: str | None = None) -> Callable[[str], Awaitable[dict[str, Any]]]:
     """An async check of a binding escalation decision signed by the gateway for ``system``: returns its
     claims (decision id, request id, categories) or raises ``TokenRefused``."""
 
@@ -165,7 +173,7 @@ def make_decision_verifier(system: str, source: JwksSource,
             JWTClaimsRegistry(now=lambda: int(now()), leeway=LEEWAY_SECONDS,
                               aud={"essential": True, "value": system}, exp={"essential": True},
                               decision_id={"essential": True}, request_id={"essential": True},
-                              categories={"essential": True}).validate(decoded.claims)
+                              categories={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
         except (JoseError, ValueError) as exc:
             raise TokenRefused("the escalation decision was not accepted") from exc
         return dict(decoded.claims)

@@ -187,6 +187,26 @@ async def test_a_bad_token_is_rejected_with_401(partners: dict[str, str], world:
         assert connector.attempts == 1  # 4xx is never retried
 
 
+async def test_a_holder_told_the_gateways_issuer_refuses_tokens_of_any_other(tmp_path: Path, world: World) -> None:
+    """With ``issuer`` (``--issuer``) the gateway's keys vouch only for what it issued as itself: a token
+    that names another issuer, or none, is refused; the gateway's own passes."""
+    issuer = "https://gateway.example"
+
+    def token(claims: dict[str, Any]) -> Any:
+        async def provider(audience: str) -> str:
+            return _sign({"aud": audience, "exp": int(time.time()) + 60} | claims)
+        return provider
+
+    known = world.scenarios()[w.BIBOB_APPLICANT][:1]
+    with partner_servers(tmp_path, [w.FIOD], jwks=JWKS, issuer=issuer) as urls:
+        for claims in ({"iss": "https://elsewhere.example"}, {}):
+            async with HttpConnector(w.FIOD, urls[w.FIOD], token(claims)) as connector:
+                with pytest.raises(HolderRejectedRequest, match="refused the call with 401"):
+                    await connector.discover(_discovery(known))
+        async with HttpConnector(w.FIOD, urls[w.FIOD], token({"iss": issuer})) as connector:
+            assert (await connector.discover(_discovery(known))).hits
+
+
 async def test_keys_come_from_the_gateways_jwks_url_and_rotation_is_picked_up(tmp_path: Path, world: World) -> None:
     published = {"keys": [GATEWAY_KEY.as_dict(private=False)]}
     jwks_app = FastAPI()
