@@ -29,6 +29,8 @@ def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-par
                                               help="The gateway's /.well-known/jwks.json."),
           jwks_file: Path | None = typer.Option(None, envvar="WGS_PARTNER_JWKS_FILE",
                                                 help="The gateway's JWKS as a file (instead of a URL)."),
+          issuer: str | None = typer.Option(None, envvar="WGS_PARTNER_GATEWAY_ISSUER",
+                                            help="The gateway's issuer (iss); tokens must carry it."),
           no_auth: bool = typer.Option(False, "--no-auth", help="Accept unauthenticated queries (tests only)."),
           over_share: bool = typer.Option(False, "--over-share", envvar="WGS_PARTNER_OVER_SHARE",
                                           help="Misbehave: add an unasked category (gateway filter tests)."),
@@ -46,7 +48,7 @@ def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-par
         raise typer.BadParameter(str(exc), param_hint="--log-level") from exc
     keys = None if no_auth else JwksSource(url=jwks_url, file=jwks_file)
     application = create_partner_app(partner, data_dir, seed=seed, jwks=keys, require_auth=not no_auth,
-                                     over_share=over_share)
+                                     over_share=over_share, issuer=issuer)
     # The app, its store and the synthetic world live as long as the process: move them out of the cyclic
     # collector's reach, or every full collection scans them all again (measured: 50-60 ms pauses, which
     # every caller of the simulator — the gateway and the benchmarks' baselines alike — sees as latency).

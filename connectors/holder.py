@@ -3,7 +3,9 @@
 A cautious holder: it answers only in the categories asked, refuses (with its profile's reason) when any
 asked subject is one whose disclosure would harm an investigation, answers a retried request id once, and
 answers discovery with record types only; it refuses (``minor-not-allowed``) when it knows an asked person
-is under 18 and the purpose does not allow minors, whatever the requester declared. ``over_share`` makes it
+is under 18 and the purpose does not allow minors, whatever the requester declared — also under a binding
+escalation decision, which overrules the holder's own objection (rules 6-8) but never rule 5, the law on
+minors. ``over_share`` makes it
 deliberately misbehave — it adds the records of one unasked category — so the gateway's defence-in-depth
 filter can be tested against a real holder.
 """
@@ -39,7 +41,8 @@ class Holder:
         """The answer and whether it is a replay of an earlier answer to the same request id.
 
         ``bound``: the query carries a binding escalation decision (already verified by the caller) — the
-        holder's own objection was overruled at a higher tier, so it answers instead of refusing.
+        holder's own objection (confidentiality) was overruled at a higher tier, so it answers instead of
+        refusing; rule 5 (minors) is no objection of the holder's and no decision lifts it.
         Raises ``dedup.RequestIdReused`` when the request id was used for a different query."""
         if query.request_id is None:
             return self._answer(query, bound), False
@@ -50,11 +53,12 @@ class Holder:
         received = 0
         if query.provided:
             received = self.store.receive(query.request_id or "-", [r.model_dump() for r in query.provided])
-        own = self.store.resolve(query.subjects)  # asked (own pseudonym or reference) -> own reference
+        own = self.store.resolve(query.partnership, query.subjects)  # asked (pseudonym or reference) -> own ref
         if self.profile.refusal_reason and not bound and self.store.is_confidential(list(own.values())):
             return HolderAnswer(status="refused", refusal_reason=self.profile.refusal_reason, received=received)
-        if not query.minors_allowed and not bound and self.store.any_minor(list(own.values())):
-            # Rule 5 rests on the requester's `minor` flag; a holder that knows better does not disclose.
+        if not query.minors_allowed and self.store.any_minor(list(own.values())):
+            # Rule 5 rests on the requester's `minor` flag; a holder that knows better does not disclose. Not
+            # even when `bound`: rule 8 lets a decision override rules 6-7, never rule 5 (REGISTER rules).
             return HolderAnswer(status="refused", refusal_reason=MINOR_NOT_ALLOWED, received=received)
         records = self.store.records(list(own.values()), list(query.categories))
         if self.over_share:
@@ -80,7 +84,7 @@ class Holder:
     def discover(self, discovery: HolderDiscovery) -> DiscoveryAnswer:
         """Per subject with records (in the given categories), the record types held; nothing else."""
         hits: dict[str, list[str]] = {}
-        own = self.store.resolve(discovery.subjects)
+        own = self.store.resolve(discovery.partnership, discovery.subjects)
         back = {ref: asked for asked, ref in own.items()}
         for record in self.store.records(list(own.values()), discovery.categories or None):
             types = hits.setdefault(back[record.subject], [])

@@ -6,8 +6,12 @@ its audience (``aud``) and be unexpired. Checklist, in order:
 1. the header names an allowed asymmetric algorithm (never ``none`` or HMAC);
 2. its ``kid`` is in the gateway's key set — on an unknown ``kid`` the set is re-read once (the gateway
    rotated), at most every ``REFRESH_INTERVAL`` seconds so forged ``kid``s cannot make us hammer the gateway;
+   while no key set could be read at all, a new attempt is made at most every ``REFRESH_INTERVAL`` seconds
+   too (until then every token is refused), so forged tokens cannot turn each request into a fetch;
 3. the signature verifies;
-4. ``aud`` equals this system's id and ``exp`` is present and not past (30 s leeway).
+4. ``aud`` equals this system's id and ``exp`` is present and not past (30 s leeway); ``nbf`` and ``iat``,
+   when present, are not in the future (same leeway); ``iss`` equals the gateway's issuer when the holder is
+   told it (``issuer``) — a partner should: the keys then vouch only for tokens the gateway issued as itself.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ class JwksSource:
     """The gateway's public keys: fetched from a URL (``/.well-known/jwks.json``), read from a file, or given.
 
     The parsed key set is cached; ``refresh`` re-reads the URL or file, rate-limited to one re-read per
-    ``REFRESH_INTERVAL`` (the first load does not count, so a rotation just after start is picked up).
+    ``REFRESH_INTERVAL`` (the first load does not count, so a rotation just after start is picked up). A load
+    that failed while no key set is cached is not retried for ``REFRESH_INTERVAL`` either: anyone can send a
+    token, so without that bound every request would make the holder fetch (and wait on) the gateway's keys.
     """
 
     def __init__(self, url: str | None = None, jwks: dict[str, Any] | None = None, file: Path | None = None) -> None:
@@ -49,6 +55,7 @@ class JwksSource:
         self._jwks = jwks
         self._keyset: KeySet | None = None
         self._refreshed_at = float("-inf")
+        self._failed_at = float("-inf")  # when loading failed while no key set was cached
         self._lock = threading.Lock()
 
     def point_to(self, url: str) -> None:
@@ -58,12 +65,19 @@ class JwksSource:
             self._jwks = None
             self._keyset = None
             self._refreshed_at = float("-inf")
+            self._failed_at = float("-inf")
 
     def keys(self, refresh: bool = False) -> KeySet:
         """The current key set; may block on a fetch (use ``akeys`` on an event loop)."""
         with self._lock:
             if self._keyset is None:
-                self._keyset = self._read()
+                if time.monotonic() - self._failed_at <= REFRESH_INTERVAL:
+                    raise TokenRefused("the gateway's keys are unavailable; retried shortly")
+                try:
+                    self._keyset = self._read()
+                except TokenRefused:
+                    self._failed_at = time.monotonic()
+                    raise
             elif refresh and time.monotonic() - self._refreshed_at > REFRESH_INTERVAL:
                 self._refreshed_at = time.monotonic()
                 self._keyset = self._read()
@@ -118,9 +132,15 @@ def _knows(keys: KeySet, kid: str | None) -> bool:
     return kid is None or any(key.kid == kid for key in keys.keys)
 
 
-def make_verifier(system: str, source: JwksSource,
-                  now: Callable[[], float] = time.time) -> Callable[[str], Awaitable[None]]:
-    """An async check of a bearer token for ``system``; raises ``TokenRefused`` with a reason safe to return."""
+def _issuer_claim(issuer: str | None) -> dict[str, Any]:
+    """The ``iss`` rule of the claims registry: pinned when the gateway's issuer is configured."""
+    return {"iss": {"essential": True, "value": issuer}} if issuer else {}
+
+
+def make_verifier(system: str, source: JwksSource, now: Callable[[], float] = time.time,
+                  issuer: str | None = None) -> Callable[[str], Awaitable[None]]:
+    """An async check of a bearer token for ``system`` (issued by ``issuer``, when given); raises
+    ``TokenRefused`` with a reason safe to return."""
 
     async def verify(token: str) -> None:
         kid = _kid(token)
@@ -131,15 +151,15 @@ def make_verifier(system: str, source: JwksSource,
             decoded = jwt.decode(token, keys, algorithms=ALGORITHMS)
             JWTClaimsRegistry(now=lambda: int(now()), leeway=LEEWAY_SECONDS,
                               aud={"essential": True, "value": system},
-                              exp={"essential": True}).validate(decoded.claims)
+                              exp={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
         except (JoseError, ValueError) as exc:
             raise TokenRefused("the gateway token was not accepted") from exc
 
     return verify
 
 
-def make_decision_verifier(system: str, source: JwksSource,
-                           now: Callable[[], float] = time.time) -> Callable[[str], Awaitable[dict[str, Any]]]:
+def make_decision_verifier(system: str, source: JwksSource, now: Callable[[], float] = time.time,
+                           issuer: str | None = None) -> Callable[[str], Awaitable[dict[str, Any]]]:
     """An async check of a binding escalation decision signed by the gateway for ``system``: returns its
     claims (decision id, request id, categories) or raises ``TokenRefused``."""
 
@@ -153,7 +173,7 @@ def make_decision_verifier(system: str, source: JwksSource,
             JWTClaimsRegistry(now=lambda: int(now()), leeway=LEEWAY_SECONDS,
                               aud={"essential": True, "value": system}, exp={"essential": True},
                               decision_id={"essential": True}, request_id={"essential": True},
-                              categories={"essential": True}).validate(decoded.claims)
+                              categories={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
         except (JoseError, ValueError) as exc:
             raise TokenRefused("the escalation decision was not accepted") from exc
         return dict(decoded.claims)

@@ -16,6 +16,14 @@ errors, timeouts and 5xx, and only where repeating the call is safe:
   id (a retry gets the first answer back — no second disclosure, no second intake of provided records; the
   simulators implement this in ``connectors.dedup``). A query without a request id is sent exactly once.
 
+Answers are read as sent: the connector asks for ``Accept-Encoding: identity`` and refuses a compressed answer
+(``HolderProtocolError``) instead of inflating it, because the size limit must bound what lands in memory, and
+a few hundred kilobytes of gzip inflate to gigabytes.
+
+TLS: an ``https`` holder's certificate is always verified, against the system's trust store or, with
+``ca_file``, against the partnership's own CA bundle (partners commonly run a private PKI); a certificate that
+fails verification is not retried — it fails the same way each time.
+
 4xx answers are never retried. aiohttp's exceptions are converted here, at the edge (``raise ... from``), into
 the tree of ``connectors.errors``; messages name the partner system and the request id, never a subject or the
 holder's address (they reach the requester as reasons). The bearer token comes from an injected
@@ -28,13 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
 import aiohttp
 import structlog
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from connectors.errors import HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
@@ -49,6 +60,7 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The largest answer a holder may give: a hundred subjects' records fit many times over; a holder answering
 without end must not fill the gateway's memory."""
 _JSON = {"Content-Type": "application/json"}
+_IDENTITY = {"Accept-Encoding": "identity"}  # no compression: see the module docstring
 _TRACE_ID, _HOLDER_TRACE_ID = (token.var for token in contextvars.copy_context().run(
     lambda: structlog.contextvars.bind_contextvars(trace_id=None, holder_trace_id=None)).values())
 """The context variables behind structlog's bound ``trace_id`` and ``holder_trace_id`` (set per request by
@@ -65,6 +77,8 @@ def _failure(exc: BaseException) -> str:
     """A short, address-free description of a transport failure."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed (certificate not trusted?)"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "cannot connect"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError):
@@ -79,14 +93,18 @@ class SharedSession:
     during start-up, possibly before that loop runs.
     """
 
-    def __init__(self, *, max_connections: int) -> None:
+    def __init__(self, *, max_connections: int, ca_file: str | Path | None = None) -> None:
         self._max_connections = max_connections
+        # Built now, so that an unreadable CA file fails at start-up rather than at the first holder call.
+        self._tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         self._session: aiohttp.ClientSession | None = None
 
     def get(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=_KEEPALIVE_SECONDS)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=_KEEPALIVE_SECONDS,
+                                             ssl=self._tls)
+            # auto_decompress off: an inflated body would escape ``max_answer_bytes`` (a decompression bomb)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
         return self._session
 
     async def aclose(self) -> None:
@@ -100,7 +118,9 @@ class HttpConnector:
 
     def __init__(self, system: str, base_url: str, token_provider: TokenProvider, *, timeout: float = 5.0,
                  retries: int = 2, backoff: float = 0.05, session: SharedSession | None = None,
-                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+                 max_answer_bytes: int = MAX_ANSWER_BYTES, ca_file: str | Path | None = None) -> None:
+        """``ca_file``: the CA bundle to verify an https holder against, when this connector makes its own
+        session (a shared ``session`` brings its own)."""
         self.system = system
         self._max_answer_bytes = max_answer_bytes
         self._base = base_url.rstrip("/")
@@ -109,7 +129,7 @@ class HttpConnector:
         self._retries = retries
         self._backoff = backoff
         self._owns_session = session is None
-        self._session = session or SharedSession(max_connections=64)
+        self._session = session or SharedSession(max_connections=64, ca_file=ca_file)
         self.attempts = 0  # HTTP attempts made, observable for tests and metrics
 
     async def __aenter__(self) -> HttpConnector:
@@ -155,7 +175,7 @@ class HttpConnector:
                 log.info("holder_retry", system=self.system, request_id=request_id, attempt=attempt + 1,
                          after=failure)
             self.attempts += 1
-            headers = dict(_JSON) if payload is not None else {}
+            headers = _JSON | _IDENTITY if payload is not None else dict(_IDENTITY)
             if traceparent is not None:
                 headers["traceparent"] = traceparent
             if authenticated:
@@ -166,10 +186,11 @@ class HttpConnector:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = _failure(exc)
                 arrived = arrived or not isinstance(exc, aiohttp.ClientConnectorError)
-                if attempt + 1 == attempts:
-                    self._log_unavailable(request_id, failure, attempts)
+                if attempt + 1 == attempts or isinstance(exc, aiohttp.ClientSSLError):
+                    made = attempt + 1
+                    self._log_unavailable(request_id, failure, made)
                     raise HolderUnavailable(self.system, f"holder unavailable: {failure} "
-                                            f"({attempts} attempt{'s' * (attempts > 1)}, {label})",
+                                            f"({made} attempt{'s' * (made > 1)}, {label})",
                                             may_have_arrived=arrived) from exc
                 continue
             if status >= 500:
@@ -194,6 +215,10 @@ class HttpConnector:
         limit = self._max_answer_bytes
         async with self._session.get().request(method, f"{self._base}{path}", data=payload, headers=headers,
                                                allow_redirects=False) as response:
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                # not echoed: the header is the holder's free text, and the message reaches the requester
+                raise HolderProtocolError(self.system, "compressed answer, which was not asked for")
             length = response.content_length
             if length is not None and length <= limit:
                 return response.status, await response.read()
@@ -207,9 +232,15 @@ class HttpConnector:
             return response.status, bytes(body)
 
     def _decode(self, body: bytes, answer_type: type[Answer], request_id: str | None) -> Answer:
+        """The answer, strictly JSON: ``NaN`` and ``Infinity`` are no JSON (RFC 8259), but the JSON parser
+        accepts them, and a record holding one would reach the requester as ``null`` while the audit log's
+        payload hash covered ``NaN`` — so an answer with them is malformed. The strict parse costs more, so it
+        runs only for a body in which those words occur at all."""
         try:
+            if b"NaN" in body or b"Infinity" in body:
+                return answer_type.model_validate(from_json(body, allow_inf_nan=False))
             return answer_type.model_validate_json(body)
-        except ValidationError as exc:
+        except (ValidationError, ValueError) as exc:
             raise HolderProtocolError(self.system, f"malformed answer (request {request_id or '-'})") from exc
 
     def _log_unavailable(self, request_id: str | None, failure: str, attempts: int) -> None:
@@ -224,8 +255,8 @@ class ConnectorRegistry:
     """
 
     def __init__(self, endpoints: dict[str, str], token_provider: TokenProvider, *, timeout: float = 5.0,
-                 retries: int = 2, backoff: float = 0.05) -> None:
-        self._session = SharedSession(max_connections=128)
+                 retries: int = 2, backoff: float = 0.05, ca_file: str | Path | None = None) -> None:
+        self._session = SharedSession(max_connections=128, ca_file=ca_file)
         self._connectors = {system: HttpConnector(system, url, token_provider, timeout=timeout, retries=retries,
                                                   backoff=backoff, session=self._session)
                             for system, url in endpoints.items()}

@@ -116,16 +116,19 @@ class PartnerStore:
                 f"SELECT pseudonym, subject FROM pseudonyms WHERE partnership = ? AND subject IN ({marks})",
                 [partnership, *refs]).fetchall()}
 
-    def resolve(self, asked: list[str]) -> dict[str, str]:
-        """Asked subject → own reference: own pseudonyms through the enrolment mapping; references of
-        partners that send them directly (before enrolment) as they are. Unknown pseudonyms resolve to
-        nothing: the partner holds nothing on that subject."""
+    def resolve(self, partnership: str, asked: list[str]) -> dict[str, str]:
+        """Asked subject → own reference: own pseudonyms of ``partnership`` through its enrolment mapping;
+        references of partners that send them directly (before enrolment) as they are. Unknown pseudonyms
+        resolve to nothing: the partner holds nothing on that subject. A pseudonym of another partnership is
+        unknown here: a query is answered within its own partnership's domain, or pseudonyms would link
+        across partnerships, which they exist to prevent."""
         if not asked:
             return {}
         marks = ",".join("?" * len(asked))
         with self._lock:
-            mapped = dict(self._db.execute(f"SELECT pseudonym, subject FROM pseudonyms WHERE pseudonym IN ({marks})",
-                                           asked).fetchall())
+            mapped = dict(self._db.execute(
+                f"SELECT pseudonym, subject FROM pseudonyms WHERE partnership = ? AND pseudonym IN ({marks})",
+                [partnership, *asked]).fetchall())
         return {a: mapped.get(a, a) for a in asked}
 
     def is_confidential(self, subjects: list[str]) -> bool:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         default=False, description="Refuse subjects that are not the requester's own pseudonyms (no references).")
     connector_timeout_seconds: float = Field(default=5.0, gt=0, le=300, allow_inf_nan=False)
     connector_retries: int = Field(default=2, ge=0, le=5)
+    connector_ca_file: FilePath | None = Field(
+        default=None, description="CA bundle to verify https holder endpoints against (default: the system's "
+                                  "trust store); must exist.")
 
     escalation_scan_seconds: float = Field(
         default=300.0, ge=0, le=86_400, allow_inf_nan=False,

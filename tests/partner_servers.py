@@ -37,12 +37,13 @@ from tests.servers import serve_app
 def partner_servers(data_dir: Path, systems: list[str] | None = None, *, jwks: dict[str, Any] | None = None,
                     jwks_url: str | None = None, over_share: set[str] | None = None,
                     seed: int = 2025, source: JwksSource | None = None,
-                    now: Callable[[], float] = time.time) -> Iterator[dict[str, str]]:
+                    now: Callable[[], float] = time.time, issuer: str | None = None) -> Iterator[dict[str, str]]:
     """Start the given partner systems (default: all) and yield ``{system id: base URL}``.
 
     Authentication: pass the gateway's keys as ``jwks`` (a JWKS dict), ``jwks_url`` or a ``source`` (a
     ``JwksSource`` you can ``point_to`` the gateway later); with none of them the partners accept
-    unauthenticated queries. ``over_share`` names the systems that misbehave by adding an unasked category.
+    unauthenticated queries; ``issuer`` pins the tokens' ``iss``. ``over_share`` names the systems that
+    misbehave by adding an unasked category.
     """
     unknown = set(systems or []) - set(PROFILES)
     if unknown:
@@ -53,7 +54,8 @@ def partner_servers(data_dir: Path, systems: list[str] | None = None, *, jwks: d
         for system in systems or list(PROFILES):
             keys = source or (JwksSource(url=jwks_url, jwks=jwks) if (jwks or jwks_url) else None)
             app = create_partner_app(system, data_dir, seed=seed, jwks=keys, require_auth=keys is not None,
-                                     over_share=system in (over_share or set()), now=now, world=world)
+                                     over_share=system in (over_share or set()), now=now, world=world,
+                                     issuer=issuer)
             urls[system] = stack.enter_context(serve_app(app))
         yield urls
 

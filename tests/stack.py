@@ -134,8 +134,9 @@ def running_stack(tmp: Path, *, clock: FixedClock | None = None, over_share: set
     command.upgrade(alembic_config(url), "head")
     source = JwksSource()
     with ExitStack() as stack:
+        issuer = (settings_overrides or {}).get("issuer") or Settings.model_fields["issuer"].default
         partners = stack.enter_context(partner_servers(tmp / "partners", source=source, over_share=over_share,
-                                                       now=lambda: clock.now().timestamp()))
+                                                       now=lambda: clock.now().timestamp(), issuer=issuer))
         settings = Settings(data_dir=tmp, database_url=url, connector_endpoints=partners | (holder_overrides or {}),
                             **({"connector_retries": 1} | (settings_overrides or {})))
         container = build_container(settings, clock)

@@ -29,7 +29,8 @@ def install_exchange(container: Container) -> ExchangeService:
     audit = audit_services(container)
     connectors = ConnectorRegistry(settings.connector_endpoints,
                                    HolderTokenCache(auth_services(container).tokens, container.clock),
-                                   timeout=settings.connector_timeout_seconds, retries=settings.connector_retries)
+                                   timeout=settings.connector_timeout_seconds, retries=settings.connector_retries,
+                                   ca_file=settings.connector_ca_file)
     policy = container.services["policy"]
     service = ExchangeService(ExchangeDeps(
         sessions=container.sessions, clock=container.clock, register=register_service(container).current(),

@@ -5,9 +5,7 @@ verified — against the system's CAs by default, against ``ca_file`` when given
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import gc
-import ipaddress
 import json
 import ssl
 import threading
@@ -18,10 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from joserfc.jwk import OKPKey
@@ -29,6 +23,7 @@ from joserfc.jwk import OKPKey
 from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
 from gateway.client.models import ExchangeRequest, Outcome
 from tests.servers import serve_app
+from tests.tls_certificates import private_ca_certificates
 
 KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "partner-1"})
 PERSONAL = "Jansen, Kerkstraat 12, Amsterdam"
@@ -195,34 +190,9 @@ async def test_a_closed_client_leaves_no_open_connection(double: tuple[Double, s
 
 
 # -- TLS ------------------------------------------------------------------------------------------------------
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a certificate it issued for 127.0.0.1: (CA file, certificate, key)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "partnership test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway")])).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = directory / "ca.pem", directory / "gateway.pem", directory / "gateway-key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
-
-
 @pytest.fixture(scope="module")
 def tls_double(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    ca_file, certificate, key = _certificates(tmp_path_factory.mktemp("tls"))
+    ca_file, certificate, key = private_ca_certificates(tmp_path_factory.mktemp("tls"))
     stand_in = Double(answers=[JSONResponse(RESULT)])
     with serve_app(stand_in.app(), ssl_certfile=str(certificate), ssl_keyfile=str(key)) as url:
         yield url, ca_file

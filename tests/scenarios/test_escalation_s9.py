@@ -335,3 +335,32 @@ def test_a_holder_refuses_a_forged_or_misdirected_decision(tmp_path: Path) -> No
                            headers=bearer).json()
         assert bound["status"] == "answered"
         assert {r["category"] for r in bound["records"]} == {"police_incidents"}
+
+
+def test_an_escalation_decision_does_not_lift_rule_5_at_the_holder(tmp_path: Path) -> None:
+    """Rule 8 overrides rules 6-7 only, never rule 5 (minors only where the purpose allows them). The police
+    refuse an undeclared minor under Bibob (`minor-not-allowed`); a case opens like for any refusal, and even
+    when a decider allows it, the re-run's signed decision must not make the holder disclose the minor's
+    records: only the holder's own objection can be overruled, not the law."""
+    with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
+        subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["minor"]]
+        body = BIBOB | {"subjects": subjects, "holders": ["politie"], "categories": ["police_incidents"]}
+        first = stack.post(MUNICIPALITY, "/v1/exchanges", body).json()["targets"][0]
+        assert first["outcome"] == "refused-by-holder"
+        assert "minor-not-allowed" in first["reasons"][-1]["message"]
+        police_po = stack.person("po-politie", "politie", ["privacy-officer"])
+        case = stack.call(police_po, "GET", f"/v1/escalations/{first['escalation_id']}").json()
+        decided = stack.call(police_po, "POST", f"/v1/escalations/{case['id']}/decision", {
+            "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["police_incidents"],
+            "motivation": "The incident matters for the Bibob advice."})
+        assert decided.status_code == 200, decided.text
+
+        decision_id = decided.json()["decision"]["id"]
+        rerun = stack.post(MUNICIPALITY, "/v1/exchanges", body | {"escalation_decision": decision_id})
+        assert rerun.status_code == 200, rerun.text
+        police = rerun.json()["targets"][0]
+        assert police["escalation_decision_applied"] is True  # the holder was told of the decision ...
+        assert police["outcome"] == "refused-by-holder"  # ... and still refused: rule 5 stands
+        assert "minor-not-allowed" in police["reasons"][-1]["message"]
+        assert police["records"] == []
+        assert ("disclosure", "politie") not in _event_types(stack)

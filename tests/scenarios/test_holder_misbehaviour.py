@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
 from audit.tables import audit_entries
@@ -43,6 +43,10 @@ class _Holder:
             return {"status": "answered", "records": [
                 {"record_id": f"BSN {BSN} {NAME}", "record_type": "incident", "subject": subject,
                  "category": "police_incidents", "fields": {"n": 1}}]}
+        if self.mode in ("NaN", "Infinity", "-Infinity"):  # no JSON (RFC 8259), but Python's parsers take them
+            record = (f'{{"record_id": "r-1", "record_type": "incident", "subject": "{subject}", '
+                      f'"category": "police_incidents", "fields": {{"amount": {self.mode}}}}}')
+            return Response(f'{{"status": "answered", "records": [{record}]}}', media_type="application/json")
         return {"status": "answered", "records": []}
 
     async def discover(self) -> Any:
@@ -111,3 +115,15 @@ def test_hits_for_subjects_nobody_asked_about_are_no_hits(stack: Stack, holder: 
     outcomes = {t["holder"]: t["outcome"] for t in discovery.json()["targets"]}
     assert outcomes["fiod"] == "no-hit"
     assert outcomes["politie"] == "no-hit"
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_number_is_a_protocol_error_not_a_changed_disclosure(stack: Stack, holder: _Holder,
+                                                                         number: str) -> None:
+    """Found by a review: the record was disclosed with the value turned into null, while the audit entry's
+    payload hash covered the holder's NaN — what was logged was not what was disclosed."""
+    holder.mode = number
+    target = _exchange(stack)
+    assert target["outcome"] == "holder-unavailable"
+    assert "malformed answer" in target["reasons"][0]["message"]
+    assert target["records"] == []

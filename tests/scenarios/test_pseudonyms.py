@@ -59,7 +59,7 @@ async def test_participants_get_different_stable_pseudonyms(stack: Stack) -> Non
     assert ref not in municipality[0]
     kvk_store = PartnerStore(store_path(stack.partners_dir, "kvk-handelsregister"))
     try:
-        held = kvk_store.resolve([await stack.own_pseudonyms("kvk-handelsregister", RIEC, [ref])][0])
+        held = kvk_store.resolve(RIEC, [await stack.own_pseudonyms("kvk-handelsregister", RIEC, [ref])][0])
     finally:
         kvk_store.close()
     assert list(held.values()) == [ref]  # the KvK finds its own record by its own pseudonym

@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
+from connectors import holder_auth
 from connectors import world as w
+from connectors.holder_auth import JwksSource
 from connectors.http_connector import ConnectorRegistry, HttpConnector
 from connectors.protocol import (
     ConnectorError,
@@ -30,10 +33,12 @@ from connectors.protocol import (
     HolderRejectedRequest,
     HolderUnavailable,
 )
+from connectors.simulator import create_partner_app
 from connectors.store import PartnerStore, store_path
 from connectors.world import World, build_world
 from tests.partner_servers import partner_servers, partner_servers_fixture
 from tests.servers import serve_app
+from tests.tls_certificates import private_ca_certificates
 
 GATEWAY_KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "gw-1"})
 JWKS = {"keys": [GATEWAY_KEY.as_dict(private=False)]}
@@ -125,6 +130,29 @@ async def test_the_registry_is_built_from_endpoints(partners: dict[str, str], wo
         await registry.aclose()
 
 
+async def test_a_pseudonym_is_resolved_only_in_its_own_partnership(tmp_path: Path, world: World) -> None:
+    """Found by a review: the holder looked an asked pseudonym up in every partnership it had enrolled in, so
+    a query in one partnership was answered for a pseudonym of another — linking the two domains, which
+    per-partnership pseudonyms exist to prevent. Now a foreign pseudonym is unknown: nothing held."""
+    company = world.scenarios()[w.BIBOB_APPLICANT][0]
+    pseudonym = "kvk.v1." + "A" * 43
+    with partner_servers(tmp_path, [w.KVK], jwks=JWKS) as urls:
+        store = PartnerStore(store_path(tmp_path, w.KVK))
+        store.remember_pseudonyms("riec-amsterdam-amstelland", [(pseudonym, company)])
+        store.close()
+        async with HttpConnector(w.KVK, urls[w.KVK], gateway_token) as connector:
+            own = await connector.query(_query([pseudonym], ["company_registration"], "q-own"))
+            other = _query([pseudonym], ["company_registration"], "q-other").model_copy(
+                update={"partnership": "zvh-amsterdam"})
+            foreign = await connector.query(other)
+            found = await connector.discover(_discovery([pseudonym], "d-other").model_copy(
+                update={"partnership": "zvh-amsterdam"}))
+    assert [r.subject for r in own.records] == [pseudonym]
+    assert foreign.status == "answered"
+    assert foreign.records == []
+    assert found.hits == {}
+
+
 # -- authentication --------------------------------------------------------------------------------
 async def test_a_request_without_a_token_is_401_problem_json(partners: dict[str, str], world: World) -> None:
     async with httpx.AsyncClient() as client:
@@ -159,6 +187,26 @@ async def test_a_bad_token_is_rejected_with_401(partners: dict[str, str], world:
         assert connector.attempts == 1  # 4xx is never retried
 
 
+async def test_a_holder_told_the_gateways_issuer_refuses_tokens_of_any_other(tmp_path: Path, world: World) -> None:
+    """With ``issuer`` (``--issuer``) the gateway's keys vouch only for what it issued as itself: a token
+    that names another issuer, or none, is refused; the gateway's own passes."""
+    issuer = "https://gateway.example"
+
+    def token(claims: dict[str, Any]) -> Any:
+        async def provider(audience: str) -> str:
+            return _sign({"aud": audience, "exp": int(time.time()) + 60} | claims)
+        return provider
+
+    known = world.scenarios()[w.BIBOB_APPLICANT][:1]
+    with partner_servers(tmp_path, [w.FIOD], jwks=JWKS, issuer=issuer) as urls:
+        for claims in ({"iss": "https://elsewhere.example"}, {}):
+            async with HttpConnector(w.FIOD, urls[w.FIOD], token(claims)) as connector:
+                with pytest.raises(HolderRejectedRequest, match="refused the call with 401"):
+                    await connector.discover(_discovery(known))
+        async with HttpConnector(w.FIOD, urls[w.FIOD], token({"iss": issuer})) as connector:
+            assert (await connector.discover(_discovery(known))).hits
+
+
 async def test_keys_come_from_the_gateways_jwks_url_and_rotation_is_picked_up(tmp_path: Path, world: World) -> None:
     published = {"keys": [GATEWAY_KEY.as_dict(private=False)]}
     jwks_app = FastAPI()
@@ -179,6 +227,71 @@ async def test_keys_come_from_the_gateways_jwks_url_and_rotation_is_picked_up(tm
         published["keys"].append(rotated.as_dict(private=False))
         async with HttpConnector(w.FIOD, urls[w.FIOD], new_key_token) as connector:
             assert (await connector.discover(_discovery(world.scenarios()[w.BIBOB_APPLICANT][:1]))).hits
+
+
+async def test_forged_tokens_cannot_make_a_holder_fetch_keys_from_a_failing_gateway_on_every_request(
+        tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: while the gateway's JWKS could not be read (gateway down or failing), every request
+    with a token — anyone's, forged — made the holder fetch the keys again (50 requests, 50 fetches). Now a
+    failed load is retried at most every ``REFRESH_INTERVAL``; once the gateway is back, its tokens pass."""
+    monkeypatch.setattr(holder_auth, "REFRESH_INTERVAL", 0.5)
+    fetches: list[int] = []
+    failing = [True]
+    jwks_app = FastAPI()
+
+    @jwks_app.get("/.well-known/jwks.json")
+    def jwks() -> Response:
+        fetches.append(1)
+        return JSONResponse({"detail": "down"}, status_code=503) if failing[0] else JSONResponse(JWKS)
+
+    with serve_app(jwks_app) as gateway, \
+            partner_servers(tmp_path, [w.FIOD], jwks_url=f"{gateway}/.well-known/jwks.json") as urls:
+        async with httpx.AsyncClient() as client:
+            for n in range(30):
+                forged = _sign({"aud": w.FIOD, "exp": int(time.time()) + 60},
+                               OKPKey.generate_key("Ed25519", parameters={"kid": f"forged-{n}"}))
+                response = await client.post(f"{urls[w.FIOD]}/holder/v1/discover",
+                                             json=_discovery(["subj-x1234567"]).model_dump(),
+                                             headers={"Authorization": f"Bearer {forged}"})
+                assert response.status_code == 401
+        assert len(fetches) == 1
+        failing[0] = False
+        await asyncio.sleep(0.6)
+        async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token, retries=0) as connector:
+            assert (await connector.discover(_discovery(world.scenarios()[w.BIBOB_APPLICANT][:1]))).hits
+    assert len(fetches) == 2
+
+
+@pytest.fixture(scope="module")
+def https_partner(tmp_path_factory: pytest.TempPathFactory, world: World) -> Iterator[tuple[str, Path]]:
+    """A simulated partner served over TLS with a certificate of a private CA: (base URL, CA file)."""
+    tmp = tmp_path_factory.mktemp("tls-partner")
+    ca_file, certificate, key = private_ca_certificates(tmp)
+    app = create_partner_app(w.FIOD, tmp, jwks=JwksSource(jwks=JWKS), world=world)
+    with serve_app(app, ssl_certfile=str(certificate), ssl_keyfile=str(key)) as url:
+        yield url, ca_file
+
+
+async def test_an_https_holder_is_verified_against_the_partnerships_ca(https_partner: tuple[str, Path],
+                                                                       world: World) -> None:
+    """The connector verifies a holder's certificate by default; a partnership with its own CA names it with
+    ``ca_file`` (setting ``connector_ca_file``), which trusts that CA without excusing a wrong host name."""
+    url, ca_file = https_partner
+    assert url.startswith("https://")
+    known = world.scenarios()[w.BIBOB_APPLICANT][:1]
+    async with HttpConnector(w.FIOD, url, gateway_token, retries=2, backoff=0.01) as untrusted:
+        with pytest.raises(HolderUnavailable, match=r"TLS handshake failed .*\(1 attempt, request d-1\)"):
+            await untrusted.discover(_discovery(known))
+        assert untrusted.attempts == 1  # a certificate that fails verification fails the same way again
+    registry = ConnectorRegistry({w.FIOD: url}, gateway_token, ca_file=ca_file)
+    try:
+        assert (await registry[w.FIOD].discover(_discovery(known))).hits
+    finally:
+        await registry.aclose()
+    async with HttpConnector(w.FIOD, url.replace("127.0.0.1", "localhost"), gateway_token, retries=0,
+                             ca_file=ca_file) as wrong_name:
+        with pytest.raises(HolderUnavailable, match="TLS handshake failed"):
+            await wrong_name.discover(_discovery(known))
 
 
 # -- failures --------------------------------------------------------------------------------------
@@ -360,3 +473,30 @@ async def test_an_answer_past_the_size_limit_is_a_protocol_error(chunked: bool) 
                 await small.query(_query(["s-1"], ["police_incidents"]))
         async with HttpConnector(w.POLICE, url, gateway_token, max_answer_bytes=len(body)) as enough:
             assert len((await enough.query(_query(["s-1"], ["police_incidents"]))).records) == 50
+
+
+async def test_a_compressed_answer_cannot_inflate_past_the_size_limit() -> None:
+    """A decompression bomb (found by a review): 300 kB of gzip inflated to 300 MB inside the gateway although
+    the answer limit was 1 MB, because the client inflated it before the limit was checked. The connector asks
+    for no compression, and a compressed answer is a protocol error, read as sent (never inflated)."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: the gzip format
+    parts = [deflater.compress(b'{"status": "answered", "records": [], "padding": "')]
+    parts += [deflater.compress(b"x" * 1024 * 1024) for _ in range(300)]
+    bomb = b"".join([*parts, deflater.compress(b'"}'), deflater.flush()])
+    asked: list[str | None] = []
+    app = FastAPI()
+
+    @app.post("/holder/v1/query")
+    async def query(request: Request) -> Response:
+        asked.append(request.headers.get("accept-encoding"))
+        return Response(bomb, media_type="application/json", headers={"Content-Encoding": "gzip"})
+
+    with serve_app(app) as url:
+        async with HttpConnector(w.POLICE, url, gateway_token, max_answer_bytes=1024 * 1024, timeout=30) as connector:
+            started = time.process_time()
+            with pytest.raises(HolderProtocolError, match="compressed answer") as refused:
+                await connector.query(_query(["s-1"], ["police_incidents"]))
+            assert time.process_time() - started < 0.5  # nothing was inflated (300 MB would take seconds)
+    assert len(bomb) < 1024 * 1024  # within the limit as sent
+    assert asked == ["identity"]
+    assert "gzip" not in str(refused.value)  # the holder's header text is not echoed to the requester
