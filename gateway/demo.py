@@ -295,7 +295,7 @@ def _run_demo(settings: Settings, port: int, once: bool) -> int:
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "connectors.cli", "serve", "--partner", system, "--port", str(partner_port),
                  "--data-dir", str(settings.data_dir / "partners"),
-                 "--jwks-url", f"{gateway_url}/.well-known/jwks.json"],
+                 "--jwks-url", f"{gateway_url}/.well-known/jwks.json", "--issuer", settings.issuer],
                 stdout=(logs / f"{system}.log").open("wb"), stderr=subprocess.STDOUT))
             waits.append((f"{endpoints[system]}/health", processes[-1], logs / f"{system}.log"))
         env = os.environ | {"WGS_DATA_DIR": str(settings.data_dir), "WGS_CONNECTOR_ENDPOINTS": json.dumps(endpoints),

@@ -161,3 +161,14 @@ def test_docker_stop_waits_for_the_gateways_graceful_shutdown_and_audit_flush() 
 
     grace = _seconds(_services()["gateway"].get("stop_grace_period", "10s"))
     assert grace >= GRACEFUL_SHUTDOWN_SECONDS + 10
+
+
+def test_every_partner_accepts_only_tokens_of_the_gateways_issuer() -> None:
+    """A holder told the gateway's issuer refuses tokens that carry any other ``iss``; each partner service
+    must be told the same issuer the gateway signs with (both default to the same value)."""
+    services = _services()
+    gateway_issuer = services["gateway"]["environment"]["WGS_ISSUER"]
+    partners = {name: s for name, s in services.items() if "wgs-partner" in s.get("command", [])}
+    assert len(partners) == 7
+    for name, service in partners.items():
+        assert service["environment"]["WGS_PARTNER_GATEWAY_ISSUER"] == gateway_issuer, name
