@@ -34,6 +34,10 @@ from joserfc.jwt import JWTClaimsRegistry
 ALGORITHMS = ["Ed25519", "ES256"]
 REFRESH_INTERVAL = 10.0
 LEEWAY_SECONDS = 30
+MAX_ACCESS_TOKEN_SECONDS = 3600
+"""The longest an access token of the gateway may still be valid (its ``WGS_ACCESS_TOKEN_TTL_SECONDS`` is at most
+this): a token that claims to be valid for longer was not made by a gateway as configured — a leaked signing key's
+long-lived forgery, or a mis-issued token — and a captured one would otherwise open the holder for that long."""
 
 
 class TokenRefused(Exception):
@@ -154,6 +158,8 @@ def make_verifier(system: str, source: JwksSource, now: Callable[[], float] = ti
                               exp={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
         except (JoseError, ValueError) as exc:
             raise TokenRefused("the gateway token was not accepted") from exc
+        if decoded.claims["exp"] > now() + MAX_ACCESS_TOKEN_SECONDS + LEEWAY_SECONDS:
+            raise TokenRefused("the gateway token was not accepted")
 
     return verify
 

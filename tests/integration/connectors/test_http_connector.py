@@ -174,6 +174,7 @@ async def test_a_request_without_a_token_is_401_problem_json(partners: dict[str,
     pytest.param(lambda _aud: _sign({"aud": w.KVK, "exp": int(time.time()) + 60}), id="other-audience"),
     pytest.param(lambda aud: _sign({"aud": aud, "exp": int(time.time()) - 120}), id="expired"),
     pytest.param(lambda aud: _sign({"aud": aud}), id="no-expiry"),
+    pytest.param(lambda aud: _sign({"aud": aud, "exp": int(time.time()) + 365 * 86_400}), id="valid-for-a-year"),
     pytest.param(lambda _aud: "not-a-jwt", id="garbage"),
 ])
 async def test_a_bad_token_is_rejected_with_401(partners: dict[str, str], world: World, token: Any) -> None:
