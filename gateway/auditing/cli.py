@@ -15,7 +15,7 @@ from rich.console import Console
 
 from audit import AuditLog, NoteSigner, NoteVerifier, export_log, verify_database, verify_export
 from gateway.auditing.setup import CheckpointKeyError, audit_signer
-from gateway.db.engine import engine_for
+from gateway.db.engine import existing_engine_for
 from gateway.settings import Settings
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -53,7 +53,7 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
     entry is covered by a signature (the verifier refuses entries that are not)."""
     settings = Settings()
     signer = _existing_signer(settings)  # before the database: a wrong data directory stops here
-    engine = engine_for(settings)
+    engine = existing_engine_for(settings)
     summary = export_log(AuditLog(engine, signer), out_file)
     engine.dispose()
     typer.echo(f"exported {summary.tree_size} entries and {summary.checkpoint_count} checkpoints to {out_file}")
@@ -81,7 +81,7 @@ def verify(export_file: Path | None = typer.Option(None, "--export", help="Verif
     else:
         settings = Settings()
         verifier = _pinned(vkey) if vkey else _existing_signer(settings).verifier
-        engine = engine_for(settings)
+        engine = existing_engine_for(settings)
         # Chunks of a large log are checked by worker processes, one per core unless told: verification is an
         # offline job that a privacy officer waits for, and the chunks are independent.
         result = verify_database(engine, verifier, known_checkpoints=known, deep=not fast,

@@ -15,7 +15,7 @@ from gateway.auth.accounts import create_account
 from gateway.auth.clients import register_key_client, register_secret_client
 from gateway.auth.keys import SigningKeyStore
 from gateway.clock import SystemClock
-from gateway.db.engine import engine_for, make_session_factory, transaction
+from gateway.db.engine import existing_engine_for, make_session_factory, transaction
 from gateway.errors import GatewayError
 from gateway.register.loader import load_register
 from gateway.settings import Settings
@@ -29,7 +29,7 @@ err = Console(stderr=True)
 
 
 def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
-    return make_session_factory(engine_for(settings))
+    return make_session_factory(existing_engine_for(settings))
 
 
 def _fail(exc: GatewayError) -> None:
@@ -121,11 +121,10 @@ def users_disable(username: str) -> None:
 
 
 def _key_store(settings: Settings) -> SigningKeyStore:
+    """The token-signing key store, not read yet: whether a missing key is created is each command's choice."""
     from datetime import timedelta
 
-    store = SigningKeyStore(settings.key_dir, SystemClock(), timedelta(seconds=settings.access_token_ttl_seconds + 300))
-    store.load_or_create()
-    return store
+    return SigningKeyStore(settings.key_dir, SystemClock(), timedelta(seconds=settings.access_token_ttl_seconds + 300))
 
 
 @keys_app.command("init")
@@ -147,13 +146,20 @@ def keys_init() -> None:
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Make a new signing key; tokens signed by the old one stay valid until they expire."""
-    kid = _key_store(Settings()).rotate()
+    store = _key_store(Settings())
+    store.load_or_create()  # as before: a first key, then its successor
+    kid = store.rotate()
     out.print(f"new signing key {kid}; restart or wait for gateway processes to reload keys")
 
 
 @keys_app.command("list")
 def keys_list() -> None:
+    store = _key_store(Settings())
+    if not store.load():  # never a key made for the listing: nobody's tokens would be signed with it
+        err.print(f"no token-signing keys at {store.path}: is the data directory right? (`wgs-gateway keys init` "
+                  "or starting the gateway creates them)", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     table = Table("kid", "created", "superseded")
-    for key in _key_store(Settings()).describe():
+    for key in store.describe():
         table.add_row(key["kid"] or "", key["created_at"] or "", key["superseded_at"] or "")
     out.print(table)

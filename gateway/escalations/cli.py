@@ -12,7 +12,7 @@ from rich.table import Table
 
 from escalation.legal_gaps import GapStatus, list_gaps
 from escalation.queries import CaseFilter, CaseScope, list_cases
-from gateway.db.engine import engine_for, make_session_factory, transaction
+from gateway.db.engine import existing_engine_for, make_session_factory, require_database, transaction
 from gateway.settings import Settings
 from gateway.spreadsheets import SpreadsheetWriter
 
@@ -30,6 +30,7 @@ def scan() -> None:
     from gateway.logging import configure_logging
 
     settings = Settings()
+    require_database(settings)  # the services would create an empty SQLite file before refusing it
     # It starts the gateway's services, which log: as the gateway's JSON lines on stderr (scrubbed), so that
     # stdout, which cron mails or a script reads, holds only the count.
     configure_logging(settings.log_level, settings.log_json)
@@ -65,7 +66,7 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
     settings = Settings()
     today = (local_date(datetime.now(UTC), load_register(settings.register_file)[0].office_hours.timezone)
              if overdue else None)
-    engine = engine_for(settings)
+    engine = existing_engine_for(settings)
     with transaction(make_session_factory(engine)) as session:
         cases = list_cases(session, CaseScope(everything=True),
                            CaseFilter(partnership=partnership, overdue_on=today),
@@ -81,7 +82,7 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
 @escalations_app.command("gaps")
 def gaps(status: GapStatus | None = typer.Option(None), partnership: str | None = typer.Option(None)) -> None:
     """The register of legal gaps as CSV on standard output (for the agenda)."""
-    engine = engine_for(Settings())
+    engine = existing_engine_for(Settings())
     with transaction(make_session_factory(engine)) as session:
         found = list_gaps(session, partnerships={partnership} if partnership else None, status=status)
     engine.dispose()

@@ -644,6 +644,7 @@ def test_a_command_on_an_unmigrated_database_says_so_in_one_line(tmp_path: Path,
     *records, line = result.stderr.strip().splitlines()
     assert line.startswith("database not migrated: run `wgs-gateway db upgrade` first"), line
     assert all(json.loads(record)["level"] for record in records)  # a command that logs: its JSON lines only
+    assert not (tmp_path / "data").exists()  # no empty database file (nor its directory) for the next command
 
 
 def test_any_other_database_error_of_a_command_is_one_line(data_dir: Path) -> None:
@@ -668,3 +669,43 @@ def test_escalations_scan_logs_json_lines_on_stderr_and_prints_only_its_count(da
     assert scanned.stdout == "0 overdue case(s) moved up a tier\n"
     records = [json.loads(line) for line in scanned.stderr.splitlines()]
     assert "register_loaded" in [record["event"] for record in records]
+
+
+# -- read-only commands leave nothing behind -----------------------------------------------------------------
+
+_READ_ONLY = [["pseudonyms", "status"], ["clients", "list"], ["users", "list"], ["escalations", "list"],
+              ["escalations", "gaps"], ["register", "versions"], ["keys", "list"], ["audit", "key"],
+              ["audit", "verify"], ["audit", "verify", "--fast"], ["db", "current"]]
+
+
+def _files_under(directory: Path) -> set[Path]:
+    return {path.relative_to(directory) for path in directory.rglob("*")}
+
+
+@pytest.mark.parametrize("command", _READ_ONLY, ids=" ".join)
+def test_a_read_only_command_in_an_empty_data_directory_creates_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    """Run in a wrong or fresh directory, a command that only reads says what is missing in one line and exit
+    code 1; it creates no key, key ring, database file or directory (a key made there would be a new
+    identity nobody pinned, and an empty database file would hide the mistake at the next command)."""
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    line = _refusal(runner.invoke(app, command))
+    assert line.startswith(("database not migrated", "no ")), line
+    assert _files_under(tmp_path) == set(), command
+
+
+@pytest.mark.parametrize("command", [["pseudonyms", "status"], ["keys", "list"]], ids=" ".join)
+def test_a_status_on_a_migrated_database_without_keys_creates_none(data_dir: Path, command: list[str]) -> None:
+    """After `db upgrade` but before `keys init`: the key ring or signing key is reported missing, not made."""
+    before = _files_under(data_dir)
+    line = _refusal(runner.invoke(app, command))
+    assert line.startswith("no "), line
+    assert "keys init" in line
+    assert _files_under(data_dir) == before
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    shown = runner.invoke(app, command)
+    assert shown.exit_code == 0, shown.output
+    made = _files_under(data_dir)
+    assert runner.invoke(app, command).output == shown.output  # reading twice changes nothing
+    assert _files_under(data_dir) == made
