@@ -13,7 +13,16 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from audit import AuditLog, NoteSigner, NoteVerifier, export_log, verify_database, verify_export
+from audit import (
+    AuditLog,
+    NoteSigner,
+    NoteVerifier,
+    VerificationError,
+    claimed_checkpoint,
+    export_log,
+    verify_database,
+    verify_export,
+)
 from gateway.auditing.setup import CheckpointKeyError, audit_signer
 from gateway.db.engine import existing_engine_for
 from gateway.settings import Settings
@@ -37,6 +46,23 @@ def _pinned(vkey: str) -> NoteVerifier:
         return NoteVerifier.from_vkey(vkey)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--key") from None
+
+
+def _kept(paths: list[Path]) -> list[str]:
+    """The checkpoints an officer kept, as texts; a file that is not one ends the command with a format
+    verdict naming it (exit 1). Left to the verifier, it would be a numbered kept checkpoint, not a file."""
+    notes = []
+    for path in paths:
+        try:
+            note = path.read_text(encoding="utf-8")
+            claimed_checkpoint(note)
+        except (UnicodeDecodeError, VerificationError) as exc:
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            err.print(f"log NOT verified: format: {path} is not a signed checkpoint ({reason})", markup=False,
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        notes.append(note)
+    return notes
 
 
 @audit_app.command("key")
@@ -63,7 +89,9 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
 def verify(export_file: Path | None = typer.Option(None, "--export", help="Verify this export instead of the "
                                                                           "live database."),
            vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`)."),
-           checkpoint: list[Path] = typer.Option([], help="Checkpoints kept from earlier (detects rollback)."),
+           checkpoint: list[Path] = typer.Option([], exists=True, dir_okay=False, readable=True,
+                                                 help="A signed checkpoint kept from earlier, one per option "
+                                                      "(detects a log rolled back behind it)."),
            fast: bool = typer.Option(False, "--fast", help="Tree, signatures and consistency only; skip the "
                                                           "per-entry canonical-JSON and schema checks (much faster)."),
            workers: int | None = typer.Option(None, "--workers", min=1,
@@ -74,7 +102,7 @@ def verify(export_file: Path | None = typer.Option(None, "--export", help="Verif
 
     Without ``--fast`` every entry is also re-parsed and checked to be canonical JSON of a valid event and to
     agree with its query columns; a changed byte is caught either way (it changes the tree)."""
-    known = [path.read_text() for path in checkpoint]
+    known = _kept(checkpoint)
     if export_file is not None:
         result = verify_export(export_file, verifier=_pinned(vkey) if vkey else None,
                                known_checkpoints=known, deep=not fast)

@@ -709,3 +709,39 @@ def test_a_status_on_a_migrated_database_without_keys_creates_none(data_dir: Pat
     made = _files_under(data_dir)
     assert runner.invoke(app, command).output == shown.output  # reading twice changes nothing
     assert _files_under(data_dir) == made
+
+
+def test_audit_verify_with_a_checkpoint_file_that_is_no_checkpoint_says_so(data_dir: Path, tmp_path: Path) -> None:
+    """A file kept by mistake (here the 401 answer saved instead of a checkpoint) is named as not being a
+    signed checkpoint, a format verdict; not a bad signature "at index 0" about a newline."""
+    from audit import AuditLog
+    from gateway.auditing.setup import audit_signer
+    from gateway.db.engine import make_engine
+    from gateway.settings import Settings
+    from tests.audit_support import make_event
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    settings = Settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        log = AuditLog(engine, audit_signer(settings))
+        log.append([make_event(0), make_event(1)])
+        kept = tmp_path / "kept.checkpoint"
+        kept.write_text(log.checkpoint().note)
+    finally:
+        engine.dispose()
+    problem = tmp_path / "answer.json"
+    problem.write_text('{"type":"https://wgs.example/problems/unauthorized","title":"Unauthorized","status":401}')
+    binary = tmp_path / "binary.checkpoint"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    export = tmp_path / "log.jsonl"
+    assert runner.invoke(app, ["audit", "export", "--out", str(export)]).exit_code == 0
+    for source in ([], ["--export", str(export)]):
+        assert runner.invoke(app, ["audit", "verify", *source, "--checkpoint", str(kept)]).exit_code == 0
+        for wrong in (problem, binary):
+            result = runner.invoke(app, ["audit", "verify", *source, "--checkpoint", str(kept),
+                                         "--checkpoint", str(wrong)])
+            line = _refusal(result)
+            assert "format" in line, line
+            assert f"{wrong} is not a signed checkpoint" in line, line
+            assert "signature" not in line, line
