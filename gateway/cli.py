@@ -225,9 +225,13 @@ def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
 
 
 @app.command("serve")
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Run the gateway HTTP service (refuses to start on an un-migrated database or a bad register file).
+def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+          port: int = typer.Option(8000, help="Port to listen on."),
+          workers: int = typer.Option(1, help="Worker processes (more than one: run `keys init` first).")) -> None:
+    """Run the gateway's HTTP service; refuses to start on an un-migrated database or a bad register file.
 
+    SIGTERM or Ctrl+C stops it gracefully: requests in flight finish, the audit log is written, exit code 0.
+    \f
     Logging is configured before uvicorn starts and uvicorn gets ``log_config=None``, so its own lines
     ("Started server process", shutdown) are rendered as the gateway's JSON lines instead of through the
     plain formatters of uvicorn's default configuration. SIGTERM (or Ctrl+C) stops accepting, lets requests

@@ -100,7 +100,7 @@ def verify(export_file: Path | None = typer.Option(None, "--export", help="Verif
            ) -> None:
     """Recompute the tree, check every checkpoint signature and their consistency. Exit 0 only if intact.
 
-    Without ``--fast`` every entry is also re-parsed and checked to be canonical JSON of a valid event and to
+    Without --fast every entry is also re-parsed and checked to be canonical JSON of a valid event and to
     agree with its query columns; a changed byte is caught either way (it changes the tree)."""
     known = _kept(checkpoint)
     if export_file is not None:

@@ -32,7 +32,7 @@ from gateway.pseudonyms.keys import KeyRing
 from gateway.pseudonyms.keystore import FileKeyStore
 from gateway.settings import Settings
 
-pseudonyms_app = typer.Typer(help="Pseudonymisation keys and the discovery index. To rotate: `rotate`, restart "
+pseudonyms_app = typer.Typer(help="Pseudonymisation keys and the discovery index.\n\nTo rotate: `rotate`, restart "
                              "every gateway process, `rekey`, then `status` shows 0 rows not under the current "
                              "key version.", no_args_is_help=True)
 out = Console()
@@ -98,7 +98,7 @@ def _report(settings: Settings, result: RekeyResult) -> None:
 
 @pseudonyms_app.command("status")
 def status() -> None:
-    """Key versions (never the secrets), enrolled rows per key version, and rows waiting for `rekey`."""
+    """Show the key versions (never the secrets), enrolments per version and rows waiting for `rekey`."""
     settings = Settings()
     require_database(settings)  # a wrong data directory: the database says so first
     ring = _existing_ring(settings, "cannot read the pseudonym key ring")
@@ -121,8 +121,10 @@ def status() -> None:
 
 @pseudonyms_app.command("rotate")
 def rotate() -> None:
-    """Add a key version and re-key the discovery index to it; if rows are still under an older version
-    (an interrupted rotation), only finish moving them and add no version — run it again for a new one."""
+    """Add a pseudonym key version and re-key the discovery index to it.
+
+    If rows are still under an older version (an interrupted rotation), it only finishes moving them and
+    adds no version: run it again for a new one."""
     settings = Settings()
     require_database(settings)  # before the key store: a wrong data directory gets no key ring either
     store = _store(settings)

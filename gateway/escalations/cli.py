@@ -16,7 +16,8 @@ from gateway.db.engine import existing_engine_for, make_session_factory, require
 from gateway.settings import Settings
 from gateway.spreadsheets import SpreadsheetWriter
 
-escalations_app = typer.Typer(help="The escalation workflow.", no_args_is_help=True)
+escalations_app = typer.Typer(help="The escalation workflow: overdue cases and the register of legal gaps.",
+                              no_args_is_help=True)
 out = Console()
 
 
@@ -55,9 +56,11 @@ def scan() -> None:
 
 @escalations_app.command("list")
 def list_command(overdue: bool = typer.Option(False, help="Only active cases past their deadline."),
-                 partnership: str | None = typer.Option(None)) -> None:
-    """Every case (operators see all), oldest first; ``--overdue`` judges by today's date in the register's
-    office-hours timezone, as the gateway does (not the machine's, nor UTC)."""
+                 partnership: str | None = typer.Option(None, help="Only this partnership's cases.")) -> None:
+    """List every escalation case (an operator sees all), oldest first.
+
+    --overdue judges by today's date in the register's office-hours timezone, as the gateway does (not the
+    machine's, nor UTC)."""
     from datetime import UTC, datetime
 
     from escalation.calendar import local_date
@@ -80,8 +83,9 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
 
 
 @escalations_app.command("gaps")
-def gaps(status: GapStatus | None = typer.Option(None), partnership: str | None = typer.Option(None)) -> None:
-    """The register of legal gaps as CSV on standard output (for the agenda)."""
+def gaps(status: GapStatus | None = typer.Option(None, help="Only gaps with this status."),
+         partnership: str | None = typer.Option(None, help="Only this partnership's gaps.")) -> None:
+    """Print the register of legal gaps as CSV, for the steering group's agenda."""
     engine = existing_engine_for(Settings())
     with transaction(make_session_factory(engine)) as session:
         found = list_gaps(session, partnerships={partnership} if partnership else None, status=status)

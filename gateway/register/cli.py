@@ -20,7 +20,7 @@ err = Console(stderr=True)
 
 
 @register_app.command("check")
-def check(file: Path) -> None:
+def check(file: Path = typer.Argument(..., help="The register file (YAML) to check.")) -> None:
     """Validate a register file; prints every problem with its line. Exit 1 when invalid."""
     try:
         register, _ = load_register(file)

@@ -745,3 +745,46 @@ def test_audit_verify_with_a_checkpoint_file_that_is_no_checkpoint_says_so(data_
             assert "format" in line, line
             assert f"{wrong} is not a signed checkpoint" in line, line
             assert "signature" not in line, line
+
+
+# -- help ----------------------------------------------------------------------------------------------------
+
+def _command_paths() -> list[list[str]]:
+    """Every group and command under `wgs-gateway`, as the words that name it."""
+    import typer.main
+
+    def walk(command: Any, path: list[str]) -> Iterator[list[str]]:
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+INTERNAL_MARKERS = ("``", ":func:", ":class:", ":mod:", ":meth:", "log_config", "uvicorn", "\f")
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda path: " ".join(path) or "wgs-gateway")
+def test_every_command_says_what_it_does_and_nothing_internal(path: list[str], monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """A newcomer's `--help`: a one-line summary for every command and group (also in its parent's list),
+    a help text for every argument and option, and none of the docstring's notes for developers (Sphinx
+    markup, library internals), which the docstrings keep after a form feed."""
+    import typer.main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    shown = result.stdout
+    for marker in INTERNAL_MARKERS:
+        assert marker not in shown, (path, marker)
+    command = typer.main.get_command(app)
+    for word in path:
+        command = command.commands[word]
+    summary = (command.help or "").partition("\f")[0].strip().split("\n\n")[0]
+    assert summary, path
+    assert len(" ".join(summary.split())) <= 100, (path, summary)  # one line in the parent's list
+    assert " ".join(summary.split()) in " ".join(shown.split())
+    for parameter in command.params:
+        if parameter.name != "help" and not parameter.name.endswith("_completion"):
+            assert getattr(parameter, "help", None), (path, parameter.name)
