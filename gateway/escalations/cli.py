@@ -13,8 +13,8 @@ from rich.table import Table
 from escalation.legal_gaps import GapStatus, list_gaps
 from escalation.queries import CaseFilter, CaseScope, list_cases
 from gateway.db.engine import existing_engine_for, make_session_factory, require_database, transaction
+from gateway.escalations.gap_export import gap_view, write_gaps_csv
 from gateway.settings import Settings
-from gateway.spreadsheets import SpreadsheetWriter
 
 escalations_app = typer.Typer(help="The escalation workflow: overdue cases and the register of legal gaps.",
                               no_args_is_help=True)
@@ -90,8 +90,4 @@ def gaps(status: GapStatus | None = typer.Option(None, help="Only gaps with this
     with transaction(make_session_factory(engine)) as session:
         found = list_gaps(session, partnerships={partnership} if partnership else None, status=status)
     engine.dispose()
-    writer = SpreadsheetWriter(sys.stdout)  # titles and descriptions are partners' free text: no formulas
-    writer.writerow(["id", "partnership", "status", "title", "description", "cases"])
-    for gap in found:
-        writer.writerow([gap.id, gap.partnership, gap.status.value, gap.title, gap.description,
-                         " ".join(gap.case_ids)])
+    write_gaps_csv(sys.stdout, [gap_view(gap) for gap in found])  # the API's export; an operator sees every case
