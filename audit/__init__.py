@@ -23,7 +23,14 @@ Modules, one job each:
 
 from __future__ import annotations
 
-from audit.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
+from audit.checkpoint import (
+    Checkpoint,
+    NoteSigner,
+    NoteVerifier,
+    claimed_checkpoint,
+    open_checkpoint,
+    sign_checkpoint,
+)
 from audit.errors import (
     AuditError,
     AuditWriteError,
@@ -72,6 +79,7 @@ __all__ = [
     "StoredEntry",
     "VerificationError",
     "VerifyResult",
+    "claimed_checkpoint",
     "export_log",
     "open_checkpoint",
     "sign_checkpoint",

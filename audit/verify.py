@@ -62,7 +62,7 @@ from sqlalchemy.pool import NullPool
 
 from audit import bulk_reads, store
 from audit.canonical import claims_index, envelope_index, parse_entry
-from audit.checkpoint import Checkpoint, NoteVerifier, SignedNote, open_checkpoint
+from audit.checkpoint import NoteVerifier, claimed_checkpoint, open_checkpoint
 from audit.errors import StoreUnavailable, VerificationError
 from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION
 from audit.merkle import (
@@ -597,16 +597,20 @@ class _NodeChecker:
 
 
 def _known(known_checkpoints: Sequence[str]) -> list[_CheckpointRecord]:
-    """Checkpoints the verifier kept from earlier, filed under the size their text claims.
+    """Checkpoints the verifier kept from earlier, filed under the size their text claims (their signatures
+    are checked in the stream, as every checkpoint's).
 
-    An unreadable one is filed under size 0, so that it fails (as a signature problem) right away.
+    A text that is no signed checkpoint at all (a file kept by mistake) is a ``format`` failure, numbered
+    in the order given, before anything is read: reported as a bad signature at index 0, it read as damage
+    to the log.
     """
     records = []
-    for note in known_checkpoints:
+    for number, note in enumerate(known_checkpoints, start=1):
         try:
-            size = Checkpoint.parse_body(SignedNote.parse(note).text).tree_size
-        except VerificationError:
-            size = 0
+            size = claimed_checkpoint(note).tree_size
+        except VerificationError as exc:
+            raise _fail(FailureKind.FORMAT, None, f"kept checkpoint {number} is not a signed checkpoint ({exc})") \
+                from None
         records.append(_CheckpointRecord(size, note, None, "known"))
     return records
 
@@ -627,20 +631,24 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
     Raises :class:`~audit.errors.StoreUnavailable` if the database cannot be read (no verdict then).
     """
     try:
+        known = _known(known_checkpoints)
+    except _Failed as failed:
+        return VerifyResult(0, 0, None, failed.failure)
+    try:
         with _collector_paused():
-            return _verify_database(engine, verifier, known_checkpoints, deep, check_node_cache, workers, pool)
+            return _verify_database(engine, verifier, known, deep, check_node_cache, workers, pool)
     except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
         raise StoreUnavailable(f"audit log read failed during verification ({type(exc).__name__})") from exc
 
 
-def _verify_database(engine: Engine, verifier: NoteVerifier, known_checkpoints: Sequence[str], deep: bool,
+def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_CheckpointRecord], deep: bool,
                      check_node_cache: bool, workers: int, pool: Executor | None) -> VerifyResult:
     with store.read_connection(engine) as connection:
         stored = store.all_checkpoints(connection)
         size = 0 if deep else store.tree_size(connection)
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
     checker = _NodeChecker(engine) if check_node_cache else None
-    stream = _Stream(verifier, records + _known(known_checkpoints), deep, checker)
+    stream = _Stream(verifier, records + known, deep, checker)
     if deep:
         records_ = ([(e.index, e.canonical, e.leaf_hash, e)] for e in store.iter_entries(engine))
         return _run(stream, records_, key_pinned=True)
@@ -854,11 +862,15 @@ def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_che
     with a checkpoint at their size, with entries after its last checkpoint, fails; export the log again.
     A malformed header or checkpoint line is a ``format`` failure, never an exception.
     """
+    try:
+        known = _known(known_checkpoints)
+    except _Failed as failed:
+        return VerifyResult(0, 0, None, failed.failure, key_pinned=verifier is not None)
     with _collector_paused():
-        return _verify_export(path, verifier, known_checkpoints, deep)
+        return _verify_export(path, verifier, known, deep)
 
 
-def _verify_export(path: Path, verifier: NoteVerifier | None, known_checkpoints: Sequence[str],
+def _verify_export(path: Path, verifier: NoteVerifier | None, known: list[_CheckpointRecord],
                    deep: bool) -> VerifyResult:
     with path.open("rb") as handle:
         lines = iter(handle)
@@ -879,7 +891,7 @@ def _verify_export(path: Path, verifier: NoteVerifier | None, known_checkpoints:
         except (ValueError, KeyError, TypeError) as exc:
             failure = Failure(FailureKind.FORMAT, None, f"export checkpoint lines are invalid ({exc})")
             return VerifyResult(0, 0, None, failure, key_pinned=pinned)
-        stream = _Stream(trusted, checkpoints + _known(known_checkpoints), deep)
+        stream = _Stream(trusted, checkpoints + known, deep)
         batches = _export_entries(lines, declared_size)
         if deep:
             records = ([(index, canonical, leaf, None) for index, canonical, leaf in batch] for batch in batches)

@@ -28,6 +28,8 @@ from gateway.db.engine import (
     engine_for,
     expected_heads,
     migration_gap,
+    missing_database_file,
+    require_database,
 )
 from gateway.enrolment.cli import pseudonyms_app
 from gateway.errors import DatabaseNotMigrated, InvalidRegister
@@ -109,6 +111,9 @@ def _database_refusal(exc: SQLAlchemyError | DatabaseNotMigrated) -> str:
     The group's settings check has passed by then, so ``Settings()`` builds."""
     settings = Settings()
     url = settings.effective_database_url
+    missing = missing_database_file(url)
+    if missing is not None:  # probing it here would create it
+        return _no_database_file(missing)
     try:
         engine = engine_for(settings)
     except SQLAlchemyError as bad_url:
@@ -123,6 +128,10 @@ def _database_refusal(exc: SQLAlchemyError | DatabaseNotMigrated) -> str:
         engine.dispose()
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
     return f"database error: {_without_password(lines[0], url)}"
+
+
+def _no_database_file(path: Path) -> str:
+    return f"database not migrated: run `wgs-gateway db upgrade` first (no database file at {path})"
 
 
 def _database_named(url: str) -> str:
@@ -156,6 +165,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base or -1.")) -> None:
     """Migrate the database down to REVISION."""
     settings = _settings()
+    require_database(settings)  # Alembic would create an empty SQLite file to downgrade
     with _database_errors(settings.effective_database_url):
         command.downgrade(alembic_config_for(settings), revision)
     console.print(f"[yellow]database at {revision}[/yellow]")
@@ -165,6 +175,7 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g.
 def db_current() -> None:
     """Show the database's current revision."""
     settings = _settings()
+    require_database(settings)  # Alembic would create an empty SQLite file to look at
     with _database_errors(settings.effective_database_url):
         command.current(alembic_config_for(settings))
 
@@ -178,10 +189,9 @@ def _start_refusal(settings: Settings) -> str | None:
     missing SQLite file is not created.
     """
     url = settings.effective_database_url
-    if url.startswith("sqlite") and "///" in url and ":memory:" not in url:
-        path = Path(url.split("///", 1)[-1])
-        if not path.is_file():
-            return f"database not migrated: run `wgs-gateway db upgrade` first (no database file at {path})"
+    missing = missing_database_file(url)
+    if missing is not None:
+        return _no_database_file(missing)
     try:
         engine = engine_for(settings)
     except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
@@ -215,9 +225,13 @@ def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
 
 
 @app.command("serve")
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Run the gateway HTTP service (refuses to start on an un-migrated database or a bad register file).
+def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+          port: int = typer.Option(8000, help="Port to listen on."),
+          workers: int = typer.Option(1, help="Worker processes (more than one: run `keys init` first).")) -> None:
+    """Run the gateway's HTTP service; refuses to start on an un-migrated database or a bad register file.
 
+    SIGTERM or Ctrl+C stops it gracefully: requests in flight finish, the audit log is written, exit code 0.
+    \f
     Logging is configured before uvicorn starts and uvicorn gets ``log_config=None``, so its own lines
     ("Started server process", shutdown) are rendered as the gateway's JSON lines instead of through the
     plain formatters of uvicorn's default configuration. SIGTERM (or Ctrl+C) stops accepting, lets requests

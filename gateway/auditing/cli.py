@@ -13,9 +13,18 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from audit import AuditLog, NoteSigner, NoteVerifier, export_log, verify_database, verify_export
+from audit import (
+    AuditLog,
+    NoteSigner,
+    NoteVerifier,
+    VerificationError,
+    claimed_checkpoint,
+    export_log,
+    verify_database,
+    verify_export,
+)
 from gateway.auditing.setup import CheckpointKeyError, audit_signer
-from gateway.db.engine import engine_for
+from gateway.db.engine import existing_engine_for
 from gateway.settings import Settings
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -39,6 +48,23 @@ def _pinned(vkey: str) -> NoteVerifier:
         raise typer.BadParameter(str(exc), param_hint="--key") from None
 
 
+def _kept(paths: list[Path]) -> list[str]:
+    """The checkpoints an officer kept, as texts; a file that is not one ends the command with a format
+    verdict naming it (exit 1). Left to the verifier, it would be a numbered kept checkpoint, not a file."""
+    notes = []
+    for path in paths:
+        try:
+            note = path.read_text(encoding="utf-8")
+            claimed_checkpoint(note)
+        except (UnicodeDecodeError, VerificationError) as exc:
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            err.print(f"log NOT verified: format: {path} is not a signed checkpoint ({reason})", markup=False,
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        notes.append(note)
+    return notes
+
+
 @audit_app.command("key")
 def key() -> None:
     """Print the log's verifier key (pin it; pass it to `audit verify --key`)."""
@@ -53,7 +79,7 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
     entry is covered by a signature (the verifier refuses entries that are not)."""
     settings = Settings()
     signer = _existing_signer(settings)  # before the database: a wrong data directory stops here
-    engine = engine_for(settings)
+    engine = existing_engine_for(settings)
     summary = export_log(AuditLog(engine, signer), out_file)
     engine.dispose()
     typer.echo(f"exported {summary.tree_size} entries and {summary.checkpoint_count} checkpoints to {out_file}")
@@ -63,7 +89,9 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
 def verify(export_file: Path | None = typer.Option(None, "--export", help="Verify this export instead of the "
                                                                           "live database."),
            vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`)."),
-           checkpoint: list[Path] = typer.Option([], help="Checkpoints kept from earlier (detects rollback)."),
+           checkpoint: list[Path] = typer.Option([], exists=True, dir_okay=False, readable=True,
+                                                 help="A signed checkpoint kept from earlier, one per option "
+                                                      "(detects a log rolled back behind it)."),
            fast: bool = typer.Option(False, "--fast", help="Tree, signatures and consistency only; skip the "
                                                           "per-entry canonical-JSON and schema checks (much faster)."),
            workers: int | None = typer.Option(None, "--workers", min=1,
@@ -72,16 +100,16 @@ def verify(export_file: Path | None = typer.Option(None, "--export", help="Verif
            ) -> None:
     """Recompute the tree, check every checkpoint signature and their consistency. Exit 0 only if intact.
 
-    Without ``--fast`` every entry is also re-parsed and checked to be canonical JSON of a valid event and to
+    Without --fast every entry is also re-parsed and checked to be canonical JSON of a valid event and to
     agree with its query columns; a changed byte is caught either way (it changes the tree)."""
-    known = [path.read_text() for path in checkpoint]
+    known = _kept(checkpoint)
     if export_file is not None:
         result = verify_export(export_file, verifier=_pinned(vkey) if vkey else None,
                                known_checkpoints=known, deep=not fast)
     else:
         settings = Settings()
         verifier = _pinned(vkey) if vkey else _existing_signer(settings).verifier
-        engine = engine_for(settings)
+        engine = existing_engine_for(settings)
         # Chunks of a large log are checked by worker processes, one per core unless told: verification is an
         # offline job that a privacy officer waits for, and the chunks are independent.
         result = verify_database(engine, verifier, known_checkpoints=known, deep=not fast,

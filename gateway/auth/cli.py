@@ -15,7 +15,7 @@ from gateway.auth.accounts import create_account
 from gateway.auth.clients import register_key_client, register_secret_client
 from gateway.auth.keys import SigningKeyStore
 from gateway.clock import SystemClock
-from gateway.db.engine import engine_for, make_session_factory, transaction
+from gateway.db.engine import existing_engine_for, make_session_factory, transaction
 from gateway.errors import GatewayError
 from gateway.register.loader import load_register
 from gateway.settings import Settings
@@ -23,13 +23,14 @@ from gateway.settings import Settings
 clients_app = typer.Typer(help="Partner systems (OAuth clients).", no_args_is_help=True)
 users_app = typer.Typer(help="People's accounts (privacy officers, administrators, contact point).",
                         no_args_is_help=True)
-keys_app = typer.Typer(help="The gateway's token-signing keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="The gateway's keys: all of them at once, and the token-signing keys.",
+                       no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 
 
 def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
-    return make_session_factory(engine_for(settings))
+    return make_session_factory(existing_engine_for(settings))
 
 
 def _fail(exc: GatewayError) -> None:
@@ -38,7 +39,7 @@ def _fail(exc: GatewayError) -> None:
 
 
 @clients_app.command("add")
-def clients_add(system_id: str,
+def clients_add(system_id: str = typer.Argument(..., help="The system's id in the register."),
                 scopes: str = typer.Option("exchange,discovery,enrol", help="Comma-separated scopes."),
                 jwks_file: Path | None = typer.Option(None, help="Public JWKS of the system (private_key_jwt)."),
                 generate_secret: bool = typer.Option(False, help="Use a client secret (printed once).")) -> None:
@@ -64,6 +65,7 @@ def clients_add(system_id: str,
 
 @clients_app.command("list")
 def clients_list() -> None:
+    """List the partner systems registered as OAuth clients: organisation, method, scopes, active."""
     with transaction(_sessions(Settings())) as session:
         table = Table("client", "organisation", "method", "scopes", "active")
         for client in repository.list_clients(session):
@@ -73,7 +75,8 @@ def clients_list() -> None:
 
 
 @clients_app.command("disable")
-def clients_disable(system_id: str) -> None:
+def clients_disable(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
+    """Disable a partner system's client: its tokens (issued ones too) are refused within seconds."""
     with transaction(_sessions(Settings())) as session:
         if not repository.set_client_active(session, system_id, False):
             err.print(f"[red]no client {system_id}[/red]")
@@ -82,7 +85,8 @@ def clients_disable(system_id: str) -> None:
 
 
 @users_app.command("add")
-def users_add(username: str, organisation: str = typer.Option(...),
+def users_add(username: str = typer.Argument(..., help="The name the person signs in with."),
+              organisation: str = typer.Option(..., help="The person's organisation, as in the register."),
               role: list[str] = typer.Option(..., help="privacy-officer, coordinating-privacy-officer, "
                                                       "administrator, contact-point (repeatable)"),
               password_stdin: bool = typer.Option(False, help="Read the password from standard input.")) -> None:
@@ -104,6 +108,7 @@ def users_add(username: str, organisation: str = typer.Option(...),
 
 @users_app.command("list")
 def users_list() -> None:
+    """List people's accounts: organisation, roles, active."""
     with transaction(_sessions(Settings())) as session:
         table = Table("username", "organisation", "roles", "active")
         for account in repository.list_accounts(session):
@@ -112,7 +117,8 @@ def users_list() -> None:
 
 
 @users_app.command("disable")
-def users_disable(username: str) -> None:
+def users_disable(username: str = typer.Argument(..., help="The account's username.")) -> None:
+    """Disable a person's account: sign-in and their tokens (issued ones too) are refused within seconds."""
     with transaction(_sessions(Settings())) as session:
         if not repository.set_account_active(session, username, False):
             err.print(f"[red]no account {username}[/red]")
@@ -121,17 +127,18 @@ def users_disable(username: str) -> None:
 
 
 def _key_store(settings: Settings) -> SigningKeyStore:
+    """The token-signing key store, not read yet: whether a missing key is created is each command's choice."""
     from datetime import timedelta
 
-    store = SigningKeyStore(settings.key_dir, SystemClock(), timedelta(seconds=settings.access_token_ttl_seconds + 300))
-    store.load_or_create()
-    return store
+    return SigningKeyStore(settings.key_dir, SystemClock(), timedelta(seconds=settings.access_token_ttl_seconds + 300))
 
 
 @keys_app.command("init")
 def keys_init() -> None:
-    """Create every key the gateway needs, once, before its worker processes start (so they never race to
-    create them): the token signing key, the audit checkpoint key and the pseudonymisation key ring."""
+    """Create every key the gateway needs that is missing; keeps the ones there.
+
+    The token-signing key, the audit checkpoint key and the pseudonymisation key ring. Run it once before
+    starting several worker processes, so that they never race to create them."""
     import asyncio
 
     from gateway.auditing.setup import load_or_create_checkpoint_key
@@ -147,13 +154,21 @@ def keys_init() -> None:
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Make a new signing key; tokens signed by the old one stay valid until they expire."""
-    kid = _key_store(Settings()).rotate()
+    store = _key_store(Settings())
+    store.load_or_create()  # as before: a first key, then its successor
+    kid = store.rotate()
     out.print(f"new signing key {kid}; restart or wait for gateway processes to reload keys")
 
 
 @keys_app.command("list")
 def keys_list() -> None:
+    """List the token-signing keys: id, created, superseded (never the key material)."""
+    store = _key_store(Settings())
+    if not store.load():  # never a key made for the listing: nobody's tokens would be signed with it
+        err.print(f"no token-signing keys at {store.path}: is the data directory right? (`wgs-gateway keys init` "
+                  "or starting the gateway creates them)", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     table = Table("kid", "created", "superseded")
-    for key in _key_store(Settings()).describe():
+    for key in store.describe():
         table.add_row(key["kid"] or "", key["created_at"] or "", key["superseded_at"] or "")
     out.print(table)

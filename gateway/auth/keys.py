@@ -59,6 +59,16 @@ class SigningKeyStore:
     def __repr__(self) -> str:
         return f"SigningKeyStore(path={str(self._path)!r}, keys={len(self._keys)})"
 
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def load(self) -> bool:
+        """Read the stored keys without ever creating one (``keys list``); False when there are none."""
+        with self._lock:
+            self._reload_locked()
+            return bool(self._keys)
+
     def load_or_create(self) -> None:
         with self._lock:
             self._reload_locked()

@@ -49,6 +49,37 @@ def engine_for(settings: Settings) -> Engine:
     return make_engine(settings.effective_database_url, connect_timeout=settings.db_connect_timeout_seconds)
 
 
+def missing_database_file(url: str) -> Path | None:
+    """The file an SQLite ``url`` names, when there is none; ``None`` for an existing file, an in-memory
+    database or any other kind of database."""
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    if not path or path == ":memory:" or Path(path).is_file():
+        return None
+    return Path(path)
+
+
+def require_database(settings: Settings) -> None:
+    """Raise :class:`DatabaseNotMigrated` when ``settings`` name an SQLite file that does not exist.
+
+    For the commands that use a database made by ``db upgrade``. An SQLite database is a file that the
+    engine (its directory) and the first connection (the file) create when it is missing: a command run
+    before ``db upgrade``, or in another directory than the one holding the relative default data
+    directory, would leave an empty database file behind, which the next command takes for the database.
+    """
+    missing = missing_database_file(settings.effective_database_url)
+    if missing is not None:
+        raise DatabaseNotMigrated(f"no database file at {missing}. Run `wgs-gateway db upgrade` first.")
+
+
+def existing_engine_for(settings: Settings) -> Engine:
+    """:func:`engine_for` after :func:`require_database`: what the commands that only use the database
+    open, so that none of them creates an empty one."""
+    require_database(settings)
+    return engine_for(settings)
+
+
 def connect_args(url: str, connect_timeout: int | None) -> dict[str, Any]:
     """The driver's connection arguments for ``url``.
 

@@ -25,14 +25,14 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from gateway.db.engine import engine_for, make_session_factory
+from gateway.db.engine import existing_engine_for, make_session_factory, require_database
 from gateway.enrolment.rekey import RekeyResult, pending_rows, rekey_index, rows_per_version
 from gateway.pseudonyms.errors import KeyStoreError
 from gateway.pseudonyms.keys import KeyRing
 from gateway.pseudonyms.keystore import FileKeyStore
 from gateway.settings import Settings
 
-pseudonyms_app = typer.Typer(help="Pseudonymisation keys and the discovery index. To rotate: `rotate`, restart "
+pseudonyms_app = typer.Typer(help="Pseudonymisation keys and the discovery index.\n\nTo rotate: `rotate`, restart "
                              "every gateway process, `rekey`, then `status` shows 0 rows not under the current "
                              "key version.", no_args_is_help=True)
 out = Console()
@@ -43,8 +43,27 @@ def _store(settings: Settings) -> FileKeyStore:
     return FileKeyStore(settings.key_dir / "pseudonyms")
 
 
+def _existing_ring(settings: Settings, doing: str) -> KeyRing:
+    """The key ring as stored, or one line on stderr and exit code 1.
+
+    Never creates one (only ``keys init``, the gateway starting and ``rotate`` do): a ring made by a
+    command that only looks would be a new pseudonym identity for every participant, and would hide a
+    wrong data directory behind a fresh version 1.
+    """
+    store = _store(settings)
+    try:
+        return asyncio.run(store.load())
+    except KeyStoreError as exc:
+        if not store.path.exists() and not store.path.is_symlink():
+            err.print(f"no pseudonym key ring at {store.path}: is the data directory right? (`wgs-gateway keys "
+                      "init` or starting the gateway creates it)", markup=False, highlight=False, soft_wrap=True)
+        else:
+            err.print(f"{doing}: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 def _pending(settings: Settings, current: int) -> int:
-    engine = engine_for(settings)
+    engine = existing_engine_for(settings)
     try:
         with engine.connect() as connection:
             return pending_rows(connection, current)
@@ -54,7 +73,7 @@ def _pending(settings: Settings, current: int) -> int:
 
 def _rekey(settings: Settings, ring: KeyRing, pending: int) -> RekeyResult:
     """Move the index to ``ring.current`` with a progress bar; a version missing from the ring exits 1."""
-    engine = engine_for(settings)
+    engine = existing_engine_for(settings)
     try:
         with Progress(console=out) as progress:
             task = progress.add_task(f"re-keying the index to v{ring.current}", total=pending)
@@ -79,11 +98,12 @@ def _report(settings: Settings, result: RekeyResult) -> None:
 
 @pseudonyms_app.command("status")
 def status() -> None:
-    """Key versions (never the secrets), enrolled rows per key version, and rows waiting for `rekey`."""
+    """Show the key versions (never the secrets), enrolments per version and rows waiting for `rekey`."""
     settings = Settings()
-    ring = asyncio.run(_store(settings).initialise())
+    require_database(settings)  # a wrong data directory: the database says so first
+    ring = _existing_ring(settings, "cannot read the pseudonym key ring")
     out.print(f"key versions: {sorted(ring.versions)}; current: {ring.current}")
-    engine = engine_for(settings)
+    engine = existing_engine_for(settings)
     try:
         with engine.connect() as connection:
             counts = rows_per_version(connection)
@@ -101,9 +121,12 @@ def status() -> None:
 
 @pseudonyms_app.command("rotate")
 def rotate() -> None:
-    """Add a key version and re-key the discovery index to it; if rows are still under an older version
-    (an interrupted rotation), only finish moving them and add no version — run it again for a new one."""
+    """Add a pseudonym key version and re-key the discovery index to it.
+
+    If rows are still under an older version (an interrupted rotation), it only finishes moving them and
+    adds no version: run it again for a new one."""
     settings = Settings()
+    require_database(settings)  # before the key store: a wrong data directory gets no key ring either
     store = _store(settings)
     ring = asyncio.run(store.initialise())
     pending = _pending(settings, ring.current)
@@ -122,9 +145,5 @@ def rotate() -> None:
 def rekey() -> None:
     """Move every index row still under an older key version to the current one; never adds a version."""
     settings = Settings()
-    try:  # no key store means nothing was ever pseudonymised: nothing to create here
-        ring = asyncio.run(_store(settings).load())
-    except KeyStoreError as exc:
-        err.print(f"cannot re-key: {exc}")
-        raise typer.Exit(1) from None
+    ring = _existing_ring(settings, "cannot re-key")  # none: nothing was ever pseudonymised, nothing to create
     _report(settings, _rekey(settings, ring, _pending(settings, ring.current)))

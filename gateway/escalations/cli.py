@@ -12,11 +12,12 @@ from rich.table import Table
 
 from escalation.legal_gaps import GapStatus, list_gaps
 from escalation.queries import CaseFilter, CaseScope, list_cases
-from gateway.db.engine import engine_for, make_session_factory, transaction
+from gateway.db.engine import existing_engine_for, make_session_factory, require_database, transaction
+from gateway.escalations.gap_export import gap_view, write_gaps_csv
 from gateway.settings import Settings
-from gateway.spreadsheets import SpreadsheetWriter
 
-escalations_app = typer.Typer(help="The escalation workflow.", no_args_is_help=True)
+escalations_app = typer.Typer(help="The escalation workflow: overdue cases and the register of legal gaps.",
+                              no_args_is_help=True)
 out = Console()
 
 
@@ -30,6 +31,7 @@ def scan() -> None:
     from gateway.logging import configure_logging
 
     settings = Settings()
+    require_database(settings)  # the services would create an empty SQLite file before refusing it
     # It starts the gateway's services, which log: as the gateway's JSON lines on stderr (scrubbed), so that
     # stdout, which cron mails or a script reads, holds only the count.
     configure_logging(settings.log_level, settings.log_json)
@@ -54,9 +56,11 @@ def scan() -> None:
 
 @escalations_app.command("list")
 def list_command(overdue: bool = typer.Option(False, help="Only active cases past their deadline."),
-                 partnership: str | None = typer.Option(None)) -> None:
-    """Every case (operators see all), oldest first; ``--overdue`` judges by today's date in the register's
-    office-hours timezone, as the gateway does (not the machine's, nor UTC)."""
+                 partnership: str | None = typer.Option(None, help="Only this partnership's cases.")) -> None:
+    """List every escalation case (an operator sees all), oldest first.
+
+    --overdue judges by today's date in the register's office-hours timezone, as the gateway does (not the
+    machine's, nor UTC)."""
     from datetime import UTC, datetime
 
     from escalation.calendar import local_date
@@ -65,7 +69,7 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
     settings = Settings()
     today = (local_date(datetime.now(UTC), load_register(settings.register_file)[0].office_hours.timezone)
              if overdue else None)
-    engine = engine_for(settings)
+    engine = existing_engine_for(settings)
     with transaction(make_session_factory(engine)) as session:
         cases = list_cases(session, CaseScope(everything=True),
                            CaseFilter(partnership=partnership, overdue_on=today),
@@ -79,14 +83,11 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
 
 
 @escalations_app.command("gaps")
-def gaps(status: GapStatus | None = typer.Option(None), partnership: str | None = typer.Option(None)) -> None:
-    """The register of legal gaps as CSV on standard output (for the agenda)."""
-    engine = engine_for(Settings())
+def gaps(status: GapStatus | None = typer.Option(None, help="Only gaps with this status."),
+         partnership: str | None = typer.Option(None, help="Only this partnership's gaps.")) -> None:
+    """Print the register of legal gaps as CSV, for the steering group's agenda."""
+    engine = existing_engine_for(Settings())
     with transaction(make_session_factory(engine)) as session:
         found = list_gaps(session, partnerships={partnership} if partnership else None, status=status)
     engine.dispose()
-    writer = SpreadsheetWriter(sys.stdout)  # titles and descriptions are partners' free text: no formulas
-    writer.writerow(["id", "partnership", "status", "title", "description", "cases"])
-    for gap in found:
-        writer.writerow([gap.id, gap.partnership, gap.status.value, gap.title, gap.description,
-                         " ".join(gap.case_ids)])
+    write_gaps_csv(sys.stdout, [gap_view(gap) for gap in found])  # the API's export; an operator sees every case

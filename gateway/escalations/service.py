@@ -50,6 +50,7 @@ from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
 from gateway.errors import Conflict, Forbidden, GatewayError, NotFound, ServiceUnavailable, Unprocessable
 from gateway.escalations import access
+from gateway.escalations.gap_export import gap_view, write_gaps_csv
 from gateway.escalations.models import (
     CaseDetail,
     CasePage,
@@ -71,7 +72,6 @@ from gateway.exchange import repository as exchanges
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER, DecisionLost, RerunGrant, Trace
 from gateway.policy.model import EscalationDecisionInput
 from gateway.register.model import Register
-from gateway.spreadsheets import SpreadsheetWriter
 
 log = structlog.get_logger("gateway.escalations")
 T = TypeVar("T")
@@ -626,12 +626,6 @@ class EscalationService:
             log.warning("escalation_decision_not_released", case_id=grant.case_id, error_type=type(exc).__name__)
 
     # -- legal gaps ----------------------------------------------------------------------------
-    def _gap_view(self, gap: gap_store.LegalGap) -> LegalGapView:
-        return LegalGapView(id=gap.id, partnership=gap.partnership, title=gap.title, description=gap.description,
-                            status=gap.status.value, version=gap.version, created_at=as_utc(gap.created_at),
-                            updated_at=as_utc(gap.updated_at), created_by_org=gap.created_by_org, note=gap.note,
-                            case_ids=gap.case_ids)
-
     def _seen_cases(self, principal: Principal, session: Session, found: list[gap_store.LegalGap]) -> set[str]:
         """Which of the cases linked to ``found`` ``principal`` may see. A gap is read by the whole
         partnership, its cases are not — a case id the reader gets 404 for must not be learnt from a gap
@@ -641,7 +635,7 @@ class EscalationService:
 
     def _scoped_view(self, gap: gap_store.LegalGap, seen: set[str]) -> LegalGapView:
         """``gap`` naming only the linked cases in ``seen`` (see ``_seen_cases``)."""
-        return self._gap_view(replace(gap, case_ids=[i for i in gap.case_ids if i in seen]))
+        return gap_view(replace(gap, case_ids=[i for i in gap.case_ids if i in seen]))
 
     def _gap_views(self, principal: Principal, session: Session, found: list[gap_store.LegalGap]) -> list[LegalGapView]:
         """The gaps as ``principal`` may read them: each names only the linked cases it may see."""
@@ -728,13 +722,7 @@ class EscalationService:
 
     async def gaps_csv(self, principal: Principal, *, partnership: str | None, status: str | None) -> str:
         """The register of legal gaps for the steering group's agenda: the cases the reader may see, and no
-        cell a spreadsheet would run as a formula (titles and descriptions are partners' free text)."""
+        cell a spreadsheet would run as a formula (the same export as `wgs-gateway escalations gaps`)."""
         out = io.StringIO()
-        writer = SpreadsheetWriter(out)
-        writer.writerow(["id", "partnership", "status", "title", "description", "cases", "created_at",
-                         "updated_at", "created_by_org", "note"])
-        for gap in await self.gaps(principal, partnership=partnership, status=status):
-            writer.writerow([gap.id, gap.partnership, gap.status, gap.title, gap.description,
-                             " ".join(gap.case_ids), gap.created_at.isoformat(), gap.updated_at.isoformat(),
-                             gap.created_by_org, gap.note or ""])
+        write_gaps_csv(out, await self.gaps(principal, partnership=partnership, status=status))
         return out.getvalue()

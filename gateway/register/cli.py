@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.db.engine import engine_for, make_session_factory, transaction
+from gateway.db.engine import existing_engine_for, make_session_factory, transaction
 from gateway.errors import InvalidRegister
 from gateway.register import repository
 from gateway.register.loader import load_register
@@ -20,7 +20,7 @@ err = Console(stderr=True)
 
 
 @register_app.command("check")
-def check(file: Path) -> None:
+def check(file: Path = typer.Argument(..., help="The register file (YAML) to check.")) -> None:
     """Validate a register file; prints every problem with its line. Exit 1 when invalid."""
     try:
         register, _ = load_register(file)
@@ -46,7 +46,7 @@ def show() -> None:
 def versions() -> None:
     """List the register versions recorded in the database."""
     settings = Settings()
-    with transaction(make_session_factory(engine_for(settings))) as session:
+    with transaction(make_session_factory(existing_engine_for(settings))) as session:
         table = Table("version", "sha256", "source", "loaded at")
         for version in repository.list_versions(session):
             table.add_row(version.version, version.sha256[:16], version.source, version.loaded_at.isoformat())

@@ -126,7 +126,8 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     assert "0 overdue case(s) moved" in again.output  # the new tier has a new deadline
     gaps = runner.invoke(app, ["escalations", "gaps"])
     assert gaps.exit_code == 0
-    assert gaps.output.splitlines() == ["id,partnership,status,title,description,cases"]
+    assert gaps.output.splitlines() == ["id,partnership,status,title,description,cases,created_at,updated_at,"
+                                        "created_by_org,note"]  # the API's export (test_legal_gaps compares them)
 
 
 def test_escalations_scan_delivers_its_webhooks_before_it_exits(data_dir: Path,
@@ -644,6 +645,7 @@ def test_a_command_on_an_unmigrated_database_says_so_in_one_line(tmp_path: Path,
     *records, line = result.stderr.strip().splitlines()
     assert line.startswith("database not migrated: run `wgs-gateway db upgrade` first"), line
     assert all(json.loads(record)["level"] for record in records)  # a command that logs: its JSON lines only
+    assert not (tmp_path / "data").exists()  # no empty database file (nor its directory) for the next command
 
 
 def test_any_other_database_error_of_a_command_is_one_line(data_dir: Path) -> None:
@@ -668,3 +670,122 @@ def test_escalations_scan_logs_json_lines_on_stderr_and_prints_only_its_count(da
     assert scanned.stdout == "0 overdue case(s) moved up a tier\n"
     records = [json.loads(line) for line in scanned.stderr.splitlines()]
     assert "register_loaded" in [record["event"] for record in records]
+
+
+# -- read-only commands leave nothing behind -----------------------------------------------------------------
+
+_READ_ONLY = [["pseudonyms", "status"], ["clients", "list"], ["users", "list"], ["escalations", "list"],
+              ["escalations", "gaps"], ["register", "versions"], ["keys", "list"], ["audit", "key"],
+              ["audit", "verify"], ["audit", "verify", "--fast"], ["db", "current"]]
+
+
+def _files_under(directory: Path) -> set[Path]:
+    return {path.relative_to(directory) for path in directory.rglob("*")}
+
+
+@pytest.mark.parametrize("command", _READ_ONLY, ids=" ".join)
+def test_a_read_only_command_in_an_empty_data_directory_creates_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    """Run in a wrong or fresh directory, a command that only reads says what is missing in one line and exit
+    code 1; it creates no key, key ring, database file or directory (a key made there would be a new
+    identity nobody pinned, and an empty database file would hide the mistake at the next command)."""
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    line = _refusal(runner.invoke(app, command))
+    assert line.startswith(("database not migrated", "no ")), line
+    assert _files_under(tmp_path) == set(), command
+
+
+@pytest.mark.parametrize("command", [["pseudonyms", "status"], ["keys", "list"]], ids=" ".join)
+def test_a_status_on_a_migrated_database_without_keys_creates_none(data_dir: Path, command: list[str]) -> None:
+    """After `db upgrade` but before `keys init`: the key ring or signing key is reported missing, not made."""
+    before = _files_under(data_dir)
+    line = _refusal(runner.invoke(app, command))
+    assert line.startswith("no "), line
+    assert "keys init" in line
+    assert _files_under(data_dir) == before
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    shown = runner.invoke(app, command)
+    assert shown.exit_code == 0, shown.output
+    made = _files_under(data_dir)
+    assert runner.invoke(app, command).output == shown.output  # reading twice changes nothing
+    assert _files_under(data_dir) == made
+
+
+def test_audit_verify_with_a_checkpoint_file_that_is_no_checkpoint_says_so(data_dir: Path, tmp_path: Path) -> None:
+    """A file kept by mistake (here the 401 answer saved instead of a checkpoint) is named as not being a
+    signed checkpoint, a format verdict; not a bad signature "at index 0" about a newline."""
+    from audit import AuditLog
+    from gateway.auditing.setup import audit_signer
+    from gateway.db.engine import make_engine
+    from gateway.settings import Settings
+    from tests.audit_support import make_event
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    settings = Settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        log = AuditLog(engine, audit_signer(settings))
+        log.append([make_event(0), make_event(1)])
+        kept = tmp_path / "kept.checkpoint"
+        kept.write_text(log.checkpoint().note)
+    finally:
+        engine.dispose()
+    problem = tmp_path / "answer.json"
+    problem.write_text('{"type":"https://wgs.example/problems/unauthorized","title":"Unauthorized","status":401}')
+    binary = tmp_path / "binary.checkpoint"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    export = tmp_path / "log.jsonl"
+    assert runner.invoke(app, ["audit", "export", "--out", str(export)]).exit_code == 0
+    for source in ([], ["--export", str(export)]):
+        assert runner.invoke(app, ["audit", "verify", *source, "--checkpoint", str(kept)]).exit_code == 0
+        for wrong in (problem, binary):
+            result = runner.invoke(app, ["audit", "verify", *source, "--checkpoint", str(kept),
+                                         "--checkpoint", str(wrong)])
+            line = _refusal(result)
+            assert "format" in line, line
+            assert f"{wrong} is not a signed checkpoint" in line, line
+            assert "signature" not in line, line
+
+
+# -- help ----------------------------------------------------------------------------------------------------
+
+def _command_paths() -> list[list[str]]:
+    """Every group and command under `wgs-gateway`, as the words that name it."""
+    import typer.main
+
+    def walk(command: Any, path: list[str]) -> Iterator[list[str]]:
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+INTERNAL_MARKERS = ("``", ":func:", ":class:", ":mod:", ":meth:", "log_config", "uvicorn", "\f")
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda path: " ".join(path) or "wgs-gateway")
+def test_every_command_says_what_it_does_and_nothing_internal(path: list[str], monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """A newcomer's `--help`: a one-line summary for every command and group (also in its parent's list),
+    a help text for every argument and option, and none of the docstring's notes for developers (Sphinx
+    markup, library internals), which the docstrings keep after a form feed."""
+    import typer.main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    shown = result.stdout
+    for marker in INTERNAL_MARKERS:
+        assert marker not in shown, (path, marker)
+    command = typer.main.get_command(app)
+    for word in path:
+        command = command.commands[word]
+    summary = (command.help or "").partition("\f")[0].strip().split("\n\n")[0]
+    assert summary, path
+    assert len(" ".join(summary.split())) <= 100, (path, summary)  # one line in the parent's list
+    assert " ".join(summary.split()) in " ".join(shown.split())
+    for parameter in command.params:
+        if parameter.name != "help" and not parameter.name.endswith("_completion"):
+            assert getattr(parameter, "help", None), (path, parameter.name)

@@ -445,6 +445,25 @@ def test_a_rolled_back_export_is_caught_with_a_checkpoint_the_verifier_kept(expo
     assert _check(result, Expect(FailureKind.TRUNCATED, 24, None, 40)) is None
 
 
+def test_a_kept_text_that_is_no_checkpoint_is_a_format_failure_not_a_bad_signature(
+        exported: Path, live_log: tuple[Engine, AuditLog]) -> None:
+    """A file kept by mistake (an error answer saved instead of the checkpoint) is named as such; filed
+    under size 0 it failed as a bad signature at index 0, which reads as damage to the log."""
+    engine, log = live_log
+    kept, kept_of_export = log.checkpoint().note, _checkpoint_line(_read(exported), 40)["note"]
+    assert verify_database(engine, log.verifier, known_checkpoints=[kept]).ok
+    assert verify_export(exported, verifier=SIGNER.verifier, known_checkpoints=[kept_of_export]).ok
+    for wrong in ('{"title":"Unauthorized","status":401}', kept.replace("\n\n", "\n", 1), ""):
+        for result in (verify_database(engine, log.verifier, known_checkpoints=[kept, wrong]),
+                       verify_export(exported, verifier=SIGNER.verifier,
+                                     known_checkpoints=[kept_of_export, wrong])):
+            assert result.failure is not None, wrong
+            assert result.failure.kind == FailureKind.FORMAT, result.failure
+            assert result.failure.index is None
+            assert str(result.failure).startswith("format: kept checkpoint 2 is not a signed checkpoint ("), \
+                result.failure
+
+
 def test_a_reformatted_export_is_refused_as_such(exported: Path, tmp_path: Path) -> None:
     lines = exported.read_bytes().splitlines(keepends=True)
     entry = json.loads(lines[-1])

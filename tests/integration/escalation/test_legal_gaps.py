@@ -158,6 +158,39 @@ def test_the_export_lets_no_spreadsheet_formula_through(env: Env) -> None:
     assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["title"] == title  # the API keeps it as is
 
 
+def test_the_cli_export_is_the_api_export(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wgs-gateway escalations gaps` and `GET /v1/legal-gaps/export` are one export: same columns, same
+    cells (dates, linked cases, note, formula quoting), for a gap whose cases the API reader may all see."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    first, second = env.open_case(), env.open_case()
+    gap = _new_gap_with(env, first, "=1+1 no basis for parents' incidents", "-A description a sheet would run")
+    assert _flag(env, "desk-riec", second, gap_id=gap["id"]).status_code == 200
+    moved = _status(env, "desk-riec", gap["id"], "on-agenda", 1, note="@steering group, 3 December")
+    assert moved.status_code == 200, moved.text
+    response = env.get("desk-riec", "/v1/legal-gaps/export", partnership=RIEC)
+    assert response.status_code == 200, response.text
+
+    settings = env.container.settings
+    monkeypatch.setenv("WGS_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("WGS_DATABASE_URL", settings.effective_database_url)
+    result = CliRunner().invoke(app, ["escalations", "gaps", "--partnership", RIEC])
+    assert result.exit_code == 0, result.output
+
+    def header_and_ours(text: str) -> list[str]:
+        lines = text.splitlines()
+        return [lines[0], *(line for line in lines[1:] if line.startswith(gap["id"] + ","))]
+
+    api, cli = header_and_ours(response.text), header_and_ours(result.stdout)
+    assert len(api) == 2
+    assert cli == api
+    row = next(csv.reader(io.StringIO(cli[1])))
+    assert row[5] == f"{first} {second}"
+    assert [row[3][0], row[4][0], row[9][0]] == ["'", "'", "'"]  # formulas neutralised, as the API does
+
+
 def _new_gap_with(env: Env, case_id: str, title: str, description: str) -> dict[str, Any]:
     response = _flag(env, "po-politie", case_id, title=title, description=description)
     assert response.status_code == 200, response.text
