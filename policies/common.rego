@@ -162,8 +162,34 @@ in_office_hours if {
 	minute < hours.end
 }
 
-# Rule 9: retain-until date from the purpose's retention.
-retain_until := sprintf("%04d-%02d-%02d", time.date(time.add_date(requested_ns, 0, purpose.retention.months, 0)))
+# The request's date in the register's time zone, [year, month, day] and YYYY-MM-DD: the day rules 1 and 9
+# count from, as the daily count of rule 6 and the escalation deadlines take "today" there, not in UTC.
+_request_day := time.date([requested_ns, _office_hours.timezone])
+
+request_date := sprintf("%04d-%02d-%02d", _request_day)
+
+# Rule 9: retain-until date, the purpose's retention in months after the request's date, on the same day
+# of the month or the month's last day when it has no such day (31 August + 6 months is 28 February). Not
+# time.add_date: OPA's (Go's AddDate) rolls over into the next month (3 March), past the retention, and
+# regorus's clamps, so the two engines would disagree (tests/unit/policy/test_opa_builtins.py).
+retain_until := sprintf("%04d-%02d-%02d", [year, month, min([day, _days_in_month(year, month)])]) if {
+	[y, m, day] := _request_day
+	months := ((y * 12) + (m - 1)) + purpose.retention.months
+	month := (months % 12) + 1
+	year := (months - (month - 1)) / 12
+}
+
+_days_in_month(year, month) := 29 if {
+	month == 2
+	_leap_year(year)
+} else := [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+
+_leap_year(year) if {
+	year % 4 == 0
+	year % 100 != 0
+}
+
+_leap_year(year) if year % 400 == 0
 
 # Rule 6: bulk and daily volume; rule 7: office hours; for exchange and discovery alike. A valid escalation
 # decision for the holder overrides all three (rule 8, see `escalation_decisions`).

@@ -315,3 +315,34 @@ test_every_decision_carries_the_policy_version if {
 	d := _decide({})
 	d.policy_version == data.wgs.version.policy_version
 }
+
+# --- Review (policy-review): edge cases of rules 1, 5, 6, 7 and 9 ----------------------------------------
+
+_urgent(partnership, purpose) := json.patch(data.register, [{"op": "add", "path": sprintf("/partnerships/%s/purposes/%s/urgent", [partnership, purpose]), "value": true}])
+
+_fec_check := {"partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant", "requester": {"organisation": "abn-amro", "system": "abn-amro-fec"}, "holder": {"organisation": "fiod"}, "categories": ["ongoing_investigation"]}
+
+# Rule 9: the retention never runs past the purpose's period. 31 August + 6 months is 28 February (OPA's
+# time.add_date, Go's AddDate, would give 3 March; regorus's clamps: the policy does the arithmetic itself).
+test_retention_ends_on_the_last_day_of_a_shorter_month if {
+	d := _decide(object.union(_fec_check, {"requested_at": "2026-08-31T10:00:00Z"}))
+	d.outcome == "allowed"
+	d.obligations.retain_until == "2027-02-28"
+	leap := _decide(object.union(_youth, {"requested_at": "2028-02-29T10:00:00Z"}))
+	leap.obligations.retain_until == "2029-02-28"
+	into_a_leap_year := _decide(object.union(_fec_check, {"requested_at": "2027-08-31T10:00:00Z"}))
+	into_a_leap_year.obligations.retain_until == "2028-02-29"
+}
+
+# Rule 9: retention counts from the request's date in Amsterdam (the register's time zone), as the daily
+# count and the escalation deadlines do: 00:30 on 1 September there is 22:30 UTC on 31 August.
+test_retention_counts_from_the_date_in_amsterdam if {
+	d := exchange.decision with input as _with(object.union(_fec_check, {"requested_at": "2026-08-31T22:30:00Z"})) with data.register as _urgent("fec", "taskforce-subject-check")
+	d.outcome == "allowed"
+	d.obligations.retain_until == "2027-03-01"
+	winter := exchange.decision with input as _with({"requested_at": "2026-11-24T23:30:00Z"}) with data.register as _urgent("riec-amsterdam-amstelland", "bibob-integrity-check")
+	winter.obligations.retain_until == "2028-11-25"
+	same_day := exchange.decision with input as _with({"requested_at": "2026-11-25T22:59:00Z"}) with data.register as _urgent("riec-amsterdam-amstelland", "bibob-integrity-check")
+	same_day.obligations.retain_until == "2028-11-25"
+}
+
