@@ -73,6 +73,7 @@ _holders_index := data.register_index.holders[input.request.partnership][input.r
 # computed only when one of these conditions fails (and is then exactly the reasons below).
 request_deny := set() if {
 	partnership.status == "active"
+	partnership.established <= request_date
 	purpose.legal_basis == input.request.legal_basis
 	requester.status == "active"
 	requester.role in purpose.requesters
@@ -95,6 +96,12 @@ _request_deny contains {"code": "unknown-partnership", "message": sprintf("partn
 
 _request_deny contains {"code": "partnership-retired", "message": sprintf("partnership `%s` is %s: it denies everything", [input.request.partnership, partnership.status])} if {
 	partnership.status != "active"
+}
+
+# Active in the register, yet not established on the request's date (in the register's time zone): a
+# register published ahead of a new partnership's designation shares nothing before it.
+_request_deny contains {"code": "partnership-not-established", "message": sprintf("partnership `%s` is established on %s: it shares nothing before", [input.request.partnership, partnership.established])} if {
+	partnership.established > request_date
 }
 
 _request_deny contains {"code": "purpose-not-in-partnership", "message": sprintf("purpose `%s` does not belong to `%s`", [input.request.purpose, input.request.partnership])} if {

@@ -346,3 +346,19 @@ test_retention_counts_from_the_date_in_amsterdam if {
 	same_day.obligations.retain_until == "2028-11-25"
 }
 
+# Rule 1: a partnership shares nothing before the date it is established (in Amsterdam), though the register
+# lists it as active already.
+_established(day) := json.patch(data.register, [
+	{"op": "replace", "path": "/partnerships/riec-amsterdam-amstelland/established", "value": day},
+	{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/urgent", "value": true},
+])
+
+test_partnership_not_yet_established_denies if {
+	d := exchange.decision with input as _with({"requested_at": "2026-11-30T22:59:00Z"}) with data.register as _established("2026-12-01")
+	d.outcome == "denied"
+	_codes(d) == {"partnership-not-established"}
+	d.obligations == null
+	on_the_day := exchange.decision with input as _with({"requested_at": "2026-11-30T23:00:00Z"}) with data.register as _established("2026-12-01")
+	on_the_day.outcome == "allowed"
+}
+
