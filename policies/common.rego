@@ -146,9 +146,10 @@ _nonempty(value) if {
 	count(trim_space(value)) > 0
 }
 
-# Rule 5: minors only where the purpose allows them.
+# Rule 5: minors only where the purpose allows them. Fails closed: a request that does not say
+# `subjects_minor: false` may be about a minor.
 _request_deny contains {"code": "minors-not-allowed", "message": sprintf("purpose `%s` does not allow data about minors", [input.request.purpose])} if {
-	input.request.subjects_minor == true
+	not input.request.subjects_minor == false
 	not purpose.minors_allowed
 }
 

@@ -362,3 +362,12 @@ test_partnership_not_yet_established_denies if {
 	on_the_day.outcome == "allowed"
 }
 
+# Rule 5 fails closed: a request that does not say whether a subject is a minor is treated as about one.
+test_request_without_the_minor_flag_counts_as_about_a_minor if {
+	d := exchange.decision with input as json.remove(_base, ["request/subjects_minor"])
+	d.outcome == "denied"
+	_codes(d) == {"minors-not-allowed"}
+	youth := exchange.decision with input as json.remove(_with(_youth), ["request/subjects_minor"])
+	youth.outcome == "allowed"
+}
+
