@@ -371,3 +371,25 @@ test_request_without_the_minor_flag_counts_as_about_a_minor if {
 	youth.outcome == "allowed"
 }
 
+# Rule 6 at its bounds: 26 subjects is bulk; 199 requests today (this is the 200th) is not over the limit.
+test_26_subjects_is_bulk if {
+	d := _decide({"subject_count": 26})
+	d.outcome == "escalated"
+	_codes(d) == {"bulk-request"}
+}
+
+test_the_200th_request_of_the_day_is_not_escalated if {
+	d := exchange.decision with input as object.union(_with({}), {"context": {"requests_today": 199}})
+	d.outcome == "allowed"
+}
+
+# Rule 7 across the autumn change to winter time (25 October 2026) and at 19:00 in summer.
+test_office_hours_across_the_autumn_clock_change if {
+	_decide({"requested_at": "2026-10-23T05:00:00Z"}).outcome == "allowed" # Friday 07:00 CEST
+	"outside-office-hours" in _codes(_decide({"requested_at": "2026-10-23T04:59:59Z"})) # Friday 06:59:59 CEST
+	"outside-office-hours" in _codes(_decide({"requested_at": "2026-10-23T17:00:00Z"})) # Friday 19:00 CEST
+	_decide({"requested_at": "2026-10-23T16:59:59Z"}).outcome == "allowed" # Friday 18:59:59 CEST
+	"outside-office-hours" in _codes(_decide({"requested_at": "2026-10-26T05:59:00Z"})) # Monday 06:59 CET
+	_decide({"requested_at": "2026-10-26T06:00:00Z"}).outcome == "allowed" # Monday 07:00 CET
+}
+
