@@ -209,11 +209,20 @@ request_escalate contains {"code": "daily-limit", "message": sprintf("this syste
 	input.context.requests_today >= purpose.daily_limit_per_system
 }
 
-request_escalate contains {"code": "outside-office-hours", "message": "requests outside office hours (Mon-Fri 07:00-19:00 Europe/Amsterdam) are escalated"} if {
+request_escalate contains {"code": "outside-office-hours", "message": sprintf("requests outside office hours (%s %s-%s %s) are escalated", [_office_days(hours.weekdays), hours.start, hours.end, hours.timezone])} if {
 	purpose
 	not in_office_hours
 	not purpose.urgent
+	hours := data.register.office_hours
 }
+
+# The register's office days as the reason states them: a run such as "Mon-Fri", or a list ("Mon, Wed").
+_office_days(days) := sprintf("%s-%s", [_day_names[min(days)], _day_names[max(days)]]) if {
+	count(days) > 1
+	sort(days) == numbers.range(min(days), max(days))
+} else := concat(", ", [_day_names[d] | some d in sort(days)])
+
+_day_names := {1: "Mon", 2: "Tue", 3: "Wed", 4: "Thu", 5: "Fri", 6: "Sat", 7: "Sun"}
 
 request_escalate_sorted := [r | request_escalate != set(); some r in sort_reasons(request_escalate)]
 

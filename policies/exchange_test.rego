@@ -393,3 +393,19 @@ test_office_hours_across_the_autumn_clock_change if {
 	_decide({"requested_at": "2026-10-26T06:00:00Z"}).outcome == "allowed" # Monday 07:00 CET
 }
 
+# Rule 7's reason states the register's office hours, not a fixed text.
+test_office_hours_reason_states_the_registers_hours if {
+	register := json.patch(data.register, [{"op": "replace", "path": "/office_hours/end", "value": "17:00"}])
+	d := exchange.decision with input as _with({"requested_at": "2026-11-25T16:30:00Z"}) with data.register as register
+	d.outcome == "escalated"
+	some r in d.reasons
+	r.code == "outside-office-hours"
+	contains(r.message, "07:00-17:00 Europe/Amsterdam")
+	odd_days := json.patch(data.register, [{"op": "replace", "path": "/office_hours/weekdays", "value": [3, 1]}])
+	tuesday := exchange.decision with input as _with({"requested_at": "2026-11-24T10:00:00Z"}) with data.register as odd_days
+	some t in tuesday.reasons
+	t.message == "requests outside office hours (Mon, Wed 07:00-19:00 Europe/Amsterdam) are escalated"
+	default_hours := _decide({"requested_at": "2026-11-28T10:00:00Z"})
+	some s in default_hours.reasons
+	s.message == "requests outside office hours (Mon-Fri 07:00-19:00 Europe/Amsterdam) are escalated"
+}
