@@ -73,6 +73,7 @@ _holders_index := data.register_index.holders[input.request.partnership][input.r
 # computed only when one of these conditions fails (and is then exactly the reasons below).
 request_deny := set() if {
 	partnership.status == "active"
+	partnership.established <= request_date
 	purpose.legal_basis == input.request.legal_basis
 	requester.status == "active"
 	requester.role in purpose.requesters
@@ -95,6 +96,12 @@ _request_deny contains {"code": "unknown-partnership", "message": sprintf("partn
 
 _request_deny contains {"code": "partnership-retired", "message": sprintf("partnership `%s` is %s: it denies everything", [input.request.partnership, partnership.status])} if {
 	partnership.status != "active"
+}
+
+# Active in the register, yet not established on the request's date (in the register's time zone): a
+# register published ahead of a new partnership's designation shares nothing before it.
+_request_deny contains {"code": "partnership-not-established", "message": sprintf("partnership `%s` is established on %s: it shares nothing before", [input.request.partnership, partnership.established])} if {
+	partnership.established > request_date
 }
 
 _request_deny contains {"code": "purpose-not-in-partnership", "message": sprintf("purpose `%s` does not belong to `%s`", [input.request.purpose, input.request.partnership])} if {
@@ -139,9 +146,10 @@ _nonempty(value) if {
 	count(trim_space(value)) > 0
 }
 
-# Rule 5: minors only where the purpose allows them.
+# Rule 5: minors only where the purpose allows them. Fails closed: a request that does not say
+# `subjects_minor: false` may be about a minor.
 _request_deny contains {"code": "minors-not-allowed", "message": sprintf("purpose `%s` does not allow data about minors", [input.request.purpose])} if {
-	input.request.subjects_minor == true
+	not input.request.subjects_minor == false
 	not purpose.minors_allowed
 }
 
@@ -162,8 +170,34 @@ in_office_hours if {
 	minute < hours.end
 }
 
-# Rule 9: retain-until date from the purpose's retention.
-retain_until := sprintf("%04d-%02d-%02d", time.date(time.add_date(requested_ns, 0, purpose.retention.months, 0)))
+# The request's date in the register's time zone, [year, month, day] and YYYY-MM-DD: the day rules 1 and 9
+# count from, as the daily count of rule 6 and the escalation deadlines take "today" there, not in UTC.
+_request_day := time.date([requested_ns, _office_hours.timezone])
+
+request_date := sprintf("%04d-%02d-%02d", _request_day)
+
+# Rule 9: retain-until date, the purpose's retention in months after the request's date, on the same day
+# of the month or the month's last day when it has no such day (31 August + 6 months is 28 February). Not
+# time.add_date: OPA's (Go's AddDate) rolls over into the next month (3 March), past the retention, and
+# regorus's clamps, so the two engines would disagree (tests/unit/policy/test_opa_builtins.py).
+retain_until := sprintf("%04d-%02d-%02d", [year, month, min([day, _days_in_month(year, month)])]) if {
+	[y, m, day] := _request_day
+	months := ((y * 12) + (m - 1)) + purpose.retention.months
+	month := (months % 12) + 1
+	year := (months - (month - 1)) / 12
+}
+
+_days_in_month(year, month) := 29 if {
+	month == 2
+	_leap_year(year)
+} else := [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+
+_leap_year(year) if {
+	year % 4 == 0
+	year % 100 != 0
+}
+
+_leap_year(year) if year % 400 == 0
 
 # Rule 6: bulk and daily volume; rule 7: office hours; for exchange and discovery alike. A valid escalation
 # decision for the holder overrides all three (rule 8, see `escalation_decisions`).
@@ -175,11 +209,20 @@ request_escalate contains {"code": "daily-limit", "message": sprintf("this syste
 	input.context.requests_today >= purpose.daily_limit_per_system
 }
 
-request_escalate contains {"code": "outside-office-hours", "message": "requests outside office hours (Mon-Fri 07:00-19:00 Europe/Amsterdam) are escalated"} if {
+request_escalate contains {"code": "outside-office-hours", "message": sprintf("requests outside office hours (%s %s-%s %s) are escalated", [_office_days(hours.weekdays), hours.start, hours.end, hours.timezone])} if {
 	purpose
 	not in_office_hours
 	not purpose.urgent
+	hours := data.register.office_hours
 }
+
+# The register's office days as the reason states them: a run such as "Mon-Fri", or a list ("Mon, Wed").
+_office_days(days) := sprintf("%s-%s", [_day_names[min(days)], _day_names[max(days)]]) if {
+	count(days) > 1
+	sort(days) == numbers.range(min(days), max(days))
+} else := concat(", ", [_day_names[d] | some d in sort(days)])
+
+_day_names := {1: "Mon", 2: "Tue", 3: "Wed", 4: "Thu", 5: "Fri", 6: "Sat", 7: "Sun"}
 
 request_escalate_sorted := [r | request_escalate != set(); some r in sort_reasons(request_escalate)]
 

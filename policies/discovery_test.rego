@@ -116,3 +116,11 @@ test_decision_stating_nothing_searchable_denies_discovery if {
 	d.outcome == "denied"
 	_codes(d) == {"no-permitted-categories"}
 }
+
+# Rule 1 for discovery too: nothing before the partnership is established (in Amsterdam).
+test_discovery_before_the_partnership_is_established_denies if {
+	register := json.patch(data.register, [{"op": "replace", "path": "/partnerships/riec-amsterdam-amstelland/established", "value": "2026-11-26"}])
+	d := discovery.decision with input as _input({}) with data.register as register
+	d.outcome == "denied"
+	_codes(d) == {"partnership-not-established"}
+}

@@ -315,3 +315,97 @@ test_every_decision_carries_the_policy_version if {
 	d := _decide({})
 	d.policy_version == data.wgs.version.policy_version
 }
+
+# --- Review (policy-review): edge cases of rules 1, 5, 6, 7 and 9 ----------------------------------------
+
+_urgent(partnership, purpose) := json.patch(data.register, [{"op": "add", "path": sprintf("/partnerships/%s/purposes/%s/urgent", [partnership, purpose]), "value": true}])
+
+_fec_check := {"partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant", "requester": {"organisation": "abn-amro", "system": "abn-amro-fec"}, "holder": {"organisation": "fiod"}, "categories": ["ongoing_investigation"]}
+
+# Rule 9: the retention never runs past the purpose's period. 31 August + 6 months is 28 February (OPA's
+# time.add_date, Go's AddDate, would give 3 March; regorus's clamps: the policy does the arithmetic itself).
+test_retention_ends_on_the_last_day_of_a_shorter_month if {
+	d := _decide(object.union(_fec_check, {"requested_at": "2026-08-31T10:00:00Z"}))
+	d.outcome == "allowed"
+	d.obligations.retain_until == "2027-02-28"
+	leap := _decide(object.union(_youth, {"requested_at": "2028-02-29T10:00:00Z"}))
+	leap.obligations.retain_until == "2029-02-28"
+	into_a_leap_year := _decide(object.union(_fec_check, {"requested_at": "2027-08-31T10:00:00Z"}))
+	into_a_leap_year.obligations.retain_until == "2028-02-29"
+}
+
+# Rule 9: retention counts from the request's date in Amsterdam (the register's time zone), as the daily
+# count and the escalation deadlines do: 00:30 on 1 September there is 22:30 UTC on 31 August.
+test_retention_counts_from_the_date_in_amsterdam if {
+	d := exchange.decision with input as _with(object.union(_fec_check, {"requested_at": "2026-08-31T22:30:00Z"})) with data.register as _urgent("fec", "taskforce-subject-check")
+	d.outcome == "allowed"
+	d.obligations.retain_until == "2027-03-01"
+	winter := exchange.decision with input as _with({"requested_at": "2026-11-24T23:30:00Z"}) with data.register as _urgent("riec-amsterdam-amstelland", "bibob-integrity-check")
+	winter.obligations.retain_until == "2028-11-25"
+	same_day := exchange.decision with input as _with({"requested_at": "2026-11-25T22:59:00Z"}) with data.register as _urgent("riec-amsterdam-amstelland", "bibob-integrity-check")
+	same_day.obligations.retain_until == "2028-11-25"
+}
+
+# Rule 1: a partnership shares nothing before the date it is established (in Amsterdam), though the register
+# lists it as active already.
+_established(day) := json.patch(data.register, [
+	{"op": "replace", "path": "/partnerships/riec-amsterdam-amstelland/established", "value": day},
+	{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/urgent", "value": true},
+])
+
+test_partnership_not_yet_established_denies if {
+	d := exchange.decision with input as _with({"requested_at": "2026-11-30T22:59:00Z"}) with data.register as _established("2026-12-01")
+	d.outcome == "denied"
+	_codes(d) == {"partnership-not-established"}
+	d.obligations == null
+	on_the_day := exchange.decision with input as _with({"requested_at": "2026-11-30T23:00:00Z"}) with data.register as _established("2026-12-01")
+	on_the_day.outcome == "allowed"
+}
+
+# Rule 5 fails closed: a request that does not say whether a subject is a minor is treated as about one.
+test_request_without_the_minor_flag_counts_as_about_a_minor if {
+	d := exchange.decision with input as json.remove(_base, ["request/subjects_minor"])
+	d.outcome == "denied"
+	_codes(d) == {"minors-not-allowed"}
+	youth := exchange.decision with input as json.remove(_with(_youth), ["request/subjects_minor"])
+	youth.outcome == "allowed"
+}
+
+# Rule 6 at its bounds: 26 subjects is bulk; 199 requests today (this is the 200th) is not over the limit.
+test_26_subjects_is_bulk if {
+	d := _decide({"subject_count": 26})
+	d.outcome == "escalated"
+	_codes(d) == {"bulk-request"}
+}
+
+test_the_200th_request_of_the_day_is_not_escalated if {
+	d := exchange.decision with input as object.union(_with({}), {"context": {"requests_today": 199}})
+	d.outcome == "allowed"
+}
+
+# Rule 7 across the autumn change to winter time (25 October 2026) and at 19:00 in summer.
+test_office_hours_across_the_autumn_clock_change if {
+	_decide({"requested_at": "2026-10-23T05:00:00Z"}).outcome == "allowed" # Friday 07:00 CEST
+	"outside-office-hours" in _codes(_decide({"requested_at": "2026-10-23T04:59:59Z"})) # Friday 06:59:59 CEST
+	"outside-office-hours" in _codes(_decide({"requested_at": "2026-10-23T17:00:00Z"})) # Friday 19:00 CEST
+	_decide({"requested_at": "2026-10-23T16:59:59Z"}).outcome == "allowed" # Friday 18:59:59 CEST
+	"outside-office-hours" in _codes(_decide({"requested_at": "2026-10-26T05:59:00Z"})) # Monday 06:59 CET
+	_decide({"requested_at": "2026-10-26T06:00:00Z"}).outcome == "allowed" # Monday 07:00 CET
+}
+
+# Rule 7's reason states the register's office hours, not a fixed text.
+test_office_hours_reason_states_the_registers_hours if {
+	register := json.patch(data.register, [{"op": "replace", "path": "/office_hours/end", "value": "17:00"}])
+	d := exchange.decision with input as _with({"requested_at": "2026-11-25T16:30:00Z"}) with data.register as register
+	d.outcome == "escalated"
+	some r in d.reasons
+	r.code == "outside-office-hours"
+	contains(r.message, "07:00-17:00 Europe/Amsterdam")
+	odd_days := json.patch(data.register, [{"op": "replace", "path": "/office_hours/weekdays", "value": [3, 1]}])
+	tuesday := exchange.decision with input as _with({"requested_at": "2026-11-24T10:00:00Z"}) with data.register as odd_days
+	some t in tuesday.reasons
+	t.message == "requests outside office hours (Mon, Wed 07:00-19:00 Europe/Amsterdam) are escalated"
+	default_hours := _decide({"requested_at": "2026-11-28T10:00:00Z"})
+	some s in default_hours.reasons
+	s.message == "requests outside office hours (Mon-Fri 07:00-19:00 Europe/Amsterdam) are escalated"
+}

@@ -67,7 +67,8 @@ _minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(h
 #   deny       the holder's own rule-1 reasons (an array), and as `reason_pair`s in deny_pairs;
 #   removal_reasons  why a category of domain_nd outside base is removed, per category, as a
 #              `reason_pair` (rules 3 and 4);
-#   providable what the requester may hand to this holder with the request.
+#   providable what the requester may hand to this holder with the request (records: never a hit-only
+#              category of the vocabulary).
 #
 # Written so that every value it binds is defined (object.get with defaults, comprehensions over
 # collections that exist), as the RVM requires (see wgs.common).
@@ -98,7 +99,8 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	# A hit-only category this holder would otherwise disclose as records (rule 3: removed, with a reason).
 	records_only := object.get({false: ((supplied & receivable) & hit_only_categories) - nd}, hit_only_holder, set())
 	base := ((supplied & receivable) - nd) - records_only
-	providable := ({c | some c in object.get(purpose, ["supplies", requester_role], [])} & {c | some c in object.get(purpose, ["receives", role], [])}) - nd
+	# Handed over as records, so never a hit-only category (rule 3), whoever supplies it.
+	providable := (({c | some c in object.get(purpose, ["supplies", requester_role], [])} & {c | some c in object.get(purpose, ["receives", role], [])}) - nd) - hit_only_categories
 	deny := _holder_deny(partnership_id, org, p)
 }
 

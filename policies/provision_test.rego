@@ -35,3 +35,36 @@ test_nobody_may_hand_criminal_intelligence if {
 	d := exchange.decision with input as object.union(_malafide, {"request": object.union(_malafide.request, {"provided_categories": ["criminal_intelligence"]})})
 	d.outcome == "denied"
 }
+
+# A hit-only category is never disclosed as records (rule 3), so nobody may hand its records over either: a
+# register (which the loader accepts) where the hit/no-hit holder of the purpose is also a requester and the
+# holder may receive the category.
+_investigation_requests := json.patch(data.register, [
+	{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/requesters/-", "value": "investigation"},
+	{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/receives/investigation", "value": ["permits"]},
+	{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/supplies/municipality", "value": ["permits"]},
+])
+
+_fiod_asks_the_municipality(provided) := {
+	"request": {
+		"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+		"legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "FIOD-1",
+		"signal": {"type": "tip", "reference": "T-1"},
+		"categories": ["permits"], "subject_count": 1, "subjects_minor": false,
+		"requester": {"organisation": "fiod", "system": "fiod-ois"},
+		"holder": {"organisation": "gemeente-amsterdam"},
+		"requested_at": "2026-11-25T10:00:00Z", "provided_categories": provided,
+	},
+	"context": {"requests_today": 0},
+	"request_fingerprint": "f",
+}
+
+test_nobody_may_hand_records_of_a_hit_only_category if {
+	asked := exchange.decision with input as _fiod_asks_the_municipality([]) with data.register as _investigation_requests
+	asked.outcome == "allowed"
+	d := exchange.decision with input as _fiod_asks_the_municipality(["ongoing_investigation"]) with data.register as _investigation_requests
+	d.outcome == "denied"
+	some r in d.reasons
+	r.code == "provision-not-allowed"
+	r.category == "ongoing_investigation"
+}

@@ -3,4 +3,4 @@ package wgs.version
 
 import rego.v1
 
-policy_version := "wgs-policy-2026.11.2"
+policy_version := "wgs-policy-2026.11.3"

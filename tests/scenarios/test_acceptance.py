@@ -54,12 +54,17 @@ def test_s1_bibob_check_all_holders(stack: Stack) -> None:
     assert targets["om-amsterdam"]["outcome"] == "allowed"
     assert {r["category"] for r in targets["om-amsterdam"]["records"]} == {"convictions"}
     fiod = targets["fiod"]
+    assert fiod["outcome"] == "allowed"
+    assert fiod["permitted_categories"] == ["ongoing_investigation"]
     assert fiod["hit_only"] is True
     assert fiod["hit"] is True
     assert fiod["records"] == []
-    for allowed in ("kvk", "belastingdienst", "politie", "om-amsterdam"):
+    for allowed in ("kvk", "politie", "om-amsterdam", "fiod"):
+        assert targets[allowed]["reasons"] == [], allowed
+    for allowed in ("kvk", "belastingdienst", "politie", "om-amsterdam", "fiod"):
         obligations = targets[allowed]["obligations"]
         assert obligations["onward_sharing"] is False
+        assert obligations["results_only"] is False
         assert obligations["retain_until"] == "2028-11-25"
 
 
@@ -98,6 +103,11 @@ def test_s3_bank_is_not_a_riec_participant(stack: Stack) -> None:
     assert target["outcome"] == "denied"
     assert "requester-not-participant" in _codes(target)
     assert target["records"] == []
+    # ... and in the FEC, where the bank is a participant, the purpose is not one of the partnership's.
+    fec = _by_holder(stack.post("abn-amro-fec", "/v1/exchanges", body | {"partnership": "fec"}))["politie"]
+    assert fec["outcome"] == "denied"
+    assert _codes(fec) == {"purpose-not-in-partnership"}
+    assert fec["records"] == []
 
 
 def test_s4_youth_prevention_allows_a_minor(stack: Stack) -> None:
@@ -110,7 +120,9 @@ def test_s4_youth_prevention_allows_a_minor(stack: Stack) -> None:
     assert {r["category"] for r in targets["politie"]["records"]} == {"police_incidents"}
     assert targets["gemeente-amsterdam"]["outcome"] == "allowed"
     assert {r["category"] for r in targets["gemeente-amsterdam"]["records"]} == {"school_absence", "care_involvement"}
-    assert targets["politie"]["obligations"]["results_only"] is True
+    for holder in ("politie", "gemeente-amsterdam"):
+        assert targets[holder]["obligations"] == {"retain_until": "2027-11-25", "onward_sharing": False,
+                                                  "results_only": True}
 
 
 def test_s5_minor_denied_for_bibob(stack: Stack) -> None:
@@ -120,6 +132,20 @@ def test_s5_minor_denied_for_bibob(stack: Stack) -> None:
     assert target["outcome"] == "denied"
     assert "minors-not-allowed" in _codes(target)
     assert target["records"] == []
+
+
+def test_s5_one_minor_among_adults_denies_the_whole_request(stack: Stack) -> None:
+    """Rule 5 binds the request: a single subject flagged as a minor among others denies it for every holder,
+    the adults' data included."""
+    subjects = _subjects(stack, "bibob-applicant") + _subjects(stack, "minor", minor=True)
+    body = BIBOB | {"subjects": subjects, "holders": ["politie", "kvk"],
+                    "categories": ["police_incidents", "company_registration"]}
+    targets = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body))
+    assert set(targets) == {"politie", "kvk"}
+    for target in targets.values():
+        assert target["outcome"] == "denied"
+        assert _codes(target) == {"minors-not-allowed"}
+        assert target["records"] == []
 
 
 def test_s5_a_minor_the_requester_did_not_declare_is_refused_by_the_holder_that_knows(stack: Stack) -> None:
@@ -184,6 +210,8 @@ def test_s10_bank_gets_hit_no_hit_only(stack: Stack) -> None:
             "categories": ["ongoing_investigation"]}
     targets = _by_holder(stack.post("abn-amro-fec", "/v1/exchanges", body))
     for holder in ("fiod", "politie"):
+        assert targets[holder]["outcome"] == "allowed"
+        assert targets[holder]["permitted_categories"] == ["ongoing_investigation"]
         assert targets[holder]["hit_only"] is True
         assert targets[holder]["hit"] is True
         assert targets[holder]["records"] == []

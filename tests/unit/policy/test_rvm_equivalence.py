@@ -6,13 +6,14 @@ them); this is the check that they do. Compared, document for document (the JSON
 not parsed decisions):
 
 * the decision table that both engines are tested with (tests/integration/policy/test_decision_table.py);
-* an exhaustive product, over the shipped register and over a variant with a retired participant and an
-  urgent purpose: every partnership (and an unknown one) x each of its purposes (and a foreign one) x
-  every requester system (and an outsider, and a participant's wrong system) x two category sets (all
-  the purpose's; one of them with a never-disclosed and an unknown category) x minors x
-  in/outside office hours x escalation decision absent / valid / expired / for another request / for
-  another holder, each decided for every participant plus an outsider organisation and an unknown one in
-  one batch; legal basis, case reference, signal, bulk, daily volume and provided data vary along;
+* an exhaustive product, over the shipped register and over a variant with a retired participant, an
+  urgent purpose, other office days and a partnership not yet established: every partnership (and an
+  unknown one) x each of its purposes (and a foreign one) x every requester system (and an outsider,
+  and a participant's wrong system) x two category sets (all the purpose's; one of them with a
+  never-disclosed and an unknown category) x minors x in/outside office hours x escalation decision
+  absent / valid / expired / for another request / for another holder, each decided for every
+  participant plus an outsider organisation and an unknown one in one batch; legal basis, case
+  reference, signal, bulk, daily volume and provided data vary along;
 * a sample of the same inputs one holder at a time (the ``decision`` rules).
 
 Where the interpreter fails (PolicyError), the RVM must fail too; and an RVM that fails or leaves a value
@@ -51,9 +52,12 @@ ESCALATIONS = ["none", "valid", "expired", "other-request", "other-holder"]
 
 
 def variant_register() -> dict[str, Any]:
-    """The shipped register with a retired participant (a holder and a requester) and an urgent purpose:
-    the paths the shipped register does not reach."""
+    """The shipped register with a retired participant (a holder and a requester), an urgent purpose,
+    office days that are no run (the reason lists them) and a partnership established only after the
+    requests: the paths the shipped register does not reach."""
     register = copy.deepcopy(SHIPPED)
+    register["office_hours"]["weekdays"] = [1, 3, 5]
+    register["partnerships"]["zvh-amsterdam"]["established"] = "2026-11-30"
     riec = register["partnerships"]["riec-amsterdam-amstelland"]
     for participant in riec["participants"]:
         if participant["organisation"] in {"politie", "belastingdienst"}:
