@@ -1,5 +1,5 @@
 # WGS exchange decision per target holder (REGISTER.md rules 1-9).
-# Input: see policies/README.md. Data: data.register (the partnership register as JSON).
+# Input: gateway.policy.model.PolicyInput, as JSON. Data: data.register (the partnership register as JSON).
 # Deny beats escalate beats allow; narrowing removes categories and says why per category.
 #
 # Two entry points, one set of rules:
