@@ -329,7 +329,8 @@ def _run_demo(settings: Settings, port: int, once: bool) -> int:
 
 
 def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM all (graceful shutdown), then wait; kill what does not stop within 10 s."""
+    """SIGTERM all (graceful shutdown), then wait; kill what does not stop within 10 s, and reap it: a killed
+    child not waited for stays a zombie of this process (and of its process group) until this one exits."""
     for process in processes:
         process.send_signal(signal.SIGTERM)
     for process in processes:
@@ -337,4 +338,5 @@ def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
 
