@@ -24,7 +24,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
@@ -305,6 +305,15 @@ def _targets(register: Register, body: ExchangeRequest | DiscoveryRequest, holde
 
 
 _REFUSAL_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+def _known_categories(register: Register, categories: Iterable[str], what: str) -> None:
+    """422 for a category the register does not know. The policy judges categories per holder and leaves one
+    outside a holder's domain alone, so an unknown one (a typo, a category of a newer register) would vanish
+    from the answer without a reason; the requester is told instead, naming the register it was checked with."""
+    unknown = sorted(set(categories) - register.categories.keys())
+    if unknown:
+        raise Unprocessable(f"{what} the register does not know: {', '.join(unknown)} (register {register.version})")
 
 
 def _refusal_code(reason: str | None, holder: str) -> str:
@@ -624,10 +633,9 @@ class ExchangeService:
         and logged only once it is clear that this is no retry of an answered request)."""
         if {r.subject for r in body.provide} - {s.ref for s in body.subjects}:
             raise Unprocessable("provided records must be about subjects of the request")
-        unknown = sorted({r.category for r in body.provide} - register.categories.keys())
-        if unknown:  # the policy would remove them anyway; each costs its evaluation, past the RVM's limit
-            raise Unprocessable(f"provided records of unknown categories: {', '.join(unknown)} "
-                                f"(register {register.version})")
+        _known_categories(register, body.categories, "requested categories")
+        # the policy would remove them anyway; each costs its evaluation, past the RVM's limit
+        _known_categories(register, [r.category for r in body.provide], "provided records of categories")
         grant = await self._grant(principal, body)
         if grant is not None:  # reserved for this attempt until it ends, however it ends (``exchange``)
             self._rerun_grants[exchange_id] = grant

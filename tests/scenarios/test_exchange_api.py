@@ -511,6 +511,21 @@ def test_bad_input_is_a_problem_and_writes_nothing(stack: Stack, mutate: Any, st
     assert _audit_count(stack) == before
 
 
+def test_a_category_the_register_does_not_know_is_refused_not_dropped_without_a_word(stack: Stack) -> None:
+    """The policy leaves a category outside a holder's domain alone, so a typo vanished from the answer: the
+    outcome said `allowed` with no reason, and the requester never learned that the category was not asked."""
+    body = _body(stack)
+    before = _audit_count(stack)
+    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges",
+                          body | {"categories": [*body["categories"], "compnay_registration"]})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    detail = response.json()["detail"]
+    assert "compnay_registration" in detail
+    assert f"register {stack.container.services['register'].current().version}" in detail
+    assert _audit_count(stack) == before
+
+
 def test_malformed_json_and_oversized_body(stack: Stack) -> None:
     headers = {"Authorization": f"Bearer {stack.token('gemeente-amsterdam-vth')}",
                "Content-Type": "application/json"}
