@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.routing import Match
 
 from audit import AuditWriteError
 from gateway.auth import repository as accounts
@@ -160,8 +161,7 @@ class ConsoleRoute(APIRoute):
             try:
                 response = await original(request)
             except LoginRequired as exc:
-                wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                target = "/console/login?" + urlencode({"next": local_path(wanted), **(
+                target = "/console/login?" + urlencode({"next": return_to(request, _asked_for(request)), **(
                     {"expired": "1"} if exc.reason in {"idle", "expired", "signed-out"} else {})})
                 response = RedirectResponse(target, status_code=303)
             except (GatewayError, RequestValidationError, AuditWriteError) as exc:
@@ -182,6 +182,35 @@ def local_path(target: str | None) -> str:
     """Only paths inside the console are followed after sign-in (no open redirect)."""
     if target and target.startswith("/console") and "//" not in target and "\\" not in target:
         return target
+    return "/console"
+
+
+def _asked_for(request: Request) -> str:
+    """What a person whose session ended was asking for: the page itself for a GET; for a form's POST only
+    its address (the form's fields are not kept), which :func:`return_to` turns into the form's page."""
+    if request.method in {"GET", "HEAD"} and request.url.query:
+        return f"{request.url.path}?{request.url.query}"
+    return request.url.path
+
+
+def return_to(request: Request, target: str | None) -> str:
+    """Where to send a person after sign-in: ``target`` if it is a console page one can GET, else the page
+    a form posting to ``target`` is on, else the console's home (``/console``).
+
+    A session that ended while a form was submitted asked for the form's action (``POST`` only): going there
+    after sign-in would be a GET of it, a 405. The page is found by the app's own routes: ``target`` when a
+    GET route matches it, else its parent paths in turn (``/console/escalations/{id}/comments`` is posted
+    from ``/console/escalations/{id}``, ``/console/audit/verify`` from ``/console/audit``); the query of a
+    POST address is dropped with it. Only console paths are considered (:func:`local_path`), and a path no
+    route knows (``/console/../v1``) ends at the home page too.
+    """
+    path, _, query = local_path(target).partition("?")
+    routes = request.app.router.routes
+    while path.startswith("/console/"):
+        probe = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            return f"{path}?{query}" if query else path
+        path, query = path.rsplit("/", 1)[0], ""
     return "/console"
 
 

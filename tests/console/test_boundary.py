@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
+from gateway.clock import FixedClock
 from gateway.console import endpoints, escalations
 from gateway.console.pages import SECURITY_HEADERS
 from gateway.console.sessions import install_console
@@ -22,7 +25,9 @@ from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.problems import PROBLEM_MEDIA_TYPE
 from gateway.register import endpoints as register_api
-from tests.console.test_console import IDLE, sign_in
+from tests.console.support import PASSWORD, csrf_of
+from tests.console.test_console import IDLE, account, sign_in
+from tests.console.test_escalations import open_riec_case
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 UNKNOWN = ("/console/nope", "/console/audit/nope", "/console/audit/entries/1/more", "/console/escalations/x/nope",
@@ -147,3 +152,76 @@ def test_the_static_files_keep_their_own_caching(console: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["cache-control"] == "public, max-age=3600"
     assert response.headers["content-security-policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+
+
+# -- 2. after a session ended during a form's POST, sign-in returns to the form's page ---------------------
+
+def _sign_in_again(client: TestClient, location: str, who: str = "po-gemeente") -> str:
+    """Follow the sign-in page a refused request was sent to; return where signing in then leads."""
+    assert location.startswith("/console/login?"), location
+    form = client.get(location)
+    next_field = re.search(r'name="next" value="([^"]*)"', form.text)
+    assert next_field, "the sign-in form carries where to go next"
+    response = client.post("/console/login", data={"username": who, "password": PASSWORD,
+                                                   "csrf_token": csrf_of(form.text),
+                                                   "next": next_field.group(1).replace("&amp;", "&")},
+                           follow_redirects=False)
+    assert response.status_code == 303
+    return str(response.headers["location"])
+
+
+@pytest.mark.parametrize(("who", "action", "then", "page"), [
+    ("po-gemeente", "/console/escalations/{case}/comments", "/console/escalations/{case}", None),
+    ("po-gemeente", "/console/escalations/{case}/decision", "/console/escalations/{case}", None),
+    ("po-gemeente", "/console/audit/verify", "/console/audit", None),
+    ("contact-riec", "/console/subjects", "/console/subjects", None),
+    ("po-gemeente", "/console/logout", "/console", "/console/audit"),  # no page of its own: the person's home
+])
+def test_a_form_posted_after_the_session_ended_returns_to_its_page_after_sign_in(
+        console: TestClient, container: Container, clock: FixedClock,
+        who: str, action: str, then: str, page: str | None) -> None:
+    case = open_riec_case(container)
+    action, then = action.format(case=case), then.format(case=case)
+    sign_in(console, who)
+    token = csrf_of(console.get("/console/register").text)
+    clock.advance(timedelta(seconds=IDLE + 1))
+    refused = console.post(f"{action}?x=1", data={"csrf_token": token, "text": "hello"}, follow_redirects=False)
+    assert refused.status_code == 303
+    asked = parse_qs(urlsplit(refused.headers["location"]).query)
+    assert asked["expired"] == ["1"]
+    assert asked["next"] == [then]
+    landed = _sign_in_again(console, refused.headers["location"], who)
+    assert landed == (page or then)
+    assert console.get(landed).status_code == 200
+
+
+def test_a_get_page_asked_for_keeps_its_query_after_sign_in(console: TestClient, clock: FixedClock
+                                                             ) -> None:
+    sign_in(console, "po-gemeente")
+    clock.advance(timedelta(seconds=IDLE + 1))
+    refused = console.get("/console/audit?event_type=disclosure", follow_redirects=False)
+    assert _sign_in_again(console, refused.headers["location"]) == "/console/audit?event_type=disclosure"
+
+
+@pytest.mark.parametrize(("target", "landing"), [
+    ("/console/logout", "/console/audit"),
+    ("/console/audit/verify?x=1", "/console/audit"),
+    ("/console/escalations/some-case/withdraw", "/console/escalations/some-case"),
+    ("/console/legal-gaps/some-gap/status", "/console/legal-gaps/some-gap"),
+    ("/console/statistics?partnership=fec", "/console/statistics?partnership=fec"),
+    ("/console/../v1/audit", "/console/audit"),
+    ("/console/%2e%2e/v1/audit", "/console/audit"),
+    ("/consolex", "/console/audit"),
+    ("https://evil.example/console", "/console/audit"),
+    ("//evil.example/console", "/console/audit"),
+    ("/console/\\evil.example", "/console/audit"),
+])
+def test_sign_in_never_leads_to_a_post_only_action_nor_off_the_console(console: TestClient, target: str,
+                                                                      landing: str) -> None:
+    account(console, "po-gemeente")
+    form = console.get("/console/login")
+    response = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
+                                                    "csrf_token": csrf_of(form.text), "next": target},
+                            follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == landing
