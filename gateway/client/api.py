@@ -34,8 +34,9 @@
   the gateway sent (``type``, ``title``, ``detail``). Subclasses: ``GatewayUnavailable`` (no answer —
   connection failure, timeout or the deadline: ``status == 0`` — or 502/503/504 after the retries),
   ``GatewayThrottled``, ``GatewayBusy`` and ``InvalidResponse`` (an answer that is not what the API
-  promises, e.g. not JSON; ``status`` is its HTTP status, 0 when httpx could not read it at all). Messages
-  carry the problem's title or detail only, never an answer's body or the values it failed on.
+  promises, e.g. not JSON, or a token answer whose ``token_type`` is not Bearer; ``status`` is its HTTP
+  status, 0 when httpx could not read it at all). Messages carry the problem's title or detail only, never
+  an answer's body or the values it failed on.
 * Newer gateways: answers are read leniently where the API may grow — fields this version does not know
   are ignored, and an exchange outcome it does not know is kept as an ``Outcome`` whose ``known`` is false
   (treat it as not allowed) instead of failing the whole answer.
@@ -50,8 +51,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
+import re
 import ssl
 import time
 import uuid
@@ -95,6 +98,7 @@ _RETRY_STATUSES = {502, 503, 504}
 # made, or none was free); after any other (e.g. ReadTimeout) it may have been received and acted on.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MIN_PAUSE = 0.1  # a Retry-After of 0 still pauses: every wait spends some of busy_wait, so waiting ends
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token: what an Authorization: Bearer carries
 _T = TypeVar("_T")
 
 
@@ -181,11 +185,7 @@ class GatewayClient:
             response = await self._http.post("/oauth/token", data={
                 "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
                 "client_assertion": assertion})
-            body = _answer(response, float(self._clock()))
-            try:
-                token, expires_in = str(body["access_token"]), float(body["expires_in"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise invalid(response, "the token answer has no access_token/expires_in") from exc
+            token, expires_in = _bearer_token(response, _answer(response, float(self._clock())))
             self._token = (token, now + expires_in - min(30.0, expires_in / 2))
             return token
 
@@ -462,6 +462,25 @@ def _answer(response: httpx.Response, now: float) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise invalid(response, f"{response.request.url.path} did not answer a JSON object")
     return body
+
+
+def _bearer_token(response: httpx.Response, body: dict[str, Any]) -> tuple[str, float]:
+    """The access token and its lifetime in seconds from a token answer (RFC 6749 section 5.1), checked
+    here: a ``token_type`` other than Bearer (compared case-insensitively, RFC 6749 section 5.1), an
+    ``access_token`` that cannot be sent as a Bearer token or an ``expires_in`` that is no positive number
+    is an ``InvalidResponse`` at once, not a 401 of every call made with it nor a TypeError. Never quotes
+    the values."""
+    token_type = body.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise invalid(response, "the token answer's token_type is not Bearer")
+    token = body.get("access_token")
+    if not isinstance(token, str) or not _B64TOKEN.fullmatch(token):
+        raise invalid(response, "the token answer has no access_token usable as a Bearer token")
+    expires_in = body.get("expires_in")
+    if (isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or not math.isfinite(expires_in)
+            or expires_in <= 0):
+        raise invalid(response, "the token answer's expires_in is not a positive number of seconds")
+    return token, float(expires_in)
 
 
 def _decoded(response: httpx.Response, read: Callable[[httpx.Response], _T]) -> _T:
