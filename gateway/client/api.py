@@ -35,8 +35,9 @@
   connection failure, timeout or the deadline: ``status == 0`` — or 502/503/504 after the retries),
   ``GatewayThrottled``, ``GatewayBusy`` and ``InvalidResponse`` (an answer that is not what the API
   promises, e.g. not JSON, or a token answer whose ``token_type`` is not Bearer; ``status`` is its HTTP
-  status, 0 when httpx could not read it at all). Messages carry the problem's title or detail only, never
-  an answer's body or the values it failed on.
+  status, 0 when httpx could not read it at all), with its subclass ``UnopenablePseudonym`` (a pseudonym of
+  ``own_pseudonyms``/``enrol``'s answer this partner cannot open, by its ``index``). Messages carry the
+  problem's title or detail only, never an answer's body or the values it failed on.
 * Newer gateways: answers are read leniently where the API may grow — fields this version does not know
   are ignored, and an exchange outcome it does not know is kept as an ``Outcome`` whose ``known`` is false
   (treat it as not allowed) instead of failing the whole answer.
@@ -73,11 +74,13 @@ from gateway.client.errors import (
     GatewayThrottled,
     GatewayUnavailable,
     InvalidResponse,
+    UnopenablePseudonym,
     invalid,
     problem,
     retry_after,
     throttled,
     undecodable,
+    unopenable,
     unusable,
 )
 from gateway.client.models import (
@@ -87,10 +90,10 @@ from gateway.client.models import (
     ExchangeRequest,
     ExchangeResult,
 )
-from gateway.client.pseudonyms import PseudonymClient, RecipientKey
+from gateway.client.pseudonyms import Point, PseudonymClient, PseudonymError, RecipientKey, WrongKey
 
 __all__ = ["GatewayBusy", "GatewayClient", "GatewayClientError", "GatewayThrottled", "GatewayUnavailable",
-           "InvalidResponse"]
+           "InvalidResponse", "UnopenablePseudonym"]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RETRY_STATUSES = {502, 503, 504}
@@ -342,7 +345,7 @@ class GatewayClient:
         ``partnership`` (the recipient key is fetched once and kept in memory only)."""
         if partnership not in self._pseudonym_clients:
             response = await self._send("GET", "/v1/pseudonyms/key")
-            key = _decoded(response, lambda r: str(r.json()["public_key"]))
+            key = _decoded(response, lambda r: Point.decode(r.json()["public_key"]))
             response = await self._send("GET", "/v1/pseudonyms/recipient-key", params={"partnership": partnership})
             recipient = _decoded(response, lambda r: RecipientKey.decode(r.json()["recipient_key"]))
             self._pseudonym_clients[partnership] = PseudonymClient(key, recipient_key=recipient)
@@ -356,8 +359,7 @@ class GatewayClient:
                 "subjects": [{"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number)}
                              for kind, number in identifiers]}
         response = await self._send("POST", "/v1/pseudonyms", json=body)
-        encrypted = _decoded(response, lambda r: list(r.json()["pseudonyms"]))
-        return [pseudonyms.open(e) for e in encrypted]
+        return self._opened(response, partnership, pseudonyms, len(identifiers))
 
     async def enrol(self, partnership: str, subjects: list[tuple[str, str, list[str], list[str]]]) -> list[str]:
         """Enrol subjects held: (kind, number, record types, categories) → own pseudonyms, in order; the
@@ -367,8 +369,30 @@ class GatewayClient:
             {"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number), "record_types": types,
              "categories": categories} for kind, number, types, categories in subjects]}
         response = await self._send("POST", "/v1/enrolments", json=body)
-        encrypted = _decoded(response, lambda r: list(r.json()["pseudonyms"]))
-        return [pseudonyms.open(e) for e in encrypted]
+        return self._opened(response, partnership, pseudonyms, len(subjects))
+
+    def _opened(self, response: httpx.Response, partnership: str, pseudonyms: PseudonymClient,
+                sent: int) -> list[str]:
+        """The answer's ``pseudonyms`` (one per subject sent, in order), opened with the recipient key.
+
+        One this partner cannot open is the client's ``UnopenablePseudonym`` (an ``InvalidResponse``), not
+        the pseudonym layer's ``WrongKey``/``InvalidPseudonym``, which a caller of the client does not
+        expect. On ``WrongKey`` the keys of ``partnership`` are forgotten: the gateway's may have changed
+        (a new key version), and the next call fetches them again."""
+        encrypted = _decoded(response, lambda r: r.json()["pseudonyms"])
+        if not isinstance(encrypted, list) or len(encrypted) != sent:
+            raise invalid(response, f"{response.request.url.path}: not a list of {sent} pseudonym(s), one per "
+                                    "subject sent")
+        opened = []
+        for index, value in enumerate(encrypted):
+            try:
+                opened.append(pseudonyms.open(value))
+            except PseudonymError as exc:
+                wrong_key = isinstance(exc, WrongKey)
+                if wrong_key:
+                    self._pseudonym_clients.pop(partnership, None)
+                raise unopenable(response, index, wrong_key) from exc
+        return opened
 
     async def rerun(self, request: ExchangeRequest, decision_id: str, *,
                     idempotency_key: str | None = None) -> ExchangeResult:
