@@ -17,6 +17,7 @@ from gateway.auth import endpoints as auth_endpoints
 from gateway.auth.setup import auth_services, install_auth
 from gateway.clock import Clock
 from gateway.console import endpoints as console_endpoints
+from gateway.console.boundary import install_console_boundary
 from gateway.console.signins import close_sign_ins
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated, expected_heads
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.add_middleware(RequestContextMiddleware)
+    install_console_boundary(app)  # after the handlers and the middleware whose answers it makes the console's
     app.include_router(health.router)
     # Routers of each domain are included below (one line each).
     app.include_router(auth_endpoints.router)

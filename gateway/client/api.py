@@ -34,8 +34,10 @@
   the gateway sent (``type``, ``title``, ``detail``). Subclasses: ``GatewayUnavailable`` (no answer —
   connection failure, timeout or the deadline: ``status == 0`` — or 502/503/504 after the retries),
   ``GatewayThrottled``, ``GatewayBusy`` and ``InvalidResponse`` (an answer that is not what the API
-  promises, e.g. not JSON; ``status`` is its HTTP status, 0 when httpx could not read it at all). Messages
-  carry the problem's title or detail only, never an answer's body or the values it failed on.
+  promises, e.g. not JSON, or a token answer whose ``token_type`` is not Bearer; ``status`` is its HTTP
+  status, 0 when httpx could not read it at all), with its subclass ``UnopenablePseudonym`` (a pseudonym of
+  ``own_pseudonyms``/``enrol``'s answer this partner cannot open, by its ``index``). Messages carry the
+  problem's title or detail only, never an answer's body or the values it failed on.
 * Newer gateways: answers are read leniently where the API may grow — fields this version does not know
   are ignored, and an exchange outcome it does not know is kept as an ``Outcome`` whose ``known`` is false
   (treat it as not allowed) instead of failing the whole answer.
@@ -50,8 +52,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
+import re
 import ssl
 import time
 import uuid
@@ -70,11 +74,13 @@ from gateway.client.errors import (
     GatewayThrottled,
     GatewayUnavailable,
     InvalidResponse,
+    UnopenablePseudonym,
     invalid,
     problem,
     retry_after,
     throttled,
     undecodable,
+    unopenable,
     unusable,
 )
 from gateway.client.models import (
@@ -84,10 +90,10 @@ from gateway.client.models import (
     ExchangeRequest,
     ExchangeResult,
 )
-from gateway.client.pseudonyms import PseudonymClient, RecipientKey
+from gateway.client.pseudonyms import Point, PseudonymClient, PseudonymError, RecipientKey, WrongKey
 
 __all__ = ["GatewayBusy", "GatewayClient", "GatewayClientError", "GatewayThrottled", "GatewayUnavailable",
-           "InvalidResponse"]
+           "InvalidResponse", "UnopenablePseudonym"]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RETRY_STATUSES = {502, 503, 504}
@@ -95,6 +101,7 @@ _RETRY_STATUSES = {502, 503, 504}
 # made, or none was free); after any other (e.g. ReadTimeout) it may have been received and acted on.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MIN_PAUSE = 0.1  # a Retry-After of 0 still pauses: every wait spends some of busy_wait, so waiting ends
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token: what an Authorization: Bearer carries
 _T = TypeVar("_T")
 
 
@@ -181,11 +188,7 @@ class GatewayClient:
             response = await self._http.post("/oauth/token", data={
                 "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
                 "client_assertion": assertion})
-            body = _answer(response, float(self._clock()))
-            try:
-                token, expires_in = str(body["access_token"]), float(body["expires_in"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise invalid(response, "the token answer has no access_token/expires_in") from exc
+            token, expires_in = _bearer_token(response, _answer(response, float(self._clock())))
             self._token = (token, now + expires_in - min(30.0, expires_in / 2))
             return token
 
@@ -342,7 +345,7 @@ class GatewayClient:
         ``partnership`` (the recipient key is fetched once and kept in memory only)."""
         if partnership not in self._pseudonym_clients:
             response = await self._send("GET", "/v1/pseudonyms/key")
-            key = _decoded(response, lambda r: str(r.json()["public_key"]))
+            key = _decoded(response, lambda r: Point.decode(r.json()["public_key"]))
             response = await self._send("GET", "/v1/pseudonyms/recipient-key", params={"partnership": partnership})
             recipient = _decoded(response, lambda r: RecipientKey.decode(r.json()["recipient_key"]))
             self._pseudonym_clients[partnership] = PseudonymClient(key, recipient_key=recipient)
@@ -356,8 +359,7 @@ class GatewayClient:
                 "subjects": [{"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number)}
                              for kind, number in identifiers]}
         response = await self._send("POST", "/v1/pseudonyms", json=body)
-        encrypted = _decoded(response, lambda r: list(r.json()["pseudonyms"]))
-        return [pseudonyms.open(e) for e in encrypted]
+        return self._opened(response, partnership, pseudonyms, len(identifiers))
 
     async def enrol(self, partnership: str, subjects: list[tuple[str, str, list[str], list[str]]]) -> list[str]:
         """Enrol subjects held: (kind, number, record types, categories) → own pseudonyms, in order; the
@@ -367,8 +369,30 @@ class GatewayClient:
             {"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number), "record_types": types,
              "categories": categories} for kind, number, types, categories in subjects]}
         response = await self._send("POST", "/v1/enrolments", json=body)
-        encrypted = _decoded(response, lambda r: list(r.json()["pseudonyms"]))
-        return [pseudonyms.open(e) for e in encrypted]
+        return self._opened(response, partnership, pseudonyms, len(subjects))
+
+    def _opened(self, response: httpx.Response, partnership: str, pseudonyms: PseudonymClient,
+                sent: int) -> list[str]:
+        """The answer's ``pseudonyms`` (one per subject sent, in order), opened with the recipient key.
+
+        One this partner cannot open is the client's ``UnopenablePseudonym`` (an ``InvalidResponse``), not
+        the pseudonym layer's ``WrongKey``/``InvalidPseudonym``, which a caller of the client does not
+        expect. On ``WrongKey`` the keys of ``partnership`` are forgotten: the gateway's may have changed
+        (a new key version), and the next call fetches them again."""
+        encrypted = _decoded(response, lambda r: r.json()["pseudonyms"])
+        if not isinstance(encrypted, list) or len(encrypted) != sent:
+            raise invalid(response, f"{response.request.url.path}: not a list of {sent} pseudonym(s), one per "
+                                    "subject sent")
+        opened = []
+        for index, value in enumerate(encrypted):
+            try:
+                opened.append(pseudonyms.open(value))
+            except PseudonymError as exc:
+                wrong_key = isinstance(exc, WrongKey)
+                if wrong_key:
+                    self._pseudonym_clients.pop(partnership, None)
+                raise unopenable(response, index, wrong_key) from exc
+        return opened
 
     async def rerun(self, request: ExchangeRequest, decision_id: str, *,
                     idempotency_key: str | None = None) -> ExchangeResult:
@@ -462,6 +486,25 @@ def _answer(response: httpx.Response, now: float) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise invalid(response, f"{response.request.url.path} did not answer a JSON object")
     return body
+
+
+def _bearer_token(response: httpx.Response, body: dict[str, Any]) -> tuple[str, float]:
+    """The access token and its lifetime in seconds from a token answer (RFC 6749 section 5.1), checked
+    here: a ``token_type`` other than Bearer (compared case-insensitively, RFC 6749 section 5.1), an
+    ``access_token`` that cannot be sent as a Bearer token or an ``expires_in`` that is no positive number
+    is an ``InvalidResponse`` at once, not a 401 of every call made with it nor a TypeError. Never quotes
+    the values."""
+    token_type = body.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise invalid(response, "the token answer's token_type is not Bearer")
+    token = body.get("access_token")
+    if not isinstance(token, str) or not _B64TOKEN.fullmatch(token):
+        raise invalid(response, "the token answer has no access_token usable as a Bearer token")
+    expires_in = body.get("expires_in")
+    if (isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or not math.isfinite(expires_in)
+            or expires_in <= 0):
+        raise invalid(response, "the token answer's expires_in is not a positive number of seconds")
+    return token, float(expires_in)
 
 
 def _decoded(response: httpx.Response, read: Callable[[httpx.Response], _T]) -> _T:

@@ -70,6 +70,18 @@ class InvalidResponse(GatewayClientError):
     """An answer the API does not promise (not JSON, fields missing); ``status`` is its HTTP status."""
 
 
+class UnopenablePseudonym(InvalidResponse):
+    """An encrypted pseudonym in the gateway's answer that this partner cannot open: malformed, or not made
+    for its recipient key (the gateway's keys changed since the key was fetched, or the gateway is not the
+    one the key came from). ``index`` is its position in the answer, i.e. that of the subject in the call;
+    the pseudonym itself is never in the error. The pseudonym layer's own error is the ``__cause__``
+    (:class:`~gateway.pseudonyms.errors.WrongKey` or ``InvalidPseudonym``, whose messages hold no values)."""
+
+    def __init__(self, status: int, problem: dict[str, Any], *, index: int) -> None:
+        super().__init__(status, problem)
+        self.index = index
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -110,6 +122,13 @@ def throttled(response: httpx.Response, now: float) -> GatewayThrottled:
 def invalid(response: httpx.Response, detail: str) -> InvalidResponse:
     return InvalidResponse(response.status_code, {"title": "invalid answer from the gateway", "detail": detail,
                                                   "status": response.status_code})
+
+
+def unopenable(response: httpx.Response, index: int, wrong_key: bool) -> UnopenablePseudonym:
+    why = "was not made for this partner's recipient key" if wrong_key else "is malformed"
+    detail = f"{response.request.url.path}: pseudonym {index} of the answer {why}"
+    return UnopenablePseudonym(response.status_code, {"title": "invalid answer from the gateway", "detail": detail,
+                                                      "status": response.status_code}, index=index)
 
 
 def unusable(exc: httpx.HTTPError) -> InvalidResponse:

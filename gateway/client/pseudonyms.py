@@ -40,6 +40,7 @@ __all__ = [
     "IdentifierType",
     "InvalidIdentifier",
     "InvalidPseudonym",
+    "Point",
     "PolymorphicPseudonym",
     "Pseudonym",
     "PseudonymClient",

@@ -19,6 +19,8 @@ Modules, one job each:
 ``pages``          the page machinery: signed-in person, ``Page``, navigation, ``ConsoleRoute``
 ``endpoints``      the router: thin handlers that check the session and call the services
 ``escalations``    the escalation queue, case pages and legal-gap register (the escalation service)
+``boundary``       what no console route answered (unknown path, wrong method, outage, bug, middleware
+                   refusals) still answers as the console: its error page, its security headers
 ``templates/``     Jinja2 templates; ``static/`` the stylesheet and the in-page proof checker
 =================  ==========================================================================
 """

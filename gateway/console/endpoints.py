@@ -54,6 +54,7 @@ from gateway.console.pages import (
     home_of,
     local_path,
     need_scope,
+    return_to,
     signed_in,
 )
 from gateway.console.sessions import SessionData
@@ -90,7 +91,7 @@ async def login_form(page: Page = Depends(current_page), next: str | None = None
     if page.session is None:
         page.session = page.sessions.anonymous(page.now())
     message = page.t("session_expired") if expired else page.t("signed_out") if signed_out else ""
-    return page.render("login.html", next=local_path(next), message=message, error="")
+    return page.render("login.html", next=return_to(page.request, next), message=message, error="")
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -125,7 +126,9 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
                         account_id=account.id)
     page.session = page.sessions.signed_in(account.username, page.now())
     person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
-    target = local_path(next) if next and local_path(next) != "/console" else home_of(person)
+    target = return_to(page.request, next)  # a page, never a form's action (that would be a GET of a POST)
+    if target == "/console":
+        target = home_of(person)
     return page.finish(RedirectResponse(target, status_code=303))
 
 

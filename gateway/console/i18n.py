@@ -48,6 +48,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "error": ("Error", "Fout"),
     "error_403": ("You may not see this page.", "U mag deze pagina niet zien."),
     "error_404": ("Not found.", "Niet gevonden."),
+    "error_405": ("This address does not take this kind of request.",
+                  "Dit adres accepteert dit soort verzoek niet."),
     "error_422": ("The input is not valid.", "De invoer is ongeldig."),
     "error_other": ("Something went wrong; nothing was disclosed.", "Er ging iets mis; er is niets verstrekt."),
     "back_home": ("Back to the console", "Terug naar de console"),

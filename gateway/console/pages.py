@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.routing import Match
 
 from audit import AuditWriteError
 from gateway.auth import repository as accounts
@@ -35,13 +36,17 @@ from gateway.db.engine import transaction
 from gateway.deps import container_of, get_container
 from gateway.errors import Forbidden, GatewayError, Unprocessable
 
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
 }
+"""What every answer under ``/console`` carries (a route may set its own ``Cache-Control``: the static files).
+Set by :class:`ConsoleRoute` and, for answers no console route gave (an unknown path, a wrong method, a
+refusal of a middleware), by :mod:`gateway.console.boundary`."""
 PRIVACY_OFFICERS = frozenset({Role.PRIVACY_OFFICER.value, Role.COORDINATING_PRIVACY_OFFICER.value})
 EVERYONE = frozenset(role.value for role in Role)
 CASE_WORKERS = PRIVACY_OFFICERS | {Role.ADMINISTRATOR.value}  # who works escalation cases (the `escalation` scope)
@@ -156,18 +161,21 @@ class ConsoleRoute(APIRoute):
             try:
                 response = await original(request)
             except LoginRequired as exc:
-                wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                target = "/console/login?" + urlencode({"next": local_path(wanted), **(
+                target = "/console/login?" + urlencode({"next": return_to(request, _asked_for(request)), **(
                     {"expired": "1"} if exc.reason in {"idle", "expired", "signed-out"} else {})})
                 response = RedirectResponse(target, status_code=303)
             except (GatewayError, RequestValidationError, AuditWriteError) as exc:
                 response = _error_page(request, exc)
-            for name, value in _SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
-            response.headers.setdefault("Cache-Control", "no-store")
-            return response
+            return secure(response)
 
         return handler
+
+
+def secure(response: Response) -> Response:
+    """``response`` with the console's security headers (those it sets itself are kept)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def local_path(target: str | None) -> str:
@@ -177,26 +185,59 @@ def local_path(target: str | None) -> str:
     return "/console"
 
 
+def _asked_for(request: Request) -> str:
+    """What a person whose session ended was asking for: the page itself for a GET; for a form's POST only
+    its address (the form's fields are not kept), which :func:`return_to` turns into the form's page."""
+    if request.method in {"GET", "HEAD"} and request.url.query:
+        return f"{request.url.path}?{request.url.query}"
+    return request.url.path
+
+
+def return_to(request: Request, target: str | None) -> str:
+    """Where to send a person after sign-in: ``target`` if it is a console page one can GET, else the page
+    a form posting to ``target`` is on, else the console's home (``/console``).
+
+    A session that ended while a form was submitted asked for the form's action (``POST`` only): going there
+    after sign-in would be a GET of it, a 405. The page is found by the app's own routes: ``target`` when a
+    GET route matches it, else its parent paths in turn (``/console/escalations/{id}/comments`` is posted
+    from ``/console/escalations/{id}``, ``/console/audit/verify`` from ``/console/audit``); the query of a
+    POST address is dropped with it. Only console paths are considered (:func:`local_path`), and a path no
+    route knows (``/console/../v1``) ends at the home page too.
+    """
+    path, _, query = local_path(target).partition("?")
+    routes = request.app.router.routes
+    while path.startswith("/console/"):
+        probe = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            return f"{path}?{query}" if query else path
+        path, query = path.rsplit("/", 1)[0], ""
+    return "/console"
+
+
 def _error_page(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, GatewayError):
+        response = error_page(request, exc.status, exc.detail)
+        for name, value in exc.headers.items():
+            if name.lower() == "retry-after":
+                response.headers[name] = value
+        return response
+    if isinstance(exc, AuditWriteError):
+        return error_page(request, 503)
+    return error_page(request, 422)  # the summary says it: the input is not valid
+
+
+def error_page(request: Request, status: int, detail: str = "") -> Response:
+    """The console's error page for ``status``, in the person's language, with the security headers;
+    ``detail`` (the service's reason, free of personal data) is shown for 403 and 422 only."""
     page: Page | None = getattr(request.state, "console_page", None)
     if page is None:
         container = container_of(request)
         sessions = console_sessions(container)
         language, _ = choose_language(request, sessions.settings.default_language)
         page = Page(request, container, sessions, language, False)
-    if isinstance(exc, GatewayError):
-        status, detail = exc.status, exc.detail
-    elif isinstance(exc, AuditWriteError):
-        status, detail = 503, page.t("audit_unavailable")
-    else:
-        status, detail = 422, page.t("error_422")
-    summary = {403: "error_403", 404: "error_404", 422: "error_422"}.get(status, "error_other")
-    response = page.render("error.html", status=status, summary=page.t(summary),
-                           detail=detail if status in {403, 422} else "")
-    for name, value in (exc.headers.items() if isinstance(exc, GatewayError) else ()):
-        if name.lower() == "retry-after":
-            response.headers[name] = value
-    return response
+    summary = {403: "error_403", 404: "error_404", 405: "error_405", 422: "error_422"}.get(status, "error_other")
+    return secure(page.render("error.html", status=status, summary=page.t(summary),
+                              detail=detail if status in {403, 422} else ""))
 
 
 # -- dependencies ----------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def test_demo_reports_a_failed_enrolment_in_one_line(tmp_path: Path, capsys: pyt
 
     @gateway.post("/oauth/token")
     async def token() -> dict[str, object]:
-        return {"access_token": "T", "expires_in": 300}
+        return {"access_token": "T", "token_type": "Bearer", "expires_in": 300}
 
     @gateway.api_route("/v1/{path:path}", methods=["GET", "POST"])
     async def unavailable(path: str) -> JSONResponse:

@@ -190,7 +190,7 @@ async def test_a_token_endpoint_timeout_is_retried_and_then_typed() -> None:
             token_attempts.append("token")
             if len(token_attempts) < 3:
                 raise httpx.ReadTimeout("timed out", request=request)
-            return httpx.Response(200, json={"access_token": "T", "expires_in": 300})
+            return httpx.Response(200, json={"access_token": "T", "token_type": "Bearer", "expires_in": 300})
         if request.url.path == "/.well-known/oauth-authorization-server":
             return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
         return httpx.Response(200, json=[])

@@ -97,7 +97,7 @@ async def test_many_calls_refused_at_once_share_one_new_token() -> None:
         await asyncio.sleep(0.01)
         if request.url.path == "/oauth/token":
             issued.append(f"T{len(issued)}")
-            return httpx.Response(200, json={"access_token": issued[-1], "expires_in": 300})
+            return httpx.Response(200, json={"access_token": issued[-1], "token_type": "Bearer", "expires_in": 300})
         answer = _auth(request, seen)
         if answer is not None:
             return answer
@@ -119,7 +119,7 @@ async def test_every_assertion_is_fresh_and_short_lived() -> None:
         if request.url.path == "/oauth/token":
             form = dict(httpx.QueryParams(request.content.decode()))
             assertions.append(dict(jwt.decode(form["client_assertion"], KEY, algorithms=["Ed25519"]).claims))
-            return httpx.Response(200, json={"access_token": "T", "expires_in": 300})
+            return httpx.Response(200, json={"access_token": "T", "token_type": "Bearer", "expires_in": 300})
         if request.url.path == "/.well-known/oauth-authorization-server":
             return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
         return httpx.Response(401, json={"status": 401})

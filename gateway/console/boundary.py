@@ -1,0 +1,91 @@
+"""Everything under ``/console`` answers as the console, also when no console route did.
+
+:class:`~gateway.console.pages.ConsoleRoute` makes a console handler's errors pages and sets the security
+headers — but only for a request that reached a console route. An unknown path under ``/console``, a wrong
+method (``GET /console/logout``), a database outage, a bug, and the refusals of the middleware (413 body too
+large, 429 rate limit) were answered by the JSON API's machinery: problem+json without the console's
+Content-Security-Policy, ``frame-ancestors``, ``nosniff``, ``Referrer-Policy`` and ``no-store``. Two pieces
+close that, installed by :func:`install_console_boundary`:
+
+* each exception handler of the app (:mod:`gateway.problems`) is wrapped: under ``/console`` its answer —
+  status, and the ``Allow`` or ``Retry-After`` it sets — becomes the console's HTML error page in the
+  person's language; elsewhere the API's problem+json is unchanged. The API's handler still runs first, so
+  the refusal is logged as before (and a bug as ``unexpected_error``);
+* :class:`ConsoleHeaders` adds the security headers to any answer under ``/console`` that lacks them (the
+  middleware's own refusals stay problem+json: they are answered before anything knows the person).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.console.pages import SECURITY_HEADERS, error_page, secure
+
+log = structlog.get_logger("gateway.console.boundary")
+
+PREFIX = "/console"
+_KEPT = ("allow", "retry-after")  # what an error's answer says that the console's page must say too
+
+Handler = Callable[[Request, Any], Response | Awaitable[Response]]
+
+
+def in_console(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+class ConsoleHeaders:
+    """Pure ASGI: the console's security headers on every answer under ``/console`` that lacks them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not in_console(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
+def as_console_page(api_handler: Handler) -> Handler:
+    """``api_handler``, whose answer becomes the console's error page under ``/console``."""
+
+    async def handler(request: Request, exc: Any) -> Response:
+        answer = api_handler(request, exc)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if not in_console(request.url.path):
+            return answer
+        try:
+            page = error_page(request, answer.status_code)
+        except Exception as failure:  # the page cannot be made: the API's answer, secured all the same
+            log.error("console_error_page_failed", error_type=type(failure).__name__)
+            return secure(answer)
+        for name in _KEPT:
+            if name in answer.headers:
+                page.headers[name] = answer.headers[name]
+        return page
+
+    return handler
+
+
+def install_console_boundary(app: FastAPI) -> None:
+    """Wrap the app's exception handlers (install them first) and add :class:`ConsoleHeaders`; add it after
+    the middleware whose refusals it is to secure, so that it runs outside them."""
+    for key, api_handler in list(app.exception_handlers.items()):
+        app.add_exception_handler(key, as_console_page(api_handler))
+    app.add_middleware(ConsoleHeaders)
