@@ -3,7 +3,7 @@
 One generic app, parametrised by a partner profile (``connectors.profiles``). Routes:
 
 - ``POST /holder/v1/query``    records in the asked categories, or a refusal with a reason
-- ``POST /holder/v1/discover`` hit/no-hit: record types per subject, no content
+- ``POST /holder/v1/discover`` hit/no-hit: record types per subject, no content; or a refusal with a reason
 - ``GET /health``              liveness, no authentication
 
 ``/holder/*`` requires the gateway's bearer JWT (see ``holder_auth``) unless ``require_auth`` is off (tests of
@@ -119,10 +119,11 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
 
     @app.post("/holder/v1/discover", response_model=DiscoveryAnswer, responses=_ERRORS, tags=["holder"])
     def discover(body: HolderDiscovery) -> DiscoveryAnswer:
-        """Hit/no-hit per subject (the record types held), never content."""
+        """Hit/no-hit per subject (the record types held), never content; or a refusal with a reason for all
+        of them (a subject the holder keeps confidential, a minor the purpose does not allow), no hits."""
         answer = holder.discover(body)
         log.info("discovery_answered", system=system, request_id=body.request_id, subjects=len(body.subjects),
-                 hits=len(answer.hits))
+                 status=answer.status, hits=len(answer.hits))
         return answer
 
     return app

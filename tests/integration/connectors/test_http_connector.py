@@ -100,6 +100,34 @@ async def test_discover_is_hit_no_hit_only(partners: dict[str, str], world: Worl
     assert answer.hits == {company: ["investigation"]}
 
 
+@pytest.mark.parametrize("categories", [["police_incidents"], ["criminal_intelligence"], []])
+async def test_discovery_about_a_confidential_subject_is_refused_whatever_is_held(
+        partners: dict[str, str], world: World, categories: list[str]) -> None:
+    """Found by a review: the police answered discovery with a hit for the subject they keep confidential.
+    Now they refuse, for all subjects asked, and the same whether they hold records on it in the asked
+    categories (incidents), hold none there (criminal intelligence) or are asked about any: the refusal is
+    neither a hit nor a no-hit, so it cannot be read as one."""
+    secret, director = world.scenarios()[w.POLICE_CONFIDENTIAL][0], world.scenarios()[w.BIBOB_APPLICANT][1]
+    async with HttpConnector(w.POLICE, partners[w.POLICE], gateway_token) as connector:
+        assert (await connector.discover(_discovery([director]))).hits  # a hit on its own ...
+        answer = await connector.discover(_discovery([director, secret]).model_copy(
+            update={"categories": categories}))
+    assert answer.status == "refused"
+    assert answer.refusal_reason == "investigation-confidentiality"
+    assert answer.hits == {}  # ... withheld beside the refused subject
+
+
+async def test_discovery_about_a_minor_is_refused_unless_the_purpose_allows_minors(
+        partners: dict[str, str], world: World) -> None:
+    minor = world.scenarios()[w.MINOR]
+    async with HttpConnector(w.POLICE, partners[w.POLICE], gateway_token) as connector:
+        refused = await connector.discover(_discovery(minor))
+        allowed = await connector.discover(_discovery(minor).model_copy(update={"minors_allowed": True}))
+    assert (refused.status, refused.refusal_reason, refused.hits) == ("refused", "minor-not-allowed", {})
+    assert allowed.status == "answered"
+    assert set(allowed.hits) == set(minor)
+
+
 async def test_a_retried_query_discloses_and_takes_in_once(partners: dict[str, str], world: World,
                                                            tmp_path: Path) -> None:
     company = world.scenarios()[w.MALAFIDE_DISSOLUTION][0]
