@@ -50,13 +50,17 @@ class Holder:
                                          lambda: self._answer(query, bound))
 
     def _answer(self, query: HolderQuery, bound: bool) -> HolderAnswer:
-        received = 0
-        if query.provided:
-            received = self.store.receive(query.request_id or "-", [r.model_dump() for r in query.provided])
         own = self.store.resolve(query.partnership, query.subjects)  # asked (pseudonym or reference) -> own ref
         refusal = self._refusal(list(own.values()), query.minors_allowed, bound)
         if refusal is not None:
-            return HolderAnswer(status="refused", refusal_reason=refusal, received=received)
+            # Provided records are taken in only once the holder answers: one that refuses to deal with these
+            # subjects keeps nothing about them either (and says so: ``received`` 0).
+            return HolderAnswer(status="refused", refusal_reason=refusal)
+        received = 0
+        if query.provided:
+            # Once per request id, also when an earlier attempt failed after taking them in (the replay cache
+            # forgets a failed attempt, and a restarted holder all of them): the store deduplicates.
+            received = self.store.receive(query.request_id, [r.model_dump() for r in query.provided])
         records = self.store.records(list(own.values()), list(query.categories))
         if self.over_share:
             records += self._unasked(query, list(own.values()))

@@ -144,6 +144,61 @@ async def test_a_retried_query_discloses_and_takes_in_once(partners: dict[str, s
     assert reused.value.status == 409
 
 
+def _provided(subject: str) -> HolderRecord:
+    return HolderRecord(record_id="p-1", record_type="provided", subject=subject, category="tax_compliance",
+                        fields={"dissolution_grounds": "BW 2:19a"})
+
+
+@pytest.mark.parametrize(("scenario", "reason"), [(w.POLICE_CONFIDENTIAL, "investigation-confidentiality"),
+                                                  (w.MINOR, "minor-not-allowed")])
+async def test_a_holder_that_refuses_keeps_nothing_it_was_provided(tmp_path: Path, world: World, scenario: str,
+                                                                   reason: str) -> None:
+    """Found by a review: the holder took provided records in before its refusal checks, so a holder that
+    then refused to deal with the subject (confidential, or a minor the purpose does not allow) kept them."""
+    subject = world.scenarios()[scenario][0]
+    with partner_servers(tmp_path, [w.POLICE], jwks=JWKS) as urls:
+        async with HttpConnector(w.POLICE, urls[w.POLICE], gateway_token) as connector:
+            answer = await connector.query(_query([subject], ["police_incidents"], "q-refused", [_provided(subject)]))
+        store = PartnerStore(store_path(tmp_path, w.POLICE))
+        try:
+            kept = store.received(subject)
+        finally:
+            store.close()
+    assert (answer.status, answer.refusal_reason, answer.received) == ("refused", reason, 0)
+    assert kept == []
+
+
+async def test_a_retry_after_a_holder_failure_takes_provided_records_in_once(
+        tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the holder failed after taking the provided records in (a 500), the gateway retried
+    the same request id — safe, as the holder deduplicates — but a failed attempt is forgotten by the replay
+    memory, so the retry took them in a second time. Intake is now idempotent per request id."""
+    company = world.scenarios()[w.MALAFIDE_DISSOLUTION][0]
+    reads = PartnerStore.records
+    failures = [RuntimeError("disk hiccup")]
+
+    def failing_once(self: PartnerStore, subjects: list[str], categories: list[str] | None = None) -> Any:
+        if failures:
+            raise failures.pop()
+        return reads(self, subjects, categories)
+
+    with partner_servers(tmp_path, [w.KVK], jwks=JWKS) as urls:
+        monkeypatch.setattr(PartnerStore, "records", failing_once)
+        async with HttpConnector(w.KVK, urls[w.KVK], gateway_token, retries=1, backoff=0.01) as connector:
+            answer = await connector.query(_query([company], ["company_registration"], "q-retried",
+                                                  [_provided(company)]))
+            assert connector.attempts == 2  # the first attempt failed with a 500 after the intake
+        monkeypatch.undo()
+        store = PartnerStore(store_path(tmp_path, w.KVK))
+        try:
+            kept = store.received(company)
+        finally:
+            store.close()
+    assert answer.status == "answered"
+    assert answer.received == 1
+    assert kept == [("tax_compliance", {"dissolution_grounds": "BW 2:19a"})]
+
+
 async def test_the_registry_is_built_from_endpoints(partners: dict[str, str], world: World) -> None:
     registry = ConnectorRegistry(partners, gateway_token, timeout=2.0, retries=1)
     try:
