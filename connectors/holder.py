@@ -12,7 +12,7 @@ a real holder.
 
 from __future__ import annotations
 
-from connectors.dedup import ReplayCache, fingerprint
+from connectors.dedup import REPLAY_IDS, ReplayCache, fingerprint
 from connectors.profiles import PartnerProfile
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery, HolderRecord
 from connectors.store import PartnerStore
@@ -31,11 +31,13 @@ def _wire(record: Record, subject: str) -> HolderRecord:
 class Holder:
     """One partner system's answering logic over its own store."""
 
-    def __init__(self, profile: PartnerProfile, store: PartnerStore, *, over_share: bool = False) -> None:
+    def __init__(self, profile: PartnerProfile, store: PartnerStore, *, over_share: bool = False,
+                 replay_ids: int = REPLAY_IDS) -> None:
+        """``replay_ids``: how many answered request ids are remembered for replays (see ``connectors.dedup``)."""
         self.profile = profile
         self.store = store
         self.over_share = over_share
-        self._replays: ReplayCache[HolderAnswer] = ReplayCache()
+        self._replays: ReplayCache[HolderAnswer] = ReplayCache(size=replay_ids)
 
     def query(self, query: HolderQuery, *, bound: bool = False) -> tuple[HolderAnswer, bool]:
         """The answer and whether it is a replay of an earlier answer to the same request id.

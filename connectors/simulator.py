@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from connectors.dedup import RequestIdReused
+from connectors.dedup import REPLAY_IDS, RequestIdReused
 from connectors.holder import Holder
 from connectors.holder_auth import JwksSource, TokenRefused, make_decision_verifier, make_verifier
 from connectors.logs import TraceContextMiddleware
@@ -53,16 +53,17 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 
 def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: JwksSource | None = None,
                        require_auth: bool = True, over_share: bool = False, now: Callable[[], float] = time.time,
-                       world: World | None = None, issuer: str | None = None) -> FastAPI:
+                       world: World | None = None, issuer: str | None = None,
+                       replay_ids: int = REPLAY_IDS) -> FastAPI:
     """The HTTP service of partner ``system``; its database is ``data_dir/partner-<system>.sqlite``, seeded
     from ``world`` (default: ``build_world(seed)``) on first start. ``issuer``: the gateway's ``iss``, which
-    its tokens and decisions must then carry."""
+    its tokens and decisions must then carry. ``replay_ids``: how many answered request ids it remembers."""
     profile = PROFILES[system]
     if require_auth and jwks is None:
         raise ValueError("require_auth needs the gateway's JWKS (a URL, a file or the keys)")
     store = PartnerStore(store_path(data_dir, system))
     store.seed_from(world or build_world(seed), system)
-    holder = Holder(profile, store, over_share=over_share)
+    holder = Holder(profile, store, over_share=over_share, replay_ids=replay_ids)
     verify = make_verifier(system, jwks, now, issuer) if (require_auth and jwks is not None) else None
     verify_decision = make_decision_verifier(system, jwks, now, issuer) if jwks is not None else None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -197,6 +198,42 @@ async def test_a_retry_after_a_holder_failure_takes_provided_records_in_once(
     assert answer.status == "answered"
     assert answer.received == 1
     assert kept == [("tax_compliance", {"dissolution_grounds": "BW 2:19a"})]
+
+
+async def test_a_request_id_still_being_answered_is_not_forgotten_however_many_follow(
+        tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the replay memory (capped) dropped its oldest request id even while that request was
+    still being answered; a replay of it — within the token's lifetime — was then answered afresh, a second
+    disclosure. With room for two ids, a slow request overtaken by three others is still answered once:
+    a replay arriving while it is answered waits for its answer, and one arriving afterwards gets it too."""
+    slow_subject, other = world.scenarios()[w.BIBOB_APPLICANT][0], world.scenarios()[w.MALAFIDE_DISSOLUTION][0]
+    reads = PartnerStore.records
+    computed: list[str] = []
+    release = threading.Event()
+
+    def slow_for_one(self: PartnerStore, subjects: list[str], categories: list[str] | None = None) -> Any:
+        if slow_subject in subjects:
+            computed.append(slow_subject)
+            release.wait(10)
+        return reads(self, subjects, categories)
+
+    monkeypatch.setattr(PartnerStore, "records", slow_for_one)
+    app = create_partner_app(w.KVK, tmp_path, jwks=JwksSource(jwks=JWKS), world=world, replay_ids=2)
+    with serve_app(app) as url:
+        async with HttpConnector(w.KVK, url, gateway_token, retries=0, timeout=15) as connector:
+            slow = _query([slow_subject], ["company_registration"], "q-slow")
+            first = asyncio.create_task(connector.query(slow))
+            while not computed:
+                await asyncio.sleep(0.01)
+            for n in range(3):  # the slow request is now the oldest id of more than the memory holds
+                await connector.query(_query([other], ["company_registration"], f"q-after-{n}"))
+            replay_meanwhile = asyncio.create_task(connector.query(slow))
+            await asyncio.sleep(0.3)  # let it reach the holder while the first is still being answered
+            release.set()
+            answers = [await first, await replay_meanwhile, await connector.query(slow)]
+    assert computed == [slow_subject]  # answered once
+    assert answers[0].records
+    assert answers[1:] == answers[:1] * 2
 
 
 async def test_the_registry_is_built_from_endpoints(partners: dict[str, str], world: World) -> None:
