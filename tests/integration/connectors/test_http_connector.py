@@ -383,6 +383,58 @@ async def test_forged_tokens_cannot_make_a_holder_fetch_keys_from_a_failing_gate
     assert len(fetches) == 2
 
 
+async def test_keys_come_over_https_verified_against_the_partnerships_ca(tmp_path: Path, world: World) -> None:
+    """The partner fetches the gateway's keys from an https URL whose certificate a private CA issued: trusted
+    with ``ca_file`` (``--jwks-ca-file``), refused without it — then no token passes."""
+    ca_file, certificate, key = private_ca_certificates(tmp_path)
+    jwks_app = FastAPI()
+    jwks_app.get("/.well-known/jwks.json")(lambda: JWKS)
+    known = world.scenarios()[w.BIBOB_APPLICANT][:1]
+    with serve_app(jwks_app, ssl_certfile=str(certificate), ssl_keyfile=str(key)) as gateway:
+        url = f"{gateway}/.well-known/jwks.json"
+        assert url.startswith("https://")
+        with partner_servers(tmp_path / "trusting", [w.FIOD], source=JwksSource(url=url, ca_file=ca_file)) as urls:
+            async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token, retries=0) as connector:
+                assert (await connector.discover(_discovery(known))).hits
+        with partner_servers(tmp_path / "default", [w.FIOD], source=JwksSource(url=url)) as urls:
+            async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token, retries=0) as connector:
+                with pytest.raises(HolderRejectedRequest, match="refused the call with 401"):
+                    await connector.discover(_discovery(known))
+    with pytest.raises(FileNotFoundError):  # an unreadable bundle fails at start-up, not token by token
+        JwksSource(url=url, ca_file=tmp_path / "no-such-ca.pem")
+
+
+@pytest.mark.parametrize(("answer", "refusal"), [("too-long", "larger than"), ("endless", "larger than"),
+                                                 ("compressed", "compressed")])
+def test_a_key_set_past_the_size_limit_is_refused_not_read(answer: str, refusal: str) -> None:
+    """Found by a review: the partner read whatever answered at the JWKS URL into memory, without limit. Now
+    a key set announced (Content-Length) or streamed past ``MAX_JWKS_BYTES`` is refused as soon as it is, and a
+    compressed one (a few kilobytes of gzip inflate to gigabytes) is refused unread."""
+    padded = json.dumps(JWKS | {"padding": "x" * holder_auth.MAX_JWKS_BYTES}).encode()
+    sent: list[int] = []
+
+    def endless() -> Iterator[bytes]:  # as good as endless: 16 MiB (bounded, so that a reader without limit ends)
+        yield b'{"keys": [], "padding": "'
+        for _ in range(256):
+            sent.append(1)
+            yield b"x" * 65536
+
+    jwks_app = FastAPI()
+
+    @jwks_app.get("/.well-known/jwks.json")
+    def jwks() -> Response:
+        if answer == "too-long":
+            return Response(padded, media_type="application/json")
+        if answer == "endless":
+            return StreamingResponse(endless(), media_type="application/json")
+        return Response(zlib.compress(json.dumps(JWKS).encode()), media_type="application/json",
+                        headers={"Content-Encoding": "deflate"})
+
+    with serve_app(jwks_app) as gateway, pytest.raises(holder_auth.TokenRefused, match=refusal):
+        JwksSource(url=f"{gateway}/.well-known/jwks.json").keys()
+    assert len(sent) < 64  # the endless answer was not read on
+
+
 @pytest.fixture(scope="module")
 def https_partner(tmp_path_factory: pytest.TempPathFactory, world: World) -> Iterator[tuple[str, Path]]:
     """A simulated partner served over TLS with a certificate of a private CA: (base URL, CA file)."""
