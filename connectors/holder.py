@@ -96,7 +96,7 @@ class Holder:
         others = [r for r in self.store.records(refs) if r.category not in query.categories]
         return [r for r in others if r.category == others[0].category] if others else []
 
-    def discover(self, discovery: HolderDiscovery) -> DiscoveryAnswer:
+    def discover(self, discovery: HolderDiscovery, *, bound: bool = False) -> DiscoveryAnswer:
         """Per subject with records (in the given categories), the record types held; nothing else — or a
         refusal, on the same grounds as a query's (a subject it keeps confidential, a minor the purpose does
         not allow), without any hit.
@@ -113,11 +113,13 @@ class Holder:
           grounds, and that refusal is what the escalation model settles);
         - it covers the whole discovery: hits of the other subjects asked are withheld too, so one refusal
           cannot be narrowed to the subject that caused it by what is still answered beside it;
+        - ``bound`` (a verified binding escalation decision, as for ``query``) lifts the holder's own
+          objection, never rule 5;
         - not a silent no-hit: that would hide the refusal from the requester, the audit log and escalation,
           and mislead the requester into treating the holder as having nothing.
         """
         own = self.store.resolve(discovery.partnership, discovery.subjects)
-        refusal = self._refusal(list(own.values()), discovery.minors_allowed, bound=False)
+        refusal = self._refusal(list(own.values()), discovery.minors_allowed, bound)
         if refusal is not None:
             return DiscoveryAnswer(status="refused", refusal_reason=refusal)
         hits: dict[str, list[str]] = {}

@@ -92,6 +92,11 @@ class HolderDiscovery(_Model):
         default=False, description="Whether the purpose allows data about minors (rule 5), as in `HolderQuery`: "
         "a holder that knows an asked subject is under 18 refuses when this is false (`minor-not-allowed`) "
         "instead of answering hit or no-hit.")
+    escalation_decision: str | None = Field(
+        default=None, max_length=4096,
+        description="As in `HolderQuery` (a hit/no-hit-only holder asked in an exchange): a binding escalation "
+                    "decision for exactly this request id and (at least) these categories, which must then "
+                    "be named; the holder answers hit or no-hit instead of refusing again (never for rule 5).")
 
 
 class DiscoveryAnswer(_Model):

@@ -95,36 +95,49 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
     def health() -> dict[str, Any]:
         return {"status": "ok", "system": system, "records": store.count()}
 
+    async def bound_by_decision(body: HolderQuery | HolderDiscovery) -> bool | JSONResponse:
+        """Whether ``body`` carries a binding escalation decision — honoured only when the gateway signed it
+        for this system, this request id and (at least) the categories asked, which must be named — or the
+        problem refusing the request for the decision it cites."""
+        if body.escalation_decision is None:
+            return False
+        if verify_decision is None:
+            return problem(422, "Unprocessable Entity", "this holder cannot check escalation decisions")
+        try:
+            claims = await verify_decision(body.escalation_decision)
+        except TokenRefused as exc:
+            log.info("decision_refused", system=system, request_id=body.request_id, reason=str(exc))
+            return problem(422, "Unprocessable Entity", str(exc))
+        if (claims["request_id"] != body.request_id or not body.categories
+                or not set(body.categories) <= set(claims["categories"])):
+            log.info("decision_mismatch", system=system, request_id=body.request_id)
+            return problem(422, "Unprocessable Entity", "the escalation decision is for another request")
+        return True
+
     @app.post("/holder/v1/query", response_model=HolderAnswer, responses=_ERRORS, tags=["holder"])
     async def query(body: HolderQuery) -> HolderAnswer | JSONResponse:
         """Records about the subjects in the asked categories only, or a refusal with a reason. A repeated
         ``request_id`` gets the first answer again (safe retries). A binding escalation decision is honoured
         only when the gateway signed it for this system, this request id and (at least) these categories."""
-        bound = False
-        if body.escalation_decision is not None:
-            if verify_decision is None:
-                return problem(422, "Unprocessable Entity", "this holder cannot check escalation decisions")
-            try:
-                claims = await verify_decision(body.escalation_decision)
-            except TokenRefused as exc:
-                log.info("decision_refused", system=system, request_id=body.request_id, reason=str(exc))
-                return problem(422, "Unprocessable Entity", str(exc))
-            if claims["request_id"] != body.request_id or not set(body.categories) <= set(claims["categories"]):
-                log.info("decision_mismatch", system=system, request_id=body.request_id)
-                return problem(422, "Unprocessable Entity", "the escalation decision is for another request")
-            bound = True
+        bound = await bound_by_decision(body)
+        if isinstance(bound, JSONResponse):
+            return bound
         answer, replayed = await run_in_threadpool(holder.query, body, bound=bound)
         log.info("query_answered", system=system, request_id=body.request_id, status=answer.status,
                  subjects=len(body.subjects), records=len(answer.records), replayed=replayed, bound=bound)
         return answer
 
     @app.post("/holder/v1/discover", response_model=DiscoveryAnswer, responses=_ERRORS, tags=["holder"])
-    def discover(body: HolderDiscovery) -> DiscoveryAnswer:
+    async def discover(body: HolderDiscovery) -> DiscoveryAnswer | JSONResponse:
         """Hit/no-hit per subject (the record types held), never content; or a refusal with a reason for all
-        of them (a subject the holder keeps confidential, a minor the purpose does not allow), no hits."""
-        answer = holder.discover(body)
+        of them (a subject the holder keeps confidential, a minor the purpose does not allow), no hits. A
+        binding escalation decision is honoured as for a query."""
+        bound = await bound_by_decision(body)
+        if isinstance(bound, JSONResponse):
+            return bound
+        answer = await run_in_threadpool(holder.discover, body, bound=bound)
         log.info("discovery_answered", system=system, request_id=body.request_id, subjects=len(body.subjects),
-                 status=answer.status, hits=len(answer.hits))
+                 status=answer.status, hits=len(answer.hits), bound=bound)
         return answer
 
     return app

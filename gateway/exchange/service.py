@@ -913,7 +913,7 @@ class ExchangeService:
                 found = await connector.discover(HolderDiscovery(
                     request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                     subjects=list(theirs), categories=decision.permitted_categories,
-                    minors_allowed=self._minors_allowed(body)))
+                    minors_allowed=self._minors_allowed(body), escalation_decision=statement))
                 if found.status == "refused":  # neither hit nor no-hit: see Holder.discover
                     return outcome, [_refused(outcome, decision, found.refusal_reason)]
                 outcome.hit = _hit(found.hits, theirs, target.organisation, exchange_id)
