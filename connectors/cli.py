@@ -29,6 +29,10 @@ def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-par
                                               help="The gateway's /.well-known/jwks.json."),
           jwks_file: Path | None = typer.Option(None, envvar="WGS_PARTNER_JWKS_FILE",
                                                 help="The gateway's JWKS as a file (instead of a URL)."),
+          jwks_ca_file: Path | None = typer.Option(
+              None, envvar="WGS_PARTNER_JWKS_CA_FILE",
+              help="CA bundle to verify an https --jwks-url against (the partnership's own CA), instead of "
+                   "the system's trust store."),
           issuer: str | None = typer.Option(None, envvar="WGS_PARTNER_GATEWAY_ISSUER",
                                             help="The gateway's issuer (iss); tokens must carry it."),
           no_auth: bool = typer.Option(False, "--no-auth", help="Accept unauthenticated queries (tests only)."),
@@ -46,7 +50,11 @@ def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-par
         configure_logging(log_level)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--log-level") from exc
-    keys = None if no_auth else JwksSource(url=jwks_url, file=jwks_file)
+    try:
+        keys = None if no_auth else JwksSource(url=jwks_url, file=jwks_file, ca_file=jwks_ca_file)
+    except OSError as exc:  # ssl.SSLError too; read now, so that a bad bundle fails here, not token by token
+        raise typer.BadParameter(f"cannot read the CA bundle ({type(exc).__name__})",
+                                 param_hint="--jwks-ca-file") from exc
     application = create_partner_app(partner, data_dir, seed=seed, jwks=keys, require_auth=not no_auth,
                                      over_share=over_share, issuer=issuer)
     # The app, its store and the synthetic world live as long as the process: move them out of the cyclic

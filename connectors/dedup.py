@@ -6,7 +6,11 @@ safe: no second disclosure, no second intake. A retry that arrives while the fir
 answered waits for that answer instead of computing its own. Reusing a request id for a different request
 is refused (``RequestIdReused``), never answered with another request's data.
 
-The window is the last ``size`` request ids of this process: enough for retries, which come within seconds.
+The window is the last ``size`` request ids of this process to be answered, plus every request id still
+being answered: enough for retries, which come within seconds. Eviction never drops an id whose request is
+still being answered — the oldest answered ids go first — or a replay arriving meanwhile would be answered
+afresh, a second disclosure. Memory stays bounded all the same: at most ``size`` answered ids, and the ids
+in flight, of which there are no more than requests being handled at once (the server's worker threads).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 Answer = TypeVar("Answer")
+REPLAY_IDS = 2048
+"""How many answered request ids a holder remembers by default."""
 
 
 class RequestIdReused(Exception):
@@ -42,7 +48,7 @@ class _Entry(Generic[Answer]):
 class ReplayCache(Generic[Answer]):
     """Thread-safe first-answer-wins cache keyed by request id (the simulators answer in worker threads)."""
 
-    def __init__(self, size: int = 2048, wait_seconds: float = 30.0) -> None:
+    def __init__(self, size: int = REPLAY_IDS, wait_seconds: float = 30.0) -> None:
         self._size = size
         self._wait = wait_seconds
         self._entries: OrderedDict[str, _Entry[Answer]] = OrderedDict()
@@ -73,8 +79,27 @@ class ReplayCache(Generic[Answer]):
             entry.done.set()
             raise
         entry.answer = answer
-        entry.done.set()
         with self._lock:
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            entry.done.set()
+            if self._entries.get(request_id) is entry:
+                self._entries.move_to_end(request_id)  # the window counts from the answer: retries follow it
+            self._evict()
         return answer, False
+
+    def _evict(self) -> None:
+        """Drop the oldest answered ids beyond ``size``; ids still being answered stay (under the lock)."""
+        excess = len(self._entries) - self._size
+        if excess <= 0:
+            return
+        oldest: list[str] = []
+        for rid, entry in self._entries.items():  # oldest first; stops at the excess
+            if entry.done.is_set():
+                oldest.append(rid)
+                if len(oldest) == excess:
+                    break
+        for rid in oldest:
+            del self._entries[rid]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

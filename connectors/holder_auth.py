@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,16 @@ this): a token that claims to be valid for longer was not made by a gateway as c
 long-lived forgery, or a mis-issued token — and a captured one would otherwise open the holder for that long."""
 
 
+MAX_JWKS_BYTES = 256 * 1024
+"""The largest key set the gateway may publish: a handful of keys take a few kilobytes, and rotation keeps a
+few at a time. Like the gateway's limit on a holder's answer (``connectors.http_connector.MAX_ANSWER_BYTES``):
+whatever answers at the JWKS URL — a misconfigured proxy, an attacker on the path of a plain-http URL — must
+not fill the holder's memory, nor hold every token check (they wait on the fetch) for longer than
+``FETCH_SECONDS``."""
+FETCH_SECONDS = 5.0
+"""The whole fetch of the key set (connect, send, wait, read), not each socket operation."""
+
+
 class TokenRefused(Exception):
     """The bearer token is missing, forged, expired, for another system, or cannot be checked."""
 
@@ -51,12 +62,22 @@ class JwksSource:
     ``REFRESH_INTERVAL`` (the first load does not count, so a rotation just after start is picked up). A load
     that failed while no key set is cached is not retried for ``REFRESH_INTERVAL`` either: anyone can send a
     token, so without that bound every request would make the holder fetch (and wait on) the gateway's keys.
+
+    An ``https`` URL is verified against the system's trust store or, with ``ca_file``, against the
+    partnership's own CA bundle (as the gateway's connectors verify holders: their ``ca_file``). A fetched key
+    set is read as sent (no compression, which could inflate past the limit) and at most ``max_bytes`` of it,
+    within ``FETCH_SECONDS`` as a whole.
     """
 
-    def __init__(self, url: str | None = None, jwks: dict[str, Any] | None = None, file: Path | None = None) -> None:
+    def __init__(self, url: str | None = None, jwks: dict[str, Any] | None = None, file: Path | None = None,
+                 *, ca_file: str | Path | None = None, max_bytes: int = MAX_JWKS_BYTES) -> None:
+        """Raises ``OSError`` or ``ssl.SSLError`` for a ``ca_file`` that cannot be read as a CA bundle: at
+        start-up, rather than as refused tokens later."""
         self._url = url
         self._file = file
         self._jwks = jwks
+        self._tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        self._max_bytes = max_bytes
         self._keyset: KeySet | None = None
         self._refreshed_at = float("-inf")
         self._failed_at = float("-inf")  # when loading failed while no key set was cached
@@ -97,9 +118,7 @@ class JwksSource:
     def _read(self) -> KeySet:
         if self._url:
             try:
-                response = httpx.get(self._url, timeout=5.0)
-                response.raise_for_status()
-                self._jwks = response.json()
+                self._jwks = json.loads(self._fetch(self._url))
             except (httpx.HTTPError, ValueError) as exc:
                 raise TokenRefused("the gateway's keys could not be fetched") from exc
         elif self._file:
@@ -113,6 +132,27 @@ class JwksSource:
             return KeySet.import_key_set(self._jwks)  # type: ignore[arg-type]
         except (JoseError, ValueError, TypeError, KeyError) as exc:
             raise TokenRefused("the gateway's key set is malformed") from exc
+
+
+    def _fetch(self, url: str) -> bytes:
+        """The body of a 2xx answer at ``url``: uncompressed, at most ``max_bytes``, within ``FETCH_SECONDS``."""
+        deadline = time.monotonic() + FETCH_SECONDS
+        with httpx.stream("GET", url, timeout=FETCH_SECONDS, verify=self._tls,
+                          headers={"Accept-Encoding": "identity"}) as response:
+            response.raise_for_status()
+            if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+                raise TokenRefused("the gateway's keys came compressed, which was not asked for")
+            length = response.headers.get("Content-Length")
+            if length is not None and int(length) > self._max_bytes:
+                raise TokenRefused(f"the gateway's key set is larger than {self._max_bytes} bytes")
+            body = bytearray()
+            for chunk in response.iter_raw():
+                body += chunk
+                if len(body) > self._max_bytes:
+                    raise TokenRefused(f"the gateway's key set is larger than {self._max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise TokenRefused("the gateway's keys took too long to fetch")
+            return bytes(body)
 
 
 DECISION_TYPE = "wgs-decision+jwt"

@@ -88,12 +88,35 @@ class HolderDiscovery(_Model):
     purpose: str
     subjects: list[str] = Field(min_length=1, max_length=100, description=_SUBJECTS)
     categories: list[str] = Field(default_factory=list, description="Only records of these categories count.")
+    minors_allowed: bool = Field(
+        default=False, description="Whether the purpose allows data about minors (rule 5), as in `HolderQuery`: "
+        "a holder that knows an asked subject is under 18 refuses when this is false (`minor-not-allowed`) "
+        "instead of answering hit or no-hit.")
+    escalation_decision: str | None = Field(
+        default=None, max_length=4096,
+        description="As in `HolderQuery` (a hit/no-hit-only holder asked in an exchange): a binding escalation "
+                    "decision for exactly this request id and (at least) these categories, which must then "
+                    "be named; the holder answers hit or no-hit instead of refusing again (never for rule 5).")
 
 
 class DiscoveryAnswer(_Model):
-    """Per subject with a hit, the record types held; no content. A subject that is absent is a no-hit."""
+    """Per subject with a hit, the record types held; no content. A subject that is absent is a no-hit.
 
-    hits: dict[str, list[str]] = Field(description="subject -> record types held (hit); absent = no hit")
+    Or a refusal of the whole discovery (the holder's autonomy, as in ``HolderAnswer``): then there are no
+    hits, and the refusal stands in for hit and no-hit alike — see ``connectors.holder.Holder.discover``."""
+
+    status: Literal["answered", "refused"] = Field(
+        default="answered", description="`refused`: the holder answers neither hit nor no-hit for any subject "
+        "asked (`refusal_reason` says why); absent in answers of holders that never refuse.")
+    refusal_reason: str | None = Field(default=None, examples=["investigation-confidentiality"])
+    hits: dict[str, list[str]] = Field(default_factory=dict,
+                                       description="subject -> record types held (hit); absent = no hit")
+
+    @model_validator(mode="after")
+    def _a_refusal_carries_no_hits(self) -> DiscoveryAnswer:
+        if self.status == "refused" and self.hits:
+            raise ValueError("a refused discovery must not carry hits")
+        return self
 
 
 class HolderConnector(Protocol):

@@ -3,7 +3,7 @@
 One generic app, parametrised by a partner profile (``connectors.profiles``). Routes:
 
 - ``POST /holder/v1/query``    records in the asked categories, or a refusal with a reason
-- ``POST /holder/v1/discover`` hit/no-hit: record types per subject, no content
+- ``POST /holder/v1/discover`` hit/no-hit: record types per subject, no content; or a refusal with a reason
 - ``GET /health``              liveness, no authentication
 
 ``/holder/*`` requires the gateway's bearer JWT (see ``holder_auth``) unless ``require_auth`` is off (tests of
@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from connectors.dedup import RequestIdReused
+from connectors.dedup import REPLAY_IDS, RequestIdReused
 from connectors.holder import Holder
 from connectors.holder_auth import JwksSource, TokenRefused, make_decision_verifier, make_verifier
 from connectors.logs import TraceContextMiddleware
@@ -53,16 +53,17 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 
 def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: JwksSource | None = None,
                        require_auth: bool = True, over_share: bool = False, now: Callable[[], float] = time.time,
-                       world: World | None = None, issuer: str | None = None) -> FastAPI:
+                       world: World | None = None, issuer: str | None = None,
+                       replay_ids: int = REPLAY_IDS) -> FastAPI:
     """The HTTP service of partner ``system``; its database is ``data_dir/partner-<system>.sqlite``, seeded
     from ``world`` (default: ``build_world(seed)``) on first start. ``issuer``: the gateway's ``iss``, which
-    its tokens and decisions must then carry."""
+    its tokens and decisions must then carry. ``replay_ids``: how many answered request ids it remembers."""
     profile = PROFILES[system]
     if require_auth and jwks is None:
         raise ValueError("require_auth needs the gateway's JWKS (a URL, a file or the keys)")
     store = PartnerStore(store_path(data_dir, system))
     store.seed_from(world or build_world(seed), system)
-    holder = Holder(profile, store, over_share=over_share)
+    holder = Holder(profile, store, over_share=over_share, replay_ids=replay_ids)
     verify = make_verifier(system, jwks, now, issuer) if (require_auth and jwks is not None) else None
     verify_decision = make_decision_verifier(system, jwks, now, issuer) if jwks is not None else None
 
@@ -94,35 +95,49 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
     def health() -> dict[str, Any]:
         return {"status": "ok", "system": system, "records": store.count()}
 
+    async def bound_by_decision(body: HolderQuery | HolderDiscovery) -> bool | JSONResponse:
+        """Whether ``body`` carries a binding escalation decision — honoured only when the gateway signed it
+        for this system, this request id and (at least) the categories asked, which must be named — or the
+        problem refusing the request for the decision it cites."""
+        if body.escalation_decision is None:
+            return False
+        if verify_decision is None:
+            return problem(422, "Unprocessable Entity", "this holder cannot check escalation decisions")
+        try:
+            claims = await verify_decision(body.escalation_decision)
+        except TokenRefused as exc:
+            log.info("decision_refused", system=system, request_id=body.request_id, reason=str(exc))
+            return problem(422, "Unprocessable Entity", str(exc))
+        if (claims["request_id"] != body.request_id or not body.categories
+                or not set(body.categories) <= set(claims["categories"])):
+            log.info("decision_mismatch", system=system, request_id=body.request_id)
+            return problem(422, "Unprocessable Entity", "the escalation decision is for another request")
+        return True
+
     @app.post("/holder/v1/query", response_model=HolderAnswer, responses=_ERRORS, tags=["holder"])
     async def query(body: HolderQuery) -> HolderAnswer | JSONResponse:
         """Records about the subjects in the asked categories only, or a refusal with a reason. A repeated
         ``request_id`` gets the first answer again (safe retries). A binding escalation decision is honoured
         only when the gateway signed it for this system, this request id and (at least) these categories."""
-        bound = False
-        if body.escalation_decision is not None:
-            if verify_decision is None:
-                return problem(422, "Unprocessable Entity", "this holder cannot check escalation decisions")
-            try:
-                claims = await verify_decision(body.escalation_decision)
-            except TokenRefused as exc:
-                log.info("decision_refused", system=system, request_id=body.request_id, reason=str(exc))
-                return problem(422, "Unprocessable Entity", str(exc))
-            if claims["request_id"] != body.request_id or not set(body.categories) <= set(claims["categories"]):
-                log.info("decision_mismatch", system=system, request_id=body.request_id)
-                return problem(422, "Unprocessable Entity", "the escalation decision is for another request")
-            bound = True
+        bound = await bound_by_decision(body)
+        if isinstance(bound, JSONResponse):
+            return bound
         answer, replayed = await run_in_threadpool(holder.query, body, bound=bound)
         log.info("query_answered", system=system, request_id=body.request_id, status=answer.status,
                  subjects=len(body.subjects), records=len(answer.records), replayed=replayed, bound=bound)
         return answer
 
     @app.post("/holder/v1/discover", response_model=DiscoveryAnswer, responses=_ERRORS, tags=["holder"])
-    def discover(body: HolderDiscovery) -> DiscoveryAnswer:
-        """Hit/no-hit per subject (the record types held), never content."""
-        answer = holder.discover(body)
+    async def discover(body: HolderDiscovery) -> DiscoveryAnswer | JSONResponse:
+        """Hit/no-hit per subject (the record types held), never content; or a refusal with a reason for all
+        of them (a subject the holder keeps confidential, a minor the purpose does not allow), no hits. A
+        binding escalation decision is honoured as for a query."""
+        bound = await bound_by_decision(body)
+        if isinstance(bound, JSONResponse):
+            return bound
+        answer = await run_in_threadpool(holder.discover, body, bound=bound)
         log.info("discovery_answered", system=system, request_id=body.request_id, subjects=len(body.subjects),
-                 hits=len(answer.hits))
+                 status=answer.status, hits=len(answer.hits), bound=bound)
         return answer
 
     return app

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS pseudonyms (
 CREATE INDEX IF NOT EXISTS ix_pseudonyms_subject ON pseudonyms(subject);
 CREATE TABLE IF NOT EXISTS received (
     request_id TEXT NOT NULL, subject TEXT NOT NULL, category TEXT NOT NULL, fields TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_received_request ON received(request_id);
 """
 
 
@@ -148,11 +149,21 @@ class PartnerStore:
             return self._db.execute(f"SELECT 1 FROM {table} WHERE subject IN ({marks}) LIMIT 1",
                                     subjects).fetchone() is not None
 
-    def receive(self, request_id: str, records: list[dict[str, Any]]) -> int:
-        """Keep records a requester handed over (e.g. dissolution grounds for the KvK); returns how many."""
+    def receive(self, request_id: str | None, records: list[dict[str, Any]]) -> int:
+        """Keep records a requester handed over (e.g. dissolution grounds for the KvK); returns how many.
+
+        Idempotent per ``request_id``: a request id already taken in is not taken in again (the gateway
+        retries a failed call with the same id, and a request id names one request), and the count kept
+        for it is returned. Without a request id the records are kept, as the gateway then never retries."""
         with self._lock, self._db:
+            if request_id is not None:
+                kept = int(self._db.execute("SELECT COUNT(*) FROM received WHERE request_id = ?",
+                                            (request_id,)).fetchone()[0])
+                if kept:
+                    return kept
             self._db.executemany("INSERT INTO received VALUES (?, ?, ?, ?)", [
-                (request_id, r["subject"], r["category"], json.dumps(r["fields"], sort_keys=True)) for r in records])
+                (request_id or "", r["subject"], r["category"], json.dumps(r["fields"], sort_keys=True))
+                for r in records])  # "": no request id (a request id is never empty)
         return len(records)
 
     def received(self, subject: str) -> list[tuple[str, dict[str, Any]]]:

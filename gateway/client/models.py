@@ -276,12 +276,17 @@ class DiscoveryTarget(BaseModel):
     as neither hit nor no-hit."""
 
     holder: str = Field(description="Organisation id of the holder.", examples=["kvk"])
-    outcome: Literal["hit", "no-hit", "denied", "escalated", "holder-unavailable"] = Field(
+    outcome: Literal["hit", "no-hit", "denied", "escalated", "refused-by-holder", "holder-unavailable"] = Field(
         description="`hit` or `no-hit`; `denied` when the policy forbids asking this holder (reasons say why); "
                     "`escalated` when the request needs a person's decision first (bulk, daily limit, outside "
                     "office hours; reasons say which) — discovery opens no case, ask again within the limits or "
-                    "make it an exchange; `holder-unavailable` when it could not be asked.")
-    reasons: list[Reason] = Field(default_factory=list, description="Why, for `denied` and `escalated`.")
+                    "make it an exchange; `refused-by-holder` when the holder declined to say hit or no-hit "
+                    "for these subjects (holder autonomy: e.g. a subject it keeps confidential, or a minor the "
+                    "purpose does not allow; the reason says which) — it says neither hit nor no-hit, and "
+                    "discovery opens no case: an exchange about the subjects opens one when the holder refuses "
+                    "it too; `holder-unavailable` when it could not be asked.")
+    reasons: list[Reason] = Field(default_factory=list,
+                                  description="Why, for `denied`, `escalated` and `refused-by-holder`.")
 
     @field_validator("outcome", mode="wrap")
     @classmethod

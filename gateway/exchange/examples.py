@@ -84,6 +84,9 @@ DISCOVERY_RESULT: dict[str, Any] = {
     "targets": [
         {"holder": "kvk", "outcome": "hit", "reasons": []},
         {"holder": "belastingdienst", "outcome": "no-hit", "reasons": []},
+        {"holder": "fiod", "outcome": "refused-by-holder", "reasons": [
+            {"code": "refused-by-holder", "category": None,
+             "message": "the holder refused: investigation-confidentiality"}]},
         {"holder": "politie", "outcome": "denied", "reasons": [
             {"code": "no-permitted-categories", "category": None,
              "message": "this holder supplies none of the requested categories to this requester for this purpose"}]},

@@ -389,6 +389,16 @@ def _unavailable(outcome: TargetOutcome, decision: Decision, code: str, message:
     return event | {"extra": extra} if extra else event
 
 
+def _refused(outcome: TargetOutcome, decision: Decision, reason: str | None) -> dict[str, Any]:
+    """Make ``outcome`` refused-by-holder (nothing of that holder disclosed: no records, no hit, no obligations)
+    and return its log event."""
+    code = _refusal_code(reason, outcome.holder)
+    outcome.outcome, outcome.records, outcome.hit, outcome.obligations = Outcome.REFUSED_BY_HOLDER, [], None, None
+    outcome.reasons.append(Reason(code="refused-by-holder", message=f"the holder refused: {code}"))
+    return {"event_type": EventType.HOLDER_REFUSED, "holder": outcome.holder, "reasons": (f"holder:{code}",),
+            "categories": tuple(decision.permitted_categories)}
+
+
 def _provided_disclosure(body: ExchangeRequest, holder: str, *, received: int | None) -> dict[str, Any]:
     """The log entry of records the requester provided, handed to ``holder``: ``received`` is how many the
     holder says it took in, None when it is unknown (the call failed after it may have arrived)."""
@@ -770,7 +780,7 @@ class ExchangeService:
             log.warning("idempotency_claim_not_released", exchange_id=claim.exchange_id,
                         error_type=type(exc).__name__)
 
-    def _minors_allowed(self, body: ExchangeRequest) -> bool:
+    def _minors_allowed(self, body: ExchangeRequest | DiscoveryRequest) -> bool:
         """Rule 5 for the holder: the policy saw only the requester's ``minor`` flags; a holder that knows a
         subject's age refuses when the purpose does not allow minors (unknown purpose: not allowed)."""
         partnership = self.deps.register.partnerships.get(body.partnership)
@@ -910,7 +920,10 @@ class ExchangeService:
             if decision.hit_only:
                 found = await connector.discover(HolderDiscovery(
                     request_id=request_id, partnership=body.partnership, purpose=body.purpose,
-                    subjects=list(theirs), categories=decision.permitted_categories))
+                    subjects=list(theirs), categories=decision.permitted_categories,
+                    minors_allowed=self._minors_allowed(body), escalation_decision=statement))
+                if found.status == "refused":  # neither hit nor no-hit: see Holder.discover
+                    return outcome, [_refused(outcome, decision, found.refusal_reason)]
                 outcome.hit = _hit(found.hits, theirs, target.organisation, exchange_id)
                 return outcome, [{"event_type": EventType.DISCLOSURE, "holder": target.organisation,
                                   "categories": tuple(decision.permitted_categories),
@@ -932,13 +945,7 @@ class ExchangeService:
             handed.append(_provided_disclosure(body, target.organisation, received=answer.received))
         events: list[dict[str, Any]] = list(handed)
         if answer.status == "refused":
-            reason = _refusal_code(answer.refusal_reason, target.organisation)
-            outcome.outcome = Outcome.REFUSED_BY_HOLDER
-            outcome.reasons.append(Reason(code="refused-by-holder", message=f"the holder refused: {reason}"))
-            outcome.obligations = None
-            return outcome, [*events, {"event_type": EventType.HOLDER_REFUSED, "holder": target.organisation,
-                              "reasons": (f"holder:{reason}",),
-                              "categories": tuple(decision.permitted_categories)}]
+            return outcome, [*events, _refused(outcome, decision, answer.refusal_reason)]
         permitted = set(decision.permitted_categories)
         kept = [r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
                 if r.category in permitted and r.subject in theirs]  # back in the requester's pseudonyms
@@ -1006,6 +1013,8 @@ class ExchangeService:
             for t, d in zip(targets, decisions, strict=True)])
         self._logged_ahead.add(discovery_id)
 
+        refusals: dict[str, str] = {}  # holder -> the code of its refusal
+
         async def ask(target: _Target, decision: Decision) -> DiscoveryTarget:
             reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
             if not decision.allow:
@@ -1020,9 +1029,14 @@ class ExchangeService:
             try:
                 found = await connector.discover(HolderDiscovery(
                     request_id=f"{discovery_id}:{target.organisation}", partnership=body.partnership,
-                    purpose=body.purpose, subjects=subjects, categories=decision.permitted_categories))
+                    purpose=body.purpose, subjects=subjects, categories=decision.permitted_categories,
+                    minors_allowed=self._minors_allowed(body)))
             except ConnectorError:
                 return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
+            if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
+                code = refusals[target.organisation] = _refusal_code(found.refusal_reason, target.organisation)
+                return DiscoveryTarget(holder=target.organisation, outcome="refused-by-holder", reasons=[
+                    Reason(code="refused-by-holder", message=f"the holder refused: {code}")])
             hit = _hit(found.hits, {s: s for s in subjects}, target.organisation, discovery_id)
             return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit")
 
@@ -1042,6 +1056,9 @@ class ExchangeService:
         receipts += await self._record([AuditEvent(
             event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
             extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}] + [
+            AuditEvent(event_type=EventType.HOLDER_REFUSED, **base, holder=a.holder,
+                       reasons=(f"holder:{refusals[a.holder]}",), categories=tuple(d.permitted_categories))
+            for a, d in zip(answers, decisions, strict=True) if a.holder in refusals] + [
             AuditEvent(event_type=EventType.HOLDER_UNAVAILABLE, **base, holder=holder, status="error",
                        reasons=(_GATEWAY_ERROR,), extra={"error_type": error_type})
             for holder, error_type in defects.items()])

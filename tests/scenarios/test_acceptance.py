@@ -3,6 +3,7 @@ servers, real tokens, real Rego decisions. Each asserts per-target outcome, cate
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -201,6 +202,70 @@ def test_s9_police_refuses_as_holder(stack: Stack) -> None:
     assert "refused-by-holder" in _codes(target)
     assert any("investigation-confidentiality" in r["message"] for r in target["reasons"])
     assert target["records"] == []
+
+
+def _logged(stack: Stack, answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of the audit entries the answer's receipt cites."""
+    indices = answer["receipt"]["audit_indices"]
+    with stack.container.engine.connect() as connection:
+        return [json.loads(c)["event"] for c in connection.execute(select(audit_entries.c.canonical).where(
+            audit_entries.c.log_index.in_(indices)).order_by(audit_entries.c.log_index)).scalars()]
+
+
+def test_s9_police_refuse_discovery_too(stack: Stack) -> None:
+    """Found by a review: discovery answered `hit` for the subject the police keep confidential — exactly what
+    the confidentiality protects. The police refuse discovery on the grounds they refuse an exchange on
+    (that the refusal does not depend on the categories asked is tested on the holder itself, in
+    tests/integration/connectors). It is logged as the holder's refusal, not as a hit/no-hit disclosure."""
+    body = BIBOB | {"subjects": _subjects(stack, "police-confidential"), "categories": ["police_incidents"]}
+    response = stack.post("gemeente-amsterdam-vth", "/v1/discovery", body)
+    politie = _by_holder(response)["politie"]
+    assert politie["outcome"] == "refused-by-holder"
+    assert _codes(politie) == {"refused-by-holder"}
+    assert any("investigation-confidentiality" in r["message"] for r in politie["reasons"])
+    entries = [e for e in _logged(stack, response.json()) if e.get("holder") == "politie"]
+    assert [(e["event_type"], e.get("reasons")) for e in entries if e["event_type"] != "policy.decided"] == [
+        ("holder.refused", ["holder:investigation-confidentiality"])]
+
+
+def test_s9_a_refused_subject_among_others_withholds_their_hits_too(stack: Stack) -> None:
+    """The refusal covers the whole discovery of that holder: the director's police record, a hit on its own,
+    is not answered beside it (or the refusal could be narrowed down to the subject that caused it)."""
+    director = _subjects(stack, "bibob-applicant")[1:2]
+    alone = {"subjects": director, "categories": ["police_incidents"]}
+    assert _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/discovery", BIBOB | alone))["politie"][
+        "outcome"] == "hit"
+    both = alone | {"subjects": director + _subjects(stack, "police-confidential")}
+    assert _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/discovery", BIBOB | both))["politie"][
+        "outcome"] == "refused-by-holder"
+
+
+def test_s5_discovery_of_an_undeclared_minor_is_refused_where_the_purpose_allows_no_minors(stack: Stack) -> None:
+    """Found by a review: discovery did not tell holders whether the purpose allows minors, so the police
+    answered `hit` on a minor for Bibob. Now it says so, and the police refuse (minor-not-allowed) — while
+    for youth prevention, which allows minors, the same subject is a hit."""
+    bibob = BIBOB | {"subjects": _subjects(stack, "minor"), "categories": ["police_incidents"]}
+    politie = _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/discovery", bibob))["politie"]
+    assert politie["outcome"] == "refused-by-holder"
+    assert any("minor-not-allowed" in r["message"] for r in politie["reasons"])
+    youth = {"partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)",
+             "case_reference": "ZVH-2026-4", "signal": {"type": "school-report", "reference": "LPA-2026-6"},
+             "subjects": _subjects(stack, "minor", minor=True), "categories": ["police_incidents"]}
+    assert _by_holder(stack.post("gemeente-amsterdam-vth", "/v1/discovery", youth))["politie"]["outcome"] == "hit"
+
+
+def test_s10_a_hit_only_holder_refuses_for_a_confidential_subject(stack: Stack) -> None:
+    """The hit/no-hit answer of an exchange is discovery at the holder too: for the subject the police keep
+    confidential it is their refusal (an escalation case, as any refusal of an allowed request), not a hit."""
+    body = {"partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant",
+            "case_reference": "FEC-TF-9", "signal": {"type": "unusual-transaction", "reference": "MOT-2026-2"},
+            "subjects": _subjects(stack, "police-confidential"), "holders": ["politie"],
+            "categories": ["ongoing_investigation"]}
+    politie = _by_holder(stack.post("abn-amro-fec", "/v1/exchanges", body))["politie"]
+    assert politie["outcome"] == "refused-by-holder"
+    assert politie["hit"] is None
+    assert any("investigation-confidentiality" in r["message"] for r in politie["reasons"])
+    assert politie["escalation_id"]
 
 
 def test_s10_bank_gets_hit_no_hit_only(stack: Stack) -> None:

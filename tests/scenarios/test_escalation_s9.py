@@ -336,6 +336,21 @@ def test_a_holder_refuses_a_forged_or_misdirected_decision(tmp_path: Path) -> No
         assert bound["status"] == "answered"
         assert {r["category"] for r in bound["records"]} == {"police_incidents"}
 
+        # discovery (a hit/no-hit-only holder) checks the same way, and a decision covers named categories only
+        discover = f"{stack.partner_urls['politie-bvh']}/holder/v1/discover"
+        discovery = {k: query[k] for k in ("partnership", "purpose", "subjects", "categories")} | {
+            "request_id": "x-3:politie"}
+        assert httpx.post(discover, json=discovery, headers=bearer).json()["status"] == "refused"
+        for forged in (statement(request_id="x-1:politie"),
+                       statement(request_id="x-3:politie", aud="kvk-handelsregister")):
+            response = httpx.post(discover, json=discovery | {"escalation_decision": forged}, headers=bearer)
+            assert response.status_code == 422, response.text
+        decided = statement(request_id="x-3:politie")
+        every_category = discovery | {"categories": [], "escalation_decision": decided}
+        assert httpx.post(discover, json=every_category, headers=bearer).status_code == 422
+        found = httpx.post(discover, json=discovery | {"escalation_decision": decided}, headers=bearer).json()
+        assert (found["status"], list(found["hits"])) == ("answered", [subject])
+
 
 def test_an_escalation_decision_does_not_lift_rule_5_at_the_holder(tmp_path: Path) -> None:
     """Rule 8 overrides rules 6-7 only, never rule 5 (minors only where the purpose allows them). The police
@@ -364,3 +379,34 @@ def test_an_escalation_decision_does_not_lift_rule_5_at_the_holder(tmp_path: Pat
         assert "minor-not-allowed" in police["reasons"][-1]["message"]
         assert police["records"] == []
         assert ("disclosure", "politie") not in _event_types(stack)
+
+
+def test_a_hit_only_holder_s_refusal_is_settled_like_any_other(tmp_path: Path) -> None:
+    """A hit/no-hit-only holder refuses for the subject it keeps confidential (its discovery refusal); the case
+    that opens can be decided, and the re-run tells the holder of the decision in its discovery call, which
+    it then answers (a hit) instead of refusing again — the decision is used, the case settled."""
+    with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
+        subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
+        body = {"partnership": "fec", "purpose": "taskforce-subject-check",
+                "legal_basis": "WGS (FEC) with covenant", "case_reference": "FEC-TF-10",
+                "signal": {"type": "unusual-transaction", "reference": "MOT-2026-3"}, "subjects": subjects,
+                "holders": ["politie"], "categories": ["ongoing_investigation"]}
+        first = stack.post("abn-amro-fec", "/v1/exchanges", body).json()["targets"][0]
+        assert (first["outcome"], first["hit"]) == ("refused-by-holder", None)
+        police_po = stack.person("po-politie", "politie", ["privacy-officer"])
+        case = stack.call(police_po, "GET", f"/v1/escalations/{first['escalation_id']}").json()
+        decided = stack.call(police_po, "POST", f"/v1/escalations/{case['id']}/decision", {
+            "expected_version": case["version"], "outcome": "allow",
+            "permitted_categories": ["ongoing_investigation"],
+            "motivation": "The bank may learn that the customer is known, to freeze the account."})
+        assert decided.status_code == 200, decided.text
+        rerun = stack.post("abn-amro-fec", "/v1/exchanges",
+                           body | {"escalation_decision": decided.json()["decision"]["id"]})
+        assert rerun.status_code == 200, rerun.text
+        police = rerun.json()["targets"][0]
+        assert (police["outcome"], police["hit"], police["escalation_decision_applied"]) == ("allowed", True, True)
+        assert police["records"] == []
+        assert stack.call(police_po, "GET", f"/v1/escalations/{case['id']}").json()["state"] == "closed"
+        again = stack.post("abn-amro-fec", "/v1/exchanges",
+                           body | {"escalation_decision": decided.json()["decision"]["id"]})
+        assert again.status_code == 409  # used once

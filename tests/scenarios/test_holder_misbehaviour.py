@@ -25,10 +25,12 @@ BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity
 
 
 class _Holder:
-    """Answers every query as ``mode`` says, and every discovery with a hit for a subject nobody asked about."""
+    """Answers every query as ``mode`` says, and every discovery as ``discovery_mode`` says (by default with
+    a hit for a subject nobody asked about)."""
 
     def __init__(self) -> None:
         self.mode = "answer"
+        self.discovery_mode = "overshare"
         self.app = FastAPI()
         self.app.post("/holder/v1/query")(self.query)
         self.app.post("/holder/v1/discover")(self.discover)
@@ -49,7 +51,13 @@ class _Holder:
             return Response(f'{{"status": "answered", "records": [{record}]}}', media_type="application/json")
         return {"status": "answered", "records": []}
 
-    async def discover(self) -> Any:
+    async def discover(self, request: Request) -> Any:
+        subject = (await request.json())["subjects"][0]
+        if self.discovery_mode == "refuse-in-words":
+            return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is under investigation"}
+        if self.discovery_mode == "refuse-with-hits":
+            return {"status": "refused", "refusal_reason": "investigation-confidentiality",
+                    "hits": {subject: ["investigation"]}}
         return {"hits": {"subj-nobody-asked-about-0001": ["investigation"]}}
 
 
@@ -127,3 +135,34 @@ def test_a_non_finite_number_is_a_protocol_error_not_a_changed_disclosure(stack:
     assert target["outcome"] == "holder-unavailable"
     assert "malformed answer" in target["reasons"][0]["message"]
     assert target["records"] == []
+
+
+@pytest.mark.parametrize(("mode", "outcome", "reason"), [
+    ("refuse-in-words", "refused-by-holder", "the holder refused: unspecified"),
+    ("refuse-with-hits", "holder-unavailable", None),  # a refusal that answers anyway is no answer at all
+])
+def test_a_discovery_refusal_discloses_neither_words_nor_hits(stack: Stack, holder: _Holder, mode: str,
+                                                              outcome: str, reason: str | None) -> None:
+    """A holder's refusal in discovery reaches the requester and the log as a code only, and one that still
+    carries hits is a protocol error: the gateway never reads a hit out of a refusal."""
+    holder.discovery_mode = mode
+    try:
+        with stack.container.engine.connect() as connection:
+            before = len(connection.execute(select(audit_entries.c.log_index)).all())
+        response = stack.post("gemeente-amsterdam-vth", "/v1/discovery", BIBOB | {
+            "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}],
+            "categories": ["police_incidents"]})
+        with stack.container.engine.connect() as connection:
+            written = json.dumps([dict(row) for row in connection.execute(select(audit_entries)).mappings().all()
+                                  ][before:], default=str)
+    finally:
+        holder.discovery_mode = "overshare"
+    assert response.status_code == 200, response.text
+    politie = next(t for t in response.json()["targets"] if t["holder"] == "politie")
+    assert politie["outcome"] == outcome
+    if reason is not None:
+        assert [r["message"] for r in politie["reasons"]] == [reason]
+        assert "holder:unspecified" in written
+    for personal in (BSN, NAME):
+        assert personal not in response.text
+        assert personal not in written

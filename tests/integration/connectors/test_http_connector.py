@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -100,6 +101,34 @@ async def test_discover_is_hit_no_hit_only(partners: dict[str, str], world: Worl
     assert answer.hits == {company: ["investigation"]}
 
 
+@pytest.mark.parametrize("categories", [["police_incidents"], ["criminal_intelligence"], []])
+async def test_discovery_about_a_confidential_subject_is_refused_whatever_is_held(
+        partners: dict[str, str], world: World, categories: list[str]) -> None:
+    """Found by a review: the police answered discovery with a hit for the subject they keep confidential.
+    Now they refuse, for all subjects asked, and the same whether they hold records on it in the asked
+    categories (incidents), hold none there (criminal intelligence) or are asked about any: the refusal is
+    neither a hit nor a no-hit, so it cannot be read as one."""
+    secret, director = world.scenarios()[w.POLICE_CONFIDENTIAL][0], world.scenarios()[w.BIBOB_APPLICANT][1]
+    async with HttpConnector(w.POLICE, partners[w.POLICE], gateway_token) as connector:
+        assert (await connector.discover(_discovery([director]))).hits  # a hit on its own ...
+        answer = await connector.discover(_discovery([director, secret]).model_copy(
+            update={"categories": categories}))
+    assert answer.status == "refused"
+    assert answer.refusal_reason == "investigation-confidentiality"
+    assert answer.hits == {}  # ... withheld beside the refused subject
+
+
+async def test_discovery_about_a_minor_is_refused_unless_the_purpose_allows_minors(
+        partners: dict[str, str], world: World) -> None:
+    minor = world.scenarios()[w.MINOR]
+    async with HttpConnector(w.POLICE, partners[w.POLICE], gateway_token) as connector:
+        refused = await connector.discover(_discovery(minor))
+        allowed = await connector.discover(_discovery(minor).model_copy(update={"minors_allowed": True}))
+    assert (refused.status, refused.refusal_reason, refused.hits) == ("refused", "minor-not-allowed", {})
+    assert allowed.status == "answered"
+    assert set(allowed.hits) == set(minor)
+
+
 async def test_a_retried_query_discloses_and_takes_in_once(partners: dict[str, str], world: World,
                                                            tmp_path: Path) -> None:
     company = world.scenarios()[w.MALAFIDE_DISSOLUTION][0]
@@ -114,6 +143,97 @@ async def test_a_retried_query_discloses_and_takes_in_once(partners: dict[str, s
     assert first == second
     assert first.received == 1
     assert reused.value.status == 409
+
+
+def _provided(subject: str) -> HolderRecord:
+    return HolderRecord(record_id="p-1", record_type="provided", subject=subject, category="tax_compliance",
+                        fields={"dissolution_grounds": "BW 2:19a"})
+
+
+@pytest.mark.parametrize(("scenario", "reason"), [(w.POLICE_CONFIDENTIAL, "investigation-confidentiality"),
+                                                  (w.MINOR, "minor-not-allowed")])
+async def test_a_holder_that_refuses_keeps_nothing_it_was_provided(tmp_path: Path, world: World, scenario: str,
+                                                                   reason: str) -> None:
+    """Found by a review: the holder took provided records in before its refusal checks, so a holder that
+    then refused to deal with the subject (confidential, or a minor the purpose does not allow) kept them."""
+    subject = world.scenarios()[scenario][0]
+    with partner_servers(tmp_path, [w.POLICE], jwks=JWKS) as urls:
+        async with HttpConnector(w.POLICE, urls[w.POLICE], gateway_token) as connector:
+            answer = await connector.query(_query([subject], ["police_incidents"], "q-refused", [_provided(subject)]))
+        store = PartnerStore(store_path(tmp_path, w.POLICE))
+        try:
+            kept = store.received(subject)
+        finally:
+            store.close()
+    assert (answer.status, answer.refusal_reason, answer.received) == ("refused", reason, 0)
+    assert kept == []
+
+
+async def test_a_retry_after_a_holder_failure_takes_provided_records_in_once(
+        tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the holder failed after taking the provided records in (a 500), the gateway retried
+    the same request id — safe, as the holder deduplicates — but a failed attempt is forgotten by the replay
+    memory, so the retry took them in a second time. Intake is now idempotent per request id."""
+    company = world.scenarios()[w.MALAFIDE_DISSOLUTION][0]
+    reads = PartnerStore.records
+    failures = [RuntimeError("disk hiccup")]
+
+    def failing_once(self: PartnerStore, subjects: list[str], categories: list[str] | None = None) -> Any:
+        if failures:
+            raise failures.pop()
+        return reads(self, subjects, categories)
+
+    with partner_servers(tmp_path, [w.KVK], jwks=JWKS) as urls:
+        monkeypatch.setattr(PartnerStore, "records", failing_once)
+        async with HttpConnector(w.KVK, urls[w.KVK], gateway_token, retries=1, backoff=0.01) as connector:
+            answer = await connector.query(_query([company], ["company_registration"], "q-retried",
+                                                  [_provided(company)]))
+            assert connector.attempts == 2  # the first attempt failed with a 500 after the intake
+        monkeypatch.undo()
+        store = PartnerStore(store_path(tmp_path, w.KVK))
+        try:
+            kept = store.received(company)
+        finally:
+            store.close()
+    assert answer.status == "answered"
+    assert answer.received == 1
+    assert kept == [("tax_compliance", {"dissolution_grounds": "BW 2:19a"})]
+
+
+async def test_a_request_id_still_being_answered_is_not_forgotten_however_many_follow(
+        tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the replay memory (capped) dropped its oldest request id even while that request was
+    still being answered; a replay of it — within the token's lifetime — was then answered afresh, a second
+    disclosure. With room for two ids, a slow request overtaken by three others is still answered once:
+    a replay arriving while it is answered waits for its answer, and one arriving afterwards gets it too."""
+    slow_subject, other = world.scenarios()[w.BIBOB_APPLICANT][0], world.scenarios()[w.MALAFIDE_DISSOLUTION][0]
+    reads = PartnerStore.records
+    computed: list[str] = []
+    release = threading.Event()
+
+    def slow_for_one(self: PartnerStore, subjects: list[str], categories: list[str] | None = None) -> Any:
+        if slow_subject in subjects:
+            computed.append(slow_subject)
+            release.wait(10)
+        return reads(self, subjects, categories)
+
+    monkeypatch.setattr(PartnerStore, "records", slow_for_one)
+    app = create_partner_app(w.KVK, tmp_path, jwks=JwksSource(jwks=JWKS), world=world, replay_ids=2)
+    with serve_app(app) as url:
+        async with HttpConnector(w.KVK, url, gateway_token, retries=0, timeout=15) as connector:
+            slow = _query([slow_subject], ["company_registration"], "q-slow")
+            first = asyncio.create_task(connector.query(slow))
+            while not computed:
+                await asyncio.sleep(0.01)
+            for n in range(3):  # the slow request is now the oldest id of more than the memory holds
+                await connector.query(_query([other], ["company_registration"], f"q-after-{n}"))
+            replay_meanwhile = asyncio.create_task(connector.query(slow))
+            await asyncio.sleep(0.3)  # let it reach the holder while the first is still being answered
+            release.set()
+            answers = [await first, await replay_meanwhile, await connector.query(slow)]
+    assert computed == [slow_subject]  # answered once
+    assert answers[0].records
+    assert answers[1:] == answers[:1] * 2
 
 
 async def test_the_registry_is_built_from_endpoints(partners: dict[str, str], world: World) -> None:
@@ -261,6 +381,58 @@ async def test_forged_tokens_cannot_make_a_holder_fetch_keys_from_a_failing_gate
         async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token, retries=0) as connector:
             assert (await connector.discover(_discovery(world.scenarios()[w.BIBOB_APPLICANT][:1]))).hits
     assert len(fetches) == 2
+
+
+async def test_keys_come_over_https_verified_against_the_partnerships_ca(tmp_path: Path, world: World) -> None:
+    """The partner fetches the gateway's keys from an https URL whose certificate a private CA issued: trusted
+    with ``ca_file`` (``--jwks-ca-file``), refused without it — then no token passes."""
+    ca_file, certificate, key = private_ca_certificates(tmp_path)
+    jwks_app = FastAPI()
+    jwks_app.get("/.well-known/jwks.json")(lambda: JWKS)
+    known = world.scenarios()[w.BIBOB_APPLICANT][:1]
+    with serve_app(jwks_app, ssl_certfile=str(certificate), ssl_keyfile=str(key)) as gateway:
+        url = f"{gateway}/.well-known/jwks.json"
+        assert url.startswith("https://")
+        with partner_servers(tmp_path / "trusting", [w.FIOD], source=JwksSource(url=url, ca_file=ca_file)) as urls:
+            async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token, retries=0) as connector:
+                assert (await connector.discover(_discovery(known))).hits
+        with partner_servers(tmp_path / "default", [w.FIOD], source=JwksSource(url=url)) as urls:
+            async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token, retries=0) as connector:
+                with pytest.raises(HolderRejectedRequest, match="refused the call with 401"):
+                    await connector.discover(_discovery(known))
+    with pytest.raises(FileNotFoundError):  # an unreadable bundle fails at start-up, not token by token
+        JwksSource(url=url, ca_file=tmp_path / "no-such-ca.pem")
+
+
+@pytest.mark.parametrize(("answer", "refusal"), [("too-long", "larger than"), ("endless", "larger than"),
+                                                 ("compressed", "compressed")])
+def test_a_key_set_past_the_size_limit_is_refused_not_read(answer: str, refusal: str) -> None:
+    """Found by a review: the partner read whatever answered at the JWKS URL into memory, without limit. Now
+    a key set announced (Content-Length) or streamed past ``MAX_JWKS_BYTES`` is refused as soon as it is, and a
+    compressed one (a few kilobytes of gzip inflate to gigabytes) is refused unread."""
+    padded = json.dumps(JWKS | {"padding": "x" * holder_auth.MAX_JWKS_BYTES}).encode()
+    sent: list[int] = []
+
+    def endless() -> Iterator[bytes]:  # as good as endless: 16 MiB (bounded, so that a reader without limit ends)
+        yield b'{"keys": [], "padding": "'
+        for _ in range(256):
+            sent.append(1)
+            yield b"x" * 65536
+
+    jwks_app = FastAPI()
+
+    @jwks_app.get("/.well-known/jwks.json")
+    def jwks() -> Response:
+        if answer == "too-long":
+            return Response(padded, media_type="application/json")
+        if answer == "endless":
+            return StreamingResponse(endless(), media_type="application/json")
+        return Response(zlib.compress(json.dumps(JWKS).encode()), media_type="application/json",
+                        headers={"Content-Encoding": "deflate"})
+
+    with serve_app(jwks_app) as gateway, pytest.raises(holder_auth.TokenRefused, match=refusal):
+        JwksSource(url=f"{gateway}/.well-known/jwks.json").keys()
+    assert len(sent) < 64  # the endless answer was not read on
 
 
 @pytest.fixture(scope="module")

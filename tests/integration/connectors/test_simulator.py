@@ -14,16 +14,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 from typer.testing import CliRunner
 
 from connectors import world as w
 from connectors.cli import app as cli
+from connectors.holder_auth import JwksSource
 from connectors.http_connector import HttpConnector
 from connectors.protocol import HolderQuery
 from connectors.world import build_world
 from tests.partner_servers import partner_servers_fixture
+from tests.servers import serve_app
+from tests.tls_certificates import private_ca_certificates
 
 unauthenticated = partner_servers_fixture([w.BANK], scope="module")
 
@@ -73,6 +77,33 @@ def test_serve_refuses_to_run_without_keys_unless_told() -> None:
     unknown = CliRunner().invoke(cli, ["serve", "--partner", "rabobank-fec", "--no-auth"], env={"COLUMNS": "200"})
     assert unknown.exit_code == 2
     assert "unknown partner" in unknown.output
+
+
+def test_serve_verifies_the_jwks_url_against_the_ca_file_it_is_given(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--jwks-ca-file`` (``WGS_PARTNER_JWKS_CA_FILE``) reaches the key source: the partner it would serve
+    fetches the gateway's keys from an https URL of a private CA; an unreadable bundle stops it at start."""
+    from connectors import cli as cli_module
+
+    served: list[JwksSource] = []
+    monkeypatch.setattr(cli_module, "create_partner_app", lambda *_a, jwks, **_k: served.append(jwks))
+    monkeypatch.setattr(cli_module.uvicorn, "run", lambda *_a, **_k: None)
+    monkeypatch.setattr(cli_module.gc, "freeze", lambda: None)
+    key = OKPKey.generate_key("Ed25519", parameters={"kid": "gw-https"})
+    jwks_app = FastAPI()
+    jwks_app.get("/.well-known/jwks.json")(lambda: {"keys": [key.as_dict(private=False)]})
+    ca_file, certificate, private_key = private_ca_certificates(tmp_path)
+    with serve_app(jwks_app, ssl_certfile=str(certificate), ssl_keyfile=str(private_key)) as gateway:
+        url = f"{gateway}/.well-known/jwks.json"
+        result = CliRunner().invoke(cli, ["serve", "--partner", w.FIOD, "--data-dir", str(tmp_path / "data"),
+                                          "--jwks-url", url], env={"WGS_PARTNER_JWKS_CA_FILE": str(ca_file)})
+        assert result.exit_code == 0, result.output
+        assert [k.kid for k in served[0].keys().keys] == ["gw-https"]
+    missing = CliRunner().invoke(cli, ["serve", "--partner", w.FIOD, "--jwks-url", url,
+                                       "--jwks-ca-file", str(tmp_path / "no-such-ca.pem")], env={"COLUMNS": "200"})
+    assert missing.exit_code == 2
+    assert "--jwks-ca-file" in missing.output
+    assert len(served) == 1
 
 
 @pytest.fixture(scope="module")

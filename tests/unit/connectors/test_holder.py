@@ -164,6 +164,29 @@ def test_the_window_is_bounded() -> None:
     assert cache.answer_once("r0", "other", lambda: 9) == (9, False)  # forgotten, so not a reuse
 
 
+def test_the_window_keeps_ids_in_flight_and_stays_bounded() -> None:
+    """An id still being answered is never evicted (a replay of it would be answered afresh); memory stays at
+    ``size`` answered ids plus those in flight, and the window counts from the answer."""
+    cache: ReplayCache[int] = ReplayCache(size=2)
+    release, started = threading.Event(), threading.Event()
+
+    def slow() -> int:
+        started.set()
+        release.wait(5)
+        return 1
+
+    first = threading.Thread(target=cache.answer_once, args=("slow", "f", slow))
+    first.start()
+    started.wait(5)
+    for n in range(5):
+        cache.answer_once(f"r{n}", "f", lambda n=n: n)  # type: ignore[misc]
+        assert len(cache) <= 3  # two answered, one in flight
+    release.set()
+    first.join()
+    assert len(cache) == 2
+    assert cache.answer_once("slow", "f", lambda: 9) == (1, True)  # the last one answered: remembered
+
+
 # -- the protocol ----------------------------------------------------------------------------------
 def test_a_refusal_with_records_is_not_a_valid_answer() -> None:
     record = {"record_id": "r", "record_type": "t", "subject": "subj-x", "category": "income", "fields": {}}
