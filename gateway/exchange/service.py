@@ -988,6 +988,7 @@ class ExchangeService:
     async def _discovery(self, principal: Principal, body: DiscoveryRequest, trace: Trace,
                          discovery_id: str) -> DiscoveryResult:
         register = self.deps.register
+        _known_categories(register, body.categories, "requested categories")
         targets = _targets(register, body, "all", principal.organisation)
         base = _audit_base(principal, body, trace, discovery_id, register)
         subjects = [s.ref for s in body.subjects]

@@ -516,13 +516,16 @@ def test_a_category_the_register_does_not_know_is_refused_not_dropped_without_a_
     outcome said `allowed` with no reason, and the requester never learned that the category was not asked."""
     body = _body(stack)
     before = _audit_count(stack)
-    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges",
-                          body | {"categories": [*body["categories"], "compnay_registration"]})
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    detail = response.json()["detail"]
-    assert "compnay_registration" in detail
-    assert f"register {stack.container.services['register'].current().version}" in detail
+    version = stack.container.services["register"].current().version
+    for path, request in (("/v1/exchanges", body), ("/v1/discovery", {k: v for k, v in body.items()
+                                                                      if k != "holders"})):
+        response = stack.post("gemeente-amsterdam-vth", path,
+                              request | {"categories": [*body["categories"], "compnay_registration"]})
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        detail = response.json()["detail"]
+        assert "compnay_registration" in detail
+        assert f"register {version}" in detail
     assert _audit_count(stack) == before
 
 
