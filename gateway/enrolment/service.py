@@ -82,6 +82,19 @@ CONFIDENTIAL = "confidential"
 """The refusal code of a confidential subject whose participant gave no code of its own at enrolment."""
 
 
+@dataclass(frozen=True)
+class IndexHolding:
+    """What the index knows of one participant for the subjects of a discovery: the categories of the
+    records it enrolled for them, and whether it would refuse discovery about them if it were asked itself —
+    ``confidential_reason`` (the code it refuses with) when it keeps any of them confidential, ``minor`` when
+    any of them is a minor. The exchange refuses on those exactly as ``connectors.holder.Holder.discover``
+    does, so that asking the index and asking the holder agree."""
+
+    categories: frozenset[str]
+    confidential_reason: str | None = None
+    minor: bool = False
+
+
 def is_pseudonym(text: str) -> bool:
     """Whether ``text`` is an encoded domain pseudonym (rather than an opaque pre-enrolment reference)."""
     try:
@@ -244,12 +257,25 @@ class PseudonymService:
         return {value: self.to_holder(value, partnership, holder, requester)
                 if candidates.get(value) in enrolled else None for value in values}
 
-    def holders_of(self, partnership: str, shared: list[str]) -> dict[str, set[str]]:
-        """Per organisation: the categories of the records it enrolled for any of these subjects
-        (partnership-domain pseudonyms). The index answers hit/no-hit without asking anyone."""
-        found: dict[str, set[str]] = {}
+    def holders_of(self, partnership: str, shared: list[str]) -> dict[str, IndexHolding]:
+        """Per organisation that enrolled any of these subjects (partnership-domain pseudonyms): the
+        categories of its records on them and its grounds to refuse. The index answers hit/no-hit without
+        asking anyone. A participant's grounds hold whatever categories are asked, as the holder's own."""
+        categories: dict[str, set[str]] = {}
+        reasons: dict[str, set[str]] = {}
+        minors: set[str] = set()
         with transaction(self.sessions) as session:
-            for row in session.execute(select(enrolments.c.organisation, enrolments.c.categories).where(
+            for row in session.execute(select(enrolments.c.organisation, enrolments.c.categories,
+                                              enrolments.c.confidential, enrolments.c.confidential_reason,
+                                              enrolments.c.minor).where(
                     enrolments.c.partnership == partnership, enrolments.c.pseudonym.in_(shared))):
-                found.setdefault(row.organisation, set()).update(row.categories)
-        return found
+                categories.setdefault(row.organisation, set()).update(row.categories)
+                if row.confidential:
+                    reasons.setdefault(row.organisation, set()).add(row.confidential_reason or CONFIDENTIAL)
+                if row.minor:
+                    minors.add(row.organisation)
+        return {organisation: IndexHolding(categories=frozenset(held),
+                                           confidential_reason=min(reasons.get(organisation, set()),
+                                                                   default=None),
+                                           minor=organisation in minors)
+                for organisation, held in categories.items()}
