@@ -14,12 +14,18 @@ from __future__ import annotations
 
 from connectors.dedup import REPLAY_IDS, ReplayCache, fingerprint
 from connectors.profiles import PartnerProfile
-from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery, HolderRecord
+from connectors.protocol import (
+    MINOR_NOT_ALLOWED,
+    DiscoveryAnswer,
+    HolderAnswer,
+    HolderDiscovery,
+    HolderQuery,
+    HolderRecord,
+)
 from connectors.store import PartnerStore
 from connectors.world import Record
 
 _REF = "subj-"  # the simulated world's own subject references
-MINOR_NOT_ALLOWED = "minor-not-allowed"
 
 
 def _wire(record: Record, subject: str) -> HolderRecord:

@@ -17,9 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 
 __all__ = [
-    "ConnectorError", "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery", "HolderProtocolError",
-    "HolderQuery", "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
+    "MINOR_NOT_ALLOWED", "ConnectorError", "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery",
+    "HolderProtocolError", "HolderQuery", "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
 ]
+
+MINOR_NOT_ALLOWED = "minor-not-allowed"
+"""The refusal code of rule 5: an asked person is under 18 and the purpose does not allow minors. Here, not in
+``connectors.holder``, because the gateway refuses with it too, for a holder it answers for from the index."""
 
 _SUBJECTS = "Opaque subject references (pseudonyms), never identifiers."
 

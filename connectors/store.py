@@ -91,15 +91,20 @@ class PartnerStore:
             rows = self._db.execute(sql + " ORDER BY record_id", params).fetchall()
         return [Record(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
-    def enrolment(self) -> list[tuple[str, str, str, list[str], list[str]]]:
-        """Per subject held: (reference, identifier kind, number, record types, categories) — what the partner
-        turns into polymorphic pseudonyms and enrols."""
+    def enrolment(self) -> list[tuple[str, str, str, list[str], list[str], bool, bool]]:
+        """Per subject held: (reference, identifier kind, number, record types, categories, confidential,
+        minor) — what the partner turns into polymorphic pseudonyms and enrols, with the grounds it refuses
+        on (its confidential and minors lists), so that the gateway's index refuses where it would."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT i.subject, i.kind, i.number, group_concat(DISTINCT r.record_type), "
-                "group_concat(DISTINCT r.category) FROM identifiers i JOIN records r ON r.subject = i.subject "
+                "group_concat(DISTINCT r.category), "
+                "EXISTS (SELECT 1 FROM confidential c WHERE c.subject = i.subject), "
+                "EXISTS (SELECT 1 FROM minors m WHERE m.subject = i.subject) "
+                "FROM identifiers i JOIN records r ON r.subject = i.subject "
                 "GROUP BY i.subject ORDER BY i.subject").fetchall()
-        return [(r[0], r[1], r[2], sorted(r[3].split(",")), sorted(r[4].split(","))) for r in rows]
+        return [(r[0], r[1], r[2], sorted(r[3].split(",")), sorted(r[4].split(",")), bool(r[5]), bool(r[6]))
+                for r in rows]
 
     def remember_pseudonyms(self, partnership: str, pairs: list[tuple[str, str]]) -> None:
         """Keep (own pseudonym, reference) pairs the gateway handed out at enrolment."""

@@ -118,7 +118,7 @@ async def _enrol_partners(settings: Settings, clients: dict[str, GatewayClient])
     for system, client in clients.items():
         store = PartnerStore(store_path(settings.data_dir / "partners", system))
         try:
-            count = await enrol(store, client, register.partnerships_of_system(system))
+            count = await enrol(store, client, register.partnerships_of_system(system), profile=PROFILES[system])
         finally:
             store.close()
         console.print(f"  enrolled {count:>5} subject(s) of {system}")

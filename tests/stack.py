@@ -18,6 +18,7 @@ from joserfc import jwt
 
 from connectors.enrolment import enrol
 from connectors.holder_auth import JwksSource
+from connectors.profiles import PROFILES
 from connectors.store import PartnerStore, store_path
 from connectors.world import World, build_world
 from gateway.app import create_app
@@ -92,7 +93,7 @@ class Stack:
             store = PartnerStore(store_path(self.partners_dir, system))
             try:
                 async with self.client(system) as client:
-                    done[system] = await enrol(store, client, partnerships)
+                    done[system] = await enrol(store, client, partnerships, profile=PROFILES[system])
             finally:
                 store.close()
         return done

@@ -59,9 +59,9 @@ import re
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -92,8 +92,22 @@ from gateway.client.models import (
 )
 from gateway.client.pseudonyms import Point, PseudonymClient, PseudonymError, RecipientKey, WrongKey
 
-__all__ = ["GatewayBusy", "GatewayClient", "GatewayClientError", "GatewayThrottled", "GatewayUnavailable",
-           "InvalidResponse", "UnopenablePseudonym"]
+__all__ = ["EnrolledSubject", "GatewayBusy", "GatewayClient", "GatewayClientError", "GatewayThrottled",
+           "GatewayUnavailable", "InvalidResponse", "UnopenablePseudonym"]
+
+
+class EnrolledSubject(NamedTuple):
+    """A subject to enrol: identifier, the record types and categories held, and what the partner would
+    refuse discovery on — a subject it keeps confidential, a minor (under 18 by its own data). The gateway
+    answers discovery from its index without asking, so it refuses there for the partner as the partner would.
+    A plain ``(kind, number, record types, categories)`` tuple is the same with neither flag."""
+
+    kind: str
+    number: str
+    record_types: list[str]
+    categories: list[str]
+    confidential: bool = False
+    minor: bool = False
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RETRY_STATUSES = {502, 503, 504}
@@ -361,13 +375,20 @@ class GatewayClient:
         response = await self._send("POST", "/v1/pseudonyms", json=body)
         return self._opened(response, partnership, pseudonyms, len(identifiers))
 
-    async def enrol(self, partnership: str, subjects: list[tuple[str, str, list[str], list[str]]]) -> list[str]:
-        """Enrol subjects held: (kind, number, record types, categories) → own pseudonyms, in order; the
-        gateway's hit/no-hit index learns which record types this partner holds on them."""
+    async def enrol(self, partnership: str,
+                    subjects: Sequence[EnrolledSubject | tuple[str, str, list[str], list[str]]], *,
+                    confidential_reason: str | None = None) -> list[str]:
+        """Enrol subjects held (``EnrolledSubject``s, or (kind, number, record types, categories)) → own
+        pseudonyms, in order; the gateway's hit/no-hit index learns which record types this partner holds on
+        them, and which of them it keeps confidential (refusing with the code ``confidential_reason``) or
+        knows to be minors."""
         pseudonyms = await self.pseudonym_client(partnership)
-        body = {"partnership": partnership, "subjects": [
-            {"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number), "record_types": types,
-             "categories": categories} for kind, number, types, categories in subjects]}
+        items = [EnrolledSubject(*subject) for subject in subjects]
+        body: dict[str, Any] = {"partnership": partnership, "subjects": [
+            {"type": s.kind, "polymorphic": pseudonyms.polymorphic(s.kind, s.number), "record_types": s.record_types,
+             "categories": s.categories, "confidential": s.confidential, "minor": s.minor} for s in items]}
+        if confidential_reason is not None:
+            body["confidential_reason"] = confidential_reason
         response = await self._send("POST", "/v1/enrolments", json=body)
         return self._opened(response, partnership, pseudonyms, len(subjects))
 

@@ -15,7 +15,7 @@ from gateway.auth.principal import Principal, Scope
 from gateway.client.models import SLUG_PATTERN
 from gateway.container import Container
 from gateway.deps import get_container
-from gateway.enrolment.service import Item
+from gateway.enrolment.service import REFUSAL_CODE_PATTERN, Item
 from gateway.enrolment.setup import pseudonym_service
 from gateway.errors import Forbidden
 
@@ -41,6 +41,12 @@ class EnrolmentItem(PolymorphicItem):
                                     description="Record types held; empty removes the subject from the index.")
     categories: list[str] = Field(default_factory=list, max_length=50,
                                   description="The data categories of those records (hits are purpose-bound).")
+    confidential: bool = Field(default=False, description=(
+        "You keep this subject confidential (e.g. an investigation): discovery from the index is your "
+        "refusal (`refused-by-holder`, with `confidential_reason`), as it would be if you were asked."))
+    minor: bool = Field(default=False, description=(
+        "This person is under 18 by your own data: discovery for a purpose that does not allow minors is "
+        "your refusal (`minor-not-allowed`), whatever the requester declared."))
 
 
 class PseudonymRequest(_Strict):
@@ -51,6 +57,10 @@ class PseudonymRequest(_Strict):
 class EnrolmentRequest(_Strict):
     partnership: str = Field(pattern=SLUG_PATTERN)
     subjects: list[EnrolmentItem] = Field(min_length=1, max_length=1000)
+    confidential_reason: str | None = Field(default=None, pattern=REFUSAL_CODE_PATTERN, examples=[
+        "investigation-confidentiality"], description=(
+        "The code you refuse with about the subjects marked `confidential` (a code, never free text: it "
+        "reaches the requester and the audit log); `confidential` when left out."))
 
 
 class PseudonymAnswer(BaseModel):
@@ -120,7 +130,8 @@ async def subject_disclosures_by_identifier(body: SubjectLookup,
              summary="Enrol subjects you hold records on: your pseudonyms back, the hit/no-hit index updated")
 async def enrol(body: EnrolmentRequest, principal: Principal = Depends(require_scope(Scope.ENROL)),
                 container: Container = Depends(get_container)) -> EnrolmentAnswer:
-    items = [Item(s.type, s.polymorphic, tuple(s.record_types), tuple(s.categories)) for s in body.subjects]
+    items = [Item(s.type, s.polymorphic, tuple(s.record_types), tuple(s.categories), s.confidential, s.minor)
+             for s in body.subjects]
     found, indexed, removed = await asyncio.to_thread(pseudonym_service(container).enrol, principal,
-                                                      body.partnership, items)
+                                                      body.partnership, items, body.confidential_reason)
     return EnrolmentAnswer(pseudonyms=found, indexed=indexed, removed=removed)

@@ -4,7 +4,9 @@
   from identifiers it holds) and receives its **own** pseudonyms, encrypted so only it can open them.
 * ``enrol``: the same, and the subjects (with the record types held) enter the hit/no-hit index under
   their **partnership-domain** pseudonym. Re-enrolling a subject replaces its record types; enrolling it
-  with no record types removes it — the index is updated incrementally, per subject.
+  with no record types removes it — the index is updated incrementally, per subject. With each subject the
+  participant says whether it keeps it confidential and whether it is a minor, so that the index refuses
+  discovery where the participant itself would (``IndexHolding``).
 * ``to_holder`` / ``to_requester`` / ``to_partnership``: the exchange's translations between participants'
   domains. ``translate`` is an oracle (see ``gateway.pseudonyms.transcryptor``), so the exchange calls it only
   for the subjects of a policy-checked request and for records the holder returned about exactly those.
@@ -68,6 +70,29 @@ class Item:
     polymorphic: str
     record_types: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    confidential: bool = False  # the participant refuses to answer about it (its own objection)
+    minor: bool = False  # under 18 by the participant's own data (rule 5)
+
+
+REFUSAL_CODE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+"""A holder's refusal reason is a code (``investigation-confidentiality``), never free text: it reaches the
+requester and the permanent audit log, and free text could name a person."""
+
+CONFIDENTIAL = "confidential"
+"""The refusal code of a confidential subject whose participant gave no code of its own at enrolment."""
+
+
+@dataclass(frozen=True)
+class IndexHolding:
+    """What the index knows of one participant for the subjects of a discovery: the categories of the
+    records it enrolled for them, and whether it would refuse discovery about them if it were asked itself —
+    ``confidential_reason`` (the code it refuses with) when it keeps any of them confidential, ``minor`` when
+    any of them is a minor. The exchange refuses on those exactly as ``connectors.holder.Holder.discover``
+    does, so that asking the index and asking the holder agree."""
+
+    categories: frozenset[str]
+    confidential_reason: str | None = None
+    minor: bool = False
 
 
 def is_pseudonym(text: str) -> bool:
@@ -91,7 +116,8 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     """
     dialect = session.get_bind().dialect.name
     statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(enrolments)
-    replaced = ("key_version", "record_types", "categories", "updated_at")
+    replaced = ("key_version", "record_types", "categories", "updated_at", "confidential", "confidential_reason",
+                "minor")
     session.execute(statement.on_conflict_do_update(
         index_elements=[enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym],
         set_={name: statement.excluded[name] for name in replaced}), rows)
@@ -155,8 +181,12 @@ class PseudonymService:
         with _refused_as_unprocessable(0):
             return self.transcryptor.partnership_pseudonym(polymorphic, item.identifier_type, partnership).encode()
 
-    def enrol(self, principal: Principal, partnership: str, items: list[Item]) -> tuple[list[str], int, int]:
-        """Pseudonymise and (re)index; returns the encrypted pseudonyms, rows indexed and rows removed."""
+    def enrol(self, principal: Principal, partnership: str, items: list[Item],
+              confidential_reason: str | None = None) -> tuple[list[str], int, int]:
+        """Pseudonymise and (re)index; returns the encrypted pseudonyms, rows indexed and rows removed.
+
+        ``confidential_reason``: the code the participant refuses with about a subject it keeps confidential
+        (``CONFIDENTIAL`` when it gives none), kept with each such subject's entry."""
         organisation = self._participant(principal, partnership)
         decoded = self._decode(items)
         self.quota.take(principal.subject, len(items))
@@ -173,7 +203,10 @@ class PseudonymService:
             if item.record_types:
                 rows[key] = {"partnership": partnership, "organisation": organisation, "pseudonym": key,
                              "key_version": shared.key_version, "record_types": sorted(set(item.record_types)),
-                             "categories": sorted(set(item.categories)), "updated_at": now}
+                             "categories": sorted(set(item.categories)), "updated_at": now,
+                             "confidential": item.confidential, "minor": item.minor,
+                             "confidential_reason": (confidential_reason or CONFIDENTIAL) if item.confidential
+                             else None}
                 gone.discard(key)
             else:
                 gone.add(key)
@@ -224,12 +257,25 @@ class PseudonymService:
         return {value: self.to_holder(value, partnership, holder, requester)
                 if candidates.get(value) in enrolled else None for value in values}
 
-    def holders_of(self, partnership: str, shared: list[str]) -> dict[str, set[str]]:
-        """Per organisation: the categories of the records it enrolled for any of these subjects
-        (partnership-domain pseudonyms). The index answers hit/no-hit without asking anyone."""
-        found: dict[str, set[str]] = {}
+    def holders_of(self, partnership: str, shared: list[str]) -> dict[str, IndexHolding]:
+        """Per organisation that enrolled any of these subjects (partnership-domain pseudonyms): the
+        categories of its records on them and its grounds to refuse. The index answers hit/no-hit without
+        asking anyone. A participant's grounds hold whatever categories are asked, as the holder's own."""
+        categories: dict[str, set[str]] = {}
+        reasons: dict[str, set[str]] = {}
+        minors: set[str] = set()
         with transaction(self.sessions) as session:
-            for row in session.execute(select(enrolments.c.organisation, enrolments.c.categories).where(
+            for row in session.execute(select(enrolments.c.organisation, enrolments.c.categories,
+                                              enrolments.c.confidential, enrolments.c.confidential_reason,
+                                              enrolments.c.minor).where(
                     enrolments.c.partnership == partnership, enrolments.c.pseudonym.in_(shared))):
-                found.setdefault(row.organisation, set()).update(row.categories)
-        return found
+                categories.setdefault(row.organisation, set()).update(row.categories)
+                if row.confidential:
+                    reasons.setdefault(row.organisation, set()).add(row.confidential_reason or CONFIDENTIAL)
+                if row.minor:
+                    minors.add(row.organisation)
+        return {organisation: IndexHolding(categories=frozenset(held),
+                                           confidential_reason=min(reasons.get(organisation, set()),
+                                                                   default=None),
+                                           minor=organisation in minors)
+                for organisation, held in categories.items()}

@@ -3,11 +3,16 @@
 One row per (partnership, participant organisation, subject) that the participant enrolled: the subject as
 its **partnership-domain** pseudonym (never shown to a partner) and the record types held. That is all the
 gateway knows about who holds what; it answers hit/no-hit from here without asking anyone.
+
+Since 0018 a row also carries what the participant would refuse discovery on if it were asked itself
+(``connectors.holder.Holder.discover``): that it keeps the subject confidential (and the reason code it
+refuses with) and that the subject is a minor. Without them the index answered ``hit`` where the holder
+refuses, and gave away exactly what the confidentiality protects.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Table
+from sqlalchemy import JSON, Boolean, Column, DateTime, Index, Integer, String, Table, false
 
 from gateway.db.metadata import metadata
 
@@ -21,5 +26,8 @@ enrolments = Table(
     Column("record_types", JSON, nullable=False),
     Column("categories", JSON, nullable=False),  # of those records: a hit counts only in permitted categories
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("confidential", Boolean, nullable=False, server_default=false()),  # the holder refuses about it
+    Column("confidential_reason", String(64), nullable=True),  # the code it refuses with (when confidential)
+    Column("minor", Boolean, nullable=False, server_default=false()),  # under 18 by the holder's own data
     Index("ix_enrolments_partnership_pseudonym", "partnership", "pseudonym"),
 )

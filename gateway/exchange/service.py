@@ -40,7 +40,7 @@ from audit.errors import PersonalDataError
 from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from connectors.http_connector import ConnectorRegistry
-from connectors.protocol import ConnectorError, HolderDiscovery, HolderQuery, HolderRecord
+from connectors.protocol import MINOR_NOT_ALLOWED, ConnectorError, HolderDiscovery, HolderQuery, HolderRecord
 from gateway.auth.principal import Principal
 from gateway.client.models import (
     DiscoveryRequest,
@@ -59,7 +59,7 @@ from gateway.client.models import (
 )
 from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
-from gateway.enrolment.service import is_pseudonym
+from gateway.enrolment.service import REFUSAL_CODE_PATTERN, IndexHolding, is_pseudonym
 from gateway.errors import (
     Conflict,
     Forbidden,
@@ -150,7 +150,7 @@ class SubjectTranslator(Protocol):
 
     def to_partnership(self, subject: str, partnership: str, participant: str) -> str: ...
 
-    def holders_of(self, partnership: str, shared: list[str]) -> dict[str, set[str]]: ...
+    def holders_of(self, partnership: str, shared: list[str]) -> dict[str, IndexHolding]: ...
 
     def related_for_requester(self, values: set[str], partnership: str, holder: str,
                               requester: str) -> dict[str, str | None]: ...
@@ -304,7 +304,7 @@ def _targets(register: Register, body: ExchangeRequest | DiscoveryRequest, holde
     return targets
 
 
-_REFUSAL_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_REFUSAL_CODE = re.compile(REFUSAL_CODE_PATTERN)
 
 
 def _known_categories(register: Register, categories: Iterable[str], what: str) -> None:
@@ -325,6 +325,20 @@ def _refusal_code(reason: str | None, holder: str) -> str:
         return reason
     log.warning("holder_refusal_reason_not_a_code", holder=holder, length=len(reason))
     return "unspecified"
+
+
+def _index_refusal(holding: IndexHolding | None, minors_allowed: bool) -> str | None:
+    """Why a holder refuses a discovery answered from the index, on what it said at enrolment, or None —
+    the grounds and their order of ``connectors.holder.Holder._refusal``: a subject it keeps confidential,
+    then a minor when the purpose does not allow minors. Neither depends on the categories asked, so the
+    refusal says neither hit nor no-hit there. No escalation decision lifts it here: discovery carries none."""
+    if holding is None:
+        return None
+    if holding.confidential_reason is not None:
+        return holding.confidential_reason
+    if holding.minor and not minors_allowed:
+        return MINOR_NOT_ALLOWED
+    return None
 
 
 def _hit(hits: dict[str, list[str]], asked: dict[str, str], holder: str, request_id: str) -> bool:
@@ -1015,6 +1029,14 @@ class ExchangeService:
         self._logged_ahead.add(discovery_id)
 
         refusals: dict[str, str] = {}  # holder -> the code of its refusal
+        minors_allowed = self._minors_allowed(body)
+
+        def refused(target: _Target, reason: str | None) -> DiscoveryTarget:
+            """The holder's refusal, whether it said so itself or the index says it for it: the same answer
+            and the same ``holder.refused`` audit event (below), for the whole request."""
+            code = refusals[target.organisation] = _refusal_code(reason, target.organisation)
+            return DiscoveryTarget(holder=target.organisation, outcome="refused-by-holder", reasons=[
+                Reason(code="refused-by-holder", message=f"the holder refused: {code}")])
 
         async def ask(target: _Target, decision: Decision) -> DiscoveryTarget:
             reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
@@ -1022,7 +1044,11 @@ class ExchangeService:
                 return DiscoveryTarget(holder=target.organisation, reasons=reasons,
                                        outcome="escalated" if decision.escalate else "denied")
             if indexed is not None:
-                held = indexed.get(target.organisation, set()) & set(decision.permitted_categories)
+                holding = indexed.get(target.organisation)
+                refusal = _index_refusal(holding, minors_allowed)
+                if refusal is not None:
+                    return refused(target, refusal)
+                held = holding.categories & set(decision.permitted_categories) if holding else set()
                 return DiscoveryTarget(holder=target.organisation, outcome="hit" if held else "no-hit")
             connector = self.deps.connectors.get(target.system) if target.system else None
             if connector is None:
@@ -1031,13 +1057,11 @@ class ExchangeService:
                 found = await connector.discover(HolderDiscovery(
                     request_id=f"{discovery_id}:{target.organisation}", partnership=body.partnership,
                     purpose=body.purpose, subjects=subjects, categories=decision.permitted_categories,
-                    minors_allowed=self._minors_allowed(body)))
+                    minors_allowed=minors_allowed))
             except ConnectorError:
                 return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
-                code = refusals[target.organisation] = _refusal_code(found.refusal_reason, target.organisation)
-                return DiscoveryTarget(holder=target.organisation, outcome="refused-by-holder", reasons=[
-                    Reason(code="refused-by-holder", message=f"the holder refused: {code}")])
+                return refused(target, found.refusal_reason)
             hit = _hit(found.hits, {s: s for s in subjects}, target.organisation, discovery_id)
             return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit")
 

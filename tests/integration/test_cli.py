@@ -271,8 +271,7 @@ class _Index:
 
         shared = gateway.transcryptor.partnership_pseudonym(PolymorphicPseudonym.decode(item.polymorphic), "kvk",
                                                             self.RIEC).encode()
-        found: dict[str, set[str]] = gateway.holders_of(self.RIEC, [shared])
-        return found
+        return {holder: set(holding.categories) for holder, holding in gateway.holders_of(self.RIEC, [shared]).items()}
 
 
 @pytest.fixture

@@ -71,7 +71,10 @@ def test_concurrent_enrolments_of_the_same_subjects_both_succeed(container: Cont
     client = PseudonymClient(service.public_key()["public_key"])
     numbers = [f"{n:08d}" for n in range(20260000, 20260040)]
     for round_ in range(ROUNDS):
-        batches = [[Item("kvk", client.polymorphic("kvk", number), (f"r{round_}-{writer}",), ("company_registration",))
+        # The writers differ in the refusal grounds too (writer 1: confidential, writer 0: a minor), so that
+        # these are seen to be replaced with the record types, from the same writer.
+        batches = [[Item("kvk", client.polymorphic("kvk", number), (f"r{round_}-{writer}",), ("company_registration",),
+                         confidential=writer == 1, minor=writer == 0)
                     for number in numbers] for writer in range(2)]
         failures: list[BaseException] = []
         listener = _writers_start_together(container, threading.Barrier(2))
@@ -84,8 +87,10 @@ def test_concurrent_enrolments_of_the_same_subjects_both_succeed(container: Cont
         event.remove(container.engine, "before_cursor_execute", listener)
         assert failures == [], f"round {round_}: {failures!r}"
         with container.engine.connect() as connection:
-            rows = connection.execute(select(enrolments.c.record_types)).scalars().all()
+            rows = connection.execute(select(enrolments.c.record_types, enrolments.c.confidential,
+                                             enrolments.c.minor)).all()
             assert connection.execute(select(func.count()).select_from(enrolments)).scalar_one() == len(numbers)
         # Last writer wins, as a whole: the index is one writer's batch of this round, never a mix of both.
-        assert {tuple(r) for r in rows} in ({(f"r{round_}-0",)}, {(f"r{round_}-1",)}), round_
+        assert {(tuple(r.record_types), r.confidential, r.minor) for r in rows} in (
+            {((f"r{round_}-0",), False, True)}, {((f"r{round_}-1",), True, False)}), round_
 

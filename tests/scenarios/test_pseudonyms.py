@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from audit.tables import audit_entries
 from connectors.store import PartnerStore, store_path
+from gateway.client.api import EnrolledSubject
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.setup import pseudonym_service
 from tests.stack import Stack, running_stack, stack_with_holder
@@ -292,3 +293,97 @@ async def test_a_system_gets_only_its_daily_number_of_pseudonyms(stack: Stack) -
     assert "1 are left" in over.json()["detail"]
     assert len(police) == 2  # another system's count is its own
     assert one_more.status_code == 200  # the refused request took nothing
+
+
+def _discover(stack: Stack, body: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The discovery's targets by holder, and the audit events its receipt cites."""
+    response = stack.post(MUNICIPALITY, "/v1/discovery", body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    with stack.container.engine.connect() as connection:
+        events = [json.loads(c)["event"] for c in connection.execute(select(audit_entries.c.canonical).where(
+            audit_entries.c.log_index.in_(answer["receipt"]["audit_indices"]))).scalars()]
+    return {t["holder"]: t for t in answer["targets"]}, events
+
+
+def _holder_events(events: list[dict[str, Any]], holder: str) -> list[tuple[str, Any]]:
+    return [(e["event_type"], e.get("reasons")) for e in events
+            if e.get("holder") == holder and e["event_type"] != "policy.decided"]
+
+
+async def test_index_discovery_of_a_confidential_subject_is_the_holders_refusal(stack: Stack) -> None:
+    """Found by a review: the index answered `hit` for the subject the police keep confidential (S9), which
+    the police refuse when asked directly. The police said so at enrolment, and the index refuses for them as
+    they would — same code, same audit event, for the whole request — while the others answer as before."""
+    secret = stack.world.scenarios()["police-confidential"][0]
+    director = stack.world.scenarios()["bibob-applicant"][1]
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [secret, director])
+    categories = ["police_incidents", "company_registration", "tax_debts"]
+    alone, _ = _discover(stack, BIBOB | {"subjects": _subjects(mine[1:]), "categories": categories})
+    assert alone["politie"]["outcome"] == "hit"  # the director, asked alone: a hit at the police
+    targets, events = _discover(stack, BIBOB | {"subjects": _subjects(mine), "categories": categories})
+    politie = targets["politie"]
+    assert politie["outcome"] == "refused-by-holder"  # the director's hit is withheld as well
+    assert {r["code"] for r in politie["reasons"]} == {"refused-by-holder"}
+    assert any("investigation-confidentiality" in r["message"] for r in politie["reasons"])
+    assert _holder_events(events, "politie") == [("holder.refused", ["holder:investigation-confidentiality"])]
+    for holder in ("kvk", "belastingdienst"):  # the others are unchanged: the index's hit/no-hit
+        assert targets[holder]["outcome"] == alone[holder]["outcome"]
+        assert _holder_events(events, holder) == [("disclosure", [])]
+
+
+async def test_index_discovery_of_a_minor_is_refused_where_the_purpose_allows_no_minors(stack: Stack) -> None:
+    """As the holder does (rule 5 on what it knows, whatever the requester declared): a minor under Bibob is
+    the police's and the municipality's refusal, the same subject for youth prevention a hit."""
+    minor = stack.world.scenarios()["minor"][0]
+    categories = ["police_incidents", "school_absence", "company_registration"]
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [minor])
+    targets, events = _discover(stack, BIBOB | {"subjects": _subjects(mine), "categories": categories})
+    assert targets["politie"]["outcome"] == "refused-by-holder"
+    assert any("minor-not-allowed" in r["message"] for r in targets["politie"]["reasons"])
+    assert _holder_events(events, "politie") == [("holder.refused", ["holder:minor-not-allowed"])]
+    assert targets["kvk"]["outcome"] == "no-hit"  # holds nothing on the minor: no refusal either
+    youth = {"partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)",
+             "case_reference": "ZVH-2026-4", "signal": {"type": "school-report", "reference": "LPA-2026-6"},
+             "subjects": _subjects(await stack.own_pseudonyms(MUNICIPALITY, "zvh-amsterdam", [minor])),
+             "categories": ["police_incidents"]}
+    allowed, _ = _discover(stack, youth | {"subjects": [s | {"minor": True} for s in youth["subjects"]]})
+    assert allowed["politie"]["outcome"] == "hit"
+
+
+async def test_re_enrolment_replaces_the_refusal_grounds_and_old_clients_enrol_without_them(stack: Stack) -> None:
+    """The grounds are part of the subject's entry: enrolled again, the entry has the new ones (a subject no
+    longer confidential is a hit again); a client that does not send them enrols none (additive); a reason
+    that is no code is refused (422) and changes nothing."""
+    ref = stack.world.scenarios()["no-records"][0]
+    kind, number = stack.world.identifier_of(ref)
+    ask = BIBOB | {"subjects": _subjects(await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])),
+                   "categories": ["company_registration"]}
+
+    def kvk() -> dict[str, Any]:
+        targets, _ = _discover(stack, ask)
+        return targets["kvk"]
+
+    async with stack.client("kvk-handelsregister") as client:
+        try:
+            await client.enrol(RIEC, [EnrolledSubject(kind, number, ["trade-name"], ["company_registration"],
+                                                      confidential=True)], confidential_reason="under-embargo")
+            assert kvk()["outcome"] == "refused-by-holder"
+            assert any("under-embargo" in r["message"] for r in kvk()["reasons"])
+            pseudonyms = await client.pseudonym_client(RIEC)
+            old_client = {"partnership": RIEC, "subjects": [{
+                "type": kind, "polymorphic": pseudonyms.polymorphic(kind, number), "record_types": ["trade-name"],
+                "categories": ["company_registration"]}]}
+            free_text = old_client | {"confidential_reason": "Jan Jansen is under investigation",
+                                      "subjects": [old_client["subjects"][0] | {"confidential": False}]}
+            assert stack.post("kvk-handelsregister", "/v1/enrolments", free_text).status_code == 422
+            assert kvk()["outcome"] == "refused-by-holder"  # the refused request changed nothing
+            assert stack.post("kvk-handelsregister", "/v1/enrolments", old_client).status_code == 200
+            assert kvk()["outcome"] == "hit"  # re-enrolled without the flag: no longer confidential
+            await client.enrol(RIEC, [EnrolledSubject(kind, number, ["trade-name"], ["company_registration"],
+                                                      minor=True)])
+            assert kvk()["outcome"] == "refused-by-holder"
+            assert any("minor-not-allowed" in r["message"] for r in kvk()["reasons"])
+        finally:
+            await client.enrol(RIEC, [(kind, number, [], [])])  # out of the index again
+    assert kvk()["outcome"] == "no-hit"
