@@ -1029,6 +1029,10 @@ class ExchangeService:
         self._logged_ahead.add(discovery_id)
 
         refusals: dict[str, str] = {}  # holder -> the code of its refusal
+        # holder -> (reason code, type of the failure or None) of a holder that gave no answer: logged below as
+        # ``holder.unavailable``, as in an exchange, so the log shows every holder asked and what came of it.
+        # The failure's kind only: its text may carry the holder's own words (or a subject's reference).
+        unavailable: dict[str, tuple[str, str | None]] = {}
         minors_allowed = self._minors_allowed(body)
 
         def refused(target: _Target, reason: str | None) -> DiscoveryTarget:
@@ -1052,20 +1056,21 @@ class ExchangeService:
                 return DiscoveryTarget(holder=target.organisation, outcome="hit" if held else "no-hit")
             connector = self.deps.connectors.get(target.system) if target.system else None
             if connector is None:
+                unavailable[target.organisation] = ("holder-not-connected", None)
                 return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
             try:
                 found = await connector.discover(HolderDiscovery(
                     request_id=f"{discovery_id}:{target.organisation}", partnership=body.partnership,
                     purpose=body.purpose, subjects=subjects, categories=decision.permitted_categories,
                     minors_allowed=minors_allowed))
-            except ConnectorError:
+            except ConnectorError as exc:
+                log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
+                unavailable[target.organisation] = ("holder-unavailable", type(exc).__name__)
                 return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
                 return refused(target, found.refusal_reason)
             hit = _hit(found.hits, {s: s for s in subjects}, target.organisation, discovery_id)
             return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit")
-
-        defects: dict[str, str] = {}  # holder -> error type of a defect while asking it
 
         async def ask_failing_closed(target: _Target, decision: Decision) -> DiscoveryTarget:
             try:
@@ -1073,7 +1078,7 @@ class ExchangeService:
             except Exception as exc:  # as in exchange: any failure answers nothing for that holder, and is logged
                 log.error("holder_call_failed", holder=target.organisation, exchange_id=discovery_id,
                           error_type=type(exc).__name__)
-                defects[target.organisation] = type(exc).__name__
+                unavailable[target.organisation] = (_GATEWAY_ERROR, type(exc).__name__)
                 return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
 
         answers = list(await asyncio.gather(*(ask_failing_closed(t, d)
@@ -1084,9 +1089,10 @@ class ExchangeService:
             AuditEvent(event_type=EventType.HOLDER_REFUSED, **base, holder=a.holder,
                        reasons=(f"holder:{refusals[a.holder]}",), categories=tuple(d.permitted_categories))
             for a, d in zip(answers, decisions, strict=True) if a.holder in refusals] + [
-            AuditEvent(event_type=EventType.HOLDER_UNAVAILABLE, **base, holder=holder, status="error",
-                       reasons=(_GATEWAY_ERROR,), extra={"error_type": error_type})
-            for holder, error_type in defects.items()])
+            AuditEvent(event_type=EventType.HOLDER_UNAVAILABLE, **base, holder=a.holder, status="error",
+                       reasons=(unavailable[a.holder][0],), categories=tuple(d.permitted_categories),
+                       extra={"error_type": unavailable[a.holder][1]} if unavailable[a.holder][1] else {})
+            for a, d in zip(answers, decisions, strict=True) if a.holder in unavailable])
         result = DiscoveryResult(discovery_id=discovery_id, partnership=body.partnership, purpose=body.purpose,
                                  policy_version=decisions[0].policy_version, register_version=register.version,
                                  targets=answers,

@@ -545,6 +545,39 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def test_discovery_with_a_holder_down_answers_it_unavailable_and_audits_which_holder(tmp_path: Path) -> None:
+    """A holder that cannot be reached is answered `holder-unavailable` and, like in an exchange, lands in the
+    log as `holder.unavailable` with the failure's kind (a privacy officer sees which holders were asked and
+    what came of it), cited by the receipt next to the other holders' entries, which still stand."""
+    down = {"kvk-handelsregister": f"http://127.0.0.1:{_closed_port()}"}
+    with running_stack(tmp_path, holder_overrides=down) as s:
+        before = _audit_count(s)
+        body = BIBOB | {"subjects": [{"ref": s.world.scenarios()["bibob-applicant"][0]}],
+                        "categories": ["company_registration", "tax_debts", "ongoing_investigation"]}
+        response = s.post("gemeente-amsterdam-vth", "/v1/discovery", body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        with s.container.engine.connect() as connection:
+            rows = connection.execute(select(audit_entries.c.log_index, audit_entries.c.canonical)
+                                      .where(audit_entries.c.log_index >= before)).all()
+    targets = {t["holder"]: t["outcome"] for t in answer["targets"]}
+    assert targets["kvk"] == "holder-unavailable"
+    assert targets["fiod"] == "hit"  # the others are answered
+    events = {index: json.loads(canonical)["event"] for index, canonical in rows}
+    failed = [e for e in events.values() if e["event_type"] == "holder.unavailable"]
+    assert [(e["holder"], e["status"], e["reasons"], e["extra"]["error_type"]) for e in failed] == [
+        ("kvk", "error", ["holder-unavailable"], "HolderUnavailable")]
+    assert failed[0]["categories"] == ["company_registration"]  # what it was asked about, as in an exchange
+    assert failed[0]["data_subject"] is None  # no subject, and the failure's kind rather than its text:
+    assert body["subjects"][0]["ref"] not in json.dumps(failed)
+    assert down["kvk-handelsregister"] not in json.dumps(failed)
+    answered = {e["holder"] for e in events.values() if e["event_type"] == "disclosure"}
+    assert "fiod" in answered
+    assert "kvk" not in answered
+    cited = {index for index, event in events.items() if event["event_type"] in {"holder.unavailable", "disclosure"}}
+    assert cited <= set(answer["receipt"]["audit_indices"])
+
+
 def test_policy_engine_down_denies_with_503_and_is_audited(tmp_path: Path) -> None:
     overrides = {"policy_engine": "opa", "opa_url": f"http://127.0.0.1:{_closed_port()}", "opa_timeout_seconds": 0.5}
     with running_stack(tmp_path, settings_overrides=overrides) as down:

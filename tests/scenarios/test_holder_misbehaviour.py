@@ -55,6 +55,10 @@ class _Holder:
         subject = (await request.json())["subjects"][0]
         if self.discovery_mode == "refuse-in-words":
             return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is under investigation"}
+        if self.discovery_mode == "reject-in-words":
+            return JSONResponse({"detail": f"no such person BSN {BSN} ({NAME})"}, status_code=404)
+        if self.discovery_mode == "malformed":
+            return {"hits": f"BSN {BSN} ({NAME})"}
         if self.discovery_mode == "refuse-with-hits":
             return {"status": "refused", "refusal_reason": "investigation-confidentiality",
                     "hits": {subject: ["investigation"]}}
@@ -166,3 +170,37 @@ def test_a_discovery_refusal_discloses_neither_words_nor_hits(stack: Stack, hold
     for personal in (BSN, NAME):
         assert personal not in response.text
         assert personal not in written
+
+
+@pytest.mark.parametrize(("mode", "error_type"), [("reject-in-words", "HolderRejectedRequest"),
+                                                  ("malformed", "HolderProtocolError")])
+def test_a_holder_failing_a_discovery_is_audited_by_the_kind_of_failure_without_its_words(
+        stack: Stack, holder: _Holder, mode: str, error_type: str) -> None:
+    """A holder that rejects the discovery call or answers outside the protocol is `holder-unavailable` for
+    the requester, and the log says so for that holder (which failure, never the holder's text); the holders
+    that answered keep their entries."""
+    holder.discovery_mode = mode
+    try:
+        with stack.container.engine.connect() as connection:
+            before = len(connection.execute(select(audit_entries.c.log_index)).all())
+        response = stack.post("gemeente-amsterdam-vth", "/v1/discovery", BIBOB | {
+            "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}],
+            "categories": ["police_incidents", "company_registration"]})
+        with stack.container.engine.connect() as connection:
+            written = [json.loads(row)["event"] for row in connection.execute(
+                select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).scalars().all()][before:]
+    finally:
+        holder.discovery_mode = "overshare"
+    assert response.status_code == 200, response.text
+    outcomes = {t["holder"]: t["outcome"] for t in response.json()["targets"]}
+    assert outcomes["politie"] == "holder-unavailable"  # served by this holder
+    assert outcomes["kvk"] in {"hit", "no-hit"}  # a simulator, answering
+    failed = {e["holder"]: e for e in written if e["event_type"] == "holder.unavailable"}
+    assert (failed["politie"]["reasons"], failed["politie"]["extra"]) == (["holder-unavailable"],
+                                                                          {"error_type": error_type})
+    assert set(failed) == {h for h, o in outcomes.items() if o == "holder-unavailable"}
+    assert "kvk" in {e["holder"] for e in written if e["event_type"] == "disclosure"}
+    logged = json.dumps(written)
+    for personal in (BSN, NAME):
+        assert personal not in response.text
+        assert personal not in logged
