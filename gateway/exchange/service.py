@@ -954,7 +954,8 @@ class ExchangeService:
             log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
             if body.provide and exc.may_have_arrived and not decision.hit_only:  # it may hold them now: logged
                 handed.append(_provided_disclosure(body, target.organisation, received=None))
-            return outcome, [*handed, _unavailable(outcome, decision, "holder-unavailable", str(exc))]
+            return outcome, [*handed, _unavailable(outcome, decision, "holder-unavailable", str(exc),
+                                                   error_type=type(exc).__name__)]
         if body.provide:
             handed.append(_provided_disclosure(body, target.organisation, received=answer.received))
         events: list[dict[str, Any]] = list(handed)
@@ -1042,6 +1043,12 @@ class ExchangeService:
             return DiscoveryTarget(holder=target.organisation, outcome="refused-by-holder", reasons=[
                 Reason(code="refused-by-holder", message=f"the holder refused: {code}")])
 
+        def not_asked(target: _Target, code: str, message: str, error_type: str | None) -> DiscoveryTarget:
+            """``holder-unavailable`` with the reason an exchange would give; its log entry is written below."""
+            unavailable[target.organisation] = (code, error_type)
+            return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable",
+                                   reasons=[Reason(code=code, message=message)])
+
         async def ask(target: _Target, decision: Decision) -> DiscoveryTarget:
             reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
             if not decision.allow:
@@ -1056,8 +1063,8 @@ class ExchangeService:
                 return DiscoveryTarget(holder=target.organisation, outcome="hit" if held else "no-hit")
             connector = self.deps.connectors.get(target.system) if target.system else None
             if connector is None:
-                unavailable[target.organisation] = ("holder-not-connected", None)
-                return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
+                return not_asked(target, "holder-not-connected",
+                                 f"no connector is configured for `{target.system or target.organisation}`", None)
             try:
                 found = await connector.discover(HolderDiscovery(
                     request_id=f"{discovery_id}:{target.organisation}", partnership=body.partnership,
@@ -1065,8 +1072,7 @@ class ExchangeService:
                     minors_allowed=minors_allowed))
             except ConnectorError as exc:
                 log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
-                unavailable[target.organisation] = ("holder-unavailable", type(exc).__name__)
-                return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
+                return not_asked(target, "holder-unavailable", str(exc), type(exc).__name__)
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
                 return refused(target, found.refusal_reason)
             hit = _hit(found.hits, {s: s for s in subjects}, target.organisation, discovery_id)
@@ -1078,8 +1084,8 @@ class ExchangeService:
             except Exception as exc:  # as in exchange: any failure answers nothing for that holder, and is logged
                 log.error("holder_call_failed", holder=target.organisation, exchange_id=discovery_id,
                           error_type=type(exc).__name__)
-                unavailable[target.organisation] = (_GATEWAY_ERROR, type(exc).__name__)
-                return DiscoveryTarget(holder=target.organisation, outcome="holder-unavailable")
+                return not_asked(target, _GATEWAY_ERROR, "the gateway failed while asking this holder; nothing of "
+                                 "its answer is used", type(exc).__name__)
 
         answers = list(await asyncio.gather(*(ask_failing_closed(t, d)
                                               for t, d in zip(targets, decisions, strict=True))))

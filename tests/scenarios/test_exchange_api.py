@@ -563,6 +563,9 @@ def test_discovery_with_a_holder_down_answers_it_unavailable_and_audits_which_ho
     targets = {t["holder"]: t["outcome"] for t in answer["targets"]}
     assert targets["kvk"] == "holder-unavailable"
     assert targets["fiod"] == "hit"  # the others are answered
+    kvk = next(t for t in answer["targets"] if t["holder"] == "kvk")
+    assert [r["code"] for r in kvk["reasons"]] == ["holder-unavailable"]  # the reason an exchange gives
+    assert down["kvk-handelsregister"] not in json.dumps(kvk)
     events = {index: json.loads(canonical)["event"] for index, canonical in rows}
     failed = [e for e in events.values() if e["event_type"] == "holder.unavailable"]
     assert [(e["holder"], e["status"], e["reasons"], e["extra"]["error_type"]) for e in failed] == [
