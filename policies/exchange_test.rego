@@ -53,6 +53,32 @@ test_requester_not_a_participant_denies_s3 if {
 	"requester-not-participant" in _codes(d)
 }
 
+# A denial lists as removed exactly the categories rules 3 and 4 remove, each with its reason, whoever
+# asks: a category the holder supplies is not removed from a requester that is no participant (rule 1
+# denies it all, one reason), as it is not from a participant of a retired partnership.
+_removed_have_reasons(d) if {
+	every c in d.removed_categories {
+		some r in d.reasons
+		r.category == c
+	}
+}
+
+test_denial_of_a_non_participant_removes_only_categories_with_a_reason if {
+	d := _decide({"requester": {"organisation": "abn-amro", "system": "abn-amro-fec"}, "categories": ["police_incidents", "criminal_intelligence"]})
+	d.outcome == "denied"
+	d.removed_categories == ["criminal_intelligence"]
+	_removed_have_reasons(d)
+}
+
+test_denial_of_a_retired_partnership_removes_only_categories_with_a_reason if {
+	every requester in [{"organisation": "abn-amro", "system": "abn-amro-fec"}, {"organisation": "gemeente-amsterdam", "system": "gemeente-amsterdam-vth"}] {
+		d := _decide({"partnership": "nsoc", "purpose": "undermining-analysis", "legal_basis": "WGS (NSOC)", "requester": requester, "categories": ["police_incidents", "criminal_intelligence"]})
+		d.outcome == "denied"
+		d.removed_categories == ["criminal_intelligence"]
+		_removed_have_reasons(d)
+	}
+}
+
 test_requester_system_of_another_organisation_denies if {
 	"requester-not-participant" in _codes(_decide({"requester": {"organisation": "gemeente-amsterdam", "system": "politie-bvh"}}))
 }

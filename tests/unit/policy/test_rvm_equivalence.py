@@ -169,12 +169,21 @@ def test_the_product_is_decided_identically(engines: Engines) -> None:
             compared += len(inputs)
             if isinstance(expected, list):
                 outcomes |= {d["outcome"] for d in expected}
+                _assert_every_removal_has_its_reason(expected)
             if number % 25 == 0:  # one holder at a time, the `decision` rules
                 for policy_input in inputs:
                     document = policy_input.document()
                     assert _evaluate(rvm, RULES[kind], document) == _evaluate(interpreter, RULES[kind], document)
     assert compared > (20_000 if shipped else 4_000)
     assert outcomes == {"allowed", "allowed-narrowed", "denied", "escalated"}
+
+
+def _assert_every_removal_has_its_reason(decisions: list[dict[str, Any]]) -> None:
+    """A removed category always comes with a reason naming it, in a denial too (rules 3 and 4; the client
+    contract says so): a denial of a requester that is no participant once listed categories without one."""
+    for decision in decisions:
+        explained = {r.get("category") for r in decision["reasons"]}
+        assert set(decision["removed_categories"]) <= explained, decision
 
 
 # --- failing closed ----------------------------------------------------------------------------------------
