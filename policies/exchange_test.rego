@@ -159,6 +159,72 @@ test_daily_limit_escalates if {
 	"daily-limit" in _codes(d)
 }
 
+# Rule 6 needs both counts: an input without a non-negative integer subject count or daily count is denied
+# (it would otherwise escape the bulk and daily-limit escalations).
+_with_counts(subject_count, requests_today) := {
+	"request": object.union(object.remove(_base.request, ["subject_count"]), subject_count),
+	"context": object.union(object.remove(_base.context, ["requests_today"]), requests_today),
+	"request_fingerprint": _base.request_fingerprint,
+}
+
+_incomplete(subject_count, requests_today) if {
+	d := exchange.decision with input as _with_counts(subject_count, requests_today)
+	d.outcome == "denied"
+	not d.allow
+	"input-incomplete" in _codes(d)
+}
+
+test_missing_subject_count_denies if _incomplete({}, {"requests_today": 0})
+
+test_missing_requests_today_denies if _incomplete({"subject_count": 1}, {})
+
+test_subject_count_as_a_string_denies if _incomplete({"subject_count": "40"}, {"requests_today": 0})
+
+test_requests_today_as_a_string_denies if _incomplete({"subject_count": 1}, {"requests_today": "300"})
+
+test_negative_subject_count_denies if _incomplete({"subject_count": -1}, {"requests_today": 0})
+
+test_negative_requests_today_denies if _incomplete({"subject_count": 1}, {"requests_today": -5})
+
+test_fractional_subject_count_denies if _incomplete({"subject_count": 2.5}, {"requests_today": 0})
+
+test_fractional_requests_today_denies if _incomplete({"subject_count": 1}, {"requests_today": 199.5})
+
+test_null_counts_deny_with_one_reason_naming_both if {
+	d := exchange.decision with input as _with_counts({"subject_count": null}, {"requests_today": null})
+	reasons := [r | some r in d.reasons; r.code == "input-incomplete"]
+	count(reasons) == 1
+	contains(reasons[0].message, "request.subject_count")
+	contains(reasons[0].message, "context.requests_today")
+}
+
+test_zero_and_positive_integer_counts_are_complete if {
+	every counts in [[0, 0], [1, 0], [0, 199], [25, 17]] {
+		d := exchange.decision with input as _with_counts({"subject_count": counts[0]}, {"requests_today": counts[1]})
+		d.outcome == "allowed"
+		not "input-incomplete" in _codes(d)
+	}
+}
+
+test_counts_that_escalate_are_not_incomplete if {
+	d := exchange.decision with input as _with_counts({"subject_count": 40}, {"requests_today": 200})
+	d.outcome == "escalated"
+	not "input-incomplete" in _codes(d)
+}
+
+test_incomplete_input_denies_every_holder_of_a_batch if {
+	i := object.union(object.remove(_with({}), ["request"]), {
+		"request": object.remove(_base.request, ["holder", "subject_count"]),
+		"holders": [{"organisation": "politie"}, {"organisation": "kvk"}],
+	})
+	ds := exchange.decisions with input as i
+	count(ds) == 2
+	every d in ds {
+		d.outcome == "denied"
+		"input-incomplete" in _codes(d)
+	}
+}
+
 # Rule 7: office hours, Europe/Amsterdam, DST-aware.
 test_saturday_escalates if "outside-office-hours" in _codes(_decide({"requested_at": "2026-11-28T10:00:00Z"}))
 

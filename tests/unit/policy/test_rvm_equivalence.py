@@ -186,6 +186,33 @@ def _assert_every_removal_has_its_reason(decisions: list[dict[str, Any]]) -> Non
         assert set(decision["removed_categories"]) <= explained, decision
 
 
+# Counts the gateway never sends (PolicyInput types them), as another client of the policies might: each
+# must deny, with `input-incomplete`, and the two evaluators must agree (regorus's interpreter once failed
+# on a fractional subject count while the RVM allowed the request).
+_BAD_COUNTS = [("request", "subject_count", value) for value in (None, "40", -1, 30.5, 2.5)] + [
+    ("context", "requests_today", value) for value in (None, "300", -5, 199.5, 250.5)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("part", "field", "value"), _BAD_COUNTS)
+def test_incomplete_counts_deny_identically(engines: Engines, kind: PolicyKind, part: str, field: str,
+                                            value: Any) -> None:
+    _, rvm, interpreter = engines
+    document = TABLE[0][1].document()
+    (_, batch), = batch_inputs([row[1] for row in TABLE[:3]])
+    for rule, doc in ((RULES[kind], document), (BATCH_RULES[kind], batch)):
+        doc = copy.deepcopy(doc)
+        if value is None:
+            del doc[part][field]
+        else:
+            doc[part][field] = value
+        expected = _evaluate(interpreter, rule, doc)
+        assert _evaluate(rvm, rule, doc) == expected, (rule, doc)
+        for decision in expected if isinstance(expected, list) else [expected]:
+            assert decision["outcome"] == "denied", (rule, doc)
+            assert "input-incomplete" in {r["code"] for r in decision["reasons"]}, (rule, doc)
+
+
 # --- failing closed ----------------------------------------------------------------------------------------
 
 _INDEX = "package wgs.index\n\nimport rego.v1\n\ntables := {}\n"
