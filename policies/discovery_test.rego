@@ -12,7 +12,7 @@ _input(changes) := {"request": object.union({
 	"categories": ["company_registration"], "subject_count": 1, "subjects_minor": false,
 	"requester": {"organisation": "gemeente-amsterdam", "system": "gemeente-amsterdam-vth"},
 	"holder": {"organisation": "kvk"}, "requested_at": "2026-11-25T10:00:00Z",
-}, changes), "context": {}, "request_fingerprint": "fp"}
+}, changes), "context": {"requests_today": 0}, "request_fingerprint": "fp"}
 
 test_discovery_allowed_within_the_purpose if {
 	d := discovery.decision with input as _input({})
@@ -123,4 +123,16 @@ test_discovery_before_the_partnership_is_established_denies if {
 	d := discovery.decision with input as _input({}) with data.register as register
 	d.outcome == "denied"
 	_codes(d) == {"partnership-not-established"}
+}
+
+# Rule 6 for discovery too: without a non-negative integer daily count the request is denied.
+test_discovery_without_a_valid_daily_count_denies if {
+	every context in [{}, {"requests_today": "0"}, {"requests_today": -1}, {"requests_today": 0.5}] {
+		d := discovery.decision with input as object.union(object.remove(_input({}), ["context"]), {"context": context})
+		d.outcome == "denied"
+		"input-incomplete" in _codes(d)
+	}
+	negative := discovery.decision with input as _input({"subject_count": -40})
+	negative.outcome == "denied"
+	"input-incomplete" in _codes(negative)
 }

@@ -53,6 +53,32 @@ test_requester_not_a_participant_denies_s3 if {
 	"requester-not-participant" in _codes(d)
 }
 
+# A denial lists as removed exactly the categories rules 3 and 4 remove, each with its reason, whoever
+# asks: a category the holder supplies is not removed from a requester that is no participant (rule 1
+# denies it all, one reason), as it is not from a participant of a retired partnership.
+_removed_have_reasons(d) if {
+	every c in d.removed_categories {
+		some r in d.reasons
+		r.category == c
+	}
+}
+
+test_denial_of_a_non_participant_removes_only_categories_with_a_reason if {
+	d := _decide({"requester": {"organisation": "abn-amro", "system": "abn-amro-fec"}, "categories": ["police_incidents", "criminal_intelligence"]})
+	d.outcome == "denied"
+	d.removed_categories == ["criminal_intelligence"]
+	_removed_have_reasons(d)
+}
+
+test_denial_of_a_retired_partnership_removes_only_categories_with_a_reason if {
+	every requester in [{"organisation": "abn-amro", "system": "abn-amro-fec"}, {"organisation": "gemeente-amsterdam", "system": "gemeente-amsterdam-vth"}] {
+		d := _decide({"partnership": "nsoc", "purpose": "undermining-analysis", "legal_basis": "WGS (NSOC)", "requester": requester, "categories": ["police_incidents", "criminal_intelligence"]})
+		d.outcome == "denied"
+		d.removed_categories == ["criminal_intelligence"]
+		_removed_have_reasons(d)
+	}
+}
+
 test_requester_system_of_another_organisation_denies if {
 	"requester-not-participant" in _codes(_decide({"requester": {"organisation": "gemeente-amsterdam", "system": "politie-bvh"}}))
 }
@@ -131,6 +157,72 @@ test_25_subjects_is_not_bulk if {
 test_daily_limit_escalates if {
 	d := exchange.decision with input as object.union(_with({}), {"context": {"requests_today": 200}})
 	"daily-limit" in _codes(d)
+}
+
+# Rule 6 needs both counts: an input without a non-negative integer subject count or daily count is denied
+# (it would otherwise escape the bulk and daily-limit escalations).
+_with_counts(subject_count, requests_today) := {
+	"request": object.union(object.remove(_base.request, ["subject_count"]), subject_count),
+	"context": object.union(object.remove(_base.context, ["requests_today"]), requests_today),
+	"request_fingerprint": _base.request_fingerprint,
+}
+
+_incomplete(subject_count, requests_today) if {
+	d := exchange.decision with input as _with_counts(subject_count, requests_today)
+	d.outcome == "denied"
+	not d.allow
+	"input-incomplete" in _codes(d)
+}
+
+test_missing_subject_count_denies if _incomplete({}, {"requests_today": 0})
+
+test_missing_requests_today_denies if _incomplete({"subject_count": 1}, {})
+
+test_subject_count_as_a_string_denies if _incomplete({"subject_count": "40"}, {"requests_today": 0})
+
+test_requests_today_as_a_string_denies if _incomplete({"subject_count": 1}, {"requests_today": "300"})
+
+test_negative_subject_count_denies if _incomplete({"subject_count": -1}, {"requests_today": 0})
+
+test_negative_requests_today_denies if _incomplete({"subject_count": 1}, {"requests_today": -5})
+
+test_fractional_subject_count_denies if _incomplete({"subject_count": 2.5}, {"requests_today": 0})
+
+test_fractional_requests_today_denies if _incomplete({"subject_count": 1}, {"requests_today": 199.5})
+
+test_null_counts_deny_with_one_reason_naming_both if {
+	d := exchange.decision with input as _with_counts({"subject_count": null}, {"requests_today": null})
+	reasons := [r | some r in d.reasons; r.code == "input-incomplete"]
+	count(reasons) == 1
+	contains(reasons[0].message, "request.subject_count")
+	contains(reasons[0].message, "context.requests_today")
+}
+
+test_zero_and_positive_integer_counts_are_complete if {
+	every counts in [[0, 0], [1, 0], [0, 199], [25, 17]] {
+		d := exchange.decision with input as _with_counts({"subject_count": counts[0]}, {"requests_today": counts[1]})
+		d.outcome == "allowed"
+		not "input-incomplete" in _codes(d)
+	}
+}
+
+test_counts_that_escalate_are_not_incomplete if {
+	d := exchange.decision with input as _with_counts({"subject_count": 40}, {"requests_today": 200})
+	d.outcome == "escalated"
+	not "input-incomplete" in _codes(d)
+}
+
+test_incomplete_input_denies_every_holder_of_a_batch if {
+	i := object.union(object.remove(_with({}), ["request"]), {
+		"request": object.remove(_base.request, ["holder", "subject_count"]),
+		"holders": [{"organisation": "politie"}, {"organisation": "kvk"}],
+	})
+	ds := exchange.decisions with input as i
+	count(ds) == 2
+	every d in ds {
+		d.outcome == "denied"
+		"input-incomplete" in _codes(d)
+	}
 }
 
 # Rule 7: office hours, Europe/Amsterdam, DST-aware.

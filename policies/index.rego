@@ -60,10 +60,12 @@ _minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(h
 #   base       what the holder may disclose to this requester for this purpose (never a hit-only category
 #              of the vocabulary when the holder's role is no hit/no-hit holder for the purpose: that one
 #              would answer with records);
-#   domain_nd  what the holder could ever supply in this partnership, plus what is never disclosed: a
-#              requested category outside it is not this holder's business (no narrowing);
+#   domain_nd  base plus what rules 3 and 4 remove, each with its reason (what the holder could ever
+#              supply in this partnership and what is never disclosed, less what has no such reason): a
+#              requested category outside it is not this holder's business (no narrowing). So every
+#              removed category of a decision, denied or not, has a reason of its own;
 #   outside    domain_nd less base: what a request is refused of this holder when no escalation decision
-#              narrows it (whatever is asked of it);
+#              narrows it (whatever is asked of it), the keys of removal_reasons;
 #   deny       the holder's own rule-1 reasons (an array), and as `reason_pair`s in deny_pairs;
 #   removal_reasons  why a category of domain_nd outside base is removed, per category, as a
 #              `reason_pair` (rules 3 and 4);
@@ -78,12 +80,9 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	"deny_pairs": [reason_pair(r) | some r in deny],
 	"hit_only_holder": hit_only_holder,
 	"base": {c: true | some c in base},
-	"domain_nd": {c: true | some c in domain | nd},
-	"outside": {c: true | some c in (domain | nd) - base},
-	"removal_reasons": {c: reason_pair(_removal_reason(c, nd, supplied, receivable, org, purpose_id, requester_role)) |
-		some c in ((domain | nd) - base)
-		_removable(c, nd, supplied, receivable, requester_role, records_only)
-	},
+	"domain_nd": {c: true | some c in base | removable},
+	"outside": {c: true | some c in removable},
+	"removal_reasons": {c: reason_pair(_removal_reason(c, nd, supplied, receivable, org, purpose_id, requester_role)) | some c in removable},
 	"providable": {c: true | some c in providable},
 } if {
 	partnership := object.get(data.register.partnerships, partnership_id, {})
@@ -99,6 +98,10 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	# A hit-only category this holder would otherwise disclose as records (rule 3: removed, with a reason).
 	records_only := object.get({false: ((supplied & receivable) & hit_only_categories) - nd}, hit_only_holder, set())
 	base := ((supplied & receivable) - nd) - records_only
+	# What rules 3 and 4 remove, each for a reason of its own. For a requester that is a participant that
+	# is all of domain | nd outside base; for one that is not, a category the holder supplies has no such
+	# reason (rule 1 denies the request as a whole, `requester-not-participant`), so it is not removed.
+	removable := {c | some c in (domain | nd) - base; _removable(c, nd, supplied, receivable, requester_role, records_only)}
 	# Handed over as records, so never a hit-only category (rule 3), whoever supplies it.
 	providable := (({c | some c in object.get(purpose, ["supplies", requester_role], [])} & {c | some c in object.get(purpose, ["receives", role], [])}) - nd) - hit_only_categories
 	deny := _holder_deny(partnership_id, org, p)

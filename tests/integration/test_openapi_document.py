@@ -4,6 +4,7 @@ API models accept (so examples cannot drift from the contract) and that holds no
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +97,27 @@ def test_requests_and_answers_have_examples_the_models_accept(spec: dict[str, An
     for example in answers:
         answer_model.model_validate(example)
         assert find_personal_data(example) == []
+
+
+def _policy_versions(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "policy_version" and isinstance(value, str):
+                yield value
+            yield from _policy_versions(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _policy_versions(value)
+
+
+def test_examples_carry_the_shipped_policy_version(spec: dict[str, Any]) -> None:
+    """An example that names a policy version names the one the policies carry (bumped on every rule change)."""
+    from gateway.settings import POLICIES_DIR
+
+    shipped = re.search(r'^policy_version := "([^"]+)"', (POLICIES_DIR / "version.rego").read_text(), re.MULTILINE)
+    assert shipped is not None
+    versions = set(_policy_versions(spec["paths"]))
+    assert versions == {shipped.group(1)}
 
 
 def test_every_error_of_every_route_has_a_problem_example_with_its_status(spec: dict[str, Any]) -> None:

@@ -169,12 +169,48 @@ def test_the_product_is_decided_identically(engines: Engines) -> None:
             compared += len(inputs)
             if isinstance(expected, list):
                 outcomes |= {d["outcome"] for d in expected}
+                _assert_every_removal_has_its_reason(expected)
             if number % 25 == 0:  # one holder at a time, the `decision` rules
                 for policy_input in inputs:
                     document = policy_input.document()
                     assert _evaluate(rvm, RULES[kind], document) == _evaluate(interpreter, RULES[kind], document)
     assert compared > (20_000 if shipped else 4_000)
     assert outcomes == {"allowed", "allowed-narrowed", "denied", "escalated"}
+
+
+def _assert_every_removal_has_its_reason(decisions: list[dict[str, Any]]) -> None:
+    """A removed category always comes with a reason naming it, in a denial too (rules 3 and 4; the client
+    contract says so): a denial of a requester that is no participant once listed categories without one."""
+    for decision in decisions:
+        explained = {r.get("category") for r in decision["reasons"]}
+        assert set(decision["removed_categories"]) <= explained, decision
+
+
+# Counts the gateway never sends (PolicyInput types them), as another client of the policies might: each
+# must deny, with `input-incomplete`, and the two evaluators must agree (regorus's interpreter once failed
+# on a fractional subject count while the RVM allowed the request).
+_BAD_COUNTS = [("request", "subject_count", value) for value in (None, "40", -1, 30.5, 2.5)] + [
+    ("context", "requests_today", value) for value in (None, "300", -5, 199.5, 250.5)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("part", "field", "value"), _BAD_COUNTS)
+def test_incomplete_counts_deny_identically(engines: Engines, kind: PolicyKind, part: str, field: str,
+                                            value: Any) -> None:
+    _, rvm, interpreter = engines
+    document = TABLE[0][1].document()
+    (_, batch), = batch_inputs([row[1] for row in TABLE[:3]])
+    for rule, doc in ((RULES[kind], document), (BATCH_RULES[kind], batch)):
+        doc = copy.deepcopy(doc)
+        if value is None:
+            del doc[part][field]
+        else:
+            doc[part][field] = value
+        expected = _evaluate(interpreter, rule, doc)
+        assert _evaluate(rvm, rule, doc) == expected, (rule, doc)
+        for decision in expected if isinstance(expected, list) else [expected]:
+            assert decision["outcome"] == "denied", (rule, doc)
+            assert "input-incomplete" in {r["code"] for r in decision["reasons"]}, (rule, doc)
 
 
 # --- failing closed ----------------------------------------------------------------------------------------
