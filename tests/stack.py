@@ -4,6 +4,7 @@ HTTP servers, partner systems registered as OAuth clients with real keys, tokens
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,7 +16,9 @@ from typing import Any
 import httpx
 from alembic import command
 from joserfc import jwt
+from sqlalchemy import select
 
+from audit.tables import audit_entries
 from connectors.enrolment import enrol
 from connectors.holder_auth import JwksSource
 from connectors.profiles import PROFILES
@@ -117,6 +120,13 @@ class Stack:
             response.raise_for_status()
             self._tokens[key] = response.json()["access_token"]
         return self._tokens[key]
+
+    def logged(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events of the audit entries an answer's receipt cites, in log order."""
+        indices = answer["receipt"]["audit_indices"]
+        with self.container.engine.connect() as connection:
+            return [json.loads(c)["event"] for c in connection.execute(select(audit_entries.c.canonical).where(
+                audit_entries.c.log_index.in_(indices)).order_by(audit_entries.c.log_index)).scalars()]
 
     def call(self, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         """A request with an explicit token (people, or a system's token from ``token``)."""

@@ -442,8 +442,6 @@ class GatewayClient:
         return body
 
 
-
-
 def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContext | None) -> ssl.SSLContext | bool:
     """What httpx verifies the gateway's certificate with. Never nothing: a context that does not check the
     certificate and the host name is refused rather than used."""

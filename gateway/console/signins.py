@@ -109,9 +109,15 @@ class FailedSignIns:
             self._ended.extend(bursts)
 
 
-def failed_sign_ins(container: Container) -> FailedSignIns:
+def _started(container: Container) -> FailedSignIns | None:
+    """The tracker, if a failed sign-in has made one in this process."""
     found = container.services.get("console_sign_ins")
-    if isinstance(found, FailedSignIns):
+    return found if isinstance(found, FailedSignIns) else None
+
+
+def failed_sign_ins(container: Container) -> FailedSignIns:
+    found = _started(container)
+    if found is not None:
         return found
     tracker = FailedSignIns(auth_services(container).login_throttle.window.total_seconds())
     container.services["console_sign_ins"] = tracker
@@ -161,8 +167,8 @@ async def record_failed_sign_in(container: Container, request: Request, reason: 
 
 async def summarise_ended(container: Container, *, everything: bool = False) -> None:
     """Write the summaries of the windows that ended (``everything``: of all windows, as the gateway stops)."""
-    tracker = container.services.get("console_sign_ins")
-    if not isinstance(tracker, FailedSignIns):
+    tracker = _started(container)
+    if tracker is None:
         return
     now = float("inf") if everything else container.clock.now().timestamp()
     await _write(container, tracker, tracker.ended(now))
@@ -170,8 +176,8 @@ async def summarise_ended(container: Container, *, everything: bool = False) -> 
 
 async def close_sign_ins(container: Container) -> None:
     """Stop the timer and write what is still counted (the app's shutdown, before the audit writer closes)."""
-    tracker = container.services.get("console_sign_ins")
-    if not isinstance(tracker, FailedSignIns):
+    tracker = _started(container)
+    if tracker is None:
         return
     if tracker.timer is not None:
         await tracker.timer.aclose()

@@ -393,14 +393,20 @@ def _mapped(value: Any, mapped: dict[str, Any]) -> Any:
 
 
 def _unavailable(outcome: TargetOutcome, decision: Decision, code: str, message: str,
-                 **extra: Any) -> dict[str, Any]:
+                 error_type: str | None = None) -> dict[str, Any]:
     """Make ``outcome`` holder-unavailable (nothing of that holder disclosed, so no obligations either) and
-    return its log event, with ``extra`` (e.g. the type of the failure)."""
+    return its log event, with the type of the failure if there was one."""
     outcome.outcome, outcome.records, outcome.hit, outcome.obligations = Outcome.HOLDER_UNAVAILABLE, [], None, None
     outcome.reasons.append(Reason(code=code, message=message))
-    event = {"event_type": EventType.HOLDER_UNAVAILABLE, "holder": outcome.holder, "status": "error",
+    return _unavailable_event(outcome.holder, decision, code, error_type)
+
+
+def _unavailable_event(holder: str, decision: Decision, code: str, error_type: str | None) -> dict[str, Any]:
+    """The ``holder.unavailable`` log event of a holder that gave no answer, in an exchange or a discovery:
+    the failure's type only (its text may carry the holder's own words, or a subject's reference)."""
+    event = {"event_type": EventType.HOLDER_UNAVAILABLE, "holder": holder, "status": "error",
              "categories": tuple(decision.permitted_categories), "reasons": (code,)}
-    return event | {"extra": extra} if extra else event
+    return event | {"extra": {"error_type": error_type}} if error_type else event
 
 
 def _refused(outcome: TargetOutcome, decision: Decision, reason: str | None) -> dict[str, Any]:
@@ -408,8 +414,18 @@ def _refused(outcome: TargetOutcome, decision: Decision, reason: str | None) -> 
     and return its log event."""
     code = _refusal_code(reason, outcome.holder)
     outcome.outcome, outcome.records, outcome.hit, outcome.obligations = Outcome.REFUSED_BY_HOLDER, [], None, None
-    outcome.reasons.append(Reason(code="refused-by-holder", message=f"the holder refused: {code}"))
-    return {"event_type": EventType.HOLDER_REFUSED, "holder": outcome.holder, "reasons": (f"holder:{code}",),
+    outcome.reasons.append(_refusal_reason(code))
+    return _refusal_event(outcome.holder, decision, code)
+
+
+def _refusal_reason(code: str) -> Reason:
+    """What the requester is told of a holder's refusal with ``code``, in an exchange or a discovery."""
+    return Reason(code="refused-by-holder", message=f"the holder refused: {code}")
+
+
+def _refusal_event(holder: str, decision: Decision, code: str) -> dict[str, Any]:
+    """The ``holder.refused`` log event of a holder's refusal with ``code``, in an exchange or a discovery."""
+    return {"event_type": EventType.HOLDER_REFUSED, "holder": holder, "reasons": (f"holder:{code}",),
             "categories": tuple(decision.permitted_categories)}
 
 
@@ -1040,8 +1056,8 @@ class ExchangeService:
             """The holder's refusal, whether it said so itself or the index says it for it: the same answer
             and the same ``holder.refused`` audit event (below), for the whole request."""
             code = refusals[target.organisation] = _refusal_code(reason, target.organisation)
-            return DiscoveryTarget(holder=target.organisation, outcome="refused-by-holder", reasons=[
-                Reason(code="refused-by-holder", message=f"the holder refused: {code}")])
+            return DiscoveryTarget(holder=target.organisation, outcome="refused-by-holder",
+                                   reasons=[_refusal_reason(code)])
 
         def not_asked(target: _Target, code: str, message: str, error_type: str | None) -> DiscoveryTarget:
             """``holder-unavailable`` with the reason an exchange would give; its log entry is written below."""
@@ -1092,12 +1108,9 @@ class ExchangeService:
         receipts += await self._record([AuditEvent(
             event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
             extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}] + [
-            AuditEvent(event_type=EventType.HOLDER_REFUSED, **base, holder=a.holder,
-                       reasons=(f"holder:{refusals[a.holder]}",), categories=tuple(d.permitted_categories))
+            AuditEvent(**base | _refusal_event(a.holder, d, refusals[a.holder]))
             for a, d in zip(answers, decisions, strict=True) if a.holder in refusals] + [
-            AuditEvent(event_type=EventType.HOLDER_UNAVAILABLE, **base, holder=a.holder, status="error",
-                       reasons=(unavailable[a.holder][0],), categories=tuple(d.permitted_categories),
-                       extra={"error_type": unavailable[a.holder][1]} if unavailable[a.holder][1] else {})
+            AuditEvent(**base | _unavailable_event(a.holder, d, *unavailable[a.holder]))
             for a, d in zip(answers, decisions, strict=True) if a.holder in unavailable])
         result = DiscoveryResult(discovery_id=discovery_id, partnership=body.partnership, purpose=body.purpose,
                                  policy_version=decisions[0].policy_version, register_version=register.version,

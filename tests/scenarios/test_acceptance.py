@@ -3,7 +3,6 @@ servers, real tokens, real Rego decisions. Each asserts per-target outcome, cate
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,14 +203,6 @@ def test_s9_police_refuses_as_holder(stack: Stack) -> None:
     assert target["records"] == []
 
 
-def _logged(stack: Stack, answer: dict[str, Any]) -> list[dict[str, Any]]:
-    """The events of the audit entries the answer's receipt cites."""
-    indices = answer["receipt"]["audit_indices"]
-    with stack.container.engine.connect() as connection:
-        return [json.loads(c)["event"] for c in connection.execute(select(audit_entries.c.canonical).where(
-            audit_entries.c.log_index.in_(indices)).order_by(audit_entries.c.log_index)).scalars()]
-
-
 def test_s9_police_refuse_discovery_too(stack: Stack) -> None:
     """Found by a review: discovery answered `hit` for the subject the police keep confidential — exactly what
     the confidentiality protects. The police refuse discovery on the grounds they refuse an exchange on
@@ -223,7 +214,7 @@ def test_s9_police_refuse_discovery_too(stack: Stack) -> None:
     assert politie["outcome"] == "refused-by-holder"
     assert _codes(politie) == {"refused-by-holder"}
     assert any("investigation-confidentiality" in r["message"] for r in politie["reasons"])
-    entries = [e for e in _logged(stack, response.json()) if e.get("holder") == "politie"]
+    entries = [e for e in stack.logged(response.json()) if e.get("holder") == "politie"]
     assert [(e["event_type"], e.get("reasons")) for e in entries if e["event_type"] != "policy.decided"] == [
         ("holder.refused", ["holder:investigation-confidentiality"])]
 

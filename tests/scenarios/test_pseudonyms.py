@@ -300,10 +300,7 @@ def _discover(stack: Stack, body: dict[str, Any]) -> tuple[dict[str, dict[str, A
     response = stack.post(MUNICIPALITY, "/v1/discovery", body)
     assert response.status_code == 200, response.text
     answer = response.json()
-    with stack.container.engine.connect() as connection:
-        events = [json.loads(c)["event"] for c in connection.execute(select(audit_entries.c.canonical).where(
-            audit_entries.c.log_index.in_(answer["receipt"]["audit_indices"]))).scalars()]
-    return {t["holder"]: t for t in answer["targets"]}, events
+    return {t["holder"]: t for t in answer["targets"]}, stack.logged(answer)
 
 
 def _holder_events(events: list[dict[str, Any]], holder: str) -> list[tuple[str, Any]]:
