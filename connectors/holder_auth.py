@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 from joserfc.jwt import JWTClaimsRegistry
+
+from connectors.transport import compressed, verifying_tls
 
 ALGORITHMS = ["Ed25519", "ES256"]
 REFRESH_INTERVAL = 10.0
@@ -76,7 +77,7 @@ class JwksSource:
         self._url = url
         self._file = file
         self._jwks = jwks
-        self._tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        self._tls = verifying_tls(ca_file)
         self._max_bytes = max_bytes
         self._keyset: KeySet | None = None
         self._refreshed_at = float("-inf")
@@ -140,7 +141,7 @@ class JwksSource:
         with httpx.stream("GET", url, timeout=FETCH_SECONDS, verify=self._tls,
                           headers={"Accept-Encoding": "identity"}) as response:
             response.raise_for_status()
-            if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+            if compressed(response.headers):
                 raise TokenRefused("the gateway's keys came compressed, which was not asked for")
             length = response.headers.get("Content-Length")
             if length is not None and int(length) > self._max_bytes:

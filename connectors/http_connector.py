@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
-import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -49,6 +48,7 @@ from pydantic_core import from_json
 
 from connectors.errors import HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
+from connectors.transport import compressed, verifying_tls
 
 TokenProvider = Callable[[str], Awaitable[str]]
 """``async (audience) -> bearer token``; the audience is the partner system id."""
@@ -96,7 +96,7 @@ class SharedSession:
     def __init__(self, *, max_connections: int, ca_file: str | Path | None = None) -> None:
         self._max_connections = max_connections
         # Built now, so that an unreadable CA file fails at start-up rather than at the first holder call.
-        self._tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        self._tls = verifying_tls(ca_file)
         self._session: aiohttp.ClientSession | None = None
 
     def get(self) -> aiohttp.ClientSession:
@@ -215,8 +215,7 @@ class HttpConnector:
         limit = self._max_answer_bytes
         async with self._session.get().request(method, f"{self._base}{path}", data=payload, headers=headers,
                                                allow_redirects=False) as response:
-            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
+            if compressed(response.headers):
                 # not echoed: the header is the holder's free text, and the message reaches the requester
                 raise HolderProtocolError(self.system, "compressed answer, which was not asked for")
             length = response.content_length
