@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Table
 
+from audit.direct_insert import insert_rows
 from audit.errors import AuditWriteError
 from audit.events import AuditEvent
 from audit.handoff import Settlement, settle, take_queued
@@ -270,6 +271,6 @@ def _companions_of(batch: list[_Waiter]) -> Callable[[Connection, list[Receipt]]
                 if companion.table is not None and companion.build is not None:
                     rows[companion.table].append(companion.build(mine))
         for table, values in rows.items():
-            connection.execute(table.insert(), values)
+            insert_rows(connection, table, values)
 
     return write
