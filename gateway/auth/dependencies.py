@@ -6,20 +6,16 @@ with ``WWW-Authenticate``; a valid token without the scope → 403. Both are pro
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
 
 from gateway.auth.principal import Principal, Scope
 from gateway.auth.setup import auth_services
 from gateway.deps import container_of
 from gateway.errors import Forbidden, Unauthorized
 
-_bearer = HTTPBearer(auto_error=False, description="An access token from POST /oauth/token or /v1/auth/login.")
-# Declared through Depends so the OpenAPI document shows the bearer security scheme on every route;
-# the check itself is ours (authenticate), so every failure is a problem+json.
-_security = Depends(_bearer)
+_DESCRIPTION = "An access token from POST /oauth/token or /v1/auth/login."
 
 
 def authenticate(request: Request) -> Principal:
@@ -34,20 +30,31 @@ def authenticate(request: Request) -> Principal:
     return principal
 
 
-def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that yields the caller's Principal if its token carries ``scope``."""
+class ScopeRequired(SecurityBase):
+    """A dependency that yields the caller's Principal if its token carries ``scope``.
 
-    # async so that FastAPI runs it on the event loop: the check is a signature verification against keys in
-    # memory (a stat of the key file at most), far cheaper than the hop to a worker thread a sync one costs.
-    async def dependency(request: Request,
-                         _credentials: HTTPAuthorizationCredentials | None = _security) -> Principal:
+    A security scheme itself (the OpenAPI document shows the bearer scheme, named ``HTTPBearer``, on every
+    route that uses it) rather than a function depending on FastAPI's ``HTTPBearer``: one dependency to solve
+    per request instead of two levels of them (with the container read in the route, the exchange's dependency
+    solving went from ~0.068 to ~0.051 ms of the event loop per request, token check included). The check is
+    ours (:func:`authenticate`), so every failure is a problem+json. Async so that FastAPI runs it on the event
+    loop: a signature verification against keys in memory (a stat of the key file at most) is far cheaper than
+    the hop to a worker thread a sync one costs. Nothing is cached between requests: every call verifies the
+    token and asks whether it, its client or its account was revoked or disabled meanwhile."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.model = HTTPBearerModel(description=_DESCRIPTION)
+        self.scheme_name = "HTTPBearer"
+        self.scope = scope
+
+    async def __call__(self, request: Request) -> Principal:
         principal = authenticate(request)
-        if not principal.has_scope(scope.value):
-            raise Forbidden(f"the access token lacks the scope `{scope.value}`",
-                            extra={"required_scope": scope.value})
+        if not principal.has_scope(self.scope.value):
+            raise Forbidden(f"the access token lacks the scope `{self.scope.value}`",
+                            extra={"required_scope": self.scope.value})
         return principal
 
-    dependency.__name__ = f"require_scope_{scope.name.lower()}"
-    return dependency
 
-
+def require_scope(scope: Scope) -> ScopeRequired:
+    """Use as ``principal: Principal = Depends(require_scope(Scope.EXCHANGE))``."""
+    return ScopeRequired(scope)
