@@ -29,7 +29,9 @@
   still running when it passes is abandoned: ``GatewayUnavailable`` (status 0).
 * TLS: the gateway's certificate is always verified — against the system's CAs, the ``ca_file`` given, or an
   ``ssl_context`` that must itself verify (one that does not is refused, so verification cannot be switched
-  off by accident).
+  off by accident). Plain ``http://`` is refused unless the gateway is on this machine (a loopback address or
+  ``localhost``) or the caller says ``allow_insecure_http=True``: over plain HTTP anyone on the path reads the
+  bearer token (valid for up to an hour, good for any call of this system) and the personal data answered.
 * Errors: ``GatewayClientError`` (the base of all) with ``status`` and the problem document (RFC 9457)
   the gateway sent (``type``, ``title``, ``detail``). Subclasses: ``GatewayUnavailable`` (no answer —
   connection failure, timeout or the deadline: ``status == 0`` — or 502/503/504 after the retries),
@@ -52,6 +54,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import os
 import random
@@ -137,8 +140,8 @@ class GatewayClient:
                  ca_file: str | os.PathLike[str] | None = None, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._base = base_url.rstrip("/")
+                 transport: httpx.AsyncBaseTransport | None = None, allow_insecure_http: bool = False) -> None:
+        self._base = _checked_base_url(base_url, allow_insecure_http)
         self.system_id = system_id
         self._key = key
         self._alg = "Ed25519" if isinstance(key, OKPKey) else "ES256"
@@ -455,6 +458,28 @@ def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContex
     if ca_file is not None:
         return ssl.create_default_context(cafile=os.fspath(ca_file))
     return True
+
+
+def _checked_base_url(base_url: str, allow_insecure_http: bool) -> str:
+    """``base_url`` without a trailing slash, if the client may send tokens to it: ``https://``, or ``http://``
+    to this machine, or ``http://`` anywhere when the caller allowed it (a network it trusts, e.g. between
+    containers of one compose project). Refused at construction, before any token is asked for."""
+    url = httpx.URL(base_url)
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError("base_url must be an https:// URL of the gateway")
+    if url.scheme == "http" and not allow_insecure_http and not _loopback(url.host):
+        raise ValueError(f"plain http:// to {url.host} would send this system's tokens and the answers' data "
+                         "unencrypted: use https://, or pass allow_insecure_http=True on a network you trust")
+    return base_url.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _segment(value: str) -> str:

@@ -31,7 +31,7 @@ def _gateway(seen: Recorder, token_answer: Any, api: Any = None) -> GatewayClien
             answer: httpx.Response = api(request)
             return answer
         return httpx.Response(200, json=RESULT)
-    return GatewayClient("http://gw", "sys-a", KEY, sleep=seen.sleep, transport=httpx.MockTransport(handler))
+    return GatewayClient("https://gw", "sys-a", KEY, sleep=seen.sleep, transport=httpx.MockTransport(handler))
 
 
 # -- the token answer -------------------------------------------------------------------------------------
@@ -75,7 +75,7 @@ async def test_an_infinite_lifetime_is_refused() -> None:
             return httpx.Response(200, content=b'{"access_token": "T", "token_type": "Bearer", '
                                                b'"expires_in": Infinity}', headers={"content-type": "application/json"})
         return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
-    async with GatewayClient("http://gw", "sys-a", KEY, sleep=seen.sleep,
+    async with GatewayClient("https://gw", "sys-a", KEY, sleep=seen.sleep,
                              transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(InvalidResponse):
             await client.token()
