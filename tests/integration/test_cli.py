@@ -711,6 +711,24 @@ def test_a_status_on_a_migrated_database_without_keys_creates_none(data_dir: Pat
     assert _files_under(data_dir) == made
 
 
+def test_pseudonyms_rotate_without_a_key_ring_refuses_and_creates_none(data_dir: Path) -> None:
+    """On a fresh install (or a wrong data directory) there is nothing to rotate: `rotate` says the ring is
+    missing instead of making version 1 and rotating it to 2 at once; after `keys init` it rotates 1 -> 2."""
+    import asyncio
+
+    from gateway.pseudonyms.keystore import FileKeyStore
+
+    before = _files_under(data_dir)
+    line = _refusal(runner.invoke(app, ["pseudonyms", "rotate"]))
+    assert line.startswith("no pseudonym key ring"), line
+    assert _files_under(data_dir) == before
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    ring = asyncio.run(FileKeyStore(data_dir / "keys" / "pseudonyms").load())
+    assert (sorted(ring.versions), ring.current) == ([1, 2], 2)
+
+
 def test_audit_verify_with_a_checkpoint_file_that_is_no_checkpoint_says_so(data_dir: Path, tmp_path: Path) -> None:
     """A file kept by mistake (here the 401 answer saved instead of a checkpoint) is named as not being a
     signed checkpoint, a format verdict; not a bad signature "at index 0" about a newline."""
