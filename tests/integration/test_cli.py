@@ -59,6 +59,19 @@ def test_register_check_accepts_the_shipped_file_and_refuses_a_bad_one(tmp_path:
     assert "bad.yaml:" in refused.output
 
 
+@pytest.mark.parametrize("target", ["a-directory", "missing.yaml"])
+def test_register_check_of_an_unreadable_path_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    target: str) -> None:
+    """A directory or a missing file is one line naming the path once, not a `path:?:?:` problem without a
+    line; a long path is not wrapped into two lines."""
+    monkeypatch.setenv("COLUMNS", "40")
+    (tmp_path / "a-directory").mkdir()
+    path = tmp_path / target
+    line = _refusal(runner.invoke(app, ["register", "check", str(path)]))
+    assert line.startswith(f"{path}: cannot read the register file ("), line
+    assert "?" not in line
+
+
 def test_clients_users_and_keys(data_dir: Path) -> None:
     jwks = data_dir / "vth.jwks"
     jwks.write_text(json.dumps({"keys": [OKPKey.generate_key("Ed25519").as_dict(private=False)]}))
