@@ -235,7 +235,8 @@ def error_page(request: Request, status: int, detail: str = "") -> Response:
         sessions = console_sessions(container)
         language, _ = choose_language(request, sessions.settings.default_language)
         page = Page(request, container, sessions, language, False)
-    summary = {403: "error_403", 404: "error_404", 405: "error_405", 422: "error_422"}.get(status, "error_other")
+    summary = {403: "error_403", 404: "error_404", 405: "error_405", 413: "error_413", 422: "error_422",
+               429: "error_429"}.get(status, "error_other")
     return secure(page.render("error.html", status=status, summary=page.t(summary),
                               detail=detail if status in {403, 422} else ""))
 
