@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -93,6 +93,23 @@ class IndexHolding:
     categories: frozenset[str]
     confidential_reason: str | None = None
     minor: bool = False
+
+
+@dataclass
+class _Holding:
+    """One subject's index entry as a batch builds it: the union of what its items say (see ``enrol``)."""
+
+    key_version: int
+    record_types: set[str] = field(default_factory=set)
+    categories: set[str] = field(default_factory=set)
+    confidential: bool = False
+    minor: bool = False
+
+    def add(self, item: Item) -> None:
+        self.record_types.update(item.record_types)
+        self.categories.update(item.categories)
+        self.confidential = self.confidential or item.confidential
+        self.minor = self.minor or item.minor
 
 
 def is_pseudonym(text: str) -> bool:
@@ -181,17 +198,37 @@ class PseudonymService:
         with _refused_as_unprocessable(0):
             return self.transcryptor.partnership_pseudonym(polymorphic, item.identifier_type, partnership).encode()
 
+    def _known_categories(self, items: list[Item]) -> None:
+        """422 for a category the register does not know, before anything is computed or written.
+
+        Indexed as it came, such a category (a typo, one of a newer register) could never be asked for: the
+        subject answered ``no-hit`` in the category meant, for ever after, while its partner believed it
+        enrolled. The names are codes (the request's pattern), so naming them leaks nothing."""
+        known = self.register.categories.keys()
+        for position, item in enumerate(items):
+            unknown = sorted(set(item.categories) - known)
+            if unknown:
+                raise Unprocessable(f"item {position}: categories the register does not know: "
+                                    f"{', '.join(unknown)} (register {self.register.version})")
+
     def enrol(self, principal: Principal, partnership: str, items: list[Item],
               confidential_reason: str | None = None) -> tuple[list[str], int, int]:
         """Pseudonymise and (re)index; returns the encrypted pseudonyms, rows indexed and rows removed.
 
         ``confidential_reason``: the code the participant refuses with about a subject it keeps confidential
-        (``CONFIDENTIAL`` when it gives none), kept with each such subject's entry."""
+        (``CONFIDENTIAL`` when it gives none), kept with each such subject's entry.
+
+        A subject sent more than once (a participant with two references for one person enrols per
+        reference) gets one entry with what all its items say: every record type and category, confidential
+        or a minor if any item says so, and removed only if no item lists records. The last item alone would
+        drop the others' categories, and a confidential item followed by a plain one would let the index
+        answer ``hit`` where the participant refuses."""
         organisation = self._participant(principal, partnership)
+        self._known_categories(items)
         decoded = self._decode(items)
         self.quota.take(principal.subject, len(items))
         now = self.clock.now()
-        rows: dict[str, dict[str, Any]] = {}
+        held: dict[str, _Holding] = {}
         gone: set[str] = set()
         answer = []
         for position, (item, polymorphic) in enumerate(decoded):
@@ -201,16 +238,16 @@ class PseudonymService:
             answer.append(own.encode())
             key = shared.encode()
             if item.record_types:
-                rows[key] = {"partnership": partnership, "organisation": organisation, "pseudonym": key,
-                             "key_version": shared.key_version, "record_types": sorted(set(item.record_types)),
-                             "categories": sorted(set(item.categories)), "updated_at": now,
-                             "confidential": item.confidential, "minor": item.minor,
-                             "confidential_reason": (confidential_reason or CONFIDENTIAL) if item.confidential
-                             else None}
-                gone.discard(key)
+                held.setdefault(key, _Holding(shared.key_version)).add(item)
             else:
                 gone.add(key)
-                rows.pop(key, None)
+        gone -= held.keys()
+        rows = [{"partnership": partnership, "organisation": organisation, "pseudonym": key,
+                 "key_version": holding.key_version, "record_types": sorted(holding.record_types),
+                 "categories": sorted(holding.categories), "updated_at": now, "confidential": holding.confidential,
+                 "minor": holding.minor,
+                 "confidential_reason": (confidential_reason or CONFIDENTIAL) if holding.confidential else None}
+                for key, holding in sorted(held.items())]
         with transaction(self.sessions) as session:
             withdrawn = sorted(gone)
             for chunk in range(0, len(withdrawn), 500):
@@ -218,7 +255,7 @@ class PseudonymService:
                     enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,
                     enrolments.c.pseudonym.in_(withdrawn[chunk:chunk + 500])))
             if rows:
-                _upsert(session, [rows[key] for key in sorted(rows)])
+                _upsert(session, rows)
         return answer, len(rows), len(gone)
 
     # -- the exchange's translations ---------------------------------------------------------------
