@@ -34,7 +34,7 @@ from gateway.db.engine import transaction
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.tables import enrolments
 from gateway.errors import Forbidden, Unprocessable
-from gateway.pseudonyms.errors import InvalidPseudonym, PseudonymError
+from gateway.pseudonyms.errors import InvalidPseudonym, PseudonymError, UnknownKeyVersion
 from gateway.pseudonyms.identifiers import IdentifierType
 from gateway.pseudonyms.pep import PolymorphicPseudonym, Pseudonym
 from gateway.pseudonyms.transcryptor import Transcryptor
@@ -44,9 +44,13 @@ from gateway.register.model import Register
 @contextmanager
 def _not_yours() -> Iterator[None]:
     """A subject that decodes but cannot be transformed (e.g. an unknown key version) is the caller's bad
-    input (422), not a defect of the gateway's (500)."""
+    input (422), not a defect of the gateway's (500). One of a retired key version is said to be so: the
+    partner kept a pseudonym from before a rotation, and 'not yours' would send it looking elsewhere."""
     try:
         yield
+    except UnknownKeyVersion as exc:  # a partner's pseudonym from before a rotation whose version is retired
+        raise Unprocessable(f"a subject is a pseudonym of key version {exc.version}, which the gateway no longer "
+                            "holds: use your current pseudonyms (enrol again, or POST /v1/pseudonyms)") from exc
     except (PseudonymError, ValueError) as exc:
         raise Unprocessable(f"a subject is not a pseudonym of yours ({type(exc).__name__})") from exc
 
