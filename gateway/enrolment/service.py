@@ -18,6 +18,7 @@ without ever forming the identifier's point.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,8 +50,9 @@ def _not_yours() -> Iterator[None]:
     try:
         yield
     except UnknownKeyVersion as exc:  # a partner's pseudonym from before a rotation whose version is retired
-        raise Unprocessable(f"a subject is a pseudonym of key version {exc.version}, which the gateway no longer "
-                            "holds: use your current pseudonyms (enrol again, or POST /v1/pseudonyms)") from exc
+        raise Unprocessable(f"a subject is a pseudonym of key version {exc.version}, which the gateway does not "
+                            "hold (any more): use your current pseudonyms (enrol again, or POST "
+                            "/v1/pseudonyms)") from exc
     except (PseudonymError, ValueError) as exc:
         raise Unprocessable(f"a subject is not a pseudonym of yours ({type(exc).__name__})") from exc
 
@@ -123,6 +125,20 @@ def is_pseudonym(text: str) -> bool:
     except (InvalidPseudonym, ValueError):
         return False
     return True
+
+
+_PSEUDONYM_PREFIX = re.compile(r"[a-z]+\.v[0-9]+\.", re.IGNORECASE)
+
+
+def looks_like_pseudonym(text: str) -> bool:
+    """Whether ``text`` starts like an encoded pseudonym (``<type>.v<version>.``, in any letter case).
+
+    A subject that looks like one and is none (``is_pseudonym`` false) is a pseudonym corrupted on its way
+    (capitals, base64 padding, a second encoding of the point) or forged — never an opaque reference, which
+    it would otherwise pass for: answered ``no-hit`` without a word, and handed to every holder and written to
+    the audit log as it is, the requester's own pseudonym where only the holder's or the partnership's may go.
+    """
+    return _PSEUDONYM_PREFIX.match(text) is not None
 
 
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -59,7 +59,7 @@ from gateway.client.models import (
 )
 from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
-from gateway.enrolment.service import REFUSAL_CODE_PATTERN, IndexHolding, is_pseudonym
+from gateway.enrolment.service import REFUSAL_CODE_PATTERN, IndexHolding, is_pseudonym, looks_like_pseudonym
 from gateway.errors import (
     Conflict,
     Forbidden,
@@ -822,7 +822,13 @@ class ExchangeService:
         enrolled yet, opaque references passed through as they are. One request never mixes the two."""
         if self.deps.pseudonyms is None:
             return False
-        kinds = {is_pseudonym(s) for s in subjects}
+        kinds = set()
+        for position, subject in enumerate(subjects):
+            pseudonym = is_pseudonym(subject)
+            if not pseudonym and looks_like_pseudonym(subject):  # never taken for a reference (see there)
+                raise Unprocessable(f"subject {position} looks like a pseudonym but is not a valid one: send your "
+                                    "pseudonyms exactly as the gateway gave them")
+            kinds.add(pseudonym)
         if len(kinds) > 1:
             raise Unprocessable("subjects must all be pseudonyms or all be references, not a mix")
         if self.deps.require_pseudonyms and kinds != {True}:

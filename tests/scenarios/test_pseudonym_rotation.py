@@ -82,6 +82,6 @@ async def test_after_the_old_version_is_retired_clients_move_on_and_old_pseudony
     assert refused.status_code == 422, refused.text
     detail = refused.json()["detail"]
     assert "key version 1" in detail
-    assert "no longer" in detail
+    assert "does not hold" in detail
     assert old[0] not in refused.text
     assert old[0].split(".")[2] not in refused.text
