@@ -184,25 +184,31 @@ class EscalationService:
 
         case, steps = await self._db(predict)
         await self._record([self._event(case, s, principal, trace, motivation=motivation) for s in steps])
-        changed = await self._applied(case, steps[-1].action, apply, principal, trace)
+        changed = await self._applied(case, [s.action for s in steps], apply, principal, trace)
         self._notify(changed)
         return changed
 
-    async def _applied(self, case: Case, action: str, apply: Callable[[Session], T], principal: Principal | None,
-                       trace: Trace | None) -> T:
-        """Apply a step already logged; if it fails, for whatever reason, the log says it was not applied."""
+    async def _applied(self, case: Case, actions: list[str], apply: Callable[[Session], T],
+                       principal: Principal | None, trace: Trace | None) -> T:
+        """Apply the steps ``actions`` already logged (in one transaction: all or none take effect); if that
+        fails, for whatever reason, the log says of each of them that it was not applied."""
         try:
             return await self._db(apply)
         except Exception as exc:
-            await self._not_applied(case, action, exc, principal, trace)
+            await self._not_applied(case, actions, exc, principal, trace)
             raise
 
-    async def _not_applied(self, case: Case, action: str, exc: Exception, principal: Principal | None,
+    async def _not_applied(self, case: Case, actions: list[str], exc: Exception, principal: Principal | None,
                            trace: Trace | None) -> None:
-        """A logged step was refused after all (a race, a check only the database can make, or a defect): say
-        so, naming the kind of failure only (an exception's text may name a person)."""
-        step = _Step(action, extra={"not_applied": _failure_kind(exc)})
-        await self._record([self._event(case, step, principal, trace, status="error")])
+        """Logged steps were refused after all (a race, a check only the database can make, or a defect): say
+        so of every one of them, naming the kind of failure only (an exception's text may name a person).
+
+        Every one, not the last: a decision is logged as up to three steps (start_review, decide, close) that
+        apply together, and a retraction of the last alone would leave the log claiming a review and a binding
+        decision that were never taken (the race two deciders at once run into)."""
+        kind = _failure_kind(exc)
+        await self._record([self._event(case, _Step(action, extra={"not_applied": kind}), principal, trace,
+                                        status="error") for action in actions])
 
     def _notify(self, case: Case) -> None:
         partnership = self.register.partnerships.get(case.partnership)
@@ -268,7 +274,7 @@ class EscalationService:
                      State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(body.partnership)[1]), None,
                      reasons, exchange_id, request_fingerprint, self.register.version)
         await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace)])
-        case = await self._applied(draft, "opened", lambda s: case_store.open_case(
+        case = await self._applied(draft, ["opened"], lambda s: case_store.open_case(
             s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
             holder_org=target.holder, trigger=trigger, register_version=self.register.version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
@@ -324,7 +330,7 @@ class EscalationService:
                      reasons, stored.id, stored.request_sha256, stored.register_version)
         await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace,
                                         motivation=body.motivation)])
-        case = await self._applied(draft, "opened", lambda s: case_store.open_case(
+        case = await self._applied(draft, ["opened"], lambda s: case_store.open_case(
             s, partnership=stored.partnership, purpose=stored.purpose, requester_org=stored.requester_org,
             holder_org=body.holder, trigger=trigger, register_version=stored.register_version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=stored.id,
@@ -395,7 +401,7 @@ class EscalationService:
         await self._record([self._event(case, _Step("comment", extra={
             "comment_sha256": _sha256(body.text), "attachments": [a.reference for a in body.attachments]}),
             principal, trace)])
-        await self._applied(case, "comment", lambda s: comment_store.add_comment(
+        await self._applied(case, ["comment"], lambda s: comment_store.add_comment(
             s, case_id, author_org=principal.organisation, author=principal.subject, text=body.text,
             attachments=[a.model_dump(exclude_none=True) for a in body.attachments], now=self.clock.now()),
             principal, trace)
@@ -660,7 +666,7 @@ class EscalationService:
         case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
         await self._record([self._event(case, _Step("legal_gap_flagged", extra={
             "gap_id": body.gap_id or "new"}), principal, trace)])
-        gap = await self._applied(case, "legal_gap_flagged", lambda s: gap_store.flag_case(
+        gap = await self._applied(case, ["legal_gap_flagged"], lambda s: gap_store.flag_case(
             s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
             title=body.title, description=body.description), principal, trace)
         return await self._scoped_gap(principal, gap)
