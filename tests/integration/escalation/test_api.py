@@ -579,6 +579,30 @@ def test_the_requester_objects_to_a_denial(env: Env) -> None:
     assert _object(env, "gemeente-amsterdam-vth", exchange_id).status_code == 201
 
 
+def test_written_texts_must_say_something_blank_ones_get_422_and_change_nothing(env: Env) -> None:
+    """A motivation, a comment or an attachment's title of only spaces and line breaks passes a length check
+    but says nothing: the console refuses it (it strips what was typed), and so must the API."""
+    exchange_id = _denied_exchange(env, ["police_incidents"])
+    blank = " \n\t " * 5  # 20 characters, none of them written
+    objection = env.post("po-gemeente", "/v1/escalations", {"exchange_id": exchange_id, "holder": "politie",
+                                                            "motivation": blank})
+    assert objection.status_code == 422, objection.text
+    assert objection.headers["content-type"].startswith("application/problem+json")
+    assert [e for e in env.audit_events() if e["exchange_id"] == exchange_id] == []  # nothing opened or logged
+    case_id = env.open_case()
+    comments = f"/v1/escalations/{case_id}/comments"
+    for body in ({"text": blank}, {"text": "See the memo.", "attachments": [
+            {"reference": "dms://politie/2026/4711", "title": "   "}]}):
+        refused = env.post("po-politie", comments, body)
+        assert refused.status_code == 422, (body, refused.text)
+    withdrawal = env.post("po-gemeente", f"/v1/escalations/{case_id}/withdraw",
+                          {"expected_version": 1, "motivation": blank})
+    assert withdrawal.status_code == 422, withdrawal.text
+    assert env.detail("po-politie", case_id)["comments"] == []
+    assert env.case(case_id).state.value == "open"
+    assert env.audit_steps(case_id) == []  # no step was claimed, so none had to be retracted
+
+
 def test_an_objection_to_a_denial_can_be_allowed(env: Env) -> None:
     exchange_id = _denied_exchange(env, ["police_incidents", "criminal_intelligence"])
     case = _object(env, "po-gemeente", exchange_id).json()
