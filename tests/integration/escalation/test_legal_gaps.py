@@ -158,6 +158,25 @@ def test_the_export_lets_no_spreadsheet_formula_through(env: Env) -> None:
     assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["title"] == title  # the API keeps it as is
 
 
+def test_the_export_lets_no_formula_through_in_a_dutch_spreadsheet_either(env: Env) -> None:
+    """A Dutch spreadsheet opens the file with `;` as separator: a `;` or line break inside a title,
+    description or note starts a new cell there, which must not be a formula either."""
+    title = "Wet Bibob art. 9;=cmd|' /C calc'!A0;"
+    description = "First line\n+HYPERLINK(\"http://evil.example/\";\"click\")"
+    gap = _new_gap_with(env, env.open_case(), title, description)
+    moved = _status(env, "desk-riec", gap["id"], "on-agenda", 1, note="agenda; @SUM(1+1)*cmd|' /C calc'!A0")
+    assert moved.status_code == 200, moved.text
+    exported = env.get("desk-riec", "/v1/legal-gaps/export").text
+    lines = exported.replace("\r\n", "\n").replace("\r", "\n")
+    cells = [cell for row in csv.reader(io.StringIO(lines), delimiter=";") for cell in row]
+    assert not [c for c in cells if c.lstrip(' \t\n"').startswith(("=", "+", "-", "@"))]
+    # The export's own (comma) reading still shows each text readably, in its one cell.
+    [row] = [row for row in csv.reader(io.StringIO(exported)) if row[0] == gap["id"]]
+    assert [row[3].replace("'", ""), row[4], row[9].replace("'", "")] == [
+        title.replace("'", ""), description.replace("\n+", "\n'+"), moved.json()["note"].replace("'", "")]
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["title"] == title  # the API keeps it
+
+
 def test_the_cli_export_is_the_api_export(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """`wgs-gateway escalations gaps` and `GET /v1/legal-gaps/export` are one export: same columns, same
     cells (dates, linked cases, note, formula quoting), for a gap whose cases the API reader may all see."""
