@@ -205,7 +205,9 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
     is_active = case.state in ACTIVE
     decider = is_active and me.organisation in case.deciders
     owners = {case.holder_org if case.trigger == "holder-objection" else case.requester_org}  # who opened it
-    values: dict[str, Any] = {"outcome": "", "motivation": "", "categories": list(case.requested_categories),
+    never = service.register.never_disclosed(case.partnership)  # requested, but no allow may permit them
+    values: dict[str, Any] = {"outcome": "", "motivation": "",
+                              "categories": [c for c in case.requested_categories if c not in never],
                               "retain_until": "", "results_only": False, "comment": "", "attachments": [],
                               "withdraw_motivation": "", "gap_id": "", "gap_title": "", "gap_description": ""}
     values |= typed or {}

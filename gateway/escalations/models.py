@@ -91,6 +91,13 @@ class Decide(Versioned):
                                             description="For allow: the categories the holder must supply.")
     obligations: ExtraObligations | None = None
 
+    @field_validator("permitted_categories")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        """A category named twice is one category: kept twice it would show twice in the decision, and two
+        deciders' votes for the same categories would not count as the same proposal."""
+        return sorted(set(value))
+
 
 class FlagLegalGap(_Strict):
     """Link the case to an existing gap, or describe a new one."""

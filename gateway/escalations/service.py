@@ -455,6 +455,10 @@ class EscalationService:
                 raise EscalationError("an allow names the permitted categories, all of them among the requested "
                                       f"ones ({', '.join(case.requested_categories)})"
                                       + (f"; not requested: {', '.join(unknown)}" if unknown else ""))
+            barred = sorted(set(body.permitted_categories) & self.register.never_disclosed(case.partnership))
+            if body.outcome == "allow" and barred:  # requested, and removed by policy: no re-run would disclose it
+                raise EscalationError(f"an allow cannot permit {', '.join(barred)}: never disclosed in "
+                                      f"`{case.partnership}`, whatever a decision says")
             found = partnership(case.partnership)
             needed = case_store.votes_needed(case, access.min_deciders(found, case.tier) if found else 1)
             proposal = case_store.proposal_of(body.outcome, body.permitted_categories, obligations)

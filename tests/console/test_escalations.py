@@ -145,7 +145,10 @@ def test_case_page_shows_the_request_history_and_the_forms(console: TestClient, 
         assert text in html, text
     assert f'<input type="hidden" name="expected_version" value="{version_of(container, case_id)}">' in html
     assert 'name="permitted_categories" value="police_incidents"' in html
-    assert re.search(r'value="criminal_intelligence"[^>]*checked', html), "all requested categories ticked at first"
+    assert re.search(r'value="police_incidents"[^>]*checked', html), "requested categories are ticked at first"
+    # ... except one the partnership never discloses: an allow naming it is refused (see below)
+    assert 'name="permitted_categories" value="criminal_intelligence"' in html
+    assert not re.search(r'value="criminal_intelligence"[^>]*checked', html)
     assert 'id="review-form"' in html
     assert 'id="withdraw-form"' not in html, "only the organisation that asked withdraws"
     assert html.count('name="csrf_token"') == 5  # sign-out, review, decision, legal gap, comment
@@ -224,6 +227,11 @@ def test_decision_form_errors_are_shown_on_the_case_page(console: TestClient, co
     assert unknown.status_code == 422
     assert "Incomplete:" in unknown.text
     assert "not requested: bank_accounts" in unknown.text
+
+    never = console.post(url, data=base | {"permitted_categories": ["police_incidents", "criminal_intelligence"],
+                                           "motivation": "intelligence is needed here as well"})
+    assert never.status_code == 422
+    assert "cannot permit criminal_intelligence" in never.text
 
     no_outcome = console.post(url, data={k: v for k, v in base.items() if k != "outcome"}
                               | {"motivation": "a motivation without an outcome"})

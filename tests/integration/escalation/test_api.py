@@ -429,6 +429,24 @@ def test_an_allow_names_requested_categories_and_every_decision_a_motivation(env
     assert env.case(case_id).version == 1  # nothing happened
 
 
+def test_an_allow_cannot_permit_what_the_partnership_never_discloses(env: Env) -> None:
+    """A holder's refusal puts the categories policy removed among those requested (criminal intelligence,
+    in S9). An allow naming one would be a binding decision the re-run can never carry out (rule 4: never
+    disclosed, whatever a decision says): it is refused, and nothing is decided or logged."""
+    case_id = env.open_case()  # requested: criminal_intelligence, police_incidents
+    refused = env.decide("po-politie", case_id, "allow", ["criminal_intelligence", "police_incidents"])
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "criminal_intelligence" in refused.json()["detail"]
+    assert (env.case(case_id).state.value, env.case(case_id).decision) == ("open", None)
+    assert [s for s in env.audit_steps(case_id) if "not_applied" not in s["extra"]] == []
+    # A category named twice is one category: the decision lists it once.
+    allowed = env.decide("po-politie", case_id, "allow", ["police_incidents", "police_incidents"])
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["decision"]["permitted_categories"] == ["police_incidents"]
+    assert env.audit_steps(case_id)[-1]["categories"] == ["police_incidents"]
+
+
 def test_a_stale_expected_version_gets_409_and_changes_nothing(env: Env) -> None:
     case_id = env.open_case()
     assert env.review("po-politie", case_id, 1).status_code == 200
