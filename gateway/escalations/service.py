@@ -518,9 +518,8 @@ class EscalationService:
             s, CaseScope(everything=True), CaseFilter(overdue_on=today), limit=100_000) if c.tier < MAX_TIER])
         moved = []
         for case in overdue:
-            after = CaseState(case.state, case.tier, case.version).apply(Action.DEADLINE_MISSED)
             try:
-                moved.append(await self._perform(case.id, None, None, self._plan_missed(after),
+                moved.append(await self._perform(case.id, None, None, self._plan_missed(case),
                                                  self._apply_missed(case)))
             except Conflict:
                 continue  # someone acted on it meanwhile; the next run looks again
@@ -529,8 +528,18 @@ class EscalationService:
         return moved
 
     @staticmethod
-    def _plan_missed(after: CaseState) -> Callable[[Session, Case], list[_Step]]:
-        return lambda _session, _case: [_Step(Action.DEADLINE_MISSED.value, after)]
+    def _plan_missed(listed: Case) -> Callable[[Session, Case], list[_Step]]:
+        """The step for a case as it was listed — if it still is when read again before logging. Another
+        gateway process on the database scans too: a case it moved (or a person acted on) since our listing
+        is left alone before anything is logged, not logged as missed once more (at its new tier) and then
+        retracted."""
+        def plan(_session: Session, current: Case) -> list[_Step]:
+            if current.version != listed.version:
+                raise ConcurrentUpdate(f"case `{listed.id}` changed since the overdue scan listed it")
+            after = CaseState(current.state, current.tier, current.version).apply(Action.DEADLINE_MISSED)
+            return [_Step(Action.DEADLINE_MISSED.value, after)]
+
+        return plan
 
     def _apply_missed(self, case: Case) -> Callable[[Session], Case]:
         return lambda session: self._act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
