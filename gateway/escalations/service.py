@@ -677,11 +677,13 @@ class EscalationService:
             return case
 
         case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
+        # A new gap's id is made here, so that its entry names it like every later entry about the gap does.
+        new_id = gap_store.new_gap_id() if body.gap_id is None else None
         await self._record([self._event(case, _Step("legal_gap_flagged", extra={
-            "gap_id": body.gap_id or "new"}), principal, trace)])
+            "gap_id": body.gap_id or new_id, "new_gap": new_id is not None}), principal, trace)])
         gap = await self._applied(case, ["legal_gap_flagged"], lambda s: gap_store.flag_case(
             s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
-            title=body.title, description=body.description), principal, trace)
+            title=body.title, description=body.description, new_id=new_id), principal, trace)
         return await self._scoped_gap(principal, gap)
 
     async def gaps(self, principal: Principal, *, partnership: str | None, status: str | None) -> list[LegalGapView]:

@@ -94,15 +94,28 @@ def test_flag_a_case_link_a_second_and_list(env: Env) -> None:
     assert gap["id"] not in _gap_ids(env, "desk-riec", partnership=ZVH)
     assert env.get("desk-riec", "/v1/legal-gaps", status="closed").status_code == 422
 
-    # Each flag is an audit entry of its case (a new gap's says "new"); the free text stays out of the log.
+    # Each flag is an audit entry of its case, naming the gap (a new one too); the free text stays out of the log.
     flagged = [(s["extra"]["action"], s["extra"]["gap_id"], s["requester"]["org"]) for s in env.audit_steps(first)]
-    assert ("legal_gap_flagged", "new", "politie") in flagged
+    assert ("legal_gap_flagged", gap["id"], "politie") in flagged
     linked_steps = [(s["extra"]["action"], s["requester"]["org"]) for s in _gap_steps(env, gap["id"])
                     if s["extra"]["case_id"] == second]
     assert ("legal_gap_flagged", "riec-aa") in linked_steps
     logged = json.dumps(env.audit_events())
     assert TITLE not in logged
     assert DESCRIPTION not in logged
+
+
+def test_a_gaps_history_in_the_audit_log_starts_with_the_flag_that_recorded_it(env: Env) -> None:
+    """The register is reportable from the log: every entry about a gap names it, the one that recorded it
+    first (it used to say only "new", so a gap's history could not be told from the log)."""
+    first, second = env.open_case(), env.open_case()
+    gap = _new_gap(env, "po-politie", first)
+    assert _flag(env, "desk-riec", second, gap_id=gap["id"]).status_code == 200
+    assert _status(env, "desk-riec", gap["id"], "on-agenda", 1).status_code == 200
+    steps = [(s["extra"]["action"], s["extra"].get("case_id"), s["extra"].get("new_gap"), s["requester"]["org"])
+             for s in _gap_steps(env, gap["id"])]
+    assert steps == [("legal_gap_flagged", first, True, "politie"), ("legal_gap_flagged", second, False, "riec-aa"),
+                     ("legal_gap_status", None, None, "riec-aa")]
 
 
 def test_export_for_the_agenda(env: Env) -> None:
