@@ -32,7 +32,8 @@ from tests.console.support import PASSWORD, add_account, csrf_of
 RIEC = "riec-amsterdam-amstelland"
 ACCOUNTS = {"po-politie": ("politie", "privacy-officer"), "po-gemeente": ("gemeente-amsterdam", "privacy-officer"),
             "po-bank": ("abn-amro", "privacy-officer"), "admin-riec": ("riec-aa", "administrator"),
-            "contact-riec": ("riec-aa", "contact-point"), "po-om": ("om-amsterdam", "privacy-officer")}
+            "contact-riec": ("riec-aa", "contact-point"), "po-om": ("om-amsterdam", "privacy-officer"),
+            "admin-politie": ("politie", "administrator")}
 
 
 @pytest.fixture
@@ -156,6 +157,11 @@ def test_case_page_shows_the_request_history_and_the_forms(console: TestClient, 
     own = console.get(f"/console/escalations/{case_id}").text
     assert 'id="four-eyes-note"' in own
     assert 'id="withdraw-form"' in own
+    sign_in(console, "admin-politie")  # the holder's administrator: tier 1 is its privacy officers'
+    admin = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="comment-form"' in admin
+    assert 'id="decision-form"' not in admin
+    assert 'id="review-form"' not in admin
 
 
 def test_an_unrelated_organisation_gets_404_and_a_contact_point_403(console: TestClient,

@@ -57,6 +57,7 @@ PEOPLE: dict[str, tuple[str, list[str]]] = {
     "po-gemeente": ("gemeente-amsterdam", ["privacy-officer"]),  # requester's officer; tier-3 decider too
     "po-politie": ("politie", ["privacy-officer"]),  # holder's officer: tier-1 decider
     "po-politie-2": ("politie", ["privacy-officer"]),
+    "admin-politie": ("politie", ["administrator"]),  # the holder's administrator: not its privacy officer
     "desk-riec": ("riec-aa", ["coordinating-privacy-officer"]),  # coordinating; tier 2 and 3
     "desk-riec-2": ("riec-aa", ["administrator"]),
     "desk-lsp": ("landelijk-steunpunt", ["administrator"]),  # tier 2 and 3, not coordinating
@@ -401,6 +402,28 @@ def test_only_the_current_tiers_deciders_decide(env: Env) -> None:
     allowed = env.decide("desk-lsp", case_id, "allow", ["police_incidents"])
     assert allowed.status_code == 200, allowed.text
     assert allowed.json()["decision"]["tier"] == 2
+
+
+def test_tier_1_is_decided_by_the_parties_privacy_officers_not_their_administrators(env: Env) -> None:
+    """The register's tier 1 is `parties-privacy-officers`: a party's administrator works cases (sees them,
+    comments) but does not take the tier-1 decision, nor start its review or refer it up."""
+    case_id = env.open_case()
+    view = env.detail("admin-politie", case_id)  # a party: it sees the case
+    assert view["may_decide"] is False
+    for refused in (env.decide("admin-politie", case_id, "allow", ["police_incidents"]),
+                    env.decide("admin-politie", case_id, "refer-up"), env.review("admin-politie", case_id)):
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    assert case_id not in [i["case"]["id"] for i in env.get("admin-politie", "/v1/escalations/feed").json()]
+    assert env.case(case_id).version == 1
+    assert env.audit_steps(case_id) == []  # refused before anything was logged
+    assert env.post("admin-politie", f"/v1/escalations/{case_id}/comments", {"text": "For the officer."}
+                    ).status_code == 200
+    assert env.detail("po-politie", case_id)["may_decide"] is True  # the holder's privacy officer decides
+    # From tier 2 on the register names organisations: their administrators decide (the legal desk).
+    env.move_up(case_id, 2)
+    allowed = env.decide("desk-riec-2", case_id, "allow", ["police_incidents"])
+    assert allowed.status_code == 200, allowed.text
 
 
 def test_four_eyes_the_requesters_officer_may_not_decide_its_own_request(env: Env) -> None:
