@@ -184,25 +184,31 @@ class EscalationService:
 
         case, steps = await self._db(predict)
         await self._record([self._event(case, s, principal, trace, motivation=motivation) for s in steps])
-        changed = await self._applied(case, steps[-1].action, apply, principal, trace)
+        changed = await self._applied(case, [s.action for s in steps], apply, principal, trace)
         self._notify(changed)
         return changed
 
-    async def _applied(self, case: Case, action: str, apply: Callable[[Session], T], principal: Principal | None,
-                       trace: Trace | None) -> T:
-        """Apply a step already logged; if it fails, for whatever reason, the log says it was not applied."""
+    async def _applied(self, case: Case, actions: list[str], apply: Callable[[Session], T],
+                       principal: Principal | None, trace: Trace | None) -> T:
+        """Apply the steps ``actions`` already logged (in one transaction: all or none take effect); if that
+        fails, for whatever reason, the log says of each of them that it was not applied."""
         try:
             return await self._db(apply)
         except Exception as exc:
-            await self._not_applied(case, action, exc, principal, trace)
+            await self._not_applied(case, actions, exc, principal, trace)
             raise
 
-    async def _not_applied(self, case: Case, action: str, exc: Exception, principal: Principal | None,
+    async def _not_applied(self, case: Case, actions: list[str], exc: Exception, principal: Principal | None,
                            trace: Trace | None) -> None:
-        """A logged step was refused after all (a race, a check only the database can make, or a defect): say
-        so, naming the kind of failure only (an exception's text may name a person)."""
-        step = _Step(action, extra={"not_applied": _failure_kind(exc)})
-        await self._record([self._event(case, step, principal, trace, status="error")])
+        """Logged steps were refused after all (a race, a check only the database can make, or a defect): say
+        so of every one of them, naming the kind of failure only (an exception's text may name a person).
+
+        Every one, not the last: a decision is logged as up to three steps (start_review, decide, close) that
+        apply together, and a retraction of the last alone would leave the log claiming a review and a binding
+        decision that were never taken (the race two deciders at once run into)."""
+        kind = _failure_kind(exc)
+        await self._record([self._event(case, _Step(action, extra={"not_applied": kind}), principal, trace,
+                                        status="error") for action in actions])
 
     def _notify(self, case: Case) -> None:
         partnership = self.register.partnerships.get(case.partnership)
@@ -268,7 +274,7 @@ class EscalationService:
                      State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(body.partnership)[1]), None,
                      reasons, exchange_id, request_fingerprint, self.register.version)
         await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace)])
-        case = await self._applied(draft, "opened", lambda s: case_store.open_case(
+        case = await self._applied(draft, ["opened"], lambda s: case_store.open_case(
             s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
             holder_org=target.holder, trigger=trigger, register_version=self.register.version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
@@ -324,7 +330,7 @@ class EscalationService:
                      reasons, stored.id, stored.request_sha256, stored.register_version)
         await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace,
                                         motivation=body.motivation)])
-        case = await self._applied(draft, "opened", lambda s: case_store.open_case(
+        case = await self._applied(draft, ["opened"], lambda s: case_store.open_case(
             s, partnership=stored.partnership, purpose=stored.purpose, requester_org=stored.requester_org,
             holder_org=body.holder, trigger=trigger, register_version=stored.register_version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=stored.id,
@@ -395,7 +401,7 @@ class EscalationService:
         await self._record([self._event(case, _Step("comment", extra={
             "comment_sha256": _sha256(body.text), "attachments": [a.reference for a in body.attachments]}),
             principal, trace)])
-        await self._applied(case, "comment", lambda s: comment_store.add_comment(
+        await self._applied(case, ["comment"], lambda s: comment_store.add_comment(
             s, case_id, author_org=principal.organisation, author=principal.subject, text=body.text,
             attachments=[a.model_dump(exclude_none=True) for a in body.attachments], now=self.clock.now()),
             principal, trace)
@@ -449,6 +455,10 @@ class EscalationService:
                 raise EscalationError("an allow names the permitted categories, all of them among the requested "
                                       f"ones ({', '.join(case.requested_categories)})"
                                       + (f"; not requested: {', '.join(unknown)}" if unknown else ""))
+            barred = sorted(set(body.permitted_categories) & self.register.never_disclosed(case.partnership))
+            if body.outcome == "allow" and barred:  # requested, and removed by policy: no re-run would disclose it
+                raise EscalationError(f"an allow cannot permit {', '.join(barred)}: never disclosed in "
+                                      f"`{case.partnership}`, whatever a decision says")
             found = partnership(case.partnership)
             needed = case_store.votes_needed(case, access.min_deciders(found, case.tier) if found else 1)
             proposal = case_store.proposal_of(body.outcome, body.permitted_categories, obligations)
@@ -508,9 +518,8 @@ class EscalationService:
             s, CaseScope(everything=True), CaseFilter(overdue_on=today), limit=100_000) if c.tier < MAX_TIER])
         moved = []
         for case in overdue:
-            after = CaseState(case.state, case.tier, case.version).apply(Action.DEADLINE_MISSED)
             try:
-                moved.append(await self._perform(case.id, None, None, self._plan_missed(after),
+                moved.append(await self._perform(case.id, None, None, self._plan_missed(case),
                                                  self._apply_missed(case)))
             except Conflict:
                 continue  # someone acted on it meanwhile; the next run looks again
@@ -519,8 +528,18 @@ class EscalationService:
         return moved
 
     @staticmethod
-    def _plan_missed(after: CaseState) -> Callable[[Session, Case], list[_Step]]:
-        return lambda _session, _case: [_Step(Action.DEADLINE_MISSED.value, after)]
+    def _plan_missed(listed: Case) -> Callable[[Session, Case], list[_Step]]:
+        """The step for a case as it was listed — if it still is when read again before logging. Another
+        gateway process on the database scans too: a case it moved (or a person acted on) since our listing
+        is left alone before anything is logged, not logged as missed once more (at its new tier) and then
+        retracted."""
+        def plan(_session: Session, current: Case) -> list[_Step]:
+            if current.version != listed.version:
+                raise ConcurrentUpdate(f"case `{listed.id}` changed since the overdue scan listed it")
+            after = CaseState(current.state, current.tier, current.version).apply(Action.DEADLINE_MISSED)
+            return [_Step(Action.DEADLINE_MISSED.value, after)]
+
+        return plan
 
     def _apply_missed(self, case: Case) -> Callable[[Session], Case]:
         return lambda session: self._act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
@@ -658,11 +677,13 @@ class EscalationService:
             return case
 
         case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
+        # A new gap's id is made here, so that its entry names it like every later entry about the gap does.
+        new_id = gap_store.new_gap_id() if body.gap_id is None else None
         await self._record([self._event(case, _Step("legal_gap_flagged", extra={
-            "gap_id": body.gap_id or "new"}), principal, trace)])
-        gap = await self._applied(case, "legal_gap_flagged", lambda s: gap_store.flag_case(
+            "gap_id": body.gap_id or new_id, "new_gap": new_id is not None}), principal, trace)])
+        gap = await self._applied(case, ["legal_gap_flagged"], lambda s: gap_store.flag_case(
             s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
-            title=body.title, description=body.description), principal, trace)
+            title=body.title, description=body.description, new_id=new_id), principal, trace)
         return await self._scoped_gap(principal, gap)
 
     async def gaps(self, principal: Principal, *, partnership: str | None, status: str | None) -> list[LegalGapView]:

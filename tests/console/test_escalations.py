@@ -32,7 +32,8 @@ from tests.console.support import PASSWORD, add_account, csrf_of
 RIEC = "riec-amsterdam-amstelland"
 ACCOUNTS = {"po-politie": ("politie", "privacy-officer"), "po-gemeente": ("gemeente-amsterdam", "privacy-officer"),
             "po-bank": ("abn-amro", "privacy-officer"), "admin-riec": ("riec-aa", "administrator"),
-            "contact-riec": ("riec-aa", "contact-point"), "po-om": ("om-amsterdam", "privacy-officer")}
+            "contact-riec": ("riec-aa", "contact-point"), "po-om": ("om-amsterdam", "privacy-officer"),
+            "admin-politie": ("politie", "administrator")}
 
 
 @pytest.fixture
@@ -145,7 +146,10 @@ def test_case_page_shows_the_request_history_and_the_forms(console: TestClient, 
         assert text in html, text
     assert f'<input type="hidden" name="expected_version" value="{version_of(container, case_id)}">' in html
     assert 'name="permitted_categories" value="police_incidents"' in html
-    assert re.search(r'value="criminal_intelligence"[^>]*checked', html), "all requested categories ticked at first"
+    assert re.search(r'value="police_incidents"[^>]*checked', html), "requested categories are ticked at first"
+    # ... except one the partnership never discloses: an allow naming it is refused (see below)
+    assert 'name="permitted_categories" value="criminal_intelligence"' in html
+    assert not re.search(r'value="criminal_intelligence"[^>]*checked', html)
     assert 'id="review-form"' in html
     assert 'id="withdraw-form"' not in html, "only the organisation that asked withdraws"
     assert html.count('name="csrf_token"') == 5  # sign-out, review, decision, legal gap, comment
@@ -153,6 +157,11 @@ def test_case_page_shows_the_request_history_and_the_forms(console: TestClient, 
     own = console.get(f"/console/escalations/{case_id}").text
     assert 'id="four-eyes-note"' in own
     assert 'id="withdraw-form"' in own
+    sign_in(console, "admin-politie")  # the holder's administrator: tier 1 is its privacy officers'
+    admin = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="comment-form"' in admin
+    assert 'id="decision-form"' not in admin
+    assert 'id="review-form"' not in admin
 
 
 def test_an_unrelated_organisation_gets_404_and_a_contact_point_403(console: TestClient,
@@ -224,6 +233,11 @@ def test_decision_form_errors_are_shown_on_the_case_page(console: TestClient, co
     assert unknown.status_code == 422
     assert "Incomplete:" in unknown.text
     assert "not requested: bank_accounts" in unknown.text
+
+    never = console.post(url, data=base | {"permitted_categories": ["police_incidents", "criminal_intelligence"],
+                                           "motivation": "intelligence is needed here as well"})
+    assert never.status_code == 422
+    assert "cannot permit criminal_intelligence" in never.text
 
     no_outcome = console.post(url, data={k: v for k, v in base.items() if k != "outcome"}
                               | {"motivation": "a motivation without an outcome"})
