@@ -25,8 +25,8 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, EventType
+from audit.events import CASE_REQUESTER, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
-from audit.events import ProcessingActivity, Requester
 from connectors.holder_auth import DECISION_TYPE
 from escalation import cases as case_store
 from escalation import comments as comment_store
@@ -154,7 +154,7 @@ class EscalationService:
                status: str = "ok", motivation: str | None = None) -> AuditEvent:
         after = step.after
         extra: dict[str, Any] = {"case_id": case.id, "action": step.action, "trigger": case.trigger,
-                                 "requester_org": case.requester_org, "tier_before": case.tier,
+                                 CASE_REQUESTER: case.requester_org, "tier_before": case.tier,
                                  "state_before": case.state.value,
                                  "tier": after.tier if after else case.tier,
                                  "state": after.state.value if after else case.state.value}

@@ -206,3 +206,40 @@ def test_abnormal_use_is_flagged_to_the_privacy_officer(tmp_path: Path) -> None:
             again = connection.execute(select(audit_entries.c.log_index).where(
                 audit_entries.c.event_type == "anomaly.flagged")).all()
         assert len(again) == 2
+
+
+def test_the_requesting_organisations_officer_sees_every_step_of_its_escalation_case(
+        stack: Stack, officer: dict[str, str]) -> None:
+    """A case is about the requester's request: its privacy officer is a party (tier 1) and sees the case, so
+    the log's account of it must not stop at the steps its own organisation took. The police's review is an
+    entry whose requester is the police (who acted) — the municipality's officer must see it all the same; an
+    organisation that is no party to the case sees none of it."""
+    subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
+    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-405",
+            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-405"}, "subjects": subjects,
+            "holders": ["politie"], "categories": ["police_incidents", "criminal_intelligence"]}
+    answer = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).json()
+    case_id = answer["targets"][0]["escalation_id"]
+    assert case_id, answer["targets"][0]
+    police = stack.person("po-politie", "politie", ["privacy-officer"])
+    case = stack.call(police, "GET", f"/v1/escalations/{case_id}").json()
+    assert stack.call(police, "POST", f"/v1/escalations/{case_id}/review",
+                      {"expected_version": case["version"]}).status_code == 200
+
+    def steps(headers: dict[str, str]) -> list[str]:
+        found = httpx.get(f"{stack.gateway_url}/v1/audit/entries", headers=headers,
+                          params={"event_type": "escalation.step", "limit": 500}).json()["entries"]
+        return [e["entry"]["event"]["extra"]["action"] for e in found
+                if e["entry"]["event"]["extra"].get("case_id") == case_id]
+
+    police_headers = {"Authorization": f"Bearer {police}"}
+    assert steps(police_headers) == ["opened", "start_review"]  # the holder: as before
+    assert httpx.get(f"{stack.gateway_url}/v1/escalations/{case_id}", headers=officer).status_code == 200
+    assert steps(officer) == ["opened", "start_review"]  # the requester: the police's step too
+    bank = {"Authorization": f"Bearer {stack.person('po-abn-escalations', 'abn-amro', ['privacy-officer'])}"}
+    assert steps(bank) == []
+    # An organisation whose id only begins like the requester's is no party either.
+    lookalike = {"Authorization": "Bearer " + stack.person("po-lookalike", "gemeente-amsterdam-noord",
+                                                           ["privacy-officer"])}
+    assert steps(lookalike) == []
