@@ -3,6 +3,7 @@ and verifies an export of the log offline with the CLI (a changed byte is caught
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from audit import NoteVerifier, open_checkpoint
 from audit.merkle import verify_consistency, verify_inclusion
 from audit.tables import audit_entries
 from gateway.cli import app
-from tests.auth_helpers import person_token
+from tests.auth_helpers import account_id, person_token
 from tests.stack import Stack, running_stack
 
 
@@ -243,3 +244,30 @@ def test_the_requesting_organisations_officer_sees_every_step_of_its_escalation_
     lookalike = {"Authorization": "Bearer " + stack.person("po-lookalike", "gemeente-amsterdam-noord",
                                                            ["privacy-officer"])}
     assert steps(lookalike) == []
+
+
+def test_a_case_step_names_the_acting_person_by_account_reference_not_username(stack: Stack) -> None:
+    """A username is what a person types: often an e-mail address, else a name. The console's own entries
+    name the account by its id for that reason; a case step named the username, so the guard refused the
+    entry of an officer signed in as `j.devries@politie.example` and every step they took was a 503 — and
+    any other username became part of a log that can never be cleaned."""
+    subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
+    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-406",
+            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-406"}, "subjects": subjects,
+            "holders": ["politie"], "categories": ["police_incidents", "criminal_intelligence"]}
+    case_id = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).json()["targets"][0]["escalation_id"]
+    username = "j.devries@politie.example"
+    officer = stack.person(username, "politie", ["privacy-officer"])
+    case = stack.call(officer, "GET", f"/v1/escalations/{case_id}").json()
+    reviewed = stack.call(officer, "POST", f"/v1/escalations/{case_id}/review", {"expected_version": case["version"]})
+    assert reviewed.status_code == 200, reviewed.text
+    commented = stack.call(officer, "POST", f"/v1/escalations/{case_id}/comments", {"text": "Looking into it."})
+    assert commented.status_code == 200, commented.text
+    with stack.container.engine.connect() as connection:
+        texts = [str(c) for c in connection.execute(select(audit_entries.c.canonical)).scalars()]
+    steps = [json.loads(t)["event"] for t in texts if f'"case_id":"{case_id}"' in t]
+    officer_id = account_id(stack.container, username)
+    assert [(s["extra"]["action"], s["requester"]["user"]) for s in steps][1:] == [
+        ("start_review", officer_id), ("comment", officer_id)]
+    assert not [t for t in texts if "devries" in t]
