@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -271,3 +272,38 @@ def test_a_case_step_names_the_acting_person_by_account_reference_not_username(s
     assert [(s["extra"]["action"], s["requester"]["user"]) for s in steps][1:] == [
         ("start_review", officer_id), ("comment", officer_id)]
     assert not [t for t in texts if "devries" in t]
+
+
+def test_a_data_subject_lookup_through_the_api_is_audited_like_one_in_the_console(stack: Stack) -> None:
+    """Who looked up whose disclosures is itself accountable: a lookup in the console is a `console.action`
+    entry, but the same lookup through the API (by pseudonym, or by identifier) left no trace at all, so a
+    contact point could look up anyone unseen. Now each is an entry (channel `api`), naming the account by id
+    and counting what was found — never the subject looked up — which its organisation's officers see."""
+    subject = stack.world.scenarios()["unexplained-wealth"][0]
+    username = "contact-riec-api"
+    contact = {"Authorization": f"Bearer {stack.person(username, 'riec-aa', ['contact-point'])}"}
+
+    def lookups() -> list[dict[str, Any]]:
+        with stack.container.engine.connect() as connection:
+            events = [json.loads(c)["event"] for c in connection.execute(select(audit_entries.c.canonical).where(
+                audit_entries.c.event_type == "console.action").order_by(audit_entries.c.log_index)).scalars()]
+        return [e for e in events if e["extra"].get("action") == "subject-lookup"]
+
+    before = len(lookups())
+    found = httpx.get(f"{stack.gateway_url}/v1/audit/subjects/{subject}/disclosures", headers=contact)
+    assert found.status_code == 200, found.text
+    logged = lookups()[before:]
+    assert len(logged) == 1
+    assert logged[0]["extra"] == {"action": "subject-lookup", "channel": "api", "disclosures": len(found.json())}
+    assert logged[0]["requester"] == {"org": "riec-aa", "system": None, "user": account_id(stack.container, username)}
+    assert logged[0]["data_subject"] is None
+    assert subject not in json.dumps(logged)
+    # Refused lookups (not the contact point) find nothing and record nothing.
+    officer = {"Authorization": f"Bearer {stack.person('po-riec-lookups', 'riec-aa', ['privacy-officer'])}"}
+    assert httpx.get(f"{stack.gateway_url}/v1/audit/subjects/{subject}/disclosures",
+                     headers=officer).status_code == 403
+    assert len(lookups()) == before + 1
+    # The organisation's privacy officer sees the lookup in the log.
+    seen = httpx.get(f"{stack.gateway_url}/v1/audit/entries", headers=officer,
+                     params={"event_type": "console.action", "limit": 500}).json()["entries"]
+    assert any(e["entry"]["event"]["extra"].get("channel") == "api" for e in seen)
