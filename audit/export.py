@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from audit import store
-from audit.canonical import format_timestamp
+from audit.canonical import MAX_EVENT_BYTES, format_timestamp
 from audit.log import AuditLog
 
 EXPORT_FORMAT = "wgs-audit-export"
@@ -48,6 +48,10 @@ EXPORT_VERSION = 1
 ENTRY_LINE = re.compile(
     rb'\{"entry":(.*),"index":(0|[1-9][0-9]*),"leaf_hash":"([0-9a-f]{64})","type":"entry"\}\r?\n?\Z')
 """The exact form of an entry line: groups are the entry's canonical bytes, the index, the leaf hash."""
+MAX_LINE_BYTES = MAX_EVENT_BYTES + 4096
+"""No line of an export is longer: an entry line is its event (at most MAX_EVENT_BYTES, refused when
+written) plus the envelope and the line's own members; header and checkpoint lines are far shorter. A
+verifier reads no more of any line than this, so a file built with an endless line cannot fill its memory."""
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -64,7 +64,7 @@ from audit import bulk_reads, store
 from audit.canonical import claims_index, envelope_index, parse_entry
 from audit.checkpoint import NoteVerifier, claimed_checkpoint, open_checkpoint
 from audit.errors import MalformedRow, StoreUnavailable, VerificationError
-from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION
+from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION, MAX_LINE_BYTES
 from audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -889,7 +889,7 @@ def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_che
 def _verify_export(path: Path, verifier: NoteVerifier | None, known: list[_CheckpointRecord],
                    deep: bool) -> VerifyResult:
     with path.open("rb") as handle:
-        lines = iter(handle)
+        lines = _bounded_lines(handle)
         try:
             header = _parse_header(next(lines, b""))
             file_verifier = NoteVerifier.from_vkey(header["verifier_key"])
@@ -913,6 +913,19 @@ def _verify_export(path: Path, verifier: NoteVerifier | None, known: list[_Check
             records = ([(index, canonical, leaf, None) for index, canonical, leaf in batch] for batch in batches)
             return _run(stream, records, key_pinned=pinned, require_covered=True)
         return _run(stream, batches, key_pinned=pinned, require_covered=True)
+
+
+class _LineTooLong(ValueError):
+    """A line of the export is longer than any export line can be (:data:`audit.export.MAX_LINE_BYTES`)."""
+
+
+def _bounded_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The file's lines, each read with a bound: one longer than any export line is :class:`_LineTooLong`
+    (a ValueError: a ``format`` verdict), raised after reading at most that many bytes of it."""
+    while line := handle.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise _LineTooLong(f"a line is longer than any export line can be ({MAX_LINE_BYTES} bytes)")
+        yield line
 
 
 def _json_line(line: bytes) -> Any:
@@ -983,7 +996,15 @@ def _entry_row(line: bytes) -> _Row | None:
 def _export_entries(lines: Iterator[bytes], declared: int) -> Iterator[list[_Row]]:
     """Entry rows in batches; a malformed line ends the stream with a failure after the rows before it."""
     position, batch = 0, list[_Row]()
-    for line in lines:
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            break
+        except _LineTooLong as exc:  # after the rows before it, as any malformed line
+            yield batch
+            raise _fail(FailureKind.FORMAT, position, f"export line for entry {position} is invalid ({exc})") \
+                from None
         row = _entry_row(line)
         if row is None:
             if not line.strip():

@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 from gateway.cli import app
 
 runner = CliRunner()
-NESTED = b"[" * 100_000 + b"]" * 100_000  # deeper than Python's recursion limit
+NESTED = b"[" * 10_000 + b"]" * 10_000  # deeper than Python's recursion limit, shorter than an export line
 
 
 @pytest.fixture
@@ -190,3 +190,56 @@ def test_a_log_that_cannot_be_read_is_one_line_not_a_verdict(data_dir: Path) -> 
     _tamper(data_dir, "UPDATE audit_entries SET canonical = CAST(X'EDA080' AS TEXT) WHERE log_index = 13")
     stderr = _no_traceback(runner.invoke(app, ["audit", "verify"]))
     assert stderr.startswith("log NOT verified:"), stderr
+
+
+@pytest.mark.parametrize("line", [0, 1, 4 + 13], ids=["header", "checkpoint", "entry"])
+def test_an_endless_line_is_refused_without_reading_it_into_memory(
+        tmp_path: Path, exported: tuple[list[bytes], str], line: int) -> None:
+    """An export comes from whoever hands it over. Lines were read whole, so one line of a few gigabytes (no
+    newline anywhere) was held in memory, and matched, before being refused. No export line can be longer than
+    an entry can be (events are at most MAX_EVENT_BYTES): a longer one is a format verdict after reading a
+    bounded amount."""
+    import tracemalloc
+
+    from audit import NoteVerifier, verify_export
+
+    lines, key = exported
+    huge = b'{"entry":{"' + b"x" * (40 * 1024 * 1024)  # 40 MB, and no end of line
+    path = tmp_path / "endless.jsonl"
+    path.write_bytes(b"".join(lines[:line]) + huge)
+    tracemalloc.start()
+    try:
+        result = verify_export(path, verifier=NoteVerifier.from_vkey(key))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.failure is not None
+    assert result.failure.kind.value == "format", result.failure
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes"
+    assert "log NOT intact: format" in _verify_file(tmp_path, path.read_bytes(), key)
+
+
+def test_an_export_of_the_largest_entries_still_verifies(sqlite_db_url: str, tmp_path: Path) -> None:
+    """The line bound leaves room for every entry the log can hold: events up to MAX_EVENT_BYTES."""
+    from audit import AuditLog, InvalidEvent, export_log, verify_export
+    from audit.canonical import MAX_EVENT_BYTES
+    from gateway.db.engine import make_engine
+    from tests.audit_support import log_signer, make_event
+
+    engine = make_engine(sqlite_db_url)
+    try:
+        log = AuditLog(engine, log_signer())
+        size = MAX_EVENT_BYTES - 1200
+        while True:  # the largest filler the log accepts
+            try:
+                log.append([make_event(1, extra={"filler": "\u00e9" * (size // 2)})])
+                size += 64
+            except InvalidEvent:
+                break
+        assert size > MAX_EVENT_BYTES - 1200
+        out = tmp_path / "largest.jsonl"
+        export_log(log, out)
+        result = verify_export(out, verifier=log.verifier)
+    finally:
+        engine.dispose()
+    assert result.ok, result.failure
