@@ -92,17 +92,22 @@ def scope_condition(scope: EntryScope, *, as_holder: bool = True) -> ColumnEleme
     organisation's activity that came its way — not a baseline to judge that organisation's actors by. It
     only ever narrows the scope."""
     t = audit_entries.c
-    visible: list[ColumnElement[bool]] = []
-    if scope.organisations:
-        organisations = sorted(scope.organisations)
-        visible.append(t.requester_org.in_(organisations))
-        if as_holder:
-            visible.append(t.holder_org.in_(organisations))
-            visible.append(and_(t.event_type == EventType.ESCALATION_STEP.value, or_(*(
-                t.canonical.contains(_case_requester(org), autoescape=True) for org in organisations))))
+    visible = _party_of(sorted(scope.organisations), as_holder=as_holder) if scope.organisations else []
     if scope.partnerships:
         visible.append(t.partnership.in_(sorted(scope.partnerships)))
     return or_(*visible) if visible else None
+
+
+def _party_of(organisations: list[str], *, as_holder: bool = True) -> list[ColumnElement[bool]]:
+    """Entries where one of ``organisations`` is a party (see :func:`scope_condition`), as alternatives: the
+    officer's own scope, and the ``organisation`` filter within it, mean the same by it."""
+    t = audit_entries.c
+    parties: list[ColumnElement[bool]] = [t.requester_org.in_(organisations)]
+    if as_holder:
+        parties.append(t.holder_org.in_(organisations))
+        parties.append(and_(t.event_type == EventType.ESCALATION_STEP.value, or_(*(
+            t.canonical.contains(_case_requester(org), autoescape=True) for org in organisations))))
+    return parties
 
 
 def _case_requester(organisation: str) -> str:
@@ -139,7 +144,7 @@ def list_entries(engine: Engine, scope: EntryScope, wanted: EntryFilter, *, afte
         return Page()
     conditions.append(t.log_index > after)
     if wanted.organisation:
-        conditions.append(or_(t.requester_org == wanted.organisation, t.holder_org == wanted.organisation))
+        conditions.append(or_(*_party_of([wanted.organisation])))
     if wanted.event_type:
         conditions.append(t.event_type == wanted.event_type)
     if wanted.decision:

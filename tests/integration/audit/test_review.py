@@ -177,6 +177,14 @@ def test_a_case_step_is_visible_to_the_cases_requester_and_cannot_be_made_visibl
 
     assert steps("gemeente-amsterdam") == ["start_review"]
     assert steps("politie") == ["start_review"]
+    # The `organisation` filter means the same by "a party": the coordinating officer filtering on the
+    # requester finds the step too.
+    coordinator = _officer(client, container, "riec-aa", "coordinating-privacy-officer")
+    filtered = client.get("/v1/audit/entries", headers=coordinator, params={
+        "event_type": "escalation.step", "organisation": "gemeente-amsterdam"}).json()["entries"]
+    assert [e["entry"]["event"]["extra"]["action"] for e in filtered] == ["start_review"]
+    assert client.get("/v1/audit/entries", headers=coordinator, params={
+        "event_type": "escalation.step", "organisation": "abn-amro"}).json()["entries"] == []
     assert steps("abn-amro") == []
     assert steps("gemeente-amsterdam-noord") == []
     # Anomaly flags stay about the organisation's own actors: a case's step is not one of its decisions.
