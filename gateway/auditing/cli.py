@@ -15,6 +15,7 @@ from rich.console import Console
 
 from audit import (
     AuditLog,
+    MalformedRow,
     NoteSigner,
     NoteVerifier,
     StoreUnavailable,
@@ -90,6 +91,10 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
         summary = export_log(AuditLog(engine, signer), out_file)
     except OSError as exc:
         _one_line(f"export failed: cannot write {out_file} ({exc.strerror or type(exc).__name__})")
+        raise typer.Exit(1) from None
+    except (MalformedRow, ValueError, TypeError) as exc:  # a stored value no log row holds (an edited table)
+        _one_line(f"export failed: the log's tables hold a value the log never writes ({type(exc).__name__}); "
+                  "check the log with `wgs-gateway audit verify`")
         raise typer.Exit(1) from None
     finally:
         engine.dispose()

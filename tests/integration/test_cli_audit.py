@@ -243,3 +243,19 @@ def test_an_export_of_the_largest_entries_still_verifies(sqlite_db_url: str, tmp
     finally:
         engine.dispose()
     assert result.ok, result.failure
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE audit_checkpoints SET issued_at = 'noon' WHERE tree_size = 24",
+    "UPDATE audit_checkpoints SET tree_size = 'sixteen' WHERE tree_size = 16",
+], ids=["latest issued_at", "tree_size"])
+def test_an_export_of_a_log_edited_behind_its_back_is_one_line_pointing_to_verify(data_dir: Path, sql: str) -> None:
+    """The export copies what verification then judges; a row it cannot even read ends it in one line that
+    says where to look, and leaves no file."""
+    _tamper(data_dir, sql)
+    out = data_dir / "log.jsonl"
+    stderr = _no_traceback(runner.invoke(app, ["audit", "export", "--out", str(out)]))
+    assert stderr.startswith("export failed:"), stderr
+    assert "audit verify" in stderr
+    assert not out.exists()
+    assert not [p for p in data_dir.iterdir() if p.name.endswith(".partial")]
