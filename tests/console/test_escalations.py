@@ -27,6 +27,7 @@ from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
+from tests.auth_helpers import account_id
 from tests.console.support import PASSWORD, add_account, csrf_of
 
 RIEC = "riec-amsterdam-amstelland"
@@ -287,8 +288,9 @@ def test_review_then_a_narrowed_allow_is_recorded_by_the_service_only(console: T
     assert "results_only: True" in decided.text
     assert 'id="decision-form"' not in decided.text, "nothing left to decide"
     steps = [e for e in audit_events(container, "escalation.step") if e["extra"]["case_id"] == case_id]
+    officer = account_id(container, "po-politie")  # the account, never the username
     assert [(s["extra"]["action"], s["requester"]["user"]) for s in steps] == [
-        ("start_review", "po-politie"), ("decide", "po-politie")]
+        ("start_review", officer), ("decide", officer)]
     assert steps[1]["categories"] == ["police_incidents"]
     assert steps[1]["decision"] == "narrowed"
     assert steps[0]["trace_id"] != steps[1]["trace_id"], "each form post is its own request"

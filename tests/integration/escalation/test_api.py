@@ -736,7 +736,8 @@ def test_comments_with_attachments_and_an_audit_entry_per_step_without_free_text
     assert steps[1]["extra"]["attachments"] == ["dms://politie/2026/4711"]
     assert steps[3]["extra"]["motivation_sha256"] == _sha256(decision)
     assert (steps[3]["decision"], steps[3]["categories"]) == ("narrowed", ["police_incidents"])
-    assert steps[3]["requester"] == {"org": "politie", "system": None, "user": "po-politie"}
+    # People act here with tokens of no stored account: the entry names the organisation, never the username.
+    assert steps[3]["requester"] == {"org": "politie", "system": None, "user": None}
     logged = json.dumps(steps)
     for free_text in ("J. de Vries", "Memo investigation", "legal basis covers", "stays with the police"):
         assert free_text not in logged
