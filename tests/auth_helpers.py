@@ -90,5 +90,15 @@ def person_token(client: TestClient, container: Container, username: str, organi
     return str(response.json()["access_token"])
 
 
+def account_id(container: Container, username: str) -> str:
+    """The id of ``username``'s account: how audit entries name the person (never by username)."""
+    from gateway.auth.repository import get_account
+
+    with transaction(container.sessions) as session:
+        found = get_account(session, username)
+    assert found is not None, username
+    return found.id
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}

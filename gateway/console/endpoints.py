@@ -374,7 +374,7 @@ async def subjects_lookup(page: Page = Depends(signed_in), pseudonym: str = Form
     pseudonym = pseudonym.strip()
     if not _PSEUDONYM.match(pseudonym):
         return page.render("subjects.html", status=422, results=None, error=page.t("invalid_pseudonym"))
-    found = await review.subject_report(pseudonym, principal=principal, container=page.container)
+    found = await review.lookup_disclosures(pseudonym, principal, page.container)
     await record_action(page.container, page.request, "subject-lookup", organisation=person.organisation,
                         account_id=person.account_id, details={"disclosures": len(found)})
     return page.render("subjects.html", results=found, error="")

@@ -117,7 +117,7 @@ class SubjectLookup(_Strict):
 
 @router.post("/audit/subjects/disclosures", response_model=list[EntryView], responses=_PROBLEMS,
              tags=["audit"], summary="Data-subject request by identifier: every disclosure about the subject")
-async def subject_disclosures_by_identifier(body: SubjectLookup,
+async def subject_disclosures_by_identifier(body: SubjectLookup, request: Request,
                                             principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                                             container: Container = Depends(get_container)) -> list[EntryView]:
     """The gateway computes the subject's partnership-domain pseudonym (the one in the audit log) from the
@@ -126,7 +126,7 @@ async def subject_disclosures_by_identifier(body: SubjectLookup,
     shared = await asyncio.to_thread(service.partnership_pseudonym_of, Item(body.subject.type,
                                                                             body.subject.polymorphic),
                                      body.partnership)
-    return await subject_report(shared, principal, container)
+    return await subject_report(shared, request, principal, container)
 
 
 @router.post("/enrolments", response_model=EnrolmentAnswer, responses=_PROBLEMS,
