@@ -3,7 +3,8 @@
 Checklist for a client assertion (any failure → ``invalid_client``, nothing else is revealed):
 1. ``client_assertion_type`` is the JWT-bearer URN and an assertion is present;
 2. the header's algorithm is Ed25519 or ES256 (never ``none``/HMAC);
-3. ``iss`` names a registered, active client that authenticates by ``private_key_jwt``;
+3. ``iss`` names a registered, active client that authenticates by ``private_key_jwt``, of a system in the
+   register in force;
 4. the signature verifies under that client's registered public keys;
 5. ``iss`` == ``sub`` == client id; ``aud`` contains this token endpoint or the issuer;
 6. ``exp`` is in the future, and no further out than the configured maximum assertion age;

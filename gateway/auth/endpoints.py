@@ -19,6 +19,7 @@ from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.deps import get_container
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from gateway.register.setup import register_service
 
 router = APIRouter(tags=["authentication"])
 log = structlog.get_logger("gateway.auth")
@@ -71,11 +72,12 @@ async def token(request: Request, container: Container = Depends(get_container))
     headers = request.headers  # case-insensitive: authlib looks up "Authorization"
     auth = auth_services(container)
     endpoint = token_endpoint_url(container)
+    register = register_service(container).current()
 
     def run() -> tuple[int, Any, list[tuple[str, str]]]:
         with transaction(container.sessions) as session:
             server = GatewayAuthorizationServer(session, auth.tokens, container.clock, endpoint,
-                                                container.settings.client_assertion_max_age_seconds)
+                                                container.settings.client_assertion_max_age_seconds, register)
             try:
                 result: tuple[int, Any, list[tuple[str, str]]] = server.create_token_response(
                     TokenRequest(endpoint, form, headers))
