@@ -32,7 +32,9 @@ from gateway.client.models import SLUG_PATTERN
 from gateway.clock import Clock
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_ALGORITHMS = ["Ed25519", "ES256"]
+ASSERTION_KEY_TYPES = {"Ed25519": ("OKP", "Ed25519"), "ES256": ("EC", "P-256")}
+"""Each algorithm a client assertion may use, with the key type and curve it verifies with."""
+ASSERTION_ALGORITHMS = list(ASSERTION_KEY_TYPES)
 LEEWAY_SECONDS = 30
 
 
