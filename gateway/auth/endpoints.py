@@ -26,6 +26,9 @@ log = structlog.get_logger("gateway.auth")
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 16
+TOKEN_PARAMETERS = frozenset({"grant_type", "scope", "client_id", "client_secret", "client_assertion_type",
+                              "client_assertion"})
+"""The token request's parameters: only these are named back in an error (any other name is the caller's text)."""
 
 
 def token_endpoint_url(container: Container) -> str:
@@ -68,6 +71,11 @@ async def token(request: Request, container: Container = Depends(get_container))
     except Exception:  # malformed form bodies are the client's error, never a 500
         log.info("token_rejected", error="invalid_request", reason="malformed form")
         return _oauth_error(400, "invalid_request", "the form body could not be parsed")
+    repeated = sorted(key for key in parsed if len(parsed.getlist(key)) > 1)
+    if repeated:  # RFC 6749 §3.2; a parser keeps the last, a proxy or a log may read the first
+        named = ", ".join(key for key in repeated if key in TOKEN_PARAMETERS) or "an unknown one"
+        log.info("token_rejected", error="invalid_request", reason="repeated parameter")
+        return _oauth_error(400, "invalid_request", f"a parameter must not be repeated: {named}")
     form = {key: value for key, value in parsed.items() if isinstance(value, str)}
     headers = request.headers  # case-insensitive: authlib looks up "Authorization"
     auth = auth_services(container)

@@ -6,6 +6,7 @@ import base64
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
@@ -220,3 +221,24 @@ HOSTILE_ASSERTIONS = {
 @pytest.mark.parametrize("assertion", list(HOSTILE_ASSERTIONS.values()), ids=list(HOSTILE_ASSERTIONS))
 def test_hostile_unsigned_assertions_are_invalid_client_not_500(client: TestClient, assertion: str) -> None:
     _problem(client.post("/oauth/token", data=token_form(assertion)), 401, "invalid_client")
+
+
+@pytest.mark.parametrize("repeated", ["grant_type", "scope", "client_assertion", "client_assertion_type"])
+def test_a_repeated_parameter_is_invalid_request_and_uses_up_nothing(client: TestClient, container: Container,
+                                                                     repeated: str) -> None:
+    """RFC 6749 §3.2: a parameter MUST NOT be sent more than once. Taking the last of each (as a form parser
+    does) let ``grant_type=password&grant_type=client_credentials`` through, and a proxy or log that reads
+    the first sees another request than the gateway answered. Refused before the client is authenticated,
+    so the assertion is not used up either."""
+    keys = register_client(container, SYSTEM, ["exchange"])
+    assertion = client_assertion(container, keys)
+    form = token_form(assertion, "exchange")
+    decoy = {"grant_type": "password", "scope": "admin", "client_assertion": client_assertion(container, keys),
+             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:saml2-bearer"}[repeated]
+    pairs = [(repeated, decoy), *form.items()]
+    answer = client.post("/oauth/token", content=urlencode(pairs),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    body = _problem(answer, 400, "invalid_request")
+    assert repeated in str(body["error_description"])
+    assert answer.headers["cache-control"] == "no-store"
+    assert client.post("/oauth/token", data=form).status_code == 200  # the same assertion, sent once: fine
