@@ -14,6 +14,7 @@ from joserfc import jwt
 from joserfc.jwk import OKPKey
 from sqlalchemy import select
 
+from gateway.auth.endpoints import token_endpoint_url
 from gateway.auth.tables import used_client_assertions
 from gateway.clock import FixedClock
 from gateway.container import Container
@@ -242,3 +243,32 @@ def test_a_repeated_parameter_is_invalid_request_and_uses_up_nothing(client: Tes
     assert repeated in str(body["error_description"])
     assert answer.headers["cache-control"] == "no-store"
     assert client.post("/oauth/token", data=form).status_code == 200  # the same assertion, sent once: fine
+
+
+@pytest.mark.parametrize("audience", [["https://other-server.example", "{endpoint}"],
+                                      ["{endpoint}", "https://other-server.example/token"],
+                                      ["{issuer}", "wgs-gateway"]])
+def test_an_assertion_also_meant_for_another_audience_is_refused(client: TestClient, container: Container,
+                                                                 audience: list[str]) -> None:
+    """An assertion naming other audiences besides this gateway can be replayed here by any of them (the
+    audience injection of RFC 7523bis, which asks for this server alone in ``aud``): refused, with no jti
+    used up, however the gateway is named among them."""
+    keys = register_client(container, SYSTEM, ["exchange"])
+    named = {"endpoint": token_endpoint_url(container), "issuer": container.settings.issuer}
+    assertion = client_assertion(container, keys, audience=[value.format(**named) for value in audience])
+    body = _problem(client.post("/oauth/token", data=token_form(assertion)), 401, "invalid_client")
+    assert "aud" in str(body["detail"])
+    with container.engine.connect() as connection:
+        assert connection.execute(select(used_client_assertions.c.jti)).scalars().all() == []
+
+
+@pytest.mark.parametrize("audience", ["{endpoint}", "{issuer}", ["{endpoint}"], ["{issuer}"],
+                                      ["{issuer}", "{endpoint}"]])
+def test_an_assertion_for_this_gateway_alone_is_accepted(client: TestClient, container: Container,
+                                                         audience: str | list[str]) -> None:
+    """The token endpoint's URL or the issuer, as a string or an array of this gateway's names only."""
+    keys = register_client(container, SYSTEM, ["exchange"])
+    named = {"endpoint": token_endpoint_url(container), "issuer": container.settings.issuer}
+    aud = audience.format(**named) if isinstance(audience, str) else [value.format(**named) for value in audience]
+    answer = client.post("/oauth/token", data=token_form(client_assertion(container, keys, audience=aud)))
+    assert answer.status_code == 200, answer.text
