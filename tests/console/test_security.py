@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from audit.tables import audit_entries
+from gateway.auth.accounts import set_password
 from gateway.auth.repository import get_account
 from gateway.clock import FixedClock
 from gateway.console import endpoints, escalations
@@ -30,6 +31,8 @@ from tests.console.support import PASSWORD, csrf_of, seed_entries
 from tests.console.test_console import IDLE, account, entry_indices, sign_in
 from tests.console.test_escalations import open_riec_case
 from tests.console.test_escalations import sign_in as escalation_sign_in
+
+NEW_PASSWORD = "a brand new passphrase"
 
 
 @pytest.fixture
@@ -91,6 +94,30 @@ def test_signing_in_again_ends_the_session_before(console: TestClient) -> None:
     assert "Signed in as po-bank" in console.get("/console/audit").text
     console.cookies.set(COOKIE, first, path="/console")
     assert console.get("/console/audit", follow_redirects=False).status_code == 303, "the first session ended"
+
+
+def test_a_new_password_ends_the_sessions_signed_in_with_the_old_one(console: TestClient, container: Container
+                                                                     ) -> None:
+    """A password is reset because it leaked: whoever signed in with it must be out at once, in every
+    process, not only after the session idles out. Other accounts' sessions are left alone."""
+    sign_in(console, "po-gemeente")
+    elsewhere = TestClient(console.app)
+    elsewhere.app_state["accounts"] = console.app_state["accounts"]
+    sign_in(elsewhere, "po-bank")
+    copied = console.cookies.get(COOKIE)
+    assert console.get("/console/audit").status_code == 200
+    with transaction(container.sessions) as session:  # what `wgs-gateway users set-password` does
+        set_password(session, "po-gemeente", NEW_PASSWORD)
+    _another_process(container)
+    for client in (console, TestClient(console.app, cookies={COOKIE: copied})):
+        refused = client.get("/console/audit", follow_redirects=False)
+        assert refused.status_code == 303, refused.text
+        assert "expired=1" in refused.headers["location"]
+    assert elsewhere.get("/console/audit").status_code == 200
+    console.cookies.clear()
+    assert _try(console, "po-gemeente", PASSWORD) == 401
+    sign_in(console, "po-gemeente", NEW_PASSWORD)
+    assert console.get("/console/audit").status_code == 200
 
 
 # -- failed and throttled sign-ins ------------------------------------------------------------------------
