@@ -10,14 +10,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from audit import AuditWriteError
 from gateway.auth.accounts import authenticate_person, scopes_for_roles
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
 from gateway.auth.keys import SIGNING_ALGORITHM
 from gateway.auth.server import GatewayAuthorizationServer, TokenRequest
 from gateway.auth.setup import auth_services
+from gateway.console.signins import THROTTLED, WRONG_CREDENTIALS, record_failed_sign_in, target_of
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.deps import get_container
+from gateway.errors import ServiceUnavailable, TooManyRequests, Unauthorized
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 from gateway.register.setup import register_service
 
@@ -128,13 +131,16 @@ async def metadata(container: Container = Depends(get_container)) -> dict[str, A
 
 class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    username: str = Field(min_length=1, max_length=64)
+    # No control characters: no account has one (a NUL cannot even be stored on PostgreSQL), and a name that
+    # cannot be an account is bad input (422, nothing written), not a failed sign-in to account for.
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
     password: str = Field(min_length=1, max_length=256)
 
 
 @router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",
              responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"}})
-async def login(body: LoginRequest, container: Container = Depends(get_container)) -> TokenResponse:
+async def login(body: LoginRequest, request: Request, container: Container = Depends(get_container)
+                ) -> TokenResponse:
     auth = auth_services(container)
 
     def run() -> TokenResponse:
@@ -145,6 +151,17 @@ async def login(body: LoginRequest, container: Container = Depends(get_container
         return TokenResponse(access_token=issued.access_token, token_type="Bearer",
                              expires_in=issued.expires_in, scope=issued.scope)
 
-    response = await run_in_threadpool(run)
+    try:
+        response = await run_in_threadpool(run)
+    except (Unauthorized, TooManyRequests) as exc:
+        # The console's doors and this one check the same passwords under one throttle: accounted for alike.
+        reason = THROTTLED if isinstance(exc, TooManyRequests) else WRONG_CREDENTIALS
+        target = await run_in_threadpool(target_of, container, body.username)
+        try:
+            await record_failed_sign_in(container, request, reason, target, channel="api")
+        except AuditWriteError as failed:  # refused all the same; unaccounted for, so not as if nothing happened
+            raise ServiceUnavailable("the sign-in was refused and the audit log could not be written",
+                                     headers={"Retry-After": "5"}) from failed
+        raise
     log.info("person_logged_in", username=body.username)
     return response

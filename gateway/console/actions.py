@@ -22,9 +22,11 @@ from gateway.container import Container
 
 
 def action_event(request: Request | None, action: str, *, organisation: str | None, account_id: str | None,
-                 ok: bool = True, details: dict[str, JsonValue] | None = None) -> AuditEvent:
+                 ok: bool = True, details: dict[str, JsonValue] | None = None, channel: str = "console"
+                 ) -> AuditEvent:
     """The entry of one console action, in the request's trace (a new trace when there is no request: a
-    summary written by a timer)."""
+    summary written by a timer). ``channel`` says where: the console, or ``api`` for a failed sign-in at
+    ``POST /v1/auth/login`` (see :mod:`gateway.console.signins`)."""
     state = request.state if request is not None else None
     trace_id = getattr(state, "trace_id", None) or secrets.token_hex(16)
     parent = getattr(state, "span_id", None)
@@ -32,7 +34,7 @@ def action_event(request: Request | None, action: str, *, organisation: str | No
         event_type=EventType.CONSOLE_ACTION, trace_id=trace_id, span_id=secrets.token_hex(8), parent_span_id=parent,
         status=Status.OK if ok else Status.ERROR,
         requester=Requester(org=organisation, user=account_id) if organisation else None,
-        extra={"action": action, "channel": "console", **(details or {})})
+        extra={"action": action, "channel": channel, **(details or {})})
 
 
 async def record_action(container: Container, request: Request, action: str, *, organisation: str | None,

@@ -112,7 +112,7 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
         account = await run_in_threadpool(check)
     except (Unauthorized, TooManyRequests) as exc:
         throttled = isinstance(exc, TooManyRequests)
-        tried = await run_in_threadpool(_tried, container, username)
+        tried = await run_in_threadpool(signins.target_of, container, username)
         await signins.record_failed_sign_in(container, page.request,
                                             signins.THROTTLED if throttled else signins.WRONG_CREDENTIALS, tried)
         response = page.render("login.html", status=exc.status, next=local_path(next), message="",
@@ -131,13 +131,6 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
     if target == "/console":
         target = home_of(person)
     return page.finish(RedirectResponse(target, status_code=303))
-
-
-def _tried(container: Container, username: str) -> signins.Target:
-    """The account a failed sign-in tried, if the typed username is one (the name itself is never kept)."""
-    with transaction(container.sessions) as session:
-        found = accounts.get_account(session, username)
-    return signins.Target(found.organisation, found.id) if found is not None else signins.Target()
 
 
 def _sign_out(page: Page, session: SessionData) -> None:
