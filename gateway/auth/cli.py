@@ -110,8 +110,9 @@ def users_add(username: str = typer.Argument(..., help="The name the person sign
 def users_set_password(username: str = typer.Argument(..., help="The account's username."),
                        password_stdin: bool = typer.Option(False, help="Read the password from standard input.")
                        ) -> None:
-    """Give an account a new password (forgotten or leaked): its console sessions end at once; its bearer
-    tokens stay valid until they expire (disable the account to stop those too)."""
+    """Give an account a new password (forgotten or leaked): its console sessions end at once.
+
+    Its bearer tokens stay valid until they expire; disable the account to stop those too."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
         "New password", hide_input=True, confirmation_prompt=True)
     try:
