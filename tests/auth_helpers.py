@@ -51,7 +51,7 @@ def register_secret(container: Container, system_id: str, scopes: list[str]) -> 
     return secret
 
 
-def client_assertion(container: Container, keys: ClientKeys, *, audience: str | None = None,
+def client_assertion(container: Container, keys: ClientKeys, *, audience: str | list[str] | None = None,
                      jti: str | None = None, lifetime: int = 60, issued_offset: int = 0,
                      subject: str | None = None, signing_key: OKPKey | ECKey | None = None) -> str:
     now = int(container.clock.now().timestamp()) + issued_offset

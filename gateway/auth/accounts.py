@@ -16,7 +16,7 @@ from gateway.auth import repository
 from gateway.auth.passwords import DUMMY_HASH, hash_secret, verify_secret
 from gateway.auth.principal import Role, Scope
 from gateway.clock import Clock
-from gateway.errors import TooManyRequests, Unauthorized, Unprocessable
+from gateway.errors import NotFound, TooManyRequests, Unauthorized, Unprocessable
 from gateway.ids import new_id
 
 ROLE_SCOPES: dict[Role, set[Scope]] = {
@@ -32,10 +32,14 @@ def scopes_for_roles(roles: list[str]) -> list[str]:
     return sorted({scope.value for role in roles for scope in ROLE_SCOPES.get(Role(role), set())})
 
 
-def create_account(session: Session, username: str, organisation: str, roles: list[str], password: str,
-                   clock: Clock) -> repository.AccountRecord:
+def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise Unprocessable(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def create_account(session: Session, username: str, organisation: str, roles: list[str], password: str,
+                   clock: Clock) -> repository.AccountRecord:
+    _check_password(password)
     unknown = [role for role in roles if role not in {r.value for r in Role}]
     if not roles or unknown:
         raise Unprocessable(f"unknown or missing role(s): {', '.join(unknown) or 'none given'}")
@@ -45,6 +49,18 @@ def create_account(session: Session, username: str, organisation: str, roles: li
                                       hash_secret(password), True)
     repository.insert_account(session, record, clock.now())
     return record
+
+
+def set_password(session: Session, username: str, password: str) -> None:
+    """Give an account a new password (``wgs-gateway users set-password``): a forgotten or leaked one.
+
+    The new hash also ends the account's console sessions signed in before (their cookie carries a
+    fingerprint of the hash they were signed in with, :meth:`gateway.console.sessions.Sessions.credential_of`);
+    its bearer tokens from ``/v1/auth/login`` stay valid until they expire (``access_token_ttl_seconds``),
+    as after a change of roles: disable the account to stop those at once."""
+    _check_password(password)
+    if not repository.set_account_password(session, username, hash_secret(password)):
+        raise NotFound(f"no account `{username}`")
 
 
 class LoginThrottle:

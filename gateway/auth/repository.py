@@ -108,3 +108,9 @@ def disabled_subjects(session: Session) -> tuple[frozenset[str], frozenset[str]]
 def set_account_active(session: Session, username: str, active: bool) -> bool:
     result = session.execute(update(accounts).where(accounts.c.username == username).values(active=active))
     return bool(getattr(result, "rowcount", 0))
+
+
+def set_account_password(session: Session, username: str, password_hash: str) -> bool:
+    result = session.execute(update(accounts).where(accounts.c.username == username)
+                             .values(password_hash=password_hash))
+    return bool(getattr(result, "rowcount", 0))

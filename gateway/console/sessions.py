@@ -13,7 +13,8 @@ Security checklist, in the order :meth:`Sessions.read` applies it:
 2. a session idle for longer than ``idle_timeout_seconds`` or older than ``max_session_seconds`` is refused;
 3. a session that was signed out is refused until its absolute expiry, in every gateway process and after a
    restart: the signed-out session ids are in the database (:mod:`gateway.console.signouts`), checked by
-   :func:`gateway.console.pages.current_page` in the transaction that loads the account;
+   :func:`gateway.console.pages.current_page` in the transaction that loads the account; so is a session
+   signed in with a password that has since been replaced (:meth:`Sessions.credential_of`);
 4. every POST carries the session's CSRF token in a form field, compared in constant time; a new token and
    a new session id are issued on sign-in (no session fixation), and a session signed in before is signed
    out then.
@@ -59,9 +60,11 @@ class SessionData:
     username: str | None
     issued: float
     seen: float
+    credential: str = ""  # fingerprint of the password hash signed in with (Sessions.credential_of)
 
     def as_payload(self) -> dict[str, Any]:
-        return {"sid": self.sid, "csrf": self.csrf, "u": self.username, "iat": self.issued, "seen": self.seen}
+        return {"sid": self.sid, "csrf": self.csrf, "u": self.username, "iat": self.issued, "seen": self.seen,
+                "cred": self.credential}
 
     @classmethod
     def from_payload(cls, payload: Any) -> SessionData | None:
@@ -72,7 +75,7 @@ class SessionData:
             if username is not None and not isinstance(username, str):
                 return None
             return cls(str(payload["sid"]), str(payload["csrf"]), username, float(payload["iat"]),
-                       float(payload["seen"]))
+                       float(payload["seen"]), str(payload.get("cred", "")))
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -135,9 +138,23 @@ class Sessions:
         return SessionData(secrets.token_urlsafe(18), secrets.token_urlsafe(32), None, now, now)
 
     @staticmethod
-    def signed_in(username: str, now: float) -> SessionData:
+    def signed_in(username: str, credential: str, now: float) -> SessionData:
         """A fresh session id and CSRF token on sign-in, never the anonymous ones (session fixation)."""
-        return SessionData(secrets.token_urlsafe(18), secrets.token_urlsafe(32), username, now, now)
+        return SessionData(secrets.token_urlsafe(18), secrets.token_urlsafe(32), username, now, now, credential)
+
+    def credential_of(self, password_hash: str) -> str:
+        """A fingerprint of an account's password hash, kept in the session cookie at sign-in.
+
+        Why: a new password (``wgs-gateway users set-password``: it leaked) must end every session signed in
+        with the old one, in every process, at once. The account is loaded on every request anyway, so its
+        current hash is compared with the one the session was signed in with; no table of sessions is kept.
+        Keyed with the session-signing key: the cookie is signed, not encrypted, and should not carry
+        anything computed from the hash alone."""
+        key = self.serializer.secret_keys[-1]
+        return hmac.new(key, b"wgs-console-credential/1\0" + password_hash.encode(), "sha256").hexdigest()[:32]
+
+    def credential_matches(self, data: SessionData, password_hash: str) -> bool:
+        return bool(data.credential) and hmac.compare_digest(data.credential, self.credential_of(password_hash))
 
     @staticmethod
     def touched(data: SessionData, now: float) -> SessionData:

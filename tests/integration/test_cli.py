@@ -104,6 +104,37 @@ def test_clients_users_and_keys(data_dir: Path) -> None:
     assert oct((data_dir / "keys" / "token-signing.json").stat().st_mode)[-3:] == "600"
 
 
+def test_users_set_password_replaces_the_password_and_refuses_a_short_one_or_nobody(data_dir: Path) -> None:
+    from gateway.auth.passwords import verify_secret
+    from gateway.auth.repository import get_account
+    from gateway.db.engine import existing_engine_for, make_session_factory, transaction
+    from gateway.settings import Settings
+
+    def stored_hash() -> str:
+        with transaction(make_session_factory(existing_engine_for(Settings()))) as session:
+            found = get_account(session, "po-amsterdam")
+        assert found is not None
+        return found.password_hash
+
+    added = runner.invoke(app, ["users", "add", "po-amsterdam", "--organisation", "gemeente-amsterdam",
+                                "--role", "privacy-officer", "--password-stdin"], input="a long enough password\n")
+    assert added.exit_code == 0, added.output
+    before = stored_hash()
+    short = runner.invoke(app, ["users", "set-password", "po-amsterdam", "--password-stdin"], input="short\n")
+    assert short.exit_code == 1
+    assert stored_hash() == before
+    nobody = runner.invoke(app, ["users", "set-password", "po-nobody", "--password-stdin"],
+                           input="another long password\n")
+    assert nobody.exit_code == 1
+    assert "no account" in nobody.output
+    changed = runner.invoke(app, ["users", "set-password", "po-amsterdam", "--password-stdin"],
+                            input="another long password\n")
+    assert changed.exit_code == 0, changed.output
+    assert verify_secret(stored_hash(), "another long password")
+    assert not verify_secret(stored_hash(), "a long enough password")
+    assert "another long password" not in changed.output
+
+
 def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> None:
     from datetime import UTC, datetime
 
