@@ -143,16 +143,16 @@ async def login(body: LoginRequest, request: Request, container: Container = Dep
                 ) -> TokenResponse:
     auth = auth_services(container)
 
-    def run() -> TokenResponse:
+    def run() -> tuple[TokenResponse, str, str]:
         with transaction(container.sessions) as session:
             account = authenticate_person(session, body.username, body.password, auth.login_throttle)
         issued = auth.tokens.issue(subject=account.username, organisation=account.organisation,
                                    scopes=scopes_for_roles(account.roles), kind="person", roles=account.roles)
-        return TokenResponse(access_token=issued.access_token, token_type="Bearer",
-                             expires_in=issued.expires_in, scope=issued.scope)
+        return (TokenResponse(access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in,
+                              scope=issued.scope), account.id, account.organisation)
 
     try:
-        response = await run_in_threadpool(run)
+        response, account_id, organisation = await run_in_threadpool(run)
     except (Unauthorized, TooManyRequests) as exc:
         # The console's doors and this one check the same passwords under one throttle: accounted for alike.
         reason = THROTTLED if isinstance(exc, TooManyRequests) else WRONG_CREDENTIALS
@@ -163,5 +163,7 @@ async def login(body: LoginRequest, request: Request, container: Container = Dep
             raise ServiceUnavailable("the sign-in was refused and the audit log could not be written",
                                      headers={"Retry-After": "5"}) from failed
         raise
-    log.info("person_logged_in", username=body.username)
+    # The account id, never the username: people choose usernames (a name, an e-mail address), and the
+    # application log must hold references only, as the audit log's entries do.
+    log.info("person_logged_in", account_id=account_id, organisation=organisation)
     return response

@@ -117,3 +117,18 @@ def test_the_throttle_forgets_usernames_nobody_tried_for_a_window(container: Con
     clock.advance(timedelta(minutes=16))
     throttle.attempt("one-more")  # past the sweep mark: the expired names go
     assert len(throttle._failures) == 1
+
+
+def test_a_login_is_logged_by_account_id_never_by_username(client: TestClient, container: Container) -> None:
+    """People pick usernames (a name, an e-mail address); the application log holds references only."""
+    from structlog.testing import capture_logs
+
+    with transaction(container.sessions) as session:
+        account = create_account(session, "jan.jansen", "gemeente-amsterdam", ["privacy-officer"], PASSWORD,
+                                 container.clock)
+    with capture_logs() as logs:
+        assert client.post("/v1/auth/login", json={"username": "jan.jansen", "password": PASSWORD}).status_code == 200
+    (logged,) = [entry for entry in logs if entry["event"] == "person_logged_in"]
+    assert logged["account_id"] == account.id
+    assert logged["organisation"] == "gemeente-amsterdam"
+    assert "jan.jansen" not in repr(logs)
