@@ -8,13 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from audit import CompanionRow, Receipt
 from gateway.clock import as_utc
 from gateway.db.batched_insert import BatchedInsert
+from gateway.db.upsert import insert_on_conflict
 from gateway.exchange.tables import daily_request_counts, exchange_claims, exchanges
 
 
@@ -96,9 +95,8 @@ def count_in(connection: Connection, day: Day) -> int:
         return int(counted) - 1
     stored = count_since(connection, day.system, day.purpose, day.since)
     connection.execute(delete(_DAILY).where(_DAILY.c.day < day.day))
-    insert = postgres_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(_DAILY).values(requester_system=day.system, purpose=day.purpose, day=day.day,
-                                      requests=stored + 1)
+    statement = insert_on_conflict(connection, _DAILY).values(
+        requester_system=day.system, purpose=day.purpose, day=day.day, requests=stored + 1)
     statement = statement.on_conflict_do_update(  # another process counted the day's first meanwhile
         index_elements=[_DAILY.c.requester_system, _DAILY.c.purpose, _DAILY.c.day],
         set_={"requests": _DAILY.c.requests + 1})
