@@ -19,7 +19,9 @@ import yaml
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from audit import verify_database
 from audit.tables import audit_entries
+from gateway.auditing.setup import audit_verifier
 from gateway.auth.repository import set_client_active
 from gateway.container import Container
 from gateway.db.engine import transaction
@@ -60,6 +62,7 @@ def test_the_daily_limit_holds_for_a_burst_split_over_two_processes(tmp_path: Pa
     register = _register_file(tmp_path, daily_limit_per_system=limit)
     container = prepared_container(tmp_path, empty_db_url, register_file=register)
     keys = register_client(container, SYSTEM, ["exchange"])
+    add_account(container, "po-amsterdam", "gemeente-amsterdam", ["privacy-officer"])
     with gateway_processes(tmp_path, empty_db_url, env={"WGS_REGISTER_FILE": str(register)}) as urls:
         token = _token(urls[0], keys, container.settings.issuer)
 
@@ -74,6 +77,17 @@ def test_the_daily_limit_holds_for_a_burst_split_over_two_processes(tmp_path: Pa
         burst = _burst([ask(urls[n % 2], n) for n in range(12)])
         assert sum("daily-limit" not in codes for codes in burst) == limit, burst
         assert all("daily-limit" in ask(base, 100 + n)() for n, base in enumerate(urls))  # and afterwards
+        officer = httpx.post(f"{urls[0]}/v1/auth/login", json={"username": "po-amsterdam", "password": PASSWORD})
+        read = {"Authorization": f"Bearer {officer.json()['access_token']}"}
+        notes = _burst([lambda base=base: httpx.get(f"{base}/v1/audit/checkpoint", headers=read)  # type: ignore[misc]
+                        for base in urls * 2])  # both processes sign checkpoints of the log both wrote, at once
+        assert [note.status_code for note in notes] == [200] * 4
+    with container.engine.connect() as connection:  # one gap-free log from both processes, and it verifies
+        indices = list(connection.execute(select(audit_entries.c.log_index).order_by(audit_entries.c.log_index))
+                       .scalars())
+    assert indices == list(range(len(indices)))
+    result = verify_database(container.engine, audit_verifier(container.settings))
+    assert result.ok, result.failure
     container.close()
 
 
