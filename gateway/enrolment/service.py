@@ -127,7 +127,7 @@ class PseudonymService:
         self.clock = clock
         self.register = register
         self.transcryptor = transcryptor
-        self.quota = quota or DailyPseudonymQuota(clock, 0)
+        self.quota = quota or DailyPseudonymQuota(sessions, clock, 0)
 
     # -- participants ------------------------------------------------------------------------------
     def _participant(self, principal: Principal, partnership: str) -> str:

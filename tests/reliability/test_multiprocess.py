@@ -23,10 +23,11 @@ from audit import verify_database
 from audit.tables import audit_entries
 from gateway.auditing.setup import audit_verifier
 from gateway.auth.repository import set_client_active
+from gateway.client.api import GatewayClient
 from gateway.container import Container
 from gateway.db.engine import transaction
-from gateway.settings import SHIPPED_REGISTER
-from tests.auth_helpers import ASSERTION_TYPE, client_assertion, register_client
+from gateway.settings import SHIPPED_REGISTER, Settings
+from tests.auth_helpers import ASSERTION_TYPE, ClientKeys, client_assertion, register_client
 from tests.console.support import PASSWORD, add_account, csrf_of
 from tests.reliability.gateways import gateway_processes, prepared_container
 from tests.reliability.test_crash_safety import BODY, _token
@@ -34,6 +35,7 @@ from tests.servers import serve_app
 
 T = TypeVar("T")
 SYSTEM = "gemeente-amsterdam-vth"
+RIEC = "riec-amsterdam-amstelland"
 
 
 def _register_file(tmp_path: Path, **purpose: Any) -> Path:
@@ -160,10 +162,16 @@ def test_one_idempotency_key_sent_to_two_processes_at_once_is_answered_once(tmp_
 def test_sign_in_throttle_replay_sign_out_and_disabling_hold_over_every_process(tmp_path: Path,
                                                                                empty_db_url: str) -> None:
     container = prepared_container(tmp_path, empty_db_url)
-    keys = register_client(container, SYSTEM, ["exchange"])
+    keys = register_client(container, SYSTEM, ["exchange", "enrol"])
     add_account(container, "po-amsterdam", "gemeente-amsterdam", ["privacy-officer"])
     add_account(container, "po-guessed", "gemeente-amsterdam", ["privacy-officer"])
-    with gateway_processes(tmp_path, empty_db_url, env={"WGS_REVOCATION_REFRESH_SECONDS": "0.5"}) as urls:
+    with gateway_processes(tmp_path, empty_db_url, env={"WGS_REVOCATION_REFRESH_SECONDS": "0.5",
+                                                        "WGS_PSEUDONYM_DAILY_LIMIT": "3"}) as urls:
+        # The daily cap on pseudonyms made holds over both processes together (found: it was each process's
+        # own, so two workers made twice the cap).
+        asked = asyncio.run(_pseudonyms_asked(urls, keys, [2, 2, 1, 1]))
+        assert asked == [200, 429, 200, 429]
+
         # Wrong passwords spread over both processes: five are checked in all, not five per process (found:
         # the throttle was each process's own, and two workers checked ten).
         guesses = [httpx.post(f"{urls[n % 2]}/v1/auth/login", json={"username": "po-guessed",
@@ -202,6 +210,18 @@ def test_sign_in_throttle_replay_sign_out_and_disabling_hold_over_every_process(
         time.sleep(2)
         assert [_exchange(base, token) for base in urls] == [401, 401]
     container.close()
+
+
+async def _pseudonyms_asked(urls: list[str], keys: ClientKeys, sizes: list[int]) -> list[int]:
+    """Ask the processes in turn for ``sizes[n]`` of the system's own pseudonyms (RIEC); their status codes."""
+    async with GatewayClient(urls[0], keys.system_id, keys.key) as client:
+        pseudonyms = await client.pseudonym_client(RIEC)
+    subjects = [{"type": "bsn", "polymorphic": pseudonyms.polymorphic("bsn", bsn)}
+                for bsn in ("111222333", "123456782")]
+    token = _token(urls[0], keys, Settings().issuer)
+    return [httpx.post(f"{urls[n % 2]}/v1/pseudonyms", headers={"Authorization": f"Bearer {token}"},
+                       json={"partnership": RIEC, "subjects": subjects[:size]}).status_code
+            for n, size in enumerate(sizes)]
 
 
 def _exchange(base: str, token: str) -> int:
