@@ -587,8 +587,8 @@ class ExchangeService:
             raise
         finally:
             self._logged_ahead.discard(exchange_id)
-            await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
             await self._rerun_ended(exchange_id)
+            await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
 
     async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                              idempotency_key: str | None, exchange_id: str) -> ExchangeResult:
