@@ -9,9 +9,11 @@ second process to record a new register version failed to start on the unique ve
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import tempfile
 from collections.abc import Callable
+from datetime import timedelta
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from sqlalchemy import select
 
 from audit.tables import audit_entries
 from gateway.auditing.setup import install_audit, load_or_create_checkpoint_key
+from gateway.auth.keys import SigningKeyStore
+from gateway.clock import SystemClock
 from gateway.console.sessions import load_or_create_secret
 from gateway.container import build_container
 from gateway.db.engine import alembic_config
@@ -50,8 +54,14 @@ def _checkpoint_key(directory: Path) -> bytes:
     return load_or_create_checkpoint_key(directory).public_key().public_bytes_raw()
 
 
+def _signing_key(directory: Path) -> bytes:
+    store = SigningKeyStore(directory, SystemClock(), timedelta(minutes=10))
+    store.load_or_create()
+    return json.dumps(store.current().as_dict(private=False), sort_keys=True).encode()
+
+
 MAKERS: dict[str, Callable[[Path], bytes]] = {"sealing": _seal_key, "console": _console_secret,
-                                              "checkpoint": _checkpoint_key}
+                                              "checkpoint": _checkpoint_key, "signing": _signing_key}
 
 
 def _at_once(barrier: Barrier, results: Any, work: Callable[[], object]) -> None:
