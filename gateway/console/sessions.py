@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import secrets
 import threading
 from dataclasses import dataclass, replace
@@ -39,6 +38,7 @@ from sqlalchemy.orm import Session
 from gateway.console.settings import ConsoleSettings
 from gateway.console.signouts import record_sign_out
 from gateway.container import Container
+from gateway.keyfiles import read_or_create
 
 COOKIE = "wgs_console"
 LOGIN_COOKIE = "wgs_console_login"
@@ -82,17 +82,8 @@ class SessionData:
 
 def load_or_create_secret(directory: Path) -> str:
     """The session-signing key in the key store (0600), created on first use; shared by all processes."""
-    path = directory / "console-session.key"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it meanwhile
-            pass
-        else:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    secret = read_or_create(directory / "console-session.key", lambda: secrets.token_urlsafe(48).encode())
+    return secret.decode().strip()
 
 
 @dataclass

@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth.principal import Principal
 from gateway.clock import Clock
 from gateway.db.engine import transaction
+from gateway.db.upsert import insert_on_conflict
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.tables import enrolments
 from gateway.errors import Forbidden, Unprocessable
@@ -149,10 +148,8 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     500 after the first had written). With ``ON CONFLICT DO UPDATE`` the second waits for the first and
     overwrites it — last writer wins, both succeed, and each batch is still all or nothing. ``rows`` come in
     key order, so two such batches lock their rows in the same order and cannot deadlock each other.
-    The construct is dialect-specific; the gateway runs on SQLite and PostgreSQL only.
     """
-    dialect = session.get_bind().dialect.name
-    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(enrolments)
+    statement = insert_on_conflict(session, enrolments)
     replaced = ("key_version", "record_types", "categories", "updated_at", "confidential", "confidential_reason",
                 "minor")
     session.execute(statement.on_conflict_do_update(
@@ -167,7 +164,7 @@ class PseudonymService:
         self.clock = clock
         self.register = register
         self.transcryptor = transcryptor
-        self.quota = quota or DailyPseudonymQuota(clock, 0)
+        self.quota = quota or DailyPseudonymQuota(sessions, clock, 0)
 
     # -- participants ------------------------------------------------------------------------------
     def _participant(self, principal: Principal, partnership: str) -> str:
