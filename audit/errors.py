@@ -6,6 +6,7 @@
     ├── VerificationError          a proof, signature, checkpoint or log failed verification
     ├── ProofUnavailable           a proof was asked for sizes or indices the log does not have
     ├── StoreUnavailable           the log could not be read (database down); a 503, not a verdict
+    ├── MalformedRow               a stored row holds a value no log row can hold (edited behind our back)
     └── AuditWriteError            the log could not be written; the caller must deny (fail closed)
 
 Messages never contain the offending values: only field paths, indices and kinds, so that an error that
@@ -51,6 +52,23 @@ class ProofUnavailable(AuditError):
 
 class StoreUnavailable(AuditError):
     """Reading the log failed (the database is unreachable or broken); says nothing about integrity."""
+
+
+class MalformedRow(AuditError):
+    """A stored row holds a value that the log never writes and the reader cannot convert (SQLite keeps any
+    text in any column: a time that is no time, an id that is no UUID, an index that is no number).
+
+    Only someone editing the database outside the gateway puts it there, so a verifier reports it as a
+    verdict, not as a database that is down. ``index`` is the first log index that could not be read (the
+    row at it, or — when its own index is what is malformed — the row standing where it should be);
+    ``table`` names the table. The value itself is never quoted.
+    """
+
+    def __init__(self, table: str, index: int | None) -> None:
+        where = f" at or after index {index}" if index is not None else ""
+        super().__init__(f"a row of {table}{where} holds a value the log never writes")
+        self.table = table
+        self.index = index
 
 
 class AuditWriteError(AuditError):

@@ -38,6 +38,13 @@ class EventType(StrEnum):
     REQUEST_FAILED = "request.failed"  # an exchange or discovery already logged failed afterwards (not answered)
 
 
+CASE_REQUESTER = "requester_org"
+"""The member of an ``escalation.step`` event's ``extra`` that names the organisation whose request the case is
+about. The event's ``requester`` is whoever took the step (the holder's officer, the legal desk, the scheduler),
+so without it the requesting organisation — a party to every step of its case — could not be found in the
+log (:func:`audit.review.scope_condition` reads it)."""
+
+
 class Status(StrEnum):
     """Outcome of the processing step, as OpenTelemetry's span status (which the Logboek standard uses)."""
 

@@ -27,8 +27,11 @@ are left out. Entries are never changed after they are written, so no snapshot t
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from audit import store
-from audit.canonical import format_timestamp
+from audit.canonical import MAX_EVENT_BYTES, format_timestamp
 from audit.log import AuditLog
 
 EXPORT_FORMAT = "wgs-audit-export"
@@ -45,6 +48,10 @@ EXPORT_VERSION = 1
 ENTRY_LINE = re.compile(
     rb'\{"entry":(.*),"index":(0|[1-9][0-9]*),"leaf_hash":"([0-9a-f]{64})","type":"entry"\}\r?\n?\Z')
 """The exact form of an entry line: groups are the entry's canonical bytes, the index, the leaf hash."""
+MAX_LINE_BYTES = MAX_EVENT_BYTES + 4096
+"""No line of an export is longer: an entry line is its event (at most MAX_EVENT_BYTES, refused when
+written) plus the envelope and the line's own members; header and checkpoint lines are far shorter. A
+verifier reads no more of any line than this, so a file built with an endless line cannot fill its memory."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,29 @@ def entry_line(index: int, leaf: bytes, canonical: bytes) -> bytes:
 
 @contextmanager
 def _open_for_writing(out: Path | BinaryIO) -> Iterator[BinaryIO]:
-    if isinstance(out, Path):
-        with out.open("wb") as handle:
-            yield handle
-    else:
+    """``out`` itself for a stream; for a path, a new file beside it that takes its place only when the
+    whole export is written.
+
+    Why: an export that stops half-way (disk full, database gone) left a file that began like an export,
+    in place of the last good one. And an export holds what the database holds — every entry's pseudonyms,
+    who asked whom for what — so it is created readable by its owner only (0600), whatever the umask.
+    """
+    if not isinstance(out, Path):
         yield out
+        return
+    if out.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(out))
+    partial = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def export_log(log: AuditLog, out: Path | BinaryIO, *, exported_at: datetime | None = None,

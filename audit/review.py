@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
+from audit.events import CASE_REQUESTER, EventType
 from audit.store import subject_key, utc
 from audit.tables import audit_entries
 
@@ -80,18 +81,39 @@ def scope_condition(scope: EntryScope, *, as_holder: bool = True) -> ColumnEleme
     """The entries ``scope`` may see: its organisations' own entries, or any entry of its partnerships;
     None when it sees nothing.
 
-    ``as_holder=False`` leaves out entries that are the organisations' only as holder. Anomaly flags are
-    about requesting actors, and a holder sees only the part of another organisation's activity that came
-    its way — not a baseline to judge that organisation's actors by. It only ever narrows the scope."""
+    An organisation's own entries are those where it is the requester or the holder, and the steps of an
+    escalation case about its request (:data:`audit.events.CASE_REQUESTER`): such a step's requester is
+    whoever took it, and the holder is the other party, yet the requesting organisation is a party to the
+    case and sees the case itself. That member is found in the entry's canonical text, where RFC 8785 escapes
+    every quote inside a string, so no text elsewhere in an entry can pose as it.
+
+    ``as_holder=False`` leaves out entries that are the organisations' only as holder (or as a case's
+    party). Anomaly flags are about requesting actors, and a holder sees only the part of another
+    organisation's activity that came its way — not a baseline to judge that organisation's actors by. It
+    only ever narrows the scope."""
     t = audit_entries.c
-    visible: list[ColumnElement[bool]] = []
-    if scope.organisations:
-        visible.append(t.requester_org.in_(sorted(scope.organisations)))
-        if as_holder:
-            visible.append(t.holder_org.in_(sorted(scope.organisations)))
+    visible = _party_of(sorted(scope.organisations), as_holder=as_holder) if scope.organisations else []
     if scope.partnerships:
         visible.append(t.partnership.in_(sorted(scope.partnerships)))
     return or_(*visible) if visible else None
+
+
+def _party_of(organisations: list[str], *, as_holder: bool = True) -> list[ColumnElement[bool]]:
+    """Entries where one of ``organisations`` is a party (see :func:`scope_condition`), as alternatives: the
+    officer's own scope, and the ``organisation`` filter within it, mean the same by it."""
+    t = audit_entries.c
+    parties: list[ColumnElement[bool]] = [t.requester_org.in_(organisations)]
+    if as_holder:
+        parties.append(t.holder_org.in_(organisations))
+        parties.append(and_(t.event_type == EventType.ESCALATION_STEP.value, or_(*(
+            t.canonical.contains(_case_requester(org), autoescape=True) for org in organisations))))
+    return parties
+
+
+def _case_requester(organisation: str) -> str:
+    """How :data:`audit.events.CASE_REQUESTER` naming ``organisation`` reads in an entry's RFC 8785 text (the
+    closing quote included, so that ``gemeente-a`` does not match ``gemeente-ab``)."""
+    return f'"{CASE_REQUESTER}":{json.dumps(organisation, ensure_ascii=False)}'
 
 
 def _scoped(scope: EntryScope, wanted: EntryFilter) -> list[ColumnElement[bool]] | None:
@@ -122,7 +144,7 @@ def list_entries(engine: Engine, scope: EntryScope, wanted: EntryFilter, *, afte
         return Page()
     conditions.append(t.log_index > after)
     if wanted.organisation:
-        conditions.append(or_(t.requester_org == wanted.organisation, t.holder_org == wanted.organisation))
+        conditions.append(or_(*_party_of([wanted.organisation])))
     if wanted.event_type:
         conditions.append(t.event_type == wanted.event_type)
     if wanted.decision:

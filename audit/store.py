@@ -31,6 +31,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Dialect, Engine, bindparam, func, select
 
+from audit.errors import MalformedRow
 from audit.events import AuditEvent
 from audit.merkle import Node, flat_index, node_at_flat_index
 from audit.tables import audit_checkpoints, audit_entries, audit_tree_nodes
@@ -48,6 +49,10 @@ QUERY_COLUMNS = ("event_type", "partnership", "purpose", "requester_org", "holde
 def utc(moment: datetime) -> datetime:
     """``moment`` as an aware UTC datetime; a naive value is UTC already (that is how SQLite hands it back)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+_UNREADABLE = (ValueError, TypeError, OverflowError)
+"""What converting a stored value raises when it is not what the log writes (a time, a UUID, an integer)."""
 
 
 @dataclass(frozen=True)
@@ -456,10 +461,15 @@ def checkpoint_at(connection: Connection, size: int) -> StoredCheckpoint | None:
 
 
 def all_checkpoints(connection: Connection, up_to_size: int | None = None) -> list[StoredCheckpoint]:
+    """Every stored checkpoint (up to ``up_to_size``) by size; :class:`~audit.errors.MalformedRow` when a row
+    holds a value no checkpoint row can hold."""
     query = select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size)
     if up_to_size is not None:
         query = query.where(audit_checkpoints.c.tree_size <= up_to_size)
-    return [_checkpoint(row) for row in connection.execute(query)]
+    try:
+        return [_checkpoint(row) for row in connection.execute(query)]
+    except _UNREADABLE:
+        raise MalformedRow("audit_checkpoints", None) from None
 
 
 @dataclass(frozen=True)
@@ -643,16 +653,36 @@ def iter_entries(engine: Engine, *, start: int = 0, stop: int | None = None,
 
     Paginates on the index actually seen, not on expected indices, so that a gap in the table shows
     up to a verifier as a jump instead of being skipped silently.
+
+    Raises :class:`~audit.errors.MalformedRow` at the first row that holds a value no log row can hold,
+    after every readable entry before it.
     """
     position = start
     while stop is None or position < stop:
-        query = select(audit_entries).where(audit_entries.c.log_index >= position)
-        if stop is not None:
-            query = query.where(audit_entries.c.log_index < stop)
-        with read_connection(engine) as connection:
-            batch = [_entry(row) for row in
-                     connection.execute(query.order_by(audit_entries.c.log_index).limit(batch_size))]
+        try:
+            batch = _entries_from(engine, position, stop, batch_size)
+        except _UNREADABLE:
+            # Find the row: the readable ones before it, one at a time, then the verdict at the first that is not.
+            for _ in range(batch_size):
+                try:
+                    single = _entries_from(engine, position, stop, 1)
+                except _UNREADABLE:
+                    raise MalformedRow("audit_entries", position) from None
+                if not single:
+                    return
+                yield single[0]
+                position = single[0].index + 1
+            continue
         if not batch:
             return
         yield from batch
         position = batch[-1].index + 1
+
+
+
+def _entries_from(engine: Engine, position: int, stop: int | None, limit: int) -> list[StoredEntry]:
+    query = select(audit_entries).where(audit_entries.c.log_index >= position)
+    if stop is not None:
+        query = query.where(audit_entries.c.log_index < stop)
+    with read_connection(engine) as connection:
+        return [_entry(row) for row in connection.execute(query.order_by(audit_entries.c.log_index).limit(limit))]

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -63,8 +63,8 @@ from sqlalchemy.pool import NullPool
 from audit import bulk_reads, store
 from audit.canonical import claims_index, envelope_index, parse_entry
 from audit.checkpoint import NoteVerifier, claimed_checkpoint, open_checkpoint
-from audit.errors import StoreUnavailable, VerificationError
-from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION
+from audit.errors import MalformedRow, StoreUnavailable, VerificationError
+from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION, MAX_LINE_BYTES
 from audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -644,14 +644,16 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
 def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_CheckpointRecord], deep: bool,
                      check_node_cache: bool, workers: int, pool: Executor | None) -> VerifyResult:
     with store.read_connection(engine) as connection:
-        stored = store.all_checkpoints(connection)
+        try:
+            stored = store.all_checkpoints(connection)
+        except MalformedRow as exc:
+            return VerifyResult(0, 0, None, Failure(FailureKind.CHECKPOINT, None, f"{exc}: {_EDITED}"))
         size = 0 if deep else store.tree_size(connection)
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
     checker = _NodeChecker(engine) if check_node_cache else None
     stream = _Stream(verifier, records + known, deep, checker)
     if deep:
-        records_ = ([(e.index, e.canonical, e.leaf_hash, e)] for e in store.iter_entries(engine))
-        return _run(stream, records_, key_pinned=True)
+        return _run(stream, _stored_records(engine), key_pinned=True)
     parallel = (workers > 1 or pool is not None) and _reachable_from_other_processes(engine)
     if parallel and size >= _PARALLEL_MIN_ENTRIES:
         chunks = _Chunks(engine.url.render_as_string(hide_password=False), size, stream, check_node_cache)
@@ -662,6 +664,20 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_Checkp
         return _run(stream, store.leaf_batches(engine), key_pinned=True)
     # Entries appended meanwhile (and any range found short) are read entry by entry afterwards.
     return _run(stream, _rest(engine, stream), key_pinned=True, feed=feed)
+
+
+_EDITED = "the table was changed outside the gateway"
+
+
+def _stored_records(engine: Engine) -> Iterator[list[_EntryRecord]]:
+    """The live entries for a deep verification, one record per batch; a row that holds a value no log row
+    can hold (:class:`~audit.errors.MalformedRow`) is a ``columns`` failure at the first index not read —
+    after the stream has checked every entry before it, so an earlier failure is still reported first."""
+    try:
+        for entry in store.iter_entries(engine):
+            yield [(entry.index, entry.canonical, entry.leaf_hash, entry)]
+    except MalformedRow as exc:
+        raise _fail(FailureKind.COLUMNS, exc.index, f"{exc}: {_EDITED}") from None
 
 
 _PARALLEL_CHUNK = 16_384
@@ -873,7 +889,7 @@ def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_che
 def _verify_export(path: Path, verifier: NoteVerifier | None, known: list[_CheckpointRecord],
                    deep: bool) -> VerifyResult:
     with path.open("rb") as handle:
-        lines = iter(handle)
+        lines = _bounded_lines(handle)
         try:
             header = _parse_header(next(lines, b""))
             file_verifier = NoteVerifier.from_vkey(header["verifier_key"])
@@ -899,8 +915,30 @@ def _verify_export(path: Path, verifier: NoteVerifier | None, known: list[_Check
         return _run(stream, batches, key_pinned=pinned, require_covered=True)
 
 
+class _LineTooLong(ValueError):
+    """A line of the export is longer than any export line can be (:data:`audit.export.MAX_LINE_BYTES`)."""
+
+
+def _bounded_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The file's lines, each read with a bound: one longer than any export line is :class:`_LineTooLong`
+    (a ValueError: a ``format`` verdict), raised after reading at most that many bytes of it."""
+    while line := handle.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise _LineTooLong(f"a line is longer than any export line can be ({MAX_LINE_BYTES} bytes)")
+        yield line
+
+
+def _json_line(line: bytes) -> Any:
+    """One header or checkpoint line's JSON. Nesting too deep for the parser raises RecursionError, which is
+    no ValueError: turned into one, it is a ``format`` verdict like any other malformed line, not a crash."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _parse_header(line: bytes) -> dict[str, Any]:
-    header = json.loads(line)
+    header = _json_line(line)
     if (not isinstance(header, dict) or header.get("type") != "header" or header.get("format") != EXPORT_FORMAT
             or header.get("version") != EXPORT_VERSION):
         raise ValueError("not a wgs-audit-export version 1 file")
@@ -918,7 +956,7 @@ def _count(header: dict[str, Any], name: str) -> int:
 
 
 def _parse_checkpoint(line: bytes) -> _CheckpointRecord:
-    item = json.loads(line)
+    item = _json_line(line)
     if not isinstance(item, dict) or item.get("type") != "checkpoint":
         raise ValueError("expected a checkpoint line")
     size, note = item["tree_size"], item["note"]
@@ -958,7 +996,15 @@ def _entry_row(line: bytes) -> _Row | None:
 def _export_entries(lines: Iterator[bytes], declared: int) -> Iterator[list[_Row]]:
     """Entry rows in batches; a malformed line ends the stream with a failure after the rows before it."""
     position, batch = 0, list[_Row]()
-    for line in lines:
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            break
+        except _LineTooLong as exc:  # after the rows before it, as any malformed line
+            yield batch
+            raise _fail(FailureKind.FORMAT, position, f"export line for entry {position} is invalid ({exc})") \
+                from None
         row = _entry_row(line)
         if row is None:
             if not line.strip():

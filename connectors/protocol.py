@@ -17,13 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 
 __all__ = [
-    "MINOR_NOT_ALLOWED", "ConnectorError", "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery",
-    "HolderProtocolError", "HolderQuery", "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
+    "CATEGORY_PATTERN", "MINOR_NOT_ALLOWED", "RECORD_TYPE_PATTERN", "ConnectorError", "DiscoveryAnswer", "HolderAnswer",
+    "HolderConnector", "HolderDiscovery", "HolderProtocolError", "HolderQuery", "HolderRecord", "HolderRejectedRequest",
+    "HolderUnavailable",
 ]
 
 MINOR_NOT_ALLOWED = "minor-not-allowed"
 """The refusal code of rule 5: an asked person is under 18 and the purpose does not allow minors. Here, not in
 ``connectors.holder``, because the gateway refuses with it too, for a holder it answers for from the index."""
+
+RECORD_TYPE_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+"""A record type is a code (``incident``, ``trade-name``), in a holder's records and in its enrolment alike:
+free text there could name a person and would travel (or sit in the gateway's index) unchecked."""
+
+CATEGORY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+"""A data category's name as the register writes them (``police_incidents``)."""
 
 _SUBJECTS = "Opaque subject references (pseudonyms), never identifiers."
 
@@ -38,9 +46,9 @@ class HolderRecord(_Model):
     # Identifiers, not text: only ``fields`` carries content (and only it is category-checked), so anything
     # outside it that could hold a name or a number would reach the requester unchecked.
     record_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-    record_type: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", examples=["incident"])
+    record_type: str = Field(pattern=RECORD_TYPE_PATTERN, examples=["incident"])
     subject: str = Field(description="The subject reference the record is about.")
-    category: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", examples=["police_incidents"])
+    category: str = Field(pattern=CATEGORY_PATTERN, examples=["police_incidents"])
     fields: dict[str, Any] = Field(description="The content; all of it belongs to `category`.")
 
 

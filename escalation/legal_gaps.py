@@ -84,14 +84,21 @@ def list_gaps(session: Session, *, partnerships: set[str] | None = None,
     return _load(session, list(session.execute(query).all()))
 
 
+def new_gap_id() -> str:
+    """Gap ids are UUIDv7, like case ids; made before the gap is, so the audit entry logged ahead of
+    recording a new gap can name it."""
+    return str(uuid6.uuid7())
+
+
 def flag_case(session: Session, case_id: str, *, organisation: str, now: datetime, gap_id: str | None = None,
-              title: str | None = None, description: str | None = None) -> LegalGap:
-    """Link a case to an existing gap of its partnership, or record a new gap described by the flagger."""
+              title: str | None = None, description: str | None = None, new_id: str | None = None) -> LegalGap:
+    """Link a case to an existing gap of its partnership, or record a new gap described by the flagger (with
+    the id ``new_id`` when the caller made one already, see :func:`new_gap_id`)."""
     case = get_case(session, case_id)
     if gap_id is None:
         if not (title and title.strip() and description and description.strip()):
             raise EscalationError("a new legal gap needs a title and a description of the missing basis")
-        gap_id = str(uuid6.uuid7())
+        gap_id = new_id or new_gap_id()
         session.execute(legal_gaps.insert().values(
             id=gap_id, partnership=case.partnership, title=title.strip(), description=description.strip(),
             status=GapStatus.IDENTIFIED.value, version=1, created_at=now, updated_at=now,
@@ -127,4 +134,4 @@ def change_status(session: Session, gap_id: str, expected_version: int, status: 
 
 
 __all__ = ["CaseNotFound", "GapNotFound", "GapStatus", "InvalidGapTransition", "LegalGap", "change_status",
-           "flag_case", "get_gap", "list_gaps"]
+           "flag_case", "get_gap", "list_gaps", "new_gap_id"]

@@ -23,7 +23,6 @@ from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
 from gateway.db.engine import (
     alembic_config_for,
-    assert_migrated,
     current_heads,
     engine_for,
     expected_heads,
@@ -110,35 +109,36 @@ def _database_refusal(exc: SQLAlchemyError | DatabaseNotMigrated) -> str:
     directory), which the driver reports as a missing table; else the driver's first line, without the password.
     The group's settings check has passed by then, so ``Settings()`` builds."""
     settings = Settings()
+    refusal = _schema_refusal(settings)
+    if refusal is not None:
+        return refusal
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+    return f"database error: {_without_password(lines[0], settings.effective_database_url)}"
+
+
+def _schema_refusal(settings: Settings) -> str | None:
+    """Why ``settings``' database cannot serve this code, as one line, or None: no SQLite file (not
+    created by looking: probing it would), a database that cannot be reached, or one not at the code's
+    migration head. What ``serve`` checks before starting and what a failed command is explained with."""
     url = settings.effective_database_url
     missing = missing_database_file(url)
-    if missing is not None:  # probing it here would create it
+    if missing is not None:
         return _no_database_file(missing)
     try:
         engine = engine_for(settings)
-    except SQLAlchemyError as bad_url:
-        return _unreachable(bad_url, url)
+    except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
+        return _unreachable(exc, url)
     try:
-        assert_migrated(engine)
-    except DatabaseNotMigrated:
-        return f"database not migrated: run `wgs-gateway db upgrade` first ({_database_named(url)})"
-    except SQLAlchemyError as unreachable:
-        return _unreachable(unreachable, url)
+        gap = migration_gap(current_heads(engine), expected_heads(url))
+    except SQLAlchemyError as exc:
+        return _unreachable(exc, url)
     finally:
         engine.dispose()
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
-    return f"database error: {_without_password(lines[0], url)}"
+    return f"database not migrated: run `wgs-gateway db upgrade` first ({gap})" if gap else None
 
 
 def _no_database_file(path: Path) -> str:
     return f"database not migrated: run `wgs-gateway db upgrade` first (no database file at {path})"
-
-
-def _database_named(url: str) -> str:
-    """Which database a refusal is about: the SQLite file, else the URL without its password."""
-    if url.startswith("sqlite") and "///" in url:
-        return f"database file {url.split('///', 1)[-1]}"
-    return f"database {_without_password(url, url)}"
 
 
 @contextmanager
@@ -188,22 +188,9 @@ def _start_refusal(settings: Settings) -> str | None:
     un-migrated (or missing) database and a bad register file each give one line and exit code 1, and a
     missing SQLite file is not created.
     """
-    url = settings.effective_database_url
-    missing = missing_database_file(url)
-    if missing is not None:
-        return _no_database_file(missing)
-    try:
-        engine = engine_for(settings)
-    except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
-        return _unreachable(exc, url)
-    try:
-        gap = migration_gap(current_heads(engine), expected_heads(url))
-    except SQLAlchemyError as exc:
-        return _unreachable(exc, url)
-    finally:
-        engine.dispose()
-    if gap:
-        return f"database not migrated: run `wgs-gateway db upgrade` first ({gap})"
+    refusal = _schema_refusal(settings)
+    if refusal is not None:
+        return refusal
     try:
         load_register(settings.register_file)
     except InvalidRegister as exc:

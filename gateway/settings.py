@@ -172,7 +172,8 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=1000, ge=1, description="Requests a client may send at once.")
     pseudonym_daily_limit: int = Field(
         default=250_000, ge=0, description="Pseudonyms (look-ups and enrolments) one partner system may have made "
-                                           "per UTC day and process (0: no limit); bounds guessing identifiers.")
+                                           "per UTC day, all gateway processes together (0: no limit); bounds guessing "
+                                           "identifiers.")
 
 
 def settings_problems(exc: ValidationError | SettingsError) -> list[str]:

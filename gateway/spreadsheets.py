@@ -6,11 +6,19 @@ with ``=``, ``+``, ``-`` or ``@`` — or with a tab or carriage return, which sp
 for one — would be evaluated on opening (``=HYPERLINK(...)`` leaking the sheet, ``=cmd|...`` running a
 program). Such a cell gets a leading single quote, which spreadsheets show as text and do not display; the
 value stays readable. Numbers are written as they are (a negative count is no formula).
+
+The cell's start is not the only one. The steering group's spreadsheets are Dutch: a Dutch (German, French)
+spreadsheet opens a ``.csv`` with ``;`` as its separator, so the file's commas and quotes mean nothing to it
+and every ``;`` or line break inside a cell starts a new cell of its own — ``Wet Bibob;=cmd|' /C calc'!A0``
+is two cells there, the second a formula, although the csv module wrote one cell. So a formula start after
+a ``;`` or a line break (blanks and double quotes in between are skipped, as a spreadsheet does) gets the
+single quote too.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -21,11 +29,17 @@ class _Writable(Protocol):
     def write(self, text: str, /) -> object: ...
 
 
+_CELL_STARTS_WITHIN = re.compile(r"(;|\r\n?|\n)(?=[\s\"]*[=+\-@])")
+"""A ``;`` or line break (where a semicolon-separated reading starts a new cell) before a formula start."""
+
+
 def safe_cell(value: object) -> object:
-    """``value``, quoted with a leading ``'`` when a spreadsheet would read it as a formula."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+    """``value``, with a ``'`` before a formula start wherever a spreadsheet would begin a cell: at the
+    start, and after a ``;`` or line break inside it (see the module's docstring)."""
+    if not isinstance(value, str):
+        return value
+    value = _CELL_STARTS_WITHIN.sub(r"\1'", value)
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 class SpreadsheetWriter:

@@ -51,7 +51,7 @@ def register_secret(container: Container, system_id: str, scopes: list[str]) -> 
     return secret
 
 
-def client_assertion(container: Container, keys: ClientKeys, *, audience: str | None = None,
+def client_assertion(container: Container, keys: ClientKeys, *, audience: str | list[str] | None = None,
                      jti: str | None = None, lifetime: int = 60, issued_offset: int = 0,
                      subject: str | None = None, signing_key: OKPKey | ECKey | None = None) -> str:
     now = int(container.clock.now().timestamp()) + issued_offset
@@ -88,6 +88,16 @@ def person_token(client: TestClient, container: Container, username: str, organi
     response = client.post("/v1/auth/login", json={"username": username, "password": password})
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
+
+
+def account_id(container: Container, username: str) -> str:
+    """The id of ``username``'s account: how audit entries name the person (never by username)."""
+    from gateway.auth.repository import get_account
+
+    with transaction(container.sessions) as session:
+        found = get_account(session, username)
+    assert found is not None, username
+    return found.id
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -15,8 +15,10 @@ from rich.console import Console
 
 from audit import (
     AuditLog,
+    MalformedRow,
     NoteSigner,
     NoteVerifier,
+    StoreUnavailable,
     VerificationError,
     claimed_checkpoint,
     export_log,
@@ -32,12 +34,17 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _one_line(message: str) -> None:
+    """A refusal as one line on stderr: no markup (a path may hold [brackets]), no wrapping."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def _existing_signer(settings: Settings) -> NoteSigner:
     """The log's signer from its existing key, or one line on stderr and exit code 1."""
     try:
         return audit_signer(settings)
     except CheckpointKeyError as exc:
-        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        _one_line(str(exc))
         raise typer.Exit(1) from None
 
 
@@ -58,8 +65,7 @@ def _kept(paths: list[Path]) -> list[str]:
             claimed_checkpoint(note)
         except (UnicodeDecodeError, VerificationError) as exc:
             reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
-            err.print(f"log NOT verified: format: {path} is not a signed checkpoint ({reason})", markup=False,
-                      highlight=False, soft_wrap=True)
+            _one_line(f"log NOT verified: format: {path} is not a signed checkpoint ({reason})")
             raise typer.Exit(1) from None
         notes.append(note)
     return notes
@@ -76,18 +82,28 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
     """Export entries, checkpoints and the public key to one file for offline verification.
 
     Signs a checkpoint at the exported size when the latest one does not cover it, so that every exported
-    entry is covered by a signature (the verifier refuses entries that are not)."""
+    entry is covered by a signature (the verifier refuses entries that are not). The file is readable by its
+    owner only and appears whole or not at all: an export that fails leaves what was at that path before."""
     settings = Settings()
     signer = _existing_signer(settings)  # before the database: a wrong data directory stops here
     engine = existing_engine_for(settings)
-    summary = export_log(AuditLog(engine, signer), out_file)
-    engine.dispose()
+    try:
+        summary = export_log(AuditLog(engine, signer), out_file)
+    except OSError as exc:
+        _one_line(f"export failed: cannot write {out_file} ({exc.strerror or type(exc).__name__})")
+        raise typer.Exit(1) from None
+    except (MalformedRow, ValueError, TypeError) as exc:  # a stored value no log row holds (an edited table)
+        _one_line(f"export failed: the log's tables hold a value the log never writes ({type(exc).__name__}); "
+                  "check the log with `wgs-gateway audit verify`")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
     typer.echo(f"exported {summary.tree_size} entries and {summary.checkpoint_count} checkpoints to {out_file}")
 
 
 @audit_app.command("verify")
-def verify(export_file: Path | None = typer.Option(None, "--export", help="Verify this export instead of the "
-                                                                          "live database."),
+def verify(export_file: Path | None = typer.Option(None, "--export", exists=True, dir_okay=False, readable=True,
+                                                   help="Verify this export instead of the live database."),
            vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`)."),
            checkpoint: list[Path] = typer.Option([], exists=True, dir_okay=False, readable=True,
                                                  help="A signed checkpoint kept from earlier, one per option "
@@ -104,17 +120,26 @@ def verify(export_file: Path | None = typer.Option(None, "--export", help="Verif
     agree with its query columns; a changed byte is caught either way (it changes the tree)."""
     known = _kept(checkpoint)
     if export_file is not None:
-        result = verify_export(export_file, verifier=_pinned(vkey) if vkey else None,
-                               known_checkpoints=known, deep=not fast)
+        try:
+            result = verify_export(export_file, verifier=_pinned(vkey) if vkey else None,
+                                   known_checkpoints=known, deep=not fast)
+        except OSError as exc:  # the file went away or could not be read part-way
+            _one_line(f"log NOT verified: cannot read {export_file} ({exc.strerror or type(exc).__name__})")
+            raise typer.Exit(1) from None
     else:
         settings = Settings()
         verifier = _pinned(vkey) if vkey else _existing_signer(settings).verifier
         engine = existing_engine_for(settings)
         # Chunks of a large log are checked by worker processes, one per core unless told: verification is an
         # offline job that a privacy officer waits for, and the chunks are independent.
-        result = verify_database(engine, verifier, known_checkpoints=known, deep=not fast,
-                                 workers=workers or os.cpu_count() or 1)
-        engine.dispose()
+        try:
+            result = verify_database(engine, verifier, known_checkpoints=known, deep=not fast,
+                                     workers=workers or os.cpu_count() or 1)
+        except StoreUnavailable as exc:  # no verdict either way: say so, in one line
+            _one_line(f"log NOT verified: {exc}")
+            raise typer.Exit(1) from None
+        finally:
+            engine.dispose()
     for warning in result.warnings:
         err.print(f"[yellow]warning: {warning}[/yellow]")
     if not result.ok:

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
@@ -22,6 +22,7 @@ from audit import AuditEvent, EventType
 from audit.anomaly import Flag, flags_for_day
 from audit.events import Requester as AuditRequester
 from audit.review import MAX_PAGE, EntryFilter, EntryScope, list_entries, statistics, subject_disclosures
+from gateway.auditing.actions import record_api_action
 from gateway.auditing.setup import audit_services
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Role, Scope
@@ -112,8 +113,19 @@ async def statistics_report(partnership: str | None = None, purpose: str | None 
 @router.get("/subjects/{pseudonym}/disclosures", response_model=list[EntryView],
             summary="Data-subject request: every disclosure about one subject across the partnership(s)",
             responses={403: {"description": "Not the contact point"}})
-async def subject_report(pseudonym: str, principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
+async def subject_report(pseudonym: str, request: Request,
+                         principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                          container: Container = Depends(get_container)) -> list[EntryView]:
+    """The lookup is itself an audit entry (``console.action``, ``subject-lookup``, channel ``api``: the
+    account and the count found, never the subject), written before the answer, as the console's is."""
+    found = await lookup_disclosures(pseudonym, principal, container)
+    await record_api_action(container, request, principal, "subject-lookup", details={"disclosures": len(found)})
+    return found
+
+
+async def lookup_disclosures(pseudonym: str, principal: Principal, container: Container) -> list[EntryView]:
+    """Every disclosure about one subject in the partnerships the contact point's organisation takes part in.
+    Records nothing: each channel records the lookup itself (the API here, the console as its own action)."""
     if principal.kind != "person" or Role.CONTACT_POINT not in principal.roles:
         raise Forbidden("only the contact point answers data-subject requests")
     register = register_service(container).current()

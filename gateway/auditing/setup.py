@@ -6,9 +6,7 @@ keys: privacy officers pin its public key to verify the log without trusting the
 
 from __future__ import annotations
 
-import os
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import AsyncAuditWriter, AuditEvent, AuditLog, CheckpointPolicy, EventType, NoteSigner, NoteVerifier
 from gateway.container import Container
+from gateway.keyfiles import read_or_create
 from gateway.settings import Settings
 
 
@@ -61,21 +60,9 @@ def load_checkpoint_key(directory: Path) -> Ed25519PrivateKey:
 def load_or_create_checkpoint_key(directory: Path) -> Ed25519PrivateKey:
     """The checkpoint key, created (0600) if there is none: only for installing the log (``keys init``, the
     gateway starting), which is where a log and its identity begin."""
-    path = directory / CHECKPOINT_KEY_FILE
-    if path.exists():
-        return load_checkpoint_key(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first (workers starting together): use that one
-        time.sleep(0.2)  # let the winner finish writing
-        return load_or_create_checkpoint_key(directory)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
-    return key
+    read_or_create(directory / CHECKPOINT_KEY_FILE, lambda: Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return load_checkpoint_key(directory)
 
 
 def log_origin(issuer: str) -> str:

@@ -6,17 +6,18 @@ place. Failed logins are throttled per username so passwords cannot be guessed o
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict, deque
+import hashlib
+import hmac
 from datetime import timedelta
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth import repository
 from gateway.auth.passwords import DUMMY_HASH, hash_secret, verify_secret
 from gateway.auth.principal import Role, Scope
 from gateway.clock import Clock
-from gateway.errors import TooManyRequests, Unauthorized, Unprocessable
+from gateway.db.engine import transaction
+from gateway.errors import NotFound, TooManyRequests, Unauthorized, Unprocessable
 from gateway.ids import new_id
 
 ROLE_SCOPES: dict[Role, set[Scope]] = {
@@ -32,10 +33,14 @@ def scopes_for_roles(roles: list[str]) -> list[str]:
     return sorted({scope.value for role in roles for scope in ROLE_SCOPES.get(Role(role), set())})
 
 
-def create_account(session: Session, username: str, organisation: str, roles: list[str], password: str,
-                   clock: Clock) -> repository.AccountRecord:
+def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise Unprocessable(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def create_account(session: Session, username: str, organisation: str, roles: list[str], password: str,
+                   clock: Clock) -> repository.AccountRecord:
+    _check_password(password)
     unknown = [role for role in roles if role not in {r.value for r in Role}]
     if not roles or unknown:
         raise Unprocessable(f"unknown or missing role(s): {', '.join(unknown) or 'none given'}")
@@ -47,22 +52,37 @@ def create_account(session: Session, username: str, organisation: str, roles: li
     return record
 
 
+def set_password(session: Session, username: str, password: str) -> None:
+    """Give an account a new password (``wgs-gateway users set-password``): a forgotten or leaked one.
+
+    The new hash also ends the account's console sessions signed in before (their cookie carries a
+    fingerprint of the hash they were signed in with, :meth:`gateway.console.sessions.Sessions.credential_of`);
+    its bearer tokens from ``/v1/auth/login`` stay valid until they expire (``access_token_ttl_seconds``),
+    as after a change of roles: disable the account to stop those at once."""
+    _check_password(password)
+    if not repository.set_account_password(session, username, hash_secret(password)):
+        raise NotFound(f"no account `{username}`")
+
+
 class LoginThrottle:
     """At most ``limit`` failed logins per username per ``window``; then 429 until the window passes.
 
     An attempt counts as failed from the moment it starts (:meth:`attempt`) until it succeeds: were it
     counted only after the slow password check, parallel guesses would all pass the limit before the first
-    failure was recorded. Usernames nobody tried for a window are forgotten, so guessing names cannot grow
-    the table without bound."""
+    failure was recorded. The attempts are counted in the database, one after another per username (its
+    row locked), so the limit holds over every gateway process together: kept in each process's memory, a
+    client spreading its guesses over N workers had N times the limit. The username is kept only as an
+    HMAC under a key of this installation (a typed username may be a password typed in the wrong field).
+    Usernames nobody tried for a window are forgotten, so guessing names cannot grow the table without
+    bound."""
 
-    SWEEP_ABOVE = 10_000
-
-    def __init__(self, clock: Clock, limit: int = 5, window: timedelta = timedelta(minutes=15)) -> None:
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock, key: bytes, limit: int = 5,
+                 window: timedelta = timedelta(minutes=15)) -> None:
+        self._sessions = sessions
         self._clock = clock
+        self._key = key
         self._limit = limit
         self._window = window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
 
     @property
     def window(self) -> timedelta:
@@ -71,31 +91,24 @@ class LoginThrottle:
 
     def attempt(self, username: str) -> None:
         """Count an attempt before its password is checked, or raise 429 when the limit is reached."""
-        now = self._clock.now().timestamp()
-        with self._lock:
-            if len(self._failures) > self.SWEEP_ABOVE:
-                self._sweep(now)
-            failures = self._failures[username]
-            self._expire(failures, now)
+        now = self._clock.now()
+        started, horizon = now.timestamp(), (now - self._window).timestamp()
+        name = self._username_key(username)
+        with transaction(self._sessions) as session:
+            failures = [t for t in repository.lock_login_failures(session, name, now, now - self._window)
+                        if t >= horizon]
             if len(failures) >= self._limit:
-                retry = int(self._window.total_seconds() - (now - failures[0])) + 1
+                retry = int(self._window.total_seconds() - (started - failures[0])) + 1
                 raise TooManyRequests("too many failed logins; try again later",
                                       headers={"Retry-After": str(retry)})
-            failures.append(now)
+            repository.store_login_failures(session, name, [*failures, started], now)
 
     def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._failures.pop(username, None)
+        with transaction(self._sessions) as session:
+            repository.forget_login_failures(session, self._username_key(username))
 
-    def _expire(self, failures: deque[float], now: float) -> None:
-        while failures and now - failures[0] > self._window.total_seconds():
-            failures.popleft()
-
-    def _sweep(self, now: float) -> None:
-        for username in list(self._failures):
-            self._expire(self._failures[username], now)
-            if not self._failures[username]:
-                del self._failures[username]
+    def _username_key(self, username: str) -> str:
+        return hmac.new(self._key, username.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def authenticate_person(session: Session, username: str, password: str,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.auth import repository
-from gateway.auth.accounts import create_account
+from gateway.auth.accounts import create_account, set_password
 from gateway.auth.clients import register_key_client, register_secret_client
 from gateway.auth.keys import SigningKeyStore
 from gateway.clock import SystemClock
@@ -104,6 +104,23 @@ def users_add(username: str = typer.Argument(..., help="The name the person sign
     except GatewayError as exc:
         _fail(exc)
     out.print(f"account {username} created")
+
+
+@users_app.command("set-password")
+def users_set_password(username: str = typer.Argument(..., help="The account's username."),
+                       password_stdin: bool = typer.Option(False, help="Read the password from standard input.")
+                       ) -> None:
+    """Give an account a new password (forgotten or leaked): its console sessions end at once.
+
+    Its bearer tokens stay valid until they expire; disable the account to stop those too."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "New password", hide_input=True, confirmation_prompt=True)
+    try:
+        with transaction(_sessions(Settings())) as session:
+            set_password(session, username, password)
+    except GatewayError as exc:
+        _fail(exc)
+    out.print(f"password of {username} set; the account's console sessions have ended")
 
 
 @users_app.command("list")

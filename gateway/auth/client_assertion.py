@@ -3,9 +3,11 @@
 Checklist for a client assertion (any failure → ``invalid_client``, nothing else is revealed):
 1. ``client_assertion_type`` is the JWT-bearer URN and an assertion is present;
 2. the header's algorithm is Ed25519 or ES256 (never ``none``/HMAC);
-3. ``iss`` names a registered, active client that authenticates by ``private_key_jwt``;
+3. ``iss`` names a registered, active client that authenticates by ``private_key_jwt``, of a system in the
+   register in force;
 4. the signature verifies under that client's registered public keys;
-5. ``iss`` == ``sub`` == client id; ``aud`` contains this token endpoint or the issuer;
+5. ``iss`` == ``sub`` == client id; ``aud`` is this token endpoint or the issuer, or a list of those alone
+   (an assertion also meant for another server could be replayed here by that server);
 6. ``exp`` is in the future, and no further out than the configured maximum assertion age;
 7. ``jti`` is present and has never been seen for this client (replay guard in the database, so it
    holds across gateway processes).
@@ -31,7 +33,9 @@ from gateway.client.models import SLUG_PATTERN
 from gateway.clock import Clock
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_ALGORITHMS = ["Ed25519", "ES256"]
+ASSERTION_KEY_TYPES = {"Ed25519": ("OKP", "Ed25519"), "ES256": ("EC", "P-256")}
+"""Each algorithm a client assertion may use, with the key type and curve it verifies with."""
+ASSERTION_ALGORITHMS = list(ASSERTION_KEY_TYPES)
 LEEWAY_SECONDS = 30
 
 
@@ -80,6 +84,10 @@ def make_private_key_jwt_method(session: Session, clock: Clock, audiences: set[s
             registry.validate(decoded.claims)
         except JoseError as exc:
             raise InvalidClientError(description=f"client assertion rejected: {exc.description}") from exc
+        audience = decoded.claims["aud"]  # a string or a list of strings: the registry checked that
+        if any(value not in audiences for value in ([audience] if isinstance(audience, str) else audience)):
+            # Any other audience named could replay the assertion here (RFC 7523bis, audience injection).
+            raise InvalidClientError(description="client assertion aud names another audience besides this server")
         expires = int(decoded.claims["exp"])
         if expires - now > max_age_seconds + LEEWAY_SECONDS:
             raise InvalidClientError(description="client assertion lives longer than allowed")

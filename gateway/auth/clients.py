@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import Key, KeySet
 from sqlalchemy.orm import Session
 
 from gateway.auth import repository
+from gateway.auth.client_assertion import ASSERTION_ALGORITHMS, ASSERTION_KEY_TYPES
 from gateway.auth.passwords import generate_secret, hash_secret
 from gateway.auth.principal import Scope
 from gateway.clock import Clock
@@ -42,10 +43,45 @@ def register_key_client(session: Session, register: Register, system_id: str, sc
         raise Unprocessable("the JWKS could not be read") from exc
     if any(key.is_private for key in keys.keys):
         raise Unprocessable("the JWKS contains private key material; register public keys only")
+    _check_assertion_keys(jwks, keys)
     public = {"keys": [key.as_dict(private=False) for key in keys.keys]}
     record = repository.ClientRecord(system_id, organisation, "private_key_jwt", None, public, sorted(scopes), True)
     repository.upsert_client(session, record, clock.now())
     return record
+
+
+def _check_assertion_keys(jwks: dict[str, Any], keys: KeySet) -> None:
+    """Every key can verify a client assertion, and has a key id no other key has.
+
+    Why: a key that no assertion algorithm uses (RSA, P-384, Ed448, X25519, one marked for encryption), or the
+    second of two keys under one ``kid`` (an assertion's ``kid`` finds the first only), would be stored as if
+    it were fine, and the system's assertions signed with it would fail with nothing to say why. The JOSE
+    library drops a key of a type it does not know without a word (RFC 7517 §5 lets a reader do so), which
+    is as silent: registration refuses all of these, naming the key."""
+    if len(keys.keys) != len(jwks["keys"]):
+        raise Unprocessable("the JWKS has a key of an unsupported type; only Ed25519 (OKP) and P-256 (EC) keys "
+                            "can sign client assertions")
+    seen: set[str] = set()
+    for key in keys.keys:
+        kid = str(key.kid)
+        if kid in seen:
+            raise Unprocessable(f"the JWKS has more than one key with kid `{kid}`; give each key its own kid")
+        seen.add(kid)
+        if not _verifies_assertions(key):
+            raise Unprocessable(f"key `{kid}` cannot verify client assertions: only Ed25519 (OKP) and P-256 (EC) "
+                                f"signing keys can ({', '.join(ASSERTION_ALGORITHMS)})")
+
+
+def _verifies_assertions(key: Key) -> bool:
+    """Whether one of the assertion algorithms verifies with ``key``, as its ``use``, ``key_ops`` and ``alg``
+    (when given) allow."""
+    algorithms = [alg for alg in ASSERTION_ALGORITHMS
+                  if ASSERTION_KEY_TYPES[alg] == (key.key_type, key.get("crv"))]
+    if key.get("alg") is not None:
+        algorithms = [alg for alg in algorithms if alg == key.get("alg")]
+    key_ops = key.get("key_ops")
+    return (bool(algorithms) and key.get("use") in (None, "sig")
+            and (key_ops is None or (isinstance(key_ops, list) and "verify" in key_ops)))
 
 
 def register_secret_client(session: Session, register: Register, system_id: str, scopes: list[str],

@@ -10,21 +10,28 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from audit import AuditWriteError
 from gateway.auth.accounts import authenticate_person, scopes_for_roles
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
 from gateway.auth.keys import SIGNING_ALGORITHM
 from gateway.auth.server import GatewayAuthorizationServer, TokenRequest
 from gateway.auth.setup import auth_services
+from gateway.console.signins import THROTTLED, WRONG_CREDENTIALS, record_failed_sign_in, target_of
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.deps import get_container
+from gateway.errors import ServiceUnavailable, TooManyRequests, Unauthorized
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from gateway.register.setup import register_service
 
 router = APIRouter(tags=["authentication"])
 log = structlog.get_logger("gateway.auth")
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 16
+TOKEN_PARAMETERS = frozenset({"grant_type", "scope", "client_id", "client_secret", "client_assertion_type",
+                              "client_assertion"})
+"""The token request's parameters: only these are named back in an error (any other name is the caller's text)."""
 
 
 def token_endpoint_url(container: Container) -> str:
@@ -67,15 +74,21 @@ async def token(request: Request, container: Container = Depends(get_container))
     except Exception:  # malformed form bodies are the client's error, never a 500
         log.info("token_rejected", error="invalid_request", reason="malformed form")
         return _oauth_error(400, "invalid_request", "the form body could not be parsed")
+    repeated = sorted(key for key in parsed if len(parsed.getlist(key)) > 1)
+    if repeated:  # RFC 6749 §3.2; a parser keeps the last, a proxy or a log may read the first
+        named = ", ".join(key for key in repeated if key in TOKEN_PARAMETERS) or "an unknown one"
+        log.info("token_rejected", error="invalid_request", reason="repeated parameter")
+        return _oauth_error(400, "invalid_request", f"a parameter must not be repeated: {named}")
     form = {key: value for key, value in parsed.items() if isinstance(value, str)}
     headers = request.headers  # case-insensitive: authlib looks up "Authorization"
     auth = auth_services(container)
     endpoint = token_endpoint_url(container)
+    register = register_service(container).current()
 
     def run() -> tuple[int, Any, list[tuple[str, str]]]:
         with transaction(container.sessions) as session:
             server = GatewayAuthorizationServer(session, auth.tokens, container.clock, endpoint,
-                                                container.settings.client_assertion_max_age_seconds)
+                                                container.settings.client_assertion_max_age_seconds, register)
             try:
                 result: tuple[int, Any, list[tuple[str, str]]] = server.create_token_response(
                     TokenRequest(endpoint, form, headers))
@@ -118,23 +131,39 @@ async def metadata(container: Container = Depends(get_container)) -> dict[str, A
 
 class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    username: str = Field(min_length=1, max_length=64)
+    # No control characters: no account has one (a NUL cannot even be stored on PostgreSQL), and a name that
+    # cannot be an account is bad input (422, nothing written), not a failed sign-in to account for.
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
     password: str = Field(min_length=1, max_length=256)
 
 
 @router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",
              responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"}})
-async def login(body: LoginRequest, container: Container = Depends(get_container)) -> TokenResponse:
+async def login(body: LoginRequest, request: Request, container: Container = Depends(get_container)
+                ) -> TokenResponse:
     auth = auth_services(container)
 
-    def run() -> TokenResponse:
+    def run() -> tuple[TokenResponse, str, str]:
         with transaction(container.sessions) as session:
             account = authenticate_person(session, body.username, body.password, auth.login_throttle)
         issued = auth.tokens.issue(subject=account.username, organisation=account.organisation,
                                    scopes=scopes_for_roles(account.roles), kind="person", roles=account.roles)
-        return TokenResponse(access_token=issued.access_token, token_type="Bearer",
-                             expires_in=issued.expires_in, scope=issued.scope)
+        return (TokenResponse(access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in,
+                              scope=issued.scope), account.id, account.organisation)
 
-    response = await run_in_threadpool(run)
-    log.info("person_logged_in", username=body.username)
+    try:
+        response, account_id, organisation = await run_in_threadpool(run)
+    except (Unauthorized, TooManyRequests) as exc:
+        # The console's doors and this one check the same passwords under one throttle: accounted for alike.
+        reason = THROTTLED if isinstance(exc, TooManyRequests) else WRONG_CREDENTIALS
+        target = await run_in_threadpool(target_of, container, body.username)
+        try:
+            await record_failed_sign_in(container, request, reason, target, channel="api")
+        except AuditWriteError as failed:  # refused all the same; unaccounted for, so not as if nothing happened
+            raise ServiceUnavailable("the sign-in was refused and the audit log could not be written",
+                                     headers={"Retry-After": "5"}) from failed
+        raise
+    # The account id, never the username: people choose usernames (a name, an e-mail address), and the
+    # application log must hold references only, as the audit log's entries do.
+    log.info("person_logged_in", account_id=account_id, organisation=organisation)
     return response

@@ -20,6 +20,7 @@ from joserfc.jwk import Key, KeySet, OKPKey
 
 from gateway.clock import Clock
 from gateway.ids import new_id
+from gateway.keyfiles import read_or_create
 
 SIGNING_ALGORITHM = "Ed25519"  # RFC 9864's fully specified EdDSA over Ed25519
 
@@ -70,9 +71,16 @@ class SigningKeyStore:
             return bool(self._keys)
 
     def load_or_create(self) -> None:
+        """Load the keys, making the first one if there is none. Processes starting together on a new
+        installation each find none: the first key is published whole under the file's name, once
+        (:func:`~gateway.keyfiles.read_or_create`), and every process uses that one — saved by each, the
+        processes whose file was replaced signed tokens with a key no other process knew."""
         with self._lock:
             self._reload_locked()
             if not self._keys:
+                read_or_create(self._path, lambda: json.dumps({"keys": [self._new_key().to_json()]}).encode())
+                self._reload_locked()
+            if not self._keys:  # a file that lists no key (all removed by hand): as before, make one
                 self._keys = [self._new_key()]
                 self._save()
 

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway.auth.tables import accounts, oauth_clients, used_client_assertions
+from gateway.auth.tables import accounts, login_failures, oauth_clients, used_client_assertions
+from gateway.db.upsert import insert_on_conflict
 
 
 @dataclass(frozen=True)
@@ -108,3 +109,37 @@ def disabled_subjects(session: Session) -> tuple[frozenset[str], frozenset[str]]
 def set_account_active(session: Session, username: str, active: bool) -> bool:
     result = session.execute(update(accounts).where(accounts.c.username == username).values(active=active))
     return bool(getattr(result, "rowcount", 0))
+
+
+def set_account_password(session: Session, username: str, password_hash: str) -> bool:
+    result = session.execute(update(accounts).where(accounts.c.username == username)
+                             .values(password_hash=password_hash))
+    return bool(getattr(result, "rowcount", 0))
+
+
+_FAILURES_OF = login_failures.c.username_key == bindparam("the_username_key")
+
+
+def lock_login_failures(session: Session, username_key: str, now: datetime, forget_before: datetime) -> list[float]:
+    """The start times of the failed logins counted for ``username_key``, its row locked (made if missing)
+    until the transaction ends, so attempts on one username are counted one after another in every gateway
+    process. The insert comes first: on SQLite the transaction then holds the write lock from its first
+    statement (a read first could not take it later when another process wrote meanwhile). A new row is
+    where the rows of usernames nobody tried since ``forget_before`` are removed."""
+    inserted = session.execute(insert_on_conflict(session, login_failures).values(
+        username_key=username_key, attempts=[], last_at=now).on_conflict_do_nothing(
+        index_elements=[login_failures.c.username_key]).returning(login_failures.c.username_key)).first()
+    if inserted is not None:
+        session.execute(delete(login_failures).where(login_failures.c.last_at < forget_before))
+    attempts = session.execute(select(login_failures.c.attempts).where(_FAILURES_OF).with_for_update(),
+                               {"the_username_key": username_key}).scalar_one()
+    return [float(started) for started in attempts]
+
+
+def store_login_failures(session: Session, username_key: str, attempts: list[float], now: datetime) -> None:
+    session.execute(update(login_failures).where(_FAILURES_OF).values(attempts=attempts, last_at=now),
+                    {"the_username_key": username_key})
+
+
+def forget_login_failures(session: Session, username_key: str) -> None:
+    session.execute(delete(login_failures).where(_FAILURES_OF), {"the_username_key": username_key})

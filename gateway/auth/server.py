@@ -8,6 +8,7 @@ object is built per token request, bound to that request's database session.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
@@ -21,6 +22,7 @@ from gateway.auth.client_assertion import make_private_key_jwt_method
 from gateway.auth.passwords import verify_secret
 from gateway.auth.tokens import AccessTokenService
 from gateway.clock import Clock
+from gateway.register.model import Register
 
 PRIVATE_KEY_JWT = "private_key_jwt"
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
@@ -82,20 +84,30 @@ class TokenRequest(OAuth2Request):  # type: ignore[misc]
 
 class GatewayAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def __init__(self, session: Session, tokens: AccessTokenService, clock: Clock, token_endpoint: str,
-                 assertion_max_age_seconds: int) -> None:
+                 assertion_max_age_seconds: int, register: Register) -> None:
         super().__init__()
         self._session = session
         self._tokens = tokens
+        self._register = register
         self.register_grant(_ClientCredentials)
         self.register_token_generator("default", self._generate)
         self.register_client_auth_method(PRIVATE_KEY_JWT, make_private_key_jwt_method(
             session, clock, {token_endpoint, tokens.issuer}, assertion_max_age_seconds))
 
     def query_client(self, client_id: str) -> GatewayClient | None:
+        """The active client of a system in the register in force, with the organisation that register names.
+
+        The client row keeps the organisation of the register it was registered under; a later register (a
+        new file, then a restart) may have dropped the system or moved it to another organisation. The
+        token's ``org`` decides what the system may enrol, ask and see, so it comes from the register in
+        force, and a system that is no longer in it is no client (``invalid_client``)."""
         record = repository.get_client(self._session, client_id)
         if record is None or not record.active:
             return None
-        return GatewayClient(record)
+        organisation = self._register.organisation_of_system(client_id)
+        if organisation is None:
+            return None
+        return GatewayClient(replace(record, organisation=organisation))
 
     def create_oauth2_request(self, request: TokenRequest) -> TokenRequest:
         return request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,6 +12,10 @@ from gateway.auth.keys import SigningKeyStore
 from gateway.auth.revocation import DisabledPrincipals
 from gateway.auth.tokens import AccessTokenService
 from gateway.container import Container
+from gateway.keyfiles import read_or_create
+
+LOGIN_THROTTLE_KEY_FILE = "login-throttle.key"
+"""The key of the HMAC under which the login throttle keeps usernames (made on first start)."""
 
 
 @dataclass
@@ -30,7 +35,9 @@ def install_auth(container: Container) -> AuthServices:
         keys=keys,
         tokens=AccessTokenService(keys, container.clock, settings.issuer, settings.audience,
                                   settings.access_token_ttl_seconds),
-        login_throttle=LoginThrottle(container.clock),
+        login_throttle=LoginThrottle(container.sessions, container.clock,
+                                     read_or_create(settings.key_dir / LOGIN_THROTTLE_KEY_FILE,
+                                                    lambda: secrets.token_bytes(32))),
         disabled=DisabledPrincipals(container.sessions, settings.revocation_refresh_seconds),
     )
     container.services["auth"] = services

@@ -39,3 +39,12 @@ accounts = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("username", name="uq_accounts_username"),
 )
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("username_key", String(64), primary_key=True),  # HMAC of the typed username, never the name itself
+    Column("attempts", JSON, nullable=False),  # start times (POSIX seconds) of the attempts in the window
+    Column("last_at", DateTime(timezone=True), nullable=False, index=True),
+)
+"""The login throttle's failed attempts per username (migration 0020), shared by every gateway process."""

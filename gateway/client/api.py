@@ -29,7 +29,9 @@
   still running when it passes is abandoned: ``GatewayUnavailable`` (status 0).
 * TLS: the gateway's certificate is always verified — against the system's CAs, the ``ca_file`` given, or an
   ``ssl_context`` that must itself verify (one that does not is refused, so verification cannot be switched
-  off by accident).
+  off by accident). Plain ``http://`` is refused unless the gateway is on this machine (a loopback address or
+  ``localhost``) or the caller says ``allow_insecure_http=True``: over plain HTTP anyone on the path reads the
+  bearer token (valid for up to an hour, good for any call of this system) and the personal data answered.
 * Errors: ``GatewayClientError`` (the base of all) with ``status`` and the problem document (RFC 9457)
   the gateway sent (``type``, ``title``, ``detail``). Subclasses: ``GatewayUnavailable`` (no answer —
   connection failure, timeout or the deadline: ``status == 0`` — or 502/503/504 after the retries),
@@ -52,6 +54,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import os
 import random
@@ -137,8 +140,8 @@ class GatewayClient:
                  ca_file: str | os.PathLike[str] | None = None, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._base = base_url.rstrip("/")
+                 transport: httpx.AsyncBaseTransport | None = None, allow_insecure_http: bool = False) -> None:
+        self._base = _checked_base_url(base_url, allow_insecure_http)
         self.system_id = system_id
         self._key = key
         self._alg = "Ed25519" if isinstance(key, OKPKey) else "ES256"
@@ -368,12 +371,11 @@ class GatewayClient:
     async def own_pseudonyms(self, partnership: str, identifiers: list[tuple[str, str]]) -> list[str]:
         """This partner's pseudonyms in ``partnership`` for (kind, number) identifiers it knows — what it puts
         in ``subjects`` of a request. The identifiers never leave this process."""
-        pseudonyms = await self.pseudonym_client(partnership)
-        body = {"partnership": partnership,
-                "subjects": [{"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number)}
-                             for kind, number in identifiers]}
-        response = await self._send("POST", "/v1/pseudonyms", json=body)
-        return self._opened(response, partnership, pseudonyms, len(identifiers))
+        def body(pseudonyms: PseudonymClient) -> dict[str, Any]:
+            return {"partnership": partnership,
+                    "subjects": [{"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number)}
+                                 for kind, number in identifiers]}
+        return await self._pseudonyms_call(partnership, "/v1/pseudonyms", body, len(identifiers))
 
     async def enrol(self, partnership: str,
                     subjects: Sequence[EnrolledSubject | tuple[str, str, list[str], list[str]]], *,
@@ -382,15 +384,50 @@ class GatewayClient:
         pseudonyms, in order; the gateway's hit/no-hit index learns which record types this partner holds on
         them, and which of them it keeps confidential (refusing with the code ``confidential_reason``) or
         knows to be minors."""
-        pseudonyms = await self.pseudonym_client(partnership)
         items = [EnrolledSubject(*subject) for subject in subjects]
-        body: dict[str, Any] = {"partnership": partnership, "subjects": [
-            {"type": s.kind, "polymorphic": pseudonyms.polymorphic(s.kind, s.number), "record_types": s.record_types,
-             "categories": s.categories, "confidential": s.confidential, "minor": s.minor} for s in items]}
-        if confidential_reason is not None:
-            body["confidential_reason"] = confidential_reason
-        response = await self._send("POST", "/v1/enrolments", json=body)
-        return self._opened(response, partnership, pseudonyms, len(subjects))
+
+        def body(pseudonyms: PseudonymClient) -> dict[str, Any]:
+            sent: dict[str, Any] = {"partnership": partnership, "subjects": [
+                {"type": s.kind, "polymorphic": pseudonyms.polymorphic(s.kind, s.number),
+                 "record_types": s.record_types, "categories": s.categories, "confidential": s.confidential,
+                 "minor": s.minor} for s in items]}
+            if confidential_reason is not None:
+                sent["confidential_reason"] = confidential_reason
+            return sent
+        return await self._pseudonyms_call(partnership, "/v1/enrolments", body, len(items))
+
+    async def _pseudonyms_call(self, partnership: str, path: str,
+                               body: Callable[[PseudonymClient], dict[str, Any]], sent: int) -> list[str]:
+        """POST ``body`` (made with the partnership's keys) to ``path`` and open the answer's pseudonyms.
+
+        Why the second look at the keys: the keys are fetched once and kept, and the gateway rotates its own
+        (``wgs-gateway pseudonyms rotate``) while partner processes keep running. After a rotation the gateway
+        still accepts the old public key but answers for the new recipient key; once the old version is
+        retired it refuses the old public key (422). Either way this client fetches the keys again, once, and
+        only when they did change: it opens the same answer with the new recipient key (nothing is sent
+        twice), or sends the refused call again under the new public key (a refused call made and stored
+        nothing, and enrolling again replaces). Anything else is raised as it was."""
+        pseudonyms = await self.pseudonym_client(partnership)
+        try:
+            response = await self._send("POST", path, json=body(pseudonyms))
+        except GatewayClientError as exc:
+            if exc.status != 422 or (fresh := await self._changed_keys(partnership, pseudonyms)) is None:
+                raise
+            pseudonyms = fresh
+            response = await self._send("POST", path, json=body(pseudonyms))
+        try:
+            return self._opened(response, partnership, pseudonyms, sent)
+        except UnopenablePseudonym as exc:
+            wrong_key = isinstance(exc.__cause__, WrongKey)
+            if not wrong_key or (fresh := await self._changed_keys(partnership, pseudonyms)) is None:
+                raise
+            return self._opened(response, partnership, fresh, sent)
+
+    async def _changed_keys(self, partnership: str, used: PseudonymClient) -> PseudonymClient | None:
+        """The partnership's keys fetched again, or None when the gateway's public key is the one ``used``."""
+        self._pseudonym_clients.pop(partnership, None)
+        fresh = await self.pseudonym_client(partnership)
+        return None if fresh.gateway_public_key == used.gateway_public_key else fresh
 
     def _opened(self, response: httpx.Response, partnership: str, pseudonyms: PseudonymClient,
                 sent: int) -> list[str]:
@@ -399,7 +436,7 @@ class GatewayClient:
         One this partner cannot open is the client's ``UnopenablePseudonym`` (an ``InvalidResponse``), not
         the pseudonym layer's ``WrongKey``/``InvalidPseudonym``, which a caller of the client does not
         expect. On ``WrongKey`` the keys of ``partnership`` are forgotten: the gateway's may have changed
-        (a new key version), and the next call fetches them again."""
+        (a new key version), and ``_pseudonyms_call`` fetches them again to see."""
         encrypted = _decoded(response, lambda r: r.json()["pseudonyms"])
         if not isinstance(encrypted, list) or len(encrypted) != sent:
             raise invalid(response, f"{response.request.url.path}: not a list of {sent} pseudonym(s), one per "
@@ -455,6 +492,28 @@ def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContex
     if ca_file is not None:
         return ssl.create_default_context(cafile=os.fspath(ca_file))
     return True
+
+
+def _checked_base_url(base_url: str, allow_insecure_http: bool) -> str:
+    """``base_url`` without a trailing slash, if the client may send tokens to it: ``https://``, or ``http://``
+    to this machine, or ``http://`` anywhere when the caller allowed it (a network it trusts, e.g. between
+    containers of one compose project). Refused at construction, before any token is asked for."""
+    url = httpx.URL(base_url)
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError("base_url must be an https:// URL of the gateway")
+    if url.scheme == "http" and not allow_insecure_http and not _loopback(url.host):
+        raise ValueError(f"plain http:// to {url.host} would send this system's tokens and the answers' data "
+                         "unencrypted: use https://, or pass allow_insecure_http=True on a network you trust")
+    return base_url.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _segment(value: str) -> str:

@@ -11,8 +11,10 @@ close that, installed by :func:`install_console_boundary`:
   status, and the ``Allow`` or ``Retry-After`` it sets — becomes the console's HTML error page in the
   person's language; elsewhere the API's problem+json is unchanged. The API's handler still runs first, so
   the refusal is logged as before (and a bug as ``unexpected_error``);
-* :class:`ConsoleHeaders` adds the security headers to any answer under ``/console`` that lacks them (the
-  middleware's own refusals stay problem+json: they are answered before anything knows the person).
+* :class:`ConsoleHeaders` adds the security headers to any answer under ``/console`` that lacks them, and
+  turns the middleware's own refusals (413 body too large, 429 rate limit: problem+json, answered before any
+  handler ran) into the console's error page too, keeping their status and ``Retry-After``: a person whose
+  form was refused sees a page in their language, not a JSON document.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.console.pages import SECURITY_HEADERS, error_page, secure
+from gateway.problems import PROBLEM_MEDIA_TYPE
 
 log = structlog.get_logger("gateway.console.boundary")
 
@@ -51,14 +54,43 @@ class ConsoleHeaders:
             await self.app(scope, receive, send)
             return
 
+        held: Message | None = None  # a problem document's start, waiting for its body to be replaced
+        body = bytearray()
+
         async def send_secured(message: Message) -> None:
+            nonlocal held
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
+                if headers.get("content-type", "").startswith(PROBLEM_MEDIA_TYPE):
+                    held = message
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    await _as_page(scope, receive, send, held, bytes(body))
+                return
             await send(message)
 
         await self.app(scope, receive, send_secured)
+
+
+async def _as_page(scope: Scope, receive: Receive, send: Send, start: Message, body: bytes) -> None:
+    """The console's error page for a problem document the middleware answered under ``/console``; if no page
+    can be made, the document as it was (with the security headers it has by now)."""
+    try:
+        page = error_page(Request(scope, receive), start["status"])
+    except Exception as failure:
+        log.error("console_error_page_failed", error_type=type(failure).__name__)
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return
+    original = MutableHeaders(scope=start)
+    for name in _KEPT:
+        if name in original:
+            page.headers[name] = original[name]
+    await page(scope, receive, send)
 
 
 def as_console_page(api_handler: Handler) -> Handler:

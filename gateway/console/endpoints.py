@@ -112,7 +112,7 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
         account = await run_in_threadpool(check)
     except (Unauthorized, TooManyRequests) as exc:
         throttled = isinstance(exc, TooManyRequests)
-        tried = await run_in_threadpool(_tried, container, username)
+        tried = await run_in_threadpool(signins.target_of, container, username)
         await signins.record_failed_sign_in(container, page.request,
                                             signins.THROTTLED if throttled else signins.WRONG_CREDENTIALS, tried)
         response = page.render("login.html", status=exc.status, next=local_path(next), message="",
@@ -124,19 +124,13 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
         await run_in_threadpool(_sign_out, page, before)
     await record_action(container, page.request, "sign-in", organisation=account.organisation,
                         account_id=account.id)
-    page.session = page.sessions.signed_in(account.username, page.now())
+    page.session = page.sessions.signed_in(account.username, page.sessions.credential_of(account.password_hash),
+                                           page.now())
     person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
     target = return_to(page.request, next)  # a page, never a form's action (that would be a GET of a POST)
     if target == "/console":
         target = home_of(person)
     return page.finish(RedirectResponse(target, status_code=303))
-
-
-def _tried(container: Container, username: str) -> signins.Target:
-    """The account a failed sign-in tried, if the typed username is one (the name itself is never kept)."""
-    with transaction(container.sessions) as session:
-        found = accounts.get_account(session, username)
-    return signins.Target(found.organisation, found.id) if found is not None else signins.Target()
 
 
 def _sign_out(page: Page, session: SessionData) -> None:
@@ -374,7 +368,7 @@ async def subjects_lookup(page: Page = Depends(signed_in), pseudonym: str = Form
     pseudonym = pseudonym.strip()
     if not _PSEUDONYM.match(pseudonym):
         return page.render("subjects.html", status=422, results=None, error=page.t("invalid_pseudonym"))
-    found = await review.subject_report(pseudonym, principal=principal, container=page.container)
+    found = await review.lookup_disclosures(pseudonym, principal, page.container)
     await record_action(page.container, page.request, "subject-lookup", organisation=person.organisation,
                         account_id=person.account_id, details={"disclosures": len(found)})
     return page.render("subjects.html", results=found, error="")

@@ -203,9 +203,12 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
     tier_names = {t.tier: t.name for t in found.escalation.tiers} if found else {}
     gaps = await service.gaps(principal, partnership=case.partnership, status=None)
     is_active = case.state in ACTIVE
-    decider = is_active and me.organisation in case.deciders
+    decider = (is_active and me.organisation in case.deciders  # the requester's officer too: it may refer up
+               and found is not None and access.has_tier_role(principal, found, case.tier))
     owners = {case.holder_org if case.trigger == "holder-objection" else case.requester_org}  # who opened it
-    values: dict[str, Any] = {"outcome": "", "motivation": "", "categories": list(case.requested_categories),
+    never = service.register.never_disclosed(case.partnership)  # requested, but no allow may permit them
+    values: dict[str, Any] = {"outcome": "", "motivation": "",
+                              "categories": [c for c in case.requested_categories if c not in never],
                               "retain_until": "", "results_only": False, "comment": "", "attachments": [],
                               "withdraw_motivation": "", "gap_id": "", "gap_title": "", "gap_description": ""}
     values |= typed or {}

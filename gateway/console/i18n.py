@@ -51,6 +51,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "error_405": ("This address does not take this kind of request.",
                   "Dit adres accepteert dit soort verzoek niet."),
     "error_422": ("The input is not valid.", "De invoer is ongeldig."),
+    "error_413": ("What was sent is too large; nothing of it was saved.",
+                  "Wat werd verstuurd is te groot; er is niets van opgeslagen."),
+    "error_429": ("Too many requests in a short time: wait a moment, then try again.",
+                  "Te veel verzoeken in korte tijd: wacht even en probeer het dan opnieuw."),
     "error_other": ("Something went wrong; nothing was disclosed.", "Er ging iets mis; er is niets verstrekt."),
     "back_home": ("Back to the console", "Terug naar de console"),
     # audit explorer

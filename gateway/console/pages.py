@@ -235,7 +235,8 @@ def error_page(request: Request, status: int, detail: str = "") -> Response:
         sessions = console_sessions(container)
         language, _ = choose_language(request, sessions.settings.default_language)
         page = Page(request, container, sessions, language, False)
-    summary = {403: "error_403", 404: "error_404", 405: "error_405", 422: "error_422"}.get(status, "error_other")
+    summary = {403: "error_403", 404: "error_404", 405: "error_405", 413: "error_413", 422: "error_422",
+               429: "error_429"}.get(status, "error_other")
     return secure(page.render("error.html", status=status, summary=page.t(summary),
                               detail=detail if status in {403, 422} else ""))
 
@@ -260,7 +261,7 @@ async def current_page(request: Request, container: Container = Depends(get_cont
                 return None if is_signed_out(session, sid) else accounts.get_account(session, username)
 
         account = await run_in_threadpool(load)
-        if account is not None and account.active:
+        if account is not None and account.active and sessions.credential_matches(data, account.password_hash):
             page.person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
             page.session = sessions.touched(data, page.now())
         else:

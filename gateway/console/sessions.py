@@ -13,7 +13,8 @@ Security checklist, in the order :meth:`Sessions.read` applies it:
 2. a session idle for longer than ``idle_timeout_seconds`` or older than ``max_session_seconds`` is refused;
 3. a session that was signed out is refused until its absolute expiry, in every gateway process and after a
    restart: the signed-out session ids are in the database (:mod:`gateway.console.signouts`), checked by
-   :func:`gateway.console.pages.current_page` in the transaction that loads the account;
+   :func:`gateway.console.pages.current_page` in the transaction that loads the account; so is a session
+   signed in with a password that has since been replaced (:meth:`Sessions.credential_of`);
 4. every POST carries the session's CSRF token in a form field, compared in constant time; a new token and
    a new session id are issued on sign-in (no session fixation), and a session signed in before is signed
    out then.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import secrets
 import threading
 from dataclasses import dataclass, replace
@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from gateway.console.settings import ConsoleSettings
 from gateway.console.signouts import record_sign_out
 from gateway.container import Container
+from gateway.keyfiles import read_or_create
 
 COOKIE = "wgs_console"
 LOGIN_COOKIE = "wgs_console_login"
@@ -59,9 +60,11 @@ class SessionData:
     username: str | None
     issued: float
     seen: float
+    credential: str = ""  # fingerprint of the password hash signed in with (Sessions.credential_of)
 
     def as_payload(self) -> dict[str, Any]:
-        return {"sid": self.sid, "csrf": self.csrf, "u": self.username, "iat": self.issued, "seen": self.seen}
+        return {"sid": self.sid, "csrf": self.csrf, "u": self.username, "iat": self.issued, "seen": self.seen,
+                "cred": self.credential}
 
     @classmethod
     def from_payload(cls, payload: Any) -> SessionData | None:
@@ -72,24 +75,15 @@ class SessionData:
             if username is not None and not isinstance(username, str):
                 return None
             return cls(str(payload["sid"]), str(payload["csrf"]), username, float(payload["iat"]),
-                       float(payload["seen"]))
+                       float(payload["seen"]), str(payload.get("cred", "")))
         except (KeyError, TypeError, ValueError):
             return None
 
 
 def load_or_create_secret(directory: Path) -> str:
     """The session-signing key in the key store (0600), created on first use; shared by all processes."""
-    path = directory / "console-session.key"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it meanwhile
-            pass
-        else:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    secret = read_or_create(directory / "console-session.key", lambda: secrets.token_urlsafe(48).encode())
+    return secret.decode().strip()
 
 
 @dataclass
@@ -135,9 +129,23 @@ class Sessions:
         return SessionData(secrets.token_urlsafe(18), secrets.token_urlsafe(32), None, now, now)
 
     @staticmethod
-    def signed_in(username: str, now: float) -> SessionData:
+    def signed_in(username: str, credential: str, now: float) -> SessionData:
         """A fresh session id and CSRF token on sign-in, never the anonymous ones (session fixation)."""
-        return SessionData(secrets.token_urlsafe(18), secrets.token_urlsafe(32), username, now, now)
+        return SessionData(secrets.token_urlsafe(18), secrets.token_urlsafe(32), username, now, now, credential)
+
+    def credential_of(self, password_hash: str) -> str:
+        """A fingerprint of an account's password hash, kept in the session cookie at sign-in.
+
+        Why: a new password (``wgs-gateway users set-password``: it leaked) must end every session signed in
+        with the old one, in every process, at once. The account is loaded on every request anyway, so its
+        current hash is compared with the one the session was signed in with; no table of sessions is kept.
+        Keyed with the session-signing key: the cookie is signed, not encrypted, and should not carry
+        anything computed from the hash alone."""
+        key = self.serializer.secret_keys[-1]
+        return hmac.new(key, b"wgs-console-credential/1\0" + password_hash.encode(), "sha256").hexdigest()[:32]
+
+    def credential_matches(self, data: SessionData, password_hash: str) -> bool:
+        return bool(data.credential) and hmac.compare_digest(data.credential, self.credential_of(password_hash))
 
     @staticmethod
     def touched(data: SessionData, now: float) -> SessionData:

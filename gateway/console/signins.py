@@ -14,6 +14,10 @@ append-only log that way. Now:
   ``last_at``) is written when the window ends — by a timer, at the next failed sign-in, or when the
   gateway stops. So a flood costs at most two entries per account and window.
 
+The same holds for ``POST /v1/auth/login``, which checks the same passwords under the same throttle: its
+failed sign-ins are entries too (``channel: api``; windows are per channel). Before, five guesses there left
+no entry, and a console sign-in afterwards showed the account's officers only that it was throttled.
+
 What a privacy officer sees: entries of a failed sign-in name the account that was tried, by its id and
 organisation, when the typed username is an account — that organisation's officers see the attempts on
 their people's accounts in the audit explorer (the entry's ``status`` is ``error`` and its ``reason``
@@ -36,9 +40,11 @@ from pydantic import JsonValue
 
 from audit import AuditEvent
 from gateway.auditing.setup import audit_services
+from gateway.auth.repository import get_account
 from gateway.auth.setup import auth_services
 from gateway.console.actions import action_event
 from gateway.container import Container
+from gateway.db.engine import transaction
 from gateway.periodic import PeriodicJob
 
 log = structlog.get_logger("gateway.console.signins")
@@ -66,6 +72,7 @@ class Burst:
     opened: float  # when the audited attempt opened the window
     last: float
     more: int = 0
+    channel: str = "console"
 
 
 class FailedSignIns:
@@ -73,16 +80,16 @@ class FailedSignIns:
 
     def __init__(self, window_seconds: float) -> None:
         self.window = window_seconds
-        self._open: dict[tuple[str, str | None], Burst] = {}  # at most two per account, and two for nobody
+        self._open: dict[tuple[str, str, str | None], Burst] = {}  # per channel: two per account, two for nobody
         self._ended: list[Burst] = []
         self._lock = threading.Lock()
         self.timer: PeriodicJob | None = None
 
-    def note(self, reason: str, target: Target, now: float) -> bool:
+    def note(self, reason: str, target: Target, now: float, channel: str = "console") -> bool:
         """True: audit this attempt (it opens a window); False: it is counted into the window's summary."""
         if reason == WRONG_CREDENTIALS and target.account_id is not None:
             return True  # the throttle bounds these per account
-        key = (reason, target.account_id)
+        key = (channel, reason, target.account_id)
         with self._lock:
             burst = self._open.get(key)
             if burst is not None and now - burst.opened < self.window:
@@ -91,7 +98,7 @@ class FailedSignIns:
                 return False
             if burst is not None:
                 self._ended.append(burst)
-            self._open[key] = Burst(reason, target, now, now)
+            self._open[key] = Burst(reason, target, now, now, channel=channel)
             return True
 
     def ended(self, now: float) -> list[Burst]:
@@ -132,7 +139,7 @@ def _summary(burst: Burst) -> AuditEvent:
     details: dict[str, JsonValue] = {"reason": burst.reason, "more_attempts": burst.more,
                                      "first_at": _at(burst.opened), "last_at": _at(burst.last)}
     return action_event(None, "sign-in", organisation=burst.target.organisation,
-                        account_id=burst.target.account_id, ok=False, details=details)
+                        account_id=burst.target.account_id, ok=False, details=details, channel=burst.channel)
 
 
 async def _write(container: Container, tracker: FailedSignIns, due: list[Burst],
@@ -149,15 +156,25 @@ async def _write(container: Container, tracker: FailedSignIns, due: list[Burst],
         raise
 
 
-async def record_failed_sign_in(container: Container, request: Request, reason: str, target: Target) -> None:
-    """Account for one failed console sign-in (see the module's docstring); raises
-    :class:`audit.AuditWriteError` when an entry that is due cannot be written."""
+def target_of(container: Container, username: str) -> Target:
+    """The account a failed sign-in tried, if the typed username is one (the name itself is never kept).
+    Blocking: call it in a worker thread."""
+    with transaction(container.sessions) as session:
+        found = get_account(session, username)
+    return Target(found.organisation, found.id) if found is not None else Target()
+
+
+async def record_failed_sign_in(container: Container, request: Request, reason: str, target: Target,
+                                channel: str = "console") -> None:
+    """Account for one failed sign-in at the console or (``channel="api"``) at ``POST /v1/auth/login`` (see
+    the module's docstring); raises :class:`audit.AuditWriteError` when an entry that is due cannot be
+    written."""
     tracker = failed_sign_ins(container)
     now = container.clock.now().timestamp()
     due = tracker.ended(now)
-    audited = tracker.note(reason, target, now)
+    audited = tracker.note(reason, target, now, channel)
     attempt = action_event(request, "sign-in", organisation=target.organisation, account_id=target.account_id,
-                           ok=False, details={"reason": reason}) if audited else None
+                           ok=False, details={"reason": reason}, channel=channel) if audited else None
     if tracker.timer is None:
         tracker.timer = PeriodicJob(lambda: summarise_ended(container), SUMMARY_SECONDS,
                                     name="console_sign_in_summaries")

@@ -13,20 +13,18 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from gateway.console.tables import console_sign_outs
+from gateway.db.upsert import insert_on_conflict
 
 
 def record_sign_out(session: Session, sid: str, until: datetime, now: datetime) -> None:
     """Refuse session ``sid`` from now until ``until``; rows of sessions past their expiry are purged."""
     table = console_sign_outs
     session.execute(delete(table).where(table.c.until < now))
-    dialect = session.get_bind().dialect.name
-    insert = postgres_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(table).values(sid=sid, until=until).on_conflict_do_nothing(index_elements=["sid"]))
+    session.execute(insert_on_conflict(session, table).values(sid=sid, until=until).on_conflict_do_nothing(
+        index_elements=["sid"]))
 
 
 def is_signed_out(session: Session, sid: str) -> bool:

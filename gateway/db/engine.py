@@ -33,9 +33,9 @@ def make_engine(url: str, *, echo: bool = False, connect_timeout: int | None = N
     kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True,
                               "connect_args": connect_args(url, connect_timeout)}
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
     engine = create_engine(url, **kwargs)
@@ -49,15 +49,20 @@ def engine_for(settings: Settings) -> Engine:
     return make_engine(settings.effective_database_url, connect_timeout=settings.db_connect_timeout_seconds)
 
 
-def missing_database_file(url: str) -> Path | None:
-    """The file an SQLite ``url`` names, when there is none; ``None`` for an existing file, an in-memory
-    database or any other kind of database."""
+def sqlite_file(url: str) -> Path | None:
+    """The file an SQLite ``url`` names (its query, e.g. ``?timeout=``, is no part of it); ``None`` for an
+    in-memory database or any other kind of database."""
     if not url.startswith("sqlite") or "///" not in url:
         return None
     path = url.split("///", 1)[-1].split("?", 1)[0]
-    if not path or path == ":memory:" or Path(path).is_file():
-        return None
-    return Path(path)
+    return Path(path) if path and path != ":memory:" else None
+
+
+def missing_database_file(url: str) -> Path | None:
+    """The file an SQLite ``url`` names, when there is none; ``None`` for an existing file, an in-memory
+    database or any other kind of database."""
+    path = sqlite_file(url)
+    return None if path is None or path.is_file() else path
 
 
 def require_database(settings: Settings) -> None:

@@ -46,7 +46,7 @@ def _store(settings: Settings) -> FileKeyStore:
 def _existing_ring(settings: Settings, doing: str) -> KeyRing:
     """The key ring as stored, or one line on stderr and exit code 1.
 
-    Never creates one (only ``keys init``, the gateway starting and ``rotate`` do): a ring made by a
+    Never creates one (only ``keys init`` and the gateway starting do): a ring made by a
     command that only looks would be a new pseudonym identity for every participant, and would hide a
     wrong data directory behind a fresh version 1.
     """
@@ -124,11 +124,13 @@ def rotate() -> None:
     """Add a pseudonym key version and re-key the discovery index to it.
 
     If rows are still under an older version (an interrupted rotation), it only finishes moving them and
-    adds no version: run it again for a new one."""
+    adds no version: run it again for a new one. Without a key ring it refuses rather than making one and
+    rotating it at once: on a fresh install there is nothing to rotate, and with a wrong data directory a new
+    ring would be a new pseudonym identity for every participant."""
     settings = Settings()
     require_database(settings)  # before the key store: a wrong data directory gets no key ring either
     store = _store(settings)
-    ring = asyncio.run(store.initialise())
+    ring = _existing_ring(settings, "cannot rotate")
     pending = _pending(settings, ring.current)
     if pending:
         out.print(f"{pending} index rows are not under the current key version {ring.current} yet: finishing "

@@ -4,11 +4,12 @@ pseudonyms (``POST /v1/pseudonyms``) and enrolment into the discovery index (``P
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from connectors.protocol import CATEGORY_PATTERN, RECORD_TYPE_PATTERN
 from gateway.auditing.review import EntryView, subject_report
 from gateway.auth.dependencies import authenticate, require_scope
 from gateway.auth.principal import Principal, Scope
@@ -37,10 +38,12 @@ class PolymorphicItem(_Strict):
 
 
 class EnrolmentItem(PolymorphicItem):
-    record_types: list[str] = Field(default_factory=list, max_length=50,
-                                    description="Record types held; empty removes the subject from the index.")
-    categories: list[str] = Field(default_factory=list, max_length=50,
-                                  description="The data categories of those records (hits are purpose-bound).")
+    record_types: list[Annotated[str, StringConstraints(pattern=RECORD_TYPE_PATTERN)]] = Field(
+        default_factory=list, max_length=50, examples=[["trade-name"]],
+        description="Record types held, as codes; empty removes the subject from the index.")
+    categories: list[Annotated[str, StringConstraints(pattern=CATEGORY_PATTERN)]] = Field(
+        default_factory=list, max_length=50, examples=[["company_registration"]],
+        description="The data categories of those records, as the register names them (hits are purpose-bound).")
     confidential: bool = Field(default=False, description=(
         "You keep this subject confidential (e.g. an investigation): discovery from the index is your "
         "refusal (`refused-by-holder`, with `confidential_reason`), as it would be if you were asked."))
@@ -114,7 +117,7 @@ class SubjectLookup(_Strict):
 
 @router.post("/audit/subjects/disclosures", response_model=list[EntryView], responses=_PROBLEMS,
              tags=["audit"], summary="Data-subject request by identifier: every disclosure about the subject")
-async def subject_disclosures_by_identifier(body: SubjectLookup,
+async def subject_disclosures_by_identifier(body: SubjectLookup, request: Request,
                                             principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                                             container: Container = Depends(get_container)) -> list[EntryView]:
     """The gateway computes the subject's partnership-domain pseudonym (the one in the audit log) from the
@@ -123,7 +126,7 @@ async def subject_disclosures_by_identifier(body: SubjectLookup,
     shared = await asyncio.to_thread(service.partnership_pseudonym_of, Item(body.subject.type,
                                                                             body.subject.polymorphic),
                                      body.partnership)
-    return await subject_report(shared, principal, container)
+    return await subject_report(shared, request, principal, container)
 
 
 @router.post("/enrolments", response_model=EnrolmentAnswer, responses=_PROBLEMS,

@@ -5,40 +5,67 @@ system's own pseudonym. A requester that was given a related subject's pseudonym
 its own domain) could otherwise try every valid BSN, about 90 million of them, until one matches — a few hours
 at the transformation rate of one core. A cap far above any participant's register size (the default is a
 quarter of a million a day) leaves enrolment and look-ups alone and turns that search into a year's work.
-The count is per gateway process and UTC day, like the rate limiter: N workers allow up to N times the cap.
+
+The count is per UTC day, in the database (table ``pseudonyms_made``), taken in one conditional statement:
+every gateway process counts against the same cap, and a restart does not start it again. Kept in each
+process's memory, N workers allowed N times the cap, and every restart a fresh one.
 """
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
 from gateway.clock import Clock
+from gateway.db.engine import transaction
+from gateway.db.upsert import insert_on_conflict
+from gateway.enrolment.tables import pseudonyms_made
 from gateway.errors import TooManyRequests
+
+_MADE = pseudonyms_made
+_THIS_DAY = (_MADE.c.requester_system == bindparam("the_system")) & (_MADE.c.day == bindparam("the_day"))
+_TAKE = update(_MADE).where(_THIS_DAY, _MADE.c.made + bindparam("count") <= bindparam("limit")).values(
+    made=_MADE.c.made + bindparam("count")).returning(_MADE.c.made)
 
 
 class DailyPseudonymQuota:
     """``take(system, count)`` before making ``count`` pseudonyms; 429 (with ``Retry-After`` until the next
     UTC midnight) when that would pass ``limit`` today, and then nothing is counted. ``limit`` 0: no cap."""
 
-    def __init__(self, clock: Clock, limit: int) -> None:
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock, limit: int) -> None:
+        self._sessions = sessions
         self._clock = clock
         self._limit = limit
-        self._day = ""
-        self._used: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     def take(self, system: str, count: int) -> None:
         if not self._limit:
             return
         now = self._clock.now().astimezone(UTC)
-        with self._lock:
-            if self._day != now.date().isoformat():  # a new day: yesterday's counts no longer matter
-                self._day, self._used = now.date().isoformat(), {}
-            used = self._used.get(system, 0)
-            if used + count > self._limit:
-                midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
-                raise TooManyRequests(
-                    f"this system may have {self._limit} pseudonyms made per day; {self._limit - used} are left "
-                    "today", headers={"Retry-After": str(max(1, int((midnight - now).total_seconds())))})
-            self._used[system] = used + count
+        with transaction(self._sessions) as session:
+            used = _take(session.connection(), system, now.date().isoformat(), count, self._limit)
+        if used is not None:
+            midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+            raise TooManyRequests(
+                f"this system may have {self._limit} pseudonyms made per day; {self._limit - used} are left "
+                "today", headers={"Retry-After": str(max(1, int((midnight - now).total_seconds())))})
+
+
+def _take(connection: Connection, system: str, day: str, count: int, limit: int) -> int | None:
+    """Count ``count`` more for ``system`` on ``day`` if that stays within ``limit``: None when counted, else
+    how many were used (nothing counted). The day's first take makes the row (and drops earlier days')."""
+    parameters = {"the_system": system, "the_day": day, "count": count, "limit": limit}
+    for _ in range(2):  # a second time when another process made the day's row between the two statements
+        if connection.execute(_TAKE, parameters).first() is not None:
+            return None
+        if count > limit:
+            break
+        made = connection.execute(insert_on_conflict(connection, _MADE).values(
+            requester_system=system, day=day, made=count).on_conflict_do_nothing(
+            index_elements=[_MADE.c.requester_system, _MADE.c.day]).returning(_MADE.c.made)).first()
+        if made is not None:
+            connection.execute(delete(_MADE).where(_MADE.c.day < day))
+            return None
+    used = connection.execute(select(_MADE.c.made).where(_THIS_DAY), parameters).scalar()
+    return int(used or 0)

@@ -18,23 +18,23 @@ without ever forming the identifier's point.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth.principal import Principal
 from gateway.clock import Clock
 from gateway.db.engine import transaction
+from gateway.db.upsert import insert_on_conflict
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.tables import enrolments
 from gateway.errors import Forbidden, Unprocessable
-from gateway.pseudonyms.errors import InvalidPseudonym, PseudonymError
+from gateway.pseudonyms.errors import InvalidPseudonym, PseudonymError, UnknownKeyVersion
 from gateway.pseudonyms.identifiers import IdentifierType
 from gateway.pseudonyms.pep import PolymorphicPseudonym, Pseudonym
 from gateway.pseudonyms.transcryptor import Transcryptor
@@ -44,9 +44,14 @@ from gateway.register.model import Register
 @contextmanager
 def _not_yours() -> Iterator[None]:
     """A subject that decodes but cannot be transformed (e.g. an unknown key version) is the caller's bad
-    input (422), not a defect of the gateway's (500)."""
+    input (422), not a defect of the gateway's (500). One of a retired key version is said to be so: the
+    partner kept a pseudonym from before a rotation, and 'not yours' would send it looking elsewhere."""
     try:
         yield
+    except UnknownKeyVersion as exc:  # a partner's pseudonym from before a rotation whose version is retired
+        raise Unprocessable(f"a subject is a pseudonym of key version {exc.version}, which the gateway does not "
+                            "hold (any more): use your current pseudonyms (enrol again, or POST "
+                            "/v1/pseudonyms)") from exc
     except (PseudonymError, ValueError) as exc:
         raise Unprocessable(f"a subject is not a pseudonym of yours ({type(exc).__name__})") from exc
 
@@ -95,6 +100,23 @@ class IndexHolding:
     minor: bool = False
 
 
+@dataclass
+class _Holding:
+    """One subject's index entry as a batch builds it: the union of what its items say (see ``enrol``)."""
+
+    key_version: int
+    record_types: set[str] = field(default_factory=set)
+    categories: set[str] = field(default_factory=set)
+    confidential: bool = False
+    minor: bool = False
+
+    def add(self, item: Item) -> None:
+        self.record_types.update(item.record_types)
+        self.categories.update(item.categories)
+        self.confidential = self.confidential or item.confidential
+        self.minor = self.minor or item.minor
+
+
 def is_pseudonym(text: str) -> bool:
     """Whether ``text`` is an encoded domain pseudonym (rather than an opaque pre-enrolment reference)."""
     try:
@@ -102,6 +124,20 @@ def is_pseudonym(text: str) -> bool:
     except (InvalidPseudonym, ValueError):
         return False
     return True
+
+
+_PSEUDONYM_PREFIX = re.compile(r"[a-z]+\.v[0-9]+\.", re.IGNORECASE)
+
+
+def looks_like_pseudonym(text: str) -> bool:
+    """Whether ``text`` starts like an encoded pseudonym (``<type>.v<version>.``, in any letter case).
+
+    A subject that looks like one and is none (``is_pseudonym`` false) is a pseudonym corrupted on its way
+    (capitals, base64 padding, a second encoding of the point) or forged — never an opaque reference, which
+    it would otherwise pass for: answered ``no-hit`` without a word, and handed to every holder and written to
+    the audit log as it is, the requester's own pseudonym where only the holder's or the partnership's may go.
+    """
+    return _PSEUDONYM_PREFIX.match(text) is not None
 
 
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -112,10 +148,8 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     500 after the first had written). With ``ON CONFLICT DO UPDATE`` the second waits for the first and
     overwrites it — last writer wins, both succeed, and each batch is still all or nothing. ``rows`` come in
     key order, so two such batches lock their rows in the same order and cannot deadlock each other.
-    The construct is dialect-specific; the gateway runs on SQLite and PostgreSQL only.
     """
-    dialect = session.get_bind().dialect.name
-    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(enrolments)
+    statement = insert_on_conflict(session, enrolments)
     replaced = ("key_version", "record_types", "categories", "updated_at", "confidential", "confidential_reason",
                 "minor")
     session.execute(statement.on_conflict_do_update(
@@ -130,7 +164,7 @@ class PseudonymService:
         self.clock = clock
         self.register = register
         self.transcryptor = transcryptor
-        self.quota = quota or DailyPseudonymQuota(clock, 0)
+        self.quota = quota or DailyPseudonymQuota(sessions, clock, 0)
 
     # -- participants ------------------------------------------------------------------------------
     def _participant(self, principal: Principal, partnership: str) -> str:
@@ -181,17 +215,37 @@ class PseudonymService:
         with _refused_as_unprocessable(0):
             return self.transcryptor.partnership_pseudonym(polymorphic, item.identifier_type, partnership).encode()
 
+    def _known_categories(self, items: list[Item]) -> None:
+        """422 for a category the register does not know, before anything is computed or written.
+
+        Indexed as it came, such a category (a typo, one of a newer register) could never be asked for: the
+        subject answered ``no-hit`` in the category meant, for ever after, while its partner believed it
+        enrolled. The names are codes (the request's pattern), so naming them leaks nothing."""
+        known = self.register.categories.keys()
+        for position, item in enumerate(items):
+            unknown = sorted(set(item.categories) - known)
+            if unknown:
+                raise Unprocessable(f"item {position}: categories the register does not know: "
+                                    f"{', '.join(unknown)} (register {self.register.version})")
+
     def enrol(self, principal: Principal, partnership: str, items: list[Item],
               confidential_reason: str | None = None) -> tuple[list[str], int, int]:
         """Pseudonymise and (re)index; returns the encrypted pseudonyms, rows indexed and rows removed.
 
         ``confidential_reason``: the code the participant refuses with about a subject it keeps confidential
-        (``CONFIDENTIAL`` when it gives none), kept with each such subject's entry."""
+        (``CONFIDENTIAL`` when it gives none), kept with each such subject's entry.
+
+        A subject sent more than once (a participant with two references for one person enrols per
+        reference) gets one entry with what all its items say: every record type and category, confidential
+        or a minor if any item says so, and removed only if no item lists records. The last item alone would
+        drop the others' categories, and a confidential item followed by a plain one would let the index
+        answer ``hit`` where the participant refuses."""
         organisation = self._participant(principal, partnership)
+        self._known_categories(items)
         decoded = self._decode(items)
         self.quota.take(principal.subject, len(items))
         now = self.clock.now()
-        rows: dict[str, dict[str, Any]] = {}
+        held: dict[str, _Holding] = {}
         gone: set[str] = set()
         answer = []
         for position, (item, polymorphic) in enumerate(decoded):
@@ -201,16 +255,16 @@ class PseudonymService:
             answer.append(own.encode())
             key = shared.encode()
             if item.record_types:
-                rows[key] = {"partnership": partnership, "organisation": organisation, "pseudonym": key,
-                             "key_version": shared.key_version, "record_types": sorted(set(item.record_types)),
-                             "categories": sorted(set(item.categories)), "updated_at": now,
-                             "confidential": item.confidential, "minor": item.minor,
-                             "confidential_reason": (confidential_reason or CONFIDENTIAL) if item.confidential
-                             else None}
-                gone.discard(key)
+                held.setdefault(key, _Holding(shared.key_version)).add(item)
             else:
                 gone.add(key)
-                rows.pop(key, None)
+        gone -= held.keys()
+        rows = [{"partnership": partnership, "organisation": organisation, "pseudonym": key,
+                 "key_version": holding.key_version, "record_types": sorted(holding.record_types),
+                 "categories": sorted(holding.categories), "updated_at": now, "confidential": holding.confidential,
+                 "minor": holding.minor,
+                 "confidential_reason": (confidential_reason or CONFIDENTIAL) if holding.confidential else None}
+                for key, holding in sorted(held.items())]
         with transaction(self.sessions) as session:
             withdrawn = sorted(gone)
             for chunk in range(0, len(withdrawn), 500):
@@ -218,7 +272,7 @@ class PseudonymService:
                     enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,
                     enrolments.c.pseudonym.in_(withdrawn[chunk:chunk + 500])))
             if rows:
-                _upsert(session, [rows[key] for key in sorted(rows)])
+                _upsert(session, rows)
         return answer, len(rows), len(gone)
 
     # -- the exchange's translations ---------------------------------------------------------------

@@ -26,7 +26,8 @@ def install_pseudonyms(container: Container) -> PseudonymService:
         ring = pool.submit(asyncio.run, pseudonym_keystore(container).initialise()).result()
     service = PseudonymService(sessions=container.sessions, clock=container.clock,
                                register=register_service(container).current(), transcryptor=Transcryptor(ring),
-                               quota=DailyPseudonymQuota(container.clock, container.settings.pseudonym_daily_limit))
+                               quota=DailyPseudonymQuota(container.sessions, container.clock,
+                                                                 container.settings.pseudonym_daily_limit))
     container.services["pseudonyms"] = service
     exchange_service(container).deps.pseudonyms = service
     return service

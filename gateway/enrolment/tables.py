@@ -31,3 +31,14 @@ enrolments = Table(
     Column("minor", Boolean, nullable=False, server_default=false()),  # under 18 by the holder's own data
     Index("ix_enrolments_partnership_pseudonym", "partnership", "pseudonym"),
 )
+
+
+pseudonyms_made = Table(
+    "pseudonyms_made",
+    metadata,
+    Column("requester_system", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # the UTC date, ISO
+    Column("made", Integer, nullable=False),
+)
+"""How many pseudonyms each partner system had made per UTC day (migration 0021): the daily cap of
+:mod:`gateway.enrolment.quota`, counted over every gateway process together."""

@@ -1,7 +1,9 @@
 """Who may see and work which escalation case — from the register, never from the case's own claims.
 
 * Tier 1 is worked by the privacy officers of the two organisations (the requester's officer may comment,
-  refer up or withdraw, but four eyes forbid it to decide its own request).
+  refer up or withdraw, but four eyes forbid it to decide its own request). Their administrators see the
+  case as a party and comment, but take no part in the tier-1 decision: the register names its privacy
+  officers (``parties-privacy-officers``), not the organisation.
 * Tiers 2 and 3 are worked by the organisations the register names for that tier of the partnership; they
   see the partnership's cases from their tier up.
 * The partnership's coordinating privacy officer sees all of its cases.
@@ -15,8 +17,8 @@ from escalation.queries import CaseScope
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.register.model import Partnership, Register
 
-WORKING_ROLES = frozenset({Role.PRIVACY_OFFICER.value, Role.COORDINATING_PRIVACY_OFFICER.value,
-                           Role.ADMINISTRATOR.value})
+PRIVACY_OFFICER_ROLES = frozenset({Role.PRIVACY_OFFICER.value, Role.COORDINATING_PRIVACY_OFFICER.value})
+WORKING_ROLES = PRIVACY_OFFICER_ROLES | {Role.ADMINISTRATOR.value}
 
 
 def is_worker(principal: Principal) -> bool:
@@ -57,11 +59,20 @@ def case_scope(principal: Principal, register: Register) -> CaseScope:
     return CaseScope(parties=frozenset({principal.organisation}), partnership_from_tier=from_tier)
 
 
+def has_tier_role(principal: Principal, partnership: Partnership, tier: int) -> bool:
+    """Whether ``principal``'s roles are those that decide at ``tier``: a tier the register gives to the
+    parties' privacy officers needs a privacy officer; a tier it gives to organisations, any person of
+    theirs who works cases (the legal desk's administrators)."""
+    spec = next(t for t in partnership.escalation.tiers if t.tier == tier)
+    return spec.deciders != "parties-privacy-officers" or bool(principal.roles & PRIVACY_OFFICER_ROLES)
+
+
 def may_decide(principal: Principal, case: Case, register: Register) -> bool:
     """Take part in the decision at the case's current tier (vote, refer up, start the review)."""
     partnership = register.partnerships.get(case.partnership)
     return (is_worker(principal) and partnership is not None
-            and principal.organisation in tier_deciders(partnership, case.tier, case))
+            and principal.organisation in tier_deciders(partnership, case.tier, case)
+            and has_tier_role(principal, partnership, case.tier))
 
 
 def may_withdraw(principal: Principal, case: Case) -> bool:

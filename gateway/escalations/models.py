@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 _REF = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"
+
+
+def _written(value: str) -> str:
+    """Refuse text of only spaces and line breaks: it passes a length check but says nothing, and a
+    motivation or comment that says nothing is none (the console strips what was typed before checking; an
+    API caller's text is checked here, so both refuse the same). The text itself is kept as written."""
+    if not value.strip():
+        raise ValueError("must contain text, not only spaces or line breaks")
+    return value
+
+
+Written = Annotated[str, AfterValidator(_written)]
+"""Free text a person wrote: a motivation, a comment, a title or a note — never blank."""
 
 
 class _Strict(BaseModel):
@@ -18,7 +31,7 @@ class Attachment(_Strict):
     """A pointer into the author's own document system, never the document itself."""
 
     reference: str = Field(pattern=_REF, examples=["dms://politie/2026/4711"])
-    title: str = Field(min_length=1, max_length=200, examples=["Memo investigation confidentiality"])
+    title: Written = Field(min_length=1, max_length=200, examples=["Memo investigation confidentiality"])
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
@@ -28,7 +41,8 @@ class OpenCase(_Strict):
 
     exchange_id: str = Field(min_length=1, max_length=64)
     holder: str = Field(min_length=1, max_length=64, description="The target organisation of the exchange.")
-    motivation: str = Field(min_length=10, max_length=4000, description="Why the outcome should be reviewed.")
+    motivation: Written = Field(min_length=10, max_length=4000,
+                                description="Why the outcome should be reviewed.")
     categories: list[str] = Field(
         default_factory=list, max_length=30,
         description="The categories the objection is about (a denial names none: say which you asked for); "
@@ -36,7 +50,7 @@ class OpenCase(_Strict):
 
 
 class Comment(_Strict):
-    text: str = Field(min_length=1, max_length=4000)
+    text: Written = Field(min_length=1, max_length=4000)
     attachments: list[Attachment] = Field(default_factory=list, max_length=10)
 
 
@@ -49,7 +63,7 @@ class Review(Versioned):
 
 
 class Withdraw(Versioned):
-    motivation: str = Field(min_length=1, max_length=4000)
+    motivation: Written = Field(min_length=1, max_length=4000)
 
 
 class ExtraObligations(_Strict):
@@ -72,10 +86,17 @@ class Decide(Versioned):
     """Allow (possibly narrower, with extra obligations), deny, or refer up to the next tier."""
 
     outcome: Literal["allow", "deny", "refer-up"]
-    motivation: str = Field(min_length=10, max_length=4000, description="Required: the written reasons.")
+    motivation: Written = Field(min_length=10, max_length=4000, description="Required: the written reasons.")
     permitted_categories: list[str] = Field(default_factory=list, max_length=30,
                                             description="For allow: the categories the holder must supply.")
     obligations: ExtraObligations | None = None
+
+    @field_validator("permitted_categories")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        """A category named twice is one category: kept twice it would show twice in the decision, and two
+        deciders' votes for the same categories would not count as the same proposal."""
+        return sorted(set(value))
 
 
 class FlagLegalGap(_Strict):
@@ -89,7 +110,7 @@ class FlagLegalGap(_Strict):
 class GapStatusChange(_Strict):
     expected_version: int = Field(ge=1)
     status: Literal["on-agenda", "resolved"]
-    note: str | None = Field(default=None, max_length=4000)
+    note: Written | None = Field(default=None, max_length=4000)
 
 
 class HistoryItem(BaseModel):

@@ -25,8 +25,8 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, EventType
+from audit.events import CASE_REQUESTER, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
-from audit.events import ProcessingActivity, Requester
 from connectors.holder_auth import DECISION_TYPE
 from escalation import cases as case_store
 from escalation import comments as comment_store
@@ -43,6 +43,7 @@ from escalation.cases import (
 )
 from escalation.queries import CaseFilter, CaseScope, list_cases, metrics, visible_case_ids
 from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State
+from gateway.auth import repository as accounts
 from gateway.auth.principal import Principal
 from gateway.auth.tokens import AccessTokenService
 from gateway.client.models import ExchangeRequest, Outcome, TargetOutcome
@@ -150,11 +151,29 @@ class EscalationService:
             log.error("audit_write_failed", error_type=type(exc).__name__)
             raise ServiceUnavailable("the audit log could not be written; nothing was changed") from exc
 
-    def _event(self, case: Case, step: _Step, principal: Principal | None, trace: Trace | None, *,
+    async def _requester(self, principal: Principal | None) -> Requester:
+        """Who takes a step, as its audit entry names them: the organisation with its system, or with the
+        person's account id — never the username, as in the console's own entries (:mod:`gateway.console.
+        actions`). A username is what people choose to type: an e-mail address, which the log's guard refuses
+        (so every step of that officer failed with 503), or a name, which a log that can never be cleaned
+        must not hold. The account id is a reference their organisation can resolve; an account that is gone
+        is named by its organisation alone."""
+        if principal is None:
+            return Requester(org="wgs-gateway", system="escalation-scheduler")
+        if principal.kind != "person":
+            return Requester(org=principal.organisation, system=principal.subject)
+
+        def account_id(session: Session) -> str | None:
+            found = accounts.get_account(session, principal.subject)
+            return found.id if found is not None else None
+
+        return Requester(org=principal.organisation, user=await self._db(account_id))
+
+    def _event(self, case: Case, step: _Step, requester: Requester, trace: Trace | None, *,
                status: str = "ok", motivation: str | None = None) -> AuditEvent:
         after = step.after
         extra: dict[str, Any] = {"case_id": case.id, "action": step.action, "trigger": case.trigger,
-                                 "requester_org": case.requester_org, "tier_before": case.tier,
+                                 CASE_REQUESTER: case.requester_org, "tier_before": case.tier,
                                  "state_before": case.state.value,
                                  "tier": after.tier if after else case.tier,
                                  "state": after.state.value if after else case.state.value}
@@ -165,11 +184,7 @@ class EscalationService:
             event_type=EventType.ESCALATION_STEP, trace_id=trace.trace_id if trace else secrets.token_hex(16),
             span_id=trace.span_id if trace else secrets.token_hex(8), status=status,
             processing_activity=ProcessingActivity(partnership=case.partnership, purpose=case.purpose),
-            requester=Requester(org=principal.organisation,
-                                system=principal.subject if principal.kind == "system" else None,
-                                user=principal.subject if principal.kind == "person" else None)
-            if principal else Requester(org="wgs-gateway", system="escalation-scheduler"),
-            holder=case.holder_org, decision=step.decision, reasons=tuple(case.policy_reasons),
+            requester=requester, holder=case.holder_org, decision=step.decision, reasons=tuple(case.policy_reasons),
             categories=step.categories, register_version=case.register_version or None,
             exchange_id=case.exchange_id, extra=extra)
 
@@ -183,26 +198,34 @@ class EscalationService:
             return case, plan(session, case)
 
         case, steps = await self._db(predict)
-        await self._record([self._event(case, s, principal, trace, motivation=motivation) for s in steps])
-        changed = await self._applied(case, steps[-1].action, apply, principal, trace)
+        requester = await self._requester(principal)
+        await self._record([self._event(case, s, requester, trace, motivation=motivation) for s in steps])
+        changed = await self._applied(case, [s.action for s in steps], apply, principal, trace)
         self._notify(changed)
         return changed
 
-    async def _applied(self, case: Case, action: str, apply: Callable[[Session], T], principal: Principal | None,
-                       trace: Trace | None) -> T:
-        """Apply a step already logged; if it fails, for whatever reason, the log says it was not applied."""
+    async def _applied(self, case: Case, actions: list[str], apply: Callable[[Session], T],
+                       principal: Principal | None, trace: Trace | None) -> T:
+        """Apply the steps ``actions`` already logged (in one transaction: all or none take effect); if that
+        fails, for whatever reason, the log says of each of them that it was not applied."""
         try:
             return await self._db(apply)
         except Exception as exc:
-            await self._not_applied(case, action, exc, principal, trace)
+            await self._not_applied(case, actions, exc, principal, trace)
             raise
 
-    async def _not_applied(self, case: Case, action: str, exc: Exception, principal: Principal | None,
+    async def _not_applied(self, case: Case, actions: list[str], exc: Exception, principal: Principal | None,
                            trace: Trace | None) -> None:
-        """A logged step was refused after all (a race, a check only the database can make, or a defect): say
-        so, naming the kind of failure only (an exception's text may name a person)."""
-        step = _Step(action, extra={"not_applied": _failure_kind(exc)})
-        await self._record([self._event(case, step, principal, trace, status="error")])
+        """Logged steps were refused after all (a race, a check only the database can make, or a defect): say
+        so of every one of them, naming the kind of failure only (an exception's text may name a person).
+
+        Every one, not the last: a decision is logged as up to three steps (start_review, decide, close) that
+        apply together, and a retraction of the last alone would leave the log claiming a review and a binding
+        decision that were never taken (the race two deciders at once run into)."""
+        kind = _failure_kind(exc)
+        requester = await self._requester(principal)
+        await self._record([self._event(case, _Step(action, extra={"not_applied": kind}), requester, trace,
+                                        status="error") for action in actions])
 
     def _notify(self, case: Case) -> None:
         partnership = self.register.partnerships.get(case.partnership)
@@ -267,8 +290,9 @@ class EscalationService:
         draft = Case(case_id, body.partnership, body.purpose, principal.organisation, target.holder, trigger,
                      State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(body.partnership)[1]), None,
                      reasons, exchange_id, request_fingerprint, self.register.version)
-        await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace)])
-        case = await self._applied(draft, "opened", lambda s: case_store.open_case(
+        opened = _Step("opened", CaseState(State.OPEN, 1, 1))
+        await self._record([self._event(draft, opened, await self._requester(principal), trace)])
+        case = await self._applied(draft, ["opened"], lambda s: case_store.open_case(
             s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
             holder_org=target.holder, trigger=trigger, register_version=self.register.version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
@@ -322,9 +346,10 @@ class EscalationService:
         draft = Case(case_id, stored.partnership, stored.purpose, stored.requester_org, body.holder, trigger,
                      State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(stored.partnership)[1]), None,
                      reasons, stored.id, stored.request_sha256, stored.register_version)
-        await self._record([self._event(draft, _Step("opened", CaseState(State.OPEN, 1, 1)), principal, trace,
+        opened = _Step("opened", CaseState(State.OPEN, 1, 1))
+        await self._record([self._event(draft, opened, await self._requester(principal), trace,
                                         motivation=body.motivation)])
-        case = await self._applied(draft, "opened", lambda s: case_store.open_case(
+        case = await self._applied(draft, ["opened"], lambda s: case_store.open_case(
             s, partnership=stored.partnership, purpose=stored.purpose, requester_org=stored.requester_org,
             holder_org=body.holder, trigger=trigger, register_version=stored.register_version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=stored.id,
@@ -394,8 +419,8 @@ class EscalationService:
         case = await self._db(lambda s: self._visible(principal, case_store.get_case(s, case_id)))
         await self._record([self._event(case, _Step("comment", extra={
             "comment_sha256": _sha256(body.text), "attachments": [a.reference for a in body.attachments]}),
-            principal, trace)])
-        await self._applied(case, "comment", lambda s: comment_store.add_comment(
+            await self._requester(principal), trace)])
+        await self._applied(case, ["comment"], lambda s: comment_store.add_comment(
             s, case_id, author_org=principal.organisation, author=principal.subject, text=body.text,
             attachments=[a.model_dump(exclude_none=True) for a in body.attachments], now=self.clock.now()),
             principal, trace)
@@ -449,6 +474,10 @@ class EscalationService:
                 raise EscalationError("an allow names the permitted categories, all of them among the requested "
                                       f"ones ({', '.join(case.requested_categories)})"
                                       + (f"; not requested: {', '.join(unknown)}" if unknown else ""))
+            barred = sorted(set(body.permitted_categories) & self.register.never_disclosed(case.partnership))
+            if body.outcome == "allow" and barred:  # requested, and removed by policy: no re-run would disclose it
+                raise EscalationError(f"an allow cannot permit {', '.join(barred)}: never disclosed in "
+                                      f"`{case.partnership}`, whatever a decision says")
             found = partnership(case.partnership)
             needed = case_store.votes_needed(case, access.min_deciders(found, case.tier) if found else 1)
             proposal = case_store.proposal_of(body.outcome, body.permitted_categories, obligations)
@@ -508,9 +537,8 @@ class EscalationService:
             s, CaseScope(everything=True), CaseFilter(overdue_on=today), limit=100_000) if c.tier < MAX_TIER])
         moved = []
         for case in overdue:
-            after = CaseState(case.state, case.tier, case.version).apply(Action.DEADLINE_MISSED)
             try:
-                moved.append(await self._perform(case.id, None, None, self._plan_missed(after),
+                moved.append(await self._perform(case.id, None, None, self._plan_missed(case),
                                                  self._apply_missed(case)))
             except Conflict:
                 continue  # someone acted on it meanwhile; the next run looks again
@@ -519,8 +547,18 @@ class EscalationService:
         return moved
 
     @staticmethod
-    def _plan_missed(after: CaseState) -> Callable[[Session, Case], list[_Step]]:
-        return lambda _session, _case: [_Step(Action.DEADLINE_MISSED.value, after)]
+    def _plan_missed(listed: Case) -> Callable[[Session, Case], list[_Step]]:
+        """The step for a case as it was listed — if it still is when read again before logging. Another
+        gateway process on the database scans too: a case it moved (or a person acted on) since our listing
+        is left alone before anything is logged, not logged as missed once more (at its new tier) and then
+        retracted."""
+        def plan(_session: Session, current: Case) -> list[_Step]:
+            if current.version != listed.version:
+                raise ConcurrentUpdate(f"case `{listed.id}` changed since the overdue scan listed it")
+            after = CaseState(current.state, current.tier, current.version).apply(Action.DEADLINE_MISSED)
+            return [_Step(Action.DEADLINE_MISSED.value, after)]
+
+        return plan
 
     def _apply_missed(self, case: Case) -> Callable[[Session], Case]:
         return lambda session: self._act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
@@ -658,11 +696,14 @@ class EscalationService:
             return case
 
         case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
+        # A new gap's id is made here, so that its entry names it like every later entry about the gap does.
+        new_id = gap_store.new_gap_id() if body.gap_id is None else None
         await self._record([self._event(case, _Step("legal_gap_flagged", extra={
-            "gap_id": body.gap_id or "new"}), principal, trace)])
-        gap = await self._applied(case, "legal_gap_flagged", lambda s: gap_store.flag_case(
+            "gap_id": body.gap_id or new_id, "new_gap": new_id is not None}), await self._requester(principal),
+            trace)])
+        gap = await self._applied(case, ["legal_gap_flagged"], lambda s: gap_store.flag_case(
             s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
-            title=body.title, description=body.description), principal, trace)
+            title=body.title, description=body.description, new_id=new_id), principal, trace)
         return await self._scoped_gap(principal, gap)
 
     async def gaps(self, principal: Principal, *, partnership: str | None, status: str | None) -> list[LegalGapView]:
@@ -703,11 +744,12 @@ class EscalationService:
         if current.version != body.expected_version:
             raise Conflict(f"legal gap `{gap_id}` is at version {current.version}, not {body.expected_version}")
 
+        requester = await self._requester(principal)
+
         def entry(**extra: Any) -> AuditEvent:
             return AuditEvent(
                 event_type=EventType.ESCALATION_STEP, trace_id=trace.trace_id, span_id=trace.span_id,
-                status="error" if extra else "ok",
-                requester=Requester(org=principal.organisation, user=principal.subject),
+                status="error" if extra else "ok", requester=requester,
                 extra={"action": "legal_gap_status", "gap_id": gap_id, "partnership": current.partnership,
                        "status_before": current.status.value, "status": status.value} | extra)
 

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func, insert, select
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from audit import CompanionRow, Receipt
 from gateway.clock import as_utc
 from gateway.db.batched_insert import BatchedInsert
-from gateway.exchange.tables import exchange_claims, exchanges
+from gateway.db.upsert import insert_on_conflict
+from gateway.exchange.tables import daily_request_counts, exchange_claims, exchanges
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,63 @@ def get(session: Session, exchange_id: str) -> StoredExchange | None:
     return _stored(row) if row else None
 
 
-def count_since(session: Session, system: str, purpose: str, since: datetime) -> int:
-    return int(session.execute(select(func.count()).select_from(exchanges).where(
+def count_since(connection: Connection, system: str, purpose: str, since: datetime) -> int:
+    """The exchanges of ``system`` for ``purpose`` stored since ``since``."""
+    return int(connection.execute(select(func.count()).select_from(exchanges).where(
         exchanges.c.requester_system == system, exchanges.c.purpose == purpose,
         exchanges.c.created_at >= since)).scalar_one())
+
+
+@dataclass(frozen=True)
+class Day:
+    """Whose requests rule 6 counts together: a system's, for a purpose, on a local ``day`` (ISO date) that
+    began at ``since``."""
+
+    system: str
+    purpose: str
+    day: str
+    since: datetime
+
+
+_DAILY = daily_request_counts
+_THIS_DAY = and_(_DAILY.c.requester_system == bindparam("the_system"),
+                 _DAILY.c.purpose == bindparam("the_purpose"), _DAILY.c.day == bindparam("the_day"))
+_COUNT_IN = update(_DAILY).where(_THIS_DAY).values(requests=_DAILY.c.requests + 1).returning(_DAILY.c.requests)
+_GIVE_BACK = update(_DAILY).where(_THIS_DAY, _DAILY.c.requests > 0).values(requests=_DAILY.c.requests - 1)
+_COUNTED = select(_DAILY.c.requests).where(_THIS_DAY)
+
+
+def _day_parameters(day: Day) -> dict[str, str]:
+    return {"the_system": day.system, "the_purpose": day.purpose, "the_day": day.day}
+
+
+def count_in(connection: Connection, day: Day) -> int:
+    """Count one more request in ``day`` and return how many were counted before it. One statement, atomic
+    in the database, so requests decided at once in several gateway processes each get a count of their own.
+    The day's first request seeds the count with the exchanges stored that day before it was kept here (the
+    day the counter was installed), and removes the counts of earlier days."""
+    counted = connection.execute(_COUNT_IN, _day_parameters(day)).scalar()
+    if counted is not None:
+        return int(counted) - 1
+    stored = count_since(connection, day.system, day.purpose, day.since)
+    connection.execute(delete(_DAILY).where(_DAILY.c.day < day.day))
+    statement = insert_on_conflict(connection, _DAILY).values(
+        requester_system=day.system, purpose=day.purpose, day=day.day, requests=stored + 1)
+    statement = statement.on_conflict_do_update(  # another process counted the day's first meanwhile
+        index_elements=[_DAILY.c.requester_system, _DAILY.c.purpose, _DAILY.c.day],
+        set_={"requests": _DAILY.c.requests + 1})
+    return int(connection.execute(statement.returning(_DAILY.c.requests)).scalar_one()) - 1
+
+
+def give_back(connection: Connection, day: Day) -> None:
+    """Un-count a request :func:`count_in` counted that ended without its outcome stored."""
+    connection.execute(_GIVE_BACK, _day_parameters(day))
+
+
+def counted(connection: Connection, day: Day) -> int:
+    """How many requests are counted in ``day`` (stored and being answered), counting none in."""
+    found = connection.execute(_COUNTED, _day_parameters(day)).scalar()
+    return int(found) if found is not None else count_since(connection, day.system, day.purpose, day.since)
 
 
 def outcome_writer(engine: Engine) -> BatchedInsert:

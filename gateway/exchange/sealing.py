@@ -14,16 +14,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.keyfiles import read_or_create
+
 
 class RecordSealer:
     def __init__(self, directory: Path) -> None:
-        path = directory / "exchange-seal.key"
-        if not path.exists():
-            directory.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(AESGCM.generate_key(bit_length=256))
-        self._aead = AESGCM(path.read_bytes())
+        self._aead = AESGCM(read_or_create(directory / "exchange-seal.key",
+                                           lambda: AESGCM.generate_key(bit_length=256)))
 
     def __repr__(self) -> str:
         return "RecordSealer(<key hidden>)"

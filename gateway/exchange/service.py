@@ -23,7 +23,6 @@ import hashlib
 import json
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -59,7 +58,7 @@ from gateway.client.models import (
 )
 from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
-from gateway.enrolment.service import REFUSAL_CODE_PATTERN, IndexHolding, is_pseudonym
+from gateway.enrolment.service import REFUSAL_CODE_PATTERN, IndexHolding, is_pseudonym, looks_like_pseudonym
 from gateway.errors import (
     Conflict,
     Forbidden,
@@ -89,7 +88,6 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
 """An attempt holding an ``Idempotency-Key`` longer than this has died (its holder calls time out after
 ``connector_timeout_seconds`` per try, far sooner): a retry may then take the key over."""
-COUNT_REFRESH_SECONDS = 5.0
 CHECKPOINT_REFRESH_SECONDS = 1.0
 _STILL_ANSWERED = "a request with this Idempotency-Key is still being answered; retry it shortly"
 _DIFFERENT_REQUEST = "this Idempotency-Key was used for a different request"
@@ -450,10 +448,8 @@ def _audit_base(principal: Principal, body: ExchangeRequest | DiscoveryRequest, 
 class ExchangeService:
     def __init__(self, deps: ExchangeDeps) -> None:
         self.deps = deps
-        self._daily_counts: dict[tuple[str, str, str], tuple[int, float]] = {}
-        # Exchanges of this process that rule 6 has counted but that are not stored yet, per (system, purpose):
-        # each one decided meanwhile counts them too, so concurrent requests cannot all slip under the limit.
-        self._undone_today: Counter[tuple[str, str]] = Counter()
+        # attempt id -> the day rule 6 counted it in (in the database), until its outcome is stored or it ends
+        self._counted_in: dict[str, repository.Day] = {}
         self._latest_checkpoint: tuple[str, float] | None = None
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
@@ -473,30 +469,39 @@ class ExchangeService:
         await self._outcomes.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
-    async def _requests_today(self, principal: Principal, purpose: str, undone: int = 0) -> int:
-        """Rule 6's count: from the database at most every COUNT_REFRESH_SECONDS per (system, purpose, day),
-        counted up in between, plus the ``undone`` requests of this process that were counted before this one
-        and are not stored yet. Other gateway processes' requests show up at the next refresh, so the limit
-        may be exceeded by at most a few seconds' traffic of the other workers — then it escalates."""
+    async def _requests_today(self, principal: Principal, purpose: str, attempt: str | None = None) -> int:
+        """Rule 6's count: the requests of this system for ``purpose`` today (in the register's time zone) that
+        were stored or are being answered, in any gateway process. With ``attempt``, that attempt is counted in
+        at the same time (in one atomic statement, so requests decided at once, in this process or another,
+        never share a count), until its outcome is stored; if it ends otherwise, it is given back (``exchange``).
+        A count or a give-back lost with a crashed process leaves the count too high that day: more requests
+        escalate, none slips past the limit."""
         tz = ZoneInfo(self.deps.register.office_hours.timezone)
         local_midnight = self.deps.clock.now().astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
-        key = (principal.subject, purpose, local_midnight.date().isoformat())
-        cached = self._daily_counts.get(key)
-        if cached is not None and time.monotonic() - cached[1] < COUNT_REFRESH_SECONDS:
-            return cached[0] + undone
+        day = repository.Day(principal.subject, purpose, local_midnight.date().isoformat(), local_midnight)
 
         def count() -> int:
             with transaction(self.deps.sessions) as session:
-                return repository.count_since(session, principal.subject, purpose, local_midnight)
+                return (repository.counted if attempt is None else repository.count_in)(session.connection(), day)
 
-        fresh = await asyncio.to_thread(count)
-        self._daily_counts[key] = (fresh, time.monotonic())
-        return fresh + undone
+        before = await asyncio.to_thread(count)
+        if attempt is not None:  # committed: from here on it is given back unless its outcome is stored
+            self._counted_in[attempt] = day
+        return before
 
-    def _counted(self, principal: Principal, purpose: str) -> None:
-        for key, (value, fetched) in list(self._daily_counts.items()):
-            if key[0] == principal.subject and key[1] == purpose:
-                self._daily_counts[key] = (value + 1, fetched)
+    async def _uncount(self, attempt: str) -> None:
+        """``attempt`` ended: give its count back unless its outcome was stored (then it is a stored exchange)."""
+        day = self._counted_in.pop(attempt, None)
+        if day is None:
+            return
+
+        def give_back() -> None:
+            with transaction(self.deps.sessions) as session:
+                repository.give_back(session.connection(), day)
+        try:
+            await asyncio.to_thread(give_back)
+        except Exception as exc:  # the count stays one too high today: a stricter limit, never a looser one
+            log.warning("daily_count_not_given_back", exchange_id=attempt, error_type=type(exc).__name__)
 
     async def _record(self, events: list[AuditEvent], companion: CompanionRow | None = None,
                       key_taken: str | None = None) -> list[Receipt]:
@@ -574,27 +579,21 @@ class ExchangeService:
     # -- exchange ------------------------------------------------------------------------------
     async def exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                        idempotency_key: str | None) -> ExchangeResult:
-        # Rule 6 counts this request from here until it is stored (or fails): those decided meanwhile see it.
-        slot = (principal.subject, body.purpose)
-        undone = self._undone_today[slot]
-        self._undone_today[slot] += 1
         exchange_id = new_id()
         try:
-            return await self._exchange_once(principal, body, trace, idempotency_key, undone, exchange_id)
+            return await self._exchange_once(principal, body, trace, idempotency_key, exchange_id)
         except Exception as exc:
             await self._audit_defect(exc, EventType.EXCHANGE_REQUESTED, principal, body, trace, exchange_id)
             raise
         finally:
             self._logged_ahead.discard(exchange_id)
-            self._undone_today[slot] -= 1
-            if not self._undone_today[slot]:
-                del self._undone_today[slot]
             await self._rerun_ended(exchange_id)
+            await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
 
     async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                             idempotency_key: str | None, undone: int, exchange_id: str) -> ExchangeResult:
+                             idempotency_key: str | None, exchange_id: str) -> ExchangeResult:
         if not idempotency_key:
-            return await self._exchange(principal, body, trace, None, undone, exchange_id)
+            return await self._exchange(principal, body, trace, None, exchange_id)
         # A retry that arrives while the first attempt is still being answered must not run it a second time.
         # Here (same process) that is known without the database; the key's claim, written ahead with the
         # first attempt's entries, refuses a retry that reaches another gateway process.
@@ -603,12 +602,12 @@ class ExchangeService:
             raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
         self._keys_in_flight.add(in_flight)
         try:
-            return await self._exchange(principal, body, trace, idempotency_key, undone, exchange_id)
+            return await self._exchange(principal, body, trace, idempotency_key, exchange_id)
         finally:
             self._keys_in_flight.discard(in_flight)
 
     async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                        idempotency_key: str | None, undone: int, exchange_id: str) -> ExchangeResult:
+                        idempotency_key: str | None, exchange_id: str) -> ExchangeResult:
         request_fingerprint = fingerprint(principal, body)
         key_fingerprint = keyed_fingerprint(request_fingerprint, body)
         register = self.deps.register
@@ -618,8 +617,7 @@ class ExchangeService:
                                                         key_fingerprint)) if idempotency_key else None)
         try:
             try:
-                decided = await self._decided(register, principal, body, trace, exchange_id, request_fingerprint,
-                                              undone)
+                decided = await self._decided(register, principal, body, trace, exchange_id, request_fingerprint)
             except Exception:
                 if lookup is not None and (replay := await lookup) is not None:
                     return replay  # the request was answered before: that answer, whatever deciding it now says
@@ -667,7 +665,7 @@ class ExchangeService:
             raise
 
     async def _decided(self, register: Register, principal: Principal, body: ExchangeRequest, trace: Trace,
-                       exchange_id: str, request_fingerprint: str, undone: int) -> _Decided:
+                       exchange_id: str, request_fingerprint: str) -> _Decided:
         """Everything before the write-ahead, none of it written anywhere: the targets, the re-run grant, the
         audit base, the subjects as logged, and the decisions (or the policy engine's failure, to be denied
         and logged only once it is clear that this is no retry of an answered request)."""
@@ -690,7 +688,7 @@ class ExchangeService:
         logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
         try:
             decisions: list[Decision] | PolicyError = await self._decide(
-                "exchange", body, principal, targets, await self._requests_today(principal, body.purpose, undone),
+                "exchange", body, principal, targets, await self._requests_today(principal, body.purpose, exchange_id),
                 request_fingerprint, grant.policy_input if grant else None)
         except PolicyError as exc:
             decisions = exc
@@ -739,7 +737,7 @@ class ExchangeService:
                                        "your privacy officer") from exc
             if attempt.claim is not None:
                 await self._release(attempt.claim)
-        self._counted(principal, body.purpose)
+        self._counted_in.pop(exchange_id, None)  # stored: it stays counted
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
@@ -822,7 +820,13 @@ class ExchangeService:
         enrolled yet, opaque references passed through as they are. One request never mixes the two."""
         if self.deps.pseudonyms is None:
             return False
-        kinds = {is_pseudonym(s) for s in subjects}
+        kinds = set()
+        for position, subject in enumerate(subjects):
+            pseudonym = is_pseudonym(subject)
+            if not pseudonym and looks_like_pseudonym(subject):  # never taken for a reference (see there)
+                raise Unprocessable(f"subject {position} looks like a pseudonym but is not a valid one: send your "
+                                    "pseudonyms exactly as the gateway gave them")
+            kinds.add(pseudonym)
         if len(kinds) > 1:
             raise Unprocessable("subjects must all be pseudonyms or all be references, not a mix")
         if self.deps.require_pseudonyms and kinds != {True}:
@@ -1029,8 +1033,7 @@ class ExchangeService:
             indexed = await asyncio.to_thread(self.deps.pseudonyms.holders_of, body.partnership,
                                               sorted(set(logged.values())))
         try:
-            today = await self._requests_today(principal, body.purpose,
-                                               self._undone_today[(principal.subject, body.purpose)])
+            today = await self._requests_today(principal, body.purpose)
             decisions = await self._decide("discovery", body, principal, targets, today, fingerprint(principal, body))
         except PolicyError as exc:
             await self._deny_all_on_policy_failure(exc, base, targets, EventType.DISCOVERY_QUERIED)

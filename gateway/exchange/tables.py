@@ -8,11 +8,14 @@ an answer are kept only encrypted (AES-GCM) and only for the idempotency window,
 ``exchange_claims`` (migration 0014) holds an ``Idempotency-Key`` while its first attempt is being answered:
 the claim commits with the attempt's write-ahead entries and goes in the commit that stores the outcome. A
 retry that meets a claim (in any gateway process) neither logs nor asks a holder a second time.
+
+``daily_request_counts`` (migration 0019) is rule 6's count of requests per system, purpose and day, shared
+by every gateway process.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, String, Table, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, Integer, LargeBinary, String, Table, UniqueConstraint
 
 from gateway.db.metadata import metadata
 
@@ -48,3 +51,16 @@ exchange_claims = Table(
     Column("request_sha256", String(64), nullable=False),
     Column("claimed_at", DateTime(timezone=True), nullable=False),
 )
+
+
+daily_request_counts = Table(
+    "daily_request_counts",
+    metadata,
+    Column("requester_system", String(64), primary_key=True),
+    Column("purpose", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),  # the register's local date (office-hours time zone), ISO
+    Column("requests", Integer, nullable=False),
+)
+"""Rule 6's count (migration 0019): the requests of a system for a purpose on a day, counted in (atomically, in
+the database, so that every gateway process sees every other's) when a request is decided, and given back when
+it ends without its outcome being stored — so it is the day's stored exchanges plus those being answered now."""

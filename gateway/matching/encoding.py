@@ -6,8 +6,10 @@ no compiler, so :mod:`gateway.client.matching` exposes it to partners.
 Encoding of one record, per field of the :class:`~gateway.matching.schema.Schema` (``hashing:
 blake2b-double``):
 
-1. **normalise** the value (``text``: accents dropped, lower case, punctuation → space, whitespace collapsed;
-   ``digits``: digits only; ``none``: stripped). ``None``, NaN and empty strings are *missing*: no tokens.
+1. **normalise** the value (``text``: accents and invisible format characters such as a soft hyphen dropped,
+   lower case, punctuation → space, whitespace collapsed; ``digits``: digits only, of any script, as 0-9;
+   ``none``: stripped). ``None``, NaN (also NumPy's and ``Decimal``'s), ``NaT``, pandas' ``NA`` and empty
+   strings are *missing*: no tokens.
 2. **tokenise**: ``ngram`` (grams of length n; padded with one space each side when n ≥ 2, or prefixed with
    their position when ``positional``), ``exact`` (the whole value) or ``numeric`` (``resolution + 1``
    neighbouring buckets of width ``threshold / resolution``, so values within ``threshold`` share tokens).
@@ -118,16 +120,41 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 
 
-def _as_text(value: object) -> str | None:
+def _is_missing(value: object) -> bool:
+    """Whether a value that is not a string stands for "no value".
+
+    Not only ``None`` and a Python float NaN: partners read their records with pandas and NumPy, whose
+    missing values (``pd.NA`` of a string column, ``NaT``, a float32 NaN, a ``Decimal`` NaN) used to be
+    encoded as their ``str`` — the text 'na', 'nat', 'nan' — so that records lacking the same field shared its
+    tokens and blocking keys. What they have in common: a missing value is not equal to itself, and ``pd.NA``
+    compares to NA, which has no truth value (``TypeError``).
+    """
     if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:  # pandas.NA
+        return True
+    except ValueError:  # an array: its comparison is elementwise; not a missing scalar
+        return False
+
+
+def _as_text(value: object) -> str | None:
+    if _is_missing(value):
         return None
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if value.is_integer():
-            return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     text = str(value).strip()
     return text or None
+
+
+def _visible(ch: str) -> bool:
+    """Neither a combining mark (an accent, dropped) nor an invisible format character (Unicode category Cf).
+
+    A soft hyphen, a zero-width space or joiner, a byte-order mark: pasted from a document or a web form they
+    are invisible on screen, and as a space they split 'Jan\u00adsen' into 'jan sen', which no longer
+    matched 'Jansen'."""
+    return not unicodedata.combining(ch) and unicodedata.category(ch) != "Cf"
 
 
 def _normalise_text(text: str) -> str | None:
@@ -137,15 +164,21 @@ def _normalise_text(text: str) -> str | None:
             return lowered
     else:
         decomposed = unicodedata.normalize("NFKD", text.casefold())
-        lowered = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+        lowered = "".join(filter(_visible, decomposed))
         lowered = lowered.translate(_LETTERS_WITHOUT_DECOMPOSITION)
     return _NON_WORD.sub(" ", lowered).strip() or None
 
 
 def _normalise_digits(text: str) -> str | None:
-    if text.isascii() and text.isdigit():
-        return text
-    return _NON_DIGIT.sub("", text) or None
+    """The decimal digits of ``text``, in any script, as 0-9: a date of birth written in full-width or
+    Arabic-Indic digits is that date, not a missing value (which dropping every digit but 0-9 made it)."""
+    if text.isascii():
+        return text if text.isdigit() else _NON_DIGIT.sub("", text) or None
+    return "".join(str(digit) for digit in map(_decimal, text) if digit is not None) or None
+
+
+def _decimal(ch: str) -> int | None:
+    return unicodedata.decimal(ch, None)
 
 
 def _normalise_none(text: str) -> str | None:

@@ -32,6 +32,7 @@ larger k sets more bits per token and so counts more in the Dice similarity. ``k
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -141,8 +142,10 @@ def _field(raw: Any, position: int) -> FieldSpec:
     positional = raw.get("positional", False)
     _require(isinstance(positional, bool), f"{where}: 'positional' must be true or false")
     threshold = raw.get("threshold", 1.0)
-    _require(isinstance(threshold, int | float) and not isinstance(threshold, bool) and threshold > 0,
-             f"{where}: 'threshold' must be a positive number")
+    # Finite too: an infinite step puts every value in the same buckets, so the field would set the same bits
+    # in every record and make everyone look alike (YAML reads `.inf`, and 1e309, as infinity).
+    _require(isinstance(threshold, int | float) and not isinstance(threshold, bool) and 0 < threshold < math.inf,
+             f"{where}: 'threshold' must be a positive, finite number")
     resolution = _int(raw, "resolution", 1, where)
     _require(1 <= resolution <= 64, f"{where}: 'resolution' must be between 1 and 64")
     return FieldSpec(name=name, tokenizer=tokenizer, k=k, normalise=normalise, n=n, positional=positional,

@@ -25,8 +25,13 @@ def check(file: Path = typer.Argument(..., help="The register file (YAML) to che
     try:
         register, _ = load_register(file)
     except InvalidRegister as exc:
-        for problem in exc.extra.get("problems", []) or [{"line": "?", "column": "?", "reason": exc.detail}]:
-            err.print(f"{file}:{problem['line']}:{problem['column']}: {problem.get('path', '')} {problem['reason']}")
+        problems = exc.extra.get("problems", [])
+        if not problems:  # the file as a whole (unreadable, not YAML): the detail names it already
+            err.print(exc.detail, markup=False, highlight=False, soft_wrap=True)
+        for problem in problems:
+            where = " ".join(filter(None, [problem.get("path", ""), problem["reason"]]))
+            err.print(f"{file}:{problem['line']}:{problem['column']}: {where}", markup=False, highlight=False,
+                      soft_wrap=True)
         raise typer.Exit(1) from None
     out.print(f"{file}: valid, version {register.version}, {len(register.partnerships)} partnerships")
 

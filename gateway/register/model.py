@@ -154,3 +154,12 @@ class Register(_Strict):
 
     def all_systems(self) -> set[str]:
         return {system for org in self.organisations.values() for system in org.systems}
+
+    def never_disclosed(self, partnership_id: str) -> set[str]:
+        """Categories no exchange of the partnership discloses, whatever else says so (rule 4): those never
+        shared anywhere and those the partnership excludes. The policy's ``wgs.index.never_disclosed``
+        computes the same from the same register; this is for checks made before the policy is asked (an
+        escalation decision may not permit one: no re-run could carry it out)."""
+        partnership = self.partnerships.get(partnership_id)
+        return ({name for name, category in self.categories.items() if category.never_shared}
+                | set(partnership.never_disclosed if partnership else []))

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.db.upsert import insert_on_conflict
 from gateway.register.tables import register_versions
 
 
@@ -29,10 +30,13 @@ def find_version(session: Session, version: str) -> StoredVersion | None:
     return StoredVersion(*row) if row else None
 
 
-def insert_version(session: Session, stored: StoredVersion, document: dict[str, Any]) -> None:
-    session.execute(register_versions.insert().values(
+def insert_version(session: Session, stored: StoredVersion, document: dict[str, Any]) -> bool:
+    """Record a version; False (nothing written) when that version was recorded meanwhile (another gateway
+    process starting at the same time), which a plain insert would have failed on."""
+    statement = insert_on_conflict(session, register_versions).values(
         id=stored.id, version=stored.version, sha256=stored.sha256, document=document, source=stored.source,
-        loaded_at=stored.loaded_at))
+        loaded_at=stored.loaded_at).on_conflict_do_nothing(index_elements=[register_versions.c.version])
+    return session.execute(statement.returning(register_versions.c.id)).first() is not None
 
 
 def list_versions(session: Session) -> list[StoredVersion]:

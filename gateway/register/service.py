@@ -68,15 +68,19 @@ def record_version(session: Session, register: Register, source: str, clock: Clo
     document = register.model_dump(mode="json")
     digest = register_digest(document)
     existing = repository.find_version(session, register.version)
-    if existing is not None:
-        if existing.sha256 != digest:
-            raise InvalidRegister(
-                f"register version {register.version} is already recorded with different content; "
-                "bump `version` in the register file")
-        return False
-    repository.insert_version(session, repository.StoredVersion(
-        id=new_id(), version=register.version, sha256=digest, source=source, loaded_at=clock.now()), document)
-    return True
+    if existing is None:
+        if repository.insert_version(session, repository.StoredVersion(
+                id=new_id(), version=register.version, sha256=digest, source=source, loaded_at=clock.now()),
+                document):
+            return True
+        # another gateway process, starting at the same time, recorded it first (and logs the change)
+        existing = repository.find_version(session, register.version)
+        assert existing is not None  # versions are never deleted
+    if existing.sha256 != digest:
+        raise InvalidRegister(
+            f"register version {register.version} is already recorded with different content; "
+            "bump `version` in the register file")
+    return False
 
 
 def load_and_record(session: Session, path: Path, clock: Clock) -> tuple[RegisterService, bool]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -17,17 +18,20 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
+from gateway.app import create_app
 from gateway.clock import FixedClock
 from gateway.console import endpoints, escalations
 from gateway.console.pages import SECURITY_HEADERS
 from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
-from gateway.container import Container
+from gateway.container import Container, build_container
 from gateway.problems import PROBLEM_MEDIA_TYPE
 from gateway.register import endpoints as register_api
+from gateway.settings import Settings
 from tests.console.support import PASSWORD, csrf_of
 from tests.console.test_console import IDLE, account, sign_in
 from tests.console.test_escalations import open_riec_case
+from tests.security.world import migrated_sqlite
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 UNKNOWN = ("/console/nope", "/console/audit/nope", "/console/audit/entries/1/more", "/console/escalations/x/nope",
@@ -116,13 +120,42 @@ def test_the_json_api_keeps_its_problem_documents(console: TestClient) -> None:
         assert "content-security-policy" not in response.headers, path
 
 
-def test_a_body_too_large_for_the_console_is_refused_with_the_security_headers(console: TestClient
-                                                                            ) -> None:
+def test_a_body_too_large_for_the_console_is_the_console_page_with_the_security_headers(console: TestClient
+                                                                                       ) -> None:
+    """The middleware refuses it before any handler runs (problem+json); under /console it is the page."""
     settings = console.app.state.container.settings  # type: ignore[attr-defined]
     response = console.post("/console/login", content=b"x" * (settings.max_body_bytes + 1),
-                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+                            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept-Language": "nl"})
     assert response.status_code == 413
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Wat werd verstuurd is te groot; er is niets van opgeslagen." in response.text
     assert_secured(response, "/console/login (413)")
+    api = console.post("/v1/exchanges", content=b"x" * (settings.max_body_bytes + 1),
+                       headers={"Content-Type": "application/json"})
+    assert api.status_code == 413
+    assert api.headers["content-type"] == PROBLEM_MEDIA_TYPE  # the API keeps its problem document
+
+
+def test_the_rate_limit_under_the_console_is_the_console_page_with_retry_after(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=migrated_sqlite(tmp_path), log_json=True,
+                        rate_limit_per_second=0.5, rate_limit_burst=2)
+    container = build_container(settings, FixedClock(datetime(2026, 11, 25, 10, tzinfo=UTC)))
+    try:
+        install_console(container, ConsoleSettings(cookie_secure=False, default_language="en"))
+        with TestClient(create_app(container=container)) as client:
+            statuses = [client.get("/console/login").status_code for _ in range(3)]
+            assert statuses == [200, 200, 429]
+            refused = client.get("/console/login")
+            assert refused.status_code == 429
+            assert refused.headers["content-type"].startswith("text/html")
+            assert int(refused.headers["retry-after"]) >= 1
+            assert "Too many requests in a short time" in refused.text
+            assert_secured(refused, "/console/login (429)")
+            api = client.get("/v1/register/versions")
+            assert api.status_code == 429
+            assert api.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    finally:
+        container.close()
 
 
 def test_a_database_outage_or_a_bug_is_a_console_page_that_discloses_nothing(

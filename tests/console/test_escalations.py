@@ -27,12 +27,14 @@ from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
+from tests.auth_helpers import account_id
 from tests.console.support import PASSWORD, add_account, csrf_of
 
 RIEC = "riec-amsterdam-amstelland"
 ACCOUNTS = {"po-politie": ("politie", "privacy-officer"), "po-gemeente": ("gemeente-amsterdam", "privacy-officer"),
             "po-bank": ("abn-amro", "privacy-officer"), "admin-riec": ("riec-aa", "administrator"),
-            "contact-riec": ("riec-aa", "contact-point"), "po-om": ("om-amsterdam", "privacy-officer")}
+            "contact-riec": ("riec-aa", "contact-point"), "po-om": ("om-amsterdam", "privacy-officer"),
+            "admin-politie": ("politie", "administrator")}
 
 
 @pytest.fixture
@@ -145,7 +147,10 @@ def test_case_page_shows_the_request_history_and_the_forms(console: TestClient, 
         assert text in html, text
     assert f'<input type="hidden" name="expected_version" value="{version_of(container, case_id)}">' in html
     assert 'name="permitted_categories" value="police_incidents"' in html
-    assert re.search(r'value="criminal_intelligence"[^>]*checked', html), "all requested categories ticked at first"
+    assert re.search(r'value="police_incidents"[^>]*checked', html), "requested categories are ticked at first"
+    # ... except one the partnership never discloses: an allow naming it is refused (see below)
+    assert 'name="permitted_categories" value="criminal_intelligence"' in html
+    assert not re.search(r'value="criminal_intelligence"[^>]*checked', html)
     assert 'id="review-form"' in html
     assert 'id="withdraw-form"' not in html, "only the organisation that asked withdraws"
     assert html.count('name="csrf_token"') == 5  # sign-out, review, decision, legal gap, comment
@@ -153,6 +158,11 @@ def test_case_page_shows_the_request_history_and_the_forms(console: TestClient, 
     own = console.get(f"/console/escalations/{case_id}").text
     assert 'id="four-eyes-note"' in own
     assert 'id="withdraw-form"' in own
+    sign_in(console, "admin-politie")  # the holder's administrator: tier 1 is its privacy officers'
+    admin = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="comment-form"' in admin
+    assert 'id="decision-form"' not in admin
+    assert 'id="review-form"' not in admin
 
 
 def test_an_unrelated_organisation_gets_404_and_a_contact_point_403(console: TestClient,
@@ -225,6 +235,11 @@ def test_decision_form_errors_are_shown_on_the_case_page(console: TestClient, co
     assert "Incomplete:" in unknown.text
     assert "not requested: bank_accounts" in unknown.text
 
+    never = console.post(url, data=base | {"permitted_categories": ["police_incidents", "criminal_intelligence"],
+                                           "motivation": "intelligence is needed here as well"})
+    assert never.status_code == 422
+    assert "cannot permit criminal_intelligence" in never.text
+
     no_outcome = console.post(url, data={k: v for k, v in base.items() if k != "outcome"}
                               | {"motivation": "a motivation without an outcome"})
     assert no_outcome.status_code == 422
@@ -273,8 +288,9 @@ def test_review_then_a_narrowed_allow_is_recorded_by_the_service_only(console: T
     assert "results_only: True" in decided.text
     assert 'id="decision-form"' not in decided.text, "nothing left to decide"
     steps = [e for e in audit_events(container, "escalation.step") if e["extra"]["case_id"] == case_id]
+    officer = account_id(container, "po-politie")  # the account, never the username
     assert [(s["extra"]["action"], s["requester"]["user"]) for s in steps] == [
-        ("start_review", "po-politie"), ("decide", "po-politie")]
+        ("start_review", officer), ("decide", officer)]
     assert steps[1]["categories"] == ["police_incidents"]
     assert steps[1]["decision"] == "narrowed"
     assert steps[0]["trace_id"] != steps[1]["trace_id"], "each form post is its own request"

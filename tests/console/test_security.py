@@ -16,7 +16,10 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from audit import AuditWriteError
 from audit.tables import audit_entries
+from gateway.auditing.setup import audit_services
+from gateway.auth.accounts import set_password
 from gateway.auth.repository import get_account
 from gateway.clock import FixedClock
 from gateway.console import endpoints, escalations
@@ -30,6 +33,8 @@ from tests.console.support import PASSWORD, csrf_of, seed_entries
 from tests.console.test_console import IDLE, account, entry_indices, sign_in
 from tests.console.test_escalations import open_riec_case
 from tests.console.test_escalations import sign_in as escalation_sign_in
+
+NEW_PASSWORD = "a brand new passphrase"
 
 
 @pytest.fixture
@@ -93,6 +98,30 @@ def test_signing_in_again_ends_the_session_before(console: TestClient) -> None:
     assert console.get("/console/audit", follow_redirects=False).status_code == 303, "the first session ended"
 
 
+def test_a_new_password_ends_the_sessions_signed_in_with_the_old_one(console: TestClient, container: Container
+                                                                     ) -> None:
+    """A password is reset because it leaked: whoever signed in with it must be out at once, in every
+    process, not only after the session idles out. Other accounts' sessions are left alone."""
+    sign_in(console, "po-gemeente")
+    elsewhere = TestClient(console.app)
+    elsewhere.app_state["accounts"] = console.app_state["accounts"]
+    sign_in(elsewhere, "po-bank")
+    copied = console.cookies.get(COOKIE)
+    assert console.get("/console/audit").status_code == 200
+    with transaction(container.sessions) as session:  # what `wgs-gateway users set-password` does
+        set_password(session, "po-gemeente", NEW_PASSWORD)
+    _another_process(container)
+    for client in (console, TestClient(console.app, cookies={COOKIE: copied})):
+        refused = client.get("/console/audit", follow_redirects=False)
+        assert refused.status_code == 303, refused.text
+        assert "expired=1" in refused.headers["location"]
+    assert elsewhere.get("/console/audit").status_code == 200
+    console.cookies.clear()
+    assert _try(console, "po-gemeente", PASSWORD) == 401
+    sign_in(console, "po-gemeente", NEW_PASSWORD)
+    assert console.get("/console/audit").status_code == 200
+
+
 # -- failed and throttled sign-ins ------------------------------------------------------------------------
 
 def _failed_sign_ins(container: Container) -> list[tuple[int, dict[str, Any]]]:
@@ -144,6 +173,50 @@ def test_throttled_sign_ins_are_audited_once_per_window_and_then_summarised(
     assert _try(console, "po-bank", PASSWORD) == 200
     listed = set(entry_indices(console.get("/console/audit?event_type=console.action").text))
     assert {i for i, _ in failed} | {index} <= listed
+
+
+def test_failed_sign_ins_at_the_api_are_audited_as_the_console_s_are(console: TestClient, container: Container,
+                                                                     clock: FixedClock) -> None:
+    """``POST /v1/auth/login`` checks the same passwords under the same throttle, but its failures left no entry:
+    five guesses there, then a sign-in at the console, showed the account's officers one "throttled" entry
+    and none of the guesses that caused it. They are entries now, bounded as the console's, saying where."""
+    account(console, "po-bank")
+    bank = {"org": "abn-amro", "system": None, "user": _account_id(container, "po-bank")}
+
+    def api(username: str = "po-bank") -> int:
+        return console.post("/v1/auth/login", json={"username": username, "password": "wrong password!"}).status_code
+
+    assert [api() for _ in range(8)] == [401] * 5 + [429] * 3
+    failed = _failed_sign_ins(container)
+    assert [(e["extra"]["reason"], e["extra"]["channel"]) for _, e in failed] == \
+        [("wrong-credentials", "api")] * 5 + [("throttled", "api")]
+    assert all(e["requester"] == bank for _, e in failed)
+    assert _try(console, "po-bank") == 429  # one throttle for both doors
+    assert [e["extra"]["channel"] for _, e in _failed_sign_ins(container)][-1] == "console"
+    assert [api(f"guess-{n}@example.org") for n in range(10)] == [401] * 10
+    assert len(_failed_sign_ins(container)) == 8, "names that are no account: one entry, the rest counted"
+    clock.advance(timedelta(minutes=15))
+    assert console.portal is not None
+    console.portal.call(summarise_ended, container)
+    summaries = {(e["extra"]["channel"], e["extra"]["reason"]): e["extra"]["more_attempts"]
+                 for _, e in _failed_sign_ins(container)[8:]}
+    assert summaries == {("api", "throttled"): 2, ("api", "wrong-credentials"): 9}
+    assert "po-bank" not in json.dumps([e for _, e in _failed_sign_ins(container)]), "never the typed username"
+    assert "guess-" not in json.dumps([e for _, e in _failed_sign_ins(container)])
+
+
+def test_a_failed_api_sign_in_that_cannot_be_audited_is_503_and_no_token(console: TestClient, container: Container,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    account(console, "po-bank")
+
+    async def refuse(events: Any) -> None:
+        raise AuditWriteError("the log is down")
+
+    monkeypatch.setattr(audit_services(container).writer, "record", refuse)
+    answer = console.post("/v1/auth/login", json={"username": "po-bank", "password": "wrong password!"})
+    assert answer.status_code == 503, answer.text
+    assert "access_token" not in answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
 
 
 def test_guessing_usernames_that_are_no_account_writes_one_entry_and_a_count(

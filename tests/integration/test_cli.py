@@ -59,6 +59,19 @@ def test_register_check_accepts_the_shipped_file_and_refuses_a_bad_one(tmp_path:
     assert "bad.yaml:" in refused.output
 
 
+@pytest.mark.parametrize("target", ["a-directory", "missing.yaml"])
+def test_register_check_of_an_unreadable_path_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    target: str) -> None:
+    """A directory or a missing file is one line naming the path once, not a `path:?:?:` problem without a
+    line; a long path is not wrapped into two lines."""
+    monkeypatch.setenv("COLUMNS", "40")
+    (tmp_path / "a-directory").mkdir()
+    path = tmp_path / target
+    line = _refusal(runner.invoke(app, ["register", "check", str(path)]))
+    assert line.startswith(f"{path}: cannot read the register file ("), line
+    assert "?" not in line
+
+
 def test_clients_users_and_keys(data_dir: Path) -> None:
     jwks = data_dir / "vth.jwks"
     jwks.write_text(json.dumps({"keys": [OKPKey.generate_key("Ed25519").as_dict(private=False)]}))
@@ -89,6 +102,37 @@ def test_clients_users_and_keys(data_dir: Path) -> None:
     stored = json.loads((data_dir / "keys" / "token-signing.json").read_text())
     assert len(stored["keys"]) == 2
     assert oct((data_dir / "keys" / "token-signing.json").stat().st_mode)[-3:] == "600"
+
+
+def test_users_set_password_replaces_the_password_and_refuses_a_short_one_or_nobody(data_dir: Path) -> None:
+    from gateway.auth.passwords import verify_secret
+    from gateway.auth.repository import get_account
+    from gateway.db.engine import existing_engine_for, make_session_factory, transaction
+    from gateway.settings import Settings
+
+    def stored_hash() -> str:
+        with transaction(make_session_factory(existing_engine_for(Settings()))) as session:
+            found = get_account(session, "po-amsterdam")
+        assert found is not None
+        return found.password_hash
+
+    added = runner.invoke(app, ["users", "add", "po-amsterdam", "--organisation", "gemeente-amsterdam",
+                                "--role", "privacy-officer", "--password-stdin"], input="a long enough password\n")
+    assert added.exit_code == 0, added.output
+    before = stored_hash()
+    short = runner.invoke(app, ["users", "set-password", "po-amsterdam", "--password-stdin"], input="short\n")
+    assert short.exit_code == 1
+    assert stored_hash() == before
+    nobody = runner.invoke(app, ["users", "set-password", "po-nobody", "--password-stdin"],
+                           input="another long password\n")
+    assert nobody.exit_code == 1
+    assert "no account" in nobody.output
+    changed = runner.invoke(app, ["users", "set-password", "po-amsterdam", "--password-stdin"],
+                            input="another long password\n")
+    assert changed.exit_code == 0, changed.output
+    assert verify_secret(stored_hash(), "another long password")
+    assert not verify_secret(stored_hash(), "a long enough password")
+    assert "another long password" not in changed.output
 
 
 def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> None:
@@ -709,6 +753,24 @@ def test_a_status_on_a_migrated_database_without_keys_creates_none(data_dir: Pat
     made = _files_under(data_dir)
     assert runner.invoke(app, command).output == shown.output  # reading twice changes nothing
     assert _files_under(data_dir) == made
+
+
+def test_pseudonyms_rotate_without_a_key_ring_refuses_and_creates_none(data_dir: Path) -> None:
+    """On a fresh install (or a wrong data directory) there is nothing to rotate: `rotate` says the ring is
+    missing instead of making version 1 and rotating it to 2 at once; after `keys init` it rotates 1 -> 2."""
+    import asyncio
+
+    from gateway.pseudonyms.keystore import FileKeyStore
+
+    before = _files_under(data_dir)
+    line = _refusal(runner.invoke(app, ["pseudonyms", "rotate"]))
+    assert line.startswith("no pseudonym key ring"), line
+    assert _files_under(data_dir) == before
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    ring = asyncio.run(FileKeyStore(data_dir / "keys" / "pseudonyms").load())
+    assert (sorted(ring.versions), ring.current) == ([1, 2], 2)
 
 
 def test_audit_verify_with_a_checkpoint_file_that_is_no_checkpoint_says_so(data_dir: Path, tmp_path: Path) -> None:

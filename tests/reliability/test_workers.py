@@ -3,7 +3,6 @@ uvicorn workers keep the audit log gap-free, every acknowledged entry is in it o
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -14,19 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from alembic import command
 from sqlalchemy import func, select
 
 from audit import verify_database
 from audit.tables import audit_entries
-from gateway.app import start_services
 from gateway.auditing.setup import audit_verifier
-from gateway.container import build_container
-from gateway.db.engine import alembic_config, make_engine
+from gateway.db.engine import make_engine
 from gateway.demo import _free_port, _wait
-from gateway.settings import Settings
 from tests.auth_helpers import register_client
 from tests.pg_server import create_database
+from tests.reliability.gateways import prepared_container
 from tests.reliability.test_crash_safety import BODY, _token
 
 pytestmark = pytest.mark.postgres
@@ -34,17 +30,9 @@ pytestmark = pytest.mark.postgres
 
 def test_two_workers_on_postgresql_keep_one_gap_free_log(tmp_path: Path, postgres_admin_url: str) -> None:
     url = create_database(postgres_admin_url, "wgs_workers")
-    command.upgrade(alembic_config(url), "head")
-    settings = Settings(data_dir=tmp_path, database_url=url)
-    container = build_container(settings)
-    start_services(container)  # keys exist before the workers start, so they do not race to create them
+    container = prepared_container(tmp_path, url)  # keys exist before the workers start, as after `keys init`
+    settings = container.settings
     keys = register_client(container, "gemeente-amsterdam-vth", ["exchange"])
-
-    async def close_services() -> None:
-        await container.services["connectors"].aclose()
-        await container.services["policy"].aclose()  # its regorus engine lives on its own thread
-
-    asyncio.run(close_services())
     container.close()
     port = _free_port(0)
     base = f"http://127.0.0.1:{port}"

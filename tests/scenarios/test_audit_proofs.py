@@ -3,8 +3,10 @@ and verifies an export of the log offline with the CLI (a changed byte is caught
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +17,7 @@ from audit import NoteVerifier, open_checkpoint
 from audit.merkle import verify_consistency, verify_inclusion
 from audit.tables import audit_entries
 from gateway.cli import app
-from tests.auth_helpers import person_token
+from tests.auth_helpers import account_id, person_token
 from tests.stack import Stack, running_stack
 
 
@@ -206,3 +208,102 @@ def test_abnormal_use_is_flagged_to_the_privacy_officer(tmp_path: Path) -> None:
             again = connection.execute(select(audit_entries.c.log_index).where(
                 audit_entries.c.event_type == "anomaly.flagged")).all()
         assert len(again) == 2
+
+
+def test_the_requesting_organisations_officer_sees_every_step_of_its_escalation_case(
+        stack: Stack, officer: dict[str, str]) -> None:
+    """A case is about the requester's request: its privacy officer is a party (tier 1) and sees the case, so
+    the log's account of it must not stop at the steps its own organisation took. The police's review is an
+    entry whose requester is the police (who acted) — the municipality's officer must see it all the same; an
+    organisation that is no party to the case sees none of it."""
+    subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
+    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-405",
+            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-405"}, "subjects": subjects,
+            "holders": ["politie"], "categories": ["police_incidents", "criminal_intelligence"]}
+    answer = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).json()
+    case_id = answer["targets"][0]["escalation_id"]
+    assert case_id, answer["targets"][0]
+    police = stack.person("po-politie", "politie", ["privacy-officer"])
+    case = stack.call(police, "GET", f"/v1/escalations/{case_id}").json()
+    assert stack.call(police, "POST", f"/v1/escalations/{case_id}/review",
+                      {"expected_version": case["version"]}).status_code == 200
+
+    def steps(headers: dict[str, str]) -> list[str]:
+        found = httpx.get(f"{stack.gateway_url}/v1/audit/entries", headers=headers,
+                          params={"event_type": "escalation.step", "limit": 500}).json()["entries"]
+        return [e["entry"]["event"]["extra"]["action"] for e in found
+                if e["entry"]["event"]["extra"].get("case_id") == case_id]
+
+    police_headers = {"Authorization": f"Bearer {police}"}
+    assert steps(police_headers) == ["opened", "start_review"]  # the holder: as before
+    assert httpx.get(f"{stack.gateway_url}/v1/escalations/{case_id}", headers=officer).status_code == 200
+    assert steps(officer) == ["opened", "start_review"]  # the requester: the police's step too
+    bank = {"Authorization": f"Bearer {stack.person('po-abn-escalations', 'abn-amro', ['privacy-officer'])}"}
+    assert steps(bank) == []
+    # An organisation whose id only begins like the requester's is no party either.
+    lookalike = {"Authorization": "Bearer " + stack.person("po-lookalike", "gemeente-amsterdam-noord",
+                                                           ["privacy-officer"])}
+    assert steps(lookalike) == []
+
+
+def test_a_case_step_names_the_acting_person_by_account_reference_not_username(stack: Stack) -> None:
+    """A username is what a person types: often an e-mail address, else a name. The console's own entries
+    name the account by its id for that reason; a case step named the username, so the guard refused the
+    entry of an officer signed in as `j.devries@politie.example` and every step they took was a 503 — and
+    any other username became part of a log that can never be cleaned."""
+    subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]
+    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-406",
+            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-406"}, "subjects": subjects,
+            "holders": ["politie"], "categories": ["police_incidents", "criminal_intelligence"]}
+    case_id = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).json()["targets"][0]["escalation_id"]
+    username = "j.devries@politie.example"
+    officer = stack.person(username, "politie", ["privacy-officer"])
+    case = stack.call(officer, "GET", f"/v1/escalations/{case_id}").json()
+    reviewed = stack.call(officer, "POST", f"/v1/escalations/{case_id}/review", {"expected_version": case["version"]})
+    assert reviewed.status_code == 200, reviewed.text
+    commented = stack.call(officer, "POST", f"/v1/escalations/{case_id}/comments", {"text": "Looking into it."})
+    assert commented.status_code == 200, commented.text
+    with stack.container.engine.connect() as connection:
+        texts = [str(c) for c in connection.execute(select(audit_entries.c.canonical)).scalars()]
+    steps = [json.loads(t)["event"] for t in texts if f'"case_id":"{case_id}"' in t]
+    officer_id = account_id(stack.container, username)
+    assert [(s["extra"]["action"], s["requester"]["user"]) for s in steps][1:] == [
+        ("start_review", officer_id), ("comment", officer_id)]
+    assert not [t for t in texts if "devries" in t]
+
+
+def test_a_data_subject_lookup_through_the_api_is_audited_like_one_in_the_console(stack: Stack) -> None:
+    """Who looked up whose disclosures is itself accountable: a lookup in the console is a `console.action`
+    entry, but the same lookup through the API (by pseudonym, or by identifier) left no trace at all, so a
+    contact point could look up anyone unseen. Now each is an entry (channel `api`), naming the account by id
+    and counting what was found — never the subject looked up — which its organisation's officers see."""
+    subject = stack.world.scenarios()["unexplained-wealth"][0]
+    username = "contact-riec-api"
+    contact = {"Authorization": f"Bearer {stack.person(username, 'riec-aa', ['contact-point'])}"}
+
+    def lookups() -> list[dict[str, Any]]:
+        with stack.container.engine.connect() as connection:
+            events = [json.loads(c)["event"] for c in connection.execute(select(audit_entries.c.canonical).where(
+                audit_entries.c.event_type == "console.action").order_by(audit_entries.c.log_index)).scalars()]
+        return [e for e in events if e["extra"].get("action") == "subject-lookup"]
+
+    before = len(lookups())
+    found = httpx.get(f"{stack.gateway_url}/v1/audit/subjects/{subject}/disclosures", headers=contact)
+    assert found.status_code == 200, found.text
+    logged = lookups()[before:]
+    assert len(logged) == 1
+    assert logged[0]["extra"] == {"action": "subject-lookup", "channel": "api", "disclosures": len(found.json())}
+    assert logged[0]["requester"] == {"org": "riec-aa", "system": None, "user": account_id(stack.container, username)}
+    assert logged[0]["data_subject"] is None
+    assert subject not in json.dumps(logged)
+    # Refused lookups (not the contact point) find nothing and record nothing.
+    officer = {"Authorization": f"Bearer {stack.person('po-riec-lookups', 'riec-aa', ['privacy-officer'])}"}
+    assert httpx.get(f"{stack.gateway_url}/v1/audit/subjects/{subject}/disclosures",
+                     headers=officer).status_code == 403
+    assert len(lookups()) == before + 1
+    # The organisation's privacy officer sees the lookup in the log.
+    seen = httpx.get(f"{stack.gateway_url}/v1/audit/entries", headers=officer,
+                     params={"event_type": "console.action", "limit": 500}).json()["entries"]
+    assert any(e["entry"]["event"]["extra"].get("channel") == "api" for e in seen)

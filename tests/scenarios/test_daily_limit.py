@@ -39,3 +39,28 @@ def test_a_burst_of_concurrent_requests_gets_no_more_than_the_daily_limit_allowe
         assert [outcome for outcome, _ in burst].count("allowed") == LIMIT
         assert all("daily-limit" in codes for outcome, codes in burst if outcome != "allowed")
         assert ask(99) == ("escalated", {"daily-limit"})  # and the next one, once the burst is stored
+
+
+def test_retries_answered_from_their_first_answer_do_not_count(tmp_path: Path) -> None:
+    """A retry with the Idempotency-Key is counted in while it is decided (the stored answer is looked up
+    meanwhile) and given back when the stored answer is returned: only stored exchanges stay counted."""
+    register = yaml.safe_load(SHIPPED_REGISTER.read_text())
+    register["partnerships"]["riec-amsterdam-amstelland"]["purposes"]["bibob-integrity-check"][
+        "daily_limit_per_system"] = LIMIT
+    (tmp_path / "register.yaml").write_text(yaml.safe_dump(register))
+    with running_stack(tmp_path, settings_overrides={"register_file": tmp_path / "register.yaml"}) as stack:
+        subject = stack.world.scenarios()["bibob-applicant"][1]
+
+        def ask(n: int, key: str | None = None) -> tuple[str, set[str]]:
+            response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", BIBOB | {
+                "case_reference": f"RIEC-AA-2026-{n:03d}", "subjects": [{"ref": subject}]},
+                headers={"Idempotency-Key": key} if key else None)
+            assert response.status_code == 200, response.text
+            target = response.json()["targets"][0]
+            return target["outcome"], {r["code"] for r in target["reasons"]}
+
+        first = ask(1, "retried-key-0001")
+        assert first[0] == "allowed"
+        assert all(ask(1, "retried-key-0001") == first for _ in range(3))  # the first answer, three times
+        assert ask(2)[0] == "allowed"  # the second of the day's two
+        assert ask(3) == ("escalated", {"daily-limit"})

@@ -27,6 +27,7 @@ from gateway.clock import FixedClock
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER
 from gateway.exchange.setup import exchange_service
+from tests.auth_helpers import account_id
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -134,7 +135,8 @@ def test_s9_refusal_case_deadline_tier_2_narrowed_allow_and_rerun(tmp_path: Path
         decide_entry = steps[4]
         assert decide_entry["decision"] == "narrowed"
         assert decide_entry["categories"] == ["police_incidents"]
-        assert decide_entry["requester"] == {"org": "riec-aa", "system": None, "user": "desk-riec"}
+        assert decide_entry["requester"] == {"org": "riec-aa", "system": None,
+                                             "user": account_id(stack.container, "desk-riec")}
         assert "motivation_sha256" in decide_entry["extra"]
         assert "Bibob advice" not in json.dumps(steps)  # free text stays out of the log
 

@@ -622,14 +622,15 @@ def test_outcome_row_unwritable_means_no_disclosure_is_logged_or_answered(
         # The request and its decision were written ahead; the disclosure shared the outcome row's fate.
         assert after.count("exchange.requested") == before.count("exchange.requested") + 1
         assert after.count("disclosure") == before.count("disclosure")
-        # Once the count of today's requests is re-read from the missing table: 503 too, never a 500.
-        broken.container.services["exchange"]._daily_counts.clear()  # type: ignore[attr-defined]
+        # Once the count of today's requests (rule 6) is gone too: 503 too, never a 500.
+        with broken.container.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE daily_request_counts RENAME TO daily_request_counts_gone"))
         capfd.readouterr()
         again = broken.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(broken))
         assert again.status_code == 503
         logged_lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
         [unavailable] = [line for line in logged_lines if line["event"] == "database_unavailable"]
-        assert "no such table: exchanges" in unavailable["reason"]  # which fault, for the operator
+        assert "no such table: daily_request_counts" in unavailable["reason"]  # which fault, for the operator
         assert again.headers["content-type"].startswith("application/problem+json")
         assert logged(broken).count("disclosure") == before.count("disclosure")
 

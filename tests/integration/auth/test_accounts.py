@@ -15,13 +15,15 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.auth import repository
 from gateway.auth.accounts import LoginThrottle, authenticate_person, create_account
-from gateway.auth.tables import accounts
+from gateway.auth.tables import accounts, login_failures
 from gateway.clock import FixedClock
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.errors import TooManyRequests, Unauthorized, Unprocessable
 
 PASSWORD = "correct horse battery staple"
+
+KEY = b"login-throttle-key-for-tests-32b"
 
 
 def _count(container: Container) -> int:
@@ -89,7 +91,7 @@ def test_parallel_wrong_passwords_get_no_more_guesses_than_the_limit(container: 
     with transaction(container.sessions) as session:
         create_account(session, "alice", "gemeente-amsterdam", ["privacy-officer"], "correct horse battery staple",
                        container.clock)
-    throttle = LoginThrottle(container.clock, limit=5)
+    throttle = LoginThrottle(container.sessions, container.clock, KEY, limit=5)
     start = threading.Barrier(20)
 
     def guess(number: int) -> str:
@@ -110,10 +112,27 @@ def test_parallel_wrong_passwords_get_no_more_guesses_than_the_limit(container: 
 
 def test_the_throttle_forgets_usernames_nobody_tried_for_a_window(container: Container) -> None:
     clock = FixedClock(container.clock.now())
-    throttle = LoginThrottle(clock, limit=5)
-    throttle.SWEEP_ABOVE = 10
+    throttle = LoginThrottle(container.sessions, clock, KEY, limit=5)
     for number in range(11):
         throttle.attempt(f"guessed-name-{number}")
     clock.advance(timedelta(minutes=16))
-    throttle.attempt("one-more")  # past the sweep mark: the expired names go
-    assert len(throttle._failures) == 1
+    throttle.attempt("one-more")  # a name new to the table: the expired names go
+    with container.engine.connect() as connection:
+        kept = list(connection.execute(select(login_failures.c.username_key)).scalars())
+    assert len(kept) == 1
+    assert all("guessed" not in key and "one-more" not in key for key in kept)  # never the name itself
+
+
+def test_a_login_is_logged_by_account_id_never_by_username(client: TestClient, container: Container) -> None:
+    """People pick usernames (a name, an e-mail address); the application log holds references only."""
+    from structlog.testing import capture_logs
+
+    with transaction(container.sessions) as session:
+        account = create_account(session, "jan.jansen", "gemeente-amsterdam", ["privacy-officer"], PASSWORD,
+                                 container.clock)
+    with capture_logs() as logs:
+        assert client.post("/v1/auth/login", json={"username": "jan.jansen", "password": PASSWORD}).status_code == 200
+    (logged,) = [entry for entry in logs if entry["event"] == "person_logged_in"]
+    assert logged["account_id"] == account.id
+    assert logged["organisation"] == "gemeente-amsterdam"
+    assert "jan.jansen" not in repr(logs)

@@ -6,6 +6,7 @@ import base64
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +14,7 @@ from joserfc import jwt
 from joserfc.jwk import OKPKey
 from sqlalchemy import select
 
+from gateway.auth.endpoints import token_endpoint_url
 from gateway.auth.tables import used_client_assertions
 from gateway.clock import FixedClock
 from gateway.container import Container
@@ -220,3 +222,53 @@ HOSTILE_ASSERTIONS = {
 @pytest.mark.parametrize("assertion", list(HOSTILE_ASSERTIONS.values()), ids=list(HOSTILE_ASSERTIONS))
 def test_hostile_unsigned_assertions_are_invalid_client_not_500(client: TestClient, assertion: str) -> None:
     _problem(client.post("/oauth/token", data=token_form(assertion)), 401, "invalid_client")
+
+
+@pytest.mark.parametrize("repeated", ["grant_type", "scope", "client_assertion", "client_assertion_type"])
+def test_a_repeated_parameter_is_invalid_request_and_uses_up_nothing(client: TestClient, container: Container,
+                                                                     repeated: str) -> None:
+    """RFC 6749 §3.2: a parameter MUST NOT be sent more than once. Taking the last of each (as a form parser
+    does) let ``grant_type=password&grant_type=client_credentials`` through, and a proxy or log that reads
+    the first sees another request than the gateway answered. Refused before the client is authenticated,
+    so the assertion is not used up either."""
+    keys = register_client(container, SYSTEM, ["exchange"])
+    assertion = client_assertion(container, keys)
+    form = token_form(assertion, "exchange")
+    decoy = {"grant_type": "password", "scope": "admin", "client_assertion": client_assertion(container, keys),
+             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:saml2-bearer"}[repeated]
+    pairs = [(repeated, decoy), *form.items()]
+    answer = client.post("/oauth/token", content=urlencode(pairs),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    body = _problem(answer, 400, "invalid_request")
+    assert repeated in str(body["error_description"])
+    assert answer.headers["cache-control"] == "no-store"
+    assert client.post("/oauth/token", data=form).status_code == 200  # the same assertion, sent once: fine
+
+
+@pytest.mark.parametrize("audience", [["https://other-server.example", "{endpoint}"],
+                                      ["{endpoint}", "https://other-server.example/token"],
+                                      ["{issuer}", "wgs-gateway"]])
+def test_an_assertion_also_meant_for_another_audience_is_refused(client: TestClient, container: Container,
+                                                                 audience: list[str]) -> None:
+    """An assertion naming other audiences besides this gateway can be replayed here by any of them (the
+    audience injection of RFC 7523bis, which asks for this server alone in ``aud``): refused, with no jti
+    used up, however the gateway is named among them."""
+    keys = register_client(container, SYSTEM, ["exchange"])
+    named = {"endpoint": token_endpoint_url(container), "issuer": container.settings.issuer}
+    assertion = client_assertion(container, keys, audience=[value.format(**named) for value in audience])
+    body = _problem(client.post("/oauth/token", data=token_form(assertion)), 401, "invalid_client")
+    assert "aud" in str(body["detail"])
+    with container.engine.connect() as connection:
+        assert connection.execute(select(used_client_assertions.c.jti)).scalars().all() == []
+
+
+@pytest.mark.parametrize("audience", ["{endpoint}", "{issuer}", ["{endpoint}"], ["{issuer}"],
+                                      ["{issuer}", "{endpoint}"]])
+def test_an_assertion_for_this_gateway_alone_is_accepted(client: TestClient, container: Container,
+                                                         audience: str | list[str]) -> None:
+    """The token endpoint's URL or the issuer, as a string or an array of this gateway's names only."""
+    keys = register_client(container, SYSTEM, ["exchange"])
+    named = {"endpoint": token_endpoint_url(container), "issuer": container.settings.issuer}
+    aud = audience.format(**named) if isinstance(audience, str) else [value.format(**named) for value in audience]
+    answer = client.post("/oauth/token", data=token_form(client_assertion(container, keys, audience=aud)))
+    assert answer.status_code == 200, answer.text

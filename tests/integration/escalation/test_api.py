@@ -57,6 +57,7 @@ PEOPLE: dict[str, tuple[str, list[str]]] = {
     "po-gemeente": ("gemeente-amsterdam", ["privacy-officer"]),  # requester's officer; tier-3 decider too
     "po-politie": ("politie", ["privacy-officer"]),  # holder's officer: tier-1 decider
     "po-politie-2": ("politie", ["privacy-officer"]),
+    "admin-politie": ("politie", ["administrator"]),  # the holder's administrator: not its privacy officer
     "desk-riec": ("riec-aa", ["coordinating-privacy-officer"]),  # coordinating; tier 2 and 3
     "desk-riec-2": ("riec-aa", ["administrator"]),
     "desk-lsp": ("landelijk-steunpunt", ["administrator"]),  # tier 2 and 3, not coordinating
@@ -403,6 +404,28 @@ def test_only_the_current_tiers_deciders_decide(env: Env) -> None:
     assert allowed.json()["decision"]["tier"] == 2
 
 
+def test_tier_1_is_decided_by_the_parties_privacy_officers_not_their_administrators(env: Env) -> None:
+    """The register's tier 1 is `parties-privacy-officers`: a party's administrator works cases (sees them,
+    comments) but does not take the tier-1 decision, nor start its review or refer it up."""
+    case_id = env.open_case()
+    view = env.detail("admin-politie", case_id)  # a party: it sees the case
+    assert view["may_decide"] is False
+    for refused in (env.decide("admin-politie", case_id, "allow", ["police_incidents"]),
+                    env.decide("admin-politie", case_id, "refer-up"), env.review("admin-politie", case_id)):
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    assert case_id not in [i["case"]["id"] for i in env.get("admin-politie", "/v1/escalations/feed").json()]
+    assert env.case(case_id).version == 1
+    assert env.audit_steps(case_id) == []  # refused before anything was logged
+    assert env.post("admin-politie", f"/v1/escalations/{case_id}/comments", {"text": "For the officer."}
+                    ).status_code == 200
+    assert env.detail("po-politie", case_id)["may_decide"] is True  # the holder's privacy officer decides
+    # From tier 2 on the register names organisations: their administrators decide (the legal desk).
+    env.move_up(case_id, 2)
+    allowed = env.decide("desk-riec-2", case_id, "allow", ["police_incidents"])
+    assert allowed.status_code == 200, allowed.text
+
+
 def test_four_eyes_the_requesters_officer_may_not_decide_its_own_request(env: Env) -> None:
     case_id = env.open_case()
     for outcome, categories in (("allow", ["police_incidents"]), ("deny", [])):
@@ -427,6 +450,24 @@ def test_an_allow_names_requested_categories_and_every_decision_a_motivation(env
     assert no_motivation.status_code == 422
     assert env.decide("po-politie", case_id, "maybe").status_code == 422
     assert env.case(case_id).version == 1  # nothing happened
+
+
+def test_an_allow_cannot_permit_what_the_partnership_never_discloses(env: Env) -> None:
+    """A holder's refusal puts the categories policy removed among those requested (criminal intelligence,
+    in S9). An allow naming one would be a binding decision the re-run can never carry out (rule 4: never
+    disclosed, whatever a decision says): it is refused, and nothing is decided or logged."""
+    case_id = env.open_case()  # requested: criminal_intelligence, police_incidents
+    refused = env.decide("po-politie", case_id, "allow", ["criminal_intelligence", "police_incidents"])
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "criminal_intelligence" in refused.json()["detail"]
+    assert (env.case(case_id).state.value, env.case(case_id).decision) == ("open", None)
+    assert [s for s in env.audit_steps(case_id) if "not_applied" not in s["extra"]] == []
+    # A category named twice is one category: the decision lists it once.
+    allowed = env.decide("po-politie", case_id, "allow", ["police_incidents", "police_incidents"])
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["decision"]["permitted_categories"] == ["police_incidents"]
+    assert env.audit_steps(case_id)[-1]["categories"] == ["police_incidents"]
 
 
 def test_a_stale_expected_version_gets_409_and_changes_nothing(env: Env) -> None:
@@ -579,6 +620,30 @@ def test_the_requester_objects_to_a_denial(env: Env) -> None:
     assert _object(env, "gemeente-amsterdam-vth", exchange_id).status_code == 201
 
 
+def test_written_texts_must_say_something_blank_ones_get_422_and_change_nothing(env: Env) -> None:
+    """A motivation, a comment or an attachment's title of only spaces and line breaks passes a length check
+    but says nothing: the console refuses it (it strips what was typed), and so must the API."""
+    exchange_id = _denied_exchange(env, ["police_incidents"])
+    blank = " \n\t " * 5  # 20 characters, none of them written
+    objection = env.post("po-gemeente", "/v1/escalations", {"exchange_id": exchange_id, "holder": "politie",
+                                                            "motivation": blank})
+    assert objection.status_code == 422, objection.text
+    assert objection.headers["content-type"].startswith("application/problem+json")
+    assert [e for e in env.audit_events() if e["exchange_id"] == exchange_id] == []  # nothing opened or logged
+    case_id = env.open_case()
+    comments = f"/v1/escalations/{case_id}/comments"
+    for body in ({"text": blank}, {"text": "See the memo.", "attachments": [
+            {"reference": "dms://politie/2026/4711", "title": "   "}]}):
+        refused = env.post("po-politie", comments, body)
+        assert refused.status_code == 422, (body, refused.text)
+    withdrawal = env.post("po-gemeente", f"/v1/escalations/{case_id}/withdraw",
+                          {"expected_version": 1, "motivation": blank})
+    assert withdrawal.status_code == 422, withdrawal.text
+    assert env.detail("po-politie", case_id)["comments"] == []
+    assert env.case(case_id).state.value == "open"
+    assert env.audit_steps(case_id) == []  # no step was claimed, so none had to be retracted
+
+
 def test_an_objection_to_a_denial_can_be_allowed(env: Env) -> None:
     exchange_id = _denied_exchange(env, ["police_incidents", "criminal_intelligence"])
     case = _object(env, "po-gemeente", exchange_id).json()
@@ -671,7 +736,8 @@ def test_comments_with_attachments_and_an_audit_entry_per_step_without_free_text
     assert steps[1]["extra"]["attachments"] == ["dms://politie/2026/4711"]
     assert steps[3]["extra"]["motivation_sha256"] == _sha256(decision)
     assert (steps[3]["decision"], steps[3]["categories"]) == ("narrowed", ["police_incidents"])
-    assert steps[3]["requester"] == {"org": "politie", "system": None, "user": "po-politie"}
+    # People act here with tokens of no stored account: the entry names the organisation, never the username.
+    assert steps[3]["requester"] == {"org": "politie", "system": None, "user": None}
     logged = json.dumps(steps)
     for free_text in ("J. de Vries", "Memo investigation", "legal basis covers", "stays with the police"):
         assert free_text not in logged

@@ -134,6 +134,39 @@ def test_two_objections_at_the_same_moment_open_one_case_the_other_gets_409(env:
     assert openings[0]["extra"]["case_id"] == openings[2]["extra"]["case_id"] != second.json()["id"]
 
 
+# -- two deciders at once --------------------------------------------------------------------------------
+
+
+def test_two_deciders_at_once_the_loser_gets_409_and_every_step_it_logged_is_retracted(env: Env) -> None:
+    """The loser's plan logged three steps ahead (start_review, decide, close — a deny closes the case); a
+    retraction of the last one only would leave a tier-2 deny decision on record that was never taken."""
+    case_id = env.open_case()
+    env.move_up(case_id, 2)
+    version = env.version(case_id)
+    env.token("desk-riec"), env.token("desk-lsp")
+    with _paused_before(env.container.engine, "UPDATE escalation_cases") as (reached, go):
+        late, results = _in_thread(lambda: env.decide("desk-riec", case_id, "deny", version=version))
+        assert reached.wait(30), "the first decision never got to its write"
+        first = env.decide("desk-lsp", case_id, "allow", ["police_incidents"], version=version)
+        assert first.status_code == 200, first.text
+        go.set()
+        late.join(30)
+    lost = results[0]
+    assert isinstance(lost, httpx.Response), lost
+    assert lost.status_code == 409, lost.text
+    assert lost.headers["content-type"].startswith("application/problem+json")
+    case = env.case(case_id)
+    assert (case.state.value, case.decision["outcome"] if case.decision else None) == ("decided", "allow")
+    # Every step the loser logged ahead is retracted, one entry each: none is left claiming it happened.
+    # People act here with tokens of no stored account (entries name no username): desk-riec is riec-aa.
+    loser = [s for s in env.audit_steps(case_id) if s["requester"].get("org") == "riec-aa"]
+    claimed = [s["extra"]["action"] for s in loser if s["status"] == "ok"]
+    retracted = [s["extra"]["action"] for s in loser if s["extra"].get("not_applied") == "conflict"]
+    assert claimed == ["start_review", "decide", "close"]
+    assert retracted == claimed
+    assert all(s["status"] == "error" for s in loser if "not_applied" in s["extra"])
+
+
 # -- linking a case to a legal gap twice at once ---------------------------------------------------------
 
 

@@ -94,15 +94,28 @@ def test_flag_a_case_link_a_second_and_list(env: Env) -> None:
     assert gap["id"] not in _gap_ids(env, "desk-riec", partnership=ZVH)
     assert env.get("desk-riec", "/v1/legal-gaps", status="closed").status_code == 422
 
-    # Each flag is an audit entry of its case (a new gap's says "new"); the free text stays out of the log.
+    # Each flag is an audit entry of its case, naming the gap (a new one too); the free text stays out of the log.
     flagged = [(s["extra"]["action"], s["extra"]["gap_id"], s["requester"]["org"]) for s in env.audit_steps(first)]
-    assert ("legal_gap_flagged", "new", "politie") in flagged
+    assert ("legal_gap_flagged", gap["id"], "politie") in flagged
     linked_steps = [(s["extra"]["action"], s["requester"]["org"]) for s in _gap_steps(env, gap["id"])
                     if s["extra"]["case_id"] == second]
     assert ("legal_gap_flagged", "riec-aa") in linked_steps
     logged = json.dumps(env.audit_events())
     assert TITLE not in logged
     assert DESCRIPTION not in logged
+
+
+def test_a_gaps_history_in_the_audit_log_starts_with_the_flag_that_recorded_it(env: Env) -> None:
+    """The register is reportable from the log: every entry about a gap names it, the one that recorded it
+    first (it used to say only "new", so a gap's history could not be told from the log)."""
+    first, second = env.open_case(), env.open_case()
+    gap = _new_gap(env, "po-politie", first)
+    assert _flag(env, "desk-riec", second, gap_id=gap["id"]).status_code == 200
+    assert _status(env, "desk-riec", gap["id"], "on-agenda", 1).status_code == 200
+    steps = [(s["extra"]["action"], s["extra"].get("case_id"), s["extra"].get("new_gap"), s["requester"]["org"])
+             for s in _gap_steps(env, gap["id"])]
+    assert steps == [("legal_gap_flagged", first, True, "politie"), ("legal_gap_flagged", second, False, "riec-aa"),
+                     ("legal_gap_status", None, None, "riec-aa")]
 
 
 def test_export_for_the_agenda(env: Env) -> None:
@@ -156,6 +169,25 @@ def test_the_export_lets_no_spreadsheet_formula_through(env: Env) -> None:
             if row[0] == gap["id"]]
     assert [row[3:5] for row in rows] == [["'" + title, "'" + description]]  # shown as text, not run
     assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["title"] == title  # the API keeps it as is
+
+
+def test_the_export_lets_no_formula_through_in_a_dutch_spreadsheet_either(env: Env) -> None:
+    """A Dutch spreadsheet opens the file with `;` as separator: a `;` or line break inside a title,
+    description or note starts a new cell there, which must not be a formula either."""
+    title = "Wet Bibob art. 9;=cmd|' /C calc'!A0;"
+    description = "First line\n+HYPERLINK(\"http://evil.example/\";\"click\")"
+    gap = _new_gap_with(env, env.open_case(), title, description)
+    moved = _status(env, "desk-riec", gap["id"], "on-agenda", 1, note="agenda; @SUM(1+1)*cmd|' /C calc'!A0")
+    assert moved.status_code == 200, moved.text
+    exported = env.get("desk-riec", "/v1/legal-gaps/export").text
+    lines = exported.replace("\r\n", "\n").replace("\r", "\n")
+    cells = [cell for row in csv.reader(io.StringIO(lines), delimiter=";") for cell in row]
+    assert not [c for c in cells if c.lstrip(' \t\n"').startswith(("=", "+", "-", "@"))]
+    # The export's own (comma) reading still shows each text readably, in its one cell.
+    [row] = [row for row in csv.reader(io.StringIO(exported)) if row[0] == gap["id"]]
+    assert [row[3].replace("'", ""), row[4], row[9].replace("'", "")] == [
+        title.replace("'", ""), description.replace("\n+", "\n'+"), moved.json()["note"].replace("'", "")]
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["title"] == title  # the API keeps it
 
 
 def test_the_cli_export_is_the_api_export(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,12 +9,15 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
 
+import gateway.escalations.service as service_module
+from escalation.queries import CaseFilter, CaseScope
 from gateway.client.models import Outcome
 from gateway.escalations.notifications import SIGNATURE_HEADER, sign, verify_signature
 from gateway.escalations.setup import escalation_service
@@ -128,3 +131,30 @@ def test_signed_notifications_to_the_parties_and_the_awaited_deciders_only(hooke
     assert [(d.organisation, d.payload["case_id"], d.payload["state"]) for d in closed] == [
         ("politie", other, "closed")]
     assert verify_signature(SECRETS["politie"], closed[0].body, closed[0].headers[SIGNATURE_HEADER.lower()])
+
+
+def test_a_missed_deadline_moves_notifies_and_is_logged_once_when_two_gateways_scan(
+        hooked: tuple[Env, list[Delivery]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two gateway processes on one database both run the overdue scan. The second one listed the case while
+    it was still overdue, but the first moved it before the second got to it: the second must see that it
+    changed and leave it alone — no second step in the log (nor one retracted), no second notification."""
+    env, deliveries = hooked
+    case_id = env.open_case()  # deadline Wednesday 2 December
+    env.clock.set(datetime(2026, 12, 3, 9, 0, tzinfo=UTC))  # Thursday: overdue
+    with env.container.sessions() as session:  # what the second gateway's scan listed, before the first moved it
+        listed = service_module.list_cases(session, CaseScope(everything=True),
+                                           CaseFilter(overdue_on=date(2026, 12, 3)))
+    assert [c.id for c in listed] == [case_id]
+
+    assert [(c.id, c.tier) for c in env.run_overdue_job()] == [(case_id, 2)]  # the first gateway
+    _drain(env)
+    assert sorted(d.organisation for d in deliveries) == ["politie", "riec-aa"]  # parties and tier-2 desk
+    logged = env.audit_steps(case_id)
+
+    monkeypatch.setattr(service_module, "list_cases", lambda *_args, **_kwargs: listed)
+    assert env.run_overdue_job() == []  # the second gateway, with its earlier listing
+    _drain(env)
+    assert len(deliveries) == 2
+    assert env.audit_steps(case_id) == logged
+    assert [(s["extra"]["action"], s["extra"]["tier"]) for s in logged] == [("deadline_missed", 2)]
+    assert (env.case(case_id).tier, env.case(case_id).state.value) == (2, "escalated")

@@ -70,7 +70,7 @@ def _client(seen: Recorder, api: Handler, *, key: OKPKey = KEY, clock: Callable[
         seen.paths.append(request.url.path)
         seen.keys.append(request.headers.get("idempotency-key"))
         return api(request)
-    return GatewayClient("http://gw", "sys-a", key, clock=clock, sleep=seen.sleep,
+    return GatewayClient("https://gw", "sys-a", key, clock=clock, sleep=seen.sleep,
                          transport=httpx.MockTransport(handler), **options)
 
 
@@ -158,7 +158,7 @@ async def test_connection_refused_is_a_typed_error_with_the_transport_error_as_c
 
 @pytest.mark.parametrize(("answer", "error", "status"), [
     (httpx.Response(200, text="<html>maintenance</html>"), InvalidResponse, 200),
-    (httpx.Response(200, json={"issuer": "http://gw"}), InvalidResponse, 200),
+    (httpx.Response(200, json={"issuer": "https://gw"}), InvalidResponse, 200),
     (httpx.Response(503, json={"status": 503, "detail": "db down"},
                     headers={"content-type": "application/problem+json"}), GatewayUnavailable, 503),
     (httpx.Response(503, text="upstream unavailable"), GatewayUnavailable, 503),
@@ -171,7 +171,7 @@ async def test_an_unusable_metadata_answer_is_a_typed_error(answer: httpx.Respon
     def handler(request: httpx.Request) -> httpx.Response:
         seen.paths.append(request.url.path)
         return answer
-    client = GatewayClient("http://gw", "sys-a", KEY, sleep=seen.sleep, transport=httpx.MockTransport(handler))
+    client = GatewayClient("https://gw", "sys-a", KEY, sleep=seen.sleep, transport=httpx.MockTransport(handler))
     async with client:
         with pytest.raises(error) as raised:
             await client.get_exchange("ex-1")
@@ -194,7 +194,7 @@ async def test_a_token_endpoint_timeout_is_retried_and_then_typed() -> None:
         if request.url.path == "/.well-known/oauth-authorization-server":
             return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
         return httpx.Response(200, json=[])
-    async with GatewayClient("http://gw", "sys-a", KEY, sleep=seen.sleep,
+    async with GatewayClient("https://gw", "sys-a", KEY, sleep=seen.sleep,
                              transport=httpx.MockTransport(handler)) as client:
         assert await client.escalation_feed() == []
         client._token = None  # expire it
@@ -202,7 +202,7 @@ async def test_a_token_endpoint_timeout_is_retried_and_then_typed() -> None:
 
         def down(request: httpx.Request) -> httpx.Response:
             raise httpx.ReadTimeout("timed out", request=request)
-        client._http = httpx.AsyncClient(base_url="http://gw", transport=httpx.MockTransport(down))
+        client._http = httpx.AsyncClient(base_url="https://gw", transport=httpx.MockTransport(down))
         with pytest.raises(GatewayUnavailable) as failed:
             await client.discovery(DiscoveryRequest.model_validate(REQUEST))  # a keyless POST: token is safe
     assert isinstance(failed.value.__cause__, httpx.ReadTimeout)
@@ -307,7 +307,7 @@ async def test_a_token_endpoint_429_after_an_attempt_that_may_have_arrived_is_no
         now[0] += 120  # the token expires while the exchange is on its way
         refusing[0] = True
         raise httpx.ReadTimeout("simulated", request=request)
-    async with GatewayClient("http://gw", "sys-a", KEY, clock=lambda: now[0], sleep=seen.sleep, retries=2,
+    async with GatewayClient("https://gw", "sys-a", KEY, clock=lambda: now[0], sleep=seen.sleep, retries=2,
                              transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(GatewayUnavailable) as raised:
             await client.exchange(_request())
@@ -325,7 +325,7 @@ async def test_the_public_token_call_waits_out_a_429_too() -> None:
         answer = _auth(request, seen)
         assert answer is not None
         return answer
-    async with GatewayClient("http://gw", "sys-a", KEY, clock=lambda: NOW, sleep=seen.sleep,
+    async with GatewayClient("https://gw", "sys-a", KEY, clock=lambda: NOW, sleep=seen.sleep,
                              transport=httpx.MockTransport(handler)) as client:
         assert await client.token() == "T"
     assert seen.sleeps == [4.0]
@@ -344,7 +344,7 @@ async def test_a_429_from_the_token_endpoint_is_waited_out() -> None:
             return answer
         seen.paths.append(request.url.path)
         return httpx.Response(200, json=RESULT)
-    async with GatewayClient("http://gw", "sys-a", KEY, clock=lambda: NOW, sleep=seen.sleep,
+    async with GatewayClient("https://gw", "sys-a", KEY, clock=lambda: NOW, sleep=seen.sleep,
                              transport=httpx.MockTransport(handler)) as client:
         await client.get_exchange("ex-1")
     assert seen.paths == ["metadata", "token refused", "token", "/v1/exchanges/ex-1"]
@@ -406,7 +406,7 @@ async def test_concurrent_calls_on_a_fresh_client_fetch_metadata_and_token_once(
     async def handler(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0.01)  # a little latency, so the calls overlap
         return _auth(request, seen) or httpx.Response(200, json=[])
-    async with GatewayClient("http://gw", "sys-a", KEY, clock=lambda: NOW,
+    async with GatewayClient("https://gw", "sys-a", KEY, clock=lambda: NOW,
                              transport=httpx.MockTransport(handler)) as client:
         await asyncio.gather(*(client.escalation_feed() for _ in range(10)))
     assert seen.paths == ["metadata", "token"]

@@ -104,7 +104,7 @@ async def test_many_calls_refused_at_once_share_one_new_token() -> None:
         if request.headers["authorization"] != f"Bearer {issued[-1]}":
             return httpx.Response(401, json={"status": 401})
         return httpx.Response(200, json=[])
-    async with GatewayClient("http://gw", "sys-a", KEY, clock=lambda: NOW,
+    async with GatewayClient("https://gw", "sys-a", KEY, clock=lambda: NOW,
                              transport=httpx.MockTransport(handler)) as client:
         await client.escalation_feed()
         issued.append("rotated")  # the gateway no longer accepts T0
@@ -123,7 +123,7 @@ async def test_every_assertion_is_fresh_and_short_lived() -> None:
         if request.url.path == "/.well-known/oauth-authorization-server":
             return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
         return httpx.Response(401, json={"status": 401})
-    async with GatewayClient("http://gw", "sys-a", KEY, transport=httpx.MockTransport(handler)) as client:
+    async with GatewayClient("https://gw", "sys-a", KEY, transport=httpx.MockTransport(handler)) as client:
         for _ in range(3):
             with pytest.raises(GatewayClientError):
                 await client.escalation_feed()
@@ -203,7 +203,7 @@ async def test_a_request_still_running_at_the_deadline_is_abandoned_with_the_key
         await asyncio.sleep(30)
         return httpx.Response(200, json=RESULT)
     started = time.monotonic()
-    async with GatewayClient("http://gw", "sys-a", KEY, clock=lambda: NOW, deadline=0.3,
+    async with GatewayClient("https://gw", "sys-a", KEY, clock=lambda: NOW, deadline=0.3,
                              transport=httpx.MockTransport(slow)) as client:
         with pytest.raises(GatewayUnavailable) as raised:
             await client.exchange(_request())
@@ -332,7 +332,7 @@ def test_a_missing_ca_file_fails_at_once() -> None:
 async def test_the_private_key_is_in_no_repr() -> None:
     key = OKPKey.generate_key("Ed25519", parameters={"kid": "k9"})
     private = key.as_dict(private=True)["d"]
-    async with GatewayClient("http://gw", "sys-a", key) as client:
+    async with GatewayClient("https://gw", "sys-a", key) as client:
         assert private not in repr(client)
         assert private not in str(client)
         assert "sys-a" in repr(client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import math
 
@@ -273,3 +274,84 @@ def test_malformed_blocks_on_the_wire_are_an_encoding_error(blocks: object) -> N
     clk = filters_to_b64(encoder.encode([{"given_name": "jan"}]))[0]
     with pytest.raises(EncodingError):
         dataset_from_wire([{"clk": clk, "blocks": blocks}])
+
+
+class _LikePandasNA:
+    """pandas' ``NA`` as the encoder meets it: any comparison is NA again, and NA has no truth value."""
+
+    def __eq__(self, other: object) -> _LikePandasNA:  # type: ignore[override]
+        return self
+
+    def __ne__(self, other: object) -> _LikePandasNA:  # type: ignore[override]
+        return self
+
+    def __bool__(self) -> bool:
+        raise TypeError("boolean value of NA is ambiguous")
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __str__(self) -> str:
+        return "<NA>"
+
+
+def _pandas_missing() -> list[object]:
+    """pandas' own missing values when pandas is installed (it is not a dependency of the gateway)."""
+    try:
+        import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return []
+    return [pd.NA, pd.NaT]
+
+
+@pytest.mark.parametrize("missing", [
+    _LikePandasNA(), np.float32("nan"), np.datetime64("NaT"), decimal.Decimal("NaN"), *_pandas_missing(),
+])
+def test_missing_values_of_pandas_and_numpy_are_missing_not_text(missing: object) -> None:
+    """Found by a review: the 'missing' of a pandas column of strings (``pd.NA``, what
+    ``DataFrame.to_dict("list")`` gives for ``records_from_columns``), ``NaT`` and a NumPy float32 NaN were
+    encoded as the text 'na', 'nat' or 'nan': every record with a missing surname shared those tokens and,
+    with its postcode, a blocking key — records of different people looked alike for lacking the same field."""
+    schema = shipped_schema("person")
+    encoder = CLKEncoder(schema, SECRET)
+    assert normalise(Normaliser.TEXT, missing) is None
+    assert normalise(Normaliser.DIGITS, missing) is None
+    record = {"given_name": "jan", "postcode": "1012ab"}
+    with_missing = encoder.encode_dataset([record | {"surname": missing, "date_of_birth": missing}])
+    without = encoder.encode_dataset([record])
+    assert np.array_equal(with_missing.filters, without.filters)
+    assert with_missing.block_keys is not None
+    assert without.block_keys is not None
+    assert np.array_equal(with_missing.block_keys, without.block_keys)
+    assert not encoder.encode([{"surname": missing}]).any()
+
+
+@pytest.mark.parametrize("invisible", ["\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"],
+                         ids=["soft-hyphen", "zero-width-space", "zwnj", "zwj", "word-joiner", "bom"])
+def test_invisible_format_characters_do_not_split_a_name(invisible: str) -> None:
+    """Found by a review: a soft hyphen or zero-width character (pasted from a document or a web form; it is
+    invisible on screen) became a space, so 'Jan\\u00adsen' was 'jan sen' and no longer matched 'Jansen'."""
+    assert normalise(Normaliser.TEXT, f"Jan{invisible}sen") == "jansen"
+    assert normalise(Normaliser.TEXT, f"{invisible}van der Berg{invisible}") == "van der berg"
+    assert normalise(Normaliser.TEXT, f"Zoë{invisible}") == "zoe"
+    assert normalise(Normaliser.TEXT, invisible) is None
+    encoder = CLKEncoder(shipped_schema("person"), SECRET)
+    pasted = encoder.encode([{"surname": f"Jan{invisible}sen"}, {"surname": "Jansen"}])
+    assert np.array_equal(pasted[0], pasted[1])
+
+
+def _in_digits_of(zero: int, text: str) -> str:
+    """``text`` with 0-9 written in the script whose digit zero is code point ``zero``."""
+    return "".join(chr(zero + int(ch)) if ch.isdigit() else ch for ch in text)
+
+
+@pytest.mark.parametrize(("written", "digits"), [
+    (_in_digits_of(0xFF10, "1990-01-31"), "19900131"),  # full-width digits (an East Asian input method)
+    (_in_digits_of(0x0660, "1990/01/31"), "19900131"),  # Arabic-Indic digits
+    (_in_digits_of(0x06F0, "19900131"), "19900131"),  # Persian digits
+    ("31.01.1990", "31011990"),
+])
+def test_digits_of_any_script_are_digits_not_dropped(written: str, digits: str) -> None:
+    """Found by a review: the digits normaliser kept only 0-9, so a date of birth in full-width or
+    Arabic-Indic digits became *missing* (nothing encoded for it, no blocking key) instead of its number."""
+    assert normalise(Normaliser.DIGITS, written) == digits

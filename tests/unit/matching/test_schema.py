@@ -83,3 +83,13 @@ def test_unknown_shipped_schema_and_unreadable_file(tmp_path: Path) -> None:
         shipped_schema("spaceship")
     with pytest.raises(SchemaError):
         load_schema(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("threshold", [float("inf"), 1e309])
+def test_a_numeric_field_needs_a_finite_threshold(threshold: float) -> None:
+    """Found by a review: ``threshold: .inf`` (or a number too large for a float, which YAML reads as inf) was
+    accepted, and then every value of the field fell into the same buckets: the field set the same bits in
+    every record and made everyone look alike."""
+    with pytest.raises(SchemaError, match="finite"):
+        schema_from_mapping({"id": "t", "version": 1, "fields": [
+            {"name": "age", "tokenizer": "numeric", "k": 5, "threshold": threshold}]})

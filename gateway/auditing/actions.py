@@ -1,0 +1,59 @@
+"""The audit entry of one action a person takes while reviewing: a sign-in, an export, a data-subject lookup
+(``console.action``), whichever way it came — the console (``channel: console``) or the API (``channel: api``).
+
+What an entry says: the action, its outcome, the organisation and the *account id* (a reference, not a name or
+a username, which could be an e-mail address) and, for look-ups and exports, counts and register references
+only. Never a pseudonym that was looked up, never a typed username or password.
+
+Why here and not in the console: who looked up whose disclosures is accountable however it was asked. The
+lookup through the API left no entry while the console's did, so a contact point could look up any subject
+unseen by going around the console.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import JsonValue
+
+from audit import AuditEvent, EventType, Requester, Status
+from gateway.auditing.setup import audit_services
+from gateway.auth import repository as accounts
+from gateway.auth.principal import Principal
+from gateway.container import Container
+from gateway.db.engine import transaction
+
+
+def action_event(request: Request | None, action: str, *, organisation: str | None, account_id: str | None,
+                 ok: bool = True, details: dict[str, JsonValue] | None = None,
+                 channel: str = "console") -> AuditEvent:
+    """The entry of one action, in the request's trace (a new trace when there is no request: a summary
+    written by a timer)."""
+    state = request.state if request is not None else None
+    trace_id = getattr(state, "trace_id", None) or secrets.token_hex(16)
+    parent = getattr(state, "span_id", None)
+    return AuditEvent(
+        event_type=EventType.CONSOLE_ACTION, trace_id=trace_id, span_id=secrets.token_hex(8), parent_span_id=parent,
+        status=Status.OK if ok else Status.ERROR,
+        requester=Requester(org=organisation, user=account_id) if organisation else None,
+        extra={"action": action, "channel": channel, **(details or {})})
+
+
+def account_id_of(container: Container, principal: Principal) -> str | None:
+    """The account id of a person's principal (whose subject is the username), None if there is no such
+    account (blocking: call it in a worker thread)."""
+    with transaction(container.sessions) as session:
+        found = accounts.get_account(session, principal.subject)
+    return found.id if found is not None else None
+
+
+async def record_api_action(container: Container, request: Request, principal: Principal, action: str, *,
+                            details: dict[str, JsonValue] | None = None) -> None:
+    """Durably log one action a person took through the API; raises :class:`audit.AuditWriteError` when that
+    fails (the caller answers nothing then: fail closed)."""
+    account_id = await run_in_threadpool(account_id_of, container, principal)
+    event = action_event(request, action, organisation=principal.organisation, account_id=account_id,
+                         details=details, channel="api")
+    await audit_services(container).writer.record([event])

@@ -1,0 +1,261 @@
+"""`wgs-gateway audit export|verify` given what a hostile or careless world hands them: an export file that is
+missing or built to crash its parser, an output path that cannot be written, a live database edited behind the
+gateway's back. Every case ends in a verdict or one line and exit code 1, never a traceback; a failed export
+leaves no partial file behind."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from gateway.cli import app
+
+runner = CliRunner()
+NESTED = b"[" * 10_000 + b"]" * 10_000  # deeper than Python's recursion limit, shorter than an export line
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A migrated SQLite database with the log's key and 24 entries (checkpoints at 8, 16 and 24)."""
+    from audit import AuditLog, CheckpointPolicy
+    from gateway.auditing.setup import audit_signer
+    from gateway.db.engine import make_engine
+    from gateway.settings import Settings
+    from tests.audit_support import make_event
+
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    for command in (["db", "upgrade"], ["keys", "init"]):
+        assert runner.invoke(app, command).exit_code == 0
+    settings = Settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        log = AuditLog(engine, audit_signer(settings), policy=CheckpointPolicy(every_entries=8, every_seconds=None))
+        for batch in range(3):
+            log.append([make_event(batch * 8 + i) for i in range(8)])
+    finally:
+        engine.dispose()
+    return tmp_path
+
+
+@pytest.fixture
+def exported(data_dir: Path) -> tuple[list[bytes], str]:
+    """The export's lines and the pinned key."""
+    out = data_dir / "log.jsonl"
+    assert runner.invoke(app, ["audit", "export", "--out", str(out)]).exit_code == 0
+    return out.read_bytes().splitlines(keepends=True), runner.invoke(app, ["audit", "key"]).output.strip()
+
+
+def _no_traceback(result: Result) -> str:
+    """The command's stderr, after checking it ended by itself with exit code 1 (no exception escaped)."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    return " ".join(result.stderr.split())  # rich wraps long lines
+
+
+def _verify_file(tmp_path: Path, content: bytes, key: str, *options: str) -> str:
+    path = tmp_path / "tampered.jsonl"
+    path.write_bytes(content)
+    return _no_traceback(runner.invoke(app, ["audit", "verify", "--export", str(path), "--key", key, *options]))
+
+
+# -- verify --export --------------------------------------------------------------------------------------------
+
+
+def test_an_export_that_is_not_there_or_no_file_is_a_usage_error(
+        data_dir: Path, exported: tuple[list[bytes], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for a kept checkpoint (`--checkpoint`): the option names the path and what is wrong with it."""
+    monkeypatch.setenv("COLUMNS", "400")  # the usage box: no wrapping inside the path
+    _, key = exported
+    for path, problem in ((data_dir / "missing.jsonl", "does not exist"), (data_dir, "is a directory")):
+        result = runner.invoke(app, ["audit", "verify", "--export", str(path), "--key", key])
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert f"'{path}' {problem}" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("line", [0, 1], ids=["header", "checkpoint"])
+def test_a_header_or_checkpoint_line_nested_too_deep_is_a_format_verdict(
+        tmp_path: Path, exported: tuple[list[bytes], str], line: int) -> None:
+    """json.loads gives up on deep nesting with RecursionError, which no `except ValueError` catches."""
+    lines, key = exported
+    tampered = [*lines[:line], NESTED + b"\n", *lines[line + 1:]]
+    for options in ([], ["--fast"]):
+        assert "log NOT intact: format" in _verify_file(tmp_path, b"".join(tampered), key, *options)
+
+
+def test_an_entry_nested_too_deep_is_caught_at_its_index(tmp_path: Path, exported: tuple[list[bytes], str]) -> None:
+    """Whoever holds the file writes an entry whose event is deeply nested, with a matching leaf hash and its
+    own index in the envelope: the deep check parses it (and must not crash); the signed root catches it."""
+    import hashlib
+
+    lines, key = exported
+    target = 4 + 13  # header, three checkpoints, then entries 0..
+    original = json.loads(lines[target])
+    canonical = (b'{"entry_id":"' + original["entry"]["entry_id"].encode() + b'","event":' + NESTED
+                 + b',"index":13,"recorded_at":"' + original["entry"]["recorded_at"].encode() + b'","v":1}')
+    leaf = hashlib.sha256(b"\x00" + canonical).hexdigest().encode()
+    lines[target] = b'{"entry":' + canonical + b',"index":13,"leaf_hash":"' + leaf + b'","type":"entry"}\n'
+    assert "log NOT intact: entry at index 13" in _verify_file(tmp_path, b"".join(lines), key)
+    assert "log NOT intact: root" in _verify_file(tmp_path, b"".join(lines), key, "--fast")
+
+
+# -- export -----------------------------------------------------------------------------------------------------
+
+
+def test_an_export_to_a_path_that_cannot_be_written_is_one_line(data_dir: Path) -> None:
+    for path in (data_dir / "no-such-directory" / "log.jsonl", data_dir):
+        stderr = _no_traceback(runner.invoke(app, ["audit", "export", "--out", str(path)]))
+        assert stderr.startswith(f"export failed: cannot write {path}"), stderr
+
+
+def test_a_failed_export_leaves_no_partial_file_and_keeps_the_one_there(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export that stops half-way (the database went away) must not leave a file that looks like an
+    export — nor destroy the previous export at that path."""
+    from audit import store
+
+    out = data_dir / "log.jsonl"
+    assert runner.invoke(app, ["audit", "export", "--out", str(out)]).exit_code == 0
+    before = out.read_bytes()
+
+    original = store.iter_leaves
+
+    def failing(*args: Any, **kwargs: Any) -> Iterator[tuple[int, bytes, bytes]]:
+        for written, row in enumerate(original(*args, **kwargs)):
+            if written == 5:
+                raise OSError(28, "No space left on device")
+            yield row
+
+    monkeypatch.setattr(store, "iter_leaves", failing)
+    stderr = _no_traceback(runner.invoke(app, ["audit", "export", "--out", str(out)]))
+    assert stderr.startswith(f"export failed: cannot write {out}"), stderr
+    assert out.read_bytes() == before
+    fresh = data_dir / "fresh.jsonl"
+    _no_traceback(runner.invoke(app, ["audit", "export", "--out", str(fresh)]))
+    assert sorted(p.name for p in data_dir.iterdir() if "jsonl" in p.name) == ["log.jsonl"]
+
+
+def test_an_export_is_readable_by_its_owner_only(data_dir: Path) -> None:
+    """It holds every entry's pseudonyms and who asked whom what, like the database it comes from."""
+    out = data_dir / "log.jsonl"
+    assert runner.invoke(app, ["audit", "export", "--out", str(out)]).exit_code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+# -- verify (live database) -------------------------------------------------------------------------------------
+
+
+def _tamper(data_dir: Path, sql: str) -> None:
+    """Edit the SQLite file as its owner can: past the append-only triggers (dropped for the edit)."""
+    with sqlite3.connect(data_dir / "gateway.sqlite") as database:
+        triggers = database.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                    "AND tbl_name LIKE 'audit_%'").fetchall()
+        for name, _ in triggers:
+            database.execute(f"DROP TRIGGER {name}")
+        database.execute(sql)
+        for _, create in triggers:
+            database.execute(create)
+
+
+@pytest.mark.parametrize(("sql", "verdict"), [
+    ("UPDATE audit_entries SET recorded_at = 'yesterday' WHERE log_index = 13", "columns at index 13"),
+    ("UPDATE audit_entries SET entry_id = 'not-a-uuid' WHERE log_index = 13", "columns at index 13"),
+    ("UPDATE audit_entries SET log_index = 'thirteen' WHERE log_index = 13", "gap at index 13"),
+    ("UPDATE audit_checkpoints SET issued_at = 'noon' WHERE tree_size = 16", "checkpoint"),
+    ("UPDATE audit_checkpoints SET tree_size = 'sixteen' WHERE tree_size = 16", "checkpoint"),
+], ids=["recorded_at", "entry_id", "log_index", "issued_at", "tree_size"])
+def test_a_stored_value_the_gateway_could_never_have_written_is_a_verdict(
+        data_dir: Path, sql: str, verdict: str) -> None:
+    """SQLite keeps whatever is written into a column; a value no log row can hold was written by someone
+    else, which is what verification is there to say — not a ValueError from deep inside the driver."""
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+    _tamper(data_dir, sql)
+    stderr = _no_traceback(runner.invoke(app, ["audit", "verify"]))
+    assert f"log NOT intact: {verdict}" in stderr, stderr
+
+
+def test_a_log_that_cannot_be_read_is_one_line_not_a_verdict(data_dir: Path) -> None:
+    """Text that is not UTF-8 in the canonical column: the driver cannot hand it over at all. That is no
+    verdict of intact or not, but it must not be a traceback either."""
+    _tamper(data_dir, "UPDATE audit_entries SET canonical = CAST(X'EDA080' AS TEXT) WHERE log_index = 13")
+    stderr = _no_traceback(runner.invoke(app, ["audit", "verify"]))
+    assert stderr.startswith("log NOT verified:"), stderr
+
+
+@pytest.mark.parametrize("line", [0, 1, 4 + 13], ids=["header", "checkpoint", "entry"])
+def test_an_endless_line_is_refused_without_reading_it_into_memory(
+        tmp_path: Path, exported: tuple[list[bytes], str], line: int) -> None:
+    """An export comes from whoever hands it over. Lines were read whole, so one line of a few gigabytes (no
+    newline anywhere) was held in memory, and matched, before being refused. No export line can be longer than
+    an entry can be (events are at most MAX_EVENT_BYTES): a longer one is a format verdict after reading a
+    bounded amount."""
+    import tracemalloc
+
+    from audit import NoteVerifier, verify_export
+
+    lines, key = exported
+    huge = b'{"entry":{"' + b"x" * (40 * 1024 * 1024)  # 40 MB, and no end of line
+    path = tmp_path / "endless.jsonl"
+    path.write_bytes(b"".join(lines[:line]) + huge)
+    tracemalloc.start()
+    try:
+        result = verify_export(path, verifier=NoteVerifier.from_vkey(key))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.failure is not None
+    assert result.failure.kind.value == "format", result.failure
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes"
+    assert "log NOT intact: format" in _verify_file(tmp_path, path.read_bytes(), key)
+
+
+def test_an_export_of_the_largest_entries_still_verifies(sqlite_db_url: str, tmp_path: Path) -> None:
+    """The line bound leaves room for every entry the log can hold: events up to MAX_EVENT_BYTES."""
+    from audit import AuditLog, InvalidEvent, export_log, verify_export
+    from audit.canonical import MAX_EVENT_BYTES
+    from gateway.db.engine import make_engine
+    from tests.audit_support import log_signer, make_event
+
+    engine = make_engine(sqlite_db_url)
+    try:
+        log = AuditLog(engine, log_signer())
+        size = MAX_EVENT_BYTES - 1200
+        while True:  # the largest filler the log accepts
+            try:
+                log.append([make_event(1, extra={"filler": "\u00e9" * (size // 2)})])
+                size += 64
+            except InvalidEvent:
+                break
+        assert size > MAX_EVENT_BYTES - 1200
+        out = tmp_path / "largest.jsonl"
+        export_log(log, out)
+        result = verify_export(out, verifier=log.verifier)
+    finally:
+        engine.dispose()
+    assert result.ok, result.failure
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE audit_checkpoints SET issued_at = 'noon' WHERE tree_size = 24",
+    "UPDATE audit_checkpoints SET tree_size = 'sixteen' WHERE tree_size = 16",
+], ids=["latest issued_at", "tree_size"])
+def test_an_export_of_a_log_edited_behind_its_back_is_one_line_pointing_to_verify(data_dir: Path, sql: str) -> None:
+    """The export copies what verification then judges; a row it cannot even read ends it in one line that
+    says where to look, and leaves no file."""
+    _tamper(data_dir, sql)
+    out = data_dir / "log.jsonl"
+    stderr = _no_traceback(runner.invoke(app, ["audit", "export", "--out", str(out)]))
+    assert stderr.startswith("export failed:"), stderr
+    assert "audit verify" in stderr
+    assert not out.exists()
+    assert not [p for p in data_dir.iterdir() if p.name.endswith(".partial")]

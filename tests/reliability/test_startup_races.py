@@ -1,0 +1,120 @@
+"""Gateway processes starting at the same time (uvicorn workers, containers on one volume and one database)
+on an installation that is new, or has a new register version: every one of them starts, and they share one
+key of each kind and one record of the register version.
+
+Found by these tests: the record-sealing, console-session and checkpoint keys were created in place, so a
+process starting meanwhile read an empty or half-written file (a worker failed to start on an empty sealing
+key; one read an empty console-session secret and signed cookies with it, which anyone can forge), and the
+second process to record a new register version failed to start on the unique version."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import tempfile
+from collections.abc import Callable
+from datetime import timedelta
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from alembic import command
+from sqlalchemy import select
+
+from audit.tables import audit_entries
+from gateway.auditing.setup import install_audit, load_or_create_checkpoint_key
+from gateway.auth.keys import SigningKeyStore
+from gateway.clock import SystemClock
+from gateway.console.sessions import load_or_create_secret
+from gateway.container import build_container
+from gateway.db.engine import alembic_config
+from gateway.exchange.sealing import RecordSealer
+from gateway.register.setup import install_register
+from gateway.settings import SHIPPED_REGISTER, Settings
+
+PROCESSES = 4
+ROUNDS = 25
+
+
+def _seal_key(directory: Path) -> bytes:
+    sealer = RecordSealer(directory)
+    return sealer.open("probe", sealer.seal("probe", "x")).encode() + (directory / "exchange-seal.key").read_bytes()
+
+
+def _console_secret(directory: Path) -> bytes:
+    secret = load_or_create_secret(directory)
+    if not secret:
+        raise ValueError("an empty console-session secret")
+    return secret.encode()
+
+
+def _checkpoint_key(directory: Path) -> bytes:
+    return load_or_create_checkpoint_key(directory).public_key().public_bytes_raw()
+
+
+def _signing_key(directory: Path) -> bytes:
+    store = SigningKeyStore(directory, SystemClock(), timedelta(minutes=10))
+    store.load_or_create()
+    return json.dumps(store.current().as_dict(private=False), sort_keys=True).encode()
+
+
+MAKERS: dict[str, Callable[[Path], bytes]] = {"sealing": _seal_key, "console": _console_secret,
+                                              "checkpoint": _checkpoint_key, "signing": _signing_key}
+
+
+def _at_once(barrier: Barrier, results: Any, work: Callable[[], object]) -> None:
+    """In a child process: wait for the others, do ``work``, report what came of it (or the error's type)."""
+    barrier.wait(timeout=60)
+    try:
+        results.put(("ok", work()))
+    except Exception as exc:
+        results.put(("error", type(exc).__name__))
+
+
+def _run_at_once(work: Callable[[], object]) -> list[tuple[str, object]]:
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(PROCESSES), context.Queue()
+    processes = [context.Process(target=_at_once, args=(barrier, results, work)) for _ in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    outcome = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    return outcome
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+def test_a_key_made_by_processes_at_once_is_whole_and_the_same_for_all(kind: str) -> None:
+    for _ in range(ROUNDS):
+        directory = Path(tempfile.mkdtemp(prefix="wgs-keys-"))
+        outcome = _run_at_once(lambda: MAKERS[kind](directory))  # noqa: B023 - run before the next round
+        assert [status for status, _ in outcome] == ["ok"] * PROCESSES, outcome
+        assert len({value for _, value in outcome}) == 1  # one key, used by every process
+        assert [p.name for p in directory.iterdir()] == [next(directory.iterdir()).name]  # no draft left over
+
+
+def test_processes_starting_at_once_record_a_new_register_version_once(tmp_path: Path, empty_db_url: str) -> None:
+    command.upgrade(alembic_config(empty_db_url), "head")
+    document = yaml.safe_load(SHIPPED_REGISTER.read_text())
+    for round_ in range(3):
+        register = tmp_path / f"register-{round_}.yaml"
+        register.write_text(yaml.safe_dump(document | {"version": f"2026.12.{round_}"}))
+
+        def start(file: Path = register) -> bool:
+            container = build_container(Settings(data_dir=tmp_path, database_url=empty_db_url, register_file=file))
+            try:
+                newly = install_register(container).newly_recorded
+                install_audit(container)  # logs the change when this process recorded it
+                return newly
+            finally:
+                container.close()
+
+        outcome = _run_at_once(start)
+        assert sorted(outcome) == [("ok", False)] * (PROCESSES - 1) + [("ok", True)], outcome
+    container = build_container(Settings(data_dir=tmp_path, database_url=empty_db_url))
+    with container.engine.connect() as connection:
+        logged = list(connection.execute(select(audit_entries.c.event_type)).scalars())
+    container.close()
+    assert logged == ["register.changed"] * 3  # one entry per version, whoever recorded it

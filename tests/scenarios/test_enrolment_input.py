@@ -1,0 +1,118 @@
+"""Enrolment as a partner developer gets it wrong and an attacker tries it, over real HTTP (a review): one
+subject twice in a batch, categories the register does not know, free text where a code belongs. Each batch
+is written completely or not at all, and what the index answers afterwards is asserted through discovery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from gateway.client.pseudonyms import PseudonymClient
+from tests.stack import Stack, running_stack
+
+RIEC = "riec-amsterdam-amstelland"
+MUNICIPALITY = "gemeente-amsterdam-vth"
+KVK = "kvk-handelsregister"
+BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+         "case_reference": "RIEC-AA-2026-600", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-600"}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("enrolment-input")) as running:
+        yield running
+
+
+Item = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+async def subject(stack: Stack) -> AsyncIterator[tuple[Item, Callable[[list[str]], str]]]:
+    """A subject nobody holds records on: ``item(**fields)`` is one enrolment item for it as the KvK sends it
+    (a fresh polymorphic pseudonym each time), ``kvk(categories)`` the KvK's discovery outcome for it."""
+    ref = stack.world.scenarios()["no-records"][0]
+    kind, number = stack.world.identifier_of(ref)
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])
+    async with stack.client(KVK) as client:
+        pseudonyms: PseudonymClient = await client.pseudonym_client(RIEC)
+
+    def item(**fields: Any) -> dict[str, Any]:
+        return {"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number), "record_types": ["trade-name"],
+                "categories": ["company_registration"]} | fields
+
+    def kvk(categories: list[str]) -> str:
+        response = stack.post(MUNICIPALITY, "/v1/discovery", BIBOB | {"subjects": [{"ref": p} for p in mine],
+                                                                      "categories": categories})
+        assert response.status_code == 200, response.text
+        return str({t["holder"]: t["outcome"] for t in response.json()["targets"]}["kvk"])
+
+    yield item, kvk
+    assert _enrol(stack, [item(record_types=[], categories=[])]).status_code == 200  # out of the index again
+
+
+def _enrol(stack: Stack, subjects: list[dict[str, Any]], **body: Any) -> Any:
+    return stack.post(KVK, "/v1/enrolments", {"partnership": RIEC, "subjects": subjects} | body)
+
+
+@pytest.mark.parametrize("confidential_first", [True, False])
+async def test_a_subject_twice_in_one_batch_keeps_its_confidentiality(
+        stack: Stack, subject: tuple[Item, Callable[[list[str]], str]], confidential_first: bool) -> None:
+    """Found by a review: a partner with two references for one person (the partner store enrols per
+    reference) sent the subject twice, one entry confidential and one not; the last entry won, so the index
+    answered `hit` for a subject the partner refuses discovery on — what the confidentiality protects. Now an
+    entry that says confidential keeps the subject confidential, in whatever order the batch lists them."""
+    item, kvk = subject
+    entries = [item(confidential=True), item()]
+    answer = _enrol(stack, entries if confidential_first else entries[::-1], confidential_reason="under-embargo")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["indexed"] == 1  # one subject, one index entry
+    assert len(set(answer.json()["pseudonyms"])) == 2  # one (fresh) encryption per item sent, in order
+    assert kvk(["company_registration"]) == "refused-by-holder"
+
+
+async def test_a_subject_twice_in_one_batch_is_enrolled_with_the_records_of_both(
+        stack: Stack, subject: tuple[Item, Callable[[list[str]], str]]) -> None:
+    """The same: the record types and categories of every entry count (the last one alone dropped the first's
+    categories, so discovery in them answered `no-hit`), and an entry without records beside one with records
+    does not take the subject out of the index; a minor stays a minor."""
+    item, kvk = subject
+    answer = _enrol(stack, [item(categories=["directorships"], record_types=["directorship"]), item(),
+                            item(record_types=[], categories=[])])
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["indexed"], answer.json()["removed"]) == (1, 0)
+    assert kvk(["directorships"]) == "hit"
+    assert kvk(["company_registration"]) == "hit"
+    assert _enrol(stack, [item(minor=True), item()]).status_code == 200
+    assert kvk(["company_registration"]) == "refused-by-holder"
+
+
+async def test_categories_the_register_does_not_know_are_refused_and_nothing_is_written(
+        stack: Stack, subject: tuple[Item, Callable[[list[str]], str]]) -> None:
+    """Found by a review: a category the register does not know (a typo, one of a newer register) was indexed
+    as it came, and discovery in the category meant answered `no-hit` for ever after — the partner believed
+    the subject enrolled. The whole batch is refused (422) naming the unknown category, and nothing of it is
+    written: the subject's entry is the one before."""
+    item, kvk = subject
+    assert _enrol(stack, [item()]).status_code == 200
+    assert kvk(["company_registration"]) == "hit"
+    typo = _enrol(stack, [item(record_types=[], categories=[]), item(categories=["company_registraton"])])
+    assert typo.status_code == 422, typo.text
+    assert typo.headers["content-type"].startswith("application/problem+json")
+    assert "company_registraton" in typo.json()["detail"]
+    assert "item 1" in typo.json()["detail"]
+    assert kvk(["company_registration"]) == "hit"  # the first item's removal was not written either
+
+
+@pytest.mark.parametrize("field", ["record_types", "categories"])
+async def test_free_text_where_a_record_type_or_category_belongs_is_refused(
+        stack: Stack, subject: tuple[Item, Callable[[list[str]], str]], field: str) -> None:
+    """Record types and categories are codes (``trade-name``, ``company_registration``), as in a holder's
+    records: free text there could name the person and would sit in the index; 422 without echoing it."""
+    item, _kvk = subject
+    text = "Jan Jansen 12-03-1961 Damrak 1"
+    refused = _enrol(stack, [item(**{field: [text]})])
+    assert refused.status_code == 422, refused.text
+    assert text not in refused.text
+    assert "Jansen" not in refused.text
