@@ -64,3 +64,37 @@ def test_retries_answered_from_their_first_answer_do_not_count(tmp_path: Path) -
         assert all(ask(1, "retried-key-0001") == first for _ in range(3))  # the first answer, three times
         assert ask(2)[0] == "allowed"  # the second of the day's two
         assert ask(3) == ("escalated", {"daily-limit"})
+
+
+def test_the_count_of_a_request_queues_on_the_sqlite_writer_lock(tmp_path: Path) -> None:
+    """Counting a request in is a write: on SQLite it waits its turn on the file's writer lock with the audit
+    writer and the outcome rows (queued, it goes as soon as the file is free; in SQLite's busy handler it
+    slept 1, 2, 5, 10 ... ms between tries, which cut throughput at 16 clients by a fifth)."""
+    import threading
+    import time
+
+    from sqlalchemy import select
+
+    from audit.store import sqlite_writer_lock
+    from gateway.exchange.tables import daily_request_counts
+
+    with running_stack(tmp_path) as stack:
+        subject = stack.world.scenarios()["bibob-applicant"][1]
+        stack.token("gemeente-amsterdam-vth")
+        answers: list[int] = []
+
+        def ask() -> None:
+            answers.append(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", BIBOB | {
+                "case_reference": "RIEC-AA-2026-001", "subjects": [{"ref": subject}]}).status_code)
+
+        lock = sqlite_writer_lock(stack.container.engine)
+        with lock:  # as the audit writer holds it while it commits
+            asking = threading.Thread(target=ask)
+            asking.start()
+            time.sleep(1.0)
+            assert answers == []
+            with stack.container.engine.connect() as connection:  # a reader: WAL readers take no lock
+                counted = connection.execute(select(daily_request_counts.c.requests)).scalars().all()
+            assert counted == [], "the request was counted in while the writer lock was held"
+        asking.join(30)
+        assert answers == [200]
