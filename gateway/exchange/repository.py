@@ -103,6 +103,32 @@ def count_in(connection: Connection, day: Day) -> int:
     return int(connection.execute(statement.returning(_DAILY.c.requests)).scalar_one()) - 1
 
 
+class CountMoved(Exception):
+    """Rule 6's count, taken in the write-ahead's transaction, is on the other side of the daily limit than the
+    count the request was decided with (requests of other processes, or of this one, were counted meanwhile):
+    the transaction is refused, nothing of it is written, and the request is decided again with ``count``."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__("the daily count crossed the limit while the request was decided")
+        self.count = count
+
+
+def count_in_unless_moved(day: Day, decided_on: int, limit: int | None) -> Callable[[Connection], None]:
+    """The write-ahead's precondition that counts the request in (:func:`count_in`), if the count is on the
+    same side of ``limit`` as ``decided_on``, the count the policy decided with; else :class:`CountMoved`.
+
+    The same side suffices: rule 6 compares the count with the limit and nothing else. So a request is counted
+    in the transaction that logs it, and is decided with a count read beforehand without a write of its own.
+    A decision past the limit may cite a count a few requests too low; it escalates all the same."""
+
+    def precondition(connection: Connection) -> None:
+        counted = count_in(connection, day)
+        if limit is not None and (counted >= limit) != (decided_on >= limit):
+            raise CountMoved(counted)
+
+    return precondition
+
+
 def give_back(connection: Connection, day: Day) -> None:
     """Un-count a request :func:`count_in` counted that ended without its outcome stored."""
     connection.execute(_GIVE_BACK, _day_parameters(day))

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -196,6 +196,7 @@ class _Decided(NamedTuple):
     base: dict[str, Any]
     logged: dict[str, str]
     decisions: list[Decision] | PolicyError
+    today: int  # rule 6's count the decisions were made with
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,10 +254,38 @@ def _all_of(*preconditions: Callable[[Connection], None] | None) -> Callable[[Co
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return _cause(exc, kind) is not None
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _cause(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first exception of ``kind`` in ``exc``'s chain of causes, if any."""
     cause = exc.__cause__
     while cause is not None and not isinstance(cause, kind):
         cause = cause.__cause__
-    return cause is not None
+    return cause
+
+
+def _with(companion: CompanionRow, precondition: Callable[[Connection], None]) -> CompanionRow:
+    """``companion`` that also needs ``precondition`` (run after its own) to commit."""
+    combined = _all_of(companion.precondition, precondition)
+    assert combined is not None
+    return CompanionRow(companion.table, companion.build, combined)
+
+
+def _daily_limit(register: Register, body: ExchangeRequest) -> int | None:
+    """Rule 6's daily limit of the request's purpose; None when the register has no such purpose (the policy
+    denies such a request, whatever the count)."""
+    partnership = register.partnerships.get(body.partnership)
+    purpose = partnership.purposes.get(body.purpose) if partnership is not None else None
+    return purpose.daily_limit_per_system if purpose is not None else None
+
+
+_DECISION_ROUNDS = 3
+"""How often a request is decided again when rule 6's count crossed the limit meanwhile: once is the rule
+(the second decision is made with a count already past the limit), three allows for give-backs meanwhile."""
 
 
 def keyed_fingerprint(request_fingerprint: str, body: ExchangeRequest) -> str:
@@ -456,9 +485,8 @@ class ExchangeService:
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
-        # Rule 6's count is a write per request: on SQLite it queues with the audit writer and the outcome rows
-        # on the file's writer lock, instead of meeting them in SQLite's busy handler, which sleeps 1, 2, 5, 10 ...
-        # ms between tries (measured: throughput at 16 clients fell by a fifth and p99 tripled without it).
+        # Giving a request's rule-6 count back is a write outside the audit writer's transactions: on SQLite it
+        # queues with them on the file's writer lock instead of sleeping in SQLite's busy handler (1, 2, 5, 10 ms).
         engine = deps.sessions.kw["bind"]
         self._count_writer: contextlib.AbstractContextManager[Any] = (
             sqlite_writer_lock(engine) if engine.dialect.name == "sqlite" else contextlib.nullcontext())
@@ -477,28 +505,26 @@ class ExchangeService:
         await self._outcomes.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
-    async def _requests_today(self, principal: Principal, purpose: str, attempt: str | None = None) -> int:
-        """Rule 6's count: the requests of this system for ``purpose`` today (in the register's time zone) that
-        were stored or are being answered, in any gateway process. With ``attempt``, that attempt is counted in
-        at the same time (in one atomic statement, so requests decided at once, in this process or another,
-        never share a count), until its outcome is stored; if it ends otherwise, it is given back (``exchange``).
-        A count or a give-back lost with a crashed process leaves the count too high that day: more requests
-        escalate, none slips past the limit."""
+    def _day(self, principal: Principal, purpose: str) -> repository.Day:
+        """Rule 6's day of this system's requests for ``purpose``: today in the register's time zone."""
         tz = ZoneInfo(self.deps.register.office_hours.timezone)
         local_midnight = self.deps.clock.now().astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
-        day = repository.Day(principal.subject, purpose, local_midnight.date().isoformat(), local_midnight)
+        return repository.Day(principal.subject, purpose, local_midnight.date().isoformat(), local_midnight)
 
-        def count() -> int:
-            if attempt is None:  # a read: WAL readers take no lock
-                with transaction(self.deps.sessions) as session:
-                    return repository.counted(session.connection(), day)
-            with self._count_writer, transaction(self.deps.sessions) as session:
-                return repository.count_in(session.connection(), day)
+    async def _requests_today(self, principal: Principal, purpose: str) -> int:
+        """Rule 6's count: the requests of this system for ``purpose`` today (in the register's time zone) that
+        were stored or are being answered, in any gateway process — read, not counted in. An exchange is
+        counted in by its write-ahead's transaction (:func:`repository.count_in_unless_moved`), which refuses
+        when the count has crossed the limit since this read; if the attempt then ends without its outcome
+        stored, the count is given back (``exchange``). A count or a give-back lost with a crashed process
+        leaves the count too high that day: more requests escalate, none slips past the limit."""
+        day = self._day(principal, purpose)
 
-        before = await asyncio.to_thread(count)
-        if attempt is not None:  # committed: from here on it is given back unless its outcome is stored
-            self._counted_in[attempt] = day
-        return before
+        def count() -> int:  # a read: WAL readers take no lock
+            with transaction(self.deps.sessions) as session:
+                return repository.counted(session.connection(), day)
+
+        return await asyncio.to_thread(count)
 
     async def _uncount(self, attempt: str) -> None:
         """``attempt`` ended: give its count back unless its outcome was stored (then it is a stored exchange)."""
@@ -524,6 +550,9 @@ class ExchangeService:
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
         except AuditError as exc:
+            moved = _cause(exc, repository.CountMoved)
+            if companion is not None and moved is not None:
+                raise moved from None  # the caller decides again; nothing was written
             if companion is not None and _caused_by(exc, DecisionLost):
                 log.info("escalation_decision_taken_over", error_type="DecisionLost")
                 raise Conflict(_DECISION_TAKEN) from exc
@@ -642,17 +671,52 @@ class ExchangeService:
                 lookup.cancel()
             elif lookup is not None and not lookup.cancelled():
                 lookup.exception()  # retrieved, also when this request ends otherwise (no "never retrieved")
-        targets, grant, base, logged, decisions = decided
+        targets, grant, base, logged, decisions, today = decided
         if isinstance(decisions, PolicyError):
             if idempotency_key:  # no denial is logged for an attempt that only duplicates one in flight
                 await self._not_held_elsewhere(principal, idempotency_key, key_fingerprint)
             await self._deny_all_on_policy_failure(decisions, base, targets, EventType.EXCHANGE_REQUESTED)
             raise decisions  # unreachable: the helper always raises
+        # With an Idempotency-Key, the key's claim commits with the write-ahead entries: an attempt in another
+        # gateway process then cannot log or ask a holder until this one has answered (or is long dead).
+        claim = repository.Claim(principal.subject, idempotency_key, exchange_id, key_fingerprint,
+                                 self.deps.clock.now()) if idempotency_key else None
+        day, limit = self._day(principal, body.purpose), _daily_limit(register, body)
+        try:
+            for _ in range(_DECISION_ROUNDS):
+                ahead = self._written_ahead(base, body, logged, targets, decisions)
+                count = repository.count_in_unless_moved(day, today, limit)
+                try:
+                    receipts = await (self._write_ahead_claiming(ahead, claim, count) if claim
+                                      else self._record(ahead, repository.only_if(count)))
+                    break
+                except repository.CountMoved as moved:  # nothing was written: decide with the count as it is
+                    today = moved.count
+                    try:
+                        decisions = await self._decide("exchange", body, principal, targets, today,
+                                                       request_fingerprint, grant.policy_input if grant else None)
+                    except PolicyError as exc:
+                        await self._deny_all_on_policy_failure(exc, base, targets, EventType.EXCHANGE_REQUESTED)
+            else:
+                raise ServiceUnavailable("the daily count kept moving while the request was decided; nothing was "
+                                         "disclosed; try again", headers={"Retry-After": "1"})
+            self._counted_in[exchange_id] = day  # given back unless its outcome is stored
+            self._logged_ahead.add(exchange_id)
+            attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, idempotency_key, claim,
+                               grant, base, logged, (register.version, decisions[0].policy_version))
+            return await self._answer(attempt, targets, decisions, receipts)
+        except BaseException:
+            if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
+                await asyncio.shield(self._release(claim))  # even when this request is being cancelled
+            raise
+
+    @staticmethod
+    def _written_ahead(base: dict[str, Any], body: ExchangeRequest, logged: dict[str, str],
+                       targets: list[_Target], decisions: list[Decision]) -> list[AuditEvent]:
+        """The write-ahead entries: the request and its decisions, durable before any holder hears of it."""
         subjects = [s.ref for s in body.subjects]
-        policy_version = decisions[0].policy_version
-        # Write-ahead: request + decisions are durable before any holder hears of the request.
         ahead = [AuditEvent(event_type=EventType.EXCHANGE_REQUESTED, **base, categories=tuple(body.categories),
-                            policy_version=policy_version,
+                            policy_version=decisions[0].policy_version,
                             extra={"case_reference": body.case_reference, "signal_type": body.signal.type,
                                    "subject_count": len(subjects), "subjects": [logged[s] for s in subjects]})]
         ahead += [AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
@@ -660,20 +724,7 @@ class ExchangeService:
                              categories=tuple(d.permitted_categories), policy_version=d.policy_version,
                              obligations=d.obligations.model_dump() if d.obligations else None)
                   for t, d in zip(targets, decisions, strict=True)]
-        # With an Idempotency-Key, the key's claim commits with these entries: an attempt in another gateway
-        # process then cannot log or ask a holder until this one has answered (or is long dead).
-        claim = repository.Claim(principal.subject, idempotency_key, exchange_id, key_fingerprint,
-                                 self.deps.clock.now()) if idempotency_key else None
-        attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, idempotency_key, claim, grant,
-                           base, logged, (register.version, policy_version))
-        try:
-            receipts = await (self._write_ahead_claiming(ahead, claim) if claim else self._record(ahead))
-            self._logged_ahead.add(exchange_id)
-            return await self._answer(attempt, targets, decisions, receipts)
-        except BaseException:
-            if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
-                await asyncio.shield(self._release(claim))  # even when this request is being cancelled
-            raise
+        return ahead
 
     async def _decided(self, register: Register, principal: Principal, body: ExchangeRequest, trace: Trace,
                        exchange_id: str, request_fingerprint: str) -> _Decided:
@@ -697,13 +748,14 @@ class ExchangeService:
         base = _audit_base(principal, body, trace, exchange_id, register)
         subjects = [s.ref for s in body.subjects]
         logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
+        today = await self._requests_today(principal, body.purpose)
         try:
             decisions: list[Decision] | PolicyError = await self._decide(
-                "exchange", body, principal, targets, await self._requests_today(principal, body.purpose, exchange_id),
-                request_fingerprint, grant.policy_input if grant else None)
+                "exchange", body, principal, targets, today, request_fingerprint,
+                grant.policy_input if grant else None)
         except PolicyError as exc:
             decisions = exc
-        return _Decided(targets, grant, base, logged, decisions)
+        return _Decided(targets, grant, base, logged, decisions, today)
 
     async def _answer(self, attempt: _Attempt, targets: list[_Target], decisions: list[Decision],
                       receipts: list[Receipt]) -> ExchangeResult:
@@ -763,19 +815,20 @@ class ExchangeService:
             raise Conflict(_DIFFERENT_REQUEST)
         raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
 
-    async def _write_ahead_claiming(self, ahead: list[AuditEvent], claim: repository.Claim) -> list[Receipt]:
+    async def _write_ahead_claiming(self, ahead: list[AuditEvent], claim: repository.Claim,
+                                    count: Callable[[Connection], None]) -> list[Receipt]:
         """The write-ahead entries with the key's claim. The claim is not looked for beforehand (that would cost
         every keyed request a read): only when it clashes is the claim in the way read, to refuse a request
         that differs, or to take over a claim whose attempt died."""
         try:
-            return await self._record(ahead, repository.claim_companion(claim, None), _KEY_TAKEN_AHEAD)
+            return await self._record(ahead, _with(repository.claim_companion(claim, None), count), _KEY_TAKEN_AHEAD)
         except Conflict:
             other = await self._claim_on(claim.system, claim.key)
             if other is not None and other.request_sha256 != claim.request_sha256:
                 raise Conflict(_DIFFERENT_REQUEST) from None
             if other is None or self._live(other):
                 raise  # answered meanwhile, or still being answered: the retry gets that answer
-        receipts = await self._record(ahead, repository.claim_companion(claim, other), _KEY_TAKEN_AHEAD)
+        receipts = await self._record(ahead, _with(repository.claim_companion(claim, other), count), _KEY_TAKEN_AHEAD)
         log.warning("idempotency_claim_taken_over", exchange_id=claim.exchange_id, abandoned=other.exchange_id)
         return receipts
 
