@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Literal
 
 
 class State(StrEnum):
@@ -21,6 +22,10 @@ class State(StrEnum):
     DECIDED = "decided"
     CLOSED = "closed"
     WITHDRAWN = "withdrawn"
+
+
+Trigger = Literal["policy-escalated", "holder-refused", "requester-objection", "holder-objection"]
+"""Why a case was opened: the policy escalated, a holder refused, or the requester or the holder objected."""
 
 
 class Action(StrEnum):

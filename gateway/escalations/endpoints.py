@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from escalation.queries import CaseFilter
+from escalation.states import State, Trigger
 from gateway.auth.dependencies import authenticate, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.container import Container
@@ -66,8 +67,9 @@ async def open_case(body: OpenCase, request: Request, principal: Principal = Dep
 
 @router.get("/v1/escalations", response_model=CasePage, responses=_PROBLEMS,
             summary="Cases you may see, filtered, oldest first")
-async def list_cases(partnership: str | None = None, state: str | None = None,
-                     tier: int | None = Query(None, ge=1, le=3), trigger: str | None = None,
+async def list_cases(partnership: str | None = None, state: State | None = None,
+                     tier: int | None = Query(None, ge=1, le=3),
+                     trigger: Trigger | None = None,
                      organisation: str | None = None, overdue: bool = False, legal_gap: bool | None = None,
                      cursor: str | None = Query(None, max_length=64), limit: int = Query(50, ge=1, le=200),
                      principal: Principal = Depends(case_caller),

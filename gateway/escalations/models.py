@@ -102,7 +102,7 @@ class Decide(Versioned):
 class FlagLegalGap(_Strict):
     """Link the case to an existing gap, or describe a new one."""
 
-    gap_id: str | None = None
+    gap_id: str | None = Field(default=None, max_length=64)
     title: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=4000)
 

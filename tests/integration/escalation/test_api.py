@@ -345,6 +345,20 @@ def test_list_filters_and_cursor(env: Env) -> None:
                         cursor=page["next_cursor"]).json()
     assert following["cases"][0]["id"] > page["cases"][0]["id"]
     assert env.get("desk-riec", "/v1/escalations", tier=4).status_code == 422
+    # A state or trigger that does not exist is a mistake to say, as the console says it, not an empty list.
+    for wrong in ({"state": "decidedd"}, {"trigger": "objection"}):
+        refused = env.get("desk-riec", "/v1/escalations", **wrong)
+        assert refused.status_code == 422, wrong
+        assert refused.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_gap_id_longer_than_any_gap_id_is_refused_without_echoing_it(env: Env) -> None:
+    case_id = env.open_case()
+    long_id = "g" * 5000
+    refused = env.post("po-politie", f"/v1/escalations/{case_id}/legal-gap", {"gap_id": long_id})
+    assert refused.status_code == 422
+    assert long_id not in refused.text
+    assert not [s for s in env.audit_steps(case_id) if s["extra"]["action"] == "legal_gap_flagged"]
 
 
 # -- transitions -----------------------------------------------------------------------------------------
