@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -16,6 +18,7 @@ from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
 from gateway.auth.keys import SIGNING_ALGORITHM
 from gateway.auth.server import GatewayAuthorizationServer, TokenRequest
 from gateway.auth.setup import auth_services
+from gateway.client.models import SLUG_PATTERN
 from gateway.console.signins import THROTTLED, WRONG_CREDENTIALS, record_failed_sign_in, target_of
 from gateway.container import Container
 from gateway.db.engine import transaction
@@ -104,7 +107,7 @@ async def token(request: Request, container: Container = Depends(get_container))
             status = 401
             response_headers = [("WWW-Authenticate", 'Bearer error="invalid_client"')]
         description = str(body.get("error_description", error))
-        log.info("token_rejected", error=error, reason=description, client_id=form.get("client_id"))
+        log.info("token_rejected", error=error, reason=description, client_id=_loggable_client_id(form))
         return _oauth_error(status, error, description, response_headers)
     log.info("token_issued", scope=body.get("scope"))
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
@@ -127,6 +130,19 @@ async def metadata(container: Container = Depends(get_container)) -> dict[str, A
         "scopes_supported": ["exchange", "discovery", "enrol", "register:read", "audit:read", "escalation", "admin"],
         "access_token_signing_alg_values_supported": [SIGNING_ALGORITHM],
     }
+
+
+_SYSTEM_ID = re.compile(SLUG_PATTERN)
+
+
+def _loggable_client_id(form: Mapping[str, Any]) -> str | None:
+    """The ``client_id`` a refused token request named, for the log line, if it looks like a system id (what
+    the register names systems with); otherwise a marker. Whoever calls the token endpoint chooses the value:
+    logged as sent it could be a megabyte, a forged log line or someone's name."""
+    value = form.get("client_id")
+    if value is None:
+        return None
+    return value if isinstance(value, str) and _SYSTEM_ID.fullmatch(value) else "<not a system id>"
 
 
 class LoginRequest(BaseModel):

@@ -272,3 +272,18 @@ def test_an_assertion_for_this_gateway_alone_is_accepted(client: TestClient, con
     aud = audience.format(**named) if isinstance(audience, str) else [value.format(**named) for value in audience]
     answer = client.post("/oauth/token", data=token_form(client_assertion(container, keys, audience=aud)))
     assert answer.status_code == 200, answer.text
+
+
+def test_a_refused_token_request_logs_the_client_id_only_when_it_is_a_system_id(client: TestClient) -> None:
+    """The caller chooses ``client_id``: a megabyte, a line break that forges a log line, or a name."""
+    from structlog.testing import capture_logs
+
+    sent = {"politie-bvh": "politie-bvh", "x" * 100_000: "<not a system id>",
+            "Jan Jansen": "<not a system id>", "politie-bvh\nforged": "<not a system id>"}
+    for client_id, logged in sent.items():
+        with capture_logs() as logs:
+            refused = client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": client_id,
+                                                        "client_secret": "wrong"})
+        assert refused.status_code in {400, 401}
+        (line,) = [entry for entry in logs if entry["event"] == "token_rejected"]
+        assert line["client_id"] == logged
