@@ -54,7 +54,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import os
 import random
@@ -94,6 +93,7 @@ from gateway.client.models import (
     ExchangeResult,
 )
 from gateway.client.pseudonyms import Point, PseudonymClient, PseudonymError, RecipientKey, WrongKey
+from gateway.urls import is_loopback_host
 
 __all__ = ["EnrolledSubject", "GatewayBusy", "GatewayClient", "GatewayClientError", "GatewayThrottled",
            "GatewayUnavailable", "InvalidResponse", "UnopenablePseudonym"]
@@ -501,19 +501,10 @@ def _checked_base_url(base_url: str, allow_insecure_http: bool) -> str:
     url = httpx.URL(base_url)
     if url.scheme not in {"http", "https"} or not url.host:
         raise ValueError("base_url must be an https:// URL of the gateway")
-    if url.scheme == "http" and not allow_insecure_http and not _loopback(url.host):
+    if url.scheme == "http" and not allow_insecure_http and not is_loopback_host(url.host):
         raise ValueError(f"plain http:// to {url.host} would send this system's tokens and the answers' data "
                          "unencrypted: use https://, or pass allow_insecure_http=True on a network you trust")
     return base_url.rstrip("/")
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _segment(value: str) -> str:

@@ -23,7 +23,6 @@ Security checklist, in the order :meth:`Sessions.read` applies it:
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 import threading
 from dataclasses import dataclass, replace
@@ -39,6 +38,7 @@ from gateway.console.settings import ConsoleSettings
 from gateway.console.signouts import record_sign_out
 from gateway.container import Container
 from gateway.keyfiles import read_or_create
+from gateway.urls import is_loopback_host
 
 COOKIE = "wgs_console"
 LOGIN_COOKIE = "wgs_console_login"
@@ -169,13 +169,7 @@ class Sessions:
             return self.settings.cookie_secure
         if request.url.scheme == "https":
             return True
-        host = (request.url.hostname or "").strip("[]")
-        if host == "localhost":
-            return False
-        try:
-            return not ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return True
+        return not is_loopback_host(request.url.hostname or "")
 
     def write(self, response: Response, request: Request, data: SessionData) -> None:
         """A signed-in session goes into :data:`COOKIE` (and the sign-in form's cookie is dropped), the sign-in
