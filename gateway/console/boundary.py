@@ -20,7 +20,7 @@ close that, installed by :func:`install_console_boundary`:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -76,20 +76,28 @@ class ConsoleHeaders:
         await self.app(scope, receive, send_secured)
 
 
+def _page_for(request: Request, status: int, refused_with: Mapping[str, str]) -> Response | None:
+    """The console's error page for a refusal with ``status``, keeping the ``Allow`` or ``Retry-After`` the
+    refusal's headers said; None (logged) if no page can be made, and the caller sends the refusal itself."""
+    try:
+        page = error_page(request, status)
+    except Exception as failure:
+        log.error("console_error_page_failed", error_type=type(failure).__name__)
+        return None
+    for name in _KEPT:
+        if name in refused_with:
+            page.headers[name] = refused_with[name]
+    return page
+
+
 async def _as_page(scope: Scope, receive: Receive, send: Send, start: Message, body: bytes) -> None:
     """The console's error page for a problem document the middleware answered under ``/console``; if no page
     can be made, the document as it was (with the security headers it has by now)."""
-    try:
-        page = error_page(Request(scope, receive), start["status"])
-    except Exception as failure:
-        log.error("console_error_page_failed", error_type=type(failure).__name__)
+    page = _page_for(Request(scope, receive), start["status"], MutableHeaders(scope=start))
+    if page is None:
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": False})
         return
-    original = MutableHeaders(scope=start)
-    for name in _KEPT:
-        if name in original:
-            page.headers[name] = original[name]
     await page(scope, receive, send)
 
 
@@ -102,15 +110,8 @@ def as_console_page(api_handler: Handler) -> Handler:
             answer = await answer
         if not in_console(request.url.path):
             return answer
-        try:
-            page = error_page(request, answer.status_code)
-        except Exception as failure:  # the page cannot be made: the API's answer, secured all the same
-            log.error("console_error_page_failed", error_type=type(failure).__name__)
-            return secure(answer)
-        for name in _KEPT:
-            if name in answer.headers:
-                page.headers[name] = answer.headers[name]
-        return page
+        # The page cannot be made: the API's answer, secured all the same.
+        return _page_for(request, answer.status_code, answer.headers) or secure(answer)
 
     return handler
 
