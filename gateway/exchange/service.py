@@ -197,6 +197,7 @@ class _Decided(NamedTuple):
     logged: dict[str, str]
     decisions: list[Decision] | PolicyError
     today: int  # rule 6's count the decisions were made with
+    day: repository.Day  # the day it counts in
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,15 +512,13 @@ class ExchangeService:
         local_midnight = self.deps.clock.now().astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
         return repository.Day(principal.subject, purpose, local_midnight.date().isoformat(), local_midnight)
 
-    async def _requests_today(self, principal: Principal, purpose: str) -> int:
-        """Rule 6's count: the requests of this system for ``purpose`` today (in the register's time zone) that
-        were stored or are being answered, in any gateway process — read, not counted in. An exchange is
+    async def _requests_today(self, day: repository.Day) -> int:
+        """Rule 6's count: the requests counted in ``day`` (a system, a purpose, today in the register's time
+        zone) that were stored or are being answered, in any gateway process — read, not counted in. An exchange is
         counted in by its write-ahead's transaction (:func:`repository.count_in_unless_moved`), which refuses
         when the count has crossed the limit since this read; if the attempt then ends without its outcome
         stored, the count is given back (``exchange``). A count or a give-back lost with a crashed process
         leaves the count too high that day: more requests escalate, none slips past the limit."""
-        day = self._day(principal, purpose)
-
         def count() -> int:  # a read: WAL readers take no lock
             with transaction(self.deps.sessions) as session:
                 return repository.counted(session.connection(), day)
@@ -671,7 +670,7 @@ class ExchangeService:
                 lookup.cancel()
             elif lookup is not None and not lookup.cancelled():
                 lookup.exception()  # retrieved, also when this request ends otherwise (no "never retrieved")
-        targets, grant, base, logged, decisions, today = decided
+        targets, grant, base, logged, decisions, today, day = decided
         if isinstance(decisions, PolicyError):
             if idempotency_key:  # no denial is logged for an attempt that only duplicates one in flight
                 await self._not_held_elsewhere(principal, idempotency_key, key_fingerprint)
@@ -681,7 +680,7 @@ class ExchangeService:
         # gateway process then cannot log or ask a holder until this one has answered (or is long dead).
         claim = repository.Claim(principal.subject, idempotency_key, exchange_id, key_fingerprint,
                                  self.deps.clock.now()) if idempotency_key else None
-        day, limit = self._day(principal, body.purpose), _daily_limit(register, body)
+        limit = _daily_limit(register, body)
         try:
             for _ in range(_DECISION_ROUNDS):
                 ahead = self._written_ahead(base, body, logged, targets, decisions)
@@ -748,14 +747,15 @@ class ExchangeService:
         base = _audit_base(principal, body, trace, exchange_id, register)
         subjects = [s.ref for s in body.subjects]
         logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
-        today = await self._requests_today(principal, body.purpose)
+        day = self._day(principal, body.purpose)
+        today = await self._requests_today(day)
         try:
             decisions: list[Decision] | PolicyError = await self._decide(
                 "exchange", body, principal, targets, today, request_fingerprint,
                 grant.policy_input if grant else None)
         except PolicyError as exc:
             decisions = exc
-        return _Decided(targets, grant, base, logged, decisions, today)
+        return _Decided(targets, grant, base, logged, decisions, today, day)
 
     async def _answer(self, attempt: _Attempt, targets: list[_Target], decisions: list[Decision],
                       receipts: list[Receipt]) -> ExchangeResult:
@@ -1097,7 +1097,7 @@ class ExchangeService:
             indexed = await asyncio.to_thread(self.deps.pseudonyms.holders_of, body.partnership,
                                               sorted(set(logged.values())))
         try:
-            today = await self._requests_today(principal, body.purpose)
+            today = await self._requests_today(self._day(principal, body.purpose))
             decisions = await self._decide("discovery", body, principal, targets, today, fingerprint(principal, body))
         except PolicyError as exc:
             await self._deny_all_on_policy_failure(exc, base, targets, EventType.DISCOVERY_QUERIED)
