@@ -18,12 +18,17 @@ BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity
          "holders": ["politie"], "categories": ["police_incidents"]}
 
 
-def test_a_burst_of_concurrent_requests_gets_no_more_than_the_daily_limit_allowed(tmp_path: Path) -> None:
+def _limited_register(tmp_path: Path) -> Path:
+    """The shipped register with the Bibob purpose's daily limit at ``LIMIT``."""
     register = yaml.safe_load(SHIPPED_REGISTER.read_text())
     register["partnerships"]["riec-amsterdam-amstelland"]["purposes"]["bibob-integrity-check"][
         "daily_limit_per_system"] = LIMIT
     (tmp_path / "register.yaml").write_text(yaml.safe_dump(register))
-    with running_stack(tmp_path, settings_overrides={"register_file": tmp_path / "register.yaml"}) as stack:
+    return tmp_path / "register.yaml"
+
+
+def test_a_burst_of_concurrent_requests_gets_no_more_than_the_daily_limit_allowed(tmp_path: Path) -> None:
+    with running_stack(tmp_path, settings_overrides={"register_file": _limited_register(tmp_path)}) as stack:
         subject = stack.world.scenarios()["bibob-applicant"][1]
         stack.token("gemeente-amsterdam-vth")  # fetched once, before the burst
 
@@ -42,13 +47,9 @@ def test_a_burst_of_concurrent_requests_gets_no_more_than_the_daily_limit_allowe
 
 
 def test_retries_answered_from_their_first_answer_do_not_count(tmp_path: Path) -> None:
-    """A retry with the Idempotency-Key is counted in while it is decided (the stored answer is looked up
-    meanwhile) and given back when the stored answer is returned: only stored exchanges stay counted."""
-    register = yaml.safe_load(SHIPPED_REGISTER.read_text())
-    register["partnerships"]["riec-amsterdam-amstelland"]["purposes"]["bibob-integrity-check"][
-        "daily_limit_per_system"] = LIMIT
-    (tmp_path / "register.yaml").write_text(yaml.safe_dump(register))
-    with running_stack(tmp_path, settings_overrides={"register_file": tmp_path / "register.yaml"}) as stack:
+    """A retry with the Idempotency-Key that is answered from the stored answer writes nothing, so it is not
+    counted in (only a write-ahead counts a request): only stored exchanges count."""
+    with running_stack(tmp_path, settings_overrides={"register_file": _limited_register(tmp_path)}) as stack:
         subject = stack.world.scenarios()["bibob-applicant"][1]
 
         def ask(n: int, key: str | None = None) -> tuple[str, set[str]]:
