@@ -87,30 +87,48 @@ def _failure(exc: BaseException) -> str:
 
 
 class SharedSession:
-    """One aiohttp session (connection pool) for any number of connectors, opened on first use.
+    """One aiohttp session (connection pool) for any number of connectors, opened on first use, and a second
+    one that never reuses a connection, for retries.
 
     Lazily, because an aiohttp session belongs to the event loop it is created in, and connectors are built
     during start-up, possibly before that loop runs.
+
+    Retries go out on a fresh connection because the pooled one that carried the failure may be closing: a
+    holder that fails with a 500 often closes its side right after answering (uvicorn does when the app
+    raised), and a retry written on that connection fails with "Cannot write to closing transport", spending
+    the attempt. aiohttp gives a small answer's connection back to the pool as soon as it is parsed, before
+    the caller sees the status, so the connection cannot be singled out afterwards; a retry is rare enough
+    for one new connection to cost nothing that matters.
     """
 
     def __init__(self, *, max_connections: int, ca_file: str | Path | None = None) -> None:
         self._max_connections = max_connections
         # Built now, so that an unreadable CA file fails at start-up rather than at the first holder call.
         self._tls = verifying_tls(ca_file)
-        self._session: aiohttp.ClientSession | None = None
+        self._pooled: aiohttp.ClientSession | None = None
+        self._unpooled: aiohttp.ClientSession | None = None
 
-    def get(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=_KEEPALIVE_SECONDS,
-                                             ssl=self._tls)
-            # auto_decompress off: an inflated body would escape ``max_answer_bytes`` (a decompression bomb)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
-        return self._session
+    def get(self, *, fresh_connection: bool = False) -> aiohttp.ClientSession:
+        """The session for a first attempt (pooled) or, with ``fresh_connection``, for a retry."""
+        if fresh_connection:
+            if self._unpooled is None or self._unpooled.closed:
+                self._unpooled = self._open(force_close=True)
+            return self._unpooled
+        if self._pooled is None or self._pooled.closed:
+            self._pooled = self._open(force_close=False)
+        return self._pooled
+
+    def _open(self, *, force_close: bool) -> aiohttp.ClientSession:
+        keepalive = {"force_close": True} if force_close else {"keepalive_timeout": _KEEPALIVE_SECONDS}
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._tls, **keepalive)
+        # auto_decompress off: an inflated body would escape ``max_answer_bytes`` (a decompression bomb)
+        return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._pooled, self._unpooled):
+            if session is not None:
+                await session.close()
+        self._pooled = self._unpooled = None
 
 
 class HttpConnector:
@@ -182,7 +200,7 @@ class HttpConnector:
                 headers["Authorization"] = f"Bearer {await self._token(self.system)}"
             try:
                 async with asyncio.timeout(self._timeout):
-                    status, content = await self._exchange(method, path, payload, headers)
+                    status, content = await self._exchange(method, path, payload, headers, retry=attempt > 0)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = _failure(exc)
                 arrived = arrived or not isinstance(exc, aiohttp.ClientConnectorError)
@@ -208,13 +226,15 @@ class HttpConnector:
         raise HolderUnavailable(self.system, f"holder unavailable: {failure} "
                                 f"({attempts} attempt{'s' * (attempts > 1)}, {label})", may_have_arrived=arrived)
 
-    async def _exchange(self, method: str, path: str, payload: bytes | None,
-                        headers: dict[str, str]) -> tuple[int, bytes]:
+    async def _exchange(self, method: str, path: str, payload: bytes | None, headers: dict[str, str], *,
+                        retry: bool) -> tuple[int, bytes]:
         """One HTTP attempt: status and the whole body (read inside the caller's timeout), at most
-        ``max_answer_bytes`` of it: a holder answering without end would otherwise fill the gateway's memory."""
+        ``max_answer_bytes`` of it: a holder answering without end would otherwise fill the gateway's memory.
+        A retry goes out on a fresh connection (see ``SharedSession``)."""
         limit = self._max_answer_bytes
-        async with self._session.get().request(method, f"{self._base}{path}", data=payload, headers=headers,
-                                               allow_redirects=False) as response:
+        session = self._session.get(fresh_connection=retry)
+        async with session.request(method, f"{self._base}{path}", data=payload, headers=headers,
+                                   allow_redirects=False) as response:
             if compressed(response.headers):
                 # not echoed: the header is the holder's free text, and the message reaches the requester
                 raise HolderProtocolError(self.system, "compressed answer, which was not asked for")

@@ -493,6 +493,7 @@ class _ScriptedHolder:
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
         self.script: dict[str, list[str]] = {}
+        self.peers: list[int] = []  # the client port of each call: which connection it came on
         self.app = FastAPI()
         self.app.add_api_route("/holder/v1/{operation}", self._handle, methods=["POST"])
         self.app.add_api_route("/health", self._handle, methods=["GET"])
@@ -500,6 +501,7 @@ class _ScriptedHolder:
     async def _handle(self, request: Request) -> Response:
         path = request.url.path
         self.calls[path] = self.calls.get(path, 0) + 1
+        self.peers.append(request.client.port if request.client else 0)
         queue = self.script.get(path, [])
         behaviour = queue.pop(0) if queue else "ok"
         if behaviour == "503":
@@ -526,6 +528,7 @@ def scripted() -> Iterator[tuple[_ScriptedHolder, str]]:
 def holder(scripted: tuple[_ScriptedHolder, str]) -> tuple[_ScriptedHolder, str]:
     scripted[0].calls.clear()
     scripted[0].script.clear()
+    scripted[0].peers.clear()
     return scripted
 
 
@@ -580,6 +583,22 @@ async def test_a_query_with_request_id_is_retried(holder: tuple[_ScriptedHolder,
         answer = await connector.query(_query(["subj-x1234567"], ["income"], "q-retry"))
     assert answer.status == "answered"
     assert server.calls["/holder/v1/query"] == 3
+
+
+async def test_a_retry_after_a_5xx_goes_out_on_a_fresh_connection(holder: tuple[_ScriptedHolder, str]) -> None:
+    """Found as a flaky test: a holder that fails with a 500 may close its side of the keep-alive connection
+    right after answering (uvicorn does, when the app raised), and the retry, sent on that pooled connection,
+    failed with "Cannot write to closing transport", using up the attempt. A retry now goes out on a fresh
+    connection; first attempts still share pooled ones."""
+    server, url = holder
+    server.script["/holder/v1/query"] = ["503"]
+    async with HttpConnector(w.TAX, url, gateway_token, retries=1, backoff=0.01) as connector:
+        await connector.query(_query(["subj-x1234567"], ["income"], "q-fresh"))
+        for request_id in ("q-pooled-1", "q-pooled-2"):
+            await connector.query(_query(["subj-x1234567"], ["income"], request_id))
+    failed_on, retried_on, first_healthy, second_healthy = server.peers
+    assert retried_on != failed_on
+    assert first_healthy == second_healthy  # healthy answers keep their connection for the next call
 
 
 async def test_health_is_retried(holder: tuple[_ScriptedHolder, str]) -> None:
