@@ -32,7 +32,7 @@ from escalation.queries import CaseFilter
 from gateway.auth.principal import Principal, Scope
 from gateway.console import views
 from gateway.console.actions import record_action
-from gateway.console.pages import ConsoleRoute, Page, blank, need_scope, signed_in
+from gateway.console.pages import ConsoleRoute, Page, blank, flag, need_scope, signed_in
 from gateway.errors import Conflict, Forbidden, GatewayError, Unprocessable
 from gateway.escalations import access
 from gateway.escalations.models import (
@@ -139,7 +139,7 @@ async def queue(page: Page = Depends(signed_in), state: str | None = None, tier:
                 overdue: str | None = None, partnership: str | None = None, after: str | None = None) -> Response:
     principal, service = _worker(page)
     today = _today(service)
-    filters = {"state": blank(state), "tier": blank(tier), "overdue": "1" if overdue else None,
+    filters = {"state": blank(state), "tier": blank(tier), "overdue": "1" if flag(overdue, "overdue") else None,
                "partnership": blank(partnership)}
     if filters["state"] and filters["state"] not in STATES:
         raise Unprocessable(f"state: one of {', '.join(STATES)}")

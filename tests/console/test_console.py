@@ -169,6 +169,19 @@ def test_idle_session_expires_and_activity_keeps_it_alive(console: TestClient, c
     assert "Your session has expired" in console.get(location).text
 
 
+def test_notice_flags_set_to_0_show_no_notice(console: TestClient) -> None:
+    """The console's yes/no query parameters read ``0`` as no: ``?expired=0`` says nothing about an expired
+    session, ``?signed_out=0`` nothing about signing out, ``?verified=0`` shows no verification result."""
+    assert "Your session has expired" not in console.get("/console/login?expired=0").text
+    assert "Your session has expired" in console.get("/console/login?expired=1").text
+    assert "You have been signed out" not in console.get("/console/login?signed_out=0").text
+    assert "You have been signed out" in console.get("/console/login?signed_out=1").text
+    sign_in(console, "po-gemeente")
+    assert "ok-notice" not in console.get("/console/audit?verified=0").text
+    assert "ok-notice" in console.get("/console/audit?verified=1").text
+    assert console.get("/console/audit?verified=maybe").status_code == 422
+
+
 def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(console: TestClient) -> None:
     account(console, "po-gemeente")
     form = console.get("/console/login")

@@ -123,6 +123,28 @@ def test_queue_per_tier_counts_down_and_highlights_overdue(console: TestClient, 
     assert "Overdue by 1 day(s)" in later.text.split(f'data-case="{fresh}"')[1].split("</tr>")[0]
 
 
+def test_overdue_0_means_not_only_overdue_and_a_garbled_flag_is_422(console: TestClient,
+                                                                   container: Container) -> None:
+    """``?overdue=0`` (or ``false``, ``off``, empty) shows every case, as an unticked box does: it used to
+    filter to the overdue ones, because any value at all counted as "only overdue". A value that is no yes
+    or no is refused, as the other filters refuse theirs."""
+    fresh = open_riec_case(container)
+    late = open_riec_case(container, days_ago=20, holder="belastingdienst")
+    sign_in(console, "admin-riec")
+    for off in ("0", "false", "off", "no", ""):
+        page = console.get(f"/console/escalations?overdue={off}")
+        assert page.status_code == 200, off
+        assert case_rows(page.text, 1) == [late, fresh], off
+        assert 'name="overdue" type="checkbox" value="1" checked' not in page.text, off
+    for on in ("1", "true", "on", "yes"):
+        page = console.get(f"/console/escalations?overdue={on}")
+        assert case_rows(page.text, 1) == [late], on
+        assert 'name="overdue" type="checkbox" value="1" checked' in page.text, on
+    garbled = console.get("/console/escalations?overdue=maybe")
+    assert garbled.status_code == 422
+    assert "overdue" in garbled.text
+
+
 def test_awaiting_panel_lists_the_cases_the_organisation_decides(console: TestClient,
                                                                   container: Container) -> None:
     case_id = open_riec_case(container)
