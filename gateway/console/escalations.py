@@ -51,6 +51,7 @@ from gateway.escalations.models import (
 from gateway.escalations.service import EscalationService
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import Trace
+from gateway.spreadsheets import csv_download
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -398,8 +399,7 @@ async def legal_gaps_csv(page: Page = Depends(signed_in), status: str | None = N
     await record_action(page.container, page.request, "export", organisation=person.organisation,
                         account_id=person.account_id, details=details)
     name = f"legal-gaps-{_today(service).isoformat()}.csv"
-    return page.finish(Response(body, media_type="text/csv; charset=utf-8",
-                                headers={"Content-Disposition": f'attachment; filename="{name}"'}))
+    return page.finish(csv_download(body, name))
 
 
 async def _gap_page(page: Page, gap_id: str, *, code: int = 200, error: FormError | None = None,

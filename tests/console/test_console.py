@@ -438,6 +438,18 @@ def test_a_tampered_log_fails_verification_at_its_index(console: TestClient, con
     assert f"bij index {target}" in dutch
 
 
+def test_statistics_csv_starts_with_the_byte_order_mark_spreadsheets_need(console: TestClient) -> None:
+    """The accountability figures are opened in Excel too: the UTF-8 BOM and charset=utf-8, once."""
+    sign_in(console, "po-gemeente")
+    download = console.get("/console/statistics.csv")
+    assert download.status_code == 200
+    assert download.content.startswith(b"\xef\xbb\xbf")
+    assert download.content.count(b"\xef\xbb\xbf") == 1
+    assert download.headers["content-type"] == "text/csv; charset=utf-8"
+    header = download.content.decode("utf-8-sig").splitlines()[0]
+    assert header.startswith("partnership,purpose,participant,month,requests")
+
+
 def test_statistics_csv_download_is_audited(console: TestClient, container: Container) -> None:
     sign_in(console, "po-gemeente")
     page = console.get("/console/statistics")
@@ -446,7 +458,8 @@ def test_statistics_csv_download_is_audited(console: TestClient, container: Cont
     download = console.get("/console/statistics.csv?partnership=riec-amsterdam-amstelland")
     assert download.status_code == 200
     assert download.headers["content-type"].startswith("text/csv")
-    assert download.text.splitlines()[0].startswith("partnership,purpose,participant,month,requests")
+    header = download.content.decode("utf-8-sig").splitlines()[0]
+    assert header.startswith("partnership,purpose,participant,month,requests")
     assert "riec-amsterdam-amstelland,bibob-integrity-check,gemeente-amsterdam" in download.text
     export = [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
     assert len(export) == 1

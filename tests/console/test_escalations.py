@@ -459,7 +459,7 @@ def test_legal_gaps_flag_status_changes_export_and_scoping(console: TestClient, 
     assert download.status_code == 200
     assert download.headers["content-type"].startswith("text/csv")
     assert "attachment" in download.headers["content-disposition"]
-    rows = list(csv.DictReader(io.StringIO(download.text)))
+    rows = list(csv.DictReader(io.StringIO(download.content.decode("utf-8-sig"))))
     assert [(r["id"], r["status"], r["cases"]) for r in rows] == [(gap_id, "resolved", case_id)]
     exports = [a for a in audit_events(container, "console.action") if a["extra"]["action"] == "export"]
     assert [e["extra"] for e in exports] == [{"action": "export", "channel": "console", "export": "legal-gaps.csv",
@@ -473,6 +473,27 @@ def test_legal_gaps_flag_status_changes_export_and_scoping(console: TestClient, 
     assert console.get(f"/console/legal-gaps/{gap_id}").status_code == 404
     assert gap_id not in console.get("/console/legal-gaps").text
     assert gap_id not in console.get("/console/legal-gaps.csv").text
+
+
+def test_the_gap_download_opens_in_a_spreadsheet_with_its_accents_intact(console: TestClient,
+                                                                        container: Container) -> None:
+    """The console's CSV, like the API's, starts with the UTF-8 byte-order mark that Excel needs to read
+    "ë" and "é" as such (without it, it reads the file in the machine's code page)."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    title = "Geen grondslag: België, één café"
+    flagged = console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": token, "title": title, "description": "@Ëén formule mag niet."})
+    assert flagged.status_code == 200, flagged.text
+    download = console.get("/console/legal-gaps.csv")
+    assert download.status_code == 200
+    assert download.content.startswith(b"\xef\xbb\xbf")
+    assert download.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(download.content.decode("utf-8-sig"))))
+    assert [(r["title"], r["description"]) for r in rows] == [(title, "'@Ëén formule mag niet.")]
+    [export] = [a for a in audit_events(container, "console.action") if a["extra"]["action"] == "export"]
+    assert export["extra"]["rows"] == 1  # the mark is no row
 
 
 def test_the_gap_pages_name_only_cases_the_reader_may_see(console: TestClient, container: Container) -> None:
@@ -493,7 +514,7 @@ def test_the_gap_pages_name_only_cases_the_reader_may_see(console: TestClient, c
         assert shown.status_code == 200
         assert gap_id in shown.text, path
         assert case_id not in shown.text, path
-    rows = list(csv.DictReader(io.StringIO(console.get("/console/legal-gaps.csv").text)))
+    rows = list(csv.DictReader(io.StringIO(console.get("/console/legal-gaps.csv").content.decode("utf-8-sig"))))
     assert [(r["title"], r["description"], r["cases"]) for r in rows if r["id"] == gap_id] == [
         ("'=1+1 no basis for intelligence", "'@The WGS is silent.", "")]
 

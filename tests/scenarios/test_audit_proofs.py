@@ -152,7 +152,7 @@ def test_statistics_count_requests_and_decisions_per_group(stack: Stack, officer
     assert after[key]["requests"] == old["requests"] + 1
     assert after[key]["allows"] == old["allows"] + 1  # kvk
     assert after[key]["narrowings"] == old["narrowings"] + 1  # belastingdienst: income removed
-    csv_text = httpx.get(url, params={"format": "csv"}, headers=officer).text
+    csv_text = httpx.get(url, params={"format": "csv"}, headers=officer).content.decode("utf-8-sig")
     assert csv_text.splitlines()[0].startswith("partnership,purpose,participant,month,requests")
 
 
