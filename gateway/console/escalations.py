@@ -55,7 +55,7 @@ from gateway.spreadsheets import csv_download
 
 router = APIRouter(route_class=ConsoleRoute)
 
-STATES = ("open", "in_review", "escalated", "decided", "closed", "withdrawn")
+STATES = ("open", "in_review", "escalated", "decided", "closed", "withdrawn", "expired")
 ACTIVE = frozenset({"open", "in_review", "escalated"})
 TIERS = (1, 2, 3)
 OUTCOMES = ("allow", "deny", "refer-up")

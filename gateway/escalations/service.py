@@ -44,7 +44,7 @@ from escalation.cases import (
 from escalation.queries import CaseFilter, CaseScope, list_cases, metrics, visible_case_ids
 from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State
 from gateway.auth import repository as accounts
-from gateway.auth.principal import Principal
+from gateway.auth.principal import Principal, Role
 from gateway.auth.tokens import AccessTokenService
 from gateway.client.models import ExchangeRequest, Outcome, TargetOutcome
 from gateway.clock import Clock, as_utc
@@ -77,6 +77,8 @@ from gateway.register.model import Register
 log = structlog.get_logger("gateway.escalations")
 T = TypeVar("T")
 DEFAULT_DEADLINES = {1: 5, 2: 10, 3: 20}
+FINAL_DEADLINE_AUDIENCE = frozenset({Role.ADMINISTRATOR.value, Role.PRIVACY_OFFICER.value})
+"""Whom a receiving organisation should route a missed tier-3 deadline to (the notification names them)."""
 STATEMENT_TTL_SECONDS = 300
 _OBJECTIONS = {  # who objects to which outcome of an exchange target
     "requester-objection": {Outcome.DENIED.value, Outcome.ALLOWED_NARROWED.value},
@@ -106,6 +108,15 @@ class _Step:
     decision: AuditDecision | None = None
     categories: tuple[str, ...] = ()
     extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one scan did: cases moved up a tier, missed tier-3 deadlines reported, decisions expired."""
+
+    moved: list[Case]
+    reported: list[Case]
+    expired: list[Case]
 
 
 class EscalationService:
@@ -190,8 +201,10 @@ class EscalationService:
 
     async def _perform(self, case_id: str, principal: Principal | None, trace: Trace | None,
                        plan: Callable[[Session, Case], list[_Step]],
-                       apply: Callable[[Session], Case], motivation: str | None = None) -> Case:
-        """Check and predict (read), log (write-ahead), then apply with the optimistic lock."""
+                       apply: Callable[[Session], Case], motivation: str | None = None,
+                       notify: Callable[[Case], None] | None = None) -> Case:
+        """Check and predict (read), log (write-ahead), then apply with the optimistic lock; then tell those
+        concerned (``notify``, by default the parties and whoever must act next)."""
 
         def predict(session: Session) -> tuple[Case, list[_Step]]:
             case = case_store.get_case(session, case_id)
@@ -201,7 +214,7 @@ class EscalationService:
         requester = await self._requester(principal)
         await self._record([self._event(case, s, requester, trace, motivation=motivation) for s in steps])
         changed = await self._applied(case, [s.action for s in steps], apply, principal, trace)
-        self._notify(changed)
+        (notify or self._notify)(changed)
         return changed
 
     async def _applied(self, case: Case, actions: list[str], apply: Callable[[Session], T],
@@ -398,13 +411,13 @@ class EscalationService:
         an allow decision its system can re-run with."""
         scope = access.case_scope(principal, self.register)
         found = await self._db(lambda s: list_cases(s, scope, CaseFilter(), limit=10_000))
+        now = self.clock.now()  # an allow past its validity awaits nothing, even before the scan expires it
         items = []
         for case in found:
             if (case.active and access.may_decide(principal, case, self.register)
                     and principal.organisation != case.requester_org):  # four eyes: never its own request
                 items.append(FeedItem(case=self._view(principal, case), awaiting="decision"))
-            elif (case.state is State.DECIDED and case.decision and case.decision.get("outcome") == "allow"
-                  and case.requester_org == principal.organisation):
+            elif case.decision_usable(now) and case.requester_org == principal.organisation:
                 items.append(FeedItem(case=self._view(principal, case), awaiting="rerun"))
         return sorted(items, key=lambda i: (i.case.deadline, i.case.id))
 
@@ -529,40 +542,124 @@ class EscalationService:
             motivation=body.motivation)
         return await self.detail(principal, case_id)
 
+    # -- the scan: deadlines and decisions whose time has passed -------------------------------
+    async def scan(self) -> ScanResult:
+        """The scheduler's job, and ``wgs-gateway escalations scan``'s: every missed deadline (one tier up,
+        or at the last tier reported once), and every allow decision whose validity passed (expired)."""
+        moved, reported = await self._deadlines_passed()
+        expired = await self.expire_decisions()
+        return ScanResult(moved=moved, reported=reported, expired=expired)
+
     async def escalate_overdue(self) -> list[Case]:
-        """The scheduler's job: every active case past its deadline goes one tier up (at tier 3 it stays and
-        shows as overdue in the metrics). Logged per case, like any other step."""
+        """Every active case past its deadline: below tier 3 it goes one tier up; at tier 3, the last, it
+        stays and its missed deadline is reported once (see ``_report_final``). The cases moved up."""
+        return (await self._deadlines_passed())[0]
+
+    async def _deadlines_passed(self) -> tuple[list[Case], list[Case]]:
+        """The cases moved up a tier, and those whose missed tier-3 deadline was reported now."""
         today = self.today()
         overdue = await self._db(lambda s: [c for c in list_cases(
             s, CaseScope(everything=True), CaseFilter(overdue_on=today), limit=100_000) if c.tier < MAX_TIER])
         moved = []
         for case in overdue:
             try:
-                moved.append(await self._perform(case.id, None, None, self._plan_missed(case),
-                                                 self._apply_missed(case)))
+                moved.append(await self._perform(case.id, None, None, self._plan_listed(case, Action.DEADLINE_MISSED),
+                                                 self._apply_listed(case, Action.DEADLINE_MISSED, "deadline missed")))
             except Conflict:
                 continue  # someone acted on it meanwhile; the next run looks again
         if moved:
             log.info("escalations_overdue_moved", cases=len(moved))
-        return moved
+        final = await self._db(lambda s: case_store.unreported_final_overdue(s, today))
+        reported = [case for case in [await self._report_final(c) for c in final] if case is not None]
+        if reported:
+            log.info("escalations_final_deadline_missed", cases=len(reported))
+        return moved, reported
+
+    def _final_recipients(self, case: Case) -> list[str]:
+        """Who hears that the last tier's deadline passed: there is nobody to refer the case to, so those who
+        can still settle it or must answer for it — the two parties (their privacy officers work tier 1),
+        the tier-3 deciders (the administrative steering group) and the coordinating privacy officer."""
+        recipients = {case.requester_org, case.holder_org}
+        partnership = self.register.partnerships.get(case.partnership)
+        if partnership is not None:
+            recipients |= access.tier_deciders(partnership, MAX_TIER, case)
+            recipients.add(partnership.coordinating_privacy_officer)
+        return sorted(recipients)
+
+    async def _report_final(self, listed: Case) -> Case | None:
+        """Log and announce one missed tier-3 deadline, once: the step is skipped before anything is logged
+        if the case changed since it was listed or its report is on record already (another gateway process
+        scans too), and its entry names who was told. None if skipped."""
+        told = self._final_recipients(listed)
+
+        def not_yet(session: Session, current: Case) -> None:
+            if case_store.final_deadline_reported(session, current.id):
+                raise ConcurrentUpdate(f"the missed deadline of case `{current.id}` was reported already")
+
+        def notify(case: Case) -> None:
+            self.notifier.notify(set(told), {
+                "event": "escalation.final_deadline_missed", "case_id": case.id, "state": case.state.value,
+                "tier": case.tier, "deadline": case.deadline.isoformat(), "partnership": case.partnership,
+                "version": case.version, "roles": sorted(FINAL_DEADLINE_AUDIENCE)})
+
+        extra = {"deadline": listed.deadline.isoformat(), "notified": told}
+        try:
+            return await self._perform(
+                listed.id, None, None, self._plan_listed(listed, Action.FINAL_DEADLINE_MISSED, extra, not_yet),
+                self._apply_listed(listed, Action.FINAL_DEADLINE_MISSED, "deadline of the last tier missed"),
+                notify=notify)
+        except Conflict:
+            return None  # someone acted on it meanwhile, or it was reported; the next run looks again
+
+    async def expire_decisions(self) -> list[Case]:
+        """Allow decisions whose validity passed: one nobody used expires (the case leaves ``decided``, so no
+        list offers it for a re-run and a re-run citing it is refused as expired); one a re-run used but
+        could not close is closed. A decision held by a live re-run is left to it (the policy refuses it
+        past its validity anyway) and looked at again on the next scan."""
+        now = self.clock.now()
+        found = await self._db(lambda s: case_store.expirable_decisions(s, now))
+        expired = []
+        for case in found:
+            if case.rerun_exchange_id is not None:
+                await self._close_used(case.id, case.rerun_exchange_id, None)
+                continue
+            if self._claim_live(case, now):
+                continue
+            try:
+                expired.append(await self._perform(
+                    case.id, None, None, self._plan_listed(case, Action.EXPIRE, {"valid_until": str(
+                        (case.decision or {}).get("valid_until")), "decision_id": case.decision_id}),
+                    self._apply_listed(case, Action.EXPIRE, "decision not used before its validity ended")))
+            except Conflict:
+                continue  # claimed, used or changed meanwhile; the next run looks again
+        if expired:
+            log.info("escalation_decisions_expired", cases=len(expired))
+        return expired
 
     @staticmethod
-    def _plan_missed(listed: Case) -> Callable[[Session, Case], list[_Step]]:
-        """The step for a case as it was listed — if it still is when read again before logging. Another
+    def _claim_live(case: Case, now: datetime) -> bool:
+        """A re-run holds the decision and may still use it (a claim older than that is abandoned)."""
+        return (case.rerun_claim is not None and case.rerun_claimed_at is not None
+                and as_utc(case.rerun_claimed_at) >= now - CLAIM_ABANDONED_AFTER)
+
+    @staticmethod
+    def _plan_listed(listed: Case, action: Action, extra: dict[str, Any] | None = None,
+                     check: Callable[[Session, Case], None] | None = None) -> Callable[[Session, Case], list[_Step]]:
+        """The scan's step for a case as it was listed — if it still is when read again before logging. Another
         gateway process on the database scans too: a case it moved (or a person acted on) since our listing
-        is left alone before anything is logged, not logged as missed once more (at its new tier) and then
-        retracted."""
-        def plan(_session: Session, current: Case) -> list[_Step]:
+        is left alone before anything is logged, not logged once more (at its new tier) and then retracted."""
+        def plan(session: Session, current: Case) -> list[_Step]:
             if current.version != listed.version:
-                raise ConcurrentUpdate(f"case `{listed.id}` changed since the overdue scan listed it")
-            after = CaseState(current.state, current.tier, current.version).apply(Action.DEADLINE_MISSED)
-            return [_Step(Action.DEADLINE_MISSED.value, after)]
+                raise ConcurrentUpdate(f"case `{listed.id}` changed since the scan listed it")
+            if check is not None:
+                check(session, current)
+            after = CaseState(current.state, current.tier, current.version).apply(action)
+            return [_Step(action.value, after, extra=extra)]
 
         return plan
 
-    def _apply_missed(self, case: Case) -> Callable[[Session], Case]:
-        return lambda session: self._act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
-                                         motivation="deadline missed")
+    def _apply_listed(self, case: Case, action: Action, motivation: str) -> Callable[[Session], Case]:
+        return lambda session: self._act(session, case.id, case.version, action, None, motivation=motivation)
 
     # -- re-running a decided request ----------------------------------------------------------
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant:
@@ -580,6 +677,9 @@ class EscalationService:
         decision = case.decision or {}
         if decision.get("outcome") != "allow":
             raise Unprocessable(f"escalation decision `{decision_id}` did not allow the request")
+        if case.state is State.EXPIRED:  # not used: nobody re-ran with it in time, and now nobody can
+            raise Unprocessable(f"escalation decision `{decision_id}` expired at {decision['valid_until']}; "
+                                "ask for a new decision")
         used = Conflict(f"escalation decision `{decision_id}` has been used already")
         if case.state is State.DECIDED and case.rerun_exchange_id is not None:  # its close failed: finish it
             await self._close_used(case.id, case.rerun_exchange_id, None)

@@ -710,7 +710,7 @@ def test_escalations_scan_logs_json_lines_on_stderr_and_prints_only_its_count(da
     gateway's JSON lines on stderr, as the README says of every log record, not console lines on stdout."""
     scanned = runner.invoke(app, ["escalations", "scan"])
     assert scanned.exit_code == 0, scanned.output
-    assert scanned.stdout == "0 overdue case(s) moved up a tier\n"
+    assert scanned.stdout == "0 overdue case(s) moved up a tier, 0 reported at tier 3, 0 decision(s) expired\n"
     records = [json.loads(line) for line in scanned.stderr.splitlines()]
     assert "register_loaded" in [record["event"] for record in records]
 
