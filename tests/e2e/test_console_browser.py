@@ -7,7 +7,7 @@ contact point answers a data-subject request. Scenario S9 through the console: t
 misses its deadline and the gateway's scheduler moves the case up, the RIEC desk (an administrator of riec-aa)
 flags a legal gap and allows `police_incidents` only at tier 2, and the municipality's re-run gets exactly
 that; the bank's privacy officer sees neither the case nor the gap. Screenshots of the main pages are taken
-(into ``WGS_SCREENSHOTS_DIR``, e.g. docs/screenshots/ for the README).
+(into ``WGS_SCREENSHOTS_DIR``, e.g. docs/screenshots/ for docs/console.md).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Screenshots go to a temporary directory, so a test run leaves the checkout as it was; to refresh the
-# README's pictures: WGS_SCREENSHOTS_DIR=docs/screenshots .venv/bin/pytest tests/e2e
+# docs/console.md's pictures: WGS_SCREENSHOTS_DIR=docs/screenshots .venv/bin/pytest tests/e2e
 SCREENSHOTS = Path(os.environ.get("WGS_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="wgs-screenshots-"))
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
