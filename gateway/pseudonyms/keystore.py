@@ -1,7 +1,8 @@
 """Where the transcryptor's secrets live: a small async ``KeyStore`` interface, a file store and a test fake.
 
-The gateway loads a :class:`~gateway.pseudonyms.keys.KeyRing` at start-up and hands it to the transcryptor;
-rotation adds a version (and makes it current), retirement removes a version once nothing refers to it.
+The gateway loads a :class:`~gateway.pseudonyms.keys.KeyRing` at start-up and hands it to the transcryptor,
+and follows the file from then on (:mod:`gateway.pseudonyms.following`); rotation adds a version (and makes it
+current), retirement removes a version once nothing refers to it.
 Other back-ends (a KMS, an HSM-backed service) implement the same four coroutines.
 
 ``FileKeyStore`` file format (JSON, one file, mode 0600 in a 0700 directory)::
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -43,10 +45,17 @@ try:  # POSIX advisory locking; the gateway runs on Linux
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FileKeyStore", "InMemoryKeyStore", "KeyStore"]
+__all__ = ["FileKeyStore", "FileStamp", "InMemoryKeyStore", "KeyStore"]
 
 _FORMAT = "wgs-gateway/pseudonym-keys"
 _FORMAT_VERSION = 1
+
+FileStamp = tuple[int, int, int, int, int]
+"""(device, inode, size, mtime ns, ctime ns) of the key file: equal stamps, the same file as it was read."""
+
+
+def _stamp_of(info: os.stat_result) -> FileStamp:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 class KeyStore(Protocol):
@@ -165,7 +174,29 @@ class FileKeyStore:
                 self._write(new_ring)
             return new_ring
 
+    def stamp(self) -> FileStamp | None:
+        """What identifies the key file's present version (one ``lstat``, no read); None when there is none.
+
+        Writes replace the file (a new inode, written whole before the rename), so a different stamp means
+        another ring; a ``chmod`` changes it too (ctime), so the checks of :meth:`load_stamped` are made again.
+        """
+        try:
+            return _stamp_of(os.lstat(self._path))
+        except FileNotFoundError:
+            return None
+
+    def load_stamped(self) -> tuple[KeyRing, FileStamp]:
+        """The key ring and the stamp of exactly the file it was read from, synchronously (a small file).
+
+        For a process that follows the file (:class:`~gateway.pseudonyms.following.FollowedTranscryptor`):
+        the stamp comes from the open file itself, so a rotation between a ``stat`` and the read can never be
+        mistaken for the version that was read. :class:`KeyStoreError` as :meth:`load`."""
+        return self._load_stamped()
+
     def _load(self) -> KeyRing:
+        return self._load_stamped()[0]
+
+    def _load_stamped(self) -> tuple[KeyRing, FileStamp]:
         # 1. a regular file, not a symlink
         try:
             info = self._path.lstat()
@@ -173,14 +204,25 @@ class FileKeyStore:
             raise KeyStoreError("no key store file; initialise the key store first") from None
         if not stat.S_ISREG(info.st_mode):
             raise KeyStoreError("the key store path is not a regular file")
-        # 2. private to its owner
-        if info.st_mode & 0o077:
-            raise KeyStoreError("the key store file is readable or writable by group/others; chmod 600 it")
-        try:
-            document = json.loads(self._path.read_bytes())
-        except (OSError, ValueError):
-            raise KeyStoreError("the key store file cannot be read as JSON") from None
-        return _ring_from_document(document)
+        try:  # the file as opened: replaced by a symlink or another file since the lstat, it is checked again
+            fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            raise KeyStoreError("no key store file; initialise the key store first") from None
+        except OSError as exc:
+            raise KeyStoreError("the key store path is not a regular file" if exc.errno == errno.ELOOP
+                                else "the key store file cannot be opened") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise KeyStoreError("the key store path is not a regular file")
+            # 2. private to its owner
+            if info.st_mode & 0o077:
+                raise KeyStoreError("the key store file is readable or writable by group/others; chmod 600 it")
+            try:
+                document = json.loads(handle.read())
+            except (OSError, ValueError):
+                raise KeyStoreError("the key store file cannot be read as JSON") from None
+        return _ring_from_document(document), _stamp_of(info)
 
     def _write(self, ring: KeyRing) -> None:
         self._ensure_directory()
