@@ -113,5 +113,17 @@ def test_a_running_gateway_follows_a_rotation_made_by_the_cli(tmp_path: Path, em
         asyncio.run(_enrol(base, kvk, LATER))
         later = asyncio.run(_own(base, municipality, LATER))
         assert _kvk_outcome(base, token, later) == "hit"
+
+        # A key file changed into one the gateway would not start with is not worked around with the ring in
+        # memory: 503 (fail closed, nothing disclosed) until it is put right.
+        key_file = tmp_path / "keys" / "pseudonyms" / "pseudonym-keys.json"
+        key_file.chmod(0o644)
+        refused = httpx.post(f"{base}/v1/discovery", timeout=30, headers={"Authorization": f"Bearer {token}"},
+                             json=DISCOVERY | {"subjects": [{"ref": after}]})
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "kvk" not in refused.text
+        key_file.chmod(0o600)
+        assert _kvk_outcome(base, token, after) == "hit"
     assert "index rows not under the current key version: 0" in _cli(tmp_path, empty_db_url, "pseudonyms", "status")
     container.close()
