@@ -34,6 +34,7 @@ from audit.checkpoint import (
 from audit.errors import (
     AuditError,
     AuditWriteError,
+    CompanionRefused,
     InvalidEvent,
     MalformedRow,
     PersonalDataError,
@@ -56,6 +57,7 @@ __all__ = [
     "AuditWriteError",
     "Checkpoint",
     "CheckpointPolicy",
+    "CompanionRefused",
     "CompanionRow",
     "ConsistencyProof",
     "DataSubject",

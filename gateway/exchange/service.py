@@ -35,7 +35,16 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, CompanionRow, EventType, Receipt
+from audit import (
+    AsyncAuditWriter,
+    AuditError,
+    AuditEvent,
+    AuditLog,
+    CompanionRefused,
+    CompanionRow,
+    EventType,
+    Receipt,
+)
 from audit.errors import PersonalDataError
 from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
@@ -137,7 +146,7 @@ class RerunGrant:
     mark_used: Callable[[Connection, str], None]
 
 
-class DecisionLost(Exception):
+class DecisionLost(CompanionRefused):
     """Raised by ``RerunGrant.mark_used`` inside the disclosure's transaction: the re-run no longer holds its
     decision (it outlived its reservation, and another re-run took the decision over), so nothing of that
     transaction is written and nothing is disclosed."""
