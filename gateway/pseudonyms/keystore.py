@@ -25,38 +25,24 @@ an advisory lock. Nothing here logs, and errors never contain key material.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import os
 import stat
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.clock import Clock, SystemClock
+from gateway.keyfiles import FileStamp, exclusively, replace_whole, stamp_of
 from gateway.pseudonyms.errors import KeyStoreError
 from gateway.pseudonyms.keys import MASTER_SECRET_BYTES, KeyRing, KeyVersion
 from gateway.pseudonyms.pep import SCALAR_BYTES, Point, Scalar, b64url_decode, b64url_encode
-
-try:  # POSIX advisory locking; the gateway runs on Linux
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["FileKeyStore", "FileStamp", "InMemoryKeyStore", "KeyStore"]
 
 _FORMAT = "wgs-gateway/pseudonym-keys"
 _FORMAT_VERSION = 1
-
-FileStamp = tuple[int, int, int, int, int]
-"""(device, inode, size, mtime ns, ctime ns) of the key file: equal stamps, the same file as it was read."""
-
-
-def _stamp_of(info: os.stat_result) -> FileStamp:
-    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
-
 
 class KeyStore(Protocol):
     """The transcryptor's key store. Implementations never log secrets and never put them in errors."""
@@ -155,19 +141,9 @@ class FileKeyStore:
     def _ensure_directory(self) -> None:
         self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self._ensure_directory()
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
     def _update(self, change: Any) -> KeyRing:
-        with self._locked():
+        self._ensure_directory()
+        with exclusively(self._lock_path):
             ring = self._load() if self._path.exists() else None
             new_ring: KeyRing = change(ring)
             if new_ring is not ring:
@@ -181,7 +157,7 @@ class FileKeyStore:
         another ring; a ``chmod`` changes it too (ctime), so the checks of :meth:`load_stamped` are made again.
         """
         try:
-            return _stamp_of(os.lstat(self._path))
+            return stamp_of(os.lstat(self._path))
         except FileNotFoundError:
             return None
 
@@ -222,26 +198,11 @@ class FileKeyStore:
                 document = json.loads(handle.read())
             except (OSError, ValueError):
                 raise KeyStoreError("the key store file cannot be read as JSON") from None
-        return _ring_from_document(document), _stamp_of(info)
+        return _ring_from_document(document), stamp_of(info)
 
     def _write(self, ring: KeyRing) -> None:
         self._ensure_directory()
-        data = json.dumps(_ring_to_document(ring), indent=2, sort_keys=True).encode()
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path)
-        dir_fd = os.open(self._directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_whole(self._path, json.dumps(_ring_to_document(ring), indent=2, sort_keys=True).encode())
 
 
 def _ring_to_document(ring: KeyRing) -> dict[str, Any]:
