@@ -358,7 +358,8 @@ class GatewayClient:
         """Hit/no-hit per holder and subject for subjects without a shared number (build ``request`` with
         ``gateway.client.fuzzy_requests.fuzzy_request``, which encodes what you know of them here)."""
         response = await self._send("POST", "/v1/discovery/fuzzy", json=request.model_dump(mode="json"))
-        return _decoded(response, lambda r: FuzzyDiscoveryResult.model_validate_json(r.content))
+        return _decoded(response, lambda r: FuzzyDiscoveryResult.model_validate_json(r.content,
+                                                                                     context=ANSWER_CONTEXT))
 
     async def enrol_filters(self, partnership: str, record_type: RecordType, secret: bytes,
                             records: Sequence[FilterRecordToEnrol], *, remove: Sequence[str] = (),

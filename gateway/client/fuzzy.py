@@ -16,11 +16,19 @@ The models live in the partner-side SDK because they are the contract (as :mod:`
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
 
-from gateway.client.models import _REFERENCE, CATEGORY_PATTERN, SLUG_PATTERN, Reason, Receipt, Signal
+from gateway.client.models import (
+    _REFERENCE,
+    CATEGORY_PATTERN,
+    SLUG_PATTERN,
+    Reason,
+    Receipt,
+    Signal,
+    _newer_value,
+)
 
 RecordType = Literal["person", "company"]
 """Record types with a shipped linkage schema (``gateway/matching/schemas``): every participant encodes with it."""
@@ -145,6 +153,14 @@ class FuzzyTarget(BaseModel):
         "Per subject, in the order sent: whether this holder holds a matching record (each of its records "
         "matches at most one subject). Never a score, never the holder's reference."))
     reasons: list[Reason] = Field(default_factory=list)
+
+    @field_validator("outcome", mode="wrap")
+    @classmethod
+    def _outcome_of_a_newer_gateway(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                                    info: ValidationInfo) -> str:
+        # As DiscoveryTarget: read by the client, a value a newer gateway added is kept (neither hit nor no-hit).
+        outcome = _newer_value(value, handler, info)
+        return str(value) if outcome is None else str(outcome)
 
 
 class FuzzyDiscoveryResult(BaseModel):
