@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, insert, select
 from structlog.testing import capture_logs
 
-from audit import Checkpoint, NoteVerifier, open_checkpoint, sign_checkpoint
+from audit import Checkpoint, NoteVerifier, VerificationError, claimed_checkpoint, open_checkpoint, sign_checkpoint
 from audit.events import EventType
 from audit.merkle import verify_inclusion
 from audit.tables import audit_checkpoints, audit_entries
@@ -175,8 +175,24 @@ def _bad_base64(container: Container, size: int) -> str:
     return f"{head} not*base64\n"
 
 
+def _honest(container: Container, size: int) -> str:
+    signer = container.services["audit"].signer
+    return sign_checkpoint(Checkpoint(signer.name, size, container.services["audit"].log.root(size)), signer)
+
+
 _NOTES = {"signature base64": _bad_base64, "another key": _other_key, "root not the tree's": _forged_root,
-          "no note": lambda container, size: "garbage"}
+          "no note": lambda container, size: "garbage", "row's root not its note's": _honest}
+
+
+def _column_root(container: Container, size: int, note: str) -> bytes:
+    """The root the row states: its note's where the note has one (so that only the check named is what
+    fails), the tree's otherwise, and another for the one case about a row that disagrees with its note."""
+    if note == _honest(container, size):
+        return b"\x09" * 32
+    try:
+        return claimed_checkpoint(note).root_hash
+    except VerificationError:
+        return container.services["audit"].log.root(size)
 
 
 @pytest.mark.parametrize("note", list(_NOTES))
@@ -185,10 +201,11 @@ def test_a_checkpoint_that_does_not_verify_is_not_served(
     client, container = app
     _append(container, 2)
     size = container.services["audit"].log.size()
+    text = _NOTES[note](container, size)
     with container.engine.begin() as connection:  # an INSERT: the append-only triggers allow it
         connection.execute(insert(audit_checkpoints).values(
-            tree_size=size, root_hash=container.services["audit"].log.root(size),
-            note=_NOTES[note](container, size), issued_at=container.clock.now()))
+            tree_size=size, root_hash=_column_root(container, size, text), note=text,
+            issued_at=container.clock.now()))
     with capture_logs() as logs:
         answers = [client.get("/v1/audit/checkpoint", headers=officer) for _ in range(3)]
     for answer in answers:
