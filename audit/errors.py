@@ -10,6 +10,9 @@
     ├── MalformedRow               a stored row holds a value no log row can hold (edited behind our back)
     └── AuditWriteError            the log could not be written; the caller must deny (fail closed)
 
+    CompanionRefused               raised by a caller's own companion-row precondition (not by this package):
+                                   an expected refusal the caller handles, logged quietly by the writer
+
 Messages never contain the offending values: only field paths, indices and kinds, so that an error that
 ends up in a log file or a problem document cannot leak what it was raised to keep out.
 The gateway maps these to problem+json; this package knows nothing of HTTP.
@@ -83,3 +86,12 @@ class MalformedRow(AuditError):
 
 class AuditWriteError(AuditError):
     """Writing to the log failed. Whatever the request was, it must now be denied."""
+
+
+class CompanionRefused(Exception):
+    """A companion row's precondition refused its transaction for a reason its caller expects and handles (a
+    lost claim, a count that moved, a decision taken over): nothing of that caller is written, as with any
+    failure, but the writer does not report it as a fault of the log.
+
+    Not an :class:`AuditError`: the audit package never raises it, callers' preconditions do (subclassing it)."""
+

@@ -8,6 +8,7 @@ shared a batch with — never entries without their row or a row without its ent
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select
 
-from audit.errors import AuditWriteError
+from audit.errors import AuditWriteError, CompanionRefused
 from audit.log import AuditLog, CheckpointPolicy, Receipt
 from audit.tables import audit_entries
 from audit.verify import verify_database
@@ -169,3 +170,29 @@ async def test_a_companion_without_events_is_refused(engine: Engine) -> None:
         with pytest.raises(ValueError, match="at least one event"):
             await writer.record([], _row("alone"))
     assert _count(engine, outcomes) == 0
+
+
+async def test_an_expected_refusal_is_logged_quietly_and_a_fault_loudly(
+        engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """Rule 6's count moving at a busy limit refused write-aheads routinely, and each refusal was an error line
+    ("audit batch ... failed"), hiding real faults among them. A caller's expected refusal (a
+    :class:`CompanionRefused`) is now logged at INFO; any other failure still at ERROR."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+
+    class Moved(CompanionRefused):
+        pass
+
+    def refuse(connection: Connection) -> None:
+        raise Moved
+
+    def fault(connection: Connection) -> None:
+        raise RuntimeError("a bug")
+
+    caplog.set_level(logging.INFO, logger="audit.writer")
+    async with AsyncAuditWriter(log) as writer:
+        for precondition in (refuse, fault):
+            with pytest.raises(AuditWriteError):
+                await writer.record([make_event(0)], CompanionRow(outcomes, _row("r").build, precondition))
+    levels = [(record.levelno, record.getMessage().rsplit(": ", 1)[-1]) for record in caplog.records
+              if record.name == "audit.writer"]
+    assert levels == [(logging.INFO, "Moved"), (logging.ERROR, "RuntimeError")]
