@@ -13,8 +13,8 @@ from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.service import PseudonymService
 from gateway.exchange.fuzzy import FuzzyDiscovery
 from gateway.exchange.setup import exchange_service
+from gateway.pseudonyms.following import FollowedTranscryptor
 from gateway.pseudonyms.keystore import FileKeyStore
-from gateway.pseudonyms.transcryptor import Transcryptor
 from gateway.register.setup import register_service
 
 
@@ -24,11 +24,14 @@ def pseudonym_keystore(container: Container) -> FileKeyStore:
 
 def install_pseudonyms(container: Container) -> PseudonymService:
     # Creates key version 1 on first start. Start-up runs inside the server's event loop, so the store's
-    # async API is driven on a short-lived thread of its own.
+    # async API is driven on a short-lived thread of its own. From then on the service follows the file: a
+    # rotation by the CLI (another process) is in force from the next request, with no restart.
+    store = pseudonym_keystore(container)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        ring = pool.submit(asyncio.run, pseudonym_keystore(container).initialise()).result()
+        pool.submit(asyncio.run, store.initialise()).result()
     service = PseudonymService(sessions=container.sessions, clock=container.clock,
-                               register=register_service(container).current(), transcryptor=Transcryptor(ring),
+                               register=register_service(container).current(),
+                               transcryptor=FollowedTranscryptor(store),
                                quota=DailyPseudonymQuota(container.sessions, container.clock,
                                                                  container.settings.pseudonym_daily_limit))
     container.services["pseudonyms"] = service
