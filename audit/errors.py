@@ -5,6 +5,7 @@
     │   └── PersonalDataError      an event carries a value shaped like personal data (BSN, IBAN, e-mail)
     ├── VerificationError          a proof, signature, checkpoint or log failed verification
     ├── ProofUnavailable           a proof was asked for sizes or indices the log does not have
+    ├── CheckpointPending          a checkpoint over the entries asked for is not signed yet: ask again shortly
     ├── StoreUnavailable           the log could not be read (database down); a 503, not a verdict
     ├── MalformedRow               a stored row holds a value no log row can hold (edited behind our back)
     └── AuditWriteError            the log could not be written; the caller must deny (fail closed)
@@ -51,6 +52,15 @@ class VerificationError(AuditError):
 
 class ProofUnavailable(AuditError):
     """A proof or checkpoint was requested for an index or tree size the log does not (yet) have."""
+
+
+class CheckpointPending(AuditError):
+    """No checkpoint covers the entries asked for yet, and one may not be signed on demand right now (one was
+    signed less than the minimum interval ago). ``retry_after`` says in how many seconds one may."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"a checkpoint over these entries can be signed in {retry_after:.1f} s")
+        self.retry_after = retry_after
 
 
 class StoreUnavailable(AuditError):

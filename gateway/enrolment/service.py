@@ -160,6 +160,18 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
         set_={name: statement.excluded[name] for name in replaced}), rows)
 
 
+def participant_of(register: Register, principal: Principal, partnership: str) -> str:
+    """The caller's organisation, if it is a partner system of an active participant of ``partnership``
+    (403 otherwise): who may enrol anything into, or look anything up in, a partnership's indexes."""
+    found = register.partnerships.get(partnership)
+    participant = found.participant_of_organisation(principal.organisation) if found else None
+    if found is None or participant is None or principal.kind != "system":
+        raise Forbidden(f"`{principal.organisation}` is not a participant of `{partnership}`")
+    if found.status != "active" or participant.status != "active":
+        raise Forbidden(f"`{principal.organisation}` does not take part in `{partnership}` any more")
+    return principal.organisation
+
+
 class PseudonymService:
     """``transcryptor``: a fixed one, or where to get the current one on each use — the gateway passes a
     :class:`~gateway.pseudonyms.following.FollowedTranscryptor`, so that a key rotation made by another
@@ -190,14 +202,7 @@ class PseudonymService:
 
     # -- participants ------------------------------------------------------------------------------
     def _participant(self, principal: Principal, partnership: str) -> str:
-        """The caller's organisation, if it is an active participant of ``partnership``."""
-        found = self.register.partnerships.get(partnership)
-        participant = found.participant_of_organisation(principal.organisation) if found else None
-        if found is None or participant is None or principal.kind != "system":
-            raise Forbidden(f"`{principal.organisation}` is not a participant of `{partnership}`")
-        if found.status != "active" or participant.status != "active":
-            raise Forbidden(f"`{principal.organisation}` does not take part in `{partnership}` any more")
-        return principal.organisation
+        return participant_of(self.register, principal, partnership)
 
     def public_key(self) -> dict[str, Any]:
         transcryptor = self.transcryptor

@@ -1,5 +1,6 @@
 """Wiring of the pseudonym service: the key store (a file under the key directory by default; the
-``KeyStore`` protocol admits others), the transcryptor, and the exchange's link to it."""
+``KeyStore`` protocol admits others), the transcryptor, and the exchange's link to it; and of the fuzzy
+discovery index (match filters) beside it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.container import Container
+from gateway.enrolment.filters import FilterService
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.service import PseudonymService
+from gateway.exchange.fuzzy import FuzzyDiscovery
 from gateway.exchange.setup import exchange_service
 from gateway.pseudonyms.following import FollowedTranscryptor
 from gateway.pseudonyms.keystore import FileKeyStore
@@ -38,3 +41,21 @@ def install_pseudonyms(container: Container) -> PseudonymService:
 
 def pseudonym_service(container: Container) -> PseudonymService:
     return container.service("pseudonyms", PseudonymService)
+
+
+def install_filters(container: Container) -> FuzzyDiscovery:
+    """The fuzzy discovery index and fuzzy discovery itself (after the exchange: it decides and logs with it)."""
+    filters = FilterService(sessions=container.sessions, clock=container.clock,
+                            register=register_service(container).current())
+    fuzzy = FuzzyDiscovery(exchange_service(container), filters)
+    container.services["filters"] = filters
+    container.services["fuzzy_discovery"] = fuzzy
+    return fuzzy
+
+
+def filter_service(container: Container) -> FilterService:
+    return container.service("filters", FilterService)
+
+
+def fuzzy_discovery(container: Container) -> FuzzyDiscovery:
+    return container.service("fuzzy_discovery", FuzzyDiscovery)

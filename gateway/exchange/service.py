@@ -598,11 +598,21 @@ class ExchangeService:
         """After a defect (an exception that is none of the gateway's own answers): the caller gets the generic
         500 ("nothing was disclosed"), and the log gets, under the attempt's id, the exception's type (never its
         text, which may name a person): the request as denied when nothing of it was logged yet, else a
-        ``request.failed`` entry after the ones it has (so statistics count the request once)."""
-        if isinstance(exc, _NOT_DEFECTS):
-            return
-        log.error("request_failed_by_defect", exchange_id=exchange_id, error_type=type(exc).__name__)
+        ``request.failed`` entry after the ones it has (so statistics count the request once).
+
+        One of the gateway's own answers or a database failure is no defect, and before the write-ahead it needs
+        no entry: nothing of the request is in the log. After it, the log holds a request that was about to be
+        answered, so a 503 is logged as well — else the log would not say that the request ended without
+        disclosure — unless the audit log itself is what failed. A 409 there is a lost race for the request's
+        Idempotency-Key: the attempt that won it writes the request's ending."""
         logged_ahead = exchange_id in self._logged_ahead
+        defect = not isinstance(exc, _NOT_DEFECTS)
+        unavailable_after_write_ahead = (logged_ahead and isinstance(exc, ServiceUnavailable)
+                                         and not _caused_by(exc, AuditError))
+        if not defect and not unavailable_after_write_ahead:
+            return
+        log.error("request_failed_by_defect" if defect else "request_failed_after_write_ahead",
+                  exchange_id=exchange_id, error_type=type(exc).__name__)
         try:
             await self._record([AuditEvent(
                 event_type=EventType.REQUEST_FAILED if logged_ahead else event_type,

@@ -21,8 +21,7 @@ from audit.log import AuditLog, CheckpointPolicy, Receipt
 from audit.tables import audit_entries
 from audit.verify import verify_database
 from audit.writer import AsyncAuditWriter, CompanionRow
-from gateway.db.engine import make_engine
-from tests.audit_support import log_signer, make_event
+from tests.audit_support import engine_with_tables, log_signer, make_event
 
 _metadata = MetaData()
 outcomes = Table("companion_test_outcomes", _metadata, Column("id", String(16), primary_key=True),
@@ -31,13 +30,8 @@ outcomes = Table("companion_test_outcomes", _metadata, Column("id", String(16), 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    _metadata.create_all(engine)
-    try:
+    with engine_with_tables(db_url, _metadata) as engine:
         yield engine
-    finally:
-        _metadata.drop_all(engine)
-        engine.dispose()
 
 
 def _row(name: str) -> CompanionRow:
