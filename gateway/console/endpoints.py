@@ -35,6 +35,7 @@ from audit import (
 )
 from audit.review import EntryFilter, list_entries, statistics
 from gateway.auditing import review
+from gateway.auditing.checkpoints import served_checkpoint
 from gateway.auditing.setup import audit_services
 from gateway.auth import repository as accounts
 from gateway.auth.accounts import authenticate_person
@@ -261,15 +262,11 @@ async def audit_entry(index: int, page: Page = Depends(signed_in)) -> Response:
     services = audit_services(container)
     log = services.log
 
+    # Not covered yet: signed now rather than make the officer wait, as through the API (rate-limited, verified).
+    checkpoint = await served_checkpoint(container, page.request, covering=index + 1, channel="console")
+
     def proof_material() -> dict[str, Any]:
         stored = log.entries(index, index + 1)[0]
-        log.maybe_issue_checkpoint()
-        try:
-            checkpoint = log.checkpoint()
-        except ProofUnavailable:
-            checkpoint = log.issue_checkpoint()
-        if checkpoint.tree_size <= index:  # not covered yet: sign the tree now rather than make the officer wait
-            checkpoint = log.issue_checkpoint()
         proof = log.inclusion_proof(index, checkpoint.tree_size)
         return {"canonical_b64": base64.b64encode(stored.canonical).decode("ascii"),
                 "leaf_hash": proof.leaf_hash.hex(), "tree_size": proof.tree_size,

@@ -236,15 +236,16 @@ def test_a_disabled_account_loses_its_session_at_once(console: TestClient, conta
 def test_officers_see_only_their_organisations_entries(console: TestClient) -> None:
     sign_in(console, "po-gemeente")
     municipality = entry_indices(console.get("/console/audit").text)
-    assert municipality[:8] == [1, 2, 3, 4, 5, 6, 7, 8]  # then the organisation's own console actions
+    # The register's change (every participant's), then the organisation's entries and its console actions.
+    assert municipality[:9] == [0, 1, 2, 3, 4, 5, 6, 7, 8]
     console.cookies.clear()
     sign_in(console, "po-bank")
     bank_page = console.get("/console/audit")
     bank = entry_indices(bank_page.text)
-    assert bank[:2] == [9, 10]
-    assert not set(bank) & set(municipality)
+    assert bank[:3] == [0, 9, 10]
+    assert set(bank) & set(municipality) == {0}
     assert "gemeente-amsterdam" not in bank_page.text.split("<table")[1]
-    for index in municipality[:8]:
+    for index in municipality[1:9]:
         other = console.get(f"/console/audit/entries/{index}")
         assert other.status_code == 404, index
         assert "data-leaf" not in other.text
@@ -522,3 +523,31 @@ def test_catalogue_is_complete_in_both_languages() -> None:
 def test_the_api_is_unchanged_for_the_console_routes(console: TestClient) -> None:
     schema = console.get("/openapi.json").json()
     assert not [path for path in schema["paths"] if path.startswith("/console")]
+
+
+def test_the_console_shows_gateway_wide_entries_to_the_officers_they_concern(console: TestClient,
+                                                                             container: Container) -> None:
+    """A failed sign-in on a username that is no account names nobody: in the coordinating officer's audit
+    explorer (the partnership's monitoring), not in an ordinary officer's; the register's change in both."""
+    form = console.get("/console/login")
+    assert console.post("/console/login", data={"username": "nobody-here", "password": "guess",
+                                                "csrf_token": csrf_of(form.text)}).status_code == 401
+    t = audit_entries.c
+    with container.engine.connect() as connection:
+        rows = connection.execute(select(t.log_index, t.event_type).where(
+            t.requester_org.is_(None), t.holder_org.is_(None), t.partnership.is_(None))).all()
+    nobodys = {row.log_index: row.event_type for row in rows}
+    sign_ins = {i for i, kind in nobodys.items() if kind == "console.action"}
+    changes = {i for i, kind in nobodys.items() if kind == "register.changed"}
+    assert sign_ins
+    assert changes
+    sign_in(console, "cpo-riec")
+    seen = set(entry_indices(console.get("/console/audit").text))
+    assert sign_ins | changes <= seen
+    assert console.get(f"/console/audit/entries/{min(sign_ins)}").status_code == 200
+    console.cookies.clear()
+    sign_in(console, "po-gemeente")
+    seen = set(entry_indices(console.get("/console/audit").text))
+    assert changes <= seen
+    assert not sign_ins & seen
+    assert console.get(f"/console/audit/entries/{min(sign_ins)}").status_code == 404
