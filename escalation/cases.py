@@ -25,13 +25,15 @@ from sqlalchemy import Connection, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from audit import CompanionRefused
 from escalation.calendar import add_working_days, local_date
 from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State, new_case
 from escalation.tables import escalation_cases, escalation_events
 
 
-class EscalationError(Exception):
-    pass
+class EscalationError(CompanionRefused):
+    """A step the workflow refuses (4xx). A :class:`~audit.CompanionRefused`: raised inside the audit writer's
+    transaction (the step and its entry commit together), it is an expected refusal, not a fault of the log."""
 
 
 class CaseNotFound(EscalationError):

@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
 
+from audit import CompanionRefused
+
 
 class State(StrEnum):
     OPEN = "open"
@@ -66,7 +68,10 @@ _RAISES_TIER = {Action.REFER_UP, Action.DEADLINE_MISSED}
 _LAST_TIER_ONLY = {Action.FINAL_DEADLINE_MISSED}  # below it a missed deadline moves the case up instead
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(CompanionRefused):
+    """A step the case's state does not allow (409); an expected refusal when raised in the audit writer's
+    transaction (:class:`~audit.CompanionRefused`)."""
+
     def __init__(self, state: State, action: Action, tier: int) -> None:
         super().__init__(f"`{action.value}` is not allowed in state `{state.value}` at tier {tier}")
         self.state, self.action, self.tier = state, action, tier
