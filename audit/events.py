@@ -36,6 +36,7 @@ class EventType(StrEnum):
     AUTH_REJECTED = "auth.rejected"
     ANOMALY_FLAGGED = "anomaly.flagged"
     REQUEST_FAILED = "request.failed"  # an exchange or discovery already logged failed afterwards (not answered)
+    INDEX_ENROLMENT = "index.enrolment"  # a participant's batch changed the discovery index (counts only)
 
 
 CASE_REQUESTER = "requester_org"
@@ -43,6 +44,14 @@ CASE_REQUESTER = "requester_org"
 about. The event's ``requester`` is whoever took the step (the holder's officer, the legal desk, the scheduler),
 so without it the requesting organisation — a party to every step of its case — could not be found in the
 log (:func:`audit.review.scope_condition` reads it)."""
+
+
+INDEX_ACTIVITY = "discovery-index"
+"""The processing activity (the ``purpose`` of the ``processing_activity``) of an ``index.enrolment`` entry:
+keeping the partnership's discovery index, which says which participant holds data on which subjects. It is
+no purpose of the register — enrolling is not a request for anything — but the entry must name its
+partnership (so the partnership's coordinating officer sees it and a partnership filter finds it), and the
+Logboek's *verwerkingsactiviteit* is exactly this: the processing the gateway does for the partnership."""
 
 
 class Status(StrEnum):

@@ -12,7 +12,8 @@ First the transformations alone, labelled with their cost in libsodium operation
 does it per request item, wire in to wire out (decoding, validation and encoding included).
 
 The enrolment runs the real service (:class:`gateway.enrolment.service.PseudonymService`) in process on a
-temporary SQLite database migrated with alembic; the partners' polymorphic pseudonyms are made first, on every
+temporary SQLite database migrated with alembic, each batch logged as one audit entry in the transaction that
+indexes it; the partners' polymorphic pseudonyms are made first, on every
 core (as many partners would), and timed separately.
 """
 
@@ -156,7 +157,9 @@ def _partner_chunk(args: tuple[str, int, int]) -> list[str]:
 def enrol(records: int, batch: int = 1_000) -> None:
     """Enrol ``records`` subjects through the real service on a temporary SQLite database."""
     from alembic import command
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from audit import AsyncAuditWriter, AuditLog, NoteSigner
     from gateway.auth.principal import Principal
     from gateway.clock import SystemClock
     from gateway.db.engine import alembic_config, make_engine, make_session_factory
@@ -185,13 +188,20 @@ def enrol(records: int, batch: int = 1_000) -> None:
         print(f"Enrolment of {records:,} records (KvK numbers, partnership riec-amsterdam-amstelland):")
         print(f"  partner side, polymorphic pseudonyms on {workers} cores: {t_partner:.1f} s, "
               f"{records / t_partner:,.0f}/s, {records / t_partner / workers:,.0f}/s per core")
+        async def enrol_all() -> int:
+            indexed = 0
+            async with AsyncAuditWriter(AuditLog(engine, NoteSigner("bench/audit-log",
+                                                                    Ed25519PrivateKey.generate()))) as writer:
+                service.writer = writer  # each batch is one audit entry, in the transaction that indexes it
+                for first in range(0, records, batch):
+                    items = [Item("kvk", pp, ("trade-name",), ("company_registration",))
+                             for pp in polymorphic[first:first + batch]]
+                    _, rows, _ = await service.enrol(principal, "riec-amsterdam-amstelland", items)
+                    indexed += rows
+            return indexed
+
         start, cpu = time.perf_counter(), time.process_time()
-        indexed = 0
-        for first in range(0, records, batch):
-            items = [Item("kvk", pp, ("trade-name",), ("company_registration",))
-                     for pp in polymorphic[first:first + batch]]
-            _, rows, _ = service.enrol(principal, "riec-amsterdam-amstelland", items)
-            indexed += rows
+        indexed = asyncio.run(enrol_all())
         elapsed, cpu_used = time.perf_counter() - start, time.process_time() - cpu
         engine.dispose()
     per_record = 2  # (b) encrypted own pseudonym + (a) partnership pseudonym; plus decoding and validation

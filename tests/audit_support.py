@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -107,3 +109,24 @@ def engine_with_tables(db_url: str, metadata: MetaData) -> Iterator[Engine]:
     finally:
         metadata.drop_all(engine)
         engine.dispose()
+
+
+def enrol_logged(service: Any, key_dir: Path, *args: Any) -> Any:
+    """``service.enrol(*args)`` as the gateway runs it: through an audit writer on the service's database, which
+    logs the batch in the transaction that changes the index (signing with the gateway's checkpoint key in
+    ``key_dir``, so that the log stays the gateway's). For tests that build a ``PseudonymService`` by hand."""
+    from audit import AsyncAuditWriter, AuditLog
+    from gateway.auditing.setup import load_or_create_checkpoint_key, log_origin
+    from gateway.settings import Settings
+
+    signer = NoteSigner(log_origin(Settings().issuer), load_or_create_checkpoint_key(key_dir))
+
+    async def run() -> Any:
+        async with AsyncAuditWriter(AuditLog(service.sessions.kw["bind"], signer)) as writer:
+            service.writer = writer
+            try:
+                return await service.enrol(*args)
+            finally:
+                service.writer = None
+
+    return asyncio.run(run())

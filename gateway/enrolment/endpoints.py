@@ -16,6 +16,7 @@ from gateway.auth.principal import Principal, Scope
 from gateway.client.models import SLUG_PATTERN
 from gateway.container import Container
 from gateway.deps import get_container
+from gateway.enrolment.audited import EntryTrace
 from gateway.enrolment.service import REFUSAL_CODE_PATTERN, Item
 from gateway.enrolment.setup import pseudonym_service
 from gateway.errors import Forbidden
@@ -25,6 +26,12 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or forged access token"},
     403: {"description": "Not a participant of the partnership, or the token lacks the scope"},
     422: {"description": "Not a polymorphic pseudonym under the gateway's key, or malformed"},
+}
+_ENROL_PROBLEMS = _PROBLEMS | {
+    409: {"description": "Other enrolments of the same subjects kept changing the index: nothing enrolled, retry"},
+    429: {"description": "The system's daily pseudonym quota is used up"},
+    503: {"description": "The audit log could not be written (or the pseudonym keys cannot be used): nothing "
+                         "was enrolled"},
 }
 
 
@@ -74,6 +81,12 @@ class PseudonymAnswer(BaseModel):
 class EnrolmentAnswer(PseudonymAnswer):
     indexed: int
     removed: int
+
+
+def entry_trace(request: Request) -> EntryTrace:
+    """The request's trace context (bound by the middleware) for its enrolment entry."""
+    state = request.state
+    return EntryTrace(state.trace_id, state.span_id, getattr(state, "parent_span_id", None))
 
 
 def partner(request: Request) -> Principal:
@@ -129,12 +142,15 @@ async def subject_disclosures_by_identifier(body: SubjectLookup, request: Reques
     return await subject_report(shared, request, principal, container)
 
 
-@router.post("/enrolments", response_model=EnrolmentAnswer, responses=_PROBLEMS,
+@router.post("/enrolments", response_model=EnrolmentAnswer, responses=_ENROL_PROBLEMS,
              summary="Enrol subjects you hold records on: your pseudonyms back, the hit/no-hit index updated")
-async def enrol(body: EnrolmentRequest, principal: Principal = Depends(require_scope(Scope.ENROL)),
+async def enrol(body: EnrolmentRequest, request: Request,
+                principal: Principal = Depends(require_scope(Scope.ENROL)),
                 container: Container = Depends(get_container)) -> EnrolmentAnswer:
+    """The batch is one audit entry (``index.enrolment``: counts, never a subject), written in the transaction
+    that changes the index: when the log cannot be written, 503 and the index is unchanged."""
     items = [Item(s.type, s.polymorphic, tuple(s.record_types), tuple(s.categories), s.confidential, s.minor)
              for s in body.subjects]
-    found, indexed, removed = await asyncio.to_thread(pseudonym_service(container).enrol, principal,
-                                                      body.partnership, items, body.confidential_reason)
+    found, indexed, removed = await pseudonym_service(container).enrol(
+        principal, body.partnership, items, body.confidential_reason, entry_trace(request))
     return EnrolmentAnswer(pseudonyms=found, indexed=indexed, removed=removed)

@@ -14,20 +14,23 @@ reference that is an identifier would make the index hold personal data in the c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from audit import AsyncAuditWriter
 from audit.guard import find_personal_data
 from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer
 from gateway.clock import Clock
 from gateway.db.engine import transaction
 from gateway.db.upsert import insert_on_conflict
+from gateway.enrolment.audited import EntryTrace, IndexCounts, IndexMoved, write_logged
 from gateway.enrolment.service import CONFIDENTIAL, participant_of
 from gateway.enrolment.tables import match_filters
 from gateway.errors import Unprocessable
@@ -103,25 +106,102 @@ def _no_personal_data(refs: list[str]) -> None:
                                 "opaque reference of your own")
 
 
-def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Add or replace rows under their reference, in one statement (two batches at once: last one wins, both
-    succeed; rows in key order, so they lock in the same order)."""
-    statement = insert_on_conflict(session, match_filters)
-    replaced = ("schema_version", "clk", "blocks", "categories", "confidential", "confidential_reason", "minor",
-                "updated_at")
-    key = [match_filters.c.partnership, match_filters.c.organisation, match_filters.c.record_type,
-           match_filters.c.local_ref]
-    session.execute(statement.on_conflict_do_update(index_elements=key,
-                                                    set_={name: statement.excluded[name] for name in replaced}), rows)
+_REPLACED = ("schema_version", "clk", "blocks", "categories", "confidential", "confidential_reason", "minor",
+             "updated_at")
+
+
+@dataclass(frozen=True)
+class FilterBatch:
+    """One filter enrolment, checked, ready to be written with its audit entry (:mod:`gateway.enrolment.
+    audited`). The entry counts records; it never holds a filter or a reference."""
+
+    partnership: str
+    organisation: str
+    system: str
+    record_type: str
+    schema_version: int
+    replace: bool
+    rows: list[dict[str, Any]]
+    withdrawn: list[str]
+    index: str = "filters"
+    enrolled: list[int] = field(default_factory=list)  # set by ``apply``: the participant's records afterwards
+
+    def _mine(self) -> tuple[ColumnElement[bool], ...]:
+        return (match_filters.c.partnership == self.partnership, match_filters.c.organisation == self.organisation,
+                match_filters.c.record_type == self.record_type)
+
+    def categories(self) -> list[str]:
+        return sorted({category for row in self.rows for category in row["categories"]})
+
+    def described(self) -> dict[str, object]:
+        return {"record_types": [self.record_type], "schema_version": self.schema_version, "replace": self.replace,
+                "subjects": len(self.rows) + len(self.withdrawn),
+                "confidential": sum(1 for row in self.rows if row["confidential"]),
+                "minor": sum(1 for row in self.rows if row["minor"])}
+
+    def expect(self, session: Session) -> IndexCounts:
+        """With ``replace`` every record of the type goes and every record sent is new (as the answer says:
+        ``removed`` is what the replace deleted); otherwise records sent under a reference held are updates."""
+        if self.replace:
+            held = session.execute(select(func.count()).select_from(match_filters).where(*self._mine())).scalar_one()
+            return IndexCounts(added=len(self.rows), removed=int(held))
+        refs = [row["local_ref"] for row in self.rows] + self.withdrawn
+        found: set[str] = set()
+        for start in range(0, len(refs), _CHUNK):
+            found.update(session.execute(select(match_filters.c.local_ref).where(
+                *self._mine(), match_filters.c.local_ref.in_(refs[start:start + _CHUNK]))).scalars())
+        updated = sum(1 for row in self.rows if row["local_ref"] in found)
+        return IndexCounts(added=len(self.rows) - updated, updated=updated,
+                           removed=sum(1 for ref in self.withdrawn if ref in found))
+
+    def apply(self, connection: Connection) -> IndexCounts:
+        """Replace or withdraw, then add or update — counting what each statement did (see
+        :meth:`gateway.enrolment.service.PseudonymBatch.apply` for why an insert and an update, not an upsert)."""
+        removed = 0
+        if self.replace:
+            removed += connection.execute(delete(match_filters).where(*self._mine())).rowcount
+        for start in range(0, len(self.withdrawn), _CHUNK):
+            removed += connection.execute(delete(match_filters).where(
+                *self._mine(), match_filters.c.local_ref.in_(self.withdrawn[start:start + _CHUNK]))).rowcount
+        added: set[str] = set()
+        others: list[dict[str, Any]] = []
+        if self.rows:
+            statement = insert_on_conflict(connection, match_filters).on_conflict_do_nothing(index_elements=[
+                match_filters.c.partnership, match_filters.c.organisation, match_filters.c.record_type,
+                match_filters.c.local_ref])
+            added = set(connection.execute(statement.returning(match_filters.c.local_ref), self.rows).scalars())
+            others = [{f"new_{name}": row[name] for name in ("local_ref", *_REPLACED)}
+                      for row in self.rows if row["local_ref"] not in added]
+        if others:
+            updated = connection.execute(update(match_filters).where(
+                *self._mine(), match_filters.c.local_ref == bindparam("new_local_ref")).values(
+                {name: bindparam(f"new_{name}") for name in _REPLACED}), others).rowcount
+            if updated != len(others):
+                raise IndexMoved("a record was withdrawn by another batch meanwhile")
+        self.enrolled[:] = [connection.execute(
+            select(func.count()).select_from(match_filters).where(*self._mine())).scalar_one()]
+        return IndexCounts(added=len(added), updated=len(others), removed=removed)
 
 
 class FilterService:
-    def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register) -> None:
+    def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register,
+                 writer: AsyncAuditWriter | None = None) -> None:
         self.sessions = sessions
         self.clock = clock
         self.register = register
+        self.writer = writer  # batches are logged through it; without it nothing is enrolled (503)
 
-    def enrol(self, principal: Principal, body: FilterEnrolment) -> FilterEnrolmentAnswer:
+    async def enrol(self, principal: Principal, body: FilterEnrolment,
+                    trace: EntryTrace | None = None) -> FilterEnrolmentAnswer:
+        """Check and write a batch; the index changes in the transaction that logs it (``index.enrolment``,
+        counts only): 503 with nothing changed when the log cannot be written."""
+        batch = await asyncio.to_thread(self.prepare, principal, body)
+        counts = await write_logged(self.writer, self.sessions, batch, trace)
+        return FilterEnrolmentAnswer(record_type=body.record_type, stored=len(batch.rows), removed=counts.removed,
+                                     enrolled=int(batch.enrolled[0]))
+
+    def prepare(self, principal: Principal, body: FilterEnrolment) -> FilterBatch:
+        """Every check of a batch, and its rows; nothing written (a refused batch writes nothing)."""
         organisation = participant_of(self.register, principal, body.partnership)
         schema = schema_for(body.record_type, body.schema_version)
         if not (body.records or body.remove or body.replace):
@@ -147,22 +227,9 @@ class FilterService:
             "confidential_reason": (body.confidential_reason or CONFIDENTIAL) if record.confidential else None,
             "minor": record.minor, "updated_at": now} for n, record in enumerate(body.records)),
             key=lambda row: row["local_ref"])
-        mine = (match_filters.c.partnership == body.partnership, match_filters.c.organisation == organisation,
-                match_filters.c.record_type == body.record_type)
-        removed = 0
-        with transaction(self.sessions) as session:
-            connection = session.connection()
-            if body.replace:
-                removed += connection.execute(delete(match_filters).where(*mine)).rowcount
-            withdrawn = sorted(set(body.remove))
-            for start in range(0, len(withdrawn), _CHUNK):
-                removed += connection.execute(delete(match_filters).where(
-                    *mine, match_filters.c.local_ref.in_(withdrawn[start:start + _CHUNK]))).rowcount
-            if rows:
-                _upsert(session, rows)
-            enrolled = session.execute(select(func.count()).select_from(match_filters).where(*mine)).scalar_one()
-        return FilterEnrolmentAnswer(record_type=body.record_type, stored=len(rows), removed=removed,
-                                     enrolled=int(enrolled))
+        return FilterBatch(partnership=body.partnership, organisation=organisation, system=principal.subject,
+                           record_type=body.record_type, schema_version=schema.version, replace=body.replace,
+                           rows=rows, withdrawn=sorted(set(body.remove)))
 
     def held(self, partnership: str, schema: Schema, organisations: list[str]) -> dict[str, HeldRecords]:
         """Per organisation among ``organisations``: its records of the schema's type and version."""

@@ -4,7 +4,6 @@ and asking hit/no-hit with them (``POST /v1/discovery/fuzzy``, scope ``discovery
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -13,6 +12,7 @@ from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer, FuzzyDiscoveryRequest, FuzzyDiscoveryResult
 from gateway.deps import container_of
+from gateway.enrolment.endpoints import entry_trace
 from gateway.enrolment.setup import filter_service, fuzzy_discovery
 from gateway.exchange.endpoints import trace_of
 
@@ -25,20 +25,26 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
                          "per signature, another schema version, unknown categories, a reference that looks like "
                          "personal data, too many records or subjects"},
 }
+_ENROL_PROBLEMS = _PROBLEMS | {
+    409: {"description": "Other enrolments of the same records kept changing the index: nothing enrolled, retry"},
+    503: {"description": "The audit log could not be written: nothing was enrolled"},
+}
 _DISCOVERY_PROBLEMS = _PROBLEMS | {
     403: {"description": "The token lacks the scope `discovery`"},
     503: {"description": "Policy engine or audit log unavailable: the request is denied (fail closed)"},
 }
 
 
-@router.post("/enrolments/filters", response_model=FilterEnrolmentAnswer, responses=_PROBLEMS, tags=["pseudonyms"],
+@router.post("/enrolments/filters", response_model=FilterEnrolmentAnswer, responses=_ENROL_PROBLEMS,
+             tags=["pseudonyms"],
              summary="Enrol the match filters (CLKs) of records you hold without a shared number")
 async def enrol_filters(body: FilterEnrolment, request: Request,
                         principal: Principal = Depends(require_scope(Scope.ENROL))) -> FilterEnrolmentAnswer:
     """Adds or updates records under your references, withdraws references, or (``replace``) starts afresh for
     the record type; all of a batch or nothing. Other participants' fuzzy discoveries then find your records
-    (hit/no-hit only: never your reference, never a score)."""
-    return await asyncio.to_thread(filter_service(container_of(request)).enrol, principal, body)
+    (hit/no-hit only: never your reference, never a score). The batch is one audit entry (counts only), written
+    in the transaction that changes the index: when the log cannot be written, 503 and nothing changed."""
+    return await filter_service(container_of(request)).enrol(principal, body, entry_trace(request))
 
 
 @router.post("/discovery/fuzzy", response_model=FuzzyDiscoveryResult, responses=_DISCOVERY_PROBLEMS,

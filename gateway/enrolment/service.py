@@ -17,6 +17,7 @@ without ever forming the identifier's point.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -25,13 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from audit import AsyncAuditWriter
 from gateway.auth.principal import Principal
 from gateway.clock import Clock
 from gateway.db.engine import transaction
 from gateway.db.upsert import insert_on_conflict
+from gateway.enrolment.audited import EntryTrace, IndexCounts, IndexMoved, write_logged
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.tables import enrolments
 from gateway.errors import Forbidden, ServiceUnavailable, Unprocessable
@@ -143,21 +146,75 @@ def looks_like_pseudonym(text: str) -> bool:
     return _PSEUDONYM_PREFIX.match(text) is not None
 
 
-def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Index ``rows``, replacing what the participant enrolled for those subjects before, in one statement.
+@dataclass(frozen=True)
+class PseudonymBatch:
+    """One pseudonym enrolment, computed and checked, ready to be written with its audit entry
+    (:mod:`gateway.enrolment.audited`): the index rows to add or replace, the subjects to withdraw, and the
+    participant's own pseudonyms to answer with."""
 
-    An upsert rather than delete-then-insert: two enrolments of the same subjects at the same time (a retry,
-    two workers) would both delete nothing and both insert, and the second would fail on the primary key (a
-    500 after the first had written). With ``ON CONFLICT DO UPDATE`` the second waits for the first and
-    overwrites it — last writer wins, both succeed, and each batch is still all or nothing. ``rows`` come in
-    key order, so two such batches lock their rows in the same order and cannot deadlock each other.
-    """
-    statement = insert_on_conflict(session, enrolments)
-    replaced = ("key_version", "record_types", "categories", "updated_at", "confidential", "confidential_reason",
-                "minor")
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym],
-        set_={name: statement.excluded[name] for name in replaced}), rows)
+    partnership: str
+    organisation: str
+    system: str
+    subjects: int
+    rows: list[dict[str, Any]]
+    gone: list[str]
+    answer: list[str]
+    index: str = "pseudonyms"
+
+    def _mine(self) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+        return enrolments.c.partnership == self.partnership, enrolments.c.organisation == self.organisation
+
+    def categories(self) -> list[str]:
+        return sorted({category for row in self.rows for category in row["categories"]})
+
+    def described(self) -> dict[str, object]:
+        return {"subjects": self.subjects,
+                "record_types": sorted({kind for row in self.rows for kind in row["record_types"]}),
+                "confidential": sum(1 for row in self.rows if row["confidential"]),
+                "minor": sum(1 for row in self.rows if row["minor"])}
+
+    def expect(self, session: Session) -> IndexCounts:
+        keys = [row["pseudonym"] for row in self.rows] + self.gone
+        held: set[str] = set()
+        for start in range(0, len(keys), _CHUNK):
+            held.update(session.execute(select(enrolments.c.pseudonym).where(
+                *self._mine(), enrolments.c.pseudonym.in_(keys[start:start + _CHUNK]))).scalars())
+        updated = sum(1 for row in self.rows if row["pseudonym"] in held)
+        return IndexCounts(added=len(self.rows) - updated, updated=updated,
+                           removed=sum(1 for key in self.gone if key in held))
+
+    def apply(self, connection: Connection) -> IndexCounts:
+        """Withdraw, then add or replace — counting what each statement did, so that the entry's counts are
+        checked against the transaction itself.
+
+        Adding is ``INSERT ... ON CONFLICT DO NOTHING`` (which says which rows it inserted) followed by an
+        UPDATE of the others, not one upsert: two enrolments of the same subjects at once (a retry, two
+        workers) still both succeed — the second waits for the first's insert and updates — each batch is
+        still all or nothing, and rows in key order lock in the same order, so two batches cannot deadlock.
+        A row another batch withdrew between the two statements fails the check (the batch is tried again)."""
+        removed = 0
+        for start in range(0, len(self.gone), _CHUNK):
+            removed += connection.execute(delete(enrolments).where(
+                *self._mine(), enrolments.c.pseudonym.in_(self.gone[start:start + _CHUNK]))).rowcount
+        if not self.rows:
+            return IndexCounts(removed=removed)
+        statement = insert_on_conflict(connection, enrolments).on_conflict_do_nothing(index_elements=[
+            enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym])
+        added = set(connection.execute(statement.returning(enrolments.c.pseudonym), self.rows).scalars())
+        others = [{f"new_{name}": row[name] for name in ("pseudonym", *_REPLACED)}
+                  for row in self.rows if row["pseudonym"] not in added]
+        if others:
+            updated = connection.execute(update(enrolments).where(
+                *self._mine(), enrolments.c.pseudonym == bindparam("new_pseudonym")).values(
+                {name: bindparam(f"new_{name}") for name in _REPLACED}), others).rowcount
+            if updated != len(others):
+                raise IndexMoved("a subject was withdrawn by another batch meanwhile")
+        return IndexCounts(added=len(added), updated=len(others), removed=removed)
+
+
+_CHUNK = 500
+_REPLACED = ("key_version", "record_types", "categories", "updated_at", "confidential", "confidential_reason",
+             "minor")
 
 
 def participant_of(register: Register, principal: Principal, partnership: str) -> str:
@@ -180,13 +237,14 @@ class PseudonymService:
 
     def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register,
                  transcryptor: Transcryptor | Callable[[], Transcryptor],
-                 quota: DailyPseudonymQuota | None = None) -> None:
+                 quota: DailyPseudonymQuota | None = None, writer: AsyncAuditWriter | None = None) -> None:
         self.sessions = sessions
         self.clock = clock
         self.register = register
         self._transcryptor: Callable[[], Transcryptor] = (
             transcryptor if callable(transcryptor) else lambda: transcryptor)
         self.quota = quota or DailyPseudonymQuota(sessions, clock, 0)
+        self.writer = writer  # enrolments are logged through it; without it nothing is enrolled (503)
 
     @property
     def transcryptor(self) -> Transcryptor:
@@ -259,9 +317,20 @@ class PseudonymService:
                 raise Unprocessable(f"item {position}: categories the register does not know: "
                                     f"{', '.join(unknown)} (register {self.register.version})")
 
-    def enrol(self, principal: Principal, partnership: str, items: list[Item],
-              confidential_reason: str | None = None) -> tuple[list[str], int, int]:
-        """Pseudonymise and (re)index; returns the encrypted pseudonyms, rows indexed and rows removed.
+    async def enrol(self, principal: Principal, partnership: str, items: list[Item],
+                    confidential_reason: str | None = None, trace: EntryTrace | None = None
+                    ) -> tuple[list[str], int, int]:
+        """Pseudonymise and (re)index; returns the encrypted pseudonyms, rows indexed and subjects withdrawn.
+
+        The index changes in the transaction that logs the batch (``index.enrolment``, counts only): 503 with
+        nothing changed when the log cannot be written (see :mod:`gateway.enrolment.audited`)."""
+        batch = await asyncio.to_thread(self.prepare_enrolment, principal, partnership, items, confidential_reason)
+        await write_logged(self.writer, self.sessions, batch, trace)
+        return batch.answer, len(batch.rows), len(batch.gone)
+
+    def prepare_enrolment(self, principal: Principal, partnership: str, items: list[Item],
+                          confidential_reason: str | None = None) -> PseudonymBatch:
+        """The batch ``enrol`` writes: every check and every pseudonym computed, nothing written.
 
         ``confidential_reason``: the code the participant refuses with about a subject it keeps confidential
         (``CONFIDENTIAL`` when it gives none), kept with each such subject's entry.
@@ -297,15 +366,8 @@ class PseudonymService:
                  "minor": holding.minor,
                  "confidential_reason": (confidential_reason or CONFIDENTIAL) if holding.confidential else None}
                 for key, holding in sorted(held.items())]
-        with transaction(self.sessions) as session:
-            withdrawn = sorted(gone)
-            for chunk in range(0, len(withdrawn), 500):
-                session.execute(delete(enrolments).where(
-                    enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,
-                    enrolments.c.pseudonym.in_(withdrawn[chunk:chunk + 500])))
-            if rows:
-                _upsert(session, rows)
-        return answer, len(rows), len(gone)
+        return PseudonymBatch(partnership=partnership, organisation=organisation, system=principal.subject,
+                              subjects=len(items), rows=rows, gone=sorted(gone), answer=answer)
 
     # -- the exchange's translations ---------------------------------------------------------------
     def _decode_own(self, text: str) -> Pseudonym:

@@ -1,12 +1,14 @@
 """Wiring of the pseudonym service: the key store (a file under the key directory by default; the
 ``KeyStore`` protocol admits others), the transcryptor, and the exchange's link to it; and of the fuzzy
-discovery index (match filters) beside it."""
+discovery index (match filters) beside it. Both indexes log their
+enrolments through the audit writer."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
+from gateway.auditing.setup import audit_services
 from gateway.container import Container
 from gateway.enrolment.filters import FilterService
 from gateway.enrolment.quota import DailyPseudonymQuota
@@ -33,7 +35,8 @@ def install_pseudonyms(container: Container) -> PseudonymService:
                                register=register_service(container).current(),
                                transcryptor=FollowedTranscryptor(store),
                                quota=DailyPseudonymQuota(container.sessions, container.clock,
-                                                                 container.settings.pseudonym_daily_limit))
+                                                                 container.settings.pseudonym_daily_limit),
+                               writer=audit_services(container).writer)
     container.services["pseudonyms"] = service
     exchange_service(container).deps.pseudonyms = service
     return service
@@ -46,7 +49,7 @@ def pseudonym_service(container: Container) -> PseudonymService:
 def install_filters(container: Container) -> FuzzyDiscovery:
     """The fuzzy discovery index and fuzzy discovery itself (after the exchange: it decides and logs with it)."""
     filters = FilterService(sessions=container.sessions, clock=container.clock,
-                            register=register_service(container).current())
+                            register=register_service(container).current(), writer=audit_services(container).writer)
     fuzzy = FuzzyDiscovery(exchange_service(container), filters)
     container.services["filters"] = filters
     container.services["fuzzy_discovery"] = fuzzy

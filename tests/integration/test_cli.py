@@ -19,6 +19,7 @@ from typer.testing import CliRunner, Result
 
 from gateway.cli import app
 from gateway.settings import SHIPPED_REGISTER
+from tests.audit_support import enrol_logged
 
 runner = CliRunner()
 
@@ -241,7 +242,7 @@ def test_pseudonyms_rotate_rekeys_the_index_to_what_a_fresh_enrolment_gives(data
     partner = PseudonymClient(before.transcryptor.public_key())
     numbers = ["12345678", "87654321", "11223344"]
     items = [Item("kvk", partner.polymorphic("kvk", n), ("trade-name",), ("company_registration",)) for n in numbers]
-    before.enrol(kvk, "riec-amsterdam-amstelland", items)
+    enrol_logged(before, data_dir / "keys", kvk, "riec-amsterdam-amstelland", items)
     status = runner.invoke(app, ["pseudonyms", "status"])
     assert "enrolments under key version 1: 3" in status.output
     rotated = runner.invoke(app, ["pseudonyms", "rotate"])
@@ -274,6 +275,7 @@ class _Index:
         from gateway.pseudonyms.keystore import FileKeyStore
 
         self.engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
+        self.key_dir = data_dir / "keys"
         self.store = FileKeyStore(data_dir / "keys" / "pseudonyms")
         self.kvk = Principal(kind="system", subject="kvk-handelsregister", organisation="kvk",
                             scopes=frozenset({"enrol"}))
@@ -292,6 +294,10 @@ class _Index:
         register, _ = load_register(SHIPPED_REGISTER)
         return PseudonymService(sessions=make_session_factory(self.engine), clock=SystemClock(), register=register,
                                 transcryptor=Transcryptor(asyncio.run(self.store.load())))
+
+    def enrol(self, gateway: Any, items: list[Any]) -> Any:
+        """An enrolment by the KvK through ``gateway``, logged as the gateway logs it."""
+        return enrol_logged(gateway, self.key_dir, self.kvk, self.RIEC, items)
 
     def item(self, number: str, *categories: str) -> Any:
         from gateway.enrolment.service import Item
@@ -338,7 +344,7 @@ def test_pseudonyms_rotate_interrupted_is_finished_by_a_rerun_without_another_ke
     from gateway.pseudonyms.rotation import rekey_pseudonyms
 
     items = [index.item(n) for n in ("12345678", "87654321", "11223344")]
-    index.gateway().enrol(index.kvk, index.RIEC, items)
+    index.enrol(index.gateway(), items)
     ring = asyncio.run(index.store.rotate())  # the run is killed here: key store rotated, index untouched ...
     before = min(index.rows())  # ... or, in a rerun, killed after its first committed batch (of one row)
     ((_, after),) = rekey_pseudonyms([(0, Domain(index.RIEC), Pseudonym.decode(before))], ring, old_version=1,
@@ -369,12 +375,12 @@ def test_pseudonyms_rekey_moves_what_an_old_gateway_enrolled_after_the_rotation(
 
     old_gateway = index.gateway()
     first, second, later = index.item("12345678"), index.item("87654321"), index.item("11223344")
-    old_gateway.enrol(index.kvk, index.RIEC, [first, second])
+    index.enrol(old_gateway, [first, second])
     rotated = runner.invoke(app, ["pseudonyms", "rotate"])
     assert rotated.exit_code == 0, rotated.output
     assert "2 index rows re-keyed" in rotated.output
     # Not restarted yet: a new subject, and a re-enrolment of one the rotation already moved, under version 1.
-    old_gateway.enrol(index.kvk, index.RIEC, [later, index.item("12345678", "directorships")])
+    index.enrol(old_gateway, [later, index.item("12345678", "directorships")])
     assert sorted(version for version, _ in index.rows().values()) == [1, 1, 2, 2]
     restarted = index.gateway()
     assert index.discovered(restarted, later) == {}  # stranded: discovery cannot see it
@@ -395,7 +401,7 @@ def test_pseudonyms_rekey_moves_what_an_old_gateway_enrolled_after_the_rotation(
 
 
 def test_pseudonyms_rekey_with_nothing_pending_changes_nothing(index: _Index) -> None:
-    index.gateway().enrol(index.kvk, index.RIEC, [index.item("12345678"), index.item("87654321")])
+    index.enrol(index.gateway(), [index.item("12345678"), index.item("87654321")])
     rows, keys = index.rows(), index.store.path.read_bytes()
     rekeyed = runner.invoke(app, ["pseudonyms", "rekey"])
     assert rekeyed.exit_code == 0, rekeyed.output

@@ -1,10 +1,18 @@
 """Two enrolments of the same subjects by one participant at the same time (a retry, two workers), on SQLite
 and PostgreSQL: both succeed, the index holds one row per subject from one of them, never a 500 (found by a
-review: delete-then-insert let both delete nothing and both insert, and the second failed on the key)."""
+review: delete-then-insert let both delete nothing and both insert, and the second failed on the key).
+
+Each batch is one ``index.enrolment`` entry written in the transaction that changes the index, with counts
+read before that transaction: both batches here count the index before either writes, so the second one's
+counts are stale when its turn comes. Its transaction is refused and it is counted again — the entries say
+exactly what each batch did (one added every subject, the other updated them), never what it expected."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 
+from audit.tables import audit_entries
 from gateway.app import create_app
 from gateway.auth.principal import Principal
 from gateway.client.pseudonyms import PseudonymClient
@@ -42,15 +51,14 @@ def container(tmp_path: Path, db_url: str, clock: FixedClock) -> Iterator[Contai
 
 
 def _writers_start_together(container: Container, barrier: threading.Barrier) -> Any:
-    """Hold each enrolment at its first write to the index until the other one gets there too, so the two
-    transactions overlap every time rather than now and then (the timeout only keeps a broken run from
-    hanging)."""
-    waited: set[int] = set()
+    """Hold each enrolment at its count of the index (before its transaction) until the other one gets there
+    too, so that both count before either writes, every time rather than now and then (the timeout only keeps
+    a broken run from hanging)."""
+    arrivals = itertools.count()
 
     def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         head = " ".join(statement.split()[:3]).lower()
-        if head in ("delete from enrolments", "insert into enrolments") and threading.get_ident() not in waited:
-            waited.add(threading.get_ident())
+        if head == "select enrolments.pseudonym from" and next(arrivals) < 2:
             with contextlib.suppress(threading.BrokenBarrierError):
                 barrier.wait(timeout=5)
 
@@ -61,7 +69,7 @@ def _writers_start_together(container: Container, barrier: threading.Barrier) ->
 def _enrol(service: PseudonymService, items: list[Item], failures: list[BaseException]) -> None:
     """One enrolment; its exception is collected, as a thread's would otherwise be lost."""
     try:
-        service.enrol(MUNICIPALITY, RIEC, items)
+        asyncio.run(service.enrol(MUNICIPALITY, RIEC, items))
     except BaseException as exc:
         failures.append(exc)
 
@@ -93,4 +101,14 @@ def test_concurrent_enrolments_of_the_same_subjects_both_succeed(container: Cont
         # Last writer wins, as a whole: the index is one writer's batch of this round, never a mix of both.
         assert {(tuple(r.record_types), r.confidential, r.minor) for r in rows} in (
             {((f"r{round_}-0",), False, True)}, {((f"r{round_}-1",), True, False)}), round_
+        counts = sorted((entry["added"], entry["updated"], entry["removed"]) for entry in _entries(container)[-2:])
+        assert counts == ([(0, 40, 0), (40, 0, 0)] if round_ == 0 else [(0, 40, 0), (0, 40, 0)]), round_
+    assert len(_entries(container)) == 2 * ROUNDS  # one entry per batch, the refused attempts left none
+
+
+def _entries(container: Container) -> list[dict[str, Any]]:
+    """The ``extra`` of every ``index.enrolment`` entry, in log order."""
+    with container.engine.connect() as connection:
+        return [json.loads(c)["event"]["extra"] for c in connection.execute(select(audit_entries.c.canonical).where(
+            audit_entries.c.event_type == "index.enrolment").order_by(audit_entries.c.log_index)).scalars()]
 

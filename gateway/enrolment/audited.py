@@ -1,0 +1,145 @@
+"""Every change to a discovery index is one audit entry, written in the transaction that makes the change.
+
+An enrolment batch (pseudonyms, ``POST /v1/enrolments``; match filters, ``POST /v1/enrolments/filters``) changes
+what the index says about which participant holds data on which subjects: processing of personal data by the
+gateway that a privacy officer must be able to account for. So the batch's writes run as the companion of its
+``index.enrolment`` entry (:class:`audit.writer.CompanionRow`, on the audit writer's thread, inside the log's
+transaction): both are durable, or neither. If the log cannot be written the batch is refused with 503 and the
+index is as it was; a crash between the two cannot happen, as there is no "between".
+
+The entry carries counts, never identifiers, pseudonyms, filters or local references: who enrolled (the
+organisation and system, as requester), in which partnership, which record types and categories, and how many
+subjects were added, updated and removed, and how many of them are confidential or minors.
+
+The counts must be the ones the transaction made, yet the entry is hashed before the transaction begins. So
+they are read beforehand (:meth:`IndexChange.expect`), and the transaction checks them as it writes
+(:meth:`IndexChange.apply` counts what its statements did): when another batch of the same subjects got in
+between, the transaction is refused (:class:`IndexMoved`, nothing written) and the batch is counted and tried
+again. One entry per batch, not per subject: a thousand subjects cost one entry and share the writer's commit
+with whatever else is being logged (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import structlog
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRefused, CompanionRow, EventType
+from audit.events import INDEX_ACTIVITY, ProcessingActivity, Requester
+from gateway.db.engine import transaction
+from gateway.errors import Conflict, ServiceUnavailable
+
+log = structlog.get_logger("gateway.enrolment")
+
+ATTEMPTS = 5
+"""How often a batch is counted again when other batches of the same subjects keep getting in first."""
+
+
+@dataclass(frozen=True)
+class IndexCounts:
+    """What one batch did to the index, in numbers (the entry's and, in part, the answer's)."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+
+
+@dataclass(frozen=True)
+class EntryTrace:
+    """The request's W3C trace context, so the entry joins the request's trace (random when there is none)."""
+
+    trace_id: str = field(default_factory=lambda: secrets.token_hex(16))
+    span_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    parent_span_id: str | None = None
+
+
+class IndexChange(Protocol):
+    """One batch, ready to be written: who, what (without a single identifier), and how to write it."""
+
+    @property
+    def partnership(self) -> str: ...
+
+    @property
+    def organisation(self) -> str:
+        """The enrolling participant (the entry's requester)."""
+
+    @property
+    def system(self) -> str:
+        """The partner system that sent the batch."""
+
+    @property
+    def index(self) -> str:
+        """Which index: ``pseudonyms`` or ``filters``."""
+
+    def described(self) -> dict[str, object]:
+        """The batch's own members of the entry's ``extra`` (record types, subjects sent, grounds counts)."""
+        ...
+
+    def categories(self) -> list[str]:
+        """The data categories the batch enrols (sorted)."""
+
+    def expect(self, session: Session) -> IndexCounts:
+        """What writing the batch now would do (read in a transaction of its own)."""
+
+    def apply(self, connection: Connection) -> IndexCounts:
+        """Write the batch on ``connection`` (inside the log's transaction) and say what the statements did."""
+
+
+class IndexMoved(CompanionRefused):
+    """Another batch changed the same subjects between counting and writing: the counts in the entry would be
+    wrong, so nothing is written and the batch is counted again."""
+
+
+def entry_for(change: IndexChange, counts: IndexCounts, trace: EntryTrace) -> AuditEvent:
+    """The batch's ``index.enrolment`` entry: counts and codes only."""
+    return AuditEvent(
+        event_type=EventType.INDEX_ENROLMENT, trace_id=trace.trace_id, span_id=trace.span_id,
+        parent_span_id=trace.parent_span_id,
+        processing_activity=ProcessingActivity(partnership=change.partnership, purpose=INDEX_ACTIVITY),
+        requester=Requester(org=change.organisation, system=change.system), categories=tuple(change.categories()),
+        extra={"index": change.index, **change.described(), **asdict(counts)})
+
+
+async def write_logged(writer: AsyncAuditWriter | None, sessions: sessionmaker[Session], change: IndexChange,
+                       trace: EntryTrace | None = None, *, attempts: int = ATTEMPTS) -> IndexCounts:
+    """Write ``change`` and its entry in one transaction; the counts it made.
+
+    503 when the log cannot be written (nothing changed); 409 when other batches of the same subjects kept
+    getting in first ``attempts`` times (nothing changed either; a retry will do)."""
+    if writer is None:  # a service built without the log must not change the index unlogged
+        raise ServiceUnavailable("the audit log is not available; nothing was enrolled")
+    trace = trace or EntryTrace()
+
+    def expect() -> IndexCounts:
+        with transaction(sessions) as session:
+            return change.expect(session)
+
+    for _ in range(attempts):
+        expected = await asyncio.to_thread(expect)
+
+        def within(connection: Connection, expected: IndexCounts = expected) -> None:
+            done = change.apply(connection)
+            if done != expected:
+                raise IndexMoved(f"the index changed meanwhile ({done} instead of {expected})")
+
+        try:
+            await writer.record([entry_for(change, expected, trace)], CompanionRow(None, None, within))
+        except AuditError as exc:
+            if isinstance(exc.__cause__, IndexMoved):
+                continue
+            log.error("audit_write_failed", error_type=type(exc).__name__, cause=type(exc.__cause__).__name__)
+            raise ServiceUnavailable("the audit log could not be written; nothing was enrolled") from exc
+        except Exception as exc:  # the guard refused the entry, or the writer is not running: no entry, no change
+            log.error("audit_write_failed", error_type=type(exc).__name__)
+            raise ServiceUnavailable("the audit log could not be written; nothing was enrolled") from exc
+        return expected
+    raise Conflict("other enrolments of the same subjects kept changing the index; nothing was enrolled, "
+                   "send the batch again")
+
+
