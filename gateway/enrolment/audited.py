@@ -141,5 +141,3 @@ async def write_logged(writer: AsyncAuditWriter | None, sessions: sessionmaker[S
         return expected
     raise Conflict("other enrolments of the same subjects kept changing the index; nothing was enrolled, "
                    "send the batch again")
-
-

@@ -3,6 +3,7 @@ servers, real tokens, real Rego decisions. Each asserts per-target outcome, cate
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,8 @@ from sqlalchemy import select
 
 from audit.tables import audit_entries
 from connectors.store import PartnerStore
+from gateway.client.fuzzy_requests import FilterRecordToEnrol
+from gateway.enrolment.tables import enrolments
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -310,11 +313,33 @@ def test_register_version_is_an_audit_entry(stack: Stack) -> None:
 
 
 def test_no_audit_entry_carries_personal_data(stack: Stack) -> None:
-    """Runs last in this module: scans every entry the scenarios wrote for the world's identifiers and names."""
+    """Runs last in this module: scans every entry the scenarios wrote for the world's identifiers and names —
+    after every partner enrolled its subjects and one enrolled match filters of named persons under its own
+    references, so that the enrolments' entries (``index.enrolment``) are scanned too, with the pseudonyms
+    and references they must leave out."""
+    enrolled = asyncio.run(stack.enrol_all())
+    assert sum(enrolled.values()) > 0
+    persons = stack.world.persons[:5]
+    refs = [f"bvh/2026/{n:05d}" for n in range(len(persons))]
+    records = [FilterRecordToEnrol(ref, {"given_name": person.name.split()[0], "surname": person.name.split()[-1],
+                                         "date_of_birth": person.date_of_birth.strftime("%Y%m%d")},
+                                   ["police_incidents"])
+               for ref, person in zip(refs, persons, strict=True)]
+    asyncio.run(_enrol_filters(stack, records))
     with stack.container.engine.connect() as connection:
         entries = "\n".join(connection.execute(select(audit_entries.c.canonical)).scalars())
+        index = list(connection.execute(select(enrolments.c.pseudonym)).scalars())
     assert "disclosure" in entries
+    assert '"event_type":"index.enrolment"' in entries
+    assert '"index":"filters"' in entries
     leaked = [value for person in stack.world.persons for value in (person.bsn, person.name) if value in entries]
     leaked += [value for company in stack.world.companies
                for value in (company.kvk_number, company.rsin, company.trade_name) if value in entries]
     assert leaked == []
+    enrolment_entries = "\n".join(line for line in entries.splitlines() if '"index.enrolment"' in line)
+    assert [value for value in (*refs, *index) if value in enrolment_entries] == []
+
+
+async def _enrol_filters(stack: Stack, records: list[FilterRecordToEnrol]) -> None:
+    async with stack.client("politie-bvh") as client:
+        await client.enrol_filters(RIEC, "person", b"riec-aa-clk-secret-for-the-tests", records)
