@@ -28,9 +28,11 @@ from gateway.auth.principal import Principal
 from gateway.client.pseudonyms import PseudonymClient
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
-from gateway.enrolment.service import Item, PseudonymService
+from gateway.enrolment.audited import ATTEMPTS, IndexCounts
+from gateway.enrolment.service import Item, PseudonymBatch, PseudonymService
 from gateway.enrolment.setup import pseudonym_service
 from gateway.enrolment.tables import enrolments
+from gateway.errors import Conflict
 from gateway.settings import Settings
 
 RIEC = "riec-amsterdam-amstelland"
@@ -112,3 +114,26 @@ def _entries(container: Container) -> list[dict[str, Any]]:
         return [json.loads(c)["event"]["extra"] for c in connection.execute(select(audit_entries.c.canonical).where(
             audit_entries.c.event_type == "index.enrolment").order_by(audit_entries.c.log_index)).scalars()]
 
+
+
+def test_a_batch_overtaken_every_time_is_refused_with_nothing_written(container: Container,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts that never match what the transaction would do (other batches of the same subjects getting in
+    first, again and again): after a few attempts the batch is refused (409, send it again) — no entry with
+    wrong counts, no index change without its entry."""
+    service = pseudonym_service(container)
+    client = PseudonymClient(service.public_key()["public_key"])
+    items = [Item("kvk", client.polymorphic("kvk", "20269999"), ("trade-name",), ("company_registration",))]
+    counted: list[int] = []
+
+    def stale(_batch: PseudonymBatch, _session: Any) -> IndexCounts:
+        counted.append(1)
+        return IndexCounts(updated=1)  # the subject is new: the transaction adds it
+
+    monkeypatch.setattr(PseudonymBatch, "expect", stale)
+    with pytest.raises(Conflict):
+        asyncio.run(service.enrol(MUNICIPALITY, RIEC, items))
+    assert len(counted) == ATTEMPTS
+    assert _entries(container) == []
+    with container.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(enrolments)).scalar_one() == 0
