@@ -247,6 +247,7 @@ def test_pseudonyms_rotate_rekeys_the_index_to_what_a_fresh_enrolment_gives(data
     rotated = runner.invoke(app, ["pseudonyms", "rotate"])
     assert rotated.exit_code == 0, rotated.output
     assert "3 index rows re-keyed" in rotated.output
+    _assert_rotation_procedure(rotated.output, added=2)
     after = service()
     assert after.transcryptor.public_key_version == 2
     with engine.connect() as connection:
@@ -258,6 +259,22 @@ def test_pseudonyms_rotate_rekeys_the_index_to_what_a_fresh_enrolment_gives(data
     assert stored == fresh  # no identifier was needed to move the index to the new key
     again = runner.invoke(app, ["pseudonyms", "rotate"])
     assert "3 index rows re-keyed" in again.output  # each rotation re-keys every row once, to the newest
+
+
+def _assert_rotation_procedure(output: str, *, added: int | None) -> None:
+    """What `rotate` tells the operator is docs/pseudonyms.md's procedure: running gateways follow the key file
+    (no restart, no re-enrolment), then `rekey` for enrolments in flight and `status` to confirm."""
+    lines = output.splitlines()
+    if added is None:
+        assert any("no key version was added" in line and "`wgs-gateway pseudonyms rotate` again" in line
+                   for line in lines), output
+    else:
+        assert any(f"key version {added} added" in line and "from their next request" in line
+                   and "no restart" in line for line in lines), output
+    assert any("`wgs-gateway pseudonyms rekey`" in line and "in flight" in line for line in lines), output
+    assert any("`wgs-gateway pseudonyms status`" in line and "0 rows" in line for line in lines), output
+    assert "re-enrol" not in output
+    assert "restart the" not in output.lower()
 
 
 class _Index:
@@ -353,6 +370,7 @@ def test_pseudonyms_rotate_interrupted_is_finished_by_a_rerun_without_another_ke
     assert "no new key version is added" in rerun.output
     assert "2 index rows re-keyed" in rerun.output
     assert "every index row is under the current key version" in rerun.output
+    _assert_rotation_procedure(rerun.output, added=None)
     ring = asyncio.run(index.store.load())
     assert (sorted(ring.versions), ring.current) == ([1, 2], 2)
     assert [version for version, _ in index.rows().values()] == [2, 2, 2]
