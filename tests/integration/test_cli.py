@@ -603,6 +603,8 @@ def test_audit_export_is_covered_by_a_signature_and_a_forged_one_is_not_intact(d
     ("WGS_OPA_URL", "opa:8181"),
     ("WGS_DATABASE_URL", "postgresql+psycopg//wgs:pw@postgres:5432/wgs"),
     ("WGS_CONNECTOR_ENDPOINTS", "not json"),
+    ("WGS_CONSOLE_PAGE_SIZE", "1"),  # the console's group too: it would otherwise make every console page a 500
+    ("WGS_CONSOLE_SESSION_SECRET", "too-short-4-a-key"),
 ])
 def test_serve_refuses_a_bad_setting_in_one_line_naming_the_variable(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]],
