@@ -1,10 +1,13 @@
 """FastAPI dependencies that authenticate the caller and check the scope of its token.
 
-Use as ``principal: Principal = Depends(require_scope(Scope.EXCHANGE))``. Missing or bad tokens → 401
-with ``WWW-Authenticate``; a valid token without the scope → 403. Both are problem+json.
+Use as ``principal: Principal = Depends(require_scope(Scope.EXCHANGE))`` (or ``require_any_scope``, or a
+``TokenRequired`` with a rule of its own). Missing or bad tokens → 401 with ``WWW-Authenticate``; a valid token
+without the scope → 403. Both are problem+json.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from fastapi import Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -30,8 +33,8 @@ def authenticate(request: Request) -> Principal:
     return principal
 
 
-class ScopeRequired(SecurityBase):
-    """A dependency that yields the caller's Principal if its token carries ``scope``.
+class TokenRequired(SecurityBase):
+    """A dependency that yields the caller's Principal if its token is valid and ``authorise`` accepts it.
 
     A security scheme itself (the OpenAPI document shows the bearer scheme, named ``HTTPBearer``, on every
     route that uses it) rather than a function depending on FastAPI's ``HTTPBearer``: one dependency to solve
@@ -40,21 +43,46 @@ class ScopeRequired(SecurityBase):
     ours (:func:`authenticate`), so every failure is a problem+json. Async so that FastAPI runs it on the event
     loop: a signature verification against keys in memory (a stat of the key file at most) is far cheaper than
     the hop to a worker thread a sync one costs. Nothing is cached between requests: every call verifies the
-    token and asks whether it, its client or its account was revoked or disabled meanwhile."""
+    token and asks whether it, its client or its account was revoked or disabled meanwhile.
 
-    def __init__(self, scope: Scope) -> None:
+    Every route that needs a token takes it through this class (or :class:`ScopeRequired`), never by calling
+    :func:`authenticate` from a plain function or the handler: FastAPI documents a security requirement only
+    for a dependency that is a ``SecurityBase``, so such a route was shown as public in ``/openapi.json``."""
+
+    def __init__(self, authorise: Callable[[Principal], None]) -> None:
         self.model = HTTPBearerModel(description=_DESCRIPTION)
         self.scheme_name = "HTTPBearer"
-        self.scope = scope
+        self.authorise = authorise
 
     async def __call__(self, request: Request) -> Principal:
         principal = authenticate(request)
+        self.authorise(principal)
+        return principal
+
+
+class ScopeRequired(TokenRequired):
+    """A token carrying ``scope`` (403 problem+json with ``required_scope`` otherwise)."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(self._check)
+        self.scope = scope
+
+    def _check(self, principal: Principal) -> None:
         if not principal.has_scope(self.scope.value):
             raise Forbidden(f"the access token lacks the scope `{self.scope.value}`",
                             extra={"required_scope": self.scope.value})
-        return principal
 
 
 def require_scope(scope: Scope) -> ScopeRequired:
     """Use as ``principal: Principal = Depends(require_scope(Scope.EXCHANGE))``."""
     return ScopeRequired(scope)
+
+
+def require_any_scope(*scopes: Scope) -> TokenRequired:
+    """A token carrying at least one of ``scopes``, e.g. the requester system or its privacy officer."""
+    names = [scope.value for scope in scopes]
+
+    def check(principal: Principal) -> None:
+        if not any(principal.has_scope(name) for name in names):
+            raise Forbidden("the access token lacks the scope " + " or ".join(f"`{name}`" for name in names))
+    return TokenRequired(check)

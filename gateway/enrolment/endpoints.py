@@ -11,14 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from connectors.protocol import CATEGORY_PATTERN, RECORD_TYPE_PATTERN
 from gateway.auditing.review import EntryView, subject_report
-from gateway.auth.dependencies import authenticate, require_scope
+from gateway.auth.dependencies import require_any_scope, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.client.models import SLUG_PATTERN
 from gateway.container import Container
 from gateway.deps import get_container
 from gateway.enrolment.service import REFUSAL_CODE_PATTERN, Item
 from gateway.enrolment.setup import pseudonym_service
-from gateway.errors import Forbidden
 
 router = APIRouter(prefix="/v1", tags=["pseudonyms"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -76,13 +75,9 @@ class EnrolmentAnswer(PseudonymAnswer):
     removed: int
 
 
-def partner(request: Request) -> Principal:
-    """Partner systems with ``enrol`` or ``exchange`` (a requester needs its pseudonym for a subject it asks
-    about without holding records on it)."""
-    principal = authenticate(request)
-    if not (principal.has_scope(Scope.ENROL.value) or principal.has_scope(Scope.EXCHANGE.value)):
-        raise Forbidden("the access token lacks the scope `enrol` or `exchange`")
-    return principal
+partner = require_any_scope(Scope.ENROL, Scope.EXCHANGE)
+"""Partner systems with ``enrol`` or ``exchange`` (a requester needs its pseudonym for a subject it asks
+about without holding records on it)."""
 
 
 @router.get("/pseudonyms/key", summary="The gateway's public key for polymorphic pseudonyms")
