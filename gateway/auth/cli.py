@@ -110,9 +110,7 @@ def users_add(username: str = typer.Argument(..., help="The name the person sign
 def users_set_password(username: str = typer.Argument(..., help="The account's username."),
                        password_stdin: bool = typer.Option(False, help="Read the password from standard input.")
                        ) -> None:
-    """Give an account a new password (forgotten or leaked): its console sessions end at once.
-
-    Its bearer tokens stay valid until they expire; disable the account to stop those too."""
+    """Give an account a new password (forgotten or leaked): its console sessions and API tokens end at once."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
         "New password", hide_input=True, confirmation_prompt=True)
     try:
@@ -120,7 +118,7 @@ def users_set_password(username: str = typer.Argument(..., help="The account's u
             set_password(session, username, password)
     except GatewayError as exc:
         _fail(exc)
-    out.print(f"password of {username} set; the account's console sessions have ended")
+    out.print(f"password of {username} set; the account's console sessions and API tokens have ended")
 
 
 @users_app.command("list")

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from audit import AuditWriteError
-from gateway.auth.accounts import authenticate_person, scopes_for_roles
+from gateway.auth.accounts import authenticate_person
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
 from gateway.auth.keys import SIGNING_ALGORITHM
 from gateway.auth.server import GatewayAuthorizationServer, TokenRequest
@@ -162,8 +162,7 @@ async def login(body: LoginRequest, request: Request, container: Container = Dep
     def run() -> tuple[TokenResponse, str, str]:
         with transaction(container.sessions) as session:
             account = authenticate_person(session, body.username, body.password, auth.login_throttle)
-        issued = auth.tokens.issue(subject=account.username, organisation=account.organisation,
-                                   scopes=scopes_for_roles(account.roles), kind="person", roles=account.roles)
+        issued = auth.person_token(account)
         return (TokenResponse(access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in,
                               scope=issued.scope), account.id, account.organisation)
 

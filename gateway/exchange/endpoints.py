@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, Request
 
-from gateway.auth.dependencies import authenticate, require_scope
+from gateway.auth.dependencies import authenticated, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeRequest, ExchangeResult
 from gateway.container import Container
@@ -84,7 +84,7 @@ async def create_exchange(request: Request, body: ExchangeRequest = Body(openapi
     summary="See an exchange's outcome again (requester system, or its privacy officer)")
 async def get_exchange(exchange_id: str, request: Request,
                        container: Container = Depends(get_container)) -> ExchangeResult:
-    principal = authenticate(request)
+    principal = await authenticated(request)
     if not (principal.has_scope(Scope.EXCHANGE.value) or principal.has_scope(Scope.AUDIT_READ.value)):
         raise Forbidden("the access token lacks the scope `exchange` or `audit:read`")
     return await asyncio.to_thread(exchange_service(container).get, principal, exchange_id)
