@@ -24,6 +24,13 @@ their people's accounts in the audit explorer (the entry's ``status`` is ``error
 says why). The typed username itself is never written (it could be an e-mail address, or a password typed
 in the wrong field); an attempt on a username that is no account names nobody.
 
+Token requests that ``POST /oauth/token`` refuses are accounted for the same way (``channel: token``), as
+``auth.rejected`` entries: the first per system named and OAuth error code in a window, then a summary. A
+partner system has no throttle (its secret or key cannot be guessed), so none of its refusals is an entry of
+its own; the system is named (with its organisation, whose officers see it) only when the request named a
+system of the register, unverified: that someone tries to get tokens as their system is what they need to
+see.
+
 The counts are per gateway process and kept in memory until their summary is written: a crashed process
 loses the counts of its open windows, not the entry that opened each window.
 """
@@ -39,10 +46,10 @@ from fastapi import Request
 from pydantic import JsonValue
 
 from audit import AuditEvent
+from gateway.auditing.actions import action_event, rejection_event
 from gateway.auditing.setup import audit_services
 from gateway.auth.repository import get_account
 from gateway.auth.setup import auth_services
-from gateway.console.actions import action_event
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.periodic import PeriodicJob
@@ -55,12 +62,18 @@ SUMMARY_SECONDS = 60.0
 """How often the timer looks for windows that ended (a summary is at most this late)."""
 
 
+TOKEN_CHANNEL = "token"
+"""The channel of refused token requests (``auth.rejected`` entries), beside ``console`` and ``api`` sign-ins."""
+
+
 @dataclass(frozen=True)
 class Target:
-    """The account a typed username names (its reference and organisation), or nobody."""
+    """The account a typed username names (its reference and organisation), the partner system a token request
+    named (its id and organisation), or nobody."""
 
     organisation: str | None = None
     account_id: str | None = None
+    system: str | None = None
 
 
 @dataclass
@@ -80,7 +93,7 @@ class FailedSignIns:
 
     def __init__(self, window_seconds: float) -> None:
         self.window = window_seconds
-        self._open: dict[tuple[str, str, str | None], Burst] = {}  # per channel: two per account, two for nobody
+        self._open: dict[tuple[str, str, Target], Burst] = {}  # per channel: two per account, two for nobody
         self._ended: list[Burst] = []
         self._lock = threading.Lock()
         self.timer: PeriodicJob | None = None
@@ -89,7 +102,7 @@ class FailedSignIns:
         """True: audit this attempt (it opens a window); False: it is counted into the window's summary."""
         if reason == WRONG_CREDENTIALS and target.account_id is not None:
             return True  # the throttle bounds these per account
-        key = (channel, reason, target.account_id)
+        key = (channel, reason, target)
         with self._lock:
             burst = self._open.get(key)
             if burst is not None and now - burst.opened < self.window:
@@ -135,11 +148,20 @@ def _at(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
+def _entry(request: Request | None, reason: str, target: Target, channel: str,
+           details: dict[str, JsonValue] | None = None) -> AuditEvent:
+    """The entry of a failed sign-in (``console.action``) or of a refused token request (``auth.rejected``)."""
+    if channel == TOKEN_CHANNEL:
+        return rejection_event(request, reason, organisation=target.organisation, system=target.system,
+                               details=details)
+    return action_event(request, "sign-in", organisation=target.organisation, account_id=target.account_id,
+                        ok=False, details={"reason": reason, **(details or {})}, channel=channel)
+
+
 def _summary(burst: Burst) -> AuditEvent:
-    details: dict[str, JsonValue] = {"reason": burst.reason, "more_attempts": burst.more,
-                                     "first_at": _at(burst.opened), "last_at": _at(burst.last)}
-    return action_event(None, "sign-in", organisation=burst.target.organisation,
-                        account_id=burst.target.account_id, ok=False, details=details, channel=burst.channel)
+    details: dict[str, JsonValue] = {"more_attempts": burst.more, "first_at": _at(burst.opened),
+                                     "last_at": _at(burst.last)}
+    return _entry(None, burst.reason, burst.target, burst.channel, details)
 
 
 async def _write(container: Container, tracker: FailedSignIns, due: list[Burst],
@@ -166,15 +188,14 @@ def target_of(container: Container, username: str) -> Target:
 
 async def record_failed_sign_in(container: Container, request: Request, reason: str, target: Target,
                                 channel: str = "console") -> None:
-    """Account for one failed sign-in at the console or (``channel="api"``) at ``POST /v1/auth/login`` (see
-    the module's docstring); raises :class:`audit.AuditWriteError` when an entry that is due cannot be
-    written."""
+    """Account for one failed sign-in at the console or (``channel="api"``) at ``POST /v1/auth/login``, or for
+    a refused token request (``channel=TOKEN_CHANNEL``; see the module's docstring); raises
+    :class:`audit.AuditWriteError` when an entry that is due cannot be written."""
     tracker = failed_sign_ins(container)
     now = container.clock.now().timestamp()
     due = tracker.ended(now)
     audited = tracker.note(reason, target, now, channel)
-    attempt = action_event(request, "sign-in", organisation=target.organisation, account_id=target.account_id,
-                           ok=False, details={"reason": reason}, channel=channel) if audited else None
+    attempt = _entry(request, reason, target, channel) if audited else None
     if tracker.timer is None:
         tracker.timer = PeriodicJob(lambda: summarise_ended(container), SUMMARY_SECONDS,
                                     name="console_sign_in_summaries")
