@@ -16,10 +16,12 @@ from sqlalchemy import select
 
 from audit import AuditWriteError
 from audit.tables import audit_entries
+from gateway.app import create_app
 from gateway.auditing.setup import audit_services
 from gateway.clock import FixedClock
 from gateway.console.signins import summarise_ended
-from gateway.container import Container
+from gateway.container import Container, build_container
+from gateway.settings import Settings
 from tests.auth_helpers import (
     account_id,
     client_assertion,
@@ -30,7 +32,6 @@ from tests.auth_helpers import (
     token_form,
 )
 
-pytestmark = pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
 SYSTEM = "kvk-handelsregister"
 
 
@@ -121,3 +122,25 @@ def test_a_replayed_assertion_and_wrong_basic_credentials_name_their_system(clie
                        headers={"Authorization": f"Basic {basic}"}).status_code == 401
     assert [e["requester"] for e in _events(container, "auth.rejected")] == [
         {"org": "politie", "system": "politie-bvh", "user": None}, {"org": "kvk", "system": SYSTEM, "user": None}]
+
+
+def test_one_entry_and_one_summary_per_window_over_every_gateway_process(
+        client: TestClient, container: Container, settings: Settings, clock: FixedClock) -> None:
+    """Two processes on one database (workers, or replicas): a flood spread over both is still one entry that
+    opens the window and one summary that counts the rest, not one of each per process."""
+    other_container = build_container(settings, clock)
+    try:
+        with TestClient(create_app(container=other_container)) as other:
+            for n in range(6):
+                for caller in (client, other):
+                    answer = caller.post("/v1/auth/login", json={"username": f"guess-{n}-{id(caller)}",
+                                                                 "password": "wrong password!"})
+                    assert answer.status_code == 401
+            clock.advance(timedelta(minutes=15))
+            for caller, its_container in ((client, container), (other, other_container)):
+                assert caller.portal is not None
+                caller.portal.call(summarise_ended, its_container)  # what each process's timer runs
+    finally:
+        other_container.close()
+    failed = [e for e in _sign_ins(container) if e["status"] == "error"]
+    assert [e["extra"].get("more_attempts") for e in failed] == [None, 11]
