@@ -91,7 +91,8 @@ def _oauth_error(status: int, error: str, description: str, headers: list[tuple[
 @router.post("/oauth/token", response_model=TokenResponse, summary="OAuth2 token endpoint (client credentials)",
              responses={400: {"description": "invalid_request / invalid_grant / invalid_scope / "
                                              "unsupported_grant_type / replayed assertion (invalid_client)"},
-                        401: {"description": "invalid_client"}},
+                        401: {"description": "invalid_client"},
+                        503: {"description": "Refused, and the refusal could not be written to the audit log"}},
              openapi_extra={"requestBody": {"content": {FORM_MEDIA_TYPE: {"schema": {
                  "type": "object", "required": ["grant_type"], "properties": {
                      "grant_type": {"type": "string", "enum": ["client_credentials"]},
@@ -217,7 +218,8 @@ class LoginRequest(BaseModel):
 
 
 @router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",
-             responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"}})
+             responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"},
+                        503: {"description": "The sign-in could not be written to the audit log: no token"}})
 async def login(body: LoginRequest, request: Request, container: Container = Depends(get_container)
                 ) -> TokenResponse:
     auth = auth_services(container)
