@@ -97,6 +97,7 @@ class FailedSignIns:
         self._container = container
         self.window = window_seconds
         self.timer: PeriodicJob | None = None
+        self.summarised_before = -1  # this process wrote the summaries of the windows before this period
 
     def period(self, now: float) -> int:
         return int(now // self.window)
@@ -177,7 +178,8 @@ async def record_failed_sign_in(container: Container, request: Request, reason: 
     :class:`audit.AuditWriteError` when an entry that is due cannot be written."""
     tracker = failed_sign_ins(container)
     now = container.clock.now().timestamp()
-    await summarise_ended(container)
+    if tracker.period(now) > tracker.summarised_before:  # a window ended since: not a claim per failure
+        await summarise_ended(container)
     if await run_in_threadpool(tracker.note, reason, target, now, channel):
         await audit_services(container).writer.record([_entry(request, reason, target, channel)])
 
@@ -186,12 +188,12 @@ async def summarise_ended(container: Container) -> None:
     """Write the summaries of the windows that ended, each once over every process; raises
     :class:`audit.AuditWriteError` when they cannot be written (their claim lapses and they are tried again)."""
     tracker = failed_sign_ins(container)
-    claim = secrets.token_hex(16)
-    ended = await run_in_threadpool(tracker.claim_ended, container.clock.now().timestamp(), claim)
-    if not ended:
-        return
-    await audit_services(container).writer.record([_summary(window) for window in ended], CompanionRow(
-        None, None, precondition=lambda connection: signin_windows.release(connection, ended, claim)))
+    claim, now = secrets.token_hex(16), container.clock.now().timestamp()
+    ended = await run_in_threadpool(tracker.claim_ended, now, claim)
+    if ended:
+        await audit_services(container).writer.record([_summary(window) for window in ended], CompanionRow(
+            None, None, precondition=lambda connection: signin_windows.release(connection, ended, claim)))
+    tracker.summarised_before = max(tracker.summarised_before, tracker.period(now))
 
 
 async def close_sign_ins(container: Container) -> None:
