@@ -14,6 +14,7 @@ Modules, one job each:
 ``tables``         the audit tables in the package's own MetaData
 ``store``          all SQL: append lock, reads and writes
 ``log``            ``AuditLog``: append, checkpoint policy, proofs
+``on_demand``      checkpoints signed when a reviewer needs one (rate-limited, shared)
 ``writer``         ``AsyncAuditWriter``: group commit for asyncio callers
 ``export``         one-file JSON Lines export
 ``verify``         full verification of an export or a live database
@@ -34,6 +35,8 @@ from audit.checkpoint import (
 from audit.errors import (
     AuditError,
     AuditWriteError,
+    CheckpointPending,
+    CompanionRefused,
     InvalidEvent,
     MalformedRow,
     PersonalDataError,
@@ -44,6 +47,7 @@ from audit.errors import (
 from audit.events import AuditEvent, DataSubject, Decision, EventType, ProcessingActivity, Requester, Status
 from audit.export import ExportSummary, export_log
 from audit.log import AuditLog, CheckpointPolicy, ConsistencyProof, InclusionProof, Receipt
+from audit.on_demand import OnDemandCheckpoints
 from audit.store import StoredCheckpoint, StoredEntry
 from audit.verify import Failure, FailureKind, LogVerificationError, VerifyResult, verify_database, verify_export
 from audit.writer import AsyncAuditWriter, CompanionRow
@@ -55,7 +59,9 @@ __all__ = [
     "AuditLog",
     "AuditWriteError",
     "Checkpoint",
+    "CheckpointPending",
     "CheckpointPolicy",
+    "CompanionRefused",
     "CompanionRow",
     "ConsistencyProof",
     "DataSubject",
@@ -70,6 +76,7 @@ __all__ = [
     "MalformedRow",
     "NoteSigner",
     "NoteVerifier",
+    "OnDemandCheckpoints",
     "PersonalDataError",
     "ProcessingActivity",
     "ProofUnavailable",

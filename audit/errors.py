@@ -5,9 +5,13 @@
     │   └── PersonalDataError      an event carries a value shaped like personal data (BSN, IBAN, e-mail)
     ├── VerificationError          a proof, signature, checkpoint or log failed verification
     ├── ProofUnavailable           a proof was asked for sizes or indices the log does not have
+    ├── CheckpointPending          a checkpoint over the entries asked for is not signed yet: ask again shortly
     ├── StoreUnavailable           the log could not be read (database down); a 503, not a verdict
     ├── MalformedRow               a stored row holds a value no log row can hold (edited behind our back)
     └── AuditWriteError            the log could not be written; the caller must deny (fail closed)
+
+    CompanionRefused               raised by a caller's own companion-row precondition (not by this package):
+                                   an expected refusal the caller handles, logged quietly by the writer
 
 Messages never contain the offending values: only field paths, indices and kinds, so that an error that
 ends up in a log file or a problem document cannot leak what it was raised to keep out.
@@ -50,6 +54,15 @@ class ProofUnavailable(AuditError):
     """A proof or checkpoint was requested for an index or tree size the log does not (yet) have."""
 
 
+class CheckpointPending(AuditError):
+    """No checkpoint covers the entries asked for yet, and one may not be signed on demand right now (one was
+    signed less than the minimum interval ago). ``retry_after`` says in how many seconds one may."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"a checkpoint over these entries can be signed in {retry_after:.1f} s")
+        self.retry_after = retry_after
+
+
 class StoreUnavailable(AuditError):
     """Reading the log failed (the database is unreachable or broken); says nothing about integrity."""
 
@@ -73,3 +86,12 @@ class MalformedRow(AuditError):
 
 class AuditWriteError(AuditError):
     """Writing to the log failed. Whatever the request was, it must now be denied."""
+
+
+class CompanionRefused(Exception):
+    """A companion row's precondition refused its transaction for a reason its caller expects and handles (a
+    lost claim, a count that moved, a decision taken over): nothing of that caller is written, as with any
+    failure, but the writer does not report it as a fault of the log.
+
+    Not an :class:`AuditError`: the audit package never raises it, callers' preconditions do (subclassing it)."""
+

@@ -32,8 +32,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit import store
 from audit.canonical import canonical_event, entry_texts, format_timestamp
-from audit.checkpoint import Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint
-from audit.errors import AuditError, AuditWriteError, ProofUnavailable, StoreUnavailable
+from audit.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
+from audit.errors import AuditError, AuditWriteError, ProofUnavailable, StoreUnavailable, VerificationError
 from audit.events import AuditEvent
 from audit.guard import ensure_no_personal_data
 from audit.merkle import (
@@ -388,6 +388,30 @@ class AuditLog:
             raise ProofUnavailable("no checkpoint has been issued" if tree_size is None
                                    else f"no checkpoint was issued at tree size {tree_size}")
         return found
+
+    def check_checkpoint(self, stored: StoredCheckpoint) -> Checkpoint:
+        """Verify a stored checkpoint before handing it out as the log's word, and return what it states.
+
+        Its note must carry a valid signature by this log's key for this log's origin, state the size and
+        root of its own row, and that root must be the stored tree's at that size (a couple of indexed reads).
+        A row edited behind the gateway's back, or a key that signed a root the tree does not have, would
+        otherwise be served as if it were sound: the officer's own check would fail, but the gateway would
+        have vouched for it. Raises :class:`~audit.errors.VerificationError` (which check failed, never a
+        value), or :class:`~audit.errors.StoreUnavailable` when the tree could not be read.
+        """
+        opened = open_checkpoint(stored.note, self.verifier, origin=self.origin)
+        if opened.tree_size != stored.tree_size or opened.root_hash != stored.root_hash:
+            raise VerificationError(f"the checkpoint row at {stored.tree_size} disagrees with its signed note")
+        try:
+            actual = self.root(opened.tree_size)
+        except ProofUnavailable:
+            raise VerificationError(f"the checkpoint at {opened.tree_size} claims entries the log does not have"
+                                    ) from None
+        except AuditWriteError:  # the frontier's cached subtrees are missing
+            raise VerificationError(f"the tree under the checkpoint at {opened.tree_size} is incomplete") from None
+        if actual != opened.root_hash:
+            raise VerificationError(f"the signed root at {opened.tree_size} is not the root of the stored tree")
+        return opened
 
     def checkpoints(self, up_to_size: int | None = None) -> list[StoredCheckpoint]:
         """Every checkpoint issued (optionally up to a tree size), oldest first."""

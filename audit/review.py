@@ -45,11 +45,18 @@ def utc_bound(moment: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class EntryScope:
-    """Which entries a reviewer may see: where one of ``organisations`` is a party, or any entry of one of
-    ``partnerships`` (the coordinating privacy officer's view)."""
+    """Which entries a reviewer may see: where one of ``organisations`` is a party, any entry of one of
+    ``partnerships`` (the coordinating privacy officer's view), and the entries of the ``unattributed``
+    event types that name no party at all (no requester organisation, no holder, no partnership).
+
+    Those last are facts about the gateway as a whole (a register change, a sign-in on a username that is
+    no account): scoped by organisation they would reach no reviewer. Which types a reviewer sees is the
+    gateway's decision (:func:`gateway.auditing.review.scope_of`); this package only keeps it exact: an
+    entry that names any party is never shown through ``unattributed``."""
 
     organisations: frozenset[str] = frozenset()
     partnerships: frozenset[str] = frozenset()
+    unattributed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -90,11 +97,14 @@ def scope_condition(scope: EntryScope, *, as_holder: bool = True) -> ColumnEleme
     ``as_holder=False`` leaves out entries that are the organisations' only as holder (or as a case's
     party). Anomaly flags are about requesting actors, and a holder sees only the part of another
     organisation's activity that came its way — not a baseline to judge that organisation's actors by. It
-    only ever narrows the scope."""
+    only ever narrows the scope, and leaves out the ``unattributed`` entries too (they have no actor)."""
     t = audit_entries.c
     visible = _party_of(sorted(scope.organisations), as_holder=as_holder) if scope.organisations else []
     if scope.partnerships:
         visible.append(t.partnership.in_(sorted(scope.partnerships)))
+    if scope.unattributed and as_holder:
+        visible.append(and_(t.event_type.in_(sorted(scope.unattributed)), t.requester_org.is_(None),
+                            t.holder_org.is_(None), t.partnership.is_(None)))
     return or_(*visible) if visible else None
 
 

@@ -29,7 +29,7 @@ from itertools import chain, count
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Connection, Dialect, Engine, bindparam, func, select
+from sqlalchemy import Connection, Dialect, Engine, Select, bindparam, func, select
 
 from audit.errors import MalformedRow
 from audit.events import AuditEvent
@@ -143,7 +143,10 @@ def _sqlite_state(connection: Connection, raw: Any) -> LogState:
     finally:
         cursor.close()
     if checkpoint_at is not None:
-        checkpoint_at = _issued_at_parser(connection.dialect)(checkpoint_at)
+        try:
+            checkpoint_at = _issued_at_parser(connection.dialect)(checkpoint_at)
+        except _UNREADABLE:
+            raise MalformedRow("audit_checkpoints", None) from None
     return _state((largest, checkpoint_size, checkpoint_at))
 
 
@@ -191,16 +194,26 @@ _PG_BEGIN_LOCKED = ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; "
 
 
 def _state(row: Any) -> LogState:
+    """The state read; :class:`~audit.errors.MalformedRow` when the latest checkpoint row holds a value no
+    checkpoint row can hold (SQLite keeps any text in any column), rather than a bare ``ValueError`` that
+    callers catching the audit package's errors would let through."""
     largest, checkpoint_size, checkpoint_at = row
-    return LogState(
-        size=0 if largest is None else int(largest) + 1,
-        latest_checkpoint_size=None if checkpoint_size is None else int(checkpoint_size),
-        latest_checkpoint_at=None if checkpoint_at is None else utc(checkpoint_at),
-    )
+    try:
+        return LogState(
+            size=0 if largest is None else int(largest) + 1,
+            latest_checkpoint_size=None if checkpoint_size is None else int(checkpoint_size),
+            latest_checkpoint_at=None if checkpoint_at is None else utc(checkpoint_at),
+        )
+    except _UNREADABLE:
+        raise MalformedRow("audit_checkpoints", None) from None
 
 
 def log_state(connection: Connection) -> LogState:
-    return _state(connection.execute(_STATE).one())
+    try:
+        row = connection.execute(_STATE).one()  # SQLAlchemy parses the time here
+    except _UNREADABLE:
+        raise MalformedRow("audit_checkpoints", None) from None
+    return _state(row)
 
 
 def tree_size(connection: Connection) -> int:
@@ -448,16 +461,23 @@ def _checkpoint(row: Any) -> StoredCheckpoint:
     return StoredCheckpoint(int(row.tree_size), bytes(row.root_hash), str(row.note), utc(row.issued_at))
 
 
+def _one_checkpoint(connection: Connection, query: Select[Any]) -> StoredCheckpoint | None:
+    """The checkpoint ``query`` finds, if any; :class:`~audit.errors.MalformedRow` when its row (or, on SQLite,
+    reading it at all) holds a value no checkpoint row can hold."""
+    try:
+        row = connection.execute(query).first()
+        return None if row is None else _checkpoint(row)
+    except _UNREADABLE:
+        raise MalformedRow("audit_checkpoints", None) from None
+
+
 def latest_checkpoint(connection: Connection) -> StoredCheckpoint | None:
-    row = connection.execute(
-        select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size.desc()).limit(1)
-    ).first()
-    return None if row is None else _checkpoint(row)
+    return _one_checkpoint(connection, select(audit_checkpoints).order_by(audit_checkpoints.c.tree_size.desc())
+                           .limit(1))
 
 
 def checkpoint_at(connection: Connection, size: int) -> StoredCheckpoint | None:
-    row = connection.execute(select(audit_checkpoints).where(audit_checkpoints.c.tree_size == size)).first()
-    return None if row is None else _checkpoint(row)
+    return _one_checkpoint(connection, select(audit_checkpoints).where(audit_checkpoints.c.tree_size == size))
 
 
 def all_checkpoints(connection: Connection, up_to_size: int | None = None) -> list[StoredCheckpoint]:

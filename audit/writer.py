@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Table
 
 from audit.direct_insert import insert_rows
-from audit.errors import AuditWriteError
+from audit.errors import AuditWriteError, CompanionRefused
 from audit.events import AuditEvent
 from audit.handoff import Settlement, settle, take_queued
 from audit.log import PreparedEvent, Receipt, prepare
@@ -197,8 +197,9 @@ class AsyncAuditWriter:
                 # A companion row may fail on its own account (a unique key another process took first):
                 # each caller again in a transaction of its own, so only that caller is refused.
                 self.stats.failed_transactions += 1
-                _log.warning("audit batch of %d callers with companion rows failed (%s); writing them one by one",
-                             len(batch), type(exc).__name__)
+                _log.log(_level_of(exc, logging.WARNING),
+                         "audit batch of %d callers with companion rows failed (%s); writing them one by one",
+                         len(batch), type(exc).__name__)
                 for waiter in batch:
                     try:
                         self._settle_written([waiter], self._append([waiter]))
@@ -227,8 +228,9 @@ class AsyncAuditWriter:
     def _fail(self, batch: list[_Waiter], exc: BaseException) -> None:
         self.stats.failed_transactions += 1
         companions = sorted({str(w.companion.table) for w in batch if w.companion and w.companion.table is not None})
-        _log.error("audit batch of %d events%s failed: %s", sum(len(w.prepared) for w in batch),
-                   f" with rows for {', '.join(companions)}" if companions else "", type(exc).__name__)
+        _log.log(_level_of(exc, logging.ERROR), "audit batch of %d events%s failed: %s",
+                 sum(len(w.prepared) for w in batch),
+                 f" with rows for {', '.join(companions)}" if companions else "", type(exc).__name__)
         failures: list[Settlement] = []
         for waiter in batch:
             error = AuditWriteError(f"audit log write failed ({type(exc).__name__}); deny the request")
@@ -250,6 +252,12 @@ class AsyncAuditWriter:
                 return
             if isinstance(item, _Waiter):
                 settle([(item.future, AuditWriteError("audit writer closed before writing"))])
+
+
+def _level_of(exc: BaseException, fault: int) -> int:
+    """``fault``'s log level for a failure of the log, INFO for a caller's expected refusal: at a busy limit
+    (rule 6's count moving) refusals are routine, and an error line for each would hide real faults."""
+    return logging.INFO if isinstance(exc, CompanionRefused) else fault
 
 
 def _companions_of(batch: list[_Waiter]) -> Callable[[Connection, list[Receipt]], None] | None:

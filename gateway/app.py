@@ -22,7 +22,8 @@ from gateway.console.signins import close_sign_ins, start_sign_ins
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated, expected_heads
 from gateway.enrolment import endpoints as enrolment_endpoints
-from gateway.enrolment.setup import install_pseudonyms
+from gateway.enrolment import fuzzy_endpoints
+from gateway.enrolment.setup import install_filters, install_pseudonyms
 from gateway.escalations import endpoints as escalation_endpoints
 from gateway.escalations.setup import escalation_scheduler, escalation_service, install_escalations
 from gateway.exchange import endpoints as exchange_endpoints
@@ -64,6 +65,7 @@ def start_services(container: Container) -> None:
     install_policy(container)
     install_exchange(container)
     install_pseudonyms(container)
+    install_filters(container)
     install_escalations(container)
 
 
@@ -127,5 +129,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.include_router(audit_review.router)
     app.include_router(console_endpoints.router)
     app.include_router(enrolment_endpoints.router)
+    app.include_router(fuzzy_endpoints.router)
     app.include_router(escalation_endpoints.router)
     return app

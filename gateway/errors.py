@@ -11,7 +11,9 @@
     ├── Unprocessable                 422  well-formed but semantically wrong input
     ├── TooManyRequests               429
     └── ServiceUnavailable            503  a dependency (database, policy engine, partner) failed
-        └── DatabaseNotMigrated       503  schema is behind the code: run ``wgs-gateway db upgrade``
+        ├── DatabaseNotMigrated       503  schema is behind the code: run ``wgs-gateway db upgrade``
+        ├── AuditCheckpointPending    503  no checkpoint covers the entries yet; one may be signed shortly
+        └── AuditCheckpointUnverified 503  the log's stored checkpoint failed the gateway's own verification
 
 ``detail`` texts must never contain personal data: only references, pseudonyms and field names.
 """
@@ -90,3 +92,16 @@ class OutcomeNotStored(GatewayError):
 
 class DatabaseNotMigrated(ServiceUnavailable):
     slug, title = "database-not-migrated", "Database not migrated"
+
+
+class AuditCheckpointPending(ServiceUnavailable):
+    """A checkpoint over the entries asked for may be signed on demand in a moment, not now (``Retry-After``)."""
+
+    slug, title = "checkpoint-pending", "Checkpoint pending"
+
+
+class AuditCheckpointUnverified(ServiceUnavailable):
+    """The checkpoint the log would serve failed verification against the log's own key and tree: the log is
+    not vouched for (fail closed) until an operator has looked; the verifier CLI says what is wrong."""
+
+    slug, title = "audit-checkpoint-unverified", "Audit checkpoint failed verification"

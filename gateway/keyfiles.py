@@ -7,6 +7,9 @@ one that read an empty console-session secret signed and accepted session cookie
 which anyone can forge. Here the key is written to a file of its own and published under its name with a
 hard link, which either makes the whole file appear at once or fails because another process published its
 key first: then that one is read, so every process uses the same key.
+
+Key files that change later (rotation) are replaced whole (:func:`replace_whole`) under an exclusive lock
+(:func:`exclusively`), and a process that follows such a file tells versions apart by :func:`stamp_of`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+try:  # POSIX; elsewhere the lock is a no-op (single-process use only)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+FileStamp = tuple[int, int, int, int, int]
+"""(device, inode, size, mtime ns, ctime ns) of a key file: equal stamps, the same file as it was read. Files
+are replaced, never rewritten in place, so another version has another inode; a ``chmod`` changes the ctime."""
 
 
 class EmptyKeyFile(RuntimeError):
@@ -42,3 +54,49 @@ def read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
     if not content.strip():
         raise EmptyKeyFile(f"the key file {path} is empty; remove it (a new key is made on the next start)")
     return content
+
+
+def stamp_of(info: os.stat_result) -> FileStamp:
+    """The stamp of a file's ``stat``/``fstat``."""
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+@contextlib.contextmanager
+def exclusively(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (made if missing, 0600) for a read-change-write of a key file:
+    two rotations at once (two administrators, two processes) would otherwise each replace the file with their
+    own change, and one of them would be lost."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if fcntl is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def replace_whole(path: Path, content: bytes) -> None:
+    """Replace the file ``path`` with ``content`` (0600): written to a draft of its own name, flushed to disk,
+    renamed over ``path`` and the directory flushed, so a reader sees the old file or the new one, whole, and a
+    crash leaves one of them. A draft name per call, because a shared one (``path.tmp``) lets two writers
+    truncate each other's draft."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.new")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(descriptor, view):]
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(draft, path)
+    finally:
+        draft.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+

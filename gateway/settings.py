@@ -33,7 +33,7 @@ class WebhookTarget(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Gateway configuration; see README "Configuration" for every variable."""
+    """Gateway configuration; see docs/configuration.md for every variable."""
 
     model_config = SettingsConfigDict(env_prefix="WGS_", env_file=".env", extra="ignore")
 

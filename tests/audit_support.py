@@ -8,10 +8,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, MetaData, text
 
 from audit.checkpoint import NoteSigner
 from audit.events import AuditEvent, DataSubject, Decision, EventType, ProcessingActivity, Requester
+from gateway.db.engine import make_engine
 
 ORIGIN = "wgs.example/audit"
 
@@ -92,3 +93,17 @@ def triggers_disabled(engine: Engine) -> Iterator[Connection]:
 
 def sql(connection: Connection, statement: str, **params: Any) -> Any:
     return connection.execute(text(statement), params)
+
+
+@contextmanager
+def engine_with_tables(db_url: str, metadata: MetaData) -> Iterator[Engine]:
+    """An engine on the migrated database ``db_url`` with a test module's own scratch tables added for the test
+    and dropped after it (tables that stand in for another package's rows next to the log's, e.g. companion
+    rows). Only for such scratch tables: the real schema always comes from the migrations."""
+    engine = make_engine(db_url)
+    metadata.create_all(engine)
+    try:
+        yield engine
+    finally:
+        metadata.drop_all(engine)
+        engine.dispose()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from audit import ProofUnavailable
+from gateway.auditing.checkpoints import served_checkpoint
 from gateway.auditing.setup import audit_services
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Scope
@@ -22,6 +23,9 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 _reader = require_scope(Scope.AUDIT_READ)
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such entry or checkpoint"},
                                             422: {"description": "Sizes out of range"}}
+_CHECKPOINT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS, 503: {"description": "The checkpoint failed verification, or one covering the entries asked for "
+                                    "can be signed only after Retry-After seconds"}}
 
 
 class InclusionProofView(BaseModel):
@@ -37,22 +41,17 @@ class ConsistencyProofView(BaseModel):
     hashes: list[str]
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse, responses=_ERRORS,
+@router.get("/checkpoint", response_class=PlainTextResponse, responses=_CHECKPOINT_ERRORS,
             summary="The latest signed checkpoint (C2SP tlog-checkpoint / signed note)")
-async def checkpoint(container: Container = Depends(get_container),
+async def checkpoint(request: Request, covering: int | None = Query(
+                         None, ge=1, le=2**53, description="Answer with a checkpoint of at least this many entries "
+                         "(the highest index of a receipt plus one), signed now if none covers them yet."),
+                     container: Container = Depends(get_container),
                      _principal: Principal = Depends(_reader)) -> str:
-    log = audit_services(container).log
-
-    def latest() -> str:
-        log.maybe_issue_checkpoint()
-        try:
-            return log.checkpoint().note
-        except ProofUnavailable:
-            if log.size() == 0:
-                raise NotFound("the log is empty: no checkpoint yet") from None
-            return log.issue_checkpoint().note
-
-    return await run_in_threadpool(latest)
+    """Verified against the log's own key and tree before it is served (a 503 problem if it fails). Without
+    ``covering`` the checkpoint may lag the log by up to a minute; with it, a fresh receipt can be checked at
+    once (at most one checkpoint a second is signed on demand: a 503 with ``Retry-After`` says when)."""
+    return (await served_checkpoint(container, request, covering=covering)).note
 
 
 @router.get("/key", response_class=PlainTextResponse, summary="The verifier key of the log's checkpoints")

@@ -3,6 +3,19 @@
 A privacy officer sees entries where their organisation is requester or holder; a coordinating privacy
 officer also sees every entry of the partnerships their organisation coordinates (from the register).
 Other roles and partner systems see nothing here.
+
+Entries that name no organisation and no partnership would reach nobody that way; who sees which kind:
+
+* ``register.changed`` — every privacy officer of an organisation that takes part in a partnership: the
+  participants are joint controllers, and the register (partnerships, purposes, categories, retention) is
+  what all their processing rests on. It says only the version and digest, which they can read anyway.
+* ``console.action`` naming nobody — a failed sign-in on a username that is no account, and the log's own
+  checkpoint failing verification (:mod:`gateway.auditing.checkpoints`): signals about the gateway itself,
+  not about any organisation's people. Active monitoring of misuse across the partnership is the
+  coordinating privacy officer's (the FG appointed from the participants' officers), so those who
+  coordinate a partnership see them; an ordinary officer's view stays their own organisation.
+
+Any other entry without a party stays unseen (:class:`audit.review.EntryScope` keeps that exact).
 """
 
 from __future__ import annotations
@@ -15,7 +28,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from audit import AuditEvent, EventType
@@ -31,7 +43,7 @@ from gateway.container import Container
 from gateway.deps import get_container
 from gateway.errors import Forbidden
 from gateway.register.setup import register_service
-from gateway.spreadsheets import SpreadsheetWriter
+from gateway.spreadsheets import SpreadsheetWriter, csv_download
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -50,12 +62,19 @@ class EntryPage(BaseModel):
 def scope_of(principal: Principal, container: Container) -> EntryScope:
     if principal.kind != "person" or not principal.roles & {Role.PRIVACY_OFFICER, Role.COORDINATING_PRIVACY_OFFICER}:
         raise Forbidden("only privacy officers review audit entries")
+    register = register_service(container).current()
     partnerships: frozenset[str] = frozenset()
     if Role.COORDINATING_PRIVACY_OFFICER in principal.roles:
-        register = register_service(container).current()
         partnerships = frozenset(pid for pid, p in register.partnerships.items()
                                  if p.coordinating_privacy_officer == principal.organisation)
-    return EntryScope(organisations=frozenset({principal.organisation}), partnerships=partnerships)
+    unattributed: set[str] = set()
+    if any(p.participant_of_organisation(principal.organisation) is not None
+           for p in register.partnerships.values()):
+        unattributed.add(EventType.REGISTER_CHANGED.value)
+    if partnerships:
+        unattributed.add(EventType.CONSOLE_ACTION.value)
+    return EntryScope(organisations=frozenset({principal.organisation}), partnerships=partnerships,
+                      unattributed=frozenset(unattributed))
 
 
 @router.get("/entries", response_model=EntryPage, summary="Audit entries you may see, filtered, oldest first",
@@ -106,8 +125,7 @@ async def statistics_report(partnership: str | None = None, purpose: str | None 
     writer = SpreadsheetWriter(buffer, lineterminator="\r\n")  # no formulas from partnership or purpose names
     writer.writerow(fields)
     writer.writerows([view.model_dump()[f] for f in fields] for view in views)
-    return PlainTextResponse(buffer.getvalue(), media_type="text/csv",
-                             headers={"Content-Disposition": 'attachment; filename="wgs-statistics.csv"'})
+    return csv_download(buffer.getvalue(), "wgs-statistics.csv")
 
 
 @router.get("/subjects/{pseudonym}/disclosures", response_model=list[EntryView],

@@ -14,7 +14,16 @@ from urllib.parse import urlparse
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import AsyncAuditWriter, AuditEvent, AuditLog, CheckpointPolicy, EventType, NoteSigner, NoteVerifier
+from audit import (
+    AsyncAuditWriter,
+    AuditEvent,
+    AuditLog,
+    CheckpointPolicy,
+    EventType,
+    NoteSigner,
+    NoteVerifier,
+    OnDemandCheckpoints,
+)
 from gateway.container import Container
 from gateway.keyfiles import read_or_create
 from gateway.settings import Settings
@@ -25,6 +34,8 @@ class AuditServices:
     log: AuditLog
     writer: AsyncAuditWriter
     signer: NoteSigner
+    on_demand: OnDemandCheckpoints
+    """Checkpoints signed when a reviewer needs one over entries no checkpoint covers yet (rate-limited)."""
 
 
 CHECKPOINT_KEY_FILE = "audit-checkpoint.pem"
@@ -88,7 +99,7 @@ def install_audit(container: Container) -> AuditServices:
     signer = NoteSigner(log_origin(container.settings.issuer), key)
     log = AuditLog(container.engine, signer, policy=CheckpointPolicy(every_entries=100, every_seconds=60.0),
                    clock=container.clock.now)
-    services = AuditServices(log=log, writer=AsyncAuditWriter(log), signer=signer)
+    services = AuditServices(log=log, writer=AsyncAuditWriter(log), signer=signer, on_demand=OnDemandCheckpoints(log))
     container.services["audit"] = services
     record_register_change(container, services)
     return services

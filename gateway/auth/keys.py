@@ -20,7 +20,7 @@ from joserfc.jwk import Key, KeySet, OKPKey
 
 from gateway.clock import Clock
 from gateway.ids import new_id
-from gateway.keyfiles import read_or_create
+from gateway.keyfiles import FileStamp, exclusively, read_or_create, replace_whole, stamp_of
 
 SIGNING_ALGORITHM = "Ed25519"  # RFC 9864's fully specified EdDSA over Ed25519
 
@@ -50,11 +50,12 @@ class SigningKeyStore:
 
     def __init__(self, directory: Path, clock: Clock, retire_after: timedelta) -> None:
         self._path = directory / "token-signing.json"
+        self._lock_path = directory / "token-signing.json.lock"
         self._clock = clock
         self._retire_after = retire_after
         self._lock = threading.Lock()
         self._keys: list[_StoredKey] = []
-        self._loaded_mtime = 0.0
+        self._loaded: FileStamp | None = None  # the stamp of the file the keys were read from
         self._verification_cache: tuple[tuple[_StoredKey, ...], KeySet] | None = None
 
     def __repr__(self) -> str:
@@ -75,7 +76,7 @@ class SigningKeyStore:
         installation each find none: the first key is published whole under the file's name, once
         (:func:`~gateway.keyfiles.read_or_create`), and every process uses that one — saved by each, the
         processes whose file was replaced signed tokens with a key no other process knew."""
-        with self._lock:
+        with self._lock, exclusively(self._lock_path):
             self._reload_locked()
             if not self._keys:
                 read_or_create(self._path, lambda: json.dumps({"keys": [self._new_key().to_json()]}).encode())
@@ -85,8 +86,10 @@ class SigningKeyStore:
                 self._save()
 
     def rotate(self) -> str:
-        """Make a new current key; the old one is kept for verification until it retires."""
-        with self._lock:
+        """Make a new current key; the old one is kept for verification until it retires. Read, changed and
+        written under the file's lock, so a rotation another process makes at the same time is kept, not
+        overwritten."""
+        with self._lock, exclusively(self._lock_path):
             self._reload_locked()
             now = self._clock.now()
             self._keys = [
@@ -146,25 +149,25 @@ class SigningKeyStore:
         return _StoredKey(kid=kid, created_at=self._clock.now(), superseded_at=None, private_jwk=dict(private))
 
     def _reload_locked(self) -> None:
-        if self._path.exists():
-            self._loaded_mtime = self._path.stat().st_mtime
-            data = json.loads(self._path.read_text(encoding="utf-8"))
-            self._keys = [_StoredKey.from_json(item) for item in data["keys"]]
-
-    def _reload_if_changed(self) -> None:
-        """Pick up a rotation made by another process (the CLI, another worker) without a restart."""
         try:
-            mtime = self._path.stat().st_mtime
+            with self._path.open("rb") as handle:  # the stamp of the file read, not of one replacing it meanwhile
+                stamp, content = stamp_of(os.fstat(handle.fileno())), handle.read()
         except FileNotFoundError:
             return
-        if mtime != self._loaded_mtime:
+        self._keys = [_StoredKey.from_json(item) for item in json.loads(content)["keys"]]
+        self._loaded = stamp
+
+    def _reload_if_changed(self) -> None:
+        """Pick up a rotation made by another process (the CLI, another worker) without a restart: one
+        ``stat``, compared by inode and nanosecond times (a float mtime could miss two rotations in one tick)."""
+        try:
+            stamp = stamp_of(self._path.stat())
+        except FileNotFoundError:
+            return
+        if stamp != self._loaded:
             self._reload_locked()
 
     def _save(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self._path.with_suffix(".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump({"keys": [key.to_json() for key in self._keys]}, handle)
-        os.replace(temporary, self._path)
-        self._loaded_mtime = self._path.stat().st_mtime
+        replace_whole(self._path, json.dumps({"keys": [key.to_json() for key in self._keys]}).encode())
+        self._loaded = stamp_of(self._path.stat())

@@ -85,6 +85,8 @@ from gateway.client.errors import (
     unopenable,
     unusable,
 )
+from gateway.client.fuzzy import FilterEnrolmentAnswer, FuzzyDiscoveryRequest, FuzzyDiscoveryResult, RecordType
+from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
 from gateway.client.models import (
     ANSWER_CONTEXT,
     DiscoveryRequest,
@@ -351,6 +353,29 @@ class GatewayClient:
     async def discovery(self, request: DiscoveryRequest) -> DiscoveryResult:
         response = await self._send("POST", "/v1/discovery", json=request.model_dump(mode="json"))
         return _decoded(response, lambda r: DiscoveryResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
+
+    async def fuzzy_discovery(self, request: FuzzyDiscoveryRequest) -> FuzzyDiscoveryResult:
+        """Hit/no-hit per holder and subject for subjects without a shared number (build ``request`` with
+        ``gateway.client.fuzzy_requests.fuzzy_request``, which encodes what you know of them here)."""
+        response = await self._send("POST", "/v1/discovery/fuzzy", json=request.model_dump(mode="json"))
+        return _decoded(response, lambda r: FuzzyDiscoveryResult.model_validate_json(r.content,
+                                                                                     context=ANSWER_CONTEXT))
+
+    async def enrol_filters(self, partnership: str, record_type: RecordType, secret: bytes,
+                            records: Sequence[FilterRecordToEnrol], *, remove: Sequence[str] = (),
+                            replace: bool = False, confidential_reason: str | None = None,
+                            blocking: bool = True) -> FilterEnrolmentAnswer:
+        """Encode ``records`` with the partnership's CLK ``secret`` (here: the fields never leave this process)
+        and enrol their filters under their references, in batches; ``replace`` withdraws what this partner
+        enrolled of ``record_type`` before, ``remove`` withdraws references. Each batch is stored whole or
+        not at all; a failure raises with the earlier batches stored (sending them again is harmless)."""
+        stored = removed = enrolled = 0
+        for body in enrolment_batches(partnership, record_type, secret, records, remove=remove, replace=replace,
+                                      confidential_reason=confidential_reason, blocking=blocking):
+            response = await self._send("POST", "/v1/enrolments/filters", json=body)
+            answer = _decoded(response, lambda r: FilterEnrolmentAnswer.model_validate_json(r.content))
+            stored, removed, enrolled = stored + answer.stored, removed + answer.removed, answer.enrolled
+        return FilterEnrolmentAnswer(record_type=record_type, stored=stored, removed=removed, enrolled=enrolled)
 
     async def get_exchange(self, exchange_id: str) -> ExchangeResult:
         response = await self._send("GET", f"/v1/exchanges/{_segment(exchange_id)}")

@@ -1,4 +1,4 @@
-"""Tables of the console (schema by migrations 0017_console_sign_outs and 0022_sign_in_windows)."""
+"""Tables of the console (schema by migrations 0017_console_sign_outs and 0023_sign_in_windows)."""
 
 from __future__ import annotations
 

@@ -5,12 +5,14 @@ one) to the key store, and moving the discovery index to the current version (``
 without ever decrypting anything — each partnership-domain pseudonym is multiplied by ``s_new / s_old``.
 
 * ``rotate`` first looks for index rows under a version other than the current one. If there are any (a
-  previous run was interrupted after the key store rotated, or an old gateway process enrolled under the old
-  version), it only finishes moving those and adds **no** version: a rerun after an interruption must not
-  strand the index one version further behind. Otherwise it adds a version and re-keys the whole index.
+  previous run was interrupted after the key store rotated, or a request in flight during the rotation
+  enrolled under the old version), it only finishes moving those and adds **no** version: a rerun after an
+  interruption must not strand the index one version further behind. Otherwise it adds a version and re-keys
+  the whole index. Running gateway processes follow the key file (``gateway.pseudonyms.following``): each
+  uses the new version from its next request on, with no restart.
 * ``rekey`` only moves rows to the current version; it never touches the key store. It is the last step of a
-  rotation: after the gateway processes were restarted on the new key ring (they load it on start), it moves
-  whatever a process still on the old ring enrolled in the meantime.
+  rotation: it moves whatever an enrolment still in flight when the key file changed wrote under the old
+  version.
 * ``status`` shows the key versions (never the secrets), rows per version and how many rows wait for ``rekey``.
 
 Afterwards the participants re-enrol: their pseudonyms under the new version differ from the old ones, which
@@ -32,9 +34,9 @@ from gateway.pseudonyms.keys import KeyRing
 from gateway.pseudonyms.keystore import FileKeyStore
 from gateway.settings import Settings
 
-pseudonyms_app = typer.Typer(help="Pseudonymisation keys and the discovery index.\n\nTo rotate: `rotate`, restart "
-                             "every gateway process, `rekey`, then `status` shows 0 rows not under the current "
-                             "key version.", no_args_is_help=True)
+pseudonyms_app = typer.Typer(help="Pseudonymisation keys and the discovery index.\n\nTo rotate: `rotate` (running "
+                             "gateway processes use the new key version from their next request), `rekey`, then "
+                             "`status` shows 0 rows not under the current key version.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 
@@ -139,8 +141,9 @@ def rotate() -> None:
         ring = asyncio.run(store.rotate())
         pending = _pending(settings, ring.current)
     _report(settings, _rekey(settings, ring, pending))
-    out.print("Restart the gateway processes, then run `wgs-gateway pseudonyms rekey` for anything they enrolled "
-              "meanwhile under the old version, and have the participants re-enrol.")
+    out.print("Running gateway processes use the new key version from their next request. Run `wgs-gateway "
+              "pseudonyms rekey` for anything enrolled under the old version while this ran, and have the "
+              "participants re-enrol.")
 
 
 @pseudonyms_app.command("rekey")

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,12 +34,14 @@ from gateway.db.engine import transaction
 from gateway.db.upsert import insert_on_conflict
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.tables import enrolments
-from gateway.errors import Forbidden, Unprocessable
-from gateway.pseudonyms.errors import InvalidPseudonym, PseudonymError, UnknownKeyVersion
+from gateway.errors import Forbidden, ServiceUnavailable, Unprocessable
+from gateway.pseudonyms.errors import InvalidPseudonym, KeyStoreError, PseudonymError, UnknownKeyVersion
 from gateway.pseudonyms.identifiers import IdentifierType
 from gateway.pseudonyms.pep import PolymorphicPseudonym, Pseudonym
 from gateway.pseudonyms.transcryptor import Transcryptor
 from gateway.register.model import Register
+
+log = structlog.get_logger("gateway.enrolment")
 
 
 @contextmanager
@@ -157,63 +160,91 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
         set_={name: statement.excluded[name] for name in replaced}), rows)
 
 
+def participant_of(register: Register, principal: Principal, partnership: str) -> str:
+    """The caller's organisation, if it is a partner system of an active participant of ``partnership``
+    (403 otherwise): who may enrol anything into, or look anything up in, a partnership's indexes."""
+    found = register.partnerships.get(partnership)
+    participant = found.participant_of_organisation(principal.organisation) if found else None
+    if found is None or participant is None or principal.kind != "system":
+        raise Forbidden(f"`{principal.organisation}` is not a participant of `{partnership}`")
+    if found.status != "active" or participant.status != "active":
+        raise Forbidden(f"`{principal.organisation}` does not take part in `{partnership}` any more")
+    return principal.organisation
+
+
 class PseudonymService:
+    """``transcryptor``: a fixed one, or where to get the current one on each use — the gateway passes a
+    :class:`~gateway.pseudonyms.following.FollowedTranscryptor`, so that a key rotation made by another
+    process (``wgs-gateway pseudonyms rotate``) is in force from the next request, without a restart. Each
+    call takes the transcryptor once and does all its work with that one ring."""
+
     def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register,
-                 transcryptor: Transcryptor, quota: DailyPseudonymQuota | None = None) -> None:
+                 transcryptor: Transcryptor | Callable[[], Transcryptor],
+                 quota: DailyPseudonymQuota | None = None) -> None:
         self.sessions = sessions
         self.clock = clock
         self.register = register
-        self.transcryptor = transcryptor
+        self._transcryptor: Callable[[], Transcryptor] = (
+            transcryptor if callable(transcryptor) else lambda: transcryptor)
         self.quota = quota or DailyPseudonymQuota(sessions, clock, 0)
+
+    @property
+    def transcryptor(self) -> Transcryptor:
+        """The transcryptor of the key ring in force now. A key ring that changed into one the gateway cannot
+        trust (see ``gateway.pseudonyms.following``) fails closed: 503, nothing pseudonymised or translated;
+        the reason (no key material in it) goes to the log, not to the partner."""
+        try:
+            return self._transcryptor()
+        except KeyStoreError as exc:
+            log.error("pseudonym_keys_unusable", reason=str(exc))
+            raise ServiceUnavailable("the gateway's pseudonym keys cannot be used at the moment; nothing was "
+                                     "pseudonymised or disclosed") from exc
 
     # -- participants ------------------------------------------------------------------------------
     def _participant(self, principal: Principal, partnership: str) -> str:
-        """The caller's organisation, if it is an active participant of ``partnership``."""
-        found = self.register.partnerships.get(partnership)
-        participant = found.participant_of_organisation(principal.organisation) if found else None
-        if found is None or participant is None or principal.kind != "system":
-            raise Forbidden(f"`{principal.organisation}` is not a participant of `{partnership}`")
-        if found.status != "active" or participant.status != "active":
-            raise Forbidden(f"`{principal.organisation}` does not take part in `{partnership}` any more")
-        return principal.organisation
+        return participant_of(self.register, principal, partnership)
 
     def public_key(self) -> dict[str, Any]:
-        return {"public_key": self.transcryptor.public_key(), "version": self.transcryptor.public_key_version}
+        transcryptor = self.transcryptor
+        return {"public_key": transcryptor.public_key(), "version": transcryptor.public_key_version}
 
     def recipient_key(self, principal: Principal, partnership: str) -> str:
         """The caller's secret to open its encrypted pseudonyms (handed over the authenticated channel)."""
         organisation = self._participant(principal, partnership)
         return self.transcryptor.recipient_key(partnership, organisation).encode()
 
-    def _decode(self, items: Iterable[Item]) -> list[tuple[Item, PolymorphicPseudonym]]:
+    @staticmethod
+    def _decode(items: Iterable[Item], transcryptor: Transcryptor) -> list[tuple[Item, PolymorphicPseudonym]]:
         decoded = []
         for position, item in enumerate(items):
             with _refused_as_unprocessable(position):
                 IdentifierType(item.identifier_type)
                 polymorphic = PolymorphicPseudonym.decode(item.polymorphic)
-                self.transcryptor.accept(polymorphic)
+                transcryptor.accept(polymorphic)
             decoded.append((item, polymorphic))
         return decoded
 
     def pseudonymise(self, principal: Principal, partnership: str, items: list[Item]) -> list[str]:
         """The caller's own pseudonyms for ``items``, encrypted for it; nothing is stored."""
         organisation = self._participant(principal, partnership)
-        decoded = self._decode(items)
+        transcryptor = self.transcryptor
+        decoded = self._decode(items, transcryptor)
         self.quota.take(principal.subject, len(items))
         answer = []
         for position, (item, polymorphic) in enumerate(decoded):
             with _refused_as_unprocessable(position):
-                answer.append(self.transcryptor.encrypted_pseudonym(polymorphic, item.identifier_type, partnership,
-                                                                    organisation).encode())
+                answer.append(transcryptor.encrypted_pseudonym(polymorphic, item.identifier_type, partnership,
+                                                               organisation).encode())
         return answer
 
     def partnership_pseudonym_of(self, item: Item, partnership: str) -> str:
         """The subject's partnership-domain pseudonym, for the contact point's look-up in the audit log."""
         if partnership not in self.register.partnerships:
             raise Unprocessable(f"unknown partnership `{partnership}`")
-        ((_, polymorphic),) = self._decode([item])
+        transcryptor = self.transcryptor
+        ((_, polymorphic),) = self._decode([item], transcryptor)
         with _refused_as_unprocessable(0):
-            return self.transcryptor.partnership_pseudonym(polymorphic, item.identifier_type, partnership).encode()
+            return transcryptor.partnership_pseudonym(polymorphic, item.identifier_type, partnership).encode()
 
     def _known_categories(self, items: list[Item]) -> None:
         """422 for a category the register does not know, before anything is computed or written.
@@ -242,7 +273,8 @@ class PseudonymService:
         answer ``hit`` where the participant refuses."""
         organisation = self._participant(principal, partnership)
         self._known_categories(items)
-        decoded = self._decode(items)
+        transcryptor = self.transcryptor
+        decoded = self._decode(items, transcryptor)
         self.quota.take(principal.subject, len(items))
         now = self.clock.now()
         held: dict[str, _Holding] = {}
@@ -250,8 +282,8 @@ class PseudonymService:
         answer = []
         for position, (item, polymorphic) in enumerate(decoded):
             with _refused_as_unprocessable(position):  # one step gives both: 3 multiplications, not 4
-                own, shared = self.transcryptor.enrolment_pseudonyms(polymorphic, item.identifier_type, partnership,
-                                                                     organisation)
+                own, shared = transcryptor.enrolment_pseudonyms(polymorphic, item.identifier_type, partnership,
+                                                                organisation)
             answer.append(own.encode())
             key = shared.encode()
             if item.record_types:
@@ -282,33 +314,38 @@ class PseudonymService:
         except (InvalidPseudonym, ValueError) as exc:
             raise Unprocessable("a subject is not a pseudonym of yours") from exc
 
-    def to_holder(self, subject: str, partnership: str, requester: str, holder: str) -> str:
+    def to_holder(self, subject: str, partnership: str, requester: str, holder: str, *,
+                  transcryptor: Transcryptor | None = None) -> str:
         own = self._decode_own(subject)
+        transcryptor = transcryptor or self.transcryptor
         with _not_yours():
-            return self.transcryptor.translate(own, partnership, requester, holder).encode()
+            return transcryptor.translate(own, partnership, requester, holder).encode()
 
-    def to_partnership(self, subject: str, partnership: str, participant: str) -> str:
+    def to_partnership(self, subject: str, partnership: str, participant: str, *,
+                       transcryptor: Transcryptor | None = None) -> str:
         own = self._decode_own(subject)
+        transcryptor = transcryptor or self.transcryptor
         with _not_yours():
-            return self.transcryptor.to_partnership(own, partnership, participant).encode()
+            return transcryptor.to_partnership(own, partnership, participant).encode()
 
     def related_for_requester(self, values: set[str], partnership: str, holder: str,
                               requester: str) -> dict[str, str | None]:
         """Pseudonyms of related subjects inside a holder's records (e.g. a company's director) → the
         requester's pseudonyms. Translated only when the holder enrolled that subject (so the holder cannot
         use the gateway as a translation oracle for arbitrary points); anything else becomes None."""
+        transcryptor = self.transcryptor  # one ring for the look-up and the translation
         candidates: dict[str, str] = {}
         for value in values:
             if is_pseudonym(value):
                 with contextlib.suppress(Unprocessable):  # the holder's garbage is not translated (None below)
-                    candidates[value] = self.to_partnership(value, partnership, holder)
+                    candidates[value] = self.to_partnership(value, partnership, holder, transcryptor=transcryptor)
         enrolled: set[str] = set()
         if candidates:
             with transaction(self.sessions) as session:
                 enrolled = set(session.execute(select(enrolments.c.pseudonym).where(
                     enrolments.c.partnership == partnership, enrolments.c.organisation == holder,
                     enrolments.c.pseudonym.in_(sorted(set(candidates.values()))))).scalars())
-        return {value: self.to_holder(value, partnership, holder, requester)
+        return {value: self.to_holder(value, partnership, holder, requester, transcryptor=transcryptor)
                 if candidates.get(value) in enrolled else None for value in values}
 
     def holders_of(self, partnership: str, shared: list[str]) -> dict[str, IndexHolding]:

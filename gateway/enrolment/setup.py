@@ -1,5 +1,6 @@
 """Wiring of the pseudonym service: the key store (a file under the key directory by default; the
-``KeyStore`` protocol admits others), the transcryptor, and the exchange's link to it."""
+``KeyStore`` protocol admits others), the transcryptor, and the exchange's link to it; and of the fuzzy
+discovery index (match filters) beside it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.container import Container
+from gateway.enrolment.filters import FilterService
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.service import PseudonymService
+from gateway.exchange.fuzzy import FuzzyDiscovery
 from gateway.exchange.setup import exchange_service
+from gateway.pseudonyms.following import FollowedTranscryptor
 from gateway.pseudonyms.keystore import FileKeyStore
-from gateway.pseudonyms.transcryptor import Transcryptor
 from gateway.register.setup import register_service
 
 
@@ -21,11 +24,14 @@ def pseudonym_keystore(container: Container) -> FileKeyStore:
 
 def install_pseudonyms(container: Container) -> PseudonymService:
     # Creates key version 1 on first start. Start-up runs inside the server's event loop, so the store's
-    # async API is driven on a short-lived thread of its own.
+    # async API is driven on a short-lived thread of its own. From then on the service follows the file: a
+    # rotation by the CLI (another process) is in force from the next request, with no restart.
+    store = pseudonym_keystore(container)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        ring = pool.submit(asyncio.run, pseudonym_keystore(container).initialise()).result()
+        pool.submit(asyncio.run, store.initialise()).result()
     service = PseudonymService(sessions=container.sessions, clock=container.clock,
-                               register=register_service(container).current(), transcryptor=Transcryptor(ring),
+                               register=register_service(container).current(),
+                               transcryptor=FollowedTranscryptor(store),
                                quota=DailyPseudonymQuota(container.sessions, container.clock,
                                                                  container.settings.pseudonym_daily_limit))
     container.services["pseudonyms"] = service
@@ -35,3 +41,21 @@ def install_pseudonyms(container: Container) -> PseudonymService:
 
 def pseudonym_service(container: Container) -> PseudonymService:
     return container.service("pseudonyms", PseudonymService)
+
+
+def install_filters(container: Container) -> FuzzyDiscovery:
+    """The fuzzy discovery index and fuzzy discovery itself (after the exchange: it decides and logs with it)."""
+    filters = FilterService(sessions=container.sessions, clock=container.clock,
+                            register=register_service(container).current())
+    fuzzy = FuzzyDiscovery(exchange_service(container), filters)
+    container.services["filters"] = filters
+    container.services["fuzzy_discovery"] = fuzzy
+    return fuzzy
+
+
+def filter_service(container: Container) -> FilterService:
+    return container.service("filters", FilterService)
+
+
+def fuzzy_discovery(container: Container) -> FuzzyDiscovery:
+    return container.service("fuzzy_discovery", FuzzyDiscovery)

@@ -12,7 +12,7 @@ refuses, and gave away exactly what the confidentiality protects.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Index, Integer, String, Table, false
+from sqlalchemy import JSON, Boolean, Column, DateTime, Index, Integer, LargeBinary, String, Table, false
 
 from gateway.db.metadata import metadata
 
@@ -42,3 +42,26 @@ pseudonyms_made = Table(
 )
 """How many pseudonyms each partner system had made per UTC day (migration 0021): the daily cap of
 :mod:`gateway.enrolment.quota`, counted over every gateway process together."""
+
+
+match_filters = Table(
+    "match_filters",
+    metadata,
+    Column("partnership", String(64), primary_key=True),
+    Column("organisation", String(64), primary_key=True),
+    Column("record_type", String(32), primary_key=True),  # a shipped linkage schema's id
+    Column("local_ref", String(128), primary_key=True),  # the holder's own reference; never shown to others
+    Column("schema_version", Integer, nullable=False),
+    Column("clk", LargeBinary, nullable=False),  # the Bloom filter, filter_bits / 8 bytes
+    Column("blocks", LargeBinary, nullable=False),  # its blocking keys, 8 bytes (little-endian) each; or none
+    Column("categories", JSON, nullable=False),
+    Column("confidential", Boolean, nullable=False, server_default=false()),
+    Column("confidential_reason", String(64), nullable=True),
+    Column("minor", Boolean, nullable=False, server_default=false()),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_match_filters_partnership_record_type", "partnership", "record_type"),
+)
+"""The fuzzy discovery index (migration 0022): per participant, the CLKs of the records it holds without a shared
+number, under its own reference, with what the pseudonym index keeps about a subject (categories, confidential,
+minor). The gateway compares requesters' filters with them and answers hit/no-hit; it cannot read them (the CLK
+secret is the partnership's), and neither scores nor references ever leave it."""

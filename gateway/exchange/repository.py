@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from audit import CompanionRow, Receipt
+from audit import CompanionRefused, CompanionRow, Receipt
 from gateway.clock import as_utc
 from gateway.db.batched_insert import BatchedInsert
 from gateway.db.upsert import insert_on_conflict
@@ -103,7 +103,7 @@ def count_in(connection: Connection, day: Day) -> int:
     return int(connection.execute(statement.returning(_DAILY.c.requests)).scalar_one()) - 1
 
 
-class CountMoved(Exception):
+class CountMoved(CompanionRefused):
     """Rule 6's count, taken in the write-ahead's transaction, is on the other side of the daily limit than the
     count the request was decided with (requests of other processes, or of this one, were counted meanwhile):
     the transaction is refused, nothing of it is written, and the request is decided again with ``count``."""
@@ -157,7 +157,7 @@ class Claim:
     claimed_at: datetime
 
 
-class ClaimLost(Exception):
+class ClaimLost(CompanionRefused):
     """The attempt may not write under its key (any more): another attempt holds the key or answered it, or
     this attempt outlived its lease and the key may be taken over. Raised inside the attempt's transaction,
     so nothing of that transaction is written."""

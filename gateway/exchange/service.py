@@ -35,7 +35,16 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import AsyncAuditWriter, AuditError, AuditEvent, AuditLog, CompanionRow, EventType, Receipt
+from audit import (
+    AsyncAuditWriter,
+    AuditError,
+    AuditEvent,
+    AuditLog,
+    CompanionRefused,
+    CompanionRow,
+    EventType,
+    Receipt,
+)
 from audit.errors import PersonalDataError
 from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
@@ -137,7 +146,7 @@ class RerunGrant:
     mark_used: Callable[[Connection, str], None]
 
 
-class DecisionLost(Exception):
+class DecisionLost(CompanionRefused):
     """Raised by ``RerunGrant.mark_used`` inside the disclosure's transaction: the re-run no longer holds its
     decision (it outlived its reservation, and another re-run took the decision over), so nothing of that
     transaction is written and nothing is disclosed."""
@@ -589,11 +598,21 @@ class ExchangeService:
         """After a defect (an exception that is none of the gateway's own answers): the caller gets the generic
         500 ("nothing was disclosed"), and the log gets, under the attempt's id, the exception's type (never its
         text, which may name a person): the request as denied when nothing of it was logged yet, else a
-        ``request.failed`` entry after the ones it has (so statistics count the request once)."""
-        if isinstance(exc, _NOT_DEFECTS):
-            return
-        log.error("request_failed_by_defect", exchange_id=exchange_id, error_type=type(exc).__name__)
+        ``request.failed`` entry after the ones it has (so statistics count the request once).
+
+        One of the gateway's own answers or a database failure is no defect, and before the write-ahead it needs
+        no entry: nothing of the request is in the log. After it, the log holds a request that was about to be
+        answered, so a 503 is logged as well — else the log would not say that the request ended without
+        disclosure — unless the audit log itself is what failed. A 409 there is a lost race for the request's
+        Idempotency-Key: the attempt that won it writes the request's ending."""
         logged_ahead = exchange_id in self._logged_ahead
+        defect = not isinstance(exc, _NOT_DEFECTS)
+        unavailable_after_write_ahead = (logged_ahead and isinstance(exc, ServiceUnavailable)
+                                         and not _caused_by(exc, AuditError))
+        if not defect and not unavailable_after_write_ahead:
+            return
+        log.error("request_failed_by_defect" if defect else "request_failed_after_write_ahead",
+                  exchange_id=exchange_id, error_type=type(exc).__name__)
         try:
             await self._record([AuditEvent(
                 event_type=EventType.REQUEST_FAILED if logged_ahead else event_type,
@@ -1189,16 +1208,27 @@ class ExchangeService:
 
     # -- storage, replay, review ---------------------------------------------------------------
     async def _checkpoint(self) -> str | None:
-        """The latest signed checkpoint for receipts, re-read at most once per CHECKPOINT_REFRESH_SECONDS."""
+        """The latest signed checkpoint for receipts, re-read (and verified) at most once per
+        CHECKPOINT_REFRESH_SECONDS. A receipt without one is still a receipt (its indices can be proven later
+        through ``/v1/audit/checkpoint?covering=``), so any failure here leaves it out rather than failing the
+        answer; but a checkpoint that does not verify against the log's key and tree is never handed out as
+        the log's word, and is logged (the audit API reports and records it when it is asked for)."""
         if self._latest_checkpoint and time.monotonic() - self._latest_checkpoint[1] < CHECKPOINT_REFRESH_SECONDS:
             return self._latest_checkpoint[0]
 
         def read() -> str | None:
+            audit_log = self.deps.audit_log
             try:
-                self.deps.audit_log.maybe_issue_checkpoint()
-                return self.deps.audit_log.checkpoint().note
-            except Exception:  # no checkpoint yet is not an error for the caller
+                audit_log.maybe_issue_checkpoint()
+                stored = audit_log.checkpoint()
+            except Exception:  # none yet, or the store unreadable: the receipt goes without one
                 return None
+            try:
+                audit_log.check_checkpoint(stored)
+            except Exception as exc:
+                log.error("receipt_checkpoint_unverified", tree_size=stored.tree_size, error_type=type(exc).__name__)
+                return None
+            return stored.note
 
         note = await asyncio.to_thread(read)
         self._latest_checkpoint = (note, time.monotonic()) if note else None

@@ -8,6 +8,7 @@ Pure library code (no HTTP, no database); the gateway's services wire it in. Mod
   (:mod:`gateway.client.pseudonyms`) uses it.
 * :mod:`~gateway.pseudonyms.keys` — key versions, domains, HKDF-derived per-domain factors.
 * :mod:`~gateway.pseudonyms.keystore` — the ``KeyStore`` protocol, ``FileKeyStore`` and a test fake.
+* :mod:`~gateway.pseudonyms.following` — a running process follows the key file (rotations without restart).
 * :mod:`~gateway.pseudonyms.transcryptor` — polymorphic → partnership / participant pseudonyms, and the
   translation between participants (design in its docstring).
 * :mod:`~gateway.pseudonyms.rotation` — streaming re-keying of stored pseudonyms after a key rotation.

@@ -1,7 +1,8 @@
 """Where the transcryptor's secrets live: a small async ``KeyStore`` interface, a file store and a test fake.
 
-The gateway loads a :class:`~gateway.pseudonyms.keys.KeyRing` at start-up and hands it to the transcryptor;
-rotation adds a version (and makes it current), retirement removes a version once nothing refers to it.
+The gateway loads a :class:`~gateway.pseudonyms.keys.KeyRing` at start-up and hands it to the transcryptor,
+and follows the file from then on (:mod:`gateway.pseudonyms.following`); rotation adds a version (and makes it
+current), retirement removes a version once nothing refers to it.
 Other back-ends (a KMS, an HSM-backed service) implement the same four coroutines.
 
 ``FileKeyStore`` file format (JSON, one file, mode 0600 in a 0700 directory)::
@@ -24,30 +25,24 @@ an advisory lock. Nothing here logs, and errors never contain key material.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
 import json
 import os
 import stat
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.clock import Clock, SystemClock
+from gateway.keyfiles import FileStamp, exclusively, replace_whole, stamp_of
 from gateway.pseudonyms.errors import KeyStoreError
 from gateway.pseudonyms.keys import MASTER_SECRET_BYTES, KeyRing, KeyVersion
 from gateway.pseudonyms.pep import SCALAR_BYTES, Point, Scalar, b64url_decode, b64url_encode
 
-try:  # POSIX advisory locking; the gateway runs on Linux
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
-
-__all__ = ["FileKeyStore", "InMemoryKeyStore", "KeyStore"]
+__all__ = ["FileKeyStore", "FileStamp", "InMemoryKeyStore", "KeyStore"]
 
 _FORMAT = "wgs-gateway/pseudonym-keys"
 _FORMAT_VERSION = 1
-
 
 class KeyStore(Protocol):
     """The transcryptor's key store. Implementations never log secrets and never put them in errors."""
@@ -146,26 +141,38 @@ class FileKeyStore:
     def _ensure_directory(self) -> None:
         self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self._ensure_directory()
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
     def _update(self, change: Any) -> KeyRing:
-        with self._locked():
+        self._ensure_directory()
+        with exclusively(self._lock_path):
             ring = self._load() if self._path.exists() else None
             new_ring: KeyRing = change(ring)
             if new_ring is not ring:
                 self._write(new_ring)
             return new_ring
 
+    def stamp(self) -> FileStamp | None:
+        """What identifies the key file's present version (one ``lstat``, no read); None when there is none.
+
+        Writes replace the file (a new inode, written whole before the rename), so a different stamp means
+        another ring; a ``chmod`` changes it too (ctime), so the checks of :meth:`load_stamped` are made again.
+        """
+        try:
+            return stamp_of(os.lstat(self._path))
+        except FileNotFoundError:
+            return None
+
+    def load_stamped(self) -> tuple[KeyRing, FileStamp]:
+        """The key ring and the stamp of exactly the file it was read from, synchronously (a small file).
+
+        For a process that follows the file (:class:`~gateway.pseudonyms.following.FollowedTranscryptor`):
+        the stamp comes from the open file itself, so a rotation between a ``stat`` and the read can never be
+        mistaken for the version that was read. :class:`KeyStoreError` as :meth:`load`."""
+        return self._load_stamped()
+
     def _load(self) -> KeyRing:
+        return self._load_stamped()[0]
+
+    def _load_stamped(self) -> tuple[KeyRing, FileStamp]:
         # 1. a regular file, not a symlink
         try:
             info = self._path.lstat()
@@ -173,33 +180,29 @@ class FileKeyStore:
             raise KeyStoreError("no key store file; initialise the key store first") from None
         if not stat.S_ISREG(info.st_mode):
             raise KeyStoreError("the key store path is not a regular file")
-        # 2. private to its owner
-        if info.st_mode & 0o077:
-            raise KeyStoreError("the key store file is readable or writable by group/others; chmod 600 it")
-        try:
-            document = json.loads(self._path.read_bytes())
-        except (OSError, ValueError):
-            raise KeyStoreError("the key store file cannot be read as JSON") from None
-        return _ring_from_document(document)
+        try:  # the file as opened: replaced by a symlink or another file since the lstat, it is checked again
+            fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            raise KeyStoreError("no key store file; initialise the key store first") from None
+        except OSError as exc:
+            raise KeyStoreError("the key store path is not a regular file" if exc.errno == errno.ELOOP
+                                else "the key store file cannot be opened") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise KeyStoreError("the key store path is not a regular file")
+            # 2. private to its owner
+            if info.st_mode & 0o077:
+                raise KeyStoreError("the key store file is readable or writable by group/others; chmod 600 it")
+            try:
+                document = json.loads(handle.read())
+            except (OSError, ValueError):
+                raise KeyStoreError("the key store file cannot be read as JSON") from None
+        return _ring_from_document(document), stamp_of(info)
 
     def _write(self, ring: KeyRing) -> None:
         self._ensure_directory()
-        data = json.dumps(_ring_to_document(ring), indent=2, sort_keys=True).encode()
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path)
-        dir_fd = os.open(self._directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_whole(self._path, json.dumps(_ring_to_document(ring), indent=2, sort_keys=True).encode())
 
 
 def _ring_to_document(ring: KeyRing) -> dict[str, Any]:

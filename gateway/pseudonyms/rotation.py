@@ -13,8 +13,8 @@ Both functions take any iterable (a database cursor, a list) and yield results o
 batch job can write in chunks, commit as it goes and drive a progress bar; nothing is held in memory. Each
 item carries the caller's own key (a row id) through unchanged. A domain pseudonym names its own key version,
 so :func:`rekey_pseudonyms` can move items from *any* version still in the key ring (``old_version=None``):
-rows left behind by an interrupted job, or written under an old version by a gateway process that had not
-been restarted yet, are moved by the same pass. When rotation has finished, the old version can be retired
+rows left behind by an interrupted job, or written under an old version by a request that was in flight when
+the key ring changed, are moved by the same pass. When rotation has finished, the old version can be retired
 from the key store and the participants receive their new pseudonyms (or the mapping old → new, which this
 produces).
 """

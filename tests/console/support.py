@@ -13,7 +13,7 @@ from gateway.container import Container
 from gateway.db.engine import transaction
 
 PASSWORD = "correct horse battery staple"
-SUBJECT = "subj-3f9a0c1d2e4b5a6978c0d1e2"  # a partnership-domain pseudonym, as in the README
+SUBJECT = "subj-3f9a0c1d2e4b5a6978c0d1e2"  # a partnership-domain pseudonym, as in docs/exchange-api.md
 RIEC = ProcessingActivity(partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check")
 FEC = ProcessingActivity(partnership="fec", purpose="money-laundering-taskforce")
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -169,6 +169,19 @@ def test_idle_session_expires_and_activity_keeps_it_alive(console: TestClient, c
     assert "Your session has expired" in console.get(location).text
 
 
+def test_notice_flags_set_to_0_show_no_notice(console: TestClient) -> None:
+    """The console's yes/no query parameters read ``0`` as no: ``?expired=0`` says nothing about an expired
+    session, ``?signed_out=0`` nothing about signing out, ``?verified=0`` shows no verification result."""
+    assert "Your session has expired" not in console.get("/console/login?expired=0").text
+    assert "Your session has expired" in console.get("/console/login?expired=1").text
+    assert "You have been signed out" not in console.get("/console/login?signed_out=0").text
+    assert "You have been signed out" in console.get("/console/login?signed_out=1").text
+    sign_in(console, "po-gemeente")
+    assert "ok-notice" not in console.get("/console/audit?verified=0").text
+    assert "ok-notice" in console.get("/console/audit?verified=1").text
+    assert console.get("/console/audit?verified=maybe").status_code == 422
+
+
 def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(console: TestClient) -> None:
     account(console, "po-gemeente")
     form = console.get("/console/login")
@@ -223,15 +236,16 @@ def test_a_disabled_account_loses_its_session_at_once(console: TestClient, conta
 def test_officers_see_only_their_organisations_entries(console: TestClient) -> None:
     sign_in(console, "po-gemeente")
     municipality = entry_indices(console.get("/console/audit").text)
-    assert municipality[:8] == [1, 2, 3, 4, 5, 6, 7, 8]  # then the organisation's own console actions
+    # The register's change (every participant's), then the organisation's entries and its console actions.
+    assert municipality[:9] == [0, 1, 2, 3, 4, 5, 6, 7, 8]
     console.cookies.clear()
     sign_in(console, "po-bank")
     bank_page = console.get("/console/audit")
     bank = entry_indices(bank_page.text)
-    assert bank[:2] == [9, 10]
-    assert not set(bank) & set(municipality)
+    assert bank[:3] == [0, 9, 10]
+    assert set(bank) & set(municipality) == {0}
     assert "gemeente-amsterdam" not in bank_page.text.split("<table")[1]
-    for index in municipality[:8]:
+    for index in municipality[1:9]:
         other = console.get(f"/console/audit/entries/{index}")
         assert other.status_code == 404, index
         assert "data-leaf" not in other.text
@@ -425,6 +439,18 @@ def test_a_tampered_log_fails_verification_at_its_index(console: TestClient, con
     assert f"bij index {target}" in dutch
 
 
+def test_statistics_csv_starts_with_the_byte_order_mark_spreadsheets_need(console: TestClient) -> None:
+    """The accountability figures are opened in Excel too: the UTF-8 BOM and charset=utf-8, once."""
+    sign_in(console, "po-gemeente")
+    download = console.get("/console/statistics.csv")
+    assert download.status_code == 200
+    assert download.content.startswith(b"\xef\xbb\xbf")
+    assert download.content.count(b"\xef\xbb\xbf") == 1
+    assert download.headers["content-type"] == "text/csv; charset=utf-8"
+    header = download.content.decode("utf-8-sig").splitlines()[0]
+    assert header.startswith("partnership,purpose,participant,month,requests")
+
+
 def test_statistics_csv_download_is_audited(console: TestClient, container: Container) -> None:
     sign_in(console, "po-gemeente")
     page = console.get("/console/statistics")
@@ -433,7 +459,8 @@ def test_statistics_csv_download_is_audited(console: TestClient, container: Cont
     download = console.get("/console/statistics.csv?partnership=riec-amsterdam-amstelland")
     assert download.status_code == 200
     assert download.headers["content-type"].startswith("text/csv")
-    assert download.text.splitlines()[0].startswith("partnership,purpose,participant,month,requests")
+    header = download.content.decode("utf-8-sig").splitlines()[0]
+    assert header.startswith("partnership,purpose,participant,month,requests")
     assert "riec-amsterdam-amstelland,bibob-integrity-check,gemeente-amsterdam" in download.text
     export = [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
     assert len(export) == 1
@@ -496,3 +523,31 @@ def test_catalogue_is_complete_in_both_languages() -> None:
 def test_the_api_is_unchanged_for_the_console_routes(console: TestClient) -> None:
     schema = console.get("/openapi.json").json()
     assert not [path for path in schema["paths"] if path.startswith("/console")]
+
+
+def test_the_console_shows_gateway_wide_entries_to_the_officers_they_concern(console: TestClient,
+                                                                             container: Container) -> None:
+    """A failed sign-in on a username that is no account names nobody: in the coordinating officer's audit
+    explorer (the partnership's monitoring), not in an ordinary officer's; the register's change in both."""
+    form = console.get("/console/login")
+    assert console.post("/console/login", data={"username": "nobody-here", "password": "guess",
+                                                "csrf_token": csrf_of(form.text)}).status_code == 401
+    t = audit_entries.c
+    with container.engine.connect() as connection:
+        rows = connection.execute(select(t.log_index, t.event_type).where(
+            t.requester_org.is_(None), t.holder_org.is_(None), t.partnership.is_(None))).all()
+    nobodys = {row.log_index: row.event_type for row in rows}
+    sign_ins = {i for i, kind in nobodys.items() if kind == "console.action"}
+    changes = {i for i, kind in nobodys.items() if kind == "register.changed"}
+    assert sign_ins
+    assert changes
+    sign_in(console, "cpo-riec")
+    seen = set(entry_indices(console.get("/console/audit").text))
+    assert sign_ins | changes <= seen
+    assert console.get(f"/console/audit/entries/{min(sign_ins)}").status_code == 200
+    console.cookies.clear()
+    sign_in(console, "po-gemeente")
+    seen = set(entry_indices(console.get("/console/audit").text))
+    assert changes <= seen
+    assert not sign_ins & seen
+    assert console.get(f"/console/audit/entries/{min(sign_ins)}").status_code == 404

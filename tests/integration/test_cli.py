@@ -707,10 +707,10 @@ def test_any_other_database_error_of_a_command_is_one_line(data_dir: Path) -> No
 
 def test_escalations_scan_logs_json_lines_on_stderr_and_prints_only_its_count(data_dir: Path) -> None:
     """From cron, stdout is the report: the scan's log records (it starts the gateway's services) are the
-    gateway's JSON lines on stderr, as the README says of every log record, not console lines on stdout."""
+    gateway's JSON lines on stderr, as docs/security.md says of every log record, not console lines on stdout."""
     scanned = runner.invoke(app, ["escalations", "scan"])
     assert scanned.exit_code == 0, scanned.output
-    assert scanned.stdout == "0 overdue case(s) moved up a tier\n"
+    assert scanned.stdout == "0 overdue case(s) moved up a tier, 0 reported at tier 3, 0 decision(s) expired\n"
     records = [json.loads(line) for line in scanned.stderr.splitlines()]
     assert "register_loaded" in [record["event"] for record in records]
 

@@ -92,7 +92,8 @@ def test_a_key_made_by_processes_at_once_is_whole_and_the_same_for_all(kind: str
         outcome = _run_at_once(lambda: MAKERS[kind](directory))  # noqa: B023 - run before the next round
         assert [status for status, _ in outcome] == ["ok"] * PROCESSES, outcome
         assert len({value for _, value in outcome}) == 1  # one key, used by every process
-        assert [p.name for p in directory.iterdir()] == [next(directory.iterdir()).name]  # no draft left over
+        left = [p.name for p in directory.iterdir() if not p.name.endswith(".lock")]  # a lock file may stay
+        assert len(left) == 1, left  # no draft left over
 
 
 def test_processes_starting_at_once_record_a_new_register_version_once(tmp_path: Path, empty_db_url: str) -> None:

@@ -4,11 +4,18 @@ is written completely or not at all, and what the index answers afterwards is as
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from connectors import enrolment
+from connectors.profiles import PROFILES
+from connectors.store import PartnerStore
+from gateway.client.api import EnrolledSubject
 from gateway.client.pseudonyms import PseudonymClient
 from tests.stack import Stack, running_stack
 
@@ -86,6 +93,60 @@ async def test_a_subject_twice_in_one_batch_is_enrolled_with_the_records_of_both
     assert kvk(["company_registration"]) == "hit"
     assert _enrol(stack, [item(minor=True), item()]).status_code == 200
     assert kvk(["company_registration"]) == "refused-by-holder"
+
+
+async def test_a_subject_under_two_references_is_merged_even_where_the_connector_splits_its_batches(
+        stack: Stack, subject: tuple[Item, Callable[[list[str]], str]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the HTTP connector enrols in chunks (of 500), and a person held under two references
+    whose entries fell into two chunks was still 'last wins' — the gateway merges one subject's entries only
+    within one batch — so a confidential entry followed by a plain one made the index answer `hit` where the
+    partner refuses. The connector now keeps every person's entries in one chunk (here chunks of 2, with the
+    person's two entries on either side of a boundary as the references sort)."""
+    _item, kvk = subject
+    kind, number = stack.world.identifier_of(stack.world.scenarios()["no-records"][0])
+    other = "99999990"  # a company nobody holds records on, enrolled first
+    assert other not in {c.kvk_number for c in stack.world.companies}
+    store = PartnerStore(tmp_path / "kvk.sqlite")
+    with sqlite3.connect(store.path) as db:
+        db.executemany("INSERT INTO identifiers VALUES (?, ?, ?)",
+                       [("ref-0-other", "kvk", other), ("ref-1-confidential", kind, number),
+                        ("ref-2-plain", kind, f" {number} ")])  # another spelling of the same number
+        db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, '{}')",
+                       [("rec-0", "ref-0-other", "trade-name", "company_registration"),
+                        ("rec-1", "ref-1-confidential", "trade-name", "company_registration"),
+                        ("rec-2", "ref-2-plain", "trade-name", "company_registration")])
+        db.execute("INSERT INTO confidential VALUES ('ref-1-confidential')")
+    monkeypatch.setattr(enrolment, "CHUNK", 2)
+    try:
+        async with stack.client(KVK) as client:
+            try:
+                profile = replace(PROFILES[KVK], refusal_reason="under-embargo")
+                assert await enrolment.enrol(store, client, [RIEC], profile=profile) == 3
+                assert kvk(["company_registration"]) == "refused-by-holder"
+            finally:  # the other company out of the index again (the fixture takes the person out)
+                await client.enrol(RIEC, [("kvk", other, [], [])])
+    finally:
+        store.close()
+
+
+def test_the_connectors_chunks_never_split_a_person() -> None:
+    """Every entry in exactly one chunk; a person's entries together and in their order; no chunk over the
+    size unless one person alone has more entries; persons in the order of their first entry."""
+    people = ["a", "b", "a", "c", "b", "a", "d", "e", "e", "f"]
+    numbers = {person: f"{10000000 + n}" for n, person in enumerate(sorted(set(people)))}
+    subjects = [EnrolledSubject("kvk", numbers[person], ["trade-name"], ["company_registration"])
+                for person in people]
+    for size in (1, 2, 3, 4, 10, 500):
+        batches = enrolment.chunks(subjects, size)
+        sent = [n for batch in batches for n in batch]
+        assert sorted(sent) == list(range(len(people)))
+        for batch in batches:
+            held = [people[n] for n in batch]
+            assert len(batch) <= size or len(set(held)) == 1
+            for person in set(held):
+                assert [n for n in batch if people[n] == person] == [n for n, p in enumerate(people) if p == person]
+        assert list(dict.fromkeys(people[n] for n in sent)) == list(dict.fromkeys(people))
 
 
 async def test_categories_the_register_does_not_know_are_refused_and_nothing_is_written(

@@ -164,21 +164,30 @@ def test_a_defect_before_any_holder_is_asked_is_a_logged_denial(stack: Stack) ->
     assert BSN not in json.dumps(entries)
 
 
+@pytest.mark.parametrize("failure", [LookupError(f"BSN {BSN}"), ServiceUnavailable("the keys are unusable")],
+                         ids=["defect", "refusal"])
 def test_a_defect_after_the_write_ahead_is_a_failure_entry_under_the_same_exchange(
-        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def defect() -> str | None:
-        raise LookupError(f"BSN {BSN}")
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, failure: Exception) -> None:
+    """Also one of the gateway's own refusals (a 503): once the request is logged ahead, the log must say it
+    ended without disclosure (found by a review: a refusal there left the request logged as if pending)."""
+    async def fail() -> str | None:
+        raise failure
 
-    monkeypatch.setattr(exchange_service(stack.container), "_checkpoint", defect)  # read after the holders answered
+    monkeypatch.setattr(exchange_service(stack.container), "_checkpoint", fail)  # read after the holders answered
     before = _next_index(stack)
-    _assert_500_nothing_disclosed(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _police_body(stack)))
+    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _police_body(stack))
+    if isinstance(failure, ServiceUnavailable):
+        assert response.status_code == 503, response.text
+        assert response.json()["detail"] == "the keys are unusable"
+    else:
+        _assert_500_nothing_disclosed(response)
     entries = _entries_after(stack, before)
     # the request is logged once (statistics count it once); the failure follows it, with the same id
     assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "request.failed"]
     assert len({e["exchange_id"] for e in entries}) == 1
     failed = entries[-1]
     assert (failed["status"], failed["decision"], failed["reasons"], failed["extra"]["error_type"]) == (
-        "error", None, ["gateway-error"], "LookupError")
+        "error", None, ["gateway-error"], type(failure).__name__)
 
 
 def test_a_defect_after_disclosures_were_logged_leaves_them_and_adds_the_failure(

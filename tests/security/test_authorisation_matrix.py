@@ -23,6 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.client.pseudonyms import PseudonymClient
+from gateway.matching.encoding import CLKEncoder, dataset_to_wire
+from gateway.matching.schema import shipped_schema
 from tests.auth_helpers import client_assertion, token_form
 from tests.security.world import (
     ADMIN,
@@ -187,6 +189,12 @@ def foreign_exchange_is_denied(world: World, caller: str, response: httpx.Respon
 
 _DECIDE = {"outcome": "deny", "motivation": "Criminal intelligence is never shared; the refusal stands."}
 _PSEUDONYM_BODY = {"partnership": RIEC, "subjects": [{"type": "bsn", "polymorphic": "A" * 44}]}
+# Authorised garbage for filter enrolment (a schema version that does not exist): 422 for a participant only.
+_FILTER_BODY = {"partnership": RIEC, "record_type": "person", "schema_version": 99, "replace": True}
+_FUZZY_REQUEST = {k: v for k, v in DENIED_REQUEST.items() if k not in {"holders", "subjects"}} | {
+    "record_type": "person", "schema_version": shipped_schema("person").version, "subjects": dataset_to_wire(
+        CLKEncoder(shipped_schema("person"), b"authorisation-matrix-secret").encode_dataset(
+            [{"given_name": "jan", "surname": "jansen", "date_of_birth": "19800101"}]))}
 
 TABLE: dict[tuple[str, str], Entry] = {
     # -- public ----------------------------------------------------------------------------------------
@@ -283,6 +291,10 @@ TABLE: dict[tuple[str, str], Entry] = {
                                       scopes=("enrol", "exchange")),
     ("POST", "/v1/enrolments"): Entry(api(system=422), lambda w, c: Req("POST", "/v1/enrolments", json=_PSEUDONYM_BODY),
                                       scopes=("enrol",)),
+    ("POST", "/v1/enrolments/filters"): Entry(api(system=422), lambda w, c: Req(
+        "POST", "/v1/enrolments/filters", json=_FILTER_BODY), scopes=("enrol",)),
+    ("POST", "/v1/discovery/fuzzy"): Entry(api(allow=(SYS, SYS_OTHER)), lambda w, c: Req(
+        "POST", "/v1/discovery/fuzzy", json=_FUZZY_REQUEST), scopes=("discovery",)),
     # -- console (session cookie, CSRF) ----------------------------------------------------------------
     ("GET", "/console"): Entry(console(allow=ALL_PEOPLE), get("/console"), console=True),
     ("GET", "/console/login"): Entry(public(), get("/console/login"), console=True),

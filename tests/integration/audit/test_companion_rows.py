@@ -8,6 +8,7 @@ shared a batch with — never entries without their row or a row without its ent
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,13 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select
 
-from audit.errors import AuditWriteError
+from audit.errors import AuditWriteError, CompanionRefused
 from audit.log import AuditLog, CheckpointPolicy, Receipt
 from audit.tables import audit_entries
 from audit.verify import verify_database
 from audit.writer import AsyncAuditWriter, CompanionRow
-from gateway.db.engine import make_engine
-from tests.audit_support import log_signer, make_event
+from tests.audit_support import engine_with_tables, log_signer, make_event
 
 _metadata = MetaData()
 outcomes = Table("companion_test_outcomes", _metadata, Column("id", String(16), primary_key=True),
@@ -30,13 +30,8 @@ outcomes = Table("companion_test_outcomes", _metadata, Column("id", String(16), 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    _metadata.create_all(engine)
-    try:
+    with engine_with_tables(db_url, _metadata) as engine:
         yield engine
-    finally:
-        _metadata.drop_all(engine)
-        engine.dispose()
 
 
 def _row(name: str) -> CompanionRow:
@@ -175,3 +170,29 @@ async def test_a_companion_without_events_is_refused(engine: Engine) -> None:
         with pytest.raises(ValueError, match="at least one event"):
             await writer.record([], _row("alone"))
     assert _count(engine, outcomes) == 0
+
+
+async def test_an_expected_refusal_is_logged_quietly_and_a_fault_loudly(
+        engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """Rule 6's count moving at a busy limit refused write-aheads routinely, and each refusal was an error line
+    ("audit batch ... failed"), hiding real faults among them. A caller's expected refusal (a
+    :class:`CompanionRefused`) is now logged at INFO; any other failure still at ERROR."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+
+    class Moved(CompanionRefused):
+        pass
+
+    def refuse(connection: Connection) -> None:
+        raise Moved
+
+    def fault(connection: Connection) -> None:
+        raise RuntimeError("a bug")
+
+    caplog.set_level(logging.INFO, logger="audit.writer")
+    async with AsyncAuditWriter(log) as writer:
+        for precondition in (refuse, fault):
+            with pytest.raises(AuditWriteError):
+                await writer.record([make_event(0)], CompanionRow(outcomes, _row("r").build, precondition))
+    levels = [(record.levelno, record.getMessage().rsplit(": ", 1)[-1]) for record in caplog.records
+              if record.name == "audit.writer"]
+    assert levels == [(logging.INFO, "Moved"), (logging.ERROR, "RuntimeError")]

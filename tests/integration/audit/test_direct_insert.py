@@ -13,7 +13,7 @@ from sqlalchemy import JSON, Column, DateTime, Engine, Integer, LargeBinary, Met
 from sqlalchemy.exc import IntegrityError
 
 from audit.direct_insert import insert_rows
-from gateway.db.engine import make_engine
+from tests.audit_support import engine_with_tables
 
 _metadata = MetaData()
 rows_table = Table("direct_insert_test_rows", _metadata, Column("id", String(16), primary_key=True),
@@ -25,13 +25,8 @@ defaulted = Table("direct_insert_test_defaulted", _metadata, Column("id", Intege
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    _metadata.create_all(engine)
-    try:
+    with engine_with_tables(db_url, _metadata) as engine:
         yield engine
-    finally:
-        _metadata.drop_all(engine)
-        engine.dispose()
 
 
 def _row(name: str, **changes: Any) -> dict[str, Any]:

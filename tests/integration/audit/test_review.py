@@ -189,3 +189,62 @@ def test_a_case_step_is_visible_to_the_cases_requester_and_cannot_be_made_visibl
     assert steps("gemeente-amsterdam-noord") == []
     # Anomaly flags stay about the organisation's own actors: a case's step is not one of its decisions.
     assert client.get("/v1/audit/anomalies", headers=officers["gemeente-amsterdam"]).json() == []
+
+
+def test_gateway_wide_entries_reach_the_officers_they_concern_and_nothing_else_does(
+        review: tuple[TestClient, Container]) -> None:
+    """Entries that name no organisation and no partnership were visible to no officer at all, since scope is
+    by organisation. Two kinds concern officers all the same:
+
+    * ``register.changed``: the register is what every participant's processing rests on, so every privacy
+      officer of a participating organisation sees its changes (they may read the register itself anyway);
+    * a failed sign-in on a username that is no account names nobody: password guessing against the gateway,
+      whose monitoring falls to the coordinating privacy officers (of a partnership they coordinate).
+
+    Nothing else without a party is shown (another kind of event), and a failed sign-in on an account stays
+    its organisation's, not the coordinators'."""
+    client, container = review
+    assert client.post("/v1/auth/login", json={"username": "nobody-at-all", "password": "guess"}).status_code == 401
+    bank = _officer(client, container, "abn-amro")  # an account of abn-amro, and its officer
+    assert client.post("/v1/auth/login", json={"username": "po-abn-amro", "password": "guess"}).status_code == 401
+    n = next(_numbers)
+    container.services["audit"].log.append([AuditEvent(event_type=EventType.AUTH_REJECTED, trace_id=trace_id(n),
+                                                       span_id=span_id(n), reasons=("no-party",))])
+    officer = _officer(client, container, "gemeente-amsterdam")
+    coordinator = _officer(client, container, "riec-aa", "coordinating-privacy-officer")
+    outsider = _officer(client, container, "gemeente-elders")  # an officer of no participating organisation
+    idle = _officer(client, container, "kvk", "coordinating-privacy-officer")  # coordinates no partnership
+
+    def seen(headers: dict[str, str]) -> dict[str, list[dict[str, object]]]:
+        response = client.get("/v1/audit/entries", params={"limit": 500}, headers=headers)
+        assert response.status_code == 200, response.text
+        found: dict[str, list[dict[str, object]]] = {}
+        for item in response.json()["entries"]:
+            event = item["entry"]["event"]
+            found.setdefault(event["event_type"], []).append(event)
+        return found
+
+    def nobodys(headers: dict[str, str]) -> set[str]:
+        """The kinds of entry seen that name no party (no requester organisation, holder or partnership)."""
+        return {kind for kind, events in seen(headers).items() for e in events
+                if not (e["requester"] or {}).get("org") and not e["holder"] and not e["processing_activity"]}
+
+    assert nobodys(officer) == {"register.changed"}
+    assert nobodys(coordinator) == {"register.changed", "console.action"}
+    assert nobodys(outsider) == set()
+    assert nobodys(idle) == {"register.changed"}  # kvk takes part, but coordinates nothing
+    sign_ins = [e["extra"] for e in seen(coordinator)["console.action"] if not (e["requester"] or {}).get("org")]
+    assert sign_ins == [{"action": "sign-in", "channel": "api", "reason": "wrong-credentials"}]
+    # The failed sign-in on abn-amro's account is abn-amro's: not the coordinators', nor anyone else's.
+    def bank_sign_ins(headers: dict[str, str]) -> list[dict[str, object]]:
+        return [e for e in seen(headers).get("console.action", [])
+                if (e["requester"] or {}).get("org") == "abn-amro" and e["status"] == "error"]
+
+    assert len(bank_sign_ins(bank)) == 1
+    assert [bank_sign_ins(headers) for headers in (officer, coordinator, outsider, idle)] == [[], [], [], []]
+    # The filters apply to them as to any entry; statistics and anomaly flags do not count them.
+    changes = client.get("/v1/audit/entries", params={"event_type": "register.changed"}, headers=officer).json()
+    assert {e["entry"]["event"]["event_type"] for e in changes["entries"]} == {"register.changed"}
+    assert client.get("/v1/audit/entries", params={"organisation": "riec-aa", "event_type": "register.changed"},
+                      headers=coordinator).json()["entries"] == []
+    assert client.get("/v1/audit/anomalies", headers=coordinator).json() == []

@@ -2,8 +2,8 @@
 spread over every gateway process is one entry and one summary per window (see
 ``gateway.console.signins``), and a stopped process loses no count.
 
-Revision ID: 0022_sign_in_windows
-Revises: 0021_pseudonyms_made
+Revision ID: 0023_sign_in_windows
+Revises: 0022_match_filters
 Create Date: 2026-12-03
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022_sign_in_windows"
-down_revision = "0021_pseudonyms_made"
+revision = "0023_sign_in_windows"
+down_revision = "0022_match_filters"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,174 @@
+"""API models of fuzzy discovery: enrolling match filters (CLKs) and asking hit/no-hit with them.
+
+For records without a shared number (names, dates of birth, addresses with typos) a partner encodes its records
+with :mod:`gateway.client.matching` (the partnership's CLK secret never reaches the gateway) and
+
+* enrols the filters of the records it holds, per partnership and record type, each with a *local reference*
+  of its own (``POST /v1/enrolments/filters``): the opaque handle it understands when a requester follows a
+  hit up with a formal, targeted request. It never leaves the gateway;
+* asks, as a requester, which participants hold a record matching the filters of the subjects it looks for
+  (``POST /v1/discovery/fuzzy``): purpose-bound like ``POST /v1/discovery``, answered hit/no-hit per holder
+  and per subject — never a similarity score, never the holder's reference (DESIGN: "never return similarity
+  scores across organisations"; DOMAIN: hit/no-hit before data).
+
+The models live in the partner-side SDK because they are the contract (as :mod:`gateway.client.models`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
+
+from gateway.client.models import (
+    _REFERENCE,
+    CATEGORY_PATTERN,
+    SLUG_PATTERN,
+    Reason,
+    Receipt,
+    Signal,
+    _newer_value,
+)
+
+RecordType = Literal["person", "company"]
+"""Record types with a shipped linkage schema (``gateway/matching/schemas``): every participant encodes with it."""
+
+MAX_FILTER_BATCH = 1000
+"""Records (and removals) per enrolment request: a batch is written whole or not at all, in one transaction."""
+MAX_FUZZY_SUBJECTS = 50
+"""Subjects per fuzzy discovery: a bound on probing (more than the purpose's bulk threshold also escalates)."""
+LOCAL_REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{3,127}$"
+"""A holder's local reference: an opaque handle (``dossier/2026/00417``), never an identifier or a name."""
+_BLOCK_KEY = r"^([0-9a-f]{16})?$"
+_CLK = r"^[A-Za-z0-9_-]{8,1400}$"  # unpadded base64url; its exact length is the schema's (checked by the gateway)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Encoded(_Strict):
+    clk: str = Field(pattern=_CLK, description="The record's CLK Bloom filter, unpadded base64url, exactly the "
+                     "schema's `filter_bits` long (`gateway.client.matching.dataset_to_wire`).")
+    blocks: list[Annotated[str, Field(pattern=_BLOCK_KEY)]] = Field(
+        default_factory=list, max_length=64, description="Its blocking keys, one per schema signature ('' where a "
+        "part is missing), or none: then it is compared without blocking.")
+
+
+class FilterRecord(_Encoded):
+    """One record a holder enrols: its filter, its own reference and what it says about the record."""
+
+    ref: str = Field(pattern=LOCAL_REFERENCE_PATTERN, examples=["dossier/2026/00417"], description=(
+        "Your reference of the record, opaque to everyone else (never a BSN, an IBAN, an e-mail address or a "
+        "name); the gateway never shows it to another participant."))
+    categories: list[Annotated[str, Field(pattern=CATEGORY_PATTERN)]] = Field(
+        min_length=1, max_length=50, examples=[["police_incidents"]],
+        description="The data categories of the record, as the register names them (a hit is purpose-bound).")
+    confidential: bool = Field(default=False, description=(
+        "You keep this record's subject confidential: a fuzzy discovery that matches it is your refusal "
+        "(`refused-by-holder`, with `confidential_reason`), as with the pseudonym index."))
+    minor: bool = Field(default=False, description=(
+        "The subject is under 18 by your own data: a match for a purpose that does not allow minors is your "
+        "refusal (`minor-not-allowed`)."))
+
+    @field_validator("ref")
+    @classmethod
+    def _not_a_number(cls, value: str) -> str:
+        if value.replace(".", "").replace("-", "").isdigit():
+            raise ValueError("looks like a plain identifier; use an opaque reference of your own")
+        return value
+
+
+class FilterEnrolment(_Strict):
+    """`POST /v1/enrolments/filters`: enrol (or withdraw) the match filters of records you hold."""
+
+    partnership: str = Field(pattern=SLUG_PATTERN)
+    record_type: RecordType = Field(description="Whose schema the filters were encoded with.")
+    schema_version: int = Field(ge=1, description="The schema's `version`: filters of another never compare.")
+    records: list[FilterRecord] = Field(default_factory=list, max_length=MAX_FILTER_BATCH, description=(
+        "Records to add, or to update when you enrolled the reference before."))
+    remove: list[Annotated[str, Field(pattern=LOCAL_REFERENCE_PATTERN)]] = Field(
+        default_factory=list, max_length=MAX_FILTER_BATCH, description="References to withdraw.")
+    replace: bool = Field(default=False, description=(
+        "Withdraw everything you enrolled of this record type in this partnership first (in the same "
+        "transaction): a fresh start. Send further batches without it."))
+    confidential_reason: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", examples=[
+        "investigation-confidentiality"], description="The code you refuse with about records marked `confidential` "
+        "(a code, never free text); `confidential` when left out.")
+
+    @field_validator("records")
+    @classmethod
+    def _each_reference_once(cls, records: list[FilterRecord]) -> list[FilterRecord]:
+        refs = [r.ref for r in records]
+        if len(set(refs)) != len(refs):
+            raise ValueError("each reference may be sent only once per batch")
+        return records
+
+
+class FilterEnrolmentAnswer(BaseModel):
+    record_type: str
+    stored: int = Field(description="Records added or updated by this batch.")
+    removed: int = Field(description="Records withdrawn by this batch (by `remove` or `replace`).")
+    enrolled: int = Field(description="Your records of this type in this partnership now.")
+
+
+class FuzzySubject(_Encoded):
+    """A subject looked for, as the requester's encoding of what it knows of it (never the record itself)."""
+
+    minor: bool = Field(default=False, description="The requester knows the subject is under 18 (rule 5).")
+
+
+class FuzzyDiscoveryRequest(_Strict):
+    """`POST /v1/discovery/fuzzy`: which holders hold a record matching these subjects, for this purpose?"""
+
+    partnership: str = Field(pattern=SLUG_PATTERN, examples=["riec-amsterdam-amstelland"])
+    purpose: str = Field(pattern=SLUG_PATTERN, examples=["bibob-integrity-check"])
+    legal_basis: str = Field(min_length=1, max_length=200, description="Must equal the purpose's legal basis.")
+    case_reference: str = Field(pattern=_REFERENCE, description="The requester's case file reference.")
+    signal: Signal = Field(description="What justifies the request (rule 4: no request without a signal).")
+    categories: list[Annotated[str, Field(pattern=CATEGORY_PATTERN)]] = Field(min_length=1, max_length=30)
+    record_type: RecordType
+    schema_version: int = Field(ge=1)
+    subjects: list[FuzzySubject] = Field(min_length=1, max_length=MAX_FUZZY_SUBJECTS, description=(
+        "The subjects looked for; more than the purpose's bulk threshold is escalated (rule 6)."))
+
+    @field_validator("subjects")
+    @classmethod
+    def _each_subject_once(cls, subjects: list[FuzzySubject]) -> list[FuzzySubject]:
+        # The same filter twice would only let the 1-to-1 solver tell whether a holder has two close records.
+        clks = [s.clk for s in subjects]
+        if len(set(clks)) != len(clks):
+            raise ValueError("each subject may be sent only once")
+        return subjects
+
+
+class FuzzyTarget(BaseModel):
+    """One holder's answer: `hit`/`no-hit` overall and per subject, or why it gives none (as in discovery)."""
+
+    holder: str
+    outcome: Literal["hit", "no-hit", "denied", "escalated", "refused-by-holder"] = Field(description=(
+        "`hit` when a record of this holder matches at least one subject, in a category it may supply; "
+        "`denied`/`escalated`/`refused-by-holder` as in `POST /v1/discovery` (then `subjects` is empty)."))
+    subjects: list[Literal["hit", "no-hit"]] = Field(default_factory=list, description=(
+        "Per subject, in the order sent: whether this holder holds a matching record (each of its records "
+        "matches at most one subject). Never a score, never the holder's reference."))
+    reasons: list[Reason] = Field(default_factory=list)
+
+    @field_validator("outcome", mode="wrap")
+    @classmethod
+    def _outcome_of_a_newer_gateway(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                                    info: ValidationInfo) -> str:
+        # As DiscoveryTarget: read by the client, a value a newer gateway added is kept (neither hit nor no-hit).
+        outcome = _newer_value(value, handler, info)
+        return str(value) if outcome is None else str(outcome)
+
+
+class FuzzyDiscoveryResult(BaseModel):
+    discovery_id: str
+    partnership: str
+    purpose: str
+    record_type: str
+    policy_version: str
+    register_version: str
+    targets: list[FuzzyTarget]
+    receipt: Receipt

@@ -1,0 +1,69 @@
+"""Partner side of fuzzy discovery: records → the bodies of ``POST /v1/enrolments/filters`` and ``POST
+/v1/discovery/fuzzy``, encoded here with the partnership's CLK secret (:mod:`gateway.client.matching`), so a
+record never leaves the partner unencoded. :class:`gateway.client.api.GatewayClient` sends them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from gateway.client.fuzzy import MAX_FILTER_BATCH, FuzzyDiscoveryRequest, FuzzySubject, RecordType
+from gateway.client.models import Signal
+from gateway.matching.encoding import CLKEncoder, dataset_to_wire
+from gateway.matching.schema import shipped_schema
+
+__all__ = ["FilterRecordToEnrol", "enrolment_batches", "fuzzy_request"]
+
+
+class FilterRecordToEnrol(NamedTuple):
+    """A record to enrol: the partner's own reference for it, its fields (the schema's field names, e.g.
+    ``given_name``, ``surname``, ``date_of_birth``), the data categories it holds on the subject, and what it
+    would refuse discovery on (a subject it keeps confidential, a minor)."""
+
+    ref: str
+    fields: Mapping[str, object]
+    categories: list[str]
+    confidential: bool = False
+    minor: bool = False
+
+
+def _wire(record_type: RecordType, secret: bytes, records: Sequence[Mapping[str, object]],
+          blocking: bool) -> list[dict[str, Any]]:
+    encoder = CLKEncoder(shipped_schema(record_type), secret)
+    wire = dataset_to_wire(encoder.encode_dataset(records))
+    return wire if blocking else [{"clk": item["clk"]} for item in wire]
+
+
+def enrolment_batches(partnership: str, record_type: RecordType, secret: bytes,
+                      records: Sequence[FilterRecordToEnrol], *, remove: Sequence[str] = (), replace: bool = False,
+                      confidential_reason: str | None = None, blocking: bool = True) -> Iterator[dict[str, Any]]:
+    """The request bodies, at most ``MAX_FILTER_BATCH`` records each; the first carries ``remove`` and
+    ``replace`` (a replacement withdraws the old records once, before the first batch is stored)."""
+    version = shipped_schema(record_type).version
+    wire = _wire(record_type, secret, [r.fields for r in records], blocking)
+    items = [{"ref": r.ref, "categories": list(r.categories), "confidential": r.confidential, "minor": r.minor}
+             | encoded for r, encoded in zip(records, wire, strict=True)]
+    first = True
+    for start in range(0, max(len(items), 1), MAX_FILTER_BATCH):
+        body: dict[str, Any] = {"partnership": partnership, "record_type": record_type, "schema_version": version,
+                                "records": items[start:start + MAX_FILTER_BATCH]}
+        if first:
+            body |= {"remove": list(remove), "replace": replace}
+        if confidential_reason is not None:
+            body["confidential_reason"] = confidential_reason
+        first = False
+        yield body
+
+
+def fuzzy_request(*, partnership: str, purpose: str, legal_basis: str, case_reference: str, signal: Signal,
+                  categories: list[str], record_type: RecordType, secret: bytes,
+                  subjects: Sequence[Mapping[str, object]], minors: Sequence[bool] | None = None,
+                  blocking: bool = True) -> FuzzyDiscoveryRequest:
+    """A fuzzy discovery about ``subjects`` (what the requester knows of each, by the schema's field names)."""
+    wire = _wire(record_type, secret, subjects, blocking)
+    flags = list(minors) if minors is not None else [False] * len(wire)
+    return FuzzyDiscoveryRequest(
+        partnership=partnership, purpose=purpose, legal_basis=legal_basis, case_reference=case_reference,
+        signal=signal, categories=categories, record_type=record_type,
+        schema_version=shipped_schema(record_type).version,
+        subjects=[FuzzySubject(minor=minor, **item) for item, minor in zip(wire, flags, strict=True)])

@@ -1,0 +1,191 @@
+"""The fuzzy discovery index: participants' match filters (CLKs) of records without a shared number.
+
+``enrol`` stores a batch (``gateway.client.fuzzy.FilterEnrolment``) for the caller's organisation: records are
+added or updated under their local reference, references withdrawn, or everything of the record type replaced
+— in one transaction, after every check, so a refused batch writes nothing. ``held`` reads the index for a
+fuzzy discovery (``gateway.exchange.fuzzy``), which compares and answers hit/no-hit.
+
+Checks that go beyond the request's shape: the schema version is the shipped one (filters of another version
+never compare), each filter is exactly the schema's length and plausible (:func:`gateway.matching.lookup.
+implausible`), blocking keys are one per signature or none, categories are the register's, and a local reference
+looks like no personal data (the audit log's own guard: BSN, IBAN, e-mail address) — it is stored, and a
+reference that is an identifier would make the index hold personal data in the clear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit.guard import find_personal_data
+from gateway.auth.principal import Principal
+from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer
+from gateway.clock import Clock
+from gateway.db.engine import transaction
+from gateway.db.upsert import insert_on_conflict
+from gateway.enrolment.service import CONFIDENTIAL, participant_of
+from gateway.enrolment.tables import match_filters
+from gateway.errors import Unprocessable
+from gateway.matching.encoding import EncodedDataset, filters_from_b64
+from gateway.matching.errors import EncodingError, SchemaError
+from gateway.matching.lookup import MAX_DENSITY, implausible
+from gateway.matching.schema import Schema, shipped_schema
+from gateway.register.model import Register
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class HeldRecords:
+    """One participant's enrolled records of a record type, as a fuzzy discovery compares them (in the
+    gateway only): the filters (with blocking keys when every record has them) and, per record, what the
+    participant said of it."""
+
+    dataset: EncodedDataset
+    categories: list[frozenset[str]]
+    confidential_reason: list[str | None]
+    minor: list[bool]
+
+    def permitted(self, categories: set[str]) -> HeldRecords:
+        """Only the records of which some category may be asked about: the others cannot make a hit, and
+        must not take a subject's one-to-one match from a record that can."""
+        keep = [i for i, held in enumerate(self.categories) if held & categories]
+        keys = self.dataset.block_keys
+        return HeldRecords(EncodedDataset(self.dataset.filters[keep], None if keys is None else keys[keep]),
+                           [self.categories[i] for i in keep], [self.confidential_reason[i] for i in keep],
+                           [self.minor[i] for i in keep])
+
+
+def schema_for(record_type: str, version: int) -> Schema:
+    """The shipped schema of ``record_type``, which must be at ``version`` (422 otherwise)."""
+    try:
+        schema = shipped_schema(record_type)
+    except SchemaError as exc:
+        raise Unprocessable(f"no linkage schema for record type `{record_type}`") from exc
+    if schema.version != version:
+        raise Unprocessable(f"the `{record_type}` schema is at version {schema.version}, not {version}: encode "
+                            "with the current one (filters of different versions never compare)")
+    return schema
+
+
+def encoded(items: Sequence[Any], schema: Schema, what: str) -> EncodedDataset:
+    """``items`` (with ``clk`` and ``blocks``) as a dataset: 422 naming the first bad one, by position only."""
+    try:
+        filters = filters_from_b64([item.clk for item in items], schema.filter_bits)
+    except EncodingError as exc:
+        raise Unprocessable(f"{what}: {exc} (the `{schema.id}` schema's filters are {schema.filter_bits} "
+                            "bits)") from exc
+    wrong = implausible(filters)
+    if wrong is not None:
+        raise Unprocessable(f"{what}: filter {wrong} is empty or sets more than {MAX_DENSITY:.0%} of its bits, "
+                            "which no encoding of a record does")
+    widths = {len(item.blocks) for item in items}
+    signatures = len(schema.signatures)
+    if len(widths) > 1 or widths - {0, signatures}:
+        raise Unprocessable(f"{what}: either every filter has {signatures} blocking keys (one per signature of "
+                            f"the `{schema.id}` schema) or none has")
+    if widths != {signatures}:  # compared without blocking
+        return EncodedDataset(filters)
+    keys = np.array([[int(key, 16) if key else 0 for key in item.blocks] for item in items], dtype=np.uint64)
+    return EncodedDataset(filters, keys.reshape(len(items), signatures))
+
+
+def _no_personal_data(refs: list[str]) -> None:
+    for position, ref in enumerate(refs):
+        findings = find_personal_data(ref)
+        if findings:  # the kind, never the value
+            raise Unprocessable(f"reference {position} looks like personal data ({findings[0].kind}); use an "
+                                "opaque reference of your own")
+
+
+def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Add or replace rows under their reference, in one statement (two batches at once: last one wins, both
+    succeed; rows in key order, so they lock in the same order)."""
+    statement = insert_on_conflict(session, match_filters)
+    replaced = ("schema_version", "clk", "blocks", "categories", "confidential", "confidential_reason", "minor",
+                "updated_at")
+    key = [match_filters.c.partnership, match_filters.c.organisation, match_filters.c.record_type,
+           match_filters.c.local_ref]
+    session.execute(statement.on_conflict_do_update(index_elements=key,
+                                                    set_={name: statement.excluded[name] for name in replaced}), rows)
+
+
+class FilterService:
+    def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.register = register
+
+    def enrol(self, principal: Principal, body: FilterEnrolment) -> FilterEnrolmentAnswer:
+        organisation = participant_of(self.register, principal, body.partnership)
+        schema = schema_for(body.record_type, body.schema_version)
+        if not (body.records or body.remove or body.replace):
+            raise Unprocessable("nothing to do: send `records`, `remove` or `replace`")
+        refs = [r.ref for r in body.records]
+        both = sorted(set(refs) & set(body.remove))
+        if both:
+            raise Unprocessable(f"record {refs.index(both[0])}: a reference both sent and removed")
+        _no_personal_data(refs + list(body.remove))
+        unknown = sorted({c for r in body.records for c in r.categories} - self.register.categories.keys())
+        if unknown:
+            raise Unprocessable(f"categories the register does not know: {', '.join(unknown)} "
+                                f"(register {self.register.version})")
+        dataset = encoded(body.records, schema, "records")
+        keys = dataset.block_keys
+        now = self.clock.now()
+        rows = sorted(({
+            "partnership": body.partnership, "organisation": organisation, "record_type": body.record_type,
+            "local_ref": record.ref, "schema_version": schema.version,
+            "clk": dataset.filters[n].astype("<u8").tobytes(),
+            "blocks": b"" if keys is None else keys[n].astype("<u8").tobytes(),
+            "categories": sorted(set(record.categories)), "confidential": record.confidential,
+            "confidential_reason": (body.confidential_reason or CONFIDENTIAL) if record.confidential else None,
+            "minor": record.minor, "updated_at": now} for n, record in enumerate(body.records)),
+            key=lambda row: row["local_ref"])
+        mine = (match_filters.c.partnership == body.partnership, match_filters.c.organisation == organisation,
+                match_filters.c.record_type == body.record_type)
+        removed = 0
+        with transaction(self.sessions) as session:
+            connection = session.connection()
+            if body.replace:
+                removed += connection.execute(delete(match_filters).where(*mine)).rowcount
+            withdrawn = sorted(set(body.remove))
+            for start in range(0, len(withdrawn), _CHUNK):
+                removed += connection.execute(delete(match_filters).where(
+                    *mine, match_filters.c.local_ref.in_(withdrawn[start:start + _CHUNK]))).rowcount
+            if rows:
+                _upsert(session, rows)
+            enrolled = session.execute(select(func.count()).select_from(match_filters).where(*mine)).scalar_one()
+        return FilterEnrolmentAnswer(record_type=body.record_type, stored=len(rows), removed=removed,
+                                     enrolled=int(enrolled))
+
+    def held(self, partnership: str, schema: Schema, organisations: list[str]) -> dict[str, HeldRecords]:
+        """Per organisation among ``organisations``: its records of the schema's type and version."""
+        rows: dict[str, list[Any]] = {}
+        with transaction(self.sessions) as session:
+            for row in session.execute(select(
+                    match_filters.c.organisation, match_filters.c.clk, match_filters.c.blocks,
+                    match_filters.c.categories, match_filters.c.confidential_reason, match_filters.c.minor).where(
+                    match_filters.c.partnership == partnership, match_filters.c.record_type == schema.id,
+                    match_filters.c.schema_version == schema.version,
+                    match_filters.c.organisation.in_(organisations)).order_by(
+                    match_filters.c.organisation, match_filters.c.local_ref)):
+                rows.setdefault(row.organisation, []).append(row)
+        return {organisation: _held(found, schema) for organisation, found in rows.items()}
+
+
+def _held(rows: list[Any], schema: Schema) -> HeldRecords:
+    filters = np.frombuffer(b"".join(row.clk for row in rows), dtype="<u8").reshape(len(rows), schema.words)
+    width = len(schema.signatures)
+    keys = None
+    if width and all(len(row.blocks) == 8 * width for row in rows):
+        keys = np.frombuffer(b"".join(row.blocks for row in rows), dtype="<u8").reshape(len(rows), width)
+        keys = keys.astype(np.uint64)
+    return HeldRecords(EncodedDataset(filters.astype(np.uint64), keys),
+                       [frozenset(row.categories) for row in rows], [row.confidential_reason for row in rows],
+                       [bool(row.minor) for row in rows])

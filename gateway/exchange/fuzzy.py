@@ -1,0 +1,167 @@
+"""Fuzzy discovery (``POST /v1/discovery/fuzzy``): hit/no-hit for subjects without a shared number.
+
+The requester sends the CLKs of the subjects it looks for (encoded on its side, ``gateway.client.matching``);
+the participants have enrolled the CLKs of the records they hold (``gateway.enrolment.filters``). The order of
+work is ``POST /v1/discovery``'s, with the filter index where the pseudonym index was:
+
+1. the targets: every participant the purpose lets supply a requested category (as discovery);
+2. the discovery policy decides per target with the request's purpose, legal basis, signal, categories and
+   subject count, and rule 6's count of today's requests read exactly as discovery reads it — the same
+   ``wgs.discovery`` rules, so a purpose, a requester or a holder discovery refuses is refused here too; an
+   engine failure denies everything (503);
+3. write-ahead: the request (counts, never a filter) and every decision are logged before anything is compared;
+4. per allowed target: its records of the record type in a permitted category are compared with the subjects
+   (``gateway.matching.lookup``: blocking, Dice at the schema's threshold, 1-to-1); a matched record it keeps
+   confidential, or a minor where the purpose allows none, is its refusal, as in the pseudonym index;
+5. the hit/no-hit disclosures and refusals are logged (counts of subjects hit, never which record), then the
+   answer goes out: per target an outcome and per subject hit/no-hit. No score, no holder reference, no
+   position of a holder's record ever leaves the gateway.
+
+The subjects have no pseudonym, so the log names none: it carries how many were asked and how many hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from audit import AuditEvent, EventType
+from gateway.auth.principal import Principal
+from gateway.client.fuzzy import FuzzyDiscoveryRequest, FuzzyDiscoveryResult, FuzzyTarget
+from gateway.client.models import DiscoveryRequest, Reason, Subject
+from gateway.client.models import Receipt as ReceiptView
+from gateway.enrolment.filters import FilterService, HeldRecords, encoded, schema_for
+from gateway.enrolment.service import IndexHolding
+from gateway.exchange.service import (
+    _AUDIT_DECISION,
+    ExchangeService,
+    Trace,
+    _audit_base,
+    _index_refusal,
+    _known_categories,
+    _refusal_code,
+    _refusal_event,
+    _refusal_reason,
+    _targets,
+    fingerprint,
+)
+from gateway.ids import new_id
+from gateway.matching.encoding import EncodedDataset
+from gateway.matching.lookup import matches
+from gateway.policy.errors import PolicyError
+from gateway.policy.model import Decision
+
+log = structlog.get_logger("gateway.exchange.fuzzy")
+
+
+def _as_discovery(body: FuzzyDiscoveryRequest) -> DiscoveryRequest:
+    """What the discovery policy and the log see of the request: the same fields, with a stand-in per subject
+    (its position; a subject without a shared number has no pseudonym) carrying the requester's minor flag."""
+    return DiscoveryRequest(
+        partnership=body.partnership, purpose=body.purpose, legal_basis=body.legal_basis,
+        case_reference=body.case_reference, signal=body.signal, categories=body.categories,
+        subjects=[Subject(ref=f"fuzzy-subject-{n:03d}", minor=s.minor) for n, s in enumerate(body.subjects)])
+
+
+def _matched(subjects: EncodedDataset, held: HeldRecords | None, permitted: set[str],
+             threshold: float) -> tuple[list[bool], IndexHolding | None]:
+    """Per subject whether a record of the holder in a permitted category matched it, and what the matched
+    records say of the holder's grounds to refuse (None when nothing matched)."""
+    if held is None:
+        return [False] * len(subjects), None
+    usable = held.permitted(permitted)
+    pairs = matches(subjects, usable.dataset, threshold)
+    if not pairs:
+        return [False] * len(subjects), None
+    records = list(pairs.values())
+    reasons = {usable.confidential_reason[r] for r in records} - {None}
+    holding = IndexHolding(categories=frozenset().union(*(usable.categories[r] for r in records)),
+                           confidential_reason=min(r for r in reasons if r is not None) if reasons else None,
+                           minor=any(usable.minor[r] for r in records))
+    return [n in pairs for n in range(len(subjects))], holding
+
+
+class FuzzyDiscovery:
+    """Fuzzy discovery on top of the exchange service's decision, log and receipt (the hot exchange path is
+    not involved)."""
+
+    def __init__(self, exchange: ExchangeService, filters: FilterService) -> None:
+        self.exchange = exchange
+        self.filters = filters
+
+    async def discover(self, principal: Principal, body: FuzzyDiscoveryRequest, trace: Trace) -> FuzzyDiscoveryResult:
+        discovery_id = new_id()
+        stand_in = _as_discovery(body)
+        try:
+            return await self._discover(principal, body, stand_in, trace, discovery_id)
+        except Exception as exc:  # a defect: 500, logged by type (as discovery)
+            await self.exchange._audit_defect(exc, EventType.DISCOVERY_QUERIED, principal, stand_in, trace,
+                                              discovery_id)
+            raise
+        finally:
+            self.exchange._logged_ahead.discard(discovery_id)
+
+    async def _discover(self, principal: Principal, body: FuzzyDiscoveryRequest, stand_in: DiscoveryRequest,
+                        trace: Trace, discovery_id: str) -> FuzzyDiscoveryResult:
+        service = self.exchange
+        register = service.deps.register
+        _known_categories(register, body.categories, "requested categories")
+        schema = schema_for(body.record_type, body.schema_version)
+        subjects = encoded(body.subjects, schema, "subjects")
+        targets = _targets(register, stand_in, "all", principal.organisation)
+        base = _audit_base(principal, stand_in, trace, discovery_id, register)
+        try:
+            today = await service._requests_today(service._day(principal, body.purpose))
+            decisions = await service._decide("discovery", stand_in, principal, targets, today,
+                                              fingerprint(principal, stand_in))
+        except PolicyError as exc:
+            await service._deny_all_on_policy_failure(exc, base, targets, EventType.DISCOVERY_QUERIED)
+            raise
+        fuzzy = {"record_type": schema.id, "schema_version": schema.version, "subject_count": len(body.subjects)}
+        receipts = await service._record([AuditEvent(
+            event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
+            policy_version=decisions[0].policy_version,
+            extra={"case_reference": body.case_reference, "signal_type": body.signal.type, "fuzzy": fuzzy})] + [
+            AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
+                       decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
+                       categories=tuple(d.permitted_categories), policy_version=d.policy_version)
+            for t, d in zip(targets, decisions, strict=True)])
+        service._logged_ahead.add(discovery_id)
+
+        allowed = [t.organisation for t, d in zip(targets, decisions, strict=True) if d.allow]
+        held = await asyncio.to_thread(self.filters.held, body.partnership, schema, allowed) if allowed else {}
+        minors_allowed = service._minors_allowed(stand_in)
+
+        def answer(organisation: str, decision: Decision) -> tuple[FuzzyTarget, dict[str, Any] | None]:
+            reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
+            if not decision.allow:
+                return FuzzyTarget(holder=organisation, reasons=reasons,
+                                   outcome="escalated" if decision.escalate else "denied"), None
+            hits, holding = _matched(subjects, held.get(organisation), set(decision.permitted_categories),
+                                     schema.threshold)
+            refusal = _index_refusal(holding, minors_allowed)
+            if refusal is not None:
+                code = _refusal_code(refusal, organisation)
+                return (FuzzyTarget(holder=organisation, outcome="refused-by-holder",
+                                    reasons=[_refusal_reason(code)]), _refusal_event(organisation, decision, code))
+            target = FuzzyTarget(holder=organisation, outcome="hit" if any(hits) else "no-hit",
+                                 subjects=["hit" if hit else "no-hit" for hit in hits])
+            return target, {"event_type": EventType.DISCLOSURE, "holder": organisation, "categories": (),
+                            "extra": {"hit_only": True, "outcome": target.outcome, "fuzzy": True,
+                                      "subjects_hit": sum(hits)}}
+
+        def compare() -> list[tuple[FuzzyTarget, dict[str, Any] | None]]:  # NumPy/numba work: off the loop
+            return [answer(t.organisation, d) for t, d in zip(targets, decisions, strict=True)]
+
+        answers = await asyncio.to_thread(compare)
+        receipts += await service._record([AuditEvent(**base | event) for _, event in answers if event is not None])
+        log.info("fuzzy_discovery_answered", discovery_id=discovery_id, subjects=len(body.subjects),
+                 outcomes=[a.outcome for a, _ in answers])
+        return FuzzyDiscoveryResult(
+            discovery_id=discovery_id, partnership=body.partnership, purpose=body.purpose, record_type=schema.id,
+            policy_version=decisions[0].policy_version, register_version=register.version,
+            targets=[a for a, _ in answers],
+            receipt=ReceiptView(exchange_id=discovery_id, audit_indices=[r.index for r in receipts],
+                                checkpoint=await service._checkpoint()))

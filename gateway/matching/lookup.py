@@ -1,0 +1,45 @@
+"""Fuzzy discovery's comparison: which of a requester's subjects match one holder's records.
+
+The gateway's pipeline (:func:`gateway.matching.linkage.link`: signature blocking when both sides sent blocking
+keys, else the length-pruned full join; Dice at the schema's threshold; the greedy 1-to-1 solver) run for two
+datasets, the requester's subjects and one holder's records. What comes out is only *which subject matched which
+record*: the caller turns that into hit/no-hit, and the scores stay inside ``link``.
+
+:func:`implausible` refuses filters no encoding of a real record produces. An empty filter matches nothing; a
+saturated one is a probe: all bits set scores Dice ``2|x| / (L + |x|)`` against any record ``x``, which passes the
+person schema's 0.72 for every record with more than 56 % of its bits set (about half of FEBRL4), so one such
+"subject" would ask "does this holder hold anyone at all", and filters with chosen bits cleared would map out a
+holder's records. Encoded FEBRL4 persons set 38-67 % of their bits; above :data:`MAX_DENSITY` a filter against a
+typical record (60 %) can no longer reach 0.72 by chance.
+"""
+
+from __future__ import annotations
+
+from gateway.matching.encoding import EncodedDataset, Filters
+from gateway.matching.linkage import link
+from gateway.matching.similarity import popcounts
+
+__all__ = ["MAX_DENSITY", "implausible", "matches"]
+
+MAX_DENSITY = 0.75
+"""The largest fraction of a filter's bits that may be set."""
+
+
+def implausible(filters: Filters) -> int | None:
+    """The position of the first filter that is empty or sets more than :data:`MAX_DENSITY` of its bits."""
+    if len(filters) == 0:
+        return None
+    bits = filters.shape[1] * 64
+    counts = popcounts(filters)
+    for position, count in enumerate(counts.tolist()):
+        if count == 0 or count > MAX_DENSITY * bits:
+            return position
+    return None
+
+
+def matches(subjects: EncodedDataset, held: EncodedDataset, threshold: float) -> dict[int, int]:
+    """Subject position → the position of the one held record it matched (1-to-1: each record matches at
+    most one subject, best pair first)."""
+    if len(subjects) == 0 or len(held) == 0:
+        return {}
+    return dict(link([subjects, held], threshold=threshold).pairs())
