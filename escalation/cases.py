@@ -6,7 +6,10 @@ Rules enforced here (issue 6):
 * a decision needs a written motivation and deciders from outside the requesting organisation; tier 3
   needs two different deciders;
 * deadlines are counted in Dutch working days per tier; ``escalate_overdue`` moves every case past its
-  deadline one tier up (a missed tier-3 deadline stays at tier 3 and is reported, not decided).
+  deadline one tier up (a missed tier-3 deadline stays at tier 3 and is reported, not decided: the caller
+  reports each once, listing them with ``unreported_final_overdue``);
+* an allow decision is valid for a while (``valid_until``); one nobody used in time expires
+  (``expirable_decisions``, then the ``expire`` action).
 Every operation returns what happened so the caller records it in the audit log.
 """
 
@@ -14,21 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import uuid6
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from audit import CompanionRefused
 from escalation.calendar import add_working_days, local_date
 from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State, new_case
 from escalation.tables import escalation_cases, escalation_events
 
 
-class EscalationError(Exception):
-    pass
+class EscalationError(CompanionRefused):
+    """A step the workflow refuses (4xx). A :class:`~audit.CompanionRefused`: raised inside the audit writer's
+    transaction (the step and its entry commit together), it is an expected refusal, not a fault of the log."""
 
 
 class CaseNotFound(EscalationError):
@@ -100,8 +105,22 @@ class Case:
 
     @property
     def active(self) -> bool:
-        """Still waiting for someone: not decided, closed or withdrawn."""
+        """Still waiting for someone: not decided, closed, withdrawn or expired."""
         return self.state in {State.OPEN, State.IN_REVIEW, State.ESCALATED}
+
+    @property
+    def valid_until(self) -> datetime | None:
+        """Until when an allow decision may be re-run (None without one); always timezone-aware."""
+        if not self.decision or self.decision.get("outcome") != "allow" or not self.decision.get("valid_until"):
+            return None
+        moment = datetime.fromisoformat(self.decision["valid_until"])
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+    def decision_usable(self, now: datetime) -> bool:
+        """Whether the requester may still re-run with the decision: an allow, ``decided``, unused, in time."""
+        until = self.valid_until
+        return (self.state is State.DECIDED and until is not None and now < until
+                and self.rerun_exchange_id is None)
 
 
 def case_from_row(row: Any) -> Case:
@@ -341,6 +360,40 @@ def escalate_overdue(session: Session, now: datetime, deadlines: Deadlines, *, t
         except (ConcurrentUpdate, InvalidTransition):
             continue  # someone acted on it meanwhile; the next run looks again
     return moved
+
+
+def _reported() -> Any:
+    """SQL: the case already has its ``final_deadline_missed`` step (there is one tier-3 period per case)."""
+    return exists().where(escalation_events.c.case_id == escalation_cases.c.id,
+                          escalation_events.c.action == Action.FINAL_DEADLINE_MISSED.value)
+
+
+def unreported_final_overdue(session: Session, today: date) -> list[Case]:
+    """Active tier-3 cases past their deadline (before ``today``, the register's day) whose missed deadline
+    has not been reported yet. A case is reported once: its ``final_deadline_missed`` step is the record,
+    and a case that has one is never listed again, however many scans follow."""
+    rows = session.execute(select(escalation_cases).where(
+        escalation_cases.c.state.in_([State.OPEN.value, State.IN_REVIEW.value, State.ESCALATED.value]),
+        escalation_cases.c.tier == MAX_TIER, escalation_cases.c.deadline < today, ~_reported())
+        .order_by(escalation_cases.c.id)).all()
+    return [case_from_row(row) for row in rows]
+
+
+def final_deadline_reported(session: Session, case_id: str) -> bool:
+    """Whether the case's missed tier-3 deadline has been reported (see ``unreported_final_overdue``)."""
+    return bool(session.execute(select(exists().where(
+        escalation_events.c.case_id == case_id,
+        escalation_events.c.action == Action.FINAL_DEADLINE_MISSED.value))).scalar())
+
+
+def expirable_decisions(session: Session, now: datetime) -> list[Case]:
+    """``decided`` cases whose allow decision's validity ended by ``now``: the caller expires those nobody
+    used (and closes those a re-run used but could not close). The validity is inside the decision (JSON),
+    so it is compared here rather than in SQL; decided cases are few (a deny closes at once)."""
+    rows = session.execute(select(escalation_cases).where(escalation_cases.c.state == State.DECIDED.value)
+                           .order_by(escalation_cases.c.id)).all()
+    found = [case_from_row(row) for row in rows]
+    return [case for case in found if case.valid_until is not None and case.valid_until <= now]
 
 
 def history(session: Session, case_id: str) -> list[dict[str, Any]]:

@@ -1,11 +1,14 @@
 """The case state machine: every allowed transition is listed here, and nothing else is allowed.
 
     open ──start_review──▶ in_review ──decide──▶ decided ──close──▶ closed
-      │                      │  └──refer_up / deadline_missed──▶ escalated ──start_review──▶ in_review (next tier)
+      │                      │                      └──expire──▶ expired (an allow not re-run in time)
+      │                      └──refer_up / deadline_missed──▶ escalated ──start_review──▶ in_review (next tier)
       └──withdraw──▶ withdrawn ◀──withdraw── (in_review, escalated)
 
 A referral or a missed deadline moves the case to the next tier; there is no tier after 3, so at tier 3 a
-case can only be decided (or withdrawn).
+case can only be decided (or withdrawn). A missed tier-3 deadline is ``final_deadline_missed``: the case
+stays where it is (state and tier), the step only records that the last deadline passed and that those
+who must act were told — once, see ``escalation.cases.final_deadline_reported``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
+
+from audit import CompanionRefused
 
 
 class State(StrEnum):
@@ -22,6 +27,7 @@ class State(StrEnum):
     DECIDED = "decided"
     CLOSED = "closed"
     WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"  # an allow decision whose validity passed unused: it can no longer be re-run
 
 
 Trigger = Literal["policy-escalated", "holder-refused", "requester-objection", "holder-objection"]
@@ -35,6 +41,8 @@ class Action(StrEnum):
     DEADLINE_MISSED = "deadline_missed"
     WITHDRAW = "withdraw"
     CLOSE = "close"
+    FINAL_DEADLINE_MISSED = "final_deadline_missed"
+    EXPIRE = "expire"
 
 
 MAX_TIER = 3
@@ -51,11 +59,19 @@ TRANSITIONS: dict[tuple[State, Action], State] = {
     (State.ESCALATED, Action.DEADLINE_MISSED): State.ESCALATED,
     (State.ESCALATED, Action.WITHDRAW): State.WITHDRAWN,
     (State.DECIDED, Action.CLOSE): State.CLOSED,
+    (State.DECIDED, Action.EXPIRE): State.EXPIRED,
+    (State.OPEN, Action.FINAL_DEADLINE_MISSED): State.OPEN,
+    (State.IN_REVIEW, Action.FINAL_DEADLINE_MISSED): State.IN_REVIEW,
+    (State.ESCALATED, Action.FINAL_DEADLINE_MISSED): State.ESCALATED,
 }
 _RAISES_TIER = {Action.REFER_UP, Action.DEADLINE_MISSED}
+_LAST_TIER_ONLY = {Action.FINAL_DEADLINE_MISSED}  # below it a missed deadline moves the case up instead
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(CompanionRefused):
+    """A step the case's state does not allow (409); an expected refusal when raised in the audit writer's
+    transaction (:class:`~audit.CompanionRefused`)."""
+
     def __init__(self, state: State, action: Action, tier: int) -> None:
         super().__init__(f"`{action.value}` is not allowed in state `{state.value}` at tier {tier}")
         self.state, self.action, self.tier = state, action, tier
@@ -70,7 +86,8 @@ class CaseState:
     def apply(self, action: Action) -> CaseState:
         """The state after ``action``, or InvalidTransition (nothing changes then)."""
         target = TRANSITIONS.get((self.state, action))
-        if target is None or (action in _RAISES_TIER and self.tier >= MAX_TIER):
+        if (target is None or (action in _RAISES_TIER and self.tier >= MAX_TIER)
+                or (action in _LAST_TIER_ONLY and self.tier < MAX_TIER)):
             raise InvalidTransition(self.state, action, self.tier)
         tier = self.tier + 1 if action in _RAISES_TIER else self.tier
         return replace(self, state=target, tier=tier, version=self.version + 1)

@@ -20,7 +20,7 @@ from gateway.console import endpoints as console_endpoints
 from gateway.console.boundary import install_console_boundary
 from gateway.console.sessions import CONSOLE_SETTINGS
 from gateway.console.settings import ConsoleSettings
-from gateway.console.signins import close_sign_ins
+from gateway.console.signins import close_sign_ins, start_sign_ins
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated, expected_heads
 from gateway.enrolment import endpoints as enrolment_endpoints
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         start_services(the_container)
         audit_services(the_container).writer.start()
         auth_services(the_container).disabled.start()
+        start_sign_ins(the_container)
         escalation_scheduler(the_container).start()
         if freeze_heap:
             gc.collect()

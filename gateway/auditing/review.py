@@ -28,7 +28,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from audit import AuditEvent, EventType
@@ -44,7 +43,7 @@ from gateway.container import Container
 from gateway.deps import get_container
 from gateway.errors import Forbidden
 from gateway.register.setup import register_service
-from gateway.spreadsheets import SpreadsheetWriter
+from gateway.spreadsheets import SpreadsheetWriter, csv_download
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -126,8 +125,7 @@ async def statistics_report(partnership: str | None = None, purpose: str | None 
     writer = SpreadsheetWriter(buffer, lineterminator="\r\n")  # no formulas from partnership or purpose names
     writer.writerow(fields)
     writer.writerows([view.model_dump()[f] for f in fields] for view in views)
-    return PlainTextResponse(buffer.getvalue(), media_type="text/csv",
-                             headers={"Content-Disposition": 'attachment; filename="wgs-statistics.csv"'})
+    return csv_download(buffer.getvalue(), "wgs-statistics.csv")
 
 
 @router.get("/subjects/{pseudonym}/disclosures", response_model=list[EntryView],

@@ -10,18 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 
+from gateway.auth.accounts import check_person_token
 from gateway.auth.principal import Principal, Scope
 from gateway.auth.setup import auth_services
+from gateway.db.engine import transaction
 from gateway.deps import container_of
 from gateway.errors import Forbidden, Unauthorized
 
 _DESCRIPTION = "An access token from POST /oauth/token or /v1/auth/login."
 
 
-def authenticate(request: Request) -> Principal:
+def _verified(request: Request) -> Principal:
+    """The token's principal, checked in memory only: signature and claims, and not disabled."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -29,8 +33,15 @@ def authenticate(request: Request) -> Principal:
     auth = auth_services(container_of(request))
     principal = auth.tokens.verify(token.strip())
     auth.disabled.check(principal)  # a token outlives the disabling of its client or account otherwise
-    request.state.principal = principal
     return principal
+
+
+def _check_account(request: Request, principal: Principal) -> None:
+    """A person's token against the account as it is now (one read; blocking): see
+    :func:`gateway.auth.accounts.check_person_token`."""
+    container = container_of(request)
+    with transaction(container.sessions) as session:
+        check_person_token(session, principal, auth_services(container).credential_key)
 
 
 class TokenRequired(SecurityBase):
@@ -40,14 +51,16 @@ class TokenRequired(SecurityBase):
     route that uses it) rather than a function depending on FastAPI's ``HTTPBearer``: one dependency to solve
     per request instead of two levels of them (with the container read in the route, the exchange's dependency
     solving went from ~0.068 to ~0.051 ms of the event loop per request, token check included). The check is
-    ours (:func:`authenticate`), so every failure is a problem+json. Async so that FastAPI runs it on the event
-    loop: a signature verification against keys in memory (a stat of the key file at most) is far cheaper than
-    the hop to a worker thread a sync one costs. Nothing is cached between requests: every call verifies the
-    token and asks whether it, its client or its account was revoked or disabled meanwhile.
+    ours, so every failure is a problem+json. Async so that FastAPI runs it on the event loop: a signature
+    verification against keys in memory (a stat of the key file at most) is far cheaper than the hop to a
+    worker thread a sync one costs (a person's token alone costs that hop, for the read of its account).
+    Nothing is cached between requests: every call verifies the token and asks whether it, its client or its
+    account was revoked or disabled meanwhile, and whether a person's account still is what the token was
+    issued for.
 
-    Every route that needs a token takes it through this class (or :class:`ScopeRequired`), never by calling
-    :func:`authenticate` from a plain function or the handler: FastAPI documents a security requirement only
-    for a dependency that is a ``SecurityBase``, so such a route was shown as public in ``/openapi.json``."""
+    Every route that needs a token takes it through this class (or :class:`ScopeRequired`), never by checking
+    the header from a plain function or the handler: FastAPI documents a security requirement only for a
+    dependency that is a ``SecurityBase``, so such a route was shown as public in ``/openapi.json``."""
 
     def __init__(self, authorise: Callable[[Principal], None]) -> None:
         self.model = HTTPBearerModel(description=_DESCRIPTION)
@@ -55,7 +68,10 @@ class TokenRequired(SecurityBase):
         self.authorise = authorise
 
     async def __call__(self, request: Request) -> Principal:
-        principal = authenticate(request)
+        principal = _verified(request)  # inlined: no coroutine of its own on the exchange's hot path
+        if principal.kind == "person":
+            await run_in_threadpool(_check_account, request, principal)
+        request.state.principal = principal
         self.authorise(principal)
         return principal
 

@@ -52,6 +52,7 @@ from gateway.console.pages import (
     blank,
     current_page,
     day_start,
+    flag,
     home_of,
     local_path,
     need_scope,
@@ -91,7 +92,8 @@ async def login_form(page: Page = Depends(current_page), next: str | None = None
         return page.finish(RedirectResponse(home_of(page.person), status_code=303))
     if page.session is None:
         page.session = page.sessions.anonymous(page.now())
-    message = page.t("session_expired") if expired else page.t("signed_out") if signed_out else ""
+    message = (page.t("session_expired") if flag(expired, "expired") else
+               page.t("signed_out") if flag(signed_out, "signed_out") else "")
     return page.render("login.html", next=return_to(page.request, next), message=message, error="")
 
 
@@ -205,6 +207,7 @@ async def audit_explorer(page: Page = Depends(signed_in), partnership: str | Non
     person = page.me
     container = page.container
     scope = review.scope_of(need_scope(person, Scope.AUDIT_READ), container)
+    just_verified = flag(verified, "verified")
     filters = {"partnership": blank(partnership), "purpose": blank(purpose), "organisation": blank(organisation),
                "event_type": blank(event_type), "decision": blank(decision), "since": blank(since),
                "until": blank(until), "subject": blank(subject)}
@@ -221,7 +224,7 @@ async def audit_explorer(page: Page = Depends(signed_in), partnership: str | Non
     first_href = f"/console/audit?{urlencode(active)}" if after >= 0 else None
     return page.render("audit.html", entries=found.entries, filters=filters, choices=_choices(container),
                        integrity=integrity, last_run=last_run, may_verify=_may_verify(person),
-                       verified=bool(verified), next_href=next_href, first_href=first_href)
+                       verified=just_verified, next_href=next_href, first_href=first_href)
 
 
 def _may_verify(person: Person) -> bool:

@@ -32,7 +32,7 @@ from escalation.queries import CaseFilter
 from gateway.auth.principal import Principal, Scope
 from gateway.console import views
 from gateway.console.actions import record_action
-from gateway.console.pages import ConsoleRoute, Page, blank, need_scope, signed_in
+from gateway.console.pages import ConsoleRoute, Page, blank, flag, need_scope, signed_in
 from gateway.errors import Conflict, Forbidden, GatewayError, Unprocessable
 from gateway.escalations import access
 from gateway.escalations.models import (
@@ -51,10 +51,11 @@ from gateway.escalations.models import (
 from gateway.escalations.service import EscalationService
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import Trace
+from gateway.spreadsheets import csv_download
 
 router = APIRouter(route_class=ConsoleRoute)
 
-STATES = ("open", "in_review", "escalated", "decided", "closed", "withdrawn")
+STATES = ("open", "in_review", "escalated", "decided", "closed", "withdrawn", "expired")
 ACTIVE = frozenset({"open", "in_review", "escalated"})
 TIERS = (1, 2, 3)
 OUTCOMES = ("allow", "deny", "refer-up")
@@ -139,7 +140,7 @@ async def queue(page: Page = Depends(signed_in), state: str | None = None, tier:
                 overdue: str | None = None, partnership: str | None = None, after: str | None = None) -> Response:
     principal, service = _worker(page)
     today = _today(service)
-    filters = {"state": blank(state), "tier": blank(tier), "overdue": "1" if overdue else None,
+    filters = {"state": blank(state), "tier": blank(tier), "overdue": "1" if flag(overdue, "overdue") else None,
                "partnership": blank(partnership)}
     if filters["state"] and filters["state"] not in STATES:
         raise Unprocessable(f"state: one of {', '.join(STATES)}")
@@ -398,8 +399,7 @@ async def legal_gaps_csv(page: Page = Depends(signed_in), status: str | None = N
     await record_action(page.container, page.request, "export", organisation=person.organisation,
                         account_id=person.account_id, details=details)
     name = f"legal-gaps-{_today(service).isoformat()}.csv"
-    return page.finish(Response(body, media_type="text/csv; charset=utf-8",
-                                headers={"Content-Disposition": f'attachment; filename="{name}"'}))
+    return page.finish(csv_download(body, name))
 
 
 async def _gap_page(page: Page, gap_id: str, *, code: int = 200, error: FormError | None = None,

@@ -300,3 +300,21 @@ def day_start(value: str | None, name: str) -> datetime | None:
 
 def blank(value: str | None) -> str | None:
     return value.strip() or None if value else None
+
+
+_YES = frozenset({"1", "true", "on", "yes"})
+_NO = frozenset({"", "0", "false", "off", "no"})
+
+
+def flag(value: str | None, name: str) -> bool:
+    """A yes/no query parameter (a checkbox's ``1``, a notice's ``?verified=1``). Its presence is not a yes:
+    ``?overdue=0`` — typed, or kept in a link — means "not only overdue", not the opposite. Anything that is
+    neither a yes nor a no is refused (422), as the other filters refuse an unknown value."""
+    if value is None:
+        return False
+    word = value.strip().lower()
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    raise Unprocessable(f"{name}: 1 or 0")

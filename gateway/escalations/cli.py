@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,6 +17,9 @@ from gateway.db.engine import existing_engine_for, make_session_factory, require
 from gateway.escalations.gap_export import gap_view, write_gaps_csv
 from gateway.settings import Settings
 
+if TYPE_CHECKING:  # the service is imported with the full wiring, when a command needs it
+    from gateway.escalations.service import ScanResult
+
 escalations_app = typer.Typer(help="The escalation workflow: overdue cases and the register of legal gaps.",
                               no_args_is_help=True)
 out = Console()
@@ -23,7 +27,10 @@ out = Console()
 
 @escalations_app.command("scan")
 def scan() -> None:
-    """Move every case past its deadline one tier up, now (the gateway also does this on a timer)."""
+    """Escalate cases past their deadline and expire unused decisions, now (as the gateway's timer does).
+
+    Below tier 3 a case past its deadline moves one tier up; at tier 3 its missed deadline is reported once
+    to the parties and the steering group. An allow decision past its validity expires."""
     from gateway.app import start_services  # the full service wiring, as the server has it
     from gateway.auditing.setup import audit_services
     from gateway.container import build_container
@@ -36,14 +43,14 @@ def scan() -> None:
     # stdout, which cron mails or a script reads, holds only the count.
     configure_logging(settings.log_level, settings.log_json)
 
-    async def run() -> int:
+    async def run() -> ScanResult:
         container = build_container(settings)
         start_services(container)
         writer = audit_services(container).writer
         writer.start()
         service = escalation_service(container)
         try:
-            return len(await service.escalate_overdue())
+            return await service.scan()
         finally:
             await service.notifier.aclose()  # the parties' webhooks are delivered before the loop ends
             await writer.aclose()
@@ -51,7 +58,9 @@ def scan() -> None:
             await container.services["policy"].aclose()
             container.close()
 
-    out.print(f"{asyncio.run(run())} overdue case(s) moved up a tier")
+    done = asyncio.run(run())
+    out.print(f"{len(done.moved)} overdue case(s) moved up a tier, {len(done.reported)} reported at tier 3, "
+              f"{len(done.expired)} decision(s) expired")
 
 
 @escalations_app.command("list")

@@ -34,6 +34,7 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.endpoints import trace_of
+from gateway.spreadsheets import csv_download
 
 router = APIRouter(tags=["escalations"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -163,8 +164,7 @@ async def export_gaps(partnership: str | None = None, status: _GAP_STATUS | None
     service = escalation_service(container)
     body = await service.gaps_csv(principal, partnership=partnership, status=status)
     name = f"legal-gaps-{service.today().isoformat()}.csv"
-    return Response(body, media_type="text/csv",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return csv_download(body, name)
 
 
 @router.get("/v1/legal-gaps/{gap_id}", response_model=LegalGapView, responses=_PROBLEMS,

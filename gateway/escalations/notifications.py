@@ -1,6 +1,8 @@
 """Webhook notifications of escalation steps, signed so the receiver can trust them.
 
 The body names the case, the step and the tier — references only, never personal data or motivations.
+``event`` is ``escalation.step`` for a step, or ``escalation.final_deadline_missed`` when a tier-3 case let
+its last deadline pass (sent once, with ``roles``: whom in the organisation to route it to).
 The signature header follows the common "timestamp + HMAC" scheme: ``WGS-Signature: t=<unix>,v1=<hex>``
 with ``v1 = HMAC-SHA256(secret, f"{t}.{body}")``; receivers reject old timestamps to stop replays.
 Delivery is best-effort with retries in the background: a receiver that is down never blocks a case.

@@ -1,4 +1,5 @@
-"""Moves overdue cases up a tier on a timer, inside the gateway process.
+"""Runs the escalation scan on a timer, inside the gateway process: overdue cases move up a tier (or, at
+the last tier, are reported once) and allow decisions past their validity expire.
 
 Several gateway processes may each run it: a case moved by one is skipped by the others (optimistic lock),
 so running it everywhere is safe and needs no leader election. ``wgs-gateway escalations scan`` does the

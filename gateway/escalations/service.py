@@ -1,9 +1,12 @@
 """The escalation workflow as the gateway runs it: permissions, audit entries, notifications, re-runs.
 
-Every step is logged **before** it takes effect (write-ahead, as for exchanges): the entry names the case,
-the action, the tier and the state it leads to; if the step then loses a race with a concurrent one, a
-second entry records that it did not take effect and the caller gets 409. Motivations and comments stay
-in the case tables; the audit log holds their SHA-256 only (free text may name people).
+Every step is logged in the transaction that takes it (the audit writer runs the step as its entries'
+companion, :class:`audit.writer.CompanionRow`): the entry names the case, the action, the tier and the state
+it leads to, and it is durable exactly when the step is — a process that dies in between leaves neither, so
+no entry ever claims a step that was not taken. A step refused by the database (a race lost: 409) writes
+nothing; one that fails for a reason nobody foresaw (a defect) is logged as tried and not applied, and the
+caller gets the failure. Motivations and comments stay in the case tables; the audit log holds their
+SHA-256 only (free text may name people).
 
 This service is also the exchange's ``EscalationDesk``: it opens a case when policy escalates or a holder
 refuses, and turns an allow decision into a ``RerunGrant`` for the requester's re-run.
@@ -22,9 +25,10 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import AsyncAuditWriter, AuditError, AuditEvent, EventType
+from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRow, EventType
 from audit.events import CASE_REQUESTER, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from connectors.holder_auth import DECISION_TYPE
@@ -44,7 +48,7 @@ from escalation.cases import (
 from escalation.queries import CaseFilter, CaseScope, list_cases, metrics, visible_case_ids
 from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State
 from gateway.auth import repository as accounts
-from gateway.auth.principal import Principal
+from gateway.auth.principal import Principal, Role
 from gateway.auth.tokens import AccessTokenService
 from gateway.client.models import ExchangeRequest, Outcome, TargetOutcome
 from gateway.clock import Clock, as_utc
@@ -77,6 +81,8 @@ from gateway.register.model import Register
 log = structlog.get_logger("gateway.escalations")
 T = TypeVar("T")
 DEFAULT_DEADLINES = {1: 5, 2: 10, 3: 20}
+FINAL_DEADLINE_AUDIENCE = frozenset({Role.ADMINISTRATOR.value, Role.PRIVACY_OFFICER.value})
+"""Whom a receiving organisation should route a missed tier-3 deadline to (the notification names them)."""
 STATEMENT_TTL_SECONDS = 300
 _OBJECTIONS = {  # who objects to which outcome of an exchange target
     "requester-objection": {Outcome.DENIED.value, Outcome.ALLOWED_NARROWED.value},
@@ -93,6 +99,36 @@ def _failure_kind(exc: Exception) -> str:
     return "conflict" if isinstance(exc, Conflict) else type(exc).__name__.lower()
 
 
+def _refusal(exc: Exception) -> GatewayError | None:
+    """The answer to a step the workflow refused (``exc``), or None if ``exc`` is no refusal (a defect, or a
+    failure of the database)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, CaseNotFound | gap_store.GapNotFound):
+        return NotFound(str(exc))
+    if isinstance(exc, ConcurrentUpdate | InvalidTransition | gap_store.InvalidGapTransition):
+        return Conflict(str(exc))
+    if isinstance(exc, FourEyesViolation):
+        return Forbidden(str(exc))
+    if isinstance(exc, MotivationRequired | EscalationError):
+        return Unprocessable(str(exc))
+    return None
+
+
+def _expect(case: Case, version: int) -> None:
+    """A step based on another version of the case is refused before anything is logged or tried."""
+    if case.version != version:
+        raise ConcurrentUpdate(f"case `{case.id}` is at version {case.version}, not {version}")
+
+
+class _Defect(Exception):
+    """A step failed for a reason no refusal explains; ``cause`` is what was raised (``_logged``)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
 def _actor(principal: Principal) -> Actor:
     return Actor(principal.organisation, principal.subject)
 
@@ -106,6 +142,15 @@ class _Step:
     decision: AuditDecision | None = None
     categories: tuple[str, ...] = ()
     extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one scan did: cases moved up a tier, missed tier-3 deadlines reported, decisions expired."""
+
+    moved: list[Case]
+    reported: list[Case]
+    expired: list[Case]
 
 
 class EscalationService:
@@ -135,14 +180,49 @@ class EscalationService:
 
         try:
             return await asyncio.to_thread(run)
-        except (CaseNotFound, gap_store.GapNotFound) as exc:
-            raise NotFound(str(exc)) from exc
-        except (ConcurrentUpdate, InvalidTransition, gap_store.InvalidGapTransition) as exc:
-            raise Conflict(str(exc)) from exc
-        except FourEyesViolation as exc:
-            raise Forbidden(str(exc)) from exc
-        except (MotivationRequired, EscalationError) as exc:
-            raise Unprocessable(str(exc)) from exc
+        except Exception as exc:
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
+
+    async def _logged(self, events: list[AuditEvent], apply: Callable[[Session], T]) -> T:
+        """Write ``events`` and apply the step they describe in one transaction: both or neither.
+
+        ``apply`` runs on the audit writer's thread inside the transaction that appends the entries, so a
+        crash, a lost race or a failed commit cannot leave an entry for a step that was not taken (nor a step
+        without its entry). It may run twice: a batch that fails for another caller is tried again caller by
+        caller, the first attempt rolled back. Raises the refusal (4xx) of a step the database refused, with
+        nothing written; ``_Defect`` for a failure no refusal explains (nothing written either); 503 when the
+        log could not be written."""
+        applied: list[T] = []
+
+        def within(connection: Connection) -> None:
+            applied.clear()
+            # The log opens its transaction on the driver, unseen by SQLAlchemy; a session bound to a
+            # connection outside a transaction would begin its own and roll it back when closed — the
+            # driver's, entries and all. So SQLAlchemy is told of it first (no statement is sent: both
+            # drivers begin implicitly), and the session joins it and never ends it: the log commits.
+            if not connection.in_transaction():
+                connection.begin()
+            with Session(bind=connection, join_transaction_mode="rollback_only") as session:
+                applied.append(apply(session))  # Core statements only: nothing for the session to flush
+
+        try:
+            await self.writer.record(events, CompanionRow(None, None, within))
+        except AuditError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, Exception) and not isinstance(cause, AuditError | SQLAlchemyError):
+                refusal = _refusal(cause)
+                if refusal is not None:
+                    raise refusal from cause
+                raise _Defect(cause) from exc
+            log.error("audit_write_failed", error_type=type(exc).__name__)
+            raise ServiceUnavailable("the audit log could not be written; nothing was changed") from exc
+        except Exception as exc:  # the guard refused an entry, or the writer is not running: no entry, no step
+            log.error("audit_write_failed", error_type=type(exc).__name__)
+            raise ServiceUnavailable("the audit log could not be written; nothing was changed") from exc
+        return applied[0]
 
     async def _record(self, events: list[AuditEvent]) -> None:
         try:
@@ -190,8 +270,10 @@ class EscalationService:
 
     async def _perform(self, case_id: str, principal: Principal | None, trace: Trace | None,
                        plan: Callable[[Session, Case], list[_Step]],
-                       apply: Callable[[Session], Case], motivation: str | None = None) -> Case:
-        """Check and predict (read), log (write-ahead), then apply with the optimistic lock."""
+                       apply: Callable[[Session], Case], motivation: str | None = None,
+                       notify: Callable[[Case], None] | None = None) -> Case:
+        """Check and predict (read), then log and apply together with the optimistic lock (``_applied``); then
+        tell those concerned (``notify``, by default the parties and whoever must act next)."""
 
         def predict(session: Session) -> tuple[Case, list[_Step]]:
             case = case_store.get_case(session, case_id)
@@ -199,29 +281,30 @@ class EscalationService:
 
         case, steps = await self._db(predict)
         requester = await self._requester(principal)
-        await self._record([self._event(case, s, requester, trace, motivation=motivation) for s in steps])
-        changed = await self._applied(case, [s.action for s in steps], apply, principal, trace)
-        self._notify(changed)
+        events = [self._event(case, s, requester, trace, motivation=motivation) for s in steps]
+        changed = await self._applied(case, events, apply, principal, trace)
+        (notify or self._notify)(changed)
         return changed
 
-    async def _applied(self, case: Case, actions: list[str], apply: Callable[[Session], T],
+    async def _applied(self, case: Case, events: list[AuditEvent], apply: Callable[[Session], T],
                        principal: Principal | None, trace: Trace | None) -> T:
-        """Apply the steps ``actions`` already logged (in one transaction: all or none take effect); if that
-        fails, for whatever reason, the log says of each of them that it was not applied."""
+        """Log the steps ``events`` describe and apply them, in one transaction (``_logged``: all or none take
+        effect, with their entries). A defect is logged as tried and not applied, then raised."""
         try:
-            return await self._db(apply)
-        except Exception as exc:
-            await self._not_applied(case, actions, exc, principal, trace)
-            raise
+            return await self._logged(events, apply)
+        except _Defect as defect:
+            actions = [str(event.extra.get("action")) for event in events]
+            await self._not_applied(case, actions, defect.cause, principal, trace)
+            raise defect.cause from None
 
     async def _not_applied(self, case: Case, actions: list[str], exc: Exception, principal: Principal | None,
                            trace: Trace | None) -> None:
-        """Logged steps were refused after all (a race, a check only the database can make, or a defect): say
-        so of every one of them, naming the kind of failure only (an exception's text may name a person).
+        """Steps were tried and failed for a reason no refusal explains (a defect): say so of every one of
+        them, naming the kind of failure only (an exception's text may name a person). Nothing of them was
+        written (``_logged``), so these entries are the only trace of the attempt — as for any unexpected
+        failure, which fails closed and is audited.
 
-        Every one, not the last: a decision is logged as up to three steps (start_review, decide, close) that
-        apply together, and a retraction of the last alone would leave the log claiming a review and a binding
-        decision that were never taken (the race two deciders at once run into)."""
+        Every one, not the last: a decision is logged as up to three steps (start_review, decide, close)."""
         kind = _failure_kind(exc)
         requester = await self._requester(principal)
         await self._record([self._event(case, _Step(action, extra={"not_applied": kind}), requester, trace,
@@ -291,8 +374,8 @@ class EscalationService:
                      State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(body.partnership)[1]), None,
                      reasons, exchange_id, request_fingerprint, self.register.version)
         opened = _Step("opened", CaseState(State.OPEN, 1, 1))
-        await self._record([self._event(draft, opened, await self._requester(principal), trace)])
-        case = await self._applied(draft, ["opened"], lambda s: case_store.open_case(
+        entry = self._event(draft, opened, await self._requester(principal), trace)
+        case = await self._applied(draft, [entry], lambda s: case_store.open_case(
             s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
             holder_org=target.holder, trigger=trigger, register_version=self.register.version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
@@ -347,9 +430,8 @@ class EscalationService:
                      State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(stored.partnership)[1]), None,
                      reasons, stored.id, stored.request_sha256, stored.register_version)
         opened = _Step("opened", CaseState(State.OPEN, 1, 1))
-        await self._record([self._event(draft, opened, await self._requester(principal), trace,
-                                        motivation=body.motivation)])
-        case = await self._applied(draft, ["opened"], lambda s: case_store.open_case(
+        entry = self._event(draft, opened, await self._requester(principal), trace, motivation=body.motivation)
+        case = await self._applied(draft, [entry], lambda s: case_store.open_case(
             s, partnership=stored.partnership, purpose=stored.purpose, requester_org=stored.requester_org,
             holder_org=body.holder, trigger=trigger, register_version=stored.register_version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=stored.id,
@@ -398,13 +480,13 @@ class EscalationService:
         an allow decision its system can re-run with."""
         scope = access.case_scope(principal, self.register)
         found = await self._db(lambda s: list_cases(s, scope, CaseFilter(), limit=10_000))
+        now = self.clock.now()  # an allow past its validity awaits nothing, even before the scan expires it
         items = []
         for case in found:
             if (case.active and access.may_decide(principal, case, self.register)
                     and principal.organisation != case.requester_org):  # four eyes: never its own request
                 items.append(FeedItem(case=self._view(principal, case), awaiting="decision"))
-            elif (case.state is State.DECIDED and case.decision and case.decision.get("outcome") == "allow"
-                  and case.requester_org == principal.organisation):
+            elif case.decision_usable(now) and case.requester_org == principal.organisation:
                 items.append(FeedItem(case=self._view(principal, case), awaiting="rerun"))
         return sorted(items, key=lambda i: (i.case.deadline, i.case.id))
 
@@ -417,10 +499,10 @@ class EscalationService:
         if principal.kind != "person":
             raise Forbidden("comments are made by people")
         case = await self._db(lambda s: self._visible(principal, case_store.get_case(s, case_id)))
-        await self._record([self._event(case, _Step("comment", extra={
+        entry = self._event(case, _Step("comment", extra={
             "comment_sha256": _sha256(body.text), "attachments": [a.reference for a in body.attachments]}),
-            await self._requester(principal), trace)])
-        await self._applied(case, ["comment"], lambda s: comment_store.add_comment(
+            await self._requester(principal), trace)
+        await self._applied(case, [entry], lambda s: comment_store.add_comment(
             s, case_id, author_org=principal.organisation, author=principal.subject, text=body.text,
             attachments=[a.model_dump(exclude_none=True) for a in body.attachments], now=self.clock.now()),
             principal, trace)
@@ -443,6 +525,7 @@ class EscalationService:
     async def review(self, principal: Principal, case_id: str, body: Review, trace: Trace) -> CaseDetail:
         def plan(_session: Session, case: Case) -> list[_Step]:
             self._must_decide(principal, case)
+            _expect(case, body.expected_version)
             after = CaseState(case.state, case.tier, case.version).apply(Action.START_REVIEW)
             return [_Step(Action.START_REVIEW.value, after)]
 
@@ -460,8 +543,7 @@ class EscalationService:
             self._must_decide(principal, case)
             if not body.motivation.strip():
                 raise MotivationRequired("a decision or referral needs a written motivation")
-            if case.version != body.expected_version:
-                raise ConcurrentUpdate(f"case `{case.id}` is at version {case.version}, not {body.expected_version}")
+            _expect(case, body.expected_version)
             steps = [_Step(a.value, after) for a, after in self._review_first(case)]
             state = steps[-1].after if steps else CaseState(case.state, case.tier, case.version)
             assert state is not None
@@ -522,6 +604,7 @@ class EscalationService:
                 raise Forbidden("only the organisation that asked may withdraw the case")
             if not body.motivation.strip():
                 raise MotivationRequired("a withdrawal needs a written motivation")
+            _expect(case, body.expected_version)
             return [_Step(Action.WITHDRAW.value, CaseState(case.state, case.tier, case.version).apply(Action.WITHDRAW))]
 
         await self._perform(case_id, principal, trace, plan, lambda s: self._act(
@@ -529,40 +612,124 @@ class EscalationService:
             motivation=body.motivation)
         return await self.detail(principal, case_id)
 
+    # -- the scan: deadlines and decisions whose time has passed -------------------------------
+    async def scan(self) -> ScanResult:
+        """The scheduler's job, and ``wgs-gateway escalations scan``'s: every missed deadline (one tier up,
+        or at the last tier reported once), and every allow decision whose validity passed (expired)."""
+        moved, reported = await self._deadlines_passed()
+        expired = await self.expire_decisions()
+        return ScanResult(moved=moved, reported=reported, expired=expired)
+
     async def escalate_overdue(self) -> list[Case]:
-        """The scheduler's job: every active case past its deadline goes one tier up (at tier 3 it stays and
-        shows as overdue in the metrics). Logged per case, like any other step."""
+        """Every active case past its deadline: below tier 3 it goes one tier up; at tier 3, the last, it
+        stays and its missed deadline is reported once (see ``_report_final``). The cases moved up."""
+        return (await self._deadlines_passed())[0]
+
+    async def _deadlines_passed(self) -> tuple[list[Case], list[Case]]:
+        """The cases moved up a tier, and those whose missed tier-3 deadline was reported now."""
         today = self.today()
         overdue = await self._db(lambda s: [c for c in list_cases(
             s, CaseScope(everything=True), CaseFilter(overdue_on=today), limit=100_000) if c.tier < MAX_TIER])
         moved = []
         for case in overdue:
             try:
-                moved.append(await self._perform(case.id, None, None, self._plan_missed(case),
-                                                 self._apply_missed(case)))
+                moved.append(await self._perform(case.id, None, None, self._plan_listed(case, Action.DEADLINE_MISSED),
+                                                 self._apply_listed(case, Action.DEADLINE_MISSED, "deadline missed")))
             except Conflict:
                 continue  # someone acted on it meanwhile; the next run looks again
         if moved:
             log.info("escalations_overdue_moved", cases=len(moved))
-        return moved
+        final = await self._db(lambda s: case_store.unreported_final_overdue(s, today))
+        reported = [case for case in [await self._report_final(c) for c in final] if case is not None]
+        if reported:
+            log.info("escalations_final_deadline_missed", cases=len(reported))
+        return moved, reported
+
+    def _final_recipients(self, case: Case) -> list[str]:
+        """Who hears that the last tier's deadline passed: there is nobody to refer the case to, so those who
+        can still settle it or must answer for it — the two parties (their privacy officers work tier 1),
+        the tier-3 deciders (the administrative steering group) and the coordinating privacy officer."""
+        recipients = {case.requester_org, case.holder_org}
+        partnership = self.register.partnerships.get(case.partnership)
+        if partnership is not None:
+            recipients |= access.tier_deciders(partnership, MAX_TIER, case)
+            recipients.add(partnership.coordinating_privacy_officer)
+        return sorted(recipients)
+
+    async def _report_final(self, listed: Case) -> Case | None:
+        """Log and announce one missed tier-3 deadline, once: the step is skipped before anything is logged
+        if the case changed since it was listed or its report is on record already (another gateway process
+        scans too), and its entry names who was told. None if skipped."""
+        told = self._final_recipients(listed)
+
+        def not_yet(session: Session, current: Case) -> None:
+            if case_store.final_deadline_reported(session, current.id):
+                raise ConcurrentUpdate(f"the missed deadline of case `{current.id}` was reported already")
+
+        def notify(case: Case) -> None:
+            self.notifier.notify(set(told), {
+                "event": "escalation.final_deadline_missed", "case_id": case.id, "state": case.state.value,
+                "tier": case.tier, "deadline": case.deadline.isoformat(), "partnership": case.partnership,
+                "version": case.version, "roles": sorted(FINAL_DEADLINE_AUDIENCE)})
+
+        extra = {"deadline": listed.deadline.isoformat(), "notified": told}
+        try:
+            return await self._perform(
+                listed.id, None, None, self._plan_listed(listed, Action.FINAL_DEADLINE_MISSED, extra, not_yet),
+                self._apply_listed(listed, Action.FINAL_DEADLINE_MISSED, "deadline of the last tier missed"),
+                notify=notify)
+        except Conflict:
+            return None  # someone acted on it meanwhile, or it was reported; the next run looks again
+
+    async def expire_decisions(self) -> list[Case]:
+        """Allow decisions whose validity passed: one nobody used expires (the case leaves ``decided``, so no
+        list offers it for a re-run and a re-run citing it is refused as expired); one a re-run used but
+        could not close is closed. A decision held by a live re-run is left to it (the policy refuses it
+        past its validity anyway) and looked at again on the next scan."""
+        now = self.clock.now()
+        found = await self._db(lambda s: case_store.expirable_decisions(s, now))
+        expired = []
+        for case in found:
+            if case.rerun_exchange_id is not None:
+                await self._close_used(case.id, case.rerun_exchange_id, None)
+                continue
+            if self._claim_live(case, now):
+                continue
+            try:
+                expired.append(await self._perform(
+                    case.id, None, None, self._plan_listed(case, Action.EXPIRE, {"valid_until": str(
+                        (case.decision or {}).get("valid_until")), "decision_id": case.decision_id}),
+                    self._apply_listed(case, Action.EXPIRE, "decision not used before its validity ended")))
+            except Conflict:
+                continue  # claimed, used or changed meanwhile; the next run looks again
+        if expired:
+            log.info("escalation_decisions_expired", cases=len(expired))
+        return expired
 
     @staticmethod
-    def _plan_missed(listed: Case) -> Callable[[Session, Case], list[_Step]]:
-        """The step for a case as it was listed — if it still is when read again before logging. Another
+    def _claim_live(case: Case, now: datetime) -> bool:
+        """A re-run holds the decision and may still use it (a claim older than that is abandoned)."""
+        return (case.rerun_claim is not None and case.rerun_claimed_at is not None
+                and as_utc(case.rerun_claimed_at) >= now - CLAIM_ABANDONED_AFTER)
+
+    @staticmethod
+    def _plan_listed(listed: Case, action: Action, extra: dict[str, Any] | None = None,
+                     check: Callable[[Session, Case], None] | None = None) -> Callable[[Session, Case], list[_Step]]:
+        """The scan's step for a case as it was listed — if it still is when read again before logging. Another
         gateway process on the database scans too: a case it moved (or a person acted on) since our listing
-        is left alone before anything is logged, not logged as missed once more (at its new tier) and then
-        retracted."""
-        def plan(_session: Session, current: Case) -> list[_Step]:
+        is left alone before anything is logged, not logged once more (at its new tier) and then retracted."""
+        def plan(session: Session, current: Case) -> list[_Step]:
             if current.version != listed.version:
-                raise ConcurrentUpdate(f"case `{listed.id}` changed since the overdue scan listed it")
-            after = CaseState(current.state, current.tier, current.version).apply(Action.DEADLINE_MISSED)
-            return [_Step(Action.DEADLINE_MISSED.value, after)]
+                raise ConcurrentUpdate(f"case `{listed.id}` changed since the scan listed it")
+            if check is not None:
+                check(session, current)
+            after = CaseState(current.state, current.tier, current.version).apply(action)
+            return [_Step(action.value, after, extra=extra)]
 
         return plan
 
-    def _apply_missed(self, case: Case) -> Callable[[Session], Case]:
-        return lambda session: self._act(session, case.id, case.version, Action.DEADLINE_MISSED, None,
-                                         motivation="deadline missed")
+    def _apply_listed(self, case: Case, action: Action, motivation: str) -> Callable[[Session], Case]:
+        return lambda session: self._act(session, case.id, case.version, action, None, motivation=motivation)
 
     # -- re-running a decided request ----------------------------------------------------------
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant:
@@ -580,6 +747,9 @@ class EscalationService:
         decision = case.decision or {}
         if decision.get("outcome") != "allow":
             raise Unprocessable(f"escalation decision `{decision_id}` did not allow the request")
+        if case.state is State.EXPIRED:  # not used: nobody re-ran with it in time, and now nobody can
+            raise Unprocessable(f"escalation decision `{decision_id}` expired at {decision['valid_until']}; "
+                                "ask for a new decision")
         used = Conflict(f"escalation decision `{decision_id}` has been used already")
         if case.state is State.DECIDED and case.rerun_exchange_id is not None:  # its close failed: finish it
             await self._close_used(case.id, case.rerun_exchange_id, None)
@@ -698,10 +868,10 @@ class EscalationService:
         case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
         # A new gap's id is made here, so that its entry names it like every later entry about the gap does.
         new_id = gap_store.new_gap_id() if body.gap_id is None else None
-        await self._record([self._event(case, _Step("legal_gap_flagged", extra={
+        entry = self._event(case, _Step("legal_gap_flagged", extra={
             "gap_id": body.gap_id or new_id, "new_gap": new_id is not None}), await self._requester(principal),
-            trace)])
-        gap = await self._applied(case, ["legal_gap_flagged"], lambda s: gap_store.flag_case(
+            trace)
+        gap = await self._applied(case, [entry], lambda s: gap_store.flag_case(
             s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
             title=body.title, description=body.description, new_id=new_id), principal, trace)
         return await self._scoped_gap(principal, gap)
@@ -753,13 +923,12 @@ class EscalationService:
                 extra={"action": "legal_gap_status", "gap_id": gap_id, "partnership": current.partnership,
                        "status_before": current.status.value, "status": status.value} | extra)
 
-        await self._record([entry()])
-        try:
-            gap = await self._db(lambda s: gap_store.change_status(s, gap_id, body.expected_version, status,
-                                                                   now=self.clock.now(), note=body.note))
-        except Exception as exc:  # whatever failed, the entry above did not take effect
-            await self._record([entry(not_applied=_failure_kind(exc))])
-            raise
+        try:  # the entry and the change commit together (``_logged``)
+            gap = await self._logged([entry()], lambda s: gap_store.change_status(
+                s, gap_id, body.expected_version, status, now=self.clock.now(), note=body.note))
+        except _Defect as defect:  # tried and failed unforeseen: on record as not applied
+            await self._record([entry(not_applied=_failure_kind(defect.cause))])
+            raise defect.cause from None
         return self._scoped_view(gap, seen)  # a link made meanwhile is left out: shown at the next read
 
     async def gaps_csv(self, principal: Principal, *, partnership: str | None, status: str | None) -> str:

@@ -21,7 +21,7 @@ def install_escalations(container: Container) -> EscalationService:
         notifier=WebhookNotifier(settings.escalation_webhooks),
         decision_valid_days=settings.escalation_decision_valid_days)
     container.services["escalations"] = service
-    container.services["escalation_scheduler"] = OverdueScheduler(service.escalate_overdue,
+    container.services["escalation_scheduler"] = OverdueScheduler(service.scan,
                                                                   settings.escalation_scan_seconds)
     exchange_service(container).deps.escalations = service
     return service

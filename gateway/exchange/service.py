@@ -1208,16 +1208,27 @@ class ExchangeService:
 
     # -- storage, replay, review ---------------------------------------------------------------
     async def _checkpoint(self) -> str | None:
-        """The latest signed checkpoint for receipts, re-read at most once per CHECKPOINT_REFRESH_SECONDS."""
+        """The latest signed checkpoint for receipts, re-read (and verified) at most once per
+        CHECKPOINT_REFRESH_SECONDS. A receipt without one is still a receipt (its indices can be proven later
+        through ``/v1/audit/checkpoint?covering=``), so any failure here leaves it out rather than failing the
+        answer; but a checkpoint that does not verify against the log's key and tree is never handed out as
+        the log's word, and is logged (the audit API reports and records it when it is asked for)."""
         if self._latest_checkpoint and time.monotonic() - self._latest_checkpoint[1] < CHECKPOINT_REFRESH_SECONDS:
             return self._latest_checkpoint[0]
 
         def read() -> str | None:
+            audit_log = self.deps.audit_log
             try:
-                self.deps.audit_log.maybe_issue_checkpoint()
-                return self.deps.audit_log.checkpoint().note
-            except Exception:  # no checkpoint yet is not an error for the caller
+                audit_log.maybe_issue_checkpoint()
+                stored = audit_log.checkpoint()
+            except Exception:  # none yet, or the store unreadable: the receipt goes without one
                 return None
+            try:
+                audit_log.check_checkpoint(stored)
+            except Exception as exc:
+                log.error("receipt_checkpoint_unverified", tree_size=stored.tree_size, error_type=type(exc).__name__)
+                return None
+            return stored.note
 
         note = await asyncio.to_thread(read)
         self._latest_checkpoint = (note, time.monotonic()) if note else None

@@ -189,6 +189,19 @@ def test_idle_session_expires_and_activity_keeps_it_alive(console: TestClient, c
     assert "Your session has expired" in console.get(location).text
 
 
+def test_notice_flags_set_to_0_show_no_notice(console: TestClient) -> None:
+    """The console's yes/no query parameters read ``0`` as no: ``?expired=0`` says nothing about an expired
+    session, ``?signed_out=0`` nothing about signing out, ``?verified=0`` shows no verification result."""
+    assert "Your session has expired" not in console.get("/console/login?expired=0").text
+    assert "Your session has expired" in console.get("/console/login?expired=1").text
+    assert "You have been signed out" not in console.get("/console/login?signed_out=0").text
+    assert "You have been signed out" in console.get("/console/login?signed_out=1").text
+    sign_in(console, "po-gemeente")
+    assert "ok-notice" not in console.get("/console/audit?verified=0").text
+    assert "ok-notice" in console.get("/console/audit?verified=1").text
+    assert console.get("/console/audit?verified=maybe").status_code == 422
+
+
 def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(console: TestClient) -> None:
     account(console, "po-gemeente")
     form = console.get("/console/login")
@@ -446,6 +459,18 @@ def test_a_tampered_log_fails_verification_at_its_index(console: TestClient, con
     assert f"bij index {target}" in dutch
 
 
+def test_statistics_csv_starts_with_the_byte_order_mark_spreadsheets_need(console: TestClient) -> None:
+    """The accountability figures are opened in Excel too: the UTF-8 BOM and charset=utf-8, once."""
+    sign_in(console, "po-gemeente")
+    download = console.get("/console/statistics.csv")
+    assert download.status_code == 200
+    assert download.content.startswith(b"\xef\xbb\xbf")
+    assert download.content.count(b"\xef\xbb\xbf") == 1
+    assert download.headers["content-type"] == "text/csv; charset=utf-8"
+    header = download.content.decode("utf-8-sig").splitlines()[0]
+    assert header.startswith("partnership,purpose,participant,month,requests")
+
+
 def test_statistics_csv_download_is_audited(console: TestClient, container: Container) -> None:
     sign_in(console, "po-gemeente")
     page = console.get("/console/statistics")
@@ -454,7 +479,8 @@ def test_statistics_csv_download_is_audited(console: TestClient, container: Cont
     download = console.get("/console/statistics.csv?partnership=riec-amsterdam-amstelland")
     assert download.status_code == 200
     assert download.headers["content-type"].startswith("text/csv")
-    assert download.text.splitlines()[0].startswith("partnership,purpose,participant,month,requests")
+    header = download.content.decode("utf-8-sig").splitlines()[0]
+    assert header.startswith("partnership,purpose,participant,month,requests")
     assert "riec-amsterdam-amstelland,bibob-integrity-check,gemeente-amsterdam" in download.text
     export = [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
     assert len(export) == 1

@@ -123,6 +123,28 @@ def test_queue_per_tier_counts_down_and_highlights_overdue(console: TestClient, 
     assert "Overdue by 1 day(s)" in later.text.split(f'data-case="{fresh}"')[1].split("</tr>")[0]
 
 
+def test_overdue_0_means_not_only_overdue_and_a_garbled_flag_is_422(console: TestClient,
+                                                                   container: Container) -> None:
+    """``?overdue=0`` (or ``false``, ``off``, empty) shows every case, as an unticked box does: it used to
+    filter to the overdue ones, because any value at all counted as "only overdue". A value that is no yes
+    or no is refused, as the other filters refuse theirs."""
+    fresh = open_riec_case(container)
+    late = open_riec_case(container, days_ago=20, holder="belastingdienst")
+    sign_in(console, "admin-riec")
+    for off in ("0", "false", "off", "no", ""):
+        page = console.get(f"/console/escalations?overdue={off}")
+        assert page.status_code == 200, off
+        assert case_rows(page.text, 1) == [late, fresh], off
+        assert 'name="overdue" type="checkbox" value="1" checked' not in page.text, off
+    for on in ("1", "true", "on", "yes"):
+        page = console.get(f"/console/escalations?overdue={on}")
+        assert case_rows(page.text, 1) == [late], on
+        assert 'name="overdue" type="checkbox" value="1" checked' in page.text, on
+    garbled = console.get("/console/escalations?overdue=maybe")
+    assert garbled.status_code == 422
+    assert "overdue" in garbled.text
+
+
 def test_awaiting_panel_lists_the_cases_the_organisation_decides(console: TestClient,
                                                                   container: Container) -> None:
     case_id = open_riec_case(container)
@@ -437,7 +459,7 @@ def test_legal_gaps_flag_status_changes_export_and_scoping(console: TestClient, 
     assert download.status_code == 200
     assert download.headers["content-type"].startswith("text/csv")
     assert "attachment" in download.headers["content-disposition"]
-    rows = list(csv.DictReader(io.StringIO(download.text)))
+    rows = list(csv.DictReader(io.StringIO(download.content.decode("utf-8-sig"))))
     assert [(r["id"], r["status"], r["cases"]) for r in rows] == [(gap_id, "resolved", case_id)]
     exports = [a for a in audit_events(container, "console.action") if a["extra"]["action"] == "export"]
     assert [e["extra"] for e in exports] == [{"action": "export", "channel": "console", "export": "legal-gaps.csv",
@@ -451,6 +473,27 @@ def test_legal_gaps_flag_status_changes_export_and_scoping(console: TestClient, 
     assert console.get(f"/console/legal-gaps/{gap_id}").status_code == 404
     assert gap_id not in console.get("/console/legal-gaps").text
     assert gap_id not in console.get("/console/legal-gaps.csv").text
+
+
+def test_the_gap_download_opens_in_a_spreadsheet_with_its_accents_intact(console: TestClient,
+                                                                        container: Container) -> None:
+    """The console's CSV, like the API's, starts with the UTF-8 byte-order mark that Excel needs to read
+    "ë" and "é" as such (without it, it reads the file in the machine's code page)."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    title = "Geen grondslag: België, één café"
+    flagged = console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": token, "title": title, "description": "@Ëén formule mag niet."})
+    assert flagged.status_code == 200, flagged.text
+    download = console.get("/console/legal-gaps.csv")
+    assert download.status_code == 200
+    assert download.content.startswith(b"\xef\xbb\xbf")
+    assert download.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(download.content.decode("utf-8-sig"))))
+    assert [(r["title"], r["description"]) for r in rows] == [(title, "'@Ëén formule mag niet.")]
+    [export] = [a for a in audit_events(container, "console.action") if a["extra"]["action"] == "export"]
+    assert export["extra"]["rows"] == 1  # the mark is no row
 
 
 def test_the_gap_pages_name_only_cases_the_reader_may_see(console: TestClient, container: Container) -> None:
@@ -471,7 +514,7 @@ def test_the_gap_pages_name_only_cases_the_reader_may_see(console: TestClient, c
         assert shown.status_code == 200
         assert gap_id in shown.text, path
         assert case_id not in shown.text, path
-    rows = list(csv.DictReader(io.StringIO(console.get("/console/legal-gaps.csv").text)))
+    rows = list(csv.DictReader(io.StringIO(console.get("/console/legal-gaps.csv").content.decode("utf-8-sig"))))
     assert [(r["title"], r["description"], r["cases"]) for r in rows if r["id"] == gap_id] == [
         ("'=1+1 no basis for intelligence", "'@The WGS is silent.", "")]
 

@@ -730,7 +730,7 @@ def test_escalations_scan_logs_json_lines_on_stderr_and_prints_only_its_count(da
     gateway's JSON lines on stderr, as docs/security.md says of every log record, not console lines on stdout."""
     scanned = runner.invoke(app, ["escalations", "scan"])
     assert scanned.exit_code == 0, scanned.output
-    assert scanned.stdout == "0 overdue case(s) moved up a tier\n"
+    assert scanned.stdout == "0 overdue case(s) moved up a tier, 0 reported at tier 3, 0 decision(s) expired\n"
     records = [json.loads(line) for line in scanned.stderr.splitlines()]
     assert "register_loaded" in [record["event"] for record in records]
 
@@ -870,3 +870,100 @@ def test_every_command_says_what_it_does_and_nothing_internal(path: list[str], m
     for parameter in command.params:
         if parameter.name != "help" and not parameter.name.endswith("_completion"):
             assert getattr(parameter, "help", None), (path, parameter.name)
+
+
+def _access_entries() -> list[dict[str, Any]]:
+    """The audit log's entries of operators' changes to who may sign in (``channel: cli``), oldest first."""
+    from sqlalchemy import select
+
+    from audit.tables import audit_entries
+    from gateway.db.engine import existing_engine_for
+    from gateway.settings import Settings
+
+    engine = existing_engine_for(Settings())
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index))
+            entries = [json.loads(row.canonical)["event"] for row in rows]
+    finally:
+        engine.dispose()
+    return [entry for entry in entries if entry["extra"].get("channel") == "cli"]
+
+
+def _client_active(system_id: str) -> bool:
+    from gateway.auth.repository import get_client
+    from gateway.db.engine import existing_engine_for, make_session_factory, transaction
+    from gateway.settings import Settings
+
+    with transaction(make_session_factory(existing_engine_for(Settings()))) as session:
+        found = get_client(session, system_id)
+    assert found is not None
+    return found.active
+
+
+def test_clients_add_never_enables_a_disabled_client_by_the_way(data_dir: Path) -> None:
+    """Re-adding a disabled client (say, to give it new keys after a leak) refuses unless told to keep it
+    disabled; only `clients enable` enables it."""
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
+    assert runner.invoke(app, ["clients", "disable", "kvk-handelsregister"]).exit_code == 0
+    again = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    assert again.exit_code == 1
+    line = _refusal(again)
+    assert "disabled" in line
+    assert "clients enable" in line
+    assert "--keep-disabled" in line
+    assert "shown once" not in again.output  # no new secret was made
+    assert _client_active("kvk-handelsregister") is False
+    rekeyed = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret", "--keep-disabled"])
+    assert rekeyed.exit_code == 0, rekeyed.output
+    assert "shown once" in rekeyed.output
+    assert "disabled" in rekeyed.output
+    assert _client_active("kvk-handelsregister") is False
+    enabled = runner.invoke(app, ["clients", "enable", "kvk-handelsregister"])
+    assert enabled.exit_code == 0, enabled.output
+    assert _client_active("kvk-handelsregister") is True
+    # --keep-disabled on a client that is not disabled is a mistake, not a way to disable it
+    kept = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret", "--keep-disabled"])
+    assert kept.exit_code == 1
+    assert "not disabled" in _refusal(kept)
+    assert _client_active("kvk-handelsregister") is True
+
+
+def test_enabling_and_disabling_clients_and_accounts_is_audited(data_dir: Path) -> None:
+    from gateway.auth.repository import get_account
+    from gateway.db.engine import existing_engine_for, make_session_factory, transaction
+    from gateway.settings import Settings
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
+    assert runner.invoke(app, ["users", "add", "po-amsterdam", "--organisation", "gemeente-amsterdam", "--role",
+                               "privacy-officer", "--password-stdin"], input="a long enough password\n").exit_code == 0
+    with transaction(make_session_factory(existing_engine_for(Settings()))) as session:
+        account = get_account(session, "po-amsterdam")
+    assert account is not None
+    for command in (["clients", "disable", "kvk-handelsregister"], ["clients", "enable", "kvk-handelsregister"],
+                    ["users", "disable", "po-amsterdam"], ["users", "enable", "po-amsterdam"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
+    unchanged = runner.invoke(app, ["users", "enable", "po-amsterdam"])  # already enabled: nothing to log
+    assert unchanged.exit_code == 0
+    assert "already" in unchanged.output
+    for nobody in (["clients", "enable", "no-such-system"], ["users", "enable", "po-nobody"]):
+        assert runner.invoke(app, nobody).exit_code == 1
+    entries = _access_entries()
+    assert [(e["extra"]["action"], e["requester"]["org"]) for e in entries] == [
+        ("client-disabled", "kvk"), ("client-enabled", "kvk"),
+        ("account-disabled", "gemeente-amsterdam"), ("account-enabled", "gemeente-amsterdam")]
+    assert [e["extra"].get("client") for e in entries[:2]] == ["kvk-handelsregister"] * 2
+    assert [e["extra"].get("account_id") for e in entries[2:]] == [account.id] * 2
+    assert "po-amsterdam" not in json.dumps(entries)  # the account by reference, never its username
+
+
+def test_an_access_change_that_cannot_be_audited_is_not_made(data_dir: Path) -> None:
+    """No audit checkpoint key (the log cannot be written): the client stays as it was."""
+    assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
+    refused = runner.invoke(app, ["clients", "disable", "kvk-handelsregister"])
+    assert refused.exit_code == 1
+    assert "keys init" in _refusal(refused)
+    assert _client_active("kvk-handelsregister") is True

@@ -10,13 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from audit import NoteVerifier, open_checkpoint
+from audit import Checkpoint, NoteVerifier, open_checkpoint, sign_checkpoint
 from audit.merkle import verify_consistency, verify_inclusion
-from audit.tables import audit_entries
+from audit.tables import audit_checkpoints, audit_entries
 from gateway.cli import app
+from gateway.exchange.setup import exchange_service
+from tests.audit_support import log_signer
 from tests.auth_helpers import account_id, person_token
 from tests.stack import Stack, running_stack
 
@@ -126,12 +129,18 @@ def test_officers_see_only_entries_they_are_entitled_to(stack: Stack, officer: d
     assert all("gemeente-amsterdam" in ((e["entry"]["event"]["requester"] or {}).get("org", ""),
                                         e["entry"]["event"]["holder"]) for e in mine)
     bank = _login(stack, "po-bank", "abn-amro", ["privacy-officer"])
-    assert {e["entry"]["event"]["event_type"] for e in httpx.get(url, headers=bank).json()["entries"]} == {
-        "register.changed"}
+    seen = [e["entry"]["event"] for e in httpx.get(url, headers=bank).json()["entries"]]
+    assert [(e["event_type"], e["extra"]["action"], e["requester"]["org"]) for e in seen
+            if e["event_type"] != "register.changed"] == [
+        ("console.action", "sign-in", "abn-amro")], "the bank's officer sees its own sign-in, nothing of the exchange"
+    assert {e["event_type"] for e in seen} == {"console.action", "register.changed"}
     coordinator = _login(stack, "cpo-riec", "riec-aa", ["coordinating-privacy-officer"])
     riec = httpx.get(url, params={"partnership": "riec-amsterdam-amstelland", "limit": 500},
                      headers=coordinator).json()["entries"]
-    assert {e["index"] for e in mine} <= {e["index"] for e in riec}
+    in_riec = {e["index"] for e in mine if (e["entry"]["event"]["processing_activity"] or {}).get("partnership")
+               == "riec-amsterdam-amstelland"}  # not the officer's sign-in, which is of no partnership
+    assert in_riec
+    assert in_riec <= {e["index"] for e in riec}
     disclosures = httpx.get(url, params={"event_type": "disclosure"}, headers=officer).json()["entries"]
     assert disclosures
     assert {e["entry"]["event"]["event_type"] for e in disclosures} == {"disclosure"}
@@ -158,7 +167,7 @@ def test_statistics_count_requests_and_decisions_per_group(stack: Stack, officer
     assert after[key]["requests"] == old["requests"] + 1
     assert after[key]["allows"] == old["allows"] + 1  # kvk
     assert after[key]["narrowings"] == old["narrowings"] + 1  # belastingdienst: income removed
-    csv_text = httpx.get(url, params={"format": "csv"}, headers=officer).text
+    csv_text = httpx.get(url, params={"format": "csv"}, headers=officer).content.decode("utf-8-sig")
     assert csv_text.splitlines()[0].startswith("partnership,purpose,participant,month,requests")
 
 
@@ -313,3 +322,34 @@ def test_a_data_subject_lookup_through_the_api_is_audited_like_one_in_the_consol
     seen = httpx.get(f"{stack.gateway_url}/v1/audit/entries", headers=officer,
                      params={"event_type": "console.action", "limit": 500}).json()["entries"]
     assert any(e["entry"]["event"]["extra"].get("channel") == "api" for e in seen)
+
+
+def test_a_receipt_never_carries_a_checkpoint_that_does_not_verify(tmp_path: Path) -> None:
+    """Found by a review: the checkpoint put in receipts was the checkpoint table's latest row, unverified, so a
+    forged row (a note signed by another key) reached requesters as the log's word. Such a row is now left out
+    of the receipt (which stays a receipt: its indices are proven later) and logged."""
+    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-401",
+            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-401"}, "holders": ["kvk"],
+            "categories": ["company_registration"]}
+    with running_stack(tmp_path) as stack:
+        body["subjects"] = [{"ref": stack.world.scenarios()["bibob-applicant"][0]}]
+        audit = stack.container.services["audit"]
+        service = exchange_service(stack.container)
+        audit.log.issue_checkpoint()
+        honest = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body).json()["receipt"]["checkpoint"]
+        assert open_checkpoint(honest, audit.log.verifier).tree_size >= 1
+        size = audit.log.size()
+        impostor = log_signer("impostor", name=audit.signer.name)
+        forged = sign_checkpoint(Checkpoint(audit.signer.name, size, audit.log.root(size)), impostor)
+        with stack.container.engine.begin() as connection:  # an INSERT: the append-only triggers allow it
+            connection.execute(insert(audit_checkpoints).values(
+                tree_size=size, root_hash=audit.log.root(size), note=forged, issued_at=stack.container.clock.now()))
+        service._latest_checkpoint = None  # not waiting for the receipt's checkpoint to be read again
+        with capture_logs() as logs:
+            answer = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["receipt"]["checkpoint"] is None
+    assert answer.json()["receipt"]["audit_indices"]
+    assert [entry["error_type"] for entry in logs if entry["event"] == "receipt_checkpoint_unverified"] == [
+        "VerificationError"]

@@ -252,9 +252,10 @@ def test_a_decision_disclosed_under_stays_used_when_closing_its_case_failed(
         assert stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()["state"] == "closed"
         closes = [(s["status"], s["extra"].get("not_applied"), s["extra"].get("rerun_exchange_id"))
                   for s in _steps(stack, case_id) if s["extra"]["action"] == "close"]
-        failed = "conflict" if isinstance(failure, ConcurrentUpdate) else "runtimeerror"
-        assert closes == [("ok", None, disclosed["exchange_id"]), ("error", failed, None),
-                          ("ok", None, disclosed["exchange_id"])]
+        # The failed close wrote no entry claiming it (a step and its entry commit together); a defect is on
+        # record as tried and not applied. The close the second re-run finished is the one on record.
+        tried = [] if isinstance(failure, ConcurrentUpdate) else [("error", "runtimeerror", None)]
+        assert closes == [*tried, ("ok", None, disclosed["exchange_id"])]
         third = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)  # and once closed, as before
         assert third.status_code == 409, third.text
 

@@ -4,7 +4,9 @@ write, decides which one takes effect, the other gets 409 (or is a no-op), and n
 The races are made deterministic instead of left to timing: ``_paused_before`` stops the first request on
 its worker thread right before its first write (after every check it makes), the test then runs the
 competing request to its end, and only then lets the first one write. That is the interleaving in which a
-check-then-write is wrong; the database has to refuse (or absorb) the late write.
+check-then-write is wrong; the database has to refuse (or absorb) the late write. A step and its audit
+entry commit together (on the audit writer's thread), so for a step ``_paused_before_its_entry`` holds the
+request instead, after its checks and before it hands entry and change to the writer.
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine, event, select
+from sqlalchemy.exc import OperationalError
 
+from audit import EventType
+from audit.tables import audit_entries
+from escalation import cases as case_store
 from escalation import legal_gaps as gap_store
 from escalation.tables import escalation_cases
+from gateway.auditing.setup import audit_services
 from gateway.auth.principal import Principal
 from gateway.errors import Conflict
 from gateway.escalations.setup import escalation_service
@@ -65,6 +72,31 @@ def _paused_before(engine: Engine, *statements: str) -> Iterator[tuple[threading
     finally:
         go.set()
         event.remove(engine, "before_cursor_execute", hold)
+
+
+@contextmanager
+def _paused_before_its_entry(env: Env, monkeypatch: pytest.MonkeyPatch
+                             ) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """The first escalation step handed to the audit writer (entries with the change as companion) waits,
+    without blocking the event loop, until ``go`` is set; ``reached`` says it got there. Its checks are made
+    by then: what the database does with it once it goes on is what the test is about."""
+    writer = escalation_service(env.container).writer
+    record = writer.record
+    reached, go = threading.Event(), threading.Event()
+
+    async def held(events: Any, companion: Any = None) -> Any:
+        if companion is not None and not reached.is_set() and any(
+                e.event_type == EventType.ESCALATION_STEP for e in events):
+            reached.set()
+            await asyncio.to_thread(go.wait, 30)
+        return await record(events, companion)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer, "record", held)
+        try:
+            yield reached, go
+        finally:
+            go.set()
 
 
 def _in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
@@ -111,10 +143,11 @@ def _decided(env: Env) -> tuple[str, str]:
 # -- two objections at the same moment -------------------------------------------------------------------
 
 
-def test_two_objections_at_the_same_moment_open_one_case_the_other_gets_409(env: Env) -> None:
+def test_two_objections_at_the_same_moment_open_one_case_the_other_gets_409(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     exchange_id = _denied_exchange(env, ["police_incidents"])
     env.token("po-gemeente"), env.token("gemeente-amsterdam-vth")
-    with _paused_before(env.container.engine, "INSERT INTO escalation_cases") as (reached, go):
+    with _paused_before_its_entry(env, monkeypatch) as (reached, go):
         first, results = _in_thread(lambda: _object(env, "po-gemeente", exchange_id))
         assert reached.wait(30), "the first objection never got to its insert"
         second = _object(env, "gemeente-amsterdam-vth", exchange_id)  # it checked too: no case yet
@@ -126,25 +159,24 @@ def test_two_objections_at_the_same_moment_open_one_case_the_other_gets_409(env:
     assert late.status_code == 409, late.text
     assert late.headers["content-type"].startswith("application/problem+json")
     assert _active_cases(env, exchange_id) == [second.json()["id"]]
-    # The late objection was logged ahead; the log says that it did not take effect, and nothing else of it
-    # (no case, no case event) was written.
+    # Nothing of the late objection was written: no case, no case event, and no entry claiming it opened one.
     openings = [e for e in env.audit_events() if e["exchange_id"] == exchange_id]
-    assert [(e["extra"]["action"], e["status"], e["extra"].get("not_applied")) for e in openings] == [
-        ("opened", "ok", None), ("opened", "ok", None), ("opened", "error", "conflict")]
-    assert openings[0]["extra"]["case_id"] == openings[2]["extra"]["case_id"] != second.json()["id"]
+    assert [(e["extra"]["action"], e["status"], e["extra"]["case_id"]) for e in openings] == [
+        ("opened", "ok", second.json()["id"])]
 
 
 # -- two deciders at once --------------------------------------------------------------------------------
 
 
-def test_two_deciders_at_once_the_loser_gets_409_and_every_step_it_logged_is_retracted(env: Env) -> None:
-    """The loser's plan logged three steps ahead (start_review, decide, close — a deny closes the case); a
-    retraction of the last one only would leave a tier-2 deny decision on record that was never taken."""
+def test_two_deciders_at_once_the_loser_gets_409_and_none_of_its_steps_is_on_record(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loser's plan had three steps (start_review, decide, close — a deny closes the case), checked
+    against the case as it was; none of them, nor its entries, may be written once the winner decided."""
     case_id = env.open_case()
     env.move_up(case_id, 2)
     version = env.version(case_id)
     env.token("desk-riec"), env.token("desk-lsp")
-    with _paused_before(env.container.engine, "UPDATE escalation_cases") as (reached, go):
+    with _paused_before_its_entry(env, monkeypatch) as (reached, go):
         late, results = _in_thread(lambda: env.decide("desk-riec", case_id, "deny", version=version))
         assert reached.wait(30), "the first decision never got to its write"
         first = env.decide("desk-lsp", case_id, "allow", ["police_incidents"], version=version)
@@ -157,14 +189,11 @@ def test_two_deciders_at_once_the_loser_gets_409_and_every_step_it_logged_is_ret
     assert lost.headers["content-type"].startswith("application/problem+json")
     case = env.case(case_id)
     assert (case.state.value, case.decision["outcome"] if case.decision else None) == ("decided", "allow")
-    # Every step the loser logged ahead is retracted, one entry each: none is left claiming it happened.
+    # The loser's steps and their entries went together: none is on record as taken (nor taken back).
     # People act here with tokens of no stored account (entries name no username): desk-riec is riec-aa.
-    loser = [s for s in env.audit_steps(case_id) if s["requester"].get("org") == "riec-aa"]
-    claimed = [s["extra"]["action"] for s in loser if s["status"] == "ok"]
-    retracted = [s["extra"]["action"] for s in loser if s["extra"].get("not_applied") == "conflict"]
-    assert claimed == ["start_review", "decide", "close"]
-    assert retracted == claimed
-    assert all(s["status"] == "error" for s in loser if "not_applied" in s["extra"])
+    assert [s for s in env.audit_steps(case_id) if s["requester"].get("org") == "riec-aa"] == []
+    assert [(s["extra"]["action"], s["status"]) for s in env.audit_steps(case_id)] == [
+        ("start_review", "ok"), ("decide", "ok")]
 
 
 # -- linking a case to a legal gap twice at once ---------------------------------------------------------
@@ -195,7 +224,7 @@ def test_two_links_of_a_case_to_one_gap_at_once_link_it_once_without_a_500(env: 
         assert gap_store.get_gap(session, gap_id).case_ids == [first, second]
 
 
-def test_a_step_that_fails_unexpectedly_after_its_entry_is_logged_as_not_applied(
+def test_a_step_that_fails_unexpectedly_is_logged_as_tried_and_not_applied(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     case_id = env.open_case()
 
@@ -207,7 +236,7 @@ def test_a_step_that_fails_unexpectedly_after_its_entry_is_logged_as_not_applied
         env.post("po-politie", f"/v1/escalations/{case_id}/legal-gap",
                  {"title": "No basis", "description": "The WGS names no ground for this."})
     steps = [(s["extra"]["action"], s["status"], s["extra"].get("not_applied")) for s in env.audit_steps(case_id)]
-    assert steps == [("legal_gap_flagged", "ok", None), ("legal_gap_flagged", "error", "runtimeerror")]
+    assert steps == [("legal_gap_flagged", "error", "runtimeerror")]  # no entry claims it was flagged
 
 
 # -- re-runs citing one decision -------------------------------------------------------------------------
@@ -302,3 +331,55 @@ def test_a_decision_used_by_a_rerun_whose_close_failed_is_never_given_back_nor_t
     assert closes == [("ok", "ex-used")]
     with pytest.raises(Conflict, match="used already"):
         portal.call(service.grant_for_rerun, REQUESTER_SYSTEM, decision_id)
+
+
+# -- a crash between a step's entry and the step ---------------------------------------------------------
+
+
+def test_a_steps_entry_is_never_durable_before_the_step(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that dies between writing a step's audit entry and applying the step leaves an entry that
+    claims a step nobody took, and no retraction (the process that would write it is gone). So while the
+    step is applied, its entry must not be durable yet: another connection — what survives a crash — must
+    not see it. Then they commit together; and a step that fails leaves no entry claiming it."""
+    case_id = env.open_case()
+    act = case_store.act
+    seen_while_applying: list[int] = []
+
+    def observed(*args: Any, **kwargs: Any) -> Any:
+        with env.container.engine.connect() as connection:  # not the step's own: what a crash would leave
+            seen_while_applying.append(len([
+                row for row in connection.execute(select(audit_entries.c.canonical).where(
+                    audit_entries.c.event_type == "escalation.step")) if case_id in row.canonical]))
+        return act(*args, **kwargs)
+
+    monkeypatch.setattr(case_store, "act", observed)
+    assert env.review("po-politie", case_id).status_code == 200
+    assert seen_while_applying == [0], "the entry was durable before its step: a crash now would leave it"
+    assert [(s["extra"]["action"], s["status"]) for s in env.audit_steps(case_id)] == [("start_review", "ok")]
+    assert env.case(case_id).state.value == "in_review"
+
+
+def test_when_the_log_cannot_commit_the_step_is_not_taken_either(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other half: the step ran in the log's transaction, then its commit failed (a full disk, a lost
+    connection). Neither is kept — 503, the case as it was, no entry — and the next try succeeds."""
+    case_id = env.open_case()
+    log = audit_services(env.container).log
+    append = log.append_prepared
+
+    def failing_commit(prepared: Any, within: Any = None) -> Any:
+        def then_fail(connection: Any, receipts: Any) -> None:
+            if within is not None:
+                within(connection, receipts)  # the step is applied in the transaction ...
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))  # ... which then fails
+
+        return append(prepared, then_fail)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(log, "append_prepared", failing_commit)
+        refused = env.review("po-politie", case_id)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert (env.case(case_id).state.value, env.case(case_id).version) == ("open", 1)
+    assert env.audit_steps(case_id) == []
+    assert env.review("po-politie", case_id).status_code == 200
+    assert [(s["extra"]["action"], s["status"]) for s in env.audit_steps(case_id)] == [("start_review", "ok")]

@@ -126,7 +126,7 @@ def test_export_for_the_agenda(env: Env) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/csv")
     assert response.headers["content-disposition"] == 'attachment; filename="legal-gaps-2026-11-25.csv"'
-    rows = list(csv.reader(io.StringIO(response.text)))
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))  # as a spreadsheet reads it
     assert rows[0] == ["id", "partnership", "status", "title", "description", "cases", "created_at", "updated_at",
                        "created_by_org", "note"]
     ours = [row for row in rows[1:] if row[0] == gap["id"]]
@@ -160,6 +160,24 @@ def test_readers_of_a_gap_learn_only_the_cases_they_may_see(env: Env) -> None:
     changed = _status(env, "desk-lsp", gap["id"], "on-agenda", 1)  # tier 2/3: sees the tier-3 cases only
     assert changed.status_code == 200, changed.text
     assert changed.json()["case_ids"] == [shown, third]
+
+
+def test_the_export_opens_in_a_spreadsheet_with_its_accents_intact(env: Env) -> None:
+    """Excel, as Dutch officials use it, reads a CSV without a byte-order mark in the machine's code page:
+    "België" shows as "BelgiÃ«". The export starts with the UTF-8 BOM and says charset=utf-8, so it opens
+    as written; the formula guard still holds for the cells after it."""
+    title = "Géén grondslag voor gegevens uit België over één café"
+    gap = _new_gap_with(env, env.open_case(), title, "=ëé: a formula start must stay quoted")
+    response = env.get("desk-riec", "/v1/legal-gaps/export")
+    assert response.status_code == 200, response.text
+    assert response.content.startswith(b"\xef\xbb\xbf")
+    assert response.content.count(b"\xef\xbb\xbf") == 1  # once, at the start: not a cell's content
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))  # as Excel reads it
+    assert rows[0][0] == "id"  # the header's first cell is "id", not "\ufeffid"
+    [ours] = [row for row in rows if row[0] == gap["id"]]
+    assert ours[3:5] == [title, "'=ëé: a formula start must stay quoted"]
+    assert "BelgiÃ«" not in response.content.decode("utf-8-sig")
 
 
 def test_the_export_lets_no_spreadsheet_formula_through(env: Env) -> None:
@@ -215,7 +233,8 @@ def test_the_cli_export_is_the_api_export(env: Env, monkeypatch: pytest.MonkeyPa
         lines = text.splitlines()
         return [lines[0], *(line for line in lines[1:] if line.startswith(gap["id"] + ","))]
 
-    api, cli = header_and_ours(response.text), header_and_ours(result.stdout)
+    # The same text; the download has the byte-order mark a spreadsheet needs, stdout (for scripts) not.
+    api, cli = header_and_ours(response.content.decode("utf-8-sig")), header_and_ours(result.stdout)
     assert len(api) == 2
     assert cli == api
     row = next(csv.reader(io.StringIO(cli[1])))

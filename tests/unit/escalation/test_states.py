@@ -13,12 +13,13 @@ ALL = list(itertools.product(State, Action))
 
 @pytest.mark.parametrize(("state", "action"), ALL, ids=[f"{s.value}-{a.value}" for s, a in ALL])
 def test_each_state_action_pair_is_either_listed_or_refused(state: State, action: Action) -> None:
-    case = CaseState(state, tier=1, version=7)
+    tier = MAX_TIER if action is Action.FINAL_DEADLINE_MISSED else 1  # the one step of the last tier only
+    case = CaseState(state, tier=tier, version=7)
     if (state, action) in TRANSITIONS:
         after = case.apply(action)
         assert after.state is TRANSITIONS[(state, action)]
         assert after.version == 8
-        assert after.tier == (2 if action in {Action.REFER_UP, Action.DEADLINE_MISSED} else 1)
+        assert after.tier == (2 if action in {Action.REFER_UP, Action.DEADLINE_MISSED} else tier)
     else:
         with pytest.raises(InvalidTransition):
             case.apply(action)
@@ -41,8 +42,24 @@ def test_the_s9_path_through_the_tiers() -> None:
     assert (case.state, case.tier, case.version) == (State.CLOSED, 2, 6)
 
 
-def test_closed_and_withdrawn_are_final() -> None:
-    for final in (State.CLOSED, State.WITHDRAWN):
+@pytest.mark.parametrize("state", [State.OPEN, State.IN_REVIEW, State.ESCALATED])
+def test_a_missed_last_deadline_changes_neither_state_nor_tier_and_only_at_the_last_tier(state: State) -> None:
+    after = CaseState(state, tier=MAX_TIER, version=4).apply(Action.FINAL_DEADLINE_MISSED)
+    assert (after.state, after.tier, after.version) == (state, MAX_TIER, 5)
+    for tier in range(1, MAX_TIER):  # below it a missed deadline moves the case up instead
+        with pytest.raises(InvalidTransition):
+            CaseState(state, tier=tier, version=4).apply(Action.FINAL_DEADLINE_MISSED)
+
+
+def test_only_a_decided_case_expires() -> None:
+    assert CaseState(State.DECIDED, 2, 5).apply(Action.EXPIRE).state is State.EXPIRED
+    for state in set(State) - {State.DECIDED}:
+        with pytest.raises(InvalidTransition):
+            CaseState(state, 2, 5).apply(Action.EXPIRE)
+
+
+def test_closed_withdrawn_and_expired_are_final() -> None:
+    for final in (State.CLOSED, State.WITHDRAWN, State.EXPIRED):
         for action in Action:
             with pytest.raises(InvalidTransition):
                 CaseState(final, 1, 1).apply(action)

@@ -1,0 +1,143 @@
+"""An allow decision that nobody re-ran within its validity, through the real app (SQLite and PostgreSQL).
+
+It used to stay `decided` for ever: the requester's feed kept offering it for a re-run, lists showed it
+as a usable decision, and only the re-run itself said it had expired. Now the feed stops offering it the
+moment its validity ends, the scan (the gateway's timer, or `wgs-gateway escalations scan`) moves the case
+to `expired` with one audited step, and a re-run citing it gets 422 saying it expired — nothing asked,
+nothing logged. A decision a live re-run holds is left to that re-run; one a re-run used but could not
+close is closed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from escalation import cases as case_store
+from gateway.db.engine import transaction
+from gateway.escalations.service import ScanResult
+from gateway.escalations.setup import escalation_service
+from gateway.exchange.service import CLAIM_ABANDONED_AFTER
+from gateway.settings import Settings
+from tests.integration.escalation.test_api import BIBOB, ENGINES, RIEC, Env, migrated_url, running_env
+
+SYSTEM = "gemeente-amsterdam-vth"  # the requester's partner system: it re-runs
+RERUN = {"partnership": RIEC, "purpose": BIBOB, "legal_basis": "WGS (RIEC) with Wet Bibob",
+         "case_reference": "RIEC-AA-2026-901", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-77"},
+         "subjects": [{"ref": "subject-0001"}], "holders": ["politie"], "categories": ["police_incidents"]}
+
+
+@pytest.fixture(params=ENGINES)
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    with running_env(tmp_path, migrated_url(str(request.param), tmp_path, request)) as the_env:
+        yield the_env
+
+
+def _at(env: Env, moment: datetime) -> None:
+    env.clock.set(moment)
+    env.tokens = {}  # a month later every token, people's and systems', has long expired
+
+
+def _allowed(env: Env) -> tuple[str, str, datetime]:
+    """A case the holder's officer allowed: its id, the decision's id and the end of its validity."""
+    case_id = env.open_case()
+    decided = env.decide("po-politie", case_id, "allow", ["police_incidents"])
+    assert decided.status_code == 200, decided.text
+    decision = decided.json()["decision"]
+    return case_id, decision["id"], datetime.fromisoformat(decision["valid_until"])
+
+
+def _scan(env: Env) -> ScanResult:
+    portal = env.client.portal
+    assert portal is not None
+    return portal.call(escalation_service(env.container).scan)
+
+
+def _steps(env: Env, case_id: str, action: str) -> list[dict[str, Any]]:
+    return [s for s in env.audit_steps(case_id) if s["extra"]["action"] == action]
+
+
+def _feed(env: Env) -> list[tuple[str, str]]:
+    response = env.get(SYSTEM, "/v1/escalations/feed")
+    assert response.status_code == 200, response.text
+    return [(item["case"]["id"], item["awaiting"]) for item in response.json()]
+
+
+def test_an_unused_allow_expires_when_its_validity_ends(env: Env) -> None:
+    case_id, decision_id, valid_until = _allowed(env)
+    assert (case_id, "rerun") in _feed(env)
+    _at(env, valid_until - timedelta(minutes=1))
+    assert (case_id, "rerun") in _feed(env)
+    assert _scan(env).expired == []  # still valid: nothing expires early
+    assert env.detail("desk-riec", case_id)["state"] == "decided"
+
+    _at(env, valid_until + timedelta(minutes=1))
+    assert (case_id, "rerun") not in _feed(env), "an expired decision is no longer offered for a re-run"
+
+    done = _scan(env)
+    assert [(c.id, c.state.value) for c in done.expired] == [(case_id, "expired")]
+    detail = env.detail("desk-riec", case_id)
+    assert (detail["state"], detail["decision"]["id"]) == ("expired", decision_id)  # the decision stays on record
+    assert detail["history"][-1]["action"] == "expire"
+    [step] = _steps(env, case_id, "expire")
+    assert (step["status"], step["extra"]["state_before"], step["extra"]["state"]) == ("ok", "decided", "expired")
+    assert step["extra"]["decision_id"] == decision_id
+    assert step["requester"] == {"org": "wgs-gateway", "system": "escalation-scheduler", "user": None}
+    assert _scan(env).expired == []  # audited once
+    assert len(_steps(env, case_id, "expire")) == 1
+
+    assert case_id not in env.listed("desk-riec", state="decided")
+    assert case_id in env.listed("desk-riec", state="expired")
+    assert env.get("desk-riec", "/v1/escalations/metrics").json()["by_state"].get("expired") == 1
+
+    logged = len(env.audit_events())
+    rerun = env.post(SYSTEM, "/v1/exchanges", RERUN | {"escalation_decision": decision_id})
+    assert rerun.status_code == 422, rerun.text
+    assert rerun.headers["content-type"].startswith("application/problem+json")
+    assert "expired" in rerun.json()["detail"]
+    assert len(env.audit_events()) == logged  # nothing asked, no step logged
+
+
+def test_a_decision_held_by_a_live_rerun_is_left_to_it_until_the_claim_is_abandoned(env: Env) -> None:
+    case_id, _decision_id, valid_until = _allowed(env)
+    _at(env, valid_until + timedelta(seconds=1))
+    with transaction(env.container.sessions) as session:  # a re-run claimed it just before it ended
+        case_store.claim_decision(session, case_id, "c" * 32, now=valid_until - timedelta(seconds=1),
+                                  stale_before=valid_until - CLAIM_ABANDONED_AFTER)
+    assert _scan(env).expired == []
+    assert env.case(case_id).state.value == "decided"
+    assert _steps(env, case_id, "expire") == []  # not logged and retracted either
+    _at(env, valid_until + CLAIM_ABANDONED_AFTER + timedelta(seconds=1))  # the re-run died with its claim
+    assert [c.id for c in _scan(env).expired] == [case_id]
+
+
+def test_a_used_decision_whose_close_failed_is_closed_by_the_scan(env: Env) -> None:
+    case_id, _decision_id, valid_until = _allowed(env)
+    claim = "d" * 32
+    with transaction(env.container.sessions) as session:
+        case_store.claim_decision(session, case_id, claim, now=env.clock.now(),
+                                  stale_before=env.clock.now() - CLAIM_ABANDONED_AFTER)
+    with env.container.engine.begin() as connection:  # the re-run disclosed; closing the case then failed
+        case_store.use_decision(connection, case_id, claim, "e0000000-0000-7000-8000-000000000001")
+    _at(env, valid_until + timedelta(minutes=1))
+    assert _scan(env).expired == []  # used, so not expired: closed, citing the exchange that used it
+    assert env.case(case_id).state.value == "closed"
+    [close] = _steps(env, case_id, "close")
+    assert close["extra"]["rerun_exchange_id"] == "e0000000-0000-7000-8000-000000000001"
+
+
+def test_the_gateways_timer_expires_decisions(tmp_path: Path, sqlite_db_url: str) -> None:
+    """The scan runs on the gateway's own timer too, not only from the CLI."""
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_db_url, log_json=True, escalation_scan_seconds=0.1)
+    with running_env(tmp_path, sqlite_db_url, settings) as env:
+        case_id, _decision_id, valid_until = _allowed(env)
+        _at(env, valid_until + timedelta(minutes=1))
+        deadline = time.monotonic() + 15
+        while env.case(case_id).state.value != "expired" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert env.case(case_id).state.value == "expired"
