@@ -18,7 +18,9 @@ from gateway.auth.setup import auth_services, install_auth
 from gateway.clock import Clock
 from gateway.console import endpoints as console_endpoints
 from gateway.console.boundary import install_console_boundary
-from gateway.console.signins import close_sign_ins
+from gateway.console.sessions import CONSOLE_SETTINGS
+from gateway.console.settings import ConsoleSettings
+from gateway.console.signins import close_sign_ins, start_sign_ins
 from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated, expected_heads
 from gateway.enrolment import endpoints as enrolment_endpoints
@@ -70,8 +72,13 @@ def start_services(container: Container) -> None:
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
-               container: Container | None = None, freeze_heap: bool = False) -> FastAPI:
+               container: Container | None = None, freeze_heap: bool = False,
+               console_settings: ConsoleSettings | None = None) -> FastAPI:
     """Build the gateway app. Nothing touches the database until the lifespan starts.
+
+    Both settings groups are read here, so a bad ``WGS_`` or ``WGS_CONSOLE_`` value stops the start with
+    pydantic's ``ValidationError`` (``wgs-gateway serve`` checks first and prints one line) instead of
+    failing requests later; the console uses the ``console_settings`` read here, not the environment.
 
     ``freeze_heap`` (the server process, :mod:`gateway.asgi`): once started, move everything built so far
     (register, policies, engines, keys, imported modules) out of the cyclic garbage collector's reach
@@ -79,15 +86,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     otherwise scan all of it again; measured, that is up to a third of an audit append's CPU time.
     """
     settings = settings or (container.settings if container else Settings())
+    console_settings = console_settings or ConsoleSettings()
     configure_logging(settings.log_level, settings.log_json)
     owned = container is None
     the_container = container or build_container(settings, clock)
+    the_container.services[CONSOLE_SETTINGS] = console_settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start_services(the_container)
         audit_services(the_container).writer.start()
         auth_services(the_container).disabled.start()
+        start_sign_ins(the_container)
         escalation_scheduler(the_container).start()
         if freeze_heap:
             gc.collect()

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
+from gateway.console.settings import ConsoleSettings
 from gateway.db.engine import (
     alembic_config_for,
     current_heads,
@@ -38,22 +39,27 @@ from gateway.register.cli import register_app
 from gateway.register.loader import load_register
 from gateway.settings import Settings, settings_problems
 
+_SETTINGS_PREFIXES = {group.__name__: str(group.model_config.get("env_prefix", ""))
+                      for group in (Settings, ConsoleSettings)}
+"""The settings groups whose refusal a command turns into lines, by the title of pydantic's error."""
+
 
 class _SettingsCheckedGroup(TyperGroup):
     """The top-level command group; a bad ``WGS_`` variable ends any command with one line per problem.
 
-    Every command (here and in the sub-apps) builds :class:`Settings` itself, so the refusal is turned into
-    lines here, once, rather than in each: without it the operator gets typer's traceback, whose rendering
-    of pydantic's error repeats the value, which may be a password or a webhook secret.
+    Every command (here and in the sub-apps) builds :class:`Settings` itself (``serve`` and ``demo`` also
+    :class:`ConsoleSettings`), so the refusal is turned into lines here, once, rather than in each: without it
+    the operator gets typer's traceback, whose rendering of pydantic's error repeats the value, which may be a
+    password or a webhook secret.
     """
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context; its type is private
         try:
             return super().invoke(ctx)
         except ValidationError as exc:
-            if exc.title != Settings.__name__:
+            if exc.title not in _SETTINGS_PREFIXES:
                 raise
-            problems = settings_problems(exc)
+            problems = settings_problems(exc, _SETTINGS_PREFIXES[exc.title])
         except SettingsError as exc:
             problems = settings_problems(exc)
         except (SQLAlchemyError, DatabaseNotMigrated) as exc:  # a command using the database before `db upgrade`
@@ -227,6 +233,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     import uvicorn
 
     settings = _settings()
+    ConsoleSettings()  # what the app reads at start-up: a bad WGS_CONSOLE_ value is one line here, not a traceback
     refusal = _start_refusal(settings)  # before logging is set up: Alembic's info lines would surround it
     if refusal:
         typer.echo(refusal, err=True)  # not rich: a reason may hold [brackets] and must stay one line
@@ -244,7 +251,9 @@ def demo(port: int = typer.Option(8000, help="Gateway port (another free one is 
     """Run the gateway and the simulated partners locally, then the acceptance scenarios through them."""
     from gateway.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(), port=port, once=once))
+    settings = _settings()
+    ConsoleSettings()  # the demo's gateway process would refuse to start over a bad WGS_CONSOLE_ value
+    raise typer.Exit(run_demo(settings, port=port, once=once))
 
 
 def main() -> None:  # pragma: no cover - console entry point

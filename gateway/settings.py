@@ -176,19 +176,21 @@ class Settings(BaseSettings):
                                            "identifiers.")
 
 
-def settings_problems(exc: ValidationError | SettingsError) -> list[str]:
-    """One ``WGS_<FIELD>: <message>`` line per problem, for an operator who set a bad environment variable.
+def settings_problems(exc: ValidationError | SettingsError, prefix: str = "WGS_") -> list[str]:
+    """One ``<prefix><FIELD>: <message>`` line per problem, for an operator who set a bad environment variable.
 
     Pydantic's own rendering repeats each input value (``input_value=...``), and a value may be a password,
-    token or webhook secret; these lines name the variable and the rule, never the value.
+    token or webhook secret; these lines name the variable and the rule, never the value. ``prefix`` is the
+    settings group's ``env_prefix`` (``WGS_CONSOLE_`` for :class:`gateway.console.settings.ConsoleSettings`),
+    so the line names the variable the operator actually set.
     """
     if isinstance(exc, SettingsError):  # a complex value (JSON) that did not parse; its message names no value
         match = re.search(r'field "(\w+)"', str(exc))
-        return [f"WGS_{match.group(1).upper()}: not valid JSON" if match else "settings: a value is not valid JSON"]
+        return [f"{prefix}{match.group(1).upper()}: not valid JSON" if match else "settings: a value is not valid JSON"]
     lines = []
     for error in exc.errors(include_input=False, include_url=False, include_context=False):
         field, *inner = [str(part) for part in error["loc"]] or ["settings"]
         message = error["msg"].removeprefix("Value error, ")
-        where = f"WGS_{field.upper()}" + (f" ({'.'.join(inner)})" if inner else "")
+        where = f"{prefix}{field.upper()}" + (f" ({'.'.join(inner)})" if inner else "")
         lines.append(f"{where}: {message}")
     return lines

@@ -90,6 +90,21 @@ def person_token(client: TestClient, container: Container, username: str, organi
     return str(response.json()["access_token"])
 
 
+def issued_person_token(container: Container, username: str, organisation: str, roles: list[str]) -> str:
+    """The token ``POST /v1/auth/login`` issues to this person (:meth:`AuthServices.person_token`), without the
+    argon2 hashes of creating the account and signing in: the account gets a hash no password matches."""
+    from gateway.auth import repository
+    from gateway.auth.setup import auth_services
+    from gateway.ids import new_id
+
+    with transaction(container.sessions) as session:
+        account = repository.get_account(session, username)
+        if account is None:
+            account = repository.AccountRecord(new_id(), username, organisation, sorted(roles), "unusable", True)
+            repository.insert_account(session, account, container.clock.now())
+    return auth_services(container).person_token(account).access_token
+
+
 def account_id(container: Container, username: str) -> str:
     """The id of ``username``'s account: how audit entries name the person (never by username)."""
     from gateway.auth.repository import get_account

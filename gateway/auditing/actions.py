@@ -26,19 +26,33 @@ from gateway.container import Container
 from gateway.db.engine import transaction
 
 
+def _trace(request: Request | None) -> tuple[str, str | None]:
+    """The request's trace id and span (a new trace when there is no request: a summary written by a timer)."""
+    state = request.state if request is not None else None
+    return getattr(state, "trace_id", None) or secrets.token_hex(16), getattr(state, "span_id", None)
+
+
 def action_event(request: Request | None, action: str, *, organisation: str | None, account_id: str | None,
                  ok: bool = True, details: dict[str, JsonValue] | None = None,
                  channel: str = "console") -> AuditEvent:
-    """The entry of one action, in the request's trace (a new trace when there is no request: a summary
-    written by a timer)."""
-    state = request.state if request is not None else None
-    trace_id = getattr(state, "trace_id", None) or secrets.token_hex(16)
-    parent = getattr(state, "span_id", None)
+    """The entry of one action, in the request's trace."""
+    trace_id, parent = _trace(request)
     return AuditEvent(
         event_type=EventType.CONSOLE_ACTION, trace_id=trace_id, span_id=secrets.token_hex(8), parent_span_id=parent,
         status=Status.OK if ok else Status.ERROR,
         requester=Requester(org=organisation, user=account_id) if organisation else None,
         extra={"action": action, "channel": channel, **(details or {})})
+
+
+def rejection_event(request: Request | None, reason: str, *, organisation: str | None, system: str | None,
+                    details: dict[str, JsonValue] | None = None) -> AuditEvent:
+    """The ``auth.rejected`` entry of a token request the token endpoint refused (``reason``: the OAuth error
+    code), naming the partner system it named when that is one, under its organisation; in the request's trace."""
+    trace_id, parent = _trace(request)
+    return AuditEvent(
+        event_type=EventType.AUTH_REJECTED, trace_id=trace_id, span_id=secrets.token_hex(8), parent_span_id=parent,
+        status=Status.ERROR, requester=Requester(org=organisation, system=system) if organisation else None,
+        extra={"endpoint": "token", "reason": reason, **(details or {})})
 
 
 def account_id_of(container: Container, principal: Principal) -> str | None:

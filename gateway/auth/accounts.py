@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth import repository
 from gateway.auth.passwords import DUMMY_HASH, hash_secret, verify_secret
-from gateway.auth.principal import Role, Scope
+from gateway.auth.principal import Principal, Role, Scope
 from gateway.clock import Clock
 from gateway.db.engine import transaction
 from gateway.errors import NotFound, TooManyRequests, Unauthorized, Unprocessable
@@ -56,9 +57,8 @@ def set_password(session: Session, username: str, password: str) -> None:
     """Give an account a new password (``wgs-gateway users set-password``): a forgotten or leaked one.
 
     The new hash also ends the account's console sessions signed in before (their cookie carries a
-    fingerprint of the hash they were signed in with, :meth:`gateway.console.sessions.Sessions.credential_of`);
-    its bearer tokens from ``/v1/auth/login`` stay valid until they expire (``access_token_ttl_seconds``),
-    as after a change of roles: disable the account to stop those at once."""
+    fingerprint of the hash they were signed in with, :meth:`gateway.console.sessions.Sessions.credential_of`)
+    and its bearer tokens from ``/v1/auth/login`` (theirs, :func:`credential_fingerprint`), at once."""
     _check_password(password)
     if not repository.set_account_password(session, username, hash_secret(password)):
         raise NotFound(f"no account `{username}`")
@@ -120,3 +120,29 @@ def authenticate_person(session: Session, username: str, password: str,
         raise Unauthorized("username or password is wrong, or the account is disabled", error="invalid_grant")
     throttle.succeeded(username)
     return account
+
+
+def credential_fingerprint(key: bytes, account: repository.AccountRecord) -> str:
+    """What a person's access token says about the account it was issued for (its ``cred`` claim).
+
+    Why: a token is valid for ``access_token_ttl_seconds`` by its signature alone, so a token issued before
+    the password was replaced (it leaked), the roles or the organisation changed, or the account was disabled
+    kept what it had. Each use compares this fingerprint of the account *now* (:func:`check_person_token`) with
+    the token's, so any of those changes ends the account's tokens at once, in every process, without a table
+    of tokens or a version column every writer of the account must remember to bump (an administrator's SQL
+    too). Keyed with a key of this installation: a token is signed, not encrypted, and should not carry
+    anything computed from the password hash alone."""
+    material = json.dumps([account.id, account.organisation, sorted(account.roles), account.password_hash])
+    return hmac.new(key, material.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def check_person_token(session: Session, principal: Principal, key: bytes) -> None:
+    """401 unless the person's token was issued for the account as it is now, and that account is active.
+
+    One read by username (unique index) per request of a person; partner systems' tokens never come here.
+    The problem names nobody: the caller may not be the person the token was issued to."""
+    account = repository.get_account(session, principal.subject)
+    if (account is None or not account.active or not principal.credential
+            or not hmac.compare_digest(principal.credential, credential_fingerprint(key, account))):
+        raise Unauthorized("the account this token was issued to is disabled, or its password, roles or "
+                           "organisation changed since; sign in again")

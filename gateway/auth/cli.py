@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gateway.auth import repository
+from gateway.auth.access_changes import Kind, set_active
 from gateway.auth.accounts import create_account, set_password
-from gateway.auth.clients import register_key_client, register_secret_client
+from gateway.auth.clients import ClientDisabled, register_key_client, register_secret_client
 from gateway.auth.keys import SigningKeyStore
 from gateway.clock import SystemClock
 from gateway.db.engine import existing_engine_for, make_session_factory, transaction
@@ -33,8 +35,14 @@ def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
     return make_session_factory(existing_engine_for(settings))
 
 
-def _fail(exc: GatewayError) -> None:
+def _fail(exc: GatewayError) -> NoReturn:
     err.print(f"[red]{exc.detail}[/red]")
+    raise typer.Exit(1)
+
+
+def _refuse(line: str) -> NoReturn:
+    """One line on stderr and exit code 1: not rich, which would wrap a long line and read [brackets] as markup."""
+    typer.echo(line, err=True)
     raise typer.Exit(1)
 
 
@@ -42,25 +50,36 @@ def _fail(exc: GatewayError) -> None:
 def clients_add(system_id: str = typer.Argument(..., help="The system's id in the register."),
                 scopes: str = typer.Option("exchange,discovery,enrol", help="Comma-separated scopes."),
                 jwks_file: Path | None = typer.Option(None, help="Public JWKS of the system (private_key_jwt)."),
-                generate_secret: bool = typer.Option(False, help="Use a client secret (printed once).")) -> None:
-    """Register a partner system from the register as an OAuth client."""
+                generate_secret: bool = typer.Option(False, help="Use a client secret (printed once)."),
+                keep_disabled: bool = typer.Option(False, help="Give a disabled client new credentials and keep "
+                                                                "it disabled (`clients enable` enables it).")
+                ) -> None:
+    """Register a partner system from the register as an OAuth client, or give it new credentials.
+
+    A disabled client is not enabled by this: it is refused, or with --keep-disabled re-keyed and left disabled."""
     settings = Settings()
     register, _ = load_register(settings.register_file)
     scope_list = [s.strip() for s in scopes.split(",") if s.strip()]
     if bool(jwks_file) == generate_secret:
         err.print("[red]give exactly one of --jwks-file or --generate-secret[/red]")
         raise typer.Exit(2)
+    state = "; it stays disabled" if keep_disabled else ""
     try:
         with transaction(_sessions(settings)) as session:
             if jwks_file:
-                register_key_client(session, register, system_id, scope_list,
-                                    json.loads(jwks_file.read_text()), SystemClock())
-                out.print(f"client {system_id} registered (private_key_jwt)")
+                register_key_client(session, register, system_id, scope_list, json.loads(jwks_file.read_text()),
+                                    SystemClock(), keep_disabled=keep_disabled)
+                message = f"client {system_id} registered (private_key_jwt){state}"
             else:
-                _, secret = register_secret_client(session, register, system_id, scope_list, SystemClock())
-                out.print(f"client {system_id} registered; secret (shown once): {secret}")
+                _, secret = register_secret_client(session, register, system_id, scope_list, SystemClock(),
+                                                   keep_disabled=keep_disabled)
+                message = f"client {system_id} registered{state}; secret (shown once): {secret}"
+    except ClientDisabled as exc:
+        _refuse(f"{exc.detail}: give --keep-disabled to give it new credentials and keep it disabled, or enable it "
+                f"first with `wgs-gateway clients enable {system_id}`")
     except GatewayError as exc:
         _fail(exc)
+    out.print(message)  # only once committed: a secret shown for a rolled-back registration would be no secret
 
 
 @clients_app.command("list")
@@ -76,12 +95,28 @@ def clients_list() -> None:
 
 @clients_app.command("disable")
 def clients_disable(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
-    """Disable a partner system's client: its tokens (issued ones too) are refused within seconds."""
-    with transaction(_sessions(Settings())) as session:
-        if not repository.set_client_active(session, system_id, False):
-            err.print(f"[red]no client {system_id}[/red]")
-            raise typer.Exit(1)
-    out.print(f"client {system_id} disabled")
+    """Disable a partner system's client: its tokens (issued ones too) are refused within seconds. Audited."""
+    _set_active("client", system_id, False)
+
+
+@clients_app.command("enable")
+def clients_enable(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
+    """Enable a disabled partner system's client again: it gets tokens again. Audited."""
+    _set_active("client", system_id, True)
+
+
+def _set_active(kind: Kind, name: str, active: bool) -> None:
+    """Enable or disable a client or an account, with its audit entry (:mod:`gateway.auth.access_changes`)."""
+    settings = Settings()
+    engine = existing_engine_for(settings)
+    try:
+        change = set_active(settings, engine, kind, name, active)
+    except GatewayError as exc:
+        _refuse(exc.detail)
+    finally:
+        engine.dispose()
+    word = "enabled" if active else "disabled"
+    out.print(f"{kind} {name} {word}" if change.changed else f"{kind} {name} is already {word}; nothing changed")
 
 
 @users_app.command("add")
@@ -110,9 +145,7 @@ def users_add(username: str = typer.Argument(..., help="The name the person sign
 def users_set_password(username: str = typer.Argument(..., help="The account's username."),
                        password_stdin: bool = typer.Option(False, help="Read the password from standard input.")
                        ) -> None:
-    """Give an account a new password (forgotten or leaked): its console sessions end at once.
-
-    Its bearer tokens stay valid until they expire; disable the account to stop those too."""
+    """Give an account a new password (forgotten or leaked): its sessions and API tokens end at once."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
         "New password", hide_input=True, confirmation_prompt=True)
     try:
@@ -120,7 +153,7 @@ def users_set_password(username: str = typer.Argument(..., help="The account's u
             set_password(session, username, password)
     except GatewayError as exc:
         _fail(exc)
-    out.print(f"password of {username} set; the account's console sessions have ended")
+    out.print(f"password of {username} set; the account's console sessions and API tokens have ended")
 
 
 @users_app.command("list")
@@ -135,12 +168,14 @@ def users_list() -> None:
 
 @users_app.command("disable")
 def users_disable(username: str = typer.Argument(..., help="The account's username.")) -> None:
-    """Disable a person's account: sign-in and their tokens (issued ones too) are refused within seconds."""
-    with transaction(_sessions(Settings())) as session:
-        if not repository.set_account_active(session, username, False):
-            err.print(f"[red]no account {username}[/red]")
-            raise typer.Exit(1)
-    out.print(f"account {username} disabled")
+    """Disable a person's account: sign-in and their tokens (issued ones too) are refused at once. Audited."""
+    _set_active("account", username, False)
+
+
+@users_app.command("enable")
+def users_enable(username: str = typer.Argument(..., help="The account's username.")) -> None:
+    """Enable a disabled person's account again: they can sign in again. Audited."""
+    _set_active("account", username, True)
 
 
 def _key_store(settings: Settings) -> SigningKeyStore:

@@ -17,10 +17,34 @@ from gateway.auth.client_assertion import ASSERTION_ALGORITHMS, ASSERTION_KEY_TY
 from gateway.auth.passwords import generate_secret, hash_secret
 from gateway.auth.principal import Scope
 from gateway.clock import Clock
-from gateway.errors import Unprocessable
+from gateway.errors import Conflict, Unprocessable
 from gateway.register.model import Register
 
 SYSTEM_SCOPES = {Scope.EXCHANGE, Scope.DISCOVERY, Scope.ENROL, Scope.REGISTER_READ}
+
+
+class ClientDisabled(Conflict):
+    """Registering a disabled client again, without saying to keep it disabled."""
+
+
+def _active_after(session: Session, system_id: str, keep_disabled: bool) -> bool:
+    """Whether the client is active once registered (again): a new one or an enabled one is; a disabled one
+    stays disabled, and only when ``keep_disabled`` says so is it registered at all.
+
+    Why: registering a client again (new keys, a new secret) used to enable a disabled one by the way. An
+    operator who disabled a system whose key leaked, and then gave it a new key, had it working again before
+    deciding to: enabling is its own, audited step (``wgs-gateway clients enable``,
+    :mod:`gateway.auth.access_changes`), and new credentials for a disabled client are given with the client
+    kept disabled. ``keep_disabled`` for a client that is not disabled is refused rather than ignored: it
+    would look as if it disabled one."""
+    existing = repository.get_client(session, system_id)
+    if existing is not None and not existing.active:
+        if not keep_disabled:
+            raise ClientDisabled(f"client {system_id} is disabled; registering it again does not enable it")
+        return False
+    if keep_disabled:
+        raise Unprocessable(f"client {system_id} is not disabled; keeping it disabled applies to a disabled one")
+    return True
 
 
 def _check(register: Register, system_id: str, scopes: list[str]) -> str:
@@ -34,9 +58,11 @@ def _check(register: Register, system_id: str, scopes: list[str]) -> str:
 
 
 def register_key_client(session: Session, register: Register, system_id: str, scopes: list[str],
-                        jwks: dict[str, Any], clock: Clock) -> repository.ClientRecord:
-    """Register (or re-key) a system that authenticates with ``private_key_jwt``."""
+                        jwks: dict[str, Any], clock: Clock, *, keep_disabled: bool = False) -> repository.ClientRecord:
+    """Register (or re-key) a system that authenticates with ``private_key_jwt`` (a disabled one only with
+    ``keep_disabled``: :func:`_active_after`)."""
     organisation = _check(register, system_id, scopes)
+    active = _active_after(session, system_id, keep_disabled)
     try:
         keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
     except (JoseError, ValueError, KeyError, TypeError) as exc:
@@ -45,7 +71,7 @@ def register_key_client(session: Session, register: Register, system_id: str, sc
         raise Unprocessable("the JWKS contains private key material; register public keys only")
     _check_assertion_keys(jwks, keys)
     public = {"keys": [key.as_dict(private=False) for key in keys.keys]}
-    record = repository.ClientRecord(system_id, organisation, "private_key_jwt", None, public, sorted(scopes), True)
+    record = repository.ClientRecord(system_id, organisation, "private_key_jwt", None, public, sorted(scopes), active)
     repository.upsert_client(session, record, clock.now())
     return record
 
@@ -85,11 +111,14 @@ def _verifies_assertions(key: Key) -> bool:
 
 
 def register_secret_client(session: Session, register: Register, system_id: str, scopes: list[str],
-                           clock: Clock, secret: str | None = None) -> tuple[repository.ClientRecord, str]:
-    """Register a system that authenticates with a client secret; returns the secret (shown once)."""
+                           clock: Clock, secret: str | None = None, *, keep_disabled: bool = False
+                           ) -> tuple[repository.ClientRecord, str]:
+    """Register a system that authenticates with a client secret; returns the secret (shown once). A disabled
+    one only with ``keep_disabled`` (:func:`_active_after`)."""
     organisation = _check(register, system_id, scopes)
+    active = _active_after(session, system_id, keep_disabled)
     secret = secret or generate_secret()
     record = repository.ClientRecord(system_id, organisation, "client_secret", hash_secret(secret), None,
-                                     sorted(scopes), True)
+                                     sorted(scopes), active)
     repository.upsert_client(session, record, clock.now())
     return record, secret

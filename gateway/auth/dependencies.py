@@ -1,24 +1,31 @@
 """FastAPI dependencies that authenticate the caller and check the scope of its token.
 
-Use as ``principal: Principal = Depends(require_scope(Scope.EXCHANGE))``. Missing or bad tokens → 401
-with ``WWW-Authenticate``; a valid token without the scope → 403. Both are problem+json.
+Use as ``principal: Principal = Depends(require_scope(Scope.EXCHANGE))`` (or ``require_any_scope``, or a
+``TokenRequired`` with a rule of its own). Missing or bad tokens → 401 with ``WWW-Authenticate``; a valid token
+without the scope → 403. Both are problem+json.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 
+from gateway.auth.accounts import check_person_token
 from gateway.auth.principal import Principal, Scope
 from gateway.auth.setup import auth_services
+from gateway.db.engine import transaction
 from gateway.deps import container_of
 from gateway.errors import Forbidden, Unauthorized
 
 _DESCRIPTION = "An access token from POST /oauth/token or /v1/auth/login."
 
 
-def authenticate(request: Request) -> Principal:
+def _verified(request: Request) -> Principal:
+    """The token's principal, checked in memory only: signature and claims, and not disabled."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -26,35 +33,72 @@ def authenticate(request: Request) -> Principal:
     auth = auth_services(container_of(request))
     principal = auth.tokens.verify(token.strip())
     auth.disabled.check(principal)  # a token outlives the disabling of its client or account otherwise
-    request.state.principal = principal
     return principal
 
 
-class ScopeRequired(SecurityBase):
-    """A dependency that yields the caller's Principal if its token carries ``scope``.
+def _check_account(request: Request, principal: Principal) -> None:
+    """A person's token against the account as it is now (one read; blocking): see
+    :func:`gateway.auth.accounts.check_person_token`."""
+    container = container_of(request)
+    with transaction(container.sessions) as session:
+        check_person_token(session, principal, auth_services(container).credential_key)
+
+
+class TokenRequired(SecurityBase):
+    """A dependency that yields the caller's Principal if its token is valid and ``authorise`` accepts it.
 
     A security scheme itself (the OpenAPI document shows the bearer scheme, named ``HTTPBearer``, on every
     route that uses it) rather than a function depending on FastAPI's ``HTTPBearer``: one dependency to solve
     per request instead of two levels of them (with the container read in the route, the exchange's dependency
     solving went from ~0.068 to ~0.051 ms of the event loop per request, token check included). The check is
-    ours (:func:`authenticate`), so every failure is a problem+json. Async so that FastAPI runs it on the event
-    loop: a signature verification against keys in memory (a stat of the key file at most) is far cheaper than
-    the hop to a worker thread a sync one costs. Nothing is cached between requests: every call verifies the
-    token and asks whether it, its client or its account was revoked or disabled meanwhile."""
+    ours, so every failure is a problem+json. Async so that FastAPI runs it on the event loop: a signature
+    verification against keys in memory (a stat of the key file at most) is far cheaper than the hop to a
+    worker thread a sync one costs (a person's token alone costs that hop, for the read of its account).
+    Nothing is cached between requests: every call verifies the token and asks whether it, its client or its
+    account was revoked or disabled meanwhile, and whether a person's account still is what the token was
+    issued for.
 
-    def __init__(self, scope: Scope) -> None:
+    Every route that needs a token takes it through this class (or :class:`ScopeRequired`), never by checking
+    the header from a plain function or the handler: FastAPI documents a security requirement only for a
+    dependency that is a ``SecurityBase``, so such a route was shown as public in ``/openapi.json``."""
+
+    def __init__(self, authorise: Callable[[Principal], None]) -> None:
         self.model = HTTPBearerModel(description=_DESCRIPTION)
         self.scheme_name = "HTTPBearer"
-        self.scope = scope
+        self.authorise = authorise
 
     async def __call__(self, request: Request) -> Principal:
-        principal = authenticate(request)
+        principal = _verified(request)  # inlined: no coroutine of its own on the exchange's hot path
+        if principal.kind == "person":
+            await run_in_threadpool(_check_account, request, principal)
+        request.state.principal = principal
+        self.authorise(principal)
+        return principal
+
+
+class ScopeRequired(TokenRequired):
+    """A token carrying ``scope`` (403 problem+json with ``required_scope`` otherwise)."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(self._check)
+        self.scope = scope
+
+    def _check(self, principal: Principal) -> None:
         if not principal.has_scope(self.scope.value):
             raise Forbidden(f"the access token lacks the scope `{self.scope.value}`",
                             extra={"required_scope": self.scope.value})
-        return principal
 
 
 def require_scope(scope: Scope) -> ScopeRequired:
     """Use as ``principal: Principal = Depends(require_scope(Scope.EXCHANGE))``."""
     return ScopeRequired(scope)
+
+
+def require_any_scope(*scopes: Scope) -> TokenRequired:
+    """A token carrying at least one of ``scopes``, e.g. the requester system or its privacy officer."""
+    names = [scope.value for scope in scopes]
+
+    def check(principal: Principal) -> None:
+        if not any(principal.has_scope(name) for name in names):
+            raise Forbidden("the access token lacks the scope " + " or ".join(f"`{name}`" for name in names))
+    return TokenRequired(check)

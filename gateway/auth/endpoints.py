@@ -1,10 +1,29 @@
-"""HTTP surface of authentication: token endpoint, JWKS, server metadata, people's login."""
+"""HTTP surface of authentication: token endpoint, JWKS, server metadata, people's login.
+
+What of it is audited, and why:
+
+* a person's sign-in at ``POST /v1/auth/login`` is a ``console.action`` entry (``sign-in``, ``channel: api``),
+  as at the console, failed ones too (:mod:`gateway.console.signins`): people sign in a few times a day, and
+  who signed in to review the log or to decide escalations is itself what an officer reviews;
+* a token request the token endpoint refuses is an ``auth.rejected`` entry naming the partner system it
+  named, bounded per window like failed sign-ins (:mod:`gateway.console.signins`): a wrong key or secret, or
+  a replayed assertion, for a system is what its organisation's officers should see, and only the
+  application log had it;
+* a token issued to a partner system is no entry. Systems fetch one every few minutes per process, so the
+  entries would outnumber everything else a quiet partnership logs, and say nothing an officer can act on:
+  what a system does with its token (every exchange, discovery and enrolment) is an entry of its own, under
+  the system's id. A refused request that names no system at all (a malformed body) stays in the application
+  log only: it names nobody an officer could be responsible for.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import structlog
 from fastapi import APIRouter, Depends, Request
@@ -13,18 +32,29 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from audit import AuditWriteError
-from gateway.auth.accounts import authenticate_person, scopes_for_roles
+from gateway.auditing.actions import action_event
+from gateway.auditing.setup import audit_services
+from gateway.auth.accounts import authenticate_person
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
+from gateway.auth.jose_segments import MalformedSegment, decode_segment
 from gateway.auth.keys import SIGNING_ALGORITHM
 from gateway.auth.server import GatewayAuthorizationServer, TokenRequest
 from gateway.auth.setup import auth_services
 from gateway.client.models import SLUG_PATTERN
-from gateway.console.signins import THROTTLED, WRONG_CREDENTIALS, record_failed_sign_in, target_of
+from gateway.console.signins import (
+    THROTTLED,
+    TOKEN_CHANNEL,
+    WRONG_CREDENTIALS,
+    Target,
+    record_failed_sign_in,
+    target_of,
+)
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.deps import get_container
 from gateway.errors import ServiceUnavailable, TooManyRequests, Unauthorized
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from gateway.register.model import Register
 from gateway.register.setup import register_service
 
 router = APIRouter(tags=["authentication"])
@@ -61,7 +91,8 @@ def _oauth_error(status: int, error: str, description: str, headers: list[tuple[
 @router.post("/oauth/token", response_model=TokenResponse, summary="OAuth2 token endpoint (client credentials)",
              responses={400: {"description": "invalid_request / invalid_grant / invalid_scope / "
                                              "unsupported_grant_type / replayed assertion (invalid_client)"},
-                        401: {"description": "invalid_client"}},
+                        401: {"description": "invalid_client"},
+                        503: {"description": "Refused, and the refusal could not be written to the audit log"}},
              openapi_extra={"requestBody": {"content": {FORM_MEDIA_TYPE: {"schema": {
                  "type": "object", "required": ["grant_type"], "properties": {
                      "grant_type": {"type": "string", "enum": ["client_credentials"]},
@@ -108,7 +139,14 @@ async def token(request: Request, container: Container = Depends(get_container))
             response_headers = [("WWW-Authenticate", 'Bearer error="invalid_client"')]
         description = str(body.get("error_description", error))
         log.info("token_rejected", error=error, reason=description, client_id=_loggable_client_id(form))
+        try:
+            await record_failed_sign_in(container, request, error if error in OAUTH_ERRORS else "invalid_request",
+                                        _named_system(form, headers, register), channel=TOKEN_CHANNEL)
+        except AuditWriteError as failed:  # refused all the same; unaccounted for, so not as if nothing happened
+            raise ServiceUnavailable("the token request was refused and the audit log could not be written",
+                                     headers={"Retry-After": "5"}) from failed
         return _oauth_error(status, error, description, response_headers)
+    # An issued token is no entry: see the module's docstring.
     log.info("token_issued", scope=body.get("scope"))
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
@@ -135,6 +173,32 @@ async def metadata(container: Container = Depends(get_container)) -> dict[str, A
 _SYSTEM_ID = re.compile(SLUG_PATTERN)
 
 
+OAUTH_ERRORS = frozenset({"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                          "unsupported_grant_type", "invalid_scope"})
+"""RFC 6749 §5.2's error codes: the only reasons an ``auth.rejected`` entry gives."""
+
+
+def _named_system(form: Mapping[str, Any], headers: Mapping[str, str], register: Register) -> Target:
+    """The partner system a refused token request named, if it is one in the register in force (with its
+    organisation), else nobody: ``client_id`` in the form, the user of Basic credentials, or the subject of the
+    client assertion, none of them verified (the request was refused). Whoever calls the endpoint chooses the
+    text, so only the id of a system the register lists is ever written, never the text as sent."""
+    named: list[Any] = [form.get("client_id")]
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        with contextlib.suppress(ValueError):  # not base64, or not UTF-8 (a ValueError too)
+            named.append(unquote(base64.b64decode(credentials, validate=True).decode().partition(":")[0]))
+    assertion = form.get("client_assertion")
+    if isinstance(assertion, str) and assertion.count(".") == 2:
+        with contextlib.suppress(MalformedSegment):
+            named.append(decode_segment(assertion.split(".")[1]).get("sub"))
+    for candidate in named:
+        organisation = register.organisation_of_system(candidate) if isinstance(candidate, str) else None
+        if organisation is not None:
+            return Target(organisation=organisation, system=candidate)
+    return Target()
+
+
 def _loggable_client_id(form: Mapping[str, Any]) -> str | None:
     """The ``client_id`` a refused token request named, for the log line, if it looks like a system id (what
     the register names systems with); otherwise a marker. Whoever calls the token endpoint chooses the value:
@@ -154,7 +218,8 @@ class LoginRequest(BaseModel):
 
 
 @router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",
-             responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"}})
+             responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"},
+                        503: {"description": "The sign-in could not be written to the audit log: no token"}})
 async def login(body: LoginRequest, request: Request, container: Container = Depends(get_container)
                 ) -> TokenResponse:
     auth = auth_services(container)
@@ -162,8 +227,7 @@ async def login(body: LoginRequest, request: Request, container: Container = Dep
     def run() -> tuple[TokenResponse, str, str]:
         with transaction(container.sessions) as session:
             account = authenticate_person(session, body.username, body.password, auth.login_throttle)
-        issued = auth.tokens.issue(subject=account.username, organisation=account.organisation,
-                                   scopes=scopes_for_roles(account.roles), kind="person", roles=account.roles)
+        issued = auth.person_token(account)
         return (TokenResponse(access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in,
                               scope=issued.scope), account.id, account.organisation)
 
@@ -179,6 +243,14 @@ async def login(body: LoginRequest, request: Request, container: Container = Dep
             raise ServiceUnavailable("the sign-in was refused and the audit log could not be written",
                                      headers={"Retry-After": "5"}) from failed
         raise
+    # A sign-in is an entry, as at the console (who reviewed the log, and since when, is itself reviewed), and
+    # written before the token is handed out: a sign-in that cannot be accounted for gets none.
+    try:
+        await audit_services(container).writer.record([action_event(
+            request, "sign-in", organisation=organisation, account_id=account_id, channel="api")])
+    except AuditWriteError as failed:
+        raise ServiceUnavailable("the sign-in could not be written to the audit log; no token was issued",
+                                 headers={"Retry-After": "5"}) from failed
     # The account id, never the username: people choose usernames (a name, an e-mail address), and the
     # application log must hold references only, as the audit log's entries do.
     log.info("person_logged_in", account_id=account_id, organisation=organisation)

@@ -38,6 +38,7 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
     roles: frozenset[str] = field(default_factory=frozenset)
     token_id: str = ""
+    credential: str = ""  # a person's token: the fingerprint of the account it was issued for (accounts.py)
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -58,7 +58,9 @@ def list_clients(session: Session) -> list[ClientRecord]:
     return [client for client_id in rows if (client := get_client(session, client_id)) is not None]
 
 
-def set_client_active(session: Session, client_id: str, active: bool) -> bool:
+def set_client_active(session: Session | Connection, client_id: str, active: bool) -> bool:
+    """Enable or disable a client; False if there is none. A connection too: an operator's change commits in the
+    audit log's transaction, together with its entry (:mod:`gateway.auth.access_changes`)."""
     result = session.execute(update(oauth_clients).where(oauth_clients.c.client_id == client_id)
                              .values(active=active))
     return bool(getattr(result, "rowcount", 0))
@@ -106,7 +108,8 @@ def disabled_subjects(session: Session) -> tuple[frozenset[str], frozenset[str]]
     return frozenset(clients), frozenset(people)
 
 
-def set_account_active(session: Session, username: str, active: bool) -> bool:
+def set_account_active(session: Session | Connection, username: str, active: bool) -> bool:
+    """Enable or disable an account; False if there is none (a connection too, as :func:`set_client_active`)."""
     result = session.execute(update(accounts).where(accounts.c.username == username).values(active=active))
     return bool(getattr(result, "rowcount", 0))
 

@@ -7,6 +7,11 @@ Checklist applied by ``verify`` (in this order; the first failure rejects with 4
 4. ``exp`` is in the future and ``nbf``/``iat`` not in the future (30 s leeway), by the injected clock;
 5. ``sub``, ``org``, ``jti`` and ``kind`` are present.
 
+A person's token also carries ``cred``, the fingerprint of the account it was issued for (its password hash,
+organisation and roles: :func:`gateway.auth.accounts.credential_fingerprint`), which
+:class:`gateway.auth.dependencies.TokenRequired` compares with the account on every use; a signature says only
+what was true when the token was issued.
+
 A token that passed is remembered by its exact text (so a changed byte is another token) with its
 ``exp``, and later presentations skip steps 1-5 as long as it has not expired (step 4's rule, same
 leeway) and the verification key set is unchanged (a rotation or retirement clears the memory). Why: the
@@ -58,7 +63,7 @@ class AccessTokenService:
 
     def issue(self, *, subject: str, organisation: str, scopes: list[str], kind: str = "system",
               roles: list[str] | None = None, client_id: str | None = None,
-              audience: str | None = None) -> IssuedToken:
+              audience: str | None = None, credential: str | None = None) -> IssuedToken:
         now = int(self._clock.now().timestamp())
         key = self._keys.current()
         jti = new_id()
@@ -71,6 +76,8 @@ class AccessTokenService:
             claims["client_id"] = client_id
         if roles:
             claims["roles"] = sorted(roles)
+        if credential:
+            claims["cred"] = credential
         token = jwt.encode({"alg": SIGNING_ALGORITHM, "kid": key.kid}, claims, key, algorithms=_ALLOWED_ALGORITHMS)
         return IssuedToken(token, self.ttl_seconds, claims["scope"], jti)
 
@@ -128,7 +135,8 @@ class AccessTokenService:
         claims = decoded.claims
         return Principal(kind=claims["kind"], subject=str(claims["sub"]), organisation=str(claims["org"]),
                          scopes=frozenset(str(claims.get("scope", "")).split()),
-                         roles=frozenset(claims.get("roles", [])), token_id=str(claims["jti"])), int(claims["exp"])
+                         roles=frozenset(claims.get("roles", [])), token_id=str(claims["jti"]),
+                         credential=str(claims.get("cred", ""))), int(claims["exp"])
 
 
 def _peek_header(token: str) -> dict[str, Any]:

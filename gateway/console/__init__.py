@@ -14,7 +14,9 @@ Modules, one job each:
 ``signouts``       the signed-out session ids, in the database (``tables``), for every process
 ``i18n``           the Dutch/English message catalogue and language choice
 ``actions``        ``console.action`` audit entries (sign-in, sign-out, exports, subject lookups)
-``signins``        failed sign-ins: one entry per account and window, later ones counted and summarised
+``signins``        failed sign-ins and refused token requests: one entry per account (system) and window,
+                   later ones counted and summarised
+``signin_windows`` those windows, in the database (``tables``), shared by every process
 ``views``          page data that is presentation only (bar charts, deadline countdowns)
 ``pages``          the page machinery: signed-in person, ``Page``, navigation, ``ConsoleRoute``
 ``endpoints``      the router: thin handlers that check the session and call the services

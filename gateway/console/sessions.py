@@ -192,9 +192,16 @@ class Sessions:
 _install_lock = threading.Lock()
 
 
+CONSOLE_SETTINGS = "console_settings"
+"""The container service holding the :class:`ConsoleSettings` read (and validated) by ``create_app``."""
+
+
 def install_console(container: Container, settings: ConsoleSettings | None = None) -> Sessions:
-    """Set up the console's session machinery (done lazily on the first console request when not called)."""
-    settings = settings or ConsoleSettings()
+    """Set up the console's session machinery (done lazily on the first console request when not called).
+
+    Without ``settings`` it uses those ``create_app`` read at start-up, never the environment as it is now:
+    a bad ``WGS_CONSOLE_`` value has stopped the start already, so a request cannot meet it (no 500)."""
+    settings = settings or container.service(CONSOLE_SETTINGS, ConsoleSettings)
     secret = settings.session_secret or load_or_create_secret(container.settings.key_dir)
     sessions = Sessions(settings, URLSafeSerializer(secret, salt=_SALT))
     container.services["console"] = sessions

@@ -2,6 +2,11 @@
 
 Kept apart from :class:`gateway.settings.Settings` so the console can be switched and tuned without touching
 the API's configuration; tests hand their own instance to :func:`gateway.console.sessions.install_console`.
+
+Read and validated at start-up, like ``Settings``: :func:`gateway.app.create_app` builds the instance the
+console uses (``wgs-gateway serve`` first, turning a bad value into one ``WGS_CONSOLE_<FIELD>: ...`` line).
+Built lazily on the first console request instead, a bad value let the gateway start and then made every
+console page a 500.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ without ever decrypting anything — each partnership-domain pseudonym is multip
   version.
 * ``status`` shows the key versions (never the secrets), rows per version and how many rows wait for ``rekey``.
 
-Afterwards the participants re-enrol: their pseudonyms under the new version differ from the old ones, which
-is the point of rotating.
+The procedure (docs/pseudonyms.md) is therefore ``rotate``, then ``rekey`` for enrolments that were in flight
+during it, then ``status`` until it shows 0 rows not under the current version. Nobody restarts a gateway and no
+participant re-enrols: the index is moved to the new version without any identifier. (Only rows under a version
+already retired from the ring cannot be moved; those subjects need re-enrolling, which ``rekey`` says.)
 """
 
 from __future__ import annotations
@@ -134,16 +136,31 @@ def rotate() -> None:
     store = _store(settings)
     ring = _existing_ring(settings, "cannot rotate")
     pending = _pending(settings, ring.current)
-    if pending:
+    finishing = pending > 0
+    if finishing:
         out.print(f"{pending} index rows are not under the current key version {ring.current} yet: finishing "
                   "that re-key first; no new key version is added.")
     else:
         ring = asyncio.run(store.rotate())
         pending = _pending(settings, ring.current)
     _report(settings, _rekey(settings, ring, pending))
-    out.print("Running gateway processes use the new key version from their next request. Run `wgs-gateway "
-              "pseudonyms rekey` for anything enrolled under the old version while this ran, and have the "
-              "participants re-enrol.")
+    _next_steps(ring.current, added=not finishing)
+
+
+def _next_steps(current: int, *, added: bool) -> None:
+    """The rest of docs/pseudonyms.md's procedure. Running gateways follow the key file
+    (:mod:`gateway.pseudonyms.following`) and the index was moved without identifiers, so neither a restart nor
+    a re-enrolment is part of it; one printed line each, short enough not to be wrapped mid-command."""
+    if added:
+        out.print(f"key version {current} added: running gateway processes use it from their next request "
+                  "(no restart needed).", soft_wrap=True)
+    else:
+        out.print("no key version was added: run `wgs-gateway pseudonyms rotate` again to start a new rotation.",
+                  soft_wrap=True)
+    out.print("next: `wgs-gateway pseudonyms rekey` moves what enrolments in flight during this run wrote under "
+              "the old version;", soft_wrap=True)
+    out.print("then `wgs-gateway pseudonyms status` must show 0 rows not under the current key version (else "
+              "run `rekey` again).", soft_wrap=True)
 
 
 @pseudonyms_app.command("rekey")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from connectors.protocol import CATEGORY_PATTERN, RECORD_TYPE_PATTERN
 from gateway.auditing.review import EntryView, subject_report
-from gateway.auth.dependencies import authenticate, require_scope
+from gateway.auth.dependencies import require_any_scope, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.client.models import SLUG_PATTERN
 from gateway.container import Container
@@ -19,7 +19,6 @@ from gateway.deps import get_container
 from gateway.enrolment.audited import EntryTrace
 from gateway.enrolment.service import REFUSAL_CODE_PATTERN, Item
 from gateway.enrolment.setup import pseudonym_service
-from gateway.errors import Forbidden
 
 router = APIRouter(prefix="/v1", tags=["pseudonyms"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -89,13 +88,9 @@ def entry_trace(request: Request) -> EntryTrace:
     return EntryTrace(state.trace_id, state.span_id, getattr(state, "parent_span_id", None))
 
 
-def partner(request: Request) -> Principal:
-    """Partner systems with ``enrol`` or ``exchange`` (a requester needs its pseudonym for a subject it asks
-    about without holding records on it)."""
-    principal = authenticate(request)
-    if not (principal.has_scope(Scope.ENROL.value) or principal.has_scope(Scope.EXCHANGE.value)):
-        raise Forbidden("the access token lacks the scope `enrol` or `exchange`")
-    return principal
+partner = require_any_scope(Scope.ENROL, Scope.EXCHANGE)
+"""Partner systems with ``enrol`` or ``exchange`` (a requester needs its pseudonym for a subject it asks
+about without holding records on it)."""
 
 
 @router.get("/pseudonyms/key", summary="The gateway's public key for polymorphic pseudonyms")

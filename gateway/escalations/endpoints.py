@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from escalation.queries import CaseFilter
 from escalation.states import State, Trigger
-from gateway.auth.dependencies import authenticate, require_scope
+from gateway.auth.dependencies import TokenRequired, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.container import Container
 from gateway.deps import get_container
@@ -48,13 +48,14 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 _GAP_STATUS = Literal["identified", "on-agenda", "resolved"]
 
 
-def case_caller(request: Request) -> Principal:
+def _case_caller(principal: Principal) -> None:
     """People need ``escalation``; partner systems ``exchange`` (for their own requests' cases)."""
-    principal = authenticate(request)
     needed = Scope.EXCHANGE if principal.kind == "system" else Scope.ESCALATION
     if not principal.has_scope(needed.value):
         raise Forbidden(f"the access token lacks the scope `{needed.value}`")
-    return principal
+
+
+case_caller = TokenRequired(_case_caller)
 
 
 @router.post("/v1/escalations", response_model=CaseDetail, status_code=201, responses=_PROBLEMS,

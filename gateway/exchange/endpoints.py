@@ -7,12 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, Request
 
-from gateway.auth.dependencies import authenticate, require_scope
+from gateway.auth.dependencies import require_any_scope, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeRequest, ExchangeResult
 from gateway.container import Container
 from gateway.deps import container_of, get_container
-from gateway.errors import Forbidden
 from gateway.exchange.examples import (
     DISCOVERY_REQUESTS,
     DISCOVERY_RESULT,
@@ -82,11 +81,9 @@ async def create_exchange(request: Request, body: ExchangeRequest = Body(openapi
 
 @router.get("/exchanges/{exchange_id}", response_model=ExchangeResult, responses=_GET_RESPONSES,
     summary="See an exchange's outcome again (requester system, or its privacy officer)")
-async def get_exchange(exchange_id: str, request: Request,
+async def get_exchange(exchange_id: str,
+                       principal: Principal = Depends(require_any_scope(Scope.EXCHANGE, Scope.AUDIT_READ)),
                        container: Container = Depends(get_container)) -> ExchangeResult:
-    principal = authenticate(request)
-    if not (principal.has_scope(Scope.EXCHANGE.value) or principal.has_scope(Scope.AUDIT_READ.value)):
-        raise Forbidden("the access token lacks the scope `exchange` or `audit:read`")
     return await asyncio.to_thread(exchange_service(container).get, principal, exchange_id)
 
 

@@ -91,6 +91,26 @@ def test_sign_in_lands_on_the_audit_log_with_a_hardened_cookie(console: TestClie
     assert page.headers["x-frame-options"] == "DENY"
 
 
+def test_a_bad_console_setting_stops_the_start_and_never_fails_a_request(
+        container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad ``WGS_CONSOLE_`` value is refused when the app is built, like any ``WGS_`` one; the console then
+    uses what was read at start-up, so a request never meets a value that would fail it (500 before)."""
+    from pydantic import ValidationError
+
+    from gateway.app import create_app
+
+    monkeypatch.setenv("WGS_CONSOLE_PAGE_SIZE", "1")
+    with pytest.raises(ValidationError) as refused:
+        create_app(container=container)
+    assert refused.value.title == ConsoleSettings.__name__
+
+    monkeypatch.delenv("WGS_CONSOLE_PAGE_SIZE")
+    started = create_app(container=container)
+    monkeypatch.setenv("WGS_CONSOLE_PAGE_SIZE", "1")  # e.g. a .env edited under the running process
+    with TestClient(started, raise_server_exceptions=False) as client:
+        assert client.get("/console/login").status_code == 200
+
+
 def test_secure_cookie_by_default_except_on_plain_http_loopback(app: FastAPI, container: Container) -> None:
     install_console(container, ConsoleSettings())
     with TestClient(app, base_url="https://gateway.example") as client:

@@ -26,7 +26,8 @@ from gateway.console import endpoints, escalations
 from gateway.console.pages import _templates
 from gateway.console.sessions import COOKIE, install_console
 from gateway.console.settings import ConsoleSettings
-from gateway.console.signins import THROTTLED, WRONG_CREDENTIALS, FailedSignIns, Target, summarise_ended
+from gateway.console.signin_windows import CLAIM_SECONDS
+from gateway.console.signins import summarise_ended
 from gateway.container import Container
 from gateway.db.engine import transaction
 from tests.console.support import PASSWORD, csrf_of, seed_entries
@@ -236,7 +237,10 @@ def test_guessing_usernames_that_are_no_account_writes_one_entry_and_a_count(
     assert "guess-" not in json.dumps([e for _, e in _failed_sign_ins(container)])
 
 
-def test_the_count_of_an_open_window_is_written_when_the_gateway_stops(app: FastAPI, container: Container) -> None:
+def test_the_count_of_an_open_window_outlives_the_gateway_process(app: FastAPI, container: Container,
+                                                                  clock: FixedClock) -> None:
+    """A process that stops leaves its open windows in the database; whichever process runs when they end
+    writes their summaries (before, the counts were in the stopped process's memory)."""
     _another_process(container)
     with TestClient(app) as client:
         client.app_state["accounts"] = set()
@@ -244,22 +248,41 @@ def test_the_count_of_an_open_window_is_written_when_the_gateway_stops(app: Fast
         assert [_try(client, "po-bank") for _ in range(8)] == [401] * 5 + [429] * 3
         assert [e["extra"]["reason"] for _, e in _failed_sign_ins(container)][-1] == "throttled"
         written = len(_failed_sign_ins(container))
+    assert len(_failed_sign_ins(container)) == written, "the window is still open: no summary yet"
+    clock.advance(timedelta(minutes=15))
+    with TestClient(app) as client:  # the next process
+        assert client.portal is not None
+        client.portal.call(summarise_ended, container)  # what its timer runs every minute
     _, summary = _failed_sign_ins(container)[written]
     assert summary["extra"]["reason"] == "throttled"
     assert summary["extra"]["more_attempts"] == 2
 
 
-def test_a_summary_that_cannot_be_written_is_kept_for_the_next_try() -> None:
-    tracker = FailedSignIns(window_seconds=60)
-    for second in range(3):
-        tracker.note(THROTTLED, Target("abn-amro", "account-1"), float(second))
-    due = tracker.ended(61.0)
-    assert [(b.target.account_id, b.more) for b in due] == [("account-1", 2)]
-    tracker.put_back(due)  # the audit writer refused
-    assert tracker.ended(62.0) == due
-    assert tracker.ended(63.0) == [], "written once"
-    assert tracker.note(WRONG_CREDENTIALS, Target("abn-amro", "account-1"), 64.0), "bounded by the throttle"
-    assert tracker.note(WRONG_CREDENTIALS, Target("abn-amro", "account-1"), 64.0)
+def test_a_summary_that_cannot_be_written_is_kept_for_the_next_try(console: TestClient, container: Container,
+                                                                   clock: FixedClock,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    account(console, "po-bank")
+    assert [_try(console, "po-bank") for _ in range(8)] == [401] * 5 + [429] * 3
+    written = len(_failed_sign_ins(container))
+    clock.advance(timedelta(minutes=15))
+    writer = audit_services(container).writer
+    real = writer.record
+
+    async def refuse(events: Any, companion: Any = None) -> None:
+        raise AuditWriteError("the log is down")
+
+    monkeypatch.setattr(writer, "record", refuse)
+    assert console.portal is not None
+    with pytest.raises(AuditWriteError):
+        console.portal.call(summarise_ended, container)
+    monkeypatch.setattr(writer, "record", real)
+    console.portal.call(summarise_ended, container)  # still claimed by the failed try: not yet
+    assert len(_failed_sign_ins(container)) == written
+    clock.advance(timedelta(seconds=CLAIM_SECONDS + 1))  # the claim lapsed: any process takes it again
+    console.portal.call(summarise_ended, container)
+    console.portal.call(summarise_ended, container)
+    summaries = _failed_sign_ins(container)[written:]
+    assert [e["extra"]["more_attempts"] for _, e in summaries] == [2], "written once"
 
 
 # -- regression guards: CSRF on every form, escaping of what partners and people type ----------------------

@@ -248,6 +248,7 @@ def test_pseudonyms_rotate_rekeys_the_index_to_what_a_fresh_enrolment_gives(data
     rotated = runner.invoke(app, ["pseudonyms", "rotate"])
     assert rotated.exit_code == 0, rotated.output
     assert "3 index rows re-keyed" in rotated.output
+    _assert_rotation_procedure(rotated.output, added=2)
     after = service()
     assert after.transcryptor.public_key_version == 2
     with engine.connect() as connection:
@@ -259,6 +260,22 @@ def test_pseudonyms_rotate_rekeys_the_index_to_what_a_fresh_enrolment_gives(data
     assert stored == fresh  # no identifier was needed to move the index to the new key
     again = runner.invoke(app, ["pseudonyms", "rotate"])
     assert "3 index rows re-keyed" in again.output  # each rotation re-keys every row once, to the newest
+
+
+def _assert_rotation_procedure(output: str, *, added: int | None) -> None:
+    """What `rotate` tells the operator is docs/pseudonyms.md's procedure: running gateways follow the key file
+    (no restart, no re-enrolment), then `rekey` for enrolments in flight and `status` to confirm."""
+    lines = output.splitlines()
+    if added is None:
+        assert any("no key version was added" in line and "`wgs-gateway pseudonyms rotate` again" in line
+                   for line in lines), output
+    else:
+        assert any(f"key version {added} added" in line and "from their next request" in line
+                   and "no restart" in line for line in lines), output
+    assert any("`wgs-gateway pseudonyms rekey`" in line and "in flight" in line for line in lines), output
+    assert any("`wgs-gateway pseudonyms status`" in line and "0 rows" in line for line in lines), output
+    assert "re-enrol" not in output
+    assert "restart the" not in output.lower()
 
 
 class _Index:
@@ -359,6 +376,7 @@ def test_pseudonyms_rotate_interrupted_is_finished_by_a_rerun_without_another_ke
     assert "no new key version is added" in rerun.output
     assert "2 index rows re-keyed" in rerun.output
     assert "every index row is under the current key version" in rerun.output
+    _assert_rotation_procedure(rerun.output, added=None)
     ring = asyncio.run(index.store.load())
     assert (sorted(ring.versions), ring.current) == ([1, 2], 2)
     assert [version for version, _ in index.rows().values()] == [2, 2, 2]
@@ -591,6 +609,8 @@ def test_audit_export_is_covered_by_a_signature_and_a_forged_one_is_not_intact(d
     ("WGS_OPA_URL", "opa:8181"),
     ("WGS_DATABASE_URL", "postgresql+psycopg//wgs:pw@postgres:5432/wgs"),
     ("WGS_CONNECTOR_ENDPOINTS", "not json"),
+    ("WGS_CONSOLE_PAGE_SIZE", "1"),  # the console's group too: it would otherwise make every console page a 500
+    ("WGS_CONSOLE_SESSION_SECRET", "too-short-4-a-key"),
 ])
 def test_serve_refuses_a_bad_setting_in_one_line_naming_the_variable(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch, no_server: list[dict[str, object]],
@@ -856,3 +876,100 @@ def test_every_command_says_what_it_does_and_nothing_internal(path: list[str], m
     for parameter in command.params:
         if parameter.name != "help" and not parameter.name.endswith("_completion"):
             assert getattr(parameter, "help", None), (path, parameter.name)
+
+
+def _access_entries() -> list[dict[str, Any]]:
+    """The audit log's entries of operators' changes to who may sign in (``channel: cli``), oldest first."""
+    from sqlalchemy import select
+
+    from audit.tables import audit_entries
+    from gateway.db.engine import existing_engine_for
+    from gateway.settings import Settings
+
+    engine = existing_engine_for(Settings())
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index))
+            entries = [json.loads(row.canonical)["event"] for row in rows]
+    finally:
+        engine.dispose()
+    return [entry for entry in entries if entry["extra"].get("channel") == "cli"]
+
+
+def _client_active(system_id: str) -> bool:
+    from gateway.auth.repository import get_client
+    from gateway.db.engine import existing_engine_for, make_session_factory, transaction
+    from gateway.settings import Settings
+
+    with transaction(make_session_factory(existing_engine_for(Settings()))) as session:
+        found = get_client(session, system_id)
+    assert found is not None
+    return found.active
+
+
+def test_clients_add_never_enables_a_disabled_client_by_the_way(data_dir: Path) -> None:
+    """Re-adding a disabled client (say, to give it new keys after a leak) refuses unless told to keep it
+    disabled; only `clients enable` enables it."""
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
+    assert runner.invoke(app, ["clients", "disable", "kvk-handelsregister"]).exit_code == 0
+    again = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    assert again.exit_code == 1
+    line = _refusal(again)
+    assert "disabled" in line
+    assert "clients enable" in line
+    assert "--keep-disabled" in line
+    assert "shown once" not in again.output  # no new secret was made
+    assert _client_active("kvk-handelsregister") is False
+    rekeyed = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret", "--keep-disabled"])
+    assert rekeyed.exit_code == 0, rekeyed.output
+    assert "shown once" in rekeyed.output
+    assert "disabled" in rekeyed.output
+    assert _client_active("kvk-handelsregister") is False
+    enabled = runner.invoke(app, ["clients", "enable", "kvk-handelsregister"])
+    assert enabled.exit_code == 0, enabled.output
+    assert _client_active("kvk-handelsregister") is True
+    # --keep-disabled on a client that is not disabled is a mistake, not a way to disable it
+    kept = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret", "--keep-disabled"])
+    assert kept.exit_code == 1
+    assert "not disabled" in _refusal(kept)
+    assert _client_active("kvk-handelsregister") is True
+
+
+def test_enabling_and_disabling_clients_and_accounts_is_audited(data_dir: Path) -> None:
+    from gateway.auth.repository import get_account
+    from gateway.db.engine import existing_engine_for, make_session_factory, transaction
+    from gateway.settings import Settings
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
+    assert runner.invoke(app, ["users", "add", "po-amsterdam", "--organisation", "gemeente-amsterdam", "--role",
+                               "privacy-officer", "--password-stdin"], input="a long enough password\n").exit_code == 0
+    with transaction(make_session_factory(existing_engine_for(Settings()))) as session:
+        account = get_account(session, "po-amsterdam")
+    assert account is not None
+    for command in (["clients", "disable", "kvk-handelsregister"], ["clients", "enable", "kvk-handelsregister"],
+                    ["users", "disable", "po-amsterdam"], ["users", "enable", "po-amsterdam"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
+    unchanged = runner.invoke(app, ["users", "enable", "po-amsterdam"])  # already enabled: nothing to log
+    assert unchanged.exit_code == 0
+    assert "already" in unchanged.output
+    for nobody in (["clients", "enable", "no-such-system"], ["users", "enable", "po-nobody"]):
+        assert runner.invoke(app, nobody).exit_code == 1
+    entries = _access_entries()
+    assert [(e["extra"]["action"], e["requester"]["org"]) for e in entries] == [
+        ("client-disabled", "kvk"), ("client-enabled", "kvk"),
+        ("account-disabled", "gemeente-amsterdam"), ("account-enabled", "gemeente-amsterdam")]
+    assert [e["extra"].get("client") for e in entries[:2]] == ["kvk-handelsregister"] * 2
+    assert [e["extra"].get("account_id") for e in entries[2:]] == [account.id] * 2
+    assert "po-amsterdam" not in json.dumps(entries)  # the account by reference, never its username
+
+
+def test_an_access_change_that_cannot_be_audited_is_not_made(data_dir: Path) -> None:
+    """No audit checkpoint key (the log cannot be written): the client stays as it was."""
+    assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
+    refused = runner.invoke(app, ["clients", "disable", "kvk-handelsregister"])
+    assert refused.exit_code == 1
+    assert "keys init" in _refusal(refused)
+    assert _client_active("kvk-handelsregister") is True

@@ -165,3 +165,30 @@ def test_the_exchange_documents_its_idempotency_conflicts_and_fail_closed_refusa
     assert any(e.get("outcome") == "denied" for e in refusals)
     key = next(p for p in spec["paths"]["/v1/exchanges"]["post"]["parameters"] if p["name"] == "idempotency-key")
     assert key["description"]
+
+
+def test_every_route_that_requires_a_token_declares_it_and_no_public_one_does(spec: dict[str, Any]) -> None:
+    """Who needs a token is read from the authorisation matrix (tests/security), whose every cell is checked
+    against the running app: a route there that answers 401 to every bad or missing token must carry the bearer
+    security requirement in the document partner systems generate their clients from, and a public route
+    (health, JWKS, metadata, the token endpoint, people's login) must not claim one."""
+    from tests.security.test_authorisation_matrix import TABLE, UNAUTH
+    from tests.security.world import BAD_TOKENS
+
+    scheme = spec["components"]["securitySchemes"]["HTTPBearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    wrong, public, protected = [], 0, 0
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            route = (method.upper(), path)
+            assert route in TABLE, f"{route} is documented but not in the authorisation matrix"
+            entry = TABLE[route]
+            needs_token = not entry.console and all(entry.expect[caller] == UNAUTH for caller in BAD_TOKENS)
+            declared = [name for requirement in operation.get("security", []) for name in requirement]
+            if declared != (["HTTPBearer"] if needs_token else []):
+                wrong.append(f"{method.upper()} {path}: declares {declared or 'nothing'}")
+            protected += needs_token
+            public += not needs_token
+    assert wrong == [], "\n".join(wrong)
+    assert public >= 5  # both kinds were met: the matrix was read, not skipped
+    assert protected >= 30

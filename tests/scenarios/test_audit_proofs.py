@@ -129,12 +129,18 @@ def test_officers_see_only_entries_they_are_entitled_to(stack: Stack, officer: d
     assert all("gemeente-amsterdam" in ((e["entry"]["event"]["requester"] or {}).get("org", ""),
                                         e["entry"]["event"]["holder"]) for e in mine)
     bank = _login(stack, "po-bank", "abn-amro", ["privacy-officer"])
-    assert {e["entry"]["event"]["event_type"] for e in httpx.get(url, headers=bank).json()["entries"]} == {
-        "register.changed"}
+    seen = [e["entry"]["event"] for e in httpx.get(url, headers=bank).json()["entries"]]
+    assert [(e["event_type"], e["extra"]["action"], e["requester"]["org"]) for e in seen
+            if e["event_type"] != "register.changed"] == [
+        ("console.action", "sign-in", "abn-amro")], "the bank's officer sees its own sign-in, nothing of the exchange"
+    assert {e["event_type"] for e in seen} == {"console.action", "register.changed"}
     coordinator = _login(stack, "cpo-riec", "riec-aa", ["coordinating-privacy-officer"])
     riec = httpx.get(url, params={"partnership": "riec-amsterdam-amstelland", "limit": 500},
                      headers=coordinator).json()["entries"]
-    assert {e["index"] for e in mine} <= {e["index"] for e in riec}
+    in_riec = {e["index"] for e in mine if (e["entry"]["event"]["processing_activity"] or {}).get("partnership")
+               == "riec-amsterdam-amstelland"}  # not the officer's sign-in, which is of no partnership
+    assert in_riec
+    assert in_riec <= {e["index"] for e in riec}
     disclosures = httpx.get(url, params={"event_type": "disclosure"}, headers=officer).json()["entries"]
     assert disclosures
     assert {e["entry"]["event"]["event_type"] for e in disclosures} == {"disclosure"}

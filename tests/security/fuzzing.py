@@ -34,15 +34,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.app import create_app
-from gateway.auth import repository as accounts
-from gateway.auth.accounts import scopes_for_roles
 from gateway.auth.setup import auth_services
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
-from gateway.db.engine import transaction
-from gateway.ids import new_id
 from gateway.settings import Settings
-from tests.auth_helpers import register_client
+from tests.auth_helpers import issued_person_token, register_client
 from tests.security.world import BIBOB_REQUEST, NOW, SYSTEM, migrated_sqlite
 from tests.servers import serve_app
 
@@ -97,11 +93,7 @@ def live_gateway(tmp: Path) -> Iterator[Live]:
         tokens = auth_services(container).tokens
         system = tokens.issue(subject=SYSTEM, organisation="gemeente-amsterdam",
                               scopes=["discovery", "exchange", "register:read"]).access_token
-        with transaction(container.sessions) as session:
-            accounts.insert_account(session, accounts.AccountRecord(
-                new_id(), "po-gemeente", "gemeente-amsterdam", ["privacy-officer"], "unused", True), NOW)
-        officer = tokens.issue(subject="po-gemeente", organisation="gemeente-amsterdam", kind="person",
-                               scopes=scopes_for_roles(["privacy-officer"]), roles=["privacy-officer"]).access_token
+        officer = issued_person_token(container, "po-gemeente", "gemeente-amsterdam", ["privacy-officer"])
         exchange = httpx.post(f"{url}/v1/exchanges", json=BIBOB_REQUEST, timeout=30,
                               headers={"Authorization": f"Bearer {system}"})
         assert exchange.status_code == 200, exchange.text

@@ -27,7 +27,6 @@ from joserfc.jwk import OKPKey
 
 from gateway.app import create_app
 from gateway.auth import repository as accounts
-from gateway.auth.accounts import scopes_for_roles
 from gateway.auth.setup import auth_services
 from gateway.auth.tokens import AccessTokenService
 from gateway.clock import FixedClock
@@ -35,7 +34,7 @@ from gateway.container import Container, build_container
 from gateway.db.engine import alembic_config, transaction
 from gateway.ids import new_id
 from gateway.settings import Settings
-from tests.auth_helpers import ClientKeys, bearer, client_assertion, register_client, token_form
+from tests.auth_helpers import ClientKeys, bearer, client_assertion, issued_person_token, register_client, token_form
 
 RIEC = "riec-amsterdam-amstelland"
 BIBOB = "bibob-integrity-check"
@@ -110,9 +109,7 @@ class World:
         directly saves an argon2 verification per person)."""
         if caller not in self.tokens:
             username, organisation, role = PEOPLE[caller]
-            self.tokens[caller] = auth_services(self.container).tokens.issue(
-                subject=username, organisation=organisation, scopes=scopes_for_roles([role]), kind="person",
-                roles=[role]).access_token
+            self.tokens[caller] = issued_person_token(self.container, username, organisation, [role])
         return self.tokens[caller]
 
     def bad_token(self, kind: str) -> str | None:

@@ -33,8 +33,6 @@ from audit.tables import audit_entries
 from escalation import cases as case_store
 from escalation.states import Action
 from gateway.app import create_app
-from gateway.auth.accounts import scopes_for_roles
-from gateway.auth.setup import auth_services
 from gateway.client.models import ExchangeResult, Outcome, Reason, Receipt, TargetOutcome
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
@@ -42,7 +40,7 @@ from gateway.db.engine import alembic_config, transaction
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.tables import exchanges
 from gateway.settings import Settings
-from tests.auth_helpers import bearer, system_token
+from tests.auth_helpers import account_id, bearer, issued_person_token, system_token
 from tests.pg_server import create_database
 
 RIEC = "riec-amsterdam-amstelland"
@@ -96,12 +94,10 @@ class Env:
 
     def _person_token(self, who: str) -> str:
         """The token `POST /v1/auth/login` issues for this person's account: the same service, claims and
-        scopes (``scopes_for_roles``). Accounts and sign-in (two argon2 hashes, ~1 s here per person) are
-        tested in tests/integration/auth and tests/scenarios; the API checks only the token."""
+        scopes (``scopes_for_roles``). The account is stored without a password: sign-in (two argon2 hashes,
+        ~1 s here per person) is tested in tests/integration/auth and tests/scenarios."""
         organisation, roles = PEOPLE[who]
-        return auth_services(self.container).tokens.issue(
-            subject=who, organisation=organisation, scopes=scopes_for_roles(roles), kind="person",
-            roles=roles).access_token
+        return issued_person_token(self.container, who, organisation, roles)
 
     def forget_people(self) -> None:
         """After the clock moved past the tokens' lifetime: people sign in again on next use."""
@@ -749,8 +745,8 @@ def test_comments_with_attachments_and_an_audit_entry_per_step_without_free_text
     assert steps[1]["extra"]["attachments"] == ["dms://politie/2026/4711"]
     assert steps[3]["extra"]["motivation_sha256"] == _sha256(decision)
     assert (steps[3]["decision"], steps[3]["categories"]) == ("narrowed", ["police_incidents"])
-    # People act here with tokens of no stored account: the entry names the organisation, never the username.
-    assert steps[3]["requester"] == {"org": "politie", "system": None, "user": None}
+    # The entry names the decider by account id (a reference), never by username.
+    assert steps[3]["requester"] == {"org": "politie", "system": None, "user": account_id(env.container, "po-politie")}
     logged = json.dumps(steps)
     for free_text in ("J. de Vries", "Memo investigation", "legal basis covers", "stays with the police"):
         assert free_text not in logged

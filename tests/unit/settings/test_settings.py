@@ -126,3 +126,19 @@ def test_a_problem_line_never_repeats_the_value(monkeypatch: pytest.MonkeyPatch)
     text = "\n".join(lines)
     for fragment in ("hunter2", "fiod.example", "S3cr", "tPW"):
         assert fragment not in text
+
+
+@pytest.mark.parametrize(("name", "value"), [("WGS_CONSOLE_PAGE_SIZE", "1"), ("WGS_CONSOLE_IDLE_TIMEOUT_SECONDS", "5"),
+                                             ("WGS_CONSOLE_SESSION_SECRET", "too-short-4-a-key"),
+                                             ("WGS_CONSOLE_DEFAULT_LANGUAGE", "fr")])
+def test_a_console_problem_line_names_the_console_variable_and_not_the_value(
+        monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    """The console's group has its own prefix: the line names the variable the operator set."""
+    from gateway.console.settings import ConsoleSettings
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        ConsoleSettings(_env_file=None)
+    [line] = settings_problems(refused.value, str(ConsoleSettings.model_config["env_prefix"]))
+    assert line.startswith(f"{name}: "), line
+    assert value not in line

@@ -1,0 +1,106 @@
+"""A person's bearer token ends with the credentials it was issued for: a new password (it leaked), other roles
+or organisation, or a disabled account refuse it on its next use, in every process, not only when it expires
+(``access_token_ttl_seconds``) or the disabled list is next read. A partner system's token is checked without
+any read of the accounts (the exchange's hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, update
+from sqlalchemy.orm import Session
+
+from gateway.auth import repository
+from gateway.auth.accounts import set_password
+from gateway.auth.tables import accounts
+from gateway.container import Container
+from gateway.db.engine import make_engine, make_session_factory, transaction
+from tests.auth_helpers import bearer, person_token, system_token
+
+USERNAME = "po-politie"
+PASSWORD = "correct horse battery staple"
+NEW_PASSWORD = "another horse battery staple"
+
+
+def _as_another_process(container: Container, change: Callable[[Session], None]) -> None:
+    """What the CLI (or an administrator's SQL) does: its own engine and transaction, not the gateway's."""
+    engine = make_engine(container.settings.effective_database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            change(session)
+    finally:
+        engine.dispose()
+
+
+def _new_password(session: Session) -> None:
+    set_password(session, USERNAME, NEW_PASSWORD)
+
+
+def _other_roles(session: Session) -> None:
+    session.execute(update(accounts).where(accounts.c.username == USERNAME).values(roles=["contact-point"]))
+
+
+def _other_organisation(session: Session) -> None:
+    session.execute(update(accounts).where(accounts.c.username == USERNAME).values(organisation="belastingdienst"))
+
+
+def _disabled(session: Session) -> None:
+    assert repository.set_account_active(session, USERNAME, False)
+
+
+@pytest.mark.parametrize("change", [_new_password, _other_roles, _other_organisation, _disabled])
+def test_a_persons_token_is_refused_at_once_after_a_change_of_credentials(
+        client: TestClient, container: Container, change: Callable[[Session], None]) -> None:
+    token = person_token(client, container, USERNAME, "politie", ["privacy-officer"], PASSWORD)
+    assert client.get("/v1/register", headers=bearer(token)).status_code == 200  # verified and remembered
+    _as_another_process(container, change)
+    refused = client.get("/v1/register", headers=bearer(token))  # no refresh of the disabled list needed
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert USERNAME not in refused.text  # the problem names nobody
+    if change is not _disabled:  # signing in again gives a token that works
+        password = NEW_PASSWORD if change is _new_password else PASSWORD
+        again = client.post("/v1/auth/login", json={"username": USERNAME, "password": password})
+        assert again.status_code == 200, again.text
+        assert client.get("/v1/register", headers=bearer(again.json()["access_token"])).status_code == 200
+
+
+def test_an_unchanged_persons_token_keeps_working(client: TestClient, container: Container) -> None:
+    token = person_token(client, container, USERNAME, "politie", ["privacy-officer"], PASSWORD)
+    _as_another_process(container, lambda session: None)
+    for _ in range(3):
+        assert client.get("/v1/register", headers=bearer(token)).status_code == 200
+
+
+@contextmanager
+def _statements(container: Container) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(statement)
+
+    engine = container.sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+
+
+@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
+def test_only_a_persons_token_costs_a_read_of_the_accounts(client: TestClient, container: Container) -> None:
+    """The partner system's path stays free of database round trips for authentication; a person's costs one."""
+    system = system_token(client, container, "politie-bvh", ["register:read"])
+    person = person_token(client, container, USERNAME, "politie", ["privacy-officer"], PASSWORD)
+    for token in (system, person):  # both verified and remembered once
+        assert client.get("/v1/register", headers=bearer(token)).status_code == 200
+    with _statements(container) as by_system:
+        assert client.get("/v1/register", headers=bearer(system)).status_code == 200
+    with _statements(container) as by_person:
+        assert client.get("/v1/register", headers=bearer(person)).status_code == 200
+    assert by_system == []
+    assert len([s for s in by_person if "FROM accounts" in s]) == 1
