@@ -131,8 +131,12 @@ def credential_fingerprint(key: bytes, account: repository.AccountRecord) -> str
     the token's, so any of those changes ends the account's tokens at once, in every process, without a table
     of tokens or a version column every writer of the account must remember to bump (an administrator's SQL
     too). Keyed with a key of this installation: a token is signed, not encrypted, and should not carry
-    anything computed from the password hash alone."""
-    material = json.dumps([account.id, account.organisation, sorted(account.roles), account.password_hash])
+    anything computed from the password hash alone. The account's ``access_generation`` (bumped by every
+    disabling) is part of it, so enabling the account again does not bring back the tokens the disabling
+    ended; left out while 0, so tokens issued before that column existed stay as they were."""
+    generation = [account.access_generation] if account.access_generation else []
+    material = json.dumps([account.id, account.organisation, sorted(account.roles), account.password_hash,
+                           *generation])
     return hmac.new(key, material.encode(), hashlib.sha256).hexdigest()[:32]
 
 

@@ -33,6 +33,7 @@ class AccountRecord:
     roles: list[str]
     password_hash: str
     active: bool
+    access_generation: int = 0  # how often the account was disabled (:func:`set_account_active`)
 
 
 def get_client(session: Session, client_id: str) -> ClientRecord | None:
@@ -87,7 +88,7 @@ def get_account(session: Session, username: str) -> AccountRecord | None:
     if row is None:
         return None
     return AccountRecord(row["id"], row["username"], row["organisation"], list(row["roles"]),
-                         row["password_hash"], bool(row["active"]))
+                         row["password_hash"], bool(row["active"]), int(row["access_generation"]))
 
 
 def insert_account(session: Session, record: AccountRecord, created_at: datetime) -> None:
@@ -109,8 +110,12 @@ def disabled_subjects(session: Session) -> tuple[frozenset[str], frozenset[str]]
 
 
 def set_account_active(session: Session | Connection, username: str, active: bool) -> bool:
-    """Enable or disable an account; False if there is none (a connection too, as :func:`set_client_active`)."""
-    result = session.execute(update(accounts).where(accounts.c.username == username).values(active=active))
+    """Enable or disable an account; False if there is none (a connection too, as :func:`set_client_active`).
+
+    Disabling bumps the account's ``access_generation``, which its tokens' fingerprint includes: a token
+    issued before the disabling is not valid again when the account is enabled again."""
+    bump = {} if active else {"access_generation": accounts.c.access_generation + 1}
+    result = session.execute(update(accounts).where(accounts.c.username == username).values(active=active, **bump))
     return bool(getattr(result, "rowcount", 0))
 
 

@@ -1,8 +1,8 @@
-"""Tables of authentication (schema by migration 0002_auth)."""
+"""Tables of authentication (schema by migration 0002_auth; ``accounts.access_generation`` by 0024)."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, String, Table, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, Table, Text, UniqueConstraint
 
 from gateway.db.metadata import metadata
 
@@ -37,6 +37,8 @@ accounts = Table(
     Column("password_hash", Text, nullable=False),
     Column("active", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Bumped by every disabling: part of a person's token fingerprint (gateway.auth.accounts.credential_fingerprint)
+    Column("access_generation", Integer, nullable=False, server_default="0"),
     UniqueConstraint("username", name="uq_accounts_username"),
 )
 

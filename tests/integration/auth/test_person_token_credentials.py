@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from gateway.auth import repository
 from gateway.auth.accounts import set_password
+from gateway.auth.setup import auth_services
 from gateway.auth.tables import accounts
 from gateway.container import Container
 from gateway.db.engine import make_engine, make_session_factory, transaction
@@ -104,3 +105,24 @@ def test_only_a_persons_token_costs_a_read_of_the_accounts(client: TestClient, c
         assert client.get("/v1/register", headers=bearer(person)).status_code == 200
     assert by_system == []
     assert len([s for s in by_person if "FROM accounts" in s]) == 1
+
+
+def _enabled(session: Session) -> None:
+    assert repository.set_account_active(session, USERNAME, True)
+
+
+def test_a_token_refused_when_its_account_was_disabled_stays_refused_once_it_is_enabled_again(
+        client: TestClient, container: Container) -> None:
+    """Disabling an account (a leaked token, a person who left) ends its tokens; enabling it again lets the person
+    sign in again, but must not bring back a token issued before: whoever held it kept it."""
+    token = person_token(client, container, USERNAME, "politie", ["privacy-officer"], PASSWORD)
+    assert client.get("/v1/register", headers=bearer(token)).status_code == 200
+    _as_another_process(container, _disabled)
+    assert client.get("/v1/register", headers=bearer(token)).status_code == 401
+    _as_another_process(container, _enabled)
+    auth_services(container).disabled.load()  # the disabled list read again: only the token check is left
+    revived = client.get("/v1/register", headers=bearer(token))
+    assert revived.status_code == 401, revived.text
+    again = client.post("/v1/auth/login", json={"username": USERNAME, "password": PASSWORD})
+    assert again.status_code == 200, again.text
+    assert client.get("/v1/register", headers=bearer(again.json()["access_token"])).status_code == 200
