@@ -47,6 +47,14 @@ def _active_after(session: Session, system_id: str, keep_disabled: bool) -> bool
     return True
 
 
+def _store(session: Session, record: repository.ClientRecord, clock: Clock) -> None:
+    """Write the registration, or refuse it (nothing written) when the client was enabled or disabled since it
+    was read: see :func:`repository.upsert_client`."""
+    if not repository.upsert_client(session, record, clock.now()):
+        raise Conflict(f"client {record.client_id} was enabled or disabled meanwhile; nothing was registered, "
+                       "try again")
+
+
 def _check(register: Register, system_id: str, scopes: list[str]) -> str:
     organisation = register.organisation_of_system(system_id)
     if organisation is None:
@@ -72,7 +80,7 @@ def register_key_client(session: Session, register: Register, system_id: str, sc
     _check_assertion_keys(jwks, keys)
     public = {"keys": [key.as_dict(private=False) for key in keys.keys]}
     record = repository.ClientRecord(system_id, organisation, "private_key_jwt", None, public, sorted(scopes), active)
-    repository.upsert_client(session, record, clock.now())
+    _store(session, record, clock)
     return record
 
 
@@ -120,5 +128,5 @@ def register_secret_client(session: Session, register: Register, system_id: str,
     secret = secret or generate_secret()
     record = repository.ClientRecord(system_id, organisation, "client_secret", hash_secret(secret), None,
                                      sorted(scopes), active)
-    repository.upsert_client(session, record, clock.now())
+    _store(session, record, clock)
     return record, secret

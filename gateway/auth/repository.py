@@ -44,14 +44,22 @@ def get_client(session: Session, client_id: str) -> ClientRecord | None:
                         row["jwks"], list(row["scopes"]), bool(row["active"]))
 
 
-def upsert_client(session: Session, record: ClientRecord, created_at: datetime) -> None:
+def upsert_client(session: Session, record: ClientRecord, created_at: datetime) -> bool:
+    """Insert the client, or give an existing one the record's credentials and scopes; False (nothing written)
+    when the existing one is no longer in the state ``record.active`` says it was read in.
+
+    Why: the state is read before this write (:func:`gateway.auth.clients._active_after`), and a
+    ``clients disable`` committing in between was undone by writing the state read back: the client was
+    enabled again, without the audit entry every enabling has. Only ``clients enable``/``disable`` change it."""
     values = {"organisation": record.organisation, "auth_method": record.auth_method,
-              "secret_hash": record.secret_hash, "jwks": record.jwks, "scopes": record.scopes,
-              "active": record.active}
+              "secret_hash": record.secret_hash, "jwks": record.jwks, "scopes": record.scopes}
     if get_client(session, record.client_id) is None:
-        session.execute(oauth_clients.insert().values(client_id=record.client_id, created_at=created_at, **values))
-    else:
-        session.execute(update(oauth_clients).where(oauth_clients.c.client_id == record.client_id).values(**values))
+        session.execute(oauth_clients.insert().values(client_id=record.client_id, created_at=created_at,
+                                                      active=record.active, **values))
+        return True
+    result = session.execute(update(oauth_clients).where(
+        oauth_clients.c.client_id == record.client_id, oauth_clients.c.active.is_(record.active)).values(**values))
+    return bool(getattr(result, "rowcount", 0))
 
 
 def list_clients(session: Session) -> list[ClientRecord]:

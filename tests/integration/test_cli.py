@@ -973,3 +973,33 @@ def test_an_access_change_that_cannot_be_audited_is_not_made(data_dir: Path) -> 
     assert refused.exit_code == 1
     assert "keys init" in _refusal(refused)
     assert _client_active("kvk-handelsregister") is True
+
+
+def test_clients_add_racing_a_disable_leaves_the_client_disabled(data_dir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`clients disable` committing between the moment `clients add` read the client (active) and its write: the
+    add must not write the state it read back, which enabled the client again with no audit entry."""
+    from gateway.auth import clients
+    from gateway.auth.access_changes import set_active
+    from gateway.db.engine import existing_engine_for
+    from gateway.settings import Settings
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
+    read_then_disabled = clients._active_after
+
+    def disabled_meanwhile(session: Any, system_id: str, keep_disabled: bool) -> bool:
+        active = read_then_disabled(session, system_id, keep_disabled)
+        engine = existing_engine_for(Settings())  # the operator's `clients disable`, in another process
+        try:
+            assert set_active(Settings(), engine, "client", system_id, False).changed
+        finally:
+            engine.dispose()
+        return active
+
+    monkeypatch.setattr(clients, "_active_after", disabled_meanwhile)
+    raced = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    assert raced.exit_code == 1, raced.output
+    assert "shown once" not in raced.output  # no secret for a registration that did not happen
+    assert _client_active("kvk-handelsregister") is False
+    assert [entry["extra"]["action"] for entry in _access_entries()] == ["client-disabled"]
