@@ -25,14 +25,20 @@ _DESCRIPTION = "An access token from POST /oauth/token or /v1/auth/login."
 
 
 def _verified(request: Request) -> Principal:
-    """The token's principal, checked in memory only: signature and claims, and not disabled."""
+    """The token's principal, checked in memory only: signature and claims, and a system's not disabled.
+
+    A person's token is not checked against the in-memory list of disabled accounts: :class:`TokenRequired`
+    reads the account itself on every use, which says whether it is active *now*. The list, read every few
+    seconds, lagged behind a ``users enable``: a person who signed in right after it (the sign-in reads the
+    account, so it succeeded) got a token refused until the list was next read."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer access token is required", error="invalid_request")
     auth = auth_services(container_of(request))
     principal = auth.tokens.verify(token.strip())
-    auth.disabled.check(principal)  # a token outlives the disabling of its client or account otherwise
+    if principal.kind != "person":  # a token outlives the disabling of its client otherwise
+        auth.disabled.check(principal)
     return principal
 
 

@@ -5,6 +5,8 @@ default), and a verified token is remembered. Disabling a client or an account (
 disable``, ``users disable``: another process) therefore used to stop only the next token; one already
 issued kept working. Each gateway process now keeps the set of disabled clients and accounts, re-read from
 the database every ``revocation_refresh_seconds``, and refuses (401) any token whose subject is in it.
+A person's token is checked against the account itself on every use instead
+(:func:`gateway.auth.accounts.check_person_token`), which is never behind a ``users enable`` as the list is.
 
 Fail closed: when the set has not been read for ``max(60, 6 * interval)`` seconds (database gone), nobody
 can be shown not to be disabled, so every token is refused with 503 until a read succeeds again; the

@@ -126,3 +126,35 @@ def test_a_token_refused_when_its_account_was_disabled_stays_refused_once_it_is_
     again = client.post("/v1/auth/login", json={"username": USERNAME, "password": PASSWORD})
     assert again.status_code == 200, again.text
     assert client.get("/v1/register", headers=bearer(again.json()["access_token"])).status_code == 200
+
+
+def test_a_fresh_sign_in_after_the_account_is_enabled_again_gets_a_token_that_works(
+        client: TestClient, container: Container) -> None:
+    """`users enable` in another process, then a sign-in before this process next reads its disabled list: the
+    sign-in succeeds (the account is active), so the token it gets must work too, not a 401 until the list is
+    read again (the account read that every person's token costs already says the account is active)."""
+    person_token(client, container, USERNAME, "politie", ["privacy-officer"], PASSWORD)
+    _as_another_process(container, _disabled)
+    auth_services(container).disabled.load()  # this process knows the account is disabled
+    _as_another_process(container, _enabled)
+    signed_in = client.post("/v1/auth/login", json={"username": USERNAME, "password": PASSWORD})
+    assert signed_in.status_code == 200, signed_in.text
+    used = client.get("/v1/register", headers=bearer(signed_in.json()["access_token"]))
+    assert used.status_code == 200, used.text
+
+
+def test_a_persons_token_while_the_accounts_cannot_be_read_is_a_503_problem(
+        client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the in-memory list for people, the account read is the only check: when it fails the request
+    fails closed (503 problem+json), never a 500 and never a pass."""
+    from sqlalchemy.exc import OperationalError
+
+    token = person_token(client, container, USERNAME, "politie", ["privacy-officer"], PASSWORD)
+
+    def unreachable(*_args: object) -> None:
+        raise OperationalError("SELECT accounts", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(repository, "get_account", unreachable)
+    refused = client.get("/v1/register", headers=bearer(token))
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
