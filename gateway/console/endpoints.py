@@ -127,8 +127,8 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
         await run_in_threadpool(_sign_out, page, before)
     await record_action(container, page.request, "sign-in", organisation=account.organisation,
                         account_id=account.id)
-    page.session = page.sessions.signed_in(account.username, page.sessions.credential_of(account.password_hash),
-                                           page.now())
+    credential = page.sessions.credential_of(account.password_hash, account.access_generation)
+    page.session = page.sessions.signed_in(account.username, credential, page.now())
     person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
     target = return_to(page.request, next)  # a page, never a form's action (that would be a GET of a POST)
     if target == "/console":

@@ -261,7 +261,8 @@ async def current_page(request: Request, container: Container = Depends(get_cont
                 return None if is_signed_out(session, sid) else accounts.get_account(session, username)
 
         account = await run_in_threadpool(load)
-        if account is not None and account.active and sessions.credential_matches(data, account.password_hash):
+        if account is not None and account.active and sessions.credential_matches(data, account.password_hash,
+                                                                                  account.access_generation):
             page.person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
             page.session = sessions.touched(data, page.now())
         else:

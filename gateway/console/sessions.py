@@ -133,19 +133,24 @@ class Sessions:
         """A fresh session id and CSRF token on sign-in, never the anonymous ones (session fixation)."""
         return SessionData(secrets.token_urlsafe(18), secrets.token_urlsafe(32), username, now, now, credential)
 
-    def credential_of(self, password_hash: str) -> str:
-        """A fingerprint of an account's password hash, kept in the session cookie at sign-in.
+    def credential_of(self, password_hash: str, generation: int = 0) -> str:
+        """A fingerprint of an account's password hash (and how often it was disabled), kept in the session
+        cookie at sign-in.
 
         Why: a new password (``wgs-gateway users set-password``: it leaked) must end every session signed in
         with the old one, in every process, at once. The account is loaded on every request anyway, so its
         current hash is compared with the one the session was signed in with; no table of sessions is kept.
-        Keyed with the session-signing key: the cookie is signed, not encrypted, and should not carry
-        anything computed from the hash alone."""
+        The account's ``access_generation`` (bumped by every ``users disable``) is part of it, so ``users
+        enable`` does not bring back a session the disabling ended; left out while 0, so sessions signed in
+        before that column existed are kept. Keyed with the session-signing key: the cookie is signed, not
+        encrypted, and should not carry anything computed from the hash alone."""
         key = self.serializer.secret_keys[-1]
-        return hmac.new(key, b"wgs-console-credential/1\0" + password_hash.encode(), "sha256").hexdigest()[:32]
+        material = password_hash.encode() + (f"\0{generation}".encode() if generation else b"")
+        return hmac.new(key, b"wgs-console-credential/1\0" + material, "sha256").hexdigest()[:32]
 
-    def credential_matches(self, data: SessionData, password_hash: str) -> bool:
-        return bool(data.credential) and hmac.compare_digest(data.credential, self.credential_of(password_hash))
+    def credential_matches(self, data: SessionData, password_hash: str, generation: int = 0) -> bool:
+        return bool(data.credential) and hmac.compare_digest(data.credential,
+                                                             self.credential_of(password_hash, generation))
 
     @staticmethod
     def touched(data: SessionData, now: float) -> SessionData:

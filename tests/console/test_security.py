@@ -345,3 +345,25 @@ def test_a_comment_whose_attachment_has_no_hash_leaves_the_case_page_readable(co
     assert page.status_code == 200
     assert "dms://politie/2026/4711" in page.text.split('id="comments"')[1]
     assert "<small>SHA-256" not in page.text.split('id="comments"')[1]
+
+
+def test_a_session_ended_by_disabling_the_account_stays_ended_once_it_is_enabled_again(
+        console: TestClient, container: Container) -> None:
+    """`users disable` ends the account's console sessions (a stolen cookie, a person who left); `users enable`
+    lets the person sign in again but must not bring back a session signed in before the disabling."""
+    from gateway.auth.repository import set_account_active
+
+    sign_in(console, "po-gemeente")
+    copied = console.cookies.get(COOKIE)
+    assert console.get("/console/audit").status_code == 200
+    with transaction(container.sessions) as session:  # what `users disable`, then `users enable`, do
+        assert set_account_active(session, "po-gemeente", False)
+    assert console.get("/console/audit", follow_redirects=False).status_code == 303
+    with transaction(container.sessions) as session:
+        assert set_account_active(session, "po-gemeente", True)
+    _another_process(container)
+    revived = TestClient(console.app, cookies={COOKIE: copied}).get("/console/audit", follow_redirects=False)
+    assert revived.status_code == 303, "a session from before the disabling works again"
+    console.cookies.clear()
+    sign_in(console, "po-gemeente")
+    assert console.get("/console/audit").status_code == 200
