@@ -67,7 +67,8 @@ def set_active(settings: Settings, engine: Engine, kind: Kind, name: str, active
 
     def change(connection: Connection, _receipts: list[Receipt]) -> None:
         setter = repository.set_client_active if kind == "client" else repository.set_account_active
-        if not setter(connection, name, active):  # gone since it was read: nothing is written
+        # Gone, or changed by another operator, since it was read: nothing is written (their change has its entry)
+        if not setter(connection, name, active, changing=True):
             raise Conflict(f"the {kind} {name} changed meanwhile; nothing was changed")
 
     try:

@@ -67,11 +67,13 @@ def list_clients(session: Session) -> list[ClientRecord]:
     return [client for client_id in rows if (client := get_client(session, client_id)) is not None]
 
 
-def set_client_active(session: Session | Connection, client_id: str, active: bool) -> bool:
+def set_client_active(session: Session | Connection, client_id: str, active: bool, *,
+                      changing: bool = False) -> bool:
     """Enable or disable a client; False if there is none. A connection too: an operator's change commits in the
-    audit log's transaction, together with its entry (:mod:`gateway.auth.access_changes`)."""
-    result = session.execute(update(oauth_clients).where(oauth_clients.c.client_id == client_id)
-                             .values(active=active))
+    audit log's transaction, together with its entry (:mod:`gateway.auth.access_changes`). ``changing``: only
+    if it is not in that state already (False otherwise), so a change made meanwhile is never audited twice."""
+    where = [oauth_clients.c.client_id == client_id] + ([oauth_clients.c.active.is_(not active)] if changing else [])
+    result = session.execute(update(oauth_clients).where(*where).values(active=active))
     return bool(getattr(result, "rowcount", 0))
 
 
@@ -117,13 +119,16 @@ def disabled_subjects(session: Session) -> tuple[frozenset[str], frozenset[str]]
     return frozenset(clients), frozenset(people)
 
 
-def set_account_active(session: Session | Connection, username: str, active: bool) -> bool:
+def set_account_active(session: Session | Connection, username: str, active: bool, *,
+                       changing: bool = False) -> bool:
     """Enable or disable an account; False if there is none (a connection too, as :func:`set_client_active`).
 
     Disabling bumps the account's ``access_generation``, which its tokens' fingerprint includes: a token
-    issued before the disabling is not valid again when the account is enabled again."""
+    issued before the disabling is not valid again when the account is enabled again. ``changing`` as for
+    :func:`set_client_active`."""
     bump = {} if active else {"access_generation": accounts.c.access_generation + 1}
-    result = session.execute(update(accounts).where(accounts.c.username == username).values(active=active, **bump))
+    where = [accounts.c.username == username] + ([accounts.c.active.is_(not active)] if changing else [])
+    result = session.execute(update(accounts).where(*where).values(active=active, **bump))
     return bool(getattr(result, "rowcount", 0))
 
 

@@ -49,8 +49,8 @@ def test_a_change_that_fails_in_the_logs_transaction_leaves_neither(client: Test
     issued_person_token(container, "po-politie", "politie", ["privacy-officer"])
     real = repository.set_account_active
 
-    def changed_then_failed(connection: Connection, username: str, active: bool) -> bool:
-        assert real(connection, username, active)
+    def changed_then_failed(connection: Connection, username: str, active: bool, *, changing: bool = False) -> bool:
+        assert real(connection, username, active, changing=changing)
         raise Conflict("failed after the change")
 
     monkeypatch.setattr(repository, "set_account_active", changed_then_failed)
@@ -58,3 +58,25 @@ def test_a_change_that_fails_in_the_logs_transaction_leaves_neither(client: Test
         set_active(container.settings, container.engine, "account", "po-politie", False)
     assert _active(container, "po-politie")
     assert _cli_entries(container) == []
+
+
+def test_a_change_made_meanwhile_by_another_operator_is_no_second_entry(client: TestClient, container: Container,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two operators disable the same account at once: both read it active, the first commits. The second must
+    not write an `account-disabled` entry for an account that was disabled already (no change, no entry)."""
+    from dataclasses import replace
+
+    issued_person_token(container, "po-politie", "politie", ["privacy-officer"])
+    assert set_active(container.settings, container.engine, "account", "po-politie", False).changed
+    real = repository.get_account
+
+    def read_before_the_other_commit(session: object, username: str) -> repository.AccountRecord | None:
+        found = real(session, username)  # type: ignore[arg-type]
+        return replace(found, active=True) if found is not None else None
+
+    monkeypatch.setattr(repository, "get_account", read_before_the_other_commit)
+    with pytest.raises(Conflict):
+        set_active(container.settings, container.engine, "account", "po-politie", False)
+    monkeypatch.undo()
+    assert not _active(container, "po-politie")
+    assert [entry["extra"]["action"] for entry in _cli_entries(container)] == ["account-disabled"]
