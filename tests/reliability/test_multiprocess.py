@@ -226,3 +226,35 @@ async def _pseudonyms_asked(urls: list[str], keys: ClientKeys, sizes: list[int])
 
 def _exchange(base: str, token: str) -> int:
     return httpx.post(f"{base}/v1/exchanges", json=BODY, headers={"Authorization": f"Bearer {token}"}).status_code
+
+
+def test_a_persons_token_ended_by_disabling_stays_ended_in_every_process_and_a_new_sign_in_works_at_once(
+        tmp_path: Path, empty_db_url: str) -> None:
+    """`users disable` then `users enable` (the CLI: another process): a token from before stays refused by
+    both gateway processes (found: enabling brought it back), and a sign-in right after the enabling gets a
+    token both accept at once (found: refused until each process next read its disabled list, here 60 s; the
+    processes start while the account is disabled, so their lists name it)."""
+    from gateway.auth.access_changes import set_active
+    from gateway.auth.repository import get_account
+    from gateway.auth.setup import auth_services
+
+    container = prepared_container(tmp_path, empty_db_url)
+    add_account(container, "po-amsterdam", "gemeente-amsterdam", ["privacy-officer"])
+    with transaction(container.sessions) as session:
+        account = get_account(session, "po-amsterdam")
+    assert account is not None
+    old = auth_services(container).person_token(account).access_token  # signed in before the disabling
+    assert set_active(container.settings, container.engine, "account", "po-amsterdam", False).changed
+    with gateway_processes(tmp_path, empty_db_url, env={"WGS_REVOCATION_REFRESH_SECONDS": "60"}) as urls:
+
+        def uses(token: str) -> list[int]:
+            return [httpx.get(f"{base}/v1/register", headers={"Authorization": f"Bearer {token}"}).status_code
+                    for base in urls]
+
+        assert uses(old) == [401, 401]
+        assert set_active(container.settings, container.engine, "account", "po-amsterdam", True).changed
+        assert uses(old) == [401, 401]
+        signed_in = httpx.post(f"{urls[1]}/v1/auth/login", json={"username": "po-amsterdam", "password": PASSWORD})
+        assert signed_in.status_code == 200, signed_in.text
+        assert uses(signed_in.json()["access_token"]) == [200, 200]
+    container.close()
