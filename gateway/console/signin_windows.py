@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from audit import CompanionRefused
 from gateway.console.tables import sign_in_windows
 from gateway.db.upsert import insert_on_conflict
 
@@ -23,6 +24,11 @@ CLAIM_SECONDS = 120.0
 """How long a claim on an ended window holds before another process may take it (its summary failed)."""
 
 t = sign_in_windows.c
+
+
+class SummaryTaken(CompanionRefused):
+    """Another process took over a window this one claimed (its lease of :data:`CLAIM_SECONDS` ran out) and
+    writes its summary: the claim doing its job, so the writer logs it quietly and nothing of ours is written."""
 
 
 @dataclass(frozen=True)
@@ -72,4 +78,4 @@ def release(connection: Connection, windows: list[Window], claim: str) -> None:
             for w in windows]
     deleted = connection.execute(delete(sign_in_windows).where(t.claim == claim, or_(*keys))).rowcount
     if deleted != len(windows):
-        raise RuntimeError("a sign-in window was claimed by another process meanwhile; its summary is theirs")
+        raise SummaryTaken("a sign-in window was claimed by another process meanwhile; its summary is theirs")

@@ -49,7 +49,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import JsonValue
 
-from audit import AuditEvent, CompanionRow
+from audit import AuditEvent, AuditWriteError, CompanionRow
 from gateway.auditing.actions import action_event, rejection_event
 from gateway.auditing.setup import audit_services
 from gateway.auth.repository import get_account
@@ -191,9 +191,24 @@ async def summarise_ended(container: Container) -> None:
     claim, now = secrets.token_hex(16), container.clock.now().timestamp()
     ended = await run_in_threadpool(tracker.claim_ended, now, claim)
     if ended:
-        await audit_services(container).writer.record([_summary(window) for window in ended], CompanionRow(
-            None, None, precondition=lambda connection: signin_windows.release(connection, ended, claim)))
+        try:
+            await audit_services(container).writer.record([_summary(window) for window in ended], CompanionRow(
+                None, None, precondition=lambda connection: signin_windows.release(connection, ended, claim)))
+        except AuditWriteError as failed:
+            if not _taken_over(failed):
+                raise
+            # Another process writes these summaries: not a failure of the log, and no reason to refuse the
+            # request that looked for them (it was answered 503 before).
+            log.info("console_sign_in_summaries_taken_over", windows=len(ended))
     tracker.summarised_before = max(tracker.summarised_before, tracker.period(now))
+
+
+def _taken_over(failed: BaseException) -> bool:
+    """Whether the write failed because another process took the windows over (:class:`SummaryTaken`)."""
+    cause = failed.__cause__
+    while cause is not None and not isinstance(cause, signin_windows.SummaryTaken):
+        cause = cause.__cause__
+    return cause is not None
 
 
 async def close_sign_ins(container: Container) -> None:

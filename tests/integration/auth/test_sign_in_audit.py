@@ -144,3 +144,32 @@ def test_one_entry_and_one_summary_per_window_over_every_gateway_process(
         other_container.close()
     failed = [e for e in _sign_ins(container) if e["status"] == "error"]
     assert [e["extra"].get("more_attempts") for e in failed] == [None, 11]
+
+
+def test_a_refused_token_request_whose_process_lost_a_summary_to_another_is_still_a_401(
+        client: TestClient, container: Container, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process claims an ended window for its summary, stalls past the claim's lease, and another process
+    takes the window over and writes the summary. That is the claim working, not a failure of the log: the
+    refused request that looked for ended windows is answered 401 as any other, not 503."""
+    from sqlalchemy import update
+
+    from gateway.console.signins import failed_sign_ins
+    from gateway.console.tables import sign_in_windows
+
+    register_secret(container, SYSTEM, ["exchange"])
+    assert [_wrong_secret(client) for _ in range(3)] == [401] * 3  # one entry, two counted
+    clock.advance(timedelta(minutes=15))  # the window ended
+    tracker = failed_sign_ins(container)
+    claim = tracker.claim_ended
+
+    def taken_over_meanwhile(now: float, mine: str) -> Any:
+        claimed = claim(now, mine)
+        with container.engine.begin() as connection:  # another process, after this one's lease ran out
+            connection.execute(update(sign_in_windows).values(claim="another-process"))
+        return claimed
+
+    monkeypatch.setattr(tracker, "claim_ended", taken_over_meanwhile)
+    refused = client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": SYSTEM,
+                                                "client_secret": "not the secret"})
+    assert refused.status_code == 401, refused.text
+    assert len(_events(container, "auth.rejected")) == 2  # the first of the new window; no summary of ours
