@@ -95,7 +95,8 @@ class _Plan:
     """One batch, worked out before its transaction: the rows as read, the changes, and their counts."""
 
     rows: dict[Key, datetime]  # the rows under another version, as read (with when each was last enrolled)
-    targets: dict[Key, datetime]  # rows already under the current version where converted rows land, as read
+    landing: set[str]  # the pseudonyms the rows convert to
+    targets: dict[Key, datetime]  # rows already under the current version at those pseudonyms, as read
     steps: list[tuple[Key, str | None]] = field(default_factory=list)  # (row, new pseudonym), or None: drop it
     moved: dict[str, int] = field(default_factory=dict)  # per partnership
     superseded: dict[str, int] = field(default_factory=dict)
@@ -121,8 +122,8 @@ def _plan(session: Session, ring: KeyRing, batch: int) -> _Plan | None:
         return None
     items = [(key, Domain(key[0]), Pseudonym.decode(key[2])) for key in read]
     converted = [(key, after.encode()) for key, after in rekey_pseudonyms(items, ring, new_version=current)]
-    plan = _Plan({key: stamp for key, (stamp, _) in read.items()},
-                 _current_rows(session, current, {target for _, target in converted}))
+    landing = {target for _, target in converted}
+    plan = _Plan({key: stamp for key, (stamp, _) in read.items()}, landing, _current_rows(session, current, landing))
     at_target = dict(plan.targets)
     for old_key, target in converted:
         partnership, organisation, _ = old_key
@@ -145,8 +146,7 @@ def _apply(connection: Connection, plan: _Plan, current: int, batch: int) -> Non
     """Write ``plan`` on ``connection`` (inside the log's transaction) if its rows are still as it read them;
     otherwise :class:`_Moved` and nothing is written."""
     now = {key: stamp for key, (stamp, _) in _read(connection, current, batch).items()}
-    if now != plan.rows or _current_rows(connection, current, {k[2] for k, t in plan.steps if t}
-                                         | {k[2] for k in plan.targets}) != plan.targets:
+    if now != plan.rows or _current_rows(connection, current, plan.landing) != plan.targets:
         raise _Moved("the index changed meanwhile")
     for (partnership, organisation, pseudonym), target in plan.steps:
         row = (enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,

@@ -503,6 +503,33 @@ def test_a_rekey_batch_whose_entry_cannot_be_written_is_not_written_either(
     assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [2]
 
 
+def test_a_rekey_batch_overtaken_by_an_enrolment_is_planned_again_and_its_entry_counts_what_it_did(
+        index: _Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old gateway process enrols between a batch's planning and its transaction: the batch is not written
+    as planned (its entry would count rows it did not move), but planned again, so the entry counts them all."""
+    from gateway.enrolment import rekey
+
+    old_gateway = index.gateway()
+    index.enrol(old_gateway, [index.item("12345678"), index.item("87654321")])
+    planned = rekey._plan
+    plans: list[Any] = []
+
+    def overtaken(*args: Any) -> Any:
+        plan = planned(*args)
+        plans.append(plan)
+        if len(plans) == 1:  # after the first plan: a new subject under the old version, in the same batch
+            index.enrol(old_gateway, [index.item("11223344")])
+        return plan
+
+    monkeypatch.setattr(rekey, "_plan", overtaken)
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    assert "3 index rows re-keyed" in rotated.output
+    assert [len(plan.rows) for plan in plans if plan] == [2, 3]
+    assert [version for version, _ in index.rows().values()] == [2, 2, 2]
+    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [3]
+
+
 def test_pseudonyms_rotate_without_an_audit_log_changes_nothing(index: _Index) -> None:
     """Without the checkpoint key the batches cannot be audited: the command refuses before the key store is
     rotated, rather than leaving a new key version and an index it cannot move."""
