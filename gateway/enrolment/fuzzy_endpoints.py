@@ -27,6 +27,8 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 _ENROL_PROBLEMS = _PROBLEMS | {
     409: {"description": "Other enrolments of the same records kept changing the index: nothing enrolled, retry"},
+    500: {"description": "A defect in the gateway while writing the index: nothing was enrolled (logged and "
+                         "audited)"},
     503: {"description": "The audit log could not be written: nothing was enrolled"},
 }
 _DISCOVERY_PROBLEMS = _PROBLEMS | {
