@@ -34,6 +34,7 @@ from gateway.client.models import DiscoveryRequest, Reason, Subject
 from gateway.client.models import Receipt as ReceiptView
 from gateway.enrolment.filters import FilterService, HeldRecords, encoded, schema_for
 from gateway.enrolment.service import IndexHolding
+from gateway.errors import Unprocessable
 from gateway.exchange.service import (
     _AUDIT_DECISION,
     ExchangeService,
@@ -49,7 +50,7 @@ from gateway.exchange.service import (
 )
 from gateway.ids import new_id
 from gateway.matching.encoding import EncodedDataset
-from gateway.matching.lookup import matches
+from gateway.matching.lookup import alike, matches
 from gateway.policy.errors import PolicyError
 from gateway.policy.model import Decision
 
@@ -110,6 +111,10 @@ class FuzzyDiscovery:
         _known_categories(register, body.categories, "requested categories")
         schema = schema_for(body.record_type, body.schema_version)
         subjects = encoded(body.subjects, schema, "subjects")
+        twice = alike(subjects.filters, schema.threshold)
+        if twice is not None:  # by position only: the filters are the requester's encoding of a person
+            raise Unprocessable(f"subjects {twice[0]} and {twice[1]} match each other: one person asked twice "
+                                "(ask about each subject once)")
         targets = _targets(register, stand_in, "all", principal.organisation)
         base = _audit_base(principal, stand_in, trace, discovery_id, register)
         try:

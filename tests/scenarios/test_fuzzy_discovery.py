@@ -316,3 +316,44 @@ def test_fuzzy_discovery_counts_against_the_daily_limit_as_discovery_does(stack:
     assert all("hit" not in t["subjects"] for t in targets.values())
     assert {h: t["outcome"] for h, t in _by_holder(plain).items()} == {
         h: t["outcome"] for h, t in targets.items()}  # discovery answers the same
+
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _respelt(clk: str) -> str:
+    """The same filter in other text: the last character's two padding bits set differently."""
+    return clk[:-1] + _B64URL[_B64URL.index(clk[-1]) ^ 1]
+
+
+def _one_bit_less(clk: str) -> str:
+    """Another filter of the same person: its first set bit cleared (no encoding tells the two apart)."""
+    raw = bytearray(base64.urlsafe_b64decode(clk + "=" * (-len(clk) % 4)))
+    byte = next(n for n, value in enumerate(raw) if value)
+    raw[byte] &= raw[byte] - 1
+    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+
+
+def test_one_person_asked_twice_is_refused_so_a_holder_record_count_cannot_be_probed(stack: Stack,
+                                                                                     people: People) -> None:
+    """Each holder record matches at most one subject: a requester that sends one person twice (the same filter
+    spelt differently, or with a bit cleared) would learn from "hit, hit" versus "hit, no-hit" whether the holder
+    keeps two records of that person, and from which of the two hits which variant scores higher against the
+    holder's record — a score. The gateway refuses such a request before anything is decided or logged."""
+    extra = FilterRecordToEnrol("bvh/2026/second-record", people.asked[0], ["police_incidents"])
+    asyncio.run(_enrol_with_client(stack, POLICE, [extra]))  # the police keeps two records of the first person
+    try:
+        for n, variant in enumerate((_respelt, _one_bit_less)):
+            reference = f"BIBOB-2026-71{n}"
+            body = _request(people, signal=Signal(type="bibob-application", reference=reference))
+            body["subjects"] = [body["subjects"][0], body["subjects"][0] | {"clk": variant(body["subjects"][0]["clk"])}]
+            assert body["subjects"][0]["clk"] != body["subjects"][1]["clk"]
+            assert "subject" in _problem(_discover(stack, body), 422)
+            with stack.container.engine.connect() as connection:
+                logged = connection.execute(select(func.count()).select_from(audit_entries).where(
+                    audit_entries.c.canonical.contains(reference))).scalar_one()
+            assert logged == 0
+    finally:
+        asyncio.run(_enrol_with_client(stack, POLICE, [], remove=[extra.ref]))
+    targets = _by_holder(_discover(stack, _request(people)))  # distinct people are still asked together
+    assert targets["politie"]["subjects"] == ["hit" if held else "no-hit" for held in people.expected[POLICE]]
