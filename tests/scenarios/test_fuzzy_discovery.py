@@ -357,3 +357,16 @@ def test_one_person_asked_twice_is_refused_so_a_holder_record_count_cannot_be_pr
         asyncio.run(_enrol_with_client(stack, POLICE, [], remove=[extra.ref]))
     targets = _by_holder(_discover(stack, _request(people)))  # distinct people are still asked together
     assert targets["politie"]["subjects"] == ["hit" if held else "no-hit" for held in people.expected[POLICE]]
+
+
+def test_the_client_withdraws_more_references_than_one_batch_takes(stack: Stack, people: People) -> None:
+    """`enrol_filters` promises batches of at most `MAX_FILTER_BATCH`: removals too, not all in the first batch
+    (which the gateway refuses whole). The reference withdrawn is gone, the rest stays."""
+    ref = "ivs:dossier-withdraw-many"
+    asyncio.run(_enrol_with_client(stack, TAX, [FilterRecordToEnrol(ref, people.held[TAX][0], ["tax_debts"])]))
+    before = _stored(stack)
+    unknown = [f"ivs:never-enrolled-{n:05d}" for n in range(MAX_FILTER_BATCH)]
+    answer = asyncio.run(_enrol_with_client(stack, TAX, [], remove=[*unknown, ref]))
+    assert answer.removed == 1
+    assert answer.enrolled == HELD
+    assert _stored(stack) == before - 1
