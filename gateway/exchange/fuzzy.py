@@ -26,6 +26,7 @@ import asyncio
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DataError, OperationalError
 
 from audit import AuditEvent, EventType
 from gateway.auth.principal import Principal
@@ -34,7 +35,7 @@ from gateway.client.models import DiscoveryRequest, Reason, Subject
 from gateway.client.models import Receipt as ReceiptView
 from gateway.enrolment.filters import FilterService, HeldRecords, encoded, schema_for
 from gateway.enrolment.service import IndexHolding
-from gateway.errors import Unprocessable
+from gateway.errors import ServiceUnavailable, Unprocessable
 from gateway.exchange.service import (
     _AUDIT_DECISION,
     ExchangeService,
@@ -51,6 +52,7 @@ from gateway.exchange.service import (
 from gateway.ids import new_id
 from gateway.matching.encoding import EncodedDataset
 from gateway.matching.lookup import alike, matches
+from gateway.matching.schema import Schema
 from gateway.policy.errors import PolicyError
 from gateway.policy.model import Decision
 
@@ -104,6 +106,16 @@ class FuzzyDiscovery:
         finally:
             self.exchange._logged_ahead.discard(discovery_id)
 
+    async def _held(self, partnership: str, schema: Schema, allowed: list[str]) -> dict[str, HeldRecords]:
+        """The allowed holders' records. The request is logged ahead by now, so a database failure here is a 503
+        that the log must end (``request.failed``, written by ``ExchangeService._audit_defect`` for a 503 after
+        the write-ahead); as a bare database error it would be answered 503 with the request left pending."""
+        try:
+            return await asyncio.to_thread(self.filters.held, partnership, schema, allowed)
+        except (OperationalError, DataError) as exc:
+            log.error("fuzzy_index_unreadable", error_type=type(exc).__name__)
+            raise ServiceUnavailable("the discovery index could not be read; nothing was disclosed") from exc
+
     async def _discover(self, principal: Principal, body: FuzzyDiscoveryRequest, stand_in: DiscoveryRequest,
                         trace: Trace, discovery_id: str) -> FuzzyDiscoveryResult:
         service = self.exchange
@@ -136,7 +148,7 @@ class FuzzyDiscovery:
         service._logged_ahead.add(discovery_id)
 
         allowed = [t.organisation for t, d in zip(targets, decisions, strict=True) if d.allow]
-        held = await asyncio.to_thread(self.filters.held, body.partnership, schema, allowed) if allowed else {}
+        held = await self._held(body.partnership, schema, allowed) if allowed else {}
         minors_allowed = service._minors_allowed(stand_in)
 
         def answer(organisation: str, decision: Decision) -> tuple[FuzzyTarget, dict[str, Any] | None]:

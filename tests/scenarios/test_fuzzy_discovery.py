@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from audit.tables import audit_entries
 from gateway.client.fuzzy import MAX_FILTER_BATCH, MAX_FUZZY_SUBJECTS
@@ -370,3 +371,37 @@ def test_the_client_withdraws_more_references_than_one_batch_takes(stack: Stack,
     assert answer.removed == 1
     assert answer.enrolled == HELD
     assert _stored(stack) == before - 1
+
+
+def _entries_from(stack: Stack, first: int) -> list[dict[str, Any]]:
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).where(audit_entries.c.log_index >= first)
+                                  .order_by(audit_entries.c.log_index)).scalars().all()
+    return [json.loads(row)["event"] for row in rows]
+
+
+def _next_index(stack: Stack) -> int:
+    with stack.container.engine.connect() as connection:
+        return int(connection.execute(select(func.coalesce(func.max(audit_entries.c.log_index) + 1, 0))).scalar_one())
+
+
+def test_the_index_unreadable_after_the_write_ahead_is_503_and_the_log_says_the_request_failed(
+        stack: Stack, people: People, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request and its decisions are logged before the index is read. When the database then fails, the
+    requester gets a 503 (nothing disclosed) and the log must say so: a `request.failed` under the same id,
+    else the log holds a discovery that was allowed and never ended."""
+    def unreadable(*_: Any) -> Any:
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(stack.container.services["filters"], "held", unreadable)
+    first = _next_index(stack)
+    answer = _discover(stack, _request(people))
+    _problem(answer, 503)
+    entries = _entries_from(stack, first)
+    kinds = [e["event_type"] for e in entries]
+    assert kinds[0] == "discovery.queried"
+    assert "policy.decided" in kinds
+    assert kinds[-1] == "request.failed"
+    assert "disclosure" not in kinds
+    assert len({e["exchange_id"] for e in entries}) == 1
+    assert entries[-1]["extra"]["error_type"] == "ServiceUnavailable"
