@@ -71,14 +71,20 @@ def _as_discovery(body: FuzzyDiscoveryRequest) -> DiscoveryRequest:
 def _matched(subjects: EncodedDataset, held: HeldRecords | None, permitted: set[str],
              threshold: float) -> tuple[list[bool], IndexHolding | None]:
     """Per subject whether a record of the holder in a permitted category matched it, and what the matched
-    records say of the holder's grounds to refuse (None when nothing matched)."""
+    records say of the holder's grounds to refuse (None when nothing matched).
+
+    The grounds are read from every record with grounds that matches a subject, not only from the records the
+    1-to-1 solver paired: a holder that keeps a person twice, once confidential, refuses about that person
+    even when the requester's spelling happens to be closer to the other record."""
     if held is None:
         return [False] * len(subjects), None
     usable = held.permitted(permitted)
     pairs = matches(subjects, usable.dataset, threshold)
-    if not pairs:
+    grounds = usable.with_grounds()
+    refusing = matches(subjects, usable.subset(grounds).dataset, threshold) if grounds and pairs else {}
+    records = set(pairs.values()) | {grounds[r] for r in refusing.values()}
+    if not records:
         return [False] * len(subjects), None
-    records = list(pairs.values())
     reasons = {usable.confidential_reason[r] for r in records} - {None}
     holding = IndexHolding(categories=frozenset().union(*(usable.categories[r] for r in records)),
                            confidential_reason=min(r for r in reasons if r is not None) if reasons else None,

@@ -405,3 +405,25 @@ def test_the_index_unreadable_after_the_write_ahead_is_503_and_the_log_says_the_
     assert "disclosure" not in kinds
     assert len({e["exchange_id"] for e in entries}) == 1
     assert entries[-1]["extra"]["error_type"] == "ServiceUnavailable"
+
+
+def test_a_confidential_record_that_matches_is_the_holders_refusal_even_when_another_record_matches_better(
+        stack: Stack, people: People) -> None:
+    """The police keeps the first person twice: the record it keeps confidential, and another that happens to be
+    closer to how the requester spells the person. Each record matches at most one subject, so the solver pairs
+    the subject with the closer record; the confidential one matches the subject all the same, and the police's
+    answer must be its refusal, not a hit that tells the requester the police holds the person."""
+    confidential = FilterRecordToEnrol(people.refs[POLICE][0], people.held[POLICE][0], ["police_incidents"],
+                                       confidential=True)
+    closer = FilterRecordToEnrol("bvh/2026/closer-copy", people.asked[0], ["police_incidents"])
+    asyncio.run(_enrol_with_client(stack, POLICE, [confidential, closer],
+                                   confidential_reason="investigation-confidentiality"))
+    try:
+        police = _by_holder(_discover(stack, _request(people)))["politie"]
+    finally:
+        asyncio.run(_enrol_with_client(stack, POLICE, [confidential._replace(confidential=False)],
+                                       remove=[closer.ref]))
+    assert police["outcome"] == "refused-by-holder"
+    assert police["subjects"] == []
+    assert "investigation-confidentiality" in police["reasons"][0]["message"]
+    assert _by_holder(_discover(stack, _request(people)))["politie"]["outcome"] == "hit"  # restored
