@@ -20,7 +20,8 @@ def _encoder() -> CLKEncoder:
 
 def test_one_held_record_matches_at_most_one_subject() -> None:
     """Two versions of one person asked at once: the holder's single record answers for one of them (the
-    closer), not both, so a requester cannot count a holder's near-duplicates by repeating a subject."""
+    closer), not both — and with two records both answer, which is why fuzzy discovery refuses versions of one
+    person in one request (:func:`alike`, below): else "hit, hit" would count the holder's records."""
     encoder = _encoder()
     asked = encoder.encode_dataset([PERSON | {"given_name": "micheala"}, PERSON | {"surname": "neuman"},
                                     {"given_name": "courtney", "surname": "painter", "date_of_birth": "19161214"}])
