@@ -37,7 +37,6 @@ from gateway.enrolment.filters import FilterService, HeldRecords, encoded, schem
 from gateway.enrolment.service import IndexHolding
 from gateway.errors import ServiceUnavailable, Unprocessable
 from gateway.exchange.service import (
-    _AUDIT_DECISION,
     ExchangeService,
     Trace,
     _audit_base,
@@ -47,13 +46,11 @@ from gateway.exchange.service import (
     _refusal_event,
     _refusal_reason,
     _targets,
-    fingerprint,
 )
 from gateway.ids import new_id
 from gateway.matching.encoding import EncodedDataset
 from gateway.matching.lookup import alike, matches
 from gateway.matching.schema import Schema
-from gateway.policy.errors import PolicyError
 from gateway.policy.model import Decision
 
 log = structlog.get_logger("gateway.exchange.fuzzy")
@@ -135,22 +132,10 @@ class FuzzyDiscovery:
                                 "(ask about each subject once)")
         targets = _targets(register, stand_in, "all", principal.organisation)
         base = _audit_base(principal, stand_in, trace, discovery_id, register)
-        try:
-            today = await service._requests_today(service._day(principal, body.purpose))
-            decisions = await service._decide("discovery", stand_in, principal, targets, today,
-                                              fingerprint(principal, stand_in))
-        except PolicyError as exc:
-            await service._deny_all_on_policy_failure(exc, base, targets, EventType.DISCOVERY_QUERIED)
-            raise
         fuzzy = {"record_type": schema.id, "schema_version": schema.version, "subject_count": len(body.subjects)}
-        receipts = await service._record([AuditEvent(
-            event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
-            policy_version=decisions[0].policy_version,
-            extra={"case_reference": body.case_reference, "signal_type": body.signal.type, "fuzzy": fuzzy})] + [
-            AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
-                       decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
-                       categories=tuple(d.permitted_categories), policy_version=d.policy_version)
-            for t, d in zip(targets, decisions, strict=True)])
+        decisions, receipts = await service.discovery_written_ahead(
+            principal, stand_in, targets, base,
+            {"case_reference": body.case_reference, "signal_type": body.signal.type, "fuzzy": fuzzy})
         service._logged_ahead.add(discovery_id)
 
         allowed = [t.organisation for t, d in zip(targets, decisions, strict=True) if d.allow]

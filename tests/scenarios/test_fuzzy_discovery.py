@@ -300,7 +300,9 @@ def test_fuzzy_discovery_counts_against_the_daily_limit_as_discovery_does(stack:
     limit = stack.container.services["register"].current().partnerships[RIEC].purposes[
         "bibob-integrity-check"].daily_limit_per_system
     row = {"requester_system": MUNICIPALITY, "purpose": "bibob-integrity-check", "day": "2026-11-25"}
-    with stack.container.engine.begin() as connection:
+    with stack.container.engine.begin() as connection:  # the discoveries of earlier tests were counted in too
+        connection.execute(delete(daily_request_counts).where(
+            *(getattr(daily_request_counts.c, k) == v for k, v in row.items())))
         connection.execute(insert(daily_request_counts).values(**row, requests=limit))
     try:
         targets = _by_holder(_discover(stack, _request(people)))
