@@ -34,6 +34,13 @@ def _wire(record: Record, subject: str) -> HolderRecord:
                         category=record.category, fields=record.fields)
 
 
+def _references(own: dict[str, list[str]]) -> tuple[list[str], dict[str, str]]:
+    """Every own reference of the asked subjects (a person may be held under several, all of them are asked
+    about, and all of them count for a refusal), and each reference back to the subject it was asked as."""
+    back = {ref: asked for asked, refs in own.items() for ref in refs}
+    return list(back), back
+
+
 class Holder:
     """One partner system's answering logic over its own store."""
 
@@ -58,8 +65,9 @@ class Holder:
                                          lambda: self._answer(query, bound))
 
     def _answer(self, query: HolderQuery, bound: bool) -> HolderAnswer:
-        own = self.store.resolve(query.partnership, query.subjects)  # asked (pseudonym or reference) -> own ref
-        refusal = self._refusal(list(own.values()), query.minors_allowed, bound)
+        # asked (pseudonym or reference) -> own references
+        refs, back = _references(self.store.resolve(query.partnership, query.subjects))
+        refusal = self._refusal(refs, query.minors_allowed, bound)
         if refusal is not None:
             # Provided records are taken in only once the holder answers: one that refuses to deal with these
             # subjects keeps nothing about them either (and says so: ``received`` 0).
@@ -69,12 +77,11 @@ class Holder:
             # Once per request id, also when an earlier attempt failed after taking them in (the replay cache
             # forgets a failed attempt, and a restarted holder all of them): the store deduplicates.
             received = self.store.receive(query.request_id, [r.model_dump() for r in query.provided])
-        records = self.store.records(list(own.values()), list(query.categories))
+        records = self.store.records(refs, list(query.categories))
         if self.over_share:
-            records += self._unasked(query, list(own.values()))
-        back = {ref: asked for asked, ref in own.items()}
+            records += self._unasked(query, refs)
         wired = [_wire(r, back[r.subject]) for r in records]
-        if any(asked != ref for asked, ref in own.items()):  # asked in pseudonyms: answer in pseudonyms only
+        if any(asked != ref for ref, asked in back.items()):  # asked in pseudonyms: answer in pseudonyms only
             wired = self._pseudonymise_fields(query.partnership, wired)
         return HolderAnswer(status="answered", received=received, records=wired)
 
@@ -124,13 +131,12 @@ class Holder:
         - not a silent no-hit: that would hide the refusal from the requester, the audit log and escalation,
           and mislead the requester into treating the holder as having nothing.
         """
-        own = self.store.resolve(discovery.partnership, discovery.subjects)
-        refusal = self._refusal(list(own.values()), discovery.minors_allowed, bound)
+        refs, back = _references(self.store.resolve(discovery.partnership, discovery.subjects))
+        refusal = self._refusal(refs, discovery.minors_allowed, bound)
         if refusal is not None:
             return DiscoveryAnswer(status="refused", refusal_reason=refusal)
         hits: dict[str, list[str]] = {}
-        back = {ref: asked for asked, ref in own.items()}
-        for record in self.store.records(list(own.values()), discovery.categories or None):
+        for record in self.store.records(refs, discovery.categories or None):
             types = hits.setdefault(back[record.subject], [])
             if record.record_type not in types:
                 types.append(record.record_type)

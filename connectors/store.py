@@ -26,12 +26,32 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS identifiers (subject TEXT PRIMARY KEY, kind TEXT NOT NULL, number TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pseudonyms (
     partnership TEXT NOT NULL, pseudonym TEXT NOT NULL, subject TEXT NOT NULL,
-    PRIMARY KEY (partnership, pseudonym));
+    PRIMARY KEY (partnership, pseudonym, subject));
 CREATE INDEX IF NOT EXISTS ix_pseudonyms_subject ON pseudonyms(subject);
 CREATE TABLE IF NOT EXISTS received (
     request_id TEXT NOT NULL, subject TEXT NOT NULL, category TEXT NOT NULL, fields TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS ix_received_request ON received(request_id);
 """
+
+
+def _one_pseudonym_many_references(db: sqlite3.Connection) -> None:
+    """Move a store made when ``pseudonyms`` was keyed by (partnership, pseudonym) to the current key, which
+    includes the reference, keeping what it remembers (each old row is one row of the new table).
+
+    Why: a partner can hold one person under two references (two files, or a confidential and a plain one);
+    both enrol as the same person and come back with the same pseudonym. Keyed by pseudonym alone, the second
+    replaced the first, so a question about that person found only one reference's records — and, when the
+    confidential reference was the one replaced, an answer where the partner refuses."""
+    keyed = [row[1] for row in db.execute("PRAGMA table_info(pseudonyms)") if row[5]]
+    if not keyed or "subject" in keyed:  # a new file, or already moved
+        return
+    with db:
+        db.execute("DROP INDEX IF EXISTS ix_pseudonyms_subject")
+        db.execute("ALTER TABLE pseudonyms RENAME TO pseudonyms_by_pseudonym")
+        db.execute("CREATE TABLE pseudonyms (partnership TEXT NOT NULL, pseudonym TEXT NOT NULL, "
+                   "subject TEXT NOT NULL, PRIMARY KEY (partnership, pseudonym, subject))")
+        db.execute("INSERT INTO pseudonyms SELECT partnership, pseudonym, subject FROM pseudonyms_by_pseudonym")
+        db.execute("DROP TABLE pseudonyms_by_pseudonym")
 
 
 def store_path(data_dir: Path, system: str) -> Path:
@@ -47,6 +67,7 @@ class PartnerStore:
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False)
+        _one_pseudonym_many_references(self._db)
         self._db.executescript(_SCHEMA)
 
     def seed_from(self, world: World, system: str) -> bool:
@@ -107,9 +128,11 @@ class PartnerStore:
                 for r in rows]
 
     def remember_pseudonyms(self, partnership: str, pairs: list[tuple[str, str]]) -> None:
-        """Keep (own pseudonym, reference) pairs the gateway handed out at enrolment."""
+        """Keep (own pseudonym, reference) pairs the gateway handed out at enrolment. Two references of one
+        person get the same pseudonym, and both are kept: the pseudonym stands for the person, and a question
+        about it is about every reference of the person this partner holds."""
         with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO pseudonyms VALUES (?, ?, ?)",
+            self._db.executemany("INSERT OR IGNORE INTO pseudonyms VALUES (?, ?, ?)",
                                  [(partnership, pseudonym, ref) for pseudonym, ref in pairs])
 
     def own_pseudonyms(self, partnership: str, refs: list[str]) -> dict[str, str]:
@@ -122,20 +145,25 @@ class PartnerStore:
                 f"SELECT pseudonym, subject FROM pseudonyms WHERE partnership = ? AND subject IN ({marks})",
                 [partnership, *refs]).fetchall()}
 
-    def resolve(self, partnership: str, asked: list[str]) -> dict[str, str]:
-        """Asked subject → own reference: own pseudonyms of ``partnership`` through its enrolment mapping;
-        references of partners that send them directly (before enrolment) as they are. Unknown pseudonyms
-        resolve to nothing: the partner holds nothing on that subject. A pseudonym of another partnership is
-        unknown here: a query is answered within its own partnership's domain, or pseudonyms would link
-        across partnerships, which they exist to prevent."""
+    def resolve(self, partnership: str, asked: list[str]) -> dict[str, list[str]]:
+        """Asked subject → own references: own pseudonyms of ``partnership`` through its enrolment mapping, to
+        every reference the partner holds the person under (one person may be held under several, and all of
+        them are the person asked about — answering from one only withholds records, or, when another is
+        confidential, answers where the partner refuses); references of partners that send them directly
+        (before enrolment) as they are. Unknown pseudonyms resolve to nothing: the partner holds nothing on
+        that subject. A pseudonym of another partnership is unknown here: a query is answered within its own
+        partnership's domain, or pseudonyms would link across partnerships, which they exist to prevent."""
         if not asked:
             return {}
         marks = ",".join("?" * len(asked))
         with self._lock:
-            mapped = dict(self._db.execute(
-                f"SELECT pseudonym, subject FROM pseudonyms WHERE partnership = ? AND pseudonym IN ({marks})",
-                [partnership, *asked]).fetchall())
-        return {a: mapped.get(a, a) for a in asked}
+            rows = self._db.execute(
+                f"SELECT pseudonym, subject FROM pseudonyms WHERE partnership = ? AND pseudonym IN ({marks}) "
+                "ORDER BY subject", [partnership, *asked]).fetchall()
+        mapped: dict[str, list[str]] = {}
+        for pseudonym, ref in rows:
+            mapped.setdefault(pseudonym, []).append(ref)
+        return {a: mapped.get(a, [a]) for a in asked}
 
     def is_confidential(self, subjects: list[str]) -> bool:
         """Whether any of ``subjects`` is one this partner refuses to answer about."""

@@ -37,21 +37,24 @@ def _wire(record_type: RecordType, secret: bytes, records: Sequence[Mapping[str,
 def enrolment_batches(partnership: str, record_type: RecordType, secret: bytes,
                       records: Sequence[FilterRecordToEnrol], *, remove: Sequence[str] = (), replace: bool = False,
                       confidential_reason: str | None = None, blocking: bool = True) -> Iterator[dict[str, Any]]:
-    """The request bodies, at most ``MAX_FILTER_BATCH`` records each; the first carries ``remove`` and
-    ``replace`` (a replacement withdraws the old records once, before the first batch is stored)."""
+    """The request bodies, at most ``MAX_FILTER_BATCH`` records and ``MAX_FILTER_BATCH`` removals each (the
+    gateway refuses a larger batch whole); the first carries ``replace`` (a replacement withdraws the old records
+    once, before the first batch is stored). A reference both sent and removed is refused here, as the gateway
+    refuses it within one batch: split over two batches it would be withdrawn or kept by the batches' order."""
+    both = sorted({r.ref for r in records} & set(remove))
+    if both:
+        raise ValueError(f"{len(both)} reference(s) both sent and removed")
     version = shipped_schema(record_type).version
     wire = _wire(record_type, secret, [r.fields for r in records], blocking)
     items = [{"ref": r.ref, "categories": list(r.categories), "confidential": r.confidential, "minor": r.minor}
              | encoded for r, encoded in zip(records, wire, strict=True)]
-    first = True
-    for start in range(0, max(len(items), 1), MAX_FILTER_BATCH):
+    removals = list(remove)
+    for start in range(0, max(len(items), len(removals), 1), MAX_FILTER_BATCH):
         body: dict[str, Any] = {"partnership": partnership, "record_type": record_type, "schema_version": version,
-                                "records": items[start:start + MAX_FILTER_BATCH]}
-        if first:
-            body |= {"remove": list(remove), "replace": replace}
+                                "records": items[start:start + MAX_FILTER_BATCH],
+                                "remove": removals[start:start + MAX_FILTER_BATCH], "replace": replace and not start}
         if confidential_reason is not None:
             body["confidential_reason"] = confidential_reason
-        first = False
         yield body
 
 

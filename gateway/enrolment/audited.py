@@ -5,7 +5,10 @@ what the index says about which participant holds data on which subjects: proces
 gateway that a privacy officer must be able to account for. So the batch's writes run as the companion of its
 ``index.enrolment`` entry (:class:`audit.writer.CompanionRow`, on the audit writer's thread, inside the log's
 transaction): both are durable, or neither. If the log cannot be written the batch is refused with 503 and the
-index is as it was; a crash between the two cannot happen, as there is no "between".
+index is as it was; a crash between the two cannot happen, as there is no "between". A defect in the index
+writes (an exception that is no database failure: a bug) is no outage of the log and no reason to retry: it is
+a 500 that says nothing was enrolled, one error line with the exception's type, and an entry of the failed
+batch (status ``error``, counts 0) — as the exchange and the escalation workflow treat their defects.
 
 The entry carries counts, never identifiers, pseudonyms, filters or local references: who enrolled (the
 organisation and system, as requester), in which partnership, which record types and categories, and how many
@@ -28,12 +31,13 @@ from typing import Protocol
 
 import structlog
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRefused, CompanionRow, EventType
+from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRefused, CompanionRow, EventType, Status
 from audit.events import INDEX_ACTIVITY, ProcessingActivity, Requester
 from gateway.db.engine import transaction
-from gateway.errors import Conflict, ServiceUnavailable
+from gateway.errors import Conflict, GatewayError, ServiceUnavailable
 
 log = structlog.get_logger("gateway.enrolment")
 
@@ -96,14 +100,47 @@ class IndexMoved(CompanionRefused):
     wrong, so nothing is written and the batch is counted again."""
 
 
-def entry_for(change: IndexChange, counts: IndexCounts, trace: EntryTrace) -> AuditEvent:
-    """The batch's ``index.enrolment`` entry: counts and codes only."""
+class _Defect(CompanionRefused):
+    """The batch's index writes raised what no code path expects (a bug, not a database failure): nothing is
+    written, and :func:`write_logged` logs and answers it. A :class:`CompanionRefused`, because it is no fault
+    of the log — the writer would report it as one (an error line of its own, beside the one this gets)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
+class EnrolmentFailed(GatewayError):
+    """A defect while writing a batch: the generic 500, saying that nothing was enrolled (so a participant
+    knows the index is as it was and may send the batch again)."""
+
+    status, slug, title = 500, "internal-error", "Internal error"
+
+
+def entry_for(change: IndexChange, counts: IndexCounts, trace: EntryTrace, *,
+              error_type: str | None = None) -> AuditEvent:
+    """The batch's ``index.enrolment`` entry: counts and codes only; with ``error_type``, the entry of a batch
+    that failed on a defect of that kind (status ``error``, nothing written)."""
     return AuditEvent(
         event_type=EventType.INDEX_ENROLMENT, trace_id=trace.trace_id, span_id=trace.span_id,
         parent_span_id=trace.parent_span_id,
         processing_activity=ProcessingActivity(partnership=change.partnership, purpose=INDEX_ACTIVITY),
         requester=Requester(org=change.organisation, system=change.system), categories=tuple(change.categories()),
-        extra={"index": change.index, **change.described(), **asdict(counts)})
+        status=Status.OK if error_type is None else Status.ERROR,
+        extra={"index": change.index, **change.described(), **asdict(counts)}
+        | ({} if error_type is None else {"error_type": error_type}))
+
+
+async def _audit_defect(writer: AsyncAuditWriter, change: IndexChange, trace: EntryTrace, exc: Exception) -> None:
+    """After a defect in a batch's index writes (nothing of it was written): one error line naming the kind of
+    failure only — an exception's text may name a person — and an entry of the failed batch (counts 0, status
+    ``error``), as the exchange (``_audit_defect``) and the escalation workflow (``_not_applied``) log their
+    defects: an unexpected failure fails closed and is audited. The 500 stands if that entry fails too."""
+    log.error("enrolment_failed_by_defect", index=change.index, error_type=type(exc).__name__)
+    try:
+        await writer.record([entry_for(change, IndexCounts(), trace, error_type=type(exc).__name__)])
+    except Exception as failure:
+        log.error("defect_not_audited", error_type=type(failure).__name__)
 
 
 async def write_logged(writer: AsyncAuditWriter | None, sessions: sessionmaker[Session], change: IndexChange,
@@ -111,7 +148,8 @@ async def write_logged(writer: AsyncAuditWriter | None, sessions: sessionmaker[S
     """Write ``change`` and its entry in one transaction; the counts it made.
 
     503 when the log cannot be written (nothing changed); 409 when other batches of the same subjects kept
-    getting in first ``attempts`` times (nothing changed either; a retry will do)."""
+    getting in first ``attempts`` times (nothing changed either; a retry will do); 500 when the index writes
+    fail on a defect (nothing changed; the failure is logged and audited, :func:`_audit_defect`)."""
     if writer is None:  # a service built without the log must not change the index unlogged
         raise ServiceUnavailable("the audit log is not available; nothing was enrolled")
     trace = trace or EntryTrace()
@@ -124,7 +162,12 @@ async def write_logged(writer: AsyncAuditWriter | None, sessions: sessionmaker[S
         expected = await asyncio.to_thread(expect)
 
         def within(connection: Connection, expected: IndexCounts = expected) -> None:
-            done = change.apply(connection)
+            try:
+                done = change.apply(connection)
+            except SQLAlchemyError:  # the database failed: the log's transaction failed with it (503)
+                raise
+            except Exception as exc:
+                raise _Defect(exc) from exc
             if done != expected:
                 raise IndexMoved(f"the index changed meanwhile ({done} instead of {expected})")
 
@@ -133,6 +176,9 @@ async def write_logged(writer: AsyncAuditWriter | None, sessions: sessionmaker[S
         except AuditError as exc:
             if isinstance(exc.__cause__, IndexMoved):
                 continue
+            if isinstance(exc.__cause__, _Defect):
+                await _audit_defect(writer, change, trace, exc.__cause__.cause)
+                raise EnrolmentFailed("the gateway could not complete the enrolment; nothing was enrolled") from None
             log.error("audit_write_failed", error_type=type(exc).__name__, cause=type(exc.__cause__).__name__)
             raise ServiceUnavailable("the audit log could not be written; nothing was enrolled") from exc
         except Exception as exc:  # the guard refused the entry, or the writer is not running: no entry, no change

@@ -29,8 +29,10 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from audit import AuditError, AuditLog
+from gateway.auditing.setup import CheckpointKeyError, audit_signer
 from gateway.db.engine import existing_engine_for, make_session_factory, require_database
-from gateway.enrolment.rekey import RekeyResult, pending_rows, rekey_index, rows_per_version
+from gateway.enrolment.rekey import Command, IndexKeptMoving, RekeyResult, pending_rows, rekey_index, rows_per_version
 from gateway.pseudonyms.errors import KeyStoreError
 from gateway.pseudonyms.keys import KeyRing
 from gateway.pseudonyms.keystore import FileKeyStore
@@ -75,18 +77,42 @@ def _pending(settings: Settings, current: int) -> int:
         engine.dispose()
 
 
-def _rekey(settings: Settings, ring: KeyRing, pending: int) -> RekeyResult:
-    """Move the index to ``ring.current`` with a progress bar; a version missing from the ring exits 1."""
+def _audit_log(settings: Settings, doing: str) -> AuditLog:
+    """The gateway's audit log, which every re-keyed batch is written to with its entries; without it (no
+    checkpoint key: a wrong data directory, or keys never made) one line on stderr and exit code 1, before
+    anything — the key store included — is changed."""
+    engine = existing_engine_for(settings)
+    try:
+        return AuditLog(engine, audit_signer(settings))
+    except CheckpointKeyError as exc:
+        engine.dispose()
+        err.print(f"{doing}: the re-keying cannot be audited, so nothing was changed: {exc}", markup=False,
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _rekey(settings: Settings, ring: KeyRing, pending: int, log: AuditLog, command: Command) -> RekeyResult:
+    """Move the index to ``ring.current`` with a progress bar, each batch audited in ``log``; a version missing
+    from the ring, or a batch that cannot be audited, exits 1 (that batch is not written; a rerun resumes)."""
     engine = existing_engine_for(settings)
     try:
         with Progress(console=out) as progress:
             task = progress.add_task(f"re-keying the index to v{ring.current}", total=pending)
-            return rekey_index(make_session_factory(engine), ring,
+            return rekey_index(make_session_factory(engine), ring, log, command=command,
                                on_batch=lambda handled: progress.advance(task, handled))
     except KeyStoreError as exc:  # a row under a retired version: its batch was rolled back, nothing half-written
         err.print(f"re-keying stopped: {exc}; rows under a retired version need their participants to re-enrol")
         raise typer.Exit(1) from None
+    except AuditError as exc:
+        err.print(f"re-keying stopped: the audit log could not be written ({type(exc).__name__}); the batch "
+                  f"was not written; run `wgs-gateway pseudonyms {command}` again", markup=False, highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(1) from None
+    except IndexKeptMoving as exc:
+        err.print(f"re-keying stopped: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     finally:
+        log.engine.dispose()
         engine.dispose()
 
 
@@ -135,6 +161,7 @@ def rotate() -> None:
     require_database(settings)  # before the key store: a wrong data directory gets no key ring either
     store = _store(settings)
     ring = _existing_ring(settings, "cannot rotate")
+    log = _audit_log(settings, "cannot rotate")
     pending = _pending(settings, ring.current)
     finishing = pending > 0
     if finishing:
@@ -143,7 +170,7 @@ def rotate() -> None:
     else:
         ring = asyncio.run(store.rotate())
         pending = _pending(settings, ring.current)
-    _report(settings, _rekey(settings, ring, pending))
+    _report(settings, _rekey(settings, ring, pending, log, "rotate"))
     _next_steps(ring.current, added=not finishing)
 
 
@@ -168,4 +195,5 @@ def rekey() -> None:
     """Move every index row still under an older key version to the current one; never adds a version."""
     settings = Settings()
     ring = _existing_ring(settings, "cannot re-key")  # none: nothing was ever pseudonymised, nothing to create
-    _report(settings, _rekey(settings, ring, _pending(settings, ring.current)))
+    log = _audit_log(settings, "cannot re-key")
+    _report(settings, _rekey(settings, ring, _pending(settings, ring.current), log, "rekey"))

@@ -29,6 +29,8 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 _ENROL_PROBLEMS = _PROBLEMS | {
     409: {"description": "Other enrolments of the same subjects kept changing the index: nothing enrolled, retry"},
     429: {"description": "The system's daily pseudonym quota is used up"},
+    500: {"description": "A defect in the gateway while writing the index: nothing was enrolled (logged and "
+                         "audited)"},
     503: {"description": "The audit log could not be written (or the pseudonym keys cannot be used): nothing "
                          "was enrolled"},
 }

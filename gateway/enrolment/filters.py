@@ -57,7 +57,14 @@ class HeldRecords:
     def permitted(self, categories: set[str]) -> HeldRecords:
         """Only the records of which some category may be asked about: the others cannot make a hit, and
         must not take a subject's one-to-one match from a record that can."""
-        keep = [i for i, held in enumerate(self.categories) if held & categories]
+        return self.subset([i for i, held in enumerate(self.categories) if held & categories])
+
+    def with_grounds(self) -> list[int]:
+        """The positions of the records on which the holder would refuse (kept confidential, or a minor)."""
+        return [i for i, reason in enumerate(self.confidential_reason) if reason is not None or self.minor[i]]
+
+    def subset(self, keep: list[int]) -> HeldRecords:
+        """The records at the positions ``keep``, in that order."""
         keys = self.dataset.block_keys
         return HeldRecords(EncodedDataset(self.dataset.filters[keep], None if keys is None else keys[keep]),
                            [self.categories[i] for i in keep], [self.confidential_reason[i] for i in keep],

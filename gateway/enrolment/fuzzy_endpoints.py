@@ -23,15 +23,19 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body too large"},
     422: {"description": "Malformed: a filter not of the schema's length or implausible, blocking keys not one "
                          "per signature, another schema version, unknown categories, a reference that looks like "
-                         "personal data, too many records or subjects"},
+                         "personal data, too many records or subjects, two subjects that match each other (one "
+                         "person asked twice)"},
 }
 _ENROL_PROBLEMS = _PROBLEMS | {
     409: {"description": "Other enrolments of the same records kept changing the index: nothing enrolled, retry"},
+    500: {"description": "A defect in the gateway while writing the index: nothing was enrolled (logged and "
+                         "audited)"},
     503: {"description": "The audit log could not be written: nothing was enrolled"},
 }
 _DISCOVERY_PROBLEMS = _PROBLEMS | {
     403: {"description": "The token lacks the scope `discovery`"},
-    503: {"description": "Policy engine or audit log unavailable: the request is denied (fail closed)"},
+    503: {"description": "Policy engine, audit log or the filter index unavailable: the request is denied (fail "
+                         "closed)"},
 }
 
 

@@ -12,26 +12,62 @@ in batches of one transaction each: a batch is written completely or not at all,
 resumed by running it again. When a converted row lands on a subject that already has a row under the current
 version (the old gateway re-enrolled a subject the rotation had already moved), the entry updated last is kept,
 as a re-enrolment would have replaced the earlier one.
+
+Every batch is audited like an enrolment batch (:mod:`gateway.enrolment.audited`): re-keying rewrites what the
+index holds about every enrolled subject, processing a privacy officer must be able to account for. A batch
+commits in the audit log's own transaction together with one ``index.rekeyed`` entry per partnership it
+touched (under that partnership, so its coordinating privacy officer sees it): the command, the key versions
+moved from and to, and how many rows were moved and how many older duplicates dropped — counts, never a
+pseudonym. There is no batch without its entries and no entry without its batch. The entry is hashed before
+its transaction begins, so a batch is planned first (read, converted, counted) and the transaction checks
+that the rows it plans on are still as read before writing; when something changed them meanwhile (a
+gateway enrolling), it writes nothing and the batch is planned again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal, Protocol
 
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from audit import AuditEvent, CompanionRefused, EventType, Receipt
+from audit.events import INDEX_ACTIVITY, ProcessingActivity
+from audit.log import PreparedEvent, prepare
 from gateway.db.engine import transaction
 from gateway.enrolment.tables import enrolments
 from gateway.pseudonyms.keys import Domain, KeyRing
 from gateway.pseudonyms.pep import Pseudonym
 from gateway.pseudonyms.rotation import rekey_pseudonyms
 
-__all__ = ["RekeyResult", "pending_rows", "rekey_index", "rows_per_version"]
+__all__ = ["IndexKeptMoving", "RekeyResult", "pending_rows", "rekey_index", "rows_per_version"]
 
 BATCH = 1000
+ATTEMPTS = 5
+"""How often a batch is planned again when enrolments keep changing its rows before it is written."""
+
+Command = Literal["rotate", "rekey"]
+Key = tuple[str, str, str]  # (partnership, organisation, pseudonym): an index row
+
+
+class AuditAppender(Protocol):
+    """Where a batch's entries go (:class:`audit.AuditLog`): appended with the batch as their companion."""
+
+    def append_prepared(self, prepared: Sequence[PreparedEvent],
+                        within: Callable[[Connection, list[Receipt]], None] | None = None) -> list[Receipt]: ...
+
+
+class IndexKeptMoving(Exception):
+    """Enrolments changed a batch's rows before it could be written, ``ATTEMPTS`` times running: nothing of
+    that batch was written (those before it were, with their entries); running the command again resumes."""
+
+
+class _Moved(CompanionRefused):
+    """The rows a batch was planned on changed before its transaction: its entries' counts would be wrong."""
 
 
 @dataclass(frozen=True)
@@ -54,67 +90,128 @@ def pending_rows(connection: Connection, current: int) -> int:
     return sum(count for version, count in rows_per_version(connection).items() if version != current)
 
 
-def rekey_index(sessions: sessionmaker[Session], ring: KeyRing, *, batch: int = BATCH,
+@dataclass
+class _Plan:
+    """One batch, worked out before its transaction: the rows as read, the changes, and their counts."""
+
+    rows: dict[Key, datetime]  # the rows under another version, as read (with when each was last enrolled)
+    landing: set[str]  # the pseudonyms the rows convert to
+    targets: dict[Key, datetime]  # rows already under the current version at those pseudonyms, as read
+    steps: list[tuple[Key, str | None]] = field(default_factory=list)  # (row, new pseudonym), or None: drop it
+    moved: dict[str, int] = field(default_factory=dict)  # per partnership
+    superseded: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, set[int]] = field(default_factory=dict)  # the versions moved from, per partnership
+
+
+def _read(connection: Connection | Session, current: int, batch: int) -> dict[Key, tuple[datetime, int]]:
+    """The first ``batch`` rows not under ``current``: when each was last enrolled, and its version."""
+    rows = connection.execute(select(enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym,
+                                     enrolments.c.updated_at, enrolments.c.key_version)
+                              .where(enrolments.c.key_version != current)
+                              .order_by(enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym)
+                              .limit(batch)).all()
+    return {(r.partnership, r.organisation, r.pseudonym): (r.updated_at, r.key_version) for r in rows}
+
+
+def _plan(session: Session, ring: KeyRing, batch: int) -> _Plan | None:
+    """The next batch's changes, or None when every row is under the current version. A row under a version
+    no longer in the key ring raises :class:`~gateway.pseudonyms.errors.UnknownKeyVersion`."""
+    current = ring.current
+    read = _read(session, current, batch)
+    if not read:
+        return None
+    items = [(key, Domain(key[0]), Pseudonym.decode(key[2])) for key in read]
+    converted = [(key, after.encode()) for key, after in rekey_pseudonyms(items, ring, new_version=current)]
+    landing = {target for _, target in converted}
+    plan = _Plan({key: stamp for key, (stamp, _) in read.items()}, landing, _current_rows(session, current, landing))
+    at_target = dict(plan.targets)
+    for old_key, target in converted:
+        partnership, organisation, _ = old_key
+        new_key = (partnership, organisation, target)
+        plan.versions.setdefault(partnership, set()).add(read[old_key][1])
+        existing = at_target.get(new_key)
+        if existing is not None:  # a collision keeps the newer entry
+            plan.superseded[partnership] = plan.superseded.get(partnership, 0) + 1
+            if existing >= plan.rows[old_key]:
+                plan.steps.append((old_key, None))
+                continue
+            plan.steps.append((new_key, None))
+        plan.steps.append((old_key, target))
+        at_target[new_key] = plan.rows[old_key]
+        plan.moved[partnership] = plan.moved.get(partnership, 0) + 1
+    return plan
+
+
+def _apply(connection: Connection, plan: _Plan, current: int, batch: int) -> None:
+    """Write ``plan`` on ``connection`` (inside the log's transaction) if its rows are still as it read them;
+    otherwise :class:`_Moved` and nothing is written."""
+    now = {key: stamp for key, (stamp, _) in _read(connection, current, batch).items()}
+    if now != plan.rows or _current_rows(connection, current, plan.landing) != plan.targets:
+        raise _Moved("the index changed meanwhile")
+    for (partnership, organisation, pseudonym), target in plan.steps:
+        row = (enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,
+               enrolments.c.pseudonym == pseudonym)
+        if target is None:
+            connection.execute(delete(enrolments).where(*row))
+        else:
+            connection.execute(update(enrolments).where(*row).values(pseudonym=target, key_version=current))
+
+
+def _entries(plan: _Plan, current: int, command: Command, trace_id: str) -> list[AuditEvent]:
+    """One ``index.rekeyed`` entry per partnership of the batch: counts and key versions only."""
+    span_id = secrets.token_hex(8)
+    return [AuditEvent(event_type=EventType.INDEX_REKEYED, trace_id=trace_id, span_id=span_id,
+                       processing_activity=ProcessingActivity(partnership=partnership, purpose=INDEX_ACTIVITY),
+                       extra={"index": "pseudonyms", "channel": "cli", "command": command,
+                              "from_versions": sorted(versions), "key_version": current,
+                              "moved": plan.moved.get(partnership, 0),
+                              "superseded": plan.superseded.get(partnership, 0)})
+            for partnership, versions in sorted(plan.versions.items())]
+
+
+def rekey_index(sessions: sessionmaker[Session], ring: KeyRing, log: AuditAppender, *, command: Command = "rekey",
+                batch: int = BATCH, attempts: int = ATTEMPTS,
                 on_batch: Callable[[int], None] | None = None) -> RekeyResult:
-    """Move every index row to ``ring.current``, a committed batch at a time; returns the counts.
+    """Move every index row to ``ring.current``, a committed and audited batch at a time; returns the counts.
 
     Each batch selects rows still under another version, so a rerun picks up exactly what is left and
     progress is guaranteed (every selected row is moved or dropped). A row under a version no longer in the
-    key ring raises :class:`~gateway.pseudonyms.errors.UnknownKeyVersion` and its batch is rolled back.
-    ``on_batch`` gets the number of rows each committed batch handled (for a progress bar).
+    key ring raises :class:`~gateway.pseudonyms.errors.UnknownKeyVersion` and nothing of its batch is written.
+    The batch commits with its entries in ``log`` (``command`` says which command ran); when the log cannot be
+    written, :class:`audit.AuditError` and nothing of the batch is written. ``on_batch`` gets the number of
+    rows each committed batch handled (for a progress bar).
     """
     current = ring.current
     moved = superseded = 0
+    trace_id = secrets.token_hex(16)  # the run's entries share a trace
     while True:
-        with transaction(sessions) as session:
-            rows = session.execute(select(enrolments.c.partnership, enrolments.c.organisation,
-                                          enrolments.c.pseudonym, enrolments.c.updated_at)
-                                   .where(enrolments.c.key_version != current)
-                                   .order_by(enrolments.c.partnership, enrolments.c.organisation,
-                                             enrolments.c.pseudonym)
-                                   .limit(batch)).all()
-            if not rows:
-                break
-            stamps = {(r.partnership, r.organisation, r.pseudonym): r.updated_at for r in rows}
-            items = [((r.partnership, r.organisation, r.pseudonym), Domain(r.partnership),
-                      Pseudonym.decode(r.pseudonym)) for r in rows]
-            converted = [(key, after.encode()) for key, after in rekey_pseudonyms(items, ring, new_version=current)]
-            # Rows already under the current version at the targets: a collision keeps the newer entry.
-            at_target = _current_rows(session, current, {target for _, target in converted})
-            for (partnership, organisation, before), target in converted:
-                old_key = (partnership, organisation, before)
-                new_key = (partnership, organisation, target)
-                existing = at_target.get(new_key)
-                if existing is not None:
-                    if existing >= stamps[old_key]:
-                        _delete(session, old_key)
-                        superseded += 1
-                        continue
-                    _delete(session, new_key)
-                    superseded += 1
-                session.execute(update(enrolments).where(
-                    enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,
-                    enrolments.c.pseudonym == before).values(pseudonym=target, key_version=current))
-                at_target[new_key] = stamps[old_key]
-                moved += 1
+        for _ in range(attempts):
+            with transaction(sessions) as session:
+                plan = _plan(session, ring, batch)
+            if plan is None:
+                return RekeyResult(current, moved, superseded)
+            def within(connection: Connection, _receipts: list[Receipt], plan: _Plan = plan) -> None:
+                _apply(connection, plan, current, batch)
+
+            try:
+                log.append_prepared([prepare(e) for e in _entries(plan, current, command, trace_id)], within)
+            except _Moved:
+                continue
+            break
+        else:
+            raise IndexKeptMoving("enrolments kept changing the rows being re-keyed; run the command again")
+        moved += sum(plan.moved.values())
+        superseded += sum(plan.superseded.values())
         if on_batch is not None:
-            on_batch(len(rows))
-    return RekeyResult(current, moved, superseded)
+            on_batch(len(plan.rows))
 
 
-def _current_rows(session: Session, current: int, pseudonyms: set[str]) -> dict[tuple[str, str, str], datetime]:
-    found: dict[tuple[str, str, str], datetime] = {}
+def _current_rows(connection: Connection | Session, current: int, pseudonyms: set[str]) -> dict[Key, datetime]:
+    found: dict[Key, datetime] = {}
     ordered = sorted(pseudonyms)
     for chunk in range(0, len(ordered), 500):
-        for r in session.execute(select(enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym,
-                                        enrolments.c.updated_at).where(
+        for r in connection.execute(select(enrolments.c.partnership, enrolments.c.organisation,
+                                           enrolments.c.pseudonym, enrolments.c.updated_at).where(
                 enrolments.c.key_version == current, enrolments.c.pseudonym.in_(ordered[chunk:chunk + 500]))):
             found[r.partnership, r.organisation, r.pseudonym] = r.updated_at
     return found
-
-
-def _delete(session: Session, key: tuple[str, str, str]) -> None:
-    partnership, organisation, pseudonym = key
-    session.execute(delete(enrolments).where(enrolments.c.partnership == partnership,
-                                             enrolments.c.organisation == organisation,
-                                             enrolments.c.pseudonym == pseudonym))

@@ -26,6 +26,7 @@ import asyncio
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DataError, OperationalError
 
 from audit import AuditEvent, EventType
 from gateway.auth.principal import Principal
@@ -34,8 +35,8 @@ from gateway.client.models import DiscoveryRequest, Reason, Subject
 from gateway.client.models import Receipt as ReceiptView
 from gateway.enrolment.filters import FilterService, HeldRecords, encoded, schema_for
 from gateway.enrolment.service import IndexHolding
+from gateway.errors import ServiceUnavailable, Unprocessable
 from gateway.exchange.service import (
-    _AUDIT_DECISION,
     ExchangeService,
     Trace,
     _audit_base,
@@ -45,12 +46,11 @@ from gateway.exchange.service import (
     _refusal_event,
     _refusal_reason,
     _targets,
-    fingerprint,
 )
 from gateway.ids import new_id
 from gateway.matching.encoding import EncodedDataset
-from gateway.matching.lookup import matches
-from gateway.policy.errors import PolicyError
+from gateway.matching.lookup import alike, matches
+from gateway.matching.schema import Schema
 from gateway.policy.model import Decision
 
 log = structlog.get_logger("gateway.exchange.fuzzy")
@@ -68,14 +68,20 @@ def _as_discovery(body: FuzzyDiscoveryRequest) -> DiscoveryRequest:
 def _matched(subjects: EncodedDataset, held: HeldRecords | None, permitted: set[str],
              threshold: float) -> tuple[list[bool], IndexHolding | None]:
     """Per subject whether a record of the holder in a permitted category matched it, and what the matched
-    records say of the holder's grounds to refuse (None when nothing matched)."""
+    records say of the holder's grounds to refuse (None when nothing matched).
+
+    The grounds are read from every record with grounds that matches a subject, not only from the records the
+    1-to-1 solver paired: a holder that keeps a person twice, once confidential, refuses about that person
+    even when the requester's spelling happens to be closer to the other record."""
     if held is None:
         return [False] * len(subjects), None
     usable = held.permitted(permitted)
     pairs = matches(subjects, usable.dataset, threshold)
-    if not pairs:
+    grounds = usable.with_grounds()
+    refusing = matches(subjects, usable.subset(grounds).dataset, threshold) if grounds and pairs else {}
+    records = set(pairs.values()) | {grounds[r] for r in refusing.values()}
+    if not records:
         return [False] * len(subjects), None
-    records = list(pairs.values())
     reasons = {usable.confidential_reason[r] for r in records} - {None}
     holding = IndexHolding(categories=frozenset().union(*(usable.categories[r] for r in records)),
                            confidential_reason=min(r for r in reasons if r is not None) if reasons else None,
@@ -103,6 +109,16 @@ class FuzzyDiscovery:
         finally:
             self.exchange._logged_ahead.discard(discovery_id)
 
+    async def _held(self, partnership: str, schema: Schema, allowed: list[str]) -> dict[str, HeldRecords]:
+        """The allowed holders' records. The request is logged ahead by now, so a database failure here is a 503
+        that the log must end (``request.failed``, written by ``ExchangeService._audit_defect`` for a 503 after
+        the write-ahead); as a bare database error it would be answered 503 with the request left pending."""
+        try:
+            return await asyncio.to_thread(self.filters.held, partnership, schema, allowed)
+        except (OperationalError, DataError) as exc:
+            log.error("fuzzy_index_unreadable", error_type=type(exc).__name__)
+            raise ServiceUnavailable("the discovery index could not be read; nothing was disclosed") from exc
+
     async def _discover(self, principal: Principal, body: FuzzyDiscoveryRequest, stand_in: DiscoveryRequest,
                         trace: Trace, discovery_id: str) -> FuzzyDiscoveryResult:
         service = self.exchange
@@ -110,28 +126,20 @@ class FuzzyDiscovery:
         _known_categories(register, body.categories, "requested categories")
         schema = schema_for(body.record_type, body.schema_version)
         subjects = encoded(body.subjects, schema, "subjects")
+        twice = alike(subjects.filters, schema.threshold)
+        if twice is not None:  # by position only: the filters are the requester's encoding of a person
+            raise Unprocessable(f"subjects {twice[0]} and {twice[1]} match each other: one person asked twice "
+                                "(ask about each subject once)")
         targets = _targets(register, stand_in, "all", principal.organisation)
         base = _audit_base(principal, stand_in, trace, discovery_id, register)
-        try:
-            today = await service._requests_today(service._day(principal, body.purpose))
-            decisions = await service._decide("discovery", stand_in, principal, targets, today,
-                                              fingerprint(principal, stand_in))
-        except PolicyError as exc:
-            await service._deny_all_on_policy_failure(exc, base, targets, EventType.DISCOVERY_QUERIED)
-            raise
         fuzzy = {"record_type": schema.id, "schema_version": schema.version, "subject_count": len(body.subjects)}
-        receipts = await service._record([AuditEvent(
-            event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
-            policy_version=decisions[0].policy_version,
-            extra={"case_reference": body.case_reference, "signal_type": body.signal.type, "fuzzy": fuzzy})] + [
-            AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
-                       decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
-                       categories=tuple(d.permitted_categories), policy_version=d.policy_version)
-            for t, d in zip(targets, decisions, strict=True)])
+        decisions, receipts = await service.discovery_written_ahead(
+            principal, stand_in, targets, base,
+            {"case_reference": body.case_reference, "signal_type": body.signal.type, "fuzzy": fuzzy})
         service._logged_ahead.add(discovery_id)
 
         allowed = [t.organisation for t, d in zip(targets, decisions, strict=True) if d.allow]
-        held = await asyncio.to_thread(self.filters.held, body.partnership, schema, allowed) if allowed else {}
+        held = await self._held(body.partnership, schema, allowed) if allowed else {}
         minors_allowed = service._minors_allowed(stand_in)
 
         def answer(organisation: str, decision: Decision) -> tuple[FuzzyTarget, dict[str, Any] | None]:

@@ -285,7 +285,7 @@ def _with(companion: CompanionRow, precondition: Callable[[Connection], None]) -
     return CompanionRow(companion.table, companion.build, combined)
 
 
-def _daily_limit(register: Register, body: ExchangeRequest) -> int | None:
+def _daily_limit(register: Register, body: ExchangeRequest | DiscoveryRequest) -> int | None:
     """Rule 6's daily limit of the request's purpose; None when the register has no such purpose (the policy
     denies such a request, whatever the count)."""
     partnership = register.partnerships.get(body.partnership)
@@ -1103,6 +1103,44 @@ class ExchangeService:
         finally:
             self._logged_ahead.discard(discovery_id)
 
+    async def discovery_written_ahead(self, principal: Principal, body: DiscoveryRequest, targets: list[_Target],
+                                      base: dict[str, Any], extra: dict[str, Any]
+                                      ) -> tuple[list[Decision], list[Receipt]]:
+        """Decide a discovery (plain or fuzzy) per holder and log it ahead — the query with ``extra`` and every
+        decision — counted in rule 6's daily count in the same transaction, as an exchange is.
+
+        A discovery is a request of its system for its purpose like an exchange ("more than 200 requests per
+        system per purpose per day"). Only read, the count let a system ask hit/no-hit without end (and probe
+        a holder's records by repeating a fuzzy question with a filter changed bit by bit); counted in, the
+        201st question of the day escalates. It is never given back: a logged discovery was asked.
+        Decided with the count read just before; if the count crossed the limit meanwhile, nothing is written
+        and the discovery is decided again (at most ``_DECISION_ROUNDS`` times, then 503)."""
+        day = self._day(principal, body.purpose)
+        limit = _daily_limit(self.deps.register, body)
+        request_fingerprint = fingerprint(principal, body)
+        try:
+            today = await self._requests_today(day)
+            decisions = await self._decide("discovery", body, principal, targets, today, request_fingerprint)
+            for _ in range(_DECISION_ROUNDS):
+                events = [AuditEvent(
+                    event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
+                    policy_version=decisions[0].policy_version, extra=extra)] + [
+                    AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
+                               decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
+                               categories=tuple(d.permitted_categories), policy_version=d.policy_version)
+                    for t, d in zip(targets, decisions, strict=True)]
+                try:
+                    counted = repository.only_if(repository.count_in_unless_moved(day, today, limit))
+                    return decisions, await self._record(events, counted)
+                except repository.CountMoved as moved:  # nothing was written: decide with the count as it is
+                    today = moved.count
+                    decisions = await self._decide("discovery", body, principal, targets, today, request_fingerprint)
+        except PolicyError as exc:
+            await self._deny_all_on_policy_failure(exc, base, targets, EventType.DISCOVERY_QUERIED)
+            raise
+        raise ServiceUnavailable("the daily count kept moving while the discovery was decided; nothing was "
+                                 "asked; try again", headers={"Retry-After": "1"})
+
     async def _discovery(self, principal: Principal, body: DiscoveryRequest, trace: Trace,
                          discovery_id: str) -> DiscoveryResult:
         register = self.deps.register
@@ -1115,20 +1153,9 @@ class ExchangeService:
         if self.deps.pseudonyms is not None and self._pseudonymous(subjects):  # the index answers, not holders
             indexed = await asyncio.to_thread(self.deps.pseudonyms.holders_of, body.partnership,
                                               sorted(set(logged.values())))
-        try:
-            today = await self._requests_today(self._day(principal, body.purpose))
-            decisions = await self._decide("discovery", body, principal, targets, today, fingerprint(principal, body))
-        except PolicyError as exc:
-            await self._deny_all_on_policy_failure(exc, base, targets, EventType.DISCOVERY_QUERIED)
-            raise
-        receipts = await self._record([AuditEvent(
-            event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
-            policy_version=decisions[0].policy_version,
-            extra={"case_reference": body.case_reference, "subjects": [logged[s] for s in subjects]})] + [
-            AuditEvent(event_type=EventType.POLICY_DECIDED, **base, holder=t.organisation,
-                       decision=_AUDIT_DECISION[d.outcome], reasons=tuple(r.code for r in d.reasons),
-                       categories=tuple(d.permitted_categories), policy_version=d.policy_version)
-            for t, d in zip(targets, decisions, strict=True)])
+        decisions, receipts = await self.discovery_written_ahead(
+            principal, body, targets, base, {"case_reference": body.case_reference,
+                                             "subjects": [logged[s] for s in subjects]})
         self._logged_ahead.add(discovery_id)
 
         refusals: dict[str, str] = {}  # holder -> the code of its refusal

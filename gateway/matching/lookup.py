@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from gateway.matching.encoding import EncodedDataset, Filters
 from gateway.matching.linkage import link
-from gateway.matching.similarity import popcounts
+from gateway.matching.similarity import dice_join, popcounts
 
-__all__ = ["MAX_DENSITY", "implausible", "matches"]
+__all__ = ["MAX_DENSITY", "alike", "implausible", "matches"]
 
 MAX_DENSITY = 0.75
 """The largest fraction of a filter's bits that may be set."""
@@ -35,6 +35,20 @@ def implausible(filters: Filters) -> int | None:
         if count == 0 or count > MAX_DENSITY * bits:
             return position
     return None
+
+
+def alike(filters: Filters, threshold: float) -> tuple[int, int] | None:
+    """The positions of the first two filters that match each other at ``threshold`` (one person twice), or None.
+
+    :func:`matches` pairs each held record with at most one subject, best pair first. Two subjects of one person
+    (the same filter spelt differently in base64, or with a bit cleared) would turn that into an oracle: "hit,
+    hit" against "hit, no-hit" tells how many records the holder keeps of the person, and which of the two hits
+    tells which variant scores higher against the holder's record. A request's subjects are distinct people."""
+    if len(filters) < 2:
+        return None
+    joined = dice_join(filters, filters, threshold)
+    pairs = sorted((int(a), int(b)) for a, b in zip(joined.left_index, joined.right_index, strict=True) if a < b)
+    return pairs[0] if pairs else None
 
 
 def matches(subjects: EncodedDataset, held: EncodedDataset, threshold: float) -> dict[int, int]:

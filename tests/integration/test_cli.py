@@ -429,6 +429,120 @@ def test_pseudonyms_rekey_with_nothing_pending_changes_nothing(index: _Index) ->
     assert index.store.path.read_bytes() == keys
 
 
+def _rekeyed_entries(index: _Index, scope: Any = None) -> list[dict[str, Any]]:
+    """The events of the log's ``index.rekeyed`` entries (only those ``scope`` may see, when given)."""
+    from sqlalchemy import select
+
+    from audit.review import scope_condition
+    from audit.tables import audit_entries
+
+    query = select(audit_entries.c.canonical).where(audit_entries.c.event_type == "index.rekeyed")
+    if scope is not None:
+        query = query.where(scope_condition(scope))
+    with index.engine.connect() as connection:
+        return [json.loads(c)["event"] for c in connection.execute(query.order_by(audit_entries.c.log_index))
+                .scalars()]
+
+
+def test_pseudonyms_rotate_and_rekey_are_audited_for_the_partnerships_coordinating_officer(index: _Index) -> None:
+    """Found by a review: `rotate` and `rekey` rewrote every row of the discovery index without an audit entry.
+    Each committed batch is now an `index.rekeyed` entry per partnership (counts and key versions, never a
+    pseudonym), which the partnership's coordinating privacy officer sees and another organisation's does not."""
+    from audit.review import EntryScope
+    from gateway.register.loader import load_register
+
+    old_gateway = index.gateway()
+    index.enrol(old_gateway, [index.item("12345678"), index.item("87654321")])
+    before = set(index.rows())
+    assert runner.invoke(app, ["pseudonyms", "rotate"]).exit_code == 0
+    index.enrol(old_gateway, [index.item("11223344"), index.item("12345678", "directorships")])  # in flight
+    assert runner.invoke(app, ["pseudonyms", "rekey"]).exit_code == 0
+
+    entries = _rekeyed_entries(index)
+    assert [(e["processing_activity"]["partnership"], e["extra"]) for e in entries] == [
+        (index.RIEC, {"index": "pseudonyms", "channel": "cli", "command": "rotate", "from_versions": [1],
+                      "key_version": 2, "moved": 2, "superseded": 0}),
+        (index.RIEC, {"index": "pseudonyms", "channel": "cli", "command": "rekey", "from_versions": [1],
+                      "key_version": 2, "moved": 2, "superseded": 1})]
+    text = json.dumps(entries)
+    assert not any(pseudonym in text for pseudonym in before | set(index.rows()))
+    coordinator = load_register(SHIPPED_REGISTER)[0].partnerships[index.RIEC].coordinating_privacy_officer
+    assert _rekeyed_entries(index, EntryScope(organisations=frozenset({coordinator}),
+                                              partnerships=frozenset({index.RIEC}))) == entries
+    assert _rekeyed_entries(index, EntryScope(organisations=frozenset({"gemeente-amsterdam"}))) == []
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def test_a_rekey_batch_whose_entry_cannot_be_written_is_not_written_either(
+        index: _Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch commits in the audit log's transaction: when that transaction fails after the batch's rows
+    were written in it, neither the rows nor the entry remain, and the command says to run it again."""
+    import sqlite3
+
+    from gateway.enrolment import rekey
+
+    index.enrol(index.gateway(), [index.item("12345678"), index.item("87654321")])
+    rows = index.rows()
+    written = rekey._apply
+
+    def then_the_log_fails(*args: Any) -> None:
+        written(*args)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(rekey, "_apply", then_the_log_fails)
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 1
+    assert "the audit log could not be written" in rotated.output
+    assert "`wgs-gateway pseudonyms rotate` again" in rotated.output
+    assert index.rows() == rows
+    assert _rekeyed_entries(index) == []
+    monkeypatch.setattr(rekey, "_apply", written)
+    resumed = runner.invoke(app, ["pseudonyms", "rotate"])  # finishes the move, adds no further version
+    assert resumed.exit_code == 0, resumed.output
+    assert [version for version, _ in index.rows().values()] == [2, 2]
+    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [2]
+
+
+def test_a_rekey_batch_overtaken_by_an_enrolment_is_planned_again_and_its_entry_counts_what_it_did(
+        index: _Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old gateway process enrols between a batch's planning and its transaction: the batch is not written
+    as planned (its entry would count rows it did not move), but planned again, so the entry counts them all."""
+    from gateway.enrolment import rekey
+
+    old_gateway = index.gateway()
+    index.enrol(old_gateway, [index.item("12345678"), index.item("87654321")])
+    planned = rekey._plan
+    plans: list[Any] = []
+
+    def overtaken(*args: Any) -> Any:
+        plan = planned(*args)
+        plans.append(plan)
+        if len(plans) == 1:  # after the first plan: a new subject under the old version, in the same batch
+            index.enrol(old_gateway, [index.item("11223344")])
+        return plan
+
+    monkeypatch.setattr(rekey, "_plan", overtaken)
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    assert "3 index rows re-keyed" in rotated.output
+    assert [len(plan.rows) for plan in plans if plan] == [2, 3]
+    assert [version for version, _ in index.rows().values()] == [2, 2, 2]
+    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [3]
+
+
+def test_pseudonyms_rotate_without_an_audit_log_changes_nothing(index: _Index) -> None:
+    """Without the checkpoint key the batches cannot be audited: the command refuses before the key store is
+    rotated, rather than leaving a new key version and an index it cannot move."""
+    index.enrol(index.gateway(), [index.item("12345678")])
+    rows, keys = index.rows(), index.store.path.read_bytes()
+    for key in index.key_dir.glob("audit-checkpoint*"):
+        key.unlink()
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 1
+    assert "cannot be audited, so nothing was changed" in rotated.output
+    assert (index.rows(), index.store.path.read_bytes()) == (rows, keys)
+
+
 def test_keys_init_creates_every_key_once(data_dir: Path) -> None:
     first = runner.invoke(app, ["keys", "init"])
     assert first.exit_code == 0, first.output

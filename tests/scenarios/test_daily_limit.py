@@ -100,3 +100,31 @@ def test_the_count_of_a_request_queues_on_the_sqlite_writer_lock(tmp_path: Path)
             assert counted == [], "the request was counted in while the writer lock was held"
         asking.join(30)
         assert answers == [200]
+
+
+def test_discoveries_count_towards_the_daily_limit_like_exchanges(tmp_path: Path) -> None:
+    """Found by a review of fuzzy discovery: discovery (plain and fuzzy) was decided with the day's count but
+    never counted in, so a system could ask hit/no-hit without end — and probe a holder's records by repeating
+    a fuzzy question with its filter changed bit by bit. Rule 6 counts requests, and a discovery is one: counted
+    in its write-ahead's transaction, it uses up the day's limit as an exchange does, and once the limit is
+    reached the next discovery, and the next exchange, escalate."""
+    with running_stack(tmp_path, settings_overrides={"register_file": _limited_register(tmp_path)}) as stack:
+        subject = stack.world.scenarios()["bibob-applicant"][1]
+        question = {key: value for key, value in BIBOB.items() if key != "holders"}
+
+        def discover(n: int) -> dict[str, str]:
+            response = stack.post("gemeente-amsterdam-vth", "/v1/discovery", question | {
+                "case_reference": f"RIEC-AA-2026-{n:03d}", "subjects": [{"ref": subject}]})
+            assert response.status_code == 200, response.text
+            return {t["holder"]: t["outcome"] for t in response.json()["targets"]}
+
+        first, second = discover(1), discover(2)
+        assert "escalated" not in first.values() and first == second
+        answering = {holder for holder, outcome in first.items() if outcome != "denied"}
+        assert answering  # holders the purpose lets answer: the limit is what escalates them below
+        third = discover(3)  # the third request of a day with room for two
+        assert {holder for holder, outcome in third.items() if outcome == "escalated"} == answering
+        exchange = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", BIBOB | {
+            "case_reference": "RIEC-AA-2026-004", "subjects": [{"ref": subject}]})
+        assert exchange.json()["targets"][0]["outcome"] == "escalated"
+        assert {r["code"] for r in exchange.json()["targets"][0]["reasons"]} == {"daily-limit"}

@@ -217,3 +217,47 @@ def test_an_enrolment_the_log_cannot_record_is_refused_and_changes_nothing(tmp_p
             _enrol_filters(broken, [], replace=True)
         assert failed.value.status == 503
         assert (_index(broken), _index(broken, match_filters)) == (index, filters)  # the index as it was
+
+
+@pytest.mark.parametrize("index", ["pseudonyms", "filters"])
+def test_a_defect_in_the_index_writes_is_a_500_logged_once_and_audited_with_the_index_unchanged(
+        stack: Stack, index: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a review: an exception no code path expects (a bug, injected here) inside a batch's index writes
+    was answered "503, the audit log could not be written" — a client retries a 503, and it was no outage — and
+    went into the gateway's log as a failure of the audit log. It is now, as an exchange's defect is: a 500
+    problem+json that says nothing was enrolled, one error line with the exception's type (never its text,
+    which may name a person), and an `index.enrolment` entry of the failed batch (status error, counts 0)."""
+    from structlog.testing import capture_logs
+
+    from gateway.enrolment.filters import FilterBatch
+    from gateway.enrolment.service import PseudonymBatch
+
+    secret = "Jan de Vries 19800101"  # what the exception says: never to be logged or answered
+
+    def broken(self: Any, connection: Any) -> Any:
+        raise KeyError(secret)
+
+    monkeypatch.setattr(PseudonymBatch if index == "pseudonyms" else FilterBatch, "apply", broken)
+    before, entries = (_index(stack), _index(stack, match_filters)), len(_entries(stack))
+    with capture_logs() as logs, caplog.at_level("INFO"):
+        if index == "pseudonyms":
+            answer = _enrol(stack, asyncio.run(_kvk_items(stack, _companies(stack, 2))))
+            status, problem = answer.status_code, answer.json()
+            assert answer.headers["content-type"].startswith("application/problem+json")
+        else:
+            with pytest.raises(GatewayClientError) as failed:
+                _enrol_filters(stack, [FilterRecordToEnrol(REFS[2], PEOPLE[2], ["police_incidents"])])
+            status, problem = failed.value.status, {"detail": failed.value.detail}
+    assert status == 500
+    assert "nothing was enrolled" in problem["detail"]
+    assert (_index(stack), _index(stack, match_filters)) == before
+    errors = [line for line in logs if line["log_level"] == "error"]
+    assert [(line["event"], line["error_type"]) for line in errors] == [("enrolment_failed_by_defect", "KeyError")]
+    assert not [record for record in caplog.records if record.levelno >= 40]  # not also as a fault of the log
+    assert secret not in json.dumps(logs, default=str) + caplog.text + json.dumps(problem)
+    (canonical, event), = _entries(stack)[entries:]
+    assert event["status"] == "error"
+    assert event["extra"]["error_type"] == "KeyError"
+    assert (event["extra"]["index"], event["extra"]["added"], event["extra"]["updated"],
+            event["extra"]["removed"]) == (index, 0, 0, 0)
+    assert secret not in canonical

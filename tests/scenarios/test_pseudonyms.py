@@ -64,7 +64,7 @@ async def test_participants_get_different_stable_pseudonyms(stack: Stack) -> Non
         held = kvk_store.resolve(RIEC, [await stack.own_pseudonyms("kvk-handelsregister", RIEC, [ref])][0])
     finally:
         kvk_store.close()
-    assert list(held.values()) == [ref]  # the KvK finds its own record by its own pseudonym
+    assert list(held.values()) == [[ref]]  # the KvK finds its own record by its own pseudonym
 
 
 async def test_exchange_with_pseudonyms_translates_per_holder_and_back(stack: Stack) -> None:

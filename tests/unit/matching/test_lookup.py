@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from gateway.matching.encoding import CLKEncoder, EncodedDataset
-from gateway.matching.lookup import MAX_DENSITY, implausible, matches
+from gateway.matching.lookup import MAX_DENSITY, alike, implausible, matches
 from gateway.matching.schema import shipped_schema
 
 SECRET = b"lookup-test-partnership-secret!!"
@@ -20,7 +20,8 @@ def _encoder() -> CLKEncoder:
 
 def test_one_held_record_matches_at_most_one_subject() -> None:
     """Two versions of one person asked at once: the holder's single record answers for one of them (the
-    closer), not both, so a requester cannot count a holder's near-duplicates by repeating a subject."""
+    closer), not both — and with two records both answer, which is why fuzzy discovery refuses versions of one
+    person in one request (:func:`alike`, below): else "hit, hit" would count the holder's records."""
     encoder = _encoder()
     asked = encoder.encode_dataset([PERSON | {"given_name": "micheala"}, PERSON | {"surname": "neuman"},
                                     {"given_name": "courtney", "surname": "painter", "date_of_birth": "19161214"}])
@@ -53,3 +54,16 @@ def test_empty_and_saturated_filters_are_implausible_and_records_are_not() -> No
     just_over[0, : int(MAX_DENSITY * words * 64) + 1] = True
     packed = np.packbits(just_over, bitorder="little").view("<u8").astype(np.uint64).reshape(1, words)
     assert implausible(packed) == 0
+
+
+def test_two_versions_of_one_person_are_alike_and_distinct_people_are_not() -> None:
+    """What fuzzy discovery refuses as "one person asked twice" (else the 1-to-1 answer above would tell whether
+    a holder keeps two records of the person): versions of one person match each other, other people do not."""
+    encoder = _encoder()
+    threshold = shipped_schema("person").threshold
+    other = {"given_name": "courtney", "surname": "painter", "date_of_birth": "19161214"}
+    versions = encoder.encode([other, PERSON | {"given_name": "micheala"}, PERSON | {"surname": "neuman"}])
+    assert alike(versions, threshold) == (1, 2)
+    assert alike(versions[:2], threshold) is None
+    assert alike(versions[:1], threshold) is None
+    assert alike(np.concatenate([versions[:1], versions[:1]]), threshold) == (0, 1)  # the very same filter
