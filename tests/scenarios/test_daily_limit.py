@@ -119,7 +119,8 @@ def test_discoveries_count_towards_the_daily_limit_like_exchanges(tmp_path: Path
             return {t["holder"]: t["outcome"] for t in response.json()["targets"]}
 
         first, second = discover(1), discover(2)
-        assert "escalated" not in first.values() and first == second
+        assert "escalated" not in first.values()
+        assert first == second
         answering = {holder for holder, outcome in first.items() if outcome != "denied"}
         assert answering  # holders the purpose lets answer: the limit is what escalates them below
         third = discover(3)  # the third request of a day with room for two
