@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -187,3 +188,18 @@ async def write_logged(writer: AsyncAuditWriter | None, sessions: sessionmaker[S
         return expected
     raise Conflict("other enrolments of the same subjects kept changing the index; nothing was enrolled, "
                    "send the batch again")
+
+
+IN_CHUNK = 500
+"""Keys per ``IN (...)`` list of an index statement: well within both databases' limits on bound parameters."""
+
+
+def held_among(session: Session, column: ColumnElement[Any], mine: Sequence[ColumnElement[bool]],
+               keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` the index rows ``mine`` selects hold in ``column``, asked ``IN_CHUNK`` keys at a time:
+    what a batch will update rather than add (and withdraw rather than miss), for its entry's counts."""
+    held: set[str] = set()
+    for start in range(0, len(keys), IN_CHUNK):
+        held.update(session.execute(select(column).where(*mine, column.in_(keys[start:start + IN_CHUNK]))).scalars())
+    return held
+

@@ -30,7 +30,8 @@ from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer
 from gateway.clock import Clock
 from gateway.db.engine import transaction
 from gateway.db.upsert import insert_on_conflict
-from gateway.enrolment.audited import EntryTrace, IndexCounts, IndexMoved, write_logged
+from gateway.enrolment.audited import IN_CHUNK as _CHUNK
+from gateway.enrolment.audited import EntryTrace, IndexCounts, IndexMoved, held_among, write_logged
 from gateway.enrolment.service import CONFIDENTIAL, participant_of
 from gateway.enrolment.tables import match_filters
 from gateway.errors import Unprocessable
@@ -39,8 +40,6 @@ from gateway.matching.errors import EncodingError, SchemaError
 from gateway.matching.lookup import MAX_DENSITY, implausible
 from gateway.matching.schema import Schema, shipped_schema
 from gateway.register.model import Register
-
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -152,11 +151,8 @@ class FilterBatch:
         if self.replace:
             held = session.execute(select(func.count()).select_from(match_filters).where(*self._mine())).scalar_one()
             return IndexCounts(added=len(self.rows), removed=int(held))
-        refs = [row["local_ref"] for row in self.rows] + self.withdrawn
-        found: set[str] = set()
-        for start in range(0, len(refs), _CHUNK):
-            found.update(session.execute(select(match_filters.c.local_ref).where(
-                *self._mine(), match_filters.c.local_ref.in_(refs[start:start + _CHUNK]))).scalars())
+        found = held_among(session, match_filters.c.local_ref, self._mine(),
+                           [row["local_ref"] for row in self.rows] + self.withdrawn)
         updated = sum(1 for row in self.rows if row["local_ref"] in found)
         return IndexCounts(added=len(self.rows) - updated, updated=updated,
                            removed=sum(1 for ref in self.withdrawn if ref in found))

@@ -34,7 +34,8 @@ from gateway.auth.principal import Principal
 from gateway.clock import Clock
 from gateway.db.engine import transaction
 from gateway.db.upsert import insert_on_conflict
-from gateway.enrolment.audited import EntryTrace, IndexCounts, IndexMoved, write_logged
+from gateway.enrolment.audited import IN_CHUNK as _CHUNK
+from gateway.enrolment.audited import EntryTrace, IndexCounts, IndexMoved, held_among, write_logged
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.tables import enrolments
 from gateway.errors import Forbidden, ServiceUnavailable, Unprocessable
@@ -174,11 +175,8 @@ class PseudonymBatch:
                 "minor": sum(1 for row in self.rows if row["minor"])}
 
     def expect(self, session: Session) -> IndexCounts:
-        keys = [row["pseudonym"] for row in self.rows] + self.gone
-        held: set[str] = set()
-        for start in range(0, len(keys), _CHUNK):
-            held.update(session.execute(select(enrolments.c.pseudonym).where(
-                *self._mine(), enrolments.c.pseudonym.in_(keys[start:start + _CHUNK]))).scalars())
+        held = held_among(session, enrolments.c.pseudonym, self._mine(),
+                          [row["pseudonym"] for row in self.rows] + self.gone)
         updated = sum(1 for row in self.rows if row["pseudonym"] in held)
         return IndexCounts(added=len(self.rows) - updated, updated=updated,
                            removed=sum(1 for key in self.gone if key in held))
@@ -212,7 +210,6 @@ class PseudonymBatch:
         return IndexCounts(added=len(added), updated=len(others), removed=removed)
 
 
-_CHUNK = 500
 _REPLACED = ("key_version", "record_types", "categories", "updated_at", "confidential", "confidential_reason",
              "minor")
 
