@@ -31,13 +31,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import ColumnElement, Connection, select
+from sqlalchemy import Column, ColumnElement, Connection, Table, bindparam, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRefused, CompanionRow, EventType, Status
 from audit.events import INDEX_ACTIVITY, ProcessingActivity, Requester
 from gateway.db.engine import transaction
+from gateway.db.upsert import insert_on_conflict
 from gateway.errors import Conflict, GatewayError, ServiceUnavailable
 
 log = structlog.get_logger("gateway.enrolment")
@@ -202,4 +203,39 @@ def held_among(session: Session, column: ColumnElement[Any], mine: Sequence[Colu
     for start in range(0, len(keys), IN_CHUNK):
         held.update(session.execute(select(column).where(*mine, column.in_(keys[start:start + IN_CHUNK]))).scalars())
     return held
+
+
+def delete_among(connection: Connection, table: Table, column: ColumnElement[Any],
+                 mine: Sequence[ColumnElement[bool]], keys: Sequence[str]) -> int:
+    """Delete the rows ``mine`` selects whose ``column`` is one of ``keys``, ``IN_CHUNK`` at a time; how many
+    went (the entry counts what was withdrawn, not what was asked)."""
+    removed = 0
+    for start in range(0, len(keys), IN_CHUNK):
+        removed += connection.execute(delete(table).where(*mine, column.in_(keys[start:start + IN_CHUNK]))).rowcount
+    return removed
+
+
+def add_or_update(connection: Connection, table: Table, key: Column[Any], conflict: Sequence[Column[Any]],
+                  mine: Sequence[ColumnElement[bool]], rows: list[dict[str, Any]], replaced: Sequence[str],
+                  moved: str) -> tuple[int, int]:
+    """Add ``rows`` to an index, updating the ``replaced`` columns of those whose ``key`` it holds already;
+    (added, updated), counted from the statements themselves.
+
+    ``INSERT ... ON CONFLICT DO NOTHING`` (which says which rows it inserted), then an UPDATE of the others,
+    not one upsert: two batches of the same keys at once (a retry, two workers) still both succeed — the second
+    waits for the first's insert and updates — each batch is still all or nothing, and rows in key order lock
+    in the same order, so two batches cannot deadlock. A row another batch withdrew between the two statements
+    fails the check: :class:`IndexMoved` with ``moved`` (the batch is tried again)."""
+    if not rows:
+        return 0, 0
+    statement = insert_on_conflict(connection, table).on_conflict_do_nothing(index_elements=list(conflict))
+    added = set(connection.execute(statement.returning(key), rows).scalars())
+    others = [{f"new_{name}": row[name] for name in (key.name, *replaced)}
+              for row in rows if row[key.name] not in added]
+    if others:
+        updated = connection.execute(update(table).where(*mine, key == bindparam(f"new_{key.name}")).values(
+            {name: bindparam(f"new_{name}") for name in replaced}), others).rowcount
+        if updated != len(others):
+            raise IndexMoved(moved)
+    return len(added), len(others)
 

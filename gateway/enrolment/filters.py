@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter
@@ -29,9 +29,14 @@ from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer
 from gateway.clock import Clock
 from gateway.db.engine import transaction
-from gateway.db.upsert import insert_on_conflict
-from gateway.enrolment.audited import IN_CHUNK as _CHUNK
-from gateway.enrolment.audited import EntryTrace, IndexCounts, IndexMoved, held_among, write_logged
+from gateway.enrolment.audited import (
+    EntryTrace,
+    IndexCounts,
+    add_or_update,
+    delete_among,
+    held_among,
+    write_logged,
+)
 from gateway.enrolment.service import CONFIDENTIAL, participant_of
 from gateway.enrolment.tables import match_filters
 from gateway.errors import Unprocessable
@@ -158,32 +163,18 @@ class FilterBatch:
                            removed=sum(1 for ref in self.withdrawn if ref in found))
 
     def apply(self, connection: Connection) -> IndexCounts:
-        """Replace or withdraw, then add or update — counting what each statement did (see
-        :meth:`gateway.enrolment.service.PseudonymBatch.apply` for why an insert and an update, not an upsert)."""
-        removed = 0
-        if self.replace:
-            removed += connection.execute(delete(match_filters).where(*self._mine())).rowcount
-        for start in range(0, len(self.withdrawn), _CHUNK):
-            removed += connection.execute(delete(match_filters).where(
-                *self._mine(), match_filters.c.local_ref.in_(self.withdrawn[start:start + _CHUNK]))).rowcount
-        added: set[str] = set()
-        others: list[dict[str, Any]] = []
-        if self.rows:
-            statement = insert_on_conflict(connection, match_filters).on_conflict_do_nothing(index_elements=[
-                match_filters.c.partnership, match_filters.c.organisation, match_filters.c.record_type,
-                match_filters.c.local_ref])
-            added = set(connection.execute(statement.returning(match_filters.c.local_ref), self.rows).scalars())
-            others = [{f"new_{name}": row[name] for name in ("local_ref", *_REPLACED)}
-                      for row in self.rows if row["local_ref"] not in added]
-        if others:
-            updated = connection.execute(update(match_filters).where(
-                *self._mine(), match_filters.c.local_ref == bindparam("new_local_ref")).values(
-                {name: bindparam(f"new_{name}") for name in _REPLACED}), others).rowcount
-            if updated != len(others):
-                raise IndexMoved("a record was withdrawn by another batch meanwhile")
+        """Replace or withdraw, then add or update (:func:`~gateway.enrolment.audited.add_or_update`) — counting
+        what each statement did."""
+        removed = connection.execute(delete(match_filters).where(*self._mine())).rowcount if self.replace else 0
+        removed += delete_among(connection, match_filters, match_filters.c.local_ref, self._mine(), self.withdrawn)
+        added, updated = add_or_update(
+            connection, match_filters, match_filters.c.local_ref,
+            [match_filters.c.partnership, match_filters.c.organisation, match_filters.c.record_type,
+             match_filters.c.local_ref], self._mine(), self.rows, _REPLACED,
+            "a record was withdrawn by another batch meanwhile")
         self.enrolled[:] = [connection.execute(
             select(func.count()).select_from(match_filters).where(*self._mine())).scalar_one()]
-        return IndexCounts(added=len(added), updated=len(others), removed=removed)
+        return IndexCounts(added=added, updated=updated, removed=removed)
 
 
 class FilterService:

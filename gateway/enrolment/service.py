@@ -26,16 +26,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, select, update
+from sqlalchemy import ColumnElement, Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter
 from gateway.auth.principal import Principal
 from gateway.clock import Clock
 from gateway.db.engine import transaction
-from gateway.db.upsert import insert_on_conflict
-from gateway.enrolment.audited import IN_CHUNK as _CHUNK
-from gateway.enrolment.audited import EntryTrace, IndexCounts, IndexMoved, held_among, write_logged
+from gateway.enrolment.audited import (
+    EntryTrace,
+    IndexCounts,
+    add_or_update,
+    delete_among,
+    held_among,
+    write_logged,
+)
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.tables import enrolments
 from gateway.errors import Forbidden, ServiceUnavailable, Unprocessable
@@ -182,32 +187,14 @@ class PseudonymBatch:
                            removed=sum(1 for key in self.gone if key in held))
 
     def apply(self, connection: Connection) -> IndexCounts:
-        """Withdraw, then add or replace — counting what each statement did, so that the entry's counts are
-        checked against the transaction itself.
-
-        Adding is ``INSERT ... ON CONFLICT DO NOTHING`` (which says which rows it inserted) followed by an
-        UPDATE of the others, not one upsert: two enrolments of the same subjects at once (a retry, two
-        workers) still both succeed — the second waits for the first's insert and updates — each batch is
-        still all or nothing, and rows in key order lock in the same order, so two batches cannot deadlock.
-        A row another batch withdrew between the two statements fails the check (the batch is tried again)."""
-        removed = 0
-        for start in range(0, len(self.gone), _CHUNK):
-            removed += connection.execute(delete(enrolments).where(
-                *self._mine(), enrolments.c.pseudonym.in_(self.gone[start:start + _CHUNK]))).rowcount
-        if not self.rows:
-            return IndexCounts(removed=removed)
-        statement = insert_on_conflict(connection, enrolments).on_conflict_do_nothing(index_elements=[
-            enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym])
-        added = set(connection.execute(statement.returning(enrolments.c.pseudonym), self.rows).scalars())
-        others = [{f"new_{name}": row[name] for name in ("pseudonym", *_REPLACED)}
-                  for row in self.rows if row["pseudonym"] not in added]
-        if others:
-            updated = connection.execute(update(enrolments).where(
-                *self._mine(), enrolments.c.pseudonym == bindparam("new_pseudonym")).values(
-                {name: bindparam(f"new_{name}") for name in _REPLACED}), others).rowcount
-            if updated != len(others):
-                raise IndexMoved("a subject was withdrawn by another batch meanwhile")
-        return IndexCounts(added=len(added), updated=len(others), removed=removed)
+        """Withdraw, then add or replace (:func:`~gateway.enrolment.audited.add_or_update`) — counting what each
+        statement did, so that the entry's counts are checked against the transaction itself."""
+        removed = delete_among(connection, enrolments, enrolments.c.pseudonym, self._mine(), self.gone)
+        added, updated = add_or_update(
+            connection, enrolments, enrolments.c.pseudonym,
+            [enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym], self._mine(), self.rows,
+            _REPLACED, "a subject was withdrawn by another batch meanwhile")
+        return IndexCounts(added=added, updated=updated, removed=removed)
 
 
 _REPLACED = ("key_version", "record_types", "categories", "updated_at", "confidential", "confidential_reason",
