@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from gateway.auditing.setup import audit_services
 from gateway.container import Container
@@ -14,6 +15,7 @@ from gateway.enrolment.filters import FilterService
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.service import PseudonymService
 from gateway.exchange.fuzzy import FuzzyDiscovery
+from gateway.exchange.match_handles import MatchHandles
 from gateway.exchange.setup import exchange_service
 from gateway.pseudonyms.following import FollowedTranscryptor
 from gateway.pseudonyms.keystore import FileKeyStore
@@ -47,10 +49,15 @@ def pseudonym_service(container: Container) -> PseudonymService:
 
 
 def install_filters(container: Container) -> FuzzyDiscovery:
-    """The fuzzy discovery index and fuzzy discovery itself (after the exchange: it decides and logs with it)."""
+    """The fuzzy discovery index, fuzzy discovery itself (after the exchange: it decides and logs with it) and
+    the match handles of its hits, which the exchange resolves when a follow-up cites one."""
     filters = FilterService(sessions=container.sessions, clock=container.clock,
                             register=register_service(container).current(), writer=audit_services(container).writer)
-    fuzzy = FuzzyDiscovery(exchange_service(container), filters)
+    handles = MatchHandles(container.sessions, container.clock,
+                           timedelta(seconds=container.settings.match_handle_ttl_seconds))
+    exchange = exchange_service(container)
+    exchange.deps.match_handles = handles  # follow-up exchanges resolve the handles fuzzy discovery issues
+    fuzzy = FuzzyDiscovery(exchange, filters, handles)
     container.services["filters"] = filters
     container.services["fuzzy_discovery"] = fuzzy
     return fuzzy
