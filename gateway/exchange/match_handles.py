@@ -95,9 +95,15 @@ class Matched:
         return {ref: handle for handle, ref in self.local_refs.items()}
 
     def scrubbed(self, records: list[HolderRecord]) -> list[HolderRecord]:
-        """``records`` without any text that names a holder's reference of the matched records (defence in
-        depth: a holder that repeats its reference inside a field would hand it to the requester)."""
+        """``records`` (their subject the handle by now) without any text that names a holder's reference of the
+        matched records — defence in depth: a holder that repeats its reference inside a field, or builds its
+        record ids from it, would hand it to the requester. Such a field becomes null, such a record id a hash
+        of it (stable, and still one per record)."""
         refs = tuple(self.local_refs.values())
+
+        def record_id(value: str) -> str:
+            named = any(ref in value for ref in refs)
+            return "record-" + hashlib.sha256(value.encode()).hexdigest()[:32] if named else value
 
         def clean(value: Any) -> Any:
             if isinstance(value, str):
@@ -107,7 +113,8 @@ class Matched:
             if isinstance(value, list):
                 return [clean(v) for v in value]
             return value
-        return [r.model_copy(update={"fields": clean(r.fields)}) for r in records]
+        return [r.model_copy(update={"record_id": record_id(r.record_id), "fields": clean(r.fields)})
+                for r in records]
 
 
 class MatchHandles:
