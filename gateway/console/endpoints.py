@@ -145,14 +145,15 @@ def _sign_out(page: Page, session: SessionData) -> None:
 async def logout(page: Page = Depends(signed_in), csrf_token: str = Form("")) -> Response:
     person = page.me
     page.csrf(csrf_token)
-    if page.session is not None:  # first: should the audit entry fail, the session is ended all the same
-        await run_in_threadpool(_sign_out, page, page.session)
+    session = page.session
+    # The browser forgets the session whatever happens next: an error page (the database or the audit log
+    # failing below) deletes the cookie too, and shows nobody signed in.
+    page.signing_out, page.session, page.person = True, None, None
+    if session is not None:  # first: should the audit entry fail, the session is ended all the same
+        await run_in_threadpool(_sign_out, page, session)
     await record_action(page.container, page.request, "sign-out", organisation=person.organisation,
                         account_id=person.account_id)
-    response = RedirectResponse("/console/login?signed_out=1", status_code=303)
-    page.sessions.clear(response, page.request)
-    page.session = None
-    return page.finish(response)
+    return page.finish(RedirectResponse("/console/login?signed_out=1", status_code=303))
 
 
 # -- audit explorer --------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ cases and legal gaps) build their routers with ``route_class=ConsoleRoute`` and 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -112,7 +112,9 @@ class Page:
     session: SessionData | None = None
     person: Person | None = None
     session_state: str = "anonymous"
-    cookies_to_clear: list[str] = field(default_factory=list)
+    signing_out: bool = False
+    """Every answer from now on deletes the session cookie, an error page too: a sign-out that fails midway
+    (the database, the audit log) still leaves no session behind in the browser (a shared workstation)."""
 
     @property
     def me(self) -> Person:
@@ -136,7 +138,9 @@ class Page:
         return self.finish(HTMLResponse(html, status_code=status))
 
     def finish(self, response: Response) -> Response:
-        if self.session is not None:
+        if self.signing_out:
+            self.sessions.clear(response, self.request)
+        elif self.session is not None:
             self.sessions.write(response, self.request, self.session)
         if self.remember_language:
             response.set_cookie(LANGUAGE_COOKIE, self.language, max_age=365 * 86400, httponly=True,

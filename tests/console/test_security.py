@@ -367,3 +367,30 @@ def test_a_session_ended_by_disabling_the_account_stays_ended_once_it_is_enabled
     console.cookies.clear()
     sign_in(console, "po-gemeente")
     assert console.get("/console/audit").status_code == 200
+
+
+def test_a_sign_out_that_fails_midway_still_signs_the_browser_out(console: TestClient,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person on a shared workstation who clicks "Sign out" and gets an error page must not leave a working
+    session behind. When the database could not record the sign-out, the error page used to send the session
+    cookie back refreshed: the next person at that browser was still signed in as the officer."""
+    from sqlalchemy.exc import OperationalError
+
+    from gateway.console import sessions as session_module
+
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get("/console/audit").text)
+
+    def outage(*_: object, **__: object) -> None:
+        raise OperationalError("INSERT INTO console_sign_outs", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(session_module, "record_sign_out", outage)
+    quiet = TestClient(console.app, raise_server_exceptions=False, cookies=console.cookies)
+    failed = quiet.post("/console/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert failed.status_code == 503
+    assert "Something went wrong" in failed.text
+    assert "Signed in as" not in failed.text
+    assert quiet.cookies.get(COOKIE) is None, "the browser keeps the session"
+    after = quiet.get("/console/audit", follow_redirects=False)
+    assert after.status_code == 303
+    assert after.headers["location"].startswith("/console/login")
