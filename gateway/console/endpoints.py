@@ -242,7 +242,7 @@ async def verify_log(page: Page = Depends(signed_in), csrf_token: str = Form("")
     if not _may_verify(person):
         raise Forbidden("only privacy officers verify the log from the console")
     try:
-        result = await run_in_threadpool(verification.run, page.container)
+        result = await verification.run_shared(page.container)
     except StoreUnavailable as exc:
         raise ServiceUnavailable(str(exc)) from exc
     await record_action(page.container, page.request, verification.ACTION, organisation=person.organisation,

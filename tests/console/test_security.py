@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -394,3 +396,50 @@ def test_a_sign_out_that_fails_midway_still_signs_the_browser_out(console: TestC
     after = quiet.get("/console/audit", follow_redirects=False)
     assert after.status_code == 303
     assert after.headers["location"].startswith("/console/login")
+
+
+def test_clicks_on_verify_during_a_run_share_it_and_hold_no_worker_threads(console: TestClient,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Verify the log now" recomputes the whole log. Every click that came while a run was going waited for a
+    worker thread of its own, then ran the whole verification again: a few impatient clicks (or one officer's
+    script) took every worker thread of the process, and the gateway answered nobody — partner systems' exchanges
+    included — until all those runs were done, one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import anyio.to_thread
+
+    from gateway.console import verification
+
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get("/console/audit").text)
+    real, runs = verification.verify_database, []
+    started, release = threading.Event(), threading.Event()
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        runs.append(1)
+        started.set()
+        assert release.wait(20)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verification, "verify_database", slow)
+    workers = 3
+
+    def limit_threads() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = workers
+
+    console.portal.call(limit_threads)  # type: ignore[union-attr]
+    with ThreadPoolExecutor(max_workers=workers + 1) as pool:
+        clicks = [pool.submit(console.post, "/console/audit/verify", data={"csrf_token": token},
+                              follow_redirects=False) for _ in range(workers)]
+        assert started.wait(10)
+        time.sleep(0.5)  # the other clicks arrive while the first run goes on
+        page = pool.submit(console.get, "/console/register")
+        try:
+            answered = page.result(timeout=5).status_code
+        except TimeoutError:
+            answered = None
+        finally:
+            release.set()
+        assert [click.result(timeout=20).status_code for click in clicks] == [303] * workers
+    assert answered == 200, "a page asked for during the run waited for a worker thread"
+    assert len(runs) == 1, "each click ran the whole verification again"
