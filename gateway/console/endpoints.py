@@ -320,6 +320,7 @@ async def statistics_csv(page: Page = Depends(signed_in), partnership: str | Non
     rows = max(0, bytes(response.body).count(b"\n") - 1)
     details: dict[str, Any] = {"export": "statistics.csv", "rows": rows}
     details.update({k: v for k, v in (("partnership", blank(partnership)), ("purpose", blank(purpose))) if v})
+    details.update({k: v.date().isoformat() for k, v in (("since", since_at), ("until", until_at)) if v})
     await record_action(page.container, page.request, "export", organisation=person.organisation,
                         account_id=person.account_id, details=details)
     return page.finish(response)
