@@ -312,6 +312,7 @@ async def statistics_csv(page: Page = Depends(signed_in), partnership: str | Non
                          purpose: str | None = None, since: str | None = None, until: str | None = None
                          ) -> Response:
     person = page.me
+    page.from_own_page()
     principal = need_scope(person, Scope.AUDIT_READ)
     since_at, until_at = day_start(blank(since), "since"), day_start(blank(until), "until")
     response: Response = await review.statistics_report(

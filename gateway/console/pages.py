@@ -47,6 +47,7 @@ SECURITY_HEADERS = {
 """What every answer under ``/console`` carries (a route may set its own ``Cache-Control``: the static files).
 Set by :class:`ConsoleRoute` and, for answers no console route gave (an unknown path, a wrong method, a
 refusal of a middleware), by :mod:`gateway.console.boundary`."""
+_OWN_PAGES = frozenset({"same-origin", "none"})  # Sec-Fetch-Site: the console's own page, or typed by the person
 PRIVACY_OFFICERS = frozenset({Role.PRIVACY_OFFICER.value, Role.COORDINATING_PRIVACY_OFFICER.value})
 EVERYONE = frozenset(role.value for role in Role)
 CASE_WORKERS = PRIVACY_OFFICERS | {Role.ADMINISTRATOR.value}  # who works escalation cases (the `escalation` scope)
@@ -153,6 +154,14 @@ class Page:
     def csrf(self, token: str) -> None:
         if not self.sessions.csrf_ok(self.session, token):
             raise Forbidden(self.t("csrf_failed"))
+
+    def from_own_page(self) -> None:
+        """Refuse a GET that is an action (a download: an ``export`` entry in the person's name) when another
+        origin's page made it. SameSite=Strict keeps the cookie from other sites, not from other origins of the
+        same site (an application on a sibling subdomain), and a download link carries no CSRF token; the
+        browser's Fetch Metadata says where the request came from. A browser without it sends no header."""
+        if self.request.headers.get("sec-fetch-site", "same-origin") not in _OWN_PAGES:
+            raise Forbidden(self.t("download_elsewhere"))
 
 
 class ConsoleRoute(APIRoute):

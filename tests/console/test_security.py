@@ -33,7 +33,7 @@ from gateway.console.signins import summarise_ended
 from gateway.container import Container
 from gateway.db.engine import transaction
 from tests.console.support import PASSWORD, csrf_of, seed_entries
-from tests.console.test_console import IDLE, account, entry_indices, sign_in
+from tests.console.test_console import IDLE, account, console_actions, entry_indices, sign_in
 from tests.console.test_escalations import open_riec_case
 from tests.console.test_escalations import sign_in as escalation_sign_in
 
@@ -443,3 +443,25 @@ def test_clicks_on_verify_during_a_run_share_it_and_hold_no_worker_threads(conso
         assert [click.result(timeout=20).status_code for click in clicks] == [303] * workers
     assert answered == 200, "a page asked for during the run waited for a worker thread"
     assert len(runs) == 1, "each click ran the whole verification again"
+
+
+@pytest.mark.parametrize("export", ["/console/statistics.csv", "/console/legal-gaps.csv"])
+def test_a_download_another_origin_starts_is_refused_and_writes_no_entry(console: TestClient, container: Container,
+                                                                         export: str) -> None:
+    """A download is an action: it writes an ``export`` entry in the officer's name. SameSite=Strict keeps
+    the session cookie from other sites, not from other origins of the same site (another application on a
+    sibling subdomain): its page could make the officer's browser fetch the CSV (an image, a script, a
+    redirect) and so write exports the officer never made into the accountability log. The browser says
+    where a request comes from (Fetch Metadata); downloads are taken from the console's own pages only."""
+    sign_in(console, "cpo-riec")  # reads statistics and works cases
+    for site in ("same-site", "cross-site"):
+        refused = console.get(export, headers={"Sec-Fetch-Site": site, "Sec-Fetch-Dest": "image"})
+        assert refused.status_code == 403, site
+        assert "text/csv" not in refused.headers["content-type"]
+    assert not [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
+    for headers in ({"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}, {"Sec-Fetch-Site": "none"},
+                    {}):  # the console's link, typed in the address bar, a browser without Fetch Metadata
+        assert console.get(export, headers=headers).headers["content-type"].startswith("text/csv"), headers
+    exports = [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
+    assert len(exports) == 3
+
