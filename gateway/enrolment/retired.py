@@ -13,9 +13,10 @@ every start (:func:`gateway.enrolment.setup.remove_retired_at_start`, a few inde
 nothing to remove) and on demand with ``wgs-gateway pseudonyms remove-retired`` — for what a process still
 running on the previous register enrolled after the others had removed it, as ``rekey`` follows ``rotate``.
 
-Only what the register *says* is retired is removed: rows of a partnership or organisation the register does
-not name at all are kept (a register file edited by mistake must not wipe a participant's index), and no row of
-an active participant of an active partnership is ever selected.
+Only what the register *says* is retired is removed: every row of a retired partnership, and the rows of a
+participant listed as retired in an active one. Rows of a partnership the register does not name, or of an
+organisation an active partnership does not list, are kept (a register file edited by mistake must not wipe a
+participant's index), and no row of an active participant of an active partnership is ever selected.
 
 How: per participation and index, a batch of at most ``BATCH`` rows at a time, each in one transaction of the
 audit log together with one ``index.retired`` entry (as :mod:`gateway.enrolment.rekey`): the partnership (its
@@ -95,7 +96,8 @@ class _Moved(CompanionRefused):
 
 def _reason(register: Register, partnership: str, organisation: str) -> Reason | None:
     """Why the register says ``organisation`` no longer takes part in ``partnership``; None when it takes part,
-    or when the register does not name the partnership or the organisation in it (kept: see the module)."""
+    or when the register does not name the partnership, or an active partnership does not list the
+    organisation (kept: see the module). Of a retired partnership nothing is kept, listed or not."""
     found = register.partnerships.get(partnership)
     if found is None:
         return None
