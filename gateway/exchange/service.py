@@ -406,6 +406,23 @@ def _subject_hits(base: dict[str, Any], shared: list[str], hits: list[tuple[str,
             for subject in asked]
 
 
+def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: list[str]) -> list[dict[str, Any]]:
+    """What a hit/no-hit holder's answer to an exchange disclosed: a hit, about each subject asked (``shared``:
+    how the log names them, see ``_logged``; empty for opaque references, which are never logged as a subject),
+    one entry per subject as for records, so the contact point's look-ups find it. The holder answers for the
+    subjects together, so the entries are the same but for the subject (the requester's privacy officers
+    learn no more than the answer said; the holder was asked by its own pseudonyms). A no-hit is one entry
+    naming no subject: it discloses nothing the holder holds (docs/audit.md)."""
+    event: dict[str, Any] = {"event_type": EventType.DISCLOSURE, "holder": holder,
+                             "categories": tuple(decision.permitted_categories),
+                             "extra": {"hit_only": True, "hit": hit}}
+    asked = list(dict.fromkeys(shared))  # a subject asked twice is one subject
+    if not hit or not asked:
+        return [event]
+    return [event | {"data_subject": DataSubject(pseudonym=subject),
+                     "extra": event["extra"] | {"subjects_asked": len(asked)}} for subject in asked]
+
+
 def _hit(hits: dict[str, list[str]], asked: dict[str, str], holder: str, request_id: str) -> bool:
     """Hit only for a subject that was asked about (``asked`` maps the holder's references); a holder that
     reports others over-shares, which is logged (counts only) and otherwise ignored."""
@@ -1084,9 +1101,9 @@ class ExchangeService:
                 if found.status == "refused":  # neither hit nor no-hit: see Holder.discover
                     return outcome, [_refused(outcome, decision, found.refusal_reason)]
                 outcome.hit = _hit(found.hits, theirs, target.organisation, exchange_id)
-                return outcome, [{"event_type": EventType.DISCLOSURE, "holder": target.organisation,
-                                  "categories": tuple(decision.permitted_categories),
-                                  "extra": {"hit_only": True, "hit": outcome.hit}}]
+                named = matched is not None or self._pseudonymous(subjects)  # references are never logged as one
+                return outcome, _hit_only_disclosures(target.organisation, decision, outcome.hit,
+                                                      [logged[s] for s in subjects] if named else [])
             answer = await connector.query(HolderQuery(
                 request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                 requester_organisation=principal.organisation, categories=decision.permitted_categories,

@@ -1,11 +1,14 @@
-"""A data-subject request finds the hits of index-answered discovery (over real HTTP).
+"""A data-subject request finds the hits of index-answered discovery, and of hit/no-hit holders in an exchange
+(over real HTTP).
 
 A hit is itself a disclosure: it tells the requester that a holder holds data on the person. Before, the
 hit's ``disclosure`` entry named no subject (only the ``discovery.queried`` entry listed them, in ``extra``),
 so the contact point's look-ups, which search the entries' subject, did not show who learned that. Now each
 subject asked gets one ``disclosure`` entry naming it and the holders that answered hit — the same for every
 subject of the request, so the requester's own privacy officers read nothing the answer did not say, and
-naming no holder as a party, so a holder's officers never learn which of their records were asked about."""
+naming no holder as a party, so a holder's officers never learn which of their records were asked about. A
+hit/no-hit holder's hit in an exchange was logged the same way (no subject) and is now one entry per subject,
+as the exchange logs records."""
 
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ import pytest
 from sqlalchemy import select
 
 from audit.tables import audit_entries
+from connectors.enrolment import enrol
+from connectors.profiles import PROFILES
+from connectors.store import PartnerStore, store_path
 from gateway.client.pseudonyms import PseudonymClient
 from gateway.enrolment.setup import pseudonym_service
 from tests.stack import Stack, running_stack
@@ -178,3 +184,63 @@ async def test_the_console_lookup_page_shows_the_hit(stack: Stack) -> None:
     row = next(r for r in table.split("<tr>") if r.startswith(f"<td>{index}</td>"))
     assert "<td>kvk</td>" in row
     assert "company_registration" in row
+
+
+@pytest.fixture(scope="module")
+def fiod_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway where the FIOD (a hit/no-hit holder for Bibob checks) enrolled what it holds, so that it is
+    asked by its own pseudonyms."""
+    with running_stack(tmp_path_factory.mktemp("hit-only-exchange")) as running:
+        store = PartnerStore(store_path(running.partners_dir, "fiod-ois"))
+
+        async def enrolled() -> int:
+            register = running.container.services["register"].current()
+            async with running.client("fiod-ois") as fiod:
+                return await enrol(store, fiod, register.partnerships_of_system("fiod-ois"),
+                                   profile=PROFILES["fiod-ois"])
+
+        try:
+            assert asyncio.run(enrolled()) > 0
+        finally:
+            store.close()
+        yield running
+
+
+async def test_a_hit_only_holders_hit_in_an_exchange_is_found_per_subject(fiod_stack: Stack) -> None:
+    stack = fiod_stack
+    people = [stack.world.scenarios()["bibob-applicant"][0], stack.world.scenarios()["no-records"][0]]
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, people)  # the applicant is under investigation
+    answer = stack.post(MUNICIPALITY, "/v1/exchanges", BIBOB | {
+        "subjects": [{"ref": p} for p in mine], "holders": ["fiod"], "categories": ["ongoing_investigation"]})
+    assert answer.status_code == 200, answer.text
+    [fiod] = answer.json()["targets"]
+    assert (fiod["outcome"], fiod["hit_only"], fiod["hit"]) == ("allowed", True, True)
+    exchange_id = answer.json()["exchange_id"]
+
+    found = [_found(stack, _shared(stack, p), exchange_id) for p in mine]
+    assert [len(f) for f in found] == [1, 1]
+    for entry, mine_one in zip((f[0] for f in found), mine, strict=True):
+        assert entry["data_subject"] == {"pseudonym": _shared(stack, mine_one)}
+        assert entry["holder"] == "fiod"  # asked by its own pseudonyms: it knows whom it answered about
+        assert entry["requester"]["org"] == REQUESTER_ORG
+        assert entry["categories"] == ["ongoing_investigation"]
+        assert entry["extra"] == {"hit_only": True, "hit": True, "subjects_asked": 2}
+    # The same entry for both: not which of them the FIOD investigates, which the answer did not say either.
+    assert {k: v for k, v in found[0][0].items() if k != "data_subject"} == \
+        {k: v for k, v in found[1][0].items() if k != "data_subject"}
+    logged = json.dumps(_entries_of(stack, exchange_id))
+    assert not any(p in logged for p in people + mine)
+
+
+async def test_a_hit_only_holders_no_hit_in_an_exchange_names_no_subject(fiod_stack: Stack) -> None:
+    stack = fiod_stack
+    nobody = stack.world.scenarios()["no-records"][0]
+    mine = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [nobody])
+    answer = stack.post(MUNICIPALITY, "/v1/exchanges", BIBOB | {
+        "subjects": [{"ref": p} for p in mine], "holders": ["fiod"], "categories": ["ongoing_investigation"]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["targets"][0]["hit"] is False
+    exchange_id = answer.json()["exchange_id"]
+    assert _found(stack, _shared(stack, mine[0]), exchange_id) == []
+    [entry] = [e for e in _entries_of(stack, exchange_id) if e["event_type"] == "disclosure"]
+    assert (entry["data_subject"], entry["extra"]) == (None, {"hit_only": True, "hit": False})
