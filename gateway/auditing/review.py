@@ -122,7 +122,7 @@ async def statistics_report(partnership: str | None = None, purpose: str | None 
         return views
     buffer = io.StringIO()
     fields = list(StatisticView.model_fields)
-    writer = SpreadsheetWriter(buffer, lineterminator="\r\n")  # no formulas from partnership or purpose names
+    writer = SpreadsheetWriter(buffer)  # no formulas from partnership or purpose names
     writer.writerow(fields)
     writer.writerows([view.model_dump()[f] for f in fields] for view in views)
     return csv_download(buffer.getvalue(), "wgs-statistics.csv")

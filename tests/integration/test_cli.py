@@ -171,7 +171,7 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     assert "0 overdue case(s) moved" in again.output  # the new tier has a new deadline
     gaps = runner.invoke(app, ["escalations", "gaps"])
     assert gaps.exit_code == 0
-    assert gaps.output.splitlines() == ["id,partnership,status,title,description,cases,created_at,updated_at,"
+    assert gaps.stdout_bytes.decode("utf-8-sig").splitlines() == ["id,partnership,status,title,description,cases,created_at,updated_at,"
                                         "created_by_org,note"]  # the API's export (test_legal_gaps compares them)
 
 
