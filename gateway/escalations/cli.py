@@ -19,7 +19,7 @@ from gateway.settings import Settings
 from gateway.spreadsheets import spreadsheet_bytes
 
 if TYPE_CHECKING:  # the service is imported with the full wiring, when a command needs it
-    from gateway.escalations.service import ScanResult
+    from gateway.escalations.deadlines import ScanResult
 
 escalations_app = typer.Typer(help="The escalation workflow: overdue cases and the register of legal gaps.",
                               no_args_is_help=True)
