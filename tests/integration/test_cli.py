@@ -171,8 +171,9 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     assert "0 overdue case(s) moved" in again.output  # the new tier has a new deadline
     gaps = runner.invoke(app, ["escalations", "gaps"])
     assert gaps.exit_code == 0
-    assert gaps.stdout_bytes.decode("utf-8-sig").splitlines() == ["id,partnership,status,title,description,cases,created_at,updated_at,"
-                                        "created_by_org,note"]  # the API's export (test_legal_gaps compares them)
+    assert gaps.stdout_bytes.decode("utf-8-sig").splitlines() == [
+        "id,partnership,status,title,description,cases,created_at,updated_at,created_by_org,note"
+    ]  # the API's export (test_legal_gaps compares them)
 
 
 def test_escalations_scan_delivers_its_webhooks_before_it_exits(data_dir: Path,
@@ -803,10 +804,10 @@ def test_a_silent_database_fails_within_the_connect_timeout_in_one_line(
 
 
 def test_a_database_message_loses_the_password_and_the_url_as_written() -> None:
-    from gateway.cli import _without_password
+    from gateway.startup import without_password
 
     url = "postgresql+psycopg://wgs:S3cr%40tPW@db.example:5432/wgs"
-    message = _without_password(f"cannot use {url}; password S3cr@tPW refused", url)
+    message = without_password(f"cannot use {url}; password S3cr@tPW refused", url)
     assert "S3cr" not in message
     assert "tPW" not in message
     assert "postgresql+psycopg://wgs:***@db.example:5432/wgs" in message
