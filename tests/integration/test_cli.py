@@ -459,7 +459,9 @@ def test_pseudonyms_rotate_and_rekey_are_audited_for_the_partnerships_coordinati
     index.enrol(old_gateway, [index.item("11223344"), index.item("12345678", "directorships")])  # in flight
     assert runner.invoke(app, ["pseudonyms", "rekey"]).exit_code == 0
 
-    entries = _rekeyed_entries(index)
+    rotation, *entries = _rekeyed_entries(index)  # the rotation's own entry first (zero rows, no partnership)
+    assert (rotation["processing_activity"], rotation["extra"]["key_version"], rotation["extra"]["moved"]) == (
+        None, 2, 0)
     assert [(e["processing_activity"]["partnership"], e["extra"]) for e in entries] == [
         (index.RIEC, {"index": "pseudonyms", "channel": "cli", "command": "rotate", "from_versions": [1],
                       "key_version": 2, "moved": 2, "superseded": 0}),
@@ -472,6 +474,47 @@ def test_pseudonyms_rotate_and_rekey_are_audited_for_the_partnerships_coordinati
                                               partnerships=frozenset({index.RIEC}))) == entries
     assert _rekeyed_entries(index, EntryScope(organisations=frozenset({"gemeente-amsterdam"}))) == []
     assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def test_a_rotation_is_in_the_audit_log_even_when_the_index_is_empty(index: _Index) -> None:
+    """Found: `rotate` on an empty index added a key version without any audit entry (only re-keyed batches
+    had one). The rotation itself is an `index.rekeyed` entry now, of zero rows: the key versions, under no
+    partnership (the key is every partnership's). A `rekey` adds no version, and no such entry."""
+    import asyncio
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0  # the audit log's key (the ring is there)
+    assert index.rows() == {}
+    before = asyncio.run(index.store.load()).current
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    after = asyncio.run(index.store.load()).current
+    assert after != before
+    expected = [(None, {"index": "pseudonyms", "channel": "cli", "command": "rotate", "from_versions": [before],
+                        "key_version": after, "moved": 0, "superseded": 0})]
+    assert [(e["processing_activity"], e["extra"]) for e in _rekeyed_entries(index)] == expected
+    assert runner.invoke(app, ["pseudonyms", "rekey"]).exit_code == 0
+    assert [(e["processing_activity"], e["extra"]) for e in _rekeyed_entries(index)] == expected
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def test_a_rotation_whose_entry_cannot_be_written_says_so_and_moves_nothing(
+        index: _Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key store changed, but its entry could not be written: one line naming the version, exit code 1,
+    and no batch moved (each batch would be logged while the rotation is not)."""
+    from audit import AuditLog, AuditWriteError
+
+    index.enrol(index.gateway(), [index.item("12345678")])
+    rows = index.rows()
+
+    def unwritable(*_args: Any, **_kwargs: Any) -> Any:
+        raise AuditWriteError("audit append failed (OperationalError)")
+
+    monkeypatch.setattr(AuditLog, "append", unwritable)
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 1
+    assert "key version 2 was added, but its audit entry could not be written" in rotated.output
+    assert "Traceback" not in rotated.output
+    assert index.rows() == rows
 
 
 def test_a_rekey_batch_whose_entry_cannot_be_written_is_not_written_either(
@@ -496,12 +539,12 @@ def test_a_rekey_batch_whose_entry_cannot_be_written_is_not_written_either(
     assert "the audit log could not be written" in rotated.output
     assert "`wgs-gateway pseudonyms rotate` again" in rotated.output
     assert index.rows() == rows
-    assert _rekeyed_entries(index) == []
+    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [0]  # the key version added: on record
     monkeypatch.setattr(rekey, "_apply", written)
     resumed = runner.invoke(app, ["pseudonyms", "rotate"])  # finishes the move, adds no further version
     assert resumed.exit_code == 0, resumed.output
     assert [version for version, _ in index.rows().values()] == [2, 2]
-    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [2]
+    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [0, 2]
 
 
 def test_a_rekey_batch_overtaken_by_an_enrolment_is_planned_again_and_its_entry_counts_what_it_did(
@@ -528,7 +571,7 @@ def test_a_rekey_batch_overtaken_by_an_enrolment_is_planned_again_and_its_entry_
     assert "3 index rows re-keyed" in rotated.output
     assert [len(plan.rows) for plan in plans if plan] == [2, 3]
     assert [version for version, _ in index.rows().values()] == [2, 2, 2]
-    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [3]
+    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [0, 3]  # the rotation, then its batch
 
 
 def test_pseudonyms_rotate_without_an_audit_log_changes_nothing(index: _Index) -> None:
