@@ -73,6 +73,7 @@ def scope_of(principal: Principal, container: Container) -> EntryScope:
         unattributed.add(EventType.REGISTER_CHANGED.value)
     if partnerships:
         unattributed.add(EventType.CONSOLE_ACTION.value)
+        unattributed.add(EventType.INDEX_REKEYED.value)  # a key rotation of its own: every partnership's key
     return EntryScope(organisations=frozenset({principal.organisation}), partnerships=partnerships,
                       unattributed=frozenset(unattributed))
 
