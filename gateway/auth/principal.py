@@ -39,6 +39,7 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     token_id: str = ""
     credential: str = ""  # a person's token: the fingerprint of the account it was issued for (accounts.py)
+    generation: int = 0  # a system's token: the client's key generation it was issued under (revocation.py)
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

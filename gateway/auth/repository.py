@@ -23,6 +23,7 @@ class ClientRecord:
     jwks: dict[str, Any] | None
     scopes: list[str]
     active: bool
+    key_generation: int = 0  # how often the client was given new credentials (:func:`upsert_client`)
 
 
 @dataclass(frozen=True)
@@ -36,21 +37,25 @@ class AccountRecord:
     access_generation: int = 0  # how often the account was disabled (:func:`set_account_active`)
 
 
-def get_client(session: Session, client_id: str) -> ClientRecord | None:
+def get_client(session: Session | Connection, client_id: str) -> ClientRecord | None:
     row = session.execute(select(oauth_clients).where(oauth_clients.c.client_id == client_id)).mappings().first()
     if row is None:
         return None
     return ClientRecord(row["client_id"], row["organisation"], row["auth_method"], row["secret_hash"],
-                        row["jwks"], list(row["scopes"]), bool(row["active"]))
+                        row["jwks"], list(row["scopes"]), bool(row["active"]), int(row["key_generation"]))
 
 
-def upsert_client(session: Session, record: ClientRecord, created_at: datetime) -> bool:
+def upsert_client(session: Session | Connection, record: ClientRecord, created_at: datetime) -> bool:
     """Insert the client, or give an existing one the record's credentials and scopes; False (nothing written)
     when the existing one is no longer in the state ``record.active`` says it was read in.
 
     Why: the state is read before this write (:func:`gateway.auth.clients._active_after`), and a
     ``clients disable`` committing in between was undone by writing the state read back: the client was
-    enabled again, without the audit entry every enabling has. Only ``clients enable``/``disable`` change it."""
+    enabled again, without the audit entry every enabling has. Only ``clients enable``/``disable`` change it.
+
+    Giving an existing client its credentials again bumps its ``key_generation``: the tokens issued before
+    (under the old, perhaps leaked, key or secret, or with scopes it no longer has) are refused from then on
+    (:class:`gateway.auth.revocation.DisabledPrincipals`)."""
     values = {"organisation": record.organisation, "auth_method": record.auth_method,
               "secret_hash": record.secret_hash, "jwks": record.jwks, "scopes": record.scopes}
     if get_client(session, record.client_id) is None:
@@ -58,7 +63,8 @@ def upsert_client(session: Session, record: ClientRecord, created_at: datetime) 
                                                       active=record.active, **values))
         return True
     result = session.execute(update(oauth_clients).where(
-        oauth_clients.c.client_id == record.client_id, oauth_clients.c.active.is_(record.active)).values(**values))
+        oauth_clients.c.client_id == record.client_id, oauth_clients.c.active.is_(record.active)).values(
+        key_generation=oauth_clients.c.key_generation + 1, **values))
     return bool(getattr(result, "rowcount", 0))
 
 
@@ -117,6 +123,13 @@ def disabled_subjects(session: Session) -> tuple[frozenset[str], frozenset[str]]
     clients = session.execute(select(oauth_clients.c.client_id).where(oauth_clients.c.active.is_(False))).scalars()
     people = session.execute(select(accounts.c.username).where(accounts.c.active.is_(False))).scalars()
     return frozenset(clients), frozenset(people)
+
+
+def client_generations(session: Session) -> dict[str, int]:
+    """The key generation of every client that was re-keyed at least once (a token without ``gen`` is of 0)."""
+    rows = session.execute(select(oauth_clients.c.client_id, oauth_clients.c.key_generation)
+                           .where(oauth_clients.c.key_generation > 0))
+    return {str(client_id): int(generation) for client_id, generation in rows}
 
 
 def set_account_active(session: Session | Connection, username: str, active: bool, *,

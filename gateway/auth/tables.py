@@ -1,4 +1,5 @@
-"""Tables of authentication (schema by migration 0002_auth; ``accounts.access_generation`` by 0024)."""
+"""Tables of authentication (schema by migration 0002_auth; ``accounts.access_generation`` by 0024,
+``oauth_clients.key_generation`` by 0025)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ oauth_clients = Table(
     Column("scopes", JSON, nullable=False),
     Column("active", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Bumped by every re-registration (new credentials): a system's token carries it as ``gen``
+    # (gateway.auth.revocation refuses a token under an older one)
+    Column("key_generation", Integer, nullable=False, server_default="0"),
 )
 
 used_client_assertions = Table(
