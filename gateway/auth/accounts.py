@@ -18,7 +18,7 @@ from gateway.auth.passwords import DUMMY_HASH, hash_secret, verify_secret
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.clock import Clock
 from gateway.db.engine import transaction
-from gateway.errors import NotFound, TooManyRequests, Unauthorized, Unprocessable
+from gateway.errors import Forbidden, NotFound, TooManyRequests, Unauthorized, Unprocessable
 from gateway.ids import new_id
 
 ROLE_SCOPES: dict[Role, set[Scope]] = {
@@ -28,10 +28,27 @@ ROLE_SCOPES: dict[Role, set[Scope]] = {
     Role.CONTACT_POINT: {Scope.AUDIT_READ, Scope.REGISTER_READ},
 }
 MIN_PASSWORD_LENGTH = 12
+_ROLES = frozenset(role.value for role in Role)
+
+
+class UnknownRole(Forbidden):
+    """An account whose ``roles`` hold a value this gateway does not know (written by SQL, or by another
+    version): it gets no token and no console session. Fail closed: neither a 500 (``Role(value)`` raised at
+    every sign-in) nor the scopes of the roles that are known, which is not what was meant either."""
+
+    def __init__(self) -> None:
+        super().__init__("the account has a role this gateway does not know; an administrator must correct it")
+
+
+def roles_known(roles: list[str] | frozenset[str]) -> bool:
+    return all(role in _ROLES for role in roles)
 
 
 def scopes_for_roles(roles: list[str]) -> list[str]:
-    return sorted({scope.value for role in roles for scope in ROLE_SCOPES.get(Role(role), set())})
+    """The API scopes of ``roles``; :class:`UnknownRole` (403) when one of them is no role."""
+    if not roles_known(roles):
+        raise UnknownRole
+    return sorted({scope.value for role in roles for scope in ROLE_SCOPES[Role(role)]})
 
 
 def _check_password(password: str) -> None:
@@ -118,6 +135,8 @@ def authenticate_person(session: Session, username: str, password: str,
     valid = verify_secret(account.password_hash if account else DUMMY_HASH, password)
     if account is None or not valid or not account.active:
         raise Unauthorized("username or password is wrong, or the account is disabled", error="invalid_grant")
+    if not roles_known(account.roles):  # only after the password: says nothing to someone guessing
+        raise UnknownRole
     throttle.succeeded(username)
     return account
 
@@ -146,7 +165,9 @@ def check_person_token(session: Session, principal: Principal, key: bytes) -> No
     One read by username (unique index) per request of a person; partner systems' tokens never come here.
     The problem names nobody: the caller may not be the person the token was issued to."""
     account = repository.get_account(session, principal.subject)
-    if (account is None or not account.active or not principal.credential
+    # compare_digest takes ASCII text only: any other ``cred`` (a token only the gateway's key could sign, but
+    # still) is a mismatch, not a TypeError and a 500
+    if (account is None or not account.active or not principal.credential or not principal.credential.isascii()
             or not hmac.compare_digest(principal.credential, credential_fingerprint(key, account))):
         raise Unauthorized("the account this token was issued to is disabled, or its password, roles or "
                            "organisation changed since; sign in again")

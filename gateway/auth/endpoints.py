@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from audit import AuditWriteError
 from gateway.auditing.actions import action_event
 from gateway.auditing.setup import audit_services
-from gateway.auth.accounts import authenticate_person
+from gateway.auth.accounts import UnknownRole, authenticate_person
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
 from gateway.auth.jose_segments import MalformedSegment, decode_segment
 from gateway.auth.keys import SIGNING_ALGORITHM
@@ -44,6 +44,7 @@ from gateway.client.models import SLUG_PATTERN
 from gateway.console.signins import (
     THROTTLED,
     TOKEN_CHANNEL,
+    UNKNOWN_ROLE,
     WRONG_CREDENTIALS,
     Target,
     record_failed_sign_in,
@@ -219,6 +220,7 @@ class LoginRequest(BaseModel):
 
 @router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",
              responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"},
+                        403: {"description": "The account has a role this gateway does not know"},
                         503: {"description": "The sign-in could not be written to the audit log: no token"}})
 async def login(body: LoginRequest, request: Request, container: Container = Depends(get_container)
                 ) -> TokenResponse:
@@ -233,9 +235,10 @@ async def login(body: LoginRequest, request: Request, container: Container = Dep
 
     try:
         response, account_id, organisation = await run_in_threadpool(run)
-    except (Unauthorized, TooManyRequests) as exc:
+    except (Unauthorized, TooManyRequests, UnknownRole) as exc:
         # The console's doors and this one check the same passwords under one throttle: accounted for alike.
-        reason = THROTTLED if isinstance(exc, TooManyRequests) else WRONG_CREDENTIALS
+        reason = (THROTTLED if isinstance(exc, TooManyRequests) else UNKNOWN_ROLE if isinstance(exc, UnknownRole)
+                  else WRONG_CREDENTIALS)
         target = await run_in_threadpool(target_of, container, body.username)
         try:
             await record_failed_sign_in(container, request, reason, target, channel="api")
