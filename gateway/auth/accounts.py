@@ -159,11 +159,12 @@ def credential_fingerprint(key: bytes, account: repository.AccountRecord) -> str
     return hmac.new(key, material.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def check_person_token(session: Session, principal: Principal, key: bytes) -> None:
-    """401 unless the person's token was issued for the account as it is now, and that account is active.
+def check_person_token(session: Session, principal: Principal, key: bytes) -> repository.AccountRecord:
+    """The account the person's token was issued for; 401 unless it is as it was then, and active.
 
     One read by username (unique index) per request of a person; partner systems' tokens never come here.
-    The problem names nobody: the caller may not be the person the token was issued to."""
+    What was read is returned so that the request need not read it again (an audited action names the
+    account's id). The problem names nobody: the caller may not be the person the token was issued to."""
     account = repository.get_account(session, principal.subject)
     # compare_digest takes ASCII text only: any other ``cred`` (a token only the gateway's key could sign, but
     # still) is a mismatch, not a TypeError and a 500
@@ -171,3 +172,4 @@ def check_person_token(session: Session, principal: Principal, key: bytes) -> No
             or not hmac.compare_digest(principal.credential, credential_fingerprint(key, account))):
         raise Unauthorized("the account this token was issued to is disabled, or its password, roles or "
                            "organisation changed since; sign in again")
+    return account
