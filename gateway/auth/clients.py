@@ -21,7 +21,7 @@ from gateway.clock import Clock
 from gateway.errors import Conflict, Unprocessable
 from gateway.register.model import Register
 
-SYSTEM_SCOPES = {Scope.EXCHANGE, Scope.DISCOVERY, Scope.ENROL, Scope.REGISTER_READ}
+SYSTEM_SCOPES = {Scope.EXCHANGE, Scope.DISCOVERY, Scope.ENROL, Scope.REGISTER_READ, Scope.AUDIT_RECEIPTS}
 
 
 class ClientDisabled(Conflict):

@@ -166,7 +166,8 @@ async def metadata(container: Container = Depends(get_container)) -> dict[str, A
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post"],
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
-        "scopes_supported": ["exchange", "discovery", "enrol", "register:read", "audit:read", "escalation", "admin"],
+        "scopes_supported": ["exchange", "discovery", "enrol", "register:read", "audit:read", "audit:receipts",
+                             "escalation", "admin"],
         "access_token_signing_alg_values_supported": [SIGNING_ALGORITHM],
     }
 

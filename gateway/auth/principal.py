@@ -15,6 +15,7 @@ class Scope(StrEnum):
     ENROL = "enrol"  # enrol pseudonyms of own records
     REGISTER_READ = "register:read"  # read the partnership register
     AUDIT_READ = "audit:read"  # privacy officers: review the audit log
+    AUDIT_RECEIPTS = "audit:receipts"  # partner systems: proofs of the entries of their own receipts only
     ESCALATION = "escalation"  # open/comment/decide escalation cases
     ADMIN = "admin"  # administrators: register changes, escalations, accounts
 
