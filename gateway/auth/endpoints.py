@@ -229,7 +229,8 @@ async def login(body: LoginRequest, request: Request, container: Container = Dep
 
     def run() -> tuple[TokenResponse, str, str]:
         with transaction(container.sessions) as session:
-            account = authenticate_person(session, body.username, body.password, auth.login_throttle)
+            account = authenticate_person(session, body.username, body.password, auth.login_throttle,
+                                          request.client.host if request.client else None)
         issued = auth.person_token(account)
         return (TokenResponse(access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in,
                               scope=issued.scope), account.id, account.organisation)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -154,20 +154,35 @@ def set_account_password(session: Session, username: str, password_hash: str) ->
 _FAILURES_OF = login_failures.c.username_key == bindparam("the_username_key")
 
 
-def lock_login_failures(session: Session, username_key: str, now: datetime, forget_before: datetime) -> list[float]:
+@dataclass(frozen=True)
+class LockedFailures:
+    """The failed logins counted for a username, and, when its row is new, how many usernames the same
+    address typed first since ``forget_before`` (this one included)."""
+
+    attempts: list[float]
+    new_from_source: int | None
+
+
+def lock_login_failures(session: Session, username_key: str, now: datetime, forget_before: datetime,
+                        source_key: str | None = None) -> LockedFailures:
     """The start times of the failed logins counted for ``username_key``, its row locked (made if missing)
     until the transaction ends, so attempts on one username are counted one after another in every gateway
     process. The insert comes first: on SQLite the transaction then holds the write lock from its first
     statement (a read first could not take it later when another process wrote meanwhile). A new row is
-    where the rows of usernames nobody tried since ``forget_before`` are removed."""
+    where the rows of usernames nobody tried since ``forget_before`` are removed, and names its ``source_key``
+    (the caller refuses, and so rolls back, a new row of an address that typed too many already)."""
     inserted = session.execute(insert_on_conflict(session, login_failures).values(
-        username_key=username_key, attempts=[], last_at=now).on_conflict_do_nothing(
+        username_key=username_key, attempts=[], last_at=now, source_key=source_key).on_conflict_do_nothing(
         index_elements=[login_failures.c.username_key]).returning(login_failures.c.username_key)).first()
+    from_source = None
     if inserted is not None:
         session.execute(delete(login_failures).where(login_failures.c.last_at < forget_before))
+        if source_key is not None:
+            from_source = session.execute(select(func.count()).select_from(login_failures).where(
+                login_failures.c.source_key == source_key)).scalar_one()
     attempts = session.execute(select(login_failures.c.attempts).where(_FAILURES_OF).with_for_update(),
                                {"the_username_key": username_key}).scalar_one()
-    return [float(started) for started in attempts]
+    return LockedFailures([float(started) for started in attempts], from_source)
 
 
 def store_login_failures(session: Session, username_key: str, attempts: list[float], now: datetime) -> None:

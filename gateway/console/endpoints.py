@@ -109,7 +109,8 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
 
     def check() -> accounts.AccountRecord:
         with transaction(container.sessions) as session:
-            return authenticate_person(session, username, password, throttle)
+            return authenticate_person(session, username, password, throttle,
+                                       page.request.client.host if page.request.client else None)
 
     try:
         account = await run_in_threadpool(check)
