@@ -87,6 +87,10 @@ class Settings(BaseSettings):
         description="How often overdue escalation cases move up a tier (0: never, use the CLI).")
     escalation_decision_valid_days: int = Field(default=30, ge=1, le=365,
                                                 description="How long an allow decision may be cited for a re-run.")
+    match_handle_ttl_seconds: int = Field(
+        default=86_400, ge=60, le=30 * 86_400,
+        description="How long a fuzzy discovery's match handle may be cited in a follow-up exchange (default 24 h); "
+                    "expired handles are refused and removed.")
     escalation_webhooks: dict[str, WebhookTarget] = Field(
         default_factory=dict,
         description='Organisation id -> {"url": ..., "secret": ...}: cases awaiting its action are POSTed there '

@@ -36,6 +36,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "signed_out": ("You have been signed out.", "U bent afgemeld."),
     "csrf_failed": ("The form has expired or did not come from this console. Reload the page and try again.",
                     "Het formulier is verlopen of kwam niet van deze console. Laad de pagina opnieuw."),
+    "download_elsewhere": ("Downloads start from the console's own pages: open the page and use its download link.",
+                           "Downloads starten vanaf de pagina's van de console zelf: open de pagina en gebruik de "
+                           "downloadlink daar."),
     "audit_unavailable": ("The audit log cannot be written; nothing was done.",
                           "Het auditlog kan niet worden geschreven; er is niets gedaan."),
     # navigation
