@@ -7,7 +7,7 @@ Without it ``wgs-gateway clients add`` on an existing client replaced its key or
 the old (leaked) one kept working until it expired. Existing clients start at 0, which a token without ``gen``
 counts as: tokens issued before this migration keep working until they expire or the client is re-keyed.
 
-Revision ID: 0025_client_key_generation
+Revision ID: 0026_client_key_generation
 Revises: 0024_account_access_generation
 Create Date: 2026-12-03
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0025_client_key_generation"
-down_revision = "0024_account_access_generation"
+revision = "0026_client_key_generation"
+down_revision = "0025_match_handles"
 branch_labels = None
 depends_on = None
 

@@ -2,8 +2,8 @@
 HMAC of the address, never the address itself), so that one address cannot grow the table with a row per
 distinct username it types (see ``gateway.auth.accounts.LoginThrottle``).
 
-Revision ID: 0026_login_failure_sources
-Revises: 0025_client_key_generation
+Revision ID: 0027_login_failure_sources
+Revises: 0026_client_key_generation
 Create Date: 2026-12-03
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0026_login_failure_sources"
-down_revision = "0025_client_key_generation"
+revision = "0027_login_failure_sources"
+down_revision = "0026_client_key_generation"
 branch_labels = None
 depends_on = None
 
