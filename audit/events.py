@@ -38,6 +38,7 @@ class EventType(StrEnum):
     REQUEST_FAILED = "request.failed"  # an exchange or discovery already logged failed afterwards (not answered)
     INDEX_ENROLMENT = "index.enrolment"  # a participant's batch changed the discovery index (counts only)
     INDEX_REKEYED = "index.rekeyed"  # `pseudonyms rotate|rekey` moved index rows to a new key version (counts only)
+    INDEX_RETIRED = "index.retired"  # a retired participation's index rows were removed (counts only)
 
 
 CASE_REQUESTER = "requester_org"

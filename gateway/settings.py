@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
     revocation_refresh_seconds: float = Field(
         default=5.0, gt=0, le=60, allow_inf_nan=False,
-        description="How often each process re-reads the disabled clients and accounts: a disabled one's "
-                    "tokens are refused within this time.")
+        description="How often each process re-reads the disabled clients and accounts (and the key "
+                    "generations of re-keyed clients): a disabled one's tokens, and a re-keyed client's earlier "
+                    "ones, are refused within this time.")
     client_assertion_max_age_seconds: int = Field(default=300, ge=30, le=3600)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request bodies above this get 413.")
 
@@ -86,6 +87,10 @@ class Settings(BaseSettings):
         description="How often overdue escalation cases move up a tier (0: never, use the CLI).")
     escalation_decision_valid_days: int = Field(default=30, ge=1, le=365,
                                                 description="How long an allow decision may be cited for a re-run.")
+    match_handle_ttl_seconds: int = Field(
+        default=86_400, ge=60, le=30 * 86_400,
+        description="How long a fuzzy discovery's match handle may be cited in a follow-up exchange (default 24 h); "
+                    "expired handles are refused and removed.")
     escalation_webhooks: dict[str, WebhookTarget] = Field(
         default_factory=dict,
         description='Organisation id -> {"url": ..., "secret": ...}: cases awaiting its action are POSTed there '

@@ -10,9 +10,10 @@ value stays readable. Numbers are written as they are (a negative count is no fo
 The cell's start is not the only one. The steering group's spreadsheets are Dutch: a Dutch (German, French)
 spreadsheet opens a ``.csv`` with ``;`` as its separator, so the file's commas and quotes mean nothing to it
 and every ``;`` or line break inside a cell starts a new cell of its own — ``Wet Bibob;=cmd|' /C calc'!A0``
-is two cells there, the second a formula, although the csv module wrote one cell. So a formula start after
-a ``;`` or a line break (blanks and double quotes in between are skipped, as a spreadsheet does) gets the
-single quote too.
+is two cells there, the second a formula, although the csv module wrote one cell. A tab is such a place too:
+LibreOffice's text import splits on tabs as well (one of its default separators), and the csv module does not
+quote a cell for a tab in it. So a formula start after a ``;``, a tab or a line break (blanks and double
+quotes in between are skipped, as a spreadsheet does) gets the single quote too.
 
 And the file's encoding: Excel (what Dutch officials open these files with) reads a CSV without a byte-order
 mark in the machine's ANSI code page, so "België" shows as "BelgiÃ«". A download meant for a spreadsheet
@@ -46,13 +47,14 @@ class _Writable(Protocol):
     def write(self, text: str, /) -> object: ...
 
 
-_CELL_STARTS_WITHIN = re.compile(r"(;|\r\n?|\n)(?=[\s\"]*[=+\-@])")
-"""A ``;`` or line break (where a semicolon-separated reading starts a new cell) before a formula start."""
+_CELL_STARTS_WITHIN = re.compile(r"(;|\t|\r\n?|\n)(?=[\s\"]*[=+\-@])")
+"""A ``;``, tab or line break (where a semicolon- or tab-separated reading starts a new cell) before a formula
+start."""
 
 
 def safe_cell(value: object) -> object:
     """``value``, with a ``'`` before a formula start wherever a spreadsheet would begin a cell: at the
-    start, and after a ``;`` or line break inside it (see the module's docstring)."""
+    start, and after a ``;``, tab or line break inside it (see the module's docstring)."""
     if not isinstance(value, str):
         return value
     value = _CELL_STARTS_WITHIN.sub(r"\1'", value)

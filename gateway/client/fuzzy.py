@@ -9,7 +9,11 @@ with :mod:`gateway.client.matching` (the partnership's CLK secret never reaches 
 * asks, as a requester, which participants hold a record matching the filters of the subjects it looks for
   (``POST /v1/discovery/fuzzy``): purpose-bound like ``POST /v1/discovery``, answered hit/no-hit per holder
   and per subject — never a similarity score, never the holder's reference (DESIGN: "never return similarity
-  scores across organisations"; DOMAIN: hit/no-hit before data).
+  scores across organisations"; DOMAIN: hit/no-hit before data);
+* follows a hit up with a formal, targeted ``POST /v1/exchanges`` about that record: each hit carries a
+  *match handle* (``match:…``, opaque, short-lived, usable only by the requesting system for the same
+  partnership and purpose), which the exchange takes as a subject's ``ref`` and which asks that holder alone
+  about its own record (``gateway.client.fuzzy_requests.follow_up`` builds the request).
 
 The models live in the partner-side SDK because they are the contract (as :mod:`gateway.client.models`).
 """
@@ -152,7 +156,18 @@ class FuzzyTarget(BaseModel):
     subjects: list[Literal["hit", "no-hit"]] = Field(default_factory=list, description=(
         "Per subject, in the order sent: whether this holder holds a matching record (each of its records "
         "matches at most one subject). Never a score, never the holder's reference."))
+    match_handles: list[str | None] = Field(default_factory=list, description=(
+        "Per subject, in the order sent: for a hit, its match handle (`match:` and 43 characters) — cite it as a "
+        "subject's `ref` in `POST /v1/exchanges` to ask this holder, and only it, for the data of the matched "
+        "record; null for a no-hit. Opaque and short-lived (24 h by default): it works only for the system that "
+        "asked, for the same partnership and purpose, and while the holder keeps the record enrolled as it "
+        "matched. Empty when `subjects` is."), examples=[[
+            "match:q5Tb2Jm0oXw8c3Vn1yFZk9Lr7aSdPe4GuHi6Cj0KvQs", None]])
     reasons: list[Reason] = Field(default_factory=list)
+
+    def handles(self) -> list[str]:
+        """The match handles of this holder's hits, in the order of the subjects sent."""
+        return [h for h in self.match_handles if h is not None]
 
     @field_validator("outcome", mode="wrap")
     @classmethod

@@ -1,18 +1,25 @@
 """Partner side of fuzzy discovery: records → the bodies of ``POST /v1/enrolments/filters`` and ``POST
 /v1/discovery/fuzzy``, encoded here with the partnership's CLK secret (:mod:`gateway.client.matching`), so a
-record never leaves the partner unencoded. :class:`gateway.client.api.GatewayClient` sends them."""
+record never leaves the partner unencoded; and the follow-up ``POST /v1/exchanges`` about a holder's hits, by
+their match handles (:func:`follow_up`). :class:`gateway.client.api.GatewayClient` sends them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from gateway.client.fuzzy import MAX_FILTER_BATCH, FuzzyDiscoveryRequest, FuzzySubject, RecordType
-from gateway.client.models import Signal
+from gateway.client.fuzzy import (
+    MAX_FILTER_BATCH,
+    FuzzyDiscoveryRequest,
+    FuzzyDiscoveryResult,
+    FuzzySubject,
+    RecordType,
+)
+from gateway.client.models import ExchangeRequest, Signal, Subject
 from gateway.matching.encoding import CLKEncoder, dataset_to_wire
 from gateway.matching.schema import shipped_schema
 
-__all__ = ["FilterRecordToEnrol", "enrolment_batches", "fuzzy_request"]
+__all__ = ["FilterRecordToEnrol", "enrolment_batches", "follow_up", "fuzzy_request"]
 
 
 class FilterRecordToEnrol(NamedTuple):
@@ -70,3 +77,21 @@ def fuzzy_request(*, partnership: str, purpose: str, legal_basis: str, case_refe
         signal=signal, categories=categories, record_type=record_type,
         schema_version=shipped_schema(record_type).version,
         subjects=[FuzzySubject(minor=minor, **item) for item, minor in zip(wire, flags, strict=True)])
+
+
+def follow_up(request: FuzzyDiscoveryRequest, result: FuzzyDiscoveryResult, holder: str, *,
+              categories: list[str] | None = None) -> ExchangeRequest:
+    """The exchange that asks ``holder`` for the data of the records that were its hits in ``result`` (the
+    answer to ``request``): the discovery's partnership, purpose, legal basis, case and signal, each hit's match
+    handle as a subject (with the requester's ``minor`` flag for it), ``holder`` alone, and ``categories`` (the
+    discovery's by default). Send it with ``GatewayClient.exchange``: the records come back about the handles.
+    ValueError when ``holder`` had no hit."""
+    target = next((t for t in result.targets if t.holder == holder), None)
+    if target is None or not target.handles():
+        raise ValueError(f"no hit at `{holder}` to follow up")
+    subjects = [Subject(ref=handle, minor=asked.minor)
+                for handle, asked in zip(target.match_handles, request.subjects, strict=True) if handle is not None]
+    return ExchangeRequest(partnership=request.partnership, purpose=request.purpose,
+                           legal_basis=request.legal_basis, case_reference=request.case_reference,
+                           signal=request.signal, categories=categories or list(request.categories),
+                           subjects=subjects, holders=[holder])

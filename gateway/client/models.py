@@ -64,7 +64,9 @@ class Subject(_Strict):
     """A data subject, identified only by a pseudonym (or, before enrolment, an opaque subject reference)."""
 
     ref: str = Field(pattern=r"^[A-Za-z0-9_:.=-]{8,200}$",
-                     description="The requester's pseudonym for the subject (never a BSN, KvK number or name).",
+                     description="The requester's pseudonym for the subject (never a BSN, KvK number or name); "
+                                 "in `POST /v1/exchanges` also a match handle (`match:...`) of a fuzzy discovery "
+                                 "hit, which asks that hit's holder about its record.",
                      examples=["subj-3f9a0c1d2e4b5a6978c0d1e2"])
     minor: bool = Field(default=False, description="The requester knows the subject is under 18 (rule 5).")
 
@@ -246,8 +248,9 @@ class Receipt(BaseModel):
 
     exchange_id: str = Field(description="The exchange (or discovery) the entries are about.")
     audit_indices: list[int] = Field(default_factory=list, description="Indices of the audit log entries "
-                                     "written for it (request, decisions, disclosures); a privacy officer "
-                                     "can fetch an inclusion proof for each, at once, against "
+                                     "written for it (request, decisions, disclosures); a privacy officer, "
+                                     "or the requesting system with the scope `audit:receipts`, can fetch "
+                                     "an inclusion proof for each, at once, against "
                                      "`GET /v1/audit/checkpoint?covering=<highest index + 1>`.")
     checkpoint: str | None = Field(default=None, description="The latest signed checkpoint (C2SP format); it "
                                    "may not cover this receipt's entries yet.")

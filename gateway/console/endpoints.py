@@ -38,7 +38,7 @@ from gateway.auditing import review
 from gateway.auditing.checkpoints import served_checkpoint
 from gateway.auditing.setup import audit_services
 from gateway.auth import repository as accounts
-from gateway.auth.accounts import authenticate_person
+from gateway.auth.accounts import UnknownRole, authenticate_person
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.auth.setup import auth_services
 from gateway.console import escalations, signins, verification, views
@@ -109,17 +109,19 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
 
     def check() -> accounts.AccountRecord:
         with transaction(container.sessions) as session:
-            return authenticate_person(session, username, password, throttle)
+            return authenticate_person(session, username, password, throttle,
+                                       page.request.client.host if page.request.client else None)
 
     try:
         account = await run_in_threadpool(check)
-    except (Unauthorized, TooManyRequests) as exc:
-        throttled = isinstance(exc, TooManyRequests)
+    except (Unauthorized, TooManyRequests, UnknownRole) as exc:
+        reason = (signins.THROTTLED if isinstance(exc, TooManyRequests) else signins.UNKNOWN_ROLE
+                  if isinstance(exc, UnknownRole) else signins.WRONG_CREDENTIALS)
         tried = await run_in_threadpool(signins.target_of, container, username)
-        await signins.record_failed_sign_in(container, page.request,
-                                            signins.THROTTLED if throttled else signins.WRONG_CREDENTIALS, tried)
+        await signins.record_failed_sign_in(container, page.request, reason, tried)
         response = page.render("login.html", status=exc.status, next=local_path(next), message="",
-                               error=page.t("throttled" if throttled else "wrong_credentials"))
+                               error=page.t({signins.THROTTLED: "throttled", signins.UNKNOWN_ROLE: "unknown_role"}
+                                            .get(reason, "wrong_credentials")))
         response.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "retry-after"})
         return response
     before = page.session
@@ -145,14 +147,15 @@ def _sign_out(page: Page, session: SessionData) -> None:
 async def logout(page: Page = Depends(signed_in), csrf_token: str = Form("")) -> Response:
     person = page.me
     page.csrf(csrf_token)
-    if page.session is not None:  # first: should the audit entry fail, the session is ended all the same
-        await run_in_threadpool(_sign_out, page, page.session)
+    session = page.session
+    # The browser forgets the session whatever happens next: an error page (the database or the audit log
+    # failing below) deletes the cookie too, and shows nobody signed in.
+    page.signing_out, page.session, page.person = True, None, None
+    if session is not None:  # first: should the audit entry fail, the session is ended all the same
+        await run_in_threadpool(_sign_out, page, session)
     await record_action(page.container, page.request, "sign-out", organisation=person.organisation,
                         account_id=person.account_id)
-    response = RedirectResponse("/console/login?signed_out=1", status_code=303)
-    page.sessions.clear(response, page.request)
-    page.session = None
-    return page.finish(response)
+    return page.finish(RedirectResponse("/console/login?signed_out=1", status_code=303))
 
 
 # -- audit explorer --------------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ async def verify_log(page: Page = Depends(signed_in), csrf_token: str = Form("")
     if not _may_verify(person):
         raise Forbidden("only privacy officers verify the log from the console")
     try:
-        result = await run_in_threadpool(verification.run, page.container)
+        result = await verification.run_shared(page.container)
     except StoreUnavailable as exc:
         raise ServiceUnavailable(str(exc)) from exc
     await record_action(page.container, page.request, verification.ACTION, organisation=person.organisation,
@@ -311,6 +314,7 @@ async def statistics_csv(page: Page = Depends(signed_in), partnership: str | Non
                          purpose: str | None = None, since: str | None = None, until: str | None = None
                          ) -> Response:
     person = page.me
+    page.from_own_page()
     principal = need_scope(person, Scope.AUDIT_READ)
     since_at, until_at = day_start(blank(since), "since"), day_start(blank(until), "until")
     response: Response = await review.statistics_report(
@@ -319,6 +323,7 @@ async def statistics_csv(page: Page = Depends(signed_in), partnership: str | Non
     rows = max(0, bytes(response.body).count(b"\n") - 1)
     details: dict[str, Any] = {"export": "statistics.csv", "rows": rows}
     details.update({k: v for k, v in (("partnership", blank(partnership)), ("purpose", blank(purpose))) if v})
+    details.update({k: v.date().isoformat() for k, v in (("since", since_at), ("until", until_at)) if v})
     await record_action(page.container, page.request, "export", organisation=person.organisation,
                         account_id=person.account_id, details=details)
     return page.finish(response)

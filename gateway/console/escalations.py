@@ -389,6 +389,7 @@ async def legal_gaps(page: Page = Depends(signed_in), status: str | None = None,
 @router.get("/legal-gaps.csv")
 async def legal_gaps_csv(page: Page = Depends(signed_in), status: str | None = None,
                          partnership: str | None = None) -> Response:
+    page.from_own_page()
     principal, service = _worker(page)
     filters = _gap_filters(status, partnership)
     body = await service.gaps_csv(principal, partnership=filters["partnership"], status=filters["status"])

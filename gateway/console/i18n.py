@@ -27,6 +27,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                       "Meld u aan met het account dat uw beheerder voor u heeft aangemaakt."),
     "wrong_credentials": ("Username or password is wrong, or the account is disabled.",
                           "Gebruikersnaam of wachtwoord is onjuist, of het account is uitgeschakeld."),
+    "unknown_role": ("This account has a role the gateway does not know. Ask your administrator to correct it.",
+                     "Dit account heeft een rol die de gateway niet kent. Vraag uw beheerder dit te herstellen."),
     "throttled": ("Too many failed attempts. Try again later.",
                   "Te veel mislukte pogingen. Probeer het later opnieuw."),
     "session_expired": ("Your session has expired. Please sign in again.",
@@ -34,6 +36,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "signed_out": ("You have been signed out.", "U bent afgemeld."),
     "csrf_failed": ("The form has expired or did not come from this console. Reload the page and try again.",
                     "Het formulier is verlopen of kwam niet van deze console. Laad de pagina opnieuw."),
+    "download_elsewhere": ("Downloads start from the console's own pages: open the page and use its download link.",
+                           "Downloads starten vanaf de pagina's van de console zelf: open de pagina en gebruik de "
+                           "downloadlink daar."),
     "audit_unavailable": ("The audit log cannot be written; nothing was done.",
                           "Het auditlog kan niet worden geschreven; er is niets gedaan."),
     # navigation

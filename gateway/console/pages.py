@@ -10,7 +10,7 @@ cases and legal gaps) build their routers with ``route_class=ConsoleRoute`` and 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -25,7 +25,7 @@ from starlette.routing import Match
 
 from audit import AuditWriteError
 from gateway.auth import repository as accounts
-from gateway.auth.accounts import scopes_for_roles
+from gateway.auth.accounts import roles_known, scopes_for_roles
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.console import views
 from gateway.console.i18n import LANGUAGE_COOKIE, choose_language, translate, translate_value
@@ -47,6 +47,7 @@ SECURITY_HEADERS = {
 """What every answer under ``/console`` carries (a route may set its own ``Cache-Control``: the static files).
 Set by :class:`ConsoleRoute` and, for answers no console route gave (an unknown path, a wrong method, a
 refusal of a middleware), by :mod:`gateway.console.boundary`."""
+_OWN_PAGES = frozenset({"same-origin", "none"})  # Sec-Fetch-Site: the console's own page, or typed by the person
 PRIVACY_OFFICERS = frozenset({Role.PRIVACY_OFFICER.value, Role.COORDINATING_PRIVACY_OFFICER.value})
 EVERYONE = frozenset(role.value for role in Role)
 CASE_WORKERS = PRIVACY_OFFICERS | {Role.ADMINISTRATOR.value}  # who works escalation cases (the `escalation` scope)
@@ -112,7 +113,9 @@ class Page:
     session: SessionData | None = None
     person: Person | None = None
     session_state: str = "anonymous"
-    cookies_to_clear: list[str] = field(default_factory=list)
+    signing_out: bool = False
+    """Every answer from now on deletes the session cookie, an error page too: a sign-out that fails midway
+    (the database, the audit log) still leaves no session behind in the browser (a shared workstation)."""
 
     @property
     def me(self) -> Person:
@@ -136,7 +139,9 @@ class Page:
         return self.finish(HTMLResponse(html, status_code=status))
 
     def finish(self, response: Response) -> Response:
-        if self.session is not None:
+        if self.signing_out:
+            self.sessions.clear(response, self.request)
+        elif self.session is not None:
             self.sessions.write(response, self.request, self.session)
         if self.remember_language:
             response.set_cookie(LANGUAGE_COOKIE, self.language, max_age=365 * 86400, httponly=True,
@@ -149,6 +154,14 @@ class Page:
     def csrf(self, token: str) -> None:
         if not self.sessions.csrf_ok(self.session, token):
             raise Forbidden(self.t("csrf_failed"))
+
+    def from_own_page(self) -> None:
+        """Refuse a GET that is an action (a download: an ``export`` entry in the person's name) when another
+        origin's page made it. SameSite=Strict keeps the cookie from other sites, not from other origins of the
+        same site (an application on a sibling subdomain), and a download link carries no CSRF token; the
+        browser's Fetch Metadata says where the request came from. A browser without it sends no header."""
+        if self.request.headers.get("sec-fetch-site", "same-origin") not in _OWN_PAGES:
+            raise Forbidden(self.t("download_elsewhere"))
 
 
 class ConsoleRoute(APIRoute):
@@ -261,8 +274,9 @@ async def current_page(request: Request, container: Container = Depends(get_cont
                 return None if is_signed_out(session, sid) else accounts.get_account(session, username)
 
         account = await run_in_threadpool(load)
-        if account is not None and account.active and sessions.credential_matches(data, account.password_hash,
-                                                                                  account.access_generation):
+        # A role this gateway does not know (SQL, another version) ends the session: no scopes to give it
+        if (account is not None and account.active and roles_known(account.roles)
+                and sessions.credential_matches(data, account.password_hash, account.access_generation)):
             page.person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
             page.session = sessions.touched(data, page.now())
         else:

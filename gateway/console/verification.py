@@ -6,6 +6,11 @@ worker thread. The console records it as a ``console.action`` entry (``verify-lo
 hash, where it failed; no personal data) through the gateway's writer, and the panel reads the most recent
 such entry back from the log itself, so every gateway process shows the same last run, across restarts.
 
+Clicks that come while a run is going share that run (:func:`run_shared`): each waiting in a worker thread
+for a run of its own took every worker thread of the process after a few clicks — the gateway answered nobody,
+partner systems included, until those runs were done one after the other. A shared run is awaited without a
+thread; it verifies the log as it was when it started.
+
 Reading it back is one query, newest first, stopping at the first match. The log is append-only and its
 indices are gap-free, so a process remembers how far it has looked and the next look only reads entries
 appended since (no rescan of the whole log when nobody has verified yet).
@@ -13,12 +18,14 @@ appended since (no rescan of the whole log when nobody has verified yet).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fastapi.concurrency import run_in_threadpool
 from pydantic import JsonValue
 from sqlalchemy import func, select
 
@@ -29,7 +36,8 @@ from gateway.container import Container
 
 ACTION = "verify-log"
 _MARKER = f'"action":"{ACTION}"'  # as it appears in an entry's RFC 8785 bytes
-_run_lock = threading.Lock()  # one run at a time per process: a second click waits for the first
+_run_lock = threading.Lock()  # one run at a time per process (the CLI's, a second event loop's)
+_RUNNING = "console.verification.running"  # the container service holding this process's run, while it goes
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,17 @@ def run(container: Container) -> VerifyResult:
     """Verify the live log (blocking: call it in a worker thread)."""
     with _run_lock:
         return verify_database(container.engine, audit_verifier(container.settings), deep=False)
+
+
+async def run_shared(container: Container) -> VerifyResult:
+    """The result of the run going on in this process, or of a new one: a click during a run holds no worker
+    thread and starts no second run. Shielded: a person who leaves the page does not cancel the others' run."""
+    loop = asyncio.get_running_loop()
+    running = container.services.get(_RUNNING)
+    if not isinstance(running, asyncio.Future) or running.done() or running.get_loop() is not loop:
+        running = asyncio.ensure_future(run_in_threadpool(run, container))
+        container.services[_RUNNING] = running
+    return await asyncio.shield(running)
 
 
 def details(result: VerifyResult) -> dict[str, JsonValue]:

@@ -1,4 +1,5 @@
-"""CLI: ``wgs-gateway pseudonyms status|rotate|rekey`` — the pseudonymisation keys and their rotation.
+"""CLI: ``wgs-gateway pseudonyms status|rotate|rekey|remove-retired`` — the pseudonymisation keys and their
+rotation, and the discovery indexes' rows of retired participations.
 
 Rotating is two steps, kept apart so that either can be repeated safely: adding a key version (the new current
 one) to the key store, and moving the discovery index to the current version (``gateway.enrolment.rekey``),
@@ -14,6 +15,10 @@ without ever decrypting anything — each partnership-domain pseudonym is multip
   rotation: it moves whatever an enrolment still in flight when the key file changed wrote under the old
   version.
 * ``status`` shows the key versions (never the secrets), rows per version and how many rows wait for ``rekey``.
+
+``remove-retired`` removes what both discovery indexes hold for participants (or partnerships) the register
+retires (:mod:`gateway.enrolment.retired`), as every gateway start does: for what a process still running on the
+previous register enrolled after the others started on the new one.
 
 The procedure (docs/pseudonyms.md) is therefore ``rotate``, then ``rekey`` for enrolments that were in flight
 during it, then ``status`` until it shows 0 rows not under the current version. Nobody restarts a gateway and no
@@ -41,9 +46,12 @@ from gateway.enrolment.rekey import (
     rotation_entry,
     rows_per_version,
 )
+from gateway.enrolment.retired import IndexKeptChanging, remove_retired
+from gateway.errors import InvalidRegister
 from gateway.pseudonyms.errors import KeyStoreError
 from gateway.pseudonyms.keys import KeyRing
 from gateway.pseudonyms.keystore import FileKeyStore
+from gateway.register.loader import load_register
 from gateway.settings import Settings
 
 pseudonyms_app = typer.Typer(help="Pseudonymisation keys and the discovery index.\n\nTo rotate: `rotate` (running "
@@ -220,3 +228,41 @@ def rekey() -> None:
     ring = _existing_ring(settings, "cannot re-key")  # none: nothing was ever pseudonymised, nothing to create
     log = _audit_log(settings, "cannot re-key")
     _report(settings, _rekey(settings, ring, _pending(settings, ring.current), log, "rekey"))
+
+
+@pseudonyms_app.command("remove-retired")
+def remove_retired_command() -> None:
+    """Remove both discovery indexes' rows of participants and partnerships the register retires.
+
+    Every gateway start does the same; run it once every gateway process runs on the register that retires
+    them. Each batch is written with its `index.retired` audit entry (counts, never a subject) or not at all;
+    running it again is harmless."""
+    settings = Settings()
+    require_database(settings)
+    try:
+        register, _ = load_register(settings.register_file)
+    except InvalidRegister as exc:
+        err.print(f"cannot remove retired participations: {exc.detail}", markup=False, highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(1) from None
+    log = _audit_log(settings, "cannot remove retired participations")
+    engine = existing_engine_for(settings)
+    try:
+        result = remove_retired(make_session_factory(engine), register, log, channel="cli")
+    except AuditError as exc:
+        err.print(f"removal stopped: the audit log could not be written ({type(exc).__name__}); the batch was not "
+                  "removed; run `wgs-gateway pseudonyms remove-retired` again", markup=False, highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(1) from None
+    except IndexKeptChanging as exc:
+        err.print(f"removal stopped: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        log.engine.dispose()
+        engine.dispose()
+    for removal in result.removals:
+        out.print(f"{removal.retirement.organisation} in {removal.retirement.partnership} "
+                  f"({removal.retirement.reason}): {removal.removed} {removal.index} index rows removed",
+                  markup=False, highlight=False, soft_wrap=True)
+    out.print(f"{result.removed} index rows of retired participations removed (register {register.version}).",
+              markup=False, highlight=False, soft_wrap=True)

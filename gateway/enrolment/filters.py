@@ -15,6 +15,8 @@ reference that is an identifier would make the index hold personal data in the c
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +29,7 @@ from audit import AsyncAuditWriter
 from audit.guard import find_personal_data
 from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer
-from gateway.clock import Clock
+from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
 from gateway.enrolment.audited import (
     EntryTrace,
@@ -51,12 +53,15 @@ from gateway.register.model import Register
 class HeldRecords:
     """One participant's enrolled records of a record type, as a fuzzy discovery compares them (in the
     gateway only): the filters (with blocking keys when every record has them) and, per record, what the
-    participant said of it."""
+    participant said of it, its reference (never shown to another participant) and the digest of its row as
+    read (:func:`row_digest`: a match handle resolves only while the row is still the same)."""
 
     dataset: EncodedDataset
     categories: list[frozenset[str]]
     confidential_reason: list[str | None]
     minor: list[bool]
+    refs: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
 
     def permitted(self, categories: set[str]) -> HeldRecords:
         """Only the records of which some category may be asked about: the others cannot make a hit, and
@@ -72,7 +77,8 @@ class HeldRecords:
         keys = self.dataset.block_keys
         return HeldRecords(EncodedDataset(self.dataset.filters[keep], None if keys is None else keys[keep]),
                            [self.categories[i] for i in keep], [self.confidential_reason[i] for i in keep],
-                           [self.minor[i] for i in keep])
+                           [self.minor[i] for i in keep], [self.refs[i] for i in keep],
+                           [self.digests[i] for i in keep])
 
 
 def schema_for(record_type: str, version: int) -> Schema:
@@ -230,8 +236,7 @@ class FilterService:
         rows: dict[str, list[Any]] = {}
         with transaction(self.sessions) as session:
             for row in session.execute(select(
-                    match_filters.c.organisation, match_filters.c.clk, match_filters.c.blocks,
-                    match_filters.c.categories, match_filters.c.confidential_reason, match_filters.c.minor).where(
+                    *_DIGESTED, match_filters.c.organisation, match_filters.c.local_ref).where(
                     match_filters.c.partnership == partnership, match_filters.c.record_type == schema.id,
                     match_filters.c.schema_version == schema.version,
                     match_filters.c.organisation.in_(organisations)).order_by(
@@ -249,4 +254,30 @@ def _held(rows: list[Any], schema: Schema) -> HeldRecords:
         keys = keys.astype(np.uint64)
     return HeldRecords(EncodedDataset(filters.astype(np.uint64), keys),
                        [frozenset(row.categories) for row in rows], [row.confidential_reason for row in rows],
-                       [bool(row.minor) for row in rows])
+                       [bool(row.minor) for row in rows], [row.local_ref for row in rows],
+                       [row_digest(row) for row in rows])
+
+
+_DIGESTED = (match_filters.c.schema_version, match_filters.c.clk, match_filters.c.blocks, match_filters.c.categories,
+             match_filters.c.confidential, match_filters.c.confidential_reason, match_filters.c.minor,
+             match_filters.c.updated_at)
+
+
+def row_digest(row: Any) -> str:
+    """SHA-256 of an enrolled record's row (the ``_DIGESTED`` columns) as the database returns it: the same
+    for a row that was not touched, another once the holder re-enrolled the reference (a new filter, other
+    categories or grounds, a later ``updated_at``) — so a match handle stops resolving when the record it
+    matched is no longer the one enrolled."""
+    text = json.dumps([row.schema_version, bytes(row.clk).hex(), bytes(row.blocks).hex(), sorted(row.categories),
+                       bool(row.confidential), row.confidential_reason, bool(row.minor),
+                       as_utc(row.updated_at).timestamp()], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def current_digest(session: Session, partnership: str, organisation: str, record_type: str,
+                   local_ref: str) -> str | None:
+    """:func:`row_digest` of ``organisation``'s record enrolled under ``local_ref`` now; None when withdrawn."""
+    row = session.execute(select(*_DIGESTED).where(
+        match_filters.c.partnership == partnership, match_filters.c.organisation == organisation,
+        match_filters.c.record_type == record_type, match_filters.c.local_ref == local_ref)).one_or_none()
+    return None if row is None else row_digest(row)

@@ -44,7 +44,10 @@ from gateway.pseudonyms.keys import Domain, KeyRing
 from gateway.pseudonyms.pep import Pseudonym
 from gateway.pseudonyms.rotation import rekey_pseudonyms
 
-__all__ = ["IndexKeptMoving", "RekeyResult", "pending_rows", "rekey_index", "rotation_entry", "rows_per_version"]
+__all__ = [
+    "AuditAppender", "IndexKeptMoving", "RekeyResult", "pending_rows", "rekey_index", "rotation_entry",
+    "rows_per_version",
+]
 
 BATCH = 1000
 ATTEMPTS = 5

@@ -1,23 +1,31 @@
 """Wiring of the pseudonym service: the key store (a file under the key directory by default; the
 ``KeyStore`` protocol admits others), the transcryptor, and the exchange's link to it; and of the fuzzy
 discovery index (match filters) beside it. Both indexes log their
-enrolments through the audit writer."""
+enrolments through the audit writer; what they hold for a retired participation is removed at every start
+(:func:`remove_retired_at_start`)."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import structlog
 
 from gateway.auditing.setup import audit_services
 from gateway.container import Container
 from gateway.enrolment.filters import FilterService
 from gateway.enrolment.quota import DailyPseudonymQuota
+from gateway.enrolment.retired import remove_retired
 from gateway.enrolment.service import PseudonymService
 from gateway.exchange.fuzzy import FuzzyDiscovery
+from gateway.exchange.match_handles import MatchHandles
 from gateway.exchange.setup import exchange_service
 from gateway.pseudonyms.following import FollowedTranscryptor
 from gateway.pseudonyms.keystore import FileKeyStore
 from gateway.register.setup import register_service
+
+log = structlog.get_logger("gateway.enrolment")
 
 
 def pseudonym_keystore(container: Container) -> FileKeyStore:
@@ -47,10 +55,15 @@ def pseudonym_service(container: Container) -> PseudonymService:
 
 
 def install_filters(container: Container) -> FuzzyDiscovery:
-    """The fuzzy discovery index and fuzzy discovery itself (after the exchange: it decides and logs with it)."""
+    """The fuzzy discovery index, fuzzy discovery itself (after the exchange: it decides and logs with it) and
+    the match handles of its hits, which the exchange resolves when a follow-up cites one."""
     filters = FilterService(sessions=container.sessions, clock=container.clock,
                             register=register_service(container).current(), writer=audit_services(container).writer)
-    fuzzy = FuzzyDiscovery(exchange_service(container), filters)
+    handles = MatchHandles(container.sessions, container.clock,
+                           timedelta(seconds=container.settings.match_handle_ttl_seconds))
+    exchange = exchange_service(container)
+    exchange.deps.match_handles = handles  # follow-up exchanges resolve the handles fuzzy discovery issues
+    fuzzy = FuzzyDiscovery(exchange, filters, handles)
     container.services["filters"] = filters
     container.services["fuzzy_discovery"] = fuzzy
     return fuzzy
@@ -62,3 +75,24 @@ def filter_service(container: Container) -> FilterService:
 
 def fuzzy_discovery(container: Container) -> FuzzyDiscovery:
     return container.service("fuzzy_discovery", FuzzyDiscovery)
+
+
+def remove_retired_at_start(container: Container) -> None:
+    """Remove the index rows of every participation the register in force retires (:mod:`gateway.enrolment.
+    retired`), before the gateway answers anything.
+
+    The register changes only when a process starts with a new file, so start-up is when a retirement takes
+    effect; with nothing to remove this is a few indexed look-ups. Run before the audit writer starts, each batch
+    is appended by the log itself, as the register change is (``record_register_change``). A failure does not
+    stop the start: each batch was written with its entry or not at all, the rows left are denied to discovery
+    by the policy (``holder-retired``, ``partnership-retired``) and unreachable for enrolment, and the next start
+    or ``wgs-gateway pseudonyms remove-retired`` finishes the removal. It is logged by its kind only."""
+    try:
+        result = remove_retired(container.sessions, register_service(container).current(),
+                                audit_services(container).log, channel="start-up")
+    except Exception as exc:
+        log.error("retired_index_rows_not_removed", error_type=type(exc).__name__)
+        return
+    if result.removed:
+        log.info("retired_index_rows_removed", rows=result.removed,
+                 participations=len({removal.retirement for removal in result.removals}))

@@ -65,3 +65,26 @@ match_filters = Table(
 number, under its own reference, with what the pseudonym index keeps about a subject (categories, confidential,
 minor). The gateway compares requesters' filters with them and answers hit/no-hit; it cannot read them (the CLK
 secret is the partnership's), and neither scores nor references ever leave it."""
+
+
+match_handles = Table(
+    "match_handles",
+    metadata,
+    Column("handle_sha256", String(64), primary_key=True),  # SHA-256 of the handle; the handle itself is not kept
+    Column("discovery_id", String(36), nullable=False),
+    Column("requester_org", String(64), nullable=False),
+    Column("requester_system", String(64), nullable=False),
+    Column("partnership", String(64), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("holder", String(64), nullable=False),  # the organisation whose record matched
+    Column("record_type", String(32), nullable=False),
+    Column("local_ref", String(128), nullable=False),  # the holder's reference of the record; never shown to others
+    Column("filter_sha256", String(64), nullable=False),  # the record's enrolled row as it matched
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_match_handles_expires_at", "expires_at"),
+)
+"""Match handles of fuzzy discovery hits (migration 0025): per (holder, subject) hit, what a follow-up exchange
+citing the handle needs — who may cite it (the requesting system, for the same partnership and purpose), whose
+record it is about and how that record looked when it matched (a record withdrawn or re-enrolled since no
+longer resolves). Only the handle's hash is stored, so the table cannot be read back into usable handles.
+Expired rows are removed when new handles are stored (``gateway.exchange.match_handles``)."""

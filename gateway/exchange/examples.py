@@ -41,6 +41,16 @@ EXCHANGE_REQUESTS: dict[str, Example] = {
                   "categories": ["company_registration", "directorships"],
                   "provide": [{"subject": "subj-0b1c2d3e4f5a6b7c8d9e0f1a", "category": "tax_compliance",
                                "fields": {"dissolution_grounds": "BW 2:19a", "missing_returns": ["2023", "2024"]}}]}},
+    "match-handle": {
+        "summary": "Follow a fuzzy discovery hit up: the police's record behind the hit, by its match handle",
+        "description": "A subject's `ref` may be a match handle from `POST /v1/discovery/fuzzy` (a hit's "
+                       "`match_handles` entry). The request is then about match handles only, of one holder, and "
+                       "goes to that holder alone (`holders` left out or naming it); the holder is asked about its "
+                       "own record, and the records come back about the handle. A handle works only for the "
+                       "system that got it, for the same partnership and purpose, until it expires and while the "
+                       "holder keeps the record enrolled as it matched; otherwise 422.",
+        "value": _BIBOB | {"subjects": [{"ref": "match:q5Tb2Jm0oXw8c3Vn1yFZk9Lr7aSdPe4GuHi6Cj0KvQs"}],
+                           "categories": ["police_incidents"], "holders": ["politie"]}},
 }
 
 EXCHANGE_RESULT: dict[str, Any] = {
@@ -107,6 +117,14 @@ def shared_problems(path: str) -> dict[int | str, dict[str, Any]]:
                {"unknown_partnership": problem(422, "unprocessable", "Unprocessable request",
                                                "unknown partnership `riec-amsterdam` (register 2026.11.1)",
                                                instance=path)})
+    if path == "/v1/exchanges":
+        refused["match_handle_refused"] = problem(
+            422, "unprocessable", "Unprocessable request", "subject 0: not a match handle of yours for this "
+            "partnership and purpose, or expired; run the fuzzy discovery again", instance=path)
+        refused["match_handle_withdrawn"] = problem(
+            422, "unprocessable", "Unprocessable request", "subject 0: the holder has withdrawn or re-enrolled the "
+            "matched record since the discovery, so its match handle no longer resolves; run the fuzzy discovery "
+            "again", instance=path)
     return {
         422: {"content": problem_examples(
             invalid=problem(422, "validation-error", "Request validation failed",

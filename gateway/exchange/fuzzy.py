@@ -13,9 +13,11 @@ work is ``POST /v1/discovery``'s, with the filter index where the pseudonym inde
 4. per allowed target: its records of the record type in a permitted category are compared with the subjects
    (``gateway.matching.lookup``: blocking, Dice at the schema's threshold, 1-to-1); a matched record it keeps
    confidential, or a minor where the purpose allows none, is its refusal, as in the pseudonym index;
-5. the hit/no-hit disclosures and refusals are logged (counts of subjects hit, never which record), then the
-   answer goes out: per target an outcome and per subject hit/no-hit. No score, no holder reference, no
-   position of a holder's record ever leaves the gateway.
+5. the hit/no-hit disclosures and refusals are logged (counts of subjects hit, never which record, and the
+   SHA-256 of each hit's match handle), with the handles stored in the same commit, then the answer goes out:
+   per target an outcome, per subject hit/no-hit and per hit a match handle (:mod:`gateway.exchange.
+   match_handles`), which a follow-up exchange cites to ask that holder about that record. No score, no holder
+   reference, no position of a holder's record ever leaves the gateway.
 
 The subjects have no pseudonym, so the log names none: it carries how many were asked and how many hit.
 """
@@ -36,6 +38,8 @@ from gateway.client.models import Receipt as ReceiptView
 from gateway.enrolment.filters import FilterService, HeldRecords, encoded, schema_for
 from gateway.enrolment.service import IndexHolding
 from gateway.errors import ServiceUnavailable, Unprocessable
+from gateway.exchange.match_handles import Issued, MatchHandles, handle_digest
+from gateway.exchange.repository import only_if
 from gateway.exchange.service import (
     ExchangeService,
     Trace,
@@ -66,36 +70,39 @@ def _as_discovery(body: FuzzyDiscoveryRequest) -> DiscoveryRequest:
 
 
 def _matched(subjects: EncodedDataset, held: HeldRecords | None, permitted: set[str],
-             threshold: float) -> tuple[list[bool], IndexHolding | None]:
-    """Per subject whether a record of the holder in a permitted category matched it, and what the matched
-    records say of the holder's grounds to refuse (None when nothing matched).
+             threshold: float) -> tuple[list[tuple[str, str] | None], IndexHolding | None]:
+    """Per subject the record of the holder in a permitted category that matched it (its reference and row
+    digest, for the hit's match handle; None for a no-hit), and what the matched records say of the holder's
+    grounds to refuse (None when nothing matched).
 
     The grounds are read from every record with grounds that matches a subject, not only from the records the
     1-to-1 solver paired: a holder that keeps a person twice, once confidential, refuses about that person
     even when the requester's spelling happens to be closer to the other record."""
     if held is None:
-        return [False] * len(subjects), None
+        return [None] * len(subjects), None
     usable = held.permitted(permitted)
     pairs = matches(subjects, usable.dataset, threshold)
     grounds = usable.with_grounds()
     refusing = matches(subjects, usable.subset(grounds).dataset, threshold) if grounds and pairs else {}
     records = set(pairs.values()) | {grounds[r] for r in refusing.values()}
     if not records:
-        return [False] * len(subjects), None
+        return [None] * len(subjects), None
     reasons = {usable.confidential_reason[r] for r in records} - {None}
     holding = IndexHolding(categories=frozenset().union(*(usable.categories[r] for r in records)),
                            confidential_reason=min(r for r in reasons if r is not None) if reasons else None,
                            minor=any(usable.minor[r] for r in records))
-    return [n in pairs for n in range(len(subjects))], holding
+    return [(usable.refs[pairs[n]], usable.digests[pairs[n]]) if n in pairs else None
+            for n in range(len(subjects))], holding
 
 
 class FuzzyDiscovery:
     """Fuzzy discovery on top of the exchange service's decision, log and receipt (the hot exchange path is
     not involved)."""
 
-    def __init__(self, exchange: ExchangeService, filters: FilterService) -> None:
+    def __init__(self, exchange: ExchangeService, filters: FilterService, handles: MatchHandles) -> None:
         self.exchange = exchange
         self.filters = filters
+        self.handles = handles
 
     async def discover(self, principal: Principal, body: FuzzyDiscoveryRequest, trace: Trace) -> FuzzyDiscoveryResult:
         discovery_id = new_id()
@@ -141,30 +148,49 @@ class FuzzyDiscovery:
         allowed = [t.organisation for t, d in zip(targets, decisions, strict=True) if d.allow]
         held = await self._held(body.partnership, schema, allowed) if allowed else {}
         minors_allowed = service._minors_allowed(stand_in)
+        issued: list[Issued] = []
+
+        def handles_for(organisation: str, matched: list[tuple[str, str] | None]) -> list[str | None]:
+            """A new match handle per hit at ``organisation`` (kept in ``issued``), None per no-hit."""
+            handles: list[str | None] = []
+            for record in matched:
+                handle = None if record is None else self.handles.issue(
+                    principal, discovery_id, body.partnership, body.purpose, organisation, schema.id, *record)
+                if handle is not None:
+                    issued.append(handle)
+                handles.append(None if handle is None else handle.handle)
+            return handles
 
         def answer(organisation: str, decision: Decision) -> tuple[FuzzyTarget, dict[str, Any] | None]:
             reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
             if not decision.allow:
                 return FuzzyTarget(holder=organisation, reasons=reasons,
                                    outcome="escalated" if decision.escalate else "denied"), None
-            hits, holding = _matched(subjects, held.get(organisation), set(decision.permitted_categories),
-                                     schema.threshold)
+            matched, holding = _matched(subjects, held.get(organisation), set(decision.permitted_categories),
+                                        schema.threshold)
             refusal = _index_refusal(holding, minors_allowed)
             if refusal is not None:
                 code = _refusal_code(refusal, organisation)
                 return (FuzzyTarget(holder=organisation, outcome="refused-by-holder",
                                     reasons=[_refusal_reason(code)]), _refusal_event(organisation, decision, code))
+            hits = [record is not None for record in matched]
+            handles = handles_for(organisation, matched)
             target = FuzzyTarget(holder=organisation, outcome="hit" if any(hits) else "no-hit",
-                                 subjects=["hit" if hit else "no-hit" for hit in hits])
+                                 subjects=["hit" if hit else "no-hit" for hit in hits], match_handles=handles)
+            extra: dict[str, Any] = {"hit_only": True, "outcome": target.outcome, "fuzzy": True,
+                                     "subjects_hit": sum(hits)}
+            if any(hits):  # what links a follow-up exchange (its subjects are logged by these hashes) to this
+                extra["match_handles"] = sorted(handle_digest(h) for h in handles if h is not None)
             return target, {"event_type": EventType.DISCLOSURE, "holder": organisation, "categories": (),
-                            "extra": {"hit_only": True, "outcome": target.outcome, "fuzzy": True,
-                                      "subjects_hit": sum(hits)}}
+                            "extra": extra}
 
         def compare() -> list[tuple[FuzzyTarget, dict[str, Any] | None]]:  # NumPy/numba work: off the loop
             return [answer(t.organisation, d) for t, d in zip(targets, decisions, strict=True)]
 
         answers = await asyncio.to_thread(compare)
-        receipts += await service._record([AuditEvent(**base | event) for _, event in answers if event is not None])
+        # The handles are stored in the commit that logs the disclosures: none is valid without its entry.
+        receipts += await service._record([AuditEvent(**base | event) for _, event in answers if event is not None],
+                                          only_if(self.handles.stored(issued)) if issued else None)
         log.info("fuzzy_discovery_answered", discovery_id=discovery_id, subjects=len(body.subjects),
                  outcomes=[a.outcome for a, _ in answers])
         return FuzzyDiscoveryResult(

@@ -80,6 +80,7 @@ from gateway.errors import (
     Unprocessable,
 )
 from gateway.exchange import repository
+from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
 from gateway.exchange.sealing import RecordSealer
 from gateway.ids import new_id
 from gateway.policy.engine import PolicyEngine
@@ -191,6 +192,7 @@ class ExchangeDeps:
     escalations: EscalationDesk | None = None  # set when the escalation workflow is installed
     pseudonyms: SubjectTranslator | None = None  # set when the pseudonym service is installed
     require_pseudonyms: bool = False  # refuse opaque references once every partner has enrolled
+    match_handles: MatchHandles | None = None  # set when fuzzy discovery is installed: follow-ups cite its handles
 
 
 @dataclass
@@ -494,6 +496,7 @@ class ExchangeService:
         self._latest_checkpoint: tuple[str, float] | None = None
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
+        self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
         # Giving a request's rule-6 count back is a write outside the audit writer's transactions: on SQLite it
         # queues with them on the file's writer lock instead of sleeping in SQLite's busy handler (1, 2, 5, 10 ms).
@@ -645,6 +648,7 @@ class ExchangeService:
             raise
         finally:
             self._logged_ahead.discard(exchange_id)
+            self._matched.pop(exchange_id, None)
             await self._rerun_ended(exchange_id)
             await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
 
@@ -754,10 +758,13 @@ class ExchangeService:
         _known_categories(register, body.categories, "requested categories")
         # the policy would remove them anyway; each costs its evaluation, past the RVM's limit
         _known_categories(register, [r.category for r in body.provide], "provided records of categories")
+        matched = await self._resolved(principal, body)
+        if matched is not None:  # the subjects are match handles: their holder's records (until the attempt ends)
+            self._matched[exchange_id] = matched
         grant = await self._grant(principal, body)
         if grant is not None:  # reserved for this attempt until it ends, however it ends (``exchange``)
             self._rerun_grants[exchange_id] = grant
-        targets = _targets(register, body, body.holders, principal.organisation)
+        targets = _targets(register, body, [matched.holder] if matched else body.holders, principal.organisation)
         if grant is not None:  # a re-run asks only the holder the decision is about
             targets = [t for t in targets if t.organisation == grant.holder]
             if not targets:
@@ -765,7 +772,8 @@ class ExchangeService:
                                     "does not ask")
         base = _audit_base(principal, body, trace, exchange_id, register)
         subjects = [s.ref for s in body.subjects]
-        logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
+        logged = (matched.logged if matched else
+                  await self._translated(self._logged, subjects, principal, body.partnership, subjects))
         day = self._day(principal, body.purpose)
         today = await self._requests_today(day)
         try:
@@ -901,8 +909,8 @@ class ExchangeService:
     def _pseudonymous(self, subjects: list[str]) -> bool:
         """Subjects are the requester's own pseudonyms (translated per holder) or, for partners that have not
         enrolled yet, opaque references passed through as they are. One request never mixes the two."""
-        if self.deps.pseudonyms is None:
-            return False
+        if self.deps.pseudonyms is None or (subjects and all(is_match_handle(s) for s in subjects)):
+            return False  # match handles are resolved by ``_resolved``, neither pseudonyms nor references
         kinds = set()
         for position, subject in enumerate(subjects):
             pseudonym = is_pseudonym(subject)
@@ -950,6 +958,15 @@ class ExchangeService:
         mapped = (self.deps.pseudonyms.related_for_requester(values, partnership, holder, principal.organisation)
                   if values else {})
         return [r.model_copy(update={"fields": _mapped(r.fields, mapped)}) for r in records]
+
+    async def _resolved(self, principal: Principal, body: ExchangeRequest) -> Matched | None:
+        """What the request's match handles resolve to (:mod:`gateway.exchange.match_handles`); None when its
+        subjects are none (checked here, so an ordinary request does not hop to a thread for it)."""
+        if not any(is_match_handle(s.ref) for s in body.subjects):
+            return None
+        if self.deps.match_handles is None:
+            raise Unprocessable("match handles cannot be cited: fuzzy discovery is not installed")
+        return await asyncio.to_thread(self.deps.match_handles.resolve, principal, body)
 
     async def _grant(self, principal: Principal, body: ExchangeRequest) -> RerunGrant | None:
         if body.escalation_decision is None:
@@ -1030,8 +1047,9 @@ class ExchangeService:
             return outcome, [_unavailable(outcome, decision, "holder-not-connected",
                                           f"no connector is configured for `{target.system or target.organisation}`")]
         logged = logged or {s: s for s in subjects}
-        theirs = await self._translated(self._for_holder, subjects, principal, body.partnership, target.organisation,
-                                        subjects)
+        matched = self._matched.get(exchange_id)
+        theirs = matched.for_holder() if matched else await self._translated(
+            self._for_holder, subjects, principal, body.partnership, target.organisation, subjects)
         forward = {mine: holders for holders, mine in theirs.items()}
         try:
             if decision.hit_only:
@@ -1070,6 +1088,8 @@ class ExchangeService:
         if kept and self.deps.pseudonyms is not None and self._pseudonymous(subjects):
             kept = await asyncio.to_thread(self._related_for_requester, principal, body.partnership,
                                            target.organisation, kept)
+        if matched is not None:  # the holder's reference of a matched record never reaches the requester
+            kept = matched.scrubbed(kept)
         dropped = len(answer.records) - len(kept)
         if dropped:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
@@ -1148,6 +1168,8 @@ class ExchangeService:
         targets = _targets(register, body, "all", principal.organisation)
         base = _audit_base(principal, body, trace, discovery_id, register)
         subjects = [s.ref for s in body.subjects]
+        if any(is_match_handle(s) for s in subjects):  # a handle is cited in an exchange, never asked about
+            raise Unprocessable("match handles are for exchanges (`POST /v1/exchanges`), not for discovery")
         logged = await self._translated(self._logged, subjects, principal, body.partnership, subjects)
         indexed = None
         if self.deps.pseudonyms is not None and self._pseudonymous(subjects):  # the index answers, not holders

@@ -571,3 +571,15 @@ def test_the_console_shows_gateway_wide_entries_to_the_officers_they_concern(con
     assert changes <= seen
     assert not sign_ins & seen
     assert console.get(f"/console/audit/entries/{min(sign_ins)}").status_code == 404
+
+
+def test_the_statistics_export_entry_says_which_period_was_exported(console: TestClient,
+                                                                   container: Container) -> None:
+    """An export's entry says what left the gateway: the period is as much a part of that as the partnership
+    (the legal-gap export records every filter; this one left the dates out)."""
+    sign_in(console, "po-gemeente")
+    download = console.get("/console/statistics.csv?purpose=bibob-integrity-check&since=2026-11-01&until=2026-12-01")
+    assert download.status_code == 200
+    [export] = [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
+    assert export["extra"] == {"action": "export", "channel": "console", "export": "statistics.csv", "rows": 1,
+                               "purpose": "bibob-integrity-check", "since": "2026-11-01", "until": "2026-12-01"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -31,7 +33,7 @@ from gateway.console.signins import summarise_ended
 from gateway.container import Container
 from gateway.db.engine import transaction
 from tests.console.support import PASSWORD, csrf_of, seed_entries
-from tests.console.test_console import IDLE, account, entry_indices, sign_in
+from tests.console.test_console import IDLE, account, console_actions, entry_indices, sign_in
 from tests.console.test_escalations import open_riec_case
 from tests.console.test_escalations import sign_in as escalation_sign_in
 
@@ -367,3 +369,99 @@ def test_a_session_ended_by_disabling_the_account_stays_ended_once_it_is_enabled
     console.cookies.clear()
     sign_in(console, "po-gemeente")
     assert console.get("/console/audit").status_code == 200
+
+
+def test_a_sign_out_that_fails_midway_still_signs_the_browser_out(console: TestClient,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person on a shared workstation who clicks "Sign out" and gets an error page must not leave a working
+    session behind. When the database could not record the sign-out, the error page used to send the session
+    cookie back refreshed: the next person at that browser was still signed in as the officer."""
+    from sqlalchemy.exc import OperationalError
+
+    from gateway.console import sessions as session_module
+
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get("/console/audit").text)
+
+    def outage(*_: object, **__: object) -> None:
+        raise OperationalError("INSERT INTO console_sign_outs", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(session_module, "record_sign_out", outage)
+    quiet = TestClient(console.app, raise_server_exceptions=False, cookies=console.cookies)
+    failed = quiet.post("/console/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert failed.status_code == 503
+    assert "Something went wrong" in failed.text
+    assert "Signed in as" not in failed.text
+    assert quiet.cookies.get(COOKIE) is None, "the browser keeps the session"
+    after = quiet.get("/console/audit", follow_redirects=False)
+    assert after.status_code == 303
+    assert after.headers["location"].startswith("/console/login")
+
+
+def test_clicks_on_verify_during_a_run_share_it_and_hold_no_worker_threads(console: TestClient,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Verify the log now" recomputes the whole log. Every click that came while a run was going waited for a
+    worker thread of its own, then ran the whole verification again: a few impatient clicks (or one officer's
+    script) took every worker thread of the process, and the gateway answered nobody — partner systems' exchanges
+    included — until all those runs were done, one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import anyio.to_thread
+
+    from gateway.console import verification
+
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get("/console/audit").text)
+    real, runs = verification.verify_database, []
+    started, release = threading.Event(), threading.Event()
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        runs.append(1)
+        started.set()
+        assert release.wait(20)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verification, "verify_database", slow)
+    workers = 3
+
+    def limit_threads() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = workers
+
+    console.portal.call(limit_threads)  # type: ignore[union-attr]
+    with ThreadPoolExecutor(max_workers=workers + 1) as pool:
+        clicks = [pool.submit(console.post, "/console/audit/verify", data={"csrf_token": token},
+                              follow_redirects=False) for _ in range(workers)]
+        assert started.wait(10)
+        time.sleep(0.5)  # the other clicks arrive while the first run goes on
+        page = pool.submit(console.get, "/console/register")
+        try:
+            answered = page.result(timeout=5).status_code
+        except TimeoutError:
+            answered = None
+        finally:
+            release.set()
+        assert [click.result(timeout=20).status_code for click in clicks] == [303] * workers
+    assert answered == 200, "a page asked for during the run waited for a worker thread"
+    assert len(runs) == 1, "each click ran the whole verification again"
+
+
+@pytest.mark.parametrize("export", ["/console/statistics.csv", "/console/legal-gaps.csv"])
+def test_a_download_another_origin_starts_is_refused_and_writes_no_entry(console: TestClient, container: Container,
+                                                                         export: str) -> None:
+    """A download is an action: it writes an ``export`` entry in the officer's name. SameSite=Strict keeps
+    the session cookie from other sites, not from other origins of the same site (another application on a
+    sibling subdomain): its page could make the officer's browser fetch the CSV (an image, a script, a
+    redirect) and so write exports the officer never made into the accountability log. The browser says
+    where a request comes from (Fetch Metadata); downloads are taken from the console's own pages only."""
+    sign_in(console, "cpo-riec")  # reads statistics and works cases
+    for site in ("same-site", "cross-site"):
+        refused = console.get(export, headers={"Sec-Fetch-Site": site, "Sec-Fetch-Dest": "image"})
+        assert refused.status_code == 403, site
+        assert "text/csv" not in refused.headers["content-type"]
+    assert not [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
+    for headers in ({"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}, {"Sec-Fetch-Site": "none"},
+                    {}):  # the console's link, typed in the address bar, a browser without Fetch Metadata
+        assert console.get(export, headers=headers).headers["content-type"].startswith("text/csv"), headers
+    exports = [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
+    assert len(exports) == 3
+

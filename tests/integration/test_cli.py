@@ -1136,28 +1136,48 @@ def test_an_access_change_that_cannot_be_audited_is_not_made(data_dir: Path) -> 
 def test_clients_add_racing_a_disable_leaves_the_client_disabled(data_dir: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """`clients disable` committing between the moment `clients add` read the client (active) and its write: the
-    add must not write the state it read back, which enabled the client again with no audit entry."""
-    from gateway.auth import clients
-    from gateway.auth.access_changes import set_active
+    add must not write the state it read back, which enabled the client again with no audit entry.
+
+    The re-key's write (and the state it checks) is made in the audit log's transaction, under the log's write
+    lock that `clients disable` takes too; the disable commits after the add's first read, before that."""
+    from gateway.auth import access_changes
     from gateway.db.engine import existing_engine_for
     from gateway.settings import Settings
 
     assert runner.invoke(app, ["keys", "init"]).exit_code == 0
     assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
-    read_then_disabled = clients._active_after
+    audited = access_changes._audited
 
-    def disabled_meanwhile(session: Any, system_id: str, keep_disabled: bool) -> bool:
-        active = read_then_disabled(session, system_id, keep_disabled)
+    def disabled_meanwhile(*args: Any) -> None:
+        monkeypatch.setattr(access_changes, "_audited", audited)  # the disable's own entry: as it is
         engine = existing_engine_for(Settings())  # the operator's `clients disable`, in another process
         try:
-            assert set_active(Settings(), engine, "client", system_id, False).changed
+            assert access_changes.set_active(Settings(), engine, "client", "kvk-handelsregister", False).changed
         finally:
             engine.dispose()
-        return active
+        audited(*args)
 
-    monkeypatch.setattr(clients, "_active_after", disabled_meanwhile)
+    monkeypatch.setattr(access_changes, "_audited", disabled_meanwhile)
     raced = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
     assert raced.exit_code == 1, raced.output
     assert "shown once" not in raced.output  # no secret for a registration that did not happen
     assert _client_active("kvk-handelsregister") is False
     assert [entry["extra"]["action"] for entry in _access_entries()] == ["client-disabled"]
+
+
+def test_clients_add_on_an_existing_client_is_an_audited_re_key(data_dir: Path) -> None:
+    """A new key or secret for a registered client (after a leak) ends its earlier tokens, and is on record; a
+    new client's registration is no entry. Without the checkpoint key the re-key is refused, and nothing changes."""
+    added = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    assert added.exit_code == 0, added.output
+    refused = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    assert refused.exit_code == 1  # no audit key yet: the re-key cannot be audited, so it is not made
+    assert "shown once" not in refused.output
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    rekeyed = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    assert rekeyed.exit_code == 0, rekeyed.output
+    assert "tokens it got before are refused" in rekeyed.output
+    assert "shown once" in rekeyed.output
+    [entry] = _access_entries()
+    assert entry["extra"] == {"action": "client-rekeyed", "channel": "cli", "client": "kvk-handelsregister",
+                              "key_generation": 1}

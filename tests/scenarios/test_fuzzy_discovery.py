@@ -132,7 +132,8 @@ def test_the_answer_and_the_log_carry_no_score_filter_or_reference(stack: Stack,
         assert not any(s["clk"] in text for s in body["subjects"])
         assert "score" not in text
         assert "similarity" not in text
-    assert all(set(t) == {"holder", "outcome", "subjects", "reasons"} for t in answer.json()["targets"])
+    fields = {"holder", "outcome", "subjects", "match_handles", "reasons"}  # a handle per hit: opaque, no reference
+    assert all(set(t) == fields for t in answer.json()["targets"])
     kinds = [e["event_type"] for e in logged]
     assert kinds[0] == "discovery.queried"
     assert "policy.decided" in kinds

@@ -59,3 +59,23 @@ def test_no_formula_starts_in_a_cell_of_a_semicolon_locale(payload: str) -> None
 @pytest.mark.parametrize("text", ["Wet Bibob; artikel 9", "line one\nline two", "a;b", "10; 20"])
 def test_separators_and_line_breaks_without_a_formula_stay_as_they_are(text: str) -> None:
     assert safe_cell(text) == text
+
+
+# LibreOffice's text import splits a .csv on tabs too (Tab is among its default separators, beside comma and
+# semicolon), and the csv module does not quote a cell for a tab in it: ``Wet Bibob<TAB>=cmd`` is written as
+# it is, and read there as two cells, the second a formula.
+_TAB_PAYLOADS = ["x\t=cmd|' /C calc'!A0", "x\t @SUM(1+1)", 'x\t"=1+1"', "x\t\t+1+1", "first\t-2+3\tlast"]
+
+
+@pytest.mark.parametrize("payload", _TAB_PAYLOADS)
+def test_no_formula_starts_in_a_cell_of_a_tab_separated_reading(payload: str) -> None:
+    out = io.StringIO()
+    SpreadsheetWriter(out).writerow(["gap-1", "riec", payload, "note"])
+    for cell in [cell for row in csv.reader(io.StringIO(out.getvalue()), delimiter="\t") for cell in row]:
+        assert not cell.lstrip(' \r\n"').startswith(("=", "+", "-", "@")), (payload, cell)
+    [row] = list(csv.reader(io.StringIO(out.getvalue())))
+    assert row[2].replace("'", "") == payload.replace("'", "")
+
+
+def test_a_tab_without_a_formula_stays_as_it_is() -> None:
+    assert safe_cell("Wet Bibob\tartikel 9") == "Wet Bibob\tartikel 9"

@@ -128,7 +128,7 @@ def test_every_event_type_has_a_stable_dotted_name() -> None:
     assert {t.value for t in EventType} == {
         "exchange.requested", "policy.decided", "disclosure", "holder.refused", "holder.unavailable",
         "discovery.queried", "escalation.step", "console.action", "register.changed", "auth.rejected",
-        "anomaly.flagged", "request.failed", "index.enrolment", "index.rekeyed",
+        "anomaly.flagged", "request.failed", "index.enrolment", "index.rekeyed", "index.retired",
     }
 
 

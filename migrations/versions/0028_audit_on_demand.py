@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0025_audit_on_demand"
-down_revision = "0024_account_access_generation"
+revision = "0028_audit_on_demand"
+down_revision = "0027_login_failure_sources"
 branch_labels = None
 depends_on = None
 

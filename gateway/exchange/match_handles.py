@@ -1,0 +1,193 @@
+"""Match handles: the follow-up from a fuzzy discovery hit to the holder's record, without its reference.
+
+A fuzzy discovery (:mod:`gateway.exchange.fuzzy`) answers hit/no-hit; a requester that got a hit needs to ask
+that holder, formally and purpose-bound, for the data of *that* record — and may learn neither the holder's
+reference of it nor how close the match was. So each (holder, subject) hit carries a **match handle**:
+``match:`` and 32 random bytes (base64url), handed out once, in that answer. The gateway keeps only the
+handle's SHA-256 (table ``match_handles``) with what it is bound to:
+
+* the requesting system (and its organisation), the partnership and the purpose of the discovery;
+* the holder whose record matched, the record's type and the holder's own reference of it, and the digest of
+  the enrolled row as it matched (:func:`gateway.enrolment.filters.row_digest`);
+* the discovery's id, and when it expires (``WGS_MATCH_HANDLE_TTL_SECONDS``, 24 h by default).
+
+``POST /v1/exchanges`` takes a handle as a subject's ``ref`` (:meth:`MatchHandles.resolve`). Such a request is
+about handles only, of one holder, and goes to that holder only; its handles must be the caller's own, for
+the request's partnership and purpose, and not expired — a handle that is not (unknown, tampered with,
+another system's, another partnership's or purpose's, expired) gets one and the same 422, which tells nobody
+whether it exists for someone else. The holder is then asked, through the ordinary pipeline (policy,
+write-ahead, minimisation, receipts), about its own reference: what it enrolled the record under, and what a
+holder answers for (as an opaque reference, ``connectors.store.PartnerStore.resolve``). The records come back
+about the handle; the holder's reference goes no further than the holder and this table. A record the
+holder withdrew or re-enrolled since the discovery no longer resolves (422: run the discovery again).
+
+In the audit log the follow-up's subject is ``match:<discovery id>:<handle's SHA-256>`` — in the request's
+entry and in each disclosure — and the discovery's disclosure entry for the holder lists the SHA-256 of the
+handles it issued: a privacy officer links the two without any personal data, or the handle, in the log.
+Expired rows are removed whenever new handles are stored (as used client assertions are).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from connectors.protocol import HolderRecord
+from gateway.auth.principal import Principal
+from gateway.client.models import ExchangeRequest
+from gateway.clock import Clock, as_utc
+from gateway.db.engine import transaction
+from gateway.enrolment.filters import current_digest
+from gateway.enrolment.tables import match_handles
+from gateway.errors import Unprocessable
+
+log = structlog.get_logger("gateway.exchange.match_handles")
+
+HANDLE_PREFIX = "match:"
+"""What a match handle starts with: a subject ``ref`` that starts so is taken for one (never for a reference)."""
+_HANDLE = re.compile(r"match:[A-Za-z0-9_-]{43}")
+_NOT_YOURS = ("subject {n}: not a match handle of yours for this partnership and purpose, or expired; run the "
+              "fuzzy discovery again")
+
+
+def is_match_handle(ref: str) -> bool:
+    """Whether ``ref`` is meant as a match handle (valid or not)."""
+    return ref.startswith(HANDLE_PREFIX)
+
+
+def handle_digest(handle: str) -> str:
+    """The SHA-256 the gateway keeps (and logs) of a handle: 256 random bits need no salt or key."""
+    return hashlib.sha256(handle.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A handle handed out with a fuzzy discovery hit, and its row (stored with the discovery's disclosures)."""
+
+    handle: str
+    row: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        return str(self.row["handle_sha256"])
+
+
+@dataclass(frozen=True)
+class Matched:
+    """What a follow-up exchange's handles resolved to: their holder and, per handle, the holder's reference
+    of the record and how the handle is logged."""
+
+    holder: str
+    local_refs: dict[str, str]  # handle -> the holder's reference
+    logged: dict[str, str]  # handle -> ``match:<discovery id>:<handle's SHA-256>``
+
+    def for_holder(self) -> dict[str, str]:
+        """The holder's reference → the handle (the exchange asks the holder in its references)."""
+        return {ref: handle for handle, ref in self.local_refs.items()}
+
+    def scrubbed(self, records: list[HolderRecord]) -> list[HolderRecord]:
+        """``records`` (their subject the handle by now) without any text that names a holder's reference of the
+        matched records — defence in depth: a holder that repeats its reference inside a field, or builds its
+        record ids from it, would hand it to the requester. Such a field becomes null, such a record id a hash
+        of it (stable, and still one per record)."""
+        refs = tuple(self.local_refs.values())
+
+        def record_id(value: str) -> str:
+            named = any(ref in value for ref in refs)
+            return "record-" + hashlib.sha256(value.encode()).hexdigest()[:32] if named else value
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, str):
+                return None if any(ref in value for ref in refs) else value
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items() if clean(k) is not None}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return value
+        return [r.model_copy(update={"record_id": record_id(r.record_id), "fields": clean(r.fields)})
+                for r in records]
+
+
+class MatchHandles:
+    """Issues the handles of fuzzy discovery hits and resolves those a follow-up exchange cites."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock, ttl: timedelta) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.ttl = ttl
+
+    def issue(self, principal: Principal, discovery_id: str, partnership: str, purpose: str, holder: str,
+              record_type: str, local_ref: str, filter_digest: str) -> Issued:
+        """A new handle for one (holder, subject) hit of ``principal``'s discovery; nothing stored yet."""
+        handle = HANDLE_PREFIX + secrets.token_urlsafe(32)
+        return Issued(handle, {
+            "handle_sha256": handle_digest(handle), "discovery_id": discovery_id,
+            "requester_org": principal.organisation, "requester_system": principal.subject,
+            "partnership": partnership, "purpose": purpose, "holder": holder, "record_type": record_type,
+            "local_ref": local_ref, "filter_sha256": filter_digest, "expires_at": self.clock.now() + self.ttl})
+
+    def stored(self, issued: list[Issued]) -> Callable[[Connection], None]:
+        """What stores ``issued`` in the transaction that logs the discovery's disclosures (no handle is valid
+        without its log entry, nor logged without being valid), removing the expired handles on the way."""
+        rows = [i.row for i in issued]
+        now = self.clock.now()
+
+        def store(connection: Connection) -> None:
+            connection.execute(delete(match_handles).where(match_handles.c.expires_at <= now))
+            connection.execute(insert(match_handles), rows)
+        return store
+
+    def resolve(self, principal: Principal, body: ExchangeRequest) -> Matched | None:
+        """The handles among ``body``'s subjects, checked (None when there are none): 422 for anything but
+        the caller's own, current handles of one holder, about records still enrolled as they matched."""
+        handles = [s.ref for s in body.subjects]
+        if not any(is_match_handle(h) for h in handles):
+            return None
+        if not all(is_match_handle(h) for h in handles):
+            raise Unprocessable("a request about match handles is about match handles only (one holder's "
+                                "records): ask about other subjects in a request of their own")
+        digests = [handle_digest(h) for h in handles]
+        with transaction(self.sessions) as session:
+            rows = {row.handle_sha256: row for row in session.execute(
+                select(match_handles).where(match_handles.c.handle_sha256.in_(digests)))}
+            now = self.clock.now()
+            for n, (handle, digest) in enumerate(zip(handles, digests, strict=True)):
+                row = rows.get(digest)
+                # One answer for every handle that is not the caller's to cite, whatever the reason: it must not
+                # tell a prober whether the handle exists for someone else (nor a holder's clock skew).
+                if (row is None or not _HANDLE.fullmatch(handle) or row.requester_system != principal.subject
+                        or row.requester_org != principal.organisation or row.partnership != body.partnership
+                        or row.purpose != body.purpose or as_utc(row.expires_at) <= now):
+                    log.warning("match_handle_refused", position=n)
+                    raise Unprocessable(_NOT_YOURS.format(n=n))
+            found = [rows[d] for d in digests]
+            holders = sorted({row.holder for row in found})
+            if len(holders) > 1:
+                raise Unprocessable("match handles of different holders: ask each holder in a request of its own")
+            holder = holders[0]
+            if body.holders != "all" and set(body.holders) != {holder}:
+                raise Unprocessable(f"a match handle's exchange goes to its holder `{holder}` only: leave "
+                                    "`holders` out or name that holder alone")
+            refs: dict[str, int] = {}  # the holder is asked by reference alone
+            for n, row in enumerate(found):
+                first = refs.setdefault(row.local_ref, n)
+                if first != n:
+                    raise Unprocessable(f"subjects {first} and {n} are handles of one record: ask about it once")
+                if current_digest(session, row.partnership, holder, row.record_type,
+                                  row.local_ref) != row.filter_sha256:
+                    raise Unprocessable(f"subject {n}: the holder has withdrawn or re-enrolled the matched record "
+                                        "since the discovery, so its match handle no longer resolves; run the "
+                                        "fuzzy discovery again")
+        return Matched(holder=holder,
+                       local_refs={h: row.local_ref for h, row in zip(handles, found, strict=True)},
+                       logged={h: f"match:{row.discovery_id}:{row.handle_sha256}"
+                               for h, row in zip(handles, found, strict=True)})

@@ -1,0 +1,35 @@
+"""The parts of match handles that need no gateway: what a handle looks like, and that the holder's reference of a
+matched record is taken out of whatever the holder answers (the scenario tests run the whole follow-up)."""
+
+from __future__ import annotations
+
+from connectors.protocol import HolderRecord
+from gateway.exchange.match_handles import HANDLE_PREFIX, Matched, handle_digest, is_match_handle
+
+REF = "bvh-2026-00417"
+HANDLE = HANDLE_PREFIX + "q5Tb2Jm0oXw8c3Vn1yFZk9Lr7aSdPe4GuHi6Cj0KvQs"
+
+
+def test_a_handle_is_known_by_its_prefix_and_kept_by_its_hash() -> None:
+    assert is_match_handle(HANDLE)
+    assert not is_match_handle("subj-0b1c2d3e4f5a6b7c8d9e0f1a")
+    assert handle_digest(HANDLE) != handle_digest(HANDLE[:-1] + "A")
+    assert len(handle_digest(HANDLE)) == 64
+    assert HANDLE not in handle_digest(HANDLE)
+
+
+def test_the_holders_reference_is_taken_out_of_the_records_it_answers() -> None:
+    """A holder that repeats its reference in a field (as a value, inside a text, as a key, in a list) would hand
+    it to the requester: every such text goes, everything else stays."""
+    matched = Matched(holder="politie", local_refs={HANDLE: REF}, logged={HANDLE: "match:d:h"})
+    record = HolderRecord(record_id=f"incident-{REF.replace('/', '-')}", record_type="incident", subject=HANDLE,
+                          category="police_incidents",
+                          fields={"kind": "bedreiging", "file": REF, "note": f"see {REF} and more", REF: "x",
+                                  "related": [REF, "other"], "nested": {"ref": REF, "date": "2024-03-02"}})
+    [clean] = matched.scrubbed([record])
+    assert REF not in clean.model_dump_json()
+    assert clean.fields == {"kind": "bedreiging", "file": None, "note": None, "related": [None, "other"],
+                            "nested": {"ref": None, "date": "2024-03-02"}}
+    assert clean.record_id.startswith("record-")
+    assert matched.scrubbed([record])[0].record_id == clean.record_id  # stable
+    assert matched.for_holder() == {REF: HANDLE}
