@@ -1,7 +1,7 @@
 """Audit: when a checkpoint was last signed on demand, in the database, so that the limit of one a second
 holds for every gateway process together (it was kept per process: N workers signed up to N a second).
 
-Revision ID: 0025_audit_on_demand
+Revision ID: 0028_audit_on_demand
 Revises: 0024_account_access_generation
 Create Date: 2026-12-03
 """
