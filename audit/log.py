@@ -33,7 +33,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from audit import store
 from audit.canonical import canonical_event, entry_texts, format_timestamp
 from audit.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
-from audit.errors import AuditError, AuditWriteError, ProofUnavailable, StoreUnavailable, VerificationError
+from audit.errors import (
+    AuditError,
+    AuditWriteError,
+    CheckpointPending,
+    ProofUnavailable,
+    StoreUnavailable,
+    VerificationError,
+)
 from audit.events import AuditEvent
 from audit.guard import ensure_no_personal_data
 from audit.merkle import (
@@ -361,6 +368,38 @@ class AuditLog:
                 checkpoint = self._signed(state.size, self._cached_frontier(connection, state.size).root(), now)
                 self._rows.insert_checkpoint(connection, checkpoint)
                 return checkpoint
+        except self._database_errors as exc:
+            raise AuditWriteError(f"audit checkpoint write failed ({type(exc).__name__})") from exc
+
+    def checkpoint_on_demand(self, size: int, *, now: float, min_interval: float) -> tuple[StoredCheckpoint, bool]:
+        """A checkpoint of at least ``size`` entries, and whether it was signed now: the latest if it covers
+        them, else one signed now — unless
+        any process on this database signed one on demand less than ``min_interval`` seconds before ``now``
+        (POSIX seconds): then :class:`~audit.errors.CheckpointPending` and nothing is written.
+
+        Decided under the append lock (:func:`audit.store.append_transaction`), which serialises every process
+        and machine on the database: the latest checkpoint, the time of the last on-demand signature and the new
+        checkpoint with its time are read and written in one transaction, so two processes asking at once sign
+        once. A ``now`` before the recorded time (clocks of two machines apart, or stepped back) does not hold
+        signing up: it would for as long as the clocks stay apart. :class:`~audit.errors.ProofUnavailable` when
+        the log has fewer than ``size`` entries."""
+        try:
+            with store.append_transaction(self._engine) as transaction:
+                connection, state = transaction.connection, transaction.state
+                if state.size < size:
+                    raise ProofUnavailable(f"the log has {state.size} entries, fewer than {size}")
+                if state.latest_checkpoint_size is not None and state.latest_checkpoint_size >= size:
+                    covering = store.checkpoint_at(connection, state.latest_checkpoint_size)
+                    if covering is not None:
+                        return covering, False
+                last = store.last_on_demand(connection)
+                if last is not None and 0 <= now - last < min_interval:
+                    raise CheckpointPending(min_interval - (now - last))
+                checkpoint = self._signed(state.size, self._cached_frontier(connection, state.size).root(),
+                                          self._now())
+                self._rows.insert_checkpoint(connection, checkpoint)
+                store.record_on_demand(connection, now)
+                return checkpoint, True
         except self._database_errors as exc:
             raise AuditWriteError(f"audit checkpoint write failed ({type(exc).__name__})") from exc
 

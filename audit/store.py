@@ -29,12 +29,12 @@ from itertools import chain, count
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Connection, Dialect, Engine, Select, bindparam, func, select
+from sqlalchemy import Connection, Dialect, Engine, Select, bindparam, func, select, update
 
 from audit.errors import MalformedRow
 from audit.events import AuditEvent
 from audit.merkle import Node, flat_index, node_at_flat_index
-from audit.tables import audit_checkpoints, audit_entries, audit_tree_nodes
+from audit.tables import audit_checkpoints, audit_entries, audit_on_demand, audit_tree_nodes
 
 ADVISORY_LOCK_KEY = int.from_bytes(b"WGSaudit", "big", signed=True)
 """The PostgreSQL advisory lock that serialises appenders; any 64-bit constant unique to the audit log."""
@@ -706,3 +706,21 @@ def _entries_from(engine: Engine, position: int, stop: int | None, limit: int) -
         query = query.where(audit_entries.c.log_index < stop)
     with read_connection(engine) as connection:
         return [_entry(row) for row in connection.execute(query.order_by(audit_entries.c.log_index).limit(limit))]
+
+
+def last_on_demand(connection: Connection) -> float | None:
+    """POSIX seconds of the latest checkpoint signed on demand by any process (:mod:`audit.on_demand`), or None;
+    read under the append lock, so no other process signs on demand between this read and the commit."""
+    found = connection.execute(select(audit_on_demand.c.signed_at).where(audit_on_demand.c.id == 1)).scalar()
+    try:
+        return None if found is None else float(found)
+    except _UNREADABLE:  # edited behind the log's back: as if never signed (the next signature overwrites it)
+        return None
+
+
+def record_on_demand(connection: Connection, signed_at: float) -> None:
+    """Note that a checkpoint was signed on demand at ``signed_at``, in the transaction that stores it (under the
+    append lock: the row cannot be inserted twice)."""
+    if connection.execute(update(audit_on_demand).where(audit_on_demand.c.id == 1)
+                          .values(signed_at=signed_at)).rowcount == 0:
+        connection.execute(audit_on_demand.insert().values(id=1, signed_at=signed_at))

@@ -18,6 +18,8 @@ TRUNCATE):
   O(log n) of them. Level 0 (the leaves) is ``audit_entries.leaf_hash``.
 * ``audit_checkpoints``: every signed checkpoint issued, keyed by tree size.
 
+Beside them ``audit_on_demand``, one row saying when a checkpoint was last signed on demand (not append-only).
+
 The column is called ``log_index`` rather than ``index`` because INDEX is an SQL keyword.
 The naming convention is the gateway's, duplicated on purpose: ``audit`` imports nothing of ours.
 """
@@ -28,7 +30,9 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -83,3 +87,14 @@ audit_checkpoints = Table(
     Column("note", Text, nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
 )
+
+audit_on_demand = Table(
+    "audit_on_demand",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one row, the whole database's
+    Column("signed_at", Float, nullable=False),  # POSIX seconds of the latest checkpoint signed on demand
+)
+"""When a checkpoint was last signed on demand (:mod:`audit.on_demand`), by any process on the database: the
+pace of asking, not part of the log. Not append-only: its one row is overwritten, under the append lock, in
+the transaction that stores the checkpoint. Its time is the signing process's wall clock (the log's own clock
+is injectable and often frozen in tests)."""

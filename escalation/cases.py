@@ -5,9 +5,11 @@ Rules enforced here (issue 6):
   (``ConcurrentUpdate``, mapped to 409 by the API), so two deciders can never both win;
 * a decision needs a written motivation and deciders from outside the requesting organisation; tier 3
   needs two different deciders;
-* deadlines are counted in Dutch working days per tier; ``escalate_overdue`` moves every case past its
-  deadline one tier up (a missed tier-3 deadline stays at tier 3 and is reported, not decided: the caller
-  reports each once, listing them with ``unreported_final_overdue``);
+* deadlines are counted in Dutch working days per tier; a case past its deadline moves one tier up
+  (``act`` with ``DEADLINE_MISSED``), and a missed tier-3 deadline stays at tier 3 and is reported once, not
+  decided (``unreported_final_overdue`` lists those). The scan that does both, with an audit entry and a
+  notification per step, is the gateway's (``gateway.escalations.deadlines``): a scan here, without either,
+  skipped tier 3 silently and was used by tests only;
 * an allow decision is valid for a while (``valid_until``); one nobody used in time expires
   (``expirable_decisions``, then the ``expire`` action).
 Every operation returns what happened so the caller records it in the audit log.
@@ -339,27 +341,6 @@ def release_decision(session: Session, case_id: str, claim: str) -> bool:
 def mark_legal_gap(session: Session, case_id: str) -> None:
     """Flag the case as one that showed a legal gap (the gap itself is in ``escalation.legal_gaps``)."""
     session.execute(update(escalation_cases).where(escalation_cases.c.id == case_id).values(legal_gap=True))
-
-
-def escalate_overdue(session: Session, now: datetime, deadlines: Deadlines, *, timezone: str) -> list[Case]:
-    """Every case past its deadline goes one tier up (the scheduler calls this; the clock is injected).
-    Past it means: its deadline is before the day ``now`` is in ``timezone`` (the register's office hours,
-    see :func:`escalation.calendar.local_date`), which also counts the next tier's deadline."""
-    today = local_date(now, timezone)
-    rows = session.execute(select(escalation_cases.c.id, escalation_cases.c.version, escalation_cases.c.tier)
-                           .where(escalation_cases.c.state.in_([State.OPEN.value, State.IN_REVIEW.value,
-                                                                State.ESCALATED.value]),
-                                  escalation_cases.c.deadline < today)).all()
-    moved = []
-    for row in rows:
-        if row.tier >= MAX_TIER:
-            continue
-        try:
-            moved.append(act(session, row.id, row.version, Action.DEADLINE_MISSED, None, now=now,
-                             deadlines=deadlines, timezone=timezone, motivation="deadline missed"))
-        except (ConcurrentUpdate, InvalidTransition):
-            continue  # someone acted on it meanwhile; the next run looks again
-    return moved
 
 
 def _reported() -> Any:

@@ -1,7 +1,23 @@
-"""ASGI entry point for uvicorn/gunicorn workers: ``uvicorn gateway.asgi:app``."""
+"""ASGI entry point for uvicorn/gunicorn workers: ``uvicorn gateway.asgi:app``.
+
+Started by hand (or by gunicorn, or a container's command line) there is no ``wgs-gateway serve`` to check the
+settings, the database and the register first; so the same check (:func:`gateway.startup.start_problems`)
+runs here, before the app is built. A refusal is the lines ``serve`` prints, on stderr, and exit status
+:data:`~gateway.startup.STARTUP_FAILURE` — not a traceback that repeats a bad setting's value (a password, a
+webhook secret), and not a worker the server keeps starting again. Under ``serve`` the check has passed
+already and runs once more per worker process: a few milliseconds, and no database file is created by it.
+"""
 
 from __future__ import annotations
 
+import sys
+
 from gateway.app import create_app
+from gateway.startup import STARTUP_FAILURE, start_problems
+
+_problems = start_problems()
+if _problems:
+    print("\n".join(_problems), file=sys.stderr, flush=True)
+    raise SystemExit(STARTUP_FAILURE)
 
 app = create_app(freeze_heap=True)

@@ -6,7 +6,6 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -15,33 +14,20 @@ from alembic import command
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from typer.core import TyperGroup
 
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
 from gateway.console.settings import ConsoleSettings
-from gateway.db.engine import (
-    alembic_config_for,
-    current_heads,
-    engine_for,
-    expected_heads,
-    migration_gap,
-    missing_database_file,
-    require_database,
-)
+from gateway.db.engine import alembic_config_for, require_database
 from gateway.enrolment.cli import pseudonyms_app
-from gateway.errors import DatabaseNotMigrated, InvalidRegister
+from gateway.errors import DatabaseNotMigrated
 from gateway.escalations.cli import escalations_app
 from gateway.logging import configure_logging
 from gateway.register.cli import register_app
-from gateway.register.loader import load_register
-from gateway.settings import Settings, settings_problems
-
-_SETTINGS_PREFIXES = {group.__name__: str(group.model_config.get("env_prefix", ""))
-                      for group in (Settings, ConsoleSettings)}
-"""The settings groups whose refusal a command turns into lines, by the title of pydantic's error."""
+from gateway.settings import Settings
+from gateway.startup import schema_refusal, settings_refusal, start_problems, unreachable, without_password
 
 
 class _SettingsCheckedGroup(TyperGroup):
@@ -56,12 +42,11 @@ class _SettingsCheckedGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context; its type is private
         try:
             return super().invoke(ctx)
-        except ValidationError as exc:
-            if exc.title not in _SETTINGS_PREFIXES:
+        except (ValidationError, SettingsError) as exc:
+            refused = settings_refusal(exc)
+            if refused is None:
                 raise
-            problems = settings_problems(exc, _SETTINGS_PREFIXES[exc.title])
-        except SettingsError as exc:
-            problems = settings_problems(exc)
+            problems = refused
         except (SQLAlchemyError, DatabaseNotMigrated) as exc:  # a command using the database before `db upgrade`
             problems = [_database_refusal(exc)]
         for line in problems:
@@ -87,64 +72,17 @@ def _settings() -> Settings:
     return Settings()
 
 
-def _without_password(message: str, url: str) -> str:
-    """``message`` with the database password (and the URL as written) taken out.
-
-    Drivers quote what they were given: a host they could not resolve, or the whole URL. With an unescaped
-    character in the password either may carry (part of) it to the operator's terminal and the logs.
-    """
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return message.replace(url, "<database URL>")
-    message = message.replace(url, parsed.render_as_string(hide_password=True))
-    if parsed.password:
-        message = message.replace(str(parsed.password), "***")
-    return message
-
-
-def _unreachable(exc: SQLAlchemyError, url: str) -> str:
-    """The one line an operator gets for a database the command could not use."""
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
-    return f"database unreachable: {_without_password(lines[0], url)}"
-
-
 def _database_refusal(exc: SQLAlchemyError | DatabaseNotMigrated) -> str:
     """The one line for a database error that ended a command: most often a database not migrated yet (the
     command ran before `db upgrade`, or in another directory than the one holding the relative default data
     directory), which the driver reports as a missing table; else the driver's first line, without the password.
     The group's settings check has passed by then, so ``Settings()`` builds."""
     settings = Settings()
-    refusal = _schema_refusal(settings)
+    refusal = schema_refusal(settings)
     if refusal is not None:
         return refusal
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
-    return f"database error: {_without_password(lines[0], settings.effective_database_url)}"
-
-
-def _schema_refusal(settings: Settings) -> str | None:
-    """Why ``settings``' database cannot serve this code, as one line, or None: no SQLite file (not
-    created by looking: probing it would), a database that cannot be reached, or one not at the code's
-    migration head. What ``serve`` checks before starting and what a failed command is explained with."""
-    url = settings.effective_database_url
-    missing = missing_database_file(url)
-    if missing is not None:
-        return _no_database_file(missing)
-    try:
-        engine = engine_for(settings)
-    except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
-        return _unreachable(exc, url)
-    try:
-        gap = migration_gap(current_heads(engine), expected_heads(url))
-    except SQLAlchemyError as exc:
-        return _unreachable(exc, url)
-    finally:
-        engine.dispose()
-    return f"database not migrated: run `wgs-gateway db upgrade` first ({gap})" if gap else None
-
-
-def _no_database_file(path: Path) -> str:
-    return f"database not migrated: run `wgs-gateway db upgrade` first (no database file at {path})"
+    return f"database error: {without_password(lines[0], settings.effective_database_url)}"
 
 
 @contextmanager
@@ -153,7 +91,7 @@ def _database_errors(url: str) -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as exc:
-        typer.echo(_unreachable(exc, url), err=True)
+        typer.echo(unreachable(exc, url), err=True)
         raise typer.Exit(1) from None
 
 
@@ -186,24 +124,6 @@ def db_current() -> None:
         command.current(alembic_config_for(settings))
 
 
-def _start_refusal(settings: Settings) -> str | None:
-    """Why the server would refuse to start, as one line for the operator, or None.
-
-    The app checks the same things in its lifespan, but there the refusal arrives as uvicorn's ~60-line
-    traceback, and SQLite has already created an empty database file by then. Checked here first, an
-    un-migrated (or missing) database and a bad register file each give one line and exit code 1, and a
-    missing SQLite file is not created.
-    """
-    refusal = _schema_refusal(settings)
-    if refusal is not None:
-        return refusal
-    try:
-        load_register(settings.register_file)
-    except InvalidRegister as exc:
-        return exc.detail.replace("\n", " ")
-    return None
-
-
 GRACEFUL_SHUTDOWN_SECONDS = 10
 """How long ``serve`` lets requests in flight finish after SIGTERM before the app's shutdown (which writes the
 queued audit rows) runs; docker-compose.yml's ``stop_grace_period`` for the gateway must leave room for both."""
@@ -233,10 +153,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     import uvicorn
 
     settings = _settings()
-    ConsoleSettings()  # what the app reads at start-up: a bad WGS_CONSOLE_ value is one line here, not a traceback
-    refusal = _start_refusal(settings)  # before logging is set up: Alembic's info lines would surround it
-    if refusal:
-        typer.echo(refusal, err=True)  # not rich: a reason may hold [brackets] and must stay one line
+    problems = start_problems()  # the entry point's own check, here before logging is set up (Alembic's info
+    for line in problems:        # lines would surround it) and before uvicorn (a traceback); see gateway.startup
+        typer.echo(line, err=True)  # not rich: a reason may hold [brackets] and must stay one line
+    if problems:
         raise typer.Exit(1)
     configure_logging(settings.log_level, settings.log_json)
     for stop in (signal.SIGTERM, signal.SIGINT):

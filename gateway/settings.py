@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
     revocation_refresh_seconds: float = Field(
         default=5.0, gt=0, le=60, allow_inf_nan=False,
-        description="How often each process re-reads the disabled clients and accounts: a disabled one's "
-                    "tokens are refused within this time.")
+        description="How often each process re-reads the disabled clients and accounts (and the key "
+                    "generations of re-keyed clients): a disabled one's tokens, and a re-keyed client's earlier "
+                    "ones, are refused within this time.")
     client_assertion_max_age_seconds: int = Field(default=300, ge=30, le=3600)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request bodies above this get 413.")
 

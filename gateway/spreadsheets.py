@@ -18,8 +18,13 @@ quotes in between are skipped, as a spreadsheet does) gets the single quote too.
 And the file's encoding: Excel (what Dutch officials open these files with) reads a CSV without a byte-order
 mark in the machine's ANSI code page, so "België" shows as "BelgiÃ«". A download meant for a spreadsheet
 therefore starts with the UTF-8 BOM and says ``charset=utf-8`` (:func:`csv_download`). The mark comes before
-the header, never in a cell, so it changes nothing of the formula guard. Text for scripts (the CLI's stdout)
-has no mark.
+the header, never in a cell, so it changes nothing of the formula guard. A command that prints such a file
+(``wgs-gateway escalations gaps``, redirected to a file for the steering group's agenda) prints the same bytes
+(:func:`spreadsheet_bytes`): an operator's copy opens as the download does. (Python's ``csv`` module and
+``encoding="utf-8-sig"`` read past the mark; a script that splits lines itself must strip it.)
+
+Lines end in CRLF (:data:`LINE_END`), RFC 4180's line break and what Excel writes, in every such file: the
+statistics download had it, the legal gaps' download and command ended lines in LF.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from fastapi import Response
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 UTF8_BOM = "\ufeff"
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+LINE_END = "\r\n"
+"""The end of every line of a CSV for a spreadsheet (RFC 4180)."""
 
 
 class _Writable(Protocol):
@@ -57,7 +64,7 @@ def safe_cell(value: object) -> object:
 class SpreadsheetWriter:
     """``csv.writer`` whose every text cell is made safe (:func:`safe_cell`); the only CSV writer to use."""
 
-    def __init__(self, stream: _Writable, *, lineterminator: str = "\n") -> None:
+    def __init__(self, stream: _Writable, *, lineterminator: str = LINE_END) -> None:
         self._writer = csv.writer(stream, lineterminator=lineterminator)
 
     def writerow(self, row: Iterable[object]) -> None:
@@ -68,8 +75,14 @@ class SpreadsheetWriter:
             self.writerow(row)
 
 
+def spreadsheet_bytes(text: str) -> bytes:
+    """``text`` (written with :class:`SpreadsheetWriter`) as the bytes of a CSV file a spreadsheet opens as
+    UTF-8: the byte-order mark first (see the module's docstring). Downloads and the CLI's output alike."""
+    return (UTF8_BOM + text).encode("utf-8")
+
+
 def csv_download(text: str, filename: str) -> Response:
     """``text`` (written with :class:`SpreadsheetWriter`) as a CSV attachment a spreadsheet opens as UTF-8:
-    the byte-order mark first, and the charset said (see the module's docstring)."""
-    return Response((UTF8_BOM + text).encode("utf-8"), media_type=CSV_MEDIA_TYPE,
+    :func:`spreadsheet_bytes`, and the charset said."""
+    return Response(spreadsheet_bytes(text), media_type=CSV_MEDIA_TYPE,
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -3,10 +3,11 @@
 Two things are decided here, once for both channels:
 
 * **Covering a fresh entry.** ``covering=N`` asks for a checkpoint of at least N entries. When none covers
-  them yet, :class:`audit.OnDemandCheckpoints` signs one (at most one a second per process, shared by all who
-  wait); a request that comes within that second is held until the second ends — a short, bounded wait on
-  the event loop, no thread — and only refused (503, ``Retry-After``) if it is still too soon then. So a
-  receipt can be checked right away, and asking cannot keep the gateway signing.
+  them yet, :class:`audit.OnDemandCheckpoints` signs one (at most one a second by all gateway processes on the
+  database together, shared by all who wait); a request that comes within that second is held until the
+  second ends — a short, bounded wait on the event loop, no thread — and only refused (503, ``Retry-After``)
+  if it is still too soon then. So a receipt can be checked right away, and asking cannot keep the gateway
+  signing.
 * **Never vouching for a checkpoint that does not verify.** The stored checkpoint is checked against the
   log's own key and tree (:meth:`audit.AuditLog.check_checkpoint`) before it is served. One that fails — a
   forged or garbled note, a row that disagrees with its note or the tree, a row no checkpoint row can be —

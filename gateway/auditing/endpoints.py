@@ -1,8 +1,16 @@
 """Proof endpoints of the audit log (scope ``audit:read``): the signed checkpoint, inclusion and
-consistency proofs, and the verifier key — what an officer needs to check the log without trusting us."""
+consistency proofs, and the verifier key — what an officer needs to check the log without trusting us.
+
+A partner system with the scope ``audit:receipts`` may check its own receipts the same way: the checkpoint,
+the verifier key, and the inclusion proof of an entry whose requester is that system (an entry of its own
+exchange, discovery or enrolment: the indices its receipts list). Why: a receipt the system cannot check is
+only the gateway's word. Any other entry is a 404 with the same problem as an entry that does not exist, so
+the answer says nothing of other systems' entries (not even that there is one at that index); a checkpoint
+and the key say only how long the log is, which every receipt's checkpoint says already."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,10 +18,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from audit import ProofUnavailable
+from audit import AuditLog, ProofUnavailable
 from gateway.auditing.checkpoints import served_checkpoint
 from gateway.auditing.setup import audit_services
-from gateway.auth.dependencies import require_scope
+from gateway.auth.dependencies import require_any_scope, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.container import Container
 from gateway.deps import get_container
@@ -21,6 +29,8 @@ from gateway.errors import NotFound, Unprocessable
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 _reader = require_scope(Scope.AUDIT_READ)
+_receipt_checker = require_any_scope(Scope.AUDIT_READ, Scope.AUDIT_RECEIPTS)
+_NO_SUCH_ENTRY = "no such entry"
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such entry or checkpoint"},
                                             422: {"description": "Sizes out of range"}}
 _CHECKPOINT_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -47,7 +57,7 @@ async def checkpoint(request: Request, covering: int | None = Query(
                          None, ge=1, le=2**53, description="Answer with a checkpoint of at least this many entries "
                          "(the highest index of a receipt plus one), signed now if none covers them yet."),
                      container: Container = Depends(get_container),
-                     _principal: Principal = Depends(_reader)) -> str:
+                     _principal: Principal = Depends(_receipt_checker)) -> str:
     """Verified against the log's own key and tree before it is served (a 503 problem if it fails). Without
     ``covering`` the checkpoint may lag the log by up to a minute; with it, a fresh receipt can be checked at
     once (at most one checkpoint a second is signed on demand: a 503 with ``Retry-After`` says when)."""
@@ -56,23 +66,37 @@ async def checkpoint(request: Request, covering: int | None = Query(
 
 @router.get("/key", response_class=PlainTextResponse, summary="The verifier key of the log's checkpoints")
 async def verifier_key(container: Container = Depends(get_container),
-                       _principal: Principal = Depends(_reader)) -> str:
+                       _principal: Principal = Depends(_receipt_checker)) -> str:
     return audit_services(container).signer.verifier.vkey
 
 
 @router.get("/entries/{index}/proof", response_model=InclusionProofView, responses=_ERRORS,
             summary="RFC 9162 inclusion proof of one entry in the tree of `size` entries")
 async def inclusion(index: int, size: int = Query(ge=1), container: Container = Depends(get_container),
-                    _principal: Principal = Depends(_reader)) -> InclusionProofView:
+                    principal: Principal = Depends(_receipt_checker)) -> InclusionProofView:
+    """Any entry's proof with ``audit:read``; with ``audit:receipts`` only that of an entry of the caller's own
+    (a 404 otherwise, as for an entry that does not exist)."""
     log = audit_services(container).log
     if not 0 <= index < size:
         raise Unprocessable("need 0 <= index < size")
+    if not principal.has_scope(Scope.AUDIT_READ.value) and not await run_in_threadpool(
+            _requested_by, log, index, principal):
+        raise NotFound(_NO_SUCH_ENTRY)
     try:
         proof = await run_in_threadpool(log.inclusion_proof, index, size)
     except ProofUnavailable as exc:
         raise NotFound(str(exc)) from exc
     return InclusionProofView(index=proof.index, tree_size=proof.tree_size, leaf_hash=proof.leaf_hash.hex(),
                               hashes=[h.hex() for h in proof.hashes])
+
+
+def _requested_by(log: AuditLog, index: int, principal: Principal) -> bool:
+    """Whether entry ``index`` exists and names ``principal``'s system (and organisation) as its requester."""
+    found = log.entries(index, index + 1)
+    if not found or principal.kind != "system":
+        return False
+    requester = json.loads(found[0].canonical)["event"].get("requester") or {}
+    return bool(requester.get("system") == principal.subject and requester.get("org") == principal.organisation)
 
 
 @router.get("/consistency", response_model=ConsistencyProofView, responses=_ERRORS,

@@ -73,6 +73,7 @@ def scope_of(principal: Principal, container: Container) -> EntryScope:
         unattributed.add(EventType.REGISTER_CHANGED.value)
     if partnerships:
         unattributed.add(EventType.CONSOLE_ACTION.value)
+        unattributed.add(EventType.INDEX_REKEYED.value)  # a key rotation of its own: every partnership's key
     return EntryScope(organisations=frozenset({principal.organisation}), partnerships=partnerships,
                       unattributed=frozenset(unattributed))
 
@@ -122,7 +123,7 @@ async def statistics_report(partnership: str | None = None, purpose: str | None 
         return views
     buffer = io.StringIO()
     fields = list(StatisticView.model_fields)
-    writer = SpreadsheetWriter(buffer, lineterminator="\r\n")  # no formulas from partnership or purpose names
+    writer = SpreadsheetWriter(buffer)  # no formulas from partnership or purpose names
     writer.writerow(fields)
     writer.writerows([view.model_dump()[f] for f in fields] for view in views)
     return csv_download(buffer.getvalue(), "wgs-statistics.csv")

@@ -11,22 +11,33 @@ The change commits in the audit log's own transaction, together with its entry: 
 its entry and no entry without its change. When the log cannot be written (no checkpoint key yet, the
 database refuses) nothing changes and the command fails. A change to the state the client or account is
 already in writes nothing.
+
+Giving an existing client new credentials (``wgs-gateway clients add`` again: a new key or secret, after a
+leak or a routine rotation) is such a change too, ``client-rekeyed`` (with the client's new
+``key_generation``), made the same way: it ends the tokens the client got before
+(:mod:`gateway.auth.revocation`), and whoever re-keyed a system in the middle of an incident should be on
+record. Registering a new client writes no entry (it has no tokens yet, and is the first step of setting up).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.orm import Session
 
-from audit import AuditLog, AuditWriteError, Receipt
+from audit import AuditEvent, AuditLog, AuditWriteError
 from audit.log import prepare
 from gateway.auditing.actions import action_event
 from gateway.auditing.setup import CheckpointKeyError, audit_signer
 from gateway.auth import repository
+from gateway.auth.clients import register_key_client, register_secret_client
+from gateway.clock import Clock
 from gateway.db.engine import make_session_factory, transaction
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
+from gateway.register.model import Register
 from gateway.settings import Settings
 
 Kind = Literal["client", "account"]
@@ -60,20 +71,73 @@ def set_active(settings: Settings, engine: Engine, kind: Kind, name: str, active
         return AccessChange(kind, name, active, changed=False)
     event = action_event(None, f"{kind}-{'enabled' if active else 'disabled'}", organisation=organisation,
                          account_id=None, details=dict(reference), channel="cli")
-    try:
-        log = AuditLog(engine, audit_signer(settings))
-    except CheckpointKeyError as exc:
-        raise ServiceUnavailable(f"the change cannot be audited, so it was not made: {exc}") from exc
 
-    def change(connection: Connection, _receipts: list[Receipt]) -> None:
+    def change(connection: Connection) -> None:
         setter = repository.set_client_active if kind == "client" else repository.set_account_active
         # Gone, or changed by another operator, since it was read: nothing is written (their change has its entry)
         if not setter(connection, name, active, changing=True):
             raise Conflict(f"the {kind} {name} changed meanwhile; nothing was changed")
 
+    _audited(settings, engine, event, change)
+    return AccessChange(kind, name, active, changed=True)
+
+
+def _audited(settings: Settings, engine: Engine, event: AuditEvent, change: Callable[[Connection], None]) -> None:
+    """Make ``change`` in the audit log's transaction that writes ``event``: both or neither."""
     try:
-        log.append_prepared([prepare(event)], within=change)
+        log = AuditLog(engine, audit_signer(settings))
+    except CheckpointKeyError as exc:
+        raise ServiceUnavailable(f"the change cannot be audited, so it was not made: {exc}") from exc
+    try:
+        log.append_prepared([prepare(event)], within=lambda connection, _receipts: change(connection))
     except AuditWriteError as exc:
         raise ServiceUnavailable("the change cannot be audited (the audit log could not be written), so it was "
                                  "not made") from exc
-    return AccessChange(kind, name, active, changed=True)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What ``clients add`` did: the client as stored, its new secret (shown once; None for a key), and whether
+    it gave an existing client new credentials (``rekeyed``: its earlier tokens end)."""
+
+    record: repository.ClientRecord
+    secret: str | None
+    rekeyed: bool
+
+
+def register_client(settings: Settings, engine: Engine, register: Register, system_id: str, scopes: list[str],
+                    clock: Clock, *, jwks: dict[str, Any] | None = None, keep_disabled: bool = False
+                    ) -> Registration:
+    """Register a partner system's client with a public JWKS (``jwks``) or a new client secret, or give an
+    existing one new credentials, audited as ``client-rekeyed`` (see the module's docstring). Raises what
+    :func:`register_key_client` / :func:`register_secret_client` raise (nothing written then), and
+    :class:`ServiceUnavailable` when a re-key cannot be audited (then nothing changed)."""
+
+    def write(session: Session | Connection) -> tuple[repository.ClientRecord, str | None]:
+        if jwks is not None:
+            return register_key_client(session, register, system_id, scopes, jwks, clock,
+                                       keep_disabled=keep_disabled), None
+        return register_secret_client(session, register, system_id, scopes, clock, keep_disabled=keep_disabled)
+
+    with transaction(make_session_factory(engine)) as session:
+        existing = repository.get_client(session, system_id)
+        if existing is None:
+            record, secret = write(session)
+            return Registration(record, secret, rekeyed=False)
+    generation = existing.key_generation + 1
+    event = action_event(None, "client-rekeyed", organisation=register.organisation_of_system(system_id)
+                         or existing.organisation, account_id=None, channel="cli",
+                         details={"client": system_id, "key_generation": generation})
+    written: list[tuple[repository.ClientRecord, str | None]] = []
+
+    def change(connection: Connection) -> None:
+        _, secret = write(connection)
+        stored = repository.get_client(connection, system_id)
+        # Re-keyed by another operator too since it was read: this entry would name the wrong generation
+        if stored is None or stored.key_generation != generation:
+            raise Conflict(f"the client {system_id} was given new credentials meanwhile; nothing was changed")
+        written.append((stored, secret))
+
+    _audited(settings, engine, event, change)
+    [(record, secret)] = written
+    return Registration(record, secret, rekeyed=True)

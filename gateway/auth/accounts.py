@@ -18,7 +18,7 @@ from gateway.auth.passwords import DUMMY_HASH, hash_secret, verify_secret
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.clock import Clock
 from gateway.db.engine import transaction
-from gateway.errors import NotFound, TooManyRequests, Unauthorized, Unprocessable
+from gateway.errors import Forbidden, NotFound, TooManyRequests, Unauthorized, Unprocessable
 from gateway.ids import new_id
 
 ROLE_SCOPES: dict[Role, set[Scope]] = {
@@ -28,10 +28,27 @@ ROLE_SCOPES: dict[Role, set[Scope]] = {
     Role.CONTACT_POINT: {Scope.AUDIT_READ, Scope.REGISTER_READ},
 }
 MIN_PASSWORD_LENGTH = 12
+_ROLES = frozenset(role.value for role in Role)
+
+
+class UnknownRole(Forbidden):
+    """An account whose ``roles`` hold a value this gateway does not know (written by SQL, or by another
+    version): it gets no token and no console session. Fail closed: neither a 500 (``Role(value)`` raised at
+    every sign-in) nor the scopes of the roles that are known, which is not what was meant either."""
+
+    def __init__(self) -> None:
+        super().__init__("the account has a role this gateway does not know; an administrator must correct it")
+
+
+def roles_known(roles: list[str] | frozenset[str]) -> bool:
+    return all(role in _ROLES for role in roles)
 
 
 def scopes_for_roles(roles: list[str]) -> list[str]:
-    return sorted({scope.value for role in roles for scope in ROLE_SCOPES.get(Role(role), set())})
+    """The API scopes of ``roles``; :class:`UnknownRole` (403) when one of them is no role."""
+    if not roles_known(roles):
+        raise UnknownRole
+    return sorted({scope.value for role in roles for scope in ROLE_SCOPES[Role(role)]})
 
 
 def _check_password(password: str) -> None:
@@ -73,30 +90,46 @@ class LoginThrottle:
     row locked), so the limit holds over every gateway process together: kept in each process's memory, a
     client spreading its guesses over N workers had N times the limit. The username is kept only as an
     HMAC under a key of this installation (a typed username may be a password typed in the wrong field).
-    Usernames nobody tried for a window are forgotten, so guessing names cannot grow the table without
-    bound."""
+    Usernames nobody tried for a window are forgotten (whenever a new one is counted).
+
+    One address (``source``, the peer address, kept as an HMAC too) may bring at most ``per_source`` usernames
+    new to the table per window; a further new username from it is refused (429) without a row until the
+    window passes, while usernames that have a row go on as before. Why: every distinct typed username was a
+    row, so one address could grow the table as fast as the per-address rate limit let it, with names it made
+    up. The usernames beyond the cap are one bucket with no attempts of its own: a bucket that allowed
+    ``limit`` of them would give every address that reached the cap ``limit`` more guesses at any account
+    nobody else had tried this window, past the limit per username. A real person shares that refusal only
+    when their address (a shared NAT) typed ``per_source`` usernames that failed within the window; a
+    successful sign-in removes its row, so it does not count."""
 
     def __init__(self, sessions: sessionmaker[Session], clock: Clock, key: bytes, limit: int = 5,
-                 window: timedelta = timedelta(minutes=15)) -> None:
+                 window: timedelta = timedelta(minutes=15), per_source: int = 32) -> None:
         self._sessions = sessions
         self._clock = clock
         self._key = key
         self._limit = limit
         self._window = window
+        self._per_source = per_source
 
     @property
     def window(self) -> timedelta:
         """How long failed logins count against a username."""
         return self._window
 
-    def attempt(self, username: str) -> None:
-        """Count an attempt before its password is checked, or raise 429 when the limit is reached."""
+    def attempt(self, username: str, source: str | None = None) -> None:
+        """Count an attempt before its password is checked, or raise 429 when the limit is reached (for the
+        username, or for new usernames from ``source``: see the class)."""
         now = self._clock.now()
         started, horizon = now.timestamp(), (now - self._window).timestamp()
         name = self._username_key(username)
+        source_key = self._hmac(b"source\0" + source.encode("utf-8", "surrogatepass")) if source else None
         with transaction(self._sessions) as session:
-            failures = [t for t in repository.lock_login_failures(session, name, now, now - self._window)
-                        if t >= horizon]
+            locked = repository.lock_login_failures(session, name, now, now - self._window, source_key)
+            if locked.new_from_source is not None and locked.new_from_source > self._per_source:
+                # raised in the transaction: the new row is rolled back with it
+                raise TooManyRequests("too many failed logins; try again later",
+                                      headers={"Retry-After": str(int(self._window.total_seconds()))})
+            failures = [t for t in locked.attempts if t >= horizon]
             if len(failures) >= self._limit:
                 retry = int(self._window.total_seconds() - (started - failures[0])) + 1
                 raise TooManyRequests("too many failed logins; try again later",
@@ -108,16 +141,23 @@ class LoginThrottle:
             repository.forget_login_failures(session, self._username_key(username))
 
     def _username_key(self, username: str) -> str:
-        return hmac.new(self._key, username.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return self._hmac(username.encode("utf-8", "surrogatepass"))
+
+    def _hmac(self, value: bytes) -> str:
+        return hmac.new(self._key, value, hashlib.sha256).hexdigest()
 
 
-def authenticate_person(session: Session, username: str, password: str,
-                        throttle: LoginThrottle) -> repository.AccountRecord:
-    throttle.attempt(username)
+def authenticate_person(session: Session, username: str, password: str, throttle: LoginThrottle,
+                        source: str | None = None) -> repository.AccountRecord:
+    """The account of ``username`` if ``password`` is its password and it may sign in; ``source``: the peer
+    address the attempt came from (:class:`LoginThrottle`)."""
+    throttle.attempt(username, source)
     account = repository.get_account(session, username)
     valid = verify_secret(account.password_hash if account else DUMMY_HASH, password)
     if account is None or not valid or not account.active:
         raise Unauthorized("username or password is wrong, or the account is disabled", error="invalid_grant")
+    if not roles_known(account.roles):  # only after the password: says nothing to someone guessing
+        raise UnknownRole
     throttle.succeeded(username)
     return account
 
@@ -140,13 +180,17 @@ def credential_fingerprint(key: bytes, account: repository.AccountRecord) -> str
     return hmac.new(key, material.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def check_person_token(session: Session, principal: Principal, key: bytes) -> None:
-    """401 unless the person's token was issued for the account as it is now, and that account is active.
+def check_person_token(session: Session, principal: Principal, key: bytes) -> repository.AccountRecord:
+    """The account the person's token was issued for; 401 unless it is as it was then, and active.
 
     One read by username (unique index) per request of a person; partner systems' tokens never come here.
-    The problem names nobody: the caller may not be the person the token was issued to."""
+    What was read is returned so that the request need not read it again (an audited action names the
+    account's id). The problem names nobody: the caller may not be the person the token was issued to."""
     account = repository.get_account(session, principal.subject)
-    if (account is None or not account.active or not principal.credential
+    # compare_digest takes ASCII text only: any other ``cred`` (a token only the gateway's key could sign, but
+    # still) is a mismatch, not a TypeError and a 500
+    if (account is None or not account.active or not principal.credential or not principal.credential.isascii()
             or not hmac.compare_digest(principal.credential, credential_fingerprint(key, account))):
         raise Unauthorized("the account this token was issued to is disabled, or its password, roles or "
                            "organisation changed since; sign in again")
+    return account

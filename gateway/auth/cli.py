@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.auth import repository
-from gateway.auth.access_changes import Kind, set_active
+from gateway.auth.access_changes import Kind, register_client, set_active
 from gateway.auth.accounts import create_account, set_password
-from gateway.auth.clients import ClientDisabled, register_key_client, register_secret_client
+from gateway.auth.clients import ClientDisabled
 from gateway.auth.keys import SigningKeyStore
 from gateway.clock import SystemClock
 from gateway.db.engine import existing_engine_for, make_session_factory, transaction
@@ -56,6 +56,8 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
                 ) -> None:
     """Register a partner system from the register as an OAuth client, or give it new credentials.
 
+    New credentials end the tokens the client got before (within seconds) and are audited (`client-rekeyed`).
+
     A disabled client is not enabled by this: it is refused, or with --keep-disabled re-keyed and left disabled."""
     settings = Settings()
     register, _ = load_register(settings.register_file)
@@ -64,21 +66,24 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
         err.print("[red]give exactly one of --jwks-file or --generate-secret[/red]")
         raise typer.Exit(2)
     state = "; it stays disabled" if keep_disabled else ""
+    jwks = json.loads(jwks_file.read_text()) if jwks_file else None
+    engine = existing_engine_for(settings)
     try:
-        with transaction(_sessions(settings)) as session:
-            if jwks_file:
-                register_key_client(session, register, system_id, scope_list, json.loads(jwks_file.read_text()),
-                                    SystemClock(), keep_disabled=keep_disabled)
-                message = f"client {system_id} registered (private_key_jwt){state}"
-            else:
-                _, secret = register_secret_client(session, register, system_id, scope_list, SystemClock(),
-                                                   keep_disabled=keep_disabled)
-                message = f"client {system_id} registered{state}; secret (shown once): {secret}"
+        done = register_client(settings, engine, register, system_id, scope_list, SystemClock(), jwks=jwks,
+                               keep_disabled=keep_disabled)
     except ClientDisabled as exc:
         _refuse(f"{exc.detail}: give --keep-disabled to give it new credentials and keep it disabled, or enable it "
                 f"first with `wgs-gateway clients enable {system_id}`")
     except GatewayError as exc:
         _fail(exc)
+    finally:
+        engine.dispose()
+    if done.rekeyed:
+        state += (f"; tokens it got before are refused within {settings.revocation_refresh_seconds:g} s "
+                  "(audited)")
+    method = " (private_key_jwt)" if done.secret is None else ""
+    secret = f"; secret (shown once): {done.secret}" if done.secret is not None else ""
+    message = f"client {system_id} registered{method}{state}{secret}"
     out.print(message)  # only once committed: a secret shown for a rolled-back registration would be no secret
 
 

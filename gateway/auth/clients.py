@@ -10,6 +10,7 @@ from typing import Any
 
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from gateway.auth import repository
@@ -20,14 +21,14 @@ from gateway.clock import Clock
 from gateway.errors import Conflict, Unprocessable
 from gateway.register.model import Register
 
-SYSTEM_SCOPES = {Scope.EXCHANGE, Scope.DISCOVERY, Scope.ENROL, Scope.REGISTER_READ}
+SYSTEM_SCOPES = {Scope.EXCHANGE, Scope.DISCOVERY, Scope.ENROL, Scope.REGISTER_READ, Scope.AUDIT_RECEIPTS}
 
 
 class ClientDisabled(Conflict):
     """Registering a disabled client again, without saying to keep it disabled."""
 
 
-def _active_after(session: Session, system_id: str, keep_disabled: bool) -> bool:
+def _active_after(session: Session | Connection, system_id: str, keep_disabled: bool) -> bool:
     """Whether the client is active once registered (again): a new one or an enabled one is; a disabled one
     stays disabled, and only when ``keep_disabled`` says so is it registered at all.
 
@@ -47,7 +48,7 @@ def _active_after(session: Session, system_id: str, keep_disabled: bool) -> bool
     return True
 
 
-def _store(session: Session, record: repository.ClientRecord, clock: Clock) -> None:
+def _store(session: Session | Connection, record: repository.ClientRecord, clock: Clock) -> None:
     """Write the registration, or refuse it (nothing written) when the client was enabled or disabled since it
     was read: see :func:`repository.upsert_client`."""
     if not repository.upsert_client(session, record, clock.now()):
@@ -65,7 +66,7 @@ def _check(register: Register, system_id: str, scopes: list[str]) -> str:
     return organisation
 
 
-def register_key_client(session: Session, register: Register, system_id: str, scopes: list[str],
+def register_key_client(session: Session | Connection, register: Register, system_id: str, scopes: list[str],
                         jwks: dict[str, Any], clock: Clock, *, keep_disabled: bool = False) -> repository.ClientRecord:
     """Register (or re-key) a system that authenticates with ``private_key_jwt`` (a disabled one only with
     ``keep_disabled``: :func:`_active_after`)."""
@@ -118,7 +119,7 @@ def _verifies_assertions(key: Key) -> bool:
             and (key_ops is None or (isinstance(key_ops, list) and "verify" in key_ops)))
 
 
-def register_secret_client(session: Session, register: Register, system_id: str, scopes: list[str],
+def register_secret_client(session: Session | Connection, register: Register, system_id: str, scopes: list[str],
                            clock: Clock, secret: str | None = None, *, keep_disabled: bool = False
                            ) -> tuple[repository.ClientRecord, str]:
     """Register a system that authenticates with a client secret; returns the secret (shown once). A disabled

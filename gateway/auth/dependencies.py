@@ -42,12 +42,12 @@ def _verified(request: Request) -> Principal:
     return principal
 
 
-def _check_account(request: Request, principal: Principal) -> None:
+def _check_account(request: Request, principal: Principal) -> str:
     """A person's token against the account as it is now (one read; blocking): see
-    :func:`gateway.auth.accounts.check_person_token`."""
+    :func:`gateway.auth.accounts.check_person_token`. The account's id."""
     container = container_of(request)
     with transaction(container.sessions) as session:
-        check_person_token(session, principal, auth_services(container).credential_key)
+        return check_person_token(session, principal, auth_services(container).credential_key).id
 
 
 class TokenRequired(SecurityBase):
@@ -76,7 +76,8 @@ class TokenRequired(SecurityBase):
     async def __call__(self, request: Request) -> Principal:
         principal = _verified(request)  # inlined: no coroutine of its own on the exchange's hot path
         if principal.kind == "person":
-            await run_in_threadpool(_check_account, request, principal)
+            # kept for the request: its audit entries name the account by id without reading it again
+            request.state.account_id = await run_in_threadpool(_check_account, request, principal)
         request.state.principal = principal
         self.authorise(principal)
         return principal

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from audit import AuditWriteError
 from gateway.auditing.actions import action_event
 from gateway.auditing.setup import audit_services
-from gateway.auth.accounts import authenticate_person
+from gateway.auth.accounts import UnknownRole, authenticate_person
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
 from gateway.auth.jose_segments import MalformedSegment, decode_segment
 from gateway.auth.keys import SIGNING_ALGORITHM
@@ -44,6 +44,7 @@ from gateway.client.models import SLUG_PATTERN
 from gateway.console.signins import (
     THROTTLED,
     TOKEN_CHANNEL,
+    UNKNOWN_ROLE,
     WRONG_CREDENTIALS,
     Target,
     record_failed_sign_in,
@@ -165,7 +166,8 @@ async def metadata(container: Container = Depends(get_container)) -> dict[str, A
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post"],
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
-        "scopes_supported": ["exchange", "discovery", "enrol", "register:read", "audit:read", "escalation", "admin"],
+        "scopes_supported": ["exchange", "discovery", "enrol", "register:read", "audit:read", "audit:receipts",
+                             "escalation", "admin"],
         "access_token_signing_alg_values_supported": [SIGNING_ALGORITHM],
     }
 
@@ -219,6 +221,7 @@ class LoginRequest(BaseModel):
 
 @router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",
              responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"},
+                        403: {"description": "The account has a role this gateway does not know"},
                         503: {"description": "The sign-in could not be written to the audit log: no token"}})
 async def login(body: LoginRequest, request: Request, container: Container = Depends(get_container)
                 ) -> TokenResponse:
@@ -226,16 +229,18 @@ async def login(body: LoginRequest, request: Request, container: Container = Dep
 
     def run() -> tuple[TokenResponse, str, str]:
         with transaction(container.sessions) as session:
-            account = authenticate_person(session, body.username, body.password, auth.login_throttle)
+            account = authenticate_person(session, body.username, body.password, auth.login_throttle,
+                                          request.client.host if request.client else None)
         issued = auth.person_token(account)
         return (TokenResponse(access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in,
                               scope=issued.scope), account.id, account.organisation)
 
     try:
         response, account_id, organisation = await run_in_threadpool(run)
-    except (Unauthorized, TooManyRequests) as exc:
+    except (Unauthorized, TooManyRequests, UnknownRole) as exc:
         # The console's doors and this one check the same passwords under one throttle: accounted for alike.
-        reason = THROTTLED if isinstance(exc, TooManyRequests) else WRONG_CREDENTIALS
+        reason = (THROTTLED if isinstance(exc, TooManyRequests) else UNKNOWN_ROLE if isinstance(exc, UnknownRole)
+                  else WRONG_CREDENTIALS)
         target = await run_in_threadpool(target_of, container, body.username)
         try:
             await record_failed_sign_in(container, request, reason, target, channel="api")

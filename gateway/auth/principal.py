@@ -15,6 +15,7 @@ class Scope(StrEnum):
     ENROL = "enrol"  # enrol pseudonyms of own records
     REGISTER_READ = "register:read"  # read the partnership register
     AUDIT_READ = "audit:read"  # privacy officers: review the audit log
+    AUDIT_RECEIPTS = "audit:receipts"  # partner systems: proofs of the entries of their own receipts only
     ESCALATION = "escalation"  # open/comment/decide escalation cases
     ADMIN = "admin"  # administrators: register changes, escalations, accounts
 
@@ -39,6 +40,7 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     token_id: str = ""
     credential: str = ""  # a person's token: the fingerprint of the account it was issued for (accounts.py)
+    generation: int = 0  # a system's token: the client's key generation it was issued under (revocation.py)
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ class ClientRecord:
     jwks: dict[str, Any] | None
     scopes: list[str]
     active: bool
+    key_generation: int = 0  # how often the client was given new credentials (:func:`upsert_client`)
 
 
 @dataclass(frozen=True)
@@ -36,21 +37,25 @@ class AccountRecord:
     access_generation: int = 0  # how often the account was disabled (:func:`set_account_active`)
 
 
-def get_client(session: Session, client_id: str) -> ClientRecord | None:
+def get_client(session: Session | Connection, client_id: str) -> ClientRecord | None:
     row = session.execute(select(oauth_clients).where(oauth_clients.c.client_id == client_id)).mappings().first()
     if row is None:
         return None
     return ClientRecord(row["client_id"], row["organisation"], row["auth_method"], row["secret_hash"],
-                        row["jwks"], list(row["scopes"]), bool(row["active"]))
+                        row["jwks"], list(row["scopes"]), bool(row["active"]), int(row["key_generation"]))
 
 
-def upsert_client(session: Session, record: ClientRecord, created_at: datetime) -> bool:
+def upsert_client(session: Session | Connection, record: ClientRecord, created_at: datetime) -> bool:
     """Insert the client, or give an existing one the record's credentials and scopes; False (nothing written)
     when the existing one is no longer in the state ``record.active`` says it was read in.
 
     Why: the state is read before this write (:func:`gateway.auth.clients._active_after`), and a
     ``clients disable`` committing in between was undone by writing the state read back: the client was
-    enabled again, without the audit entry every enabling has. Only ``clients enable``/``disable`` change it."""
+    enabled again, without the audit entry every enabling has. Only ``clients enable``/``disable`` change it.
+
+    Giving an existing client its credentials again bumps its ``key_generation``: the tokens issued before
+    (under the old, perhaps leaked, key or secret, or with scopes it no longer has) are refused from then on
+    (:class:`gateway.auth.revocation.DisabledPrincipals`)."""
     values = {"organisation": record.organisation, "auth_method": record.auth_method,
               "secret_hash": record.secret_hash, "jwks": record.jwks, "scopes": record.scopes}
     if get_client(session, record.client_id) is None:
@@ -58,7 +63,8 @@ def upsert_client(session: Session, record: ClientRecord, created_at: datetime) 
                                                       active=record.active, **values))
         return True
     result = session.execute(update(oauth_clients).where(
-        oauth_clients.c.client_id == record.client_id, oauth_clients.c.active.is_(record.active)).values(**values))
+        oauth_clients.c.client_id == record.client_id, oauth_clients.c.active.is_(record.active)).values(
+        key_generation=oauth_clients.c.key_generation + 1, **values))
     return bool(getattr(result, "rowcount", 0))
 
 
@@ -119,6 +125,13 @@ def disabled_subjects(session: Session) -> tuple[frozenset[str], frozenset[str]]
     return frozenset(clients), frozenset(people)
 
 
+def client_generations(session: Session) -> dict[str, int]:
+    """The key generation of every client that was re-keyed at least once (a token without ``gen`` is of 0)."""
+    rows = session.execute(select(oauth_clients.c.client_id, oauth_clients.c.key_generation)
+                           .where(oauth_clients.c.key_generation > 0))
+    return {str(client_id): int(generation) for client_id, generation in rows}
+
+
 def set_account_active(session: Session | Connection, username: str, active: bool, *,
                        changing: bool = False) -> bool:
     """Enable or disable an account; False if there is none (a connection too, as :func:`set_client_active`).
@@ -141,20 +154,35 @@ def set_account_password(session: Session, username: str, password_hash: str) ->
 _FAILURES_OF = login_failures.c.username_key == bindparam("the_username_key")
 
 
-def lock_login_failures(session: Session, username_key: str, now: datetime, forget_before: datetime) -> list[float]:
+@dataclass(frozen=True)
+class LockedFailures:
+    """The failed logins counted for a username, and, when its row is new, how many usernames the same
+    address typed first since ``forget_before`` (this one included)."""
+
+    attempts: list[float]
+    new_from_source: int | None
+
+
+def lock_login_failures(session: Session, username_key: str, now: datetime, forget_before: datetime,
+                        source_key: str | None = None) -> LockedFailures:
     """The start times of the failed logins counted for ``username_key``, its row locked (made if missing)
     until the transaction ends, so attempts on one username are counted one after another in every gateway
     process. The insert comes first: on SQLite the transaction then holds the write lock from its first
     statement (a read first could not take it later when another process wrote meanwhile). A new row is
-    where the rows of usernames nobody tried since ``forget_before`` are removed."""
+    where the rows of usernames nobody tried since ``forget_before`` are removed, and names its ``source_key``
+    (the caller refuses, and so rolls back, a new row of an address that typed too many already)."""
     inserted = session.execute(insert_on_conflict(session, login_failures).values(
-        username_key=username_key, attempts=[], last_at=now).on_conflict_do_nothing(
+        username_key=username_key, attempts=[], last_at=now, source_key=source_key).on_conflict_do_nothing(
         index_elements=[login_failures.c.username_key]).returning(login_failures.c.username_key)).first()
+    from_source = None
     if inserted is not None:
         session.execute(delete(login_failures).where(login_failures.c.last_at < forget_before))
+        if source_key is not None:
+            from_source = session.execute(select(func.count()).select_from(login_failures).where(
+                login_failures.c.source_key == source_key)).scalar_one()
     attempts = session.execute(select(login_failures.c.attempts).where(_FAILURES_OF).with_for_update(),
                                {"the_username_key": username_key}).scalar_one()
-    return [float(started) for started in attempts]
+    return LockedFailures([float(started) for started in attempts], from_source)
 
 
 def store_login_failures(session: Session, username_key: str, attempts: list[float], now: datetime) -> None:

@@ -125,6 +125,7 @@ class GatewayAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                   expires_in: int | None = None, include_refresh_token: bool = False) -> dict[str, Any]:
         scopes = client.get_allowed_scope(scope).split()
         issued = self._tokens.issue(subject=client.record.client_id, organisation=client.record.organisation,
-                                    scopes=scopes, client_id=client.record.client_id)
+                                    scopes=scopes, client_id=client.record.client_id,
+                                    generation=client.record.key_generation)
         return {"access_token": issued.access_token, "token_type": "Bearer", "expires_in": issued.expires_in,
                 "scope": issued.scope}

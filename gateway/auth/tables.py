@@ -1,4 +1,5 @@
-"""Tables of authentication (schema by migration 0002_auth; ``accounts.access_generation`` by 0024)."""
+"""Tables of authentication (schema by migration 0002_auth; ``accounts.access_generation`` by 0024,
+``oauth_clients.key_generation`` by 0025)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ oauth_clients = Table(
     Column("scopes", JSON, nullable=False),
     Column("active", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Bumped by every re-registration (new credentials): a system's token carries it as ``gen``
+    # (gateway.auth.revocation refuses a token under an older one)
+    Column("key_generation", Integer, nullable=False, server_default="0"),
 )
 
 used_client_assertions = Table(
@@ -48,5 +52,7 @@ login_failures = Table(
     Column("username_key", String(64), primary_key=True),  # HMAC of the typed username, never the name itself
     Column("attempts", JSON, nullable=False),  # start times (POSIX seconds) of the attempts in the window
     Column("last_at", DateTime(timezone=True), nullable=False, index=True),
+    # HMAC of the address that typed the username first (migration 0026): distinct usernames per address are capped
+    Column("source_key", String(64), nullable=True, index=True),
 )
 """The login throttle's failed attempts per username (migration 0020), shared by every gateway process."""

@@ -12,6 +12,11 @@ organisation and roles: :func:`gateway.auth.accounts.credential_fingerprint`), w
 :class:`gateway.auth.dependencies.TokenRequired` compares with the account on every use; a signature says only
 what was true when the token was issued.
 
+A partner system's token carries ``gen``, the key generation of its client when it was issued (bumped by every
+re-registration: :func:`gateway.auth.repository.upsert_client`); :class:`gateway.auth.revocation.DisabledPrincipals`
+refuses a token of an older generation, so giving a client a new key ends the tokens got with the old one. A
+token without ``gen`` is of generation 0.
+
 A token that passed is remembered by its exact text (so a changed byte is another token) with its
 ``exp``, and later presentations skip steps 1-5 as long as it has not expired (step 4's rule, same
 leeway) and the verification key set is unchanged (a rotation or retirement clears the memory). Why: the
@@ -63,7 +68,8 @@ class AccessTokenService:
 
     def issue(self, *, subject: str, organisation: str, scopes: list[str], kind: str = "system",
               roles: list[str] | None = None, client_id: str | None = None,
-              audience: str | None = None, credential: str | None = None) -> IssuedToken:
+              audience: str | None = None, credential: str | None = None,
+              generation: int | None = None) -> IssuedToken:
         now = int(self._clock.now().timestamp())
         key = self._keys.current()
         jti = new_id()
@@ -78,6 +84,8 @@ class AccessTokenService:
             claims["roles"] = sorted(roles)
         if credential:
             claims["cred"] = credential
+        if generation:
+            claims["gen"] = generation
         token = jwt.encode({"alg": SIGNING_ALGORITHM, "kid": key.kid}, claims, key, algorithms=_ALLOWED_ALGORITHMS)
         return IssuedToken(token, self.ttl_seconds, claims["scope"], jti)
 
@@ -136,7 +144,16 @@ class AccessTokenService:
         return Principal(kind=claims["kind"], subject=str(claims["sub"]), organisation=str(claims["org"]),
                          scopes=frozenset(str(claims.get("scope", "")).split()),
                          roles=frozenset(claims.get("roles", [])), token_id=str(claims["jti"]),
-                         credential=str(claims.get("cred", ""))), int(claims["exp"])
+                         credential=str(claims.get("cred", "")), generation=_generation(claims)), int(claims["exp"])
+
+
+def _generation(claims: dict[str, Any]) -> int:
+    """The token's ``gen`` (0 when absent); anything but a non-negative integer is a 401, never a 500 (only a
+    token signed with the gateway's own key gets here, but a bad claim must still not pass as generation 0)."""
+    value = claims.get("gen", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Unauthorized("access token rejected: invalid claim `gen`")
+    return value
 
 
 def _peek_header(token: str) -> dict[str, Any]:

@@ -248,8 +248,9 @@ class Receipt(BaseModel):
 
     exchange_id: str = Field(description="The exchange (or discovery) the entries are about.")
     audit_indices: list[int] = Field(default_factory=list, description="Indices of the audit log entries "
-                                     "written for it (request, decisions, disclosures); a privacy officer "
-                                     "can fetch an inclusion proof for each, at once, against "
+                                     "written for it (request, decisions, disclosures); a privacy officer, "
+                                     "or the requesting system with the scope `audit:receipts`, can fetch "
+                                     "an inclusion proof for each, at once, against "
                                      "`GET /v1/audit/checkpoint?covering=<highest index + 1>`.")
     checkpoint: str | None = Field(default=None, description="The latest signed checkpoint (C2SP format); it "
                                    "may not cover this receipt's entries yet.")

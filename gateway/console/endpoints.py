@@ -38,7 +38,7 @@ from gateway.auditing import review
 from gateway.auditing.checkpoints import served_checkpoint
 from gateway.auditing.setup import audit_services
 from gateway.auth import repository as accounts
-from gateway.auth.accounts import authenticate_person
+from gateway.auth.accounts import UnknownRole, authenticate_person
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.auth.setup import auth_services
 from gateway.console import escalations, signins, verification, views
@@ -109,17 +109,19 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
 
     def check() -> accounts.AccountRecord:
         with transaction(container.sessions) as session:
-            return authenticate_person(session, username, password, throttle)
+            return authenticate_person(session, username, password, throttle,
+                                       page.request.client.host if page.request.client else None)
 
     try:
         account = await run_in_threadpool(check)
-    except (Unauthorized, TooManyRequests) as exc:
-        throttled = isinstance(exc, TooManyRequests)
+    except (Unauthorized, TooManyRequests, UnknownRole) as exc:
+        reason = (signins.THROTTLED if isinstance(exc, TooManyRequests) else signins.UNKNOWN_ROLE
+                  if isinstance(exc, UnknownRole) else signins.WRONG_CREDENTIALS)
         tried = await run_in_threadpool(signins.target_of, container, username)
-        await signins.record_failed_sign_in(container, page.request,
-                                            signins.THROTTLED if throttled else signins.WRONG_CREDENTIALS, tried)
+        await signins.record_failed_sign_in(container, page.request, reason, tried)
         response = page.render("login.html", status=exc.status, next=local_path(next), message="",
-                               error=page.t("throttled" if throttled else "wrong_credentials"))
+                               error=page.t({signins.THROTTLED: "throttled", signins.UNKNOWN_ROLE: "unknown_role"}
+                                            .get(reason, "wrong_credentials")))
         response.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "retry-after"})
         return response
     before = page.session

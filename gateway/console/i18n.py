@@ -27,6 +27,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                       "Meld u aan met het account dat uw beheerder voor u heeft aangemaakt."),
     "wrong_credentials": ("Username or password is wrong, or the account is disabled.",
                           "Gebruikersnaam of wachtwoord is onjuist, of het account is uitgeschakeld."),
+    "unknown_role": ("This account has a role the gateway does not know. Ask your administrator to correct it.",
+                     "Dit account heeft een rol die de gateway niet kent. Vraag uw beheerder dit te herstellen."),
     "throttled": ("Too many failed attempts. Try again later.",
                   "Te veel mislukte pogingen. Probeer het later opnieuw."),
     "session_expired": ("Your session has expired. Please sign in again.",

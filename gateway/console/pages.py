@@ -25,7 +25,7 @@ from starlette.routing import Match
 
 from audit import AuditWriteError
 from gateway.auth import repository as accounts
-from gateway.auth.accounts import scopes_for_roles
+from gateway.auth.accounts import roles_known, scopes_for_roles
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.console import views
 from gateway.console.i18n import LANGUAGE_COOKIE, choose_language, translate, translate_value
@@ -274,8 +274,9 @@ async def current_page(request: Request, container: Container = Depends(get_cont
                 return None if is_signed_out(session, sid) else accounts.get_account(session, username)
 
         account = await run_in_threadpool(load)
-        if account is not None and account.active and sessions.credential_matches(data, account.password_hash,
-                                                                                  account.access_generation):
+        # A role this gateway does not know (SQL, another version) ends the session: no scopes to give it
+        if (account is not None and account.active and roles_known(account.roles)
+                and sessions.credential_matches(data, account.password_hash, account.access_generation)):
             page.person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
             page.session = sessions.touched(data, page.now())
         else:

@@ -63,6 +63,8 @@ log = structlog.get_logger("gateway.console.signins")
 
 THROTTLED = "throttled"
 WRONG_CREDENTIALS = "wrong-credentials"
+UNKNOWN_ROLE = "unknown-role"
+"""The right password of an account whose roles hold a value this gateway does not know: refused (403)."""
 SUMMARY_SECONDS = 60.0
 """How often the timer looks for windows that ended (a summary is at most this late)."""
 TOKEN_CHANNEL = "token"

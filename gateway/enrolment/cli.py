@@ -37,7 +37,15 @@ from rich.progress import Progress
 from audit import AuditError, AuditLog
 from gateway.auditing.setup import CheckpointKeyError, audit_signer
 from gateway.db.engine import existing_engine_for, make_session_factory, require_database
-from gateway.enrolment.rekey import Command, IndexKeptMoving, RekeyResult, pending_rows, rekey_index, rows_per_version
+from gateway.enrolment.rekey import (
+    Command,
+    IndexKeptMoving,
+    RekeyResult,
+    pending_rows,
+    rekey_index,
+    rotation_entry,
+    rows_per_version,
+)
 from gateway.enrolment.retired import IndexKeptChanging, remove_retired
 from gateway.errors import InvalidRegister
 from gateway.pseudonyms.errors import KeyStoreError
@@ -176,10 +184,25 @@ def rotate() -> None:
         out.print(f"{pending} index rows are not under the current key version {ring.current} yet: finishing "
                   "that re-key first; no new key version is added.")
     else:
+        previous = ring.current
         ring = asyncio.run(store.rotate())
+        _audit_rotation(log, previous, ring.current)
         pending = _pending(settings, ring.current)
     _report(settings, _rekey(settings, ring, pending, log, "rotate"))
     _next_steps(ring.current, added=not finishing)
+
+
+def _audit_rotation(log: AuditLog, previous: int, current: int) -> None:
+    """The rotation's own entry (:func:`~gateway.enrolment.rekey.rotation_entry`), so that a rotation is in the
+    log even when no row moves; if it cannot be written, one line and exit code 1 (the version is added)."""
+    try:
+        log.append([rotation_entry(previous, current)])
+    except AuditError as exc:
+        log.engine.dispose()
+        err.print(f"key version {current} was added, but its audit entry could not be written "
+                  f"({type(exc).__name__}); the index was not re-keyed: run `wgs-gateway pseudonyms rekey`",
+                  markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _next_steps(current: int, *, added: bool) -> None:

@@ -44,7 +44,10 @@ from gateway.pseudonyms.keys import Domain, KeyRing
 from gateway.pseudonyms.pep import Pseudonym
 from gateway.pseudonyms.rotation import rekey_pseudonyms
 
-__all__ = ["AuditAppender", "IndexKeptMoving", "RekeyResult", "pending_rows", "rekey_index", "rows_per_version"]
+__all__ = [
+    "AuditAppender", "IndexKeptMoving", "RekeyResult", "pending_rows", "rekey_index", "rotation_entry",
+    "rows_per_version",
+]
 
 BATCH = 1000
 ATTEMPTS = 5
@@ -167,6 +170,17 @@ def _entries(plan: _Plan, current: int, command: Command, trace_id: str) -> list
                               "moved": plan.moved.get(partnership, 0),
                               "superseded": plan.superseded.get(partnership, 0)})
             for partnership, versions in sorted(plan.versions.items())]
+
+
+def rotation_entry(from_version: int, key_version: int) -> AuditEvent:
+    """The ``index.rekeyed`` entry of the rotation itself (``rotate`` made ``key_version`` current): zero rows
+    (each batch that moves rows has entries of its own), under no partnership (the key is every one's). Without
+    it a rotation of an empty index changed the key without a trace in the log."""
+    return AuditEvent(event_type=EventType.INDEX_REKEYED, trace_id=secrets.token_hex(16),
+                      span_id=secrets.token_hex(8),
+                      extra={"index": "pseudonyms", "channel": "cli", "command": "rotate",
+                             "from_versions": [from_version], "key_version": key_version, "moved": 0,
+                             "superseded": 0})
 
 
 def rekey_index(sessions: sessionmaker[Session], ring: KeyRing, log: AuditAppender, *, command: Command = "rekey",

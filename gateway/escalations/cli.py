@@ -4,7 +4,7 @@ scheduler) and for preparing the steering group's agenda."""
 from __future__ import annotations
 
 import asyncio
-import sys
+import io
 from typing import TYPE_CHECKING
 
 import typer
@@ -16,9 +16,10 @@ from escalation.queries import CaseFilter, CaseScope, list_cases
 from gateway.db.engine import existing_engine_for, make_session_factory, require_database, transaction
 from gateway.escalations.gap_export import gap_view, write_gaps_csv
 from gateway.settings import Settings
+from gateway.spreadsheets import spreadsheet_bytes
 
 if TYPE_CHECKING:  # the service is imported with the full wiring, when a command needs it
-    from gateway.escalations.service import ScanResult
+    from gateway.escalations.deadlines import ScanResult
 
 escalations_app = typer.Typer(help="The escalation workflow: overdue cases and the register of legal gaps.",
                               no_args_is_help=True)
@@ -94,9 +95,16 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
 @escalations_app.command("gaps")
 def gaps(status: GapStatus | None = typer.Option(None, help="Only gaps with this status."),
          partnership: str | None = typer.Option(None, help="Only this partnership's gaps.")) -> None:
-    """Print the register of legal gaps as CSV, for the steering group's agenda."""
+    """Print the register of legal gaps as CSV, for the steering group's agenda.
+
+    The bytes of the API's download (GET /v1/legal-gaps/export): the UTF-8 byte-order mark first and CRLF
+    line endings, so that the file it is redirected to opens in a spreadsheet with its accents intact."""
     engine = existing_engine_for(Settings())
     with transaction(make_session_factory(engine)) as session:
         found = list_gaps(session, partnerships={partnership} if partnership else None, status=status)
     engine.dispose()
-    write_gaps_csv(sys.stdout, [gap_view(gap) for gap in found])  # the API's export; an operator sees every case
+    text = io.StringIO()
+    write_gaps_csv(text, [gap_view(gap) for gap in found])  # the API's export; an operator sees every case
+    # The download's bytes, mark and line endings included: the output is redirected to a file for the agenda.
+    # As bytes, so that no platform's text mode turns the CRLFs into anything else.
+    typer.echo(spreadsheet_bytes(text.getvalue()), nl=False)

@@ -45,16 +45,19 @@ from escalation.cases import (
     FourEyesViolation,
     MotivationRequired,
 )
-from escalation.queries import CaseFilter, CaseScope, list_cases, metrics, visible_case_ids
-from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State
+from escalation.queries import CaseFilter, list_cases, metrics, visible_case_ids
+from escalation.states import Action, CaseState, InvalidTransition, State
 from gateway.auth import repository as accounts
-from gateway.auth.principal import Principal, Role
+from gateway.auth.principal import Principal
 from gateway.auth.tokens import AccessTokenService
 from gateway.client.models import ExchangeRequest, Outcome, TargetOutcome
 from gateway.clock import Clock, as_utc
 from gateway.db.engine import transaction
 from gateway.errors import Conflict, Forbidden, GatewayError, NotFound, ServiceUnavailable, Unprocessable
 from gateway.escalations import access
+from gateway.escalations.deadlines import FINAL_DEADLINE_AUDIENCE as FINAL_DEADLINE_AUDIENCE  # re-exported
+from gateway.escalations.deadlines import DeadlineScan
+from gateway.escalations.deadlines import ScanResult as ScanResult  # re-exported: the scan's answer
 from gateway.escalations.gap_export import gap_view, write_gaps_csv
 from gateway.escalations.models import (
     CaseDetail,
@@ -81,8 +84,6 @@ from gateway.register.model import Register
 log = structlog.get_logger("gateway.escalations")
 T = TypeVar("T")
 DEFAULT_DEADLINES = {1: 5, 2: 10, 3: 20}
-FINAL_DEADLINE_AUDIENCE = frozenset({Role.ADMINISTRATOR.value, Role.PRIVACY_OFFICER.value})
-"""Whom a receiving organisation should route a missed tier-3 deadline to (the notification names them)."""
 STATEMENT_TTL_SECONDS = 300
 _OBJECTIONS = {  # who objects to which outcome of an exchange target
     "requester-objection": {Outcome.DENIED.value, Outcome.ALLOWED_NARROWED.value},
@@ -144,15 +145,6 @@ class _Step:
     extra: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class ScanResult:
-    """What one scan did: cases moved up a tier, missed tier-3 deadlines reported, decisions expired."""
-
-    moved: list[Case]
-    reported: list[Case]
-    expired: list[Case]
-
-
 class EscalationService:
     def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register,
                  writer: AsyncAuditWriter, tokens: AccessTokenService, notifier: WebhookNotifier,
@@ -164,6 +156,7 @@ class EscalationService:
         self.tokens = tokens
         self.notifier = notifier
         self.valid_for = timedelta(days=decision_valid_days)
+        self._deadline_scan = DeadlineScan(self)
 
     # -- plumbing ------------------------------------------------------------------------------
     def deadlines(self, partnership: str) -> dict[int, int]:
@@ -612,110 +605,25 @@ class EscalationService:
             motivation=body.motivation)
         return await self.detail(principal, case_id)
 
-    # -- the scan: deadlines and decisions whose time has passed -------------------------------
+    # -- the scan: deadlines and decisions whose time has passed (gateway.escalations.deadlines) --------------
     async def scan(self) -> ScanResult:
-        """The scheduler's job, and ``wgs-gateway escalations scan``'s: every missed deadline (one tier up,
-        or at the last tier reported once), and every allow decision whose validity passed (expired)."""
-        moved, reported = await self._deadlines_passed()
-        expired = await self.expire_decisions()
-        return ScanResult(moved=moved, reported=reported, expired=expired)
+        """The scheduler's job, and ``wgs-gateway escalations scan``'s (:class:`DeadlineScan`)."""
+        return await self._deadline_scan.scan()
 
     async def escalate_overdue(self) -> list[Case]:
         """Every active case past its deadline: below tier 3 it goes one tier up; at tier 3, the last, it
-        stays and its missed deadline is reported once (see ``_report_final``). The cases moved up."""
-        return (await self._deadlines_passed())[0]
-
-    async def _deadlines_passed(self) -> tuple[list[Case], list[Case]]:
-        """The cases moved up a tier, and those whose missed tier-3 deadline was reported now."""
-        today = self.today()
-        overdue = await self._db(lambda s: [c for c in list_cases(
-            s, CaseScope(everything=True), CaseFilter(overdue_on=today), limit=100_000) if c.tier < MAX_TIER])
-        moved = []
-        for case in overdue:
-            try:
-                moved.append(await self._perform(case.id, None, None, self._plan_listed(case, Action.DEADLINE_MISSED),
-                                                 self._apply_listed(case, Action.DEADLINE_MISSED, "deadline missed")))
-            except Conflict:
-                continue  # someone acted on it meanwhile; the next run looks again
-        if moved:
-            log.info("escalations_overdue_moved", cases=len(moved))
-        final = await self._db(lambda s: case_store.unreported_final_overdue(s, today))
-        reported = [case for case in [await self._report_final(c) for c in final] if case is not None]
-        if reported:
-            log.info("escalations_final_deadline_missed", cases=len(reported))
-        return moved, reported
-
-    def _final_recipients(self, case: Case) -> list[str]:
-        """Who hears that the last tier's deadline passed: there is nobody to refer the case to, so those who
-        can still settle it or must answer for it — the two parties (their privacy officers work tier 1),
-        the tier-3 deciders (the administrative steering group) and the coordinating privacy officer."""
-        recipients = {case.requester_org, case.holder_org}
-        partnership = self.register.partnerships.get(case.partnership)
-        if partnership is not None:
-            recipients |= access.tier_deciders(partnership, MAX_TIER, case)
-            recipients.add(partnership.coordinating_privacy_officer)
-        return sorted(recipients)
-
-    async def _report_final(self, listed: Case) -> Case | None:
-        """Log and announce one missed tier-3 deadline, once: the step is skipped before anything is logged
-        if the case changed since it was listed or its report is on record already (another gateway process
-        scans too), and its entry names who was told. None if skipped."""
-        told = self._final_recipients(listed)
-
-        def not_yet(session: Session, current: Case) -> None:
-            if case_store.final_deadline_reported(session, current.id):
-                raise ConcurrentUpdate(f"the missed deadline of case `{current.id}` was reported already")
-
-        def notify(case: Case) -> None:
-            self.notifier.notify(set(told), {
-                "event": "escalation.final_deadline_missed", "case_id": case.id, "state": case.state.value,
-                "tier": case.tier, "deadline": case.deadline.isoformat(), "partnership": case.partnership,
-                "version": case.version, "roles": sorted(FINAL_DEADLINE_AUDIENCE)})
-
-        extra = {"deadline": listed.deadline.isoformat(), "notified": told}
-        try:
-            return await self._perform(
-                listed.id, None, None, self._plan_listed(listed, Action.FINAL_DEADLINE_MISSED, extra, not_yet),
-                self._apply_listed(listed, Action.FINAL_DEADLINE_MISSED, "deadline of the last tier missed"),
-                notify=notify)
-        except Conflict:
-            return None  # someone acted on it meanwhile, or it was reported; the next run looks again
+        stays and its missed deadline is reported once. The cases moved up."""
+        return (await self._deadline_scan.deadlines_passed())[0]
 
     async def expire_decisions(self) -> list[Case]:
-        """Allow decisions whose validity passed: one nobody used expires (the case leaves ``decided``, so no
-        list offers it for a re-run and a re-run citing it is refused as expired); one a re-run used but
-        could not close is closed. A decision held by a live re-run is left to it (the policy refuses it
-        past its validity anyway) and looked at again on the next scan."""
-        now = self.clock.now()
-        found = await self._db(lambda s: case_store.expirable_decisions(s, now))
-        expired = []
-        for case in found:
-            if case.rerun_exchange_id is not None:
-                await self._close_used(case.id, case.rerun_exchange_id, None)
-                continue
-            if self._claim_live(case, now):
-                continue
-            try:
-                expired.append(await self._perform(
-                    case.id, None, None, self._plan_listed(case, Action.EXPIRE, {"valid_until": str(
-                        (case.decision or {}).get("valid_until")), "decision_id": case.decision_id}),
-                    self._apply_listed(case, Action.EXPIRE, "decision not used before its validity ended")))
-            except Conflict:
-                continue  # claimed, used or changed meanwhile; the next run looks again
-        if expired:
-            log.info("escalation_decisions_expired", cases=len(expired))
-        return expired
-
-    @staticmethod
-    def _claim_live(case: Case, now: datetime) -> bool:
-        """A re-run holds the decision and may still use it (a claim older than that is abandoned)."""
-        return (case.rerun_claim is not None and case.rerun_claimed_at is not None
-                and as_utc(case.rerun_claimed_at) >= now - CLAIM_ABANDONED_AFTER)
+        """Allow decisions whose validity passed expire (or, used by a re-run, are closed); the expired ones."""
+        return await self._deadline_scan.expire_decisions()
 
     @staticmethod
     def _plan_listed(listed: Case, action: Action, extra: dict[str, Any] | None = None,
                      check: Callable[[Session, Case], None] | None = None) -> Callable[[Session, Case], list[_Step]]:
-        """The scan's step for a case as it was listed — if it still is when read again before logging. Another
+        """The scan's step (:mod:`gateway.escalations.deadlines`) for a case as it was listed — if it still is
+        when read again before logging. Another
         gateway process on the database scans too: a case it moved (or a person acted on) since our listing
         is left alone before anything is logged, not logged once more (at its new tier) and then retracted."""
         def plan(session: Session, current: Case) -> list[_Step]:

@@ -171,8 +171,9 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     assert "0 overdue case(s) moved" in again.output  # the new tier has a new deadline
     gaps = runner.invoke(app, ["escalations", "gaps"])
     assert gaps.exit_code == 0
-    assert gaps.output.splitlines() == ["id,partnership,status,title,description,cases,created_at,updated_at,"
-                                        "created_by_org,note"]  # the API's export (test_legal_gaps compares them)
+    assert gaps.stdout_bytes.decode("utf-8-sig").splitlines() == [
+        "id,partnership,status,title,description,cases,created_at,updated_at,created_by_org,note"
+    ]  # the API's export (test_legal_gaps compares them)
 
 
 def test_escalations_scan_delivers_its_webhooks_before_it_exits(data_dir: Path,
@@ -458,7 +459,9 @@ def test_pseudonyms_rotate_and_rekey_are_audited_for_the_partnerships_coordinati
     index.enrol(old_gateway, [index.item("11223344"), index.item("12345678", "directorships")])  # in flight
     assert runner.invoke(app, ["pseudonyms", "rekey"]).exit_code == 0
 
-    entries = _rekeyed_entries(index)
+    rotation, *entries = _rekeyed_entries(index)  # the rotation's own entry first (zero rows, no partnership)
+    assert (rotation["processing_activity"], rotation["extra"]["key_version"], rotation["extra"]["moved"]) == (
+        None, 2, 0)
     assert [(e["processing_activity"]["partnership"], e["extra"]) for e in entries] == [
         (index.RIEC, {"index": "pseudonyms", "channel": "cli", "command": "rotate", "from_versions": [1],
                       "key_version": 2, "moved": 2, "superseded": 0}),
@@ -471,6 +474,47 @@ def test_pseudonyms_rotate_and_rekey_are_audited_for_the_partnerships_coordinati
                                               partnerships=frozenset({index.RIEC}))) == entries
     assert _rekeyed_entries(index, EntryScope(organisations=frozenset({"gemeente-amsterdam"}))) == []
     assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def test_a_rotation_is_in_the_audit_log_even_when_the_index_is_empty(index: _Index) -> None:
+    """Found: `rotate` on an empty index added a key version without any audit entry (only re-keyed batches
+    had one). The rotation itself is an `index.rekeyed` entry now, of zero rows: the key versions, under no
+    partnership (the key is every partnership's). A `rekey` adds no version, and no such entry."""
+    import asyncio
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0  # the audit log's key (the ring is there)
+    assert index.rows() == {}
+    before = asyncio.run(index.store.load()).current
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    after = asyncio.run(index.store.load()).current
+    assert after != before
+    expected = [(None, {"index": "pseudonyms", "channel": "cli", "command": "rotate", "from_versions": [before],
+                        "key_version": after, "moved": 0, "superseded": 0})]
+    assert [(e["processing_activity"], e["extra"]) for e in _rekeyed_entries(index)] == expected
+    assert runner.invoke(app, ["pseudonyms", "rekey"]).exit_code == 0
+    assert [(e["processing_activity"], e["extra"]) for e in _rekeyed_entries(index)] == expected
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def test_a_rotation_whose_entry_cannot_be_written_says_so_and_moves_nothing(
+        index: _Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key store changed, but its entry could not be written: one line naming the version, exit code 1,
+    and no batch moved (each batch would be logged while the rotation is not)."""
+    from audit import AuditLog, AuditWriteError
+
+    index.enrol(index.gateway(), [index.item("12345678")])
+    rows = index.rows()
+
+    def unwritable(*_args: Any, **_kwargs: Any) -> Any:
+        raise AuditWriteError("audit append failed (OperationalError)")
+
+    monkeypatch.setattr(AuditLog, "append", unwritable)
+    rotated = runner.invoke(app, ["pseudonyms", "rotate"])
+    assert rotated.exit_code == 1
+    assert "key version 2 was added, but its audit entry could not be written" in rotated.output
+    assert "Traceback" not in rotated.output
+    assert index.rows() == rows
 
 
 def test_a_rekey_batch_whose_entry_cannot_be_written_is_not_written_either(
@@ -495,12 +539,12 @@ def test_a_rekey_batch_whose_entry_cannot_be_written_is_not_written_either(
     assert "the audit log could not be written" in rotated.output
     assert "`wgs-gateway pseudonyms rotate` again" in rotated.output
     assert index.rows() == rows
-    assert _rekeyed_entries(index) == []
+    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [0]  # the key version added: on record
     monkeypatch.setattr(rekey, "_apply", written)
     resumed = runner.invoke(app, ["pseudonyms", "rotate"])  # finishes the move, adds no further version
     assert resumed.exit_code == 0, resumed.output
     assert [version for version, _ in index.rows().values()] == [2, 2]
-    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [2]
+    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [0, 2]
 
 
 def test_a_rekey_batch_overtaken_by_an_enrolment_is_planned_again_and_its_entry_counts_what_it_did(
@@ -527,7 +571,7 @@ def test_a_rekey_batch_overtaken_by_an_enrolment_is_planned_again_and_its_entry_
     assert "3 index rows re-keyed" in rotated.output
     assert [len(plan.rows) for plan in plans if plan] == [2, 3]
     assert [version for version, _ in index.rows().values()] == [2, 2, 2]
-    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [3]
+    assert [e["extra"]["moved"] for e in _rekeyed_entries(index)] == [0, 3]  # the rotation, then its batch
 
 
 def test_pseudonyms_rotate_without_an_audit_log_changes_nothing(index: _Index) -> None:
@@ -803,10 +847,10 @@ def test_a_silent_database_fails_within_the_connect_timeout_in_one_line(
 
 
 def test_a_database_message_loses_the_password_and_the_url_as_written() -> None:
-    from gateway.cli import _without_password
+    from gateway.startup import without_password
 
     url = "postgresql+psycopg://wgs:S3cr%40tPW@db.example:5432/wgs"
-    message = _without_password(f"cannot use {url}; password S3cr@tPW refused", url)
+    message = without_password(f"cannot use {url}; password S3cr@tPW refused", url)
     assert "S3cr" not in message
     assert "tPW" not in message
     assert "postgresql+psycopg://wgs:***@db.example:5432/wgs" in message
@@ -1092,28 +1136,48 @@ def test_an_access_change_that_cannot_be_audited_is_not_made(data_dir: Path) -> 
 def test_clients_add_racing_a_disable_leaves_the_client_disabled(data_dir: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """`clients disable` committing between the moment `clients add` read the client (active) and its write: the
-    add must not write the state it read back, which enabled the client again with no audit entry."""
-    from gateway.auth import clients
-    from gateway.auth.access_changes import set_active
+    add must not write the state it read back, which enabled the client again with no audit entry.
+
+    The re-key's write (and the state it checks) is made in the audit log's transaction, under the log's write
+    lock that `clients disable` takes too; the disable commits after the add's first read, before that."""
+    from gateway.auth import access_changes
     from gateway.db.engine import existing_engine_for
     from gateway.settings import Settings
 
     assert runner.invoke(app, ["keys", "init"]).exit_code == 0
     assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
-    read_then_disabled = clients._active_after
+    audited = access_changes._audited
 
-    def disabled_meanwhile(session: Any, system_id: str, keep_disabled: bool) -> bool:
-        active = read_then_disabled(session, system_id, keep_disabled)
+    def disabled_meanwhile(*args: Any) -> None:
+        monkeypatch.setattr(access_changes, "_audited", audited)  # the disable's own entry: as it is
         engine = existing_engine_for(Settings())  # the operator's `clients disable`, in another process
         try:
-            assert set_active(Settings(), engine, "client", system_id, False).changed
+            assert access_changes.set_active(Settings(), engine, "client", "kvk-handelsregister", False).changed
         finally:
             engine.dispose()
-        return active
+        audited(*args)
 
-    monkeypatch.setattr(clients, "_active_after", disabled_meanwhile)
+    monkeypatch.setattr(access_changes, "_audited", disabled_meanwhile)
     raced = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
     assert raced.exit_code == 1, raced.output
     assert "shown once" not in raced.output  # no secret for a registration that did not happen
     assert _client_active("kvk-handelsregister") is False
     assert [entry["extra"]["action"] for entry in _access_entries()] == ["client-disabled"]
+
+
+def test_clients_add_on_an_existing_client_is_an_audited_re_key(data_dir: Path) -> None:
+    """A new key or secret for a registered client (after a leak) ends its earlier tokens, and is on record; a
+    new client's registration is no entry. Without the checkpoint key the re-key is refused, and nothing changes."""
+    added = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    assert added.exit_code == 0, added.output
+    refused = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    assert refused.exit_code == 1  # no audit key yet: the re-key cannot be audited, so it is not made
+    assert "shown once" not in refused.output
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    rekeyed = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    assert rekeyed.exit_code == 0, rekeyed.output
+    assert "tokens it got before are refused" in rekeyed.output
+    assert "shown once" in rekeyed.output
+    [entry] = _access_entries()
+    assert entry["extra"] == {"action": "client-rekeyed", "channel": "cli", "client": "kvk-handelsregister",
+                              "key_generation": 1}

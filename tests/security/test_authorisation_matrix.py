@@ -230,10 +230,14 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/discovery"): Entry(api(allow=(SYS, SYS_OTHER)), lambda w, c: Req(
         "POST", "/v1/discovery", json={k: v for k, v in DENIED_REQUEST.items() if k != "holders"}),
         scopes=("discovery",)),
-    # -- audit proofs (audit:read: people only) --------------------------------------------------------
-    ("GET", "/v1/audit/checkpoint"): Entry(api(allow=ALL_PEOPLE), get("/v1/audit/checkpoint")),
-    ("GET", "/v1/audit/key"): Entry(api(allow=ALL_PEOPLE), get("/v1/audit/key")),
-    ("GET", "/v1/audit/entries/{index}/proof"): Entry(api(allow=ALL_PEOPLE), get("/v1/audit/entries/0/proof", size=1)),
+    # -- audit proofs (audit:read: people; audit:receipts: a system, for the entries it requested) -------
+    ("GET", "/v1/audit/checkpoint"): Entry(api(allow=(SYS, *ALL_PEOPLE)), get("/v1/audit/checkpoint"),
+                                           scopes=("audit:receipts",)),
+    ("GET", "/v1/audit/key"): Entry(api(allow=(SYS, *ALL_PEOPLE)), get("/v1/audit/key"), scopes=("audit:receipts",)),
+    ("GET", "/v1/audit/entries/{index}/proof"): Entry(  # the municipality's system requested the exchange
+        api(allow=(SYS, *ALL_PEOPLE)), lambda w, c: Req("GET", f"/v1/audit/entries/{w.ids['entry']}/proof",
+                                                        params={"size": int(w.ids["entry"]) + 1}),
+        scopes=("audit:receipts",)),
     ("GET", "/v1/audit/consistency"): Entry(api(allow=ALL_PEOPLE),
                                             get("/v1/audit/consistency", **{"from": 1, "to": 2})),
     # -- audit review (privacy officers; data-subject requests: the contact point) --------------------

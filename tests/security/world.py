@@ -44,7 +44,7 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday within office hou
 
 SYSTEM = "gemeente-amsterdam-vth"  # requester, RIEC and ZVH participant
 OTHER_SYSTEM = "abn-amro-fec"  # a bank: FEC only, not in the RIEC
-SYSTEM_SCOPES = ("discovery", "enrol", "exchange", "register:read")
+SYSTEM_SCOPES = ("audit:receipts", "discovery", "enrol", "exchange", "register:read")
 
 # Caller kinds of the authorisation matrix.
 ANONYMOUS, EXPIRED, FORGED, WRONG_AUDIENCE = "anonymous", "expired-token", "forged-token", "wrong-audience"

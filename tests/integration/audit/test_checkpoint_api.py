@@ -4,8 +4,9 @@ never served.
 1. The checkpoint policy signs after 100 entries or 60 s, so the entries an exchange's receipt cites were in no
    checkpoint for up to a minute: an officer checking the receipt at once got a checkpoint that did not cover
    it and could not tell whether it was logged. ``?covering=N`` asks for a checkpoint of at least N entries,
-   signed on demand when none covers them yet — at most one such signature per second per process, shared by
-   everyone who asked meanwhile, so asking cannot keep the gateway signing (the checkpoint table growing).
+   signed on demand when none covers them yet — at most one such signature per second on the database (by all
+   gateway processes together; it was per process), shared by everyone who asked meanwhile, so asking cannot
+   keep the gateway signing (the checkpoint table growing).
 2. The gateway handed out whatever its checkpoint table held: a note with a broken signature or a root that
    is not the tree's was served as the log's word (200), and a row no checkpoint row can be was a 500. Now
    the checkpoint is checked against the log's own key and tree first; failing that the answer is a 503
@@ -64,7 +65,7 @@ def _checkpoints(engine: Engine) -> int:
 def _pin_clock(container: Container) -> list[float]:
     """Freeze the on-demand limiter's clock (a list, so that a test can move it)."""
     moment = [1000.0]
-    container.services["audit"].on_demand.monotonic = lambda: moment[0]
+    container.services["audit"].on_demand.clock = lambda: moment[0]
     return moment
 
 
@@ -130,6 +131,40 @@ def test_callers_waiting_for_the_same_interval_share_one_signature(
     assert [a.status_code for a in answers] == [200] * 4
     assert len({a.text for a in answers}) == 1
     assert _checkpoints(container.engine) == signed + 1
+
+
+def test_two_gateway_processes_on_one_database_sign_once_a_second_between_them(
+        app: tuple[TestClient, Container], officer: dict[str, str], sqlite_db_url: str, tmp_path: Path,
+        clock: FixedClock) -> None:
+    """A second app instance on the same database file and data directory (another worker process): once the
+    first has signed on demand, the second refuses to sign within the interval (503, Retry-After) instead of
+    signing a checkpoint of its own; a request it can answer from the first's checkpoint it answers."""
+    client, container = app
+    other = build_container(Settings(data_dir=tmp_path, database_url=sqlite_db_url, log_json=True), clock)
+    try:
+        with TestClient(create_app(container=other), raise_server_exceptions=False) as second:
+            moment = _pin_clock(container)
+            other.services["audit"].on_demand.clock = lambda: moment[0]  # one machine, one clock
+            for on_demand in (container.services["audit"].on_demand, other.services["audit"].on_demand):
+                on_demand.min_interval = 0.2  # the wait before each refusal: keep the test short
+            first = _append(container)[0]
+            signed = client.get("/v1/audit/checkpoint", params={"covering": first + 1}, headers=officer)
+            assert signed.status_code == 200, signed.text
+            count = _checkpoints(container.engine)
+            index = _append(other)[0]
+            refused = second.get("/v1/audit/checkpoint", params={"covering": index + 1}, headers=officer)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["type"].endswith("/checkpoint-pending")
+            assert int(refused.headers["retry-after"]) >= 1
+            assert _checkpoints(container.engine) == count  # nothing signed by the second process
+            answered = second.get("/v1/audit/checkpoint", params={"covering": first + 1}, headers=officer)
+            assert answered.text == signed.text  # the first's checkpoint serves the second's readers
+            moment[0] += 0.2
+            later = second.get("/v1/audit/checkpoint", params={"covering": index + 1}, headers=officer)
+            assert later.status_code == 200, later.text
+            assert _checkpoints(container.engine) == count + 1
+    finally:
+        other.close()
 
 
 @pytest.mark.parametrize(("covering", "status"), [(0, 422), (-1, 422), (10**6, 404), (2**63, 422)])

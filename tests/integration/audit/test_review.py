@@ -16,6 +16,7 @@ from audit.events import AuditEvent, Decision, EventType, ProcessingActivity, Re
 from gateway.app import create_app
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
+from gateway.enrolment.rekey import rotation_entry
 from gateway.settings import Settings
 from tests.audit_support import span_id, trace_id
 from tests.auth_helpers import bearer, person_token
@@ -199,7 +200,9 @@ def test_gateway_wide_entries_reach_the_officers_they_concern_and_nothing_else_d
     * ``register.changed``: the register is what every participant's processing rests on, so every privacy
       officer of a participating organisation sees its changes (they may read the register itself anyway);
     * a failed sign-in on a username that is no account names nobody: password guessing against the gateway,
-      whose monitoring falls to the coordinating privacy officers (of a partnership they coordinate).
+      whose monitoring falls to the coordinating privacy officers (of a partnership they coordinate);
+    * the rotation of the pseudonym key (``index.rekeyed`` of zero rows, no partnership): the key is every
+      partnership's, and the coordinating privacy officers see the re-keyed batches of their partnerships.
 
     Nothing else without a party is shown (another kind of event), and a failed sign-in on an account stays
     its organisation's, not the coordinators'."""
@@ -209,7 +212,8 @@ def test_gateway_wide_entries_reach_the_officers_they_concern_and_nothing_else_d
     assert client.post("/v1/auth/login", json={"username": "po-abn-amro", "password": "guess"}).status_code == 401
     n = next(_numbers)
     container.services["audit"].log.append([AuditEvent(event_type=EventType.AUTH_REJECTED, trace_id=trace_id(n),
-                                                       span_id=span_id(n), reasons=("no-party",))])
+                                                       span_id=span_id(n), reasons=("no-party",)),
+                                            rotation_entry(1, 2)])  # what `wgs-gateway pseudonyms rotate` writes
     officer = _officer(client, container, "gemeente-amsterdam")
     coordinator = _officer(client, container, "riec-aa", "coordinating-privacy-officer")
     outsider = _officer(client, container, "gemeente-elders")  # an officer of no participating organisation
@@ -230,7 +234,7 @@ def test_gateway_wide_entries_reach_the_officers_they_concern_and_nothing_else_d
                 if not (e["requester"] or {}).get("org") and not e["holder"] and not e["processing_activity"]}
 
     assert nobodys(officer) == {"register.changed"}
-    assert nobodys(coordinator) == {"register.changed", "console.action"}
+    assert nobodys(coordinator) == {"register.changed", "console.action", "index.rekeyed"}
     assert nobodys(outsider) == set()
     assert nobodys(idle) == {"register.changed"}  # kvk takes part, but coordinates nothing
     sign_ins = [e["extra"] for e in seen(coordinator)["console.action"] if not (e["requester"] or {}).get("org")]

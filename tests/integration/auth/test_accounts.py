@@ -136,3 +136,50 @@ def test_a_login_is_logged_by_account_id_never_by_username(client: TestClient, c
     assert logged["account_id"] == account.id
     assert logged["organisation"] == "gemeente-amsterdam"
     assert "jan.jansen" not in repr(logs)
+
+
+def _failure_rows(container: Container) -> int:
+    with container.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(login_failures)).scalar_one())
+
+
+def test_one_address_brings_at_most_its_cap_of_new_usernames_per_window(container: Container) -> None:
+    """Every distinct typed username was a row: one address could grow the table as fast as the rate limit let
+    it. Beyond the cap its new usernames are refused without a row; names with a row, and other addresses, go on."""
+    clock = FixedClock(container.clock.now())
+    throttle = LoginThrottle(container.sessions, clock, KEY, limit=5, per_source=3)
+    flooding, other = "198.51.100.7", "203.0.113.9"
+    for number in range(3):
+        throttle.attempt(f"made-up-{number}", flooding)
+    for number in range(3, 10):
+        with pytest.raises(TooManyRequests):
+            throttle.attempt(f"made-up-{number}", flooding)
+    assert _failure_rows(container) == 3
+    throttle.attempt("made-up-0", flooding)  # a username it brought: counted as before
+    throttle.attempt("made-up-3", other)  # another address is not held back
+    assert _failure_rows(container) == 4
+    throttle.attempt("made-up-3", flooding)  # not new any more: another address brought it
+    clock.advance(timedelta(minutes=16))
+    throttle.attempt("made-up-5", flooding)  # a new window: the cap counts afresh, the expired rows go
+    assert _failure_rows(container) == 1
+    with container.engine.connect() as connection:
+        sources = list(connection.execute(select(login_failures.c.source_key)).scalars())
+    assert all(flooding not in str(source) for source in sources)  # the address as an HMAC only
+
+
+def test_the_cap_per_address_holds_at_the_login_endpoint(client: TestClient, container: Container) -> None:
+    from gateway.auth.setup import auth_services
+
+    auth = auth_services(container)
+    auth.login_throttle = LoginThrottle(container.sessions, container.clock, KEY, per_source=2)
+    answers = [client.post("/v1/auth/login", json={"username": f"nobody-{n}", "password": "a wrong password"})
+               for n in range(4)]
+    assert [a.status_code for a in answers] == [401, 401, 429, 429]
+    assert answers[2].headers["content-type"].startswith("application/problem+json")
+    assert int(answers[2].headers["retry-after"]) > 0
+    assert _failure_rows(container) == 2
+    from gateway.console.tables import sign_in_windows
+
+    with container.engine.connect() as connection:  # their audit windows name nobody: one per reason, not per name
+        windows = connection.execute(select(sign_in_windows.c.reason, sign_in_windows.c.target)).all()
+    assert sorted(windows) == [("throttled", ""), ("wrong-credentials", "")]

@@ -158,3 +158,27 @@ def test_a_persons_token_while_the_accounts_cannot_be_read_is_a_503_problem(
     refused = client.get("/v1/register", headers=bearer(token))
     assert refused.status_code == 503, refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
+def test_an_audited_action_of_a_person_reads_the_account_once(client: TestClient, container: Container) -> None:
+    """The token check reads the account; the audit entry of the action names it by the id read then, not by a
+    second read of the same row."""
+    import json
+
+    from sqlalchemy import select
+
+    from audit.tables import audit_entries
+    from tests.auth_helpers import account_id, issued_person_token
+
+    token = issued_person_token(container, "contact-riec", "riec-aa", ["contact-point"])
+    with _statements(container) as seen:
+        found = client.get("/v1/audit/subjects/subj-3f9a0c1d2e4b5a6978c0d1e2/disclosures", headers=bearer(token))
+    assert found.status_code == 200, found.text
+    assert len([s for s in seen if "FROM accounts" in s]) == 1
+    with container.engine.connect() as connection:
+        [canonical] = connection.execute(select(audit_entries.c.canonical).where(
+            audit_entries.c.event_type == "console.action")).scalars()
+    entry = json.loads(canonical)["event"]
+    assert entry["extra"] == {"action": "subject-lookup", "channel": "api", "disclosures": 0}
+    assert entry["requester"] == {"org": "riec-aa", "system": None, "user": account_id(container, "contact-riec")}

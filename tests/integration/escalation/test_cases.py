@@ -1,5 +1,5 @@
-"""Escalation cases on SQLite and PostgreSQL: open, review, four eyes, optimistic locking, overdue
-auto-escalation with a fake clock, and the S9 path up to a tier-2 narrowed allow."""
+"""Escalation cases on SQLite and PostgreSQL: open, review, four eyes, optimistic locking, a missed deadline's
+step, and the S9 path up to a tier-2 narrowed allow."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from escalation.cases import (
     MotivationRequired,
     act,
     decide,
-    escalate_overdue,
     get_case,
     history,
     open_case,
@@ -55,8 +54,11 @@ def test_s9_path_tier_1_misses_its_deadline_then_tier_2_allows_narrowed(sessions
         act(session, case_id, 1, Action.START_REVIEW, POLICE_PO, now=NOW, deadlines=DEADLINES, timezone=TZ)
     later = NOW + timedelta(days=10)
     with transaction(sessions) as session:  # type: ignore[arg-type]
-        moved = escalate_overdue(session, later, DEADLINES, timezone=TZ)
-        assert [(c.id, c.state, c.tier) for c in moved] == [(case_id, State.ESCALATED, 2)]
+        # The step the gateway's deadline scan takes (tests/integration/escalation/test_final_deadline.py and
+        # test_api.py's metrics test run the scan itself, tier 3 included).
+        moved = act(session, case_id, 2, Action.DEADLINE_MISSED, None, now=later, deadlines=DEADLINES, timezone=TZ,
+                    motivation="deadline missed")
+        assert (moved.id, moved.state, moved.tier) == (case_id, State.ESCALATED, 2)
         assert get_case(session, case_id).deadline > later.date()
         case = act(session, case_id, 3, Action.START_REVIEW, RIEC_DESK, now=later, deadlines=DEADLINES, timezone=TZ)
         decided = decide(session, case_id, case.version, [RIEC_DESK], "incidents are necessary; nothing else",

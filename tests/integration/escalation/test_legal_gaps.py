@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -233,13 +234,47 @@ def test_the_cli_export_is_the_api_export(env: Env, monkeypatch: pytest.MonkeyPa
         lines = text.splitlines()
         return [lines[0], *(line for line in lines[1:] if line.startswith(gap["id"] + ","))]
 
-    # The same text; the download has the byte-order mark a spreadsheet needs, stdout (for scripts) not.
-    api, cli = header_and_ours(response.content.decode("utf-8-sig")), header_and_ours(result.stdout)
+    # The same text, framed the same: the command's output is redirected to a file for the agenda, which
+    # Excel opens as it opens the download (the byte-order mark once, the same line endings).
+    api = header_and_ours(response.content.decode("utf-8-sig"))
+    cli = header_and_ours(result.stdout_bytes.decode("utf-8-sig"))
     assert len(api) == 2
     assert cli == api
+    assert _framing(result.stdout_bytes) == _framing(response.content)
     row = next(csv.reader(io.StringIO(cli[1])))
     assert row[5] == f"{first} {second}"
     assert [row[3][0], row[4][0], row[9][0]] == ["'", "'", "'"]  # formulas neutralised, as the API does
+
+
+def _framing(data: bytes) -> tuple[int, set[bytes]]:
+    """How a CSV file is framed for a spreadsheet: its byte-order marks, and the line endings it uses (outside
+    quoted cells: a partner's text may hold line breaks of its own)."""
+    unquoted = re.sub(rb'"(?:[^"]|"")*"', b"", data)
+    return data.count(b"\xef\xbb\xbf"), set(re.findall(rb"\r?\n", unquoted))
+
+
+def test_every_csv_for_a_spreadsheet_is_framed_alike(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statistics download, the legal-gap download and `wgs-gateway escalations gaps` (redirected to a file
+    for the steering group's agenda) open in one spreadsheet: each starts with the UTF-8 byte-order mark, once,
+    and ends its lines alike. The command printed neither the mark (Excel showed "België" as "BelgiÃ«") nor the
+    statistics' line endings."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    _new_gap_with(env, env.open_case(), "Geen grondslag voor gegevens uit België", "één café")
+    statistics = env.get("desk-riec", "/v1/audit/statistics", format="csv")
+    download = env.get("desk-riec", "/v1/legal-gaps/export")
+    assert (statistics.status_code, download.status_code) == (200, 200), (statistics.text, download.text)
+    settings = env.container.settings
+    monkeypatch.setenv("WGS_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("WGS_DATABASE_URL", settings.effective_database_url)
+    printed = CliRunner().invoke(app, ["escalations", "gaps"])
+    assert printed.exit_code == 0, printed.output
+    assert _framing(statistics.content) == (1, {b"\r\n"})
+    assert _framing(download.content) == _framing(printed.stdout_bytes) == _framing(statistics.content)
+    assert printed.stdout_bytes.startswith(b"\xef\xbb\xbfid,")
+    assert "België" in printed.stdout_bytes.decode("utf-8-sig")
 
 
 def _new_gap_with(env: Env, case_id: str, title: str, description: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 
-import gateway.escalations.service as service_module
+import gateway.escalations.deadlines as scan_module
 from escalation.queries import CaseFilter, CaseScope
 from gateway.client.models import Outcome
 from gateway.escalations.notifications import SIGNATURE_HEADER, sign, verify_signature
@@ -142,7 +142,7 @@ def test_a_missed_deadline_moves_notifies_and_is_logged_once_when_two_gateways_s
     case_id = env.open_case()  # deadline Wednesday 2 December
     env.clock.set(datetime(2026, 12, 3, 9, 0, tzinfo=UTC))  # Thursday: overdue
     with env.container.sessions() as session:  # what the second gateway's scan listed, before the first moved it
-        listed = service_module.list_cases(session, CaseScope(everything=True),
+        listed = scan_module.list_cases(session, CaseScope(everything=True),
                                            CaseFilter(overdue_on=date(2026, 12, 3)))
     assert [c.id for c in listed] == [case_id]
 
@@ -151,7 +151,7 @@ def test_a_missed_deadline_moves_notifies_and_is_logged_once_when_two_gateways_s
     assert sorted(d.organisation for d in deliveries) == ["politie", "riec-aa"]  # parties and tier-2 desk
     logged = env.audit_steps(case_id)
 
-    monkeypatch.setattr(service_module, "list_cases", lambda *_args, **_kwargs: listed)
+    monkeypatch.setattr(scan_module, "list_cases", lambda *_args, **_kwargs: listed)
     assert env.run_overdue_job() == []  # the second gateway, with its earlier listing
     _drain(env)
     assert len(deliveries) == 2

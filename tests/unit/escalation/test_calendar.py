@@ -52,8 +52,7 @@ def test_the_day_is_the_dutch_day_not_the_utc_day(moment: datetime, day: date) -
     assert local_date(moment, "UTC") == moment.date()  # the register may name another office timezone
 
 
-@pytest.mark.parametrize("function", [local_date, cases.open_case, cases.act, cases.decide, cases.vote,
-                                      cases.escalate_overdue])
+@pytest.mark.parametrize("function", [local_date, cases.open_case, cases.act, cases.decide, cases.vote])
 def test_every_function_that_counts_a_day_is_told_the_time_zone(function: Callable[..., object]) -> None:
     """No default office time zone: a caller that forgot the register's would count deadlines by another
     calendar without noticing (and mypy would not say so); now it cannot be called without one."""

@@ -1,0 +1,119 @@
+"""Why the gateway would refuse to start, as one line per problem for the operator.
+
+Two ways start the gateway: ``wgs-gateway serve`` (and the demo, which starts it the same way), and the ASGI
+entry point run by hand — ``uvicorn gateway.asgi:app``, gunicorn with uvicorn workers, a container's command
+line. Both check the same things before the app is built, with the same lines: the ``WGS_`` and
+``WGS_CONSOLE_`` settings (one line per bad variable, naming it and the rule, never the value: it may be a
+password or a webhook secret, and pydantic's own rendering repeats it), the database (there, reachable, at
+the code's migration head — a missing SQLite file is not created by looking) and the register file. Without
+the check the app refuses all the same, but in a traceback of some sixty lines, after SQLite has created an
+empty database file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from gateway.console.settings import ConsoleSettings
+from gateway.db.engine import current_heads, engine_for, expected_heads, migration_gap, missing_database_file
+from gateway.errors import InvalidRegister
+from gateway.register.loader import load_register
+from gateway.settings import Settings, settings_problems
+
+SETTINGS_PREFIXES = {group.__name__: str(group.model_config.get("env_prefix", ""))
+                     for group in (Settings, ConsoleSettings)}
+"""The settings groups whose refusal is turned into lines, by the title of pydantic's error."""
+
+STARTUP_FAILURE = 3
+"""The exit status of a server process that cannot start: uvicorn's supervisor and gunicorn's arbiter both
+take a worker exiting with 3 for one that would fail the same way again, and stop instead of restarting it."""
+
+
+def without_password(message: str, url: str) -> str:
+    """``message`` with the database password (and the URL as written) taken out.
+
+    Drivers quote what they were given: a host they could not resolve, or the whole URL. With an unescaped
+    character in the password either may carry (part of) it to the operator's terminal and the logs.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return message.replace(url, "<database URL>")
+    message = message.replace(url, parsed.render_as_string(hide_password=True))
+    if parsed.password:
+        message = message.replace(str(parsed.password), "***")
+    return message
+
+
+def unreachable(exc: SQLAlchemyError, url: str) -> str:
+    """The one line an operator gets for a database the command could not use."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+    return f"database unreachable: {without_password(lines[0], url)}"
+
+
+def schema_refusal(settings: Settings) -> str | None:
+    """Why ``settings``' database cannot serve this code, as one line, or None: no SQLite file (not
+    created by looking: probing it would), a database that cannot be reached, or one not at the code's
+    migration head. What a start checks and what a failed command is explained with."""
+    url = settings.effective_database_url
+    missing = missing_database_file(url)
+    if missing is not None:
+        return no_database_file(missing)
+    try:
+        engine = engine_for(settings)
+    except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
+        return unreachable(exc, url)
+    try:
+        gap = migration_gap(current_heads(engine), expected_heads(url))
+    except SQLAlchemyError as exc:
+        return unreachable(exc, url)
+    finally:
+        engine.dispose()
+    return f"database not migrated: run `wgs-gateway db upgrade` first ({gap})" if gap else None
+
+
+def no_database_file(path: Path) -> str:
+    return f"database not migrated: run `wgs-gateway db upgrade` first (no database file at {path})"
+
+
+def start_refusal(settings: Settings) -> str | None:
+    """Why the server would refuse to start with valid ``settings``, as one line, or None: the database
+    (:func:`schema_refusal`) or the register file. The app checks the same in its lifespan (see the module)."""
+    refusal = schema_refusal(settings)
+    if refusal is not None:
+        return refusal
+    try:
+        load_register(settings.register_file)
+    except InvalidRegister as exc:
+        return exc.detail.replace("\n", " ")
+    return None
+
+
+def settings_refusal(exc: ValidationError | SettingsError) -> list[str] | None:
+    """The lines for a settings group's refusal (one per bad variable), or None for any other validation
+    error (which is no operator's setting, and is not turned into lines)."""
+    if isinstance(exc, SettingsError):
+        return settings_problems(exc)
+    if exc.title not in SETTINGS_PREFIXES:
+        return None
+    return settings_problems(exc, SETTINGS_PREFIXES[exc.title])
+
+
+def start_problems() -> list[str]:
+    """Every reason the server would not start, from the environment as it is: the settings groups' lines,
+    else the database's or the register's line; empty when it can start."""
+    try:
+        settings = Settings()
+        ConsoleSettings()
+    except (ValidationError, SettingsError) as exc:
+        lines = settings_refusal(exc)
+        if lines is None:
+            raise
+        return lines
+    refusal = start_refusal(settings)
+    return [refusal] if refusal else []
