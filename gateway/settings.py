@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         default=86_400, ge=60, le=30 * 86_400,
         description="How long a fuzzy discovery's match handle may be cited in a follow-up exchange (default 24 h); "
                     "expired handles are refused and removed.")
+    fuzzy_cache_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=0, le=64 * 1024 ** 3,
+        description="What each gateway process keeps in memory of the decoded fuzzy discovery index (least "
+                    "recently used holder and record type out first; 0 keeps nothing): a fuzzy discovery then "
+                    "reads one counter per holder instead of all its records.")
     escalation_webhooks: dict[str, WebhookTarget] = Field(
         default_factory=dict,
         description='Organisation id -> {"url": ..., "secret": ...}: cases awaiting its action are POSTed there '

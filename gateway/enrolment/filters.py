@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ from gateway.enrolment.audited import (
     held_among,
     write_logged,
 )
+from gateway.enrolment.filter_cache import DEFAULT_CACHE_BYTES, GenerationCache, bump, current
 from gateway.enrolment.service import CONFIDENTIAL, participant_of
 from gateway.enrolment.tables import match_filters
 from gateway.errors import Unprocessable
@@ -170,7 +172,9 @@ class FilterBatch:
 
     def apply(self, connection: Connection) -> IndexCounts:
         """Replace or withdraw, then add or update (:func:`~gateway.enrolment.audited.add_or_update`) — counting
-        what each statement did."""
+        what each statement did. The participant's generation is bumped first (:func:`~gateway.enrolment.
+        filter_cache.bump`): every process's decoded copy of these records is stale once this commits."""
+        bump(connection, self.partnership, self.organisation, self.record_type)
         removed = connection.execute(delete(match_filters).where(*self._mine())).rowcount if self.replace else 0
         removed += delete_among(connection, match_filters, match_filters.c.local_ref, self._mine(), self.withdrawn)
         added, updated = add_or_update(
@@ -185,11 +189,14 @@ class FilterBatch:
 
 class FilterService:
     def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register,
-                 writer: AsyncAuditWriter | None = None) -> None:
+                 writer: AsyncAuditWriter | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.sessions = sessions
         self.clock = clock
         self.register = register
         self.writer = writer  # batches are logged through it; without it nothing is enrolled (503)
+        # Decoded records per (partnership, organisation, record type, schema version), valid for one generation
+        # (:mod:`gateway.enrolment.filter_cache`); None for a participant that holds none.
+        self.cache: GenerationCache[HeldRecords | None] = GenerationCache(cache_bytes)
 
     async def enrol(self, principal: Principal, body: FilterEnrolment,
                     trace: EntryTrace | None = None) -> FilterEnrolmentAnswer:
@@ -232,17 +239,48 @@ class FilterService:
                            rows=rows, withdrawn=sorted(set(body.remove)))
 
     def held(self, partnership: str, schema: Schema, organisations: list[str]) -> dict[str, HeldRecords]:
-        """Per organisation among ``organisations``: its records of the schema's type and version."""
-        rows: dict[str, list[Any]] = {}
+        """Per organisation among ``organisations``: its records of the schema's type and version.
+
+        From this process's copy while its generation is the stored one (one indexed read for all of them);
+        the others are read and decoded, and kept under the generation read before them."""
+        found: dict[str, HeldRecords | None] = {}
         with transaction(self.sessions) as session:
-            for row in session.execute(select(
-                    *_DIGESTED, match_filters.c.organisation, match_filters.c.local_ref).where(
-                    match_filters.c.partnership == partnership, match_filters.c.record_type == schema.id,
-                    match_filters.c.schema_version == schema.version,
-                    match_filters.c.organisation.in_(organisations)).order_by(
-                    match_filters.c.organisation, match_filters.c.local_ref)):
-                rows.setdefault(row.organisation, []).append(row)
+            generations = current(session, partnership, schema.id, organisations)
+            for organisation, generation in generations.items():
+                kept, held = self.cache.get((partnership, organisation, schema.id, schema.version), generation)
+                if kept:
+                    found[organisation] = held
+            missing = [organisation for organisation in organisations if organisation not in found]
+            read = self._read(session, partnership, schema, missing) if missing else {}
+        for organisation in missing:
+            held = read.get(organisation)
+            self.cache.put((partnership, organisation, schema.id, schema.version), generations[organisation], held,
+                           _size(held))
+            found[organisation] = held
+        return {organisation: held for organisation, held in found.items() if held is not None}
+
+    @staticmethod
+    def _read(session: Session, partnership: str, schema: Schema, organisations: list[str]) -> dict[str, HeldRecords]:
+        rows: dict[str, list[Any]] = {}
+        for row in session.execute(select(
+                *_DIGESTED, match_filters.c.organisation, match_filters.c.local_ref).where(
+                match_filters.c.partnership == partnership, match_filters.c.record_type == schema.id,
+                match_filters.c.schema_version == schema.version,
+                match_filters.c.organisation.in_(organisations)).order_by(
+                match_filters.c.organisation, match_filters.c.local_ref)):
+            rows.setdefault(row.organisation, []).append(row)
         return {organisation: _held(found, schema) for organisation, found in rows.items()}
+
+
+def _size(held: HeldRecords | None) -> int:
+    """An estimate of what ``held`` takes in memory: the arrays, and per record its reference, digest and list
+    slots (the category sets and reasons are shared between records, :func:`_held`)."""
+    if held is None:
+        return 64
+    keys = held.dataset.block_keys
+    return (held.dataset.filters.nbytes + (0 if keys is None else keys.nbytes)
+            + sum(sys.getsizeof(ref) for ref in held.refs) + sum(sys.getsizeof(d) for d in held.digests)
+            + 6 * 8 * len(held.refs) + 1024)
 
 
 def _held(rows: list[Any], schema: Schema) -> HeldRecords:
@@ -252,8 +290,11 @@ def _held(rows: list[Any], schema: Schema) -> HeldRecords:
     if width and all(len(row.blocks) == 8 * width for row in rows):
         keys = np.frombuffer(b"".join(row.blocks for row in rows), dtype="<u8").reshape(len(rows), width)
         keys = keys.astype(np.uint64)
+    shared: dict[frozenset[str], frozenset[str]] = {}  # one set per distinct list: a kept copy is smaller
     return HeldRecords(EncodedDataset(filters.astype(np.uint64), keys),
-                       [frozenset(row.categories) for row in rows], [row.confidential_reason for row in rows],
+                       [shared.setdefault(frozenset(row.categories), frozenset(row.categories)) for row in rows],
+                       [None if row.confidential_reason is None else sys.intern(row.confidential_reason)
+                        for row in rows],
                        [bool(row.minor) for row in rows], [row.local_ref for row in rows],
                        [row_digest(row) for row in rows])
 

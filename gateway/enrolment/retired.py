@@ -42,6 +42,7 @@ from audit.events import INDEX_ACTIVITY, ProcessingActivity
 from audit.log import prepare
 from gateway.db.engine import transaction
 from gateway.enrolment.audited import delete_among
+from gateway.enrolment.filter_cache import bump
 from gateway.enrolment.rekey import AuditAppender
 from gateway.enrolment.tables import enrolments, match_filters
 from gateway.register.model import Register, Status
@@ -167,7 +168,9 @@ def _delete(connection: Connection, index: IndexName, retirement: Retirement, ke
     if index == "pseudonyms":
         removed = delete_among(connection, enrolments, enrolments.c.pseudonym, _mine(enrolments, retirement),
                                keys[""])
-    else:
+    else:  # every process's decoded copy of these records is stale once this commits (bumped before any delete)
+        for record_type in sorted(keys):
+            bump(connection, retirement.partnership, retirement.organisation, record_type)
         removed = sum(delete_among(connection, match_filters, match_filters.c.local_ref,
                                    [*_mine(match_filters, retirement), match_filters.c.record_type == record_type],
                                    refs) for record_type, refs in keys.items())

@@ -58,7 +58,8 @@ def install_filters(container: Container) -> FuzzyDiscovery:
     """The fuzzy discovery index, fuzzy discovery itself (after the exchange: it decides and logs with it) and
     the match handles of its hits, which the exchange resolves when a follow-up cites one."""
     filters = FilterService(sessions=container.sessions, clock=container.clock,
-                            register=register_service(container).current(), writer=audit_services(container).writer)
+                            register=register_service(container).current(), writer=audit_services(container).writer,
+                            cache_bytes=container.settings.fuzzy_cache_bytes)
     handles = MatchHandles(container.sessions, container.clock,
                            timedelta(seconds=container.settings.match_handle_ttl_seconds))
     exchange = exchange_service(container)

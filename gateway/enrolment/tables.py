@@ -88,3 +88,18 @@ citing the handle needs — who may cite it (the requesting system, for the same
 record it is about and how that record looked when it matched (a record withdrawn or re-enrolled since no
 longer resolves). Only the handle's hash is stored, so the table cannot be read back into usable handles.
 Expired rows are removed when new handles are stored (``gateway.exchange.match_handles``)."""
+
+
+match_filter_generations = Table(
+    "match_filter_generations",
+    metadata,
+    Column("partnership", String(64), primary_key=True),
+    Column("organisation", String(64), primary_key=True),
+    Column("record_type", String(32), primary_key=True),
+    Column("generation", Integer, nullable=False),
+)
+"""Per participant and record type, a counter bumped in every transaction that changes its rows of
+``match_filters`` (migration 0029): each gateway process keeps the decoded filters in memory
+(:mod:`gateway.enrolment.filter_cache`) and reads this one row per request to know whether they are still the
+ones stored — a change made through any process is seen by every other at its next request. A row is never
+deleted (a counter that started again at 1 could match a stale copy); no row reads as generation 0."""
