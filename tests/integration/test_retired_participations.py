@@ -30,8 +30,10 @@ from gateway.cli import app as cli
 from gateway.clock import FixedClock
 from gateway.container import build_container
 from gateway.db.engine import make_engine, make_session_factory
+from gateway.enrolment.filters import FilterService
 from gateway.enrolment.retired import remove_retired
 from gateway.enrolment.tables import enrolments, match_filters
+from gateway.matching.schema import shipped_schema
 from gateway.register.loader import parse_register
 from gateway.register.model import Register
 from gateway.settings import SHIPPED_REGISTER, Settings
@@ -152,6 +154,24 @@ def test_a_retired_participant_and_a_retired_partnership_leave_both_indexes_in_a
         assert "ref/" not in text  # never a reference
     filters = [event["extra"] for _, event in found if event["extra"]["index"] == "filters"]
     assert {kind for extra in filters for kind in extra["record_types"]} == {"company", "person"}
+
+
+def test_a_process_that_kept_the_filters_in_memory_sees_them_removed(
+        engine: Engine, log: AuditLog, tmp_path: Path) -> None:
+    """A gateway process keeps the decoded match filters between fuzzy discoveries (``gateway.enrolment.
+    filter_cache``); the removal, run by another process (start-up, the CLI), must make it read them again."""
+    register, _ = retiring(tmp_path)
+    fill(engine)
+    sessions = make_session_factory(engine)
+    filters = FilterService(sessions=sessions, clock=FixedClock(NOW), register=register)
+    person = shipped_schema("person")
+    assert len(filters.held(RIEC, person, ["kvk", "politie"])["kvk"].refs) == 3
+    hits = filters.cache.hits
+    assert set(filters.held(RIEC, person, ["kvk", "politie"])) == {"kvk", "politie"}
+    assert filters.cache.hits == hits + 2  # kept: nothing changed
+
+    remove_retired(sessions, register, log, channel="cli", batch=2)
+    assert set(filters.held(RIEC, person, ["kvk", "politie"])) == {"politie"}  # the retired participant's are gone
 
 
 def test_a_second_run_removes_nothing_and_writes_no_entry(engine: Engine, log: AuditLog, tmp_path: Path) -> None:
