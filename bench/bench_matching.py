@@ -17,6 +17,14 @@ Figures and their ratio to the targets:
   comparison and solving on the gateway; best of three): target < 2 s, plus precision and recall.
 * 100,000 x 100,000 with signature blocking on seeded synthetic persons (FEBRL-like values and
   perturbations): time, pairs completeness (target >= 0.99) and reduction ratio.
+* Fuzzy discovery against a large enrolment (``--discovery 10000,100000``; ``--skip-discovery``): one holder
+  enrols N synthetic persons (SQLite, written as an enrolment batch writes them, without its audit entry), then
+  fuzzy lookups of 10 subjects each go through the gateway's own steps — the filter service's read of the
+  holder's records (``FilterService.held``) and the comparison (``gateway.exchange.fuzzy._matched``: blocking,
+  Dice, 1-to-1) — with the per-process copy of the decoded records off (every request reads and decodes all N,
+  as before the copy existed) and on (one counter read per request). Per request p50/p99, and the median of
+  each part. The policy decision and the audit entries of a request are not included (``bench_exchange.py``
+  measures those).
 
 The machine may be shared: the load average is printed, single-core figures are also given in CPU time.
 The numba kernels are compiled (or loaded from their cache) before anything is timed; that one-off cost is
@@ -28,10 +36,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -315,10 +325,119 @@ def large(n: int, vocabulary: Records) -> None:
           f"precision {hits / max(len(found), 1):.4f}, recall {hits / len(truth):.4f}")
 
 
+# --- fuzzy discovery against a large enrolment -----------------------------------------------------------------
+
+DISCOVERY_SUBJECTS = 10
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _enrolled(url: str, encoded: EncodedDataset, partnership: str, organisation: str) -> None:
+    """Write ``encoded`` as ``organisation``'s person records, as an enrolment batch's transaction writes them."""
+    from gateway.enrolment.filters import FilterBatch
+
+    schema = shipped_schema("person")
+    keys = encoded.block_keys
+    now = datetime.now(UTC)
+    rows = [{"partnership": partnership, "organisation": organisation, "record_type": schema.id,
+             "local_ref": f"ref/{n:07d}", "schema_version": schema.version,
+             "clk": encoded.filters[n].astype("<u8").tobytes(),
+             "blocks": b"" if keys is None else keys[n].astype("<u8").tobytes(),
+             "categories": ["police_incidents"], "confidential": n % 50 == 0,
+             "confidential_reason": "investigation-confidentiality" if n % 50 == 0 else None,
+             "minor": n % 70 == 0, "updated_at": now} for n in range(len(encoded))]
+    from gateway.db.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        for start in range(0, len(rows), 20_000):
+            with engine.begin() as connection:
+                FilterBatch(partnership, organisation, "bench", schema.id, schema.version, False,
+                            rows[start:start + 20_000], []).apply(connection)
+    finally:
+        engine.dispose()
+
+
+def discovery(sizes: Sequence[int], requests: int, seconds: float, vocabulary: Records) -> None:
+    import tempfile
+
+    from alembic import command
+
+    from gateway.clock import SystemClock
+    from gateway.db.engine import alembic_config, make_engine, make_session_factory
+    from gateway.enrolment.filters import FilterService
+    from gateway.exchange.fuzzy import _matched
+    from gateway.register.loader import load_register
+    from gateway.settings import SHIPPED_REGISTER
+
+    partnership, holder, permitted = "riec-amsterdam-amstelland", "politie", {"police_incidents"}
+    schema = shipped_schema("person")
+    register, _ = load_register(SHIPPED_REGISTER)
+    print(f"Fuzzy discovery against one holder's enrolment ({DISCOVERY_SUBJECTS} subjects a request, about half "
+          f"of them enrolled; SQLite; up to {requests} requests or {seconds:.0f} s per mode, modes interleaved):")
+    for n in sizes:
+        held_records, asked, _ = synthetic(n, 0.5, 20261203 + n, vocabulary)
+        with ProcessPoolExecutor(max_workers=min(2, _cores())) as pool:
+            encoded_held, encoded_asked = pool.map(_encode, [held_records, asked[:DISCOVERY_SUBJECTS * 40]])
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/bench.sqlite"
+            command.upgrade(alembic_config(url), "head")
+            start = time.perf_counter()
+            _enrolled(url, encoded_held, partnership, holder)
+            _line(f"{n:,} records enrolled (untimed set-up)", f"{time.perf_counter() - start:.1f} s")
+            engine = make_engine(url)
+            sessions = make_session_factory(engine)
+            services = {"uncached": FilterService(sessions=sessions, clock=SystemClock(), register=register,
+                                                  cache_bytes=0),
+                        "cached": FilterService(sessions=sessions, clock=SystemClock(), register=register)}
+            timings: dict[str, list[tuple[float, float]]] = {"uncached": [], "cached": []}
+            spent = dict.fromkeys(timings, 0.0)
+            position = 0
+            while any(len(timings[m]) < requests and spent[m] < seconds for m in timings):
+                for mode in timings:
+                    if len(timings[mode]) >= requests or spent[mode] >= seconds:
+                        continue
+                    picked = list(range(position, position + DISCOVERY_SUBJECTS))
+                    position = (position + DISCOVERY_SUBJECTS) % (len(encoded_asked) - DISCOVERY_SUBJECTS)
+                    subjects = EncodedDataset(encoded_asked.filters[picked],
+                                              None if encoded_asked.block_keys is None
+                                              else encoded_asked.block_keys[picked])
+                    t0 = time.perf_counter()
+                    found = services[mode].held(partnership, schema, [holder])
+                    t1 = time.perf_counter()
+                    _matched(subjects, found.get(holder), permitted, schema.threshold)
+                    t2 = time.perf_counter()
+                    timings[mode].append((t1 - t0, t2 - t1))
+                    spent[mode] += t2 - t0
+            engine.dispose()
+        p50 = {}
+        for mode, runs in timings.items():
+            totals = [read + compare for read, compare in runs]
+            reads = statistics.median(read for read, _ in runs)
+            compares = statistics.median(compare for _, compare in runs)
+            p50[mode] = statistics.median(totals)
+            _line(f"{n:,} records, copy {'on' if mode == 'cached' else 'off'}: p50 / p99 per request",
+                  f"{p50[mode] * 1e3:,.1f} / {_percentile(totals, 0.99) * 1e3:,.1f} ms",
+                  f"{len(runs)} requests; read+decode {reads * 1e3:,.1f} ms, compare {compares * 1e3:,.1f} ms "
+                  f"(medians)")
+        cached_mb = services["cached"].cache.bytes / 2**20
+        _line(f"{n:,} records: p50 off / on", f"{p50['uncached'] / p50['cached']:,.1f}x",
+              f"the copy takes {cached_mb:,.1f} MiB (estimated; {cached_mb * 2**20 / n:,.0f} bytes a record)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--large", type=int, default=100_000, help="records per side of the synthetic linkage")
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--discovery", default="10000,100000",
+                        help="enrolment sizes of the fuzzy discovery scenario, comma-separated")
+    parser.add_argument("--discovery-requests", type=int, default=50, help="requests per size and mode (at most)")
+    parser.add_argument("--discovery-seconds", type=float, default=30.0, help="time per size and mode (at most)")
+    parser.add_argument("--skip-discovery", action="store_true")
+    parser.add_argument("--only-discovery", action="store_true", help="skip everything else")
     args = parser.parse_args(argv)
     load = os.getloadavg()
     print(f"NumPy {np.__version__}, {_cores()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
@@ -326,11 +445,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     warm_up()
     print(f"Dice kernels compiled or loaded from numba's cache in {time.perf_counter() - start:.2f} s (untimed)")
     left, right, truth = _febrl4()
-    encoded_right = febrl4_end_to_end(left, right, truth)
-    encoded_left = _encode(left)
-    dice_throughput(encoded_left.filters, encoded_right.filters, shipped_schema("person").threshold)
-    if not args.skip_large:
-        large(args.large, left + right)
+    if not args.only_discovery:
+        encoded_right = febrl4_end_to_end(left, right, truth)
+        encoded_left = _encode(left)
+        dice_throughput(encoded_left.filters, encoded_right.filters, shipped_schema("person").threshold)
+        if not args.skip_large:
+            large(args.large, left + right)
+    if not args.skip_discovery:
+        discovery([int(n) for n in args.discovery.split(",")], args.discovery_requests, args.discovery_seconds,
+                  left + right)
 
 
 if __name__ == "__main__":
