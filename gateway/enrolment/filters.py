@@ -67,7 +67,10 @@ class HeldRecords:
 
     def permitted(self, categories: set[str]) -> HeldRecords:
         """Only the records of which some category may be asked about: the others cannot make a hit, and
-        must not take a subject's one-to-one match from a record that can."""
+        must not take a subject's one-to-one match from a record that can. All of them (the usual case): these
+        records themselves, not a copy — a kept set (``filter_cache``) is then compared without copying it."""
+        if all(held & categories for held in set(self.categories)):  # the distinct category sets only
+            return self
         return self.subset([i for i, held in enumerate(self.categories) if held & categories])
 
     def with_grounds(self) -> list[int]:
@@ -290,8 +293,12 @@ def _held(rows: list[Any], schema: Schema) -> HeldRecords:
     if width and all(len(row.blocks) == 8 * width for row in rows):
         keys = np.frombuffer(b"".join(row.blocks for row in rows), dtype="<u8").reshape(len(rows), width)
         keys = keys.astype(np.uint64)
+    filters = filters.astype(np.uint64)
+    for array in (filters, keys):  # kept and shared between requests (``filter_cache``): nothing may write to it
+        if array is not None:
+            array.flags.writeable = False
     shared: dict[frozenset[str], frozenset[str]] = {}  # one set per distinct list: a kept copy is smaller
-    return HeldRecords(EncodedDataset(filters.astype(np.uint64), keys),
+    return HeldRecords(EncodedDataset(filters, keys),
                        [shared.setdefault(frozenset(row.categories), frozenset(row.categories)) for row in rows],
                        [None if row.confidential_reason is None else sys.intern(row.confidential_reason)
                         for row in rows],
