@@ -20,6 +20,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -44,9 +45,10 @@ from gateway.enrolment.filter_cache import DEFAULT_CACHE_BYTES, GenerationCache,
 from gateway.enrolment.service import CONFIDENTIAL, participant_of
 from gateway.enrolment.tables import match_filters
 from gateway.errors import Unprocessable
+from gateway.matching.blocking import SignatureBlocker
 from gateway.matching.encoding import EncodedDataset, filters_from_b64
 from gateway.matching.errors import EncodingError, SchemaError
-from gateway.matching.lookup import MAX_DENSITY, implausible
+from gateway.matching.lookup import MAX_DENSITY, held_blocker, implausible
 from gateway.matching.schema import Schema, shipped_schema
 from gateway.register.model import Register
 
@@ -72,6 +74,12 @@ class HeldRecords:
         if all(held & categories for held in set(self.categories)):  # the distinct category sets only
             return self
         return self.subset([i for i, held in enumerate(self.categories) if held & categories])
+
+    @cached_property
+    def blocker(self) -> SignatureBlocker:
+        """The blocker for these records, their blocking keys sorted once (:func:`~gateway.matching.lookup.
+        held_blocker`): a kept set (``filter_cache``) is not sorted again on every request."""
+        return held_blocker(self.dataset)
 
     def with_grounds(self) -> list[int]:
         """The positions of the records on which the holder would refuse (kept confidential, or a minor)."""

@@ -81,7 +81,7 @@ def _matched(subjects: EncodedDataset, held: HeldRecords | None, permitted: set[
     if held is None:
         return [None] * len(subjects), None
     usable = held.permitted(permitted)
-    pairs = matches(subjects, usable.dataset, threshold)
+    pairs = matches(subjects, usable.dataset, threshold, usable.blocker)
     grounds = usable.with_grounds()
     refusing = matches(subjects, usable.subset(grounds).dataset, threshold) if grounds and pairs else {}
     records = set(pairs.values()) | {grounds[r] for r in refusing.values()}

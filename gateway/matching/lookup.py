@@ -15,11 +15,14 @@ typical record (60 %) can no longer reach 0.72 by chance.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from gateway.matching.blocking import KeyIndex, SignatureBlocker
 from gateway.matching.encoding import EncodedDataset, Filters
-from gateway.matching.linkage import link
+from gateway.matching.linkage import DEFAULT_BLOCKER, link
 from gateway.matching.similarity import dice_join, popcounts
 
-__all__ = ["MAX_DENSITY", "alike", "implausible", "matches"]
+__all__ = ["MAX_DENSITY", "alike", "held_blocker", "implausible", "matches"]
 
 MAX_DENSITY = 0.75
 """The largest fraction of a filter's bits that may be set."""
@@ -51,9 +54,18 @@ def alike(filters: Filters, threshold: float) -> tuple[int, int] | None:
     return pairs[0] if pairs else None
 
 
-def matches(subjects: EncodedDataset, held: EncodedDataset, threshold: float) -> dict[int, int]:
+def matches(subjects: EncodedDataset, held: EncodedDataset, threshold: float,
+            blocker: SignatureBlocker = DEFAULT_BLOCKER) -> dict[int, int]:
     """Subject position → the position of the one held record it matched (1-to-1: each record matches at
-    most one subject, best pair first)."""
+    most one subject, best pair first). ``blocker``: one that carries ``held``'s key index sorted already
+    (:func:`held_blocker`), for records compared again and again."""
     if len(subjects) == 0 or len(held) == 0:
         return {}
-    return dict(link([subjects, held], threshold=threshold).pairs())
+    return dict(link([subjects, held], threshold=threshold, blocker=blocker).pairs())
+
+
+def held_blocker(held: EncodedDataset) -> SignatureBlocker:
+    """The default blocker with ``held``'s blocking keys sorted once (the default itself without keys)."""
+    if held.block_keys is None:
+        return DEFAULT_BLOCKER
+    return replace(DEFAULT_BLOCKER, right_index=(held.block_keys, KeyIndex.of_blocking_keys(held.block_keys)))

@@ -13,6 +13,7 @@ from gateway.matching.blocking import BitSampleLSH, SignatureBlocker
 from gateway.matching.encoding import CLKEncoder, EncodedDataset
 from gateway.matching.errors import EncodingError
 from gateway.matching.linkage import LinkageResult, LinkageStats, link
+from gateway.matching.lookup import held_blocker
 from gateway.matching.schema import shipped_schema
 from gateway.matching.solving import ScoredPairs, greedy_solve
 
@@ -106,3 +107,31 @@ def test_linkage_input_checks() -> None:
         link([_filters(1, 2), np.zeros((2, 8), dtype=np.uint64)], threshold=0.8)
     with pytest.raises(ValueError, match="threshold"):
         link([_filters(1, 2), _filters(2, 2)], threshold=1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 40), st.integers(1, 60), st.integers(2, 30), st.integers(0, 50))
+def test_a_kept_key_index_proposes_exactly_what_sorting_again_does(seed: int, n_left: int, n_right: int,
+                                                                   distinct: int, cap: int) -> None:
+    """Fuzzy discovery keeps a holder's blocking keys sorted (``lookup.held_blocker``); the candidates must be
+    the ones the blocker finds when it sorts them itself, also when some keys are empty and blocks are capped."""
+    rng = np.random.default_rng(seed)
+    left = EncodedDataset(_filters(seed, n_left), rng.integers(0, distinct, (n_left, 3)).astype(np.uint64))
+    right = EncodedDataset(_filters(seed + 1, n_right), rng.integers(0, distinct, (n_right, 3)).astype(np.uint64))
+    plain = SignatureBlocker(max_block_pairs=cap).candidate_pairs(left, right)
+    kept = dataclasses.replace(held_blocker(right), max_block_pairs=cap).candidate_pairs(left, right)
+    assert kept.left_index.tolist() == plain.left_index.tolist()
+    assert kept.right_index.tolist() == plain.right_index.tolist()
+
+
+def test_a_kept_key_index_is_used_only_for_the_keys_it_was_built_from() -> None:
+    """Given another right dataset (another holder's, or a subset), the blocker sorts that one's keys: an index
+    of other keys would propose pairs of records that share nothing."""
+    left = EncodedDataset(_filters(1, 2), np.array([[1, 2], [3, 4]], dtype=np.uint64))
+    right = EncodedDataset(_filters(2, 2), np.array([[1, 0], [9, 9]], dtype=np.uint64))
+    other = EncodedDataset(_filters(3, 2), np.array([[9, 9], [4, 0]], dtype=np.uint64))
+    blocker = held_blocker(right)
+    assert blocker.right_index is not None
+    found = blocker.candidate_pairs(left, other)
+    assert list(zip(found.left_index.tolist(), found.right_index.tolist(), strict=True)) == [(1, 1)]
+    assert held_blocker(EncodedDataset(_filters(4, 2))).right_index is None  # no keys: nothing to keep
