@@ -284,12 +284,13 @@ class FilterService:
 
 
 def _size(held: HeldRecords | None) -> int:
-    """An estimate of what ``held`` takes in memory: the arrays, and per record its reference, digest and list
-    slots (the category sets and reasons are shared between records, :func:`_held`)."""
+    """An estimate of what ``held`` takes in memory: the arrays, the sorted index of its blocking keys built at
+    its first comparison (:attr:`HeldRecords.blocker`: at most five integers a key), and per record its
+    reference, digest and list slots (the category sets and reasons are shared between records, :func:`_held`)."""
     if held is None:
         return 64
     keys = held.dataset.block_keys
-    return (held.dataset.filters.nbytes + (0 if keys is None else keys.nbytes)
+    return (held.dataset.filters.nbytes + (0 if keys is None else 6 * keys.nbytes)
             + sum(sys.getsizeof(ref) for ref in held.refs) + sum(sys.getsizeof(d) for d in held.digests)
             + 6 * 8 * len(held.refs) + 1024)
 

@@ -25,7 +25,7 @@ rather than exploding the candidate set; empty filters are never proposed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -99,7 +99,7 @@ class SignatureBlocker:
     passed is that one (the very same key array), instead of sorting its keys again."""
 
     max_block_pairs: int = 10_000
-    right_index: tuple[npt.NDArray[np.uint64], KeyIndex] | None = None
+    right_index: tuple[npt.NDArray[np.uint64], KeyIndex] | None = field(default=None, compare=False, repr=False)
 
     def candidate_pairs(self, left: EncodedDataset, right: EncodedDataset) -> CandidatePairs:
         if left.block_keys is None or right.block_keys is None:
