@@ -302,10 +302,10 @@ def _held(rows: list[Any], schema: Schema) -> HeldRecords:
     if width and all(len(row.blocks) == 8 * width for row in rows):
         keys = np.frombuffer(b"".join(row.blocks for row in rows), dtype="<u8").reshape(len(rows), width)
         keys = keys.astype(np.uint64)
+    # Kept and shared between requests (``filter_cache``); nothing writes to these arrays. They are not marked
+    # read-only: numba compiles its Dice kernels again for read-only arrays (another signature, seconds of JIT
+    # at a request), which warm_up does not cover.
     filters = filters.astype(np.uint64)
-    for array in (filters, keys):  # kept and shared between requests (``filter_cache``): nothing may write to it
-        if array is not None:
-            array.flags.writeable = False
     shared: dict[frozenset[str], frozenset[str]] = {}  # one set per distinct list: a kept copy is smaller
     return HeldRecords(EncodedDataset(filters, keys),
                        [shared.setdefault(frozenset(row.categories), frozenset(row.categories)) for row in rows],
