@@ -39,6 +39,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "download_elsewhere": ("Downloads start from the console's own pages: open the page and use its download link.",
                            "Downloads starten vanaf de pagina's van de console zelf: open de pagina en gebruik de "
                            "downloadlink daar."),
+    "page_elsewhere": ("This page writes to the audit log as it opens, so it opens from the console's own pages "
+                       "only: go back to the console and open it there.",
+                       "Deze pagina schrijft bij het openen in het auditlog en opent daarom alleen vanaf de "
+                       "pagina's van de console zelf: ga terug naar de console en open haar daar."),
     "audit_unavailable": ("The audit log cannot be written; nothing was done.",
                           "Het auditlog kan niet worden geschreven; er is niets gedaan."),
     # navigation

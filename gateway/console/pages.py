@@ -155,13 +155,14 @@ class Page:
         if not self.sessions.csrf_ok(self.session, token):
             raise Forbidden(self.t("csrf_failed"))
 
-    def from_own_page(self) -> None:
-        """Refuse a GET that is an action (a download: an ``export`` entry in the person's name) when another
-        origin's page made it. SameSite=Strict keeps the cookie from other sites, not from other origins of the
-        same site (an application on a sibling subdomain), and a download link carries no CSRF token; the
-        browser's Fetch Metadata says where the request came from. A browser without it sends no header."""
+    def from_own_page(self, refusal: str = "download_elsewhere") -> None:
+        """Refuse a GET that writes (a download: an ``export`` entry in the person's name; a page that records
+        anomaly flags or signs a checkpoint) when another origin's page made it, with the message ``refusal``.
+        SameSite=Strict keeps the cookie from other sites, not from other origins of the same site (an
+        application on a sibling subdomain), and a GET carries no CSRF token; the browser's Fetch Metadata says
+        where the request came from. A browser without it sends no header. Called before anything is written."""
         if self.request.headers.get("sec-fetch-site", "same-origin") not in _OWN_PAGES:
-            raise Forbidden(self.t("download_elsewhere"))
+            raise Forbidden(self.t(refusal))
 
 
 class ConsoleRoute(APIRoute):
