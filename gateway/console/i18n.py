@@ -379,6 +379,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
                            "optionally a SHA-256 of 64 hex digits.", "Een bijlage vraagt een verwijzing "
                            "(letters, cijfers en . _ : / -), een titel en eventueel een SHA-256 van 64 "
                            "hexadecimale tekens."),
+    "attachments_mismatched": ("Each attachment has a reference, a title and a SHA-256 field (which may be empty); "
+                               "the form sent them in different numbers, so nothing was saved. Reload the page "
+                               "and add the attachments again.",
+                               "Elke bijlage heeft een veld voor de verwijzing, de titel en de SHA-256 (dat leeg mag "
+                               "zijn); het formulier stuurde ze in verschillende aantallen, dus er is niets "
+                               "opgeslagen. Laad de pagina opnieuw en voeg de bijlagen opnieuw toe."),
     "categories_required": ("An allow names at least one permitted category.",
                             "Toestaan noemt minstens één toegestane categorie."),
     "invalid_date": ("Not a date.", "Geen datum."),

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from audit.tables import audit_entries
 from escalation.cases import act, get_case, open_case
+from escalation.comments import comments
 from escalation.states import Action
 from gateway.clock import FixedClock
 from gateway.console.sessions import install_console
@@ -384,6 +385,34 @@ def test_comments_carry_attachments_by_reference(console: TestClient, container:
     step = audit_events(container, "escalation.step")[-1]
     assert step["extra"]["attachments"] == ["dms://gemeente/2026/4711"]
     assert "Our memo" not in json.dumps(step)
+
+
+@pytest.mark.parametrize("fields", [
+    {"attachment_reference": ["dms://gemeente/2026/4711", "dms://gemeente/2026/4712"],
+     "attachment_title": ["Memo"], "attachment_sha256": ["", ""]},  # the second title left out
+    {"attachment_reference": ["dms://gemeente/2026/4711"], "attachment_title": ["Memo", "Advice"],
+     "attachment_sha256": [""]},  # a title without its reference
+    {"attachment_reference": ["dms://gemeente/2026/4711"], "attachment_title": ["Memo"]},  # no SHA-256 fields
+])
+def test_attachment_fields_in_different_numbers_are_refused_and_nothing_is_written(
+        console: TestClient, container: Container, fields: dict[str, list[str]]) -> None:
+    """The form sends a reference, a title and a SHA-256 field for every attachment row. They were paired with
+    ``zip(strict=False)``: a hand-built POST with more references than titles saved the comment without the
+    attachments that had no partner, and said nothing. A comment is part of the case's record (the audit entry
+    names its attachments): saved whole or not at all."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    steps = len(audit_events(container, "escalation.step"))
+    refused = console.post(f"/console/escalations/{case_id}/comments",
+                           data={"csrf_token": token, "text": "Our memo explains why we need it.", **fields})
+    assert refused.status_code == 422
+    assert "sent them in different numbers" in refused.text
+    assert 'id="comment-error"' in refused.text
+    assert "Our memo explains why we need it." in refused.text  # what was typed is kept
+    assert len(audit_events(container, "escalation.step")) == steps
+    with transaction(container.sessions) as session:
+        assert comments(session, case_id) == []
 
 
 def test_the_requester_withdraws_its_case(console: TestClient, container: Container) -> None:
