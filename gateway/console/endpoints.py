@@ -74,6 +74,8 @@ _PSEUDONYM = re.compile(r"^[A-Za-z0-9+/=_:.\-]{1,1024}$")  # as audit.events.Pse
 WRITES_ON_OPENING = "page_elsewhere"
 """The refusal of a page that writes as it opens (:meth:`Page.from_own_page`) when another origin's page opened
 it: such a GET is an action, as a download is, and carries no CSRF token."""
+MAX_SUBJECT = 1024
+"""The longest ``subject`` filter, as the API's ``/v1/audit/entries`` (a pseudonym is at most that long)."""
 MAX_INDEX = 2**53
 """The largest log index a page accepts, as the API's ``cursor`` (the largest integer JSON readers keep exact):
 far beyond any log, and below the 64-bit integers of the database, which a larger one overflowed into a 500."""
@@ -210,8 +212,8 @@ def _choices(container: Container) -> dict[str, list[str]]:
 async def audit_explorer(page: Page = Depends(signed_in), partnership: str | None = None,
                          purpose: str | None = None, organisation: str | None = None, event_type: str | None = None,
                          decision: str | None = None, since: str | None = None, until: str | None = None,
-                         subject: str | None = None, after: int = Query(-1, le=MAX_INDEX),
-                         verified: str | None = None) -> Response:
+                         subject: str | None = Query(None, max_length=MAX_SUBJECT),
+                         after: int = Query(-1, le=MAX_INDEX), verified: str | None = None) -> Response:
     """The log, filtered and paged, and the integrity panel. Only reads (:func:`_integrity`), so it opens from
     anywhere: it is the home page, which a link on another page (an intranet) may well open."""
     person = page.me

@@ -35,6 +35,8 @@ from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.deps import container_of, get_container
 from gateway.errors import Forbidden, GatewayError, Unprocessable
+from gateway.logging import scrub_text
+from gateway.problems import validation_detail, validation_errors
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -228,7 +230,7 @@ def return_to(request: Request, target: str | None) -> str:
     return "/console"
 
 
-def _error_page(request: Request, exc: Exception) -> Response:
+def _error_page(request: Request, exc: GatewayError | RequestValidationError | AuditWriteError) -> Response:
     if isinstance(exc, GatewayError):
         response = error_page(request, exc.status, exc.detail)
         for name, value in exc.headers.items():
@@ -237,7 +239,8 @@ def _error_page(request: Request, exc: Exception) -> Response:
         return response
     if isinstance(exc, AuditWriteError):
         return error_page(request, 503)
-    return error_page(request, 422)  # the summary says it: the input is not valid
+    # What is wrong, in the words of the API's validation problem (no input values in it)
+    return error_page(request, 422, scrub_text(validation_detail(validation_errors(exc))))
 
 
 def error_page(request: Request, status: int, detail: str = "") -> Response:
