@@ -144,8 +144,7 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
 
 
 def _sign_out(page: Page, session: SessionData) -> None:
-    with transaction(page.container.sessions) as db:
-        page.sessions.sign_out(db, session, page.now())
+    page.sessions.sign_out(page.container.sessions, session, page.now())
 
 
 @router.post("/logout", response_class=HTMLResponse)

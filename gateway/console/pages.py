@@ -29,7 +29,7 @@ from gateway.auth.accounts import roles_known, scopes_for_roles
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.console import views
 from gateway.console.i18n import LANGUAGE_COOKIE, choose_language, translate, translate_value
-from gateway.console.sessions import SessionData, Sessions, console_sessions
+from gateway.console.sessions import SessionData, Sessions, console_sessions, record_pending_sign_outs
 from gateway.console.signouts import is_signed_out
 from gateway.container import Container
 from gateway.db.engine import transaction
@@ -270,6 +270,7 @@ async def current_page(request: Request, container: Container = Depends(get_cont
     data = sessions.read(request)
     state = sessions.state(data, page.now())
     page.session_state = state
+    await record_pending_sign_outs(container)  # those the database could not take before: nothing, mostly
     if state == "active" and data is not None and data.username is not None:
         username, sid = data.username, data.sid
 
@@ -277,7 +278,8 @@ async def current_page(request: Request, container: Container = Depends(get_cont
             with transaction(container.sessions) as session:
                 return None if is_signed_out(session, sid) else accounts.get_account(session, username)
 
-        account = await run_in_threadpool(load)
+        # Signed out in this process, the database not told yet: refused all the same (Sessions.sign_out)
+        account = None if sessions.pending.refuses(sid) else await run_in_threadpool(load)
         # A role this gateway does not know (SQL, another version) ends the session: no scopes to give it
         if (account is not None and account.active and roles_known(account.roles)
                 and sessions.credential_matches(data, account.password_hash, account.access_generation)):
