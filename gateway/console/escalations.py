@@ -310,13 +310,14 @@ async def comment(case_id: str, page: Page = Depends(signed_in), csrf_token: str
                   attachment_sha256: list[str] = Form(default_factory=list)) -> Response:
     page.csrf(csrf_token)
     principal, service = _worker(page)
-    if not len(attachment_reference) == len(attachment_title) == len(attachment_sha256):
+    hashes = attachment_sha256 or [""] * len(attachment_reference)  # optional: no SHA-256 fields at all is none
+    if not len(attachment_reference) == len(attachment_title) == len(hashes):
         # Every row of the form sends all three fields (the SHA-256 empty when not given); other numbers are a
         # hand-built POST, and pairing them up would drop or misplace attachments without a word.
         return await _case_page(page, case_id, status=422, typed={"comment": text}, error=FormError(
             "comment", page.t("attachments_mismatched")))
     rows = [(r.strip(), t.strip(), h.strip().lower()) for r, t, h in
-            zip(attachment_reference, attachment_title, attachment_sha256, strict=True)]
+            zip(attachment_reference, attachment_title, hashes, strict=True)]
     rows = [row for row in rows if any(row)]
     typed = {"comment": text, "attachments": rows}
     try:

@@ -403,14 +403,16 @@ def test_comments_carry_attachments_by_reference(console: TestClient, container:
      "attachment_title": ["Memo"], "attachment_sha256": ["", ""]},  # the second title left out
     {"attachment_reference": ["dms://gemeente/2026/4711"], "attachment_title": ["Memo", "Advice"],
      "attachment_sha256": [""]},  # a title without its reference
-    {"attachment_reference": ["dms://gemeente/2026/4711"], "attachment_title": ["Memo"]},  # no SHA-256 fields
+    {"attachment_reference": ["dms://gemeente/2026/4711"], "attachment_title": ["Memo"],
+     "attachment_sha256": ["", "ab" * 32]},  # a SHA-256 without its attachment
 ])
 def test_attachment_fields_in_different_numbers_are_refused_and_nothing_is_written(
         console: TestClient, container: Container, fields: dict[str, list[str]]) -> None:
     """The form sends a reference, a title and a SHA-256 field for every attachment row. They were paired with
     ``zip(strict=False)``: a hand-built POST with more references than titles saved the comment without the
     attachments that had no partner, and said nothing. A comment is part of the case's record (the audit entry
-    names its attachments): saved whole or not at all."""
+    names its attachments): saved whole or not at all. (No SHA-256 fields at all is still none given: they are
+    optional, see test_security.)"""
     case_id = open_riec_case(container)
     sign_in(console, "po-gemeente")
     token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
