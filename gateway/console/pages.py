@@ -163,8 +163,14 @@ class Page:
         SameSite=Strict keeps the cookie from other sites, not from other origins of the same site (an
         application on a sibling subdomain), and a GET carries no CSRF token; the browser's Fetch Metadata says
         where the request came from. A browser without it sends no header. Called before anything is written."""
-        if self.request.headers.get("sec-fetch-site", "same-origin") not in _OWN_PAGES:
+        if not own_page_started(self.request):
             raise Forbidden(self.t(refusal))
+
+
+def own_page_started(request: Request) -> bool:
+    """Whether the console's own page (or the person, typing the address) started ``request``, as the browser's
+    Fetch Metadata says; a browser without it sends no header, and is believed."""
+    return request.headers.get("sec-fetch-site", "same-origin") in _OWN_PAGES
 
 
 class ConsoleRoute(APIRoute):
@@ -284,7 +290,9 @@ async def current_page(request: Request, container: Container = Depends(get_cont
         if (account is not None and account.active and roles_known(account.roles)
                 and sessions.credential_matches(data, account.password_hash, account.access_generation)):
             page.person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
-            page.session = sessions.touched(data, page.now())
+            # Only the person's own use keeps the session from going idle: a page of another origin of the site
+            # (it gets the cookie) asking every few minutes kept a forgotten session alive on a shared workstation.
+            page.session = sessions.touched(data, page.now()) if own_page_started(request) else data
         else:
             page.session_state = "signed-out"
     if page.session is None:

@@ -190,6 +190,23 @@ def test_idle_session_expires_and_activity_keeps_it_alive(console: TestClient, c
     assert "Your session has expired" in console.get(location).text
 
 
+def test_requests_another_origin_starts_do_not_keep_the_session_alive(console: TestClient, clock: FixedClock) -> None:
+    """SameSite=Strict does not keep the cookie from other origins of the same site: an image on a sibling
+    subdomain's page, fetched every few minutes, kept the officer's forgotten session from ever going idle.
+    Only what the console's own pages (or the person, typing an address) ask for slides the idle window now."""
+    sign_in(console, "po-gemeente")
+    for _ in range(3):
+        clock.advance(timedelta(seconds=IDLE // 2))
+        console.get("/console/register", headers={"Sec-Fetch-Site": "same-site", "Sec-Fetch-Dest": "image"})
+    expired = console.get("/console/register", follow_redirects=False)
+    assert expired.status_code == 303
+    assert "expired=1" in expired.headers["location"]
+    sign_in(console, "po-gemeente")
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+        clock.advance(timedelta(seconds=IDLE - 10))
+        assert console.get("/console/register", headers=headers).status_code == 200, headers
+
+
 def test_notice_flags_set_to_0_show_no_notice(console: TestClient) -> None:
     """The console's yes/no query parameters read ``0`` as no: ``?expired=0`` says nothing about an expired
     session, ``?signed_out=0`` nothing about signing out, ``?verified=0`` shows no verification result."""
