@@ -33,7 +33,7 @@ from rich.table import Table
 from connectors.enrolment import enrol
 from connectors.profiles import PROFILES
 from connectors.store import PartnerStore, store_path
-from connectors.world import build_world
+from connectors.world import Person, build_world
 from gateway import demo_fuzzy
 from gateway.auth.accounts import create_account
 from gateway.auth.clients import register_key_client
@@ -211,19 +211,18 @@ async def _run_scenarios(settings: Settings, gateway_url: str, keys: dict[str, O
                 failures += 1
                 console.print(f"[red]{title}: {exc}[/red]")
         if fuzzy_ready:
-            failures += await _run_fuzzy(clients[demo_fuzzy.REQUESTER], world)
+            failures += await _run_fuzzy(clients[demo_fuzzy.REQUESTER], world, people)
     finally:
         for client in clients.values():
             await client.aclose()
     return failures
 
 
-async def _run_fuzzy(client: GatewayClient, world: Any) -> int:
+async def _run_fuzzy(client: GatewayClient, world: Any, people: dict[str, Person]) -> int:
     """The fuzzy discovery and its follow-up; 1 when either failed (a police without a hit is a failure:
     the demo is there to show the follow-up)."""
     try:
-        result = await demo_fuzzy.discover_and_follow_up(client, {p.subject_ref: p for p in world.persons},
-                                                         world.scenarios(), console)
+        result = await demo_fuzzy.discover_and_follow_up(client, people, world.scenarios(), console)
     except (GatewayClientError, httpx.HTTPError, ValueError) as exc:
         console.print(f"[red]{demo_fuzzy.TITLE}: {exc}[/red]")
         return 1
