@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     revocation_refresh_seconds: float = Field(
         default=5.0, gt=0, le=60, allow_inf_nan=False,
         description="How often each process re-reads the disabled clients and accounts (and the key "
-                    "generations of re-keyed clients): a disabled one's tokens, and a re-keyed client's earlier "
-                    "ones, are refused within this time.")
+                    "generations of re-keyed or disabled clients): a disabled one's tokens, and a re-keyed or "
+                    "re-enabled client's earlier ones, are refused within this time.")
     client_assertion_max_age_seconds: int = Field(default=300, ge=30, le=3600)
     password_checks: int = Field(
         default=2, ge=1, le=64,
