@@ -220,7 +220,8 @@ class LoginRequest(BaseModel):
 
 
 @router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",
-             responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"},
+             responses={401: {"description": "Wrong username or password"},
+                        429: {"description": "Throttled: too many failed sign-ins, or too many at once (Retry-After)"},
                         403: {"description": "The account has a role this gateway does not know"},
                         503: {"description": "The sign-in could not be written to the audit log: no token"}})
 async def login(body: LoginRequest, request: Request, container: Container = Depends(get_container)
