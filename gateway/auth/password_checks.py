@@ -59,8 +59,9 @@ class PasswordChecks:
 
     async def run(self, check: Callable[[], T]) -> T:
         """``check`` (blocking: a password check) in a worker thread once a slot is free; raises
-        :class:`PasswordChecksBusy` when none is within the wait. The slot is held until the thread is done,
-        also when the request is cancelled meanwhile (the thread cannot be stopped, so it still counts)."""
+        :class:`PasswordChecksBusy` when none is within the wait. The slot is held until the thread is done:
+        a thread cannot be stopped, and anyio shields the wait for it from the request's cancellation, so a
+        client that gives up does not free a slot its check still holds."""
         semaphore = self._semaphore()
         try:
             async with asyncio.timeout(self._wait):
