@@ -110,7 +110,8 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
     if not page.sessions.csrf_ok(page.session, csrf_token):
         page.session = page.sessions.anonymous(page.now())
         return page.render("login.html", status=403, next=local_path(next), message="", error=page.t("csrf_failed"))
-    throttle = auth_services(container).login_throttle
+    auth = auth_services(container)
+    throttle = auth.login_throttle
 
     def check() -> accounts.AccountRecord:
         with transaction(container.sessions) as session:
@@ -118,7 +119,7 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
                                        page.request.client.host if page.request.client else None)
 
     try:
-        account = await run_in_threadpool(check)
+        account = await auth.password_checks.run(check)  # a slot of a few: a flood cannot take every thread
     except (Unauthorized, TooManyRequests, UnknownRole) as exc:
         reason = (signins.THROTTLED if isinstance(exc, TooManyRequests) else signins.UNKNOWN_ROLE
                   if isinstance(exc, UnknownRole) else signins.WRONG_CREDENTIALS)

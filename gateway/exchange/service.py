@@ -382,6 +382,47 @@ def _index_refusal(holding: IndexHolding | None, minors_allowed: bool) -> str | 
     return None
 
 
+def _subject_hits(base: dict[str, Any], shared: list[str], hits: list[tuple[str, Decision]]) -> list[AuditEvent]:
+    """The hits of a discovery answered from the index, as disclosures about each subject asked (``shared``:
+    partnership-domain pseudonyms): the contact point's look-ups find a person by the entries' subject, and a
+    hit is itself a disclosure — the requester learns that those holders hold data on the person.
+
+    One entry per subject (at most the request's 100), each naming every holder that answered hit and the
+    categories it answered for. The entries are the same for every subject of the request but for the subject
+    they name: the index answers per holder for the subjects together, so the entry says what the answer said
+    and no more — the requester's own privacy officers read these entries, and the request's order of subjects
+    is in its ``discovery.queried`` entry. No holder is a party to them (``holder`` stays empty): a holder's
+    officers would otherwise learn which of its records were asked about, which the index never tells it; its
+    own per-holder ``disclosure`` entry (no subject) stays. No-hit answers are not listed: they disclose
+    nothing a holder holds (docs/audit.md). None at all when no holder answered hit."""
+    if not hits:
+        return []
+    answered = [{"holder": holder, "categories": sorted(decision.permitted_categories)} for holder, decision in hits]
+    categories = tuple(sorted({c for _, decision in hits for c in decision.permitted_categories}))
+    asked = list(dict.fromkeys(shared))  # a subject asked twice is one subject
+    return [AuditEvent(event_type=EventType.DISCLOSURE, **base, data_subject=DataSubject(pseudonym=subject),
+                       categories=categories, extra={"hit_only": True, "outcome": "hit", "hits": answered,
+                                                     "subjects_asked": len(asked)})
+            for subject in asked]
+
+
+def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: list[str]) -> list[dict[str, Any]]:
+    """What a hit/no-hit holder's answer to an exchange disclosed: a hit, about each subject asked (``shared``:
+    how the log names them, see ``_logged``; empty for opaque references, which are never logged as a subject),
+    one entry per subject as for records, so the contact point's look-ups find it. The holder answers for the
+    subjects together, so the entries are the same but for the subject (the requester's privacy officers
+    learn no more than the answer said; the holder was asked by its own pseudonyms). A no-hit is one entry
+    naming no subject: it discloses nothing the holder holds (docs/audit.md)."""
+    event: dict[str, Any] = {"event_type": EventType.DISCLOSURE, "holder": holder,
+                             "categories": tuple(decision.permitted_categories),
+                             "extra": {"hit_only": True, "hit": hit}}
+    asked = list(dict.fromkeys(shared))  # a subject asked twice is one subject
+    if not hit or not asked:
+        return [event]
+    return [event | {"data_subject": DataSubject(pseudonym=subject),
+                     "extra": event["extra"] | {"subjects_asked": len(asked)}} for subject in asked]
+
+
 def _hit(hits: dict[str, list[str]], asked: dict[str, str], holder: str, request_id: str) -> bool:
     """Hit only for a subject that was asked about (``asked`` maps the holder's references); a holder that
     reports others over-shares, which is logged (counts only) and otherwise ignored."""
@@ -1060,9 +1101,9 @@ class ExchangeService:
                 if found.status == "refused":  # neither hit nor no-hit: see Holder.discover
                     return outcome, [_refused(outcome, decision, found.refusal_reason)]
                 outcome.hit = _hit(found.hits, theirs, target.organisation, exchange_id)
-                return outcome, [{"event_type": EventType.DISCLOSURE, "holder": target.organisation,
-                                  "categories": tuple(decision.permitted_categories),
-                                  "extra": {"hit_only": True, "hit": outcome.hit}}]
+                named = matched is not None or self._pseudonymous(subjects)  # references are never logged as one
+                return outcome, _hit_only_disclosures(target.organisation, decision, outcome.hit,
+                                                      [logged[s] for s in subjects] if named else [])
             answer = await connector.query(HolderQuery(
                 request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                 requester_organisation=principal.organisation, categories=decision.permitted_categories,
@@ -1240,9 +1281,11 @@ class ExchangeService:
 
         answers = list(await asyncio.gather(*(ask_failing_closed(t, d)
                                               for t, d in zip(targets, decisions, strict=True))))
+        hits = [(a.holder, d) for a, d in zip(answers, decisions, strict=True) if a.outcome == "hit"]
         receipts += await self._record([AuditEvent(
             event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
-            extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}] + [
+            extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}] + (
+            _subject_hits(base, [logged[s] for s in subjects], hits) if indexed is not None else []) + [
             AuditEvent(**base | _refusal_event(a.holder, d, refusals[a.holder]))
             for a, d in zip(answers, decisions, strict=True) if a.holder in refusals] + [
             AuditEvent(**base | _unavailable_event(a.holder, d, *unavailable[a.holder]))
