@@ -77,10 +77,9 @@ class TokenRequired(SecurityBase):
     async def __call__(self, request: Request) -> Principal:
         principal = _verified(request)  # inlined: no coroutine of its own on the exchange's hot path
         if principal.kind == "person":
-            # kept for the request (on it, and on the principal the route gets): its audit entries name the
-            # account by id without reading it again
+            # kept on the principal the route gets: its audit entries name the account by id without reading
+            # it again
             account_id = await run_in_threadpool(_check_account, request, principal)
-            request.state.account_id = account_id
             principal = dataclasses.replace(principal, account_id=account_id)
         request.state.principal = principal
         self.authorise(principal)

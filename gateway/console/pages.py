@@ -97,7 +97,8 @@ class Person:
     def principal(self) -> Principal:
         """The same Principal a bearer token of this account would give the API."""
         return Principal(kind="person", subject=self.username, organisation=self.organisation,
-                         scopes=frozenset(scopes_for_roles(sorted(self.roles))), roles=self.roles)
+                         scopes=frozenset(scopes_for_roles(sorted(self.roles))), roles=self.roles,
+                         account_id=self.account_id)  # read on this request: its audit entries need no re-read
 
     def may(self, item: NavItem) -> bool:
         return bool(self.roles & item.roles)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from audit.tables import audit_entries
 from escalation.cases import act, get_case, open_case
@@ -368,6 +368,30 @@ def test_tier_3_needs_two_deciders_who_vote_the_same(console: TestClient, contai
     assert decided.status_code == 200
     assert "Your decision was recorded." in decided.text
     assert "<dd>om-amsterdam/po-om, riec-aa/admin-riec</dd>" in decided.text
+
+
+def test_a_console_comment_reads_the_account_once(console: TestClient, container: Container) -> None:
+    """The console's session check reads the signed-in account; the escalation step's audit entry names it by
+    that id, not by reading the same row again per action."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    reads: list[str] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM accounts" in statement:
+            reads.append(statement)
+
+    event.listen(container.engine, "before_cursor_execute", remember)
+    try:
+        posted = console.post(f"/console/escalations/{case_id}/comments", data={"csrf_token": token, "text": "A note."},
+                              follow_redirects=False)  # the case page it leads to is a request of its own
+    finally:
+        event.remove(container.engine, "before_cursor_execute", remember)
+    assert posted.status_code == 303
+    assert len(reads) == 1
+    step = audit_events(container, "escalation.step")[-1]
+    assert step["requester"]["user"] == account_id(container, "po-gemeente")
 
 
 def test_comments_carry_attachments_by_reference(console: TestClient, container: Container) -> None:
