@@ -18,7 +18,7 @@ from gateway.auth.setup import auth_services, install_auth
 from gateway.clock import Clock
 from gateway.console import endpoints as console_endpoints
 from gateway.console.boundary import install_console_boundary
-from gateway.console.sessions import CONSOLE_SETTINGS
+from gateway.console.sessions import CONSOLE_SETTINGS, close_sign_out_retries, start_sign_out_retries
 from gateway.console.settings import ConsoleSettings
 from gateway.console.signins import close_sign_ins, start_sign_ins
 from gateway.container import Container, build_container
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
         audit_services(the_container).writer.start()
         auth_services(the_container).disabled.start()
         start_sign_ins(the_container)
+        start_sign_out_retries(the_container)
         escalation_scheduler(the_container).start()
         if freeze_heap:
             gc.collect()
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             await escalation_service(the_container).notifier.aclose()
             await exchange_service(the_container).aclose()
             await close_sign_ins(the_container)  # its summaries are audit entries: before the writer closes
+            await close_sign_out_retries(the_container)
             await audit_services(the_container).writer.aclose()
             await the_container.services["connectors"].aclose()
             await the_container.services["policy"].aclose()

@@ -4,6 +4,7 @@ Starts the simulated partner systems (each its own process, HTTP service and dat
 (embedded SQLite and embedded Rego engine), registers the requesting partner systems as OAuth clients
 with freshly generated keys, and lets them ask the gateway for data through the typed client
 (``gateway.client``). What each holder answered is printed as a table: outcome, categories, records.
+Then a fuzzy discovery without a shared number and its follow-up by match handle (:mod:`gateway.demo_fuzzy`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from rich.table import Table
 from connectors.enrolment import enrol
 from connectors.profiles import PROFILES
 from connectors.store import PartnerStore, store_path
-from connectors.world import build_world
+from connectors.world import Person, build_world
+from gateway import demo_fuzzy
 from gateway.auth.accounts import create_account
 from gateway.auth.clients import register_key_client
 from gateway.auth.repository import get_account
@@ -190,6 +192,13 @@ async def _run_scenarios(settings: Settings, gateway_url: str, keys: dict[str, O
         except GatewayClientError as exc:  # the scenarios run on enrolled pseudonyms: none can run without
             console.print(f"[red]enrolment failed: {exc}[/red]")
             return 1
+        people = {p.subject_ref: p for p in world.persons}
+        try:
+            await demo_fuzzy.enrol_partner_filters(settings, clients, people, console)
+            fuzzy_ready = True
+        except GatewayClientError as exc:  # only the fuzzy scenario needs the filters: the others still run
+            console.print(f"[red]enrolment of match filters failed: {exc}[/red]")
+            failures, fuzzy_ready = failures + 1, False
         for title, requester, body in _scenarios(world):
             try:
                 request = ExchangeRequest.model_validate(await _pseudonymised(clients[requester], world, body))
@@ -201,10 +210,24 @@ async def _run_scenarios(settings: Settings, gateway_url: str, keys: dict[str, O
             except (GatewayClientError, httpx.HTTPError, LookupError) as exc:
                 failures += 1
                 console.print(f"[red]{title}: {exc}[/red]")
+        if fuzzy_ready:
+            failures += await _run_fuzzy(clients[demo_fuzzy.REQUESTER], world, people)
     finally:
         for client in clients.values():
             await client.aclose()
     return failures
+
+
+async def _run_fuzzy(client: GatewayClient, world: Any, people: dict[str, Person]) -> int:
+    """The fuzzy discovery and its follow-up; 1 when either failed (a police without a hit is a failure:
+    the demo is there to show the follow-up)."""
+    try:
+        result = await demo_fuzzy.discover_and_follow_up(client, people, world.scenarios(), console)
+    except (GatewayClientError, httpx.HTTPError, ValueError) as exc:
+        console.print(f"[red]{demo_fuzzy.TITLE}: {exc}[/red]")
+        return 1
+    _show(demo_fuzzy.FOLLOW_UP_TITLE, demo_fuzzy.REQUESTER, result)
+    return 0
 
 
 async def _settle_s9(gateway_url: str, client: GatewayClient, request: ExchangeRequest,

@@ -42,13 +42,19 @@ def problem_response(status: int, slug: str, title: str, detail: str, *,
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     """Pydantic errors without the offending input values (they may be personal data)."""
     cleaned = []
     for err in exc.errors():
         loc = [str(part) for part in err.get("loc", ())]
         cleaned.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
     return cleaned
+
+
+def validation_detail(errors: list[dict[str, Any]]) -> str:
+    """What a validation problem's ``detail`` says (the first five complaints: where, and what is wrong); the
+    console's error page says the same (:mod:`gateway.console.pages`)."""
+    return "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -62,11 +68,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _validation_errors(exc)
+        errors = validation_errors(exc)
         log.info("request_rejected", status=422, problem="validation-error",
                  fields=[".".join(e["loc"]) for e in errors])
-        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
-        return problem_response(422, "validation-error", "Request validation failed", detail,
+        return problem_response(422, "validation-error", "Request validation failed", validation_detail(errors),
                                 extra={"errors": errors}, instance=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)

@@ -55,9 +55,17 @@ class Settings(BaseSettings):
     revocation_refresh_seconds: float = Field(
         default=5.0, gt=0, le=60, allow_inf_nan=False,
         description="How often each process re-reads the disabled clients and accounts (and the key "
-                    "generations of re-keyed clients): a disabled one's tokens, and a re-keyed client's earlier "
-                    "ones, are refused within this time.")
+                    "generations of re-keyed or disabled clients): a disabled one's tokens, and a re-keyed or "
+                    "re-enabled client's earlier ones, are refused within this time.")
     client_assertion_max_age_seconds: int = Field(default=300, ge=30, le=3600)
+    password_checks: int = Field(
+        default=2, ge=1, le=64,
+        description="Sign-ins (console and POST /v1/auth/login) whose password one process checks at a time; "
+                    "each argon2 check takes a worker thread and 64 MiB for a fraction of a second "
+                    "(gateway.auth.password_checks).")
+    password_check_wait_seconds: float = Field(
+        default=2.0, gt=0, le=30, allow_inf_nan=False,
+        description="How long a sign-in waits for one of those before it is refused (429, Retry-After).")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request bodies above this get 413.")
 
     policy_engine: Literal["embedded", "opa"] = "embedded"

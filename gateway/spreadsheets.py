@@ -15,6 +15,13 @@ LibreOffice's text import splits on tabs as well (one of its default separators)
 quote a cell for a tab in it. So a formula start after a ``;``, a tab or a line break (blanks and double
 quotes in between are skipped, as a spreadsheet does) gets the single quote too.
 
+So does a formula start after blanks at the very start of a cell: ``  =1+1``, or ``=`` after a no-break space.
+Whether a reader skips such blanks differs between programs, versions and import settings, and some do:
+LibreOffice's text import with "Trim spaces" ticked trims the cell before it evaluates it, and an import that
+trims the way JavaScript's ``trim()`` does drops no-break and other Unicode spaces and the byte-order mark as
+well. The guard cannot know which reader opens the file, so it assumes one that skips them. The quote goes
+before the blanks, which stay: the text reads as it was (``  Wet Bibob``, blanks and no formula, is left alone).
+
 And the file's encoding: Excel (what Dutch officials open these files with) reads a CSV without a byte-order
 mark in the machine's ANSI code page, so "België" shows as "BelgiÃ«". A download meant for a spreadsheet
 therefore starts with the UTF-8 BOM and says ``charset=utf-8`` (:func:`csv_download`). The mark comes before
@@ -47,9 +54,14 @@ class _Writable(Protocol):
     def write(self, text: str, /) -> object: ...
 
 
-_CELL_STARTS_WITHIN = re.compile(r"(;|\t|\r\n?|\n)(?=[\s\"]*[=+\-@])")
+_BLANKS = r"[\s\ufeff\"]*"
+"""What a reader may skip before it looks for a formula start: whitespace as ``str.isspace`` (and JavaScript's
+``trim()``) knows it — no-break and other Unicode spaces too —, the byte-order mark, and double quotes."""
+_CELL_STARTS_WITHIN = re.compile(rf"(;|\t|\r\n?|\n)(?={_BLANKS}[=+\-@])")
 """A ``;``, tab or line break (where a semicolon- or tab-separated reading starts a new cell) before a formula
 start."""
+_FORMULA_AFTER_BLANKS = re.compile(rf"{_BLANKS}[=+\-@]")
+"""A formula start after blanks at the start of a cell (``  =1+1``, a no-break space before ``=``)."""
 
 
 def safe_cell(value: object) -> object:
@@ -58,7 +70,7 @@ def safe_cell(value: object) -> object:
     if not isinstance(value, str):
         return value
     value = _CELL_STARTS_WITHIN.sub(r"\1'", value)
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+    return "'" + value if value.startswith(FORMULA_STARTS) or _FORMULA_AFTER_BLANKS.match(value) else value
 
 
 class SpreadsheetWriter:

@@ -68,12 +68,10 @@ async def record_api_action(container: Container, request: Request, principal: P
     """Durably log one action a person took through the API; raises :class:`audit.AuditWriteError` when that
     fails (the caller answers nothing then: fail closed).
 
-    The account's id is the one the token check of this request read (``request.state.account_id``, set by
-    :class:`gateway.auth.dependencies.TokenRequired` with ``request.state.principal``); read again only for a
-    principal that did not come from that check."""
-    state = request.state
-    known = getattr(state, "account_id", None) if getattr(state, "principal", None) is principal else None
-    account_id = known if isinstance(known, str) else await run_in_threadpool(account_id_of, container, principal)
+    The account's id is the one the token check of this request read (``principal.account_id``, set only by
+    :class:`gateway.auth.dependencies.TokenRequired`); read again only for a principal that did not come from
+    that check."""
+    account_id = principal.account_id or await run_in_threadpool(account_id_of, container, principal)
     event = action_event(request, action, organisation=principal.organisation, account_id=account_id,
                          details=details, channel="api")
     await audit_services(container).writer.record([event])

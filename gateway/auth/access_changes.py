@@ -5,7 +5,9 @@ on insider misuse ask to be watched), and the CLI is the only place it changes. 
 ``console.action`` entry with ``channel: cli`` and the action ``client-enabled``, ``client-disabled``,
 ``account-enabled`` or ``account-disabled``, under the organisation of the client or account (so its
 officers see it) and naming it by reference: the system id, or the account's id, never a username (it
-could be an e-mail address). The operator has no account; the entry has no ``user``.
+could be an e-mail address). The operator has no account; the entry has no ``user``. Disabling ends the tokens
+issued before it for good: enabling again lets the client or account get new ones, never revives those
+(:func:`gateway.auth.repository.set_client_active`, :func:`~gateway.auth.repository.set_account_active`).
 
 The change commits in the audit log's own transaction, together with its entry: there is no change without
 its entry and no entry without its change. When the log cannot be written (no checkpoint key yet, the

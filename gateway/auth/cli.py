@@ -100,13 +100,15 @@ def clients_list() -> None:
 
 @clients_app.command("disable")
 def clients_disable(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
-    """Disable a partner system's client: its tokens (issued ones too) are refused within seconds. Audited."""
+    """Disable a partner system's client: its tokens (issued ones too) are refused within seconds. Audited.
+
+    Those tokens stay refused when it is enabled again: it fetches new ones."""
     _set_active("client", system_id, False)
 
 
 @clients_app.command("enable")
 def clients_enable(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
-    """Enable a disabled partner system's client again: it gets tokens again. Audited."""
+    """Enable a disabled partner system's client again: it gets new tokens, not its old ones. Audited."""
     _set_active("client", system_id, True)
 
 

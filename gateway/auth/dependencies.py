@@ -7,6 +7,7 @@ without the scope → 403. Both are problem+json.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from fastapi import Request
@@ -76,8 +77,10 @@ class TokenRequired(SecurityBase):
     async def __call__(self, request: Request) -> Principal:
         principal = _verified(request)  # inlined: no coroutine of its own on the exchange's hot path
         if principal.kind == "person":
-            # kept for the request: its audit entries name the account by id without reading it again
-            request.state.account_id = await run_in_threadpool(_check_account, request, principal)
+            # kept on the principal the route gets: its audit entries name the account by id without reading
+            # it again
+            account_id = await run_in_threadpool(_check_account, request, principal)
+            principal = dataclasses.replace(principal, account_id=account_id)
         request.state.principal = principal
         self.authorise(principal)
         return principal

@@ -220,7 +220,8 @@ class LoginRequest(BaseModel):
 
 
 @router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",
-             responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"},
+             responses={401: {"description": "Wrong username or password"},
+                        429: {"description": "Throttled: too many failed sign-ins, or too many at once (Retry-After)"},
                         403: {"description": "The account has a role this gateway does not know"},
                         503: {"description": "The sign-in could not be written to the audit log: no token"}})
 async def login(body: LoginRequest, request: Request, container: Container = Depends(get_container)
@@ -236,7 +237,7 @@ async def login(body: LoginRequest, request: Request, container: Container = Dep
                               scope=issued.scope), account.id, account.organisation)
 
     try:
-        response, account_id, organisation = await run_in_threadpool(run)
+        response, account_id, organisation = await auth.password_checks.run(run)
     except (Unauthorized, TooManyRequests, UnknownRole) as exc:
         # The console's doors and this one check the same passwords under one throttle: accounted for alike.
         reason = (THROTTLED if isinstance(exc, TooManyRequests) else UNKNOWN_ROLE if isinstance(exc, UnknownRole)

@@ -41,6 +41,9 @@ class Principal:
     token_id: str = ""
     credential: str = ""  # a person's token: the fingerprint of the account it was issued for (accounts.py)
     generation: int = 0  # a system's token: the client's key generation it was issued under (revocation.py)
+    # A person's: the id of the account this request's token check read (TokenRequired, dependencies.py), so
+    # that an audit entry names it without reading the account again. Never from the token: None until checked.
+    account_id: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

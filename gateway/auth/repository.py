@@ -23,7 +23,8 @@ class ClientRecord:
     jwks: dict[str, Any] | None
     scopes: list[str]
     active: bool
-    key_generation: int = 0  # how often the client was given new credentials (:func:`upsert_client`)
+    key_generation: int = 0  # how often the client was given new credentials or disabled (:func:`upsert_client`,
+    # :func:`set_client_active`)
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,16 @@ def set_client_active(session: Session | Connection, client_id: str, active: boo
                       changing: bool = False) -> bool:
     """Enable or disable a client; False if there is none. A connection too: an operator's change commits in the
     audit log's transaction, together with its entry (:mod:`gateway.auth.access_changes`). ``changing``: only
-    if it is not in that state already (False otherwise), so a change made meanwhile is never audited twice."""
+    if it is not in that state already (False otherwise), so a change made meanwhile is never audited twice.
+
+    Disabling bumps the client's ``key_generation``, as a re-key does: the tokens it got before are refused
+    for good, not only while it is disabled. Why: a system is disabled because something is wrong with it (a
+    leaked key, a compromised host), and enabling it again brought its unexpired tokens back with it, whoever
+    held them. Bumped in the same statement as ``active``: whoever reads the client enabled again reads the
+    new generation too (:class:`gateway.auth.revocation.DisabledPrincipals` reads both in one transaction)."""
+    bump = {} if active else {"key_generation": oauth_clients.c.key_generation + 1}
     where = [oauth_clients.c.client_id == client_id] + ([oauth_clients.c.active.is_(not active)] if changing else [])
-    result = session.execute(update(oauth_clients).where(*where).values(active=active))
+    result = session.execute(update(oauth_clients).where(*where).values(active=active, **bump))
     return bool(getattr(result, "rowcount", 0))
 
 
@@ -126,7 +134,8 @@ def disabled_subjects(session: Session) -> tuple[frozenset[str], frozenset[str]]
 
 
 def client_generations(session: Session) -> dict[str, int]:
-    """The key generation of every client that was re-keyed at least once (a token without ``gen`` is of 0)."""
+    """The key generation of every client that was re-keyed or disabled at least once (a token without ``gen``
+    is of 0)."""
     rows = session.execute(select(oauth_clients.c.client_id, oauth_clients.c.key_generation)
                            .where(oauth_clients.c.key_generation > 0))
     return {str(client_id): int(generation) for client_id, generation in rows}

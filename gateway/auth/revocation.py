@@ -9,9 +9,11 @@ A person's token is checked against the account itself on every use instead
 (:func:`gateway.auth.accounts.check_person_token`), which is never behind a ``users enable`` as the list is.
 
 The same read brings the key generation of every client that was re-keyed (``clients add`` on an existing
-client: :func:`gateway.auth.repository.upsert_client`), and a system's token issued under an older generation
-(its ``gen`` claim) is refused (401) too: after a key or secret leaked, giving the client a new one ends the
-tokens got with the old one within the same interval, still without a database read per request.
+client: :func:`gateway.auth.repository.upsert_client`) or disabled (:func:`gateway.auth.repository.
+set_client_active`), and a system's token issued under an older generation (its ``gen`` claim) is refused
+(401) too: after a key or secret leaked, giving the client a new one ends the tokens got with the old one within
+the same interval, still without a database read per request; and enabling a disabled client again lets it
+get new tokens without bringing back the ones the disabling ended.
 
 Fail closed: when the set has not been read for ``max(60, 6 * interval)`` seconds (database gone), nobody
 can be shown not to be disabled, so every token is refused with 503 until a read succeeds again; the
@@ -81,14 +83,14 @@ class DisabledPrincipals:
         await self._timer.aclose()
 
     def check(self, principal: Principal) -> None:
-        """401 if the token's client or account is disabled, or the client was re-keyed after the token was
-        issued; 503 if that cannot be known (fail closed)."""
+        """401 if the token's client or account is disabled, or the client was re-keyed or disabled after the
+        token was issued; 503 if that cannot be known (fail closed)."""
         self.ensure_current()
         if principal.subject in self._disabled.get(principal.kind, frozenset()):
             raise Unauthorized("the client or account this token was issued to is disabled")
         if principal.kind == "system" and principal.generation < self._generations.get(principal.subject, 0):
-            raise Unauthorized("the client this token was issued to was given new credentials since; get a new "
-                               "token")
+            raise Unauthorized("the client this token was issued to was given new credentials, or disabled, since; "
+                               "get a new token")
 
     def ensure_current(self) -> None:
         read_at = self._read_at

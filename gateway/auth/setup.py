@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from gateway.auth.accounts import LoginThrottle, credential_fingerprint, scopes_for_roles
 from gateway.auth.keys import SigningKeyStore
+from gateway.auth.password_checks import PasswordChecks
 from gateway.auth.repository import AccountRecord
 from gateway.auth.revocation import DisabledPrincipals
 from gateway.auth.tokens import AccessTokenService, IssuedToken
@@ -27,6 +28,7 @@ class AuthServices:
     keys: SigningKeyStore
     tokens: AccessTokenService
     login_throttle: LoginThrottle
+    password_checks: PasswordChecks  # every sign-in's password check waits for a slot of these
     disabled: DisabledPrincipals
     credential_key: bytes
 
@@ -56,6 +58,7 @@ def install_auth(container: Container) -> AuthServices:
         tokens=AccessTokenService(keys, container.clock, settings.issuer, settings.audience,
                                   settings.access_token_ttl_seconds),
         login_throttle=LoginThrottle(container.sessions, container.clock, installation_key),
+        password_checks=PasswordChecks(settings.password_checks, settings.password_check_wait_seconds),
         disabled=DisabledPrincipals(container.sessions, settings.revocation_refresh_seconds),
         credential_key=credential_key(installation_key),
     )

@@ -18,8 +18,8 @@ oauth_clients = Table(
     Column("scopes", JSON, nullable=False),
     Column("active", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    # Bumped by every re-registration (new credentials): a system's token carries it as ``gen``
-    # (gateway.auth.revocation refuses a token under an older one)
+    # Bumped by every re-registration (new credentials) and every disabling: a system's token carries it as
+    # ``gen`` (gateway.auth.revocation refuses a token under an older one)
     Column("key_generation", Integer, nullable=False, server_default="0"),
 )
 

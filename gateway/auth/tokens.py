@@ -13,9 +13,10 @@ organisation and roles: :func:`gateway.auth.accounts.credential_fingerprint`), w
 what was true when the token was issued.
 
 A partner system's token carries ``gen``, the key generation of its client when it was issued (bumped by every
-re-registration: :func:`gateway.auth.repository.upsert_client`); :class:`gateway.auth.revocation.DisabledPrincipals`
-refuses a token of an older generation, so giving a client a new key ends the tokens got with the old one. A
-token without ``gen`` is of generation 0.
+re-registration and every disabling: :func:`gateway.auth.repository.upsert_client`, :func:`~gateway.auth.repository.
+set_client_active`); :class:`gateway.auth.revocation.DisabledPrincipals` refuses a token of an older generation, so
+giving a client a new key ends the tokens got with the old one, and enabling a disabled one does not bring back
+the tokens it had. A token without ``gen`` is of generation 0.
 
 A token that passed is remembered by its exact text (so a changed byte is another token) with its
 ``exp``, and later presentations skip steps 1-5 as long as it has not expired (step 4's rule, same

@@ -71,6 +71,11 @@ __all__ = ["NAV", "router"]
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"console.css": "text/css; charset=utf-8", "proof.js": "text/javascript; charset=utf-8"}
 _PSEUDONYM = re.compile(r"^[A-Za-z0-9+/=_:.\-]{1,1024}$")  # as audit.events.Pseudonym
+WRITES_ON_OPENING = "page_elsewhere"
+"""The refusal of a page that writes as it opens (:meth:`Page.from_own_page`) when another origin's page opened
+it: such a GET is an action, as a download is, and carries no CSRF token."""
+MAX_SUBJECT = 1024
+"""The longest ``subject`` filter, as the API's ``/v1/audit/entries`` (a pseudonym is at most that long)."""
 MAX_INDEX = 2**53
 """The largest log index a page accepts, as the API's ``cursor`` (the largest integer JSON readers keep exact):
 far beyond any log, and below the 64-bit integers of the database, which a larger one overflowed into a 500."""
@@ -105,7 +110,8 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
     if not page.sessions.csrf_ok(page.session, csrf_token):
         page.session = page.sessions.anonymous(page.now())
         return page.render("login.html", status=403, next=local_path(next), message="", error=page.t("csrf_failed"))
-    throttle = auth_services(container).login_throttle
+    auth = auth_services(container)
+    throttle = auth.login_throttle
 
     def check() -> accounts.AccountRecord:
         with transaction(container.sessions) as session:
@@ -113,7 +119,7 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
                                        page.request.client.host if page.request.client else None)
 
     try:
-        account = await run_in_threadpool(check)
+        account = await auth.password_checks.run(check)  # a slot of a few: a flood cannot take every thread
     except (Unauthorized, TooManyRequests, UnknownRole) as exc:
         reason = (signins.THROTTLED if isinstance(exc, TooManyRequests) else signins.UNKNOWN_ROLE
                   if isinstance(exc, UnknownRole) else signins.WRONG_CREDENTIALS)
@@ -139,8 +145,7 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
 
 
 def _sign_out(page: Page, session: SessionData) -> None:
-    with transaction(page.container.sessions) as db:
-        page.sessions.sign_out(db, session, page.now())
+    page.sessions.sign_out(page.container.sessions, session, page.now())
 
 
 @router.post("/logout", response_class=HTMLResponse)
@@ -172,9 +177,11 @@ class Integrity:
 
 
 def _integrity(container: Container) -> Integrity:
+    """The panel's figures, read only. It signed a due checkpoint first, a write on a GET that any origin of the
+    site could start; the audit writer signs a due checkpoint anyway (with the append that makes it due, and in
+    its idle round every second), so the panel's checkpoint is as fresh without."""
     services = audit_services(container)
     log = services.log
-    log.maybe_issue_checkpoint()
     size = log.size()
     try:
         latest = log.checkpoint()
@@ -205,8 +212,10 @@ def _choices(container: Container) -> dict[str, list[str]]:
 async def audit_explorer(page: Page = Depends(signed_in), partnership: str | None = None,
                          purpose: str | None = None, organisation: str | None = None, event_type: str | None = None,
                          decision: str | None = None, since: str | None = None, until: str | None = None,
-                         subject: str | None = None, after: int = Query(-1, le=MAX_INDEX),
-                         verified: str | None = None) -> Response:
+                         subject: str | None = Query(None, max_length=MAX_SUBJECT),
+                         after: int = Query(-1, le=MAX_INDEX), verified: str | None = None) -> Response:
+    """The log, filtered and paged, and the integrity panel. Only reads (:func:`_integrity`), so it opens from
+    anywhere: it is the home page, which a link on another page (an intranet) may well open."""
     person = page.me
     container = page.container
     scope = review.scope_of(need_scope(person, Scope.AUDIT_READ), container)
@@ -254,6 +263,9 @@ async def verify_log(page: Page = Depends(signed_in), csrf_token: str = Form("")
 
 @router.get("/audit/entries/{index}", response_class=HTMLResponse)
 async def audit_entry(index: int, page: Page = Depends(signed_in)) -> Response:
+    """An entry with its inclusion proof; a checkpoint covering it is signed now if none does yet (a write:
+    opened from the console's own pages only, or another origin's page could keep the gateway signing)."""
+    page.from_own_page(WRITES_ON_OPENING)
     person = page.me
     container = page.container
     scope = review.scope_of(need_scope(person, Scope.AUDIT_READ), container)
@@ -290,6 +302,9 @@ async def audit_entry(index: int, page: Page = Depends(signed_in)) -> Response:
 async def statistics_page(page: Page = Depends(signed_in), partnership: str | None = None,
                           purpose: str | None = None, since: str | None = None, until: str | None = None
                           ) -> Response:
+    """Figures, charts and anomaly flags; each new flag is written to the log as it is shown (``anomaly.flagged``,
+    as through the API): opened from the console's own pages only."""
+    page.from_own_page(WRITES_ON_OPENING)
     person = page.me
     container = page.container
     principal = need_scope(person, Scope.AUDIT_READ)

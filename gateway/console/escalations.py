@@ -24,7 +24,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Response
+from fastapi import APIRouter, Depends, Form, Query, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import JsonValue, ValidationError
 
@@ -62,6 +62,7 @@ OUTCOMES = ("allow", "deny", "refer-up")
 GAP_STATUSES = ("identified", "on-agenda", "resolved")
 NEXT_GAP_STATUSES = {"identified": ("on-agenda", "resolved"), "on-agenda": ("resolved",), "resolved": ()}
 ATTACHMENT_ROWS = 2
+MAX_CURSOR = 64  # the queue's ``after`` (a case id), as the API's ``/v1/escalations?cursor=``
 DONE = frozenset({"decision", "vote", "refer", "review", "comment", "withdraw", "gap"})  # ?done= notices
 _REFUSALS = {403: "refused_403", 409: "refused_409", 422: "refused_422"}
 
@@ -137,7 +138,8 @@ def _redirect(page: Page, target: str) -> Response:
 
 @router.get("/escalations", response_class=HTMLResponse)
 async def queue(page: Page = Depends(signed_in), state: str | None = None, tier: str | None = None,
-                overdue: str | None = None, partnership: str | None = None, after: str | None = None) -> Response:
+                overdue: str | None = None, partnership: str | None = None,
+                after: str | None = Query(None, max_length=MAX_CURSOR)) -> Response:
     principal, service = _worker(page)
     today = _today(service)
     filters = {"state": blank(state), "tier": blank(tier), "overdue": "1" if flag(overdue, "overdue") else None,
@@ -308,9 +310,14 @@ async def comment(case_id: str, page: Page = Depends(signed_in), csrf_token: str
                   attachment_sha256: list[str] = Form(default_factory=list)) -> Response:
     page.csrf(csrf_token)
     principal, service = _worker(page)
+    hashes = attachment_sha256 or [""] * len(attachment_reference)  # optional: no SHA-256 fields at all is none
+    if not len(attachment_reference) == len(attachment_title) == len(hashes):
+        # Every row of the form sends all three fields (the SHA-256 empty when not given); other numbers are a
+        # hand-built POST, and pairing them up would drop or misplace attachments without a word.
+        return await _case_page(page, case_id, status=422, typed={"comment": text}, error=FormError(
+            "comment", page.t("attachments_mismatched")))
     rows = [(r.strip(), t.strip(), h.strip().lower()) for r, t, h in
-            zip(attachment_reference, attachment_title, attachment_sha256 + [""] * len(attachment_reference),
-                strict=False)]
+            zip(attachment_reference, attachment_title, hashes, strict=True)]
     rows = [row for row in rows if any(row)]
     typed = {"comment": text, "attachments": rows}
     try:

@@ -39,6 +39,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "download_elsewhere": ("Downloads start from the console's own pages: open the page and use its download link.",
                            "Downloads starten vanaf de pagina's van de console zelf: open de pagina en gebruik de "
                            "downloadlink daar."),
+    "page_elsewhere": ("This page writes to the audit log as it opens, so it opens from the console's own pages "
+                       "only: go back to the console and open it there.",
+                       "Deze pagina schrijft bij het openen in het auditlog en opent daarom alleen vanaf de "
+                       "pagina's van de console zelf: ga terug naar de console en open haar daar."),
     "audit_unavailable": ("The audit log cannot be written; nothing was done.",
                           "Het auditlog kan niet worden geschreven; er is niets gedaan."),
     # navigation
@@ -375,6 +379,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
                            "optionally a SHA-256 of 64 hex digits.", "Een bijlage vraagt een verwijzing "
                            "(letters, cijfers en . _ : / -), een titel en eventueel een SHA-256 van 64 "
                            "hexadecimale tekens."),
+    "attachments_mismatched": ("Each attachment has a reference, a title and a SHA-256 field (which may be empty); "
+                               "the form sent them in different numbers, so nothing was saved. Reload the page "
+                               "and add the attachments again.",
+                               "Elke bijlage heeft een veld voor de verwijzing, de titel en de SHA-256 (dat leeg mag "
+                               "zijn); het formulier stuurde ze in verschillende aantallen, dus er is niets "
+                               "opgeslagen. Laad de pagina opnieuw en voeg de bijlagen opnieuw toe."),
     "categories_required": ("An allow names at least one permitted category.",
                             "Toestaan noemt minstens één toegestane categorie."),
     "invalid_date": ("Not a date.", "Geen datum."),

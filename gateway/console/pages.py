@@ -29,12 +29,14 @@ from gateway.auth.accounts import roles_known, scopes_for_roles
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.console import views
 from gateway.console.i18n import LANGUAGE_COOKIE, choose_language, translate, translate_value
-from gateway.console.sessions import SessionData, Sessions, console_sessions
+from gateway.console.sessions import SessionData, Sessions, console_sessions, record_pending_sign_outs
 from gateway.console.signouts import is_signed_out
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.deps import container_of, get_container
 from gateway.errors import Forbidden, GatewayError, Unprocessable
+from gateway.logging import scrub_text
+from gateway.problems import validation_detail, validation_errors
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -95,7 +97,8 @@ class Person:
     def principal(self) -> Principal:
         """The same Principal a bearer token of this account would give the API."""
         return Principal(kind="person", subject=self.username, organisation=self.organisation,
-                         scopes=frozenset(scopes_for_roles(sorted(self.roles))), roles=self.roles)
+                         scopes=frozenset(scopes_for_roles(sorted(self.roles))), roles=self.roles,
+                         account_id=self.account_id)  # read on this request: its audit entries need no re-read
 
     def may(self, item: NavItem) -> bool:
         return bool(self.roles & item.roles)
@@ -155,13 +158,20 @@ class Page:
         if not self.sessions.csrf_ok(self.session, token):
             raise Forbidden(self.t("csrf_failed"))
 
-    def from_own_page(self) -> None:
-        """Refuse a GET that is an action (a download: an ``export`` entry in the person's name) when another
-        origin's page made it. SameSite=Strict keeps the cookie from other sites, not from other origins of the
-        same site (an application on a sibling subdomain), and a download link carries no CSRF token; the
-        browser's Fetch Metadata says where the request came from. A browser without it sends no header."""
-        if self.request.headers.get("sec-fetch-site", "same-origin") not in _OWN_PAGES:
-            raise Forbidden(self.t("download_elsewhere"))
+    def from_own_page(self, refusal: str = "download_elsewhere") -> None:
+        """Refuse a GET that writes (a download: an ``export`` entry in the person's name; a page that records
+        anomaly flags or signs a checkpoint) when another origin's page made it, with the message ``refusal``.
+        SameSite=Strict keeps the cookie from other sites, not from other origins of the same site (an
+        application on a sibling subdomain), and a GET carries no CSRF token; the browser's Fetch Metadata says
+        where the request came from. A browser without it sends no header. Called before anything is written."""
+        if not own_page_started(self.request):
+            raise Forbidden(self.t(refusal))
+
+
+def own_page_started(request: Request) -> bool:
+    """Whether the console's own page (or the person, typing the address) started ``request``, as the browser's
+    Fetch Metadata says; a browser without it sends no header, and is believed."""
+    return request.headers.get("sec-fetch-site", "same-origin") in _OWN_PAGES
 
 
 class ConsoleRoute(APIRoute):
@@ -227,7 +237,7 @@ def return_to(request: Request, target: str | None) -> str:
     return "/console"
 
 
-def _error_page(request: Request, exc: Exception) -> Response:
+def _error_page(request: Request, exc: GatewayError | RequestValidationError | AuditWriteError) -> Response:
     if isinstance(exc, GatewayError):
         response = error_page(request, exc.status, exc.detail)
         for name, value in exc.headers.items():
@@ -236,7 +246,8 @@ def _error_page(request: Request, exc: Exception) -> Response:
         return response
     if isinstance(exc, AuditWriteError):
         return error_page(request, 503)
-    return error_page(request, 422)  # the summary says it: the input is not valid
+    # What is wrong, in the words of the API's validation problem (no input values in it)
+    return error_page(request, 422, scrub_text(validation_detail(validation_errors(exc))))
 
 
 def error_page(request: Request, status: int, detail: str = "") -> Response:
@@ -266,6 +277,7 @@ async def current_page(request: Request, container: Container = Depends(get_cont
     data = sessions.read(request)
     state = sessions.state(data, page.now())
     page.session_state = state
+    await record_pending_sign_outs(container)  # those the database could not take before: nothing, mostly
     if state == "active" and data is not None and data.username is not None:
         username, sid = data.username, data.sid
 
@@ -273,12 +285,15 @@ async def current_page(request: Request, container: Container = Depends(get_cont
             with transaction(container.sessions) as session:
                 return None if is_signed_out(session, sid) else accounts.get_account(session, username)
 
-        account = await run_in_threadpool(load)
+        # Signed out in this process, the database not told yet: refused all the same (Sessions.sign_out)
+        account = None if sessions.pending.refuses(sid) else await run_in_threadpool(load)
         # A role this gateway does not know (SQL, another version) ends the session: no scopes to give it
         if (account is not None and account.active and roles_known(account.roles)
                 and sessions.credential_matches(data, account.password_hash, account.access_generation)):
             page.person = Person(account.id, account.username, account.organisation, frozenset(account.roles))
-            page.session = sessions.touched(data, page.now())
+            # Only the person's own use keeps the session from going idle: a page of another origin of the site
+            # (it gets the cookie) asking every few minutes kept a forgotten session alive on a shared workstation.
+            page.session = sessions.touched(data, page.now()) if own_page_started(request) else data
         else:
             page.session_state = "signed-out"
     if page.session is None:

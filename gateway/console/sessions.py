@@ -14,7 +14,9 @@ Security checklist, in the order :meth:`Sessions.read` applies it:
 3. a session that was signed out is refused until its absolute expiry, in every gateway process and after a
    restart: the signed-out session ids are in the database (:mod:`gateway.console.signouts`), checked by
    :func:`gateway.console.pages.current_page` in the transaction that loads the account; so is a session
-   signed in with a password that has since been replaced (:meth:`Sessions.credential_of`);
+   signed in with a password that has since been replaced (:meth:`Sessions.credential_of`). A sign-out the
+   database could not record (it was down) is refused by the process that made it at once, and recorded for
+   the others when the database is back (:class:`PendingSignOuts`);
 4. every POST carries the session's CSRF token in a form field, compared in constant time; a new token and
    a new session id are issued on sign-in (no session fixation), and a session signed in before is signed
    out then.
@@ -25,20 +27,28 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import structlog
 from fastapi import Request, Response
+from fastapi.concurrency import run_in_threadpool
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.console.settings import ConsoleSettings
 from gateway.console.signouts import record_sign_out
 from gateway.container import Container
+from gateway.db.engine import transaction
 from gateway.keyfiles import read_or_create
+from gateway.periodic import PeriodicJob
 from gateway.urls import is_loopback_host
+
+log = structlog.get_logger("gateway.console.sessions")
 
 COOKIE = "wgs_console"
 LOGIN_COOKIE = "wgs_console_login"
@@ -86,10 +96,45 @@ def load_or_create_secret(directory: Path) -> str:
     return secret.decode().strip()
 
 
+class PendingSignOuts:
+    """The sign-outs this process made that the database has not recorded yet: session id → the session's
+    absolute expiry (POSIX seconds). Only this process knows them, and only until it stops: they are recorded
+    as soon as the database takes them (see :meth:`Sessions.sign_out`), and at most as many as sessions were
+    signed out while it was down."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, sid: str, until: float) -> None:
+        with self._lock:
+            self._until[sid] = until
+
+    def refuses(self, sid: str) -> bool:
+        with self._lock:
+            return sid in self._until
+
+    def due(self, now: float) -> dict[str, float]:
+        """Those still to record; those past their expiry are forgotten."""
+        with self._lock:
+            self._until = {sid: until for sid, until in self._until.items() if until > now}
+            return dict(self._until)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._until)
+
+    def recorded(self, sids: Iterable[str]) -> None:
+        with self._lock:
+            for sid in sids:
+                self._until.pop(sid, None)
+
+
 @dataclass
 class Sessions:
     settings: ConsoleSettings
     serializer: URLSafeSerializer
+    pending: PendingSignOuts = field(default_factory=PendingSignOuts)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -156,10 +201,27 @@ class Sessions:
     def touched(data: SessionData, now: float) -> SessionData:
         return replace(data, seen=now)
 
-    def sign_out(self, session: Session, data: SessionData, now: float) -> None:
-        """Refuse this session from now on, in every process, until it would have expired anyway."""
-        until = data.issued + self.settings.max_session_seconds
-        record_sign_out(session, data.sid, datetime.fromtimestamp(until, UTC), datetime.fromtimestamp(now, UTC))
+    def sign_out(self, database: sessionmaker[Session], data: SessionData, now: float) -> None:
+        """Refuse this session from now on, in every process, until it would have expired anyway.
+
+        This process refuses it first, before the database is written: should the write fail (the database
+        down), the browser's cookie is deleted all the same but a copy of it would have kept working until it
+        went idle. The sign-out stays pending here instead — refused by this process at once, and recorded
+        for every process when the database is back (:meth:`record_pending`); raises as the write did."""
+        self.pending.add(data.sid, data.issued + self.settings.max_session_seconds)
+        self.record_pending(database, now)
+
+    def record_pending(self, database: sessionmaker[Session], now: float) -> int:
+        """Record the sign-outs pending in this process (how many); raises when the database cannot take
+        them, and they stay pending. Those past their session's absolute expiry are dropped unrecorded: the
+        cookie is refused by then anyway."""
+        due = self.pending.due(now)
+        if due:
+            with transaction(database) as session:
+                for sid, until in due.items():
+                    record_sign_out(session, sid, datetime.fromtimestamp(until, UTC), datetime.fromtimestamp(now, UTC))
+            self.pending.recorded(due)
+        return len(due)
 
     # -- CSRF ----------------------------------------------------------------------------------
 
@@ -220,3 +282,47 @@ def console_sessions(container: Container) -> Sessions:
     with _install_lock:
         found = container.services.get("console")
         return found if isinstance(found, Sessions) else install_console(container)
+
+
+RETRY_SECONDS = 10.0
+"""How often a process tries again to record its pending sign-outs (:class:`PendingSignOuts`) when no console
+request does it first; nothing is read or written while none are pending."""
+_RETRIES = "console_sign_out_retries"
+
+
+async def record_pending_sign_outs(container: Container) -> None:
+    """Record this process's pending sign-outs, if any (each console request, and the timer of
+    :func:`start_sign_out_retries`). A database still down is logged, and they stay pending: refused here."""
+    sessions = container.services.get("console")  # not installed: no console request, so nothing pending
+    if not isinstance(sessions, Sessions) or not sessions.pending:
+        return
+    try:
+        recorded = await run_in_threadpool(sessions.record_pending, container.sessions,
+                                           container.clock.now().timestamp())
+    except SQLAlchemyError as exc:
+        log.warning("console_sign_outs_pending", pending=len(sessions.pending), error_type=type(exc).__name__)
+        return
+    if recorded:
+        log.info("console_sign_outs_recorded", recorded=recorded)
+
+
+def start_sign_out_retries(container: Container) -> None:
+    """Start this process's timer that records the sign-outs the database could not take (the app's start-up):
+    without it, the other processes would take a copied cookie of such a session until this process happened
+    to get a console request after the database came back."""
+    if container.services.get(_RETRIES) is None:
+        timer = PeriodicJob(lambda: record_pending_sign_outs(container), RETRY_SECONDS, name=_RETRIES)
+        container.services[_RETRIES] = timer
+        timer.start()
+
+
+async def close_sign_out_retries(container: Container) -> None:
+    """Stop the timer and try the pending sign-outs once more (the app's shutdown): what is still pending then
+    is lost with this process's memory, and logged."""
+    timer = container.services.pop(_RETRIES, None)
+    if isinstance(timer, PeriodicJob):
+        await timer.aclose()
+    await record_pending_sign_outs(container)
+    sessions = container.services.get("console")
+    if isinstance(sessions, Sessions) and sessions.pending:
+        log.error("console_sign_outs_lost", lost=len(sessions.pending))

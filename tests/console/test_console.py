@@ -21,6 +21,7 @@ from gateway.console.sessions import COOKIE, install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from tests.audit_support import triggers_disabled
+from tests.auth_helpers import bearer, person_token
 from tests.console.support import PASSWORD, SUBJECT, add_account, csrf_of, seed_entries
 
 IDLE = 600
@@ -187,6 +188,23 @@ def test_idle_session_expires_and_activity_keeps_it_alive(console: TestClient, c
     assert location.startswith("/console/login?")
     assert "expired=1" in location
     assert "Your session has expired" in console.get(location).text
+
+
+def test_requests_another_origin_starts_do_not_keep_the_session_alive(console: TestClient, clock: FixedClock) -> None:
+    """SameSite=Strict does not keep the cookie from other origins of the same site: an image on a sibling
+    subdomain's page, fetched every few minutes, kept the officer's forgotten session from ever going idle.
+    Only what the console's own pages (or the person, typing an address) ask for slides the idle window now."""
+    sign_in(console, "po-gemeente")
+    for _ in range(3):
+        clock.advance(timedelta(seconds=IDLE // 2))
+        console.get("/console/register", headers={"Sec-Fetch-Site": "same-site", "Sec-Fetch-Dest": "image"})
+    expired = console.get("/console/register", follow_redirects=False)
+    assert expired.status_code == 303
+    assert "expired=1" in expired.headers["location"]
+    sign_in(console, "po-gemeente")
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+        clock.advance(timedelta(seconds=IDLE - 10))
+        assert console.get("/console/register", headers=headers).status_code == 200, headers
 
 
 def test_notice_flags_set_to_0_show_no_notice(console: TestClient) -> None:
@@ -583,3 +601,21 @@ def test_the_statistics_export_entry_says_which_period_was_exported(console: Tes
     [export] = [a for a in console_actions(container) if a["extra"]["action"] == "export"]  # type: ignore[index]
     assert export["extra"] == {"action": "export", "channel": "console", "export": "statistics.csv", "rows": 1,
                                "purpose": "bibob-integrity-check", "since": "2026-11-01", "until": "2026-12-01"}
+
+
+def test_the_subject_filter_is_bounded_as_in_the_api_with_the_same_message(console: TestClient,
+                                                                            container: Container) -> None:
+    """``/v1/audit/entries`` refuses a ``subject`` longer than 1024 characters (a pseudonym is at most that);
+    the console's explorer took any length into the query. Both refuse it now, saying the same."""
+    sign_in(console, "po-gemeente")
+    too_long, longest = "p" * 1025, "p" * 1024
+    page = console.get("/console/audit", params={"subject": too_long})
+    assert page.status_code == 422
+    officer = bearer(person_token(console, container, "po-api", "gemeente-amsterdam", ["privacy-officer"]))
+    api = console.get("/v1/audit/entries", params={"subject": too_long}, headers=officer)
+    assert api.status_code == 422
+    assert "at most 1024 characters" in api.json()["detail"]
+    assert api.json()["detail"] in page.text
+    assert too_long not in page.text  # the input is not echoed
+    assert console.get("/console/audit", params={"subject": longest}).status_code == 200
+    assert console.get("/v1/audit/entries", params={"subject": longest}, headers=officer).status_code == 200

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from audit.tables import audit_entries
 from escalation.cases import act, get_case, open_case
+from escalation.comments import comments
 from escalation.states import Action
 from gateway.clock import FixedClock
 from gateway.console.sessions import install_console
@@ -143,6 +144,17 @@ def test_overdue_0_means_not_only_overdue_and_a_garbled_flag_is_422(console: Tes
     garbled = console.get("/console/escalations?overdue=maybe")
     assert garbled.status_code == 422
     assert "overdue" in garbled.text
+
+
+def test_the_queue_cursor_is_bounded_as_in_the_api(console: TestClient, container: Container) -> None:
+    """``/v1/escalations`` takes a ``cursor`` (a case id) of at most 64 characters; the queue's ``after`` took
+    any length into the query. It is refused with the API's message now."""
+    open_riec_case(container)
+    sign_in(console, "po-gemeente")
+    refused = console.get("/console/escalations", params={"after": "c" * 65})
+    assert refused.status_code == 422
+    assert "query.after: String should have at most 64 characters" in refused.text
+    assert console.get("/console/escalations", params={"after": "c" * 64}).status_code == 200
 
 
 def test_awaiting_panel_lists_the_cases_the_organisation_decides(console: TestClient,
@@ -358,6 +370,30 @@ def test_tier_3_needs_two_deciders_who_vote_the_same(console: TestClient, contai
     assert "<dd>om-amsterdam/po-om, riec-aa/admin-riec</dd>" in decided.text
 
 
+def test_a_console_comment_reads_the_account_once(console: TestClient, container: Container) -> None:
+    """The console's session check reads the signed-in account; the escalation step's audit entry names it by
+    that id, not by reading the same row again per action."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    reads: list[str] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM accounts" in statement:
+            reads.append(statement)
+
+    event.listen(container.engine, "before_cursor_execute", remember)
+    try:
+        posted = console.post(f"/console/escalations/{case_id}/comments", data={"csrf_token": token, "text": "A note."},
+                              follow_redirects=False)  # the case page it leads to is a request of its own
+    finally:
+        event.remove(container.engine, "before_cursor_execute", remember)
+    assert posted.status_code == 303
+    assert len(reads) == 1
+    step = audit_events(container, "escalation.step")[-1]
+    assert step["requester"]["user"] == account_id(container, "po-gemeente")
+
+
 def test_comments_carry_attachments_by_reference(console: TestClient, container: Container) -> None:
     case_id = open_riec_case(container)
     sign_in(console, "po-gemeente")
@@ -384,6 +420,36 @@ def test_comments_carry_attachments_by_reference(console: TestClient, container:
     step = audit_events(container, "escalation.step")[-1]
     assert step["extra"]["attachments"] == ["dms://gemeente/2026/4711"]
     assert "Our memo" not in json.dumps(step)
+
+
+@pytest.mark.parametrize("fields", [
+    {"attachment_reference": ["dms://gemeente/2026/4711", "dms://gemeente/2026/4712"],
+     "attachment_title": ["Memo"], "attachment_sha256": ["", ""]},  # the second title left out
+    {"attachment_reference": ["dms://gemeente/2026/4711"], "attachment_title": ["Memo", "Advice"],
+     "attachment_sha256": [""]},  # a title without its reference
+    {"attachment_reference": ["dms://gemeente/2026/4711"], "attachment_title": ["Memo"],
+     "attachment_sha256": ["", "ab" * 32]},  # a SHA-256 without its attachment
+])
+def test_attachment_fields_in_different_numbers_are_refused_and_nothing_is_written(
+        console: TestClient, container: Container, fields: dict[str, list[str]]) -> None:
+    """The form sends a reference, a title and a SHA-256 field for every attachment row. They were paired with
+    ``zip(strict=False)``: a hand-built POST with more references than titles saved the comment without the
+    attachments that had no partner, and said nothing. A comment is part of the case's record (the audit entry
+    names its attachments): saved whole or not at all. (No SHA-256 fields at all is still none given: they are
+    optional, see test_security.)"""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    steps = len(audit_events(container, "escalation.step"))
+    refused = console.post(f"/console/escalations/{case_id}/comments",
+                           data={"csrf_token": token, "text": "Our memo explains why we need it.", **fields})
+    assert refused.status_code == 422
+    assert "sent them in different numbers" in refused.text
+    assert 'id="comment-error"' in refused.text
+    assert "Our memo explains why we need it." in refused.text  # what was typed is kept
+    assert len(audit_events(container, "escalation.step")) == steps
+    with transaction(container.sessions) as session:
+        assert comments(session, case_id) == []
 
 
 def test_the_requester_withdraws_its_case(console: TestClient, container: Container) -> None:

@@ -26,7 +26,7 @@ from gateway.auth.repository import get_account
 from gateway.clock import FixedClock
 from gateway.console import endpoints, escalations
 from gateway.console.pages import _templates
-from gateway.console.sessions import COOKIE, install_console
+from gateway.console.sessions import COOKIE, PendingSignOuts, install_console, record_pending_sign_outs
 from gateway.console.settings import ConsoleSettings
 from gateway.console.signin_windows import CLAIM_SECONDS
 from gateway.console.signins import summarise_ended
@@ -396,6 +396,78 @@ def test_a_sign_out_that_fails_midway_still_signs_the_browser_out(console: TestC
     after = quiet.get("/console/audit", follow_redirects=False)
     assert after.status_code == 303
     assert after.headers["location"].startswith("/console/login")
+
+
+def _sign_out_during_an_outage(console: TestClient, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Sign in, copy the session cookie, sign out while the database cannot record it, and let the database
+    come back; the copied cookie."""
+    from sqlalchemy.exc import OperationalError
+
+    from gateway.console import sessions as session_module
+
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get("/console/statistics").text)
+    copied = console.cookies.get(COOKIE)
+    assert copied
+
+    def outage(*_: object, **__: object) -> None:
+        raise OperationalError("INSERT INTO console_sign_outs", {}, Exception("connection lost"))
+
+    with monkeypatch.context() as down:
+        down.setattr(session_module, "record_sign_out", outage)
+        quiet = TestClient(console.app, raise_server_exceptions=False, cookies=console.cookies)
+        assert quiet.post("/console/logout", data={"csrf_token": token}, follow_redirects=False).status_code == 503
+    console.cookies.clear()
+    return copied
+
+
+def _refused(console: TestClient, cookie: str) -> bool:
+    console.cookies.clear()
+    console.cookies.set(COOKIE, cookie, path="/console")
+    answer = console.get("/console/statistics", follow_redirects=False)
+    console.cookies.clear()
+    return answer.status_code == 303 and "expired=1" in answer.headers["location"]
+
+
+def test_a_sign_out_the_database_could_not_record_is_refused_all_the_same(console: TestClient,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The browser's cookie was deleted, but the session was not recorded as ended: a copy of the cookie (taken
+    before, on that shared workstation) kept working until it went idle, and each use kept it from going idle.
+    The process that was asked to sign it out refuses it at once, whatever the database says."""
+    copied = _sign_out_during_an_outage(console, monkeypatch)
+    assert _refused(console, copied)
+    assert _refused(console, copied), "refused again: it is not forgotten after one refusal"
+
+
+def test_the_sign_out_is_recorded_once_the_database_is_back(console: TestClient, container: Container,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process refuses it once recorded: the next console request of the process that signed it out
+    records it (a person signing in, here), and so does its timer when no request comes."""
+    copied = _sign_out_during_an_outage(console, monkeypatch)
+    sign_in(console, "po-bank")
+    console.cookies.clear()
+    _another_process(container)
+    assert _refused(console, copied)
+
+    copied = _sign_out_during_an_outage(console, monkeypatch)
+    console.portal.call(record_pending_sign_outs, container)  # type: ignore[union-attr]
+    _another_process(container)
+    assert _refused(console, copied)
+
+
+def test_pending_sign_outs_are_forgotten_at_their_sessions_expiry_and_once_recorded() -> None:
+    """What a process keeps while the database is down stays bounded: a pending sign-out goes when it is
+    recorded, or unrecorded when its session has expired anyway (the cookie is refused then without it)."""
+    pending = PendingSignOuts()
+    pending.add("expires-soon", 100.0)
+    pending.add("expires-later", 200.0)
+    assert pending.refuses("expires-soon")
+    assert len(pending) == 2
+    assert pending.due(150.0) == {"expires-later": 200.0}
+    assert not pending.refuses("expires-soon")
+    pending.recorded(["expires-later"])
+    assert not pending
+    assert not pending.refuses("expires-later")
 
 
 def test_clicks_on_verify_during_a_run_share_it_and_hold_no_worker_threads(console: TestClient,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import subprocess
@@ -35,6 +36,55 @@ def test_demo_runs_the_scenarios_through_real_processes(tmp_path: Path) -> None:
     for log in (tmp_path / "logs").iterdir():  # no personal data in any process log
         text = log.read_text()
         assert "Traceback" not in text, log.name
+    _assert_fuzzy_discovery_and_follow_up(output)
+
+
+def _table(output: str, title: str) -> dict[str, dict[str, str]]:
+    """The rows of the table printed under the title starting with ``title``: holder -> column -> cell."""
+    lines = output.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith(title))
+    header = next(n for n in range(start, len(lines)) if lines[n].startswith("┃"))
+    columns = [cell.strip() for cell in lines[header].strip().strip("┃").split("┃")]
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[header + 2:]:
+        if not line.startswith("│"):
+            break
+        row = dict(zip(columns, (cell.strip() for cell in line.strip().strip("│").split("│")), strict=True))
+        rows[row["holder"]] = row
+    return rows
+
+
+def _assert_fuzzy_discovery_and_follow_up(output: str) -> None:
+    """The holders enrolled match filters; the municipality's fuzzy discovery hit the police's record of the
+    misspelt director and nothing of the person nobody holds; following the hit up by its match handle got the
+    police's incidents of that director — printed without a score, a holder's reference or a name."""
+    from connectors import world as w
+    from gateway import demo_fuzzy
+
+    for system in demo_fuzzy.FILTER_HOLDERS:
+        enrolled = re.search(rf"enrolled +(\d+) match filter\(s\) of {system}", output)
+        assert enrolled is not None, output
+        assert int(enrolled.group(1)) > 0
+    discovery = _table(output, "Fuzzy discovery: ")
+    assert discovery["politie"]["outcome"] == "hit"
+    assert (discovery["politie"]["subject 1"], discovery["politie"]["subject 2"]) == ("hit", "no-hit")
+    assert discovery["belastingdienst"]["outcome"] == "no-hit"
+    answered = [row for row in discovery.values() if row["outcome"] in {"hit", "no-hit"}]
+    assert answered
+    assert all(row["subject 2"] == "no-hit" for row in answered)  # the person nobody holds
+    follow_up = _table(output, "Fuzzy discovery (continued)")
+    assert list(follow_up) == ["politie"]  # the handle's holder alone
+    assert follow_up["politie"]["outcome"] == "allowed"
+    assert follow_up["politie"]["categories"] == "police_incidents"
+    world = w.build_world(2025)
+    director, _ = demo_fuzzy.subjects(world.scenarios())
+    incidents = [r for r in world.records_of(w.POLICE, director) if r.category == "police_incidents"]
+    assert incidents
+    assert int(follow_up["politie"]["records"]) == len(incidents)
+    assert "follows up politie's hit: POST /v1/exchanges about match:" in output
+    assert "subj-" not in output  # no holder's reference
+    assert "score" not in output.lower()
+    assert all(p.name not in output for p in world.persons)
 
 
 def test_demo_reports_a_gateway_that_died_at_once_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -94,6 +144,42 @@ def test_demo_reports_a_failed_enrolment_in_one_line(tmp_path: Path, capsys: pyt
     assert failures == 1
     out = capsys.readouterr().out
     assert "enrolment failed: 503: Service unavailable" in out
+    assert "Traceback" not in out
+
+
+def test_demo_counts_a_failed_filter_enrolment_and_runs_the_other_scenarios(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only the fuzzy discovery needs the match filters: when enrolling them fails, the demo says so in one
+    line, counts one failure and skips the fuzzy discovery, and the pseudonym scenarios still run."""
+    import asyncio
+
+    from joserfc.jwk import OKPKey
+
+    from gateway import demo, demo_fuzzy
+    from gateway.client.api import GatewayClientError
+
+    ran: list[str] = []
+
+    async def enrolled(*_args: object) -> None:
+        ran.append("pseudonyms")
+
+    async def refused(*_args: object) -> None:
+        raise GatewayClientError(503, {"title": "Service unavailable"})
+
+    async def fuzzy(*_args: object) -> int:
+        ran.append("fuzzy")
+        return 0
+
+    monkeypatch.setattr(demo, "_enrol_partners", enrolled)
+    monkeypatch.setattr(demo_fuzzy, "enrol_partner_filters", refused)
+    monkeypatch.setattr(demo, "_scenarios", lambda _world: [])
+    monkeypatch.setattr(demo, "_run_fuzzy", fuzzy)
+    keys = {system: OKPKey.generate_key("Ed25519") for system in demo_fuzzy.FILTER_HOLDERS}
+    failures = asyncio.run(demo._run_scenarios(Settings(data_dir=tmp_path), "http://127.0.0.1:9", keys))
+    assert failures == 1
+    assert ran == ["pseudonyms"]
+    out = capsys.readouterr().out
+    assert "enrolment of match filters failed: 503: Service unavailable" in out
     assert "Traceback" not in out
 
 

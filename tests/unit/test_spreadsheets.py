@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 
@@ -79,3 +80,28 @@ def test_no_formula_starts_in_a_cell_of_a_tab_separated_reading(payload: str) ->
 
 def test_a_tab_without_a_formula_stays_as_it_is() -> None:
     assert safe_cell("Wet Bibob\tartikel 9") == "Wet Bibob\tartikel 9"
+
+
+# A formula start after blanks at the very start of a cell. Some readers trim a cell before they look at it:
+# LibreOffice's text import with "Trim spaces" ticked, an import that trims whitespace the way JavaScript's
+# `trim()` does (no-break spaces and the byte-order mark included) — and the formula guard already skips
+# blanks after a `;`, tab or line break, as a spreadsheet does.
+_BLANK_STARTS = ["  =1+1", " +cmd|' /C calc'!A0", "\u00a0=HYPERLINK(A1)", "\u00a0 @SUM(1+1)", "\u2003-2+3",
+                 "\u3000=1+1", "\u202f=1+1", "\ufeff=1+1", "\v=1+1", "\f+1", ' "=1+1', "\u2028=1"]
+
+
+@pytest.mark.parametrize("text", _BLANK_STARTS)
+def test_a_formula_start_after_leading_blanks_is_quoted_as_text(text: str) -> None:
+    safe = safe_cell(text)
+    assert isinstance(safe, str)
+    assert safe.startswith("'"), repr(text)
+    assert safe.replace("'", "") == text.replace("'", "")  # the blanks kept: the text reads as it was
+    out = io.StringIO()
+    SpreadsheetWriter(out).writerow(["gap-1", text])
+    [row] = list(csv.reader(io.StringIO(out.getvalue())))
+    assert not re.sub(r'^[\s"\ufeff]+', "", row[1]).startswith(("=", "+", "-", "@")), repr(row[1])
+
+
+@pytest.mark.parametrize("text", ["  plain text", "\u00a0Wet Bibob", "  a=b", " 42", "\u00a0 x"])
+def test_leading_blanks_without_a_formula_stay_as_they_are(text: str) -> None:
+    assert safe_cell(text) == text

@@ -21,7 +21,15 @@ from gateway.container import Container, build_container
 from gateway.db.engine import make_engine, make_session_factory, transaction
 from gateway.errors import ServiceUnavailable
 from gateway.settings import Settings
-from tests.auth_helpers import bearer, person_token, system_token
+from tests.auth_helpers import (
+    bearer,
+    client_assertion,
+    fetch_token,
+    person_token,
+    register_client,
+    system_token,
+    token_form,
+)
 
 SYSTEM = "politie-bvh"
 
@@ -43,18 +51,25 @@ def _problem(response: object, status: int) -> dict[str, object]:
     return response.json()  # type: ignore[attr-defined,no-any-return]
 
 
-def test_a_disabled_clients_token_is_refused_and_works_again_once_enabled(client: TestClient,
-                                                                           container: Container) -> None:
-    token = system_token(client, container, SYSTEM, ["register:read"])
+def test_a_disabled_clients_token_is_refused_and_stays_refused_once_enabled(client: TestClient,
+                                                                             container: Container) -> None:
+    """Enabling the client again lets it get tokens, but does not bring back the ones the disabling ended (a
+    system is disabled because something is wrong with it: a token got before is not vouched for after)."""
+    keys = register_client(container, SYSTEM, ["register:read"])
+    token = fetch_token(client, container, keys)
     assert client.get("/v1/register", headers=bearer(token)).status_code == 200  # verified and remembered
     _as_another_process(container, "client", SYSTEM, False)
     auth_services(container).disabled.load()  # what the timer does every interval
     refused = client.get("/v1/register", headers=bearer(token))
     assert "disabled" in str(_problem(refused, 401)["detail"])
     assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert client.post("/oauth/token", data=token_form(client_assertion(container, keys))).status_code == 401
     _as_another_process(container, "client", SYSTEM, True)
     auth_services(container).disabled.load()
-    assert client.get("/v1/register", headers=bearer(token)).status_code == 200
+    _problem(client.get("/v1/register", headers=bearer(token)), 401)
+    renewed = fetch_token(client, container, keys)  # the same key: enabling did not re-key the client
+    assert client.get("/v1/register", headers=bearer(renewed)).status_code == 200
+    _problem(client.get("/v1/register", headers=bearer(token)), 401)  # still, after a valid token of the client
 
 
 def test_a_disabled_persons_token_is_refused_but_not_a_namesake_systems(client: TestClient,

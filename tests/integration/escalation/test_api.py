@@ -27,7 +27,7 @@ import httpx
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from audit.tables import audit_entries
 from escalation import cases as case_store
@@ -750,6 +750,39 @@ def test_comments_with_attachments_and_an_audit_entry_per_step_without_free_text
     logged = json.dumps(steps)
     for free_text in ("J. de Vries", "Memo investigation", "legal basis covers", "stays with the police"):
         assert free_text not in logged
+
+
+@contextmanager
+def _account_reads(container: Container) -> Iterator[list[str]]:
+    """The statements that read the accounts table while the block runs (every connection of the engine: the
+    request's, the service's and the audit writer's)."""
+    seen: list[str] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM accounts" in statement:
+            seen.append(statement)
+
+    event.listen(container.engine, "before_cursor_execute", remember)
+    try:
+        yield seen
+    finally:
+        event.remove(container.engine, "before_cursor_execute", remember)
+
+
+def test_a_persons_step_reads_the_account_once_and_its_entry_names_it(env: Env) -> None:
+    """The token check reads the person's account; the audit entries of the steps they take name it by the id
+    read then, not by a second read of the same row per action (nor per step of a decision)."""
+    case_id = env.open_case()
+    env.token("po-politie")  # the token is issued before counting: only the request is counted
+    with _account_reads(env.container) as commented:
+        assert env.post("po-politie", f"/v1/escalations/{case_id}/comments", {"text": "A note."}).status_code == 200
+    with _account_reads(env.container) as decided:
+        assert env.decide("po-politie", case_id, "deny").status_code == 200  # three steps: review, decide, close
+    assert (len(commented), len(decided)) == (1, 1)
+    steps = env.audit_steps(case_id)
+    assert [s["extra"]["action"] for s in steps] == ["comment", "start_review", "decide", "close"]
+    person = {"org": "politie", "system": None, "user": account_id(env.container, "po-politie")}
+    assert all(s["requester"] == person for s in steps)
 
 
 def test_every_step_of_a_denied_case_is_in_the_audit_log(env: Env) -> None:

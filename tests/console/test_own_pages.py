@@ -1,0 +1,162 @@
+"""No console GET writes anything when another origin's page starts it.
+
+SameSite=Strict keeps the session cookie from other sites, not from other origins of the same site (another
+application on a sibling subdomain), and a GET carries no CSRF token: such a page could make the officer's
+browser open any console address (an image, a frame, a link) and so make the gateway write — anomaly flags,
+checkpoints signed on demand, exports — in the officer's session. The downloads were refused already; these
+tests go over every GET route of the console, so that a new one that writes is caught too.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from audit import AuditEvent, Decision, EventType, ProcessingActivity, Requester
+from audit.tables import audit_checkpoints, audit_entries
+from escalation.legal_gaps import flag_case
+from gateway.auditing.setup import audit_services
+from gateway.clock import FixedClock
+from gateway.console import endpoints, escalations
+from gateway.console.sessions import install_console
+from gateway.console.settings import ConsoleSettings
+from gateway.container import Container
+from gateway.db.engine import transaction
+from tests.console.support import PASSWORD, add_account, csrf_of, seed_entries
+from tests.console.test_console import IDLE
+from tests.console.test_escalations import open_riec_case
+
+RIEC = ProcessingActivity(partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check")
+OTHER_ORIGIN = ("same-site", "cross-site")
+PAGE_STARTS: tuple[dict[str, str], ...] = (
+    {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}, {"Sec-Fetch-Site": "none"}, {})
+"""The console's own link, an address typed or bookmarked, a browser without Fetch Metadata."""
+
+
+@pytest.fixture
+def console(app: FastAPI, container: Container, clock: FixedClock,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """Signed in as an officer who may open every console page, with something for each page to write: an
+    anomaly flag to record, a checkpoint due, an entry no checkpoint covers yet."""
+    install_console(container, ConsoleSettings(cookie_secure=False, idle_timeout_seconds=IDLE,
+                                               default_language="en"))
+    with TestClient(app) as client:
+        # The writer's idle round signs due checkpoints too; here only the requests may write.
+        monkeypatch.setattr(audit_services(container).writer, "_idle", lambda: None)
+        seed_entries(container)
+        _anomaly(container, clock)
+        case_id = open_riec_case(container)
+        with transaction(container.sessions) as session:
+            gap = flag_case(session, case_id, organisation="politie", now=clock.now(), title="No basis",
+                            description="The WGS is silent on it.")
+        add_account(container, "officer", "riec-aa",
+                    ["coordinating-privacy-officer", "contact-point", "administrator"])
+        form = client.get("/console/login")
+        assert client.post("/console/login", data={"username": "officer", "password": PASSWORD,
+                                                   "csrf_token": csrf_of(form.text)},
+                           follow_redirects=False).status_code == 303
+        clock.advance(timedelta(minutes=2))  # a checkpoint is due by time now (the sign-in is not in one)
+        client.app_state["ids"] = {"case_id": case_id, "gap_id": gap.id, "name": "console.css",
+                                   "index": str(_size(container) - 1)}
+        yield client
+
+
+def _anomaly(container: Container, clock: FixedClock) -> None:
+    """A RIEC desk of the police deciding four times its usual volume today: a flag the officer sees."""
+    log = audit_services(container).log
+    today = clock.now()
+    for days_ago, count in ((3, 10), (2, 10), (1, 10), (0, 40)):
+        clock.set(today - timedelta(days=days_ago))
+        log.append([AuditEvent(event_type=EventType.POLICY_DECIDED, trace_id=secrets.token_hex(16),
+                               span_id=secrets.token_hex(8), processing_activity=RIEC,
+                               requester=Requester(org="politie", system="politie-riec-desk"), holder="kvk",
+                               decision=Decision.ALLOW) for _ in range(count)])
+    clock.set(today)
+
+
+def _size(container: Container) -> int:
+    with container.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(audit_entries)).scalar_one())
+
+
+def _written(container: Container) -> tuple[int, int]:
+    """What the log holds: entries and checkpoints."""
+    with container.engine.connect() as connection:
+        return _size(container), int(connection.execute(
+            select(func.count()).select_from(audit_checkpoints)).scalar_one())
+
+
+def console_gets(ids: dict[str, str]) -> list[str]:
+    """Every GET address of the console, its path parameters filled in (a new parameter must be added here)."""
+    routes = [(route, "") for route in endpoints.router.routes] + [(r, "/console") for r in escalations.router.routes]
+    found = set()
+    for route, prefix in routes:
+        if isinstance(route, APIRoute) and "GET" in (route.methods or ()):
+            assert set(route.param_convertors) <= set(ids), f"{route.path}: which value to use?"
+            found.add(prefix + route.path.format(**ids))
+    return sorted(found)
+
+
+def test_no_console_get_writes_when_another_origin_starts_it(console: TestClient, container: Container) -> None:
+    addresses = console_gets(console.app_state["ids"])
+    assert len(addresses) >= 12
+    refused = set()
+    for site in OTHER_ORIGIN:
+        for address in addresses:
+            before = _written(container)
+            answer = console.get(address, follow_redirects=False, headers={
+                "Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"})
+            assert answer.status_code < 500, (site, address)
+            assert _written(container) == before, f"{site} GET {address} wrote to the log"
+            if answer.status_code == 403:
+                refused.add(address)
+    ids = console.app_state["ids"]
+    assert {f"/console/audit/entries/{ids['index']}", "/console/statistics", "/console/statistics.csv",
+            "/console/legal-gaps.csv"} <= refused
+
+
+def test_the_refusal_says_to_open_the_page_from_the_console(console: TestClient) -> None:
+    refused = console.get("/console/statistics", headers={"Sec-Fetch-Site": "same-site"})
+    assert refused.status_code == 403
+    assert "This page writes to the audit log as it opens" in refused.text
+    assert 'href="/console"' in refused.text  # one click, and it opens from the console's own page
+    dutch = console.get("/console/statistics?lang=nl", headers={"Sec-Fetch-Site": "cross-site"})
+    assert "Deze pagina schrijft bij het openen in het auditlog" in dutch.text
+
+
+def test_from_the_consoles_own_pages_they_still_write(console: TestClient, container: Container) -> None:
+    """The rule refuses other origins only: the flags are recorded and the entry's checkpoint signed as ever."""
+    index = int(console.app_state["ids"]["index"])
+    for headers in PAGE_STARTS:
+        entries, checkpoints = _written(container)
+        statistics = console.get("/console/statistics", headers=headers)
+        assert statistics.status_code == 200, headers
+        assert "politie-riec-desk" in statistics.text
+        entry = console.get(f"/console/audit/entries/{index}", headers=headers)
+        assert entry.status_code == 200, headers
+        if headers is PAGE_STARTS[0]:  # the first time: the flag recorded, the entry's checkpoint signed
+            assert _written(container) == (entries + 1, checkpoints + 1)
+    t = audit_entries.c
+    with container.engine.connect() as connection:
+        flagged = connection.execute(select(func.count()).where(t.event_type == EventType.ANOMALY_FLAGGED.value))
+        assert flagged.scalar_one() == 1  # once per actor, day and metric
+
+
+def test_the_audit_explorer_writes_nothing_and_opens_from_anywhere(console: TestClient, container: Container
+                                                                    ) -> None:
+    """The explorer is the console's home page, which a link elsewhere (the intranet) may well open. It signed a
+    due checkpoint itself as it opened; the audit writer signs due checkpoints anyway (with each append and in
+    its idle round), so the page only reads now, and needs no refusal."""
+    before = _written(container)
+    for headers in ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"}, *PAGE_STARTS):
+        page = console.get("/console/audit", headers=headers)
+        assert page.status_code == 200, headers
+        assert 'id="integrity"' in page.text
+    assert _written(container) == before
