@@ -38,6 +38,7 @@ from gateway.auth.accounts import UnknownRole, authenticate_person
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
 from gateway.auth.jose_segments import MalformedSegment, decode_segment
 from gateway.auth.keys import SIGNING_ALGORITHM
+from gateway.auth.password_checks import PasswordChecksBusy
 from gateway.auth.server import GatewayAuthorizationServer, TokenRequest
 from gateway.auth.setup import auth_services
 from gateway.client.models import SLUG_PATTERN
@@ -132,7 +133,21 @@ async def token(request: Request, container: Container = Depends(get_container))
                              "error_description": "client credentials are not valid UTF-8"}, []
             return result
 
-    status, body, response_headers = await run_in_threadpool(run)
+    if _carries_secret(form, headers):  # argon2 per guess: a few at a time, of their own (see _carries_secret)
+        try:
+            status, body, response_headers = await auth.secret_checks.run(run)
+        except PasswordChecksBusy:  # accounted for as a throttled sign-in is: per system and window
+            log.info("token_rejected", error=THROTTLED, reason="too many secret checks at once",
+                     client_id=_loggable_client_id(form))
+            try:
+                await record_failed_sign_in(container, request, THROTTLED, _named_system(form, headers, register),
+                                            channel=TOKEN_CHANNEL)
+            except AuditWriteError as failed:
+                raise ServiceUnavailable("the token request was refused and the audit log could not be written",
+                                         headers={"Retry-After": "5"}) from failed
+            raise
+    else:
+        status, body, response_headers = await run_in_threadpool(run)
     if status != 200:
         error = str(body.get("error", "invalid_request"))
         if error == "invalid_client":  # one answer for every client-authentication failure (RFC 6749 §5.2)
@@ -173,6 +188,17 @@ async def metadata(container: Container = Depends(get_container)) -> dict[str, A
 
 
 _SYSTEM_ID = re.compile(SLUG_PATTERN)
+
+
+def _carries_secret(form: dict[str, str], headers: Any) -> bool:
+    """Whether the client authenticates with a secret (``client_secret_post`` or ``client_secret_basic``),
+    whose check is an argon2 hash: a worker thread and 64 MiB for a fraction of a second per guess. A flood of
+    guesses against a known client id took every worker thread as a sign-in flood did (see
+    :mod:`gateway.auth.password_checks`); such requests now wait for slots of their own (``secret_checks``, as
+    many as ``password_checks``), so that a sign-in flood cannot block partner systems' token requests, nor
+    the other way round. ``private_key_jwt`` (a signature check, far cheaper) is not limited."""
+    authorization = str(headers.get("authorization", ""))
+    return "client_secret" in form or authorization[:6].lower() == "basic "
 
 
 OAUTH_ERRORS = frozenset({"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",

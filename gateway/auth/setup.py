@@ -29,6 +29,7 @@ class AuthServices:
     tokens: AccessTokenService
     login_throttle: LoginThrottle
     password_checks: PasswordChecks  # every sign-in's password check waits for a slot of these
+    secret_checks: PasswordChecks  # a token request with a client secret (argon2 too) waits for one of these
     disabled: DisabledPrincipals
     credential_key: bytes
 
@@ -59,6 +60,7 @@ def install_auth(container: Container) -> AuthServices:
                                   settings.access_token_ttl_seconds),
         login_throttle=LoginThrottle(container.sessions, container.clock, installation_key),
         password_checks=PasswordChecks(settings.password_checks, settings.password_check_wait_seconds),
+        secret_checks=PasswordChecks(settings.password_checks, settings.password_check_wait_seconds),
         disabled=DisabledPrincipals(container.sessions, settings.revocation_refresh_seconds),
         credential_key=credential_key(installation_key),
     )
