@@ -38,6 +38,7 @@ from gateway.auditing.actions import record_api_action
 from gateway.auditing.setup import audit_services
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Role, Scope
+from gateway.client.models import SLUG_PATTERN
 from gateway.clock import as_utc
 from gateway.container import Container
 from gateway.deps import get_container
@@ -46,6 +47,23 @@ from gateway.register.setup import register_service
 from gateway.spreadsheets import SpreadsheetWriter, csv_download
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+MAX_ID = 64
+"""The longest partnership, purpose or organisation id (:data:`SLUG_PATTERN` allows no longer)."""
+WORD_PATTERN = r"^[a-z][a-z._-]{1,63}$"
+"""What an event type (``policy.decided``) or a decision (``allow``) looks like. Why a pattern and not the
+enums: an unknown value finds nothing, as before, and a newer gateway's value stays askable."""
+
+
+def id_filter(what: str) -> Any:
+    """An optional filter on an id of the register: the register's own slug pattern and length, so an
+    over-long or malformed value is a 422 (which never repeats it) instead of a query on it."""
+    return Query(None, max_length=MAX_ID, pattern=SLUG_PATTERN, description=f"Only entries of this {what} (id).")
+
+
+def word_filter(what: str) -> Any:
+    """An optional filter on a value of one of the log's vocabularies (:data:`WORD_PATTERN`)."""
+    return Query(None, max_length=MAX_ID, pattern=WORD_PATTERN, description=f"Only entries with this {what}.")
 
 
 class EntryView(BaseModel):
@@ -80,8 +98,10 @@ def scope_of(principal: Principal, container: Container) -> EntryScope:
 
 @router.get("/entries", response_model=EntryPage, summary="Audit entries you may see, filtered, oldest first",
             responses={403: {"description": "Not a privacy officer"}})
-async def entries(partnership: str | None = None, purpose: str | None = None, organisation: str | None = None,
-                  event_type: str | None = None, decision: str | None = None, since: datetime | None = None,
+async def entries(partnership: str | None = id_filter("partnership"), purpose: str | None = id_filter("purpose"),
+                  organisation: str | None = id_filter("organisation"),
+                  event_type: str | None = word_filter("event type"), decision: str | None = word_filter("decision"),
+                  since: datetime | None = None,
                   until: datetime | None = None, subject: str | None = Query(None, max_length=1024),
                   cursor: int = Query(-1, ge=-1, le=2**53, description="Return entries after this index."),
                   limit: int = Query(100, ge=1, le=MAX_PAGE),
@@ -110,7 +130,8 @@ class StatisticView(BaseModel):
 @router.get("/statistics", summary="Accountability figures per partnership, purpose, participant and month",
             response_model=list[StatisticView],
             responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}})
-async def statistics_report(partnership: str | None = None, purpose: str | None = None,
+async def statistics_report(partnership: str | None = id_filter("partnership"),
+                            purpose: str | None = id_filter("purpose"),
                             since: datetime | None = None, until: datetime | None = None,
                             format: str = Query("json", pattern="^(json|csv)$"),
                             principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),

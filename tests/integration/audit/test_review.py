@@ -252,3 +252,31 @@ def test_gateway_wide_entries_reach_the_officers_they_concern_and_nothing_else_d
     assert client.get("/v1/audit/entries", params={"organisation": "riec-aa", "event_type": "register.changed"},
                       headers=coordinator).json()["entries"] == []
     assert client.get("/v1/audit/anomalies", headers=coordinator).json() == []
+
+
+_MALFORMED = ["x" * 8_000, "a" * 65, "<script>alert(1)</script>", "RIEC-Amsterdam", "a", "riec amsterdam", "-riec"]
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("/v1/audit/entries", "partnership"), ("/v1/audit/entries", "purpose"), ("/v1/audit/entries", "organisation"),
+    ("/v1/audit/entries", "event_type"), ("/v1/audit/entries", "decision"),
+    ("/v1/audit/statistics", "partnership"), ("/v1/audit/statistics", "purpose")])
+def test_an_over_long_or_malformed_filter_is_refused_and_not_repeated(
+        review: tuple[TestClient, Container], path: str, name: str) -> None:
+    """The filters are ids of the register (or words of the log's vocabulary): anything else is a 422
+    problem that names the parameter and never repeats the value, not a query on it."""
+    client, container = review
+    _decide(container, 1, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    officer = _officer(client, container, "gemeente-amsterdam")
+    for value in _MALFORMED:
+        for extra in ({}, {"format": "csv"}) if path.endswith("statistics") else ({},):
+            refused = client.get(path, params={name: value, **extra}, headers=officer)
+            assert refused.status_code == 422, (name, value[:40])
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert name in refused.json()["detail"]
+            assert len(value) < 8 or value not in refused.text  # (a short one may be a word of the message)
+    fine = {"partnership": RIEC, "purpose": "bibob-integrity-check", "organisation": "gemeente-amsterdam",
+            "event_type": "policy.decided", "decision": "allow"}[name]
+    found = client.get(path, params={name: fine}, headers=officer)
+    assert found.status_code == 200, found.text
+    assert found.json()  # the well-formed value still finds the entry
