@@ -41,6 +41,7 @@ from gateway.auth import repository as accounts
 from gateway.auth.accounts import UnknownRole, authenticate_person
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.auth.setup import auth_services
+from gateway.client.models import SLUG_PATTERN
 from gateway.console import escalations, signins, verification, views
 from gateway.console.actions import record_action
 from gateway.console.pages import (
@@ -79,6 +80,23 @@ MAX_SUBJECT = 1024
 MAX_INDEX = 2**53
 """The largest log index a page accepts, as the API's ``cursor`` (the largest integer JSON readers keep exact):
 far beyond any log, and below the 64-bit integers of the database, which a larger one overflowed into a 500."""
+
+
+def _or_empty(pattern: str) -> str:
+    """``pattern`` (anchored) or the empty string: a form's empty choice is "all", not a malformed value."""
+    return rf"^(?:{pattern.removeprefix('^').removesuffix('$')})?$"
+
+
+def id_filter() -> Any:
+    """A partnership, purpose or organisation filter, bounded as the API's (:func:`review.id_filter`): an
+    over-long or malformed one is the 422 page with the API's kind of words, and is never shown back."""
+    return Query(None, max_length=review.MAX_ID, pattern=_or_empty(SLUG_PATTERN))
+
+
+def word_filter() -> Any:
+    """An event type or decision filter, bounded as the API's (:func:`review.word_filter`)."""
+    return Query(None, max_length=review.MAX_ID, pattern=_or_empty(review.WORD_PATTERN))
+
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -209,9 +227,10 @@ def _choices(container: Container) -> dict[str, list[str]]:
 
 
 @router.get("/audit", response_class=HTMLResponse)
-async def audit_explorer(page: Page = Depends(signed_in), partnership: str | None = None,
-                         purpose: str | None = None, organisation: str | None = None, event_type: str | None = None,
-                         decision: str | None = None, since: str | None = None, until: str | None = None,
+async def audit_explorer(page: Page = Depends(signed_in), partnership: str | None = id_filter(),
+                         purpose: str | None = id_filter(), organisation: str | None = id_filter(),
+                         event_type: str | None = word_filter(), decision: str | None = word_filter(),
+                         since: str | None = None, until: str | None = None,
                          subject: str | None = Query(None, max_length=MAX_SUBJECT),
                          after: int = Query(-1, le=MAX_INDEX), verified: str | None = None) -> Response:
     """The log, filtered and paged, and the integrity panel. Only reads (:func:`_integrity`), so it opens from
@@ -299,8 +318,8 @@ async def audit_entry(index: int, page: Page = Depends(signed_in)) -> Response:
 
 
 @router.get("/statistics", response_class=HTMLResponse)
-async def statistics_page(page: Page = Depends(signed_in), partnership: str | None = None,
-                          purpose: str | None = None, since: str | None = None, until: str | None = None
+async def statistics_page(page: Page = Depends(signed_in), partnership: str | None = id_filter(),
+                          purpose: str | None = id_filter(), since: str | None = None, until: str | None = None
                           ) -> Response:
     """Figures, charts and anomaly flags; each new flag is written to the log as it is shown (``anomaly.flagged``,
     as through the API): opened from the console's own pages only."""
@@ -325,8 +344,8 @@ async def statistics_page(page: Page = Depends(signed_in), partnership: str | No
 
 
 @router.get("/statistics.csv")
-async def statistics_csv(page: Page = Depends(signed_in), partnership: str | None = None,
-                         purpose: str | None = None, since: str | None = None, until: str | None = None
+async def statistics_csv(page: Page = Depends(signed_in), partnership: str | None = id_filter(),
+                         purpose: str | None = id_filter(), since: str | None = None, until: str | None = None
                          ) -> Response:
     person = page.me
     page.from_own_page()

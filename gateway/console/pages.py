@@ -201,9 +201,16 @@ def secure(response: Response) -> Response:
     return response
 
 
+MAX_NEXT = 2048
+"""The longest page to return to after sign-in (a console address with its filters is far shorter): a longer
+``next`` is ignored, not refused — the person still signs in, and lands on the home page."""
+
+
 def local_path(target: str | None) -> str:
-    """Only paths inside the console are followed after sign-in (no open redirect)."""
-    if target and target.startswith("/console") and "//" not in target and "\\" not in target:
+    """Only paths inside the console are followed after sign-in (no open redirect), and only up to
+    :data:`MAX_NEXT` characters (a longer one would be carried in every form and redirect of the sign-in)."""
+    if (target and len(target) <= MAX_NEXT and target.startswith("/console") and "//" not in target
+            and "\\" not in target):
         return target
     return "/console"
 

@@ -619,3 +619,53 @@ def test_the_subject_filter_is_bounded_as_in_the_api_with_the_same_message(conso
     assert too_long not in page.text  # the input is not echoed
     assert console.get("/console/audit", params={"subject": longest}).status_code == 200
     assert console.get("/v1/audit/entries", params={"subject": longest}, headers=officer).status_code == 200
+
+
+_MALFORMED_FILTERS = ["x" * 8_000, '"><script>alert(1)</script>', "RIEC-Amsterdam", "fec'--"]
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("/console/audit", "partnership"), ("/console/audit", "purpose"), ("/console/audit", "organisation"),
+    ("/console/audit", "event_type"), ("/console/audit", "decision"), ("/console/statistics", "partnership"),
+    ("/console/statistics", "purpose"), ("/console/statistics.csv", "partnership"),
+    ("/console/statistics.csv", "purpose")])
+def test_filters_are_bounded_as_in_the_api_and_never_shown_back(console: TestClient, container: Container,
+                                                                 path: str, name: str) -> None:
+    """The explorer's and statistics' filters are ids (or words) as the API's: an over-long or malformed one is
+    the 422 page with the API's words, without the value; the form's empty choice is still "all"."""
+    sign_in(console, "po-gemeente")
+    officer = bearer(person_token(console, container, "po-api", "gemeente-amsterdam", ["privacy-officer"]))
+    api_path = "/v1/audit/statistics" if "statistics" in path else "/v1/audit/entries"
+    for value in _MALFORMED_FILTERS:
+        page = console.get(path, params={name: value})
+        assert page.status_code == 422, (name, value[:40])
+        assert "<script>" not in page.text
+        assert value not in page.text
+        api = console.get(api_path, params={name: value}, headers=officer)
+        assert api.status_code == 422
+        assert f"query.{name}: " in page.text  # what is wrong, as the API says it
+        if len(value) > 64:
+            assert api.json()["detail"] in page.text
+    fine = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+            "organisation": "gemeente-amsterdam", "event_type": "policy.decided", "decision": "allow"}[name]
+    assert console.get(path, params={name: fine}).status_code == 200
+    assert console.get(path, params={name: ""}).status_code == 200
+
+
+def test_an_over_long_next_page_is_ignored_at_sign_in(console: TestClient) -> None:
+    """A ``next`` of more than 2,048 characters is not followed (nor carried in the form): the person signs in
+    all the same and lands on the home page; one of that length still returns to the page."""
+    longest = "/console/statistics?partnership=fec&x=" + "a" * 2048
+    longest = longest[:2048]
+    form = console.get("/console/login", params={"next": longest + "a"})
+    assert form.status_code == 200
+    assert "a" * 2040 not in form.text
+    for target, landing in ((longest + "a", "/console/audit"), (longest, longest)):
+        account(console, "po-gemeente")
+        form = console.get("/console/login")
+        response = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
+                                                        "csrf_token": csrf_of(form.text), "next": target},
+                                follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == landing
+        console.cookies.clear()
