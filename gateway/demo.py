@@ -294,7 +294,17 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _partner_port(default: int, gateway_port: int) -> int:
+    """The port to try first for a partner: its profile's default, which ``scripts/demo`` shows, unless the
+    gateway's ``port`` is 0 — then any free port, as the gateway's. Why: the free-port check and the partner's
+    own bind are a moment apart, and two runs at once (two test runs on one machine) both found the defaults
+    free and raced for them, one partner failing to bind; ephemeral ports are not shared that way."""
+    return default if gateway_port else 0
+
+
 def run_demo(settings: Settings, port: int = 8000, once: bool = False) -> int:
+    """The demo's gateway on ``port`` and each partner on its default port (or any free one when that is
+    taken); with ``port`` 0 every process takes a free ephemeral port (:func:`_partner_port`)."""
     with _sigterm_as_ctrl_c():
         return _run_demo(settings, port, once)
 
@@ -313,7 +323,7 @@ def _run_demo(settings: Settings, port: int, once: bool) -> int:
     try:
         waits: list[tuple[str, subprocess.Popen[bytes], Path]] = []
         for system, profile in PROFILES.items():
-            partner_port = _free_port(profile.default_port)
+            partner_port = _free_port(_partner_port(profile.default_port, port))
             endpoints[system] = f"http://127.0.0.1:{partner_port}"
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "connectors.cli", "serve", "--partner", system, "--port", str(partner_port),

@@ -242,3 +242,42 @@ def test_sigterm_stops_the_demo_and_every_process_it_started(tmp_path: Path) -> 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def test_a_demo_on_port_0_takes_no_default_port_another_run_may_race_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two runs at once (two CI jobs on one machine) both found a partner's default port free, and the one that
+    bound it second failed ("a partner could not bind"). Here the other run takes every default port right
+    after this run's check, as it did then: a run on port 0 still gets every partner up (the gateway, made to
+    fail at once, is the only process reported), because it never tries the defaults."""
+    import socket
+
+    from connectors.profiles import PROFILES
+    from gateway import demo
+
+    defaults = {profile.default_port for profile in PROFILES.values()}
+    taken: list[socket.socket] = []
+    checked = demo._free_port
+
+    def racing(preferred: int) -> int:
+        port = checked(preferred)
+        if port in defaults:  # the other run's partner binds it between our check and our partner's bind
+            other = socket.socket()
+            other.bind(("127.0.0.1", port))
+            other.listen()
+            taken.append(other)
+        return port
+
+    monkeypatch.setattr(demo, "_free_port", racing)
+    monkeypatch.setattr(demo, "GATEWAY_APP", "gateway.no_such_module:app")  # ends the run once partners are up
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    try:
+        code = demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True)
+    finally:
+        for other in taken:
+            other.close()
+    assert code == 1
+    failed = [text for text in capsys.readouterr().err.splitlines() if " before it was ready" in text]
+    assert len(failed) == 1, failed
+    assert failed[0].startswith("gateway exited with code ")
+    assert failed[0].endswith(f" before it was ready; see {tmp_path / 'logs' / 'gateway.log'}")
