@@ -113,8 +113,11 @@ def test_injection_in_filters_never_widens_what_a_caller_sees(world: World, payl
     officer = _officer(world)
     for name in ("partnership", "purpose", "organisation", "event_type", "decision", "subject"):
         answer = world.client.get("/v1/audit/entries", params={name: payload}, headers=officer)
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["entries"] == [], name
+        assert answer.status_code in {200, 422}, answer.text  # the ids and words are refused by their pattern
+        if answer.status_code == 200:
+            assert answer.json()["entries"] == [], name
+        else:
+            assert_problem(answer, 422)
     for name in ("partnership", "state", "trigger", "organisation"):
         answer = world.client.get("/v1/escalations", params={name: payload}, headers=officer)
         assert answer.status_code in {200, 422}, answer.text
@@ -123,8 +126,11 @@ def test_injection_in_filters_never_widens_what_a_caller_sees(world: World, payl
     cursor = world.client.get("/v1/escalations", params={"cursor": payload[:64]}, headers=officer)
     assert cursor.status_code in {200, 422}, cursor.text
     statistics = world.client.get("/v1/audit/statistics", params={"partnership": payload}, headers=officer)
-    assert statistics.status_code == 200
-    assert statistics.json() == []
+    assert statistics.status_code in {200, 422}
+    if statistics.status_code == 200:
+        assert statistics.json() == []
+    else:
+        assert_problem(statistics, 422)
 
 
 @pytest.mark.parametrize("payload", SQLISH)
