@@ -101,7 +101,8 @@ class Matched:
 
     def scrubbed(self, records: list[HolderRecord]) -> list[HolderRecord]:
         """``records`` (their subject the handle by now) without any text that names a holder's reference of the
-        matched records — defence in depth: a holder that repeats its reference inside a field, or builds its
+        matched records — defence in depth: a holder that repeats its reference inside a field (as a text, or a
+        numeric one as a number), or builds its
         record ids from it, would hand it to the requester. Such a field becomes null, such a record id a keyed
         hash of it (HMAC under ``key``: the same within this answer, and still one per record, but no guess of the
         reference can be checked against it)."""
@@ -115,6 +116,8 @@ class Matched:
         def clean(value: Any) -> Any:
             if isinstance(value, str):
                 return None if any(ref in value for ref in refs) else value
+            if isinstance(value, int | float) and not isinstance(value, bool):  # a numeric reference as a number
+                return None if any(ref in str(value) for ref in refs) else value
             if isinstance(value, dict):
                 return {k: clean(v) for k, v in value.items() if clean(k) is not None}
             if isinstance(value, list):

@@ -57,3 +57,16 @@ def test_a_record_id_built_from_the_holders_reference_cannot_be_traced_back_to_i
             assert digest[:32] not in clean.record_id
             assert digest[-32:] not in clean.record_id
 
+
+
+def test_a_numeric_reference_repeated_as_a_number_is_taken_out_too() -> None:
+    """A holder whose references are numbers (``20260417``) may repeat one as a JSON number, not a text: it would
+    reach the requester as it was."""
+    ref = "20260417"
+    matched = Matched(holder="politie", local_refs={HANDLE: ref}, logged={HANDLE: "match:d:h"})
+    record = HolderRecord(record_id="incident-1", record_type="incident", subject=HANDLE,
+                          category="police_incidents",
+                          fields={"dossier": int(ref), "also": [float(ref)], "count": 3, "flag": True})
+    [clean] = matched.scrubbed([record])
+    assert ref not in clean.model_dump_json()
+    assert clean.fields == {"dossier": None, "also": [None], "count": 3, "flag": True}
