@@ -102,10 +102,9 @@ class Matched:
     def scrubbed(self, records: list[HolderRecord]) -> list[HolderRecord]:
         """``records`` (their subject the handle by now) without any text that names a holder's reference of the
         matched records — defence in depth: a holder that repeats its reference inside a field (as a text, or a
-        numeric one as a number), or builds its
-        record ids from it, would hand it to the requester. Such a field becomes null, such a record id a keyed
-        hash of it (HMAC under ``key``: the same within this answer, and still one per record, but no guess of the
-        reference can be checked against it)."""
+        numeric one as a number), or builds its record ids from it, would hand it to the requester. Such a field
+        becomes null, such a record id a keyed hash of it (HMAC under ``key``: the same within this answer, and
+        still one per record, but no guess of the reference can be checked against it)."""
         refs = tuple(self.local_refs.values())
 
         def record_id(value: str) -> str:
