@@ -30,10 +30,11 @@ Expired rows are removed whenever new handles are stored (as used client asserti
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -89,6 +90,10 @@ class Matched:
     holder: str
     local_refs: dict[str, str]  # handle -> the holder's reference
     logged: dict[str, str]  # handle -> ``match:<discovery id>:<handle's SHA-256>``
+    # Keys the record ids ``scrubbed`` renames: a plain hash of an id built from a reference of a guessable format
+    # (``incident-bvh-2026-00417``) is reversed by hashing every reference of that format. Random per follow-up
+    # (one answer, also in its ``GET`` and idempotent replays, which read the stored answer), kept nowhere.
+    key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False, compare=False)
 
     def for_holder(self) -> dict[str, str]:
         """The holder's reference → the handle (the exchange asks the holder in its references)."""
@@ -96,18 +101,22 @@ class Matched:
 
     def scrubbed(self, records: list[HolderRecord]) -> list[HolderRecord]:
         """``records`` (their subject the handle by now) without any text that names a holder's reference of the
-        matched records — defence in depth: a holder that repeats its reference inside a field, or builds its
-        record ids from it, would hand it to the requester. Such a field becomes null, such a record id a hash
-        of it (stable, and still one per record)."""
+        matched records — defence in depth: a holder that repeats its reference inside a field (as a text, or a
+        numeric one as a number), or builds its record ids from it, would hand it to the requester. Such a field
+        becomes null, such a record id a keyed hash of it (HMAC under ``key``: the same within this answer, and
+        still one per record, but no guess of the reference can be checked against it)."""
         refs = tuple(self.local_refs.values())
 
         def record_id(value: str) -> str:
             named = any(ref in value for ref in refs)
-            return "record-" + hashlib.sha256(value.encode()).hexdigest()[:32] if named else value
+            return ("record-" + hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:32] if named
+                    else value)
 
         def clean(value: Any) -> Any:
             if isinstance(value, str):
                 return None if any(ref in value for ref in refs) else value
+            if isinstance(value, int | float) and not isinstance(value, bool):  # a numeric reference as a number
+                return None if any(ref in str(value) for ref in refs) else value
             if isinstance(value, dict):
                 return {k: clean(v) for k, v in value.items() if clean(k) is not None}
             if isinstance(value, list):

@@ -1126,7 +1126,9 @@ class ExchangeService:
         permitted = set(decision.permitted_categories)
         kept = [r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
                 if r.category in permitted and r.subject in theirs]  # back in the requester's pseudonyms
-        if kept and self.deps.pseudonyms is not None and self._pseudonymous(subjects):
+        # Related subjects in the requester's pseudonyms — also in a follow-up by match handle: its subjects are
+        # no pseudonyms, but the holder names related subjects by its own, linkable to its records.
+        if kept and self.deps.pseudonyms is not None and (matched is not None or self._pseudonymous(subjects)):
             kept = await asyncio.to_thread(self._related_for_requester, principal, body.partnership,
                                            target.organisation, kept)
         if matched is not None:  # the holder's reference of a matched record never reaches the requester

