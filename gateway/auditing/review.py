@@ -38,32 +38,27 @@ from gateway.auditing.actions import record_api_action
 from gateway.auditing.setup import audit_services
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Role, Scope
-from gateway.client.models import SLUG_PATTERN
 from gateway.clock import as_utc
 from gateway.container import Container
 from gateway.deps import get_container
 from gateway.errors import Forbidden
+from gateway.query_filters import id_query, word_query
 from gateway.register.setup import register_service
 from gateway.spreadsheets import SpreadsheetWriter, csv_download
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
-MAX_ID = 64
-"""The longest partnership, purpose or organisation id (:data:`SLUG_PATTERN` allows no longer)."""
-WORD_PATTERN = r"^[a-z][a-z._-]{1,63}$"
-"""What an event type (``policy.decided``) or a decision (``allow``) looks like. Why a pattern and not the
-enums: an unknown value finds nothing, as before, and a newer gateway's value stays askable."""
 
 
 def id_filter(what: str) -> Any:
-    """An optional filter on an id of the register: the register's own slug pattern and length, so an
-    over-long or malformed value is a 422 (which never repeats it) instead of a query on it."""
-    return Query(None, max_length=MAX_ID, pattern=SLUG_PATTERN, description=f"Only entries of this {what} (id).")
+    """An optional filter on an id of the register: an over-long or malformed value is a 422 (which never
+    repeats it) instead of a query on it (:mod:`gateway.query_filters`)."""
+    return id_query(f"Only entries of this {what} (id).")
 
 
 def word_filter(what: str) -> Any:
-    """An optional filter on a value of one of the log's vocabularies (:data:`WORD_PATTERN`)."""
-    return Query(None, max_length=MAX_ID, pattern=WORD_PATTERN, description=f"Only entries with this {what}.")
+    """An optional filter on a value of one of the log's vocabularies."""
+    return word_query(f"Only entries with this {what}.")
 
 
 class EntryView(BaseModel):

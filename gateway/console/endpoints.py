@@ -34,6 +34,7 @@ from audit import (
     open_checkpoint,
 )
 from audit.review import EntryFilter, list_entries, statistics
+from gateway import query_filters
 from gateway.auditing import review
 from gateway.auditing.checkpoints import served_checkpoint
 from gateway.auditing.setup import audit_services
@@ -41,7 +42,6 @@ from gateway.auth import repository as accounts
 from gateway.auth.accounts import UnknownRole, authenticate_person
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.auth.setup import auth_services
-from gateway.client.models import SLUG_PATTERN
 from gateway.console import escalations, signins, verification, views
 from gateway.console.actions import record_action
 from gateway.console.pages import (
@@ -82,20 +82,8 @@ MAX_INDEX = 2**53
 far beyond any log, and below the 64-bit integers of the database, which a larger one overflowed into a 500."""
 
 
-def _or_empty(pattern: str) -> str:
-    """``pattern`` (anchored) or the empty string: a form's empty choice is "all", not a malformed value."""
-    return rf"^(?:{pattern.removeprefix('^').removesuffix('$')})?$"
-
-
-def id_filter() -> Any:
-    """A partnership, purpose or organisation filter, bounded as the API's (:func:`review.id_filter`): an
-    over-long or malformed one is the 422 page with the API's kind of words, and is never shown back."""
-    return Query(None, max_length=review.MAX_ID, pattern=_or_empty(SLUG_PATTERN))
-
-
-def word_filter() -> Any:
-    """An event type or decision filter, bounded as the API's (:func:`review.word_filter`)."""
-    return Query(None, max_length=review.MAX_ID, pattern=_or_empty(review.WORD_PATTERN))
+id_filter = query_filters.form_id_query  # bounded as the API's filters (gateway.query_filters)
+word_filter = query_filters.form_word_query
 
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)

@@ -51,6 +51,7 @@ from gateway.escalations.models import (
 from gateway.escalations.service import EscalationService
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import Trace
+from gateway.query_filters import form_id_query
 from gateway.spreadsheets import csv_download
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -138,7 +139,7 @@ def _redirect(page: Page, target: str) -> Response:
 
 @router.get("/escalations", response_class=HTMLResponse)
 async def queue(page: Page = Depends(signed_in), state: str | None = None, tier: str | None = None,
-                overdue: str | None = None, partnership: str | None = None,
+                overdue: str | None = None, partnership: str | None = form_id_query(),
                 after: str | None = Query(None, max_length=MAX_CURSOR)) -> Response:
     principal, service = _worker(page)
     today = _today(service)
@@ -388,14 +389,14 @@ async def _gaps_page(page: Page, *, status: str | None = None, partnership: str 
 
 
 @router.get("/legal-gaps", response_class=HTMLResponse)
-async def legal_gaps(page: Page = Depends(signed_in), status: str | None = None, partnership: str | None = None,
-                     done: str | None = None) -> Response:
+async def legal_gaps(page: Page = Depends(signed_in), status: str | None = None,
+                     partnership: str | None = form_id_query(), done: str | None = None) -> Response:
     return await _gaps_page(page, status=status, partnership=partnership, done="status" if done == "status" else None)
 
 
 @router.get("/legal-gaps.csv")
 async def legal_gaps_csv(page: Page = Depends(signed_in), status: str | None = None,
-                         partnership: str | None = None) -> Response:
+                         partnership: str | None = form_id_query()) -> Response:
     page.from_own_page()
     principal, service = _worker(page)
     filters = _gap_filters(status, partnership)

@@ -34,6 +34,7 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.endpoints import trace_of
+from gateway.query_filters import id_query
 from gateway.spreadsheets import csv_download
 
 router = APIRouter(tags=["escalations"])
@@ -69,10 +70,12 @@ async def open_case(body: OpenCase, request: Request, principal: Principal = Dep
 
 @router.get("/v1/escalations", response_model=CasePage, responses=_PROBLEMS,
             summary="Cases you may see, filtered, oldest first")
-async def list_cases(partnership: str | None = None, state: State | None = None,
+async def list_cases(partnership: str | None = id_query("Only cases of this partnership (id)."),
+                     state: State | None = None,
                      tier: int | None = Query(None, ge=1, le=3),
                      trigger: Trigger | None = None,
-                     organisation: str | None = None, overdue: bool = False, legal_gap: bool | None = None,
+                     organisation: str | None = id_query("Only cases about this organisation (id)."),
+                     overdue: bool = False, legal_gap: bool | None = None,
                      cursor: str | None = Query(None, max_length=64), limit: int = Query(50, ge=1, le=200),
                      principal: Principal = Depends(case_caller),
                      container: Container = Depends(get_container)) -> CasePage:
@@ -148,7 +151,8 @@ async def flag_gap(case_id: str, body: FlagLegalGap, request: Request,
 
 @router.get("/v1/legal-gaps", response_model=list[LegalGapView], responses=_PROBLEMS,
             summary="The register of legal gaps of your partnerships")
-async def list_gaps(partnership: str | None = None, status: _GAP_STATUS | None = None,
+async def list_gaps(partnership: str | None = id_query("Only gaps of this partnership (id)."),
+                    status: _GAP_STATUS | None = None,
                     principal: Principal = Depends(require_scope(Scope.ESCALATION)),
                     container: Container = Depends(get_container)) -> list[LegalGapView]:
     return await escalation_service(container).gaps(principal, partnership=partnership, status=status)
@@ -158,7 +162,8 @@ async def list_gaps(partnership: str | None = None, status: _GAP_STATUS | None =
             responses=_PROBLEMS | {200: {"description": "The register of legal gaps (CSV, one row per gap)",
                                          "content": {"text/csv": {"schema": {"type": "string"}}}}},
             summary="The register of legal gaps as CSV, for the steering group's agenda")
-async def export_gaps(partnership: str | None = None, status: _GAP_STATUS | None = None,
+async def export_gaps(partnership: str | None = id_query("Only gaps of this partnership (id)."),
+                      status: _GAP_STATUS | None = None,
                       principal: Principal = Depends(require_scope(Scope.ESCALATION)),
                       container: Container = Depends(get_container)) -> Response:
     service = escalation_service(container)

@@ -655,3 +655,17 @@ def test_metrics_show_time_to_decision_per_tier_and_cases_past_deadline(console:
     bank = console.get("/console/escalations").text
     assert "Of the 0 cases you may see:" in bank
     assert metrics_row(bank, 1) == ["tier 1", "0", "-", "-", "-", "0"]
+
+
+@pytest.mark.parametrize("path", ["/console/escalations", "/console/legal-gaps", "/console/legal-gaps.csv"])
+def test_the_partnership_filter_is_bounded_as_in_the_api(console: TestClient, path: str) -> None:
+    """The queue's and the legal-gap register's partnership filter is an id as the API's: an over-long or
+    malformed one is the 422 page without the value; the form's empty choice is still "all"."""
+    sign_in(console, "admin-riec")
+    for wrong in ("x" * 8_000, '"><script>alert(1)</script>', "RIEC-Amsterdam", "fec'--"):
+        page = console.get(path, params={"partnership": wrong})
+        assert page.status_code == 422, wrong[:40]
+        assert wrong not in page.text
+        assert "<script>" not in page.text
+    assert console.get(path, params={"partnership": "riec-amsterdam-amstelland"}).status_code == 200
+    assert console.get(path, params={"partnership": ""}).status_code == 200

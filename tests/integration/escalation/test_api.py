@@ -324,6 +324,20 @@ def test_a_contact_point_has_no_access_to_escalations(env: Env) -> None:
     assert env.client.get("/v1/escalations").status_code == 401  # and no token at all
 
 
+def test_id_filters_are_bounded_and_never_repeated(env: Env) -> None:
+    """A partnership or organisation filter takes the register's id pattern and length, as the audit
+    review's do: an over-long or malformed value is a 422 problem+json that does not repeat it, never a
+    query on it (nor a 200 with an empty list)."""
+    for path, name in (("/v1/escalations", "partnership"), ("/v1/escalations", "organisation"),
+                       ("/v1/legal-gaps", "partnership"), ("/v1/legal-gaps/export", "partnership")):
+        for wrong in ("x" * 8000, "<script>alert(1)</script>", "RIEC-AA", "r"):
+            refused = env.get("desk-riec", path, **{name: wrong})
+            assert refused.status_code == 422, (path, name, wrong[:20])
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert len(wrong) == 1 or wrong not in refused.text
+        assert env.get("desk-riec", path, **{name: "riec-amsterdam-amstelland"}).status_code == 200
+
+
 def test_list_filters_and_cursor(env: Env) -> None:
     first, second, third = (env.open_case(requester="belastingdienst", holder="kvk",
                                           purpose="malafide-company-dissolution") for _ in range(3))
