@@ -83,33 +83,41 @@ def _throttled_sign_ins(container: Container) -> list[dict[str, Any]]:
     return [e for e in events if e["extra"].get("action") == "sign-in" and e["extra"].get("reason") == "throttled"]
 
 
+def flood_while_reading(client: TestClient, container: Container, guess: Callable[[int], httpx.Response],
+                        what: str) -> list[httpx.Response]:
+    """FLOOD ``guess`` requests at once on a small worker-thread pool; while their checks hold worker threads,
+    a person's token-protected read (a worker thread's read of the account) must answer within
+    BOUND_SECONDS. Every guess is refused (401) or gets no turn (429 problem+json with ``Retry-After``), and
+    some get none; those are returned."""
+    reader = issued_person_token(container, "po-reader", "politie", ["privacy-officer"])
+    _limit_worker_threads(client)
+    with ThreadPoolExecutor(FLOOD) as flood:
+        answers = flood.map(guess, range(FLOOD))
+        _until_checks_run(client)
+        started = time.monotonic()
+        read = client.get("/v1/register", headers=bearer(reader))
+        took = time.monotonic() - started
+        flooded = list(answers)
+    assert read.status_code == 200, read.text
+    assert took < BOUND_SECONDS, f"a token-protected read waited {took:.2f} s behind the {what}"
+    assert {answer.status_code for answer in flooded} <= {401, 429}
+    refused = [answer for answer in flooded if answer.status_code == 429]
+    assert refused, f"every one of the {what} was checked"
+    for answer in refused:
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert int(answer.headers["Retry-After"]) >= 1
+    return refused
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
 def test_a_flood_of_sign_ins_does_not_starve_other_requests(client: TestClient, container: Container) -> None:
     with transaction(container.sessions) as session:
         create_account(session, USERNAME, "politie", ["privacy-officer"], PASSWORD, container.clock)
-    reader = issued_person_token(container, "po-reader", "politie", ["privacy-officer"])
-    _limit_worker_threads(client)
-
     def guess(_: int) -> httpx.Response:
         return client.post("/v1/auth/login", json={"username": f"made-up-{uuid.uuid4().hex}", "password": "guess"})
 
-    with ThreadPoolExecutor(FLOOD) as flood:
-        answers = flood.map(guess, range(FLOOD))
-        _until_checks_run(client)
-        started = time.monotonic()
-        read = client.get("/v1/register", headers=bearer(reader))  # a person's token: a worker thread's read
-        took = time.monotonic() - started
-        flooded = list(answers)
-
-    assert read.status_code == 200, read.text
-    assert took < BOUND_SECONDS, f"a token-protected read waited {took:.2f} s behind the sign-ins"
-    assert {answer.status_code for answer in flooded} <= {401, 429}
-    refused = [answer for answer in flooded if answer.status_code == 429]
-    assert refused, "every sign-in of the flood was checked"
-    for answer in refused:
-        assert answer.headers["content-type"].startswith("application/problem+json")
-        assert int(answer.headers["Retry-After"]) >= 1
+    flood_while_reading(client, container, guess, "sign-ins")
     assert _throttled_sign_ins(container), "the refused sign-ins are accounted for as throttled ones"
 
     signed_in = client.post("/v1/auth/login", json={"username": USERNAME, "password": PASSWORD})
