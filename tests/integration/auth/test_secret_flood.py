@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from gateway.container import Container
 from gateway.settings import Settings
 from tests.auth_helpers import client_assertion as assertion_of
 from tests.auth_helpers import register_client, register_secret, token_form
-from tests.integration.auth.test_sign_in_flood import flood_while_reading
+from tests.integration.auth.test_sign_in_flood import every_slot_held, flood_while_reading
 
 SYSTEM = "gemeente-amsterdam-vth"
 FLOOD = 30
@@ -73,25 +72,13 @@ def test_secret_slots_taken_refuse_secrets_but_not_keys_or_sign_ins(app: FastAPI
     (``private_key_jwt``) is answered, and the sign-ins' own slots are free, so neither flood blocks the other."""
     secret = register_secret(container, SYSTEM, ["exchange"])
     keys = register_client(container, "politie-bvh", ["exchange"])
-    release = threading.Event()
-
-    def busy() -> None:
-        release.wait(timeout=30)
-
     with TestClient(app) as client:
         checks = auth_services(container).secret_checks
-        portal = client.portal
-        assert portal is not None
-        holders = [portal.start_task_soon(checks.run, busy) for _ in range(container.settings.password_checks)]
-        try:
+        with every_slot_held(client, checks, container.settings.password_checks):
             with_secret = client.post("/oauth/token", data={"grant_type": "client_credentials",
                                                             "client_id": SYSTEM, "client_secret": secret})
             with_key = client.post("/oauth/token", data=token_form(assertion_of(container, keys)))
             sign_in = client.post("/v1/auth/login", json={"username": "po-nobody", "password": "x" * 12})
-        finally:
-            release.set()
-            for holder in holders:
-                holder.result(timeout=30)
         assert with_secret.status_code == 429, with_secret.text
         assert with_secret.headers["content-type"].startswith("application/problem+json")
         [rejected] = _rejected(container)  # accounted for as a refused token request, naming the system

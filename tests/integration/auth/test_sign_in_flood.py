@@ -13,8 +13,9 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from sqlalchemy import select
 
 from audit.tables import audit_entries
 from gateway.auth.accounts import create_account
+from gateway.auth.password_checks import PasswordChecks
 from gateway.auth.setup import auth_services
 from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
@@ -125,6 +127,26 @@ def test_a_flood_of_sign_ins_does_not_starve_other_requests(client: TestClient, 
     assert client.get("/v1/register", headers=bearer(signed_in.json()["access_token"])).status_code == 200
 
 
+@contextmanager
+def every_slot_held(client: TestClient, checks: PasswordChecks, slots: int) -> Iterator[None]:
+    """While the block runs, ``slots`` checks hold every slot of ``checks`` (each waits until the block ends;
+    bounded: 30 s at most)."""
+    release = threading.Event()
+
+    def busy() -> None:
+        release.wait(timeout=30)
+
+    portal = client.portal
+    assert portal is not None
+    holders = [portal.start_task_soon(checks.run, busy) for _ in range(slots)]
+    try:
+        yield
+    finally:
+        release.set()
+        for holder in holders:
+            holder.result(timeout=30)
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
 def test_a_sign_in_that_gets_no_slot_is_refused_at_either_door_and_accounted_for(app: FastAPI,
@@ -135,26 +157,14 @@ def test_a_sign_in_that_gets_no_slot_is_refused_at_either_door_and_accounted_for
     with transaction(container.sessions) as session:
         create_account(session, USERNAME, "politie", ["privacy-officer"], PASSWORD, container.clock)
     install_console(container, ConsoleSettings(cookie_secure=False, default_language="en"))
-    release = threading.Event()
-
-    def busy() -> None:
-        release.wait(timeout=30)
-
     with TestClient(app) as client:
         checks = auth_services(container).password_checks
-        portal = client.portal
-        assert portal is not None
-        holders = [portal.start_task_soon(checks.run, busy) for _ in range(container.settings.password_checks)]
-        try:
+        with every_slot_held(client, checks, container.settings.password_checks):
             form = client.get("/console/login")
             console = client.post("/console/login", data={"username": USERNAME, "password": PASSWORD,
                                                           "csrf_token": csrf_of(form.text)})
             api = client.post("/v1/auth/login", json={"username": USERNAME, "password": PASSWORD})
             unknown = client.post("/v1/auth/login", json={"username": "po-nobody", "password": PASSWORD})
-        finally:
-            release.set()
-            for holder in holders:
-                holder.result(timeout=30)
         assert console.status_code == 429, console.text
         assert api.status_code == 429, api.text
         assert (unknown.status_code, unknown.json()) == (429, api.json())  # no name is told apart by waiting
