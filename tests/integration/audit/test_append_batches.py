@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.event import listen
 
 from audit.canonical import parse_entry
 from audit.log import AuditLog, CheckpointPolicy
@@ -47,3 +48,28 @@ def test_batches_of_every_size_store_exactly_their_entries(engine: Engine, clock
     assert len({entry.entry_id for entry in stored}) == len(stored)
     assert log.root() == root_of([entry.leaf_hash for entry in stored])
     assert verify_database(engine, log.verifier).ok
+
+
+def test_small_appends_insert_only_their_own_rows_on_sqlite(sqlite_db_url: str, clock: FixedClock) -> None:
+    """The usual request appends one to four entries: padding such an append to sixteen rows cost SQLite more
+    CPU than the entries themselves. Up to the padding step an append's statement lists exactly its rows;
+    beyond it the padded statement (a few texts for the driver's cache) still serves."""
+    engine = make_engine(sqlite_db_url)
+    statements: list[str] = []
+    listen(engine, "connect", lambda dbapi, _record: dbapi.set_trace_callback(statements.append))
+    try:
+        log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None),
+                       clock=clock.now)
+        position = 0
+        for size in (1, 2, 4, 16, 17):
+            statements.clear()
+            log.append([make_event(n) for n in range(position, position + size)])
+            position += size
+            inserts = [s for s in statements if s.startswith("INSERT INTO audit_entries")]
+            assert len(inserts) == 1
+            padded = "WHERE column1 IS NOT NULL" in inserts[0]
+            assert padded == (size > 16), (size, inserts[0][:120])
+        assert [entry.index for entry in log.entries(0, position)] == list(range(position))
+        assert verify_database(engine, log.verifier).ok
+    finally:
+        engine.dispose()
