@@ -36,6 +36,12 @@ def make_engine(url: str, *, echo: bool = False, connect_timeout: int | None = N
         path = sqlite_file(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # A file database's pool hands out the connection returned last. SQLite keeps a page cache per
+            # connection and drops all of it when another connection wrote meanwhile; handed out in turn
+            # (the pool's default), the audit writer's next commit ran on a connection whose cache the
+            # previous one had invalidated and read its B-tree pages again (measured: 10-30 page reads a
+            # request against ~3, at one client). Handed back the connection that just wrote, it finds them.
+            kwargs["pool_use_lifo"] = True
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
     engine = create_engine(url, **kwargs)
