@@ -385,14 +385,12 @@ class RowWriter:
         if self._arrays:
             _run(connection, sql, _columns(rows))
             return
-        if len(rows) <= _ROWS_STEP:  # the usual append: one statement of exactly its rows
-            _run(connection, self._sqlite_sql(sql, row, len(rows)), list(chain.from_iterable(rows)))
-            return
         per_statement = _MAX_PARAMETERS // width // _ROWS_STEP * _ROWS_STEP
         for start in range(0, len(rows), per_statement):
             chunk = rows[start:start + per_statement]
-            padded = -(-len(chunk) // _ROWS_STEP) * _ROWS_STEP
             parameters = list(chain.from_iterable(chunk))
+            # up to the step exactly the chunk's rows (the usual append), beyond it padded to a multiple of it
+            padded = len(chunk) if len(chunk) <= _ROWS_STEP else -(-len(chunk) // _ROWS_STEP) * _ROWS_STEP
             parameters += [None] * (width * (padded - len(chunk)))
             _run(connection, self._sqlite_sql(sql, row, padded), parameters)
 

@@ -17,8 +17,9 @@ from gateway.clock import FixedClock
 from gateway.db.engine import make_engine
 from tests.audit_support import log_signer, make_event
 
-# Around the padding step (16 rows) and across SQLite's per-statement row limit (2,448 entry rows).
-BATCHES = (1, 15, 16, 17, 33, 2_500)
+# Around the padding step (16 rows, below which nothing is padded) and across SQLite's per-statement row limit
+# (2,448 entry rows), with a last chunk above the step (2,500) and below it (2,450).
+BATCHES = (1, 2, 15, 16, 17, 33, 2_500, 2_450)
 
 
 @pytest.fixture
