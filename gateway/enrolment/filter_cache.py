@@ -86,18 +86,19 @@ def bump(connection: Connection, partnership: str, organisation: str, record_typ
     ``forget``: the transaction removes every record (a replace, a retirement): no copy is updated across it and
     the recorded removals go. Otherwise removals older than :data:`HISTORY` generations go. Either way
     ``history_from`` says so, in this statement; when the counter was bumped without stamping before (see the
-    module), it is raised to this generation too."""
+    module), it is raised to that generation: only a copy read after it is updated across this one."""
     new = generations.c.generation + 1
-    complete = generations.c.stamped == generations.c.generation
-    kept_from = new if forget else case((generations.c.history_from > new - HISTORY, generations.c.history_from),
-                                        else_=new - HISTORY)
+    kept_from = new if forget else case(
+        # after a change that was not stamped: only a copy read after it (read in full) is updated
+        (generations.c.stamped != generations.c.generation, generations.c.generation),
+        (generations.c.history_from > new - HISTORY, generations.c.history_from), else_=new - HISTORY)
     statement = insert_on_conflict(connection, generations).values(
         partnership=partnership, organisation=organisation, record_type=record_type, generation=1, stamped=1,
         history_from=1 if forget else 0)
     generation, history_from = connection.execute(statement.on_conflict_do_update(
         index_elements=[generations.c.partnership, generations.c.organisation, generations.c.record_type],
         set_={"generation": new, "stamped": new,
-              "history_from": case((complete, kept_from), else_=new)}).returning(
+              "history_from": kept_from}).returning(
         generations.c.generation, generations.c.history_from)).one()
     connection.execute(delete(removals).where(
         *_of(removals, partnership, organisation, record_type), removals.c.generation <= history_from))
