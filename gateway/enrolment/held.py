@@ -82,16 +82,16 @@ class HeldRecords:
         if old_keys is None and len(self) and fresh_keys is not None:
             return None  # which of these records lack keys is not known here
         refs = self.refs
+        removed = sorted(at for at, ref in ((bisect_left(refs, ref), ref) for ref in gone)
+                         if at < len(refs) and refs[at] == ref)
+        inserted = [bisect_left(refs, ref) for ref in fresh.refs]  # before which old record each new one goes
         keep = np.ones(len(refs), dtype=bool)
-        for ref in gone:
-            at = bisect_left(refs, ref)
-            if at < len(refs) and refs[at] == ref:
-                keep[at] = False
+        keep[removed] = False
         kept = np.flatnonzero(keep)
-        before = np.concatenate(([0], np.cumsum(keep))).astype(np.intp)
-        inserted = np.array([before[bisect_left(refs, ref)] for ref in fresh.refs], dtype=np.intp)
-        fresh_at = inserted + np.arange(len(fresh), dtype=np.intp)
-        kept_at = np.arange(len(kept), dtype=np.intp) + np.searchsorted(inserted, np.arange(len(kept)), side="right")
+        kept_before = np.concatenate(([0], np.cumsum(keep))).astype(np.intp)[np.array(inserted, dtype=np.intp)]
+        fresh_at = kept_before + np.arange(len(fresh), dtype=np.intp)  # the new ones are in order too
+        kept_at = np.arange(len(kept), dtype=np.intp) + np.searchsorted(kept_before, np.arange(len(kept)),
+                                                                        side="right")
         total = len(kept) + len(fresh)
 
         def placed(old: npt.NDArray[Any], new: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -99,9 +99,21 @@ class HeldRecords:
             out[kept_at], out[fresh_at] = old[kept], new
             return out
 
+        # the lists: runs of old items copied by slice, the new ones put in between (few changes, n items)
+        steps = sorted([(at, 0, n) for n, at in enumerate(inserted)] + [(at, 1, -1) for at in removed])
+
         def listed(old: list[Any], new: list[Any]) -> list[Any]:
-            return list(placed(np.fromiter(old, dtype=object, count=len(old)),
-                               np.fromiter(new, dtype=object, count=len(new))).tolist())
+            out: list[Any] = []
+            cursor = 0
+            for at, kind, n in steps:
+                out.extend(old[cursor:at])
+                if kind == 0:
+                    out.append(new[n])
+                    cursor = at
+                else:
+                    cursor = at + 1
+            out.extend(old[cursor:])
+            return out
 
         keys = None if old_keys is None or fresh_keys is None else placed(old_keys, fresh_keys)
         result = HeldRecords(EncodedDataset(placed(self.dataset.filters, fresh.dataset.filters), keys),
@@ -132,6 +144,9 @@ class HeldRecords:
                            [self.digests[i] for i in keep])
 
 
+_DIGEST_BYTES = sys.getsizeof("0" * 64)
+"""What one row digest (64 hex digits) takes."""
+
 
 def size_of(held: HeldRecords | None) -> int:
     """An estimate of what ``held`` takes in memory: the arrays, the sorted index of its blocking keys built at
@@ -141,7 +156,7 @@ def size_of(held: HeldRecords | None) -> int:
         return 64
     keys = held.dataset.block_keys
     return (held.dataset.filters.nbytes + (0 if keys is None else 6 * keys.nbytes)
-            + sum(sys.getsizeof(ref) for ref in held.refs) + sum(sys.getsizeof(d) for d in held.digests)
+            + sum(map(sys.getsizeof, held.refs)) + len(held.digests) * _DIGEST_BYTES
             + 6 * 8 * len(held.refs) + 1024)
 
 

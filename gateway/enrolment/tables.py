@@ -61,7 +61,9 @@ match_filters = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("generation", Integer, nullable=False, server_default="0"),  # the holder's generation that wrote it
     Index("ix_match_filters_partnership_record_type", "partnership", "record_type"),
-    Index("ix_match_filters_generation", "partnership", "organisation", "record_type", "generation"),
+    # what changed since a generation; with the version, also how many a participant holds (index only)
+    Index("ix_match_filters_generation", "partnership", "organisation", "record_type", "generation",
+          "schema_version"),
 )
 """The fuzzy discovery index (migration 0022): per participant, the CLKs of the records it holds without a shared
 number, under its own reference, with what the pseudonym index keeps about a subject (categories, confidential,

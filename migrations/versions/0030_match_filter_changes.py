@@ -24,7 +24,7 @@ def upgrade() -> None:
     with op.batch_alter_table("match_filters") as batch:
         batch.add_column(sa.Column("generation", sa.Integer(), nullable=False, server_default="0"))
     op.create_index("ix_match_filters_generation", "match_filters",
-                    ["partnership", "organisation", "record_type", "generation"])
+                    ["partnership", "organisation", "record_type", "generation", "schema_version"])
     with op.batch_alter_table("match_filter_generations") as batch:
         batch.add_column(sa.Column("stamped", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("history_from", sa.Integer(), nullable=False, server_default="0"))
