@@ -37,7 +37,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, and_, case, delete, func, select
+from sqlalchemy import Connection, case, delete, func, select
 from sqlalchemy.orm import Session
 
 from gateway.db.upsert import insert_on_conflict
@@ -49,7 +49,7 @@ V = TypeVar("V")
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 """What a process keeps of decoded filter sets by default: about 360,000 enrolled person records (some 730 bytes
-each with their sorted blocking keys, measured with tracemalloc; :func:`gateway.enrolment.filters._size`
+each with their sorted blocking keys, measured with tracemalloc; :func:`gateway.enrolment.held.size_of`
 estimates it per set)."""
 
 HISTORY = 1000
@@ -120,14 +120,14 @@ def withdrawn(connection: Connection, partnership: str, organisation: str, recor
           "generation": generation} for ref in refs])
 
 
-def forget_removals(connection: Connection, partnership: str, organisation: str) -> int:
+def forget_removals(connection: Connection, partnership: str, organisation: str) -> None:
     """Delete every recorded removal of ``organisation`` in ``partnership`` (a retired participation: nothing of
-    it is kept); how many went. Its counters are raised past them, so no copy is updated across the gap."""
-    mine = and_(removals.c.partnership == partnership, removals.c.organisation == organisation)
-    record_types = connection.execute(select(removals.c.record_type).where(mine).distinct()).scalars().all()
+    it is kept), by bumping each of its record types that has some with ``forget``: no copy is updated across
+    the gap."""
+    record_types = connection.execute(select(removals.c.record_type).where(
+        removals.c.partnership == partnership, removals.c.organisation == organisation).distinct()).scalars().all()
     for record_type in sorted(record_types):
         bump(connection, partnership, organisation, record_type, forget=True)
-    return int(connection.execute(delete(removals).where(mine)).rowcount)
 
 
 def _of(table: Any, partnership: str, organisation: str, record_type: str) -> tuple[Any, ...]:
