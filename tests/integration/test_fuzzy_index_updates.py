@@ -11,6 +11,7 @@ its rows, removals forgotten, a count that does not add up) the set is read in f
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -295,3 +296,44 @@ def test_updated_copies_answer_exactly_as_a_cold_read(engine: Engine, tmp_path: 
                     assert not {(name, ref) for ref in hits if ref is not None} & gone, step
     assert every.updates > 20  # most steps were updates, not full reads
     assert every.full_reads < 12
+
+
+def test_copies_updated_while_batches_commit_end_as_a_cold_read(engine: Engine) -> None:
+    """Two writers enrol and withdraw for one holder while a process keeps answering from its copy (on
+    PostgreSQL each statement of a read sees what committed before it, so a copy can be read across a commit):
+    every answer holds only records that were enrolled at some point, and once the writers are done the copy
+    is exactly what a cold read gives."""
+    holders = Holders(engine, seed=5)
+    holders.write("politie", [holders.row("politie", f"base/{n:03d}") for n in range(200)])
+    service = _service(engine)
+    service.held(RIEC, PERSON, ["politie"])["politie"].blocker  # noqa: B018
+    rows = {writer: [[holders.row("politie", f"{writer}/{batch}/{n}") for n in range(5)] for batch in range(12)]
+            for writer in ("a", "b")}
+    ever = {row["local_ref"] for batches in rows.values() for batch in batches for row in batch}
+    ever |= {f"base/{n:03d}" for n in range(200)}
+    failures: list[BaseException] = []
+
+    def write(writer: str) -> None:
+        try:
+            for batch, sent in enumerate(rows[writer]):
+                withdrawn = [f"base/{n:03d}" for n in range(batch * 8 + (writer == "b") * 4,
+                                                              batch * 8 + (writer == "b") * 4 + 4)]
+                holders.write("politie", sent, withdrawn)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    writers = [threading.Thread(target=write, args=(writer,)) for writer in ("a", "b")]
+    for thread in writers:
+        thread.start()
+    answers = 0
+    while any(thread.is_alive() for thread in writers) or answers < 3:
+        held = service.held(RIEC, PERSON, ["politie"]).get("politie")
+        assert held is not None
+        assert set(held.refs) <= ever
+        assert held.refs == sorted(held.refs)
+        answers += 1
+    for thread in writers:
+        thread.join(timeout=60)
+    assert not failures
+    assert_same(service.held(RIEC, PERSON, ["politie"])["politie"], _cold(engine, ["politie"])["politie"])
+    assert service.updates > 0
