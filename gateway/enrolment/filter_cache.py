@@ -35,9 +35,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from sqlalchemy import Connection, case, delete, func, select
+from sqlalchemy import ColumnElement, Connection, Table, case, delete, func, select
 from sqlalchemy.orm import Session
 
 from gateway.db.upsert import insert_on_conflict
@@ -130,7 +130,7 @@ def forget_removals(connection: Connection, partnership: str, organisation: str)
         bump(connection, partnership, organisation, record_type, forget=True)
 
 
-def _of(table: Any, partnership: str, organisation: str, record_type: str) -> tuple[Any, ...]:
+def _of(table: Table, partnership: str, organisation: str, record_type: str) -> tuple[ColumnElement[bool], ...]:
     return (table.c.partnership == partnership, table.c.organisation == organisation,
             table.c.record_type == record_type)
 

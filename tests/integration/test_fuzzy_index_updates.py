@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
@@ -71,7 +71,7 @@ class Holders:
                 "minor": self.rng.random() < 0.1,
                 "updated_at": when or START + timedelta(seconds=next(self.ticks))}
 
-    def write(self, organisation: str, rows: list[dict[str, Any]] = (), withdrawn: list[str] = (), *,  # type: ignore[assignment]
+    def write(self, organisation: str, rows: Sequence[dict[str, Any]] = (), withdrawn: Sequence[str] = (), *,
               replace: bool = False) -> None:
         with self.engine.begin() as connection:
             FilterBatch(RIEC, organisation, "test", PERSON.id, PERSON.version, replace,
