@@ -1108,6 +1108,7 @@ class ExchangeService:
                 request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                 requester_organisation=principal.organisation, categories=decision.permitted_categories,
                 subjects=list(theirs), escalation_decision=statement, minors_allowed=self._minors_allowed(body),
+                related_subjects_as_pseudonyms=matched is not None,  # asked by its references: see the protocol
                 provided=[
                     HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
                                  subject=forward.get(r.subject, r.subject),
@@ -1131,12 +1132,13 @@ class ExchangeService:
         if kept and self.deps.pseudonyms is not None and (matched is not None or self._pseudonymous(subjects)):
             kept = await asyncio.to_thread(self._related_for_requester, principal, body.partnership,
                                            target.organisation, kept)
-        if matched is not None:  # the holder's reference of a matched record never reaches the requester
-            kept = matched.scrubbed(kept)
+        withheld = 0  # texts and numbers naming a reference of the holder's, taken out of a follow-up's records
+        if matched is not None:  # no reference of the holder's (the matched records', a related subject's) goes on
+            kept, withheld = matched.scrubbed(kept)
         dropped = len(answer.records) - len(kept)
-        if dropped:
+        if dropped or withheld:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
-                        exchange_id=exchange_id)
+                        references_withheld=withheld, exchange_id=exchange_id)
         outcome.records = [Record(record_id=r.record_id, record_type=r.record_type, subject=r.subject,
                                   category=r.category, fields=r.fields) for r in kept]
         for subject in subjects:
@@ -1149,10 +1151,11 @@ class ExchangeService:
                            "categories": tuple(sorted({r["category"] for r in mine})), "payload_sha256": digest,
                            "obligations": decision.obligations.model_dump() if decision.obligations else None,
                            "extra": {"records": len(mine)}})
-        if dropped or not events:
+        if dropped or withheld or not events:
+            over_shared = {"dropped_overshared": dropped} | ({"references_withheld": withheld} if withheld else {})
             events.append({"event_type": EventType.DISCLOSURE, "holder": target.organisation,
                            "categories": tuple(sorted({r.category for r in kept})),
-                           "extra": {"records": len(kept), "dropped_overshared": dropped}})
+                           "extra": {"records": len(kept)} | over_shared})
         return outcome, events
 
     # -- discovery -----------------------------------------------------------------------------
