@@ -101,12 +101,14 @@ def test_the_simulator_names_a_related_subject_by_pseudonym_which_the_requester_
 
 MATCHED = "kvk-2026-00031"  # the holder's reference of the matched record
 RELATED = "kvk-2026-00458"  # its reference of a related subject (the company the person directs)
+UNTRANSLATABLE = "kvk.v1." + "A" * 43  # pseudonym-shaped, but no pseudonym of a subject the KvK enrolled
 
 
 class _PlainHolder:
     """A KvK that ignores ``related_subjects_as_pseudonyms``: it names the related company by its plain
-    reference everywhere it can — a value, a key, a nested value, a text, the record id, the record type — and
-    repeats its reference of the matched record as a record type. The rest is ordinary content."""
+    reference everywhere it can — a value, a key, a nested value, a text, the record id, the record type —,
+    repeats its reference of the matched record as a record type, and names a partner by a pseudonym the gateway
+    cannot translate. The rest is ordinary content."""
 
     def __init__(self) -> None:
         self.asked: list[dict[str, Any]] = []
@@ -122,22 +124,27 @@ class _PlainHolder:
                  "category": "directorships",
                  "fields": {"company": RELATED, "companies": {RELATED: {"role": "bestuurder"}},
                             "history": [{"company": RELATED.upper(), "since": "2019-04-01"}],
-                            "note": f"bestuurder van {RELATED}", "role": "bestuurder", "since": "2021-03-05"}},
+                            "note": f"bestuurder van {RELATED}", "role": "bestuurder", "since": "2021-03-05",
+                            "partner": UNTRANSLATABLE}},
                 {"record_id": "DIR-2", "record_type": RELATED, "subject": subject, "category": "directorships",
                  "fields": {"role": "gevolmachtigde"}},
                 {"record_id": "DIR-3", "record_type": MATCHED, "subject": subject, "category": "directorships",
                  "fields": {"role": "commissaris"}})]}
 
 
-def test_a_plain_reference_of_a_related_subject_never_reaches_the_requester(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, _PlainHolder]]:
     holder = _PlainHolder()
     with stack_with_holder(tmp_path_factory.mktemp("follow-up-plain"), holder.app, [w.KVK],
                            settings_overrides=PSEUDONYMS_ONLY) as stack:
-        answer = _follow_up(stack, MATCHED, 1)
-        overshared = _overshared(stack, answer)
-    [body] = holder.asked
-    assert body["subjects"] == [MATCHED]
+        yield stack, holder
+
+
+def test_a_plain_reference_of_a_related_subject_never_reaches_the_requester(
+        plain: tuple[Stack, _PlainHolder]) -> None:
+    stack, holder = plain
+    answer = _follow_up(stack, MATCHED, 1)
+    [body] = [b for b in holder.asked if b["subjects"] == [MATCHED]]  # asked by its reference
     assert body["related_subjects_as_pseudonyms"] is True  # told to name related subjects by pseudonyms
     [target] = answer.targets
     assert target.outcome == "allowed", target.reasons
@@ -148,14 +155,33 @@ def test_a_plain_reference_of_a_related_subject_never_reaches_the_requester(
     directorship, typed_related, typed_matched = target.records
     assert directorship.fields == {"company": None, "companies": {}, "history": [{"company": None,
                                                                                   "since": "2019-04-01"}],
-                                   "note": None, "role": "bestuurder", "since": "2021-03-05"}
+                                   "note": None, "role": "bestuurder", "since": "2021-03-05", "partner": None}
     assert directorship.record_id.startswith("record-")
     assert directorship.record_type == "directorship"
     assert typed_related.record_type == typed_matched.record_type == "unspecified"
     assert typed_related.fields == {"role": "gevolmachtigde"}  # the records themselves are disclosed
     assert [r.record_id for r in (typed_related, typed_matched)] == ["DIR-2", "DIR-3"]
-    [entry] = overshared  # the holder's over-sharing is in the log, counted, without the references
+    [entry] = _overshared(stack, answer)  # the holder's over-sharing is in the log, counted, without references
     assert entry["holder"] == "kvk"
-    assert entry["extra"]["references_withheld"] == 7
+    assert entry["extra"]["references_withheld"] == 8  # seven references, one untranslated pseudonym
     assert RELATED not in json.dumps(entry)
     assert MATCHED not in json.dumps(entry)
+
+
+def test_an_ordinary_exchange_carries_no_flag_and_withholds_nothing_more(plain: tuple[Stack, _PlainHolder]) -> None:
+    """An exchange by the requester's pseudonym is as it was: the flag is not on the wire (a holder that refuses
+    unknown fields answers it as before), and no reference is looked for."""
+    stack, holder = plain
+    person = stack.world.scenarios()["bibob-applicant"][1]
+    [mine] = asyncio.run(stack.own_pseudonyms(MUNICIPALITY, RIEC, [person]))
+    body = {k: v for k, v in BIBOB.items() if k != "record_type"} | {
+        "signal": BIBOB["signal"].model_dump(), "holders": ["kvk"], "subjects": [{"ref": mine}]}
+    answer = stack.post(MUNICIPALITY, "/v1/exchanges", body)
+    assert answer.status_code == 200, answer.text
+    [target] = answer.json()["targets"]
+    assert target["outcome"] == "allowed"
+    asked = holder.asked[-1]
+    assert asked["subjects"] != [MATCHED]
+    assert "related_subjects_as_pseudonyms" not in asked
+    assert len(target["records"]) == 3
+    assert "references_withheld" not in json.dumps(stack.logged(answer.json()))
