@@ -88,7 +88,8 @@ UNSPECIFIED_TYPE = "unspecified"
 
 
 class Scrubbed(NamedTuple):
-    """A follow-up's records with the holder's references taken out, and how many texts and numbers named one."""
+    """A follow-up's records with the holder's references taken out, and how many texts, numbers, keys, record ids
+    and record types named one."""
 
     records: list[HolderRecord]
     withheld: int
