@@ -269,13 +269,19 @@ def error_page(request: Request, status: int, detail: str = "") -> Response:
     if page is None:
         container = container_of(request)
         sessions = console_sessions(container)
-        language, _ = choose_language(request, sessions.settings.default_language,
-                                      sessions.cookies(request).read(request, LANGUAGE_COOKIE))
+        language, _ = language_of(request, sessions)
         page = Page(request, container, sessions, language, False)
     summary = {403: "error_403", 404: "error_404", 405: "error_405", 413: "error_413", 422: "error_422",
                429: "error_429"}.get(status, "error_other")
     return secure(page.render("error.html", status=status, summary=page.t(summary),
                               detail=detail if status in {403, 422} else ""))
+
+
+def language_of(request: Request, sessions: Sessions) -> tuple[str, bool]:
+    """The request's language (:func:`choose_language`), remembered only under the cookie name the console
+    reads for this request: a plain-named cookie tossed in by a sibling subdomain chooses nothing."""
+    return choose_language(request, sessions.settings.default_language,
+                           sessions.cookies(request).read(request, LANGUAGE_COOKIE))
 
 
 # -- dependencies ----------------------------------------------------------------------------------------
@@ -284,8 +290,7 @@ def error_page(request: Request, status: int, detail: str = "") -> Response:
 async def current_page(request: Request, container: Container = Depends(get_container)) -> Page:
     """The request's page context; loads the account when the session is signed in and still valid."""
     sessions = console_sessions(container)
-    language, remember = choose_language(request, sessions.settings.default_language,
-                                         sessions.cookies(request).read(request, LANGUAGE_COOKIE))
+    language, remember = language_of(request, sessions)
     page = Page(request, container, sessions, language, remember)
     request.state.console_page = page
     data = sessions.read(request)

@@ -244,8 +244,8 @@ def test_sign_in_mints_a_new_session_id_and_csrf_value(app: FastAPI, container: 
 
 
 def _api_routes(app: FastAPI) -> list[tuple[str, str]]:
-    return sorted({(method, route.path) for route in iter_route_contexts(app.routes)
-                   for method in (route.methods or ()) if method != "HEAD" and route.path.startswith("/v1/")})
+    return sorted({(method, path) for route in iter_route_contexts(app.routes) if (path := route.path or "")
+                   .startswith("/v1/") for method in (route.methods or ()) if method != "HEAD"})
 
 
 def test_a_console_session_cookie_gives_no_access_to_the_api(browser: TestClient) -> None:
