@@ -28,7 +28,7 @@ from gateway.matching.encoding import EncodedDataset
 from gateway.matching.lookup import held_blocker
 from gateway.matching.schema import Schema
 
-__all__ = ["DIGESTED", "HeldRecords", "decoded", "row_digest", "size_of"]
+__all__ = ["DIGESTED", "MAX_VIEWS", "HeldRecords", "decoded", "row_digest", "size_of"]
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,33 @@ class HeldRecords:
     refs: list[str] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
 
+    _views: dict[frozenset[frozenset[str]], HeldRecords] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
+    """The subsets :meth:`permitted` made, by the category sets they keep (at most :data:`MAX_VIEWS`)."""
+
+    @cached_property
+    def category_sets(self) -> frozenset[frozenset[str]]:
+        """The distinct category sets of these records (few: they are shared, :func:`decoded`), collected once
+        per set: :meth:`permitted` decides from these, not from every record, on each request."""
+        return frozenset(self.categories)
+
     def permitted(self, categories: set[str]) -> HeldRecords:
         """Only the records of which some category may be asked about: the others cannot make a hit, and
         must not take a subject's one-to-one match from a record that can. All of them (the usual case): these
-        records themselves, not a copy — a kept set (``filter_cache``) is then compared without copying it."""
-        if all(held & categories for held in set(self.categories)):  # the distinct category sets only
+        records themselves, not a copy — a kept set (``filter_cache``) is then compared without copying it.
+
+        Otherwise the subset is made once per kept set and combination of permitted category sets, and kept
+        with it (with its sorted keys and records with grounds): a purpose that may ask about part of a
+        holder's categories does not copy the holder's records on every request."""
+        allowed = frozenset(held for held in self.category_sets if held & categories)
+        if allowed == self.category_sets:
             return self
-        return self.subset([i for i, held in enumerate(self.categories) if held & categories])
+        view = self._views.get(allowed)
+        if view is None:
+            view = self.subset([i for i, held in enumerate(self.categories) if held in allowed])
+            if len(self._views) < MAX_VIEWS:  # a race between two requests keeps one of two equal subsets
+                self._views[allowed] = view
+        return view
 
     @cached_property
     def blocker(self) -> SignatureBlocker:
@@ -121,19 +141,38 @@ class HeldRecords:
                              listed(self.confidential_reason, fresh.confidential_reason),
                              listed(self.minor, fresh.minor), listed(self.refs, fresh.refs),
                              listed(self.digests, fresh.digests))
+        moved = np.full(len(refs), -1, dtype=np.intp)
+        moved[kept] = kept_at
+        # a cached_property's value lives in the instance's __dict__ (a frozen dataclass's too): what this set
+        # derived once is carried over, updated, so that the new set's first request does not derive it again
         sorted_keys = self.__dict__.get("blocker")
         if keys is not None and fresh_keys is not None and isinstance(sorted_keys, SignatureBlocker) \
                 and sorted_keys.right_index is not None:
-            moved = np.full(len(refs), -1, dtype=np.intp)
-            moved[kept] = kept_at
-            # a cached_property's value lives in the instance's __dict__ (a frozen dataclass's too)
             result.__dict__["blocker"] = held_blocker(result.dataset, sorted_keys.right_index[1].updated(
                 moved, fresh_keys, fresh_at))
+        grounds = self.__dict__.get("grounds")
+        if grounds is not None:
+            old_grounds = moved[np.array(grounds, dtype=np.intp)]
+            result.__dict__["grounds"] = np.sort(np.concatenate((
+                old_grounds[old_grounds >= 0], fresh_at[np.array(fresh.grounds, dtype=np.intp)]))).tolist()
+        refusers = self.__dict__.get("refusers")
+        if isinstance(refusers, HeldRecords):  # the same update, on the records with grounds (in order too)
+            updated_refusers = refusers.updated(gone, fresh.refusers)
+            if updated_refusers is not None:
+                result.__dict__["refusers"] = updated_refusers
         return result
 
-    def with_grounds(self) -> list[int]:
-        """The positions of the records on which the holder would refuse (kept confidential, or a minor)."""
+    @cached_property
+    def grounds(self) -> list[int]:
+        """The positions of the records on which the holder would refuse (kept confidential, or a minor), in
+        order: found once per kept set, not by a pass over every record on each request."""
         return [i for i, reason in enumerate(self.confidential_reason) if reason is not None or self.minor[i]]
+
+    @cached_property
+    def refusers(self) -> HeldRecords:
+        """The records at :attr:`grounds` (their :attr:`blocker` sorted once as well): what a discovery
+        compares the subjects with again to find every matching record with grounds."""
+        return self.subset(self.grounds)
 
     def subset(self, keep: list[int]) -> HeldRecords:
         """The records at the positions ``keep``, in that order."""
@@ -143,6 +182,11 @@ class HeldRecords:
                            [self.minor[i] for i in keep], [self.refs[i] for i in keep],
                            [self.digests[i] for i in keep])
 
+
+MAX_VIEWS = 4
+"""How many subsets of one kept set :meth:`HeldRecords.permitted` keeps: one per combination of permitted
+categories that left some records out (purposes that may ask about part of a holder's categories); further
+combinations are made per request. They are not in :func:`size_of`'s estimate (made before any exists)."""
 
 _DIGEST_BYTES = sys.getsizeof("0" * 64)
 """What one row digest (64 hex digits) takes."""

@@ -83,8 +83,8 @@ def _matched(subjects: EncodedDataset, held: HeldRecords | None, permitted: set[
         return [None] * len(subjects), None
     usable = held.permitted(permitted)
     pairs = matches(subjects, usable.dataset, threshold, usable.blocker)
-    grounds = usable.with_grounds()
-    refusing = matches(subjects, usable.subset(grounds).dataset, threshold) if grounds and pairs else {}
+    grounds, refusers = usable.grounds, usable.refusers  # both kept with the set: no pass over every record
+    refusing = matches(subjects, refusers.dataset, threshold, refusers.blocker) if grounds and pairs else {}
     records = set(pairs.values()) | {grounds[r] for r in refusing.values()}
     if not records:
         return [None] * len(subjects), None

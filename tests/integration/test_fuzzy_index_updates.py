@@ -118,6 +118,11 @@ def assert_same(kept: HeldRecords, cold: HeldRecords) -> None:
         fresh = KeyIndex.of_blocking_keys(cold.dataset.block_keys)
         assert np.array_equal(index[1].unique, fresh.unique)
         assert np.array_equal(index[1].count, fresh.count)
+    # what a kept set derived once (after a comparison) and an update carried over: as derived from scratch
+    if "grounds" in kept.__dict__:
+        assert kept.grounds == cold.grounds
+    if "refusers" in kept.__dict__:
+        assert_same(kept.refusers, cold.refusers)
 
 
 def _subjects(holders: Holders, keys: list[tuple[str, str]]) -> EncodedDataset:
