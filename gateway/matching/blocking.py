@@ -203,10 +203,21 @@ def _equi_join(left_keys: npt.NDArray[np.uint64], left_rows: IntArray, right_key
     return _join(KeyIndex.of(left_keys, left_rows), KeyIndex.of(right_keys, right_rows), max_block_pairs)
 
 
+def _common(left: npt.NDArray[np.uint64], right: npt.NDArray[np.uint64]) -> tuple[IntArray, IntArray]:
+    """Where the keys both sorted, distinct arrays hold are in each, in key order (``np.intersect1d``'s
+    indices), by bisecting ``right`` for each of ``left``'s: the left side is a request's few subjects, the
+    right a holder's kept keys, so the cost follows the subjects, not the holder's records (``intersect1d``
+    sorts both sides together, every request)."""
+    at = np.searchsorted(right, left)
+    found = at < len(right)
+    found[found] = right[at[found]] == left[found]
+    return np.flatnonzero(found).astype(np.intp), at[found].astype(np.intp)
+
+
 def _join(left: KeyIndex, right: KeyIndex, max_block_pairs: int) -> tuple[IntArray, IntArray]:
     """:func:`_equi_join` of two sides sorted already."""
     left_rows, right_rows, lo, ro = left.rows, right.rows, left.order, right.order
-    _, l_pos, r_pos = np.intersect1d(left.unique, right.unique, assume_unique=True, return_indices=True)
+    l_pos, r_pos = _common(left.unique, right.unique)
     lc, rc = left.count[l_pos].astype(np.intp), right.count[r_pos].astype(np.intp)
     ls, rs = left.start[l_pos].astype(np.intp), right.start[r_pos].astype(np.intp)
     sizes = lc * rc

@@ -50,3 +50,17 @@ def test_an_updated_index_joins_as_one_sorted_from_scratch(seed: int, old: int, 
     expected = SignatureBlocker(max_block_pairs=20).candidate_pairs(subjects, held)
     assert np.array_equal(pairs.left_index, expected.left_index)
     assert np.array_equal(pairs.right_index, expected.right_index)
+
+
+@settings(max_examples=120, deadline=None)
+@given(left=st.lists(st.integers(0, 30), max_size=20), right=st.lists(st.integers(0, 30), max_size=40))
+def test_the_keys_two_sides_share_are_found_as_intersect1d_finds_them(left: list[int], right: list[int]) -> None:
+    """The join bisects the holder's sorted distinct keys for a request's few keys (a request's cost follows its
+    subjects, not the holder's records); the runs it joins are exactly those ``np.intersect1d`` found."""
+    from gateway.matching.blocking import _common
+
+    a, b = np.unique(np.array(left, dtype=np.uint64)), np.unique(np.array(right, dtype=np.uint64))
+    _, l_pos, r_pos = np.intersect1d(a, b, assume_unique=True, return_indices=True)
+    found = _common(a, b)
+    assert np.array_equal(found[0], l_pos)
+    assert np.array_equal(found[1], r_pos)
