@@ -27,6 +27,7 @@ from gateway.matching.blocking import SignatureBlocker
 from gateway.matching.encoding import EncodedDataset
 from gateway.matching.lookup import held_blocker
 from gateway.matching.schema import Schema
+from gateway.matching.similarity import IntArray, popcounts
 
 __all__ = ["DIGESTED", "MAX_VIEWS", "HeldRecords", "decoded", "row_digest", "size_of"]
 
@@ -78,6 +79,11 @@ class HeldRecords:
         """The blocker for these records, their blocking keys sorted once (:func:`~gateway.matching.lookup.
         held_blocker`): a kept set (``filter_cache``) is not sorted again on every request."""
         return held_blocker(self.dataset)
+
+    @cached_property
+    def counts(self) -> IntArray:
+        """The set bits of each record's filter, counted once per kept set (each comparison needs them)."""
+        return popcounts(self.dataset.filters)
 
     def __len__(self) -> int:
         return len(self.refs)

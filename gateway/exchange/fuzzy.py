@@ -82,9 +82,10 @@ def _matched(subjects: EncodedDataset, held: HeldRecords | None, permitted: set[
     if held is None:
         return [None] * len(subjects), None
     usable = held.permitted(permitted)
-    pairs = matches(subjects, usable.dataset, threshold, usable.blocker)
+    pairs = matches(subjects, usable.dataset, threshold, usable.blocker, usable.counts)
     grounds, refusers = usable.grounds, usable.refusers  # both kept with the set: no pass over every record
-    refusing = matches(subjects, refusers.dataset, threshold, refusers.blocker) if grounds and pairs else {}
+    refusing = matches(subjects, refusers.dataset, threshold, refusers.blocker,
+                       refusers.counts) if grounds and pairs else {}
     records = set(pairs.values()) | {grounds[r] for r in refusing.values()}
     if not records:
         return [None] * len(subjects), None

@@ -17,8 +17,10 @@ import pytest
 
 from gateway.enrolment.held import HeldRecords
 from gateway.exchange.fuzzy import _matched
-from gateway.matching.encoding import EncodedDataset
+from gateway.matching import linkage
+from gateway.matching.encoding import EncodedDataset, Filters
 from gateway.matching.schema import shipped_schema
+from gateway.matching.similarity import IntArray, popcounts
 
 PERSON = shipped_schema("person")
 RECORDS = 3000
@@ -74,7 +76,15 @@ def _plain(held: HeldRecords) -> HeldRecords:
 
 @pytest.mark.parametrize("permitted", [{"police_incidents"}, {"criminal_records"}],
                          ids=["all-permitted", "part-permitted"])
-def test_a_request_on_a_kept_set_touches_only_what_it_matched(permitted: set[str]) -> None:
+def test_a_request_on_a_kept_set_touches_only_what_it_matched(permitted: set[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    counted_bits: list[int] = []  # how many filters each comparison counts the set bits of
+
+    def counting(filters: Filters) -> IntArray:
+        counted_bits.append(len(filters))
+        return popcounts(filters)
+
+    monkeypatch.setattr(linkage, "popcounts", counting)
     held, lists = _held(7)
     positions = [3, 14, 21, 22, 600, 1001, 2999]  # records with and without grounds, in both category sets
     subjects = _subjects(held, positions)
@@ -82,11 +92,14 @@ def test_a_request_on_a_kept_set_touches_only_what_it_matched(permitted: set[str
     assert sum(counted.touched for counted in lists) >= RECORDS  # (the hook sees a pass over the records)
     for counted in lists:
         counted.touched = 0
+    counted_bits.clear()
 
     for _ in range(3):  # every later request
         assert _matched(subjects, held, permitted, PERSON.threshold) == first
     # at most a handful of reads per subject (its matched record's reference, digest, categories and grounds)
     assert sum(counted.touched for counted in lists) <= 3 * 5 * len(subjects)
+    assert counted_bits  # the subjects' filters are counted per request; the holder's were counted once
+    assert max(counted_bits) == len(subjects)
     assert _matched(subjects, _plain(held), permitted, PERSON.threshold) == first  # as from scratch
     matched, holding = first
     assert holding is not None
