@@ -85,6 +85,12 @@ class HeldRecords:
         """The set bits of each record's filter, counted once per kept set (each comparison needs them)."""
         return popcounts(self.dataset.filters)
 
+    @cached_property
+    def ref_bytes(self) -> int:
+        """What the references take (:func:`size_of`): summed once per set, and by an update from the changed
+        references alone."""
+        return sum(map(sys.getsizeof, self.refs))
+
     def __len__(self) -> int:
         return len(self.refs)
 
@@ -156,6 +162,10 @@ class HeldRecords:
                 and sorted_keys.right_index is not None:
             result.__dict__["blocker"] = held_blocker(result.dataset, sorted_keys.right_index[1].updated(
                 moved, fresh_keys, fresh_at))
+        ref_bytes = self.__dict__.get("ref_bytes")
+        if ref_bytes is not None:
+            result.__dict__["ref_bytes"] = ref_bytes - sum(sys.getsizeof(refs[at]) for at in removed) \
+                + fresh.ref_bytes
         grounds = self.__dict__.get("grounds")
         if grounds is not None:
             old_grounds = moved[np.array(grounds, dtype=np.intp)]
@@ -206,7 +216,7 @@ def size_of(held: HeldRecords | None) -> int:
         return 64
     keys = held.dataset.block_keys
     return (held.dataset.filters.nbytes + (0 if keys is None else 6 * keys.nbytes)
-            + sum(map(sys.getsizeof, held.refs)) + len(held.digests) * _DIGEST_BYTES
+            + held.ref_bytes + len(held.digests) * _DIGEST_BYTES
             + 6 * 8 * len(held.refs) + 1024)
 
 

@@ -119,7 +119,7 @@ def assert_same(kept: HeldRecords, cold: HeldRecords) -> None:
         assert np.array_equal(index[1].unique, fresh.unique)
         assert np.array_equal(index[1].count, fresh.count)
     # what a kept set derived once (after a comparison) and an update carried over: as derived from scratch
-    for derived in ("counts",):
+    for derived in ("counts", "ref_bytes"):
         if derived in kept.__dict__:
             assert np.array_equal(getattr(kept, derived), getattr(cold, derived)), derived
     if "grounds" in kept.__dict__:
