@@ -48,9 +48,10 @@ from gateway.enrolment.tables import match_filters
 V = TypeVar("V")
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
-"""What a process keeps of decoded filter sets by default: about 360,000 enrolled person records (some 730 bytes
-each with their sorted blocking keys, measured with tracemalloc; :func:`gateway.enrolment.held.size_of`
-estimates it per set)."""
+"""What a process keeps of decoded filter sets by default: about 350,000 enrolled person records (some 730 bytes
+each with their sorted blocking keys, measured with tracemalloc, and the records with grounds kept once more —
+760 bytes a record in the benchmark, where 3 % have grounds; :func:`gateway.enrolment.held.size_of` estimates it
+per set)."""
 
 HISTORY = 1000
 """How many generations of withdrawals are kept: a copy older than that is read in full. It bounds the table of

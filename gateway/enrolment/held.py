@@ -211,13 +211,15 @@ _DIGEST_BYTES = sys.getsizeof("0" * 64)
 def size_of(held: HeldRecords | None) -> int:
     """An estimate of what ``held`` takes in memory: the arrays, the sorted index of its blocking keys built at
     its first comparison (:attr:`HeldRecords.blocker`: at most five integers a key), and per record its
-    reference, digest and list slots (the category sets and reasons are shared between records, :func:`decoded`)."""
+    reference, digest, list slots and bit count (the category sets and reasons are shared between records,
+    :func:`decoded`) — and the records with grounds once more (:attr:`HeldRecords.refusers`: their filters, keys,
+    slots and position; the references and digests are the same objects)."""
     if held is None:
         return 64
     keys = held.dataset.block_keys
-    return (held.dataset.filters.nbytes + (0 if keys is None else 6 * keys.nbytes)
-            + held.ref_bytes + len(held.digests) * _DIGEST_BYTES
-            + 6 * 8 * len(held.refs) + 1024)
+    arrays = held.dataset.filters.nbytes + (0 if keys is None else 6 * keys.nbytes)
+    again = len(held.grounds) * (arrays // len(held) + 7 * 8 + 36) if len(held) else 0
+    return arrays + held.ref_bytes + len(held.digests) * _DIGEST_BYTES + 7 * 8 * len(held.refs) + again + 1024
 
 
 def decoded(rows: Sequence[Any], schema: Schema) -> HeldRecords:

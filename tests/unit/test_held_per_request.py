@@ -15,7 +15,7 @@ from typing import Any, SupportsIndex
 import numpy as np
 import pytest
 
-from gateway.enrolment.held import HeldRecords
+from gateway.enrolment.held import HeldRecords, size_of
 from gateway.exchange.fuzzy import _matched
 from gateway.matching import linkage
 from gateway.matching.encoding import EncodedDataset, Filters
@@ -106,3 +106,14 @@ def test_a_request_on_a_kept_set_touches_only_what_it_matched(permitted: set[str
     assert any(matched)
     if permitted == {"criminal_records"}:  # only the records also in criminal_records can hit
         assert [record is not None for record in matched] == [p % 3 == 0 for p in positions] + [False] * 3
+
+
+def test_the_size_estimate_counts_the_records_with_grounds_kept_again() -> None:
+    """A kept set keeps its records with grounds a second time (``refusers``, with their sorted keys): the
+    cache's bound (``size_of``) must count them, or a holder with many confidential records overruns it."""
+    held, _ = _held(7)
+    none = HeldRecords(held.dataset, list(held.categories), [None] * RECORDS, [False] * RECORDS,
+                       list(held.refs), list(held.digests))
+    keys = held.refusers.dataset.block_keys
+    assert keys is not None
+    assert size_of(held) - size_of(none) >= held.refusers.dataset.filters.nbytes + keys.nbytes
