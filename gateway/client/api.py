@@ -58,11 +58,12 @@ import math
 import os
 import random
 import re
+import secrets
 import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -79,7 +80,9 @@ from gateway.client.errors import (
     UnopenablePseudonym,
     invalid,
     problem,
+    request_id,
     retry_after,
+    sent_request_id,
     throttled,
     undecodable,
     unopenable,
@@ -133,6 +136,16 @@ class _Call:
     waited: float = 0.0  # of ``busy_wait``
     refreshed: bool = False  # a 401 was answered with a new token (once only)
     reached: bool = False  # an attempt may have reached the API's handlers (then a 429 proves nothing)
+    ids: str = field(default_factory=lambda: secrets.token_hex(8))  # the call's part of its requests' ids
+    sent: int = 0  # HTTP requests made
+    request_id: str | None = None  # the X-Request-ID of the last of them
+
+    def next_request_id(self) -> dict[str, str]:
+        """The ``X-Request-ID`` header of the call's next HTTP request: the call's id and the request's
+        number (``3f9c…-2``), so the gateway's operators find one request, or all of a call, in their logs."""
+        self.sent += 1
+        self.request_id = f"{self.ids}-{self.sent}"
+        return {"X-Request-ID": self.request_id}
 
 
 class GatewayClient:
@@ -181,7 +194,7 @@ class GatewayClient:
     async def _token_attempts(self, call: _Call) -> str:
         while True:
             try:
-                return await self._current_token()
+                return await self._current_token(call)
             except httpx.TransportError as exc:
                 await self._after_failure(call, exc, safe=True)
             except GatewayThrottled as exc:
@@ -191,7 +204,7 @@ class GatewayClient:
             except httpx.HTTPError as exc:
                 raise unusable(exc) from exc
 
-    async def _current_token(self) -> str:
+    async def _current_token(self, call: _Call) -> str:
         """The cached token, or one fetched under a lock so that concurrent calls share one request. Raises
         httpx.TransportError as is (the caller retries it) and typed errors for answers."""
         if self._token and float(self._clock()) < self._token[1]:
@@ -200,16 +213,20 @@ class GatewayClient:
             now = float(self._clock())
             if self._token and now < self._token[1]:
                 return self._token[0]
-            claims = {"iss": self.system_id, "sub": self.system_id, "aud": await self._audience_url(),
-                      "iat": int(now), "exp": int(now) + 60, "jti": str(uuid.uuid4())}
-            header = {"alg": self._alg} | ({"kid": self._key.kid} if self._key.kid else {})
-            assertion = jwt.encode(header, claims, self._key, algorithms=[self._alg])
-            response = await self._http.post("/oauth/token", data={
-                "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": assertion})
-            token, expires_in = _bearer_token(response, _answer(response, float(self._clock())))
-            self._token = (token, now + expires_in - min(30.0, expires_in / 2))
-            return token
+            return await self._fetch_token(call, now)
+
+    async def _fetch_token(self, call: _Call, now: float) -> str:
+        """A new access token from the token endpoint (under the lock), cached until shortly before it expires."""
+        claims = {"iss": self.system_id, "sub": self.system_id, "aud": await self._audience_url(call),
+                  "iat": int(now), "exp": int(now) + 60, "jti": str(uuid.uuid4())}
+        header = {"alg": self._alg} | ({"kid": self._key.kid} if self._key.kid else {})
+        assertion = jwt.encode(header, claims, self._key, algorithms=[self._alg])
+        response = await self._http.post("/oauth/token", headers=call.next_request_id(), data={
+            "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion})
+        token, expires_in = _bearer_token(response, _answer(response, float(self._clock())))
+        self._token = (token, now + expires_in - min(30.0, expires_in / 2))
+        return token
 
     def _forget(self, token: str) -> None:
         """Drop ``token`` if it is still the cached one (a concurrent call may have replaced it already: that
@@ -217,9 +234,11 @@ class GatewayClient:
         if self._token is not None and self._token[0] == token:
             self._token = None
 
-    async def _audience_url(self) -> str:
+    async def _audience_url(self, call: _Call) -> str:
+        """The token endpoint's URL, the audience of the client assertion: given, or from the gateway's
+        authorization server metadata (RFC 8414), fetched once."""
         if self._audience is None:
-            response = await self._http.get("/.well-known/oauth-authorization-server")
+            response = await self._http.get("/.well-known/oauth-authorization-server", headers=call.next_request_id())
             body = _answer(response, float(self._clock()))
             endpoint = body.get("token_endpoint")
             if not isinstance(endpoint, str):
@@ -238,7 +257,8 @@ class GatewayClient:
                 return await attempts(call)
         except TimeoutError as exc:
             raise GatewayUnavailable(0, {"title": "no answer from the gateway",
-                                         "detail": f"the client's deadline of {self._deadline} s passed"}) from exc
+                                         "detail": f"the client's deadline of {self._deadline} s passed"},
+                                     request_id=call.request_id) from exc
 
     def _delay(self, failures: int, retry_after: float | None) -> float:
         """Before retry number ``failures`` (1, 2, ...): exponential backoff with jitter, at least
@@ -292,8 +312,8 @@ class GatewayClient:
         while True:
             sending, token = False, ""
             try:
-                token = await self._current_token()
-                headers = {"Authorization": f"Bearer {token}"}
+                token = await self._current_token(call)
+                headers = {"Authorization": f"Bearer {token}"} | call.next_request_id()
                 if idempotency_key:
                     headers["Idempotency-Key"] = idempotency_key
                 sending = True
@@ -324,17 +344,18 @@ class GatewayClient:
             call.reached = True
             if response.status_code in _RETRY_STATUSES:
                 await self._after_failure(call, GatewayUnavailable(
-                    response.status_code, problem(response), retry_after=retry_after(response, now)),
-                    safe=repeatable)
+                    response.status_code, problem(response), retry_after=retry_after(response, now),
+                    request_id=request_id(response)), safe=repeatable)
                 continue
             busy = retry_after(response, now) if response.status_code == 409 else None
             if busy is not None and idempotency_key:
                 # The first attempt (which timed out here) is still being answered: its answer, not a new
                 # exchange, is what the retry will get once it is done.
-                await self._wait_as_asked(call, busy, GatewayBusy(409, problem(response), retry_after=busy))
+                await self._wait_as_asked(call, busy, GatewayBusy(409, problem(response), retry_after=busy,
+                                                                   request_id=request_id(response)))
                 continue
             if response.status_code >= 400:
-                raise GatewayClientError(response.status_code, problem(response))
+                raise GatewayClientError(response.status_code, problem(response), request_id=request_id(response))
             return response
 
     # -- calls --------------------------------------------------------------------------------------
@@ -555,7 +576,8 @@ def _certificate_refused(failure: BaseException) -> bool:
 
 def _no_answer(failure: httpx.TransportError) -> GatewayUnavailable:
     error = GatewayUnavailable(0, {"title": "no answer from the gateway",
-                                   "detail": f"{type(failure).__name__}: {failure}"})
+                                   "detail": f"{type(failure).__name__}: {failure}"},
+                               request_id=sent_request_id(failure))
     error.__cause__ = failure
     return error
 
@@ -564,18 +586,19 @@ def _unless_reached(error: GatewayThrottled, reached: bool) -> GatewayClientErro
     """A 429 says nothing about an earlier attempt that may have reached the gateway: once one may have,
     the call ends as GatewayUnavailable (resume with the key), never as GatewayThrottled ("not acted on")."""
     if reached:
-        return GatewayUnavailable(429, error.problem, retry_after=error.retry_after)
+        return GatewayUnavailable(429, error.problem, retry_after=error.retry_after, request_id=error.request_id)
     return error
 
 
 def _answer(response: httpx.Response, now: float) -> dict[str, Any]:
     """The JSON object of a metadata or token answer (200), or the typed error for any other answer."""
     if response.status_code in _RETRY_STATUSES:
-        raise GatewayUnavailable(response.status_code, problem(response), retry_after=retry_after(response, now))
+        raise GatewayUnavailable(response.status_code, problem(response), retry_after=retry_after(response, now),
+                                 request_id=request_id(response))
     if response.status_code == 429:
         raise throttled(response, now)
     if response.status_code != 200:
-        raise GatewayClientError(response.status_code, problem(response))
+        raise GatewayClientError(response.status_code, problem(response), request_id=request_id(response))
     body = _decoded(response, lambda r: r.json())
     if not isinstance(body, dict):
         raise invalid(response, f"{response.request.url.path} did not answer a JSON object")

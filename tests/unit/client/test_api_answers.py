@@ -62,9 +62,10 @@ async def test_a_token_answer_that_is_no_bearer_token_with_a_lifetime_is_an_inva
     assert raised.value.status == 200
     assert "token answer" in str(raised.value)
     assert "/v1/exchanges/ex-1" not in seen.paths, "no call is made with what the answer gave"
+    said = str(raised.value).removesuffix(f" (request {raised.value.request_id})")  # a random id may hold "300"
     for value in changes.values():
         if isinstance(value, str) and value:
-            assert value not in str(raised.value), "the answer's values are not quoted"
+            assert value not in said, "the answer's values are not quoted"
 
 
 async def test_an_infinite_lifetime_is_refused() -> None:

@@ -1,0 +1,117 @@
+"""The typed partner client as a partner system runs it in production, against a real HTTP server standing in
+for the gateway (uvicorn on loopback): every error names the request it came from (``X-Request-ID``, which
+the gateway logs), also when no answer came."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from joserfc.jwk import OKPKey
+
+from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable
+from tests.servers import serve_app
+
+KEY = OKPKey.generate_key("Ed25519")
+RESULT = {"exchange_id": "ex-1", "created_at": "2026-11-25T10:00:00Z", "requester": "gemeente-amsterdam",
+          "partnership": "riec-aa", "purpose": "bibob-check", "case_reference": "C-1", "register_version": "1",
+          "policy_version": "1", "targets": [], "receipt": {"exchange_id": "ex-1"}}
+CLIENT_ID = re.compile(r"[0-9a-f]{16}-[0-9]+")  # what the client sends: the call's id, the request's number
+
+
+@dataclass
+class StandIn:
+    """A stand-in gateway that records the request ids it got. ``token_delay`` makes the token endpoint hang;
+    ``api_delay`` the API; ``answer`` is what the API answers (echoing the request id, as the gateway does,
+    unless it is a ``Response`` of its own: a proxy's)."""
+
+    token_delay: float = 0.0
+    api_delay: float = 0.0
+    answer: Response | None = None
+    token_requests: int = 0
+    request_ids: list[str] = field(default_factory=list)
+    disconnected: list[str] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/.well-known/oauth-authorization-server")
+        async def metadata(request: Request) -> dict[str, str]:
+            return {"token_endpoint": f"{request.base_url}oauth/token"}
+
+        @app.post("/oauth/token")
+        async def token() -> dict[str, object]:
+            self.token_requests += 1
+            await asyncio.sleep(self.token_delay)
+            return {"access_token": "T", "token_type": "Bearer", "expires_in": 300}
+
+        @app.get("/v1/exchanges/{exchange_id}")
+        async def exchange(request: Request) -> Response:
+            sent = request.headers.get("x-request-id", "")
+            self.request_ids.append(sent)
+            ends = time.monotonic() + self.api_delay
+            while time.monotonic() < ends:
+                if await request.is_disconnected():
+                    self.disconnected.append(sent)
+                    return Response(status_code=499)
+                await asyncio.sleep(0.02)
+            if self.answer is not None:
+                return self.answer
+            return JSONResponse({"type": "https://wgs-gateway.example/problems/not-found", "title": "Not found",
+                                 "status": 404, "detail": "no such exchange"}, status_code=404,
+                                media_type="application/problem+json", headers={"X-Request-ID": sent})
+
+        return app
+
+
+@pytest.fixture
+def stand_in() -> Iterator[tuple[StandIn, str]]:
+    double = StandIn()
+    with serve_app(double.app()) as url:
+        yield double, url
+
+
+# -- the request id on every error ----------------------------------------------------------------------------
+async def test_a_refusal_names_the_request_the_gateway_logged_it_under(stand_in: tuple[StandIn, str]) -> None:
+    double, url = stand_in
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        with pytest.raises(GatewayClientError) as raised:
+            await client.get_exchange("ex-1")
+    error = raised.value
+    assert (error.status, error.title, error.detail) == (404, "Not found", "no such exchange")
+    assert error.request_id == double.request_ids[-1]
+    assert CLIENT_ID.fullmatch(error.request_id)
+    assert error.request_id in str(error), "in the message, which is what ends up in the partner's log"
+
+
+async def test_no_answer_still_names_the_request_and_the_attempts_of_a_call_share_its_id(
+        stand_in: tuple[StandIn, str]) -> None:
+    double, url = stand_in
+    double.api_delay = 5.0
+    async with GatewayClient(url, "sys-a", KEY, timeout=0.3, retries=1, backoff=0.01) as client:
+        with pytest.raises(GatewayUnavailable) as raised:
+            await client.get_exchange("ex-1")
+    assert raised.value.status == 0
+    first, second = double.request_ids
+    assert raised.value.request_id == second, "the last attempt's id: the gateway may have logged it"
+    assert first != second
+    assert first.rsplit("-", 1)[0] == second.rsplit("-", 1)[0], "one call: one id for all its requests"
+
+
+async def test_a_proxys_html_error_is_typed_and_names_the_request_it_was_sent_with(
+        stand_in: tuple[StandIn, str]) -> None:
+    double, url = stand_in
+    double.answer = Response("<html><body>502 Bad Gateway</body></html>", status_code=502, media_type="text/html")
+    async with GatewayClient(url, "sys-a", KEY, retries=1, backoff=0.01) as client:
+        with pytest.raises(GatewayUnavailable) as raised:
+            await client.get_exchange("ex-1")
+    assert raised.value.status == 502
+    assert raised.value.title == "non-JSON error"
+    assert "html" not in str(raised.value).lower()
+    assert raised.value.request_id == double.request_ids[-1]
