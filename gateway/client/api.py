@@ -78,6 +78,7 @@ from gateway.client.errors import (
     GatewayUnavailable,
     InvalidResponse,
     UnopenablePseudonym,
+    copied,
     invalid,
     problem,
     request_id,
@@ -172,6 +173,8 @@ class GatewayClient:
                                        verify=_verification(ca_file, ssl_context))
         self._token: tuple[str, float] | None = None  # (access token, renew at)
         self._token_lock = asyncio.Lock()
+        self._token_fetches = 0  # token fetches ended (the lock's waiters compare it: see _current_token)
+        self._token_failure: Exception | None = None  # how the last one failed, None if it did not
         self._pseudonym_clients: dict[str, PseudonymClient] = {}
 
     def __repr__(self) -> str:  # never the key (nor the token): reprs end up in logs and tracebacks
@@ -206,14 +209,31 @@ class GatewayClient:
 
     async def _current_token(self, call: _Call) -> str:
         """The cached token, or one fetched under a lock so that concurrent calls share one request. Raises
-        httpx.TransportError as is (the caller retries it) and typed errors for answers."""
+        httpx.TransportError as is (the caller retries it) and typed errors for answers.
+
+        Why a failed fetch is shared too: the calls that waited for it would otherwise each fetch again, one
+        after the other under the lock — with the token endpoint hanging, the n-th waiter would wait n
+        timeouts before its own first try, and a recovering gateway would get a queue of token requests.
+        Each waiter gets the fetch's failure instead and handles it as its own (backoff with jitter, its own
+        bounds), so the next fetch is again one for all the calls that come meanwhile."""
         if self._token and float(self._clock()) < self._token[1]:
             return self._token[0]
+        fetches = self._token_fetches
         async with self._token_lock:
             now = float(self._clock())
             if self._token and now < self._token[1]:
                 return self._token[0]
-            return await self._fetch_token(call, now)
+            failure = self._token_failure
+            if self._token_fetches != fetches and failure is not None:
+                raise copied(failure) if isinstance(failure, GatewayClientError) else failure
+            self._token_failure = None
+            try:
+                return await self._fetch_token(call, now)
+            except Exception as exc:
+                self._token_failure = exc
+                raise
+            finally:  # also when cancelled: then no failure is shared, and the next waiter fetches itself
+                self._token_fetches += 1
 
     async def _fetch_token(self, call: _Call, now: float) -> str:
         """A new access token from the token endpoint (under the lock), cached until shortly before it expires."""

@@ -103,6 +103,16 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def copied(error: GatewayClientError) -> GatewayClientError:
+    """A new error of the same kind and content: for a failure shared by several calls (one token fetch they
+    all waited for), so that what one call sets on its error (``idempotency_key``) is not set on another's."""
+    copy = GatewayClientError.__new__(type(error))
+    Exception.__init__(copy, *error.args)
+    copy.__dict__.update(error.__dict__)
+    copy.__cause__ = error.__cause__
+    return copy
+
+
 def request_id(response: httpx.Response) -> str | None:
     """The id of the request ``response`` answers: the gateway's ``X-Request-ID`` (the one the client sent,
     echoed), else the one it was sent with — an answer of something in between (a proxy's 502) has none, and

@@ -1,6 +1,7 @@
 """The typed partner client as a partner system runs it in production, against a real HTTP server standing in
 for the gateway (uvicorn on loopback): every error names the request it came from (``X-Request-ID``, which
-the gateway logs), also when no answer came."""
+the gateway logs), also when no answer came; the calls waiting for a token fetch that fails share its failure
+instead of each fetching in turn."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from joserfc.jwk import OKPKey
 
 from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable
+from gateway.client.models import ExchangeRequest
 from tests.servers import serve_app
 
 KEY = OKPKey.generate_key("Ed25519")
@@ -29,9 +31,11 @@ CLIENT_ID = re.compile(r"[0-9a-f]{16}-[0-9]+")  # what the client sends: the cal
 class StandIn:
     """A stand-in gateway that records the request ids it got. ``token_delay`` makes the token endpoint hang;
     ``api_delay`` the API; ``answer`` is what the API answers (echoing the request id, as the gateway does,
-    unless it is a ``Response`` of its own: a proxy's)."""
+    unless it is a ``Response`` of its own: a proxy's); ``token_refusal`` what the token endpoint answers
+    instead of a token."""
 
     token_delay: float = 0.0
+    token_refusal: Response | None = None
     api_delay: float = 0.0
     answer: Response | None = None
     token_requests: int = 0
@@ -46,10 +50,12 @@ class StandIn:
             return {"token_endpoint": f"{request.base_url}oauth/token"}
 
         @app.post("/oauth/token")
-        async def token() -> dict[str, object]:
+        async def token() -> Response:
             self.token_requests += 1
             await asyncio.sleep(self.token_delay)
-            return {"access_token": "T", "token_type": "Bearer", "expires_in": 300}
+            if self.token_refusal is not None:
+                return self.token_refusal
+            return JSONResponse({"access_token": "T", "token_type": "Bearer", "expires_in": 300})
 
         @app.get("/v1/exchanges/{exchange_id}")
         async def exchange(request: Request) -> Response:
@@ -115,3 +121,52 @@ async def test_a_proxys_html_error_is_typed_and_names_the_request_it_was_sent_wi
     assert raised.value.title == "non-JSON error"
     assert "html" not in str(raised.value).lower()
     assert raised.value.request_id == double.request_ids[-1]
+
+
+# -- one token fetch for all waiting calls, also when it fails ---------------------------------------------
+async def test_calls_waiting_for_a_token_fetch_that_times_out_share_its_failure(
+        stand_in: tuple[StandIn, str]) -> None:
+    """Before: each waiting call fetched again in turn under the lock, so the n-th call waited n timeouts and
+    the token endpoint got n requests (8 calls, 0.3 s timeout: 8 requests, ~2.4 s)."""
+    double, url = stand_in
+    double.token_delay = 3.0
+    async with GatewayClient(url, "sys-a", KEY, timeout=0.3, retries=0) as client:
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*[client.get_exchange("ex-1") for _ in range(8)], return_exceptions=True)
+        took = time.monotonic() - started
+    assert all(isinstance(outcome, GatewayUnavailable) for outcome in outcomes)
+    assert double.token_requests == 1
+    assert took < 1.5, "no call waited for the other calls' fetches"
+    errors = [outcome for outcome in outcomes if isinstance(outcome, GatewayUnavailable)]
+    assert len({id(error) for error in errors}) == 8, "each call has an error of its own to annotate"
+
+
+async def test_after_a_shared_failure_the_next_fetch_serves_every_call(stand_in: tuple[StandIn, str]) -> None:
+    double, url = stand_in
+    double.token_delay = 3.0
+    async with GatewayClient(url, "sys-a", KEY, timeout=0.3, retries=0) as client:
+        await asyncio.gather(*[client.get_exchange("ex-1") for _ in range(4)], return_exceptions=True)
+        double.token_delay = 0.0
+        outcomes = await asyncio.gather(*[client.get_exchange("ex-1") for _ in range(4)], return_exceptions=True)
+    assert all(isinstance(outcome, GatewayClientError) and outcome.status == 404 for outcome in outcomes)
+    assert double.token_requests == 2
+
+
+async def test_a_token_refusal_is_shared_and_each_exchange_keeps_its_own_key(stand_in: tuple[StandIn, str]) -> None:
+    """The system's key was revoked: one assertion is refused, not one per waiting call; each call's error is
+    its own, carrying the Idempotency-Key that call would have used (not another call's)."""
+    double, url = stand_in
+    double.token_delay = 0.3
+    double.token_refusal = JSONResponse({"title": "invalid_client", "status": 401, "error": "invalid_client",
+                                         "detail": "client authentication failed"}, status_code=401)
+    request = ExchangeRequest.model_validate({
+        "partnership": "riec-aa", "purpose": "bibob-check", "legal_basis": "x", "case_reference": "C-1",
+        "signal": {"type": "bibob-application", "reference": "S-1"}, "subjects": [{"ref": "subj-12345678a"}],
+        "categories": ["company_registration"]})
+    keys = [f"sys-a:key-{n}" for n in range(5)]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        outcomes = await asyncio.gather(*[client.exchange(request, idempotency_key=key) for key in keys],
+                                        return_exceptions=True)
+    assert double.token_requests == 1
+    assert all(isinstance(outcome, GatewayClientError) and outcome.status == 401 for outcome in outcomes)
+    assert [outcome.idempotency_key for outcome in outcomes if isinstance(outcome, GatewayClientError)] == keys
