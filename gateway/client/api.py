@@ -150,13 +150,30 @@ class _Call:
 
 
 class GatewayClient:
+    """One partner system's connection to the gateway: its tokens, its HTTP connections and the keys of its
+    pseudonyms, shared by all calls made with it (make one per process and use it from many tasks; see the
+    module's docstring for what every call does about tokens, retries, back-pressure and errors). Close it
+    with ``async with`` or ``aclose()``: its connections stay open until then."""
+
     def __init__(self, base_url: str, system_id: str, key: OKPKey | ECKey, *, token_audience: str | None = None,
-                 timeout: float = 30.0, retries: int = 2, busy_wait: float = 120.0, backoff: float = 0.5,
-                 max_delay: float = 30.0, deadline: float | None = None,
+                 timeout: float | httpx.Timeout = 30.0, retries: int = 2, busy_wait: float = 120.0,
+                 backoff: float = 0.5, max_delay: float = 30.0, deadline: float | None = None,
                  ca_file: str | os.PathLike[str] | None = None, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  transport: httpx.AsyncBaseTransport | None = None, allow_insecure_http: bool = False) -> None:
+        """``base_url``: the gateway (``https://``; see ``allow_insecure_http``). ``system_id`` and ``key``:
+        this system's OAuth client id and the private key (Ed25519 or P-256) whose public half is registered
+        for it. ``token_audience``: the token endpoint's URL, if not to be read from the gateway's metadata.
+
+        ``timeout``: seconds for each phase of each HTTP request (connect, send, each wait for data, a free
+        connection), or an ``httpx.Timeout`` to set them apart — e.g. ``httpx.Timeout(60, connect=5)`` to
+        fail over fast when the gateway cannot be reached while an exchange that asks several holders takes
+        its time. It bounds no request as a whole (a slow answer that keeps sending is not cut off):
+        ``deadline`` (seconds, default none) bounds a whole call. ``retries``, ``backoff`` and ``max_delay``:
+        failures repeated (where safe) and the pauses between; ``busy_wait``: seconds of back-pressure (429,
+        busy 409) waited out per call. ``ca_file``/``ssl_context``: a private CA. ``clock``, ``sleep`` and
+        ``transport`` are for tests."""
         self._base = _checked_base_url(base_url, allow_insecure_http)
         self.system_id = system_id
         self._key = key
@@ -187,6 +204,8 @@ class GatewayClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the client's connections (``async with`` does this on leaving). The client cannot be used
+        after it."""
         await self._http.aclose()
 
     # -- tokens -------------------------------------------------------------------------------------
@@ -392,6 +411,8 @@ class GatewayClient:
             raise
 
     async def discovery(self, request: DiscoveryRequest) -> DiscoveryResult:
+        """Hit/no-hit per holder for ``request``'s subjects (no data). Not repeated after an attempt that may
+        have reached the gateway: a discovery is logged, and has no Idempotency-Key."""
         response = await self._send("POST", "/v1/discovery", json=request.model_dump(mode="json"))
         return _decoded(response, lambda r: DiscoveryResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
@@ -419,6 +440,7 @@ class GatewayClient:
         return FilterEnrolmentAnswer(record_type=record_type, stored=stored, removed=removed, enrolled=enrolled)
 
     async def get_exchange(self, exchange_id: str) -> ExchangeResult:
+        """The outcome of this system's exchange ``exchange_id`` again (without the records)."""
         response = await self._send("GET", f"/v1/exchanges/{_segment(exchange_id)}")
         return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 

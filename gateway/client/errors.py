@@ -52,10 +52,12 @@ class GatewayClientError(Exception):
 
     @property
     def title(self) -> str | None:
+        """The problem's short, human-readable summary of its type."""
         return _text(self.problem.get("title"))
 
     @property
     def detail(self) -> str | None:
+        """The problem's explanation of this occurrence (free of personal data: the gateway masks it)."""
         return _text(self.problem.get("detail"))
 
     @property

@@ -1,7 +1,8 @@
 """The typed partner client as a partner system runs it in production, against a real HTTP server standing in
 for the gateway (uvicorn on loopback): every error names the request it came from (``X-Request-ID``, which
 the gateway logs), also when no answer came; the calls waiting for a token fetch that fails share its failure
-instead of each fetching in turn."""
+instead of each fetching in turn; timeouts are configurable per phase; a cancelled call closes its
+connection and leaves the client usable."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -170,3 +172,42 @@ async def test_a_token_refusal_is_shared_and_each_exchange_keeps_its_own_key(sta
     assert double.token_requests == 1
     assert all(isinstance(outcome, GatewayClientError) and outcome.status == 401 for outcome in outcomes)
     assert [outcome.idempotency_key for outcome in outcomes if isinstance(outcome, GatewayClientError)] == keys
+
+
+# -- timeouts per phase; cancellation -------------------------------------------------------------------------
+async def test_connect_and_read_timeouts_are_set_apart(stand_in: tuple[StandIn, str]) -> None:
+    """A partner wants to fail over fast when the gateway cannot be reached (connect) while letting an
+    exchange that asks several holders take its time (read)."""
+    double, url = stand_in
+    double.api_delay = 0.6
+    async with GatewayClient(url, "sys-a", KEY, timeout=httpx.Timeout(0.2, connect=1.0), retries=0) as client:
+        with pytest.raises(GatewayUnavailable) as raised:
+            await client.get_exchange("ex-1")
+    assert isinstance(raised.value.__cause__, httpx.ReadTimeout)
+    async with GatewayClient(url, "sys-a", KEY, timeout=httpx.Timeout(5.0, connect=0.2), retries=0) as client:
+        with pytest.raises(GatewayClientError) as answered:
+            await client.get_exchange("ex-1")
+    assert answered.value.status == 404
+
+
+async def test_a_call_cancelled_mid_request_closes_its_connection_and_the_client_goes_on(
+        stand_in: tuple[StandIn, str]) -> None:
+    double, url = stand_in
+    double.api_delay = 5.0
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        call = asyncio.create_task(client.get_exchange("ex-1"))
+        while not double.request_ids:
+            await asyncio.sleep(0.02)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(100):
+            if double.disconnected:
+                break
+            await asyncio.sleep(0.02)
+        assert double.disconnected == double.request_ids, "the gateway sees the request abandoned"
+        double.api_delay = 0.0
+        with pytest.raises(GatewayClientError) as answered:
+            await asyncio.wait_for(client.get_exchange("ex-1"), 5)
+    assert answered.value.status == 404
+    assert double.token_requests == 1, "the token fetched before the cancel is kept"
