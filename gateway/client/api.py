@@ -54,6 +54,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import random
@@ -126,6 +127,10 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MIN_PAUSE = 0.1  # a Retry-After of 0 still pauses: every wait spends some of busy_wait, so waiting ends
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token: what an Authorization: Bearer carries
 _T = TypeVar("_T")
+# The standard library's logging, not structlog: partner systems configure their own. Lines name the route
+# (its template: no id a caller passed), the status or the transport failure's kind, the wait and the request
+# id — never a body, a problem's text or a header value.
+log = logging.getLogger("gateway.client")
 
 
 @dataclass
@@ -133,6 +138,7 @@ class _Call:
     """What one call has spent of its bounds so far."""
 
     end: float | None  # the loop time of its deadline
+    what: str = "token"  # method and route template, for log lines
     failures: int = 0  # of ``retries``
     waited: float = 0.0  # of ``busy_wait``
     refreshed: bool = False  # a 401 was answered with a new token (once only)
@@ -211,7 +217,7 @@ class GatewayClient:
     # -- tokens -------------------------------------------------------------------------------------
     async def token(self) -> str:
         """The access token: the cached one, or a new one (with the retries, back-pressure and deadline)."""
-        return await self._within_deadline(self._token_attempts)
+        return await self._within_deadline(self._token_attempts, "token")
 
     async def _token_attempts(self, call: _Call) -> str:
         while True:
@@ -286,11 +292,12 @@ class GatewayClient:
         return self._audience
 
     # -- retries ------------------------------------------------------------------------------------
-    async def _within_deadline(self, attempts: Callable[[_Call], Awaitable[_T]]) -> _T:
-        """``attempts`` of one call, abandoned (GatewayUnavailable) when the client's deadline passes."""
+    async def _within_deadline(self, attempts: Callable[[_Call], Awaitable[_T]], what: str) -> _T:
+        """``attempts`` of one call (``what``: its method and route, for log lines), abandoned
+        (GatewayUnavailable) when the client's deadline passes."""
         if self._deadline is None:
-            return await attempts(_Call(end=None))
-        call = _Call(end=asyncio.get_running_loop().time() + self._deadline)
+            return await attempts(_Call(end=None, what=what))
+        call = _Call(end=asyncio.get_running_loop().time() + self._deadline, what=what)
         try:
             async with asyncio.timeout(self._deadline):
                 return await attempts(call)
@@ -305,10 +312,20 @@ class GatewayClient:
         backoff = self._backoff * 2.0 ** (failures - 1) * random.uniform(0.5, 1.0)
         return min(max(backoff, retry_after or 0.0), self._max_delay)
 
-    async def _pause(self, call: _Call, seconds: float, error: GatewayClientError) -> None:
-        """Sleep before the next attempt; when the deadline would pass meanwhile, raise ``error`` now."""
+    async def _pause(self, call: _Call, seconds: float, error: GatewayClientError, *, failure: bool) -> None:
+        """Sleep before the next attempt; when the deadline would pass meanwhile, raise ``error`` now.
+
+        Logged (a ``failure`` as a warning, back-pressure as info): the caller sees only the call's end, and a
+        gateway that needs retries to answer is something a partner's operators should see before it fails."""
         if call.end is not None and asyncio.get_running_loop().time() + seconds > call.end:
             raise error
+        why = str(error.status) if error.status else type(error.__cause__ or error).__name__
+        if failure:
+            log.warning("gateway call %s: %s; attempt %d of %d in %.1f s (request %s)", call.what, why,
+                        call.failures + 1, self._retries + 1, seconds, error.request_id)
+        else:
+            log.info("gateway call %s: %s; asked to wait, again in %.1f s (request %s)", call.what, why, seconds,
+                     error.request_id)
         await self._sleep(seconds)
 
     async def _after_failure(self, call: _Call, failure: httpx.TransportError | GatewayClientError, *,
@@ -319,7 +336,7 @@ class GatewayClient:
         if not safe or call.failures >= self._retries or _certificate_refused(failure):
             raise error
         call.failures += 1
-        await self._pause(call, self._delay(call.failures, error.retry_after), error)
+        await self._pause(call, self._delay(call.failures, error.retry_after), error, failure=True)
 
     async def _after_throttling(self, call: _Call, refusal: GatewayThrottled) -> None:
         """A 429: back-pressure, waited out as it says (without Retry-After, a failure like any other)."""
@@ -336,14 +353,16 @@ class GatewayClient:
             raise error
         pause = min(max(seconds, _MIN_PAUSE), self._max_delay, self._busy_wait - call.waited)
         call.waited += pause
-        await self._pause(call, pause, error)
+        await self._pause(call, pause, error, failure=False)
 
     async def _send(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None,
-                    params: dict[str, str] | None = None) -> httpx.Response:
+                    params: dict[str, str] | None = None, route: str | None = None) -> httpx.Response:
+        """One call: its attempts within the deadline. ``route`` is ``path``'s template where ``path`` holds
+        a value the caller gave (an id), for log lines."""
         async def attempts(call: _Call) -> httpx.Response:
             return await self._attempts(call, method, path, json=json, idempotency_key=idempotency_key,
                                         params=params)
-        return await self._within_deadline(attempts)
+        return await self._within_deadline(attempts, f"{method} {route or path}")
 
     async def _attempts(self, call: _Call, method: str, path: str, *, json: Any, idempotency_key: str | None,
                         params: dict[str, str] | None) -> httpx.Response:
@@ -375,6 +394,8 @@ class GatewayClient:
             if response.status_code == 401 and not call.refreshed:
                 # The token was refused before anything was done with the call: one new token, one more try.
                 call.refreshed = True
+                log.info("gateway call %s: 401, the token was refused; once more with a new one (request %s)",
+                         call.what, request_id(response))
                 self._forget(token)
                 continue
             if response.status_code == 429:  # refused before anything was done with it: always safe to repeat
@@ -441,7 +462,8 @@ class GatewayClient:
 
     async def get_exchange(self, exchange_id: str) -> ExchangeResult:
         """The outcome of this system's exchange ``exchange_id`` again (without the records)."""
-        response = await self._send("GET", f"/v1/exchanges/{_segment(exchange_id)}")
+        response = await self._send("GET", f"/v1/exchanges/{_segment(exchange_id)}",
+                                    route="/v1/exchanges/{exchange_id}")
         return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
     # -- pseudonyms ---------------------------------------------------------------------------------
