@@ -3,7 +3,8 @@
 * Tokens: OAuth2 client credentials with ``private_key_jwt`` (RFC 7523): a fresh, single-use signed
   assertion per token request (``kid`` in its header only when the key has one); the access token is
   reused until shortly before it expires (``min(30 s, expires_in / 2)`` before). Concurrent calls on a
-  fresh client share one metadata and one token request. A 401 to a call (the gateway's signing keys were
+  fresh client share one metadata and one token request — and its failure, which each of them handles as
+  its own (rather than each asking again in turn under the lock). A 401 to a call (the gateway's signing keys were
   replaced, the token was revoked) drops that token and repeats the call once with a new one — once: a
   second 401 is the caller's ``GatewayClientError``. The authentication check refuses before anything of
   the call is done, so this is safe for every call.
@@ -39,7 +40,11 @@
   promises, e.g. not JSON, or a token answer whose ``token_type`` is not Bearer; ``status`` is its HTTP
   status, 0 when httpx could not read it at all), with its subclass ``UnopenablePseudonym`` (a pseudonym of
   ``own_pseudonyms``/``enrol``'s answer this partner cannot open, by its ``index``). Messages carry the
-  problem's title or detail only, never an answer's body or the values it failed on.
+  problem's title or detail only, never an answer's body or the values it failed on, and the ``request_id``:
+  every HTTP request carries an ``X-Request-ID`` (the call's id and the request's number), which the gateway
+  logs under and echoes; an error names the one of its request.
+* Logs (``gateway.client``, standard logging): a warning per repeated attempt, info per back-pressure wait
+  and per token renewal after a 401 — route template, status or failure kind, wait, request id; no content.
 * Newer gateways: answers are read leniently where the API may grow — fields this version does not know
   are ignored, and an exchange outcome it does not know is kept as an ``Outcome`` whose ``known`` is false
   (treat it as not allowed) instead of failing the whole answer.
