@@ -39,6 +39,12 @@ class GatewayClientError(Exception):
         self.request_id = request_id
         super().__init__(f"{status}: {(self.detail or self.title or 'error')[:_MESSAGE_LIMIT]}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # What Exception's own reduce does, cls(*args), fails here (the message is no status and problem),
+        # so an error that crosses a process boundary — a worker pool, a task queue — would turn into a
+        # TypeError on arrival. Rebuilt from the message and every attribute instead.
+        return _restored, (type(self), self.args, dict(self.__dict__))
+
     def __str__(self) -> str:
         # The id is read when the message is made, not at construction: the client fills it in on errors
         # made before the request was known (the call's deadline).
@@ -108,11 +114,17 @@ def _text(value: object) -> str | None:
 def copied(error: GatewayClientError) -> GatewayClientError:
     """A new error of the same kind and content: for a failure shared by several calls (one token fetch they
     all waited for), so that what one call sets on its error (``idempotency_key``) is not set on another's."""
-    copy = GatewayClientError.__new__(type(error))
-    Exception.__init__(copy, *error.args)
-    copy.__dict__.update(error.__dict__)
+    copy = _restored(type(error), error.args, dict(error.__dict__))
     copy.__cause__ = error.__cause__
     return copy
+
+
+def _restored(cls: type[GatewayClientError], args: tuple[Any, ...], state: dict[str, Any]) -> GatewayClientError:
+    """An error of ``cls`` with the message ``args`` and the attributes ``state``, without its ``__init__``."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 def request_id(response: httpx.Response) -> str | None:
