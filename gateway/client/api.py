@@ -421,6 +421,7 @@ class GatewayClient:
                 continue
             if response.status_code >= 400:
                 raise GatewayClientError(response.status_code, problem(response), request_id=request_id(response))
+            _refuse_redirect(response)
             return response
 
     # -- calls --------------------------------------------------------------------------------------
@@ -666,12 +667,23 @@ def _answer(response: httpx.Response, now: float) -> dict[str, Any]:
                                  request_id=request_id(response))
     if response.status_code == 429:
         raise throttled(response, now)
+    _refuse_redirect(response)
     if response.status_code != 200:
         raise GatewayClientError(response.status_code, problem(response), request_id=request_id(response))
     body = _decoded(response, lambda r: r.json())
     if not isinstance(body, dict):
         raise invalid(response, f"{response.request.url.path} did not answer a JSON object")
     return body
+
+
+def _refuse_redirect(response: httpx.Response) -> None:
+    """A redirect is an ``InvalidResponse`` saying so. Not followed: the API never redirects, so one comes
+    from something in front of it (an http-to-https rule, a moved host), and following it would send the
+    call (and, to the same host, the token) to an address the partner did not configure. Before, it was
+    read as the answer and failed as "Invalid JSON: EOF", which pointed nowhere near ``base_url``."""
+    if 300 <= response.status_code < 400:
+        raise invalid(response, f"{response.request.url.path}: redirected ({response.status_code}) instead of "
+                                "answered; redirects are not followed: check that base_url is the gateway's address")
 
 
 def _bearer_token(response: httpx.Response, body: dict[str, Any]) -> tuple[str, float]:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from joserfc.jwk import OKPKey
 
-from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable
+from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
 from gateway.client.models import ExchangeRequest
 from tests.servers import serve_app
 
@@ -123,6 +123,33 @@ async def test_a_proxys_html_error_is_typed_and_names_the_request_it_was_sent_wi
     assert raised.value.title == "non-JSON error"
     assert "html" not in str(raised.value).lower()
     assert raised.value.request_id == double.request_ids[-1]
+
+
+async def test_a_redirect_is_named_as_one_and_not_followed(stand_in: tuple[StandIn, str]) -> None:
+    """Something in front of the gateway redirects (http to https, a moved host). Before, the redirect was
+    read as the answer: "1 invalid field(s): : Invalid JSON: EOF while parsing"."""
+    double, url = stand_in
+    double.answer = RedirectResponse("https://elsewhere.example/v1/exchanges/ex-1", status_code=301)
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        with pytest.raises(InvalidResponse) as raised:
+            await client.get_exchange("ex-1")
+    assert raised.value.status == 301
+    assert "redirected" in str(raised.value)
+    assert "base_url" in str(raised.value)
+    assert "elsewhere" not in str(raised.value)
+    assert len(double.request_ids) == 1, "neither followed nor repeated"
+
+
+async def test_a_redirected_token_request_is_named_as_one(stand_in: tuple[StandIn, str]) -> None:
+    double, url = stand_in
+    double.token_refusal = RedirectResponse("https://elsewhere.example/oauth/token", status_code=307)
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        with pytest.raises(InvalidResponse) as raised:
+            await client.get_exchange("ex-1")
+    assert raised.value.status == 307
+    assert "redirected" in str(raised.value)
+    assert double.token_requests == 1
+    assert double.request_ids == [], "no call without a token"
 
 
 # -- one token fetch for all waiting calls, also when it fails ---------------------------------------------
