@@ -94,6 +94,32 @@ async def test_the_error_names_the_request_id_the_gateway_logged(stack: Stack) -
     assert refused.value.request_id in str(refused.value)
 
 
+class _Paths(httpx.AsyncHTTPTransport):
+    """The real transport, noting the path of every request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await super().handle_async_request(request)
+
+
+async def test_concurrent_calls_on_a_fresh_client_share_one_token_from_the_real_token_endpoint(stack: Stack) -> None:
+    """Eight tasks start at once on a new client: one metadata and one token request (one client assertion,
+    one jti), and every call is answered with that token."""
+    keys = stack.clients["gemeente-amsterdam-vth"]
+    transport = _Paths()
+    async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, transport=transport,
+                             clock=lambda: stack.clock.now().timestamp()) as client:
+        feeds = await asyncio.gather(*[client.escalation_feed() for _ in range(8)])
+    assert all(isinstance(feed, list) for feed in feeds)
+    assert transport.paths.count("/oauth/token") == 1
+    assert transport.paths.count("/.well-known/oauth-authorization-server") == 1
+    assert transport.paths.count("/v1/escalations/feed") == 8
+
+
 async def test_client_objects_to_a_narrowing_and_reruns_with_the_decision(stack: Stack) -> None:
     keys = stack.clients["gemeente-amsterdam-vth"]
     request = _request(stack, holders=["belastingdienst"], categories=["tax_debts", "income"],
