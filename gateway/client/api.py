@@ -204,6 +204,7 @@ class GatewayClient:
         self._token_fetches = 0  # token fetches ended (the lock's waiters compare it: see _current_token)
         self._token_failure: Exception | None = None  # how the last one failed, None if it did not
         self._pseudonym_clients: dict[str, PseudonymClient] = {}
+        self._pseudonym_locks: dict[str, asyncio.Lock] = {}  # one key fetch per partnership, as for tokens
 
     def __repr__(self) -> str:  # never the key (nor the token): reprs end up in logs and tracebacks
         return f"GatewayClient({self._base!r}, system_id={self.system_id!r})"
@@ -475,14 +476,21 @@ class GatewayClient:
     # -- pseudonyms ---------------------------------------------------------------------------------
     async def pseudonym_client(self, partnership: str) -> PseudonymClient:
         """Makes polymorphic pseudonyms under the gateway's key and opens this partner's own pseudonyms in
-        ``partnership`` (the recipient key is fetched once and kept in memory only)."""
-        if partnership not in self._pseudonym_clients:
-            response = await self._send("GET", "/v1/pseudonyms/key")
-            key = _decoded(response, lambda r: Point.decode(r.json()["public_key"]))
-            response = await self._send("GET", "/v1/pseudonyms/recipient-key", params={"partnership": partnership})
-            recipient = _decoded(response, lambda r: RecipientKey.decode(r.json()["recipient_key"]))
-            self._pseudonym_clients[partnership] = PseudonymClient(key, recipient_key=recipient)
-        return self._pseudonym_clients[partnership]
+        ``partnership`` (the recipient key is fetched once and kept in memory only). Calls made at the same
+        time on a fresh client (a partner enrolling in many tasks at start) share one fetch."""
+        keys = self._pseudonym_clients.get(partnership)
+        if keys is not None:
+            return keys
+        async with self._pseudonym_locks.setdefault(partnership, asyncio.Lock()):
+            keys = self._pseudonym_clients.get(partnership)
+            if keys is None:
+                response = await self._send("GET", "/v1/pseudonyms/key")
+                key = _decoded(response, lambda r: Point.decode(r.json()["public_key"]))
+                response = await self._send("GET", "/v1/pseudonyms/recipient-key",
+                                            params={"partnership": partnership})
+                recipient = _decoded(response, lambda r: RecipientKey.decode(r.json()["recipient_key"]))
+                keys = self._pseudonym_clients[partnership] = PseudonymClient(key, recipient_key=recipient)
+            return keys
 
     async def own_pseudonyms(self, partnership: str, identifiers: list[tuple[str, str]]) -> list[str]:
         """This partner's pseudonyms in ``partnership`` for (kind, number) identifiers it knows — what it puts
