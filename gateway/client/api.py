@@ -130,6 +130,7 @@ _RETRY_STATUSES = {502, 503, 504}
 # made, or none was free); after any other (e.g. ReadTimeout) it may have been received and acted on.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MIN_PAUSE = 0.1  # a Retry-After of 0 still pauses: every wait spends some of busy_wait, so waiting ends
+_HEADER_VALUE = re.compile(r"[!-~]+")  # visible ASCII: what a header value can carry as it is
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token: what an Authorization: Bearer carries
 _T = TypeVar("_T")
 # The standard library's logging, not structlog: partner systems configure their own. Lines name the route
@@ -429,6 +430,13 @@ class GatewayClient:
     async def exchange(self, request: ExchangeRequest, *, idempotency_key: str | None = None) -> ExchangeResult:
         """Ask the holders; with ``idempotency_key`` of an earlier attempt (e.g. from an error's
         ``idempotency_key``), get that attempt's answer instead of a new exchange."""
+        if idempotency_key and not _HEADER_VALUE.fullmatch(idempotency_key):
+            # Refused here: a line break or a non-ASCII character cannot be sent at all — it passed for "no
+            # answer from the gateway" after the retries, an error that tells the caller to resume with this
+            # very key — and a space or control character the gateway refuses anyway. Not quoted: the caller
+            # chose it.
+            raise ValueError("idempotency_key must be visible ASCII without spaces (the gateway's format: "
+                             "[A-Za-z0-9._:-]{8,128})")
         key = idempotency_key or f"{self.system_id}:{uuid.uuid4()}"
         try:
             response = await self._send("POST", "/v1/exchanges", json=request.model_dump(mode="json"),

@@ -238,3 +238,23 @@ async def test_a_call_cancelled_mid_request_closes_its_connection_and_the_client
             await asyncio.wait_for(client.get_exchange("ex-1"), 5)
     assert answered.value.status == 404
     assert double.token_requests == 1, "the token fetched before the cancel is kept"
+
+
+@pytest.mark.parametrize("key", ["sys-a:key\r\nX-Injected: 1", "sys-a:key with spaces", "sys-a:sleutel-\u00e9\u00e9n"])
+async def test_an_idempotency_key_that_cannot_be_a_header_is_refused_before_anything_is_sent(
+        stand_in: tuple[StandIn, str], key: str) -> None:
+    """Before: a line break was a transport error (LocalProtocolError) repeated with backoff and then raised
+    as GatewayUnavailable, "no answer" — which tells the caller to resume with this same key; a non-ASCII
+    character was a bare UnicodeEncodeError."""
+    double, url = stand_in
+    request = ExchangeRequest.model_validate({
+        "partnership": "riec-aa", "purpose": "bibob-check", "legal_basis": "x", "case_reference": "C-1",
+        "signal": {"type": "bibob-application", "reference": "S-1"}, "subjects": [{"ref": "subj-12345678a"}],
+        "categories": ["company_registration"]})
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        with pytest.raises(ValueError, match="idempotency_key") as refused:
+            await client.exchange(request, idempotency_key=key)
+        with pytest.raises(ValueError, match="idempotency_key"):
+            await client.rerun(request, "decision-1", idempotency_key=key)
+    assert key not in str(refused.value)
+    assert double.token_requests == 0, "nothing was sent"
