@@ -25,7 +25,7 @@ from gateway.startup import CHECKED_BY_SERVE, STARTUP_FAILURE, settings_fingerpr
 from tests.reliability.gateways import prepared_container
 
 SECRET = "hunter2-not-a-number"
-START_TIMEOUT = 60  # seconds: importing the app on a busy machine; a refusal comes well before
+START_TIMEOUT = 120  # seconds: importing the app on a busy machine; a refusal comes well before
 
 
 def _free_port() -> int:
