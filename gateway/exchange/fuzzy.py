@@ -35,7 +35,8 @@ from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FuzzyDiscoveryRequest, FuzzyDiscoveryResult, FuzzyTarget
 from gateway.client.models import DiscoveryRequest, Reason, Subject
 from gateway.client.models import Receipt as ReceiptView
-from gateway.enrolment.filters import FilterService, HeldRecords, encoded, schema_for
+from gateway.enrolment.filters import FilterService, encoded, schema_for
+from gateway.enrolment.held import HeldRecords
 from gateway.enrolment.service import IndexHolding
 from gateway.errors import ServiceUnavailable, Unprocessable
 from gateway.exchange.match_handles import Issued, MatchHandles, handle_digest

@@ -90,6 +90,33 @@ class KeyIndex:
         keys, rows = _present_keys(block_keys)
         return cls.of(keys, rows)
 
+    @classmethod
+    def _of_sorted(cls, keys: npt.NDArray[np.uint64], rows: IntArray) -> KeyIndex:
+        """The index of keys sorted already (``rows`` in the same order): no sort, one pass for the runs."""
+        first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else \
+            np.empty(0, dtype=np.intp)
+        count = np.diff(np.append(first, len(keys))).astype(np.intp)
+        return cls(rows, np.arange(len(keys), dtype=np.intp), keys[first], first.astype(np.intp), count)
+
+    def updated(self, moved: IntArray, block_keys: npt.NDArray[np.uint64], rows: IntArray) -> KeyIndex:
+        """This index after its dataset changed, without sorting it again (a holder's enrolled records after a
+        batch of a few: :meth:`gateway.enrolment.held.HeldRecords.updated`).
+
+        ``moved[i]``: where the row ``i`` of the old dataset is in the new one, or -1 when it is gone; the new
+        dataset's other rows are ``rows``, with the blocking keys ``block_keys`` (empty keys left out, as
+        :meth:`of_blocking_keys` leaves them out). The result joins exactly as the index of the new dataset's
+        keys built from scratch: the same (key, row) entries, sorted by key (:func:`_join` does not depend on
+        the order of the rows within a key's run)."""
+        keys = np.repeat(self.unique, self.count)
+        kept_rows = moved[self.rows[self.order]]
+        keep = kept_rows >= 0
+        keys, kept_rows = keys[keep], kept_rows[keep]
+        new_keys, at_rows = _present_keys(block_keys)
+        order = np.argsort(new_keys, kind="stable")
+        new_keys, new_rows = new_keys[order], rows[at_rows[order]]
+        at = np.searchsorted(keys, new_keys, side="right")
+        return KeyIndex._of_sorted(np.insert(keys, at, new_keys), np.insert(kept_rows, at, new_rows).astype(np.intp))
+
 
 @dataclass(frozen=True, slots=True)
 class SignatureBlocker:

@@ -64,8 +64,10 @@ def matches(subjects: EncodedDataset, held: EncodedDataset, threshold: float,
     return dict(link([subjects, held], threshold=threshold, blocker=blocker).pairs())
 
 
-def held_blocker(held: EncodedDataset) -> SignatureBlocker:
-    """The default blocker with ``held``'s blocking keys sorted once (the default itself without keys)."""
+def held_blocker(held: EncodedDataset, index: KeyIndex | None = None) -> SignatureBlocker:
+    """The default blocker with ``held``'s blocking keys sorted once (the default itself without keys); ``index``:
+    that sorted index, when the caller has it already (:meth:`KeyIndex.updated`)."""
     if held.block_keys is None:
         return DEFAULT_BLOCKER
-    return replace(DEFAULT_BLOCKER, right_index=(held.block_keys, KeyIndex.of_blocking_keys(held.block_keys)))
+    return replace(DEFAULT_BLOCKER, right_index=(
+        held.block_keys, KeyIndex.of_blocking_keys(held.block_keys) if index is None else index))
