@@ -9,9 +9,11 @@ long as the partnership's purpose needs it). Enrolment already refuses a retired
 (:func:`gateway.enrolment.service.participant_of`); this removes what it enrolled before.
 
 When: the register only changes when a gateway process starts with a new register file, so the removal runs at
-every start (:func:`gateway.enrolment.setup.remove_retired_at_start`, a few indexed look-ups when there is
-nothing to remove) and on demand with ``wgs-gateway pseudonyms remove-retired`` — for what a process still
-running on the previous register enrolled after the others had removed it, as ``rekey`` follows ``rotate``.
+every start (:func:`gateway.enrolment.setup.remove_retired_at_start`: no statement at all when the register
+retires nothing, as :func:`retirements` decides that from the register alone; two indexed look-ups per retired
+partnership when there is nothing left to remove) and on demand with ``wgs-gateway pseudonyms remove-retired`` —
+for what a process still running on the previous register enrolled after the others had removed it, as ``rekey``
+follows ``rotate``.
 
 Only what the register *says* is retired is removed: every row of a retired partnership, and the rows of a
 participant listed as retired in an active one. Rows of a partnership the register does not name, or of an
