@@ -23,9 +23,10 @@ Figures and their ratio to the targets:
   holder's records (``FilterService.held``) and the comparison (``gateway.exchange.fuzzy._matched``: blocking,
   Dice, 1-to-1) — with the per-process copy of the decoded records off (every request reads and decodes all N,
   as before the copy existed) and on (one counter read per request). Per request p50/p99, and the median of
-  each part; with the copy on, the first request (which reads and decodes, as the first after any change to
-  the holder's records does) apart. The policy decision and the audit entries of a request are not included
-  (``bench_exchange.py`` measures those).
+  each part; with the copy on, the first request (which reads and decodes everything) apart, and the first
+  request after each of a few batches of 100 added records (which reads only those, and updates the copy).
+  The policy decision and the audit entries of a request are not included (``bench_exchange.py`` measures
+  those).
 
 The machine may be shared: the load average is printed, single-core figures are also given in CPU time.
 The numba kernels are compiled (or loaded from their cache) before anything is timed; that one-off cost is
@@ -336,30 +337,46 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _enrolled(url: str, encoded: EncodedDataset, partnership: str, organisation: str) -> None:
-    """Write ``encoded`` as ``organisation``'s person records, as an enrolment batch's transaction writes them."""
-    from gateway.enrolment.filters import FilterBatch
-
+def _rows(encoded: EncodedDataset, partnership: str, organisation: str, prefix: str = "ref") -> list[dict[str, Any]]:
+    """``encoded`` as ``organisation``'s person rows, as an enrolment batch prepares them."""
     schema = shipped_schema("person")
     keys = encoded.block_keys
     now = datetime.now(UTC)
-    rows = [{"partnership": partnership, "organisation": organisation, "record_type": schema.id,
-             "local_ref": f"ref/{n:07d}", "schema_version": schema.version,
+    return [{"partnership": partnership, "organisation": organisation, "record_type": schema.id,
+             "local_ref": f"{prefix}/{n:07d}", "schema_version": schema.version,
              "clk": encoded.filters[n].astype("<u8").tobytes(),
              "blocks": b"" if keys is None else keys[n].astype("<u8").tobytes(),
              "categories": ["police_incidents"], "confidential": n % 50 == 0,
              "confidential_reason": "investigation-confidentiality" if n % 50 == 0 else None,
              "minor": n % 70 == 0, "updated_at": now} for n in range(len(encoded))]
+
+
+def _write(engine: Any, rows: list[dict[str, Any]], partnership: str, organisation: str) -> None:
+    """Write ``rows`` in batches of 20,000 as an enrolment batch's transaction writes them (without its audit
+    entry)."""
+    from gateway.enrolment.filters import FilterBatch
+
+    schema = shipped_schema("person")
+    for start in range(0, len(rows), 20_000):
+        with engine.begin() as connection:
+            FilterBatch(partnership, organisation, "bench", schema.id, schema.version, False,
+                        rows[start:start + 20_000], []).apply(connection)
+
+
+def _enrolled(url: str, encoded: EncodedDataset, partnership: str, organisation: str) -> None:
+    """Write ``encoded`` as ``organisation``'s person records, as an enrolment batch's transaction writes them."""
     from gateway.db.engine import make_engine
 
     engine = make_engine(url)
     try:
-        for start in range(0, len(rows), 20_000):
-            with engine.begin() as connection:
-                FilterBatch(partnership, organisation, "bench", schema.id, schema.version, False,
-                            rows[start:start + 20_000], []).apply(connection)
+        _write(engine, _rows(encoded, partnership, organisation), partnership, organisation)
     finally:
         engine.dispose()
+
+
+BATCH_AFTER = 100
+"""Records added by the enrolment batch before the "first request after a batch" figure."""
+BATCH_ROUNDS = 3  # the added records are taken from the subjects' encodings (400)
 
 
 def discovery(sizes: Sequence[int], requests: int, seconds: float, vocabulary: Records) -> None:
@@ -413,6 +430,20 @@ def discovery(sizes: Sequence[int], requests: int, seconds: float, vocabulary: R
                     t2 = time.perf_counter()
                     timings[mode].append((t1 - t0, t2 - t1))
                     spent[mode] += t2 - t0
+            after_batch = []  # a batch of BATCH_AFTER new records, then the cached service's next request
+            for batch in range(BATCH_ROUNDS):
+                added = slice(len(encoded_asked) - BATCH_AFTER * (batch + 1), len(encoded_asked) - BATCH_AFTER * batch)
+                _write(engine, _rows(EncodedDataset(encoded_asked.filters[added], None if encoded_asked.block_keys
+                                                    is None else encoded_asked.block_keys[added]),
+                                     partnership, holder, prefix=f"batch{batch}"), partnership, holder)
+                read_before, full_before = services["cached"].rows_read, services["cached"].full_reads
+                t0 = time.perf_counter()
+                found = services["cached"].held(partnership, schema, [holder])
+                t1 = time.perf_counter()
+                _matched(subjects, found.get(holder), permitted, schema.threshold)
+                t2 = time.perf_counter()
+                after_batch.append((t1 - t0, t2 - t1, services["cached"].rows_read - read_before,
+                                    services["cached"].full_reads - full_before))
             engine.dispose()
         miss_read, miss_compare = timings["cached"].pop(0)  # its copy is read and decoded: as after a change
         p50 = {}
@@ -428,6 +459,13 @@ def discovery(sizes: Sequence[int], requests: int, seconds: float, vocabulary: R
         _line(f"{n:,} records, copy on, first request (as after a change)",
               f"{(miss_read + miss_compare) * 1e3:,.1f} ms",
               f"read+decode {miss_read * 1e3:,.1f} ms, compare {miss_compare * 1e3:,.1f} ms (not in the p50/p99)")
+        totals = [read + compare for read, compare, _, _ in after_batch]
+        _line(f"{n:,} records, copy on, first request after a batch of {BATCH_AFTER} added records",
+              f"{statistics.median(totals) * 1e3:,.1f} ms",
+              f"median of {len(totals)} batches (max {max(totals) * 1e3:,.1f} ms); read+update "
+              f"{statistics.median(r for r, _, _, _ in after_batch) * 1e3:,.1f} ms, compare "
+              f"{statistics.median(c for _, c, _, _ in after_batch) * 1e3:,.1f} ms; rows read "
+              f"{max(rows for _, _, rows, _ in after_batch)} at most, full reads {sum(f for *_, f in after_batch)}")
         cached_mb = services["cached"].cache.bytes / 2**20
         _line(f"{n:,} records: p50 off / on", f"{p50['uncached'] / p50['cached']:,.1f}x",
               f"the copy takes {cached_mb:,.1f} MiB (estimated; {cached_mb * 2**20 / n:,.0f} bytes a record)")

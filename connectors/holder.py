@@ -81,7 +81,9 @@ class Holder:
         if self.over_share:
             records += self._unasked(query, refs)
         wired = [_wire(r, back[r.subject]) for r in records]
-        if any(asked != ref for ref, asked in back.items()):  # asked in pseudonyms: answer in pseudonyms only
+        # Asked in pseudonyms, or told to (a follow-up by match handle asks by reference, which the requester
+        # may not learn): related subjects by pseudonyms only.
+        if query.related_subjects_as_pseudonyms or any(asked != ref for ref, asked in back.items()):
             wired = self._pseudonymise_fields(query.partnership, wired)
         return HolderAnswer(status="answered", received=received, records=wired)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 
@@ -75,6 +75,22 @@ class HolderQuery(_Model):
         description="A binding escalation decision for exactly this request id, signed by the gateway "
                     "(compact JWS, typ `wgs-decision+jwt`): the holder must answer in the decided categories "
                     "instead of refusing again.")
+    related_subjects_as_pseudonyms: bool = Field(
+        default=False, description="Name every related subject inside the records (a company's director, a "
+        "person linked to a record) by your own pseudonym for it, or leave it out: never by your reference. "
+        "Sent (true) when the subjects are your references though the requester may not learn them — a "
+        "follow-up by match handle; the gateway gives the requester its own pseudonyms for them, and withholds "
+        "(and logs as over-sharing) whatever still names one of your references. Absent otherwise.")
+
+    @model_serializer(mode="wrap")
+    def _flag_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``related_subjects_as_pseudonyms`` is on the wire only when set: a holder that refuses unknown fields,
+        as this protocol asks, answers every other query as before, and one that does not know the flag refuses
+        the follow-up (fails closed) rather than ignoring it."""
+        dumped: dict[str, Any] = handler(self)
+        if not self.related_subjects_as_pseudonyms:
+            dumped.pop("related_subjects_as_pseudonyms", None)
+        return dumped
 
 
 class HolderAnswer(_Model):

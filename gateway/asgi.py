@@ -5,7 +5,8 @@ settings, the database and the register first; so the same check (:func:`gateway
 runs here, before the app is built. A refusal is the lines ``serve`` prints, on stderr, and exit status
 :data:`~gateway.startup.STARTUP_FAILURE` — not a traceback that repeats a bad setting's value (a password, a
 webhook secret), and not a worker the server keeps starting again. Under ``serve`` the check has passed
-already and runs once more per worker process: a few milliseconds, and no database file is created by it.
+already in ``serve``'s process, which says so to its workers: they read the settings (a bad one is refused
+the same way) but check the database and the register no more (:func:`gateway.startup.checked_for_workers`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from gateway.app import create_app
 from gateway.startup import STARTUP_FAILURE, start_problems
 
-_problems = start_problems()
+_problems = start_problems(trust_serve=True)
 if _problems:
     print("\n".join(_problems), file=sys.stderr, flush=True)
     raise SystemExit(STARTUP_FAILURE)

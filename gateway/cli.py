@@ -27,7 +27,14 @@ from gateway.escalations.cli import escalations_app
 from gateway.logging import configure_logging
 from gateway.register.cli import register_app
 from gateway.settings import Settings
-from gateway.startup import schema_refusal, settings_refusal, start_problems, unreachable, without_password
+from gateway.startup import (
+    checked_for_workers,
+    schema_refusal,
+    settings_refusal,
+    start_problems,
+    unreachable,
+    without_password,
+)
 
 
 class _SettingsCheckedGroup(TyperGroup):
@@ -161,8 +168,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     configure_logging(settings.log_level, settings.log_json)
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _exit_cleanly)
-    uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, factory=False,
-                log_config=None, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+    with checked_for_workers(settings, ConsoleSettings()):  # the workers need not check again (gateway.startup)
+        uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, factory=False,
+                    log_config=None, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
 
 
 @app.command("demo")

@@ -8,10 +8,19 @@ password or a webhook secret, and pydantic's own rendering repeats it), the data
 the code's migration head — a missing SQLite file is not created by looking) and the register file. Without
 the check the app refuses all the same, but in a traceback of some sixty lines, after SQLite has created an
 empty database file.
+
+``serve`` with several workers checks once, in its own process: each worker imports the entry point, which
+skips the check when that process (:data:`CHECKED_BY_SERVE`) says so, see :func:`checked_for_workers`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -104,16 +113,65 @@ def settings_refusal(exc: ValidationError | SettingsError) -> list[str] | None:
     return settings_problems(exc, SETTINGS_PREFIXES[exc.title])
 
 
-def start_problems() -> list[str]:
+def start_problems(*, trust_serve: bool = False) -> list[str]:
     """Every reason the server would not start, from the environment as it is: the settings groups' lines,
-    else the database's or the register's line; empty when it can start."""
+    else the database's or the register's line; empty when it can start. With ``trust_serve`` (the entry
+    point) the database and the register are not checked again when ``serve`` checked them for this process
+    with these settings (:func:`checked_for_workers`); the settings are always read (and refused) here."""
     try:
         settings = Settings()
-        ConsoleSettings()
+        console = ConsoleSettings()
     except (ValidationError, SettingsError) as exc:
         lines = settings_refusal(exc)
         if lines is None:
             raise
         return lines
+    if trust_serve and _checked_by_serve(settings, console):
+        return []
     refusal = start_refusal(settings)
     return [refusal] if refusal else []
+
+
+CHECKED_BY_SERVE = "WGS_START_CHECKED_BY"
+"""The environment variable ``serve`` sets, once its check passed, for the worker processes it starts:
+``<its process id>:<fingerprint of the settings it checked>`` (:func:`checked_for_workers`)."""
+
+
+def settings_fingerprint(settings: Settings, console: ConsoleSettings) -> str:
+    """A digest of every value of both settings groups: a worker reading other settings than ``serve``
+    checked (another ``.env``, another variable) does not match it. The values it is made of are in the
+    same environment or ``.env`` file already; it adds nothing to read."""
+    material = json.dumps([settings.model_dump(mode="json"), console.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha256(b"wgs-start-checked/1\0" + material.encode()).hexdigest()
+
+
+@contextmanager
+def checked_for_workers(settings: Settings, console: ConsoleSettings) -> Iterator[None]:
+    """Tell the server processes started inside (uvicorn's workers, or ``serve``'s own process with one
+    worker) that ``serve`` checked ``settings`` and ``console`` before starting them; the variable is taken
+    away again afterwards.
+
+    Why: every worker imports :mod:`gateway.asgi`, whose check opened a database connection, read the
+    migration state and parsed the register once more per worker, although ``serve`` had just done so. A
+    worker skips it only when the variable names its parent process (or itself) and the fingerprint of
+    the settings it reads: a variable left in a shell, copied to another host's environment or inherited
+    through anything but ``serve``'s workers names another process, so ``uvicorn gateway.asgi:app`` started
+    by hand still checks (and exits with :data:`STARTUP_FAILURE` on a refusal). The app's lifespan still
+    refuses a database or register gone bad between the check and a worker's start."""
+    before = os.environ.get(CHECKED_BY_SERVE)
+    os.environ[CHECKED_BY_SERVE] = f"{os.getpid()}:{settings_fingerprint(settings, console)}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CHECKED_BY_SERVE, None)
+        else:
+            os.environ[CHECKED_BY_SERVE] = before
+
+
+def _checked_by_serve(settings: Settings, console: ConsoleSettings) -> bool:
+    """Whether this process's parent (a worker) or this process itself (one worker) is the ``serve`` that
+    checked these settings."""
+    pid, _, fingerprint = os.environ.get(CHECKED_BY_SERVE, "").partition(":")
+    return (pid.isdigit() and int(pid) in (os.getpid(), os.getppid()) and fingerprint.isascii()
+            and hmac.compare_digest(fingerprint, settings_fingerprint(settings, console)))

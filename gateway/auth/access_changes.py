@@ -35,7 +35,7 @@ from audit.log import prepare
 from gateway.auditing.actions import action_event
 from gateway.auditing.setup import CheckpointKeyError, audit_signer
 from gateway.auth import repository
-from gateway.auth.clients import register_key_client, register_secret_client
+from gateway.auth.clients import new_secret, register_key_client, register_secret_client
 from gateway.clock import Clock
 from gateway.db.engine import make_session_factory, transaction
 from gateway.errors import Conflict, NotFound, ServiceUnavailable
@@ -113,13 +113,18 @@ def register_client(settings: Settings, engine: Engine, register: Register, syst
     """Register a partner system's client with a public JWKS (``jwks``) or a new client secret, or give an
     existing one new credentials, audited as ``client-rekeyed`` (see the module's docstring). Raises what
     :func:`register_key_client` / :func:`register_secret_client` raise (nothing written then), and
-    :class:`ServiceUnavailable` when a re-key cannot be audited (then nothing changed)."""
+    :class:`ServiceUnavailable` when a re-key cannot be audited (then nothing changed).
+
+    A new secret is hashed here, before any transaction: a re-key's write runs under the audit log's write
+    lock, which the slow hash would hold for every other audited write (:class:`~gateway.auth.clients.NewSecret`)."""
+    credential = None if jwks is not None else new_secret()
 
     def write(session: Session | Connection) -> tuple[repository.ClientRecord, str | None]:
         if jwks is not None:
             return register_key_client(session, register, system_id, scopes, jwks, clock,
                                        keep_disabled=keep_disabled), None
-        return register_secret_client(session, register, system_id, scopes, clock, keep_disabled=keep_disabled)
+        return register_secret_client(session, register, system_id, scopes, clock, credential,
+                                      keep_disabled=keep_disabled)
 
     with transaction(make_session_factory(engine)) as session:
         existing = repository.get_client(session, system_id)

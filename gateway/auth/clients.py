@@ -6,6 +6,7 @@ claim comes from the register, never from the caller.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from joserfc.errors import JoseError
@@ -119,15 +120,34 @@ def _verifies_assertions(key: Key) -> bool:
             and (key_ops is None or (isinstance(key_ops, list) and "verify" in key_ops)))
 
 
+@dataclass(frozen=True)
+class NewSecret:
+    """A client secret (shown once) with its argon2 hash, made before any transaction that stores it.
+
+    Why: hashing is deliberately slow (tens of milliseconds, most of a core). A re-key is written inside the
+    audit log's append transaction, which holds the log's write lock; hashing in there made every audited
+    write of every process wait for it. Made beforehand, only the stored hash goes into the transaction."""
+
+    secret: str
+    hashed: str
+
+
+def new_secret(secret: str | None = None) -> NewSecret:
+    """``secret`` (or a new random one) and its hash: call it before opening a transaction."""
+    secret = secret or generate_secret()
+    return NewSecret(secret, hash_secret(secret))
+
+
 def register_secret_client(session: Session | Connection, register: Register, system_id: str, scopes: list[str],
-                           clock: Clock, secret: str | None = None, *, keep_disabled: bool = False
+                           clock: Clock, secret: NewSecret | None = None, *, keep_disabled: bool = False
                            ) -> tuple[repository.ClientRecord, str]:
     """Register a system that authenticates with a client secret; returns the secret (shown once). A disabled
-    one only with ``keep_disabled`` (:func:`_active_after`)."""
+    one only with ``keep_disabled`` (:func:`_active_after`). ``secret`` is hashed already (:func:`new_secret`);
+    without it a new one is made here, in the caller's transaction."""
     organisation = _check(register, system_id, scopes)
     active = _active_after(session, system_id, keep_disabled)
-    secret = secret or generate_secret()
-    record = repository.ClientRecord(system_id, organisation, "client_secret", hash_secret(secret), None,
+    secret = secret or new_secret()
+    record = repository.ClientRecord(system_id, organisation, "client_secret", secret.hashed, None,
                                      sorted(scopes), active)
     _store(session, record, clock)
-    return record, secret
+    return record, secret.secret

@@ -52,7 +52,7 @@ login_failures = Table(
     Column("username_key", String(64), primary_key=True),  # HMAC of the typed username, never the name itself
     Column("attempts", JSON, nullable=False),  # start times (POSIX seconds) of the attempts in the window
     Column("last_at", DateTime(timezone=True), nullable=False, index=True),
-    # HMAC of the address that typed the username first (migration 0026): distinct usernames per address are capped
+    # HMAC of the address that typed the username first (migration 0027): distinct usernames per address are capped
     Column("source_key", String(64), nullable=True, index=True),
 )
 """The login throttle's failed attempts per username (migration 0020), shared by every gateway process."""

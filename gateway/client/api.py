@@ -3,7 +3,8 @@
 * Tokens: OAuth2 client credentials with ``private_key_jwt`` (RFC 7523): a fresh, single-use signed
   assertion per token request (``kid`` in its header only when the key has one); the access token is
   reused until shortly before it expires (``min(30 s, expires_in / 2)`` before). Concurrent calls on a
-  fresh client share one metadata and one token request. A 401 to a call (the gateway's signing keys were
+  fresh client share one metadata and one token request — and its failure, which each of them handles as
+  its own (rather than each asking again in turn under the lock). A 401 to a call (the gateway's signing keys were
   replaced, the token was revoked) drops that token and repeats the call once with a new one — once: a
   second 401 is the caller's ``GatewayClientError``. The authentication check refuses before anything of
   the call is done, so this is safe for every call.
@@ -39,7 +40,11 @@
   promises, e.g. not JSON, or a token answer whose ``token_type`` is not Bearer; ``status`` is its HTTP
   status, 0 when httpx could not read it at all), with its subclass ``UnopenablePseudonym`` (a pseudonym of
   ``own_pseudonyms``/``enrol``'s answer this partner cannot open, by its ``index``). Messages carry the
-  problem's title or detail only, never an answer's body or the values it failed on.
+  problem's title or detail only, never an answer's body or the values it failed on, and the ``request_id``:
+  every HTTP request carries an ``X-Request-ID`` (the call's id and the request's number), which the gateway
+  logs under and echoes; an error names the one of its request.
+* Logs (``gateway.client``, standard logging): a warning per repeated attempt, info per back-pressure wait
+  and per token renewal after a 401 — route template, status or failure kind, wait, request id; no content.
 * Newer gateways: answers are read leniently where the API may grow — fields this version does not know
   are ignored, and an exchange outcome it does not know is kept as an ``Outcome`` whose ``known`` is false
   (treat it as not allowed) instead of failing the whole answer.
@@ -54,15 +59,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import random
 import re
+import secrets
 import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -77,9 +84,12 @@ from gateway.client.errors import (
     GatewayUnavailable,
     InvalidResponse,
     UnopenablePseudonym,
+    copied,
     invalid,
     problem,
+    request_id,
     retry_after,
+    sent_request_id,
     throttled,
     undecodable,
     unopenable,
@@ -120,8 +130,13 @@ _RETRY_STATUSES = {502, 503, 504}
 # made, or none was free); after any other (e.g. ReadTimeout) it may have been received and acted on.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MIN_PAUSE = 0.1  # a Retry-After of 0 still pauses: every wait spends some of busy_wait, so waiting ends
+_HEADER_VALUE = re.compile(r"[!-~]+")  # visible ASCII: what a header value can carry as it is
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token: what an Authorization: Bearer carries
 _T = TypeVar("_T")
+# The standard library's logging, not structlog: partner systems configure their own. Lines name the route
+# (its template: no id a caller passed), the status or the transport failure's kind, the wait and the request
+# id — never a body, a problem's text or a header value.
+log = logging.getLogger("gateway.client")
 
 
 @dataclass
@@ -129,20 +144,48 @@ class _Call:
     """What one call has spent of its bounds so far."""
 
     end: float | None  # the loop time of its deadline
+    what: str = "token"  # method and route template, for log lines
     failures: int = 0  # of ``retries``
     waited: float = 0.0  # of ``busy_wait``
     refreshed: bool = False  # a 401 was answered with a new token (once only)
     reached: bool = False  # an attempt may have reached the API's handlers (then a 429 proves nothing)
+    ids: str = field(default_factory=lambda: secrets.token_hex(8))  # the call's part of its requests' ids
+    sent: int = 0  # HTTP requests made
+    request_id: str | None = None  # the X-Request-ID of the last of them
+
+    def next_request_id(self) -> dict[str, str]:
+        """The ``X-Request-ID`` header of the call's next HTTP request: the call's id and the request's
+        number (``3f9c…-2``), so the gateway's operators find one request, or all of a call, in their logs."""
+        self.sent += 1
+        self.request_id = f"{self.ids}-{self.sent}"
+        return {"X-Request-ID": self.request_id}
 
 
 class GatewayClient:
+    """One partner system's connection to the gateway: its tokens, its HTTP connections and the keys of its
+    pseudonyms, shared by all calls made with it (make one per process and use it from many tasks; see the
+    module's docstring for what every call does about tokens, retries, back-pressure and errors). Close it
+    with ``async with`` or ``aclose()``: its connections stay open until then."""
+
     def __init__(self, base_url: str, system_id: str, key: OKPKey | ECKey, *, token_audience: str | None = None,
-                 timeout: float = 30.0, retries: int = 2, busy_wait: float = 120.0, backoff: float = 0.5,
-                 max_delay: float = 30.0, deadline: float | None = None,
+                 timeout: float | httpx.Timeout = 30.0, retries: int = 2, busy_wait: float = 120.0,
+                 backoff: float = 0.5, max_delay: float = 30.0, deadline: float | None = None,
                  ca_file: str | os.PathLike[str] | None = None, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  transport: httpx.AsyncBaseTransport | None = None, allow_insecure_http: bool = False) -> None:
+        """``base_url``: the gateway (``https://``; see ``allow_insecure_http``). ``system_id`` and ``key``:
+        this system's OAuth client id and the private key (Ed25519 or P-256) whose public half is registered
+        for it. ``token_audience``: the token endpoint's URL, if not to be read from the gateway's metadata.
+
+        ``timeout``: seconds for each phase of each HTTP request (connect, send, each wait for data, a free
+        connection), or an ``httpx.Timeout`` to set them apart — e.g. ``httpx.Timeout(60, connect=5)`` to
+        fail over fast when the gateway cannot be reached while an exchange that asks several holders takes
+        its time. It bounds no request as a whole (a slow answer that keeps sending is not cut off):
+        ``deadline`` (seconds, default none) bounds a whole call. ``retries``, ``backoff`` and ``max_delay``:
+        failures repeated (where safe) and the pauses between; ``busy_wait``: seconds of back-pressure (429,
+        busy 409) waited out per call. ``ca_file``/``ssl_context``: a private CA. ``clock``, ``sleep`` and
+        ``transport`` are for tests."""
         self._base = _checked_base_url(base_url, allow_insecure_http)
         self.system_id = system_id
         self._key = key
@@ -159,7 +202,10 @@ class GatewayClient:
                                        verify=_verification(ca_file, ssl_context))
         self._token: tuple[str, float] | None = None  # (access token, renew at)
         self._token_lock = asyncio.Lock()
+        self._token_fetches = 0  # token fetches ended (the lock's waiters compare it: see _current_token)
+        self._token_failure: Exception | None = None  # how the last one failed, None if it did not
         self._pseudonym_clients: dict[str, PseudonymClient] = {}
+        self._pseudonym_locks: dict[str, asyncio.Lock] = {}  # one key fetch per partnership, as for tokens
 
     def __repr__(self) -> str:  # never the key (nor the token): reprs end up in logs and tracebacks
         return f"GatewayClient({self._base!r}, system_id={self.system_id!r})"
@@ -171,17 +217,19 @@ class GatewayClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the client's connections (``async with`` does this on leaving). The client cannot be used
+        after it."""
         await self._http.aclose()
 
     # -- tokens -------------------------------------------------------------------------------------
     async def token(self) -> str:
         """The access token: the cached one, or a new one (with the retries, back-pressure and deadline)."""
-        return await self._within_deadline(self._token_attempts)
+        return await self._within_deadline(self._token_attempts, "token")
 
     async def _token_attempts(self, call: _Call) -> str:
         while True:
             try:
-                return await self._current_token()
+                return await self._current_token(call)
             except httpx.TransportError as exc:
                 await self._after_failure(call, exc, safe=True)
             except GatewayThrottled as exc:
@@ -191,25 +239,46 @@ class GatewayClient:
             except httpx.HTTPError as exc:
                 raise unusable(exc) from exc
 
-    async def _current_token(self) -> str:
+    async def _current_token(self, call: _Call) -> str:
         """The cached token, or one fetched under a lock so that concurrent calls share one request. Raises
-        httpx.TransportError as is (the caller retries it) and typed errors for answers."""
+        httpx.TransportError as is (the caller retries it) and typed errors for answers.
+
+        Why a failed fetch is shared too: the calls that waited for it would otherwise each fetch again, one
+        after the other under the lock — with the token endpoint hanging, the n-th waiter would wait n
+        timeouts before its own first try, and a recovering gateway would get a queue of token requests.
+        Each waiter gets the fetch's failure instead and handles it as its own (backoff with jitter, its own
+        bounds), so the next fetch is again one for all the calls that come meanwhile."""
         if self._token and float(self._clock()) < self._token[1]:
             return self._token[0]
+        fetches = self._token_fetches
         async with self._token_lock:
             now = float(self._clock())
             if self._token and now < self._token[1]:
                 return self._token[0]
-            claims = {"iss": self.system_id, "sub": self.system_id, "aud": await self._audience_url(),
-                      "iat": int(now), "exp": int(now) + 60, "jti": str(uuid.uuid4())}
-            header = {"alg": self._alg} | ({"kid": self._key.kid} if self._key.kid else {})
-            assertion = jwt.encode(header, claims, self._key, algorithms=[self._alg])
-            response = await self._http.post("/oauth/token", data={
-                "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": assertion})
-            token, expires_in = _bearer_token(response, _answer(response, float(self._clock())))
-            self._token = (token, now + expires_in - min(30.0, expires_in / 2))
-            return token
+            failure = self._token_failure
+            if self._token_fetches != fetches and failure is not None:
+                raise copied(failure) if isinstance(failure, GatewayClientError) else failure
+            self._token_failure = None
+            try:
+                return await self._fetch_token(call, now)
+            except Exception as exc:
+                self._token_failure = exc
+                raise
+            finally:  # also when cancelled: then no failure is shared, and the next waiter fetches itself
+                self._token_fetches += 1
+
+    async def _fetch_token(self, call: _Call, now: float) -> str:
+        """A new access token from the token endpoint (under the lock), cached until shortly before it expires."""
+        claims = {"iss": self.system_id, "sub": self.system_id, "aud": await self._audience_url(call),
+                  "iat": int(now), "exp": int(now) + 60, "jti": str(uuid.uuid4())}
+        header = {"alg": self._alg} | ({"kid": self._key.kid} if self._key.kid else {})
+        assertion = jwt.encode(header, claims, self._key, algorithms=[self._alg])
+        response = await self._http.post("/oauth/token", headers=call.next_request_id(), data={
+            "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion})
+        token, expires_in = _bearer_token(response, _answer(response, float(self._clock())))
+        self._token = (token, now + expires_in - min(30.0, expires_in / 2))
+        return token
 
     def _forget(self, token: str) -> None:
         """Drop ``token`` if it is still the cached one (a concurrent call may have replaced it already: that
@@ -217,9 +286,11 @@ class GatewayClient:
         if self._token is not None and self._token[0] == token:
             self._token = None
 
-    async def _audience_url(self) -> str:
+    async def _audience_url(self, call: _Call) -> str:
+        """The token endpoint's URL, the audience of the client assertion: given, or from the gateway's
+        authorization server metadata (RFC 8414), fetched once."""
         if self._audience is None:
-            response = await self._http.get("/.well-known/oauth-authorization-server")
+            response = await self._http.get("/.well-known/oauth-authorization-server", headers=call.next_request_id())
             body = _answer(response, float(self._clock()))
             endpoint = body.get("token_endpoint")
             if not isinstance(endpoint, str):
@@ -228,17 +299,19 @@ class GatewayClient:
         return self._audience
 
     # -- retries ------------------------------------------------------------------------------------
-    async def _within_deadline(self, attempts: Callable[[_Call], Awaitable[_T]]) -> _T:
-        """``attempts`` of one call, abandoned (GatewayUnavailable) when the client's deadline passes."""
+    async def _within_deadline(self, attempts: Callable[[_Call], Awaitable[_T]], what: str) -> _T:
+        """``attempts`` of one call (``what``: its method and route, for log lines), abandoned
+        (GatewayUnavailable) when the client's deadline passes."""
         if self._deadline is None:
-            return await attempts(_Call(end=None))
-        call = _Call(end=asyncio.get_running_loop().time() + self._deadline)
+            return await attempts(_Call(end=None, what=what))
+        call = _Call(end=asyncio.get_running_loop().time() + self._deadline, what=what)
         try:
             async with asyncio.timeout(self._deadline):
                 return await attempts(call)
         except TimeoutError as exc:
             raise GatewayUnavailable(0, {"title": "no answer from the gateway",
-                                         "detail": f"the client's deadline of {self._deadline} s passed"}) from exc
+                                         "detail": f"the client's deadline of {self._deadline} s passed"},
+                                     request_id=call.request_id) from exc
 
     def _delay(self, failures: int, retry_after: float | None) -> float:
         """Before retry number ``failures`` (1, 2, ...): exponential backoff with jitter, at least
@@ -246,10 +319,20 @@ class GatewayClient:
         backoff = self._backoff * 2.0 ** (failures - 1) * random.uniform(0.5, 1.0)
         return min(max(backoff, retry_after or 0.0), self._max_delay)
 
-    async def _pause(self, call: _Call, seconds: float, error: GatewayClientError) -> None:
-        """Sleep before the next attempt; when the deadline would pass meanwhile, raise ``error`` now."""
+    async def _pause(self, call: _Call, seconds: float, error: GatewayClientError, *, failure: bool) -> None:
+        """Sleep before the next attempt; when the deadline would pass meanwhile, raise ``error`` now.
+
+        Logged (a ``failure`` as a warning, back-pressure as info): the caller sees only the call's end, and a
+        gateway that needs retries to answer is something a partner's operators should see before it fails."""
         if call.end is not None and asyncio.get_running_loop().time() + seconds > call.end:
             raise error
+        why = str(error.status) if error.status else type(error.__cause__ or error).__name__
+        if failure:
+            log.warning("gateway call %s: %s; attempt %d of %d in %.1f s (request %s)", call.what, why,
+                        call.failures + 1, self._retries + 1, seconds, error.request_id)
+        else:
+            log.info("gateway call %s: %s; asked to wait, again in %.1f s (request %s)", call.what, why, seconds,
+                     error.request_id)
         await self._sleep(seconds)
 
     async def _after_failure(self, call: _Call, failure: httpx.TransportError | GatewayClientError, *,
@@ -260,7 +343,7 @@ class GatewayClient:
         if not safe or call.failures >= self._retries or _certificate_refused(failure):
             raise error
         call.failures += 1
-        await self._pause(call, self._delay(call.failures, error.retry_after), error)
+        await self._pause(call, self._delay(call.failures, error.retry_after), error, failure=True)
 
     async def _after_throttling(self, call: _Call, refusal: GatewayThrottled) -> None:
         """A 429: back-pressure, waited out as it says (without Retry-After, a failure like any other)."""
@@ -277,14 +360,16 @@ class GatewayClient:
             raise error
         pause = min(max(seconds, _MIN_PAUSE), self._max_delay, self._busy_wait - call.waited)
         call.waited += pause
-        await self._pause(call, pause, error)
+        await self._pause(call, pause, error, failure=False)
 
     async def _send(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None,
-                    params: dict[str, str] | None = None) -> httpx.Response:
+                    params: dict[str, str] | None = None, route: str | None = None) -> httpx.Response:
+        """One call: its attempts within the deadline. ``route`` is ``path``'s template where ``path`` holds
+        a value the caller gave (an id), for log lines."""
         async def attempts(call: _Call) -> httpx.Response:
             return await self._attempts(call, method, path, json=json, idempotency_key=idempotency_key,
                                         params=params)
-        return await self._within_deadline(attempts)
+        return await self._within_deadline(attempts, f"{method} {route or path}")
 
     async def _attempts(self, call: _Call, method: str, path: str, *, json: Any, idempotency_key: str | None,
                         params: dict[str, str] | None) -> httpx.Response:
@@ -292,8 +377,8 @@ class GatewayClient:
         while True:
             sending, token = False, ""
             try:
-                token = await self._current_token()
-                headers = {"Authorization": f"Bearer {token}"}
+                token = await self._current_token(call)
+                headers = {"Authorization": f"Bearer {token}"} | call.next_request_id()
                 if idempotency_key:
                     headers["Idempotency-Key"] = idempotency_key
                 sending = True
@@ -316,6 +401,8 @@ class GatewayClient:
             if response.status_code == 401 and not call.refreshed:
                 # The token was refused before anything was done with the call: one new token, one more try.
                 call.refreshed = True
+                log.info("gateway call %s: 401, the token was refused; once more with a new one (request %s)",
+                         call.what, request_id(response))
                 self._forget(token)
                 continue
             if response.status_code == 429:  # refused before anything was done with it: always safe to repeat
@@ -324,23 +411,32 @@ class GatewayClient:
             call.reached = True
             if response.status_code in _RETRY_STATUSES:
                 await self._after_failure(call, GatewayUnavailable(
-                    response.status_code, problem(response), retry_after=retry_after(response, now)),
-                    safe=repeatable)
+                    response.status_code, problem(response), retry_after=retry_after(response, now),
+                    request_id=request_id(response)), safe=repeatable)
                 continue
             busy = retry_after(response, now) if response.status_code == 409 else None
             if busy is not None and idempotency_key:
                 # The first attempt (which timed out here) is still being answered: its answer, not a new
                 # exchange, is what the retry will get once it is done.
-                await self._wait_as_asked(call, busy, GatewayBusy(409, problem(response), retry_after=busy))
+                await self._wait_as_asked(call, busy, GatewayBusy(409, problem(response), retry_after=busy,
+                                                                   request_id=request_id(response)))
                 continue
             if response.status_code >= 400:
-                raise GatewayClientError(response.status_code, problem(response))
+                raise GatewayClientError(response.status_code, problem(response), request_id=request_id(response))
+            _refuse_redirect(response)
             return response
 
     # -- calls --------------------------------------------------------------------------------------
     async def exchange(self, request: ExchangeRequest, *, idempotency_key: str | None = None) -> ExchangeResult:
         """Ask the holders; with ``idempotency_key`` of an earlier attempt (e.g. from an error's
         ``idempotency_key``), get that attempt's answer instead of a new exchange."""
+        if idempotency_key and not _HEADER_VALUE.fullmatch(idempotency_key):
+            # Refused here: a line break or a non-ASCII character cannot be sent at all — it passed for "no
+            # answer from the gateway" after the retries, an error that tells the caller to resume with this
+            # very key — and a space or control character the gateway refuses anyway. Not quoted: the caller
+            # chose it.
+            raise ValueError("idempotency_key must be visible ASCII without spaces (the gateway's format: "
+                             "[A-Za-z0-9._:-]{8,128})")
         key = idempotency_key or f"{self.system_id}:{uuid.uuid4()}"
         try:
             response = await self._send("POST", "/v1/exchanges", json=request.model_dump(mode="json"),
@@ -351,6 +447,8 @@ class GatewayClient:
             raise
 
     async def discovery(self, request: DiscoveryRequest) -> DiscoveryResult:
+        """Hit/no-hit per holder for ``request``'s subjects (no data). Not repeated after an attempt that may
+        have reached the gateway: a discovery is logged, and has no Idempotency-Key."""
         response = await self._send("POST", "/v1/discovery", json=request.model_dump(mode="json"))
         return _decoded(response, lambda r: DiscoveryResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
@@ -378,20 +476,29 @@ class GatewayClient:
         return FilterEnrolmentAnswer(record_type=record_type, stored=stored, removed=removed, enrolled=enrolled)
 
     async def get_exchange(self, exchange_id: str) -> ExchangeResult:
-        response = await self._send("GET", f"/v1/exchanges/{_segment(exchange_id)}")
+        """The outcome of this system's exchange ``exchange_id`` again (without the records)."""
+        response = await self._send("GET", f"/v1/exchanges/{_segment(exchange_id)}",
+                                    route="/v1/exchanges/{exchange_id}")
         return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
     # -- pseudonyms ---------------------------------------------------------------------------------
     async def pseudonym_client(self, partnership: str) -> PseudonymClient:
         """Makes polymorphic pseudonyms under the gateway's key and opens this partner's own pseudonyms in
-        ``partnership`` (the recipient key is fetched once and kept in memory only)."""
-        if partnership not in self._pseudonym_clients:
-            response = await self._send("GET", "/v1/pseudonyms/key")
-            key = _decoded(response, lambda r: Point.decode(r.json()["public_key"]))
-            response = await self._send("GET", "/v1/pseudonyms/recipient-key", params={"partnership": partnership})
-            recipient = _decoded(response, lambda r: RecipientKey.decode(r.json()["recipient_key"]))
-            self._pseudonym_clients[partnership] = PseudonymClient(key, recipient_key=recipient)
-        return self._pseudonym_clients[partnership]
+        ``partnership`` (the recipient key is fetched once and kept in memory only). Calls made at the same
+        time on a fresh client (a partner enrolling in many tasks at start) share one fetch."""
+        keys = self._pseudonym_clients.get(partnership)
+        if keys is not None:
+            return keys
+        async with self._pseudonym_locks.setdefault(partnership, asyncio.Lock()):
+            keys = self._pseudonym_clients.get(partnership)
+            if keys is None:
+                response = await self._send("GET", "/v1/pseudonyms/key")
+                key = _decoded(response, lambda r: Point.decode(r.json()["public_key"]))
+                response = await self._send("GET", "/v1/pseudonyms/recipient-key",
+                                            params={"partnership": partnership})
+                recipient = _decoded(response, lambda r: RecipientKey.decode(r.json()["recipient_key"]))
+                keys = self._pseudonym_clients[partnership] = PseudonymClient(key, recipient_key=recipient)
+            return keys
 
     async def own_pseudonyms(self, partnership: str, identifiers: list[tuple[str, str]]) -> list[str]:
         """This partner's pseudonyms in ``partnership`` for (kind, number) identifiers it knows — what it puts
@@ -555,7 +662,8 @@ def _certificate_refused(failure: BaseException) -> bool:
 
 def _no_answer(failure: httpx.TransportError) -> GatewayUnavailable:
     error = GatewayUnavailable(0, {"title": "no answer from the gateway",
-                                   "detail": f"{type(failure).__name__}: {failure}"})
+                                   "detail": f"{type(failure).__name__}: {failure}"},
+                               request_id=sent_request_id(failure))
     error.__cause__ = failure
     return error
 
@@ -564,22 +672,34 @@ def _unless_reached(error: GatewayThrottled, reached: bool) -> GatewayClientErro
     """A 429 says nothing about an earlier attempt that may have reached the gateway: once one may have,
     the call ends as GatewayUnavailable (resume with the key), never as GatewayThrottled ("not acted on")."""
     if reached:
-        return GatewayUnavailable(429, error.problem, retry_after=error.retry_after)
+        return GatewayUnavailable(429, error.problem, retry_after=error.retry_after, request_id=error.request_id)
     return error
 
 
 def _answer(response: httpx.Response, now: float) -> dict[str, Any]:
     """The JSON object of a metadata or token answer (200), or the typed error for any other answer."""
     if response.status_code in _RETRY_STATUSES:
-        raise GatewayUnavailable(response.status_code, problem(response), retry_after=retry_after(response, now))
+        raise GatewayUnavailable(response.status_code, problem(response), retry_after=retry_after(response, now),
+                                 request_id=request_id(response))
     if response.status_code == 429:
         raise throttled(response, now)
+    _refuse_redirect(response)
     if response.status_code != 200:
-        raise GatewayClientError(response.status_code, problem(response))
+        raise GatewayClientError(response.status_code, problem(response), request_id=request_id(response))
     body = _decoded(response, lambda r: r.json())
     if not isinstance(body, dict):
         raise invalid(response, f"{response.request.url.path} did not answer a JSON object")
     return body
+
+
+def _refuse_redirect(response: httpx.Response) -> None:
+    """A redirect is an ``InvalidResponse`` saying so. Not followed: the API never redirects, so one comes
+    from something in front of it (an http-to-https rule, a moved host), and following it would send the
+    call (and, to the same host, the token) to an address the partner did not configure. Before, it was
+    read as the answer and failed as "Invalid JSON: EOF", which pointed nowhere near ``base_url``."""
+    if 300 <= response.status_code < 400:
+        raise invalid(response, f"{response.request.url.path}: redirected ({response.status_code}) instead of "
+                                "answered; redirects are not followed: check that base_url is the gateway's address")
 
 
 def _bearer_token(response: httpx.Response, body: dict[str, Any]) -> tuple[str, float]:

@@ -9,6 +9,7 @@ validation error's input values, since messages end up in partner systems' logs.
 from __future__ import annotations
 
 import json
+import re
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 from pydantic import ValidationError
 
 _MESSAGE_LIMIT = 300
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # what the gateway accepts and echoes as X-Request-ID
 
 
 class GatewayClientError(Exception):
@@ -23,15 +25,31 @@ class GatewayClientError(Exception):
     ``detail`` are its members, None where absent). ``status`` is the HTTP status, or 0 when no answer came
     (see ``GatewayUnavailable``). ``idempotency_key`` is set on errors of ``exchange()``/``rerun()``: pass
     it back to resume that exchange. ``retry_after`` is the answer's ``Retry-After`` in seconds, where it
-    had one."""
+    had one. ``request_id`` is the ``X-Request-ID`` of the HTTP request the error came from (the gateway
+    echoes the one the client sends, and writes it on every log line of that request): quote it to the
+    gateway's operators to find the request in their logs; it is in the message too. It is set also when no
+    answer came (the id the request was sent with), and is None only for an error no request was sent for."""
 
     def __init__(self, status: int, problem: dict[str, Any], *, idempotency_key: str | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, request_id: str | None = None) -> None:
         self.status = status
         self.problem = problem
         self.idempotency_key = idempotency_key
         self.retry_after = retry_after
+        self.request_id = request_id
         super().__init__(f"{status}: {(self.detail or self.title or 'error')[:_MESSAGE_LIMIT]}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # What Exception's own reduce does, cls(*args), fails here (the message is no status and problem),
+        # so an error that crosses a process boundary — a worker pool, a task queue — would turn into a
+        # TypeError on arrival. Rebuilt from the message and every attribute instead.
+        return _restored, (type(self), self.args, dict(self.__dict__))
+
+    def __str__(self) -> str:
+        # The id is read when the message is made, not at construction: the client fills it in on errors
+        # made before the request was known (the call's deadline).
+        said = super().__str__()
+        return f"{said} (request {self.request_id})" if self.request_id else said
 
     @property
     def type(self) -> str | None:
@@ -40,11 +58,18 @@ class GatewayClientError(Exception):
 
     @property
     def title(self) -> str | None:
+        """The problem's short, human-readable summary of its type."""
         return _text(self.problem.get("title"))
 
     @property
     def detail(self) -> str | None:
+        """The problem's explanation of this occurrence (free of personal data: the gateway masks it)."""
         return _text(self.problem.get("detail"))
+
+    @property
+    def instance(self) -> str | None:
+        """The problem's ``instance`` (the path the gateway answered for), where it has one."""
+        return _text(self.problem.get("instance"))
 
 
 class GatewayUnavailable(GatewayClientError):
@@ -77,13 +102,49 @@ class UnopenablePseudonym(InvalidResponse):
     the pseudonym itself is never in the error. The pseudonym layer's own error is the ``__cause__``
     (:class:`~gateway.pseudonyms.errors.WrongKey` or ``InvalidPseudonym``, whose messages hold no values)."""
 
-    def __init__(self, status: int, problem: dict[str, Any], *, index: int) -> None:
-        super().__init__(status, problem)
+    def __init__(self, status: int, problem: dict[str, Any], *, index: int, request_id: str | None = None) -> None:
+        super().__init__(status, problem, request_id=request_id)
         self.index = index
 
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def copied(error: GatewayClientError) -> GatewayClientError:
+    """A new error of the same kind and content: for a failure shared by several calls (one token fetch they
+    all waited for), so that what one call sets on its error (``idempotency_key``) is not set on another's."""
+    copy = _restored(type(error), error.args, dict(error.__dict__))
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+def _restored(cls: type[GatewayClientError], args: tuple[Any, ...], state: dict[str, Any]) -> GatewayClientError:
+    """An error of ``cls`` with the message ``args`` and the attributes ``state``, without its ``__init__``."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
+def request_id(response: httpx.Response) -> str | None:
+    """The id of the request ``response`` answers: the gateway's ``X-Request-ID`` (the one the client sent,
+    echoed), else the one it was sent with — an answer of something in between (a proxy's 502) has none, and
+    a value not shaped like an id is not taken into messages."""
+    answered: str = response.headers.get("x-request-id", "")
+    if _REQUEST_ID.fullmatch(answered):
+        return answered
+    sent: str | None = response.request.headers.get("x-request-id")
+    return sent
+
+
+def sent_request_id(failure: httpx.HTTPError) -> str | None:
+    """The ``X-Request-ID`` a request that got no (usable) answer was sent with."""
+    try:
+        sent: str | None = failure.request.headers.get("x-request-id")
+    except RuntimeError:  # httpx raises this when the exception carries no request
+        return None
+    return sent
 
 
 def retry_after(response: httpx.Response, now: float) -> float | None:
@@ -116,23 +177,26 @@ def problem(response: httpx.Response) -> dict[str, Any]:
 
 
 def throttled(response: httpx.Response, now: float) -> GatewayThrottled:
-    return GatewayThrottled(429, problem(response), retry_after=retry_after(response, now))
+    return GatewayThrottled(429, problem(response), retry_after=retry_after(response, now),
+                            request_id=request_id(response))
 
 
 def invalid(response: httpx.Response, detail: str) -> InvalidResponse:
     return InvalidResponse(response.status_code, {"title": "invalid answer from the gateway", "detail": detail,
-                                                  "status": response.status_code})
+                                                  "status": response.status_code}, request_id=request_id(response))
 
 
 def unopenable(response: httpx.Response, index: int, wrong_key: bool) -> UnopenablePseudonym:
     why = "was not made for this partner's recipient key" if wrong_key else "is malformed"
     detail = f"{response.request.url.path}: pseudonym {index} of the answer {why}"
     return UnopenablePseudonym(response.status_code, {"title": "invalid answer from the gateway", "detail": detail,
-                                                      "status": response.status_code}, index=index)
+                                                      "status": response.status_code}, index=index,
+                               request_id=request_id(response))
 
 
 def unusable(exc: httpx.HTTPError) -> InvalidResponse:
-    return InvalidResponse(0, {"title": "invalid answer from the gateway", "detail": f"{type(exc).__name__}: {exc}"})
+    return InvalidResponse(0, {"title": "invalid answer from the gateway", "detail": f"{type(exc).__name__}: {exc}"},
+                           request_id=sent_request_id(exc))
 
 
 def undecodable(response: httpx.Response, exc: Exception) -> InvalidResponse:

@@ -48,7 +48,11 @@ _CLK = r"^[A-Za-z0-9_-]{8,1400}$"  # unpadded base64url; its exact length is the
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request model: unknown fields refused, and a refusal's message never quotes the value it refused —
+    partner systems build these from their own data and log the errors (a BSN where a pseudonym belongs is
+    refused precisely so that it reaches no log; pydantic's message would repeat it, ``input_value=...``)."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class _Encoded(_Strict):

@@ -10,6 +10,7 @@ Modules, one job each:
 
 =================  ==========================================================================
 ``settings``       ``ConsoleSettings`` (env prefix ``WGS_CONSOLE_``): idle timeout, cookie flags
+``cookies``        the cookies' names, path and flags: ``__Host-`` cookies when Secure (cookie tossing)
 ``sessions``       signed session cookie, CSRF tokens, idle and absolute expiry, signing out
 ``signouts``       the signed-out session ids, in the database (``tables``), for every process
 ``i18n``           the Dutch/English message catalogue and language choice

@@ -448,12 +448,15 @@ def _from_accept_language(header: str) -> str | None:
     return min(weighted)[2] if weighted else None
 
 
-def choose_language(request: Request, default: str) -> tuple[str, bool]:
-    """The request's language, and whether it was chosen explicitly (then remember it in a cookie)."""
+def choose_language(request: Request, default: str, remembered: str | None) -> tuple[str, bool]:
+    """The request's language, and whether it was chosen explicitly (then remember it in a cookie).
+
+    ``remembered`` is the value of the :data:`LANGUAGE_COOKIE` under the name the console reads for this
+    request (``__Host-`` prefixed when Secure: :class:`gateway.console.cookies.ConsoleCookies`); only a known
+    language counts, anything else is ignored."""
     asked = request.query_params.get("lang")
     if asked in LANGUAGES:
         return asked, True
-    remembered = request.cookies.get(LANGUAGE_COOKIE)
     if remembered in LANGUAGES:
         return remembered, False
     return _from_accept_language(request.headers.get("accept-language", "")) or default, False

@@ -49,6 +49,11 @@ SECURITY_HEADERS = {
 """What every answer under ``/console`` carries (a route may set its own ``Cache-Control``: the static files).
 Set by :class:`ConsoleRoute` and, for answers no console route gave (an unknown path, a wrong method, a
 refusal of a middleware), by :mod:`gateway.console.boundary`."""
+LANGUAGE_MAX_AGE = 365 * 86400
+"""How long the language chosen with ``?lang=`` is remembered. Its cookie is a ``__Host-`` cookie when Secure
+(:mod:`gateway.console.cookies`), like the session's: it only picks Dutch or English and decides no access,
+but which language the console speaks to an officer is the console's to remember, not a sibling subdomain's
+to choose."""
 _OWN_PAGES = frozenset({"same-origin", "none"})  # Sec-Fetch-Site: the console's own page, or typed by the person
 PRIVACY_OFFICERS = frozenset({Role.PRIVACY_OFFICER.value, Role.COORDINATING_PRIVACY_OFFICER.value})
 EVERYONE = frozenset(role.value for role in Role)
@@ -147,8 +152,8 @@ class Page:
         elif self.session is not None:
             self.sessions.write(response, self.request, self.session)
         if self.remember_language:
-            response.set_cookie(LANGUAGE_COOKIE, self.language, max_age=365 * 86400, httponly=True,
-                                samesite="strict", secure=self.sessions.secure_cookie(self.request), path="/console")
+            self.sessions.cookies(self.request).set(response, LANGUAGE_COOKIE, self.language,
+                                                    max_age=LANGUAGE_MAX_AGE)
         return response
 
     def now(self) -> float:
@@ -264,12 +269,19 @@ def error_page(request: Request, status: int, detail: str = "") -> Response:
     if page is None:
         container = container_of(request)
         sessions = console_sessions(container)
-        language, _ = choose_language(request, sessions.settings.default_language)
+        language, _ = language_of(request, sessions)
         page = Page(request, container, sessions, language, False)
     summary = {403: "error_403", 404: "error_404", 405: "error_405", 413: "error_413", 422: "error_422",
                429: "error_429"}.get(status, "error_other")
     return secure(page.render("error.html", status=status, summary=page.t(summary),
                               detail=detail if status in {403, 422} else ""))
+
+
+def language_of(request: Request, sessions: Sessions) -> tuple[str, bool]:
+    """The request's language (:func:`choose_language`), remembered only under the cookie name the console
+    reads for this request: a plain-named cookie tossed in by a sibling subdomain chooses nothing."""
+    return choose_language(request, sessions.settings.default_language,
+                           sessions.cookies(request).read(request, LANGUAGE_COOKIE))
 
 
 # -- dependencies ----------------------------------------------------------------------------------------
@@ -278,7 +290,7 @@ def error_page(request: Request, status: int, detail: str = "") -> Response:
 async def current_page(request: Request, container: Container = Depends(get_container)) -> Page:
     """The request's page context; loads the account when the session is signed in and still valid."""
     sessions = console_sessions(container)
-    language, remember = choose_language(request, sessions.settings.default_language)
+    language, remember = language_of(request, sessions)
     page = Page(request, container, sessions, language, remember)
     request.state.console_page = page
     data = sessions.read(request)

@@ -3,13 +3,15 @@
 The cookie holds no roles and no organisation, only who signed in and when: every request loads the account
 again, so a disabled account or a changed role takes effect at once. It is signed (itsdangerous, HMAC-SHA-1
 over a key derived from the console secret) and sent ``HttpOnly`` and ``SameSite=Strict``; ``Secure`` follows
-:attr:`ConsoleSettings.cookie_secure`. Times come from the container's clock, so expiry is tested without
-sleeping.
+:attr:`ConsoleSettings.cookie_secure`, and a Secure cookie is a ``__Host-`` cookie, the only name then read
+(:mod:`gateway.console.cookies`: a sibling subdomain cannot toss one in). Times come from the container's
+clock, so expiry is tested without sleeping.
 
 Security checklist, in the order :meth:`Sessions.read` applies it:
 
-1. a cookie whose signature does not verify is ignored (as if there were none); the sign-in form's session
-   (its CSRF token) is a cookie of its own, so showing the form never replaces a signed-in session;
+1. a cookie whose signature does not verify is ignored (as if there were none), and so is a Secure cookie
+   without the ``__Host-`` prefix; the sign-in form's session (its CSRF token) is a cookie of its own, so
+   showing the form never replaces a signed-in session;
 2. a session idle for longer than ``idle_timeout_seconds`` or older than ``max_session_seconds`` is refused;
 3. a session that was signed out is refused until its absolute expiry, in every gateway process and after a
    restart: the signed-out session ids are in the database (:mod:`gateway.console.signouts`), checked by
@@ -40,17 +42,18 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.console.cookies import ConsoleCookies, is_secure
 from gateway.console.settings import ConsoleSettings
 from gateway.console.signouts import record_sign_out
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.keyfiles import read_or_create
 from gateway.periodic import PeriodicJob
-from gateway.urls import is_loopback_host
 
 log = structlog.get_logger("gateway.console.sessions")
 
 COOKIE = "wgs_console"
+"""The signed-in session's cookie (``__Host-wgs_console`` when Secure: :mod:`gateway.console.cookies`)."""
 LOGIN_COOKIE = "wgs_console_login"
 """The sign-in form's cookie (its CSRF token). Apart from the session's: a browser does not send a
 ``SameSite=Strict`` cookie with a request from another site (a link in an e-mail, a forged form), and the
@@ -140,12 +143,12 @@ class Sessions:
 
     def read(self, request: Request) -> SessionData | None:
         """The signed-in session of the request's cookie, if any (its state is :meth:`state`'s to judge)."""
-        data = self._load(request.cookies.get(COOKIE))
+        data = self._load(self.cookies(request).read(request, COOKIE))
         return data if data is not None and data.username is not None else None
 
     def read_login(self, request: Request) -> SessionData | None:
         """The sign-in form's session (its CSRF token), kept in a cookie of its own."""
-        data = self._load(request.cookies.get(LOGIN_COOKIE))
+        data = self._load(self.cookies(request).read(request, LOGIN_COOKIE))
         return data if data is not None and data.username is None else None
 
     def _load(self, raw: str | None) -> SessionData | None:
@@ -231,29 +234,23 @@ class Sessions:
 
     # -- cookies -------------------------------------------------------------------------------
 
-    def secure_cookie(self, request: Request) -> bool:
-        if self.settings.cookie_secure is not None:
-            return self.settings.cookie_secure
-        if request.url.scheme == "https":
-            return True
-        return not is_loopback_host(request.url.hostname or "")
+    def cookies(self, request: Request) -> ConsoleCookies:
+        """The console's cookies for ``request``: ``__Host-`` named at ``Path=/`` when Secure, else plain names
+        at ``Path=/console`` (:mod:`gateway.console.cookies`)."""
+        return ConsoleCookies(is_secure(request, self.settings.cookie_secure))
 
     def write(self, response: Response, request: Request, data: SessionData) -> None:
         """A signed-in session goes into :data:`COOKIE` (and the sign-in form's cookie is dropped), the sign-in
         form's into :data:`LOGIN_COOKIE`: answering a request that came without the session cookie never
         overwrites it."""
-        name = COOKIE if data.username is not None else LOGIN_COOKIE
-        response.set_cookie(name, self.serializer.dumps(data.as_payload()), httponly=True, samesite="strict",
-                            secure=self.secure_cookie(request), path="/console")
-        if data.username is not None and LOGIN_COOKIE in request.cookies:
-            self._delete(response, request, LOGIN_COOKIE)
+        cookies = self.cookies(request)
+        cookies.set(response, COOKIE if data.username is not None else LOGIN_COOKIE,
+                    self.serializer.dumps(data.as_payload()))
+        if data.username is not None and cookies.has(request, LOGIN_COOKIE):
+            cookies.delete(response, LOGIN_COOKIE)
 
     def clear(self, response: Response, request: Request) -> None:
-        self._delete(response, request, COOKIE)
-
-    def _delete(self, response: Response, request: Request, name: str) -> None:
-        response.delete_cookie(name, path="/console", httponly=True, samesite="strict",
-                               secure=self.secure_cookie(request))
+        self.cookies(request).delete(response, COOKIE)
 
 
 _install_lock = threading.Lock()

@@ -15,12 +15,8 @@ reference that is an identifier would make the index hold personal data in the c
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -31,7 +27,7 @@ from audit import AsyncAuditWriter
 from audit.guard import find_personal_data
 from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer
-from gateway.clock import Clock, as_utc
+from gateway.clock import Clock
 from gateway.db.engine import transaction
 from gateway.enrolment.audited import (
     EntryTrace,
@@ -41,57 +37,24 @@ from gateway.enrolment.audited import (
     held_among,
     write_logged,
 )
-from gateway.enrolment.filter_cache import DEFAULT_CACHE_BYTES, GenerationCache, bump, current
+from gateway.enrolment.filter_cache import (
+    DEFAULT_CACHE_BYTES,
+    GenerationCache,
+    bump,
+    current,
+    held_count,
+    removed_since,
+    withdrawn,
+)
+from gateway.enrolment.held import DIGESTED, HeldRecords, decoded, row_digest, size_of
 from gateway.enrolment.service import CONFIDENTIAL, participant_of
 from gateway.enrolment.tables import match_filters
 from gateway.errors import Unprocessable
-from gateway.matching.blocking import SignatureBlocker
 from gateway.matching.encoding import EncodedDataset, filters_from_b64
 from gateway.matching.errors import EncodingError, SchemaError
-from gateway.matching.lookup import MAX_DENSITY, held_blocker, implausible
+from gateway.matching.lookup import MAX_DENSITY, implausible
 from gateway.matching.schema import Schema, shipped_schema
 from gateway.register.model import Register
-
-
-@dataclass(frozen=True)
-class HeldRecords:
-    """One participant's enrolled records of a record type, as a fuzzy discovery compares them (in the
-    gateway only): the filters (with blocking keys when every record has them) and, per record, what the
-    participant said of it, its reference (never shown to another participant) and the digest of its row as
-    read (:func:`row_digest`: a match handle resolves only while the row is still the same)."""
-
-    dataset: EncodedDataset
-    categories: list[frozenset[str]]
-    confidential_reason: list[str | None]
-    minor: list[bool]
-    refs: list[str] = field(default_factory=list)
-    digests: list[str] = field(default_factory=list)
-
-    def permitted(self, categories: set[str]) -> HeldRecords:
-        """Only the records of which some category may be asked about: the others cannot make a hit, and
-        must not take a subject's one-to-one match from a record that can. All of them (the usual case): these
-        records themselves, not a copy — a kept set (``filter_cache``) is then compared without copying it."""
-        if all(held & categories for held in set(self.categories)):  # the distinct category sets only
-            return self
-        return self.subset([i for i, held in enumerate(self.categories) if held & categories])
-
-    @cached_property
-    def blocker(self) -> SignatureBlocker:
-        """The blocker for these records, their blocking keys sorted once (:func:`~gateway.matching.lookup.
-        held_blocker`): a kept set (``filter_cache``) is not sorted again on every request."""
-        return held_blocker(self.dataset)
-
-    def with_grounds(self) -> list[int]:
-        """The positions of the records on which the holder would refuse (kept confidential, or a minor)."""
-        return [i for i, reason in enumerate(self.confidential_reason) if reason is not None or self.minor[i]]
-
-    def subset(self, keep: list[int]) -> HeldRecords:
-        """The records at the positions ``keep``, in that order."""
-        keys = self.dataset.block_keys
-        return HeldRecords(EncodedDataset(self.dataset.filters[keep], None if keys is None else keys[keep]),
-                           [self.categories[i] for i in keep], [self.confidential_reason[i] for i in keep],
-                           [self.minor[i] for i in keep], [self.refs[i] for i in keep],
-                           [self.digests[i] for i in keep])
 
 
 def schema_for(record_type: str, version: int) -> Schema:
@@ -137,7 +100,7 @@ def _no_personal_data(refs: list[str]) -> None:
 
 
 _REPLACED = ("schema_version", "clk", "blocks", "categories", "confidential", "confidential_reason", "minor",
-             "updated_at")
+             "updated_at", "generation")
 
 
 @dataclass(frozen=True)
@@ -184,15 +147,19 @@ class FilterBatch:
     def apply(self, connection: Connection) -> IndexCounts:
         """Replace or withdraw, then add or update (:func:`~gateway.enrolment.audited.add_or_update`) — counting
         what each statement did. The participant's generation is bumped first (:func:`~gateway.enrolment.
-        filter_cache.bump`): every process's decoded copy of these records is stale once this commits."""
-        bump(connection, self.partnership, self.organisation, self.record_type)
+        filter_cache.bump`): every process's decoded copy of these records is stale once this commits, and is
+        brought up to date from what this transaction stamps with the new generation — the rows it writes and
+        the references it withdraws (a replace removes everything: no copy is updated across it)."""
+        generation = bump(connection, self.partnership, self.organisation, self.record_type, forget=self.replace)
         removed = connection.execute(delete(match_filters).where(*self._mine())).rowcount if self.replace else 0
         removed += delete_among(connection, match_filters, match_filters.c.local_ref, self._mine(), self.withdrawn)
+        if not self.replace:
+            withdrawn(connection, self.partnership, self.organisation, self.record_type, self.withdrawn, generation)
         added, updated = add_or_update(
             connection, match_filters, match_filters.c.local_ref,
             [match_filters.c.partnership, match_filters.c.organisation, match_filters.c.record_type,
-             match_filters.c.local_ref], self._mine(), self.rows, _REPLACED,
-            "a record was withdrawn by another batch meanwhile")
+             match_filters.c.local_ref], self._mine(), [row | {"generation": generation} for row in self.rows],
+            _REPLACED, "a record was withdrawn by another batch meanwhile")
         self.enrolled[:] = [connection.execute(
             select(func.count()).select_from(match_filters).where(*self._mine())).scalar_one()]
         return IndexCounts(added=added, updated=updated, removed=removed)
@@ -208,6 +175,9 @@ class FilterService:
         # Decoded records per (partnership, organisation, record type, schema version), valid for one generation
         # (:mod:`gateway.enrolment.filter_cache`); None for a participant that holds none.
         self.cache: GenerationCache[HeldRecords | None] = GenerationCache(cache_bytes)
+        # What reading the index cost (a running count, for tests and the benchmark): rows of ``match_filters``
+        # read and decoded, kept copies brought up to date from their changes, and full reads of a holder's set.
+        self.rows_read = self.updates = self.full_reads = 0
 
     async def enrol(self, principal: Principal, body: FilterEnrolment,
                     trace: EntryTrace | None = None) -> FilterEnrolmentAnswer:
@@ -252,89 +222,77 @@ class FilterService:
     def held(self, partnership: str, schema: Schema, organisations: list[str]) -> dict[str, HeldRecords]:
         """Per organisation among ``organisations``: its records of the schema's type and version.
 
-        From this process's copy while its generation is the stored one (one indexed read for all of them);
-        the others are read and decoded, and kept under the generation read before them."""
+        From this process's copy while its generation is the stored one (one indexed read for all of them); a
+        copy of an earlier generation is brought up to date from the rows changed since (:meth:`_updated`) when
+        the counter says every change since was recorded; the others are read and decoded in full. Either way
+        the result is kept under the generation read before the rows."""
         found: dict[str, HeldRecords | None] = {}
+        fetched: dict[str, HeldRecords | None] = {}
         with transaction(self.sessions) as session:
             generations = current(session, partnership, schema.id, organisations)
-            for organisation, generation in generations.items():
-                kept, held = self.cache.get((partnership, organisation, schema.id, schema.version), generation)
+            for organisation, state in generations.items():
+                key = (partnership, organisation, schema.id, schema.version)
+                kept, held = self.cache.get(key, state.generation)
                 if kept:
                     found[organisation] = held
-            missing = [organisation for organisation in organisations if organisation not in found]
+                    continue
+                base = self.cache.kept(key)
+                if base is not None and state.updatable_from(base[0]):
+                    usable, held = self._updated(session, partnership, schema, organisation, *base)
+                    if usable:
+                        fetched[organisation] = held
+                    else:  # not the set stored: never used again, and read in full below
+                        self.cache.discard(key)
+            missing = [organisation for organisation in organisations
+                       if organisation not in found and organisation not in fetched]
             read = self._read(session, partnership, schema, missing) if missing else {}
-        for organisation in missing:
-            held = read.get(organisation)
-            self.cache.put((partnership, organisation, schema.id, schema.version), generations[organisation], held,
-                           _size(held))
+        fetched |= {organisation: read.get(organisation) for organisation in missing}
+        for organisation, held in fetched.items():
+            self.cache.put((partnership, organisation, schema.id, schema.version),
+                           generations[organisation].generation, held, size_of(held))
             found[organisation] = held
         return {organisation: held for organisation, held in found.items() if held is not None}
 
-    @staticmethod
-    def _read(session: Session, partnership: str, schema: Schema, organisations: list[str]) -> dict[str, HeldRecords]:
+    def _updated(self, session: Session, partnership: str, schema: Schema, organisation: str, since: int,
+                 held: HeldRecords | None) -> tuple[bool, HeldRecords | None]:
+        """``held`` (the copy of generation ``since``) with the rows written and the references withdrawn after
+        ``since`` — (True, the set now stored; None for none) — or (False, None) when the result is not the set
+        stored (it does not hold as many records as the table: a change went unrecorded), or cannot be told.
+
+        A changed row of another schema version leaves the set, as a full read would not return it."""
+        mine = (match_filters.c.partnership == partnership, match_filters.c.organisation == organisation,
+                match_filters.c.record_type == schema.id)
+        rows = session.execute(select(*DIGESTED, match_filters.c.local_ref).where(
+            *mine, match_filters.c.generation > since)).all()
+        self.rows_read += len(rows)
+        gone = removed_since(session, partnership, organisation, schema.id, since) | {row.local_ref for row in rows}
+        fresh = decoded([row for row in rows if row.schema_version == schema.version], schema)
+        result = (held or HeldRecords.empty(schema)).updated(gone, fresh)
+        if result is None or len(result) != held_count(session, partnership, organisation, schema.id,
+                                                        schema.version):
+            return False, None
+        self.updates += 1
+        return True, result if len(result) else None
+
+    def _read(self, session: Session, partnership: str, schema: Schema,
+              organisations: list[str]) -> dict[str, HeldRecords]:
         rows: dict[str, list[Any]] = {}
         for row in session.execute(select(
-                *_DIGESTED, match_filters.c.organisation, match_filters.c.local_ref).where(
+                *DIGESTED, match_filters.c.organisation, match_filters.c.local_ref).where(
                 match_filters.c.partnership == partnership, match_filters.c.record_type == schema.id,
                 match_filters.c.schema_version == schema.version,
                 match_filters.c.organisation.in_(organisations)).order_by(
                 match_filters.c.organisation, match_filters.c.local_ref)):
             rows.setdefault(row.organisation, []).append(row)
-        return {organisation: _held(found, schema) for organisation, found in rows.items()}
-
-
-def _size(held: HeldRecords | None) -> int:
-    """An estimate of what ``held`` takes in memory: the arrays, the sorted index of its blocking keys built at
-    its first comparison (:attr:`HeldRecords.blocker`: at most five integers a key), and per record its
-    reference, digest and list slots (the category sets and reasons are shared between records, :func:`_held`)."""
-    if held is None:
-        return 64
-    keys = held.dataset.block_keys
-    return (held.dataset.filters.nbytes + (0 if keys is None else 6 * keys.nbytes)
-            + sum(sys.getsizeof(ref) for ref in held.refs) + sum(sys.getsizeof(d) for d in held.digests)
-            + 6 * 8 * len(held.refs) + 1024)
-
-
-def _held(rows: list[Any], schema: Schema) -> HeldRecords:
-    filters = np.frombuffer(b"".join(row.clk for row in rows), dtype="<u8").reshape(len(rows), schema.words)
-    width = len(schema.signatures)
-    keys = None
-    if width and all(len(row.blocks) == 8 * width for row in rows):
-        keys = np.frombuffer(b"".join(row.blocks for row in rows), dtype="<u8").reshape(len(rows), width)
-        keys = keys.astype(np.uint64)
-    # Kept and shared between requests (``filter_cache``); nothing writes to these arrays. They are not marked
-    # read-only: numba compiles its Dice kernels again for read-only arrays (another signature, seconds of JIT
-    # at a request), which warm_up does not cover.
-    filters = filters.astype(np.uint64)
-    shared: dict[frozenset[str], frozenset[str]] = {}  # one set per distinct list: a kept copy is smaller
-    return HeldRecords(EncodedDataset(filters, keys),
-                       [shared.setdefault(frozenset(row.categories), frozenset(row.categories)) for row in rows],
-                       [None if row.confidential_reason is None else sys.intern(row.confidential_reason)
-                        for row in rows],
-                       [bool(row.minor) for row in rows], [row.local_ref for row in rows],
-                       [row_digest(row) for row in rows])
-
-
-_DIGESTED = (match_filters.c.schema_version, match_filters.c.clk, match_filters.c.blocks, match_filters.c.categories,
-             match_filters.c.confidential, match_filters.c.confidential_reason, match_filters.c.minor,
-             match_filters.c.updated_at)
-
-
-def row_digest(row: Any) -> str:
-    """SHA-256 of an enrolled record's row (the ``_DIGESTED`` columns) as the database returns it: the same
-    for a row that was not touched, another once the holder re-enrolled the reference (a new filter, other
-    categories or grounds, a later ``updated_at``) — so a match handle stops resolving when the record it
-    matched is no longer the one enrolled."""
-    text = json.dumps([row.schema_version, bytes(row.clk).hex(), bytes(row.blocks).hex(), sorted(row.categories),
-                       bool(row.confidential), row.confidential_reason, bool(row.minor),
-                       as_utc(row.updated_at).timestamp()], separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+        self.rows_read += sum(len(found) for found in rows.values())
+        self.full_reads += len(organisations)
+        return {organisation: decoded(found, schema) for organisation, found in rows.items()}
 
 
 def current_digest(session: Session, partnership: str, organisation: str, record_type: str,
                    local_ref: str) -> str | None:
     """:func:`row_digest` of ``organisation``'s record enrolled under ``local_ref`` now; None when withdrawn."""
-    row = session.execute(select(*_DIGESTED).where(
+    row = session.execute(select(*DIGESTED).where(
         match_filters.c.partnership == partnership, match_filters.c.organisation == organisation,
         match_filters.c.record_type == record_type, match_filters.c.local_ref == local_ref)).one_or_none()
     return None if row is None else row_digest(row)

@@ -9,9 +9,11 @@ long as the partnership's purpose needs it). Enrolment already refuses a retired
 (:func:`gateway.enrolment.service.participant_of`); this removes what it enrolled before.
 
 When: the register only changes when a gateway process starts with a new register file, so the removal runs at
-every start (:func:`gateway.enrolment.setup.remove_retired_at_start`, a few indexed look-ups when there is
-nothing to remove) and on demand with ``wgs-gateway pseudonyms remove-retired`` — for what a process still
-running on the previous register enrolled after the others had removed it, as ``rekey`` follows ``rotate``.
+every start (:func:`gateway.enrolment.setup.remove_retired_at_start`: no statement at all when the register
+retires nothing, as :func:`retirements` decides that from the register alone; two indexed look-ups per retired
+partnership when there is nothing left to remove) and on demand with ``wgs-gateway pseudonyms remove-retired`` —
+for what a process still running on the previous register enrolled after the others had removed it, as ``rekey``
+follows ``rotate``.
 
 Only what the register *says* is retired is removed: every row of a retired partnership, and the rows of a
 participant listed as retired in an active one. Rows of a partnership the register does not name, or of an
@@ -25,6 +27,10 @@ too), why, the register version and how many rows went — never a pseudonym, fi
 hashed before its transaction begins, so a batch is read first and the transaction checks that it deleted
 exactly the rows it read; when something else removed some meanwhile (another process doing the same), it
 writes nothing and the batch is read again. Running it twice is harmless: the second run finds nothing.
+
+The references a participant withdrew before (``match_filter_removals``: kept a while so that each process can
+bring its decoded copy up to date, :mod:`gateway.enrolment.filter_cache`) go last, without an entry of their
+own: they are no index rows, and each withdrawal was logged when it was made.
 """
 
 from __future__ import annotations
@@ -42,9 +48,9 @@ from audit.events import INDEX_ACTIVITY, ProcessingActivity
 from audit.log import prepare
 from gateway.db.engine import transaction
 from gateway.enrolment.audited import delete_among
-from gateway.enrolment.filter_cache import bump
+from gateway.enrolment.filter_cache import bump, forget_removals
 from gateway.enrolment.rekey import AuditAppender
-from gateway.enrolment.tables import enrolments, match_filters
+from gateway.enrolment.tables import enrolments, match_filter_removals, match_filters
 from gateway.register.model import Register, Status
 
 __all__ = ["ATTEMPTS", "BATCH", "IndexKeptChanging", "Removal", "RemovalResult", "Retirement", "remove_retired",
@@ -123,7 +129,7 @@ def retirements(session: Session, register: Register) -> list[Retirement]:
     candidates: set[tuple[str, str]] = set()
     for partnership_id, partnership in register.partnerships.items():
         if partnership.status == Status.RETIRED:
-            for _, table in _indexes():
+            for table in (*(table for _, table in _indexes()), match_filter_removals):
                 candidates.update((partnership_id, organisation) for organisation in session.execute(
                     select(table.c.organisation).where(table.c.partnership == partnership_id).distinct()).scalars())
         else:
@@ -133,7 +139,7 @@ def retirements(session: Session, register: Register) -> list[Retirement]:
     for partnership_id, organisation in sorted(candidates):
         reason = _reason(register, partnership_id, organisation)
         if reason is not None and any(_held(session, table, partnership_id, organisation)
-                                      for _, table in _indexes()):
+                                      for table in (*(table for _, table in _indexes()), match_filter_removals)):
             found.append(Retirement(partnership_id, organisation, reason))
     return found
 
@@ -168,9 +174,10 @@ def _delete(connection: Connection, index: IndexName, retirement: Retirement, ke
     if index == "pseudonyms":
         removed = delete_among(connection, enrolments, enrolments.c.pseudonym, _mine(enrolments, retirement),
                                keys[""])
-    else:  # every process's decoded copy of these records is stale once this commits (bumped before any delete)
+    else:  # every process's decoded copy of these records is stale once this commits (bumped before any delete),
+        # and read in full again: the references withdrawn before are forgotten (``forget``), not recorded again
         for record_type in sorted(keys):
-            bump(connection, retirement.partnership, retirement.organisation, record_type)
+            bump(connection, retirement.partnership, retirement.organisation, record_type, forget=True)
         removed = sum(delete_among(connection, match_filters, match_filters.c.local_ref,
                                    [*_mine(match_filters, retirement), match_filters.c.record_type == record_type],
                                    refs) for record_type, refs in keys.items())
@@ -238,4 +245,6 @@ def remove_retired(sessions: sessionmaker[Session], register: Register, log: Aud
                     on_batch(retirement, index, count)
             if removed:
                 result.removals.append(Removal(retirement, index, removed))
+        with transaction(sessions) as session:  # what is left of it: references it withdrew before (no index rows)
+            forget_removals(session.connection(), retirement.partnership, retirement.organisation)
     return result

@@ -83,7 +83,8 @@ def remove_retired_at_start(container: Container) -> None:
     retired`), before the gateway answers anything.
 
     The register changes only when a process starts with a new file, so start-up is when a retirement takes
-    effect; with nothing to remove this is a few indexed look-ups. Run before the audit writer starts, each batch
+    effect; a register that retires nothing costs no statement, one whose retired rows are gone already a few
+    indexed look-ups. Run before the audit writer starts, each batch
     is appended by the log itself, as the register change is (``record_register_change``). A failure does not
     stop the start: each batch was written with its entry or not at all, the rows left are denied to discovery
     by the policy (``holder-retired``, ``partnership-retired``) and unreachable for enrolment, and the next start

@@ -59,12 +59,20 @@ match_filters = Table(
     Column("confidential_reason", String(64), nullable=True),
     Column("minor", Boolean, nullable=False, server_default=false()),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("generation", Integer, nullable=False, server_default="0"),  # the holder's generation that wrote it
     Index("ix_match_filters_partnership_record_type", "partnership", "record_type"),
+    # what changed since a generation; with the version, also how many a participant holds (index only)
+    Index("ix_match_filters_generation", "partnership", "organisation", "record_type", "generation",
+          "schema_version"),
 )
 """The fuzzy discovery index (migration 0022): per participant, the CLKs of the records it holds without a shared
 number, under its own reference, with what the pseudonym index keeps about a subject (categories, confidential,
 minor). The gateway compares requesters' filters with them and answers hit/no-hit; it cannot read them (the CLK
-secret is the partnership's), and neither scores nor references ever leave it."""
+secret is the partnership's), and neither scores nor references ever leave it.
+
+Since 0030 a row carries the participant's generation (``match_filter_generations``) of the transaction that last
+wrote it, so that a process can bring its decoded copy up to date by reading only the rows written since
+(:mod:`gateway.enrolment.filter_cache`); rows written before 0030 read as generation 0."""
 
 
 match_handles = Table(
@@ -97,9 +105,34 @@ match_filter_generations = Table(
     Column("organisation", String(64), primary_key=True),
     Column("record_type", String(32), primary_key=True),
     Column("generation", Integer, nullable=False),
+    Column("stamped", Integer, nullable=False, server_default="0"),
+    Column("history_from", Integer, nullable=False, server_default="0"),
 )
 """Per participant and record type, a counter bumped in every transaction that changes its rows of
 ``match_filters`` (migration 0029): each gateway process keeps the decoded filters in memory
 (:mod:`gateway.enrolment.filter_cache`) and reads this one row per request to know whether they are still the
 ones stored — a change made through any process is seen by every other at its next request. A row is never
-deleted (a counter that started again at 1 could match a stale copy); no row reads as generation 0."""
+deleted (a counter that started again at 1 could match a stale copy); no row reads as generation 0.
+
+Since 0030 (the copy is brought up to date from the rows changed since it was read): ``stamped`` is the last
+generation whose writer stamped its rows and recorded its removals — a writer that bumps the counter without
+doing so (a process still running code from before 0030) leaves it behind, and no copy is then updated from
+the changes alone; ``history_from`` is the oldest generation a copy may be updated from — older removals are
+no longer recorded (``match_filter_removals`` is pruned), or a replace or retirement removed everything."""
+
+
+match_filter_removals = Table(
+    "match_filter_removals",
+    metadata,
+    Column("partnership", String(64), primary_key=True),
+    Column("organisation", String(64), primary_key=True),
+    Column("record_type", String(32), primary_key=True),
+    Column("local_ref", String(128), primary_key=True),
+    Column("generation", Integer, nullable=False),  # the generation that withdrew it (last time)
+    Index("ix_match_filter_removals_generation", "partnership", "organisation", "record_type", "generation"),
+)
+"""The references a participant withdrew from ``match_filters``, with the generation that withdrew them
+(migration 0030): a process holding a decoded copy of an earlier generation drops them without reading the
+rest. Kept for the last :data:`gateway.enrolment.filter_cache.HISTORY` generations only, and emptied for the
+participant when a replace or a retirement removes all of its records (``history_from`` says from which
+generation on the record is complete)."""

@@ -35,7 +35,8 @@ from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FuzzyDiscoveryRequest, FuzzyDiscoveryResult, FuzzyTarget
 from gateway.client.models import DiscoveryRequest, Reason, Subject
 from gateway.client.models import Receipt as ReceiptView
-from gateway.enrolment.filters import FilterService, HeldRecords, encoded, schema_for
+from gateway.enrolment.filters import FilterService, encoded, schema_for
+from gateway.enrolment.held import HeldRecords
 from gateway.enrolment.service import IndexHolding
 from gateway.errors import ServiceUnavailable, Unprocessable
 from gateway.exchange.match_handles import Issued, MatchHandles, handle_digest
@@ -81,9 +82,10 @@ def _matched(subjects: EncodedDataset, held: HeldRecords | None, permitted: set[
     if held is None:
         return [None] * len(subjects), None
     usable = held.permitted(permitted)
-    pairs = matches(subjects, usable.dataset, threshold, usable.blocker)
-    grounds = usable.with_grounds()
-    refusing = matches(subjects, usable.subset(grounds).dataset, threshold) if grounds and pairs else {}
+    pairs = matches(subjects, usable.dataset, threshold, usable.blocker, usable.counts)
+    grounds, refusers = usable.grounds, usable.refusers  # both kept with the set: no pass over every record
+    refusing = matches(subjects, refusers.dataset, threshold, refusers.blocker,
+                       refusers.counts) if grounds and pairs else {}
     records = set(pairs.values()) | {grounds[r] for r in refusing.values()}
     if not records:
         return [None] * len(subjects), None

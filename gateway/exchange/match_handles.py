@@ -36,7 +36,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import Connection, delete, insert, select
@@ -50,6 +50,7 @@ from gateway.db.engine import transaction
 from gateway.enrolment.filters import current_digest
 from gateway.enrolment.tables import match_handles
 from gateway.errors import Unprocessable
+from gateway.exchange.references import HolderReferences
 
 log = structlog.get_logger("gateway.exchange.match_handles")
 
@@ -82,6 +83,18 @@ class Issued:
         return str(self.row["handle_sha256"])
 
 
+UNSPECIFIED_TYPE = "unspecified"
+"""The record type a record keeps when the holder's own named one of its references."""
+
+
+class Scrubbed(NamedTuple):
+    """A follow-up's records with the holder's references taken out, and how many texts, numbers, keys, record ids
+    and record types named one."""
+
+    records: list[HolderRecord]
+    withheld: int
+
+
 @dataclass(frozen=True)
 class Matched:
     """What a follow-up exchange's handles resolved to: their holder and, per handle, the holder's reference
@@ -99,31 +112,45 @@ class Matched:
         """The holder's reference → the handle (the exchange asks the holder in its references)."""
         return {ref: handle for handle, ref in self.local_refs.items()}
 
-    def scrubbed(self, records: list[HolderRecord]) -> list[HolderRecord]:
-        """``records`` (their subject the handle by now) without any text that names a holder's reference of the
-        matched records — defence in depth: a holder that repeats its reference inside a field (as a text, or a
-        numeric one as a number), or builds its record ids from it, would hand it to the requester. Such a field
-        becomes null, such a record id a keyed hash of it (HMAC under ``key``: the same within this answer, and
-        still one per record, but no guess of the reference can be checked against it)."""
-        refs = tuple(self.local_refs.values())
+    def scrubbed(self, records: list[HolderRecord]) -> Scrubbed:
+        """``records`` (their subject the handle by now) without anything that names a holder's reference
+        (:class:`gateway.exchange.references.HolderReferences`: the matched records' own, or one of their form,
+        such as a related subject named by its plain reference) — a holder that repeats its reference inside a
+        field (as a text, or a numeric one as a number), names a related subject so, or builds its record ids or
+        types from one, would hand the requester a reference linkable to its records. Such a field becomes null
+        (an object's entry with such a key is left out), such a record id a keyed hash of it (HMAC under
+        ``key``: the same within this answer, and still one per record, but no guess of the reference can be
+        checked against it), such a record type ``unspecified``. The record itself stays: what the holder may
+        disclose is not lost for what it should have left out. How many were withheld goes with them: the
+        holder over-shared, which the exchange logs."""
+        references = HolderReferences(self.local_refs.values())
+        withheld = 0
+
+        def named(value: str) -> bool:
+            nonlocal withheld
+            if references.named_in(value):
+                withheld += 1
+                return True
+            return False
 
         def record_id(value: str) -> str:
-            named = any(ref in value for ref in refs)
-            return ("record-" + hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:32] if named
+            return ("record-" + hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:32] if named(value)
                     else value)
 
         def clean(value: Any) -> Any:
             if isinstance(value, str):
-                return None if any(ref in value for ref in refs) else value
+                return None if named(value) else value
             if isinstance(value, int | float) and not isinstance(value, bool):  # a numeric reference as a number
-                return None if any(ref in str(value) for ref in refs) else value
+                return None if named(str(value)) else value
             if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items() if clean(k) is not None}
+                return {k: clean(v) for k, v in value.items() if not (isinstance(k, str) and named(k))}
             if isinstance(value, list):
                 return [clean(v) for v in value]
             return value
-        return [r.model_copy(update={"record_id": record_id(r.record_id), "fields": clean(r.fields)})
-                for r in records]
+        cleaned = [r.model_copy(update={"record_id": record_id(r.record_id), "fields": clean(r.fields),
+                                        "record_type": UNSPECIFIED_TYPE if named(r.record_type) else r.record_type})
+                   for r in records]
+        return Scrubbed(cleaned, withheld)
 
 
 class MatchHandles:

@@ -462,16 +462,28 @@ def _mapped(value: Any, mapped: dict[str, Any]) -> Any:
     finding every pseudonym inside free text is guesswork, and a miss would leak the holder's pseudonym,
     while a dropped text only loses what the holder should have sent as a field of its own; free text
     around a subject may identify it besides."""
-    if isinstance(value, str):
-        if value in mapped:
-            return mapped[value]
-        return None if _PSEUDONYM_SHAPED.search(value) else value
-    if isinstance(value, dict):
-        entries = ((_mapped(key, mapped), item) for key, item in value.items())
-        return {key: _mapped(item, mapped) for key, item in entries if key is not None}
-    if isinstance(value, list):
-        return [_mapped(item, mapped) for item in value]
-    return value
+    return _mapped_counting(value, mapped)[0]
+
+
+def _mapped_counting(value: Any, mapped: dict[str, Any]) -> tuple[Any, int]:
+    """``_mapped(value, mapped)`` and how many texts (values and keys) it withheld: pseudonyms that are not
+    translated, texts with a pseudonym inside. A follow-up logs them as the holder's over-sharing."""
+    withheld = 0
+
+    def walk(item: Any) -> Any:
+        nonlocal withheld
+        if isinstance(item, str):
+            translated = mapped[item] if item in mapped else (None if _PSEUDONYM_SHAPED.search(item) else item)
+            if translated is None:
+                withheld += 1
+            return translated
+        if isinstance(item, dict):
+            entries = ((walk(key), entry) for key, entry in item.items())
+            return {key: walk(entry) for key, entry in entries if key is not None}
+        if isinstance(item, list):
+            return [walk(entry) for entry in item]
+        return item
+    return walk(value), withheld
 
 
 def _unavailable(outcome: TargetOutcome, decision: Decision, code: str, message: str,
@@ -991,14 +1003,17 @@ class ExchangeService:
         return {translator.to_holder(s, partnership, principal.organisation, holder): s for s in subjects}
 
     def _related_for_requester(self, principal: Principal, partnership: str, holder: str,
-                               records: list[HolderRecord]) -> list[HolderRecord]:
-        """Related subjects named inside records (by the holder's pseudonyms) in the requester's pseudonyms.
+                               records: list[HolderRecord]) -> tuple[list[HolderRecord], int]:
+        """Related subjects named inside records (by the holder's pseudonyms) in the requester's pseudonyms, and
+        how many texts were withheld (a pseudonym the gateway does not translate, a text with one inside).
         Mapped also when no whole pseudonym was found: a pseudonym inside a longer text is dropped then too."""
         assert self.deps.pseudonyms is not None
         values = {v for r in records for v in _pseudonyms_in(r.fields)}
         mapped = (self.deps.pseudonyms.related_for_requester(values, partnership, holder, principal.organisation)
                   if values else {})
-        return [r.model_copy(update={"fields": _mapped(r.fields, mapped)}) for r in records]
+        translated = [(r, *_mapped_counting(r.fields, mapped)) for r in records]
+        return ([r.model_copy(update={"fields": fields}) for r, fields, _ in translated],
+                sum(withheld for _, _, withheld in translated))
 
     async def _resolved(self, principal: Principal, body: ExchangeRequest) -> Matched | None:
         """What the request's match handles resolve to (:mod:`gateway.exchange.match_handles`); None when its
@@ -1108,6 +1123,7 @@ class ExchangeService:
                 request_id=request_id, partnership=body.partnership, purpose=body.purpose,
                 requester_organisation=principal.organisation, categories=decision.permitted_categories,
                 subjects=list(theirs), escalation_decision=statement, minors_allowed=self._minors_allowed(body),
+                related_subjects_as_pseudonyms=matched is not None,  # asked by its references: see the protocol
                 provided=[
                     HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
                                  subject=forward.get(r.subject, r.subject),
@@ -1128,15 +1144,20 @@ class ExchangeService:
                 if r.category in permitted and r.subject in theirs]  # back in the requester's pseudonyms
         # Related subjects in the requester's pseudonyms — also in a follow-up by match handle: its subjects are
         # no pseudonyms, but the holder names related subjects by its own, linkable to its records.
+        # A follow-up counts what is withheld of its records as the holder's over-sharing: asked by reference, it
+        # was told to name related subjects by pseudonyms the gateway can translate, and by nothing else.
+        untranslated = 0
         if kept and self.deps.pseudonyms is not None and (matched is not None or self._pseudonymous(subjects)):
-            kept = await asyncio.to_thread(self._related_for_requester, principal, body.partnership,
-                                           target.organisation, kept)
-        if matched is not None:  # the holder's reference of a matched record never reaches the requester
-            kept = matched.scrubbed(kept)
+            kept, untranslated = await asyncio.to_thread(self._related_for_requester, principal, body.partnership,
+                                                         target.organisation, kept)
+        withheld = 0  # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
+        if matched is not None:  # no reference of the holder's (the matched records', a related subject's) goes on
+            kept, references = matched.scrubbed(kept)
+            withheld = references + untranslated
         dropped = len(answer.records) - len(kept)
-        if dropped:
+        if dropped or withheld:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
-                        exchange_id=exchange_id)
+                        references_withheld=withheld, exchange_id=exchange_id)
         outcome.records = [Record(record_id=r.record_id, record_type=r.record_type, subject=r.subject,
                                   category=r.category, fields=r.fields) for r in kept]
         for subject in subjects:
@@ -1149,10 +1170,11 @@ class ExchangeService:
                            "categories": tuple(sorted({r["category"] for r in mine})), "payload_sha256": digest,
                            "obligations": decision.obligations.model_dump() if decision.obligations else None,
                            "extra": {"records": len(mine)}})
-        if dropped or not events:
+        if dropped or withheld or not events:
+            over_shared = {"dropped_overshared": dropped} | ({"references_withheld": withheld} if withheld else {})
             events.append({"event_type": EventType.DISCLOSURE, "holder": target.organisation,
                            "categories": tuple(sorted({r.category for r in kept})),
-                           "extra": {"records": len(kept), "dropped_overshared": dropped}})
+                           "extra": {"records": len(kept)} | over_shared})
         return outcome, events
 
     # -- discovery -----------------------------------------------------------------------------

@@ -90,6 +90,33 @@ class KeyIndex:
         keys, rows = _present_keys(block_keys)
         return cls.of(keys, rows)
 
+    @classmethod
+    def _of_sorted(cls, keys: npt.NDArray[np.uint64], rows: IntArray) -> KeyIndex:
+        """The index of keys sorted already (``rows`` in the same order): no sort, one pass for the runs."""
+        first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else \
+            np.empty(0, dtype=np.intp)
+        count = np.diff(np.append(first, len(keys))).astype(np.intp)
+        return cls(rows, np.arange(len(keys), dtype=np.intp), keys[first], first.astype(np.intp), count)
+
+    def updated(self, moved: IntArray, block_keys: npt.NDArray[np.uint64], rows: IntArray) -> KeyIndex:
+        """This index after its dataset changed, without sorting it again (a holder's enrolled records after a
+        batch of a few: :meth:`gateway.enrolment.held.HeldRecords.updated`).
+
+        ``moved[i]``: where the row ``i`` of the old dataset is in the new one, or -1 when it is gone; the new
+        dataset's other rows are ``rows``, with the blocking keys ``block_keys`` (empty keys left out, as
+        :meth:`of_blocking_keys` leaves them out). The result joins exactly as the index of the new dataset's
+        keys built from scratch: the same (key, row) entries, sorted by key (:func:`_join` does not depend on
+        the order of the rows within a key's run)."""
+        keys = np.repeat(self.unique, self.count)
+        kept_rows = moved[self.rows[self.order]]
+        keep = kept_rows >= 0
+        keys, kept_rows = keys[keep], kept_rows[keep]
+        new_keys, at_rows = _present_keys(block_keys)
+        order = np.argsort(new_keys, kind="stable")
+        new_keys, new_rows = new_keys[order], rows[at_rows[order]]
+        at = np.searchsorted(keys, new_keys, side="right")
+        return KeyIndex._of_sorted(np.insert(keys, at, new_keys), np.insert(kept_rows, at, new_rows).astype(np.intp))
+
 
 @dataclass(frozen=True, slots=True)
 class SignatureBlocker:
@@ -176,10 +203,21 @@ def _equi_join(left_keys: npt.NDArray[np.uint64], left_rows: IntArray, right_key
     return _join(KeyIndex.of(left_keys, left_rows), KeyIndex.of(right_keys, right_rows), max_block_pairs)
 
 
+def _common(left: npt.NDArray[np.uint64], right: npt.NDArray[np.uint64]) -> tuple[IntArray, IntArray]:
+    """Where the keys both sorted, distinct arrays hold are in each, in key order (``np.intersect1d``'s
+    indices), by bisecting ``right`` for each of ``left``'s: the left side is a request's few subjects, the
+    right a holder's kept keys, so the cost follows the subjects, not the holder's records (``intersect1d``
+    sorts both sides together, every request)."""
+    at = np.searchsorted(right, left)
+    found = at < len(right)
+    found[found] = right[at[found]] == left[found]
+    return np.flatnonzero(found).astype(np.intp), at[found].astype(np.intp)
+
+
 def _join(left: KeyIndex, right: KeyIndex, max_block_pairs: int) -> tuple[IntArray, IntArray]:
     """:func:`_equi_join` of two sides sorted already."""
     left_rows, right_rows, lo, ro = left.rows, right.rows, left.order, right.order
-    _, l_pos, r_pos = np.intersect1d(left.unique, right.unique, assume_unique=True, return_indices=True)
+    l_pos, r_pos = _common(left.unique, right.unique)
     lc, rc = left.count[l_pos].astype(np.intp), right.count[r_pos].astype(np.intp)
     ls, rs = left.start[l_pos].astype(np.intp), right.start[r_pos].astype(np.intp)
     sizes = lc * rc

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from gateway.matching.blocking import Blocker, SignatureBlocker
 from gateway.matching.encoding import EncodedDataset, Filters
 from gateway.matching.errors import EncodingError
-from gateway.matching.similarity import dice_join, dice_pairs, popcounts
+from gateway.matching.similarity import IntArray, dice_join, dice_pairs, popcounts
 from gateway.matching.solving import MatchGroup, ScoredPairs, greedy_solve
 
 __all__ = ["DEFAULT_BLOCKER", "LinkageResult", "LinkageStats", "link"]
@@ -59,11 +59,14 @@ class LinkageResult:
 
 
 def link(datasets: Sequence[EncodedDataset | Filters], *, threshold: float,
-         blocker: Blocker | None = DEFAULT_BLOCKER, workers: int | None = None) -> LinkageResult:
+         blocker: Blocker | None = DEFAULT_BLOCKER, workers: int | None = None,
+         counts: Sequence[IntArray | None] | None = None) -> LinkageResult:
     """Link two or more encoded datasets (same schema and secret) into groups of matching records.
 
     A bare filter array is accepted as a dataset without blocking keys. ``SignatureBlocker`` falls back to
-    the full pruned comparison for a pair of datasets of which one has no blocking keys.
+    the full pruned comparison for a pair of datasets of which one has no blocking keys. ``counts``: per
+    dataset, the set bits of each of its filters when the caller kept them (a holder's records compared again
+    and again), or None to count them here.
     """
     if len(datasets) < 2:
         raise EncodingError("linkage needs at least two datasets")
@@ -74,7 +77,10 @@ def link(datasets: Sequence[EncodedDataset | Filters], *, threshold: float,
             raise EncodingError(f"dataset {position} has filters of a different width")
     if not 0.0 < threshold <= 1.0:
         raise ValueError("threshold must be in (0, 1]")
-    counts = [popcounts(dataset.filters) for dataset in encoded]
+    known = list(counts) if counts is not None else [None] * len(encoded)
+    if len(known) != len(encoded):
+        raise ValueError("one entry of counts per dataset")
+    bits = [popcounts(dataset.filters) if kept is None else kept for dataset, kept in zip(encoded, known, strict=True)]
     parts: list[ScoredPairs] = []
     pairs_total = candidates = 0
     t_block = t_score = 0.0
@@ -95,7 +101,7 @@ def link(datasets: Sequence[EncodedDataset | Filters], *, threshold: float,
             t_block += time.perf_counter() - start
             start = time.perf_counter()
             scores = dice_pairs(left, right, proposed.left_index, proposed.right_index,
-                                left_counts=counts[i], right_counts=counts[j])
+                                left_counts=bits[i], right_counts=bits[j])
             keep = scores >= threshold
             t_score += time.perf_counter() - start
             candidates += len(proposed)

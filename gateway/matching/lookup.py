@@ -20,7 +20,7 @@ from dataclasses import replace
 from gateway.matching.blocking import KeyIndex, SignatureBlocker
 from gateway.matching.encoding import EncodedDataset, Filters
 from gateway.matching.linkage import DEFAULT_BLOCKER, link
-from gateway.matching.similarity import dice_join, popcounts
+from gateway.matching.similarity import IntArray, dice_join, popcounts
 
 __all__ = ["MAX_DENSITY", "alike", "held_blocker", "implausible", "matches"]
 
@@ -55,17 +55,20 @@ def alike(filters: Filters, threshold: float) -> tuple[int, int] | None:
 
 
 def matches(subjects: EncodedDataset, held: EncodedDataset, threshold: float,
-            blocker: SignatureBlocker = DEFAULT_BLOCKER) -> dict[int, int]:
+            blocker: SignatureBlocker = DEFAULT_BLOCKER, held_counts: IntArray | None = None) -> dict[int, int]:
     """Subject position → the position of the one held record it matched (1-to-1: each record matches at
     most one subject, best pair first). ``blocker``: one that carries ``held``'s key index sorted already
-    (:func:`held_blocker`), for records compared again and again."""
+    (:func:`held_blocker`), and ``held_counts`` the set bits of each of ``held``'s filters, for records compared
+    again and again: neither is then worked out from every record on each comparison."""
     if len(subjects) == 0 or len(held) == 0:
         return {}
-    return dict(link([subjects, held], threshold=threshold, blocker=blocker).pairs())
+    return dict(link([subjects, held], threshold=threshold, blocker=blocker, counts=[None, held_counts]).pairs())
 
 
-def held_blocker(held: EncodedDataset) -> SignatureBlocker:
-    """The default blocker with ``held``'s blocking keys sorted once (the default itself without keys)."""
+def held_blocker(held: EncodedDataset, index: KeyIndex | None = None) -> SignatureBlocker:
+    """The default blocker with ``held``'s blocking keys sorted once (the default itself without keys); ``index``:
+    that sorted index, when the caller has it already (:meth:`KeyIndex.updated`)."""
     if held.block_keys is None:
         return DEFAULT_BLOCKER
-    return replace(DEFAULT_BLOCKER, right_index=(held.block_keys, KeyIndex.of_blocking_keys(held.block_keys)))
+    return replace(DEFAULT_BLOCKER, right_index=(
+        held.block_keys, KeyIndex.of_blocking_keys(held.block_keys) if index is None else index))

@@ -10,15 +10,22 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import gateway
 from gateway.cli import app
+from gateway.console.settings import ConsoleSettings
+from gateway.demo import _wait
+from gateway.settings import Settings
+from gateway.startup import CHECKED_BY_SERVE, STARTUP_FAILURE, settings_fingerprint
+from tests.reliability.gateways import prepared_container
 
 SECRET = "hunter2-not-a-number"
-START_TIMEOUT = 60  # seconds: importing the app on a busy machine; a refusal comes well before
+START_TIMEOUT = 120  # seconds: importing the app on a busy machine; a refusal comes well before
 
 
 def _free_port() -> int:
@@ -97,3 +104,105 @@ def test_workers_that_cannot_start_are_not_started_again_and_again(tmp_path: Pat
     assert "Traceback" not in stderr, stderr
     assert "died" not in stderr, stderr  # the supervisor's line for a worker it starts again
     assert set(expected) <= set(stderr.splitlines()), stderr
+
+
+CHECKS_LOG = "TEST_START_CHECKS_LOG"
+RECORDING_HOOK = f"""
+import os
+
+import gateway.app
+import gateway.startup
+
+_log = os.environ["{CHECKS_LOG}"]
+
+
+def _record(what):
+    with open(_log, "a") as log:
+        log.write(f"{{what}} {{os.getpid()}}\\n")
+
+
+def _checked(settings, _real=gateway.startup.start_refusal):
+    _record("checked")
+    return _real(settings)
+
+
+def _built(*args, _real=gateway.app.create_app, **kwargs):
+    _record("app")
+    return _real(*args, **kwargs)
+
+
+gateway.startup.start_refusal = _checked
+gateway.app.create_app = _built
+"""
+"""A ``sitecustomize`` for the started processes (uvicorn's workers are new interpreters): each check of the
+database and the register, and each app built, is a line with the process's id."""
+
+
+def _recorded(log: Path) -> list[tuple[str, int]]:
+    lines = log.read_text().split() if log.exists() else []
+    return [(what, int(pid)) for what, pid in zip(lines[::2], lines[1::2], strict=True)]
+
+
+def test_serve_with_workers_checks_once_in_its_own_process(tmp_path: Path) -> None:
+    """Each worker imported the entry point and checked the database and the register again: a connection and
+    the checks per worker, which ``serve`` had just made."""
+    url = f"sqlite:///{tmp_path / 'gateway.sqlite'}"
+    prepared_container(tmp_path, url).close()  # migrated, and the keys made as `keys init` makes them
+    hook, log = tmp_path / "hook", tmp_path / "checks.log"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(RECORDING_HOOK)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WGS_")} | {
+        "WGS_DATA_DIR": str(tmp_path), "WGS_DATABASE_URL": url, "WGS_LOG_LEVEL": "WARNING",
+        "WGS_ESCALATION_SCAN_SECONDS": "0", CHECKS_LOG: str(log),
+        "PYTHONPATH": os.pathsep.join([str(hook), str(Path(gateway.__file__).parent.parent)])}
+    with (tmp_path / "serve.err").open("wb") as err:
+        serve = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers",
+                                  "2"], env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        _wait(f"http://127.0.0.1:{port}/health/ready", serve, tmp_path / "serve.err", deadline=START_TIMEOUT)
+        end = time.monotonic() + START_TIMEOUT  # the other worker may still be building its app
+        while len([what for what, _ in _recorded(log) if what == "app"]) < 2 and time.monotonic() < end:
+            time.sleep(0.2)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+    recorded = _recorded(log)
+    workers = {pid for what, pid in recorded if what == "app"}
+    assert len(workers) == 2, recorded
+    assert serve.pid not in workers
+    assert [pid for what, pid in recorded if what == "checked"] == [serve.pid]  # serve's check; none in a worker
+    assert CHECKED_BY_SERVE not in os.environ
+
+
+def _forged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> dict[str, str]:
+    """The environment of a start whose database is missing (settings valid), and this process's fingerprint
+    of those settings."""
+    env = _bad_settings(case, tmp_path)
+    for name in [name for name in os.environ if name.startswith("WGS_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env | {"fingerprint": settings_fingerprint(Settings(), ConsoleSettings())}
+
+
+@pytest.mark.parametrize("marker", ["of a process that is not its parent", "of other settings", "malformed"])
+def test_uvicorn_started_by_hand_checks_whatever_start_checked_marker_it_inherits(
+        marker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only ``serve``'s own workers skip the check: a marker left in a shell, or copied from another start,
+    names another process or other settings, and the entry point refuses as before (exit 3, the same line)."""
+    env = _forged(tmp_path, monkeypatch, "a data directory without a database")
+    fingerprint = env.pop("fingerprint")
+    expected = _what_serve_says(env, monkeypatch)
+    value = {"of a process that is not its parent": f"{2**22 + 7}:{fingerprint}",  # above any pid_max default
+             "of other settings": f"{os.getpid()}:{'0' * len(fingerprint)}",  # this test is uvicorn's parent
+             "malformed": f"{os.getpid()}:{fingerprint}\u00e9"}[marker]
+    started = _uvicorn(env | {CHECKED_BY_SERVE: value})
+    stderr = started.stderr.decode()
+    assert started.returncode == STARTUP_FAILURE, stderr
+    assert [line for line in stderr.splitlines() if line in expected] == expected, stderr
+    assert not (tmp_path / "empty").exists()  # no SQLite file made on the way
+

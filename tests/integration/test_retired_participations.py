@@ -20,6 +20,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import event as sqlalchemy_event
 from typer.testing import CliRunner
 
 from audit import AuditLog, Receipt
@@ -282,6 +283,52 @@ def test_a_gateway_start_removes_what_the_register_in_force_retires(
         assert len(entries(engine)) == logged
         assert held(engine) == KEPT
         assert register.version in {event["register_version"] for _, event in found}
+    finally:
+        engine.dispose()
+
+
+def _retiring_nothing(tmp: Path) -> Path:
+    """The shipped register with its retired partnership (the NSOC) active again: nothing retired at all."""
+    document = yaml.safe_load(SHIPPED_REGISTER.read_text())
+    document["version"] = f"{document['version']}-nothing-retired"
+    for partnership in document["partnerships"].values():
+        partnership["status"] = "active"
+        partnership.pop("retired", None)
+        assert all(participant.get("status", "active") == "active" for participant in partnership["participants"])
+    path = tmp / "register.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("retires", ["nothing", "a participant"])
+def test_a_start_reads_the_indexes_only_when_the_register_retires_something(
+        retires: str, sqlite_db_url: str, tmp_path: Path, clock: FixedClock) -> None:
+    """Every start runs the removal: a register that retires nothing decides it from the register alone, with no
+    statement on either index, while one that retires a participant still reads and removes its rows."""
+    path = _retiring_nothing(tmp_path) if retires == "nothing" else retiring(tmp_path)[1]
+    engine = make_engine(sqlite_db_url)
+    try:
+        fill(engine)
+        before = held(engine)
+        container = build_container(Settings(data_dir=tmp_path, database_url=sqlite_db_url, register_file=path),
+                                    clock)
+        on_indexes: list[str] = []
+
+        def count(_connection: Connection, _cursor: object, statement: str, *_: object) -> None:
+            if any(table.name in statement for table in (enrolments, match_filters)):
+                on_indexes.append(statement)
+
+        sqlalchemy_event.listen(container.engine, "before_cursor_execute", count)
+        with TestClient(create_app(container=container)):
+            pass
+        container.close()
+        if retires == "nothing":
+            assert on_indexes == []
+            assert held(engine) == before
+            assert entries(engine) == []
+        else:
+            assert any(statement.lstrip().upper().startswith("SELECT") for statement in on_indexes)
+            assert held(engine) == KEPT
     finally:
         engine.dispose()
 

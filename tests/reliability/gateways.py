@@ -17,13 +17,14 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from alembic import command
 
 from gateway.app import start_services
 from gateway.container import Container, build_container
 from gateway.db.engine import alembic_config
 from gateway.demo import _free_port, _wait
-from gateway.settings import Settings
+from gateway.settings import SHIPPED_REGISTER, Settings
 
 
 def prepared_container(data_dir: Path, url: str, **settings: Any) -> Container:
@@ -41,13 +42,30 @@ def prepared_container(data_dir: Path, url: str, **settings: Any) -> Container:
     return container
 
 
+def all_hours_register(data_dir: Path, **purpose: Any) -> Path:
+    """The shipped register with office hours over the whole week (so that an exchange's outcome does not
+    depend on the hour the suite runs: rule 7 escalated every exchange of these tests after 19:00 Amsterdam
+    time and at weekends; rule 7 has tests of its own on a fixed clock) and ``purpose`` settings changed for
+    the Bibob check."""
+    register = yaml.safe_load(SHIPPED_REGISTER.read_text(encoding="utf-8"))
+    register["version"] = f"{register['version']}-all-hours"  # a register version names one content
+    register["office_hours"] |= {"weekdays": [1, 2, 3, 4, 5, 6, 7], "start": "00:00", "end": "24:00"}
+    register["partnerships"]["riec-amsterdam-amstelland"]["purposes"]["bibob-integrity-check"].update(purpose)
+    path = data_dir / "register-all-hours.yaml"
+    path.write_text(yaml.safe_dump(register), encoding="utf-8")
+    return path
+
+
 @contextmanager
 def gateway_processes(data_dir: Path, url: str, count: int = 2, env: dict[str, str] | None = None,
                       deadline: float = 60) -> Iterator[list[str]]:
     """Start ``count`` gateway processes on ``url`` with ``WGS_*`` settings ``env``; yield their base URLs;
-    stop them (SIGTERM, then SIGKILL) afterwards. Their logs are ``gateway-N.log`` in ``data_dir``."""
+    stop them (SIGTERM, then SIGKILL) afterwards. Their logs are ``gateway-N.log`` in ``data_dir``. Unless
+    ``env`` names a register, they serve :func:`all_hours_register`'s."""
     base_env = os.environ | {"WGS_DATA_DIR": str(data_dir), "WGS_DATABASE_URL": url, "WGS_LOG_LEVEL": "WARNING",
                              "WGS_ESCALATION_SCAN_SECONDS": "0"} | (env or {})
+    if "WGS_REGISTER_FILE" not in (env or {}):
+        base_env["WGS_REGISTER_FILE"] = str(all_hours_register(data_dir))
     with ExitStack() as stack:
         urls = []
         processes = []

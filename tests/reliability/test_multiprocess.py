@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import yaml
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -26,25 +25,16 @@ from gateway.auth.repository import set_client_active
 from gateway.client.api import GatewayClient
 from gateway.container import Container
 from gateway.db.engine import transaction
-from gateway.settings import SHIPPED_REGISTER, Settings
+from gateway.settings import Settings
 from tests.auth_helpers import ASSERTION_TYPE, ClientKeys, client_assertion, register_client
 from tests.console.support import PASSWORD, add_account, csrf_of
-from tests.reliability.gateways import gateway_processes, prepared_container
+from tests.reliability.gateways import all_hours_register, gateway_processes, prepared_container
 from tests.reliability.test_crash_safety import BODY, _token
 from tests.servers import serve_app
 
 T = TypeVar("T")
 SYSTEM = "gemeente-amsterdam-vth"
 RIEC = "riec-amsterdam-amstelland"
-
-
-def _register_file(tmp_path: Path, **purpose: Any) -> Path:
-    """The shipped register with ``purpose`` settings changed for the Bibob check (``BODY``'s purpose)."""
-    register = yaml.safe_load(SHIPPED_REGISTER.read_text())
-    register["partnerships"]["riec-amsterdam-amstelland"]["purposes"]["bibob-integrity-check"].update(purpose)
-    path = tmp_path / "register.yaml"
-    path.write_text(yaml.safe_dump(register))
-    return path
 
 
 def _burst(calls: list[Callable[[], T]]) -> list[T]:
@@ -61,7 +51,7 @@ def _burst(calls: list[Callable[[], T]]) -> list[T]:
 
 def test_the_daily_limit_holds_for_a_burst_split_over_two_processes(tmp_path: Path, empty_db_url: str) -> None:
     limit = 3
-    register = _register_file(tmp_path, daily_limit_per_system=limit)
+    register = all_hours_register(tmp_path, daily_limit_per_system=limit)
     container = prepared_container(tmp_path, empty_db_url, register_file=register)
     keys = register_client(container, SYSTEM, ["exchange"])
     add_account(container, "po-amsterdam", "gemeente-amsterdam", ["privacy-officer"])

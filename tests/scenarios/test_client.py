@@ -4,6 +4,7 @@ idempotent retries, problem documents as errors."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import threading
 import time
@@ -61,6 +62,62 @@ async def test_client_raises_the_problem_document(stack: Stack) -> None:
             await client.exchange(_request(stack, partnership="riec-utrecht"))
     assert refused.value.status == 422
     assert "unknown partnership" in str(refused.value.problem["detail"])
+
+
+class _AnsweredIds(httpx.AsyncHTTPTransport):
+    """The real transport, noting the X-Request-ID of every answer of the API."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str | None] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.url.path.startswith("/v1/"):
+            self.ids.append(response.headers.get("x-request-id"))
+        return response
+
+
+async def test_the_error_names_the_request_id_the_gateway_logged(stack: Stack) -> None:
+    """The gateway takes the id the client sends as its request id (every log line of the request carries
+    it) and echoes it; the error carries it, so a partner's support ticket can quote it."""
+    keys = stack.clients["gemeente-amsterdam-vth"]
+    transport = _AnsweredIds()
+    async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, transport=transport,
+                             clock=lambda: stack.clock.now().timestamp()) as client:
+        with pytest.raises(GatewayClientError) as refused:
+            await client.exchange(_request(stack, partnership="riec-utrecht"))
+    assert refused.value.status == 422
+    assert refused.value.request_id is not None
+    assert transport.ids == [refused.value.request_id]
+    assert re.fullmatch(r"[0-9a-f]{16}-[0-9]+", refused.value.request_id), "the client's id, taken by the gateway"
+    assert refused.value.request_id in str(refused.value)
+
+
+class _Paths(httpx.AsyncHTTPTransport):
+    """The real transport, noting the path of every request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await super().handle_async_request(request)
+
+
+async def test_concurrent_calls_on_a_fresh_client_share_one_token_from_the_real_token_endpoint(stack: Stack) -> None:
+    """Eight tasks start at once on a new client: one metadata and one token request (one client assertion,
+    one jti), and every call is answered with that token."""
+    keys = stack.clients["gemeente-amsterdam-vth"]
+    transport = _Paths()
+    async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, transport=transport,
+                             clock=lambda: stack.clock.now().timestamp()) as client:
+        feeds = await asyncio.gather(*[client.escalation_feed() for _ in range(8)])
+    assert all(isinstance(feed, list) for feed in feeds)
+    assert transport.paths.count("/oauth/token") == 1
+    assert transport.paths.count("/.well-known/oauth-authorization-server") == 1
+    assert transport.paths.count("/v1/escalations/feed") == 8
 
 
 async def test_client_objects_to_a_narrowing_and_reruns_with_the_decision(stack: Stack) -> None:

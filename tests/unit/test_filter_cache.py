@@ -11,8 +11,13 @@ def test_a_value_is_returned_only_for_its_generation() -> None:
     cache: GenerationCache[str] = GenerationCache(1000)
     cache.put("police", 3, "records", 100)
     assert cache.get("police", 3) == (True, "records")
-    assert cache.get("police", 4) == (False, None)  # changed since: read again
-    assert cache.get("police", 3) == (False, None)  # and the stale copy is gone
+    assert cache.get("police", 4) == (False, None)  # changed since: not used as it is
+    assert cache.kept("police") == (3, "records")  # but kept, as the base to bring up to date
+    cache.put("police", 4, "updated", 100)
+    assert cache.get("police", 4) == (True, "updated")
+    assert (len(cache), cache.bytes) == (1, 100)  # the update replaced it
+    cache.discard("police")  # one that could not be brought up to date
+    assert cache.kept("police") is None
     assert (len(cache), cache.bytes) == (0, 0)
 
 

@@ -183,3 +183,24 @@ def test_the_cap_per_address_holds_at_the_login_endpoint(client: TestClient, con
     with container.engine.connect() as connection:  # their audit windows name nobody: one per reason, not per name
         windows = connection.execute(select(sign_in_windows.c.reason, sign_in_windows.c.target)).all()
     assert sorted(windows) == [("throttled", ""), ("wrong-credentials", "")]
+
+
+def test_a_burst_of_new_usernames_from_one_address_gets_exactly_its_cap(container: Container) -> None:
+    """Attempts at new usernames from one address, all at once: each used to count the address's rows without
+    seeing the rows the others had not committed yet, so a burst got a few usernames past the cap."""
+    throttle = LoginThrottle(container.sessions, container.clock, KEY, limit=5)  # the cap as configured: 32
+    burst = 48
+    start = threading.Barrier(burst)
+
+    def attempt(number: int) -> str:
+        start.wait()
+        try:
+            throttle.attempt(f"made-up-{number}", "198.51.100.7")
+        except TooManyRequests:
+            return "refused"
+        return "counted"
+
+    with ThreadPoolExecutor(burst) as pool:
+        outcomes = Counter(pool.map(attempt, range(burst)))
+    assert outcomes == {"counted": 32, "refused": burst - 32}
+    assert _failure_rows(container) == 32

@@ -5,21 +5,26 @@ is audited, together with the change or not at all."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import OKPKey
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import OperationalError
 
+from audit import store
 from audit.tables import audit_entries
-from gateway.auth import repository
-from gateway.auth.access_changes import register_client
+from gateway.auditing.setup import load_or_create_checkpoint_key
+from gateway.auth import passwords, repository
+from gateway.auth.access_changes import Registration, register_client
 from gateway.auth.setup import auth_services
 from gateway.container import Container
 from gateway.db.engine import transaction
-from gateway.errors import Conflict
+from gateway.errors import Conflict, ServiceUnavailable
 from gateway.register.loader import load_register
 from tests.auth_helpers import ClientKeys, bearer, fetch_token
 
@@ -33,6 +38,21 @@ def _rekey(container: Container, kid: str) -> ClientKeys:
     register_client(container.settings, container.engine, register, SYSTEM, ["register:read"], container.clock,
                     jwks={"keys": [key.as_dict(private=False)]})
     return ClientKeys(SYSTEM, key, "Ed25519")
+
+
+def _rekey_secret(container: Container) -> Registration:
+    """What `wgs-gateway clients add SYSTEM --generate-secret` does (after `keys init`)."""
+    load_or_create_checkpoint_key(container.settings.key_dir)
+    register, _ = load_register(container.settings.register_file)
+    return register_client(container.settings, container.engine, register, SYSTEM, ["register:read"],
+                           container.clock)
+
+
+def _stored(container: Container) -> repository.ClientRecord:
+    with transaction(container.sessions) as session:
+        found = repository.get_client(session, SYSTEM)
+    assert found is not None
+    return found
 
 
 def _problem(response: Any, status: int) -> dict[str, Any]:
@@ -110,3 +130,74 @@ def test_a_token_with_a_bad_generation_claim_is_401_not_500(client: TestClient, 
               "gen": generation}
     token = jwt.encode({"alg": "Ed25519", "kid": key.kid}, claims, key, algorithms=["Ed25519"])
     assert "`gen`" in _problem(client.get("/v1/register", headers=bearer(token)), 401)["detail"]
+
+
+class _LockWatch:
+    """Tells whether the audit log's append transaction (which holds its write lock) is open, and records it
+    for every argon2 hash made."""
+
+    def __init__(self) -> None:
+        self.locked = False
+        self.hashed_under_lock: list[bool] = []
+        self.appends = 0
+
+
+def test_a_secret_re_key_hashes_the_secret_before_taking_the_audit_logs_lock(container: Container,
+                                                                             monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    """The hash is deliberately slow; made under the append lock it held up every audited write meanwhile."""
+    first = _rekey_secret(container)
+    watch = _LockWatch()
+    real_transaction, real_hasher = store.append_transaction, passwords._hasher
+
+    @contextmanager
+    def watched(engine: Engine) -> Iterator[store.AppendTransaction]:
+        with real_transaction(engine) as open_transaction:
+            watch.locked, watch.appends = True, watch.appends + 1
+            try:
+                yield open_transaction
+            finally:
+                watch.locked = False
+
+    class WatchedHasher:
+        def hash(self, secret: str) -> str:
+            watch.hashed_under_lock.append(watch.locked)
+            return real_hasher.hash(secret)
+
+    monkeypatch.setattr(store, "append_transaction", watched)
+    monkeypatch.setattr(passwords, "_hasher", WatchedHasher())
+    renewed = _rekey_secret(container)
+    monkeypatch.undo()
+    assert renewed.rekeyed
+    assert watch.appends == 1  # the re-key was audited through the watched lock ...
+    assert watch.hashed_under_lock == [False]  # ... and its one hash was made before it was taken
+    stored = _stored(container)
+    assert stored.key_generation == 1
+    assert stored.secret_hash is not None
+    assert passwords.verify_secret(stored.secret_hash, renewed.secret or "")
+    assert not passwords.verify_secret(stored.secret_hash, first.secret or "")
+    assert [e["extra"]["action"] for e in _cli_entries(container)] == ["client-rekeyed"]
+
+
+def test_a_secret_re_key_whose_audit_append_fails_leaves_the_client_as_it_was(container: Container,
+                                                                              monkeypatch: pytest.MonkeyPatch
+                                                                              ) -> None:
+    """The new hash is written in the append's transaction, then the append fails to commit: nothing stays."""
+    first = _rekey_secret(container)
+    before = _stored(container)
+    real_transaction = store.append_transaction
+
+    @contextmanager
+    def failing(engine: Engine) -> Iterator[store.AppendTransaction]:
+        with real_transaction(engine) as open_transaction:
+            yield open_transaction
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(store, "append_transaction", failing)
+    with pytest.raises(ServiceUnavailable, match="audit log could not be written"):
+        _rekey_secret(container)
+    monkeypatch.undo()
+    assert _stored(container) == before
+    assert before.secret_hash is not None
+    assert passwords.verify_secret(before.secret_hash, first.secret or "")
+    assert _cli_entries(container) == []

@@ -42,6 +42,7 @@ class Recorder:
     def __init__(self) -> None:
         self.paths: list[str] = []
         self.keys: list[str | None] = []
+        self.request_ids: list[str | None] = []  # the X-Request-ID of every API request
         self.sleeps: list[float] = []
         self.token_headers: list[dict[str, Any]] = []
 
@@ -69,6 +70,7 @@ def _client(seen: Recorder, api: Handler, *, key: OKPKey = KEY, clock: Callable[
             return answer
         seen.paths.append(request.url.path)
         seen.keys.append(request.headers.get("idempotency-key"))
+        seen.request_ids.append(request.headers.get("x-request-id"))
         return api(request)
     return GatewayClient("https://gw", "sys-a", key, clock=clock, sleep=seen.sleep,
                          transport=httpx.MockTransport(handler), **options)

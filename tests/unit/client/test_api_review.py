@@ -226,7 +226,8 @@ async def test_a_problem_document_is_typed_with_its_members() -> None:
     error = raised.value
     assert (error.status, error.type, error.title, error.detail) == (422, document["type"], document["title"],
                                                                      document["detail"])
-    assert str(error) == "422: categories: too short"
+    assert str(error) == f"422: categories: too short (request {error.request_id})"
+    assert error.request_id == seen.request_ids[-1], "the id the request was sent with (which the gateway logs)"
 
 
 @pytest.mark.parametrize("body", [[{"loc": ["body"], "input": PERSONAL}], PERSONAL,

@@ -194,3 +194,36 @@ def test_a_refusal_with_records_is_not_a_valid_answer() -> None:
         HolderAnswer.model_validate({"status": "refused", "records": [record]})
     with pytest.raises(ValidationError):
         HolderAnswer.model_validate({"status": "answered", "records": [], "smuggled": "data"})
+
+
+# -- related subjects ------------------------------------------------------------------------------
+def test_asked_by_reference_a_related_subject_is_named_by_reference_unless_told_otherwise(
+        stores: dict[str, PartnerStore], world: World) -> None:
+    """Asked by its own reference (before enrolment, or in a follow-up by match handle) the KvK names the company
+    a director directs as it holds it. Told to name related subjects by pseudonyms (a follow-up: the requester
+    may not learn its references), it names it by its own pseudonym, or — not enrolled — not at all."""
+    director = world.scenarios()[w.BIBOB_APPLICANT][1]
+    [company] = [r.fields["company"] for r in world.records_of(w.KVK, director) if r.record_type == "directorship"]
+    store = stores[w.KVK]
+    holder = Holder(PROFILES[w.KVK], store)
+
+    def named(request_id: str, **flag: bool) -> object:
+        query = _query([director], ["directorships"], request_id=request_id).model_copy(update=flag)
+        [record] = holder.query(query)[0].records
+        return record.fields["company"]
+
+    assert named("q-plain") == company
+    assert named("q-flag", related_subjects_as_pseudonyms=True) is None  # not enrolled: left out
+    store.remember_pseudonyms("riec-amsterdam-amstelland", [("kvk.v1.own-pseudonym-of-the-company", company)])
+    assert named("q-enrolled", related_subjects_as_pseudonyms=True) == "kvk.v1.own-pseudonym-of-the-company"
+
+
+def test_the_flag_is_on_the_wire_only_when_set() -> None:
+    """A holder that refuses unknown fields (as the protocol asks) answers every other query as before; one that
+    does not know the flag refuses a follow-up rather than ignoring it."""
+    plain = _query(["subj-1"], ["police_incidents"])
+    assert "related_subjects_as_pseudonyms" not in plain.model_dump_json()
+    flagged = plain.model_copy(update={"related_subjects_as_pseudonyms": True})
+    assert '"related_subjects_as_pseudonyms":true' in flagged.model_dump_json()
+    assert HolderQuery.model_validate_json(flagged.model_dump_json()) == flagged
+    assert HolderQuery.model_validate_json(plain.model_dump_json()) == plain

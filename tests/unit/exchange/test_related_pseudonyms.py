@@ -3,7 +3,7 @@ director's pseudonym nested in an object or list passed through in the holder's 
 
 from __future__ import annotations
 
-from gateway.exchange.service import _mapped, _pseudonyms_in
+from gateway.exchange.service import _mapped, _mapped_counting, _pseudonyms_in
 from gateway.pseudonyms.identifiers import IdentifierType
 from gateway.pseudonyms.pep import Pseudonym, hash_to_point
 
@@ -45,3 +45,13 @@ def test_a_text_with_a_pseudonym_inside_is_dropped_whole() -> None:
     body = str(mapped)
     assert DIRECTOR not in body
     assert PARTNER not in body
+
+
+def test_what_is_withheld_is_counted() -> None:
+    """A follow-up logs what the translation withheld as the holder's over-sharing: each pseudonym not
+    translated, each text with one inside, a key counted once with its entry; a translated one is no loss."""
+    fields = FIELDS | {"note": f"director {DIRECTOR}", "by_key": {PARTNER: {"who": PARTNER}}}
+    mapped, withheld = _mapped_counting(fields, {DIRECTOR: "mine-director", PARTNER: None})
+    assert mapped == _mapped(fields, {DIRECTOR: "mine-director", PARTNER: None})
+    assert withheld == 4  # two PARTNER values, the note, the PARTNER key (its value goes with it)
+    assert _mapped_counting(FIELDS, {DIRECTOR: "d", PARTNER: "p"})[1] == 0
