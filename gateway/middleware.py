@@ -16,9 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.logs import parse_traceparent
+from gateway.logging import scrub_text
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 log = structlog.get_logger("gateway.access")
 
@@ -28,6 +29,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def _callers_request_id(sent: str | None) -> str | None:
+    """The caller's ``X-Request-ID`` if the gateway may take it as the request's id, else None.
+
+    Why: the id is echoed in the answer's header and written unscrubbed into every log line of the request
+    (the personal-data scrubber leaves ``request_id`` alone), so the caller chooses part of the gateway's
+    logs. Taken are only up to 64 of ``[A-Za-z0-9._-]`` and nothing more (``fullmatch``: a ``$`` let a final
+    line break through), and nothing the scrubber would mask (a BSN, an IBAN): an id is no channel for a
+    person's identifier into the logs. Another caller's id can be sent too; the gateway's own ``span_id``
+    on each line tells two requests under one id apart."""
+    if sent is None or not _REQUEST_ID.fullmatch(sent) or scrub_text(sent) != sent:
+        return None
+    return sent
 
 
 class RequestContextMiddleware:
@@ -40,8 +55,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming_id = _header(scope, b"x-request-id")
-        request_id = incoming_id if incoming_id and _REQUEST_ID.match(incoming_id) else secrets.token_hex(8)
+        request_id = _callers_request_id(_header(scope, b"x-request-id")) or secrets.token_hex(8)
         parent = parse_traceparent(_header(scope, b"traceparent"))
         trace_id = parent[0] if parent else secrets.token_hex(16)
         span_id = secrets.token_hex(8)

@@ -208,3 +208,58 @@ def test_the_partner_s_log_lines_of_a_call_carry_its_trace_id() -> None:
 ])
 def test_traceparent_parsing(header: str | None, expected: tuple[str, str] | None) -> None:
     assert parse_traceparent(header) == expected
+
+
+# -- the caller's X-Request-ID ----------------------------------------------------------------------------
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _request_id_taken(sent: bytes) -> tuple[str, list[MutableMapping[str, Any]]]:
+    """The X-Request-ID the gateway's request-context middleware answers ``sent`` with, and its log lines
+    (straight through ASGI: an HTTP client would refuse to send some of these values at all)."""
+    from gateway.middleware import RequestContextMiddleware
+
+    answered: list[bytes] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answered.extend(value for name, value in message["headers"] if name == b"x-request-id")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/x", "headers": [(b"x-request-id", sent)]}
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as lines:
+        asyncio.run(RequestContextMiddleware(_ok)(scope, receive, send))
+    [request_id] = answered
+    return request_id.decode("latin-1"), lines
+
+
+def test_a_well_formed_request_id_of_the_caller_is_taken_echoed_and_logged() -> None:
+    taken, lines = _request_id_taken(b"0f3a9c2e71b4d865-2")
+    assert taken == "0f3a9c2e71b4d865-2"
+    assert [line["request_id"] for line in lines] == [taken]
+
+
+@pytest.mark.parametrize("sent", [
+    b"123456782",                    # a BSN: the request id is the one log field the scrubber leaves alone
+    b"call-123456782-1",
+    b"NL91ABNA0417164300",          # an IBAN
+    b"abc\n",                        # a line break after a valid id ('$' matches before a final newline)
+    b"a" * 65,
+    b"a b",
+    b"",
+])
+def test_a_request_id_that_could_carry_personal_data_or_break_a_line_is_replaced(sent: bytes) -> None:
+    """The caller's id goes into every log line of the request unscrubbed (``request_id`` is exempt from
+    the personal-data scrubber, as an id of the gateway's own would need) and into the answer's header:
+    one shaped like an identifier, or with a line break, is replaced by an id of the gateway's own."""
+    taken, lines = _request_id_taken(sent)
+    assert re.fullmatch(r"[0-9a-f]{16}", taken), taken
+    assert [line["request_id"] for line in lines] == [taken]
+    if sent:
+        assert sent.decode("latin-1") not in json.dumps(lines)
