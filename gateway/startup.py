@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -134,15 +134,41 @@ def start_problems(*, trust_serve: bool = False) -> list[str]:
 
 CHECKED_BY_SERVE = "WGS_START_CHECKED_BY"
 """The environment variable ``serve`` sets, once its check passed, for the worker processes it starts:
-``<its process id>:<fingerprint of the settings it checked>`` (:func:`checked_for_workers`)."""
+``<its process id>:<fingerprint of the settings it checked>`` (:func:`checked_for_workers`,
+:func:`settings_fingerprint`: no digest of a secret)."""
 
 
 def settings_fingerprint(settings: Settings, console: ConsoleSettings) -> str:
-    """A digest of every value of both settings groups: a worker reading other settings than ``serve``
-    checked (another ``.env``, another variable) does not match it. The values it is made of are in the
-    same environment or ``.env`` file already; it adds nothing to read."""
-    material = json.dumps([settings.model_dump(mode="json"), console.model_dump(mode="json")], sort_keys=True)
-    return hashlib.sha256(b"wgs-start-checked/1\0" + material.encode()).hexdigest()
+    """A digest of both settings groups without their secrets: a worker reading other settings than ``serve``
+    checked (another ``.env``, another variable) does not match it.
+
+    Why without secrets: the marker sits in every worker's environment, where more than the gateway may see
+    it (a process listing with environments, a crash report). A digest over a password lets whoever reads it
+    test guesses offline, one hash each. Left out are the fields that do not show in a repr (the OPA token,
+    a webhook's secret, the console's session secret) and the database URL's password; none of them is what
+    the skipped checks look at, and a worker still reads and validates every setting itself."""
+    material = json.dumps([_shown(settings), _shown(console)], sort_keys=True, default=str)
+    return hashlib.sha256(b"wgs-start-checked/2\0" + material.encode()).hexdigest()
+
+
+def _shown(value: object) -> object:
+    """``value`` as plain data, without the fields of a model that its repr hides and without a database
+    URL's password (:func:`settings_fingerprint`)."""
+    if isinstance(value, Settings):
+        shown = _shown_fields(value)
+        shown["database_url"] = without_password(value.effective_database_url, value.effective_database_url)
+        return shown
+    if isinstance(value, BaseModel):
+        return _shown_fields(value)
+    if isinstance(value, dict):
+        return {str(key): _shown(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(item) for item in value]
+    return value
+
+
+def _shown_fields(model: BaseModel) -> dict[str, object]:
+    return {name: _shown(getattr(model, name)) for name, field in type(model).model_fields.items() if field.repr}
 
 
 @contextmanager

@@ -27,7 +27,7 @@ class ConsoleSettings(BaseSettings):
         description="Secure flag of the session cookie. Unset: Secure, except for plain HTTP on a loopback "
                     "address (the demo); set true behind a TLS-terminating proxy.")
     session_secret: str | None = Field(
-        default=None, min_length=32,
+        default=None, min_length=32, repr=False,
         description="Key that signs session cookies; default: a random key kept in the key store directory.")
     default_language: str = Field(default="nl", pattern="^(nl|en)$")
     page_size: int = Field(default=50, ge=5, le=500, description="Rows per page of the audit explorer.")
