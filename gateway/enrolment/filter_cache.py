@@ -26,7 +26,9 @@ bumped without stamping (code from before 0030 still running during an upgrade),
 when removals are forgotten — those older than :data:`HISTORY` generations, and all of them when a replace or a
 retirement removes everything (:func:`bump` with ``forget``; nothing of a retired participant is kept). In
 either case, and when the updated copy does not hold as many records as the table (:func:`held_count`), the
-set is read in full: a removed record must never hit.
+set is read in full: a removed record must never hit. So it is too when the counter has moved by the end of the
+update's reads (:meth:`gateway.enrolment.filters.FilterService._updated`): those are several statements, each
+seeing what committed before it, and a batch committed between them may have forgotten removals the update needs.
 """
 
 from __future__ import annotations
