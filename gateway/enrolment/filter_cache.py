@@ -226,5 +226,19 @@ class GenerationCache(Generic[V]):
             while self._bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
 
+    def grow(self, key: Hashable, value_id: int, extra: int) -> None:
+        """Count ``extra`` more bytes for the value under ``key`` — when it is still the value of id ``value_id``
+        (it keeps something it derived, :meth:`gateway.enrolment.held.HeldRecords.watch`), not one that replaced
+        it — and drop the least recently used while over the bound (that value too: the bound holds). An id, not
+        the value: a value that refers to itself through its callback would wait for the cycle collector."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or id(entry[1]) != value_id:
+                return
+            self._entries[key] = (entry[0], entry[1], entry[2] + extra)
+            self._bytes += extra
+            while self._bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+
     def _drop(self, key: Hashable) -> None:
         self._bytes -= self._entries.pop(key)[2]

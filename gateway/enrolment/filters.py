@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -249,8 +250,10 @@ class FilterService:
             read = self._read(session, partnership, schema, missing) if missing else {}
         fetched |= {organisation: read.get(organisation) for organisation in missing}
         for organisation, held in fetched.items():
-            self.cache.put((partnership, organisation, schema.id, schema.version),
-                           generations[organisation].generation, held, size_of(held))
+            key = (partnership, organisation, schema.id, schema.version)
+            if held is not None:  # the subsets a purpose may ask about, kept with it, count in the bound
+                held.watch(partial(self.cache.grow, key, id(held)))
+            self.cache.put(key, generations[organisation].generation, held, size_of(held))
             found[organisation] = held
         return {organisation: held for organisation, held in found.items() if held is not None}
 

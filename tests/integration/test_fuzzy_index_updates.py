@@ -412,3 +412,35 @@ def test_removals_pruned_while_a_copy_is_updated_never_leave_a_withdrawn_record(
     assert held.refs in (["a", "b"], ["a", "b", "d"])
     assert _hits(_subjects(holders, [("politie", "c")]), held) == [None]
     assert_same(service.held(RIEC, PERSON, ["politie"])["politie"], _cold(engine, ["politie"])["politie"])
+
+
+def test_the_subsets_a_purpose_may_ask_about_count_in_the_cache_bound(engine: Engine) -> None:
+    """A purpose permitted part of a holder's categories compares a subset of the kept set, kept with it (up to
+    ``MAX_VIEWS``, each up to the set's size). Before: the cache's bound counted the set alone, so a process could
+    keep several times its bound. Now each kept subset is counted, and the bound holds."""
+    holders = Holders(engine, seed=23)
+    holders.write("politie", [holders.row("politie", f"ref/{n:03d}") for n in range(300)])
+    holders.write("kvk", [holders.row("kvk", f"ref/{n:03d}") for n in range(300)])
+    service = _service(engine)
+    held = service.held(RIEC, PERSON, ["politie", "kvk"])
+    before = service.cache.bytes
+    subjects = _subjects(holders, [("politie", "ref/001")])
+    for permitted in ({"police_incidents"}, {"criminal_records"}):
+        _matched(subjects, held["politie"], permitted, PERSON.threshold)
+    views = [held["politie"].permitted(permitted) for permitted in ({"police_incidents"}, {"criminal_records"})]
+    assert all(0 < len(view) < len(held["politie"]) for view in views)  # subsets, kept with the set
+    assert service.cache.bytes >= before + sum(view.dataset.filters.nbytes for view in views)
+
+    bounded = _service(engine, cache_bytes=before + 1024)  # room for both sets, not for a subset as well
+    kept = bounded.held(RIEC, PERSON, ["politie", "kvk"])
+    assert len(bounded.cache) == 2
+    _matched(subjects, kept["politie"], {"criminal_records"}, PERSON.threshold)
+    assert bounded.cache.bytes <= bounded.cache.max_bytes
+    assert len(bounded.cache) == 1
+    # a copy that replaced the one a subset was made of is not charged for it
+    holders.write("politie", [holders.row("politie", "ref/new")])
+    updated = bounded.held(RIEC, PERSON, ["politie"])["politie"]
+    charged = bounded.cache.bytes
+    _matched(subjects, kept["politie"], {"police_incidents"}, PERSON.threshold)  # the old copy's subset
+    assert bounded.cache.bytes == charged
+    assert updated is not kept["politie"]
