@@ -10,6 +10,23 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI, Request
+
+STAND_IN_TOKEN = {"access_token": "T", "token_type": "Bearer", "expires_in": 300}
+"""What a stand-in gateway's token endpoint answers: a token the client sends back unread."""
+
+
+def stand_in_gateway() -> FastAPI:
+    """A stand-in for the gateway's token side, for tests of ``gateway.client`` that do not need a real one:
+    the authorisation server metadata naming its own token endpoint. A test adds the token endpoint (most
+    answer :data:`STAND_IN_TOKEN`) and the API routes it plays."""
+    app = FastAPI()
+
+    @app.get("/.well-known/oauth-authorization-server")
+    async def metadata(request: Request) -> dict[str, str]:
+        return {"token_endpoint": f"{request.base_url}oauth/token"}
+
+    return app
 
 
 @contextmanager

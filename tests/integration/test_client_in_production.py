@@ -20,7 +20,7 @@ from joserfc.jwk import OKPKey
 
 from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
 from gateway.client.models import ExchangeRequest
-from tests.servers import serve_app
+from tests.servers import STAND_IN_TOKEN, serve_app, stand_in_gateway
 
 KEY = OKPKey.generate_key("Ed25519")
 RESULT = {"exchange_id": "ex-1", "created_at": "2026-11-25T10:00:00Z", "requester": "gemeente-amsterdam",
@@ -45,11 +45,7 @@ class StandIn:
     disconnected: list[str] = field(default_factory=list)
 
     def app(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.get("/.well-known/oauth-authorization-server")
-        async def metadata(request: Request) -> dict[str, str]:
-            return {"token_endpoint": f"{request.base_url}oauth/token"}
+        app = stand_in_gateway()
 
         @app.post("/oauth/token")
         async def token() -> Response:
@@ -57,7 +53,7 @@ class StandIn:
             await asyncio.sleep(self.token_delay)
             if self.token_refusal is not None:
                 return self.token_refusal
-            return JSONResponse({"access_token": "T", "token_type": "Bearer", "expires_in": 300})
+            return JSONResponse(STAND_IN_TOKEN)
 
         @app.get("/v1/exchanges/{exchange_id}")
         async def exchange(request: Request) -> Response:

@@ -22,7 +22,7 @@ from joserfc.jwk import OKPKey
 
 from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
 from gateway.client.models import ExchangeRequest, Outcome
-from tests.servers import serve_app
+from tests.servers import STAND_IN_TOKEN, serve_app, stand_in_gateway
 from tests.tls_certificates import private_ca_certificates
 
 KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "partner-1"})
@@ -45,15 +45,11 @@ class Double:
     seen: list[str] = field(default_factory=list)
 
     def app(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.get("/.well-known/oauth-authorization-server")
-        async def metadata(request: Request) -> dict[str, str]:
-            return {"token_endpoint": f"{request.base_url}oauth/token"}
+        app = stand_in_gateway()
 
         @app.post("/oauth/token")
         async def token() -> dict[str, object]:
-            return {"access_token": "T", "token_type": "Bearer", "expires_in": 300}
+            return STAND_IN_TOKEN
 
         @app.api_route("/v1/{path:path}", methods=["GET", "POST"])
         async def api(path: str) -> Response:
