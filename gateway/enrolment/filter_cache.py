@@ -26,7 +26,9 @@ bumped without stamping (code from before 0030 still running during an upgrade),
 when removals are forgotten — those older than :data:`HISTORY` generations, and all of them when a replace or a
 retirement removes everything (:func:`bump` with ``forget``; nothing of a retired participant is kept). In
 either case, and when the updated copy does not hold as many records as the table (:func:`held_count`), the
-set is read in full: a removed record must never hit.
+set is read in full: a removed record must never hit. So it is too when the counter has moved by the end of the
+update's reads (:meth:`gateway.enrolment.filters.FilterService._updated`): those are several statements, each
+seeing what committed before it, and a batch committed between them may have forgotten removals the update needs.
 """
 
 from __future__ import annotations
@@ -221,6 +223,20 @@ class GenerationCache(Generic[V]):
                 return
             self._entries[key] = (generation, value, size)
             self._bytes += size
+            while self._bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    def grow(self, key: Hashable, value_id: int, extra: int) -> None:
+        """Count ``extra`` more bytes for the value under ``key`` — when it is still the value of id ``value_id``
+        (it keeps something it derived, :meth:`gateway.enrolment.held.HeldRecords.watch`), not one that replaced
+        it — and drop the least recently used while over the bound (that value too: the bound holds). An id, not
+        the value: a value that refers to itself through its callback would wait for the cycle collector."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or id(entry[1]) != value_id:
+                return
+            self._entries[key] = (entry[0], entry[1], entry[2] + extra)
+            self._bytes += extra
             while self._bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from gateway.enrolment.audited import (
 )
 from gateway.enrolment.filter_cache import (
     DEFAULT_CACHE_BYTES,
+    Generation,
     GenerationCache,
     bump,
     current,
@@ -238,7 +240,7 @@ class FilterService:
                     continue
                 base = self.cache.kept(key)
                 if base is not None and state.updatable_from(base[0]):
-                    usable, held = self._updated(session, partnership, schema, organisation, *base)
+                    usable, held = self._updated(session, partnership, schema, organisation, state, *base)
                     if usable:
                         fetched[organisation] = held
                     else:  # not the set stored: never used again, and read in full below
@@ -248,18 +250,27 @@ class FilterService:
             read = self._read(session, partnership, schema, missing) if missing else {}
         fetched |= {organisation: read.get(organisation) for organisation in missing}
         for organisation, held in fetched.items():
-            self.cache.put((partnership, organisation, schema.id, schema.version),
-                           generations[organisation].generation, held, size_of(held))
+            key = (partnership, organisation, schema.id, schema.version)
+            if held is not None:  # the subsets a purpose may ask about, kept with it, count in the bound
+                held.watch(partial(self.cache.grow, key, id(held)))
+            self.cache.put(key, generations[organisation].generation, held, size_of(held))
             found[organisation] = held
         return {organisation: held for organisation, held in found.items() if held is not None}
 
-    def _updated(self, session: Session, partnership: str, schema: Schema, organisation: str, since: int,
-                 held: HeldRecords | None) -> tuple[bool, HeldRecords | None]:
+    def _updated(self, session: Session, partnership: str, schema: Schema, organisation: str, state: Generation,
+                 since: int, held: HeldRecords | None) -> tuple[bool, HeldRecords | None]:
         """``held`` (the copy of generation ``since``) with the rows written and the references withdrawn after
         ``since`` — (True, the set now stored; None for none) — or (False, None) when the result is not the set
         stored (it does not hold as many records as the table: a change went unrecorded), or cannot be told.
 
-        A changed row of another schema version leaves the set, as a full read would not return it."""
+        A changed row of another schema version leaves the set, as a full read would not return it.
+
+        The rows, the removals and the count are three statements, and each sees what committed before it (READ
+        COMMITTED on PostgreSQL; on SQLite, pysqlite begins no transaction for a SELECT): a batch committed
+        between them can forget the very removals this update needs (a replace, or the history moving on) while
+        its rows were not read yet — a withdrawn record kept, with a count that may still add up. So the counter
+        (``state``, read before the rows) is read again last: every writer bumps it in its transaction, so when
+        it is unchanged nothing committed between the reads, and otherwise the set is read in full."""
         mine = (match_filters.c.partnership == partnership, match_filters.c.organisation == organisation,
                 match_filters.c.record_type == schema.id)
         rows = session.execute(select(*DIGESTED, match_filters.c.local_ref).where(
@@ -271,6 +282,8 @@ class FilterService:
         if result is None or len(result) != held_count(session, partnership, organisation, schema.id,
                                                         schema.version):
             return False, None
+        if current(session, partnership, schema.id, [organisation])[organisation] != state:
+            return False, None  # a batch committed while this was read: the reads may not agree
         self.updates += 1
         return True, result if len(result) else None
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import sys
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import pairwise
@@ -50,6 +50,15 @@ class HeldRecords:
         default_factory=dict, init=False, compare=False, repr=False)
     """The subsets :meth:`permitted` made, by the category sets they keep (at most :data:`MAX_VIEWS`)."""
 
+    _watchers: list[Callable[[int], None]] = field(default_factory=list, init=False, compare=False, repr=False)
+    """Told what each subset kept with this set takes (:meth:`watch`)."""
+
+    def watch(self, grown: Callable[[int], None]) -> None:
+        """Call ``grown`` with the estimated size (:func:`size_of`) of each subset :meth:`permitted` keeps with
+        this set from now on: the cache that keeps the set counts them in its bound — up to :data:`MAX_VIEWS`
+        subsets, each up to the set's own size, which the estimate made when it was kept cannot know of."""
+        self._watchers.append(grown)
+
     @cached_property
     def category_sets(self) -> frozenset[frozenset[str]]:
         """The distinct category sets of these records (few: they are shared, :func:`decoded`), collected once
@@ -70,8 +79,10 @@ class HeldRecords:
         view = self._views.get(allowed)
         if view is None:
             view = self.subset([i for i, held in enumerate(self.categories) if held in allowed])
-            if len(self._views) < MAX_VIEWS:  # a race between two requests keeps one of two equal subsets
-                self._views[allowed] = view
+            # a race between two requests keeps one of two equal subsets, and counts that one
+            if len(self._views) < MAX_VIEWS and self._views.setdefault(allowed, view) is view:
+                for grown in list(self._watchers):
+                    grown(size_of(view))
         return view
 
     @cached_property
@@ -202,7 +213,8 @@ class HeldRecords:
 MAX_VIEWS = 4
 """How many subsets of one kept set :meth:`HeldRecords.permitted` keeps: one per combination of permitted
 categories that left some records out (purposes that may ask about part of a holder's categories); further
-combinations are made per request. They are not in :func:`size_of`'s estimate (made before any exists)."""
+combinations are made per request. They are not in :func:`size_of`'s estimate of the set (made before any exists):
+the cache is told of each as it is made (:meth:`HeldRecords.watch`)."""
 
 _DIGEST_BYTES = sys.getsizeof("0" * 64)
 """What one row digest (64 hex digits) takes."""

@@ -345,3 +345,102 @@ def test_copies_updated_while_batches_commit_end_as_a_cold_read(engine: Engine) 
     assert not failures
     assert_same(service.held(RIEC, PERSON, ["politie"])["politie"], _cold(engine, ["politie"])["politie"])
     assert service.updates > 0
+
+
+class _CommitBefore:
+    """Commits a writer's batch just before the reader's first statement that reads ``marker`` — between two
+    statements of one read, where each statement sees what committed before it (PostgreSQL's READ COMMITTED;
+    a read-only transaction on SQLite through pysqlite, which begins none for a SELECT)."""
+
+    def __init__(self, engine: Engine, marker: str, write: Any) -> None:
+        self.engine, self.marker, self.write = engine, marker, write
+        self.fired = False
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if self.fired or not statement.lstrip().upper().startswith("SELECT") or self.marker not in statement:
+            return
+        self.fired = True  # before writing: the writer's own statements pass through here too
+        self.write()
+
+    def __enter__(self) -> _CommitBefore:
+        event.listen(self.engine, "before_cursor_execute", self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self)
+
+
+def test_a_replace_committed_while_a_copy_is_updated_never_leaves_a_withdrawn_record(engine: Engine) -> None:
+    """The reader reads the counter, then the rows changed since its copy, then the removals: a replace that
+    commits between the rows and the removals deletes the recorded removals (``forget``) the reader was about
+    to apply. Before: the copy kept the withdrawn record (and the replaced ones), and as the replace happened
+    to enrol as many records as the stale copy held, the count check passed — the withdrawn record hit."""
+    holders = Holders(engine, seed=21)
+    holders.write("politie", [holders.row("politie", ref) for ref in ("a", "b", "c")])
+    service = _service(engine)
+    service.held(RIEC, PERSON, ["politie"])
+    holders.write("politie", [], ["c"])  # recorded: the copy drops it at its next request
+    replaced = {("politie", ref): holders.filters[("politie", ref)] for ref in ("a", "b", "c")}
+    with _CommitBefore(engine, "match_filter_removals", lambda: holders.write(
+            "politie", [holders.row("politie", ref) for ref in ("x", "y", "z")], replace=True)) as race:
+        held = service.held(RIEC, PERSON, ["politie"])["politie"]
+    assert race.fired
+    assert held.refs in (["a", "b"], ["x", "y", "z"])  # the set before the replace, or after it
+    holders.filters.update({("before", ref[1]): value for ref, value in replaced.items()})
+    assert _hits(_subjects(holders, [("before", "c")]), held) == [None]  # withdrawn before either
+    assert_same(service.held(RIEC, PERSON, ["politie"])["politie"], _cold(engine, ["politie"])["politie"])
+
+
+def test_removals_pruned_while_a_copy_is_updated_never_leave_a_withdrawn_record(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy just within the history: a batch that commits between the reader's read of the rows and its read
+    of the removals moves the history on and prunes the removal the copy needs. Before: the copy kept the
+    withdrawn record, and as that batch added one record the count check passed — the withdrawn record hit."""
+    monkeypatch.setattr(filter_cache, "HISTORY", 3)
+    holders = Holders(engine, seed=22)
+    holders.write("politie", [holders.row("politie", ref) for ref in ("a", "b", "c")])  # generation 1
+    service = _service(engine)
+    service.held(RIEC, PERSON, ["politie"])
+    holders.write("politie", [], ["c"])  # generation 2
+    for _ in range(2):  # generations 3 and 4: the copy (1) is still within the history
+        with engine.begin() as connection:
+            filter_cache.bump(connection, RIEC, "politie", PERSON.id)
+    with _CommitBefore(engine, "match_filter_removals", lambda: holders.write(
+            "politie", [holders.row("politie", "d")])) as race:  # generation 5 forgets the removals up to 2
+        held = service.held(RIEC, PERSON, ["politie"])["politie"]
+    assert race.fired
+    assert held.refs in (["a", "b"], ["a", "b", "d"])
+    assert _hits(_subjects(holders, [("politie", "c")]), held) == [None]
+    assert_same(service.held(RIEC, PERSON, ["politie"])["politie"], _cold(engine, ["politie"])["politie"])
+
+
+def test_the_subsets_a_purpose_may_ask_about_count_in_the_cache_bound(engine: Engine) -> None:
+    """A purpose permitted part of a holder's categories compares a subset of the kept set, kept with it (up to
+    ``MAX_VIEWS``, each up to the set's size). Before: the cache's bound counted the set alone, so a process could
+    keep several times its bound. Now each kept subset is counted, and the bound holds."""
+    holders = Holders(engine, seed=23)
+    holders.write("politie", [holders.row("politie", f"ref/{n:03d}") for n in range(300)])
+    holders.write("kvk", [holders.row("kvk", f"ref/{n:03d}") for n in range(300)])
+    service = _service(engine)
+    held = service.held(RIEC, PERSON, ["politie", "kvk"])
+    before = service.cache.bytes
+    subjects = _subjects(holders, [("politie", "ref/001")])
+    for permitted in ({"police_incidents"}, {"criminal_records"}):
+        _matched(subjects, held["politie"], permitted, PERSON.threshold)
+    views = [held["politie"].permitted(permitted) for permitted in ({"police_incidents"}, {"criminal_records"})]
+    assert all(0 < len(view) < len(held["politie"]) for view in views)  # subsets, kept with the set
+    assert service.cache.bytes >= before + sum(view.dataset.filters.nbytes for view in views)
+
+    bounded = _service(engine, cache_bytes=before + 1024)  # room for both sets, not for a subset as well
+    kept = bounded.held(RIEC, PERSON, ["politie", "kvk"])
+    assert len(bounded.cache) == 2
+    _matched(subjects, kept["politie"], {"criminal_records"}, PERSON.threshold)
+    assert bounded.cache.bytes <= bounded.cache.max_bytes
+    assert len(bounded.cache) == 1
+    # a copy that replaced the one a subset was made of is not charged for it
+    holders.write("politie", [holders.row("politie", "ref/new")])
+    updated = bounded.held(RIEC, PERSON, ["politie"])["politie"]
+    charged = bounded.cache.bytes
+    _matched(subjects, kept["politie"], {"police_incidents"}, PERSON.threshold)  # the old copy's subset
+    assert bounded.cache.bytes == charged
+    assert updated is not kept["politie"]

@@ -50,3 +50,23 @@ def test_a_value_larger_than_the_bound_is_not_kept_and_zero_keeps_nothing() -> N
     off: GenerationCache[str] = GenerationCache(0)
     off.put("police", 1, "a", 100)
     assert len(off) == 0
+
+
+def test_a_kept_value_that_grows_is_counted_and_the_bound_holds() -> None:
+    """A kept set keeps subsets it derived (``HeldRecords.watch``): counted as they come, only for the value
+    still kept under the key, and the least recently used go while over the bound."""
+    cache: GenerationCache[list[str]] = GenerationCache(250)
+    police, tax = ["police"], ["tax"]
+    cache.put("police", 1, police, 100)
+    cache.put("tax", 1, tax, 100)
+    cache.grow("police", id(tax), 40)  # not the value kept under that key
+    assert cache.bytes == 200
+    cache.grow("tax", id(tax), 40)
+    assert cache.bytes == 240
+    cache.grow("tax", id(tax), 40)  # over the bound: the police's (least recently used) go
+    assert cache.get("police", 1) == (False, None)
+    assert cache.get("tax", 1) == (True, tax)
+    assert cache.bytes == 180 <= cache.max_bytes
+    cache.put("tax", 2, ["tax, updated"], 100)  # what the replaced value grows by no longer counts
+    cache.grow("tax", id(tax), 40)
+    assert cache.bytes == 100
