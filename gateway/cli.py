@@ -26,14 +26,13 @@ from gateway.errors import DatabaseNotMigrated
 from gateway.escalations.cli import escalations_app
 from gateway.logging import configure_logging
 from gateway.register.cli import register_app
-from gateway.settings import Settings
+from gateway.settings import Settings, without_password
 from gateway.startup import (
     checked_for_workers,
     schema_refusal,
     settings_refusal,
     start_problems,
     unreachable,
-    without_password,
 )
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, FilePath, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -25,17 +27,80 @@ SHIPPED_REGISTER = Path(__file__).parent / "data" / "register.yaml"
 POLICIES_DIR = resource_dir("policies")
 
 
-class WebhookTarget(BaseModel):
+def without_password(message: str, url: str) -> str:
+    """``message`` with the database password (and the URL as written) taken out.
+
+    Drivers quote what they were given: a host they could not resolve, or the whole URL. With an unescaped
+    character in the password either may carry (part of) it to the operator's terminal and the logs.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return message.replace(url, "<database URL>")
+    message = message.replace(url, parsed.render_as_string(hide_password=True))
+    if parsed.password:
+        message = message.replace(str(parsed.password), "***")
+    return message
+
+
+
+def url_without_password(url: str) -> str:
+    """``url`` with the password of its user part (``scheme://user:password@host``) shown as ``***``.
+
+    For the http(s) URLs a settings repr shows: a connector endpoint is passed on as written and may carry
+    credentials, and an OPA URL with them is refused only when the OPA engine is used. Anything that does not
+    parse, or has no password, is returned as it is.
+    """
+    try:
+        parsed = urlsplit(url)
+        password = parsed.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user, _, host = parsed.netloc.rpartition("@")
+    return parsed._replace(netloc=f"{user.partition(':')[0]}:***@{host}").geturl()
+
+
+def _without_secrets(value: object) -> object:
+    """``value`` as a settings repr shows it: URL passwords masked, in dictionaries too (models mask their own)."""
+    if isinstance(value, str):
+        return url_without_password(value)
+    if isinstance(value, dict):
+        return {key: _without_secrets(item) for key, item in value.items()}
+    return value
+
+
+class _ReprWithoutSecrets(BaseModel):
+    """A repr (and str) that shows no URL's password; the secret fields themselves are ``repr=False``.
+
+    Why: a settings object ends up in a log line, a traceback's locals or a debugger's output, and those
+    reach more people than the environment does.
+    """
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, _without_secrets(value)
+
+
+class WebhookTarget(_ReprWithoutSecrets):
     """Where an organisation wants escalation notifications, and the secret that signs them."""
 
     url: str = Field(pattern=r"^https?://")
     secret: str = Field(min_length=16, repr=False)
 
 
-class Settings(BaseSettings):
+class Settings(_ReprWithoutSecrets, BaseSettings):
     """Gateway configuration; see docs/configuration.md for every variable."""
 
     model_config = SettingsConfigDict(env_prefix="WGS_", env_file=".env", extra="ignore")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # The database URL is an SQLAlchemy URL (its password may hold characters urlsplit takes apart).
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str) and self.database_url:
+                value = without_password(self.database_url, self.database_url)
+            yield name, value
 
     data_dir: Path = Field(default=Path("var"), description="Directory for the SQLite file and key store.")
     database_url: str | None = Field(

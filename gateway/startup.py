@@ -25,14 +25,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.console.settings import ConsoleSettings
 from gateway.db.engine import current_heads, engine_for, expected_heads, migration_gap, missing_database_file
 from gateway.errors import InvalidRegister
 from gateway.register.loader import load_register
 from gateway.settings import Settings, settings_problems
+from gateway.settings import without_password as without_password  # re-exported: its callers import it here
 
 SETTINGS_PREFIXES = {group.__name__: str(group.model_config.get("env_prefix", ""))
                      for group in (Settings, ConsoleSettings)}
@@ -41,22 +41,6 @@ SETTINGS_PREFIXES = {group.__name__: str(group.model_config.get("env_prefix", ""
 STARTUP_FAILURE = 3
 """The exit status of a server process that cannot start: uvicorn's supervisor and gunicorn's arbiter both
 take a worker exiting with 3 for one that would fail the same way again, and stop instead of restarting it."""
-
-
-def without_password(message: str, url: str) -> str:
-    """``message`` with the database password (and the URL as written) taken out.
-
-    Drivers quote what they were given: a host they could not resolve, or the whole URL. With an unescaped
-    character in the password either may carry (part of) it to the operator's terminal and the logs.
-    """
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return message.replace(url, "<database URL>")
-    message = message.replace(url, parsed.render_as_string(hide_password=True))
-    if parsed.password:
-        message = message.replace(str(parsed.password), "***")
-    return message
 
 
 def unreachable(exc: SQLAlchemyError, url: str) -> str:

@@ -142,3 +142,35 @@ def test_a_console_problem_line_names_the_console_variable_and_not_the_value(
     [line] = settings_problems(refused.value, str(ConsoleSettings.model_config["env_prefix"]))
     assert line.startswith(f"{name}: "), line
     assert value not in line
+
+
+def test_the_repr_and_str_of_the_settings_show_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A settings object ends up in log lines, tracebacks' locals and debuggers: none of them may show the
+    database password, a token, a webhook's secret, the console's session key or a password in any URL."""
+    from gateway.console.settings import ConsoleSettings
+
+    secrets = {"db": "S3cr%40tPW-db", "db-decoded": "S3cr@tPW-db", "opa": "opa-token-0123456789",
+               "opa-url": "opa-url-pw-42", "hook": "webhook-secret-0123456789", "hook-url": "hook-url-pw-42",
+               "endpoint": "endpoint-pw-42", "session": "session-secret-" + "k" * 32}
+    monkeypatch.setenv("WGS_OPA_TOKEN", secrets["opa"])  # from the environment, as an operator sets it
+    settings = Settings(
+        _env_file=None, database_url=f"postgresql+psycopg://wgs:{secrets['db']}@postgres:5432/wgs",
+        opa_url=f"http://opa:{secrets['opa-url']}@127.0.0.1:8181",
+        connector_endpoints={"politie-bvh": f"https://bvh:{secrets['endpoint']}@holder.internal/api"},
+        escalation_webhooks={"fiod": {"url": f"https://hook:{secrets['hook-url']}@hooks.internal/x",
+                                      "secret": secrets["hook"]}})
+    console = ConsoleSettings(_env_file=None, session_secret=secrets["session"])
+    assert settings.effective_database_url  # cached on the object: must not show either
+    shown = [repr(settings), str(settings), repr(console), str(console), repr(settings.escalation_webhooks),
+             f"{settings!r} {settings}"]
+    for text in shown:
+        for secret in secrets.values():
+            assert secret not in text, text
+    # what is not secret still shows, so the repr still tells an operator what was read
+    for shown_part in ("postgres:5432/wgs", "holder.internal/api", "hooks.internal/x"):
+        assert shown_part in shown[0]
+    # and the values themselves are unchanged for the code that uses them
+    assert settings.database_url == f"postgresql+psycopg://wgs:{secrets['db']}@postgres:5432/wgs"
+    assert settings.connector_endpoints["politie-bvh"].startswith(f"https://bvh:{secrets['endpoint']}@")
+    assert settings.opa_token == secrets["opa"]
+    assert settings.escalation_webhooks["fiod"].secret == secrets["hook"]
