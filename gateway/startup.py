@@ -122,6 +122,10 @@ CHECKED_BY_SERVE = "WGS_START_CHECKED_BY"
 :func:`settings_fingerprint`: no digest of a secret)."""
 
 
+MIN_TRUSTED_PID = 2
+"""The lowest process id a start-checked marker may name (:func:`_checked_by_serve`)."""
+
+
 def settings_fingerprint(settings: Settings, console: ConsoleSettings) -> str:
     """A digest of both settings groups without their secrets: a worker reading other settings than ``serve``
     checked (another ``.env``, another variable) does not match it.
@@ -181,7 +185,13 @@ def checked_for_workers(settings: Settings, console: ConsoleSettings) -> Iterato
 
 def _checked_by_serve(settings: Settings, console: ConsoleSettings) -> bool:
     """Whether this process's parent (a worker) or this process itself (one worker) is the ``serve`` that
-    checked these settings."""
+    checked these settings.
+
+    A process id below 2 is never trusted: 0 is no process, and 1 is init, which is a worker's parent once
+    ``serve`` has gone and the worker was re-parented (to whatever then holds pid 1), or a marker forged to
+    name it. The cost: ``serve`` run as a container's first process (pid 1) has its check repeated by each
+    worker, as a start by hand does."""
     pid, _, fingerprint = os.environ.get(CHECKED_BY_SERVE, "").partition(":")
-    return (pid.isdigit() and int(pid) in (os.getpid(), os.getppid()) and fingerprint.isascii()
+    return (pid.isascii() and pid.isdigit() and int(pid) >= MIN_TRUSTED_PID
+            and int(pid) in (os.getpid(), os.getppid()) and fingerprint.isascii()
             and hmac.compare_digest(fingerprint, settings_fingerprint(settings, console)))
