@@ -5,6 +5,7 @@ on the way. Each start is a real uvicorn process, bounded by a timeout."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -108,6 +109,7 @@ def test_workers_that_cannot_start_are_not_started_again_and_again(tmp_path: Pat
 
 CHECKS_LOG = "TEST_START_CHECKS_LOG"
 RECORDING_HOOK = f"""
+import json
 import os
 
 import gateway.app
@@ -225,3 +227,47 @@ def test_the_start_checked_marker_is_no_digest_of_a_secret(tmp_path: Path, secre
     guessed = {"database password": {"password": "second-password"}, "OPA token": {"token": "u" * 24},
                "webhook secret": {"webhook": "x" * 24}, "console session secret": {"session": "z" * 32}}[secret]
     assert fingerprint() == fingerprint(**guessed)
+
+
+SECRETS = {"database password": "db-pw-9f3k2", "OPA token": "opa-token-7c1x9q4", "webhook URL password": "hook-pw-5m2",
+           "webhook secret": "hook-secret-7q", "console session secret": "session-secret-too-short-8d"}
+
+
+def _secrets_set(case: str, tmp_path: Path) -> dict[str, str]:
+    """A start with every secret set and one setting bad: the bad one a secret itself (too short), or the
+    database (unreachable) whose URL carries the password."""
+    webhook_secret = SECRETS["webhook secret"] + ("" if case == "a webhook secret too short" else "-long-enough")
+    session_secret = SECRETS["console session secret"] + (
+        "" if case == "a console session secret too short" else "-long-enough-for-a-key")
+    host = f"127.0.0.1:{_free_port()}/wgs" if case == "an unreachable database" else "postgres.internal/wgs"
+    return {"WGS_DATA_DIR": str(tmp_path), "WGS_DB_CONNECT_TIMEOUT_SECONDS": "2",
+            "WGS_DATABASE_URL": f"postgresql+psycopg://wgs:{SECRETS['database password']}@{host}",
+            "WGS_OPA_TOKEN": SECRETS["OPA token"], "WGS_CONSOLE_SESSION_SECRET": session_secret,
+            "WGS_ESCALATION_WEBHOOKS": json.dumps({"fiod": {
+                "url": f"https://hook:{SECRETS['webhook URL password']}@hooks.internal/x", "secret": webhook_secret}})}
+
+
+@pytest.mark.parametrize("case", ["a webhook secret too short", "a console session secret too short",
+                                  "an unreachable database"])
+def test_a_refused_start_echoes_no_secret(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve`` and the entry point print why they refuse to start, to a terminal and into the logs: the
+    lines name the variable (or the database's host), never a password, token or secret, the bad one
+    included."""
+    env = _secrets_set(case, tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    refused = CliRunner().invoke(app, ["serve", "--port", str(_free_port())])
+    started = _uvicorn(env)
+    assert refused.exit_code == 1, refused.output
+    assert started.returncode == STARTUP_FAILURE, started.stderr.decode()
+    said = {"serve": refused.stdout + refused.stderr, "uvicorn": (started.stdout + started.stderr).decode()}
+    for text in said.values():
+        assert text.strip()
+        assert "Traceback" not in text, text
+        for secret in SECRETS.values():
+            assert secret not in text, text
+    expected = ("WGS_ESCALATION_WEBHOOKS (fiod.secret)" if case == "a webhook secret too short"
+                else "WGS_CONSOLE_SESSION_SECRET" if case == "a console session secret too short"
+                else "database unreachable")
+    assert expected in said["serve"], said["serve"]
+    assert expected in said["uvicorn"], said["uvicorn"]
