@@ -31,7 +31,7 @@ from gateway.console.settings import ConsoleSettings
 from gateway.db.engine import current_heads, engine_for, expected_heads, migration_gap, missing_database_file
 from gateway.errors import InvalidRegister
 from gateway.register.loader import load_register
-from gateway.settings import Settings, settings_problems
+from gateway.settings import Settings, settings_problems, url_without_password
 from gateway.settings import without_password as without_password  # re-exported: its callers import it here
 
 SETTINGS_PREFIXES = {group.__name__: str(group.model_config.get("env_prefix", ""))
@@ -133,8 +133,9 @@ def settings_fingerprint(settings: Settings, console: ConsoleSettings) -> str:
     Why without secrets: the marker sits in every worker's environment, where more than the gateway may see
     it (a process listing with environments, a crash report). A digest over a password lets whoever reads it
     test guesses offline, one hash each. Left out are the fields that do not show in a repr (the OPA token,
-    a webhook's secret, the console's session secret) and the database URL's password; none of them is what
-    the skipped checks look at, and a worker still reads and validates every setting itself."""
+    a webhook's secret, the console's session secret), the database URL's password and that of any other URL
+    (a connector endpoint, a webhook's URL, the OPA URL); none of them is what the skipped checks look at,
+    and a worker still reads and validates every setting itself."""
     material = json.dumps([_shown(settings), _shown(console)], sort_keys=True, default=str)
     return hashlib.sha256(b"wgs-start-checked/2\0" + material.encode()).hexdigest()
 
@@ -152,6 +153,8 @@ def _shown(value: object) -> object:
         return {str(key): _shown(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_shown(item) for item in value]
+    if isinstance(value, str):  # a connector endpoint, a webhook's or the OPA URL may carry a password
+        return url_without_password(value)
     return value
 
 
