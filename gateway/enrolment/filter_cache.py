@@ -26,9 +26,11 @@ bumped without stamping (code from before 0030 still running during an upgrade),
 when removals are forgotten — those older than :data:`HISTORY` generations, and all of them when a replace or a
 retirement removes everything (:func:`bump` with ``forget``; nothing of a retired participant is kept). In
 either case, and when the updated copy does not hold as many records as the table (:func:`held_count`), the
-set is read in full: a removed record must never hit. So it is too when the counter has moved by the end of the
-update's reads (:meth:`gateway.enrolment.filters.FilterService._updated`): those are several statements, each
+set is read in full: a removed record must never hit. An update is not kept either when the counter has moved by
+the end of its reads (:meth:`gateway.enrolment.filters.FilterService._updated`): those are several statements, each
 seeing what committed before it, and a batch committed between them may have forgotten removals the update needs.
+It is done again from the kept copy, checked against the counter just read (at most :data:`UPDATE_RETRIES` times,
+and only while that counter still allows an update), and the set is read in full after that.
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ per set)."""
 HISTORY = 1000
 """How many generations of withdrawals are kept: a copy older than that is read in full. It bounds the table of
 removals at what a thousand batches withdrew, per participant and record type."""
+
+UPDATE_RETRIES = 2
+"""How many times an update whose counter moved during its reads is done again before the set is read in full:
+under busy writers another update (the rows changed since the copy) costs far less than reading every row, and
+a writer that keeps committing during every attempt still ends in one full read."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from gateway.enrolment.audited import (
 )
 from gateway.enrolment.filter_cache import (
     DEFAULT_CACHE_BYTES,
+    UPDATE_RETRIES,
     Generation,
     GenerationCache,
     bump,
@@ -179,7 +180,8 @@ class FilterService:
         self.cache: GenerationCache[HeldRecords | None] = GenerationCache(cache_bytes)
         # What reading the index cost (a running count, for tests and the benchmark): rows of ``match_filters``
         # read and decoded, kept copies brought up to date from their changes, and full reads of a holder's set.
-        self.rows_read = self.updates = self.full_reads = 0
+        # ``update_retries``: updates done again because the counter moved during their reads (:meth:`_updated`).
+        self.rows_read = self.updates = self.full_reads = self.update_retries = 0
 
     async def enrol(self, principal: Principal, body: FilterEnrolment,
                     trace: EntryTrace | None = None) -> FilterEnrolmentAnswer:
@@ -240,9 +242,9 @@ class FilterService:
                     continue
                 base = self.cache.kept(key)
                 if base is not None and state.updatable_from(base[0]):
-                    usable, held = self._updated(session, partnership, schema, organisation, state, *base)
-                    if usable:
-                        fetched[organisation] = held
+                    updated = self._updated(session, partnership, schema, organisation, state, *base)
+                    if updated is not None:  # kept under the counter its (last) reads were checked against
+                        generations[organisation], fetched[organisation] = updated
                     else:  # not the set stored: never used again, and read in full below
                         self.cache.discard(key)
             missing = [organisation for organisation in organisations
@@ -258,10 +260,11 @@ class FilterService:
         return {organisation: held for organisation, held in found.items() if held is not None}
 
     def _updated(self, session: Session, partnership: str, schema: Schema, organisation: str, state: Generation,
-                 since: int, held: HeldRecords | None) -> tuple[bool, HeldRecords | None]:
+                 since: int, held: HeldRecords | None) -> tuple[Generation, HeldRecords | None] | None:
         """``held`` (the copy of generation ``since``) with the rows written and the references withdrawn after
-        ``since`` — (True, the set now stored; None for none) — or (False, None) when the result is not the set
-        stored (it does not hold as many records as the table: a change went unrecorded), or cannot be told.
+        ``since``: the counter the result is the set stored under, and that set (None for none) — or None when
+        the result is not the set stored (it does not hold as many records as the table: a change went
+        unrecorded), or cannot be told.
 
         A changed row of another schema version leaves the set, as a full read would not return it.
 
@@ -270,22 +273,38 @@ class FilterService:
         between them can forget the very removals this update needs (a replace, or the history moving on) while
         its rows were not read yet — a withdrawn record kept, with a count that may still add up. So the counter
         (``state``, read before the rows) is read again last: every writer bumps it in its transaction, so when
-        it is unchanged nothing committed between the reads, and otherwise the set is read in full."""
+        it is unchanged nothing committed between the reads, and the result is kept.
+
+        When it moved, the result is dropped and the update done again, from ``held`` (never from the dropped
+        result) and checked against the counter just read — read before that attempt's rows, as ``state`` was
+        before the first: the same argument holds for each attempt. Up to :data:`UPDATE_RETRIES` times while
+        the new counter still lets ``since`` be updated (:meth:`Generation.updatable_from`); then the set is read
+        in full. Under busy writers a retry reads the few rows changed since ``since`` again, a full read every
+        row of the holder."""
         mine = (match_filters.c.partnership == partnership, match_filters.c.organisation == organisation,
                 match_filters.c.record_type == schema.id)
-        rows = session.execute(select(*DIGESTED, match_filters.c.local_ref).where(
-            *mine, match_filters.c.generation > since)).all()
-        self.rows_read += len(rows)
-        gone = removed_since(session, partnership, organisation, schema.id, since) | {row.local_ref for row in rows}
-        fresh = decoded([row for row in rows if row.schema_version == schema.version], schema)
-        result = (held or HeldRecords.empty(schema)).updated(gone, fresh)
-        if result is None or len(result) != held_count(session, partnership, organisation, schema.id,
-                                                        schema.version):
-            return False, None
-        if current(session, partnership, schema.id, [organisation])[organisation] != state:
-            return False, None  # a batch committed while this was read: the reads may not agree
-        self.updates += 1
-        return True, result if len(result) else None
+        for attempt in range(UPDATE_RETRIES + 1):
+            rows = session.execute(select(*DIGESTED, match_filters.c.local_ref).where(
+                *mine, match_filters.c.generation > since)).all()
+            self.rows_read += len(rows)
+            gone = removed_since(session, partnership, organisation, schema.id, since) | {row.local_ref for row in rows}
+            fresh = decoded([row for row in rows if row.schema_version == schema.version], schema)
+            result = (held or HeldRecords.empty(schema)).updated(gone, fresh)
+            if result is None:  # not a race: another attempt could not tell either
+                return None
+            adds_up = len(result) == held_count(session, partnership, organisation, schema.id, schema.version)
+            now = current(session, partnership, schema.id, [organisation])[organisation]
+            if now == state:  # nothing committed during the reads: they agree
+                if not adds_up:
+                    return None
+                self.updates += 1
+                return state, result if len(result) else None
+            # a batch committed while this was read: the reads may not agree (nor the count with them)
+            if attempt == UPDATE_RETRIES or not now.updatable_from(since):
+                return None
+            self.update_retries += 1
+            state = now
+        return None  # pragma: no cover - the loop returns on its last attempt
 
     def _read(self, session: Session, partnership: str, schema: Schema,
               organisations: list[str]) -> dict[str, HeldRecords]:

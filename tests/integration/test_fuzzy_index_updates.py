@@ -350,17 +350,28 @@ def test_copies_updated_while_batches_commit_end_as_a_cold_read(engine: Engine) 
 class _CommitBefore:
     """Commits a writer's batch just before the reader's first statement that reads ``marker`` — between two
     statements of one read, where each statement sees what committed before it (PostgreSQL's READ COMMITTED;
-    a read-only transaction on SQLite through pysqlite, which begins none for a SELECT)."""
+    a read-only transaction on SQLite through pysqlite, which begins none for a SELECT). ``times``: before each
+    of the first that many such statements (a writer committing during every attempt of an update)."""
 
-    def __init__(self, engine: Engine, marker: str, write: Any) -> None:
-        self.engine, self.marker, self.write = engine, marker, write
-        self.fired = False
+    def __init__(self, engine: Engine, marker: str, write: Any, *, times: int = 1) -> None:
+        self.engine, self.marker, self.write, self.times = engine, marker, write, times
+        self.commits = 0
+        self.writing = False
+
+    @property
+    def fired(self) -> bool:
+        return self.commits > 0
 
     def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if self.fired or not statement.lstrip().upper().startswith("SELECT") or self.marker not in statement:
+        if (self.writing or self.commits >= self.times or not statement.lstrip().upper().startswith("SELECT")
+                or self.marker not in statement):
             return
-        self.fired = True  # before writing: the writer's own statements pass through here too
-        self.write()
+        self.commits += 1
+        self.writing = True  # the writer's own statements pass through here too
+        try:
+            self.write()
+        finally:
+            self.writing = False
 
     def __enter__(self) -> _CommitBefore:
         event.listen(self.engine, "before_cursor_execute", self)
@@ -412,6 +423,56 @@ def test_removals_pruned_while_a_copy_is_updated_never_leave_a_withdrawn_record(
     assert held.refs in (["a", "b"], ["a", "b", "d"])
     assert _hits(_subjects(holders, [("politie", "c")]), held) == [None]
     assert_same(service.held(RIEC, PERSON, ["politie"])["politie"], _cold(engine, ["politie"])["politie"])
+
+
+def test_a_batch_committed_while_a_copy_is_updated_is_retried_not_read_in_full(engine: Engine) -> None:
+    """A plain batch (a withdrawal and a new record) commits between the reader's read of the rows and its read of
+    the removals: the counter moved, so that update is not kept. Before: the holder's whole set was read again.
+    Now the update is done again from the kept copy, against the counter just read — the withdrawn records never
+    hit, the copy is what a cold read gives, and it is kept under the new counter (the next request reads no
+    row)."""
+    holders = Holders(engine, seed=24)
+    holders.write("politie", [holders.row("politie", ref) for ref in ("a", "b", "c")])
+    service = _service(engine)
+    service.held(RIEC, PERSON, ["politie"])
+    holders.write("politie", [], ["c"])  # recorded: the copy drops it at its next request
+    full_reads, updates = service.full_reads, service.updates
+    with _CommitBefore(engine, "match_filter_removals", lambda: holders.write(
+            "politie", [holders.row("politie", "d")], ["b"])) as race:
+        held = service.held(RIEC, PERSON, ["politie"])["politie"]
+    assert race.commits == 1
+    assert (service.full_reads - full_reads, service.updates - updates) == (0, 1)  # not read in full
+    assert service.update_retries == 1
+    assert held.refs == ["a", "d"]
+    assert _hits(_subjects(holders, [("politie", "b"), ("politie", "c")]), held) == [None, None]
+    assert_same(held, _cold(engine, ["politie"])["politie"])
+    rows_read = service.rows_read
+    assert service.held(RIEC, PERSON, ["politie"])["politie"] is held  # kept under the counter it agreed with
+    assert service.rows_read == rows_read
+
+
+def test_an_update_that_a_writer_overtakes_every_time_ends_in_one_full_read(engine: Engine) -> None:
+    """A writer commits during every attempt of the update: after ``UPDATE_RETRIES`` retries the set is read in
+    full (the number of reads is bounded), and no withdrawn record is kept."""
+    holders = Holders(engine, seed=25)
+    holders.write("politie", [holders.row("politie", f"ref/{n}") for n in range(6)])
+    service = _service(engine)
+    service.held(RIEC, PERSON, ["politie"])
+    holders.write("politie", [], ["ref/0"])
+    withdrawn = iter(range(1, 6))
+    full_reads = service.full_reads
+
+    def batch() -> None:
+        n = next(withdrawn)
+        holders.write("politie", [holders.row("politie", f"new/{n}")], [f"ref/{n}"])
+
+    with _CommitBefore(engine, "match_filter_removals", batch, times=filter_cache.UPDATE_RETRIES + 2) as race:
+        held = service.held(RIEC, PERSON, ["politie"])["politie"]
+    assert race.commits == filter_cache.UPDATE_RETRIES + 1  # one per attempt; the full read reads no removals
+    assert (service.update_retries, service.full_reads - full_reads) == (filter_cache.UPDATE_RETRIES, 1)
+    gone = [("politie", f"ref/{n}") for n in range(race.commits + 1)]
+    assert _hits(_subjects(holders, gone), held) == [None] * len(gone)
+    assert_same(held, _cold(engine, ["politie"])["politie"])
 
 
 def test_the_subsets_a_purpose_may_ask_about_count_in_the_cache_bound(engine: Engine) -> None:
