@@ -57,3 +57,14 @@ def csrf_of(html: str) -> str:
     match = _CSRF.search(html)
     assert match, "the page has a CSRF field"
     return match.group(1)
+
+
+def landing_after_sign_in(console: Any, username: str, target: str) -> str:
+    """Sign ``username`` in through the real form with ``next`` set to ``target``; where the answer (a 303)
+    sends the browser: the one place the tests of ``next`` submit the form."""
+    form = console.get("/console/login")
+    response = console.post("/console/login", data={"username": username, "password": PASSWORD,
+                                                    "csrf_token": csrf_of(form.text), "next": target},
+                            follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return str(response.headers["location"])

@@ -22,7 +22,7 @@ from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from tests.audit_support import triggers_disabled
 from tests.auth_helpers import bearer, person_token
-from tests.console.support import PASSWORD, SUBJECT, add_account, csrf_of, seed_entries
+from tests.console.support import PASSWORD, SUBJECT, add_account, csrf_of, landing_after_sign_in, seed_entries
 
 IDLE = 600
 ACCOUNTS = {"po-gemeente": ("gemeente-amsterdam", "privacy-officer"), "po-bank": ("abn-amro", "privacy-officer"),
@@ -222,19 +222,11 @@ def test_notice_flags_set_to_0_show_no_notice(console: TestClient) -> None:
 
 def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(console: TestClient) -> None:
     account(console, "po-gemeente")
-    form = console.get("/console/login")
-    back = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
-                                                "csrf_token": csrf_of(form.text),
-                                                "next": "/console/statistics?partnership=fec"},
-                        follow_redirects=False)
-    assert back.headers["location"] == "/console/statistics?partnership=fec"
+    back = landing_after_sign_in(console, "po-gemeente", "/console/statistics?partnership=fec")
+    assert back == "/console/statistics?partnership=fec"
     console.cookies.clear()
     for target in ("https://evil.example/", "//evil.example/console", "/console//evil.example", "/v1/audit"):
-        form = console.get("/console/login")
-        response = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
-                                                        "csrf_token": csrf_of(form.text), "next": target},
-                                follow_redirects=False)
-        assert response.headers["location"] == "/console/audit", target
+        assert landing_after_sign_in(console, "po-gemeente", target) == "/console/audit", target
         console.cookies.clear()
 
 
@@ -662,10 +654,5 @@ def test_an_over_long_next_page_is_ignored_at_sign_in(console: TestClient) -> No
     assert "a" * 2040 not in form.text
     for target, landing in ((longest + "a", "/console/audit"), (longest, longest)):
         account(console, "po-gemeente")
-        form = console.get("/console/login")
-        response = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
-                                                        "csrf_token": csrf_of(form.text), "next": target},
-                                follow_redirects=False)
-        assert response.status_code == 303
-        assert response.headers["location"] == landing
+        assert landing_after_sign_in(console, "po-gemeente", target) == landing
         console.cookies.clear()
