@@ -25,9 +25,12 @@
   attempt is therefore no failure either. A 429 without ``Retry-After`` counts as a failure (``retries``).
   Once spent: ``GatewayThrottled`` (``GatewayUnavailable`` with status 429 when an earlier attempt may have
   reached the gateway) or ``GatewayBusy``. Other 4xx answers and 500 are never retried.
-* Deadline: ``deadline`` (seconds, default none) bounds a whole call — token, attempts, waits. A wait that
-  would end after it is not begun (the error it would have waited out is raised at once), and a request
-  still running when it passes is abandoned: ``GatewayUnavailable`` (status 0).
+* Deadline: ``deadline`` (seconds, default 180; per call ``deadline=``, None for no bound) bounds a whole
+  call — metadata and token requests, attempts, backoff and back-pressure waits, and the calls a call makes
+  (``enrol``'s key fetch); ``enrol_filters`` bounds each batch. A wait that would end after it is not begun
+  (the error it would have waited out is raised at once), and a request still running when it passes is
+  abandoned: ``DeadlineExceeded``, a ``GatewayUnavailable`` (status 0) with every request id of the call
+  and, from ``exchange()``/``rerun()``, the ``idempotency_key`` to resume with.
 * TLS: the gateway's certificate is always verified — against the system's CAs, the ``ca_file`` given, or an
   ``ssl_context`` that must itself verify (one that does not is refused, so verification cannot be switched
   off by accident). Plain ``http://`` is refused unless the gateway is on this machine (a loopback address or
@@ -35,9 +38,9 @@
   bearer token (valid for up to an hour, good for any call of this system) and the personal data answered.
 * Errors: ``GatewayClientError`` (the base of all) with ``status`` and the problem document (RFC 9457)
   the gateway sent (``type``, ``title``, ``detail``). Subclasses: ``GatewayUnavailable`` (no answer —
-  connection failure, timeout or the deadline: ``status == 0`` — or 502/503/504 after the retries),
-  ``GatewayThrottled``, ``GatewayBusy`` and ``InvalidResponse`` (an answer that is not what the API
-  promises, e.g. not JSON, or a token answer whose ``token_type`` is not Bearer; ``status`` is its HTTP
+  connection failure, timeout or the deadline (``DeadlineExceeded``): ``status == 0`` — or 502/503/504
+  after the retries), ``GatewayThrottled``, ``GatewayBusy`` and ``InvalidResponse`` (an answer that is not
+  what the API promises, e.g. not JSON, or a token answer whose ``token_type`` is not Bearer; ``status`` is its HTTP
   status, 0 when httpx could not read it at all), with its subclass ``UnopenablePseudonym`` (a pseudonym of
   ``own_pseudonyms``/``enrol``'s answer this partner cannot open, by its ``index``). Messages carry the
   problem's title or detail only, never an answer's body or the values it failed on, and the ``request_id``:
@@ -77,7 +80,10 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
+from gateway.client import deadlines
+from gateway.client.deadlines import DEFAULT_DEADLINE, CallDeadline, Default
 from gateway.client.errors import (
+    DeadlineExceeded,
     GatewayBusy,
     GatewayClientError,
     GatewayThrottled,
@@ -107,8 +113,8 @@ from gateway.client.models import (
 from gateway.client.pseudonyms import Point, PseudonymClient, PseudonymError, RecipientKey, WrongKey
 from gateway.urls import is_loopback_host
 
-__all__ = ["EnrolledSubject", "GatewayBusy", "GatewayClient", "GatewayClientError", "GatewayThrottled",
-           "GatewayUnavailable", "InvalidResponse", "UnopenablePseudonym"]
+__all__ = ["DeadlineExceeded", "EnrolledSubject", "GatewayBusy", "GatewayClient", "GatewayClientError",
+           "GatewayThrottled", "GatewayUnavailable", "InvalidResponse", "UnopenablePseudonym"]
 
 
 class EnrolledSubject(NamedTuple):
@@ -152,12 +158,22 @@ class _Call:
     ids: str = field(default_factory=lambda: secrets.token_hex(8))  # the call's part of its requests' ids
     sent: int = 0  # HTTP requests made
     request_id: str | None = None  # the X-Request-ID of the last of them
+    sent_ids: list[str] = field(default_factory=list)  # all of them (the deadline's, shared by its calls)
+
+    @classmethod
+    def within_deadline(cls, what: str) -> _Call:
+        """A call within the deadline of the call running (``deadlines.within``), if there is one."""
+        bound = deadlines.running()
+        if bound is None:
+            return cls(end=None, what=what)
+        return cls(end=bound.end, what=what, sent_ids=bound.request_ids)
 
     def next_request_id(self) -> dict[str, str]:
         """The ``X-Request-ID`` header of the call's next HTTP request: the call's id and the request's
         number (``3f9c…-2``), so the gateway's operators find one request, or all of a call, in their logs."""
         self.sent += 1
         self.request_id = f"{self.ids}-{self.sent}"
+        self.sent_ids.append(self.request_id)
         return {"X-Request-ID": self.request_id}
 
 
@@ -169,7 +185,7 @@ class GatewayClient:
 
     def __init__(self, base_url: str, system_id: str, key: OKPKey | ECKey, *, token_audience: str | None = None,
                  timeout: float | httpx.Timeout = 30.0, retries: int = 2, busy_wait: float = 120.0,
-                 backoff: float = 0.5, max_delay: float = 30.0, deadline: float | None = None,
+                 backoff: float = 0.5, max_delay: float = 30.0, deadline: float | None = DEFAULT_DEADLINE,
                  ca_file: str | os.PathLike[str] | None = None, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -182,7 +198,8 @@ class GatewayClient:
         connection), or an ``httpx.Timeout`` to set them apart — e.g. ``httpx.Timeout(60, connect=5)`` to
         fail over fast when the gateway cannot be reached while an exchange that asks several holders takes
         its time. It bounds no request as a whole (a slow answer that keeps sending is not cut off):
-        ``deadline`` (seconds, default none) bounds a whole call. ``retries``, ``backoff`` and ``max_delay``:
+        ``deadline`` (seconds, default 180; None: no bound) bounds a whole call, and every call takes its own
+        ``deadline=`` to override it. ``retries``, ``backoff`` and ``max_delay``:
         failures repeated (where safe) and the pauses between; ``busy_wait``: seconds of back-pressure (429,
         busy 409) waited out per call. ``ca_file``/``ssl_context``: a private CA. ``clock``, ``sleep`` and
         ``transport`` are for tests."""
@@ -195,7 +212,7 @@ class GatewayClient:
         self._busy_wait = busy_wait
         self._backoff = backoff
         self._max_delay = max_delay
-        self._deadline = deadline
+        self._deadline = deadlines.checked(deadline)
         self._clock = clock
         self._sleep = sleep
         self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport,
@@ -222,9 +239,9 @@ class GatewayClient:
         await self._http.aclose()
 
     # -- tokens -------------------------------------------------------------------------------------
-    async def token(self) -> str:
+    async def token(self, *, deadline: CallDeadline = Default.CLIENT) -> str:
         """The access token: the cached one, or a new one (with the retries, back-pressure and deadline)."""
-        return await self._within_deadline(self._token_attempts, "token")
+        return await self._bounded(deadline, lambda: self._token_attempts(_Call.within_deadline("token")))
 
     async def _token_attempts(self, call: _Call) -> str:
         while True:
@@ -299,19 +316,10 @@ class GatewayClient:
         return self._audience
 
     # -- retries ------------------------------------------------------------------------------------
-    async def _within_deadline(self, attempts: Callable[[_Call], Awaitable[_T]], what: str) -> _T:
-        """``attempts`` of one call (``what``: its method and route, for log lines), abandoned
-        (GatewayUnavailable) when the client's deadline passes."""
-        if self._deadline is None:
-            return await attempts(_Call(end=None, what=what))
-        call = _Call(end=asyncio.get_running_loop().time() + self._deadline, what=what)
-        try:
-            async with asyncio.timeout(self._deadline):
-                return await attempts(call)
-        except TimeoutError as exc:
-            raise GatewayUnavailable(0, {"title": "no answer from the gateway",
-                                         "detail": f"the client's deadline of {self._deadline} s passed"},
-                                     request_id=call.request_id) from exc
+    async def _bounded(self, deadline: CallDeadline, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``call()`` within ``deadline`` (the client's unless the call gave its own), abandoned with
+        ``DeadlineExceeded`` when it passes; inside another call, within that call's deadline."""
+        return await deadlines.within(self._deadline if deadline is Default.CLIENT else deadline, call)
 
     def _delay(self, failures: int, retry_after: float | None) -> float:
         """Before retry number ``failures`` (1, 2, ...): exponential backoff with jitter, at least
@@ -363,13 +371,14 @@ class GatewayClient:
         await self._pause(call, pause, error, failure=False)
 
     async def _send(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None,
-                    params: dict[str, str] | None = None, route: str | None = None) -> httpx.Response:
-        """One call: its attempts within the deadline. ``route`` is ``path``'s template where ``path`` holds
-        a value the caller gave (an id), for log lines."""
-        async def attempts(call: _Call) -> httpx.Response:
-            return await self._attempts(call, method, path, json=json, idempotency_key=idempotency_key,
-                                        params=params)
-        return await self._within_deadline(attempts, f"{method} {route or path}")
+                    params: dict[str, str] | None = None, route: str | None = None,
+                    deadline: CallDeadline = Default.CLIENT) -> httpx.Response:
+        """One request of a call: its attempts within the deadline. ``route`` is ``path``'s template where
+        ``path`` holds a value the caller gave (an id), for log lines."""
+        async def attempts() -> httpx.Response:
+            return await self._attempts(_Call.within_deadline(f"{method} {route or path}"), method, path,
+                                        json=json, idempotency_key=idempotency_key, params=params)
+        return await self._bounded(deadline, attempts)
 
     async def _attempts(self, call: _Call, method: str, path: str, *, json: Any, idempotency_key: str | None,
                         params: dict[str, str] | None) -> httpx.Response:
@@ -427,9 +436,11 @@ class GatewayClient:
             return response
 
     # -- calls --------------------------------------------------------------------------------------
-    async def exchange(self, request: ExchangeRequest, *, idempotency_key: str | None = None) -> ExchangeResult:
+    async def exchange(self, request: ExchangeRequest, *, idempotency_key: str | None = None,
+                       deadline: CallDeadline = Default.CLIENT) -> ExchangeResult:
         """Ask the holders; with ``idempotency_key`` of an earlier attempt (e.g. from an error's
-        ``idempotency_key``), get that attempt's answer instead of a new exchange."""
+        ``idempotency_key``), get that attempt's answer instead of a new exchange. ``deadline``: seconds for
+        the whole call (None: no bound), instead of the client's."""
         if idempotency_key and not _HEADER_VALUE.fullmatch(idempotency_key):
             # Refused here: a line break or a non-ASCII character cannot be sent at all — it passed for "no
             # answer from the gateway" after the retries, an error that tells the caller to resume with this
@@ -440,52 +451,64 @@ class GatewayClient:
         key = idempotency_key or f"{self.system_id}:{uuid.uuid4()}"
         try:
             response = await self._send("POST", "/v1/exchanges", json=request.model_dump(mode="json"),
-                                        idempotency_key=key)
+                                        idempotency_key=key, deadline=deadline)
             return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
         except GatewayClientError as exc:
             exc.idempotency_key = key
             raise
 
-    async def discovery(self, request: DiscoveryRequest) -> DiscoveryResult:
+    async def discovery(self, request: DiscoveryRequest, *,
+                        deadline: CallDeadline = Default.CLIENT) -> DiscoveryResult:
         """Hit/no-hit per holder for ``request``'s subjects (no data). Not repeated after an attempt that may
         have reached the gateway: a discovery is logged, and has no Idempotency-Key."""
-        response = await self._send("POST", "/v1/discovery", json=request.model_dump(mode="json"))
+        response = await self._send("POST", "/v1/discovery", json=request.model_dump(mode="json"),
+                                    deadline=deadline)
         return _decoded(response, lambda r: DiscoveryResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
-    async def fuzzy_discovery(self, request: FuzzyDiscoveryRequest) -> FuzzyDiscoveryResult:
+    async def fuzzy_discovery(self, request: FuzzyDiscoveryRequest, *,
+                              deadline: CallDeadline = Default.CLIENT) -> FuzzyDiscoveryResult:
         """Hit/no-hit per holder and subject for subjects without a shared number (build ``request`` with
         ``gateway.client.fuzzy_requests.fuzzy_request``, which encodes what you know of them here)."""
-        response = await self._send("POST", "/v1/discovery/fuzzy", json=request.model_dump(mode="json"))
+        response = await self._send("POST", "/v1/discovery/fuzzy", json=request.model_dump(mode="json"),
+                                    deadline=deadline)
         return _decoded(response, lambda r: FuzzyDiscoveryResult.model_validate_json(r.content,
                                                                                      context=ANSWER_CONTEXT))
 
     async def enrol_filters(self, partnership: str, record_type: RecordType, secret: bytes,
                             records: Sequence[FilterRecordToEnrol], *, remove: Sequence[str] = (),
                             replace: bool = False, confidential_reason: str | None = None,
-                            blocking: bool = True) -> FilterEnrolmentAnswer:
+                            blocking: bool = True,
+                            deadline: CallDeadline = Default.CLIENT) -> FilterEnrolmentAnswer:
         """Encode ``records`` with the partnership's CLK ``secret`` (here: the fields never leave this process)
         and enrol their filters under their references, in batches; ``replace`` withdraws what this partner
         enrolled of ``record_type`` before, ``remove`` withdraws references. Each batch is stored whole or
-        not at all; a failure raises with the earlier batches stored (sending them again is harmless)."""
+        not at all; a failure raises with the earlier batches stored (sending them again is harmless).
+        ``deadline`` bounds each batch, not the whole enrolment: how long that takes grows with the records,
+        and a batch is what is stored or not."""
         stored = removed = enrolled = 0
         for body in enrolment_batches(partnership, record_type, secret, records, remove=remove, replace=replace,
                                       confidential_reason=confidential_reason, blocking=blocking):
-            response = await self._send("POST", "/v1/enrolments/filters", json=body)
+            response = await self._send("POST", "/v1/enrolments/filters", json=body, deadline=deadline)
             answer = _decoded(response, lambda r: FilterEnrolmentAnswer.model_validate_json(r.content))
             stored, removed, enrolled = stored + answer.stored, removed + answer.removed, answer.enrolled
         return FilterEnrolmentAnswer(record_type=record_type, stored=stored, removed=removed, enrolled=enrolled)
 
-    async def get_exchange(self, exchange_id: str) -> ExchangeResult:
+    async def get_exchange(self, exchange_id: str, *,
+                           deadline: CallDeadline = Default.CLIENT) -> ExchangeResult:
         """The outcome of this system's exchange ``exchange_id`` again (without the records)."""
         response = await self._send("GET", f"/v1/exchanges/{_segment(exchange_id)}",
-                                    route="/v1/exchanges/{exchange_id}")
+                                    route="/v1/exchanges/{exchange_id}", deadline=deadline)
         return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
     # -- pseudonyms ---------------------------------------------------------------------------------
-    async def pseudonym_client(self, partnership: str) -> PseudonymClient:
+    async def pseudonym_client(self, partnership: str, *,
+                               deadline: CallDeadline = Default.CLIENT) -> PseudonymClient:
         """Makes polymorphic pseudonyms under the gateway's key and opens this partner's own pseudonyms in
         ``partnership`` (the recipient key is fetched once and kept in memory only). Calls made at the same
         time on a fresh client (a partner enrolling in many tasks at start) share one fetch."""
+        return await self._bounded(deadline, lambda: self._pseudonym_keys(partnership))
+
+    async def _pseudonym_keys(self, partnership: str) -> PseudonymClient:
         keys = self._pseudonym_clients.get(partnership)
         if keys is not None:
             return keys
@@ -500,18 +523,21 @@ class GatewayClient:
                 keys = self._pseudonym_clients[partnership] = PseudonymClient(key, recipient_key=recipient)
             return keys
 
-    async def own_pseudonyms(self, partnership: str, identifiers: list[tuple[str, str]]) -> list[str]:
+    async def own_pseudonyms(self, partnership: str, identifiers: list[tuple[str, str]], *,
+                             deadline: CallDeadline = Default.CLIENT) -> list[str]:
         """This partner's pseudonyms in ``partnership`` for (kind, number) identifiers it knows — what it puts
         in ``subjects`` of a request. The identifiers never leave this process."""
         def body(pseudonyms: PseudonymClient) -> dict[str, Any]:
             return {"partnership": partnership,
                     "subjects": [{"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number)}
                                  for kind, number in identifiers]}
-        return await self._pseudonyms_call(partnership, "/v1/pseudonyms", body, len(identifiers))
+        return await self._bounded(deadline, lambda: self._pseudonyms_call(partnership, "/v1/pseudonyms", body,
+                                                                          len(identifiers)))
 
     async def enrol(self, partnership: str,
                     subjects: Sequence[EnrolledSubject | tuple[str, str, list[str], list[str]]], *,
-                    confidential_reason: str | None = None) -> list[str]:
+                    confidential_reason: str | None = None,
+                    deadline: CallDeadline = Default.CLIENT) -> list[str]:
         """Enrol subjects held (``EnrolledSubject``s, or (kind, number, record types, categories)) → own
         pseudonyms, in order; the gateway's hit/no-hit index learns which record types this partner holds on
         them, and which of them it keeps confidential (refusing with the code ``confidential_reason``) or
@@ -526,7 +552,8 @@ class GatewayClient:
             if confidential_reason is not None:
                 sent["confidential_reason"] = confidential_reason
             return sent
-        return await self._pseudonyms_call(partnership, "/v1/enrolments", body, len(items))
+        return await self._bounded(deadline, lambda: self._pseudonyms_call(partnership, "/v1/enrolments", body,
+                                                                          len(items)))
 
     async def _pseudonyms_call(self, partnership: str, path: str,
                                body: Callable[[PseudonymClient], dict[str, Any]], sent: int) -> list[str]:
@@ -584,27 +611,28 @@ class GatewayClient:
                 raise unopenable(response, index, wrong_key) from exc
         return opened
 
-    async def rerun(self, request: ExchangeRequest, decision_id: str, *,
-                    idempotency_key: str | None = None) -> ExchangeResult:
+    async def rerun(self, request: ExchangeRequest, decision_id: str, *, idempotency_key: str | None = None,
+                    deadline: CallDeadline = Default.CLIENT) -> ExchangeResult:
         """Re-run ``request`` (exactly as first sent) citing an escalation decision that allowed it; only
         the decision's holder is asked, and only in the decided categories. Errors carry
         ``idempotency_key`` as those of ``exchange`` do."""
         return await self.exchange(request.model_copy(update={"escalation_decision": decision_id}),
-                                   idempotency_key=idempotency_key)
+                                   idempotency_key=idempotency_key, deadline=deadline)
 
-    async def escalation_feed(self) -> list[dict[str, Any]]:
+    async def escalation_feed(self, *, deadline: CallDeadline = Default.CLIENT) -> list[dict[str, Any]]:
         """Cases awaiting this system's organisation; ``awaiting == "rerun"`` items carry the decision id
         (``case["decision"]["id"]``) to pass to ``rerun``."""
-        response = await self._send("GET", "/v1/escalations/feed")
+        response = await self._send("GET", "/v1/escalations/feed", deadline=deadline)
         items = _decoded(response, lambda r: r.json())
         if not isinstance(items, list):  # an empty feed here would hide every case waiting for us
             raise invalid(response, "the escalation feed is not a list")
         return items
 
-    async def object_to(self, exchange_id: str, holder: str, motivation: str) -> dict[str, Any]:
+    async def object_to(self, exchange_id: str, holder: str, motivation: str, *,
+                        deadline: CallDeadline = Default.CLIENT) -> dict[str, Any]:
         """Open an escalation case against a denial or narrowing of one target of our exchange."""
         response = await self._send("POST", "/v1/escalations", json={
-            "exchange_id": exchange_id, "holder": holder, "motivation": motivation})
+            "exchange_id": exchange_id, "holder": holder, "motivation": motivation}, deadline=deadline)
         body = _decoded(response, lambda r: r.json())
         if not isinstance(body, dict):
             raise invalid(response, "the escalation case is not a JSON object")

@@ -74,8 +74,23 @@ class GatewayClientError(Exception):
 
 class GatewayUnavailable(GatewayClientError):
     """No answer (connection failure or timeout: ``status == 0``, the transport exception is the
-    ``__cause__``; or the client's ``deadline`` passed) or 502/503/504 once the retries are spent. Whether
-    an exchange happened is unknown: resume it with its ``idempotency_key``."""
+    ``__cause__``; or the call's deadline passed: ``DeadlineExceeded``) or 502/503/504 once the retries are
+    spent. Whether an exchange happened is unknown: resume it with its ``idempotency_key``."""
+
+
+class DeadlineExceeded(GatewayUnavailable):
+    """The call's ``deadline`` passed before it ended (``status == 0``): the request still running was
+    abandoned, or none was made yet. ``deadline`` is the bound in seconds; ``request_ids`` the
+    ``X-Request-ID`` of every HTTP request the call made, in order (``request_id`` is the last, the one the
+    gateway may still be answering). Whether an exchange happened is unknown: resume it with its
+    ``idempotency_key``."""
+
+    def __init__(self, deadline: float, request_ids: tuple[str, ...]) -> None:
+        super().__init__(0, {"title": "no answer from the gateway",
+                             "detail": f"the call's deadline of {deadline:g} s passed"},
+                         request_id=request_ids[-1] if request_ids else None)
+        self.deadline = deadline
+        self.request_ids = request_ids
 
 
 class GatewayThrottled(GatewayClientError):
