@@ -14,7 +14,9 @@
   ``max(exponential backoff with jitter, Retry-After)`` (capped at ``max_delay``; ``Retry-After`` in
   seconds or as an HTTP date) — but only where repeating is safe: GETs, POSTs with an Idempotency-Key,
   and a POST without one only when it was certainly not sent (connect error, connect or pool timeout;
-  not e.g. a read timeout).
+  not e.g. a read timeout). A request that met a kept-alive connection the gateway had already closed
+  (reused, closed or reset before any byte of an answer: ``gateway.client.connections``) is sent again at
+  once on another connection, once per call, whatever its method: not counted in ``retries``.
   The metadata and token requests happen inside the same loop and are always safe to repeat.
 * Back-pressure: two answers say "not now, come back in Retry-After seconds" rather than "failed", and are
   waited out for at most ``busy_wait`` seconds in total per call (default 120), a bound separate from
@@ -73,7 +75,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -81,6 +83,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
 from gateway.client import deadlines
+from gateway.client.connections import RequestProgress
 from gateway.client.deadlines import DEFAULT_DEADLINE, CallDeadline, Default
 from gateway.client.errors import (
     DeadlineExceeded,
@@ -145,6 +148,13 @@ _T = TypeVar("_T")
 log = logging.getLogger("gateway.client")
 
 
+class _Sending(TypedDict):
+    """What goes with each HTTP request of a call (``_Call.next_request``)."""
+
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+
+
 @dataclass
 class _Call:
     """What one call has spent of its bounds so far."""
@@ -154,11 +164,13 @@ class _Call:
     failures: int = 0  # of ``retries``
     waited: float = 0.0  # of ``busy_wait``
     refreshed: bool = False  # a 401 was answered with a new token (once only)
+    reconnected: bool = False  # a request met a kept-alive connection the gateway had closed (once only)
     reached: bool = False  # an attempt may have reached the API's handlers (then a 429 proves nothing)
     ids: str = field(default_factory=lambda: secrets.token_hex(8))  # the call's part of its requests' ids
     sent: int = 0  # HTTP requests made
     request_id: str | None = None  # the X-Request-ID of the last of them
     sent_ids: list[str] = field(default_factory=list)  # all of them (the deadline's, shared by its calls)
+    progress: RequestProgress = field(default_factory=RequestProgress)  # what httpcore reported of the last
 
     @classmethod
     def within_deadline(cls, what: str) -> _Call:
@@ -168,13 +180,25 @@ class _Call:
             return cls(end=None, what=what)
         return cls(end=bound.end, what=what, sent_ids=bound.request_ids)
 
-    def next_request_id(self) -> dict[str, str]:
-        """The ``X-Request-ID`` header of the call's next HTTP request: the call's id and the request's
-        number (``3f9c…-2``), so the gateway's operators find one request, or all of a call, in their logs."""
+    def next_request(self) -> _Sending:
+        """The headers and extensions of the call's next HTTP request. The ``X-Request-ID`` header is the
+        call's id and the request's number (``3f9c…-2``), so the gateway's operators find one request, or all
+        of a call, in their logs; the ``trace`` extension notes the request's progress (``progress``)."""
         self.sent += 1
         self.request_id = f"{self.ids}-{self.sent}"
         self.sent_ids.append(self.request_id)
-        return {"X-Request-ID": self.request_id}
+        self.progress = RequestProgress()
+        return {"headers": {"X-Request-ID": self.request_id}, "extensions": {"trace": self.progress}}
+
+    def reconnect(self, failure: httpx.TransportError) -> bool:
+        """Whether to send the last request again at once: it met a kept-alive connection the gateway had
+        closed (``gateway.client.connections``), and none of the call's requests did before."""
+        if self.reconnected or not self.progress.closed_before_answering(failure):
+            return False
+        self.reconnected = True
+        log.info("gateway call %s: %s on a kept-alive connection before any answer; once more on another "
+                 "(request %s)", self.what, type(failure).__name__, self.request_id)
+        return True
 
 
 class GatewayClient:
@@ -248,7 +272,8 @@ class GatewayClient:
             try:
                 return await self._current_token(call)
             except httpx.TransportError as exc:
-                await self._after_failure(call, exc, safe=True)
+                if not call.reconnect(exc):
+                    await self._after_failure(call, exc, safe=True)
             except GatewayThrottled as exc:
                 await self._after_throttling(call, exc)
             except GatewayUnavailable as exc:
@@ -274,6 +299,7 @@ class GatewayClient:
                 return self._token[0]
             failure = self._token_failure
             if self._token_fetches != fetches and failure is not None:
+                call.progress = RequestProgress()  # the failure is of another call's request, not its last
                 raise copied(failure) if isinstance(failure, GatewayClientError) else failure
             self._token_failure = None
             try:
@@ -290,7 +316,7 @@ class GatewayClient:
                   "iat": int(now), "exp": int(now) + 60, "jti": str(uuid.uuid4())}
         header = {"alg": self._alg} | ({"kid": self._key.kid} if self._key.kid else {})
         assertion = jwt.encode(header, claims, self._key, algorithms=[self._alg])
-        response = await self._http.post("/oauth/token", headers=call.next_request_id(), data={
+        response = await self._http.post("/oauth/token", **call.next_request(), data={
             "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": assertion})
         token, expires_in = _bearer_token(response, _answer(response, float(self._clock())))
@@ -307,7 +333,7 @@ class GatewayClient:
         """The token endpoint's URL, the audience of the client assertion: given, or from the gateway's
         authorization server metadata (RFC 8414), fetched once."""
         if self._audience is None:
-            response = await self._http.get("/.well-known/oauth-authorization-server", headers=call.next_request_id())
+            response = await self._http.get("/.well-known/oauth-authorization-server", **call.next_request())
             body = _answer(response, float(self._clock()))
             endpoint = body.get("token_endpoint")
             if not isinstance(endpoint, str):
@@ -387,15 +413,19 @@ class GatewayClient:
             sending, token = False, ""
             try:
                 token = await self._current_token(call)
-                headers = {"Authorization": f"Bearer {token}"} | call.next_request_id()
+                sent = call.next_request()
+                headers = {"Authorization": f"Bearer {token}"} | sent["headers"]
                 if idempotency_key:
                     headers["Idempotency-Key"] = idempotency_key
                 sending = True
-                response = await self._http.request(method, path, json=json, headers=headers, params=params)
+                response = await self._http.request(method, path, json=json, headers=headers, params=params,
+                                                    extensions=sent["extensions"])
             except httpx.TransportError as exc:
+                call.reached = call.reached or (sending and not isinstance(exc, _NOT_SENT))
+                if call.reconnect(exc):  # the gateway never saw it, whether or not the call has a key
+                    continue
                 # Safe: nothing of this call was sent yet (token phase, or connect failure), or it may repeat.
                 safe = not sending or repeatable or isinstance(exc, _NOT_SENT)
-                call.reached = call.reached or (sending and not isinstance(exc, _NOT_SENT))
                 await self._after_failure(call, exc, safe=safe)
                 continue
             except GatewayThrottled as exc:  # from the metadata or token endpoint
@@ -460,7 +490,8 @@ class GatewayClient:
     async def discovery(self, request: DiscoveryRequest, *,
                         deadline: CallDeadline = Default.CLIENT) -> DiscoveryResult:
         """Hit/no-hit per holder for ``request``'s subjects (no data). Not repeated after an attempt that may
-        have reached the gateway: a discovery is logged, and has no Idempotency-Key."""
+        have reached the gateway: a discovery is logged, and has no Idempotency-Key (one that met a kept-alive
+        connection the gateway had closed is: see ``gateway.client.connections``)."""
         response = await self._send("POST", "/v1/discovery", json=request.model_dump(mode="json"),
                                     deadline=deadline)
         return _decoded(response, lambda r: DiscoveryResult.model_validate_json(r.content, context=ANSWER_CONTEXT))

@@ -1,7 +1,9 @@
 """The partner client's bounds against a real HTTP server standing in for the gateway (uvicorn on loopback):
 every call has a deadline — the client's (finite by default) or its own — that covers the token fetch, every
 attempt, the pauses between them and the calls it makes, and ends it with ``DeadlineExceeded`` naming every
-request and the exchange's key."""
+request and the exchange's key; and a keyless request that met a kept-alive connection the server had closed
+is sent again, once, on another connection — never one the server may have read (a proxy in front of the
+stand-in closes the connections and counts what reached it)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import inspect
 import math
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -24,7 +27,7 @@ from gateway.client.deadlines import DEFAULT_DEADLINE
 from gateway.client.models import DiscoveryRequest, ExchangeRequest
 from gateway.client.pseudonyms import RecipientKey
 from gateway.pseudonyms.pep import Scalar
-from tests.servers import STAND_IN_TOKEN, serve_app, stand_in_gateway
+from tests.servers import STAND_IN_TOKEN, KeepAliveCloser, serve_app, stand_in_gateway
 
 KEY = OKPKey.generate_key("Ed25519")
 REQUEST = {"partnership": "riec-aa", "purpose": "bibob-check", "legal_basis": "x", "case_reference": "C-1",
@@ -219,3 +222,70 @@ async def test_the_requests_of_a_call_share_its_one_deadline(stand_in: tuple[Sta
     assert keys.gateway_public_key == double.gateway_key
     ids = raised.value.request_ids
     assert ids[-2:] == (double.ids["/v1/pseudonyms/key"][0], double.ids["/v1/pseudonyms/recipient-key"][0])
+
+
+# -- a kept-alive connection the server had closed -------------------------------------------------------------
+@pytest.fixture
+async def closer(stand_in: tuple[StandIn, str]) -> AsyncIterator[tuple[StandIn, KeepAliveCloser, str]]:
+    double, url = stand_in
+    proxy = KeepAliveCloser(url)
+    async with proxy.serving() as proxied:
+        yield double, proxy, proxied
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+async def test_a_discovery_that_met_a_closed_kept_alive_connection_is_sent_again(
+        closer: tuple[StandIn, KeepAliveCloser, str], reset: bool) -> None:
+    double, proxy, url = closer
+    proxy.reset = reset
+    async with GatewayClient(url, "sys-a", KEY, retries=0) as client:
+        await client.token()  # metadata and token over one connection, which is kept
+        proxy.closing = 1
+        result = await client.discovery(_discovery())
+    assert result.discovery_id == DISCOVERED["discovery_id"]
+    assert proxy.closed_unforwarded == 1, "the first attempt met the closed connection"
+    assert len(double.ids["/v1/discovery"]) == 1, "the gateway got the discovery once"
+
+
+async def test_a_token_request_that_met_a_closed_kept_alive_connection_is_sent_again(
+        closer: tuple[StandIn, KeepAliveCloser, str]) -> None:
+    double, proxy, url = closer
+    now = [1_800_000_000.0]
+    async with GatewayClient(url, "sys-a", KEY, retries=0, clock=lambda: now[0]) as client:
+        await client.token()
+        proxy.closing = 1
+        now[0] += 300  # past the stand-in token's lifetime: it is renewed, over the kept connection
+        result = await client.get_exchange("ex-1")
+    assert result.exchange_id == RESULT["exchange_id"]
+    assert proxy.closed_unforwarded == 1
+    assert len(double.ids["/oauth/token"]) == 2, "the first token, and its renewal once"
+
+
+async def test_a_discovery_is_sent_again_once_only(closer: tuple[StandIn, KeepAliveCloser, str]) -> None:
+    double, proxy, url = closer
+    double.together = 2
+    async with GatewayClient(url, "sys-a", KEY, retries=3) as client:
+        await asyncio.gather(client.get_exchange("ex-1"), client.get_exchange("ex-1"))  # two kept connections
+        proxy.closing = 10
+        with pytest.raises(GatewayUnavailable) as raised:
+            await client.discovery(_discovery())
+    assert raised.value.status == 0
+    assert proxy.closed_unforwarded == 2, "again on the other kept connection, which was closed too; no more"
+    assert "/v1/discovery" not in double.ids
+
+
+async def test_a_discovery_the_gateway_may_have_read_is_not_sent_again(
+        closer: tuple[StandIn, KeepAliveCloser, str]) -> None:
+    """A connection opened for the discovery, closed after the server read it (and answered): no kept-alive
+    connection was closed under it, and the gateway has logged it."""
+    double, proxy, url = closer
+    proxy.unanswered = {2}
+    new_connections = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
+    async with GatewayClient(url, "sys-a", KEY, token_audience=f"{url}/oauth/token", retries=3,
+                             transport=new_connections) as client:
+        await client.token()  # connection 1
+        with pytest.raises(GatewayUnavailable) as raised:
+            await client.discovery(_discovery())  # connection 2
+    assert raised.value.status == 0
+    assert proxy.closed_unanswered == 1
+    assert len(double.ids["/v1/discovery"]) == 1, "not sent again"
