@@ -81,6 +81,7 @@ from urllib.parse import quote
 import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
+from pydantic import TypeAdapter
 
 from gateway.client import deadlines
 from gateway.client.connections import RequestProgress
@@ -104,6 +105,7 @@ from gateway.client.errors import (
     unopenable,
     unusable,
 )
+from gateway.client.escalations import CaseDetail, FeedItem
 from gateway.client.fuzzy import FilterEnrolmentAnswer, FuzzyDiscoveryRequest, FuzzyDiscoveryResult, RecordType
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
 from gateway.client.models import (
@@ -142,6 +144,7 @@ _MIN_PAUSE = 0.1  # a Retry-After of 0 still pauses: every wait spends some of b
 _HEADER_VALUE = re.compile(r"[!-~]+")  # visible ASCII: what a header value can carry as it is
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token: what an Authorization: Bearer carries
 _T = TypeVar("_T")
+_FEED = TypeAdapter(list[FeedItem])
 # The standard library's logging, not structlog: partner systems configure their own. Lines name the route
 # (its template: no id a caller passed), the status or the transport failure's kind, the wait and the request
 # id — never a body, a problem's text or a header value.
@@ -650,24 +653,20 @@ class GatewayClient:
         return await self.exchange(request.model_copy(update={"escalation_decision": decision_id}),
                                    idempotency_key=idempotency_key, deadline=deadline)
 
-    async def escalation_feed(self, *, deadline: CallDeadline = Default.CLIENT) -> list[dict[str, Any]]:
-        """Cases awaiting this system's organisation; ``awaiting == "rerun"`` items carry the decision id
-        (``case["decision"]["id"]``) to pass to ``rerun``."""
+    async def escalation_feed(self, *, deadline: CallDeadline = Default.CLIENT) -> list[FeedItem]:
+        """Cases awaiting this system's organisation, most urgent first; an item ``awaiting == "rerun"``
+        carries the decision to pass to ``rerun`` (``item.case.decision_id``). An answer that is not a list of
+        feed items is an ``InvalidResponse``: an empty feed in its place would hide every case waiting."""
         response = await self._send("GET", "/v1/escalations/feed", deadline=deadline)
-        items = _decoded(response, lambda r: r.json())
-        if not isinstance(items, list):  # an empty feed here would hide every case waiting for us
-            raise invalid(response, "the escalation feed is not a list")
-        return items
+        return _decoded(response, lambda r: _FEED.validate_json(r.content, context=ANSWER_CONTEXT))
 
     async def object_to(self, exchange_id: str, holder: str, motivation: str, *,
-                        deadline: CallDeadline = Default.CLIENT) -> dict[str, Any]:
-        """Open an escalation case against a denial or narrowing of one target of our exchange."""
+                        deadline: CallDeadline = Default.CLIENT) -> CaseDetail:
+        """Open an escalation case against a denial or narrowing of one target of our exchange; the case
+        opened (its ``id`` and ``version`` name it in later steps)."""
         response = await self._send("POST", "/v1/escalations", json={
             "exchange_id": exchange_id, "holder": holder, "motivation": motivation}, deadline=deadline)
-        body = _decoded(response, lambda r: r.json())
-        if not isinstance(body, dict):
-            raise invalid(response, "the escalation case is not a JSON object")
-        return body
+        return _decoded(response, lambda r: CaseDetail.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
 
 def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContext | None) -> ssl.SSLContext | bool:

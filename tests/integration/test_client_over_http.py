@@ -1,6 +1,7 @@
 """The typed partner client against a real HTTP server standing in for the gateway (uvicorn on loopback, over
-TLS where it matters): what a newer or misbehaving gateway may answer, and that the gateway's certificate is
-verified — against the system's CAs by default, against ``ca_file`` when given, never not at all."""
+TLS where it matters): what a newer or misbehaving gateway may answer (also to the escalation calls, whose
+answers are typed too), and that the gateway's certificate is verified — against the system's CAs by
+default, against ``ca_file`` when given, never not at all."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from joserfc.jwk import OKPKey
 
 from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
+from gateway.client.escalations import CaseDetail, FeedItem
 from gateway.client.models import ExchangeRequest, Outcome
 from tests.servers import STAND_IN_TOKEN, serve_app, stand_in_gateway
 from tests.tls_certificates import private_ca_certificates
@@ -232,3 +235,44 @@ async def test_a_context_that_does_not_verify_cannot_be_used(tls_double: tuple[s
     context.verify_mode = ssl.CERT_NONE
     with pytest.raises(ValueError, match="verified"):
         GatewayClient(tls_double[0], "sys-a", KEY, ssl_context=context)
+
+
+# -- escalation answers, typed --------------------------------------------------------------------------------
+CASE: dict[str, Any] = {
+    "id": "case-1", "partnership": "riec-aa", "purpose": "bibob-check", "requester_org": "gemeente-amsterdam",
+    "holder_org": "belastingdienst", "trigger": "requester-objection", "state": "decided", "tier": 1, "version": 3,
+    "deadline": "2026-12-09", "overdue": False, "opened_at": "2026-12-02T09:00:00Z",
+    "updated_at": "2026-12-03T10:00:00Z", "exchange_id": "ex-1", "register_version": "1",
+    "policy_reasons": ["category-narrowed"], "requested_categories": ["income", "tax_debts"], "pending_votes": [],
+    "decision": {"id": "dec-1", "outcome": "allow", "permitted_categories": ["tax_debts"]}, "legal_gap": False,
+    "may_decide": False, "deciders": ["belastingdienst"]}
+
+
+async def test_the_escalation_feed_and_an_opened_case_are_typed(double: tuple[Double, str]) -> None:
+    stand_in, url = double
+    opened = CASE | {"state": "open", "decision": None, "version": 1, "history": [
+        {"at": "2026-12-02T09:00:00Z", "action": "open", "actor_org": "gemeente-amsterdam", "actor_user": None,
+         "tier": 1, "state": "open", "motivation": "please review"}], "comments": []}
+    stand_in.answers = [JSONResponse(opened, status_code=201), JSONResponse([
+        {"case": CASE | {"region": "nl-north"}, "awaiting": "rerun"},  # a field this version does not know
+        {"case": CASE | {"id": "case-2", "decision": None}, "awaiting": "hearing"}])]  # a newer gateway's value
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        case = await client.object_to("ex-1", "belastingdienst", "We need to know whether income was involved.")
+        rerun, newer = await client.escalation_feed()
+    assert isinstance(case, CaseDetail)
+    assert (case.id, case.state, case.version, case.decision_id) == ("case-1", "open", 1, None)
+    assert [step.action for step in case.history] == ["open"]
+    assert isinstance(rerun, FeedItem)
+    assert (rerun.awaiting, rerun.case.decision_id, rerun.case.deadline) == ("rerun", "dec-1", date(2026, 12, 9))
+    assert (newer.awaiting, newer.case.id, newer.case.decision_id) == ("hearing", "case-2", None)
+
+
+@pytest.mark.parametrize("answer", [{"cases": []}, [{"case": {"id": PERSONAL}, "awaiting": "rerun"}], "feed"])
+async def test_an_escalation_feed_that_is_not_one_is_an_invalid_answer(double: tuple[Double, str],
+                                                                      answer: Any) -> None:
+    stand_in, url = double
+    stand_in.answers = [JSONResponse(answer)]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        with pytest.raises(InvalidResponse) as raised:
+            await client.escalation_feed()  # not an empty feed, which would hide every case waiting
+    assert PERSONAL not in f"{raised.value} {raised.value.problem}"

@@ -130,19 +130,23 @@ async def test_client_objects_to_a_narrowing_and_reruns_with_the_decision(stack:
         assert first.targets[0].outcome is Outcome.ALLOWED_NARROWED
         case = await client.object_to(first.exchange_id, "belastingdienst",
                                       "We need to know whether income was involved; please review.")
-        assert (case["trigger"], case["state"], case["tier"]) == ("requester-objection", "open", 1)
-        assert case["requested_categories"] == ["income", "tax_debts"]
+        assert (case.trigger, case.state, case.tier, case.decision_id) == ("requester-objection", "open", 1, None)
+        assert case.requested_categories == ["income", "tax_debts"]
+        assert [step.state for step in case.history] == ["open"]
         officer = stack.person("po-belastingdienst", "belastingdienst", ["privacy-officer"])
-        decided = stack.call(officer, "POST", f"/v1/escalations/{case['id']}/decision", {
-            "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["tax_debts"],
+        decided = stack.call(officer, "POST", f"/v1/escalations/{case.id}/decision", {
+            "expected_version": case.version, "outcome": "allow", "permitted_categories": ["tax_debts"],
             "motivation": "Tax debts only: income is not necessary for a Bibob advice."})
         assert decided.status_code == 200, decided.text
         feed = await client.escalation_feed()
-        waiting = [item for item in feed if item["case"]["id"] == case["id"]]
-        assert [item["awaiting"] for item in waiting] == ["rerun"]
-        rerun = await client.rerun(request, waiting[0]["case"]["decision"]["id"])
+        waiting = [item for item in feed if item.case.id == case.id]
+        assert [item.awaiting for item in waiting] == ["rerun"]
+        decision = waiting[0].case.decision_id
+        assert decision is not None
+        assert decision == decided.json()["decision"]["id"]
+        rerun = await client.rerun(request, decision)
         with pytest.raises(GatewayClientError) as used:
-            await client.rerun(request, waiting[0]["case"]["decision"]["id"])
+            await client.rerun(request, decision)
     target = rerun.targets[0]
     assert target.escalation_decision_applied
     assert target.permitted_categories == ["tax_debts"]
