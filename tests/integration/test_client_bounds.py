@@ -214,8 +214,8 @@ async def test_the_requests_of_a_call_share_its_one_deadline(stand_in: tuple[Sta
     """The partnership's keys are two requests (each a call of its own inside ``pseudonym_client``): each takes
     less than the deadline, both together more."""
     double, url = stand_in
-    double.delays |= {"/v1/pseudonyms/key": 0.7, "/v1/pseudonyms/recipient-key": 0.7}
-    async with GatewayClient(url, "sys-a", KEY, deadline=1.0) as client:
+    double.delays |= {"/v1/pseudonyms/key": 1.0, "/v1/pseudonyms/recipient-key": 1.0}
+    async with GatewayClient(url, "sys-a", KEY, deadline=1.6) as client:  # 0.6 s to spare for the first
         with pytest.raises(DeadlineExceeded) as raised:
             await client.pseudonym_client("riec-aa")
         keys = await client.pseudonym_client("riec-aa", deadline=5.0)
