@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRow, EventType
+from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRow, EventType, PersonalDataError
 from audit.events import CASE_REQUESTER, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from connectors.holder_auth import DECISION_TYPE
@@ -186,7 +186,8 @@ class EscalationService:
         crash, a lost race or a failed commit cannot leave an entry for a step that was not taken (nor a step
         without its entry). It may run twice: a batch that fails for another caller is tried again caller by
         caller, the first attempt rolled back. Raises the refusal (4xx) of a step the database refused, with
-        nothing written; ``_Defect`` for a failure no refusal explains (nothing written either); 503 when the
+        nothing written; 422 for an entry the log's guard refuses (a value the caller typed that looks like
+        personal data); ``_Defect`` for a failure no refusal explains (nothing written either); 503 when the
         log could not be written."""
         applied: list[T] = []
 
@@ -203,6 +204,12 @@ class EscalationService:
 
         try:
             await self.writer.record(events, CompanionRow(None, None, within))
+        except PersonalDataError as exc:  # the caller's input, refused before anything was written: a 422
+            # An attachment reference is what the commenter typed (a document number of nine digits passes the
+            # eleven-test one time in eleven): the log's guard refusing it is no failure of the log, and a 503
+            # would tell the person to retry what can never succeed — and page the operators for it.
+            raise Unprocessable("a reference in the request looks like personal data (a BSN, an IBAN or an "
+                                "e-mail address); use one that identifies no one; nothing was changed") from exc
         except AuditError as exc:
             cause = exc.__cause__
             if isinstance(cause, Exception) and not isinstance(cause, AuditError | SQLAlchemyError):

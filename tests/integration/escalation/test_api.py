@@ -766,6 +766,27 @@ def test_comments_with_attachments_and_an_audit_entry_per_step_without_free_text
         assert free_text not in logged
 
 
+def test_an_attachment_reference_shaped_like_personal_data_is_a_422_and_nothing_is_written(env: Env) -> None:
+    """The audit log's guard refuses a value shaped like a BSN, an IBAN or an e-mail address; in a comment's
+    attachment reference that is what the commenter typed (a nine-digit document number passes the eleven-test
+    one time in eleven). A 422 that says so, then: not a 503 "the audit log could not be written", which
+    invites a retry that can never succeed. Nothing is written, and the reference is not repeated."""
+    case_id = env.open_case()
+    before = len(env.audit_steps(case_id))
+    for reference in ("dms://politie/2026/111222333", "NL91ABNA0417164300"):  # an eleven-proof number; an IBAN
+        refused = env.post("po-politie", f"/v1/escalations/{case_id}/comments", {
+            "text": "See the memo.", "attachments": [{"reference": reference, "title": "Memo"}]})
+        assert refused.status_code == 422, (reference, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert reference not in refused.text
+        assert "personal data" in refused.json()["detail"]
+    assert env.detail("po-politie", case_id)["comments"] == []
+    assert len(env.audit_steps(case_id)) == before
+    assert env.post("po-politie", f"/v1/escalations/{case_id}/comments", {
+        "text": "See the memo.", "attachments": [{"reference": "dms://politie/2026/4711", "title": "Memo"}]},
+    ).status_code == 200
+
+
 @contextmanager
 def _account_reads(container: Container) -> Iterator[list[str]]:
     """The statements that read the accounts table while the block runs (every connection of the engine: the
