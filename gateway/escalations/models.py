@@ -10,17 +10,29 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 _REF = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"
 
 
+def _storable(value: str) -> str:
+    """Refuse a NUL character: PostgreSQL text cannot hold one (SQLite stores it), so the step would fail in
+    the audit log's transaction — a 503 "the log could not be written" on one engine, stored on the other.
+    Refused here, it is the caller's 422 on both, before anything is logged."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
 def _written(value: str) -> str:
     """Refuse text of only spaces and line breaks: it passes a length check but says nothing, and a
     motivation or comment that says nothing is none (the console strips what was typed before checking; an
     API caller's text is checked here, so both refuse the same). The text itself is kept as written."""
     if not value.strip():
         raise ValueError("must contain text, not only spaces or line breaks")
-    return value
+    return _storable(value)
 
 
 Written = Annotated[str, AfterValidator(_written)]
 """Free text a person wrote: a motivation, a comment, a title or a note — never blank."""
+
+Storable = Annotated[str, AfterValidator(_storable)]
+"""Free text that may still be blank here (the service says what is missing), but is stored as it is."""
 
 
 class _Strict(BaseModel):
@@ -103,8 +115,8 @@ class FlagLegalGap(_Strict):
     """Link the case to an existing gap, or describe a new one."""
 
     gap_id: str | None = Field(default=None, max_length=64)
-    title: str | None = Field(default=None, max_length=200)
-    description: str | None = Field(default=None, max_length=4000)
+    title: Storable | None = Field(default=None, max_length=200)
+    description: Storable | None = Field(default=None, max_length=4000)
 
 
 class GapStatusChange(_Strict):

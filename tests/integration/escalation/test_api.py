@@ -667,6 +667,46 @@ def test_written_texts_must_say_something_blank_ones_get_422_and_change_nothing(
     assert env.audit_steps(case_id) == []  # no step was claimed, so none had to be retracted
 
 
+def test_a_nul_character_in_any_written_text_is_a_422_on_both_engines_and_changes_nothing(env: Env) -> None:
+    """PostgreSQL text cannot hold a NUL character (SQLite stores it). In a motivation, a comment, a title or
+    a note it failed the step inside the audit log's transaction: a 503 "the audit log could not be written"
+    on PostgreSQL, and stored as typed on SQLite. It is the caller's input: a 422 on both, nothing written."""
+    nul = "Incidents are needed\x00 for the Bibob advice."
+    exchange_id = _denied_exchange(env, ["police_incidents"])
+    objection = env.post("po-gemeente", "/v1/escalations", {"exchange_id": exchange_id, "holder": "politie",
+                                                            "motivation": nul})
+    assert objection.status_code == 422, objection.text
+    assert [e for e in env.audit_events() if e["exchange_id"] == exchange_id] == []
+
+    case_id = env.open_case()
+    gap = env.post("po-politie", f"/v1/escalations/{case_id}/legal-gap",
+                   {"title": "Bibob cooperation", "description": "No basis for sharing between municipalities."})
+    assert gap.status_code == 200, gap.text
+    steps = len(env.audit_steps(case_id))
+    attachment = {"reference": "dms://politie/2026/4711", "title": "Memo\x00"}
+    for path, body in (
+            ("comments", {"text": nul}),
+            ("comments", {"text": "See the memo.", "attachments": [attachment]}),
+            ("decision", {"expected_version": 1, "outcome": "deny", "motivation": nul}),
+            ("withdraw", {"expected_version": 1, "motivation": nul}),
+            ("legal-gap", {"title": "Bibob\x00", "description": "No basis for sharing."}),
+            ("legal-gap", {"title": "Bibob cooperation", "description": nul})):
+        who = "po-gemeente" if path == "withdraw" else "po-politie"
+        refused = env.post(who, f"/v1/escalations/{case_id}/{path}", body)
+        assert refused.status_code == 422, (path, body, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    note = env.post("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}/status",
+                    {"expected_version": 1, "status": "on-agenda", "note": nul})
+    assert note.status_code == 422, note.text
+
+    case = env.detail("po-politie", case_id)
+    assert (case["state"], case["version"], case["comments"]) == ("open", 1, [])
+    assert len(env.audit_steps(case_id)) == steps
+    assert [g["title"] for g in env.get("po-politie", "/v1/legal-gaps").json()
+            if case_id in g["case_ids"]] == ["Bibob cooperation"]
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}").json()["status"] == "identified"
+
+
 def test_an_objection_to_a_denial_can_be_allowed(env: Env) -> None:
     exchange_id = _denied_exchange(env, ["police_incidents", "criminal_intelligence"])
     case = _object(env, "po-gemeente", exchange_id).json()
