@@ -84,6 +84,8 @@ from gateway.register.model import Register
 log = structlog.get_logger("gateway.escalations")
 T = TypeVar("T")
 DEFAULT_DEADLINES = {1: 5, 2: 10, 3: 20}
+AWAITING_STATES = frozenset({State.OPEN.value, State.IN_REVIEW.value, State.ESCALATED.value, State.DECIDED.value})
+"""The states in which a case can await an organisation (the feed): a decision, or a re-run of an allow."""
 STATEMENT_TTL_SECONDS = 300
 _OBJECTIONS = {  # who objects to which outcome of an exchange target
     "requester-objection": {Outcome.DENIED.value, Outcome.ALLOWED_NARROWED.value},
@@ -485,7 +487,10 @@ class EscalationService:
         """Cases awaiting the caller's organisation, most urgent first: a decision at the current tier, or
         an allow decision its system can re-run with."""
         scope = access.case_scope(principal, self.register)
-        found = await self._db(lambda s: list_cases(s, scope, CaseFilter(), limit=10_000))
+        # Only cases that can await anyone: the list is in opening order and bounded, so with every state in
+        # it an organisation's closed and withdrawn cases filled the bound over the years and the newest cases,
+        # those awaiting it, were silently left out.
+        found = await self._db(lambda s: list_cases(s, scope, CaseFilter(states=AWAITING_STATES), limit=10_000))
         now = self.clock.now()  # an allow past its validity awaits nothing, even before the scan expires it
         items = []
         for case in found:

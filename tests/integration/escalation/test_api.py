@@ -32,6 +32,7 @@ from sqlalchemy import event, select
 from audit.tables import audit_entries
 from escalation import cases as case_store
 from escalation.states import Action
+from escalation.tables import escalation_cases
 from gateway.app import create_app
 from gateway.client.models import ExchangeResult, Outcome, Reason, Receipt, TargetOutcome
 from gateway.clock import FixedClock
@@ -910,6 +911,28 @@ def test_the_feed_does_not_ask_the_requester_to_decide_its_own_request(env: Env)
     items = env.get("po-gemeente", "/v1/escalations/feed").json()
     assert all(i["case"]["may_decide"] for i in items if i["awaiting"] == "decision")
     assert case_id not in {i["case"]["id"] for i in items}
+
+
+def test_the_feed_is_not_crowded_out_by_years_of_closed_cases(fresh: Env) -> None:
+    """The feed reads an organisation's cases in opening order up to a bound (10,000). With closed and
+    withdrawn cases among them, years of settled cases filled the bound and the newest cases — the ones
+    awaiting a decision — were left out without a word. Only cases that can await anyone are read."""
+    env = fresh
+    service = escalation_service(env.container)
+    settled_at = START - timedelta(days=400)
+    settled = [{"id": str(uuid.UUID(int=n)), "exchange_id": None, "request_fingerprint": None, "partnership": RIEC,
+                "purpose": BIBOB, "requester_org": "gemeente-amsterdam", "holder_org": "politie",
+                "trigger": "holder-refused", "state": state, "tier": 1, "version": 3, "deadline": date(2025, 10, 1),
+                "opened_at": settled_at, "updated_at": settled_at, "register_version": service.register.version,
+                "policy_reasons": [], "decision": None, "legal_gap": False, "requested_categories": [], "votes": []}
+               for n, state in enumerate(["closed", "withdrawn", "expired"] * 3334, start=1)]
+    with transaction(env.container.sessions) as session:  # ids below every UUIDv7: all of them older
+        session.execute(escalation_cases.insert(), settled)
+    awaiting = env.open_case()
+
+    feed = env.get("po-politie", "/v1/escalations/feed")
+    assert feed.status_code == 200, feed.text
+    assert [(i["case"]["id"], i["awaiting"]) for i in feed.json()] == [(awaiting, "decision")]
 
 
 # -- metrics (own gateway: the clock moves) -------------------------------------------------------------
