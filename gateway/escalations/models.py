@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from gateway.client.models import CATEGORY_PATTERN
+
 _REF = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"
+
+Category = Annotated[str, Field(pattern=CATEGORY_PATTERN)]
+"""A data category's name, shaped as the register's and the exchange API's are. The service names the ones it
+refuses ("not requested: ...") in the problem and in the log line of the refusal: free text here would put
+whatever the caller typed there — a person's name among it."""
 
 
 def _storable(value: str) -> str:
@@ -55,7 +62,7 @@ class OpenCase(_Strict):
     holder: str = Field(min_length=1, max_length=64, description="The target organisation of the exchange.")
     motivation: Written = Field(min_length=10, max_length=4000,
                                 description="Why the outcome should be reviewed.")
-    categories: list[str] = Field(
+    categories: list[Category] = Field(
         default_factory=list, max_length=30,
         description="The categories the objection is about (a denial names none: say which you asked for); "
                     "default: those the outcome permitted or removed.")
@@ -99,7 +106,7 @@ class Decide(Versioned):
 
     outcome: Literal["allow", "deny", "refer-up"]
     motivation: Written = Field(min_length=10, max_length=4000, description="Required: the written reasons.")
-    permitted_categories: list[str] = Field(default_factory=list, max_length=30,
+    permitted_categories: list[Category] = Field(default_factory=list, max_length=30,
                                             description="For allow: the categories the holder must supply.")
     obligations: ExtraObligations | None = None
 

@@ -477,6 +477,29 @@ def test_an_allow_names_requested_categories_and_every_decision_a_motivation(env
     assert env.case(case_id).version == 1  # nothing happened
 
 
+def test_a_category_is_a_category_name_so_no_typed_text_is_repeated_in_the_problem_or_the_log(env: Env) -> None:
+    """Categories the service refuses are named in the problem and in the refusal's log line ("not requested:
+    ..."). Anything else than a category's name — a person's name, typed where a category belongs — is
+    refused by its shape, like the exchange API's categories, and repeated nowhere."""
+    from structlog.testing import capture_logs
+
+    name = "Jan de Vries"
+    case_id = env.open_case()
+    exchange_id = _denied_exchange(env, ["police_incidents"])
+    with capture_logs() as logs:
+        decided = env.decide("po-politie", case_id, "allow", ["police_incidents", name])
+        objected = env.post("po-gemeente", "/v1/escalations", {
+            "exchange_id": exchange_id, "holder": "politie", "categories": [name],
+            "motivation": "The legal basis covers this; please review it."})
+    for refused in (decided, objected):
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert name not in refused.text
+    assert name not in json.dumps(logs, default=str)
+    assert (env.case(case_id).state.value, env.case(case_id).version) == ("open", 1)
+    assert [e for e in env.audit_events() if e["exchange_id"] == exchange_id] == []
+
+
 def test_an_allow_cannot_permit_what_the_partnership_never_discloses(env: Env) -> None:
     """A holder's refusal puts the categories policy removed among those requested (criminal intelligence,
     in S9). An allow naming one would be a binding decision the re-run can never carry out (rule 4: never
