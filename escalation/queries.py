@@ -56,6 +56,7 @@ class CaseFilter:
     organisation: str | None = None  # requester or holder
     overdue_on: date | None = None  # only active cases whose deadline is before this day
     legal_gap: bool | None = None
+    states: frozenset[str] = frozenset()  # only cases in one of these states (empty: any state)
 
 
 def list_cases(session: Session, scope: CaseScope, filters: CaseFilter, *, limit: int = 50,
@@ -69,6 +70,8 @@ def list_cases(session: Session, scope: CaseScope, filters: CaseFilter, *, limit
         query = query.where(c.partnership == filters.partnership)
     if filters.state:
         query = query.where(c.state == filters.state)
+    if filters.states:
+        query = query.where(c.state.in_(sorted(filters.states)))
     if filters.tier:
         query = query.where(c.tier == filters.tier)
     if filters.trigger:

@@ -7,7 +7,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from gateway.client.models import CATEGORY_PATTERN
+
 _REF = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"
+
+Category = Annotated[str, Field(pattern=CATEGORY_PATTERN)]
+"""A data category's name, shaped as the register's and the exchange API's are. The service names the ones it
+refuses ("not requested: ...") in the problem and in the log line of the refusal: free text here would put
+whatever the caller typed there — a person's name among it."""
+
+
+def _storable(value: str) -> str:
+    """Refuse a NUL character: PostgreSQL text cannot hold one (SQLite stores it), so the step would fail in
+    the audit log's transaction — a 503 "the log could not be written" on one engine, stored on the other.
+    Refused here, it is the caller's 422 on both, before anything is logged."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
 
 
 def _written(value: str) -> str:
@@ -16,11 +32,14 @@ def _written(value: str) -> str:
     API caller's text is checked here, so both refuse the same). The text itself is kept as written."""
     if not value.strip():
         raise ValueError("must contain text, not only spaces or line breaks")
-    return value
+    return _storable(value)
 
 
 Written = Annotated[str, AfterValidator(_written)]
 """Free text a person wrote: a motivation, a comment, a title or a note — never blank."""
+
+Storable = Annotated[str, AfterValidator(_storable)]
+"""Free text that may still be blank here (the service says what is missing), but is stored as it is."""
 
 
 class _Strict(BaseModel):
@@ -43,7 +62,7 @@ class OpenCase(_Strict):
     holder: str = Field(min_length=1, max_length=64, description="The target organisation of the exchange.")
     motivation: Written = Field(min_length=10, max_length=4000,
                                 description="Why the outcome should be reviewed.")
-    categories: list[str] = Field(
+    categories: list[Category] = Field(
         default_factory=list, max_length=30,
         description="The categories the objection is about (a denial names none: say which you asked for); "
                     "default: those the outcome permitted or removed.")
@@ -87,7 +106,7 @@ class Decide(Versioned):
 
     outcome: Literal["allow", "deny", "refer-up"]
     motivation: Written = Field(min_length=10, max_length=4000, description="Required: the written reasons.")
-    permitted_categories: list[str] = Field(default_factory=list, max_length=30,
+    permitted_categories: list[Category] = Field(default_factory=list, max_length=30,
                                             description="For allow: the categories the holder must supply.")
     obligations: ExtraObligations | None = None
 
@@ -103,8 +122,8 @@ class FlagLegalGap(_Strict):
     """Link the case to an existing gap, or describe a new one."""
 
     gap_id: str | None = Field(default=None, max_length=64)
-    title: str | None = Field(default=None, max_length=200)
-    description: str | None = Field(default=None, max_length=4000)
+    title: Storable | None = Field(default=None, max_length=200)
+    description: Storable | None = Field(default=None, max_length=4000)
 
 
 class GapStatusChange(_Strict):

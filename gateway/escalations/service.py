@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRow, EventType
+from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRow, EventType, PersonalDataError
 from audit.events import CASE_REQUESTER, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from connectors.holder_auth import DECISION_TYPE
@@ -84,6 +84,8 @@ from gateway.register.model import Register
 log = structlog.get_logger("gateway.escalations")
 T = TypeVar("T")
 DEFAULT_DEADLINES = {1: 5, 2: 10, 3: 20}
+AWAITING_STATES = frozenset({State.OPEN.value, State.IN_REVIEW.value, State.ESCALATED.value, State.DECIDED.value})
+"""The states in which a case can await an organisation (the feed): a decision, or a re-run of an allow."""
 STATEMENT_TTL_SECONDS = 300
 _OBJECTIONS = {  # who objects to which outcome of an exchange target
     "requester-objection": {Outcome.DENIED.value, Outcome.ALLOWED_NARROWED.value},
@@ -186,7 +188,8 @@ class EscalationService:
         crash, a lost race or a failed commit cannot leave an entry for a step that was not taken (nor a step
         without its entry). It may run twice: a batch that fails for another caller is tried again caller by
         caller, the first attempt rolled back. Raises the refusal (4xx) of a step the database refused, with
-        nothing written; ``_Defect`` for a failure no refusal explains (nothing written either); 503 when the
+        nothing written; 422 for an entry the log's guard refuses (a value the caller typed that looks like
+        personal data); ``_Defect`` for a failure no refusal explains (nothing written either); 503 when the
         log could not be written."""
         applied: list[T] = []
 
@@ -203,6 +206,12 @@ class EscalationService:
 
         try:
             await self.writer.record(events, CompanionRow(None, None, within))
+        except PersonalDataError as exc:  # the caller's input, refused before anything was written: a 422
+            # An attachment reference is what the commenter typed (a document number of nine digits passes the
+            # eleven-test one time in eleven): the log's guard refusing it is no failure of the log, and a 503
+            # would tell the person to retry what can never succeed — and page the operators for it.
+            raise Unprocessable("a reference in the request looks like personal data (a BSN, an IBAN or an "
+                                "e-mail address); use one that identifies no one; nothing was changed") from exc
         except AuditError as exc:
             cause = exc.__cause__
             if isinstance(cause, Exception) and not isinstance(cause, AuditError | SQLAlchemyError):
@@ -478,7 +487,10 @@ class EscalationService:
         """Cases awaiting the caller's organisation, most urgent first: a decision at the current tier, or
         an allow decision its system can re-run with."""
         scope = access.case_scope(principal, self.register)
-        found = await self._db(lambda s: list_cases(s, scope, CaseFilter(), limit=10_000))
+        # Only cases that can await anyone: the list is in opening order and bounded, so with every state in
+        # it an organisation's closed and withdrawn cases filled the bound over the years and the newest cases,
+        # those awaiting it, were silently left out.
+        found = await self._db(lambda s: list_cases(s, scope, CaseFilter(states=AWAITING_STATES), limit=10_000))
         now = self.clock.now()  # an allow past its validity awaits nothing, even before the scan expires it
         items = []
         for case in found:

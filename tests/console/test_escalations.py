@@ -408,6 +408,16 @@ def test_comments_carry_attachments_by_reference(console: TestClient, container:
     empty = console.post(url, data={"csrf_token": token, "text": "  "})
     assert empty.status_code == 422
     assert "Write a comment." in empty.text
+    # A reference the audit log's guard refuses (shaped like a BSN) is the person's input: shown on the form
+    # with what was typed kept, not an "audit log unavailable" page.
+    steps = len(audit_events(container, "escalation.step"))
+    shaped = console.post(url, data={"csrf_token": token, "text": "see the memo",
+                                     "attachment_reference": ["dms://gemeente/2026/111222333", ""],
+                                     "attachment_title": ["Memo", ""], "attachment_sha256": ["", ""]})
+    assert shaped.status_code == 422
+    assert 'id="comment-error"' in shaped.text
+    assert "looks like personal data" in shaped.text
+    assert len(audit_events(container, "escalation.step")) == steps
     digest = "ab" * 32
     good = console.post(url, data={"csrf_token": token, "text": "Our memo explains why we need it.",
                                    "attachment_reference": ["dms://gemeente/2026/4711", ""],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from datetime import timedelta
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 import yaml
 from alembic import command
-from sqlalchemy import select
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 
 from audit.tables import audit_entries
 from gateway.auditing.setup import install_audit, load_or_create_checkpoint_key
@@ -31,7 +33,9 @@ from gateway.console.sessions import load_or_create_secret
 from gateway.container import build_container
 from gateway.db.engine import alembic_config
 from gateway.exchange.sealing import RecordSealer
+from gateway.register import setup as register_setup
 from gateway.register.setup import install_register
+from gateway.register.tables import register_versions
 from gateway.settings import SHIPPED_REGISTER, Settings
 
 PROCESSES = 4
@@ -70,7 +74,7 @@ def _at_once(barrier: Barrier, results: Any, work: Callable[[], object]) -> None
     try:
         results.put(("ok", work()))
     except Exception as exc:
-        results.put(("error", type(exc).__name__))
+        results.put(("error", type(exc).__name__ + ": " + str(exc)[:300]))
 
 
 def _run_at_once(work: Callable[[], object]) -> list[tuple[str, object]]:
@@ -119,3 +123,49 @@ def test_processes_starting_at_once_record_a_new_register_version_once(tmp_path:
         logged = list(connection.execute(select(audit_entries.c.event_type)).scalars())
     container.close()
     assert logged == ["register.changed"] * 3  # one entry per version, whoever recorded it
+
+
+class _LockedAtOnce:
+    """Answers the first ``times`` inserts of a register version as SQLite answers a lock state it does not
+    wait out (the driver's own error, as SQLite raises it), then lets them through."""
+
+    def __init__(self, times: int) -> None:
+        self.times, self.inserts = times, 0
+
+    def __call__(self, _conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().startswith("INSERT INTO register_versions"):
+            self.inserts += 1
+            if self.inserts <= self.times:
+                raise sqlite3.OperationalError("database is locked")
+
+
+def _started_with_locks(tmp_path: Path, url: str, locked: _LockedAtOnce) -> Any:
+    container = build_container(Settings(data_dir=tmp_path, database_url=url))
+    event.listen(container.engine, "before_cursor_execute", locked)
+    try:
+        return install_register(container)
+    finally:
+        container.close()
+
+
+def test_a_lock_met_while_recording_the_register_version_is_tried_again(
+        tmp_path: Path, sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start that meets SQLite's immediate lock error (processes opening and closing the file at once)
+    records the version on a later attempt instead of failing; the version is recorded once."""
+    monkeypatch.setattr(register_setup, "RETRY_PAUSE_SECONDS", 0.001)
+    locked = _LockedAtOnce(times=2)
+    assert _started_with_locks(tmp_path, sqlite_db_url, locked).newly_recorded is True
+    assert locked.inserts == 3
+    container = build_container(Settings(data_dir=tmp_path, database_url=sqlite_db_url))
+    with container.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(register_versions)).scalar_one() == 1
+    container.close()
+
+
+def test_a_lock_that_does_not_pass_still_stops_the_start(
+        tmp_path: Path, sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(register_setup, "RETRY_PAUSE_SECONDS", 0.001)
+    locked = _LockedAtOnce(times=register_setup.RECORD_ATTEMPTS)
+    with pytest.raises(OperationalError):
+        _started_with_locks(tmp_path, sqlite_db_url, locked)
+    assert locked.inserts == register_setup.RECORD_ATTEMPTS

@@ -32,6 +32,7 @@ from sqlalchemy import event, select
 from audit.tables import audit_entries
 from escalation import cases as case_store
 from escalation.states import Action
+from escalation.tables import escalation_cases
 from gateway.app import create_app
 from gateway.client.models import ExchangeResult, Outcome, Reason, Receipt, TargetOutcome
 from gateway.clock import FixedClock
@@ -476,6 +477,29 @@ def test_an_allow_names_requested_categories_and_every_decision_a_motivation(env
     assert env.case(case_id).version == 1  # nothing happened
 
 
+def test_a_category_is_a_category_name_so_no_typed_text_is_repeated_in_the_problem_or_the_log(env: Env) -> None:
+    """Categories the service refuses are named in the problem and in the refusal's log line ("not requested:
+    ..."). Anything else than a category's name — a person's name, typed where a category belongs — is
+    refused by its shape, like the exchange API's categories, and repeated nowhere."""
+    from structlog.testing import capture_logs
+
+    name = "Jan de Vries"
+    case_id = env.open_case()
+    exchange_id = _denied_exchange(env, ["police_incidents"])
+    with capture_logs() as logs:
+        decided = env.decide("po-politie", case_id, "allow", ["police_incidents", name])
+        objected = env.post("po-gemeente", "/v1/escalations", {
+            "exchange_id": exchange_id, "holder": "politie", "categories": [name],
+            "motivation": "The legal basis covers this; please review it."})
+    for refused in (decided, objected):
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert name not in refused.text
+    assert name not in json.dumps(logs, default=str)
+    assert (env.case(case_id).state.value, env.case(case_id).version) == ("open", 1)
+    assert [e for e in env.audit_events() if e["exchange_id"] == exchange_id] == []
+
+
 def test_an_allow_cannot_permit_what_the_partnership_never_discloses(env: Env) -> None:
     """A holder's refusal puts the categories policy removed among those requested (criminal intelligence,
     in S9). An allow naming one would be a binding decision the re-run can never carry out (rule 4: never
@@ -667,6 +691,46 @@ def test_written_texts_must_say_something_blank_ones_get_422_and_change_nothing(
     assert env.audit_steps(case_id) == []  # no step was claimed, so none had to be retracted
 
 
+def test_a_nul_character_in_any_written_text_is_a_422_on_both_engines_and_changes_nothing(env: Env) -> None:
+    """PostgreSQL text cannot hold a NUL character (SQLite stores it). In a motivation, a comment, a title or
+    a note it failed the step inside the audit log's transaction: a 503 "the audit log could not be written"
+    on PostgreSQL, and stored as typed on SQLite. It is the caller's input: a 422 on both, nothing written."""
+    nul = "Incidents are needed\x00 for the Bibob advice."
+    exchange_id = _denied_exchange(env, ["police_incidents"])
+    objection = env.post("po-gemeente", "/v1/escalations", {"exchange_id": exchange_id, "holder": "politie",
+                                                            "motivation": nul})
+    assert objection.status_code == 422, objection.text
+    assert [e for e in env.audit_events() if e["exchange_id"] == exchange_id] == []
+
+    case_id = env.open_case()
+    gap = env.post("po-politie", f"/v1/escalations/{case_id}/legal-gap",
+                   {"title": "Bibob cooperation", "description": "No basis for sharing between municipalities."})
+    assert gap.status_code == 200, gap.text
+    steps = len(env.audit_steps(case_id))
+    attachment = {"reference": "dms://politie/2026/4711", "title": "Memo\x00"}
+    for path, body in (
+            ("comments", {"text": nul}),
+            ("comments", {"text": "See the memo.", "attachments": [attachment]}),
+            ("decision", {"expected_version": 1, "outcome": "deny", "motivation": nul}),
+            ("withdraw", {"expected_version": 1, "motivation": nul}),
+            ("legal-gap", {"title": "Bibob\x00", "description": "No basis for sharing."}),
+            ("legal-gap", {"title": "Bibob cooperation", "description": nul})):
+        who = "po-gemeente" if path == "withdraw" else "po-politie"
+        refused = env.post(who, f"/v1/escalations/{case_id}/{path}", body)
+        assert refused.status_code == 422, (path, body, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    note = env.post("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}/status",
+                    {"expected_version": 1, "status": "on-agenda", "note": nul})
+    assert note.status_code == 422, note.text
+
+    case = env.detail("po-politie", case_id)
+    assert (case["state"], case["version"], case["comments"]) == ("open", 1, [])
+    assert len(env.audit_steps(case_id)) == steps
+    assert [g["title"] for g in env.get("po-politie", "/v1/legal-gaps").json()
+            if case_id in g["case_ids"]] == ["Bibob cooperation"]
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}").json()["status"] == "identified"
+
+
 def test_an_objection_to_a_denial_can_be_allowed(env: Env) -> None:
     exchange_id = _denied_exchange(env, ["police_incidents", "criminal_intelligence"])
     case = _object(env, "po-gemeente", exchange_id).json()
@@ -766,14 +830,36 @@ def test_comments_with_attachments_and_an_audit_entry_per_step_without_free_text
         assert free_text not in logged
 
 
+def test_an_attachment_reference_shaped_like_personal_data_is_a_422_and_nothing_is_written(env: Env) -> None:
+    """The audit log's guard refuses a value shaped like a BSN, an IBAN or an e-mail address; in a comment's
+    attachment reference that is what the commenter typed (a nine-digit document number passes the eleven-test
+    one time in eleven). A 422 that says so, then: not a 503 "the audit log could not be written", which
+    invites a retry that can never succeed. Nothing is written, and the reference is not repeated."""
+    case_id = env.open_case()
+    before = len(env.audit_steps(case_id))
+    for reference in ("dms://politie/2026/111222333", "NL91ABNA0417164300"):  # an eleven-proof number; an IBAN
+        refused = env.post("po-politie", f"/v1/escalations/{case_id}/comments", {
+            "text": "See the memo.", "attachments": [{"reference": reference, "title": "Memo"}]})
+        assert refused.status_code == 422, (reference, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert reference not in refused.text
+        assert "personal data" in refused.json()["detail"]
+    assert env.detail("po-politie", case_id)["comments"] == []
+    assert len(env.audit_steps(case_id)) == before
+    assert env.post("po-politie", f"/v1/escalations/{case_id}/comments", {
+        "text": "See the memo.", "attachments": [{"reference": "dms://politie/2026/4711", "title": "Memo"}]},
+    ).status_code == 200
+
+
 @contextmanager
 def _account_reads(container: Container) -> Iterator[list[str]]:
-    """The statements that read the accounts table while the block runs (every connection of the engine: the
-    request's, the service's and the audit writer's)."""
+    """The statements that read one person's account while the block runs (every connection of the engine: the
+    request's, the service's and the audit writer's). The periodic re-read of the disabled accounts
+    (gateway.auth.revocation) reads no one's row by name and may run at any moment: it is not counted."""
     seen: list[str] = []
 
     def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "FROM accounts" in statement:
+        if "FROM accounts" in statement and "accounts.username =" in statement:
             seen.append(statement)
 
     event.listen(container.engine, "before_cursor_execute", remember)
@@ -849,6 +935,28 @@ def test_the_feed_does_not_ask_the_requester_to_decide_its_own_request(env: Env)
     items = env.get("po-gemeente", "/v1/escalations/feed").json()
     assert all(i["case"]["may_decide"] for i in items if i["awaiting"] == "decision")
     assert case_id not in {i["case"]["id"] for i in items}
+
+
+def test_the_feed_is_not_crowded_out_by_years_of_closed_cases(fresh: Env) -> None:
+    """The feed reads an organisation's cases in opening order up to a bound (10,000). With closed and
+    withdrawn cases among them, years of settled cases filled the bound and the newest cases — the ones
+    awaiting a decision — were left out without a word. Only cases that can await anyone are read."""
+    env = fresh
+    service = escalation_service(env.container)
+    settled_at = START - timedelta(days=400)
+    settled = [{"id": str(uuid.UUID(int=n)), "exchange_id": None, "request_fingerprint": None, "partnership": RIEC,
+                "purpose": BIBOB, "requester_org": "gemeente-amsterdam", "holder_org": "politie",
+                "trigger": "holder-refused", "state": state, "tier": 1, "version": 3, "deadline": date(2025, 10, 1),
+                "opened_at": settled_at, "updated_at": settled_at, "register_version": service.register.version,
+                "policy_reasons": [], "decision": None, "legal_gap": False, "requested_categories": [], "votes": []}
+               for n, state in enumerate(["closed", "withdrawn", "expired"] * 3334, start=1)]
+    with transaction(env.container.sessions) as session:  # ids below every UUIDv7: all of them older
+        session.execute(escalation_cases.insert(), settled)
+    awaiting = env.open_case()
+
+    feed = env.get("po-politie", "/v1/escalations/feed")
+    assert feed.status_code == 200, feed.text
+    assert [(i["case"]["id"], i["awaiting"]) for i in feed.json()] == [(awaiting, "decision")]
 
 
 # -- metrics (own gateway: the clock moves) -------------------------------------------------------------
