@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any, Literal
@@ -21,19 +22,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PolicyReason(_Strict):
+class _StrictDecision(BaseModel):
+    """A part of the decision document: of exactly the JSON types declared (``"true"``, ``1`` or ``"no"`` for a
+    boolean is a policy defect, not a value to coerce), and no member the contract does not name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")  # how the policies write dates (Python also reads 20281125 and 2028-W47)
+
+
+class PolicyReason(_StrictDecision):
     code: str
     message: str
     category: str | None = None
 
 
-class PolicyObligations(_Strict):
+class PolicyObligations(_StrictDecision):
     retain_until: str
     onward_sharing: bool
     results_only: bool
 
 
-class Decision(_Strict):
+class Decision(_StrictDecision):
     allow: bool
     escalate: bool
     outcome: Literal["allowed", "allowed-narrowed", "denied", "escalated"]
@@ -76,21 +87,47 @@ class Decision(_Strict):
         return [decision.checked(requires_obligations) for decision in decisions]
 
     def checked(self, requires_obligations: bool) -> Decision:
-        """This decision, when it is consistent; ``MalformedDecision`` otherwise."""
-        if self.allow != (self.outcome in {"allowed", "allowed-narrowed"}):
+        """This decision, when it is consistent; ``MalformedDecision`` otherwise. Checks, in order:
+
+        1. ``allow`` and ``escalate`` agree with the outcome;
+        2. an allow permits something (and carries obligations, for an exchange); a refusal permits
+           nothing, carries no obligations and says why (at least one reason);
+        3. a category is permitted or removed, once, never both; ``allowed`` removes nothing and
+           ``allowed-narrowed`` removes something;
+        4. every reason on an allow is the reason for a removed category: a reason without one (a
+           denial's or an escalation's) means the policy allowed what it also refused;
+        5. the policy version is no blank; obligations forbid onward sharing and retain until a
+           ``YYYY-MM-DD`` date.
+        """
+        allowed = self.outcome in {"allowed", "allowed-narrowed"}
+        if self.allow != allowed:
             raise MalformedDecision("decision `allow` contradicts its outcome")
         if self.escalate != (self.outcome == "escalated"):
             raise MalformedDecision("decision `escalate` contradicts its outcome")
         if self.allow and not self.permitted_categories:
             raise MalformedDecision("an allow must permit at least one category")
-        if self.outcome == "denied" and self.permitted_categories:
-            raise MalformedDecision("a denial permits no category")
+        if not self.allow and self.permitted_categories:
+            raise MalformedDecision("a denial or escalation permits no category")
+        if not self.allow and (self.obligations is not None or not self.reasons):
+            raise MalformedDecision("a denial or escalation carries reasons and no obligations")
         if requires_obligations and self.allow and self.obligations is None:
             raise MalformedDecision("an allow must carry obligations")
+        permitted, removed = set(self.permitted_categories), set(self.removed_categories)
+        if (len(permitted) != len(self.permitted_categories) or len(removed) != len(self.removed_categories)
+                or permitted & removed):
+            raise MalformedDecision("a category is permitted or removed, once, never both")
+        if self.allow and (self.outcome == "allowed-narrowed") != bool(removed):
+            raise MalformedDecision("decision `removed_categories` contradicts its outcome")
+        if self.allow and any(r.category is None or r.category not in removed for r in self.reasons):
+            raise MalformedDecision("an allow carries a reason that is no removed category's")
+        if not self.policy_version.strip():
+            raise MalformedDecision("the decision names no policy version")
         if self.obligations is not None:
             if self.obligations.onward_sharing:  # rule 9: never, whatever else the document says
                 raise MalformedDecision("obligations must forbid onward sharing")
             try:
+                if not _DATE.fullmatch(self.obligations.retain_until):
+                    raise ValueError("not YYYY-MM-DD")
                 date.fromisoformat(self.obligations.retain_until)
             except ValueError as exc:
                 raise MalformedDecision("obligation `retain_until` is not a date") from exc

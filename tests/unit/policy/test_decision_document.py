@@ -3,6 +3,7 @@ the checks ``Decision.parse`` makes beyond the schema (found missing by a review
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -39,3 +40,44 @@ def test_consistent_documents_are_accepted(document: dict[str, Any]) -> None:
 def test_contradictory_documents_are_malformed(document: dict[str, Any]) -> None:
     with pytest.raises(MalformedDecision):
         Decision.parse(document)
+
+
+NARROWED = ALLOWED | {"outcome": "allowed-narrowed", "removed_categories": ["criminal_intelligence"], "reasons": [
+    {"code": "never-disclosed", "message": "never disclosed", "category": "criminal_intelligence"}]}
+
+# Each was accepted (a second review): a value of another JSON type read as a boolean, an allow that also
+# denies or escalates, categories both permitted and removed, a refusal without reason or with obligations.
+MALFORMED: dict[str, dict[str, Any]] = {
+    "allow-as-string": ALLOWED | {"allow": "true"},
+    "allow-as-number": ALLOWED | {"allow": 1},
+    "hit-only-as-string": ALLOWED | {"hit_only": "no"},  # would ask for records instead of hit/no-hit
+    "onward-sharing-as-string": ALLOWED | {"obligations": OBLIGATIONS | {"onward_sharing": "off"}},
+    "results-only-as-number": ALLOWED | {"obligations": OBLIGATIONS | {"results_only": 0}},
+    "allow-with-a-denial-reason": ALLOWED | {"reasons": DENIED["reasons"]},
+    "allow-with-an-escalation-reason": ALLOWED | {"reasons": ESCALATED["reasons"]},
+    "allow-with-a-reason-for-a-category-not-removed": NARROWED | {"reasons": [
+        {"code": "never-disclosed", "message": "never disclosed", "category": "police_incidents"}]},
+    "permitted-and-removed": NARROWED | {"removed_categories": ["police_incidents"], "reasons": [
+        {"code": "never-disclosed", "message": "x", "category": "police_incidents"}]},
+    "permitted-twice": ALLOWED | {"permitted_categories": ["police_incidents", "police_incidents"]},
+    "allowed-but-removed": NARROWED | {"outcome": "allowed"},
+    "narrowed-but-nothing-removed": ALLOWED | {"outcome": "allowed-narrowed"},
+    "denial-without-reason": DENIED | {"reasons": []},
+    "escalation-without-reason": ESCALATED | {"reasons": []},
+    "denial-with-obligations": DENIED | {"obligations": OBLIGATIONS},
+    "blank-policy-version": ALLOWED | {"policy_version": " "},
+    "retain-until-basic-format": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "20281125"}},
+    "retain-until-week-date": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "2028-W47-6"}},
+}
+
+
+def test_a_narrowed_allow_with_its_reasons_is_accepted() -> None:
+    assert Decision.parse(NARROWED).removed_categories == ["criminal_intelligence"]
+
+
+@pytest.mark.parametrize("document", MALFORMED.values(), ids=MALFORMED.keys())
+def test_documents_that_should_fail_closed_are_malformed(document: dict[str, Any]) -> None:
+    with pytest.raises(MalformedDecision):
+        Decision.parse(document)
+    with pytest.raises(MalformedDecision):  # the embedded engine's path: the JSON text
+        Decision.parse_json(json.dumps(document))
