@@ -134,6 +134,12 @@ def _parse_batch(kind: PolicyKind, documents: Any, expected: int) -> list[Decisi
     return [Decision.parse(document, requires_obligations=kind == "exchange") for document in documents]
 
 
+def _registered_categories(register_data: dict[str, Any]) -> frozenset[str]:
+    """The register's categories: a decision may permit no other (``Decision.answering``)."""
+    categories = register_data.get("categories")
+    return frozenset(categories) if isinstance(categories, dict) else frozenset()
+
+
 def _failure(exc: RuntimeError) -> str:
     """The first line of a regorus error (the rest is a Rust backtrace)."""
     return (str(exc).strip().splitlines() or ["unknown error"])[0]
@@ -183,6 +189,7 @@ class EmbeddedPolicyEngine:
         if not self._sources:
             raise PolicyUnavailable(f"no Rego policies found in {policies_dir}")
         self._register_json = json.dumps({"register": register_data})
+        self._categories = _registered_categories(register_data)
         self._shared: tuple[str, bytes | None] | None = None  # (data JSON with the index, RVM program)
         self._shared_lock = threading.Lock()
         self._local = threading.local()
@@ -268,7 +275,8 @@ class EmbeddedPolicyEngine:
 
     def decide_sync(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         text = self._evaluate(RULES[kind], policy_input.model_dump_json(exclude_none=True))
-        return Decision.parse_json(text, requires_obligations=kind == "exchange")
+        return Decision.parse_json(text, requires_obligations=kind == "exchange").answering(
+            policy_input, self._categories)
 
     def decide_many_sync(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(inputs)
@@ -276,7 +284,7 @@ class EmbeddedPolicyEngine:
             text = self._evaluate(BATCH_RULES[kind], input_json)
             batch = Decision.parse_json_list(text, len(positions), requires_obligations=kind == "exchange")
             for position, decision in zip(positions, batch, strict=True):
-                decisions[position] = decision
+                decisions[position] = decision.answering(inputs[position], self._categories)
         return [d for d in decisions if d is not None]
 
     # One evaluation (up to MAX_HOLDERS_PER_EVALUATION targets, a fraction of a millisecond) runs on the
@@ -381,6 +389,7 @@ class OpaServerPolicyEngine:
         self._client = _opa_client(url, timeout, token, ca_file)
         self._timeout = timeout
         self._register = register_data
+        self._categories = _registered_categories(register_data)
         self._pushes = 0  # completed pushes of the register
         self._push_task: asyncio.Task[None] | None = None  # the push in flight, shared by every caller
 
@@ -453,7 +462,8 @@ class OpaServerPolicyEngine:
 
     async def _decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         document = await self._query(OPA_PATHS[kind], policy_input.document(), None)
-        return Decision.parse(document, requires_obligations=kind == "exchange")
+        return Decision.parse(document, requires_obligations=kind == "exchange").answering(
+            policy_input, self._categories)
 
     async def decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         decision: Decision = await self._within_timeout(self._decide(kind, policy_input))
@@ -464,7 +474,7 @@ class OpaServerPolicyEngine:
         for positions, document in batch_inputs(inputs):
             documents = await self._query(BATCH_OPA_PATHS[kind], document, len(positions))
             for position, decision in zip(positions, _parse_batch(kind, documents, len(positions)), strict=True):
-                decisions[position] = decision
+                decisions[position] = decision.answering(inputs[position], self._categories)
         return [d for d in decisions if d is not None]
 
     async def decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import date
 from typing import Any, Literal
 
@@ -131,6 +131,29 @@ class Decision(_StrictDecision):
                 date.fromisoformat(self.obligations.retain_until)
             except ValueError as exc:
                 raise MalformedDecision("obligation `retain_until` is not a date") from exc
+        return self
+
+    def answering(self, policy_input: PolicyInput, known_categories: Collection[str]) -> Decision:
+        """This decision, when it can be the answer to ``policy_input``; ``MalformedDecision`` otherwise. The
+        gateway asks the holder for exactly the permitted categories and filters its answer by them, so a
+        category the request did not ask for would be disclosed unasked, whatever the policy meant:
+
+        1. it permits only categories the register knows and, unless the holder answers hit/no-hit only
+           (asked about all it supplies, rule 3), only requested ones;
+        2. it removes only requested categories;
+        3. it names an escalation decision only when the input brought that one, for this holder.
+        """
+        requested = set(policy_input.request.categories)
+        permitted = set(self.permitted_categories)
+        if not permitted <= (set(known_categories) if self.hit_only else requested & set(known_categories)):
+            raise MalformedDecision("the decision permits a category that was not requested or is not registered")
+        if not set(self.removed_categories) <= requested:
+            raise MalformedDecision("the decision removes a category that was not requested")
+        brought = policy_input.context.escalation_decision
+        if self.escalation_decision is not None and (
+                brought is None or brought.id != self.escalation_decision
+                or brought.holder != policy_input.request.holder.organisation):
+            raise MalformedDecision("the decision applies an escalation decision the request did not bring")
         return self
 
 

@@ -1,0 +1,107 @@
+"""A decision must be one the request can have: both engines refuse (deny, fail closed) a well-formed
+decision that permits a category the request did not ask for (the holder would be asked for it, and the
+gateway's filter keeps what is permitted), removes one it did not ask for, or applies an escalation
+decision the request did not bring. The policies here are the shipped ones with ``wgs.exchange`` replaced
+by a stub that answers one fixed document, so each engine is shown the defect as a faulty policy (or OPA
+bundle) would produce it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine, PolicyEngine
+from gateway.policy.errors import MalformedDecision
+from gateway.policy.model import EscalationDecisionInput, PolicyContext
+from gateway.settings import POLICIES_DIR
+from tests.integration.policy.test_decision_table import MUNICIPALITY, REGISTER, _input
+from tests.opa_test_server import create_opa_test_app
+from tests.servers import serve_app
+
+OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_only": False}
+ALLOWED: dict[str, Any] = {
+    "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
+    "removed_categories": [], "hit_only": False, "obligations": OBLIGATIONS, "escalation_decision": None,
+    "policy_version": "wgs-policy-stub"}
+NARROWED = ALLOWED | {"outcome": "allowed-narrowed", "removed_categories": ["convictions"], "reasons": [
+    {"code": "category-not-supplied", "message": "not supplied", "category": "convictions"}]}
+
+# (case id, the stub's decision, holder, outcome when the decision answers the request, else None)
+CASES: list[tuple[str, dict[str, Any], str | None]] = [
+    ("answers-the-request", ALLOWED, "allowed"),
+    ("permits-an-unrequested-category", ALLOWED | {"permitted_categories": ["police_incidents", "bank_accounts"]},
+     None),
+    ("permits-an-unregistered-category", ALLOWED | {"permitted_categories": ["police_incidents", "dna_profiles"]},
+     None),
+    ("hit-only-permits-a-registered-category-unasked", ALLOWED | {
+        "permitted_categories": ["ongoing_investigation"], "hit_only": True}, "allowed"),
+    ("hit-only-permits-an-unregistered-category", ALLOWED | {
+        "permitted_categories": ["dna_profiles"], "hit_only": True}, None),
+    ("removes-an-unrequested-category", NARROWED, None),
+    ("applies-an-escalation-decision-not-brought", ALLOWED | {"escalation_decision": "dec-1"}, None),
+]
+
+
+def _stub_policies(directory: Path, decision: dict[str, Any]) -> Path:
+    """The shipped policies, ``wgs.exchange`` answering ``decision`` for every target."""
+    for source in POLICIES_DIR.glob("*.rego"):
+        if not source.name.endswith("_test.rego"):
+            shutil.copy(source, directory / source.name)
+    (directory / "exchange.rego").write_text(
+        "package wgs.exchange\n\nimport rego.v1\n\n"
+        f"decision := {json.dumps(decision)}\n\n"
+        "decisions := [decision | some _ in input.holders]\n", encoding="utf-8")
+    return directory
+
+
+async def _decisions(engine: PolicyEngine) -> None:
+    asked = _input(MUNICIPALITY, "politie", ["police_incidents"])
+    one = await engine.decide("exchange", asked)
+    many = await engine.decide_many("exchange", [asked, _input(MUNICIPALITY, "om-amsterdam", ["police_incidents"])])
+    assert [d.outcome for d in (one, *many)] == [one.outcome] * 3
+
+
+@pytest.mark.parametrize("kind", ["embedded", "opa-server"])
+@pytest.mark.parametrize(("case", "decision", "outcome"), CASES, ids=[row[0] for row in CASES])
+async def test_a_decision_the_request_cannot_have_is_malformed(tmp_path: Path, kind: str, case: str,
+                                                               decision: dict[str, Any], outcome: str | None) -> None:
+    policies = _stub_policies(tmp_path, decision)
+    with serve_app(create_opa_test_app(policies)) as url:
+        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER) if kind == "embedded"
+                                else OpaServerPolicyEngine(url, REGISTER, timeout=5.0))
+        try:
+            if outcome is None:
+                with pytest.raises(MalformedDecision):
+                    await engine.decide("exchange", _input(MUNICIPALITY, "politie", ["police_incidents"]))
+                with pytest.raises(MalformedDecision):
+                    await engine.decide_many("exchange", [_input(MUNICIPALITY, "politie", ["police_incidents"])])
+            else:
+                await _decisions(engine)
+        finally:
+            await engine.aclose()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "opa-server"])
+@pytest.mark.parametrize(("holder", "accepted"), [("politie", True), ("om-amsterdam", False)])
+async def test_an_escalation_decision_applies_only_to_its_own_holder(tmp_path: Path, kind: str, holder: str,
+                                                                     accepted: bool) -> None:
+    policies = _stub_policies(tmp_path, ALLOWED | {"escalation_decision": "dec-1"})
+    brought = PolicyContext(escalation_decision=EscalationDecisionInput(
+        id="dec-1", request_fingerprint="fp-1", holder="politie", valid_until="2026-12-01T00:00:00Z",
+        permitted_categories=["police_incidents"]))
+    asked = _input(MUNICIPALITY, holder, ["police_incidents"], context=brought)
+    with serve_app(create_opa_test_app(policies)) as url:
+        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER) if kind == "embedded"
+                                else OpaServerPolicyEngine(url, REGISTER, timeout=5.0))
+        try:
+            if accepted:
+                assert (await engine.decide("exchange", asked)).escalation_decision == "dec-1"
+            else:
+                with pytest.raises(MalformedDecision):
+                    await engine.decide("exchange", asked)
+        finally:
+            await engine.aclose()
