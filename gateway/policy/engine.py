@@ -335,8 +335,37 @@ def _opa_address(url: str) -> tuple[str, int, bool, str]:
     return host, port or (443 if scheme == "https" else 80), scheme == "https", f"{prefix}/v1" if prefix else "v1"
 
 
+MAX_ANSWER_BYTES = 1 << 20
+"""The largest answer read from the OPA server: a batch of ``MAX_HOLDERS_PER_EVALUATION`` decisions is some
+tens of kilobytes; anything far larger is no decision of these policies, and is not read into memory."""
+
+
+def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):  # json.loads keeps the last: which one OPA meant is unknowable
+        raise MalformedDecision("the OPA server's answer names a member twice")
+    return document
+
+
+def _no_constant(name: str) -> Any:
+    raise MalformedDecision(f"the OPA server's answer holds {name}, which is no JSON")
+
+
+def _strict_json(body: bytes) -> Any:
+    """``body`` as JSON, refusing what OPA never writes and ``json.loads`` would accept: a member twice,
+    NaN or Infinity."""
+    try:
+        return json.loads(body, object_pairs_hook=_no_duplicate_members, parse_constant=_no_constant)
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise MalformedDecision("the OPA server's answer is not JSON") from exc
+
+
 def _opa_client(url: str, timeout: float, token: str | None, ca_file: str | None) -> Any:
-    """An ``AsyncOpaClient`` for ``url``; with ``ca_file`` the server certificate is checked against it."""
+    """An ``AsyncOpaClient`` for ``url``; with ``ca_file`` the server certificate is checked against it.
+    Unlike the library's client, a query follows no redirect (a decision comes from the configured server
+    or from none) and its answer is read strictly: HTTP 200, ``application/json``, at most
+    ``MAX_ANSWER_BYTES``, JSON as ``_strict_json`` reads it. (The readiness listing, ``GET /v1/policies/``,
+    still follows one: it decides nothing, and the probe after it is a query.)"""
     import ssl
 
     import aiohttp
@@ -348,6 +377,22 @@ def _opa_client(url: str, timeout: float, token: str | None, ca_file: str | None
             self._connector = aiohttp.TCPConnector(ssl=context if context else False, limit=64)
             self._session = aiohttp.ClientSession(headers=self.headers, connector=self._connector,
                                                   timeout=aiohttp.ClientTimeout(total=self.timeout))
+
+        async def query_rule(self, input_data: dict[str, Any], package_path: str) -> Any:
+            async with self._request("POST", f"{self.root_url}/data/{package_path}", json={"input": input_data},
+                                     allow_redirects=False) as response:
+                if response.status != 200:  # a redirect (not followed) or an error
+                    raise PolicyUnavailable(f"the OPA server answered HTTP {response.status}")
+                if response.content_type != "application/json":
+                    raise MalformedDecision("the OPA server's answer is not JSON")
+                if (response.content_length or 0) > MAX_ANSWER_BYTES:
+                    raise MalformedDecision("the OPA server's answer is too large to be a decision")
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise MalformedDecision("the OPA server's answer is too large to be a decision")
+                return _strict_json(bytes(body))
 
     host, port, tls, version = _opa_address(url)
     return _Client(host=host, port=port, version=version, ssl=tls, token=token, timeout=timeout, retries=0)
