@@ -109,7 +109,8 @@ def _refusal(exc: Exception) -> GatewayError | None:
         return exc
     if isinstance(exc, CaseNotFound | gap_store.GapNotFound):
         return NotFound(str(exc))
-    if isinstance(exc, ConcurrentUpdate | InvalidTransition | gap_store.InvalidGapTransition):
+    if isinstance(exc, ConcurrentUpdate | InvalidTransition | gap_store.InvalidGapTransition
+                  | gap_store.GapResolved):
         return Conflict(str(exc))
     if isinstance(exc, FourEyesViolation):
         return Forbidden(str(exc))
@@ -787,8 +788,12 @@ class EscalationService:
             if body.gap_id is None:
                 if not (body.title and body.title.strip() and body.description and body.description.strip()):
                     raise EscalationError("a new legal gap needs a title and a description of the missing basis")
-            elif gap_store.get_gap(session, body.gap_id).partnership != case.partnership:
-                raise gap_store.GapNotFound(f"no legal gap `{body.gap_id}` in partnership `{case.partnership}`")
+            else:
+                gap = gap_store.get_gap(session, body.gap_id)
+                if gap.partnership != case.partnership:
+                    raise gap_store.GapNotFound(f"no legal gap `{body.gap_id}` in partnership `{case.partnership}`")
+                if gap.status is gap_store.GapStatus.RESOLVED:  # a new problem is a new gap
+                    raise gap_store.GapResolved(gap.id)
             return case
 
         case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
