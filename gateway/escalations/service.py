@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRow, EventType, PersonalDataError
-from audit.events import CASE_REQUESTER, ProcessingActivity, Requester
+from audit.events import CASE_REQUESTER, LEGAL_GAP_ACTIVITY, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from connectors.holder_auth import DECISION_TYPE
 from escalation import cases as case_store
@@ -846,11 +846,14 @@ class EscalationService:
             raise Conflict(f"legal gap `{gap_id}` is at version {current.version}, not {body.expected_version}")
 
         requester = await self._requester(principal)
+        # Under the gap's partnership: the coordinating privacy officer reviews the partnership's entries by
+        # it, and the organisation changing the status is often another (a tier-2/3 desk).
+        activity = ProcessingActivity(partnership=current.partnership, purpose=LEGAL_GAP_ACTIVITY)
 
         def entry(**extra: Any) -> AuditEvent:
             return AuditEvent(
                 event_type=EventType.ESCALATION_STEP, trace_id=trace.trace_id, span_id=trace.span_id,
-                status="error" if extra else "ok", requester=requester,
+                status="error" if extra else "ok", requester=requester, processing_activity=activity,
                 extra={"action": "legal_gap_status", "gap_id": gap_id, "partnership": current.partnership,
                        "status_before": current.status.value, "status": status.value} | extra)
 

@@ -64,6 +64,7 @@ PEOPLE: dict[str, tuple[str, list[str]]] = {
     "po-fiod": ("fiod", ["privacy-officer"]),  # RIEC participant; decides only in the FEC (tier 3)
     "po-abn": ("abn-amro", ["privacy-officer"]),  # not in the RIEC at all
     "desk-zvh": ("zvh-aa", ["privacy-officer"]),  # tier 2 and coordinating of the ZVH
+    "coord-zvh": ("zvh-aa", ["coordinating-privacy-officer"]),  # reviews the ZVH's entries, not the RIEC's
     "desk-fec": ("fec-bureau", ["privacy-officer"]),  # tier 2 and coordinating of the FEC
     "cp-politie": ("politie", ["contact-point"]),  # no escalation scope
 }

@@ -420,3 +420,33 @@ def test_a_gap_resolved_while_a_case_is_being_linked_takes_it_not(env: Env,
     assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["case_ids"] == [first]
     assert env.detail("desk-riec", later)["legal_gap"] is False
     assert [s for s in env.audit_steps(later) if "not_applied" not in s["extra"]] == []
+
+
+def _reviewed_gap_steps(env: Env, who: str, gap_id: str) -> list[dict[str, Any]]:
+    """The entries about ``gap_id`` that ``who`` finds in the audit review (every page)."""
+    found: list[dict[str, Any]] = []
+    cursor = -1
+    while True:
+        page = env.get(who, "/v1/audit/entries", event_type="escalation.step", cursor=cursor, limit=500)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        found += [e["entry"] for e in body["entries"]]
+        if body["next_cursor"] is None:
+            break
+        cursor = body["next_cursor"]
+    return [e["event"] for e in found if e["event"]["extra"].get("gap_id") == gap_id]
+
+
+def test_the_coordinating_officer_reviews_status_changes_made_by_another_organisation(env: Env) -> None:
+    """A status change names the gap's partnership, so the partnership's coordinating privacy officer finds
+    it in the audit review when another organisation (here a tier-2/3 desk) made it — and only they."""
+    gap = _new_gap(env, "po-politie", env.open_case())
+    assert _status(env, "desk-lsp", gap["id"], "on-agenda", 1).status_code == 200  # landelijk-steunpunt
+
+    seen = _reviewed_gap_steps(env, "desk-riec", gap["id"])  # riec-aa coordinates the RIEC
+    changes = [e for e in seen if e["extra"]["action"] == "legal_gap_status"]
+    assert [(e["requester"]["org"], e["extra"]["status"]) for e in changes] == [("landelijk-steunpunt", "on-agenda")]
+    assert changes[0]["processing_activity"] == {"partnership": RIEC, "purpose": "legal-gap-register"}
+    # Another partnership's coordinating officer and an officer outside the RIEC see nothing of it.
+    for who in ("coord-zvh", "po-abn"):
+        assert _reviewed_gap_steps(env, who, gap["id"]) == [], who
