@@ -35,7 +35,7 @@ from connectors.holder_auth import DECISION_TYPE
 from escalation import cases as case_store
 from escalation import comments as comment_store
 from escalation import legal_gaps as gap_store
-from escalation.calendar import add_working_days, local_date
+from escalation.calendar import add_months, add_working_days, local_date
 from escalation.cases import (
     Actor,
     Case,
@@ -563,6 +563,7 @@ class EscalationService:
                 return [*steps, _Step(Action.REFER_UP.value, state.apply(Action.REFER_UP))]
             if principal.organisation == case.requester_org:
                 raise FourEyesViolation("the decider must be outside the requesting organisation")
+            self._check_retain_until(case, body)
             unknown = sorted(set(body.permitted_categories) - set(case.requested_categories))
             if body.outcome == "allow" and (not body.permitted_categories or unknown):
                 raise EscalationError("an allow names the permitted categories, all of them among the requested "
@@ -608,6 +609,34 @@ class EscalationService:
 
         await self._perform(case_id, principal, trace, plan, apply, motivation=body.motivation)
         return await self.detail(principal, case_id)
+
+    def _check_retain_until(self, case: Case, body: Decide) -> None:
+        """A decision's deletion date only tightens the purpose's (``ExtraObligations``), and the decision is
+        stored and shown as its deciders wrote it: one that says something the policy will not do is refused.
+
+        * not in the past: data disclosed on a re-run would be due for deletion before it arrived;
+        * not later than the purpose's retention counted from today, in the register's timezone (rule 9, as
+          the policy counts it: ``add_months``). A re-run comes today or later, so the policy's date is never
+          earlier than that: a date up to it is what the re-run's obligations say, one past it is replaced
+          by the policy's earlier one, and the decision on record would promise a retention nobody gets."""
+        retain_until = body.obligations.retain_until if body.obligations else None
+        if retain_until is None:
+            return
+        today = self.today()
+        if retain_until < today:
+            raise EscalationError(f"obligation retain_until {retain_until.isoformat()} is in the past "
+                                  f"(today is {today.isoformat()})")
+        found = self.register.partnerships.get(case.partnership)
+        purpose = found.purposes.get(case.purpose) if found else None
+        if purpose is None:  # fail closed: no retention to judge the date by
+            raise EscalationError(f"obligation retain_until cannot be checked: purpose `{case.purpose}` of "
+                                  f"`{case.partnership}` is not in the register")
+        latest = add_months(today, purpose.retention.months)
+        if retain_until > latest:
+            raise EscalationError(
+                f"obligation retain_until {retain_until.isoformat()} is later than the retention of "
+                f"`{case.purpose}` allows ({purpose.retention.months} months: {latest.isoformat()} at the latest); "
+                "a decision can only shorten it")
 
     async def withdraw(self, principal: Principal, case_id: str, body: Withdraw, trace: Trace) -> CaseDetail:
         def plan(_session: Session, case: Case) -> list[_Step]:

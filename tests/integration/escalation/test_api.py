@@ -1006,3 +1006,36 @@ def test_metrics_time_to_decision_per_tier_and_open_past_deadline(fresh: Env) ->
     assert step["extra"]["action"] == "deadline_missed"
     assert step["requester"] == {"org": "wgs-gateway", "system": "escalation-scheduler", "user": None}
     assert env.run_overdue_job() == []  # nothing left below tier 3
+
+
+# -- a decision's obligations ------------------------------------------------------------------------------
+
+
+def _decide_with(env: Env, case_id: str, **obligations: Any) -> httpx.Response:
+    return env.post("po-politie", f"/v1/escalations/{case_id}/decision", {
+        "expected_version": env.version(case_id), "outcome": "allow", "motivation": MOTIVATION,
+        "permitted_categories": ["police_incidents"], "obligations": obligations})
+
+
+def test_a_decisions_deletion_date_is_neither_past_nor_beyond_the_purposes_retention(env: Env) -> None:
+    """The decision is stored and shown as written, and the policy keeps the earlier of its date and the
+    purpose's: a date in the past, or later than the purpose's retention from today (24 months for the Bibob
+    check), would make the decision on record say what no re-run does. Refused (422, saying why), nothing
+    written."""
+    case_id = env.open_case()
+    today = escalation_service(env.container).today()
+    latest = date(today.year + 2, today.month, today.day)  # 24 months; the test's days are no 29 February
+    version = env.version(case_id)
+    for retain_until, why in ((today - timedelta(days=1), "in the past"),
+                              (latest + timedelta(days=1), "later than the retention")):
+        refused = _decide_with(env, case_id, retain_until=retain_until.isoformat())
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert why in refused.json()["detail"], refused.text
+        assert env.version(case_id) == version
+        assert env.audit_steps(case_id) == []
+
+    decided = _decide_with(env, case_id, retain_until=latest.isoformat(), results_only=True)
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["decision"]["obligations"] == {"retain_until": latest.isoformat(), "results_only": True}
+
