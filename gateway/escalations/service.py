@@ -77,7 +77,13 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
-from gateway.exchange.service import CLAIM_ABANDONED_AFTER, DecisionLost, RerunGrant, Trace
+from gateway.exchange.service import (
+    CLAIM_ABANDONED_AFTER,
+    DecisionLost,
+    RerunGrant,
+    Trace,
+    decision_fingerprint,
+)
 from gateway.policy.model import EscalationDecisionInput
 from gateway.register.model import Register
 
@@ -435,20 +441,46 @@ class EscalationService:
         case_id = case_store.new_case_id()
         requested = self._objected(stored.partnership, stored.purpose, body, target)
         reasons = [r["code"] for r in target.get("reasons", [])]
+        request_fingerprint = await self._db(lambda s: self._request_fingerprint(s, stored))
         draft = Case(case_id, stored.partnership, stored.purpose, stored.requester_org, body.holder, trigger,
                      State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(stored.partnership)[1]), None,
-                     reasons, stored.id, stored.request_sha256, stored.register_version)
+                     reasons, stored.id, request_fingerprint, stored.register_version)
         opened = _Step("opened", CaseState(State.OPEN, 1, 1))
         entry = self._event(draft, opened, await self._requester(principal), trace, motivation=body.motivation)
         case = await self._applied(draft, [entry], lambda s: case_store.open_case(
             s, partnership=stored.partnership, purpose=stored.purpose, requester_org=stored.requester_org,
             holder_org=body.holder, trigger=trigger, register_version=stored.register_version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=stored.id,
-            request_fingerprint=stored.request_sha256, opened_by=_actor(principal), motivation=body.motivation,
+            request_fingerprint=request_fingerprint, opened_by=_actor(principal), motivation=body.motivation,
             requested_categories=requested, case_id=case_id, timezone=self.timezone), principal,
             trace)
         self._notify(case)
         return await self.detail(principal, case.id)
+
+    @staticmethod
+    def _request_fingerprint(session: Session, stored: exchanges.StoredExchange) -> str:
+        """The fingerprint of the request the exchange ``stored`` ran, which an allow on the case is bound to.
+
+        An exchange row stores what its Idempotency-Key binds to: for a re-run, the request *and* the decision
+        it cited (``keyed_fingerprint``). A case copying that was a dead end: a decision binds to the request
+        without the citation (``fingerprint``), so the policy never matched a later re-run to an allow on it.
+        A re-run's row is known by its citing a decision of one of the requester's cases for that case's
+        request (``decision_fingerprint``); its case gets that case's request fingerprint instead, so an allow
+        is honoured by re-running the same request, citing the new decision.
+
+        Why an objection to a re-run's outcome is taken, and not refused as contesting a binding decision: the
+        gateway treats no decision as the last word elsewhere either — only an *active* case about an
+        exchange and holder bars another, so an outcome whose case was decided and closed can be objected to
+        again — and a re-run's other targets are outcomes like any other exchange's. Which tier
+        hears the new case is the workflow's rule for every objection (tier 1), not this one's.
+
+        A re-run that cited a decision for another request than the decision's (the policy ignored it) is not
+        recognised: its row keeps the fingerprint with the citation, as before."""
+        for request, decision_id in case_store.decided_requests(
+                session, requester_org=stored.requester_org, partnership=stored.partnership, purpose=stored.purpose):
+            if decision_fingerprint(request, decision_id) == stored.request_sha256:
+                return request
+        return stored.request_sha256
 
     def _objected(self, partnership_id: str, purpose_id: str, body: OpenCase, target: dict[str, Any]) -> list[str]:
         """What an objection is about: the categories the outcome permitted or removed, plus those the
