@@ -707,3 +707,22 @@ def test_the_case_page_offers_only_open_gaps_to_link_to(console: TestClient, con
     assert "resolved" in refused.text
     with transaction(container.sessions) as session:
         assert get_case(session, later).legal_gap is False
+
+
+def test_a_decision_form_with_a_deletion_date_outside_the_retention_is_refused_and_kept(
+        console: TestClient, container: Container) -> None:
+    """The service's reason shows next to the decision form, what was typed is kept, and nothing is decided."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    for retain_until, why in (("2026-11-24", "is in the past"), ("2028-11-26", "later than the retention")):
+        refused = console.post(f"/console/escalations/{case_id}/decision", data={
+            "csrf_token": csrf_of(page.text), "expected_version": "1", "outcome": "allow",
+            "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out.",
+            "permitted_categories": ["police_incidents"], "retain_until": retain_until})
+        assert refused.status_code == 422, refused.text
+        assert why in refused.text
+        assert f'value="{retain_until}"' in refused.text
+    with transaction(container.sessions) as session:
+        assert get_case(session, case_id).version == 1
+    assert [e for e in audit_events(container, "escalation.step") if e["extra"]["case_id"] == case_id] == []
