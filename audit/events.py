@@ -56,6 +56,14 @@ partnership (so the partnership's coordinating officer sees it and a partnership
 Logboek's *verwerkingsactiviteit* is exactly this: the processing the gateway does for the partnership."""
 
 
+LEGAL_GAP_ACTIVITY = "legal-gap-register"
+"""The processing activity (the ``purpose`` of the ``processing_activity``) of an ``escalation.step`` entry about
+a legal gap as such (its status changing): keeping the partnership's register of legal gaps. A gap belongs to
+a partnership, not to one of its purposes, but the entry must name the partnership: the organisation that
+changes a gap's status is often not the partnership's coordinating organisation, whose privacy officer
+reviews the partnership's entries by that name (:func:`audit.review.scope_condition`)."""
+
+
 class Status(StrEnum):
     """Outcome of the processing step, as OpenTelemetry's span status (which the Logboek standard uses)."""
 

@@ -12,6 +12,7 @@ always :func:`local_date` of the moment in the register's office-hours timezone,
 
 from __future__ import annotations
 
+import calendar
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
@@ -69,3 +70,15 @@ def add_working_days(start: date, days: int) -> date:
         if is_working_day(current):
             remaining -= 1
     return current
+
+
+def add_months(start: date, months: int) -> date:
+    """The date ``months`` calendar months after ``start``, on the same day of the month or on the month's last
+    day when it has no such day (31 August + 6 months is 28 February): how the policy counts a purpose's
+    retention (rule 9, ``retain_until`` in policies/common.rego), so a decision's deadline is judged by the
+    same date the policy would give."""
+    if months < 0:
+        raise ValueError("months must not be negative")
+    index = start.year * 12 + (start.month - 1) + months
+    year, month = divmod(index, 12)
+    return date(year, month + 1, min(start.day, calendar.monthrange(year, month + 1)[1]))

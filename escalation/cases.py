@@ -150,6 +150,18 @@ def find_by_decision(session: Session, decision_id: str) -> Case | None:
     return case_from_row(row) if row is not None else None
 
 
+def decided_requests(session: Session, *, requester_org: str, partnership: str,
+                     purpose: str) -> list[tuple[str, str]]:
+    """``(request_fingerprint, decision_id)`` of every case of ``requester_org``'s with a decision, in this
+    partnership and purpose, whatever its state: the requests that a re-run may have cited a decision for
+    (the gateway uses them to find which request a re-run ran, see ``EscalationService.open_objection``)."""
+    c = escalation_cases.c
+    rows = session.execute(select(c.request_fingerprint, c.decision_id).where(
+        c.requester_org == requester_org, c.partnership == partnership, c.purpose == purpose,
+        c.decision_id.is_not(None), c.request_fingerprint.is_not(None)).order_by(c.id)).all()
+    return [(row.request_fingerprint, row.decision_id) for row in rows]
+
+
 def open_case(session: Session, *, partnership: str, purpose: str, requester_org: str, holder_org: str,
               trigger: str, register_version: str, policy_reasons: list[str], deadlines: Deadlines,
               now: datetime, timezone: str, exchange_id: str | None = None,

@@ -1,8 +1,10 @@
 """The register of legal gaps: missing or unclear legal bases that cases brought to light.
 
 A gap moves forward only — identified → on-agenda → resolved — so the agenda of the steering group can
-trust that a resolved gap stays resolved; a new problem is a new gap. Each change names the version it was
-based on (optimistic locking, like cases).
+trust that a resolved gap stays resolved; a new problem is a new gap. That holds for links too: a case is
+linked to an open gap only (``GapResolved`` otherwise), or it would hang on a gap the agenda no longer lists
+and drop out of the export the steering group works from. Each change names the version it was based on
+(optimistic locking, like cases).
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ class GapNotFound(EscalationError):
 
 class InvalidGapTransition(EscalationError):
     pass
+
+
+class GapResolved(EscalationError):
+    """A case may not be linked to a resolved gap (409): a new problem is a new gap."""
+
+    def __init__(self, gap_id: str) -> None:
+        super().__init__(f"legal gap `{gap_id}` is {GapStatus.RESOLVED.value}: a resolved gap takes no new "
+                         "cases; flag the case as a new gap")
+        self.gap_id = gap_id
 
 
 @dataclass(frozen=True)
@@ -110,12 +121,25 @@ def flag_case(session: Session, case_id: str, *, organisation: str, now: datetim
         # link is looked for only once the other flag has committed (linking twice is then a no-op, not a
         # primary-key violation).
         mark_legal_gap(session, case_id)
+        _lock_open_gap(session, gap_id)
         gap = get_gap(session, gap_id)
         if case_id in gap.case_ids:
             return gap
     session.execute(legal_gap_cases.insert().values(gap_id=gap_id, case_id=case_id, linked_at=now))
     mark_legal_gap(session, case_id)
     return get_gap(session, gap_id)
+
+
+def _lock_open_gap(session: Session, gap_id: str) -> None:
+    """Hold the gap's row while linking to it, if it is not resolved (``GapResolved`` otherwise). An update
+    that changes nothing, so that a concurrent status change waits for the link or the link for it (a check
+    by reading alone would let a gap resolved meanwhile take the case); neither the version nor the time
+    of the last change moves: a link is no status change."""
+    result = session.execute(update(legal_gaps).where(
+        legal_gaps.c.id == gap_id, legal_gaps.c.status != GapStatus.RESOLVED.value)
+        .values(version=legal_gaps.c.version))
+    if getattr(result, "rowcount", 0) != 1:
+        raise GapResolved(gap_id)
 
 
 def change_status(session: Session, gap_id: str, expected_version: int, status: GapStatus, *, now: datetime,
@@ -133,5 +157,5 @@ def change_status(session: Session, gap_id: str, expected_version: int, status: 
     return get_gap(session, gap_id)
 
 
-__all__ = ["CaseNotFound", "GapNotFound", "GapStatus", "InvalidGapTransition", "LegalGap", "change_status",
-           "flag_case", "get_gap", "list_gaps", "new_gap_id"]
+__all__ = ["CaseNotFound", "GapNotFound", "GapResolved", "GapStatus", "InvalidGapTransition", "LegalGap",
+           "change_status", "flag_case", "get_gap", "list_gaps", "new_gap_id"]

@@ -225,7 +225,8 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
         values=values, attachments=attachments[:max(ATTACHMENT_ROWS, len(values["attachments"]))],
         tier_name=tier_names.get(case.tier, ""), decider=decider, own_request=me.organisation == case.requester_org,
         may_review=may_review, may_withdraw=may_withdraw, error_on_top=error is not None and not shown[error.form],
-        is_active=is_active, outcomes=OUTCOMES, gaps=[g for g in gaps if case.id not in g.case_ids],
+        is_active=is_active, outcomes=OUTCOMES, gaps=[g for g in gaps if case.id not in g.case_ids
+                                                      and g.status != "resolved"],  # a resolved gap takes none
         linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done)
 
 

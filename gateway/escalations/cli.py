@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
+from escalation.cases import Case
 from escalation.legal_gaps import GapStatus, list_gaps
 from escalation.queries import CaseFilter, CaseScope, list_cases
 from gateway.db.engine import existing_engine_for, make_session_factory, require_database, transaction
@@ -81,15 +83,30 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
              if overdue else None)
     engine = existing_engine_for(settings)
     with transaction(make_session_factory(engine)) as session:
-        cases = list_cases(session, CaseScope(everything=True),
-                           CaseFilter(partnership=partnership, overdue_on=today),
-                           limit=10_000)
+        cases = _every_case(session, CaseFilter(partnership=partnership, overdue_on=today))
     engine.dispose()
     table = Table("case", "partnership", "requester", "holder", "trigger", "state", "tier", "deadline")
     for case in cases:
         table.add_row(case.id, case.partnership, case.requester_org, case.holder_org, case.trigger,
                       case.state.value, str(case.tier), case.deadline.isoformat())
     out.print(table)
+
+
+LIST_PAGE = 1_000
+"""Cases read per query by ``escalations list``, which reads page after page until none is left."""
+
+
+def _every_case(session: Session, filters: CaseFilter) -> list[Case]:
+    """Every case ``filters`` selects, oldest first, read a page at a time by the id cursor. One query with a
+    bound stopped at the 10,000 oldest without a word, and the cases left out were the newest: those an
+    operator lists the cases for."""
+    found: list[Case] = []
+    while True:
+        page = list_cases(session, CaseScope(everything=True), filters, limit=LIST_PAGE,
+                          after=found[-1].id if found else None)
+        found += page
+        if len(page) < LIST_PAGE:
+            return found
 
 
 @escalations_app.command("gaps")

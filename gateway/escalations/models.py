@@ -89,7 +89,9 @@ class ExtraObligations(_Strict):
     """Obligations a decision adds to the purpose's: they only tighten them (the policy keeps the earlier
     deletion date and results-only when either says so; onward sharing is never allowed, so it is no field)."""
 
-    retain_until: date | None = Field(default=None, description="An earlier deletion date than the purpose's.")
+    retain_until: date | None = Field(default=None, description=(
+        "An earlier deletion date than the purpose's: from today (in the register's timezone) up to the "
+        "purpose's retention counted from today; a date outside that is refused (422)."))
     results_only: bool | None = Field(default=None, description="Only results may leave the partnership.")
 
     @field_validator("results_only")

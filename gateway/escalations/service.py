@@ -29,13 +29,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter, AuditError, AuditEvent, CompanionRow, EventType, PersonalDataError
-from audit.events import CASE_REQUESTER, ProcessingActivity, Requester
+from audit.events import CASE_REQUESTER, LEGAL_GAP_ACTIVITY, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from connectors.holder_auth import DECISION_TYPE
 from escalation import cases as case_store
 from escalation import comments as comment_store
 from escalation import legal_gaps as gap_store
-from escalation.calendar import add_working_days, local_date
+from escalation.calendar import add_months, add_working_days, local_date
 from escalation.cases import (
     Actor,
     Case,
@@ -77,7 +77,13 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
-from gateway.exchange.service import CLAIM_ABANDONED_AFTER, DecisionLost, RerunGrant, Trace
+from gateway.exchange.service import (
+    CLAIM_ABANDONED_AFTER,
+    DecisionLost,
+    RerunGrant,
+    Trace,
+    decision_fingerprint,
+)
 from gateway.policy.model import EscalationDecisionInput
 from gateway.register.model import Register
 
@@ -109,7 +115,8 @@ def _refusal(exc: Exception) -> GatewayError | None:
         return exc
     if isinstance(exc, CaseNotFound | gap_store.GapNotFound):
         return NotFound(str(exc))
-    if isinstance(exc, ConcurrentUpdate | InvalidTransition | gap_store.InvalidGapTransition):
+    if isinstance(exc, ConcurrentUpdate | InvalidTransition | gap_store.InvalidGapTransition
+                  | gap_store.GapResolved):
         return Conflict(str(exc))
     if isinstance(exc, FourEyesViolation):
         return Forbidden(str(exc))
@@ -434,20 +441,46 @@ class EscalationService:
         case_id = case_store.new_case_id()
         requested = self._objected(stored.partnership, stored.purpose, body, target)
         reasons = [r["code"] for r in target.get("reasons", [])]
+        request_fingerprint = await self._db(lambda s: self._request_fingerprint(s, stored))
         draft = Case(case_id, stored.partnership, stored.purpose, stored.requester_org, body.holder, trigger,
                      State.OPEN, 1, 0, add_working_days(self.day_of(now), self.deadlines(stored.partnership)[1]), None,
-                     reasons, stored.id, stored.request_sha256, stored.register_version)
+                     reasons, stored.id, request_fingerprint, stored.register_version)
         opened = _Step("opened", CaseState(State.OPEN, 1, 1))
         entry = self._event(draft, opened, await self._requester(principal), trace, motivation=body.motivation)
         case = await self._applied(draft, [entry], lambda s: case_store.open_case(
             s, partnership=stored.partnership, purpose=stored.purpose, requester_org=stored.requester_org,
             holder_org=body.holder, trigger=trigger, register_version=stored.register_version,
             policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=stored.id,
-            request_fingerprint=stored.request_sha256, opened_by=_actor(principal), motivation=body.motivation,
+            request_fingerprint=request_fingerprint, opened_by=_actor(principal), motivation=body.motivation,
             requested_categories=requested, case_id=case_id, timezone=self.timezone), principal,
             trace)
         self._notify(case)
         return await self.detail(principal, case.id)
+
+    @staticmethod
+    def _request_fingerprint(session: Session, stored: exchanges.StoredExchange) -> str:
+        """The fingerprint of the request the exchange ``stored`` ran, which an allow on the case is bound to.
+
+        An exchange row stores what its Idempotency-Key binds to: for a re-run, the request *and* the decision
+        it cited (``keyed_fingerprint``). A case copying that was a dead end: a decision binds to the request
+        without the citation (``fingerprint``), so the policy never matched a later re-run to an allow on it.
+        A re-run's row is known by its citing a decision of one of the requester's cases for that case's
+        request (``decision_fingerprint``); its case gets that case's request fingerprint instead, so an allow
+        is honoured by re-running the same request, citing the new decision.
+
+        Why an objection to a re-run's outcome is taken, and not refused as contesting a binding decision: the
+        gateway treats no decision as the last word elsewhere either — only an *active* case about an
+        exchange and holder bars another, so an outcome whose case was decided and closed can be objected to
+        again — and a re-run's other targets are outcomes like any other exchange's. Which tier
+        hears the new case is the workflow's rule for every objection (tier 1), not this one's.
+
+        A re-run that cited a decision for another request than the decision's (the policy ignored it) is not
+        recognised: its row keeps the fingerprint with the citation, as before."""
+        for request, decision_id in case_store.decided_requests(
+                session, requester_org=stored.requester_org, partnership=stored.partnership, purpose=stored.purpose):
+            if decision_fingerprint(request, decision_id) == stored.request_sha256:
+                return request
+        return stored.request_sha256
 
     def _objected(self, partnership_id: str, purpose_id: str, body: OpenCase, target: dict[str, Any]) -> list[str]:
         """What an objection is about: the categories the outcome permitted or removed, plus those the
@@ -562,6 +595,7 @@ class EscalationService:
                 return [*steps, _Step(Action.REFER_UP.value, state.apply(Action.REFER_UP))]
             if principal.organisation == case.requester_org:
                 raise FourEyesViolation("the decider must be outside the requesting organisation")
+            self._check_retain_until(case, body)
             unknown = sorted(set(body.permitted_categories) - set(case.requested_categories))
             if body.outcome == "allow" and (not body.permitted_categories or unknown):
                 raise EscalationError("an allow names the permitted categories, all of them among the requested "
@@ -607,6 +641,34 @@ class EscalationService:
 
         await self._perform(case_id, principal, trace, plan, apply, motivation=body.motivation)
         return await self.detail(principal, case_id)
+
+    def _check_retain_until(self, case: Case, body: Decide) -> None:
+        """A decision's deletion date only tightens the purpose's (``ExtraObligations``), and the decision is
+        stored and shown as its deciders wrote it: one that says something the policy will not do is refused.
+
+        * not in the past: data disclosed on a re-run would be due for deletion before it arrived;
+        * not later than the purpose's retention counted from today, in the register's timezone (rule 9, as
+          the policy counts it: ``add_months``). A re-run comes today or later, so the policy's date is never
+          earlier than that: a date up to it is what the re-run's obligations say, one past it is replaced
+          by the policy's earlier one, and the decision on record would promise a retention nobody gets."""
+        retain_until = body.obligations.retain_until if body.obligations else None
+        if retain_until is None:
+            return
+        today = self.today()
+        if retain_until < today:
+            raise EscalationError(f"obligation retain_until {retain_until.isoformat()} is in the past "
+                                  f"(today is {today.isoformat()})")
+        found = self.register.partnerships.get(case.partnership)
+        purpose = found.purposes.get(case.purpose) if found else None
+        if purpose is None:  # fail closed: no retention to judge the date by
+            raise EscalationError(f"obligation retain_until cannot be checked: purpose `{case.purpose}` of "
+                                  f"`{case.partnership}` is not in the register")
+        latest = add_months(today, purpose.retention.months)
+        if retain_until > latest:
+            raise EscalationError(
+                f"obligation retain_until {retain_until.isoformat()} is later than the retention of "
+                f"`{case.purpose}` allows ({purpose.retention.months} months: {latest.isoformat()} at the latest); "
+                "a decision can only shorten it")
 
     async def withdraw(self, principal: Principal, case_id: str, body: Withdraw, trace: Trace) -> CaseDetail:
         def plan(_session: Session, case: Case) -> list[_Step]:
@@ -787,8 +849,12 @@ class EscalationService:
             if body.gap_id is None:
                 if not (body.title and body.title.strip() and body.description and body.description.strip()):
                     raise EscalationError("a new legal gap needs a title and a description of the missing basis")
-            elif gap_store.get_gap(session, body.gap_id).partnership != case.partnership:
-                raise gap_store.GapNotFound(f"no legal gap `{body.gap_id}` in partnership `{case.partnership}`")
+            else:
+                gap = gap_store.get_gap(session, body.gap_id)
+                if gap.partnership != case.partnership:
+                    raise gap_store.GapNotFound(f"no legal gap `{body.gap_id}` in partnership `{case.partnership}`")
+                if gap.status is gap_store.GapStatus.RESOLVED:  # a new problem is a new gap
+                    raise gap_store.GapResolved(gap.id)
             return case
 
         case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
@@ -841,11 +907,14 @@ class EscalationService:
             raise Conflict(f"legal gap `{gap_id}` is at version {current.version}, not {body.expected_version}")
 
         requester = await self._requester(principal)
+        # Under the gap's partnership: the coordinating privacy officer reviews the partnership's entries by
+        # it, and the organisation changing the status is often another (a tier-2/3 desk).
+        activity = ProcessingActivity(partnership=current.partnership, purpose=LEGAL_GAP_ACTIVITY)
 
         def entry(**extra: Any) -> AuditEvent:
             return AuditEvent(
                 event_type=EventType.ESCALATION_STEP, trace_id=trace.trace_id, span_id=trace.span_id,
-                status="error" if extra else "ok", requester=requester,
+                status="error" if extra else "ok", requester=requester, processing_activity=activity,
                 extra={"action": "legal_gap_status", "gap_id": gap_id, "partnership": current.partnership,
                        "status_before": current.status.value, "status": status.value} | extra)
 

@@ -306,7 +306,13 @@ def keyed_fingerprint(request_fingerprint: str, body: ExchangeRequest) -> str:
     escalation decision binds to the request without it (``fingerprint``)."""
     if body.escalation_decision is None:
         return request_fingerprint
-    return hashlib.sha256(f"{request_fingerprint}:{body.escalation_decision}".encode()).hexdigest()
+    return decision_fingerprint(request_fingerprint, body.escalation_decision)
+
+
+def decision_fingerprint(request_fingerprint: str, decision_id: str) -> str:
+    """``keyed_fingerprint`` of a re-run of the request ``request_fingerprint`` citing ``decision_id``: what its
+    outcome row stores (``request_sha256``), from which the escalation desk tells a re-run's row from another."""
+    return hashlib.sha256(f"{request_fingerprint}:{decision_id}".encode()).hexdigest()
 
 
 def fingerprint(principal: Principal, body: ExchangeRequest | DiscoveryRequest) -> str:
@@ -1408,4 +1414,4 @@ class ExchangeService:
 
 
 __all__ = ["DecisionLost", "EscalationDesk", "ExchangeDeps", "ExchangeService", "Forbidden", "RerunGrant", "Trace",
-           "fingerprint"]
+           "decision_fingerprint", "fingerprint"]

@@ -679,3 +679,50 @@ def test_the_partnership_filter_is_bounded_as_in_the_api(console: TestClient, pa
         assert "<script>" not in page.text
     assert console.get(path, params={"partnership": "riec-amsterdam-amstelland"}).status_code == 200
     assert console.get(path, params={"partnership": ""}).status_code == 200
+
+
+def test_the_case_page_offers_only_open_gaps_to_link_to(console: TestClient, container: Container) -> None:
+    """A resolved gap takes no new case (a new problem is a new gap), so the page does not offer it."""
+    first, later = open_riec_case(container), open_riec_case(container, holder="belastingdienst")
+    sign_in(console, "admin-riec")
+    token = csrf_of(console.get(f"/console/escalations/{first}").text)
+    for title in ("Gap still open", "Gap to be resolved"):
+        flagged = console.post(f"/console/escalations/{first}/legal-gap", data={
+            "csrf_token": token, "title": title, "description": "The WGS does not say."})
+        assert flagged.status_code == 200, flagged.text
+    gap_ids = {title: re.search(rf'href="/console/legal-gaps/([^"]+)">{title}', flagged.text).group(1)  # type: ignore[union-attr]
+               for title in ("Gap still open", "Gap to be resolved")}
+    listing = console.get("/console/legal-gaps")
+    resolved = console.post(f"/console/legal-gaps/{gap_ids['Gap to be resolved']}/status", data={
+        "csrf_token": csrf_of(listing.text), "expected_version": "1", "status": "resolved"})
+    assert resolved.status_code == 200, resolved.text
+
+    page = console.get(f"/console/escalations/{later}")
+    choice = page.text.split('<select id="gap-id" name="gap_id">')[1].split("</select>")[0]
+    assert f'value="{gap_ids["Gap still open"]}"' in choice
+    assert f'value="{gap_ids["Gap to be resolved"]}"' not in choice
+    refused = console.post(f"/console/escalations/{later}/legal-gap", data={
+        "csrf_token": csrf_of(page.text), "gap_id": gap_ids["Gap to be resolved"]})
+    assert refused.status_code == 409
+    assert "resolved" in refused.text
+    with transaction(container.sessions) as session:
+        assert get_case(session, later).legal_gap is False
+
+
+def test_a_decision_form_with_a_deletion_date_outside_the_retention_is_refused_and_kept(
+        console: TestClient, container: Container) -> None:
+    """The service's reason shows next to the decision form, what was typed is kept, and nothing is decided."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    for retain_until, why in (("2026-11-24", "is in the past"), ("2028-11-26", "later than the retention")):
+        refused = console.post(f"/console/escalations/{case_id}/decision", data={
+            "csrf_token": csrf_of(page.text), "expected_version": "1", "outcome": "allow",
+            "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out.",
+            "permitted_categories": ["police_incidents"], "retain_until": retain_until})
+        assert refused.status_code == 422, refused.text
+        assert why in refused.text
+        assert f'value="{retain_until}"' in refused.text
+    with transaction(container.sessions) as session:
+        assert get_case(session, case_id).version == 1
+    assert [e for e in audit_events(container, "escalation.step") if e["extra"]["case_id"] == case_id] == []

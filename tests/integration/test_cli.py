@@ -176,6 +176,46 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     ]  # the API's export (test_legal_gaps compares them)
 
 
+def test_escalations_list_lists_every_case_not_only_the_first_page(data_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`escalations list` read one page of 10,000 and stopped there without a word: the cases left out were
+    the newest, those an operator lists the cases for. It reads page after page until none is left; pages of
+    four here, and twice four cases, so that the last page is full and one more read finds none."""
+    import uuid
+    from datetime import UTC, date, datetime
+
+    from escalation.cases import open_case
+    from escalation.tables import escalation_cases
+    from gateway.db.engine import make_engine, make_session_factory, transaction
+    from gateway.escalations import cli as escalations_cli
+
+    monkeypatch.setattr(escalations_cli, "LIST_PAGE", 4)
+
+    engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
+    long_ago = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
+    settled = [{"id": str(uuid.UUID(int=n)), "exchange_id": None, "request_fingerprint": None,
+                "partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+                "requester_org": "gemeente-amsterdam", "holder_org": "politie", "trigger": "holder-refused",
+                "state": "closed", "tier": 1, "version": 3, "deadline": date(2025, 1, 13), "opened_at": long_ago,
+                "updated_at": long_ago, "register_version": "2026.11.1", "policy_reasons": [], "decision": None,
+                "legal_gap": False, "requested_categories": [], "votes": []} for n in range(1, 8)]
+    with transaction(make_session_factory(engine)) as session:  # ids below every UUIDv7: all of them older
+        session.execute(escalation_cases.insert(), settled)
+        newest = open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
+                           requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
+                           register_version="2026.11.1", policy_reasons=["refused-by-holder"],
+                           deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
+                           timezone="Europe/Amsterdam")
+    engine.dispose()
+    listed = runner.invoke(app, ["escalations", "list"])
+    assert listed.exit_code == 0, listed.output
+    ids = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", listed.output)
+    assert len(ids) == 8
+    assert ids == sorted(ids)  # oldest first, each once
+    assert ids[0] == settled[0]["id"]
+    assert ids[-1] == newest.id
+
+
 def test_escalations_scan_delivers_its_webhooks_before_it_exits(data_dir: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """From cron, the scan is the only process that tells the parties a case moved up: its signed

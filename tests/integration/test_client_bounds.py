@@ -27,15 +27,11 @@ from gateway.client.deadlines import DEFAULT_DEADLINE
 from gateway.client.models import DiscoveryRequest, ExchangeRequest
 from gateway.client.pseudonyms import RecipientKey
 from gateway.pseudonyms.pep import Scalar
+from tests.client_payloads import EXCHANGE_REQUEST, EXCHANGE_RESULT
 from tests.servers import STAND_IN_TOKEN, KeepAliveCloser, serve_app, stand_in_gateway
 
 KEY = OKPKey.generate_key("Ed25519")
-REQUEST = {"partnership": "riec-aa", "purpose": "bibob-check", "legal_basis": "x", "case_reference": "C-1",
-           "signal": {"type": "bibob-application", "reference": "S-1"}, "subjects": [{"ref": "subj-12345678a"}],
-           "categories": ["company_registration"]}
-RESULT = {"exchange_id": "ex-1", "created_at": "2026-11-25T10:00:00Z", "requester": "gemeente-amsterdam",
-          "partnership": "riec-aa", "purpose": "bibob-check", "case_reference": "C-1", "register_version": "1",
-          "policy_version": "1", "targets": [], "receipt": {"exchange_id": "ex-1"}}
+REQUEST, RESULT = EXCHANGE_REQUEST, EXCHANGE_RESULT
 DISCOVERED = {"discovery_id": "d-1", "partnership": "riec-aa", "purpose": "bibob-check", "policy_version": "1",
               "register_version": "1", "targets": [], "receipt": {"exchange_id": "d-1"}}
 

@@ -20,12 +20,11 @@ from joserfc.jwk import OKPKey
 
 from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
 from gateway.client.models import ExchangeRequest
+from tests.client_payloads import EXCHANGE_RESULT
 from tests.servers import STAND_IN_TOKEN, serve_app, stand_in_gateway
 
 KEY = OKPKey.generate_key("Ed25519")
-RESULT = {"exchange_id": "ex-1", "created_at": "2026-11-25T10:00:00Z", "requester": "gemeente-amsterdam",
-          "partnership": "riec-aa", "purpose": "bibob-check", "case_reference": "C-1", "register_version": "1",
-          "policy_version": "1", "targets": [], "receipt": {"exchange_id": "ex-1"}}
+RESULT = EXCHANGE_RESULT
 CLIENT_ID = re.compile(r"[0-9a-f]{16}-[0-9]+")  # what the client sends: the call's id, the request's number
 
 

@@ -413,3 +413,33 @@ def test_a_hit_only_holder_s_refusal_is_settled_like_any_other(tmp_path: Path) -
         again = stack.post("abn-amro-fec", "/v1/exchanges",
                            body | {"escalation_decision": decided.json()["decision"]["id"]})
         assert again.status_code == 409  # used once
+
+
+def test_an_allow_on_an_objection_to_a_reruns_outcome_is_honoured_by_the_next_rerun(tmp_path: Path) -> None:
+    """The requester objects to what a re-run brought (narrowed); the police's officer allows on the new case;
+    re-running the same request citing that decision gets it honoured. The new case used to copy the re-run's
+    row fingerprint, which includes the decision it cited, so the policy never matched a re-run to it and the
+    police refused again."""
+    with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
+        _case_id, rerun, police_po = _allowed(stack)
+        ran = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        assert ran.status_code == 200, ran.text
+        assert ran.json()["targets"][0]["outcome"] == "allowed-narrowed"
+
+        objected = stack.post(MUNICIPALITY, "/v1/escalations", {
+            "exchange_id": ran.json()["exchange_id"], "holder": "politie",
+            "motivation": "The incidents of the second year are needed as well; please review the narrowing."})
+        assert objected.status_code == 201, objected.text
+        case = objected.json()
+        decided = stack.call(police_po, "POST", f"/v1/escalations/{case['id']}/decision", {
+            "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["police_incidents"],
+            "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out."})
+        assert decided.status_code == 200, decided.text
+
+        again = stack.post(MUNICIPALITY, "/v1/exchanges",
+                           rerun | {"escalation_decision": decided.json()["decision"]["id"]})
+        assert again.status_code == 200, again.text
+        police = again.json()["targets"][0]
+        assert police["escalation_decision_applied"] is True
+        assert {r["category"] for r in police["records"]} == {"police_incidents"}
+        assert stack.call(police_po, "GET", f"/v1/escalations/{case['id']}").json()["state"] == "closed"

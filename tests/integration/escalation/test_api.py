@@ -39,6 +39,7 @@ from gateway.clock import FixedClock
 from gateway.container import Container, build_container
 from gateway.db.engine import alembic_config, transaction
 from gateway.escalations.setup import escalation_service
+from gateway.exchange.service import decision_fingerprint
 from gateway.exchange.tables import exchanges
 from gateway.settings import Settings
 from tests.auth_helpers import account_id, bearer, issued_person_token, system_token
@@ -64,6 +65,7 @@ PEOPLE: dict[str, tuple[str, list[str]]] = {
     "po-fiod": ("fiod", ["privacy-officer"]),  # RIEC participant; decides only in the FEC (tier 3)
     "po-abn": ("abn-amro", ["privacy-officer"]),  # not in the RIEC at all
     "desk-zvh": ("zvh-aa", ["privacy-officer"]),  # tier 2 and coordinating of the ZVH
+    "coord-zvh": ("zvh-aa", ["coordinating-privacy-officer"]),  # reviews the ZVH's entries, not the RIEC's
     "desk-fec": ("fec-bureau", ["privacy-officer"]),  # tier 2 and coordinating of the FEC
     "cp-politie": ("politie", ["contact-point"]),  # no escalation scope
 }
@@ -175,7 +177,7 @@ class Env:
 
     def insert_exchange(self, targets: list[TargetOutcome], *, requester: str = "gemeente-amsterdam",
                         system: str = "gemeente-amsterdam-vth", partnership: str = RIEC,
-                        purpose: str = BIBOB) -> str:
+                        purpose: str = BIBOB, request_sha256: str | None = None) -> str:
         """An exchange row as ExchangeService._store writes it (outcome per target, no records)."""
         exchange_id = str(uuid.uuid4())
         now = self.clock.now()
@@ -192,7 +194,8 @@ class Env:
                 "id": exchange_id, "kind": "exchange", "created_at": now, "requester_org": requester,
                 "requester_system": system, "partnership": partnership, "purpose": purpose,
                 "case_reference": "RIEC-AA-2026-501", "register_version": register_version,
-                "policy_version": "test", "request_sha256": hashlib.sha256(exchange_id.encode()).hexdigest(),
+                "policy_version": "test",
+                "request_sha256": request_sha256 or hashlib.sha256(exchange_id.encode()).hexdigest(),
                 "idempotency_key": None, "outcome": outcome, "sealed_records": None, "sealed_until": None}))
         return exchange_id
 
@@ -1005,3 +1008,65 @@ def test_metrics_time_to_decision_per_tier_and_open_past_deadline(fresh: Env) ->
     assert step["extra"]["action"] == "deadline_missed"
     assert step["requester"] == {"org": "wgs-gateway", "system": "escalation-scheduler", "user": None}
     assert env.run_overdue_job() == []  # nothing left below tier 3
+
+
+# -- a decision's obligations ------------------------------------------------------------------------------
+
+
+def _decide_with(env: Env, case_id: str, **obligations: Any) -> httpx.Response:
+    return env.post("po-politie", f"/v1/escalations/{case_id}/decision", {
+        "expected_version": env.version(case_id), "outcome": "allow", "motivation": MOTIVATION,
+        "permitted_categories": ["police_incidents"], "obligations": obligations})
+
+
+def test_a_decisions_deletion_date_is_neither_past_nor_beyond_the_purposes_retention(env: Env) -> None:
+    """The decision is stored and shown as written, and the policy keeps the earlier of its date and the
+    purpose's: a date in the past, or later than the purpose's retention from today (24 months for the Bibob
+    check), would make the decision on record say what no re-run does. Refused (422, saying why), nothing
+    written."""
+    case_id = env.open_case()
+    today = escalation_service(env.container).today()
+    latest = date(today.year + 2, today.month, today.day)  # 24 months; the test's days are no 29 February
+    version = env.version(case_id)
+    for retain_until, why in ((today - timedelta(days=1), "in the past"),
+                              (latest + timedelta(days=1), "later than the retention")):
+        refused = _decide_with(env, case_id, retain_until=retain_until.isoformat())
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert why in refused.json()["detail"], refused.text
+        assert env.version(case_id) == version
+        assert env.audit_steps(case_id) == []
+
+    decided = _decide_with(env, case_id, retain_until=latest.isoformat(), results_only=True)
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["decision"]["obligations"] == {"retain_until": latest.isoformat(), "results_only": True}
+
+
+
+# -- objecting to a re-run's outcome ------------------------------------------------------------------------
+
+
+def test_a_case_about_a_reruns_outcome_binds_to_the_request_not_to_the_cited_decision(env: Env) -> None:
+    """A re-run's row stores the fingerprint with the decision it cited (what its Idempotency-Key binds to); a
+    case copying it bound its allow to a request no re-run ever is, so the policy never honoured it. The case
+    about a re-run's outcome binds to the request the re-run ran, as the first case did."""
+    first = env.open_case()  # the request's fingerprint is "f" * 64
+    decided = env.decide("po-politie", first, "allow", ["police_incidents"])
+    assert decided.status_code == 200, decided.text
+    decision_id = decided.json()["decision"]["id"]
+    rerun = env.insert_exchange(
+        [target("politie", "politie-bvh", Outcome.ALLOWED_NARROWED, ["police_incidents"], ["criminal_intelligence"]),
+         target("kvk", "kvk-handelsregister", Outcome.ALLOWED_NARROWED, ["identity"], ["directorships"])],
+        request_sha256=decision_fingerprint("f" * 64, decision_id))
+
+    for holder in ("politie", "kvk"):  # the decision's holder, and another target of the same re-run
+        opened = _object(env, "gemeente-amsterdam-vth", rerun, holder=holder)
+        assert opened.status_code == 201, opened.text
+        assert env.case(opened.json()["id"]).request_fingerprint == "f" * 64, holder
+
+    # An exchange that is no re-run of a decided request keeps its own fingerprint.
+    plain = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED_NARROWED, ["police_incidents"],
+                                        ["criminal_intelligence"])], request_sha256="a" * 64)
+    opened = _object(env, "gemeente-amsterdam-vth", plain)
+    assert opened.status_code == 201, opened.text
+    assert env.case(opened.json()["id"]).request_fingerprint == "a" * 64

@@ -374,3 +374,79 @@ def test_a_status_change_looks_up_the_cases_its_reader_may_see_once(env: Env,
     assert changed.status_code == 200, changed.text
     assert changed.json()["case_ids"] == [case_id]
     assert asked == [{case_id}]
+
+
+def test_a_resolved_gap_takes_no_new_case(env: Env) -> None:
+    """A new problem is a new gap: a case linked to a resolved gap hung on a gap the agenda no longer lists,
+    and dropped out of the export the steering group works from. Refused with nothing written and no entry."""
+    first, later = env.open_case(), env.open_case()
+    gap = _new_gap(env, "desk-riec", first)
+    assert _status(env, "desk-riec", gap["id"], "resolved", 1).status_code == 200
+
+    refused = _flag(env, "desk-riec", later, gap_id=gap["id"])
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "resolved" in refused.json()["detail"]
+    assert gap["id"] in refused.json()["detail"]
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["case_ids"] == [first]
+    assert env.detail("desk-riec", later)["legal_gap"] is False
+    assert env.audit_steps(later) == []
+    assert later not in env.get("desk-riec", "/v1/legal-gaps/export").text
+
+    # A case already on the gap stays on it (linking twice changed nothing before either), and the later case
+    # can still be flagged as a new gap.
+    assert _new_gap(env, "desk-riec", later)["case_ids"] == [later]
+
+
+def test_a_gap_resolved_while_a_case_is_being_linked_takes_it_not(env: Env,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store refuses it too, for a gap resolved between the service's check and the link: the link waits
+    for the status change (or it for the link), so no case lands on a gap already resolved."""
+    first, later = env.open_case(), env.open_case()
+    gap = _new_gap(env, "desk-riec", first)
+    real_flag = escalation_service_module.gap_store.flag_case
+
+    def resolved_meanwhile(session: Any, case_id: str, **kwargs: Any) -> Any:
+        escalation_service_module.gap_store.change_status(session, gap["id"], 1,
+                                                          escalation_service_module.gap_store.GapStatus.RESOLVED,
+                                                          now=env.clock.now())
+        return real_flag(session, case_id, **kwargs)
+
+    monkeypatch.setattr(escalation_service_module.gap_store, "flag_case", resolved_meanwhile)
+    refused = _flag(env, "desk-riec", later, gap_id=gap["id"])
+    assert refused.status_code == 409, refused.text
+    assert "resolved" in refused.json()["detail"]
+    monkeypatch.undo()
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["case_ids"] == [first]
+    assert env.detail("desk-riec", later)["legal_gap"] is False
+    assert [s for s in env.audit_steps(later) if "not_applied" not in s["extra"]] == []
+
+
+def _reviewed_gap_steps(env: Env, who: str, gap_id: str) -> list[dict[str, Any]]:
+    """The entries about ``gap_id`` that ``who`` finds in the audit review (every page)."""
+    found: list[dict[str, Any]] = []
+    cursor = -1
+    while True:
+        page = env.get(who, "/v1/audit/entries", event_type="escalation.step", cursor=cursor, limit=500)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        found += [e["entry"] for e in body["entries"]]
+        if body["next_cursor"] is None:
+            break
+        cursor = body["next_cursor"]
+    return [e["event"] for e in found if e["event"]["extra"].get("gap_id") == gap_id]
+
+
+def test_the_coordinating_officer_reviews_status_changes_made_by_another_organisation(env: Env) -> None:
+    """A status change names the gap's partnership, so the partnership's coordinating privacy officer finds
+    it in the audit review when another organisation (here a tier-2/3 desk) made it — and only they."""
+    gap = _new_gap(env, "po-politie", env.open_case())
+    assert _status(env, "desk-lsp", gap["id"], "on-agenda", 1).status_code == 200  # landelijk-steunpunt
+
+    seen = _reviewed_gap_steps(env, "desk-riec", gap["id"])  # riec-aa coordinates the RIEC
+    changes = [e for e in seen if e["extra"]["action"] == "legal_gap_status"]
+    assert [(e["requester"]["org"], e["extra"]["status"]) for e in changes] == [("landelijk-steunpunt", "on-agenda")]
+    assert changes[0]["processing_activity"] == {"partnership": RIEC, "purpose": "legal-gap-register"}
+    # Another partnership's coordinating officer and an officer outside the RIEC see nothing of it.
+    for who in ("coord-zvh", "po-abn"):
+        assert _reviewed_gap_steps(env, who, gap["id"]) == [], who

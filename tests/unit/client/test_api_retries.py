@@ -24,15 +24,11 @@ from gateway.client.api import (
     InvalidResponse,
 )
 from gateway.client.models import DiscoveryRequest, ExchangeRequest
+from tests.client_payloads import EXCHANGE_REQUEST, EXCHANGE_RESULT
 
 KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "k1"})
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC).timestamp()
-REQUEST = {"partnership": "riec-aa", "purpose": "bibob-check", "legal_basis": "x", "case_reference": "C-1",
-           "signal": {"type": "bibob-application", "reference": "S-1"}, "subjects": [{"ref": "subj-12345678a"}],
-           "categories": ["company_registration"]}
-RESULT = {"exchange_id": "ex-1", "created_at": "2026-11-25T10:00:00Z", "requester": "gemeente-amsterdam",
-          "partnership": "riec-aa", "purpose": "bibob-check", "case_reference": "C-1", "register_version": "1",
-          "policy_version": "1", "targets": [], "receipt": {"exchange_id": "ex-1"}}
+REQUEST, RESULT = EXCHANGE_REQUEST, EXCHANGE_RESULT
 Handler = Callable[[httpx.Request], httpx.Response]
 
 

@@ -9,7 +9,14 @@ from datetime import UTC, date, datetime
 import pytest
 
 from escalation import cases
-from escalation.calendar import add_working_days, easter_sunday, is_working_day, local_date, public_holidays
+from escalation.calendar import (
+    add_months,
+    add_working_days,
+    easter_sunday,
+    is_working_day,
+    local_date,
+    public_holidays,
+)
 
 
 @pytest.mark.parametrize(("year", "easter"), [(2024, date(2024, 3, 31)), (2025, date(2025, 4, 20)),
@@ -58,3 +65,17 @@ def test_every_function_that_counts_a_day_is_told_the_time_zone(function: Callab
     calendar without noticing (and mypy would not say so); now it cannot be called without one."""
     parameter = inspect.signature(function).parameters["timezone"]
     assert parameter.default is inspect.Parameter.empty
+
+
+@pytest.mark.parametrize(("start", "months", "expected"), [
+    (date(2026, 11, 25), 24, date(2028, 11, 25)), (date(2026, 8, 31), 6, date(2027, 2, 28)),
+    (date(2027, 8, 31), 6, date(2028, 2, 29)), (date(2026, 1, 31), 1, date(2026, 2, 28)),
+    (date(2026, 12, 15), 1, date(2027, 1, 15)), (date(2026, 3, 1), 0, date(2026, 3, 1))])
+def test_add_months_counts_a_retention_as_the_policy_does(start: date, months: int, expected: date) -> None:
+    """Same day of the month, or the month's last day when it has none (rule 9 in policies/common.rego)."""
+    assert add_months(start, months) == expected
+
+
+def test_add_months_refuses_a_negative_count() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        add_months(date(2026, 1, 1), -1)
