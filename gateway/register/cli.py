@@ -33,7 +33,9 @@ def check(file: Path = typer.Argument(..., help="The register file (YAML) to che
             err.print(f"{file}:{problem['line']}:{problem['column']}: {where}", markup=False, highlight=False,
                       soft_wrap=True)
         raise typer.Exit(1) from None
-    out.print(f"{file}: valid, version {register.version}, {len(register.partnerships)} partnerships")
+    # As the refusals: the path is no markup, and a long one is not wrapped into two lines.
+    out.print(f"{file}: valid, version {register.version}, {len(register.partnerships)} partnerships",
+              markup=False, highlight=False, soft_wrap=True)
 
 
 @register_app.command("show")

@@ -60,6 +60,19 @@ def test_register_check_accepts_the_shipped_file_and_refuses_a_bad_one(tmp_path:
     assert "bad.yaml:" in refused.output
 
 
+def test_register_check_of_a_valid_file_is_one_line_however_long_its_path(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path is printed as it is: not wrapped at the terminal's width (a checkout in a deep directory
+    broke the line in two), nor read as markup (``[...]`` in a directory name)."""
+    monkeypatch.setenv("COLUMNS", "40")
+    copy = tmp_path / "a-rather-long-directory-name-[deploy]" / "register.yaml"
+    copy.parent.mkdir()
+    copy.write_text(SHIPPED_REGISTER.read_text())
+    good = runner.invoke(app, ["register", "check", str(copy)])
+    assert good.exit_code == 0
+    assert good.output.splitlines() == [f"{copy}: valid, version 2026.11.1, 4 partnerships"]
+
+
 @pytest.mark.parametrize("target", ["a-directory", "missing.yaml"])
 def test_register_check_of_an_unreadable_path_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                     target: str) -> None:
