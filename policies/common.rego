@@ -22,6 +22,11 @@ package wgs.common
 
 import rego.v1
 
+# The version of the register this evaluation reads, which every decision carries (`register_version`): the
+# gateway refuses a decision made under any register but its own (an OPA server shared with a gateway of
+# another register version, gateway/policy/engine.py). Undefined without a register: no decision then.
+register_version := data.register.version
+
 partnership := data.register.partnerships[input.request.partnership]
 
 purpose := partnership.purposes[input.request.purpose]

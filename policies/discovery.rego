@@ -11,6 +11,7 @@ import rego.v1
 
 import data.wgs.common.escalation_decisions
 import data.wgs.common.holder_facts
+import data.wgs.common.register_version
 import data.wgs.common.request_deny
 import data.wgs.common.request_escalate_sorted
 import data.wgs.common.requested
@@ -27,6 +28,7 @@ _context := {
 	# Rule 8: a valid escalation decision narrows its holder's categories to those it states.
 	"bounds": {org: {c | some c in d.permitted_categories} | some org, d in escalation_decisions},
 	"escalation_ids": {org: d.id | some org, d in escalation_decisions},
+	"register_version": register_version,
 }
 
 _decision(ctx, h) := d if {
@@ -49,6 +51,7 @@ _decision(ctx, h) := d if {
 		"obligations": null,
 		"escalation_decision": object.get(ctx.escalation_ids, org, null),
 		"policy_version": data.wgs.version.policy_version,
+		"register_version": ctx.register_version,
 	}
 }
 

@@ -21,6 +21,18 @@ test_discovery_allowed_within_the_purpose if {
 	d.permitted_categories == ["company_registration"]
 }
 
+# Every decision names the register it was made under (see wgs.exchange_test).
+test_discovery_decisions_carry_the_register_version_they_read if {
+	another := json.patch(data.register, [{"op": "replace", "path": "/version", "value": "another-register-version"}])
+	ours := discovery.decision with input as _input({})
+	ours.register_version == data.register.version
+	d := discovery.decision with input as _input({}) with data.register as another
+	d.register_version == "another-register-version"
+	batch := object.union(object.remove(_input({}), ["request"]), {"request": object.remove(_input({}).request, ["holder"]), "holders": [{"organisation": "kvk"}]})
+	ds := discovery.decisions with input as batch with data.register as another
+	[b.register_version | some b in ds] == ["another-register-version"]
+}
+
 test_discovery_denied_when_the_holder_supplies_nothing_asked if {
 	d := discovery.decision with input as _input({"holder": {"organisation": "politie"}})
 	d.outcome == "denied"

@@ -18,6 +18,7 @@ import data.wgs.common.holder_facts
 import data.wgs.common.escalation_decisions
 import data.wgs.common.indexed_holders
 import data.wgs.common.purpose
+import data.wgs.common.register_version
 import data.wgs.common.request_deny
 import data.wgs.common.request_escalate_sorted
 import data.wgs.common.requested
@@ -77,6 +78,7 @@ _plain_context := {
 	"escalate": request_escalate_sorted,
 	"on_allow": _obligations_on_allow,
 	"policy_version": data.wgs.version.policy_version,
+	"register_version": register_version,
 }
 
 # Everything `_decision` reads that does not depend on the holder, in one object built once per
@@ -94,6 +96,7 @@ _context := {
 	"on_allow": _obligations_on_allow,
 	"provided": provided,
 	"policy_version": data.wgs.version.policy_version,
+	"register_version": register_version,
 }
 
 # The facts (wgs.common.holder_facts) about every target holder, by organisation: the register index's
@@ -123,6 +126,7 @@ _decision(ctx, org) := {
 	"obligations": object.get({true: object.get(ctx.obligations, org, ctx.on_allow)}, allowed, null),
 	"escalation_decision": object.get(ctx.escalation_ids, org, null),
 	"policy_version": ctx.policy_version,
+	"register_version": ctx.register_version,
 } if {
 	f := ctx.holders[org]
 	req := ctx.requested
@@ -187,6 +191,7 @@ _plain_decision(ctx, org) := {
 	"obligations": object.get({true: ctx.on_allow}, allowed, null),
 	"escalation_decision": null,
 	"policy_version": ctx.policy_version,
+	"register_version": ctx.register_version,
 } if {
 	f := ctx.holders[org]
 	req := ctx.requested

@@ -408,6 +408,27 @@ test_every_decision_carries_the_policy_version if {
 	d.policy_version == data.wgs.version.policy_version
 }
 
+# Every decision names the register it was made under (the gateway refuses one made under another
+# register than its own: an OPA server may hold another gateway's), in both entry points and for every
+# kind of request (the plain one, and one with reasons of its own).
+_another_register := json.patch(data.register, [{"op": "replace", "path": "/version", "value": "another-register-version"}])
+
+_batch(changes) := object.union(object.remove(_with(changes), ["request"]), {
+	"request": object.remove(object.union(_base.request, changes), ["holder"]),
+	"holders": [{"organisation": "politie"}, {"organisation": "kvk"}],
+})
+
+test_every_decision_carries_the_register_version_it_read if {
+	data.register.version != "another-register-version"
+	every changes in [{}, {"legal_basis": "none"}] {
+		_decide(changes).register_version == data.register.version
+		d := exchange.decision with input as _with(changes) with data.register as _another_register
+		d.register_version == "another-register-version"
+		ds := exchange.decisions with input as _batch(changes) with data.register as _another_register
+		[b.register_version | some b in ds] == ["another-register-version", "another-register-version"]
+	}
+}
+
 # --- Review (policy-review): edge cases of rules 1, 5, 6, 7 and 9 ----------------------------------------
 
 _urgent(partnership, purpose) := json.patch(data.register, [{"op": "add", "path": sprintf("/partnerships/%s/purposes/%s/urgent", [partnership, purpose]), "value": true}])

@@ -3,4 +3,4 @@ package wgs.version
 
 import rego.v1
 
-policy_version := "wgs-policy-2026.11.4"
+policy_version := "wgs-policy-2026.12.1"

@@ -3,7 +3,9 @@ over real HTTP (the protocol is what is under test; the rules are the same Rego 
 
 Implements what ``opa-python-client`` uses: ``GET /health``, ``GET /v1/policies``, ``PUT /v1/data/{path}``
 (204) and ``POST /v1/data/{path}`` with ``{"input": ...}`` → ``{"result": ...}`` (no ``result`` member when
-the rule is undefined, as OPA does). Switches simulate a slow server and a malformed decision.
+the rule is undefined, as OPA does). Switches simulate a slow server, a malformed decision and another
+gateway that pushes its own register over every one pushed here (``rival_register``); ``register_pushes``
+counts the register pushes received.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from gateway.policy.engine import policy_files
 class Behaviour:
     delay_seconds: float = 0.0
     malformed: bool = False
+    rival_register: dict[str, Any] | None = None  # pushed over every register push, as by another gateway
+    register_pushes: int = 0
 
 
 def create_opa_test_app(policies_dir: Path, behaviour: Behaviour | None = None) -> FastAPI:
@@ -33,18 +37,20 @@ def create_opa_test_app(policies_dir: Path, behaviour: Behaviour | None = None) 
     behaviour = behaviour or Behaviour()
     sources = [(str(p), p.read_text()) for p in policy_files(policies_dir)]
     data: dict[str, Any] = {}
+    generation = [0]  # bumped on every push: an evaluator is rebuilt for data it has not loaded
     lock = threading.Lock()
     local = threading.local()
 
     def evaluate(path: str, input_document: Any) -> Any:
         engine = getattr(local, "engine", None)
-        if engine is None or getattr(local, "data_version", None) != id(data.get("register")):
+        if engine is None or getattr(local, "data_version", None) != generation[0]:
             engine = regorus.Engine()
             for name, text in sources:
                 engine.add_policy(name, text)
             with lock:
                 engine.add_data_json(json.dumps(data))
-            local.engine, local.data_version = engine, id(data.get("register"))
+                loaded = generation[0]
+            local.engine, local.data_version = engine, loaded
         engine.set_input_json(json.dumps(input_document))
         return engine.eval_rule("data." + path.replace("/", "."))
 
@@ -60,7 +66,12 @@ def create_opa_test_app(policies_dir: Path, behaviour: Behaviour | None = None) 
     async def put_data(path: str, request: Request) -> Response:
         document = await request.json()
         with lock:
+            if path.split("/")[0] == "register":
+                behaviour.register_pushes += 1
+                if behaviour.rival_register is not None:
+                    document = behaviour.rival_register
             data[path.split("/")[0]] = document
+            generation[0] += 1
         return Response(status_code=204)
 
     @app.post("/v1/data/{path:path}")

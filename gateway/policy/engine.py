@@ -21,8 +21,11 @@
   its own evaluator from shared bytes and strings (the sources, the data JSON, the serialized program).
 * ``OpaServerPolicyEngine`` asks an OPA server (``opa run --server``) through opa-python-client's
   ``AsyncOpaClient``; the register is pushed to ``data.register`` before the first query and again
-  when the server has lost it (an OPA restart), every call ends within the engine's timeout.
-Both raise only ``PolicyUnavailable`` or ``MalformedDecision`` — the caller denies on either.
+  when the server has lost it (an OPA restart) or decided under another gateway's register, every call
+  ends within the engine's timeout.
+Both raise only ``PolicyUnavailable`` or ``MalformedDecision`` — the caller denies on either — and both
+accept only decisions that name this engine's register version (``register_version``): the one the gateway
+records with each decision.
 
 ``decide_many`` decides every target of one request in one evaluation (rule ``decisions``: the request
 without ``holder`` plus ``holders``), so what does not depend on the holder is evaluated once per request;
@@ -134,6 +137,15 @@ def _parse_batch(kind: PolicyKind, documents: Any, expected: int) -> list[Decisi
     return [Decision.parse(document, requires_obligations=kind == "exchange") for document in documents]
 
 
+def _register_version(register_data: dict[str, Any]) -> str:
+    """The register's version (``data.register.version``), which every decision must carry: a decision
+    citing any other was made under another register (``Decision.answering``)."""
+    version = register_data.get("version")
+    if not isinstance(version, str) or not version.strip():
+        raise PolicyUnavailable("the register names no version: no decision could prove it was made under it")
+    return version
+
+
 def _registered_categories(register_data: dict[str, Any]) -> frozenset[str]:
     """The register's categories: a decision may permit no other (``Decision.answering``)."""
     categories = register_data.get("categories")
@@ -189,6 +201,7 @@ class EmbeddedPolicyEngine:
         if not self._sources:
             raise PolicyUnavailable(f"no Rego policies found in {policies_dir}")
         self._register_json = json.dumps({"register": register_data})
+        self._register_version = _register_version(register_data)
         self._categories = _registered_categories(register_data)
         self._shared: tuple[str, bytes | None] | None = None  # (data JSON with the index, RVM program)
         self._shared_lock = threading.Lock()
@@ -276,7 +289,7 @@ class EmbeddedPolicyEngine:
     def decide_sync(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         text = self._evaluate(RULES[kind], policy_input.model_dump_json(exclude_none=True))
         return Decision.parse_json(text, requires_obligations=kind == "exchange").answering(
-            policy_input, self._categories)
+            policy_input, self._categories, self._register_version)
 
     def decide_many_sync(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(inputs)
@@ -284,7 +297,8 @@ class EmbeddedPolicyEngine:
             text = self._evaluate(BATCH_RULES[kind], input_json)
             batch = Decision.parse_json_list(text, len(positions), requires_obligations=kind == "exchange")
             for position, decision in zip(positions, batch, strict=True):
-                decisions[position] = decision.answering(inputs[position], self._categories)
+                decisions[position] = decision.answering(
+                    inputs[position], self._categories, self._register_version)
         return [d for d in decisions if d is not None]
 
     # One evaluation (up to MAX_HOLDERS_PER_EVALUATION targets, a fraction of a millisecond) runs on the
@@ -412,6 +426,20 @@ server has lost the register (a restart wipes its in-memory data). It is asked t
 (``POST /v1/data/wgs/exchange/decision``), one of the few calls deploy/opa/authz.rego allows the gateway."""
 
 
+class _Repush:
+    """The one re-push of the register that a decision call may make when the OPA server decided under
+    another register (a call of several evaluations shares it: a second mismatch is contention, deny)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = 1
+
+    def take(self) -> bool:
+        taken, self.left = self.left > 0, max(self.left - 1, 0)
+        return taken
+
+
 def _unavailable(exc: Exception) -> PolicyUnavailable:
     return PolicyUnavailable(f"OPA server unavailable ({type(exc).__name__})")
 
@@ -421,6 +449,25 @@ class OpaServerPolicyEngine:
     query, and again when the server turns out to have lost it (a restarted OPA keeps no data): a query
     that gives no decision is followed by the probe query, and if that is undefined too the register is
     pushed once more and the query asked once more. Concurrent callers share one push attempt.
+
+    Every decision carries the version of the register it was made under (``register_version``, the
+    policy's ``data.register.version``), and a decision citing another version than this gateway's is
+    refused: an OPA server shared by two gateways of different register versions (a rolling deploy) holds
+    whichever register was pushed last, one ``data.register``. When an answer cites another version, the
+    register is pushed again and the query asked again, once per decision call; an answer that still
+    cites another (the other gateway pushed its own meanwhile) is ``PolicyUnavailable``: a denial, 503.
+
+    Why not one register per version on the server (``data.registers[<digest>]``, the input naming the
+    digest), where two gateways never overwrite each other: every rule reads ``data.register`` and
+    ``data.register_index`` directly, the Rego unit tests replace them with ``with data.register as``,
+    and the embedded engine compiles the register into its RVM program as data; selecting the register
+    by input would put one more lookup in front of every register read of the hot path, in both
+    evaluators and against the RVM's limits (policies/common.rego), and change the policy contract. It
+    would also leave every register version ever pushed on the server (deploy/opa/authz.rego lets the
+    gateway PUT, never DELETE) and widen that policy to a PUT on any path under ``registers``. The
+    version check gives the property that matters, that no decision is made under another register than
+    the one it is recorded with, for the price of re-pushes and 503s while two versions share one
+    server; deployments that run two versions side by side for long should give each its own OPA.
 
     Every call (``decide``, ``decide_many``, ``check``), push and retry included, ends within ``timeout``
     seconds, and every failure is a ``PolicyError`` (deny)."""
@@ -434,6 +481,7 @@ class OpaServerPolicyEngine:
         self._client = _opa_client(url, timeout, token, ca_file)
         self._timeout = timeout
         self._register = register_data
+        self._register_version = _register_version(register_data)
         self._categories = _registered_categories(register_data)
         self._pushes = 0  # completed pushes of the register
         self._push_task: asyncio.Task[None] | None = None  # the push in flight, shared by every caller
@@ -475,16 +523,34 @@ class OpaServerPolicyEngine:
     async def _register_missing(self) -> bool:
         return await self._ask(OPA_PATHS["exchange"], _PROBE_INPUT) is None
 
-    async def _query(self, path: str, document: dict[str, Any], expected: int | None) -> Any:
+    def _under_another_register(self, result: Any) -> bool:
+        """Whether a decision of ``result`` (one decision or a list) cites a register version other than
+        this gateway's: made under the register another gateway pushed over ours. (A decision citing none
+        is no decision of these policies: ``Decision.parse`` refuses it.)"""
+        for document in result if isinstance(result, list) else [result]:
+            version = document.get("register_version") if isinstance(document, dict) else None
+            if isinstance(version, str) and version != self._register_version:
+                return True
+        return False
+
+    async def _query(self, path: str, document: dict[str, Any], expected: int | None, budget: _Repush) -> Any:
         """The decision(s) for ``document``: ``expected`` is None for a one-target rule (the result must
         be defined), the number of targets for a ``decisions`` rule (a list of that length). One re-push
-        and retry when the register is missing on the server."""
+        and retry when the register is missing on the server; one re-push per decision call (``budget``)
+        when the server decided under another register, and ``PolicyUnavailable`` when it still does
+        after that (another gateway pushing its own register meanwhile)."""
         await self._push()
         for attempt in (1, 2):
             pushes = self._pushes
             result = await self._ask(path, document)
             if result is not None and (expected is None or (isinstance(result, list) and len(result) == expected)):
-                return result
+                if not self._under_another_register(result):
+                    return result
+                if attempt == 2 or not budget.take():
+                    raise PolicyUnavailable("the OPA server decided under another register version than the "
+                                            "gateway's, also after the gateway pushed its own")
+                await self._push(unless_pushed_since=pushes)
+                continue
             if attempt == 2:
                 break
             if not await self._register_missing() and self._pushes == pushes:
@@ -506,9 +572,9 @@ class OpaServerPolicyEngine:
             raise _unavailable(exc) from exc
 
     async def _decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
-        document = await self._query(OPA_PATHS[kind], policy_input.document(), None)
+        document = await self._query(OPA_PATHS[kind], policy_input.document(), None, _Repush())
         return Decision.parse(document, requires_obligations=kind == "exchange").answering(
-            policy_input, self._categories)
+            policy_input, self._categories, self._register_version)
 
     async def decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         decision: Decision = await self._within_timeout(self._decide(kind, policy_input))
@@ -516,10 +582,12 @@ class OpaServerPolicyEngine:
 
     async def _decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(inputs)
+        budget = _Repush()
         for positions, document in batch_inputs(inputs):
-            documents = await self._query(BATCH_OPA_PATHS[kind], document, len(positions))
+            documents = await self._query(BATCH_OPA_PATHS[kind], document, len(positions), budget)
             for position, decision in zip(positions, _parse_batch(kind, documents, len(positions)), strict=True):
-                decisions[position] = decision.answering(inputs[position], self._categories)
+                decisions[position] = decision.answering(
+                    inputs[position], self._categories, self._register_version)
         return [d for d in decisions if d is not None]
 
     async def decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
@@ -530,19 +598,26 @@ class OpaServerPolicyEngine:
         decisions: list[Decision] = await self._within_timeout(self._decide_many(kind, inputs))
         return decisions
 
+    async def _probe(self) -> Literal["ours", "missing", "another"]:
+        result = await self._ask(OPA_PATHS["exchange"], _PROBE_INPUT)
+        return "missing" if result is None else "another" if self._under_another_register(result) else "ours"
+
     async def _check(self) -> None:
         await self._push()
         await self._session()
         await self._client.check_connection()
         pushes = self._pushes
-        if await self._register_missing():  # lost since it was pushed (OPA restarted): push it again
+        if await self._probe() != "ours":  # lost (OPA restarted) or replaced by another gateway's: push again
             await self._push(unless_pushed_since=pushes)
-            if await self._register_missing():
+            found = await self._probe()
+            if found == "missing":
                 raise PolicyUnavailable("the OPA server does not keep the register (data.register) it is sent")
+            if found == "another":
+                raise PolicyUnavailable("the OPA server decides under another register version than the gateway's")
 
     async def check(self) -> None:
-        """Ready when the server answers and decides with the register: ``data.register`` present (pushed
-        again if the server lost it)."""
+        """Ready when the server answers and decides with this gateway's register: ``data.register``
+        present and of this register's version (pushed again if the server lost it or holds another)."""
         await self._within_timeout(self._check())
 
     async def aclose(self) -> None:

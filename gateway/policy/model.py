@@ -55,6 +55,9 @@ class Decision(_StrictDecision):
     obligations: PolicyObligations | None
     escalation_decision: str | None
     policy_version: str = Field(min_length=1)
+    register_version: str = Field(min_length=1)
+    """The version of the register the policy read (``data.register.version``): ``answering`` refuses a
+    decision made under another register than the gateway's, whose version it records with the decision."""
 
     @classmethod
     def parse(cls, document: Any, *, requires_obligations: bool = True) -> Decision:
@@ -96,7 +99,7 @@ class Decision(_StrictDecision):
            ``allowed-narrowed`` removes something;
         4. every reason on an allow is the reason for a removed category: a reason without one (a
            denial's or an escalation's) means the policy allowed what it also refused;
-        5. the policy version is no blank; obligations forbid onward sharing and retain until a
+        5. the policy and register versions are no blanks; obligations forbid onward sharing and retain until a
            ``YYYY-MM-DD`` date.
         """
         allowed = self.outcome in {"allowed", "allowed-narrowed"}
@@ -120,8 +123,8 @@ class Decision(_StrictDecision):
             raise MalformedDecision("decision `removed_categories` contradicts its outcome")
         if self.allow and any(r.category is None or r.category not in removed for r in self.reasons):
             raise MalformedDecision("an allow carries a reason that is no removed category's")
-        if not self.policy_version.strip():
-            raise MalformedDecision("the decision names no policy version")
+        if not self.policy_version.strip() or not self.register_version.strip():
+            raise MalformedDecision("the decision names no policy or register version")
         if self.obligations is not None:
             if self.obligations.onward_sharing:  # rule 9: never, whatever else the document says
                 raise MalformedDecision("obligations must forbid onward sharing")
@@ -133,16 +136,23 @@ class Decision(_StrictDecision):
                 raise MalformedDecision("obligation `retain_until` is not a date") from exc
         return self
 
-    def answering(self, policy_input: PolicyInput, known_categories: Collection[str]) -> Decision:
-        """This decision, when it can be the answer to ``policy_input``; ``MalformedDecision`` otherwise. The
-        gateway asks the holder for exactly the permitted categories and filters its answer by them, so a
-        category the request did not ask for would be disclosed unasked, whatever the policy meant:
+    def answering(self, policy_input: PolicyInput, known_categories: Collection[str],
+                  register_version: str) -> Decision:
+        """This decision, when it can be the answer to ``policy_input`` under the register of version
+        ``register_version`` (which knows ``known_categories``); ``MalformedDecision`` otherwise. The gateway
+        records its own register's version with the decision and asks the holder for exactly the permitted
+        categories, filtering its answer by them, so a decision made under another register would cite a
+        register it was not made under, and a category the request did not ask for would be disclosed
+        unasked, whatever the policy meant:
 
+        0. it was made under the register of version ``register_version``;
         1. it permits only categories the register knows and, unless the holder answers hit/no-hit only
            (asked about all it supplies, rule 3), only requested ones;
         2. it removes only requested categories;
         3. it names an escalation decision only when the input brought that one, for this holder.
         """
+        if self.register_version != register_version:
+            raise MalformedDecision("the decision was made under another register version than the gateway's")
         requested = set(policy_input.request.categories)
         permitted = set(self.permitted_categories)
         if not permitted <= (set(known_categories) if self.hit_only else requested & set(known_categories)):

@@ -27,7 +27,9 @@ from gateway.container import Container, build_container
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER, fingerprint
 from gateway.exchange.tables import exchange_claims, exchanges
 from gateway.policy.errors import PolicyUnavailable
+from gateway.settings import POLICIES_DIR
 from tests.auth_helpers import person_token
+from tests.opa_test_server import Behaviour, create_opa_test_app
 from tests.servers import serve_app
 from tests.stack import Stack, running_stack
 
@@ -591,6 +593,53 @@ def test_policy_engine_down_denies_with_503_and_is_audited(tmp_path: Path) -> No
             denied = connection.execute(select(audit_entries.c.canonical).where(
                 audit_entries.c.canonical.contains("policy-engine-unavailable"))).all()
         assert denied
+
+
+def _rival_register(stack: Stack) -> dict[str, Any]:
+    """Another gateway's register on a shared OPA server: another version, every partnership retired."""
+    rival: dict[str, Any] = json.loads(json.dumps(stack.container.services["register"].as_opa_data()))
+    rival["version"] = f"{rival['version']}-rival"
+    for partnership in rival["partnerships"].values():
+        partnership["status"] = "retired"
+    return rival
+
+
+def _policy_decisions(stack: Stack) -> list[dict[str, Any]]:
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical)).scalars()
+        return [e for e in (json.loads(r)["event"] for r in rows) if e["event_type"] == "policy.decided"]
+
+
+def test_a_register_another_gateway_pushed_to_the_opa_server_decides_nothing(tmp_path: Path) -> None:
+    """A shared OPA server holds one register, whichever gateway pushed last: the gateway decides under its
+    own (pushed again when the server answers under another) and records the version it decided under."""
+    with serve_app(create_opa_test_app(POLICIES_DIR)) as opa_url, running_stack(
+            tmp_path, settings_overrides={"policy_engine": "opa", "opa_url": opa_url, "opa_timeout_seconds": 5.0}) as s:
+        ours = s.container.services["register"].version
+        assert s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s)).status_code == 200
+        pushed = httpx.put(f"{opa_url}/v1/data/register", json=_rival_register(s))  # another gateway's push
+        assert pushed.status_code == 204
+        response = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s))
+        assert response.status_code == 200, response.text
+        assert [t["outcome"] for t in response.json()["targets"]] != ["denied"]  # the rival register retires it
+        decided = _policy_decisions(s)
+        assert len(decided) == 2
+        assert {(e["register_version"], e["decision"]) for e in decided} == {(ours, "allow")}
+
+
+def test_an_opa_server_that_keeps_another_register_denies_with_503_and_is_audited(tmp_path: Path) -> None:
+    behaviour = Behaviour()
+    with serve_app(create_opa_test_app(POLICIES_DIR, behaviour)) as opa_url, running_stack(
+            tmp_path, settings_overrides={"policy_engine": "opa", "opa_url": opa_url, "opa_timeout_seconds": 5.0}) as s:
+        behaviour.rival_register = _rival_register(s)  # another gateway pushes its own over every one of ours
+        response = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s))
+        assert response.status_code == 503
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["outcome"] == "denied"
+        assert "police_incidents" not in response.text
+        assert behaviour.register_pushes == 2  # the first push and one re-push
+        assert [(e["decision"], e["reasons"]) for e in _policy_decisions(s)] == [
+            ("deny", ["policy-engine-unavailable"])]
 
 
 def test_audit_log_unwritable_means_nothing_is_disclosed(tmp_path: Path) -> None:

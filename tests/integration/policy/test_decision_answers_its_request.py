@@ -26,7 +26,7 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "obligations": OBLIGATIONS, "escalation_decision": None,
-    "policy_version": "wgs-policy-stub"}
+    "policy_version": "wgs-policy-stub", "register_version": REGISTER["version"]}
 NARROWED = ALLOWED | {"outcome": "allowed-narrowed", "removed_categories": ["convictions"], "reasons": [
     {"code": "category-not-supplied", "message": "not supplied", "category": "convictions"}]}
 

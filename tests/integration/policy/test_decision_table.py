@@ -261,7 +261,7 @@ async def test_malformed_decision_is_refused() -> None:
 def test_decision_contradicting_itself_is_malformed() -> None:
     document = {"allow": True, "escalate": False, "outcome": "denied", "reasons": [], "permitted_categories": [],
                 "removed_categories": [], "hit_only": False, "obligations": None, "escalation_decision": None,
-                "policy_version": "v"}
+                "policy_version": "v", "register_version": "r"}
     with pytest.raises(MalformedDecision):
         Decision.parse(document)
     with pytest.raises(MalformedDecision):

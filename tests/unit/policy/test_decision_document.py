@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from gateway.policy.errors import MalformedDecision
-from gateway.policy.model import Decision
+from gateway.policy.model import Decision, PolicyInput
 
 OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_only": False}
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "escalation_decision": None, "policy_version": "wgs-1",
-    "obligations": OBLIGATIONS}
+    "register_version": "2026.11.1", "obligations": OBLIGATIONS}
 DENIED = ALLOWED | {"allow": False, "outcome": "denied", "permitted_categories": [], "obligations": None,
                     "reasons": [{"code": "legal-basis-mismatch", "message": "wrong legal basis"}]}
 ESCALATED = DENIED | {"escalate": True, "outcome": "escalated",
@@ -66,6 +66,9 @@ MALFORMED: dict[str, dict[str, Any]] = {
     "escalation-without-reason": ESCALATED | {"reasons": []},
     "denial-with-obligations": DENIED | {"obligations": OBLIGATIONS},
     "blank-policy-version": ALLOWED | {"policy_version": " "},
+    "blank-register-version": ALLOWED | {"register_version": " "},
+    "no-register-version": {k: v for k, v in ALLOWED.items() if k != "register_version"},
+    "register-version-as-number": ALLOWED | {"register_version": 2026},
     "retain-until-basic-format": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "20281125"}},
     "retain-until-week-date": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "2028-W47-6"}},
 }
@@ -81,3 +84,18 @@ def test_documents_that_should_fail_closed_are_malformed(document: dict[str, Any
         Decision.parse(document)
     with pytest.raises(MalformedDecision):  # the embedded engine's path: the JSON text
         Decision.parse_json(json.dumps(document))
+
+
+def test_a_decision_made_under_another_register_answers_no_request() -> None:
+    """The gateway records its own register's version with a decision: one that cites another register
+    (an OPA server holding another gateway's) is refused, whatever else it says."""
+    policy_input = PolicyInput.model_validate({
+        "request": {"partnership": "p", "purpose": "q", "legal_basis": "b", "case_reference": "c",
+                    "signal": {"type": "t", "reference": "r"}, "categories": ["police_incidents"],
+                    "subject_count": 1, "subjects_minor": False, "requester": {"organisation": "a"},
+                    "holder": {"organisation": "h"}, "requested_at": "2026-01-05T10:00:00Z"},
+        "context": {}, "request_fingerprint": "f"})
+    decision = Decision.parse(ALLOWED)
+    assert decision.answering(policy_input, {"police_incidents"}, "2026.11.1") is decision
+    with pytest.raises(MalformedDecision, match="another register version"):
+        decision.answering(policy_input, {"police_incidents"}, "2026.12.1")

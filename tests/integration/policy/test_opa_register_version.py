@@ -1,0 +1,115 @@
+"""An OPA server shared by gateways of different register versions holds one ``data.register``, whichever
+was pushed last: no decision may be made under another gateway's register and recorded under this one's
+(a review finding). Over real HTTP, against the OPA-REST-compatible test server: each gateway's decisions
+are those its own register gives, also while another pushes its own in between; and when another gateway
+pushes over every push (contention), the decision is a denial, after one re-push per decision call."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine
+from gateway.policy.errors import MalformedDecision, PolicyUnavailable
+from gateway.policy.model import Decision, PolicyKind
+from gateway.settings import POLICIES_DIR
+from tests.integration.policy.test_decision_answers_its_request import ALLOWED, _stub_policies
+from tests.integration.policy.test_decision_table import MUNICIPALITY, _input
+from tests.opa_test_server import Behaviour, create_opa_test_app
+from tests.servers import serve_app
+from tests.unit.policy.test_policy_batch import REGISTER, requests
+
+
+def _rival_register() -> dict[str, Any]:
+    """Another gateway's register: another version, under which every partnership is retired (it denies
+    everything), so a decision made under it differs from ours in its outcome, not only its version."""
+    rival = copy.deepcopy(REGISTER)
+    rival["version"] = f"{REGISTER['version']}-rival"
+    for partnership in rival["partnerships"].values():
+        partnership["status"] = "retired"
+    return rival
+
+
+RIVAL = _rival_register()
+REQUESTS = requests(seed=5, count=6)
+KINDS: tuple[PolicyKind, ...] = ("exchange", "discovery")
+
+
+async def test_two_gateways_sharing_one_server_each_decide_under_their_own_register() -> None:
+    with serve_app(create_opa_test_app(POLICIES_DIR)) as url:
+        ours, theirs = OpaServerPolicyEngine(url, REGISTER, timeout=5.0), OpaServerPolicyEngine(url, RIVAL, timeout=5.0)
+        expected, rival = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER), EmbeddedPolicyEngine(POLICIES_DIR, RIVAL)
+        allowed = 0
+        try:
+            for inputs in REQUESTS:
+                for kind in KINDS:
+                    # the other gateway pushes its register before each of ours decides, and the other way round
+                    wanted = await expected.decide_many(kind, inputs)
+                    assert await ours.decide_many(kind, inputs) == wanted
+                    assert await theirs.decide_many(kind, inputs) == await rival.decide_many(kind, inputs)
+                    assert await ours.decide(kind, inputs[0]) == wanted[0]
+                    assert await theirs.decide(kind, inputs[0]) == (await rival.decide_many(kind, inputs[:1]))[0]
+                    assert {d.register_version for d in wanted} == {REGISTER["version"]}
+                    allowed += sum(d.allow for d in wanted)
+            assert allowed > 0  # under the rival register every decision is a denial: these differ
+            await ours.check()  # ready: the register is pushed again, the server decides under it
+            assert (await ours.decide_many("exchange", REQUESTS[0])) == await expected.decide_many(
+                "exchange", REQUESTS[0])
+        finally:
+            for engine in (ours, theirs, expected, rival):
+                await engine.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_server_that_keeps_deciding_under_another_register_gives_no_decision(kind: PolicyKind) -> None:
+    behaviour = Behaviour(rival_register=RIVAL)  # another gateway pushes its register over every one of ours
+    with serve_app(create_opa_test_app(POLICIES_DIR, behaviour)) as url:
+        engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+        try:
+            with pytest.raises(PolicyUnavailable, match="another register version"):
+                await engine.decide(kind, REQUESTS[0][0])
+            assert behaviour.register_pushes == 2  # the first push and one re-push: bounded
+            inputs = [i for batch in REQUESTS for i in batch]  # several evaluations: one re-push for them all
+            with pytest.raises(PolicyUnavailable, match="another register version"):
+                await engine.decide_many(kind, inputs)
+            assert behaviour.register_pushes == 3
+            with pytest.raises(PolicyUnavailable, match="another register version"):
+                await engine.check()
+        finally:
+            await engine.aclose()
+
+
+async def test_the_register_names_its_version() -> None:
+    """A register without a version could not be told from another: no engine is built on it."""
+    unversioned = {k: v for k, v in REGISTER.items() if k != "version"}
+    with pytest.raises(PolicyUnavailable, match="names no version"):
+        OpaServerPolicyEngine("http://127.0.0.1:9", unversioned)
+    with pytest.raises(PolicyUnavailable, match="names no version"):
+        EmbeddedPolicyEngine(POLICIES_DIR, unversioned)
+
+
+async def test_the_embedded_engine_refuses_a_decision_citing_another_register(tmp_path: Path) -> None:
+    """The embedded engine loads only its own register, so only a policy defect cites another: refused too."""
+    policies = _stub_policies(tmp_path, ALLOWED | {"register_version": RIVAL["version"]})
+    engine = EmbeddedPolicyEngine(policies, REGISTER)
+    asked = _input(MUNICIPALITY, "politie", ["police_incidents"])
+    try:
+        with pytest.raises(MalformedDecision, match="another register version"):
+            await engine.decide("exchange", asked)
+        with pytest.raises(MalformedDecision, match="another register version"):
+            await engine.decide_many("exchange", [asked])
+    finally:
+        await engine.aclose()
+    assert (await _accepted(tmp_path / "ours", ALLOWED)).register_version == REGISTER["version"]
+
+
+async def _accepted(directory: Path, decision: dict[str, Any]) -> Decision:
+    directory.mkdir()
+    engine = EmbeddedPolicyEngine(_stub_policies(directory, decision), REGISTER)
+    try:
+        return await engine.decide("exchange", _input(MUNICIPALITY, "politie", ["police_incidents"]))
+    finally:
+        await engine.aclose()
