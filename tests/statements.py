@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -23,7 +24,7 @@ _TIMER_CODE = (DisabledPrincipals.load.__code__,)
 
 
 def _from_a_timer() -> bool:
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code in _TIMER_CODE:
             return True
