@@ -1,10 +1,7 @@
 """Per-client rate limits (``gateway.ratelimit``): a burst over the limit gets 429 problem+json with
 ``Retry-After``; another client is unaffected; after waiting the client is served again; a forged token that
-names a client cannot spend that client's budget; health probes are never limited.
-
-The app's limiter runs on a fake monotonic clock that only the tests move: on the real one each request of a
-burst refilled a fraction of a token, and on a loaded machine (60 ms a request) the request after the first
-429 was served again, or a burst of eight was never refused at all."""
+names a client cannot spend that client's budget; health probes are never limited. The app's limiter runs on
+a clock the tests move (``tests.limiter_clock``)."""
 
 from __future__ import annotations
 
@@ -23,17 +20,10 @@ from gateway.container import Container, build_container
 from gateway.ratelimit import RateLimitMiddleware, TokenBucketLimiter
 from gateway.settings import Settings
 from tests.auth_helpers import bearer
+from tests.limiter_clock import FakeTime, limiter_clock
 from tests.security.world import NOW, migrated_sqlite
 
 RATE, BURST = 4.0, 5
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
@@ -70,16 +60,13 @@ def test_zero_rate_disables_the_limiter() -> None:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Container, FakeTime]]:
-    """The app, its container and the limiter's clock (the middleware is built when the client starts the app,
-    with the arguments given to ``add_middleware``: the clock is set there)."""
+    """The app, its container and the limiter's clock."""
     tmp = tmp_path_factory.mktemp("ratelimit")
     settings = Settings(data_dir=tmp, database_url=migrated_sqlite(tmp), log_json=True,
                         rate_limit_per_second=RATE, rate_limit_burst=BURST)
     container = build_container(settings, FixedClock(NOW))
-    app, ticks = create_app(container=container), FakeTime()
-    (limiting,) = [middleware for middleware in app.user_middleware
-                   if middleware.cls is RateLimitMiddleware]  # type: ignore[comparison-overlap]
-    limiting.kwargs["clock"] = ticks
+    app = create_app(container=container)
+    ticks = limiter_clock(app)
     with TestClient(app) as client:
         yield client, container, ticks
     container.close()
