@@ -553,7 +553,8 @@ async def test_whether_a_failed_call_may_have_reached_the_holder_is_known(holder
     outcomes: dict[str, bool] = {}
     for behaviour in ("slow", "503", "malformed", "403"):
         server.script["/holder/v1/query"] = [behaviour]
-        async with HttpConnector(w.TAX, url, gateway_token, retries=0, timeout=0.3) as connector:
+        timeout = 0.3 if behaviour == "slow" else 10.0  # a quick answer arrives in time on a loaded machine too
+        async with HttpConnector(w.TAX, url, gateway_token, retries=0, timeout=timeout) as connector:
             with pytest.raises(ConnectorError) as failed:
                 await connector.query(query)
         outcomes[behaviour] = failed.value.may_have_arrived
@@ -563,7 +564,8 @@ async def test_whether_a_failed_call_may_have_reached_the_holder_is_known(holder
             await connector.query(query)
     outcomes["cannot connect"] = down.value.may_have_arrived
     server.script["/holder/v1/query"] = ["slow", "403"]  # the first attempt may be with the holder
-    async with HttpConnector(w.TAX, url, gateway_token, retries=1, timeout=0.3, backoff=0.01) as connector:
+    # below the slow answer's 1 s (a sleep is never shorter), with room for the 403 to arrive in time
+    async with HttpConnector(w.TAX, url, gateway_token, retries=1, timeout=0.9, backoff=0.01) as connector:
         with pytest.raises(HolderRejectedRequest) as refused:
             await connector.query(query)
     outcomes["slow, then 403"] = refused.value.may_have_arrived
