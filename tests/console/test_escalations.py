@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from audit.tables import audit_entries
 from escalation.cases import act, get_case, open_case
@@ -30,6 +30,7 @@ from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
 from tests.auth_helpers import account_id
 from tests.console.support import PASSWORD, add_account, csrf_of
+from tests.statements import reads_accounts, statements_run
 
 RIEC = "riec-amsterdam-amstelland"
 ACCOUNTS = {"po-politie": ("politie", "privacy-officer"), "po-gemeente": ("gemeente-amsterdam", "privacy-officer"),
@@ -376,18 +377,9 @@ def test_a_console_comment_reads_the_account_once(console: TestClient, container
     case_id = open_riec_case(container)
     sign_in(console, "po-gemeente")
     token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
-    reads: list[str] = []
-
-    def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "FROM accounts" in statement:
-            reads.append(statement)
-
-    event.listen(container.engine, "before_cursor_execute", remember)
-    try:
+    with statements_run(container.engine, reads_accounts) as reads:
         posted = console.post(f"/console/escalations/{case_id}/comments", data={"csrf_token": token, "text": "A note."},
                               follow_redirects=False)  # the case page it leads to is a request of its own
-    finally:
-        event.remove(container.engine, "before_cursor_execute", remember)
     assert posted.status_code == 303
     assert len(reads) == 1
     step = audit_events(container, "escalation.step")[-1]

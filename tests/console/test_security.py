@@ -494,6 +494,13 @@ def test_clicks_on_verify_during_a_run_share_it_and_hold_no_worker_threads(conso
         return real(*args, **kwargs)
 
     monkeypatch.setattr(verification, "verify_database", slow)
+    real_shared, clicked = verification.run_shared, []
+
+    async def counted(container: Any) -> Any:
+        clicked.append(1)  # on the event loop, in the same step as joining the run or starting it
+        return await real_shared(container)
+
+    monkeypatch.setattr(verification, "run_shared", counted)
     workers = 3
 
     def limit_threads() -> None:
@@ -504,7 +511,10 @@ def test_clicks_on_verify_during_a_run_share_it_and_hold_no_worker_threads(conso
         clicks = [pool.submit(console.post, "/console/audit/verify", data={"csrf_token": token},
                               follow_redirects=False) for _ in range(workers)]
         assert started.wait(10)
-        time.sleep(0.5)  # the other clicks arrive while the first run goes on
+        deadline = time.monotonic() + 10  # the other clicks arrive while the first run goes on (bounded)
+        while len(clicked) < workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(clicked) == workers, "the other clicks never reached the verification"
         page = pool.submit(console.get, "/console/register")
         try:
             answered = page.result(timeout=5).status_code

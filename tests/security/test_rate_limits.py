@@ -1,10 +1,10 @@
 """Per-client rate limits (``gateway.ratelimit``): a burst over the limit gets 429 problem+json with
 ``Retry-After``; another client is unaffected; after waiting the client is served again; a forged token that
-names a client cannot spend that client's budget; health probes are never limited."""
+names a client cannot spend that client's budget; health probes are never limited. The app's limiter runs on
+a clock the tests move (``tests.limiter_clock``)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -20,17 +20,10 @@ from gateway.container import Container, build_container
 from gateway.ratelimit import RateLimitMiddleware, TokenBucketLimiter
 from gateway.settings import Settings
 from tests.auth_helpers import bearer
+from tests.limiter_clock import FakeTime, limiter_clock
 from tests.security.world import NOW, migrated_sqlite
 
 RATE, BURST = 4.0, 5
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
@@ -66,13 +59,16 @@ def test_zero_rate_disables_the_limiter() -> None:
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Container]]:
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Container, FakeTime]]:
+    """The app, its container and the limiter's clock."""
     tmp = tmp_path_factory.mktemp("ratelimit")
     settings = Settings(data_dir=tmp, database_url=migrated_sqlite(tmp), log_json=True,
                         rate_limit_per_second=RATE, rate_limit_burst=BURST)
     container = build_container(settings, FixedClock(NOW))
-    with TestClient(create_app(container=container)) as client:
-        yield client, container
+    app = create_app(container=container)
+    ticks = limiter_clock(app)
+    with TestClient(app) as client:
+        yield client, container, ticks
     container.close()
 
 
@@ -91,35 +87,36 @@ def _until_limited(client: TestClient, headers: dict[str, str], path: str = "/v1
     return statuses
 
 
-def test_a_burst_above_the_limit_gets_429_with_retry_after(limited: tuple[TestClient, Container]) -> None:
-    client, container = limited
+def test_a_burst_above_the_limit_gets_429_with_retry_after(limited: tuple[TestClient, Container, FakeTime]) -> None:
+    client, container, ticks = limited
     municipality = _token(container, "gemeente-amsterdam-vth", "gemeente-amsterdam")
     police = _token(container, "politie-bvh", "politie")
-    time.sleep(BURST / RATE)  # full buckets whatever ran before
+    ticks.now += BURST / RATE  # full buckets whatever ran before
     statuses = _until_limited(client, municipality)
-    assert statuses[-1] == 429
-    assert statuses.count(200) >= BURST - 1  # the burst is served (a little refill may add one)
+    assert statuses == [200] * BURST + [429]  # the burst is served, and no more
     refused = client.get("/v1/register/versions", headers=municipality)
     assert refused.status_code == 429
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert refused.json()["status"] == 429
     assert refused.json()["type"].endswith("/too-many-requests")
-    retry_after = int(refused.headers["retry-after"])
-    assert 1 <= retry_after <= 2
+    assert refused.headers["retry-after"] == "1"  # a token is back in 1 / RATE s: whole seconds, rounded up
     assert refused.headers["x-request-id"]  # inside the request-context middleware: traced and logged
 
     assert client.get("/v1/register/versions", headers=police).status_code == 200  # another client: unaffected
     assert client.get("/health/live").status_code == 200  # probes are never limited
     assert client.get("/health/ready").status_code == 200
 
-    time.sleep(1.5 / RATE)  # more than one token's worth (0.25 s each)
+    ticks.now += 0.9 / RATE  # not yet a whole token's worth (0.25 s each) ...
+    assert client.get("/v1/register/versions", headers=municipality).status_code == 429
+    ticks.now += 0.2 / RATE  # ... and now one
     assert client.get("/v1/register/versions", headers=municipality).status_code == 200
+    assert client.get("/v1/register/versions", headers=municipality).status_code == 429
 
 
-def test_forged_tokens_cannot_spend_another_clients_budget(limited: tuple[TestClient, Container]) -> None:
+def test_forged_tokens_cannot_spend_another_clients_budget(limited: tuple[TestClient, Container, FakeTime]) -> None:
     """The key is the verified principal: a token that merely *claims* a client is keyed by the peer address."""
-    client, container = limited
-    time.sleep(BURST / RATE)
+    client, container, ticks = limited
+    ticks.now += BURST / RATE
     attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current().kid})
     now = int(container.clock.now().timestamp())
     forged = jwt.encode({"alg": "Ed25519", "kid": attacker.kid}, {
@@ -127,24 +124,23 @@ def test_forged_tokens_cannot_spend_another_clients_budget(limited: tuple[TestCl
         "org": "gemeente-amsterdam", "scope": "register:read", "iat": now, "exp": now + 300, "jti": "x",
         "kind": "system"}, attacker, algorithms=["Ed25519"])
     statuses = _until_limited(client, bearer(forged))
-    assert statuses[-1] == 429
-    assert set(statuses[:-1]) == {401}
+    assert statuses == [401] * BURST + [429]
     assert client.get("/v1/register/versions",  # the anonymous budget of this address is spent too ...
                       ).status_code == 429
     municipality = _token(container, "gemeente-amsterdam-vth", "gemeente-amsterdam")
     assert client.get("/v1/register/versions", headers=municipality).status_code == 200  # ... not the client's
 
 
-def test_an_expired_token_is_not_a_client_identity(limited: tuple[TestClient, Container]) -> None:
-    client, container = limited
-    time.sleep(BURST / RATE)
+def test_an_expired_token_is_not_a_client_identity(limited: tuple[TestClient, Container, FakeTime]) -> None:
+    client, container, ticks = limited
+    ticks.now += BURST / RATE
     clock = container.clock
     assert isinstance(clock, FixedClock)
     stale = _token(container, "fiod-ois", "fiod")
     clock.advance(timedelta(hours=1))
     try:
         statuses = _until_limited(client, stale)
-        assert set(statuses[:-1]) == {401}
+        assert statuses == [401] * BURST + [429]
         assert client.get("/v1/register/versions", headers=_token(container, "fiod-ois", "fiod")).status_code == 200
     finally:
         clock.advance(timedelta(hours=-1))

@@ -5,12 +5,11 @@ any read of the accounts (the exchange's hot path)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from gateway.auth import repository
@@ -20,6 +19,7 @@ from gateway.auth.tables import accounts
 from gateway.container import Container
 from gateway.db.engine import make_engine, make_session_factory, transaction
 from tests.auth_helpers import bearer, person_token, system_token
+from tests.statements import reads_accounts, statements_run
 
 USERNAME = "po-politie"
 PASSWORD = "correct horse battery staple"
@@ -77,21 +77,6 @@ def test_an_unchanged_persons_token_keeps_working(client: TestClient, container:
         assert client.get("/v1/register", headers=bearer(token)).status_code == 200
 
 
-@contextmanager
-def _statements(container: Container) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        seen.append(statement)
-
-    engine = container.sessions.kw["bind"]
-    event.listen(engine, "before_cursor_execute", remember)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", remember)
-
-
 @pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
 def test_only_a_persons_token_costs_a_read_of_the_accounts(client: TestClient, container: Container) -> None:
     """The partner system's path stays free of database round trips for authentication; a person's costs one."""
@@ -99,12 +84,12 @@ def test_only_a_persons_token_costs_a_read_of_the_accounts(client: TestClient, c
     person = person_token(client, container, USERNAME, "politie", ["privacy-officer"], PASSWORD)
     for token in (system, person):  # both verified and remembered once
         assert client.get("/v1/register", headers=bearer(token)).status_code == 200
-    with _statements(container) as by_system:
+    with statements_run(container.engine) as by_system:
         assert client.get("/v1/register", headers=bearer(system)).status_code == 200
-    with _statements(container) as by_person:
+    with statements_run(container.engine) as by_person:
         assert client.get("/v1/register", headers=bearer(person)).status_code == 200
     assert by_system == []
-    assert len([s for s in by_person if "FROM accounts" in s]) == 1
+    assert len([s for s in by_person if reads_accounts(s)]) == 1
 
 
 def _enabled(session: Session) -> None:
@@ -172,10 +157,10 @@ def test_an_audited_action_of_a_person_reads_the_account_once(client: TestClient
     from tests.auth_helpers import account_id, issued_person_token
 
     token = issued_person_token(container, "contact-riec", "riec-aa", ["contact-point"])
-    with _statements(container) as seen:
+    with statements_run(container.engine, reads_accounts) as seen:
         found = client.get("/v1/audit/subjects/subj-3f9a0c1d2e4b5a6978c0d1e2/disclosures", headers=bearer(token))
     assert found.status_code == 200, found.text
-    assert len([s for s in seen if "FROM accounts" in s]) == 1
+    assert len(seen) == 1
     with container.engine.connect() as connection:
         [canonical] = connection.execute(select(audit_entries.c.canonical).where(
             audit_entries.c.event_type == "console.action")).scalars()

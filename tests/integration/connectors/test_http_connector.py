@@ -354,8 +354,11 @@ async def test_forged_tokens_cannot_make_a_holder_fetch_keys_from_a_failing_gate
         tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by a review: while the gateway's JWKS could not be read (gateway down or failing), every request
     with a token — anyone's, forged — made the holder fetch the keys again (50 requests, 50 fetches). Now a
-    failed load is retried at most every ``REFRESH_INTERVAL``; once the gateway is back, its tokens pass."""
-    monkeypatch.setattr(holder_auth, "REFRESH_INTERVAL", 0.5)
+    failed load is retried at most every ``REFRESH_INTERVAL``; once the gateway is back, its tokens pass.
+
+    The interval is long while the forged tokens come (30 requests took up to 0.56 s on a loaded machine, past
+    the 0.5 s it was), then short, so that waiting it out takes a moment."""
+    monkeypatch.setattr(holder_auth, "REFRESH_INTERVAL", 300.0)
     fetches: list[int] = []
     failing = [True]
     jwks_app = FastAPI()
@@ -377,7 +380,8 @@ async def test_forged_tokens_cannot_make_a_holder_fetch_keys_from_a_failing_gate
                 assert response.status_code == 401
         assert len(fetches) == 1
         failing[0] = False
-        await asyncio.sleep(0.6)
+        monkeypatch.setattr(holder_auth, "REFRESH_INTERVAL", 0.5)
+        await asyncio.sleep(0.6)  # since the failed load: more than the interval
         async with HttpConnector(w.FIOD, urls[w.FIOD], gateway_token, retries=0) as connector:
             assert (await connector.discover(_discovery(world.scenarios()[w.BIBOB_APPLICANT][:1]))).hits
     assert len(fetches) == 2
@@ -549,7 +553,8 @@ async def test_whether_a_failed_call_may_have_reached_the_holder_is_known(holder
     outcomes: dict[str, bool] = {}
     for behaviour in ("slow", "503", "malformed", "403"):
         server.script["/holder/v1/query"] = [behaviour]
-        async with HttpConnector(w.TAX, url, gateway_token, retries=0, timeout=0.3) as connector:
+        timeout = 0.3 if behaviour == "slow" else 10.0  # a quick answer arrives in time on a loaded machine too
+        async with HttpConnector(w.TAX, url, gateway_token, retries=0, timeout=timeout) as connector:
             with pytest.raises(ConnectorError) as failed:
                 await connector.query(query)
         outcomes[behaviour] = failed.value.may_have_arrived
@@ -559,7 +564,8 @@ async def test_whether_a_failed_call_may_have_reached_the_holder_is_known(holder
             await connector.query(query)
     outcomes["cannot connect"] = down.value.may_have_arrived
     server.script["/holder/v1/query"] = ["slow", "403"]  # the first attempt may be with the holder
-    async with HttpConnector(w.TAX, url, gateway_token, retries=1, timeout=0.3, backoff=0.01) as connector:
+    # below the slow answer's 1 s (a sleep is never shorter), with room for the 403 to arrive in time
+    async with HttpConnector(w.TAX, url, gateway_token, retries=1, timeout=0.9, backoff=0.01) as connector:
         with pytest.raises(HolderRejectedRequest) as refused:
             await connector.query(query)
     outcomes["slow, then 403"] = refused.value.may_have_arrived

@@ -27,7 +27,7 @@ import httpx
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from audit.tables import audit_entries
 from escalation import cases as case_store
@@ -44,6 +44,7 @@ from gateway.exchange.tables import exchanges
 from gateway.settings import Settings
 from tests.auth_helpers import account_id, bearer, issued_person_token, system_token
 from tests.pg_server import create_database
+from tests.statements import reads_accounts, statements_run
 
 RIEC = "riec-amsterdam-amstelland"
 BIBOB = "bibob-integrity-check"
@@ -854,32 +855,14 @@ def test_an_attachment_reference_shaped_like_personal_data_is_a_422_and_nothing_
     ).status_code == 200
 
 
-@contextmanager
-def _account_reads(container: Container) -> Iterator[list[str]]:
-    """The statements that read one person's account while the block runs (every connection of the engine: the
-    request's, the service's and the audit writer's). The periodic re-read of the disabled accounts
-    (gateway.auth.revocation) reads no one's row by name and may run at any moment: it is not counted."""
-    seen: list[str] = []
-
-    def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "FROM accounts" in statement and "accounts.username =" in statement:
-            seen.append(statement)
-
-    event.listen(container.engine, "before_cursor_execute", remember)
-    try:
-        yield seen
-    finally:
-        event.remove(container.engine, "before_cursor_execute", remember)
-
-
 def test_a_persons_step_reads_the_account_once_and_its_entry_names_it(env: Env) -> None:
     """The token check reads the person's account; the audit entries of the steps they take name it by the id
     read then, not by a second read of the same row per action (nor per step of a decision)."""
     case_id = env.open_case()
     env.token("po-politie")  # the token is issued before counting: only the request is counted
-    with _account_reads(env.container) as commented:
+    with statements_run(env.container.engine, reads_accounts) as commented:
         assert env.post("po-politie", f"/v1/escalations/{case_id}/comments", {"text": "A note."}).status_code == 200
-    with _account_reads(env.container) as decided:
+    with statements_run(env.container.engine, reads_accounts) as decided:
         assert env.decide("po-politie", case_id, "deny").status_code == 200  # three steps: review, decide, close
     assert (len(commented), len(decided)) == (1, 1)
     steps = env.audit_steps(case_id)

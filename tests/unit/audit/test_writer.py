@@ -104,7 +104,10 @@ async def test_record_after_close_is_refused_and_close_writes_what_is_queued() -
 async def test_idle_writer_applies_the_checkpoint_time_limit() -> None:
     log = FakeLog()
     async with AsyncAuditWriter(log, idle_interval=0.01):
-        await asyncio.sleep(0.1)
+        for _ in range(500):  # the writer thread's own pace: polled (at most 5 s), not a fixed 0.1 s
+            if log.checkpoint_calls >= 2:
+                break
+            await asyncio.sleep(0.01)
     assert log.checkpoint_calls >= 2
 
 

@@ -48,9 +48,11 @@ def test_another_seed_gives_another_world(world: World) -> None:
 
 
 def test_generation_is_fast_and_modest() -> None:
-    started = time.perf_counter()
+    """Fast in this process's CPU time (about 0.1 s): wall time is what a loaded machine stretches (1.3 s with
+    two busy neighbours on two cores), not what generating costs."""
+    started = time.process_time()
     generated = build_world(11)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert 400 <= len(generated.persons) < 420
     assert 150 <= len(generated.companies) < 160
 

@@ -14,6 +14,7 @@ import pytest
 from gateway.matching.encoding import CLKEncoder, EncodedDataset
 from gateway.matching.linkage import link
 from gateway.matching.schema import shipped_schema
+from gateway.matching.similarity import warm_up
 
 SECRET = b"febrl4-test-partnership-secret!!"
 
@@ -26,6 +27,7 @@ def febrl4() -> tuple[EncodedDataset, EncodedDataset, set[tuple[int, int]]]:
     left_pos = {key: i for i, key in enumerate(left.index)}
     right_pos = {key: i for i, key in enumerate(right.index)}
     truth = {(left_pos[a], right_pos[b]) for a, b in links}
+    warm_up()  # numba compiles the kernels at their first call: seconds of a fresh checkout, not the linkage's
     encoder = CLKEncoder(shipped_schema("person"), SECRET)
     left_records: list[dict[str, Any]] = left.to_dict("records")
     right_records: list[dict[str, Any]] = right.to_dict("records")
