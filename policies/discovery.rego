@@ -4,7 +4,8 @@
 # overrides them and bounds the categories asked about to those it states (wgs.common has these rules, for
 # both). Deny beats escalate beats allow.
 # Entry points as in wgs.exchange: `decision` (one target, input.request.holder) and `decisions` (input
-# without request.holder and with "holders": [...]; one decision per holder, in order).
+# without request.holder and with "holders": [...]; one decision per holder, in order, each naming its
+# holder organisation as `holder`).
 package wgs.discovery
 
 import rego.v1
@@ -50,6 +51,7 @@ _decision(ctx, h) := d if {
 		"hit_only": true,
 		"obligations": null,
 		"escalation_decision": object.get(ctx.escalation_ids, org, null),
+		"holder": org,
 		"policy_version": data.wgs.version.policy_version,
 		"register_version": ctx.register_version,
 	}

@@ -33,6 +33,15 @@ test_discovery_decisions_carry_the_register_version_they_read if {
 	[b.register_version | some b in ds] == ["another-register-version"]
 }
 
+# Every decision names the holder it is for (see wgs.exchange_test).
+test_discovery_decisions_name_their_holder if {
+	d := discovery.decision with input as _input({})
+	d.holder == "kvk"
+	batch := object.union(object.remove(_input({}), ["request"]), {"request": object.remove(_input({}).request, ["holder"]), "holders": [{"organisation": "politie"}, {"organisation": "kvk"}]})
+	ds := discovery.decisions with input as batch
+	[b.holder | some b in ds] == ["politie", "kvk"]
+}
+
 test_discovery_denied_when_the_holder_supplies_nothing_asked if {
 	d := discovery.decision with input as _input({"holder": {"organisation": "politie"}})
 	d.outcome == "denied"

@@ -7,6 +7,8 @@
 #   decisions - every target of one request at once: the same input without `request.holder` and with
 #               "holders": [{"organisation": ..., "system": ...}, ...]; a list with, for each holder in
 #               order, exactly the `decision` that holder would get.
+# Every decision names the holder organisation it is for (`holder`): the gateway refuses one for another,
+# so a batch answered out of order cannot be applied to the wrong holders.
 # What does not depend on the holder is a rule (evaluated once per evaluation, so once per batch); the
 # per-holder part is `_decision(org)`, which binds each value once in a local variable and takes the
 # register-only facts about the holder from wgs.common.holder_facts.
@@ -125,6 +127,7 @@ _decision(ctx, org) := {
 	"hit_only": f.hit_only_holder,
 	"obligations": object.get({true: object.get(ctx.obligations, org, ctx.on_allow)}, allowed, null),
 	"escalation_decision": object.get(ctx.escalation_ids, org, null),
+	"holder": org,
 	"policy_version": ctx.policy_version,
 	"register_version": ctx.register_version,
 } if {
@@ -190,6 +193,7 @@ _plain_decision(ctx, org) := {
 	"hit_only": f.hit_only_holder,
 	"obligations": object.get({true: ctx.on_allow}, allowed, null),
 	"escalation_decision": null,
+	"holder": org,
 	"policy_version": ctx.policy_version,
 	"register_version": ctx.register_version,
 } if {

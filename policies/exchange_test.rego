@@ -429,6 +429,16 @@ test_every_decision_carries_the_register_version_it_read if {
 	}
 }
 
+# Every decision names the holder it is for, in both entry points and for both kinds of request: the
+# gateway matches a batch to its holders by position and refuses a decision naming another holder.
+test_every_decision_names_its_holder if {
+	every changes in [{}, {"legal_basis": "none"}] {
+		_decide(changes).holder == _base.request.holder.organisation
+		ds := exchange.decisions with input as _batch(changes)
+		[b.holder | some b in ds] == ["politie", "kvk"]
+	}
+}
+
 # --- Review (policy-review): edge cases of rules 1, 5, 6, 7 and 9 ----------------------------------------
 
 _urgent(partnership, purpose) := json.patch(data.register, [{"op": "add", "path": sprintf("/partnerships/%s/purposes/%s/urgent", [partnership, purpose]), "value": true}])

@@ -3,9 +3,9 @@ package wgs.version
 
 import rego.v1
 
-policy_version := "wgs-policy-2026.12.1"
+policy_version := "wgs-policy-2026.12.2"
 
 # The SHA-256 of the other policy files (not the tests), as tests/unit/policy/test_policy_version.py
 # computes it: that test fails when a rule changes and this digest does not. Then bump policy_version and
 # set this digest, never one without the other: a decision's policy_version names one set of rules.
-policies_sha256 := "71620bef0ad48304a06b10114ba2cd9a74e7af1d65e63ba60788a24a10047401"
+policies_sha256 := "567bc0e9c687d2037687b4ef026aeb9ccc4c23afa93e098e4764b71e8e9cf291"

@@ -3,9 +3,10 @@ over real HTTP (the protocol is what is under test; the rules are the same Rego 
 
 Implements what ``opa-python-client`` uses: ``GET /health``, ``GET /v1/policies``, ``PUT /v1/data/{path}``
 (204) and ``POST /v1/data/{path}`` with ``{"input": ...}`` → ``{"result": ...}`` (no ``result`` member when
-the rule is undefined, as OPA does). Switches simulate a slow server, a malformed decision and another
-gateway that pushes its own register over every one pushed here (``rival_register``); ``register_pushes``
-counts the register pushes received.
+the rule is undefined, as OPA does). Switches simulate a slow server, a malformed decision, a server that
+rearranges a batch's decisions (``rearrange_batches``: reordered or duplicated, of the right length) and
+another gateway that pushes its own register over every one pushed here (``rival_register``);
+``register_pushes`` counts the register pushes received.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ class Behaviour:
     delay_seconds: float = 0.0
     malformed: bool = False
     rival_register: dict[str, Any] | None = None  # pushed over every register push, as by another gateway
+    rearrange_batches: Callable[[list[Any]], list[Any]] | None = None  # applied to every `decisions` answer
     register_pushes: int = 0
 
 
@@ -82,6 +85,8 @@ def create_opa_test_app(policies_dir: Path, behaviour: Behaviour | None = None) 
         result = await asyncio.to_thread(evaluate, path, body.get("input"))
         if behaviour.malformed:
             return JSONResponse({"result": {"allow": "yes please"}})
+        if behaviour.rearrange_batches is not None and path.endswith("/decisions") and isinstance(result, list):
+            result = behaviour.rearrange_batches(result)
         return JSONResponse({} if result is None else {"result": result})
 
     return app

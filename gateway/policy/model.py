@@ -54,6 +54,10 @@ class Decision(_StrictDecision):
     hit_only: bool
     obligations: PolicyObligations | None
     escalation_decision: str | None
+    holder: str = Field(min_length=1)
+    """The holder (participant id, ``request.holder.organisation``) the decision is for: ``answering``
+    refuses a decision for another, so a batch answered out of order, or one holder's decision given
+    twice, is told apart from the right one (positions alone would not tell)."""
     policy_version: str = Field(min_length=1)
     register_version: str = Field(min_length=1)
     """The version of the register the policy read (``data.register.version``): ``answering`` refuses a
@@ -99,8 +103,8 @@ class Decision(_StrictDecision):
            ``allowed-narrowed`` removes something;
         4. every reason on an allow is the reason for a removed category: a reason without one (a
            denial's or an escalation's) means the policy allowed what it also refused;
-        5. the policy and register versions are no blanks; obligations forbid onward sharing and retain until a
-           ``YYYY-MM-DD`` date.
+        5. the holder and the policy and register versions are no blanks; obligations forbid onward
+           sharing and retain until a ``YYYY-MM-DD`` date.
         """
         allowed = self.outcome in {"allowed", "allowed-narrowed"}
         if self.allow != allowed:
@@ -123,8 +127,8 @@ class Decision(_StrictDecision):
             raise MalformedDecision("decision `removed_categories` contradicts its outcome")
         if self.allow and any(r.category is None or r.category not in removed for r in self.reasons):
             raise MalformedDecision("an allow carries a reason that is no removed category's")
-        if not self.policy_version.strip() or not self.register_version.strip():
-            raise MalformedDecision("the decision names no policy or register version")
+        if not self.holder.strip() or not self.policy_version.strip() or not self.register_version.strip():
+            raise MalformedDecision("the decision names no holder, policy or register version")
         if self.obligations is not None:
             if self.obligations.onward_sharing:  # rule 9: never, whatever else the document says
                 raise MalformedDecision("obligations must forbid onward sharing")
@@ -142,10 +146,11 @@ class Decision(_StrictDecision):
         ``register_version`` (which knows ``known_categories``); ``MalformedDecision`` otherwise. The gateway
         records its own register's version with the decision and asks the holder for exactly the permitted
         categories, filtering its answer by them, so a decision made under another register would cite a
-        register it was not made under, and a category the request did not ask for would be disclosed
-        unasked, whatever the policy meant:
+        register it was not made under, a decision for another holder would be applied to this one (a batch
+        answered out of order), and a category the request did not ask for would be disclosed unasked,
+        whatever the policy meant:
 
-        0. it was made under the register of version ``register_version``;
+        0. it was made under the register of version ``register_version``, for this request's holder;
         1. it permits only categories the register knows and, unless the holder answers hit/no-hit only
            (asked about all it supplies, rule 3), only requested ones;
         2. it removes only requested categories;
@@ -153,6 +158,8 @@ class Decision(_StrictDecision):
         """
         if self.register_version != register_version:
             raise MalformedDecision("the decision was made under another register version than the gateway's")
+        if self.holder != policy_input.request.holder.organisation:
+            raise MalformedDecision("the decision is for another holder than the request's")
         requested = set(policy_input.request.categories)
         permitted = set(self.permitted_categories)
         if not permitted <= (set(known_categories) if self.hit_only else requested & set(known_categories)):

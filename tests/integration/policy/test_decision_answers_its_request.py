@@ -43,18 +43,22 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
         "permitted_categories": ["dna_profiles"], "hit_only": True}, None),
     ("removes-an-unrequested-category", NARROWED, None),
     ("applies-an-escalation-decision-not-brought", ALLOWED | {"escalation_decision": "dec-1"}, None),
+    ("names-another-holder", ALLOWED | {"holder": "om-amsterdam"}, None),
 ]
 
 
 def _stub_policies(directory: Path, decision: dict[str, Any]) -> Path:
-    """The shipped policies, ``wgs.exchange`` answering ``decision`` for every target."""
+    """The shipped policies, ``wgs.exchange`` answering ``decision`` for every target, named the target's
+    (``holder``) unless ``decision`` names one."""
     for source in POLICIES_DIR.glob("*.rego"):
         if not source.name.endswith("_test.rego"):
             shutil.copy(source, directory / source.name)
     (directory / "exchange.rego").write_text(
         "package wgs.exchange\n\nimport rego.v1\n\n"
-        f"decision := {json.dumps(decision)}\n\n"
-        "decisions := [decision | some _ in input.holders]\n", encoding="utf-8")
+        f"_stub := {json.dumps(decision)}\n\n"
+        "decision := object.union({\"holder\": input.request.holder.organisation}, _stub)\n\n"
+        "decisions := [object.union({\"holder\": h.organisation}, _stub) | some h in input.holders]\n",
+        encoding="utf-8")
     return directory
 
 

@@ -28,7 +28,7 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "obligations": OBLIGATIONS, "escalation_decision": None,
-    "policy_version": "wgs-policy-stub", "register_version": REGISTER["version"]}
+    "holder": "politie", "policy_version": "wgs-policy-stub", "register_version": REGISTER["version"]}
 DENIED = ALLOWED | {"allow": False, "outcome": "denied", "permitted_categories": [], "obligations": None,
                     "reasons": [{"code": "legal-basis-mismatch", "message": "wrong legal basis"}]}
 ALLOWED_JSON = json.dumps(ALLOWED)

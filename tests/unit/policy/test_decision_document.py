@@ -14,7 +14,7 @@ from gateway.policy.model import Decision, PolicyInput
 OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_only": False}
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
-    "removed_categories": [], "hit_only": False, "escalation_decision": None, "policy_version": "wgs-1",
+    "removed_categories": [], "hit_only": False, "escalation_decision": None, "holder": "h", "policy_version": "wgs-1",
     "register_version": "2026.11.1", "obligations": OBLIGATIONS}
 DENIED = ALLOWED | {"allow": False, "outcome": "denied", "permitted_categories": [], "obligations": None,
                     "reasons": [{"code": "legal-basis-mismatch", "message": "wrong legal basis"}]}
@@ -68,6 +68,9 @@ MALFORMED: dict[str, dict[str, Any]] = {
     "blank-policy-version": ALLOWED | {"policy_version": " "},
     "blank-register-version": ALLOWED | {"register_version": " "},
     "no-register-version": {k: v for k, v in ALLOWED.items() if k != "register_version"},
+    "no-holder": {k: v for k, v in ALLOWED.items() if k != "holder"},
+    "blank-holder": ALLOWED | {"holder": " "},
+    "holder-as-object": ALLOWED | {"holder": {"organisation": "h"}},
     "register-version-as-number": ALLOWED | {"register_version": 2026},
     "retain-until-basic-format": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "20281125"}},
     "retain-until-week-date": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "2028-W47-6"}},
@@ -86,16 +89,29 @@ def test_documents_that_should_fail_closed_are_malformed(document: dict[str, Any
         Decision.parse_json(json.dumps(document))
 
 
-def test_a_decision_made_under_another_register_answers_no_request() -> None:
-    """The gateway records its own register's version with a decision: one that cites another register
-    (an OPA server holding another gateway's) is refused, whatever else it says."""
-    policy_input = PolicyInput.model_validate({
+def _input_for(holder: str) -> PolicyInput:
+    return PolicyInput.model_validate({
         "request": {"partnership": "p", "purpose": "q", "legal_basis": "b", "case_reference": "c",
                     "signal": {"type": "t", "reference": "r"}, "categories": ["police_incidents"],
                     "subject_count": 1, "subjects_minor": False, "requester": {"organisation": "a"},
-                    "holder": {"organisation": "h"}, "requested_at": "2026-01-05T10:00:00Z"},
+                    "holder": {"organisation": holder}, "requested_at": "2026-01-05T10:00:00Z"},
         "context": {}, "request_fingerprint": "f"})
+
+
+def test_a_decision_made_under_another_register_answers_no_request() -> None:
+    """The gateway records its own register's version with a decision: one that cites another register
+    (an OPA server holding another gateway's) is refused, whatever else it says."""
+    policy_input = _input_for("h")
     decision = Decision.parse(ALLOWED)
     assert decision.answering(policy_input, {"police_incidents"}, "2026.11.1") is decision
     with pytest.raises(MalformedDecision, match="another register version"):
         decision.answering(policy_input, {"police_incidents"}, "2026.12.1")
+
+
+def test_a_decision_for_another_holder_answers_no_request() -> None:
+    """A batch is matched to its holders by position: a decision naming another holder (a batch answered
+    out of order, or one holder's decision twice) is refused, also when it is otherwise a valid answer."""
+    decision = Decision.parse(ALLOWED)
+    assert decision.answering(_input_for("h"), {"police_incidents"}, "2026.11.1") is decision
+    with pytest.raises(MalformedDecision, match="another holder"):
+        decision.answering(_input_for("h2"), {"police_incidents"}, "2026.11.1")
