@@ -27,6 +27,12 @@ import rego.v1
 # another register version, gateway/policy/engine.py). Undefined without a register: no decision then.
 register_version := data.register.version
 
+# The digest of the register this evaluation reads (`data.register.sha256`, the SHA-256 the gateway records
+# for its register and adds to the document it loads), which every decision carries (`register_sha256`):
+# two gateways with the same register version string but different content are told apart by it. Blank
+# when the register document has none (a Rego unit test's register): the gateway refuses that decision.
+register_sha256 := object.get(data.register, "sha256", "")
+
 partnership := data.register.partnerships[input.request.partnership]
 
 purpose := partnership.purposes[input.request.purpose]

@@ -12,6 +12,7 @@ import rego.v1
 
 import data.wgs.common.escalation_decisions
 import data.wgs.common.holder_facts
+import data.wgs.common.register_sha256
 import data.wgs.common.register_version
 import data.wgs.common.request_deny
 import data.wgs.common.request_escalate_sorted
@@ -30,6 +31,7 @@ _context := {
 	"bounds": {org: {c | some c in d.permitted_categories} | some org, d in escalation_decisions},
 	"escalation_ids": {org: d.id | some org, d in escalation_decisions},
 	"register_version": register_version,
+	"register_sha256": register_sha256,
 }
 
 _decision(ctx, h) := d if {
@@ -54,6 +56,7 @@ _decision(ctx, h) := d if {
 		"holder": org,
 		"policy_version": data.wgs.version.policy_version,
 		"register_version": ctx.register_version,
+		"register_sha256": ctx.register_sha256,
 	}
 }
 

@@ -31,6 +31,9 @@ test_discovery_decisions_carry_the_register_version_they_read if {
 	batch := object.union(object.remove(_input({}), ["request"]), {"request": object.remove(_input({}).request, ["holder"]), "holders": [{"organisation": "kvk"}]})
 	ds := discovery.decisions with input as batch with data.register as another
 	[b.register_version | some b in ds] == ["another-register-version"]
+	digested := object.union(data.register, {"sha256": "another-digest"})
+	digests := [b.register_sha256 | some b in discovery.decisions] with input as batch with data.register as digested
+	digests == ["another-digest"]
 }
 
 # Every decision names the holder it is for (see wgs.exchange_test).

@@ -20,6 +20,7 @@ import data.wgs.common.holder_facts
 import data.wgs.common.escalation_decisions
 import data.wgs.common.indexed_holders
 import data.wgs.common.purpose
+import data.wgs.common.register_sha256
 import data.wgs.common.register_version
 import data.wgs.common.request_deny
 import data.wgs.common.request_escalate_sorted
@@ -81,6 +82,7 @@ _plain_context := {
 	"on_allow": _obligations_on_allow,
 	"policy_version": data.wgs.version.policy_version,
 	"register_version": register_version,
+	"register_sha256": register_sha256,
 }
 
 # Everything `_decision` reads that does not depend on the holder, in one object built once per
@@ -99,6 +101,7 @@ _context := {
 	"provided": provided,
 	"policy_version": data.wgs.version.policy_version,
 	"register_version": register_version,
+	"register_sha256": register_sha256,
 }
 
 # The facts (wgs.common.holder_facts) about every target holder, by organisation: the register index's
@@ -130,6 +133,7 @@ _decision(ctx, org) := {
 	"holder": org,
 	"policy_version": ctx.policy_version,
 	"register_version": ctx.register_version,
+	"register_sha256": ctx.register_sha256,
 } if {
 	f := ctx.holders[org]
 	req := ctx.requested
@@ -196,6 +200,7 @@ _plain_decision(ctx, org) := {
 	"holder": org,
 	"policy_version": ctx.policy_version,
 	"register_version": ctx.register_version,
+	"register_sha256": ctx.register_sha256,
 } if {
 	f := ctx.holders[org]
 	req := ctx.requested

@@ -429,6 +429,18 @@ test_every_decision_carries_the_register_version_it_read if {
 	}
 }
 
+# Every decision carries the digest of the register it read (`data.register.sha256`, which the gateway adds
+# to the register it loads): two registers of one version string are told apart by it.
+test_every_decision_carries_the_register_digest_it_read if {
+	digested := object.union(data.register, {"sha256": "another-digest"})
+	every changes in [{}, {"legal_basis": "none"}] {
+		d := exchange.decision with input as _with(changes) with data.register as digested
+		d.register_sha256 == "another-digest"
+		ds := exchange.decisions with input as _batch(changes) with data.register as digested
+		[b.register_sha256 | some b in ds] == ["another-digest", "another-digest"]
+	}
+}
+
 # Every decision names the holder it is for, in both entry points and for both kinds of request: the
 # gateway matches a batch to its holders by position and refuses a decision naming another holder.
 test_every_decision_names_its_holder if {

@@ -3,9 +3,9 @@ package wgs.version
 
 import rego.v1
 
-policy_version := "wgs-policy-2026.12.2"
+policy_version := "wgs-policy-2026.12.3"
 
 # The SHA-256 of the other policy files (not the tests), as tests/unit/policy/test_policy_version.py
 # computes it: that test fails when a rule changes and this digest does not. Then bump policy_version and
 # set this digest, never one without the other: a decision's policy_version names one set of rules.
-policies_sha256 := "567bc0e9c687d2037687b4ef026aeb9ccc4c23afa93e098e4764b71e8e9cf291"
+policies_sha256 := "d46fa0ec45b0e25f2cc24a16af879f6d46d8730562e008dea6efb865577106cf"

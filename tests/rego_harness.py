@@ -11,6 +11,8 @@ from typing import Any
 
 import regorus
 
+from gateway.register.service import register_digest
+
 _PACKAGE = re.compile(r"^package\s+(\S+)", re.MULTILINE)
 _TEST = re.compile(r"^(test_\w+)\b", re.MULTILINE)
 
@@ -42,7 +44,7 @@ def engine_with_tests(directories: list[Path], register: dict[str, Any]) -> Any:
     for directory in directories:
         for path in sorted(directory.glob("*.rego")):
             engine.add_policy(str(path), path.read_text())
-    engine.add_data_json(json.dumps({"register": register}))
+    engine.add_data_json(json.dumps({"register": register | {"sha256": register_digest(register)}}))
     return engine
 
 

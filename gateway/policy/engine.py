@@ -24,8 +24,8 @@
   when the server has lost it (an OPA restart) or decided under another gateway's register, every call
   ends within the engine's timeout.
 Both raise only ``PolicyUnavailable`` or ``MalformedDecision`` — the caller denies on either — and both
-accept only decisions that name this engine's register version (``register_version``): the one the gateway
-records with each decision.
+accept only decisions that name this engine's register by its digest (``register_sha256``, loaded with the
+register as ``data.register.sha256``): the register whose version the gateway records with each decision.
 
 ``decide_many`` decides every target of one request in one evaluation (rule ``decisions``: the request
 without ``holder`` plus ``holders``), so what does not depend on the holder is evaluated once per request;
@@ -48,6 +48,7 @@ from pydantic import TypeAdapter
 
 from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
 from gateway.policy.model import Decision, Party, PolicyContext, PolicyInput, PolicyKind, PolicyRequest
+from gateway.register.service import register_digest
 from gateway.urls import EXPECTED, http_url
 
 RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decision", "discovery": "data.wgs.discovery.decision"}
@@ -138,12 +139,22 @@ def _parse_batch(kind: PolicyKind, documents: Any, expected: int) -> list[Decisi
 
 
 def _register_version(register_data: dict[str, Any]) -> str:
-    """The register's version (``data.register.version``), which every decision must carry: a decision
-    citing any other was made under another register (``Decision.answering``)."""
+    """The register's version (``data.register.version``), which every decision carries and the gateway
+    records with it: a register without one could not be cited."""
     version = register_data.get("version")
     if not isinstance(version, str) or not version.strip():
         raise PolicyUnavailable("the register names no version: no decision could prove it was made under it")
     return version
+
+
+def _with_digest(register_data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The register document the policies read as ``data.register``: ``register_data`` plus its SHA-256
+    (as the gateway records it, ``register_digest``) as ``sha256``, which every decision carries back. The
+    version string alone would not tell apart two gateways' registers of one version and other content
+    (each records its versions in its own database). Returns ``(document, digest)``."""
+    _register_version(register_data)
+    digest = register_digest({k: v for k, v in register_data.items() if k != "sha256"})
+    return register_data | {"sha256": digest}, digest
 
 
 def _registered_categories(register_data: dict[str, Any]) -> frozenset[str]:
@@ -200,8 +211,8 @@ class EmbeddedPolicyEngine:
         self._sources = [(str(path), path.read_text(encoding="utf-8")) for path in policy_files(policies_dir)]
         if not self._sources:
             raise PolicyUnavailable(f"no Rego policies found in {policies_dir}")
-        self._register_json = json.dumps({"register": register_data})
-        self._register_version = _register_version(register_data)
+        loaded, self._register_sha256 = _with_digest(register_data)
+        self._register_json = json.dumps({"register": loaded})
         self._categories = _registered_categories(register_data)
         self._shared: tuple[str, bytes | None] | None = None  # (data JSON with the index, RVM program)
         self._shared_lock = threading.Lock()
@@ -289,7 +300,7 @@ class EmbeddedPolicyEngine:
     def decide_sync(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         text = self._evaluate(RULES[kind], policy_input.model_dump_json(exclude_none=True))
         return Decision.parse_json(text, requires_obligations=kind == "exchange").answering(
-            policy_input, self._categories, self._register_version)
+            policy_input, self._categories, self._register_sha256)
 
     def decide_many_sync(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(inputs)
@@ -298,7 +309,7 @@ class EmbeddedPolicyEngine:
             batch = Decision.parse_json_list(text, len(positions), requires_obligations=kind == "exchange")
             for position, decision in zip(positions, batch, strict=True):
                 decisions[position] = decision.answering(
-                    inputs[position], self._categories, self._register_version)
+                    inputs[position], self._categories, self._register_sha256)
         return [d for d in decisions if d is not None]
 
     # One evaluation (up to MAX_HOLDERS_PER_EVALUATION targets, a fraction of a millisecond) runs on the
@@ -450,10 +461,11 @@ class OpaServerPolicyEngine:
     that gives no decision is followed by the probe query, and if that is undefined too the register is
     pushed once more and the query asked once more. Concurrent callers share one push attempt.
 
-    Every decision carries the version of the register it was made under (``register_version``, the
-    policy's ``data.register.version``), and a decision citing another version than this gateway's is
-    refused: an OPA server shared by two gateways of different register versions (a rolling deploy) holds
-    whichever register was pushed last, one ``data.register``. When an answer cites another version, the
+    Every decision carries the digest of the register it was made under (``register_sha256``, the
+    policy's ``data.register.sha256``, pushed with the register), and a decision citing another digest than
+    this gateway's is refused: an OPA server shared by two gateways of different registers (a rolling
+    deploy, or two gateways with their own databases and one version string for different content) holds
+    whichever register was pushed last, one ``data.register``. When an answer cites another digest, the
     register is pushed again and the query asked again, once per decision call; an answer that still
     cites another (the other gateway pushed its own meanwhile) is ``PolicyUnavailable``: a denial, 503.
 
@@ -465,9 +477,9 @@ class OpaServerPolicyEngine:
     evaluators and against the RVM's limits (policies/common.rego), and change the policy contract. It
     would also leave every register version ever pushed on the server (deploy/opa/authz.rego lets the
     gateway PUT, never DELETE) and widen that policy to a PUT on any path under ``registers``. The
-    version check gives the property that matters, that no decision is made under another register than
-    the one it is recorded with, for the price of re-pushes and 503s while two versions share one
-    server; deployments that run two versions side by side for long should give each its own OPA.
+    digest check gives the property that matters, that no decision is made under another register than
+    the one it is recorded with, for the price of re-pushes and 503s while two registers share one
+    server; deployments that run two registers side by side for long should give each its own OPA.
 
     Every call (``decide``, ``decide_many``, ``check``), push and retry included, ends within ``timeout``
     seconds, and every failure is a ``PolicyError`` (deny)."""
@@ -480,8 +492,7 @@ class OpaServerPolicyEngine:
             raise ValueError("the policy engine's timeout must be a positive, finite number of seconds")
         self._client = _opa_client(url, timeout, token, ca_file)
         self._timeout = timeout
-        self._register = register_data
-        self._register_version = _register_version(register_data)
+        self._register, self._register_sha256 = _with_digest(register_data)
         self._categories = _registered_categories(register_data)
         self._pushes = 0  # completed pushes of the register
         self._push_task: asyncio.Task[None] | None = None  # the push in flight, shared by every caller
@@ -524,12 +535,13 @@ class OpaServerPolicyEngine:
         return await self._ask(OPA_PATHS["exchange"], _PROBE_INPUT) is None
 
     def _under_another_register(self, result: Any) -> bool:
-        """Whether a decision of ``result`` (one decision or a list) cites a register version other than
-        this gateway's: made under the register another gateway pushed over ours. (A decision citing none
-        is no decision of these policies: ``Decision.parse`` refuses it.)"""
+        """Whether a decision of ``result`` (one decision or a list) cites a register digest other than
+        this gateway's: made under the register another gateway pushed over ours (a blank one: a register
+        pushed without its digest). (A decision citing none is no decision of these policies:
+        ``Decision.parse`` refuses it.)"""
         for document in result if isinstance(result, list) else [result]:
-            version = document.get("register_version") if isinstance(document, dict) else None
-            if isinstance(version, str) and version != self._register_version:
+            digest = document.get("register_sha256") if isinstance(document, dict) else None
+            if isinstance(digest, str) and digest != self._register_sha256:
                 return True
         return False
 
@@ -547,8 +559,8 @@ class OpaServerPolicyEngine:
                 if not self._under_another_register(result):
                     return result
                 if attempt == 2 or not budget.take():
-                    raise PolicyUnavailable("the OPA server decided under another register version than the "
-                                            "gateway's, also after the gateway pushed its own")
+                    raise PolicyUnavailable("the OPA server decided under another register than the gateway's "
+                                            "(digest), also after the gateway pushed its own")
                 await self._push(unless_pushed_since=pushes)
                 continue
             if attempt == 2:
@@ -574,7 +586,7 @@ class OpaServerPolicyEngine:
     async def _decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         document = await self._query(OPA_PATHS[kind], policy_input.document(), None, _Repush())
         return Decision.parse(document, requires_obligations=kind == "exchange").answering(
-            policy_input, self._categories, self._register_version)
+            policy_input, self._categories, self._register_sha256)
 
     async def decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         decision: Decision = await self._within_timeout(self._decide(kind, policy_input))
@@ -587,7 +599,7 @@ class OpaServerPolicyEngine:
             documents = await self._query(BATCH_OPA_PATHS[kind], document, len(positions), budget)
             for position, decision in zip(positions, _parse_batch(kind, documents, len(positions)), strict=True):
                 decisions[position] = decision.answering(
-                    inputs[position], self._categories, self._register_version)
+                    inputs[position], self._categories, self._register_sha256)
         return [d for d in decisions if d is not None]
 
     async def decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
@@ -613,7 +625,7 @@ class OpaServerPolicyEngine:
             if found == "missing":
                 raise PolicyUnavailable("the OPA server does not keep the register (data.register) it is sent")
             if found == "another":
-                raise PolicyUnavailable("the OPA server decides under another register version than the gateway's")
+                raise PolicyUnavailable("the OPA server decides under another register than the gateway's (digest)")
 
     async def check(self) -> None:
         """Ready when the server answers and decides with this gateway's register: ``data.register``

@@ -60,8 +60,12 @@ class Decision(_StrictDecision):
     twice, is told apart from the right one (positions alone would not tell)."""
     policy_version: str = Field(min_length=1)
     register_version: str = Field(min_length=1)
-    """The version of the register the policy read (``data.register.version``): ``answering`` refuses a
-    decision made under another register than the gateway's, whose version it records with the decision."""
+    """The version of the register the policy read (``data.register.version``), which the gateway records
+    with the decision."""
+    register_sha256: str = Field(min_length=1)
+    """The digest of the register the policy read (``data.register.sha256``, the SHA-256 the gateway records
+    for its register): ``answering`` refuses a decision made under another register than the gateway's, also
+    one of the same version string and other content (another gateway's, with its own database)."""
 
     @classmethod
     def parse(cls, document: Any, *, requires_obligations: bool = True) -> Decision:
@@ -103,7 +107,7 @@ class Decision(_StrictDecision):
            ``allowed-narrowed`` removes something;
         4. every reason on an allow is the reason for a removed category: a reason without one (a
            denial's or an escalation's) means the policy allowed what it also refused;
-        5. the holder and the policy and register versions are no blanks; obligations forbid onward
+        5. the holder, the policy and register versions and the register digest are no blanks; obligations forbid onward
            sharing and retain until a ``YYYY-MM-DD`` date.
         """
         allowed = self.outcome in {"allowed", "allowed-narrowed"}
@@ -127,8 +131,9 @@ class Decision(_StrictDecision):
             raise MalformedDecision("decision `removed_categories` contradicts its outcome")
         if self.allow and any(r.category is None or r.category not in removed for r in self.reasons):
             raise MalformedDecision("an allow carries a reason that is no removed category's")
-        if not self.holder.strip() or not self.policy_version.strip() or not self.register_version.strip():
-            raise MalformedDecision("the decision names no holder, policy or register version")
+        if not all(value.strip() for value in (self.holder, self.policy_version, self.register_version,
+                                               self.register_sha256)):
+            raise MalformedDecision("the decision names no holder, policy or register version or register digest")
         if self.obligations is not None:
             if self.obligations.onward_sharing:  # rule 9: never, whatever else the document says
                 raise MalformedDecision("obligations must forbid onward sharing")
@@ -141,23 +146,25 @@ class Decision(_StrictDecision):
         return self
 
     def answering(self, policy_input: PolicyInput, known_categories: Collection[str],
-                  register_version: str) -> Decision:
-        """This decision, when it can be the answer to ``policy_input`` under the register of version
-        ``register_version`` (which knows ``known_categories``); ``MalformedDecision`` otherwise. The gateway
+                  register_sha256: str) -> Decision:
+        """This decision, when it can be the answer to ``policy_input`` under the register of digest
+        ``register_sha256`` (which knows ``known_categories``); ``MalformedDecision`` otherwise. The gateway
         records its own register's version with the decision and asks the holder for exactly the permitted
         categories, filtering its answer by them, so a decision made under another register would cite a
         register it was not made under, a decision for another holder would be applied to this one (a batch
         answered out of order), and a category the request did not ask for would be disclosed unasked,
         whatever the policy meant:
 
-        0. it was made under the register of version ``register_version``, for this request's holder;
+        0. it was made under the register of digest ``register_sha256`` (one string compared: the digest
+           covers the version, and tells apart two registers of one version string), for this request's
+           holder;
         1. it permits only categories the register knows and, unless the holder answers hit/no-hit only
            (asked about all it supplies, rule 3), only requested ones;
         2. it removes only requested categories;
         3. it names an escalation decision only when the input brought that one, for this holder.
         """
-        if self.register_version != register_version:
-            raise MalformedDecision("the decision was made under another register version than the gateway's")
+        if self.register_sha256 != register_sha256:
+            raise MalformedDecision("the decision was made under another register than the gateway's (digest)")
         if self.holder != policy_input.request.holder.organisation:
             raise MalformedDecision("the decision is for another holder than the request's")
         requested = set(policy_input.request.categories)

@@ -49,15 +49,16 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
 
 def _stub_policies(directory: Path, decision: dict[str, Any]) -> Path:
     """The shipped policies, ``wgs.exchange`` answering ``decision`` for every target, named the target's
-    (``holder``) unless ``decision`` names one."""
+    (``holder``) and made under the register loaded (``register_sha256``) unless ``decision`` says other."""
     for source in POLICIES_DIR.glob("*.rego"):
         if not source.name.endswith("_test.rego"):
             shutil.copy(source, directory / source.name)
     (directory / "exchange.rego").write_text(
         "package wgs.exchange\n\nimport rego.v1\n\n"
         f"_stub := {json.dumps(decision)}\n\n"
-        "decision := object.union({\"holder\": input.request.holder.organisation}, _stub)\n\n"
-        "decisions := [object.union({\"holder\": h.organisation}, _stub) | some h in input.holders]\n",
+        "_made := object.union({\"register_sha256\": object.get(data.register, \"sha256\", \"\")}, _stub)\n\n"
+        "decision := object.union({\"holder\": input.request.holder.organisation}, _made)\n\n"
+        "decisions := [object.union({\"holder\": h.organisation}, _made) | some h in input.holders]\n",
         encoding="utf-8")
     return directory
 

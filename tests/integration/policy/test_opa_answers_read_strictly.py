@@ -14,6 +14,7 @@ import pytest
 
 from gateway.policy.engine import MAX_ANSWER_BYTES, OpaServerPolicyEngine
 from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
 from tests.integration.policy.test_decision_table import MUNICIPALITY, REGISTER, _input
 from tests.opa_test_server import create_opa_test_app
@@ -28,7 +29,8 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "obligations": OBLIGATIONS, "escalation_decision": None,
-    "holder": "politie", "policy_version": "wgs-policy-stub", "register_version": REGISTER["version"]}
+    "holder": "politie", "policy_version": "wgs-policy-stub", "register_version": REGISTER["version"],
+    "register_sha256": register_digest(REGISTER)}
 DENIED = ALLOWED | {"allow": False, "outcome": "denied", "permitted_categories": [], "obligations": None,
                     "reasons": [{"code": "legal-basis-mismatch", "message": "wrong legal basis"}]}
 ALLOWED_JSON = json.dumps(ALLOWED)

@@ -15,6 +15,7 @@ import pytest
 from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine
 from gateway.policy.errors import MalformedDecision, PolicyUnavailable
 from gateway.policy.model import Decision, PolicyKind
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
 from tests.integration.policy.test_decision_answers_its_request import ALLOWED, _stub_policies
 from tests.integration.policy.test_decision_table import MUNICIPALITY, _input
@@ -69,14 +70,61 @@ async def test_a_server_that_keeps_deciding_under_another_register_gives_no_deci
     with serve_app(create_opa_test_app(POLICIES_DIR, behaviour)) as url:
         engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
         try:
-            with pytest.raises(PolicyUnavailable, match="another register version"):
+            with pytest.raises(PolicyUnavailable, match="another register"):
                 await engine.decide(kind, REQUESTS[0][0])
             assert behaviour.register_pushes == 2  # the first push and one re-push: bounded
             inputs = [i for batch in REQUESTS for i in batch]  # several evaluations: one re-push for them all
-            with pytest.raises(PolicyUnavailable, match="another register version"):
+            with pytest.raises(PolicyUnavailable, match="another register"):
                 await engine.decide_many(kind, inputs)
             assert behaviour.register_pushes == 3
-            with pytest.raises(PolicyUnavailable, match="another register version"):
+            with pytest.raises(PolicyUnavailable, match="another register"):
+                await engine.check()
+        finally:
+            await engine.aclose()
+
+
+def _same_version_rival() -> dict[str, Any]:
+    """Another gateway's register of the same version string and other content (each gateway records its
+    versions in its own database, so neither refuses the other's): told apart only by its digest."""
+    return RIVAL | {"version": REGISTER["version"]}
+
+
+SAME_VERSION = _same_version_rival()
+
+
+async def test_two_gateways_of_one_register_version_and_other_content_each_decide_under_their_own() -> None:
+    with serve_app(create_opa_test_app(POLICIES_DIR)) as url:
+        ours = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+        theirs = OpaServerPolicyEngine(url, SAME_VERSION, timeout=5.0)
+        expected, rival = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER), EmbeddedPolicyEngine(POLICIES_DIR, SAME_VERSION)
+        allowed = 0
+        try:
+            for inputs in REQUESTS:
+                for kind in KINDS:
+                    wanted = await expected.decide_many(kind, inputs)
+                    assert await ours.decide_many(kind, inputs) == wanted
+                    assert await theirs.decide_many(kind, inputs) == await rival.decide_many(kind, inputs)
+                    assert await ours.decide(kind, inputs[0]) == wanted[0]
+                    allowed += sum(d.allow for d in wanted)
+            assert allowed > 0  # under the rival register every decision is a denial: these differ
+        finally:
+            for engine in (ours, theirs, expected, rival):
+                await engine.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_server_deciding_under_a_register_of_our_version_and_other_content_gives_no_decision(
+        kind: PolicyKind) -> None:
+    # another gateway, of our version string, pushes its register (with its digest) over every push of ours
+    behaviour = Behaviour(rival_register=SAME_VERSION | {"sha256": register_digest(SAME_VERSION)})
+    with serve_app(create_opa_test_app(POLICIES_DIR, behaviour)) as url:
+        engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+        try:
+            with pytest.raises(PolicyUnavailable, match="another register"):
+                await engine.decide(kind, REQUESTS[0][0])
+            with pytest.raises(PolicyUnavailable, match="another register"):
+                await engine.decide_many(kind, REQUESTS[0])
+            with pytest.raises(PolicyUnavailable, match="another register"):
                 await engine.check()
         finally:
             await engine.aclose()
@@ -93,13 +141,14 @@ async def test_the_register_names_its_version() -> None:
 
 async def test_the_embedded_engine_refuses_a_decision_citing_another_register(tmp_path: Path) -> None:
     """The embedded engine loads only its own register, so only a policy defect cites another: refused too."""
-    policies = _stub_policies(tmp_path, ALLOWED | {"register_version": RIVAL["version"]})
+    policies = _stub_policies(tmp_path, ALLOWED | {"register_version": RIVAL["version"],
+                                                   "register_sha256": register_digest(RIVAL)})
     engine = EmbeddedPolicyEngine(policies, REGISTER)
     asked = _input(MUNICIPALITY, "politie", ["police_incidents"])
     try:
-        with pytest.raises(MalformedDecision, match="another register version"):
+        with pytest.raises(MalformedDecision, match="another register"):
             await engine.decide("exchange", asked)
-        with pytest.raises(MalformedDecision, match="another register version"):
+        with pytest.raises(MalformedDecision, match="another register"):
             await engine.decide_many("exchange", [asked])
     finally:
         await engine.aclose()

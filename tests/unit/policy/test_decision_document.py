@@ -15,7 +15,7 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "escalation_decision": None, "holder": "h", "policy_version": "wgs-1",
-    "register_version": "2026.11.1", "obligations": OBLIGATIONS}
+    "register_version": "2026.11.1", "register_sha256": "ab" * 32, "obligations": OBLIGATIONS}
 DENIED = ALLOWED | {"allow": False, "outcome": "denied", "permitted_categories": [], "obligations": None,
                     "reasons": [{"code": "legal-basis-mismatch", "message": "wrong legal basis"}]}
 ESCALATED = DENIED | {"escalate": True, "outcome": "escalated",
@@ -72,6 +72,8 @@ MALFORMED: dict[str, dict[str, Any]] = {
     "blank-holder": ALLOWED | {"holder": " "},
     "holder-as-object": ALLOWED | {"holder": {"organisation": "h"}},
     "register-version-as-number": ALLOWED | {"register_version": 2026},
+    "no-register-digest": {k: v for k, v in ALLOWED.items() if k != "register_sha256"},
+    "blank-register-digest": ALLOWED | {"register_sha256": " "},
     "retain-until-basic-format": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "20281125"}},
     "retain-until-week-date": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "2028-W47-6"}},
 }
@@ -100,18 +102,19 @@ def _input_for(holder: str) -> PolicyInput:
 
 def test_a_decision_made_under_another_register_answers_no_request() -> None:
     """The gateway records its own register's version with a decision: one that cites another register
-    (an OPA server holding another gateway's) is refused, whatever else it says."""
+    by its digest (an OPA server holding another gateway's, of another version or of the same version
+    and other content) is refused, whatever else it says."""
     policy_input = _input_for("h")
     decision = Decision.parse(ALLOWED)
-    assert decision.answering(policy_input, {"police_incidents"}, "2026.11.1") is decision
-    with pytest.raises(MalformedDecision, match="another register version"):
-        decision.answering(policy_input, {"police_incidents"}, "2026.12.1")
+    assert decision.answering(policy_input, {"police_incidents"}, "ab" * 32) is decision
+    with pytest.raises(MalformedDecision, match="another register"):
+        decision.answering(policy_input, {"police_incidents"}, "cd" * 32)
 
 
 def test_a_decision_for_another_holder_answers_no_request() -> None:
     """A batch is matched to its holders by position: a decision naming another holder (a batch answered
     out of order, or one holder's decision twice) is refused, also when it is otherwise a valid answer."""
     decision = Decision.parse(ALLOWED)
-    assert decision.answering(_input_for("h"), {"police_incidents"}, "2026.11.1") is decision
+    assert decision.answering(_input_for("h"), {"police_incidents"}, "ab" * 32) is decision
     with pytest.raises(MalformedDecision, match="another holder"):
-        decision.answering(_input_for("h2"), {"police_incidents"}, "2026.11.1")
+        decision.answering(_input_for("h2"), {"police_incidents"}, "ab" * 32)
