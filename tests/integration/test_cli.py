@@ -9,8 +9,9 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi import FastAPI, Request, Response
@@ -20,6 +21,11 @@ from typer.testing import CliRunner, Result
 from gateway.cli import app
 from gateway.settings import SHIPPED_REGISTER
 from tests.audit_support import enrol_logged
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from escalation.cases import Case
 
 runner = CliRunner()
 
@@ -149,23 +155,30 @@ def test_users_set_password_replaces_the_password_and_refuses_a_short_one_or_nob
     assert "another long password" not in changed.output
 
 
+def _refused_case(session: Session, now: datetime) -> Case:
+    """A case opened at ``now`` because the police refused the municipality's Bibob request (tier deadlines of
+    5, 10 and 20 working days)."""
+    from escalation.cases import open_case
+
+    return open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
+                     requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
+                     register_version="2026.11.1", policy_reasons=["refused-by-holder"],
+                     deadlines={1: 5, 2: 10, 3: 20}, now=now, timezone="Europe/Amsterdam")
+
+
 def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> None:
     from datetime import UTC, datetime
 
     from sqlalchemy import select
 
     from audit.tables import audit_entries
-    from escalation.cases import get_case, open_case
+    from escalation.cases import get_case
     from gateway.db.engine import make_engine, make_session_factory, transaction
 
     engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
     sessions = make_session_factory(engine)
     with transaction(sessions) as session:  # opened long ago: tier 1's five working days are over
-        case = open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
-                         requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
-                         register_version="2026.11.1", policy_reasons=["refused-by-holder"],
-                         deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 1, 5, 10, 0, tzinfo=UTC),
-                         timezone="Europe/Amsterdam")
+        case = _refused_case(session, datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
     overdue = runner.invoke(app, ["escalations", "list", "--overdue"])
     assert overdue.exit_code == 0, overdue.output
     assert case.id in overdue.output
@@ -197,7 +210,6 @@ def test_escalations_list_lists_every_case_not_only_the_first_page(data_dir: Pat
     import uuid
     from datetime import UTC, date, datetime
 
-    from escalation.cases import open_case
     from escalation.tables import escalation_cases
     from gateway.db.engine import make_engine, make_session_factory, transaction
     from gateway.escalations import cli as escalations_cli
@@ -214,11 +226,7 @@ def test_escalations_list_lists_every_case_not_only_the_first_page(data_dir: Pat
                 "legal_gap": False, "requested_categories": [], "votes": []} for n in range(1, 8)]
     with transaction(make_session_factory(engine)) as session:  # ids below every UUIDv7: all of them older
         session.execute(escalation_cases.insert(), settled)
-        newest = open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
-                           requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
-                           register_version="2026.11.1", policy_reasons=["refused-by-holder"],
-                           deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
-                           timezone="Europe/Amsterdam")
+        newest = _refused_case(session, datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
     engine.dispose()
     listed = runner.invoke(app, ["escalations", "list"])
     assert listed.exit_code == 0, listed.output
@@ -235,7 +243,6 @@ def test_escalations_scan_delivers_its_webhooks_before_it_exits(data_dir: Path,
     notifications must be delivered before the command ends, not dropped with its event loop."""
     from datetime import UTC, datetime
 
-    from escalation.cases import open_case
     from gateway.db.engine import make_engine, make_session_factory, transaction
     from tests.servers import serve_app
 
@@ -250,11 +257,7 @@ def test_escalations_scan_delivers_its_webhooks_before_it_exits(data_dir: Path,
 
     engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
     with transaction(make_session_factory(engine)) as session:  # tier 1's five working days are long over
-        case = open_case(session, partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check",
-                         requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-refused",
-                         register_version="2026.11.1", policy_reasons=["refused-by-holder"],
-                         deadlines={1: 5, 2: 10, 3: 20}, now=datetime(2026, 1, 5, 10, 0, tzinfo=UTC),
-                         timezone="Europe/Amsterdam")
+        case = _refused_case(session, datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
     engine.dispose()
     with serve_app(receiver) as base:
         monkeypatch.setenv("WGS_ESCALATION_WEBHOOKS", json.dumps(
