@@ -45,7 +45,7 @@ from escalation.cases import (
     FourEyesViolation,
     MotivationRequired,
 )
-from escalation.queries import CaseFilter, list_cases, metrics, visible_case_ids
+from escalation.queries import ACTIVE_STATES, CaseFilter, list_cases, metrics, visible_case_ids
 from escalation.states import Action, CaseState, InvalidTransition, State
 from gateway.auth import repository as accounts
 from gateway.auth.principal import Principal
@@ -90,7 +90,7 @@ from gateway.register.model import Register
 log = structlog.get_logger("gateway.escalations")
 T = TypeVar("T")
 DEFAULT_DEADLINES = {1: 5, 2: 10, 3: 20}
-AWAITING_STATES = frozenset({State.OPEN.value, State.IN_REVIEW.value, State.ESCALATED.value, State.DECIDED.value})
+AWAITING_STATES = frozenset(ACTIVE_STATES) | {State.DECIDED.value}
 """The states in which a case can await an organisation (the feed): a decision, or a re-run of an allow."""
 STATEMENT_TTL_SECONDS = 300
 _OBJECTIONS = {  # who objects to which outcome of an exchange target

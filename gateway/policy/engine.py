@@ -610,9 +610,20 @@ class OpaServerPolicyEngine:
         decisions: list[Decision] = await self._within_timeout(self._decide_many(kind, inputs))
         return decisions
 
-    async def _probe(self) -> Literal["ours", "missing", "another"]:
+    async def _probe(self) -> Literal["ours", "missing", "another", "foreign"]:
+        """What the server's answer to a probe says: no register, another register, or no decision these
+        policies give ("foreign": an OPA server still serving older policies, whose decisions lack what this
+        gateway's require — every decision would be refused, so the server is not ready for this gateway)."""
         result = await self._ask(OPA_PATHS["exchange"], _PROBE_INPUT)
-        return "missing" if result is None else "another" if self._under_another_register(result) else "ours"
+        if result is None:
+            return "missing"
+        if self._under_another_register(result):
+            return "another"
+        try:
+            Decision.parse(result, requires_obligations=False)
+        except MalformedDecision:
+            return "foreign"
+        return "ours"
 
     async def _check(self) -> None:
         await self._push()
@@ -626,6 +637,9 @@ class OpaServerPolicyEngine:
                 raise PolicyUnavailable("the OPA server does not keep the register (data.register) it is sent")
             if found == "another":
                 raise PolicyUnavailable("the OPA server decides under another register than the gateway's (digest)")
+            if found == "foreign":
+                raise PolicyUnavailable("the OPA server's policies give no decision of this gateway's policy "
+                                        "version (upgrade its policies with the gateway)")
 
     async def check(self) -> None:
         """Ready when the server answers and decides with this gateway's register: ``data.register``

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from datetime import date
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -30,6 +31,19 @@ class _StrictDecision(BaseModel):
 
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")  # how the policies write dates (Python also reads 20281125 and 2028-W47)
+
+
+@lru_cache(maxsize=256)
+def _is_policy_date(text: str) -> bool:
+    """Whether ``text`` is a ``YYYY-MM-DD`` date. Cached: every decision of a day carries one of a few
+    retention dates, and this check runs for each decision of every exchange."""
+    if not _DATE.fullmatch(text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 class PolicyReason(_StrictDecision):
@@ -129,23 +143,20 @@ class Decision(_StrictDecision):
             raise MalformedDecision("a category is permitted or removed, once, never both")
         if self.allow and (self.outcome == "allowed-narrowed") != bool(removed):
             raise MalformedDecision("decision `removed_categories` contradicts its outcome")
-        if self.allow and any(r.category is None or r.category not in removed for r in self.reasons):
+        if self.allow and self.reasons and any(r.category is None or r.category not in removed
+                                               for r in self.reasons):
             raise MalformedDecision("an allow carries a reason that is no removed category's")
-        if not all(value.strip() for value in (self.holder, self.policy_version, self.register_version,
-                                               self.register_sha256)):
+        if not (self.holder.strip() and self.policy_version.strip() and self.register_version.strip()
+                and self.register_sha256.strip()):
             raise MalformedDecision("the decision names no holder, policy or register version or register digest")
         if self.obligations is not None:
             if self.obligations.onward_sharing:  # rule 9: never, whatever else the document says
                 raise MalformedDecision("obligations must forbid onward sharing")
-            try:
-                if not _DATE.fullmatch(self.obligations.retain_until):
-                    raise ValueError("not YYYY-MM-DD")
-                date.fromisoformat(self.obligations.retain_until)
-            except ValueError as exc:
-                raise MalformedDecision("obligation `retain_until` is not a date") from exc
+            if not _is_policy_date(self.obligations.retain_until):
+                raise MalformedDecision("obligation `retain_until` is not a date")
         return self
 
-    def answering(self, policy_input: PolicyInput, known_categories: Collection[str],
+    def answering(self, policy_input: PolicyInput, known_categories: frozenset[str],
                   register_sha256: str) -> Decision:
         """This decision, when it can be the answer to ``policy_input`` under the register of digest
         ``register_sha256`` (which knows ``known_categories``); ``MalformedDecision`` otherwise. The gateway
@@ -168,10 +179,10 @@ class Decision(_StrictDecision):
         if self.holder != policy_input.request.holder.organisation:
             raise MalformedDecision("the decision is for another holder than the request's")
         requested = set(policy_input.request.categories)
-        permitted = set(self.permitted_categories)
-        if not permitted <= (set(known_categories) if self.hit_only else requested & set(known_categories)):
+        if not known_categories.issuperset(self.permitted_categories) or not (
+                self.hit_only or requested.issuperset(self.permitted_categories)):
             raise MalformedDecision("the decision permits a category that was not requested or is not registered")
-        if not set(self.removed_categories) <= requested:
+        if not requested.issuperset(self.removed_categories):
             raise MalformedDecision("the decision removes a category that was not requested")
         brought = policy_input.context.escalation_decision
         if self.escalation_decision is not None and (

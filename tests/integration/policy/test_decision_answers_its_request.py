@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine, PolicyEngine
-from gateway.policy.errors import MalformedDecision
+from gateway.policy.errors import MalformedDecision, PolicyUnavailable
 from gateway.policy.model import EscalationDecisionInput, PolicyContext
 from gateway.settings import POLICIES_DIR
 from tests.integration.policy.test_decision_table import MUNICIPALITY, REGISTER, _input
@@ -108,5 +108,26 @@ async def test_an_escalation_decision_applies_only_to_its_own_holder(tmp_path: P
             else:
                 with pytest.raises(MalformedDecision):
                     await engine.decide("exchange", asked)
+        finally:
+            await engine.aclose()
+
+
+async def test_an_opa_server_serving_older_policies_is_not_ready(tmp_path: Path) -> None:
+    """An OPA server whose policies predate the gateway's (decisions without the holder and the register's
+    digest) gives no decision the gateway accepts: readiness says so instead of passing while every exchange
+    is refused."""
+    older = {key: value for key, value in ALLOWED.items() if key not in {"holder", "register_sha256"}}
+    policies = _stub_policies(tmp_path, older)
+    (policies / "exchange.rego").write_text(
+        "package wgs.exchange\n\nimport rego.v1\n\n"
+        f"decision := {json.dumps(older)}\n\n"
+        f"decisions := [{json.dumps(older)} | some _ in input.holders]\n", encoding="utf-8")
+    with serve_app(create_opa_test_app(policies)) as url:
+        engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+        try:
+            with pytest.raises(PolicyUnavailable, match="policy version"):
+                await engine.check()
+            with pytest.raises(MalformedDecision):
+                await engine.decide("exchange", _input(MUNICIPALITY, "politie", ["police_incidents"]))
         finally:
             await engine.aclose()
