@@ -106,15 +106,15 @@ def test_a_decision_made_under_another_register_answers_no_request() -> None:
     and other content) is refused, whatever else it says."""
     policy_input = _input_for("h")
     decision = Decision.parse(ALLOWED)
-    assert decision.answering(policy_input, {"police_incidents"}, "ab" * 32) is decision
+    assert decision.answering(policy_input, frozenset({"police_incidents"}), "ab" * 32) is decision
     with pytest.raises(MalformedDecision, match="another register"):
-        decision.answering(policy_input, {"police_incidents"}, "cd" * 32)
+        decision.answering(policy_input, frozenset({"police_incidents"}), "cd" * 32)
 
 
 def test_a_decision_for_another_holder_answers_no_request() -> None:
     """A batch is matched to its holders by position: a decision naming another holder (a batch answered
     out of order, or one holder's decision twice) is refused, also when it is otherwise a valid answer."""
     decision = Decision.parse(ALLOWED)
-    assert decision.answering(_input_for("h"), {"police_incidents"}, "ab" * 32) is decision
+    assert decision.answering(_input_for("h"), frozenset({"police_incidents"}), "ab" * 32) is decision
     with pytest.raises(MalformedDecision, match="another holder"):
-        decision.answering(_input_for("h2"), {"police_incidents"}, "ab" * 32)
+        decision.answering(_input_for("h2"), frozenset({"police_incidents"}), "ab" * 32)
