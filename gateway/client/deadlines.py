@@ -45,7 +45,6 @@ class Bound:
     """The deadline of the call running: when it ends (the event loop's clock) and the ``X-Request-ID`` of
     every HTTP request made within it, for the error that ends it."""
 
-    seconds: float
     end: float
     request_ids: list[str] = field(default_factory=list)
 
@@ -72,7 +71,7 @@ async def within(seconds: float | None, call: Callable[[], Awaitable[_T]]) -> _T
     checked(seconds)
     if seconds is None or _running.get() is not None:
         return await call()
-    bound = Bound(seconds, asyncio.get_running_loop().time() + seconds)
+    bound = Bound(asyncio.get_running_loop().time() + seconds)
     scope = asyncio.timeout_at(bound.end)
     reset = _running.set(bound)
     try:
