@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
 
 from fastapi.testclient import TestClient
 from joserfc import jwt
@@ -19,7 +19,8 @@ from gateway.auth.clients import register_key_client, register_secret_client
 from gateway.auth.endpoints import token_endpoint_url
 from gateway.container import Container
 from gateway.db.engine import transaction
-from gateway.register.loader import load_register
+from gateway.register.loader import parse_register
+from gateway.register.model import Register
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -31,9 +32,17 @@ class ClientKeys:
     alg: str
 
 
-def _register(container: Container) -> Any:
-    register, _ = load_register(container.settings.register_file)
-    return register
+def _register(container: Container) -> Register:
+    """The container's register file, parsed as the registration commands parse it (re-read every time, so a
+    test that edits the file is seen), each text once: tests register clients by the dozen and the parse is
+    most of a registration's time. Registers are immutable, so sharing one between tests shares no state."""
+    path = container.settings.register_file
+    return _parsed(path.read_text(encoding="utf-8"), str(path))
+
+
+@cache
+def _parsed(text: str, source: str) -> Register:
+    return parse_register(text, source)
 
 
 def register_client(container: Container, system_id: str, scopes: list[str], alg: str = "Ed25519") -> ClientKeys:

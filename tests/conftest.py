@@ -1,7 +1,8 @@
 """Shared fixtures: a migrated database on SQLite and on PostgreSQL, settings, container and app.
 
 Database-backed fixtures are parametrised over both engines: every test that uses ``db_url`` runs twice.
-Tests build the schema with the real Alembic migrations, never ``create_all``.
+Tests build the schema with the real Alembic migrations, never ``create_all``: run once per session into a
+template that each test gets a copy of (``tests.migrated``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from alembic import command
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
-from gateway.db.engine import alembic_config
+from gateway.db.engine import sqlite_file
 from gateway.settings import Settings
+from tests.migrated import migrate_postgres_in_place, migrated_sqlite, migrated_sqlite_file
 from tests.pg_server import create_database, running_postgres
 
 _counter = itertools.count()
@@ -42,18 +43,20 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def db_url(empty_db_url: str) -> str:
-    """A database of each kind, migrated to head with Alembic."""
-    command.upgrade(alembic_config(empty_db_url), "head")
+def db_url(request: pytest.FixtureRequest, empty_db_url: str) -> str:
+    """A database of each kind, migrated to head with Alembic (a copy of the session's migrated template)."""
+    path = sqlite_file(empty_db_url)
+    if path is not None:
+        migrated_sqlite_file(path)
+    else:
+        migrate_postgres_in_place(request.getfixturevalue("postgres_admin_url"), empty_db_url)
     return empty_db_url
 
 
 @pytest.fixture
 def sqlite_db_url(tmp_path: Path) -> str:
     """A migrated SQLite database only, for tests that don't concern the database engine."""
-    url = f"sqlite:///{tmp_path / 'gateway.sqlite'}"
-    command.upgrade(alembic_config(url), "head")
-    return url
+    return migrated_sqlite(tmp_path)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from alembic import command
 from joserfc import jwt
 from sqlalchemy import select
 
@@ -29,9 +28,10 @@ from gateway.auth.accounts import create_account
 from gateway.client.api import GatewayClient
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
-from gateway.db.engine import alembic_config, transaction
+from gateway.db.engine import transaction
 from gateway.settings import Settings
 from tests.auth_helpers import ClientKeys, register_client
+from tests.migrated import migrated_sqlite
 from tests.partner_servers import partner_servers
 from tests.servers import serve_app
 
@@ -141,8 +141,7 @@ def running_stack(tmp: Path, *, clock: FixedClock | None = None, over_share: set
     """Gateway and simulated partners over real HTTP; ``holder_overrides`` (system -> URL) points the gateway's
     connector for a system elsewhere (e.g. a deliberately slow holder)."""
     clock = clock or FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))  # Wednesday 11:00 in Amsterdam
-    url = f"sqlite:///{tmp / 'gateway.sqlite'}"
-    command.upgrade(alembic_config(url), "head")
+    url = migrated_sqlite(tmp)
     source = JwksSource()
     with ExitStack() as stack:
         issuer = (settings_overrides or {}).get("issuer") or Settings.model_fields["issuer"].default

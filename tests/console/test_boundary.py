@@ -32,7 +32,7 @@ from tests.console.support import PASSWORD, csrf_of, landing_after_sign_in
 from tests.console.test_console import IDLE, account, sign_in
 from tests.console.test_escalations import open_riec_case
 from tests.limiter_clock import limiter_clock
-from tests.security.world import migrated_sqlite
+from tests.migrated import migrated_sqlite
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 UNKNOWN = ("/console/nope", "/console/audit/nope", "/console/audit/entries/1/more", "/console/escalations/x/nope",

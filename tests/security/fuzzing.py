@@ -39,7 +39,8 @@ from gateway.clock import FixedClock
 from gateway.container import Container, build_container
 from gateway.settings import Settings
 from tests.auth_helpers import issued_person_token, register_client
-from tests.security.world import BIBOB_REQUEST, NOW, SYSTEM, migrated_sqlite
+from tests.migrated import migrated_sqlite
+from tests.security.world import BIBOB_REQUEST, NOW, SYSTEM
 from tests.servers import serve_app
 
 ALWAYS = [not_a_server_error, status_code_conformance, response_headers_conformance]

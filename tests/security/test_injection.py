@@ -25,6 +25,7 @@ from gateway.clock import FixedClock
 from gateway.container import build_container
 from gateway.settings import Settings
 from tests.auth_helpers import bearer
+from tests.migrated import migrated_sqlite
 from tests.security.world import (
     BIBOB_REQUEST,
     CONTACT,
@@ -33,7 +34,6 @@ from tests.security.world import (
     RIEC,
     SYSTEM,
     World,
-    migrated_sqlite,
     running_world,
 )
 from tests.servers import serve_app

@@ -21,7 +21,8 @@ from gateway.ratelimit import RateLimitMiddleware, TokenBucketLimiter
 from gateway.settings import Settings
 from tests.auth_helpers import bearer
 from tests.limiter_clock import FakeTime, limiter_clock
-from tests.security.world import NOW, migrated_sqlite
+from tests.migrated import migrated_sqlite
+from tests.security.world import NOW
 
 RATE, BURST = 4.0, 5
 

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alembic import command
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
@@ -31,10 +30,11 @@ from gateway.auth.setup import auth_services
 from gateway.auth.tokens import AccessTokenService
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
-from gateway.db.engine import alembic_config, transaction
+from gateway.db.engine import transaction
 from gateway.ids import new_id
 from gateway.settings import Settings
 from tests.auth_helpers import ClientKeys, bearer, client_assertion, issued_person_token, register_client, token_form
+from tests.migrated import migrated_sqlite
 
 RIEC = "riec-amsterdam-amstelland"
 BIBOB = "bibob-integrity-check"
@@ -69,12 +69,6 @@ BIBOB_REQUEST: dict[str, Any] = {
     "subjects": [{"ref": SUBJECT}], "categories": ["company_registration", "police_incidents"], "holders": "all"}
 # Criminal intelligence is never shared: the police target is denied, so the requester may object.
 DENIED_REQUEST: dict[str, Any] = BIBOB_REQUEST | {"categories": ["criminal_intelligence"], "holders": ["politie"]}
-
-
-def migrated_sqlite(directory: Path) -> str:
-    url = f"sqlite:///{directory / 'gateway.sqlite'}"
-    command.upgrade(alembic_config(url), "head")
-    return url
 
 
 def all_routes(app: FastAPI) -> set[tuple[str, str]]:

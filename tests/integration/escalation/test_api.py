@@ -25,7 +25,6 @@ from typing import Any
 
 import httpx
 import pytest
-from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -37,13 +36,13 @@ from gateway.app import create_app
 from gateway.client.models import ExchangeResult, Outcome, Reason, Receipt, TargetOutcome
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
-from gateway.db.engine import alembic_config, transaction
+from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import decision_fingerprint
 from gateway.exchange.tables import exchanges
 from gateway.settings import Settings
 from tests.auth_helpers import account_id, bearer, issued_person_token, system_token
-from tests.pg_server import create_database
+from tests.migrated import migrated_postgres, migrated_sqlite
 from tests.statements import reads_accounts, statements_run
 
 RIEC = "riec-amsterdam-amstelland"
@@ -225,13 +224,10 @@ def target(holder: str, system: str, outcome: Outcome, permitted: list[str],
 
 
 def migrated_url(kind: str, tmp: Path, request: pytest.FixtureRequest) -> str:
-    """A fresh database of ``kind`` ("sqlite" or "postgres"), migrated to head with Alembic."""
+    """A fresh database of ``kind`` ("sqlite" or "postgres"), migrated to head with Alembic (``tests.migrated``)."""
     if kind == "sqlite":
-        url = f"sqlite:///{tmp / 'gateway.sqlite'}"
-    else:
-        url = create_database(request.getfixturevalue("postgres_admin_url"), f"wgs_esc_{uuid.uuid4().hex[:16]}")
-    command.upgrade(alembic_config(url), "head")
-    return url
+        return migrated_sqlite(tmp)
+    return migrated_postgres(request.getfixturevalue("postgres_admin_url"), f"wgs_esc_{uuid.uuid4().hex[:16]}")
 
 
 @contextmanager
