@@ -63,11 +63,22 @@ def _line_of(loc: Loc, lines: dict[Loc, tuple[int, int]]) -> tuple[int, int]:
     return (1, 1)
 
 
+def _compose_and_construct(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for the lines) and the document built from it: what ``yaml.compose`` and
+    ``yaml.safe_load`` give, from one parse of the text instead of two (the parse is most of a start-up's
+    register load, and the gateway loads the register at every start)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        return root, None if root is None else loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
 def parse_register(text: str, source: str = "<register>") -> Register:
     """Parse and validate register text; raise ``InvalidRegister`` listing every problem with its line."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        document: Any = yaml.safe_load(text)
+        root, document = _compose_and_construct(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
