@@ -40,6 +40,7 @@ import math
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -198,6 +199,39 @@ class _Rvm:
         return str(self._vm.execute_entry_point(rule))
 
 
+@lru_cache(maxsize=8)
+def _compiled_state(evaluator: Evaluator, sources: tuple[tuple[str, str], ...],
+                    register_json: str) -> tuple[str, bytes | None]:
+    """The data JSON with the register index and, for the RVM, the serialized program, for these policy
+    texts and this register: what an engine computes once, before its first decision.
+
+    They depend on nothing else, so a process computes them once per policy texts, register and evaluator,
+    not once per engine: the index alone is an interpreter's evaluation over the whole register (0.2-0.6 s,
+    most of an engine's start). An engine is built at every start of the app and for every register
+    version loaded; a process that builds one again for the same policies and register (a register reloaded
+    back to a version it ran before; a test suite starting the app per test) takes them from here. Only str
+    and bytes are kept (regorus objects are unsendable); a failure raises and is not kept. The index is
+    ``data.wgs.index.tables`` evaluated by the interpreter: it reads no input."""
+    failure = None
+    try:
+        index = _Interpreter(list(sources), register_json).evaluate(INDEX_RULE, "{}")
+    except RuntimeError as exc:
+        index, failure = "", _failure(exc)
+    if failure is not None or not index.startswith("{"):
+        raise PolicyUnavailable(f"the policy could not index the register: {failure or 'undefined'}")
+    data_json = f'{register_json[:-1]}, "register_index": {index}}}'
+    program = None
+    if evaluator == "rvm":
+        try:
+            program = bytes(regorus.Program.compile_from_modules(
+                data_json, list(sources), ENTRY_POINTS).serialize_binary())
+        except RuntimeError as exc:
+            failure = _failure(exc)
+    if failure is not None:
+        raise PolicyUnavailable(f"the policy could not be compiled: {failure}")
+    return data_json, program
+
+
 class EmbeddedPolicyEngine:
     """regorus in-process. Each thread gets its own evaluator (regorus objects are unsendable), built from
     what is computed once per engine, i.e. per register version: the data JSON with the register index
@@ -246,31 +280,11 @@ class EmbeddedPolicyEngine:
     def _shared_state(self) -> tuple[str, bytes | None]:
         """The data JSON (``data.register`` and ``data.register_index``) and, for the RVM, the compiled
         program: computed once, by the first thread that needs them, and shared by all (as plain str and
-        bytes). The index is ``data.wgs.index.tables`` evaluated by the interpreter: it reads no input."""
+        bytes), see :func:`_compiled_state`."""
         with self._shared_lock:
             if self._shared is None:
-                data_json = self._data_with_index()
-                program, failure = None, None
-                if self.evaluator == "rvm":
-                    try:
-                        program = bytes(regorus.Program.compile_from_modules(
-                            data_json, self._sources, ENTRY_POINTS).serialize_binary())
-                    except RuntimeError as exc:
-                        failure = _failure(exc)
-                if failure is not None:
-                    raise PolicyUnavailable(f"the policy could not be compiled: {failure}")
-                self._shared = (data_json, program)
+                self._shared = _compiled_state(self.evaluator, tuple(self._sources), self._register_json)
             return self._shared
-
-    def _data_with_index(self) -> str:
-        failure = None
-        try:
-            index = _Interpreter(self._sources, self._register_json).evaluate(INDEX_RULE, "{}")
-        except RuntimeError as exc:
-            index, failure = "", _failure(exc)
-        if failure is not None or not index.startswith("{"):
-            raise PolicyUnavailable(f"the policy could not index the register: {failure or 'undefined'}")
-        return f'{self._register_json[:-1]}, "register_index": {index}}}'
 
     def release_thread_engine(self) -> None:
         """Drop this thread's evaluator (call on the thread that used ``decide_sync``)."""
