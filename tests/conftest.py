@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
+from gateway.auth import passwords
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
 from gateway.db.engine import sqlite_file
@@ -57,6 +59,17 @@ def db_url(request: pytest.FixtureRequest, empty_db_url: str) -> str:
 def sqlite_db_url(tmp_path: Path) -> str:
     """A migrated SQLite database only, for tests that don't concern the database engine."""
     return migrated_sqlite(tmp_path)
+
+
+@pytest.fixture
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passwords and client secrets stored during the test are argon2id hashes at the lowest cost argon2
+    allows, not the production cost (64 MiB, three passes: 0.25-0.5 s of CPU per hash and per check here,
+    and a sign-in is one of each). The code paths are the real ones and a check verifies for real: the
+    encoded hash carries its parameters. The check of an unknown username keeps the production-cost dummy
+    hash. For tests whose subject is not the hashing; tests of the hashing (what is stored, floods of
+    checks, their cost) keep the production parameters by not using this."""
+    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
 
 
 @pytest.fixture

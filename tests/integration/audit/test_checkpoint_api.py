@@ -35,6 +35,8 @@ from gateway.settings import Settings
 from tests.audit_support import log_signer, make_event
 from tests.auth_helpers import bearer, person_token
 
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")  # its subject is not the password hashing
+
 PROBLEM = "application/problem+json"
 
 

@@ -21,6 +21,8 @@ from gateway.settings import Settings
 from tests.audit_support import span_id, trace_id
 from tests.auth_helpers import bearer, person_token
 
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")  # its subject is not the password hashing
+
 RIEC = "riec-amsterdam-amstelland"
 
 

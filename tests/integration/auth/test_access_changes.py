@@ -17,6 +17,8 @@ from gateway.db.engine import transaction
 from gateway.errors import Conflict
 from tests.auth_helpers import account_id, issued_person_token
 
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")  # its subject is not the password hashing
+
 
 def _cli_entries(container: Container) -> list[dict[str, object]]:
     with container.engine.connect() as connection:

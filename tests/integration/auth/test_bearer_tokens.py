@@ -20,6 +20,8 @@ from gateway.container import Container
 from gateway.exchange.endpoints import create_exchange
 from tests.auth_helpers import bearer, person_token, system_token
 
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")  # its subject is not the password hashing
+
 SYSTEM = "politie-bvh"
 # The check under test is in memory (signature and claims against the key store), no database involved: SQLite
 # only. Tests that issue tokens, log people in or count failures run on both databases (see conftest.py).

@@ -31,6 +31,8 @@ from tests.auth_helpers import (
     token_form,
 )
 
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")  # its subject is not the password hashing
+
 SYSTEM = "politie-bvh"
 
 

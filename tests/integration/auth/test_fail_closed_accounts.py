@@ -24,6 +24,8 @@ from gateway.db.engine import transaction
 from tests.auth_helpers import account_id, bearer, issued_person_token, person_token
 from tests.console.support import PASSWORD, csrf_of
 
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")  # its subject is not the password hashing
+
 SQLITE_ONLY = pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
 USERNAME = "po-politie"
 

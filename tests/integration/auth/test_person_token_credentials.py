@@ -21,6 +21,8 @@ from gateway.db.engine import make_engine, make_session_factory, transaction
 from tests.auth_helpers import bearer, person_token, system_token
 from tests.statements import reads_accounts, statements_run
 
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")  # its subject is not the password hashing
+
 USERNAME = "po-politie"
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "another horse battery staple"
