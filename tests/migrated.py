@@ -1,15 +1,14 @@
 """Migrated databases for tests: the real Alembic migrations run once per test process into a template, and
 each test gets its own copy of it.
 
-Why: migrating an empty database runs every migration, and SQLite's batch migrations rebuild tables —
-0.25-0.4 s on SQLite and 0.1-0.2 s on PostgreSQL per test that wants a database, which most tests do (about
-a quarter of the suite's time). A copy of a database the migrations made is that database: SQLite's is a
-byte copy of the template's file (closed, its journal in ``delete`` mode, so the file is all of it);
-PostgreSQL's is ``CREATE DATABASE ... TEMPLATE``, a copy of the template's files made by the server. Each
-test still gets a database of its own that no other test touches.
+Why: migrating an empty database runs every migration, and SQLite's batch migrations rebuild tables:
+0.25-0.4 s on SQLite and 0.1-0.2 s on PostgreSQL for each test that wants a database, which most tests do.
+A copy of a database the migrations made is that database: on SQLite a byte copy of the template's file
+(closed, its journal in ``delete`` mode, so the file is all of it); on PostgreSQL ``CREATE DATABASE ...
+TEMPLATE``, the server's copy of the template's files. Each test still gets a database of its own that no
+other test touches, and no test ever opens a template.
 
-Tests of the migrations themselves (upgrade from an empty database, downgrades) still run them; so does
-:func:`template`, which is how every template here is made.
+Tests of the migrations themselves (upgrade from an empty database, downgrades) still run them.
 """
 
 from __future__ import annotations
