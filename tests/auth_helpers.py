@@ -35,7 +35,8 @@ class ClientKeys:
 def _register(container: Container) -> Register:
     """The container's register file, parsed as the registration commands parse it (re-read every time, so a
     test that edits the file is seen), each text once: tests register clients by the dozen and the parse is
-    most of a registration's time. Registers are immutable, so sharing one between tests shares no state."""
+    most of a registration's time. A register is a frozen model that registration only reads, so sharing
+one between tests shares no state."""
     path = container.settings.register_file
     return _parsed(path.read_text(encoding="utf-8"), str(path))
 

@@ -157,7 +157,7 @@ def alembic_config_for(settings: Settings) -> Config:
 def expected_heads(url: str) -> set[str]:
     """The migration heads this code ships. Parses every script in migrations/versions (50-100 ms), once per
     process: the scripts are part of the installed code and do not change under it, and every start of the
-    app asks (tests start one per test). Callers that ask often (the readiness probe) keep it anyway."""
+    app asks (tests start one per test). The readiness probe keeps the heads read at start-up."""
     return set(_shipped_heads(str(MIGRATIONS_DIR)))
 
 
