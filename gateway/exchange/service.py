@@ -858,7 +858,7 @@ class ExchangeService:
         if _nothing_follows(after, attempt.grant, served):  # the outcome row commits with the disclosures
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
-            row = self._outcome_row(principal, body, result, attempt.key_fingerprint, attempt.idempotency_key)
+            row = self._outcome_row(attempt, result)
             disclosed = await self._record(after, repository.outcome_companion(
                 lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
                 self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)
@@ -877,8 +877,7 @@ class ExchangeService:
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             try:
-                await self._outcomes.insert(self._outcome_row(principal, body, result, attempt.key_fingerprint,
-                                                              attempt.idempotency_key))
+                await self._outcomes.insert(self._outcome_row(attempt, result))
             except Exception as exc:
                 log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
                 raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
@@ -1366,11 +1365,16 @@ class ExchangeService:
             receipt=ReceiptView(exchange_id=exchange_id, audit_indices=[r.index for r in receipts],
                                 checkpoint=checkpoint))
 
-    def _outcome_row(self, principal: Principal, body: ExchangeRequest, result: ExchangeResult,
-                     key_fingerprint: str, idempotency_key: str | None) -> dict[str, Any]:
+    def _outcome_row(self, attempt: _Attempt, result: ExchangeResult) -> dict[str, Any]:
         """The outcome row, durable before the answer (``GET`` and idempotent replays read it): written with
         the disclosures' audit entries when nothing follows them, else with the rows of concurrent requests
-        in one transaction of its own."""
+        in one transaction of its own.
+
+        It keeps both fingerprints: ``request_sha256``, what the Idempotency-Key binds to (with the decision a
+        re-run cites), and ``request_fingerprint``, the request alone, with the cited decision beside it: a
+        case about this exchange's outcome binds to the request alone, as escalation decisions do
+        (``EscalationService._request_fingerprint``)."""
+        principal, body, idempotency_key = attempt.principal, attempt.body, attempt.idempotency_key
         outcome = result.model_dump(mode="json")
         records = {t["holder"]: t.pop("records") for t in outcome["targets"]}
         return {
@@ -1378,7 +1382,9 @@ class ExchangeService:
             "requester_org": principal.organisation, "requester_system": principal.subject,
             "partnership": body.partnership, "purpose": body.purpose, "case_reference": body.case_reference,
             "register_version": result.register_version, "policy_version": result.policy_version,
-            "request_sha256": key_fingerprint, "idempotency_key": idempotency_key, "outcome": outcome,
+            "request_sha256": attempt.key_fingerprint, "request_fingerprint": attempt.request_fingerprint,
+            "escalation_decision": attempt.grant.decision_id if attempt.grant else None,
+            "idempotency_key": idempotency_key, "outcome": outcome,
             "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
             "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None}
 
