@@ -1148,12 +1148,13 @@ class ExchangeService:
         permitted = set(decision.permitted_categories)
         kept = [r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
                 if r.category in permitted and r.subject in theirs]  # back in the requester's pseudonyms
-        # Related subjects in the requester's pseudonyms — also in a follow-up by match handle: its subjects are
-        # no pseudonyms, but the holder names related subjects by its own, linkable to its records.
+        # Related subjects in the requester's pseudonyms, whatever the subjects asked about are: a holder asked by
+        # references (opaque ones, or a follow-up's by match handle) may still name a related subject by its own
+        # pseudonym, which is stable and linkable to its records, and must not reach the requester as it is.
         # A follow-up counts what is withheld of its records as the holder's over-sharing: asked by reference, it
         # was told to name related subjects by pseudonyms the gateway can translate, and by nothing else.
         untranslated = 0
-        if kept and self.deps.pseudonyms is not None and (matched is not None or self._pseudonymous(subjects)):
+        if kept and self.deps.pseudonyms is not None:
             kept, untranslated = await asyncio.to_thread(self._related_for_requester, principal, body.partnership,
                                                          target.organisation, kept)
         withheld = 0  # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
