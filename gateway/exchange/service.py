@@ -1165,6 +1165,8 @@ class ExchangeService:
         if dropped or withheld:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
                         references_withheld=withheld, exchange_id=exchange_id)
+        if matched is not None:  # every handle of a record gets its data (two subjects may hit one record)
+            kept = matched.fanned_out(kept)
         outcome.records = [Record(record_id=r.record_id, record_type=r.record_type, subject=r.subject,
                                   category=r.category, fields=r.fields) for r in kept]
         for subject in subjects:

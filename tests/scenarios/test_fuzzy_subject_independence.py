@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.client.fuzzy_requests import FilterRecordToEnrol, fuzzy_request
+from connectors import world as w
+from gateway.client.fuzzy import FuzzyDiscoveryRequest, FuzzyDiscoveryResult
+from gateway.client.fuzzy_requests import FilterRecordToEnrol, follow_up, fuzzy_request
 from gateway.client.models import Signal
 from gateway.matching.encoding import CLKEncoder
 from gateway.matching.lookup import alike
@@ -57,26 +59,40 @@ def _probes() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     raise AssertionError("FEBRL4 has no such pair among its first 60 people")  # pragma: no cover
 
 
+def _police_reference(world: w.World) -> str:
+    """A reference the simulated police holds police incidents under (an adult's, not kept confidential): what it
+    enrols the record's filter under, so that a follow-up gets that record's data."""
+    minors = {p.subject_ref for p in world.persons if p.is_minor}
+    refused = world.confidential.get(w.POLICE, set())
+    return min({r.subject for r in world.records[w.POLICE] if r.category == "police_incidents"} - minors - refused)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, list[dict[str, Any]]]]:
     held, by_name, by_address = _probes()
     with running_stack(tmp_path_factory.mktemp("fuzzy-independence")) as stack:
+        record = FilterRecordToEnrol(_police_reference(stack.world), held, ["police_incidents"])
+
         async def enrol() -> None:
             async with stack.client(POLICE) as police:
-                await police.enrol_filters(RIEC, "person", SECRET,
-                                           [FilterRecordToEnrol("bvh/2026/indep-1", held, ["police_incidents"])])
+                await police.enrol_filters(RIEC, "person", SECRET, [record])
         asyncio.run(enrol())
         yield stack, [by_name, by_address]
 
 
-def _police(stack: Stack, subjects: list[dict[str, Any]], reference: str) -> list[str]:
-    body = fuzzy_request(secret=SECRET, subjects=subjects, **(BIBOB | {
-        "signal": Signal(type="bibob-application", reference=reference)})).model_dump(mode="json")
-    answer = stack.post(MUNICIPALITY, "/v1/discovery/fuzzy", body)
+def _discovered(stack: Stack, subjects: list[dict[str, Any]], reference: str
+                ) -> tuple[FuzzyDiscoveryRequest, FuzzyDiscoveryResult]:
+    request = fuzzy_request(secret=SECRET, subjects=subjects, **(BIBOB | {
+        "signal": Signal(type="bibob-application", reference=reference)}))
+    answer = stack.post(MUNICIPALITY, "/v1/discovery/fuzzy", request.model_dump(mode="json"))
     assert answer.status_code == 200, answer.text
-    [police] = [t for t in answer.json()["targets"] if t["holder"] == "politie"]
-    assert len([h for h in police["match_handles"] if h]) == police["subjects"].count("hit")
-    return list(police["subjects"])
+    return request, FuzzyDiscoveryResult.model_validate(answer.json())
+
+
+def _police(stack: Stack, subjects: list[dict[str, Any]], reference: str) -> list[str]:
+    [police] = [t for t in _discovered(stack, subjects, reference)[1].targets if t.holder == "politie"]
+    assert len(police.handles()) == police.subjects.count("hit")
+    return list(police.subjects)
 
 
 def test_each_subject_is_answered_as_it_would_be_alone(setup: tuple[Stack, list[dict[str, Any]]]) -> None:
@@ -85,3 +101,26 @@ def test_each_subject_is_answered_as_it_would_be_alone(setup: tuple[Stack, list[
     assert alone == [["hit"], ["hit"]]  # each probe reaches the threshold against the holder's one record
     assert _police(stack, probes, "BIBOB-2026-975") == ["hit", "hit"]
     assert _police(stack, probes[::-1], "BIBOB-2026-976") == ["hit", "hit"]  # nor does the order tell anything
+
+
+def test_two_subjects_that_hit_one_record_both_get_its_data_in_the_follow_up(
+        setup: tuple[Stack, list[dict[str, Any]]]) -> None:
+    """Each hit's handle is followed up as the typed client builds the request: both handles name the police's one
+    record, which is asked about once and disclosed about each handle (it was refused as "handles of one
+    record", which a 1-to-1 answer never produced within one discovery)."""
+    stack, probes = setup
+    request, result = _discovered(stack, probes, "BIBOB-2026-977")
+    [police] = [t for t in result.targets if t.holder == "politie"]
+    first, second = police.handles()
+    answer = stack.post(MUNICIPALITY, "/v1/exchanges", follow_up(request, result, "politie").model_dump(mode="json"))
+    assert answer.status_code == 200, answer.text
+    [target] = answer.json()["targets"]
+    assert target["outcome"] == "allowed", target
+    about = {handle: sorted(r["record_id"] for r in target["records"] if r["subject"] == handle)
+             for handle in (first, second)}
+    assert about[first]
+    assert about[first] == about[second]
+    assert {r["subject"] for r in target["records"]} == {first, second}
+    disclosed = [e for e in stack.logged(answer.json()) if e["event_type"] == "disclosure"
+                 and (e.get("data_subject") or {}).get("pseudonym", "").startswith("match:")]
+    assert len(disclosed) == 2  # one entry per handle
