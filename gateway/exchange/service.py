@@ -50,7 +50,14 @@ from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from audit.store import sqlite_writer_lock
 from connectors.http_connector import ConnectorRegistry
-from connectors.protocol import MINOR_NOT_ALLOWED, ConnectorError, HolderDiscovery, HolderQuery, HolderRecord
+from connectors.protocol import (
+    MAX_SUBJECTS,
+    MINOR_NOT_ALLOWED,
+    ConnectorError,
+    HolderDiscovery,
+    HolderQuery,
+    HolderRecord,
+)
 from gateway.auth.principal import Principal
 from gateway.client.models import (
     DiscoveryRequest,
@@ -157,6 +164,8 @@ class SubjectTranslator(Protocol):
     """What the exchange needs of the pseudonym service (implemented in ``gateway.enrolment``)."""
 
     def to_holder(self, subject: str, partnership: str, requester: str, holder: str) -> str: ...
+
+    def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str) -> list[str]: ...
 
     def to_partnership(self, subject: str, partnership: str, participant: str) -> str: ...
 
@@ -490,6 +499,20 @@ def _mapped_counting(value: Any, mapped: dict[str, Any]) -> tuple[Any, int]:
             return [walk(entry) for entry in item]
         return item
     return walk(value), withheld
+
+
+def _once(records: list[HolderRecord]) -> list[HolderRecord]:
+    """``records`` without repeats: a holder asked about one subject by its pseudonyms of two key versions (see
+    ``ExchangeService._for_holder``) may answer the same record under each, which is one record of one subject
+    once both are the requester's pseudonym again."""
+    seen: set[str] = set()
+    once = []
+    for record in records:
+        key = json.dumps(record.model_dump(mode="json"), sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            once.append(record)
+    return once
 
 
 def _unavailable(outcome: TargetOutcome, decision: Decision, code: str, message: str,
@@ -1002,11 +1025,19 @@ class ExchangeService:
         return {s: translator.to_partnership(s, partnership, principal.organisation) for s in subjects}
 
     def _for_holder(self, principal: Principal, partnership: str, holder: str, subjects: list[str]) -> dict[str, str]:
-        """The holder's pseudonym for each subject → the requester's (only for an allowed target)."""
+        """The holder's pseudonyms for each subject → the requester's (only for an allowed target): under the
+        current key version first, and under older versions still in the key ring as far as the holder's query
+        has room (:data:`~connectors.protocol.MAX_SUBJECTS`), so that a holder that has not enrolled again since
+        a rotation still recognises its subjects (``PseudonymService.to_holder_all``)."""
         translator = self.deps.pseudonyms
         if translator is None or not self._pseudonymous(subjects):
             return {s: s for s in subjects}
-        return {translator.to_holder(s, partnership, principal.organisation, holder): s for s in subjects}
+        room = max(1, MAX_SUBJECTS // max(1, len(subjects)))  # versions per subject that fit in one query
+        theirs: dict[str, str] = {}
+        for s in subjects:
+            for pseudonym in translator.to_holder_all(s, partnership, principal.organisation, holder)[:room]:
+                theirs.setdefault(pseudonym, s)
+        return theirs
 
     def _related_for_requester(self, principal: Principal, partnership: str, holder: str,
                                records: list[HolderRecord]) -> tuple[list[HolderRecord], int]:
@@ -1112,7 +1143,9 @@ class ExchangeService:
         matched = self._matched.get(exchange_id)
         theirs = matched.for_holder() if matched else await self._translated(
             self._for_holder, subjects, principal, body.partnership, target.organisation, subjects)
-        forward = {mine: holders for holders, mine in theirs.items()}
+        forward: dict[str, str] = {}
+        for holders, requesters in theirs.items():  # a provided record goes in the holder's current pseudonym
+            forward.setdefault(requesters, holders)
         try:
             if decision.hit_only:
                 found = await connector.discover(HolderDiscovery(
@@ -1146,8 +1179,9 @@ class ExchangeService:
         if answer.status == "refused":
             return outcome, [*events, _refused(outcome, decision, answer.refusal_reason)]
         permitted = set(decision.permitted_categories)
-        kept = [r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
-                if r.category in permitted and r.subject in theirs]  # back in the requester's pseudonyms
+        kept = _once([r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
+                      if r.category in permitted and r.subject in theirs])  # back in the requester's pseudonyms
+        repeated = sum(1 for r in answer.records if r.category in permitted and r.subject in theirs) - len(kept)
         # Related subjects in the requester's pseudonyms, whatever the subjects asked about are: a holder asked by
         # references (opaque ones, or a follow-up's by match handle) may still name a related subject by its own
         # pseudonym, which is stable and linkable to its records, and must not reach the requester as it is.
@@ -1161,7 +1195,7 @@ class ExchangeService:
         if matched is not None:  # no reference of the holder's (the matched records', a related subject's) goes on
             kept, references = matched.scrubbed(kept)
             withheld = references + untranslated
-        dropped = len(answer.records) - len(kept)
+        dropped = len(answer.records) - len(kept) - repeated
         if dropped or withheld:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
                         references_withheld=withheld, exchange_id=exchange_id)
