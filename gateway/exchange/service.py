@@ -1052,6 +1052,28 @@ class ExchangeService:
         return ([r.model_copy(update={"fields": fields}) for r, fields, _ in translated],
                 sum(withheld for _, _, withheld in translated))
 
+    async def _provided_fields(self, principal: Principal, body: ExchangeRequest, holder: str) -> list[Any]:
+        """The fields of the records the requester provides, as ``holder`` gets them: a pseudonym in them (the
+        requester's own, of a related subject) in the holder's pseudonym, and a text with one inside withheld
+        (None), as a holder's records are treated on their way to the requester (``_related_for_requester``).
+        As they were, the requester's pseudonyms reached the holder, stable and linkable to the requester's other
+        requests that name them."""
+        translator = self.deps.pseudonyms
+        if translator is None or not body.provide:
+            return [r.fields for r in body.provide]
+        values = {v for r in body.provide for v in _pseudonyms_in(r.fields)}
+
+        def translated() -> dict[str, str | None]:
+            mapping: dict[str, str | None] = {}
+            for value in values:
+                try:
+                    mapping[value] = translator.to_holder(value, body.partnership, principal.organisation, holder)
+                except Unprocessable:  # not a pseudonym of the requester's: withheld
+                    mapping[value] = None
+            return mapping
+        mapping = await asyncio.to_thread(translated) if values else {}
+        return [_mapped(r.fields, mapping) for r in body.provide]
+
     async def _resolved(self, principal: Principal, body: ExchangeRequest) -> Matched | None:
         """What the request's match handles resolve to (:mod:`gateway.exchange.match_handles`); None when its
         subjects are none (checked here, so an ordinary request does not hop to a thread for it)."""
@@ -1146,6 +1168,7 @@ class ExchangeService:
         forward: dict[str, str] = {}
         for holders, requesters in theirs.items():  # a provided record goes in the holder's current pseudonym
             forward.setdefault(requesters, holders)
+        provided_fields = await self._provided_fields(principal, body, target.organisation)
         try:
             if decision.hit_only:
                 found = await connector.discover(HolderDiscovery(
@@ -1165,8 +1188,8 @@ class ExchangeService:
                 related_subjects_as_pseudonyms=matched is not None,  # asked by its references: see the protocol
                 provided=[
                     HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
-                                 subject=forward.get(r.subject, r.subject),
-                                 category=r.category, fields=r.fields) for n, r in enumerate(body.provide)]))
+                                 subject=forward.get(r.subject, r.subject), category=r.category, fields=fields)
+                    for n, (r, fields) in enumerate(zip(body.provide, provided_fields, strict=True))]))
         except ConnectorError as exc:
             log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
             if body.provide and exc.may_have_arrived and not decision.hit_only:  # it may hold them now: logged
