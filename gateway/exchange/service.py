@@ -1054,24 +1054,17 @@ class ExchangeService:
 
     async def _provided_fields(self, principal: Principal, body: ExchangeRequest, holder: str) -> list[Any]:
         """The fields of the records the requester provides, as ``holder`` gets them: a pseudonym in them (the
-        requester's own, of a related subject) in the holder's pseudonym, and a text with one inside withheld
-        (None), as a holder's records are treated on their way to the requester (``_related_for_requester``).
-        As they were, the requester's pseudonyms reached the holder, stable and linkable to the requester's other
-        requests that name them."""
+        requester's own, of a related subject) in the holder's pseudonym when the requester enrolled that
+        subject, else withheld (None), as is a text with one inside — exactly as a holder's records are treated
+        on their way to the requester (``_related_for_requester``, with the roles the other way round, so that
+        neither side can use the gateway to translate arbitrary points). As they were, the requester's
+        pseudonyms reached the holder, stable and linkable to the requester's other requests that name them."""
         translator = self.deps.pseudonyms
         if translator is None or not body.provide:
             return [r.fields for r in body.provide]
         values = {v for r in body.provide for v in _pseudonyms_in(r.fields)}
-
-        def translated() -> dict[str, str | None]:
-            mapping: dict[str, str | None] = {}
-            for value in values:
-                try:
-                    mapping[value] = translator.to_holder(value, body.partnership, principal.organisation, holder)
-                except Unprocessable:  # not a pseudonym of the requester's: withheld
-                    mapping[value] = None
-            return mapping
-        mapping = await asyncio.to_thread(translated) if values else {}
+        mapping = (await asyncio.to_thread(translator.related_for_requester, values, body.partnership,
+                                           principal.organisation, holder) if values else {})
         return [_mapped(r.fields, mapping) for r in body.provide]
 
     async def _resolved(self, principal: Principal, body: ExchangeRequest) -> Matched | None:

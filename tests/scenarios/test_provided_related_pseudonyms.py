@@ -5,7 +5,8 @@ subject was put into the holder's pseudonym, but their fields went as they were:
 by the requester's own pseudonym (the company's director) reached the holder in the requester's domain —
 stable, and linkable to every later request of the requester that names it. The other way round (a holder's
 pseudonym in its records) the gateway already translated. Now a pseudonym in a provided record's fields is put
-into the holder's pseudonym, and a text with one inside is withheld.
+into the holder's pseudonym when the requester enrolled that subject (else withheld, so that the gateway is no
+translation service for arbitrary points), and a text with one inside is withheld.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class _Holder:
 def kvk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, _Holder]]:
     holder = _Holder()
     with stack_with_holder(tmp_path_factory.mktemp("provided-related"), holder.app, [w.KVK]) as stack:
+        asyncio.run(stack.enrol_all())  # the Belastingdienst's index entries: whom it may name by pseudonym
         yield stack, holder
 
 
@@ -49,11 +51,14 @@ def test_the_requesters_pseudonyms_in_provided_records_reach_the_holder_in_its_o
         kvk: tuple[Stack, _Holder]) -> None:
     stack, holder = kvk
     company = stack.world.scenarios()["malafide-dissolution"][0]
-    director = stack.world.scenarios()["bibob-applicant"][1]
-    mine_company, mine_director = asyncio.run(stack.own_pseudonyms(TAX, RIEC, [company, director]))
+    director = next(ref for ref in stack.world.scenarios()["bibob-applicant"]
+                    if ref != company and stack.world.records_of(TAX, ref))  # one the Belastingdienst enrolled
+    stranger = stack.world.scenarios()["no-records"][0]  # one it did not
+    mine_company, mine_director, mine_stranger = asyncio.run(stack.own_pseudonyms(TAX, RIEC,
+                                                                                  [company, director, stranger]))
     theirs_company, theirs_director = asyncio.run(stack.own_pseudonyms(w.KVK, RIEC, [company, director]))
     fields = {"missing_returns": ["2024"], "director": mine_director, "directors": {mine_director: "bestuurder"},
-              "note": f"bestuurder {mine_director}"}
+              "note": f"bestuurder {mine_director}", "partner": mine_stranger}
     response = stack.post(TAX, "/v1/exchanges", {
         "partnership": RIEC, "purpose": "malafide-company-dissolution", "legal_basis": "WGS (RIEC) with BW 2:19a",
         "case_reference": "BD-2026-95", "signal": {"type": "missing-returns", "reference": "BD-SIG-95"},
@@ -64,6 +69,7 @@ def test_the_requesters_pseudonyms_in_provided_records_reach_the_holder_in_its_o
     [record] = holder.kept
     assert record["subject"] == theirs_company
     assert record["fields"] == {"missing_returns": ["2024"], "director": theirs_director,
-                                "directors": {theirs_director: "bestuurder"}, "note": None}
+                                "directors": {theirs_director: "bestuurder"}, "note": None, "partner": None}
     assert mine_director not in str(holder.kept)
+    assert mine_stranger not in str(holder.kept)
     assert mine_company not in str(holder.kept)
