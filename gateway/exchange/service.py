@@ -1195,9 +1195,12 @@ class ExchangeService:
         if answer.status == "refused":
             return outcome, [*events, _refused(outcome, decision, answer.refusal_reason)]
         permitted = set(decision.permitted_categories)
-        kept = _once([r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
-                      if r.category in permitted and r.subject in theirs])  # back in the requester's pseudonyms
-        repeated = sum(1 for r in answer.records if r.category in permitted and r.subject in theirs) - len(kept)
+        kept = [r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
+                if r.category in permitted and r.subject in theirs]  # back in the requester's pseudonyms
+        repeated = 0
+        if len(theirs) > len(subjects):  # asked by pseudonyms of several key versions: a record may come twice
+            once = _once(kept)
+            kept, repeated = once, len(kept) - len(once)
         # Related subjects in the requester's pseudonyms, whatever the subjects asked about are: a holder asked by
         # references (opaque ones, or a follow-up's by match handle) may still name a related subject by its own
         # pseudonym, which is stable and linkable to its records, and must not reach the requester as it is.
