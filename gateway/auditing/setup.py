@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine
 
 from audit import (
     AsyncAuditWriter,
@@ -20,10 +21,14 @@ from audit import (
     AuditLog,
     CheckpointPolicy,
     EventType,
+    MalformedRow,
     NoteSigner,
     NoteVerifier,
     OnDemandCheckpoints,
+    StoredCheckpoint,
+    names_key,
 )
+from audit.store import latest_checkpoint, read_connection
 from gateway.container import Container
 from gateway.keyfiles import read_or_create
 from gateway.settings import Settings
@@ -94,8 +99,39 @@ def audit_verifier(settings: Settings) -> NoteVerifier:
     return audit_signer(settings).verifier
 
 
+def log_key(engine: Engine, settings: Settings) -> Ed25519PrivateKey:
+    """The checkpoint key of the log in ``engine``, for the gateway starting: created only for a log that has no
+    checkpoint yet (where a log and its identity begin); over a signed log, the key and origin that signed it.
+
+    Why: a key created over a signed log (a key directory not mounted after a redeployment, a data directory
+    that is not the database's) or another ``WGS_ISSUER`` (the origin line) made the gateway sign the same log
+    under a second identity, silently: every officer's pinned key then fails on the new checkpoints, and an
+    export, which names the new key, fails on every earlier one. :class:`CheckpointKeyError` instead, naming the
+    file and what to restore, and no key file made. The latest checkpoint is read *before* the key file is
+    looked at: a process starting beside one that is creating the log then either sees no checkpoint, or a
+    checkpoint and the key that process made first. A checkpoint row no checkpoint can be is left to the checks
+    of what is served (:mod:`gateway.auditing.checkpoints`): it says nothing of which key is the log's."""
+    try:
+        with read_connection(engine) as connection:
+            latest: StoredCheckpoint | None = latest_checkpoint(connection)
+    except MalformedRow:
+        latest = None
+    path = settings.key_dir / CHECKPOINT_KEY_FILE
+    if latest is not None and not path.exists():
+        raise CheckpointKeyError(f"no audit checkpoint key at {path}, but the audit log has checkpoints signed "
+                                 "with one: restore that key (a new one would give the log a second identity that "
+                                 "no officer pinned); is the data directory right?")
+    key = load_or_create_checkpoint_key(settings.key_dir)
+    verifier = NoteVerifier(log_origin(settings.issuer), key.public_key())
+    if latest is not None and not names_key(latest.note, verifier):
+        raise CheckpointKeyError(f"the audit log's checkpoints are signed with another key than {path}, or for "
+                                 f"another origin than {verifier.name} (from WGS_ISSUER): restore the log's key and "
+                                 "issuer (signing on would give the log a second identity that no officer pinned)")
+    return key
+
+
 def install_audit(container: Container) -> AuditServices:
-    key = load_or_create_checkpoint_key(container.settings.key_dir)
+    key = log_key(container.engine, container.settings)
     signer = NoteSigner(log_origin(container.settings.issuer), key)
     log = AuditLog(container.engine, signer, policy=CheckpointPolicy(every_entries=100, every_seconds=60.0),
                    clock=container.clock.now)
