@@ -21,14 +21,12 @@ from audit import (
     AuditLog,
     CheckpointPolicy,
     EventType,
-    MalformedRow,
     NoteSigner,
     NoteVerifier,
     OnDemandCheckpoints,
-    StoredCheckpoint,
     names_key,
 )
-from audit.store import latest_checkpoint, read_connection
+from audit.store import checkpoint_notes, has_checkpoint, read_connection
 from gateway.container import Container
 from gateway.keyfiles import read_or_create
 from gateway.settings import Settings
@@ -107,26 +105,32 @@ def log_key(engine: Engine, settings: Settings) -> Ed25519PrivateKey:
     that is not the database's) or another ``WGS_ISSUER`` (the origin line) made the gateway sign the same log
     under a second identity, silently: every officer's pinned key then fails on the new checkpoints, and an
     export, which names the new key, fails on every earlier one. :class:`CheckpointKeyError` instead, naming the
-    file and what to restore, and no key file made. The latest checkpoint is read *before* the key file is
-    looked at: a process starting beside one that is creating the log then either sees no checkpoint, or a
-    checkpoint and the key that process made first. A checkpoint row no checkpoint can be is left to the checks
-    of what is served (:mod:`gateway.auditing.checkpoints`): it says nothing of which key is the log's."""
-    try:
-        with read_connection(engine) as connection:
-            latest: StoredCheckpoint | None = latest_checkpoint(connection)
-    except MalformedRow:
-        latest = None
+    file and what to restore, and no key file made.
+
+    * Whether the log has a checkpoint is read *before* the key file is looked at: a process starting beside
+      one that is creating the log then sees either no checkpoint, or one and the key that process made first.
+    * The key is the log's when some stored checkpoint names it and the origin (key name and id, signature
+      unchecked: :func:`audit.names_key`), the newest first, so the usual start reads one row. Not only the
+      newest: a row written behind the gateway's back (a forged or garbled checkpoint) would then stop every
+      start with a wrong diagnosis; it is what the checks of served checkpoints (:mod:`gateway.auditing.
+      checkpoints`) and the verifier report."""
+    with read_connection(engine) as connection:
+        signed = has_checkpoint(connection)
     path = settings.key_dir / CHECKPOINT_KEY_FILE
-    if latest is not None and not path.exists():
+    if signed and not path.exists():
         raise CheckpointKeyError(f"no audit checkpoint key at {path}, but the audit log has checkpoints signed "
                                  "with one: restore that key (a new one would give the log a second identity that "
                                  "no officer pinned); is the data directory right?")
     key = load_or_create_checkpoint_key(settings.key_dir)
     verifier = NoteVerifier(log_origin(settings.issuer), key.public_key())
-    if latest is not None and not names_key(latest.note, verifier):
-        raise CheckpointKeyError(f"the audit log's checkpoints are signed with another key than {path}, or for "
-                                 f"another origin than {verifier.name} (from WGS_ISSUER): restore the log's key and "
-                                 "issuer (signing on would give the log a second identity that no officer pinned)")
+    if signed:
+        with read_connection(engine) as connection:
+            ours = any(names_key(note, verifier) for note in checkpoint_notes(connection))
+        if not ours:
+            raise CheckpointKeyError(f"the audit log's checkpoints are signed with another key than {path}, or for "
+                                     f"another origin than {verifier.name} (from WGS_ISSUER): restore the log's key "
+                                     "and issuer (signing on would give the log a second identity that no officer "
+                                     "pinned)")
     return key
 
 

@@ -15,13 +15,17 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import insert
 
-from audit import verify_database
+from audit import AuditLog, Checkpoint, sign_checkpoint, verify_database
+from audit.tables import audit_checkpoints
 from gateway.app import create_app
-from gateway.auditing.setup import CHECKPOINT_KEY_FILE, CheckpointKeyError, audit_verifier
+from gateway.auditing.setup import CHECKPOINT_KEY_FILE, CheckpointKeyError, audit_signer, audit_verifier, log_origin
 from gateway.clock import FixedClock
 from gateway.container import build_container
 from gateway.settings import Settings
+from tests.audit_support import log_signer
+from tests.auth_helpers import bearer, issued_person_token
 
 
 def _start(settings: Settings, clock: FixedClock) -> None:
@@ -71,6 +75,26 @@ def test_another_key_or_origin_over_a_signed_log_stops_the_start(settings: Setti
                        issuer="https://gateway.elsewhere.example")
     with pytest.raises(CheckpointKeyError, match="another key"):
         _start(renamed, clock)
+
+
+@pytest.mark.parametrize("note", ["another key", "garbage"])
+def test_a_forged_newest_checkpoint_does_not_stop_the_start(settings: Settings, clock: FixedClock, note: str) -> None:
+    """A row written behind the gateway's back is no other identity of the log: the gateway starts, and refuses
+    to serve that checkpoint (503), as before."""
+    container = build_container(settings, clock)
+    try:
+        size = AuditLog(container.engine, audit_signer(settings)).size()
+        text = "garbage\n" if note == "garbage" else sign_checkpoint(
+            Checkpoint(log_origin(settings.issuer), size + 5, b"\x07" * 32), log_signer("impostor",
+                                                                                    name=log_origin(settings.issuer)))
+        with container.engine.begin() as connection:  # an INSERT: the append-only triggers allow it
+            connection.execute(insert(audit_checkpoints).values(tree_size=size + 5, root_hash=b"\x07" * 32,
+                                                                note=text, issued_at=clock.now()))
+        with TestClient(create_app(container=container), raise_server_exceptions=False) as client:
+            officer = bearer(issued_person_token(container, "po-gemeente-0", "gemeente-0", ["privacy-officer"]))
+            assert client.get("/v1/audit/checkpoint", headers=officer).status_code == 503
+    finally:
+        container.close()
 
 
 def _new_key() -> bytes:
