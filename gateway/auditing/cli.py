@@ -15,6 +15,7 @@ from rich.console import Console
 
 from audit import (
     AuditLog,
+    AuditWriteError,
     MalformedRow,
     NoteSigner,
     NoteVerifier,
@@ -94,6 +95,10 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
         raise typer.Exit(1) from None
     except (MalformedRow, ValueError, TypeError) as exc:  # a stored value no log row holds (an edited table)
         _one_line(f"export failed: the log's tables hold a value the log never writes ({type(exc).__name__}); "
+                  "check the log with `wgs-gateway audit verify`")
+        raise typer.Exit(1) from None
+    except AuditWriteError as exc:  # the checkpoint at the exported size could not be signed or stored
+        _one_line(f"export failed: no checkpoint could be signed at the exported size ({exc}); "
                   "check the log with `wgs-gateway audit verify`")
         raise typer.Exit(1) from None
     finally:

@@ -259,3 +259,28 @@ def test_an_export_of_a_log_edited_behind_its_back_is_one_line_pointing_to_verif
     assert "audit verify" in stderr
     assert not out.exists()
     assert not [p for p in data_dir.iterdir() if p.name.endswith(".partial")]
+
+
+def test_an_export_whose_signature_fails_on_an_edited_tree_is_one_line_pointing_to_verify(data_dir: Path) -> None:
+    """Entries past the last checkpoint make the export sign one at its size, from the cached subtrees; with
+    those deleted behind the log's back the signing fails (an ``AuditWriteError``), which escaped the command as
+    a traceback while a row it could not read was one line."""
+    from audit import AuditLog, CheckpointPolicy
+    from gateway.auditing.setup import audit_signer
+    from gateway.db.engine import make_engine
+    from gateway.settings import Settings
+    from tests.audit_support import make_event
+
+    settings = Settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        AuditLog(engine, audit_signer(settings), policy=CheckpointPolicy(every_entries=8, every_seconds=None)).append(
+            [make_event(100 + i) for i in range(3)])  # not covered by a checkpoint: the export signs one
+    finally:
+        engine.dispose()
+    _tamper(data_dir, "DELETE FROM audit_tree_nodes")
+    out = data_dir / "log.jsonl"
+    stderr = _no_traceback(runner.invoke(app, ["audit", "export", "--out", str(out)]))
+    assert stderr.startswith("export failed:"), stderr
+    assert "audit verify" in stderr
+    assert not out.exists()
