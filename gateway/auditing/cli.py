@@ -56,6 +56,20 @@ def _pinned(vkey: str) -> NoteVerifier:
         raise typer.BadParameter(str(exc), param_hint="--key") from None
 
 
+def _export_verifier(vkey: str | None) -> NoteVerifier:
+    """The key an export is checked against: ``--key``, else the log's own from the key store (as for the live
+    log), else a usage error. Never the key the export names itself: whoever can rewrite the file's entries and
+    checkpoints can rewrite its header too, and the forgery then verified as "log intact" (exit 0, a warning)."""
+    if vkey:
+        return _pinned(vkey)
+    try:
+        return audit_signer(Settings()).verifier
+    except CheckpointKeyError:
+        raise typer.BadParameter("needed to verify an export away from the log's key store: the log's pinned "
+                                 "verifier key (`wgs-gateway audit key`); the key an export names itself proves "
+                                 "nothing", param_hint="--key") from None
+
+
 def _kept(paths: list[Path]) -> list[str]:
     """The checkpoints an officer kept, as texts; a file that is not one ends the command with a format
     verdict naming it (exit 1). Left to the verifier, it would be a numbered kept checkpoint, not a file."""
@@ -109,7 +123,8 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
 @audit_app.command("verify")
 def verify(export_file: Path | None = typer.Option(None, "--export", exists=True, dir_okay=False, readable=True,
                                                    help="Verify this export instead of the live database."),
-           vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`)."),
+           vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`); default: the "
+                                           "log's key in the key store (never the key an export names itself)."),
            checkpoint: list[Path] = typer.Option([], exists=True, dir_okay=False, readable=True,
                                                  help="A signed checkpoint kept from earlier, one per option "
                                                       "(detects a log rolled back behind it)."),
@@ -126,8 +141,8 @@ def verify(export_file: Path | None = typer.Option(None, "--export", exists=True
     known = _kept(checkpoint)
     if export_file is not None:
         try:
-            result = verify_export(export_file, verifier=_pinned(vkey) if vkey else None,
-                                   known_checkpoints=known, deep=not fast)
+            result = verify_export(export_file, verifier=_export_verifier(vkey), known_checkpoints=known,
+                                   deep=not fast)
         except OSError as exc:  # the file went away or could not be read part-way
             _one_line(f"log NOT verified: cannot read {export_file} ({exc.strerror or type(exc).__name__})")
             raise typer.Exit(1) from None

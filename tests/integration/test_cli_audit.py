@@ -284,3 +284,48 @@ def test_an_export_whose_signature_fails_on_an_edited_tree_is_one_line_pointing_
     assert stderr.startswith("export failed:"), stderr
     assert "audit verify" in stderr
     assert not out.exists()
+
+
+def _forged_export(tmp_path: Path) -> Path:
+    """An export that whoever holds the log's file could make: every entry, checkpoint and the header's key their
+    own (a log of their making under the log's origin, signed with a key of theirs)."""
+    from alembic import command
+
+    from audit import AuditLog, export_log
+    from gateway.auditing.setup import log_origin
+    from gateway.db.engine import alembic_config, make_engine
+    from gateway.settings import Settings
+    from tests.audit_support import log_signer, make_event
+
+    url = f"sqlite:///{tmp_path / 'forger.sqlite'}"
+    command.upgrade(alembic_config(url), "head")
+    engine = make_engine(url)
+    try:
+        log = AuditLog(engine, log_signer("forger", name=log_origin(Settings().issuer)))
+        log.append([make_event(n) for n in range(5)])
+        export_log(log, tmp_path / "forged.jsonl")
+    finally:
+        engine.dispose()
+    return tmp_path / "forged.jsonl"
+
+
+def test_an_export_is_never_intact_on_the_key_it_names_itself(data_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``--key`` an export was verified with the key in its own header, and a rewritten file (entries,
+    checkpoints and key alike) came out "log intact", exit 0, with only a warning. The key must come from outside
+    the evidence: without ``--key`` the export is checked against the log's key from the key store where there
+    is one (as the live log is), and refused (usage error) where there is none."""
+    forged = _forged_export(tmp_path)
+    here = runner.invoke(app, ["audit", "verify", "--export", str(forged)])  # beside the log's key store
+    assert here.exit_code == 1, here.output
+    assert "log intact" not in here.output
+    assert "log NOT intact: key" in " ".join(here.stderr.split())
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "elsewhere"))  # an officer's machine: no key store
+    away = runner.invoke(app, ["audit", "verify", "--export", str(forged)])
+    assert away.exit_code == 2, away.output
+    assert "log intact" not in away.output
+    assert "--key" in away.stderr
+    exported = data_dir / "log.jsonl"  # the log's own export still verifies without --key beside its key
+    monkeypatch.setenv("WGS_DATA_DIR", str(data_dir))
+    assert runner.invoke(app, ["audit", "export", "--out", str(exported)]).exit_code == 0
+    assert runner.invoke(app, ["audit", "verify", "--export", str(exported)]).exit_code == 0
