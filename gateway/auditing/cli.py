@@ -26,7 +26,7 @@ from audit import (
     verify_database,
     verify_export,
 )
-from gateway.auditing.setup import CheckpointKeyError, audit_signer
+from gateway.auditing.setup import CheckpointKeyError, audit_signer, writing_signer
 from gateway.db.engine import existing_engine_for
 from gateway.settings import Settings
 
@@ -100,10 +100,13 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
     entry is covered by a signature (the verifier refuses entries that are not). The file is readable by its
     owner only and appears whole or not at all: an export that fails leaves what was at that path before."""
     settings = Settings()
-    signer = _existing_signer(settings)  # before the database: a wrong data directory stops here
+    _existing_signer(settings)  # before the database: a wrong data directory stops here
     engine = existing_engine_for(settings)
     try:
-        summary = export_log(AuditLog(engine, signer), out_file)
+        summary = export_log(AuditLog(engine, writing_signer(engine, settings)), out_file)
+    except CheckpointKeyError as exc:  # another key than the log's: it must not sign the exported size
+        _one_line(f"export failed: {exc}")
+        raise typer.Exit(1) from None
     except OSError as exc:
         _one_line(f"export failed: cannot write {out_file} ({exc.strerror or type(exc).__name__})")
         raise typer.Exit(1) from None

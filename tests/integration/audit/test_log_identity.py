@@ -97,6 +97,44 @@ def test_a_forged_newest_checkpoint_does_not_stop_the_start(settings: Settings, 
         container.close()
 
 
+def test_commands_that_write_the_log_refuse_a_key_made_after_the_logs_was_lost(
+        settings: Settings, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``keys init`` makes a new key where the log's was lost; a command that writes the log (an audited access
+    change, an export, which signs its size) then signed with it, and the gateway's start, finding a checkpoint
+    that names that key, took it for the log's. Now they refuse as the start does, and write nothing."""
+    from typer.testing import CliRunner
+
+    from gateway.auth.accounts import create_account
+    from gateway.cli import app
+    from gateway.db.engine import transaction
+
+    container = build_container(settings, clock)
+    try:
+        with transaction(container.sessions) as session:
+            create_account(session, "po-someone", "gemeente-0", ["privacy-officer"], "correct horse battery", clock)
+        log = AuditLog(container.engine, audit_signer(settings))
+        before = (log.size(), log.checkpoint().tree_size)
+        (settings.key_dir / CHECKPOINT_KEY_FILE).unlink()
+        monkeypatch.setenv("WGS_DATA_DIR", str(settings.data_dir))
+        monkeypatch.setenv("WGS_DATABASE_URL", settings.effective_database_url)
+        runner = CliRunner()
+        assert runner.invoke(app, ["keys", "init"]).exit_code == 0  # a new key, where the log's was
+        disabled = runner.invoke(app, ["users", "disable", "po-someone"])
+        assert disabled.exit_code != 0, disabled.output
+        assert "another key" in " ".join(disabled.output.split())
+        out = settings.data_dir / "log.jsonl"
+        exported = runner.invoke(app, ["audit", "export", "--out", str(out)])
+        assert exported.exit_code == 1, exported.output
+        assert "another key" in " ".join(exported.stderr.split())
+        assert not out.exists()
+        log = AuditLog(container.engine, audit_signer(settings))
+        assert (log.size(), log.checkpoint().tree_size) == before, "nothing written, nothing signed"
+    finally:
+        container.close()
+    with pytest.raises(CheckpointKeyError, match="another key"):
+        _start(settings, clock)
+
+
 def _new_key() -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
