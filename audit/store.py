@@ -507,9 +507,11 @@ def has_checkpoint(connection: Connection) -> bool:
 
 
 def checkpoint_notes(connection: Connection) -> Iterator[str]:
-    """The signed notes of the stored checkpoints, newest first (only the note: nothing is parsed)."""
-    for (note,) in connection.execute(select(audit_checkpoints.c.note)
-                                      .order_by(audit_checkpoints.c.tree_size.desc())):
+    """The signed notes of the stored checkpoints, newest first (only the note: nothing is parsed), streamed: a
+    caller that stops at the first note it wants has not had the whole table fetched (a server-side cursor on
+    PostgreSQL, whose default client-side cursor would fetch every row at once)."""
+    query = select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.tree_size.desc())
+    for (note,) in connection.execute(query.execution_options(yield_per=64)):
         yield str(note)
 
 
