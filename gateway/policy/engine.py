@@ -26,6 +26,8 @@
 Both raise only ``PolicyUnavailable`` or ``MalformedDecision`` — the caller denies on either — and both
 accept only decisions that name this engine's register by its digest (``register_sha256``, loaded with the
 register as ``data.register.sha256``): the register whose version the gateway records with each decision.
+The digest is handed to the engine with the register by whoever installs it (the one ``RegisterService``
+holds and the gateway recorded), so this module knows the policy contract only, not the register's service.
 
 ``decide_many`` decides every target of one request in one evaluation (rule ``decisions``: the request
 without ``holder`` plus ``holders``), so what does not depend on the holder is evaluated once per request;
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +51,6 @@ from pydantic import TypeAdapter
 
 from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
 from gateway.policy.model import Decision, Party, PolicyContext, PolicyInput, PolicyKind, PolicyRequest
-from gateway.register.service import register_digest
 from gateway.urls import EXPECTED, http_url
 
 RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decision", "discovery": "data.wgs.discovery.decision"}
@@ -138,23 +140,19 @@ def _parse_batch(kind: PolicyKind, documents: Any, expected: int) -> list[Decisi
     return [Decision.parse(document, requires_obligations=kind == "exchange") for document in documents]
 
 
-def _register_version(register_data: dict[str, Any]) -> str:
-    """The register's version (``data.register.version``), which every decision carries and the gateway
-    records with it: a register without one could not be cited."""
-    version = register_data.get("version")
-    if not isinstance(version, str) or not version.strip():
-        raise PolicyUnavailable("the register names no version: no decision could prove it was made under it")
-    return version
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _with_digest(register_data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _with_digest(register_data: dict[str, Any], register_sha256: str) -> dict[str, Any]:
     """The register document the policies read as ``data.register``: ``register_data`` plus its SHA-256
-    (as the gateway records it, ``register_digest``) as ``sha256``, which every decision carries back. The
-    version string alone would not tell apart two gateways' registers of one version and other content
-    (each records its versions in its own database). Returns ``(document, digest)``."""
-    _register_version(register_data)
-    digest = register_digest({k: v for k, v in register_data.items() if k != "sha256"})
-    return register_data | {"sha256": digest}, digest
+    as the gateway records it (``RegisterService.digest``, given by whoever installs the engine) as
+    ``sha256``, which every decision carries back. The register's version string alone would not tell
+    apart two gateways' registers of one version and other content (each records its versions in its own
+    database). A digest that is not one (blank, say) is refused: a register pushed without a digest (an
+    older gateway's) makes the policies cite a blank one, which must never match this engine's."""
+    if not _SHA256.fullmatch(register_sha256):
+        raise ValueError("the register's digest must be its SHA-256, as 64 lower-case hex digits")
+    return register_data | {"sha256": register_sha256}
 
 
 def _registered_categories(register_data: dict[str, Any]) -> frozenset[str]:
@@ -206,12 +204,14 @@ class EmbeddedPolicyEngine:
 
     name = "embedded"
 
-    def __init__(self, policies_dir: Path, register_data: dict[str, Any], *, evaluator: Evaluator = "rvm") -> None:
+    def __init__(self, policies_dir: Path, register_data: dict[str, Any], register_sha256: str, *,
+                 evaluator: Evaluator = "rvm") -> None:
         self.evaluator: Evaluator = evaluator
+        loaded = _with_digest(register_data, register_sha256)
+        self._register_sha256 = register_sha256
         self._sources = [(str(path), path.read_text(encoding="utf-8")) for path in policy_files(policies_dir)]
         if not self._sources:
             raise PolicyUnavailable(f"no Rego policies found in {policies_dir}")
-        loaded, self._register_sha256 = _with_digest(register_data)
         self._register_json = json.dumps({"register": loaded})
         self._categories = _registered_categories(register_data)
         self._shared: tuple[str, bytes | None] | None = None  # (data JSON with the index, RVM program)
@@ -486,13 +486,13 @@ class OpaServerPolicyEngine:
 
     name = "opa"
 
-    def __init__(self, url: str, register_data: dict[str, Any], *, timeout: float = 2.0, token: str | None = None,
-                 ca_file: str | None = None) -> None:
+    def __init__(self, url: str, register_data: dict[str, Any], register_sha256: str, *, timeout: float = 2.0,
+                 token: str | None = None, ca_file: str | None = None) -> None:
         if not (math.isfinite(timeout) and timeout > 0):  # NaN never fires: a hung server would hold callers
             raise ValueError("the policy engine's timeout must be a positive, finite number of seconds")
+        self._register, self._register_sha256 = _with_digest(register_data, register_sha256), register_sha256
         self._client = _opa_client(url, timeout, token, ca_file)
         self._timeout = timeout
-        self._register, self._register_sha256 = _with_digest(register_data)
         self._categories = _registered_categories(register_data)
         self._pushes = 0  # completed pushes of the register
         self._push_task: asyncio.Task[None] | None = None  # the push in flight, shared by every caller
@@ -653,8 +653,14 @@ class OpaServerPolicyEngine:
         await self._client.close_connection()
 
 
-def build_policy_engine(kind: str, policies_dir: Path, register_data: dict[str, Any], *, opa_url: str = "",
-                        timeout: float = 2.0, token: str | None = None, ca_file: str | None = None) -> PolicyEngine:
+def build_policy_engine(kind: str, policies_dir: Path, register_data: dict[str, Any], register_sha256: str, *,
+                        opa_url: str = "", timeout: float = 2.0, token: str | None = None,
+                        ca_file: str | None = None) -> PolicyEngine:
+    """The engine of ``kind`` deciding under the register ``register_data`` (the document the policies read
+    as ``data.register``) of digest ``register_sha256`` (the one the gateway records for it): the caller
+    holds both (``RegisterService``), so the engine neither recomputes the digest nor knows the register's
+    service."""
     if kind == "opa":
-        return OpaServerPolicyEngine(opa_url, register_data, timeout=timeout, token=token, ca_file=ca_file)
-    return EmbeddedPolicyEngine(policies_dir, register_data)
+        return OpaServerPolicyEngine(opa_url, register_data, register_sha256, timeout=timeout, token=token,
+                                     ca_file=ca_file)
+    return EmbeddedPolicyEngine(policies_dir, register_data, register_sha256)

@@ -29,8 +29,7 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "obligations": OBLIGATIONS, "escalation_decision": None,
-    "holder": "politie", "policy_version": "wgs-policy-stub", "register_version": REGISTER["version"],
-    "register_sha256": register_digest(REGISTER)}
+    "holder": "politie", "policy_version": "wgs-policy-stub", "register_sha256": register_digest(REGISTER)}
 DENIED = ALLOWED | {"allow": False, "outcome": "denied", "permitted_categories": [], "obligations": None,
                     "reasons": [{"code": "legal-basis-mismatch", "message": "wrong legal basis"}]}
 ALLOWED_JSON = json.dumps(ALLOWED)
@@ -58,7 +57,7 @@ class Answering:
 
 
 async def _decide(url: str) -> str:
-    engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+    engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0)
     try:
         return (await engine.decide("exchange", ASKED)).outcome
     finally:
