@@ -437,20 +437,6 @@ server has lost the register (a restart wipes its in-memory data). It is asked t
 (``POST /v1/data/wgs/exchange/decision``), one of the few calls deploy/opa/authz.rego allows the gateway."""
 
 
-class _Repush:
-    """The one re-push of the register that a decision call may make when the OPA server decided under
-    another register (a call of several evaluations shares it: a second mismatch is contention, deny)."""
-
-    __slots__ = ("left",)
-
-    def __init__(self) -> None:
-        self.left = 1
-
-    def take(self) -> bool:
-        taken, self.left = self.left > 0, max(self.left - 1, 0)
-        return taken
-
-
 def _unavailable(exc: Exception) -> PolicyUnavailable:
     return PolicyUnavailable(f"OPA server unavailable ({type(exc).__name__})")
 
@@ -531,9 +517,6 @@ class OpaServerPolicyEngine:
             raise MalformedDecision("the OPA server answered something other than a JSON object")
         return answer.get("result")
 
-    async def _register_missing(self) -> bool:
-        return await self._ask(OPA_PATHS["exchange"], _PROBE_INPUT) is None
-
     def _under_another_register(self, result: Any) -> bool:
         """Whether a decision of ``result`` (one decision or a list) cites a register digest other than
         this gateway's: made under the register another gateway pushed over ours (a blank one: a register
@@ -545,27 +528,35 @@ class OpaServerPolicyEngine:
                 return True
         return False
 
-    async def _query(self, path: str, document: dict[str, Any], expected: int | None, budget: _Repush) -> Any:
+    async def _query(self, path: str, document: dict[str, Any], expected: int | None,
+                     repushed: bool) -> tuple[Any, bool]:
         """The decision(s) for ``document``: ``expected`` is None for a one-target rule (the result must
         be defined), the number of targets for a ``decisions`` rule (a list of that length). One re-push
-        and retry when the register is missing on the server; one re-push per decision call (``budget``)
-        when the server decided under another register, and ``PolicyUnavailable`` when it still does
-        after that (another gateway pushing its own register meanwhile)."""
+        and retry when the register is missing on the server. When the server decided under another
+        register: one re-push and retry per decision call, which a call of several queries shares
+        (``repushed``: whether an earlier query of the call made it; returned with the answer, so the
+        next query of the call is given it), and ``PolicyUnavailable`` when the server still does after
+        that (another gateway pushing its own register meanwhile: contention). Returns ``(answer,
+        repushed)``.
+
+        (A count of pushes since the call began would not do for ``repushed``: it also counts pushes of a
+        register the server lost and other callers' pushes, which spend no re-push of this call.)"""
         await self._push()
         for attempt in (1, 2):
             pushes = self._pushes
             result = await self._ask(path, document)
             if result is not None and (expected is None or (isinstance(result, list) and len(result) == expected)):
                 if not self._under_another_register(result):
-                    return result
-                if attempt == 2 or not budget.take():
+                    return result, repushed
+                if attempt == 2 or repushed:
                     raise PolicyUnavailable("the OPA server decided under another register than the gateway's "
                                             "(digest), also after the gateway pushed its own")
+                repushed = True
                 await self._push(unless_pushed_since=pushes)
                 continue
             if attempt == 2:
                 break
-            if not await self._register_missing() and self._pushes == pushes:
+            if await self._probe() != "missing" and self._pushes == pushes:
                 break  # the register was there all along: this input has no decision (a policy defect)
             # the register is missing, or another caller pushed it again since this query was asked
             await self._push(unless_pushed_since=pushes)
@@ -584,7 +575,7 @@ class OpaServerPolicyEngine:
             raise _unavailable(exc) from exc
 
     async def _decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
-        document = await self._query(OPA_PATHS[kind], policy_input.document(), None, _Repush())
+        document, _ = await self._query(OPA_PATHS[kind], policy_input.document(), None, repushed=False)
         return Decision.parse(document, requires_obligations=kind == "exchange").answering(
             policy_input, self._categories, self._register_sha256)
 
@@ -594,9 +585,9 @@ class OpaServerPolicyEngine:
 
     async def _decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(inputs)
-        budget = _Repush()
+        repushed = False  # the call's one re-push for an answer under another register, shared by its queries
         for positions, document in batch_inputs(inputs):
-            documents = await self._query(BATCH_OPA_PATHS[kind], document, len(positions), budget)
+            documents, repushed = await self._query(BATCH_OPA_PATHS[kind], document, len(positions), repushed)
             for position, decision in zip(positions, _parse_batch(kind, documents, len(positions)), strict=True):
                 decisions[position] = decision.answering(
                     inputs[position], self._categories, self._register_sha256)
@@ -613,7 +604,8 @@ class OpaServerPolicyEngine:
     async def _probe(self) -> Literal["ours", "missing", "another", "foreign"]:
         """What the server's answer to a probe says: no register, another register, or no decision these
         policies give ("foreign": an OPA server still serving older policies, whose decisions lack what this
-        gateway's require — every decision would be refused, so the server is not ready for this gateway)."""
+        gateway's require — every decision would be refused, so the server is not ready for this gateway).
+        Asked by readiness, and by a query that got no decision ("missing": the server lost the register)."""
         result = await self._ask(OPA_PATHS["exchange"], _PROBE_INPUT)
         if result is None:
             return "missing"
@@ -643,7 +635,8 @@ class OpaServerPolicyEngine:
 
     async def check(self) -> None:
         """Ready when the server answers and decides with this gateway's register: ``data.register``
-        present and of this register's version (pushed again if the server lost it or holds another)."""
+        present and of this register's digest (pushed again if the server lost it or holds another), with
+        decisions of this gateway's policy version."""
         await self._within_timeout(self._check())
 
     async def aclose(self) -> None:
