@@ -385,13 +385,23 @@ def _strict_json(body: bytes) -> Any:
         raise MalformedDecision("the OPA server's answer is not JSON") from exc
 
 
+def _not_answered(what: str, status: int) -> PolicyUnavailable:
+    """The refusal of an answer of HTTP ``status`` to ``what`` (not the expected one): a redirect is named
+    as such, so that an operator sees why a server that answers is not used."""
+    if 300 <= status < 400:
+        return PolicyUnavailable(f"the OPA server redirected {what} (HTTP {status}): redirects are not followed")
+    return PolicyUnavailable(f"the OPA server answered {what} with HTTP {status}")
+
+
 def _opa_client(url: str, timeout: float, token: str | None, ca_file: str | None) -> Any:
     """An ``AsyncOpaClient`` for ``url``; with ``ca_file`` the server certificate is checked against it.
-    Unlike the library's client, a query follows no redirect (a decision comes from the configured server
-    or from none) and its answer is read strictly: HTTP 200, ``application/json``, at most
-    ``MAX_ANSWER_BYTES``, JSON as ``_strict_json`` reads it. (The readiness listing, ``GET /v1/policies/``,
-    still follows one: it decides nothing, and the probe after it is a query.)"""
+    Unlike the library's client, no request follows a redirect: a decision comes from the configured
+    server or from none, the register is pushed there or nowhere, and readiness is that server's (the
+    policy listing, ``GET /v1/policies``); the token goes with none of them anywhere else. A redirect is a
+    ``PolicyUnavailable`` that says so. A query's answer is read strictly: HTTP 200, ``application/json``, at
+    most ``MAX_ANSWER_BYTES``, JSON as ``_strict_json`` reads it."""
     import ssl
+    from contextlib import AbstractAsyncContextManager
 
     import aiohttp
     from opa_client import AsyncOpaClient
@@ -403,11 +413,31 @@ def _opa_client(url: str, timeout: float, token: str | None, ca_file: str | None
             self._session = aiohttp.ClientSession(headers=self.headers, connector=self._connector,
                                                   timeout=aiohttp.ClientTimeout(total=self.timeout))
 
+        def _request(self, method: str, url: str, **kwargs: Any) -> AbstractAsyncContextManager[Any]:
+            """Every request of the library's methods, refusing to follow a redirect."""
+            return super()._request(method, url, **kwargs | {"allow_redirects": False})  # type: ignore[no-any-return]
+
+        async def check_connection(self) -> bool:
+            """The policy listing answers 200. Asked as ``GET /v1/policies``, OPA's own path: the library
+            asks ``/v1/policies/``, which OPA answers with a redirect to it (its router's strict slash),
+            and wraps every failure in one vague error."""
+            async with self._request("GET", f"{self.root_url}/policies") as response:
+                if response.status != 200:
+                    raise _not_answered("the policy listing", response.status)
+                return True
+
+        async def update_or_create_data(self, new_data: dict[str, Any], endpoint: str) -> bool:
+            """``PUT /v1/data/<endpoint>``, done when the server answers 204."""
+            async with self._request("PUT", f"{self.root_url}/data/{endpoint}", json=new_data) as response:
+                if response.status != 204:
+                    raise _not_answered(f"the push of data.{endpoint}", response.status)
+                return True
+
         async def query_rule(self, input_data: dict[str, Any], package_path: str) -> Any:
-            async with self._request("POST", f"{self.root_url}/data/{package_path}", json={"input": input_data},
-                                     allow_redirects=False) as response:
-                if response.status != 200:  # a redirect (not followed) or an error
-                    raise PolicyUnavailable(f"the OPA server answered HTTP {response.status}")
+            async with self._request("POST", f"{self.root_url}/data/{package_path}",
+                                     json={"input": input_data}) as response:
+                if response.status != 200:
+                    raise _not_answered("the decision query", response.status)
                 if response.content_type != "application/json":
                     raise MalformedDecision("the OPA server's answer is not JSON")
                 if (response.content_length or 0) > MAX_ANSWER_BYTES:
@@ -634,9 +664,9 @@ class OpaServerPolicyEngine:
                                         "version (upgrade its policies with the gateway)")
 
     async def check(self) -> None:
-        """Ready when the server answers and decides with this gateway's register: ``data.register``
-        present and of this register's digest (pushed again if the server lost it or holds another), with
-        decisions of this gateway's policy version."""
+        """Ready when the server answers (the policy listing, not redirected) and decides with this
+        gateway's register: ``data.register`` present and of this register's digest (pushed again if the
+        server lost it or holds another), with decisions of this gateway's policy version."""
         await self._within_timeout(self._check())
 
     async def aclose(self) -> None:

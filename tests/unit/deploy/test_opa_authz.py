@@ -213,7 +213,7 @@ async def test_the_gateway_with_the_token_is_served(guarded: tuple[str, Guarded]
     assert all(verdict for _, _, verdict in app.seen), app.seen
     calls = {(method, path) for method, path, _ in app.seen}
     assert ("PUT", "/v1/data/register") in calls
-    assert ("GET", "/v1/policies/") in calls
+    assert ("GET", "/v1/policies") in calls  # readiness, at OPA's own path (no redirect to follow)
     assert {("POST", f"/v1/data/{p}") for p in (*OPA_PATHS.values(), *BATCH_OPA_PATHS.values())} <= calls
 
 
