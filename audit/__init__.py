@@ -29,6 +29,7 @@ from audit.checkpoint import (
     NoteSigner,
     NoteVerifier,
     claimed_checkpoint,
+    names_key,
     open_checkpoint,
     sign_checkpoint,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "VerifyResult",
     "claimed_checkpoint",
     "export_log",
+    "names_key",
     "open_checkpoint",
     "sign_checkpoint",
     "verify_database",

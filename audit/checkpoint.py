@@ -244,6 +244,23 @@ def claimed_checkpoint(note: str) -> Checkpoint:
     return Checkpoint.parse_body(SignedNote.parse(note).text)
 
 
+def names_key(note: str, verifier: NoteVerifier) -> bool:
+    """Whether ``note`` is a checkpoint that claims the origin and a signature of ``verifier``'s key (its name and
+    key id), the signature unchecked; False for a text that is no signed checkpoint.
+
+    Tells a log signed under another identity (another key, another origin) from one whose checkpoint was
+    garbled: only the first means the key at hand is not the log's. Never a verdict on the note itself:
+    :func:`open_checkpoint` is.
+    """
+    try:
+        signed = SignedNote.parse(note)
+        origin = Checkpoint.parse_body(signed.text).origin
+    except VerificationError:
+        return False
+    return origin == verifier.name and any(
+        signature.key_name == verifier.name and signature.key_id == verifier.key_id for signature in signed.signatures)
+
+
 def open_checkpoint(note: str, verifier: NoteVerifier, *, origin: str | None = None) -> Checkpoint:
     """Verify a signed checkpoint and return its contents; never look at the contents before that.
 

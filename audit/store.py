@@ -501,6 +501,20 @@ def all_checkpoints(connection: Connection, up_to_size: int | None = None) -> li
         raise MalformedRow("audit_checkpoints", None) from None
 
 
+def has_checkpoint(connection: Connection) -> bool:
+    """Whether any checkpoint was ever signed (the log has an identity: its key and origin)."""
+    return connection.execute(select(audit_checkpoints.c.tree_size).limit(1)).first() is not None
+
+
+def checkpoint_notes(connection: Connection) -> Iterator[str]:
+    """The signed notes of the stored checkpoints, newest first (only the note: nothing is parsed), streamed: a
+    caller that stops at the first note it wants has not had the whole table fetched (a server-side cursor on
+    PostgreSQL, whose default client-side cursor would fetch every row at once)."""
+    query = select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.tree_size.desc())
+    for (note,) in connection.execute(query.execution_options(yield_per=64)):
+        yield str(note)
+
+
 @dataclass(frozen=True)
 class StoredEntry:
     """One row of ``audit_entries``: the canonical bytes, the stored leaf hash and the indexed copies."""

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.policy.engine import EmbeddedPolicyEngine, Evaluator
 from gateway.policy.model import Party, PolicyContext, PolicyInput, PolicyRequest
 from gateway.register.loader import load_register
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER
 
 TARGET = 20_000
@@ -62,7 +63,8 @@ def report(label: str, value: float) -> None:
 
 def bench(evaluator: Evaluator, decisions: int) -> None:
     register = load_register(SHIPPED_REGISTER)[0]
-    engine = EmbeddedPolicyEngine(POLICIES_DIR, register.model_dump(mode="json"), evaluator=evaluator)
+    document = register.model_dump(mode="json")
+    engine = EmbeddedPolicyEngine(POLICIES_DIR, document, register_digest(document), evaluator=evaluator)
     cases = {
         "allowed (police, S1)": "politie",
         "narrowed (tax, S1)": "belastingdienst",

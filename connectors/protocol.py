@@ -34,6 +34,8 @@ CATEGORY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 """A data category's name as the register writes them (``police_incidents``)."""
 
 _SUBJECTS = "Opaque subject references (pseudonyms), never identifiers."
+MAX_SUBJECTS = 100
+"""The most subjects one query or discovery names (the gateway fits what it asks a holder into it)."""
 
 
 class _Model(BaseModel):
@@ -63,7 +65,7 @@ class HolderQuery(_Model):
     purpose: str
     requester_organisation: str
     categories: list[str] = Field(min_length=1)
-    subjects: list[str] = Field(min_length=1, max_length=100, description=_SUBJECTS)
+    subjects: list[str] = Field(min_length=1, max_length=MAX_SUBJECTS, description=_SUBJECTS)
     provided: list[HolderRecord] = Field(default_factory=list,
                                          description="Records the requester lawfully hands to this holder.")
     minors_allowed: bool = Field(
@@ -114,7 +116,7 @@ class HolderDiscovery(_Model):
     request_id: str = Field(min_length=1, max_length=128)
     partnership: str
     purpose: str
-    subjects: list[str] = Field(min_length=1, max_length=100, description=_SUBJECTS)
+    subjects: list[str] = Field(min_length=1, max_length=MAX_SUBJECTS, description=_SUBJECTS)
     categories: list[str] = Field(default_factory=list, description="Only records of these categories count.")
     minors_allowed: bool = Field(
         default=False, description="Whether the purpose allows data about minors (rule 5), as in `HolderQuery`: "

@@ -154,7 +154,8 @@ def decided_requests(session: Session, *, requester_org: str, partnership: str,
                      purpose: str) -> list[tuple[str, str]]:
     """``(request_fingerprint, decision_id)`` of every case of ``requester_org``'s with a decision, in this
     partnership and purpose, whatever its state: the requests that a re-run may have cited a decision for
-    (the gateway uses them to find which request a re-run ran, see ``EscalationService.open_objection``)."""
+    (the gateway uses them to find which request a re-run ran when the re-run's row does not say so itself —
+    rows written before migration 0031; see ``EscalationService._request_fingerprint``)."""
     c = escalation_cases.c
     rows = session.execute(select(c.request_fingerprint, c.decision_id).where(
         c.requester_org == requester_org, c.partnership == partnership, c.purpose == purpose,

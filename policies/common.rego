@@ -22,15 +22,12 @@ package wgs.common
 
 import rego.v1
 
-# The version of the register this evaluation reads, which every decision carries (`register_version`): the
-# gateway refuses a decision made under any register but its own (an OPA server shared with a gateway of
-# another register version, gateway/policy/engine.py). Undefined without a register: no decision then.
-register_version := data.register.version
-
 # The digest of the register this evaluation reads (`data.register.sha256`, the SHA-256 the gateway records
-# for its register and adds to the document it loads), which every decision carries (`register_sha256`):
-# two gateways with the same register version string but different content are told apart by it. Blank
+# for its register and adds to the document it loads), which every decision carries (`register_sha256`): the
+# gateway refuses a decision made under any register but its own (an OPA server shared with a gateway of
+# another register, gateway/policy/engine.py), also one of the same version string and other content. Blank
 # when the register document has none (a Rego unit test's register): the gateway refuses that decision.
+# Undefined without a register: no decision then (how the gateway tells that an OPA server lost it).
 register_sha256 := object.get(data.register, "sha256", "")
 
 partnership := data.register.partnerships[input.request.partnership]

@@ -13,7 +13,6 @@ import rego.v1
 import data.wgs.common.escalation_decisions
 import data.wgs.common.holder_facts
 import data.wgs.common.register_sha256
-import data.wgs.common.register_version
 import data.wgs.common.request_deny
 import data.wgs.common.request_escalate_sorted
 import data.wgs.common.requested
@@ -30,7 +29,6 @@ _context := {
 	# Rule 8: a valid escalation decision narrows its holder's categories to those it states.
 	"bounds": {org: {c | some c in d.permitted_categories} | some org, d in escalation_decisions},
 	"escalation_ids": {org: d.id | some org, d in escalation_decisions},
-	"register_version": register_version,
 	"register_sha256": register_sha256,
 }
 
@@ -55,7 +53,6 @@ _decision(ctx, h) := d if {
 		"escalation_decision": object.get(ctx.escalation_ids, org, null),
 		"holder": org,
 		"policy_version": data.wgs.version.policy_version,
-		"register_version": ctx.register_version,
 		"register_sha256": ctx.register_sha256,
 	}
 }

@@ -21,7 +21,6 @@ import data.wgs.common.escalation_decisions
 import data.wgs.common.indexed_holders
 import data.wgs.common.purpose
 import data.wgs.common.register_sha256
-import data.wgs.common.register_version
 import data.wgs.common.request_deny
 import data.wgs.common.request_escalate_sorted
 import data.wgs.common.requested
@@ -81,7 +80,6 @@ _plain_context := {
 	"escalate": request_escalate_sorted,
 	"on_allow": _obligations_on_allow,
 	"policy_version": data.wgs.version.policy_version,
-	"register_version": register_version,
 	"register_sha256": register_sha256,
 }
 
@@ -100,7 +98,6 @@ _context := {
 	"on_allow": _obligations_on_allow,
 	"provided": provided,
 	"policy_version": data.wgs.version.policy_version,
-	"register_version": register_version,
 	"register_sha256": register_sha256,
 }
 
@@ -132,7 +129,6 @@ _decision(ctx, org) := {
 	"escalation_decision": object.get(ctx.escalation_ids, org, null),
 	"holder": org,
 	"policy_version": ctx.policy_version,
-	"register_version": ctx.register_version,
 	"register_sha256": ctx.register_sha256,
 } if {
 	f := ctx.holders[org]
@@ -199,7 +195,6 @@ _plain_decision(ctx, org) := {
 	"escalation_decision": null,
 	"holder": org,
 	"policy_version": ctx.policy_version,
-	"register_version": ctx.register_version,
 	"register_sha256": ctx.register_sha256,
 } if {
 	f := ctx.holders[org]

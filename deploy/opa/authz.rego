@@ -47,7 +47,8 @@ gateway if {
 
 # [method, path] of every call the gateway makes.
 gateway_calls := {
-	# Readiness: opa-python-client's check_connection lists the policies (GET /v1/policies/).
+	# Readiness lists the policies: GET /v1/policies (gateways before wgs-policy-2026.12.4 asked for
+	# /v1/policies/, which OPA redirects there, and followed the redirect).
 	["GET", ["v1", "policies"]],
 	["GET", ["v1", "policies", ""]],
 	# The register, pushed once per process as data.register (Data API).

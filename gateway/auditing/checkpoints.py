@@ -82,7 +82,14 @@ async def _find(services: AuditServices, covering: int | None) -> StoredCheckpoi
 
 
 def _latest(services: AuditServices) -> StoredCheckpoint:
-    """The latest checkpoint, after signing one if the policy says it is due (the first one if there is none)."""
+    """The latest checkpoint, after signing one if the policy says it is due (the first one if there is none).
+
+    A GET that may sign, on purpose: it signs only what :class:`audit.CheckpointPolicy` calls due (new entries
+    and 60 s since the last checkpoint, or 100 entries), which the audit writer's idle loop signs within a
+    second anyway, so asking makes a due checkpoint come a moment sooner and never makes one more (the log signs
+    its own current tree, so repeating the GET changes nothing a checkpoint proves). Caching the answer instead
+    would only serve a staler one; the bound on signing *more* than the policy is ``covering``'s, shared by
+    every process (:mod:`audit.on_demand`)."""
     log_ = services.log
     log_.maybe_issue_checkpoint()
     try:

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from audit import (
     AuditLog,
+    AuditWriteError,
     MalformedRow,
     NoteSigner,
     NoteVerifier,
@@ -25,7 +26,7 @@ from audit import (
     verify_database,
     verify_export,
 )
-from gateway.auditing.setup import CheckpointKeyError, audit_signer
+from gateway.auditing.setup import CheckpointKeyError, audit_signer, writing_signer
 from gateway.db.engine import existing_engine_for
 from gateway.settings import Settings
 
@@ -53,6 +54,20 @@ def _pinned(vkey: str) -> NoteVerifier:
         return NoteVerifier.from_vkey(vkey)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--key") from None
+
+
+def _export_verifier(vkey: str | None) -> NoteVerifier:
+    """The key an export is checked against: ``--key``, else the log's own from the key store (as for the live
+    log), else a usage error. Never the key the export names itself: whoever can rewrite the file's entries and
+    checkpoints can rewrite its header too, and the forgery then verified as "log intact" (exit 0, a warning)."""
+    if vkey:
+        return _pinned(vkey)
+    try:
+        return audit_signer(Settings()).verifier
+    except CheckpointKeyError:
+        raise typer.BadParameter("needed to verify an export away from the log's key store: the log's pinned "
+                                 "verifier key (`wgs-gateway audit key`); the key an export names itself proves "
+                                 "nothing", param_hint="--key") from None
 
 
 def _kept(paths: list[Path]) -> list[str]:
@@ -85,15 +100,22 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
     entry is covered by a signature (the verifier refuses entries that are not). The file is readable by its
     owner only and appears whole or not at all: an export that fails leaves what was at that path before."""
     settings = Settings()
-    signer = _existing_signer(settings)  # before the database: a wrong data directory stops here
+    _existing_signer(settings)  # before the database: a wrong data directory stops here
     engine = existing_engine_for(settings)
     try:
-        summary = export_log(AuditLog(engine, signer), out_file)
+        summary = export_log(AuditLog(engine, writing_signer(engine, settings)), out_file)
+    except CheckpointKeyError as exc:  # another key than the log's: it must not sign the exported size
+        _one_line(f"export failed: {exc}")
+        raise typer.Exit(1) from None
     except OSError as exc:
         _one_line(f"export failed: cannot write {out_file} ({exc.strerror or type(exc).__name__})")
         raise typer.Exit(1) from None
     except (MalformedRow, ValueError, TypeError) as exc:  # a stored value no log row holds (an edited table)
         _one_line(f"export failed: the log's tables hold a value the log never writes ({type(exc).__name__}); "
+                  "check the log with `wgs-gateway audit verify`")
+        raise typer.Exit(1) from None
+    except AuditWriteError as exc:  # the checkpoint at the exported size could not be signed or stored
+        _one_line(f"export failed: no checkpoint could be signed at the exported size ({exc}); "
                   "check the log with `wgs-gateway audit verify`")
         raise typer.Exit(1) from None
     finally:
@@ -104,7 +126,8 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
 @audit_app.command("verify")
 def verify(export_file: Path | None = typer.Option(None, "--export", exists=True, dir_okay=False, readable=True,
                                                    help="Verify this export instead of the live database."),
-           vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`)."),
+           vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`); default: the "
+                                           "log's key in the key store (never the key an export names itself)."),
            checkpoint: list[Path] = typer.Option([], exists=True, dir_okay=False, readable=True,
                                                  help="A signed checkpoint kept from earlier, one per option "
                                                       "(detects a log rolled back behind it)."),
@@ -121,8 +144,8 @@ def verify(export_file: Path | None = typer.Option(None, "--export", exists=True
     known = _kept(checkpoint)
     if export_file is not None:
         try:
-            result = verify_export(export_file, verifier=_pinned(vkey) if vkey else None,
-                                   known_checkpoints=known, deep=not fast)
+            result = verify_export(export_file, verifier=_export_verifier(vkey), known_checkpoints=known,
+                                   deep=not fast)
         except OSError as exc:  # the file went away or could not be read part-way
             _one_line(f"log NOT verified: cannot read {export_file} ({exc.strerror or type(exc).__name__})")
             raise typer.Exit(1) from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
@@ -31,6 +31,9 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 _reader = require_scope(Scope.AUDIT_READ)
 _receipt_checker = require_any_scope(Scope.AUDIT_READ, Scope.AUDIT_RECEIPTS)
 _NO_SUCH_ENTRY = "no such entry"
+MAX_SIZE = 2**53
+"""The largest index or tree size a proof is asked for: far beyond any log, and a number every database column and
+driver takes (an index past 64 bits reached the driver as a lookup of whose entry it was, and came back a 500)."""
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such entry or checkpoint"},
                                             422: {"description": "Sizes out of range"}}
 _CHECKPOINT_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -54,7 +57,7 @@ class ConsistencyProofView(BaseModel):
 @router.get("/checkpoint", response_class=PlainTextResponse, responses=_CHECKPOINT_ERRORS,
             summary="The latest signed checkpoint (C2SP tlog-checkpoint / signed note)")
 async def checkpoint(request: Request, covering: int | None = Query(
-                         None, ge=1, le=2**53, description="Answer with a checkpoint of at least this many entries "
+                         None, ge=1, le=MAX_SIZE, description="Answer with a checkpoint of at least this many entries "
                          "(the highest index of a receipt plus one), signed now if none covers them yet."),
                      container: Container = Depends(get_container),
                      _principal: Principal = Depends(_receipt_checker)) -> str:
@@ -72,7 +75,8 @@ async def verifier_key(container: Container = Depends(get_container),
 
 @router.get("/entries/{index}/proof", response_model=InclusionProofView, responses=_ERRORS,
             summary="RFC 9162 inclusion proof of one entry in the tree of `size` entries")
-async def inclusion(index: int, size: int = Query(ge=1), container: Container = Depends(get_container),
+async def inclusion(index: int = Path(ge=0, le=MAX_SIZE), size: int = Query(ge=1, le=MAX_SIZE),
+                    container: Container = Depends(get_container),
                     principal: Principal = Depends(_receipt_checker)) -> InclusionProofView:
     """Any entry's proof with ``audit:read``; with ``audit:receipts`` only that of an entry of the caller's own
     (a 404 otherwise, as for an entry that does not exist)."""
@@ -101,7 +105,8 @@ def _requested_by(log: AuditLog, index: int, principal: Principal) -> bool:
 
 @router.get("/consistency", response_model=ConsistencyProofView, responses=_ERRORS,
             summary="RFC 9162 consistency proof between the trees of `from` and `to` entries")
-async def consistency(first: int = Query(alias="from", ge=1), second: int = Query(alias="to", ge=1),
+async def consistency(first: int = Query(alias="from", ge=1, le=MAX_SIZE),
+                      second: int = Query(alias="to", ge=1, le=MAX_SIZE),
                       container: Container = Depends(get_container),
                       _principal: Principal = Depends(_reader)) -> ConsistencyProofView:
     if first > second:

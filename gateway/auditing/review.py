@@ -26,14 +26,14 @@ from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
 from audit import AuditEvent, EventType
 from audit.anomaly import Flag, flags_for_day
 from audit.events import Requester as AuditRequester
-from audit.review import MAX_PAGE, EntryFilter, EntryScope, list_entries, statistics, subject_disclosures
+from audit.review import MAX_PAGE, EntryFilter, EntryScope, list_entries, statistics, subject_disclosures, utc_bound
 from gateway.auditing.actions import record_api_action
 from gateway.auditing.setup import audit_services
 from gateway.auth.dependencies import require_scope
@@ -125,21 +125,41 @@ class StatisticView(BaseModel):
 @router.get("/statistics", summary="Accountability figures per partnership, purpose, participant and month",
             response_model=list[StatisticView],
             responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}})
-async def statistics_report(partnership: str | None = id_filter("partnership"),
+async def statistics_report(request: Request, partnership: str | None = id_filter("partnership"),
                             purpose: str | None = id_filter("purpose"),
                             since: datetime | None = None, until: datetime | None = None,
                             format: str = Query("json", pattern="^(json|csv)$"),
                             principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                             container: Container = Depends(get_container)) -> Any:
+    """The CSV is an export, and itself an audit entry (``console.action``, ``export``, channel ``api``: the
+    account, the filters and the number of rows), written before the file is sent, as the console's download
+    is: who took the figures is accountable however they were asked for. The JSON answer is a view."""
+    views = await statistics_views(partnership, purpose, since, until, principal, container)
+    if format == "json":
+        return views
+    details: dict[str, JsonValue] = {"export": "statistics.csv", "rows": len(views)}
+    details.update({name: value for name, value in (("partnership", partnership), ("purpose", purpose)) if value})
+    details.update({name: utc_bound(moment).isoformat() for name, moment in (("since", since), ("until", until))
+                    if moment})
+    await record_api_action(container, request, principal, "export", details=details)
+    return statistics_csv(views)
+
+
+async def statistics_views(partnership: str | None, purpose: str | None, since: datetime | None,
+                           until: datetime | None, principal: Principal, container: Container) -> list[StatisticView]:
+    """The figures the reader may see. Records nothing: each channel records its export itself (the API above,
+    the console as its own action)."""
     scope = scope_of(principal, container)
     rows = await run_in_threadpool(statistics, container.engine, scope,
                                    EntryFilter(partnership=partnership, purpose=purpose, since=since, until=until))
-    views = [StatisticView(**asdict(row)) for row in rows]
-    if format == "json":
-        return views
+    return [StatisticView(**asdict(row)) for row in rows]
+
+
+def statistics_csv(views: list[StatisticView]) -> Response:
+    """The figures as the CSV download a spreadsheet opens (no formulas from partnership or purpose names)."""
     buffer = io.StringIO()
     fields = list(StatisticView.model_fields)
-    writer = SpreadsheetWriter(buffer)  # no formulas from partnership or purpose names
+    writer = SpreadsheetWriter(buffer)
     writer.writerow(fields)
     writer.writerows([view.model_dump()[f] for f in fields] for view in views)
     return csv_download(buffer.getvalue(), "wgs-statistics.csv")

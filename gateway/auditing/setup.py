@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine
 
 from audit import (
     AsyncAuditWriter,
@@ -23,7 +24,9 @@ from audit import (
     NoteSigner,
     NoteVerifier,
     OnDemandCheckpoints,
+    names_key,
 )
+from audit.store import checkpoint_notes, has_checkpoint, read_connection
 from gateway.container import Container
 from gateway.keyfiles import read_or_create
 from gateway.settings import Settings
@@ -94,8 +97,60 @@ def audit_verifier(settings: Settings) -> NoteVerifier:
     return audit_signer(settings).verifier
 
 
+def log_key(engine: Engine, settings: Settings) -> Ed25519PrivateKey:
+    """The checkpoint key of the log in ``engine``, for the gateway starting: created only for a log that has no
+    checkpoint yet (where a log and its identity begin); over a signed log, the key and origin that signed it.
+
+    Why: a key created over a signed log (a key directory not mounted after a redeployment, a data directory
+    that is not the database's) or another ``WGS_ISSUER`` (the origin line) made the gateway sign the same log
+    under a second identity, silently: every officer's pinned key then fails on the new checkpoints, and an
+    export, which names the new key, fails on every earlier one. :class:`CheckpointKeyError` instead, naming the
+    file and what to restore, and no key file made. Whether the log has a checkpoint is read *before* the key
+    file is looked at: a process starting beside one that is creating the log then sees either no checkpoint,
+    or one and the key that process made first."""
+    with read_connection(engine) as connection:
+        signed = has_checkpoint(connection)
+    path = settings.key_dir / CHECKPOINT_KEY_FILE
+    if signed and not path.exists():
+        raise CheckpointKeyError(f"no audit checkpoint key at {path}, but the audit log has checkpoints signed "
+                                 "with one: restore that key (a new one would give the log a second identity that "
+                                 "no officer pinned); is the data directory right?")
+    key = load_or_create_checkpoint_key(settings.key_dir)
+    if signed:
+        _check_identity(engine, NoteVerifier(log_origin(settings.issuer), key.public_key()), path)
+    return key
+
+
+def writing_signer(engine: Engine, settings: Settings) -> NoteSigner:
+    """The log's signer for a command that writes to the log (and may sign a checkpoint): the existing key
+    (:func:`load_checkpoint_key`), and only if it is the log's (:func:`log_key`'s check). A command run with a
+    key made by ``keys init`` after the log's own was lost would otherwise sign under a second identity, which
+    the gateway's start then took for the log's."""
+    signer = audit_signer(settings)
+    with read_connection(engine) as connection:
+        signed = has_checkpoint(connection)
+    if signed:
+        _check_identity(engine, signer.verifier, settings.key_dir / CHECKPOINT_KEY_FILE)
+    return signer
+
+
+def _check_identity(engine: Engine, verifier: NoteVerifier, path: Path) -> None:
+    """:class:`CheckpointKeyError` unless some stored checkpoint names ``verifier``'s key and origin (key name and
+    id, signature unchecked: :func:`audit.names_key`), the newest first, so the usual check reads one row. Not
+    only the newest: a row written behind the gateway's back (a forged or garbled checkpoint) would then stop
+    every start with a wrong diagnosis; it is what the checks of served checkpoints
+    (:mod:`gateway.auditing.checkpoints`) and the verifier report."""
+    with read_connection(engine) as connection:
+        ours = any(names_key(note, verifier) for note in checkpoint_notes(connection))
+    if not ours:
+        raise CheckpointKeyError(f"the audit log's checkpoints are signed with another key than {path}, or for "
+                                 f"another origin than {verifier.name} (from WGS_ISSUER): restore the log's key "
+                                 "and issuer (signing on would give the log a second identity that no officer "
+                                 "pinned)")
+
+
 def install_audit(container: Container) -> AuditServices:
-    key = load_or_create_checkpoint_key(container.settings.key_dir)
+    key = log_key(container.engine, container.settings)
     signer = NoteSigner(log_origin(container.settings.issuer), key)
     log = AuditLog(container.engine, signer, policy=CheckpointPolicy(every_entries=100, every_seconds=60.0),
                    clock=container.clock.now)

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from audit import AuditEvent, AuditLog, AuditWriteError
 from audit.log import prepare
 from gateway.auditing.actions import action_event
-from gateway.auditing.setup import CheckpointKeyError, audit_signer
+from gateway.auditing.setup import CheckpointKeyError, writing_signer
 from gateway.auth import repository
 from gateway.auth.clients import new_secret, register_key_client, register_secret_client
 from gateway.clock import Clock
@@ -87,7 +87,7 @@ def set_active(settings: Settings, engine: Engine, kind: Kind, name: str, active
 def _audited(settings: Settings, engine: Engine, event: AuditEvent, change: Callable[[Connection], None]) -> None:
     """Make ``change`` in the audit log's transaction that writes ``event``: both or neither."""
     try:
-        log = AuditLog(engine, audit_signer(settings))
+        log = AuditLog(engine, writing_signer(engine, settings))
     except CheckpointKeyError as exc:
         raise ServiceUnavailable(f"the change cannot be audited, so it was not made: {exc}") from exc
     try:

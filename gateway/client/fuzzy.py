@@ -143,7 +143,7 @@ class FuzzyDiscoveryRequest(_Strict):
     @field_validator("subjects")
     @classmethod
     def _each_subject_once(cls, subjects: list[FuzzySubject]) -> list[FuzzySubject]:
-        # The same filter twice would only let the 1-to-1 solver tell whether a holder has two close records.
+        # The same filter twice is one subject counted twice (the gateway refuses versions of one person as well).
         clks = [s.clk for s in subjects]
         if len(set(clks)) != len(clks):
             raise ValueError("each subject may be sent only once")
@@ -158,8 +158,8 @@ class FuzzyTarget(BaseModel):
         "`hit` when a record of this holder matches at least one subject, in a category it may supply; "
         "`denied`/`escalated`/`refused-by-holder` as in `POST /v1/discovery` (then `subjects` is empty)."))
     subjects: list[Literal["hit", "no-hit"]] = Field(default_factory=list, description=(
-        "Per subject, in the order sent: whether this holder holds a matching record (each of its records "
-        "matches at most one subject). Never a score, never the holder's reference."))
+        "Per subject, in the order sent: whether this holder holds a matching record (each subject answered as "
+        "if asked alone). Never a score, never the holder's reference."))
     match_handles: list[str | None] = Field(default_factory=list, description=(
         "Per subject, in the order sent: for a hit, its match handle (`match:` and 43 characters) — cite it as a "
         "subject's `ref` in `POST /v1/exchanges` to ask this holder, and only it, for the data of the matched "

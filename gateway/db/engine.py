@@ -124,10 +124,25 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A unit of work: commit on success, roll back on any error."""
+def transaction(factory: sessionmaker[Session], *, immediate: bool = False) -> Iterator[Session]:
+    """A unit of work: commit on success, roll back on any error.
+
+    ``immediate``: on SQLite, begin with ``BEGIN IMMEDIATE``, which takes the database's write lock before
+    the first statement, waiting for another writer in SQLite's busy timeout (30 s, :func:`make_engine`). For
+    a unit that writes after it reads: a deferred transaction takes the lock only at its first write, and
+    one whose read snapshot another process's commit has made stale by then cannot take it at all — SQLite
+    answers that at once (``database is locked``, SQLITE_BUSY_SNAPSHOT), busy timeout or not. Other
+    databases begin as usual (PostgreSQL's row locks and ``ON CONFLICT`` do the waiting there).
+    """
     session = factory()
     try:
+        if immediate:
+            connection = session.connection()
+            if connection.dialect.name == "sqlite":
+                # Sent to the driver as is: SQLAlchemy's pysqlite transactions emit no BEGIN of their own, and
+                # the driver begins none before a statement while this one is open; commit and rollback below
+                # end it (the driver's, on the connection's open transaction).
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield session
         session.commit()
     except BaseException:

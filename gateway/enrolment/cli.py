@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from audit import AuditError, AuditLog
-from gateway.auditing.setup import CheckpointKeyError, audit_signer
+from gateway.auditing.setup import CheckpointKeyError, writing_signer
 from gateway.db.engine import existing_engine_for, make_session_factory, require_database
 from gateway.enrolment.rekey import (
     Command,
@@ -99,7 +99,7 @@ def _audit_log(settings: Settings, doing: str) -> AuditLog:
     anything — the key store included — is changed."""
     engine = existing_engine_for(settings)
     try:
-        return AuditLog(engine, audit_signer(settings))
+        return AuditLog(engine, writing_signer(engine, settings))
     except CheckpointKeyError as exc:
         engine.dispose()
         err.print(f"{doing}: the re-keying cannot be audited, so nothing was changed: {exc}", markup=False,

@@ -57,5 +57,5 @@ async def discover_fuzzy(body: FuzzyDiscoveryRequest, request: Request,
                          principal: Principal = Depends(require_scope(Scope.DISCOVERY))) -> FuzzyDiscoveryResult:
     """As ``POST /v1/discovery`` for subjects without a shared number: the same policy decides per holder; each
     allowed holder's enrolled records are compared with the subjects' filters (the schema's threshold, each
-    record matching at most one subject)."""
+    subject answered as if asked alone)."""
     return await fuzzy_discovery(container_of(request)).discover(principal, body, trace_of(request))

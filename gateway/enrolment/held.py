@@ -239,7 +239,7 @@ def decoded(rows: Sequence[Any], schema: Schema) -> HeldRecords:
 
     That order is Python's (code points), not the database's collation: a copy brought up to date
     (:meth:`HeldRecords.updated`) keeps it, so that it is in every respect the set a full read gives — down to
-    which of two equally good records a subject is paired with."""
+    which of two equally good records a subject's match handle is bound to."""
     refs = [row.local_ref for row in rows]
     if any(left >= right for left, right in pairwise(refs)):
         rows = sorted(rows, key=lambda row: str(row.local_ref))

@@ -46,6 +46,7 @@ from gateway.enrolment.tables import enrolments
 from gateway.errors import Forbidden, ServiceUnavailable, Unprocessable
 from gateway.pseudonyms.errors import InvalidPseudonym, KeyStoreError, PseudonymError, UnknownKeyVersion
 from gateway.pseudonyms.identifiers import IdentifierType
+from gateway.pseudonyms.keys import Domain
 from gateway.pseudonyms.pep import PolymorphicPseudonym, Pseudonym
 from gateway.pseudonyms.transcryptor import Transcryptor
 from gateway.register.model import Register
@@ -366,6 +367,23 @@ class PseudonymService:
         transcryptor = transcryptor or self.transcryptor
         with _not_yours():
             return transcryptor.translate(own, partnership, requester, holder).encode()
+
+    def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str) -> list[str]:
+        """The holder's pseudonyms of the requester's ``subject`` under every key version the ring holds, the
+        current one first, then the older ones, newest first.
+
+        Why: a holder learns its pseudonyms of a new key version only when it enrols again, and the gateway moves
+        the index at a rotation without anyone enrolling (``wgs-gateway pseudonyms rotate``). Asked only by the
+        current version, a holder that had not enrolled again yet recognised none of its subjects and answered
+        nothing, while the index answered ``hit``. Each version is the holder's own domain: it learns no one
+        else's pseudonym, only which of its own old and new ones are one subject (what enrolling again tells it
+        anyway)."""
+        own = self._decode_own(subject)
+        transcryptor = self.transcryptor
+        versions = sorted(transcryptor.keys.versions, key=lambda v: (v != transcryptor.keys.current, -v))
+        with _not_yours():
+            return [transcryptor.convert(own, Domain(partnership, requester), Domain(partnership, holder),
+                                         target_version=version).encode() for version in versions]
 
     def to_partnership(self, subject: str, partnership: str, participant: str, *,
                        transcryptor: Transcryptor | None = None) -> str:

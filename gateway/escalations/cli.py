@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from escalation.cases import Case
 from escalation.legal_gaps import GapStatus, list_gaps
@@ -69,7 +70,7 @@ def scan() -> None:
 @escalations_app.command("list")
 def list_command(overdue: bool = typer.Option(False, help="Only active cases past their deadline."),
                  partnership: str | None = typer.Option(None, help="Only this partnership's cases.")) -> None:
-    """List every escalation case (an operator sees all), oldest first.
+    """List every escalation case (an operator sees all), oldest first, a table per page of cases.
 
     --overdue judges by today's date in the register's office-hours timezone, as the gateway does (not the
     machine's, nor UTC)."""
@@ -82,31 +83,44 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
     today = (local_date(datetime.now(UTC), load_register(settings.register_file)[0].office_hours.timezone)
              if overdue else None)
     engine = existing_engine_for(settings)
-    with transaction(make_session_factory(engine)) as session:
-        cases = _every_case(session, CaseFilter(partnership=partnership, overdue_on=today))
-    engine.dispose()
-    table = Table("case", "partnership", "requester", "holder", "trigger", "state", "tier", "deadline")
-    for case in cases:
-        table.add_row(case.id, case.partnership, case.requester_org, case.holder_org, case.trigger,
-                      case.state.value, str(case.tier), case.deadline.isoformat())
-    out.print(table)
+    try:
+        for number, page in enumerate(_pages(make_session_factory(engine),
+                                             CaseFilter(partnership=partnership, overdue_on=today))):
+            if page or number == 0:  # no cases at all: the header says so; a last page found empty: nothing
+                out.print(_table(page))
+    finally:
+        engine.dispose()
 
 
 LIST_PAGE = 1_000
 """Cases read per query by ``escalations list``, which reads page after page until none is left."""
 
 
-def _every_case(session: Session, filters: CaseFilter) -> list[Case]:
-    """Every case ``filters`` selects, oldest first, read a page at a time by the id cursor. One query with a
-    bound stopped at the 10,000 oldest without a word, and the cases left out were the newest: those an
-    operator lists the cases for."""
-    found: list[Case] = []
+def _pages(sessions: sessionmaker[Session], filters: CaseFilter) -> Iterator[list[Case]]:
+    """Every case ``filters`` selects, oldest first, a page at a time by the id cursor, each page read in a
+    transaction of its own and handed on before the next is read.
+
+    One query with a bound stopped at the 10,000 oldest without a word, and the cases left out were the
+    newest: those an operator lists the cases for. Then every page was collected before anything was
+    printed: a large list showed nothing for as long as it took, and held every case in memory. Now a page
+    is printed as it comes (the caller), and no transaction stays open while the terminal, a pager or a
+    pipe takes its time."""
+    after: str | None = None
     while True:
-        page = list_cases(session, CaseScope(everything=True), filters, limit=LIST_PAGE,
-                          after=found[-1].id if found else None)
-        found += page
+        with transaction(sessions) as session:
+            page = list_cases(session, CaseScope(everything=True), filters, limit=LIST_PAGE, after=after)
+        yield page
         if len(page) < LIST_PAGE:
-            return found
+            return
+        after = page[-1].id
+
+
+def _table(cases: list[Case]) -> Table:
+    table = Table("case", "partnership", "requester", "holder", "trigger", "state", "tier", "deadline")
+    for case in cases:
+        table.add_row(case.id, case.partnership, case.requester_org, case.holder_org, case.trigger,
+                      case.state.value, str(case.tier), case.deadline.isoformat())
+    return table
 
 
 @escalations_app.command("gaps")

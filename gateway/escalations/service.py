@@ -461,12 +461,11 @@ class EscalationService:
     def _request_fingerprint(session: Session, stored: exchanges.StoredExchange) -> str:
         """The fingerprint of the request the exchange ``stored`` ran, which an allow on the case is bound to.
 
-        An exchange row stores what its Idempotency-Key binds to: for a re-run, the request *and* the decision
-        it cited (``keyed_fingerprint``). A case copying that was a dead end: a decision binds to the request
-        without the citation (``fingerprint``), so the policy never matched a later re-run to an allow on it.
-        A re-run's row is known by its citing a decision of one of the requester's cases for that case's
-        request (``decision_fingerprint``); its case gets that case's request fingerprint instead, so an allow
-        is honoured by re-running the same request, citing the new decision.
+        An exchange row's ``request_sha256`` is what its Idempotency-Key binds to: for a re-run, the request
+        *and* the decision it cited (``keyed_fingerprint``). A case copying that was a dead end: a decision
+        binds to the request without the citation (``fingerprint``), so the policy never matched a later
+        re-run to an allow on it. The case gets the request alone, so an allow is honoured by re-running the
+        same request, citing the new decision.
 
         Why an objection to a re-run's outcome is taken, and not refused as contesting a binding decision: the
         gateway treats no decision as the last word elsewhere either — only an *active* case about an
@@ -474,8 +473,15 @@ class EscalationService:
         again — and a re-run's other targets are outcomes like any other exchange's. Which tier
         hears the new case is the workflow's rule for every objection (tier 1), not this one's.
 
-        A re-run that cited a decision for another request than the decision's (the policy ignored it) is not
-        recognised: its row keeps the fingerprint with the citation, as before."""
+        Rows from migration 0031 on store the request alone (``request_fingerprint``) beside the decision a
+        re-run cited: that is the answer, read with the row. It holds also for a re-run that cited a decision
+        made for another request (the policy ignored the citation), which the rows before could not tell.
+        A row from before stores the keyed fingerprint only; a re-run's is recognised, as it was, by its
+        citing a decision of one of the requester's cases for that case's request (``decision_fingerprint``,
+        tried against every decided case of the requester in that partnership and purpose), and any other
+        keeps its own fingerprint."""
+        if stored.request_fingerprint is not None:
+            return stored.request_fingerprint
         for request, decision_id in case_store.decided_requests(
                 session, requester_org=stored.requester_org, partnership=stored.partnership, purpose=stored.purpose):
             if decision_fingerprint(request, decision_id) == stored.request_sha256:

@@ -11,8 +11,9 @@ work is ``POST /v1/discovery``'s, with the filter index where the pseudonym inde
    engine failure denies everything (503);
 3. write-ahead: the request (counts, never a filter) and every decision are logged before anything is compared;
 4. per allowed target: its records of the record type in a permitted category are compared with the subjects
-   (``gateway.matching.lookup``: blocking, Dice at the schema's threshold, 1-to-1); a matched record it keeps
-   confidential, or a minor where the purpose allows none, is its refusal, as in the pseudonym index;
+   (``gateway.matching.lookup``: blocking, Dice at the schema's threshold, each subject on its own); a matched
+   record it keeps confidential, or a minor where the purpose allows none, is its refusal, as in the pseudonym
+   index;
 5. the hit/no-hit disclosures and refusals are logged (counts of subjects hit, never which record, and the
    SHA-256 of each hit's match handle), with the handles stored in the same commit, then the answer goes out:
    per target an outcome, per subject hit/no-hit and per hit a match handle (:mod:`gateway.exchange.
@@ -76,9 +77,11 @@ def _matched(subjects: EncodedDataset, held: HeldRecords | None, permitted: set[
     digest, for the hit's match handle; None for a no-hit), and what the matched records say of the holder's
     grounds to refuse (None when nothing matched).
 
-    The grounds are read from every record with grounds that matches a subject, not only from the records the
-    1-to-1 solver paired: a holder that keeps a person twice, once confidential, refuses about that person
-    even when the requester's spelling happens to be closer to the other record."""
+    A subject's answer depends on it and the holder's records alone, never on the other subjects asked with it
+    (:func:`gateway.matching.lookup.matches`): which of them hit must not tell which scores higher.
+    The grounds are read from every record with grounds that matches a subject, not only from each subject's
+    best match: a holder that keeps a person twice, once confidential, refuses about that person even when the
+    requester's spelling happens to be closer to the other record."""
     if held is None:
         return [None] * len(subjects), None
     usable = held.permitted(permitted)

@@ -109,8 +109,27 @@ class Matched:
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False, compare=False)
 
     def for_holder(self) -> dict[str, str]:
-        """The holder's reference → the handle (the exchange asks the holder in its references)."""
-        return {ref: handle for handle, ref in self.local_refs.items()}
+        """The holder's reference → the first handle of it (the exchange asks the holder in its references, each
+        once; :meth:`fanned_out` gives the other handles of a reference its records)."""
+        found: dict[str, str] = {}
+        for handle, ref in self.local_refs.items():
+            found.setdefault(ref, handle)
+        return found
+
+    def fanned_out(self, records: list[HolderRecord]) -> list[HolderRecord]:
+        """``records`` (about the first handle of each reference, :meth:`for_holder`) and, after each, a copy
+        about every other handle of the same record: subjects of one discovery are answered each on its own
+        (:func:`gateway.matching.lookup.matches`), so two of them can hit one record, and each handle of it gets
+        that record's data."""
+        others: dict[str, list[str]] = {}
+        first = self.for_holder()
+        for handle, ref in self.local_refs.items():
+            if first[ref] != handle:
+                others.setdefault(first[ref], []).append(handle)
+        if not others:
+            return records
+        return [copy for record in records for copy in (
+            record, *(record.model_copy(update={"subject": handle}) for handle in others.get(record.subject, ())))]
 
     def scrubbed(self, records: list[HolderRecord]) -> Scrubbed:
         """``records`` (their subject the handle by now) without anything that names a holder's reference
@@ -213,11 +232,7 @@ class MatchHandles:
             if body.holders != "all" and set(body.holders) != {holder}:
                 raise Unprocessable(f"a match handle's exchange goes to its holder `{holder}` only: leave "
                                     "`holders` out or name that holder alone")
-            refs: dict[str, int] = {}  # the holder is asked by reference alone
-            for n, row in enumerate(found):
-                first = refs.setdefault(row.local_ref, n)
-                if first != n:
-                    raise Unprocessable(f"subjects {first} and {n} are handles of one record: ask about it once")
+            for n, row in enumerate(found):  # the holder is asked by reference alone, each reference once
                 if current_digest(session, row.partnership, holder, row.record_type,
                                   row.local_ref) != row.filter_sha256:
                     raise Unprocessable(f"subject {n}: the holder has withdrawn or re-enrolled the matched record "

@@ -30,12 +30,14 @@ class StoredExchange:
     partnership: str = ""
     purpose: str = ""
     register_version: str = ""
+    request_fingerprint: str | None = None  # without a cited decision; None in rows from before 0031
+    escalation_decision: str | None = None  # the decision a re-run cited; None otherwise and in such rows
 
 
 def _stored(row: Any) -> StoredExchange:
     return StoredExchange(row.id, row.kind, row.requester_org, row.requester_system, row.request_sha256,
                           dict(row.outcome), row.sealed_records, row.sealed_until, row.partnership, row.purpose,
-                          row.register_version)
+                          row.register_version, row.request_fingerprint, row.escalation_decision)
 
 
 _STORED_UNDER_KEY = select(exchanges).where(exchanges.c.requester_system == bindparam("system"),

@@ -50,7 +50,14 @@ from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
 from audit.store import sqlite_writer_lock
 from connectors.http_connector import ConnectorRegistry
-from connectors.protocol import MINOR_NOT_ALLOWED, ConnectorError, HolderDiscovery, HolderQuery, HolderRecord
+from connectors.protocol import (
+    MAX_SUBJECTS,
+    MINOR_NOT_ALLOWED,
+    ConnectorError,
+    HolderDiscovery,
+    HolderQuery,
+    HolderRecord,
+)
 from gateway.auth.principal import Principal
 from gateway.client.models import (
     DiscoveryRequest,
@@ -157,6 +164,8 @@ class SubjectTranslator(Protocol):
     """What the exchange needs of the pseudonym service (implemented in ``gateway.enrolment``)."""
 
     def to_holder(self, subject: str, partnership: str, requester: str, holder: str) -> str: ...
+
+    def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str) -> list[str]: ...
 
     def to_partnership(self, subject: str, partnership: str, participant: str) -> str: ...
 
@@ -490,6 +499,20 @@ def _mapped_counting(value: Any, mapped: dict[str, Any]) -> tuple[Any, int]:
             return [walk(entry) for entry in item]
         return item
     return walk(value), withheld
+
+
+def _once(records: list[HolderRecord]) -> list[HolderRecord]:
+    """``records`` without repeats: a holder asked about one subject by its pseudonyms of two key versions (see
+    ``ExchangeService._for_holder``) may answer the same record under each, which is one record of one subject
+    once both are the requester's pseudonym again."""
+    seen: set[str] = set()
+    once = []
+    for record in records:
+        key = json.dumps(record.model_dump(mode="json"), sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            once.append(record)
+    return once
 
 
 def _unavailable(outcome: TargetOutcome, decision: Decision, code: str, message: str,
@@ -858,7 +881,7 @@ class ExchangeService:
         if _nothing_follows(after, attempt.grant, served):  # the outcome row commits with the disclosures
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
-            row = self._outcome_row(principal, body, result, attempt.key_fingerprint, attempt.idempotency_key)
+            row = self._outcome_row(attempt, result)
             disclosed = await self._record(after, repository.outcome_companion(
                 lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
                 self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)
@@ -877,8 +900,7 @@ class ExchangeService:
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             try:
-                await self._outcomes.insert(self._outcome_row(principal, body, result, attempt.key_fingerprint,
-                                                              attempt.idempotency_key))
+                await self._outcomes.insert(self._outcome_row(attempt, result))
             except Exception as exc:
                 log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
                 raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
@@ -1002,11 +1024,19 @@ class ExchangeService:
         return {s: translator.to_partnership(s, partnership, principal.organisation) for s in subjects}
 
     def _for_holder(self, principal: Principal, partnership: str, holder: str, subjects: list[str]) -> dict[str, str]:
-        """The holder's pseudonym for each subject → the requester's (only for an allowed target)."""
+        """The holder's pseudonyms for each subject → the requester's (only for an allowed target): under the
+        current key version first, and under older versions still in the key ring as far as the holder's query
+        has room (:data:`~connectors.protocol.MAX_SUBJECTS`), so that a holder that has not enrolled again since
+        a rotation still recognises its subjects (``PseudonymService.to_holder_all``)."""
         translator = self.deps.pseudonyms
         if translator is None or not self._pseudonymous(subjects):
             return {s: s for s in subjects}
-        return {translator.to_holder(s, partnership, principal.organisation, holder): s for s in subjects}
+        room = max(1, MAX_SUBJECTS // max(1, len(subjects)))  # versions per subject that fit in one query
+        theirs: dict[str, str] = {}
+        for s in subjects:
+            for pseudonym in translator.to_holder_all(s, partnership, principal.organisation, holder)[:room]:
+                theirs.setdefault(pseudonym, s)
+        return theirs
 
     def _related_for_requester(self, principal: Principal, partnership: str, holder: str,
                                records: list[HolderRecord]) -> tuple[list[HolderRecord], int]:
@@ -1020,6 +1050,21 @@ class ExchangeService:
         translated = [(r, *_mapped_counting(r.fields, mapped)) for r in records]
         return ([r.model_copy(update={"fields": fields}) for r, fields, _ in translated],
                 sum(withheld for _, _, withheld in translated))
+
+    async def _provided_fields(self, principal: Principal, body: ExchangeRequest, holder: str) -> list[Any]:
+        """The fields of the records the requester provides, as ``holder`` gets them: a pseudonym in them (the
+        requester's own, of a related subject) in the holder's pseudonym when the requester enrolled that
+        subject, else withheld (None), as is a text with one inside — exactly as a holder's records are treated
+        on their way to the requester (``_related_for_requester``, with the roles the other way round, so that
+        neither side can use the gateway to translate arbitrary points). As they were, the requester's
+        pseudonyms reached the holder, stable and linkable to the requester's other requests that name them."""
+        translator = self.deps.pseudonyms
+        if translator is None or not body.provide:
+            return [r.fields for r in body.provide]
+        values = {v for r in body.provide for v in _pseudonyms_in(r.fields)}
+        mapping = (await asyncio.to_thread(translator.related_for_requester, values, body.partnership,
+                                           principal.organisation, holder) if values else {})
+        return [_mapped(r.fields, mapping) for r in body.provide]
 
     async def _resolved(self, principal: Principal, body: ExchangeRequest) -> Matched | None:
         """What the request's match handles resolve to (:mod:`gateway.exchange.match_handles`); None when its
@@ -1112,7 +1157,10 @@ class ExchangeService:
         matched = self._matched.get(exchange_id)
         theirs = matched.for_holder() if matched else await self._translated(
             self._for_holder, subjects, principal, body.partnership, target.organisation, subjects)
-        forward = {mine: holders for holders, mine in theirs.items()}
+        forward: dict[str, str] = {}
+        for holders, requesters in theirs.items():  # a provided record goes in the holder's current pseudonym
+            forward.setdefault(requesters, holders)
+        provided_fields = await self._provided_fields(principal, body, target.organisation)
         try:
             if decision.hit_only:
                 found = await connector.discover(HolderDiscovery(
@@ -1132,8 +1180,8 @@ class ExchangeService:
                 related_subjects_as_pseudonyms=matched is not None,  # asked by its references: see the protocol
                 provided=[
                     HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
-                                 subject=forward.get(r.subject, r.subject),
-                                 category=r.category, fields=r.fields) for n, r in enumerate(body.provide)]))
+                                 subject=forward.get(r.subject, r.subject), category=r.category, fields=fields)
+                    for n, (r, fields) in enumerate(zip(body.provide, provided_fields, strict=True))]))
         except ConnectorError as exc:
             log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
             if body.provide and exc.may_have_arrived and not decision.hit_only:  # it may hold them now: logged
@@ -1148,22 +1196,29 @@ class ExchangeService:
         permitted = set(decision.permitted_categories)
         kept = [r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
                 if r.category in permitted and r.subject in theirs]  # back in the requester's pseudonyms
-        # Related subjects in the requester's pseudonyms — also in a follow-up by match handle: its subjects are
-        # no pseudonyms, but the holder names related subjects by its own, linkable to its records.
+        repeated = 0
+        if len(theirs) > len(subjects):  # asked by pseudonyms of several key versions: a record may come twice
+            once = _once(kept)
+            kept, repeated = once, len(kept) - len(once)
+        # Related subjects in the requester's pseudonyms, whatever the subjects asked about are: a holder asked by
+        # references (opaque ones, or a follow-up's by match handle) may still name a related subject by its own
+        # pseudonym, which is stable and linkable to its records, and must not reach the requester as it is.
         # A follow-up counts what is withheld of its records as the holder's over-sharing: asked by reference, it
         # was told to name related subjects by pseudonyms the gateway can translate, and by nothing else.
         untranslated = 0
-        if kept and self.deps.pseudonyms is not None and (matched is not None or self._pseudonymous(subjects)):
+        if kept and self.deps.pseudonyms is not None:
             kept, untranslated = await asyncio.to_thread(self._related_for_requester, principal, body.partnership,
                                                          target.organisation, kept)
         withheld = 0  # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
         if matched is not None:  # no reference of the holder's (the matched records', a related subject's) goes on
             kept, references = matched.scrubbed(kept)
             withheld = references + untranslated
-        dropped = len(answer.records) - len(kept)
+        dropped = len(answer.records) - len(kept) - repeated
         if dropped or withheld:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
                         references_withheld=withheld, exchange_id=exchange_id)
+        if matched is not None:  # every handle of a record gets its data (two subjects may hit one record)
+            kept = matched.fanned_out(kept)
         outcome.records = [Record(record_id=r.record_id, record_type=r.record_type, subject=r.subject,
                                   category=r.category, fields=r.fields) for r in kept]
         for subject in subjects:
@@ -1366,11 +1421,16 @@ class ExchangeService:
             receipt=ReceiptView(exchange_id=exchange_id, audit_indices=[r.index for r in receipts],
                                 checkpoint=checkpoint))
 
-    def _outcome_row(self, principal: Principal, body: ExchangeRequest, result: ExchangeResult,
-                     key_fingerprint: str, idempotency_key: str | None) -> dict[str, Any]:
+    def _outcome_row(self, attempt: _Attempt, result: ExchangeResult) -> dict[str, Any]:
         """The outcome row, durable before the answer (``GET`` and idempotent replays read it): written with
         the disclosures' audit entries when nothing follows them, else with the rows of concurrent requests
-        in one transaction of its own."""
+        in one transaction of its own.
+
+        It keeps both fingerprints: ``request_sha256``, what the Idempotency-Key binds to (with the decision a
+        re-run cites), and ``request_fingerprint``, the request alone, with the cited decision beside it: a
+        case about this exchange's outcome binds to the request alone, as escalation decisions do
+        (``EscalationService._request_fingerprint``)."""
+        principal, body, idempotency_key = attempt.principal, attempt.body, attempt.idempotency_key
         outcome = result.model_dump(mode="json")
         records = {t["holder"]: t.pop("records") for t in outcome["targets"]}
         return {
@@ -1378,7 +1438,9 @@ class ExchangeService:
             "requester_org": principal.organisation, "requester_system": principal.subject,
             "partnership": body.partnership, "purpose": body.purpose, "case_reference": body.case_reference,
             "register_version": result.register_version, "policy_version": result.policy_version,
-            "request_sha256": key_fingerprint, "idempotency_key": idempotency_key, "outcome": outcome,
+            "request_sha256": attempt.key_fingerprint, "request_fingerprint": attempt.request_fingerprint,
+            "escalation_decision": attempt.grant.decision_id if attempt.grant else None,
+            "idempotency_key": idempotency_key, "outcome": outcome,
             "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
             "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None}
 

@@ -14,9 +14,11 @@ from gateway.register.setup import register_service
 
 
 def install_policy(container: Container) -> PolicyEngine:
-    settings = container.settings
-    engine = build_policy_engine(settings.policy_engine, settings.policies_dir,
-                                 register_service(container).as_opa_data(), opa_url=settings.opa_url,
+    """The policy engine, deciding under the register in force and citing it by the digest the gateway
+    recorded for it (``RegisterService.digest``), the one the exchange records each decision with."""
+    settings, register = container.settings, register_service(container)
+    engine = build_policy_engine(settings.policy_engine, settings.policies_dir, register.as_opa_data(),
+                                 register.digest, opa_url=settings.opa_url,
                                  timeout=settings.opa_timeout_seconds, token=settings.opa_token,
                                  ca_file=str(settings.opa_ca_file) if settings.opa_ca_file else None)
     container.services["policy"] = engine

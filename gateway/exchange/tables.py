@@ -9,6 +9,9 @@ an answer are kept only encrypted (AES-GCM) and only for the idempotency window,
 the claim commits with the attempt's write-ahead entries and goes in the commit that stores the outcome. A
 retry that meets a claim (in any gateway process) neither logs nor asks a holder a second time.
 
+An exchange row also says which escalation decision a re-run cited and the request's fingerprint without it
+(migration 0031): what a case about the re-run's outcome binds to.
+
 ``daily_request_counts`` (migration 0019) is rule 6's count of requests per system, purpose and day, shared
 by every gateway process.
 """
@@ -37,6 +40,10 @@ exchanges = Table(
     Column("outcome", JSON, nullable=False),
     Column("sealed_records", LargeBinary, nullable=True),
     Column("sealed_until", DateTime(timezone=True), nullable=True),
+    # 0031: the request's fingerprint without the decision a re-run cites (``request_sha256`` is with it: what
+    # the Idempotency-Key binds to), and that decision; NULL in rows written before
+    Column("request_fingerprint", String(64), nullable=True),
+    Column("escalation_decision", String(36), nullable=True),
     UniqueConstraint("requester_system", "idempotency_key", name="uq_exchanges_requester_system_idempotency_key"),
     Index("ix_exchanges_requester_system_purpose_created_at", "requester_system", "purpose", "created_at"),
 )

@@ -26,7 +26,7 @@ from gateway.matching.errors import EncodingError
 from gateway.matching.similarity import IntArray, dice_join, dice_pairs, popcounts
 from gateway.matching.solving import MatchGroup, ScoredPairs, greedy_solve
 
-__all__ = ["DEFAULT_BLOCKER", "LinkageResult", "LinkageStats", "link"]
+__all__ = ["DEFAULT_BLOCKER", "LinkageResult", "LinkageStats", "link", "scored_pairs"]
 
 DEFAULT_BLOCKER = SignatureBlocker()
 
@@ -58,6 +58,38 @@ class LinkageResult:
         return sorted(out)
 
 
+def _compare(left: EncodedDataset, right: EncodedDataset, positions: tuple[int, int], threshold: float,
+             blocker: Blocker | None, workers: int | None, bits: tuple[IntArray, IntArray]
+             ) -> tuple[ScoredPairs, int, float, float]:
+    """Steps 1 and 2 for two datasets: their pairs at or above ``threshold`` (scored), how many pairs were
+    compared, and the seconds blocking and scoring took."""
+    i, j = positions
+    if blocker is None or (isinstance(blocker, SignatureBlocker) and (left.block_keys is None
+                                                                      or right.block_keys is None)):
+        start = time.perf_counter()
+        joined = dice_join(left.filters, right.filters, threshold, workers=workers)
+        return (ScoredPairs.between(i, j, joined.left_index, joined.right_index, joined.scores),
+                joined.pairs_compared, 0.0, time.perf_counter() - start)
+    start = time.perf_counter()
+    proposed = blocker.candidate_pairs(left, right)
+    t_block = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = dice_pairs(left.filters, right.filters, proposed.left_index, proposed.right_index,
+                        left_counts=bits[0], right_counts=bits[1])
+    keep = scores >= threshold
+    part = ScoredPairs.between(i, j, proposed.left_index[keep], proposed.right_index[keep], scores[keep])
+    return part, len(proposed), t_block, time.perf_counter() - start
+
+
+def scored_pairs(left: EncodedDataset, right: EncodedDataset, *, threshold: float,
+                 blocker: Blocker | None = DEFAULT_BLOCKER, right_counts: IntArray | None = None) -> ScoredPairs:
+    """Every pair of ``left`` and ``right`` at or above ``threshold`` that ``blocker`` proposes, scored, not
+    solved: for a caller that decides per record of ``left`` on its own (fuzzy discovery's subjects). The scores
+    must not leave the gateway."""
+    bits = (popcounts(left.filters), popcounts(right.filters) if right_counts is None else right_counts)
+    return _compare(left, right, (0, 1), threshold, blocker, None, bits)[0]
+
+
 def link(datasets: Sequence[EncodedDataset | Filters], *, threshold: float,
          blocker: Blocker | None = DEFAULT_BLOCKER, workers: int | None = None,
          counts: Sequence[IntArray | None] | None = None) -> LinkageResult:
@@ -86,27 +118,13 @@ def link(datasets: Sequence[EncodedDataset | Filters], *, threshold: float,
     t_block = t_score = 0.0
     for i in range(len(encoded)):
         for j in range(i + 1, len(encoded)):
-            left, right = encoded[i].filters, encoded[j].filters
-            pairs_total += len(left) * len(right)
-            no_keys = encoded[i].block_keys is None or encoded[j].block_keys is None
-            if blocker is None or (isinstance(blocker, SignatureBlocker) and no_keys):
-                start = time.perf_counter()
-                joined = dice_join(left, right, threshold, workers=workers)
-                t_score += time.perf_counter() - start
-                candidates += joined.pairs_compared
-                parts.append(ScoredPairs.between(i, j, joined.left_index, joined.right_index, joined.scores))
-                continue
-            start = time.perf_counter()
-            proposed = blocker.candidate_pairs(encoded[i], encoded[j])
-            t_block += time.perf_counter() - start
-            start = time.perf_counter()
-            scores = dice_pairs(left, right, proposed.left_index, proposed.right_index,
-                                left_counts=bits[i], right_counts=bits[j])
-            keep = scores >= threshold
-            t_score += time.perf_counter() - start
-            candidates += len(proposed)
-            parts.append(ScoredPairs.between(i, j, proposed.left_index[keep], proposed.right_index[keep],
-                                             scores[keep]))
+            pairs_total += len(encoded[i]) * len(encoded[j])
+            part, compared, blocking, scoring = _compare(encoded[i], encoded[j], (i, j), threshold, blocker,
+                                                          workers, (bits[i], bits[j]))
+            parts.append(part)
+            candidates += compared
+            t_block += blocking
+            t_score += scoring
     scored = ScoredPairs.concatenate(parts)
     start = time.perf_counter()
     groups = greedy_solve(scored)

@@ -1,9 +1,10 @@
 """Fuzzy discovery's comparison: which of a requester's subjects match one holder's records.
 
-The gateway's pipeline (:func:`gateway.matching.linkage.link`: signature blocking when both sides sent blocking
-keys, else the length-pruned full join; Dice at the schema's threshold; the greedy 1-to-1 solver) run for two
-datasets, the requester's subjects and one holder's records. What comes out is only *which subject matched which
-record*: the caller turns that into hit/no-hit, and the scores stay inside ``link``.
+The gateway's comparison (:func:`gateway.matching.linkage.scored_pairs`: signature blocking when both sides sent
+blocking keys, else the length-pruned full join; Dice at the schema's threshold) run for two datasets, the
+requester's subjects and one holder's records, and each subject answered on its own (no 1-to-1 solver: see
+:func:`matches`). What comes out is only *which subject matched which record*: the caller turns that into
+hit/no-hit, and the scores stay in here.
 
 :func:`implausible` refuses filters no encoding of a real record produces. An empty filter matches nothing; a
 saturated one is a probe: all bits set scores Dice ``2|x| / (L + |x|)`` against any record ``x``, which passes the
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from gateway.matching.blocking import KeyIndex, SignatureBlocker
 from gateway.matching.encoding import EncodedDataset, Filters
-from gateway.matching.linkage import DEFAULT_BLOCKER, link
+from gateway.matching.linkage import DEFAULT_BLOCKER, scored_pairs
 from gateway.matching.similarity import IntArray, dice_join, popcounts
 
 __all__ = ["MAX_DENSITY", "alike", "held_blocker", "implausible", "matches"]
@@ -43,10 +46,10 @@ def implausible(filters: Filters) -> int | None:
 def alike(filters: Filters, threshold: float) -> tuple[int, int] | None:
     """The positions of the first two filters that match each other at ``threshold`` (one person twice), or None.
 
-    :func:`matches` pairs each held record with at most one subject, best pair first. Two subjects of one person
-    (the same filter spelt differently in base64, or with a bit cleared) would turn that into an oracle: "hit,
-    hit" against "hit, no-hit" tells how many records the holder keeps of the person, and which of the two hits
-    tells which variant scores higher against the holder's record. A request's subjects are distinct people."""
+    A request's subjects are distinct people: two subjects of one person (the same filter spelt differently in
+    base64, or with a bit cleared) are one subject counted twice. When :func:`matches` still paired each held
+    record with at most one subject, this was also what kept "hit, hit" against "hit, no-hit" from telling how
+    many records the holder keeps of the person; :func:`matches` now answers each subject on its own."""
     if len(filters) < 2:
         return None
     joined = dice_join(filters, filters, threshold)
@@ -56,13 +59,23 @@ def alike(filters: Filters, threshold: float) -> tuple[int, int] | None:
 
 def matches(subjects: EncodedDataset, held: EncodedDataset, threshold: float,
             blocker: SignatureBlocker = DEFAULT_BLOCKER, held_counts: IntArray | None = None) -> dict[int, int]:
-    """Subject position → the position of the one held record it matched (1-to-1: each record matches at
-    most one subject, best pair first). ``blocker``: one that carries ``held``'s key index sorted already
-    (:func:`held_blocker`), and ``held_counts`` the set bits of each of ``held``'s filters, for records compared
-    again and again: neither is then worked out from every record on each comparison."""
+    """Subject position → the position of the held record it matches best (at ``threshold``; ties: the first
+    record), for every subject that matches any. ``blocker``: one that carries ``held``'s key index sorted
+    already (:func:`held_blocker`), and ``held_counts`` the set bits of each of ``held``'s filters, for records
+    compared again and again: neither is then worked out from every record on each comparison.
+
+    Each subject is answered on its own, as if it had been asked alone: one held record may answer for several
+    subjects. A 1-to-1 solver (each record for its best subject only) made a subject's answer depend on the others
+    asked with it — two subjects that both reach the threshold against one record got "hit" for the closer one
+    only, which told the requester which of its two probes scores higher against the holder's record."""
     if len(subjects) == 0 or len(held) == 0:
         return {}
-    return dict(link([subjects, held], threshold=threshold, blocker=blocker, counts=[None, held_counts]).pairs())
+    pairs = scored_pairs(subjects, held, threshold=threshold, blocker=blocker, right_counts=held_counts)
+    order = np.lexsort((pairs.right_index, -pairs.scores))  # per subject: best score first, then the first record
+    best: dict[int, int] = {}
+    for subject, record in zip(pairs.left_index[order].tolist(), pairs.right_index[order].tolist(), strict=True):
+        best.setdefault(subject, record)
+    return best
 
 
 def held_blocker(held: EncodedDataset, index: KeyIndex | None = None) -> SignatureBlocker:

@@ -26,6 +26,8 @@
 Both raise only ``PolicyUnavailable`` or ``MalformedDecision`` — the caller denies on either — and both
 accept only decisions that name this engine's register by its digest (``register_sha256``, loaded with the
 register as ``data.register.sha256``): the register whose version the gateway records with each decision.
+The digest is handed to the engine with the register by whoever installs it (the one ``RegisterService``
+holds and the gateway recorded), so this module knows the policy contract only, not the register's service.
 
 ``decide_many`` decides every target of one request in one evaluation (rule ``decisions``: the request
 without ``holder`` plus ``holders``), so what does not depend on the holder is evaluated once per request;
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +52,6 @@ from pydantic import TypeAdapter
 
 from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
 from gateway.policy.model import Decision, Party, PolicyContext, PolicyInput, PolicyKind, PolicyRequest
-from gateway.register.service import register_digest
 from gateway.urls import EXPECTED, http_url
 
 RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decision", "discovery": "data.wgs.discovery.decision"}
@@ -139,23 +141,19 @@ def _parse_batch(kind: PolicyKind, documents: Any, expected: int) -> list[Decisi
     return [Decision.parse(document, requires_obligations=kind == "exchange") for document in documents]
 
 
-def _register_version(register_data: dict[str, Any]) -> str:
-    """The register's version (``data.register.version``), which every decision carries and the gateway
-    records with it: a register without one could not be cited."""
-    version = register_data.get("version")
-    if not isinstance(version, str) or not version.strip():
-        raise PolicyUnavailable("the register names no version: no decision could prove it was made under it")
-    return version
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _with_digest(register_data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _with_digest(register_data: dict[str, Any], register_sha256: str) -> dict[str, Any]:
     """The register document the policies read as ``data.register``: ``register_data`` plus its SHA-256
-    (as the gateway records it, ``register_digest``) as ``sha256``, which every decision carries back. The
-    version string alone would not tell apart two gateways' registers of one version and other content
-    (each records its versions in its own database). Returns ``(document, digest)``."""
-    _register_version(register_data)
-    digest = register_digest({k: v for k, v in register_data.items() if k != "sha256"})
-    return register_data | {"sha256": digest}, digest
+    as the gateway records it (``RegisterService.digest``, given by whoever installs the engine) as
+    ``sha256``, which every decision carries back. The register's version string alone would not tell
+    apart two gateways' registers of one version and other content (each records its versions in its own
+    database). A digest that is not one (blank, say) is refused: a register pushed without a digest (an
+    older gateway's) makes the policies cite a blank one, which must never match this engine's."""
+    if not _SHA256.fullmatch(register_sha256):
+        raise ValueError("the register's digest must be its SHA-256, as 64 lower-case hex digits")
+    return register_data | {"sha256": register_sha256}
 
 
 def _registered_categories(register_data: dict[str, Any]) -> frozenset[str]:
@@ -240,12 +238,14 @@ class EmbeddedPolicyEngine:
 
     name = "embedded"
 
-    def __init__(self, policies_dir: Path, register_data: dict[str, Any], *, evaluator: Evaluator = "rvm") -> None:
+    def __init__(self, policies_dir: Path, register_data: dict[str, Any], register_sha256: str, *,
+                 evaluator: Evaluator = "rvm") -> None:
         self.evaluator: Evaluator = evaluator
+        loaded = _with_digest(register_data, register_sha256)
+        self._register_sha256 = register_sha256
         self._sources = [(str(path), path.read_text(encoding="utf-8")) for path in policy_files(policies_dir)]
         if not self._sources:
             raise PolicyUnavailable(f"no Rego policies found in {policies_dir}")
-        loaded, self._register_sha256 = _with_digest(register_data)
         self._register_json = json.dumps({"register": loaded})
         self._categories = _registered_categories(register_data)
         self._shared: tuple[str, bytes | None] | None = None  # (data JSON with the index, RVM program)
@@ -399,13 +399,23 @@ def _strict_json(body: bytes) -> Any:
         raise MalformedDecision("the OPA server's answer is not JSON") from exc
 
 
+def _not_answered(what: str, status: int) -> PolicyUnavailable:
+    """The refusal of an answer of HTTP ``status`` to ``what`` (not the expected one): a redirect is named
+    as such, so that an operator sees why a server that answers is not used."""
+    if 300 <= status < 400:
+        return PolicyUnavailable(f"the OPA server redirected {what} (HTTP {status}): redirects are not followed")
+    return PolicyUnavailable(f"the OPA server answered {what} with HTTP {status}")
+
+
 def _opa_client(url: str, timeout: float, token: str | None, ca_file: str | None) -> Any:
     """An ``AsyncOpaClient`` for ``url``; with ``ca_file`` the server certificate is checked against it.
-    Unlike the library's client, a query follows no redirect (a decision comes from the configured server
-    or from none) and its answer is read strictly: HTTP 200, ``application/json``, at most
-    ``MAX_ANSWER_BYTES``, JSON as ``_strict_json`` reads it. (The readiness listing, ``GET /v1/policies/``,
-    still follows one: it decides nothing, and the probe after it is a query.)"""
+    Unlike the library's client, no request follows a redirect: a decision comes from the configured
+    server or from none, the register is pushed there or nowhere, and readiness is that server's (the
+    policy listing, ``GET /v1/policies``); the token goes with none of them anywhere else. A redirect is a
+    ``PolicyUnavailable`` that says so. A query's answer is read strictly: HTTP 200, ``application/json``, at
+    most ``MAX_ANSWER_BYTES``, JSON as ``_strict_json`` reads it."""
     import ssl
+    from contextlib import AbstractAsyncContextManager
 
     import aiohttp
     from opa_client import AsyncOpaClient
@@ -417,11 +427,31 @@ def _opa_client(url: str, timeout: float, token: str | None, ca_file: str | None
             self._session = aiohttp.ClientSession(headers=self.headers, connector=self._connector,
                                                   timeout=aiohttp.ClientTimeout(total=self.timeout))
 
+        def _request(self, method: str, url: str, **kwargs: Any) -> AbstractAsyncContextManager[Any]:
+            """Every request of the library's methods, refusing to follow a redirect."""
+            return super()._request(method, url, **kwargs | {"allow_redirects": False})  # type: ignore[no-any-return]
+
+        async def check_connection(self) -> bool:
+            """The policy listing answers 200. Asked as ``GET /v1/policies``, OPA's own path: the library
+            asks ``/v1/policies/``, which OPA answers with a redirect to it (its router's strict slash),
+            and wraps every failure in one vague error."""
+            async with self._request("GET", f"{self.root_url}/policies") as response:
+                if response.status != 200:
+                    raise _not_answered("the policy listing", response.status)
+                return True
+
+        async def update_or_create_data(self, new_data: dict[str, Any], endpoint: str) -> bool:
+            """``PUT /v1/data/<endpoint>``, done when the server answers 204."""
+            async with self._request("PUT", f"{self.root_url}/data/{endpoint}", json=new_data) as response:
+                if response.status != 204:
+                    raise _not_answered(f"the push of data.{endpoint}", response.status)
+                return True
+
         async def query_rule(self, input_data: dict[str, Any], package_path: str) -> Any:
-            async with self._request("POST", f"{self.root_url}/data/{package_path}", json={"input": input_data},
-                                     allow_redirects=False) as response:
-                if response.status != 200:  # a redirect (not followed) or an error
-                    raise PolicyUnavailable(f"the OPA server answered HTTP {response.status}")
+            async with self._request("POST", f"{self.root_url}/data/{package_path}",
+                                     json={"input": input_data}) as response:
+                if response.status != 200:
+                    raise _not_answered("the decision query", response.status)
                 if response.content_type != "application/json":
                     raise MalformedDecision("the OPA server's answer is not JSON")
                 if (response.content_length or 0) > MAX_ANSWER_BYTES:
@@ -449,20 +479,6 @@ _PROBE_INPUT: dict[str, Any] = PolicyInput(
 every decision rule is undefined (``decisions`` gives ``[]``), which is how the engine tells that the OPA
 server has lost the register (a restart wipes its in-memory data). It is asked through the decision path
 (``POST /v1/data/wgs/exchange/decision``), one of the few calls deploy/opa/authz.rego allows the gateway."""
-
-
-class _Repush:
-    """The one re-push of the register that a decision call may make when the OPA server decided under
-    another register (a call of several evaluations shares it: a second mismatch is contention, deny)."""
-
-    __slots__ = ("left",)
-
-    def __init__(self) -> None:
-        self.left = 1
-
-    def take(self) -> bool:
-        taken, self.left = self.left > 0, max(self.left - 1, 0)
-        return taken
 
 
 def _unavailable(exc: Exception) -> PolicyUnavailable:
@@ -500,13 +516,13 @@ class OpaServerPolicyEngine:
 
     name = "opa"
 
-    def __init__(self, url: str, register_data: dict[str, Any], *, timeout: float = 2.0, token: str | None = None,
-                 ca_file: str | None = None) -> None:
+    def __init__(self, url: str, register_data: dict[str, Any], register_sha256: str, *, timeout: float = 2.0,
+                 token: str | None = None, ca_file: str | None = None) -> None:
         if not (math.isfinite(timeout) and timeout > 0):  # NaN never fires: a hung server would hold callers
             raise ValueError("the policy engine's timeout must be a positive, finite number of seconds")
+        self._register, self._register_sha256 = _with_digest(register_data, register_sha256), register_sha256
         self._client = _opa_client(url, timeout, token, ca_file)
         self._timeout = timeout
-        self._register, self._register_sha256 = _with_digest(register_data)
         self._categories = _registered_categories(register_data)
         self._pushes = 0  # completed pushes of the register
         self._push_task: asyncio.Task[None] | None = None  # the push in flight, shared by every caller
@@ -545,9 +561,6 @@ class OpaServerPolicyEngine:
             raise MalformedDecision("the OPA server answered something other than a JSON object")
         return answer.get("result")
 
-    async def _register_missing(self) -> bool:
-        return await self._ask(OPA_PATHS["exchange"], _PROBE_INPUT) is None
-
     def _under_another_register(self, result: Any) -> bool:
         """Whether a decision of ``result`` (one decision or a list) cites a register digest other than
         this gateway's: made under the register another gateway pushed over ours (a blank one: a register
@@ -559,27 +572,35 @@ class OpaServerPolicyEngine:
                 return True
         return False
 
-    async def _query(self, path: str, document: dict[str, Any], expected: int | None, budget: _Repush) -> Any:
+    async def _query(self, path: str, document: dict[str, Any], expected: int | None,
+                     repushed: bool) -> tuple[Any, bool]:
         """The decision(s) for ``document``: ``expected`` is None for a one-target rule (the result must
         be defined), the number of targets for a ``decisions`` rule (a list of that length). One re-push
-        and retry when the register is missing on the server; one re-push per decision call (``budget``)
-        when the server decided under another register, and ``PolicyUnavailable`` when it still does
-        after that (another gateway pushing its own register meanwhile)."""
+        and retry when the register is missing on the server. When the server decided under another
+        register: one re-push and retry per decision call, which a call of several queries shares
+        (``repushed``: whether an earlier query of the call made it; returned with the answer, so the
+        next query of the call is given it), and ``PolicyUnavailable`` when the server still does after
+        that (another gateway pushing its own register meanwhile: contention). Returns ``(answer,
+        repushed)``.
+
+        (A count of pushes since the call began would not do for ``repushed``: it also counts pushes of a
+        register the server lost and other callers' pushes, which spend no re-push of this call.)"""
         await self._push()
         for attempt in (1, 2):
             pushes = self._pushes
             result = await self._ask(path, document)
             if result is not None and (expected is None or (isinstance(result, list) and len(result) == expected)):
                 if not self._under_another_register(result):
-                    return result
-                if attempt == 2 or not budget.take():
+                    return result, repushed
+                if attempt == 2 or repushed:
                     raise PolicyUnavailable("the OPA server decided under another register than the gateway's "
                                             "(digest), also after the gateway pushed its own")
+                repushed = True
                 await self._push(unless_pushed_since=pushes)
                 continue
             if attempt == 2:
                 break
-            if not await self._register_missing() and self._pushes == pushes:
+            if await self._probe() != "missing" and self._pushes == pushes:
                 break  # the register was there all along: this input has no decision (a policy defect)
             # the register is missing, or another caller pushed it again since this query was asked
             await self._push(unless_pushed_since=pushes)
@@ -598,7 +619,7 @@ class OpaServerPolicyEngine:
             raise _unavailable(exc) from exc
 
     async def _decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
-        document = await self._query(OPA_PATHS[kind], policy_input.document(), None, _Repush())
+        document, _ = await self._query(OPA_PATHS[kind], policy_input.document(), None, repushed=False)
         return Decision.parse(document, requires_obligations=kind == "exchange").answering(
             policy_input, self._categories, self._register_sha256)
 
@@ -608,9 +629,9 @@ class OpaServerPolicyEngine:
 
     async def _decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(inputs)
-        budget = _Repush()
+        repushed = False  # the call's one re-push for an answer under another register, shared by its queries
         for positions, document in batch_inputs(inputs):
-            documents = await self._query(BATCH_OPA_PATHS[kind], document, len(positions), budget)
+            documents, repushed = await self._query(BATCH_OPA_PATHS[kind], document, len(positions), repushed)
             for position, decision in zip(positions, _parse_batch(kind, documents, len(positions)), strict=True):
                 decisions[position] = decision.answering(
                     inputs[position], self._categories, self._register_sha256)
@@ -627,7 +648,8 @@ class OpaServerPolicyEngine:
     async def _probe(self) -> Literal["ours", "missing", "another", "foreign"]:
         """What the server's answer to a probe says: no register, another register, or no decision these
         policies give ("foreign": an OPA server still serving older policies, whose decisions lack what this
-        gateway's require — every decision would be refused, so the server is not ready for this gateway)."""
+        gateway's require — every decision would be refused, so the server is not ready for this gateway).
+        Asked by readiness, and by a query that got no decision ("missing": the server lost the register)."""
         result = await self._ask(OPA_PATHS["exchange"], _PROBE_INPUT)
         if result is None:
             return "missing"
@@ -656,8 +678,9 @@ class OpaServerPolicyEngine:
                                         "version (upgrade its policies with the gateway)")
 
     async def check(self) -> None:
-        """Ready when the server answers and decides with this gateway's register: ``data.register``
-        present and of this register's version (pushed again if the server lost it or holds another)."""
+        """Ready when the server answers (the policy listing, not redirected) and decides with this
+        gateway's register: ``data.register`` present and of this register's digest (pushed again if the
+        server lost it or holds another), with decisions of this gateway's policy version."""
         await self._within_timeout(self._check())
 
     async def aclose(self) -> None:
@@ -667,8 +690,14 @@ class OpaServerPolicyEngine:
         await self._client.close_connection()
 
 
-def build_policy_engine(kind: str, policies_dir: Path, register_data: dict[str, Any], *, opa_url: str = "",
-                        timeout: float = 2.0, token: str | None = None, ca_file: str | None = None) -> PolicyEngine:
+def build_policy_engine(kind: str, policies_dir: Path, register_data: dict[str, Any], register_sha256: str, *,
+                        opa_url: str = "", timeout: float = 2.0, token: str | None = None,
+                        ca_file: str | None = None) -> PolicyEngine:
+    """The engine of ``kind`` deciding under the register ``register_data`` (the document the policies read
+    as ``data.register``) of digest ``register_sha256`` (the one the gateway records for it): the caller
+    holds both (``RegisterService``), so the engine neither recomputes the digest nor knows the register's
+    service."""
     if kind == "opa":
-        return OpaServerPolicyEngine(opa_url, register_data, timeout=timeout, token=token, ca_file=ca_file)
-    return EmbeddedPolicyEngine(policies_dir, register_data)
+        return OpaServerPolicyEngine(opa_url, register_data, register_sha256, timeout=timeout, token=token,
+                                     ca_file=ca_file)
+    return EmbeddedPolicyEngine(policies_dir, register_data, register_sha256)

@@ -73,13 +73,12 @@ class Decision(_StrictDecision):
     refuses a decision for another, so a batch answered out of order, or one holder's decision given
     twice, is told apart from the right one (positions alone would not tell)."""
     policy_version: str = Field(min_length=1)
-    register_version: str = Field(min_length=1)
-    """The version of the register the policy read (``data.register.version``), which the gateway records
-    with the decision."""
     register_sha256: str = Field(min_length=1)
     """The digest of the register the policy read (``data.register.sha256``, the SHA-256 the gateway records
     for its register): ``answering`` refuses a decision made under another register than the gateway's, also
-    one of the same version string and other content (another gateway's, with its own database)."""
+    one of the same version string and other content (another gateway's, with its own database). The
+    decision names no register version: the gateway records its own register's version with the decision,
+    and the digest is what tells that this was the register the decision was made under."""
 
     @classmethod
     def parse(cls, document: Any, *, requires_obligations: bool = True) -> Decision:
@@ -121,7 +120,7 @@ class Decision(_StrictDecision):
            ``allowed-narrowed`` removes something;
         4. every reason on an allow is the reason for a removed category: a reason without one (a
            denial's or an escalation's) means the policy allowed what it also refused;
-        5. the holder, the policy and register versions and the register digest are no blanks; obligations forbid onward
+        5. the holder, the policy version and the register digest are no blanks; obligations forbid onward
            sharing and retain until a ``YYYY-MM-DD`` date.
         """
         allowed = self.outcome in {"allowed", "allowed-narrowed"}
@@ -146,9 +145,8 @@ class Decision(_StrictDecision):
         if self.allow and self.reasons and any(r.category is None or r.category not in removed
                                                for r in self.reasons):
             raise MalformedDecision("an allow carries a reason that is no removed category's")
-        if not (self.holder.strip() and self.policy_version.strip() and self.register_version.strip()
-                and self.register_sha256.strip()):
-            raise MalformedDecision("the decision names no holder, policy or register version or register digest")
+        if not (self.holder.strip() and self.policy_version.strip() and self.register_sha256.strip()):
+            raise MalformedDecision("the decision names no holder, policy version or register digest")
         if self.obligations is not None:
             if self.obligations.onward_sharing:  # rule 9: never, whatever else the document says
                 raise MalformedDecision("obligations must forbid onward sharing")

@@ -12,7 +12,9 @@ Rules
 
       9*d1 + 8*d2 + 7*d3 + 6*d4 + 5*d5 + 4*d6 + 3*d7 + 2*d8 - 1*d9  ≡ 0 (mod 11)
 
-  and may not be all zeros (which passes the arithmetic but is no number).
+  and may not be all zeros (which passes the arithmetic but is no number). A KvK number has no check digit,
+  but may not be all zeros either: that is the placeholder a register writes for "unknown", and pseudonymised
+  it would make every such record of every partner one and the same subject.
 * The string hashed to the group is ``"<type>:<normalised digits>"`` (``"bsn:123456782"``), see
   :meth:`Identifier.hash_input`.
 
@@ -43,6 +45,7 @@ _STRIP = re.compile(r"[\s.]+")
 _DIGITS = re.compile(r"[0-9]+")
 _ELEVEN_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
 _ELEVEN_ASCII_OFFSET = ord("0") * sum(_ELEVEN_WEIGHTS)
+_KVK_ZEROS = "00000000"
 
 
 class IdentifierType(StrEnum):
@@ -104,6 +107,8 @@ def _normalise(kind: IdentifierType, raw: str) -> str:
     if kind is IdentifierType.KVK:
         if len(text) != 8:
             raise InvalidIdentifier(f"{kind.label} must have 8 digits (got {len(text)})")
+        if text == _KVK_ZEROS:  # a register's placeholder for "unknown": every such record would be one subject
+            raise InvalidIdentifier(f"{kind.label} may not be all zeros")
         return text
     if len(text) == 8:
         text = "0" + text

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -20,7 +19,6 @@ from gateway.clock import Clock
 from gateway.errors import InvalidRegister
 from gateway.ids import new_id
 from gateway.register import repository
-from gateway.register.loader import load_register
 from gateway.register.model import Register
 
 log = structlog.get_logger("gateway.register")
@@ -63,19 +61,21 @@ class RegisterService:
 def record_version(session: Session, register: Register, source: str, clock: Clock) -> bool:
     """Store ``register`` unless already recorded; returns True when a new version was recorded.
 
+    The insert comes first (``ON CONFLICT DO NOTHING``) and the stored version is read only when it inserted
+    nothing: gateway processes starting at once with the same new version each try, one inserts, and the
+    others — whose insert waited for the winner's commit (SQLite's write lock, PostgreSQL's unique index)
+    — read what it recorded. No process reads before it writes, so none decides on a read that another's
+    commit has overtaken.
+
     Raises InvalidRegister (nothing written) if the version exists with different content.
     """
     document = register.model_dump(mode="json")
     digest = register_digest(document)
-    existing = repository.find_version(session, register.version)
-    if existing is None:
-        if repository.insert_version(session, repository.StoredVersion(
-                id=new_id(), version=register.version, sha256=digest, source=source, loaded_at=clock.now()),
-                document):
-            return True
-        # another gateway process, starting at the same time, recorded it first (and logs the change)
-        existing = repository.find_version(session, register.version)
-        assert existing is not None  # versions are never deleted
+    if repository.insert_version(session, repository.StoredVersion(
+            id=new_id(), version=register.version, sha256=digest, source=source, loaded_at=clock.now()), document):
+        return True
+    existing = repository.find_version(session, register.version)  # recorded before, by this process or another
+    assert existing is not None  # versions are never deleted
     if existing.sha256 != digest:
         raise InvalidRegister(
             f"register version {register.version} is already recorded with different content; "
@@ -83,10 +83,10 @@ def record_version(session: Session, register: Register, source: str, clock: Clo
     return False
 
 
-def load_and_record(session: Session, path: Path, clock: Clock) -> tuple[RegisterService, bool]:
-    """Start-up: validate the file, record its version, return the service (and whether it was new)."""
-    register, _text = load_register(path)
-    is_new = record_version(session, register, path.name, clock)
+def service_for(register: Register, is_new: bool) -> RegisterService:
+    """The service holding ``register``; ``is_new``: this process recorded its version (the audit log says so)."""
+    service = RegisterService(register, register_digest(register.model_dump(mode="json")))
+    service.newly_recorded = is_new
     log.info("register_loaded", version=register.version, new_version=is_new,
              partnerships=len(register.partnerships))
-    return RegisterService(register, register_digest(register.model_dump(mode="json"))), is_new
+    return service

@@ -202,11 +202,12 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     ]  # the API's export (test_legal_gaps compares them)
 
 
-def test_escalations_list_lists_every_case_not_only_the_first_page(data_dir: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """`escalations list` read one page of 10,000 and stopped there without a word: the cases left out were
-    the newest, those an operator lists the cases for. It reads page after page until none is left; pages of
-    four here, and twice four cases, so that the last page is full and one more read finds none."""
+_CASE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _two_pages_of_cases(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Pages of four for `escalations list`, and twice four cases, so that the last page is full and one more
+    read finds none; their ids, oldest first."""
     import uuid
     from datetime import UTC, date, datetime
 
@@ -215,7 +216,6 @@ def test_escalations_list_lists_every_case_not_only_the_first_page(data_dir: Pat
     from gateway.escalations import cli as escalations_cli
 
     monkeypatch.setattr(escalations_cli, "LIST_PAGE", 4)
-
     engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
     long_ago = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
     settled = [{"id": str(uuid.UUID(int=n)), "exchange_id": None, "request_fingerprint": None,
@@ -228,13 +228,52 @@ def test_escalations_list_lists_every_case_not_only_the_first_page(data_dir: Pat
         session.execute(escalation_cases.insert(), settled)
         newest = _refused_case(session, datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
     engine.dispose()
+    return [str(case["id"]) for case in settled] + [newest.id]
+
+
+def test_escalations_list_lists_every_case_not_only_the_first_page(data_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`escalations list` read one page of 10,000 and stopped there without a word: the cases left out were
+    the newest, those an operator lists the cases for. It reads page after page until none is left."""
+    cases = _two_pages_of_cases(data_dir, monkeypatch)
     listed = runner.invoke(app, ["escalations", "list"])
     assert listed.exit_code == 0, listed.output
-    ids = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", listed.output)
-    assert len(ids) == 8
-    assert ids == sorted(ids)  # oldest first, each once
-    assert ids[0] == settled[0]["id"]
-    assert ids[-1] == newest.id
+    assert _CASE_ID.findall(listed.output) == cases  # oldest first, each once
+    assert listed.output.count("partnership") == 2  # a table per page; the empty read after the last prints none
+
+
+def test_escalations_list_prints_each_page_before_it_reads_the_next(data_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """It collected every page before printing anything: a large list showed nothing until all of it was read,
+    and held all of it in memory. Each page is printed as it is read."""
+    import io
+
+    from rich.console import Console
+
+    from gateway.escalations import cli as escalations_cli
+
+    cases = _two_pages_of_cases(data_dir, monkeypatch)
+    printed = io.StringIO()
+    monkeypatch.setattr(escalations_cli, "out", Console(file=printed, width=200))
+    shown_before_each_read: list[list[str]] = []
+    read_page = escalations_cli.list_cases
+
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        shown_before_each_read.append(_CASE_ID.findall(printed.getvalue()))
+        return read_page(*args, **kwargs)
+
+    monkeypatch.setattr(escalations_cli, "list_cases", reading)
+    listed = runner.invoke(app, ["escalations", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert shown_before_each_read == [[], cases[:4], cases]
+    assert _CASE_ID.findall(printed.getvalue()) == cases
+
+
+def test_escalations_list_without_cases_prints_the_header(data_dir: Path) -> None:
+    listed = runner.invoke(app, ["escalations", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "partnership" in listed.output
+    assert _CASE_ID.findall(listed.output) == []
 
 
 def test_escalations_scan_delivers_its_webhooks_before_it_exits(data_dir: Path,

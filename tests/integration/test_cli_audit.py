@@ -259,3 +259,73 @@ def test_an_export_of_a_log_edited_behind_its_back_is_one_line_pointing_to_verif
     assert "audit verify" in stderr
     assert not out.exists()
     assert not [p for p in data_dir.iterdir() if p.name.endswith(".partial")]
+
+
+def test_an_export_whose_signature_fails_on_an_edited_tree_is_one_line_pointing_to_verify(data_dir: Path) -> None:
+    """Entries past the last checkpoint make the export sign one at its size, from the cached subtrees; with
+    those deleted behind the log's back the signing fails (an ``AuditWriteError``), which escaped the command as
+    a traceback while a row it could not read was one line."""
+    from audit import AuditLog, CheckpointPolicy
+    from gateway.auditing.setup import audit_signer
+    from gateway.db.engine import make_engine
+    from gateway.settings import Settings
+    from tests.audit_support import make_event
+
+    settings = Settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        AuditLog(engine, audit_signer(settings), policy=CheckpointPolicy(every_entries=8, every_seconds=None)).append(
+            [make_event(100 + i) for i in range(3)])  # not covered by a checkpoint: the export signs one
+    finally:
+        engine.dispose()
+    _tamper(data_dir, "DELETE FROM audit_tree_nodes")
+    out = data_dir / "log.jsonl"
+    stderr = _no_traceback(runner.invoke(app, ["audit", "export", "--out", str(out)]))
+    assert stderr.startswith("export failed:"), stderr
+    assert "audit verify" in stderr
+    assert not out.exists()
+
+
+def _forged_export(tmp_path: Path) -> Path:
+    """An export that whoever holds the log's file could make: every entry, checkpoint and the header's key their
+    own (a log of their making under the log's origin, signed with a key of theirs)."""
+    from alembic import command
+
+    from audit import AuditLog, export_log
+    from gateway.auditing.setup import log_origin
+    from gateway.db.engine import alembic_config, make_engine
+    from gateway.settings import Settings
+    from tests.audit_support import log_signer, make_event
+
+    url = f"sqlite:///{tmp_path / 'forger.sqlite'}"
+    command.upgrade(alembic_config(url), "head")
+    engine = make_engine(url)
+    try:
+        log = AuditLog(engine, log_signer("forger", name=log_origin(Settings().issuer)))
+        log.append([make_event(n) for n in range(5)])
+        export_log(log, tmp_path / "forged.jsonl")
+    finally:
+        engine.dispose()
+    return tmp_path / "forged.jsonl"
+
+
+def test_an_export_is_never_intact_on_the_key_it_names_itself(data_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``--key`` an export was verified with the key in its own header, and a rewritten file (entries,
+    checkpoints and key alike) came out "log intact", exit 0, with only a warning. The key must come from outside
+    the evidence: without ``--key`` the export is checked against the log's key from the key store where there
+    is one (as the live log is), and refused (usage error) where there is none."""
+    forged = _forged_export(tmp_path)
+    here = runner.invoke(app, ["audit", "verify", "--export", str(forged)])  # beside the log's key store
+    assert here.exit_code == 1, here.output
+    assert "log intact" not in here.output
+    assert "log NOT intact: key" in " ".join(here.stderr.split())
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "elsewhere"))  # an officer's machine: no key store
+    away = runner.invoke(app, ["audit", "verify", "--export", str(forged)])
+    assert away.exit_code == 2, away.output
+    assert "log intact" not in away.output
+    assert "--key" in away.stderr
+    exported = data_dir / "log.jsonl"  # the log's own export still verifies without --key beside its key
+    monkeypatch.setenv("WGS_DATA_DIR", str(data_dir))
+    assert runner.invoke(app, ["audit", "export", "--out", str(exported)]).exit_code == 0
+    assert runner.invoke(app, ["audit", "verify", "--export", str(exported)]).exit_code == 0

@@ -24,13 +24,14 @@ from gateway.db.engine import MIGRATIONS_DIR, alembic_config
 from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER
 from gateway.register.loader import load_register
 from gateway.policy.engine import EmbeddedPolicyEngine
+from gateway.register.service import register_digest
 
 build = Path(sys.argv[1]).resolve()
 for where in (Path(gateway.__file__), MIGRATIONS_DIR, POLICIES_DIR):
     assert build in where.resolve().parents, f"{where} is not from the build"
 command.upgrade(alembic_config(f"sqlite:///{sys.argv[2]}"), "head")
-register, _ = load_register(SHIPPED_REGISTER)
-EmbeddedPolicyEngine(POLICIES_DIR, register.model_dump(mode="json"))  # compiles every policy, or raises
+register = load_register(SHIPPED_REGISTER)[0].model_dump(mode="json")
+EmbeddedPolicyEngine(POLICIES_DIR, register, register_digest(register))  # compiles every policy, or raises
 print("policies compiled from", POLICIES_DIR.relative_to(build))
 """
 

@@ -10,6 +10,7 @@ import pytest
 from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine
 from gateway.policy.errors import MalformedDecision
 from gateway.policy.model import PolicyKind
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
 from tests.opa_test_server import Behaviour, create_opa_test_app
 from tests.servers import serve_app
@@ -27,8 +28,8 @@ def opa_url() -> Iterator[str]:
 @pytest.mark.parametrize("kind", ["exchange", "discovery"])
 async def test_opa_server_batches_equal_single_queries_and_the_embedded_engine(opa_url: str,
                                                                                 kind: PolicyKind) -> None:
-    opa = OpaServerPolicyEngine(opa_url, REGISTER, timeout=5.0)
-    embedded = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER)
+    opa = OpaServerPolicyEngine(opa_url, REGISTER, register_digest(REGISTER), timeout=5.0)
+    embedded = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER, register_digest(REGISTER))
     try:
         for inputs in REQUESTS:
             batched = await opa.decide_many(kind, inputs)
@@ -42,7 +43,7 @@ async def test_opa_server_batches_equal_single_queries_and_the_embedded_engine(o
 
 async def test_a_malformed_batch_is_refused() -> None:
     with serve_app(create_opa_test_app(POLICIES_DIR, Behaviour(malformed=True))) as url:
-        engine = OpaServerPolicyEngine(url, REGISTER, timeout=2.0)
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=2.0)
         with pytest.raises(MalformedDecision):
             await engine.decide_many("exchange", REQUESTS[0])
         await engine.aclose()

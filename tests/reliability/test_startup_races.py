@@ -126,24 +126,39 @@ def test_processes_starting_at_once_record_a_new_register_version_once(tmp_path:
 
 
 class _LockedAtOnce:
-    """Answers the first ``times`` inserts of a register version as SQLite answers a lock state it does not
-    wait out (the driver's own error, as SQLite raises it), then lets them through."""
+    """Answers the first ``times`` inserts of a register version with the database driver's own
+    ``OperationalError`` (as SQLite raises a lock it does not wait out, or psycopg a server gone), then lets
+    them through."""
 
-    def __init__(self, times: int) -> None:
-        self.times, self.inserts = times, 0
+    def __init__(self, error: type[Exception], times: int) -> None:
+        self.error, self.times, self.inserts = error, times, 0
 
     def __call__(self, _conn: object, _cursor: object, statement: str, *_args: object) -> None:
         if statement.lstrip().startswith("INSERT INTO register_versions"):
             self.inserts += 1
             if self.inserts <= self.times:
-                raise sqlite3.OperationalError("database is locked")
+                raise self.error("database is locked")
 
 
-def _started_with_locks(tmp_path: Path, url: str, locked: _LockedAtOnce) -> Any:
+def _recorded_versions(tmp_path: Path, url: str) -> int:
     container = build_container(Settings(data_dir=tmp_path, database_url=url))
+    try:
+        with container.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(register_versions)).scalar_one())
+    finally:
+        container.close()
+
+
+def _started_with_errors(tmp_path: Path, url: str, times: int) -> tuple[_LockedAtOnce, Any]:
+    """``install_register`` meeting ``times`` driver errors: the injector, and the service or the error."""
+    container = build_container(Settings(data_dir=tmp_path, database_url=url))
+    locked = _LockedAtOnce(container.engine.dialect.loaded_dbapi.OperationalError, times=times)
     event.listen(container.engine, "before_cursor_execute", locked)
     try:
-        return install_register(container)
+        return locked, install_register(container)
+    except OperationalError as exc:
+        assert "register" not in container.services
+        return locked, exc
     finally:
         container.close()
 
@@ -153,19 +168,52 @@ def test_a_lock_met_while_recording_the_register_version_is_tried_again(
     """A start that meets SQLite's immediate lock error (processes opening and closing the file at once)
     records the version on a later attempt instead of failing; the version is recorded once."""
     monkeypatch.setattr(register_setup, "RETRY_PAUSE_SECONDS", 0.001)
-    locked = _LockedAtOnce(times=2)
-    assert _started_with_locks(tmp_path, sqlite_db_url, locked).newly_recorded is True
+    locked, started = _started_with_errors(tmp_path, sqlite_db_url, times=2)
+    assert started.newly_recorded is True
     assert locked.inserts == 3
-    container = build_container(Settings(data_dir=tmp_path, database_url=sqlite_db_url))
-    with container.engine.connect() as connection:
-        assert connection.execute(select(func.count()).select_from(register_versions)).scalar_one() == 1
-    container.close()
+    assert _recorded_versions(tmp_path, sqlite_db_url) == 1
 
 
-def test_a_lock_that_does_not_pass_still_stops_the_start(
-        tmp_path: Path, sqlite_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_error_that_does_not_pass_stops_the_start_with_nothing_recorded(
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite: after RECORD_ATTEMPTS attempts; PostgreSQL (the server gone): after the first. The start fails
+    with the database's error, and no version is recorded."""
     monkeypatch.setattr(register_setup, "RETRY_PAUSE_SECONDS", 0.001)
-    locked = _LockedAtOnce(times=register_setup.RECORD_ATTEMPTS)
-    with pytest.raises(OperationalError):
-        _started_with_locks(tmp_path, sqlite_db_url, locked)
-    assert locked.inserts == register_setup.RECORD_ATTEMPTS
+    attempts = register_setup.RECORD_ATTEMPTS if db_url.startswith("sqlite") else 1
+    locked, started = _started_with_errors(tmp_path, db_url, times=attempts)
+    assert isinstance(started, OperationalError)
+    assert "database is locked" in str(started)
+    assert locked.inserts == attempts
+    assert _recorded_versions(tmp_path, db_url) == 0
+
+
+def test_the_register_version_is_recorded_under_sqlites_write_lock_from_the_start(
+        tmp_path: Path, sqlite_db_url: str) -> None:
+    """The start's transaction takes SQLite's write lock before its first statement (``BEGIN IMMEDIATE``), so it
+    waits for another process's lock in the busy timeout instead of meeting it later in the transaction, and
+    no other writer gets in between. Probed just before the insert: another connection that will not wait
+    finds the database locked. (With SQLite's default deferred BEGIN, issued by the driver with the insert,
+    the probe took the lock.)"""
+    database = sqlite_db_url.removeprefix("sqlite:///")
+    probes: list[str] = []
+
+    def probe(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().startswith("INSERT INTO register_versions"):
+            other = sqlite3.connect(database, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+                probes.append("lock taken by another connection")
+            except sqlite3.OperationalError as exc:
+                probes.append(str(exc))
+            finally:
+                other.close()
+
+    container = build_container(Settings(data_dir=tmp_path, database_url=sqlite_db_url))
+    event.listen(container.engine, "before_cursor_execute", probe)
+    try:
+        assert install_register(container).newly_recorded is True
+    finally:
+        container.close()
+    assert probes == ["database is locked"]
+    assert _recorded_versions(tmp_path, sqlite_db_url) == 1

@@ -340,10 +340,8 @@ def _one_bit_less(clk: str) -> str:
 
 def test_one_person_asked_twice_is_refused_so_a_holder_record_count_cannot_be_probed(stack: Stack,
                                                                                      people: People) -> None:
-    """Each holder record matches at most one subject: a requester that sends one person twice (the same filter
-    spelt differently, or with a bit cleared) would learn from "hit, hit" versus "hit, no-hit" whether the holder
-    keeps two records of that person, and from which of the two hits which variant scores higher against the
-    holder's record — a score. The gateway refuses such a request before anything is decided or logged."""
+    """A request's subjects are distinct people: one person sent twice (the same filter spelt differently, or with
+    a bit cleared) is refused before anything is decided or logged."""
     extra = FilterRecordToEnrol("bvh/2026/second-record", people.asked[0], ["police_incidents"])
     asyncio.run(_enrol_with_client(stack, POLICE, [extra]))  # the police keeps two records of the first person
     try:
@@ -413,8 +411,8 @@ def test_the_index_unreadable_after_the_write_ahead_is_503_and_the_log_says_the_
 def test_a_confidential_record_that_matches_is_the_holders_refusal_even_when_another_record_matches_better(
         stack: Stack, people: People) -> None:
     """The police keeps the first person twice: the record it keeps confidential, and another that happens to be
-    closer to how the requester spells the person. Each record matches at most one subject, so the solver pairs
-    the subject with the closer record; the confidential one matches the subject all the same, and the police's
+    closer to how the requester spells the person. The subject's best match is the closer record; the
+    confidential one matches the subject all the same, and the police's
     answer must be its refusal, not a hit that tells the requester the police holds the person."""
     confidential = FilterRecordToEnrol(people.refs[POLICE][0], people.held[POLICE][0], ["police_incidents"],
                                        confidential=True)

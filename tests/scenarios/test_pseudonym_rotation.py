@@ -5,6 +5,7 @@ and partner systems that kept running hold the old version's keys and pseudonyms
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,31 @@ async def test_after_the_old_version_is_retired_clients_move_on_and_old_pseudony
     assert "does not hold" in detail
     assert old[0] not in refused.text
     assert old[0].split(".")[2] not in refused.text
+
+
+async def test_holders_that_have_not_enrolled_again_since_a_rotation_still_answer(stack: Stack) -> None:
+    """Found by a review: after `rotate` (the index moved, nobody restarted, as the procedure says) the gateway
+    asked each holder by its pseudonym of the new version, which a holder learns only when it enrols again. So
+    the index said `hit` and the exchange came back without records, silently, until every holder had enrolled
+    again. The holder is now asked by its pseudonyms of every version the key ring still holds (newest first),
+    and one that has enrolled again answers as before, each record once."""
+    await stack.enrol_all()
+    applicant = stack.world.scenarios()["bibob-applicant"][0]
+    body = BIBOB | {"holders": ["kvk"]}
+
+    async def kvk_records() -> list[dict[str, Any]]:
+        [mine] = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [applicant])
+        answer = stack.post(MUNICIPALITY, "/v1/exchanges", body | {"subjects": [{"ref": mine}]})
+        assert answer.status_code == 200, answer.text
+        [target] = answer.json()["targets"]
+        assert target["outcome"] == "allowed", target
+        assert {r["subject"] for r in target["records"]} <= {mine}
+        return list(target["records"])
+
+    before = await kvk_records()
+    assert before
+    _restarted(stack, await pseudonym_keystore(stack.container).rotate())
+    assert _kvk(stack, await stack.own_pseudonyms(MUNICIPALITY, RIEC, [applicant])) == "hit"
+    assert [r["record_id"] for r in await kvk_records()] == [r["record_id"] for r in before]
+    await stack.enrol_all()  # the holders enrol again: they know both versions' pseudonyms now
+    assert [r["record_id"] for r in await kvk_records()] == [r["record_id"] for r in before]

@@ -127,6 +127,33 @@ async def test_discovery_is_answered_from_the_index(stack: Stack) -> None:
     assert {t["outcome"] for t in miss.json()["targets"] if t["outcome"] != "denied"} == {"no-hit"}
 
 
+async def test_another_participants_pseudonym_finds_nothing_and_is_never_translated_into_a_hit(stack: Stack) -> None:
+    """A pseudonym is only its own participant's: the police's pseudonym of a subject the index holds, sent by the
+    municipality as if it were its own, is no-hit everywhere and gets no records (the gateway reads it in the
+    municipality's domain, where it is nobody), while the municipality's own pseudonym of that subject hits."""
+    applicant = stack.world.scenarios()["bibob-applicant"][0]
+    [mine] = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [applicant])
+    [polices] = await stack.own_pseudonyms("politie-bvh", RIEC, [applicant])
+    [kvks] = await stack.own_pseudonyms("kvk-handelsregister", RIEC, [applicant])
+    categories = ["company_registration", "tax_debts"]
+
+    def outcomes(subject: str) -> set[str]:
+        answer = stack.post(MUNICIPALITY, "/v1/discovery", BIBOB | {"subjects": _subjects([subject]),
+                                                                    "categories": categories})
+        assert answer.status_code == 200, answer.text
+        return {t["outcome"] for t in answer.json()["targets"] if t["outcome"] != "denied"}
+
+    assert "hit" in outcomes(mine)
+    for foreign in (polices, kvks):  # the KvK's is the holder's own: not even it is found by it
+        assert outcomes(foreign) == {"no-hit"}
+        answer = stack.post(MUNICIPALITY, "/v1/exchanges", BIBOB | {
+            "subjects": _subjects([foreign]), "holders": ["kvk"], "categories": ["company_registration"]})
+        assert answer.status_code == 200, answer.text
+        [target] = answer.json()["targets"]
+        assert target["outcome"] == "allowed"
+        assert target["records"] == []
+
+
 async def test_enrolment_updates_the_index_incrementally(stack: Stack) -> None:
     ref = stack.world.scenarios()["no-records"][0]
     kind, number = stack.world.identifier_of(ref)

@@ -177,8 +177,10 @@ class Env:
 
     def insert_exchange(self, targets: list[TargetOutcome], *, requester: str = "gemeente-amsterdam",
                         system: str = "gemeente-amsterdam-vth", partnership: str = RIEC,
-                        purpose: str = BIBOB, request_sha256: str | None = None) -> str:
-        """An exchange row as ExchangeService._store writes it (outcome per target, no records)."""
+                        purpose: str = BIBOB, request_sha256: str | None = None,
+                        request_fingerprint: str | None = None, escalation_decision: str | None = None) -> str:
+        """An exchange row as ExchangeService._outcome_row writes it (outcome per target, no records); without
+        ``request_fingerprint``, as rows from before migration 0031 are."""
         exchange_id = str(uuid.uuid4())
         now = self.clock.now()
         register_version = escalation_service(self.container).register.version
@@ -196,6 +198,7 @@ class Env:
                 "case_reference": "RIEC-AA-2026-501", "register_version": register_version,
                 "policy_version": "test",
                 "request_sha256": request_sha256 or hashlib.sha256(exchange_id.encode()).hexdigest(),
+                "request_fingerprint": request_fingerprint, "escalation_decision": escalation_decision,
                 "idempotency_key": None, "outcome": outcome, "sealed_records": None, "sealed_until": None}))
         return exchange_id
 
@@ -1028,7 +1031,8 @@ def test_a_decisions_deletion_date_is_neither_past_nor_beyond_the_purposes_reten
 def test_a_case_about_a_reruns_outcome_binds_to_the_request_not_to_the_cited_decision(env: Env) -> None:
     """A re-run's row stores the fingerprint with the decision it cited (what its Idempotency-Key binds to); a
     case copying it bound its allow to a request no re-run ever is, so the policy never honoured it. The case
-    about a re-run's outcome binds to the request the re-run ran, as the first case did."""
+    about a re-run's outcome binds to the request the re-run ran, as the first case did. Rows written before
+    migration 0031, which store no plain fingerprint (as here), are recognised by the decided cases."""
     first = env.open_case()  # the request's fingerprint is "f" * 64
     decided = env.decide("po-politie", first, "allow", ["police_incidents"])
     assert decided.status_code == 200, decided.text
@@ -1049,3 +1053,44 @@ def test_a_case_about_a_reruns_outcome_binds_to_the_request_not_to_the_cited_dec
     opened = _object(env, "gemeente-amsterdam-vth", plain)
     assert opened.status_code == 201, opened.text
     assert env.case(opened.json()["id"]).request_fingerprint == "a" * 64
+
+
+def _rerun_body(decision_id: str | None) -> dict[str, Any]:
+    """A request the policy denies before any holder is asked (legal basis mismatch), citing ``decision_id``."""
+    body: dict[str, Any] = {
+        "partnership": RIEC, "purpose": BIBOB, "legal_basis": "WGS (RIEC)", "case_reference": "RIEC-AA-2026-778",
+        "signal": {"type": "bibob-application", "reference": "BIBOB-2026-78"},
+        "subjects": [{"ref": "subj-rerun-of-another-request", "minor": False}], "holders": ["politie"],
+        "categories": ["police_incidents"]}
+    return body | ({"escalation_decision": decision_id} if decision_id else {})
+
+
+def _stored_exchange(env: Env, exchange_id: str) -> Any:
+    with env.container.engine.connect() as connection:
+        return connection.execute(select(exchanges).where(exchanges.c.id == exchange_id)).one()
+
+
+def test_a_case_about_a_rerun_that_cited_a_decision_for_another_request_binds_to_the_request_it_ran(
+        env: Env) -> None:
+    """A re-run citing a decision made for another request (the policy ignores the citation) was not recognised
+    by the decided cases: its case kept the fingerprint with the citation, to which no allow can ever bind.
+    The re-run's row now stores the request alone and the decision it cited; the case binds to the request,
+    as the case about a plain run of it does, and is found without reading the requester's decided cases."""
+    decided = env.decide("po-politie", env.open_case(), "allow", ["police_incidents"])  # for request "f" * 64
+    assert decided.status_code == 200, decided.text
+    decision_id = decided.json()["decision"]["id"]
+    plain = env.post("gemeente-amsterdam-vth", "/v1/exchanges", _rerun_body(None))
+    rerun = env.post("gemeente-amsterdam-vth", "/v1/exchanges", _rerun_body(decision_id))
+    assert rerun.status_code == 200, rerun.text
+    assert [t["outcome"] for t in rerun.json()["targets"]] == ["denied"]
+    plain_row, rerun_row = (_stored_exchange(env, r.json()["exchange_id"]) for r in (plain, rerun))
+    request = plain_row.request_sha256  # the request alone, as a run without a citation keys it
+    assert (plain_row.request_fingerprint, plain_row.escalation_decision) == (request, None)
+    assert (rerun_row.request_fingerprint, rerun_row.escalation_decision) == (request, decision_id)
+    assert rerun_row.request_sha256 == decision_fingerprint(request, decision_id)  # the key binds the citation
+
+    with statements_run(env.container.engine, lambda sql: "escalation_cases.decision_id IS NOT NULL" in sql) as scans:
+        opened = _object(env, "po-gemeente", rerun.json()["exchange_id"])
+    assert opened.status_code == 201, opened.text
+    assert env.case(opened.json()["id"]).request_fingerprint == request
+    assert scans == []  # the row says it: no scan of the requester's decided cases

@@ -17,6 +17,7 @@ import pytest
 from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine, PolicyEngine
 from gateway.policy.errors import MalformedDecision, PolicyUnavailable
 from gateway.policy.model import EscalationDecisionInput, PolicyContext
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
 from tests.integration.policy.test_decision_table import MUNICIPALITY, REGISTER, _input
 from tests.opa_test_server import create_opa_test_app
@@ -26,7 +27,7 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "obligations": OBLIGATIONS, "escalation_decision": None,
-    "policy_version": "wgs-policy-stub", "register_version": REGISTER["version"]}
+    "policy_version": "wgs-policy-stub"}
 NARROWED = ALLOWED | {"outcome": "allowed-narrowed", "removed_categories": ["convictions"], "reasons": [
     {"code": "category-not-supplied", "message": "not supplied", "category": "convictions"}]}
 
@@ -76,8 +77,9 @@ async def test_a_decision_the_request_cannot_have_is_malformed(tmp_path: Path, k
                                                                decision: dict[str, Any], outcome: str | None) -> None:
     policies = _stub_policies(tmp_path, decision)
     with serve_app(create_opa_test_app(policies)) as url:
-        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER) if kind == "embedded"
-                                else OpaServerPolicyEngine(url, REGISTER, timeout=5.0))
+        digest = register_digest(REGISTER)
+        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER, digest) if kind == "embedded"
+                                else OpaServerPolicyEngine(url, REGISTER, digest, timeout=5.0))
         try:
             if outcome is None:
                 with pytest.raises(MalformedDecision):
@@ -100,8 +102,9 @@ async def test_an_escalation_decision_applies_only_to_its_own_holder(tmp_path: P
         permitted_categories=["police_incidents"]))
     asked = _input(MUNICIPALITY, holder, ["police_incidents"], context=brought)
     with serve_app(create_opa_test_app(policies)) as url:
-        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER) if kind == "embedded"
-                                else OpaServerPolicyEngine(url, REGISTER, timeout=5.0))
+        digest = register_digest(REGISTER)
+        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER, digest) if kind == "embedded"
+                                else OpaServerPolicyEngine(url, REGISTER, digest, timeout=5.0))
         try:
             if accepted:
                 assert (await engine.decide("exchange", asked)).escalation_decision == "dec-1"
@@ -123,7 +126,7 @@ async def test_an_opa_server_serving_older_policies_is_not_ready(tmp_path: Path)
         f"decision := {json.dumps(older)}\n\n"
         f"decisions := [{json.dumps(older)} | some _ in input.holders]\n", encoding="utf-8")
     with serve_app(create_opa_test_app(policies)) as url:
-        engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0)
         try:
             with pytest.raises(PolicyUnavailable, match="policy version"):
                 await engine.check()

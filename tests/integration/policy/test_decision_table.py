@@ -14,6 +14,7 @@ from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine, P
 from gateway.policy.errors import MalformedDecision, PolicyUnavailable
 from gateway.policy.model import Decision, EscalationDecisionInput, Party, PolicyContext, PolicyInput, PolicyRequest
 from gateway.register.loader import load_register
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER
 from tests.opa_test_server import Behaviour, create_opa_test_app
 from tests.servers import serve_app
@@ -89,9 +90,10 @@ def opa_url() -> Iterator[str]:
 @pytest.fixture(params=["embedded", "opa-server"])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[PolicyEngine]:
     if request.param == "embedded":
-        chosen: PolicyEngine = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER)
+        chosen: PolicyEngine = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER, register_digest(REGISTER))
     else:
-        chosen = OpaServerPolicyEngine(request.getfixturevalue("opa_url"), REGISTER, timeout=5.0)
+        chosen = OpaServerPolicyEngine(request.getfixturevalue("opa_url"), REGISTER, register_digest(REGISTER),
+                                       timeout=5.0)
     yield chosen
     await chosen.aclose()
 
@@ -207,8 +209,9 @@ def _police_supplies_investigation() -> dict[str, Any]:
 async def test_hit_only_category_never_comes_as_records(kind: str) -> None:
     register = _police_supplies_investigation()
     with serve_app(create_opa_test_app(POLICIES_DIR)) as url:
-        engine: PolicyEngine = (EmbeddedPolicyEngine(POLICIES_DIR, register) if kind == "embedded" else
-                                OpaServerPolicyEngine(url, register, timeout=5.0))
+        digest = register_digest(register)
+        engine: PolicyEngine = (EmbeddedPolicyEngine(POLICIES_DIR, register, digest) if kind == "embedded" else
+                                OpaServerPolicyEngine(url, register, digest, timeout=5.0))
         try:
             mixed, only, fiod = await engine.decide_many("exchange", [
                 _input(MUNICIPALITY, "politie", ["police_incidents", "ongoing_investigation"]),
@@ -234,7 +237,8 @@ def _closed_port() -> int:
 
 
 async def test_opa_server_down_is_policy_unavailable() -> None:
-    engine = OpaServerPolicyEngine(f"http://127.0.0.1:{_closed_port()}", REGISTER, timeout=0.5)
+    engine = OpaServerPolicyEngine(f"http://127.0.0.1:{_closed_port()}", REGISTER, register_digest(REGISTER),
+                                   timeout=0.5)
     with pytest.raises(PolicyUnavailable):
         await engine.decide("exchange", TABLE[0][1])
     with pytest.raises(PolicyUnavailable):
@@ -244,7 +248,7 @@ async def test_opa_server_down_is_policy_unavailable() -> None:
 
 async def test_opa_server_slower_than_the_timeout_is_policy_unavailable() -> None:
     with serve_app(create_opa_test_app(POLICIES_DIR, Behaviour(delay_seconds=2.0))) as url:
-        engine = OpaServerPolicyEngine(url, REGISTER, timeout=0.3)
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=0.3)
         with pytest.raises(PolicyUnavailable):
             await engine.decide("exchange", TABLE[0][1])
         await engine.aclose()
@@ -252,7 +256,7 @@ async def test_opa_server_slower_than_the_timeout_is_policy_unavailable() -> Non
 
 async def test_malformed_decision_is_refused() -> None:
     with serve_app(create_opa_test_app(POLICIES_DIR, Behaviour(malformed=True))) as url:
-        engine = OpaServerPolicyEngine(url, REGISTER, timeout=2.0)
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=2.0)
         with pytest.raises(MalformedDecision):
             await engine.decide("exchange", TABLE[0][1])
         await engine.aclose()
@@ -261,7 +265,7 @@ async def test_malformed_decision_is_refused() -> None:
 def test_decision_contradicting_itself_is_malformed() -> None:
     document = {"allow": True, "escalate": False, "outcome": "denied", "reasons": [], "permitted_categories": [],
                 "removed_categories": [], "hit_only": False, "obligations": None, "escalation_decision": None,
-                "policy_version": "v", "register_version": "r"}
+                "holder": "h", "policy_version": "v", "register_sha256": "r"}
     with pytest.raises(MalformedDecision):
         Decision.parse(document)
     with pytest.raises(MalformedDecision):

@@ -14,6 +14,7 @@ import pytest
 from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine
 from gateway.policy.errors import MalformedDecision
 from gateway.policy.model import PolicyKind
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
 from tests.integration.policy.test_decision_table import MUNICIPALITY, REGISTER, S1, _input
 from tests.opa_test_server import Behaviour, create_opa_test_app
@@ -33,9 +34,9 @@ REARRANGEMENTS: dict[str, Callable[[list[Any]], list[Any]]] = {
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_each_decision_names_its_holder_and_a_faithful_batch_is_accepted(kind: PolicyKind) -> None:
-    expected = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER)
+    expected = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER, register_digest(REGISTER))
     with serve_app(create_opa_test_app(POLICIES_DIR, Behaviour(rearrange_batches=lambda d: list(d)))) as url:
-        engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0)
         try:
             wanted = await expected.decide_many(kind, INPUTS)
             assert [d.holder for d in wanted] == ["politie", "om-amsterdam"]
@@ -53,7 +54,7 @@ async def test_each_decision_names_its_holder_and_a_faithful_batch_is_accepted(k
 async def test_a_batch_answered_out_of_order_gives_no_decision(kind: PolicyKind,
                                                                rearrange: Callable[[list[Any]], list[Any]]) -> None:
     with serve_app(create_opa_test_app(POLICIES_DIR, Behaviour(rearrange_batches=rearrange))) as url:
-        engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0)
         try:
             with pytest.raises(MalformedDecision, match="another holder"):
                 await engine.decide_many(kind, INPUTS)

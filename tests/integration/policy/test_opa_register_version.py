@@ -52,10 +52,10 @@ SAME_VERSION = _same_version_rival()
 async def test_two_gateways_sharing_one_server_each_decide_under_their_own_register(
         rival_register: dict[str, Any]) -> None:
     with serve_app(create_opa_test_app(POLICIES_DIR)) as url:
-        ours = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
-        theirs = OpaServerPolicyEngine(url, rival_register, timeout=5.0)
-        expected = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER)
-        rival = EmbeddedPolicyEngine(POLICIES_DIR, rival_register)
+        ours = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0)
+        theirs = OpaServerPolicyEngine(url, rival_register, register_digest(rival_register), timeout=5.0)
+        expected = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER, register_digest(REGISTER))
+        rival = EmbeddedPolicyEngine(POLICIES_DIR, rival_register, register_digest(rival_register))
         allowed = 0
         try:
             for inputs in REQUESTS:
@@ -66,7 +66,7 @@ async def test_two_gateways_sharing_one_server_each_decide_under_their_own_regis
                     assert await theirs.decide_many(kind, inputs) == await rival.decide_many(kind, inputs)
                     assert await ours.decide(kind, inputs[0]) == wanted[0]
                     assert await theirs.decide(kind, inputs[0]) == (await rival.decide_many(kind, inputs[:1]))[0]
-                    assert {d.register_version for d in wanted} == {REGISTER["version"]}
+                    assert {d.register_sha256 for d in wanted} == {register_digest(REGISTER)}
                     allowed += sum(d.allow for d in wanted)
             assert allowed > 0  # under the rival register every decision is a denial: these differ
             await ours.check()  # ready: the register is pushed again, the server decides under it
@@ -89,7 +89,7 @@ async def test_a_server_that_keeps_deciding_under_another_register_gives_no_deci
                                                                                     rival: str) -> None:
     behaviour = Behaviour(rival_register=OVERWRITING[rival])
     with serve_app(create_opa_test_app(POLICIES_DIR, behaviour)) as url:
-        engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0)
         try:
             with pytest.raises(PolicyUnavailable, match="another register"):
                 await engine.decide(kind, REQUESTS[0][0])
@@ -104,20 +104,39 @@ async def test_a_server_that_keeps_deciding_under_another_register_gives_no_deci
             await engine.aclose()
 
 
-async def test_the_register_names_its_version() -> None:
-    """A register without a version could not be told from another: no engine is built on it."""
-    unversioned = {k: v for k, v in REGISTER.items() if k != "version"}
-    with pytest.raises(PolicyUnavailable, match="names no version"):
-        OpaServerPolicyEngine("http://127.0.0.1:9", unversioned)
-    with pytest.raises(PolicyUnavailable, match="names no version"):
-        EmbeddedPolicyEngine(POLICIES_DIR, unversioned)
+@pytest.mark.parametrize("digest", ["", " ", "ab" * 31, "AB" * 32, "ab" * 32 + "\n"],
+                         ids=["empty", "blank", "short", "upper-case", "trailing-newline"])
+async def test_an_engine_is_given_its_register_by_its_digest(digest: str) -> None:
+    """The register's digest is given by whoever installs the engine (the one the gateway records): one
+    that is no SHA-256 is refused when the engine is made. A blank one would match the blank digest the
+    policies cite for a register pushed without one (an older gateway's) and accept its decisions."""
+    with pytest.raises(ValueError, match="SHA-256"):
+        OpaServerPolicyEngine("http://127.0.0.1:9", REGISTER, digest)
+    with pytest.raises(ValueError, match="SHA-256"):
+        EmbeddedPolicyEngine(POLICIES_DIR, REGISTER, digest)
+
+
+async def test_decisions_cite_the_digest_the_engine_was_given() -> None:
+    """The engine loads the digest it is given as ``data.register.sha256`` and takes only decisions citing it:
+    it does not compute one of its own (the gateway records the register's digest, ``RegisterService``)."""
+    given = "0f" * 32
+    with serve_app(create_opa_test_app(POLICIES_DIR)) as url:
+        engines = (EmbeddedPolicyEngine(POLICIES_DIR, REGISTER, given),
+                   OpaServerPolicyEngine(url, REGISTER, given, timeout=5.0))
+        try:
+            for engine in engines:
+                decided = await engine.decide_many("exchange", REQUESTS[0])
+                assert {d.register_sha256 for d in decided} == {given}
+                assert (await engine.decide("discovery", REQUESTS[0][0])).register_sha256 == given
+        finally:
+            for engine in engines:
+                await engine.aclose()
 
 
 async def test_the_embedded_engine_refuses_a_decision_citing_another_register(tmp_path: Path) -> None:
     """The embedded engine loads only its own register, so only a policy defect cites another: refused too."""
-    policies = _stub_policies(tmp_path, ALLOWED | {"register_version": RIVAL["version"],
-                                                   "register_sha256": register_digest(RIVAL)})
-    engine = EmbeddedPolicyEngine(policies, REGISTER)
+    policies = _stub_policies(tmp_path, ALLOWED | {"register_sha256": register_digest(RIVAL)})
+    engine = EmbeddedPolicyEngine(policies, REGISTER, register_digest(REGISTER))
     asked = _input(MUNICIPALITY, "politie", ["police_incidents"])
     try:
         with pytest.raises(MalformedDecision, match="another register"):
@@ -126,12 +145,12 @@ async def test_the_embedded_engine_refuses_a_decision_citing_another_register(tm
             await engine.decide_many("exchange", [asked])
     finally:
         await engine.aclose()
-    assert (await _accepted(tmp_path / "ours", ALLOWED)).register_version == REGISTER["version"]
+    assert (await _accepted(tmp_path / "ours", ALLOWED)).register_sha256 == register_digest(REGISTER)
 
 
 async def _accepted(directory: Path, decision: dict[str, Any]) -> Decision:
     directory.mkdir()
-    engine = EmbeddedPolicyEngine(_stub_policies(directory, decision), REGISTER)
+    engine = EmbeddedPolicyEngine(_stub_policies(directory, decision), REGISTER, register_digest(REGISTER))
     try:
         return await engine.decide("exchange", _input(MUNICIPALITY, "politie", ["police_incidents"]))
     finally:

@@ -17,6 +17,7 @@ import pytest
 from gateway.policy.engine import OPA_PATHS, OpaServerPolicyEngine, _opa_client
 from gateway.policy.errors import MalformedDecision, PolicyUnavailable
 from gateway.policy.model import Decision
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
 from tests.integration.policy.test_decision_table import REGISTER, TABLE
 from tests.opa_test_server import create_opa_test_app
@@ -78,7 +79,7 @@ def opa() -> Iterator[tuple[str, RestartableOpa]]:
 
 @pytest.fixture
 async def engine(opa: tuple[str, RestartableOpa]) -> AsyncIterator[OpaServerPolicyEngine]:
-    chosen = OpaServerPolicyEngine(opa[0], REGISTER, timeout=5.0)
+    chosen = OpaServerPolicyEngine(opa[0], REGISTER, register_digest(REGISTER), timeout=5.0)
     yield chosen
     await chosen.aclose()
 
@@ -129,7 +130,7 @@ async def test_concurrent_decisions_against_a_hung_server_each_fail_within_the_t
     """Six decisions at once before the register was ever pushed: each fails (PolicyUnavailable) within
     its 0.5 s, not the k-th after k x 0.5 s, and they share one push attempt (one connection)."""
     with _hanging_server() as (url, accepted):
-        engine = OpaServerPolicyEngine(url, REGISTER, timeout=0.5)
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=0.5)
         started = time.monotonic()
 
         async def one() -> tuple[float, BaseException | None]:
@@ -148,7 +149,7 @@ async def test_concurrent_decisions_against_a_hung_server_each_fail_within_the_t
 
 async def test_check_and_decide_many_against_a_hung_server_fail_within_the_timeout() -> None:
     with _hanging_server() as (url, _):
-        engine = OpaServerPolicyEngine(url, REGISTER, timeout=0.4)
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=0.4)
         started = time.monotonic()
         outcomes = await asyncio.gather(engine.check(), engine.decide_many("exchange", [S1_POLICE, S3]),
                                         engine.decide("discovery", S3), return_exceptions=True)
@@ -253,7 +254,7 @@ def test_the_client_address_is_the_configured_url(url: str, root: str) -> None:
                                  "http://user:secret@opa:8181", "http://opa:8181/?x=1"])
 def test_a_url_the_client_cannot_use_as_written_is_refused(url: str) -> None:
     with pytest.raises(PolicyUnavailable, match="invalid OPA URL") as refused:
-        OpaServerPolicyEngine(url, REGISTER)
+        OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER))
     assert url not in str(refused.value)  # it may carry a password
     assert "secret" not in str(refused.value)
 
@@ -278,7 +279,7 @@ class UnderPrefix:
 
 
 async def _decides(url: str) -> Decision:
-    engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0)
+    engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0)
     try:
         await engine.check()
         return await engine.decide("exchange", S1_POLICE)
@@ -302,4 +303,4 @@ def test_an_engine_without_a_real_timeout_is_refused_when_built(timeout: float) 
     """A NaN timeout never fires (``asyncio.timeout(nan)``): against a hung server the callers would wait
     forever instead of being denied; refused when the engine is made, whoever makes it."""
     with pytest.raises(ValueError, match="positive, finite"):
-        OpaServerPolicyEngine("http://127.0.0.1:8181", REGISTER, timeout=timeout)
+        OpaServerPolicyEngine("http://127.0.0.1:8181", REGISTER, register_digest(REGISTER), timeout=timeout)

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.policy.engine import OpaServerPolicyEngine
 from gateway.policy.errors import PolicyUnavailable
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
 from tests.integration.policy.test_decision_table import MUNICIPALITY, REGISTER, _input
 from tests.opa_test_server import create_opa_test_app
@@ -45,7 +46,7 @@ def https_opa(tmp_path: Path) -> Iterator[tuple[str, Path, Recording]]:
 
 
 async def _outcome(url: str, ca_file: Path | None) -> str:
-    engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0, token=TOKEN,
+    engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0, token=TOKEN,
                                    ca_file=str(ca_file) if ca_file else None)
     try:
         return (await engine.decide("exchange", ASKED)).outcome

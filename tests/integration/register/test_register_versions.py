@@ -16,6 +16,7 @@ from gateway.register.loader import parse_register
 from gateway.register.service import record_version
 from gateway.settings import SHIPPED_REGISTER
 from tests.auth_helpers import bearer, system_token
+from tests.statements import statements_run
 
 CLOCK = FixedClock(datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
 
@@ -62,3 +63,24 @@ def test_register_read_api(client: TestClient, container: Container) -> None:
         assert response.status_code == 404
         assert response.headers["content-type"].startswith("application/problem+json")
     assert client.get("/v1/register").status_code == 401
+
+
+def test_a_version_is_read_only_when_the_insert_recorded_nothing(db_url: str) -> None:
+    """Recording inserts first (``ON CONFLICT DO NOTHING``) and reads the stored version only when that
+    inserted nothing, so no process decides on a read that another process's commit has overtaken. It read
+    first, then inserted."""
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+    register = parse_register(SHIPPED_REGISTER.read_text())
+
+    def recorded() -> tuple[bool, list[str]]:
+        with statements_run(engine, lambda sql: "register_versions" in sql) as seen, \
+                transaction(sessions) as session:
+            is_new = record_version(session, register, "register.yaml", CLOCK)
+        return is_new, [sql.split()[0] for sql in seen]
+
+    try:
+        assert recorded() == (True, ["INSERT"])
+        assert recorded() == (False, ["INSERT", "SELECT"])  # the version recorded: read to compare the content
+    finally:
+        engine.dispose()

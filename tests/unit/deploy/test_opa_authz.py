@@ -27,6 +27,7 @@ import regorus
 
 from gateway.policy.engine import BATCH_OPA_PATHS, OPA_PATHS, OpaServerPolicyEngine, policy_files
 from gateway.policy.errors import PolicyUnavailable
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
 from tests.opa_test_server import create_opa_test_app
 from tests.servers import serve_app
@@ -200,7 +201,7 @@ async def test_the_gateway_with_the_token_is_served(guarded: tuple[str, Guarded]
     """Readiness, the register push, single and batched decisions of both kinds all get through."""
     url, app = guarded
     app.seen.clear()
-    engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0, token=TOKEN)
+    engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0, token=TOKEN)
     try:
         await engine.check()
         for kind in ("exchange", "discovery"):
@@ -212,7 +213,7 @@ async def test_the_gateway_with_the_token_is_served(guarded: tuple[str, Guarded]
     assert all(verdict for _, _, verdict in app.seen), app.seen
     calls = {(method, path) for method, path, _ in app.seen}
     assert ("PUT", "/v1/data/register") in calls
-    assert ("GET", "/v1/policies/") in calls
+    assert ("GET", "/v1/policies") in calls  # readiness, at OPA's own path (no redirect to follow)
     assert {("POST", f"/v1/data/{p}") for p in (*OPA_PATHS.values(), *BATCH_OPA_PATHS.values())} <= calls
 
 
@@ -223,7 +224,7 @@ async def test_the_gateway_without_the_token_is_refused_and_fails_closed(guarded
     as a decision; nothing gets past the policy."""
     url, app = guarded
     app.seen.clear()
-    engine = OpaServerPolicyEngine(url, REGISTER, timeout=5.0, token=token)
+    engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0, token=token)
     try:
         with pytest.raises(PolicyUnavailable):
             await engine.check()

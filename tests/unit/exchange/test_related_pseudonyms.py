@@ -55,3 +55,15 @@ def test_what_is_withheld_is_counted() -> None:
     assert mapped == _mapped(fields, {DIRECTOR: "mine-director", PARTNER: None})
     assert withheld == 4  # two PARTNER values, the note, the PARTNER key (its value goes with it)
     assert _mapped_counting(FIELDS, {DIRECTOR: "d", PARTNER: "p"})[1] == 0
+
+
+def test_a_record_answered_under_two_key_versions_of_one_subject_is_kept_once() -> None:
+    """A holder asked by its pseudonyms of two key versions (after a rotation) may answer a record under each;
+    mapped back to the requester's pseudonym the two are one record, kept once. Records that differ are kept."""
+    from connectors.protocol import HolderRecord
+    from gateway.exchange.service import _once
+
+    record = HolderRecord(record_id="r-1", record_type="registration", subject=DIRECTOR,
+                          category="company_registration", fields={"name": "x"})
+    other = record.model_copy(update={"fields": {"name": "y"}})
+    assert _once([record, record.model_copy(), other, record]) == [record, other]

@@ -1,4 +1,4 @@
-"""Fuzzy discovery's comparison (``gateway.matching.lookup``): one-to-one per holder, and the filters no record
+"""Fuzzy discovery's comparison (``gateway.matching.lookup``): each subject on its own, and the filters no record
 encodes like (empty, saturated) are recognised."""
 
 from __future__ import annotations
@@ -18,20 +18,23 @@ def _encoder() -> CLKEncoder:
     return CLKEncoder(shipped_schema("person"), SECRET)
 
 
-def test_one_held_record_matches_at_most_one_subject() -> None:
-    """Two versions of one person asked at once: the holder's single record answers for one of them (the
-    closer), not both — and with two records both answer, which is why fuzzy discovery refuses versions of one
-    person in one request (:func:`alike`, below): else "hit, hit" would count the holder's records."""
+def test_each_subject_is_answered_as_it_would_be_alone() -> None:
+    """Two versions of one person asked at once: the holder's single record answers for both, as it would for
+    each alone — a 1-to-1 answer (the closer one only) told the requester which version scores higher. With two
+    records each version gets the one it matches best."""
     encoder = _encoder()
+    threshold = shipped_schema("person").threshold
     asked = encoder.encode_dataset([PERSON | {"given_name": "micheala"}, PERSON | {"surname": "neuman"},
                                     {"given_name": "courtney", "surname": "painter", "date_of_birth": "19161214"}])
     held = encoder.encode_dataset([PERSON])
-    found = matches(asked, held, shipped_schema("person").threshold)
-    assert len(found) == 1
-    assert set(found) <= {0, 1}
-    assert list(found.values()) == [0]
-    both = encoder.encode_dataset([PERSON, PERSON | {"surname": "neumann-smit"}])  # two records: both answer
-    assert sorted(matches(asked, both, shipped_schema("person").threshold)) == [0, 1]
+    assert matches(asked, held, threshold) == {0: 0, 1: 0}
+    keys = asked.block_keys
+    assert keys is not None
+    for n in range(len(asked)):  # the same as asked alone, whatever else is asked
+        alone = EncodedDataset(asked.filters[n:n + 1], keys[n:n + 1])
+        assert matches(alone, held, threshold) == ({0: 0} if n < 2 else {})
+    both = encoder.encode_dataset([PERSON | {"surname": "neuman"}, PERSON | {"given_name": "micheala"}])
+    assert matches(asked, both, threshold) == {0: 1, 1: 0}
 
 
 def test_no_blocking_keys_on_one_side_compares_everything() -> None:
@@ -57,8 +60,8 @@ def test_empty_and_saturated_filters_are_implausible_and_records_are_not() -> No
 
 
 def test_two_versions_of_one_person_are_alike_and_distinct_people_are_not() -> None:
-    """What fuzzy discovery refuses as "one person asked twice" (else the 1-to-1 answer above would tell whether
-    a holder keeps two records of the person): versions of one person match each other, other people do not."""
+    """What fuzzy discovery refuses as "one person asked twice": versions of one person match each other, other
+    people do not."""
     encoder = _encoder()
     threshold = shipped_schema("person").threshold
     other = {"given_name": "courtney", "surname": "painter", "date_of_birth": "19161214"}

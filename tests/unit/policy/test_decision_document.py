@@ -15,7 +15,7 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "escalation_decision": None, "holder": "h", "policy_version": "wgs-1",
-    "register_version": "2026.11.1", "register_sha256": "ab" * 32, "obligations": OBLIGATIONS}
+    "register_sha256": "ab" * 32, "obligations": OBLIGATIONS}
 DENIED = ALLOWED | {"allow": False, "outcome": "denied", "permitted_categories": [], "obligations": None,
                     "reasons": [{"code": "legal-basis-mismatch", "message": "wrong legal basis"}]}
 ESCALATED = DENIED | {"escalate": True, "outcome": "escalated",
@@ -66,12 +66,12 @@ MALFORMED: dict[str, dict[str, Any]] = {
     "escalation-without-reason": ESCALATED | {"reasons": []},
     "denial-with-obligations": DENIED | {"obligations": OBLIGATIONS},
     "blank-policy-version": ALLOWED | {"policy_version": " "},
-    "blank-register-version": ALLOWED | {"register_version": " "},
-    "no-register-version": {k: v for k, v in ALLOWED.items() if k != "register_version"},
+    # a decision of the policies before wgs-policy-2026.12.4, which named the register's version too: no
+    # decision of this contract (an OPA server still serving them is not ready, and decides nothing)
+    "register-version-of-older-policies": ALLOWED | {"register_version": "2026.11.1"},
     "no-holder": {k: v for k, v in ALLOWED.items() if k != "holder"},
     "blank-holder": ALLOWED | {"holder": " "},
     "holder-as-object": ALLOWED | {"holder": {"organisation": "h"}},
-    "register-version-as-number": ALLOWED | {"register_version": 2026},
     "no-register-digest": {k: v for k, v in ALLOWED.items() if k != "register_sha256"},
     "blank-register-digest": ALLOWED | {"register_sha256": " "},
     "retain-until-basic-format": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "20281125"}},

@@ -25,6 +25,7 @@ from gateway.policy.model import (
     PolicyRequest,
 )
 from gateway.register.loader import load_register
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER
 from tests.rego_harness import engine_with_tests
 
@@ -90,7 +91,7 @@ KINDS: list[PolicyKind] = ["exchange", "discovery"]
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[EmbeddedPolicyEngine]:
-    chosen = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER)
+    chosen = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER, register_digest(REGISTER))
     yield chosen
     chosen.release_thread_engine()  # this thread's engine (the *_sync calls ran here)
     asyncio.run(chosen.aclose())  # the worker thread's engine, dropped on its own thread

@@ -25,6 +25,7 @@ import pytest
 from gateway.policy.engine import RULES, EmbeddedPolicyEngine, Evaluator
 from gateway.policy.model import Party, PolicyContext, PolicyInput, PolicyRequest
 from gateway.register.loader import load_register
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER
 
 SHIPPED = load_register(SHIPPED_REGISTER)[0].model_dump(mode="json")
@@ -78,7 +79,7 @@ INSTANTS = list(_instants())
 @pytest.fixture(scope="module", params=["rvm", "interpreter"])
 def engine(request: pytest.FixtureRequest) -> Iterator[EmbeddedPolicyEngine]:
     evaluator: Evaluator = request.param
-    chosen = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER, evaluator=evaluator)
+    chosen = EmbeddedPolicyEngine(POLICIES_DIR, REGISTER, register_digest(REGISTER), evaluator=evaluator)
     yield chosen
     chosen.release_thread_engine()
     asyncio.run(chosen.aclose())

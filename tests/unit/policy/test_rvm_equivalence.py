@@ -42,6 +42,7 @@ from gateway.policy.model import (
     PolicyRequest,
 )
 from gateway.register.loader import load_register
+from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER
 from tests.integration.policy.test_decision_table import TABLE
 
@@ -132,8 +133,8 @@ Engines = tuple[dict[str, Any], EmbeddedPolicyEngine, EmbeddedPolicyEngine]
 def engines(request: pytest.FixtureRequest) -> Iterator[Engines]:
     """(register, RVM engine, interpreter engine) for the shipped register and for the variant."""
     register = SHIPPED if request.param == "shipped" else variant_register()
-    rvm = EmbeddedPolicyEngine(POLICIES_DIR, register, evaluator="rvm")
-    interpreter = EmbeddedPolicyEngine(POLICIES_DIR, register, evaluator="interpreter")
+    rvm = EmbeddedPolicyEngine(POLICIES_DIR, register, register_digest(register), evaluator="rvm")
+    interpreter = EmbeddedPolicyEngine(POLICIES_DIR, register, register_digest(register), evaluator="interpreter")
     yield register, rvm, interpreter
     for engine in (rvm, interpreter):
         engine.release_thread_engine()  # this thread's evaluator (the *_sync calls ran here)
@@ -223,7 +224,7 @@ def _broken_engine(tmp_path: Path, rules: str) -> EmbeddedPolicyEngine:
     (tmp_path / "index.rego").write_text(_INDEX)
     for kind in KINDS:
         (tmp_path / f"{kind}.rego").write_text(f"package wgs.{kind}\n\nimport rego.v1\n\n{rules}")
-    return EmbeddedPolicyEngine(tmp_path, SHIPPED, evaluator="rvm")
+    return EmbeddedPolicyEngine(tmp_path, SHIPPED, register_digest(SHIPPED), evaluator="rvm")
 
 
 def _decide_both_ways(engine: EmbeddedPolicyEngine) -> list[type[PolicyError]]:

@@ -72,6 +72,15 @@ def test_kvk_number_needs_exactly_eight_digits() -> None:
             kvk_number(raw)
 
 
+@pytest.mark.parametrize("raw", ["00000000", "0000 0000", "0000.0000"])
+def test_an_all_zero_kvk_number_is_refused(raw: str) -> None:
+    """The placeholder a register writes for an unknown KvK number is no number: pseudonymised, it would make every
+    such record of every partner one and the same subject (as an all-zero BSN would, which the eleven-test refuses)."""
+    with pytest.raises(InvalidIdentifier, match="zeros"):
+        kvk_number(raw)
+    assert kvk_number("01234567").value == "01234567"  # a leading zero is a number's
+
+
 def test_types_are_kept_apart() -> None:
     assert bsn("123456782").hash_input() != rsin("123456782").hash_input()
     assert parse_identifier("rsin", "123456782").type is IdentifierType.RSIN
