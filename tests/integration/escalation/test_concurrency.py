@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from audit import EventType
@@ -52,26 +52,6 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     tmp = tmp_path_factory.mktemp("escalation-races")
     with running_env(tmp, migrated_url(str(request.param), tmp, request)) as the_env:
         yield the_env
-
-
-@contextmanager
-def _paused_before(engine: Engine, *statements: str) -> Iterator[tuple[threading.Event, threading.Event]]:
-    """The first statement starting with one of ``statements`` waits on its own thread (before the driver
-    sees it, so it holds no write lock yet) until ``go`` is set; ``reached`` says it got there."""
-    reached, go = threading.Event(), threading.Event()
-    prefixes = tuple(s.upper() for s in statements)
-
-    def hold(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if not reached.is_set() and statement.lstrip().upper().startswith(prefixes):
-            reached.set()
-            go.wait(30)
-
-    event.listen(engine, "before_cursor_execute", hold)
-    try:
-        yield reached, go
-    finally:
-        go.set()
-        event.remove(engine, "before_cursor_execute", hold)
 
 
 @contextmanager
@@ -199,7 +179,8 @@ def test_two_deciders_at_once_the_loser_gets_409_and_none_of_its_steps_is_on_rec
 # -- linking a case to a legal gap twice at once ---------------------------------------------------------
 
 
-def test_two_links_of_a_case_to_one_gap_at_once_link_it_once_without_a_500(env: Env) -> None:
+def test_two_links_of_a_case_to_one_gap_at_once_link_it_once_without_a_500(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = env.open_case(), env.open_case()
     flagged = env.post("po-politie", f"/v1/escalations/{first}/legal-gap",
                        {"title": "No basis", "description": "The WGS names no ground for this."})
@@ -207,11 +188,10 @@ def test_two_links_of_a_case_to_one_gap_at_once_link_it_once_without_a_500(env: 
     gap_id = flagged.json()["id"]
     link = {"gap_id": gap_id}
     env.token("po-politie"), env.token("desk-riec")
-    # The link's first write (the case row, or the link itself) waits until the other link has committed.
-    with _paused_before(env.container.engine, "INSERT INTO legal_gap_cases", "UPDATE escalation_cases") as (
-            reached, go):
+    # The first link, checked, waits before the audit writer applies it until the other link has committed.
+    with _paused_before_its_entry(env, monkeypatch) as (reached, go):
         late, results = _in_thread(lambda: env.post("po-politie", f"/v1/escalations/{second}/legal-gap", link))
-        assert reached.wait(30), "the first link never got to its write"
+        assert reached.wait(30), "the first link never got to the audit writer"
         other = env.post("desk-riec", f"/v1/escalations/{second}/legal-gap", link)
         assert other.status_code == 200, other.text
         go.set()
