@@ -165,7 +165,8 @@ class SubjectTranslator(Protocol):
 
     def to_holder(self, subject: str, partnership: str, requester: str, holder: str) -> str: ...
 
-    def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str) -> list[str]: ...
+    def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str, *,
+                      limit: int | None = None) -> list[str]: ...
 
     def to_partnership(self, subject: str, partnership: str, participant: str) -> str: ...
 
@@ -1034,7 +1035,7 @@ class ExchangeService:
         room = max(1, MAX_SUBJECTS // max(1, len(subjects)))  # versions per subject that fit in one query
         theirs: dict[str, str] = {}
         for s in subjects:
-            for pseudonym in translator.to_holder_all(s, partnership, principal.organisation, holder)[:room]:
+            for pseudonym in translator.to_holder_all(s, partnership, principal.organisation, holder, limit=room):
                 theirs.setdefault(pseudonym, s)
         return theirs
 

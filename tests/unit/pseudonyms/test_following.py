@@ -161,3 +161,33 @@ def test_the_service_fails_closed_with_a_503_when_the_ring_cannot_be_used(store:
         assert refused.value.status == 503
         assert "group" not in refused.value.detail
         assert str(store.path) not in refused.value.detail
+
+
+def test_a_holders_pseudonyms_of_every_key_version_are_worked_out_only_as_far_as_asked(
+        store: FileKeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exchange asks a holder by its pseudonyms of older key versions only as far as its query has room: with
+    ``limit`` the ring's versions beyond it are not converted (an elliptic-curve multiplication each, per subject
+    of every exchange), and what is converted is the current version first, as without a limit."""
+    register, _ = load_register(SHIPPED_REGISTER)
+    _rotate_elsewhere(store)
+    _rotate_elsewhere(store)
+    service = PseudonymService(sessions=sessionmaker[Session](), clock=_CLOCK, register=register,
+                               transcryptor=FollowedTranscryptor(store))
+    polymorphic = PseudonymClient(service.public_key()["public_key"]).polymorphic("kvk", "12345678")
+    mine = service.transcryptor.participant_pseudonym(PolymorphicPseudonym.decode(polymorphic), "kvk", RIEC,
+                                                      "kvk").encode()
+    every = service.to_holder_all(mine, RIEC, "kvk", "belastingdienst")
+    assert [p.split(".")[1] for p in every] == ["v3", "v2", "v1"]
+    conversions = 0
+    convert = service.transcryptor.convert
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal conversions
+        conversions += 1
+        return convert(*args, **kwargs)  # type: ignore[arg-type]
+
+    transcryptor = service.transcryptor
+    monkeypatch.setattr(transcryptor, "convert", counted)
+    monkeypatch.setattr(service, "_transcryptor", lambda: transcryptor)
+    assert service.to_holder_all(mine, RIEC, "kvk", "belastingdienst", limit=1) == every[:1]
+    assert conversions == 1
