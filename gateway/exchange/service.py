@@ -1161,7 +1161,8 @@ class ExchangeService:
         forward: dict[str, str] = {}
         for holders, requesters in theirs.items():  # a provided record goes in the holder's current pseudonym
             forward.setdefault(requesters, holders)
-        provided_fields = await self._provided_fields(principal, body, target.organisation)
+        # a hit-only question hands the holder nothing the requester provides: nothing to translate for it
+        provided_fields = [] if decision.hit_only else await self._provided_fields(principal, body, target.organisation)
         try:
             if decision.hit_only:
                 found = await connector.discover(HolderDiscovery(
