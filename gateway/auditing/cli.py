@@ -26,7 +26,7 @@ from audit import (
     verify_database,
     verify_export,
 )
-from gateway.auditing.setup import CheckpointKeyError, audit_signer, writing_signer
+from gateway.auditing.setup import CheckpointKeyError, audit_signer, audit_verifier, writing_signer
 from gateway.db.engine import existing_engine_for
 from gateway.settings import Settings
 
@@ -63,7 +63,7 @@ def _export_verifier(vkey: str | None) -> NoteVerifier:
     if vkey:
         return _pinned(vkey)
     try:
-        return audit_signer(Settings()).verifier
+        return audit_verifier(Settings())
     except CheckpointKeyError:
         raise typer.BadParameter("needed to verify an export away from the log's key store: the log's pinned "
                                  "verifier key (`wgs-gateway audit key`); the key an export names itself proves "
