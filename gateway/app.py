@@ -57,7 +57,7 @@ def start_services(container: Container) -> None:
     The migration heads are read from the scripts once, here; the readiness probe compares the database
     with them on every call (a schema migrated or downgraded under the running process makes it not ready).
     """
-    heads = expected_heads(container.engine.url.render_as_string(hide_password=True))
+    heads = expected_heads()
     assert_migrated(container.engine, heads)
     container.readiness["database"] = health.database_check(container)
     container.readiness["schema"] = health.schema_check(container, heads)

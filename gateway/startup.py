@@ -62,7 +62,7 @@ def schema_refusal(settings: Settings) -> str | None:
     except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
         return unreachable(exc, url)
     try:
-        gap = migration_gap(current_heads(engine), expected_heads(url))
+        gap = migration_gap(current_heads(engine), expected_heads())
     except SQLAlchemyError as exc:
         return unreachable(exc, url)
     finally:

@@ -169,7 +169,7 @@ def alembic_config_for(settings: Settings) -> Config:
     return alembic_config(settings.effective_database_url, connect_timeout=settings.db_connect_timeout_seconds)
 
 
-def expected_heads(url: str) -> set[str]:
+def expected_heads() -> set[str]:
     """The migration heads this code ships. Parses every script in migrations/versions (50-100 ms), once per
     process: the scripts are part of the installed code and do not change under it, and every start of the
     app asks (tests start one per test). The readiness probe keeps the heads read at start-up."""
@@ -204,6 +204,6 @@ def assert_migrated(engine: Engine, expected: set[str] | None = None) -> None:
     """Refuse to start unless the database is at the code's migration head (``expected``, computed here if
     not given)."""
     url = engine.url.render_as_string(hide_password=True)
-    gap = migration_gap(current_heads(engine), expected_heads(url) if expected is None else expected)
+    gap = migration_gap(current_heads(engine), expected_heads() if expected is None else expected)
     if gap:
         raise DatabaseNotMigrated(f"{gap} (database {url}). Run `wgs-gateway db upgrade` first.")
