@@ -163,8 +163,6 @@ class DecisionLost(CompanionRefused):
 class SubjectTranslator(Protocol):
     """What the exchange needs of the pseudonym service (implemented in ``gateway.enrolment``)."""
 
-    def to_holder(self, subject: str, partnership: str, requester: str, holder: str) -> str: ...
-
     def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str, *,
                       limit: int | None = None) -> list[str]: ...
 
