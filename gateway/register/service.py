@@ -12,7 +12,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from sqlalchemy.orm import Session
 
 from gateway.clock import Clock
@@ -20,8 +19,6 @@ from gateway.errors import InvalidRegister
 from gateway.ids import new_id
 from gateway.register import repository
 from gateway.register.model import Register
-
-log = structlog.get_logger("gateway.register")
 
 RegisterListener = Callable[[Register, str], None]
 
@@ -35,12 +32,20 @@ def register_digest(document: dict[str, Any]) -> str:
 class RegisterService:
     """Holds the register in force; cheap to read on every request."""
 
-    def __init__(self, register: Register, digest: str) -> None:
+    def __init__(self, register: Register, digest: str, document: dict[str, Any] | None = None) -> None:
         self._register = register
         self._digest = digest
-        self._opa_data = register.model_dump(mode="json")
+        self._opa_data = document if document is not None else register.model_dump(mode="json")
         self.listeners: list[RegisterListener] = []
         self.newly_recorded = False  # set at start-up when this version was recorded for the first time
+
+    @classmethod
+    def holding(cls, register: Register) -> RegisterService:
+        """The service of ``register``, its JSON document and digest made once: recording the version, the
+        policy engine's data and every decision's digest all read these (each dump of the register is a walk
+        over every partnership, purpose and participant)."""
+        document = register.model_dump(mode="json")
+        return cls(register, register_digest(document), document)
 
     def current(self) -> Register:
         return self._register
@@ -58,8 +63,8 @@ class RegisterService:
         return self._opa_data
 
 
-def record_version(session: Session, register: Register, source: str, clock: Clock) -> bool:
-    """Store ``register`` unless already recorded; returns True when a new version was recorded.
+def record_version(session: Session, held: RegisterService, source: str, clock: Clock) -> bool:
+    """Store the register ``held`` unless already recorded; returns True when a new version was recorded.
 
     The insert comes first (``ON CONFLICT DO NOTHING``) and the stored version is read only when it inserted
     nothing: gateway processes starting at once with the same new version each try, one inserts, and the
@@ -69,8 +74,7 @@ def record_version(session: Session, register: Register, source: str, clock: Clo
 
     Raises InvalidRegister (nothing written) if the version exists with different content.
     """
-    document = register.model_dump(mode="json")
-    digest = register_digest(document)
+    register, document, digest = held.current(), held.as_opa_data(), held.digest
     if repository.insert_version(session, repository.StoredVersion(
             id=new_id(), version=register.version, sha256=digest, source=source, loaded_at=clock.now()), document):
         return True
@@ -81,12 +85,3 @@ def record_version(session: Session, register: Register, source: str, clock: Clo
             f"register version {register.version} is already recorded with different content; "
             "bump `version` in the register file")
     return False
-
-
-def service_for(register: Register, is_new: bool) -> RegisterService:
-    """The service holding ``register``; ``is_new``: this process recorded its version (the audit log says so)."""
-    service = RegisterService(register, register_digest(register.model_dump(mode="json")))
-    service.newly_recorded = is_new
-    log.info("register_loaded", version=register.version, new_version=is_new,
-             partnerships=len(register.partnerships))
-    return service

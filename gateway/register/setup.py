@@ -11,8 +11,7 @@ from sqlalchemy.exc import OperationalError
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.register.loader import load_register
-from gateway.register.model import Register
-from gateway.register.service import RegisterService, record_version, service_for
+from gateway.register.service import RegisterService, record_version
 
 log = structlog.get_logger("gateway.register")
 
@@ -40,12 +39,15 @@ def install_register(container: Container) -> RegisterService:
     """
     path = container.settings.register_file
     register, _text = load_register(path)
-    service = service_for(register, _recorded(container, register, path.name))
+    service = RegisterService.holding(register)
+    service.newly_recorded = _recorded(container, service, path.name)  # the audit log says so when True
+    log.info("register_loaded", version=register.version, new_version=service.newly_recorded,
+             partnerships=len(register.partnerships))
     container.services["register"] = service
     return service
 
 
-def _recorded(container: Container, register: Register, source: str) -> bool:
+def _recorded(container: Container, held: RegisterService, source: str) -> bool:
     """``record_version`` in a transaction of its own, tried up to RECORD_ATTEMPTS times on SQLite when the
     database answers with an ``OperationalError`` (the attempt rolled back; recording is idempotent). On
     PostgreSQL that error means the server is unreachable, which its connect timeout already bounds: the
@@ -54,7 +56,7 @@ def _recorded(container: Container, register: Register, source: str) -> bool:
     while True:
         try:
             with transaction(container.sessions, immediate=True) as session:
-                return record_version(session, register, source, container.clock)
+                return record_version(session, held, source, container.clock)
         except OperationalError as exc:
             if attempt == RECORD_ATTEMPTS or container.engine.dialect.name != "sqlite":
                 raise

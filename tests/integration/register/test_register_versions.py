@@ -13,7 +13,7 @@ from gateway.db.engine import make_engine, make_session_factory, transaction
 from gateway.errors import InvalidRegister
 from gateway.register import repository
 from gateway.register.loader import parse_register
-from gateway.register.service import record_version
+from gateway.register.service import RegisterService, record_version
 from gateway.settings import SHIPPED_REGISTER
 from tests.auth_helpers import bearer, system_token
 from tests.statements import statements_run
@@ -26,15 +26,15 @@ def test_versions_are_recorded_once_and_conflicts_write_nothing(db_url: str) -> 
     text = SHIPPED_REGISTER.read_text()
     register = parse_register(text)
     with transaction(sessions) as session:
-        assert record_version(session, register, "register.yaml", CLOCK) is True
+        assert record_version(session, RegisterService.holding(register), "register.yaml", CLOCK) is True
     with transaction(sessions) as session:
-        assert record_version(session, register, "register.yaml", CLOCK) is False
+        assert record_version(session, RegisterService.holding(register), "register.yaml", CLOCK) is False
     changed = parse_register(text.replace("bulk_threshold: 25", "bulk_threshold: 30", 1))
     with pytest.raises(InvalidRegister, match="bump `version`"), transaction(sessions) as session:
-        record_version(session, changed, "register.yaml", CLOCK)
+        record_version(session, RegisterService.holding(changed), "register.yaml", CLOCK)
     newer = parse_register(text.replace('version: "2026.11.1"', 'version: "2026.12.1"', 1))
     with transaction(sessions) as session:
-        assert record_version(session, newer, "register.yaml", CLOCK) is True
+        assert record_version(session, RegisterService.holding(newer), "register.yaml", CLOCK) is True
     with transaction(sessions) as session:
         versions = [v.version for v in repository.list_versions(session)]
         stored = repository.get_document(session, "2026.11.1")
@@ -76,7 +76,7 @@ def test_a_version_is_read_only_when_the_insert_recorded_nothing(db_url: str) ->
     def recorded() -> tuple[bool, list[str]]:
         with statements_run(engine, lambda sql: "register_versions" in sql) as seen, \
                 transaction(sessions) as session:
-            is_new = record_version(session, register, "register.yaml", CLOCK)
+            is_new = record_version(session, RegisterService.holding(register), "register.yaml", CLOCK)
         return is_new, [sql.split()[0] for sql in seen]
 
     try:
