@@ -1037,15 +1037,17 @@ class ExchangeService:
                 theirs.setdefault(pseudonym, s)
         return theirs
 
-    def _related_for_requester(self, principal: Principal, partnership: str, holder: str,
-                               records: list[HolderRecord]) -> tuple[list[HolderRecord], int]:
+    async def _related_for_requester(self, principal: Principal, partnership: str, holder: str,
+                                     records: list[HolderRecord]) -> tuple[list[HolderRecord], int]:
         """Related subjects named inside records (by the holder's pseudonyms) in the requester's pseudonyms, and
         how many texts were withheld (a pseudonym the gateway does not translate, a text with one inside).
-        Mapped also when no whole pseudonym was found: a pseudonym inside a longer text is dropped then too."""
+        Mapped also when no whole pseudonym was found: a pseudonym inside a longer text is dropped then too.
+        Only the translation (elliptic-curve work and an enrolment look-up) goes to a thread, and only when
+        there is a pseudonym to translate: records without one, as most are, cost no hand-over."""
         assert self.deps.pseudonyms is not None
         values = {v for r in records for v in _pseudonyms_in(r.fields)}
-        mapped = (self.deps.pseudonyms.related_for_requester(values, partnership, holder, principal.organisation)
-                  if values else {})
+        mapped = (await asyncio.to_thread(self.deps.pseudonyms.related_for_requester, values, partnership, holder,
+                                          principal.organisation) if values else {})
         translated = [(r, *_mapped_counting(r.fields, mapped)) for r in records]
         return ([r.model_copy(update={"fields": fields}) for r, fields, _ in translated],
                 sum(withheld for _, _, withheld in translated))
@@ -1207,8 +1209,8 @@ class ExchangeService:
         # was told to name related subjects by pseudonyms the gateway can translate, and by nothing else.
         untranslated = 0
         if kept and self.deps.pseudonyms is not None:
-            kept, untranslated = await asyncio.to_thread(self._related_for_requester, principal, body.partnership,
-                                                         target.organisation, kept)
+            kept, untranslated = await self._related_for_requester(principal, body.partnership, target.organisation,
+                                                                   kept)
         withheld = 0  # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
         if matched is not None:  # no reference of the holder's (the matched records', a related subject's) goes on
             kept, references = matched.scrubbed(kept)
