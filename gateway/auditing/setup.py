@@ -127,21 +127,20 @@ def writing_signer(engine: Engine, settings: Settings) -> NoteSigner:
     key made by ``keys init`` after the log's own was lost would otherwise sign under a second identity, which
     the gateway's start then took for the log's."""
     signer = audit_signer(settings)
-    with read_connection(engine) as connection:
-        signed = has_checkpoint(connection)
-    if signed:
-        _check_identity(engine, signer.verifier, settings.key_dir / CHECKPOINT_KEY_FILE)
+    _check_identity(engine, signer.verifier, settings.key_dir / CHECKPOINT_KEY_FILE)
     return signer
 
 
 def _check_identity(engine: Engine, verifier: NoteVerifier, path: Path) -> None:
-    """:class:`CheckpointKeyError` unless some stored checkpoint names ``verifier``'s key and origin (key name and
-    id, signature unchecked: :func:`audit.names_key`), the newest first, so the usual check reads one row. Not
-    only the newest: a row written behind the gateway's back (a forged or garbled checkpoint) would then stop
-    every start with a wrong diagnosis; it is what the checks of served checkpoints
-    (:mod:`gateway.auditing.checkpoints`) and the verifier report."""
+    """:class:`CheckpointKeyError` unless the log has no checkpoint yet (no identity to keep) or some stored
+    checkpoint names ``verifier``'s key and origin (key name and id, signature unchecked: :func:`audit.names_key`),
+    the newest first, so the usual check reads one row. Not only the newest: a row written behind the gateway's
+    back (a forged or garbled checkpoint) would then stop every start with a wrong diagnosis; it is what the
+    checks of served checkpoints (:mod:`gateway.auditing.checkpoints`) and the verifier report."""
     with read_connection(engine) as connection:
-        ours = any(names_key(note, verifier) for note in checkpoint_notes(connection))
+        notes = checkpoint_notes(connection)
+        newest = next(notes, None)
+        ours = newest is None or names_key(newest, verifier) or any(names_key(note, verifier) for note in notes)
     if not ours:
         raise CheckpointKeyError(f"the audit log's checkpoints are signed with another key than {path}, or for "
                                  f"another origin than {verifier.name} (from WGS_ISSUER): restore the log's key "
