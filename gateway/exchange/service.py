@@ -574,6 +574,8 @@ class ExchangeService:
         self.deps = deps
         # attempt id -> the day rule 6 counted it in (in the database), until its outcome is stored or it ends
         self._counted_in: dict[str, repository.Day] = {}
+        # (system, purpose) -> (day, rule 6's count) as this process last counted a request in (``_requests_today``)
+        self._seen_counts: dict[tuple[str, str], tuple[str, int]] = {}
         self._latest_checkpoint: tuple[str, float] | None = None
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
@@ -605,18 +607,39 @@ class ExchangeService:
         local_midnight = self.deps.clock.now().astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
         return repository.Day(principal.subject, purpose, local_midnight.date().isoformat(), local_midnight)
 
-    async def _requests_today(self, day: repository.Day) -> int:
+    async def _requests_today(self, day: repository.Day, limit: int | None) -> int:
         """Rule 6's count: the requests counted in ``day`` (a system, a purpose, today in the register's time
         zone) that were stored or are being answered, in any gateway process — read, not counted in. An exchange is
         counted in by its write-ahead's transaction (:func:`repository.count_in_unless_moved`), which refuses
         when the count has crossed the limit since this read; if the attempt then ends without its outcome
         stored, the count is given back (``exchange``). A count or a give-back lost with a crashed process
-        leaves the count too high that day: more requests escalate, none slips past the limit."""
+        leaves the count too high that day: more requests escalate, none slips past the limit.
+
+        Below the limit, the count this process saw when it last counted a request in stands for the read
+        (:meth:`_count_seen`): the decision then depends only on the count being below the limit, and the
+        write-ahead's precondition checks exactly that against the count in the database — requests of other
+        processes or give-backs since then at worst cost the request a second decision (``CountMoved``). The
+        read and its hand-over to a thread were about a twentieth of an exchange's CPU. At or past the limit the
+        count is read: an escalation cites it, and a count this process saw hours ago could be far too low."""
+        seen = self._seen_counts.get((day.system, day.purpose))
+        if seen is not None and seen[0] == day.day and limit is not None and seen[1] < limit:
+            return seen[1]
+
         def count() -> int:  # a read: WAL readers take no lock
             with transaction(self.deps.sessions) as session:
                 return repository.counted(session.connection(), day)
 
         return await asyncio.to_thread(count)
+
+    def _count_seen(self, day: repository.Day) -> Callable[[int], None]:
+        """What the write-ahead's count tells (on the audit writer's thread): the count as it stands with that
+        request in, kept for :meth:`_requests_today` (one entry per system and purpose, the latest day's)."""
+        key = (day.system, day.purpose)
+
+        def seen(count: int) -> None:
+            self._seen_counts[key] = (day.day, count)
+
+        return seen
 
     async def _uncount(self, attempt: str) -> None:
         """``attempt`` ended: give its count back unless its outcome was stored (then it is a stored exchange)."""
@@ -788,7 +811,7 @@ class ExchangeService:
         try:
             for _ in range(_DECISION_ROUNDS):
                 ahead = self._written_ahead(base, body, logged, targets, decisions)
-                count = repository.count_in_unless_moved(day, today, limit)
+                count = repository.count_in_unless_moved(day, today, limit, self._count_seen(day))
                 try:
                     receipts = await (self._write_ahead_claiming(ahead, claim, count) if claim
                                       else self._record(ahead, repository.only_if(count)))
@@ -856,7 +879,7 @@ class ExchangeService:
         logged = (matched.logged if matched else
                   await self._translated(self._logged, subjects, principal, body.partnership, subjects))
         day = self._day(principal, body.purpose)
-        today = await self._requests_today(day)
+        today = await self._requests_today(day, _daily_limit(register, body))
         try:
             decisions: list[Decision] | PolicyError = await self._decide(
                 "exchange", body, principal, targets, today, request_fingerprint,
@@ -1267,7 +1290,7 @@ class ExchangeService:
         limit = _daily_limit(self.deps.register, body)
         request_fingerprint = fingerprint(principal, body)
         try:
-            today = await self._requests_today(day)
+            today = await self._requests_today(day, limit)
             decisions = await self._decide("discovery", body, principal, targets, today, request_fingerprint)
             for _ in range(_DECISION_ROUNDS):
                 events = [AuditEvent(
@@ -1278,7 +1301,8 @@ class ExchangeService:
                                categories=tuple(d.permitted_categories), policy_version=d.policy_version)
                     for t, d in zip(targets, decisions, strict=True)]
                 try:
-                    counted = repository.only_if(repository.count_in_unless_moved(day, today, limit))
+                    counted = repository.only_if(repository.count_in_unless_moved(day, today, limit,
+                                                                                  self._count_seen(day)))
                     return decisions, await self._record(events, counted)
                 except repository.CountMoved as moved:  # nothing was written: decide with the count as it is
                     today = moved.count
