@@ -165,9 +165,10 @@ def test_the_service_fails_closed_with_a_503_when_the_ring_cannot_be_used(store:
 
 def test_a_holders_pseudonyms_of_every_key_version_are_worked_out_only_as_far_as_asked(
         store: FileKeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The exchange asks a holder by its pseudonyms of older key versions only as far as its query has room: with
-    ``limit`` the ring's versions beyond it are not converted (an elliptic-curve multiplication each, per subject
-    of every exchange), and what is converted is the current version first, as without a limit."""
+    """A caller that has room for some key versions only gets those: with ``limit`` the ring's versions beyond
+    it are not converted (an elliptic-curve multiplication each, per subject), and what is converted is the
+    current version first, as without a limit. (The exchange asks under every version, in several holder
+    queries when they do not fit one: ``gateway.exchange.parts``.)"""
     register, _ = load_register(SHIPPED_REGISTER)
     _rotate_elsewhere(store)
     _rotate_elsewhere(store)
