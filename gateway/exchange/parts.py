@@ -27,7 +27,7 @@ What holds for the parts (the exchange merges their answers into the one outcome
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from connectors.protocol import MAX_SUBJECTS, ConnectorError
@@ -47,9 +47,15 @@ def part_request_ids(request_id: str, parts: int) -> list[str]:
     return [request_id] + [f"{request_id}:{n}" for n in range(2, parts + 1)]
 
 
-async def asked_together(calls: Iterable[Awaitable[_A]]) -> list[_A | Exception]:
+async def asked_together(calls: Sequence[Awaitable[_A]]) -> list[_A | Exception]:
     """Each part's answer, or the exception its call raised, in part order: the calls are made at once and
-    every one is awaited. A cancellation is raised (the others are cancelled with it by ``gather``)."""
+    every one is awaited. A cancellation is raised (the others are cancelled with it by ``gather``). One call,
+    the usual question, is awaited as it is: no task is made for it (a loop iteration on every exchange)."""
+    if len(calls) == 1:
+        try:
+            return [await calls[0]]
+        except Exception as exc:
+            return [exc]
     results = await asyncio.gather(*calls, return_exceptions=True)
     kept: list[_A | Exception] = []
     for result in results:
