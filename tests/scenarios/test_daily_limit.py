@@ -152,9 +152,11 @@ def test_below_the_limit_a_process_decides_on_the_count_it_last_counted_in(tmp_p
             return response.json()["targets"][0]["outcome"], list(reads)
 
         first, second, third = ask(1), ask(2), ask(3)
-        assert first[0] == "allowed" and len(first[1]) == 1  # nothing counted in here yet today: read
+        assert first[0] == "allowed"
+        assert len(first[1]) == 1  # nothing counted in here yet today: read
         assert second == ("allowed", [])  # one counted in by this process, below the limit of two: no read
-        assert third[0] == "escalated" and len(third[1]) == 1  # at the limit: read, as an escalation cites it
+        assert third[0] == "escalated"
+        assert len(third[1]) == 1  # at the limit: read, as an escalation cites it
 
 
 def test_counts_of_other_processes_and_give_backs_still_decide(tmp_path: Path) -> None:
@@ -186,7 +188,8 @@ def test_counts_of_other_processes_and_give_backs_still_decide(tmp_path: Path) -
         assert second["outcome"] == "escalated"
         assert second["records"] == []
         reasons = second["reasons"]
-        assert isinstance(reasons, list) and [r["code"] for r in reasons] == ["daily-limit"]
+        assert isinstance(reasons, list)
+        assert [r["code"] for r in reasons] == ["daily-limit"]
         assert "made 5 requests today" in reasons[0]["message"]
         others_counted(0)  # given back, as by attempts that ended without their outcome stored
         assert ask(3)["outcome"] == "allowed"
