@@ -197,15 +197,27 @@ def keys_init() -> None:
     """Create every key the gateway needs that is missing; keeps the ones there.
 
     The token-signing key, the audit checkpoint key and the pseudonymisation key ring. Run it once before
-    starting several worker processes, so that they never race to create them."""
+    starting several worker processes, so that they never race to create them. Over an audit log that has
+    checkpoints it makes no checkpoint key, and refuses one that did not sign them, as the gateway's start does:
+    the log's own key is to be restored (a new one would give the log a second identity)."""
     import asyncio
 
-    from gateway.auditing.setup import load_or_create_checkpoint_key
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.auditing.setup import CheckpointKeyError, install_checkpoint_key
     from gateway.pseudonyms.keystore import FileKeyStore
 
     settings = Settings()
+    try:  # first: a refusal makes no key at all
+        install_checkpoint_key(settings)
+    except CheckpointKeyError as exc:
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        err.print(f"cannot read the database to see whether its audit log has a key already "
+                  f"({type(exc).__name__}): start the database first", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     _key_store(settings).load_or_create()
-    load_or_create_checkpoint_key(settings.key_dir)
     ring = asyncio.run(FileKeyStore(settings.key_dir / "pseudonyms").initialise())
     out.print(f"keys ready in {settings.key_dir} (pseudonym key version {ring.current})")
 
