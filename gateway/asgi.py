@@ -7,6 +7,12 @@ runs here, before the app is built. A refusal is the lines ``serve`` prints, on 
 webhook secret), and not a worker the server keeps starting again. Under ``serve`` the check has passed
 already in ``serve``'s process, which says so to its workers: they read the settings (a bad one is refused
 the same way) but check the database and the register no more (:func:`gateway.startup.checked_for_workers`).
+
+The app believes ``X-Forwarded-For`` from ``FORWARDED_ALLOW_IPS`` itself, after noting the address that
+connected (:func:`gateway.peer.behind_proxies`), so that a header only the TLS proxy may set is checked
+against the proxy, not against the caller it forwarded: ``serve`` runs uvicorn with its own proxy handling
+off, and uvicorn started by hand should get ``--no-proxy-headers`` (with it on, certificate-bound clients are
+refused, never let through).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import sys
 
 from gateway.app import create_app
+from gateway.peer import behind_proxies
 from gateway.startup import STARTUP_FAILURE, start_problems
 
 _problems = start_problems(trust_serve=True)
@@ -21,4 +28,4 @@ if _problems:
     print("\n".join(_problems), file=sys.stderr, flush=True)
     raise SystemExit(STARTUP_FAILURE)
 
-app = create_app(freeze_heap=True)
+app = behind_proxies(create_app(freeze_heap=True))

@@ -168,8 +168,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _exit_cleanly)
     with checked_for_workers(settings, ConsoleSettings()):  # the workers need not check again (gateway.startup)
+        # proxy_headers off: the app applies FORWARDED_ALLOW_IPS itself, after noting who connected (gateway.peer)
         uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, factory=False,
-                    log_config=None, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+                    log_config=None, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, proxy_headers=False)
 
 
 @app.command("demo")

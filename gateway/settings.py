@@ -11,12 +11,13 @@ import logging
 import re
 from collections.abc import Iterator
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, FilePath, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -24,6 +25,9 @@ from gateway.resources import resource_dir
 from gateway.urls import EXPECTED, http_url
 
 SHIPPED_REGISTER = Path(__file__).parent / "data" / "register.yaml"
+_HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_NOT_A_CERTIFICATE_HEADER = frozenset({"authorization", "cookie", "host", "content-type", "content-length",
+                                       "x-forwarded-for", "x-forwarded-proto", "forwarded", "traceparent"})
 POLICIES_DIR = resource_dir("policies")
 
 
@@ -132,6 +136,15 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
         default=2.0, gt=0, le=30, allow_inf_nan=False,
         description="How long a sign-in waits for one of those before it is refused (429, Retry-After).")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Request bodies above this get 413.")
+    client_cert_header: str | None = Field(
+        default=None,
+        description="Header in which the TLS-terminating proxy forwards the caller's client certificate as "
+                    "URL-encoded PEM (nginx $ssl_client_escaped_cert); unset: no certificate-bound tokens "
+                    "(gateway.auth.certificate_binding).")
+    client_cert_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list, validate_default=True,
+        description="Comma-separated addresses or networks (CIDR) of the proxies trusted to set that header; "
+                    "from any other peer it is ignored.")
 
     policy_engine: Literal["embedded", "opa"] = "embedded"
     policies_dir: Path = POLICIES_DIR
@@ -191,6 +204,46 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
             raise ValueError("not an SQLAlchemy URL (dialect+driver://user:password@host:port/database)") from None
         if url.host and "@" in url.host:  # an unescaped '@' in the password: the driver would print part of it
             raise ValueError("the host part contains '@': percent-encode '@' in the password as %40") from None
+        return value
+
+    @field_validator("client_cert_header")
+    @classmethod
+    def _client_cert_header_is_a_name(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        name = value.strip().lower()
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError("not an HTTP header name (letters, digits and '-')")
+        if name in _NOT_A_CERTIFICATE_HEADER:
+            raise ValueError("a header the gateway reads for something else; use the proxy's own, e.g. "
+                             "X-Client-Cert")
+        return name
+
+    @field_validator("client_cert_proxies", mode="before")
+    @classmethod
+    def _client_cert_proxies_split(cls, value: object) -> object:
+        """Comma-separated, as FORWARDED_ALLOW_IPS is; each an address or a network (``10.0.0.0/24``). Parsed
+        here so that a mistake is one line naming the rule (the union type's own errors are two long ones)."""
+        parts = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        if not isinstance(parts, list):
+            return value
+        try:
+            return [ip_network(part, strict=True) if isinstance(part, str) else part for part in parts]
+        except ValueError:
+            raise ValueError("each entry is an IP address or a network in CIDR form without host bits "
+                             "(10.0.0.0/24), separated by commas") from None
+
+    @field_validator("client_cert_proxies")
+    @classmethod
+    def _client_cert_proxies_with_header(cls, value: list[IPv4Network | IPv6Network], info: ValidationInfo
+                                         ) -> list[IPv4Network | IPv6Network]:
+        # Both or neither: a header without proxies could never be believed (every bound client refused), and
+        # proxies without a header would read as if certificates were checked while nothing is.
+        header = info.data.get("client_cert_header")
+        if header and not value:
+            raise ValueError("WGS_CLIENT_CERT_HEADER is set: list the proxies trusted to set it")
+        if value and not header and "client_cert_header" in info.data:
+            raise ValueError("set WGS_CLIENT_CERT_HEADER too, or leave both unset")
         return value
 
     @field_validator("opa_url")

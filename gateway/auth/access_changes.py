@@ -19,6 +19,12 @@ leak or a routine rotation) is such a change too, ``client-rekeyed`` (with the c
 ``key_generation``), made the same way: it ends the tokens the client got before
 (:mod:`gateway.auth.revocation`), and whoever re-keyed a system in the middle of an incident should be on
 record. Registering a new client writes no entry (it has no tokens yet, and is the first step of setting up).
+
+Binding a client's tokens to TLS client certificates (RFC 8705, :mod:`gateway.auth.certificate_binding`) or
+no longer is one too: ``client-certificate-bound`` (with the client's new ``key_generation``: binding ends the
+unbound tokens it got before) and ``client-certificate-unbound``. Unbinding makes a stolen token usable
+without the certificate's key again, which is what an officer should be able to see was done, and by when.
+A re-key that binds (``clients add --certificate-bound``) says so in its ``client-rekeyed`` entry.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import JsonValue
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -84,6 +91,35 @@ def set_active(settings: Settings, engine: Engine, kind: Kind, name: str, active
     return AccessChange(kind, name, active, changed=True)
 
 
+def set_certificate_bound(settings: Settings, engine: Engine, system_id: str, bound: bool) -> bool:
+    """Bind (``bound``) the client of system ``system_id`` to TLS client certificates or unbind it, audited (see
+    the module's docstring); False (nothing written) when it is in that state already. Raises
+    :class:`NotFound` when there is no such client, :class:`Conflict` when it changed meanwhile and
+    :class:`ServiceUnavailable` when the change cannot be audited (then nothing changed)."""
+    with transaction(make_session_factory(engine)) as session:
+        client = repository.get_client(session, system_id)
+    if client is None:
+        raise NotFound(f"no client {system_id}")
+    if client.certificate_bound == bound:
+        return False
+    details: dict[str, JsonValue] = {"client": system_id}
+    if bound:
+        details["key_generation"] = client.key_generation + 1
+    event = action_event(None, f"client-certificate-{'bound' if bound else 'unbound'}",
+                         organisation=client.organisation, account_id=None, details=details, channel="cli")
+
+    def change(connection: Connection) -> None:
+        if not repository.set_client_certificate_bound(connection, system_id, bound):
+            raise Conflict(f"the client {system_id} changed meanwhile; nothing was changed")
+        stored = repository.get_client(connection, system_id)
+        # Re-keyed or disabled meanwhile: this entry would name the wrong generation
+        if bound and (stored is None or stored.key_generation != details["key_generation"]):
+            raise Conflict(f"the client {system_id} changed meanwhile; nothing was changed")
+
+    _audited(settings, engine, event, change)
+    return True
+
+
 def _audited(settings: Settings, engine: Engine, event: AuditEvent, change: Callable[[Connection], None]) -> None:
     """Make ``change`` in the audit log's transaction that writes ``event``: both or neither."""
     try:
@@ -108,8 +144,8 @@ class Registration:
 
 
 def register_client(settings: Settings, engine: Engine, register: Register, system_id: str, scopes: list[str],
-                    clock: Clock, *, jwks: dict[str, Any] | None = None, keep_disabled: bool = False
-                    ) -> Registration:
+                    clock: Clock, *, jwks: dict[str, Any] | None = None, keep_disabled: bool = False,
+                    certificate_bound: bool = False) -> Registration:
     """Register a partner system's client with a public JWKS (``jwks``) or a new client secret, or give an
     existing one new credentials, audited as ``client-rekeyed`` (see the module's docstring). Raises what
     :func:`register_key_client` / :func:`register_secret_client` raise (nothing written then), and
@@ -122,9 +158,9 @@ def register_client(settings: Settings, engine: Engine, register: Register, syst
     def write(session: Session | Connection) -> tuple[repository.ClientRecord, str | None]:
         if jwks is not None:
             return register_key_client(session, register, system_id, scopes, jwks, clock,
-                                       keep_disabled=keep_disabled), None
+                                       keep_disabled=keep_disabled, certificate_bound=certificate_bound), None
         return register_secret_client(session, register, system_id, scopes, clock, credential,
-                                      keep_disabled=keep_disabled)
+                                      keep_disabled=keep_disabled, certificate_bound=certificate_bound)
 
     with transaction(make_session_factory(engine)) as session:
         existing = repository.get_client(session, system_id)
@@ -132,9 +168,11 @@ def register_client(settings: Settings, engine: Engine, register: Register, syst
             record, secret = write(session)
             return Registration(record, secret, rekeyed=False)
     generation = existing.key_generation + 1
+    details: dict[str, JsonValue] = {"client": system_id, "key_generation": generation}
+    if certificate_bound and not existing.certificate_bound:
+        details["certificate_bound"] = True
     event = action_event(None, "client-rekeyed", organisation=register.organisation_of_system(system_id)
-                         or existing.organisation, account_id=None, channel="cli",
-                         details={"client": system_id, "key_generation": generation})
+                         or existing.organisation, account_id=None, channel="cli", details=details)
     written: list[tuple[repository.ClientRecord, str | None]] = []
 
     def change(connection: Connection) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.auth import repository
-from gateway.auth.access_changes import Kind, register_client, set_active
+from gateway.auth.access_changes import Kind, register_client, set_active, set_certificate_bound
 from gateway.auth.accounts import create_account, set_password
 from gateway.auth.clients import ClientDisabled
 from gateway.auth.keys import SigningKeyStore
@@ -63,7 +63,10 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
                 jwks_file: Path | None = typer.Option(None, help="Public JWKS of the system (private_key_jwt)."),
                 generate_secret: bool = typer.Option(False, help="Use a client secret (printed once)."),
                 keep_disabled: bool = typer.Option(False, help="Give a disabled client new credentials and keep "
-                                                                "it disabled (`clients enable` enables it).")
+                                                                "it disabled (`clients enable` enables it)."),
+                certificate_bound: bool = typer.Option(
+                    False, help="Bind its tokens to its TLS client certificate (RFC 8705): tokens only over a "
+                                "certificate the proxy forwards. Left out, an existing binding stays.")
                 ) -> None:
     """Register a partner system from the register as an OAuth client, or give it new credentials.
 
@@ -81,7 +84,7 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
     engine = existing_engine_for(settings)
     try:
         done = register_client(settings, engine, register, system_id, scope_list, SystemClock(), jwks=jwks,
-                               keep_disabled=keep_disabled)
+                               keep_disabled=keep_disabled, certificate_bound=certificate_bound)
     except ClientDisabled as exc:
         _refuse(f"{exc.detail}: give --keep-disabled to give it new credentials and keep it disabled, or enable it "
                 f"first with `wgs-gateway clients enable {system_id}`")
@@ -92,6 +95,10 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
     if done.rekeyed:
         state += (f"; tokens it got before are refused within {settings.revocation_refresh_seconds:g} s "
                   "(audited)")
+    if done.record.certificate_bound:
+        state += "; its tokens are bound to its TLS client certificate"
+        if settings.client_cert_header is None:
+            state += " (WGS_CLIENT_CERT_HEADER is not set here: it gets no token until it is)"
     method = " (private_key_jwt)" if done.secret is None else ""
     secret = f"; secret (shown once): {done.secret}" if done.secret is not None else ""
     message = f"client {system_id} registered{method}{state}{secret}"
@@ -100,12 +107,12 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
 
 @clients_app.command("list")
 def clients_list() -> None:
-    """List the partner systems registered as OAuth clients: organisation, method, scopes, active."""
+    """List the partner systems registered as OAuth clients: organisation, method, scopes, active, bound."""
     with transaction(_sessions(Settings())) as session:
-        table = Table("client", "organisation", "method", "scopes", "active")
+        table = Table("client", "organisation", "method", "scopes", "active", "certificate-bound")
         for client in repository.list_clients(session):
             table.add_row(client.client_id, client.organisation, client.auth_method, " ".join(client.scopes),
-                          str(client.active))
+                          str(client.active), str(client.certificate_bound))
     out.print(table)
 
 
@@ -121,6 +128,44 @@ def clients_disable(system_id: str = typer.Argument(..., help="The system's clie
 def clients_enable(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
     """Enable a disabled partner system's client again: it gets new tokens, not its old ones. Audited."""
     _set_active("client", system_id, True)
+
+
+@clients_app.command("bind")
+def clients_bind(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
+    """Bind a partner system's tokens to its TLS client certificate (RFC 8705). Audited.
+
+    It then gets tokens only over a client certificate the trusted proxy forwards (WGS_CLIENT_CERT_HEADER), and
+    each is good only over that certificate. The tokens it got before are refused within seconds."""
+    _set_certificate_bound(system_id, True)
+
+
+@clients_app.command("unbind")
+def clients_unbind(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
+    """No longer bind a partner system's new tokens to a client certificate. Audited.
+
+    Tokens it got bound keep asking for their certificate until they expire."""
+    _set_certificate_bound(system_id, False)
+
+
+def _set_certificate_bound(system_id: str, bound: bool) -> None:
+    settings = Settings()
+    engine = existing_engine_for(settings)
+    try:
+        changed = set_certificate_bound(settings, engine, system_id, bound)
+    except GatewayError as exc:
+        _refuse(exc.detail)
+    finally:
+        engine.dispose()
+    word = "bound to its TLS client certificate" if bound else "not certificate-bound"
+    if not changed:
+        out.print(f"client {system_id} is already {word}; nothing changed")
+        return
+    note = ""
+    if bound:
+        note = f"; tokens it got before are refused within {settings.revocation_refresh_seconds:g} s"
+        if settings.client_cert_header is None:
+            note += " (WGS_CLIENT_CERT_HEADER is not set here: it gets no token until it is)"
+    out.print(f"client {system_id} {word}{note} (audited)")
 
 
 def _set_active(kind: Kind, name: str, active: bool) -> None:

@@ -68,9 +68,11 @@ def _check(register: Register, system_id: str, scopes: list[str]) -> str:
 
 
 def register_key_client(session: Session | Connection, register: Register, system_id: str, scopes: list[str],
-                        jwks: dict[str, Any], clock: Clock, *, keep_disabled: bool = False) -> repository.ClientRecord:
+                        jwks: dict[str, Any], clock: Clock, *, keep_disabled: bool = False,
+                        certificate_bound: bool = False) -> repository.ClientRecord:
     """Register (or re-key) a system that authenticates with ``private_key_jwt`` (a disabled one only with
-    ``keep_disabled``: :func:`_active_after`)."""
+    ``keep_disabled``: :func:`_active_after`); ``certificate_bound`` binds its tokens to TLS client
+    certificates (an existing binding stays: :func:`repository.upsert_client`)."""
     organisation = _check(register, system_id, scopes)
     active = _active_after(session, system_id, keep_disabled)
     try:
@@ -82,7 +84,8 @@ def register_key_client(session: Session | Connection, register: Register, syste
         raise Unprocessable("the JWKS contains private key material; register public keys only")
     _check_assertion_keys(jwks, keys)
     public = {"keys": [key.as_dict(private=False) for key in keys.keys]}
-    record = repository.ClientRecord(system_id, organisation, "private_key_jwt", None, public, sorted(scopes), active)
+    record = repository.ClientRecord(system_id, organisation, "private_key_jwt", None, public, sorted(scopes), active,
+                                     certificate_bound=certificate_bound)
     _store(session, record, clock)
     return record
 
@@ -140,15 +143,16 @@ def new_secret(secret: str | None = None) -> NewSecret:
 
 
 def register_secret_client(session: Session | Connection, register: Register, system_id: str, scopes: list[str],
-                           clock: Clock, secret: NewSecret | None = None, *, keep_disabled: bool = False
-                           ) -> tuple[repository.ClientRecord, str]:
+                           clock: Clock, secret: NewSecret | None = None, *, keep_disabled: bool = False,
+                           certificate_bound: bool = False) -> tuple[repository.ClientRecord, str]:
     """Register a system that authenticates with a client secret; returns the secret (shown once). A disabled
     one only with ``keep_disabled`` (:func:`_active_after`). ``secret`` is hashed already (:func:`new_secret`);
-    without it a new one is made here, in the caller's transaction."""
+    without it a new one is made here, in the caller's transaction. ``certificate_bound`` as for
+    :func:`register_key_client`."""
     organisation = _check(register, system_id, scopes)
     active = _active_after(session, system_id, keep_disabled)
     secret = secret or new_secret()
     record = repository.ClientRecord(system_id, organisation, "client_secret", secret.hashed, None,
-                                     sorted(scopes), active)
+                                     sorted(scopes), active, certificate_bound=certificate_bound)
     _store(session, record, clock)
     return record, secret.secret

@@ -16,6 +16,7 @@ from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 
 from gateway.auth.accounts import check_person_token
+from gateway.auth.certificate_binding import check_presented
 from gateway.auth.principal import Principal, Scope
 from gateway.auth.setup import auth_services
 from gateway.db.engine import transaction
@@ -26,7 +27,8 @@ _DESCRIPTION = "An access token from POST /oauth/token or /v1/auth/login."
 
 
 def _verified(request: Request) -> Principal:
-    """The token's principal, checked in memory only: signature and claims, and a system's not disabled.
+    """The token's principal, checked in memory only: signature and claims, a system's not disabled, and a
+    certificate-bound token presented over its certificate.
 
     A person's token is not checked against the in-memory list of disabled accounts: :class:`TokenRequired`
     reads the account itself on every use, which says whether it is active *now*. The list, read every few
@@ -36,10 +38,13 @@ def _verified(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer access token is required", error="invalid_request")
-    auth = auth_services(container_of(request))
+    container = container_of(request)
+    auth = auth_services(container)
     principal = auth.tokens.verify(token.strip())
     if principal.kind != "person":  # a token outlives the disabling of its client otherwise
         auth.disabled.check(principal)
+    if principal.certificate_thumbprint is not None:  # RFC 8705 §3: a bound token only with its certificate
+        check_presented(request, container.settings, principal.certificate_thumbprint)
     return principal
 
 

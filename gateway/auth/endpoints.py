@@ -35,6 +35,7 @@ from audit import AuditWriteError
 from gateway.auditing.actions import action_event
 from gateway.auditing.setup import audit_services
 from gateway.auth.accounts import UnknownRole, authenticate_person
+from gateway.auth.certificate_binding import binding_configured, presented_thumbprint
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
 from gateway.auth.jose_segments import MalformedSegment, decode_segment
 from gateway.auth.keys import SIGNING_ALGORITHM
@@ -96,7 +97,8 @@ def _oauth_error(status: int, error: str, description: str, headers: list[tuple[
 @router.post("/oauth/token", response_model=TokenResponse, summary="OAuth2 token endpoint (client credentials)",
              responses={400: {"description": "invalid_request / invalid_grant / invalid_scope / "
                                              "unsupported_grant_type / replayed assertion (invalid_client)"},
-                        401: {"description": "invalid_client"},
+                        401: {"description": "invalid_client (also: a certificate-bound client without its "
+                                             "TLS client certificate)"},
                         503: {"description": "Refused, and the refusal could not be written to the audit log"}},
              openapi_extra={"requestBody": {"content": {FORM_MEDIA_TYPE: {"schema": {
                  "type": "object", "required": ["grant_type"], "properties": {
@@ -123,11 +125,13 @@ async def token(request: Request, container: Container = Depends(get_container))
     auth = auth_services(container)
     endpoint = token_endpoint_url(container)
     register = register_service(container).current()
+    certificate = presented_thumbprint(request, container.settings)  # RFC 8705: only from a trusted proxy
 
     def run() -> tuple[int, Any, list[tuple[str, str]]]:
         with transaction(container.sessions) as session:
             server = GatewayAuthorizationServer(session, auth.tokens, container.clock, endpoint,
-                                                container.settings.client_assertion_max_age_seconds, register)
+                                                container.settings.client_assertion_max_age_seconds, register,
+                                                certificate)
             try:
                 result: tuple[int, Any, list[tuple[str, str]]] = server.create_token_response(
                     TokenRequest(endpoint, form, headers))
@@ -178,6 +182,7 @@ async def jwks(container: Container = Depends(get_container)) -> dict[str, Any]:
 @router.get("/.well-known/oauth-authorization-server", summary="Authorization server metadata (RFC 8414)")
 async def metadata(container: Container = Depends(get_container)) -> dict[str, Any]:
     issuer = container.settings.issuer.rstrip("/")
+    bound = {"tls_client_certificate_bound_access_tokens": True} if binding_configured(container.settings) else {}
     return {
         "issuer": issuer, "token_endpoint": token_endpoint_url(container),
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
@@ -187,7 +192,7 @@ async def metadata(container: Container = Depends(get_container)) -> dict[str, A
         "scopes_supported": ["exchange", "discovery", "enrol", "register:read", "audit:read", "audit:receipts",
                              "escalation", "admin"],
         "access_token_signing_alg_values_supported": [SIGNING_ALGORITHM],
-    }
+    } | bound  # RFC 8705 §3.3: only where a proxy forwards client certificates (WGS_CLIENT_CERT_HEADER)
 
 
 _SYSTEM_ID = re.compile(SLUG_PATTERN)

@@ -41,6 +41,9 @@ class Principal:
     token_id: str = ""
     credential: str = ""  # a person's token: the fingerprint of the account it was issued for (accounts.py)
     generation: int = 0  # a system's token: the client's key generation it was issued under (revocation.py)
+    # A bound token's: the thumbprint of the TLS client certificate every use must come over (RFC 8705 ``cnf``;
+    # certificate_binding.py)
+    certificate_thumbprint: str | None = None
     # A person's: the id of the account this request's token check read (TokenRequired, dependencies.py), so
     # that an audit entry names it without reading the account again. Never from the token: None until checked.
     account_id: str | None = None

@@ -23,8 +23,9 @@ class ClientRecord:
     jwks: dict[str, Any] | None
     scopes: list[str]
     active: bool
-    key_generation: int = 0  # how often the client was given new credentials or disabled (:func:`upsert_client`,
-    # :func:`set_client_active`)
+    key_generation: int = 0  # how often the client was given new credentials, disabled or bound to certificates
+    # (:func:`upsert_client`, :func:`set_client_active`, :func:`set_client_certificate_bound`)
+    certificate_bound: bool = False  # tokens only over a TLS client certificate, bound to it (RFC 8705)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ def get_client(session: Session | Connection, client_id: str) -> ClientRecord | 
     if row is None:
         return None
     return ClientRecord(row["client_id"], row["organisation"], row["auth_method"], row["secret_hash"],
-                        row["jwks"], list(row["scopes"]), bool(row["active"]), int(row["key_generation"]))
+                        row["jwks"], list(row["scopes"]), bool(row["active"]), int(row["key_generation"]),
+                        bool(row["certificate_bound"]))
 
 
 def upsert_client(session: Session | Connection, record: ClientRecord, created_at: datetime) -> bool:
@@ -56,13 +58,20 @@ def upsert_client(session: Session | Connection, record: ClientRecord, created_a
 
     Giving an existing client its credentials again bumps its ``key_generation``: the tokens issued before
     (under the old, perhaps leaked, key or secret, or with scopes it no longer has) are refused from then on
-    (:class:`gateway.auth.revocation.DisabledPrincipals`)."""
-    values = {"organisation": record.organisation, "auth_method": record.auth_method,
-              "secret_hash": record.secret_hash, "jwks": record.jwks, "scopes": record.scopes}
+    (:class:`gateway.auth.revocation.DisabledPrincipals`).
+
+    ``record.certificate_bound`` binds a new client or an existing one; an existing client stays bound when the
+    record does not say so (new credentials never drop the binding by the way: unbinding is its own, audited
+    step, :func:`set_client_certificate_bound`)."""
+    values: dict[str, Any] = {"organisation": record.organisation, "auth_method": record.auth_method,
+                              "secret_hash": record.secret_hash, "jwks": record.jwks, "scopes": record.scopes}
     if get_client(session, record.client_id) is None:
         session.execute(oauth_clients.insert().values(client_id=record.client_id, created_at=created_at,
-                                                      active=record.active, **values))
+                                                      active=record.active, certificate_bound=record.certificate_bound,
+                                                      **values))
         return True
+    if record.certificate_bound:
+        values["certificate_bound"] = True
     result = session.execute(update(oauth_clients).where(
         oauth_clients.c.client_id == record.client_id, oauth_clients.c.active.is_(record.active)).values(
         key_generation=oauth_clients.c.key_generation + 1, **values))
@@ -88,6 +97,21 @@ def set_client_active(session: Session | Connection, client_id: str, active: boo
     bump = {} if active else {"key_generation": oauth_clients.c.key_generation + 1}
     where = [oauth_clients.c.client_id == client_id] + ([oauth_clients.c.active.is_(not active)] if changing else [])
     result = session.execute(update(oauth_clients).where(*where).values(active=active, **bump))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def set_client_certificate_bound(session: Session | Connection, client_id: str, bound: bool) -> bool:
+    """Bind a client's tokens to TLS client certificates (``bound``) or no longer; False when there is no such
+    client or it is in that state already (a change made meanwhile is never audited twice). A connection too,
+    as :func:`set_client_active`.
+
+    Binding bumps the client's ``key_generation``: the tokens it got before carry no certificate thumbprint,
+    and a copy of one would otherwise go on working without the certificate until it expired. Unbinding bumps
+    nothing: the bound tokens it got before still ask for their certificate, which is stricter, not looser."""
+    bump = {"key_generation": oauth_clients.c.key_generation + 1} if bound else {}
+    result = session.execute(update(oauth_clients).where(
+        oauth_clients.c.client_id == client_id, oauth_clients.c.certificate_bound.is_(not bound)).values(
+        certificate_bound=bound, **bump))
     return bool(getattr(result, "rowcount", 0))
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
-from authlib.oauth2.rfc6749.errors import InvalidScopeError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from sqlalchemy.orm import Session
@@ -59,6 +59,15 @@ class GatewayClient(ClientMixin):  # type: ignore[misc]
 class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = [*SECRET_METHODS, PRIVATE_KEY_JWT]
 
+    def validate_token_request(self) -> None:
+        """authlib's checks (the client authenticated, the grant and the scope), then RFC 8705's: a
+        certificate-bound client gets a token only over a client certificate the trusted proxy forwarded
+        (:mod:`gateway.auth.certificate_binding`); without one it is no authenticated client of ours."""
+        super().validate_token_request()
+        if self.request.client.record.certificate_bound and self.server.certificate_thumbprint is None:
+            raise InvalidClientError(description="this client's tokens are bound to its TLS client certificate, "
+                                                 "and the request came without one")
+
     def validate_requested_scope(self) -> None:
         requested = set((self.request.payload.scope or "").split())
         if requested - set(self.request.client.record.scopes):
@@ -84,8 +93,12 @@ class TokenRequest(OAuth2Request):  # type: ignore[misc]
 
 class GatewayAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def __init__(self, session: Session, tokens: AccessTokenService, clock: Clock, token_endpoint: str,
-                 assertion_max_age_seconds: int, register: Register) -> None:
+                 assertion_max_age_seconds: int, register: Register, certificate_thumbprint: str | None = None
+                 ) -> None:
+        """``certificate_thumbprint``: of the TLS client certificate the request came over (forwarded by a
+        trusted proxy), if any; a certificate-bound client's token is bound to it."""
         super().__init__()
+        self.certificate_thumbprint = certificate_thumbprint
         self._session = session
         self._tokens = tokens
         self._register = register
@@ -126,6 +139,8 @@ class GatewayAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         scopes = client.get_allowed_scope(scope).split()
         issued = self._tokens.issue(subject=client.record.client_id, organisation=client.record.organisation,
                                     scopes=scopes, client_id=client.record.client_id,
-                                    generation=client.record.key_generation)
+                                    generation=client.record.key_generation,
+                                    certificate_thumbprint=(self.certificate_thumbprint
+                                                            if client.record.certificate_bound else None))
         return {"access_token": issued.access_token, "token_type": "Bearer", "expires_in": issued.expires_in,
                 "scope": issued.scope}

@@ -1,9 +1,9 @@
 """Tables of authentication (schema by migration 0002_auth; ``accounts.access_generation`` by 0024,
-``oauth_clients.key_generation`` by 0025)."""
+``oauth_clients.key_generation`` by 0026, ``oauth_clients.certificate_bound`` by 0032)."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, Table, Text, UniqueConstraint, false
 
 from gateway.db.metadata import metadata
 
@@ -21,6 +21,8 @@ oauth_clients = Table(
     # Bumped by every re-registration (new credentials) and every disabling: a system's token carries it as
     # ``gen`` (gateway.auth.revocation refuses a token under an older one)
     Column("key_generation", Integer, nullable=False, server_default="0"),
+    # Tokens only over a TLS client certificate, bound to it (RFC 8705; gateway.auth.certificate_binding)
+    Column("certificate_bound", Boolean, nullable=False, server_default=false()),
 )
 
 used_client_assertions = Table(

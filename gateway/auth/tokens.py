@@ -18,6 +18,11 @@ set_client_active`); :class:`gateway.auth.revocation.DisabledPrincipals` refuses
 giving a client a new key ends the tokens got with the old one, and enabling a disabled one does not bring back
 the tokens it had. A token without ``gen`` is of generation 0.
 
+A system's token may carry ``cnf`` (``x5t#S256``: RFC 8705), the thumbprint of the TLS client certificate it was
+issued over (:mod:`gateway.auth.certificate_binding`); ``verify`` reads it onto the principal (a ``cnf`` it
+cannot read is a 401), and :class:`gateway.auth.dependencies.TokenRequired` compares it with the certificate of
+every request, which the signature cannot say anything about.
+
 A token that passed is remembered by its exact text (so a changed byte is another token) with its
 ``exp``, and later presentations skip steps 1-5 as long as it has not expired (step 4's rule, same
 leeway) and the verification key set is unchanged (a rotation or retirement clears the memory). Why: the
@@ -36,6 +41,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
+from gateway.auth.certificate_binding import CONFIRMATION_CLAIM, bound_thumbprint, confirmation
 from gateway.auth.jose_segments import MalformedSegment, decode_segment
 from gateway.auth.keys import SIGNING_ALGORITHM, SigningKeyStore
 from gateway.auth.principal import Principal
@@ -70,7 +76,7 @@ class AccessTokenService:
     def issue(self, *, subject: str, organisation: str, scopes: list[str], kind: str = "system",
               roles: list[str] | None = None, client_id: str | None = None,
               audience: str | None = None, credential: str | None = None,
-              generation: int | None = None) -> IssuedToken:
+              generation: int | None = None, certificate_thumbprint: str | None = None) -> IssuedToken:
         now = int(self._clock.now().timestamp())
         key = self._keys.current()
         jti = new_id()
@@ -87,6 +93,8 @@ class AccessTokenService:
             claims["cred"] = credential
         if generation:
             claims["gen"] = generation
+        if certificate_thumbprint:
+            claims[CONFIRMATION_CLAIM] = confirmation(certificate_thumbprint)
         token = jwt.encode({"alg": SIGNING_ALGORITHM, "kid": key.kid}, claims, key, algorithms=_ALLOWED_ALGORITHMS)
         return IssuedToken(token, self.ttl_seconds, claims["scope"], jti)
 
@@ -145,7 +153,8 @@ class AccessTokenService:
         return Principal(kind=claims["kind"], subject=str(claims["sub"]), organisation=str(claims["org"]),
                          scopes=frozenset(str(claims.get("scope", "")).split()),
                          roles=frozenset(claims.get("roles", [])), token_id=str(claims["jti"]),
-                         credential=str(claims.get("cred", "")), generation=_generation(claims)), int(claims["exp"])
+                         credential=str(claims.get("cred", "")), generation=_generation(claims),
+                         certificate_thumbprint=bound_thumbprint(claims)), int(claims["exp"])
 
 
 def _generation(claims: dict[str, Any]) -> int:

@@ -1297,3 +1297,36 @@ def test_clients_add_on_an_existing_client_is_an_audited_re_key(data_dir: Path) 
     [entry] = _access_entries()
     assert entry["extra"] == {"action": "client-rekeyed", "channel": "cli", "client": "kvk-handelsregister",
                               "key_generation": 1}
+
+
+def test_clients_are_bound_to_certificates_with_an_audit_entry_and_unbound_the_same_way(data_dir: Path) -> None:
+    """``clients add --certificate-bound`` binds a new client (no entry: a new client has no tokens); ``clients
+    bind`` and ``clients unbind`` change an existing one, each with its entry, and say so; a re-key without the
+    flag leaves the binding as it is."""
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    added = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret", "--certificate-bound"])
+    assert added.exit_code == 0, added.output
+    assert "bound to its TLS client certificate" in added.output
+    assert "WGS_CLIENT_CERT_HEADER is not set" in added.output  # bound, but this gateway forwards no certificates
+    assert runner.invoke(app, ["clients", "add", "politie-bvh", "--generate-secret"]).exit_code == 0
+    listing = runner.invoke(app, ["clients", "list"]).output
+    assert re.search(r"kvk-handelsregister .* True +│ True", listing), listing
+    assert re.search(r"politie-bvh .* True +│ False", listing), listing
+    assert _access_entries() == []
+
+    bound = runner.invoke(app, ["clients", "bind", "politie-bvh"])
+    assert bound.exit_code == 0, bound.output
+    assert "refused within" in bound.output  # its unbound tokens end
+    again = runner.invoke(app, ["clients", "bind", "politie-bvh"])
+    assert again.exit_code == 0
+    assert "already" in again.output
+    unbound = runner.invoke(app, ["clients", "unbind", "kvk-handelsregister"])
+    assert unbound.exit_code == 0, unbound.output
+    rekeyed = runner.invoke(app, ["clients", "add", "politie-bvh", "--generate-secret"])
+    assert rekeyed.exit_code == 0, rekeyed.output
+    assert "bound to its TLS client certificate" in rekeyed.output  # kept: unbinding is its own step
+    assert _refusal(runner.invoke(app, ["clients", "bind", "no-such-system"])) == "no client no-such-system"
+    assert [(e["extra"]["action"], e["extra"]["client"], e["requester"]["org"]) for e in _access_entries()] == [
+        ("client-certificate-bound", "politie-bvh", "politie"),
+        ("client-certificate-unbound", "kvk-handelsregister", "kvk"),
+        ("client-rekeyed", "politie-bvh", "politie")]
