@@ -33,6 +33,8 @@
   (the error it would have waited out is raised at once), and a request still running when it passes is
   abandoned: ``DeadlineExceeded``, a ``GatewayUnavailable`` (status 0) with every request id of the call
   and, from ``exchange()``/``rerun()``, the ``idempotency_key`` to resume with.
+* TLS client certificate: ``client_cert``/``client_key`` are presented to a gateway whose proxy asks for one
+  (certificate-bound tokens, RFC 8705: the gateway then gives this system tokens only over that certificate).
 * TLS: the gateway's certificate is always verified — against the system's CAs, the ``ca_file`` given, or an
   ``ssl_context`` that must itself verify (one that does not is refused, so verification cannot be switched
   off by accident). Plain ``http://`` is refused unless the gateway is on this machine (a loopback address or
@@ -216,7 +218,9 @@ class GatewayClient:
                  ca_file: str | os.PathLike[str] | None = None, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 transport: httpx.AsyncBaseTransport | None = None, allow_insecure_http: bool = False) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, allow_insecure_http: bool = False,
+                 client_cert: str | os.PathLike[str] | None = None,
+                 client_key: str | os.PathLike[str] | None = None) -> None:
         """``base_url``: the gateway (``https://``; see ``allow_insecure_http``). ``system_id`` and ``key``:
         this system's OAuth client id and the private key (Ed25519 or P-256) whose public half is registered
         for it. ``token_audience``: the token endpoint's URL, if not to be read from the gateway's metadata.
@@ -228,8 +232,11 @@ class GatewayClient:
         ``deadline`` (seconds, default 180; None: no bound) bounds a whole call, and every call takes its own
         ``deadline=`` to override it. ``retries``, ``backoff`` and ``max_delay``:
         failures repeated (where safe) and the pauses between; ``busy_wait``: seconds of back-pressure (429,
-        busy 409) waited out per call. ``ca_file``/``ssl_context``: a private CA. ``clock``, ``sleep`` and
-        ``transport`` are for tests."""
+        busy 409) waited out per call. ``ca_file``/``ssl_context``: a private CA. ``client_cert`` (PEM, the
+        chain after it if any) and ``client_key`` (PEM; left out when the key is in ``client_cert``): this
+        system's TLS client certificate, for a gateway whose proxy asks for one (a client registered
+        certificate-bound gets tokens only over it, RFC 8705); with ``ssl_context``, load it into the context
+        instead. ``clock``, ``sleep`` and ``transport`` are for tests."""
         self._base = _checked_base_url(base_url, allow_insecure_http)
         self.system_id = system_id
         self._key = key
@@ -242,8 +249,9 @@ class GatewayClient:
         self._deadline = deadlines.checked(deadline)
         self._clock = clock
         self._sleep = sleep
-        self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport,
-                                       verify=_verification(ca_file, ssl_context))
+        tls = _with_client_certificate(_verification(ca_file, ssl_context), client_cert, client_key,
+                                       ssl_context is not None, httpx.URL(self._base).scheme)
+        self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport, verify=tls)
         self._token: tuple[str, float] | None = None  # (access token, renew at)
         self._token_lock = asyncio.Lock()
         self._token_fetches = 0  # token fetches ended (the lock's waiters compare it: see _current_token)
@@ -682,6 +690,31 @@ def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContex
     if ca_file is not None:
         return ssl.create_default_context(cafile=os.fspath(ca_file))
     return True
+
+
+def _with_client_certificate(verify: ssl.SSLContext | bool, certificate: str | os.PathLike[str] | None,
+                             key: str | os.PathLike[str] | None, context_given: bool, scheme: str
+                             ) -> ssl.SSLContext | bool:
+    """``verify`` with this system's client certificate loaded, when one is given. Refused at construction
+    rather than left unused: a key without a certificate, a certificate over plain ``http://`` (no TLS to
+    present it in) and one next to a caller's ``ssl_context`` (whose certificate is the caller's to load)."""
+    if certificate is None:
+        if key is not None:
+            raise ValueError("client_key was given without client_cert")
+        return verify
+    if context_given:
+        raise ValueError("give client_cert or ssl_context, not both: load the certificate into the context "
+                         "(ssl_context.load_cert_chain)")
+    if scheme != "https":
+        raise ValueError("a client certificate is presented over https:// only")
+    context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context()
+    try:
+        context.load_cert_chain(os.fspath(certificate), os.fspath(key) if key is not None else None)
+    except (OSError, ssl.SSLError) as exc:  # the message names the file, never its content
+        raise ValueError(f"the client certificate or its key could not be loaded ({type(exc).__name__}: "
+                         f"{getattr(exc, 'strerror', None) or getattr(exc, 'reason', None) or 'unreadable'})"
+                         ) from exc
+    return context
 
 
 def _checked_base_url(base_url: str, allow_insecure_http: bool) -> str:

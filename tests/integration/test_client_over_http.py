@@ -26,7 +26,7 @@ from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavail
 from gateway.client.escalations import CaseDetail, FeedItem
 from gateway.client.models import ExchangeRequest, Outcome
 from tests.servers import STAND_IN_TOKEN, serve_app, stand_in_gateway
-from tests.tls_certificates import private_ca_certificates
+from tests.tls_certificates import client_certificate, private_ca_certificates
 
 KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "partner-1"})
 PERSONAL = "Jansen, Kerkstraat 12, Amsterdam"
@@ -235,6 +235,62 @@ async def test_a_context_that_does_not_verify_cannot_be_used(tls_double: tuple[s
     context.verify_mode = ssl.CERT_NONE
     with pytest.raises(ValueError, match="verified"):
         GatewayClient(tls_double[0], "sys-a", KEY, ssl_context=context)
+
+
+@pytest.fixture(scope="module")
+def mtls_double(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path, Path]]:
+    """A stand-in behind TLS that asks for a client certificate of the partner systems' CA (as a gateway's
+    proxy does for certificate-bound tokens): (URL, the gateway's CA file, client certificate, its key)."""
+    directory = tmp_path_factory.mktemp("mtls")
+    ca_file, certificate, key = private_ca_certificates(directory)
+    clients_ca, client_cert, client_key = client_certificate(directory)
+    stand_in = Double(answers=[JSONResponse(RESULT)])
+    with serve_app(stand_in.app(), ssl_certfile=str(certificate), ssl_keyfile=str(key),
+                   ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_ca_certs=str(clients_ca)) as url:
+        yield url, ca_file, client_cert, client_key
+
+
+async def test_a_client_certificate_is_presented_to_a_gateway_that_asks_for_one(
+        mtls_double: tuple[str, Path, Path, Path]) -> None:
+    url, ca_file, client_cert, client_key = mtls_double
+    async with GatewayClient(url, "sys-a", KEY, ca_file=ca_file, client_cert=client_cert,
+                             client_key=client_key) as client:
+        assert (await client.get_exchange("ex-1")).exchange_id == "ex-1"
+    combined = client_cert.parent / "combined.pem"  # the key in the certificate's file: client_key left out
+    combined.write_bytes(client_cert.read_bytes() + client_key.read_bytes())
+    async with GatewayClient(url, "sys-a", KEY, client_cert=combined) as client:  # the system's CAs: refused
+        with pytest.raises(GatewayUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.get_exchange("ex-1")
+    async with GatewayClient(url, "sys-a", KEY, ca_file=ca_file, client_cert=combined) as client:
+        assert (await client.get_exchange("ex-1")).exchange_id == "ex-1"
+
+
+async def test_without_its_client_certificate_the_client_is_turned_away(
+        mtls_double: tuple[str, Path, Path, Path]) -> None:
+    url, ca_file, _, _ = mtls_double
+    async with GatewayClient(url, "sys-a", KEY, ca_file=ca_file, retries=0) as client:
+        with pytest.raises(GatewayUnavailable):
+            await client.get_exchange("ex-1")
+
+
+def test_a_client_certificate_that_could_not_be_presented_is_refused_at_construction(
+        mtls_double: tuple[str, Path, Path, Path], tmp_path: Path) -> None:
+    url, ca_file, client_cert, client_key = mtls_double
+    with pytest.raises(ValueError, match="without client_cert"):
+        GatewayClient(url, "sys-a", KEY, ca_file=ca_file, client_key=client_key)
+    with pytest.raises(ValueError, match="not both"):
+        GatewayClient(url, "sys-a", KEY, ssl_context=ssl.create_default_context(cafile=str(ca_file)),
+                      client_cert=client_cert, client_key=client_key)
+    with pytest.raises(ValueError, match="https:// only"):
+        GatewayClient("http://127.0.0.1:1", "sys-a", KEY, client_cert=client_cert, client_key=client_key)
+    secret = "-----BEGIN PRIVATE KEY-----not really-----END PRIVATE KEY-----"
+    (tmp_path / "broken-key.pem").write_text(secret)
+    with pytest.raises(ValueError, match="could not be loaded") as raised:
+        GatewayClient(url, "sys-a", KEY, ca_file=ca_file, client_cert=client_cert,
+                      client_key=tmp_path / "broken-key.pem")
+    assert "not really" not in str(raised.value)
+    with pytest.raises(ValueError, match="could not be loaded"):
+        GatewayClient(url, "sys-a", KEY, client_cert=tmp_path / "missing.pem")
 
 
 # -- escalation answers, typed --------------------------------------------------------------------------------
