@@ -94,9 +94,10 @@ def presented_thumbprint(request: Request, settings: Settings) -> str | None:
     if not _from_trusted_proxy(request, settings):  # 2
         log.info("client_certificate_ignored", reason="not from a trusted proxy")
         return None
-    if len(values) != 1 or not values[0].strip() or len(values[0]) > MAX_HEADER_BYTES:  # 3
-        if len(values) != 1 or values[0].strip():
-            log.warning("client_certificate_ignored", reason="repeated or oversized header")
+    if len(values) != 1 or len(values[0]) > MAX_HEADER_BYTES:  # 3: a proxy that appends instead of replacing
+        log.warning("client_certificate_ignored", reason="repeated or oversized header")
+        return None
+    if not values[0].strip():  # the proxy's way of saying that the caller presented none
         return None
     der = _certificate_der(values[0])  # 4
     if der is None:

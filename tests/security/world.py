@@ -48,10 +48,11 @@ SYSTEM_SCOPES = ("audit:receipts", "discovery", "enrol", "exchange", "register:r
 
 # Caller kinds of the authorisation matrix.
 ANONYMOUS, EXPIRED, FORGED, WRONG_AUDIENCE = "anonymous", "expired-token", "forged-token", "wrong-audience"
+STOLEN_BOUND = "bound-token-without-its-certificate"  # RFC 8705: a copy of a certificate-bound token
 SYS, SYS_NO_SCOPE, SYS_OTHER = "system", "system-without-scope", "system-other-partnership"
 PO_OWN, PO_HOLDER, PO_COORD = "po-requester-org", "po-holder-org", "po-coordinating"
 PO_OTHER, ADMIN, CONTACT = "po-other-org", "administrator", "contact-point"
-BAD_TOKENS = (ANONYMOUS, EXPIRED, FORGED, WRONG_AUDIENCE)
+BAD_TOKENS = (ANONYMOUS, EXPIRED, FORGED, WRONG_AUDIENCE, STOLEN_BOUND)
 SYSTEMS = (SYS, SYS_NO_SCOPE, SYS_OTHER)
 PEOPLE: dict[str, tuple[str, str, str]] = {  # caller -> (username, organisation, role)
     PO_OWN: ("po-gemeente", "gemeente-amsterdam", "privacy-officer"),
@@ -118,6 +119,8 @@ class World:
                 **claims).access_token  # type: ignore[arg-type]
         if kind == WRONG_AUDIENCE:
             return auth.tokens.issue(**claims, audience="another-gateway").access_token  # type: ignore[arg-type]
+        if kind == STOLEN_BOUND:  # valid in every other respect: only the certificate it lacks refuses it
+            return auth.tokens.issue(**claims, certificate_thumbprint="A" * 43).access_token  # type: ignore[arg-type]
         assert kind == FORGED
         # Signed by a key of our own under the gateway's current key id: the signature cannot verify.
         attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth.keys.current().kid})
