@@ -782,6 +782,8 @@ def test_serve_starts_uvicorn_with_our_logging_and_a_graceful_shutdown(
     assert call["port"] == 8123
     assert call["log_config"] is None  # uvicorn's default would put its plain-text formatters back
     assert call["timeout_graceful_shutdown"]
+    # The app believes X-Forwarded-For itself, after noting who connected (gateway.peer): uvicorn must not first
+    assert call["proxy_headers"] is False
 
 
 # -- audit: key, export, verify ------------------------------------------------------------------------------
