@@ -165,7 +165,13 @@ class HttpConnector:
     async def query(self, query: HolderQuery) -> HolderAnswer:
         body = await self._send("POST", "/holder/v1/query", query, request_id=query.request_id,
                                 idempotent=query.request_id is not None)
-        return self._decode(body, HolderAnswer, query.request_id)
+        answer = self._decode(body, HolderAnswer, query.request_id)
+        if answer.received > len(query.provided):
+            # It cannot have taken in more than it was handed; the gateway logs ``received``, and a count past
+            # 2**53 would fail the audit entry (a 500 for the whole exchange, not only this holder).
+            raise HolderProtocolError(self.system, f"inconsistent answer: more records received than provided "
+                                      f"(request {query.request_id or '-'})")
+        return answer
 
     async def discover(self, discovery: HolderDiscovery) -> DiscoveryAnswer:
         body = await self._send("POST", "/holder/v1/discover", discovery, request_id=discovery.request_id,

@@ -100,7 +100,8 @@ class HolderAnswer(_Model):
     """Records in the asked categories, or a refusal with the holder's reason (the holder's autonomy)."""
 
     status: Literal["answered", "refused"]
-    received: int = Field(default=0, ge=0, description="How many provided records the holder took in.")
+    received: int = Field(default=0, ge=0, description="How many provided records the holder took in: at most as "
+                          "many as it was handed (the gateway takes an answer that says more for no answer).")
     refusal_reason: str | None = Field(default=None, examples=["investigation-confidentiality"])
     records: list[HolderRecord] = Field(default_factory=list)
 
