@@ -26,6 +26,7 @@ from connectors import world as w
 from connectors.holder_auth import JwksSource
 from connectors.http_connector import ConnectorRegistry, HttpConnector
 from connectors.protocol import (
+    MAX_ANSWER_RECORDS,
     ConnectorError,
     HolderDiscovery,
     HolderProtocolError,
@@ -671,6 +672,30 @@ async def test_an_answer_past_the_size_limit_is_a_protocol_error(chunked: bool) 
                 await small.query(_query(["s-1"], ["police_incidents"]))
         async with HttpConnector(w.POLICE, url, gateway_token, max_answer_bytes=len(body)) as enough:
             assert len((await enough.query(_query(["s-1"], ["police_incidents"]))).records) == 50
+
+
+@pytest.mark.parametrize(("records", "accepted"), [(MAX_ANSWER_RECORDS, True), (MAX_ANSWER_RECORDS + 1, False)])
+async def test_an_answer_with_more_records_than_the_limit_is_a_protocol_error(records: int, accepted: bool) -> None:
+    """Found by a review: within the size limit, an answer of 110,000 empty records (15 MB) held the gateway's
+    event loop for about five seconds of one exchange — every other request of that process waited — while
+    the exchange checked, translated and hashed each record. An answer may carry at most
+    ``MAX_ANSWER_RECORDS``; one with more is no answer (the holder is unavailable for that exchange)."""
+    app = FastAPI()
+    record = '{"record_id": "r-%d", "record_type": "incident", "subject": "s-1", "category": "police_incidents", ' \
+             '"fields": {}}'
+    body = ('{"status": "answered", "records": [' + ", ".join(record % n for n in range(records)) + "]}").encode()
+
+    @app.post("/holder/v1/query")
+    async def query() -> Response:
+        return Response(body, media_type="application/json")
+
+    with serve_app(app) as url:
+        async with HttpConnector(w.POLICE, url, gateway_token) as connector:
+            if accepted:
+                assert len((await connector.query(_query(["s-1"], ["police_incidents"]))).records) == records
+            else:
+                with pytest.raises(HolderProtocolError, match="malformed answer"):
+                    await connector.query(_query(["s-1"], ["police_incidents"]))
 
 
 async def test_a_compressed_answer_cannot_inflate_past_the_size_limit() -> None:
