@@ -163,7 +163,7 @@ DECISION_TYPE = "wgs-decision+jwt"
 def _kid(token: str, typ: str = "JWT") -> str | None:
     try:
         header = extract_compact(token.encode()).headers()
-    except (JoseError, ValueError) as exc:
+    except _MALFORMED as exc:
         raise TokenRefused("the token is not a compact JWS") from exc
     if header.get("alg") not in ALGORITHMS:
         raise TokenRefused("the token uses a disallowed algorithm")
@@ -175,6 +175,11 @@ def _kid(token: str, typ: str = "JWT") -> str | None:
 
 def _knows(keys: KeySet, kid: str | None) -> bool:
     return kid is None or any(key.kid == kid for key in keys.keys)
+
+
+_MALFORMED = (JoseError, ValueError, TypeError, KeyError, AttributeError)
+"""What checking a token someone sent may raise: a header member of the wrong JSON type (``crit: 5``) fails inside
+joserfc with a ``TypeError`` before any signature is checked — a refusal (401), not a failure of the holder's."""
 
 
 def _issuer_claim(issuer: str | None) -> dict[str, Any]:
@@ -197,7 +202,7 @@ def make_verifier(system: str, source: JwksSource, now: Callable[[], float] = ti
             JWTClaimsRegistry(now=lambda: int(now()), leeway=LEEWAY_SECONDS,
                               aud={"essential": True, "value": system},
                               exp={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
-        except (JoseError, ValueError) as exc:
+        except _MALFORMED as exc:
             raise TokenRefused("the gateway token was not accepted") from exc
         if decoded.claims["exp"] > now() + MAX_ACCESS_TOKEN_SECONDS + LEEWAY_SECONDS:
             raise TokenRefused("the gateway token was not accepted")
@@ -221,7 +226,7 @@ def make_decision_verifier(system: str, source: JwksSource, now: Callable[[], fl
                               aud={"essential": True, "value": system}, exp={"essential": True},
                               decision_id={"essential": True}, request_id={"essential": True},
                               categories={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
-        except (JoseError, ValueError) as exc:
+        except _MALFORMED as exc:
             raise TokenRefused("the escalation decision was not accepted") from exc
         return dict(decoded.claims)
 

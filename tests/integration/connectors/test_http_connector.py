@@ -4,6 +4,7 @@ authentication, and every way a holder can fail (down, slow, flaky, malformed)."
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import threading
@@ -48,6 +49,12 @@ JWKS = {"keys": [GATEWAY_KEY.as_dict(private=False)]}
 
 def _sign(claims: dict[str, Any], key: OKPKey = GATEWAY_KEY) -> str:
     return jwt.encode({"alg": "Ed25519", "kid": key.kid}, claims, key, algorithms=["Ed25519"])
+
+
+def _with_header(token: str, header: dict[str, Any]) -> str:
+    """``token`` with its header replaced (its signature no longer verifies: what anyone can send)."""
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return ".".join([encoded, *token.split(".")[1:]])
 
 
 async def gateway_token(audience: str) -> str:
@@ -297,6 +304,10 @@ async def test_a_request_without_a_token_is_401_problem_json(partners: dict[str,
     pytest.param(lambda aud: _sign({"aud": aud}), id="no-expiry"),
     pytest.param(lambda aud: _sign({"aud": aud, "exp": int(time.time()) + 365 * 86_400}), id="valid-for-a-year"),
     pytest.param(lambda _aud: "not-a-jwt", id="garbage"),
+    # found by a review: a header whose `crit` is no list failed the check with a TypeError, a 500 (and an error
+    # line) for anyone without a key, instead of a 401
+    pytest.param(lambda aud: _with_header(_sign({"aud": aud, "exp": int(time.time()) + 60}),
+                                          {"alg": "Ed25519", "kid": "gw-1", "crit": 5}), id="crit-not-a-list"),
 ])
 async def test_a_bad_token_is_rejected_with_401(partners: dict[str, str], world: World, token: Any) -> None:
     async def provider(audience: str) -> str:
