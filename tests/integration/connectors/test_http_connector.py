@@ -451,6 +451,42 @@ def test_a_key_set_past_the_size_limit_is_refused_not_read(answer: str, refusal:
     assert len(sent) < 64  # the endless answer was not read on
 
 
+def test_a_key_set_trickling_in_is_given_up_on_within_the_fetch_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the fetch's time limit was httpx's, per socket read, and its own deadline was checked
+    only between body chunks: an answer at the JWKS URL sending its headers a byte at a time held the fetch —
+    and every token check, which waits on it — for as long as it kept sending. The whole fetch, headers
+    included, is now bounded by ``FETCH_SECONDS``."""
+    monkeypatch.setattr(holder_auth, "FETCH_SECONDS", 0.5)
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):  # a byte well within every per-read timeout, for 10 s (unless stopped)
+                if stop.wait(0.1):
+                    return
+                try:
+                    connection.sendall(b"X")
+                except OSError:
+                    return
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(holder_auth.TokenRefused, match="took too long"):
+            JwksSource(url=f"http://127.0.0.1:{server.getsockname()[1]}/.well-known/jwks.json").keys()
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        sender.join(5)
+        server.close()
+    assert took < 3.0  # 0.5 s and a loaded machine's slack; unbounded, it kept going until the sender stopped
+
+
 @pytest.fixture(scope="module")
 def https_partner(tmp_path_factory: pytest.TempPathFactory, world: World) -> Iterator[tuple[str, Path]]:
     """A simulated partner served over TLS with a certificate of a private CA: (base URL, CA file)."""
