@@ -258,6 +258,44 @@ async def test_the_registry_is_built_from_endpoints(partners: dict[str, str], wo
         await registry.aclose()
 
 
+async def test_a_holder_keeping_calls_open_does_not_delay_the_calls_to_another() -> None:
+    """Found by a review: every holder's calls came out of one pool of 128 connections, so a holder that kept
+    them open (slow, or a tarpit) took the pool, and the calls to every other holder waited for a connection
+    until they timed out — healthy holders unavailable. Each holder now has a pool of its own."""
+    release = threading.Event()
+    held: list[int] = []
+    slow, fast = FastAPI(), FastAPI()
+
+    @slow.post("/holder/v1/discover")
+    async def keep_open() -> dict[str, Any]:
+        held.append(1)
+        for _ in range(3000):  # until released (30 s at most)
+            if release.is_set():
+                break
+            await asyncio.sleep(0.01)
+        return {"hits": {}}
+
+    @fast.post("/holder/v1/discover")
+    async def answer() -> dict[str, Any]:
+        return {"hits": {}}
+
+    with serve_app(slow) as slow_url, serve_app(fast) as fast_url:
+        registry = ConnectorRegistry({w.FIOD: slow_url, w.KVK: fast_url}, gateway_token, timeout=30, retries=0)
+        kept = [asyncio.create_task(registry[w.FIOD].discover(_discovery(["s-1"], f"d-held-{n}"))) for n in range(150)]
+        try:
+            for _ in range(2000):  # until the slow holder holds a pool's worth (every slot is taken by then)
+                if len(held) >= 64:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(held) >= 64
+            async with asyncio.timeout(5):  # unbounded before: it waited for a connection the slow holder held
+                assert (await registry[w.KVK].discover(_discovery(["s-1"], "d-fast"))).hits == {}
+        finally:
+            release.set()
+            await asyncio.gather(*kept, return_exceptions=True)
+            await registry.aclose()
+
+
 async def test_a_pseudonym_is_resolved_only_in_its_own_partnership(tmp_path: Path, world: World) -> None:
     """Found by a review: the holder looked an asked pseudonym up in every partnership it had enrolled in, so
     a query in one partnership was answered for a pseudonym of another — linking the two domains, which
