@@ -184,7 +184,7 @@ def bench_fast_verification(engine: Engine, log: AuditLog, entries: int, rounds:
                 best_wall = min(best_wall, time.perf_counter() - started)
                 best_cpu = min(best_cpu, time.process_time() - cpu_started + _children_cpu() - children)
                 assert result.ok, result.failure
-            what = "fast + node cache" if nodes else "fast (tree, signatures, consistency)"
+            what = "fast + node cache" if nodes else "fast (tree, signatures, consistency, columns)"
             how = "1 process" if workers == 1 else f"{workers} worker processes (start included)"
             print(f"verify live, {what}, {how}: {entries / best_wall:,.0f} entries/s "
                   f"(CPU time, all processes: {entries / best_cpu:,.0f}/s; best of {rounds})")
