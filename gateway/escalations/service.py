@@ -622,7 +622,7 @@ class EscalationService:
             after = state.apply(Action.DECIDE) if completes else state
             steps.append(_Step(action, after, verdict, tuple(sorted(body.permitted_categories)),
                                {"votes_needed": needed} | ({"obligations": obligations} if obligations else {})))
-            if completes and body.outcome == "deny":  # nothing to re-run: the case closes at once
+            if completes and self._settled_by_decision(case, body):  # nothing to re-run: it closes at once
                 steps.append(_Step(Action.CLOSE.value, after.apply(Action.CLOSE)))
             return steps
 
@@ -640,13 +640,20 @@ class EscalationService:
                 permitted_categories=body.permitted_categories, now=now, deadlines=self.deadlines,
                 timezone=self.timezone, min_deciders=access.min_deciders(found, case.tier) if found else 1,
                 obligations=obligations, valid_for=self.valid_for)
-            if decided.state is State.DECIDED and body.outcome == "deny":  # nothing to re-run: done
+            if decided.state is State.DECIDED and self._settled_by_decision(decided, body):  # nothing to re-run
                 decided = self._act(session, case_id, decided.version, Action.CLOSE, None, now=now,
-                                    motivation="denied: closed")
+                                    motivation="denied: closed" if body.outcome == "deny" else
+                                    "holder's objection decided: closed")
             return decided
 
         await self._perform(case_id, principal, trace, plan, apply, motivation=body.motivation)
         return await self.detail(principal, case_id)
+
+    @staticmethod
+    def _settled_by_decision(case: Case, body: Decide) -> bool:
+        """The decision leaves nothing to re-run, so the case closes with it: a deny, or any decision on a
+        holder's objection (``Case.grants_rerun``)."""
+        return body.outcome == "deny" or not case.grants_rerun
 
     def _check_retain_until(self, case: Case, body: Decide) -> None:
         """A decision's deletion date only tightens the purpose's (``ExtraObligations``), and the decision is
@@ -741,6 +748,9 @@ class EscalationService:
         decision = case.decision or {}
         if decision.get("outcome") != "allow":
             raise Unprocessable(f"escalation decision `{decision_id}` did not allow the request")
+        if not case.grants_rerun:  # also one decided before such cases closed with their decision
+            raise Unprocessable(f"escalation decision `{decision_id}` settled the holder's objection to a "
+                                "disclosure; it allows no re-run")
         if case.state is State.EXPIRED:  # not used: nobody re-ran with it in time, and now nobody can
             raise Unprocessable(f"escalation decision `{decision_id}` expired at {decision['valid_until']}; "
                                 "ask for a new decision")

@@ -767,6 +767,38 @@ def test_objections_to_allowed_and_narrowed_outcomes(env: Env) -> None:
     assert env.withdraw("po-politie", holder_case["id"]).status_code == 200
 
 
+def test_an_allow_on_a_holders_objection_closes_the_case_and_grants_no_rerun(env: Env) -> None:
+    """A holder objects to a disclosure that happened; an allow says the disclosure stands. It used to leave the
+    case ``decided`` with a re-runnable decision: the requester's feed asked it to re-run, and a re-run citing
+    it would disclose the same again, with the bulk and office-hours rules overridden (rule 8)."""
+    exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
+    case_id = _object(env, "po-politie", exchange_id).json()["id"]
+    decided = env.decide("po-politie-2", case_id, "allow", ["police_incidents"])
+    assert decided.status_code == 200, decided.text
+    assert (decided.json()["state"], decided.json()["decision"]["outcome"]) == ("closed", "allow")
+    assert [s["extra"]["action"] for s in env.audit_steps(case_id)] == ["opened", "start_review", "decide", "close"]
+    assert case_id not in {i["case"]["id"] for i in env.get("gemeente-amsterdam-vth", "/v1/escalations/feed").json()}
+    rerun = env.post("gemeente-amsterdam-vth", "/v1/exchanges", _rerun_body(decided.json()["decision"]["id"]))
+    assert rerun.status_code == 422, rerun.text
+    assert "allows no re-run" in rerun.json()["detail"]
+
+    # One decided before such cases closed with their decision is no re-run grant either.
+    older = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
+    older_id = _object(env, "po-politie", older).json()["id"]
+    service = escalation_service(env.container)
+    with transaction(env.container.sessions) as session:
+        case_store.act(session, older_id, 1, Action.START_REVIEW, case_store.Actor("politie", "set-up"),
+                       now=env.clock.now(), deadlines=service.deadlines, timezone=service.timezone)
+        old = case_store.decide(session, older_id, 2, [case_store.Actor("politie", "set-up")], MOTIVATION,
+                                outcome="allow", permitted_categories=["police_incidents"], now=env.clock.now(),
+                                deadlines=service.deadlines, timezone=service.timezone)
+    assert old.state.value == "decided"
+    assert older_id not in {i["case"]["id"] for i in env.get("gemeente-amsterdam-vth", "/v1/escalations/feed").json()}
+    refused = env.post("gemeente-amsterdam-vth", "/v1/exchanges", _rerun_body(old.decision_id))
+    assert refused.status_code == 422, refused.text
+    assert env.case(older_id).rerun_claim is None
+
+
 def test_the_requester_cannot_withdraw_the_holders_objection(env: Env) -> None:
     exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
     case = _object(env, "po-politie", exchange_id).json()
