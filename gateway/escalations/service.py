@@ -46,7 +46,7 @@ from escalation.cases import (
     MotivationRequired,
 )
 from escalation.queries import ACTIVE_STATES, CaseFilter, list_cases, metrics, visible_case_ids
-from escalation.states import Action, CaseState, InvalidTransition, State
+from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State
 from gateway.auth import repository as accounts
 from gateway.auth.principal import Principal
 from gateway.auth.tokens import AccessTokenService
@@ -354,7 +354,7 @@ class EscalationService:
                             "permitted_categories": v["permitted_categories"]} for v in case.votes],
             decision=case.decision, legal_gap=case.legal_gap, deciders=deciders,
             may_decide=case.active and access.may_decide(principal, case, self.register)
-            and principal.organisation != case.requester_org)
+            and principal.organisation != case.requester_org and not self._lapsed(case))
 
     @property
     def timezone(self) -> str:
@@ -534,7 +534,8 @@ class EscalationService:
         items = []
         for case in found:
             if (case.active and access.may_decide(principal, case, self.register)
-                    and principal.organisation != case.requester_org):  # four eyes: never its own request
+                    and principal.organisation != case.requester_org  # four eyes: never its own request
+                    and not self._lapsed(case)):  # its tier's time passed: the next tier's, once moved up
                 items.append(FeedItem(case=self._view(principal, case), awaiting="decision"))
             elif case.decision_usable(now) and case.requester_org == principal.organisation:
                 items.append(FeedItem(case=self._view(principal, case), awaiting="rerun"))
@@ -558,6 +559,20 @@ class EscalationService:
             principal, trace)
         return await self.detail(principal, case_id)
 
+    def _lapsed(self, case: Case) -> bool:
+        """The case's tier let its deadline pass, below the last tier: the tier no longer decides it, the next
+        one does (the scan moves it up; a missed tier-3 deadline leaves the case to tier 3, the last)."""
+        return case.active and case.tier < MAX_TIER and case.deadline < self.today()
+
+    def _in_time(self, case: Case) -> None:
+        """Refuse a review or a vote of a tier whose deadline passed (``_lapsed``): a missed deadline escalates
+        the case whether or not the scan has run yet — the scan runs every few minutes, or from cron, and a
+        decision taken meanwhile by the tier that let its time pass would stand for good, the next tier
+        never hearing the case. Referring it up is still possible: that is what the deadline does anyway."""
+        if self._lapsed(case):
+            raise Conflict(f"the deadline of tier {case.tier} passed on {case.deadline.isoformat()}: the case "
+                           f"goes to tier {case.tier + 1}, whose deciders take it up; it can only be referred up")
+
     def _must_decide(self, principal: Principal, case: Case) -> None:
         self._visible(principal, case)
         if not case.active:
@@ -576,6 +591,7 @@ class EscalationService:
         def plan(_session: Session, case: Case) -> list[_Step]:
             self._must_decide(principal, case)
             _expect(case, body.expected_version)
+            self._in_time(case)
             after = CaseState(case.state, case.tier, case.version).apply(Action.START_REVIEW)
             return [_Step(Action.START_REVIEW.value, after)]
 
@@ -601,6 +617,7 @@ class EscalationService:
                 return [*steps, _Step(Action.REFER_UP.value, state.apply(Action.REFER_UP))]
             if principal.organisation == case.requester_org:
                 raise FourEyesViolation("the decider must be outside the requesting organisation")
+            self._in_time(case)
             self._check_retain_until(case, body)
             unknown = sorted(set(body.permitted_categories) - set(case.requested_categories))
             if body.outcome == "allow" and (not body.permitted_categories or unknown):
