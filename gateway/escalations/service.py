@@ -424,7 +424,9 @@ class EscalationService:
         target = None
         if stored is not None and stored.kind == "exchange":
             target = next((t for t in stored.outcome["targets"] if t["holder"] == body.holder), None)
-        if stored is None or target is None or principal.organisation not in {stored.requester_org, body.holder}:
+        if (stored is None or target is None or principal.organisation not in {stored.requester_org, body.holder}
+                or (principal.kind == "system"  # only where the register lists the system (``case_scope``)
+                    and stored.partnership not in access.system_partnerships(principal, self.register))):
             raise NotFound(f"no exchange `{body.exchange_id}` with holder `{body.holder}` of yours")
         trigger = "requester-objection" if principal.organisation == stored.requester_org else "holder-objection"
         if trigger == "holder-objection" and principal.kind == "system":
@@ -760,7 +762,8 @@ class EscalationService:
         A decision that was used although its case is still ``decided`` (closing it failed after the
         disclosure) is refused all the same, and its close is finished here, logged like any other."""
         case = await self._db(lambda s: case_store.find_by_decision(s, decision_id))
-        if case is None or case.requester_org != principal.organisation or principal.kind != "system":
+        if (case is None or case.requester_org != principal.organisation or principal.kind != "system"
+                or not access.case_scope(principal, self.register).allows(case)):
             raise Unprocessable(f"unknown escalation decision `{decision_id}`")
         decision = case.decision or {}
         if decision.get("outcome") != "allow":
