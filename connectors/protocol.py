@@ -35,7 +35,8 @@ CATEGORY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 _SUBJECTS = "Opaque subject references (pseudonyms), never identifiers."
 MAX_SUBJECTS = 100
-"""The most subjects one query or discovery names (the gateway fits what it asks a holder into it)."""
+"""The most subjects one query or discovery names: a question about more (a holder's pseudonyms of every key
+version after a rotation) goes to the holder in several queries (``gateway.exchange.parts``)."""
 
 
 class _Model(BaseModel):

@@ -12,6 +12,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from gateway.container import Container
+from gateway.db.engine import transaction
 
 
 def container_of(request: Request) -> Container:
@@ -27,12 +28,5 @@ async def get_container(request: Request) -> Container:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session = container_of(request).sessions()
-    try:
+    with transaction(container_of(request).sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()

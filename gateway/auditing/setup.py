@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 
 from audit import (
     AsyncAuditWriter,
@@ -27,7 +27,9 @@ from audit import (
     names_key,
 )
 from audit.store import checkpoint_notes, has_checkpoint, read_connection
+from audit.tables import audit_checkpoints
 from gateway.container import Container
+from gateway.db.engine import engine_for, missing_database_file
 from gateway.keyfiles import read_or_create
 from gateway.settings import Settings
 
@@ -119,6 +121,26 @@ def log_key(engine: Engine, settings: Settings) -> Ed25519PrivateKey:
     if signed:
         _check_identity(engine, NoteVerifier(log_origin(settings.issuer), key.public_key()), path)
     return key
+
+
+def install_checkpoint_key(settings: Settings) -> Ed25519PrivateKey:
+    """The checkpoint key for ``keys init``: created where no log has begun (no database yet, or one not migrated
+    yet), else exactly as the gateway's start takes it (:func:`log_key`).
+
+    Why: ``keys init`` created a key whenever the file was missing, also over a log that had signed checkpoints
+    with the lost one; everything then refused the new key, but only with "signed with another key", hiding that
+    the log's own key is what to restore, and the new file stood where the restored one belongs. A database that
+    cannot be read raises (SQLAlchemy's error): whether a log has begun is then unknown, and a key is not made on
+    a guess."""
+    if missing_database_file(settings.effective_database_url) is not None:
+        return load_or_create_checkpoint_key(settings.key_dir)
+    engine = engine_for(settings)
+    try:
+        if not inspect(engine).has_table(audit_checkpoints.name):
+            return load_or_create_checkpoint_key(settings.key_dir)
+        return log_key(engine, settings)
+    finally:
+        engine.dispose()
 
 
 def writing_signer(engine: Engine, settings: Settings) -> NoteSigner:

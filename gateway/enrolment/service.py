@@ -368,11 +368,9 @@ class PseudonymService:
         with _not_yours():
             return transcryptor.translate(own, partnership, requester, holder).encode()
 
-    def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str, *,
-                      limit: int | None = None) -> list[str]:
+    def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str) -> list[str]:
         """The holder's pseudonyms of the requester's ``subject`` under every key version the ring holds, the
-        current one first, then the older ones, newest first; with ``limit``, the first ``limit`` of them only
-        (each is an elliptic-curve multiplication: none is worked out that the caller has no room for).
+        current one first, then the older ones, newest first.
 
         Why: a holder learns its pseudonyms of a new key version only when it enrols again, and the gateway moves
         the index at a rotation without anyone enrolling (``wgs-gateway pseudonyms rotate``). Asked only by the
@@ -382,7 +380,7 @@ class PseudonymService:
         anyway)."""
         own = self._decode_own(subject)
         transcryptor = self.transcryptor
-        versions = sorted(transcryptor.keys.versions, key=lambda v: (v != transcryptor.keys.current, -v))[:limit]
+        versions = sorted(transcryptor.keys.versions, key=lambda v: (v != transcryptor.keys.current, -v))
         with _not_yours():
             return [transcryptor.convert(own, Domain(partnership, requester), Domain(partnership, holder),
                                          target_version=version).encode() for version in versions]

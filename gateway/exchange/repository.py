@@ -115,16 +115,20 @@ class CountMoved(CompanionRefused):
         self.count = count
 
 
-def count_in_unless_moved(day: Day, decided_on: int, limit: int | None) -> Callable[[Connection], None]:
+def count_in_unless_moved(day: Day, decided_on: int, limit: int | None,
+                          seen: Callable[[int], None] | None = None) -> Callable[[Connection], None]:
     """The write-ahead's precondition that counts the request in (:func:`count_in`), if the count is on the
     same side of ``limit`` as ``decided_on``, the count the policy decided with; else :class:`CountMoved`.
+    ``seen`` is told the count with this request in (as far as its transaction commits).
 
     The same side suffices: rule 6 compares the count with the limit and nothing else. So a request is counted
-    in the transaction that logs it, and is decided with a count read beforehand without a write of its own.
-    A decision past the limit may cite a count a few requests too low; it escalates all the same."""
+    in the transaction that logs it, and is decided with a count read (or known) beforehand without a write of
+    its own. A decision past the limit may cite a count a few requests too low; it escalates all the same."""
 
     def precondition(connection: Connection) -> None:
         counted = count_in(connection, day)
+        if seen is not None:
+            seen(counted + 1)
         if limit is not None and (counted >= limit) != (decided_on >= limit):
             raise CountMoved(counted)
 

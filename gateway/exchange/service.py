@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -51,9 +51,9 @@ from audit.events import Decision as AuditDecision
 from audit.store import sqlite_writer_lock
 from connectors.http_connector import ConnectorRegistry
 from connectors.protocol import (
-    MAX_SUBJECTS,
     MINOR_NOT_ALLOWED,
     ConnectorError,
+    HolderAnswer,
     HolderDiscovery,
     HolderQuery,
     HolderRecord,
@@ -88,8 +88,10 @@ from gateway.errors import (
 )
 from gateway.exchange import repository
 from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
+from gateway.exchange.parts import asked_together, failure_of, in_parts, part_request_ids
 from gateway.exchange.sealing import RecordSealer
 from gateway.ids import new_id
+from gateway.logging import database_fault
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyError
 from gateway.policy.model import (
@@ -163,8 +165,7 @@ class DecisionLost(CompanionRefused):
 class SubjectTranslator(Protocol):
     """What the exchange needs of the pseudonym service (implemented in ``gateway.enrolment``)."""
 
-    def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str, *,
-                      limit: int | None = None) -> list[str]: ...
+    def to_holder_all(self, subject: str, partnership: str, requester: str, holder: str) -> list[str]: ...
 
     def to_partnership(self, subject: str, partnership: str, participant: str) -> str: ...
 
@@ -437,13 +438,15 @@ def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: li
                      "extra": event["extra"] | {"subjects_asked": len(asked)}} for subject in asked]
 
 
-def _hit(hits: dict[str, list[str]], asked: dict[str, str], holder: str, request_id: str) -> bool:
-    """Hit only for a subject that was asked about (``asked`` maps the holder's references); a holder that
-    reports others over-shares, which is logged (counts only) and otherwise ignored."""
-    others = len(hits.keys() - asked.keys())
+def _hit(answered: Iterable[tuple[dict[str, list[str]], Collection[str]]], holder: str, request_id: str) -> bool:
+    """Hit only for a subject that was asked about: ``answered`` pairs each answer's hits with the holder's
+    references it was asked (one pair per query: a question in parts has one per part). A holder that reports
+    others over-shares, which is logged (counts only, over all parts) and otherwise ignored."""
+    pairs = [(hits, set(asked)) for hits, asked in answered]
+    others = sum(len(hits.keys() - asked) for hits, asked in pairs)
     if others:
         log.warning("holder_overshared", holder=holder, unasked_hits=others, exchange_id=request_id)
-    return any(subject in asked for subject in hits)
+    return any(subject in asked for hits, asked in pairs for subject in hits)
 
 
 # An encoded domain pseudonym (``<type>.v<version>.<43 characters of base64url>``) anywhere in a text, in any
@@ -502,8 +505,8 @@ def _mapped_counting(value: Any, mapped: dict[str, Any]) -> tuple[Any, int]:
 
 def _once(records: list[HolderRecord]) -> list[HolderRecord]:
     """``records`` without repeats: a holder asked about one subject by its pseudonyms of two key versions (see
-    ``ExchangeService._for_holder``) may answer the same record under each, which is one record of one subject
-    once both are the requester's pseudonym again."""
+    ``ExchangeService._for_holder``), in one query or in two parts of the question, may answer the same record
+    under each, which is one record of one subject once both are the requester's pseudonym again."""
     seen: set[str] = set()
     once = []
     for record in records:
@@ -521,6 +524,13 @@ def _unavailable(outcome: TargetOutcome, decision: Decision, code: str, message:
     outcome.outcome, outcome.records, outcome.hit, outcome.obligations = Outcome.HOLDER_UNAVAILABLE, [], None, None
     outcome.reasons.append(Reason(code=code, message=message))
     return _unavailable_event(outcome.holder, decision, code, error_type)
+
+
+def _holder_failed(outcome: TargetOutcome, decision: Decision, failure: ConnectorError) -> dict[str, Any]:
+    """Make ``outcome`` holder-unavailable for its holder's ``failure`` (of any part of its question) and return
+    its log event."""
+    log.info("holder_unavailable", holder=outcome.holder, error_type=type(failure).__name__)
+    return _unavailable(outcome, decision, "holder-unavailable", str(failure), error_type=type(failure).__name__)
 
 
 def _unavailable_event(holder: str, decision: Decision, code: str, error_type: str | None) -> dict[str, Any]:
@@ -574,6 +584,8 @@ class ExchangeService:
         self.deps = deps
         # attempt id -> the day rule 6 counted it in (in the database), until its outcome is stored or it ends
         self._counted_in: dict[str, repository.Day] = {}
+        # (system, purpose) -> (day, rule 6's count) as this process last counted a request in (``_requests_today``)
+        self._seen_counts: dict[tuple[str, str], tuple[str, int]] = {}
         self._latest_checkpoint: tuple[str, float] | None = None
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
@@ -605,18 +617,39 @@ class ExchangeService:
         local_midnight = self.deps.clock.now().astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
         return repository.Day(principal.subject, purpose, local_midnight.date().isoformat(), local_midnight)
 
-    async def _requests_today(self, day: repository.Day) -> int:
+    async def _requests_today(self, day: repository.Day, limit: int | None) -> int:
         """Rule 6's count: the requests counted in ``day`` (a system, a purpose, today in the register's time
         zone) that were stored or are being answered, in any gateway process — read, not counted in. An exchange is
         counted in by its write-ahead's transaction (:func:`repository.count_in_unless_moved`), which refuses
         when the count has crossed the limit since this read; if the attempt then ends without its outcome
         stored, the count is given back (``exchange``). A count or a give-back lost with a crashed process
-        leaves the count too high that day: more requests escalate, none slips past the limit."""
+        leaves the count too high that day: more requests escalate, none slips past the limit.
+
+        Below the limit, the count this process saw when it last counted a request in stands for the read
+        (:meth:`_count_seen`): the decision then depends only on the count being below the limit, and the
+        write-ahead's precondition checks exactly that against the count in the database — requests of other
+        processes or give-backs since then at worst cost the request a second decision (``CountMoved``). The
+        read and its hand-over to a thread were about a twentieth of an exchange's CPU. At or past the limit the
+        count is read: an escalation cites it, and a count this process saw hours ago could be far too low."""
+        seen = self._seen_counts.get((day.system, day.purpose))
+        if seen is not None and seen[0] == day.day and limit is not None and seen[1] < limit:
+            return seen[1]
+
         def count() -> int:  # a read: WAL readers take no lock
             with transaction(self.deps.sessions) as session:
                 return repository.counted(session.connection(), day)
 
         return await asyncio.to_thread(count)
+
+    def _count_seen(self, day: repository.Day) -> Callable[[int], None]:
+        """What the write-ahead's count tells (on the audit writer's thread): the count as it stands with that
+        request in, kept for :meth:`_requests_today` (one entry per system and purpose, the latest day's)."""
+        key = (day.system, day.purpose)
+
+        def seen(count: int) -> None:
+            self._seen_counts[key] = (day.day, count)
+
+        return seen
 
     async def _uncount(self, attempt: str) -> None:
         """``attempt`` ended: give its count back unless its outcome was stored (then it is a stored exchange)."""
@@ -654,7 +687,8 @@ class ExchangeService:
                 # answered this Idempotency-Key. Nothing of this attempt was written; a retry gets that answer.
                 log.info("idempotency_key_taken", error_type=kind.__name__)
                 raise Conflict(key_taken, headers={"Retry-After": "1"}) from exc
-            log.error("audit_write_failed", error_type=type(exc).__name__)
+            fault = _cause(exc, OperationalError)  # which fault of the database, for the operator
+            log.error("audit_write_failed", **(database_fault(fault) if fault else {"error_type": type(exc).__name__}))
             raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc
         except Exception as exc:  # any failure to log means: do not disclose
             log.error("audit_write_failed", error_type=type(exc).__name__)
@@ -788,7 +822,7 @@ class ExchangeService:
         try:
             for _ in range(_DECISION_ROUNDS):
                 ahead = self._written_ahead(base, body, logged, targets, decisions)
-                count = repository.count_in_unless_moved(day, today, limit)
+                count = repository.count_in_unless_moved(day, today, limit, self._count_seen(day))
                 try:
                     receipts = await (self._write_ahead_claiming(ahead, claim, count) if claim
                                       else self._record(ahead, repository.only_if(count)))
@@ -856,7 +890,7 @@ class ExchangeService:
         logged = (matched.logged if matched else
                   await self._translated(self._logged, subjects, principal, body.partnership, subjects))
         day = self._day(principal, body.purpose)
-        today = await self._requests_today(day)
+        today = await self._requests_today(day, _daily_limit(register, body))
         try:
             decisions: list[Decision] | PolicyError = await self._decide(
                 "exchange", body, principal, targets, today, request_fingerprint,
@@ -1023,18 +1057,20 @@ class ExchangeService:
         return {s: translator.to_partnership(s, partnership, principal.organisation) for s in subjects}
 
     def _for_holder(self, principal: Principal, partnership: str, holder: str, subjects: list[str]) -> dict[str, str]:
-        """The holder's pseudonyms for each subject → the requester's (only for an allowed target): under the
-        current key version first, and under older versions still in the key ring as far as the holder's query
-        has room (:data:`~connectors.protocol.MAX_SUBJECTS`), so that a holder that has not enrolled again since
-        a rotation still recognises its subjects (``PseudonymService.to_holder_all``)."""
+        """The holder's pseudonyms for each subject → the requester's (only for an allowed target), under every
+        key version the ring holds, so that a holder that has not enrolled again since a rotation still
+        recognises its subjects (``PseudonymService.to_holder_all``). In the order they are asked: every
+        subject's pseudonym of the current version first, then of the next older version, and so on — when they
+        do not fit one holder query the first part holds the current ones (:mod:`gateway.exchange.parts`)."""
         translator = self.deps.pseudonyms
         if translator is None or not self._pseudonymous(subjects):
             return {s: s for s in subjects}
-        room = max(1, MAX_SUBJECTS // max(1, len(subjects)))  # versions per subject that fit in one query
+        versions = [translator.to_holder_all(s, partnership, principal.organisation, holder) for s in subjects]
         theirs: dict[str, str] = {}
-        for s in subjects:
-            for pseudonym in translator.to_holder_all(s, partnership, principal.organisation, holder, limit=room):
-                theirs.setdefault(pseudonym, s)
+        for depth in range(max(map(len, versions), default=0)):
+            for s, pseudonyms in zip(subjects, versions, strict=True):
+                if depth < len(pseudonyms):
+                    theirs.setdefault(pseudonyms[depth], s)
         return theirs
 
     async def _related_for_requester(self, principal: Principal, partnership: str, holder: str,
@@ -1147,10 +1183,6 @@ class ExchangeService:
         """An allowed target: ask its holder for the permitted categories only, keep what it may disclose.
         The disclosure of records the requester provided goes into ``handed`` as soon as the holder has them."""
         connector = self.deps.connectors.get(target.system) if target.system else None
-        request_id = f"{exchange_id}:{target.organisation}"
-        statement = None
-        if grant is not None and decision.escalation_decision == grant.decision_id and target.system:
-            statement = grant.sign_for_holder(target.system, request_id, decision.permitted_categories)
         if connector is None:
             return outcome, [_unavailable(outcome, decision, "holder-not-connected",
                                           f"no connector is configured for `{target.system or target.organisation}`")]
@@ -1161,43 +1193,69 @@ class ExchangeService:
         forward: dict[str, str] = {}
         for holders, requesters in theirs.items():  # a provided record goes in the holder's current pseudonym
             forward.setdefault(requesters, holders)
-        # a hit-only question hands the holder nothing the requester provides: nothing to translate for it
-        provided_fields = [] if decision.hit_only else await self._provided_fields(principal, body, target.organisation)
-        try:
-            if decision.hit_only:
-                found = await connector.discover(HolderDiscovery(
-                    request_id=request_id, partnership=body.partnership, purpose=body.purpose,
-                    subjects=list(theirs), categories=decision.permitted_categories,
-                    minors_allowed=self._minors_allowed(body), escalation_decision=statement))
-                if found.status == "refused":  # neither hit nor no-hit: see Holder.discover
-                    return outcome, [_refused(outcome, decision, found.refusal_reason)]
-                outcome.hit = _hit(found.hits, theirs, target.organisation, exchange_id)
-                named = matched is not None or self._pseudonymous(subjects)  # references are never logged as one
-                return outcome, _hit_only_disclosures(target.organisation, decision, outcome.hit,
-                                                      [logged[s] for s in subjects] if named else [])
-            answer = await connector.query(HolderQuery(
-                request_id=request_id, partnership=body.partnership, purpose=body.purpose,
-                requester_organisation=principal.organisation, categories=decision.permitted_categories,
-                subjects=list(theirs), escalation_decision=statement, minors_allowed=self._minors_allowed(body),
-                related_subjects_as_pseudonyms=matched is not None,  # asked by its references: see the protocol
-                provided=[
-                    HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
+        # Asked in parts when the pseudonyms of every key version do not fit one query (see ``parts``); the
+        # current version's pseudonyms, and with them the provided records, are in the first.
+        parts = in_parts(list(theirs))
+        request_ids = part_request_ids(f"{exchange_id}:{target.organisation}", len(parts))
+        if len(parts) > 1:
+            log.info("holder_asked_in_parts", holder=target.organisation, exchange_id=exchange_id,
+                     parts=len(parts), subjects=len(subjects), pseudonyms=len(theirs))
+        statements: list[str | None] = [None] * len(parts)
+        if grant is not None and decision.escalation_decision == grant.decision_id and target.system:
+            statements = [grant.sign_for_holder(target.system, request_id, decision.permitted_categories)
+                          for request_id in request_ids]  # a decision is bound to each part's request id
+        asked = zip(parts, request_ids, statements, strict=True)
+        if decision.hit_only:
+            discoveries = [HolderDiscovery(
+                request_id=request_id, partnership=body.partnership, purpose=body.purpose, subjects=part,
+                categories=decision.permitted_categories, minors_allowed=self._minors_allowed(body),
+                escalation_decision=statement) for part, request_id, statement in asked]
+            found = await asked_together([connector.discover(d) for d in discoveries])
+            failed = failure_of(found)
+            if isinstance(failed, ConnectorError):
+                return outcome, [_holder_failed(outcome, decision, failed)]
+            if failed is not None:
+                raise failed
+            discovered = [a for a in found if not isinstance(a, Exception)]
+            refused = next((a for a in discovered if a.status == "refused"), None)
+            if refused is not None:  # neither hit nor no-hit: see Holder.discover
+                return outcome, [_refused(outcome, decision, refused.refusal_reason)]
+            outcome.hit = _hit([(a.hits, part) for a, part in zip(discovered, parts, strict=True)],
+                               target.organisation, exchange_id)
+            named = matched is not None or self._pseudonymous(subjects)  # references are never logged as one
+            return outcome, _hit_only_disclosures(target.organisation, decision, outcome.hit,
+                                                  [logged[s] for s in subjects] if named else [])
+        # only a query hands the holder what the requester provides (a hit-only question, above, hands nothing)
+        provided_fields = await self._provided_fields(principal, body, target.organisation)
+        provided = [HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
                                  subject=forward.get(r.subject, r.subject), category=r.category, fields=fields)
-                    for n, (r, fields) in enumerate(zip(body.provide, provided_fields, strict=True))]))
-        except ConnectorError as exc:
-            log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
-            if body.provide and exc.may_have_arrived and not decision.hit_only:  # it may hold them now: logged
-                handed.append(_provided_disclosure(body, target.organisation, received=None))
-            return outcome, [*handed, _unavailable(outcome, decision, "holder-unavailable", str(exc),
-                                                   error_type=type(exc).__name__)]
-        if body.provide:
-            handed.append(_provided_disclosure(body, target.organisation, received=answer.received))
+                    for n, (r, fields) in enumerate(zip(body.provide, provided_fields, strict=True))]
+        queries = [HolderQuery(
+            request_id=request_id, partnership=body.partnership, purpose=body.purpose,
+            requester_organisation=principal.organisation, categories=decision.permitted_categories,
+            subjects=part, escalation_decision=statement, minors_allowed=self._minors_allowed(body),
+            related_subjects_as_pseudonyms=matched is not None,  # asked by its references: see the protocol
+            provided=provided if n == 0 else []) for n, (part, request_id, statement) in enumerate(asked)]
+        results = await asked_together([connector.query(q) for q in queries])
+        first = results[0]  # the part that carried the provided records
+        if body.provide and isinstance(first, HolderAnswer):
+            handed.append(_provided_disclosure(body, target.organisation, received=first.received))
+        elif body.provide and isinstance(first, ConnectorError) and first.may_have_arrived:
+            handed.append(_provided_disclosure(body, target.organisation, received=None))  # it may hold them now
+        failed = failure_of(results)
+        if isinstance(failed, ConnectorError):
+            return outcome, [*handed, _holder_failed(outcome, decision, failed)]
+        if failed is not None:
+            raise failed
+        answers = [a for a in results if not isinstance(a, Exception)]
         events: list[dict[str, Any]] = list(handed)
-        if answer.status == "refused":
-            return outcome, [*events, _refused(outcome, decision, answer.refusal_reason)]
+        refusal = next((a for a in answers if a.status == "refused"), None)
+        if refusal is not None:
+            return outcome, [*events, _refused(outcome, decision, refusal.refusal_reason)]
         permitted = set(decision.permitted_categories)
-        kept = [r.model_copy(update={"subject": theirs[r.subject]}) for r in answer.records
-                if r.category in permitted and r.subject in theirs]  # back in the requester's pseudonyms
+        kept = [r.model_copy(update={"subject": theirs[r.subject]})  # back in the requester's pseudonyms
+                for answer, part in zip(answers, map(set, parts), strict=True) for r in answer.records
+                if r.category in permitted and r.subject in part]  # a subject asked in another part: over-shared
         repeated = 0
         if len(theirs) > len(subjects):  # asked by pseudonyms of several key versions: a record may come twice
             once = _once(kept)
@@ -1215,7 +1273,7 @@ class ExchangeService:
         if matched is not None:  # no reference of the holder's (the matched records', a related subject's) goes on
             kept, references = matched.scrubbed(kept)
             withheld = references + untranslated
-        dropped = len(answer.records) - len(kept) - repeated
+        dropped = sum(len(answer.records) for answer in answers) - len(kept) - repeated
         if dropped or withheld:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
                         references_withheld=withheld, exchange_id=exchange_id)
@@ -1267,7 +1325,7 @@ class ExchangeService:
         limit = _daily_limit(self.deps.register, body)
         request_fingerprint = fingerprint(principal, body)
         try:
-            today = await self._requests_today(day)
+            today = await self._requests_today(day, limit)
             decisions = await self._decide("discovery", body, principal, targets, today, request_fingerprint)
             for _ in range(_DECISION_ROUNDS):
                 events = [AuditEvent(
@@ -1278,7 +1336,8 @@ class ExchangeService:
                                categories=tuple(d.permitted_categories), policy_version=d.policy_version)
                     for t, d in zip(targets, decisions, strict=True)]
                 try:
-                    counted = repository.only_if(repository.count_in_unless_moved(day, today, limit))
+                    counted = repository.only_if(repository.count_in_unless_moved(day, today, limit,
+                                                                                  self._count_seen(day)))
                     return decisions, await self._record(events, counted)
                 except repository.CountMoved as moved:  # nothing was written: decide with the count as it is
                     today = moved.count
@@ -1354,7 +1413,7 @@ class ExchangeService:
                 return not_asked(target, "holder-unavailable", str(exc), type(exc).__name__)
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
                 return refused(target, found.refusal_reason)
-            hit = _hit(found.hits, {s: s for s in subjects}, target.organisation, discovery_id)
+            hit = _hit([(found.hits, subjects)], target.organisation, discovery_id)
             return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit")
 
         async def ask_failing_closed(target: _Target, decision: Decision) -> DiscoveryTarget:

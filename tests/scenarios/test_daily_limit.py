@@ -129,3 +129,67 @@ def test_discoveries_count_towards_the_daily_limit_like_exchanges(tmp_path: Path
             "case_reference": "RIEC-AA-2026-004", "subjects": [{"ref": subject}]})
         assert exchange.json()["targets"][0]["outcome"] == "escalated"
         assert {r["code"] for r in exchange.json()["targets"][0]["reasons"]} == {"daily-limit"}
+
+
+def test_below_the_limit_a_process_decides_on_the_count_it_last_counted_in(tmp_path: Path) -> None:
+    """Reading the day's count before each decision (a transaction on a worker thread) was about a twentieth of
+    an exchange's CPU. Below the limit the count this process saw when it last counted a request in stands for
+    it: the decision depends only on being below the limit, which the write-ahead checks against the database."""
+    from gateway.exchange.tables import daily_request_counts
+    from tests.statements import statements_run
+
+    with running_stack(tmp_path, settings_overrides={"register_file": _limited_register(tmp_path)}) as stack:
+        subject = stack.world.scenarios()["bibob-applicant"][1]
+        stack.token("gemeente-amsterdam-vth")
+
+        def ask(n: int) -> tuple[str, list[str]]:
+            """The outcome and the day's count reads (SELECTs of the counts table) of one request."""
+            with statements_run(stack.container.engine, lambda statement: statement.lstrip().startswith("SELECT")
+                                and daily_request_counts.name in statement) as reads:
+                response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", BIBOB | {
+                    "case_reference": f"RIEC-AA-2026-{n:03d}", "subjects": [{"ref": subject}]})
+            assert response.status_code == 200, response.text
+            return response.json()["targets"][0]["outcome"], list(reads)
+
+        first, second, third = ask(1), ask(2), ask(3)
+        assert first[0] == "allowed"
+        assert len(first[1]) == 1  # nothing counted in here yet today: read
+        assert second == ("allowed", [])  # one counted in by this process, below the limit of two: no read
+        assert third[0] == "escalated"
+        assert len(third[1]) == 1  # at the limit: read, as an escalation cites it
+
+
+def test_counts_of_other_processes_and_give_backs_still_decide(tmp_path: Path) -> None:
+    """The count a process saw is only a guess: requests other processes counted in since (here written to the
+    table directly) make the write-ahead refuse a decision taken below the limit, and the request is decided
+    again on the count as it is — escalated, citing that count, nothing asked. And a count given back below the
+    limit since (here too) lets the next request through, though this process last saw the limit reached."""
+    from sqlalchemy import update
+
+    from gateway.exchange.tables import daily_request_counts
+
+    with running_stack(tmp_path, settings_overrides={"register_file": _limited_register(tmp_path)}) as stack:
+        subject = stack.world.scenarios()["bibob-applicant"][1]
+
+        def ask(n: int) -> dict[str, object]:
+            response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", BIBOB | {
+                "case_reference": f"RIEC-AA-2026-{n:03d}", "subjects": [{"ref": subject}]})
+            assert response.status_code == 200, response.text
+            target: dict[str, object] = response.json()["targets"][0]
+            return target
+
+        def others_counted(requests: int) -> None:
+            with stack.container.engine.begin() as connection:
+                connection.execute(update(daily_request_counts).values(requests=requests))
+
+        assert ask(1)["outcome"] == "allowed"  # this process saw one counted in
+        others_counted(5)
+        second = ask(2)
+        assert second["outcome"] == "escalated"
+        assert second["records"] == []
+        reasons = second["reasons"]
+        assert isinstance(reasons, list)
+        assert [r["code"] for r in reasons] == ["daily-limit"]
+        assert "made 5 requests today" in reasons[0]["message"]
+        others_counted(0)  # given back, as by attempts that ended without their outcome stored
+        assert ask(3)["outcome"] == "allowed"

@@ -97,11 +97,36 @@ def test_a_forged_newest_checkpoint_does_not_stop_the_start(settings: Settings, 
         container.close()
 
 
+@pytest.mark.parametrize("kept", ["no key", "another key"])
+def test_keys_init_makes_no_key_over_a_signed_log_and_refuses_another(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, kept: str) -> None:
+    """``keys init`` made a new checkpoint key where the log's was lost, and kept quiet about another key: the
+    new file stood where the log's key is to be restored, and what was wrong surfaced only later, as "another
+    key". Now it refuses as the gateway's start does, and makes no key file."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    key_file = settings.key_dir / CHECKPOINT_KEY_FILE
+    key_file.unlink()
+    if kept == "another key":
+        key_file.write_bytes(_new_key())
+    before = key_file.read_bytes() if key_file.exists() else None
+    monkeypatch.setenv("WGS_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("WGS_DATABASE_URL", settings.effective_database_url)
+    refused = CliRunner().invoke(app, ["keys", "init"])
+    assert refused.exit_code == 1, refused.output
+    assert ("restore that key" if kept == "no key" else "another key") in " ".join(refused.stderr.split())
+    assert "Traceback" not in refused.output
+    assert (key_file.read_bytes() if key_file.exists() else None) == before, "no key made, none replaced"
+
+
 def test_commands_that_write_the_log_refuse_a_key_made_after_the_logs_was_lost(
         settings: Settings, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``keys init`` makes a new key where the log's was lost; a command that writes the log (an audited access
-    change, an export, which signs its size) then signed with it, and the gateway's start, finding a checkpoint
-    that names that key, took it for the log's. Now they refuse as the start does, and write nothing."""
+    """A new key where the log's was lost (put there by hand: ``keys init`` refuses to make it); a command that
+    writes the log (an audited access change, an export, which signs its size) then signed with it, and the
+    gateway's start, finding a checkpoint that names that key, took it for the log's. Now they refuse as the
+    start does, and write nothing."""
     from typer.testing import CliRunner
 
     from gateway.auth.accounts import create_account
@@ -118,7 +143,7 @@ def test_commands_that_write_the_log_refuse_a_key_made_after_the_logs_was_lost(
         monkeypatch.setenv("WGS_DATA_DIR", str(settings.data_dir))
         monkeypatch.setenv("WGS_DATABASE_URL", settings.effective_database_url)
         runner = CliRunner()
-        assert runner.invoke(app, ["keys", "init"]).exit_code == 0  # a new key, where the log's was
+        (settings.key_dir / CHECKPOINT_KEY_FILE).write_bytes(_new_key())  # a new key, where the log's was
         disabled = runner.invoke(app, ["users", "disable", "po-someone"])
         assert disabled.exit_code != 0, disabled.output
         assert "another key" in " ".join(disabled.output.split())
