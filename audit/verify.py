@@ -672,7 +672,7 @@ def _known(known_checkpoints: Sequence[str]) -> list[_CheckpointRecord]:
 
 
 def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints: Sequence[str] = (),
-                    deep: bool = True, check_node_cache: bool = True, workers: int = 1,
+                    deep: bool = True, check_node_cache: bool = True, check_columns: bool = True, workers: int = 1,
                     pool: Executor | None = None) -> VerifyResult:
     """Verify a live log. ``known_checkpoints``: signed notes seen earlier (e.g. kept by an officer).
 
@@ -682,7 +682,9 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
     them with its node cache in one statement; the stream folds the chunks' roots in order and checks the
     checkpoints. ``workers`` > 1 runs the tasks in that many worker processes (this process then does next to
     nothing). Same checks, same first failure, same result as entry by entry. ``pool``: a process pool to use
-    instead of starting one (it is left running), for callers that verify often.
+    instead of starting one (it is left running), for callers that verify often. ``check_columns=False``
+    leaves the columns out of a fast verification (about half its cost: ``bench/bench_audit.py`` shows both);
+    a deep one always compares them.
 
     Raises :class:`~audit.errors.StoreUnavailable` if the database cannot be read (no verdict then).
     """
@@ -692,13 +694,16 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
         return VerifyResult(0, 0, None, failed.failure)
     try:
         with _collector_paused():
-            return _verify_database(engine, verifier, known, deep, check_node_cache, workers, pool)
+            return _verify_database(engine, verifier, known, deep, check_node_cache, check_columns and not deep,
+                                    workers, pool)
     except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
         raise StoreUnavailable(f"audit log read failed during verification ({type(exc).__name__})") from exc
 
 
 def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_CheckpointRecord], deep: bool,
-                     check_node_cache: bool, workers: int, pool: Executor | None) -> VerifyResult:
+                     check_node_cache: bool, columns: bool, workers: int, pool: Executor | None) -> VerifyResult:
+    """``columns``: a fast verification reads and compares the query columns (a deep one compares them its own
+    way, entry by entry)."""
     with store.read_connection(engine) as connection:
         try:
             stored = store.all_checkpoints(connection)
@@ -707,19 +712,19 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_Checkp
         size = 0 if deep else store.tree_size(connection)
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
     checker = _NodeChecker(engine) if check_node_cache else None
-    stream = _Stream(verifier, records + known, deep, checker, columns_of=None if deep else engine)
+    stream = _Stream(verifier, records + known, deep, checker, columns_of=engine if columns else None)
     if deep:
         return _run(stream, _stored_records(engine), key_pinned=True)
     parallel = (workers > 1 or pool is not None) and _reachable_from_other_processes(engine)
     if parallel and size >= _PARALLEL_MIN_ENTRIES:
-        chunks = _Chunks(engine.url.render_as_string(hide_password=False), size, stream, check_node_cache)
+        chunks = _Chunks(engine.url.render_as_string(hide_password=False), size, stream, check_node_cache, columns)
         feed = partial(_feed_in_parallel, chunks, max(workers, 2), pool)
     elif size >= _CHUNKED_MIN_ENTRIES:
-        feed = partial(_feed_chunks, _Chunks(engine, size, stream, check_node_cache).inline())
+        feed = partial(_feed_chunks, _Chunks(engine, size, stream, check_node_cache, columns).inline())
     else:
-        return _run(stream, store.leaf_batches(engine, with_columns=True), key_pinned=True)
+        return _run(stream, store.leaf_batches(engine, with_columns=columns), key_pinned=True)
     # Entries appended meanwhile (and any range found short) are read entry by entry afterwards.
-    return _run(stream, _rest(engine, stream), key_pinned=True, feed=feed)
+    return _run(stream, _rest(engine, stream, columns), key_pinned=True, feed=feed)
 
 
 _EDITED = "the table was changed outside the gateway"
@@ -767,9 +772,9 @@ def _reachable_from_other_processes(engine: Engine) -> bool:
     return engine.dialect.name != "sqlite" or engine.url.database not in (None, "", ":memory:")
 
 
-def _rest(engine: Engine, stream: _Stream) -> Iterator[list[tuple[Any, ...]]]:
+def _rest(engine: Engine, stream: _Stream, columns: bool) -> Iterator[list[tuple[Any, ...]]]:
     """The entries from wherever the stream stands when this is first iterated (after the chunks)."""
-    yield from store.leaf_batches(engine, start=stream.size, with_columns=True)
+    yield from store.leaf_batches(engine, start=stream.size, with_columns=columns)
 
 
 @dataclass(frozen=True)
@@ -792,7 +797,7 @@ _worker_engines: dict[str, Engine] = {}
 
 
 def _check_chunk(source: str | Engine, start: int, stop: int, wanted: Sequence[int],
-                 check_nodes: bool) -> _ChunkResult:
+                 check_nodes: bool, columns: bool) -> _ChunkResult:
     """Steps 1-4 (:func:`check_rows`, :func:`_confirm_columns`) over ``[start, stop)``, then every complete
     subtree in it, compared with the cache in bulk (:func:`audit.subtrees.cache_mismatches`). In a worker
     process (``source`` a URL) or inline (``source`` the engine)."""
@@ -802,7 +807,7 @@ def _check_chunk(source: str | Engine, start: int, stop: int, wanted: Sequence[i
             engine = _worker_engines[source] = create_engine(source, poolclass=NullPool)
     else:
         engine = source
-    leaves, failure = _checked_leaves(engine, start, stop)
+    leaves, failure = _checked_leaves(engine, start, stop, columns)
     levels = subtree_levels(leaves)
     end = start + len(leaves)
     nodes = {node_id: value for node_id in wanted if (value := node_hash_in(levels, start, node_id)) is not None}
@@ -811,25 +816,25 @@ def _check_chunk(source: str | Engine, start: int, stop: int, wanted: Sequence[i
     return _ChunkResult(end, failure, tail, nodes, mismatches)
 
 
-def _checked_leaves(engine: Engine, start: int, stop: int) -> tuple[list[bytes], Failure | None]:
+def _checked_leaves(engine: Engine, start: int, stop: int, columns: bool) -> tuple[list[bytes], Failure | None]:
     """:func:`check_rows` over the entries ``[start, stop)``: first read in stored order (a shortcut that only
     counts when it yields every entry, in order, all passing, their columns too), else by index, which names
     the first failure; then the entries whose columns were not vouched for, compared the deep way."""
     if engine.dialect.name == "sqlite" and stop > start:
         leaves, failure, unconfirmed = _check_batches(
-            bulk_reads.entry_batches(engine, start, stop, stored_order=True, with_columns=True), start)
+            bulk_reads.entry_batches(engine, start, stop, stored_order=True, with_columns=columns), start, columns)
         if failure is None and not unconfirmed and len(leaves) == stop - start:
             return leaves, None
-    leaves, failure, unconfirmed = _check_batches(bulk_reads.entry_batches(engine, start, stop, with_columns=True),
-                                                  start)
+    leaves, failure, unconfirmed = _check_batches(
+        bulk_reads.entry_batches(engine, start, stop, with_columns=columns), start, columns)
     return _confirm_columns(engine, start, leaves, failure, unconfirmed) if unconfirmed else (leaves, failure)
 
 
-def _check_batches(batches: Generator[list[tuple[Any, ...]], None, None],
-                   start: int) -> tuple[list[bytes], Failure | None, list[int]]:
+def _check_batches(batches: Generator[list[tuple[Any, ...]], None, None], start: int,
+                   with_columns: bool) -> tuple[list[bytes], Failure | None, list[int]]:
     leaves: list[bytes] = []
     unconfirmed: list[int] = []
-    columns = ColumnReader()
+    columns = ColumnReader() if with_columns else None
     with closing(batches):  # an early return gives the read's connection back at once
         for batch in batches:
             checked, failure, unsure = check_rows(batch, start + len(leaves), columns)
@@ -849,8 +854,8 @@ class _Chunks:
     verifies: the first that does not ends the run): each task is asked for those of its chunk.
     """
 
-    def __init__(self, source: str | Engine, size: int, stream: _Stream, check_nodes: bool) -> None:
-        self.source, self.stream, self.check_nodes = source, stream, check_nodes
+    def __init__(self, source: str | Engine, size: int, stream: _Stream, check_nodes: bool, columns: bool) -> None:
+        self.source, self.stream, self.check_nodes, self.columns = source, stream, check_nodes, columns
         self.chunk = _PARALLEL_CHUNK
         if self.chunk & (self.chunk - 1):
             raise ValueError("the chunk size must be a power of two")
@@ -858,7 +863,8 @@ class _Chunks:
         self.wanted = _wanted_by_chunk(stream.checkpoints, self.chunk.bit_length() - 1)
 
     def task(self, start: int, stop: int) -> tuple[Callable[..., _ChunkResult], tuple[Any, ...]]:
-        return _check_chunk, (self.source, start, stop, self.wanted.get(start // self.chunk, ()), self.check_nodes)
+        return _check_chunk, (self.source, start, stop, self.wanted.get(start // self.chunk, ()), self.check_nodes,
+                              self.columns)
 
     def inline(self) -> Generator[tuple[int, int, _ChunkResult], None, None]:
         for start, stop in self.ranges:
