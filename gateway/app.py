@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from gateway import health
+from gateway import api_docs, health
 from gateway.auditing import endpoints as audit_endpoints
 from gateway.auditing import review as audit_review
 from gateway.auditing.setup import audit_services, install_audit
@@ -123,8 +123,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             if owned:
                 the_container.close()
 
+    # The documentation pages are api_docs' (pinned, integrity-checked assets: they share the console's origin)
     app = FastAPI(title="WGS data-sharing gateway", version="0.1.0", description=API_DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_URL)
     app.state.container = the_container
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.add_middleware(RequestContextMiddleware)
     install_console_boundary(app)  # after the handlers and the middleware whose answers it makes the console's
     app.include_router(health.router)
+    app.include_router(api_docs.router)
     # Routers of each domain are included below (one line each).
     app.include_router(auth_endpoints.router)
     app.include_router(register_endpoints.router)

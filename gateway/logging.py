@@ -40,6 +40,16 @@ def scrub_text(value: str) -> str:
     return str(_scrub(value))
 
 
+def database_fault(exc: BaseException) -> dict[str, str]:
+    """Log fields naming a database fault (``exc``: SQLAlchemy's ``OperationalError``, or what it wraps): the
+    driver's error type and the first line of its message (no statement parameters: those are not part of it),
+    masked like every log value. So an operator sees which fault it was ("no such table: ...", "disk I/O
+    error", a lost connection), where the type alone would say only that the database failed."""
+    orig = getattr(exc, "orig", None) or exc
+    return {"error_type": type(orig).__name__,
+            "reason": scrub_text((str(orig).strip().splitlines() or ["-"])[0][:200])}
+
+
 def scrub_personal_data(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor masking identifier-shaped values."""
     for key, value in list(event_dict.items()):

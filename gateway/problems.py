@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import GatewayError
-from gateway.logging import scrub_text
+from gateway.logging import database_fault, scrub_text
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://wgs-gateway.example/problems/"
@@ -89,8 +89,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         # caller's fault and not a bug of ours, so 503 like any other unavailable dependency — fail closed.
         # The driver's first line says which (no statement parameters: those are not part of it), masked like
         # every log value; a schema bug ("no such column") is then visible here rather than hidden as an outage.
-        log.error("database_unavailable", error_type=type(exc.orig).__name__ if exc.orig else "OperationalError",
-                  reason=scrub_text((str(exc.orig or exc).strip().splitlines() or ["-"])[0][:200]))
+        log.error("database_unavailable", **database_fault(exc))
         return problem_response(503, "service-unavailable", "Service unavailable",
                                 "The database is unavailable; the request is denied and nothing was disclosed.",
                                 instance=request.url.path)

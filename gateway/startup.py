@@ -81,7 +81,7 @@ def start_refusal(settings: Settings) -> str | None:
     if refusal is not None:
         return refusal
     try:
-        load_register(settings.register_file)
+        load_register(settings.register_file, audience=settings.audience)
     except InvalidRegister as exc:
         return exc.detail.replace("\n", " ")
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -46,6 +46,17 @@ def _refuse(line: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _jwks_from(path: Path) -> Any:
+    """The parsed ``--jwks-file``. A mistyped path or a file that is no JSON is one line naming the file, not a
+    traceback; the line never quotes the content (the operator may have picked the private key by mistake)."""
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as exc:
+        _refuse(f"{path}: cannot read the JWKS file ({exc.strerror or type(exc).__name__})")
+    except ValueError:  # also a file that is not UTF-8 text
+        _refuse(f"{path}: the JWKS file is not JSON")
+
+
 @clients_app.command("add")
 def clients_add(system_id: str = typer.Argument(..., help="The system's id in the register."),
                 scopes: str = typer.Option("exchange,discovery,enrol", help="Comma-separated scopes."),
@@ -66,7 +77,7 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
         err.print("[red]give exactly one of --jwks-file or --generate-secret[/red]")
         raise typer.Exit(2)
     state = "; it stays disabled" if keep_disabled else ""
-    jwks = json.loads(jwks_file.read_text()) if jwks_file else None
+    jwks = _jwks_from(jwks_file) if jwks_file else None
     engine = existing_engine_for(settings)
     try:
         done = register_client(settings, engine, register, system_id, scope_list, SystemClock(), jwks=jwks,

@@ -76,7 +76,8 @@ def register_key_client(session: Session | Connection, register: Register, syste
     try:
         keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
     except (JoseError, ValueError, KeyError, TypeError) as exc:
-        raise Unprocessable("the JWKS could not be read") from exc
+        raise Unprocessable('the JWKS could not be read (expected a JWK set: a JSON object with a "keys" list '
+                            "of the system's public keys)") from exc
     if any(key.is_private for key in keys.keys):
         raise Unprocessable("the JWKS contains private key material; register public keys only")
     _check_assertion_keys(jwks, keys)

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,6 +67,9 @@ MAX_FORM_FIELDS = 16
 TOKEN_PARAMETERS = frozenset({"grant_type", "scope", "client_id", "client_secret", "client_assertion_type",
                               "client_assertion"})
 """The token request's parameters: only these are named back in an error (any other name is the caller's text)."""
+TOKEN_ANSWER_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+"""What every answer carrying an access token says (RFC 6749 §5.1): no cache, shared or the browser's, keeps it.
+The token endpoint's and the people's login alike: both answer a credential."""
 
 
 def token_endpoint_url(container: Container) -> str:
@@ -164,7 +167,7 @@ async def token(request: Request, container: Container = Depends(get_container))
         return _oauth_error(status, error, description, response_headers)
     # An issued token is no entry: see the module's docstring.
     log.info("token_issued", scope=body.get("scope"))
-    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return JSONResponse(body, headers=TOKEN_ANSWER_HEADERS)
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that sign the gateway's access tokens")
@@ -250,9 +253,10 @@ class LoginRequest(BaseModel):
                         429: {"description": "Throttled: too many failed sign-ins, or too many at once (Retry-After)"},
                         403: {"description": "The account has a role this gateway does not know"},
                         503: {"description": "The sign-in could not be written to the audit log: no token"}})
-async def login(body: LoginRequest, request: Request, container: Container = Depends(get_container)
+async def login(body: LoginRequest, request: Request, answer: Response, container: Container = Depends(get_container)
                 ) -> TokenResponse:
     auth = auth_services(container)
+    answer.headers.update(TOKEN_ANSWER_HEADERS)  # the token it answers is a credential, as the token endpoint's
 
     def run() -> tuple[TokenResponse, str, str]:
         with transaction(container.sessions) as session:

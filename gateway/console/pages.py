@@ -45,8 +45,16 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+    "Strict-Transport-Security": "max-age=31536000",
 }
 """What every answer under ``/console`` carries (a route may set its own ``Cache-Control``: the static files).
+
+``Strict-Transport-Security``: once a browser has had one answer over HTTPS it asks this host name over HTTPS
+only, for a year. Without it, a visit by plain HTTP (an address typed without ``https://``, an old bookmark) let
+anyone on the network answer with a sign-in form of their own and read the password typed in it; ``Secure``
+cookies keep the session from that visit, not the password. A browser ignores the header over plain HTTP (RFC
+6797 §8.1), so the loopback demo is unaffected; no ``includeSubDomains``, the console knows nothing of its
+neighbours.
 Set by :class:`ConsoleRoute` and, for answers no console route gave (an unknown path, a wrong method, a
 refusal of a middleware), by :mod:`gateway.console.boundary`."""
 LANGUAGE_MAX_AGE = 365 * 86400

@@ -91,6 +91,7 @@ from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handl
 from gateway.exchange.parts import asked_together, failure_of, in_parts, part_request_ids
 from gateway.exchange.sealing import RecordSealer
 from gateway.ids import new_id
+from gateway.logging import database_fault
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyError
 from gateway.policy.model import (
@@ -688,7 +689,8 @@ class ExchangeService:
                 # answered this Idempotency-Key. Nothing of this attempt was written; a retry gets that answer.
                 log.info("idempotency_key_taken", error_type=kind.__name__)
                 raise Conflict(key_taken, headers={"Retry-After": "1"}) from exc
-            log.error("audit_write_failed", error_type=type(exc).__name__)
+            fault = _cause(exc, OperationalError)  # which fault of the database, for the operator
+            log.error("audit_write_failed", **(database_fault(fault) if fault else {"error_type": type(exc).__name__}))
             raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc
         except Exception as exc:  # any failure to log means: do not disclose
             log.error("audit_write_failed", error_type=type(exc).__name__)

@@ -116,10 +116,20 @@ def parse_register(text: str, source: str = "<register>") -> Register:
     )
 
 
-def load_register(path: Path) -> tuple[Register, str]:
-    """Read and validate a register file; returns the register and its source text."""
+def load_register(path: Path, *, audience: str | None = None) -> tuple[Register, str]:
+    """Read and validate a register file; returns the register and its source text. With ``audience`` (the
+    gateway's token audience, ``WGS_AUDIENCE``), a register naming a partner system by it is refused too.
+
+    Why the audience: the gateway's tokens for a holder carry the holder's system id as their audience, and the
+    access tokens it issues to partner systems carry ``audience``; both are signed with the same keys. A holder
+    system named like the audience would take any partner's access token for a call from the gateway."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidRegister(f"{path}: cannot read the register file ({exc.strerror})") from None
-    return parse_register(text, str(path)), text
+    register = parse_register(text, str(path))
+    if audience is not None and audience in register.all_systems():
+        raise InvalidRegister(f"{path}: partner system `{audience}` has the gateway's token audience "
+                              "(WGS_AUDIENCE) as its id: a holder of that name would take every partner's access "
+                              "token for the gateway's; rename the system or set another WGS_AUDIENCE")
+    return register, text

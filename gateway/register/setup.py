@@ -38,7 +38,7 @@ def install_register(container: Container) -> RegisterService:
     database's error.
     """
     path = container.settings.register_file
-    register, _text = load_register(path)
+    register, _text = load_register(path, audience=container.settings.audience)
     service = RegisterService.holding(register)
     service.newly_recorded = _recorded(container, service, path.name)  # the audit log says so when True
     log.info("register_loaded", version=register.version, new_version=service.newly_recorded,

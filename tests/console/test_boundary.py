@@ -56,6 +56,9 @@ def assert_secured(response: httpx.Response, what: str) -> None:
     assert headers.get("x-content-type-options") == "nosniff", what
     assert headers.get("x-frame-options") == "DENY", what
     assert headers.get("referrer-policy") == "no-referrer", what
+    # HTTPS only for this host name from the first answer on: a later plain-HTTP visit (a typed address, an
+    # old bookmark) is no chance to strip TLS from the sign-in form (browsers ignore it over plain HTTP)
+    assert headers.get("strict-transport-security") == "max-age=31536000", what
     static = what.startswith("GET /console/static/") and response.status_code == 200
     assert headers.get("cache-control") == ("public, max-age=3600" if static else "no-store"), what
 

@@ -105,6 +105,11 @@ def test_clients_users_and_keys(data_dir: Path) -> None:
     private = data_dir / "private.jwks"
     private.write_text(json.dumps({"keys": [OKPKey.generate_key("Ed25519").as_dict(private=True)]}))
     assert runner.invoke(app, ["clients", "add", "politie-bvh", "--jwks-file", str(private)]).exit_code == 1
+    single = data_dir / "single.jwk"  # one key, not a set: the file reads fine, so the refusal says what is expected
+    single.write_text(json.dumps(OKPKey.generate_key("Ed25519").as_dict(private=False)))
+    not_a_set = runner.invoke(app, ["clients", "add", "politie-bvh", "--jwks-file", str(single)])
+    assert not_a_set.exit_code == 1
+    assert 'a JWK set: a JSON object with a "keys" list' in " ".join(not_a_set.stderr.split())
     listing = runner.invoke(app, ["clients", "list"])
     assert "gemeente-amsterdam-vth" in listing.output
     assert "kvk-handelsregister" in listing.output
@@ -122,6 +127,22 @@ def test_clients_users_and_keys(data_dir: Path) -> None:
     stored = json.loads((data_dir / "keys" / "token-signing.json").read_text())
     assert len(stored["keys"]) == 2
     assert oct((data_dir / "keys" / "token-signing.json").stat().st_mode)[-3:] == "600"
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "cannot read the JWKS file (No such file or directory)"),
+    ('{"keys": [{"kty": "OKP", "d": "c2VjcmV0', "the JWKS file is not JSON"),
+])
+def test_clients_add_refuses_a_jwks_file_it_cannot_read_in_one_line(data_dir: Path, content: str | None,
+                                                                     expected: str) -> None:
+    """A mistyped path or a truncated file is one line naming the file, not a traceback, and never repeats
+    the file's content (an operator may have picked the private key by mistake); nothing is registered."""
+    jwks = data_dir / "vth-public.jwks"
+    if content is not None:
+        jwks.write_text(content)
+    line = _refusal(runner.invoke(app, ["clients", "add", "gemeente-amsterdam-vth", "--jwks-file", str(jwks)]))
+    assert line == f"{jwks}: {expected}"
+    assert "gemeente-amsterdam-vth" not in runner.invoke(app, ["clients", "list"]).output
 
 
 def test_users_set_password_replaces_the_password_and_refuses_a_short_one_or_nobody(data_dir: Path) -> None:

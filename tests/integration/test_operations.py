@@ -62,6 +62,20 @@ def test_a_bad_register_file_stops_the_start_with_line_and_reason(tmp_path: Path
     container.close()
 
 
+def test_a_partner_system_named_like_the_token_audience_stops_the_start(tmp_path: Path, sqlite_db_url: str) -> None:
+    """A holder system whose id is the gateway's token audience would take every partner's access token (same
+    issuer, same keys, ``aud`` its own id) for a call from the gateway: the start refuses such a register, and
+    ``serve`` says why before it starts (``start_refusal``)."""
+    from gateway.startup import start_refusal
+
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_db_url, audience="kvk-handelsregister")
+    assert "kvk-handelsregister" in (start_refusal(settings) or "")
+    container = build_container(settings)
+    with pytest.raises(InvalidRegister, match="token audience"), TestClient(create_app(container=container)):
+        pass
+    container.close()
+
+
 @pytest.mark.parametrize(("method", "path"), [("get", "/nope"), ("delete", "/v1/register"), ("get", "/v1/register")])
 def test_errors_are_problem_json(client: TestClient, method: str, path: str) -> None:
     response = getattr(client, method)(path)

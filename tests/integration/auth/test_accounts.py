@@ -85,6 +85,21 @@ def test_a_disabled_account_cannot_log_in(client: TestClient, container: Contain
     assert refused.headers["content-type"].startswith("application/problem+json")
 
 
+@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)  # the subject is the answer's headers
+def test_a_person_s_token_is_answered_for_no_cache_to_keep(client: TestClient, container: Container) -> None:
+    """The access token ``/v1/auth/login`` answers is a credential, as the token endpoint's is: RFC 6749 §5.1
+    asks ``Cache-Control: no-store`` (and ``Pragma: no-cache``) of every answer that carries one, so that no
+    proxy or browser cache keeps it where the next user of a shared workstation or proxy finds it. The token
+    endpoint said so; the people's login sent the token with no cache header at all."""
+    with transaction(container.sessions) as session:
+        create_account(session, "po-gemeente", "gemeente-amsterdam", ["privacy-officer"], PASSWORD, container.clock)
+    answer = client.post("/v1/auth/login", json={"username": "po-gemeente", "password": PASSWORD})
+    assert answer.status_code == 200
+    assert answer.json()["access_token"]
+    assert answer.headers.get("cache-control") == "no-store"
+    assert answer.headers.get("pragma") == "no-cache"
+
+
 def test_parallel_wrong_passwords_get_no_more_guesses_than_the_limit(container: Container) -> None:
     """Each attempt counts from its start: twenty guesses sent at once are not all checked before the
     first failure is recorded (the password check is slow on purpose, so they would be)."""
