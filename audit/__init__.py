@@ -18,6 +18,7 @@ Modules, one job each:
 ``writer``         ``AsyncAuditWriter``: group commit for asyncio callers
 ``export``         one-file JSON Lines export
 ``verify``         full verification of an export or a live database
+``query_columns``  a fast verification's check of the searched columns against the entries
 ``errors``         the exception tree
 =================  ==========================================================================
 """

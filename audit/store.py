@@ -601,22 +601,35 @@ def _canonical_bytes_sql(dialect: Dialect) -> str | None:
     return None
 
 
-def leaf_batches(engine: Engine, *, start: int = 0, stop: int | None = None,
-                 batch_size: int = 10_000) -> Iterator[list[tuple[int, bytes, bytes]]]:
+def query_columns_sql(dialect: Dialect) -> str:
+    """The columns a fast verification reads after ``(index, canonical, leaf hash)`` to check them against the
+    text (:mod:`audit.query_columns`): ``recorded_at`` as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` — what SQLite
+    stores, what PostgreSQL is asked for — then :data:`QUERY_COLUMNS`."""
+    if dialect.name == "postgresql":
+        stamp = "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+    else:
+        stamp = "recorded_at"
+    return ", ".join((stamp, *QUERY_COLUMNS))
+
+
+def leaf_batches(engine: Engine, *, start: int = 0, stop: int | None = None, batch_size: int = 10_000,
+                 with_columns: bool = False) -> Iterator[list[tuple[Any, ...]]]:
     """``(index, canonical bytes, stored leaf hash)`` in index order, a list per batch: the lean read for
-    verification and export.
+    verification and export; ``with_columns``: followed by the columns of :func:`query_columns_sql`.
 
     Keyset pagination on the index actually seen (a gap shows up as a jump, see :func:`iter_entries`),
     one short read per batch, each a single driver query with the canonical text fetched as bytes.
     """
     sql_bytes = _canonical_bytes_sql(engine.dialect)
     if sql_bytes is None or engine.dialect.paramstyle not in ("qmark", "format", "pyformat"):
-        yield from _leaf_batches_portable(engine, start=start, stop=stop, batch_size=batch_size)
+        yield from _leaf_batches_portable(engine, start=start, stop=stop, batch_size=batch_size,
+                                          with_columns=with_columns)
         return
     mark = _placeholder(engine.dialect)
     mapped = engine.dialect.name == "sqlite"
     bound = f" AND log_index < {mark}" if stop is not None else ""
-    sql = (f"SELECT log_index, {sql_bytes}, leaf_hash FROM audit_entries WHERE log_index >= {mark}{bound} "
+    columns = f", {query_columns_sql(engine.dialect)}" if with_columns else ""
+    sql = (f"SELECT log_index, {sql_bytes}, leaf_hash{columns} FROM audit_entries WHERE log_index >= {mark}{bound} "
            f"ORDER BY log_index LIMIT {mark}")
     position = start
     while stop is None or position < stop:
@@ -627,7 +640,7 @@ def leaf_batches(engine: Engine, *, start: int = 0, stop: int | None = None,
                 if mapped:  # SQLite reads the pages from a memory map, not with a read() per page
                     cursor.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
                 cursor.execute(sql, params)
-                batch = cast(list[tuple[int, bytes, bytes]], cursor.fetchall())
+                batch = cast(list[tuple[Any, ...]], cursor.fetchall())
             finally:
                 if mapped:
                     cursor.execute("PRAGMA mmap_size=0")  # the pooled connection goes back as it came
@@ -638,19 +651,24 @@ def leaf_batches(engine: Engine, *, start: int = 0, stop: int | None = None,
         position = int(batch[-1][0]) + 1
 
 
-def _leaf_batches_portable(engine: Engine, *, start: int, stop: int | None,
-                           batch_size: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
-    columns = (audit_entries.c.log_index, audit_entries.c.canonical, audit_entries.c.leaf_hash)
+def _leaf_batches_portable(engine: Engine, *, start: int, stop: int | None, batch_size: int,
+                           with_columns: bool) -> Iterator[list[tuple[Any, ...]]]:
+    t = audit_entries.c
+    columns = [t.log_index, t.canonical, t.leaf_hash]
+    if with_columns:
+        columns += [t.recorded_at, *(t[name] for name in QUERY_COLUMNS)]
     position = start
     while stop is None or position < stop:
-        query = select(*columns).where(audit_entries.c.log_index >= position)
+        query = select(*columns).where(t.log_index >= position)
         if stop is not None:
-            query = query.where(audit_entries.c.log_index < stop)
+            query = query.where(t.log_index < stop)
         with read_connection(engine) as connection:
-            rows = connection.execute(query.order_by(audit_entries.c.log_index).limit(batch_size)).all()
+            rows = connection.execute(query.order_by(t.log_index).limit(batch_size)).all()
         if not rows:
             return
-        yield [(int(index), canonical.encode("utf-8"), bytes(leaf)) for index, canonical, leaf in rows]
+        yield [(int(index), canonical.encode("utf-8"), bytes(leaf),
+                *((utc(rest[0]).strftime("%Y-%m-%d %H:%M:%S.%f"), *rest[1:]) if rest else ()))
+               for index, canonical, leaf, *rest in rows]
         position = int(rows[-1][0]) + 1
 
 

@@ -5,10 +5,10 @@ TRUNCATE):
 
 * ``audit_entries``: one row per leaf. ``log_index`` is the 0-based, gap-free leaf index; ``canonical``
   holds the exact RFC 8785 bytes (as UTF-8 text) that ``leaf_hash`` commits to. The other columns are
-  copies of fields inside ``canonical``, only there so that review queries can use indexes; the
-  verifier checks that they agree with the canonical text. Subjects are found through
-  ``subject_key``, the first 8 bytes of SHA-256 of the pseudonym as a signed integer
-  (:func:`audit.store.subject_key`), filtered on ``subject_pseudonym`` itself: pseudonyms are long and
+  copies of fields inside ``canonical``, only there so that review queries can use indexes; every
+  verification, fast or deep, checks that they agree with the canonical text (:mod:`audit.query_columns`).
+  Subjects are found through ``subject_key``, the first 8 bytes of SHA-256 of the pseudonym as a signed
+  integer (:func:`audit.store.subject_key`), filtered on ``subject_pseudonym`` itself: pseudonyms are long and
   random, and an index on them made every append write far more index pages (half the throughput).
 * ``audit_tree_nodes``: the hash of every complete subtree of two or more leaves. The subtree at
   ``(level, index)`` covers leaves ``[index·2**level, (index+1)·2**level)`` and is keyed by one integer,

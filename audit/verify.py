@@ -5,8 +5,11 @@ What is checked, in log order (the first failure stops verification and is repor
 1. indices run 0, 1, 2, ... without gaps, duplicates or reordering;                     ``gap``
 2. each stored leaf hash is SHA-256(0x00 || canonical bytes);                            ``leaf-hash``
 3. each entry carries its own index inside its canonical bytes;                          ``index``
-4. (deep) each entry is RFC 8785 canonical JSON with a valid event, and on a live
-   database the indexed columns, entry id and time agree with it;                       ``entry``/``columns``
+4. (deep) each entry is RFC 8785 canonical JSON with a valid event;                      ``entry``
+   (live) the columns searches use — the query columns and the time — agree with the
+   entry (deep: the entry id too). A fast verification reads them in the text as the
+   gateway writes it (:mod:`audit.query_columns`), and an entry where it cannot is
+   compared as a deep verification compares it;                                         ``columns``
 5. (live) every cached complete subtree equals the one recomputed from the leaves;      ``node-cache``
 6. each checkpoint, when the stream reaches its size: signed by the trusted key for the
    log's origin, its stored size/root agree with the signed text, its root equals the
@@ -78,6 +81,7 @@ from audit.merkle import (
     subtree_nodes,
     verify_consistency,
 )
+from audit.query_columns import ColumnReader
 from audit.store import StoredEntry
 from audit.subtrees import (
     cache_mismatches,
@@ -190,9 +194,13 @@ class _Anchor:
     frontier: CompactRange
 
 
-def check_rows(rows: Iterable[tuple[int, bytes, bytes | None]], start: int) -> tuple[list[bytes], Failure | None]:
-    """Steps 1-3 for consecutive entries expected from index ``start``: their leaf hashes, up to the first
-    entry that fails, and that failure (or ``None``).
+def check_rows(rows: Sequence[tuple[Any, ...]], start: int,
+               columns: ColumnReader | None = None) -> tuple[list[bytes], Failure | None, list[int]]:
+    """Steps 1-3 (and 4, with ``columns``) for consecutive entries expected from index ``start``: their leaf
+    hashes, up to the first entry that fails, that failure (or ``None``), and with ``columns`` (rows read
+    with the query columns, :data:`audit.query_columns.STAMP_COLUMN`) the indices of the entries before it
+    whose columns step 4 could not vouch for without parsing: comparing those is the caller's
+    (:func:`_confirm_columns`), once the read is done.
 
     The per-entry half of a verification, independent of the tree, so that worker processes can run it
     on ranges of the log (:func:`verify_database` with ``workers``) while the tree is built in order.
@@ -200,12 +208,14 @@ def check_rows(rows: Iterable[tuple[int, bytes, bytes | None]], start: int) -> t
     sha256 = hashlib.sha256
     leaves: list[bytes] = []
     append = leaves.append
+    unconfirmed: list[int] = []
     size = start
     # The envelope's tail is ``,"index":N`` + ``,"recorded_at":"<time>","v":1}``; entries written together
     # share the time, so the tail after N is compared whole once one entry's time passed the full check.
     after_index = b""
     try:
-        for claimed_position, canonical, stored_leaf in rows:
+        for row in rows:
+            claimed_position, canonical, stored_leaf = row[0], row[1], row[2]
             # 1. Position.
             if claimed_position != size:
                 raise _Stream.gap(size, claimed_position)
@@ -219,11 +229,60 @@ def check_rows(rows: Iterable[tuple[int, bytes, bytes | None]], start: int) -> t
                     after_index = canonical[canonical.rindex(b',"recorded_at":"'):]
                 else:
                     _Stream.check_index(size, canonical)
+                    after_index = b""  # a time in no usual form: the next entry's tail is read afresh
+                if columns is not None:
+                    columns.read_tail(after_index)
+            # 4. The time and the columns searches use, as far as the text shows them without parsing it.
+            if columns is not None and not columns.agree(canonical, row):
+                unconfirmed.append(size)
             append(leaf)
             size += 1
     except _Failed as failed:
-        return leaves, failed.failure
-    return leaves, None
+        return leaves, failed.failure, unconfirmed
+    return leaves, None, unconfirmed
+
+
+def _entry_failure(index: int, canonical: bytes, stored: StoredEntry | None) -> Failure | None:
+    """Step 4 the deep way, for one entry: the text parsed and fully checked, then the stored row's columns
+    (when read from a live database) compared with it. Every verification's comparison: a deep one's for each
+    entry, a fast one's for the entries whose columns :class:`~audit.query_columns.ColumnReader` could not
+    vouch for."""
+    try:
+        entry = parse_entry(canonical)
+    except VerificationError as exc:
+        return Failure(FailureKind.ENTRY, index, str(exc))
+    if entry.index != index:
+        return Failure(FailureKind.INDEX, index, f"entry at index {index} says it is entry {entry.index}")
+    if stored is not None:
+        if stored.entry_id != entry.entry_id or stored.recorded_at != entry.recorded_at:
+            return Failure(FailureKind.COLUMNS, index, "entry_id or recorded_at column differs from the entry")
+        expected = store.query_columns(entry.event)
+        wrong = sorted(name for name, value in expected.items() if stored.columns.get(name) != value)
+        if wrong:
+            return Failure(FailureKind.COLUMNS, index, f"column(s) {', '.join(wrong)} differ from the entry")
+    return None
+
+
+def _confirm_columns(engine: Engine, start: int, leaves: list[bytes], failure: Failure | None,
+                     unconfirmed: Sequence[int]) -> tuple[list[bytes], Failure | None]:
+    """Step 4 for the entries :func:`check_rows` could not vouch for (in index order, all before ``failure``):
+    each row read again, typed, and compared the deep way (:func:`_entry_failure`). The first that fails
+    replaces ``failure``, and the leaves end before it; none failing leaves both as they were."""
+    for index in unconfirmed:
+        problem = _stored_failure(engine, index)
+        if problem is not None:
+            return leaves[:index - start], problem
+    return leaves, failure
+
+
+def _stored_failure(engine: Engine, index: int) -> Failure | None:
+    try:
+        stored = next(store.iter_entries(engine, start=index, stop=index + 1), None)
+    except MalformedRow as exc:
+        return Failure(FailureKind.COLUMNS, exc.index, f"{exc}: {_EDITED}")
+    if stored is None or stored.index != index:  # it was there a moment ago: the table is being edited
+        return Failure(FailureKind.COLUMNS, index, f"the entry's row could not be read again: {_EDITED}")
+    return _entry_failure(index, stored.canonical, stored)
 
 
 class _Stream:
@@ -235,11 +294,14 @@ class _Stream:
     """
 
     def __init__(self, verifier: NoteVerifier, checkpoints: list[_CheckpointRecord], deep: bool,
-                 node_checker: _NodeChecker | None = None) -> None:
+                 node_checker: _NodeChecker | None = None, columns_of: Engine | None = None) -> None:
         self.verifier = verifier
         self.checkpoints = sorted(checkpoints, key=lambda record: record.tree_size)
         self.deep = deep
         self.node_checker = node_checker
+        # A fast verification of a live log: rows come with their query columns (step 4 without parsing)
+        self.columns_of = columns_of
+        self.columns = ColumnReader() if columns_of is not None else None
         self.hashes: list[bytes] = []  # the compact range of [0, size): one complete subtree per set bit
         self.size = 0
         self.anchor = _Anchor(0, EMPTY_ROOT, CompactRange())
@@ -293,9 +355,12 @@ class _Stream:
             self._check_deep(index, canonical, stored)
         self.feed_rows(((claimed_position, canonical, stored_leaf),))
 
-    def feed_rows(self, rows: Iterable[tuple[int, bytes, bytes | None]]) -> None:
-        """Entries ``(claimed index, canonical bytes, stored leaf hash or None)`` in stream order."""
-        leaves, failure = check_rows(rows, self.size)
+    def feed_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Entries ``(claimed index, canonical bytes, stored leaf hash or None)`` in stream order, followed
+        by their query columns when the stream checks them (``columns_of``)."""
+        leaves, failure, unconfirmed = check_rows(rows, self.size, self.columns)
+        if unconfirmed and self.columns_of is not None:
+            leaves, failure = _confirm_columns(self.columns_of, self.size, leaves, failure, unconfirmed)
         self.feed_leaves(leaves)  # first: a checkpoint before the failing entry may fail earlier
         if failure is not None:
             raise _Failed(failure)
@@ -393,19 +458,9 @@ class _Stream:
         self.size = end
 
     def _check_deep(self, index: int, canonical: bytes, stored: StoredEntry | None) -> None:
-        try:
-            entry = parse_entry(canonical)
-        except VerificationError as exc:
-            raise _fail(FailureKind.ENTRY, index, str(exc)) from None
-        if entry.index != index:
-            raise _fail(FailureKind.INDEX, index, f"entry at index {index} says it is entry {entry.index}")
-        if stored is not None:
-            if stored.entry_id != entry.entry_id or stored.recorded_at != entry.recorded_at:
-                raise _fail(FailureKind.COLUMNS, index, "entry_id or recorded_at column differs from the entry")
-            expected = store.query_columns(entry.event)
-            wrong = sorted(name for name, value in expected.items() if stored.columns.get(name) != value)
-            if wrong:
-                raise _fail(FailureKind.COLUMNS, index, f"column(s) {', '.join(wrong)} differ from the entry")
+        failure = _entry_failure(index, canonical, stored)
+        if failure is not None:
+            raise _Failed(failure)
 
     def _flush_nodes(self) -> None:
         """Compare the subtrees completed since the last flush with the cache; keep the narrowest mismatch."""
@@ -509,7 +564,8 @@ class _Stream:
 
 
 _Row = tuple[int, bytes, "bytes | None"]
-"""(index, canonical bytes, stored leaf hash or None): what the fast path reads, in batches."""
+"""(index, canonical bytes, stored leaf hash or None): what the fast path reads, in batches (from a live
+database followed by the query columns, :func:`audit.store.query_columns_sql`)."""
 
 
 def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[Sequence[_Row]], *,
@@ -528,7 +584,7 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
                 for record in batch:
                     stream.feed(record)  # type: ignore[arg-type]  # deep batches hold 4-tuple records
             else:
-                stream.feed_rows(batch)  # type: ignore[arg-type]  # fast batches hold 3-tuple rows
+                stream.feed_rows(batch)  # fast batches hold rows
         stream.finish()
         if require_covered:
             _check_covered(stream)
@@ -616,17 +672,19 @@ def _known(known_checkpoints: Sequence[str]) -> list[_CheckpointRecord]:
 
 
 def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints: Sequence[str] = (),
-                    deep: bool = True, check_node_cache: bool = True, workers: int = 1,
+                    deep: bool = True, check_node_cache: bool = True, check_columns: bool = True, workers: int = 1,
                     pool: Executor | None = None) -> VerifyResult:
     """Verify a live log. ``known_checkpoints``: signed notes seen earlier (e.g. kept by an officer).
 
     A fast verification of a large log goes in aligned chunks (:class:`_Chunks`): a task reads a chunk's
-    entries, checks them (:func:`check_rows`: index, leaf hash, index claimed), hashes every complete subtree
-    inside the chunk and has the database compare them with its node cache in one statement; the stream
-    folds the chunks' roots in order and checks the checkpoints. ``workers`` > 1 runs the tasks in that many
-    worker processes (this process then does next to nothing). Same checks, same first failure, same result
-    as entry by entry. ``pool``: a process pool to use instead of starting one (it is left running), for
-    callers that verify often.
+    entries with their query columns, checks them (:func:`check_rows`: index, leaf hash, index claimed, the
+    columns against the text), hashes every complete subtree inside the chunk and has the database compare
+    them with its node cache in one statement; the stream folds the chunks' roots in order and checks the
+    checkpoints. ``workers`` > 1 runs the tasks in that many worker processes (this process then does next to
+    nothing). Same checks, same first failure, same result as entry by entry. ``pool``: a process pool to use
+    instead of starting one (it is left running), for callers that verify often. ``check_columns=False``
+    leaves the columns out of a fast verification (about half its cost: ``bench/bench_audit.py`` shows both);
+    a deep one always compares them.
 
     Raises :class:`~audit.errors.StoreUnavailable` if the database cannot be read (no verdict then).
     """
@@ -636,13 +694,16 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
         return VerifyResult(0, 0, None, failed.failure)
     try:
         with _collector_paused():
-            return _verify_database(engine, verifier, known, deep, check_node_cache, workers, pool)
+            return _verify_database(engine, verifier, known, deep, check_node_cache, check_columns and not deep,
+                                    workers, pool)
     except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
         raise StoreUnavailable(f"audit log read failed during verification ({type(exc).__name__})") from exc
 
 
 def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_CheckpointRecord], deep: bool,
-                     check_node_cache: bool, workers: int, pool: Executor | None) -> VerifyResult:
+                     check_node_cache: bool, columns: bool, workers: int, pool: Executor | None) -> VerifyResult:
+    """``columns``: a fast verification reads and compares the query columns (a deep one compares them its own
+    way, entry by entry)."""
     with store.read_connection(engine) as connection:
         try:
             stored = store.all_checkpoints(connection)
@@ -651,19 +712,19 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_Checkp
         size = 0 if deep else store.tree_size(connection)
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
     checker = _NodeChecker(engine) if check_node_cache else None
-    stream = _Stream(verifier, records + known, deep, checker)
+    stream = _Stream(verifier, records + known, deep, checker, columns_of=engine if columns else None)
     if deep:
         return _run(stream, _stored_records(engine), key_pinned=True)
     parallel = (workers > 1 or pool is not None) and _reachable_from_other_processes(engine)
     if parallel and size >= _PARALLEL_MIN_ENTRIES:
-        chunks = _Chunks(engine.url.render_as_string(hide_password=False), size, stream, check_node_cache)
+        chunks = _Chunks(engine.url.render_as_string(hide_password=False), size, stream, check_node_cache, columns)
         feed = partial(_feed_in_parallel, chunks, max(workers, 2), pool)
     elif size >= _CHUNKED_MIN_ENTRIES:
-        feed = partial(_feed_chunks, _Chunks(engine, size, stream, check_node_cache).inline())
+        feed = partial(_feed_chunks, _Chunks(engine, size, stream, check_node_cache, columns).inline())
     else:
-        return _run(stream, store.leaf_batches(engine), key_pinned=True)
+        return _run(stream, store.leaf_batches(engine, with_columns=columns), key_pinned=True)
     # Entries appended meanwhile (and any range found short) are read entry by entry afterwards.
-    return _run(stream, _rest(engine, stream), key_pinned=True, feed=feed)
+    return _run(stream, _rest(engine, stream, columns), key_pinned=True, feed=feed)
 
 
 _EDITED = "the table was changed outside the gateway"
@@ -711,9 +772,9 @@ def _reachable_from_other_processes(engine: Engine) -> bool:
     return engine.dialect.name != "sqlite" or engine.url.database not in (None, "", ":memory:")
 
 
-def _rest(engine: Engine, stream: _Stream) -> Iterator[list[tuple[int, bytes, bytes]]]:
+def _rest(engine: Engine, stream: _Stream, columns: bool) -> Iterator[list[tuple[Any, ...]]]:
     """The entries from wherever the stream stands when this is first iterated (after the chunks)."""
-    yield from store.leaf_batches(engine, start=stream.size)
+    yield from store.leaf_batches(engine, start=stream.size, with_columns=columns)
 
 
 @dataclass(frozen=True)
@@ -736,17 +797,17 @@ _worker_engines: dict[str, Engine] = {}
 
 
 def _check_chunk(source: str | Engine, start: int, stop: int, wanted: Sequence[int],
-                 check_nodes: bool) -> _ChunkResult:
-    """Steps 1-3 (:func:`check_rows`) over ``[start, stop)``, then every complete subtree in it, compared with
-    the cache in bulk (:func:`audit.subtrees.cache_mismatches`). In a worker process (``source`` a URL) or
-    inline (``source`` the engine)."""
+                 check_nodes: bool, columns: bool) -> _ChunkResult:
+    """Steps 1-4 (:func:`check_rows`, :func:`_confirm_columns`) over ``[start, stop)``, then every complete
+    subtree in it, compared with the cache in bulk (:func:`audit.subtrees.cache_mismatches`). In a worker
+    process (``source`` a URL) or inline (``source`` the engine)."""
     if isinstance(source, str):
         engine = _worker_engines.get(source)
         if engine is None:
             engine = _worker_engines[source] = create_engine(source, poolclass=NullPool)
     else:
         engine = source
-    leaves, failure = _checked_leaves(engine, start, stop)
+    leaves, failure = _checked_leaves(engine, start, stop, columns)
     levels = subtree_levels(leaves)
     end = start + len(leaves)
     nodes = {node_id: value for node_id in wanted if (value := node_hash_in(levels, start, node_id)) is not None}
@@ -755,26 +816,33 @@ def _check_chunk(source: str | Engine, start: int, stop: int, wanted: Sequence[i
     return _ChunkResult(end, failure, tail, nodes, mismatches)
 
 
-def _checked_leaves(engine: Engine, start: int, stop: int) -> tuple[list[bytes], Failure | None]:
+def _checked_leaves(engine: Engine, start: int, stop: int, columns: bool) -> tuple[list[bytes], Failure | None]:
     """:func:`check_rows` over the entries ``[start, stop)``: first read in stored order (a shortcut that only
-    counts when it yields every entry, in order, all passing), else by index, which names the first failure."""
+    counts when it yields every entry, in order, all passing, their columns too), else by index, which names
+    the first failure; then the entries whose columns were not vouched for, compared the deep way."""
     if engine.dialect.name == "sqlite" and stop > start:
-        leaves, failure = _check_batches(bulk_reads.entry_batches(engine, start, stop, stored_order=True), start)
-        if failure is None and len(leaves) == stop - start:
+        leaves, failure, unconfirmed = _check_batches(
+            bulk_reads.entry_batches(engine, start, stop, stored_order=True, with_columns=columns), start, columns)
+        if failure is None and not unconfirmed and len(leaves) == stop - start:
             return leaves, None
-    return _check_batches(bulk_reads.entry_batches(engine, start, stop), start)
+    leaves, failure, unconfirmed = _check_batches(
+        bulk_reads.entry_batches(engine, start, stop, with_columns=columns), start, columns)
+    return _confirm_columns(engine, start, leaves, failure, unconfirmed) if unconfirmed else (leaves, failure)
 
 
-def _check_batches(batches: Generator[list[tuple[int, bytes, bytes]], None, None],
-                   start: int) -> tuple[list[bytes], Failure | None]:
+def _check_batches(batches: Generator[list[tuple[Any, ...]], None, None], start: int,
+                   with_columns: bool) -> tuple[list[bytes], Failure | None, list[int]]:
     leaves: list[bytes] = []
+    unconfirmed: list[int] = []
+    columns = ColumnReader() if with_columns else None
     with closing(batches):  # an early return gives the read's connection back at once
         for batch in batches:
-            checked, failure = check_rows(batch, start + len(leaves))
+            checked, failure, unsure = check_rows(batch, start + len(leaves), columns)
             leaves.extend(checked)
+            unconfirmed.extend(unsure)
             if failure is not None:
-                return leaves, failure
-    return leaves, None
+                return leaves, failure, unconfirmed
+    return leaves, None, unconfirmed
 
 
 class _Chunks:
@@ -786,8 +854,8 @@ class _Chunks:
     verifies: the first that does not ends the run): each task is asked for those of its chunk.
     """
 
-    def __init__(self, source: str | Engine, size: int, stream: _Stream, check_nodes: bool) -> None:
-        self.source, self.stream, self.check_nodes = source, stream, check_nodes
+    def __init__(self, source: str | Engine, size: int, stream: _Stream, check_nodes: bool, columns: bool) -> None:
+        self.source, self.stream, self.check_nodes, self.columns = source, stream, check_nodes, columns
         self.chunk = _PARALLEL_CHUNK
         if self.chunk & (self.chunk - 1):
             raise ValueError("the chunk size must be a power of two")
@@ -795,7 +863,8 @@ class _Chunks:
         self.wanted = _wanted_by_chunk(stream.checkpoints, self.chunk.bit_length() - 1)
 
     def task(self, start: int, stop: int) -> tuple[Callable[..., _ChunkResult], tuple[Any, ...]]:
-        return _check_chunk, (self.source, start, stop, self.wanted.get(start // self.chunk, ()), self.check_nodes)
+        return _check_chunk, (self.source, start, stop, self.wanted.get(start // self.chunk, ()), self.check_nodes,
+                              self.columns)
 
     def inline(self) -> Generator[tuple[int, int, _ChunkResult], None, None]:
         for start, stop in self.ranges:

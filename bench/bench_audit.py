@@ -171,20 +171,23 @@ def _children_cpu() -> float:
 
 
 def bench_fast_verification(engine: Engine, log: AuditLog, entries: int, rounds: int) -> None:
-    """``audit verify --fast`` in one process and with a worker per core, with and without the node-cache
-    check: best of ``rounds`` (the machine may be shared). The CPU rate counts every process of the run
-    (the workers are joined when it returns), so it shows the work, the wall-clock rate what was waited."""
+    """``audit verify --fast`` in one process and with a worker per core: as the CLI runs it (node cache and
+    search columns), without the columns (the tree, signatures, consistency and node cache alone) and without
+    either; best of ``rounds`` (the machine may be shared). The CPU rate counts every process of the run (the
+    workers are joined when it returns), so it shows the work, the wall-clock rate what was waited."""
     cores = os.cpu_count() or 1
+    modes = {"fast + node cache + columns (as --fast)": (True, True), "fast + node cache, no columns": (True, False),
+             "fast (tree, signatures, consistency)": (False, False)}
     for workers in sorted({1, cores}):
-        for nodes in (True, False):
+        for what, (nodes, columns) in modes.items():
             best_wall = best_cpu = float("inf")
             for _ in range(rounds):
                 started, cpu_started, children = time.perf_counter(), time.process_time(), _children_cpu()
-                result = verify_database(engine, log.verifier, deep=False, check_node_cache=nodes, workers=workers)
+                result = verify_database(engine, log.verifier, deep=False, check_node_cache=nodes,
+                                         check_columns=columns, workers=workers)
                 best_wall = min(best_wall, time.perf_counter() - started)
                 best_cpu = min(best_cpu, time.process_time() - cpu_started + _children_cpu() - children)
                 assert result.ok, result.failure
-            what = "fast + node cache" if nodes else "fast (tree, signatures, consistency)"
             how = "1 process" if workers == 1 else f"{workers} worker processes (start included)"
             print(f"verify live, {what}, {how}: {entries / best_wall:,.0f} entries/s "
                   f"(CPU time, all processes: {entries / best_cpu:,.0f}/s; best of {rounds})")

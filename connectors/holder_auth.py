@@ -136,24 +136,31 @@ class JwksSource:
 
 
     def _fetch(self, url: str) -> bytes:
-        """The body of a 2xx answer at ``url``: uncompressed, at most ``max_bytes``, within ``FETCH_SECONDS``."""
-        deadline = time.monotonic() + FETCH_SECONDS
-        with httpx.stream("GET", url, timeout=FETCH_SECONDS, verify=self._tls,
-                          headers={"Accept-Encoding": "identity"}) as response:
-            response.raise_for_status()
-            if compressed(response.headers):
-                raise TokenRefused("the gateway's keys came compressed, which was not asked for")
-            length = response.headers.get("Content-Length")
-            if length is not None and int(length) > self._max_bytes:
-                raise TokenRefused(f"the gateway's key set is larger than {self._max_bytes} bytes")
-            body = bytearray()
-            for chunk in response.iter_raw():
-                body += chunk
-                if len(body) > self._max_bytes:
+        """The body of a 2xx answer at ``url``: uncompressed, at most ``max_bytes``, within ``FETCH_SECONDS`` as a
+        whole. On an event loop of its own (``keys`` runs on a worker thread, ``akeys`` puts it on one), because
+        only a cancellation bounds the whole of it: httpx's timeouts are per socket operation, and an answer that
+        sends its headers a byte at a time would otherwise hold the fetch, and every token check waiting on it,
+        for as long as it kept sending."""
+        return asyncio.run(self._fetch_within(url, FETCH_SECONDS))
+
+    async def _fetch_within(self, url: str, seconds: float) -> bytes:
+        try:
+            async with asyncio.timeout(seconds), httpx.AsyncClient(timeout=seconds, verify=self._tls) as client, \
+                    client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
+                response.raise_for_status()
+                if compressed(response.headers):
+                    raise TokenRefused("the gateway's keys came compressed, which was not asked for")
+                length = response.headers.get("Content-Length")
+                if length is not None and int(length) > self._max_bytes:
                     raise TokenRefused(f"the gateway's key set is larger than {self._max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise TokenRefused("the gateway's keys took too long to fetch")
-            return bytes(body)
+                body = bytearray()
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) > self._max_bytes:
+                        raise TokenRefused(f"the gateway's key set is larger than {self._max_bytes} bytes")
+                return bytes(body)
+        except TimeoutError as exc:
+            raise TokenRefused("the gateway's keys took too long to fetch") from exc
 
 
 DECISION_TYPE = "wgs-decision+jwt"
@@ -163,7 +170,7 @@ DECISION_TYPE = "wgs-decision+jwt"
 def _kid(token: str, typ: str = "JWT") -> str | None:
     try:
         header = extract_compact(token.encode()).headers()
-    except (JoseError, ValueError) as exc:
+    except _MALFORMED as exc:
         raise TokenRefused("the token is not a compact JWS") from exc
     if header.get("alg") not in ALGORITHMS:
         raise TokenRefused("the token uses a disallowed algorithm")
@@ -175,6 +182,11 @@ def _kid(token: str, typ: str = "JWT") -> str | None:
 
 def _knows(keys: KeySet, kid: str | None) -> bool:
     return kid is None or any(key.kid == kid for key in keys.keys)
+
+
+_MALFORMED = (JoseError, ValueError, TypeError, KeyError, AttributeError)
+"""What checking a token someone sent may raise: a header member of the wrong JSON type (``crit: 5``) fails inside
+joserfc with a ``TypeError`` before any signature is checked — a refusal (401), not a failure of the holder's."""
 
 
 def _issuer_claim(issuer: str | None) -> dict[str, Any]:
@@ -197,7 +209,7 @@ def make_verifier(system: str, source: JwksSource, now: Callable[[], float] = ti
             JWTClaimsRegistry(now=lambda: int(now()), leeway=LEEWAY_SECONDS,
                               aud={"essential": True, "value": system},
                               exp={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
-        except (JoseError, ValueError) as exc:
+        except _MALFORMED as exc:
             raise TokenRefused("the gateway token was not accepted") from exc
         if decoded.claims["exp"] > now() + MAX_ACCESS_TOKEN_SECONDS + LEEWAY_SECONDS:
             raise TokenRefused("the gateway token was not accepted")
@@ -221,7 +233,7 @@ def make_decision_verifier(system: str, source: JwksSource, now: Callable[[], fl
                               aud={"essential": True, "value": system}, exp={"essential": True},
                               decision_id={"essential": True}, request_id={"essential": True},
                               categories={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
-        except (JoseError, ValueError) as exc:
+        except _MALFORMED as exc:
             raise TokenRefused("the escalation decision was not accepted") from exc
         return dict(decoded.claims)
 

@@ -59,6 +59,8 @@ log = structlog.get_logger("connectors.http")
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The largest answer a holder may give: a hundred subjects' records fit many times over; a holder answering
 without end must not fill the gateway's memory."""
+MAX_CONNECTIONS_PER_HOLDER = 64
+"""Connections the gateway keeps open to one holder at most (calls beyond wait for one, within their timeout)."""
 _JSON = {"Content-Type": "application/json"}
 _IDENTITY = {"Accept-Encoding": "identity"}  # no compression: see the module docstring
 _TRACE_ID, _HOLDER_TRACE_ID = (token.var for token in contextvars.copy_context().run(
@@ -87,8 +89,8 @@ def _failure(exc: BaseException) -> str:
 
 
 class SharedSession:
-    """One aiohttp session (connection pool) for any number of connectors, opened on first use, and a second
-    one that never reuses a connection, for retries.
+    """One aiohttp session (connection pool), opened on first use, and a second one that never reuses a
+    connection, for retries (the registry gives each holder one: see ``ConnectorRegistry``).
 
     Lazily, because an aiohttp session belongs to the event loop it is created in, and connectors are built
     during start-up, possibly before that loop runs.
@@ -147,7 +149,7 @@ class HttpConnector:
         self._retries = retries
         self._backoff = backoff
         self._owns_session = session is None
-        self._session = session or SharedSession(max_connections=64, ca_file=ca_file)
+        self._session = session or SharedSession(max_connections=MAX_CONNECTIONS_PER_HOLDER, ca_file=ca_file)
         self.attempts = 0  # HTTP attempts made, observable for tests and metrics
 
     async def __aenter__(self) -> HttpConnector:
@@ -165,7 +167,13 @@ class HttpConnector:
     async def query(self, query: HolderQuery) -> HolderAnswer:
         body = await self._send("POST", "/holder/v1/query", query, request_id=query.request_id,
                                 idempotent=query.request_id is not None)
-        return self._decode(body, HolderAnswer, query.request_id)
+        answer = self._decode(body, HolderAnswer, query.request_id)
+        if answer.received > len(query.provided):
+            # It cannot have taken in more than it was handed; the gateway logs ``received``, and a count past
+            # 2**53 would fail the audit entry (a 500 for the whole exchange, not only this holder).
+            raise HolderProtocolError(self.system, f"inconsistent answer: more records received than provided "
+                                      f"(request {query.request_id or '-'})")
+        return answer
 
     async def discover(self, discovery: HolderDiscovery) -> DiscoveryAnswer:
         body = await self._send("POST", "/holder/v1/discover", discovery, request_id=discovery.request_id,
@@ -270,14 +278,17 @@ class HttpConnector:
 class ConnectorRegistry:
     """System id → connector, built from the configured endpoints (``Settings.connector_endpoints``).
 
-    All connectors share one connection pool; ``aclose`` closes it.
+    Each holder has a connection pool of its own (``MAX_CONNECTIONS_PER_HOLDER``): with one pool for all, a
+    holder that keeps its calls open — slow, or a tarpit — took every connection, and the calls to the other
+    holders waited for one until they timed out. ``aclose`` closes them all.
     """
 
     def __init__(self, endpoints: dict[str, str], token_provider: TokenProvider, *, timeout: float = 5.0,
                  retries: int = 2, backoff: float = 0.05, ca_file: str | Path | None = None) -> None:
-        self._session = SharedSession(max_connections=128, ca_file=ca_file)
+        self._sessions = {system: SharedSession(max_connections=MAX_CONNECTIONS_PER_HOLDER, ca_file=ca_file)
+                          for system in endpoints}
         self._connectors = {system: HttpConnector(system, url, token_provider, timeout=timeout, retries=retries,
-                                                  backoff=backoff, session=self._session)
+                                                  backoff=backoff, session=self._sessions[system])
                             for system, url in endpoints.items()}
 
     def get(self, system: str) -> HttpConnector | None:
@@ -294,4 +305,5 @@ class ConnectorRegistry:
         return sorted(self._connectors)
 
     async def aclose(self) -> None:
-        await self._session.aclose()
+        for session in self._sessions.values():
+            await session.aclose()

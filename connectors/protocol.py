@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 
 __all__ = [
-    "CATEGORY_PATTERN", "MINOR_NOT_ALLOWED", "RECORD_TYPE_PATTERN", "ConnectorError", "DiscoveryAnswer", "HolderAnswer",
-    "HolderConnector", "HolderDiscovery", "HolderProtocolError", "HolderQuery", "HolderRecord", "HolderRejectedRequest",
-    "HolderUnavailable",
+    "CATEGORY_PATTERN", "MAX_ANSWER_RECORDS", "MINOR_NOT_ALLOWED", "RECORD_TYPE_PATTERN", "ConnectorError",
+    "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery", "HolderProtocolError", "HolderQuery",
+    "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
 ]
 
 MINOR_NOT_ALLOWED = "minor-not-allowed"
@@ -37,6 +37,12 @@ _SUBJECTS = "Opaque subject references (pseudonyms), never identifiers."
 MAX_SUBJECTS = 100
 """The most subjects one query or discovery names: a question about more (a holder's pseudonyms of every key
 version after a rotation) goes to the holder in several queries (``gateway.exchange.parts``)."""
+
+
+MAX_ANSWER_RECORDS = 10_000
+"""The most records one answer may carry (a hundred per subject of a full query): within the 16 MiB size limit,
+a holder could otherwise send a hundred thousand empty records, each checked, translated and hashed by the
+exchange — seconds of one gateway process's time, with every other request of it waiting."""
 
 
 class _Model(BaseModel):
@@ -100,9 +106,10 @@ class HolderAnswer(_Model):
     """Records in the asked categories, or a refusal with the holder's reason (the holder's autonomy)."""
 
     status: Literal["answered", "refused"]
-    received: int = Field(default=0, ge=0, description="How many provided records the holder took in.")
+    received: int = Field(default=0, ge=0, description="How many provided records the holder took in: at most as "
+                          "many as it was handed (the gateway takes an answer that says more for no answer).")
     refusal_reason: str | None = Field(default=None, examples=["investigation-confidentiality"])
-    records: list[HolderRecord] = Field(default_factory=list)
+    records: list[HolderRecord] = Field(default_factory=list, max_length=MAX_ANSWER_RECORDS)
 
     @model_validator(mode="after")
     def _a_refusal_carries_no_records(self) -> HolderAnswer:

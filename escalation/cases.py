@@ -111,6 +111,14 @@ class Case:
         return self.state in {State.OPEN, State.IN_REVIEW, State.ESCALATED}
 
     @property
+    def grants_rerun(self) -> bool:
+        """Whether an allow on this case is a decision the requester may re-run with. Not on a holder's
+        objection: that case contests a disclosure that happened, and its allow says the disclosure stands — a
+        re-run citing it would disclose the same again, past the bulk and office-hours rules a decision
+        overrides (rule 8). Such a case closes when it is decided, whatever the outcome."""
+        return self.trigger != "holder-objection"
+
+    @property
     def valid_until(self) -> datetime | None:
         """Until when an allow decision may be re-run (None without one); always timezone-aware."""
         if not self.decision or self.decision.get("outcome") != "allow" or not self.decision.get("valid_until"):
@@ -121,7 +129,7 @@ class Case:
     def decision_usable(self, now: datetime) -> bool:
         """Whether the requester may still re-run with the decision: an allow, ``decided``, unused, in time."""
         until = self.valid_until
-        return (self.state is State.DECIDED and until is not None and now < until
+        return (self.state is State.DECIDED and self.grants_rerun and until is not None and now < until
                 and self.rerun_exchange_id is None)
 
 

@@ -28,9 +28,16 @@ class CaseScope:
     parties: frozenset[str] = frozenset()
     partnership_from_tier: dict[str, int] = field(default_factory=dict)
     everything: bool = False
+    within: frozenset[str] | None = None
+    """The partnerships in which ``parties`` see their cases (None: in all). A partner system acts for its
+    organisation only in the partnerships the register lists it in; another partnership's cases of the same
+    organisation are none of its business."""
 
     def allows(self, case: Case) -> bool:
-        if self.everything or case.requester_org in self.parties or case.holder_org in self.parties:
+        if self.everything:
+            return True
+        if ((case.requester_org in self.parties or case.holder_org in self.parties)
+                and (self.within is None or case.partnership in self.within)):
             return True
         lowest = self.partnership_from_tier.get(case.partnership)
         return lowest is not None and case.tier >= lowest
@@ -39,9 +46,11 @@ class CaseScope:
         if self.everything:
             return escalation_cases.c.id.is_not(None)
         parts: list[ColumnElement[bool]] = []
-        if self.parties:
+        if self.parties and (self.within is None or self.within):
             parties = sorted(self.parties)
-            parts += [escalation_cases.c.requester_org.in_(parties), escalation_cases.c.holder_org.in_(parties)]
+            party = or_(escalation_cases.c.requester_org.in_(parties), escalation_cases.c.holder_org.in_(parties))
+            parts.append(party if self.within is None
+                         else and_(party, escalation_cases.c.partnership.in_(sorted(self.within))))
         parts += [and_(escalation_cases.c.partnership == p, escalation_cases.c.tier >= t)
                   for p, t in sorted(self.partnership_from_tier.items())]
         return or_(*parts) if parts else false()

@@ -131,16 +131,19 @@ def verify(export_file: Path | None = typer.Option(None, "--export", exists=True
            checkpoint: list[Path] = typer.Option([], exists=True, dir_okay=False, readable=True,
                                                  help="A signed checkpoint kept from earlier, one per option "
                                                       "(detects a log rolled back behind it)."),
-           fast: bool = typer.Option(False, "--fast", help="Tree, signatures and consistency only; skip the "
-                                                          "per-entry canonical-JSON and schema checks (much faster)."),
+           fast: bool = typer.Option(False, "--fast", help="Skip re-parsing every entry for the canonical-JSON "
+                                                          "and schema checks (much faster); the tree, signatures, "
+                                                          "consistency and the columns searches use are checked "
+                                                          "either way."),
            workers: int | None = typer.Option(None, "--workers", min=1,
                                               help="Processes for a --fast live verification of a large log "
                                                    "(default: one per core).")
            ) -> None:
     """Recompute the tree, check every checkpoint signature and their consistency. Exit 0 only if intact.
 
-    Without --fast every entry is also re-parsed and checked to be canonical JSON of a valid event and to
-    agree with its query columns; a changed byte is caught either way (it changes the tree)."""
+    Without --fast every entry is also re-parsed and checked to be canonical JSON of a valid event (and its
+    entry id column compared); the columns searches use are compared with every entry either way, as is a
+    changed byte (it changes the tree)."""
     known = _kept(checkpoint)
     if export_file is not None:
         try:

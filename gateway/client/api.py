@@ -669,12 +669,29 @@ class GatewayClient:
         return _decoded(response, lambda r: _FEED.validate_json(r.content, context=ANSWER_CONTEXT))
 
     async def object_to(self, exchange_id: str, holder: str, motivation: str, *,
+                        categories: list[str] | None = None,
                         deadline: CallDeadline = Default.CLIENT) -> CaseDetail:
         """Open an escalation case against a denial or narrowing of one target of our exchange; the case
-        opened (its ``id`` and ``version`` name it in later steps)."""
-        response = await self._send("POST", "/v1/escalations", json={
-            "exchange_id": exchange_id, "holder": holder, "motivation": motivation}, deadline=deadline)
-        return _decoded(response, lambda r: CaseDetail.model_validate_json(r.content, context=ANSWER_CONTEXT))
+        opened (its ``id`` and ``version`` name it in later steps). ``categories``: more categories the
+        objection is about, beside those the outcome permitted or removed (which it is always about); each must
+        be one the holder supplies for the purpose."""
+        body: dict[str, Any] = {"exchange_id": exchange_id, "holder": holder, "motivation": motivation}
+        if categories is not None:
+            body["categories"] = categories
+        response = await self._send("POST", "/v1/escalations", json=body, deadline=deadline)
+        return _case(response)
+
+    async def escalation(self, case_id: str, *, deadline: CallDeadline = Default.CLIENT) -> CaseDetail:
+        """One case this system's organisation may see, as it is now: its state, tier, deadline, history
+        and comments (the feed shows only the cases awaiting us)."""
+        return _case(await self._send("GET", f"/v1/escalations/{_segment(case_id)}", deadline=deadline))
+
+    async def withdraw_escalation(self, case_id: str, expected_version: int, motivation: str, *,
+                                  deadline: CallDeadline = Default.CLIENT) -> CaseDetail:
+        """Withdraw a case our organisation opened (an objection no longer needed). ``expected_version`` is
+        the case's ``version`` as last seen: a case that moved on meanwhile is a 409, not withdrawn unseen."""
+        return _case(await self._send("POST", f"/v1/escalations/{_segment(case_id)}/withdraw", json={
+            "expected_version": expected_version, "motivation": motivation}, deadline=deadline))
 
 
 def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContext | None) -> ssl.SSLContext | bool:
@@ -728,6 +745,10 @@ def _checked_base_url(base_url: str, allow_insecure_http: bool) -> str:
         raise ValueError(f"plain http:// to {url.host} would send this system's tokens and the answers' data "
                          "unencrypted: use https://, or pass allow_insecure_http=True on a network you trust")
     return base_url.rstrip("/")
+
+
+def _case(response: httpx.Response) -> CaseDetail:
+    return _decoded(response, lambda r: CaseDetail.model_validate_json(r.content, context=ANSWER_CONTEXT))
 
 
 def _segment(value: str) -> str:

@@ -1,10 +1,11 @@
 """"Verify the log now" from the audit explorer, and the last verification the integrity panel shows.
 
-A run is :func:`audit.verify_database` (``deep=False``: tree, leaf hashes, cached subtrees, checkpoint
-signatures and consistency) with the verifier the CLI's ``audit verify`` builds from the checkpoint key, in a
-worker thread. The console records it as a ``console.action`` entry (``verify-log``: result, counts, root
-hash, where it failed; no personal data) through the gateway's writer, and the panel reads the most recent
-such entry back from the log itself, so every gateway process shows the same last run, across restarts.
+A run is :func:`audit.verify_database` (``deep=False``: tree, leaf hashes, cached subtrees, checkpoint signatures
+and consistency, and the columns searches use compared with the entries) with the verifier the CLI's
+``audit verify`` builds from the checkpoint key, in a worker thread. The console records it as a
+``console.action`` entry (``verify-log``: result, counts, root hash, where it failed; no personal data) through
+the gateway's writer, and the panel reads the most recent such entry back from the log itself, so every gateway
+process shows the same last run, across restarts.
 
 Clicks that come while a run is going share that run (:func:`run_shared`): each waiting in a worker thread
 for a run of its own took every worker thread of the process after a few clicks — the gateway answered nobody,

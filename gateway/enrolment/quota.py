@@ -13,8 +13,11 @@ process's memory, N workers allowed N times the cap, and every restart a fresh o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,10 +27,13 @@ from gateway.db.upsert import insert_on_conflict
 from gateway.enrolment.tables import pseudonyms_made
 from gateway.errors import TooManyRequests
 
+log = structlog.get_logger("gateway.enrolment")
 _MADE = pseudonyms_made
 _THIS_DAY = (_MADE.c.requester_system == bindparam("the_system")) & (_MADE.c.day == bindparam("the_day"))
 _TAKE = update(_MADE).where(_THIS_DAY, _MADE.c.made + bindparam("count") <= bindparam("limit")).values(
     made=_MADE.c.made + bindparam("count")).returning(_MADE.c.made)
+_GIVE_BACK = update(_MADE).where(_THIS_DAY, _MADE.c.made >= bindparam("count")).values(
+    made=_MADE.c.made - bindparam("count"))
 
 
 class DailyPseudonymQuota:
@@ -39,17 +45,42 @@ class DailyPseudonymQuota:
         self._clock = clock
         self._limit = limit
 
-    def take(self, system: str, count: int) -> None:
+    def take(self, system: str, count: int) -> str | None:
+        """Count ``count`` for ``system`` today (429 past the cap); the day counted under, None without a cap."""
         if not self._limit:
-            return
+            return None
         now = self._clock.now().astimezone(UTC)
+        day = now.date().isoformat()
         with transaction(self._sessions) as session:
-            used = _take(session.connection(), system, now.date().isoformat(), count, self._limit)
+            used = _take(session.connection(), system, day, count, self._limit)
         if used is not None:
             midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
             raise TooManyRequests(
                 f"this system may have {self._limit} pseudonyms made per day; {self._limit - used} are left "
                 "today", headers={"Retry-After": str(max(1, int((midnight - now).total_seconds())))})
+        return day
+
+    def give_back(self, system: str, count: int, day: str | None) -> None:
+        """Uncount what ``take`` counted on ``day`` for a request that gave none of it out (refused with 422,
+        or nothing enrolled): the cap bounds the pseudonyms a system gets, and a partner re-sending a corrected
+        batch must not run into it for the ones it never received. On the day it was taken, never on another."""
+        if day is None:
+            return
+        with transaction(self._sessions) as session:
+            session.connection().execute(_GIVE_BACK, {"the_system": system, "the_day": day, "count": count})
+
+    @contextmanager
+    def counted(self, system: str, count: int) -> Iterator[str | None]:
+        """``take``, given back when the block fails: the day counted under (see ``give_back``)."""
+        day = self.take(system, count)
+        try:
+            yield day
+        except Exception:
+            try:
+                self.give_back(system, count, day)
+            except Exception as failure:  # the request's own failure is what the caller must see
+                log.error("pseudonym_quota_not_given_back", error_type=type(failure).__name__)
+            raise
 
 
 def _take(connection: Connection, system: str, day: str, count: int, limit: int) -> int | None:

@@ -167,6 +167,7 @@ class PseudonymBatch:
     gone: list[str]
     answer: list[str]
     index: str = "pseudonyms"
+    quota_day: str | None = None  # the day the batch's pseudonyms were counted under (given back if not enrolled)
 
     def _mine(self) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
         return enrolments.c.partnership == self.partnership, enrolments.c.organisation == self.organisation
@@ -272,12 +273,12 @@ class PseudonymService:
         organisation = self._participant(principal, partnership)
         transcryptor = self.transcryptor
         decoded = self._decode(items, transcryptor)
-        self.quota.take(principal.subject, len(items))
         answer = []
-        for position, (item, polymorphic) in enumerate(decoded):
-            with _refused_as_unprocessable(position):
-                answer.append(transcryptor.encrypted_pseudonym(polymorphic, item.identifier_type, partnership,
-                                                               organisation).encode())
+        with self.quota.counted(principal.subject, len(items)):  # given back when an item is refused
+            for position, (item, polymorphic) in enumerate(decoded):
+                with _refused_as_unprocessable(position):
+                    answer.append(transcryptor.encrypted_pseudonym(polymorphic, item.identifier_type, partnership,
+                                                                   organisation).encode())
         return answer
 
     def partnership_pseudonym_of(self, item: Item, partnership: str) -> str:
@@ -310,7 +311,14 @@ class PseudonymService:
         The index changes in the transaction that logs the batch (``index.enrolment``, counts only): 503 with
         nothing changed when the log cannot be written (see :mod:`gateway.enrolment.audited`)."""
         batch = await asyncio.to_thread(self.prepare_enrolment, principal, partnership, items, confidential_reason)
-        await write_logged(self.writer, self.sessions, batch, trace)
+        try:
+            await write_logged(self.writer, self.sessions, batch, trace)
+        except Exception:  # nothing enrolled (503, 409, 500): the pseudonyms made are not given out either
+            try:
+                await asyncio.to_thread(self.quota.give_back, principal.subject, len(items), batch.quota_day)
+            except Exception as failure:  # the refusal is what the partner must see, not this
+                log.error("pseudonym_quota_not_given_back", error_type=type(failure).__name__)
+            raise
         return batch.answer, len(batch.rows), len(batch.gone)
 
     def prepare_enrolment(self, principal: Principal, partnership: str, items: list[Item],
@@ -329,21 +337,21 @@ class PseudonymService:
         self._known_categories(items)
         transcryptor = self.transcryptor
         decoded = self._decode(items, transcryptor)
-        self.quota.take(principal.subject, len(items))
         now = self.clock.now()
         held: dict[str, _Holding] = {}
         gone: set[str] = set()
         answer = []
-        for position, (item, polymorphic) in enumerate(decoded):
-            with _refused_as_unprocessable(position):  # one step gives both: 3 multiplications, not 4
-                own, shared = transcryptor.enrolment_pseudonyms(polymorphic, item.identifier_type, partnership,
-                                                                organisation)
-            answer.append(own.encode())
-            key = shared.encode()
-            if item.record_types:
-                held.setdefault(key, _Holding(shared.key_version)).add(item)
-            else:
-                gone.add(key)
+        with self.quota.counted(principal.subject, len(items)) as quota_day:  # given back when an item is refused
+            for position, (item, polymorphic) in enumerate(decoded):
+                with _refused_as_unprocessable(position):  # one step gives both: 3 multiplications, not 4
+                    own, shared = transcryptor.enrolment_pseudonyms(polymorphic, item.identifier_type, partnership,
+                                                                    organisation)
+                answer.append(own.encode())
+                key = shared.encode()
+                if item.record_types:
+                    held.setdefault(key, _Holding(shared.key_version)).add(item)
+                else:
+                    gone.add(key)
         gone -= held.keys()
         rows = [{"partnership": partnership, "organisation": organisation, "pseudonym": key,
                  "key_version": holding.key_version, "record_types": sorted(holding.record_types),
@@ -352,7 +360,7 @@ class PseudonymService:
                  "confidential_reason": (confidential_reason or CONFIDENTIAL) if holding.confidential else None}
                 for key, holding in sorted(held.items())]
         return PseudonymBatch(partnership=partnership, organisation=organisation, system=principal.subject,
-                              subjects=len(items), rows=rows, gone=sorted(gone), answer=answer)
+                              subjects=len(items), rows=rows, gone=sorted(gone), answer=answer, quota_day=quota_day)
 
     # -- the exchange's translations ---------------------------------------------------------------
     def _decode_own(self, text: str) -> Pseudonym:

@@ -7,7 +7,8 @@
 * Tiers 2 and 3 are worked by the organisations the register names for that tier of the partnership; they
   see the partnership's cases from their tier up.
 * The partnership's coordinating privacy officer sees all of its cases.
-* Partner systems see the cases of their own organisation's requests (to learn decisions and re-run).
+* Partner systems see the cases of their own organisation's requests (to learn decisions and re-run), in the
+  partnerships the register lists them in for that organisation (where the policy lets them request).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def case_scope(principal: Principal, register: Register) -> CaseScope:
     if principal.kind == "system":
         if not principal.has_scope(Scope.EXCHANGE.value):
             return CaseScope()
-        return CaseScope(parties=frozenset({principal.organisation}))
+        return CaseScope(parties=frozenset({principal.organisation}),
+                         within=system_partnerships(principal, register))
     if not is_worker(principal):
         return CaseScope()
     from_tier: dict[str, int] = {}
@@ -57,6 +59,14 @@ def case_scope(principal: Principal, register: Register) -> CaseScope:
         if tiers:
             from_tier[pid] = min(tiers)
     return CaseScope(parties=frozenset({principal.organisation}), partnership_from_tier=from_tier)
+
+
+def system_partnerships(principal: Principal, register: Register) -> frozenset[str]:
+    """The partnerships in which the partner system ``principal`` acts for its organisation: those whose
+    register lists it among that organisation's systems — as the policy does for its requests (rule 1)."""
+    return frozenset(pid for pid, partnership in register.partnerships.items()
+                     if any(p.organisation == principal.organisation and principal.subject in p.systems
+                            for p in partnership.participants))
 
 
 def has_tier_role(principal: Principal, partnership: Partnership, tier: int) -> bool:

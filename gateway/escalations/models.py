@@ -7,9 +7,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from gateway.client.models import CATEGORY_PATTERN
+from gateway.client.models import CATEGORY_PATTERN, SLUG_PATTERN
 
 _REF = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$"
+ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+"""An exchange's or a legal gap's id (a UUID). Why a pattern: the service names an id it cannot find in the
+problem and in the log line of the refusal, and a name or an address typed where the id belongs would be
+repeated there (the log masks identifier-shaped values, not names)."""
 
 Category = Annotated[str, Field(pattern=CATEGORY_PATTERN)]
 """A data category's name, shaped as the register's and the exchange API's are. The service names the ones it
@@ -58,8 +62,8 @@ class OpenCase(_Strict):
     """Object to the outcome of one target of an exchange: the requester against a denial or narrowing,
     the holder against a disclosure it considers unlawful."""
 
-    exchange_id: str = Field(min_length=1, max_length=64)
-    holder: str = Field(min_length=1, max_length=64, description="The target organisation of the exchange.")
+    exchange_id: str = Field(pattern=ID_PATTERN, max_length=36, description="The exchange's id (a UUID).")
+    holder: str = Field(pattern=SLUG_PATTERN, max_length=64, description="The target organisation of the exchange.")
     motivation: Written = Field(min_length=10, max_length=4000,
                                 description="Why the outcome should be reviewed.")
     categories: list[Category] = Field(
@@ -123,7 +127,7 @@ class Decide(Versioned):
 class FlagLegalGap(_Strict):
     """Link the case to an existing gap, or describe a new one."""
 
-    gap_id: str | None = Field(default=None, max_length=64)
+    gap_id: str | None = Field(default=None, pattern=ID_PATTERN, max_length=36)
     title: Storable | None = Field(default=None, max_length=200)
     description: Storable | None = Field(default=None, max_length=4000)
 

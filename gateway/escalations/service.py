@@ -46,7 +46,7 @@ from escalation.cases import (
     MotivationRequired,
 )
 from escalation.queries import ACTIVE_STATES, CaseFilter, list_cases, metrics, visible_case_ids
-from escalation.states import Action, CaseState, InvalidTransition, State
+from escalation.states import MAX_TIER, Action, CaseState, InvalidTransition, State
 from gateway.auth import repository as accounts
 from gateway.auth.principal import Principal
 from gateway.auth.tokens import AccessTokenService
@@ -354,7 +354,7 @@ class EscalationService:
                             "permitted_categories": v["permitted_categories"]} for v in case.votes],
             decision=case.decision, legal_gap=case.legal_gap, deciders=deciders,
             may_decide=case.active and access.may_decide(principal, case, self.register)
-            and principal.organisation != case.requester_org)
+            and principal.organisation != case.requester_org and not self._lapsed(case))
 
     @property
     def timezone(self) -> str:
@@ -424,7 +424,9 @@ class EscalationService:
         target = None
         if stored is not None and stored.kind == "exchange":
             target = next((t for t in stored.outcome["targets"] if t["holder"] == body.holder), None)
-        if stored is None or target is None or principal.organisation not in {stored.requester_org, body.holder}:
+        if (stored is None or target is None or principal.organisation not in {stored.requester_org, body.holder}
+                or (principal.kind == "system"  # only where the register lists the system (``case_scope``)
+                    and stored.partnership not in access.system_partnerships(principal, self.register))):
             raise NotFound(f"no exchange `{body.exchange_id}` with holder `{body.holder}` of yours")
         trigger = "requester-objection" if principal.organisation == stored.requester_org else "holder-objection"
         if trigger == "holder-objection" and principal.kind == "system":
@@ -534,7 +536,8 @@ class EscalationService:
         items = []
         for case in found:
             if (case.active and access.may_decide(principal, case, self.register)
-                    and principal.organisation != case.requester_org):  # four eyes: never its own request
+                    and principal.organisation != case.requester_org  # four eyes: never its own request
+                    and not self._lapsed(case)):  # its tier's time passed: the next tier's, once moved up
                 items.append(FeedItem(case=self._view(principal, case), awaiting="decision"))
             elif case.decision_usable(now) and case.requester_org == principal.organisation:
                 items.append(FeedItem(case=self._view(principal, case), awaiting="rerun"))
@@ -549,14 +552,32 @@ class EscalationService:
         if principal.kind != "person":
             raise Forbidden("comments are made by people")
         case = await self._db(lambda s: self._visible(principal, case_store.get_case(s, case_id)))
+        # The log names the comment and each attachment reference by SHA-256, as the case file holds them: both
+        # are typed by people (a reference such as ``dms://x/jdevries-memo`` can name someone), and the log holds
+        # no free text; a reviewer matches the digests against the case's comments.
         entry = self._event(case, _Step("comment", extra={
-            "comment_sha256": _sha256(body.text), "attachments": [a.reference for a in body.attachments]}),
+            "comment_sha256": _sha256(body.text),
+            "attachment_sha256": [_sha256(a.reference) for a in body.attachments]}),
             await self._requester(principal), trace)
         await self._applied(case, [entry], lambda s: comment_store.add_comment(
             s, case_id, author_org=principal.organisation, author=principal.subject, text=body.text,
             attachments=[a.model_dump(exclude_none=True) for a in body.attachments], now=self.clock.now()),
             principal, trace)
         return await self.detail(principal, case_id)
+
+    def _lapsed(self, case: Case) -> bool:
+        """The case's tier let its deadline pass, below the last tier: the tier no longer decides it, the next
+        one does (the scan moves it up; a missed tier-3 deadline leaves the case to tier 3, the last)."""
+        return case.active and case.tier < MAX_TIER and case.deadline < self.today()
+
+    def _in_time(self, case: Case) -> None:
+        """Refuse a review or a vote of a tier whose deadline passed (``_lapsed``): a missed deadline escalates
+        the case whether or not the scan has run yet — the scan runs every few minutes, or from cron, and a
+        decision taken meanwhile by the tier that let its time pass would stand for good, the next tier
+        never hearing the case. Referring it up is still possible: that is what the deadline does anyway."""
+        if self._lapsed(case):
+            raise Conflict(f"the deadline of tier {case.tier} passed on {case.deadline.isoformat()}: the case "
+                           f"goes to tier {case.tier + 1}, whose deciders take it up; it can only be referred up")
 
     def _must_decide(self, principal: Principal, case: Case) -> None:
         self._visible(principal, case)
@@ -576,6 +597,7 @@ class EscalationService:
         def plan(_session: Session, case: Case) -> list[_Step]:
             self._must_decide(principal, case)
             _expect(case, body.expected_version)
+            self._in_time(case)
             after = CaseState(case.state, case.tier, case.version).apply(Action.START_REVIEW)
             return [_Step(Action.START_REVIEW.value, after)]
 
@@ -601,6 +623,7 @@ class EscalationService:
                 return [*steps, _Step(Action.REFER_UP.value, state.apply(Action.REFER_UP))]
             if principal.organisation == case.requester_org:
                 raise FourEyesViolation("the decider must be outside the requesting organisation")
+            self._in_time(case)
             self._check_retain_until(case, body)
             unknown = sorted(set(body.permitted_categories) - set(case.requested_categories))
             if body.outcome == "allow" and (not body.permitted_categories or unknown):
@@ -622,7 +645,7 @@ class EscalationService:
             after = state.apply(Action.DECIDE) if completes else state
             steps.append(_Step(action, after, verdict, tuple(sorted(body.permitted_categories)),
                                {"votes_needed": needed} | ({"obligations": obligations} if obligations else {})))
-            if completes and body.outcome == "deny":  # nothing to re-run: the case closes at once
+            if completes and self._settled_by_decision(case, body):  # nothing to re-run: it closes at once
                 steps.append(_Step(Action.CLOSE.value, after.apply(Action.CLOSE)))
             return steps
 
@@ -640,13 +663,20 @@ class EscalationService:
                 permitted_categories=body.permitted_categories, now=now, deadlines=self.deadlines,
                 timezone=self.timezone, min_deciders=access.min_deciders(found, case.tier) if found else 1,
                 obligations=obligations, valid_for=self.valid_for)
-            if decided.state is State.DECIDED and body.outcome == "deny":  # nothing to re-run: done
+            if decided.state is State.DECIDED and self._settled_by_decision(decided, body):  # nothing to re-run
                 decided = self._act(session, case_id, decided.version, Action.CLOSE, None, now=now,
-                                    motivation="denied: closed")
+                                    motivation="denied: closed" if body.outcome == "deny" else
+                                    "holder's objection decided: closed")
             return decided
 
         await self._perform(case_id, principal, trace, plan, apply, motivation=body.motivation)
         return await self.detail(principal, case_id)
+
+    @staticmethod
+    def _settled_by_decision(case: Case, body: Decide) -> bool:
+        """The decision leaves nothing to re-run, so the case closes with it: a deny, or any decision on a
+        holder's objection (``Case.grants_rerun``)."""
+        return body.outcome == "deny" or not case.grants_rerun
 
     def _check_retain_until(self, case: Case, body: Decide) -> None:
         """A decision's deletion date only tightens the purpose's (``ExtraObligations``), and the decision is
@@ -736,11 +766,15 @@ class EscalationService:
         A decision that was used although its case is still ``decided`` (closing it failed after the
         disclosure) is refused all the same, and its close is finished here, logged like any other."""
         case = await self._db(lambda s: case_store.find_by_decision(s, decision_id))
-        if case is None or case.requester_org != principal.organisation or principal.kind != "system":
+        if (case is None or case.requester_org != principal.organisation or principal.kind != "system"
+                or not access.case_scope(principal, self.register).allows(case)):
             raise Unprocessable(f"unknown escalation decision `{decision_id}`")
         decision = case.decision or {}
         if decision.get("outcome") != "allow":
             raise Unprocessable(f"escalation decision `{decision_id}` did not allow the request")
+        if not case.grants_rerun:  # also one decided before such cases closed with their decision
+            raise Unprocessable(f"escalation decision `{decision_id}` settled the holder's objection to a "
+                                "disclosure; it allows no re-run")
         if case.state is State.EXPIRED:  # not used: nobody re-ran with it in time, and now nobody can
             raise Unprocessable(f"escalation decision `{decision_id}` expired at {decision['valid_until']}; "
                                 "ask for a new decision")

@@ -374,10 +374,12 @@ def _known_categories(register: Register, categories: Iterable[str], what: str) 
 
 def _refusal_code(reason: str | None, holder: str) -> str:
     """The holder's refusal reason when it is a code (``investigation-confidentiality``); free text could
-    name a person, and would reach the requester and the permanent log, so it becomes ``unspecified``."""
+    name a person, and would reach the requester and the permanent log, so it becomes ``unspecified``.
+    ``fullmatch``: with ``match`` the pattern's ``$`` also matches before a final line break, and a code with
+    one passed here and failed the audit entry's check (no control characters): a 500 for the whole request."""
     if reason is None:
         return "unspecified"
-    if _REFUSAL_CODE.match(reason):
+    if _REFUSAL_CODE.fullmatch(reason):
         return reason
     log.warning("holder_refusal_reason_not_a_code", holder=holder, length=len(reason))
     return "unspecified"

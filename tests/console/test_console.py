@@ -469,6 +469,26 @@ def test_a_tampered_log_fails_verification_at_its_index(console: TestClient, con
     assert f"bij index {target}" in dutch
 
 
+def test_a_changed_search_column_fails_verification_at_its_index(console: TestClient, container: Container) -> None:
+    """The entry's text and every hash untouched, its holder column changed: a search by holder would miss it.
+    "Verify the log now" (a fast verification) says so, as a deep one would."""
+    t = audit_entries.c
+    with container.engine.connect() as connection:
+        target = connection.execute(select(func.min(t.log_index)).where(t.holder_org.is_not(None))).scalar()
+    assert target is not None
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get("/console/audit").text)
+    with triggers_disabled(container.engine) as connection:  # the attacker with database-owner rights
+        connection.execute(update(audit_entries).where(t.log_index == target).values(holder_org="someone-else"))
+    failed = console.post("/console/audit/verify", data={"csrf_token": token})
+    assert failed.status_code == 200
+    panel = last_verification(failed.text)
+    assert 'data-result="failed"' in panel
+    assert f"at index {target} (columns)" in panel
+    [run] = verify_runs(container)
+    assert (run["extra"]["failure"], run["extra"]["index"]) == ("columns", target)  # type: ignore[index]
+
+
 def test_statistics_csv_starts_with_the_byte_order_mark_spreadsheets_need(console: TestClient) -> None:
     """The accountability figures are opened in Excel too: the UTF-8 BOM and charset=utf-8, once."""
     sign_in(console, "po-gemeente")

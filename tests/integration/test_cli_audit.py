@@ -184,6 +184,20 @@ def test_a_stored_value_the_gateway_could_never_have_written_is_a_verdict(
     assert f"log NOT intact: {verdict}" in stderr, stderr
 
 
+@pytest.mark.parametrize("sql", [
+    "UPDATE audit_entries SET holder_org = 'someone-else' WHERE log_index = 13",
+    "UPDATE audit_entries SET requester_org = NULL WHERE log_index = 13",
+    "UPDATE audit_entries SET subject_key = subject_key + 1 WHERE log_index = 13",
+], ids=["holder_org", "requester_org", "subject_key"])
+def test_a_changed_search_column_is_caught_by_a_fast_verification_too(data_dir: Path, sql: str) -> None:
+    """Every hash still verifies: only the comparison of the columns with the entry tells that a search by them
+    would miss the entry or show it under another organisation."""
+    assert runner.invoke(app, ["audit", "verify", "--fast"]).exit_code == 0
+    _tamper(data_dir, sql)
+    stderr = _no_traceback(runner.invoke(app, ["audit", "verify", "--fast"]))
+    assert "log NOT intact: columns at index 13: column(s)" in stderr, stderr
+
+
 def test_a_log_that_cannot_be_read_is_one_line_not_a_verdict(data_dir: Path) -> None:
     """Text that is not UTF-8 in the canonical column: the driver cannot hand it over at all. That is no
     verdict of intact or not, but it must not be a traceback either."""

@@ -154,6 +154,36 @@ async def test_client_objects_to_a_narrowing_and_reruns_with_the_decision(stack:
     assert used.value.status == 409
 
 
+async def test_client_reads_and_withdraws_its_own_objection(stack: Stack) -> None:
+    """A partner system follows a case it opened (not only the cases awaiting it in the feed) and withdraws it;
+    a withdrawal that did not see the case's latest version is refused (409), not applied unseen."""
+    keys = stack.clients["gemeente-amsterdam-vth"]
+    request = _request(stack, holders=["belastingdienst"], categories=["tax_debts", "income"],
+                       case_reference="RIEC-AA-2026-302")
+    async with GatewayClient(stack.gateway_url, keys.system_id, keys.key,
+                             clock=lambda: stack.clock.now().timestamp()) as client:
+        first = await client.exchange(request)
+        assert first.targets[0].outcome is Outcome.ALLOWED_NARROWED
+        with pytest.raises(GatewayClientError) as unsupplied:  # the categories reach the gateway, which checks them
+            await client.object_to(first.exchange_id, "belastingdienst", "Police records are needed as well.",
+                                   categories=["police_incidents"])
+        assert unsupplied.value.status == 422
+        assert "police_incidents" in str(unsupplied.value)
+        case = await client.object_to(first.exchange_id, "belastingdienst",
+                                      "Only income is in question here; please review that category.",
+                                      categories=["income"])
+        assert case.requested_categories == ["income", "tax_debts"]
+        again = await client.escalation(case.id)
+        assert (again.id, again.state, again.version) == (case.id, "open", case.version)
+        withdrawn = await client.withdraw_escalation(case.id, case.version, "Resolved with the holder directly.")
+        assert withdrawn.state == "withdrawn"
+        assert withdrawn.version > case.version
+        with pytest.raises(GatewayClientError) as stale:
+            await client.withdraw_escalation(case.id, case.version, "Once more, with the old version.")
+        assert stale.value.status == 409
+        assert (await client.escalation(case.id)).state == "withdrawn"
+
+
 def _slow_holder(answer_after: Callable[[], Awaitable[object]]) -> tuple[FastAPI, list[float]]:
     """A holder that answers (no records) once ``answer_after`` returns; the list records each query's time."""
     queries: list[float] = []

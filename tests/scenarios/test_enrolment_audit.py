@@ -19,13 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from audit.tables import audit_entries
 from gateway.client.errors import GatewayClientError
 from gateway.client.fuzzy_requests import FilterRecordToEnrol
 from gateway.client.pseudonyms import PseudonymClient
-from gateway.enrolment.tables import enrolments, match_filters
+from gateway.enrolment.tables import enrolments, match_filters, pseudonyms_made
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -72,6 +72,12 @@ def _counts(event: dict[str, Any]) -> dict[str, Any]:
 def _index(stack: Stack, table: Any = enrolments) -> list[Any]:
     with stack.container.engine.connect() as connection:
         return sorted((tuple(row) for row in connection.execute(select(table)).all()), key=repr)
+
+
+def _made(stack: Stack) -> int:
+    """How many pseudonyms the systems were counted for today (the daily quota)."""
+    with stack.container.engine.connect() as connection:
+        return int(connection.execute(select(func.coalesce(func.sum(pseudonyms_made.c.made), 0))).scalar_one())
 
 
 def _enrol(stack: Stack, subjects: list[dict[str, Any]]) -> httpx.Response:
@@ -198,7 +204,7 @@ def test_an_enrolment_the_log_cannot_record_is_refused_and_changes_nothing(tmp_p
         companies = _companies(broken, 2)
         assert _enrol(broken, asyncio.run(_kvk_items(broken, companies[:1]))).status_code == 200
         _enrol_filters(broken, [FilterRecordToEnrol(REFS[0], PEOPLE[0], ["police_incidents"])])
-        index, filters = _index(broken), _index(broken, match_filters)
+        index, filters, made = _index(broken), _index(broken, match_filters), _made(broken)
         with broken.container.engine.begin() as connection:  # a real fault: the log table disappears
             connection.execute(text("ALTER TABLE audit_entries RENAME TO audit_entries_gone"))
         items = asyncio.run(_kvk_items(broken, companies))  # one update, one addition
@@ -217,6 +223,7 @@ def test_an_enrolment_the_log_cannot_record_is_refused_and_changes_nothing(tmp_p
             _enrol_filters(broken, [], replace=True)
         assert failed.value.status == 503
         assert (_index(broken), _index(broken, match_filters)) == (index, filters)  # the index as it was
+        assert _made(broken) == made  # nor did the refused batches take any of the day's pseudonym quota
 
 
 @pytest.mark.parametrize("index", ["pseudonyms", "filters"])

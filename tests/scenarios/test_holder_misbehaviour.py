@@ -39,6 +39,8 @@ class _Holder:
         subject = (await request.json())["subjects"][0]
         if self.mode == "refuse-in-words":
             return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is an informant"}
+        if self.mode == "refuse-code-and-newline":
+            return {"status": "refused", "refusal_reason": "investigation-confidentiality\n"}
         if self.mode == "reject-in-words":
             return JSONResponse({"detail": f"no such person BSN {BSN} ({NAME})"}, status_code=404)
         if self.mode == "text-in-identifiers":
@@ -55,6 +57,8 @@ class _Holder:
         subject = (await request.json())["subjects"][0]
         if self.discovery_mode == "refuse-in-words":
             return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is under investigation"}
+        if self.discovery_mode == "refuse-code-and-newline":
+            return {"status": "refused", "refusal_reason": "investigation-confidentiality\n"}
         if self.discovery_mode == "reject-in-words":
             return JSONResponse({"detail": f"no such person BSN {BSN} ({NAME})"}, status_code=404)
         if self.discovery_mode == "malformed":
@@ -102,6 +106,17 @@ def test_a_refusal_in_free_text_is_a_refusal_without_the_text(stack: Stack, hold
     assert "unspecified" in target["reasons"][0]["message"]
 
 
+def test_a_refusal_code_with_a_line_break_is_unspecified_not_a_failed_exchange(stack: Stack,
+                                                                              holder: _Holder) -> None:
+    """Found by a review: ``re.match`` lets ``$`` match before a final line break, so a code followed by one
+    passed as a code, and the audit entry (no control characters) refused it: a 500 for the whole exchange,
+    every other holder's answer lost with it, whenever one holder wrote its reason with a line break."""
+    holder.mode = "refuse-code-and-newline"
+    target = _exchange(stack)
+    assert target["outcome"] == "refused-by-holder"
+    assert [r["message"] for r in target["reasons"]] == ["the holder refused: unspecified"]
+
+
 def test_a_holder_s_error_detail_does_not_reach_the_requester(stack: Stack, holder: _Holder) -> None:
     holder.mode = "reject-in-words"
     target = _exchange(stack)
@@ -143,6 +158,7 @@ def test_a_non_finite_number_is_a_protocol_error_not_a_changed_disclosure(stack:
 
 @pytest.mark.parametrize(("mode", "outcome", "reason"), [
     ("refuse-in-words", "refused-by-holder", "the holder refused: unspecified"),
+    ("refuse-code-and-newline", "refused-by-holder", "the holder refused: unspecified"),
     ("refuse-with-hits", "holder-unavailable", None),  # a refusal that answers anyway is no answer at all
 ])
 def test_a_discovery_refusal_discloses_neither_words_nor_hits(stack: Stack, holder: _Holder, mode: str,

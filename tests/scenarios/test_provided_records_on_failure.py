@@ -32,6 +32,9 @@ class _Holder:
     async def query(self, request: Request) -> Any:
         if self.mode == "refuse-call":
             return JSONResponse({"detail": "not accepted"}, status_code=403)
+        if self.mode.startswith("received="):  # answers at once, claiming to have taken in that many
+            self.kept += (await request.json()).get("provided", [])
+            return {"status": "answered", "records": [], "received": int(self.mode.removeprefix("received="))}
         self.kept += (await request.json()).get("provided", [])
         await asyncio.sleep(2.0)  # past the gateway's timeout
         return {"status": "answered", "records": [], "received": 1}
@@ -86,3 +89,24 @@ def test_a_holder_that_refused_the_call_is_not_logged_as_handed_anything(stack: 
     entries = _logged(stack, "BD-2026-92")
     assert [e["event_type"] for e in entries if e["event_type"] == "disclosure"] == []
     assert [e["event_type"] for e in entries][-1] == "holder.unavailable"
+
+
+@pytest.mark.parametrize("received", [2, 2**60])
+def test_a_holder_claiming_more_records_than_it_was_handed_is_no_answer(stack: Stack, holder: _Holder,
+                                                                        received: int) -> None:
+    """Found by a review: a holder's ``received`` was logged as it came. Beyond 2**53 the audit entry refused
+    it and the whole exchange failed with 500 (every other holder's answer lost); below, the log said the
+    holder took in more records than it was handed. An answer that does not add up is no answer: the holder is
+    unavailable, and logged as handed the records with ``received`` unknown, as after a failed call."""
+    holder.mode, holder.kept = f"received={received}", []
+    response = stack.post("belastingdienst-ivs", "/v1/exchanges", _s2(stack, f"BD-2026-R{received}"))
+    assert response.status_code == 200, response.text
+    target = response.json()["targets"][0]
+    assert (target["outcome"], target["records"]) == ("holder-unavailable", [])
+    assert [r["category"] for r in holder.kept] == ["tax_compliance"]
+    entries = _logged(stack, f"BD-2026-R{received}")
+    handed = [e for e in entries if e["event_type"] == "disclosure"]
+    assert [(e["extra"]["direction"], e["extra"]["records"], e["extra"]["received"]) for e in handed] == [
+        ("requester-to-holder", 1, None)]
+    assert [e["extra"] for e in entries if e["event_type"] == "holder.unavailable"] == [
+        {"error_type": "HolderProtocolError"}]

@@ -201,6 +201,40 @@ async def test_an_encryption_of_the_identity_point_is_refused_not_a_server_error
         assert answer.headers["content-type"].startswith("application/problem+json")
 
 
+async def test_a_batch_refused_for_a_hollow_pseudonym_takes_none_of_the_daily_quota(stack: Stack) -> None:
+    """Found by a review: the quota was taken before the pseudonyms were made, and an item that decodes but
+    cannot be transformed (an encryption of the identity point) failed the batch with 422 after that: every
+    item of the refused batch was counted, so a partner re-sending a corrected batch ran into the cap (422
+    must write nothing). The quota now takes only what a batch gives out."""
+    from gateway.pseudonyms.pep import Point, PolymorphicPseudonym, Scalar
+
+    service = stack.container.services["pseudonyms"]
+    kept = service.quota
+    with stack.container.engine.begin() as connection:
+        connection.execute(delete(pseudonyms_made))
+    service.quota = DailyPseudonymQuota(stack.container.sessions, stack.clock, 2)
+    key = Point.decode(stack.get(MUNICIPALITY, "/v1/pseudonyms/key").json()["public_key"])
+    r = Scalar.random()
+    hollow = PolymorphicPseudonym(r.times_base(), r.times(key), key).encode()
+    async with stack.client(MUNICIPALITY) as client:
+        pseudonyms = await client.pseudonym_client(RIEC)
+    kind, number = stack.world.identifier_of(stack.world.scenarios()["bibob-applicant"][0])
+    good = {"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number)}
+    enrolled = {"record_types": ["x"], "categories": ["identity"]}
+    try:
+        refused = [stack.post(MUNICIPALITY, path, {"partnership": RIEC, "subjects": [
+            good | item, {"type": "bsn", "polymorphic": hollow} | item]}).status_code
+            for path, item in (("/v1/pseudonyms", {}), ("/v1/enrolments", enrolled))]
+        with stack.container.engine.connect() as connection:
+            made = connection.execute(select(func.coalesce(func.sum(pseudonyms_made.c.made), 0))).scalar_one()
+        after = stack.post(MUNICIPALITY, "/v1/pseudonyms", {"partnership": RIEC, "subjects": [good, good]})
+    finally:
+        service.quota = kept
+    assert refused == [422, 422]
+    assert made == 0
+    assert after.status_code == 200, after.text  # the whole day's quota is still there
+
+
 async def test_contact_point_finds_every_disclosure_by_identifier(stack: Stack) -> None:
     from gateway.client.pseudonyms import PseudonymClient
 

@@ -4,6 +4,7 @@ authentication, and every way a holder can fail (down, slow, flaky, malformed)."
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import threading
@@ -26,6 +27,7 @@ from connectors import world as w
 from connectors.holder_auth import JwksSource
 from connectors.http_connector import ConnectorRegistry, HttpConnector
 from connectors.protocol import (
+    MAX_ANSWER_RECORDS,
     ConnectorError,
     HolderDiscovery,
     HolderProtocolError,
@@ -47,6 +49,12 @@ JWKS = {"keys": [GATEWAY_KEY.as_dict(private=False)]}
 
 def _sign(claims: dict[str, Any], key: OKPKey = GATEWAY_KEY) -> str:
     return jwt.encode({"alg": "Ed25519", "kid": key.kid}, claims, key, algorithms=["Ed25519"])
+
+
+def _with_header(token: str, header: dict[str, Any]) -> str:
+    """``token`` with its header replaced (its signature no longer verifies: what anyone can send)."""
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return ".".join([encoded, *token.split(".")[1:]])
 
 
 async def gateway_token(audience: str) -> str:
@@ -250,6 +258,44 @@ async def test_the_registry_is_built_from_endpoints(partners: dict[str, str], wo
         await registry.aclose()
 
 
+async def test_a_holder_keeping_calls_open_does_not_delay_the_calls_to_another() -> None:
+    """Found by a review: every holder's calls came out of one pool of 128 connections, so a holder that kept
+    them open (slow, or a tarpit) took the pool, and the calls to every other holder waited for a connection
+    until they timed out — healthy holders unavailable. Each holder now has a pool of its own."""
+    release = threading.Event()
+    held: list[int] = []
+    slow, fast = FastAPI(), FastAPI()
+
+    @slow.post("/holder/v1/discover")
+    async def keep_open() -> dict[str, Any]:
+        held.append(1)
+        for _ in range(3000):  # until released (30 s at most)
+            if release.is_set():
+                break
+            await asyncio.sleep(0.01)
+        return {"hits": {}}
+
+    @fast.post("/holder/v1/discover")
+    async def answer() -> dict[str, Any]:
+        return {"hits": {}}
+
+    with serve_app(slow) as slow_url, serve_app(fast) as fast_url:
+        registry = ConnectorRegistry({w.FIOD: slow_url, w.KVK: fast_url}, gateway_token, timeout=30, retries=0)
+        kept = [asyncio.create_task(registry[w.FIOD].discover(_discovery(["s-1"], f"d-held-{n}"))) for n in range(150)]
+        try:
+            for _ in range(2000):  # until the slow holder holds a pool's worth (every slot is taken by then)
+                if len(held) >= 64:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(held) >= 64
+            async with asyncio.timeout(5):  # unbounded before: it waited for a connection the slow holder held
+                assert (await registry[w.KVK].discover(_discovery(["s-1"], "d-fast"))).hits == {}
+        finally:
+            release.set()
+            await asyncio.gather(*kept, return_exceptions=True)
+            await registry.aclose()
+
+
 async def test_a_pseudonym_is_resolved_only_in_its_own_partnership(tmp_path: Path, world: World) -> None:
     """Found by a review: the holder looked an asked pseudonym up in every partnership it had enrolled in, so
     a query in one partnership was answered for a pseudonym of another — linking the two domains, which
@@ -296,6 +342,10 @@ async def test_a_request_without_a_token_is_401_problem_json(partners: dict[str,
     pytest.param(lambda aud: _sign({"aud": aud}), id="no-expiry"),
     pytest.param(lambda aud: _sign({"aud": aud, "exp": int(time.time()) + 365 * 86_400}), id="valid-for-a-year"),
     pytest.param(lambda _aud: "not-a-jwt", id="garbage"),
+    # found by a review: a header whose `crit` is no list failed the check with a TypeError, a 500 (and an error
+    # line) for anyone without a key, instead of a 401
+    pytest.param(lambda aud: _with_header(_sign({"aud": aud, "exp": int(time.time()) + 60}),
+                                          {"alg": "Ed25519", "kid": "gw-1", "crit": 5}), id="crit-not-a-list"),
 ])
 async def test_a_bad_token_is_rejected_with_401(partners: dict[str, str], world: World, token: Any) -> None:
     async def provider(audience: str) -> str:
@@ -437,6 +487,42 @@ def test_a_key_set_past_the_size_limit_is_refused_not_read(answer: str, refusal:
     with serve_app(jwks_app) as gateway, pytest.raises(holder_auth.TokenRefused, match=refusal):
         JwksSource(url=f"{gateway}/.well-known/jwks.json").keys()
     assert len(sent) < 64  # the endless answer was not read on
+
+
+def test_a_key_set_trickling_in_is_given_up_on_within_the_fetch_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the fetch's time limit was httpx's, per socket read, and its own deadline was checked
+    only between body chunks: an answer at the JWKS URL sending its headers a byte at a time held the fetch —
+    and every token check, which waits on it — for as long as it kept sending. The whole fetch, headers
+    included, is now bounded by ``FETCH_SECONDS``."""
+    monkeypatch.setattr(holder_auth, "FETCH_SECONDS", 0.5)
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):  # a byte well within every per-read timeout, for 10 s (unless stopped)
+                if stop.wait(0.1):
+                    return
+                try:
+                    connection.sendall(b"X")
+                except OSError:
+                    return
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(holder_auth.TokenRefused, match="took too long"):
+            JwksSource(url=f"http://127.0.0.1:{server.getsockname()[1]}/.well-known/jwks.json").keys()
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        sender.join(5)
+        server.close()
+    assert took < 3.0  # 0.5 s and a loaded machine's slack; unbounded, it kept going until the sender stopped
 
 
 @pytest.fixture(scope="module")
@@ -671,6 +757,30 @@ async def test_an_answer_past_the_size_limit_is_a_protocol_error(chunked: bool) 
                 await small.query(_query(["s-1"], ["police_incidents"]))
         async with HttpConnector(w.POLICE, url, gateway_token, max_answer_bytes=len(body)) as enough:
             assert len((await enough.query(_query(["s-1"], ["police_incidents"]))).records) == 50
+
+
+@pytest.mark.parametrize(("records", "accepted"), [(MAX_ANSWER_RECORDS, True), (MAX_ANSWER_RECORDS + 1, False)])
+async def test_an_answer_with_more_records_than_the_limit_is_a_protocol_error(records: int, accepted: bool) -> None:
+    """Found by a review: within the size limit, an answer of 110,000 empty records (15 MB) held the gateway's
+    event loop for about five seconds of one exchange — every other request of that process waited — while
+    the exchange checked, translated and hashed each record. An answer may carry at most
+    ``MAX_ANSWER_RECORDS``; one with more is no answer (the holder is unavailable for that exchange)."""
+    app = FastAPI()
+    record = '{"record_id": "r-%d", "record_type": "incident", "subject": "s-1", "category": "police_incidents", ' \
+             '"fields": {}}'
+    body = ('{"status": "answered", "records": [' + ", ".join(record % n for n in range(records)) + "]}").encode()
+
+    @app.post("/holder/v1/query")
+    async def query() -> Response:
+        return Response(body, media_type="application/json")
+
+    with serve_app(app) as url:
+        async with HttpConnector(w.POLICE, url, gateway_token) as connector:
+            if accepted:
+                assert len((await connector.query(_query(["s-1"], ["police_incidents"]))).records) == records
+            else:
+                with pytest.raises(HolderProtocolError, match="malformed answer"):
+                    await connector.query(_query(["s-1"], ["police_incidents"]))
 
 
 async def test_a_compressed_answer_cannot_inflate_past_the_size_limit() -> None:

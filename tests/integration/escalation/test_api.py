@@ -454,6 +454,39 @@ def test_tier_1_is_decided_by_the_parties_privacy_officers_not_their_administrat
     assert allowed.status_code == 200, allowed.text
 
 
+def test_a_tier_past_its_deadline_no_longer_decides_the_case_it_only_refers_it_up(env: Env) -> None:
+    """A missed deadline escalates the case: the tier that let it pass decided it all the same until the scan
+    (every few minutes, or cron) had moved it up, and that decision stood for good. Below tier 3 a review or a
+    vote past the deadline is a 409 (nothing written); referring up still works, and tier 3, the last, decides
+    past its deadline too."""
+    on_time = env.open_case(opened_at=START - timedelta(days=7))  # Wednesday 18 Nov: due today, 25 Nov
+    late = env.open_case(opened_at=START - timedelta(days=20))  # due 12 Nov
+    assert env.detail("po-politie", late)["may_decide"] is False
+    assert env.detail("po-politie", on_time)["may_decide"] is True
+    feed = {i["case"]["id"] for i in env.get("po-politie", "/v1/escalations/feed").json()}
+    assert (late in feed, on_time in feed) == (False, True)
+    for refused in (env.review("po-politie", late), env.decide("po-politie", late, "allow", ["police_incidents"]),
+                    env.decide("po-politie", late, "deny")):
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "deadline of tier 1 passed on 2026-11-12" in refused.json()["detail"]
+    assert (env.case(late).state.value, env.case(late).version, env.audit_steps(late)) == ("open", 1, [])
+
+    assert env.decide("po-politie", on_time, "deny").status_code == 200  # on its deadline day: in time
+    referred = env.decide("po-gemeente", late, "refer-up")
+    assert referred.status_code == 200, referred.text
+    assert (referred.json()["tier"], referred.json()["overdue"]) == (2, False)
+    assert env.decide("desk-lsp", late, "allow", ["police_incidents"]).status_code == 200
+
+    last = env.open_case(opened_at=START - timedelta(days=60))
+    env.move_up(last, 3, at=START - timedelta(days=60))
+    assert env.detail("po-om", last)["overdue"] is True
+    voted = env.decide("po-om", last, "deny")
+    assert voted.status_code == 200, voted.text
+    assert voted.json()["pending_votes"] == [{"organisation": "om-amsterdam", "outcome": "deny",
+                                              "permitted_categories": []}]
+
+
 def test_four_eyes_the_requesters_officer_may_not_decide_its_own_request(env: Env) -> None:
     case_id = env.open_case()
     for outcome, categories in (("allow", ["police_incidents"]), ("deny", [])):
@@ -767,6 +800,38 @@ def test_objections_to_allowed_and_narrowed_outcomes(env: Env) -> None:
     assert env.withdraw("po-politie", holder_case["id"]).status_code == 200
 
 
+def test_an_allow_on_a_holders_objection_closes_the_case_and_grants_no_rerun(env: Env) -> None:
+    """A holder objects to a disclosure that happened; an allow says the disclosure stands. It used to leave the
+    case ``decided`` with a re-runnable decision: the requester's feed asked it to re-run, and a re-run citing
+    it would disclose the same again, with the bulk and office-hours rules overridden (rule 8)."""
+    exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
+    case_id = _object(env, "po-politie", exchange_id).json()["id"]
+    decided = env.decide("po-politie-2", case_id, "allow", ["police_incidents"])
+    assert decided.status_code == 200, decided.text
+    assert (decided.json()["state"], decided.json()["decision"]["outcome"]) == ("closed", "allow")
+    assert [s["extra"]["action"] for s in env.audit_steps(case_id)] == ["opened", "start_review", "decide", "close"]
+    assert case_id not in {i["case"]["id"] for i in env.get("gemeente-amsterdam-vth", "/v1/escalations/feed").json()}
+    rerun = env.post("gemeente-amsterdam-vth", "/v1/exchanges", _rerun_body(decided.json()["decision"]["id"]))
+    assert rerun.status_code == 422, rerun.text
+    assert "allows no re-run" in rerun.json()["detail"]
+
+    # One decided before such cases closed with their decision is no re-run grant either.
+    older = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
+    older_id = _object(env, "po-politie", older).json()["id"]
+    service = escalation_service(env.container)
+    with transaction(env.container.sessions) as session:
+        case_store.act(session, older_id, 1, Action.START_REVIEW, case_store.Actor("politie", "set-up"),
+                       now=env.clock.now(), deadlines=service.deadlines, timezone=service.timezone)
+        old = case_store.decide(session, older_id, 2, [case_store.Actor("politie", "set-up")], MOTIVATION,
+                                outcome="allow", permitted_categories=["police_incidents"], now=env.clock.now(),
+                                deadlines=service.deadlines, timezone=service.timezone)
+    assert old.state.value == "decided"
+    assert older_id not in {i["case"]["id"] for i in env.get("gemeente-amsterdam-vth", "/v1/escalations/feed").json()}
+    refused = env.post("gemeente-amsterdam-vth", "/v1/exchanges", _rerun_body(old.decision_id))
+    assert refused.status_code == 422, refused.text
+    assert env.case(older_id).rerun_claim is None
+
+
 def test_the_requester_cannot_withdraw_the_holders_objection(env: Env) -> None:
     exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
     case = _object(env, "po-politie", exchange_id).json()
@@ -823,7 +888,7 @@ def test_comments_with_attachments_and_an_audit_entry_per_step_without_free_text
     assert all(s["exchange_id"] == exchange_id and s["holder"] == "politie" for s in steps)
     assert steps[0]["extra"]["motivation_sha256"] == _sha256("The legal basis covers this; please review it.")
     assert steps[1]["extra"]["comment_sha256"] == _sha256(note)
-    assert steps[1]["extra"]["attachments"] == ["dms://politie/2026/4711"]
+    assert steps[1]["extra"]["attachment_sha256"] == [_sha256("dms://politie/2026/4711")]
     assert steps[3]["extra"]["motivation_sha256"] == _sha256(decision)
     assert (steps[3]["decision"], steps[3]["categories"]) == ("narrowed", ["police_incidents"])
     # The entry names the decider by account id (a reference), never by username.
@@ -833,25 +898,22 @@ def test_comments_with_attachments_and_an_audit_entry_per_step_without_free_text
         assert free_text not in logged
 
 
-def test_an_attachment_reference_shaped_like_personal_data_is_a_422_and_nothing_is_written(env: Env) -> None:
-    """The audit log's guard refuses a value shaped like a BSN, an IBAN or an e-mail address; in a comment's
-    attachment reference that is what the commenter typed (a nine-digit document number passes the eleven-test
-    one time in eleven). A 422 that says so, then: not a 503 "the audit log could not be written", which
-    invites a retry that can never succeed. Nothing is written, and the reference is not repeated."""
+def test_attachment_references_reach_the_audit_log_only_as_digests(env: Env) -> None:
+    """An attachment reference is typed by a person: a document path may name someone (``jdevries-memo``), a
+    document number may be shaped like a BSN. The log named references as typed (its guard then refused the
+    BSN- and IBAN-shaped ones with a 422, and let names through); now each is named by its SHA-256, as the
+    comment is, and the case file keeps the reference for the case's parties."""
     case_id = env.open_case()
-    before = len(env.audit_steps(case_id))
-    for reference in ("dms://politie/2026/111222333", "NL91ABNA0417164300"):  # an eleven-proof number; an IBAN
-        refused = env.post("po-politie", f"/v1/escalations/{case_id}/comments", {
-            "text": "See the memo.", "attachments": [{"reference": reference, "title": "Memo"}]})
-        assert refused.status_code == 422, (reference, refused.text)
-        assert refused.headers["content-type"].startswith("application/problem+json")
-        assert reference not in refused.text
-        assert "personal data" in refused.json()["detail"]
-    assert env.detail("po-politie", case_id)["comments"] == []
-    assert len(env.audit_steps(case_id)) == before
-    assert env.post("po-politie", f"/v1/escalations/{case_id}/comments", {
-        "text": "See the memo.", "attachments": [{"reference": "dms://politie/2026/4711", "title": "Memo"}]},
-    ).status_code == 200
+    references = ["dms://politie/2026/111222333", "NL91ABNA0417164300", "dms://politie/jdevries-memo"]
+    commented = env.post("po-politie", f"/v1/escalations/{case_id}/comments", {
+        "text": "See the memos.", "attachments": [{"reference": r, "title": "Memo"} for r in references]})
+    assert commented.status_code == 200, commented.text
+    [comment] = env.detail("po-politie", case_id)["comments"]
+    assert [a["reference"] for a in comment["attachments"]] == references
+    step = env.audit_steps(case_id)[-1]
+    assert step["extra"]["attachment_sha256"] == [_sha256(r) for r in references]
+    logged = json.dumps(step)
+    assert not any(part in logged for part in ("111222333", "NL91ABNA", "jdevries"))
 
 
 def test_a_persons_step_reads_the_account_once_and_its_entry_names_it(env: Env) -> None:

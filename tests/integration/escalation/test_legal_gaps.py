@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,7 +79,8 @@ def test_flag_a_case_link_a_second_and_list(env: Env) -> None:
     assert linked.json()["version"] == 1  # linking is not a status change
     again = _flag(env, "desk-riec", second, gap_id=gap["id"])  # linking twice changes nothing
     assert again.json()["case_ids"] == [first, second]
-    assert _flag(env, "desk-riec", second, gap_id="no-such-gap").status_code == 404
+    assert _flag(env, "desk-riec", second, gap_id=str(uuid.uuid4())).status_code == 404
+    assert _flag(env, "desk-riec", second, gap_id="no-such-gap").status_code == 422  # no gap id at all
     # A case of another partnership cannot be linked to this partnership's gap.
     zvh_case = env.open_case(partnership=ZVH, purpose="youth-prevention")
     assert _flag(env, "desk-zvh", zvh_case, gap_id=gap["id"]).status_code == 404
@@ -351,7 +353,7 @@ def test_a_refused_flag_leaves_no_audit_entry(env: Env) -> None:
     case_id = env.open_case()
     zvh_gap = _new_gap(env, "desk-zvh", env.open_case(partnership=ZVH, purpose="youth-prevention"))
     assert _flag(env, "po-politie", case_id, title=TITLE).status_code == 422
-    assert _flag(env, "po-politie", case_id, gap_id="no-such-gap").status_code == 404
+    assert _flag(env, "po-politie", case_id, gap_id=str(uuid.uuid4())).status_code == 404
     assert _flag(env, "po-politie", case_id, gap_id=zvh_gap["id"]).status_code == 404
     assert env.detail("po-politie", case_id)["legal_gap"] is False
     assert [s for s in env.audit_steps(case_id) if "not_applied" not in s["extra"]] == []
