@@ -261,8 +261,8 @@ def start_stack(workdir: Path, gateway_workers: int = 1, database_url: str | Non
         _spawn([python, "-m", "connectors.cli", "serve", "--partner", "kvk-handelsregister", "--port",
                 str(ports["partner"]), "--data-dir", str(workdir / "partners"),
                 "--jwks-url", f"{urls['gateway']}/.well-known/jwks.json"], {}, workdir / "partner.log"),
-        _spawn([python, "-m", "uvicorn", "gateway.asgi:app", "--port", str(ports["gateway"]), "--log-level",
-                "warning", "--no-access-log", "--workers", str(gateway_workers)],
+        _spawn([python, "-m", "uvicorn", "gateway.asgi:app", "--no-proxy-headers", "--port", str(ports["gateway"]),
+                "--log-level", "warning", "--no-access-log", "--workers", str(gateway_workers)],
                {"WGS_DATA_DIR": str(workdir), "WGS_REGISTER_FILE": str(settings.register_file), "WGS_LOG_LEVEL":
                 "WARNING", "WGS_CONNECTOR_ENDPOINTS": json.dumps({"kvk-handelsregister": urls["partner"]}),
                 "WGS_DATABASE_URL": settings.effective_database_url},

@@ -336,8 +336,9 @@ def _run_demo(settings: Settings, port: int, once: bool) -> int:
         if settings.database_url:
             env["WGS_DATABASE_URL"] = settings.database_url
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", GATEWAY_APP, "--host", "127.0.0.1", "--port", str(gateway_port),
-             "--log-level", "warning"], env=env, stdout=(logs / "gateway.log").open("wb"), stderr=subprocess.STDOUT))
+            [sys.executable, "-m", "uvicorn", GATEWAY_APP, "--no-proxy-headers", "--host", "127.0.0.1", "--port",
+             str(gateway_port), "--log-level", "warning"],
+            env=env, stdout=(logs / "gateway.log").open("wb"), stderr=subprocess.STDOUT))
         waits.append((f"{gateway_url}/health/ready", processes[-1], logs / "gateway.log"))
         try:
             for url, process, log in waits:
