@@ -205,11 +205,17 @@ _REPLACED = ("key_version", "record_types", "categories", "updated_at", "confide
 
 def participant_of(register: Register, principal: Principal, partnership: str) -> str:
     """The caller's organisation, if it is a partner system of an active participant of ``partnership``
-    (403 otherwise): who may enrol anything into, or look anything up in, a partnership's indexes."""
+    (403 otherwise): who may enrol anything into, or look anything up in, a partnership's indexes.
+
+    The system itself must be one the register lists for the participant, as the policy requires of a
+    requester (rule 1): an organisation's system listed for another partnership only, or a participant that
+    lists no system, wrote into the organisation's index here."""
     found = register.partnerships.get(partnership)
     participant = found.participant_of_organisation(principal.organisation) if found else None
     if found is None or participant is None or principal.kind != "system":
         raise Forbidden(f"`{principal.organisation}` is not a participant of `{partnership}`")
+    if principal.subject not in participant.systems:
+        raise Forbidden(f"system `{principal.subject}` does not act for `{principal.organisation}` in `{partnership}`")
     if found.status != "active" or participant.status != "active":
         raise Forbidden(f"`{principal.organisation}` does not take part in `{partnership}` any more")
     return principal.organisation
