@@ -9,9 +9,10 @@ its audience (``aud``) and be unexpired. Checklist, in order:
    while no key set could be read at all, a new attempt is made at most every ``REFRESH_INTERVAL`` seconds
    too (until then every token is refused), so forged tokens cannot turn each request into a fetch;
 3. the signature verifies;
-4. ``aud`` equals this system's id and ``exp`` is present and not past (30 s leeway); ``nbf`` and ``iat``,
-   when present, are not in the future (same leeway); ``iss`` equals the gateway's issuer when the holder is
-   told it (``issuer``) — a partner should: the keys then vouch only for tokens the gateway issued as itself.
+4. ``aud`` is this system's id (a string, not a list naming it among others) and ``exp`` is present and not
+   past (30 s leeway); ``nbf`` and ``iat``, when present, are not in the future (same leeway); ``iss`` equals
+   the gateway's issuer when the holder is told it (``issuer``) — a partner should: the keys then vouch only
+   for tokens the gateway issued as itself.
 """
 
 from __future__ import annotations
@@ -211,6 +212,8 @@ def make_verifier(system: str, source: JwksSource, now: Callable[[], float] = ti
                               exp={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
         except _MALFORMED as exc:
             raise TokenRefused("the gateway token was not accepted") from exc
+        if decoded.claims["aud"] != system:  # one audience, this holder: a list naming it among others is refused
+            raise TokenRefused("the gateway token was not accepted")
         if decoded.claims["exp"] > now() + MAX_ACCESS_TOKEN_SECONDS + LEEWAY_SECONDS:
             raise TokenRefused("the gateway token was not accepted")
 
@@ -235,6 +238,8 @@ def make_decision_verifier(system: str, source: JwksSource, now: Callable[[], fl
                               categories={"essential": True}, **_issuer_claim(issuer)).validate(decoded.claims)
         except _MALFORMED as exc:
             raise TokenRefused("the escalation decision was not accepted") from exc
+        if decoded.claims["aud"] != system:  # as for the gateway's tokens: one audience, this holder
+            raise TokenRefused("the escalation decision was not accepted")
         return dict(decoded.claims)
 
     return verify
