@@ -14,6 +14,7 @@ UTC (:func:`utc`) before anything is grouped by month or day.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -216,14 +217,17 @@ def statistics(engine: Engine, scope: EntryScope, wanted: EntryFilter) -> list[S
             for key, values in sorted(counts.items())]
 
 
-def subject_disclosures(engine: Engine, partnerships: frozenset[str], subject: str) -> list[ReviewedEntry]:
-    """Every disclosure about one subject (partnership-domain pseudonym) in the given partnerships — the
-    contact point's answer to a data-subject request."""
+def subject_disclosures(engine: Engine, partnerships: frozenset[str],
+                        subject: str | Collection[str]) -> list[ReviewedEntry]:
+    """Every disclosure about one subject in the given partnerships — the contact point's answer to a
+    data-subject request. ``subject``: its partnership-domain pseudonym, or every form it takes in the log
+    (one per key version: the caller knows the keys, this package does not)."""
     t = audit_entries.c
-    if not partnerships:
+    subjects = sorted({subject} if isinstance(subject, str) else set(subject))
+    if not partnerships or not subjects:
         return []
     query = (select(t.log_index, t.recorded_at, t.canonical)
-             .where(t.subject_key == subject_key(subject), t.subject_pseudonym == subject,
+             .where(or_(*(and_(t.subject_key == subject_key(s), t.subject_pseudonym == s) for s in subjects)),
                     t.event_type == "disclosure", t.partnership.in_(sorted(partnerships)))
              .order_by(t.log_index))
     with engine.connect() as connection:

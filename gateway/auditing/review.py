@@ -41,6 +41,7 @@ from gateway.auth.principal import Principal, Role, Scope
 from gateway.clock import as_utc
 from gateway.container import Container
 from gateway.deps import get_container
+from gateway.enrolment.setup import pseudonym_service
 from gateway.errors import Forbidden
 from gateway.query_filters import id_query, word_query
 from gateway.register.setup import register_service
@@ -179,14 +180,16 @@ async def subject_report(pseudonym: str, request: Request,
 
 
 async def lookup_disclosures(pseudonym: str, principal: Principal, container: Container) -> list[EntryView]:
-    """Every disclosure about one subject in the partnerships the contact point's organisation takes part in.
+    """Every disclosure about one subject in the partnerships the contact point's organisation takes part in,
+    under whichever pseudonym key version the ring still holds it was logged (a rotation never rewrites the log).
     Records nothing: each channel records the lookup itself (the API here, the console as its own action)."""
     if principal.kind != "person" or Role.CONTACT_POINT not in principal.roles:
         raise Forbidden("only the contact point answers data-subject requests")
     register = register_service(container).current()
     partnerships = frozenset(pid for pid, p in register.partnerships.items()
                              if p.participant_of_organisation(principal.organisation) is not None)
-    found = await run_in_threadpool(subject_disclosures, container.engine, partnerships, pseudonym)
+    forms = await run_in_threadpool(pseudonym_service(container).in_every_key_version, pseudonym, partnerships)
+    found = await run_in_threadpool(subject_disclosures, container.engine, partnerships, forms)
     return [EntryView(index=e.index, recorded_at=as_utc(e.recorded_at), entry=e.entry) for e in found]
 
 

@@ -296,6 +296,32 @@ class PseudonymService:
         with _refused_as_unprocessable(0):
             return transcryptor.partnership_pseudonym(polymorphic, item.identifier_type, partnership).encode()
 
+    def in_every_key_version(self, pseudonym: str, partnerships: Iterable[str]) -> list[str]:
+        """``pseudonym`` and the same subject's pseudonym under every other key version the ring holds, in each
+        of ``partnerships`` — what a data-subject request must look for in the log.
+
+        Why: an entry keeps the partnership-domain pseudonym it was written under, key version included, and a
+        rotation (``wgs-gateway pseudonyms rotate``) never rewrites the append-only log. Searched for under one
+        version only, every disclosure made under another was missing from the answer to the data subject.
+        Which partnership the pseudonym is of is not said (the log's pseudonym is what the contact point has),
+        so it is converted in each of ``partnerships``: converted in another partnership's domain it is no
+        subject's pseudonym there, and finds nothing. A text that is no pseudonym of ours, or of a retired key
+        version, is looked for as it is."""
+        try:
+            parsed = Pseudonym.decode(pseudonym)
+        except PseudonymError:
+            return [pseudonym]
+        transcryptor = self.transcryptor
+        versions = transcryptor.keys.versions
+        if parsed.key_version not in versions:
+            return [pseudonym]
+        found = {pseudonym}
+        for partnership in sorted(set(partnerships)):
+            domain = Domain(partnership)
+            found.update(transcryptor.convert(parsed, domain, domain, target_version=version).encode()
+                         for version in versions if version != parsed.key_version)
+        return sorted(found)
+
     def _known_categories(self, items: list[Item]) -> None:
         """422 for a category the register does not know, before anything is computed or written.
 

@@ -1,0 +1,76 @@
+"""Data-subject requests after a pseudonym key rotation (`wgs-gateway pseudonyms rotate`).
+
+The log keeps the partnership-domain pseudonym each entry was written under, key version included
+(``bsn.v1.…``); a rotation makes a new version current but never rewrites the log (it is append-only). Found
+by a review: the contact point's look-ups searched only for the pseudonym of one version — by identifier the
+current one — so every disclosure made before the rotation was missing from the answer to the data subject."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.client.pseudonyms import PseudonymClient
+from gateway.pseudonyms.keystore import FileKeyStore
+from tests.stack import Stack, running_stack
+
+RIEC = "riec-amsterdam-amstelland"
+MUNICIPALITY = "gemeente-amsterdam-vth"
+BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+         "case_reference": "RIEC-AA-2026-510", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-510"},
+         "holders": ["kvk"], "categories": ["company_registration"]}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("rotation-subjects")) as running:
+        assert asyncio.run(running.enrol_all())
+        yield running
+
+
+def _exchange(stack: Stack, mine: str) -> tuple[str, set[str]]:
+    """The exchange's id and the subject pseudonyms its disclosures hold."""
+    answer = stack.post(MUNICIPALITY, "/v1/exchanges", BIBOB | {"subjects": [{"ref": mine}]})
+    assert answer.status_code == 200, answer.text
+    disclosed = {(e.get("data_subject") or {}).get("pseudonym") for e in stack.logged(answer.json())
+                 if e["event_type"] == "disclosure"}
+    return str(answer.json()["exchange_id"]), disclosed - {None}
+
+
+def _found(stack: Stack, token: str, method: str, path: str, body: dict[str, object] | None = None) -> set[str]:
+    answer = stack.call(token, method, path, body)
+    assert answer.status_code == 200, answer.text
+    assert all(e["entry"]["event"]["event_type"] == "disclosure" for e in answer.json())
+    return {e["entry"]["event"]["exchange_id"] for e in answer.json()}
+
+
+async def test_disclosures_under_an_older_key_version_are_still_found(stack: Stack) -> None:
+    ref = stack.world.scenarios()["bibob-applicant"][0]
+    (before_mine,) = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])
+    before, logged_before = _exchange(stack, before_mine)
+    assert logged_before
+    assert all(".v1." in p for p in logged_before)
+
+    await FileKeyStore(stack.container.settings.data_dir / "keys" / "pseudonyms").rotate()
+    (after_mine,) = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])
+    assert ".v2." in after_mine
+    after, (logged_after,) = _exchange(stack, after_mine)
+    assert ".v2." in logged_after
+
+    contact = stack.person("cp-rotation", "gemeente-amsterdam", ["contact-point"])
+    key = stack.call(stack.token(MUNICIPALITY), "GET", "/v1/pseudonyms/key").json()["public_key"]
+    kind, number = stack.world.identifier_of(ref)
+    lookup = {"partnership": RIEC, "subject": {"type": kind, "polymorphic": PseudonymClient(key).polymorphic(
+        kind, number)}}
+    assert _found(stack, contact, "POST", "/v1/audit/subjects/disclosures", lookup) == {before, after}
+    # By the log's pseudonym, of either version: the same answer.
+    for pseudonym in (*logged_before, logged_after):
+        assert _found(stack, contact, "GET", f"/v1/audit/subjects/{pseudonym}/disclosures") == {before, after}
+    # Another subject's pseudonym finds neither.
+    other = stack.world.scenarios()["no-records"][0]
+    kind, number = stack.world.identifier_of(other)
+    stranger = {"partnership": RIEC, "subject": {"type": kind, "polymorphic": PseudonymClient(key).polymorphic(
+        kind, number)}}
+    assert _found(stack, contact, "POST", "/v1/audit/subjects/disclosures", stranger).isdisjoint({before, after})
