@@ -112,3 +112,38 @@ def flags_for_day(engine: Engine, day: date, scope: EntryScope, days_back: int =
     for (actor, organisation), per_day in sorted(daily_activity(engine, day, days_back, scope).items()):
         found += detect(actor, organisation, day, per_day.get(day, Activity()), baseline(per_day, day))
     return found
+
+
+FlagKey = tuple[str, str, date, str]
+"""What a flag is logged once for: actor, its organisation, day and metric."""
+
+
+def flag_key(flag: Flag) -> FlagKey:
+    return flag.actor, flag.organisation, flag.day, flag.metric
+
+
+def logged_flags(engine: Engine, flags: list[Flag]) -> set[FlagKey]:
+    """Which of ``flags`` the log holds already as ``anomaly.flagged`` entries (whichever process wrote them).
+
+    Why the log and not a process's memory: every gateway process, and each one again after a restart,
+    would otherwise log the day's flags once more, and the log would say an actor was flagged several times."""
+    if not flags:
+        return set()
+    wanted = {flag_key(flag) for flag in flags}
+    t = audit_entries.c
+    query = select(t.requester_org, t.canonical).where(
+        t.event_type == "anomaly.flagged", t.requester_org.in_(sorted({flag.organisation for flag in flags})))
+    found: set[FlagKey] = set()
+    with engine.connect() as connection:
+        for row in connection.execute(query):
+            event = json.loads(row.canonical)["event"]
+            extra, reasons = event.get("extra") or {}, event.get("reasons") or []
+            try:
+                key = (str(extra.get("actor")), row.requester_org, date.fromisoformat(str(extra.get("day"))),
+                       str(reasons[0]) if reasons else "")
+            except ValueError:
+                continue  # not one this module wrote: it stands for no flag
+            if key in wanted:
+                found.add(key)
+    return found
+

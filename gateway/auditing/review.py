@@ -31,7 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, JsonValue
 
 from audit import AuditEvent, EventType
-from audit.anomaly import Flag, flags_for_day
+from audit.anomaly import Flag, FlagKey, flag_key, flags_for_day, logged_flags
 from audit.events import Requester as AuditRequester
 from audit.review import MAX_PAGE, EntryFilter, EntryScope, list_entries, statistics, subject_disclosures, utc_bound
 from gateway.auditing.actions import record_api_action
@@ -218,14 +218,20 @@ async def anomalies(day: date | None = None, principal: Principal = Depends(requ
 
 
 async def _record_new_flags(container: Container, flags: list[Flag]) -> None:
+    """Log each flag once per actor, organisation, day and metric: this process remembers what it logged, and
+    what it has not seen yet is looked up in the log, which another process (or this one before a restart)
+    may have written it to already."""
     services = audit_services(container)
-    recorded: set[str] = container.services.setdefault("recorded_anomaly_flags", set())
+    recorded: set[FlagKey] = container.services.setdefault("recorded_anomaly_flags", set())
+    unseen = [flag for flag in flags if flag_key(flag) not in recorded]
+    if not unseen:
+        return
+    recorded.update(await run_in_threadpool(logged_flags, container.engine, unseen))
     new = []
-    for flag in flags:
-        marker = f"{flag.actor}|{flag.day.isoformat()}|{flag.metric}"
-        if marker in recorded:  # per process; a restart may record a flag once more, which is harmless
+    for flag in unseen:
+        if flag_key(flag) in recorded:
             continue
-        recorded.add(marker)
+        recorded.add(flag_key(flag))
         new.append(AuditEvent(event_type=EventType.ANOMALY_FLAGGED, trace_id=secrets.token_hex(16),
                               span_id=secrets.token_hex(8), requester=AuditRequester(org=flag.organisation),
                               reasons=(flag.metric,),
@@ -233,4 +239,3 @@ async def _record_new_flags(container: Container, flags: list[Flag]) -> None:
                                      "baseline": flag.baseline}))
     if new:
         await services.writer.record(new)
-

@@ -282,3 +282,35 @@ def test_an_over_long_or_malformed_filter_is_refused_and_not_repeated(
     found = client.get(path, params={name: fine}, headers=officer)
     assert found.status_code == 200, found.text
     assert found.json()  # the well-formed value still finds the entry
+
+
+def test_a_flag_is_logged_once_whichever_gateway_process_computes_it(
+        review: tuple[TestClient, Container], clock: FixedClock, db_url: str, tmp_path: Path) -> None:
+    """Found by a review: the flags already logged were remembered in one process's memory only, so another
+    gateway process (or the same one after a restart) logged every flag of the day once more — the log said
+    an actor had been flagged twice, against the documented once per actor, day and metric."""
+    client, container = review
+    today = clock.now()
+    for days_ago in (3, 2, 1):
+        clock.set(today - timedelta(days=days_ago))
+        _decide(container, 10, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    clock.set(today)
+    _decide(container, 40, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    officer = _officer(client, container, "gemeente-amsterdam")
+
+    def logged_flags() -> list[tuple[str, str, str]]:
+        entries = client.get("/v1/audit/entries", params={"event_type": "anomaly.flagged"}, headers=officer).json()
+        return sorted((e["entry"]["event"]["extra"]["actor"], e["entry"]["event"]["extra"]["day"],
+                       e["entry"]["event"]["reasons"][0]) for e in entries["entries"])
+
+    assert [f["metric"] for f in client.get("/v1/audit/anomalies", headers=officer).json()] == ["volume"]
+    assert logged_flags() == [("gemeente-amsterdam-vth", today.date().isoformat(), "volume")]
+    other = build_container(Settings(data_dir=tmp_path, database_url=db_url, log_json=True), clock)
+    try:
+        with TestClient(create_app(container=other)) as second:
+            again = second.get("/v1/audit/anomalies", headers=officer)
+            assert again.status_code == 200, again.text
+            assert [f["metric"] for f in again.json()] == ["volume"]
+    finally:
+        other.close()
+    assert logged_flags() == [("gemeente-amsterdam-vth", today.date().isoformat(), "volume")]
