@@ -69,7 +69,8 @@ class EntryFilter:
     decision: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    subject: str | None = None
+    subject: str | tuple[str, ...] | None = None
+    """A subject's partnership-domain pseudonym, or every form it takes in the log (one per key version)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,13 @@ def _scoped(scope: EntryScope, wanted: EntryFilter) -> list[ColumnElement[bool]]
     return conditions
 
 
+def _subject_is(subject: str | Collection[str]) -> ColumnElement[bool]:
+    """Entries naming ``subject``, or any one of its forms (by the indexed key, then the exact pseudonym)."""
+    t = audit_entries.c
+    forms = sorted({subject} if isinstance(subject, str) else set(subject))
+    return or_(*(and_(t.subject_key == subject_key(form), t.subject_pseudonym == form) for form in forms))
+
+
 def list_entries(engine: Engine, scope: EntryScope, wanted: EntryFilter, *, after: int = -1,
                  limit: int = 100) -> Page:
     """Entries with ``log_index > after`` in index order, at most ``limit`` (≤ MAX_PAGE)."""
@@ -161,7 +169,7 @@ def list_entries(engine: Engine, scope: EntryScope, wanted: EntryFilter, *, afte
     if wanted.decision:
         conditions.append(t.decision == wanted.decision)
     if wanted.subject:
-        conditions += [t.subject_key == subject_key(wanted.subject), t.subject_pseudonym == wanted.subject]
+        conditions.append(_subject_is(wanted.subject))
     query = (select(t.log_index, t.recorded_at, t.canonical).where(and_(*conditions))
              .order_by(t.log_index).limit(limit + 1))
     with engine.connect() as connection:
@@ -223,11 +231,10 @@ def subject_disclosures(engine: Engine, partnerships: frozenset[str],
     data-subject request. ``subject``: its partnership-domain pseudonym, or every form it takes in the log
     (one per key version: the caller knows the keys, this package does not)."""
     t = audit_entries.c
-    subjects = sorted({subject} if isinstance(subject, str) else set(subject))
-    if not partnerships or not subjects:
+    if not partnerships or not subject:
         return []
     query = (select(t.log_index, t.recorded_at, t.canonical)
-             .where(or_(*(and_(t.subject_key == subject_key(s), t.subject_pseudonym == s) for s in subjects)),
+             .where(_subject_is(subject),
                     t.event_type == "disclosure", t.partnership.in_(sorted(partnerships)))
              .order_by(t.log_index))
     with engine.connect() as connection:

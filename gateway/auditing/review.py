@@ -104,10 +104,23 @@ async def entries(partnership: str | None = id_filter("partnership"), purpose: s
                   principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                   container: Container = Depends(get_container)) -> EntryPage:
     scope = scope_of(principal, container)
-    wanted = EntryFilter(partnership, purpose, organisation, event_type, decision, since, until, subject)
+    forms = await subject_forms(subject, principal, container) if subject else None
+    wanted = EntryFilter(partnership, purpose, organisation, event_type, decision, since, until, forms)
     page = await run_in_threadpool(list_entries, container.engine, scope, wanted, after=cursor, limit=limit)
     return EntryPage(entries=[EntryView(index=e.index, recorded_at=as_utc(e.recorded_at), entry=e.entry)
                               for e in page.entries], next_cursor=page.next_cursor)
+
+
+async def subject_forms(subject: str, principal: Principal, container: Container) -> tuple[str, ...]:
+    """The ``subject`` filter as every form the subject takes in the log: its pseudonym under each key version
+    the ring holds, in each partnership the reviewer's organisation takes part in or coordinates (a rotation
+    never rewrites the log, so one subject's entries carry the pseudonym of the version they were written
+    under). Only widens the filter, never the reviewer's scope."""
+    register = register_service(container).current()
+    partnerships = [pid for pid, p in register.partnerships.items()
+                    if p.participant_of_organisation(principal.organisation) is not None
+                    or p.coordinating_privacy_officer == principal.organisation]
+    return tuple(await run_in_threadpool(pseudonym_service(container).in_every_key_version, subject, partnerships))
 
 
 class StatisticView(BaseModel):

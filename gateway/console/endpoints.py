@@ -225,14 +225,16 @@ async def audit_explorer(page: Page = Depends(signed_in), partnership: str | Non
     anywhere: it is the home page, which a link on another page (an intranet) may well open."""
     person = page.me
     container = page.container
-    scope = review.scope_of(need_scope(person, Scope.AUDIT_READ), container)
+    person_principal = need_scope(person, Scope.AUDIT_READ)
+    scope = review.scope_of(person_principal, container)
     just_verified = flag(verified, "verified")
     filters = {"partnership": blank(partnership), "purpose": blank(purpose), "organisation": blank(organisation),
                "event_type": blank(event_type), "decision": blank(decision), "since": blank(since),
                "until": blank(until), "subject": blank(subject)}
+    forms = await review.subject_forms(filters["subject"], person_principal, container) if filters["subject"] else None
     wanted = EntryFilter(filters["partnership"], filters["purpose"], filters["organisation"], filters["event_type"],
                          filters["decision"], day_start(filters["since"], "since"),
-                         day_start(filters["until"], "until"), filters["subject"])
+                         day_start(filters["until"], "until"), forms)
     found = await run_in_threadpool(list_entries, container.engine, scope, wanted, after=max(after, -1),
                                     limit=page.sessions.settings.page_size)
     integrity = await run_in_threadpool(_integrity, container)

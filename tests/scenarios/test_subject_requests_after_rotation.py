@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import pytest
 
@@ -74,3 +75,27 @@ async def test_disclosures_under_an_older_key_version_are_still_found(stack: Sta
     stranger = {"partnership": RIEC, "subject": {"type": kind, "polymorphic": PseudonymClient(key).polymorphic(
         kind, number)}}
     assert _found(stack, contact, "POST", "/v1/audit/subjects/disclosures", stranger).isdisjoint({before, after})
+
+
+def _listed(stack: Stack, token: str, subject: str) -> set[str]:
+    answer = stack.call(token, "GET", "/v1/audit/entries?" + urlencode({"subject": subject, "limit": 500}))
+    assert answer.status_code == 200, answer.text
+    return {e["entry"]["event"]["exchange_id"] for e in answer.json()["entries"]}
+
+
+async def test_an_officers_subject_filter_finds_the_entries_of_every_key_version(stack: Stack) -> None:
+    """The entries listing's ``subject`` filter split one subject's history at the rotation the same way."""
+    ref = stack.world.scenarios()["bibob-applicant"][0]
+    (before_mine,) = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])
+    before, (logged_before,) = _exchange(stack, before_mine)
+    await FileKeyStore(stack.container.settings.data_dir / "keys" / "pseudonyms").rotate()
+    (after_mine,) = await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])
+    after, (logged_after,) = _exchange(stack, after_mine)
+    assert logged_before.split(".")[1] != logged_after.split(".")[1]
+
+    officer = stack.person("po-rotation", "gemeente-amsterdam", ["privacy-officer"])
+    assert _listed(stack, officer, logged_before) >= {before, after}
+    assert _listed(stack, officer, logged_after) >= {before, after}
+    # Still only the officer's own: another organisation's officer, party to neither exchange, sees none.
+    outsider = stack.person("po-rotation-fec", "abn-amro", ["privacy-officer"])
+    assert _listed(stack, outsider, logged_after) == set()
