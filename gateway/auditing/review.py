@@ -192,12 +192,18 @@ async def subject_report(pseudonym: str, request: Request,
     return found
 
 
+def require_contact_point(principal: Principal) -> None:
+    """403 unless ``principal`` is a person with the contact point's role: checked before anything of the
+    request is decoded or computed (a look-up by identifier puts the pseudonymisation keys to work)."""
+    if principal.kind != "person" or Role.CONTACT_POINT not in principal.roles:
+        raise Forbidden("only the contact point answers data-subject requests")
+
+
 async def lookup_disclosures(pseudonym: str, principal: Principal, container: Container) -> list[EntryView]:
     """Every disclosure about one subject in the partnerships the contact point's organisation takes part in,
     under whichever pseudonym key version the ring still holds it was logged (a rotation never rewrites the log).
     Records nothing: each channel records the lookup itself (the API here, the console as its own action)."""
-    if principal.kind != "person" or Role.CONTACT_POINT not in principal.roles:
-        raise Forbidden("only the contact point answers data-subject requests")
+    require_contact_point(principal)
     register = register_service(container).current()
     partnerships = frozenset(pid for pid, p in register.partnerships.items()
                              if p.participant_of_organisation(principal.organisation) is not None)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from connectors.protocol import CATEGORY_PATTERN, RECORD_TYPE_PATTERN
-from gateway.auditing.review import EntryView, subject_report
+from gateway.auditing.review import EntryView, require_contact_point, subject_report
 from gateway.auth.dependencies import require_any_scope, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.client.models import SLUG_PATTERN
@@ -131,7 +131,9 @@ async def subject_disclosures_by_identifier(body: SubjectLookup, request: Reques
                                             principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                                             container: Container = Depends(get_container)) -> list[EntryView]:
     """The gateway computes the subject's partnership-domain pseudonym (the one in the audit log) from the
-    polymorphic pseudonym, so the contact point needs neither the identifier on the wire nor any key."""
+    polymorphic pseudonym, so the contact point needs neither the identifier on the wire nor any key. Only the
+    contact point's request is decoded at all: anyone else is refused first."""
+    require_contact_point(principal)
     service = pseudonym_service(container)
     shared = await asyncio.to_thread(service.partnership_pseudonym_of, Item(body.subject.type,
                                                                             body.subject.polymorphic),

@@ -99,3 +99,20 @@ async def test_an_officers_subject_filter_finds_the_entries_of_every_key_version
     # Still only the officer's own: another organisation's officer, party to neither exchange, sees none.
     outsider = stack.person("po-rotation-fec", "abn-amro", ["privacy-officer"])
     assert _listed(stack, outsider, logged_after) == set()
+
+
+def test_only_the_contact_point_gets_past_the_door_of_a_lookup_by_identifier(stack: Stack) -> None:
+    """Found by a review: the gateway decoded the polymorphic pseudonym and computed the subject's
+    partnership-domain pseudonym before it asked whether the caller is the contact point, so any signed-in
+    person with ``audit:read`` had the pseudonymisation keys work for them (and learnt from a 422 which
+    partnerships and pseudonyms are valid) before the 403."""
+    malformed = {"partnership": RIEC, "subject": {"type": "bsn", "polymorphic": "A" * 60}}
+    unknown = {"partnership": "no-such-partnership", "subject": malformed["subject"]}
+    officer = stack.person("po-door", "gemeente-amsterdam", ["privacy-officer"])
+    for body in (malformed, unknown):
+        refused = stack.call(officer, "POST", "/v1/audit/subjects/disclosures", body)
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    contact = stack.person("cp-door", "gemeente-amsterdam", ["contact-point"])
+    for body in (malformed, unknown):
+        assert stack.call(contact, "POST", "/v1/audit/subjects/disclosures", body).status_code == 422
