@@ -51,6 +51,11 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 
+SINCE = "Only entries recorded at or after this moment (inclusive; no offset: UTC)."
+UNTIL = ("Only entries recorded before this moment (exclusive, so that consecutive windows neither overlap nor "
+         "leave a gap; no offset: UTC).")
+
+
 def id_filter(what: str) -> Any:
     """An optional filter on an id of the register: an over-long or malformed value is a 422 (which never
     repeats it) instead of a query on it (:mod:`gateway.query_filters`)."""
@@ -97,8 +102,9 @@ def scope_of(principal: Principal, container: Container) -> EntryScope:
 async def entries(partnership: str | None = id_filter("partnership"), purpose: str | None = id_filter("purpose"),
                   organisation: str | None = id_filter("organisation"),
                   event_type: str | None = word_filter("event type"), decision: str | None = word_filter("decision"),
-                  since: datetime | None = None,
-                  until: datetime | None = None, subject: str | None = Query(None, max_length=1024),
+                  since: datetime | None = Query(None, description=SINCE),
+                  until: datetime | None = Query(None, description=UNTIL),
+                  subject: str | None = Query(None, max_length=1024),
                   cursor: int = Query(-1, ge=-1, le=2**53, description="Return entries after this index."),
                   limit: int = Query(100, ge=1, le=MAX_PAGE),
                   principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
@@ -141,7 +147,8 @@ class StatisticView(BaseModel):
             responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}})
 async def statistics_report(request: Request, partnership: str | None = id_filter("partnership"),
                             purpose: str | None = id_filter("purpose"),
-                            since: datetime | None = None, until: datetime | None = None,
+                            since: datetime | None = Query(None, description=SINCE),
+                            until: datetime | None = Query(None, description=UNTIL),
                             format: str = Query("json", pattern="^(json|csv)$"),
                             principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                             container: Container = Depends(get_container)) -> Any:
