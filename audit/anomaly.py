@@ -132,7 +132,9 @@ def logged_flags(engine: Engine, flags: list[Flag]) -> set[FlagKey]:
     wanted = {flag_key(flag) for flag in flags}
     t = audit_entries.c
     query = select(t.requester_org, t.canonical).where(
-        t.event_type == "anomaly.flagged", t.requester_org.in_(sorted({flag.organisation for flag in flags})))
+        t.event_type == "anomaly.flagged", t.requester_org.in_(sorted({flag.organisation for flag in flags})),
+        # a flag is logged when it is first shown, never before its day begins
+        t.recorded_at >= datetime.combine(min(flag.day for flag in flags), time.min, UTC))
     found: set[FlagKey] = set()
     with engine.connect() as connection:
         for row in connection.execute(query):
