@@ -12,50 +12,41 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def private_ca_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a certificate it issued for 127.0.0.1: (CA file, certificate, key)."""
+def _issued(directory: Path, ca_common_name: str, leaf_common_name: str, file_names: tuple[str, str, str],
+            extensions: list[x509.ExtensionType]) -> tuple[Path, Path, Path]:
+    """A CA named ``ca_common_name`` and a certificate it issued to ``leaf_common_name`` (a day valid, with
+    ``extensions``), written as (CA file, certificate, key) under ``file_names``."""
     now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "partnership test CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
           .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
           .not_valid_after(now + dt.timedelta(days=1))
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
           .sign(ca_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway")])).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = directory / "ca.pem", directory / "gateway.pem", directory / "gateway-key.pem"
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, leaf_common_name)]))
+               .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1)))
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    leaf = builder.sign(ca_key, hashes.SHA256())
+    paths = directory / file_names[0], directory / file_names[1], directory / file_names[2]
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return paths
+
+
+def private_ca_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate it issued for 127.0.0.1: (CA file, certificate, key)."""
+    return _issued(directory, "partnership test CA", "gateway", ("ca.pem", "gateway.pem", "gateway-key.pem"),
+                   [x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])])
 
 
 def client_certificate(directory: Path, name: str = "partner-system") -> tuple[Path, Path, Path]:
     """A CA for partner systems' client certificates and one it issued to ``name``: (CA file, certificate,
     key), as a TLS proxy that asks partner systems for certificates trusts and they present."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "partner systems test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-            .sign(ca_key, hashes.SHA256()))
-    paths = directory / "clients-ca.pem", directory / f"{name}.pem", directory / f"{name}-key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
+    return _issued(directory, "partner systems test CA", name, ("clients-ca.pem", f"{name}.pem", f"{name}-key.pem"),
+                   [])
