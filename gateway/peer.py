@@ -22,8 +22,10 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 TCP_PEER = "wgs.tcp_peer"
 """The scope key of the connection's address (a string, or None when the server gave none)."""
 
-DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1"
-"""uvicorn's default for ``FORWARDED_ALLOW_IPS``: a proxy on the same machine."""
+DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
+"""uvicorn's default for ``FORWARDED_ALLOW_IPS`` (``uvicorn.config.Config``): a proxy on the same machine, over
+IPv4 or IPv6. With ``::1`` left out, a local proxy connecting over IPv6 had its ``X-Forwarded-For`` ignored once
+the app applied the header itself: every caller one address to the sign-in throttle and the rate limiter."""
 
 
 class RecordTcpPeer:
