@@ -5,7 +5,10 @@ Who the caller is: the *verified* access token's principal (``kind:sub``) — ch
 database), so nobody can spend another client's budget, or escape their own, by sending a made-up ``sub``.
 Requests without a valid bearer token (the token endpoint, people's login, the console, bad tokens) are
 keyed by the peer address. Verified tokens are remembered for a few seconds (by their SHA-256) so a busy
-client does not pay for the signature check twice per request.
+client does not pay for the signature check twice per request. A certificate-bound token (RFC 8705,
+:mod:`gateway.auth.certificate_binding`) names its system only over its certificate, checked on every request
+and never remembered: a copy of it without the certificate's key is refused by the routes, and must not spend
+the system's budget either (a stolen bound token would otherwise throttle the partner it was taken from).
 
 Limits are per gateway process (each worker has its own buckets): with N workers behind a load balancer a
 client gets up to N times the configured rate. ``WGS_RATE_LIMIT_PER_SECOND=0`` switches the limiter off.
@@ -25,8 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.auth.certificate_binding import check_presented
 from gateway.auth.setup import AuthServices
 from gateway.container import Container
 from gateway.errors import GatewayError
@@ -141,9 +146,10 @@ class RateLimitMiddleware:
             cached = self._verified.get(digest)
             if cached is not None:
                 return cached
-            principal = _verify(scope, token)
+            principal, remembered = _verify(scope, token)
             if principal is not None:
-                self._verified.put(digest, principal)
+                if remembered:
+                    self._verified.put(digest, principal)
                 return principal
         client = scope.get("client")
         return f"ip:{client[0] if client else 'unknown'}"
@@ -157,18 +163,29 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
-def _verify(scope: Scope, token: str) -> str | None:
-    """The verified principal's key, or None (bad token, or the auth service not started yet)."""
+def _verify(scope: Scope, token: str) -> tuple[str | None, bool]:
+    """The verified principal's key, or None (bad token, or the auth service not started yet; a bound token
+    without its certificate), and whether the key may be remembered for the token (not a bound token's: its
+    certificate is checked on every request, see the module's docstring)."""
     app: Any = scope.get("app")
     container = getattr(getattr(app, "state", None), "container", None)
-    auth = container.services.get("auth") if isinstance(container, Container) else None
+    if not isinstance(container, Container):
+        return None, False
+    auth = container.services.get("auth")
     if not isinstance(auth, AuthServices):
-        return None
+        return None, False
     try:
         principal = auth.tokens.verify(token)
     except GatewayError:
-        return None
-    return f"{principal.kind}:{principal.subject}"
+        return None, False
+    key = f"{principal.kind}:{principal.subject}"
+    if principal.certificate_thumbprint is None:
+        return key, True
+    try:
+        check_presented(Request(scope), container.settings, principal.certificate_thumbprint)
+    except GatewayError:
+        return None, False
+    return key, False
 
 
 async def _reject(send: Send, retry_after: int, path: str) -> None:

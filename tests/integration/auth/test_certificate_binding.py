@@ -37,6 +37,7 @@ from gateway.container import Container, build_container
 from gateway.db.engine import transaction
 from gateway.errors import NotFound
 from gateway.peer import behind_proxies
+from gateway.ratelimit import RateLimitMiddleware
 from gateway.register.loader import load_register
 from gateway.settings import Settings
 from tests.auth_helpers import ClientKeys, bearer, client_assertion, token_form
@@ -237,6 +238,26 @@ def test_a_bound_token_is_checked_against_the_proxy_that_connected_not_a_forward
         # Someone naming the proxy as the one it forwards for is still not the proxy
         forged = {"X-Forwarded-For": PROXY} | _forwarded(PARTNER_PEM)
         _refused(outsider.get("/v1/register", headers=bearer(token) | forged), "invalid_token")
+
+
+def test_a_copy_of_a_bound_token_spends_no_budget_of_its_system(app: FastAPI, via_proxy: TestClient,
+                                                                 container: Container) -> None:
+    """The rate limiter keys a request by its token's system only over the token's certificate: a copy of a
+    bound token (the threat RFC 8705 answers) is keyed by its sender's address, and cannot throttle the partner
+    it was taken from — also not after the partner's own request had the token remembered."""
+    token = _bound_token(via_proxy, container, _bound_client(container))
+    limiter = RateLimitMiddleware(app, per_second=1.0, burst=1)
+
+    def key(client: str, headers: dict[str, str]) -> str:
+        raw = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+               for name, value in (bearer(token) | headers).items()]
+        return limiter.client_key({"type": "http", "app": app, "client": (client, 1), "headers": raw})
+
+    assert key(PROXY, _forwarded(PARTNER_PEM)) == f"system:{SYSTEM}"
+    assert key(OUTSIDER, {}) == f"ip:{OUTSIDER}"
+    assert key(OUTSIDER, _forwarded(PARTNER_PEM)) == f"ip:{OUTSIDER}"  # the header from no proxy: ignored
+    assert key(PROXY, _forwarded(OTHER_PEM)) == f"ip:{PROXY}"
+    assert key(PROXY, _forwarded(PARTNER_PEM)) == f"system:{SYSTEM}"
 
 
 def test_without_the_setting_nothing_changes_and_bound_clients_are_refused(tmp_path: Path, db_url: str,
