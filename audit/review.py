@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, or_, select
+from sqlalchemy import ColumnElement, Engine, and_, false, or_, select
 
 from audit.events import CASE_REQUESTER, EventType
 from audit.store import subject_key, utc
@@ -147,9 +147,12 @@ def _scoped(scope: EntryScope, wanted: EntryFilter) -> list[ColumnElement[bool]]
 
 
 def _subject_is(subject: str | Collection[str]) -> ColumnElement[bool]:
-    """Entries naming ``subject``, or any one of its forms (by the indexed key, then the exact pseudonym)."""
+    """Entries naming ``subject``, or any one of its forms (by the indexed key, then the exact pseudonym); no
+    forms, no entry (an empty ``or_`` would be no condition at all: every subject's entries)."""
     t = audit_entries.c
     forms = sorted({subject} if isinstance(subject, str) else set(subject))
+    if not forms:
+        return false()
     return or_(*(and_(t.subject_key == subject_key(form), t.subject_pseudonym == form) for form in forms))
 
 
@@ -168,7 +171,7 @@ def list_entries(engine: Engine, scope: EntryScope, wanted: EntryFilter, *, afte
         conditions.append(t.event_type == wanted.event_type)
     if wanted.decision:
         conditions.append(t.decision == wanted.decision)
-    if wanted.subject:
+    if wanted.subject or isinstance(wanted.subject, tuple):  # forms none of which to look for: nothing found
         conditions.append(_subject_is(wanted.subject))
     query = (select(t.log_index, t.recorded_at, t.canonical).where(and_(*conditions))
              .order_by(t.log_index).limit(limit + 1))
