@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from connectors.protocol import MAX_SUBJECTS, HolderRejectedRequest, HolderUnavailable
+from gateway.client.models import ExchangeRequest
 from gateway.exchange.parts import asked_together, failure_of, in_parts, part_request_ids
 
 
@@ -23,6 +24,14 @@ def test_a_larger_question_is_cut_in_order_into_parts_of_at_most_max_subjects() 
     assert [len(p) for p in parts] == [MAX_SUBJECTS, MAX_SUBJECTS, 1]
     assert [p for part in parts for p in part] == asked  # the current version's pseudonyms stay in front
     assert part_request_ids("x:kvk", 3) == ["x:kvk", "x:kvk:2", "x:kvk:3"]
+
+
+def test_every_subject_of_a_request_fits_the_first_part() -> None:
+    """What the parts rely on (``parts``' docstring): a request names no more subjects than one holder query,
+    so the first part holds every subject's current pseudonym and the provided records go with it. Raising the
+    request's limit alone would send provided records about subjects that part does not ask about."""
+    limits = [getattr(m, "max_length", None) for m in ExchangeRequest.model_fields["subjects"].metadata]
+    assert [limit for limit in limits if limit is not None] == [MAX_SUBJECTS]
 
 
 async def test_every_part_is_awaited_and_its_failure_kept_in_part_order() -> None:
