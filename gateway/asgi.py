@@ -11,8 +11,11 @@ the same way) but check the database and the register no more (:func:`gateway.st
 The app believes ``X-Forwarded-For`` from ``FORWARDED_ALLOW_IPS`` itself, after noting the address that
 connected (:func:`gateway.peer.behind_proxies`), so that a header only the TLS proxy may set is checked
 against the proxy, not against the caller it forwarded: ``serve`` runs uvicorn with its own proxy handling
-off, and uvicorn started by hand should get ``--no-proxy-headers`` (with it on, certificate-bound clients are
-refused, never let through).
+off, and uvicorn started by hand must get ``--no-proxy-headers``. With it on, uvicorn replaces the address
+before the app sees it: certificate-bound clients behind the proxy are refused (their proxy's address is gone),
+and where ``FORWARDED_ALLOW_IPS`` trusts an address a caller can connect from (``*``, a shared network) such a
+caller names a listed proxy in ``X-Forwarded-For`` and its own certificate header is believed — a copied bound
+token then works without the certificate's key.
 """
 
 from __future__ import annotations
