@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from ipaddress import ip_address
 from urllib.parse import unquote_to_bytes
 
@@ -49,6 +50,7 @@ MAX_HEADER_BYTES = 16 * 1024
 """A certificate of a partner system is 1-3 KiB as PEM, three times that URL-encoded at most."""
 THUMBPRINT_LENGTH = 43
 """Characters of an unpadded base64url SHA-256 digest."""
+_THUMBPRINT = re.compile(rf"[A-Za-z0-9_-]{{{THUMBPRINT_LENGTH}}}")
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 
 
@@ -119,7 +121,7 @@ def bound_thumbprint(claims: dict[str, object]) -> str | None:
         return None
     cnf = claims[CONFIRMATION_CLAIM]
     value = cnf.get(THUMBPRINT_MEMBER) if isinstance(cnf, dict) else None
-    if not isinstance(value, str) or len(value) != THUMBPRINT_LENGTH:
+    if not isinstance(value, str) or not _THUMBPRINT.fullmatch(value):  # a non-ASCII one would fail compare_digest
         raise Unauthorized("access token rejected: invalid claim `cnf`")
     return value
 

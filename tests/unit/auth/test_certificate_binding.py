@@ -86,7 +86,8 @@ def test_a_token_without_cnf_is_unbound_and_one_with_it_names_its_thumbprint() -
     assert bound_thumbprint({"cnf": {"x5t#S256": THUMBPRINT}}) == THUMBPRINT
 
 
-@pytest.mark.parametrize("cnf", [{"jkt": THUMBPRINT}, THUMBPRINT, None, {"x5t#S256": 7}, {"x5t#S256": "short"}, []])
+@pytest.mark.parametrize("cnf", [{"jkt": THUMBPRINT}, THUMBPRINT, None, {"x5t#S256": 7}, {"x5t#S256": "short"}, [],
+                                 {"x5t#S256": "\u00e9" * 43}, {"x5t#S256": "=" * 43}])
 def test_a_cnf_the_gateway_cannot_check_is_refused_not_ignored(cnf: object) -> None:
     with pytest.raises(Unauthorized, match="cnf"):
         bound_thumbprint({"cnf": cnf})
