@@ -20,10 +20,14 @@ err = Console(stderr=True)
 
 
 @register_app.command("check")
-def check(file: Path = typer.Argument(..., help="The register file (YAML) to check.")) -> None:
-    """Validate a register file; prints every problem with its line. Exit 1 when invalid."""
+def check(file: Path = typer.Argument(..., help="The register file (YAML) to check."),
+          audience: str = typer.Option(Settings.model_fields["audience"].default, envvar="WGS_AUDIENCE",
+                                       help="The gateway's token audience: no partner system may have it as its "
+                                            "id (the gateway refuses to start with such a register).")
+          ) -> None:
+    """Validate a register file as the start does; prints every problem with its line. Exit 1 when invalid."""
     try:
-        register, _ = load_register(file)
+        register, _ = load_register(file, audience=audience)
     except InvalidRegister as exc:
         problems = exc.extra.get("problems", [])
         if not problems:  # the file as a whole (unreadable, not YAML): the detail names it already

@@ -66,6 +66,19 @@ def test_register_check_accepts_the_shipped_file_and_refuses_a_bad_one(tmp_path:
     assert "bad.yaml:" in refused.output
 
 
+def test_register_check_refuses_a_system_named_like_the_token_audience(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the start refuses it (``load_register(audience=...)``): a file ``register check`` passes must not stop
+    the gateway."""
+    monkeypatch.delenv("WGS_AUDIENCE", raising=False)
+    named = runner.invoke(app, ["register", "check", str(SHIPPED_REGISTER), "--audience", "kvk-handelsregister"])
+    assert named.exit_code == 1
+    assert "token audience" in named.output
+    monkeypatch.setenv("WGS_AUDIENCE", "kvk-handelsregister")
+    assert runner.invoke(app, ["register", "check", str(SHIPPED_REGISTER)]).exit_code == 1
+    monkeypatch.delenv("WGS_AUDIENCE")
+    assert runner.invoke(app, ["register", "check", str(SHIPPED_REGISTER)]).exit_code == 0
+
+
 def test_register_check_of_a_valid_file_is_one_line_however_long_its_path(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The path is printed as it is: not wrapped at the terminal's width (a checkout in a deep directory
