@@ -15,7 +15,8 @@ off, and uvicorn started by hand must get ``--no-proxy-headers``. With it on, uv
 before the app sees it: certificate-bound clients behind the proxy are refused (their proxy's address is gone),
 and where ``FORWARDED_ALLOW_IPS`` trusts an address a caller can connect from (``*``, a shared network) such a
 caller names a listed proxy in ``X-Forwarded-For`` and its own certificate header is believed — a copied bound
-token then works without the certificate's key.
+token then works without the certificate's key. So with certificate binding configured the app starts only where
+uvicorn's own handling is declared off (:func:`gateway.peer.binding_refusal`): ``serve`` declares it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from __future__ import annotations
 import sys
 
 from gateway.app import create_app
-from gateway.peer import behind_proxies
+from gateway.peer import behind_proxies, binding_refusal
+from gateway.settings import Settings
 from gateway.startup import STARTUP_FAILURE, start_problems
 
 _problems = start_problems(trust_serve=True)
+if not _problems:  # the settings were read and accepted above
+    _problems = [refusal] if (refusal := binding_refusal(Settings().client_cert_header)) else []
 if _problems:
     print("\n".join(_problems), file=sys.stderr, flush=True)
     raise SystemExit(STARTUP_FAILURE)

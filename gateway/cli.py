@@ -25,6 +25,7 @@ from gateway.enrolment.cli import pseudonyms_app
 from gateway.errors import DatabaseNotMigrated
 from gateway.escalations.cli import escalations_app
 from gateway.logging import configure_logging
+from gateway.peer import uvicorn_proxy_handling_off
 from gateway.register.cli import register_app
 from gateway.settings import Settings, without_password
 from gateway.startup import (
@@ -167,8 +168,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     configure_logging(settings.log_level, settings.log_json)
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _exit_cleanly)
-    with checked_for_workers(settings, ConsoleSettings()):  # the workers need not check again (gateway.startup)
-        # proxy_headers off: the app applies FORWARDED_ALLOW_IPS itself, after noting who connected (gateway.peer)
+    # The workers need not check again (gateway.startup). proxy_headers off: the app applies FORWARDED_ALLOW_IPS
+    # itself, after noting who connected (gateway.peer); said to the workers, which refuse certificate binding
+    # where uvicorn's own handling might be on.
+    with checked_for_workers(settings, ConsoleSettings()), uvicorn_proxy_handling_off():
         uvicorn.run("gateway.asgi:app", host=host, port=port, workers=workers, factory=False,
                     log_config=None, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, proxy_headers=False)
 

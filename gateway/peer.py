@@ -14,6 +14,8 @@ there nothing replaced it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -50,6 +52,39 @@ def behind_proxies(app: ASGIApp, forwarded_allow_ips: str | None = None) -> ASGI
     inner: Any = app  # uvicorn types ASGI apps with its own (stricter) scope types
     proxied: ASGIApp = ProxyHeadersMiddleware(inner, trusted_hosts=trusted)  # type: ignore[assignment]
     return RecordTcpPeer(proxied)
+
+
+UVICORN_PROXY_HEADERS = "WGS_UVICORN_PROXY_HEADERS"
+"""``off`` declares that the server does not apply ``X-Forwarded-For`` itself (``wgs-gateway serve`` sets it for
+its workers; whoever starts ``uvicorn gateway.asgi:app --no-proxy-headers`` by hand sets it too)."""
+
+
+@contextmanager
+def uvicorn_proxy_handling_off() -> Iterator[None]:
+    """Declare, for the server processes started inside (``serve``'s uvicorn), that uvicorn's own proxy
+    handling is off (:data:`UVICORN_PROXY_HEADERS`); the variable is as it was afterwards."""
+    before = os.environ.get(UVICORN_PROXY_HEADERS)
+    os.environ[UVICORN_PROXY_HEADERS] = "off"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(UVICORN_PROXY_HEADERS, None)
+        else:
+            os.environ[UVICORN_PROXY_HEADERS] = before
+
+
+def binding_refusal(certificate_header: str | None) -> str | None:
+    """Why certificate binding must not run in this process, or None: it is configured (``certificate_header``)
+    while the server may apply its own proxy handling. uvicorn's is on unless told otherwise, and it replaces the
+    connecting address before :class:`RecordTcpPeer` notes it: where ``FORWARDED_ALLOW_IPS`` trusts an address a
+    caller can connect from, that caller names a listed proxy in ``X-Forwarded-For`` and its own certificate
+    header is believed — a copied bound token would work without the certificate's key. Fail closed: no start."""
+    if certificate_header is None or os.environ.get(UVICORN_PROXY_HEADERS, "").lower() == "off":
+        return None
+    return (f"WGS_CLIENT_CERT_HEADER is set, but the server may apply its own X-Forwarded-For handling before the "
+            f"gateway sees who connected: start with `wgs-gateway serve`, or run uvicorn with --no-proxy-headers "
+            f"and {UVICORN_PROXY_HEADERS}=off")
 
 
 def tcp_peer(scope: Scope) -> str | None:

@@ -279,3 +279,20 @@ def test_a_refused_start_echoes_no_secret(case: str, tmp_path: Path, monkeypatch
                 else "database unreachable")
     assert expected in said["serve"], said["serve"]
     assert expected in said["uvicorn"], said["uvicorn"]
+
+
+def test_uvicorn_started_by_hand_refuses_certificate_binding_unless_its_proxy_handling_is_declared_off(
+        tmp_path: Path, sqlite_db_url: str) -> None:
+    """uvicorn applies ``X-Forwarded-For`` before the app notes who connected, unless told not to: with
+    ``FORWARDED_ALLOW_IPS`` trusting an address a caller can use, the caller names a listed proxy and its own
+    certificate header is believed (a copied bound token then works without the certificate). With binding
+    configured, a start by hand refuses unless ``WGS_UVICORN_PROXY_HEADERS=off`` declares the handling off
+    (``serve`` declares it for its workers)."""
+    env = {"WGS_DATA_DIR": str(tmp_path), "WGS_DATABASE_URL": sqlite_db_url,
+           "WGS_CLIENT_CERT_HEADER": "X-Client-Cert", "WGS_CLIENT_CERT_PROXIES": "127.0.0.1",
+           "FORWARDED_ALLOW_IPS": "*"}
+    refused = _uvicorn(env)
+    stderr = refused.stderr.decode()
+    assert refused.returncode == STARTUP_FAILURE, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "--no-proxy-headers and WGS_UVICORN_PROXY_HEADERS=off" in stderr
