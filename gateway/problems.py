@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit.errors import AuditWriteError, StoreUnavailable
 from gateway.errors import GatewayError
 from gateway.logging import database_fault, scrub_text
 
@@ -103,6 +104,20 @@ def install_problem_handlers(app: FastAPI) -> None:
             return problem_response(422, "unprocessable", "Unprocessable request",
                                     "The request contains a NUL character.", instance=request.url.path)
         raise exc  # any other DataError is a bug: the generic 500, with its traceback in the server's log
+
+    @app.exception_handler(AuditWriteError)
+    @app.exception_handler(StoreUnavailable)
+    async def _audit_log_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A request that must be logged (a look-up, an export, a flag) when the log cannot be written or read:
+        # the log is an unavailable dependency like the database, so 503 and nothing answered (fail closed).
+        # Routes that answer more specifically (the exchange, escalations) catch it themselves first.
+        fault: BaseException | None = exc
+        while fault is not None and not isinstance(fault, OperationalError):
+            fault = fault.__cause__
+        log.error("audit_log_unavailable", **(database_fault(fault) if fault else {"error_type": type(exc).__name__}))
+        return problem_response(503, "service-unavailable", "Service unavailable",
+                                "The audit log is unavailable; the request is denied and nothing was disclosed.",
+                                instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -253,6 +253,7 @@ async def _record_new_flags(container: Container, flags: list[Flag]) -> None:
     if not unseen:
         return
     recorded.update(await run_in_threadpool(logged_flags, container.engine, unseen))
+    already = set(recorded)  # logged before (by anyone): kept whatever becomes of this call's entries
     new = []
     for flag in unseen:
         if flag_key(flag) in recorded:
@@ -264,4 +265,8 @@ async def _record_new_flags(container: Container, flags: list[Flag]) -> None:
                               extra={"actor": flag.actor, "day": flag.day.isoformat(), "observed": flag.observed,
                                      "baseline": flag.baseline}))
     if new:
-        await services.writer.record(new)
+        try:
+            await services.writer.record(new)
+        except BaseException:  # not logged after all: a later listing tries again
+            recorded.difference_update(flag_key(flag) for flag in unseen if flag_key(flag) not in already)
+            raise

@@ -314,3 +314,32 @@ def test_a_flag_is_logged_once_whichever_gateway_process_computes_it(
     finally:
         other.close()
     assert logged_flags() == [("gemeente-amsterdam-vth", today.date().isoformat(), "volume")]
+
+
+def test_a_flag_whose_entry_could_not_be_written_is_logged_by_the_next_listing(
+        review: tuple[TestClient, Container], clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flags were remembered as logged before their entries were written: one write that failed (the log
+    unavailable for a moment) left the flag out of the log for good in that process."""
+    from audit import AuditWriteError
+    from gateway.auditing.setup import AuditServices
+
+    client, container = review
+    today = clock.now()
+    for days_ago in (3, 2, 1):
+        clock.set(today - timedelta(days=days_ago))
+        _decide(container, 10, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    clock.set(today)
+    _decide(container, 40, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    officer = _officer(client, container, "gemeente-amsterdam")
+    writer = container.service("audit", AuditServices).writer
+    record = writer.record
+
+    async def unavailable(*_args: object, **_kwargs: object) -> object:
+        raise AuditWriteError("audit log write failed (OperationalError); deny the request")
+
+    monkeypatch.setattr(writer, "record", unavailable)
+    assert client.get("/v1/audit/anomalies", headers=officer).status_code == 503
+    monkeypatch.setattr(writer, "record", record)
+    assert [f["metric"] for f in client.get("/v1/audit/anomalies", headers=officer).json()] == ["volume"]
+    entries = client.get("/v1/audit/entries", params={"event_type": "anomaly.flagged"}, headers=officer).json()
+    assert [e["entry"]["event"]["extra"]["actor"] for e in entries["entries"]] == ["gemeente-amsterdam-vth"]
