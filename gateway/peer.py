@@ -14,12 +14,13 @@ there nothing replaced it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from gateway.environment import environment_variable
 
 TCP_PEER = "wgs.tcp_peer"
 """The scope key of the connection's address (a string, or None when the server gave none)."""
@@ -59,19 +60,10 @@ UVICORN_PROXY_HEADERS = "WGS_UVICORN_PROXY_HEADERS"
 its workers; whoever starts ``uvicorn gateway.asgi:app --no-proxy-headers`` by hand sets it too)."""
 
 
-@contextmanager
-def uvicorn_proxy_handling_off() -> Iterator[None]:
+def uvicorn_proxy_handling_off() -> AbstractContextManager[None]:
     """Declare, for the server processes started inside (``serve``'s uvicorn), that uvicorn's own proxy
     handling is off (:data:`UVICORN_PROXY_HEADERS`); the variable is as it was afterwards."""
-    before = os.environ.get(UVICORN_PROXY_HEADERS)
-    os.environ[UVICORN_PROXY_HEADERS] = "off"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(UVICORN_PROXY_HEADERS, None)
-        else:
-            os.environ[UVICORN_PROXY_HEADERS] = before
+    return environment_variable(UVICORN_PROXY_HEADERS, "off")
 
 
 def binding_refusal(certificate_header: str | None) -> str | None:

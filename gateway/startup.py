@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.console.settings import ConsoleSettings
 from gateway.db.engine import current_heads, engine_for, expected_heads, migration_gap, missing_database_file
+from gateway.environment import environment_variable
 from gateway.errors import InvalidRegister
 from gateway.register.loader import load_register
 from gateway.settings import Settings, settings_problems, url_without_password
@@ -175,15 +176,8 @@ def checked_for_workers(settings: Settings, console: ConsoleSettings) -> Iterato
     through anything but ``serve``'s workers names another process, so ``uvicorn gateway.asgi:app`` started
     by hand still checks (and exits with :data:`STARTUP_FAILURE` on a refusal). The app's lifespan still
     refuses a database or register gone bad between the check and a worker's start."""
-    before = os.environ.get(CHECKED_BY_SERVE)
-    os.environ[CHECKED_BY_SERVE] = f"{os.getpid()}:{settings_fingerprint(settings, console)}"
-    try:
+    with environment_variable(CHECKED_BY_SERVE, f"{os.getpid()}:{settings_fingerprint(settings, console)}"):
         yield
-    finally:
-        if before is None:
-            os.environ.pop(CHECKED_BY_SERVE, None)
-        else:
-            os.environ[CHECKED_BY_SERVE] = before
 
 
 def _checked_by_serve(settings: Settings, console: ConsoleSettings) -> bool:

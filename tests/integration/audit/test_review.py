@@ -284,18 +284,24 @@ def test_an_over_long_or_malformed_filter_is_refused_and_not_repeated(
     assert found.json()  # the well-formed value still finds the entry
 
 
-def test_a_flag_is_logged_once_whichever_gateway_process_computes_it(
-        review: tuple[TestClient, Container], clock: FixedClock, db_url: str, tmp_path: Path) -> None:
-    """Found by a review: the flags already logged were remembered in one process's memory only, so another
-    gateway process (or the same one after a restart) logged every flag of the day once more — the log said
-    an actor had been flagged twice, against the documented once per actor, day and metric."""
-    client, container = review
+def _a_volume_flag_today(container: Container, clock: FixedClock) -> datetime:
+    """Three quiet days of the municipality's system, then a busy one (today, which it returns): a volume flag."""
     today = clock.now()
     for days_ago in (3, 2, 1):
         clock.set(today - timedelta(days=days_ago))
         _decide(container, 10, "gemeente-amsterdam", "gemeente-amsterdam-vth")
     clock.set(today)
     _decide(container, 40, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    return today
+
+
+def test_a_flag_is_logged_once_whichever_gateway_process_computes_it(
+        review: tuple[TestClient, Container], clock: FixedClock, db_url: str, tmp_path: Path) -> None:
+    """Found by a review: the flags already logged were remembered in one process's memory only, so another
+    gateway process (or the same one after a restart) logged every flag of the day once more — the log said
+    an actor had been flagged twice, against the documented once per actor, day and metric."""
+    client, container = review
+    today = _a_volume_flag_today(container, clock)
     officer = _officer(client, container, "gemeente-amsterdam")
 
     def logged_flags() -> list[tuple[str, str, str]]:
@@ -324,12 +330,7 @@ def test_a_flag_whose_entry_could_not_be_written_is_logged_by_the_next_listing(
     from gateway.auditing.setup import AuditServices
 
     client, container = review
-    today = clock.now()
-    for days_ago in (3, 2, 1):
-        clock.set(today - timedelta(days=days_ago))
-        _decide(container, 10, "gemeente-amsterdam", "gemeente-amsterdam-vth")
-    clock.set(today)
-    _decide(container, 40, "gemeente-amsterdam", "gemeente-amsterdam-vth")
+    _a_volume_flag_today(container, clock)
     officer = _officer(client, container, "gemeente-amsterdam")
     writer = container.service("audit", AuditServices).writer
     record = writer.record
