@@ -217,7 +217,8 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
                               "withdraw_motivation": "", "gap_id": "", "gap_title": "", "gap_description": ""}
     values |= typed or {}
     attachments = list(values["attachments"]) + [("", "", "")] * ATTACHMENT_ROWS
-    may_review = decider and case.state in {"open", "escalated"}
+    lapsed = is_active and service.tier_lapsed(case.tier, case.deadline)  # its tier may only refer it up now
+    may_review = decider and case.state in {"open", "escalated"} and not lapsed
     may_withdraw = is_active and me.organisation in owners
     shown = {"decision": decider, "review": may_review, "withdraw": may_withdraw, "comment": True, "gap": True}
     return page.render(
@@ -225,8 +226,8 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
         values=values, attachments=attachments[:max(ATTACHMENT_ROWS, len(values["attachments"]))],
         tier_name=tier_names.get(case.tier, ""), decider=decider, own_request=me.organisation == case.requester_org,
         may_review=may_review, may_withdraw=may_withdraw, error_on_top=error is not None and not shown[error.form],
-        is_active=is_active, outcomes=OUTCOMES, gaps=[g for g in gaps if case.id not in g.case_ids
-                                                      and g.status != "resolved"],  # a resolved gap takes none
+        is_active=is_active, outcomes=("refer-up",) if lapsed else OUTCOMES, lapsed=lapsed,
+        gaps=[g for g in gaps if case.id not in g.case_ids and g.status != "resolved"],  # a resolved gap takes none
         linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done)
 
 

@@ -322,6 +322,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
                      "Verwijderen uiterlijk op (eerder dan de bewaartermijn van het doel)"),
     "results_only": ("Only results may leave the partnership", "Alleen resultaten mogen het verband verlaten"),
     "submit_decision": ("Record decision", "Besluit vastleggen"),
+    "tier_lapsed": ("The deadline of tier {n} has passed: the case goes to the next tier, and this tier can only "
+                    "refer it up.", "De termijn van niveau {n} is verstreken: de zaak gaat naar het volgende niveau; "
+                    "dit niveau kan haar alleen nog voorleggen."),
     "not_decider": ("Tier {n} is decided by: {deciders}. Your organisation does not decide at this tier.",
                     "Op niveau {n} beslissen: {deciders}. Uw organisatie beslist niet op dit niveau."),
     "withdraw_title": ("Withdraw the case", "De zaak intrekken"),

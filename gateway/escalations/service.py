@@ -566,9 +566,13 @@ class EscalationService:
         return await self.detail(principal, case_id)
 
     def _lapsed(self, case: Case) -> bool:
-        """The case's tier let its deadline pass, below the last tier: the tier no longer decides it, the next
-        one does (the scan moves it up; a missed tier-3 deadline leaves the case to tier 3, the last)."""
-        return case.active and case.tier < MAX_TIER and case.deadline < self.today()
+        return case.active and self.tier_lapsed(case.tier, case.deadline)
+
+    def tier_lapsed(self, tier: int, deadline: date) -> bool:
+        """An active case's tier let its deadline pass, below the last tier: the tier no longer reviews or decides
+        it, the next one does (the scan moves it up; a missed tier-3 deadline leaves the case to tier 3, the
+        last). The console asks it too, to offer such a tier only the referral."""
+        return tier < MAX_TIER and deadline < self.today()
 
     def _in_time(self, case: Case) -> None:
         """Refuse a review or a vote of a tier whose deadline passed (``_lapsed``): a missed deadline escalates

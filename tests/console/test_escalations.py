@@ -717,3 +717,20 @@ def test_a_decision_form_with_a_deletion_date_outside_the_retention_is_refused_a
     with transaction(container.sessions) as session:
         assert get_case(session, case_id).version == 1
     assert [e for e in audit_events(container, "escalation.step") if e["extra"]["case_id"] == case_id] == []
+
+
+def test_a_tier_past_its_deadline_is_offered_only_the_referral(console: TestClient, container: Container) -> None:
+    """The service refuses a review or an allow/deny of a tier whose deadline passed (409): the case page offered
+    them all the same, so a person filled in a decision only to have it refused. Now the page says why and
+    offers the referral alone; a case in time keeps every choice."""
+    late, on_time = open_riec_case(container, days_ago=20), open_riec_case(container)
+    sign_in(console, "po-politie")  # the holder's officer decides at tier 1
+    lapsed = console.get(f"/console/escalations/{late}")
+    assert lapsed.status_code == 200
+    assert 'id="tier-lapsed"' in lapsed.text
+    assert re.findall(r'name="outcome" value="([^"]+)"', lapsed.text) == ["refer-up"]
+    assert f'action="/console/escalations/{late}/review"' not in lapsed.text
+    in_time = console.get(f"/console/escalations/{on_time}")
+    assert 'id="tier-lapsed"' not in in_time.text
+    assert re.findall(r'name="outcome" value="([^"]+)"', in_time.text) == ["allow", "deny", "refer-up"]
+    assert f'action="/console/escalations/{on_time}/review"' in in_time.text
