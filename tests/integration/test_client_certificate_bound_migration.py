@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from alembic import command
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, text
 
 from gateway.auth import repository
 from gateway.db.engine import alembic_config, make_engine, make_session_factory, transaction
+from tests.migration_rows import column_names, insert_row
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -20,12 +21,11 @@ def _insert(connection: Connection, client_id: str) -> None:
     values = {"client_id": client_id, "organisation": "politie", "auth_method": "private_key_jwt",
               "jwks": '{"keys": []}', "scopes": '["register:read"]', "active": True, "created_at": NOW,
               "key_generation": 2}
-    connection.execute(text(f"INSERT INTO oauth_clients ({', '.join(values)}) "
-                            f"VALUES ({', '.join(':' + name for name in values)})"), values)
+    insert_row(connection, "oauth_clients", values)
 
 
 def _columns(engine: Engine) -> set[str]:
-    return {column["name"] for column in inspect(engine).get_columns("oauth_clients")}
+    return column_names(engine, "oauth_clients")
 
 
 def _read(engine: Engine, client_id: str) -> repository.ClientRecord:

@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from alembic import command
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, text
 
 from gateway.db.engine import alembic_config, make_engine, make_session_factory, transaction
 from gateway.exchange import repository
+from tests.migration_rows import column_names, insert_row
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 NEW_COLUMNS = {"request_fingerprint", "escalation_decision"}
@@ -23,12 +24,11 @@ def _insert(connection: Connection, exchange_id: str, **new_columns: str) -> Non
               "purpose": "bibob-integrity-check", "case_reference": "RIEC-AA-2026-501",
               "register_version": "2026.11.1", "policy_version": "test", "request_sha256": "a" * 64,
               "outcome": "{}"} | new_columns
-    connection.execute(text(f"INSERT INTO exchanges ({', '.join(values)}) "
-                            f"VALUES ({', '.join(':' + name for name in values)})"), values)
+    insert_row(connection, "exchanges", values)
 
 
 def _columns(engine: Engine) -> set[str]:
-    return {column["name"] for column in inspect(engine).get_columns("exchanges")}
+    return column_names(engine, "exchanges")
 
 
 def _read(engine: Engine, exchange_id: str) -> repository.StoredExchange:
