@@ -84,9 +84,22 @@ def _certificate_der(value: str) -> bytes | None:
         return None
 
 
+_PRESENTED = "wgs.client_cert_thumbprint"
+"""The scope key under which a request's answer of :func:`presented_thumbprint` is kept: the rate limiter and the
+route's token check both ask, and the certificate is parsed (and a refusal logged) once per request."""
+
+
 def presented_thumbprint(request: Request, settings: Settings) -> str | None:
     """The thumbprint of the client certificate the trusted proxy forwarded with ``request``, or None (see the
     module's checklist)."""
+    scope = request.scope
+    if _PRESENTED not in scope:
+        scope[_PRESENTED] = _presented(request, settings)
+    found = scope[_PRESENTED]
+    return found if isinstance(found, str) else None
+
+
+def _presented(request: Request, settings: Settings) -> str | None:
     name = settings.client_cert_header
     if name is None:  # 1
         return None
