@@ -24,13 +24,10 @@ from __future__ import annotations
 import sys
 
 from gateway.app import create_app
-from gateway.peer import behind_proxies, binding_refusal
-from gateway.settings import Settings
+from gateway.peer import behind_proxies
 from gateway.startup import STARTUP_FAILURE, start_problems
 
 _problems = start_problems(trust_serve=True)
-if not _problems:  # the settings were read and accepted above
-    _problems = [refusal] if (refusal := binding_refusal(Settings().client_cert_header)) else []
 if _problems:
     print("\n".join(_problems), file=sys.stderr, flush=True)
     raise SystemExit(STARTUP_FAILURE)

@@ -31,6 +31,7 @@ from gateway.console.settings import ConsoleSettings
 from gateway.db.engine import current_heads, engine_for, expected_heads, migration_gap, missing_database_file
 from gateway.environment import environment_variable
 from gateway.errors import InvalidRegister
+from gateway.peer import binding_refusal
 from gateway.register.loader import load_register
 from gateway.settings import Settings, settings_problems, url_without_password
 from gateway.settings import without_password as without_password  # re-exported: its callers import it here
@@ -102,7 +103,8 @@ def start_problems(*, trust_serve: bool = False) -> list[str]:
     """Every reason the server would not start, from the environment as it is: the settings groups' lines,
     else the database's or the register's line; empty when it can start. With ``trust_serve`` (the entry
     point) the database and the register are not checked again when ``serve`` checked them for this process
-    with these settings (:func:`checked_for_workers`); the settings are always read (and refused) here."""
+    with these settings (:func:`checked_for_workers`); the settings are always read (and refused) here, and so
+    is certificate binding where the server may apply its own proxy handling (:func:`gateway.peer.binding_refusal`)."""
     try:
         settings = Settings()
         console = ConsoleSettings()
@@ -111,6 +113,8 @@ def start_problems(*, trust_serve: bool = False) -> list[str]:
         if lines is None:
             raise
         return lines
+    if trust_serve and (refusal := binding_refusal(settings.client_cert_header)):  # the entry point's server
+        return [refusal]
     if trust_serve and _checked_by_serve(settings, console):
         return []
     refusal = start_refusal(settings)
