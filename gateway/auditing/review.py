@@ -253,12 +253,12 @@ async def _record_new_flags(container: Container, flags: list[Flag]) -> None:
     if not unseen:
         return
     recorded.update(await run_in_threadpool(logged_flags, container.engine, unseen))
-    already = set(recorded)  # logged before (by anyone): kept whatever becomes of this call's entries
-    new = []
+    new, added = [], []
     for flag in unseen:
         if flag_key(flag) in recorded:
             continue
         recorded.add(flag_key(flag))
+        added.append(flag_key(flag))
         new.append(AuditEvent(event_type=EventType.ANOMALY_FLAGGED, trace_id=secrets.token_hex(16),
                               span_id=secrets.token_hex(8), requester=AuditRequester(org=flag.organisation),
                               reasons=(flag.metric,),
@@ -268,5 +268,5 @@ async def _record_new_flags(container: Container, flags: list[Flag]) -> None:
         try:
             await services.writer.record(new)
         except BaseException:  # not logged after all: a later listing tries again
-            recorded.difference_update(flag_key(flag) for flag in unseen if flag_key(flag) not in already)
+            recorded.difference_update(added)
             raise
