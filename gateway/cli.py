@@ -1,4 +1,4 @@
-"""The ``wgs-gateway`` command line: database migrations, serving, the demo, accounts and keys."""
+"""The ``wgs-gateway`` command line: database migrations and backups, serving, the demo, accounts and keys."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
+from gateway.backup.cli import backup, verify_backup
 from gateway.console.settings import ConsoleSettings
 from gateway.db.engine import alembic_config_for, require_database
 from gateway.enrolment.cli import pseudonyms_app
@@ -62,7 +63,7 @@ class _SettingsCheckedGroup(TyperGroup):
 
 
 app = typer.Typer(help="WGS data-sharing gateway.", no_args_is_help=True, cls=_SettingsCheckedGroup)
-db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic) and backups.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(register_app, name="register")
 app.add_typer(clients_app, name="clients")
@@ -129,6 +130,10 @@ def db_current() -> None:
     require_database(settings)  # Alembic would create an empty SQLite file to look at
     with _database_errors(settings.effective_database_url):
         command.current(alembic_config_for(settings))
+
+
+db_app.command("backup")(backup)
+db_app.command("verify-backup")(verify_backup)
 
 
 GRACEFUL_SHUTDOWN_SECONDS = 10

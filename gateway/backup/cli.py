@@ -1,0 +1,53 @@
+"""CLI: ``wgs-gateway db backup DEST`` and ``wgs-gateway db verify-backup DEST`` (in the ``db`` group)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gateway.backup.check import check_backup
+from gateway.backup.take import BackupRefused, take_backup
+from gateway.settings import Settings
+
+
+def _one_line(line: str) -> None:
+    """On stderr, not rich: a path may hold [brackets], and a reason must stay one line."""
+    typer.echo(line, err=True)
+
+
+def backup(destination: Path = typer.Argument(..., help="A new (or empty) directory for the backup.")) -> None:
+    """Back up the database and the key directory while the gateways keep running. Audited.
+
+    SQLite is copied consistently into DEST/gateway.sqlite; PostgreSQL is backed up with its own tools
+    (pg_dump, pg_basebackup). The key directory goes to DEST/keys, readable by its owner only, and
+    DEST/MANIFEST.json lists every file with its SHA-256 (never key material)."""
+    try:
+        manifest = take_backup(Settings(), destination)
+    except BackupRefused as exc:
+        _one_line(str(exc))
+        raise typer.Exit(1) from None
+    if manifest.database == "postgresql":
+        _one_line("PostgreSQL is not copied here: back it up with its own tools (pg_dump or pg_basebackup), "
+                  "now, beside these keys")
+    state = manifest.state
+    checkpoint = "no checkpoint" if state.checkpoint_size is None else f"checkpoint at {state.checkpoint_size}"
+    typer.echo(f"backup {manifest.backup_id} written to {destination}: {len(manifest.files)} files, audit log "
+               f"{state.audit_size} entries ({checkpoint}); check it with `wgs-gateway db verify-backup`")
+
+
+def verify_backup(destination: Path = typer.Argument(..., help="The backup's directory.")) -> None:
+    """Check a backup before restoring it: file digests, the database copy and its audit log.
+
+    Exit code 0 when it can be restored; else 1, with one line per reason."""
+    if not destination.is_dir():
+        _one_line(f"backup NOT intact: {destination} is not a directory")
+        raise typer.Exit(1)
+    check = check_backup(Settings(), destination)
+    for problem in check.problems:
+        _one_line(f"backup NOT intact: {problem}")
+    if check.problems:
+        raise typer.Exit(1)
+    for note in check.notes:
+        _one_line(f"note: {note}")
+    typer.echo(check.summary)

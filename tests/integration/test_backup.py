@@ -1,0 +1,371 @@
+"""`wgs-gateway db backup` and `db verify-backup`: a real SQLite file, the real CLI, gateways' writes meanwhile."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from gateway.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def restored_logging() -> Iterator[None]:
+    """The logging set-up as it was after each test: starting the app (the restore test) configures JSON logging
+    on the root logger, which would add lines to the stderr of the commands in the tests after it."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A migrated SQLite deployment with its keys, as after `db upgrade` and `keys init`."""
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    for command in (["db", "upgrade"], ["keys", "init"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.output
+    return tmp_path / "data"
+
+
+def _refusal(result: Result) -> str:
+    """The one stderr line of a refused command (and nothing on stdout)."""
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _backup(destination: Path) -> dict[str, Any]:
+    result = runner.invoke(app, ["db", "backup", str(destination)])
+    assert result.exit_code == 0, result.output
+    manifest: dict[str, Any] = json.loads((destination / "MANIFEST.json").read_text())
+    return manifest
+
+
+def _verify(destination: Path) -> Result:
+    return runner.invoke(app, ["db", "verify-backup", str(destination)])
+
+
+def _entries(database: Path) -> list[dict[str, Any]]:
+    """The events of the audit log in the SQLite file ``database``, oldest first (read-only)."""
+    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    try:
+        rows = connection.execute("SELECT canonical FROM audit_entries ORDER BY log_index").fetchall()
+    finally:
+        connection.close()
+    return [json.loads(row[0])["event"] for row in rows]
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+class _Writer:
+    """A gateway appending audit entries, one transaction each, until stopped; ``appended`` counts them."""
+
+    def __init__(self) -> None:
+        self.appended = 0
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._progress = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from audit import AuditLog
+        from gateway.auditing.actions import action_event
+        from gateway.auditing.setup import writing_signer
+        from gateway.db.engine import existing_engine_for
+        from gateway.settings import Settings
+
+        settings = Settings()
+        engine = existing_engine_for(settings)
+        try:
+            log = AuditLog(engine, writing_signer(engine, settings))
+            while not self._stop.is_set():
+                log.append([action_event(None, "test-write", organisation=None, account_id=None, channel="cli")])
+                with self._progress:
+                    self.appended += 1
+                    self._progress.notify_all()
+        except BaseException as exc:  # reported by wait_for and stop
+            self.failure = exc
+            with self._progress:
+                self._progress.notify_all()
+        finally:
+            engine.dispose()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_for(self, count: int) -> None:
+        with self._progress:
+            assert self._progress.wait_for(lambda: self.appended >= count or self.failure is not None, timeout=60)
+        assert self.failure is None, self.failure
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        assert self.failure is None, self.failure
+
+
+@pytest.fixture
+def writer(data_dir: Path) -> Iterator[_Writer]:
+    running = _Writer()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_backup_taken_while_a_gateway_appends_is_consistent_and_verifies(data_dir: Path, writer: _Writer,
+                                                                           tmp_path: Path) -> None:
+    """The copy is the database as of one commit (its log verifies, its manifest says its own size), the writer
+    was neither stopped nor refused, and the backup's own audit entry is in the copy and in the live log."""
+    writer.wait_for(20)
+    destination = tmp_path / "backup"
+    manifest = _backup(destination)
+    at_return = writer.appended
+    writer.wait_for(at_return + 20)  # the gateway goes on writing after the backup, into the live log only
+    writer.stop()
+
+    verified = _verify(destination)
+    assert verified.exit_code == 0, verified.output
+    assert f"backup {manifest['backup_id']} intact" in verified.stdout
+    copied = _entries(destination / "gateway.sqlite")
+    live = _entries(data_dir / "gateway.sqlite")
+    assert 20 < manifest["state"]["audit_size"] == len(copied) < len(live)
+    assert live[:len(copied)] == copied  # a prefix of the live log: nothing torn, nothing from later
+    [entry] = [event for event in live if event["extra"]["action"] == "backup"]
+    assert entry["extra"] == {"action": "backup", "channel": "cli", "backup_id": manifest["backup_id"],
+                              "database": "sqlite"}
+    assert entry["requester"] is None
+    assert entry in copied  # written first: the copy holds the entry of the backup it is
+    assert manifest["state"]["checkpoint_size"] is not None
+    assert manifest["state"]["migration_heads"]
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_backup_is_readable_by_its_owner_only_whatever_the_umask(data_dir: Path, tmp_path: Path) -> None:
+    """Directories 0700, files 0600: the database copy holds what partners exchanged, the keys sign tokens and
+    checkpoints. An existing empty directory is narrowed too."""
+    destination = tmp_path / "backup"
+    destination.mkdir(mode=0o755)
+    os.chmod(destination, 0o755)
+    previous = os.umask(0o002)
+    try:
+        manifest = _backup(destination)
+    finally:
+        os.umask(previous)
+    assert _mode(destination) == 0o700
+    paths = list(destination.rglob("*"))
+    assert {path.relative_to(destination).as_posix() for path in paths if path.is_file()} == {
+        "MANIFEST.json", *manifest["files"]}
+    assert "keys/audit-checkpoint.pem" in manifest["files"]
+    assert any(name.startswith("keys/pseudonyms/") for name in manifest["files"])
+    for path in paths:
+        assert _mode(path) == (0o700 if path.is_dir() else 0o600), path
+    assert not any(path.name.endswith((".lock", ".new")) for path in paths)  # made on use / drafts: not keys
+
+
+def test_a_destination_that_is_not_empty_is_refused_and_left_as_it_was(data_dir: Path, tmp_path: Path) -> None:
+    """Nothing is written into it or removed from it, and no backup entry is logged."""
+    destination = tmp_path / "backup"
+    destination.mkdir()
+    (destination / "older-backup.txt").write_text("kept")
+    before = len(_entries(data_dir / "gateway.sqlite"))
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert "not empty" in line
+    assert [path.name for path in destination.iterdir()] == ["older-backup.txt"]
+    assert (destination / "older-backup.txt").read_text() == "kept"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    assert "not a directory" in _refusal(runner.invoke(app, ["db", "backup", str(a_file)]))
+    assert a_file.read_text() == "kept"
+    assert len(_entries(data_dir / "gateway.sqlite")) == before
+
+
+def test_a_backup_that_cannot_be_audited_is_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No checkpoint key (before `keys init`): no entry can be signed, so no copy of the database is made."""
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    destination = tmp_path / "backup"
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert "cannot be audited" in line
+    assert "keys init" in line
+    assert not destination.exists()
+
+
+def test_a_database_that_is_neither_sqlite_nor_postgresql_is_refused_in_one_line(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WGS_DATABASE_URL", "mysql+pymysql://gateway:secret-pw@db.example/gateway")
+    destination = tmp_path / "backup"
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert "cannot back up a mysql database" in line
+    assert "secret-pw" not in line
+    assert not destination.exists()
+
+
+@pytest.fixture
+def backup(data_dir: Path, tmp_path: Path) -> Path:
+    destination = tmp_path / "backup"
+    _backup(destination)
+    assert _verify(destination).exit_code == 0
+    return destination
+
+
+def test_verify_backup_finds_a_changed_byte_in_a_key_file(backup: Path) -> None:
+    _flip_byte(backup / "keys" / "token-signing.json", 10)
+    line = _refusal(_verify(backup))
+    assert line == "backup NOT intact: keys/token-signing.json has changed: its SHA-256 is not the manifest's"
+
+
+def test_verify_backup_finds_a_changed_byte_in_the_database(backup: Path) -> None:
+    _flip_byte(backup / "gateway.sqlite", (backup / "gateway.sqlite").stat().st_size - 100)
+    line = _refusal(_verify(backup))
+    assert line == "backup NOT intact: gateway.sqlite has changed: its SHA-256 is not the manifest's"
+
+
+def _rewrite_digest(backup: Path, name: str) -> None:
+    """Make the manifest agree with the file again: what someone who can write both would do."""
+    from gateway.backup.manifest import file_record
+
+    manifest = json.loads((backup / "MANIFEST.json").read_text())
+    record = file_record(backup / name)
+    manifest["files"][name] = {"sha256": record.sha256, "size": record.size}
+    (backup / "MANIFEST.json").write_text(json.dumps(manifest))
+
+
+def test_verify_backup_checks_the_copied_audit_log_against_the_backed_up_key(
+        backup: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An audit entry edited in the copy, the manifest's digest made to match: the log's own check fails. It
+    runs with the key in the backup: the live data directory may be gone (that is why one restores)."""
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert _verify(backup).exit_code == 0
+    from sqlalchemy import create_engine
+
+    from tests.audit_support import triggers_disabled
+
+    engine = create_engine(f"sqlite:///{backup / 'gateway.sqlite'}")
+    try:
+        with triggers_disabled(engine) as connection:
+            connection.exec_driver_sql(
+                "UPDATE audit_entries SET canonical = replace(canonical, '\"backup\"', '\"bakcup\"')")
+    finally:
+        engine.dispose()
+    _rewrite_digest(backup, "gateway.sqlite")
+    line = _refusal(_verify(backup))
+    assert line.startswith("backup NOT intact: the backup's audit log is NOT intact:"), line
+    assert not (tmp_path / "elsewhere").exists()  # verifying a backup makes no data directory, no key
+
+
+def test_verify_backup_refuses_an_unlisted_file_a_missing_one_and_no_manifest(backup: Path) -> None:
+    (backup / "keys" / "stray.pem").write_text("not from the backup")
+    assert _refusal(_verify(backup)) == "backup NOT intact: keys/stray.pem is not in the manifest"
+    (backup / "keys" / "stray.pem").unlink()
+    (backup / "keys" / "audit-checkpoint.pem").unlink()
+    assert _refusal(_verify(backup)) == "backup NOT intact: keys/audit-checkpoint.pem is missing"
+    (backup / "MANIFEST.json").unlink()
+    assert "no MANIFEST.json" in _refusal(_verify(backup))
+
+
+def test_verify_backup_never_changes_the_backup(backup: Path) -> None:
+    """Opening the copy as the gateway does would switch it to WAL (a write); verifying must leave its bytes."""
+    before = {path: path.read_bytes() for path in backup.rglob("*") if path.is_file()}
+    assert _verify(backup).exit_code == 0
+    assert {path: path.read_bytes() for path in backup.rglob("*") if path.is_file()} == before
+
+
+_SECRET_LOOKING = re.compile(r"[A-Za-z0-9+/_=-]{16,}")
+
+
+def test_the_manifest_holds_no_key_material_and_no_path(data_dir: Path, tmp_path: Path) -> None:
+    """Digests and sizes of the key files only: no run of 16 characters of any key file is in the manifest,
+    nor the directories' paths (a home directory names a person)."""
+    destination = tmp_path / "backup"
+    manifest = _backup(destination)
+    text = (destination / "MANIFEST.json").read_text()
+    keys = [path for path in (data_dir / "keys").rglob("*") if path.is_file() and path.stat().st_size]
+    assert len(keys) >= 3
+    for path in keys:
+        content = path.read_text()
+        for token in _SECRET_LOOKING.findall(content):
+            assert token not in text, (path.name, token)
+    assert str(tmp_path) not in text
+    assert str(destination) not in json.dumps(_entries(data_dir / "gateway.sqlite"))
+    assert set(manifest) == {"format", "backup_id", "created_at", "database", "database_copied", "state", "files"}
+
+
+def test_a_restored_backup_is_what_the_gateway_starts_on(backup: Path, data_dir: Path) -> None:
+    """The restore of docs/deployment.md: stop, put the files back, verify, start. The copy is one
+    self-contained file (no -wal beside it) at the code's head, with the keys that signed its log: the
+    gateway starts on it and is ready."""
+    assert not (backup / "gateway.sqlite-wal").exists()
+    shutil.rmtree(data_dir)
+    data_dir.mkdir(mode=0o700)
+    shutil.copy2(backup / "gateway.sqlite", data_dir / "gateway.sqlite")
+    shutil.copytree(backup / "keys", data_dir / "keys")
+    verified = runner.invoke(app, ["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+
+    with TestClient(create_app()) as client:  # the start checks the key against the log's checkpoints
+        assert client.get("/health/ready").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_postgresql_deployment_gets_its_keys_backed_up_and_is_told_about_pg_dump(
+        postgres_admin_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from tests.migrated import migrated_postgres
+
+    url = migrated_postgres(postgres_admin_url, f"wgs_backup_{datetime.now(UTC):%H%M%S%f}")
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WGS_DATABASE_URL", url)
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    destination = tmp_path / "backup"
+    result = runner.invoke(app, ["db", "backup", str(destination)])
+    assert result.exit_code == 0, result.output
+    [told] = result.stderr.strip().splitlines()
+    assert "pg_dump" in told
+    manifest = json.loads((destination / "MANIFEST.json").read_text())
+    assert manifest["database"] == "postgresql"
+    assert manifest["database_copied"] is False
+    assert not (destination / "gateway.sqlite").exists()
+    assert "keys/audit-checkpoint.pem" in manifest["files"]
+    assert manifest["state"]["audit_size"] == 1  # its own entry, in the live database
+    verified = _verify(destination)
+    assert verified.exit_code == 0, verified.output
+    assert "not in this backup" in verified.stderr
