@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
-from gateway.backup.cli import backup, verify_backup
+from gateway.backup.cli import backup, record_restore_command, verify_backup
 from gateway.console.settings import ConsoleSettings
 from gateway.db.engine import alembic_config_for, require_database
 from gateway.enrolment.cli import pseudonyms_app
@@ -134,6 +134,7 @@ def db_current() -> None:
 
 db_app.command("backup")(backup)
 db_app.command("verify-backup")(verify_backup)
+db_app.command("record-restore")(record_restore_command)
 
 
 GRACEFUL_SHUTDOWN_SECONDS = 10

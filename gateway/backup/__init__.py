@@ -8,6 +8,7 @@ Modules, one job each:
 ``manifest``  ``MANIFEST.json``: the files with their SHA-256, and that state; never key material
 ``take``      ``db backup``: the audit entry, the copies, the manifest, in that order
 ``check``     ``db verify-backup``: digests, the copy's state and its audit log
-``cli``       the two commands (in the ``db`` group)
+``restore``   ``db record-restore``: the restored log's first entry says from which backup
+``cli``       the commands (in the ``db`` group)
 ============  ==============================================================================================
 """

@@ -1,4 +1,4 @@
-"""CLI: ``wgs-gateway db backup DEST`` and ``wgs-gateway db verify-backup DEST`` (in the ``db`` group)."""
+"""CLI: ``wgs-gateway db backup|verify-backup|record-restore DEST`` (in the ``db`` group)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from gateway.backup.check import check_backup
+from gateway.backup.restore import record_restore
 from gateway.backup.take import BackupRefused, take_backup
 from gateway.settings import Settings
 
@@ -51,3 +52,17 @@ def verify_backup(destination: Path = typer.Argument(..., help="The backup's dir
     for note in check.notes:
         _one_line(f"note: {note}")
     typer.echo(check.summary)
+
+
+def record_restore_command(destination: Path = typer.Argument(..., help="The backup's directory that was restored.")
+                           ) -> None:
+    """Write the restored audit log's first entry: restored from this backup, at this size.
+
+    Run it after putting the backup back and before starting the gateways: officers whose kept checkpoints now
+    report the log as rolled back find, where the log forks, which backup it was restored from."""
+    try:
+        manifest, size = record_restore(Settings(), destination)
+    except BackupRefused as exc:
+        _one_line(str(exc))
+        raise typer.Exit(1) from None
+    typer.echo(f"restore of backup {manifest.backup_id} recorded at index {size} of the audit log")

@@ -369,3 +369,55 @@ def test_a_postgresql_deployment_gets_its_keys_backed_up_and_is_told_about_pg_du
     verified = _verify(destination)
     assert verified.exit_code == 0, verified.output
     assert "not in this backup" in verified.stderr
+
+
+def _newest_checkpoint(database: Path) -> str:
+    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    try:
+        row = connection.execute("SELECT note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1").fetchone()
+    finally:
+        connection.close()
+    return str(row[0])
+
+
+def test_a_restore_shows_as_a_rollback_to_a_checkpoint_kept_from_after_the_backup(
+        backup: Path, data_dir: Path, tmp_path: Path) -> None:
+    """What docs/deployment.md tells operators to expect: the restored log verifies on its own and against a
+    checkpoint kept from before the backup, and is reported rolled back against one from after it — and, once
+    the gateway has written past that size, as a log whose entries do not give the root that was signed. The
+    restore's own entry (`db record-restore`, refused over a log that is not the backup as restored) is the
+    first one after the backup's."""
+    before = tmp_path / "before.txt"
+    before.write_text(_newest_checkpoint(backup / "gateway.sqlite"))
+    for command in (["clients", "add", "kvk-handelsregister", "--generate-secret"],
+                    ["clients", "disable", "kvk-handelsregister"], ["clients", "enable", "kvk-handelsregister"]):
+        assert runner.invoke(app, command).exit_code == 0
+    exported = runner.invoke(app, ["audit", "export", "--out", str(tmp_path / "export.jsonl")])  # signs one
+    assert exported.exit_code == 0, exported.output
+    after = tmp_path / "after.txt"
+    after.write_text(_newest_checkpoint(data_dir / "gateway.sqlite"))
+
+    not_restored = _refusal(runner.invoke(app, ["db", "record-restore", str(backup)]))
+    assert "not backup" in not_restored
+    for name in ("gateway.sqlite-wal", "gateway.sqlite-shm"):
+        (data_dir / name).unlink(missing_ok=True)
+    shutil.copy2(backup / "gateway.sqlite", data_dir / "gateway.sqlite")
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+    assert runner.invoke(app, ["audit", "verify", "--checkpoint", str(before)]).exit_code == 0
+    rolled_back = runner.invoke(app, ["audit", "verify", "--checkpoint", str(after)])
+    assert rolled_back.exit_code == 1
+    assert "rolled back" in rolled_back.stderr
+    restored_size = len(_entries(data_dir / "gateway.sqlite"))
+    recorded = runner.invoke(app, ["db", "record-restore", str(backup)])
+    assert recorded.exit_code == 0, recorded.output
+    backup_id = json.loads((backup / "MANIFEST.json").read_text())["backup_id"]
+    restore_entry = _entries(data_dir / "gateway.sqlite")[restored_size]  # the first entry after the restore
+    assert restore_entry["extra"] == {"action": "restore", "channel": "cli", "backup_id": backup_id,
+                                      "restored_size": restored_size}
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+    for command in (["clients", "add", "kvk-handelsregister", "--generate-secret"],  # lost with the restore
+                    ["clients", "disable", "kvk-handelsregister"], ["clients", "enable", "kvk-handelsregister"]):
+        assert runner.invoke(app, command).exit_code == 0
+    forked = runner.invoke(app, ["audit", "verify", "--checkpoint", str(after)])
+    assert forked.exit_code == 1
+    assert "do not produce the root signed" in " ".join(forked.stderr.split())

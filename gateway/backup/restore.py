@@ -1,0 +1,62 @@
+"""``wgs-gateway db record-restore DEST``: the restored audit log's first entry says that it was restored.
+
+After a restore the log is older than checkpoints officers may hold: the entries written after the backup are
+lost, and a kept checkpoint from that stretch reports the log as rolled back, then forked
+(docs/deployment.md, "Backup and restore"). The entry written here (``console.action``, action ``restore``,
+channel ``cli``: the backup's id and the size the log was restored at) is the first one after that point, with
+a checkpoint over it, so that whoever finds the fork finds, at the very index where it begins, that a restore
+was done and from which backup — not only in an incident note kept elsewhere.
+
+It is written only over the backup it names, as restored: the live log must have exactly the backup's number of
+entries and hold its newest checkpoint (size and root hash), else :class:`~gateway.backup.take.BackupRefused` —
+a log that has moved on since is either not restored or already written to by a started gateway, and an entry
+there would not mark where the log forks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from audit import AuditLog, AuditWriteError, StoreUnavailable
+from audit.store import checkpoint_at, read_connection, tree_size
+from gateway.auditing.actions import action_event
+from gateway.auditing.setup import CheckpointKeyError, writing_signer
+from gateway.backup.manifest import Manifest, read_manifest
+from gateway.backup.take import BackupRefused
+from gateway.db.engine import existing_engine_for
+from gateway.settings import Settings
+
+ACTION = "restore"
+
+
+def record_restore(settings: Settings, directory: Path) -> tuple[Manifest, int]:
+    """Write the restore's entry for the backup in ``directory``; its manifest and the log's size before it."""
+    try:
+        manifest = read_manifest(directory)
+    except ValueError as exc:
+        raise BackupRefused(f"{directory}: {exc}") from None
+    recorded = manifest.state
+    engine = existing_engine_for(settings)
+    try:
+        with read_connection(engine) as connection:
+            size = tree_size(connection)
+            checkpoint = None if recorded.checkpoint_size is None else checkpoint_at(connection,
+                                                                                       recorded.checkpoint_size)
+        if size != recorded.audit_size or (recorded.checkpoint_size is not None and (
+                checkpoint is None or checkpoint.root_hash.hex() != recorded.checkpoint_root)):
+            raise BackupRefused(f"the audit log here is not backup {manifest.backup_id} as restored ({size} entries, "
+                                f"the backup has {recorded.audit_size}): record the restore right after putting the "
+                                "backup back, before the gateways start")
+        try:
+            log = AuditLog(engine, writing_signer(engine, settings))
+            log.append([action_event(None, ACTION, organisation=None, account_id=None, channel="cli",
+                                     details={"backup_id": manifest.backup_id,
+                                              "restored_size": recorded.audit_size})])
+            log.issue_checkpoint()
+        except CheckpointKeyError as exc:
+            raise BackupRefused(f"the restore cannot be recorded: {exc}") from None
+        except (AuditWriteError, StoreUnavailable):
+            raise BackupRefused("the restore cannot be recorded: the audit log could not be written") from None
+    finally:
+        engine.dispose()
+    return manifest, size
