@@ -57,8 +57,8 @@ def key_files(directory: Path) -> Iterator[Path]:
 
 def copy_keys(source: Path, target: Path) -> list[Path]:
     """Copy the key directory ``source`` to the new directory ``target``: directories 0700, files 0600, whatever
-    the umask; the relative paths of the files copied. Symbolic links are followed (a key store may be a link to
-    a mounted secret), so the copy holds the keys, not links to them."""
+    the umask; the relative paths of the files copied. A key file that is a symbolic link (to a mounted secret,
+    say) is copied as the file it points to: the copy holds the keys, not links to them."""
     target.mkdir(mode=DIR_MODE)
     os.chmod(target, DIR_MODE)
     copied = []

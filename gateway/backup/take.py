@@ -76,9 +76,7 @@ def take_backup(settings: Settings, destination: Path) -> Manifest:
             log = AuditLog(engine, writing_signer(engine, settings))
         except CheckpointKeyError as exc:
             raise BackupRefused(f"the backup cannot be audited, so it was not made: {exc}") from None
-        existed = destination.is_dir()
-        destination.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        destination.chmod(DIR_MODE)
+        existed = _make_destination(destination)
         try:
             return _write(settings, destination, kind, log)
         except BaseException:
@@ -129,6 +127,22 @@ def _copy_database(settings: Settings, target: Path) -> DatabaseState:
             return database_state(connection)
     finally:
         engine.dispose()
+
+
+def _make_destination(destination: Path) -> bool:
+    """Create ``destination`` (0700) or narrow the empty one there to 0700; whether it was there. Created with
+    ``mkdir`` that fails when it exists: a directory another backup made since the check is refused, never
+    shared (a failure of this backup would then remove the other's files)."""
+    existed = destination.is_dir()
+    if not existed:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            destination.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            raise BackupRefused(f"{destination} was made by someone else meanwhile: back up into a new "
+                                "directory") from None
+    destination.chmod(DIR_MODE)
+    return existed
 
 
 def _remove(destination: Path, *, keep_directory: bool) -> None:

@@ -235,6 +235,24 @@ def test_a_database_that_is_neither_sqlite_nor_postgresql_is_refused_in_one_line
     assert not destination.exists()
 
 
+def test_a_backup_that_fails_part_way_leaves_nothing_that_looks_like_one(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database copied, then the keys cannot be (a full disk, say): one line, and no directory left behind
+    with a database copy in it."""
+    from gateway.backup import take
+
+    def disk_full(source: Path, target: Path) -> list[Path]:
+        target.mkdir()
+        raise OSError(28, "No space left on device", str(target / "token-signing.json"))
+
+    monkeypatch.setattr(take, "copy_keys", disk_full)
+    destination = tmp_path / "backup"
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert line.startswith("backup failed:"), line
+    assert "No space left on device" in line
+    assert not destination.exists()
+
+
 @pytest.fixture
 def backup(data_dir: Path, tmp_path: Path) -> Path:
     destination = tmp_path / "backup"
