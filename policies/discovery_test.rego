@@ -130,6 +130,13 @@ test_expired_or_other_holders_decision_does_not_override_discovery if {
 	_codes(other) == {"bulk-request", "daily-limit"}
 }
 
+test_decision_without_an_id_does_not_override_discovery if {
+	i := _decided({}, "kvk", "2026-12-01T00:00:00Z", ["company_registration"])
+	d := discovery.decision with input as object.union(i, {"context": {"escalation_decision": {"id": null}}})
+	d.outcome == "escalated"
+	d.escalation_decision == null
+}
+
 test_decision_stating_nothing_searchable_denies_discovery if {
 	d := discovery.decision with input as _decided({}, "kvk", "2026-12-01T00:00:00Z", ["tax_debts"])
 	d.outcome == "denied"
