@@ -167,7 +167,9 @@ class FuzzyTarget(BaseModel):
         "asked, for the same partnership and purpose, and while the holder keeps the record enrolled as it "
         "matched. Empty when `subjects` is."), examples=[[
             "match:q5Tb2Jm0oXw8c3Vn1yFZk9Lr7aSdPe4GuHi6Cj0KvQs", None]])
-    reasons: list[Reason] = Field(default_factory=list)
+    reasons: list[Reason] = Field(default_factory=list, description=(
+        "As in `POST /v1/discovery`: why, for `denied`, `escalated` and `refused-by-holder`; for `hit` and "
+        "`no-hit`, the requested categories of this holder's that were not compared, one reason each."))
 
     def handles(self) -> list[str]:
         """The match handles of this holder's hits, in the order of the subjects sent."""
