@@ -1425,11 +1425,12 @@ def test_clients_bind_refuses_a_certificate_file_it_cannot_pin_in_one_line(data_
 
 
 def test_clients_add_pins_only_with_certificate_bound(data_dir: Path) -> None:
+    """Refused rather than ignored (the operator meant the client bound to it), and nothing is registered."""
     from tests.certificates import issued
 
     (data_dir / "client.pem").write_bytes(issued("politie-bvh").pem)
     refused = runner.invoke(app, ["clients", "add", "politie-bvh", "--generate-secret",
                                   "--certificate", str(data_dir / "client.pem")])
     assert refused.exit_code == 2
-    assert "--certificate-bound" in refused.stderr
+    assert "pins the certificates of a certificate-bound client: give --certificate-bound too" in refused.stderr
     assert "politie-bvh" not in runner.invoke(app, ["clients", "list"]).output
