@@ -1352,7 +1352,7 @@ def test_clients_are_pinned_to_certificates_with_thumbprints_in_the_entries(data
     bound client; ``clients add --certificate-bound --certificate`` likewise; ``clients list`` counts the pins;
     ``clients unbind`` clears them. A bind without pins says, as a warning, that any verified certificate will do.
     Entries and output carry thumbprints, never a certificate's subject."""
-    from tests.certificates import issued
+    from tests.tls_certificates import issued
 
     subject = "J. Jansen, beheerder"
     first, renewed, other = issued(subject), issued(subject), issued(subject)
@@ -1406,7 +1406,7 @@ def test_clients_are_pinned_to_certificates_with_thumbprints_in_the_entries(data
 def test_clients_bind_refuses_a_certificate_file_it_cannot_pin_in_one_line(data_dir: Path, content: bytes | str | None,
                                                                            expected: str) -> None:
     """One line naming the file, never its content (a private key picked by mistake); nothing changes."""
-    from tests.certificates import issued
+    from tests.tls_certificates import issued
 
     assert runner.invoke(app, ["keys", "init"]).exit_code == 0
     assert runner.invoke(app, ["clients", "add", "politie-bvh", "--generate-secret"]).exit_code == 0
@@ -1426,7 +1426,7 @@ def test_clients_bind_refuses_a_certificate_file_it_cannot_pin_in_one_line(data_
 
 def test_clients_add_pins_only_with_certificate_bound(data_dir: Path) -> None:
     """Refused rather than ignored (the operator meant the client bound to it), and nothing is registered."""
-    from tests.certificates import issued
+    from tests.tls_certificates import issued
 
     (data_dir / "client.pem").write_bytes(issued("politie-bvh").pem)
     refused = runner.invoke(app, ["clients", "add", "politie-bvh", "--generate-secret",

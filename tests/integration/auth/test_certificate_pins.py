@@ -28,7 +28,7 @@ from gateway.register.loader import load_register
 from gateway.settings import Settings
 from tests.auth_helpers import ClientKeys, bearer, client_assertion, token_form
 from tests.auth_helpers import register_client as register_key
-from tests.certificates import issued
+from tests.tls_certificates import issued
 
 SYSTEM = "politie-bvh"
 PROXY = "10.0.0.7"
@@ -157,7 +157,7 @@ def test_changing_the_pins_ends_the_tokens_before_and_is_audited_with_thumbprint
          "certificate_thumbprints": [RENEWED.thumbprint]}]
     for canonical in _canonical_entries(container):  # nothing of a certificate but its thumbprint
         assert "Jansen" not in canonical
-        assert "Test partnership CA" not in canonical
+        assert "partner systems test CA" not in canonical
 
 
 def test_unbinding_clears_the_pins(via_proxy: TestClient, container: Container) -> None:

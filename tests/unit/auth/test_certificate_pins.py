@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.auth.certificate_pins import MAX_PINS, NotCertificates, checked_pins, is_pinned, pins_from_pem
 from gateway.errors import Unprocessable
-from tests.certificates import issued
+from tests.tls_certificates import issued
 
 PARTNER = issued("politie-bvh")
 RENEWED = issued("politie-bvh")
