@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from gateway.resources import resource_dir
-from gateway.urls import EXPECTED, http_url
+from gateway.urls import EXPECTED, holder_url, http_url
 
 SHIPPED_REGISTER = Path(__file__).parent / "data" / "register.yaml"
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -156,6 +156,11 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
     opa_ca_file: Path | None = Field(default=None, description="CA bundle for an https OPA URL; must exist "
                                                                "when the OPA engine is used.")
 
+    # Declared before the endpoints: their check reads it.
+    connector_allow_insecure_http: bool = Field(
+        default=False,
+        description="Accept plain http:// holder endpoints on other machines (a private network you trust); "
+                    "without it only https:// and loopback http:// (the demo, tests) are accepted.")
     connector_endpoints: dict[str, str] = Field(
         default_factory=dict,
         description='Partner system id -> base URL of its holder service, e.g. {"politie-bvh": "http://..."}.',
@@ -274,10 +279,13 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
 
     @field_validator("connector_endpoints")
     @classmethod
-    def _endpoints_are_http(cls, value: dict[str, str]) -> dict[str, str]:
+    def _endpoints_are_http(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # Plain http:// to another machine would carry the holder's bearer token and the answered records in
+        # the clear: refused at start-up, not discovered on the wire (gateway.urls.holder_url).
+        allow = bool(info.data.get("connector_allow_insecure_http", False))
         for system, url in value.items():
             try:
-                http_url(url)
+                holder_url(url, allow_insecure_http=allow)
             except ValueError as exc:
                 raise ValueError(f"{system}: {exc}") from None
         return value
