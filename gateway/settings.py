@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from gateway.resources import resource_dir
-from gateway.urls import EXPECTED, holder_url, http_url
+from gateway.urls import EXPECTED, holder_url
 
 SHIPPED_REGISTER = Path(__file__).parent / "data" / "register.yaml"
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")

@@ -34,7 +34,8 @@ def test_plain_http_to_another_machine_is_refused_at_start_up_in_one_line(url: s
     assert line.startswith("WGS_CONNECTOR_ENDPOINTS: politie-bvh: plain http:// to a holder")
     assert "WGS_CONNECTOR_ALLOW_INSECURE_HTTP=true" in line
     assert "\n" not in line
-    assert "secret" not in line and "example.org" not in line and "politie:9101" not in line
+    for part in ("secret", "example.org", "politie:9101"):  # the URL may hold a password: never echoed
+        assert part not in line
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9101", "http://localhost:9101/h", "http://[::1]:9101",
