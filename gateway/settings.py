@@ -187,6 +187,15 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
         description="What each gateway process keeps in memory of the decoded fuzzy discovery index (least "
                     "recently used holder and record type out first; 0 keeps nothing): a fuzzy discovery then "
                     "reads one counter per holder instead of all its records.")
+    match_filter_limit: int = Field(
+        default=250_000, ge=1, le=10_000_000,
+        description="Match-filter records (fuzzy discovery) one participant may have enrolled per partnership and "
+                    "record type; a batch that would pass it is refused whole (422, naming the limit). Every "
+                    "process keeps each holder's set in memory and compares each fuzzy discovery with all of it.")
+    match_filter_replacement_ttl_seconds: int = Field(
+        default=3600, ge=60, le=7 * 86_400,
+        description="How long a match-filter replacement sent in several batches waits for its next batch before "
+                    "it is abandoned and its kept records removed (the earlier set answers meanwhile).")
     escalation_webhooks: dict[str, WebhookTarget] = Field(
         default_factory=dict,
         description='Organisation id -> {"url": ..., "secret": ...}: cases awaiting its action are POSTed there '

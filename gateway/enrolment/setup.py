@@ -59,7 +59,9 @@ def install_filters(container: Container) -> FuzzyDiscovery:
     the match handles of its hits, which the exchange resolves when a follow-up cites one."""
     filters = FilterService(sessions=container.sessions, clock=container.clock,
                             register=register_service(container).current(), writer=audit_services(container).writer,
-                            cache_bytes=container.settings.fuzzy_cache_bytes)
+                            cache_bytes=container.settings.fuzzy_cache_bytes,
+                            max_records=container.settings.match_filter_limit,
+                            replacement_ttl=timedelta(seconds=container.settings.match_filter_replacement_ttl_seconds))
     handles = MatchHandles(container.sessions, container.clock,
                            timedelta(seconds=container.settings.match_handle_ttl_seconds))
     exchange = exchange_service(container)
