@@ -17,7 +17,8 @@ swap is one transaction, and the participant's generation (:func:`gateway.enrolm
 A replacement whose next batch does not come within the time allowed (``WGS_MATCH_FILTER_REPLACEMENT_TTL_
 SECONDS``; each batch extends it) is abandoned: its records are removed (:func:`remove_abandoned`, before any
 replacement batch is written), and a batch of it sent later starts an incomplete one that its last batch's
-count refuses.
+count refuses. They are removed at every start too (:func:`gateway.enrolment.setup.remove_abandoned_at_start`),
+so that a participant that never comes back leaves nothing behind for long.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ def swap_in(connection: Connection, mine: Sequence[ColumnElement[bool]],
 
 
 def remove_abandoned(connection: Connection, now: datetime) -> int:
-    """Remove the kept records of every replacement whose time ran out (any participant's); how many."""
+    """Remove the kept records of every replacement whose time ran out (any participant's); how many. Looked
+    for first (the expiry's index), so that finding none takes no write lock."""
+    if connection.execute(select(staged.c.expires_at).where(staged.c.expires_at < now).limit(1)).first() is None:
+        return 0
     return int(connection.execute(delete(staged).where(staged.c.expires_at < now)).rowcount)
 
 

@@ -100,3 +100,17 @@ def remove_retired_at_start(container: Container) -> None:
     if result.removed:
         log.info("retired_index_rows_removed", rows=result.removed,
                  participations=len({removal.retirement for removal in result.removals}))
+
+
+def remove_abandoned_at_start(container: Container) -> None:
+    """Remove the kept records of match-filter replacements abandoned before this start (:mod:`gateway.
+    enrolment.replacement`): they are removed before each replacement batch as well, but a participant that
+    never sends one again would leave them. A failure does not stop the start (they are never answered from,
+    and the next batch or start removes them); it is logged by its kind only."""
+    try:
+        removed = filter_service(container).remove_abandoned()
+    except Exception as exc:
+        log.error("abandoned_replacements_not_removed", error_type=type(exc).__name__)
+        return
+    if removed:
+        log.info("abandoned_replacements_removed", rows=removed)
