@@ -9,8 +9,9 @@ Entries that name no organisation and no partnership would reach nobody that way
 * ``register.changed`` — every privacy officer of an organisation that takes part in a partnership: the
   participants are joint controllers, and the register (partnerships, purposes, categories, retention) is
   what all their processing rests on. It says only the version and digest, which they can read anyway.
-* ``console.action`` naming nobody — a failed sign-in on a username that is no account, and the log's own
-  checkpoint failing verification (:mod:`gateway.auditing.checkpoints`): signals about the gateway itself,
+* ``console.action`` naming nobody — a failed sign-in on a username that is no account, the log's own
+  checkpoint failing verification (:mod:`gateway.auditing.checkpoints`) and an operator exporting the whole
+  log (``wgs-gateway audit export``, :func:`gateway.auditing.actions.export_event`): signals about the gateway itself,
   not about any organisation's people. Active monitoring of misuse across the partnership is the
   coordinating privacy officer's (the FG appointed from the participants' officers), so those who
   coordinate a partnership see them; an ordinary officer's view stays their own organisation.
