@@ -157,7 +157,6 @@ def logged_flags(engine: Engine, flags: list[Flag]) -> set[FlagKey]:
     return found
 
 
-
 class FlagLoggedAlready(CompanionRefused):
     """Another listing (of this process or another one) committed the flag's entry first: this one's
     transaction is refused, nothing of it is written, and the flag stands logged once."""
