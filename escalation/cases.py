@@ -4,7 +4,7 @@ Rules enforced here (issue 6):
 * every change names the version it was based on; a concurrent change makes the second one fail
   (``ConcurrentUpdate``, mapped to 409 by the API), so two deciders can never both win;
 * a decision needs a written motivation and deciders from outside the requesting organisation; tier 3
-  needs two different deciders; a holder's objection is decided by no party alone (``independent``);
+  needs two different deciders; no party decides its own case alone (``independent``);
 * deadlines are counted in Dutch working days per tier; a case past its deadline moves one tier up
   (``act`` with ``DEADLINE_MISSED``), and a missed tier-3 deadline stays at tier 3 and is reported once, not
   decided (``unreported_final_overdue`` lists those). The scan that does both, with an audit entry and a
@@ -247,10 +247,18 @@ def independent(case: Case, organisations: set[str]) -> bool:
     holder's objection both organisations are parties: the objecting holder may not uphold (or drop) its own
     objection alone, nor the requester keep its disclosure alone, so the deciders include someone outside
     each — at tier 1 both parties' officers agreeing, above it the tier's deciders. Otherwise the requester
-    takes no part (``may_vote``)."""
+    takes no part (``may_vote``).
+
+    Above tier 1 the dispute has left the parties: a party that also sits on the higher tier (the FIOD on
+    the FEC board, the OM on the RIEC steering group) does not settle its own case there either, however
+    many of its people agree — the deciders include someone who is neither party."""
     if case.trigger == "holder-objection":
-        return bool(organisations - {case.holder_org}) and bool(organisations - {case.requester_org})
-    return bool(organisations) and case.requester_org not in organisations
+        independent_ = bool(organisations - {case.holder_org}) and bool(organisations - {case.requester_org})
+    else:
+        independent_ = bool(organisations) and case.requester_org not in organisations
+    if case.tier > 1:
+        independent_ = independent_ and bool(organisations - {case.requester_org, case.holder_org})
+    return independent_
 
 
 def _check_decision(case: Case, deciders: list[Actor], motivation: str, outcome: str) -> None:
@@ -277,8 +285,8 @@ def decide(session: Session, case_id: str, expected_version: int, deciders: list
     if len({(d.organisation, d.user) for d in deciders}) < needed:
         raise FourEyesViolation(f"a tier-{case.tier} decision needs {needed} different deciders")
     if not independent(case, {d.organisation for d in deciders}):
-        raise FourEyesViolation("a holder's objection is not decided by one party alone: the deciders must "
-                                "include someone of the other party or of a higher tier")
+        raise FourEyesViolation("no party decides its own case alone: the deciders must include someone of "
+                                "the other party (a holder's objection, tier 1) or, above tier 1, of neither")
     decision = {"id": str(uuid6.uuid7()), "outcome": outcome,
                 "permitted_categories": sorted(permitted_categories) if outcome == "allow" else [],
                 "obligations": dict(obligations or {}) if outcome == "allow" else {},

@@ -63,6 +63,7 @@ PEOPLE: dict[str, tuple[str, list[str]]] = {
     "desk-lsp": ("landelijk-steunpunt", ["administrator"]),  # tier 2 and 3, not coordinating
     "po-om": ("om-amsterdam", ["privacy-officer"]),  # tier 3 only (and a RIEC participant)
     "po-fiod": ("fiod", ["privacy-officer"]),  # RIEC participant; decides only in the FEC (tier 3)
+    "po-fiod-2": ("fiod", ["privacy-officer"]),
     "po-abn": ("abn-amro", ["privacy-officer"]),  # not in the RIEC at all
     "desk-zvh": ("zvh-aa", ["privacy-officer"]),  # tier 2 and coordinating of the ZVH
     "coord-zvh": ("zvh-aa", ["coordinating-privacy-officer"]),  # reviews the ZVH's entries, not the RIEC's
@@ -871,6 +872,24 @@ def test_the_objecting_holder_does_not_decide_its_own_objection_alone(env: Env) 
     assert decided.status_code == 200, decided.text
     assert (decided.json()["state"], decided.json()["decision"]["deciders"][0].split("/")[0]) == (
         "closed", "riec-aa")
+
+
+def test_above_tier_1_a_party_that_sits_on_the_tier_does_not_decide_its_own_case_alone(env: Env) -> None:
+    """FIOD holds and refused the bank's check; the case reached the FEC board (tier 3, two deciders), on which
+    FIOD sits. Two FIOD officers agreeing is still the refusing party deciding its own refusal: their votes
+    wait until a board member who is neither party (the FEC bureau) agrees."""
+    case_id = env.open_case(requester="abn-amro", holder="fiod", partnership="fec",
+                            purpose="taskforce-subject-check", categories=("ongoing_investigation",))
+    env.move_up(case_id, 3)
+    assert env.detail("po-fiod", case_id)["may_decide"] is True
+    for who in ("po-fiod", "po-fiod-2"):
+        voted = env.decide(who, case_id, "deny")
+        assert voted.status_code == 200, voted.text
+        assert (voted.json()["state"], voted.json()["decision"]) == ("in_review", None), who
+    decided = env.decide("desk-fec", case_id, "deny")
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["state"] == "closed"
+    assert sorted(d.split("/")[0] for d in decided.json()["decision"]["deciders"]) == ["fec-bureau", "fiod", "fiod"]
 
 
 def test_the_case_store_refuses_a_holders_objection_decided_by_one_party(env: Env) -> None:
