@@ -4,8 +4,8 @@ looked the flag up in the log, found nothing, and wrote it).
 
 Flags logged before this revision have no row: the listing still looks them up in the log first.
 
-Revision ID: 0033_audit_anomaly_flags
-Revises: 0032_client_certificate_bound
+Revision ID: 0034_audit_anomaly_flags
+Revises: 0033_escalation_checks
 Create Date: 2026-12-05
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0033_audit_anomaly_flags"
-down_revision = "0032_client_certificate_bound"
+revision = "0034_audit_anomaly_flags"
+down_revision = "0033_escalation_checks"
 branch_labels = None
 depends_on = None
 
