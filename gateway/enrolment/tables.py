@@ -157,7 +157,7 @@ match_filter_staged = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),  # refreshed by each batch of the replacement
     Index("ix_match_filter_staged_expires_at", "expires_at"),
 )
-"""The records of replacements sent in several batches, kept aside until the last batch (migration 0033,
+"""The records of replacements sent in several batches, kept aside until the last batch (migration 0035,
 :mod:`gateway.enrolment.replacement`): ``match_filters`` changes only when the replacement is complete, in one
 transaction, so a failure in a later batch leaves the participant's earlier set answering whole. Rows of a
 replacement whose next batch does not come within the time allowed are removed (abandoned)."""

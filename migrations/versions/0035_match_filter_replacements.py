@@ -1,8 +1,8 @@
 """Fuzzy discovery index: replacements sent in several batches are kept aside until their last batch, so that
 the participant's earlier set answers whole until the new one takes its place in one transaction.
 
-Revision ID: 0033_match_filter_replacements
-Revises: 0032_client_certificate_bound
+Revision ID: 0035_match_filter_replacements
+Revises: 0034_audit_anomaly_flags
 Create Date: 2026-12-05
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0033_match_filter_replacements"
-down_revision = "0032_client_certificate_bound"
+revision = "0035_match_filter_replacements"
+down_revision = "0034_audit_anomaly_flags"
 branch_labels = None
 depends_on = None
 
