@@ -93,7 +93,7 @@ def set_active(settings: Settings, engine: Engine, kind: Kind, name: str, active
         if not setter(connection, name, active, changing=True):
             raise Conflict(f"the {kind} {name} changed meanwhile; nothing was changed")
 
-    _audited(settings, engine, event, change)
+    audited(settings, engine, event, change)
     return AccessChange(kind, name, active, changed=True)
 
 
@@ -130,11 +130,11 @@ def set_certificate_bound(settings: Settings, engine: Engine, system_id: str, bo
         if not repository.set_client_certificate_bound(connection, system_id, bound, wanted, generation=generation):
             raise Conflict(f"the client {system_id} changed meanwhile; nothing was changed")
 
-    _audited(settings, engine, event, change)
+    audited(settings, engine, event, change)
     return True
 
 
-def _audited(settings: Settings, engine: Engine, event: AuditEvent, change: Callable[[Connection], None]) -> None:
+def audited(settings: Settings, engine: Engine, event: AuditEvent, change: Callable[[Connection], None]) -> None:
     """Make ``change`` in the audit log's transaction that writes ``event``: both or neither."""
     try:
         log = AuditLog(engine, writing_signer(engine, settings))
@@ -202,6 +202,6 @@ def register_client(settings: Settings, engine: Engine, register: Register, syst
             raise Conflict(f"the client {system_id} was given new credentials meanwhile; nothing was changed")
         written.append((stored, secret))
 
-    _audited(settings, engine, event, change)
+    audited(settings, engine, event, change)
     [(record, secret)] = written
     return Registration(record, secret, rekeyed=True)

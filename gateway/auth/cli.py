@@ -336,12 +336,46 @@ def keys_init() -> None:
 
 
 @keys_app.command("rotate")
-def keys_rotate() -> None:
-    """Make a new signing key; tokens signed by the old one stay valid until they expire."""
-    store = _key_store(Settings())
+def keys_rotate(retire_previous_now: bool = typer.Option(
+        False, help="The old key leaked: retire it (and every older one) now, so that the tokens it signed are "
+                    "refused at once. Audited.")) -> None:
+    """Make a new signing key; tokens signed by the old one stay valid until they expire.
+
+    Gateway processes sign with the new key from their next token on. After a leak, --retire-previous-now ends
+    the old key's tokens at once instead."""
+    settings = Settings()
+    store = _key_store(settings)
+    if retire_previous_now:
+        _retire(settings, store, None)
+        return
     store.load_or_create()  # as before: a first key, then its successor
     kid = store.rotate()
-    out.print(f"new signing key {kid}; restart or wait for gateway processes to reload keys")
+    out.print(f"new signing key {kid}; gateway processes sign with it from their next token on")
+
+
+@keys_app.command("retire")
+def keys_retire(kid: str = typer.Argument(..., help="The superseded key's id (`keys list`).")) -> None:
+    """Retire a superseded signing key now (it leaked): the tokens it signed are refused at once.
+
+    Every gateway process using this key directory refuses them from its next request on, and the JWKS no longer
+    has the key. Audited. For the current key: `keys rotate --retire-previous-now`."""
+    settings = Settings()
+    _retire(settings, _key_store(settings), kid)
+
+
+def _retire(settings: Settings, store: SigningKeyStore, kid: str | None) -> None:
+    from gateway.auth.key_retirement import retire_signing_keys
+
+    engine = existing_engine_for(settings)
+    try:
+        done = retire_signing_keys(settings, engine, store, kid)
+    except GatewayError as exc:
+        _refuse(exc.detail)
+    finally:
+        engine.dispose()
+    new = f"new signing key {done.successor}; " if done.successor else ""
+    out.print(f"{new}retired {', '.join(done.retired)}: tokens signed by it are refused from now on by every gateway "
+              "process using this key directory (audited)", soft_wrap=True)
 
 
 @keys_app.command("list")

@@ -1277,10 +1277,10 @@ def test_clients_add_racing_a_disable_leaves_the_client_disabled(data_dir: Path,
 
     assert runner.invoke(app, ["keys", "init"]).exit_code == 0
     assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
-    audited = access_changes._audited
+    audited = access_changes.audited
 
     def disabled_meanwhile(*args: Any) -> None:
-        monkeypatch.setattr(access_changes, "_audited", audited)  # the disable's own entry: as it is
+        monkeypatch.setattr(access_changes, "audited", audited)  # the disable's own entry: as it is
         engine = existing_engine_for(Settings())  # the operator's `clients disable`, in another process
         try:
             assert access_changes.set_active(Settings(), engine, "client", "kvk-handelsregister", False).changed
@@ -1288,7 +1288,7 @@ def test_clients_add_racing_a_disable_leaves_the_client_disabled(data_dir: Path,
             engine.dispose()
         audited(*args)
 
-    monkeypatch.setattr(access_changes, "_audited", disabled_meanwhile)
+    monkeypatch.setattr(access_changes, "audited", disabled_meanwhile)
     raced = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
     assert raced.exit_code == 1, raced.output
     assert "shown once" not in raced.output  # no secret for a registration that did not happen
