@@ -1,6 +1,6 @@
 """Tables of authentication (schema by migration 0002_auth; ``accounts.access_generation`` by 0024,
 ``oauth_clients.key_generation`` by 0026, ``oauth_clients.certificate_bound`` by 0032,
-``oauth_clients.certificate_pins`` by 0033)."""
+``oauth_clients.certificate_pins`` by 0036)."""
 
 from __future__ import annotations
 

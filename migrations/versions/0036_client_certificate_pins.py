@@ -7,8 +7,8 @@ bound token, which pinning ends.
 Down drops the column: pinned clients stay bound, and get tokens over any verified certificate again (the code
 of 0032 cannot check pins).
 
-Revision ID: 0033_client_certificate_pins
-Revises: 0032_client_certificate_bound
+Revision ID: 0036_client_certificate_pins
+Revises: 0035_match_filter_replacements
 Create Date: 2026-12-05
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0033_client_certificate_pins"
-down_revision = "0032_client_certificate_bound"
+revision = "0036_client_certificate_pins"
+down_revision = "0035_match_filter_replacements"
 branch_labels = None
 depends_on = None
 
