@@ -180,7 +180,7 @@ def test_a_pin_change_racing_another_change_writes_nothing(via_proxy: TestClient
     from gateway.auth import access_changes
 
     _pinned_client(container, PARTNER.thumbprint)
-    original = access_changes._audited
+    original = access_changes.audited
 
     def changed_meanwhile(*args: Any) -> None:
         with transaction(container.sessions) as session:
@@ -188,7 +188,7 @@ def test_a_pin_change_racing_another_change_writes_nothing(via_proxy: TestClient
                                                            generation=_stored(container).key_generation)
         original(*args)
 
-    monkeypatch.setattr(access_changes, "_audited", changed_meanwhile)
+    monkeypatch.setattr(access_changes, "audited", changed_meanwhile)
     with pytest.raises(Conflict):
         set_certificate_bound(container.settings, container.engine, SYSTEM, True, [RENEWED.thumbprint])
     assert _stored(container).certificate_pins == (OTHER.thumbprint,)
