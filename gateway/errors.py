@@ -20,7 +20,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 class GatewayError(Exception):
@@ -105,3 +107,17 @@ class AuditCheckpointUnverified(ServiceUnavailable):
     not vouched for (fail closed) until an operator has looked; the verifier CLI says what is wrong."""
 
     slug, title = "audit-checkpoint-unverified", "Audit checkpoint failed verification"
+
+
+def cause_of(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first exception of ``kind`` among ``exc``'s explicit causes (``raise ... from``), if any.
+
+    Layers wrap what went wrong below them (the audit writer wraps the database's fault, a transaction wraps a
+    precondition's refusal); whoever answers the request must still tell *which* fault it was — a lost race
+    from a broken database, a take-over from a failure. Only ``__cause__`` is followed: an implicit
+    ``__context__`` is whatever happened to be handled nearby, not what this failure was about.
+    """
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, kind):
+        cause = cause.__cause__
+    return cause

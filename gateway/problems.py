@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit.errors import AuditWriteError, StoreUnavailable
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, cause_of
 from gateway.logging import database_fault, scrub_text
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -111,9 +111,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         # A request that must be logged (a look-up, an export, a flag) when the log cannot be written or read:
         # the log is an unavailable dependency like the database, so 503 and nothing answered (fail closed).
         # Routes that answer more specifically (the exchange, escalations) catch it themselves first.
-        fault: BaseException | None = exc
-        while fault is not None and not isinstance(fault, OperationalError):
-            fault = fault.__cause__
+        fault = exc if isinstance(exc, OperationalError) else cause_of(exc, OperationalError)
         log.error("audit_log_unavailable", **(database_fault(fault) if fault else {"error_type": type(exc).__name__}))
         return problem_response(503, "service-unavailable", "Service unavailable",
                                 "The audit log is unavailable; the request is denied and nothing was disclosed.",

@@ -4,6 +4,11 @@ Started once per test session on a free loopback port under a temporary director
 as root, initdb and postgres run as the ``postgres`` user (PostgreSQL refuses to run as root).
 ``scripts/test`` installs the packages if they are missing; if ``WGS_TEST_POSTGRES_URL`` is set, that
 server is used instead.
+
+A test run that is killed (SIGKILL, a CI timeout) never reaches its ``finally`` and leaves its server
+running, holding memory and a port, on a machine that runs the suite again and again. So each working
+directory records the process that started it (``owner.pid``), and every start first stops and removes the
+servers of owners that are gone; servers of runs still going (other worktrees, parallel runs) are left alone.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from pathlib import Path
 
 import psycopg
 
+WORKDIR_PREFIX = "wgs-pg-"
+OWNER_FILE = "owner.pid"
 
-def _pg_bin() -> Path:
+
+def pg_bin() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
     if candidates:
         return Path(candidates[0]).parent
@@ -44,15 +52,52 @@ def _as_postgres(args: list[str]) -> list[str]:
     return args
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def stop_orphaned_servers(bindir: Path, tempdir: Path) -> list[Path]:
+    """Stop and remove the servers whose starting test run is gone; return their working directories.
+
+    A directory without a readable owner is left alone: it may be one being set up this very moment, or
+    not ours to judge."""
+    removed = []
+    for workdir in sorted(tempdir.glob(f"{WORKDIR_PREFIX}*")):
+        try:
+            owner = int((workdir / OWNER_FILE).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        if (workdir / "data").exists():
+            subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(workdir / "data"), "-m", "immediate",
+                                         "stop"]), check=False, capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        removed.append(workdir)
+    return removed
+
+
 @contextmanager
-def running_postgres() -> Iterator[str]:
-    """Yield an admin URL (database ``postgres``) of a fresh server; stop and remove it afterwards."""
+def running_postgres(parent: Path | None = None) -> Iterator[str]:
+    """Yield an admin URL (database ``postgres``) of a fresh server; stop and remove it afterwards.
+
+    Its working directory is made in ``parent`` (the system's temporary directory unless given), after the
+    orphaned servers there are stopped."""
     preset = os.environ.get("WGS_TEST_POSTGRES_URL")
     if preset:
         yield preset
         return
-    bindir = _pg_bin()
-    workdir = Path(tempfile.mkdtemp(prefix="wgs-pg-"))
+    bindir = pg_bin()
+    parent = parent or Path(tempfile.gettempdir())
+    stop_orphaned_servers(bindir, parent)
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=parent))
+    (workdir / OWNER_FILE).write_text(str(os.getpid()), encoding="ascii")
     datadir = workdir / "data"
     os.chmod(workdir, 0o777)
     if os.geteuid() == 0:

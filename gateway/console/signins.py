@@ -57,6 +57,7 @@ from gateway.auth.setup import auth_services
 from gateway.console import signin_windows
 from gateway.container import Container
 from gateway.db.engine import transaction
+from gateway.errors import cause_of
 from gateway.periodic import PeriodicJob
 
 log = structlog.get_logger("gateway.console.signins")
@@ -207,10 +208,7 @@ async def summarise_ended(container: Container) -> None:
 
 def _taken_over(failed: BaseException) -> bool:
     """Whether the write failed because another process took the windows over (:class:`SummaryTaken`)."""
-    cause = failed.__cause__
-    while cause is not None and not isinstance(cause, signin_windows.SummaryTaken):
-        cause = cause.__cause__
-    return cause is not None
+    return cause_of(failed, signin_windows.SummaryTaken) is not None
 
 
 async def close_sign_ins(container: Container) -> None:

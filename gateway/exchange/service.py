@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -85,6 +85,7 @@ from gateway.errors import (
     OutcomeNotStored,
     ServiceUnavailable,
     Unprocessable,
+    cause_of,
 )
 from gateway.exchange import repository
 from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
@@ -275,18 +276,7 @@ def _all_of(*preconditions: Callable[[Connection], None] | None) -> Callable[[Co
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    return _cause(exc, kind) is not None
-
-
-_E = TypeVar("_E", bound=BaseException)
-
-
-def _cause(exc: BaseException, kind: type[_E]) -> _E | None:
-    """The first exception of ``kind`` in ``exc``'s chain of causes, if any."""
-    cause = exc.__cause__
-    while cause is not None and not isinstance(cause, kind):
-        cause = cause.__cause__
-    return cause
+    return cause_of(exc, kind) is not None
 
 
 def _with(companion: CompanionRow, precondition: Callable[[Connection], None]) -> CompanionRow:
@@ -677,7 +667,7 @@ class ExchangeService:
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
         except AuditError as exc:
-            moved = _cause(exc, repository.CountMoved)
+            moved = cause_of(exc, repository.CountMoved)
             if companion is not None and moved is not None:
                 raise moved from None  # the caller decides again; nothing was written
             if companion is not None and _caused_by(exc, DecisionLost):
@@ -689,7 +679,7 @@ class ExchangeService:
                 # answered this Idempotency-Key. Nothing of this attempt was written; a retry gets that answer.
                 log.info("idempotency_key_taken", error_type=kind.__name__)
                 raise Conflict(key_taken, headers={"Retry-After": "1"}) from exc
-            fault = _cause(exc, OperationalError)  # which fault of the database, for the operator
+            fault = cause_of(exc, OperationalError)  # which fault of the database, for the operator
             log.error("audit_write_failed", **(database_fault(fault) if fault else {"error_type": type(exc).__name__}))
             raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc
         except Exception as exc:  # any failure to log means: do not disclose
