@@ -13,12 +13,16 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, and_, bindparam, select
 
+from audit.errors import CompanionRefused
+from audit.log import Receipt
 from audit.review import EntryScope, scope_condition
 from audit.store import utc
-from audit.tables import audit_entries
+from audit.tables import audit_anomaly_flags, audit_entries
+from audit.writer import CompanionRow
 
 MIN_BASELINE_DAYS = 3
 MIN_REQUESTS = 10
@@ -126,7 +130,10 @@ def logged_flags(engine: Engine, flags: list[Flag]) -> set[FlagKey]:
     """Which of ``flags`` the log holds already as ``anomaly.flagged`` entries (whichever process wrote them).
 
     Why the log and not a process's memory: every gateway process, and each one again after a restart,
-    would otherwise log the day's flags once more, and the log would say an actor was flagged several times."""
+    would otherwise log the day's flags once more, and the log would say an actor was flagged several times.
+    Why the log and not only :data:`~audit.tables.audit_anomaly_flags`: entries written before that table
+    existed have no row in it. This look-up only spares a listing the write; what makes a flag's entry unique
+    is :func:`flag_companion`, since two processes may both look before either writes."""
     if not flags:
         return set()
     wanted = {flag_key(flag) for flag in flags}
@@ -149,3 +156,45 @@ def logged_flags(engine: Engine, flags: list[Flag]) -> set[FlagKey]:
                 found.add(key)
     return found
 
+
+class FlagLoggedAlready(CompanionRefused):
+    """Another listing (of this process or another one) committed the flag's entry first: this one's
+    transaction is refused, nothing of it is written, and the flag stands logged once."""
+
+
+_FLAG_ROW = and_(audit_anomaly_flags.c.actor == bindparam("actor"),
+                 audit_anomaly_flags.c.organisation == bindparam("organisation"),
+                 audit_anomaly_flags.c.day == bindparam("day"), audit_anomaly_flags.c.metric == bindparam("metric"))
+_FLAG_HELD = select(audit_anomaly_flags.c.log_index).where(_FLAG_ROW)
+
+
+def _key_row(flag: Flag) -> dict[str, Any]:
+    return {"actor": flag.actor, "organisation": flag.organisation, "day": flag.day, "metric": flag.metric}
+
+
+def flag_companion(flag: Flag) -> CompanionRow:
+    """The row that makes ``flag``'s ``anomaly.flagged`` entry the only one for its key
+    (:data:`~audit.tables.audit_anomaly_flags`), committed with it.
+
+    Its precondition refuses (:class:`FlagLoggedAlready`) when the row is there already: appends are serialised
+    by the log's append lock, so it sees every entry committed before, by any process, and the refusal is an
+    expected one (logged quietly). Two callers of one batch with the same flag would both pass it; the primary
+    key then refuses the second. Either way only that caller's transaction fails, never its batch's others
+    (:class:`~audit.writer.AsyncAuditWriter` writes them one by one)."""
+    key = _key_row(flag)
+
+    def precondition(connection: Connection) -> None:
+        if connection.execute(_FLAG_HELD, key).first() is not None:
+            raise FlagLoggedAlready("the flag was logged by another listing first")
+
+    def build(receipts: list[Receipt]) -> dict[str, Any]:
+        return {**key, "log_index": receipts[0].index}
+
+    return CompanionRow(audit_anomaly_flags, build, precondition)
+
+
+def flag_logged(engine: Engine, flag: Flag) -> bool:
+    """Whether ``flag``'s row is committed (by any process): after a write of its entry failed, whether that
+    was because another listing logged it first."""
+    with engine.connect() as connection:
+        return connection.execute(_FLAG_HELD, _key_row(flag)).first() is not None

@@ -28,11 +28,12 @@ are left out. Entries are never changed after they are written, so no snapshot t
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,8 +57,14 @@ verifier reads no more of any line than this, so a file built with an endless li
 
 @dataclass(frozen=True)
 class ExportSummary:
+    """What an export holds: entries ``[0, tree_size)``, the checkpoints up to it, the root its last checkpoint
+    signs, and the SHA-256 of the file's bytes (what its audit entry names: an export of the log is itself a
+    disclosure, and the digest says which file it was without saying what is in it)."""
+
     tree_size: int
     checkpoint_count: int
+    root_hash: bytes
+    sha256: str
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -98,12 +105,15 @@ def _open_for_writing(out: Path | BinaryIO) -> Iterator[BinaryIO]:
 
 
 def export_log(log: AuditLog, out: Path | BinaryIO, *, exported_at: datetime | None = None,
-               batch_size: int = 2000) -> ExportSummary:
+               batch_size: int = 2000, before_publish: Callable[[ExportSummary], None] | None = None) -> ExportSummary:
     """Write entries ``[0, N)``, the checkpoints up to N and the verifier key to ``out``.
 
     N is the size of the checkpoint the log signs now (or already signed at its current size): signing is
     the log's job, so an export needs the log with its signing key, not only its public key. Raises what
     :meth:`AuditLog.issue_checkpoint` raises when the checkpoint cannot be written.
+
+    ``before_publish(summary)`` runs once the whole file is written, before it takes its place at a path
+    ``out``: what it raises leaves no file (the caller's audit entry of the export, say: no export without it).
     """
     covering = log.issue_checkpoint()
     size = covering.tree_size
@@ -115,11 +125,20 @@ def export_log(log: AuditLog, out: Path | BinaryIO, *, exported_at: datetime | N
         "verifier_key": verifier.vkey, "tree_size": size, "checkpoint_count": len(checkpoints),
         "exported_at": format_timestamp(exported_at or datetime.now(UTC)),
     }
+    digest = hashlib.sha256()
     with _open_for_writing(out) as handle:
-        handle.write(_line(header))
+
+        def write(data: bytes) -> None:
+            handle.write(data)
+            digest.update(data)
+
+        write(_line(header))
         for checkpoint in checkpoints:
-            handle.write(_line({"type": "checkpoint", "tree_size": checkpoint.tree_size,
-                                "issued_at": format_timestamp(checkpoint.issued_at), "note": checkpoint.note}))
+            write(_line({"type": "checkpoint", "tree_size": checkpoint.tree_size,
+                         "issued_at": format_timestamp(checkpoint.issued_at), "note": checkpoint.note}))
         for index, canonical, leaf in store.iter_leaves(log.engine, stop=size, batch_size=batch_size):
-            handle.write(entry_line(index, leaf, canonical))
-    return ExportSummary(size, len(checkpoints))
+            write(entry_line(index, leaf, canonical))
+        summary = ExportSummary(size, len(checkpoints), covering.root_hash, digest.hexdigest())
+        if before_publish is not None:
+            before_publish(summary)
+    return summary

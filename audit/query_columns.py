@@ -20,7 +20,10 @@ bare quotes is always a key — the only question is at which depth:
   of their own (a discovery's ``extra.hits`` do): where ``"holder":`` occurs once, it is the event's; else
   ``extra`` (whose key is the first ``,"extra":``, as for the fields before it) is skipped with the JSON
   scanner and the holder read right after it;
-* ``recorded_at``: the envelope's tail, which the index check reads already (:meth:`ColumnReader.read_tail`).
+* ``recorded_at``: the envelope's tail, which the index check reads already (:meth:`ColumnReader.read_tail`),
+  compared as text: on SQLite the stored text itself, so another form of the same time (``T`` for the space,
+  more fractional digits, an offset) is no match, and the deep comparison then names it
+  (:func:`audit.store.stored_stamp`) — at no cost to the rows stored as the writer stores them.
 
 Each value is compared as the gateway writes it (the same string encoder, :mod:`audit.canonical`) together
 with the keys around it, so a match is the field's whole value. This takes the text's form on trust, as a

@@ -29,7 +29,7 @@ from itertools import chain, count
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Connection, Dialect, Engine, Select, bindparam, func, select, update
+from sqlalchemy import Connection, Dialect, Engine, Select, Text, bindparam, func, select, type_coerce, update
 
 from audit.errors import MalformedRow
 from audit.events import AuditEvent
@@ -527,6 +527,18 @@ class StoredEntry:
     columns: dict[str, str | int | None]
     """The query columns (:data:`QUERY_COLUMNS`) as stored, so a verifier can check them against the
     canonical text."""
+    recorded_at_text: object = None
+    """On SQLite, ``recorded_at`` as stored (text, unless edited into something else), else None: SQLite keeps
+    a time as text, reads variants of it (``T`` for the space, more fractional digits) back as the same time,
+    and compares the text in a time-window search. A verifier checks it is :func:`stored_stamp`'s form."""
+
+
+def stored_stamp(moment: datetime) -> str:
+    """``moment`` as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff``: how the writer stores ``recorded_at`` on SQLite
+    (SQLAlchemy's SQLite format, always six fractional digits) and how a fast verification reads it on either
+    database (:func:`query_columns_sql`). Text in this one form sorts as the times do."""
+    m = utc(moment)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d} {m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -570,13 +582,22 @@ def _entry(row: Any) -> StoredEntry:
         canonical=str(row.canonical).encode("utf-8"),
         leaf_hash=bytes(row.leaf_hash),
         columns={name: getattr(row, name) for name in QUERY_COLUMNS},
+        recorded_at_text=getattr(row, "recorded_at_text", None),
     )
+
+
+def _entry_rows(dialect: Dialect) -> Select[Any]:
+    """Whole ``audit_entries`` rows; on SQLite with ``recorded_at`` also as the stored text, unconverted
+    (:attr:`StoredEntry.recorded_at_text`)."""
+    if dialect.name == "sqlite":
+        return select(audit_entries, type_coerce(audit_entries.c.recorded_at, Text).label("recorded_at_text"))
+    return select(audit_entries)
 
 
 def entries_between(connection: Connection, start: int, stop: int) -> list[StoredEntry]:
     """Entries with ``start <= index < stop``, in index order (missing indices are simply absent)."""
     rows = connection.execute(
-        select(audit_entries)
+        _entry_rows(connection.dialect)
         .where(audit_entries.c.log_index >= start, audit_entries.c.log_index < stop)
         .order_by(audit_entries.c.log_index)
     )
@@ -667,7 +688,7 @@ def _leaf_batches_portable(engine: Engine, *, start: int, stop: int | None, batc
         if not rows:
             return
         yield [(int(index), canonical.encode("utf-8"), bytes(leaf),
-                *((utc(rest[0]).strftime("%Y-%m-%d %H:%M:%S.%f"), *rest[1:]) if rest else ()))
+                *((stored_stamp(rest[0]), *rest[1:]) if rest else ()))
                for index, canonical, leaf, *rest in rows]
         position = int(rows[-1][0]) + 1
 
@@ -742,7 +763,7 @@ def iter_entries(engine: Engine, *, start: int = 0, stop: int | None = None,
 
 
 def _entries_from(engine: Engine, position: int, stop: int | None, limit: int) -> list[StoredEntry]:
-    query = select(audit_entries).where(audit_entries.c.log_index >= position)
+    query = _entry_rows(engine.dialect).where(audit_entries.c.log_index >= position)
     if stop is not None:
         query = query.where(audit_entries.c.log_index < stop)
     with read_connection(engine) as connection:

@@ -18,7 +18,8 @@ TRUNCATE):
   O(log n) of them. Level 0 (the leaves) is ``audit_entries.leaf_hash``.
 * ``audit_checkpoints``: every signed checkpoint issued, keyed by tree size.
 
-Beside them ``audit_on_demand``, one row saying when a checkpoint was last signed on demand (not append-only).
+Beside them ``audit_on_demand``, one row saying when a checkpoint was last signed on demand (not append-only),
+and ``audit_anomaly_flags``, one row per ``anomaly.flagged`` entry, keyed by what a flag is logged once for.
 
 The column is called ``log_index`` rather than ``index`` because INDEX is an SQL keyword.
 The naming convention is the gateway's, duplicated on purpose: ``audit`` imports nothing of ours.
@@ -29,6 +30,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Float,
     Index,
@@ -98,3 +100,17 @@ audit_on_demand = Table(
 pace of asking, not part of the log. Not append-only: its one row is overwritten, under the append lock, in
 the transaction that stores the checkpoint. Its time is the signing process's wall clock (the log's own clock
 is injectable and often frozen in tests)."""
+
+audit_anomaly_flags = Table(
+    "audit_anomaly_flags",
+    metadata,
+    Column("actor", String(200), primary_key=True),
+    Column("organisation", String(200), primary_key=True),  # "" for an actor of no organisation
+    Column("day", Date, primary_key=True),
+    Column("metric", String(40), primary_key=True),
+    Column("log_index", BigInteger, nullable=False),  # the index of the flag's ``anomaly.flagged`` entry
+)
+"""Which anomaly flags the log holds an ``anomaly.flagged`` entry for (:mod:`audit.anomaly`): each row commits in
+the transaction of its entry (a companion row, :class:`audit.writer.CompanionRow`), and its primary key is what a
+flag is logged once for, so two gateway processes listing the same flag at once cannot both log it. Not part of
+the log's evidence (the entries are): bookkeeping that keeps the log from saying a flag twice."""

@@ -7,9 +7,11 @@ What is checked, in log order (the first failure stops verification and is repor
 3. each entry carries its own index inside its canonical bytes;                          ``index``
 4. (deep) each entry is RFC 8785 canonical JSON with a valid event;                      ``entry``
    (live) the columns searches use — the query columns and the time — agree with the
-   entry (deep: the entry id too). A fast verification reads them in the text as the
-   gateway writes it (:mod:`audit.query_columns`), and an entry where it cannot is
-   compared as a deep verification compares it;                                         ``columns``
+   entry (deep: the entry id too), the time on SQLite as text in exactly the writer's
+   form (:func:`audit.store.stored_stamp`: searches compare that text). A fast
+   verification reads them in the text as the gateway writes it
+   (:mod:`audit.query_columns`), and an entry where it cannot is compared as a deep
+   verification compares it;                                                            ``columns``
 5. (live) every cached complete subtree equals the one recomputed from the leaves;      ``node-cache``
 6. each checkpoint, when the stream reaches its size: signed by the trusted key for the
    log's origin, its stored size/root agree with the signed text, its root equals the
@@ -256,6 +258,10 @@ def _entry_failure(index: int, canonical: bytes, stored: StoredEntry | None) -> 
     if stored is not None:
         if stored.entry_id != entry.entry_id or stored.recorded_at != entry.recorded_at:
             return Failure(FailureKind.COLUMNS, index, "entry_id or recorded_at column differs from the entry")
+        if stored.recorded_at_text is not None and stored.recorded_at_text != store.stored_stamp(entry.recorded_at):
+            # the same time in another form: time-window searches, which compare SQLite's text, would misplace it
+            return Failure(FailureKind.COLUMNS, index, "recorded_at column is not stored in the form the gateway "
+                                                       "writes (a time-window search compares that text)")
         expected = store.query_columns(entry.event)
         wrong = sorted(name for name, value in expected.items() if stored.columns.get(name) != value)
         if wrong:

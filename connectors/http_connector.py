@@ -22,7 +22,13 @@ a few hundred kilobytes of gzip inflate to gigabytes.
 
 TLS: an ``https`` holder's certificate is always verified, against the system's trust store or, with
 ``ca_file``, against the partnership's own CA bundle (partners commonly run a private PKI); a certificate that
-fails verification is not retried — it fails the same way each time.
+fails verification is not retried — it fails the same way each time. Plain ``http://`` is refused when the
+connector is made (``gateway.urls.holder_url``) unless the holder is on this machine or ``allow_insecure_http``
+says the network is trusted: every call carries a bearer token and a query's answer personal data.
+
+The bearer token goes to the registered origin only: each call's URL is the registered base URL and a fixed
+path, and a redirect is never followed (``allow_redirects=False``; a 3xx is a ``HolderProtocolError``) — a
+holder, or whoever answers in its name, cannot send the token on to another origin, nor the request body.
 
 4xx answers are never retried. aiohttp's exceptions are converted here, at the edge (``raise ... from``), into
 the tree of ``connectors.errors``; messages name the partner system and the request id, never a subject or the
@@ -49,6 +55,7 @@ from pydantic_core import from_json
 from connectors.errors import HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
 from connectors.transport import compressed, verifying_tls
+from gateway.urls import holder_url
 
 TokenProvider = Callable[[str], Awaitable[str]]
 """``async (audience) -> bearer token``; the audience is the partner system id."""
@@ -138,9 +145,16 @@ class HttpConnector:
 
     def __init__(self, system: str, base_url: str, token_provider: TokenProvider, *, timeout: float = 5.0,
                  retries: int = 2, backoff: float = 0.05, session: SharedSession | None = None,
-                 max_answer_bytes: int = MAX_ANSWER_BYTES, ca_file: str | Path | None = None) -> None:
+                 max_answer_bytes: int = MAX_ANSWER_BYTES, ca_file: str | Path | None = None,
+                 allow_insecure_http: bool = False) -> None:
         """``ca_file``: the CA bundle to verify an https holder against, when this connector makes its own
-        session (a shared ``session`` brings its own)."""
+        session (a shared ``session`` brings its own). ValueError (naming ``system``, not the URL: it may hold
+        a password) for a ``base_url`` that is no http(s) URL, or plain http to another machine unless
+        ``allow_insecure_http``."""
+        try:
+            holder_url(base_url, allow_insecure_http=allow_insecure_http)
+        except ValueError as exc:
+            raise ValueError(f"{system}: {exc}") from None
         self.system = system
         self._max_answer_bytes = max_answer_bytes
         self._base = base_url.rstrip("/")
@@ -284,11 +298,13 @@ class ConnectorRegistry:
     """
 
     def __init__(self, endpoints: dict[str, str], token_provider: TokenProvider, *, timeout: float = 5.0,
-                 retries: int = 2, backoff: float = 0.05, ca_file: str | Path | None = None) -> None:
+                 retries: int = 2, backoff: float = 0.05, ca_file: str | Path | None = None,
+                 allow_insecure_http: bool = False) -> None:
         self._sessions = {system: SharedSession(max_connections=MAX_CONNECTIONS_PER_HOLDER, ca_file=ca_file)
                           for system in endpoints}
         self._connectors = {system: HttpConnector(system, url, token_provider, timeout=timeout, retries=retries,
-                                                  backoff=backoff, session=self._sessions[system])
+                                                  backoff=backoff, session=self._sessions[system],
+                                                  allow_insecure_http=allow_insecure_http)
                             for system, url in endpoints.items()}
 
     def get(self, system: str) -> HttpConnector | None:

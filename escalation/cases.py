@@ -4,7 +4,7 @@ Rules enforced here (issue 6):
 * every change names the version it was based on; a concurrent change makes the second one fail
   (``ConcurrentUpdate``, mapped to 409 by the API), so two deciders can never both win;
 * a decision needs a written motivation and deciders from outside the requesting organisation; tier 3
-  needs two different deciders;
+  needs two different deciders; no party decides its own case alone (``independent``);
 * deadlines are counted in Dutch working days per tier; a case past its deadline moves one tier up
   (``act`` with ``DEADLINE_MISSED``), and a missed tier-3 deadline stays at tier 3 and is reported once, not
   decided (``unreported_final_overdue`` lists those). The scan that does both, with an audit entry and a
@@ -235,12 +235,38 @@ def act(session: Session, case_id: str, expected_version: int, action: Action, a
 DECISION_VALIDITY = timedelta(days=30)
 
 
+def may_vote(case: Case, organisation: str) -> bool:
+    """Four eyes: the requesting organisation never decides its own request. A holder's objection is the
+    exception: there the requester is the other party (tier 1 is both parties' privacy officers), its allow
+    grants no re-run (``Case.grants_rerun``), and its vote never decides alone (``independent``)."""
+    return organisation != case.requester_org or case.trigger == "holder-objection"
+
+
+def independent(case: Case, organisations: set[str]) -> bool:
+    """Whether a decision by deciders of ``organisations`` is no party's judgement in its own cause. On a
+    holder's objection both organisations are parties: the objecting holder may not uphold (or drop) its own
+    objection alone, nor the requester keep its disclosure alone, so the deciders include someone outside
+    each — at tier 1 both parties' officers agreeing, above it the tier's deciders. Otherwise the requester
+    takes no part (``may_vote``).
+
+    Above tier 1 the dispute has left the parties: a party that also sits on the higher tier (the FIOD on
+    the FEC board, the OM on the RIEC steering group) does not settle its own case there either, however
+    many of its people agree — the deciders include someone who is neither party."""
+    if case.trigger == "holder-objection":
+        independent_ = bool(organisations - {case.holder_org}) and bool(organisations - {case.requester_org})
+    else:
+        independent_ = bool(organisations) and case.requester_org not in organisations
+    if case.tier > 1:
+        independent_ = independent_ and bool(organisations - {case.requester_org, case.holder_org})
+    return independent_
+
+
 def _check_decision(case: Case, deciders: list[Actor], motivation: str, outcome: str) -> None:
     if not motivation.strip():
         raise MotivationRequired("a decision needs a written motivation")
     if outcome not in {"allow", "deny"}:
         raise EscalationError("outcome must be allow or deny")
-    if not deciders or any(d.organisation == case.requester_org for d in deciders):
+    if not deciders or not all(may_vote(case, d.organisation) for d in deciders):
         raise FourEyesViolation("the decider must be outside the requesting organisation")
 
 
@@ -258,6 +284,9 @@ def decide(session: Session, case_id: str, expected_version: int, deciders: list
     needed = votes_needed(case, min_deciders or 1)
     if len({(d.organisation, d.user) for d in deciders}) < needed:
         raise FourEyesViolation(f"a tier-{case.tier} decision needs {needed} different deciders")
+    if not independent(case, {d.organisation for d in deciders}):
+        raise FourEyesViolation("no party decides its own case alone: the deciders must include someone of "
+                                "the other party (a holder's objection, tier 1) or, above tier 1, of neither")
     decision = {"id": str(uuid6.uuid7()), "outcome": outcome,
                 "permitted_categories": sorted(permitted_categories) if outcome == "allow" else [],
                 "obligations": dict(obligations or {}) if outcome == "allow" else {},
@@ -285,6 +314,14 @@ def agreeing_votes(case: Case, voter: Actor, proposal: dict[str, Any]) -> list[d
             and (v["organisation"], v["user"]) != (voter.organisation, voter.user)]
 
 
+def completes(case: Case, voter: Actor, proposal: dict[str, Any], needed: int) -> bool:
+    """Whether ``voter``'s vote for ``proposal`` takes the decision: enough different deciders agree, and
+    they are not all of one party (``independent``); otherwise the vote waits on the case."""
+    agreeing = agreeing_votes(case, voter, proposal)
+    organisations = {voter.organisation} | {v["organisation"] for v in agreeing}
+    return len(agreeing) + 1 >= needed and independent(case, organisations)
+
+
 def vote(session: Session, case_id: str, expected_version: int, voter: Actor, motivation: str, *,
          outcome: str, permitted_categories: list[str], now: datetime, deadlines: Deadlines, timezone: str,
          min_deciders: int, obligations: dict[str, Any] | None = None,
@@ -300,7 +337,7 @@ def vote(session: Session, case_id: str, expected_version: int, voter: Actor, mo
     needed = votes_needed(case, min_deciders)
     proposal = proposal_of(outcome, permitted_categories, obligations)
     agreeing = agreeing_votes(case, voter, proposal)
-    if len(agreeing) + 1 >= needed:
+    if completes(case, voter, proposal, needed):
         deciders = [voter] + [Actor(v["organisation"], v["user"]) for v in agreeing]  # the deciding vote first
         return decide(session, case_id, expected_version, deciders, motivation, outcome=outcome,
                       permitted_categories=permitted_categories, now=now, deadlines=deadlines, timezone=timezone,

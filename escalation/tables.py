@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -63,6 +64,11 @@ escalation_cases = Table(
     Column("rerun_claimed_at", DateTime(timezone=True), nullable=True),
     # 0016: the exchange whose re-run used the decision (set with its disclosure; then it is used for good)
     Column("rerun_exchange_id", String(36), nullable=True),
+    # 0033: what the state machine cannot produce, the database refuses too (escalation/states.py)
+    CheckConstraint("tier BETWEEN 1 AND 3", name="tier"),
+    CheckConstraint("state IN ('open', 'in_review', 'escalated', 'decided', 'closed', 'withdrawn', 'expired')",
+                    name="state"),
+    CheckConstraint("version >= 1", name="version"),
 )
 
 ACTIVE_STATES_SQL = "state IN ('open', 'in_review', 'escalated')"
@@ -112,6 +118,7 @@ legal_gaps = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("created_by_org", String(64), nullable=False),
     Column("note", Text, nullable=True),
+    CheckConstraint("status IN ('identified', 'on-agenda', 'resolved')", name="status"),  # 0033
 )
 
 legal_gap_cases = Table(

@@ -25,7 +25,12 @@ from gateway.container import Container, build_container
 from gateway.db.engine import assert_migrated, expected_heads
 from gateway.enrolment import endpoints as enrolment_endpoints
 from gateway.enrolment import fuzzy_endpoints
-from gateway.enrolment.setup import install_filters, install_pseudonyms, remove_retired_at_start
+from gateway.enrolment.setup import (
+    install_filters,
+    install_pseudonyms,
+    remove_abandoned_at_start,
+    remove_retired_at_start,
+)
 from gateway.escalations import endpoints as escalation_endpoints
 from gateway.escalations.setup import escalation_scheduler, escalation_service, install_escalations
 from gateway.exchange import endpoints as exchange_endpoints
@@ -69,6 +74,7 @@ def start_services(container: Container) -> None:
     install_pseudonyms(container)
     install_filters(container)
     remove_retired_at_start(container)
+    remove_abandoned_at_start(container)
     install_escalations(container)
 
 

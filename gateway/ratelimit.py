@@ -4,8 +4,21 @@ Who the caller is: the *verified* access token's principal (``kind:sub``) — ch
 :class:`~gateway.auth.tokens.AccessTokenService` the routes use (signature, issuer, audience, expiry; no
 database), so nobody can spend another client's budget, or escape their own, by sending a made-up ``sub``.
 Requests without a valid bearer token (the token endpoint, people's login, the console, bad tokens) are
-keyed by the peer address. Verified tokens are remembered for a few seconds (by their SHA-256) so a busy
-client does not pay for the signature check twice per request. A certificate-bound token (RFC 8705,
+keyed by the peer address. The token service remembers tokens it verified (by their text, while the key set is
+unchanged), so a busy client does not pay for the signature check twice per request; nothing is remembered
+here, so a token signed by a key retired a moment ago (``keys retire``) is no identity from the next request on.
+
+A revoked token is no identity either: one of a client that was disabled or re-keyed since, or of a disabled
+account (:class:`~gateway.auth.revocation.DisabledPrincipals`, the routes' own in-memory list, no database) is
+keyed by the peer address like a bad token. Why: such a token still verifies, so it used to spend the budget of
+the client it was issued to: whoever kept a copy after the client was re-keyed over a leak could throttle that
+client by replaying it, at no cost of their own, and every copy kept its place in a cache of verified tokens.
+Now it spends its sender's address's budget and keeps nothing. When the list cannot be read (the routes answer
+503 then) every token is keyed by its address too: fail closed, nobody's budget is spent on their behalf. A
+person's token ended by a new password or a changed role is only known from the account itself, which the routes
+read and this check does not: such a token still counts against its person's budget until it expires. The list
+lags a ``users enable`` by up to ``revocation_refresh_seconds``: a person who signs in right after it is keyed by
+address until then. A certificate-bound token (RFC 8705,
 :mod:`gateway.auth.certificate_binding`) names its system only over its certificate, checked on every request
 and never remembered: a copy of it without the certificate's key is refused by the routes, and must not spend
 the system's budget either (a stolen bound token would otherwise throttle the partner it was taken from).
@@ -17,7 +30,6 @@ Health probes are never limited (a load balancer must always learn whether the g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import threading
@@ -41,8 +53,6 @@ log = structlog.get_logger("gateway.ratelimit")
 
 EXEMPT_PREFIXES = ("/health/",)
 MAX_BUCKETS = 100_000  # idle buckets beyond this are dropped (a full bucket holds no state worth keeping)
-TOKEN_CACHE_SIZE = 10_000
-TOKEN_CACHE_SECONDS = 10.0
 
 
 @dataclass
@@ -92,29 +102,6 @@ class TokenBucketLimiter:
             del self._buckets[key]
 
 
-class _VerifiedTokens:
-    """SHA-256 of a token that verified → its rate-limit key, for a few seconds (LRU, bounded)."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._entries: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, digest: bytes) -> str | None:
-        with self._lock:
-            found = self._entries.get(digest)
-            if found is None or found[1] < self._clock():
-                return None
-            return found[0]
-
-    def put(self, digest: bytes, key: str) -> None:
-        with self._lock:
-            self._entries[digest] = (key, self._clock() + TOKEN_CACHE_SECONDS)
-            self._entries.move_to_end(digest)
-            while len(self._entries) > TOKEN_CACHE_SIZE:
-                self._entries.popitem(last=False)
-
-
 class RateLimitMiddleware:
     """Pure ASGI: refuse a request over its client's budget before any handler (or body parsing) runs."""
 
@@ -122,7 +109,6 @@ class RateLimitMiddleware:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self.limiter = TokenBucketLimiter(per_second, max(burst, 1), clock) if per_second > 0 else None
-        self._verified = _VerifiedTokens(clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.limiter is None or scope["type"] != "http" or scope["path"].startswith(EXEMPT_PREFIXES):
@@ -139,17 +125,12 @@ class RateLimitMiddleware:
         await _reject(send, retry_after, scope["path"])
 
     def client_key(self, scope: Scope) -> str:
-        """``system:<sub>`` / ``person:<sub>`` for a verified bearer token, else ``ip:<peer address>``."""
+        """``system:<sub>`` / ``person:<sub>`` for a verified bearer token that is not revoked, else
+        ``ip:<peer address>``."""
         token = _bearer(scope)
         if token:
-            digest = hashlib.sha256(token.encode("latin-1")).digest()
-            cached = self._verified.get(digest)
-            if cached is not None:
-                return cached
-            principal, remembered = _verify(scope, token)
+            principal = _verify(scope, token)
             if principal is not None:
-                if remembered:
-                    self._verified.put(digest, principal)
                 return principal
         client = scope.get("client")
         return f"ip:{client[0] if client else 'unknown'}"
@@ -163,29 +144,24 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
-def _verify(scope: Scope, token: str) -> tuple[str | None, bool]:
-    """The verified principal's key, or None (bad token, or the auth service not started yet; a bound token
-    without its certificate), and whether the key may be remembered for the token (not a bound token's: its
-    certificate is checked on every request, see the module's docstring)."""
+def _verify(scope: Scope, token: str) -> str | None:
+    """The verified principal's key, or None: a bad token, a revoked one (or the list that says so unread), the
+    auth service not started yet, or a bound token without its certificate (see the module's docstring)."""
     app: Any = scope.get("app")
     container = getattr(getattr(app, "state", None), "container", None)
     if not isinstance(container, Container):
-        return None, False
+        return None
     auth = container.services.get("auth")
     if not isinstance(auth, AuthServices):
-        return None, False
+        return None
     try:
         principal = auth.tokens.verify(token)
+        auth.disabled.check(principal)
+        if principal.certificate_thumbprint is not None:
+            check_presented(Request(scope), container.settings, principal.certificate_thumbprint)
     except GatewayError:
-        return None, False
-    key = f"{principal.kind}:{principal.subject}"
-    if principal.certificate_thumbprint is None:
-        return key, True
-    try:
-        check_presented(Request(scope), container.settings, principal.certificate_thumbprint)
-    except GatewayError:
-        return None, False
-    return key, False
+        return None
+    return f"{principal.kind}:{principal.subject}"
 
 
 async def _reject(send: Send, retry_after: int, path: str) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from gateway.resources import resource_dir
-from gateway.urls import EXPECTED, http_url
+from gateway.urls import EXPECTED, holder_url
 
 SHIPPED_REGISTER = Path(__file__).parent / "data" / "register.yaml"
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -156,6 +156,11 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
     opa_ca_file: Path | None = Field(default=None, description="CA bundle for an https OPA URL; must exist "
                                                                "when the OPA engine is used.")
 
+    # Declared before the endpoints: their check reads it.
+    connector_allow_insecure_http: bool = Field(
+        default=False,
+        description="Accept plain http:// holder endpoints on other machines (a private network you trust); "
+                    "without it only https:// and loopback http:// (the demo, tests) are accepted.")
     connector_endpoints: dict[str, str] = Field(
         default_factory=dict,
         description='Partner system id -> base URL of its holder service, e.g. {"politie-bvh": "http://..."}.',
@@ -182,6 +187,15 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
         description="What each gateway process keeps in memory of the decoded fuzzy discovery index (least "
                     "recently used holder and record type out first; 0 keeps nothing): a fuzzy discovery then "
                     "reads one counter per holder instead of all its records.")
+    match_filter_limit: int = Field(
+        default=250_000, ge=1, le=10_000_000,
+        description="Match-filter records (fuzzy discovery) one participant may have enrolled per partnership and "
+                    "record type; a batch that would pass it is refused whole (422, naming the limit). Every "
+                    "process keeps each holder's set in memory and compares each fuzzy discovery with all of it.")
+    match_filter_replacement_ttl_seconds: int = Field(
+        default=3600, ge=60, le=7 * 86_400,
+        description="How long a match-filter replacement sent in several batches waits for its next batch before "
+                    "it is abandoned and its kept records removed (the earlier set answers meanwhile).")
     escalation_webhooks: dict[str, WebhookTarget] = Field(
         default_factory=dict,
         description='Organisation id -> {"url": ..., "secret": ...}: cases awaiting its action are POSTed there '
@@ -274,10 +288,13 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
 
     @field_validator("connector_endpoints")
     @classmethod
-    def _endpoints_are_http(cls, value: dict[str, str]) -> dict[str, str]:
+    def _endpoints_are_http(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # Plain http:// to another machine would carry the holder's bearer token and the answered records in
+        # the clear: refused at start-up, not discovered on the wire (gateway.urls.holder_url).
+        allow = bool(info.data.get("connector_allow_insecure_http", False))
         for system, url in value.items():
             try:
-                http_url(url)
+                holder_url(url, allow_insecure_http=allow)
             except ValueError as exc:
                 raise ValueError(f"{system}: {exc}") from None
         return value

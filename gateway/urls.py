@@ -1,7 +1,8 @@
 """The http(s) URL check shared by the settings (connector endpoints) and the OPA client's address, and the
 loopback check shared by the partner client and the console's cookies.
 
-One place decides what "an http(s) URL with a host" is, so ``WGS_CONNECTOR_ENDPOINTS`` and ``WGS_OPA_URL``
+One place decides what "an http(s) URL with a host" is (and, :func:`holder_url`, when a holder's plain ``http://``
+is refused), so ``WGS_CONNECTOR_ENDPOINTS`` and ``WGS_OPA_URL``
 cannot drift apart on it. Each caller adds its own rules on top: the OPA address also refuses credentials,
 a query and a fragment (opa-python-client would drop them silently); the connector endpoints deliberately
 do not (a holder service's base URL is passed on as written).
@@ -42,3 +43,22 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+INSECURE_HOLDER = ("plain http:// to a holder that is not on this machine: its bearer token and the records it "
+                   "answers would cross the network unencrypted; use https://, or set "
+                   "WGS_CONNECTOR_ALLOW_INSECURE_HTTP=true on a network you trust")
+
+
+def holder_url(url: str, *, allow_insecure_http: bool = False) -> SplitResult:
+    """``url`` as :func:`http_url` splits it, refused (ValueError, one line, without the URL) when it is plain
+    ``http://`` to a host that is not this machine, unless ``allow_insecure_http``.
+
+    Why: every call to a holder carries a bearer token the holder accepts from the gateway, and a query's
+    answer carries personal data; over plain HTTP anyone on the path reads both. A loopback holder (the demo,
+    the tests, a sidecar) never leaves the machine, so it stays allowed; an operator whose holders sit on a
+    private network they trust says so explicitly."""
+    parsed = http_url(url)
+    if parsed.scheme.lower() == "http" and not allow_insecure_http and not is_loopback_host(parsed.hostname or ""):
+        raise ValueError(INSECURE_HOLDER)
+    return parsed

@@ -263,11 +263,15 @@ _day_names := {1: "Mon", 2: "Tue", 3: "Wed", 4: "Thu", 5: "Fri", 6: "Sat", 7: "S
 request_escalate_sorted := [r | request_escalate != set(); some r in sort_reasons(request_escalate)]
 
 # Rule 8: the escalation decision for exactly this request, while it is valid, under its holder's name
-# (it counts for that holder only). A decision whose obligations are malformed is no valid decision.
+# (it counts for that holder only). A decision whose obligations are malformed is no valid decision, nor one
+# without an id (a decision applied must be named, and every category it leaves out gets a reason citing
+# it) or whose categories are no list (what it permits must be stated, not guessed).
 escalation_decisions := {d.holder: d |
 	input.context.escalation_decision.request_fingerprint == input.request_fingerprint
 	d := input.context.escalation_decision
 	is_string(d.holder)
+	_nonempty(d.id)
+	is_array(d.permitted_categories)
 	time.parse_rfc3339_ns(d.valid_until) > requested_ns
 	_well_formed_obligations(object.get(d, "obligations", {}))
 }

@@ -59,8 +59,37 @@ test_discovery_denied_for_minors_outside_youth_prevention if {
 test_discovery_skips_a_hit_only_category_of_a_holder_answering_records if {
 	register := json.patch(data.register, [{"op": "add", "path": "/partnerships/riec-amsterdam-amstelland/purposes/bibob-integrity-check/supplies/police/-", "value": "ongoing_investigation"}])
 	d := discovery.decision with input as _input({"holder": {"organisation": "politie"}, "categories": ["police_incidents", "ongoing_investigation"]}) with data.register as register
-	d.outcome == "allowed"
+	d.outcome == "allowed-narrowed"
 	d.permitted_categories == ["police_incidents"]
+	d.removed_categories == ["ongoing_investigation"]
+	[r.code | some r in d.reasons] == ["hit-only-category"]
+}
+
+# Rules 3 and 4 for discovery as for an exchange: a requested category of the holder's that is not searched
+# is removed with its reason (S11: asking about criminal intelligence was answered `hit` on the police's
+# incidents, and neither the requester nor the log learnt that the intelligence was not searched).
+test_discovery_removes_criminal_intelligence_with_its_reason_s11 if {
+	d := discovery.decision with input as _input({"holder": {"organisation": "politie"}, "categories": ["police_incidents", "criminal_intelligence"]})
+	d.outcome == "allowed-narrowed"
+	d.allow
+	d.permitted_categories == ["police_incidents"]
+	d.removed_categories == ["criminal_intelligence"]
+	[[r.code, r.category] | some r in d.reasons] == [["never-disclosed", "criminal_intelligence"]]
+}
+
+test_discovery_is_narrowed_as_the_exchange_is_s1 if {
+	d := discovery.decision with input as _input({"holder": {"organisation": "belastingdienst"}, "categories": ["tax_debts", "income", "company_registration"]})
+	d.outcome == "allowed-narrowed"
+	d.permitted_categories == ["tax_debts"]
+	d.removed_categories == ["income"]
+	[[r.code, r.category] | some r in d.reasons] == [["category-not-supplied", "income"]]
+}
+
+test_denied_discovery_names_its_removed_categories_too if {
+	d := discovery.decision with input as _input({"holder": {"organisation": "politie"}, "categories": ["criminal_intelligence"]})
+	d.outcome == "denied"
+	d.removed_categories == ["criminal_intelligence"]
+	{[r.code, object.get(r, "category", null)] | some r in d.reasons} == {["never-disclosed", "criminal_intelligence"], ["no-permitted-categories", null]}
 }
 
 # Rules 6-8 apply to discovery as to an exchange.
@@ -115,10 +144,11 @@ _decided(changes, holder, valid_until, categories) := _with_context(object.union
 
 test_valid_decision_overrides_rules_6_and_7_for_discovery_and_bounds_it if {
 	d := discovery.decision with input as _decided({"requested_at": "2026-11-28T10:00:00Z"}, "kvk", "2026-12-01T00:00:00Z", ["company_registration", "tax_debts"])
-	d.outcome == "allowed"
+	d.outcome == "allowed-narrowed"
 	d.permitted_categories == ["company_registration"]
+	d.removed_categories == ["directorships"]
 	d.escalation_decision == "dec-7"
-	d.reasons == []
+	[[r.code, r.category] | some r in d.reasons] == [["narrowed-by-escalation-decision", "directorships"]]
 }
 
 test_expired_or_other_holders_decision_does_not_override_discovery if {
@@ -130,10 +160,18 @@ test_expired_or_other_holders_decision_does_not_override_discovery if {
 	_codes(other) == {"bulk-request", "daily-limit"}
 }
 
+test_decision_without_an_id_does_not_override_discovery if {
+	i := _decided({}, "kvk", "2026-12-01T00:00:00Z", ["company_registration"])
+	d := discovery.decision with input as object.union(i, {"context": {"escalation_decision": {"id": null}}})
+	d.outcome == "escalated"
+	d.escalation_decision == null
+}
+
 test_decision_stating_nothing_searchable_denies_discovery if {
 	d := discovery.decision with input as _decided({}, "kvk", "2026-12-01T00:00:00Z", ["tax_debts"])
 	d.outcome == "denied"
-	_codes(d) == {"no-permitted-categories"}
+	_codes(d) == {"no-permitted-categories", "narrowed-by-escalation-decision"}
+	d.removed_categories == ["company_registration", "directorships"]
 }
 
 # Rule 1 for discovery too: nothing before the partnership is established (in Amsterdam).

@@ -286,6 +286,33 @@ test_decision_never_widens_beyond_the_register if {
 	d.permitted_categories == ["tax_compliance", "tax_debts"]
 }
 
+# Rule 8: a decision that names no id or states its categories as no list is no valid decision: it neither
+# overrides rules 6 and 7 nor narrows (else a category it leaves out would be removed without a reason and the
+# decision would name no escalation decision it applied).
+_decision_changed(changes) := object.union(_decision_for("fp-1", "belastingdienst", "2026-12-01T00:00:00Z", ["tax_debts"]), {"context": {"escalation_decision": changes}})
+
+test_decision_without_an_id_is_no_valid_decision if {
+	every changes in [{"id": null}, {"id": ""}, {"id": 7}] {
+		d := exchange.decision with input as _decision_changed(changes)
+		d.outcome == "escalated"
+		d.escalation_decision == null
+		"bulk-request" in _codes(d)
+	}
+	i := _decision_for("fp-1", "belastingdienst", "2026-12-01T00:00:00Z", ["tax_debts"])
+	without_id := object.union(object.remove(i, ["context"]), {"context": {"requests_today": 0, "escalation_decision": object.remove(i.context.escalation_decision, ["id"])}})
+	d := exchange.decision with input as without_id
+	d.outcome == "escalated"
+	d.escalation_decision == null
+}
+
+test_decision_whose_categories_are_no_list_is_no_valid_decision if {
+	every changes in [{"permitted_categories": "tax_debts"}, {"permitted_categories": null}, {"permitted_categories": {"tax_debts": true}}] {
+		d := exchange.decision with input as _decision_changed(changes)
+		d.outcome == "escalated"
+		d.escalation_decision == null
+	}
+}
+
 # Rules 8 and 9: an escalation decision's obligations only tighten the purpose's: the earlier retain_until,
 # results_only if either says so, onward sharing never.
 _youth := {"partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)", "subjects_minor": true}

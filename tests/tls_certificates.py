@@ -1,9 +1,14 @@
-"""TLS material for tests: a private CA (as partnerships run) and a server certificate it issued."""
+"""TLS material for tests: a private CA (as partnerships run) and a server certificate it issued; client
+certificates of partner systems, as files or in memory."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import ipaddress
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from cryptography import x509
@@ -50,3 +55,40 @@ def client_certificate(directory: Path, name: str = "partner-system") -> tuple[P
     key), as a TLS proxy that asks partner systems for certificates trusts and they present."""
     return _issued(directory, "partner systems test CA", name, ("clients-ca.pem", f"{name}.pem", f"{name}-key.pem"),
                    [])
+
+
+_PINNED_NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)  # validity is the proxy's check, never the gateway's
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    pem: bytes
+    thumbprint: str
+    key_pem: bytes  # the certificate's private key: for tests of files that hold one by mistake
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+@cache
+def _ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
+    return ec.generate_private_key(ec.SECP256R1()), _name("partner systems test CA")
+
+
+def issued(common_name: str) -> IssuedCertificate:
+    """A new client certificate for ``common_name``, in memory, issued by one CA for the whole test process (a
+    new key each call: two calls for one name are a certificate and its renewal), as certificate pinning's tests
+    need several certificates that one proxy verifies alike. Its thumbprint (RFC 8705 ``x5t#S256``) is computed
+    here from the DER bytes, not with the gateway's helper."""
+    ca_key, ca_name = _ca()
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca_name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(_PINNED_NOW).not_valid_after(_PINNED_NOW + dt.timedelta(days=365))
+                   .sign(ca_key, hashes.SHA256()))
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return IssuedCertificate(certificate.public_bytes(serialization.Encoding.PEM),
+                  base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode(), key_pem)

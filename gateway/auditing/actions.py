@@ -18,7 +18,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import JsonValue
 
-from audit import AuditEvent, EventType, Requester, Status
+from audit import AuditEvent, EventType, ExportSummary, Requester, Status
 from gateway.auditing.setup import audit_services
 from gateway.auth import repository as accounts
 from gateway.auth.principal import Principal
@@ -42,6 +42,19 @@ def action_event(request: Request | None, action: str, *, organisation: str | No
         status=Status.OK if ok else Status.ERROR,
         requester=Requester(org=organisation, user=account_id) if organisation else None,
         extra={"action": action, "channel": channel, **(details or {})})
+
+
+def export_event(summary: ExportSummary) -> AuditEvent:
+    """The entry of ``wgs-gateway audit export`` (``console.action``, ``export``, channel ``cli``): who asked what
+    of whom is in the file, so handing it out is itself a disclosure. The operator has no account (no
+    ``user``, as for the other CLI actions) and the export has no filter: it is always the log's first
+    ``entries`` entries, which the root its checkpoint signs pins down; the file by its SHA-256 digest, never
+    its path (a home directory may carry a person's name). Naming no organisation, it is seen by the
+    partnerships' coordinating privacy officers (:func:`gateway.auditing.review.scope_of`)."""
+    return action_event(None, "export", organisation=None, account_id=None, channel="cli",
+                        details={"export": "audit-log", "entries": summary.tree_size,
+                                 "checkpoints": summary.checkpoint_count, "root_hash": summary.root_hash.hex(),
+                                 "sha256": summary.sha256})
 
 
 def rejection_event(request: Request | None, reason: str, *, organisation: str | None, system: str | None,

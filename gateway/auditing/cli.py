@@ -16,6 +16,7 @@ from rich.console import Console
 from audit import (
     AuditLog,
     AuditWriteError,
+    ExportSummary,
     MalformedRow,
     NoteSigner,
     NoteVerifier,
@@ -26,6 +27,7 @@ from audit import (
     verify_database,
     verify_export,
 )
+from gateway.auditing.actions import export_event
 from gateway.auditing.setup import CheckpointKeyError, audit_signer, audit_verifier, writing_signer
 from gateway.db.engine import existing_engine_for
 from gateway.settings import Settings
@@ -86,6 +88,17 @@ def _kept(paths: list[Path]) -> list[str]:
     return notes
 
 
+class _NotAudited(Exception):
+    """The export's audit entry could not be written (its cause says why)."""
+
+
+def _record_export(log: AuditLog, summary: ExportSummary) -> None:
+    try:
+        log.append([export_event(summary)])
+    except AuditWriteError as exc:
+        raise _NotAudited from exc
+
+
 @audit_app.command("key")
 def key() -> None:
     """Print the log's verifier key (pin it; pass it to `audit verify --key`)."""
@@ -98,12 +111,18 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
 
     Signs a checkpoint at the exported size when the latest one does not cover it, so that every exported
     entry is covered by a signature (the verifier refuses entries that are not). The file is readable by its
-    owner only and appears whole or not at all: an export that fails leaves what was at that path before."""
+    owner only and appears whole or not at all: an export that fails leaves what was at that path before.
+    The export is itself an audit entry (the number of entries, the file's SHA-256 digest), written once the
+    file is and before it appears: an export whose entry cannot be written fails and leaves no file."""
     settings = Settings()
     _existing_signer(settings)  # before the database: a wrong data directory stops here
     engine = existing_engine_for(settings)
     try:
-        summary = export_log(AuditLog(engine, writing_signer(engine, settings)), out_file)
+        log = AuditLog(engine, writing_signer(engine, settings))
+        summary = export_log(log, out_file, before_publish=lambda done: _record_export(log, done))
+    except _NotAudited as exc:
+        _one_line(f"export failed: its audit entry could not be written ({exc.__cause__}); nothing was exported")
+        raise typer.Exit(1) from None
     except CheckpointKeyError as exc:  # another key than the log's: it must not sign the exported size
         _one_line(f"export failed: {exc}")
         raise typer.Exit(1) from None

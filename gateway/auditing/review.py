@@ -9,8 +9,9 @@ Entries that name no organisation and no partnership would reach nobody that way
 * ``register.changed`` — every privacy officer of an organisation that takes part in a partnership: the
   participants are joint controllers, and the register (partnerships, purposes, categories, retention) is
   what all their processing rests on. It says only the version and digest, which they can read anyway.
-* ``console.action`` naming nobody — a failed sign-in on a username that is no account, and the log's own
-  checkpoint failing verification (:mod:`gateway.auditing.checkpoints`): signals about the gateway itself,
+* ``console.action`` naming nobody — a failed sign-in on a username that is no account, the log's own
+  checkpoint failing verification (:mod:`gateway.auditing.checkpoints`) and an operator exporting the whole
+  log (``wgs-gateway audit export``, :func:`gateway.auditing.actions.export_event`): signals about the gateway itself,
   not about any organisation's people. Active monitoring of misuse across the partnership is the
   coordinating privacy officer's (the FG appointed from the participants' officers), so those who
   coordinate a partnership see them; an ordinary officer's view stays their own organisation.
@@ -20,6 +21,7 @@ Any other entry without a party stays unseen (:class:`audit.review.EntryScope` k
 
 from __future__ import annotations
 
+import asyncio
 import io
 import secrets
 from dataclasses import asdict
@@ -29,9 +31,19 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, JsonValue
+from sqlalchemy.exc import SQLAlchemyError
 
-from audit import AuditEvent, EventType
-from audit.anomaly import Flag, FlagKey, flag_key, flags_for_day, logged_flags
+from audit import AuditEvent, AuditWriteError, EventType
+from audit.anomaly import (
+    Flag,
+    FlagKey,
+    FlagLoggedAlready,
+    flag_companion,
+    flag_key,
+    flag_logged,
+    flags_for_day,
+    logged_flags,
+)
 from audit.events import Requester as AuditRequester
 from audit.review import MAX_PAGE, EntryFilter, EntryScope, list_entries, statistics, subject_disclosures, utc_bound
 from gateway.auditing.actions import record_api_action
@@ -246,27 +258,57 @@ async def anomalies(day: date | None = None, principal: Principal = Depends(requ
 async def _record_new_flags(container: Container, flags: list[Flag]) -> None:
     """Log each flag once per actor, organisation, day and metric: this process remembers what it logged, and
     what it has not seen yet is looked up in the log, which another process (or this one before a restart)
-    may have written it to already."""
+    may have written it to already.
+
+    The look-up only spares the write: two processes may both look before either writes. What keeps the entry
+    unique is its row in ``audit_anomaly_flags``, committed with it (:func:`audit.anomaly.flag_companion`):
+    each flag is its own caller of the group commit, so a flag another process logged first fails alone and is
+    simply not logged again here, while the other flags, and the entries of other requests in the same batch,
+    are written."""
     services = audit_services(container)
     recorded: set[FlagKey] = container.services.setdefault("recorded_anomaly_flags", set())
     unseen = [flag for flag in flags if flag_key(flag) not in recorded]
     if not unseen:
         return
     recorded.update(await run_in_threadpool(logged_flags, container.engine, unseen))
-    new, added = [], []
+    new: list[Flag] = []
     for flag in unseen:
-        if flag_key(flag) in recorded:
-            continue
-        recorded.add(flag_key(flag))
-        added.append(flag_key(flag))
-        new.append(AuditEvent(event_type=EventType.ANOMALY_FLAGGED, trace_id=secrets.token_hex(16),
-                              span_id=secrets.token_hex(8), requester=AuditRequester(org=flag.organisation),
-                              reasons=(flag.metric,),
-                              extra={"actor": flag.actor, "day": flag.day.isoformat(), "observed": flag.observed,
-                                     "baseline": flag.baseline}))
-    if new:
-        try:
-            await services.writer.record(new)
-        except BaseException:  # not logged after all: a later listing tries again
-            recorded.difference_update(added)
-            raise
+        if flag_key(flag) not in recorded:
+            recorded.add(flag_key(flag))
+            new.append(flag)
+    if not new:
+        return
+    try:
+        outcomes = await asyncio.gather(*(services.writer.record([_flag_event(flag)], flag_companion(flag))
+                                          for flag in new), return_exceptions=True)
+    except BaseException:  # cancelled: whatever was handed over may still be written; a later listing sees
+        recorded.difference_update(flag_key(flag) for flag in new)
+        raise
+    failure: BaseException | None = None
+    for flag, outcome in zip(new, outcomes, strict=True):
+        if isinstance(outcome, BaseException) and not await _logged_by_another(container, outcome, flag):
+            recorded.discard(flag_key(flag))  # not logged after all: a later listing tries again
+            failure = failure or outcome
+    if failure is not None:
+        raise failure
+
+
+def _flag_event(flag: Flag) -> AuditEvent:
+    return AuditEvent(event_type=EventType.ANOMALY_FLAGGED, trace_id=secrets.token_hex(16),
+                      span_id=secrets.token_hex(8), requester=AuditRequester(org=flag.organisation),
+                      reasons=(flag.metric,),
+                      extra={"actor": flag.actor, "day": flag.day.isoformat(), "observed": flag.observed,
+                             "baseline": flag.baseline})
+
+
+async def _logged_by_another(container: Container, failure: BaseException, flag: Flag) -> bool:
+    """Whether ``flag``'s entry failed only because another listing committed it first: refused by its row's
+    precondition, or (two of one batch) by the row's key, which the look-up then finds taken."""
+    if not isinstance(failure, AuditWriteError):
+        return False
+    if isinstance(failure.__cause__, FlagLoggedAlready):
+        return True
+    try:
+        return await run_in_threadpool(flag_logged, container.engine, flag)
+    except SQLAlchemyError:  # the database is failing: the write's own failure is the answer
+        return False

@@ -25,11 +25,16 @@ no longer is one too: ``client-certificate-bound`` (with the client's new ``key_
 unbound tokens it got before) and ``client-certificate-unbound``. Unbinding makes a stolen token usable
 without the certificate's key again, which is what an officer should be able to see was done, and by when.
 A re-key that binds (``clients add --certificate-bound``) says so in its ``client-rekeyed`` entry.
+
+Pinning a bound client to certificates (:mod:`gateway.auth.certificate_pins`), or changing its pins, is a
+``client-certificate-bound`` entry too, with ``certificate_thumbprints`` (the pins now in force) beside the new
+``key_generation``; a re-key that pins has them in its ``client-rekeyed`` entry. Thumbprints only: nothing of
+a certificate (its subject may name a person) is in an entry. Unbinding clears the pins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,10 +47,11 @@ from audit.log import prepare
 from gateway.auditing.actions import action_event
 from gateway.auditing.setup import CheckpointKeyError, writing_signer
 from gateway.auth import repository
+from gateway.auth.certificate_pins import checked_pins
 from gateway.auth.clients import new_secret, register_key_client, register_secret_client
 from gateway.clock import Clock
 from gateway.db.engine import make_session_factory, transaction
-from gateway.errors import Conflict, NotFound, ServiceUnavailable
+from gateway.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from gateway.register.model import Register
 from gateway.settings import Settings
 
@@ -87,40 +93,48 @@ def set_active(settings: Settings, engine: Engine, kind: Kind, name: str, active
         if not setter(connection, name, active, changing=True):
             raise Conflict(f"the {kind} {name} changed meanwhile; nothing was changed")
 
-    _audited(settings, engine, event, change)
+    audited(settings, engine, event, change)
     return AccessChange(kind, name, active, changed=True)
 
 
-def set_certificate_bound(settings: Settings, engine: Engine, system_id: str, bound: bool) -> bool:
+def set_certificate_bound(settings: Settings, engine: Engine, system_id: str, bound: bool,
+                          pins: Sequence[str] = ()) -> bool:
     """Bind (``bound``) the client of system ``system_id`` to TLS client certificates or unbind it, audited (see
-    the module's docstring); False (nothing written) when it is in that state already. Raises
-    :class:`NotFound` when there is no such client, :class:`Conflict` when it changed meanwhile and
+    the module's docstring); False (nothing written) when it is in that state already. ``pins`` (thumbprints)
+    bind it to those certificates only, replacing the pins it had; none leave a bound client's pins as they are
+    (an operator binding again does not widen it by the way) and bind an unbound one to any certificate the
+    proxy verified. Raises :class:`NotFound` when there is no such client, :class:`Unprocessable` for pins that
+    are no thumbprints or pins given to unbind, :class:`Conflict` when it changed meanwhile and
     :class:`ServiceUnavailable` when the change cannot be audited (then nothing changed)."""
+    if pins and not bound:
+        raise Unprocessable("unbinding clears a client's pinned certificates; give none")
+    wanted = checked_pins(pins)
     with transaction(make_session_factory(engine)) as session:
         client = repository.get_client(session, system_id)
     if client is None:
         raise NotFound(f"no client {system_id}")
-    if client.certificate_bound == bound:
+    if client.certificate_bound == bound and (not wanted or wanted == client.certificate_pins):
         return False
     details: dict[str, JsonValue] = {"client": system_id}
     if bound:
         details["key_generation"] = client.key_generation + 1
+    if wanted:
+        details["certificate_thumbprints"] = list(wanted)
     event = action_event(None, f"client-certificate-{'bound' if bound else 'unbound'}",
                          organisation=client.organisation, account_id=None, details=details, channel="cli")
 
     def change(connection: Connection) -> None:
-        if not repository.set_client_certificate_bound(connection, system_id, bound):
-            raise Conflict(f"the client {system_id} changed meanwhile; nothing was changed")
-        stored = repository.get_client(connection, system_id)
-        # Re-keyed or disabled meanwhile: this entry would name the wrong generation
-        if bound and (stored is None or stored.key_generation != details["key_generation"]):
+        # Binding: only at the generation read, so that pins changed, a re-key or a disabling meanwhile are never
+        # overwritten unseen (and the entry names the generation it makes); unbinding: only a client still bound
+        generation = client.key_generation if bound else None
+        if not repository.set_client_certificate_bound(connection, system_id, bound, wanted, generation=generation):
             raise Conflict(f"the client {system_id} changed meanwhile; nothing was changed")
 
-    _audited(settings, engine, event, change)
+    audited(settings, engine, event, change)
     return True
 
 
-def _audited(settings: Settings, engine: Engine, event: AuditEvent, change: Callable[[Connection], None]) -> None:
+def audited(settings: Settings, engine: Engine, event: AuditEvent, change: Callable[[Connection], None]) -> None:
     """Make ``change`` in the audit log's transaction that writes ``event``: both or neither."""
     try:
         log = AuditLog(engine, writing_signer(engine, settings))
@@ -145,11 +159,12 @@ class Registration:
 
 def register_client(settings: Settings, engine: Engine, register: Register, system_id: str, scopes: list[str],
                     clock: Clock, *, jwks: dict[str, Any] | None = None, keep_disabled: bool = False,
-                    certificate_bound: bool = False) -> Registration:
+                    certificate_bound: bool = False, certificate_pins: Sequence[str] = ()) -> Registration:
     """Register a partner system's client with a public JWKS (``jwks``) or a new client secret, or give an
     existing one new credentials, audited as ``client-rekeyed`` (see the module's docstring). Raises what
     :func:`register_key_client` / :func:`register_secret_client` raise (nothing written then), and
-    :class:`ServiceUnavailable` when a re-key cannot be audited (then nothing changed).
+    :class:`ServiceUnavailable` when a re-key cannot be audited (then nothing changed). ``certificate_pins``
+    (thumbprints, with ``certificate_bound``) pin it to those certificates, replacing the pins it had.
 
     A new secret is hashed here, before any transaction: a re-key's write runs under the audit log's write
     lock, which the slow hash would hold for every other audited write (:class:`~gateway.auth.clients.NewSecret`)."""
@@ -158,9 +173,11 @@ def register_client(settings: Settings, engine: Engine, register: Register, syst
     def write(session: Session | Connection) -> tuple[repository.ClientRecord, str | None]:
         if jwks is not None:
             return register_key_client(session, register, system_id, scopes, jwks, clock,
-                                       keep_disabled=keep_disabled, certificate_bound=certificate_bound), None
+                                       keep_disabled=keep_disabled, certificate_bound=certificate_bound,
+                                       certificate_pins=certificate_pins), None
         return register_secret_client(session, register, system_id, scopes, clock, credential,
-                                      keep_disabled=keep_disabled, certificate_bound=certificate_bound)
+                                      keep_disabled=keep_disabled, certificate_bound=certificate_bound,
+                                      certificate_pins=certificate_pins)
 
     with transaction(make_session_factory(engine)) as session:
         existing = repository.get_client(session, system_id)
@@ -171,6 +188,8 @@ def register_client(settings: Settings, engine: Engine, register: Register, syst
     details: dict[str, JsonValue] = {"client": system_id, "key_generation": generation}
     if certificate_bound and not existing.certificate_bound:
         details["certificate_bound"] = True
+    if certificate_pins:
+        details["certificate_thumbprints"] = list(checked_pins(certificate_pins))
     event = action_event(None, "client-rekeyed", organisation=register.organisation_of_system(system_id)
                          or existing.organisation, account_id=None, channel="cli", details=details)
     written: list[tuple[repository.ClientRecord, str | None]] = []
@@ -183,6 +202,6 @@ def register_client(settings: Settings, engine: Engine, register: Register, syst
             raise Conflict(f"the client {system_id} was given new credentials meanwhile; nothing was changed")
         written.append((stored, secret))
 
-    _audited(settings, engine, event, change)
+    audited(settings, engine, event, change)
     [(record, secret)] = written
     return Registration(record, secret, rekeyed=True)

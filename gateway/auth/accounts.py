@@ -2,6 +2,18 @@
 
 Roles map to API scopes in one table (``ROLE_SCOPES``) so that what a role may do is reviewable in one
 place. Failed logins are throttled per username so passwords cannot be guessed online.
+
+Why sign-in limits are per account, and the one per address is only a bound on memory: many people share one
+address (an office behind NAT, a proxy not declared in ``FORWARDED_ALLOW_IPS``), so a limit that refuses an
+address refuses all of them, and anyone who can make the address's limit run out locks them all out. The
+throttle (:class:`LoginThrottle`) therefore counts failures per typed username, over every address and process:
+five wrong guesses at an account and it is refused for the window, whoever guesses. Usernames that are no account
+cost a row each too (so that a throttled name does not say which names exist), and that is what one address may
+add only so many of per window; beyond that cap an address's made-up names are checked (against a fixed hash)
+and answered as wrong, but kept nowhere, and an account's own sign-in is never held back by it. A spray over
+many usernames from one address stays limited: each account to its five guesses, the rows of made-up names to
+the cap, and the pace to the per-address rate limit and the password-check slots
+(:mod:`gateway.auth.password_checks`).
 """
 
 from __future__ import annotations
@@ -81,6 +93,10 @@ def set_password(session: Session, username: str, password: str) -> None:
         raise NotFound(f"no account `{username}`")
 
 
+class _BeyondCap(Exception):
+    """A new username that is no account, from an address at its cap: its row is rolled back."""
+
+
 class LoginThrottle:
     """At most ``limit`` failed logins per username per ``window``; then 429 until the window passes.
 
@@ -93,14 +109,22 @@ class LoginThrottle:
     Usernames nobody tried for a window are forgotten (whenever a new one is counted).
 
     One address (``source``, the peer address, kept as an HMAC too) may bring at most ``per_source`` usernames
-    new to the table per window; a further new username from it is refused (429) without a row until the
-    window passes, while usernames that have a row go on as before. Why: every distinct typed username was a
-    row, so one address could grow the table as fast as the per-address rate limit let it, with names it made
-    up. The usernames beyond the cap are one bucket with no attempts of its own: a bucket that allowed
-    ``limit`` of them would give every address that reached the cap ``limit`` more guesses at any account
-    nobody else had tried this window, past the limit per username. A real person shares that refusal only
-    when their address (a shared NAT) typed ``per_source`` usernames that failed within the window; a
-    successful sign-in removes its row, so it does not count."""
+    that are *no account* new to the table per window. Why: every distinct typed username was a row, so one
+    address could grow the table as fast as the per-address rate limit let it, with names it made up. Beyond the
+    cap such a name gets no row and is not counted (:meth:`attempt` answers False): it is no account, so no
+    password can be guessed for it, and the caller answers it as a wrong password, after the same check.
+
+    A username that *is* an account is never held to that cap, and its row does not count
+    towards it: the cap used to refuse (429, before the password was checked) every username new to the table,
+    so 33 made-up names typed from an address shared by an office (NAT, a proxy) locked every person there out
+    of signing in for the window, right password or not, again and again at 33 requests a window. Accounts are
+    few and their rows bounded by their number; each keeps its own limit, over every address.
+
+    Why over-cap names are answered as wrong rather than refused: refusing only names that are no account would
+    tell, in one request, which names exist. What is left of that: beyond the cap a made-up name is never
+    throttled, so six wrong guesses at one name tell an account (429 at the sixth) from none (401) — each such
+    probe costs an account five counted failures, an audit entry each, and locks it for the window, which is
+    what its officers see; below the cap the two are answered alike."""
 
     def __init__(self, sessions: sessionmaker[Session], clock: Clock, key: bytes, limit: int = 5,
                  window: timedelta = timedelta(minutes=15), per_source: int = 32) -> None:
@@ -116,25 +140,37 @@ class LoginThrottle:
         """How long failed logins count against a username."""
         return self._window
 
-    def attempt(self, username: str, source: str | None = None) -> None:
-        """Count an attempt before its password is checked, or raise 429 when the limit is reached (for the
-        username, or for new usernames from ``source``: see the class)."""
+    def attempt(self, username: str, source: str | None = None) -> bool:
+        """Count an attempt before its password is checked, or raise 429 when the username's limit is reached.
+        False: not counted, a username that is no account beyond the cap of new names from ``source`` (see the
+        class); the caller answers it as a wrong password."""
+        source_key = None
+        if source is not None and not self._is_account(username):
+            source_key = self._hmac(b"source\0" + source.encode("utf-8", "surrogatepass"))
         now = self._clock.now()
         started, horizon = now.timestamp(), (now - self._window).timestamp()
         name = self._username_key(username)
-        source_key = self._hmac(b"source\0" + source.encode("utf-8", "surrogatepass")) if source else None
+        try:
+            with transaction(self._sessions) as session:
+                locked = repository.lock_login_failures(session, name, now, now - self._window, source_key)
+                if locked.new_from_source is not None and locked.new_from_source > self._per_source:
+                    raise _BeyondCap  # raised in the transaction: the new row is rolled back with it
+                failures = [t for t in locked.attempts if t >= horizon]
+                if len(failures) >= self._limit:
+                    retry = int(self._window.total_seconds() - (started - failures[0])) + 1
+                    raise TooManyRequests("too many failed logins; try again later",
+                                          headers={"Retry-After": str(retry)})
+                repository.store_login_failures(session, name, [*failures, started], now)
+        except _BeyondCap:
+            return False
+        return True
+
+    def _is_account(self, username: str) -> bool:
+        """Whether ``username`` is an account: a transaction of its own, before the one that locks the username's
+        row (on SQLite that one must write first; and the caller's session has no connection yet, so a thread
+        holds one connection at a time)."""
         with transaction(self._sessions) as session:
-            locked = repository.lock_login_failures(session, name, now, now - self._window, source_key)
-            if locked.new_from_source is not None and locked.new_from_source > self._per_source:
-                # raised in the transaction: the new row is rolled back with it
-                raise TooManyRequests("too many failed logins; try again later",
-                                      headers={"Retry-After": str(int(self._window.total_seconds()))})
-            failures = [t for t in locked.attempts if t >= horizon]
-            if len(failures) >= self._limit:
-                retry = int(self._window.total_seconds() - (started - failures[0])) + 1
-                raise TooManyRequests("too many failed logins; try again later",
-                                      headers={"Retry-After": str(retry)})
-            repository.store_login_failures(session, name, [*failures, started], now)
+            return repository.get_account(session, username) is not None
 
     def succeeded(self, username: str) -> None:
         with transaction(self._sessions) as session:

@@ -14,6 +14,7 @@ from rich.table import Table
 from gateway.auth import repository
 from gateway.auth.access_changes import Kind, register_client, set_active, set_certificate_bound
 from gateway.auth.accounts import create_account, set_password
+from gateway.auth.certificate_pins import NotCertificates, pins_from_pem
 from gateway.auth.clients import ClientDisabled
 from gateway.auth.keys import SigningKeyStore
 from gateway.clock import SystemClock
@@ -57,6 +58,39 @@ def _jwks_from(path: Path) -> Any:
         _refuse(f"{path}: the JWKS file is not JSON")
 
 
+def _pins_from(paths: list[Path] | None) -> list[str]:
+    """The thumbprints of the certificates in the ``--certificate`` files (each one or more PEM certificates),
+    in the order given. An unreadable file, one that is no PEM certificate or that holds a private key is one
+    line naming the file, never quoting it (:func:`~gateway.auth.certificate_pins.pins_from_pem`)."""
+    pins: dict[str, None] = {}
+    for path in paths or []:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            _refuse(f"{path}: cannot read the certificate file ({exc.strerror or type(exc).__name__})")
+        try:
+            pins.update(dict.fromkeys(pins_from_pem(data)))
+        except NotCertificates as exc:
+            _refuse(f"{path}: {exc}")
+    return list(pins)
+
+
+def _pinned(pins: tuple[str, ...]) -> str:
+    """What the output says of a bound client's pins (thumbprints only: a subject may name a person)."""
+    return f", pinned to {len(pins)} certificate(s) ({', '.join(pins)})" if pins else ""
+
+
+def _warn_unpinned(system_id: str) -> None:
+    """Why: a bound client that is not pinned gets tokens over any certificate the proxy verified, so its leaked
+    key together with another system's certificate of the same CA gets a bound token."""
+    typer.echo(f"warning: client {system_id} is not pinned to a certificate: it gets tokens over any certificate "
+               "the proxy verified; give --certificate FILE to pin its own", err=True)
+
+
+_CERTIFICATE_HELP = ("PEM file of a TLS client certificate to pin (thumbprint x5t#S256); repeatable, and a file may "
+                     "hold several (a renewal overlapping the old one). Tokens then only over these certificates.")
+
+
 @clients_app.command("add")
 def clients_add(system_id: str = typer.Argument(..., help="The system's id in the register."),
                 scopes: str = typer.Option("exchange,discovery,enrol", help="Comma-separated scopes."),
@@ -66,7 +100,10 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
                                                                 "it disabled (`clients enable` enables it)."),
                 certificate_bound: bool = typer.Option(
                     False, help="Bind its tokens to its TLS client certificate (RFC 8705): tokens only over a "
-                                "certificate the proxy forwards. Left out, an existing binding stays.")
+                                "certificate the proxy forwards. Left out, an existing binding stays."),
+                certificate: list[Path] | None = typer.Option(
+                    None, "--certificate", help=_CERTIFICATE_HELP + " With --certificate-bound; left out, the pins "
+                                                                   "an existing client has stay.")
                 ) -> None:
     """Register a partner system from the register as an OAuth client, or give it new credentials.
 
@@ -79,12 +116,18 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
     if bool(jwks_file) == generate_secret:
         err.print("[red]give exactly one of --jwks-file or --generate-secret[/red]")
         raise typer.Exit(2)
+    if certificate and not certificate_bound:
+        err.print("[red]--certificate pins the certificates of a certificate-bound client: give "
+                  "--certificate-bound too[/red]")
+        raise typer.Exit(2)
     state = "; it stays disabled" if keep_disabled else ""
     jwks = _jwks_from(jwks_file) if jwks_file else None
+    pins = _pins_from(certificate)
     engine = existing_engine_for(settings)
     try:
         done = register_client(settings, engine, register, system_id, scope_list, SystemClock(), jwks=jwks,
-                               keep_disabled=keep_disabled, certificate_bound=certificate_bound)
+                               keep_disabled=keep_disabled, certificate_bound=certificate_bound,
+                               certificate_pins=pins)
     except ClientDisabled as exc:
         _refuse(f"{exc.detail}: give --keep-disabled to give it new credentials and keep it disabled, or enable it "
                 f"first with `wgs-gateway clients enable {system_id}`")
@@ -96,23 +139,27 @@ def clients_add(system_id: str = typer.Argument(..., help="The system's id in th
         state += (f"; tokens it got before are refused within {settings.revocation_refresh_seconds:g} s "
                   "(audited)")
     if done.record.certificate_bound:
-        state += "; its tokens are bound to its TLS client certificate"
+        state += "; its tokens are bound to its TLS client certificate" + _pinned(done.record.certificate_pins)
         if settings.client_cert_header is None:
             state += " (WGS_CLIENT_CERT_HEADER is not set here: it gets no token until it is)"
     method = " (private_key_jwt)" if done.secret is None else ""
     secret = f"; secret (shown once): {done.secret}" if done.secret is not None else ""
     message = f"client {system_id} registered{method}{state}{secret}"
     out.print(message)  # only once committed: a secret shown for a rolled-back registration would be no secret
+    if done.record.certificate_bound and not done.record.certificate_pins:
+        _warn_unpinned(system_id)
 
 
 @clients_app.command("list")
 def clients_list() -> None:
-    """List the partner systems registered as OAuth clients: organisation, method, scopes, active, bound."""
+    """List the partner systems registered as OAuth clients: organisation, method, scopes, active, bound.
+
+    And pins: how many certificates a bound one is pinned to (0: any certificate the proxy verified)."""
     with transaction(_sessions(Settings())) as session:
-        table = Table("client", "organisation", "method", "scopes", "active", "certificate-bound")
+        table = Table("client", "organisation", "method", "scopes", "active", "certificate-bound", "pins")
         for client in repository.list_clients(session):
             table.add_row(client.client_id, client.organisation, client.auth_method, " ".join(client.scopes),
-                          str(client.active), str(client.certificate_bound))
+                          str(client.active), str(client.certificate_bound), str(len(client.certificate_pins)))
     out.print(table)
 
 
@@ -131,41 +178,51 @@ def clients_enable(system_id: str = typer.Argument(..., help="The system's clien
 
 
 @clients_app.command("bind")
-def clients_bind(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
+def clients_bind(system_id: str = typer.Argument(..., help="The system's client id."),
+                 certificate: list[Path] | None = typer.Option(None, "--certificate", help=_CERTIFICATE_HELP)
+                 ) -> None:
     """Bind a partner system's tokens to its TLS client certificate (RFC 8705). Audited.
 
     It then gets tokens only over a client certificate the trusted proxy forwards (WGS_CLIENT_CERT_HEADER), and
-    each is good only over that certificate. The tokens it got before are refused within seconds."""
-    _set_certificate_bound(system_id, True)
+    each is good only over that certificate. The tokens it got before are refused within seconds.
+
+    With --certificate only over the certificates given (pinned), replacing the pins it had; without, any
+    certificate the proxy verified will do (a warning says so), and a pinned client keeps its pins."""
+    _set_certificate_bound(system_id, True, _pins_from(certificate))
 
 
 @clients_app.command("unbind")
 def clients_unbind(system_id: str = typer.Argument(..., help="The system's client id.")) -> None:
     """No longer bind a partner system's new tokens to a client certificate. Audited.
 
-    Tokens it got bound keep asking for their certificate until they expire."""
+    Its pinned certificates are cleared. Tokens it got bound keep asking for their certificate until they expire."""
     _set_certificate_bound(system_id, False)
 
 
-def _set_certificate_bound(system_id: str, bound: bool) -> None:
+def _set_certificate_bound(system_id: str, bound: bool, pins: list[str] | None = None) -> None:
     settings = Settings()
     engine = existing_engine_for(settings)
     try:
-        changed = set_certificate_bound(settings, engine, system_id, bound)
+        changed = set_certificate_bound(settings, engine, system_id, bound, pins or ())
+        with transaction(make_session_factory(engine)) as session:
+            client = repository.get_client(session, system_id)  # what it is now, to say so
     except GatewayError as exc:
         _refuse(exc.detail)
     finally:
         engine.dispose()
-    word = "bound to its TLS client certificate" if bound else "not certificate-bound"
+    now = client.certificate_pins if client is not None and bound else ()
+    word = f"bound to its TLS client certificate{_pinned(now)}" if bound else "not certificate-bound"
     if not changed:
         out.print(f"client {system_id} is already {word}; nothing changed")
-        return
-    note = ""
-    if bound:
-        note = f"; tokens it got before are refused within {settings.revocation_refresh_seconds:g} s"
-        if settings.client_cert_header is None:
-            note += " (WGS_CLIENT_CERT_HEADER is not set here: it gets no token until it is)"
-    out.print(f"client {system_id} {word}{note} (audited)")
+    else:
+        note = ""
+        if bound:
+            note = f"; tokens it got before are refused within {settings.revocation_refresh_seconds:g} s"
+            if settings.client_cert_header is None:
+                note += " (WGS_CLIENT_CERT_HEADER is not set here: it gets no token until it is)"
+        out.print(f"client {system_id} {word}{note} (audited)")
+    if bound and not now:
+        _warn_unpinned(system_id)
 
 
 def _set_active(kind: Kind, name: str, active: bool) -> None:
@@ -279,12 +336,46 @@ def keys_init() -> None:
 
 
 @keys_app.command("rotate")
-def keys_rotate() -> None:
-    """Make a new signing key; tokens signed by the old one stay valid until they expire."""
-    store = _key_store(Settings())
+def keys_rotate(retire_previous_now: bool = typer.Option(
+        False, help="The old key leaked: retire it (and every older one) now, so that the tokens it signed are "
+                    "refused at once. Audited.")) -> None:
+    """Make a new signing key; tokens signed by the old one stay valid until they expire.
+
+    Gateway processes sign with the new key from their next token on. After a leak, --retire-previous-now ends
+    the old key's tokens at once instead."""
+    settings = Settings()
+    store = _key_store(settings)
+    if retire_previous_now:
+        _retire(settings, store, None)
+        return
     store.load_or_create()  # as before: a first key, then its successor
     kid = store.rotate()
-    out.print(f"new signing key {kid}; restart or wait for gateway processes to reload keys")
+    out.print(f"new signing key {kid}; gateway processes sign with it from their next token on")
+
+
+@keys_app.command("retire")
+def keys_retire(kid: str = typer.Argument(..., help="The superseded key's id (`keys list`).")) -> None:
+    """Retire a superseded signing key now (it leaked): the tokens it signed are refused at once.
+
+    Every gateway process using this key directory refuses them from its next request on, and the JWKS no longer
+    has the key. Audited. For the current key: `keys rotate --retire-previous-now`."""
+    settings = Settings()
+    _retire(settings, _key_store(settings), kid)
+
+
+def _retire(settings: Settings, store: SigningKeyStore, kid: str | None) -> None:
+    from gateway.auth.key_retirement import retire_signing_keys
+
+    engine = existing_engine_for(settings)
+    try:
+        done = retire_signing_keys(settings, engine, store, kid)
+    except GatewayError as exc:
+        _refuse(exc.detail)
+    finally:
+        engine.dispose()
+    new = f"new signing key {done.successor}; " if done.successor else ""
+    out.print(f"{new}retired {', '.join(done.retired)}: tokens signed by it are refused from now on by every gateway "
+              "process using this key directory (audited)", soft_wrap=True)
 
 
 @keys_app.command("list")

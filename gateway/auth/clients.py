@@ -6,6 +6,7 @@ claim comes from the register, never from the caller.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from gateway.auth import repository
+from gateway.auth.certificate_pins import checked_pins
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS, ASSERTION_KEY_TYPES
 from gateway.auth.passwords import generate_secret, hash_secret
 from gateway.auth.principal import Scope
@@ -69,11 +71,14 @@ def _check(register: Register, system_id: str, scopes: list[str]) -> str:
 
 def register_key_client(session: Session | Connection, register: Register, system_id: str, scopes: list[str],
                         jwks: dict[str, Any], clock: Clock, *, keep_disabled: bool = False,
-                        certificate_bound: bool = False) -> repository.ClientRecord:
+                        certificate_bound: bool = False, certificate_pins: Sequence[str] = ()
+                        ) -> repository.ClientRecord:
     """Register (or re-key) a system that authenticates with ``private_key_jwt`` (a disabled one only with
     ``keep_disabled``: :func:`_active_after`); ``certificate_bound`` binds its tokens to TLS client
-    certificates (an existing binding stays: :func:`repository.upsert_client`)."""
+    certificates, ``certificate_pins`` to those certificates only (an existing binding and its pins stay:
+    :func:`repository.upsert_client`)."""
     organisation = _check(register, system_id, scopes)
+    pins = _pins(certificate_bound, certificate_pins)
     active = _active_after(session, system_id, keep_disabled)
     try:
         keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
@@ -85,9 +90,17 @@ def register_key_client(session: Session | Connection, register: Register, syste
     _check_assertion_keys(jwks, keys)
     public = {"keys": [key.as_dict(private=False) for key in keys.keys]}
     record = repository.ClientRecord(system_id, organisation, "private_key_jwt", None, public, sorted(scopes), active,
-                                     certificate_bound=certificate_bound)
+                                     certificate_bound=certificate_bound, certificate_pins=pins)
     _store(session, record, clock)
     return record
+
+
+def _pins(certificate_bound: bool, certificate_pins: Sequence[str]) -> tuple[str, ...]:
+    """The pins to store (:func:`~gateway.auth.certificate_pins.checked_pins`). Pins without binding are refused
+    rather than ignored: the operator meant the client to be bound to those certificates."""
+    if certificate_pins and not certificate_bound:
+        raise Unprocessable("certificates are pinned for a certificate-bound client only; bind it too")
+    return checked_pins(certificate_pins)
 
 
 def _check_assertion_keys(jwks: dict[str, Any], keys: KeySet) -> None:
@@ -144,15 +157,18 @@ def new_secret(secret: str | None = None) -> NewSecret:
 
 def register_secret_client(session: Session | Connection, register: Register, system_id: str, scopes: list[str],
                            clock: Clock, secret: NewSecret | None = None, *, keep_disabled: bool = False,
-                           certificate_bound: bool = False) -> tuple[repository.ClientRecord, str]:
+                           certificate_bound: bool = False, certificate_pins: Sequence[str] = ()
+                           ) -> tuple[repository.ClientRecord, str]:
     """Register a system that authenticates with a client secret; returns the secret (shown once). A disabled
     one only with ``keep_disabled`` (:func:`_active_after`). ``secret`` is hashed already (:func:`new_secret`);
-    without it a new one is made here, in the caller's transaction. ``certificate_bound`` as for
-    :func:`register_key_client`."""
+    without it a new one is made here, in the caller's transaction. ``certificate_bound`` and
+    ``certificate_pins`` as for :func:`register_key_client`."""
     organisation = _check(register, system_id, scopes)
+    pins = _pins(certificate_bound, certificate_pins)
     active = _active_after(session, system_id, keep_disabled)
     secret = secret or new_secret()
     record = repository.ClientRecord(system_id, organisation, "client_secret", secret.hashed, None,
-                                     sorted(scopes), active, certificate_bound=certificate_bound)
+                                     sorted(scopes), active, certificate_bound=certificate_bound,
+                                     certificate_pins=pins)
     _store(session, record, clock)
     return record, secret.secret

@@ -4,6 +4,12 @@ Why rotation keeps old keys: an access token stays valid until it expires, so af
 previous public key stays in the JWKS (and in the verification set) for ``retire_after`` — at least the
 access-token lifetime — and only then disappears. Private keys live in one JSON file with 0600
 permissions; nothing here logs or reprs key material.
+
+Why a key can also be retired at once (:meth:`SigningKeyStore.retire`, ``keys retire`` and ``keys rotate
+--retire-previous-now``): after a key leaked, those ten minutes are ten minutes in which anyone holding it mints
+tokens the gateway accepts. A retired key is removed from the file, private part and all, so it is in no JWKS and
+no verification set. Every process reads the file's stamp on each token check (:meth:`_reload_if_changed`), so
+each refuses the key's tokens from its next check on, with no restart and no interval to wait for.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from gateway.ids import new_id
 from gateway.keyfiles import FileStamp, exclusively, read_or_create, replace_whole, stamp_of
 
 SIGNING_ALGORITHM = "Ed25519"  # RFC 9864's fully specified EdDSA over Ed25519
+
+
+class KeyRetirementRefused(Exception):
+    """A retirement that would leave no current key, or whose keys are not what the caller read."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,39 @@ class SigningKeyStore:
             self._save()
             return fresh.kid
 
+    def retire(self, kids: frozenset[str], *, successor: str | None = None) -> None:
+        """Remove the keys ``kids`` from the file now, under its lock (see the module's docstring). With
+        ``successor`` first make a new current key of that id, so that the current key can be among ``kids``
+        (``keys rotate --retire-previous-now``: every key there was is then to be retired). Raises
+        :class:`KeyRetirementRefused`, changing nothing, when one of ``kids`` is not in the file, when no current
+        key would be left, or when a successor is to retire every key there is and the file holds others (made by a
+        rotation meanwhile: the caller named the keys to retire, and its audit entry, before it)."""
+        with self._lock, exclusively(self._lock_path):
+            self._reload_locked()
+            stored = {key.kid for key in self._keys}
+            if not kids <= stored:
+                raise KeyRetirementRefused("a key to retire is not in the key file (changed meanwhile?); nothing "
+                                           "was changed")
+            kept = [key for key in self._keys if key.kid not in kids]
+            if successor is not None:
+                if stored != kids:
+                    raise KeyRetirementRefused("the key file changed meanwhile (a rotation?); nothing was changed")
+                kept.append(self._new_key(successor))
+            if not any(key.superseded_at is None for key in kept):
+                raise KeyRetirementRefused("that is the current signing key: `keys rotate --retire-previous-now` "
+                                           "replaces it and retires it; nothing was changed")
+            self._keys = kept
+            self._save()
+
+    def current_kid(self) -> str:
+        """The id of the key :meth:`current` signs with, without importing it."""
+        with self._lock:
+            self._reload_if_changed()
+            active = [key for key in self._keys if key.superseded_at is None]
+            if not active:
+                raise RuntimeError("the signing key store has not been loaded")
+            return active[-1].kid
+
     def current(self) -> OKPKey:
         with self._lock:
             self._reload_if_changed()
@@ -143,8 +186,8 @@ class SigningKeyStore:
     def _public(key: _StoredKey) -> dict[str, Any]:
         return {name: value for name, value in key.private_jwk.items() if name in {"kty", "crv", "x"}}
 
-    def _new_key(self) -> _StoredKey:
-        kid = new_id()
+    def _new_key(self, kid: str | None = None) -> _StoredKey:
+        kid = kid or new_id()
         private = OKPKey.generate_key("Ed25519", parameters={"kid": kid}).as_dict(private=True)
         return _StoredKey(kid=kid, created_at=self._clock.now(), superseded_at=None, private_jwk=dict(private))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,7 @@ class ClientRecord:
     key_generation: int = 0  # how often the client was given new credentials, disabled or bound to certificates
     # (:func:`upsert_client`, :func:`set_client_active`, :func:`set_client_certificate_bound`)
     certificate_bound: bool = False  # tokens only over a TLS client certificate, bound to it (RFC 8705)
+    certificate_pins: tuple[str, ...] = ()  # a bound client's certificates (thumbprints); none: any the proxy verified
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def get_client(session: Session | Connection, client_id: str) -> ClientRecord | 
         return None
     return ClientRecord(row["client_id"], row["organisation"], row["auth_method"], row["secret_hash"],
                         row["jwks"], list(row["scopes"]), bool(row["active"]), int(row["key_generation"]),
-                        bool(row["certificate_bound"]))
+                        bool(row["certificate_bound"]), tuple(row["certificate_pins"] or ()))
 
 
 def upsert_client(session: Session | Connection, record: ClientRecord, created_at: datetime) -> bool:
@@ -62,16 +64,20 @@ def upsert_client(session: Session | Connection, record: ClientRecord, created_a
 
     ``record.certificate_bound`` binds a new client or an existing one; an existing client stays bound when the
     record does not say so (new credentials never drop the binding by the way: unbinding is its own, audited
-    step, :func:`set_client_certificate_bound`)."""
+    step, :func:`set_client_certificate_bound`). Likewise ``record.certificate_pins`` replace an existing
+    client's pins, and none keep them (re-keying never widens which certificates it may use)."""
     values: dict[str, Any] = {"organisation": record.organisation, "auth_method": record.auth_method,
                               "secret_hash": record.secret_hash, "jwks": record.jwks, "scopes": record.scopes}
     if get_client(session, record.client_id) is None:
         session.execute(oauth_clients.insert().values(client_id=record.client_id, created_at=created_at,
                                                       active=record.active, certificate_bound=record.certificate_bound,
+                                                      certificate_pins=_stored_pins(record.certificate_pins),
                                                       **values))
         return True
     if record.certificate_bound:
         values["certificate_bound"] = True
+    if record.certificate_pins:
+        values["certificate_pins"] = _stored_pins(record.certificate_pins)
     result = session.execute(update(oauth_clients).where(
         oauth_clients.c.client_id == record.client_id, oauth_clients.c.active.is_(record.active)).values(
         key_generation=oauth_clients.c.key_generation + 1, **values))
@@ -100,19 +106,30 @@ def set_client_active(session: Session | Connection, client_id: str, active: boo
     return bool(getattr(result, "rowcount", 0))
 
 
-def set_client_certificate_bound(session: Session | Connection, client_id: str, bound: bool) -> bool:
-    """Bind a client's tokens to TLS client certificates (``bound``) or no longer; False when there is no such
-    client or it is in that state already (a change made meanwhile is never audited twice). A connection too,
-    as :func:`set_client_active`.
+def set_client_certificate_bound(session: Session | Connection, client_id: str, bound: bool,
+                                 pins: Sequence[str] = (), *, generation: int | None = None) -> bool:
+    """Bind a client's tokens to TLS client certificates (``bound``), pinned to the certificates of ``pins``
+    (thumbprints; none: any the proxy verified), or no longer (which clears its pins); False when there is no
+    such client or it is in that state already (a change made meanwhile is never audited twice). With
+    ``generation`` (binding only), when it is no longer at that key generation instead: that is how a change of
+    a bound client's pins tells a change made meanwhile, as every binding, re-pinning, re-key and disabling
+    bumps it. A connection too, as :func:`set_client_active`.
 
-    Binding bumps the client's ``key_generation``: the tokens it got before carry no certificate thumbprint,
-    and a copy of one would otherwise go on working without the certificate until it expired. Unbinding bumps
-    nothing: the bound tokens it got before still ask for their certificate, which is stricter, not looser."""
+    Binding and re-pinning bump the client's ``key_generation``: the tokens it got before carry no certificate
+    thumbprint, or one of a certificate no longer pinned, and a copy of one would otherwise go on working until
+    it expired. Unbinding bumps nothing: the bound tokens it got before still ask for their certificate, which
+    is stricter, not looser."""
+    guard = (oauth_clients.c.certificate_bound.is_(not bound) if generation is None
+             else oauth_clients.c.key_generation == generation)
     bump = {"key_generation": oauth_clients.c.key_generation + 1} if bound else {}
-    result = session.execute(update(oauth_clients).where(
-        oauth_clients.c.client_id == client_id, oauth_clients.c.certificate_bound.is_(not bound)).values(
-        certificate_bound=bound, **bump))
+    result = session.execute(update(oauth_clients).where(oauth_clients.c.client_id == client_id, guard).values(
+        certificate_bound=bound, certificate_pins=_stored_pins(pins) if bound else None, **bump))
     return bool(getattr(result, "rowcount", 0))
+
+
+def _stored_pins(pins: Sequence[str]) -> list[str] | None:
+    """None rather than an empty list: one way to say "not pinned" in the column."""
+    return sorted(set(pins)) or None
 
 
 def remember_assertion(session: Session, client_id: str, jti: str, expires_at: datetime, now: datetime) -> bool:

@@ -18,6 +18,7 @@ from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from sqlalchemy.orm import Session
 
 from gateway.auth import repository
+from gateway.auth.certificate_pins import is_pinned
 from gateway.auth.client_assertion import make_private_key_jwt_method
 from gateway.auth.passwords import verify_secret
 from gateway.auth.tokens import AccessTokenService
@@ -62,11 +63,18 @@ class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
     def validate_token_request(self) -> None:
         """authlib's checks (the client authenticated, the grant and the scope), then RFC 8705's: a
         certificate-bound client gets a token only over a client certificate the trusted proxy forwarded
-        (:mod:`gateway.auth.certificate_binding`); without one it is no authenticated client of ours."""
+        (:mod:`gateway.auth.certificate_binding`); without one it is no authenticated client of ours. A pinned
+        client's certificate must be one of its pins (:mod:`gateway.auth.certificate_pins`): its key together
+        with another certificate the proxy verified is not that client either."""
         super().validate_token_request()
-        if self.request.client.record.certificate_bound and self.server.certificate_thumbprint is None:
+        record = self.request.client.record
+        presented = self.server.certificate_thumbprint
+        if record.certificate_bound and presented is None:
             raise InvalidClientError(description="this client's tokens are bound to its TLS client certificate, "
                                                  "and the request came without one")
+        if record.certificate_pins and not is_pinned(presented, record.certificate_pins):
+            raise InvalidClientError(description="the TLS client certificate the request came over is not one "
+                                                 "registered (pinned) for this client")
 
     def validate_requested_scope(self) -> None:
         requested = set((self.request.payload.scope or "").split())

@@ -1,5 +1,6 @@
 """Tables of authentication (schema by migration 0002_auth; ``accounts.access_generation`` by 0024,
-``oauth_clients.key_generation`` by 0026, ``oauth_clients.certificate_bound`` by 0032)."""
+``oauth_clients.key_generation`` by 0026, ``oauth_clients.certificate_bound`` by 0032,
+``oauth_clients.certificate_pins`` by 0036)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ oauth_clients = Table(
     Column("key_generation", Integer, nullable=False, server_default="0"),
     # Tokens only over a TLS client certificate, bound to it (RFC 8705; gateway.auth.certificate_binding)
     Column("certificate_bound", Boolean, nullable=False, server_default=false()),
+    # The thumbprints (x5t#S256) of the certificates a bound client may get tokens over, a JSON list; NULL: any
+    # certificate the trusted proxy verified (gateway.auth.certificate_pins)
+    Column("certificate_pins", JSON, nullable=True),
 )
 
 used_client_assertions = Table(

@@ -2,7 +2,8 @@
 
 Checklist applied by ``verify`` (in this order; the first failure rejects with 401):
 1. the header names an allowed asymmetric algorithm (never ``none`` or HMAC) and a known ``kid``;
-2. the signature verifies under a current or not-yet-retired gateway key;
+2. the signature verifies under a current or not-yet-retired gateway key (one retired at once after a leak is
+   refused from the next check on: :mod:`gateway.auth.key_retirement`);
 3. ``iss`` is this gateway and ``aud`` is this gateway's audience;
 4. ``exp`` is in the future and ``nbf``/``iat`` not in the future (30 s leeway), by the injected clock;
 5. ``sub``, ``org``, ``jti`` and ``kind`` are present.
@@ -60,6 +61,7 @@ class IssuedToken:
     expires_in: int
     scope: str
     jti: str
+    kid: str = ""  # the signing key's id
 
 
 class AccessTokenService:
@@ -96,7 +98,11 @@ class AccessTokenService:
         if certificate_thumbprint:
             claims[CONFIRMATION_CLAIM] = confirmation(certificate_thumbprint)
         token = jwt.encode({"alg": SIGNING_ALGORITHM, "kid": key.kid}, claims, key, algorithms=_ALLOWED_ALGORITHMS)
-        return IssuedToken(token, self.ttl_seconds, claims["scope"], jti)
+        return IssuedToken(token, self.ttl_seconds, claims["scope"], jti, key.kid or "")
+
+    def signing_kid(self) -> str:
+        """The id of the key tokens are signed with now."""
+        return self._keys.current_kid()
 
     def sign_statement(self, *, typ: str, audience: str, claims: dict[str, Any], ttl_seconds: int) -> str:
         """A signed statement of the gateway to one partner system (e.g. a binding escalation decision).
@@ -176,19 +182,21 @@ def _peek_header(token: str) -> dict[str, Any]:
 
 class HolderTokenCache:
     """Tokens the gateway presents to holder systems (``aud`` = the holder's system id), reused until
-    shortly before they expire so a busy exchange path does not sign one per call."""
+    shortly before they expire so a busy exchange path does not sign one per call, and only while the key that
+    signed them is the current one: after a rotation (``keys rotate --retire-previous-now`` above all, whose old
+    key no holder should accept any more) the next call signs with the new key."""
 
     def __init__(self, tokens: AccessTokenService, clock: Clock) -> None:
         self._tokens = tokens
         self._clock = clock
-        self._cache: dict[str, tuple[str, float]] = {}
+        self._cache: dict[str, tuple[str, float, str]] = {}  # system -> (token, expires at, kid)
 
     async def __call__(self, system: str) -> str:
         now = self._clock.now().timestamp()
         cached = self._cache.get(system)
-        if cached and cached[1] - now > 60:
+        if cached and cached[1] - now > 60 and cached[2] == self._tokens.signing_kid():
             return cached[0]
         issued = self._tokens.issue(subject="wgs-gateway", organisation="wgs-gateway", scopes=["holder"],
                                     kind="system", audience=system)
-        self._cache[system] = (issued.access_token, now + issued.expires_in)
+        self._cache[system] = (issued.access_token, now + issued.expires_in, issued.kid)
         return issued.access_token

@@ -524,7 +524,10 @@ class GatewayClient:
         """Encode ``records`` with the partnership's CLK ``secret`` (here: the fields never leave this process)
         and enrol their filters under their references, in batches; ``replace`` withdraws what this partner
         enrolled of ``record_type`` before, ``remove`` withdraws references. Each batch is stored whole or
-        not at all; a failure raises with the earlier batches stored (sending them again is harmless).
+        not at all; a failure raises with the earlier batches stored (sending them again is harmless) — except
+        for ``replace``: a replacement larger than one batch takes effect whole with its last batch
+        (``enrolment_batches``), so a failure raises with the earlier set still enrolled and answering (call
+        again to replace it; the batches kept aside are abandoned and removed by the gateway).
         ``deadline`` bounds each batch, not the whole enrolment: how long that takes grows with the records,
         and a batch is what is stored or not."""
         stored = removed = enrolled = 0

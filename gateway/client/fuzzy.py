@@ -43,6 +43,8 @@ MAX_FUZZY_SUBJECTS = 50
 """Subjects per fuzzy discovery: a bound on probing (more than the purpose's bulk threshold also escalates)."""
 LOCAL_REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{3,127}$"
 """A holder's local reference: an opaque handle (``dossier/2026/00417``), never an identifier or a name."""
+REPLACEMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,63}$"
+"""The id a participant gives a replacement sent in several batches (``enrol_filters`` makes a random one)."""
 _BLOCK_KEY = r"^([0-9a-f]{16})?$"
 _CLK = r"^[A-Za-z0-9_-]{8,1400}$"  # unpadded base64url; its exact length is the schema's (checked by the gateway)
 
@@ -99,7 +101,19 @@ class FilterEnrolment(_Strict):
         default_factory=list, max_length=MAX_FILTER_BATCH, description="References to withdraw.")
     replace: bool = Field(default=False, description=(
         "Withdraw everything you enrolled of this record type in this partnership first (in the same "
-        "transaction): a fresh start. Send further batches without it."))
+        "transaction): a fresh start. For a set larger than one batch, give every batch `replace` and the same "
+        "`replacement`, and the last one `total`."))
+    replacement: str | None = Field(default=None, pattern=REPLACEMENT_ID_PATTERN, examples=[
+        "2026-12-05-nightly"], description=(
+        "With `replace`: the id of a replacement sent in several batches. Its records are kept aside, and "
+        "discovery answers from what you enrolled before, until the batch with `total` replaces that set with "
+        "all of them at once. A replacement whose next batch does not come within the gateway's time "
+        "(`WGS_MATCH_FILTER_REPLACEMENT_TTL_SECONDS`, one hour by default, from each batch) is abandoned and its "
+        "records removed. Sending a batch again is harmless; `remove` is not taken (what is not sent goes)."))
+    total: int | None = Field(default=None, ge=0, description=(
+        "With `replacement`: this is its last batch, and the replacement holds `total` records in all (this "
+        "batch's included). When it holds another number (a batch missing, or the replacement abandoned), 409 "
+        "and nothing changes: start again under a new id."))
     confidential_reason: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", examples=[
         "investigation-confidentiality"], description="The code you refuse with about records marked `confidential` "
         "(a code, never free text); `confidential` when left out.")
@@ -117,7 +131,11 @@ class FilterEnrolmentAnswer(BaseModel):
     record_type: str
     stored: int = Field(description="Records added or updated by this batch.")
     removed: int = Field(description="Records withdrawn by this batch (by `remove` or `replace`).")
-    enrolled: int = Field(description="Your records of this type in this partnership now.")
+    enrolled: int = Field(description="Your records of this type in this partnership now: what discovery answers "
+                          "from (before a replacement's last batch, the set it will replace).")
+    staged: int | None = Field(default=None, description=(
+        "A batch of a `replacement` before its last: the records it holds so far (kept aside, not yet "
+        "answering); null otherwise."))
 
 
 class FuzzySubject(_Encoded):
@@ -167,7 +185,9 @@ class FuzzyTarget(BaseModel):
         "asked, for the same partnership and purpose, and while the holder keeps the record enrolled as it "
         "matched. Empty when `subjects` is."), examples=[[
             "match:q5Tb2Jm0oXw8c3Vn1yFZk9Lr7aSdPe4GuHi6Cj0KvQs", None]])
-    reasons: list[Reason] = Field(default_factory=list)
+    reasons: list[Reason] = Field(default_factory=list, description=(
+        "As in `POST /v1/discovery`: why, for `denied`, `escalated` and `refused-by-holder`; for `hit` and "
+        "`no-hit`, the requested categories of this holder's that were not compared, one reason each."))
 
     def handles(self) -> list[str]:
         """The match handles of this holder's hits, in the order of the subjects sent."""

@@ -5,6 +5,7 @@ their match handles (:func:`follow_up`). :class:`gateway.client.api.GatewayClien
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -43,23 +44,39 @@ def _wire(record_type: RecordType, secret: bytes, records: Sequence[Mapping[str,
 
 def enrolment_batches(partnership: str, record_type: RecordType, secret: bytes,
                       records: Sequence[FilterRecordToEnrol], *, remove: Sequence[str] = (), replace: bool = False,
-                      confidential_reason: str | None = None, blocking: bool = True) -> Iterator[dict[str, Any]]:
+                      confidential_reason: str | None = None, blocking: bool = True,
+                      replacement: str | None = None) -> Iterator[dict[str, Any]]:
     """The request bodies, at most ``MAX_FILTER_BATCH`` records and ``MAX_FILTER_BATCH`` removals each (the
-    gateway refuses a larger batch whole); the first carries ``replace`` (a replacement withdraws the old records
-    once, before the first batch is stored). A reference both sent and removed is refused here, as the gateway
-    refuses it within one batch: split over two batches it would be withdrawn or kept by the batches' order."""
+    gateway refuses a larger batch whole). A ``replace`` that fits one batch is that batch; a larger one is a
+    *replacement* (every batch carries ``replace`` and its id — ``replacement``, or a random one — and the last
+    the ``total``): the gateway keeps its batches aside and swaps them in whole with the last, so the old set
+    answers until then and a failure half-way changes nothing. A reference both sent and removed is refused here,
+    as the gateway refuses it within one batch: split over two batches it would be withdrawn or kept by the
+    batches' order; so is a reference sent twice in a replacement (its count would not add up)."""
     both = sorted({r.ref for r in records} & set(remove))
     if both:
         raise ValueError(f"{len(both)} reference(s) both sent and removed")
+    several = replace and len(records) > MAX_FILTER_BATCH
+    if several:
+        if remove:
+            raise ValueError("a replacement larger than one batch takes no `remove`: what it does not send goes")
+        if len({r.ref for r in records}) != len(records):
+            raise ValueError("a reference sent twice in a replacement")
+        replacement = replacement or f"replace-{uuid.uuid4().hex}"
     version = shipped_schema(record_type).version
     wire = _wire(record_type, secret, [r.fields for r in records], blocking)
     items = [{"ref": r.ref, "categories": list(r.categories), "confidential": r.confidential, "minor": r.minor}
              | encoded for r, encoded in zip(records, wire, strict=True)]
     removals = list(remove)
-    for start in range(0, max(len(items), len(removals), 1), MAX_FILTER_BATCH):
+    end = max(len(items), len(removals), 1)
+    for start in range(0, end, MAX_FILTER_BATCH):
         body: dict[str, Any] = {"partnership": partnership, "record_type": record_type, "schema_version": version,
                                 "records": items[start:start + MAX_FILTER_BATCH],
                                 "remove": removals[start:start + MAX_FILTER_BATCH], "replace": replace and not start}
+        if several:
+            body |= {"replace": True, "replacement": replacement}
+            if start + MAX_FILTER_BATCH >= end:
+                body["total"] = len(items)
         if confidential_reason is not None:
             body["confidential_reason"] = confidential_reason
         yield body

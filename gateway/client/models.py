@@ -295,7 +295,9 @@ class DiscoveryTarget(BaseModel):
                     "discovery opens no case: an exchange about the subjects opens one when the holder refuses "
                     "it too; `holder-unavailable` when it could not be asked.")
     reasons: list[Reason] = Field(default_factory=list,
-                                  description="Why, for `denied`, `escalated` and `refused-by-holder`.")
+                                  description="Why, for `denied`, `escalated` and `refused-by-holder`; for `hit` "
+                                              "and `no-hit`, the requested categories of this holder's that were "
+                                              "not searched, one reason each (the answer does not cover them).")
 
     @field_validator("outcome", mode="wrap")
     @classmethod

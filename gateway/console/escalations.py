@@ -224,7 +224,9 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
     return page.render(
         "case.html", status=status, case=case, countdown=_countdown(case, _today(service)), error=error,
         values=values, attachments=attachments[:max(ATTACHMENT_ROWS, len(values["attachments"]))],
-        tier_name=tier_names.get(case.tier, ""), decider=decider, own_request=me.organisation == case.requester_org,
+        tier_name=tier_names.get(case.tier, ""), decider=decider,
+        own_request=me.organisation == case.requester_org and case.trigger != "holder-objection",  # may_vote
+        both_parties=case.trigger == "holder-objection" and case.tier == 1,
         may_review=may_review, may_withdraw=may_withdraw, error_on_top=error is not None and not shown[error.form],
         is_active=is_active, outcomes=("refer-up",) if lapsed else OUTCOMES, lapsed=lapsed,
         gaps=[g for g in gaps if case.id not in g.case_ids and g.status != "resolved"],  # a resolved gap takes none

@@ -2,7 +2,14 @@
 
 ``enrol`` stores a batch (``gateway.client.fuzzy.FilterEnrolment``) for the caller's organisation: records are
 added or updated under their local reference, references withdrawn, or everything of the record type replaced
-— in one transaction, after every check, so a refused batch writes nothing. ``held`` reads the index for a
+— in one transaction, after every check, so a refused batch writes nothing. A replacement larger than a batch
+is kept aside until its last batch and takes effect whole (:mod:`gateway.enrolment.replacement`).
+
+A participant holds at most ``max_records`` records of a record type (``WGS_MATCH_FILTER_LIMIT``): every
+process keeps each holder's decoded set in memory and compares every fuzzy discovery with all of it, so one
+participant enrolling without end would take the memory and the time of everyone's discoveries. A batch that
+would pass it is refused whole (422, saying the limit); one that does not add records (updates, withdrawals)
+is taken even above it, so a participant over a lowered limit can still shrink. ``held`` reads the index for a
 fuzzy discovery (``gateway.exchange.fuzzy``), which compares and answers hit/no-hit.
 
 Checks that go beyond the request's shape: the schema version is the shipped one (filters of another version
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -30,9 +38,11 @@ from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer
 from gateway.clock import Clock
 from gateway.db.engine import transaction
+from gateway.enrolment import replacement as replacements
 from gateway.enrolment.audited import (
     EntryTrace,
     IndexCounts,
+    IndexMoved,
     add_or_update,
     delete_among,
     held_among,
@@ -52,7 +62,7 @@ from gateway.enrolment.filter_cache import (
 from gateway.enrolment.held import DIGESTED, HeldRecords, decoded, row_digest, size_of
 from gateway.enrolment.service import CONFIDENTIAL, participant_of
 from gateway.enrolment.tables import match_filters
-from gateway.errors import Unprocessable
+from gateway.errors import Conflict, Unprocessable
 from gateway.matching.encoding import EncodedDataset, filters_from_b64
 from gateway.matching.errors import EncodingError, SchemaError
 from gateway.matching.lookup import MAX_DENSITY, implausible
@@ -102,6 +112,20 @@ def _no_personal_data(refs: list[str]) -> None:
                                 "opaque reference of your own")
 
 
+DEFAULT_MAX_RECORDS = 250_000
+"""Records of one record type a participant may have enrolled by default (``WGS_MATCH_FILTER_LIMIT``): some 190 MB
+decoded in each process (:data:`gateway.enrolment.filter_cache.DEFAULT_CACHE_BYTES` keeps about 350,000), far
+above a participant's records without a shared number."""
+DEFAULT_REPLACEMENT_TTL = timedelta(hours=1)
+"""How long a replacement sent in several batches waits for its next batch before it is abandoned."""
+
+
+def _over_limit(limit: int, record_type: str, after: int) -> Unprocessable:
+    return Unprocessable(f"a participant may have at most {limit} match-filter records of record type "
+                         f"`{record_type}` enrolled (the gateway's WGS_MATCH_FILTER_LIMIT); this batch would make "
+                         f"{after}: nothing was enrolled", extra={"limit": limit})
+
+
 _REPLACED = ("schema_version", "clk", "blocks", "categories", "confidential", "confidential_reason", "minor",
              "updated_at", "generation")
 
@@ -121,31 +145,74 @@ class FilterBatch:
     withdrawn: list[str]
     index: str = "filters"
     enrolled: list[int] = field(default_factory=list)  # set by ``apply``: the participant's records afterwards
+    max_records: int = DEFAULT_MAX_RECORDS
+    replacement: str | None = None  # a replacement in several batches: kept aside (gateway.enrolment.replacement)
+    total: int | None = None  # with ``replacement``: its last batch, and how many records it holds in all
+    expires_at: datetime | None = None  # with ``replacement``: when it is abandoned unless another batch comes
+    staged: list[int] = field(default_factory=list)  # set by ``apply`` before the last batch: records kept aside
 
     def _mine(self) -> tuple[ColumnElement[bool], ...]:
         return (match_filters.c.partnership == self.partnership, match_filters.c.organisation == self.organisation,
                 match_filters.c.record_type == self.record_type)
 
+    def _kept(self) -> tuple[ColumnElement[bool], ...]:
+        assert self.replacement is not None
+        return replacements.of(self.partnership, self.organisation, self.record_type, self.replacement)
+
+    def _held(self, session: Session | Connection) -> int:
+        return int(session.execute(select(func.count()).select_from(match_filters).where(*self._mine())).scalar_one())
+
     def categories(self) -> list[str]:
         return sorted({category for row in self.rows for category in row["categories"]})
 
     def described(self) -> dict[str, object]:
-        return {"record_types": [self.record_type], "schema_version": self.schema_version, "replace": self.replace,
-                "subjects": len(self.rows) + len(self.withdrawn),
-                "confidential": sum(1 for row in self.rows if row["confidential"]),
-                "minor": sum(1 for row in self.rows if row["minor"])}
+        """The entry's own members; a replacement's batch says whether it was kept aside or completed it (the
+        counts of a kept batch are of the records kept, the index unchanged)."""
+        described: dict[str, object] = {
+            "record_types": [self.record_type], "schema_version": self.schema_version, "replace": self.replace,
+            "subjects": len(self.rows) + len(self.withdrawn),
+            "confidential": sum(1 for row in self.rows if row["confidential"]),
+            "minor": sum(1 for row in self.rows if row["minor"])}
+        if self.replacement is not None:
+            described["replacement"] = "staged" if self.total is None else "completed"
+        return described
 
     def expect(self, session: Session) -> IndexCounts:
         """With ``replace`` every record of the type goes and every record sent is new (as the answer says:
-        ``removed`` is what the replace deleted); otherwise records sent under a reference held are updates."""
+        ``removed`` is what the replace deleted); otherwise records sent under a reference held are updates.
+        Refused here, before anything is written, when the batch would pass ``max_records`` (422) or complete a
+        replacement that does not hold ``total`` records (409)."""
+        if self.replacement is not None:
+            return self._expect_replacement(session)
         if self.replace:
-            held = session.execute(select(func.count()).select_from(match_filters).where(*self._mine())).scalar_one()
-            return IndexCounts(added=len(self.rows), removed=int(held))
+            if len(self.rows) > self.max_records:
+                raise _over_limit(self.max_records, self.record_type, len(self.rows))
+            return IndexCounts(added=len(self.rows), removed=self._held(session))
         found = held_among(session, match_filters.c.local_ref, self._mine(),
                            [row["local_ref"] for row in self.rows] + self.withdrawn)
         updated = sum(1 for row in self.rows if row["local_ref"] in found)
-        return IndexCounts(added=len(self.rows) - updated, updated=updated,
-                           removed=sum(1 for ref in self.withdrawn if ref in found))
+        counts = IndexCounts(added=len(self.rows) - updated, updated=updated,
+                             removed=sum(1 for ref in self.withdrawn if ref in found))
+        if counts.added > counts.removed:  # a batch that does not grow the set is taken above the limit too
+            after = self._held(session) + counts.added - counts.removed
+            if after > self.max_records:
+                raise _over_limit(self.max_records, self.record_type, after)
+        return counts
+
+    def _expect_replacement(self, session: Session) -> IndexCounts:
+        """A kept batch adds to the replacement (a reference sent again updates it); the last one also replaces
+        the participant's set with all the replacement holds — which must be ``total`` records."""
+        kept = replacements.kept_among(session, self._kept(), [row["local_ref"] for row in self.rows])
+        after = replacements.count(session, self._kept()) + len(self.rows) - len(kept)
+        if after > self.max_records:
+            raise _over_limit(self.max_records, self.record_type, after)
+        if self.total is None:
+            return IndexCounts(added=len(self.rows) - len(kept), updated=len(kept))
+        if after != self.total:
+            raise Conflict(f"the replacement holds {after} records with this batch, not the {self.total} its last "
+                           "batch declares (a batch is missing, or the replacement was abandoned: no batch "
+                           "came in time): nothing changed; send the whole replacement again under a new id")
+        return IndexCounts(added=self.total, removed=self._held(session))
 
     def apply(self, connection: Connection) -> IndexCounts:
         """Replace or withdraw, then add or update (:func:`~gateway.enrolment.audited.add_or_update`) — counting
@@ -153,6 +220,8 @@ class FilterBatch:
         filter_cache.bump`): every process's decoded copy of these records is stale once this commits, and is
         brought up to date from what this transaction stamps with the new generation — the rows it writes and
         the references it withdraws (a replace removes everything: no copy is updated across it)."""
+        if self.replacement is not None:
+            return self._apply_replacement(connection)
         generation = bump(connection, self.partnership, self.organisation, self.record_type, forget=self.replace)
         removed = connection.execute(delete(match_filters).where(*self._mine())).rowcount if self.replace else 0
         removed += delete_among(connection, match_filters, match_filters.c.local_ref, self._mine(), self.withdrawn)
@@ -163,15 +232,39 @@ class FilterBatch:
             [match_filters.c.partnership, match_filters.c.organisation, match_filters.c.record_type,
              match_filters.c.local_ref], self._mine(), [row | {"generation": generation} for row in self.rows],
             _REPLACED, "a record was withdrawn by another batch meanwhile")
-        self.enrolled[:] = [connection.execute(
-            select(func.count()).select_from(match_filters).where(*self._mine())).scalar_one()]
+        self.enrolled[:] = [self._held(connection)]
+        if self.enrolled[0] > self.max_records and added > removed:  # batches that got in meanwhile: counted again
+            raise IndexMoved("the limit would be passed with the batches that got in meanwhile")
         return IndexCounts(added=added, updated=updated, removed=removed)
+
+    def _apply_replacement(self, connection: Connection) -> IndexCounts:
+        """Keep the batch aside; the last batch (``total``) then swaps the replacement in, after bumping the
+        generation as a one-batch replace does (:func:`~gateway.enrolment.replacement.swap_in`)."""
+        assert self.expires_at is not None
+        generation = None if self.total is None else bump(
+            connection, self.partnership, self.organisation, self.record_type, forget=True)
+        added, updated = replacements.stage(connection, self._kept(), self.replacement or "", self.rows,
+                                            self.expires_at)
+        kept = replacements.count(connection, self._kept())
+        if kept > self.max_records or (generation is not None and kept != self.total):
+            raise IndexMoved("the replacement changed meanwhile")  # counted again: refused with its reason
+        if generation is None:
+            self.staged[:] = [kept]
+            self.enrolled[:] = [self._held(connection)]
+            return IndexCounts(added=added, updated=updated)
+        removed = replacements.swap_in(connection, self._kept(), self._mine(), generation)
+        self.enrolled[:] = [kept]
+        return IndexCounts(added=kept, removed=removed)
 
 
 class FilterService:
     def __init__(self, *, sessions: sessionmaker[Session], clock: Clock, register: Register,
-                 writer: AsyncAuditWriter | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 writer: AsyncAuditWriter | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 max_records: int = DEFAULT_MAX_RECORDS,
+                 replacement_ttl: timedelta = DEFAULT_REPLACEMENT_TTL) -> None:
         self.sessions = sessions
+        self.max_records = max_records  # per participant and record type (module docstring)
+        self.replacement_ttl = replacement_ttl
         self.clock = clock
         self.register = register
         self.writer = writer  # batches are logged through it; without it nothing is enrolled (503)
@@ -188,9 +281,18 @@ class FilterService:
         """Check and write a batch; the index changes in the transaction that logs it (``index.enrolment``,
         counts only): 503 with nothing changed when the log cannot be written."""
         batch = await asyncio.to_thread(self.prepare, principal, body)
+        if batch.replacement is not None:
+            await asyncio.to_thread(self.remove_abandoned)
         counts = await write_logged(self.writer, self.sessions, batch, trace)
         return FilterEnrolmentAnswer(record_type=body.record_type, stored=len(batch.rows), removed=counts.removed,
-                                     enrolled=int(batch.enrolled[0]))
+                                     enrolled=int(batch.enrolled[0]),
+                                     staged=int(batch.staged[0]) if batch.staged else None)
+
+    def remove_abandoned(self) -> int:
+        """Remove the kept records of replacements whose time ran out (:mod:`gateway.enrolment.replacement`):
+        done before each replacement batch, in a transaction of its own; how many."""
+        with transaction(self.sessions) as session:
+            return replacements.remove_abandoned(session.connection(), self.clock.now())
 
     def prepare(self, principal: Principal, body: FilterEnrolment) -> FilterBatch:
         """Every check of a batch, and its rows; nothing written (a refused batch writes nothing)."""
@@ -198,6 +300,12 @@ class FilterService:
         schema = schema_for(body.record_type, body.schema_version)
         if not (body.records or body.remove or body.replace):
             raise Unprocessable("nothing to do: send `records`, `remove` or `replace`")
+        if body.replacement is not None and not body.replace:
+            raise Unprocessable("every batch of a `replacement` carries `replace: true`")
+        if body.replacement is not None and body.remove:
+            raise Unprocessable("a `replacement` takes no `remove`: the records it does not send are withdrawn")
+        if body.total is not None and body.replacement is None:
+            raise Unprocessable("`total` ends a `replacement`: send it with the replacement's id")
         refs = [r.ref for r in body.records]
         both = sorted(set(refs) & set(body.remove))
         if both:
@@ -221,7 +329,9 @@ class FilterService:
             key=lambda row: row["local_ref"])
         return FilterBatch(partnership=body.partnership, organisation=organisation, system=principal.subject,
                            record_type=body.record_type, schema_version=schema.version, replace=body.replace,
-                           rows=rows, withdrawn=sorted(set(body.remove)))
+                           rows=rows, withdrawn=sorted(set(body.remove)), max_records=self.max_records,
+                           replacement=body.replacement, total=body.total,
+                           expires_at=now + self.replacement_ttl if body.replacement is not None else None)
 
     def held(self, partnership: str, schema: Schema, organisations: list[str]) -> dict[str, HeldRecords]:
         """Per organisation among ``organisations``: its records of the schema's type and version.

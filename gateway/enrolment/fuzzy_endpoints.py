@@ -27,7 +27,12 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
                          "person asked twice)"},
 }
 _ENROL_PROBLEMS = _PROBLEMS | {
-    409: {"description": "Other enrolments of the same records kept changing the index: nothing enrolled, retry"},
+    409: {"description": "Other enrolments of the same records kept changing the index: nothing enrolled, retry; "
+                         "or the last batch of a `replacement` declares another `total` than the replacement holds "
+                         "(a batch missing, or the replacement abandoned): nothing changed"},
+    422: {"description": _PROBLEMS[422]["description"] + "; more records than a participant may have enrolled "
+                         "(the problem's `limit`: nothing enrolled); a `replacement` batch without `replace`, "
+                         "with `remove`, or `total` without `replacement`"},
     500: {"description": "A defect in the gateway while writing the index: nothing was enrolled (logged and "
                          "audited)"},
     503: {"description": "The audit log could not be written: nothing was enrolled"},
@@ -45,9 +50,11 @@ _DISCOVERY_PROBLEMS = _PROBLEMS | {
 async def enrol_filters(body: FilterEnrolment, request: Request,
                         principal: Principal = Depends(require_scope(Scope.ENROL))) -> FilterEnrolmentAnswer:
     """Adds or updates records under your references, withdraws references, or (``replace``) starts afresh for
-    the record type; all of a batch or nothing. Other participants' fuzzy discoveries then find your records
-    (hit/no-hit only: never your reference, never a score). The batch is one audit entry (counts only), written
-    in the transaction that changes the index: when the log cannot be written, 503 and nothing changed."""
+    the record type; all of a batch or nothing. A replacement larger than one batch (``replacement``, ``total``
+    on its last batch) is kept aside and takes effect whole with its last batch. Other participants' fuzzy
+    discoveries then find your records (hit/no-hit only: never your reference, never a score). The batch is one
+    audit entry (counts only), written in the transaction that changes the index: when the log cannot be
+    written, 503 and nothing changed."""
     return await filter_service(container_of(request)).enrol(principal, body, entry_trace(request))
 
 

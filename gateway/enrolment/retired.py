@@ -30,7 +30,9 @@ writes nothing and the batch is read again. Running it twice is harmless: the se
 
 The references a participant withdrew before (``match_filter_removals``: kept a while so that each process can
 bring its decoded copy up to date, :mod:`gateway.enrolment.filter_cache`) go last, without an entry of their
-own: they are no index rows, and each withdrawal was logged when it was made.
+own: they are no index rows, and each withdrawal was logged when it was made. So do the records of a replacement
+it had begun and not completed (``match_filter_staged``, :mod:`gateway.enrolment.replacement`): never in the
+index, and each of their batches was logged when it was sent.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ from gateway.db.engine import transaction
 from gateway.enrolment.audited import delete_among
 from gateway.enrolment.filter_cache import bump, forget_removals
 from gateway.enrolment.rekey import AuditAppender
-from gateway.enrolment.tables import enrolments, match_filter_removals, match_filters
+from gateway.enrolment.replacement import forget_participation
+from gateway.enrolment.tables import enrolments, match_filter_removals, match_filter_staged, match_filters
 from gateway.register.model import Register, Status
 
 __all__ = ["ATTEMPTS", "BATCH", "IndexKeptChanging", "Removal", "RemovalResult", "Retirement", "remove_retired",
@@ -120,6 +123,10 @@ def _indexes() -> tuple[tuple[IndexName, Table], ...]:
     return ("pseudonyms", enrolments), ("filters", match_filters)
 
 
+_LEFT_OVER = (enrolments, match_filters, match_filter_removals, match_filter_staged)
+"""Every table that can hold something of a participation: a retirement is found while any of them does."""
+
+
 def retirements(session: Session, register: Register) -> list[Retirement]:
     """Every retired participation that still has rows in either index, in a stable order.
 
@@ -129,7 +136,7 @@ def retirements(session: Session, register: Register) -> list[Retirement]:
     candidates: set[tuple[str, str]] = set()
     for partnership_id, partnership in register.partnerships.items():
         if partnership.status == Status.RETIRED:
-            for table in (*(table for _, table in _indexes()), match_filter_removals):
+            for table in _LEFT_OVER:
                 candidates.update((partnership_id, organisation) for organisation in session.execute(
                     select(table.c.organisation).where(table.c.partnership == partnership_id).distinct()).scalars())
         else:
@@ -139,7 +146,7 @@ def retirements(session: Session, register: Register) -> list[Retirement]:
     for partnership_id, organisation in sorted(candidates):
         reason = _reason(register, partnership_id, organisation)
         if reason is not None and any(_held(session, table, partnership_id, organisation)
-                                      for table in (*(table for _, table in _indexes()), match_filter_removals)):
+                                      for table in _LEFT_OVER):
             found.append(Retirement(partnership_id, organisation, reason))
     return found
 
@@ -247,4 +254,6 @@ def remove_retired(sessions: sessionmaker[Session], register: Register, log: Aud
                 result.removals.append(Removal(retirement, index, removed))
         with transaction(sessions) as session:  # what is left of it: references it withdrew before (no index rows)
             forget_removals(session.connection(), retirement.partnership, retirement.organisation)
+            # and the records of a replacement it had not completed (never in the index)
+            forget_participation(session.connection(), retirement.partnership, retirement.organisation)
     return result

@@ -59,7 +59,9 @@ def install_filters(container: Container) -> FuzzyDiscovery:
     the match handles of its hits, which the exchange resolves when a follow-up cites one."""
     filters = FilterService(sessions=container.sessions, clock=container.clock,
                             register=register_service(container).current(), writer=audit_services(container).writer,
-                            cache_bytes=container.settings.fuzzy_cache_bytes)
+                            cache_bytes=container.settings.fuzzy_cache_bytes,
+                            max_records=container.settings.match_filter_limit,
+                            replacement_ttl=timedelta(seconds=container.settings.match_filter_replacement_ttl_seconds))
     handles = MatchHandles(container.sessions, container.clock,
                            timedelta(seconds=container.settings.match_handle_ttl_seconds))
     exchange = exchange_service(container)
@@ -98,3 +100,17 @@ def remove_retired_at_start(container: Container) -> None:
     if result.removed:
         log.info("retired_index_rows_removed", rows=result.removed,
                  participations=len({removal.retirement for removal in result.removals}))
+
+
+def remove_abandoned_at_start(container: Container) -> None:
+    """Remove the kept records of match-filter replacements abandoned before this start (:mod:`gateway.
+    enrolment.replacement`): they are removed before each replacement batch as well, but a participant that
+    never sends one again would leave them. A failure does not stop the start (they are never answered from,
+    and the next batch or start removes them); it is logged by its kind only."""
+    try:
+        removed = filter_service(container).remove_abandoned()
+    except Exception as exc:
+        log.error("abandoned_replacements_not_removed", error_type=type(exc).__name__)
+        return
+    if removed:
+        log.info("abandoned_replacements_removed", rows=removed)

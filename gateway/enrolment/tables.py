@@ -136,3 +136,28 @@ match_filter_removals = Table(
 rest. Kept for the last :data:`gateway.enrolment.filter_cache.HISTORY` generations only, and emptied for the
 participant when a replace or a retirement removes all of its records (``history_from`` says from which
 generation on the record is complete)."""
+
+
+match_filter_staged = Table(
+    "match_filter_staged",
+    metadata,
+    Column("partnership", String(64), primary_key=True),
+    Column("organisation", String(64), primary_key=True),
+    Column("record_type", String(32), primary_key=True),
+    Column("replacement", String(64), primary_key=True),  # the id the participant gave its replacement
+    Column("local_ref", String(128), primary_key=True),
+    Column("schema_version", Integer, nullable=False),
+    Column("clk", LargeBinary, nullable=False),
+    Column("blocks", LargeBinary, nullable=False),
+    Column("categories", JSON, nullable=False),
+    Column("confidential", Boolean, nullable=False, server_default=false()),
+    Column("confidential_reason", String(64), nullable=True),
+    Column("minor", Boolean, nullable=False, server_default=false()),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),  # refreshed by each batch of the replacement
+    Index("ix_match_filter_staged_expires_at", "expires_at"),
+)
+"""The records of replacements sent in several batches, kept aside until the last batch (migration 0035,
+:mod:`gateway.enrolment.replacement`): ``match_filters`` changes only when the replacement is complete, in one
+transaction, so a failure in a later batch leaves the participant's earlier set answering whole. Rows of a
+replacement whose next batch does not come within the time allowed are removed (abandoned)."""

@@ -354,7 +354,7 @@ class EscalationService:
                             "permitted_categories": v["permitted_categories"]} for v in case.votes],
             decision=case.decision, legal_gap=case.legal_gap, deciders=deciders,
             may_decide=case.active and access.may_decide(principal, case, self.register)
-            and principal.organisation != case.requester_org and not self._lapsed(case))
+            and case_store.may_vote(case, principal.organisation) and not self._lapsed(case))
 
     @property
     def timezone(self) -> str:
@@ -536,7 +536,7 @@ class EscalationService:
         items = []
         for case in found:
             if (case.active and access.may_decide(principal, case, self.register)
-                    and principal.organisation != case.requester_org  # four eyes: never its own request
+                    and case_store.may_vote(case, principal.organisation)  # four eyes: never its own request
                     and not self._lapsed(case)):  # its tier's time passed: the next tier's, once moved up
                 items.append(FeedItem(case=self._view(principal, case), awaiting="decision"))
             elif case.decision_usable(now) and case.requester_org == principal.organisation:
@@ -625,7 +625,7 @@ class EscalationService:
             assert state is not None
             if body.outcome == "refer-up":
                 return [*steps, _Step(Action.REFER_UP.value, state.apply(Action.REFER_UP))]
-            if principal.organisation == case.requester_org:
+            if not case_store.may_vote(case, principal.organisation):
                 raise FourEyesViolation("the decider must be outside the requesting organisation")
             self._in_time(case)
             self._check_retain_until(case, body)
@@ -641,7 +641,7 @@ class EscalationService:
             found = partnership(case.partnership)
             needed = case_store.votes_needed(case, access.min_deciders(found, case.tier) if found else 1)
             proposal = case_store.proposal_of(body.outcome, body.permitted_categories, obligations)
-            completes = len(case_store.agreeing_votes(case, _actor(principal), proposal)) + 1 >= needed
+            completes = case_store.completes(case, _actor(principal), proposal, needed)
             narrowed = body.outcome == "allow" and set(body.permitted_categories) < set(case.requested_categories)
             verdict = (AuditDecision.DENY if body.outcome == "deny" else
                        AuditDecision.NARROWED if narrowed else AuditDecision.ALLOW)

@@ -180,7 +180,7 @@ class FuzzyDiscovery:
                                     reasons=[_refusal_reason(code)]), _refusal_event(organisation, decision, code))
             hits = [record is not None for record in matched]
             handles = handles_for(organisation, matched)
-            target = FuzzyTarget(holder=organisation, outcome="hit" if any(hits) else "no-hit",
+            target = FuzzyTarget(holder=organisation, outcome="hit" if any(hits) else "no-hit", reasons=reasons,
                                  subjects=["hit" if hit else "no-hit" for hit in hits], match_handles=handles)
             extra: dict[str, Any] = {"hit_only": True, "outcome": target.outcome, "fuzzy": True,
                                      "subjects_hit": sum(hits)}

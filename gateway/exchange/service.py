@@ -1380,6 +1380,8 @@ class ExchangeService:
                                    reasons=[Reason(code=code, message=message)])
 
         async def ask(target: _Target, decision: Decision) -> DiscoveryTarget:
+            # For a hit or no-hit: the requested categories the holder was not asked about, each with its reason
+            # (an allowed-narrowed decision's), so that no one reads the answer as covering them.
             reasons = [Reason(code=r.code, message=r.message, category=r.category) for r in decision.reasons]
             if not decision.allow:
                 return DiscoveryTarget(holder=target.organisation, reasons=reasons,
@@ -1390,7 +1392,8 @@ class ExchangeService:
                 if refusal is not None:
                     return refused(target, refusal)
                 held = holding.categories & set(decision.permitted_categories) if holding else set()
-                return DiscoveryTarget(holder=target.organisation, outcome="hit" if held else "no-hit")
+                return DiscoveryTarget(holder=target.organisation, outcome="hit" if held else "no-hit",
+                                       reasons=reasons)
             connector = self.deps.connectors.get(target.system) if target.system else None
             if connector is None:
                 return not_asked(target, "holder-not-connected",
@@ -1406,7 +1409,7 @@ class ExchangeService:
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
                 return refused(target, found.refusal_reason)
             hit = _hit([(found.hits, subjects)], target.organisation, discovery_id)
-            return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit")
+            return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit", reasons=reasons)
 
         async def ask_failing_closed(target: _Target, decision: Decision) -> DiscoveryTarget:
             try:

@@ -32,7 +32,8 @@ def install_exchange(container: Container) -> ExchangeService:
     connectors = ConnectorRegistry(settings.connector_endpoints,
                                    HolderTokenCache(auth_services(container).tokens, container.clock),
                                    timeout=settings.connector_timeout_seconds, retries=settings.connector_retries,
-                                   ca_file=settings.connector_ca_file)
+                                   ca_file=settings.connector_ca_file,
+                                   allow_insecure_http=settings.connector_allow_insecure_http)
     policy = container.services["policy"]
     service = ExchangeService(ExchangeDeps(
         sessions=container.sessions, clock=container.clock, register=register_service(container).current(),

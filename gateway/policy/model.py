@@ -119,7 +119,9 @@ class Decision(_StrictDecision):
         3. a category is permitted or removed, once, never both; ``allowed`` removes nothing and
            ``allowed-narrowed`` removes something;
         4. every reason on an allow is the reason for a removed category: a reason without one (a
-           denial's or an escalation's) means the policy allowed what it also refused;
+           denial's or an escalation's) means the policy allowed what it also refused; and every removed
+           category, whatever the outcome, has a reason naming it (rule 3: the requester and the log are
+           told why each was removed);
         5. the holder, the policy version and the register digest are no blanks; obligations forbid onward
            sharing and retain until a ``YYYY-MM-DD`` date.
         """
@@ -145,6 +147,8 @@ class Decision(_StrictDecision):
         if self.allow and self.reasons and any(r.category is None or r.category not in removed
                                                for r in self.reasons):
             raise MalformedDecision("an allow carries a reason that is no removed category's")
+        if removed and not removed <= {r.category for r in self.reasons}:
+            raise MalformedDecision("a removed category has no reason")
         if not (self.holder.strip() and self.policy_version.strip() and self.register_sha256.strip()):
             raise MalformedDecision("the decision names no holder, policy version or register digest")
         if self.obligations is not None:

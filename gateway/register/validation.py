@@ -2,15 +2,16 @@
 
 Each problem carries the path (``loc``) of the offending value so the loader can report its line.
 These are the rules that keep the register a consistent legal ground truth: a role that is nobody's, a
-category that does not exist, a never-shared category configured as shareable, or a hit-only category
-supplied by a role that would answer with records is refused at load time rather than discovered in a
-policy decision.
+category that does not exist, a never-shared category (or one its partnership never discloses) configured
+as shareable, a hit-only category supplied by a role that would answer with records, a partnership retired
+before it was established, or an id listed twice in one list is refused at load time rather than discovered
+in a policy decision.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from gateway.client.models import CATEGORY_PATTERN, SLUG_PATTERN
 from gateway.register.model import Register, Status
@@ -24,6 +25,7 @@ def check_references(register: Register) -> list[Problem]:
 
 def _problems(register: Register) -> Iterator[Problem]:
     yield from _unreachable_ids(register)
+    yield from _listed_twice(register)
     owner_of_system: dict[str, str] = {}
     for org_id, org in register.organisations.items():
         for position, system in enumerate(org.systems):
@@ -40,6 +42,9 @@ def _problems(register: Register) -> Iterator[Problem]:
             yield ((*base, "status"), "a retired partnership needs a `retired` date")
         if partnership.status is Status.ACTIVE and partnership.retired is not None:
             yield ((*base, "retired"), "an active partnership cannot have a `retired` date")
+        if partnership.retired is not None and partnership.retired < partnership.established:
+            yield ((*base, "retired"), f"retired before it was established ({partnership.retired} < "
+                                       f"{partnership.established})")
         roles = set()
         participant_orgs = set()
         for position, participant in enumerate(partnership.participants):
@@ -62,6 +67,7 @@ def _problems(register: Register) -> Iterator[Problem]:
         for c_pos, category in enumerate(partnership.never_disclosed):
             if category not in register.categories:
                 yield ((*base, "never_disclosed", c_pos), f"unknown category `{category}`")
+        never_here = set(partnership.never_disclosed)
         for t_pos, tier in enumerate(partnership.escalation.tiers):
             if tier.tier != t_pos + 1:
                 yield ((*base, "escalation", "tiers", t_pos, "tier"), f"tier {t_pos + 1} expected here")
@@ -88,6 +94,10 @@ def _problems(register: Register) -> Iterator[Problem]:
                         elif category in never_shared:
                             yield ((*ploc, field_name, role, c_pos),
                                    f"category `{category}` is never shared and cannot be configured here")
+                        elif category in never_here:
+                            yield ((*ploc, field_name, role, c_pos),
+                                   f"the partnership never discloses `{category}` (`never_disclosed`): it "
+                                   "cannot be configured here")
             for h_pos, role in enumerate(purpose.hit_only_holders):
                 if role not in purpose.supplies:
                     yield ((*ploc, "hit_only_holders", h_pos), f"`{role}` supplies nothing for this purpose")
@@ -103,8 +113,9 @@ def _problems(register: Register) -> Iterator[Problem]:
 
 def _unreachable_ids(register: Register) -> Iterator[Problem]:
     """Ids the API could never name: every request carries partnerships, purposes and organisations as
-    slugs and categories in their own pattern, so any other id would be a part of the register no request
-    can reach."""
+    slugs and categories in their own pattern, and a partner system signs in with its id as a slug (its
+    OAuth client id), so any other id would be a part of the register no request can reach (or a case or
+    whitespace variant of an id, standing beside it for nothing)."""
     kinds: list[tuple[tuple[str | int, ...], list[str], str]] = [
         (("categories",), list(register.categories), CATEGORY_PATTERN),
         (("organisations",), list(register.organisations), SLUG_PATTERN),
@@ -112,7 +123,39 @@ def _unreachable_ids(register: Register) -> Iterator[Problem]:
     ]
     kinds += [(("partnerships", pid, "purposes"), list(p.purposes), SLUG_PATTERN)
               for pid, p in register.partnerships.items()]
+    for org_id, org in register.organisations.items():
+        for position, system in enumerate(org.systems):
+            if not re.fullmatch(SLUG_PATTERN, system):
+                yield (("organisations", org_id, "systems", position),
+                       f"`{system}` is no valid id (expected the pattern {SLUG_PATTERN})")
     for base, ids, pattern in kinds:
         for identifier in ids:
             if not re.fullmatch(pattern, identifier):
                 yield ((*base, identifier), f"`{identifier}` is no valid id (expected the pattern {pattern})")
+
+
+def _listed_twice(register: Register) -> Iterator[Problem]:
+    """Ids a list names more than once (refused as a mapping's duplicate keys are; an organisation's systems
+    are checked with every system's owner, above): harmless to the policy, which reads the lists as sets, but
+    a slip in editing (one of the two was meant to be another id) in the legal ground truth every decision
+    cites."""
+    lists: list[tuple[tuple[str | int, ...], Iterable[object]]] = [
+        (("office_hours", "weekdays"), register.office_hours.weekdays)]
+    for pid, partnership in register.partnerships.items():
+        base: tuple[str | int, ...] = ("partnerships", pid)
+        lists.append(((*base, "never_disclosed"), partnership.never_disclosed))
+        lists += [((*base, "participants", n, "systems"), p.systems) for n, p in enumerate(partnership.participants)]
+        lists += [((*base, "escalation", "tiers", n, "deciders"), t.deciders)
+                  for n, t in enumerate(partnership.escalation.tiers) if isinstance(t.deciders, list)]
+        for purpose_id, purpose in partnership.purposes.items():
+            ploc = (*base, "purposes", purpose_id)
+            lists += [((*ploc, "requesters"), purpose.requesters),
+                      ((*ploc, "hit_only_holders"), purpose.hit_only_holders)]
+            lists += [((*ploc, "supplies", role), categories) for role, categories in purpose.supplies.items()]
+            lists += [((*ploc, "receives", role), categories) for role, categories in purpose.receives.items()]
+    for loc, items in lists:
+        seen: set[object] = set()
+        for position, item in enumerate(items):
+            if item in seen:
+                yield ((*loc, position), f"`{item}` is listed twice")
+            seen.add(item)

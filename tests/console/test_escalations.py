@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from audit.tables import audit_entries
-from escalation.cases import act, get_case, open_case
+from escalation.cases import Actor, act, get_case, open_case
 from escalation.comments import comments
 from escalation.states import Action
 from gateway.clock import FixedClock
@@ -370,6 +370,42 @@ def test_tier_3_needs_two_deciders_who_vote_the_same(console: TestClient, contai
     assert decided.status_code == 200
     assert "Your decision was recorded." in decided.text
     assert "<dd>om-amsterdam/po-om, riec-aa/admin-riec</dd>" in decided.text
+
+
+def test_a_holders_objection_is_decided_by_both_parties_not_the_objector_alone(console: TestClient,
+                                                                                container: Container) -> None:
+    """The police object to a disclosure: their officer's vote waits (the page says why) until the
+    municipality's officer — the requester, otherwise barred by four eyes — votes the same."""
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        case_id = open_case(session, partnership=RIEC, purpose="bibob-integrity-check",
+                            requester_org="gemeente-amsterdam", holder_org="politie", trigger="holder-objection",
+                            register_version=service.register.version, policy_reasons=[],
+                            deadlines=service.deadlines, now=container.clock.now(), timezone=service.timezone,
+                            exchange_id="ex-objected", request_fingerprint="fp",
+                            opened_by=Actor("politie", "po-politie"), requested_categories=["police_incidents"]).id
+    decision = {"expected_version": "1", "outcome": "deny",
+                "motivation": "The disclosure went further than the Bibob advice needs."}
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="both-parties-note"' in page
+    voted = console.post(f"/console/escalations/{case_id}/decision",
+                         data=decision | {"csrf_token": csrf_of(page)})
+    assert voted.status_code == 200
+    assert "Your vote was recorded" in voted.text
+    assert "<strong>in review</strong>" in voted.text
+    sign_in(console, "po-gemeente")
+    page = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="four-eyes-note"' not in page
+    assert 'id="decision-form"' in page
+    decided = console.post(f"/console/escalations/{case_id}/decision",
+                           data=decision | {"csrf_token": csrf_of(page), "expected_version": "3"})
+    assert decided.status_code == 200
+    assert "Your decision was recorded." in decided.text
+    with transaction(container.sessions) as session:
+        case = get_case(session, case_id)
+    assert (case.state.value, sorted(d.split("/")[0] for d in (case.decision or {})["deciders"])) == (
+        "closed", ["gemeente-amsterdam", "politie"])
 
 
 def test_a_console_comment_reads_the_account_once(console: TestClient, container: Container) -> None:

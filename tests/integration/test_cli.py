@@ -1277,10 +1277,10 @@ def test_clients_add_racing_a_disable_leaves_the_client_disabled(data_dir: Path,
 
     assert runner.invoke(app, ["keys", "init"]).exit_code == 0
     assert runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"]).exit_code == 0
-    audited = access_changes._audited
+    audited = access_changes.audited
 
     def disabled_meanwhile(*args: Any) -> None:
-        monkeypatch.setattr(access_changes, "_audited", audited)  # the disable's own entry: as it is
+        monkeypatch.setattr(access_changes, "audited", audited)  # the disable's own entry: as it is
         engine = existing_engine_for(Settings())  # the operator's `clients disable`, in another process
         try:
             assert access_changes.set_active(Settings(), engine, "client", "kvk-handelsregister", False).changed
@@ -1288,7 +1288,7 @@ def test_clients_add_racing_a_disable_leaves_the_client_disabled(data_dir: Path,
             engine.dispose()
         audited(*args)
 
-    monkeypatch.setattr(access_changes, "_audited", disabled_meanwhile)
+    monkeypatch.setattr(access_changes, "audited", disabled_meanwhile)
     raced = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret"])
     assert raced.exit_code == 1, raced.output
     assert "shown once" not in raced.output  # no secret for a registration that did not happen
@@ -1345,3 +1345,92 @@ def test_clients_are_bound_to_certificates_with_an_audit_entry_and_unbound_the_s
         ("client-certificate-bound", "politie-bvh", "politie"),
         ("client-certificate-unbound", "kvk-handelsregister", "kvk"),
         ("client-rekeyed", "politie-bvh", "politie")]
+
+
+def test_clients_are_pinned_to_certificates_with_thumbprints_in_the_entries(data_dir: Path) -> None:
+    """``clients bind --certificate`` (repeatable, and a file may hold several: a renewal overlapping) pins a
+    bound client; ``clients add --certificate-bound --certificate`` likewise; ``clients list`` counts the pins;
+    ``clients unbind`` clears them. A bind without pins says, as a warning, that any verified certificate will do.
+    Entries and output carry thumbprints, never a certificate's subject."""
+    from tests.tls_certificates import issued
+
+    subject = "J. Jansen, beheerder"
+    first, renewed, other = issued(subject), issued(subject), issued(subject)
+    (data_dir / "first.pem").write_bytes(first.pem)
+    (data_dir / "both.pem").write_bytes(renewed.pem + other.pem)
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    added = runner.invoke(app, ["clients", "add", "kvk-handelsregister", "--generate-secret", "--certificate-bound",
+                                "--certificate", str(data_dir / "first.pem")])
+    assert added.exit_code == 0, added.output
+    assert f"pinned to 1 certificate(s) ({first.thumbprint})" in added.stdout
+    assert "warning" not in added.stderr
+    assert runner.invoke(app, ["clients", "add", "politie-bvh", "--generate-secret"]).exit_code == 0
+
+    unpinned = runner.invoke(app, ["clients", "bind", "politie-bvh"])
+    assert unpinned.exit_code == 0, unpinned.output
+    assert "bound to its TLS client certificate;" in unpinned.stdout
+    assert unpinned.stderr.startswith("warning: client politie-bvh is not pinned to a certificate: it gets tokens "
+                                      "over any certificate the proxy verified")
+    pinned = runner.invoke(app, ["clients", "bind", "politie-bvh", "--certificate", str(data_dir / "first.pem"),
+                                 "--certificate", str(data_dir / "both.pem")])
+    assert pinned.exit_code == 0, pinned.output
+    assert "pinned to 3 certificate(s)" in pinned.stdout
+    assert "refused within" in pinned.stdout  # the tokens it got before end
+    assert pinned.stderr == ""
+    kept = runner.invoke(app, ["clients", "bind", "politie-bvh"])  # binding again does not widen it
+    assert "already bound to its TLS client certificate, pinned to 3" in kept.stdout
+    assert kept.stderr == ""
+    listing = runner.invoke(app, ["clients", "list"]).output
+    assert re.search(r"kvk-handelsregister .* True +│ True +│ 1", listing), listing
+    assert re.search(r"politie-bvh .* True +│ True +│ 3", listing), listing
+
+    unbound = runner.invoke(app, ["clients", "unbind", "politie-bvh"])
+    assert unbound.exit_code == 0, unbound.output
+    assert re.search(r"politie-bvh .* True +│ False +│ 0", runner.invoke(app, ["clients", "list"]).output)
+    entries = [e["extra"] for e in _access_entries()]
+    assert entries == [
+        {"action": "client-certificate-bound", "channel": "cli", "client": "politie-bvh", "key_generation": 1},
+        {"action": "client-certificate-bound", "channel": "cli", "client": "politie-bvh", "key_generation": 2,
+         "certificate_thumbprints": sorted([first.thumbprint, renewed.thumbprint, other.thumbprint])},
+        {"action": "client-certificate-unbound", "channel": "cli", "client": "politie-bvh"}]
+    assert "Jansen" not in json.dumps(_access_entries())
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "cannot read the certificate file (No such file or directory)"),
+    (b"MIIBszCCAVmgAwIBAgIU", "the file holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+    (b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n",
+     "a certificate in the file could not be read as a PEM X.509 certificate"),
+    ("key", "the file contains a private key; give the certificate only (and keep the key where it was)"),
+], ids=["missing", "no PEM", "broken certificate", "private key"])
+def test_clients_bind_refuses_a_certificate_file_it_cannot_pin_in_one_line(data_dir: Path, content: bytes | str | None,
+                                                                           expected: str) -> None:
+    """One line naming the file, never its content (a private key picked by mistake); nothing changes."""
+    from tests.tls_certificates import issued
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    assert runner.invoke(app, ["clients", "add", "politie-bvh", "--generate-secret"]).exit_code == 0
+    certificate = data_dir / "client.pem"
+    partner = issued("politie-bvh")
+    if content == "key":
+        certificate.write_bytes(partner.pem + partner.key_pem)
+    elif isinstance(content, bytes):
+        certificate.write_bytes(content)
+    for command in (["clients", "bind", "politie-bvh"],
+                    ["clients", "add", "politie-bvh", "--generate-secret", "--certificate-bound"]):
+        line = _refusal(runner.invoke(app, [*command, "--certificate", str(certificate)]))
+        assert line == f"{certificate}: {expected}"  # and so nothing of the file
+    assert re.search(r"politie-bvh .* True +│ False +│ 0", runner.invoke(app, ["clients", "list"]).output)
+    assert _access_entries() == []
+
+
+def test_clients_add_pins_only_with_certificate_bound(data_dir: Path) -> None:
+    """Refused rather than ignored (the operator meant the client bound to it), and nothing is registered."""
+    from tests.tls_certificates import issued
+
+    (data_dir / "client.pem").write_bytes(issued("politie-bvh").pem)
+    refused = runner.invoke(app, ["clients", "add", "politie-bvh", "--generate-secret",
+                                  "--certificate", str(data_dir / "client.pem")])
+    assert refused.exit_code == 2
+    assert "pins the certificates of a certificate-bound client: give --certificate-bound too" in refused.stderr
+    assert "politie-bvh" not in runner.invoke(app, ["clients", "list"]).output

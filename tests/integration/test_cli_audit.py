@@ -5,6 +5,8 @@ leaves no partial file behind."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import sqlite3
 import stat
@@ -152,6 +154,56 @@ def test_an_export_is_readable_by_its_owner_only(data_dir: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
+def _last_entry(data_dir: Path) -> tuple[int, dict[str, Any]]:
+    with sqlite3.connect(data_dir / "gateway.sqlite") as database:
+        index, canonical = database.execute(
+            "SELECT log_index, canonical FROM audit_entries ORDER BY log_index DESC LIMIT 1").fetchone()
+    return index, json.loads(canonical)
+
+
+def test_an_export_is_itself_an_audit_entry_naming_what_and_which_file_but_not_where(data_dir: Path) -> None:
+    """Exporting the log hands out who asked whom for what: it was the one disclosure that left no entry."""
+    out = data_dir / "exports of jan.jsonl"
+    assert runner.invoke(app, ["audit", "export", "--out", str(out)]).exit_code == 0
+    content = out.read_bytes()
+    header, *rest = (json.loads(line) for line in content.splitlines())
+    last_checkpoint = [line for line in rest if line["type"] == "checkpoint"][-1]
+    index, entry = _last_entry(data_dir)
+    assert index == header["tree_size"] == 24  # the entry after the exported ones: the export does not hold it
+    event = entry["event"]
+    assert (event["event_type"], event["status"], event["requester"]) == ("console.action", "ok", None)
+    assert event["extra"] == {
+        "action": "export", "channel": "cli", "export": "audit-log", "entries": 24,
+        "checkpoints": header["checkpoint_count"], "sha256": hashlib.sha256(content).hexdigest(),
+        "root_hash": base64.b64decode(last_checkpoint["note"].splitlines()[2]).hex()}
+    assert "jan" not in json.dumps(entry)
+    assert str(data_dir) not in json.dumps(entry)
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+    # the next export holds the first one's entry, and has an entry of its own
+    assert runner.invoke(app, ["audit", "export", "--out", str(out)]).exit_code == 0
+    index, entry = _last_entry(data_dir)
+    assert (index, entry["event"]["extra"]["entries"]) == (25, 25)
+
+
+def test_an_export_whose_entry_cannot_be_written_leaves_no_file(data_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail closed: no export without its entry (and the one at that path before stays)."""
+    from audit import AuditLog, AuditWriteError
+
+    out = data_dir / "log.jsonl"
+    out.write_bytes(b"the previous export")
+
+    def refused(self: AuditLog, events: Any) -> Any:
+        raise AuditWriteError("audit log write failed (OperationalError)")
+
+    monkeypatch.setattr(AuditLog, "append", refused)
+    stderr = _no_traceback(runner.invoke(app, ["audit", "export", "--out", str(out)]))
+    assert stderr.startswith("export failed: its audit entry could not be written"), stderr
+    assert out.read_bytes() == b"the previous export"
+    assert sorted(p.name for p in data_dir.iterdir() if "jsonl" in p.name) == ["log.jsonl"]
+    assert _last_entry(data_dir)[0] == 23
+
+
 # -- verify (live database) -------------------------------------------------------------------------------------
 
 
@@ -173,7 +225,9 @@ def _tamper(data_dir: Path, sql: str) -> None:
     ("UPDATE audit_entries SET log_index = 'thirteen' WHERE log_index = 13", "gap at index 13"),
     ("UPDATE audit_checkpoints SET issued_at = 'noon' WHERE tree_size = 16", "checkpoint"),
     ("UPDATE audit_checkpoints SET tree_size = 'sixteen' WHERE tree_size = 16", "checkpoint"),
-], ids=["recorded_at", "entry_id", "log_index", "issued_at", "tree_size"])
+    ("UPDATE audit_entries SET recorded_at = replace(recorded_at, ' ', 'T') WHERE log_index = 13",
+     "columns at index 13"),
+], ids=["recorded_at", "entry_id", "log_index", "issued_at", "tree_size", "recorded_at in another form"])
 def test_a_stored_value_the_gateway_could_never_have_written_is_a_verdict(
         data_dir: Path, sql: str, verdict: str) -> None:
     """SQLite keeps whatever is written into a column; a value no log row can hold was written by someone

@@ -286,6 +286,22 @@ def test_s11_criminal_intelligence_is_always_removed(stack: Stack) -> None:
     assert {r["category"] for r in target["records"]} == {"police_incidents"}
 
 
+def test_s11_discovery_says_criminal_intelligence_was_not_searched(stack: Stack) -> None:
+    """Found by a policy review: discovery answered `hit` on the police's incidents with no word that the
+    criminal intelligence asked about was not searched, and logged no reason for it. Now the answer and the
+    log carry the removal as an exchange's do."""
+    body = BIBOB | {"subjects": _subjects(stack, "bibob-applicant")[1:2],
+                    "categories": ["police_incidents", "criminal_intelligence"]}
+    response = stack.post("gemeente-amsterdam-vth", "/v1/discovery", body)
+    politie = _by_holder(response)["politie"]
+    assert politie["outcome"] == "hit"
+    assert [(r["code"], r["category"]) for r in politie["reasons"]] == [("never-disclosed", "criminal_intelligence")]
+    decided = [e for e in stack.logged(response.json())
+               if e["event_type"] == "policy.decided" and e.get("holder") == "politie"]
+    assert [(e["decision"], e["reasons"], e["categories"]) for e in decided] == [
+        ("narrowed", ["never-disclosed"], ["police_incidents"])]
+
+
 def test_s12_wrong_legal_basis_is_denied_with_the_reason(stack: Stack) -> None:
     body = BIBOB | {"legal_basis": "WGS (RIEC)", "subjects": _subjects(stack, "bibob-applicant")[:1],
                     "holders": ["kvk"], "categories": ["company_registration"]}

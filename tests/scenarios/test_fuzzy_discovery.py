@@ -285,6 +285,18 @@ def test_a_record_in_a_category_the_holder_may_not_supply_makes_no_hit(stack: St
     asyncio.run(_enrol_with_client(stack, POLICE, [], remove=[ref]))
 
 
+def test_a_category_not_compared_is_named_with_its_reason(stack: Stack, people: People) -> None:
+    """Rules 3 and 4 as in `POST /v1/discovery` (found by a policy review): asked about police incidents and
+    criminal intelligence, the police's hit covers the incidents only, and the answer says that the
+    intelligence was not compared, and why."""
+    police = _by_holder(_discover(stack, _request(people, categories=["police_incidents", "criminal_intelligence"])))[
+        "politie"]
+    assert police["outcome"] == "hit"
+    assert [(r["code"], r["category"]) for r in police["reasons"]] == [("never-disclosed", "criminal_intelligence")]
+    plain = _by_holder(_discover(stack, _request(people, categories=["police_incidents"])))["politie"]
+    assert (plain["outcome"], plain["reasons"]) == ("hit", [])
+
+
 def test_a_matched_minor_is_refused_where_the_purpose_allows_none(stack: Stack, people: People) -> None:
     record = FilterRecordToEnrol(people.refs[POLICE][1], people.held[POLICE][1], ["police_incidents"])
     asyncio.run(_enrol_with_client(stack, POLICE, [record._replace(minor=True)]))

@@ -1,7 +1,7 @@
 """Per-client rate limits (``gateway.ratelimit``): a burst over the limit gets 429 problem+json with
 ``Retry-After``; another client is unaffected; after waiting the client is served again; a forged token that
-names a client cannot spend that client's budget; health probes are never limited. The app's limiter runs on
-a clock the tests move (``tests.limiter_clock``)."""
+names a client cannot spend that client's budget, nor can a revoked one; health probes are never limited. The
+app's limiter runs on a clock the tests move (``tests.limiter_clock``)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from joserfc import jwt
 from joserfc.jwk import OKPKey
 
 from gateway.app import create_app
+from gateway.auth import repository
 from gateway.auth.setup import auth_services
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
+from gateway.db.engine import transaction
 from gateway.ratelimit import RateLimitMiddleware, TokenBucketLimiter
 from gateway.settings import Settings
-from tests.auth_helpers import bearer
+from tests.auth_helpers import bearer, register_client
 from tests.limiter_clock import FakeTime, limiter_clock
 from tests.migrated import migrated_sqlite
 from tests.security.world import NOW
@@ -145,3 +147,50 @@ def test_an_expired_token_is_not_a_client_identity(limited: tuple[TestClient, Co
         assert client.get("/v1/register/versions", headers=_token(container, "fiod-ois", "fiod")).status_code == 200
     finally:
         clock.advance(timedelta(hours=-1))
+
+
+def test_a_revoked_token_spends_its_senders_budget_not_its_clients(
+        limited: tuple[TestClient, Container, FakeTime]) -> None:
+    """A token of a client re-keyed since (over a leak) still verifies; replayed, it spent the budget of the client
+    it was issued to (and each copy was remembered as that client). It is now keyed by its sender's address."""
+    client, container, ticks = limited
+    auth = auth_services(container)
+    register_client(container, "kvk-handelsregister", ["register:read"])
+    before = _token(container, "kvk-handelsregister", "kvk")  # generation 0
+    register_client(container, "kvk-handelsregister", ["register:read"])  # re-keyed: generation 1
+    auth.disabled.load()  # what the timer does every interval
+    ticks.now += BURST / RATE
+    statuses = _until_limited(client, before)
+    assert statuses == [401] * BURST + [429]  # refused, and then limited as its address ...
+    assert client.get("/v1/register/versions").status_code == 429
+    assert limiting(client.app).client_key(_scope(client, before)) == "ip:testclient"
+    after = bearer(auth.tokens.issue(subject="kvk-handelsregister", organisation="kvk", scopes=["register:read"],
+                                     generation=1).access_token)
+    assert [client.get("/v1/register/versions", headers=after).status_code
+            for _ in range(BURST)] == [200] * BURST  # ... while the client's own budget is whole
+
+
+def test_a_disabled_clients_token_is_keyed_by_its_address(limited: tuple[TestClient, Container, FakeTime]) -> None:
+    client, container, _ = limited
+    register_client(container, "rvdk-kbs", ["register:read"])
+    token = _token(container, "rvdk-kbs", "rvdk")
+    assert limiting(client.app).client_key(_scope(client, token)) == "system:rvdk-kbs"
+    with transaction(container.sessions) as session:
+        repository.set_client_active(session, "rvdk-kbs", False)
+    auth_services(container).disabled.load()
+    assert limiting(client.app).client_key(_scope(client, token)) == "ip:testclient"
+
+
+def limiting(app: object) -> RateLimitMiddleware:
+    """The app's rate-limit middleware, as the running app built it."""
+    layer = getattr(app, "middleware_stack", None)
+    while layer is not None and not isinstance(layer, RateLimitMiddleware):
+        layer = getattr(layer, "app", None)
+    assert isinstance(layer, RateLimitMiddleware)
+    return layer
+
+
+def _scope(client: TestClient, headers: dict[str, str]) -> dict[str, object]:
+    """The ASGI scope of a request with ``headers`` from the test client's address, in ``client``'s app."""
+    return {"type": "http", "path": "/v1/register/versions", "app": client.app, "client": ("testclient", 50000),
+            "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]}

@@ -145,3 +145,42 @@ def test_nested_keys_are_not_the_events_own(nested_log: tuple[Engine, AuditLog],
         assert (failure.kind, failure.index) == (FailureKind.COLUMNS, NESTED)
         assert column in failure.reason
         _restore(engine, snapshot)
+
+
+# -- recorded_at in another text form (SQLite) --------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_log(sqlite_db_url: str) -> Iterator[tuple[Engine, AuditLog]]:
+    """SQLite only: PostgreSQL stores a time, not text, so there is no other form of it to store."""
+    engine = make_engine(sqlite_db_url)
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=8, every_seconds=None))
+    for batch in range(3):
+        log.append([make_event(batch * 8 + i) for i in range(8)])
+    yield engine, log
+    engine.dispose()
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("variant", ["T for the space", "a seventh fractional digit", "an offset", "a Z"])
+def test_recorded_at_stored_in_another_form_of_the_same_time_is_caught(
+        sqlite_log: tuple[Engine, AuditLog], variant: str, path: str, pool: ProcessPoolExecutor,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite keeps the time as text and reads these variants back as the same time, so comparing times let
+    them pass; yet a time-window search compares the text, and ``2026-11-25T10:00`` sorts after every
+    ``2026-11-25 23:59``: the entry drops out of the window it belongs to, or into one it does not."""
+    engine, log = sqlite_log
+    assert _fast(engine, log, path, pool, monkeypatch).ok
+    assert verify_database(engine, log.verifier).ok
+    with engine.connect() as connection:
+        stored = connection.exec_driver_sql("SELECT recorded_at FROM audit_entries WHERE log_index = ?",
+                                            (TARGET,)).scalar_one()
+    changed = {"T for the space": stored.replace(" ", "T"), "a seventh fractional digit": stored + "0",
+               "an offset": stored + "+00:00", "a Z": stored + "Z"}[variant]
+    with triggers_disabled(engine) as connection:
+        connection.exec_driver_sql("UPDATE audit_entries SET recorded_at = ? WHERE log_index = ?", (changed, TARGET))
+    deep = verify_database(engine, log.verifier).failure
+    assert deep is not None
+    assert (deep.kind, deep.index) == (FailureKind.COLUMNS, TARGET)
+    assert "recorded_at" in deep.reason
+    assert _fast(engine, log, path, pool, monkeypatch).failure == deep

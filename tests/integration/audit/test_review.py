@@ -344,3 +344,47 @@ def test_a_flag_whose_entry_could_not_be_written_is_logged_by_the_next_listing(
     assert [f["metric"] for f in client.get("/v1/audit/anomalies", headers=officer).json()] == ["volume"]
     entries = client.get("/v1/audit/entries", params={"event_type": "anomaly.flagged"}, headers=officer).json()
     assert [e["entry"]["event"]["extra"]["actor"] for e in entries["entries"]] == ["gemeente-amsterdam-vth"]
+
+
+def test_two_processes_listing_a_flag_at_once_log_it_once_and_both_answer(
+        review: tuple[TestClient, Container], clock: FixedClock, db_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process looked the flag up in the log, found nothing, and wrote it: two processes listing at once
+    both did, and the log said the actor was flagged twice. Here the second process lists (and logs) the flag
+    after the first looked it up and before the first writes, the window two listings at once share; the first
+    must then not log it again, and still answer (no 500, no 503)."""
+    import asyncio
+
+    from gateway.auditing.setup import AuditServices
+
+    client, container = review
+    today = _a_volume_flag_today(container, clock)
+    officer = _officer(client, container, "gemeente-amsterdam")
+    other = build_container(Settings(data_dir=tmp_path, database_url=db_url, log_json=True), clock)
+    writer = container.service("audit", AuditServices).writer
+    record = writer.record
+    second_answers: list[int] = []
+
+    async def after_the_other_process(*args: object, **kwargs: object) -> object:
+        if not second_answers:  # only the first write: the other process lists meanwhile
+            with TestClient(create_app(container=other)) as second:
+                answer = await asyncio.to_thread(second.get, "/v1/audit/anomalies", headers=officer)
+            second_answers.append(answer.status_code)
+            assert [f["metric"] for f in answer.json()] == ["volume"]
+        return await record(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer, "record", after_the_other_process)
+    try:
+        first = client.get("/v1/audit/anomalies", headers=officer)
+    finally:
+        other.close()
+    assert second_answers == [200]
+    assert first.status_code == 200, first.text
+    assert [f["metric"] for f in first.json()] == ["volume"]
+    entries = client.get("/v1/audit/entries", params={"event_type": "anomaly.flagged"}, headers=officer).json()
+    assert [(e["entry"]["event"]["extra"]["actor"], e["entry"]["event"]["extra"]["day"])
+            for e in entries["entries"]] == [("gemeente-amsterdam-vth", today.date().isoformat())]
+    monkeypatch.setattr(writer, "record", record)
+    assert client.get("/v1/audit/anomalies", headers=officer).status_code == 200  # and later listings too
+    again = client.get("/v1/audit/entries", params={"event_type": "anomaly.flagged"}, headers=officer).json()
+    assert len(again["entries"]) == 1

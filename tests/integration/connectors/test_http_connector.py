@@ -812,3 +812,33 @@ async def test_a_compressed_answer_cannot_inflate_past_the_size_limit() -> None:
     assert len(bomb) < 1024 * 1024  # within the limit as sent
     assert asked == ["identity"]
     assert "gzip" not in str(refused.value)  # the holder's header text is not echoed to the requester
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_never_carries_the_bearer_token_to_another_origin(status: int) -> None:
+    """The holder's bearer token goes to the registered origin only: a holder (or whoever answers in its name)
+    that redirects the gateway elsewhere — here another loopback port, a different origin — gets a protocol
+    error, and the other origin receives nothing: neither the token nor the query."""
+    elsewhere = FastAPI()
+    seen: list[dict[str, str]] = []
+
+    @elsewhere.api_route("/{path:path}", methods=["GET", "POST"])
+    async def record(request: Request) -> JSONResponse:
+        seen.append(dict(request.headers))
+        return JSONResponse({"status": "answered", "records": []})
+
+    with serve_app(elsewhere) as other_url:
+        redirecting = FastAPI()
+
+        @redirecting.api_route("/{path:path}", methods=["GET", "POST"])
+        async def redirect(path: str) -> Response:
+            return Response(status_code=status, headers={"Location": f"{other_url}/{path}"})
+
+        with serve_app(redirecting) as url:
+            async with HttpConnector(w.TAX, url, gateway_token, retries=2, backoff=0.01) as connector:
+                with pytest.raises(HolderProtocolError, match=f"unexpected status {status}"):
+                    await connector.query(_query(["subj-x1234567"], ["income"], "q-redirected"))
+                with pytest.raises(HolderProtocolError, match=f"unexpected status {status}"):
+                    await connector.discover(_discovery(["subj-x1234567"], "d-redirected"))
+                assert connector.attempts == 2  # a redirect is not retried either
+    assert seen == []

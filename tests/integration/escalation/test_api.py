@@ -63,6 +63,7 @@ PEOPLE: dict[str, tuple[str, list[str]]] = {
     "desk-lsp": ("landelijk-steunpunt", ["administrator"]),  # tier 2 and 3, not coordinating
     "po-om": ("om-amsterdam", ["privacy-officer"]),  # tier 3 only (and a RIEC participant)
     "po-fiod": ("fiod", ["privacy-officer"]),  # RIEC participant; decides only in the FEC (tier 3)
+    "po-fiod-2": ("fiod", ["privacy-officer"]),
     "po-abn": ("abn-amro", ["privacy-officer"]),  # not in the RIEC at all
     "desk-zvh": ("zvh-aa", ["privacy-officer"]),  # tier 2 and coordinating of the ZVH
     "coord-zvh": ("zvh-aa", ["coordinating-privacy-officer"]),  # reviews the ZVH's entries, not the RIEC's
@@ -806,10 +807,12 @@ def test_an_allow_on_a_holders_objection_closes_the_case_and_grants_no_rerun(env
     it would disclose the same again, with the bulk and office-hours rules overridden (rule 8)."""
     exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
     case_id = _object(env, "po-politie", exchange_id).json()["id"]
-    decided = env.decide("po-politie-2", case_id, "allow", ["police_incidents"])
+    assert env.decide("po-politie-2", case_id, "allow", ["police_incidents"]).status_code == 200  # a vote
+    decided = env.decide("po-gemeente", case_id, "allow", ["police_incidents"])  # the other party agrees
     assert decided.status_code == 200, decided.text
     assert (decided.json()["state"], decided.json()["decision"]["outcome"]) == ("closed", "allow")
-    assert [s["extra"]["action"] for s in env.audit_steps(case_id)] == ["opened", "start_review", "decide", "close"]
+    assert [s["extra"]["action"] for s in env.audit_steps(case_id)] == [
+        "opened", "start_review", "vote", "decide", "close"]
     assert case_id not in {i["case"]["id"] for i in env.get("gemeente-amsterdam-vth", "/v1/escalations/feed").json()}
     rerun = env.post("gemeente-amsterdam-vth", "/v1/exchanges", _rerun_body(decided.json()["decision"]["id"]))
     assert rerun.status_code == 422, rerun.text
@@ -822,7 +825,8 @@ def test_an_allow_on_a_holders_objection_closes_the_case_and_grants_no_rerun(env
     with transaction(env.container.sessions) as session:
         case_store.act(session, older_id, 1, Action.START_REVIEW, case_store.Actor("politie", "set-up"),
                        now=env.clock.now(), deadlines=service.deadlines, timezone=service.timezone)
-        old = case_store.decide(session, older_id, 2, [case_store.Actor("politie", "set-up")], MOTIVATION,
+        old = case_store.decide(session, older_id, 2, [case_store.Actor("politie", "set-up"),
+                                                       case_store.Actor("gemeente-amsterdam", "set-up")], MOTIVATION,
                                 outcome="allow", permitted_categories=["police_incidents"], now=env.clock.now(),
                                 deadlines=service.deadlines, timezone=service.timezone)
     assert old.state.value == "decided"
@@ -830,6 +834,77 @@ def test_an_allow_on_a_holders_objection_closes_the_case_and_grants_no_rerun(env
     refused = env.post("gemeente-amsterdam-vth", "/v1/exchanges", _rerun_body(old.decision_id))
     assert refused.status_code == 422, refused.text
     assert env.case(older_id).rerun_claim is None
+
+
+def test_the_objecting_holder_does_not_decide_its_own_objection_alone(env: Env) -> None:
+    """Tier 1 is the privacy officers of both organisations. On a holder's objection the holder is the party
+    that objects: its officers' votes — however many of them — decide nothing until the requester's officer
+    agrees to the same decision (and the requester's alone decides nothing either). Above tier 1 the tier's
+    deciders, who are neither party here, decide as for any case."""
+    exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
+    case_id = _object(env, "po-politie", exchange_id).json()["id"]
+    view = env.detail("po-gemeente", case_id)
+    assert (view["deciders"], view["may_decide"]) == (["gemeente-amsterdam", "politie"], True)
+
+    for who in ("po-politie", "po-politie-2"):  # two officers of the objecting holder: still one party
+        voted = env.decide(who, case_id, "deny")
+        assert voted.status_code == 200, voted.text
+        assert (voted.json()["state"], voted.json()["decision"]) == ("in_review", None), who
+    assert [v["organisation"] for v in env.detail("po-politie", case_id)["pending_votes"]] == ["politie", "politie"]
+    assert env.case(case_id).decision_id is None
+    assert "decide" not in [s["extra"]["action"] for s in env.audit_steps(case_id)]
+
+    decided = env.decide("po-gemeente", case_id, "deny")
+    assert decided.status_code == 200, decided.text
+    assert (decided.json()["state"], decided.json()["decision"]["outcome"]) == ("closed", "deny")
+    assert sorted(d.split("/")[0] for d in decided.json()["decision"]["deciders"]) == [
+        "gemeente-amsterdam", "politie", "politie"]
+
+    # The requester's officer alone decides nothing either: its vote waits for the holder's.
+    other = _object(env, "po-politie", env.insert_exchange([
+        target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])).json()["id"]
+    voted = env.decide("po-gemeente", other, "allow", ["police_incidents"])
+    assert voted.status_code == 200, voted.text
+    assert (voted.json()["state"], voted.json()["decision"]) == ("in_review", None)
+    # Referred up by the objecting holder, the tier-2 desk (neither party) decides on its own.
+    assert env.decide("po-politie", other, "refer-up").status_code == 200
+    decided = env.decide("desk-riec", other, "deny")
+    assert decided.status_code == 200, decided.text
+    assert (decided.json()["state"], decided.json()["decision"]["deciders"][0].split("/")[0]) == (
+        "closed", "riec-aa")
+
+
+def test_above_tier_1_a_party_that_sits_on_the_tier_does_not_decide_its_own_case_alone(env: Env) -> None:
+    """FIOD holds and refused the bank's check; the case reached the FEC board (tier 3, two deciders), on which
+    FIOD sits. Two FIOD officers agreeing is still the refusing party deciding its own refusal: their votes
+    wait until a board member who is neither party (the FEC bureau) agrees."""
+    case_id = env.open_case(requester="abn-amro", holder="fiod", partnership="fec",
+                            purpose="taskforce-subject-check", categories=("ongoing_investigation",))
+    env.move_up(case_id, 3)
+    assert env.detail("po-fiod", case_id)["may_decide"] is True
+    for who in ("po-fiod", "po-fiod-2"):
+        voted = env.decide(who, case_id, "deny")
+        assert voted.status_code == 200, voted.text
+        assert (voted.json()["state"], voted.json()["decision"]) == ("in_review", None), who
+    decided = env.decide("desk-fec", case_id, "deny")
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["state"] == "closed"
+    assert sorted(d.split("/")[0] for d in decided.json()["decision"]["deciders"]) == ["fec-bureau", "fiod", "fiod"]
+
+
+def test_the_case_store_refuses_a_holders_objection_decided_by_one_party(env: Env) -> None:
+    """The rule holds below the API too: ``case_store.decide`` (which ``vote`` calls) refuses a decision
+    on a holder's objection whose deciders are all of one party, and changes nothing."""
+    exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
+    case_id = _object(env, "po-politie", exchange_id).json()["id"]
+    assert env.review("po-politie", case_id).status_code == 200
+    service = escalation_service(env.container)
+    for deciders in ([case_store.Actor("politie", "a"), case_store.Actor("politie", "b")],
+                     [case_store.Actor("gemeente-amsterdam", "a")]):
+        with pytest.raises(case_store.FourEyesViolation), transaction(env.container.sessions) as session:
+            case_store.decide(session, case_id, 2, deciders, MOTIVATION, outcome="deny", permitted_categories=[],
+                              now=env.clock.now(), deadlines=service.deadlines, timezone=service.timezone)
+    assert (env.case(case_id).state.value, env.case(case_id).version) == ("in_review", 2)
 
 
 def test_the_requester_cannot_withdraw_the_holders_objection(env: Env) -> None:

@@ -21,16 +21,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from audit import EventType
 from audit.tables import audit_entries
 from escalation import cases as case_store
 from escalation import legal_gaps as gap_store
-from escalation.tables import escalation_cases
+from escalation.tables import escalation_cases, legal_gaps
 from gateway.auditing.setup import audit_services
 from gateway.auth.principal import Principal
+from gateway.db.engine import transaction
 from gateway.errors import Conflict
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER, DecisionLost, RerunGrant, Trace
@@ -363,3 +364,24 @@ def test_when_the_log_cannot_commit_the_step_is_not_taken_either(env: Env, monke
     assert env.audit_steps(case_id) == []
     assert env.review("po-politie", case_id).status_code == 200
     assert [(s["extra"]["action"], s["status"]) for s in env.audit_steps(case_id)] == [("start_review", "ok")]
+
+
+@pytest.mark.parametrize(("column", "value"), [("tier", 4), ("tier", 0), ("state", "reopened"), ("version", 0)])
+def test_the_database_refuses_a_case_state_the_workflow_has_not(env: Env, column: str, value: object) -> None:
+    """The state machine (escalation/states.py) never takes a case past tier 3, into a state it does not
+    list, or below version 1; the database refuses such a row too, so a defect in a code path that writes the
+    case row (or a hand-made fix in SQL) cannot leave a case no step can be taken on — the migrated schema,
+    on both engines."""
+    case_id = env.open_case()
+    with pytest.raises(IntegrityError), transaction(env.container.sessions) as session:
+        session.execute(update(escalation_cases).where(escalation_cases.c.id == case_id).values({column: value}))
+    assert (env.case(case_id).tier, env.case(case_id).state.value, env.case(case_id).version) == (1, "open", 1)
+
+
+def test_the_database_refuses_a_legal_gap_status_the_register_has_not(env: Env) -> None:
+    case_id = env.open_case()
+    gap = env.post("po-politie", f"/v1/escalations/{case_id}/legal-gap",
+                   {"title": "Bibob cooperation", "description": "Can municipalities share Bibob files?"})
+    assert gap.status_code == 200, gap.text
+    with pytest.raises(IntegrityError), transaction(env.container.sessions) as session:
+        session.execute(update(legal_gaps).where(legal_gaps.c.id == gap.json()["id"]).values(status="reopened"))

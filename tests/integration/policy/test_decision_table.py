@@ -175,7 +175,12 @@ DISCOVERY: list[tuple[str, PolicyInput, str, list[str], set[str], str | None]] =
     ("discovery-decision-overrides", _input(MUNICIPALITY, "kvk", ["company_registration", "directorships"],
                                             subject_count=40, requested_at="2026-11-29T02:00:00Z",
                                             context=KVK_DECISION),
-     "allowed", ["company_registration"], set(), "dec-7"),
+     "allowed-narrowed", ["company_registration"], {"narrowed-by-escalation-decision"}, "dec-7"),
+    # Rules 3 and 4 as for an exchange: what is not searched is removed with its reason (S1, S11)
+    ("discovery-S11", _input(MUNICIPALITY, "politie", ["police_incidents", "criminal_intelligence"]),
+     "allowed-narrowed", ["police_incidents"], {"never-disclosed"}, None),
+    ("discovery-S1-tax", _input(MUNICIPALITY, "belastingdienst", S1), "allowed-narrowed", ["tax_debts"],
+     {"category-not-supplied"}, None),
     ("discovery-decision-for-another-holder", _input(MUNICIPALITY, "politie", ["police_incidents"], subject_count=40,
                                                      context=KVK_DECISION),
      "escalated", [], {"bulk-request", "daily-limit"}, None),

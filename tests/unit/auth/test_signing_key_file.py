@@ -8,6 +8,8 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from gateway.auth.keys import SigningKeyStore
 from gateway.clock import SystemClock
 
@@ -55,3 +57,22 @@ def test_a_rotation_is_seen_even_when_the_file_keeps_its_modification_time(tmp_p
     new_kid = cli.rotate()
     os.utime(path, ns=(seen.st_atime_ns, seen.st_mtime_ns))
     assert running.current().kid == new_kid
+
+
+def test_a_retirement_made_over_a_file_another_process_changed_changes_nothing(tmp_path: Path) -> None:
+    """`keys rotate --retire-previous-now` names the keys it retires (and its audit entry) before it takes the file's
+    lock: a rotation committed in between would leave a key it did not name valid, so nothing is retired; nor is
+    the current key without a successor, which would leave nothing to sign with."""
+    from gateway.auth.keys import KeyRetirementRefused
+
+    operator, other = _store(tmp_path), _store(tmp_path)
+    read = frozenset(key["kid"] or "" for key in operator.describe())
+    other.rotate()
+    before = (tmp_path / "token-signing.json").read_bytes()
+    with pytest.raises(KeyRetirementRefused, match="changed meanwhile"):
+        operator.retire(read, successor="new-key")
+    with pytest.raises(KeyRetirementRefused, match="current signing key"):
+        operator.retire(frozenset({other.current_kid()}))
+    assert (tmp_path / "token-signing.json").read_bytes() == before
+    operator.retire(read)  # the superseded key alone: the current one stays
+    assert [key["kid"] for key in other.jwks()["keys"]] == [other.current_kid()]

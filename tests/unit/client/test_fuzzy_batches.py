@@ -1,5 +1,6 @@
 """The partner side's enrolment batches (``gateway.client.fuzzy_requests.enrolment_batches``): each within the
-gateway's per-batch limits, ``replace`` only on the first, and a reference never both sent and removed."""
+gateway's per-batch limits, ``replace`` only on the first (or, for a larger replacement, on each with its id),
+and a reference never both sent and removed."""
 
 from __future__ import annotations
 
@@ -29,3 +30,41 @@ def test_a_reference_both_sent_and_removed_is_refused_before_anything_is_sent() 
     records = [FilterRecordToEnrol("dossier/new-00001", PERSON, ["police_incidents"])]
     with pytest.raises(ValueError, match="both sent and removed"):
         list(enrolment_batches("riec-x", "person", SECRET, records, remove=["dossier/new-00001"]))
+
+
+def _people(count: int) -> list[FilterRecordToEnrol]:
+    return [FilterRecordToEnrol(f"dossier/new-{n:05d}", PERSON | {"surname": f"neumann{n}"}, ["police_incidents"])
+            for n in range(count)]
+
+
+def test_a_replace_larger_than_one_batch_is_one_replacement_that_ends_with_its_total() -> None:
+    """Before: ``replace`` went with the first batch only, which withdrew the old set at once; a later batch
+    that failed left the index half-replaced. Now every batch names the same replacement, and the last says how
+    many records it holds in all: the gateway swaps them in together."""
+    records = _people(MAX_FILTER_BATCH + 2)
+    bodies = list(enrolment_batches("riec-x", "person", SECRET, records, replace=True))
+    assert len(bodies) == 2
+    assert all(b["replace"] for b in bodies)
+    assert bodies[0]["replacement"] == bodies[1]["replacement"]
+    assert ("total" not in bodies[0], bodies[1]["total"]) == (True, MAX_FILTER_BATCH + 2)
+    for body in bodies:
+        FilterEnrolment.model_validate(body)
+    again = list(enrolment_batches("riec-x", "person", SECRET, records, replace=True))
+    assert again[0]["replacement"] != bodies[0]["replacement"]  # a new replacement each time
+    named = list(enrolment_batches("riec-x", "person", SECRET, records, replace=True, replacement="nightly-2026"))
+    assert {b["replacement"] for b in named} == {"nightly-2026"}
+
+
+def test_a_replace_that_fits_one_batch_is_sent_as_before() -> None:
+    [body] = enrolment_batches("riec-x", "person", SECRET, _people(3), replace=True)
+    assert body["replace"] is True
+    assert "replacement" not in body
+    assert "total" not in body
+
+
+def test_a_replacement_takes_no_removals_nor_a_reference_twice() -> None:
+    records = _people(MAX_FILTER_BATCH + 1)
+    with pytest.raises(ValueError, match="takes no `remove`"):
+        list(enrolment_batches("riec-x", "person", SECRET, records, replace=True, remove=["dossier/old-1"]))
+    with pytest.raises(ValueError, match="sent twice"):
+        list(enrolment_batches("riec-x", "person", SECRET, [*records, records[0]], replace=True))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from sqlalchemy import CheckConstraint
 
+from escalation.legal_gaps import GapStatus
 from escalation.states import MAX_TIER, TRANSITIONS, Action, CaseState, InvalidTransition, State, new_case
+from escalation.tables import escalation_cases, legal_gaps
 
 ALL = list(itertools.product(State, Action))
 
@@ -63,3 +66,13 @@ def test_closed_withdrawn_and_expired_are_final() -> None:
         for action in Action:
             with pytest.raises(InvalidTransition):
                 CaseState(final, 1, 1).apply(action)
+
+
+def test_the_tables_check_constraints_list_every_state_and_tier() -> None:
+    """The database's checks (escalation/tables.py, migration 0033) spell the states and tiers out as SQL:
+    a state or tier added to the machine and not to the checks would have every step into it refused."""
+    checks = {str(c.name).rsplit("_", 1)[-1]: str(c.sqltext) for table in (escalation_cases, legal_gaps)
+              for c in table.constraints if isinstance(c, CheckConstraint)}
+    assert checks["state"] == "state IN ({})".format(", ".join(f"'{s.value}'" for s in State))
+    assert checks["tier"] == f"tier BETWEEN 1 AND {MAX_TIER}"
+    assert checks["status"] == "status IN ({})".format(", ".join(f"'{s.value}'" for s in GapStatus))

@@ -76,6 +76,12 @@ MALFORMED: dict[str, dict[str, Any]] = {
     "blank-register-digest": ALLOWED | {"register_sha256": " "},
     "retain-until-basic-format": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "20281125"}},
     "retain-until-week-date": ALLOWED | {"obligations": OBLIGATIONS | {"retain_until": "2028-W47-6"}},
+    # Rule 3: a reason per removed category, whatever the outcome (a policy review found an input under which a
+    # category was removed without one; the requester and the log would not learn why).
+    "narrowed-without-reasons": NARROWED | {"reasons": []},
+    "narrowed-with-one-reason-of-two": NARROWED | {"removed_categories": ["criminal_intelligence", "income"]},
+    "denial-removing-without-a-reason": DENIED | {"removed_categories": ["income"]},
+    "escalation-removing-without-a-reason": ESCALATED | {"removed_categories": ["income"]},
 }
 
 

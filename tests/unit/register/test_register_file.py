@@ -82,6 +82,36 @@ def _line_of(needle: str, text: str = TEXT) -> int:
      "role: tax, systems: [kvk-handelsregister]", "`kvk` is a participant already"),
     # Ids no request could name.
     ("\n  fec:\n", "\n  FEC centre:\n", "FEC centre:", "no valid id"),
+    # A partner system id no token could carry (client ids are slugs): a case or whitespace variant of a
+    # system would be a second id for it that nothing can use.
+    ("    sector: public\n    systems: []\n  zvh-aa:", "    sector: public\n    systems: [Politie-BVH]\n  zvh-aa:",
+     "systems: [Politie-BVH]", "no valid id"),
+    # A partnership cannot be retired before it was established (its dates would overlap nothing).
+    ("    established: 2019-01-01\n    retired: 2024-12-31\n", "    established: 2025-06-01\n    retired: 2024-12-31\n",
+     "retired: 2024-12-31", "retired before it was established"),
+    # What the partnership never discloses cannot be configured as supplied or received in it (rule 4): the
+    # register would contradict itself, as with a category never shared anywhere.
+    ("          municipality: [identity, address, company_registration, directorships, tax_debts, tax_compliance,",
+     "          municipality: [bank_accounts, identity, address, company_registration, directorships, tax_debts, "
+     "tax_compliance,", "municipality: [bank_accounts, identity", "never discloses `bank_accounts`"),
+    # A list of ids names each id once (as a mapping names each key once: duplicate keys are refused).
+    ("        requesters: [municipality]\n", "        requesters: [municipality, municipality]\n",
+     "requesters: [municipality, municipality]", "`municipality` is listed twice"),
+    ("registry: [identity, address, company_registration, directorships]",
+     "registry: [identity, address, company_registration, directorships, address]",
+     "directorships, address]", "`address` is listed twice"),
+    ("never_disclosed: [criminal_intelligence, bank_accounts]",
+     "never_disclosed: [criminal_intelligence, bank_accounts, criminal_intelligence]",
+     "bank_accounts, criminal_intelligence]", "`criminal_intelligence` is listed twice"),
+    ("hit_only_holders: [investigation]", "hit_only_holders: [investigation, investigation]",
+     "hit_only_holders: [investigation, investigation]", "`investigation` is listed twice"),
+    ("{organisation: politie, role: police, systems: [politie-bvh]}\n      - {organisation: om-amsterdam",
+     "{organisation: politie, role: police, systems: [politie-bvh, politie-bvh]}\n      - {organisation: om-amsterdam",
+     "systems: [politie-bvh, politie-bvh]", "`politie-bvh` is listed twice"),
+    ("deciders: [riec-aa, landelijk-steunpunt], min_deciders: 1}", "deciders: [riec-aa, riec-aa], min_deciders: 1}",
+     "deciders: [riec-aa, riec-aa]", "`riec-aa` is listed twice"),
+    ("weekdays: [1, 2, 3, 4, 5]", "weekdays: [1, 2, 3, 4, 5, 1]", "weekdays: [1, 2, 3, 4, 5, 1]",
+     "`1` is listed twice"),
 ])
 def test_bad_register_is_refused_with_line_and_reason(old: str, new: str, needle: str, reason: str) -> None:
     assert old in TEXT

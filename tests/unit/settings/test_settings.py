@@ -57,6 +57,7 @@ def test_the_defaults_and_good_values_are_accepted(monkeypatch: pytest.MonkeyPat
     for name, value in {"WGS_OPA_TIMEOUT_SECONDS": "0.5", "WGS_OPA_URL": "https://[::1]:8443/opa",
                         "WGS_OPA_CA_FILE": str(ca), "WGS_LOG_LEVEL": "warning",
                         "WGS_CONNECTOR_ENDPOINTS": '{"politie-bvh": "http://politie:9101"}',
+                        "WGS_CONNECTOR_ALLOW_INSECURE_HTTP": "true",
                         "WGS_DATABASE_URL": "postgresql+psycopg://wgs:S3cr%40tPW@postgres:5432/wgs"}.items():
         monkeypatch.setenv(name, value)
     settings = Settings(_env_file=None)

@@ -1,0 +1,159 @@
+"""Retiring a token-signing key at once after it leaked (``keys rotate --retire-previous-now``, ``keys retire
+KID``): a running gateway refuses the tokens the key signed from the next request on, its JWKS no longer has the
+key, and the retirement is audited, or nothing is retired. A plain ``keys rotate`` keeps the old key's tokens
+valid (the contrast: that grace is what a leak must not get)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner, Result
+
+from audit.tables import audit_entries
+from gateway.app import create_app
+from gateway.auth.jose_segments import decode_segment
+from gateway.auth.setup import auth_services
+from gateway.auth.tokens import HolderTokenCache
+from gateway.cli import app as cli
+from gateway.container import Container, build_container
+from gateway.settings import Settings
+from tests.auth_helpers import bearer
+
+runner = CliRunner()
+ROUTE = "/v1/register/versions"
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, Container]]:
+    """A running gateway, and the operator's CLI on the same data directory (another process: the key file and
+    the database are all they share)."""
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    for command in (["db", "upgrade"], ["keys", "init"]):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 0, result.output
+    container = build_container(Settings(log_json=True))
+    with TestClient(create_app(container=container)) as client:
+        yield client, container
+    container.close()
+
+
+def _token(container: Container) -> dict[str, str]:
+    return bearer(auth_services(container).tokens.issue(subject="politie-bvh", organisation="politie",
+                                                        scopes=["register:read"]).access_token)
+
+
+def _kids(client: TestClient) -> list[str]:
+    return [key["kid"] for key in client.get("/.well-known/jwks.json").json()["keys"]]
+
+
+def _cli_entries(container: Container) -> list[dict[str, Any]]:
+    with container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index))
+        events = [json.loads(row.canonical)["event"] for row in rows]
+    return [event for event in events if event["extra"].get("channel") == "cli"]
+
+
+def _ok(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def _refused(result: Result) -> str:
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 1, result.output
+    return " ".join(result.stderr.split())
+
+
+def test_a_plain_rotation_keeps_the_old_keys_tokens_valid(gateway: tuple[TestClient, Container]) -> None:
+    client, container = gateway
+    token, old = _token(container), _kids(client)
+    _ok(runner.invoke(cli, ["keys", "rotate"]))
+    assert client.get(ROUTE, headers=token).status_code == 200
+    assert set(old) < set(_kids(client))
+
+
+def test_rotate_retiring_the_previous_key_refuses_its_tokens_at_once(gateway: tuple[TestClient, Container]) -> None:
+    client, container = gateway
+    leaked = _token(container)
+    assert client.get(ROUTE, headers=leaked).status_code == 200  # verified, and remembered as verified
+    [old] = _kids(client)
+    output = _ok(runner.invoke(cli, ["keys", "rotate", "--retire-previous-now"]))
+
+    refused = client.get(ROUTE, headers=leaked)  # the very next request, no reload, no restart
+    assert refused.status_code == 401
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    [new] = _kids(client)
+    assert new != old
+    assert f"new signing key {new}" in output
+    assert f"retired {old}" in output
+    fresh = _token(container)  # the running gateway signs with the new key
+    assert client.get(ROUTE, headers=fresh).status_code == 200
+    assert auth_services(container).tokens.signing_kid() == new
+    [entry] = _cli_entries(container)
+    assert entry["extra"]["action"] == "signing-keys-retired"
+    assert (entry["extra"]["kids"], entry["extra"]["successor"]) == ([old], new)
+    assert entry["requester"] is None  # the gateway's own key: no organisation's
+
+
+def test_retiring_a_superseded_key_refuses_its_tokens_and_keeps_the_current_one(
+        gateway: tuple[TestClient, Container]) -> None:
+    client, container = gateway
+    leaked = _token(container)
+    [old] = _kids(client)
+    _ok(runner.invoke(cli, ["keys", "rotate"]))
+    current = _token(container)
+    assert client.get(ROUTE, headers=leaked).status_code == 200  # still within its grace
+    _ok(runner.invoke(cli, ["keys", "retire", old]))
+    assert client.get(ROUTE, headers=leaked).status_code == 401
+    assert client.get(ROUTE, headers=current).status_code == 200
+    assert old not in _kids(client)
+    assert old not in runner.invoke(cli, ["keys", "list"]).output  # its private part is gone from the file too
+    [entry] = _cli_entries(container)
+    assert entry["extra"]["kids"] == [old]
+    assert "successor" not in entry["extra"]
+
+
+def test_the_current_key_or_an_unknown_one_is_not_retired(gateway: tuple[TestClient, Container]) -> None:
+    client, container = gateway
+    token = _token(container)
+    [current] = _kids(client)
+    assert "--retire-previous-now" in _refused(runner.invoke(cli, ["keys", "retire", current]))
+    assert "no token-signing key" in _refused(runner.invoke(cli, ["keys", "retire", "no-such-kid"]))
+    assert _kids(client) == [current]
+    assert client.get(ROUTE, headers=token).status_code == 200
+    assert _cli_entries(container) == []
+
+
+def test_a_retirement_that_cannot_be_audited_retires_nothing(gateway: tuple[TestClient, Container]) -> None:
+    """The audit checkpoint key is missing, so the log cannot be written: the key stays, and so do its tokens."""
+    client, container = gateway
+    token = _token(container)
+    [current] = _kids(client)
+    (container.settings.key_dir / "audit-checkpoint.pem").rename(container.settings.key_dir / "elsewhere.pem")
+    assert "not made" in _refused(runner.invoke(cli, ["keys", "rotate", "--retire-previous-now"]))
+    assert _kids(client) == [current]
+    assert client.get(ROUTE, headers=token).status_code == 200
+
+
+def test_tokens_presented_to_holders_are_signed_anew_after_the_key_is_retired(
+        gateway: tuple[TestClient, Container]) -> None:
+    """The gateway reuses its token for a holder system until shortly before it expires; one signed by the retired
+    key would be presented for minutes to holders that (rightly) no longer accept the key."""
+    client, container = gateway
+    holder_tokens = HolderTokenCache(auth_services(container).tokens, container.clock)
+    before = asyncio.run(holder_tokens("politie-bvh"))
+    assert asyncio.run(holder_tokens("politie-bvh")) == before  # reused while its key is current
+    [old] = _kids(client)
+    _ok(runner.invoke(cli, ["keys", "rotate", "--retire-previous-now"]))
+    after = asyncio.run(holder_tokens("politie-bvh"))
+    assert decode_segment(before.split(".")[0])["kid"] == old
+    assert decode_segment(after.split(".")[0])["kid"] == _kids(client)[0] != old
