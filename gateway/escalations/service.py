@@ -429,7 +429,7 @@ class EscalationService:
                     and stored.partnership not in access.system_partnerships(principal, self.register))):
             raise NotFound(f"no exchange `{body.exchange_id}` with holder `{body.holder}` of yours")
         trigger = "requester-objection" if principal.organisation == stored.requester_org else "holder-objection"
-        if trigger == "holder-objection" and principal.kind == "system":
+        if trigger == "holder-objection" and not access.may_object_as_holder(principal):
             raise Forbidden("a holder's objection is made by its privacy officer")
         if target["outcome"] not in _OBJECTIONS[trigger]:
             raise Unprocessable(f"a {trigger.replace('-', ' ')} is against "

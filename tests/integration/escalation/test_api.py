@@ -924,6 +924,26 @@ def test_the_holders_system_cannot_withdraw_its_officers_objection(env: Env) -> 
     assert env.withdraw("po-politie-2", case["id"]).status_code == 200  # the holder's officers may
 
 
+def test_a_holders_objection_is_made_by_its_privacy_officer_not_its_administrator(env: Env) -> None:
+    """docs/escalations.md: "a holder's privacy officer" objects to a disclosure. The holder's administrator
+    works cases (sees, comments) but opens no objection: 403 problem+json, no case, no audit entry."""
+    exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
+    before = len(env.audit_events())
+    refused = _object(env, "admin-politie", exchange_id)
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "privacy officer" in refused.json()["detail"]
+    assert len(env.audit_events()) == before  # refused before anything was logged
+    with env.container.engine.connect() as connection:
+        assert connection.execute(select(escalation_cases.c.id).where(
+            escalation_cases.c.exchange_id == exchange_id)).all() == []
+    # The other party's administrator is no holder: it is the requester's to object to (here: nothing to).
+    assert _object(env, "desk-riec-2", exchange_id).status_code == 404  # not a party of the exchange
+    opened = _object(env, "po-politie", exchange_id)  # the holder's privacy officer may
+    assert opened.status_code == 201, opened.text
+    assert opened.json()["trigger"] == "holder-objection"
+
+
 # -- comments and the audit log --------------------------------------------------------------------------
 
 
