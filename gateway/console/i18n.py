@@ -363,6 +363,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "comments": ("Comments", "Opmerkingen"),
     "no_comments": ("No comments yet.", "Nog geen opmerkingen."),
     "add_comment": ("Add comment", "Opmerking toevoegen"),
+    "comments_closed": ("This case has ended and takes no more comments: open a new escalation or object.",
+                        "Deze zaak is afgesloten en neemt geen opmerkingen meer aan: begin een nieuwe escalatie of "
+                        "maak bezwaar."),
     "comment": ("Comment", "Opmerking"),
     "attachments": ("Attachments (by reference)", "Bijlagen (als verwijzing)"),
     "attachments_hint": ("A reference into your own document system (e.g. dms://…) and its title; the document "

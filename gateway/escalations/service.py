@@ -116,7 +116,7 @@ def _refusal(exc: Exception) -> GatewayError | None:
     if isinstance(exc, CaseNotFound | gap_store.GapNotFound):
         return NotFound(str(exc))
     if isinstance(exc, ConcurrentUpdate | InvalidTransition | gap_store.InvalidGapTransition
-                  | gap_store.GapResolved):
+                  | gap_store.GapResolved | comment_store.CaseEnded):
         return Conflict(str(exc))
     if isinstance(exc, FourEyesViolation):
         return Forbidden(str(exc))
@@ -549,9 +549,18 @@ class EscalationService:
 
     # -- working a case ------------------------------------------------------------------------
     async def comment(self, principal: Principal, case_id: str, body: Comment, trace: Trace) -> CaseDetail:
+        """A person's comment on a case it may see, while the case has not ended (closed or withdrawn: 409,
+        :mod:`escalation.comments`). Checked before the entry is made, so a plain refusal logs nothing, and
+        again where the comment is written, so a case that ended meanwhile takes it neither."""
         if principal.kind != "person":
             raise Forbidden("comments are made by people")
-        case = await self._db(lambda s: self._visible(principal, case_store.get_case(s, case_id)))
+
+        def check(session: Session) -> Case:
+            case = self._visible(principal, case_store.get_case(session, case_id))
+            comment_store.check_open_for_comments(case.state)  # before the entry; the write checks it again
+            return case
+
+        case = await self._db(check)
         # The log names the comment and each attachment reference by SHA-256, as the case file holds them: both
         # are typed by people (a reference such as ``dms://x/jdevries-memo`` can name someone), and the log holds
         # no free text; a reviewer matches the digests against the case's comments.

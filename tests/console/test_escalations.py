@@ -770,3 +770,33 @@ def test_a_tier_past_its_deadline_is_offered_only_the_referral(console: TestClie
     assert 'id="tier-lapsed"' not in in_time.text
     assert re.findall(r'name="outcome" value="([^"]+)"', in_time.text) == ["allow", "deny", "refer-up"]
     assert f'action="/console/escalations/{on_time}/review"' in in_time.text
+
+
+@pytest.mark.parametrize("ending", ["withdrawn", "closed"])
+def test_a_closed_or_withdrawn_case_offers_no_comment_form_and_refuses_one(console: TestClient, container: Container,
+                                                                          ending: str) -> None:
+    """A comment on an ended case is refused by the service (409); the page does not offer the form, and a
+    POST made anyway (a page left open) shows the refusal on top, with nothing written."""
+    case_id = open_riec_case(container)
+    with transaction(container.sessions) as session:
+        actor = Actor("gemeente-amsterdam", "set-up")
+        service = escalation_service(container)
+        steps = ([(Action.WITHDRAW, actor)] if ending == "withdrawn" else
+                 [(Action.START_REVIEW, actor), (Action.DECIDE, actor), (Action.CLOSE, None)])
+        for version, (action, who) in enumerate(steps, start=1):
+            act(session, case_id, version, action, who, now=container.clock.now(), deadlines=service.deadlines,
+                timezone=service.timezone, motivation="set-up")
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    assert page.status_code == 200
+    assert f"<strong>{ending}</strong>" in page.text
+    assert 'id="comment-form"' not in page.text
+    assert 'id="comments-closed"' in page.text
+    refused = console.post(f"/console/escalations/{case_id}/comments",
+                           data={"csrf_token": csrf_of(page.text), "text": "After the end."})
+    assert refused.status_code == 409
+    assert 'id="case-error"' in refused.text
+    assert "open a new escalation or object" in refused.text
+    with transaction(container.sessions) as session:
+        assert comments(session, case_id) == []
+    assert not [e for e in audit_events(container, "escalation.step") if e["extra"]["action"] == "comment"]

@@ -1251,3 +1251,61 @@ def test_a_case_about_a_rerun_that_cited_a_decision_for_another_request_binds_to
     assert opened.status_code == 201, opened.text
     assert env.case(opened.json()["id"]).request_fingerprint == request
     assert scans == []  # the row says it: no scan of the requester's decided cases
+
+
+def _comment(env: Env, who: str, case_id: str, text: str = "For the record, after the fact.") -> httpx.Response:
+    return env.post(who, f"/v1/escalations/{case_id}/comments", {"text": text})
+
+
+@pytest.mark.parametrize("ending", ["withdrawn", "closed"])
+def test_a_closed_or_withdrawn_case_takes_no_more_comments(env: Env, ending: str) -> None:
+    """The docs are silent on comments after the end, so the case file ends with the case: a comment on a
+    withdrawn or closed case is a 409 problem+json pointing to a new escalation or an objection, and nothing
+    of it is written (no comment, no audit entry)."""
+    case_id = env.open_case()
+    assert _comment(env, "po-politie", case_id).status_code == 200  # while active: yes
+    if ending == "withdrawn":
+        assert env.withdraw("po-gemeente", case_id).status_code == 200
+    else:
+        decided = env.decide("po-politie", case_id, "allow", ["police_incidents"])
+        assert decided.json()["state"] == "decided", decided.text
+        # An allow awaiting its re-run is still being worked: only the end of a case closes its file.
+        assert _comment(env, "po-gemeente", case_id).status_code == 200
+        service = escalation_service(env.container)
+        with transaction(env.container.sessions) as session:  # as a re-run that used the decision closes it
+            case_store.act(session, case_id, env.version(case_id), Action.CLOSE, None, now=env.clock.now(),
+                           deadlines=service.deadlines, timezone=service.timezone, motivation="re-run")
+    assert env.case(case_id).state.value == ending
+    kept = len(env.detail("po-politie", case_id)["comments"])
+    steps = len(env.audit_steps(case_id))
+    for who in ("po-politie", "po-gemeente", "desk-riec"):
+        refused = _comment(env, who, case_id)
+        assert refused.status_code == 409, (who, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "open a new escalation or object" in refused.json()["detail"]
+    assert len(env.detail("po-politie", case_id)["comments"]) == kept
+    assert len(env.audit_steps(case_id)) == steps
+
+
+def test_a_case_closed_while_a_comment_was_on_its_way_takes_it_not(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is repeated in the transaction that writes the comment: a case withdrawn between the
+    service's read and the write refuses the comment (409), and neither it nor its audit entry is kept."""
+    case_id = env.open_case()
+    service = escalation_service(env.container)
+    real = service._requester
+
+    async def withdraw_meanwhile(principal: Any) -> Any:
+        with transaction(env.container.sessions) as session:
+            case_store.act(session, case_id, env.version(case_id), Action.WITHDRAW,
+                           case_store.Actor("gemeente-amsterdam", "set-up"), now=env.clock.now(),
+                           deadlines=service.deadlines, timezone=service.timezone, motivation="meanwhile")
+        monkeypatch.setattr(service, "_requester", real)
+        return await real(principal)
+
+    monkeypatch.setattr(service, "_requester", withdraw_meanwhile)
+    steps = len(env.audit_steps(case_id))
+    refused = _comment(env, "po-politie", case_id)
+    assert refused.status_code == 409, refused.text
+    assert "open a new escalation or object" in refused.json()["detail"]
+    assert env.detail("po-politie", case_id)["comments"] == []
+    assert [s["extra"]["action"] for s in env.audit_steps(case_id)][steps:] == []
