@@ -973,7 +973,8 @@ class EscalationService:
 
         try:  # the entry and the change commit together (``_logged``)
             gap = await self._logged([entry()], lambda s: gap_store.change_status(
-                s, gap_id, body.expected_version, status, now=self.clock.now(), note=body.note))
+                s, gap_id, body.expected_version, status, now=self.clock.now(), note=body.note,
+                actor_org=principal.organisation, actor_user=principal.subject))
         except _Defect as defect:  # tried and failed unforeseen: on record as not applied
             await self._record([entry(not_applied=_failure_kind(defect.cause))])
             raise defect.cause from None

@@ -800,3 +800,25 @@ def test_a_closed_or_withdrawn_case_offers_no_comment_form_and_refuses_one(conso
     with transaction(container.sessions) as session:
         assert comments(session, case_id) == []
     assert not [e for e in audit_events(container, "escalation.step") if e["extra"]["action"] == "comment"]
+
+
+def test_the_gap_page_shows_every_status_change_with_its_note(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    flagged = console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": csrf_of(console.get(f"/console/escalations/{case_id}").text),
+        "title": "No basis for intelligence in Bibob checks", "description": "The WGS is silent on it."})
+    gap_link = re.search(r'href="/console/legal-gaps/([^"]+)">No basis for intelligence', flagged.text)
+    assert gap_link
+    gap_id = gap_link.group(1)
+    sign_in(console, "admin-riec")
+    token = csrf_of(console.get("/console/legal-gaps").text)
+    for version, status, note in ((1, "on-agenda", "steering group 10 Dec"), (2, "resolved", "settled by decree")):
+        moved = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+            "csrf_token": token, "expected_version": str(version), "status": status, "note": note, "back": "detail"})
+        assert moved.status_code == 200, moved.text
+    history = moved.text.split('id="gap-history"')[1].split("</table>")[0]
+    assert "steering group 10 Dec" in history
+    assert "settled by decree" in history
+    assert history.index("steering group 10 Dec") < history.index("settled by decree")
+    assert "riec-aa / admin-riec" in history

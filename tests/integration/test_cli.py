@@ -232,7 +232,7 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     gaps = runner.invoke(app, ["escalations", "gaps"])
     assert gaps.exit_code == 0
     assert gaps.stdout_bytes.decode("utf-8-sig").splitlines() == [
-        "id,partnership,status,title,description,cases,created_at,updated_at,created_by_org,note"
+        "id,partnership,status,title,description,cases,created_at,updated_at,created_by_org,note,history"
     ]  # the API's export (test_legal_gaps compares them)
 
 
