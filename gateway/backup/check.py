@@ -72,10 +72,14 @@ def _file_problems(directory: Path, manifest: Manifest) -> list[str]:
             problems.append(f"the manifest names {name!r}, which is not a path inside the backup")
             continue
         path = directory / relative
-        if not path.is_file():
-            problems.append(f"{name} is missing")
+        try:
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+                continue
+            found = file_record(path)
+        except OSError as exc:  # a name too long to look up, a file that cannot be read: a reason, not a crash
+            problems.append(f"{name} cannot be read ({exc.strerror or type(exc).__name__})")
             continue
-        found = file_record(path)
         if found.size != record.size:
             problems.append(f"{name} has {found.size} bytes, the manifest says {record.size}")
         elif found.sha256 != record.sha256:

@@ -316,6 +316,17 @@ def test_verify_backup_refuses_an_unlisted_file_a_missing_one_and_no_manifest(ba
     assert "no MANIFEST.json" in _refusal(_verify(backup))
 
 
+def test_verify_backup_refuses_a_listed_name_the_file_system_cannot_look_up_in_one_line(backup: Path) -> None:
+    """A damaged manifest is what the check is for: a listed name the system refuses to look up (too long
+    for a file name) is a reason like any other, not a traceback."""
+    manifest = json.loads((backup / "MANIFEST.json").read_text())
+    name = f"keys/{'k' * 300}"
+    manifest["files"][name] = {"sha256": "0" * 64, "size": 1}
+    (backup / "MANIFEST.json").write_text(json.dumps(manifest))
+    line = _refusal(_verify(backup))
+    assert line.startswith(f"backup NOT intact: {name} cannot be read ("), line
+
+
 def test_verify_backup_never_changes_the_backup(backup: Path) -> None:
     """Opening the copy as the gateway does would switch it to WAL (a write); verifying must leave its bytes."""
     before = {path: path.read_bytes() for path in backup.rglob("*") if path.is_file()}
