@@ -400,6 +400,50 @@ def test_a_postgresql_deployment_gets_its_keys_backed_up_and_is_told_about_pg_du
     assert "not in this backup" in verified.stderr
 
 
+@pytest.mark.postgres
+def test_a_postgresql_restore_is_recorded_although_the_dump_holds_entries_written_after_the_backup(
+        postgres_admin_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL is dumped with its own tools after `db backup`, while the gateways keep running (as
+    docs/deployment.md says): the dump, once restored, may hold entries written after the manifest was. It is
+    still that backup's log (it holds the manifest's checkpoint), so `db record-restore` records the restore at
+    the size restored; a log without that checkpoint stays refused."""
+    from datetime import UTC, datetime
+
+    from tests.migrated import migrated_postgres
+
+    url = migrated_postgres(postgres_admin_url, f"wgs_restore_{datetime.now(UTC):%H%M%S%f}")
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WGS_DATABASE_URL", url)
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    destination = tmp_path / "backup"
+    assert runner.invoke(app, ["db", "backup", str(destination)]).exit_code == 0
+    recorded_size = json.loads((destination / "MANIFEST.json").read_text())["state"]["audit_size"]
+    # a gateway's write between `db backup` and pg_dump: the dump (restored here as the live database) holds it
+    for command in (["clients", "add", "kvk-handelsregister", "--generate-secret"],
+                    ["clients", "disable", "kvk-handelsregister"]):  # the disabling is audited
+        assert runner.invoke(app, command).exit_code == 0
+
+    other = migrated_postgres(postgres_admin_url, f"wgs_other_{datetime.now(UTC):%H%M%S%f}")
+    monkeypatch.setenv("WGS_DATABASE_URL", other)  # not this backup's log: refused, as before
+    assert "not backup" in _refusal(runner.invoke(app, ["db", "record-restore", str(destination)]))
+
+    monkeypatch.setenv("WGS_DATABASE_URL", url)
+    done = runner.invoke(app, ["db", "record-restore", str(destination)])
+    assert done.exit_code == 0, done.output
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT canonical FROM audit_entries ORDER BY log_index")).scalars().all()
+    finally:
+        engine.dispose()
+    restored_size = len(rows) - 1
+    assert restored_size > recorded_size
+    assert json.loads(rows[-1])["event"]["extra"]["restored_size"] == restored_size
+    assert f"at index {restored_size}" in done.stdout
+
+
 def _newest_checkpoint(database: Path) -> str:
     connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
     try:
