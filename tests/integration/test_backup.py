@@ -213,6 +213,21 @@ def test_a_destination_that_is_not_empty_is_refused_and_left_as_it_was(data_dir:
     assert len(_entries(data_dir / "gateway.sqlite")) == before
 
 
+def test_an_empty_destination_of_another_user_is_refused(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty directory someone else made (in a shared /tmp, say) would stay theirs after the chmod to 0700:
+    its owner could list, remove and replace the backup's files, the manifest too. Refused, nothing logged.
+    (The directory's owner is made "someone else" by the effective user id the command sees.)"""
+    destination = tmp_path / "backup"
+    destination.mkdir(mode=0o777)
+    before = len(_entries(data_dir / "gateway.sqlite"))
+    monkeypatch.setattr(os, "geteuid", lambda: destination.stat().st_uid + 1)
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert "belongs to another user" in line
+    assert list(destination.iterdir()) == []
+    assert len(_entries(data_dir / "gateway.sqlite")) == before
+
+
 def test_a_backup_that_cannot_be_audited_is_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No checkpoint key (before `keys init`): no entry can be signed, so no copy of the database is made."""
     monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
