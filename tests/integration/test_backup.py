@@ -17,24 +17,16 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gateway.cli import app
+from tests.logging_state import kept_logging
 
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
 def restored_logging() -> Iterator[None]:
-    """The logging set-up as it was after each test: starting the app (the restore test) configures JSON logging
-    on the root logger, which would add lines to the stderr of the commands in the tests after it."""
-    import logging
-
-    import structlog
-
-    root = logging.getLogger()
-    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
+    """See :mod:`tests.logging_state`."""
+    with kept_logging():
+        yield
 
 
 @pytest.fixture
