@@ -334,6 +334,24 @@ def test_verify_backup_refuses_a_listed_name_the_file_system_cannot_look_up_in_o
     assert line.startswith(f"backup NOT intact: {name} cannot be read ("), line
 
 
+def test_verify_backup_refuses_files_reached_through_symbolic_links(backup: Path, tmp_path: Path) -> None:
+    """A listed file (or a directory on its way) replaced by a link to an identical copy elsewhere still has the
+    right digest, but the backup no longer holds it, and a restore would copy whatever the link points to; an
+    unlisted link is no file of the backup either."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    key = backup / "keys" / "audit-checkpoint.pem"
+    shutil.copy2(key, outside / key.name)
+    key.unlink()
+    key.symlink_to(outside / key.name)
+    (backup / "extra-link").symlink_to(outside)
+    result = _verify(backup)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    assert "keys/audit-checkpoint.pem is reached through a symbolic link" in result.stderr
+    assert "extra-link is a symbolic link, not in the manifest" in result.stderr
+
+
 def test_verify_backup_never_changes_the_backup(backup: Path) -> None:
     """Opening the copy as the gateway does would switch it to WAL (a write); verifying must leave its bytes."""
     before = {path: path.read_bytes() for path in backup.rglob("*") if path.is_file()}
