@@ -21,6 +21,7 @@ from typer.testing import CliRunner, Result
 from gateway.cli import app
 from gateway.settings import SHIPPED_REGISTER
 from tests.audit_support import enrol_logged
+from tests.logging_state import kept_logging
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -32,17 +33,9 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def restored_logging() -> Iterator[None]:
-    """The logging set-up as it was after each test: a command that configures it (`escalations scan`, which
-    starts the gateway's services) would otherwise leave its JSON handler at INFO on the root logger for the
-    tests after it, whose one-line refusals would gain Alembic's lines (in use, each command is a process)."""
-    import structlog
-
-    root = logging.getLogger()
-    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
+    """See :mod:`tests.logging_state`."""
+    with kept_logging():
+        yield
 
 
 @pytest.fixture
