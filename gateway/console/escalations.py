@@ -386,13 +386,13 @@ def _gap_filters(status: str | None, partnership: str | None) -> dict[str, str |
 
 
 async def _gaps_page(page: Page, *, status: str | None = None, partnership: str | None = None, code: int = 200,
-                     error: FormError | None = None, done: str | None = None) -> Response:
+                     error: FormError | None = None, done: str | None = None, typed_note: str = "") -> Response:
     principal, service = _worker(page)
     filters = _gap_filters(status, partnership)
     gaps = await service.gaps(principal, partnership=filters["partnership"], status=filters["status"])
     active = {k: v for k, v in filters.items() if v}
     return page.render("legal_gaps.html", status=code, rows=_gap_rows(principal, service, gaps), filters=filters,
-                       statuses=GAP_STATUSES, error=error, done=done,
+                       statuses=GAP_STATUSES, error=error, done=done, typed_note=typed_note,
                        partnerships=sorted(access.gap_partnerships(principal, service.register)),
                        csv_href="/console/legal-gaps.csv" + (f"?{urlencode(active)}" if active else ""))
 
@@ -421,11 +421,11 @@ async def legal_gaps_csv(page: Page = Depends(signed_in), status: str | None = N
 
 
 async def _gap_page(page: Page, gap_id: str, *, code: int = 200, error: FormError | None = None,
-                    done: str | None = None) -> Response:
+                    done: str | None = None, typed_note: str = "") -> Response:
     principal, service = _worker(page)
     gap = await service.gap(principal, gap_id)  # 404 outside the person's partnerships
     row = _gap_rows(principal, service, [gap])[0]
-    return page.render("legal_gap.html", status=code, row=row, error=error, done=done)
+    return page.render("legal_gap.html", status=code, row=row, error=error, done=done, typed_note=typed_note)
 
 
 @router.get("/legal-gaps/{gap_id}", response_class=HTMLResponse)
@@ -451,11 +451,11 @@ async def change_gap(gap_id: str, page: Page = Depends(signed_in), csrf_token: s
             await service.change_gap(principal, gap_id, body, _trace(page))
         except (Forbidden, Conflict, Unprocessable) as exc:
             error, code = FormError("status", _refusal(page, exc)), exc.status
-    if error is not None:
+    if error is not None:  # the form again, with the note as typed: it was written for the steering group
         error = FormError(error.form, error.message, error.field, gap_id)
         if back == "detail":
-            return await _gap_page(page, gap_id, code=code, error=error)
-        return await _gaps_page(page, code=code, error=error)
+            return await _gap_page(page, gap_id, code=code, error=error, typed_note=note)
+        return await _gaps_page(page, code=code, error=error, typed_note=note)
     if back == "detail":
         return _redirect(page, f"/console/legal-gaps/{gap_id}?done=status")
     return _redirect(page, f"/console/legal-gaps?done=status#gap-{gap_id}")

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from audit.tables import audit_entries
 from escalation.cases import Actor, act, get_case, open_case
 from escalation.comments import comments
+from escalation.legal_gaps import get_gap
 from escalation.states import Action
 from gateway.clock import FixedClock
 from gateway.console.sessions import install_console
@@ -822,3 +823,48 @@ def test_the_gap_page_shows_every_status_change_with_its_note(console: TestClien
     assert "settled by decree" in history
     assert history.index("steering group 10 Dec") < history.index("settled by decree")
     assert "riec-aa / admin-riec" in history
+
+
+def flag_gap(console: TestClient, case_id: str, title: str) -> str:
+    """Flag a new legal gap on ``case_id`` through the case page's form; the gap's id."""
+    flagged = console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": csrf_of(console.get(f"/console/escalations/{case_id}").text),
+        "title": title, "description": "The WGS is silent on it."})
+    gap_link = re.search(rf'href="/console/legal-gaps/([^"]+)">{title}', flagged.text)
+    assert gap_link, flagged.text
+    return gap_link.group(1)
+
+
+def note_field(html: str, gap_id: str) -> str:
+    field = re.search(rf'<input id="note-{gap_id}"[^>]*>', html)
+    assert field, f"the status form of {gap_id}"
+    return field.group(0)
+
+
+@pytest.mark.parametrize("back", ["list", "detail"])
+def test_a_refused_gap_status_change_keeps_the_note_that_was_typed(console: TestClient, container: Container,
+                                                                   back: str) -> None:
+    """The note for the steering group was thrown away when the change was refused (someone moved the gap
+    first: 409; a note too long: 422): the form came back empty. It comes back as typed, in the form of the
+    gap it was about only, marked invalid when the note itself was to blame; nothing is changed."""
+    case_id = open_riec_case(container)
+    sign_in(console, "admin-riec")
+    gap_id, other = flag_gap(console, case_id, "Gap A"), flag_gap(console, case_id, "Gap B")
+    token = csrf_of(console.get("/console/legal-gaps").text)
+    note = 'Steering group 10 Dec: "ask the ministry" <first>'
+    stale = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+        "csrf_token": token, "expected_version": "2", "status": "on-agenda", "note": note, "back": back})
+    assert stale.status_code == 409, stale.text
+    assert 'value="Steering group 10 Dec: &#34;ask the ministry&#34; &lt;first&gt;"' in note_field(stale.text, gap_id)
+    assert "aria-invalid" not in note_field(stale.text, gap_id)  # the version was stale, not the note
+    if back == "list":
+        assert 'value=""' in note_field(stale.text, other)
+    too_long = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+        "csrf_token": token, "expected_version": "1", "status": "on-agenda", "note": "n" * 4001, "back": back})
+    assert too_long.status_code == 422, too_long.text
+    assert "The note is too long." in too_long.text
+    field = note_field(too_long.text, gap_id)
+    assert f'value="{"n" * 4001}"' in field
+    assert f'aria-invalid="true" aria-describedby="gap-error-{gap_id}"' in field
+    with transaction(container.sessions) as session:
+        assert get_gap(session, gap_id).version == 1
