@@ -223,17 +223,20 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
     may_review = decider and case.state in {"open", "escalated"} and not lapsed
     may_withdraw = is_active and me.organisation in owners
     may_comment = case.state not in ENDED  # the service refuses the rest (409): the file ended with the case
+    # Four eyes (``escalation.cases.may_vote``): the requester never allows or denies its own request; on a
+    # holder's objection it is a party that votes. The service refuses an allow/deny (403), so none is offered.
+    own_request = me.organisation == case.requester_org and case.trigger != "holder-objection"
     shown = {"decision": decider, "review": may_review, "withdraw": may_withdraw, "comment": may_comment,
              "gap": True}
     return page.render(
         "case.html", status=status, case=case, countdown=_countdown(case, _today(service)), error=error,
         values=values, attachments=attachments[:max(ATTACHMENT_ROWS, len(values["attachments"]))],
         tier_name=tier_names.get(case.tier, ""), decider=decider,
-        own_request=me.organisation == case.requester_org and case.trigger != "holder-objection",  # may_vote
+        own_request=own_request,
         both_parties=case.trigger == "holder-objection" and case.tier == 1,
         may_review=may_review, may_withdraw=may_withdraw, may_comment=may_comment,
         error_on_top=error is not None and not shown[error.form],
-        is_active=is_active, outcomes=("refer-up",) if lapsed else OUTCOMES, lapsed=lapsed,
+        is_active=is_active, outcomes=("refer-up",) if lapsed or own_request else OUTCOMES, lapsed=lapsed,
         gaps=[g for g in gaps if case.id not in g.case_ids and g.status != "resolved"],  # a resolved gap takes none
         linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done)
 

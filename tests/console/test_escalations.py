@@ -868,3 +868,21 @@ def test_a_refused_gap_status_change_keeps_the_note_that_was_typed(console: Test
     assert f'aria-invalid="true" aria-describedby="gap-error-{gap_id}"' in field
     with transaction(container.sessions) as session:
         assert get_gap(session, gap_id).version == 1
+
+
+def test_the_requesting_organisation_is_offered_only_the_referral_of_its_own_request(
+        console: TestClient, container: Container) -> None:
+    """Four eyes: the requesting organisation never allows or denies its own request (the service refuses, 403).
+    Its officer was offered allow and deny all the same, next to a note saying they were forbidden, and a
+    filled-in decision was refused; now only the referral is offered. The holder's officer keeps every choice,
+    and on a holder's objection the requester is a party who votes (``both_parties``), so it keeps them too."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-gemeente")  # the municipality asked
+    own = console.get(f"/console/escalations/{case_id}")
+    assert own.status_code == 200
+    assert 'id="four-eyes-note"' in own.text
+    assert re.findall(r'name="outcome" value="([^"]+)"', own.text) == ["refer-up"]
+    sign_in(console, "po-politie")  # the holder decides at tier 1
+    holder = console.get(f"/console/escalations/{case_id}")
+    assert 'id="four-eyes-note"' not in holder.text
+    assert re.findall(r'name="outcome" value="([^"]+)"', holder.text) == ["allow", "deny", "refer-up"]
