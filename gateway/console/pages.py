@@ -28,7 +28,7 @@ from gateway.auth import repository as accounts
 from gateway.auth.accounts import roles_known, scopes_for_roles
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.console import views
-from gateway.console.i18n import LANGUAGE_COOKIE, choose_language, translate, translate_value
+from gateway.console.i18n import LANGUAGE_COOKIE, LANGUAGES, choose_language, translate, translate_value
 from gateway.console.sessions import SessionData, Sessions, console_sessions, record_pending_sign_outs
 from gateway.console.signouts import is_signed_out
 from gateway.container import Container
@@ -149,9 +149,10 @@ class Page:
 
     def render(self, template: str, *, status: int = 200, **values: Any) -> Response:
         nav = [item for item in NAV if self.person and self.person.may(item)]
-        html = _templates.get_template(template).render(
-            t=self.t, tv=self.tv, lang=self.language, person=self.person, nav=nav, path=self.request.url.path,
-            csrf=self.session.csrf if self.session else "", **values)
+        context = {"t": self.t, "tv": self.tv, "lang": self.language, "person": self.person, "nav": nav,
+                   "path": self.request.url.path, "csrf": self.session.csrf if self.session else "",
+                   "languages": {code: language_href(self.request, code) for code in LANGUAGES}} | values
+        html = _templates.get_template(template).render(**context)
         return self.finish(HTMLResponse(html, status_code=status))
 
     def finish(self, response: Response) -> Response:
@@ -257,6 +258,28 @@ def return_to(request: Request, target: str | None) -> str:
     return "/console"
 
 
+def language_href(request: Request, language: str) -> str:
+    """The address of the page shown, in ``language``: a page opened by GET with the query its route reads
+    (filters, the page to return to after sign-in; anything else is not echoed) and ``lang`` replaced; after
+    a form's POST the page the form is on (:func:`return_to`) — not the form's action, a GET of which is the
+    405 page, what the page said lost."""
+    if request.method not in {"GET", "HEAD"}:
+        return f"{return_to(request, request.url.path)}?{urlencode({'lang': language})}"
+    route = request.scope.get("route")
+    read = {field.alias for field in route.dependant.query_params} if isinstance(route, APIRoute) else set()
+    query = [(name, value) for name, value in request.query_params.multi_items() if name in read - {"lang"}]
+    return f"{request.url.path}?{urlencode([*query, ('lang', language)])}"
+
+
+def _error_links(request: Request) -> dict[str, str]:
+    """The language switch of an error page, which echoes nothing of the address asked for: the same address
+    again (a relative ``?lang=``) for a GET, the console's home for a refused POST (a GET of its action is a
+    405)."""
+    if request.method in {"GET", "HEAD"}:
+        return {code: f"?lang={code}" for code in LANGUAGES}
+    return {code: f"/console?lang={code}" for code in LANGUAGES}
+
+
 def _error_page(request: Request, exc: GatewayError | RequestValidationError | AuditWriteError) -> Response:
     if isinstance(exc, GatewayError):
         response = error_page(request, exc.status, exc.detail)
@@ -282,7 +305,7 @@ def error_page(request: Request, status: int, detail: str = "") -> Response:
     summary = {403: "error_403", 404: "error_404", 405: "error_405", 413: "error_413", 422: "error_422",
                429: "error_429"}.get(status, "error_other")
     return secure(page.render("error.html", status=status, summary=page.t(summary),
-                              detail=detail if status in {403, 422} else ""))
+                              detail=detail if status in {403, 422} else "", languages=_error_links(request)))
 
 
 def language_of(request: Request, sessions: Sessions) -> tuple[str, bool]:

@@ -886,3 +886,36 @@ def test_the_requesting_organisation_is_offered_only_the_referral_of_its_own_req
     holder = console.get(f"/console/escalations/{case_id}")
     assert 'id="four-eyes-note"' not in holder.text
     assert re.findall(r'name="outcome" value="([^"]+)"', holder.text) == ["allow", "deny", "refer-up"]
+
+
+def language_links(html: str) -> dict[str, str]:
+    nav = html.split('<nav class="languages"')[1].split("</nav>")[0]
+    return {lang: href.replace("&amp;", "&") for href, lang in re.findall(r'<a href="([^"]*)" lang="(nl|en)"', nav)}
+
+
+def test_the_language_switch_stays_on_the_page_and_keeps_its_filters(console: TestClient, container: Container) -> None:
+    """The links were ``?lang=nl``, relative to the address shown. After a refused form that address is the
+    form's action, a POST route: switching language there was a GET of it, the 405 page, and what the page
+    said was gone. On a list the link dropped the filters (and on the sign-in form the page to return to).
+    Now the switch leads to the page a form is on, and keeps the query of a page opened by GET."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    refused = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": csrf_of(page.text), "expected_version": "1", "outcome": "deny", "motivation": "short"})
+    assert refused.status_code == 422
+    links = language_links(refused.text)
+    assert links == {"nl": f"/console/escalations/{case_id}?lang=nl", "en": f"/console/escalations/{case_id}?lang=en"}
+    dutch = console.get(links["nl"])
+    assert dutch.status_code == 200
+    assert '<html lang="nl">' in dutch.text
+
+    queue = console.get("/console/escalations?state=open&junk=%3Cb%3E&tier=1&lang=en")
+    assert language_links(queue.text)["nl"] == "/console/escalations?state=open&tier=1&lang=nl"  # what it reads
+    forged = console.post(f"/console/escalations/{case_id}/comments", data={"csrf_token": "forged", "text": "x"})
+    assert forged.status_code == 403  # the error page echoes no address: the home page, in the other language
+    assert language_links(forged.text) == {"nl": "/console?lang=nl", "en": "/console?lang=en"}
+    console.cookies.clear()
+    login = console.get("/console/login?next=/console/legal-gaps%3Fstatus%3Didentified")
+    assert language_links(login.text)["nl"] == ("/console/login?next=%2Fconsole%2Flegal-gaps%3Fstatus%3Didentified"
+                                                "&lang=nl")
