@@ -394,8 +394,10 @@ async def _gaps_page(page: Page, *, status: str | None = None, partnership: str 
     filters = _gap_filters(status, partnership)
     gaps = await service.gaps(principal, partnership=filters["partnership"], status=filters["status"])
     active = {k: v for k, v in filters.items() if v}
-    return page.render("legal_gaps.html", status=code, rows=_gap_rows(principal, service, gaps), filters=filters,
+    rows = _gap_rows(principal, service, gaps)
+    return page.render("legal_gaps.html", status=code, rows=rows, filters=filters,
                        statuses=GAP_STATUSES, error=error, done=done, typed_note=typed_note,
+                       error_on_top=error is not None and all(row.gap.id != error.key for row in rows),
                        partnerships=sorted(access.gap_partnerships(principal, service.register)),
                        csv_href="/console/legal-gaps.csv" + (f"?{urlencode(active)}" if active else ""))
 
@@ -436,12 +438,22 @@ async def legal_gap(gap_id: str, page: Page = Depends(signed_in), done: str | No
     return await _gap_page(page, gap_id, done="status" if done == "status" else None)
 
 
+def _list_filters(principal: Principal, service: EscalationService, status: str, partnership: str) -> dict[str, str]:
+    """The filters of the list a status form was on (its hidden ``list_*`` fields), to go back to that list:
+    only a choice the list offers is kept, anything else is dropped (it never reaches an address or a page)."""
+    kept = {"status": status if status in GAP_STATUSES else "",
+            "partnership": partnership if partnership in access.gap_partnerships(principal, service.register) else ""}
+    return {name: value for name, value in kept.items() if value}
+
+
 @router.post("/legal-gaps/{gap_id}/status", response_class=HTMLResponse)
 async def change_gap(gap_id: str, page: Page = Depends(signed_in), csrf_token: str = Form(""),
                      expected_version: str = Form(""), status: str = Form(""), note: str = Form(""),
-                     back: str = Form("list")) -> Response:
+                     back: str = Form("list"), list_status: str = Form(""),
+                     list_partnership: str = Form("")) -> Response:
     page.csrf(csrf_token)
     principal, service = _worker(page)
+    listed = _list_filters(principal, service, list_status, list_partnership)
     error: FormError | None = None
     code = 200
     try:
@@ -458,7 +470,7 @@ async def change_gap(gap_id: str, page: Page = Depends(signed_in), csrf_token: s
         error = FormError(error.form, error.message, error.field, gap_id)
         if back == "detail":
             return await _gap_page(page, gap_id, code=code, error=error, typed_note=note)
-        return await _gaps_page(page, code=code, error=error, typed_note=note)
+        return await _gaps_page(page, **listed, code=code, error=error, typed_note=note)
     if back == "detail":
         return _redirect(page, f"/console/legal-gaps/{gap_id}?done=status")
-    return _redirect(page, f"/console/legal-gaps?done=status#gap-{gap_id}")
+    return _redirect(page, f"/console/legal-gaps?{urlencode({**listed, 'done': 'status'})}#gap-{gap_id}")

@@ -919,3 +919,37 @@ def test_the_language_switch_stays_on_the_page_and_keeps_its_filters(console: Te
     login = console.get("/console/login?next=/console/legal-gaps%3Fstatus%3Didentified")
     assert language_links(login.text)["nl"] == ("/console/login?next=%2Fconsole%2Flegal-gaps%3Fstatus%3Didentified"
                                                 "&lang=nl")
+
+
+def test_a_status_change_on_a_filtered_gap_list_comes_back_to_that_list(console: TestClient,
+                                                                        container: Container) -> None:
+    """Working through the gaps still to be put on the agenda (``?status=identified``), each change — done or
+    refused — came back to the whole register, the filter gone. The list's filters now travel with the form:
+    the change returns to the filtered list, and a refusal shows there too, even for a gap the filter no
+    longer lists (someone moved it first). Filters that are no choice of the list are dropped, not kept."""
+    case_id = open_riec_case(container)
+    sign_in(console, "admin-riec")
+    first, second, third = (flag_gap(console, case_id, title) for title in ("Gap A", "Gap B", "Gap C"))
+    listing = console.get("/console/legal-gaps?status=identified&partnership=riec-amsterdam-amstelland")
+    token = csrf_of(listing.text)
+    form = listing.text.split(f'action="/console/legal-gaps/{first}/status"')[1].split("</form>")[0]
+    assert 'name="list_status" value="identified"' in form
+    moved = console.post(f"/console/legal-gaps/{first}/status", follow_redirects=False, data={
+        "csrf_token": token, "expected_version": "1", "status": "on-agenda", "list_status": "identified",
+        "list_partnership": "riec-amsterdam-amstelland"})
+    assert moved.status_code == 303
+    assert moved.headers["location"] == ("/console/legal-gaps?status=identified&partnership=riec-amsterdam-amstelland"
+                                         f"&done=status#gap-{first}")
+    refused = console.post(f"/console/legal-gaps/{first}/status", data={  # stale: the list no longer shows it
+        "csrf_token": token, "expected_version": "1", "status": "resolved", "note": "decree",
+        "list_status": "identified", "list_partnership": "riec-amsterdam-amstelland"})
+    assert refused.status_code == 409
+    assert f'id="gap-{second}"' in refused.text
+    assert f'id="gap-{first}"' not in refused.text  # filtered out: on-agenda now
+    assert 'selected>' in refused.text.split('id="f-status"')[1].split("</select>")[0]
+    assert "is at version 2, not 1" in refused.text.split('id="gaps"')[0]  # shown above the list
+    odd = console.post(f"/console/legal-gaps/{third}/status", follow_redirects=False, data={
+        "csrf_token": token, "expected_version": "1", "status": "on-agenda", "list_status": "sleeping",
+        "list_partnership": "fec\r\nSet-Cookie: x=1"})
+    assert odd.status_code == 303
+    assert odd.headers["location"] == f"/console/legal-gaps?done=status#gap-{third}"
