@@ -68,6 +68,7 @@ ATTACHMENT_ROWS = 2
 MAX_CURSOR = 64  # the queue's ``after`` (a case id), as the API's ``/v1/escalations?cursor=``
 DONE = frozenset({"decision", "vote", "refer", "review", "comment", "withdraw", "gap"})  # ?done= notices
 _REFUSALS = {403: "refused_403", 409: "refused_409", 422: "refused_422"}
+_TYPED_TEXT = {"decision": "motivation", "withdraw": "withdraw_motivation", "comment": "comment"}  # form: its text
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,9 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
     own_request = me.organisation == case.requester_org and case.trigger != "holder-objection"
     shown = {"decision": decider, "review": may_review, "withdraw": may_withdraw, "comment": may_comment,
              "gap": True}
+    error_on_top = error is not None and not shown[error.form]
+    # The text of a refused form the page no longer shows (the case ended or moved on meanwhile), to copy
+    unsaved = values.get(_TYPED_TEXT.get(error.form, ""), "") if error is not None and error_on_top else ""
     return page.render(
         "case.html", status=status, case=case, countdown=_countdown(case, _today(service)), error=error,
         values=values, attachments=attachments[:max(ATTACHMENT_ROWS, len(values["attachments"]))],
@@ -235,7 +239,7 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
         own_request=own_request,
         both_parties=case.trigger == "holder-objection" and case.tier == 1,
         may_review=may_review, may_withdraw=may_withdraw, may_comment=may_comment,
-        error_on_top=error is not None and not shown[error.form],
+        error_on_top=error_on_top, unsaved=unsaved,
         is_active=is_active, outcomes=("refer-up",) if lapsed or own_request else OUTCOMES, lapsed=lapsed,
         gaps=[g for g in gaps if case.id not in g.case_ids and g.status != "resolved"],  # a resolved gap takes none
         linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done)

@@ -380,6 +380,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "case as it is now:", "Iemand anders was u voor, of de stap past niet bij de stand van de "
                     "zaak; de pagina toont de zaak zoals die nu is:"),
     "refused_422": ("Incomplete:", "Onvolledig:"),
+    "unsaved_text": ("What you wrote was not saved; copy it from here:",
+                     "Wat u schreef is niet opgeslagen; kopieer het hier:"),
     "motivation_required": ("Write a motivation (a decision needs at least 10 characters).",
                             "Schrijf een motivering (een besluit vraagt minstens 10 tekens)."),
     "outcome_required": ("Choose an outcome.", "Kies een uitkomst."),

@@ -953,3 +953,32 @@ def test_a_status_change_on_a_filtered_gap_list_comes_back_to_that_list(console:
         "list_partnership": "fec\r\nSet-Cookie: x=1"})
     assert odd.status_code == 303
     assert odd.headers["location"] == f"/console/legal-gaps?done=status#gap-{third}"
+
+
+def test_a_text_typed_into_a_form_the_case_no_longer_offers_is_shown_to_copy(console: TestClient,
+                                                                              container: Container) -> None:
+    """A comment (or a motivation) sent just as the case ended is refused (409) and the page no longer shows
+    its form: the text was gone with it. It is now shown above, read-only, to copy into a new objection."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    with transaction(container.sessions) as session:  # the municipality withdraws meanwhile
+        service = escalation_service(container)
+        act(session, case_id, 1, Action.WITHDRAW, Actor("gemeente-amsterdam", "set-up"), now=container.clock.now(),
+            deadlines=service.deadlines, timezone=service.timezone, motivation="set-up")
+    text = "Intelligence is <not> needed; see the memo of 3 Dec."
+    refused = console.post(f"/console/escalations/{case_id}/comments",
+                           data={"csrf_token": csrf_of(page.text), "text": text})
+    assert refused.status_code == 409
+    assert 'id="comment-form"' not in refused.text
+    kept = re.search(r'<textarea id="unsaved-text"[^>]*>([^<]*)</textarea>', refused.text)
+    assert kept, refused.text
+    assert kept.group(1) == "Intelligence is &lt;not&gt; needed; see the memo of 3 Dec."
+    assert "readonly" in kept.group(0)
+    assert 'for="unsaved-text"' in refused.text
+    decided = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": csrf_of(page.text), "expected_version": "1", "outcome": "deny",
+        "motivation": "Not necessary for the Bibob advice."})
+    assert decided.status_code == 409
+    assert ">Not necessary for the Bibob advice.</textarea>" in decided.text
+    assert 'id="unsaved-text"' not in console.get(f"/console/escalations/{case_id}").text
