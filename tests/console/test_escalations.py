@@ -948,6 +948,7 @@ def test_a_status_change_on_a_filtered_gap_list_comes_back_to_that_list(console:
     assert f'id="gap-{first}"' not in refused.text  # filtered out: on-agenda now
     assert 'selected>' in refused.text.split('id="f-status"')[1].split("</select>")[0]
     assert "is at version 2, not 1" in refused.text.split('id="gaps"')[0]  # shown above the list
+    assert f'<textarea id="unsaved-note-{first}" rows="2" readonly>decree</textarea>' in refused.text
     odd = console.post(f"/console/legal-gaps/{third}/status", follow_redirects=False, data={
         "csrf_token": token, "expected_version": "1", "status": "on-agenda", "list_status": "sleeping",
         "list_partnership": "fec\r\nSet-Cookie: x=1"})
@@ -982,3 +983,25 @@ def test_a_text_typed_into_a_form_the_case_no_longer_offers_is_shown_to_copy(con
     assert decided.status_code == 409
     assert ">Not necessary for the Bibob advice.</textarea>" in decided.text
     assert 'id="unsaved-text"' not in console.get(f"/console/escalations/{case_id}").text
+
+
+@pytest.mark.parametrize("back", ["list", "detail"])
+def test_a_note_for_a_gap_resolved_meanwhile_is_shown_to_copy(console: TestClient, container: Container,
+                                                              back: str) -> None:
+    """Resolved is final, so the refused gap shows no status form to put the note back into: it is shown
+    read-only beside the refusal instead."""
+    case_id = open_riec_case(container)
+    sign_in(console, "admin-riec")
+    gap_id = flag_gap(console, case_id, "Gap A")
+    token = csrf_of(console.get("/console/legal-gaps").text)
+    assert console.post(f"/console/legal-gaps/{gap_id}/status", data={
+        "csrf_token": token, "expected_version": "1", "status": "resolved"}).status_code == 200
+    refused = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+        "csrf_token": token, "expected_version": "1", "status": "on-agenda", "note": "For the 10 Dec <meeting>",
+        "back": back})
+    assert refused.status_code == 409
+    assert f'action="/console/legal-gaps/{gap_id}/status"' not in refused.text
+    kept = re.search(rf'<textarea id="unsaved-note-{gap_id}"[^>]*readonly>([^<]*)</textarea>', refused.text)
+    assert kept, refused.text
+    assert kept.group(1) == "For the 10 Dec &lt;meeting&gt;"
+    assert f'for="unsaved-note-{gap_id}"' in refused.text
