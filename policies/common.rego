@@ -81,7 +81,8 @@ _holders_index := data.register_index.holders[input.request.partnership][input.r
 # computed only when one of these conditions fails (and is then exactly the reasons below).
 request_deny := set() if {
 	partnership.status == "active"
-	partnership.established <= request_date
+	partnership.established <= request_date # undefined without a valid `requested_at`: input-incomplete
+	_provided_ok
 	purpose.legal_basis == input.request.legal_basis
 	requester.status == "active"
 	requester.role in purpose.requesters
@@ -167,10 +168,17 @@ _request_deny contains {"code": "minors-not-allowed", "message": sprintf("purpos
 
 # Rule 6 counts subjects and requests: without both counts as non-negative integers the bulk and daily-limit
 # escalations cannot be judged (a missing or malformed count would simply not escalate), so such an input
-# is denied. One reason naming every count at fault (each code occurs once in a decision). The counts are
-# read with object.get: a missing one is null here, never an undefined binding (see the RVM notes above).
-_request_deny contains {"code": "input-incomplete", "message": sprintf("the policy input has no non-negative integer %s", [concat(" and ", invalid)])} if {
-	invalid := [name | some name, value in _counts; not _non_negative_integer(value)]
+# is denied. Likewise without a valid `requested_at` (rule 7's office hours and rule 1's start date of the
+# partnership are judged on it) and with `provided_categories` that are no list of category names (absent:
+# none; anything else would be read as none, and rules 3 and 4 on data handed to the holder skipped). One
+# reason naming every field at fault (each code occurs once in a decision). The fields are read with
+# object.get: a missing one is null here, never an undefined binding (see the RVM notes above). The
+# gateway always sends all of them well formed; this is for any other caller (an OPA server's).
+_request_deny contains {"code": "input-incomplete", "message": sprintf("the policy input has no valid %s", [concat(", ", invalid)])} if {
+	invalid := array.concat(
+		[sprintf("%s (a non-negative integer)", [name]) | some name, value in _counts; not _non_negative_integer(value)],
+		[description | some description, valid in _other_fields; not valid],
+	)
 	invalid != []
 }
 
@@ -178,6 +186,26 @@ _counts := {
 	"context.requests_today": object.get(input, ["context", "requests_today"], null),
 	"request.subject_count": object.get(input, ["request", "subject_count"], null),
 }
+
+# The other fields checked, by how a reason names them: whether each is valid (a boolean, never undefined).
+_other_fields := {
+	"request.requested_at (an RFC 3339 date and time)": _requested_at_ok,
+	"request.provided_categories (a list of category names)": _provided_ok,
+}
+
+# Data the requester hands to the holder (`provided_categories`, wgs.exchange): absent is none; present, a
+# list of strings (each a category name or not: unknown categories get their own reasons). Read as none when
+# malformed: the request is then denied as input-incomplete.
+_provided := object.get(input, ["request", "provided_categories"], [])
+
+_provided_ok := true if {
+	is_array(_provided)
+	[c | some c in _provided; not is_string(c)] == []
+} else := false
+
+provided_categories := _provided if {
+	_provided_ok
+} else := []
 
 # A number that is its own floor and its own absolute value: an integer (1.0 is the integer 1 in Rego, as
 # in JSON; 2.5 is no count) that is not negative (the floor of a negative number is below its absolute
@@ -188,7 +216,117 @@ _non_negative_integer(value) if {
 }
 
 # Rule 7: office hours, Mon-Fri 07:00-19:00 in the register's time zone (DST handled by the time zone).
-requested_ns := time.parse_rfc3339_ns(input.request.requested_at)
+#
+# `requested_at` must be a date and time in RFC 3339's form (`T` and `Z` upper case; seconds, and at most
+# nanoseconds; `Z` or an offset) on a day that exists, in the years 1901 to 2099; otherwise `requested_ns`
+# is undefined and the request denied as input-incomplete. Checked before it is parsed: on anything else
+# time.parse_rfc3339_ns fails the evaluation (regorus's interpreter raises; the RVM leaves the decision
+# undefined), and regorus accepts forms OPA refuses (a space for the `T`). The check runs on every
+# evaluation, so it is written for few steps: no regular expression (regex.match alone cost more than this
+# whole check, about 9 µs of an RVM decision's 60), the shape matched with every digit read as 0 (so that
+# the fields compared after it are digits of a fixed width), month and day looked up at once, as are an
+# hour and the tens of its minutes.
+requested_ns := time.parse_rfc3339_ns(at) if {
+	at := input.request.requested_at
+	is_string(at)
+	_timestamp_shapes[strings.replace_n(_digits_as_zero, at)]
+	year := substring(at, 0, 4)
+	year > "1900"
+	year < "2100" # so with no leading 0, which to_number refuses
+	to_number(year) % object.get(_month_days, substring(at, 5, 5), 10000) == 0 # no such day: never a multiple
+	_hours_minute_tens[substring(at, 11, 4)] # HH:M
+	substring(at, 17, 1) <= "5"
+	_hours_minute_tens[substring(trim_left(substring(at, 19, -1), ".0123456789"), 1, 4)] # the offset's, or "" for Z
+}
+
+_requested_at_ok := true if {
+	requested_ns
+} else := false
+
+# The forms of `requested_at` accepted, every digit as 0: seconds, a fraction of up to nine digits, then `Z`
+# or an offset.
+_timestamp_shapes := {
+	"0000-00-00T00:00:00Z", "0000-00-00T00:00:00+00:00", "0000-00-00T00:00:00-00:00",
+	"0000-00-00T00:00:00.0Z", "0000-00-00T00:00:00.0+00:00", "0000-00-00T00:00:00.0-00:00",
+	"0000-00-00T00:00:00.00Z", "0000-00-00T00:00:00.00+00:00", "0000-00-00T00:00:00.00-00:00",
+	"0000-00-00T00:00:00.000Z", "0000-00-00T00:00:00.000+00:00", "0000-00-00T00:00:00.000-00:00",
+	"0000-00-00T00:00:00.0000Z", "0000-00-00T00:00:00.0000+00:00", "0000-00-00T00:00:00.0000-00:00",
+	"0000-00-00T00:00:00.00000Z", "0000-00-00T00:00:00.00000+00:00", "0000-00-00T00:00:00.00000-00:00",
+	"0000-00-00T00:00:00.000000Z", "0000-00-00T00:00:00.000000+00:00", "0000-00-00T00:00:00.000000-00:00",
+	"0000-00-00T00:00:00.0000000Z", "0000-00-00T00:00:00.0000000+00:00", "0000-00-00T00:00:00.0000000-00:00",
+	"0000-00-00T00:00:00.00000000Z", "0000-00-00T00:00:00.00000000+00:00", "0000-00-00T00:00:00.00000000-00:00",
+	"0000-00-00T00:00:00.000000000Z", "0000-00-00T00:00:00.000000000+00:00", "0000-00-00T00:00:00.000000000-00:00",
+}
+
+# An hour and the tens of its minutes, HH:M (of the time or of an offset), and "" (for the offset `Z`).
+_hours_minute_tens := {
+	"", "00:0", "00:1", "00:2", "00:3", "00:4", "00:5", "01:0", "01:1", "01:2", "01:3", "01:4",
+	"01:5", "02:0", "02:1", "02:2", "02:3", "02:4", "02:5", "03:0", "03:1", "03:2", "03:3", "03:4",
+	"03:5", "04:0", "04:1", "04:2", "04:3", "04:4", "04:5", "05:0", "05:1", "05:2", "05:3", "05:4",
+	"05:5", "06:0", "06:1", "06:2", "06:3", "06:4", "06:5", "07:0", "07:1", "07:2", "07:3", "07:4",
+	"07:5", "08:0", "08:1", "08:2", "08:3", "08:4", "08:5", "09:0", "09:1", "09:2", "09:3", "09:4",
+	"09:5", "10:0", "10:1", "10:2", "10:3", "10:4", "10:5", "11:0", "11:1", "11:2", "11:3", "11:4",
+	"11:5", "12:0", "12:1", "12:2", "12:3", "12:4", "12:5", "13:0", "13:1", "13:2", "13:3", "13:4",
+	"13:5", "14:0", "14:1", "14:2", "14:3", "14:4", "14:5", "15:0", "15:1", "15:2", "15:3", "15:4",
+	"15:5", "16:0", "16:1", "16:2", "16:3", "16:4", "16:5", "17:0", "17:1", "17:2", "17:3", "17:4",
+	"17:5", "18:0", "18:1", "18:2", "18:3", "18:4", "18:5", "19:0", "19:1", "19:2", "19:3", "19:4",
+	"19:5", "20:0", "20:1", "20:2", "20:3", "20:4", "20:5", "21:0", "21:1", "21:2", "21:3", "21:4",
+	"21:5", "22:0", "22:1", "22:2", "22:3", "22:4", "22:5", "23:0", "23:1", "23:2", "23:3", "23:4",
+	"23:5",
+}
+
+_digits_as_zero := {"1": "0", "2": "0", "3": "0", "4": "0", "5": "0", "6": "0", "7": "0", "8": "0", "9": "0"}
+
+# Every MM-DD of a year, with what the year must be a multiple of: 4 for 29 February (from 1901 to 2099,
+# the leap years are exactly those), 1 for any other day.
+_month_days := {
+	"01-01": 1, "01-02": 1, "01-03": 1, "01-04": 1, "01-05": 1, "01-06": 1, "01-07": 1, "01-08": 1,
+	"01-09": 1, "01-10": 1, "01-11": 1, "01-12": 1, "01-13": 1, "01-14": 1, "01-15": 1, "01-16": 1,
+	"01-17": 1, "01-18": 1, "01-19": 1, "01-20": 1, "01-21": 1, "01-22": 1, "01-23": 1, "01-24": 1,
+	"01-25": 1, "01-26": 1, "01-27": 1, "01-28": 1, "01-29": 1, "01-30": 1, "01-31": 1, "02-01": 1,
+	"02-02": 1, "02-03": 1, "02-04": 1, "02-05": 1, "02-06": 1, "02-07": 1, "02-08": 1, "02-09": 1,
+	"02-10": 1, "02-11": 1, "02-12": 1, "02-13": 1, "02-14": 1, "02-15": 1, "02-16": 1, "02-17": 1,
+	"02-18": 1, "02-19": 1, "02-20": 1, "02-21": 1, "02-22": 1, "02-23": 1, "02-24": 1, "02-25": 1,
+	"02-26": 1, "02-27": 1, "02-28": 1, "02-29": 4, "03-01": 1, "03-02": 1, "03-03": 1, "03-04": 1,
+	"03-05": 1, "03-06": 1, "03-07": 1, "03-08": 1, "03-09": 1, "03-10": 1, "03-11": 1, "03-12": 1,
+	"03-13": 1, "03-14": 1, "03-15": 1, "03-16": 1, "03-17": 1, "03-18": 1, "03-19": 1, "03-20": 1,
+	"03-21": 1, "03-22": 1, "03-23": 1, "03-24": 1, "03-25": 1, "03-26": 1, "03-27": 1, "03-28": 1,
+	"03-29": 1, "03-30": 1, "03-31": 1, "04-01": 1, "04-02": 1, "04-03": 1, "04-04": 1, "04-05": 1,
+	"04-06": 1, "04-07": 1, "04-08": 1, "04-09": 1, "04-10": 1, "04-11": 1, "04-12": 1, "04-13": 1,
+	"04-14": 1, "04-15": 1, "04-16": 1, "04-17": 1, "04-18": 1, "04-19": 1, "04-20": 1, "04-21": 1,
+	"04-22": 1, "04-23": 1, "04-24": 1, "04-25": 1, "04-26": 1, "04-27": 1, "04-28": 1, "04-29": 1,
+	"04-30": 1, "05-01": 1, "05-02": 1, "05-03": 1, "05-04": 1, "05-05": 1, "05-06": 1, "05-07": 1,
+	"05-08": 1, "05-09": 1, "05-10": 1, "05-11": 1, "05-12": 1, "05-13": 1, "05-14": 1, "05-15": 1,
+	"05-16": 1, "05-17": 1, "05-18": 1, "05-19": 1, "05-20": 1, "05-21": 1, "05-22": 1, "05-23": 1,
+	"05-24": 1, "05-25": 1, "05-26": 1, "05-27": 1, "05-28": 1, "05-29": 1, "05-30": 1, "05-31": 1,
+	"06-01": 1, "06-02": 1, "06-03": 1, "06-04": 1, "06-05": 1, "06-06": 1, "06-07": 1, "06-08": 1,
+	"06-09": 1, "06-10": 1, "06-11": 1, "06-12": 1, "06-13": 1, "06-14": 1, "06-15": 1, "06-16": 1,
+	"06-17": 1, "06-18": 1, "06-19": 1, "06-20": 1, "06-21": 1, "06-22": 1, "06-23": 1, "06-24": 1,
+	"06-25": 1, "06-26": 1, "06-27": 1, "06-28": 1, "06-29": 1, "06-30": 1, "07-01": 1, "07-02": 1,
+	"07-03": 1, "07-04": 1, "07-05": 1, "07-06": 1, "07-07": 1, "07-08": 1, "07-09": 1, "07-10": 1,
+	"07-11": 1, "07-12": 1, "07-13": 1, "07-14": 1, "07-15": 1, "07-16": 1, "07-17": 1, "07-18": 1,
+	"07-19": 1, "07-20": 1, "07-21": 1, "07-22": 1, "07-23": 1, "07-24": 1, "07-25": 1, "07-26": 1,
+	"07-27": 1, "07-28": 1, "07-29": 1, "07-30": 1, "07-31": 1, "08-01": 1, "08-02": 1, "08-03": 1,
+	"08-04": 1, "08-05": 1, "08-06": 1, "08-07": 1, "08-08": 1, "08-09": 1, "08-10": 1, "08-11": 1,
+	"08-12": 1, "08-13": 1, "08-14": 1, "08-15": 1, "08-16": 1, "08-17": 1, "08-18": 1, "08-19": 1,
+	"08-20": 1, "08-21": 1, "08-22": 1, "08-23": 1, "08-24": 1, "08-25": 1, "08-26": 1, "08-27": 1,
+	"08-28": 1, "08-29": 1, "08-30": 1, "08-31": 1, "09-01": 1, "09-02": 1, "09-03": 1, "09-04": 1,
+	"09-05": 1, "09-06": 1, "09-07": 1, "09-08": 1, "09-09": 1, "09-10": 1, "09-11": 1, "09-12": 1,
+	"09-13": 1, "09-14": 1, "09-15": 1, "09-16": 1, "09-17": 1, "09-18": 1, "09-19": 1, "09-20": 1,
+	"09-21": 1, "09-22": 1, "09-23": 1, "09-24": 1, "09-25": 1, "09-26": 1, "09-27": 1, "09-28": 1,
+	"09-29": 1, "09-30": 1, "10-01": 1, "10-02": 1, "10-03": 1, "10-04": 1, "10-05": 1, "10-06": 1,
+	"10-07": 1, "10-08": 1, "10-09": 1, "10-10": 1, "10-11": 1, "10-12": 1, "10-13": 1, "10-14": 1,
+	"10-15": 1, "10-16": 1, "10-17": 1, "10-18": 1, "10-19": 1, "10-20": 1, "10-21": 1, "10-22": 1,
+	"10-23": 1, "10-24": 1, "10-25": 1, "10-26": 1, "10-27": 1, "10-28": 1, "10-29": 1, "10-30": 1,
+	"10-31": 1, "11-01": 1, "11-02": 1, "11-03": 1, "11-04": 1, "11-05": 1, "11-06": 1, "11-07": 1,
+	"11-08": 1, "11-09": 1, "11-10": 1, "11-11": 1, "11-12": 1, "11-13": 1, "11-14": 1, "11-15": 1,
+	"11-16": 1, "11-17": 1, "11-18": 1, "11-19": 1, "11-20": 1, "11-21": 1, "11-22": 1, "11-23": 1,
+	"11-24": 1, "11-25": 1, "11-26": 1, "11-27": 1, "11-28": 1, "11-29": 1, "11-30": 1, "12-01": 1,
+	"12-02": 1, "12-03": 1, "12-04": 1, "12-05": 1, "12-06": 1, "12-07": 1, "12-08": 1, "12-09": 1,
+	"12-10": 1, "12-11": 1, "12-12": 1, "12-13": 1, "12-14": 1, "12-15": 1, "12-16": 1, "12-17": 1,
+	"12-18": 1, "12-19": 1, "12-20": 1, "12-21": 1, "12-22": 1, "12-23": 1, "12-24": 1, "12-25": 1,
+	"12-26": 1, "12-27": 1, "12-28": 1, "12-29": 1, "12-30": 1, "12-31": 1,
+}
 
 _office_hours := data.register_index.office_hours if {
 	data.register_index.office_hours
@@ -247,6 +385,7 @@ request_escalate contains {"code": "daily-limit", "message": sprintf("this syste
 
 request_escalate contains {"code": "outside-office-hours", "message": sprintf("requests outside office hours (%s %s-%s %s) are escalated", [_office_days(hours.weekdays), hours.start, hours.end, hours.timezone])} if {
 	purpose
+	requested_ns # a request of unknown time is denied as incomplete, not escalated as outside office hours
 	not in_office_hours
 	not purpose.urgent
 	hours := data.register.office_hours
