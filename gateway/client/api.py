@@ -687,14 +687,16 @@ class GatewayClient:
     async def escalation(self, case_id: str, *, deadline: CallDeadline = Default.CLIENT) -> CaseDetail:
         """One case this system's organisation may see, as it is now: its state, tier, deadline, history
         and comments (the feed shows only the cases awaiting us)."""
-        return _case(await self._send("GET", f"/v1/escalations/{_segment(case_id)}", deadline=deadline))
+        return _case(await self._send("GET", f"/v1/escalations/{_segment(case_id)}", route="/v1/escalations/{case_id}",
+                                      deadline=deadline))
 
     async def withdraw_escalation(self, case_id: str, expected_version: int, motivation: str, *,
                                   deadline: CallDeadline = Default.CLIENT) -> CaseDetail:
         """Withdraw a case our organisation opened (an objection no longer needed). ``expected_version`` is
         the case's ``version`` as last seen: a case that moved on meanwhile is a 409, not withdrawn unseen."""
         return _case(await self._send("POST", f"/v1/escalations/{_segment(case_id)}/withdraw", json={
-            "expected_version": expected_version, "motivation": motivation}, deadline=deadline))
+            "expected_version": expected_version, "motivation": motivation},
+            route="/v1/escalations/{case_id}/withdraw", deadline=deadline))
 
 
 def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContext | None) -> ssl.SSLContext | bool:
