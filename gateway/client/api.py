@@ -25,8 +25,10 @@
   attempt with that key is still being answered; the gateway holds the key's claim for up to 2 minutes; the
   client gets the first attempt's answer, not a second exchange). A 429 while waiting for a busy first
   attempt is therefore no failure either. A 429 without ``Retry-After`` counts as a failure (``retries``).
+  Each wait is as long as asked (``max_delay`` caps the pauses after failures, not these), and one that does
+  not fit what is left of ``busy_wait`` is not begun: asking early would meet the same refusal.
   Once spent: ``GatewayThrottled`` (``GatewayUnavailable`` with status 429 when an earlier attempt may have
-  reached the gateway) or ``GatewayBusy``. Other 4xx answers and 500 are never retried.
+  reached the gateway) or ``GatewayBusy``, with ``retry_after``. Other 4xx answers and 500 are never retried.
 * Deadline: ``deadline`` (seconds, default 180; per call ``deadline=``, None for no bound) bounds a whole
   call — metadata and token requests, attempts, backoff and back-pressure waits, and the calls a call makes
   (``enrol``'s key fetch); ``enrol_filters`` bounds each batch. A wait that would end after it is not begun
@@ -400,10 +402,15 @@ class GatewayClient:
 
     async def _wait_as_asked(self, call: _Call, seconds: float, error: GatewayClientError) -> None:
         """Waits ``seconds`` (the answer's Retry-After) out of what is left of ``busy_wait``, or raises
-        ``error`` once that is spent."""
-        if call.waited >= self._busy_wait:
+        ``error`` at once when that is not enough.
+
+        Never a shorter wait: asking again before the time the gateway named only meets the same refusal — the
+        daily pseudonym quota names the next midnight, hours away, and cutting that into ``max_delay`` pieces
+        (which bounds the pauses after failures, not these) spent ``busy_wait`` on refusals certain to come.
+        The error carries ``retry_after`` for the caller to come back then."""
+        pause = max(seconds, _MIN_PAUSE)
+        if pause > self._busy_wait - call.waited:
             raise error
-        pause = min(max(seconds, _MIN_PAUSE), self._max_delay, self._busy_wait - call.waited)
         call.waited += pause
         await self._pause(call, pause, error, failure=False)
 
