@@ -622,7 +622,7 @@ class GatewayClient:
         try:
             response = await self._send("POST", path, json=body(pseudonyms))
         except GatewayClientError as exc:
-            if exc.status != 422 or (fresh := await self._changed_keys(partnership, pseudonyms)) is None:
+            if exc.status != 422 or (fresh := await self._changed_keys(partnership, pseudonyms, exc)) is None:
                 raise
             pseudonyms = fresh
             response = await self._send("POST", path, json=body(pseudonyms))
@@ -630,14 +630,23 @@ class GatewayClient:
             return self._opened(response, partnership, pseudonyms, sent)
         except UnopenablePseudonym as exc:
             wrong_key = isinstance(exc.__cause__, WrongKey)
-            if not wrong_key or (fresh := await self._changed_keys(partnership, pseudonyms)) is None:
+            if not wrong_key or (fresh := await self._changed_keys(partnership, pseudonyms, exc)) is None:
                 raise
             return self._opened(response, partnership, fresh, sent)
 
-    async def _changed_keys(self, partnership: str, used: PseudonymClient) -> PseudonymClient | None:
-        """The partnership's keys fetched again, or None when the gateway's public key is the one ``used``."""
+    async def _changed_keys(self, partnership: str, used: PseudonymClient,
+                            failure: GatewayClientError) -> PseudonymClient | None:
+        """The partnership's keys fetched again, or None when the gateway's public key is the one ``used``.
+
+        When the fetch itself fails, ``failure`` (what made the client look) is raised, with the fetch's error
+        as its context: the look is the client's own idea, and its 503 or 429 in the caller's hands would say
+        "not known whether it happened, try again" about a call the gateway refused (422: nothing stored) or
+        answered (a pseudonym this partner cannot open)."""
         self._pseudonym_clients.pop(partnership, None)
-        fresh = await self.pseudonym_client(partnership)
+        try:
+            fresh = await self.pseudonym_client(partnership)
+        except GatewayClientError:
+            raise failure  # noqa: B904 -- the look's failure stays its context; failure keeps its own cause
         return None if fresh.gateway_public_key == used.gateway_public_key else fresh
 
     def _opened(self, response: httpx.Response, partnership: str, pseudonyms: PseudonymClient,
