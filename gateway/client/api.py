@@ -85,7 +85,7 @@ from urllib.parse import quote
 import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from gateway.client import deadlines
 from gateway.client.connections import RequestProgress
@@ -110,7 +110,14 @@ from gateway.client.errors import (
     unusable,
 )
 from gateway.client.escalations import CaseDetail, FeedItem
-from gateway.client.fuzzy import FilterEnrolmentAnswer, FuzzyDiscoveryRequest, FuzzyDiscoveryResult, RecordType
+from gateway.client.fuzzy import (
+    MAX_FILTER_BATCH,
+    FilterEnrolment,
+    FilterEnrolmentAnswer,
+    FuzzyDiscoveryRequest,
+    FuzzyDiscoveryResult,
+    RecordType,
+)
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
 from gateway.client.models import (
     ANSWER_CONTEXT,
@@ -536,10 +543,13 @@ class GatewayClient:
         (``enrolment_batches``), so a failure raises with the earlier set still enrolled and answering (call
         again to replace it; the batches kept aside are abandoned and removed by the gateway).
         ``deadline`` bounds each batch, not the whole enrolment: how long that takes grows with the records,
-        and a batch is what is stored or not."""
+        and a batch is what is stored or not. Every batch is checked as the gateway checks it before the first
+        is sent (``ValueError``): a record the gateway would refuse enrols nothing, not the batches before it."""
         stored = removed = enrolled = 0
-        for body in enrolment_batches(partnership, record_type, secret, records, remove=remove, replace=replace,
-                                      confidential_reason=confidential_reason, blocking=blocking):
+        bodies = list(enrolment_batches(partnership, record_type, secret, records, remove=remove, replace=replace,
+                                        confidential_reason=confidential_reason, blocking=blocking))
+        _checked_batches(bodies)
+        for body in bodies:
             response = await self._send("POST", "/v1/enrolments/filters", json=body, deadline=deadline)
             answer = _decoded(response, lambda r: FilterEnrolmentAnswer.model_validate_json(r.content))
             stored, removed, enrolled = stored + answer.stored, removed + answer.removed, answer.enrolled
@@ -713,6 +723,19 @@ class GatewayClient:
         return _case(await self._send("POST", f"/v1/escalations/{_segment(case_id)}/withdraw", json={
             "expected_version": expected_version, "motivation": motivation},
             route="/v1/escalations/{case_id}/withdraw", deadline=deadline))
+
+
+def _checked_batches(bodies: list[dict[str, Any]]) -> None:
+    """Every batch as the gateway reads it (``FilterEnrolment``), before the first is sent: a batch is stored whole
+    or not at all, so a record the gateway refuses in a later batch would otherwise fail the call half-way, the
+    earlier batches enrolled (bad input, partial write). A ``ValueError`` naming the batch and the field, never a
+    value (the model hides its input)."""
+    for number, body in enumerate(bodies, start=1):
+        try:
+            FilterEnrolment.model_validate(body)
+        except ValidationError as exc:
+            raise ValueError(f"batch {number} of {len(bodies)} (its records start at record "
+                             f"{(number - 1) * MAX_FILTER_BATCH}): {exc}") from None
 
 
 def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContext | None) -> ssl.SSLContext | bool:
