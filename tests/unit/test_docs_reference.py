@@ -43,17 +43,21 @@ def _table_rows(text: str) -> list[list[str]]:
 
 # ---- docs/cli.md ----------------------------------------------------------------------------------------
 
-def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, list[str]]]:
-    """(``"db backup"``, its long options) for every command a user can type; ``--no-x`` twins, ``--help`` and
-    the completion options are Typer's own."""
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, list[Any]]]:
+    """(``"db backup"``, its options) for every command a user can type; ``--help`` and the completion options
+    are Typer's own."""
     if hasattr(command, "commands"):
         for name, sub in command.commands.items():
             if not sub.hidden:
                 yield from _commands(sub, (*path, name))
         return
-    options = [option for param in command.params if param.param_type_name == "option" and not param.hidden
-               for option in param.opts if option.startswith("--") and option != "--help"]
-    yield " ".join(path), options
+    yield " ".join(path), [param for param in command.params
+                           if param.param_type_name == "option" and not param.hidden and param.name != "help"]
+
+
+def _long_name(option: Any) -> str:
+    long_name: str = next(name for name in option.opts if name.startswith("--"))
+    return long_name
 
 
 def _cli_section(program: str) -> str:
@@ -70,13 +74,23 @@ CLI_COMMANDS = [(program, name, options) for program, app in (("wgs-gateway", ga
 
 @pytest.mark.parametrize(("program", "name", "options"), CLI_COMMANDS,
                          ids=[f"{program} {name}" for program, name, _ in CLI_COMMANDS])
-def test_every_command_and_option_is_in_cli_md(program: str, name: str, options: list[str]) -> None:
-    rows = [row for row in _table_rows(_cli_section(program))
+def test_every_command_and_option_is_in_cli_md(program: str, name: str, options: list[Any]) -> None:
+    """Each option by its long name; a default the option takes of its own as ``--option DEFAULT``; an
+    option read from the environment, its variable (its default is then the variable's)."""
+    section = _cli_section(program)
+    rows = [row for row in _table_rows(section)
             if any(span == name or span.startswith(f"{name} ") for span in CODE.findall(row[0]))]
     assert rows, f"docs/cli.md has no row for `{program} {name}`"
     text = " ".join(" ".join(row) for row in rows)
-    missing = [option for option in options if not re.search(rf"{re.escape(option)}(?![\w-])", text)]
+    missing = [_long_name(option) for option in options
+               if not re.search(rf"{re.escape(_long_name(option))}(?![\w-])", text)]
     assert not missing, f"docs/cli.md: `{program} {name}` does not name {missing}"
+    for option in options:
+        if option.envvar:
+            assert option.envvar in section, f"docs/cli.md: {program}'s section does not name {option.envvar}"
+        elif option.default not in (None, "", []) and not isinstance(option.default, bool):
+            assert f"{_long_name(option)} {option.default}" in text, \
+                f"docs/cli.md: `{program} {name}` does not say {_long_name(option)}'s default, {option.default}"
 
 
 # ---- docs/configuration.md --------------------------------------------------------------------------------
