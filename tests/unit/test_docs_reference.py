@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import annotated_types
 import pytest
 import typer
 from pydantic import BaseModel
@@ -32,13 +31,9 @@ CODE = re.compile(r"`([^`]+)`")
 
 
 def _table_rows(text: str) -> list[list[str]]:
-    """The cells of every Markdown table row, header and separator rows left out (``\\|`` is a literal bar)."""
-    rows = []
-    for line in text.splitlines():
-        if not line.startswith("|") or set(line) <= {"|", "-", " "}:
-            continue
-        rows.append([cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
-    return [row for row in rows if row[:2] not in (["command", "what it does"], ["variable", "default"])]
+    """The cells of every Markdown table row, separator rows left out (``\\|`` is a literal bar)."""
+    return [[cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+            for line in text.splitlines() if line.startswith("|") and not set(line) <= {"|", "-", " "}]
 
 
 # ---- docs/cli.md ----------------------------------------------------------------------------------------
@@ -155,9 +150,9 @@ def _default_spelling(field: FieldInfo) -> set[str] | None:
 
 
 def _bounds(field: FieldInfo) -> list[float]:
+    """The field's ``ge``, ``gt``, ``le`` and ``lt`` (pydantic keeps each as a metadata object of its own)."""
     return [bound for constraint in field.metadata for kind in ("ge", "gt", "le", "lt")
-            if (bound := getattr(constraint, kind, None)) is not None
-            and isinstance(constraint, annotated_types.BaseMetadata)]
+            if (bound := getattr(constraint, kind, None)) is not None]
 
 
 SETTINGS = _settings_fields()
@@ -193,7 +188,7 @@ def _markdown_files() -> list[Path]:
 
 
 def _without_code_blocks(text: str) -> str:
-    return re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    return re.sub(r"^ {0,3}```.*?^ {0,3}```", "", text, flags=re.M | re.S)
 
 
 def _anchors(path: Path) -> set[str]:
