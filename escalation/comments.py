@@ -3,7 +3,7 @@
 An attachment is a pointer into the commenting organisation's own document system (id, title, SHA-256),
 never the document: the gateway must not become a second store of case files.
 
-A case's file ends with the case: a closed or withdrawn case takes no more comments (``CaseEnded``, 409). The
+A case's file ends with the case: a closed, withdrawn or expired case takes no more comments (``CaseEnded``, 409). The
 docs name no comment after the end, and a note added then would read as part of a dispute that is over; who
 disagrees afterwards opens a new escalation or objects.
 """
@@ -22,12 +22,13 @@ from escalation.cases import CaseNotFound, EscalationError
 from escalation.states import State
 from escalation.tables import escalation_cases, escalation_comments
 
-ENDED = frozenset({State.CLOSED, State.WITHDRAWN})
-"""The states whose case file takes no more comments."""
+ENDED = frozenset({State.CLOSED, State.WITHDRAWN, State.EXPIRED})
+"""The states whose case file takes no more comments: those no action leads out of (an expired allow can no
+longer be re-run; what is left is a new escalation or an objection)."""
 
 
 class CaseEnded(EscalationError):
-    """A comment on a closed or withdrawn case (409)."""
+    """A comment on a closed, withdrawn or expired case (409)."""
 
     def __init__(self, state: State) -> None:
         super().__init__(f"the case is {state.value}; open a new escalation or object")

@@ -549,7 +549,7 @@ class EscalationService:
 
     # -- working a case ------------------------------------------------------------------------
     async def comment(self, principal: Principal, case_id: str, body: Comment, trace: Trace) -> CaseDetail:
-        """A person's comment on a case it may see, while the case has not ended (closed or withdrawn: 409,
+        """A person's comment on a case it may see, while the case has not ended (closed, withdrawn or expired: 409,
         :mod:`escalation.comments`). Checked before the entry is made, so a plain refusal logs nothing, and
         again where the comment is written, so a case that ended meanwhile takes it neither."""
         if principal.kind != "person":

@@ -1257,11 +1257,12 @@ def _comment(env: Env, who: str, case_id: str, text: str = "For the record, afte
     return env.post(who, f"/v1/escalations/{case_id}/comments", {"text": text})
 
 
-@pytest.mark.parametrize("ending", ["withdrawn", "closed"])
+@pytest.mark.parametrize("ending", ["withdrawn", "closed", "expired"])
 def test_a_closed_or_withdrawn_case_takes_no_more_comments(env: Env, ending: str) -> None:
     """The docs are silent on comments after the end, so the case file ends with the case: a comment on a
-    withdrawn or closed case is a 409 problem+json pointing to a new escalation or an objection, and nothing
-    of it is written (no comment, no audit entry)."""
+    withdrawn, closed or expired (an allow nobody re-ran in time: no way on from there) case is a 409
+    problem+json pointing to a new escalation or an objection, and nothing of it is written (no comment, no
+    audit entry)."""
     case_id = env.open_case()
     assert _comment(env, "po-politie", case_id).status_code == 200  # while active: yes
     if ending == "withdrawn":
@@ -1272,9 +1273,10 @@ def test_a_closed_or_withdrawn_case_takes_no_more_comments(env: Env, ending: str
         # An allow awaiting its re-run is still being worked: only the end of a case closes its file.
         assert _comment(env, "po-gemeente", case_id).status_code == 200
         service = escalation_service(env.container)
-        with transaction(env.container.sessions) as session:  # as a re-run that used the decision closes it
-            case_store.act(session, case_id, env.version(case_id), Action.CLOSE, None, now=env.clock.now(),
-                           deadlines=service.deadlines, timezone=service.timezone, motivation="re-run")
+        with transaction(env.container.sessions) as session:  # a re-run that used it closes it, or its time passes
+            case_store.act(session, case_id, env.version(case_id), Action.CLOSE if ending == "closed" else
+                           Action.EXPIRE, None, now=env.clock.now(), deadlines=service.deadlines,
+                           timezone=service.timezone, motivation="re-run" if ending == "closed" else "unused")
     assert env.case(case_id).state.value == ending
     kept = len(env.detail("po-politie", case_id)["comments"])
     steps = len(env.audit_steps(case_id))
