@@ -5,6 +5,9 @@ trust that a resolved gap stays resolved; a new problem is a new gap. That holds
 linked to an open gap only (``GapResolved`` otherwise), or it would hang on a gap the agenda no longer lists
 and drop out of the export the steering group works from. Each change names the version it was based on
 (optimistic locking, like cases).
+
+The register is a record: every status change is kept with its note, who made it and when
+(``legal_gap_changes``, rows only added — see :class:`GapChange`); ``note`` is the latest note, as before.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from escalation.cases import CaseNotFound, ConcurrentUpdate, EscalationError, get_case, mark_legal_gap
-from escalation.tables import legal_gap_cases, legal_gaps
+from escalation.tables import legal_gap_cases, legal_gap_changes, legal_gaps
 
 
 class GapStatus(StrEnum):
@@ -52,6 +55,20 @@ class GapResolved(EscalationError):
 
 
 @dataclass(frozen=True)
+class GapChange:
+    """One status change of a gap, as recorded. A change carried over from before the history was kept (the
+    single note a gap had, by the migration that made the history) names no organisation and no earlier
+    status."""
+
+    at: datetime
+    status_before: GapStatus | None
+    status: GapStatus
+    note: str | None
+    actor_org: str | None
+    actor_user: str | None
+
+
+@dataclass(frozen=True)
 class LegalGap:
     id: str
     partnership: str
@@ -64,6 +81,7 @@ class LegalGap:
     created_by_org: str
     note: str | None
     case_ids: list[str] = field(default_factory=list)
+    history: list[GapChange] = field(default_factory=list)
 
 
 def _load(session: Session, rows: list[object]) -> list[LegalGap]:
@@ -73,8 +91,14 @@ def _load(session: Session, rows: list[object]) -> list[LegalGap]:
         for link in session.execute(select(legal_gap_cases).where(legal_gap_cases.c.gap_id.in_(ids))
                                     .order_by(legal_gap_cases.c.linked_at, legal_gap_cases.c.case_id)):
             links[link.gap_id].append(link.case_id)
+    changes: dict[str, list[GapChange]] = {i: [] for i in ids}
+    if ids:
+        t = legal_gap_changes.c
+        for c in session.execute(select(legal_gap_changes).where(t.gap_id.in_(ids)).order_by(t.at, t.id)):
+            changes[c.gap_id].append(GapChange(c.at, GapStatus(c.status_before) if c.status_before else None,
+                                               GapStatus(c.status), c.note, c.actor_org, c.actor_user))
     return [LegalGap(r.id, r.partnership, r.title, r.description, GapStatus(r.status), r.version,  # type: ignore[attr-defined]
-                     r.created_at, r.updated_at, r.created_by_org, r.note, links[r.id])  # type: ignore[attr-defined]
+                     r.created_at, r.updated_at, r.created_by_org, r.note, links[r.id], changes[r.id])  # type: ignore[attr-defined]
             for r in rows]
 
 
@@ -143,7 +167,9 @@ def _lock_open_gap(session: Session, gap_id: str) -> None:
 
 
 def change_status(session: Session, gap_id: str, expected_version: int, status: GapStatus, *, now: datetime,
-                  note: str | None = None) -> LegalGap:
+                  actor_org: str, actor_user: str | None, note: str | None = None) -> LegalGap:
+    """Move the gap on and record the change with its note in the gap's history (in the same transaction:
+    both or neither). ``note`` on the gap becomes the new note, or stays the previous one without it."""
     gap = get_gap(session, gap_id)
     if gap.version != expected_version:
         raise ConcurrentUpdate(f"legal gap `{gap_id}` is at version {gap.version}, not {expected_version}")
@@ -154,8 +180,11 @@ def change_status(session: Session, gap_id: str, expected_version: int, status: 
         status=status.value, version=expected_version + 1, updated_at=now, note=note if note else gap.note))
     if getattr(result, "rowcount", 0) != 1:
         raise ConcurrentUpdate(f"legal gap `{gap_id}` changed concurrently")
+    session.execute(legal_gap_changes.insert().values(
+        id=str(uuid6.uuid7()), gap_id=gap_id, at=now, status_before=gap.status.value, status=status.value,
+        note=note or None, actor_org=actor_org, actor_user=actor_user))
     return get_gap(session, gap_id)
 
 
-__all__ = ["CaseNotFound", "GapNotFound", "GapResolved", "GapStatus", "InvalidGapTransition", "LegalGap",
-           "change_status", "flag_case", "get_gap", "list_gaps", "new_gap_id"]
+__all__ = ["CaseNotFound", "GapChange", "GapNotFound", "GapResolved", "GapStatus", "InvalidGapTransition",
+           "LegalGap", "change_status", "flag_case", "get_gap", "list_gaps", "new_gap_id"]

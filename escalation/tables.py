@@ -128,3 +128,19 @@ legal_gap_cases = Table(
     Column("case_id", String(36), ForeignKey("escalation_cases.id"), primary_key=True),
     Column("linked_at", DateTime(timezone=True), nullable=False),
 )
+
+legal_gap_changes = Table(
+    # 0037: every status change of a gap, with its note — the register is a record, and a change used to
+    # overwrite the previous note. Rows are only added. A row carried over by the migration from the single
+    # ``legal_gaps.note`` has no ``actor_org`` and no ``status_before``: who wrote that note was not kept.
+    "legal_gap_changes",
+    metadata,
+    Column("id", String(36), primary_key=True),  # UUIDv7: creation order
+    Column("gap_id", String(36), ForeignKey("legal_gaps.id"), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status_before", String(16), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("actor_org", String(64), nullable=True),
+    Column("actor_user", String(128), nullable=True),
+)

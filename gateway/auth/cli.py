@@ -371,11 +371,14 @@ def _retire(settings: Settings, store: SigningKeyStore, kid: str | None) -> None
         done = retire_signing_keys(settings, engine, store, kid)
     except GatewayError as exc:
         _refuse(exc.detail)
+    except OSError as exc:  # the key file could not be written (disk full, permissions): the audit entry rolled back
+        _refuse(f"the signing keys could not be written ({exc.strerror or type(exc).__name__}); nothing was retired")
     finally:
         engine.dispose()
     new = f"new signing key {done.successor}; " if done.successor else ""
-    out.print(f"{new}retired {', '.join(done.retired)}: tokens signed by it are refused from now on by every gateway "
-              "process using this key directory (audited)", soft_wrap=True)
+    signed_by = "it" if len(done.retired) == 1 else "them"
+    out.print(f"{new}retired {', '.join(done.retired)}: tokens signed by {signed_by} are refused from now on by every "
+              "gateway process using this key directory (audited)", soft_wrap=True)
 
 
 @keys_app.command("list")

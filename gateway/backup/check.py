@@ -72,10 +72,17 @@ def _file_problems(directory: Path, manifest: Manifest) -> list[str]:
             problems.append(f"the manifest names {name!r}, which is not a path inside the backup")
             continue
         path = directory / relative
-        if not path.is_file():
-            problems.append(f"{name} is missing")
+        try:
+            if _through_link(directory, relative):
+                problems.append(f"{name} is reached through a symbolic link: a backup holds its own files only")
+                continue
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+                continue
+            found = file_record(path)
+        except OSError as exc:  # a name too long to look up, a file that cannot be read: a reason, not a crash
+            problems.append(f"{name} cannot be read ({exc.strerror or type(exc).__name__})")
             continue
-        found = file_record(path)
         if found.size != record.size:
             problems.append(f"{name} has {found.size} bytes, the manifest says {record.size}")
         elif found.sha256 != record.sha256:
@@ -83,9 +90,22 @@ def _file_problems(directory: Path, manifest: Manifest) -> list[str]:
     listed = set(manifest.files)
     for path in sorted(directory.rglob("*")):
         name = path.relative_to(directory).as_posix()
-        if path.is_file() and name != MANIFEST and name not in listed:
+        if path.is_symlink() and name not in listed:
+            problems.append(f"{name} is a symbolic link, not in the manifest")
+        elif path.is_file() and name != MANIFEST and name not in listed:
             problems.append(f"{name} is not in the manifest")
     return problems
+
+
+def _through_link(directory: Path, relative: PurePosixPath) -> bool:
+    """Whether the listed file, or a directory on the way to it, is a symbolic link. Its digest would then be of
+    a file elsewhere (which the backup's own copy no longer is), and a restore would copy what it points to."""
+    path = directory
+    for part in relative.parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
 
 
 def _check_database(settings: Settings, directory: Path, manifest: Manifest, check: BackupCheck) -> None:

@@ -7,10 +7,14 @@ channel ``cli``: the backup's id and the size the log was restored at) is the fi
 a checkpoint over it, so that whoever finds the fork finds, at the very index where it begins, that a restore
 was done and from which backup — not only in an incident note kept elsewhere.
 
-It is written only over the backup it names, as restored: the live log must have exactly the backup's number of
-entries and hold its newest checkpoint (size and root hash), else :class:`~gateway.backup.take.BackupRefused` —
-a log that has moved on since is either not restored or already written to by a started gateway, and an entry
-there would not mark where the log forks.
+It is written only over the backup it names, as restored: the live log must hold its newest checkpoint (size and
+root hash) and, for an SQLite backup (the copy *is* the database the manifest describes), have exactly its number
+of entries, else :class:`~gateway.backup.take.BackupRefused` — a log that has moved on since is either not
+restored or already written to by a started gateway, and an entry there would not mark where the log forks.
+A PostgreSQL backup's database is dumped with PostgreSQL's tools *after* ``db backup`` wrote the manifest, while
+the gateways keep running, so the restored dump may hold entries written in between: there the log may be
+longer than the manifest's size (this command cannot tell those entries from a started gateway's: it is run
+before the gateways start), and the entry names the size the log was restored at.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ def record_restore(settings: Settings, directory: Path) -> tuple[Manifest, int]:
             size = tree_size(connection)
             checkpoint = None if recorded.checkpoint_size is None else checkpoint_at(connection,
                                                                                        recorded.checkpoint_size)
-        if size != recorded.audit_size or (recorded.checkpoint_size is not None and (
-                checkpoint is None or checkpoint.root_hash.hex() != recorded.checkpoint_root)):
+        dumped_later = manifest.database == "postgresql"  # the dump may hold entries written after the manifest
+        if (size < recorded.audit_size or (size != recorded.audit_size and not dumped_later)
+                or (recorded.checkpoint_size is not None and (
+                    checkpoint is None or checkpoint.root_hash.hex() != recorded.checkpoint_root))):
             raise BackupRefused(f"the audit log here is not backup {manifest.backup_id} as restored ({size} entries, "
                                 f"the backup has {recorded.audit_size}): record the restore right after putting the "
                                 "backup back, before the gateways start")
@@ -51,7 +57,7 @@ def record_restore(settings: Settings, directory: Path) -> tuple[Manifest, int]:
             log = AuditLog(engine, writing_signer(engine, settings))
             log.append([action_event(None, ACTION, organisation=None, account_id=None, channel="cli",
                                      details={"backup_id": manifest.backup_id,
-                                              "restored_size": recorded.audit_size})])
+                                              "restored_size": size})])
             log.issue_checkpoint()
         except CheckpointKeyError as exc:
             raise BackupRefused(f"the restore cannot be recorded: {exc}") from None

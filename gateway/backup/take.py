@@ -2,8 +2,9 @@
 
 In this order, each step only after the one before succeeded:
 
-1. Refuse a destination that exists and is not an empty directory (a backup never mixes with another's files
-   or overwrites one), and a database that is neither SQLite nor PostgreSQL.
+1. Refuse a destination that exists and is not an empty directory of this user's (a backup never mixes with
+   another's files or overwrites one, nor lies in a directory someone else controls), and a database that is
+   neither SQLite nor PostgreSQL.
 2. Write the audit entry (``console.action``, action ``backup``, channel ``cli``, with the backup's id; no
    path, which may name a person) and sign a checkpoint over it. First, so that no copy of the database —
    which holds what the partners exchanged — exists without its entry; and the copy then holds its own entry,
@@ -20,6 +21,7 @@ A failure after step 1 removes what this backup wrote, so no partial backup is l
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from datetime import UTC, datetime
@@ -56,9 +58,13 @@ def database_kind(url: str) -> str:
 
 
 def _check_destination(destination: Path) -> None:
+    """An empty directory must be this user's: one made by someone else (in a shared ``/tmp``) stays theirs after
+    the chmod to 0700, and its owner could list, remove and replace the backup's files, the manifest too."""
     if destination.is_dir():
         if any(destination.iterdir()):
             raise BackupRefused(f"{destination} exists and is not empty: back up into a new directory")
+        if destination.stat().st_uid != os.geteuid():
+            raise BackupRefused(f"{destination} belongs to another user: back up into a new directory of your own")
     elif destination.exists() or destination.is_symlink():
         raise BackupRefused(f"{destination} exists and is not a directory: back up into a new directory")
 

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Depends, Form, Query, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import JsonValue, ValidationError
 
+from escalation.comments import ENDED as ENDED_STATES
 from escalation.queries import CaseFilter
 from gateway.auth.principal import Principal, Scope
 from gateway.console import views
@@ -58,6 +59,7 @@ router = APIRouter(route_class=ConsoleRoute)
 
 STATES = ("open", "in_review", "escalated", "decided", "closed", "withdrawn", "expired")
 ACTIVE = frozenset({"open", "in_review", "escalated"})
+ENDED = frozenset(state.value for state in ENDED_STATES)  # no comment form: the file ended with the case
 TIERS = (1, 2, 3)
 OUTCOMES = ("allow", "deny", "refer-up")
 GAP_STATUSES = ("identified", "on-agenda", "resolved")
@@ -220,14 +222,17 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
     lapsed = is_active and service.tier_lapsed(case.tier, case.deadline)  # its tier may only refer it up now
     may_review = decider and case.state in {"open", "escalated"} and not lapsed
     may_withdraw = is_active and me.organisation in owners
-    shown = {"decision": decider, "review": may_review, "withdraw": may_withdraw, "comment": True, "gap": True}
+    may_comment = case.state not in ENDED  # the service refuses the rest (409): the file ended with the case
+    shown = {"decision": decider, "review": may_review, "withdraw": may_withdraw, "comment": may_comment,
+             "gap": True}
     return page.render(
         "case.html", status=status, case=case, countdown=_countdown(case, _today(service)), error=error,
         values=values, attachments=attachments[:max(ATTACHMENT_ROWS, len(values["attachments"]))],
         tier_name=tier_names.get(case.tier, ""), decider=decider,
         own_request=me.organisation == case.requester_org and case.trigger != "holder-objection",  # may_vote
         both_parties=case.trigger == "holder-objection" and case.tier == 1,
-        may_review=may_review, may_withdraw=may_withdraw, error_on_top=error is not None and not shown[error.form],
+        may_review=may_review, may_withdraw=may_withdraw, may_comment=may_comment,
+        error_on_top=error is not None and not shown[error.form],
         is_active=is_active, outcomes=("refer-up",) if lapsed else OUTCOMES, lapsed=lapsed,
         gaps=[g for g in gaps if case.id not in g.case_ids and g.status != "resolved"],  # a resolved gap takes none
         linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done)

@@ -363,6 +363,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "comments": ("Comments", "Opmerkingen"),
     "no_comments": ("No comments yet.", "Nog geen opmerkingen."),
     "add_comment": ("Add comment", "Opmerking toevoegen"),
+    "comments_closed": ("This case has ended and takes no more comments: open a new escalation or object.",
+                        "Deze zaak is afgesloten en neemt geen opmerkingen meer aan: begin een nieuwe escalatie of "
+                        "maak bezwaar."),
     "comment": ("Comment", "Opmerking"),
     "attachments": ("Attachments (by reference)", "Bijlagen (als verwijzing)"),
     "attachments_hint": ("A reference into your own document system (e.g. dms://…) and its title; the document "
@@ -412,6 +415,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "updated_at": ("Last change (UTC)", "Laatste wijziging (UTC)"),
     "change_status": ("Change status", "Status wijzigen"),
     "gap_note": ("Note", "Notitie"),
+    "gap_history": ("Status changes and notes", "Statuswijzigingen en notities"),
+    "gap_history_caption": ("Every status change of the gap with its note, oldest first",
+                            "Elke statuswijziging van het knelpunt met zijn notitie, oudste eerst"),
+    "gap_change": ("Change", "Wijziging"),
+    "gap_history_none": ("No status change yet.", "Nog geen statuswijziging."),
+    "not_recorded": ("not recorded", "niet vastgelegd"),
     "gap_move.on-agenda": ("Put on the agenda", "Agenderen"),
     "gap_move.resolved": ("Mark resolved", "Markeren als opgelost"),
     "gap_final": ("Resolved: final.", "Opgelost: definitief."),

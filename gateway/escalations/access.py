@@ -85,6 +85,14 @@ def may_decide(principal: Principal, case: Case, register: Register) -> bool:
             and has_tier_role(principal, partnership, case.tier))
 
 
+def may_object_as_holder(principal: Principal) -> bool:
+    """A holder's objection to a disclosure is made by "a holder's privacy officer" (docs/escalations.md): a
+    person with a privacy-officer role (coordinating included, being one of the participants' officers). Its
+    administrators work the case once it is open (see it, comment, withdraw it) but do not open one, and its
+    partner systems neither: the objection contests what the holder's own officer is answerable for."""
+    return is_worker(principal) and bool(principal.roles & PRIVACY_OFFICER_ROLES)
+
+
 def may_withdraw(principal: Principal, case: Case) -> bool:
     """The organisation that opened the case may drop it (for the gateway's own cases: the requester).
 

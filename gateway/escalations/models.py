@@ -199,6 +199,16 @@ class FeedItem(BaseModel):
                     "your organisation's system can use to re-run its request.")
 
 
+class GapChangeView(BaseModel):
+    at: datetime
+    status_before: str | None = Field(description="Empty for a note carried over from before the history "
+                                                   "was kept (who wrote it was not recorded then).")
+    status: str
+    note: str | None
+    actor_org: str | None
+    actor_user: str | None
+
+
 class LegalGapView(BaseModel):
     id: str
     partnership: str
@@ -209,5 +219,6 @@ class LegalGapView(BaseModel):
     created_at: datetime
     updated_at: datetime
     created_by_org: str
-    note: str | None
+    note: str | None = Field(description="The latest note (every note is in `history`).")
     case_ids: list[str]
+    history: list[GapChangeView] = Field(description="Every status change, oldest first, with its note.")

@@ -116,7 +116,7 @@ def _refusal(exc: Exception) -> GatewayError | None:
     if isinstance(exc, CaseNotFound | gap_store.GapNotFound):
         return NotFound(str(exc))
     if isinstance(exc, ConcurrentUpdate | InvalidTransition | gap_store.InvalidGapTransition
-                  | gap_store.GapResolved):
+                  | gap_store.GapResolved | comment_store.CaseEnded):
         return Conflict(str(exc))
     if isinstance(exc, FourEyesViolation):
         return Forbidden(str(exc))
@@ -429,7 +429,7 @@ class EscalationService:
                     and stored.partnership not in access.system_partnerships(principal, self.register))):
             raise NotFound(f"no exchange `{body.exchange_id}` with holder `{body.holder}` of yours")
         trigger = "requester-objection" if principal.organisation == stored.requester_org else "holder-objection"
-        if trigger == "holder-objection" and principal.kind == "system":
+        if trigger == "holder-objection" and not access.may_object_as_holder(principal):
             raise Forbidden("a holder's objection is made by its privacy officer")
         if target["outcome"] not in _OBJECTIONS[trigger]:
             raise Unprocessable(f"a {trigger.replace('-', ' ')} is against "
@@ -549,9 +549,18 @@ class EscalationService:
 
     # -- working a case ------------------------------------------------------------------------
     async def comment(self, principal: Principal, case_id: str, body: Comment, trace: Trace) -> CaseDetail:
+        """A person's comment on a case it may see, while the case has not ended (closed, withdrawn or expired: 409,
+        :mod:`escalation.comments`). Checked before the entry is made, so a plain refusal logs nothing, and
+        again where the comment is written, so a case that ended meanwhile takes it neither."""
         if principal.kind != "person":
             raise Forbidden("comments are made by people")
-        case = await self._db(lambda s: self._visible(principal, case_store.get_case(s, case_id)))
+
+        def check(session: Session) -> Case:
+            case = self._visible(principal, case_store.get_case(session, case_id))
+            comment_store.check_open_for_comments(case.state)  # before the entry; the write checks it again
+            return case
+
+        case = await self._db(check)
         # The log names the comment and each attachment reference by SHA-256, as the case file holds them: both
         # are typed by people (a reference such as ``dms://x/jdevries-memo`` can name someone), and the log holds
         # no free text; a reviewer matches the digests against the case's comments.
@@ -964,7 +973,8 @@ class EscalationService:
 
         try:  # the entry and the change commit together (``_logged``)
             gap = await self._logged([entry()], lambda s: gap_store.change_status(
-                s, gap_id, body.expected_version, status, now=self.clock.now(), note=body.note))
+                s, gap_id, body.expected_version, status, now=self.clock.now(), note=body.note,
+                actor_org=principal.organisation, actor_user=principal.subject))
         except _Defect as defect:  # tried and failed unforeseen: on record as not applied
             await self._record([entry(not_applied=_failure_kind(defect.cause))])
             raise defect.cause from None

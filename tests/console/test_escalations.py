@@ -770,3 +770,55 @@ def test_a_tier_past_its_deadline_is_offered_only_the_referral(console: TestClie
     assert 'id="tier-lapsed"' not in in_time.text
     assert re.findall(r'name="outcome" value="([^"]+)"', in_time.text) == ["allow", "deny", "refer-up"]
     assert f'action="/console/escalations/{on_time}/review"' in in_time.text
+
+
+@pytest.mark.parametrize("ending", ["withdrawn", "closed"])
+def test_a_closed_or_withdrawn_case_offers_no_comment_form_and_refuses_one(console: TestClient, container: Container,
+                                                                          ending: str) -> None:
+    """A comment on an ended case is refused by the service (409); the page does not offer the form, and a
+    POST made anyway (a page left open) shows the refusal on top, with nothing written."""
+    case_id = open_riec_case(container)
+    with transaction(container.sessions) as session:
+        actor = Actor("gemeente-amsterdam", "set-up")
+        service = escalation_service(container)
+        steps = ([(Action.WITHDRAW, actor)] if ending == "withdrawn" else
+                 [(Action.START_REVIEW, actor), (Action.DECIDE, actor), (Action.CLOSE, None)])
+        for version, (action, who) in enumerate(steps, start=1):
+            act(session, case_id, version, action, who, now=container.clock.now(), deadlines=service.deadlines,
+                timezone=service.timezone, motivation="set-up")
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    assert page.status_code == 200
+    assert f"<strong>{ending}</strong>" in page.text
+    assert 'id="comment-form"' not in page.text
+    assert 'id="comments-closed"' in page.text
+    refused = console.post(f"/console/escalations/{case_id}/comments",
+                           data={"csrf_token": csrf_of(page.text), "text": "After the end."})
+    assert refused.status_code == 409
+    assert 'id="case-error"' in refused.text
+    assert "open a new escalation or object" in refused.text
+    with transaction(container.sessions) as session:
+        assert comments(session, case_id) == []
+    assert not [e for e in audit_events(container, "escalation.step") if e["extra"]["action"] == "comment"]
+
+
+def test_the_gap_page_shows_every_status_change_with_its_note(console: TestClient, container: Container) -> None:
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    flagged = console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": csrf_of(console.get(f"/console/escalations/{case_id}").text),
+        "title": "No basis for intelligence in Bibob checks", "description": "The WGS is silent on it."})
+    gap_link = re.search(r'href="/console/legal-gaps/([^"]+)">No basis for intelligence', flagged.text)
+    assert gap_link
+    gap_id = gap_link.group(1)
+    sign_in(console, "admin-riec")
+    token = csrf_of(console.get("/console/legal-gaps").text)
+    for version, status, note in ((1, "on-agenda", "steering group 10 Dec"), (2, "resolved", "settled by decree")):
+        moved = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+            "csrf_token": token, "expected_version": str(version), "status": status, "note": note, "back": "detail"})
+        assert moved.status_code == 200, moved.text
+    history = moved.text.split('id="gap-history"')[1].split("</table>")[0]
+    assert "steering group 10 Dec" in history
+    assert "settled by decree" in history
+    assert history.index("steering group 10 Dec") < history.index("settled by decree")
+    assert "riec-aa / admin-riec" in history

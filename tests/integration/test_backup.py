@@ -17,24 +17,16 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gateway.cli import app
+from tests.logging_state import kept_logging
 
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
 def restored_logging() -> Iterator[None]:
-    """The logging set-up as it was after each test: starting the app (the restore test) configures JSON logging
-    on the root logger, which would add lines to the stderr of the commands in the tests after it."""
-    import logging
-
-    import structlog
-
-    root = logging.getLogger()
-    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
+    """See :mod:`tests.logging_state`."""
+    with kept_logging():
+        yield
 
 
 @pytest.fixture
@@ -213,6 +205,21 @@ def test_a_destination_that_is_not_empty_is_refused_and_left_as_it_was(data_dir:
     assert len(_entries(data_dir / "gateway.sqlite")) == before
 
 
+def test_an_empty_destination_of_another_user_is_refused(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty directory someone else made (in a shared /tmp, say) would stay theirs after the chmod to 0700:
+    its owner could list, remove and replace the backup's files, the manifest too. Refused, nothing logged.
+    (The directory's owner is made "someone else" by the effective user id the command sees.)"""
+    destination = tmp_path / "backup"
+    destination.mkdir(mode=0o777)
+    before = len(_entries(data_dir / "gateway.sqlite"))
+    monkeypatch.setattr(os, "geteuid", lambda: destination.stat().st_uid + 1)
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert "belongs to another user" in line
+    assert list(destination.iterdir()) == []
+    assert len(_entries(data_dir / "gateway.sqlite")) == before
+
+
 def test_a_backup_that_cannot_be_audited_is_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No checkpoint key (before `keys init`): no entry can be signed, so no copy of the database is made."""
     monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
@@ -316,6 +323,35 @@ def test_verify_backup_refuses_an_unlisted_file_a_missing_one_and_no_manifest(ba
     assert "no MANIFEST.json" in _refusal(_verify(backup))
 
 
+def test_verify_backup_refuses_a_listed_name_the_file_system_cannot_look_up_in_one_line(backup: Path) -> None:
+    """A damaged manifest is what the check is for: a listed name the system refuses to look up (too long
+    for a file name) is a reason like any other, not a traceback."""
+    manifest = json.loads((backup / "MANIFEST.json").read_text())
+    name = f"keys/{'k' * 300}"
+    manifest["files"][name] = {"sha256": "0" * 64, "size": 1}
+    (backup / "MANIFEST.json").write_text(json.dumps(manifest))
+    line = _refusal(_verify(backup))
+    assert line.startswith(f"backup NOT intact: {name} cannot be read ("), line
+
+
+def test_verify_backup_refuses_files_reached_through_symbolic_links(backup: Path, tmp_path: Path) -> None:
+    """A listed file (or a directory on its way) replaced by a link to an identical copy elsewhere still has the
+    right digest, but the backup no longer holds it, and a restore would copy whatever the link points to; an
+    unlisted link is no file of the backup either."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    key = backup / "keys" / "audit-checkpoint.pem"
+    shutil.copy2(key, outside / key.name)
+    key.unlink()
+    key.symlink_to(outside / key.name)
+    (backup / "extra-link").symlink_to(outside)
+    result = _verify(backup)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    assert "keys/audit-checkpoint.pem is reached through a symbolic link" in result.stderr
+    assert "extra-link is a symbolic link, not in the manifest" in result.stderr
+
+
 def test_verify_backup_never_changes_the_backup(backup: Path) -> None:
     """Opening the copy as the gateway does would switch it to WAL (a write); verifying must leave its bytes."""
     before = {path: path.read_bytes() for path in backup.rglob("*") if path.is_file()}
@@ -389,6 +425,50 @@ def test_a_postgresql_deployment_gets_its_keys_backed_up_and_is_told_about_pg_du
     assert "not in this backup" in verified.stderr
 
 
+@pytest.mark.postgres
+def test_a_postgresql_restore_is_recorded_although_the_dump_holds_entries_written_after_the_backup(
+        postgres_admin_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL is dumped with its own tools after `db backup`, while the gateways keep running (as
+    docs/deployment.md says): the dump, once restored, may hold entries written after the manifest was. It is
+    still that backup's log (it holds the manifest's checkpoint), so `db record-restore` records the restore at
+    the size restored; a log without that checkpoint stays refused."""
+    from datetime import UTC, datetime
+
+    from tests.migrated import migrated_postgres
+
+    url = migrated_postgres(postgres_admin_url, f"wgs_restore_{datetime.now(UTC):%H%M%S%f}")
+    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WGS_DATABASE_URL", url)
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    destination = tmp_path / "backup"
+    assert runner.invoke(app, ["db", "backup", str(destination)]).exit_code == 0
+    recorded_size = json.loads((destination / "MANIFEST.json").read_text())["state"]["audit_size"]
+    # a gateway's write between `db backup` and pg_dump: the dump (restored here as the live database) holds it
+    for command in (["clients", "add", "kvk-handelsregister", "--generate-secret"],
+                    ["clients", "disable", "kvk-handelsregister"]):  # the disabling is audited
+        assert runner.invoke(app, command).exit_code == 0
+
+    other = migrated_postgres(postgres_admin_url, f"wgs_other_{datetime.now(UTC):%H%M%S%f}")
+    monkeypatch.setenv("WGS_DATABASE_URL", other)  # not this backup's log: refused, as before
+    assert "not backup" in _refusal(runner.invoke(app, ["db", "record-restore", str(destination)]))
+
+    monkeypatch.setenv("WGS_DATABASE_URL", url)
+    done = runner.invoke(app, ["db", "record-restore", str(destination)])
+    assert done.exit_code == 0, done.output
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT canonical FROM audit_entries ORDER BY log_index")).scalars().all()
+    finally:
+        engine.dispose()
+    restored_size = len(rows) - 1
+    assert restored_size > recorded_size
+    assert json.loads(rows[-1])["event"]["extra"]["restored_size"] == restored_size
+    assert f"at index {restored_size}" in done.stdout
+
+
 def _newest_checkpoint(database: Path) -> str:
     connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
     try:
@@ -428,6 +508,7 @@ def test_a_restore_shows_as_a_rollback_to_a_checkpoint_kept_from_after_the_backu
     restored_size = len(_entries(data_dir / "gateway.sqlite"))
     recorded = runner.invoke(app, ["db", "record-restore", str(backup)])
     assert recorded.exit_code == 0, recorded.output
+    assert "retire again any token-signing key retired since" in " ".join(recorded.output.split())
     backup_id = json.loads((backup / "MANIFEST.json").read_text())["backup_id"]
     restore_entry = _entries(data_dir / "gateway.sqlite")[restored_size]  # the first entry after the restore
     assert restore_entry["extra"] == {"action": "restore", "channel": "cli", "backup_id": backup_id,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -21,6 +23,7 @@ from typer.testing import CliRunner, Result
 from gateway.cli import app
 from gateway.settings import SHIPPED_REGISTER
 from tests.audit_support import enrol_logged
+from tests.logging_state import kept_logging
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -32,17 +35,9 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def restored_logging() -> Iterator[None]:
-    """The logging set-up as it was after each test: a command that configures it (`escalations scan`, which
-    starts the gateway's services) would otherwise leave its JSON handler at INFO on the root logger for the
-    tests after it, whose one-line refusals would gain Alembic's lines (in use, each command is a process)."""
-    import structlog
-
-    root = logging.getLogger()
-    handlers, level, config = list(root.handlers), root.level, structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
+    """See :mod:`tests.logging_state`."""
+    with kept_logging():
+        yield
 
 
 @pytest.fixture
@@ -232,7 +227,7 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     gaps = runner.invoke(app, ["escalations", "gaps"])
     assert gaps.exit_code == 0
     assert gaps.stdout_bytes.decode("utf-8-sig").splitlines() == [
-        "id,partnership,status,title,description,cases,created_at,updated_at,created_by_org,note"
+        "id,partnership,status,title,description,cases,created_at,updated_at,created_by_org,note,history"
     ]  # the API's export (test_legal_gaps compares them)
 
 
@@ -1434,3 +1429,20 @@ def test_clients_add_pins_only_with_certificate_bound(data_dir: Path) -> None:
     assert refused.exit_code == 2
     assert "pins the certificates of a certificate-bound client: give --certificate-bound too" in refused.stderr
     assert "politie-bvh" not in runner.invoke(app, ["clients", "list"]).output
+
+
+def test_a_data_directory_the_gateway_makes_is_its_owners_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SQLite file is created readable by all under the usual umask (SQLite's choice); the directory it is
+    made in holds it and the keys, so a directory the gateway makes itself is 0700."""
+    data = tmp_path / "fresh" / "data"
+    monkeypatch.setenv("WGS_DATA_DIR", str(data))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    previous = os.umask(0o022)
+    try:
+        for command in (["db", "upgrade"], ["keys", "init"]):
+            result = runner.invoke(app, command)
+            assert result.exit_code == 0, result.output
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "keys").stat().st_mode) == 0o700

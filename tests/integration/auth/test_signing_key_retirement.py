@@ -94,7 +94,7 @@ def test_rotate_retiring_the_previous_key_refuses_its_tokens_at_once(gateway: tu
     [new] = _kids(client)
     assert new != old
     assert f"new signing key {new}" in output
-    assert f"retired {old}" in output
+    assert f"retired {old}: tokens signed by it are refused" in output
     fresh = _token(container)  # the running gateway signs with the new key
     assert client.get(ROUTE, headers=fresh).status_code == 200
     assert auth_services(container).tokens.signing_kid() == new
@@ -142,6 +142,27 @@ def test_a_retirement_that_cannot_be_audited_retires_nothing(gateway: tuple[Test
     assert "not made" in _refused(runner.invoke(cli, ["keys", "rotate", "--retire-previous-now"]))
     assert _kids(client) == [current]
     assert client.get(ROUTE, headers=token).status_code == 200
+
+
+def test_a_key_file_that_cannot_be_written_is_one_line_and_retires_nothing(
+        gateway: tuple[TestClient, Container], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while the key file is replaced: one line (not a traceback), no audit entry, the key stays."""
+    from gateway.auth import keys
+
+    client, container = gateway
+    _ok(runner.invoke(cli, ["keys", "rotate"]))
+    old, current = _kids(client)[0], container.settings.key_dir
+
+    def disk_full(*_args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keys, "replace_whole", disk_full)
+    line = _refused(runner.invoke(cli, ["keys", "retire", old]))
+    assert "could not be written (No space left on device); nothing was retired" in line
+    assert str(current) not in line
+    monkeypatch.undo()
+    assert old in _kids(client)
+    assert _cli_entries(container) == []
 
 
 def test_tokens_presented_to_holders_are_signed_anew_after_the_key_is_retired(

@@ -924,6 +924,26 @@ def test_the_holders_system_cannot_withdraw_its_officers_objection(env: Env) -> 
     assert env.withdraw("po-politie-2", case["id"]).status_code == 200  # the holder's officers may
 
 
+def test_a_holders_objection_is_made_by_its_privacy_officer_not_its_administrator(env: Env) -> None:
+    """docs/escalations.md: "a holder's privacy officer" objects to a disclosure. The holder's administrator
+    works cases (sees, comments) but opens no objection: 403 problem+json, no case, no audit entry."""
+    exchange_id = env.insert_exchange([target("politie", "politie-bvh", Outcome.ALLOWED, ["police_incidents"])])
+    before = len(env.audit_events())
+    refused = _object(env, "admin-politie", exchange_id)
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "privacy officer" in refused.json()["detail"]
+    assert len(env.audit_events()) == before  # refused before anything was logged
+    with env.container.engine.connect() as connection:
+        assert connection.execute(select(escalation_cases.c.id).where(
+            escalation_cases.c.exchange_id == exchange_id)).all() == []
+    # The other party's administrator is no holder: it is the requester's to object to (here: nothing to).
+    assert _object(env, "desk-riec-2", exchange_id).status_code == 404  # not a party of the exchange
+    opened = _object(env, "po-politie", exchange_id)  # the holder's privacy officer may
+    assert opened.status_code == 201, opened.text
+    assert opened.json()["trigger"] == "holder-objection"
+
+
 # -- comments and the audit log --------------------------------------------------------------------------
 
 
@@ -1231,3 +1251,63 @@ def test_a_case_about_a_rerun_that_cited_a_decision_for_another_request_binds_to
     assert opened.status_code == 201, opened.text
     assert env.case(opened.json()["id"]).request_fingerprint == request
     assert scans == []  # the row says it: no scan of the requester's decided cases
+
+
+def _comment(env: Env, who: str, case_id: str, text: str = "For the record, after the fact.") -> httpx.Response:
+    return env.post(who, f"/v1/escalations/{case_id}/comments", {"text": text})
+
+
+@pytest.mark.parametrize("ending", ["withdrawn", "closed", "expired"])
+def test_a_closed_or_withdrawn_case_takes_no_more_comments(env: Env, ending: str) -> None:
+    """The docs are silent on comments after the end, so the case file ends with the case: a comment on a
+    withdrawn, closed or expired (an allow nobody re-ran in time: no way on from there) case is a 409
+    problem+json pointing to a new escalation or an objection, and nothing of it is written (no comment, no
+    audit entry)."""
+    case_id = env.open_case()
+    assert _comment(env, "po-politie", case_id).status_code == 200  # while active: yes
+    if ending == "withdrawn":
+        assert env.withdraw("po-gemeente", case_id).status_code == 200
+    else:
+        decided = env.decide("po-politie", case_id, "allow", ["police_incidents"])
+        assert decided.json()["state"] == "decided", decided.text
+        # An allow awaiting its re-run is still being worked: only the end of a case closes its file.
+        assert _comment(env, "po-gemeente", case_id).status_code == 200
+        service = escalation_service(env.container)
+        with transaction(env.container.sessions) as session:  # a re-run that used it closes it, or its time passes
+            case_store.act(session, case_id, env.version(case_id), Action.CLOSE if ending == "closed" else
+                           Action.EXPIRE, None, now=env.clock.now(), deadlines=service.deadlines,
+                           timezone=service.timezone, motivation="re-run" if ending == "closed" else "unused")
+    assert env.case(case_id).state.value == ending
+    kept = len(env.detail("po-politie", case_id)["comments"])
+    steps = len(env.audit_steps(case_id))
+    for who in ("po-politie", "po-gemeente", "desk-riec"):
+        refused = _comment(env, who, case_id)
+        assert refused.status_code == 409, (who, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "open a new escalation or object" in refused.json()["detail"]
+    assert len(env.detail("po-politie", case_id)["comments"]) == kept
+    assert len(env.audit_steps(case_id)) == steps
+
+
+def test_a_case_closed_while_a_comment_was_on_its_way_takes_it_not(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is repeated in the transaction that writes the comment: a case withdrawn between the
+    service's read and the write refuses the comment (409), and neither it nor its audit entry is kept."""
+    case_id = env.open_case()
+    service = escalation_service(env.container)
+    real = service._requester
+
+    async def withdraw_meanwhile(principal: Any) -> Any:
+        with transaction(env.container.sessions) as session:
+            case_store.act(session, case_id, env.version(case_id), Action.WITHDRAW,
+                           case_store.Actor("gemeente-amsterdam", "set-up"), now=env.clock.now(),
+                           deadlines=service.deadlines, timezone=service.timezone, motivation="meanwhile")
+        monkeypatch.setattr(service, "_requester", real)
+        return await real(principal)
+
+    monkeypatch.setattr(service, "_requester", withdraw_meanwhile)
+    steps = len(env.audit_steps(case_id))
+    refused = _comment(env, "po-politie", case_id)
+    assert refused.status_code == 409, refused.text
+    assert "open a new escalation or object" in refused.json()["detail"]
+    assert env.detail("po-politie", case_id)["comments"] == []
+    assert [s["extra"]["action"] for s in env.audit_steps(case_id)][steps:] == []

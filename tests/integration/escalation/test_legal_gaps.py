@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -131,7 +132,7 @@ def test_export_for_the_agenda(env: Env) -> None:
     assert response.headers["content-disposition"] == 'attachment; filename="legal-gaps-2026-11-25.csv"'
     rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))  # as a spreadsheet reads it
     assert rows[0] == ["id", "partnership", "status", "title", "description", "cases", "created_at", "updated_at",
-                       "created_by_org", "note"]
+                       "created_by_org", "note", "history"]
     ours = [row for row in rows[1:] if row[0] == gap["id"]]
     assert len(ours) == 1
     assert ours[0][1:6] == [RIEC, "identified", TITLE, DESCRIPTION, f"{first} {second}"]
@@ -411,7 +412,8 @@ def test_a_gap_resolved_while_a_case_is_being_linked_takes_it_not(env: Env,
     def resolved_meanwhile(session: Any, case_id: str, **kwargs: Any) -> Any:
         escalation_service_module.gap_store.change_status(session, gap["id"], 1,
                                                           escalation_service_module.gap_store.GapStatus.RESOLVED,
-                                                          now=env.clock.now())
+                                                          now=env.clock.now(), actor_org="riec-aa",
+                                                          actor_user="set-up")
         return real_flag(session, case_id, **kwargs)
 
     monkeypatch.setattr(escalation_service_module.gap_store, "flag_case", resolved_meanwhile)
@@ -452,3 +454,65 @@ def test_the_coordinating_officer_reviews_status_changes_made_by_another_organis
     # Another partnership's coordinating officer and an officer outside the RIEC see nothing of it.
     for who in ("coord-zvh", "po-abn"):
         assert _reviewed_gap_steps(env, who, gap["id"]) == [], who
+
+
+def test_every_note_stays_on_the_register_with_who_and_when(env: Env) -> None:
+    """The register of legal gaps is a record: a status change with a new note used to overwrite the previous
+    note. Every change is kept, in order, with its note (if any), the organisation and person that made it and
+    when — in the API (one gap and the list) and in the export for the agenda. `note` is still the latest."""
+    gap = _new_gap(env, "po-politie", env.open_case())
+    first_note, second_note = "Steering group 2026-12-10: agenda item 4", "Resolved by the 2027 amendment"
+    first_at = env.clock.now()
+    assert _status(env, "desk-riec", gap["id"], "on-agenda", 1, note=first_note).status_code == 200
+    env.clock.advance(timedelta(hours=2))
+    env.forget_people()  # tokens of two hours ago have expired
+    try:
+        resolved = _status(env, "desk-lsp", gap["id"], "resolved", 2, note=second_note)
+    finally:
+        env.clock.set(first_at)
+        env.forget_people()  # and those issued now would not be valid yet
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["note"] == second_note
+
+    expected = [
+        {"status_before": "identified", "status": "on-agenda", "note": first_note, "actor_org": "riec-aa",
+         "actor_user": "desk-riec", "at": first_at},
+        {"status_before": "on-agenda", "status": "resolved", "note": second_note, "actor_org": "landelijk-steunpunt",
+         "actor_user": "desk-lsp", "at": first_at + timedelta(hours=2)}]
+
+    def history(view: dict[str, Any]) -> list[dict[str, Any]]:
+        return [h | {"at": datetime.fromisoformat(h["at"])} for h in view["history"]]
+
+    assert history(resolved.json()) == expected
+    assert history(env.get("po-om", f"/v1/legal-gaps/{gap['id']}").json()) == expected
+    [listed] = [g for g in env.get("po-politie", "/v1/legal-gaps").json() if g["id"] == gap["id"]]
+    assert history(listed) == expected
+
+    rows = list(csv.DictReader(io.StringIO(env.get("desk-riec", "/v1/legal-gaps/export").content.decode("utf-8-sig"))))
+    [row] = [r for r in rows if r["id"] == gap["id"]]
+    assert row["note"] == second_note
+    assert row["history"].splitlines() == [  # the organisation, not the person: the file goes round
+        f"{first_at.isoformat()} riec-aa: identified → on-agenda: {first_note}",
+        f"{(first_at + timedelta(hours=2)).isoformat()} landelijk-steunpunt: on-agenda → resolved: {second_note}"]
+    # The audit entries are as before: the status change, no note text.
+    assert [s["extra"]["status"] for s in _gap_steps(env, gap["id"]) if s["extra"]["action"] == "legal_gap_status"] \
+        == ["on-agenda", "resolved"]
+    assert first_note not in json.dumps(_gap_steps(env, gap["id"]))
+
+
+def test_a_change_without_a_note_is_on_the_register_too(env: Env) -> None:
+    gap = _new_gap(env, "po-politie", env.open_case())
+    moved = _status(env, "po-om", gap["id"], "resolved", 1)
+    assert moved.status_code == 200, moved.text
+    assert [(h["status_before"], h["status"], h["note"], h["actor_org"]) for h in moved.json()["history"]] == [
+        ("identified", "resolved", None, "om-amsterdam")]
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["history"] == moved.json()["history"]
+
+
+def test_a_refused_status_change_adds_nothing_to_the_history(env: Env) -> None:
+    gap = _new_gap(env, "po-politie", env.open_case())
+    assert _status(env, "desk-riec", gap["id"], "on-agenda", 1, note="first").status_code == 200
+    assert _status(env, "desk-riec", gap["id"], "resolved", 1, note="stale").status_code == 409
+    assert _status(env, "po-politie", gap["id"], "resolved", 2, note="not a manager").status_code == 403
+    notes = [h["note"] for h in env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["history"]]
+    assert notes == ["first"]

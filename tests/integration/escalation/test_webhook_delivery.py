@@ -158,6 +158,22 @@ async def test_an_unreadable_retry_after_falls_back_to_the_notifiers_own_pause(
     assert notifier.results[0].delivered
 
 
+async def test_a_retry_after_of_other_digits_than_ascii_falls_back_too_and_the_delivery_is_recorded(
+        receiver: tuple[Receiver, str]) -> None:
+    """``"²"`` (a latin-1 header byte) is a digit to ``str.isdigit`` but no number to ``float``: it used to
+    raise out of the delivery, which then ended with no result recorded and no log line, and no retry."""
+    the_receiver, base = receiver
+    the_receiver.scripts["politie"] = [(503, {"Retry-After": "\u00b2"})]
+    pauses = Pauses()
+    notifier = _notifier(base, pauses, "politie")
+    await _deliver(notifier, "politie")
+    assert the_receiver.received == ["politie"] * 2
+    assert len(pauses.asked) == 1
+    assert 0 < pauses.asked[0] <= MAX_RETRY_AFTER_SECONDS
+    [result] = notifier.results
+    assert (result.delivered, result.attempts, result.status) == (True, 2, 200)
+
+
 async def test_a_receiver_that_makes_the_notifier_wait_holds_up_no_other_organisation(
         receiver: tuple[Receiver, str]) -> None:
     the_receiver, base = receiver
