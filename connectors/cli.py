@@ -10,7 +10,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from connectors.holder_auth import JwksSource
+from connectors.holder_auth import MAX_AGE_SECONDS, STALE_GRACE_SECONDS, JwksSource
 from connectors.logs import configure_logging
 from connectors.profiles import PROFILES
 from connectors.simulator import create_partner_app
@@ -33,6 +33,14 @@ def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-par
               None, envvar="WGS_PARTNER_JWKS_CA_FILE",
               help="CA bundle to verify an https --jwks-url against (the partnership's own CA), instead of "
                    "the system's trust store."),
+          jwks_max_age: float = typer.Option(
+              MAX_AGE_SECONDS, min=1.0, envvar="WGS_PARTNER_JWKS_MAX_AGE",
+              help="Seconds before the gateway's keys are read again (less when its answer says so): the longest "
+                   "a key the gateway retired is still accepted."),
+          jwks_stale_grace: float = typer.Option(
+              STALE_GRACE_SECONDS, min=0.0, envvar="WGS_PARTNER_JWKS_STALE_GRACE",
+              help="Seconds past their max age the gateway's keys are still used while they cannot be read "
+                   "again; then every token is refused until they can."),
           issuer: str | None = typer.Option(None, envvar="WGS_PARTNER_GATEWAY_ISSUER",
                                             help="The gateway's issuer (iss); tokens must carry it."),
           no_auth: bool = typer.Option(False, "--no-auth", help="Accept unauthenticated queries (tests only)."),
@@ -51,7 +59,8 @@ def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-par
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--log-level") from exc
     try:
-        keys = None if no_auth else JwksSource(url=jwks_url, file=jwks_file, ca_file=jwks_ca_file)
+        keys = None if no_auth else JwksSource(url=jwks_url, file=jwks_file, ca_file=jwks_ca_file,
+                                                 max_age=jwks_max_age, stale_grace=jwks_stale_grace)
     except OSError as exc:  # ssl.SSLError too; read now, so that a bad bundle fails here, not token by token
         raise typer.BadParameter(f"cannot read the CA bundle ({type(exc).__name__})",
                                  param_hint="--jwks-ca-file") from exc

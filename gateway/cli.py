@@ -107,7 +107,7 @@ def _database_errors(url: str) -> Iterator[None]:
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
     settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the database and the keys: owner only
     with _database_errors(settings.effective_database_url):
         command.upgrade(alembic_config_for(settings), revision)
     console.print(f"[green]database at {revision}[/green]")

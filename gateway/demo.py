@@ -310,7 +310,7 @@ def run_demo(settings: Settings, port: int = 8000, once: bool = False) -> int:
 
 
 def _run_demo(settings: Settings, port: int, once: bool) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings = settings.model_copy(update={"register_file": demo_register(settings)})
     command.upgrade(alembic_config_for(settings), "head")
     keys = _register_clients(settings)

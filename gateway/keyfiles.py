@@ -38,7 +38,7 @@ def read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
     """The bytes of the key file ``path``; when there is none, a new key ``make()`` published as it (0600) —
     or, when another process published one meanwhile, that one."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.new")
         descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -66,7 +66,7 @@ def exclusively(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_path`` (made if missing, 0600) for a read-change-write of a key file:
     two rotations at once (two administrators, two processes) would otherwise each replace the file with their
     own change, and one of them would be lost."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if fcntl is not None:

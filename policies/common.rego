@@ -81,7 +81,8 @@ _holders_index := data.register_index.holders[input.request.partnership][input.r
 # computed only when one of these conditions fails (and is then exactly the reasons below).
 request_deny := set() if {
 	partnership.status == "active"
-	partnership.established <= request_date
+	partnership.established <= request_date # undefined without a valid `requested_at`: input-incomplete
+	_provided_ok
 	purpose.legal_basis == input.request.legal_basis
 	requester.status == "active"
 	requester.role in purpose.requesters
@@ -167,10 +168,17 @@ _request_deny contains {"code": "minors-not-allowed", "message": sprintf("purpos
 
 # Rule 6 counts subjects and requests: without both counts as non-negative integers the bulk and daily-limit
 # escalations cannot be judged (a missing or malformed count would simply not escalate), so such an input
-# is denied. One reason naming every count at fault (each code occurs once in a decision). The counts are
-# read with object.get: a missing one is null here, never an undefined binding (see the RVM notes above).
-_request_deny contains {"code": "input-incomplete", "message": sprintf("the policy input has no non-negative integer %s", [concat(" and ", invalid)])} if {
-	invalid := [name | some name, value in _counts; not _non_negative_integer(value)]
+# is denied. Likewise without a valid `requested_at` (rule 7's office hours and rule 1's start date of the
+# partnership are judged on it) and with `provided_categories` that are no list of category names (absent:
+# none; anything else would be read as none, and rules 3 and 4 on data handed to the holder skipped). One
+# reason naming every field at fault (each code occurs once in a decision). The fields are read with
+# object.get: a missing one is null here, never an undefined binding (see the RVM notes above). The
+# gateway always sends all of them well formed; this is for any other caller (an OPA server's).
+_request_deny contains {"code": "input-incomplete", "message": sprintf("the policy input has no valid %s", [concat(", ", invalid)])} if {
+	invalid := array.concat(
+		[sprintf("%s (a non-negative integer)", [name]) | some name, value in _counts; not _non_negative_integer(value)],
+		[description | some description, valid in _other_fields; not valid],
+	)
 	invalid != []
 }
 
@@ -178,6 +186,26 @@ _counts := {
 	"context.requests_today": object.get(input, ["context", "requests_today"], null),
 	"request.subject_count": object.get(input, ["request", "subject_count"], null),
 }
+
+# The other fields checked, by how a reason names them: whether each is valid (a boolean, never undefined).
+_other_fields := {
+	"request.requested_at (an RFC 3339 date and time)": _requested_at_ok,
+	"request.provided_categories (a list of category names)": _provided_ok,
+}
+
+# Data the requester hands to the holder (`provided_categories`, wgs.exchange): absent is none; present, a
+# list of strings (each a category name or not: unknown categories get their own reasons). Read as none when
+# malformed: the request is then denied as input-incomplete.
+_provided := object.get(input, ["request", "provided_categories"], [])
+
+_provided_ok := true if {
+	is_array(_provided)
+	[c | some c in _provided; not is_string(c)] == []
+} else := false
+
+provided_categories := _provided if {
+	_provided_ok
+} else := []
 
 # A number that is its own floor and its own absolute value: an integer (1.0 is the integer 1 in Rego, as
 # in JSON; 2.5 is no count) that is not negative (the floor of a negative number is below its absolute
@@ -188,7 +216,61 @@ _non_negative_integer(value) if {
 }
 
 # Rule 7: office hours, Mon-Fri 07:00-19:00 in the register's time zone (DST handled by the time zone).
-requested_ns := time.parse_rfc3339_ns(input.request.requested_at)
+#
+# `requested_at` must be a date and time in RFC 3339's form (`T` and `Z` upper case; seconds, and at most
+# nanoseconds; `Z` or an offset) on a day that exists, in the years 1901 to 2099; otherwise `requested_ns`
+# is undefined and the request denied as input-incomplete. Checked before it is parsed: on anything else
+# time.parse_rfc3339_ns fails the evaluation (regorus's interpreter raises; the RVM leaves the decision
+# undefined), and regorus accepts forms OPA refuses (a space for the `T`). The check runs on every
+# evaluation, so it is written for few steps: no regular expression (regex.match alone cost more than this
+# whole check, about 9 µs of an RVM decision's 60), the shape matched with every digit read as 0 (then the
+# fields after it are digits of a fixed width, compared as strings). Small tables only: the interpreter
+# builds them on every evaluation (one of every day of the year cost it 70 µs a decision).
+requested_ns := time.parse_rfc3339_ns(at) if {
+	at := input.request.requested_at
+	is_string(at)
+	_timestamp_shapes[strings.replace_n(_digits_as_zero, at)]
+	year := substring(at, 0, 4)
+	year > "1900"
+	year < "2100" # so with no leading 0, which to_number refuses
+	day := substring(at, 8, 2)
+	day >= "01"
+	day <= object.get(_month_lengths, substring(at, 5, 2), "00") # no such month: no such day
+	to_number(year) % object.get(_leap_days, substring(at, 5, 5), 1) == 0
+	substring(at, 11, 2) <= "23"
+	substring(at, 14, 1) <= "5"
+	substring(at, 17, 1) <= "5"
+	zone := trim_left(substring(at, 19, -1), ".0123456789") # Z, or the offset
+	substring(zone, 1, 2) <= "23"
+	substring(zone, 4, 1) <= "5"
+}
+
+_requested_at_ok := true if {
+	requested_ns
+} else := false
+
+# The forms of `requested_at` accepted, every digit as 0: seconds, a fraction of up to nine digits, then `Z`
+# or an offset.
+_timestamp_shapes := {
+	"0000-00-00T00:00:00Z", "0000-00-00T00:00:00+00:00", "0000-00-00T00:00:00-00:00",
+	"0000-00-00T00:00:00.0Z", "0000-00-00T00:00:00.0+00:00", "0000-00-00T00:00:00.0-00:00",
+	"0000-00-00T00:00:00.00Z", "0000-00-00T00:00:00.00+00:00", "0000-00-00T00:00:00.00-00:00",
+	"0000-00-00T00:00:00.000Z", "0000-00-00T00:00:00.000+00:00", "0000-00-00T00:00:00.000-00:00",
+	"0000-00-00T00:00:00.0000Z", "0000-00-00T00:00:00.0000+00:00", "0000-00-00T00:00:00.0000-00:00",
+	"0000-00-00T00:00:00.00000Z", "0000-00-00T00:00:00.00000+00:00", "0000-00-00T00:00:00.00000-00:00",
+	"0000-00-00T00:00:00.000000Z", "0000-00-00T00:00:00.000000+00:00", "0000-00-00T00:00:00.000000-00:00",
+	"0000-00-00T00:00:00.0000000Z", "0000-00-00T00:00:00.0000000+00:00", "0000-00-00T00:00:00.0000000-00:00",
+	"0000-00-00T00:00:00.00000000Z", "0000-00-00T00:00:00.00000000+00:00", "0000-00-00T00:00:00.00000000-00:00",
+	"0000-00-00T00:00:00.000000000Z", "0000-00-00T00:00:00.000000000+00:00", "0000-00-00T00:00:00.000000000-00:00",
+}
+
+_digits_as_zero := {"1": "0", "2": "0", "3": "0", "4": "0", "5": "0", "6": "0", "7": "0", "8": "0", "9": "0"}
+
+# The days of each month, and the day that only a leap year has, with what the year must then be a multiple
+# of (from 1901 to 2099 the leap years are exactly the multiples of 4; every year is a multiple of 1).
+_month_lengths := {"01": "31", "02": "29", "03": "31", "04": "30", "05": "31", "06": "30", "07": "31", "08": "31", "09": "30", "10": "31", "11": "30", "12": "31"}
+
+_leap_days := {"02-29": 4}
 
 _office_hours := data.register_index.office_hours if {
 	data.register_index.office_hours
@@ -247,6 +329,7 @@ request_escalate contains {"code": "daily-limit", "message": sprintf("this syste
 
 request_escalate contains {"code": "outside-office-hours", "message": sprintf("requests outside office hours (%s %s-%s %s) are escalated", [_office_days(hours.weekdays), hours.start, hours.end, hours.timezone])} if {
 	purpose
+	requested_ns # a request of unknown time is denied as incomplete, not escalated as outside office hours
 	not in_office_hours
 	not purpose.urgent
 	hours := data.register.office_hours

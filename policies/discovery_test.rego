@@ -193,3 +193,17 @@ test_discovery_without_a_valid_daily_count_denies if {
 	negative.outcome == "denied"
 	"input-incomplete" in _codes(negative)
 }
+
+# Rules 1 and 7 for discovery too: without a valid `requested_at` the request is denied as incomplete (see
+# wgs.exchange_test).
+test_discovery_without_a_valid_requested_at_denies if {
+	every at in [null, "", "2026-02-30T10:00:00Z", "2026-11-25 10:00:00Z"] {
+		d := discovery.decision with input as _input({"requested_at": at})
+		d.outcome == "denied"
+		_codes(d) == {"input-incomplete"}
+	}
+	i := _input({})
+	missing := discovery.decision with input as object.union(object.remove(i, ["request"]), {"request": object.remove(i.request, ["requested_at"])})
+	missing.outcome == "denied"
+	"input-incomplete" in _codes(missing)
+}

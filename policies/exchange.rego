@@ -19,6 +19,7 @@ import rego.v1
 import data.wgs.common.holder_facts
 import data.wgs.common.escalation_decisions
 import data.wgs.common.indexed_holders
+import data.wgs.common.provided_categories
 import data.wgs.common.purpose
 import data.wgs.common.register_sha256
 import data.wgs.common.request_deny
@@ -49,11 +50,12 @@ _plain_request if {
 
 # Data the requester hands to the holder (e.g. dissolution grounds to the KvK, S2) is bound the same way:
 # the requester's role supplies it for this purpose and the holder's role may receive it (rules 3 and 4).
-provided := {c | some c in object.get(input.request, "provided_categories", [])}
+provided := {c | some c in provided_categories} # none when malformed (then denied: wgs.common)
 
 # Rule 9: obligations on every allow. (Null when the purpose is unknown: then nothing is allowed.)
 _obligations_on_allow := {"retain_until": retain_until, "onward_sharing": false, "results_only": object.get(purpose, "results_only", false)} if {
 	purpose
+	retain_until # undefined without a valid `requested_at` (then denied as input-incomplete)
 } else := null
 
 # Rules 8 and 9: an escalation decision's obligations, for its holder, only tighten the purpose's: the

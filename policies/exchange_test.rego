@@ -225,6 +225,87 @@ test_incomplete_input_denies_every_holder_of_a_batch if {
 	}
 }
 
+# Rules 1 and 7 judge the request's time: without a valid `requested_at` (absent, no string, no date and
+# time both engines parse) the request is denied as input-incomplete. It once escalated as outside office
+# hours under the interpreter and OPA, without checking the partnership's start date, and made no decision
+# under the RVM.
+_without_requested_at := object.union(object.remove(_base, ["request"]), {"request": object.remove(_base.request, ["requested_at"])})
+
+test_missing_requested_at_denies_as_incomplete if {
+	d := exchange.decision with input as _without_requested_at
+	d.outcome == "denied"
+	not d.allow
+	_codes(d) == {"input-incomplete"}
+	contains(d.reasons[0].message, "request.requested_at")
+	d.obligations == null
+}
+
+test_unparsable_requested_at_denies_as_incomplete if {
+	every at in [null, 5, "", "tomorrow", "2026-11-25", "2026-11-25 10:00:00Z", "2026-11-25t10:00:00z", "2026-02-29T10:00:00Z", "2026-04-31T10:00:00Z", "2026-11-25T24:00:00Z", "2026-11-25T10:00:60Z", "2026-11-25T10:00:00+24:00", "2026-11-25T10:00:00+23:60", "2026-11-25T10:60:00Z", "2026-11-25T10:00:00.1234567891Z", "0026-11-25T10:00:00Z", "1900-12-31T23:59:59Z", "2100-01-01T00:00:00Z"] {
+		d := _decide({"requested_at": at})
+		d.outcome == "denied"
+		_codes(d) == {"input-incomplete"}
+	}
+}
+
+test_valid_requested_at_forms_are_complete if {
+	every at in ["2026-11-25T10:00:00Z", "2026-11-25T11:00:00+01:00", "2026-11-25T10:00:00.123456Z", "2028-02-29T10:00:00Z", "2000-02-29T10:00:00Z", "2026-12-31T10:00:00Z", "2026-11-25T10:00:00-23:59", "1901-01-01T00:00:00Z", "2099-12-31T23:59:59.999999999Z"] {
+		d := _decide({"requested_at": at})
+		not "input-incomplete" in _codes(d)
+	}
+}
+
+# The start date is never skipped: a request of unknown time to a partnership not yet established is denied.
+test_missing_requested_at_denies_before_the_partnership_is_established_too if {
+	d := exchange.decision with input as _without_requested_at with data.register as _established("2026-12-01")
+	d.outcome == "denied"
+	"input-incomplete" in _codes(d)
+}
+
+test_missing_requested_at_denies_every_holder_of_a_batch if {
+	i := object.union(object.remove(_base, ["request"]), {
+		"request": object.remove(_base.request, ["holder", "requested_at"]),
+		"holders": [{"organisation": "politie"}, {"organisation": "kvk"}],
+	})
+	ds := exchange.decisions with input as i
+	count(ds) == 2
+	every d in ds {
+		d.outcome == "denied"
+		"input-incomplete" in _codes(d)
+	}
+}
+
+# Data handed to the holder must be a list of category names: anything else was read as none by the RVM
+# (rules 3 and 4 on it skipped) while the interpreter failed. Absent, nothing is handed over.
+test_provided_categories_that_are_no_list_of_names_deny_as_incomplete if {
+	every provided in [null, "company_registration", {"company_registration": true}, 5, [5], ["company_registration", null]] {
+		d := _decide({"provided_categories": provided})
+		d.outcome == "denied"
+		"input-incomplete" in _codes(d)
+		some r in d.reasons
+		contains(r.message, "request.provided_categories")
+	}
+}
+
+test_absent_or_empty_provided_categories_are_complete if {
+	_decide({"provided_categories": []}).outcome == "allowed"
+	d := exchange.decision with input as object.union(object.remove(_base, ["request"]), {"request": object.remove(_base.request, ["provided_categories"])})
+	d.outcome == "allowed"
+}
+
+test_one_incomplete_reason_names_every_field_at_fault if {
+	i := object.union(object.remove(_base, ["request", "context"]), {
+		"request": object.union(object.remove(_base.request, ["requested_at", "subject_count"]), {"provided_categories": "x"}),
+		"context": {},
+	})
+	d := exchange.decision with input as i
+	reasons := [r | some r in d.reasons; r.code == "input-incomplete"]
+	count(reasons) == 1
+	every field in ["request.requested_at", "request.subject_count", "context.requests_today", "request.provided_categories"] {
+		contains(reasons[0].message, field)
+	}
+}
+
 # Rule 7: office hours, Europe/Amsterdam, DST-aware.
 test_saturday_escalates if "outside-office-hours" in _codes(_decide({"requested_at": "2026-11-28T10:00:00Z"}))
 

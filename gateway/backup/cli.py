@@ -66,3 +66,6 @@ def record_restore_command(destination: Path = typer.Argument(..., help="The bac
         _one_line(str(exc))
         raise typer.Exit(1) from None
     typer.echo(f"restore of backup {manifest.backup_id} recorded at index {size} of the audit log")
+    # What the backup cannot know: access taken away after it was made is back with the restored files.
+    typer.echo("now, before starting the gateways, redo what was changed after the backup: retire again any "
+               "token-signing key retired since (`keys retire KID`), disable or re-key clients and accounts again")

@@ -25,8 +25,10 @@
   attempt with that key is still being answered; the gateway holds the key's claim for up to 2 minutes; the
   client gets the first attempt's answer, not a second exchange). A 429 while waiting for a busy first
   attempt is therefore no failure either. A 429 without ``Retry-After`` counts as a failure (``retries``).
+  Each wait is as long as asked (``max_delay`` caps the pauses after failures, not these), and one that does
+  not fit what is left of ``busy_wait`` is not begun: asking early would meet the same refusal.
   Once spent: ``GatewayThrottled`` (``GatewayUnavailable`` with status 429 when an earlier attempt may have
-  reached the gateway) or ``GatewayBusy``. Other 4xx answers and 500 are never retried.
+  reached the gateway) or ``GatewayBusy``, with ``retry_after``. Other 4xx answers and 500 are never retried.
 * Deadline: ``deadline`` (seconds, default 180; per call ``deadline=``, None for no bound) bounds a whole
   call — metadata and token requests, attempts, backoff and back-pressure waits, and the calls a call makes
   (``enrol``'s key fetch); ``enrol_filters`` bounds each batch. A wait that would end after it is not begun
@@ -83,7 +85,7 @@ from urllib.parse import quote
 import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from gateway.client import deadlines
 from gateway.client.connections import RequestProgress
@@ -108,7 +110,14 @@ from gateway.client.errors import (
     unusable,
 )
 from gateway.client.escalations import CaseDetail, FeedItem
-from gateway.client.fuzzy import FilterEnrolmentAnswer, FuzzyDiscoveryRequest, FuzzyDiscoveryResult, RecordType
+from gateway.client.fuzzy import (
+    MAX_FILTER_BATCH,
+    FilterEnrolment,
+    FilterEnrolmentAnswer,
+    FuzzyDiscoveryRequest,
+    FuzzyDiscoveryResult,
+    RecordType,
+)
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
 from gateway.client.models import (
     ANSWER_CONTEXT,
@@ -400,10 +409,15 @@ class GatewayClient:
 
     async def _wait_as_asked(self, call: _Call, seconds: float, error: GatewayClientError) -> None:
         """Waits ``seconds`` (the answer's Retry-After) out of what is left of ``busy_wait``, or raises
-        ``error`` once that is spent."""
-        if call.waited >= self._busy_wait:
+        ``error`` at once when that is not enough.
+
+        Never a shorter wait: asking again before the time the gateway named only meets the same refusal — the
+        daily pseudonym quota names the next midnight, hours away, and cutting that into ``max_delay`` pieces
+        (which bounds the pauses after failures, not these) spent ``busy_wait`` on refusals certain to come.
+        The error carries ``retry_after`` for the caller to come back then."""
+        pause = max(seconds, _MIN_PAUSE)
+        if pause > self._busy_wait - call.waited:
             raise error
-        pause = min(max(seconds, _MIN_PAUSE), self._max_delay, self._busy_wait - call.waited)
         call.waited += pause
         await self._pause(call, pause, error, failure=False)
 
@@ -529,10 +543,13 @@ class GatewayClient:
         (``enrolment_batches``), so a failure raises with the earlier set still enrolled and answering (call
         again to replace it; the batches kept aside are abandoned and removed by the gateway).
         ``deadline`` bounds each batch, not the whole enrolment: how long that takes grows with the records,
-        and a batch is what is stored or not."""
+        and a batch is what is stored or not. Every batch is checked as the gateway checks it before the first
+        is sent (``ValueError``): a record the gateway would refuse enrols nothing, not the batches before it."""
         stored = removed = enrolled = 0
-        for body in enrolment_batches(partnership, record_type, secret, records, remove=remove, replace=replace,
-                                      confidential_reason=confidential_reason, blocking=blocking):
+        bodies = list(enrolment_batches(partnership, record_type, secret, records, remove=remove, replace=replace,
+                                        confidential_reason=confidential_reason, blocking=blocking))
+        _checked_batches(bodies)
+        for body in bodies:
             response = await self._send("POST", "/v1/enrolments/filters", json=body, deadline=deadline)
             answer = _decoded(response, lambda r: FilterEnrolmentAnswer.model_validate_json(r.content))
             stored, removed, enrolled = stored + answer.stored, removed + answer.removed, answer.enrolled
@@ -615,7 +632,7 @@ class GatewayClient:
         try:
             response = await self._send("POST", path, json=body(pseudonyms))
         except GatewayClientError as exc:
-            if exc.status != 422 or (fresh := await self._changed_keys(partnership, pseudonyms)) is None:
+            if exc.status != 422 or (fresh := await self._changed_keys(partnership, pseudonyms, exc)) is None:
                 raise
             pseudonyms = fresh
             response = await self._send("POST", path, json=body(pseudonyms))
@@ -623,14 +640,23 @@ class GatewayClient:
             return self._opened(response, partnership, pseudonyms, sent)
         except UnopenablePseudonym as exc:
             wrong_key = isinstance(exc.__cause__, WrongKey)
-            if not wrong_key or (fresh := await self._changed_keys(partnership, pseudonyms)) is None:
+            if not wrong_key or (fresh := await self._changed_keys(partnership, pseudonyms, exc)) is None:
                 raise
             return self._opened(response, partnership, fresh, sent)
 
-    async def _changed_keys(self, partnership: str, used: PseudonymClient) -> PseudonymClient | None:
-        """The partnership's keys fetched again, or None when the gateway's public key is the one ``used``."""
+    async def _changed_keys(self, partnership: str, used: PseudonymClient,
+                            failure: GatewayClientError) -> PseudonymClient | None:
+        """The partnership's keys fetched again, or None when the gateway's public key is the one ``used``.
+
+        When the fetch itself fails, ``failure`` (what made the client look) is raised, with the fetch's error
+        as its context: the look is the client's own idea, and its 503 or 429 in the caller's hands would say
+        "not known whether it happened, try again" about a call the gateway refused (422: nothing stored) or
+        answered (a pseudonym this partner cannot open)."""
         self._pseudonym_clients.pop(partnership, None)
-        fresh = await self.pseudonym_client(partnership)
+        try:
+            fresh = await self.pseudonym_client(partnership)
+        except GatewayClientError:
+            raise failure  # noqa: B904 -- the look's failure stays its context; failure keeps its own cause
         return None if fresh.gateway_public_key == used.gateway_public_key else fresh
 
     def _opened(self, response: httpx.Response, partnership: str, pseudonyms: PseudonymClient,
@@ -687,14 +713,29 @@ class GatewayClient:
     async def escalation(self, case_id: str, *, deadline: CallDeadline = Default.CLIENT) -> CaseDetail:
         """One case this system's organisation may see, as it is now: its state, tier, deadline, history
         and comments (the feed shows only the cases awaiting us)."""
-        return _case(await self._send("GET", f"/v1/escalations/{_segment(case_id)}", deadline=deadline))
+        return _case(await self._send("GET", f"/v1/escalations/{_segment(case_id)}", route="/v1/escalations/{case_id}",
+                                      deadline=deadline))
 
     async def withdraw_escalation(self, case_id: str, expected_version: int, motivation: str, *,
                                   deadline: CallDeadline = Default.CLIENT) -> CaseDetail:
         """Withdraw a case our organisation opened (an objection no longer needed). ``expected_version`` is
         the case's ``version`` as last seen: a case that moved on meanwhile is a 409, not withdrawn unseen."""
         return _case(await self._send("POST", f"/v1/escalations/{_segment(case_id)}/withdraw", json={
-            "expected_version": expected_version, "motivation": motivation}, deadline=deadline))
+            "expected_version": expected_version, "motivation": motivation},
+            route="/v1/escalations/{case_id}/withdraw", deadline=deadline))
+
+
+def _checked_batches(bodies: list[dict[str, Any]]) -> None:
+    """Every batch as the gateway reads it (``FilterEnrolment``), before the first is sent: a batch is stored whole
+    or not at all, so a record the gateway refuses in a later batch would otherwise fail the call half-way, the
+    earlier batches enrolled (bad input, partial write). A ``ValueError`` naming the batch and the field, never a
+    value (the model hides its input)."""
+    for number, body in enumerate(bodies, start=1):
+        try:
+            FilterEnrolment.model_validate(body)
+        except ValidationError as exc:
+            raise ValueError(f"batch {number} of {len(bodies)} (its records start at record "
+                             f"{(number - 1) * MAX_FILTER_BATCH}): {exc}") from None
 
 
 def _verification(ca_file: str | os.PathLike[str] | None, context: ssl.SSLContext | None) -> ssl.SSLContext | bool:

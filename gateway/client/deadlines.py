@@ -42,10 +42,11 @@ CallDeadline: TypeAlias = float | Default | None
 
 @dataclass
 class Bound:
-    """The deadline of the call running: when it ends (the event loop's clock) and the ``X-Request-ID`` of
-    every HTTP request made within it, for the error that ends it."""
+    """The deadline of the call running: when it ends (the event loop's clock; None for a call whose caller
+    lifted the bound, ``deadline=None``) and the ``X-Request-ID`` of every HTTP request made within it, for the
+    error that ends it."""
 
-    end: float
+    end: float | None
     request_ids: list[str] = field(default_factory=list)
 
 
@@ -67,10 +68,20 @@ def running() -> Bound | None:
 
 async def within(seconds: float | None, call: Callable[[], Awaitable[_T]]) -> _T:
     """``call()``, abandoned after ``seconds`` with ``DeadlineExceeded`` (never asyncio's TimeoutError);
-    inside another call's bound, within that bound (``seconds`` is then not used)."""
+    inside another call's bound, within that bound (``seconds`` is then not used).
+
+    Why ``seconds=None`` sets a bound too, one without an end: the calls made inside (``pseudonym_client``
+    inside ``enrol``, each request of the keys' fetch) would otherwise find no bound running and each start
+    the client's own, so a caller that lifted the deadline for a slow call still got ``DeadlineExceeded``."""
     checked(seconds)
-    if seconds is None or _running.get() is not None:
+    if _running.get() is not None:
         return await call()
+    if seconds is None:
+        unbounded = _running.set(Bound(None))
+        try:
+            return await call()
+        finally:
+            _running.reset(unbounded)
     bound = Bound(asyncio.get_running_loop().time() + seconds)
     scope = asyncio.timeout_at(bound.end)
     reset = _running.set(bound)

@@ -36,7 +36,7 @@ def make_engine(url: str, *, echo: bool = False, connect_timeout: int | None = N
     if url.startswith("sqlite"):
         path = sqlite_file(url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds what partners exchanged
             # A file database's pool hands out the connection returned last. SQLite keeps a page cache per
             # connection and drops all of it when another connection wrote meanwhile; handed out in turn
             # (the pool's default), the audit writer's next commit ran on a connection whose cache the

@@ -508,6 +508,7 @@ def test_a_restore_shows_as_a_rollback_to_a_checkpoint_kept_from_after_the_backu
     restored_size = len(_entries(data_dir / "gateway.sqlite"))
     recorded = runner.invoke(app, ["db", "record-restore", str(backup)])
     assert recorded.exit_code == 0, recorded.output
+    assert "retire again any token-signing key retired since" in " ".join(recorded.output.split())
     backup_id = json.loads((backup / "MANIFEST.json").read_text())["backup_id"]
     restore_entry = _entries(data_dir / "gateway.sqlite")[restored_size]  # the first entry after the restore
     assert restore_entry["extra"] == {"action": "restore", "channel": "cli", "backup_id": backup_id,

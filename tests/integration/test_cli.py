@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -1427,3 +1429,20 @@ def test_clients_add_pins_only_with_certificate_bound(data_dir: Path) -> None:
     assert refused.exit_code == 2
     assert "pins the certificates of a certificate-bound client: give --certificate-bound too" in refused.stderr
     assert "politie-bvh" not in runner.invoke(app, ["clients", "list"]).output
+
+
+def test_a_data_directory_the_gateway_makes_is_its_owners_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SQLite file is created readable by all under the usual umask (SQLite's choice); the directory it is
+    made in holds it and the keys, so a directory the gateway makes itself is 0700."""
+    data = tmp_path / "fresh" / "data"
+    monkeypatch.setenv("WGS_DATA_DIR", str(data))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    previous = os.umask(0o022)
+    try:
+        for command in (["db", "upgrade"], ["keys", "init"]):
+            result = runner.invoke(app, command)
+            assert result.exit_code == 0, result.output
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "keys").stat().st_mode) == 0o700

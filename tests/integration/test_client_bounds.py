@@ -206,6 +206,17 @@ async def test_a_call_may_lift_the_clients_deadline(stand_in: tuple[StandIn, str
     assert result.exchange_id == RESULT["exchange_id"]
 
 
+async def test_a_call_that_lifts_the_deadline_lifts_it_for_the_requests_it_makes(stand_in: tuple[StandIn, str]) -> None:
+    """``pseudonym_client`` (and ``enrol``, ``own_pseudonyms``) make their requests as calls of their own; with
+    ``deadline=None`` none of them may fall back to the client's deadline (before, each did: a caller lifting the
+    bound for a slow enrolment still got ``DeadlineExceeded`` after the client's)."""
+    double, url = stand_in
+    double.delays["/v1/pseudonyms/key"] = 1.0
+    async with GatewayClient(url, "sys-a", KEY, deadline=0.3) as client:
+        keys = await client.pseudonym_client("riec-aa", deadline=None)
+    assert keys.gateway_public_key == double.gateway_key
+
+
 async def test_the_requests_of_a_call_share_its_one_deadline(stand_in: tuple[StandIn, str]) -> None:
     """The partnership's keys are two requests (each a call of its own inside ``pseudonym_client``): each takes
     less than the deadline, both together more."""

@@ -61,10 +61,11 @@ class _PauseBefore:
     def __init__(self, engine: Engine, prefix: str) -> None:
         self.engine, self.prefix = engine, prefix
         self.paused, self.released = threading.Event(), threading.Event()
-        self.writer: int | None = None
+        self.writer: threading.Thread | None = None
+        """The thread to hold: set before it starts (its first statement may run before ``start`` returns)."""
 
     def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.get_ident() == self.writer and statement.lstrip().startswith(self.prefix) \
+        if threading.current_thread() is self.writer and statement.lstrip().startswith(self.prefix) \
                 and not self.paused.is_set():
             self.paused.set()
             assert self.released.wait(30), "the test never released the writer"
@@ -99,8 +100,8 @@ def test_readers_see_the_earlier_set_until_the_swap_commits_and_then_the_new_one
 
     with _PauseBefore(engine, "INSERT INTO match_filters") as pause:
         writer = threading.Thread(target=complete)
+        pause.writer = writer
         writer.start()
-        pause.writer = writer.ident
         # the earlier rows are deleted in the open transaction, the new ones not yet inserted
         assert pause.paused.wait(30)
         assert service.held(RIEC, PERSON, ["politie"])["politie"].refs == OLD

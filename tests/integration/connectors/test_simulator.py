@@ -106,6 +106,26 @@ def test_serve_verifies_the_jwks_url_against_the_ca_file_it_is_given(tmp_path: P
     assert len(served) == 1
 
 
+def test_serve_passes_the_key_sets_max_age_and_grace_to_the_key_source(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--jwks-max-age`` and ``--jwks-stale-grace`` (``WGS_PARTNER_JWKS_MAX_AGE``, ``..._STALE_GRACE``) reach
+    the key source; a max age under a second is refused at start (it would re-read the keys on every token)."""
+    from connectors import cli as cli_module
+
+    served: list[JwksSource] = []
+    monkeypatch.setattr(cli_module, "create_partner_app", lambda *_a, jwks, **_k: served.append(jwks))
+    monkeypatch.setattr(cli_module.uvicorn, "run", lambda *_a, **_k: None)
+    monkeypatch.setattr(cli_module.gc, "freeze", lambda: None)
+    base = ["serve", "--partner", w.FIOD, "--data-dir", str(tmp_path / "data"), "--jwks-url", "http://gw/jwks"]
+    result = CliRunner().invoke(cli, [*base, "--jwks-max-age", "30"], env={"WGS_PARTNER_JWKS_STALE_GRACE": "45"})
+    assert result.exit_code == 0, result.output
+    assert (served[0]._max_age, served[0]._stale_grace) == (30, 45)  # what the options set
+    refused = CliRunner().invoke(cli, [*base, "--jwks-max-age", "0"], env={"COLUMNS": "200"})
+    assert refused.exit_code == 2
+    assert "--jwks-max-age" in refused.output
+    assert len(served) == 1
+
+
 @pytest.fixture(scope="module")
 def served_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, OKPKey, Path]]:
     """``python -m connectors.simulator serve`` as a separate process, keys from a JWKS file."""

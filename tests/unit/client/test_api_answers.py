@@ -198,3 +198,24 @@ async def test_concurrent_calls_on_a_fresh_client_fetch_the_partnerships_keys_on
         opened = await asyncio.gather(*[_own(client, how, 1) for _ in range(8)])
     assert len(opened) == 8
     assert gateway.key_fetches == 1
+
+
+@pytest.mark.parametrize("how", ["own_pseudonyms", "enrol"])
+async def test_a_refusal_stays_the_callers_error_when_the_second_look_at_the_keys_fails(how: str) -> None:
+    """A 422 makes the client look at the partnership's keys again (they may have been rotated). When that look
+    fails (the gateway busy), the caller must still get the 422 — nothing was stored, fix the call — rather than
+    a 503 that says "unknown whether it happened, try again", which would be sent again and refused again."""
+    seen, gateway = Recorder(), FakePseudonymService()
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.url.path in {"/v1/pseudonyms", "/v1/enrolments"}:
+            return httpx.Response(422, json={"status": 422, "detail": "subjects.0.categories: unknown category"})
+        if request.url.path == "/v1/pseudonyms/recipient-key" and gateway.key_fetches:
+            return httpx.Response(503, json={"status": 503, "title": "Service Unavailable"})
+        return gateway(request)
+    async with _gateway(seen, GOOD_TOKEN, api) as client:
+        with pytest.raises(GatewayClientError) as raised:
+            await _own(client, how, 1)
+    assert raised.value.status == 422
+    assert raised.value.detail == "subjects.0.categories: unknown category"
+    assert seen.paths.count("/v1/pseudonyms" if how == "own_pseudonyms" else "/v1/enrolments") == 1

@@ -10,6 +10,7 @@ import logging
 import httpx
 import pytest
 
+from gateway.client.api import GatewayClientError
 from gateway.client.models import ExchangeRequest
 from tests.unit.client.test_api_retries import REQUEST, RESULT, Recorder, _client, _sequence
 
@@ -52,6 +53,23 @@ async def test_a_log_line_names_the_route_not_the_id_the_caller_passed(caplog: p
         await client.get_exchange("123456782")
     [line] = [record.getMessage() for record in caplog.records if record.name == "gateway.client"]
     assert "GET /v1/exchanges/{exchange_id}" in line
+    assert "123456782" not in line
+
+
+@pytest.mark.parametrize("call", ["escalation", "withdraw_escalation"])
+async def test_a_log_line_names_a_cases_route_not_the_case_id_passed(call: str,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    seen = Recorder()
+    caplog.set_level(logging.INFO, logger="gateway.client")
+    api = _sequence(httpx.Response(429, json={"status": 429}, headers={"Retry-After": "1"}),
+                    httpx.Response(404, json={"status": 404}))
+    async with _client(seen, api) as client:
+        made = (client.escalation("123456782") if call == "escalation"
+                else client.withdraw_escalation("123456782", 3, "no longer needed"))
+        with pytest.raises(GatewayClientError):
+            await made
+    [line] = [record.getMessage() for record in caplog.records if record.name == "gateway.client"]
+    assert "/v1/escalations/{case_id}" in line
     assert "123456782" not in line
 
 

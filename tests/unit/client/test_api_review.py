@@ -156,6 +156,38 @@ async def test_back_pressure_ends_when_busy_wait_is_spent() -> None:
     assert raised.value.idempotency_key == seen.keys[0]
 
 
+async def test_a_429_to_come_back_later_than_busy_wait_allows_is_raised_at_once() -> None:
+    """The daily pseudonym quota answers 429 with Retry-After until midnight (hours): waiting part of that and
+    asking again early only spent the call's time (four 30 s pauses by default) on refusals certain to come."""
+    seen = Recorder()
+    async with _client(seen, _sequence(_throttled("36000"))) as client:
+        with pytest.raises(GatewayThrottled) as raised:
+            await client.get_exchange("ex-1")
+    assert raised.value.retry_after == 36000.0
+    assert seen.sleeps == []
+    assert seen.paths.count("/v1/exchanges/ex-1") == 1
+
+
+async def test_a_429_is_waited_out_as_long_as_it_asks_not_cut_short_by_max_delay() -> None:
+    """``max_delay`` caps the pauses after failures; a back-pressure wait that fits ``busy_wait`` is the wait
+    asked for, and the call comes back once, not early and refused again."""
+    seen = Recorder()
+    api = _sequence(_throttled("45"), httpx.Response(200, json=RESULT))
+    async with _client(seen, api, max_delay=30.0, busy_wait=120.0) as client:
+        await client.get_exchange("ex-1")
+    assert seen.sleeps == [45.0]
+    assert seen.paths.count("/v1/exchanges/ex-1") == 2
+
+
+async def test_the_last_back_pressure_wait_is_not_cut_short_to_fit_busy_wait() -> None:
+    seen = Recorder()
+    async with _client(seen, _sequence(_throttled("3")), busy_wait=7.0) as client:
+        with pytest.raises(GatewayThrottled):
+            await client.get_exchange("ex-1")
+    assert seen.sleeps == [3.0, 3.0], "not a third of 1 s, after which the gateway's 3 s have not passed"
+    assert seen.paths.count("/v1/exchanges/ex-1") == 3
+
+
 async def test_a_429_without_retry_after_counts_as_a_failure() -> None:
     seen = Recorder()
     bare = httpx.Response(429, json={"status": 429, "title": "Too many requests"})

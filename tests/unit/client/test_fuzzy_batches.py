@@ -1,13 +1,15 @@
 """The partner side's enrolment batches (``gateway.client.fuzzy_requests.enrolment_batches``): each within the
 gateway's per-batch limits, ``replace`` only on the first (or, for a larger replacement, on each with its id),
-and a reference never both sent and removed."""
+a reference never both sent and removed, and (``enrol_filters``) every batch checked before the first is sent."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from gateway.client.fuzzy import MAX_FILTER_BATCH, FilterEnrolment
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
+from tests.unit.client.test_api_retries import Recorder, _client
 
 SECRET = b"batches-test-partnership-secret!"
 PERSON = {"given_name": "michaela", "surname": "neumann", "date_of_birth": "19151111"}
@@ -68,3 +70,21 @@ def test_a_replacement_takes_no_removals_nor_a_reference_twice() -> None:
         list(enrolment_batches("riec-x", "person", SECRET, records, replace=True, remove=["dossier/old-1"]))
     with pytest.raises(ValueError, match="sent twice"):
         list(enrolment_batches("riec-x", "person", SECRET, [*records, records[0]], replace=True))
+
+
+async def test_a_record_the_gateway_would_refuse_in_a_later_batch_is_refused_before_the_first_is_sent() -> None:
+    """Each batch is stored whole or not at all, so a reference that looks like a plain number in the second
+    batch used to leave the first enrolled (or, in a replacement, staged) and the call failed half-way with a
+    422: bad input made a partial write. The batches are checked as the gateway checks them before any is sent."""
+    seen = Recorder()
+    records = [*_people(MAX_FILTER_BATCH), FilterRecordToEnrol("123456782", PERSON, ["police_incidents"])]
+
+    def api(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"record_type": "person", "stored": MAX_FILTER_BATCH, "removed": 0,
+                                         "enrolled": MAX_FILTER_BATCH})
+    async with _client(seen, api) as client:
+        with pytest.raises(ValueError, match="looks like a plain identifier") as raised:
+            await client.enrol_filters("riec-x", "person", SECRET, records)
+    assert "/v1/enrolments/filters" not in seen.paths
+    assert "123456782" not in str(raised.value)
+    assert "batch 2" in str(raised.value)

@@ -214,6 +214,41 @@ def test_incomplete_counts_deny_identically(engines: Engines, kind: PolicyKind, 
             assert "input-incomplete" in {r["code"] for r in decision["reasons"]}, (rule, doc)
 
 
+# A request time and data handed over that the gateway never sends (it types both), as another client of the
+# policies might: each must deny with `input-incomplete` in both evaluators. A missing or unparsable
+# `requested_at` once escalated under the interpreter (or failed it) while the RVM made no decision; a
+# `provided_categories` that is no list of names was read as none by the RVM (rules 3 and 4 skipped) while
+# the interpreter failed.
+_BAD_FIELDS = [("requested_at", value) for value in (None, 5, "", "2026-11-25", "2026-02-30T10:00:00Z",
+                                                     "2026-11-25 10:00:00Z", "2026-11-25T24:00:00Z")] + [
+    ("provided_categories", value) for value in ("company_registration", {"company_registration": True}, 5,
+                                                 [5], ["company_registration", None])]
+_ABSENT = object()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("field", "value"), [("requested_at", _ABSENT), *_BAD_FIELDS,
+                                              ("provided_categories", None)])
+def test_a_malformed_time_or_provided_data_denies_identically(engines: Engines, kind: PolicyKind, field: str,
+                                                              value: Any) -> None:
+    _, rvm, interpreter = engines
+    document = TABLE[0][1].document()
+    (_, batch), = batch_inputs([row[1] for row in TABLE[:3]])
+    for rule, doc in ((RULES[kind], document), (BATCH_RULES[kind], batch)):
+        doc = copy.deepcopy(doc)
+        if value is _ABSENT:
+            del doc["request"][field]
+        else:
+            doc["request"][field] = value
+        expected = _evaluate(interpreter, rule, doc)
+        assert _evaluate(rvm, rule, doc) == expected, (rule, doc)
+        assert isinstance(expected, (list, dict)), (rule, doc, expected)  # a decision, not an error
+        for decision in expected if isinstance(expected, list) else [expected]:
+            assert decision["outcome"] == "denied", (rule, doc)
+            [incomplete] = [r for r in decision["reasons"] if r["code"] == "input-incomplete"]
+            assert f"request.{field}" in incomplete["message"], (rule, doc)
+
+
 # --- failing closed ----------------------------------------------------------------------------------------
 
 _INDEX = "package wgs.index\n\nimport rego.v1\n\ntables := {}\n"
