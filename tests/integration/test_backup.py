@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gateway.cli import app
+from tests.deployment import prepared_data_dir
 from tests.logging_state import kept_logging
 
 runner = CliRunner()
@@ -32,12 +33,7 @@ def restored_logging() -> Iterator[None]:
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A migrated SQLite deployment with its keys, as after `db upgrade` and `keys init`."""
-    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
-    for command in (["db", "upgrade"], ["keys", "init"]):
-        result = runner.invoke(app, command)
-        assert result.exit_code == 0, result.output
-    return tmp_path / "data"
+    return prepared_data_dir(tmp_path / "data", monkeypatch)
 
 
 def _refusal(result: Result) -> str:

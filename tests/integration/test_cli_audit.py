@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gateway.cli import app
+from tests.deployment import prepared_data_dir
 
 runner = CliRunner()
 NESTED = b"[" * 10_000 + b"]" * 10_000  # deeper than Python's recursion limit, shorter than an export line
@@ -32,10 +33,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from gateway.settings import Settings
     from tests.audit_support import make_event
 
-    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
-    for command in (["db", "upgrade"], ["keys", "init"]):
-        assert runner.invoke(app, command).exit_code == 0
+    prepared_data_dir(tmp_path, monkeypatch)
     settings = Settings()
     engine = make_engine(settings.effective_database_url)
     try:

@@ -25,6 +25,7 @@ from gateway.cli import app as cli
 from gateway.container import Container, build_container
 from gateway.settings import Settings
 from tests.auth_helpers import bearer
+from tests.deployment import prepared_data_dir
 
 runner = CliRunner()
 ROUTE = "/v1/register/versions"
@@ -34,12 +35,7 @@ ROUTE = "/v1/register/versions"
 def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, Container]]:
     """A running gateway, and the operator's CLI on the same data directory (another process: the key file and
     the database are all they share)."""
-    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("COLUMNS", "300")
-    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
-    for command in (["db", "upgrade"], ["keys", "init"]):
-        result = runner.invoke(cli, command)
-        assert result.exit_code == 0, result.output
+    prepared_data_dir(tmp_path, monkeypatch)
     container = build_container(Settings(log_json=True))
     with TestClient(create_app(container=container)) as client:
         yield client, container

@@ -33,6 +33,7 @@ from gateway.auth.setup import auth_services
 from gateway.cli import app as cli
 from gateway.container import Container, build_container
 from gateway.settings import Settings
+from tests.deployment import prepared_data_dir
 from tests.partner_servers import partner_servers
 from tests.servers import serve_app
 
@@ -93,12 +94,7 @@ def stand_in() -> Iterator[tuple[StandIn, str]]:
 @pytest.fixture
 def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Container]]:
     """A running gateway over HTTP (its base URL), and the operator's CLI on the same data directory."""
-    monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "gateway"))
-    monkeypatch.setenv("COLUMNS", "300")
-    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
-    for command in (["db", "upgrade"], ["keys", "init"]):
-        result = runner.invoke(cli, command)
-        assert result.exit_code == 0, result.output
+    prepared_data_dir(tmp_path / "gateway", monkeypatch)
     container = build_container(Settings(log_json=True))
     with serve_app(create_app(container=container)) as url:
         yield url, container
