@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from audit.review import Statistic
 from escalation.calendar import is_working_day
@@ -105,8 +105,19 @@ def short_id(identifier: str) -> str:
     return identifier.rsplit("-", 1)[-1][-8:]
 
 
-def utc_text(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+def utc_text(moment: datetime | str | None) -> str:
+    """A time as the console shows every time: UTC, to the second. A decision's times come as the ISO text its
+    JSON document stores; text that is no time is shown as it is."""
+    if isinstance(moment, str):
+        try:
+            parsed: datetime | None = datetime.fromisoformat(moment)
+        except ValueError:
+            return moment
+    else:
+        parsed = moment
+    if parsed is None:
+        return "-"
+    return (parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def age_text(age: timedelta) -> str:

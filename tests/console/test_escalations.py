@@ -323,6 +323,10 @@ def test_review_then_a_narrowed_allow_is_recorded_by_the_service_only(console: T
     assert '<dd id="decided-categories">police_incidents</dd>' in decided.text
     assert re.search(r'<code id="decision-id">[0-9a-f-]{36}</code>', decided.text)
     assert "results_only: True" in decided.text
+    # the decision's times as every time on the console is shown (UTC, to the second), not as stored (ISO text)
+    times = re.findall(r"<dd>(\d{4}-\d{2}-\d{2}[^<]*)</dd>", decided.text)
+    assert len(times) >= 2, times
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", t) for t in times), times
     assert 'id="decision-form"' not in decided.text, "nothing left to decide"
     steps = [e for e in audit_events(container, "escalation.step") if e["extra"]["case_id"] == case_id]
     officer = account_id(container, "po-politie")  # the account, never the username
