@@ -1,4 +1,5 @@
-"""Bounded query parameters for filters on register ids, shared by every list and export route.
+"""Bounded query parameters (and POSTed form fields) for filters on register ids, shared by every list and
+export route.
 
 Why: a filter on a partnership, purpose or organisation that takes any string of any length reaches the
 database as a query on it, and an unbounded value is a cheap way to load the gateway or to probe how its
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Query
+from fastapi import Form, Query
 
 from gateway.client.models import SLUG_PATTERN
 
@@ -44,3 +45,14 @@ def form_id_query() -> Any:
 def form_word_query() -> Any:
     """:func:`word_query` for a console form (empty: "all")."""
     return Query(None, max_length=MAX_ID, pattern=_or_empty(WORD_PATTERN))
+
+
+def form_id_field() -> Any:
+    """:func:`form_id_query` for a form that is POSTed (the audit explorer's, which carries the data-subject
+    filter): the same bounds, read from the body."""
+    return Form(None, max_length=MAX_ID, pattern=_or_empty(SLUG_PATTERN))
+
+
+def form_word_field() -> Any:
+    """:func:`form_word_query` for a POSTed form."""
+    return Form(None, max_length=MAX_ID, pattern=_or_empty(WORD_PATTERN))

@@ -63,7 +63,14 @@ from gateway.console.pages import (
 from gateway.console.sessions import SessionData
 from gateway.container import Container
 from gateway.db.engine import transaction
-from gateway.errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
+from gateway.errors import (
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+)
 from gateway.register import endpoints as register_api
 from gateway.register.setup import register_service
 
@@ -77,6 +84,8 @@ WRITES_ON_OPENING = "page_elsewhere"
 it: such a GET is an action, as a download is, and carries no CSRF token."""
 MAX_SUBJECT = 1024
 """The longest ``subject`` filter, as the API's ``/v1/audit/entries`` (a pseudonym is at most that long)."""
+MAX_DAY = len("YYYY-MM-DD")
+"""The longest ``since``/``until`` a POSTed filter form sends (a day)."""
 MAX_INDEX = 2**53
 """The largest log index a page accepts, as the API's ``cursor`` (the largest integer JSON readers keep exact):
 far beyond any log, and below the 64-bit integers of the database, which a larger one overflowed into a 500."""
@@ -84,6 +93,8 @@ far beyond any log, and below the 64-bit integers of the database, which a large
 
 id_filter = query_filters.form_id_query  # bounded as the API's filters (gateway.query_filters)
 word_filter = query_filters.form_word_query
+id_field = query_filters.form_id_field  # the same, POSTed
+word_field = query_filters.form_word_field
 
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -214,23 +225,61 @@ def _choices(container: Container) -> dict[str, list[str]]:
     }
 
 
+SUBJECT_IN_ADDRESS = ("the subject filter is taken from the explorer's form only, never from the address "
+                      "(proxies log addresses; a pseudonym is personal data)")
+"""The refusal of ``GET /console/audit?subject=...`` (an old bookmark or a hand-made link): refused, not ignored,
+so the officer is not shown every entry as if they were the subject's; the value is not shown back."""
+
+
 @router.get("/audit", response_class=HTMLResponse)
 async def audit_explorer(page: Page = Depends(signed_in), partnership: str | None = id_filter(),
                          purpose: str | None = id_filter(), organisation: str | None = id_filter(),
                          event_type: str | None = word_filter(), decision: str | None = word_filter(),
                          since: str | None = None, until: str | None = None,
-                         subject: str | None = Query(None, max_length=MAX_SUBJECT),
                          after: int = Query(-1, le=MAX_INDEX), verified: str | None = None) -> Response:
     """The log, filtered and paged, and the integrity panel. Only reads (:func:`_integrity`), so it opens from
-    anywhere: it is the home page, which a link on another page (an intranet) may well open."""
+    anywhere: it is the home page, which a link on another page (an intranet) may well open. Every filter but
+    the data subject's is in the address (bookmarkable); that one is POSTed (:func:`audit_explorer_posted`)."""
+    if "subject" in page.request.query_params:
+        raise Unprocessable(SUBJECT_IN_ADDRESS)
+    filters = {"partnership": blank(partnership), "purpose": blank(purpose), "organisation": blank(organisation),
+               "event_type": blank(event_type), "decision": blank(decision), "since": blank(since),
+               "until": blank(until), "subject": None}
+    return await _explorer(page, filters, after, just_verified=flag(verified, "verified"))
+
+
+@router.post("/audit", response_class=HTMLResponse)
+async def audit_explorer_posted(page: Page = Depends(signed_in), partnership: str | None = id_field(),
+                                purpose: str | None = id_field(), organisation: str | None = id_field(),
+                                event_type: str | None = word_field(), decision: str | None = word_field(),
+                                since: str | None = Form(None, max_length=MAX_DAY),
+                                until: str | None = Form(None, max_length=MAX_DAY),
+                                subject: str | None = Form(None, max_length=MAX_SUBJECT),
+                                after: int = Form(-1, le=MAX_INDEX), csrf_token: str = Form("")) -> Response:
+    """The filter form, POSTed (with the CSRF token, as every console form) so that the data-subject filter, a
+    pseudonym, never travels in an address: reverse proxies and browsers' histories keep addresses. With a
+    subject the page is the answer to the POST, and its paging buttons POST again with the filters in hidden
+    fields (no server-side state to keep or expire); without one the filters go back to the address (303 to
+    the GET page, bookmarkable as before)."""
+    page.csrf(csrf_token)
+    need_scope(page.me, Scope.AUDIT_READ)
+    filters = {"partnership": blank(partnership), "purpose": blank(purpose), "organisation": blank(organisation),
+               "event_type": blank(event_type), "decision": blank(decision), "since": blank(since),
+               "until": blank(until), "subject": blank(subject)}
+    if filters["subject"] is None:
+        query = {**{k: v for k, v in filters.items() if v}, **({"after": after} if after >= 0 else {})}
+        return page.finish(RedirectResponse(f"/console/audit?{urlencode(query)}" if query else "/console/audit",
+                                            status_code=303))
+    return await _explorer(page, filters, after, just_verified=False)
+
+
+async def _explorer(page: Page, filters: dict[str, str | None], after: int, *, just_verified: bool) -> Response:
+    """The explorer's page for ``filters``, from entry ``after`` on. Paging is by link (a GET with the filters
+    in the address) or, when the subject is among them, by a POSTed form carrying them (``pager_post``)."""
     person = page.me
     container = page.container
     person_principal = need_scope(person, Scope.AUDIT_READ)
     scope = review.scope_of(person_principal, container)
-    just_verified = flag(verified, "verified")
-    filters = {"partnership": blank(partnership), "purpose": blank(purpose), "organisation": blank(organisation),
-               "event_type": blank(event_type), "decision": blank(decision), "since": blank(since),
-               "until": blank(until), "subject": blank(subject)}
     forms = await review.subject_forms(filters["subject"], person_principal, container) if filters["subject"] else None
     wanted = EntryFilter(filters["partnership"], filters["purpose"], filters["organisation"], filters["event_type"],
                          filters["decision"], day_start(filters["since"], "since"),
@@ -240,12 +289,20 @@ async def audit_explorer(page: Page = Depends(signed_in), partnership: str | Non
     integrity = await run_in_threadpool(_integrity, container)
     last_run = await run_in_threadpool(verification.last, container)
     active = {k: v for k, v in filters.items() if v}
-    next_href = (f"/console/audit?{urlencode({**active, 'after': found.next_cursor})}"
-                 if found.next_cursor is not None else None)
-    first_href = f"/console/audit?{urlencode(active)}" if after >= 0 else None
+    next_fields = {**active, "after": str(found.next_cursor)} if found.next_cursor is not None else None
+    first_fields = active if after >= 0 else None
+    if filters["subject"] is not None:  # never in an address: the pager POSTs these
+        return page.render("audit.html", entries=found.entries, filters=filters, choices=_choices(container),
+                           integrity=integrity, last_run=last_run, may_verify=_may_verify(person),
+                           verified=just_verified, next_fields=next_fields, first_fields=first_fields)
     return page.render("audit.html", entries=found.entries, filters=filters, choices=_choices(container),
                        integrity=integrity, last_run=last_run, may_verify=_may_verify(person),
-                       verified=just_verified, next_href=next_href, first_href=first_href)
+                       verified=just_verified, next_href=_explorer_href(next_fields),
+                       first_href=_explorer_href(first_fields))
+
+
+def _explorer_href(fields: dict[str, str] | None) -> str | None:
+    return f"/console/audit?{urlencode(fields)}" if fields is not None else None
 
 
 def _may_verify(person: Person) -> bool:
