@@ -256,6 +256,56 @@ def test_a_backup_that_fails_part_way_leaves_nothing_that_looks_like_one(
     assert not destination.exists()
 
 
+def test_a_backup_that_fails_after_its_entry_is_logged_as_failed(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log names the backup it was told about (its `backup` entry) and then that it was not kept: the same
+    id, the kind of failure, no path (the failing file's, or the destination's, may name a person); the log,
+    with its checkpoint over both, still verifies."""
+    from gateway.backup import take
+
+    destination = tmp_path / "jan-de-vries-backup"
+
+    def disk_full(source: Path, target: Path) -> list[Path]:
+        raise OSError(28, "No space left on device", str(target / "token-signing.json"))
+
+    monkeypatch.setattr(take, "copy_keys", disk_full)
+    before = len(_entries(data_dir / "gateway.sqlite"))
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert line.startswith("backup failed:"), line
+    started, failed = _entries(data_dir / "gateway.sqlite")[before:]
+    assert started["extra"]["action"] == "backup"
+    assert failed["status"] == "error"
+    assert failed["extra"] == {"action": "backup-failed", "channel": "cli",
+                               "backup_id": started["extra"]["backup_id"], "reason": "OSError", "errno": "ENOSPC"}
+    assert "jan-de-vries" not in json.dumps(failed)
+    assert "token-signing" not in json.dumps(failed)
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def test_a_backup_whose_failure_cannot_be_logged_still_says_it_failed(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk that filled up may hold the database too: the `backup-failed` entry is best effort, and its own
+    failure neither hides the backup's (one line, exit 1) nor leaves the copy behind."""
+    from audit import AuditLog, AuditWriteError
+    from gateway.backup import take
+
+    def audit_write_fails(self: AuditLog, events: object) -> None:
+        raise AuditWriteError("audit log write failed (OperationalError)")
+
+    def disk_full(source: Path, target: Path) -> list[Path]:
+        monkeypatch.setattr(AuditLog, "append", audit_write_fails)  # after the backup's own entry
+        raise OSError(28, "No space left on device", str(target / "token-signing.json"))
+
+    monkeypatch.setattr(take, "copy_keys", disk_full)
+    destination = tmp_path / "backup"
+    before = len(_entries(data_dir / "gateway.sqlite"))
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert line.startswith("backup failed:"), line
+    assert "No space left on device" in line
+    assert not destination.exists()
+    assert [entry["extra"]["action"] for entry in _entries(data_dir / "gateway.sqlite")[before:]] == ["backup"]
+
+
 @pytest.fixture
 def backup(data_dir: Path, tmp_path: Path) -> Path:
     destination = tmp_path / "backup"
