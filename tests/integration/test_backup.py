@@ -342,6 +342,14 @@ def test_verify_backup_checks_the_copied_audit_log_against_the_backed_up_key(
     runs with the key in the backup: the live data directory may be gone (that is why one restores)."""
     monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "elsewhere"))
     assert _verify(backup).exit_code == 0
+    _edit_copy(backup, "UPDATE audit_entries SET canonical = replace(canonical, '\"backup\"', '\"bakcup\"')")
+    line = _refusal(_verify(backup))
+    assert line.startswith("backup NOT intact: the backup's audit log is NOT intact:"), line
+    assert not (tmp_path / "elsewhere").exists()  # verifying a backup makes no data directory, no key
+
+
+def _edit_copy(backup: Path, statement: str) -> None:
+    """Change the copy's audit table past its append-only triggers, and make the manifest's digest agree."""
     from sqlalchemy import create_engine
 
     from tests.audit_support import triggers_disabled
@@ -349,14 +357,30 @@ def test_verify_backup_checks_the_copied_audit_log_against_the_backed_up_key(
     engine = create_engine(f"sqlite:///{backup / 'gateway.sqlite'}")
     try:
         with triggers_disabled(engine) as connection:
-            connection.exec_driver_sql(
-                "UPDATE audit_entries SET canonical = replace(canonical, '\"backup\"', '\"bakcup\"')")
+            connection.exec_driver_sql(statement)
     finally:
         engine.dispose()
     _rewrite_digest(backup, "gateway.sqlite")
+
+
+def test_verify_backup_fast_still_finds_a_changed_entry(backup: Path) -> None:
+    """`--fast` re-parses no entry, but a changed byte in one changes its leaf hash and the tree: caught."""
+    assert runner.invoke(app, ["db", "verify-backup", "--fast", str(backup)]).exit_code == 0
+    _edit_copy(backup, "UPDATE audit_entries SET canonical = replace(canonical, '\"backup\"', '\"bakcup\"')")
+    line = _refusal(runner.invoke(app, ["db", "verify-backup", "--fast", str(backup)]))
+    assert line.startswith("backup NOT intact: the backup's audit log is NOT intact:"), line
+
+
+def test_verify_backup_is_the_full_verification_unless_told_fast(backup: Path) -> None:
+    """An entry's `entry_id` column no longer its text's: only the full verification compares the two (what
+    `--fast` is documented to skip), and it is what `verify-backup` runs by default."""
+    _edit_copy(backup, "UPDATE audit_entries SET entry_id = '00000000000070008000000000000001' "
+                       "WHERE log_index = (SELECT max(log_index) FROM audit_entries)")
     line = _refusal(_verify(backup))
     assert line.startswith("backup NOT intact: the backup's audit log is NOT intact:"), line
-    assert not (tmp_path / "elsewhere").exists()  # verifying a backup makes no data directory, no key
+    assert "entry_id" in line
+    skipped = runner.invoke(app, ["db", "verify-backup", "--fast", str(backup)])
+    assert skipped.exit_code == 0, skipped.output
 
 
 def test_verify_backup_refuses_an_unlisted_file_a_missing_one_and_no_manifest(backup: Path) -> None:
