@@ -9,7 +9,12 @@ Checked in order; the first step that fails ends the check with its reasons, one
    size, newest checkpoint and register version are the manifest's.
 4. Its audit log verifies as ``audit verify`` checks the live one (:func:`audit.verify_database`, every entry
    re-parsed), against the checkpoint key *in the backup* and the origin of this deployment's ``WGS_ISSUER``:
-   the pair the restored gateway will sign with.
+   the pair the restored gateway will sign with. ``fast``: as ``audit verify --fast`` (``deep=False``): the tree,
+   every leaf hash, the cached subtrees, the checkpoint signatures and the columns searches use (the time among
+   them) are checked, but no entry is re-parsed for canonical JSON of a valid event, nor its ``entry_id``
+   column compared with it; a changed byte in an entry still changes the tree. In this process, as the full
+   check: the copy is opened read-only through a connection of its own, which worker processes, opening it by
+   URL, could not be.
 
 A database at other revisions than this code's is not a fault of the backup: it is said, as a note (after the
 restore, ``db upgrade``, or restore with the version that made it). A PostgreSQL backup holds the keys only;
@@ -41,8 +46,8 @@ class BackupCheck:
     summary: str = ""
 
 
-def check_backup(settings: Settings, directory: Path) -> BackupCheck:
-    """Check the backup in ``directory`` (see the module); never writes to it."""
+def check_backup(settings: Settings, directory: Path, *, fast: bool = False) -> BackupCheck:
+    """Check the backup in ``directory`` (see the module; ``fast`` for its audit log); never writes to it."""
     check = BackupCheck()
     try:
         manifest = read_manifest(directory)
@@ -60,7 +65,7 @@ def check_backup(settings: Settings, directory: Path) -> BackupCheck:
     if DATABASE_FILE not in manifest.files:
         check.problems.append(f"the manifest lists no {DATABASE_FILE} for an SQLite backup")
         return check
-    _check_database(settings, directory, manifest, check)
+    _check_database(settings, directory, manifest, check, fast=fast)
     return check
 
 
@@ -108,7 +113,8 @@ def _through_link(directory: Path, relative: PurePosixPath) -> bool:
     return False
 
 
-def _check_database(settings: Settings, directory: Path, manifest: Manifest, check: BackupCheck) -> None:
+def _check_database(settings: Settings, directory: Path, manifest: Manifest, check: BackupCheck, *,
+                    fast: bool) -> None:
     engine = read_only_sqlite(directory / DATABASE_FILE)
     try:
         with engine.connect() as connection:
@@ -125,7 +131,8 @@ def _check_database(settings: Settings, directory: Path, manifest: Manifest, che
         except CheckpointKeyError as exc:
             check.problems.append(f"the backup's audit checkpoint key: {exc}")
             return
-        result = verify_database(engine, NoteVerifier(log_origin(settings.issuer), key.public_key()), workers=1)
+        result = verify_database(engine, NoteVerifier(log_origin(settings.issuer), key.public_key()), deep=not fast,
+                                 workers=1)
     except (SQLAlchemyError, sqlite3.Error, StoreUnavailable) as exc:
         check.problems.append(f"{DATABASE_FILE} cannot be read as the gateway's database ({type(exc).__name__})")
         return

@@ -16,11 +16,16 @@ In this order, each step only after the one before succeeded:
    copied database does not use yet does no harm.
 5. Write the manifest (:mod:`gateway.backup.manifest`), last: a directory without one did not finish.
 
-A failure after step 1 removes what this backup wrote, so no partial backup is left that looks like one.
+A failure after step 1 removes what this backup wrote, so no partial backup is left that looks like one. A
+failure after step 2 also writes a second entry (action ``backup-failed``, the backup's id and the kind of
+failure: an exception's class and, for an OS error, its errno name; never its message, which names paths), so
+the log does not name, as taken, a backup that does not exist. Best effort: when that entry cannot be written
+either (the disk that filled up holds the database too), the command still says that the backup failed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -40,6 +45,7 @@ from gateway.ids import new_id
 from gateway.settings import Settings
 
 ACTION = "backup"
+FAILED_ACTION = "backup-failed"
 
 
 class BackupRefused(RuntimeError):
@@ -103,23 +109,47 @@ def _write(settings: Settings, destination: Path, kind: str, log: AuditLog) -> M
         raise BackupRefused("the backup cannot be audited (the audit log could not be written), so it was not "
                             "made") from None
     try:
-        if kind == "sqlite":
-            state = _copy_database(settings, destination / DATABASE_FILE)
-        else:
-            with log.engine.connect() as connection:
-                state = database_state(connection)
-        copied = copy_keys(settings.key_dir, destination / KEYS_DIR)
+        return _copy(settings, destination, kind, log, backup_id, created_at)
     except OSError as exc:
+        _record_failure(log, backup_id, exc)
         raise BackupRefused(f"backup failed: {exc.filename or destination} could not be copied "
                             f"({exc.strerror or type(exc).__name__}); nothing was kept") from None
     except sqlite3.Error as exc:
+        _record_failure(log, backup_id, exc)
         raise BackupRefused(f"backup failed: the database could not be copied ({type(exc).__name__}: {exc}); "
                             "nothing was kept") from None
+    except BaseException as exc:  # an interrupt, a bug: the files are removed all the same
+        _record_failure(log, backup_id, exc)
+        raise
+
+
+def _copy(settings: Settings, destination: Path, kind: str, log: AuditLog, backup_id: str,
+          created_at: datetime) -> Manifest:
+    """Steps 3 to 5, after the backup's entry."""
+    if kind == "sqlite":
+        state = _copy_database(settings, destination / DATABASE_FILE)
+    else:
+        with log.engine.connect() as connection:
+            state = database_state(connection)
+    copied = copy_keys(settings.key_dir, destination / KEYS_DIR)
     names = ([DATABASE_FILE] if kind == "sqlite" else []) + [f"{KEYS_DIR}/{path.as_posix()}" for path in copied]
     manifest = Manifest(backup_id=backup_id, created_at=created_at, database=kind, state=state,
                         files={name: file_record(destination / name) for name in names})
     write_manifest(destination, manifest)
     return manifest
+
+
+def _record_failure(log: AuditLog, backup_id: str, exc: BaseException) -> None:
+    """The entry saying that the backup named by the log's ``backup`` entry was not kept (see the module)."""
+    reason: dict[str, str] = {"reason": type(exc).__name__}
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason["errno"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    try:
+        log.append([action_event(None, FAILED_ACTION, organisation=None, account_id=None, ok=False, channel="cli",
+                                 details={"backup_id": backup_id, **reason})])
+        log.issue_checkpoint()
+    except (AuditWriteError, StoreUnavailable):
+        pass  # the backup's failure is what the operator is told; a second failure would only hide it
 
 
 def _copy_database(settings: Settings, target: Path) -> DatabaseState:

@@ -33,7 +33,8 @@ class HistoryItem(BaseModel):
 
 
 class CommentView(BaseModel):
-    """A comment on a case; attachments are references into the author's own document system."""
+    """A comment on a case; attachments are references into the author's own document system. Read only:
+    comments are made by people (the gateway refuses a partner system's), so the client has no method to make one."""
 
     id: str
     at: datetime

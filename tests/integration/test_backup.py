@@ -256,6 +256,56 @@ def test_a_backup_that_fails_part_way_leaves_nothing_that_looks_like_one(
     assert not destination.exists()
 
 
+def test_a_backup_that_fails_after_its_entry_is_logged_as_failed(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log names the backup it was told about (its `backup` entry) and then that it was not kept: the same
+    id, the kind of failure, no path (the failing file's, or the destination's, may name a person); the log,
+    with its checkpoint over both, still verifies."""
+    from gateway.backup import take
+
+    destination = tmp_path / "jan-de-vries-backup"
+
+    def disk_full(source: Path, target: Path) -> list[Path]:
+        raise OSError(28, "No space left on device", str(target / "token-signing.json"))
+
+    monkeypatch.setattr(take, "copy_keys", disk_full)
+    before = len(_entries(data_dir / "gateway.sqlite"))
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert line.startswith("backup failed:"), line
+    started, failed = _entries(data_dir / "gateway.sqlite")[before:]
+    assert started["extra"]["action"] == "backup"
+    assert failed["status"] == "error"
+    assert failed["extra"] == {"action": "backup-failed", "channel": "cli",
+                               "backup_id": started["extra"]["backup_id"], "reason": "OSError", "errno": "ENOSPC"}
+    assert "jan-de-vries" not in json.dumps(failed)
+    assert "token-signing" not in json.dumps(failed)
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def test_a_backup_whose_failure_cannot_be_logged_still_says_it_failed(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk that filled up may hold the database too: the `backup-failed` entry is best effort, and its own
+    failure neither hides the backup's (one line, exit 1) nor leaves the copy behind."""
+    from audit import AuditLog, AuditWriteError
+    from gateway.backup import take
+
+    def audit_write_fails(self: AuditLog, events: object) -> None:
+        raise AuditWriteError("audit log write failed (OperationalError)")
+
+    def disk_full(source: Path, target: Path) -> list[Path]:
+        monkeypatch.setattr(AuditLog, "append", audit_write_fails)  # after the backup's own entry
+        raise OSError(28, "No space left on device", str(target / "token-signing.json"))
+
+    monkeypatch.setattr(take, "copy_keys", disk_full)
+    destination = tmp_path / "backup"
+    before = len(_entries(data_dir / "gateway.sqlite"))
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert line.startswith("backup failed:"), line
+    assert "No space left on device" in line
+    assert not destination.exists()
+    assert [entry["extra"]["action"] for entry in _entries(data_dir / "gateway.sqlite")[before:]] == ["backup"]
+
+
 @pytest.fixture
 def backup(data_dir: Path, tmp_path: Path) -> Path:
     destination = tmp_path / "backup"
@@ -292,6 +342,14 @@ def test_verify_backup_checks_the_copied_audit_log_against_the_backed_up_key(
     runs with the key in the backup: the live data directory may be gone (that is why one restores)."""
     monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "elsewhere"))
     assert _verify(backup).exit_code == 0
+    _edit_copy(backup, "UPDATE audit_entries SET canonical = replace(canonical, '\"backup\"', '\"bakcup\"')")
+    line = _refusal(_verify(backup))
+    assert line.startswith("backup NOT intact: the backup's audit log is NOT intact:"), line
+    assert not (tmp_path / "elsewhere").exists()  # verifying a backup makes no data directory, no key
+
+
+def _edit_copy(backup: Path, statement: str) -> None:
+    """Change the copy's audit table past its append-only triggers, and make the manifest's digest agree."""
     from sqlalchemy import create_engine
 
     from tests.audit_support import triggers_disabled
@@ -299,14 +357,30 @@ def test_verify_backup_checks_the_copied_audit_log_against_the_backed_up_key(
     engine = create_engine(f"sqlite:///{backup / 'gateway.sqlite'}")
     try:
         with triggers_disabled(engine) as connection:
-            connection.exec_driver_sql(
-                "UPDATE audit_entries SET canonical = replace(canonical, '\"backup\"', '\"bakcup\"')")
+            connection.exec_driver_sql(statement)
     finally:
         engine.dispose()
     _rewrite_digest(backup, "gateway.sqlite")
+
+
+def test_verify_backup_fast_still_finds_a_changed_entry(backup: Path) -> None:
+    """`--fast` re-parses no entry, but a changed byte in one changes its leaf hash and the tree: caught."""
+    assert runner.invoke(app, ["db", "verify-backup", "--fast", str(backup)]).exit_code == 0
+    _edit_copy(backup, "UPDATE audit_entries SET canonical = replace(canonical, '\"backup\"', '\"bakcup\"')")
+    line = _refusal(runner.invoke(app, ["db", "verify-backup", "--fast", str(backup)]))
+    assert line.startswith("backup NOT intact: the backup's audit log is NOT intact:"), line
+
+
+def test_verify_backup_is_the_full_verification_unless_told_fast(backup: Path) -> None:
+    """An entry's `entry_id` column no longer its text's: only the full verification compares the two (what
+    `--fast` is documented to skip), and it is what `verify-backup` runs by default."""
+    _edit_copy(backup, "UPDATE audit_entries SET entry_id = '00000000000070008000000000000001' "
+                       "WHERE log_index = (SELECT max(log_index) FROM audit_entries)")
     line = _refusal(_verify(backup))
     assert line.startswith("backup NOT intact: the backup's audit log is NOT intact:"), line
-    assert not (tmp_path / "elsewhere").exists()  # verifying a backup makes no data directory, no key
+    assert "entry_id" in line
+    skipped = runner.invoke(app, ["db", "verify-backup", "--fast", str(backup)])
+    assert skipped.exit_code == 0, skipped.output
 
 
 def test_verify_backup_refuses_an_unlisted_file_a_missing_one_and_no_manifest(backup: Path) -> None:

@@ -18,6 +18,10 @@ import pytest
 
 import gateway.escalations.service as escalation_service_module
 from escalation.queries import visible_case_ids
+from gateway.auth.clients import SYSTEM_SCOPES
+from gateway.auth.principal import Scope
+from gateway.errors import Unprocessable
+from tests.auth_helpers import register_client, system_token
 from tests.integration.escalation.test_api import ENGINES, RIEC, Env, migrated_url, running_env
 
 ZVH = "zvh-amsterdam"
@@ -516,3 +520,34 @@ def test_a_refused_status_change_adds_nothing_to_the_history(env: Env) -> None:
     assert _status(env, "po-politie", gap["id"], "resolved", 2, note="not a manager").status_code == 403
     notes = [h["note"] for h in env.get("desk-riec", f"/v1/legal-gaps/{gap['id']}").json()["history"]]
     assert notes == ["first"]
+
+
+def test_a_partner_system_neither_reads_nor_manages_gaps_nor_comments(env: Env) -> None:
+    """The register of legal gaps and a case's comments are worked by people; a partner system reads the
+    cases of its organisation's requests (their comments and ``legal_gap`` flag included) and no more. Why
+    pinned: the partner client (``gateway.client``) has no methods for these routes on that ground
+    (docs/client.md), so a system token that got through to one would be a hole nobody looks for. The
+    system here holds every scope a system may hold, and its organisation (the OM, a RIEC participant and
+    tier-3 decider) reads and manages these gaps through its people; the scope that opens these routes,
+    ``escalation``, is not one a system can be registered with."""
+    case_id = env.open_case(requester="om-amsterdam")
+    gap = _new_gap(env, "po-om", case_id)
+    every_scope = sorted(scope.value for scope in SYSTEM_SCOPES)
+    env.tokens["om-compas"] = system_token(env.client, env.container, "om-compas", every_scope)
+    assert env.get("po-om", f"/v1/legal-gaps/{gap['id']}").status_code == 200
+    assert env.detail("om-compas", case_id)["legal_gap"] is True  # the system reads its organisation's case
+
+    refused = [env.get("om-compas", "/v1/legal-gaps"), env.get("om-compas", "/v1/legal-gaps/export"),
+               env.get("om-compas", f"/v1/legal-gaps/{gap['id']}"),
+               _status(env, "om-compas", gap["id"], "on-agenda", 1),
+               _flag(env, "om-compas", case_id, gap_id=gap["id"]),
+               env.post("om-compas", f"/v1/escalations/{case_id}/comments", {"text": "Re-run planned."})]
+    for response in refused:
+        assert response.status_code == 403, (response.request.url.path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert TITLE not in response.text
+    detail = env.detail("po-om", case_id)
+    assert (detail["comments"], env.get("po-om", f"/v1/legal-gaps/{gap['id']}").json()["status"]) == (
+        [], "identified")
+    with pytest.raises(Unprocessable):
+        register_client(env.container, "om-compas", ["exchange", Scope.ESCALATION.value])
