@@ -310,6 +310,8 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("GET", "/console/audit"): Entry(console(allow=OFFICERS), get("/console/audit"), console=True),
     ("GET", "/console/audit/entries/{index}"): Entry(
         console(allow=CASE_PARTIES, hide=(PO_OTHER,)), get("/console/audit/entries/{entry}"), console=True),
+    ("POST", "/console/audit"): Entry(console(allow=OFFICERS), console_form("/console/audit", {"subject": "p-unknown"}),
+                                      console=True),
     ("POST", "/console/audit/verify"): Entry(console(allow=OFFICERS), console_form("/console/audit/verify", {}),
                                              console=True),
     ("GET", "/console/statistics"): Entry(console(allow=OFFICERS), get("/console/statistics"), console=True),
