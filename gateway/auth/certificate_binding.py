@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import re
 from ipaddress import ip_address
+from typing import TypeGuard
 from urllib.parse import unquote_to_bytes
 
 import structlog
@@ -52,6 +53,12 @@ THUMBPRINT_LENGTH = 43
 """Characters of an unpadded base64url SHA-256 digest."""
 _THUMBPRINT = re.compile(rf"[A-Za-z0-9_-]{{{THUMBPRINT_LENGTH}}}")
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+
+
+def is_thumbprint(value: object) -> TypeGuard[str]:
+    """Whether ``value`` has the shape of an ``x5t#S256``: 43 base64url characters (ASCII, so comparable with
+    ``hmac.compare_digest``)."""
+    return isinstance(value, str) and _THUMBPRINT.fullmatch(value) is not None
 
 
 def thumbprint(der: bytes) -> str:
@@ -134,7 +141,7 @@ def bound_thumbprint(claims: dict[str, object]) -> str | None:
         return None
     cnf = claims[CONFIRMATION_CLAIM]
     value = cnf.get(THUMBPRINT_MEMBER) if isinstance(cnf, dict) else None
-    if not isinstance(value, str) or not _THUMBPRINT.fullmatch(value):  # a non-ASCII one would fail compare_digest
+    if not is_thumbprint(value):  # a non-ASCII one would fail compare_digest
         raise Unauthorized("access token rejected: invalid claim `cnf`")
     return value
 

@@ -22,12 +22,11 @@ from collections.abc import Iterable
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway.auth.certificate_binding import THUMBPRINT_LENGTH, thumbprint
+from gateway.auth.certificate_binding import is_thumbprint, thumbprint
 from gateway.errors import Unprocessable
 
 MAX_PINS = 8
 """More than a renewal's overlap ever needs; a longer list is more likely a CA bundle given by mistake."""
-_THUMBPRINT = re.compile(rf"[A-Za-z0-9_-]{{{THUMBPRINT_LENGTH}}}")
 _PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 
@@ -62,7 +61,7 @@ def checked_pins(pins: Iterable[str]) -> tuple[str, ...]:
     """``pins`` as stored: sorted, without repeats, each a thumbprint, at most :data:`MAX_PINS`; else
     :class:`Unprocessable` (nothing is stored)."""
     unique = tuple(sorted(set(pins)))
-    if not all(isinstance(pin, str) and _THUMBPRINT.fullmatch(pin) for pin in unique):
+    if not all(is_thumbprint(pin) for pin in unique):
         raise Unprocessable("a certificate pin is not a thumbprint (x5t#S256: 43 base64url characters)")
     if len(unique) > MAX_PINS:
         raise Unprocessable(f"at most {MAX_PINS} certificates can be pinned to a client; {len(unique)} were given")
