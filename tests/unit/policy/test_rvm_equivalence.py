@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,21 +194,32 @@ _BAD_COUNTS = [("request", "subject_count", value) for value in (None, "40", -1,
     ("context", "requests_today", value) for value in (None, "300", -5, 199.5, 250.5)]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(("part", "field", "value"), _BAD_COUNTS)
-def test_incomplete_counts_deny_identically(engines: Engines, kind: PolicyKind, part: str, field: str,
-                                            value: Any) -> None:
+def _both_evaluators_on(engines: Engines, kind: PolicyKind,
+                        mutate: Callable[[dict[str, Any]], None]) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """For the one-target and the batched rule of ``kind``: a table input changed by ``mutate``, and what the
+    interpreter decides on it, once the RVM was checked to decide the same."""
     _, rvm, interpreter = engines
     document = TABLE[0][1].document()
     (_, batch), = batch_inputs([row[1] for row in TABLE[:3]])
     for rule, doc in ((RULES[kind], document), (BATCH_RULES[kind], batch)):
         doc = copy.deepcopy(doc)
+        mutate(doc)
+        expected = _evaluate(interpreter, rule, doc)
+        assert _evaluate(rvm, rule, doc) == expected, (rule, doc)
+        yield rule, doc, expected
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("part", "field", "value"), _BAD_COUNTS)
+def test_incomplete_counts_deny_identically(engines: Engines, kind: PolicyKind, part: str, field: str,
+                                            value: Any) -> None:
+    def mutate(doc: dict[str, Any]) -> None:
         if value is None:
             del doc[part][field]
         else:
             doc[part][field] = value
-        expected = _evaluate(interpreter, rule, doc)
-        assert _evaluate(rvm, rule, doc) == expected, (rule, doc)
+
+    for rule, doc, expected in _both_evaluators_on(engines, kind, mutate):
         for decision in expected if isinstance(expected, list) else [expected]:
             assert decision["outcome"] == "denied", (rule, doc)
             assert "input-incomplete" in {r["code"] for r in decision["reasons"]}, (rule, doc)
@@ -231,17 +242,13 @@ _ABSENT = object()
                                               ("provided_categories", None)])
 def test_a_malformed_time_or_provided_data_denies_identically(engines: Engines, kind: PolicyKind, field: str,
                                                               value: Any) -> None:
-    _, rvm, interpreter = engines
-    document = TABLE[0][1].document()
-    (_, batch), = batch_inputs([row[1] for row in TABLE[:3]])
-    for rule, doc in ((RULES[kind], document), (BATCH_RULES[kind], batch)):
-        doc = copy.deepcopy(doc)
+    def mutate(doc: dict[str, Any]) -> None:
         if value is _ABSENT:
             del doc["request"][field]
         else:
             doc["request"][field] = value
-        expected = _evaluate(interpreter, rule, doc)
-        assert _evaluate(rvm, rule, doc) == expected, (rule, doc)
+
+    for rule, doc, expected in _both_evaluators_on(engines, kind, mutate):
         assert isinstance(expected, (list, dict)), (rule, doc, expected)  # a decision, not an error
         for decision in expected if isinstance(expected, list) else [expected]:
             assert decision["outcome"] == "denied", (rule, doc)
