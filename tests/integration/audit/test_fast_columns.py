@@ -11,7 +11,7 @@ nested inside an entry's ``extra`` or ``obligations`` for the event's own.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -110,14 +110,19 @@ def _nested_event(n: int) -> Any:
                       obligations={"holder": "fiod", "requester": "gemeente-8", "retain_until": "2027-11-25"})
 
 
-@pytest.fixture
-def nested_log(db_url: str) -> Iterator[tuple[Engine, AuditLog]]:
-    engine = make_engine(db_url)
+def _log_of(url: str, event: Callable[[int], Any]) -> Iterator[tuple[Engine, AuditLog]]:
+    """A log of 24 entries ``event(0)``..``event(23)`` with checkpoints at 8, 16 and 24 (a fixture's body)."""
+    engine = make_engine(url)
     log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=8, every_seconds=None))
     for batch in range(3):
-        log.append([_nested_event(batch * 8 + i) for i in range(8)])
+        log.append([event(batch * 8 + i) for i in range(8)])
     yield engine, log
     engine.dispose()
+
+
+@pytest.fixture
+def nested_log(db_url: str) -> Iterator[tuple[Engine, AuditLog]]:
+    yield from _log_of(db_url, _nested_event)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -153,12 +158,7 @@ def test_nested_keys_are_not_the_events_own(nested_log: tuple[Engine, AuditLog],
 @pytest.fixture
 def sqlite_log(sqlite_db_url: str) -> Iterator[tuple[Engine, AuditLog]]:
     """SQLite only: PostgreSQL stores a time, not text, so there is no other form of it to store."""
-    engine = make_engine(sqlite_db_url)
-    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=8, every_seconds=None))
-    for batch in range(3):
-        log.append([make_event(batch * 8 + i) for i in range(8)])
-    yield engine, log
-    engine.dispose()
+    yield from _log_of(sqlite_db_url, make_event)
 
 
 @pytest.mark.parametrize("path", PATHS)
