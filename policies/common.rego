@@ -199,6 +199,8 @@ _other_fields := {
 _provided := object.get(input, ["request", "provided_categories"], [])
 
 _provided_ok := true if {
+	_provided == [] # the usual case, in one step
+} else := true if {
 	is_array(_provided)
 	[c | some c in _provided; not is_string(c)] == []
 } else := false
@@ -222,55 +224,60 @@ _non_negative_integer(value) if {
 # is undefined and the request denied as input-incomplete. Checked before it is parsed: on anything else
 # time.parse_rfc3339_ns fails the evaluation (regorus's interpreter raises; the RVM leaves the decision
 # undefined), and regorus accepts forms OPA refuses (a space for the `T`). The check runs on every
-# evaluation, so it is written for few steps: no regular expression (regex.match alone cost more than this
-# whole check, about 9 µs of an RVM decision's 60), the shape matched with every digit read as 0 (then the
-# fields after it are digits of a fixed width, compared as strings). Small tables only: the interpreter
-# builds them on every evaluation (one of every day of the year cost it 70 µs a decision).
+# evaluation, so it is written for few steps, above all few builtin calls (each costs several plain
+# steps): no regular expression (regex.match alone cost more than this whole check, about 9 µs of an RVM
+# decision's 60). The shape is matched with every digit read as 0, which also says where the offset is;
+# then every field is a run of digits of a fixed width, compared as strings: the date's fields taken from
+# one split at `-`, the minutes and seconds from one split at `:` (a field followed by more text, such
+# as the day in "25T10:00:00Z", is compared with an exclusive bound: below "32" is a day up to 31). Small
+# tables only: the interpreter builds them on every evaluation (one of every day of the year cost it 70 µs a
+# decision).
 requested_ns := time.parse_rfc3339_ns(at) if {
 	at := input.request.requested_at
 	is_string(at)
-	_timestamp_shapes[strings.replace_n(_digits_as_zero, at)]
-	year := substring(at, 0, 4)
-	year > "1900"
-	year < "2100" # so with no leading 0, which to_number refuses
-	day := substring(at, 8, 2)
-	day >= "01"
-	day <= object.get(_month_lengths, substring(at, 5, 2), "00") # no such month: no such day
-	to_number(year) % object.get(_leap_days, substring(at, 5, 5), 1) == 0
+
+	# The forms accepted, every digit as 0: seconds, a fraction of up to nine digits, then `Z` or an
+	# offset. Each with where its offset's hours are (a position in the text) and its minutes (an element
+	# of the text split at `:`); for `Z`, the time's own hours and seconds, checked twice. (The tables are
+	# literals in this body, not rules of their own: each rule costs an evaluation step of its own.)
+	offset := {
+		"0000-00-00T00:00:00Z": [11, 2], "0000-00-00T00:00:00+00:00": [20, 3], "0000-00-00T00:00:00-00:00": [20, 3],
+		"0000-00-00T00:00:00.0Z": [11, 2], "0000-00-00T00:00:00.0+00:00": [22, 3], "0000-00-00T00:00:00.0-00:00": [22, 3],
+		"0000-00-00T00:00:00.00Z": [11, 2], "0000-00-00T00:00:00.00+00:00": [23, 3], "0000-00-00T00:00:00.00-00:00": [23, 3],
+		"0000-00-00T00:00:00.000Z": [11, 2], "0000-00-00T00:00:00.000+00:00": [24, 3], "0000-00-00T00:00:00.000-00:00": [24, 3],
+		"0000-00-00T00:00:00.0000Z": [11, 2], "0000-00-00T00:00:00.0000+00:00": [25, 3], "0000-00-00T00:00:00.0000-00:00": [25, 3],
+		"0000-00-00T00:00:00.00000Z": [11, 2], "0000-00-00T00:00:00.00000+00:00": [26, 3], "0000-00-00T00:00:00.00000-00:00": [26, 3],
+		"0000-00-00T00:00:00.000000Z": [11, 2], "0000-00-00T00:00:00.000000+00:00": [27, 3], "0000-00-00T00:00:00.000000-00:00": [27, 3],
+		"0000-00-00T00:00:00.0000000Z": [11, 2], "0000-00-00T00:00:00.0000000+00:00": [28, 3], "0000-00-00T00:00:00.0000000-00:00": [28, 3],
+		"0000-00-00T00:00:00.00000000Z": [11, 2], "0000-00-00T00:00:00.00000000+00:00": [29, 3], "0000-00-00T00:00:00.00000000-00:00": [29, 3],
+		"0000-00-00T00:00:00.000000000Z": [11, 2], "0000-00-00T00:00:00.000000000+00:00": [30, 3], "0000-00-00T00:00:00.000000000-00:00": [30, 3],
+	}[strings.replace_n({"1": "0", "2": "0", "3": "0", "4": "0", "5": "0", "6": "0", "7": "0", "8": "0", "9": "0"}, at)]
+
+	date := split(at, "-") # year, month, "DDThh:mm:ss..." and, for a negative offset, its "hh:mm"
+	date[0] > "1900"
+	date[0] < "2100" # so with no leading 0, which to_number refuses
+
+	# The first day past the end of each month, by the year's remainder of division by 4 (from 1901 to
+	# 2099 the leap years are exactly the multiples of 4). No such month: no such day.
+	date[2] >= "01"
+	date[2] < {
+		"01": ["32", "32", "32", "32"], "02": ["30", "29", "29", "29"], "03": ["32", "32", "32", "32"],
+		"04": ["31", "31", "31", "31"], "05": ["32", "32", "32", "32"], "06": ["31", "31", "31", "31"],
+		"07": ["32", "32", "32", "32"], "08": ["32", "32", "32", "32"], "09": ["31", "31", "31", "31"],
+		"10": ["32", "32", "32", "32"], "11": ["31", "31", "31", "31"], "12": ["32", "32", "32", "32"],
+	}[date[1]][to_number(date[0]) % 4]
+
+	clock := split(at, ":") # "YYYY-MM-DDThh", minutes, "ss..." and, for an offset, its minutes
 	substring(at, 11, 2) <= "23"
-	substring(at, 14, 1) <= "5"
-	substring(at, 17, 1) <= "5"
-	zone := trim_left(substring(at, 19, -1), ".0123456789") # Z, or the offset
-	substring(zone, 1, 2) <= "23"
-	substring(zone, 4, 1) <= "5"
+	clock[1] < "6"
+	clock[2] < "6"
+	substring(at, offset[0], 2) <= "23"
+	clock[offset[1]] < "6"
 }
 
 _requested_at_ok := true if {
 	requested_ns
 } else := false
-
-# The forms of `requested_at` accepted, every digit as 0: seconds, a fraction of up to nine digits, then `Z`
-# or an offset.
-_timestamp_shapes := {
-	"0000-00-00T00:00:00Z", "0000-00-00T00:00:00+00:00", "0000-00-00T00:00:00-00:00",
-	"0000-00-00T00:00:00.0Z", "0000-00-00T00:00:00.0+00:00", "0000-00-00T00:00:00.0-00:00",
-	"0000-00-00T00:00:00.00Z", "0000-00-00T00:00:00.00+00:00", "0000-00-00T00:00:00.00-00:00",
-	"0000-00-00T00:00:00.000Z", "0000-00-00T00:00:00.000+00:00", "0000-00-00T00:00:00.000-00:00",
-	"0000-00-00T00:00:00.0000Z", "0000-00-00T00:00:00.0000+00:00", "0000-00-00T00:00:00.0000-00:00",
-	"0000-00-00T00:00:00.00000Z", "0000-00-00T00:00:00.00000+00:00", "0000-00-00T00:00:00.00000-00:00",
-	"0000-00-00T00:00:00.000000Z", "0000-00-00T00:00:00.000000+00:00", "0000-00-00T00:00:00.000000-00:00",
-	"0000-00-00T00:00:00.0000000Z", "0000-00-00T00:00:00.0000000+00:00", "0000-00-00T00:00:00.0000000-00:00",
-	"0000-00-00T00:00:00.00000000Z", "0000-00-00T00:00:00.00000000+00:00", "0000-00-00T00:00:00.00000000-00:00",
-	"0000-00-00T00:00:00.000000000Z", "0000-00-00T00:00:00.000000000+00:00", "0000-00-00T00:00:00.000000000-00:00",
-}
-
-_digits_as_zero := {"1": "0", "2": "0", "3": "0", "4": "0", "5": "0", "6": "0", "7": "0", "8": "0", "9": "0"}
-
-# The days of each month, and the day that only a leap year has, with what the year must then be a multiple
-# of (from 1901 to 2099 the leap years are exactly the multiples of 4; every year is a multiple of 1).
-_month_lengths := {"01": "31", "02": "29", "03": "31", "04": "30", "05": "31", "06": "30", "07": "31", "08": "31", "09": "30", "10": "31", "11": "30", "12": "31"}
-
-_leap_days := {"02-29": 4}
 
 _office_hours := data.register_index.office_hours if {
 	data.register_index.office_hours
@@ -343,7 +350,13 @@ _office_days(days) := sprintf("%s-%s", [_day_names[min(days)], _day_names[max(da
 
 _day_names := {1: "Mon", 2: "Tue", 3: "Wed", 4: "Thu", 5: "Fri", 6: "Sat", 7: "Sun"}
 
-request_escalate_sorted := [r | request_escalate != set(); some r in sort_reasons(request_escalate)]
+# The escalations in reason order. The usual request escalates for none of the three reasons: recognised in
+# one rule body (within both limits, in office hours), `request_escalate` is then not evaluated.
+request_escalate_sorted := [] if {
+	input.request.subject_count <= purpose.bulk_threshold
+	input.context.requests_today < purpose.daily_limit_per_system
+	in_office_hours
+} else := [r | request_escalate != set(); some r in sort_reasons(request_escalate)]
 
 # Rule 8: the escalation decision for exactly this request, while it is valid, under its holder's name
 # (it counts for that holder only). A decision whose obligations are malformed is no valid decision, nor one

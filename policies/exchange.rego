@@ -29,20 +29,20 @@ import data.wgs.common.requester
 import data.wgs.common.retain_until
 import data.wgs.index.reason_pair
 
-decision := _plain_decision(_plain_context, input.request.holder.organisation) if {
+decision := _plain_decision(_plain_context, holder_facts(input.request.holder.organisation), input.request.holder.organisation) if {
 	_plain_request
-} else := _decision(_context, input.request.holder.organisation)
+} else := _decision(_context, holder_facts(input.request.holder.organisation), input.request.holder.organisation)
 
-decisions := [_plain_decision(ctx, h.organisation) | ctx := _plain_context; some h in input.holders] if {
+decisions := [_plain_decision(ctx, table[h.organisation], h.organisation) | ctx := _plain_context; table := _holder_table; some h in input.holders] if {
 	_plain_request
-} else := [_decision(ctx, h.organisation) | ctx := _context; some h in input.holders]
+} else := [_decision(ctx, table[h.organisation], h.organisation) | ctx := _context; table := _holder_table; some h in input.holders]
 
 # The usual request: it breaks no rule of its own (request_deny), hands the holders nothing and comes with
 # no escalation decision. Its decisions are `_plain_decision`s: `_decision` without what cannot occur then
 # (the same documents, fewer evaluation steps per holder).
 _plain_request if {
 	request_deny == set()
-	provided == set()
+	provided_categories == [] # so `provided` is empty
 	escalation_decisions == {}
 }
 
@@ -77,7 +77,6 @@ _escalation_bounds := {org: {c | some c in d.permitted_categories} | some org, d
 
 # What `_plain_decision` reads that does not depend on the holder (see `_context`).
 _plain_context := {
-	"holders": _holder_table,
 	"requested": requested,
 	"escalate": request_escalate_sorted,
 	"on_allow": _obligations_on_allow,
@@ -88,7 +87,6 @@ _plain_context := {
 # Everything `_decision` reads that does not depend on the holder, in one object built once per
 # evaluation and passed to it: reading a field of an argument costs less than a rule reference.
 _context := {
-	"holders": _holder_table,
 	"requested": requested,
 	"request_deny": sort([reason_pair(r) | some r in request_deny]),
 	"escalate": request_escalate_sorted,
@@ -103,23 +101,25 @@ _context := {
 	"register_sha256": register_sha256,
 }
 
-# The facts (wgs.common.holder_facts) about every target holder, by organisation: the register index's
-# table, plus the facts computed here for a target it does not hold (an organisation the register does not
-# know; every target when there is no index).
-_holder_table := object.union(indexed_holders, object.union(
+# The facts (wgs.common.holder_facts) about every target holder of a batch, by organisation: the register
+# index's table, plus the facts computed here for a target it does not hold (an organisation the register
+# does not know; every target when there is no index). One target (`decision`) takes its facts from
+# holder_facts directly.
+_holder_table := object.union(
+	indexed_holders,
 	{org: holder_facts(org) | known := indexed_holders; some h in input.holders; org := h.organisation; not known[org]},
-	{org: holder_facts(org) | org := input.request.holder.organisation; not indexed_holders[org]},
-))
+)
 
 # --- per holder ----------------------------------------------------------------------------------------
 
-# The decision for holder organisation `org`, `ctx` being `_context`. This body runs once per holder, so it
+# The decision for holder organisation `org` of facts `f` (wgs.common.holder_facts: for one target, looked up
+# directly; for a batch, from `_holder_table`), `ctx` being `_context`. This body runs once per holder, so it
 # is written for few evaluation steps: set operators instead of comprehensions over categories, everything
 # that does not depend on the holder read from `ctx` (prepared once per evaluation), emptiness as a
 # comparison with an empty literal, the outcome as a table lookup, and reasons kept as `reason_pair`s so
 # that ordering them is one sort. (It is a function, not the body of the `decisions` comprehension: in
 # the RVM, a comprehension nested in another comprehension's body can end the outer loop.)
-_decision(ctx, org) := {
+_decision(ctx, f, org) := {
 	"allow": allowed,
 	"escalate": outcome == "escalated",
 	"outcome": outcome,
@@ -133,7 +133,6 @@ _decision(ctx, org) := {
 	"policy_version": ctx.policy_version,
 	"register_sha256": ctx.register_sha256,
 } if {
-	f := ctx.holders[org]
 	req := ctx.requested
 
 	# Rules 3 and 4 give `base`, what this holder may disclose to this requester for this purpose. A
@@ -185,7 +184,7 @@ _decision(ctx, org) := {
 # the usual obligations). Then a hit/no-hit holder is asked about all of `base` and any other holder about
 # what was requested; either way what is refused is what was requested outside base in the holder's
 # domain (f.outside), and the reasons for it are f.removal_reasons of the requested categories.
-_plain_decision(ctx, org) := {
+_plain_decision(ctx, f, org) := {
 	"allow": allowed,
 	"escalate": outcome == "escalated",
 	"outcome": outcome,
@@ -199,7 +198,6 @@ _plain_decision(ctx, org) := {
 	"policy_version": ctx.policy_version,
 	"register_sha256": ctx.register_sha256,
 } if {
-	f := ctx.holders[org]
 	req := ctx.requested
 	escalate := ctx.escalate
 	base := object.keys(f.base)

@@ -3,9 +3,9 @@ package wgs.version
 
 import rego.v1
 
-policy_version := "wgs-policy-2026.12.5"
+policy_version := "wgs-policy-2026.12.6"
 
 # The SHA-256 of the other policy files (not the tests), as tests/unit/policy/test_policy_version.py
 # computes it: that test fails when a rule changes and this digest does not. Then bump policy_version and
 # set this digest, never one without the other: a decision's policy_version names one set of rules.
-policies_sha256 := "8e353b8ecbbfc9c56b6a98aae7d87da20f2404704d12f3665f5782a33396ed62"
+policies_sha256 := "a4977cde3ab8277d288a895e9b47ea99313f521fc8ab37620ecea99e9493be28"
