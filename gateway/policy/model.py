@@ -144,10 +144,10 @@ class Decision(_StrictDecision):
             raise MalformedDecision("a category is permitted or removed, once, never both")
         if self.allow and (self.outcome == "allowed-narrowed") != bool(removed):
             raise MalformedDecision("decision `removed_categories` contradicts its outcome")
-        if self.allow and self.reasons and any(r.category is None or r.category not in removed
-                                               for r in self.reasons):
+        explained = {r.category for r in self.reasons}  # None for a reason that names no category
+        if self.allow and not explained <= removed:  # (never holds None)
             raise MalformedDecision("an allow carries a reason that is no removed category's")
-        if removed and not removed <= {r.category for r in self.reasons}:
+        if not removed <= explained:
             raise MalformedDecision("a removed category has no reason")
         if not (self.holder.strip() and self.policy_version.strip() and self.register_sha256.strip()):
             raise MalformedDecision("the decision names no holder, policy version or register digest")
