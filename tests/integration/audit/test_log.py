@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, delete
 
 from audit.canonical import parse_entry
 from audit.checkpoint import open_checkpoint
@@ -16,10 +16,11 @@ from audit.errors import AuditWriteError, PersonalDataError, ProofUnavailable, S
 from audit.export import export_log
 from audit.log import AuditLog, CheckpointPolicy
 from audit.merkle import EMPTY_ROOT, leaf_hash, root_of
+from audit.tables import audit_entries
 from audit.verify import verify_database, verify_export
 from gateway.clock import FixedClock
 from gateway.db.engine import make_engine
-from tests.audit_support import log_signer, make_event
+from tests.audit_support import log_signer, make_event, triggers_disabled
 
 
 @pytest.fixture
@@ -103,6 +104,22 @@ def test_every_proof_verifies_against_signed_checkpoints(engine: Engine) -> None
                 log.consistency_proof(older.tree_size, newer.tree_size).verify(older.root_hash, newer.root_hash)
     with pytest.raises(VerificationError):
         log.inclusion_proof(3, 15).verify(checkpoints[2].root_hash)
+
+
+def test_a_log_shorter_than_its_latest_checkpoint_is_neither_appended_to_nor_signed(engine: Engine) -> None:
+    """Entries deleted behind the gateway's back below a signed checkpoint (the triggers dropped, a botched
+    restore): an append there would be a second entry at an index a signature already covers, reported durable
+    although no verification can ever accept it, and a checkpoint over that tree a root that forks from the one
+    signed before. Fail closed instead: the request is denied, nothing is written or signed."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=4, every_seconds=None))
+    log.append([make_event(i) for i in range(4)])
+    with triggers_disabled(engine) as connection:
+        connection.execute(delete(audit_entries).where(audit_entries.c.log_index >= 2))
+    for attempt in (lambda: log.append([make_event(9)]), log.issue_checkpoint):
+        with pytest.raises(AuditWriteError, match="rolled back"):
+            attempt()
+    assert log.size() == 2
+    assert [c.tree_size for c in log.checkpoints()] == [4]
 
 
 def test_proofs_beyond_the_log_are_unavailable(engine: Engine) -> None:
