@@ -295,8 +295,10 @@ def parse_entry(canonical: bytes) -> LogEntry:
         raise VerificationError("entry is JSON nested too deeply") from None
     if not isinstance(document, dict) or set(document) != {"entry_id", "event", "index", "recorded_at", "v"}:
         raise VerificationError("entry does not have the envelope's keys")
-    if document["v"] != ENTRY_FORMAT_VERSION:
-        raise VerificationError(f"unknown entry format version {document['v']!r}")
+    # ``true == 1`` in Python, and RFC 8785 keeps ``true``: only the integer is version 1. The value stays out of
+    # the message, as any entry content does (it could be anything, of any length).
+    if type(document["v"]) is not int or document["v"] != ENTRY_FORMAT_VERSION:
+        raise VerificationError("unknown entry format version")
     try:
         again = canonical_json(document)
     except InvalidEvent as exc:
