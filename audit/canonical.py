@@ -291,6 +291,8 @@ def parse_entry(canonical: bytes) -> LogEntry:
         document = json.loads(canonical)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VerificationError("entry is not valid UTF-8 JSON") from exc
+    except ValueError:  # valid JSON, but an integer of more digits than Python converts (int_max_str_digits)
+        raise VerificationError("entry holds a number too long to read") from None
     except RecursionError:  # no ValueError: without this, a forged entry would crash the verifier
         raise VerificationError("entry is JSON nested too deeply") from None
     if not isinstance(document, dict) or set(document) != {"entry_id", "event", "index", "recorded_at", "v"}:

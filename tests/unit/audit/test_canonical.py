@@ -77,6 +77,7 @@ def test_timestamps_are_utc_with_microseconds_and_round_trip() -> None:
     pytest.param(lambda b: b[:-1], "UTF-8 JSON", id="truncated"),
     pytest.param(lambda b: b.replace(b'"event_type":"', b'"event_type":"x'), "invalid", id="bad event"),
     pytest.param(lambda b: b.replace(b',"v":1}', b',"v":1,"w":0}'), "keys", id="extra key"),
+    pytest.param(lambda b: b.replace(b'"n":0', b'"n":1' + b"0" * 5000), "number", id="number too long to read"),
 ])
 def test_parse_entry_rejects_anything_but_a_valid_canonical_v1_entry(mangle: object, message: str) -> None:
     canonical = entry_canonical(0, ENTRY_ID, MOMENT, event_canonical(make_event()))
