@@ -321,10 +321,17 @@ class AuditLog:
                 for index, entry_id, leaf in zip(count(batch.start), batch.entry_ids, batch.leaf_hashes)], frontier
 
     def _cached_frontier(self, connection: Connection, size: int) -> CompactRange:
+        """The frontier at ``size`` (read under the append lock) for a write: from memory when this process
+        wrote last. :class:`~audit.errors.AuditWriteError` when this process wrote more entries than the log now
+        has: an append-only log never shrinks, so it was rolled back (a backup put back under a running gateway,
+        entries deleted), and writing on would sign sizes again over other entries, a fork."""
         with self._cache_lock:
             cached = self._frontier_cache
         if cached is not None and cached.size == size:
             return cached.copy()
+        if cached is not None and cached.size > size:
+            raise AuditWriteError(f"the audit log has {size} entries, fewer than the {cached.size} this process "
+                                  "wrote: it was rolled back; run the verifier (and restart once it is resolved)")
         return self._frontier(connection, size)
 
     def _remember_frontier(self, frontier: CompactRange) -> None:
