@@ -84,6 +84,23 @@ class Subject(_Strict):
         return value
 
 
+MAX_FIELD_DEPTH = 32
+"""How deeply a provided record's ``fields`` may nest objects and lists. The gateway hashes, fingerprints and
+forwards them, and its serialiser stops at a few hundred levels: deeper ones failed the whole request with 500
+(and were logged as the gateway's defect). A holder's parser stops sooner still, so nothing deeper could arrive."""
+
+
+def _depth(value: Any) -> int:
+    """How many objects and lists ``value`` nests (0 for a scalar), without recursing: the value is the caller's."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 class ProvidedRecord(_Strict):
     """Data the requester hands to the holder with the request (e.g. the Belastingdienst's dissolution
     grounds for the KvK, S2). Purpose-bound like everything else: the requester's role must supply the
@@ -93,7 +110,15 @@ class ProvidedRecord(_Strict):
     category: str = Field(pattern=CATEGORY_PATTERN, description="The data category of `fields`; policy "
                           "checks that the requester may supply it and the holder may receive it.",
                           examples=["tax_compliance"])
-    fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed.")
+    fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed. Objects and "
+                                   f"lists nest at most {MAX_FIELD_DEPTH} levels deep (this object included).")
+
+    @field_validator("fields")
+    @classmethod
+    def _not_too_deep(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        if _depth(fields) > MAX_FIELD_DEPTH:
+            raise ValueError(f"nested more than {MAX_FIELD_DEPTH} levels deep")
+        return fields
 
 
 class _PurposeBound(_Strict):

@@ -483,6 +483,14 @@ def test_discovery_in_bulk_is_escalated_not_answered(stack: Stack) -> None:
     assert not {t["outcome"] for t in targets.values()} & {"hit", "no-hit"}
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    """An object nested ``depth`` levels deep."""
+    nested: dict[str, Any] = {"n": 1}
+    for _ in range(depth - 1):
+        nested = {"n": nested}
+    return nested
+
+
 @pytest.mark.parametrize(("mutate", "status"), [
     (lambda b: b | {"surprise": 1}, 422),
     (lambda b: b | {"subjects": []}, 422),
@@ -503,6 +511,11 @@ def test_discovery_in_bulk_is_escalated_not_answered(stack: Stack) -> None:
     (lambda b: b | {"categories": ["a" * 201]}, 422),
     # a subject named twice: one disclosure would be logged as two
     (lambda b: b | {"subjects": b["subjects"] * 2}, 422),
+    # provided fields nested past what the gateway serialises: was a 500 (logged as the gateway's defect)
+    (lambda b: b | {"provide": [{"subject": b["subjects"][0]["ref"], "category": "tax_compliance",
+                                 "fields": _nested(300)}]}, 422),
+    (lambda b: b | {"provide": [{"subject": b["subjects"][0]["ref"], "category": "tax_compliance",
+                                 "fields": {"list": [_nested(40)]}}]}, 422),
 ])
 def test_bad_input_is_a_problem_and_writes_nothing(stack: Stack, mutate: Any, status: int) -> None:
     before = _audit_count(stack)
