@@ -27,6 +27,9 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
 CATEGORY_PATTERN = r"^[a-z][a-z_]{1,63}$"
 """Names of data categories, here and in the register."""
 _REFERENCE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""Ids the gateway makes (escalation decisions): UUIDs. Checked, so that no free text in their place reaches a
+422's detail or the log (an unknown id is named there)."""
 _NEWER_VALUE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 """What an outcome value a newer gateway may add looks like (a slug); anything else is still refused."""
 ANSWER_CONTEXT = {"answer_from_gateway": True}
@@ -150,16 +153,21 @@ class _PurposeBound(_Strict):
         return subjects
 
 
+_OrganisationId = Annotated[str, Field(pattern=SLUG_PATTERN)]
+
+
 class ExchangeRequest(_PurposeBound):
     """`POST /v1/exchanges`: ask the holders of a partnership for data about subjects, for one purpose."""
 
-    holders: Annotated[list[str], Field(min_length=1)] | Literal["all"] = Field(
+    holders: Annotated[list[_OrganisationId], Field(min_length=1)] | Literal["all"] = Field(
         default="all",
         description='Organisation ids of the holders to ask, or "all" for every participant that supplies '
-                    "a requested category for this purpose.",
+                    "a requested category for this purpose. An unknown id is named in the 422, so ids are "
+                    "checked to be ids (no free text reaches the answer or the log).",
         examples=["all", ["kvk", "belastingdienst"]])
     escalation_decision: str | None = Field(
-        default=None, description="Id of an escalation decision that allows this exact request (re-run).")
+        default=None, pattern=_UUID, description="Id of an escalation decision that allows this exact request "
+                                                  "(re-run).", examples=["01a23787-4c30-778c-8ded-6a98c57e0ea3"])
     provide: list[ProvidedRecord] = Field(default_factory=list, max_length=100,
                                           description="Records handed to the holder(s) with the request.")
 

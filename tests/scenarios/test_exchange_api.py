@@ -526,6 +526,22 @@ def test_bad_input_is_a_problem_and_writes_nothing(stack: Stack, mutate: Any, st
     assert _audit_count(stack) == before
 
 
+@pytest.mark.parametrize("change", [{"holders": ["politie", "Jan Jansen"]}, {"escalation_decision": "Jan Jansen"}])
+def test_free_text_where_an_id_belongs_is_refused_without_repeating_it(
+        stack: Stack, capfd: pytest.CaptureFixture[str], change: dict[str, Any]) -> None:
+    """Found by a review: `holders` and `escalation_decision` took any text, and the 422 for an unknown one
+    quoted it in its detail, which the gateway also logs: a name typed there reached the operator's log."""
+    capfd.readouterr()
+    before = _audit_count(stack)
+    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(stack) | change)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    logs = capfd.readouterr()
+    for said in (response.text, logs.out, logs.err):
+        assert "jansen" not in said.lower()
+    assert _audit_count(stack) == before
+
+
 def test_a_category_the_register_does_not_know_is_refused_not_dropped_without_a_word(stack: Stack) -> None:
     """The policy leaves a category outside a holder's domain alone, so a typo vanished from the answer: the
     outcome said `allowed` with no reason, and the requester never learned that the category was not asked."""
