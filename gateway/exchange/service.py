@@ -495,6 +495,23 @@ def _mapped_counting(value: Any, mapped: dict[str, Any]) -> tuple[Any, int]:
     return walk(value), withheld
 
 
+def _ids_without_pseudonyms(records: list[HolderRecord], salt: str) -> tuple[list[HolderRecord], int]:
+    """``records`` with every id that holds something pseudonym-shaped replaced, and how many were. A record id
+    is the holder's to choose, and its pattern takes a pseudonym: one built from the holder's pseudonym of the
+    subject or of a related one would reach the requester as it is, stable and linkable to the holder's records.
+    Such an id becomes a hash of it under ``salt`` (the exchange and holder): the same for the same id within the
+    answer, so records stay told apart and alike, and unlinkable to any other answer. The record itself stays."""
+    replaced = 0
+    kept = []
+    for record in records:
+        if _PSEUDONYM_SHAPED.search(record.record_id):
+            replaced += 1
+            digest = hashlib.sha256(f"{salt}:{record.record_id}".encode()).hexdigest()[:32]
+            record = record.model_copy(update={"record_id": f"record-{digest}"})
+        kept.append(record)
+    return kept, replaced
+
+
 def _once(records: list[HolderRecord]) -> list[HolderRecord]:
     """``records`` without repeats: a holder asked about one subject by its pseudonyms of two key versions (see
     ``ExchangeService._for_holder``), in one query or in two parts of the question, may answer the same record
@@ -1261,10 +1278,11 @@ class ExchangeService:
         if kept and self.deps.pseudonyms is not None:
             kept, untranslated = await self._related_for_requester(principal, body.partnership, target.organisation,
                                                                    kept)
-        withheld = 0  # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
+        # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
+        kept, withheld = _ids_without_pseudonyms(kept, f"{exchange_id}:{target.organisation}")
         if matched is not None:  # no reference of the holder's (the matched records', a related subject's) goes on
             kept, references = matched.scrubbed(kept)
-            withheld = references + untranslated
+            withheld += references + untranslated
         dropped = sum(len(answer.records) for answer in answers) - len(kept) - repeated
         if dropped or withheld:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
