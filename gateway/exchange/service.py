@@ -93,6 +93,7 @@ from gateway.exchange.parts import asked_together, failure_of, in_parts, part_re
 from gateway.exchange.sealing import RecordSealer
 from gateway.ids import new_id
 from gateway.logging import database_fault
+from gateway.periodic import PeriodicJob
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyError
 from gateway.policy.model import (
@@ -111,6 +112,9 @@ CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
 """An attempt holding an ``Idempotency-Key`` longer than this has died (its holder calls time out after
 ``connector_timeout_seconds`` per try, far sooner): a retry may then take the key over."""
 CHECKPOINT_REFRESH_SECONDS = 1.0
+SEALS_DROPPED_EVERY_SECONDS = 600.0
+"""How often a running gateway drops the sealed records of answers whose idempotency window has ended (it also
+does at start-up): they are kept for the window only, and a few minutes past it they are still unusable."""
 _STILL_ANSWERED = "a request with this Idempotency-Key is still being answered; retry it shortly"
 _DIFFERENT_REQUEST = "this Idempotency-Key was used for a different request"
 _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered or was answered meanwhile; "
@@ -606,6 +610,8 @@ class ExchangeService:
         self._count_writer: contextlib.AbstractContextManager[Any] = (
             sqlite_writer_lock(engine) if engine.dialect.name == "sqlite" else contextlib.nullcontext())
         self._keys_in_flight: set[tuple[str, str]] = set()  # (system, Idempotency-Key) being answered here
+        self._seal_timer = PeriodicJob(self.drop_expired_seals, SEALS_DROPPED_EVERY_SECONDS,
+                                       name="sealed_records_drop")
 
     def remove_abandoned_claims(self) -> None:
         """At start-up, when claims of attempts that died with a crashed process are most likely: such a claim
@@ -615,8 +621,27 @@ class ExchangeService:
         if removed:
             log.info("idempotency_claims_abandoned_removed", count=removed)
 
+    def drop_expired_seals_now(self) -> None:
+        """Drop the sealed records of answers past their idempotency window (blocking: at start-up, or on a
+        worker thread). A replay no longer opens them, and kept, every record ever disclosed under an
+        Idempotency-Key would stay in the database, decryptable with the seal key beside it. On SQLite the write
+        queues on the file's writer lock with the audit writer's (as the rule-6 give-back does)."""
+        with self._count_writer:
+            dropped = repository.drop_expired_seals(self.deps.sessions.kw["bind"], self.deps.clock.now())
+        if dropped:
+            log.info("sealed_records_dropped", count=dropped)
+
+    async def drop_expired_seals(self) -> None:
+        """``drop_expired_seals_now`` on a worker thread (what the timer started by :meth:`start` runs)."""
+        await asyncio.to_thread(self.drop_expired_seals_now)
+
+    def start(self) -> None:
+        """Start the timer that drops expired sealed records (the app's start-up, on its event loop)."""
+        self._seal_timer.start()
+
     async def aclose(self) -> None:
-        """Write the outcome rows still queued, then stop their writer."""
+        """Stop the timer, write the outcome rows still queued, then stop their writer."""
+        await self._seal_timer.aclose()
         await self._outcomes.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
