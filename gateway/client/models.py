@@ -7,6 +7,7 @@ against it; every field, outcome and error is described here and appears in the 
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime
 from enum import StrEnum
@@ -93,15 +94,19 @@ forwards them, and its serialiser stops at a few hundred levels: deeper ones fai
 (and were logged as the gateway's defect). A holder's parser stops sooner still, so nothing deeper could arrive."""
 
 
-def _depth(value: Any) -> int:
-    """How many objects and lists ``value`` nests (0 for a scalar), without recursing: the value is the caller's."""
-    deepest, stack = 0, [(value, 1)]
+def _depth_and_finite(value: Any) -> tuple[int, bool]:
+    """How many objects and lists ``value`` nests (0 for a scalar), and whether every number in it is finite;
+    without recursing: the value is the caller's. ``NaN`` and ``Infinity`` are no JSON (RFC 8259) though the
+    request parser takes them: the holder would get ``null`` while the log's payload hash covered them."""
+    deepest, finite, stack = 0, True, [(value, 1)]
     while stack:
         item, level = stack.pop()
         if isinstance(item, dict | list):
             deepest = max(deepest, level)
             stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
+        elif isinstance(item, float) and not math.isfinite(item):
+            finite = False
+    return deepest, finite
 
 
 class ProvidedRecord(_Strict):
@@ -118,9 +123,12 @@ class ProvidedRecord(_Strict):
 
     @field_validator("fields")
     @classmethod
-    def _not_too_deep(cls, fields: dict[str, Any]) -> dict[str, Any]:
-        if _depth(fields) > MAX_FIELD_DEPTH:
+    def _not_too_deep_and_finite(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        depth, finite = _depth_and_finite(fields)
+        if depth > MAX_FIELD_DEPTH:
             raise ValueError(f"nested more than {MAX_FIELD_DEPTH} levels deep")
+        if not finite:
+            raise ValueError("holds NaN or Infinity, which JSON does not have")
         return fields
 
 
