@@ -755,12 +755,15 @@ class ExchangeService:
         One of the gateway's own answers or a database failure is no defect, and before the write-ahead it needs
         no entry: nothing of the request is in the log. After it, the log holds a request that was about to be
         answered, so a 503 is logged as well — else the log would not say that the request ended without
-        disclosure — unless the audit log itself is what failed. A 409 there is a lost race for the request's
-        Idempotency-Key: the attempt that won it writes the request's ending."""
+        disclosure — unless the audit log itself is what failed; and so is an outcome that could not be stored
+        (``OutcomeNotStored``, after the disclosures were logged: nothing of them reached the requester). A 409
+        there is a lost race for the request's Idempotency-Key: the attempt that won it writes the request's
+        ending."""
         logged_ahead = exchange_id in self._logged_ahead
         defect = not isinstance(exc, _NOT_DEFECTS)
-        unavailable_after_write_ahead = (logged_ahead and isinstance(exc, ServiceUnavailable)
-                                         and not _caused_by(exc, AuditError))
+        unavailable_after_write_ahead = logged_ahead and (
+            isinstance(exc, OutcomeNotStored)
+            or (isinstance(exc, ServiceUnavailable) and not _caused_by(exc, AuditError)))
         if not defect and not unavailable_after_write_ahead:
             return
         log.error("request_failed_by_defect" if defect else "request_failed_after_write_ahead",
