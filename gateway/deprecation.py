@@ -30,9 +30,9 @@ def announce(request: Request, response: Response, since: datetime, successor: s
 def documented_headers(successor: str, when: str) -> dict[str, Any]:
     """The OpenAPI ``headers`` of an answer that carries :func:`announce`'s headers ``when`` (a phrase)."""
     return {
-        "Deprecation": {"description": f"RFC 9745: {when}, the moment this form was deprecated (`@` and Unix "
+        "Deprecation": {"description": f"{when}: the moment this form was deprecated (RFC 9745: `@` and Unix "
                                        "seconds).", "schema": {"type": "string", "example": "@1796428800"}},
-        "Link": {"description": f'{when}, its successor: `<{successor}>; rel="successor-version"` (RFC 8288, '
+        "Link": {"description": f'{when}: its successor, `<{successor}>; rel="successor-version"` (RFC 8288, '
                                 "RFC 5829).",
                  "schema": {"type": "string", "example": f'<{successor}>; rel="successor-version"'}},
     }

@@ -158,23 +158,25 @@ SEARCH_EXAMPLES: dict[str, Any] = {
                 "value": {"event_type": "policy.decided", "decision": "deny", "since": "2026-11-01T00:00:00Z",
                           "until": "2026-12-01T00:00:00Z"}},
 }
-_ENTRIES_EXAMPLE = {"entries": [{"index": 4712, "recorded_at": "2026-11-25T10:00:00Z", "entry": {
+DISCLOSURE_EXAMPLE: dict[str, Any] = {"index": 4712, "recorded_at": "2026-11-25T10:00:00Z", "entry": {
     "entry_id": "01937b6e-0000-7000-8000-000000004712", "index": 4712, "recorded_at": "2026-11-25T10:00:00.000000Z",
     "v": 1, "event": {"event_type": "disclosure", "data_subject": {"pseudonym": EXAMPLE_PSEUDONYM},
-                      "holder": "kvk", "categories": ["company_registration"]}}}], "next_cursor": None}
+                      "holder": "kvk", "categories": ["company_registration"]}}}
+"""An entry as the review answers it (abridged: a real entry has every field of its event)."""
+_ENTRIES_EXAMPLE = {"entries": [DISCLOSURE_EXAMPLE], "next_cursor": 4712}  # more after it (null: the last page)
 
 
 @router.get("/entries", response_model=EntryPage, summary="Audit entries you may see, filtered, oldest first",
-            responses={200: {"headers": documented_headers(SEARCH_PATH, "With `subject`")}, **_REVIEW_ERRORS})
+            responses={200: {"headers": documented_headers(SEARCH_PATH, "Only with `subject`")}, **_REVIEW_ERRORS})
 async def entries(request: Request, response: Response, partnership: str | None = id_filter("partnership"),
                   purpose: str | None = id_filter("purpose"), organisation: str | None = id_filter("organisation"),
                   event_type: str | None = word_filter("event type"), decision: str | None = word_filter("decision"),
                   since: datetime | None = Query(None, description=SINCE),
                   until: datetime | None = Query(None, description=UNTIL),
                   subject: str | None = Query(None, max_length=MAX_SUBJECT, deprecated=True, description=(
-                      f"Deprecated: a pseudonym in the address reaches proxies' access logs and browser histories. "
+                      "Deprecated: a pseudonym in the address reaches proxies' access logs and browser histories. "
                       f"Send the filters as the body of `POST {SEARCH_PATH}` instead (the same answer); with "
-                      f"`subject` this form answers with `Deprecation` and a `Link` to it.")),
+                      "`subject` this form answers with `Deprecation` and a `Link` to it.")),
                   cursor: int = Query(-1, ge=-1, le=MAX_CURSOR, description="Return entries after this index."),
                   limit: int = Query(100, ge=1, le=MAX_PAGE),
                   principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstrai
 
 from connectors.protocol import CATEGORY_PATTERN, RECORD_TYPE_PATTERN
 from gateway.auditing.review import (
+    DISCLOSURE_EXAMPLE,
     EXAMPLE_PSEUDONYM,
     MAX_SUBJECT,
     EntryView,
@@ -167,6 +168,7 @@ _LOOKUP_EXAMPLES: dict[str, Any] = {
 
 
 @router.post("/audit/subjects/disclosures", response_model=list[EntryView], responses=_PROBLEMS | {
+                 200: {"content": {"application/json": {"example": [DISCLOSURE_EXAMPLE]}}},
                  403: {"description": "Not the contact point"},
                  422: {"description": "Neither form, a malformed pseudonym, or not a polymorphic pseudonym under the "
                                       "gateway's key"}},
