@@ -163,7 +163,10 @@ def _normalise_text(text: str) -> str | None:
         if lowered.isalnum():  # one word of letters and digits: nothing to replace
             return lowered
     else:
-        decomposed = unicodedata.normalize("NFKD", text.casefold())
+        # Unicode's compatibility caseless form, NFKD(casefold(NFKD(casefold(x)))): folded again after the
+        # decomposition, which turns styled letters (mathematical bold or fraktur, pasted 'fancy text') into
+        # plain ones, capitals included, that a fold before it never saw: a bold 'Jansen' stayed 'Jansen'.
+        decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text.casefold()).casefold())
         lowered = "".join(filter(_visible, decomposed))
         lowered = lowered.translate(_LETTERS_WITHOUT_DECOMPOSITION)
     return _NON_WORD.sub(" ", lowered).strip() or None
