@@ -371,3 +371,11 @@ def test_compatibility_letters_fold_to_lower_case(written: str) -> None:
     styled = encoder.encode([{"surname": written}, {"surname": "Jansen"}])
     assert np.array_equal(styled[0], styled[1])
 
+
+@pytest.mark.parametrize("written", ["Pa\u0140la", "PA\u013fLA", "Pal\u00b7la", "PAL\u00b7LA"])
+def test_catalan_l_with_middle_dot_is_an_l(written: str) -> None:
+    """Found by a review: the table of letters written as Dutch registers spell them mapped 'ŀ' to 'l', but was
+    applied after NFKD, which had already split 'ŀ' into 'l' and a middle dot (punctuation, so a space): 'Paŀla'
+    and 'Pal·la' were 'pal la', two words, instead of 'palla'."""
+    assert normalise(Normaliser.TEXT, written) == "palla"
+    assert normalise(Normaliser.TEXT, "Caf\u00e9\u00b7bar") == "cafe bar"  # a middle dot elsewhere still parts words
