@@ -22,9 +22,16 @@ from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from tests.audit_support import triggers_disabled
 from tests.auth_helpers import bearer, person_token
-from tests.console.support import PASSWORD, SUBJECT, add_account, csrf_of, landing_after_sign_in, seed_entries
+from tests.console.support import (
+    IDLE,
+    PASSWORD,
+    SUBJECT,
+    add_account,
+    csrf_of,
+    landing_after_sign_in,
+    running_console,
+)
 
-IDLE = 600
 ACCOUNTS = {"po-gemeente": ("gemeente-amsterdam", "privacy-officer"), "po-bank": ("abn-amro", "privacy-officer"),
             "cpo-riec": ("riec-aa", "coordinating-privacy-officer"), "contact-riec": ("riec-aa", "contact-point"),
             "admin": ("riec-aa", "administrator")}
@@ -32,11 +39,7 @@ ACCOUNTS = {"po-gemeente": ("gemeente-amsterdam", "privacy-officer"), "po-bank":
 
 @pytest.fixture
 def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
-    install_console(container, ConsoleSettings(cookie_secure=False, idle_timeout_seconds=IDLE,
-                                               default_language="en"))
-    with TestClient(app) as client:
-        seed_entries(container)
-        client.app_state["accounts"] = set()  # created on first sign-in (argon2 hashing is slow on purpose)
+    with running_console(app, container, seeded=True) as client:
         yield client
 
 

@@ -25,13 +25,12 @@ from escalation.comments import comments
 from escalation.legal_gaps import get_gap
 from escalation.states import Action
 from gateway.clock import FixedClock
-from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
 from tests.auth_helpers import account_id
-from tests.console.support import PASSWORD, add_account, csrf_of
+from tests.console.support import PASSWORD, add_account, csrf_of, running_console
 from tests.statements import reads_accounts, statements_run
 
 RIEC = "riec-amsterdam-amstelland"
@@ -43,9 +42,8 @@ ACCOUNTS = {"po-politie": ("politie", "privacy-officer"), "po-gemeente": ("gemee
 
 @pytest.fixture
 def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
-    install_console(container, ConsoleSettings(cookie_secure=False, default_language="en"))
-    with TestClient(app) as client:
-        client.app_state["accounts"] = set()
+    with running_console(app, container, seeded=False,
+                         settings=ConsoleSettings(cookie_secure=False, default_language="en")) as client:
         yield client
 
 
