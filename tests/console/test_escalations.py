@@ -529,7 +529,8 @@ def test_a_done_notice_is_shown_only_after_this_sessions_own_form(console: TestC
         page = console.get(crafted)
         assert page.status_code == 200, crafted
         assert 'id="done"' not in page.text, crafted
-        assert "was recorded" not in page.text and "was added" not in page.text, crafted
+        assert "was recorded" not in page.text, crafted
+        assert "was added" not in page.text, crafted
 
     sign_in(console, "po-politie")  # another session (a new sign-in): the first session's tag is not its
     page = console.get(own)
