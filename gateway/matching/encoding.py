@@ -112,9 +112,12 @@ _CACHE_LIMIT = 1 << 16
 _NON_WORD = re.compile(r"[\W_]+")
 """Anything but letters and digits of any script: a Cyrillic or Arabic name keeps its letters."""
 _LETTERS_WITHOUT_DECOMPOSITION = str.maketrans({"ß": "ss", "ø": "o", "ł": "l", "æ": "ae", "œ": "oe", "\u0131": "i",
-                                                "đ": "d", "ð": "d", "þ": "th", "ŀ": "l", "ħ": "h"})
+                                                "đ": "d", "ð": "d", "þ": "th", "ħ": "h"})
 """Latin letters NFKD does not split into base letter and mark: written as Dutch registers spell them
 (Straße = Strasse, Søren = Soren), not dropped."""
+_CATALAN_L = "l\u00b7"
+"""Catalan's 'l·' (the *punt volat* of 'Paral·lel', also what NFKD makes of 'ŀ'): an l, not an l and a word break
+(the middle dot is punctuation, which becomes a space)."""
 _NON_DIGIT = re.compile(r"[^0-9]+")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -163,8 +166,11 @@ def _normalise_text(text: str) -> str | None:
         if lowered.isalnum():  # one word of letters and digits: nothing to replace
             return lowered
     else:
-        decomposed = unicodedata.normalize("NFKD", text.casefold())
-        lowered = "".join(filter(_visible, decomposed))
+        # Unicode's compatibility caseless form, NFKD(casefold(NFKD(casefold(x)))): folded again after the
+        # decomposition, which turns styled letters (mathematical bold or fraktur, pasted 'fancy text') into
+        # plain ones, capitals included, that a fold before it never saw: a bold 'Jansen' stayed 'Jansen'.
+        decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text.casefold()).casefold())
+        lowered = "".join(filter(_visible, decomposed.replace(_CATALAN_L, "l")))
         lowered = lowered.translate(_LETTERS_WITHOUT_DECOMPOSITION)
     return _NON_WORD.sub(" ", lowered).strip() or None
 

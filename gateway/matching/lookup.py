@@ -70,7 +70,8 @@ def matches(subjects: EncodedDataset, held: EncodedDataset, threshold: float,
     only, which told the requester which of its two probes scores higher against the holder's record."""
     if len(subjects) == 0 or len(held) == 0:
         return {}
-    pairs = scored_pairs(subjects, held, threshold=threshold, blocker=blocker, right_counts=held_counts)
+    alone = replace(blocker, left_rows_alone=True)  # a block too large is skipped per subject, never for the others
+    pairs = scored_pairs(subjects, held, threshold=threshold, blocker=alone, right_counts=held_counts)
     order = np.lexsort((pairs.right_index, -pairs.scores))  # per subject: best score first, then the first record
     best: dict[int, int] = {}
     for subject, record in zip(pairs.left_index[order].tolist(), pairs.right_index[order].tolist(), strict=True):

@@ -192,3 +192,29 @@ def test_every_route_that_requires_a_token_declares_it_and_no_public_one_does(sp
     assert wrong == [], "\n".join(wrong)
     assert public >= 5  # both kinds were met: the matrix was read, not skipped
     assert protected >= 30
+
+
+def test_the_audit_routes_that_take_a_pseudonym_in_a_body_have_examples_their_models_accept(
+        spec: dict[str, Any]) -> None:
+    """The review's search and the contact point's look-up (whose pseudonyms stay out of addresses): every request
+    example is a body the route takes (each form of the look-up has one), every answer example an answer."""
+    from pydantic import TypeAdapter
+
+    from gateway.auditing.review import EntryPage, EntrySearch, EntryView
+    from gateway.enrolment.endpoints import DisclosuresLookup
+
+    routes: dict[str, tuple[Any, Any]] = {
+        "/v1/audit/entries/search": (TypeAdapter(EntrySearch), TypeAdapter(EntryPage)),
+        "/v1/audit/subjects/disclosures": (TypeAdapter(DisclosuresLookup), TypeAdapter(list[EntryView]))}
+    for path, (request_model, answer_model) in routes.items():
+        operation = spec["paths"][path]["post"]
+        assert operation["description"]
+        requests = list(_examples(operation["requestBody"]["content"]["application/json"]))
+        assert len(requests) >= 2, path
+        taken = [request_model.validate_python(example) for example in requests]
+        answers = list(_examples(operation["responses"]["200"]["content"]["application/json"]))
+        assert answers, path
+        for example in answers:
+            answer_model.validate_python(example)
+    lookups = [type(body).__name__ for body in taken]
+    assert sorted(lookups) == ["PseudonymLookup", "SubjectLookup"]

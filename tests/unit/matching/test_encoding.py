@@ -354,3 +354,28 @@ def test_digits_of_any_script_are_digits_not_dropped(written: str, digits: str) 
     """Found by a review: the digits normaliser kept only 0-9, so a date of birth in full-width or
     Arabic-Indic digits became *missing* (nothing encoded for it, no blocking key) instead of its number."""
     assert normalise(Normaliser.DIGITS, written) == digits
+
+
+@pytest.mark.parametrize("written", [
+    "\U0001d409\U0001d41a\U0001d427\U0001d42c\U0001d41e\U0001d427",  # mathematical bold ("fancy text" fonts)
+    "\U0001d471\U0001d482\U0001d48f\U0001d494\U0001d486\U0001d48f",  # mathematical bold italic
+    "\U0001d50d\U0001d51e\U0001d52b\U0001d530\U0001d522\U0001d52b",  # fraktur
+    "\U0001d409\U0001d400\U0001d40d\U0001d412\U0001d404\U0001d40d",  # mathematical bold capitals
+])
+def test_compatibility_letters_fold_to_lower_case(written: str) -> None:
+    """Found by a review: text was case-folded before its compatibility decomposition, so a capital that only
+    NFKD turns into a Latin letter (the styled letters of 'fancy text', pasted from a social-media profile)
+    stayed a capital: a bold 'Jansen' was 'Jansen', and no longer matched 'jansen' on its first bigrams."""
+    assert normalise(Normaliser.TEXT, written) == "jansen"
+    encoder = CLKEncoder(shipped_schema("person"), SECRET)
+    styled = encoder.encode([{"surname": written}, {"surname": "Jansen"}])
+    assert np.array_equal(styled[0], styled[1])
+
+
+@pytest.mark.parametrize("written", ["Pa\u0140la", "PA\u013fLA", "Pal\u00b7la", "PAL\u00b7LA"])
+def test_catalan_l_with_middle_dot_is_an_l(written: str) -> None:
+    """Found by a review: the table of letters written as Dutch registers spell them mapped 'ŀ' to 'l', but was
+    applied after NFKD, which had already split 'ŀ' into 'l' and a middle dot (punctuation, so a space): 'Paŀla'
+    and 'Pal·la' were 'pal la', two words, instead of 'palla'."""
+    assert normalise(Normaliser.TEXT, written) == "palla"
+    assert normalise(Normaliser.TEXT, "Caf\u00e9\u00b7bar") == "cafe bar"  # a middle dot elsewhere still parts words
