@@ -22,7 +22,7 @@ from gateway.console.sessions import CONSOLE_SETTINGS, close_sign_out_retries, s
 from gateway.console.settings import ConsoleSettings
 from gateway.console.signins import close_sign_ins, start_sign_ins
 from gateway.container import Container, build_container
-from gateway.db.engine import assert_migrated, expected_heads
+from gateway.db.engine import assert_migrated, encoding_refusal, expected_heads
 from gateway.enrolment import endpoints as enrolment_endpoints
 from gateway.enrolment import fuzzy_endpoints
 from gateway.enrolment.setup import (
@@ -31,6 +31,7 @@ from gateway.enrolment.setup import (
     remove_abandoned_at_start,
     remove_retired_at_start,
 )
+from gateway.errors import ServiceUnavailable
 from gateway.escalations import endpoints as escalation_endpoints
 from gateway.escalations.setup import escalation_scheduler, escalation_service, install_escalations
 from gateway.exchange import endpoints as exchange_endpoints
@@ -57,12 +58,15 @@ client secret) and send the access token as `Authorization: Bearer ...`. Every e
 
 
 def start_services(container: Container) -> None:
-    """Start-up, in order: refuse an un-migrated database, then bring up each service.
+    """Start-up, in order: refuse a database not in UTF-8 or not migrated, then bring up each service.
 
     The migration heads are read from the scripts once, here; the readiness probe compares the database
     with them on every call (a schema migrated or downgraded under the running process makes it not ready).
     """
     heads = expected_heads()
+    refusal = encoding_refusal(container.engine, container.settings.db_connect_timeout_seconds)
+    if refusal is not None:
+        raise ServiceUnavailable(refusal)
     assert_migrated(container.engine, heads)
     container.readiness["database"] = health.database_check(container)
     container.readiness["schema"] = health.schema_check(container, heads)
