@@ -251,6 +251,9 @@ class AuditLog:
         self._frontier_cache: CompactRange | None = None
         self._cache_lock = threading.Lock()
         self._refused: str | None = None
+        # The last checkpoint note this process signed or verified, with what it states: the same text under the
+        # same key verifies the same way, so the fork check skips the signature check for it (most of its cost).
+        self._known_note: tuple[str, Checkpoint] | None = None
         self._rows = store.RowWriter(engine.dialect)
         # SQLAlchemy's errors, and the driver's own for the few statements sent to it directly.
         self._database_errors: tuple[type[Exception], ...] = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
@@ -367,7 +370,9 @@ class AuditLog:
     def _signed(self, connection: Connection, size: int, root: bytes, now: datetime) -> StoredCheckpoint:
         """Sign ``root`` at ``size``, under the append lock, once :meth:`_check_extends` has passed."""
         self._check_extends(connection, size, root)
-        note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
+        checkpoint = Checkpoint(self.origin, size, root)
+        note = sign_checkpoint(checkpoint, self._signer)
+        self._known_note = (note, checkpoint)
         return StoredCheckpoint(size, root, note, now)
 
     def _check_extends(self, connection: Connection, size: int, root: bytes) -> None:
@@ -412,10 +417,15 @@ class AuditLog:
         while True:
             notes = store.checkpoint_notes_page(connection, offset, _ANCHOR_PAGE)
             for note in notes:
+                known = self._known_note
+                if known is not None and known[0] == note:
+                    return known[1]
                 try:
-                    return open_checkpoint(note, self.verifier, origin=self.origin)
+                    opened = open_checkpoint(note, self.verifier, origin=self.origin)
                 except VerificationError:
                     continue
+                self._known_note = (note, opened)
+                return opened
             if len(notes) < _ANCHOR_PAGE:
                 return None
             offset += len(notes)
