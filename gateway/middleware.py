@@ -1,4 +1,5 @@
-"""ASGI middleware: request id + W3C trace context, access log, and a hard request-body limit.
+"""ASGI middleware: request id + W3C trace context, caching and sniffing defaults, access log, and a hard
+request-body limit.
 
 Pure ASGI (not BaseHTTPMiddleware) so it adds little latency on the exchange hot path.
 """
@@ -20,6 +21,13 @@ from gateway.logging import scrub_text
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_DEFAULT_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+"""Added to every answer that does not set the header itself. Why: the API answers personal data (an
+exchange's records, audit entries, a legal-gap export) and nothing told a cache not to keep it; without
+``Cache-Control`` a browser's cache (behind the documentation's *try it out*), an HTTP cache in a partner's
+client library or a proxy may store a 200 and hand it out later (RFC 9111 §4.2.2, heuristic freshness).
+``nosniff``: a CSV or JSON answer holding text people typed is never to be read as a page. An answer meant to
+be cached says so itself (the JWKS, the console's static files) and keeps what it says."""
 
 log = structlog.get_logger("gateway.access")
 
@@ -46,7 +54,8 @@ def _callers_request_id(sent: str | None) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Bind request id, trace id and span id to the log context; echo them in response headers."""
+    """Bind request id, trace id and span id to the log context; echo them in response headers, with the
+    ``_DEFAULT_HEADERS`` an answer does not set itself."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -76,6 +85,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(header for header in _DEFAULT_HEADERS if header[0] not in present)
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.append((b"traceparent", f"00-{trace_id}-{span_id}-01".encode()))
                 message["headers"] = headers
