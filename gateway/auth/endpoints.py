@@ -122,6 +122,11 @@ async def token(request: Request, container: Container = Depends(get_container))
         return _oauth_error(400, "invalid_request", f"a parameter must not be repeated: {named}")
     form = {key: value for key, value in parsed.items() if isinstance(value, str)}
     headers = request.headers  # case-insensitive: authlib looks up "Authorization"
+    methods = _client_authentications(form, headers)
+    if len(methods) > 1:  # RFC 6749 §2.3, and §5.2's invalid_request: see _client_authentications
+        log.info("token_rejected", error="invalid_request", reason="more than one client authentication")
+        return _oauth_error(400, "invalid_request", "a token request must authenticate the client one way, not "
+                                                    + " and ".join(methods))
     auth = auth_services(container)
     endpoint = token_endpoint_url(container)
     register = register_service(container).current()
@@ -215,6 +220,24 @@ def _carries_secret(form: dict[str, str], headers: Any) -> bool:
     the other way round. ``private_key_jwt`` (a signature check, far cheaper) is not limited."""
     authorization = str(headers.get("authorization", ""))
     return "client_secret" in form or authorization[:6].lower() == "basic "
+
+
+def _client_authentications(form: Mapping[str, str], headers: Mapping[str, str]) -> list[str]:
+    """The client-authentication methods a token request uses, by what it carries.
+
+    A client MUST NOT use more than one in a request (RFC 6749 §2.3). authlib tries them in turn and takes the
+    first that succeeds: a wrong secret in Basic credentials only made it go on to the client assertion beside
+    it, so anyone with a key of their own could guess another system's secret and learn from the token which
+    system it was issued to, each wrong guess an unremarkable 200 (no ``auth.rejected`` entry, no failed
+    attempt). The request is refused before any of them is checked."""
+    methods = []
+    if str(headers.get("authorization", ""))[:6].lower() == "basic ":
+        methods.append("client_secret_basic")
+    if "client_secret" in form:
+        methods.append("client_secret_post")
+    if "client_assertion" in form or "client_assertion_type" in form:
+        methods.append("private_key_jwt")
+    return methods
 
 
 OAUTH_ERRORS = frozenset({"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
