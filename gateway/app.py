@@ -36,7 +36,7 @@ from gateway.escalations.setup import escalation_scheduler, escalation_service, 
 from gateway.exchange import endpoints as exchange_endpoints
 from gateway.exchange.setup import exchange_service, install_exchange, install_policy
 from gateway.logging import configure_logging
-from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, StrictJsonMiddleware
 from gateway.openapi import problem_openapi
 from gateway.problems import install_problem_handlers
 from gateway.ratelimit import RateLimitMiddleware
@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.state.container = the_container
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)
+    app.add_middleware(StrictJsonMiddleware)  # inside the body limit, which bounds what it reads
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.add_middleware(RequestContextMiddleware)

@@ -6,13 +6,16 @@ docs/security.md, not repeated here)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from audit.tables import audit_entries
 from tests.auth_helpers import bearer
-from tests.security.world import BIBOB_REQUEST, PO_OWN, SYSTEM, World, running_world
+from tests.security.world import BIBOB_REQUEST, PO_OWN, SUBJECT, SYSTEM, World, running_world
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +56,52 @@ def test_an_answer_that_sets_its_own_caching_keeps_it(world: World) -> None:
     assert jwks.headers["cache-control"].startswith("max-age="), jwks.headers
     static = world.client.get("/console/static/console.css")
     assert static.headers["cache-control"].startswith("public"), static.headers
+
+
+def _audit_size(world: World) -> int:
+    with world.container.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(audit_entries)).scalar_one())
+
+
+_EXCHANGE = json.dumps(BIBOB_REQUEST)
+AMBIGUOUS_BODIES = {
+    # The last of two members wins in Python's parser; a proxy, a filter or a log that reads the first sees
+    # another case reference (or another signal) than the one the gateway decided and wrote down.
+    "repeated member": _EXCHANGE[:-1] + ', "case_reference": "RIEC-AA-2026-999"}',
+    "repeated nested member": _EXCHANGE.replace('"type": "bibob-application"',
+                                                '"type": "bibob-application", "type": "other-signal"'),
+    # json.loads guesses UTF-16 and UTF-32 from the bytes; anything on the way that reads JSON as UTF-8 (RFC
+    # 8259 §8.1: JSON between systems is UTF-8) sees NUL-ridden text it cannot inspect.
+    "UTF-16": _EXCHANGE.encode("utf-16"),
+    "UTF-32 without BOM": _EXCHANGE.encode("utf-32-le"),
+}
+
+
+@pytest.mark.parametrize("body", list(AMBIGUOUS_BODIES.values()), ids=list(AMBIGUOUS_BODIES))
+def test_a_json_body_two_parsers_would_read_differently_is_refused_and_writes_nothing(
+        world: World, body: str | bytes) -> None:
+    """Attack: a body that one JSON reader takes one way and another reader another (repeated member names, a
+    text encoding other than UTF-8), to get a request past anything that inspects bodies on the way in while
+    the gateway acts on something else. RFC 7493 (I-JSON) §2.3 forbids repeated names, RFC 8259 §8.1 asks for
+    UTF-8; the token endpoint already refuses a repeated form parameter for the same reason."""
+    before = _audit_size(world)
+    headers = bearer(world.system_token(SYSTEM)) | {"content-type": "application/json"}
+    answer = world.client.post("/v1/exchanges", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text[:300]
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert _audit_size(world) == before
+
+
+def test_a_repeated_username_at_sign_in_is_refused_before_any_password_check(world: World) -> None:
+    answer = world.client.post("/v1/auth/login", content=b'{"username": "nobody", "username": "po-gemeente", '
+                                                         b'"password": "x"}',
+                               headers={"content-type": "application/json"})
+    assert answer.status_code == 400, answer.text
+
+
+def test_the_same_name_in_different_objects_is_no_repetition(world: World) -> None:
+    subjects = [{"ref": SUBJECT}, {"ref": "subj-00000000000000000000000a"}]
+    body = json.dumps(BIBOB_REQUEST | {"subjects": subjects}).encode()
+    answer = world.client.post("/v1/exchanges", content=body,
+                               headers=bearer(world.system_token(SYSTEM)) | {"content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
