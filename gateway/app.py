@@ -129,9 +129,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             if owned:
                 the_container.close()
 
-    # The documentation pages are api_docs' (pinned, integrity-checked assets: they share the console's origin)
+    # The documentation pages are api_docs' (pinned, integrity-checked assets: they share the console's origin).
+    # No slash redirects: Starlette's answered a path with a trailing slash by a 307 to an absolute URL built
+    # from the request's Host header (http:// unless a trusted proxy said otherwise), which sent a caller, and a
+    # partner system's re-posted exchange body, wherever that header named. No route ends in a slash: a 404.
     app = FastAPI(title="WGS data-sharing gateway", version="0.1.0", description=API_DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_URL)
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_URL,
+                  redirect_slashes=False)
     app.state.container = the_container
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)

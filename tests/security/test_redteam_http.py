@@ -105,3 +105,17 @@ def test_the_same_name_in_different_objects_is_no_repetition(world: World) -> No
     answer = world.client.post("/v1/exchanges", content=body,
                                headers=bearer(world.system_token(SYSTEM)) | {"content-type": "application/json"})
     assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/exchanges/"), ("GET", "/v1/escalations/"),
+                                              ("GET", "/console/"), ("GET", "/console/audit/"), ("GET", "/docs/")])
+def test_no_answer_sends_the_caller_to_the_host_its_host_header_named(world: World, method: str, path: str) -> None:
+    """Attack: a path with a trailing slash was redirected (307) to an absolute URL built from the request's
+    ``Host`` header (Starlette's slash redirect), ``http://`` unless a trusted proxy said otherwise: whoever can
+    set that header on someone's request (a proxy routing by another header, a shared cache) sends the caller
+    elsewhere, and a 307 makes a partner system post the exchange body (subjects, case reference) there again,
+    over plain HTTP. No route of the gateway ends in a slash; such a path is a plain 404."""
+    answer = world.client.request(method, path, headers=bearer(world.system_token(SYSTEM)) | {
+        "Host": "evil.example"}, json=BIBOB_REQUEST if method == "POST" else None, follow_redirects=False)
+    assert answer.status_code == 404, (answer.status_code, answer.headers.get("location"))
+    assert "location" not in answer.headers
