@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from audit.tables import audit_entries
+from connectors.world import build_world
 from tests.auth_helpers import bearer
 from tests.security.world import BIBOB_REQUEST, PO_OWN, SUBJECT, SYSTEM, World, running_world
 
@@ -119,3 +120,32 @@ def test_no_answer_sends_the_caller_to_the_host_its_host_header_named(world: Wor
         "Host": "evil.example"}, json=BIBOB_REQUEST if method == "POST" else None, follow_redirects=False)
     assert answer.status_code == 404, (answer.status_code, answer.headers.get("location"))
     assert "location" not in answer.headers
+
+
+def test_member_names_the_caller_made_up_are_not_echoed_into_errors_or_logs(
+        world: World, capfd: pytest.CaptureFixture[str]) -> None:
+    """Attack (or a partner system's bug): personal data sent as a member *name* rather than a value —
+    ``{"Jan de Vries": ...}``, a BSN or an IBAN as a key. The problem document's ``detail`` masked identifiers,
+    but its ``errors`` named the unknown member verbatim, and a name is no identifier the mask knows: it came
+    back in the body and went into the ``request_rejected`` log line. Only names shaped like the API's own
+    field names are named back."""
+    person = build_world(2025).persons[0]
+    personal = [person.name, person.bsn, "NL91ABNA0417164300", person.address]
+    capfd.readouterr()
+    system = bearer(world.system_token(SYSTEM))
+    bodies = []
+    for value in personal:
+        bodies += [
+            world.client.post("/v1/exchanges", json=BIBOB_REQUEST | {value: 1}, headers=system),
+            world.client.post("/v1/exchanges", json=BIBOB_REQUEST | {"signal": {
+                "type": "bibob-application", "reference": "B-1", value: "x"}}, headers=system),
+            world.client.post("/v1/auth/login", json={"username": "nobody-here", "password": "x", value: 1}),
+        ]
+    for answer in bodies:
+        assert answer.status_code == 422, answer.text[:200]
+    logs = capfd.readouterr().err
+    assert "request_rejected" in logs
+    assert [value for value in personal for answer in bodies if value in answer.text] == []
+    assert [value for value in personal if value in logs] == []
+    named = world.client.post("/v1/exchanges", json=BIBOB_REQUEST | {"surprise_field": 1}, headers=system)
+    assert named.json()["errors"][0]["loc"] == ["body", "surprise_field"]  # a field-like name still helps
