@@ -160,6 +160,15 @@ class _PurposeBound(_Strict):
             raise ValueError("each subject may be named only once")
         return subjects
 
+    @field_validator("categories")
+    @classmethod
+    def _each_category_once(cls, categories: list[str]) -> list[str]:
+        # Refused, not merged: a category named twice was asked, and logged in the request's entry, twice;
+        # the list is what the requester asked for, as written (subjects are refused alike).
+        if len(set(categories)) != len(categories):
+            raise ValueError("each category may be named only once")
+        return categories
+
 
 _OrganisationId = Annotated[str, Field(pattern=SLUG_PATTERN)]
 
