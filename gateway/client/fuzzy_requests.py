@@ -36,10 +36,11 @@ class FilterRecordToEnrol(NamedTuple):
 
 
 def _wire(record_type: RecordType, secret: bytes, records: Sequence[Mapping[str, object]],
-          blocking: bool) -> list[dict[str, Any]]:
+          blocking: bool) -> tuple[list[dict[str, Any]], str]:
+    """The records' wire form, and the secret's key id (which every body carries beside ``schema_version``)."""
     encoder = CLKEncoder(shipped_schema(record_type), secret)
     wire = dataset_to_wire(encoder.encode_dataset(records))
-    return wire if blocking else [{"clk": item["clk"]} for item in wire]
+    return (wire if blocking else [{"clk": item["clk"]} for item in wire]), encoder.key_id
 
 
 def enrolment_batches(partnership: str, record_type: RecordType, secret: bytes,
@@ -64,14 +65,14 @@ def enrolment_batches(partnership: str, record_type: RecordType, secret: bytes,
             raise ValueError("a reference sent twice in a replacement")
         replacement = replacement or f"replace-{uuid.uuid4().hex}"
     version = shipped_schema(record_type).version
-    wire = _wire(record_type, secret, [r.fields for r in records], blocking)
+    wire, key_id = _wire(record_type, secret, [r.fields for r in records], blocking)
     items = [{"ref": r.ref, "categories": list(r.categories), "confidential": r.confidential, "minor": r.minor}
              | encoded for r, encoded in zip(records, wire, strict=True)]
     removals = list(remove)
     end = max(len(items), len(removals), 1)
     for start in range(0, end, MAX_FILTER_BATCH):
         body: dict[str, Any] = {"partnership": partnership, "record_type": record_type, "schema_version": version,
-                                "records": items[start:start + MAX_FILTER_BATCH],
+                                "clk_key_id": key_id, "records": items[start:start + MAX_FILTER_BATCH],
                                 "remove": removals[start:start + MAX_FILTER_BATCH], "replace": replace and not start}
         if several:
             body |= {"replace": True, "replacement": replacement}
@@ -87,12 +88,12 @@ def fuzzy_request(*, partnership: str, purpose: str, legal_basis: str, case_refe
                   subjects: Sequence[Mapping[str, object]], minors: Sequence[bool] | None = None,
                   blocking: bool = True) -> FuzzyDiscoveryRequest:
     """A fuzzy discovery about ``subjects`` (what the requester knows of each, by the schema's field names)."""
-    wire = _wire(record_type, secret, subjects, blocking)
+    wire, key_id = _wire(record_type, secret, subjects, blocking)
     flags = list(minors) if minors is not None else [False] * len(wire)
     return FuzzyDiscoveryRequest(
         partnership=partnership, purpose=purpose, legal_basis=legal_basis, case_reference=case_reference,
         signal=signal, categories=categories, record_type=record_type,
-        schema_version=shipped_schema(record_type).version,
+        schema_version=shipped_schema(record_type).version, clk_key_id=key_id,
         subjects=[FuzzySubject(minor=minor, **item) for item, minor in zip(wire, flags, strict=True)])
 
 

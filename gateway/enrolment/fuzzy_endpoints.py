@@ -15,6 +15,7 @@ from gateway.deps import container_of
 from gateway.enrolment.endpoints import entry_trace
 from gateway.enrolment.setup import filter_service, fuzzy_discovery
 from gateway.exchange.endpoints import trace_of
+from gateway.openapi import problem, problem_examples
 
 router = APIRouter(prefix="/v1")
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -26,18 +27,44 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
                          "personal data, too many records or subjects, two subjects that match each other (one "
                          "person asked twice)"},
 }
+_KEY_ID_A, _KEY_ID_B = "5d2f8a0c41b9e7736a1c0e9f24d8b5a3", "c07e19b4a2d35f8e6b0a9c4d1e7f2a58"
+
+
+def _malformed(path: str) -> dict[str, Any]:
+    return problem(422, "unprocessable", "Unprocessable request", "records: filter 3 is empty or sets more than 75% "
+                   "of its bits, which no encoding of a record does", instance=path)
+
+
 _ENROL_PROBLEMS = _PROBLEMS | {
     409: {"description": "Other enrolments of the same records kept changing the index: nothing enrolled, retry; "
                          "or the last batch of a `replacement` declares another `total` than the replacement holds "
                          "(a batch missing, or the replacement abandoned): nothing changed"},
     422: {"description": _PROBLEMS[422]["description"] + "; more records than a participant may have enrolled "
                          "(the problem's `limit`: nothing enrolled); a `replacement` batch without `replace`, "
-                         "with `remove`, or `total` without `replacement`"},
+                         "with `remove`, or `total` without `replacement`; `clk-key-mismatch`: filters encoded "
+                         "with another CLK secret (`clk_key_id`) than the ones you have enrolled, nothing enrolled "
+                         "(a rotation re-enrols everything with `replace`), or a replacement's batches of two",
+          "content": problem_examples(
+              malformed=_malformed("/v1/enrolments/filters"),
+              clk_key_mismatch=problem(
+                  422, "clk-key-mismatch", "CLK key mismatch", f"these filters were encoded with another CLK secret "
+                  f"(key id {_KEY_ID_B}) than the ones you have enrolled (key id {_KEY_ID_A}): nothing was "
+                  "enrolled. A rotated secret re-enrols everything (`replace`); a mistyped one is fixed on your "
+                  "side", instance="/v1/enrolments/filters", code="clk-key-mismatch", clk_key_id=_KEY_ID_A))},
     500: {"description": "A defect in the gateway while writing the index: nothing was enrolled (logged and "
                          "audited)"},
     503: {"description": "The audit log could not be written: nothing was enrolled"},
 }
 _DISCOVERY_PROBLEMS = _PROBLEMS | {
+    422: {"description": _PROBLEMS[422]["description"] + "; `clk-key-mismatch`: no holder's filters were encoded "
+                         "with the CLK secret of the request's `clk_key_id` (nothing logged, nothing compared; a "
+                         "holder of another secret among others is answered `not-comparable`)",
+          "content": problem_examples(
+              malformed=_malformed("/v1/discovery/fuzzy"),
+              clk_key_mismatch=problem(
+                  422, "clk-key-mismatch", "CLK key mismatch", f"no holder's filters were encoded with the CLK "
+                  f"secret of key id {_KEY_ID_B}: nothing can be compared (a rotated or mistyped secret?); nothing "
+                  "was disclosed", instance="/v1/discovery/fuzzy", code="clk-key-mismatch"))},
     403: {"description": "The token lacks the scope `discovery`"},
     503: {"description": "Policy engine, audit log or the filter index unavailable: the request is denied (fail "
                          "closed)"},
@@ -54,7 +81,8 @@ async def enrol_filters(body: FilterEnrolment, request: Request,
     on its last batch) is kept aside and takes effect whole with its last batch. Other participants' fuzzy
     discoveries then find your records (hit/no-hit only: never your reference, never a score). The batch is one
     audit entry (counts only), written in the transaction that changes the index: when the log cannot be
-    written, 503 and nothing changed."""
+    written, 503 and nothing changed. Records of another CLK secret (``clk_key_id``) than those you have enrolled
+    are refused (422 ``clk-key-mismatch``) unless the batch replaces them all."""
     return await filter_service(container_of(request)).enrol(principal, body, entry_trace(request))
 
 
@@ -64,5 +92,6 @@ async def discover_fuzzy(body: FuzzyDiscoveryRequest, request: Request,
                          principal: Principal = Depends(require_scope(Scope.DISCOVERY))) -> FuzzyDiscoveryResult:
     """As ``POST /v1/discovery`` for subjects without a shared number: the same policy decides per holder; each
     allowed holder's enrolled records are compared with the subjects' filters (the schema's threshold, each
-    subject answered as if asked alone)."""
+    subject answered as if asked alone). A holder whose filters were encoded with another CLK secret than the
+    request's (``clk_key_id``) is answered ``not-comparable``, never ``no-hit``."""
     return await fuzzy_discovery(container_of(request)).discover(principal, body, trace_of(request))
