@@ -30,8 +30,8 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 _KEY_ID_A, _KEY_ID_B = "5d2f8a0c41b9e7736a1c0e9f24d8b5a3", "c07e19b4a2d35f8e6b0a9c4d1e7f2a58"
 
 
-def _malformed(path: str) -> dict[str, Any]:
-    return problem(422, "unprocessable", "Unprocessable request", "records: filter 3 is empty or sets more than 75% "
+def _malformed(path: str, what: str) -> dict[str, Any]:
+    return problem(422, "unprocessable", "Unprocessable request", f"{what}: filter 3 is empty or sets more than 75% "
                    "of its bits, which no encoding of a record does", instance=path)
 
 
@@ -45,7 +45,7 @@ _ENROL_PROBLEMS = _PROBLEMS | {
                          "with another CLK secret (`clk_key_id`) than the ones you have enrolled, nothing enrolled "
                          "(a rotation re-enrols everything with `replace`), or a replacement's batches of two",
           "content": problem_examples(
-              malformed=_malformed("/v1/enrolments/filters"),
+              malformed=_malformed("/v1/enrolments/filters", "records"),
               clk_key_mismatch=problem(
                   422, "clk-key-mismatch", "CLK key mismatch", f"these filters were encoded with another CLK secret "
                   f"(key id {_KEY_ID_B}) than the ones you have enrolled (key id {_KEY_ID_A}): nothing was "
@@ -55,12 +55,29 @@ _ENROL_PROBLEMS = _PROBLEMS | {
                          "audited)"},
     503: {"description": "The audit log could not be written: nothing was enrolled"},
 }
+_FUZZY_RESULT: dict[str, Any] = {
+    "discovery_id": "01a24463-a548-7bdf-a60e-a8d285523849", "partnership": "riec-amsterdam-amstelland",
+    "purpose": "bibob-integrity-check", "record_type": "person", "policy_version": "wgs-policy-2026.12.5",
+    "register_version": "2026.11.1",
+    "targets": [
+        {"holder": "politie", "outcome": "hit", "subjects": ["hit", "no-hit"],
+         "match_handles": ["match:q5Tb2Jm0oXw8c3Vn1yFZk9Lr7aSdPe4GuHi6Cj0KvQs", None], "reasons": []},
+        {"holder": "belastingdienst", "outcome": "not-comparable", "subjects": [], "match_handles": [],
+         "reasons": [{"code": "clk-key-mismatch", "category": None, "message": "this holder's filters were encoded "
+                      "with another CLK secret: nothing was compared"}]},
+    ],
+    "receipt": {"exchange_id": "01a24463-a548-7bdf-a60e-a8d285523849", "audit_indices": [812, 813, 814, 815, 816],
+                "checkpoint": "gateway.wgs.local/audit-log\n816\n..."},
+}
+"""One holder compared, one whose filters are of another CLK secret (a rotated or mistyped one, on either side)."""
+
 _DISCOVERY_PROBLEMS = _PROBLEMS | {
+    200: {"content": {"application/json": {"example": _FUZZY_RESULT}}},
     422: {"description": _PROBLEMS[422]["description"] + "; `clk-key-mismatch`: no holder's filters were encoded "
                          "with the CLK secret of the request's `clk_key_id` (nothing logged, nothing compared; a "
                          "holder of another secret among others is answered `not-comparable`)",
           "content": problem_examples(
-              malformed=_malformed("/v1/discovery/fuzzy"),
+              malformed=_malformed("/v1/discovery/fuzzy", "subjects"),
               clk_key_mismatch=problem(
                   422, "clk-key-mismatch", "CLK key mismatch", f"no holder's filters were encoded with the CLK "
                   f"secret of key id {_KEY_ID_B}: nothing can be compared (a rotated or mistyped secret?); nothing "
