@@ -21,10 +21,12 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or forged access token"},
     403: {"description": "Not a participant of the partnership, or the token lacks the scope"},
     413: {"description": "Body too large"},
-    422: {"description": "Malformed: a filter not of the schema's length or implausible, blocking keys not one "
-                         "per signature, another schema version, unknown categories, a reference that looks like "
-                         "personal data, too many records or subjects, two subjects that match each other (one "
-                         "person asked twice)"},
+    422: {"description": "Malformed: a filter not of the schema's length, blocking keys not one per signature, "
+                         "another schema version, unknown categories, a reference that looks like personal data, "
+                         "too many records or subjects, two subjects that match each other (one person asked "
+                         "twice); or implausible filters (type `.../implausible-filter`: empty, or so dense they "
+                         "would match almost anyone, as very long names can encode), each named in `refused` by "
+                         "`position`, `reason` (`empty`, `too-dense`) and, for a record, its `ref`"},
 }
 _ENROL_PROBLEMS = _PROBLEMS | {
     409: {"description": "Other enrolments of the same records kept changing the index: nothing enrolled, retry; "
