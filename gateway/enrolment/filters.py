@@ -13,10 +13,11 @@ is taken even above it, so a participant over a lowered limit can still shrink. 
 fuzzy discovery (``gateway.exchange.fuzzy``), which compares and answers hit/no-hit.
 
 Checks that go beyond the request's shape: the schema version is the shipped one (filters of another version
-never compare), each filter is exactly the schema's length and plausible (:func:`gateway.matching.lookup.
-implausible`), blocking keys are one per signature or none, categories are the register's, and a local reference
-looks like no personal data (the audit log's own guard: BSN, IBAN, e-mail address) — it is stored, and a
-reference that is an identifier would make the index hold personal data in the clear.
+never compare), each filter is exactly the schema's length and plausible (:mod:`gateway.matching.plausibility`:
+not empty, and not so dense that it would match almost anyone; refused naming each such filter,
+:class:`ImplausibleFilters`), blocking keys are one per signature or none, categories are the register's, and a
+local reference looks like no personal data (the audit log's own guard: BSN, IBAN, e-mail address) — it is
+stored, and a reference that is an identifier would make the index hold personal data in the clear.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit import AsyncAuditWriter
 from audit.guard import find_personal_data
 from gateway.auth.principal import Principal
-from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer
+from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer, FilterRecord
 from gateway.clock import Clock
 from gateway.db.engine import transaction
 from gateway.enrolment import clk_keys
@@ -66,7 +67,7 @@ from gateway.enrolment.tables import match_filters
 from gateway.errors import Conflict, Unprocessable
 from gateway.matching.encoding import EncodedDataset, filters_from_b64
 from gateway.matching.errors import EncodingError, SchemaError
-from gateway.matching.lookup import MAX_DENSITY, implausible
+from gateway.matching.plausibility import MAX_DENSITY, Implausibility, implausibilities
 from gateway.matching.schema import Schema, shipped_schema
 from gateway.register.model import Register
 
@@ -83,17 +84,46 @@ def schema_for(record_type: str, version: int) -> Schema:
     return schema
 
 
+_NAMED = 10
+"""Refused filters a problem's ``detail`` names by position (its ``refused`` member lists them all)."""
+
+
+class ImplausibleFilters(Unprocessable):
+    """Filters the gateway refuses (:mod:`gateway.matching.plausibility`): empty, or so dense that they would
+    match almost anyone. A stable ``type`` (``implausible-filter``) and, as ``refused``, each such filter's
+    ``position`` in the request, its ``reason`` (``empty``, ``too-dense``) and, for an enrolled record, its
+    ``ref`` — so that a partner can leave those records out and send the rest again. The references were
+    checked before (:func:`_no_personal_data`: a reference that looks like personal data is refused before
+    this); the filters themselves, and so the names they encode, are never in it."""
+
+    slug, title = "implausible-filter", "Implausible match filter"
+
+    @classmethod
+    def of(cls, what: str, items: Sequence[Any], refused: dict[int, Implausibility]) -> ImplausibleFilters:
+        listed = [{"position": position, "reason": str(reason)}
+                  | ({"ref": items[position].ref} if isinstance(items[position], FilterRecord) else {})
+                  for position, reason in refused.items()]
+        named = ", ".join(f"{position} ({reason})" for position, reason in list(refused.items())[:_NAMED])
+        more = f" and {len(refused) - _NAMED} more" if len(refused) > _NAMED else ""
+        return cls(f"{what}: {len(refused)} filter(s) refused, at position {named}{more} (each in `refused`): an "
+                   f"empty filter matches nothing, and one with more than {MAX_DENSITY:.0%} of its bits set would "
+                   "match almost any record (a wildcard), so neither is taken. A real record with very long names "
+                   "can encode that densely: leave it out of fuzzy matching and send the rest again (enrolment and "
+                   "discovery by pseudonym are not affected). Nothing of this request was done",
+                   extra={"refused": listed})
+
+
 def encoded(items: Sequence[Any], schema: Schema, what: str) -> EncodedDataset:
-    """``items`` (with ``clk`` and ``blocks``) as a dataset: 422 naming the first bad one, by position only."""
+    """``items`` (with ``clk`` and ``blocks``) as a dataset: 422 naming the first malformed one, by position
+    only, or every implausible one, by position and (a record's) reference (:class:`ImplausibleFilters`)."""
     try:
         filters = filters_from_b64([item.clk for item in items], schema.filter_bits)
     except EncodingError as exc:
         raise Unprocessable(f"{what}: {exc} (the `{schema.id}` schema's filters are {schema.filter_bits} "
                             "bits)") from exc
-    wrong = implausible(filters)
-    if wrong is not None:
-        raise Unprocessable(f"{what}: filter {wrong} is empty or sets more than {MAX_DENSITY:.0%} of its bits, "
-                            "which no encoding of a record does")
+    refused = implausibilities(filters)
+    if refused:
+        raise ImplausibleFilters.of(what, items, refused)
     widths = {len(item.blocks) for item in items}
     signatures = len(schema.signatures)
     if len(widths) > 1 or widths - {0, signatures}:

@@ -22,10 +22,12 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or forged access token"},
     403: {"description": "Not a participant of the partnership, or the token lacks the scope"},
     413: {"description": "Body too large"},
-    422: {"description": "Malformed: a filter not of the schema's length or implausible, blocking keys not one "
-                         "per signature, another schema version, unknown categories, a reference that looks like "
-                         "personal data, too many records or subjects, two subjects that match each other (one "
-                         "person asked twice)"},
+    422: {"description": "Malformed: a filter not of the schema's length, blocking keys not one per signature, "
+                         "another schema version, unknown categories, a reference that looks like personal data, "
+                         "too many records or subjects, two subjects that match each other (one person asked "
+                         "twice); or implausible filters (type `.../implausible-filter`: empty, or so dense they "
+                         "would match almost anyone, as very long names can encode), each named in `refused` by "
+                         "`position`, `reason` (`empty`, `too-dense`) and, for a record, its `ref`"},
 }
 _KEY_ID_A, _KEY_ID_B = "5d2f8a0c41b9e7736a1c0e9f24d8b5a3", "c07e19b4a2d35f8e6b0a9c4d1e7f2a58"
 

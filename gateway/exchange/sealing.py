@@ -1,8 +1,9 @@
 """Records of an answer kept only encrypted (AES-256-GCM), only for the idempotency window.
 
 Why keep them at all: a partner that lost the response retries with the same Idempotency-Key and must
-get the same answer without a second disclosure (and without a second audit trail). After the window the
-sealed bytes are useless (``sealed_until``) and a retry gets the outcome without records.
+get the same answer without a second disclosure (and without a second audit trail). After the window a retry
+gets the outcome without records (``sealed_until``), and the sealed bytes are dropped
+(``ExchangeService.drop_expired_seals``, at start-up and every few minutes).
 """
 
 from __future__ import annotations

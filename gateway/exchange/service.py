@@ -93,6 +93,7 @@ from gateway.exchange.parts import asked_together, failure_of, in_parts, part_re
 from gateway.exchange.sealing import RecordSealer
 from gateway.ids import new_id
 from gateway.logging import database_fault
+from gateway.periodic import PeriodicJob
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyError
 from gateway.policy.model import (
@@ -111,6 +112,9 @@ CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
 """An attempt holding an ``Idempotency-Key`` longer than this has died (its holder calls time out after
 ``connector_timeout_seconds`` per try, far sooner): a retry may then take the key over."""
 CHECKPOINT_REFRESH_SECONDS = 1.0
+SEALS_DROPPED_EVERY_SECONDS = 600.0
+"""How often a running gateway drops the sealed records of answers whose idempotency window has ended (it also
+does at start-up): they are kept for the window only, and a few minutes past it they are still unusable."""
 _STILL_ANSWERED = "a request with this Idempotency-Key is still being answered; retry it shortly"
 _DIFFERENT_REQUEST = "this Idempotency-Key was used for a different request"
 _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered or was answered meanwhile; "
@@ -495,6 +499,23 @@ def _mapped_counting(value: Any, mapped: dict[str, Any]) -> tuple[Any, int]:
     return walk(value), withheld
 
 
+def _ids_without_pseudonyms(records: list[HolderRecord], salt: str) -> tuple[list[HolderRecord], int]:
+    """``records`` with every id that holds something pseudonym-shaped replaced, and how many were. A record id
+    is the holder's to choose, and its pattern takes a pseudonym: one built from the holder's pseudonym of the
+    subject or of a related one would reach the requester as it is, stable and linkable to the holder's records.
+    Such an id becomes a hash of it under ``salt`` (the exchange and holder): the same for the same id within the
+    answer, so records stay told apart and alike, and unlinkable to any other answer. The record itself stays."""
+    replaced = 0
+    kept = []
+    for record in records:
+        if _PSEUDONYM_SHAPED.search(record.record_id):
+            replaced += 1
+            digest = hashlib.sha256(f"{salt}:{record.record_id}".encode()).hexdigest()[:32]
+            record = record.model_copy(update={"record_id": f"record-{digest}"})
+        kept.append(record)
+    return kept, replaced
+
+
 def _once(records: list[HolderRecord]) -> list[HolderRecord]:
     """``records`` without repeats: a holder asked about one subject by its pseudonyms of two key versions (see
     ``ExchangeService._for_holder``), in one query or in two parts of the question, may answer the same record
@@ -589,6 +610,8 @@ class ExchangeService:
         self._count_writer: contextlib.AbstractContextManager[Any] = (
             sqlite_writer_lock(engine) if engine.dialect.name == "sqlite" else contextlib.nullcontext())
         self._keys_in_flight: set[tuple[str, str]] = set()  # (system, Idempotency-Key) being answered here
+        self._seal_timer = PeriodicJob(self.drop_expired_seals, SEALS_DROPPED_EVERY_SECONDS,
+                                       name="sealed_records_drop")
 
     def remove_abandoned_claims(self) -> None:
         """At start-up, when claims of attempts that died with a crashed process are most likely: such a claim
@@ -598,8 +621,27 @@ class ExchangeService:
         if removed:
             log.info("idempotency_claims_abandoned_removed", count=removed)
 
+    def drop_expired_seals_now(self) -> None:
+        """Drop the sealed records of answers past their idempotency window (blocking: at start-up, or on a
+        worker thread). A replay no longer opens them, and kept, every record ever disclosed under an
+        Idempotency-Key would stay in the database, decryptable with the seal key beside it. On SQLite the write
+        queues on the file's writer lock with the audit writer's (as the rule-6 give-back does)."""
+        with self._count_writer:
+            dropped = repository.drop_expired_seals(self.deps.sessions.kw["bind"], self.deps.clock.now())
+        if dropped:
+            log.info("sealed_records_dropped", count=dropped)
+
+    async def drop_expired_seals(self) -> None:
+        """``drop_expired_seals_now`` on a worker thread (what the timer started by :meth:`start` runs)."""
+        await asyncio.to_thread(self.drop_expired_seals_now)
+
+    def start(self) -> None:
+        """Start the timer that drops expired sealed records (the app's start-up, on its event loop)."""
+        self._seal_timer.start()
+
     async def aclose(self) -> None:
-        """Write the outcome rows still queued, then stop their writer."""
+        """Stop the timer, write the outcome rows still queued, then stop their writer."""
+        await self._seal_timer.aclose()
         await self._outcomes.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -713,12 +755,15 @@ class ExchangeService:
         One of the gateway's own answers or a database failure is no defect, and before the write-ahead it needs
         no entry: nothing of the request is in the log. After it, the log holds a request that was about to be
         answered, so a 503 is logged as well — else the log would not say that the request ended without
-        disclosure — unless the audit log itself is what failed. A 409 there is a lost race for the request's
-        Idempotency-Key: the attempt that won it writes the request's ending."""
+        disclosure — unless the audit log itself is what failed; and so is an outcome that could not be stored
+        (``OutcomeNotStored``, after the disclosures were logged: nothing of them reached the requester). A 409
+        there is a lost race for the request's Idempotency-Key: the attempt that won it writes the request's
+        ending."""
         logged_ahead = exchange_id in self._logged_ahead
         defect = not isinstance(exc, _NOT_DEFECTS)
-        unavailable_after_write_ahead = (logged_ahead and isinstance(exc, ServiceUnavailable)
-                                         and not _caused_by(exc, AuditError))
+        unavailable_after_write_ahead = logged_ahead and (
+            isinstance(exc, OutcomeNotStored)
+            or (isinstance(exc, ServiceUnavailable) and not _caused_by(exc, AuditError)))
         if not defect and not unavailable_after_write_ahead:
             return
         log.error("request_failed_by_defect" if defect else "request_failed_after_write_ahead",
@@ -1261,10 +1306,11 @@ class ExchangeService:
         if kept and self.deps.pseudonyms is not None:
             kept, untranslated = await self._related_for_requester(principal, body.partnership, target.organisation,
                                                                    kept)
-        withheld = 0  # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
+        # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
+        kept, withheld = _ids_without_pseudonyms(kept, f"{exchange_id}:{target.organisation}")
         if matched is not None:  # no reference of the holder's (the matched records', a related subject's) goes on
             kept, references = matched.scrubbed(kept)
-            withheld = references + untranslated
+            withheld += references + untranslated
         dropped = sum(len(answer.records) for answer in answers) - len(kept) - repeated
         if dropped or withheld:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
