@@ -306,6 +306,7 @@ class AuditLog:
         # Under the lock: one read (size and latest checkpoint, done by append_transaction), the frontier
         # from memory when this process wrote last, and two multi-row INSERTs (entries, completed subtrees).
         connection, state = transaction.connection, transaction.state
+        _refuse_rolled_back(state)
         frontier = self._cached_frontier(connection, state.size)
         now = self._now()
         batch = _entry_batch(state.size, now, prepared)
@@ -320,10 +321,17 @@ class AuditLog:
                 for index, entry_id, leaf in zip(count(batch.start), batch.entry_ids, batch.leaf_hashes)], frontier
 
     def _cached_frontier(self, connection: Connection, size: int) -> CompactRange:
+        """The frontier at ``size`` (read under the append lock) for a write: from memory when this process
+        wrote last. :class:`~audit.errors.AuditWriteError` when this process wrote more entries than the log now
+        has: an append-only log never shrinks, so it was rolled back (a backup put back under a running gateway,
+        entries deleted), and writing on would sign sizes again over other entries, a fork."""
         with self._cache_lock:
             cached = self._frontier_cache
         if cached is not None and cached.size == size:
             return cached.copy()
+        if cached is not None and cached.size > size:
+            raise AuditWriteError(f"the audit log has {size} entries, fewer than the {cached.size} this process "
+                                  "wrote: it was rolled back; run the verifier (and restart once it is resolved)")
         return self._frontier(connection, size)
 
     def _remember_frontier(self, frontier: CompactRange) -> None:
@@ -360,6 +368,7 @@ class AuditLog:
         try:
             with store.append_transaction(self._engine) as transaction:
                 connection, state = transaction.connection, transaction.state
+                _refuse_rolled_back(state)
                 now = self._now()
                 if state.latest_checkpoint_size == state.size:
                     return store.checkpoint_at(connection, state.size)
@@ -489,6 +498,19 @@ class AuditLog:
     def _check_size(size: int, current: int) -> None:
         if not 0 <= size <= current:
             raise ProofUnavailable(f"tree size {size} is beyond the log's {current} entries")
+
+
+def _refuse_rolled_back(state: store.LogState) -> None:
+    """:class:`~audit.errors.AuditWriteError` for a log with fewer entries than its latest checkpoint signed.
+
+    Only entries deleted behind the log's back make one (the triggers dropped, a restore that put back the
+    checkpoints but not all entries). Appending there writes a second entry at an index a signature covers
+    already, reported durable though no verification can accept it; signing there, or later past the old size,
+    puts the log's key under a root that forks from what it signed before. Both are refused: the caller denies,
+    and the verifier (``truncated``) says what happened."""
+    if state.latest_checkpoint_size is not None and state.size < state.latest_checkpoint_size:
+        raise AuditWriteError(f"the audit log has {state.size} entries but its latest checkpoint signed "
+                              f"{state.latest_checkpoint_size}: it was rolled back; run the verifier")
 
 
 def _need(found: dict[tuple[int, int], bytes], node: tuple[int, int]) -> bytes:

@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start_services(the_container)
         audit_services(the_container).writer.start()
+        exchange_service(the_container).start()
         auth_services(the_container).disabled.start()
         start_sign_ins(the_container)
         start_sign_out_retries(the_container)

@@ -33,6 +33,8 @@ TARGET = 13
 SIGNER = log_signer()
 IMPOSTOR = NoteSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
 TABLES = (audit_entries, audit_tree_nodes, audit_checkpoints)
+HUGE_NUMBER = '"n":1' + "0" * 5000
+"""Valid JSON, but more digits than Python converts to an integer (a ValueError that is no JSON error)."""
 
 
 def _build_log(engine: Engine) -> AuditLog:
@@ -143,6 +145,9 @@ LIVE_CASES: dict[str, tuple[Callable[[Connection], None], Expect, dict[str, Any]
     "purpose changed in the entry, leaf hash rewritten (columns disagree)": (
         lambda c: _edit_canonical(c, TARGET, fix_leaf=True, text=("bibob-check", "bibob-checc")),
         Expect(FailureKind.COLUMNS, TARGET), {}),
+    "number too long to read, leaf hash rewritten": (
+        lambda c: _edit_canonical(c, TARGET, fix_leaf=True, text=(f'"n":{TARGET}', HUGE_NUMBER)),
+        Expect(FailureKind.ENTRY, TARGET), {}),
     "indexed column changed": (
         lambda c: c.execute(update(audit_entries).where(audit_entries.c.log_index == TARGET)
                             .values(requester_org="someone-else")), Expect(FailureKind.COLUMNS, TARGET), {}),
@@ -354,6 +359,9 @@ EXPORT_CASES: dict[str, tuple[Callable[[Lines], None], Expect, dict[str, Any]]] 
     "non-canonical whitespace, leaf hash rewritten (fast)": (
         lambda ls: _change_byte(ls, fix_leaf=True, text=('{"entry_id"', '{ "entry_id"')),
         Expect(FailureKind.ROOT, 8, 15, 16), {"deep": False}),
+    "number too long to read, leaf hash rewritten (deep)": (
+        lambda ls: _change_byte(ls, fix_leaf=True, text=(f'"n":{TARGET}', HUGE_NUMBER)),
+        Expect(FailureKind.ENTRY, TARGET), {}),
     "deleted entry": (lambda ls: _delete(ls, renumber=False), Expect(FailureKind.GAP, TARGET), {}),
     "deleted entry, indices renumbered": (lambda ls: _delete(ls, renumber=True), Expect(FailureKind.INDEX, TARGET),
                                           {}),
