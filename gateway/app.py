@@ -37,7 +37,7 @@ from gateway.escalations.setup import escalation_scheduler, escalation_service, 
 from gateway.exchange import endpoints as exchange_endpoints
 from gateway.exchange.setup import exchange_service, install_exchange, install_policy
 from gateway.logging import configure_logging
-from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, StrictJsonMiddleware
 from gateway.openapi import problem_openapi
 from gateway.problems import install_problem_handlers
 from gateway.ratelimit import RateLimitMiddleware
@@ -134,12 +134,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             if owned:
                 the_container.close()
 
-    # The documentation pages are api_docs' (pinned, integrity-checked assets: they share the console's origin)
+    # The documentation pages are api_docs' (pinned, integrity-checked assets: they share the console's origin).
+    # No slash redirects: Starlette's answered a path with a trailing slash by a 307 to an absolute URL built
+    # from the request's Host header (http:// unless a trusted proxy said otherwise), which sent a caller, and a
+    # partner system's re-posted exchange body, wherever that header named. No route ends in a slash: a 404.
     app = FastAPI(title="WGS data-sharing gateway", version="0.1.0", description=API_DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_URL)
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_URL,
+                  redirect_slashes=False)
     app.state.container = the_container
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)
+    app.add_middleware(StrictJsonMiddleware)  # inside the body limit, which bounds what it reads
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.add_middleware(RequestContextMiddleware)

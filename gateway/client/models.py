@@ -160,6 +160,15 @@ class _PurposeBound(_Strict):
             raise ValueError("each subject may be named only once")
         return subjects
 
+    @field_validator("categories")
+    @classmethod
+    def _each_category_once(cls, categories: list[str]) -> list[str]:
+        # Refused, not merged: a category named twice was asked, and logged in the request's entry, twice;
+        # the list is what the requester asked for, as written (subjects are refused alike).
+        if len(set(categories)) != len(categories):
+            raise ValueError("each category may be named only once")
+        return categories
+
 
 _OrganisationId = Annotated[str, Field(pattern=SLUG_PATTERN)]
 
@@ -270,7 +279,18 @@ class TargetOutcome(BaseModel):
     hit: bool | None = Field(default=None, description="For hit/no-hit holders: whether any record exists.")
     records: list[Record] = Field(default_factory=list, description="What the holder disclosed, permitted "
                                   "categories only. Empty in `GET /v1/exchanges/{id}`: the outcome, not the "
-                                  "data again.")
+                                  "data again. Empty with `records_withheld` set: not that the holder had "
+                                  "nothing, but that this answer cannot say what it had.")
+    records_withheld: Literal["expired", "unavailable"] | None = Field(
+        default=None,
+        description="Set on an allowed target of a replayed answer (an `Idempotency-Key` retry, "
+                    "`Idempotent-Replayed: true`) whose records the gateway no longer has, so `records` is empty "
+                    "whatever the holder disclosed the first time: `expired`, the 24 hours they are kept for a "
+                    "retry have passed (also in `GET /v1/exchanges/{id}`, which never repeats records: a retry "
+                    "would not get them either); `unavailable`, they are kept but cannot be opened (the "
+                    "gateway's seal key was replaced). Null when `records` is the holder's answer as disclosed. "
+                    "Later versions may add values: treat any value as \"the records are not in this answer\".",
+        examples=["expired"])
     obligations: Obligations | None = Field(default=None, description="Conditions on the disclosed data "
                                             "(rule 9); null unless allowed.")
     escalation_id: str | None = Field(
@@ -286,6 +306,14 @@ class TargetOutcome(BaseModel):
         # the exchange happened (and was logged) and the other targets' records and obligations hold.
         outcome = _newer_value(value, handler, info)
         return Outcome.unknown(value) if outcome is None else outcome
+
+    @field_validator("records_withheld", mode="wrap")
+    @classmethod
+    def _withheld_by_a_newer_gateway(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                                     info: ValidationInfo) -> str | None:
+        # Read by the client, a reason a newer gateway added is kept as sent: the records are not there either way.
+        withheld = _newer_value(value, handler, info)
+        return str(value) if withheld is None and value is not None else withheld
 
 
 class Receipt(BaseModel):

@@ -90,7 +90,7 @@ from gateway.errors import (
 from gateway.exchange import repository
 from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
 from gateway.exchange.parts import asked_together, failure_of, in_parts, part_request_ids
-from gateway.exchange.sealing import RecordSealer
+from gateway.exchange.sealing import RecordSealer, SealUnreadable
 from gateway.ids import new_id
 from gateway.logging import database_fault
 from gateway.periodic import PeriodicJob
@@ -138,6 +138,15 @@ class Trace:
     trace_id: str
     span_id: str
     parent_span_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The answer to ``POST /v1/exchanges`` and whether it is a replay: the answer stored under the request's
+    Idempotency-Key, given again (the endpoint says so in ``Idempotent-Replayed``), not a new exchange."""
+
+    result: ExchangeResult
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -791,7 +800,7 @@ class ExchangeService:
 
     # -- exchange ------------------------------------------------------------------------------
     async def exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                       idempotency_key: str | None) -> ExchangeResult:
+                       idempotency_key: str | None) -> Answer:
         exchange_id = new_id()
         try:
             return await self._exchange_once(principal, body, trace, idempotency_key, exchange_id)
@@ -805,7 +814,7 @@ class ExchangeService:
             await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
 
     async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                             idempotency_key: str | None, exchange_id: str) -> ExchangeResult:
+                             idempotency_key: str | None, exchange_id: str) -> Answer:
         if not idempotency_key:
             return await self._exchange(principal, body, trace, None, exchange_id)
         # A retry that arrives while the first attempt is still being answered must not run it a second time.
@@ -821,7 +830,7 @@ class ExchangeService:
             self._keys_in_flight.discard(in_flight)
 
     async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                        idempotency_key: str | None, exchange_id: str) -> ExchangeResult:
+                        idempotency_key: str | None, exchange_id: str) -> Answer:
         request_fingerprint = fingerprint(principal, body)
         key_fingerprint = keyed_fingerprint(request_fingerprint, body)
         register = self.deps.register
@@ -878,7 +887,7 @@ class ExchangeService:
             self._logged_ahead.add(exchange_id)
             attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, idempotency_key, claim,
                                grant, base, logged, (register.version, decisions[0].policy_version))
-            return await self._answer(attempt, targets, decisions, receipts)
+            return Answer(await self._answer(attempt, targets, decisions, receipts))
         except BaseException:
             if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
                 await asyncio.shield(self._release(claim))  # even when this request is being cancelled
@@ -1546,20 +1555,39 @@ class ExchangeService:
             "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
             "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None}
 
-    def _replay(self, principal: Principal, key: str, key_fingerprint: str) -> ExchangeResult | None:
-        """The answer stored under this key, if any (409 if the key was used for another request)."""
+    def _replay(self, principal: Principal, key: str, key_fingerprint: str) -> Answer | None:
+        """The answer stored under this key, if any (409 if the key was used for another request).
+
+        With its records while they are kept; without them once the window has passed or when they no longer
+        open (the seal key was lost or replaced), and then each target that disclosed says so
+        (``records_withheld``): an empty ``records`` alone reads as "the holder had nothing". A seal that does
+        not open is no reason to fail the retry: the outcome stands, and the first answer had the records."""
         stored = repository.find_by_idempotency_key(self.deps.sessions.kw["bind"], principal.subject, key)
         if stored is None:
             return None
         if stored.request_sha256 != key_fingerprint:
             raise Conflict(_DIFFERENT_REQUEST)
-        outcome = dict(stored.outcome)
         records: dict[str, Any] = {}
-        if stored.sealed_records and stored.sealed_until and as_utc(stored.sealed_until) > self.deps.clock.now():
-            records = self.deps.sealer.open(stored.id, stored.sealed_records)
-        outcome["targets"] = [t | {"records": records.get(t["holder"], [])} for t in outcome["targets"]]
-        log.info("exchange_replayed", exchange_id=stored.id)
-        return ExchangeResult.model_validate(outcome)
+        withheld: str | None = None
+        if self._window_passed(stored):
+            withheld = "expired"
+        else:
+            try:
+                if stored.sealed_records is None:  # within the window they are always there: as unreadable
+                    raise SealUnreadable(stored.id)
+                records = self.deps.sealer.open(stored.id, stored.sealed_records)
+            except SealUnreadable:
+                log.warning("sealed_records_unreadable", exchange_id=stored.id)
+                withheld = "unavailable"
+        outcome = dict(stored.outcome)
+        outcome["targets"] = [_withheld(t | {"records": records.get(t["holder"], [])}, withheld)
+                              for t in outcome["targets"]]
+        log.info("exchange_replayed", exchange_id=stored.id, records_withheld=withheld)
+        return Answer(ExchangeResult.model_validate(outcome), replayed=True)
+
+    def _window_passed(self, stored: repository.StoredExchange) -> bool:
+        """Whether the idempotency window of a keyed answer has passed (its records are then no longer kept)."""
+        return stored.sealed_until is None or as_utc(stored.sealed_until) <= self.deps.clock.now()
 
     def get(self, principal: Principal, exchange_id: str) -> ExchangeResult:
         with transaction(self.deps.sessions) as session:
@@ -1572,10 +1600,20 @@ class ExchangeService:
         if not (own_system or own_officer):
             # Same answer as for a missing exchange: others may not learn that it exists.
             raise NotFound(f"no exchange `{exchange_id}`")
+        # Never the records again; but past a keyed answer's window, each target that disclosed says they are
+        # gone (a retry would not get them either).
+        expired = "expired" if stored.sealed_until is not None and self._window_passed(stored) else None
         outcome = dict(stored.outcome)
-        outcome["targets"] = [t | {"records": []} for t in outcome["targets"]]
+        outcome["targets"] = [_withheld(t | {"records": []}, expired) for t in outcome["targets"]]
         return ExchangeResult.model_validate(outcome)
 
 
-__all__ = ["DecisionLost", "EscalationDesk", "ExchangeDeps", "ExchangeService", "Forbidden", "RerunGrant", "Trace",
-           "decision_fingerprint", "fingerprint"]
+def _withheld(target: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """A stored target with ``records_withheld`` set to ``reason`` if it disclosed records that this answer cannot
+    give (an allowed holder that answers with data), else to null."""
+    disclosing = target["outcome"] in _DISCLOSING and not target.get("hit_only")
+    return target | {"records_withheld": reason if disclosing else None}
+
+
+__all__ = ["Answer", "DecisionLost", "EscalationDesk", "ExchangeDeps", "ExchangeService", "Forbidden", "RerunGrant",
+           "Trace", "decision_fingerprint", "fingerprint"]

@@ -511,6 +511,8 @@ def _nested(depth: int) -> dict[str, Any]:
     (lambda b: b | {"categories": ["a" * 201]}, 422),
     # a subject named twice: one disclosure would be logged as two
     (lambda b: b | {"subjects": b["subjects"] * 2}, 422),
+    # a category named twice: was asked for, and logged in `exchange.requested`, twice
+    (lambda b: b | {"categories": ["police_incidents", "convictions", "police_incidents"]}, 422),
     # provided fields nested past what the gateway serialises: was a 500 (logged as the gateway's defect)
     (lambda b: b | {"provide": [{"subject": b["subjects"][0]["ref"], "category": "tax_compliance",
                                  "fields": _nested(300)}]}, 422),
@@ -547,6 +549,20 @@ def test_free_text_where_an_id_belongs_is_refused_without_repeating_it(
     logs = capfd.readouterr()
     for said in (response.text, logs.out, logs.err):
         assert "jansen" not in said.lower()
+    assert _audit_count(stack) == before
+
+
+def test_a_category_named_twice_is_refused_by_exchange_and_discovery_with_nothing_written(stack: Stack) -> None:
+    """Found by a review: the request's entry listed the category twice. Refused like a subject named twice
+    (the list is what the requester asked for; the docs never call it a set), before anything is logged."""
+    body = _body(stack) | {"categories": ["police_incidents", "police_incidents"]}
+    before = _audit_count(stack)
+    for path, request in (("/v1/exchanges", body), ("/v1/discovery", {k: v for k, v in body.items()
+                                                                      if k != "holders"})):
+        response = stack.post("gemeente-amsterdam-vth", path, request)
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "each category may be named only once" in response.json()["detail"]
     assert _audit_count(stack) == before
 
 

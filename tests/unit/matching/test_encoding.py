@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from gateway.matching.encoding import (
     CLKEncoder,
     EncodedDataset,
+    clk_key_id,
     dataset_from_wire,
     dataset_to_wire,
     filters_from_b64,
@@ -168,6 +169,30 @@ def test_secret_must_be_long_enough_and_is_not_printed() -> None:
         CLKEncoder(shipped_schema("person"), b"short")
     encoder = CLKEncoder(shipped_schema("person"), SECRET)
     assert SECRET.decode() not in repr(encoder)
+
+
+def test_the_key_id_names_the_secret_without_holding_it() -> None:
+    """The key id every enrolment and discovery carries: one per secret (a rotated or mistyped one differs),
+    32 hex digits, never the secret nor a part of it, and none of the field keys (its own HKDF salt)."""
+    other = SECRET[:-1] + b"g"  # one character mistyped
+    key_id = clk_key_id(SECRET)
+    assert len(key_id) == 32
+    assert int(key_id, 16) >= 0
+    assert key_id == clk_key_id(SECRET) == CLKEncoder(shipped_schema("person"), SECRET).key_id
+    assert CLKEncoder(shipped_schema("company"), SECRET).key_id == key_id  # the secret's, whatever the schema
+    assert clk_key_id(other) != key_id
+    assert clk_key_id(b"\x00" * 16) != clk_key_id(b"\x00" * 17)
+    for secret in (SECRET, other, bytes(range(16))):
+        made = clk_key_id(secret)
+        assert made.encode() != secret
+        assert secret.hex()[:16] not in made  # nor the secret in hex, nor a piece of it
+        assert bytes.fromhex(made) not in secret
+        assert secret.decode("latin-1")[:8] not in made
+    field_key = HKDF(algorithm=hashes.SHA512(), length=32, salt=b"wgs-gateway/clk/v2",
+                     info=b"person\x00" + shipped_schema("person").version.to_bytes(4, "big") + b"\x00surname")
+    assert field_key.derive(SECRET).hex()[:32] != key_id
+    with pytest.raises(EncodingError):
+        clk_key_id(b"short")
 
 
 def test_many_records_are_encoded_in_chunks_consistently() -> None:
