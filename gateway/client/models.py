@@ -281,14 +281,16 @@ class TargetOutcome(BaseModel):
                                   "categories only. Empty in `GET /v1/exchanges/{id}`: the outcome, not the "
                                   "data again. Empty with `records_withheld` set: not that the holder had "
                                   "nothing, but that this answer cannot say what it had.")
-    records_withheld: Literal["expired", "unavailable"] | None = Field(
+    records_withheld: Literal["expired", "unavailable", "retired"] | None = Field(
         default=None,
         description="Set on an allowed target of a replayed answer (an `Idempotency-Key` retry, "
                     "`Idempotent-Replayed: true`) whose records the gateway no longer has, so `records` is empty "
                     "whatever the holder disclosed the first time: `expired`, the 24 hours they are kept for a "
                     "retry have passed (also in `GET /v1/exchanges/{id}`, which never repeats records: a retry "
                     "would not get them either); `unavailable`, they are kept but cannot be opened (the "
-                    "gateway's seal key was replaced). Null when `records` is the holder's answer as disclosed. "
+                    "gateway's seal key was replaced); `retired`, the partnership or the requester's participation "
+                    "in it is no longer active in the register (a retired partnership shares nothing, a retry "
+                    "included). Null when `records` is the holder's answer as disclosed. "
                     "Later versions may add values: treat any value as \"the records are not in this answer\".",
         examples=["expired"])
     obligations: Obligations | None = Field(default=None, description="Conditions on the disclosed data "

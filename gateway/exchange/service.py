@@ -1558,8 +1558,9 @@ class ExchangeService:
     def _replay(self, principal: Principal, key: str, key_fingerprint: str) -> Answer | None:
         """The answer stored under this key, if any (409 if the key was used for another request).
 
-        With its records while they are kept; without them once the window has passed or when they no longer
-        open (the seal key was lost or replaced), and then each target that disclosed says so
+        With its records while they are kept; without them once the window has passed, when they no longer
+        open (the seal key was lost or replaced) or once the partnership or the requester's participation is
+        retired (``_still_participates``), and then each target that disclosed says so
         (``records_withheld``): an empty ``records`` alone reads as "the holder had nothing". A seal that does
         not open is no reason to fail the retry: the outcome stands, and the first answer had the records."""
         stored = repository.find_by_idempotency_key(self.deps.sessions.kw["bind"], principal.subject, key)
@@ -1571,6 +1572,8 @@ class ExchangeService:
         withheld: str | None = None
         if self._window_passed(stored):
             withheld = "expired"
+        elif not self._still_participates(principal, stored.partnership):
+            withheld = "retired"
         else:
             try:
                 if stored.sealed_records is None:  # within the window they are always there: as unreadable
@@ -1584,6 +1587,16 @@ class ExchangeService:
                               for t in outcome["targets"]]
         log.info("exchange_replayed", exchange_id=stored.id, records_withheld=withheld)
         return Answer(ExchangeResult.model_validate(outcome), replayed=True)
+
+    def _still_participates(self, principal: Principal, partnership_id: str) -> bool:
+        """Whether the partnership is active in the register now and the requesting system is listed for an active
+        participant of it (as rule 1 asks of a new request). A retry hands the first answer's records over again:
+        once the partnership or the participation is retired, it shares nothing, a retry included; the outcome
+        stands, without the records."""
+        partnership = self.deps.register.partnerships.get(partnership_id)
+        participant = partnership.participant_of_system(principal.subject) if partnership else None
+        return (partnership is not None and partnership.status == "active" and participant is not None
+                and participant.status == "active")
 
     def _window_passed(self, stored: repository.StoredExchange) -> bool:
         """Whether the idempotency window of a keyed answer has passed (its records are then no longer kept)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from audit.tables import audit_entries
@@ -21,6 +22,7 @@ from gateway.app import create_app
 from gateway.client.models import ExchangeRequest, Outcome
 from gateway.container import build_container
 from gateway.exchange.service import IDEMPOTENCY_WINDOW
+from gateway.settings import SHIPPED_REGISTER
 from tests.servers import serve_app
 from tests.stack import Stack, running_stack
 
@@ -161,3 +163,53 @@ def test_a_replay_whose_seal_key_was_replaced_answers_without_records_not_500(
         for record in disclosed:  # nothing of the records (a field too short to tell apart is left out)
             said = [record["record_id"], record["subject"], *map(str, record["fields"].values())]
             assert [value for value in said if len(value) >= 4 and value in warning] == []
+
+
+def _register_retiring(tmp: Path, what: str) -> Path:
+    """The shipped register with the RIEC partnership retired, or only the municipality's participation in it."""
+    document = yaml.safe_load(SHIPPED_REGISTER.read_text())
+    document["version"] = f"{document['version']}-{what}"
+    riec = document["partnerships"][BIBOB["partnership"]]
+    if what == "partnership":
+        riec["status"] = "retired"
+        riec["retired"] = riec["established"]
+    else:
+        for participant in riec["participants"]:
+            if participant["organisation"] == "gemeente-amsterdam":
+                participant["status"] = "retired"
+    path = tmp / f"register-{what}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("what", ["partnership", "participation"])
+def test_a_replay_after_the_partnership_or_participation_is_retired_hands_no_records_over(
+        tmp_path: Path, what: str) -> None:
+    """A retired partnership shares nothing (rule 1), a retry included: within the 24 hours, after a restart on
+    a register that retires it (or the requester's participation), the retry gets the outcome, its records
+    withheld as ``retired``, and nothing is logged again."""
+    with running_stack(tmp_path) as s:
+        headers = {"Idempotency-Key": f"retired-{what}-0001"}
+        first = s.post(SYSTEM, "/v1/exchanges", _body(s), headers)
+        assert first.status_code == 200, first.text
+        _disclosed(first)
+        token = s.token(SYSTEM)
+        before = _audit_count(s)
+        settings = s.container.settings.model_copy(update={"register_file": _register_retiring(tmp_path, what)})
+        restarted = build_container(settings, s.clock)
+        try:
+            with serve_app(create_app(container=restarted)) as url:
+                again = httpx.post(f"{url}/v1/exchanges", json=_body(s), timeout=30,
+                                   headers={"Authorization": f"Bearer {token}", **headers})
+        finally:
+            restarted.close()
+        assert again.status_code == 200, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert all(t["records"] == [] for t in again.json()["targets"])
+        assert _withheld(again) == _marked("retired")
+        assert _without_records(again.json()) == _without_records(first.json())
+        assert _audit_count(s) == before + 1  # the restart's record of the new register version, nothing else
+        with s.container.engine.connect() as connection:
+            last = connection.execute(select(audit_entries.c.event_type)
+                                      .order_by(audit_entries.c.log_index.desc()).limit(1)).scalar_one()
+        assert last.startswith("register"), last
