@@ -143,6 +143,11 @@ def forge_entry(connection: Connection, index: int) -> None:
     assert forged != canonical
     connection.execute(update(audit_entries).where(audit_entries.c.log_index == index)
                        .values(canonical=forged, leaf_hash=leaf_hash(forged.encode())))
+    rebuild_tree_nodes(connection)
+
+
+def rebuild_tree_nodes(connection: Connection) -> None:
+    """The thorough forger's second step: recompute every cached subtree from the (forged) leaves."""
     leaves = connection.execute(select(audit_entries.c.leaf_hash).order_by(audit_entries.c.log_index)).scalars()
     compact, nodes = CompactRange(), []
     for leaf in leaves:

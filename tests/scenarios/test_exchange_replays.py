@@ -22,7 +22,7 @@ from gateway.app import create_app
 from gateway.client.models import ExchangeRequest, Outcome
 from gateway.container import build_container
 from gateway.exchange.service import IDEMPOTENCY_WINDOW
-from gateway.settings import SHIPPED_REGISTER
+from gateway.settings import SHIPPED_REGISTER, Settings
 from tests.servers import serve_app
 from tests.stack import Stack, running_stack
 
@@ -61,6 +61,18 @@ def _audit_count(stack: Stack) -> int:
 
 def _withheld(answer: httpx.Response) -> dict[str, str | None]:
     return {t["holder"]: t["records_withheld"] for t in answer.json()["targets"]}
+
+
+def _retried_after_restart(stack: Stack, settings: Settings, token: str, headers: dict[str, str]) -> httpx.Response:
+    """The request retried against the gateway started again on ``settings`` (the same database and keys
+    directory; what a restart reads anew: the seal key file, the register)."""
+    restarted = build_container(settings, stack.clock)
+    try:
+        with serve_app(create_app(container=restarted)) as url:
+            return httpx.post(f"{url}/v1/exchanges", json=_body(stack), timeout=30,
+                              headers={"Authorization": f"Bearer {token}", **headers})
+    finally:
+        restarted.close()
 
 
 def _without_records(answer: dict[str, Any]) -> dict[str, Any]:
@@ -140,13 +152,7 @@ def test_a_replay_whose_seal_key_was_replaced_answers_without_records_not_500(
             seal_key.write_bytes(b"\x07" * 32)
         before = _audit_count(s)
         capfd.readouterr()
-        restarted = build_container(s.container.settings, s.clock)  # reads the key file as a restart does
-        try:
-            with serve_app(create_app(container=restarted)) as url:
-                again = httpx.post(f"{url}/v1/exchanges", json=_body(s), timeout=30,
-                                   headers={"Authorization": f"Bearer {s.token(SYSTEM)}", **headers})
-        finally:
-            restarted.close()
+        again = _retried_after_restart(s, s.container.settings, s.token(SYSTEM), headers)  # reads the key file anew
         assert seal_key.read_bytes() != old_key
         assert again.status_code == 200, again.text
         assert again.headers["idempotent-replayed"] == "true"
@@ -196,13 +202,7 @@ def test_a_replay_after_the_partnership_or_participation_is_retired_hands_no_rec
         token = s.token(SYSTEM)
         before = _audit_count(s)
         settings = s.container.settings.model_copy(update={"register_file": _register_retiring(tmp_path, what)})
-        restarted = build_container(settings, s.clock)
-        try:
-            with serve_app(create_app(container=restarted)) as url:
-                again = httpx.post(f"{url}/v1/exchanges", json=_body(s), timeout=30,
-                                   headers={"Authorization": f"Bearer {token}", **headers})
-        finally:
-            restarted.close()
+        again = _retried_after_restart(s, settings, token, headers)
         assert again.status_code == 200, again.text
         assert again.headers["idempotent-replayed"] == "true"
         assert all(t["records"] == [] for t in again.json()["targets"])
