@@ -291,12 +291,16 @@ def parse_entry(canonical: bytes) -> LogEntry:
         document = json.loads(canonical)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VerificationError("entry is not valid UTF-8 JSON") from exc
+    except ValueError:  # valid JSON, but an integer of more digits than Python converts (int_max_str_digits)
+        raise VerificationError("entry holds a number too long to read") from None
     except RecursionError:  # no ValueError: without this, a forged entry would crash the verifier
         raise VerificationError("entry is JSON nested too deeply") from None
     if not isinstance(document, dict) or set(document) != {"entry_id", "event", "index", "recorded_at", "v"}:
         raise VerificationError("entry does not have the envelope's keys")
-    if document["v"] != ENTRY_FORMAT_VERSION:
-        raise VerificationError(f"unknown entry format version {document['v']!r}")
+    # ``true == 1`` in Python, and RFC 8785 keeps ``true``: only the integer is version 1. The value stays out of
+    # the message, as any entry content does (it could be anything, of any length).
+    if type(document["v"]) is not int or document["v"] != ENTRY_FORMAT_VERSION:
+        raise VerificationError("unknown entry format version")
     try:
         again = canonical_json(document)
     except InvalidEvent as exc:

@@ -40,8 +40,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from audit import store
 from audit.canonical import MAX_EVENT_BYTES, format_timestamp
+from audit.errors import StoreUnavailable
 from audit.log import AuditLog
 
 EXPORT_FORMAT = "wgs-audit-export"
@@ -114,8 +117,23 @@ def export_log(log: AuditLog, out: Path | BinaryIO, *, exported_at: datetime | N
 
     ``before_publish(summary)`` runs once the whole file is written, before it takes its place at a path
     ``out``: what it raises leaves no file (the caller's audit entry of the export, say: no export without it).
+
+    A database that fails while the log is read (it went away mid-export) raises
+    :class:`~audit.errors.StoreUnavailable`, whichever layer noticed (SQLAlchemy's pool, or the driver under
+    the lean read of :func:`audit.store.leaf_batches`), and leaves no file either.
     """
+    database_errors = (SQLAlchemyError, log.engine.dialect.loaded_dbapi.Error)
     covering = log.issue_checkpoint()
+    try:
+        return _export_covered(log, out, covering, exported_at, batch_size, before_publish)
+    except database_errors as exc:
+        raise StoreUnavailable(f"audit log read failed ({type(exc).__name__})") from exc
+
+
+def _export_covered(log: AuditLog, out: Path | BinaryIO, covering: store.StoredCheckpoint,
+                    exported_at: datetime | None, batch_size: int,
+                    before_publish: Callable[[ExportSummary], None] | None) -> ExportSummary:
+    """:func:`export_log` once the checkpoint ``covering`` its size is signed."""
     size = covering.tree_size
     with store.read_connection(log.engine) as connection:
         checkpoints = store.all_checkpoints(connection, up_to_size=size)

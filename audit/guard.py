@@ -30,7 +30,10 @@ from audit.events import AuditEvent
 _BSN = re.compile(r"(?<![0-9A-Za-z])([0-9]{4})[ .]?([0-9]{2})[ .]?([0-9]{3})(?![0-9A-Za-z])")
 _IBAN_PLAIN = re.compile(r"(?<![0-9A-Za-z])[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}(?![0-9A-Za-z])")
 _IBAN_GROUPED = re.compile(r"(?<![0-9A-Za-z])[A-Z]{2}[0-9]{2}(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?(?![0-9A-Za-z])")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+# Tried only where a run of local-part characters starts (the lookbehind): tried at every position, a long run
+# without an "@" cost time quadratic in its length (17 ms for a 4,000-character field, the most a field holds;
+# 0.06 ms now). A match starting inside a run also starts at the run's start, so the verdict is the same.
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ append lock (see :mod:`audit.store`). An append writes, in that single transacti
 2. every complete subtree their leaves complete (computed from the O(log n) "right frontier");
 3. a signed checkpoint, when the :class:`CheckpointPolicy` says one is due.
 
+No checkpoint is signed over a tree that does not extend the latest one the log's key signed (a consistency
+proof from the store, checked against both roots): the root comes from the cached subtrees, and a cache
+rebuilt over rewritten entries would otherwise have the log's own key vouch for the forgery
+(:meth:`AuditLog._check_extends`).
+
 Receipts are returned only after the commit: a caller that got a receipt has a durable entry, and a
 caller that got an exception must deny its request (fail closed). Proofs and roots are computed from
 cached complete subtrees with a couple of indexed reads, whatever the size of the log.
@@ -17,6 +22,7 @@ shared transactions (group commit).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -55,6 +61,11 @@ from audit.merkle import (
     verify_inclusion,
 )
 from audit.store import StoredCheckpoint, StoredEntry
+
+_log = logging.getLogger(__name__)
+
+_ANCHOR_PAGE = 8
+"""Checkpoint notes read at a time while looking for the latest one that verifies (usually the first does)."""
 
 Clock = Callable[[], datetime]
 """Where the log gets the time: a callable returning an aware datetime (inject a fixed one in tests)."""
@@ -239,6 +250,10 @@ class AuditLog:
         # append lock shows nobody else appended since; another process appending just means a re-read.
         self._frontier_cache: CompactRange | None = None
         self._cache_lock = threading.Lock()
+        self._refused: str | None = None
+        # The last checkpoint note this process signed or verified, with what it states: the same text under the
+        # same key verifies the same way, so the fork check skips the signature check for it (most of its cost).
+        self._known_note: tuple[str, Checkpoint] | None = None
         self._rows = store.RowWriter(engine.dialect)
         # SQLAlchemy's errors, and the driver's own for the few statements sent to it directly.
         self._database_errors: tuple[type[Exception], ...] = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
@@ -265,6 +280,13 @@ class AuditLog:
     def verifier(self) -> NoteVerifier:
         """The public side of the checkpoint key, for verifiers and exports."""
         return self._signer.verifier
+
+    @property
+    def signing_refused(self) -> str | None:
+        """Why this process last refused to sign a checkpoint (its tree forks from the latest signed one), until
+        it signs one again; ``None`` when it has not. For readiness probes: every append that is due a
+        checkpoint fails meanwhile. The reason states sizes only."""
+        return self._refused
 
     def _now(self) -> datetime:
         moment = self._clock()
@@ -306,24 +328,30 @@ class AuditLog:
         # Under the lock: one read (size and latest checkpoint, done by append_transaction), the frontier
         # from memory when this process wrote last, and two multi-row INSERTs (entries, completed subtrees).
         connection, state = transaction.connection, transaction.state
+        _refuse_rolled_back(state)
         frontier = self._cached_frontier(connection, state.size)
         now = self._now()
         batch = _entry_batch(state.size, now, prepared)
         new_nodes = frontier.extend(batch.leaf_hashes)
         new_size = frontier.size
-        checkpoint = (self._signed(new_size, frontier.root(), now) if self.policy.due(state, now, size=new_size)
-                      else None)
-        self._rows.insert_append(connection, batch, new_nodes)
-        if checkpoint is not None:
-            self._rows.insert_checkpoint(connection, checkpoint)
+        self._rows.insert_append(connection, batch, new_nodes)  # first: the fork check reads the new subtrees
+        if self.policy.due(state, now, size=new_size):
+            self._rows.insert_checkpoint(connection, self._signed(connection, new_size, frontier.root(), now))
         return [Receipt(index, entry_id, leaf, new_size)
                 for index, entry_id, leaf in zip(count(batch.start), batch.entry_ids, batch.leaf_hashes)], frontier
 
     def _cached_frontier(self, connection: Connection, size: int) -> CompactRange:
+        """The frontier at ``size`` (read under the append lock) for a write: from memory when this process
+        wrote last. :class:`~audit.errors.AuditWriteError` when this process wrote more entries than the log now
+        has: an append-only log never shrinks, so it was rolled back (a backup put back under a running gateway,
+        entries deleted), and writing on would sign sizes again over other entries, a fork."""
         with self._cache_lock:
             cached = self._frontier_cache
         if cached is not None and cached.size == size:
             return cached.copy()
+        if cached is not None and cached.size > size:
+            raise AuditWriteError(f"the audit log has {size} entries, fewer than the {cached.size} this process "
+                                  "wrote: it was rolled back; run the verifier (and restart once it is resolved)")
         return self._frontier(connection, size)
 
     def _remember_frontier(self, frontier: CompactRange) -> None:
@@ -339,9 +367,68 @@ class AuditLog:
             raise AuditWriteError(f"audit tree cache is missing frontier nodes {missing}; run the verifier")
         return CompactRange(size, [found[node] for node in nodes])
 
-    def _signed(self, size: int, root: bytes, now: datetime) -> StoredCheckpoint:
-        note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
+    def _signed(self, connection: Connection, size: int, root: bytes, now: datetime) -> StoredCheckpoint:
+        """Sign ``root`` at ``size``, under the append lock, once :meth:`_check_extends` has passed."""
+        self._check_extends(connection, size, root)
+        checkpoint = Checkpoint(self.origin, size, root)
+        note = sign_checkpoint(checkpoint, self._signer)
+        self._known_note = (note, checkpoint)
         return StoredCheckpoint(size, root, note, now)
+
+    def _check_extends(self, connection: Connection, size: int, root: bytes) -> None:
+        """:class:`~audit.errors.AuditWriteError` unless the tree of ``size`` entries with ``root`` extends the
+        latest stored checkpoint signed by the log's key (:meth:`_latest_signed`).
+
+        Why: ``root`` comes from the cached subtrees (from memory only in the process that wrote last). Entries
+        rewritten behind the log's back with the cache rebuilt over them give every other process a forged
+        root, and signing it would put the log's own key under a fork: once the older checkpoints are gone,
+        only an officer's saved one would still show it. The consistency proof is computed from the store as
+        the proof endpoint computes it, and checked against the signed root and the new one (RFC 9162
+        §2.1.4.2): it only verifies if the new tree's first ``anchor`` leaves hash to the signed root. A proof
+        that cannot be computed (a cached subtree missing) refuses as well: nothing is signed unchecked.
+        A few reads per checkpoint (one page of notes, one of subtrees), none per append."""
+        anchor = self._latest_signed(connection)
+        if anchor is None:  # nothing signed yet: the log's signed history begins here
+            self._refused = None
+            return
+        try:
+            if anchor.tree_size > size:
+                raise VerificationError(f"the tree has {size} entries, fewer than the {anchor.tree_size} signed")
+            proof = ConsistencyProof(anchor.tree_size, size,
+                                     _consistency_hashes(connection, anchor.tree_size, size))
+            proof.verify(anchor.root_hash, root)
+        except (VerificationError, ProofUnavailable) as exc:
+            reason = (f"the audit tree does not extend the checkpoint signed at {anchor.tree_size} entries: "
+                      "nothing was signed; run the verifier")
+            if reason != self._refused:  # once per fork and process, not on every due append or idle second
+                _log.error("audit checkpoint refused: the tree of %d entries (root %s) does not extend the "
+                           "checkpoint signed at %d entries (root %s): %s", size, root.hex(), anchor.tree_size,
+                           anchor.root_hash.hex(), exc)
+            self._refused = reason
+            raise AuditWriteError(reason) from exc
+        self._refused = None
+
+    def _latest_signed(self, connection: Connection) -> Checkpoint | None:
+        """What the newest stored checkpoint whose note verifies under the log's key and origin signed, or
+        ``None`` when no stored note does. A row whose note does not verify (a forged or garbled one, planted
+        behind the log's back) is not the log's word and is passed over; the verifier and the served-checkpoint
+        check are what report it."""
+        offset = 0
+        while True:
+            notes = store.checkpoint_notes_page(connection, offset, _ANCHOR_PAGE)
+            for note in notes:
+                known = self._known_note
+                if known is not None and known[0] == note:
+                    return known[1]
+                try:
+                    opened = open_checkpoint(note, self.verifier, origin=self.origin)
+                except VerificationError:
+                    continue
+                self._known_note = (note, opened)
+                return opened
+            if len(notes) < _ANCHOR_PAGE:
+                return None
+            offset += len(notes)
 
     def issue_checkpoint(self) -> StoredCheckpoint:
         """Sign the current tree now (or return the checkpoint that already covers exactly this size)."""
@@ -360,12 +447,14 @@ class AuditLog:
         try:
             with store.append_transaction(self._engine) as transaction:
                 connection, state = transaction.connection, transaction.state
+                _refuse_rolled_back(state)
                 now = self._now()
                 if state.latest_checkpoint_size == state.size:
                     return store.checkpoint_at(connection, state.size)
                 if not force and not self.policy.due(state, now):
                     return None
-                checkpoint = self._signed(state.size, self._cached_frontier(connection, state.size).root(), now)
+                checkpoint = self._signed(connection, state.size,
+                                          self._cached_frontier(connection, state.size).root(), now)
                 self._rows.insert_checkpoint(connection, checkpoint)
                 return checkpoint
         except self._database_errors as exc:
@@ -395,8 +484,8 @@ class AuditLog:
                 last = store.last_on_demand(connection)
                 if last is not None and 0 <= now - last < min_interval:
                     raise CheckpointPending(min_interval - (now - last))
-                checkpoint = self._signed(state.size, self._cached_frontier(connection, state.size).root(),
-                                          self._now())
+                checkpoint = self._signed(connection, state.size,
+                                          self._cached_frontier(connection, state.size).root(), self._now())
                 self._rows.insert_checkpoint(connection, checkpoint)
                 store.record_on_demand(connection, now)
                 return checkpoint, True
@@ -478,17 +567,36 @@ class AuditLog:
         """Proof that the tree of ``second`` entries extends the tree of ``first`` entries."""
         if not 0 <= first <= second:
             raise ProofUnavailable(f"no consistency proof from size {first} to {second}")
-        ranges = consistency_ranges(first, second)
         with self._reading() as connection:
             self._check_size(second, store.tree_size(connection))
-            wanted: set[tuple[int, int]] = set().union(*(subtree_nodes(start, end) for start, end in ranges))
-            found = store.fetch_nodes(connection, wanted)
-        return ConsistencyProof(first, second, tuple(_fold(start, end, found) for start, end in ranges))
+            return ConsistencyProof(first, second, _consistency_hashes(connection, first, second))
 
     @staticmethod
     def _check_size(size: int, current: int) -> None:
         if not 0 <= size <= current:
             raise ProofUnavailable(f"tree size {size} is beyond the log's {current} entries")
+
+
+def _refuse_rolled_back(state: store.LogState) -> None:
+    """:class:`~audit.errors.AuditWriteError` for a log with fewer entries than its latest checkpoint signed.
+
+    Only entries deleted behind the log's back make one (the triggers dropped, a restore that put back the
+    checkpoints but not all entries). Appending there writes a second entry at an index a signature covers
+    already, reported durable though no verification can accept it; signing there, or later past the old size,
+    puts the log's key under a root that forks from what it signed before. Both are refused: the caller denies,
+    and the verifier (``truncated``) says what happened."""
+    if state.latest_checkpoint_size is not None and state.size < state.latest_checkpoint_size:
+        raise AuditWriteError(f"the audit log has {state.size} entries but its latest checkpoint signed "
+                              f"{state.latest_checkpoint_size}: it was rolled back; run the verifier")
+
+
+def _consistency_hashes(connection: Connection, first: int, second: int) -> tuple[bytes, ...]:
+    """The RFC 9162 consistency proof from ``first`` to ``second`` (``0 <= first <= second <=`` the log's size)
+    from the cached subtrees: one read. :class:`~audit.errors.ProofUnavailable` when one is missing."""
+    ranges = consistency_ranges(first, second)
+    wanted: set[tuple[int, int]] = set().union(*(subtree_nodes(start, end) for start, end in ranges))
+    found = store.fetch_nodes(connection, wanted)
+    return tuple(_fold(start, end, found) for start, end in ranges)
 
 
 def _need(found: dict[tuple[int, int], bytes], node: tuple[int, int]) -> bytes:

@@ -506,6 +506,15 @@ def has_checkpoint(connection: Connection) -> bool:
     return connection.execute(select(audit_checkpoints.c.tree_size).limit(1)).first() is not None
 
 
+def checkpoint_notes_page(connection: Connection, offset: int, limit: int) -> list[str]:
+    """The notes of up to ``limit`` stored checkpoints, newest first, skipping the ``offset`` newest: one page of
+    a walk back from the latest, which usually stops at its first row. Only the note is read (it states the size
+    and root it signs), so a row whose other columns were garbled does not stop the walk."""
+    query = (select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.tree_size.desc())
+             .limit(limit).offset(offset))
+    return [str(note) for (note,) in connection.execute(query)]
+
+
 def checkpoint_notes(connection: Connection) -> Iterator[str]:
     """The signed notes of the stored checkpoints, newest first (only the note: nothing is parsed), streamed: a
     caller that stops at the first note it wants has not had the whole table fetched (a server-side cursor on

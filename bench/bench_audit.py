@@ -234,6 +234,14 @@ def bench_proofs_and_verification(url: str, entries: int, samples: int, workdir:
             result, rates = _timed(partial(verify_export, path, verifier=log.verifier, deep=deep), entries)
             assert result.ok, result.failure
             print(f"verify export, {'deep' if deep else 'fast'}: {rates}")
+
+        timings = []  # last: the entries it adds would change the figures above
+        for n in range(max(1, samples // 10)):
+            log.append([make_event(n)])
+            started = time.perf_counter()
+            log.issue_checkpoint()
+            timings.append(time.perf_counter() - started)
+        print(f"checkpoints (each over 1 new entry, checked against the latest signed one): {_percentiles(timings)}")
     finally:
         engine.dispose()
 

@@ -48,7 +48,9 @@ def filter_records(store: PartnerStore, people: Mapping[str, Person], *,
 async def enrol_filters(store: PartnerStore, client: GatewayClient, partnership: str, secret: bytes,
                         people: Mapping[str, Person], *, profile: PartnerProfile) -> int:
     """Enrol the filters of the store's persons in ``partnership``, replacing what this partner enrolled
-    there before (safe to repeat); returns how many records."""
+    there before (safe to repeat); returns how many records. A person whose filter the gateway would refuse
+    (very long names encode too densely) is left out by the client, which logs how many, rather than keeping
+    everyone else out of the index with it; such a person is still found by number (:mod:`connectors.enrolment`)."""
     records = filter_records(store, people, profile=profile)
     answer = await client.enrol_filters(partnership, "person", secret, records, replace=True,
                                         confidential_reason=profile.refusal_reason)

@@ -22,7 +22,7 @@ from gateway.console.sessions import CONSOLE_SETTINGS, close_sign_out_retries, s
 from gateway.console.settings import ConsoleSettings
 from gateway.console.signins import close_sign_ins, start_sign_ins
 from gateway.container import Container, build_container
-from gateway.db.engine import assert_migrated, expected_heads
+from gateway.db.engine import assert_migrated, encoding_refusal, expected_heads
 from gateway.enrolment import endpoints as enrolment_endpoints
 from gateway.enrolment import fuzzy_endpoints
 from gateway.enrolment.setup import (
@@ -31,12 +31,13 @@ from gateway.enrolment.setup import (
     remove_abandoned_at_start,
     remove_retired_at_start,
 )
+from gateway.errors import ServiceUnavailable
 from gateway.escalations import endpoints as escalation_endpoints
 from gateway.escalations.setup import escalation_scheduler, escalation_service, install_escalations
 from gateway.exchange import endpoints as exchange_endpoints
 from gateway.exchange.setup import exchange_service, install_exchange, install_policy
 from gateway.logging import configure_logging
-from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, StrictJsonMiddleware
 from gateway.openapi import problem_openapi
 from gateway.problems import install_problem_handlers
 from gateway.ratelimit import RateLimitMiddleware
@@ -57,12 +58,15 @@ client secret) and send the access token as `Authorization: Bearer ...`. Every e
 
 
 def start_services(container: Container) -> None:
-    """Start-up, in order: refuse an un-migrated database, then bring up each service.
+    """Start-up, in order: refuse a database not in UTF-8 or not migrated, then bring up each service.
 
     The migration heads are read from the scripts once, here; the readiness probe compares the database
     with them on every call (a schema migrated or downgraded under the running process makes it not ready).
     """
     heads = expected_heads()
+    refusal = encoding_refusal(container.engine, container.settings.db_connect_timeout_seconds)
+    if refusal is not None:
+        raise ServiceUnavailable(refusal)
     assert_migrated(container.engine, heads)
     container.readiness["database"] = health.database_check(container)
     container.readiness["schema"] = health.schema_check(container, heads)
@@ -103,6 +107,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start_services(the_container)
         audit_services(the_container).writer.start()
+        exchange_service(the_container).start()
         auth_services(the_container).disabled.start()
         start_sign_ins(the_container)
         start_sign_out_retries(the_container)
@@ -129,12 +134,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
             if owned:
                 the_container.close()
 
-    # The documentation pages are api_docs' (pinned, integrity-checked assets: they share the console's origin)
+    # The documentation pages are api_docs' (pinned, integrity-checked assets: they share the console's origin).
+    # No slash redirects: Starlette's answered a path with a trailing slash by a 307 to an absolute URL built
+    # from the request's Host header (http:// unless a trusted proxy said otherwise), which sent a caller, and a
+    # partner system's re-posted exchange body, wherever that header named. No route ends in a slash: a 404.
     app = FastAPI(title="WGS data-sharing gateway", version="0.1.0", description=API_DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_URL)
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_URL,
+                  redirect_slashes=False)
     app.state.container = the_container
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)
+    app.add_middleware(StrictJsonMiddleware)  # inside the body limit, which bounds what it reads
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.add_middleware(RequestContextMiddleware)

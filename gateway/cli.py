@@ -21,7 +21,7 @@ from gateway.auditing.cli import audit_app
 from gateway.auth.cli import clients_app, keys_app, users_app
 from gateway.backup.cli import backup, record_restore_command, verify_backup
 from gateway.console.settings import ConsoleSettings
-from gateway.db.engine import alembic_config_for, require_database
+from gateway.db.engine import alembic_config_for, encoding_refusal, engine_for, require_database
 from gateway.enrolment.cli import pseudonyms_app
 from gateway.errors import DatabaseNotMigrated
 from gateway.escalations.cli import escalations_app
@@ -109,6 +109,14 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     settings = _settings()
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the database and the keys: owner only
     with _database_errors(settings.effective_database_url):
+        engine = engine_for(settings)
+        try:  # before any table is made in a database the gateway cannot use
+            refusal = encoding_refusal(engine, settings.db_connect_timeout_seconds)
+        finally:
+            engine.dispose()
+        if refusal is not None:
+            typer.echo(refusal, err=True)
+            raise typer.Exit(1)
         command.upgrade(alembic_config_for(settings), revision)
     console.print(f"[green]database at {revision}[/green]")
 

@@ -1,4 +1,5 @@
-"""ASGI middleware: request id + W3C trace context, access log, and a hard request-body limit.
+"""ASGI middleware: request id + W3C trace context, caching and sniffing defaults, access log, a hard
+request-body limit, and JSON bodies that every reader reads alike.
 
 Pure ASGI (not BaseHTTPMiddleware) so it adds little latency on the exchange hot path.
 """
@@ -20,6 +21,13 @@ from gateway.logging import scrub_text
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_DEFAULT_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+"""Added to every answer that does not set the header itself. Why: the API answers personal data (an
+exchange's records, audit entries, a legal-gap export) and nothing told a cache not to keep it; without
+``Cache-Control`` a browser's cache (behind the documentation's *try it out*), an HTTP cache in a partner's
+client library or a proxy may store a 200 and hand it out later (RFC 9111 §4.2.2, heuristic freshness).
+``nosniff``: a CSV or JSON answer holding text people typed is never to be read as a page. An answer meant to
+be cached says so itself (the JWKS, the console's static files) and keeps what it says."""
 
 log = structlog.get_logger("gateway.access")
 
@@ -46,7 +54,8 @@ def _callers_request_id(sent: str | None) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Bind request id, trace id and span id to the log context; echo them in response headers."""
+    """Bind request id, trace id and span id to the log context; echo them in response headers, with the
+    ``_DEFAULT_HEADERS`` an answer does not set itself."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -76,6 +85,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(header for header in _DEFAULT_HEADERS if header[0] not in present)
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.append((b"traceparent", f"00-{trace_id}-{span_id}-01".encode()))
                 message["headers"] = headers
@@ -145,3 +156,84 @@ class BodySizeLimitMiddleware:
                     "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                                 (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
+
+
+class _RepeatedName(ValueError):
+    """A JSON object names a member twice."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise _RepeatedName
+    return members
+
+
+def _ambiguity(body: bytes) -> str | None:
+    """Why two JSON readers could read ``body`` differently, or None. A body that is no JSON at all is left to
+    the route (FastAPI's 400/422, as before); a UTF-8 byte order mark is ignored, as RFC 8259 §8.1 allows."""
+    try:
+        json.loads(body.decode("utf-8-sig"), object_pairs_hook=_unique_members)
+        return None
+    except _RepeatedName:
+        return "A JSON object in the body names a member more than once (RFC 7493 section 2.3)."
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        pass
+    try:
+        json.loads(body)  # what the route's reader does: it guesses UTF-16 and UTF-32 from the bytes
+    except (ValueError, RecursionError):
+        return None
+    return "JSON request bodies must be encoded in UTF-8 (RFC 8259 section 8.1)."
+
+
+def _is_json(scope: Scope) -> bool:
+    media_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+class StrictJsonMiddleware:
+    """Refuse, with 400 problem+json, a JSON request body that two JSON readers could read differently.
+
+    Why: Python's reader keeps the last of two members of one name and guesses UTF-16 or UTF-32 from the bytes;
+    a proxy, a filter or a log on the way in may keep the first, or read the bytes as UTF-8 (RFC 8259 §8.1:
+    JSON between systems is UTF-8). Such a body lets a request past whatever inspects it while the gateway acts
+    on, and writes to its audit log, something else — the reason the token endpoint refuses a repeated form
+    parameter. I-JSON (RFC 7493 §2.3) forbids repeated names. The body is read here once more than the route
+    reads it (a request's JSON is small; the body limit, outside this, bounds it) and handed on unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: nothing to answer
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        reason = _ambiguity(body)
+        if reason is not None:
+            log.info("request_rejected", status=400, problem="bad-request", reason=reason)
+            payload = json.dumps({"type": PROBLEM_TYPE_BASE + "bad-request", "title": "Bad request", "status": 400,
+                                  "detail": reason, "instance": scrub_text(scope["path"])}).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                                    (b"content-length", str(len(payload)).encode())]})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)

@@ -6,6 +6,7 @@ caller's input (which may contain personal data) into a response body.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -43,11 +44,29 @@ def problem_response(status: int, slug: str, title: str, detail: str, *,
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}(\[[a-z0-9_,'\[\]()-]{1,64}\])?")
+"""What a name in an error's location must look like to be named back: the API's field, parameter and header
+names all do (``case_reference``, ``idempotency-key``), as do pydantic's tags of a union's members
+(``list[str]``, ``literal['all']``)."""
+MASKED_NAME = "[name not shown]"
+
+
+def _location_part(part: object) -> str:
+    """One step of an error's location: a list position, or a name shaped like the API's own. Other names are
+    the caller's text, not ours (a member the model does not know, a key of a free-form object), and may be
+    personal data sent as a name — ``{"Jan de Vries": ...}`` — which the identifier mask does not recognise."""
+    text = str(part)
+    if isinstance(part, int) or (_FIELD_NAME.fullmatch(text) and scrub_text(text) == text):
+        return text
+    return MASKED_NAME
+
+
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    """Pydantic errors without the offending input values (they may be personal data)."""
+    """Pydantic errors without the offending input values (they may be personal data), nor names in their
+    location that the caller made up (:func:`_location_part`)."""
     cleaned = []
     for err in exc.errors():
-        loc = [str(part) for part in err.get("loc", ())]
+        loc = [_location_part(part) for part in err.get("loc", ())]
         cleaned.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
     return cleaned
 

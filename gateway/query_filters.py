@@ -1,5 +1,5 @@
-"""Bounded query parameters (and POSTed form fields) for filters on register ids, shared by every list and
-export route.
+"""Bounded query parameters (and POSTed form fields and JSON members) for filters on register ids, shared by
+every list and export route.
 
 Why: a filter on a partnership, purpose or organisation that takes any string of any length reaches the
 database as a query on it, and an unbounded value is a cheap way to load the gateway or to probe how its
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Form, Query
+from pydantic import Field
 
 from gateway.client.models import SLUG_PATTERN
 
@@ -56,3 +57,14 @@ def form_id_field() -> Any:
 def form_word_field() -> Any:
     """:func:`form_word_query` for a POSTed form."""
     return Form(None, max_length=MAX_ID, pattern=_or_empty(WORD_PATTERN))
+
+
+def id_member(description: str) -> Any:
+    """:func:`id_query` as a member of a JSON body (``POST /v1/audit/entries/search``, which carries the
+    data-subject filter): the same bounds, so a body and an address filter alike."""
+    return Field(None, max_length=MAX_ID, pattern=SLUG_PATTERN, description=description)
+
+
+def word_member(description: str) -> Any:
+    """:func:`word_query` as a member of a JSON body."""
+    return Field(None, max_length=MAX_ID, pattern=WORD_PATTERN, description=description)

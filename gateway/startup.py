@@ -28,7 +28,14 @@ from pydantic_settings import SettingsError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.console.settings import ConsoleSettings
-from gateway.db.engine import current_heads, engine_for, expected_heads, migration_gap, missing_database_file
+from gateway.db.engine import (
+    current_heads,
+    encoding_refusal,
+    engine_for,
+    expected_heads,
+    migration_gap,
+    missing_database_file,
+)
 from gateway.environment import environment_variable
 from gateway.errors import InvalidRegister
 from gateway.peer import binding_refusal
@@ -53,8 +60,9 @@ def unreachable(exc: SQLAlchemyError, url: str) -> str:
 
 def schema_refusal(settings: Settings) -> str | None:
     """Why ``settings``' database cannot serve this code, as one line, or None: no SQLite file (not
-    created by looking: probing it would), a database that cannot be reached, or one not at the code's
-    migration head. What a start checks and what a failed command is explained with."""
+    created by looking: probing it would), a database that cannot be reached, one not in UTF-8
+    (:func:`gateway.db.engine.encoding_refusal`), or one not at the code's migration head. What a start checks
+    and what a failed command is explained with."""
     url = settings.effective_database_url
     missing = missing_database_file(url)
     if missing is not None:
@@ -64,6 +72,9 @@ def schema_refusal(settings: Settings) -> str | None:
     except SQLAlchemyError as exc:  # e.g. an unknown dialect or driver (ArgumentError, NoSuchModuleError)
         return unreachable(exc, url)
     try:
+        refusal = encoding_refusal(engine, settings.db_connect_timeout_seconds)
+        if refusal is not None:
+            return refusal
         gap = migration_gap(current_heads(engine), expected_heads())
     except SQLAlchemyError as exc:
         return unreachable(exc, url)

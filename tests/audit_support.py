@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, Engine, MetaData, text
+from sqlalchemy import Connection, Engine, MetaData, delete, insert, select, text, update
 
 from audit.checkpoint import NoteSigner
 from audit.events import AuditEvent, DataSubject, Decision, EventType, ProcessingActivity, Requester
+from audit.merkle import CompactRange, flat_index, leaf_hash
+from audit.tables import audit_entries, audit_tree_nodes
 from gateway.db.engine import make_engine
 
 ORIGIN = "wgs.example/audit"
@@ -130,3 +132,25 @@ def enrol_logged(service: Any, key_dir: Path, *args: Any) -> Any:
                 service.writer = None
 
     return asyncio.run(run())
+
+
+def forge_entry(connection: Connection, index: int) -> None:
+    """Play the thorough forger (run inside :func:`triggers_disabled`): rewrite entry ``index`` and its leaf hash,
+    then rebuild every cached subtree from the forged leaves, so that the cache agrees with them."""
+    canonical = connection.execute(select(audit_entries.c.canonical)
+                                   .where(audit_entries.c.log_index == index)).scalar_one()
+    forged = canonical.replace('"n":', '"n":1', 1)
+    assert forged != canonical
+    connection.execute(update(audit_entries).where(audit_entries.c.log_index == index)
+                       .values(canonical=forged, leaf_hash=leaf_hash(forged.encode())))
+    rebuild_tree_nodes(connection)
+
+
+def rebuild_tree_nodes(connection: Connection) -> None:
+    """The thorough forger's second step: recompute every cached subtree from the (forged) leaves."""
+    leaves = connection.execute(select(audit_entries.c.leaf_hash).order_by(audit_entries.c.log_index)).scalars()
+    compact, nodes = CompactRange(), []
+    for leaf in leaves:
+        nodes.extend(compact.append(bytes(leaf)))
+    connection.execute(delete(audit_tree_nodes))
+    connection.execute(insert(audit_tree_nodes), [{"node_id": flat_index(node), "hash": h} for node, h in nodes])

@@ -137,6 +137,9 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
         _one_line(f"export failed: no checkpoint could be signed at the exported size ({exc}); "
                   "check the log with `wgs-gateway audit verify`")
         raise typer.Exit(1) from None
+    except StoreUnavailable as exc:  # the database went away mid-export: nothing is left under --out
+        _one_line(f"export failed: {exc}; nothing was exported")
+        raise typer.Exit(1) from None
     finally:
         engine.dispose()
     typer.echo(f"exported {summary.tree_size} entries and {summary.checkpoint_count} checkpoints to {out_file}")

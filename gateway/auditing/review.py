@@ -25,12 +25,12 @@ import asyncio
 import io
 import secrets
 from dataclasses import asdict
-from datetime import date, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit import AuditEvent, AuditWriteError, EventType
@@ -52,16 +52,30 @@ from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.clock import as_utc
 from gateway.container import Container
+from gateway.deprecation import announce, documented_headers
 from gateway.deps import get_container
 from gateway.enrolment.setup import pseudonym_service
 from gateway.errors import Forbidden
-from gateway.query_filters import id_query, word_query
+from gateway.query_filters import id_member, id_query, word_member, word_query
 from gateway.register.setup import register_service
 from gateway.spreadsheets import SpreadsheetWriter, csv_download
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
-
+SEARCH_PATH = "/v1/audit/entries/search"
+DISCLOSURES_PATH = "/v1/audit/subjects/disclosures"
+SUBJECT_IN_ADDRESS_DEPRECATED = datetime(2026, 12, 5, tzinfo=UTC)
+"""When a pseudonym in an address (``GET /v1/audit/entries?subject=``, ``GET /v1/audit/subjects/{pseudonym}/
+disclosures``) was deprecated: reverse proxies log addresses and browsers keep them, so a privacy officer's or
+the contact point's searches about one subject could be read back from them. The bodies of ``POST``
+:data:`SEARCH_PATH` and :data:`DISCLOSURES_PATH` carry it instead (:mod:`gateway.deprecation`)."""
+MAX_SUBJECT = 1024
+"""The longest pseudonym a filter or look-up takes (the longest any key version writes is far shorter)."""
+MAX_CURSOR = 2**53
+"""The largest ``cursor`` (the largest integer JSON readers keep exact), as the proofs' indices."""
+_REVIEW_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Not a privacy officer"},
+    422: {"description": "A filter out of bounds or malformed (the value is never repeated)"}}
 
 SINCE = "Only entries recorded at or after this moment (inclusive; no offset: UTC)."
 UNTIL = ("Only entries recorded before this moment (exclusive, so that consecutive windows neither overlap nor "
@@ -109,22 +123,97 @@ def scope_of(principal: Principal, container: Container) -> EntryScope:
                       unattributed=frozenset(unattributed))
 
 
+class EntrySearch(BaseModel):
+    """The filters of ``GET /v1/audit/entries``, the data subject's included, as a body: a pseudonym in a body
+    is not in any proxy's access log or browser history. Every member is optional; together they narrow (AND).
+    Unknown members are refused (422), not ignored: a misspelt filter would otherwise widen the answer."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    partnership: str | None = id_member("Only entries of this partnership (id).")
+    purpose: str | None = id_member("Only entries of this purpose (id).")
+    organisation: str | None = id_member("Only entries with this organisation as requester or holder (id).")
+    event_type: str | None = word_member("Only entries with this event type.")
+    decision: str | None = word_member("Only entries with this decision.")
+    since: datetime | None = Field(None, description=SINCE)
+    until: datetime | None = Field(None, description=UNTIL)
+    subject: str | None = Field(None, min_length=1, max_length=MAX_SUBJECT, description=(
+        "Only entries about this data subject: the partnership-domain pseudonym the entries hold "
+        "(`data_subject.pseudonym`), of any key version the key ring still holds; it finds the subject's entries "
+        "under every one of them. Empty is refused (422), never read as \"every subject\"."))
+    cursor: int = Field(-1, ge=-1, le=MAX_CURSOR, description="Return entries after this index: the previous "
+                                                               "answer's `next_cursor`.")
+    limit: int = Field(100, ge=1, le=MAX_PAGE, description=f"At most this many entries (at most {MAX_PAGE}).")
+
+
+EXAMPLE_PSEUDONYM = "bsn.v1.8Wq3yHJv2cFq0u9HkX4aZp1mT6rLs0bN3eYdQ7kWc2A"
+"""A partnership-domain pseudonym as the log holds one (made up: no subject's), for the OpenAPI examples."""
+_RIEC = "riec-amsterdam-amstelland"
+SEARCH_EXAMPLES: dict[str, Any] = {
+    "subject": {"summary": "A subject's entries in one partnership", "value": {
+        "subject": EXAMPLE_PSEUDONYM, "partnership": _RIEC, "limit": 100}},
+    "next_page": {"summary": "The next page: the same filters, the previous answer's next_cursor", "value": {
+        "subject": EXAMPLE_PSEUDONYM, "partnership": _RIEC, "cursor": 4711, "limit": 100}},
+    "denials": {"summary": "Denials in a time window (without a subject GET /v1/audit/entries is the same)",
+                "value": {"event_type": "policy.decided", "decision": "deny", "since": "2026-11-01T00:00:00Z",
+                          "until": "2026-12-01T00:00:00Z"}},
+}
+DISCLOSURE_EXAMPLE: dict[str, Any] = {"index": 4712, "recorded_at": "2026-11-25T10:00:00Z", "entry": {
+    "entry_id": "01937b6e-0000-7000-8000-000000004712", "index": 4712, "recorded_at": "2026-11-25T10:00:00.000000Z",
+    "v": 1, "event": {"event_type": "disclosure", "data_subject": {"pseudonym": EXAMPLE_PSEUDONYM},
+                      "holder": "kvk", "categories": ["company_registration"]}}}
+"""An entry as the review answers it (abridged: a real entry has every field of its event)."""
+_ENTRIES_EXAMPLE = {"entries": [DISCLOSURE_EXAMPLE], "next_cursor": 4712}  # more after it (null: the last page)
+
+
 @router.get("/entries", response_model=EntryPage, summary="Audit entries you may see, filtered, oldest first",
-            responses={403: {"description": "Not a privacy officer"}})
-async def entries(partnership: str | None = id_filter("partnership"), purpose: str | None = id_filter("purpose"),
-                  organisation: str | None = id_filter("organisation"),
+            responses={200: {"headers": documented_headers(SEARCH_PATH, "Only with `subject`")}, **_REVIEW_ERRORS})
+async def entries(request: Request, response: Response, partnership: str | None = id_filter("partnership"),
+                  purpose: str | None = id_filter("purpose"), organisation: str | None = id_filter("organisation"),
                   event_type: str | None = word_filter("event type"), decision: str | None = word_filter("decision"),
                   since: datetime | None = Query(None, description=SINCE),
                   until: datetime | None = Query(None, description=UNTIL),
-                  subject: str | None = Query(None, max_length=1024),
-                  cursor: int = Query(-1, ge=-1, le=2**53, description="Return entries after this index."),
+                  subject: str | None = Query(None, max_length=MAX_SUBJECT, deprecated=True, description=(
+                      "Deprecated: a pseudonym in the address reaches proxies' access logs and browser histories. "
+                      f"Send the filters as the body of `POST {SEARCH_PATH}` instead (the same answer); with "
+                      "`subject` this form answers with `Deprecation` and a `Link` to it.")),
+                  cursor: int = Query(-1, ge=-1, le=MAX_CURSOR, description="Return entries after this index."),
                   limit: int = Query(100, ge=1, le=MAX_PAGE),
                   principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                   container: Container = Depends(get_container)) -> EntryPage:
+    """Every filter but the data subject's is at home in the address (bookmarkable, nothing personal); with
+    ``subject`` the form still works but is deprecated for ``POST /v1/audit/entries/search``."""
+    page = await entry_page(EntrySearch.model_construct(
+        partnership=partnership, purpose=purpose, organisation=organisation, event_type=event_type,
+        decision=decision, since=since, until=until, subject=subject, cursor=cursor, limit=limit), principal, container)
+    if subject is not None:
+        announce(request, response, SUBJECT_IN_ADDRESS_DEPRECATED, SEARCH_PATH)
+    return page
+
+
+@router.post("/entries/search", response_model=EntryPage, responses={
+                 200: {"content": {"application/json": {"example": _ENTRIES_EXAMPLE}}}, **_REVIEW_ERRORS},
+             summary="Audit entries you may see, filtered by a body (the data subject's filter stays out of "
+                     "addresses), oldest first")
+async def search_entries(body: Annotated[EntrySearch, Body(openapi_examples=SEARCH_EXAMPLES)],
+                         principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
+                         container: Container = Depends(get_container)) -> EntryPage:
+    """``GET /v1/audit/entries`` with the filters in the body, for the data subject's (a pseudonym) above all:
+    the same filters, paging (``cursor``: the previous answer's ``next_cursor``), scope and answer. Like the
+    GET, a read that writes no audit entry of its own (the officer reads entries of their own scope)."""
+    return await entry_page(body, principal, container)
+
+
+async def entry_page(wanted: EntrySearch, principal: Principal, container: Container) -> EntryPage:
+    """One page of the entries ``principal`` may see that match ``wanted`` — both forms of the listing. The
+    reviewer's scope is settled (403 for anyone but an officer) before the subject filter puts the pseudonym
+    keys to work."""
     scope = scope_of(principal, container)
-    forms = await subject_forms(subject, principal, container) if subject else None
-    wanted = EntryFilter(partnership, purpose, organisation, event_type, decision, since, until, forms)
-    page = await run_in_threadpool(list_entries, container.engine, scope, wanted, after=cursor, limit=limit)
+    forms = await subject_forms(wanted.subject, principal, container) if wanted.subject else None
+    found = EntryFilter(wanted.partnership, wanted.purpose, wanted.organisation, wanted.event_type, wanted.decision,
+                        wanted.since, wanted.until, forms)
+    page = await run_in_threadpool(list_entries, container.engine, scope, found, after=wanted.cursor,
+                                   limit=wanted.limit)
     return EntryPage(entries=[EntryView(index=e.index, recorded_at=as_utc(e.recorded_at), entry=e.entry)
                               for e in page.entries], next_cursor=page.next_cursor)
 
@@ -198,14 +287,27 @@ def statistics_csv(views: list[StatisticView]) -> Response:
     return csv_download(buffer.getvalue(), "wgs-statistics.csv")
 
 
-@router.get("/subjects/{pseudonym}/disclosures", response_model=list[EntryView],
-            summary="Data-subject request: every disclosure about one subject across the partnership(s)",
-            responses={403: {"description": "Not the contact point"}})
-async def subject_report(pseudonym: str, request: Request,
+@router.get("/subjects/{pseudonym}/disclosures", response_model=list[EntryView], deprecated=True,
+            summary="Data-subject request by the log's pseudonym, in the address (deprecated: "
+                    "POST /v1/audit/subjects/disclosures)",
+            responses={200: {"headers": documented_headers(DISCLOSURES_PATH, "Always")},
+                       403: {"description": "Not the contact point"}})
+async def subject_report(pseudonym: str, request: Request, response: Response,
                          principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                          container: Container = Depends(get_container)) -> list[EntryView]:
-    """The lookup is itself an audit entry (``console.action``, ``subject-lookup``, channel ``api``: the
-    account and the count found, never the subject), written before the answer, as the console's is."""
+    """Deprecated: the pseudonym in the path reaches proxies' access logs and browser histories. ``POST
+    /v1/audit/subjects/disclosures`` with ``{"pseudonym": ...}`` answers the same; this form still works and
+    says so in ``Deprecation`` and ``Link``."""
+    found = await report_disclosures(pseudonym, request, principal, container)
+    announce(request, response, SUBJECT_IN_ADDRESS_DEPRECATED, DISCLOSURES_PATH)
+    return found
+
+
+async def report_disclosures(pseudonym: str, request: Request, principal: Principal,
+                             container: Container) -> list[EntryView]:
+    """The API's data-subject request by the log's pseudonym, however the pseudonym came. The lookup is itself an
+    audit entry (``console.action``, ``subject-lookup``, channel ``api``: the account and the count found, never
+    the subject), written before the answer, as the console's is."""
     found = await lookup_disclosures(pseudonym, principal, container)
     await record_api_action(container, request, principal, "subject-lookup", details={"disclosures": len(found)})
     return found

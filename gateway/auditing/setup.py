@@ -28,7 +28,7 @@ from audit import (
 )
 from audit.store import checkpoint_notes, has_checkpoint, read_connection
 from audit.tables import audit_checkpoints
-from gateway.container import Container
+from gateway.container import Container, NotReady, ReadinessCheck
 from gateway.db.engine import engine_for, missing_database_file
 from gateway.keyfiles import read_or_create
 from gateway.settings import Settings
@@ -177,8 +177,22 @@ def install_audit(container: Container) -> AuditServices:
                    clock=container.clock.now)
     services = AuditServices(log=log, writer=AsyncAuditWriter(log), signer=signer, on_demand=OnDemandCheckpoints(log))
     container.services["audit"] = services
+    container.readiness["audit_log"] = signing_check(log)
     record_register_change(container, services)
     return services
+
+
+def signing_check(log: AuditLog) -> ReadinessCheck:
+    """Not ready while the log refuses to sign because its tree forks from its latest signed checkpoint
+    (:meth:`audit.AuditLog.signing_refused`): every append due a checkpoint is then refused, so the process
+    would deny nearly everything. Reads nothing: the state of this process's last attempt to sign, which the
+    writer's idle loop renews every second while a checkpoint is due. The reason names no size or hash (the
+    probe is unauthenticated); the error log has them."""
+    async def check() -> None:
+        if log.signing_refused is not None:
+            raise NotReady("the audit tree forks from its latest signed checkpoint; nothing is signed: "
+                           "run `wgs-gateway audit verify`")
+    return check
 
 
 def record_register_change(container: Container, services: AuditServices) -> None:

@@ -122,6 +122,17 @@ async def token(request: Request, container: Container = Depends(get_container))
         return _oauth_error(400, "invalid_request", f"a parameter must not be repeated: {named}")
     form = {key: value for key, value in parsed.items() if isinstance(value, str)}
     headers = request.headers  # case-insensitive: authlib looks up "Authorization"
+    methods = _client_authentications(form, headers)
+    if len(methods) > 1:  # RFC 6749 §2.3, and §5.2's invalid_request: see _client_authentications
+        log.info("token_rejected", error="invalid_request", reason="more than one client authentication")
+        return _oauth_error(400, "invalid_request", "a token request must authenticate the client one way, not "
+                                                    + " and ".join(methods))
+    basic_user = _basic_user(headers)
+    if basic_user is not None and form.get("client_id", basic_user) != basic_user:
+        # authlib authenticates the Basic user and ignores the form's client_id, while a refusal's entry named
+        # the form's: guesses at one system's secret were written down as another's failures.
+        log.info("token_rejected", error="invalid_request", reason="client_id is not the Basic credentials' user")
+        return _oauth_error(400, "invalid_request", "client_id names another client than the Basic credentials")
     auth = auth_services(container)
     endpoint = token_endpoint_url(container)
     register = register_service(container).current()
@@ -217,6 +228,24 @@ def _carries_secret(form: dict[str, str], headers: Any) -> bool:
     return "client_secret" in form or authorization[:6].lower() == "basic "
 
 
+def _client_authentications(form: Mapping[str, str], headers: Mapping[str, str]) -> list[str]:
+    """The client-authentication methods a token request uses, by what it carries.
+
+    A client MUST NOT use more than one in a request (RFC 6749 §2.3). authlib tries them in turn and takes the
+    first that succeeds: a wrong secret in Basic credentials only made it go on to the client assertion beside
+    it, so anyone with a key of their own could guess another system's secret and learn from the token which
+    system it was issued to, each wrong guess an unremarkable 200 (no ``auth.rejected`` entry, no failed
+    attempt). The request is refused before any of them is checked."""
+    methods = []
+    if str(headers.get("authorization", ""))[:6].lower() == "basic ":
+        methods.append("client_secret_basic")
+    if "client_secret" in form:
+        methods.append("client_secret_post")
+    if "client_assertion" in form or "client_assertion_type" in form:
+        methods.append("private_key_jwt")
+    return methods
+
+
 OAUTH_ERRORS = frozenset({"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
                           "unsupported_grant_type", "invalid_scope"})
 """RFC 6749 §5.2's error codes: the only reasons an ``auth.rejected`` entry gives."""
@@ -227,11 +256,7 @@ def _named_system(form: Mapping[str, Any], headers: Mapping[str, str], register:
     organisation), else nobody: ``client_id`` in the form, the user of Basic credentials, or the subject of the
     client assertion, none of them verified (the request was refused). Whoever calls the endpoint chooses the
     text, so only the id of a system the register lists is ever written, never the text as sent."""
-    named: list[Any] = [form.get("client_id")]
-    scheme, _, credentials = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "basic":
-        with contextlib.suppress(ValueError):  # not base64, or not UTF-8 (a ValueError too)
-            named.append(unquote(base64.b64decode(credentials, validate=True).decode().partition(":")[0]))
+    named: list[Any] = [form.get("client_id"), _basic_user(headers)]
     assertion = form.get("client_assertion")
     if isinstance(assertion, str) and assertion.count(".") == 2:
         with contextlib.suppress(MalformedSegment):
@@ -241,6 +266,17 @@ def _named_system(form: Mapping[str, Any], headers: Mapping[str, str], register:
         if organisation is not None:
             return Target(organisation=organisation, system=candidate)
     return Target()
+
+
+def _basic_user(headers: Mapping[str, str]) -> str | None:
+    """The client id of the request's Basic credentials (RFC 6749 §2.3.1: form-encoded), unverified; None
+    without Basic credentials or when they cannot be read (authlib then refuses them)."""
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    with contextlib.suppress(ValueError):  # not base64, or not UTF-8 (a ValueError too)
+        return unquote(base64.b64decode(credentials, validate=True).decode().partition(":")[0])
+    return None
 
 
 def _loggable_client_id(form: Mapping[str, Any]) -> str | None:

@@ -54,7 +54,10 @@ class GatewayClient(ClientMixin):  # type: ignore[misc]
     def get_allowed_scope(self, scope: str | None) -> str:
         if not scope:
             return " ".join(self.record.scopes)
-        return " ".join(s for s in scope.split() if s in self.record.scopes)
+        # Each scope once: RFC 6749 §3.3 makes the scope a set, so `exchange exchange` asks
+        # for one scope, and the token's `scope` claim says so (a consumer counting or comparing it as text would
+        # otherwise read two).
+        return " ".join(s for s in dict.fromkeys(scope.split()) if s in self.record.scopes)
 
 
 class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]

@@ -8,5 +8,5 @@ records as **CLK Bloom filters** with the partnership's secret for fuzzy matchin
 
 Everything here runs on the partner's machine. It imports nothing from the gateway's server side — only
 ``gateway.client.*`` and the pure modules ``gateway.pseudonyms.{identifiers,pep,errors}`` and
-``gateway.matching.{schema,encoding,errors}`` (checked by a unit test).
+``gateway.matching.{schema,encoding,errors,plausibility}`` (checked by a unit test).
 """

@@ -53,7 +53,8 @@
   every HTTP request carries an ``X-Request-ID`` (the call's id and the request's number), which the gateway
   logs under and echoes; an error names the one of its request.
 * Logs (``gateway.client``, standard logging): a warning per repeated attempt, info per back-pressure wait
-  and per token renewal after a 401 — route template, status or failure kind, wait, request id; no content.
+  and per token renewal after a 401 — route template, status or failure kind, wait, request id; no content —
+  and a warning with how many records ``enrol_filters`` left out (no reference, no field).
 * Newer gateways: answers are read leniently where the API may grow — fields this version does not know
   are ignored, and an exchange outcome it does not know is kept as an ``Outcome`` whose ``known`` is false
   (treat it as not allowed) instead of failing the whole answer.
@@ -118,7 +119,13 @@ from gateway.client.fuzzy import (
     FuzzyDiscoveryResult,
     RecordType,
 )
-from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
+from gateway.client.fuzzy_requests import (
+    FilterEnrolmentResult,
+    FilterRecordToEnrol,
+    UnsearchableSubjects,
+    enrolment_plan,
+    refused_subjects,
+)
 from gateway.client.models import (
     ANSWER_CONTEXT,
     DiscoveryRequest,
@@ -130,7 +137,7 @@ from gateway.client.pseudonyms import Point, PseudonymClient, PseudonymError, Re
 from gateway.urls import is_loopback_host
 
 __all__ = ["DeadlineExceeded", "EnrolledSubject", "GatewayBusy", "GatewayClient", "GatewayClientError",
-           "GatewayThrottled", "GatewayUnavailable", "InvalidResponse", "UnopenablePseudonym"]
+           "GatewayThrottled", "GatewayUnavailable", "InvalidResponse", "UnopenablePseudonym", "UnsearchableSubjects"]
 
 
 class EnrolledSubject(NamedTuple):
@@ -524,7 +531,12 @@ class GatewayClient:
     async def fuzzy_discovery(self, request: FuzzyDiscoveryRequest, *,
                               deadline: CallDeadline = Default.CLIENT) -> FuzzyDiscoveryResult:
         """Hit/no-hit per holder and subject for subjects without a shared number (build ``request`` with
-        ``gateway.client.fuzzy_requests.fuzzy_request``, which encodes what you know of them here)."""
+        ``gateway.client.fuzzy_requests.fuzzy_request``, which encodes what you know of them here).
+        ``UnsearchableSubjects``, before anything is sent, for subjects whose filter the gateway would refuse
+        (very long names): a filter that dense would match almost anyone."""
+        refused = refused_subjects(request)
+        if refused:
+            raise UnsearchableSubjects(refused)
         response = await self._send("POST", "/v1/discovery/fuzzy", json=request.model_dump(mode="json"),
                                     deadline=deadline)
         return _decoded(response, lambda r: FuzzyDiscoveryResult.model_validate_json(r.content,
@@ -534,26 +546,39 @@ class GatewayClient:
                             records: Sequence[FilterRecordToEnrol], *, remove: Sequence[str] = (),
                             replace: bool = False, confidential_reason: str | None = None,
                             blocking: bool = True,
-                            deadline: CallDeadline = Default.CLIENT) -> FilterEnrolmentAnswer:
+                            deadline: CallDeadline = Default.CLIENT) -> FilterEnrolmentResult:
         """Encode ``records`` with the partnership's CLK ``secret`` (here: the fields never leave this process)
         and enrol their filters under their references, in batches; ``replace`` withdraws what this partner
         enrolled of ``record_type`` before, ``remove`` withdraws references. Each batch is stored whole or
         not at all; a failure raises with the earlier batches stored (sending them again is harmless) — except
         for ``replace``: a replacement larger than one batch takes effect whole with its last batch
-        (``enrolment_batches``), so a failure raises with the earlier set still enrolled and answering (call
+        (``enrolment_plan``), so a failure raises with the earlier set still enrolled and answering (call
         again to replace it; the batches kept aside are abandoned and removed by the gateway).
         ``deadline`` bounds each batch, not the whole enrolment: how long that takes grows with the records,
         and a batch is what is stored or not. Every batch is checked as the gateway checks it before the first
-        is sent (``ValueError``): a record the gateway would refuse enrols nothing, not the batches before it."""
-        stored = removed = enrolled = 0
-        bodies = list(enrolment_batches(partnership, record_type, secret, records, remove=remove, replace=replace,
-                                        confidential_reason=confidential_reason, blocking=blocking))
-        _checked_batches(bodies)
-        for body in bodies:
+        is sent (``ValueError``): a record the gateway would refuse enrols nothing, not the batches before it.
+
+        Except for one refusal, which is a property of real data rather than a mistake: a record whose filter
+        the gateway would refuse as implausible (very long names encode too densely: such a filter would match
+        almost anyone, as a probe would) is left out, by the gateway's own rule, and the others are enrolled —
+        the gateway would refuse the whole batch for it. The result's ``left_out`` lists each (reference and
+        reason), and one warning logs how many (no reference, no field). Those subjects lose fuzzy matching
+        only: exact discovery by pseudonym (``enrol``) finds them as before."""
+        stored = removed = 0
+        enrolled: int | None = None
+        plan = enrolment_plan(partnership, record_type, secret, records, remove=remove, replace=replace,
+                              confidential_reason=confidential_reason, blocking=blocking)
+        _checked_batches(plan.bodies)
+        if plan.left_out:
+            log.warning("enrol_filters: %d of %d record(s) left out, their filters being implausible to the "
+                        "gateway (very long names); the result's left_out names them", len(plan.left_out),
+                        len(records))
+        for body in plan.bodies:
             response = await self._send("POST", "/v1/enrolments/filters", json=body, deadline=deadline)
             answer = _decoded(response, lambda r: FilterEnrolmentAnswer.model_validate_json(r.content))
             stored, removed, enrolled = stored + answer.stored, removed + answer.removed, answer.enrolled
-        return FilterEnrolmentAnswer(record_type=record_type, stored=stored, removed=removed, enrolled=enrolled)
+        return FilterEnrolmentResult(record_type=record_type, stored=stored, removed=removed, enrolled=enrolled,
+                                     left_out=plan.left_out)
 
     async def get_exchange(self, exchange_id: str, *,
                            deadline: CallDeadline = Default.CLIENT) -> ExchangeResult:

@@ -46,6 +46,16 @@ LOCAL_REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{3,127}$"
 REPLACEMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,63}$"
 """The id a participant gives a replacement sent in several batches (``enrol_filters`` makes a random one)."""
 _BLOCK_KEY = r"^([0-9a-f]{16})?$"
+CLK_KEY_ID_PATTERN = r"^[0-9a-f]{32}$"
+_CLK_KEY_ID_EXAMPLE = "5d2f8a0c41b9e7736a1c0e9f24d8b5a3"
+
+
+def _clk_key_id(what: str) -> Any:
+    return Field(default=None, pattern=CLK_KEY_ID_PATTERN, examples=[_CLK_KEY_ID_EXAMPLE], description=(
+        f"The key id of the CLK secret {what} were encoded with (`gateway.client.matching.clk_key_id`, "
+        "`CLKEncoder.key_id`; not secret): the gateway tells filters of another secret — a rotated or mistyped "
+        "one — from a no-hit. Optional for one version (left out: unknown, compared as before); the client "
+        "library always sends it."))
 _CLK = r"^[A-Za-z0-9_-]{8,1400}$"  # unpadded base64url; its exact length is the schema's (checked by the gateway)
 
 
@@ -95,6 +105,7 @@ class FilterEnrolment(_Strict):
     partnership: str = Field(pattern=SLUG_PATTERN)
     record_type: RecordType = Field(description="Whose schema the filters were encoded with.")
     schema_version: int = Field(ge=1, description="The schema's `version`: filters of another never compare.")
+    clk_key_id: str | None = _clk_key_id("the records' filters")
     records: list[FilterRecord] = Field(default_factory=list, max_length=MAX_FILTER_BATCH, description=(
         "Records to add, or to update when you enrolled the reference before."))
     remove: list[Annotated[str, Field(pattern=LOCAL_REFERENCE_PATTERN)]] = Field(
@@ -155,6 +166,7 @@ class FuzzyDiscoveryRequest(_Strict):
     categories: list[Annotated[str, Field(pattern=CATEGORY_PATTERN)]] = Field(min_length=1, max_length=30)
     record_type: RecordType
     schema_version: int = Field(ge=1)
+    clk_key_id: str | None = _clk_key_id("the subjects' filters")
     subjects: list[FuzzySubject] = Field(min_length=1, max_length=MAX_FUZZY_SUBJECTS, description=(
         "The subjects looked for; more than the purpose's bulk threshold is escalated (rule 6)."))
 
@@ -172,9 +184,13 @@ class FuzzyTarget(BaseModel):
     """One holder's answer: `hit`/`no-hit` overall and per subject, or why it gives none (as in discovery)."""
 
     holder: str
-    outcome: Literal["hit", "no-hit", "denied", "escalated", "refused-by-holder"] = Field(description=(
-        "`hit` when a record of this holder matches at least one subject, in a category it may supply; "
-        "`denied`/`escalated`/`refused-by-holder` as in `POST /v1/discovery` (then `subjects` is empty)."))
+    outcome: Literal["hit", "no-hit", "denied", "escalated", "refused-by-holder", "not-comparable"] = Field(
+        description=(
+            "`hit` when a record of this holder matches at least one subject, in a category it may supply; "
+            "`denied`/`escalated`/`refused-by-holder` as in `POST /v1/discovery` (then `subjects` is empty); "
+            "`not-comparable` when this holder's filters were encoded with another CLK secret than the request's "
+            "(`clk_key_id`; reason `clk-key-mismatch`): nothing was compared, which is no no-hit — one of you "
+            "has a rotated or mistyped secret."))
     subjects: list[Literal["hit", "no-hit"]] = Field(default_factory=list, description=(
         "Per subject, in the order sent: whether this holder holds a matching record (each subject answered as "
         "if asked alone). Never a score, never the holder's reference."))
@@ -186,7 +202,8 @@ class FuzzyTarget(BaseModel):
         "matched. Empty when `subjects` is."), examples=[[
             "match:q5Tb2Jm0oXw8c3Vn1yFZk9Lr7aSdPe4GuHi6Cj0KvQs", None]])
     reasons: list[Reason] = Field(default_factory=list, description=(
-        "As in `POST /v1/discovery`: why, for `denied`, `escalated` and `refused-by-holder`; for `hit` and "
+        "As in `POST /v1/discovery`: why, for `denied`, `escalated`, `refused-by-holder` and `not-comparable`; "
+        "for `hit` and "
         "`no-hit`, the requested categories of this holder's that were not compared, one reason each."))
 
     def handles(self) -> list[str]:

@@ -7,6 +7,7 @@ against it; every field, outcome and error is described here and appears in the 
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime
 from enum import StrEnum
@@ -27,6 +28,9 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
 CATEGORY_PATTERN = r"^[a-z][a-z_]{1,63}$"
 """Names of data categories, here and in the register."""
 _REFERENCE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""Ids the gateway makes (escalation decisions): UUIDs. Checked, so that no free text in their place reaches a
+422's detail or the log (an unknown id is named there)."""
 _NEWER_VALUE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 """What an outcome value a newer gateway may add looks like (a slug); anything else is still refused."""
 ANSWER_CONTEXT = {"answer_from_gateway": True}
@@ -84,6 +88,27 @@ class Subject(_Strict):
         return value
 
 
+MAX_FIELD_DEPTH = 32
+"""How deeply a provided record's ``fields`` may nest objects and lists. The gateway hashes, fingerprints and
+forwards them, and its serialiser stops at a few hundred levels: deeper ones failed the whole request with 500
+(and were logged as the gateway's defect). A holder's parser stops sooner still, so nothing deeper could arrive."""
+
+
+def _depth_and_finite(value: Any) -> tuple[int, bool]:
+    """How many objects and lists ``value`` nests (0 for a scalar), and whether every number in it is finite;
+    without recursing: the value is the caller's. ``NaN`` and ``Infinity`` are no JSON (RFC 8259) though the
+    request parser takes them: the holder would get ``null`` while the log's payload hash covered them."""
+    deepest, finite, stack = 0, True, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            finite = False
+    return deepest, finite
+
+
 class ProvidedRecord(_Strict):
     """Data the requester hands to the holder with the request (e.g. the Belastingdienst's dissolution
     grounds for the KvK, S2). Purpose-bound like everything else: the requester's role must supply the
@@ -93,7 +118,18 @@ class ProvidedRecord(_Strict):
     category: str = Field(pattern=CATEGORY_PATTERN, description="The data category of `fields`; policy "
                           "checks that the requester may supply it and the holder may receive it.",
                           examples=["tax_compliance"])
-    fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed.")
+    fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed. Objects and "
+                                   f"lists nest at most {MAX_FIELD_DEPTH} levels deep (this object included).")
+
+    @field_validator("fields")
+    @classmethod
+    def _not_too_deep_and_finite(cls, fields: dict[str, Any]) -> dict[str, Any]:
+        depth, finite = _depth_and_finite(fields)
+        if depth > MAX_FIELD_DEPTH:
+            raise ValueError(f"nested more than {MAX_FIELD_DEPTH} levels deep")
+        if not finite:
+            raise ValueError("holds NaN or Infinity, which JSON does not have")
+        return fields
 
 
 class _PurposeBound(_Strict):
@@ -124,17 +160,31 @@ class _PurposeBound(_Strict):
             raise ValueError("each subject may be named only once")
         return subjects
 
+    @field_validator("categories")
+    @classmethod
+    def _each_category_once(cls, categories: list[str]) -> list[str]:
+        # Refused, not merged: a category named twice was asked, and logged in the request's entry, twice;
+        # the list is what the requester asked for, as written (subjects are refused alike).
+        if len(set(categories)) != len(categories):
+            raise ValueError("each category may be named only once")
+        return categories
+
+
+_OrganisationId = Annotated[str, Field(pattern=SLUG_PATTERN)]
+
 
 class ExchangeRequest(_PurposeBound):
     """`POST /v1/exchanges`: ask the holders of a partnership for data about subjects, for one purpose."""
 
-    holders: Annotated[list[str], Field(min_length=1)] | Literal["all"] = Field(
+    holders: Annotated[list[_OrganisationId], Field(min_length=1)] | Literal["all"] = Field(
         default="all",
         description='Organisation ids of the holders to ask, or "all" for every participant that supplies '
-                    "a requested category for this purpose.",
+                    "a requested category for this purpose. An unknown id is named in the 422, so ids are "
+                    "checked to be ids (no free text reaches the answer or the log).",
         examples=["all", ["kvk", "belastingdienst"]])
     escalation_decision: str | None = Field(
-        default=None, description="Id of an escalation decision that allows this exact request (re-run).")
+        default=None, pattern=_UUID, description="Id of an escalation decision that allows this exact request "
+                                                  "(re-run).", examples=["01a23787-4c30-778c-8ded-6a98c57e0ea3"])
     provide: list[ProvidedRecord] = Field(default_factory=list, max_length=100,
                                           description="Records handed to the holder(s) with the request.")
 
@@ -229,7 +279,20 @@ class TargetOutcome(BaseModel):
     hit: bool | None = Field(default=None, description="For hit/no-hit holders: whether any record exists.")
     records: list[Record] = Field(default_factory=list, description="What the holder disclosed, permitted "
                                   "categories only. Empty in `GET /v1/exchanges/{id}`: the outcome, not the "
-                                  "data again.")
+                                  "data again. Empty with `records_withheld` set: not that the holder had "
+                                  "nothing, but that this answer cannot say what it had.")
+    records_withheld: Literal["expired", "unavailable", "retired"] | None = Field(
+        default=None,
+        description="Set on an allowed target of a replayed answer (an `Idempotency-Key` retry, "
+                    "`Idempotent-Replayed: true`) whose records the gateway no longer has, so `records` is empty "
+                    "whatever the holder disclosed the first time: `expired`, the 24 hours they are kept for a "
+                    "retry have passed (also in `GET /v1/exchanges/{id}`, which never repeats records: a retry "
+                    "would not get them either); `unavailable`, they are kept but cannot be opened (the "
+                    "gateway's seal key was replaced); `retired`, the partnership or the requester's participation "
+                    "in it is no longer active in the register (a retired partnership shares nothing, a retry "
+                    "included). Null when `records` is the holder's answer as disclosed. "
+                    "Later versions may add values: treat any value as \"the records are not in this answer\".",
+        examples=["expired"])
     obligations: Obligations | None = Field(default=None, description="Conditions on the disclosed data "
                                             "(rule 9); null unless allowed.")
     escalation_id: str | None = Field(
@@ -245,6 +308,14 @@ class TargetOutcome(BaseModel):
         # the exchange happened (and was logged) and the other targets' records and obligations hold.
         outcome = _newer_value(value, handler, info)
         return Outcome.unknown(value) if outcome is None else outcome
+
+    @field_validator("records_withheld", mode="wrap")
+    @classmethod
+    def _withheld_by_a_newer_gateway(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                                     info: ValidationInfo) -> str | None:
+        # Read by the client, a reason a newer gateway added is kept as sent: the records are not there either way.
+        withheld = _newer_value(value, handler, info)
+        return str(value) if withheld is None and value is not None else withheld
 
 
 class Receipt(BaseModel):

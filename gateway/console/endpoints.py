@@ -44,6 +44,7 @@ from gateway.auth.principal import Principal, Role, Scope
 from gateway.auth.setup import auth_services
 from gateway.console import escalations, signins, verification, views
 from gateway.console.actions import record_action
+from gateway.console.notices import notice_query, shown_notice
 from gateway.console.pages import (
     NAV,
     PRIVACY_OFFICERS,
@@ -87,6 +88,7 @@ MAX_SUBJECT = 1024
 MAX_DAY = len("YYYY-MM-DD")
 """The longest ``since``/``until`` a POSTed filter form sends (a day)."""
 MAX_INDEX = 2**53
+_VERIFIED = frozenset({"verified"})  # the explorer's notice after the officer's own verification run
 """The largest log index a page accepts, as the API's ``cursor`` (the largest integer JSON readers keep exact):
 far beyond any log, and below the 64-bit integers of the database, which a larger one overflowed into a 500."""
 
@@ -236,7 +238,8 @@ async def audit_explorer(page: Page = Depends(signed_in), partnership: str | Non
                          purpose: str | None = id_filter(), organisation: str | None = id_filter(),
                          event_type: str | None = word_filter(), decision: str | None = word_filter(),
                          since: str | None = None, until: str | None = None,
-                         after: int = Query(-1, le=MAX_INDEX), verified: str | None = None) -> Response:
+                         after: int = Query(-1, le=MAX_INDEX), done: str | None = None,
+                         notice: str | None = Query(None, max_length=64)) -> Response:
     """The log, filtered and paged, and the integrity panel. Only reads (:func:`_integrity`), so it opens from
     anywhere: it is the home page, which a link on another page (an intranet) may well open. Every filter but
     the data subject's is in the address (bookmarkable); that one is POSTed (:func:`audit_explorer_posted`)."""
@@ -245,7 +248,8 @@ async def audit_explorer(page: Page = Depends(signed_in), partnership: str | Non
     filters = {"partnership": blank(partnership), "purpose": blank(purpose), "organisation": blank(organisation),
                "event_type": blank(event_type), "decision": blank(decision), "since": blank(since),
                "until": blank(until), "subject": None}
-    return await _explorer(page, filters, after, just_verified=flag(verified, "verified"))
+    just_verified = shown_notice(page, done, notice, _VERIFIED) is not None
+    return await _explorer(page, filters, after, just_verified=just_verified)
 
 
 @router.post("/audit", response_class=HTMLResponse)
@@ -324,7 +328,8 @@ async def verify_log(page: Page = Depends(signed_in), csrf_token: str = Form("")
         raise ServiceUnavailable(str(exc)) from exc
     await record_action(page.container, page.request, verification.ACTION, organisation=person.organisation,
                         account_id=person.account_id, ok=result.ok, details=verification.details(result))
-    return page.finish(RedirectResponse("/console/audit?verified=1#integrity", status_code=303))
+    query = notice_query(page, "/console/audit", "verified")
+    return page.finish(RedirectResponse(f"/console/audit?{query}#integrity", status_code=303))
 
 
 @router.get("/audit/entries/{index}", response_class=HTMLResponse)

@@ -33,6 +33,7 @@ from escalation.queries import CaseFilter
 from gateway.auth.principal import Principal, Scope
 from gateway.console import views
 from gateway.console.actions import record_action
+from gateway.console.notices import notice_query, shown_notice
 from gateway.console.pages import ConsoleRoute, Page, blank, flag, need_scope, signed_in
 from gateway.errors import Conflict, Forbidden, GatewayError, Unprocessable
 from gateway.escalations import access
@@ -66,7 +67,8 @@ GAP_STATUSES = ("identified", "on-agenda", "resolved")
 NEXT_GAP_STATUSES = {"identified": ("on-agenda", "resolved"), "on-agenda": ("resolved",), "resolved": ()}
 ATTACHMENT_ROWS = 2
 MAX_CURSOR = 64  # the queue's ``after`` (a case id), as the API's ``/v1/escalations?cursor=``
-DONE = frozenset({"decision", "vote", "refer", "review", "comment", "withdraw", "gap"})  # ?done= notices
+DONE = frozenset({"decision", "vote", "refer", "review", "comment", "withdraw", "gap"})  # a case page's notices
+GAP_DONE = frozenset({"status"})  # the legal-gap pages' notice
 _REFUSALS = {403: "refused_403", 409: "refused_409", 422: "refused_422"}
 _TYPED_TEXT = {"decision": "motivation", "withdraw": "withdraw_motivation", "comment": "comment"}  # form: its text
 
@@ -135,6 +137,13 @@ def _version(value: str) -> int:
 
 def _redirect(page: Page, target: str) -> Response:
     return page.finish(RedirectResponse(target, status_code=303))
+
+
+def _done(page: Page, path: str, done: str, *, filters: dict[str, str] | None = None, fragment: str = "") -> Response:
+    """The redirect after a form did ``done``: back to ``path`` (with the list's ``filters``), whose page then
+    says so (gateway.console.notices: only to this session)."""
+    query = "&".join(part for part in (urlencode(filters or {}), notice_query(page, path, done)) if part)
+    return _redirect(page, f"{path}?{query}" + (f"#{fragment}" if fragment else ""))
 
 
 # -- the queue -------------------------------------------------------------------------------------------
@@ -255,8 +264,9 @@ async def _refused(page: Page, case_id: str, form: str, exc: ValidationError | G
 
 
 @router.get("/escalations/{case_id}", response_class=HTMLResponse)
-async def case_page(case_id: str, page: Page = Depends(signed_in), done: str | None = None) -> Response:
-    return await _case_page(page, case_id, done=done if done in DONE else None)
+async def case_page(case_id: str, page: Page = Depends(signed_in), done: str | None = None,
+                    notice: str | None = Query(None, max_length=64)) -> Response:
+    return await _case_page(page, case_id, done=shown_notice(page, done, notice, DONE))
 
 
 @router.post("/escalations/{case_id}/decision", response_class=HTMLResponse)
@@ -284,7 +294,7 @@ async def decide(case_id: str, page: Page = Depends(signed_in), csrf_token: str 
     except (Forbidden, Conflict, Unprocessable) as exc:
         return await _refused(page, case_id, "decision", exc, typed)
     done = "refer" if body.outcome == "refer-up" else "decision" if after.decision else "vote"  # tier 3: two votes
-    return _redirect(page, f"/console/escalations/{case_id}?done={done}")
+    return _done(page, f"/console/escalations/{case_id}", done)
 
 
 @router.post("/escalations/{case_id}/review", response_class=HTMLResponse)
@@ -300,7 +310,7 @@ async def review(case_id: str, page: Page = Depends(signed_in), csrf_token: str 
         await service.review(principal, case_id, body, _trace(page))
     except (Forbidden, Conflict, Unprocessable) as exc:
         return await _refused(page, case_id, "review", exc)
-    return _redirect(page, f"/console/escalations/{case_id}?done=review")
+    return _done(page, f"/console/escalations/{case_id}", "review")
 
 
 @router.post("/escalations/{case_id}/withdraw", response_class=HTMLResponse)
@@ -317,7 +327,7 @@ async def withdraw(case_id: str, page: Page = Depends(signed_in), csrf_token: st
         await service.withdraw(principal, case_id, body, _trace(page))
     except (Forbidden, Conflict, Unprocessable) as exc:
         return await _refused(page, case_id, "withdraw", exc, typed)
-    return _redirect(page, f"/console/escalations/{case_id}?done=withdraw")
+    return _done(page, f"/console/escalations/{case_id}", "withdraw")
 
 
 @router.post("/escalations/{case_id}/comments", response_class=HTMLResponse)
@@ -346,7 +356,7 @@ async def comment(case_id: str, page: Page = Depends(signed_in), csrf_token: str
         await service.comment(principal, case_id, body, _trace(page))
     except (Forbidden, Conflict, Unprocessable) as exc:
         return await _refused(page, case_id, "comment", exc, typed)
-    return _redirect(page, f"/console/escalations/{case_id}?done=comment#comments")
+    return _done(page, f"/console/escalations/{case_id}", "comment", fragment="comments")
 
 
 @router.post("/escalations/{case_id}/legal-gap", response_class=HTMLResponse)
@@ -367,7 +377,7 @@ async def flag_gap(case_id: str, page: Page = Depends(signed_in), csrf_token: st
         await service.flag_gap(principal, case_id, body, _trace(page))
     except (Forbidden, Conflict, Unprocessable) as exc:
         return await _refused(page, case_id, "gap", exc, typed)
-    return _redirect(page, f"/console/escalations/{case_id}?done=gap")
+    return _done(page, f"/console/escalations/{case_id}", "gap")
 
 
 # -- legal gaps ------------------------------------------------------------------------------------------
@@ -408,8 +418,10 @@ async def _gaps_page(page: Page, *, status: str | None = None, partnership: str 
 
 @router.get("/legal-gaps", response_class=HTMLResponse)
 async def legal_gaps(page: Page = Depends(signed_in), status: str | None = None,
-                     partnership: str | None = form_id_query(), done: str | None = None) -> Response:
-    return await _gaps_page(page, status=status, partnership=partnership, done="status" if done == "status" else None)
+                     partnership: str | None = form_id_query(), done: str | None = None,
+                     notice: str | None = Query(None, max_length=64)) -> Response:
+    return await _gaps_page(page, status=status, partnership=partnership,
+                            done=shown_notice(page, done, notice, GAP_DONE))
 
 
 @router.get("/legal-gaps.csv")
@@ -438,8 +450,9 @@ async def _gap_page(page: Page, gap_id: str, *, code: int = 200, error: FormErro
 
 
 @router.get("/legal-gaps/{gap_id}", response_class=HTMLResponse)
-async def legal_gap(gap_id: str, page: Page = Depends(signed_in), done: str | None = None) -> Response:
-    return await _gap_page(page, gap_id, done="status" if done == "status" else None)
+async def legal_gap(gap_id: str, page: Page = Depends(signed_in), done: str | None = None,
+                    notice: str | None = Query(None, max_length=64)) -> Response:
+    return await _gap_page(page, gap_id, done=shown_notice(page, done, notice, GAP_DONE))
 
 
 def _list_filters(principal: Principal, service: EscalationService, status: str, partnership: str) -> dict[str, str]:
@@ -476,5 +489,5 @@ async def change_gap(gap_id: str, page: Page = Depends(signed_in), csrf_token: s
             return await _gap_page(page, gap_id, code=code, error=error, typed_note=note)
         return await _gaps_page(page, **listed, code=code, error=error, typed_note=note)
     if back == "detail":
-        return _redirect(page, f"/console/legal-gaps/{gap_id}?done=status")
-    return _redirect(page, f"/console/legal-gaps?{urlencode({**listed, 'done': 'status'})}#gap-{gap_id}")
+        return _done(page, f"/console/legal-gaps/{gap_id}", "status")
+    return _done(page, "/console/legal-gaps", "status", filters=listed, fragment=f"gap-{gap_id}")

@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import DatabaseNotMigrated
@@ -198,6 +199,49 @@ def migration_gap(current: set[str], expected: set[str]) -> str | None:
         return None
     return (f"database at revision {', '.join(sorted(current)) or 'none'}, "
             f"the code expects {', '.join(sorted(expected))}")
+
+
+_UTF8 = frozenset({"UTF8", "UNICODE"})  # PostgreSQL's name for UTF-8, and the alias it accepts for it
+
+
+def encoding_refusal(engine: Engine, connect_timeout: int | None = None) -> str | None:
+    """Why ``engine``'s PostgreSQL database cannot hold the gateway's text, as one line, or None (SQLite, whose
+    text is always UTF-8, is never asked).
+
+    Why: on a database created in another encoding (``SQL_ASCII``, ``LATIN1``: a cluster initialised under a C
+    locale makes those by default), or with ``PGCLIENTENCODING`` set to one, the driver encodes every statement
+    in it, and every audit write with a character outside it failed with a bare ``UnicodeEncodeError`` (and every
+    request with it). Both the server's and the session's encoding must be UTF8; a start and ``db upgrade`` refuse
+    otherwise, naming the encodings found and never the URL.
+
+    Asked on a connection of the driver's own (``connect_timeout`` as :func:`connect_args`), not the engine's:
+    SQLAlchemy's first connection reads the server version, which on ``SQL_ASCII`` comes back as bytes and fails
+    in a ``TypeError``. A driver error is raised as SQLAlchemy's (:class:`~sqlalchemy.exc.DBAPIError`), like any
+    other database that cannot be reached."""
+    if engine.dialect.name != "postgresql":
+        return None
+    dialect, dbapi_error = engine.dialect, engine.dialect.loaded_dbapi.Error
+    cargs, cparams = dialect.create_connect_args(engine.url)
+    cparams.update(connect_args(engine.url.render_as_string(hide_password=False), connect_timeout))
+    found: dict[str, str] = {}
+    try:
+        connection = dialect.connect(*cargs, **cparams)
+        try:
+            cursor = connection.cursor()
+            for side in ("server", "client"):
+                cursor.execute(f"SHOW {side}_encoding")
+                row = cursor.fetchone()
+                value = row[0] if row else ""
+                found[side] = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+        finally:
+            connection.close()
+    except dbapi_error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
+    wrong = [f"{side} encoding {value}" for side, value in found.items() if value.upper() not in _UTF8]
+    if not wrong:
+        return None
+    return (f"database refused: its {' and '.join(wrong)}, not UTF8, cannot hold the audit log's text; create the "
+            "database with `createdb -E UTF8 -T template0` (and leave PGCLIENTENCODING unset)")
 
 
 def assert_migrated(engine: Engine, expected: set[str] | None = None) -> None:

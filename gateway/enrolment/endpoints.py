@@ -6,11 +6,18 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import APIRouter, Body, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from connectors.protocol import CATEGORY_PATTERN, RECORD_TYPE_PATTERN
-from gateway.auditing.review import EntryView, require_contact_point, subject_report
+from gateway.auditing.review import (
+    DISCLOSURE_EXAMPLE,
+    EXAMPLE_PSEUDONYM,
+    MAX_SUBJECT,
+    EntryView,
+    report_disclosures,
+    require_contact_point,
+)
 from gateway.auth.dependencies import require_any_scope, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.client.models import SLUG_PATTERN
@@ -121,24 +128,73 @@ class SubjectLookup(_Strict):
     """A data subject's request as the contact point receives it: the identifier, already turned into a
     polymorphic pseudonym on the contact point's side (``PseudonymClient.polymorphic``)."""
 
-    partnership: str = Field(pattern=SLUG_PATTERN)
-    subject: PolymorphicItem
+    partnership: str = Field(pattern=SLUG_PATTERN, description="The partnership whose log pseudonym is looked for.")
+    subject: PolymorphicItem = Field(description="The identifier as a polymorphic pseudonym: never the identifier.")
 
 
-@router.post("/audit/subjects/disclosures", response_model=list[EntryView], responses=_PROBLEMS,
-             tags=["audit"], summary="Data-subject request by identifier: every disclosure about the subject")
-async def subject_disclosures_by_identifier(body: SubjectLookup, request: Request,
+class PseudonymLookup(_Strict):
+    """A data subject's request by the pseudonym the log holds (an entry's ``data_subject.pseudonym``), in a body
+    so that it reaches no proxy's access log (``GET /v1/audit/subjects/{pseudonym}/disclosures`` is deprecated)."""
+
+    pseudonym: str = Field(min_length=1, max_length=MAX_SUBJECT, description=(
+        "The subject's partnership-domain pseudonym, of any key version the key ring still holds: the disclosures "
+        "logged under every version are found."))
+
+
+def _lookup_form(body: Any) -> str | None:
+    """Which form a look-up's body has: ``pseudonym`` names the log's pseudonym; ``partnership`` and ``subject``
+    an identifier's polymorphic pseudonym. Neither: a 422 that names both forms (not one form's missing fields)."""
+    if isinstance(body, dict):
+        if "pseudonym" in body:
+            return "pseudonym"
+        return "identifier" if body.keys() & {"partnership", "subject"} else None
+    if isinstance(body, PseudonymLookup):
+        return "pseudonym"
+    return "identifier" if isinstance(body, SubjectLookup) else None
+
+
+DisclosuresLookup = Annotated[
+    Annotated[PseudonymLookup, Tag("pseudonym")] | Annotated[SubjectLookup, Tag("identifier")],
+    Discriminator(_lookup_form, custom_error_type="lookup_form", custom_error_message=(
+        "name the subject by `pseudonym` (the log's), or by `partnership` and `subject` (a polymorphic pseudonym)"))]
+_LOOKUP_EXAMPLES: dict[str, Any] = {
+    "pseudonym": {"summary": "By the pseudonym the log holds", "value": {
+        "pseudonym": EXAMPLE_PSEUDONYM}},
+    "identifier": {"summary": "By identifier: a polymorphic pseudonym made on the contact point's side", "value": {
+        "partnership": "riec-amsterdam-amstelland", "subject": {
+            "type": "bsn", "polymorphic": "kT3c9pQ2xY7vW1mN5bR8sL0aH4jD6fG2eU9iO3qZ1wX5cV8nB7mK2lJ4hG6fD0sA9p"
+                                          "Q3xY7vW1mN5b"}}},
+}
+
+
+@router.post("/audit/subjects/disclosures", response_model=list[EntryView], responses=_PROBLEMS | {
+                 200: {"content": {"application/json": {"example": [DISCLOSURE_EXAMPLE]}}},
+                 403: {"description": "Not the contact point"},
+                 422: {"description": "Neither form, a malformed pseudonym, or not a polymorphic pseudonym under the "
+                                      "gateway's key"}},
+             tags=["audit"], summary="Data-subject request: every disclosure about one subject across the "
+                                     "partnership(s), by the log's pseudonym or by identifier")
+async def subject_disclosures_by_identifier(body: Annotated[DisclosuresLookup, Body(openapi_examples=_LOOKUP_EXAMPLES)],
+                                            request: Request,
                                             principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),
                                             container: Container = Depends(get_container)) -> list[EntryView]:
-    """The gateway computes the subject's partnership-domain pseudonym (the one in the audit log) from the
-    polymorphic pseudonym, so the contact point needs neither the identifier on the wire nor any key. Only the
-    contact point's request is decoded at all: anyone else is refused first."""
+    """Two forms of one request, both in the body (a pseudonym in an address reaches proxies' logs):
+
+    * ``{"pseudonym": ...}``: the partnership-domain pseudonym the log holds, as the deprecated
+      ``GET /v1/audit/subjects/{pseudonym}/disclosures`` took it in its path;
+    * ``{"partnership": ..., "subject": {"type": ..., "polymorphic": ...}}``: the gateway computes the subject's
+      partnership-domain pseudonym from the polymorphic pseudonym, so the contact point needs neither the
+      identifier on the wire nor any key.
+
+    Only the contact point's request is decoded at all: anyone else is refused first. Either way the lookup is
+    itself an audit entry (``subject-lookup``), written before the answer."""
     require_contact_point(principal)
-    service = pseudonym_service(container)
-    shared = await asyncio.to_thread(service.partnership_pseudonym_of, Item(body.subject.type,
-                                                                            body.subject.polymorphic),
-                                     body.partnership)
-    return await subject_report(shared, request, principal, container)
+    if isinstance(body, PseudonymLookup):
+        shared = body.pseudonym
+    else:
+        shared = await asyncio.to_thread(pseudonym_service(container).partnership_pseudonym_of,
+                                         Item(body.subject.type, body.subject.polymorphic), body.partnership)
+    return await report_disclosures(shared, request, principal, container)
 
 
 @router.post("/enrolments", response_model=EnrolmentAnswer, responses=_ENROL_PROBLEMS,

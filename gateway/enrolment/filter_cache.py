@@ -94,8 +94,9 @@ def bump(connection: Connection, partnership: str, organisation: str, record_typ
     filter rows in a cycle — and generations commit in their order.
 
     ``forget``: the transaction removes every record (a replace, a retirement): no copy is updated across it and
-    the recorded removals go. Otherwise removals older than :data:`HISTORY` generations go. Either way
-    ``history_from`` says so, in this statement; when the counter was bumped without stamping before (see the
+    the recorded removals go, and so does the key id of the records' CLK secret (:mod:`gateway.enrolment.
+    clk_keys`: a replace sets the new one after). Otherwise removals older than :data:`HISTORY` generations go.
+    Either way ``history_from`` says so, in this statement; when the counter was bumped without stamping before (see the
     module), it is raised to that generation: only a copy read after it is updated across this one."""
     new = generations.c.generation + 1
     kept_from = new if forget else case(
@@ -107,8 +108,8 @@ def bump(connection: Connection, partnership: str, organisation: str, record_typ
         history_from=1 if forget else 0)
     generation, history_from = connection.execute(statement.on_conflict_do_update(
         index_elements=[generations.c.partnership, generations.c.organisation, generations.c.record_type],
-        set_={"generation": new, "stamped": new,
-              "history_from": kept_from}).returning(
+        set_={"generation": new, "stamped": new, "history_from": kept_from}
+        | ({"clk_key_id": None} if forget else {})).returning(
         generations.c.generation, generations.c.history_from)).one()
     connection.execute(delete(removals).where(
         *_of(removals, partnership, organisation, record_type), removals.c.generation <= history_from))

@@ -13,10 +13,11 @@ is taken even above it, so a participant over a lowered limit can still shrink. 
 fuzzy discovery (``gateway.exchange.fuzzy``), which compares and answers hit/no-hit.
 
 Checks that go beyond the request's shape: the schema version is the shipped one (filters of another version
-never compare), each filter is exactly the schema's length and plausible (:func:`gateway.matching.lookup.
-implausible`), blocking keys are one per signature or none, categories are the register's, and a local reference
-looks like no personal data (the audit log's own guard: BSN, IBAN, e-mail address) — it is stored, and a
-reference that is an identifier would make the index hold personal data in the clear.
+never compare), each filter is exactly the schema's length and plausible (:mod:`gateway.matching.plausibility`:
+not empty, and not so dense that it would match almost anyone; refused naming each such filter,
+:class:`ImplausibleFilters`), blocking keys are one per signature or none, categories are the register's, and a
+local reference looks like no personal data (the audit log's own guard: BSN, IBAN, e-mail address) — it is
+stored, and a reference that is an identifier would make the index hold personal data in the clear.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit import AsyncAuditWriter
 from audit.guard import find_personal_data
 from gateway.auth.principal import Principal
-from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer
+from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer, FilterRecord
 from gateway.clock import Clock
 from gateway.db.engine import transaction
+from gateway.enrolment import clk_keys
 from gateway.enrolment import replacement as replacements
 from gateway.enrolment.audited import (
     EntryTrace,
@@ -65,7 +67,7 @@ from gateway.enrolment.tables import match_filters
 from gateway.errors import Conflict, Unprocessable
 from gateway.matching.encoding import EncodedDataset, filters_from_b64
 from gateway.matching.errors import EncodingError, SchemaError
-from gateway.matching.lookup import MAX_DENSITY, implausible
+from gateway.matching.plausibility import MAX_DENSITY, Implausibility, implausibilities
 from gateway.matching.schema import Schema, shipped_schema
 from gateway.register.model import Register
 
@@ -82,17 +84,46 @@ def schema_for(record_type: str, version: int) -> Schema:
     return schema
 
 
+_NAMED = 10
+"""Refused filters a problem's ``detail`` names by position (its ``refused`` member lists them all)."""
+
+
+class ImplausibleFilters(Unprocessable):
+    """Filters the gateway refuses (:mod:`gateway.matching.plausibility`): empty, or so dense that they would
+    match almost anyone. A stable ``type`` (``implausible-filter``) and, as ``refused``, each such filter's
+    ``position`` in the request, its ``reason`` (``empty``, ``too-dense``) and, for an enrolled record, its
+    ``ref`` — so that a partner can leave those records out and send the rest again. The references were
+    checked before (:func:`_no_personal_data`: a reference that looks like personal data is refused before
+    this); the filters themselves, and so the names they encode, are never in it."""
+
+    slug, title = "implausible-filter", "Implausible match filter"
+
+    @classmethod
+    def of(cls, what: str, items: Sequence[Any], refused: dict[int, Implausibility]) -> ImplausibleFilters:
+        listed = [{"position": position, "reason": str(reason)}
+                  | ({"ref": items[position].ref} if isinstance(items[position], FilterRecord) else {})
+                  for position, reason in refused.items()]
+        named = ", ".join(f"{position} ({reason})" for position, reason in list(refused.items())[:_NAMED])
+        more = f" and {len(refused) - _NAMED} more" if len(refused) > _NAMED else ""
+        return cls(f"{what}: {len(refused)} filter(s) refused, at position {named}{more} (each in `refused`): an "
+                   f"empty filter matches nothing, and one with more than {MAX_DENSITY:.0%} of its bits set would "
+                   "match almost any record (a wildcard), so neither is taken. A real record with very long names "
+                   "can encode that densely: leave it out of fuzzy matching and send the rest again (enrolment and "
+                   "discovery by pseudonym are not affected). Nothing of this request was done",
+                   extra={"refused": listed})
+
+
 def encoded(items: Sequence[Any], schema: Schema, what: str) -> EncodedDataset:
-    """``items`` (with ``clk`` and ``blocks``) as a dataset: 422 naming the first bad one, by position only."""
+    """``items`` (with ``clk`` and ``blocks``) as a dataset: 422 naming the first malformed one, by position
+    only, or every implausible one, by position and (a record's) reference (:class:`ImplausibleFilters`)."""
     try:
         filters = filters_from_b64([item.clk for item in items], schema.filter_bits)
     except EncodingError as exc:
         raise Unprocessable(f"{what}: {exc} (the `{schema.id}` schema's filters are {schema.filter_bits} "
                             "bits)") from exc
-    wrong = implausible(filters)
-    if wrong is not None:
-        raise Unprocessable(f"{what}: filter {wrong} is empty or sets more than {MAX_DENSITY:.0%} of its bits, "
-                            "which no encoding of a record does")
+    refused = implausibilities(filters)
+    if refused:
+        raise ImplausibleFilters.of(what, items, refused)
     widths = {len(item.blocks) for item in items}
     signatures = len(schema.signatures)
     if len(widths) > 1 or widths - {0, signatures}:
@@ -150,6 +181,7 @@ class FilterBatch:
     total: int | None = None  # with ``replacement``: its last batch, and how many records it holds in all
     expires_at: datetime | None = None  # with ``replacement``: when it is abandoned unless another batch comes
     staged: list[int] = field(default_factory=list)  # set by ``apply`` before the last batch: records kept aside
+    clk_key_id: str | None = None  # of the CLK secret the rows were encoded with; None: unknown (clk_keys)
 
     def _mine(self) -> tuple[ColumnElement[bool], ...]:
         return (match_filters.c.partnership == self.partnership, match_filters.c.organisation == self.organisation,
@@ -173,6 +205,8 @@ class FilterBatch:
             "subjects": len(self.rows) + len(self.withdrawn),
             "confidential": sum(1 for row in self.rows if row["confidential"]),
             "minor": sum(1 for row in self.rows if row["minor"])}
+        if self.clk_key_id is not None:  # beside the schema version: which secret (its non-secret id, never it)
+            described["clk_key_id"] = self.clk_key_id
         if self.replacement is not None:
             described["replacement"] = "staged" if self.total is None else "completed"
         return described
@@ -184,6 +218,9 @@ class FilterBatch:
         replacement that does not hold ``total`` records (409)."""
         if self.replacement is not None:
             return self._expect_replacement(session)
+        if not self.replace:  # a replace re-enrols everything: a rotation of the secret
+            clk_keys.check_addition(clk_keys.stored(session, self.partnership, self.organisation, self.record_type),
+                                    self.clk_key_id, adds=bool(self.rows))
         if self.replace:
             if len(self.rows) > self.max_records:
                 raise _over_limit(self.max_records, self.record_type, len(self.rows))
@@ -202,6 +239,7 @@ class FilterBatch:
     def _expect_replacement(self, session: Session) -> IndexCounts:
         """A kept batch adds to the replacement (a reference sent again updates it); the last one also replaces
         the participant's set with all the replacement holds — which must be ``total`` records."""
+        clk_keys.check_replacement(session, self._kept(), self.clk_key_id)
         kept = replacements.kept_among(session, self._kept(), [row["local_ref"] for row in self.rows])
         after = replacements.count(session, self._kept()) + len(self.rows) - len(kept)
         if after > self.max_records:
@@ -223,6 +261,7 @@ class FilterBatch:
         if self.replacement is not None:
             return self._apply_replacement(connection)
         generation = bump(connection, self.partnership, self.organisation, self.record_type, forget=self.replace)
+        key_before = clk_keys.stored(connection, self.partnership, self.organisation, self.record_type)
         removed = connection.execute(delete(match_filters).where(*self._mine())).rowcount if self.replace else 0
         removed += delete_among(connection, match_filters, match_filters.c.local_ref, self._mine(), self.withdrawn)
         if not self.replace:
@@ -235,6 +274,9 @@ class FilterBatch:
         self.enrolled[:] = [self._held(connection)]
         if self.enrolled[0] > self.max_records and added > removed:  # batches that got in meanwhile: counted again
             raise IndexMoved("the limit would be passed with the batches that got in meanwhile")
+        clk_keys.store(connection, self.partnership, self.organisation, self.record_type, clk_keys.after_batch(
+            key_before, self.clk_key_id, whole=self.replace, held_before=self.enrolled[0] - added + removed,
+            held_after=self.enrolled[0], adds=bool(self.rows)))
         return IndexCounts(added=added, updated=updated, removed=removed)
 
     def _apply_replacement(self, connection: Connection) -> IndexCounts:
@@ -244,7 +286,7 @@ class FilterBatch:
         generation = None if self.total is None else bump(
             connection, self.partnership, self.organisation, self.record_type, forget=True)
         added, updated = replacements.stage(connection, self._kept(), self.replacement or "", self.rows,
-                                            self.expires_at)
+                                            self.expires_at, self.clk_key_id)
         kept = replacements.count(connection, self._kept())
         if kept > self.max_records or (generation is not None and kept != self.total):
             raise IndexMoved("the replacement changed meanwhile")  # counted again: refused with its reason
@@ -253,6 +295,8 @@ class FilterBatch:
             self.enrolled[:] = [self._held(connection)]
             return IndexCounts(added=added, updated=updated)
         removed = replacements.swap_in(connection, self._kept(), self._mine(), generation)
+        clk_keys.store(connection, self.partnership, self.organisation, self.record_type,
+                       self.clk_key_id if kept else None)  # its batches share it (checked in ``expect``)
         self.enrolled[:] = [kept]
         return IndexCounts(added=kept, removed=removed)
 
@@ -330,8 +374,20 @@ class FilterService:
         return FilterBatch(partnership=body.partnership, organisation=organisation, system=principal.subject,
                            record_type=body.record_type, schema_version=schema.version, replace=body.replace,
                            rows=rows, withdrawn=sorted(set(body.remove)), max_records=self.max_records,
-                           replacement=body.replacement, total=body.total,
+                           replacement=body.replacement, total=body.total, clk_key_id=body.clk_key_id,
                            expires_at=now + self.replacement_ttl if body.replacement is not None else None)
+
+    def key_ids(self, partnership: str, record_type: str, organisations: list[str]) -> dict[str, str]:
+        """The known key ids of the CLK secrets ``organisations``' filters were encoded with
+        (:func:`gateway.enrolment.clk_keys.stored_for`)."""
+        with transaction(self.sessions) as session:
+            return clk_keys.stored_for(session, partnership, record_type, organisations)
+
+    def holding(self, partnership: str, record_type: str, organisations: list[str]) -> set[str]:
+        """Which of ``organisations`` hold filters of ``record_type`` (:func:`gateway.enrolment.clk_keys.
+        holding`)."""
+        with transaction(self.sessions) as session:
+            return clk_keys.holding(session, partnership, record_type, organisations)
 
     def held(self, partnership: str, schema: Schema, organisations: list[str]) -> dict[str, HeldRecords]:
         """Per organisation among ``organisations``: its records of the schema's type and version.

@@ -35,7 +35,7 @@ from gateway.enrolment.tables import match_filter_staged as staged
 from gateway.enrolment.tables import match_filters
 
 _STAGED_REPLACED = ("schema_version", "clk", "blocks", "categories", "confidential", "confidential_reason",
-                    "minor", "updated_at", "expires_at")
+                    "minor", "updated_at", "expires_at", "clk_key_id")
 _COPIED = ("partnership", "organisation", "record_type", "local_ref", "schema_version", "clk", "blocks",
            "categories", "confidential", "confidential_reason", "minor", "updated_at")
 
@@ -57,13 +57,15 @@ def kept_among(session: Session, mine: Sequence[ColumnElement[bool]], refs: Sequ
 
 
 def stage(connection: Connection, mine: Sequence[ColumnElement[bool]], replacement: str,
-          rows: list[dict[str, Any]], expires_at: datetime) -> tuple[int, int]:
-    """Keep ``rows`` aside for the replacement (a reference sent again is updated: a batch may be repeated) and
-    move the whole replacement's expiry to ``expires_at``; (added, updated)."""
+          rows: list[dict[str, Any]], expires_at: datetime, clk_key_id: str | None = None) -> tuple[int, int]:
+    """Keep ``rows`` aside for the replacement (a reference sent again is updated: a batch may be repeated),
+    with the key id of their CLK secret, and move the whole replacement's expiry to ``expires_at``; (added,
+    updated)."""
+    kept = {"replacement": replacement, "expires_at": expires_at, "clk_key_id": clk_key_id}
     added, updated = add_or_update(
         connection, staged, staged.c.local_ref,
         [staged.c.partnership, staged.c.organisation, staged.c.record_type, staged.c.replacement,
-         staged.c.local_ref], mine, [row | {"replacement": replacement, "expires_at": expires_at} for row in rows],
+         staged.c.local_ref], mine, [row | kept for row in rows],
         _STAGED_REPLACED, "a kept record of the replacement was removed meanwhile")
     connection.execute(update(staged).where(*mine).values(expires_at=expires_at))
     return added, updated

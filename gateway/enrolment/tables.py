@@ -107,6 +107,7 @@ match_filter_generations = Table(
     Column("generation", Integer, nullable=False),
     Column("stamped", Integer, nullable=False, server_default="0"),
     Column("history_from", Integer, nullable=False, server_default="0"),
+    Column("clk_key_id", String(32), nullable=True),
 )
 """Per participant and record type, a counter bumped in every transaction that changes its rows of
 ``match_filters`` (migration 0029): each gateway process keeps the decoded filters in memory
@@ -118,7 +119,11 @@ Since 0030 (the copy is brought up to date from the rows changed since it was re
 generation whose writer stamped its rows and recorded its removals — a writer that bumps the counter without
 doing so (a process still running code from before 0030) leaves it behind, and no copy is then updated from
 the changes alone; ``history_from`` is the oldest generation a copy may be updated from — older removals are
-no longer recorded (``match_filter_removals`` is pruned), or a replace or retirement removed everything."""
+no longer recorded (``match_filter_removals`` is pruned), or a replace or retirement removed everything.
+
+Since 0038 ``clk_key_id`` is the key id of the CLK secret the participant's current filters were encoded with
+(:mod:`gateway.enrolment.clk_keys`): null when unknown (enrolled before, or by a client that did not say, or
+none held)."""
 
 
 match_filter_removals = Table(
@@ -155,6 +160,7 @@ match_filter_staged = Table(
     Column("minor", Boolean, nullable=False, server_default=false()),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),  # refreshed by each batch of the replacement
+    Column("clk_key_id", String(32), nullable=True),  # the batch's (0038): a replacement's batches share one
     Index("ix_match_filter_staged_expires_at", "expires_at"),
 )
 """The records of replacements sent in several batches, kept aside until the last batch (migration 0035,

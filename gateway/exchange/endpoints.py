@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi import APIRouter, Body, Depends, Header, Request, Response
 
 from gateway.auth.dependencies import require_any_scope, require_scope
 from gateway.auth.principal import Principal, Scope
@@ -17,7 +17,9 @@ from gateway.exchange.examples import (
     DISCOVERY_RESULT,
     EXCHANGE_PROBLEMS,
     EXCHANGE_REQUESTS,
-    EXCHANGE_RESULT,
+    EXCHANGE_RESULTS,
+    EXCHANGE_SEEN_AGAIN,
+    IDEMPOTENT_REPLAYED,
     shared_problems,
 )
 from gateway.exchange.service import Trace
@@ -36,16 +38,15 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 _EXCHANGE_RESPONSES = _PROBLEMS | {
     422: EXCHANGE_PROBLEMS[422] | _PROBLEMS[422],
     503: EXCHANGE_PROBLEMS[503] | _PROBLEMS[503],
-    200: {"content": {_JSON: {"example": EXCHANGE_RESULT}}},
+    200: {"headers": IDEMPOTENT_REPLAYED, "content": {_JSON: {"examples": EXCHANGE_RESULTS}}},
     409: EXCHANGE_PROBLEMS[409] | {"description": "Idempotency-Key reused for a different request; or, with "
                                                   "Retry-After, another attempt with the key is still being "
                                                   "answered or was answered meanwhile (retry to get its answer)"},
     500: EXCHANGE_PROBLEMS[500] | {"description": "outcome-not-stored: the exchange was logged but its outcome "
                                                   "could not be stored; nothing is answered; do not retry it"},
 }
-_SEEN_AGAIN = EXCHANGE_RESULT | {"targets": [t | {"records": []} for t in EXCHANGE_RESULT["targets"]]}
 _GET_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {_JSON: {"example": _SEEN_AGAIN}}},
+    200: {"content": {_JSON: {"examples": EXCHANGE_SEEN_AGAIN}}},
     401: _PROBLEMS[401], 403: {"description": "The token has neither scope `exchange` nor `audit:read`"},
     404: {"description": "No such exchange (also when it belongs to someone else)", "content": problem_examples(
         unknown=problem(404, "not-found", "Not found", "no exchange `01a23787-4c30-778c-8ded-6a98c57e0ea3`",
@@ -62,7 +63,8 @@ def trace_of(request: Request) -> Trace:
 
 @router.post("/exchanges", response_model=ExchangeResult, responses=_EXCHANGE_RESPONSES,
              summary="Ask the partnership's holders for data about subjects, for one purpose")
-async def create_exchange(request: Request, body: ExchangeRequest = Body(openapi_examples=EXCHANGE_REQUESTS),
+async def create_exchange(request: Request, response: Response,
+                          body: ExchangeRequest = Body(openapi_examples=EXCHANGE_REQUESTS),
                           idempotency_key: str | None = Header(
                               default=None, max_length=128, pattern=r"^[A-Za-z0-9._:-]{8,128}$",
                               description="Makes a retry safe: the same key for the same request returns the "
@@ -72,11 +74,15 @@ async def create_exchange(request: Request, body: ExchangeRequest = Body(openapi
     """Per target holder the answer says: allowed / allowed-narrowed / denied / escalated /
     refused-by-holder / holder-unavailable, with reasons, permitted categories, records (only permitted
     categories), obligations and an audit receipt. A retry with the same ``Idempotency-Key`` returns the
-    first answer without a second disclosure or log entry."""
+    first answer without a second disclosure or log entry, marked ``Idempotent-Replayed: true`` (its targets
+    say ``records_withheld`` once the records are no longer kept)."""
     # the container read here, not as a dependency: each dependency FastAPI solves costs the event loop more
     # than the attribute read it stands for, on every request
-    return await exchange_service(container_of(request)).exchange(principal, body, trace_of(request),
-                                                                  idempotency_key)
+    answer = await exchange_service(container_of(request)).exchange(principal, body, trace_of(request),
+                                                                    idempotency_key)
+    if answer.replayed:  # a retry must be able to tell the first answer given again from a new exchange
+        response.headers["Idempotent-Replayed"] = "true"
+    return answer.result
 
 
 @router.get("/exchanges/{exchange_id}", response_model=ExchangeResult, responses=_GET_RESPONSES,

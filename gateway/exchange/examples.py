@@ -83,6 +83,39 @@ EXCHANGE_RESULT: dict[str, Any] = {
     "receipt": _RECEIPT,
 }
 
+
+def _replayed(reason: str | None) -> dict[str, Any]:
+    """``EXCHANGE_RESULT`` without its records, each target that disclosed saying why (``reason``; None: as
+    ``GET`` shows it within the 24 hours, when the records are never repeated but still kept)."""
+    return EXCHANGE_RESULT | {"targets": [t | {"records": [], "records_withheld": None if t["hit_only"] else reason}
+                                          for t in EXCHANGE_RESULT["targets"]]}
+
+
+EXCHANGE_RESULTS: dict[str, Example] = {
+    "answer": {"summary": "S1 answered: records from the KvK and the Belastingdienst, a hit from the FIOD",
+               "value": EXCHANGE_RESULT},
+    "replayed_expired": {
+        "summary": "A retry with the same Idempotency-Key after 24 hours (`Idempotent-Replayed: true`)",
+        "description": "The first answer's outcome, without its records: they are kept (encrypted) for 24 hours "
+                       "only. Each target that disclosed records says so with `records_withheld: expired`, so "
+                       "the empty `records` does not read as \"the holder had nothing\".",
+        "value": _replayed("expired")},
+    "replayed_unavailable": {
+        "summary": "A retry within the 24 hours after the gateway's seal key was replaced",
+        "description": "The records are kept but no longer open: the outcome is answered without them "
+                       "(`records_withheld: unavailable`) rather than failing the retry.",
+        "value": _replayed("unavailable")},
+}
+EXCHANGE_SEEN_AGAIN: dict[str, Example] = {
+    "within_24_hours": {"summary": "The outcome again: never the records", "value": _replayed(None)},
+    "after_24_hours": {"summary": "A keyed exchange's outcome after 24 hours: a retry would no longer get the "
+                                  "records either", "value": _replayed("expired")},
+}
+IDEMPOTENT_REPLAYED = {"Idempotent-Replayed": {
+    "description": "`true` when the answer is the one stored under the request's Idempotency-Key, given again "
+                   "(nothing was asked or logged again); absent on a new exchange.",
+    "schema": {"type": "string", "enum": ["true"]}}}
+
 DISCOVERY_REQUESTS: dict[str, Example] = {
     "bibob": {"summary": "Which holders have data on the subject, for a Bibob check?",
               "value": _BIBOB | {"categories": ["company_registration", "tax_debts", "ongoing_investigation"]}},

@@ -10,7 +10,11 @@ work is ``POST /v1/discovery``'s, with the filter index where the pseudonym inde
    ``wgs.discovery`` rules, so a purpose, a requester or a holder discovery refuses is refused here too; an
    engine failure denies everything (503);
 3. write-ahead: the request (counts, never a filter) and every decision are logged before anything is compared;
-4. per allowed target: its records of the record type in a permitted category are compared with the subjects
+   Before that, a request whose CLK key id (``clk_key_id``) no target's filters carry — every target holding
+   filters holds filters of another secret — is refused whole (422 ``clk-key-mismatch``; :mod:`gateway.
+   enrolment.clk_keys`): a rotated or mistyped secret, which would otherwise read as no-hit everywhere;
+4. per allowed target whose filters carry another key id: ``not-comparable`` (nothing compared: no no-hit);
+   per other allowed target: its records of the record type in a permitted category are compared with the subjects
    (``gateway.matching.lookup``: blocking, Dice at the schema's threshold, each subject on its own); a matched
    record it keeps confidential, or a minor where the purpose allows none, is its refusal, as in the pseudonym
    index;
@@ -36,6 +40,7 @@ from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FuzzyDiscoveryRequest, FuzzyDiscoveryResult, FuzzyTarget
 from gateway.client.models import DiscoveryRequest, Reason, Subject
 from gateway.client.models import Receipt as ReceiptView
+from gateway.enrolment.clk_keys import MISMATCH, ClkKeyMismatch, comparable
 from gateway.enrolment.filters import FilterService, encoded, schema_for
 from gateway.enrolment.held import HeldRecords
 from gateway.enrolment.service import IndexHolding
@@ -52,6 +57,7 @@ from gateway.exchange.service import (
     _refusal_event,
     _refusal_reason,
     _targets,
+    _unavailable_event,
 )
 from gateway.ids import new_id
 from gateway.matching.encoding import EncodedDataset
@@ -131,6 +137,29 @@ class FuzzyDiscovery:
             log.error("fuzzy_index_unreadable", error_type=type(exc).__name__)
             raise ServiceUnavailable("the discovery index could not be read; nothing was disclosed") from exc
 
+    async def _not_comparable(self, body: FuzzyDiscoveryRequest, record_type: str, targets: list[str]) -> set[str]:
+        """The targets whose filters carry another key id than the request's; 422 when no target can be compared
+        (none carries the request's, and none of unknown key id holds any filter): a rotated or mistyped secret.
+        Before the write-ahead, so that refusal and a database failure (a plain 503) leave nothing logged."""
+        if body.clk_key_id is None or not targets:
+            return set()
+        try:
+            keys = await asyncio.to_thread(self.filters.key_ids, body.partnership, record_type, targets)
+            others = {t for t in targets if not comparable(body.clk_key_id, keys, t)}
+            if not others or body.clk_key_id in keys.values():
+                return others
+            unknown = [t for t in targets if t not in keys]
+            holding = await asyncio.to_thread(self.filters.holding, body.partnership, record_type, unknown) \
+                if unknown else set()
+            if holding:  # filters of unknown key id: compared as before
+                return others
+        except (OperationalError, DataError) as exc:
+            log.error("fuzzy_index_unreadable", error_type=type(exc).__name__)
+            raise ServiceUnavailable("the discovery index could not be read; nothing was disclosed") from exc
+        raise ClkKeyMismatch(f"no holder's filters were encoded with the CLK secret of key id {body.clk_key_id}: "
+                             "nothing can be compared (a rotated or mistyped secret?); nothing was disclosed",
+                             extra={"code": MISMATCH})
+
     async def _discover(self, principal: Principal, body: FuzzyDiscoveryRequest, stand_in: DiscoveryRequest,
                         trace: Trace, discovery_id: str) -> FuzzyDiscoveryResult:
         service = self.exchange
@@ -143,14 +172,19 @@ class FuzzyDiscovery:
             raise Unprocessable(f"subjects {twice[0]} and {twice[1]} match each other: one person asked twice "
                                 "(ask about each subject once)")
         targets = _targets(register, stand_in, "all", principal.organisation)
+        others = await self._not_comparable(body, schema.id, [t.organisation for t in targets])
         base = _audit_base(principal, stand_in, trace, discovery_id, register)
-        fuzzy = {"record_type": schema.id, "schema_version": schema.version, "subject_count": len(body.subjects)}
+        fuzzy: dict[str, Any] = {"record_type": schema.id, "schema_version": schema.version,
+                                 "subject_count": len(body.subjects)}
+        if body.clk_key_id is not None:  # beside the schema version: which secret (its non-secret id)
+            fuzzy["clk_key_id"] = body.clk_key_id
         decisions, receipts = await service.discovery_written_ahead(
             principal, stand_in, targets, base,
             {"case_reference": body.case_reference, "signal_type": body.signal.type, "fuzzy": fuzzy})
         service._logged_ahead.add(discovery_id)
 
-        allowed = [t.organisation for t, d in zip(targets, decisions, strict=True) if d.allow]
+        allowed = [t.organisation for t, d in zip(targets, decisions, strict=True)
+                   if d.allow and t.organisation not in others]
         held = await self._held(body.partnership, schema, allowed) if allowed else {}
         minors_allowed = service._minors_allowed(stand_in)
         issued: list[Issued] = []
@@ -171,6 +205,10 @@ class FuzzyDiscovery:
             if not decision.allow:
                 return FuzzyTarget(holder=organisation, reasons=reasons,
                                    outcome="escalated" if decision.escalate else "denied"), None
+            if organisation in others:  # its filters are of another secret: not compared, and no no-hit
+                return (FuzzyTarget(holder=organisation, outcome="not-comparable", reasons=[Reason(
+                    code=MISMATCH, message="this holder's filters were encoded with another CLK secret: nothing "
+                    "was compared")]), _unavailable_event(organisation, decision, MISMATCH, None))
             matched, holding = _matched(subjects, held.get(organisation), set(decision.permitted_categories),
                                         schema.threshold)
             refusal = _index_refusal(holding, minors_allowed)

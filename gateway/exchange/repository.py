@@ -255,6 +255,15 @@ def remove_abandoned_claims(engine: Engine, claimed_before: datetime) -> int:
             exchange_claims.c.claimed_at < claimed_before)).rowcount
 
 
+def drop_expired_seals(engine: Engine, now: datetime) -> int:
+    """Remove the sealed records of the answers whose idempotency window has ended by ``now`` (a replay no longer
+    opens them); how many went. The outcome rows stay: only the records were kept for the window alone."""
+    with engine.begin() as connection:
+        return connection.execute(update(exchanges).where(
+            exchanges.c.sealed_until <= now, exchanges.c.sealed_records.is_not(None)).values(
+            sealed_records=None)).rowcount
+
+
 def release_claim(connection: Connection, claim: Claim) -> None:
     """Give up an attempt's claim outside the outcome's commit (the attempt failed, or its outcome row went
     in a transaction of its own); a claim another attempt holds by now is left alone."""

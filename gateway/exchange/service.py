@@ -90,9 +90,10 @@ from gateway.errors import (
 from gateway.exchange import repository
 from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
 from gateway.exchange.parts import asked_together, failure_of, in_parts, part_request_ids
-from gateway.exchange.sealing import RecordSealer
+from gateway.exchange.sealing import RecordSealer, SealUnreadable
 from gateway.ids import new_id
 from gateway.logging import database_fault
+from gateway.periodic import PeriodicJob
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.errors import PolicyError
 from gateway.policy.model import (
@@ -111,6 +112,9 @@ CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
 """An attempt holding an ``Idempotency-Key`` longer than this has died (its holder calls time out after
 ``connector_timeout_seconds`` per try, far sooner): a retry may then take the key over."""
 CHECKPOINT_REFRESH_SECONDS = 1.0
+SEALS_DROPPED_EVERY_SECONDS = 600.0
+"""How often a running gateway drops the sealed records of answers whose idempotency window has ended (it also
+does at start-up): they are kept for the window only, and a few minutes past it they are still unusable."""
 _STILL_ANSWERED = "a request with this Idempotency-Key is still being answered; retry it shortly"
 _DIFFERENT_REQUEST = "this Idempotency-Key was used for a different request"
 _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered or was answered meanwhile; "
@@ -134,6 +138,15 @@ class Trace:
     trace_id: str
     span_id: str
     parent_span_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The answer to ``POST /v1/exchanges`` and whether it is a replay: the answer stored under the request's
+    Idempotency-Key, given again (the endpoint says so in ``Idempotent-Replayed``), not a new exchange."""
+
+    result: ExchangeResult
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -495,6 +508,23 @@ def _mapped_counting(value: Any, mapped: dict[str, Any]) -> tuple[Any, int]:
     return walk(value), withheld
 
 
+def _ids_without_pseudonyms(records: list[HolderRecord], salt: str) -> tuple[list[HolderRecord], int]:
+    """``records`` with every id that holds something pseudonym-shaped replaced, and how many were. A record id
+    is the holder's to choose, and its pattern takes a pseudonym: one built from the holder's pseudonym of the
+    subject or of a related one would reach the requester as it is, stable and linkable to the holder's records.
+    Such an id becomes a hash of it under ``salt`` (the exchange and holder): the same for the same id within the
+    answer, so records stay told apart and alike, and unlinkable to any other answer. The record itself stays."""
+    replaced = 0
+    kept = []
+    for record in records:
+        if _PSEUDONYM_SHAPED.search(record.record_id):
+            replaced += 1
+            digest = hashlib.sha256(f"{salt}:{record.record_id}".encode()).hexdigest()[:32]
+            record = record.model_copy(update={"record_id": f"record-{digest}"})
+        kept.append(record)
+    return kept, replaced
+
+
 def _once(records: list[HolderRecord]) -> list[HolderRecord]:
     """``records`` without repeats: a holder asked about one subject by its pseudonyms of two key versions (see
     ``ExchangeService._for_holder``), in one query or in two parts of the question, may answer the same record
@@ -589,6 +619,8 @@ class ExchangeService:
         self._count_writer: contextlib.AbstractContextManager[Any] = (
             sqlite_writer_lock(engine) if engine.dialect.name == "sqlite" else contextlib.nullcontext())
         self._keys_in_flight: set[tuple[str, str]] = set()  # (system, Idempotency-Key) being answered here
+        self._seal_timer = PeriodicJob(self.drop_expired_seals, SEALS_DROPPED_EVERY_SECONDS,
+                                       name="sealed_records_drop")
 
     def remove_abandoned_claims(self) -> None:
         """At start-up, when claims of attempts that died with a crashed process are most likely: such a claim
@@ -598,8 +630,27 @@ class ExchangeService:
         if removed:
             log.info("idempotency_claims_abandoned_removed", count=removed)
 
+    def drop_expired_seals_now(self) -> None:
+        """Drop the sealed records of answers past their idempotency window (blocking: at start-up, or on a
+        worker thread). A replay no longer opens them, and kept, every record ever disclosed under an
+        Idempotency-Key would stay in the database, decryptable with the seal key beside it. On SQLite the write
+        queues on the file's writer lock with the audit writer's (as the rule-6 give-back does)."""
+        with self._count_writer:
+            dropped = repository.drop_expired_seals(self.deps.sessions.kw["bind"], self.deps.clock.now())
+        if dropped:
+            log.info("sealed_records_dropped", count=dropped)
+
+    async def drop_expired_seals(self) -> None:
+        """``drop_expired_seals_now`` on a worker thread (what the timer started by :meth:`start` runs)."""
+        await asyncio.to_thread(self.drop_expired_seals_now)
+
+    def start(self) -> None:
+        """Start the timer that drops expired sealed records (the app's start-up, on its event loop)."""
+        self._seal_timer.start()
+
     async def aclose(self) -> None:
-        """Write the outcome rows still queued, then stop their writer."""
+        """Stop the timer, write the outcome rows still queued, then stop their writer."""
+        await self._seal_timer.aclose()
         await self._outcomes.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -713,12 +764,15 @@ class ExchangeService:
         One of the gateway's own answers or a database failure is no defect, and before the write-ahead it needs
         no entry: nothing of the request is in the log. After it, the log holds a request that was about to be
         answered, so a 503 is logged as well — else the log would not say that the request ended without
-        disclosure — unless the audit log itself is what failed. A 409 there is a lost race for the request's
-        Idempotency-Key: the attempt that won it writes the request's ending."""
+        disclosure — unless the audit log itself is what failed; and so is an outcome that could not be stored
+        (``OutcomeNotStored``, after the disclosures were logged: nothing of them reached the requester). A 409
+        there is a lost race for the request's Idempotency-Key: the attempt that won it writes the request's
+        ending."""
         logged_ahead = exchange_id in self._logged_ahead
         defect = not isinstance(exc, _NOT_DEFECTS)
-        unavailable_after_write_ahead = (logged_ahead and isinstance(exc, ServiceUnavailable)
-                                         and not _caused_by(exc, AuditError))
+        unavailable_after_write_ahead = logged_ahead and (
+            isinstance(exc, OutcomeNotStored)
+            or (isinstance(exc, ServiceUnavailable) and not _caused_by(exc, AuditError)))
         if not defect and not unavailable_after_write_ahead:
             return
         log.error("request_failed_by_defect" if defect else "request_failed_after_write_ahead",
@@ -746,7 +800,7 @@ class ExchangeService:
 
     # -- exchange ------------------------------------------------------------------------------
     async def exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                       idempotency_key: str | None) -> ExchangeResult:
+                       idempotency_key: str | None) -> Answer:
         exchange_id = new_id()
         try:
             return await self._exchange_once(principal, body, trace, idempotency_key, exchange_id)
@@ -760,7 +814,7 @@ class ExchangeService:
             await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
 
     async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                             idempotency_key: str | None, exchange_id: str) -> ExchangeResult:
+                             idempotency_key: str | None, exchange_id: str) -> Answer:
         if not idempotency_key:
             return await self._exchange(principal, body, trace, None, exchange_id)
         # A retry that arrives while the first attempt is still being answered must not run it a second time.
@@ -776,7 +830,7 @@ class ExchangeService:
             self._keys_in_flight.discard(in_flight)
 
     async def _exchange(self, principal: Principal, body: ExchangeRequest, trace: Trace,
-                        idempotency_key: str | None, exchange_id: str) -> ExchangeResult:
+                        idempotency_key: str | None, exchange_id: str) -> Answer:
         request_fingerprint = fingerprint(principal, body)
         key_fingerprint = keyed_fingerprint(request_fingerprint, body)
         register = self.deps.register
@@ -833,7 +887,7 @@ class ExchangeService:
             self._logged_ahead.add(exchange_id)
             attempt = _Attempt(principal, body, trace, exchange_id, request_fingerprint, idempotency_key, claim,
                                grant, base, logged, (register.version, decisions[0].policy_version))
-            return await self._answer(attempt, targets, decisions, receipts)
+            return Answer(await self._answer(attempt, targets, decisions, receipts))
         except BaseException:
             if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
                 await asyncio.shield(self._release(claim))  # even when this request is being cancelled
@@ -1261,10 +1315,11 @@ class ExchangeService:
         if kept and self.deps.pseudonyms is not None:
             kept, untranslated = await self._related_for_requester(principal, body.partnership, target.organisation,
                                                                    kept)
-        withheld = 0  # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
+        # texts, numbers, record ids and types naming a reference or pseudonym of the holder's
+        kept, withheld = _ids_without_pseudonyms(kept, f"{exchange_id}:{target.organisation}")
         if matched is not None:  # no reference of the holder's (the matched records', a related subject's) goes on
             kept, references = matched.scrubbed(kept)
-            withheld = references + untranslated
+            withheld += references + untranslated
         dropped = sum(len(answer.records) for answer in answers) - len(kept) - repeated
         if dropped or withheld:
             log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
@@ -1500,20 +1555,52 @@ class ExchangeService:
             "sealed_records": self.deps.sealer.seal(result.exchange_id, records) if idempotency_key else None,
             "sealed_until": result.created_at + IDEMPOTENCY_WINDOW if idempotency_key else None}
 
-    def _replay(self, principal: Principal, key: str, key_fingerprint: str) -> ExchangeResult | None:
-        """The answer stored under this key, if any (409 if the key was used for another request)."""
+    def _replay(self, principal: Principal, key: str, key_fingerprint: str) -> Answer | None:
+        """The answer stored under this key, if any (409 if the key was used for another request).
+
+        With its records while they are kept; without them once the window has passed, when they no longer
+        open (the seal key was lost or replaced) or once the partnership or the requester's participation is
+        retired (``_still_participates``), and then each target that disclosed says so
+        (``records_withheld``): an empty ``records`` alone reads as "the holder had nothing". A seal that does
+        not open is no reason to fail the retry: the outcome stands, and the first answer had the records."""
         stored = repository.find_by_idempotency_key(self.deps.sessions.kw["bind"], principal.subject, key)
         if stored is None:
             return None
         if stored.request_sha256 != key_fingerprint:
             raise Conflict(_DIFFERENT_REQUEST)
-        outcome = dict(stored.outcome)
         records: dict[str, Any] = {}
-        if stored.sealed_records and stored.sealed_until and as_utc(stored.sealed_until) > self.deps.clock.now():
-            records = self.deps.sealer.open(stored.id, stored.sealed_records)
-        outcome["targets"] = [t | {"records": records.get(t["holder"], [])} for t in outcome["targets"]]
-        log.info("exchange_replayed", exchange_id=stored.id)
-        return ExchangeResult.model_validate(outcome)
+        withheld: str | None = None
+        if self._window_passed(stored):
+            withheld = "expired"
+        elif not self._still_participates(principal, stored.partnership):
+            withheld = "retired"
+        else:
+            try:
+                if stored.sealed_records is None:  # within the window they are always there: as unreadable
+                    raise SealUnreadable(stored.id)
+                records = self.deps.sealer.open(stored.id, stored.sealed_records)
+            except SealUnreadable:
+                log.warning("sealed_records_unreadable", exchange_id=stored.id)
+                withheld = "unavailable"
+        outcome = dict(stored.outcome)
+        outcome["targets"] = [_withheld(t | {"records": records.get(t["holder"], [])}, withheld)
+                              for t in outcome["targets"]]
+        log.info("exchange_replayed", exchange_id=stored.id, records_withheld=withheld)
+        return Answer(ExchangeResult.model_validate(outcome), replayed=True)
+
+    def _still_participates(self, principal: Principal, partnership_id: str) -> bool:
+        """Whether the partnership is active in the register now and the requesting system is listed for an active
+        participant of it (as rule 1 asks of a new request). A retry hands the first answer's records over again:
+        once the partnership or the participation is retired, it shares nothing, a retry included; the outcome
+        stands, without the records."""
+        partnership = self.deps.register.partnerships.get(partnership_id)
+        participant = partnership.participant_of_system(principal.subject) if partnership else None
+        return (partnership is not None and partnership.status == "active" and participant is not None
+                and participant.status == "active")
+
+    def _window_passed(self, stored: repository.StoredExchange) -> bool:
+        """Whether the idempotency window of a keyed answer has passed (its records are then no longer kept)."""
+        return stored.sealed_until is None or as_utc(stored.sealed_until) <= self.deps.clock.now()
 
     def get(self, principal: Principal, exchange_id: str) -> ExchangeResult:
         with transaction(self.deps.sessions) as session:
@@ -1526,10 +1613,20 @@ class ExchangeService:
         if not (own_system or own_officer):
             # Same answer as for a missing exchange: others may not learn that it exists.
             raise NotFound(f"no exchange `{exchange_id}`")
+        # Never the records again; but past a keyed answer's window, each target that disclosed says they are
+        # gone (a retry would not get them either).
+        expired = "expired" if stored.sealed_until is not None and self._window_passed(stored) else None
         outcome = dict(stored.outcome)
-        outcome["targets"] = [t | {"records": []} for t in outcome["targets"]]
+        outcome["targets"] = [_withheld(t | {"records": []}, expired) for t in outcome["targets"]]
         return ExchangeResult.model_validate(outcome)
 
 
-__all__ = ["DecisionLost", "EscalationDesk", "ExchangeDeps", "ExchangeService", "Forbidden", "RerunGrant", "Trace",
-           "decision_fingerprint", "fingerprint"]
+def _withheld(target: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """A stored target with ``records_withheld`` set to ``reason`` if it disclosed records that this answer cannot
+    give (an allowed holder that answers with data), else to null."""
+    disclosing = target["outcome"] in _DISCLOSING and not target.get("hit_only")
+    return target | {"records_withheld": reason if disclosing else None}
+
+
+__all__ = ["Answer", "DecisionLost", "EscalationDesk", "ExchangeDeps", "ExchangeService", "Forbidden", "RerunGrant",
+           "Trace", "decision_fingerprint", "fingerprint"]

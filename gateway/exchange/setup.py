@@ -42,6 +42,7 @@ def install_exchange(container: Container) -> ExchangeService:
     container.services["exchange"] = service
     container.services["connectors"] = connectors
     service.remove_abandoned_claims()
+    service.drop_expired_seals_now()
     return service
 
 

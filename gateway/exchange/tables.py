@@ -3,7 +3,8 @@
 ``exchanges`` keeps the outcome of every exchange (per target: decision, reasons, categories; never the
 records themselves) so the requester and its privacy officer can see it again, and so an
 ``Idempotency-Key`` retry returns the first answer instead of disclosing and logging twice. The records of
-an answer are kept only encrypted (AES-GCM) and only for the idempotency window, for exactly that replay.
+an answer are kept only encrypted (AES-GCM) and only for the idempotency window, for exactly that replay
+(``sealed_records`` is emptied once ``sealed_until`` has passed).
 
 ``exchange_claims`` (migration 0014) holds an ``Idempotency-Key`` while its first attempt is being answered:
 the claim commits with the attempt's write-ahead entries and goes in the commit that stores the outcome. A

@@ -123,10 +123,16 @@ class SignatureBlocker:
     """Candidates are records that share at least one blocking key (P-Sig style).
 
     ``right_index``: the :meth:`KeyIndex.of_blocking_keys` of a right dataset's keys, used when the right dataset
-    passed is that one (the very same key array), instead of sorting its keys again."""
+    passed is that one (the very same key array), instead of sorting its keys again.
+
+    ``left_rows_alone``: a block is skipped when one left row's pairs with it would pass ``max_block_pairs``, not
+    when all of the left side's would — for a look-up whose left rows are subjects each answered as if asked alone
+    (:func:`gateway.matching.lookup.matches`). Counted over the whole left side, a block compared for a subject
+    asked alone was skipped for it when others asked with it shared the key: its answer depended on them."""
 
     max_block_pairs: int = 10_000
     right_index: tuple[npt.NDArray[np.uint64], KeyIndex] | None = field(default=None, compare=False, repr=False)
+    left_rows_alone: bool = False
 
     def candidate_pairs(self, left: EncodedDataset, right: EncodedDataset) -> CandidatePairs:
         if left.block_keys is None or right.block_keys is None:
@@ -136,7 +142,8 @@ class SignatureBlocker:
         kept = self.right_index
         right_index = kept[1] if kept is not None and kept[0] is right.block_keys else \
             KeyIndex.of_blocking_keys(right.block_keys)
-        li, ri = _join(KeyIndex.of_blocking_keys(left.block_keys), right_index, self.max_block_pairs)
+        li, ri = _join(KeyIndex.of_blocking_keys(left.block_keys), right_index, self.max_block_pairs,
+                       left_rows_alone=self.left_rows_alone)
         return _unique_pairs(li, ri, len(right))
 
 
@@ -214,14 +221,15 @@ def _common(left: npt.NDArray[np.uint64], right: npt.NDArray[np.uint64]) -> tupl
     return np.flatnonzero(found).astype(np.intp), at[found].astype(np.intp)
 
 
-def _join(left: KeyIndex, right: KeyIndex, max_block_pairs: int) -> tuple[IntArray, IntArray]:
-    """:func:`_equi_join` of two sides sorted already."""
+def _join(left: KeyIndex, right: KeyIndex, max_block_pairs: int, *,
+          left_rows_alone: bool = False) -> tuple[IntArray, IntArray]:
+    """:func:`_equi_join` of two sides sorted already; ``left_rows_alone``: see :class:`SignatureBlocker`."""
     left_rows, right_rows, lo, ro = left.rows, right.rows, left.order, right.order
     l_pos, r_pos = _common(left.unique, right.unique)
     lc, rc = left.count[l_pos].astype(np.intp), right.count[r_pos].astype(np.intp)
     ls, rs = left.start[l_pos].astype(np.intp), right.start[r_pos].astype(np.intp)
     sizes = lc * rc
-    keep = sizes <= max_block_pairs
+    keep = (rc if left_rows_alone else sizes) <= max_block_pairs
     lc, rc, ls, rs, sizes = lc[keep], rc[keep], ls[keep], rs[keep], sizes[keep]
     total = int(sizes.sum())
     if total == 0:

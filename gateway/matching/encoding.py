@@ -24,6 +24,13 @@ info = schema.id || 0x00 || u32(schema.version) || 0x00 || field name, L=32)``; 
 partnership's CLK secret (≥ 16 random bytes), shared by its participants and never by the gateway. (``v1``,
 with HMAC-SHA256, is retired: its filters do not compare with these.)
 
+Key id (:func:`clk_key_id`): ``hex(HKDF-SHA512(secret, salt="wgs-gateway/clk/key-id/v1", info="", L=16))``, sent
+beside ``schema_version`` with every enrolment and fuzzy discovery, so the gateway can tell filters made with
+another secret (a rotated or mistyped one) from a true no-hit. It is not secret: HKDF is a PRF keyed by the
+secret, so its output tells nothing of the secret beyond allowing a guess to be checked — and a secret of ≥ 16
+random bytes (128 bits) cannot be guessed; a weak one could be checked as well against the filters themselves
+(encode a common name, compare). Its own salt separates it from the field keys: knowing it gives no field key.
+
 Blocking keys (P-Sig style): for each of the schema's ``blocking`` signatures whose parts are all present,
 ``LE64(BLAKE2b(u8(signature index) || part_1 || 0x1f || part_2 ..., key=key_blocking, digest_size=8))``
 (0 is reserved for "absent" and replaced by 1), with ``key_blocking`` derived like a field key with the name
@@ -69,6 +76,7 @@ __all__ = [
     "CLKEncoder",
     "EncodedDataset",
     "Filters",
+    "clk_key_id",
     "dataset_from_wire",
     "dataset_to_wire",
     "filters_from_b64",
@@ -103,6 +111,9 @@ class EncodedDataset:
 
 
 _SALT = b"wgs-gateway/clk/v2"
+_KEY_ID_SALT = b"wgs-gateway/clk/key-id/v1"
+"""Not :data:`_SALT`: the key id is no field key, and a field key is none of its outputs (module docstring)."""
+_KEY_ID_BYTES = 16
 _MIN_SECRET = 16
 _TOKEN_DIGEST = 16
 """Bytes of a token's BLAKE2b digest: h1 and h2 of the double hashing."""
@@ -112,9 +123,12 @@ _CACHE_LIMIT = 1 << 16
 _NON_WORD = re.compile(r"[\W_]+")
 """Anything but letters and digits of any script: a Cyrillic or Arabic name keeps its letters."""
 _LETTERS_WITHOUT_DECOMPOSITION = str.maketrans({"ß": "ss", "ø": "o", "ł": "l", "æ": "ae", "œ": "oe", "\u0131": "i",
-                                                "đ": "d", "ð": "d", "þ": "th", "ŀ": "l", "ħ": "h"})
+                                                "đ": "d", "ð": "d", "þ": "th", "ħ": "h"})
 """Latin letters NFKD does not split into base letter and mark: written as Dutch registers spell them
 (Straße = Strasse, Søren = Soren), not dropped."""
+_CATALAN_L = "l\u00b7"
+"""Catalan's 'l·' (the *punt volat* of 'Paral·lel', also what NFKD makes of 'ŀ'): an l, not an l and a word break
+(the middle dot is punctuation, which becomes a space)."""
 _NON_DIGIT = re.compile(r"[^0-9]+")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -163,8 +177,11 @@ def _normalise_text(text: str) -> str | None:
         if lowered.isalnum():  # one word of letters and digits: nothing to replace
             return lowered
     else:
-        decomposed = unicodedata.normalize("NFKD", text.casefold())
-        lowered = "".join(filter(_visible, decomposed))
+        # Unicode's compatibility caseless form, NFKD(casefold(NFKD(casefold(x)))): folded again after the
+        # decomposition, which turns styled letters (mathematical bold or fraktur, pasted 'fancy text') into
+        # plain ones, capitals included, that a fold before it never saw: a bold 'Jansen' stayed 'Jansen'.
+        decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text.casefold()).casefold())
+        lowered = "".join(filter(_visible, decomposed.replace(_CATALAN_L, "l")))
         lowered = lowered.translate(_LETTERS_WITHOUT_DECOMPOSITION)
     return _NON_WORD.sub(" ", lowered).strip() or None
 
@@ -234,6 +251,20 @@ def _tokeniser(spec: FieldSpec) -> Callable[[str], Iterable[str]]:
     if spec.tokenizer is TokenizerKind.NGRAM and not spec.positional and spec.n == 2:
         return _bigrams
     return partial(tokenize, spec)
+
+
+def _checked_secret(secret: bytes) -> bytes:
+    if not isinstance(secret, bytes) or len(secret) < _MIN_SECRET:
+        raise EncodingError(f"the CLK secret must be at least {_MIN_SECRET} bytes")
+    return secret
+
+
+def clk_key_id(secret: bytes) -> str:
+    """The secret's non-secret key id, 32 lower-case hex digits (module docstring): equal for filters made with
+    the same secret, different (but for a 2^-128 chance) for another."""
+    derived = HKDF(algorithm=hashes.SHA512(), length=_KEY_ID_BYTES, salt=_KEY_ID_SALT,
+                   info=b"").derive(_checked_secret(secret))
+    return derived.hex()
 
 
 def _field_key(secret: bytes, schema: Schema, name: str) -> bytes:
@@ -312,8 +343,7 @@ class CLKEncoder:
     """
 
     def __init__(self, schema: Schema, secret: bytes) -> None:
-        if not isinstance(secret, bytes) or len(secret) < _MIN_SECRET:
-            raise EncodingError(f"the CLK secret must be at least {_MIN_SECRET} bytes")
+        self._key_id = clk_key_id(secret)  # checks the secret
         self._schema = schema
         signed = {part.field for signature in schema.signatures for part in signature}
         self._read = tuple(spec for spec in schema.fields if spec.k > 0 or spec.name in signed)
@@ -332,6 +362,11 @@ class CLKEncoder:
     @property
     def schema(self) -> Schema:
         return self._schema
+
+    @property
+    def key_id(self) -> str:
+        """:func:`clk_key_id` of the secret: what the enrolments and discoveries of these filters carry."""
+        return self._key_id
 
     def __repr__(self) -> str:
         return f"CLKEncoder(schema={self._schema.id!r} v{self._schema.version}, secret=<hidden>)"

@@ -6,12 +6,8 @@ requester's subjects and one holder's records, and each subject answered on its 
 :func:`matches`). What comes out is only *which subject matched which record*: the caller turns that into
 hit/no-hit, and the scores stay in here.
 
-:func:`implausible` refuses filters no encoding of a real record produces. An empty filter matches nothing; a
-saturated one is a probe: all bits set scores Dice ``2|x| / (L + |x|)`` against any record ``x``, which passes the
-person schema's 0.72 for every record with more than 56 % of its bits set (about half of FEBRL4), so one such
-"subject" would ask "does this holder hold anyone at all", and filters with chosen bits cleared would map out a
-holder's records. Encoded FEBRL4 persons set 38-67 % of their bits; above :data:`MAX_DENSITY` a filter against a
-typical record (60 %) can no longer reach 0.72 by chance.
+:func:`implausible` (:mod:`gateway.matching.plausibility`, re-exported here) refuses empty filters, which match
+nothing, and saturated ones, which would match almost anyone: the wildcard a probe would send.
 """
 
 from __future__ import annotations
@@ -23,24 +19,10 @@ import numpy as np
 from gateway.matching.blocking import KeyIndex, SignatureBlocker
 from gateway.matching.encoding import EncodedDataset, Filters
 from gateway.matching.linkage import DEFAULT_BLOCKER, scored_pairs
-from gateway.matching.similarity import IntArray, dice_join, popcounts
+from gateway.matching.plausibility import MAX_DENSITY, implausible
+from gateway.matching.similarity import IntArray, dice_join
 
 __all__ = ["MAX_DENSITY", "alike", "held_blocker", "implausible", "matches"]
-
-MAX_DENSITY = 0.75
-"""The largest fraction of a filter's bits that may be set."""
-
-
-def implausible(filters: Filters) -> int | None:
-    """The position of the first filter that is empty or sets more than :data:`MAX_DENSITY` of its bits."""
-    if len(filters) == 0:
-        return None
-    bits = filters.shape[1] * 64
-    counts = popcounts(filters)
-    for position, count in enumerate(counts.tolist()):
-        if count == 0 or count > MAX_DENSITY * bits:
-            return position
-    return None
 
 
 def alike(filters: Filters, threshold: float) -> tuple[int, int] | None:
@@ -70,7 +52,8 @@ def matches(subjects: EncodedDataset, held: EncodedDataset, threshold: float,
     only, which told the requester which of its two probes scores higher against the holder's record."""
     if len(subjects) == 0 or len(held) == 0:
         return {}
-    pairs = scored_pairs(subjects, held, threshold=threshold, blocker=blocker, right_counts=held_counts)
+    alone = replace(blocker, left_rows_alone=True)  # a block too large is skipped per subject, never for the others
+    pairs = scored_pairs(subjects, held, threshold=threshold, blocker=alone, right_counts=held_counts)
     order = np.lexsort((pairs.right_index, -pairs.scores))  # per subject: best score first, then the first record
     best: dict[int, int] = {}
     for subject, record in zip(pairs.left_index[order].tolist(), pairs.right_index[order].tolist(), strict=True):

@@ -5,7 +5,8 @@ polymorphic pseudonym. The gateway itself never receives an identifier.
 
 Rules
 -----
-* Normalisation strips whitespace and dots (``"1234.56.782"``, ``"1234 56 782"``). A BSN or RSIN written
+* Normalisation strips whitespace, dots and invisible format characters (``"1234.56.782"``, ``"1234 56 782"``;
+  a byte-order mark or zero-width space that came with a pasted or exported number). A BSN or RSIN written
   with 8 digits (a leading zero lost in a spreadsheet) is left-padded to 9 digits; a KvK number must have
   exactly 8 digits.
 * BSN and RSIN must pass the *elfproef* (eleven-test)::
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import operator
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -99,7 +101,7 @@ def _normalise(kind: IdentifierType, raw: str) -> str:
     if not isinstance(raw, str):
         raise InvalidIdentifier(f"{kind.label} must be given as text")
     # Plain digits (the common case from a partner's database) need no stripping: skip the regex.
-    text = raw if raw.isascii() and raw.isdigit() else _STRIP.sub("", raw)
+    text = raw if raw.isascii() and raw.isdigit() else _STRIP.sub("", raw if raw.isascii() else _visible(raw))
     if not text:
         raise InvalidIdentifier(f"{kind.label} is empty")
     if not (text.isascii() and _DIGITS.fullmatch(text)):
@@ -117,6 +119,13 @@ def _normalise(kind: IdentifierType, raw: str) -> str:
     if not eleven_test(text):
         raise InvalidIdentifier(f"{kind.label} fails the eleven-test")
     return text
+
+
+def _visible(raw: str) -> str:
+    """``raw`` without invisible format characters (Unicode category Cf: a byte-order mark, a zero-width space, a
+    soft hyphen, a direction mark). They carry no digit, and a number refused for one looks correct to whoever
+    reads the error."""
+    return "".join(ch for ch in raw if unicodedata.category(ch) != "Cf")
 
 
 def parse_identifier(kind: IdentifierType | str, raw: str) -> Identifier:

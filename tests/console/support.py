@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from audit import AuditEvent, DataSubject, Decision, EventType, ProcessingActivity, Requester
 from gateway.auditing.setup import audit_services
 from gateway.auth.accounts import create_account
+from gateway.console.sessions import install_console
+from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
 
 PASSWORD = "correct horse battery staple"
+IDLE = 600  # the console's idle timeout in these tests (seconds): tests advance the clock past it
 SUBJECT = "subj-3f9a0c1d2e4b5a6978c0d1e2"  # a partnership-domain pseudonym, as in docs/exchange-api.md
 RIEC = ProcessingActivity(partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check")
 FEC = ProcessingActivity(partnership="fec", purpose="money-laundering-taskforce")
@@ -68,3 +76,18 @@ def landing_after_sign_in(console: Any, username: str, target: str) -> str:
                             follow_redirects=False)
     assert response.status_code == 303, response.text
     return str(response.headers["location"])
+
+
+@contextmanager
+def running_console(app: FastAPI, container: Container, *, seeded: bool,
+                    settings: ConsoleSettings | None = None) -> Iterator[TestClient]:
+    """The console installed (plain-HTTP cookies, English, ``IDLE`` unless ``settings`` say otherwise) and the
+    app started, with the audit entries of ``seed_entries`` when ``seeded``. Accounts are created on first
+    sign-in (argon2 hashing is slow on purpose): ``app_state["accounts"]`` remembers which exist."""
+    install_console(container, settings or ConsoleSettings(cookie_secure=False, idle_timeout_seconds=IDLE,
+                                                           default_language="en"))
+    with TestClient(app) as client:
+        if seeded:
+            seed_entries(container)
+        client.app_state["accounts"] = set()
+        yield client

@@ -21,7 +21,7 @@ from gateway.clock import FixedClock
 from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
-from tests.console.support import SUBJECT, csrf_of, seed_entries
+from tests.console.support import SUBJECT, csrf_of, running_console
 from tests.console.test_console import IDLE, entry_indices, sign_in
 
 _ADDRESS = re.compile(r'\b(?:href|action|src|formaction)="([^"]*)"')
@@ -31,11 +31,7 @@ _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 @pytest.fixture
 def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
-    install_console(container, ConsoleSettings(cookie_secure=False, idle_timeout_seconds=IDLE,
-                                               default_language="en"))
-    with TestClient(app) as client:
-        seed_entries(container)
-        client.app_state["accounts"] = set()
+    with running_console(app, container, seeded=True) as client:
         yield client
 
 

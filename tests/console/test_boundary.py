@@ -28,7 +28,7 @@ from gateway.container import Container, build_container
 from gateway.problems import PROBLEM_MEDIA_TYPE
 from gateway.register import endpoints as register_api
 from gateway.settings import Settings
-from tests.console.support import PASSWORD, csrf_of, landing_after_sign_in
+from tests.console.support import PASSWORD, csrf_of, landing_after_sign_in, running_console
 from tests.console.test_console import IDLE, account, sign_in
 from tests.console.test_escalations import open_riec_case
 from tests.limiter_clock import limiter_clock
@@ -41,10 +41,7 @@ UNKNOWN = ("/console/nope", "/console/audit/nope", "/console/audit/entries/1/mor
 
 @pytest.fixture
 def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
-    install_console(container, ConsoleSettings(cookie_secure=False, idle_timeout_seconds=IDLE,
-                                               default_language="en"))
-    with TestClient(app) as client:
-        client.app_state["accounts"] = set()  # as tests.console.test_console's: its sign_in creates accounts
+    with running_console(app, container, seeded=False) as client:
         yield client
 
 

@@ -25,13 +25,12 @@ from escalation.comments import comments
 from escalation.legal_gaps import get_gap
 from escalation.states import Action
 from gateway.clock import FixedClock
-from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
 from tests.auth_helpers import account_id
-from tests.console.support import PASSWORD, add_account, csrf_of
+from tests.console.support import PASSWORD, add_account, csrf_of, running_console
 from tests.statements import reads_accounts, statements_run
 
 RIEC = "riec-amsterdam-amstelland"
@@ -43,9 +42,8 @@ ACCOUNTS = {"po-politie": ("politie", "privacy-officer"), "po-gemeente": ("gemee
 
 @pytest.fixture
 def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
-    install_console(container, ConsoleSettings(cookie_secure=False, default_language="en"))
-    with TestClient(app) as client:
-        client.app_state["accounts"] = set()
+    with running_console(app, container, seeded=False,
+                         settings=ConsoleSettings(cookie_secure=False, default_language="en")) as client:
         yield client
 
 
@@ -510,6 +508,36 @@ def test_the_requester_withdraws_its_case(console: TestClient, container: Contai
     assert 'id="work"' not in done.text
 
 
+def test_a_done_notice_is_shown_only_after_this_sessions_own_form(console: TestClient, container: Container) -> None:
+    """A link cannot make a case page say "Your decision was recorded" (an administrator would then leave a
+    waiting case alone): the notice shows only with the tag this session's redirect carried, for that page."""
+    case_id, other_case = open_riec_case(container), open_riec_case(container, holder="belastingdienst")
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    commented = console.post(f"/console/escalations/{case_id}/comments", follow_redirects=False,
+                             data={"csrf_token": token, "expected_version": "1", "text": "called the police"})
+    assert commented.status_code == 303
+    own = commented.headers["location"]
+    assert "Your comment was added." in console.get(own).text
+    tag = re.search(r"notice=([0-9a-f]+)", own)
+    assert tag
+
+    for crafted in (f"/console/escalations/{case_id}?done=decision",
+                    f"/console/escalations/{case_id}?done=decision&notice={tag.group(1)}",  # another notice's tag
+                    f"/console/escalations/{other_case}?done=comment&notice={tag.group(1)}",  # another page's
+                    f"/console/escalations/{case_id}?done=comment&notice={'0' * 32}"):
+        page = console.get(crafted)
+        assert page.status_code == 200, crafted
+        assert 'id="done"' not in page.text, crafted
+        assert "was recorded" not in page.text, crafted
+        assert "was added" not in page.text, crafted
+
+    sign_in(console, "po-politie")  # another session (a new sign-in): the first session's tag is not its
+    page = console.get(own)
+    assert page.status_code == 200
+    assert 'id="done"' not in page.text
+
+
 def test_legal_gaps_flag_status_changes_export_and_scoping(console: TestClient, container: Container) -> None:
     case_id = open_riec_case(container)
     sign_in(console, "po-politie")
@@ -942,8 +970,8 @@ def test_a_status_change_on_a_filtered_gap_list_comes_back_to_that_list(console:
         "csrf_token": token, "expected_version": "1", "status": "on-agenda", "list_status": "identified",
         "list_partnership": "riec-amsterdam-amstelland"})
     assert moved.status_code == 303
-    assert moved.headers["location"] == ("/console/legal-gaps?status=identified&partnership=riec-amsterdam-amstelland"
-                                         f"&done=status#gap-{first}")
+    assert re.fullmatch(r"/console/legal-gaps\?status=identified&partnership=riec-amsterdam-amstelland"
+                        rf"&done=status&notice=[0-9a-f]{{32}}#gap-{first}", moved.headers["location"])
     refused = console.post(f"/console/legal-gaps/{first}/status", data={  # stale: the list no longer shows it
         "csrf_token": token, "expected_version": "1", "status": "resolved", "note": "decree",
         "list_status": "identified", "list_partnership": "riec-amsterdam-amstelland"})
@@ -957,7 +985,7 @@ def test_a_status_change_on_a_filtered_gap_list_comes_back_to_that_list(console:
         "csrf_token": token, "expected_version": "1", "status": "on-agenda", "list_status": "sleeping",
         "list_partnership": "fec\r\nSet-Cookie: x=1"})
     assert odd.status_code == 303
-    assert odd.headers["location"] == f"/console/legal-gaps?done=status#gap-{third}"
+    assert re.fullmatch(rf"/console/legal-gaps\?done=status&notice=[0-9a-f]{{32}}#gap-{third}", odd.headers["location"])
 
 
 def test_a_text_typed_into_a_form_the_case_no_longer_offers_is_shown_to_copy(console: TestClient,

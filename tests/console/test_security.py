@@ -32,7 +32,7 @@ from gateway.console.signin_windows import CLAIM_SECONDS
 from gateway.console.signins import summarise_ended
 from gateway.container import Container
 from gateway.db.engine import transaction
-from tests.console.support import PASSWORD, csrf_of, seed_entries
+from tests.console.support import PASSWORD, csrf_of, running_console
 from tests.console.test_console import IDLE, account, console_actions, entry_indices, sign_in
 from tests.console.test_escalations import open_riec_case
 from tests.console.test_escalations import sign_in as escalation_sign_in
@@ -42,10 +42,7 @@ NEW_PASSWORD = "a brand new passphrase"
 
 @pytest.fixture
 def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
-    _another_process(container)
-    with TestClient(app) as client:
-        seed_entries(container)
-        client.app_state["accounts"] = set()
+    with running_console(app, container, seeded=True) as client:
         yield client
 
 

@@ -128,7 +128,7 @@ def test_privacy_officer_filters_the_log_and_sees_a_proof_verified(stack: Stack,
     page.wait_for_url(f"{base}/console/audit?lang=en")
     assert page.locator("#integrity").get_by_text("valid (checked by the gateway)").is_visible()
     page.get_by_role("button", name="Verify the log now").click()  # the whole log, by the gateway; audited
-    page.wait_for_url("**/console/audit?verified=1*")
+    page.wait_for_url("**/console/audit?done=verified&notice=*")
     assert page.locator("#last-verification[data-result='ok']").is_visible()
     assert page.get_by_role("status").get_by_text("The log has been verified").is_visible()
 

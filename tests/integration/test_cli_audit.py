@@ -250,6 +250,32 @@ def test_a_changed_search_column_is_caught_by_a_fast_verification_too(data_dir: 
     assert "log NOT intact: columns at index 13: column(s)" in stderr, stderr
 
 
+@pytest.mark.parametrize("layer", ["driver", "pool"])
+def test_a_database_that_goes_away_mid_export_is_one_line_and_leaves_no_file(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, layer: str) -> None:
+    """The lean read of the entries goes to the driver itself, so a database lost half-way raised the driver's
+    own error (no SQLAlchemy error, which the command explained): a traceback, with exit status 1 only by luck.
+    Either layer noticing it ends the export with one line, and nothing under the name asked for."""
+    from sqlalchemy.exc import OperationalError
+
+    from audit import store
+
+    lost = sqlite3.OperationalError("unable to open database file")
+    error = lost if layer == "driver" else OperationalError("SELECT", None, lost)
+    original = store.leaf_batches
+
+    def failing(*args: Any, **kwargs: Any) -> Iterator[list[tuple[Any, ...]]]:
+        for batch in original(*args, **{**kwargs, "batch_size": 5}):
+            yield batch
+            raise error  # the next batch's read: the database is gone
+
+    monkeypatch.setattr(store, "leaf_batches", failing)
+    out = data_dir / "log.jsonl"
+    stderr = _no_traceback(runner.invoke(app, ["audit", "export", "--out", str(out)]))
+    assert stderr == "export failed: audit log read failed (OperationalError); nothing was exported", stderr
+    assert not [p.name for p in data_dir.iterdir() if "jsonl" in p.name], "no file, partial or final"
+
+
 def test_a_log_that_cannot_be_read_is_one_line_not_a_verdict(data_dir: Path) -> None:
     """Text that is not UTF-8 in the canonical column: the driver cannot hand it over at all. That is no
     verdict of intact or not, but it must not be a traceback either."""

@@ -167,6 +167,25 @@ def test_the_exchange_documents_its_idempotency_conflicts_and_fail_closed_refusa
     assert key["description"]
 
 
+def test_a_replay_and_its_records_no_longer_kept_are_documented_with_examples(spec: dict[str, Any]) -> None:
+    """A retry's answer is marked (header) and a replayed target without its records says why, each with an
+    example: an empty `records` alone read as "the holder had nothing"."""
+    ok = spec["paths"]["/v1/exchanges"]["post"]["responses"]["200"]
+    assert ok["headers"]["Idempotent-Replayed"]["description"]
+    withheld = spec["components"]["schemas"]["TargetOutcome"]["properties"]["records_withheld"]
+    assert {"`expired`", "`unavailable`"} <= set(re.findall(r"`[a-z]+`", withheld["description"]))
+    assert withheld["examples"] == ["expired"]
+    for path, method in (("/v1/exchanges", "post"), ("/v1/exchanges/{exchange_id}", "get")):
+        answers = list(_examples(spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]))
+        reasons = {t.get("records_withheld") for answer in answers for t in answer["targets"]}
+        assert {None, "expired"} <= reasons, path
+        for answer in answers:
+            for target in answer["targets"]:
+                assert not (target.get("records_withheld") and target["records"]), path
+    answers = list(_examples(ok["content"]["application/json"]))
+    assert "unavailable" in {t.get("records_withheld") for answer in answers for t in answer["targets"]}
+
+
 def test_every_route_that_requires_a_token_declares_it_and_no_public_one_does(spec: dict[str, Any]) -> None:
     """Who needs a token is read from the authorisation matrix (tests/security), whose every cell is checked
     against the running app: a route there that answers 401 to every bad or missing token must carry the bearer
@@ -192,3 +211,29 @@ def test_every_route_that_requires_a_token_declares_it_and_no_public_one_does(sp
     assert wrong == [], "\n".join(wrong)
     assert public >= 5  # both kinds were met: the matrix was read, not skipped
     assert protected >= 30
+
+
+def test_the_audit_routes_that_take_a_pseudonym_in_a_body_have_examples_their_models_accept(
+        spec: dict[str, Any]) -> None:
+    """The review's search and the contact point's look-up (whose pseudonyms stay out of addresses): every request
+    example is a body the route takes (each form of the look-up has one), every answer example an answer."""
+    from pydantic import TypeAdapter
+
+    from gateway.auditing.review import EntryPage, EntrySearch, EntryView
+    from gateway.enrolment.endpoints import DisclosuresLookup
+
+    routes: dict[str, tuple[Any, Any]] = {
+        "/v1/audit/entries/search": (TypeAdapter(EntrySearch), TypeAdapter(EntryPage)),
+        "/v1/audit/subjects/disclosures": (TypeAdapter(DisclosuresLookup), TypeAdapter(list[EntryView]))}
+    for path, (request_model, answer_model) in routes.items():
+        operation = spec["paths"][path]["post"]
+        assert operation["description"]
+        requests = list(_examples(operation["requestBody"]["content"]["application/json"]))
+        assert len(requests) >= 2, path
+        taken = [request_model.validate_python(example) for example in requests]
+        answers = list(_examples(operation["responses"]["200"]["content"]["application/json"]))
+        assert answers, path
+        for example in answers:
+            answer_model.validate_python(example)
+    lookups = [type(body).__name__ for body in taken]
+    assert sorted(lookups) == ["PseudonymLookup", "SubjectLookup"]

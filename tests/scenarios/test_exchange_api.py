@@ -483,6 +483,14 @@ def test_discovery_in_bulk_is_escalated_not_answered(stack: Stack) -> None:
     assert not {t["outcome"] for t in targets.values()} & {"hit", "no-hit"}
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    """An object nested ``depth`` levels deep."""
+    nested: dict[str, Any] = {"n": 1}
+    for _ in range(depth - 1):
+        nested = {"n": nested}
+    return nested
+
+
 @pytest.mark.parametrize(("mutate", "status"), [
     (lambda b: b | {"surprise": 1}, 422),
     (lambda b: b | {"subjects": []}, 422),
@@ -503,13 +511,58 @@ def test_discovery_in_bulk_is_escalated_not_answered(stack: Stack) -> None:
     (lambda b: b | {"categories": ["a" * 201]}, 422),
     # a subject named twice: one disclosure would be logged as two
     (lambda b: b | {"subjects": b["subjects"] * 2}, 422),
+    # a category named twice: was asked for, and logged in `exchange.requested`, twice
+    (lambda b: b | {"categories": ["police_incidents", "convictions", "police_incidents"]}, 422),
+    # provided fields nested past what the gateway serialises: was a 500 (logged as the gateway's defect)
+    (lambda b: b | {"provide": [{"subject": b["subjects"][0]["ref"], "category": "tax_compliance",
+                                 "fields": _nested(300)}]}, 422),
+    (lambda b: b | {"provide": [{"subject": b["subjects"][0]["ref"], "category": "tax_compliance",
+                                 "fields": {"list": [_nested(40)]}}]}, 422),
+    # no JSON numbers (RFC 8259): the holder got null where the log's payload hash covered NaN or Infinity
+    (lambda b: b | {"provide": [{"subject": b["subjects"][0]["ref"], "category": "tax_compliance",
+                                 "fields": {"amount": float("nan")}}]}, 422),
+    (lambda b: b | {"provide": [{"subject": b["subjects"][0]["ref"], "category": "tax_compliance",
+                                 "fields": {"amounts": [1, {"due": float("-inf")}]}}]}, 422),
 ])
 def test_bad_input_is_a_problem_and_writes_nothing(stack: Stack, mutate: Any, status: int) -> None:
     before = _audit_count(stack)
-    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", mutate(_body(stack)))
+    response = httpx.post(  # json.dumps, not httpx's encoder: it writes NaN and Infinity as a partner's might
+        f"{stack.gateway_url}/v1/exchanges", content=json.dumps(mutate(_body(stack))), timeout=30,
+        headers={"Authorization": f"Bearer {stack.token('gemeente-amsterdam-vth')}",
+                 "Content-Type": "application/json"})
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "123456782" not in response.text
+    assert _audit_count(stack) == before
+
+
+@pytest.mark.parametrize("change", [{"holders": ["politie", "Jan Jansen"]}, {"escalation_decision": "Jan Jansen"}])
+def test_free_text_where_an_id_belongs_is_refused_without_repeating_it(
+        stack: Stack, capfd: pytest.CaptureFixture[str], change: dict[str, Any]) -> None:
+    """Found by a review: `holders` and `escalation_decision` took any text, and the 422 for an unknown one
+    quoted it in its detail, which the gateway also logs: a name typed there reached the operator's log."""
+    capfd.readouterr()
+    before = _audit_count(stack)
+    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(stack) | change)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    logs = capfd.readouterr()
+    for said in (response.text, logs.out, logs.err):
+        assert "jansen" not in said.lower()
+    assert _audit_count(stack) == before
+
+
+def test_a_category_named_twice_is_refused_by_exchange_and_discovery_with_nothing_written(stack: Stack) -> None:
+    """Found by a review: the request's entry listed the category twice. Refused like a subject named twice
+    (the list is what the requester asked for; the docs never call it a set), before anything is logged."""
+    body = _body(stack) | {"categories": ["police_incidents", "police_incidents"]}
+    before = _audit_count(stack)
+    for path, request in (("/v1/exchanges", body), ("/v1/discovery", {k: v for k, v in body.items()
+                                                                      if k != "holders"})):
+        response = stack.post("gemeente-amsterdam-vth", path, request)
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "each category may be named only once" in response.json()["detail"]
     assert _audit_count(stack) == before
 
 

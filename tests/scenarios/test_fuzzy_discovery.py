@@ -320,7 +320,8 @@ def test_fuzzy_discovery_counts_against_the_daily_limit_as_discovery_does(stack:
     try:
         targets = _by_holder(_discover(stack, _request(people)))
         plain = stack.post(MUNICIPALITY, "/v1/discovery", {
-            k: v for k, v in _request(people).items() if k not in {"record_type", "schema_version", "subjects"}}
+            k: v for k, v in _request(people).items()
+            if k not in {"record_type", "schema_version", "clk_key_id", "subjects"}}
             | {"subjects": [{"ref": "subj-daily-limit-probe"}]})
     finally:
         with stack.container.engine.begin() as connection:
@@ -454,7 +455,7 @@ def test_more_subjects_than_the_bulk_threshold_escalate_as_in_discovery(stack: S
     asked[0] = people.asked[0]  # one the police holds
     body = fuzzy_request(secret=SECRET, subjects=asked, **BIBOB).model_dump(mode="json")
     targets = _by_holder(_discover(stack, body))
-    plain = {k: v for k, v in body.items() if k not in {"record_type", "schema_version", "subjects"}} | {
+    plain = {k: v for k, v in body.items() if k not in {"record_type", "schema_version", "clk_key_id", "subjects"}} | {
         "subjects": [{"ref": f"subj-bulk-probe-{n:03d}"} for n in range(threshold + 1)]}
     for holder in ("politie", "belastingdienst"):
         assert targets[holder]["outcome"] == "escalated", targets[holder]

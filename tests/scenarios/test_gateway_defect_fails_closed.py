@@ -212,6 +212,31 @@ def test_a_defect_after_disclosures_were_logged_leaves_them_and_adds_the_failure
     assert BSN not in json.dumps(entries)
 
 
+def test_an_outcome_that_could_not_be_stored_after_disclosures_were_logged_adds_the_failure(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: on the escalation branch the outcome row is stored after the disclosures are logged;
+    when storing it failed (500 `outcome-not-stored`, nothing answered), the log kept the KvK's disclosure as
+    if the requester had the records, and nothing after it said the exchange ended unanswered."""
+    async def unstorable(_: dict[str, Any]) -> None:
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(exchange_service(stack.container)._outcomes, "insert", unstorable)
+    before = _next_index(stack)
+    body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["police-confidential"]],
+                    "holders": ["politie", "kvk"], "categories": ["police_incidents", "company_registration"]}
+    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
+    assert response.status_code == 500, response.text
+    assert response.json()["type"].endswith("/outcome-not-stored")
+    assert "company_registration" not in response.text
+    entries = _entries_after(stack, before)
+    types = [e["event_type"] for e in entries]
+    assert [e["holder"] for e in entries if e["event_type"] == "disclosure"] == ["kvk"]
+    assert types[-1] == "request.failed"
+    failed = entries[-1]
+    assert (failed["exchange_id"], failed["reasons"], failed["extra"]["error_type"]) == (
+        entries[0]["exchange_id"], ["gateway-error"], "OutcomeNotStored")
+
+
 def _s2_with_provided(stack: Stack, case: str) -> dict[str, Any]:
     subject = stack.world.scenarios()["malafide-dissolution"][0]
     return {"partnership": BIBOB["partnership"], "purpose": "malafide-company-dissolution",

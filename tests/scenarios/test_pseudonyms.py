@@ -297,14 +297,21 @@ class _NamingHolder:
 
     def __init__(self) -> None:
         self.related = ""  # the KvK's own pseudonym for the related subject, set by the test
+        self.ids_from_pseudonyms = False  # record ids made of its pseudonyms (the subject's, the related one's)
         self.app = FastAPI()
         self.app.post("/holder/v1/query")(self.query)
 
     async def query(self, request: Request) -> Any:
         subject = (await request.json())["subjects"][0]
+        fields = {"directors": {self.related: {"role": "director"}}, "note": f"director {self.related}"}
+        if self.ids_from_pseudonyms:
+            return {"status": "answered", "records": [
+                {"record_id": record_id, "record_type": "directorship", "subject": subject,
+                 "category": "directorships", "fields": {"n": n}}
+                for n, record_id in enumerate([subject, f"DIR:{self.related}", f"DIR:{self.related}", "KVK-DIR-1"])]}
         return {"status": "answered", "records": [
             {"record_id": "KVK-DIR-1", "record_type": "directorship", "subject": subject, "category": "directorships",
-             "fields": {"directors": {self.related: {"role": "director"}}, "note": f"director {self.related}"}}]}
+             "fields": fields}]}
 
 
 def test_a_related_subject_as_a_key_or_inside_a_text_never_reaches_the_requester_in_the_holders_pseudonym(
@@ -327,6 +334,39 @@ def test_a_related_subject_as_a_key_or_inside_a_text_never_reaches_the_requester
     (record,) = response.json()["targets"][0]["records"]
     assert record["subject"] == mine
     assert record["fields"] == {"directors": {mine_related: {"role": "director"}}, "note": None}
+
+
+def test_a_holder_s_pseudonym_in_a_record_id_never_reaches_the_requester(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Found by a review: pseudonyms were looked for in a record's fields only, and a record id may hold one
+    (its pattern takes the dots, letters and digits a pseudonym is made of): a holder that built its ids from
+    its pseudonyms handed the requester its pseudonym of the subject, or of a related one, as it was —
+    stable and linkable to the holder's records. Such an id becomes an opaque one (the same for the same id
+    within the answer, so records stay told apart and alike), and the holder's over-sharing is logged."""
+    import asyncio
+
+    holder = _NamingHolder()
+    holder.ids_from_pseudonyms = True
+    with stack_with_holder(tmp_path_factory.mktemp("naming-ids"), holder.app, ["kvk-handelsregister"]) as naming:
+        asyncio.run(naming.enrol_all())
+        applicant, related = [ref for ref in naming.world.scenarios()["bibob-applicant"]
+                              if naming.world.records_of("kvk-handelsregister", ref)][:2]
+        theirs, holder.related = asyncio.run(naming.own_pseudonyms("kvk-handelsregister", RIEC, [applicant, related]))
+        [mine] = asyncio.run(naming.own_pseudonyms(MUNICIPALITY, RIEC, [applicant]))
+        response = naming.post(MUNICIPALITY, "/v1/exchanges", BIBOB | {
+            "subjects": _subjects([mine]), "holders": ["kvk"], "categories": ["directorships"]})
+        assert response.status_code == 200, response.text
+        logged = json.dumps(naming.logged(response.json()))
+    for pseudonym in (theirs, holder.related):
+        assert pseudonym not in response.text
+        assert pseudonym not in logged
+    records = response.json()["targets"][0]["records"]
+    assert [r["fields"] for r in records] == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
+    ids = [r["record_id"] for r in records]
+    assert ids[1] == ids[2]  # one id of the holder's is one id in the answer
+    assert len({ids[0], ids[1], ids[3]}) == 3
+    assert ids[3] == "KVK-DIR-1"  # an id without a pseudonym stays as it was
+    assert '"references_withheld": 3' in logged
 
 
 async def test_a_system_gets_only_its_daily_number_of_pseudonyms(stack: Stack) -> None:

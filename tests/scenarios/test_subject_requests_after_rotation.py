@@ -66,8 +66,10 @@ async def test_disclosures_under_an_older_key_version_are_still_found(stack: Sta
     lookup = {"partnership": RIEC, "subject": {"type": kind, "polymorphic": PseudonymClient(key).polymorphic(
         kind, number)}}
     assert _found(stack, contact, "POST", "/v1/audit/subjects/disclosures", lookup) == {before, after}
-    # By the log's pseudonym, of either version: the same answer.
+    # By the log's pseudonym, of either version, in the body or (deprecated) the path: the same answer.
     for pseudonym in (*logged_before, logged_after):
+        assert _found(stack, contact, "POST", "/v1/audit/subjects/disclosures", {"pseudonym": pseudonym}) == {
+            before, after}
         assert _found(stack, contact, "GET", f"/v1/audit/subjects/{pseudonym}/disclosures") == {before, after}
     # Another subject's pseudonym finds neither.
     other = stack.world.scenarios()["no-records"][0]
@@ -78,8 +80,12 @@ async def test_disclosures_under_an_older_key_version_are_still_found(stack: Sta
 
 
 def _listed(stack: Stack, token: str, subject: str) -> set[str]:
-    answer = stack.call(token, "GET", "/v1/audit/entries?" + urlencode({"subject": subject, "limit": 500}))
+    """The exchanges of the entries the officer finds by ``subject``: by the search's body, and the same by the
+    deprecated address form."""
+    answer = stack.call(token, "POST", "/v1/audit/entries/search", {"subject": subject, "limit": 500})
     assert answer.status_code == 200, answer.text
+    by_address = stack.call(token, "GET", "/v1/audit/entries?" + urlencode({"subject": subject, "limit": 500}))
+    assert by_address.json() == answer.json()
     return {e["entry"]["event"]["exchange_id"] for e in answer.json()["entries"]}
 
 

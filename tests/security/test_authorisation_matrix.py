@@ -13,6 +13,7 @@ change an object get a fresh one, so every caller meets the same state.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from audit.events import AuditEvent, DataSubject, EventType, ProcessingActivity, Requester
 from gateway.client.pseudonyms import PseudonymClient
 from gateway.matching.encoding import CLKEncoder, dataset_to_wire
 from gateway.matching.schema import shipped_schema
@@ -80,6 +82,7 @@ class Entry:
     console: bool = False  # session-cookie routes: bearer tokens do not count
     check: Check | None = None  # what "allowed" must also mean (e.g. what a list shows)
     landing: bool = False  # a route of a module that is landing in parallel: may be absent
+    also: tuple[Builder, ...] = ()  # other forms of the route's request (another body): each answered alike
 
 
 def public() -> dict[str, Expectation]:
@@ -171,6 +174,15 @@ def subject_by_identifier(world: World, caller: str) -> Req:
                json={"partnership": RIEC, "subject": {"type": "bsn", "polymorphic": polymorphic}})
 
 
+def subject_by_pseudonym(world: World, caller: str) -> Req:
+    """The contact point's lookup by the log's pseudonym, in the body (the path form is deprecated)."""
+    return Req("POST", "/v1/audit/subjects/disclosures", json={"pseudonym": SUBJECT})
+
+
+def post(path: str, body: dict[str, Any]) -> Builder:
+    return lambda world, caller: Req("POST", path, json=body)
+
+
 def sees(key: str, who: tuple[str, ...]) -> Check:
     """A list answer holds the object ``key`` exactly for the callers ``who`` (filtering, not hiding)."""
     def check(world: World, caller: str, response: httpx.Response) -> None:
@@ -243,11 +255,14 @@ TABLE: dict[tuple[str, str], Entry] = {
     # -- audit review (privacy officers; data-subject requests: the contact point) --------------------
     ("GET", "/v1/audit/entries"): Entry(api(allow=OFFICERS), get("/v1/audit/entries", limit=200),
                                         check=sees("exchange", CASE_PARTIES)),
+    ("POST", "/v1/audit/entries/search"): Entry(api(allow=OFFICERS), post("/v1/audit/entries/search", {"limit": 200}),
+                                                check=sees("exchange", CASE_PARTIES)),
     ("GET", "/v1/audit/statistics"): Entry(api(allow=OFFICERS), get("/v1/audit/statistics")),
     ("GET", "/v1/audit/anomalies"): Entry(api(allow=OFFICERS), get("/v1/audit/anomalies")),
     ("GET", "/v1/audit/subjects/{pseudonym}/disclosures"): Entry(
         api(allow=(CONTACT,)), get(f"/v1/audit/subjects/{SUBJECT}/disclosures")),
-    ("POST", "/v1/audit/subjects/disclosures"): Entry(api(allow=(CONTACT,)), subject_by_identifier),
+    ("POST", "/v1/audit/subjects/disclosures"): Entry(api(allow=(CONTACT,)), subject_by_identifier,
+                                                      also=(subject_by_pseudonym,)),
     # -- escalations (systems: exchange scope, own organisation's requests; people: escalation scope) -
     ("POST", "/v1/escalations"): Entry(
         api(allow=(SYS, PO_OWN), hide=(SYS_OTHER, PO_COORD, PO_OTHER, ADMIN), po_holder_org=422),
@@ -406,7 +421,12 @@ def test_matrix(world: World, route: tuple[str, str], caller: str) -> None:
         assert entry.landing
         pytest.skip("route not served by this build (its module is landing in parallel)")
     cell = _Cell(route, caller)
-    request = entry.build(world, caller)
+    for build in (entry.build, *entry.also):
+        _check_cell(world, entry, cell, build(world, caller))
+
+
+def _check_cell(world: World, entry: Entry, cell: _Cell, request: Req) -> None:
+    route, caller = cell.route, cell.caller
     response = _send(world, caller, entry, request)
     got = _outcome(response, entry.console)
     if isinstance(cell.expected, int):
@@ -446,3 +466,56 @@ def test_systems_never_reach_people_only_routes(world: World) -> None:
                    and all(entry.expect[s] in {FORBID, HIDDEN} for s in SYSTEMS)]
     assert ("GET", "/v1/audit/entries") in people_only
     assert ("POST", "/v1/escalations/{case_id}/decision") in people_only
+
+
+_LOGGED_SUBJECT = "bsn.v1.bWF0cml4IHN1YmplY3Qgb2YgYSBkaXNjbG9zdXJl"
+
+
+@pytest.fixture(scope="module")
+def disclosed(world: World) -> tuple[str, str]:
+    """A subject's pseudonym and the id of the exchange whose decision and disclosure about it are logged (the
+    world's holders do not answer, so its own exchange disclosed nothing): the municipality asked, the police
+    disclosed, in the RIEC."""
+    exchange = str(uuid.uuid4())
+    world.container.services["audit"].log.append([AuditEvent(
+        event_type=kind, trace_id=secrets.token_hex(16), span_id=secrets.token_hex(8), exchange_id=exchange,
+        processing_activity=ProcessingActivity(partnership=RIEC, purpose="bibob-integrity-check"),
+        requester=Requester(org="gemeente-amsterdam", system=SYSTEM), holder="politie",
+        data_subject=DataSubject(pseudonym=_LOGGED_SUBJECT)) for kind in (EventType.POLICY_DECIDED,
+                                                                           EventType.DISCLOSURE)])
+    return _LOGGED_SUBJECT, exchange
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_a_subject_search_in_a_body_answers_each_caller_as_the_get(world: World, disclosed: tuple[str, str],
+                                                                   caller: str) -> None:
+    """Same door, same view: another organisation's officer is answered, but finds none of the exchange's
+    entries; a partner system, any person but an officer and any bad token are refused with the same problem."""
+    (subject, exchange), headers = disclosed, world.headers_for(caller)
+    by_get = world.client.get("/v1/audit/entries", params={"subject": subject, "limit": 500}, headers=headers)
+    by_post = world.client.post("/v1/audit/entries/search", json={"subject": subject, "limit": 500}, headers=headers)
+    assert by_post.status_code == by_get.status_code, by_post.text[:300]
+    assert _outcome(by_post, False) == TABLE[("GET", "/v1/audit/entries")].expect[caller]
+    if by_get.status_code == 200:
+        assert by_post.json() == by_get.json()
+        found = {e["entry"]["event"].get("exchange_id") for e in by_post.json()["entries"]}
+        assert found == ({exchange} if caller in CASE_PARTIES else set()), caller
+    else:
+        assert by_post.json()["title"] == by_get.json()["title"]
+        assert by_post.headers.get("www-authenticate") == by_get.headers.get("www-authenticate")
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_a_lookup_by_pseudonym_in_a_body_answers_each_caller_as_the_path_form(world: World, disclosed: tuple[str, str],
+                                                                             caller: str) -> None:
+    (subject, exchange), headers = disclosed, world.headers_for(caller)
+    by_get = world.client.get(f"/v1/audit/subjects/{subject}/disclosures", headers=headers)
+    by_post = world.client.post("/v1/audit/subjects/disclosures", json={"pseudonym": subject}, headers=headers)
+    assert by_post.status_code == by_get.status_code, by_post.text[:300]
+    assert _outcome(by_post, False) == TABLE[("GET", "/v1/audit/subjects/{pseudonym}/disclosures")].expect[caller]
+    if by_get.status_code == 200:
+        assert by_post.json() == by_get.json()
+        assert [e["entry"]["event"]["exchange_id"] for e in by_post.json()] == [exchange]
+    else:
+        assert by_post.json()["title"] == by_get.json()["title"]
+        assert by_post.headers.get("www-authenticate") == by_get.headers.get("www-authenticate")

@@ -16,7 +16,9 @@ never served.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,7 @@ from gateway.app import create_app
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
 from gateway.settings import Settings
-from tests.audit_support import log_signer, make_event
+from tests.audit_support import forge_entry, log_signer, make_event, triggers_disabled
 from tests.auth_helpers import bearer, person_token
 
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")  # its subject is not the password hashing
@@ -292,3 +294,54 @@ def _failure_entries(engine: Engine) -> list[dict[str, object]]:
     events = [json.loads(text)["event"] for text in texts]
     return [event for event in events if event["extra"].get("action") == "checkpoint-check"]
 
+
+# -- a tree that forks from the signed one ------------------------------------------------------------------------
+
+
+def _fork(container: Container) -> int:
+    """Entries under a signed checkpoint, one of them rewritten with the subtree cache rebuilt over it (as an
+    attacker with the database would), and one entry no checkpoint covers; the number of checkpoints."""
+    log = container.services["audit"].log
+    target = _append(container, 4)[1]
+    log.issue_checkpoint()
+    _append(container, 1)
+    with triggers_disabled(container.engine) as connection:
+        forge_entry(connection, target)
+    return _checkpoints(container.engine)
+
+
+def _audit_log_readiness(client: TestClient) -> tuple[int, str]:
+    answer = client.get("/health/ready")
+    return answer.status_code, answer.json()["checks"]["audit_log"]
+
+
+def test_a_forked_tree_is_not_signed_on_demand_and_the_gateway_is_not_ready(
+        app: tuple[TestClient, Container], officer: dict[str, str]) -> None:
+    client, container = app
+    assert _audit_log_readiness(client) == (200, "ok")
+    signed = _fork(container)
+    size = container.services["audit"].log.size()
+    with capture_logs() as logs:
+        answer = client.get("/v1/audit/checkpoint", params={"covering": size}, headers=officer)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == PROBLEM
+    assert "Traceback" not in answer.text
+    assert not [entry for entry in logs if entry["event"] == "unexpected_error"]
+    assert _checkpoints(container.engine) == signed, "nothing signed"
+    status, check = _audit_log_readiness(client)
+    assert status == 503
+    assert check.startswith("failed: the audit tree forks from its latest signed checkpoint")
+
+
+def test_the_periodic_checkpoint_refuses_a_fork_and_readiness_shows_it(
+        app: tuple[TestClient, Container], clock: FixedClock) -> None:
+    client, container = app
+    signed = _fork(container)
+    clock.advance(timedelta(seconds=61))  # the policy's time limit: the writer's idle loop signs within a second
+    deadline = time.monotonic() + 15
+    while _audit_log_readiness(client)[0] == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status, check = _audit_log_readiness(client)
+    assert status == 503, "the idle loop tried to sign and refused"
+    assert "forks" in check
+    assert _checkpoints(container.engine) == signed

@@ -8,18 +8,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, delete
 
 from audit.canonical import parse_entry
 from audit.checkpoint import open_checkpoint
 from audit.errors import AuditWriteError, PersonalDataError, ProofUnavailable, StoreUnavailable, VerificationError
 from audit.export import export_log
 from audit.log import AuditLog, CheckpointPolicy
-from audit.merkle import EMPTY_ROOT, leaf_hash, root_of
+from audit.merkle import EMPTY_ROOT, flat_index, leaf_hash, root_of
+from audit.tables import audit_checkpoints, audit_entries, audit_tree_nodes
 from audit.verify import verify_database, verify_export
 from gateway.clock import FixedClock
 from gateway.db.engine import make_engine
-from tests.audit_support import log_signer, make_event
+from tests.audit_support import log_signer, make_event, triggers_disabled
 
 
 @pytest.fixture
@@ -103,6 +104,42 @@ def test_every_proof_verifies_against_signed_checkpoints(engine: Engine) -> None
                 log.consistency_proof(older.tree_size, newer.tree_size).verify(older.root_hash, newer.root_hash)
     with pytest.raises(VerificationError):
         log.inclusion_proof(3, 15).verify(checkpoints[2].root_hash)
+
+
+def test_a_log_shorter_than_its_latest_checkpoint_is_neither_appended_to_nor_signed(engine: Engine) -> None:
+    """Entries deleted behind the gateway's back below a signed checkpoint (the triggers dropped, a botched
+    restore): an append there would be a second entry at an index a signature already covers, reported durable
+    although no verification can ever accept it, and a checkpoint over that tree a root that forks from the one
+    signed before. Fail closed instead: the request is denied, nothing is written or signed."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=4, every_seconds=None))
+    log.append([make_event(i) for i in range(4)])
+    with triggers_disabled(engine) as connection:
+        connection.execute(delete(audit_entries).where(audit_entries.c.log_index >= 2))
+    other = AuditLog(engine, log_signer(), policy=log.policy)  # another process: it remembers nothing of the log
+    for attempt in (lambda: other.append([make_event(9)]), other.issue_checkpoint):
+        with pytest.raises(AuditWriteError, match="rolled back"):
+            attempt()
+    assert other.size() == 2
+    assert [c.tree_size for c in other.checkpoints()] == [4]
+
+
+def test_a_log_rolled_back_under_a_running_writer_is_not_written_to(engine: Engine) -> None:
+    """A clean rollback (entries, subtrees and checkpoints after size 2 all gone: a backup put back under a running
+    gateway) leaves nothing in the database to tell. But this process wrote 4 entries, and an append-only log never
+    shrinks: appending would write entries 2 and 3 again, and sign sizes 3 and 4 again over other entries (a fork
+    of the checkpoint at 4 that officers may hold). Fail closed until the process restarts."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=2, every_seconds=None))
+    log.append([make_event(0), make_event(1)])
+    log.append([make_event(2), make_event(3)])
+    with triggers_disabled(engine) as connection:
+        connection.execute(delete(audit_entries).where(audit_entries.c.log_index >= 2))
+        connection.execute(delete(audit_checkpoints).where(audit_checkpoints.c.tree_size > 2))
+        connection.execute(delete(audit_tree_nodes).where(
+            audit_tree_nodes.c.node_id.in_([flat_index((1, 1)), flat_index((2, 0))])))
+    with pytest.raises(AuditWriteError, match="rolled back"):
+        log.append([make_event(9)])
+    assert log.size() == 2
+    assert [c.tree_size for c in log.checkpoints()] == [2]
 
 
 def test_proofs_beyond_the_log_are_unavailable(engine: Engine) -> None:

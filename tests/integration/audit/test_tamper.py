@@ -27,12 +27,14 @@ from audit.merkle import CompactRange, flat_index, leaf_hash, node_at_flat_index
 from audit.tables import audit_checkpoints, audit_entries, audit_tree_nodes
 from audit.verify import FailureKind, VerifyResult, verify_database, verify_export
 from gateway.db.engine import alembic_config, make_engine
-from tests.audit_support import ORIGIN, log_signer, make_event, triggers_disabled
+from tests.audit_support import ORIGIN, log_signer, make_event, rebuild_tree_nodes, triggers_disabled
 
 TARGET = 13
 SIGNER = log_signer()
 IMPOSTOR = NoteSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
 TABLES = (audit_entries, audit_tree_nodes, audit_checkpoints)
+HUGE_NUMBER = '"n":1' + "0" * 5000
+"""Valid JSON, but more digits than Python converts to an integer (a ValueError that is no JSON error)."""
 
 
 def _build_log(engine: Engine) -> AuditLog:
@@ -74,16 +76,6 @@ def _edit_canonical(connection: Connection, index: int, *, fix_leaf: bool,
     if fix_leaf:
         values["leaf_hash"] = leaf_hash(changed.encode())
     connection.execute(update(audit_entries).where(audit_entries.c.log_index == index).values(**values))
-
-
-def _rebuild_nodes(connection: Connection) -> None:
-    """The thorough forger: recompute every cached subtree from the (forged) leaves."""
-    leaves = connection.execute(select(audit_entries.c.leaf_hash).order_by(audit_entries.c.log_index)).scalars()
-    compact, nodes = CompactRange(), []
-    for leaf in leaves:
-        nodes.extend(compact.append(bytes(leaf)))
-    connection.execute(delete(audit_tree_nodes))
-    connection.execute(insert(audit_tree_nodes), [{"node_id": flat_index(node), "hash": h} for node, h in nodes])
 
 
 def _shift_up_from(connection: Connection, index: int) -> None:
@@ -138,11 +130,14 @@ LIVE_CASES: dict[str, tuple[Callable[[Connection], None], Expect, dict[str, Any]
         lambda c: _edit_canonical(c, TARGET, fix_leaf=True), Expect(FailureKind.ROOT, 8, 15, 16),
         {"check_node_cache": False}),
     "changed byte, leaf hash and whole tree cache rewritten": (
-        lambda c: (_edit_canonical(c, TARGET, fix_leaf=True), _rebuild_nodes(c)),  # type: ignore[func-returns-value]
+        lambda c: (_edit_canonical(c, TARGET, fix_leaf=True), rebuild_tree_nodes(c)),  # type: ignore[func-returns-value]
         Expect(FailureKind.ROOT, 8, 15, 16), {}),
     "purpose changed in the entry, leaf hash rewritten (columns disagree)": (
         lambda c: _edit_canonical(c, TARGET, fix_leaf=True, text=("bibob-check", "bibob-checc")),
         Expect(FailureKind.COLUMNS, TARGET), {}),
+    "number too long to read, leaf hash rewritten": (
+        lambda c: _edit_canonical(c, TARGET, fix_leaf=True, text=(f'"n":{TARGET}', HUGE_NUMBER)),
+        Expect(FailureKind.ENTRY, TARGET), {}),
     "indexed column changed": (
         lambda c: c.execute(update(audit_entries).where(audit_entries.c.log_index == TARGET)
                             .values(requester_org="someone-else")), Expect(FailureKind.COLUMNS, TARGET), {}),
@@ -354,6 +349,9 @@ EXPORT_CASES: dict[str, tuple[Callable[[Lines], None], Expect, dict[str, Any]]] 
     "non-canonical whitespace, leaf hash rewritten (fast)": (
         lambda ls: _change_byte(ls, fix_leaf=True, text=('{"entry_id"', '{ "entry_id"')),
         Expect(FailureKind.ROOT, 8, 15, 16), {"deep": False}),
+    "number too long to read, leaf hash rewritten (deep)": (
+        lambda ls: _change_byte(ls, fix_leaf=True, text=(f'"n":{TARGET}', HUGE_NUMBER)),
+        Expect(FailureKind.ENTRY, TARGET), {}),
     "deleted entry": (lambda ls: _delete(ls, renumber=False), Expect(FailureKind.GAP, TARGET), {}),
     "deleted entry, indices renumbered": (lambda ls: _delete(ls, renumber=True), Expect(FailureKind.INDEX, TARGET),
                                           {}),

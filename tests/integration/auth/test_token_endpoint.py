@@ -70,6 +70,19 @@ def test_requested_scope_narrows_and_unregistered_scope_is_refused(client: TestC
     _problem(refused, 400, "invalid_scope")
 
 
+def test_a_scope_asked_twice_is_granted_once(client: TestClient, container: Container) -> None:
+    """The scope is a set (RFC 6749 §3.3): the answer and the token's claim name each scope once."""
+    keys = register_client(container, SYSTEM, ["exchange", "discovery"])
+    granted = client.post("/oauth/token", data=token_form(client_assertion(container, keys),
+                                                          "exchange discovery exchange"))
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["scope"] == "discovery exchange"
+    jwks = client.get("/.well-known/jwks.json").json()
+    claims = jwt.decode(granted.json()["access_token"], OKPKey.import_key(jwks["keys"][0]),
+                        algorithms=["Ed25519"]).claims
+    assert claims["scope"] == "discovery exchange"
+
+
 @pytest.mark.parametrize("style", ["basic", "post"])
 def test_client_secret_authentication(client: TestClient, container: Container, style: str) -> None:
     secret = register_secret(container, SYSTEM, ["exchange"])

@@ -72,15 +72,25 @@ def test_timestamps_are_utc_with_microseconds_and_round_trip() -> None:
 
 @pytest.mark.parametrize(("mangle", "message"), [
     pytest.param(lambda b: b.replace(b'"v":1', b'"v":2'), "version", id="version"),
+    pytest.param(lambda b: b.replace(b'"v":1', b'"v":true'), "version", id="version true"),
     pytest.param(lambda b: b.replace(b'{"entry_id"', b'{ "entry_id"'), "canonical form", id="whitespace"),
     pytest.param(lambda b: b[:-1], "UTF-8 JSON", id="truncated"),
     pytest.param(lambda b: b.replace(b'"event_type":"', b'"event_type":"x'), "invalid", id="bad event"),
     pytest.param(lambda b: b.replace(b',"v":1}', b',"v":1,"w":0}'), "keys", id="extra key"),
+    pytest.param(lambda b: b.replace(b'"n":0', b'"n":1' + b"0" * 5000), "number", id="number too long to read"),
 ])
 def test_parse_entry_rejects_anything_but_a_valid_canonical_v1_entry(mangle: object, message: str) -> None:
     canonical = entry_canonical(0, ENTRY_ID, MOMENT, event_canonical(make_event()))
     with pytest.raises(VerificationError, match=message):
         parse_entry(mangle(canonical))  # type: ignore[operator]
+
+
+def test_a_wrong_version_is_reported_without_its_value() -> None:
+    """A verification failure names the check, never entry content: it ends up in reports and log files."""
+    canonical = entry_canonical(0, ENTRY_ID, MOMENT, event_canonical(make_event()))
+    with pytest.raises(VerificationError, match="version") as caught:
+        parse_entry(canonical.replace(b'"v":1', b'"v":"123456782"'))
+    assert "123456782" not in str(caught.value)
 
 
 def test_canonical_json_refuses_what_jcs_cannot_represent() -> None:

@@ -26,7 +26,7 @@ from gateway.client.api import (
     GatewayUnavailable,
     InvalidResponse,
 )
-from gateway.client.models import DiscoveryRequest, DiscoveryResult, ExchangeResult, Outcome
+from gateway.client.models import ANSWER_CONTEXT, DiscoveryRequest, DiscoveryResult, ExchangeResult, Outcome
 from tests.unit.client.test_api_retries import (
     KEY,
     NOW,
@@ -313,6 +313,23 @@ async def test_an_unknown_outcome_and_new_fields_of_a_newer_gateway_are_read() -
     assert newer.outcome.value == "deferred-to-court"
     assert newer.outcome not in set(Outcome), "none of the outcomes this version acts on"
     assert result.model_dump(mode="json")["targets"][1]["outcome"] == "deferred-to-court"
+
+
+async def test_records_withheld_is_typed_and_a_reason_of_a_newer_gateway_is_kept_as_sent() -> None:
+    """The marker of a replayed target without its records: a reason this version knows, one a newer gateway
+    added (kept: the records are not there either way), and none."""
+    seen = Recorder()
+    answer = RESULT | {"targets": [_target("allowed", records_withheld="expired"),
+                                   _target("allowed", holder="politie", records_withheld="purged-by-order"),
+                                   _target("allowed", holder="fiod")]}
+    async with _client(seen, _sequence(httpx.Response(200, json=answer))) as client:
+        result = await client.exchange(_request())
+    assert [t.records_withheld for t in result.targets] == ["expired", "purged-by-order", None]
+    with pytest.raises(ValueError, match="records_withheld"):
+        ExchangeResult.model_validate(answer)  # the gateway's own models still refuse it
+    with pytest.raises(ValueError, match="records_withheld"):  # and no free text is taken for a reason
+        ExchangeResult.model_validate(RESULT | {"targets": [_target("allowed", records_withheld="Jan Jansen")]},
+                                      context=ANSWER_CONTEXT)
 
 
 async def test_an_unknown_discovery_outcome_is_kept_as_sent() -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.client.fuzzy import MAX_FILTER_BATCH, FilterEnrolment
-from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
+from gateway.client.fuzzy import MAX_FILTER_BATCH, FilterEnrolment, FuzzyDiscoveryRequest
+from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches, fuzzy_request
+from gateway.client.matching import clk_key_id
+from gateway.client.models import Signal
 from tests.unit.client.test_api_retries import Recorder, _client
 
 SECRET = b"batches-test-partnership-secret!"
@@ -88,3 +90,18 @@ async def test_a_record_the_gateway_would_refuse_in_a_later_batch_is_refused_bef
     assert "/v1/enrolments/filters" not in seen.paths
     assert "123456782" not in str(raised.value)
     assert "batch 2" in str(raised.value)
+
+
+def test_every_body_carries_the_key_id_of_its_secret() -> None:
+    """Beside `schema_version`: the gateway tells filters of another (rotated, mistyped) secret from a no-hit."""
+    removals = [f"dossier/old-{n:05d}" for n in range(MAX_FILTER_BATCH + 1)]
+    bodies = list(enrolment_batches("riec-x", "person", SECRET, [], remove=removals))
+    assert [b["clk_key_id"] for b in bodies] == [clk_key_id(SECRET)] * 2
+    request = fuzzy_request(partnership="riec-x", purpose="bibob", legal_basis="WGS", case_reference="CASE-1",
+                            signal=Signal(type="bibob-application", reference="B-1"), categories=["tax_debts"],
+                            record_type="person", secret=SECRET, subjects=[PERSON])
+    assert request.clk_key_id == clk_key_id(SECRET) != clk_key_id(SECRET[::-1])
+    old_client = request.model_dump(mode="json") | {"clk_key_id": None}  # optional for one version
+    assert FuzzyDiscoveryRequest.model_validate(old_client).clk_key_id is None
+    with pytest.raises(ValueError, match="clk_key_id"):
+        FuzzyDiscoveryRequest.model_validate(old_client | {"clk_key_id": SECRET.decode()})  # not a key id

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from gateway.matching.encoding import (
     CLKEncoder,
     EncodedDataset,
+    clk_key_id,
     dataset_from_wire,
     dataset_to_wire,
     filters_from_b64,
@@ -168,6 +169,30 @@ def test_secret_must_be_long_enough_and_is_not_printed() -> None:
         CLKEncoder(shipped_schema("person"), b"short")
     encoder = CLKEncoder(shipped_schema("person"), SECRET)
     assert SECRET.decode() not in repr(encoder)
+
+
+def test_the_key_id_names_the_secret_without_holding_it() -> None:
+    """The key id every enrolment and discovery carries: one per secret (a rotated or mistyped one differs),
+    32 hex digits, never the secret nor a part of it, and none of the field keys (its own HKDF salt)."""
+    other = SECRET[:-1] + b"g"  # one character mistyped
+    key_id = clk_key_id(SECRET)
+    assert len(key_id) == 32
+    assert int(key_id, 16) >= 0
+    assert key_id == clk_key_id(SECRET) == CLKEncoder(shipped_schema("person"), SECRET).key_id
+    assert CLKEncoder(shipped_schema("company"), SECRET).key_id == key_id  # the secret's, whatever the schema
+    assert clk_key_id(other) != key_id
+    assert clk_key_id(b"\x00" * 16) != clk_key_id(b"\x00" * 17)
+    for secret in (SECRET, other, bytes(range(16))):
+        made = clk_key_id(secret)
+        assert made.encode() != secret
+        assert secret.hex()[:16] not in made  # nor the secret in hex, nor a piece of it
+        assert bytes.fromhex(made) not in secret
+        assert secret.decode("latin-1")[:8] not in made
+    field_key = HKDF(algorithm=hashes.SHA512(), length=32, salt=b"wgs-gateway/clk/v2",
+                     info=b"person\x00" + shipped_schema("person").version.to_bytes(4, "big") + b"\x00surname")
+    assert field_key.derive(SECRET).hex()[:32] != key_id
+    with pytest.raises(EncodingError):
+        clk_key_id(b"short")
 
 
 def test_many_records_are_encoded_in_chunks_consistently() -> None:
@@ -354,3 +379,28 @@ def test_digits_of_any_script_are_digits_not_dropped(written: str, digits: str) 
     """Found by a review: the digits normaliser kept only 0-9, so a date of birth in full-width or
     Arabic-Indic digits became *missing* (nothing encoded for it, no blocking key) instead of its number."""
     assert normalise(Normaliser.DIGITS, written) == digits
+
+
+@pytest.mark.parametrize("written", [
+    "\U0001d409\U0001d41a\U0001d427\U0001d42c\U0001d41e\U0001d427",  # mathematical bold ("fancy text" fonts)
+    "\U0001d471\U0001d482\U0001d48f\U0001d494\U0001d486\U0001d48f",  # mathematical bold italic
+    "\U0001d50d\U0001d51e\U0001d52b\U0001d530\U0001d522\U0001d52b",  # fraktur
+    "\U0001d409\U0001d400\U0001d40d\U0001d412\U0001d404\U0001d40d",  # mathematical bold capitals
+])
+def test_compatibility_letters_fold_to_lower_case(written: str) -> None:
+    """Found by a review: text was case-folded before its compatibility decomposition, so a capital that only
+    NFKD turns into a Latin letter (the styled letters of 'fancy text', pasted from a social-media profile)
+    stayed a capital: a bold 'Jansen' was 'Jansen', and no longer matched 'jansen' on its first bigrams."""
+    assert normalise(Normaliser.TEXT, written) == "jansen"
+    encoder = CLKEncoder(shipped_schema("person"), SECRET)
+    styled = encoder.encode([{"surname": written}, {"surname": "Jansen"}])
+    assert np.array_equal(styled[0], styled[1])
+
+
+@pytest.mark.parametrize("written", ["Pa\u0140la", "PA\u013fLA", "Pal\u00b7la", "PAL\u00b7LA"])
+def test_catalan_l_with_middle_dot_is_an_l(written: str) -> None:
+    """Found by a review: the table of letters written as Dutch registers spell them mapped 'ŀ' to 'l', but was
+    applied after NFKD, which had already split 'ŀ' into 'l' and a middle dot (punctuation, so a space): 'Paŀla'
+    and 'Pal·la' were 'pal la', two words, instead of 'palla'."""
+    assert normalise(Normaliser.TEXT, written) == "palla"
+    assert normalise(Normaliser.TEXT, "Caf\u00e9\u00b7bar") == "cafe bar"  # a middle dot elsewhere still parts words

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from gateway.matching.encoding import CLKEncoder, EncodedDataset
-from gateway.matching.lookup import MAX_DENSITY, alike, implausible, matches
+from gateway.matching.lookup import MAX_DENSITY, alike, held_blocker, implausible, matches
 from gateway.matching.schema import shipped_schema
 
 SECRET = b"lookup-test-partnership-secret!!"
@@ -70,3 +70,23 @@ def test_two_versions_of_one_person_are_alike_and_distinct_people_are_not() -> N
     assert alike(versions[:2], threshold) is None
     assert alike(versions[:1], threshold) is None
     assert alike(np.concatenate([versions[:1], versions[:1]]), threshold) == (0, 1)  # the very same filter
+
+
+def test_a_subject_is_compared_with_a_block_as_it_would_be_alone() -> None:
+    """Found by a review: the cap on a blocking key's pairs (P-Sig's frequency filter, ``max_block_pairs``)
+    counted the subjects asked with the same key, so a subject compared with a block of 200 held records when
+    asked alone was not compared with it at all when asked with 50 others sharing that key (a household, one
+    date of birth): 'hit' alone, 'no-hit' in company — its answer depended on the others asked, and the switch
+    told the requester how many records the holder keeps under that key."""
+    encoder = _encoder()
+    threshold = shipped_schema("person").threshold
+    key = np.uint64(0x5EED)  # one signature, shared by everyone below: only this block proposes pairs
+    held_filters = encoder.encode([PERSON] + [{"given_name": f"held{n}", "surname": f"person{n}"} for n in range(199)])
+    held = EncodedDataset(held_filters, np.full((len(held_filters), 1), key, dtype=np.uint64))
+    asked_filters = encoder.encode([PERSON | {"given_name": "micheala"}]
+                                   + [{"given_name": f"asked{n}", "surname": f"other{n}"} for n in range(50)])
+    asked = EncodedDataset(asked_filters, np.full((len(asked_filters), 1), key, dtype=np.uint64))
+    alone = EncodedDataset(asked_filters[:1], np.full((1, 1), key, dtype=np.uint64))
+    assert matches(alone, held, threshold) == {0: 0}
+    assert matches(asked, held, threshold) == {0: 0}
+    assert matches(asked, held, threshold, held_blocker(held)) == {0: 0}

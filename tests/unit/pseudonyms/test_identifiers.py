@@ -143,3 +143,20 @@ def test_parsed_identifiers_are_the_ones_the_constructor_accepts(number: str, no
     parsed = bsn(raw)
     assert parsed == Identifier(IdentifierType.BSN, number)
     assert parsed.hash_input() == f"bsn:{number}".encode()
+
+
+@pytest.mark.parametrize("invisible", ["\ufeff", "\u200b", "\u00ad", "\u2060", "\u200e"],
+                         ids=["bom", "zero-width-space", "soft-hyphen", "word-joiner", "left-to-right-mark"])
+def test_invisible_format_characters_are_stripped_like_spaces(invisible: str) -> None:
+    """Found by a review: a byte-order mark (the first cell of a CSV file saved as 'UTF-8 with BOM'), a
+    zero-width space or a direction mark pasted from a web page is invisible, and made a correct number fail with
+    'may contain only digits, spaces and dots' — which the person looking at '123456782' cannot see. Such
+    characters carry no digit and are stripped as spaces and dots are (matching's text normaliser drops them
+    too); anything visible that is no digit is still refused."""
+    assert bsn(f"{invisible}123456782") == bsn("123456782")
+    assert bsn(f"1234{invisible}56782{invisible}") == bsn("123456782")
+    assert kvk_number(f"{invisible}12345678") == kvk_number("12345678")
+    with pytest.raises(InvalidIdentifier, match="empty"):
+        bsn(invisible)
+    with pytest.raises(InvalidIdentifier, match="only digits"):
+        bsn(f"{invisible}12345678A")
