@@ -276,8 +276,11 @@ def test_an_expired_handle_is_refused_and_removed(stack: Stack, people: People) 
 def test_a_tampered_or_guessed_handle_is_refused(stack: Stack, people: People, spoil: str) -> None:
     handle = _handle(_discover(stack, people), "politie")
     token = handle.removeprefix("match:")
-    other = {"A": "B"}.get(token[-1], "A")
-    spoilt = {"last-character": handle[:-1] + other, "first-character": "match:" + other + token[1:],
+    def other(character: str) -> str:  # another character than the one it replaces (else no tampering)
+        return "B" if character == "A" else "A"
+
+    spoilt = {"last-character": handle[:-1] + other(token[-1]),
+              "first-character": "match:" + other(token[0]) + token[1:],
               "guessed": "match:" + secrets.token_urlsafe(32), "short": handle[:-4], "prefix-only": "match:abcd"}[spoil]
     assert spoilt != handle
     assert NOT_YOURS in _problem(_exchange(stack, [spoilt]))
