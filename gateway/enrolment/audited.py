@@ -166,8 +166,8 @@ async def write_logged(writer: AsyncAuditWriter | None, sessions: sessionmaker[S
         def within(connection: Connection, expected: IndexCounts = expected) -> None:
             try:
                 done = change.apply(connection)
-            except SQLAlchemyError:  # the database failed: the log's transaction failed with it (503)
-                raise
+            except (SQLAlchemyError, IndexMoved):  # the database failed: the log's transaction failed with it
+                raise  # (503); or others got in between the count and the write: counted again, tried again
             except Exception as exc:
                 raise _Defect(exc) from exc
             if done != expected:

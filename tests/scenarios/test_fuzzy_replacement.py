@@ -15,12 +15,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from audit.tables import audit_entries
 from gateway.client import fuzzy_requests
 from gateway.client.errors import GatewayClientError
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
+from gateway.enrolment import filters
 from gateway.enrolment.setup import filter_service
 from gateway.enrolment.tables import match_filter_staged, match_filters
 from gateway.matching.schema import shipped_schema
@@ -190,3 +191,29 @@ def test_no_participant_enrols_more_records_than_the_limit(stack: Stack, monkeyp
         asyncio.run(_enrol(stack, too_many, replace=True))  # in one batch
     assert _count(stack, match_filters) == LIMIT
     assert len(_answering(stack)) == LIMIT
+
+
+def test_a_batch_the_index_moved_under_is_counted_and_tried_again_not_a_500(stack: Stack,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FilterBatch.apply`` refuses a batch when others got in between its count and its write (the limit would
+    be passed, the replacement changed: ``IndexMoved``); the batch is then counted again and tried again, as
+    for a count that moved. Before, that refusal was taken for a defect: a 500 and a failed-batch entry."""
+    original = filters.FilterBatch.apply
+    moved: list[int] = []
+
+    def moved_once(self: filters.FilterBatch, connection: Connection) -> Any:
+        if not moved:
+            moved.append(1)
+            raise filters.IndexMoved("the limit would be passed with the batches that got in meanwhile")
+        return original(self, connection)
+
+    monkeypatch.setattr(filters.FilterBatch, "apply", moved_once)
+    before = _count(stack, audit_entries)
+    answer = asyncio.run(_enrol(stack, NEW[:2]))
+    assert moved == [1]
+    assert (answer.stored, answer.enrolled) == (2, len(OLD) + 2)
+    assert sorted(_answering(stack)) == sorted(_refs(OLD) + _refs(NEW[:2]))
+    with stack.container.engine.connect() as connection:
+        written = connection.execute(select(audit_entries.c.event_type)
+                                     .where(audit_entries.c.log_index >= before)).scalars().all()
+    assert written == ["index.enrolment"]  # the batch's entry once, no failed-batch entry
