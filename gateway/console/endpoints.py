@@ -83,14 +83,14 @@ _PSEUDONYM = re.compile(r"^[A-Za-z0-9+/=_:.\-]{1,1024}$")  # as audit.events.Pse
 WRITES_ON_OPENING = "page_elsewhere"
 """The refusal of a page that writes as it opens (:meth:`Page.from_own_page`) when another origin's page opened
 it: such a GET is an action, as a download is, and carries no CSRF token."""
-MAX_SUBJECT = 1024
-"""The longest ``subject`` filter, as the API's ``/v1/audit/entries`` (a pseudonym is at most that long)."""
+MAX_SUBJECT = review.MAX_SUBJECT
+"""The longest ``subject`` filter: the API's (a pseudonym is at most that long)."""
 MAX_DAY = len("YYYY-MM-DD")
 """The longest ``since``/``until`` a POSTed filter form sends (a day)."""
-MAX_INDEX = 2**53
-_VERIFIED = frozenset({"verified"})  # the explorer's notice after the officer's own verification run
-"""The largest log index a page accepts, as the API's ``cursor`` (the largest integer JSON readers keep exact):
+MAX_INDEX = review.MAX_CURSOR
+"""The largest log index a page accepts: the API's ``cursor`` bound (the largest integer JSON readers keep exact),
 far beyond any log, and below the 64-bit integers of the database, which a larger one overflowed into a 500."""
+_VERIFIED = frozenset({"verified"})  # the explorer's notice after the officer's own verification run
 
 
 id_filter = query_filters.form_id_query  # bounded as the API's filters (gateway.query_filters)
