@@ -148,14 +148,19 @@ class BodySizeLimitMiddleware:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + "payload-too-large", "title": "Payload too large",
-                                "status": 413, "detail": f"Request body exceeds {self.max_bytes} bytes."}
-        payload = json.dumps(body).encode()
         log.info("request_rejected", status=413, problem="payload-too-large")
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        await _send_problem(send, 413, "payload-too-large", "Payload too large",
+                            f"Request body exceeds {self.max_bytes} bytes.")
+
+
+async def _send_problem(send: Send, status: int, slug: str, title: str, detail: str, **extra: str) -> None:
+    """Answer with a problem document from middleware, where no route and no exception handler runs."""
+    payload = json.dumps({"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+                         | extra).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                            (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class _RepeatedName(ValueError):
@@ -220,12 +225,7 @@ class StrictJsonMiddleware:
         reason = _ambiguity(body)
         if reason is not None:
             log.info("request_rejected", status=400, problem="bad-request", reason=reason)
-            payload = json.dumps({"type": PROBLEM_TYPE_BASE + "bad-request", "title": "Bad request", "status": 400,
-                                  "detail": reason, "instance": scrub_text(scope["path"])}).encode()
-            await send({"type": "http.response.start", "status": 400,
-                        "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                                    (b"content-length", str(len(payload)).encode())]})
-            await send({"type": "http.response.body", "body": payload})
+            await _send_problem(send, 400, "bad-request", "Bad request", reason, instance=scrub_text(scope["path"]))
             return
         replayed = False
 
