@@ -30,7 +30,8 @@ The subjects have no pseudonym, so the log names none: it carries how many were 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.exc import DataError, OperationalError
@@ -66,6 +67,7 @@ from gateway.matching.schema import Schema
 from gateway.policy.model import Decision
 
 log = structlog.get_logger("gateway.exchange.fuzzy")
+_Read = TypeVar("_Read")
 
 
 def _as_discovery(body: FuzzyDiscoveryRequest) -> DiscoveryRequest:
@@ -127,15 +129,21 @@ class FuzzyDiscovery:
         finally:
             self.exchange._logged_ahead.discard(discovery_id)
 
-    async def _held(self, partnership: str, schema: Schema, allowed: list[str]) -> dict[str, HeldRecords]:
-        """The allowed holders' records. The request is logged ahead by now, so a database failure here is a 503
-        that the log must end (``request.failed``, written by ``ExchangeService._audit_defect`` for a 503 after
-        the write-ahead); as a bare database error it would be answered 503 with the request left pending."""
+    @staticmethod
+    async def _read_index(read: Callable[..., _Read], *args: Any) -> _Read:
+        """``read(*args)`` on a worker thread; a database failure is a 503. After the write-ahead the log must
+        end such a request (``request.failed``, written by ``ExchangeService._audit_defect`` for a 503 after the
+        write-ahead); as a bare database error it would be answered 503 with the request left pending. Before
+        it, nothing is logged either way."""
         try:
-            return await asyncio.to_thread(self.filters.held, partnership, schema, allowed)
+            return await asyncio.to_thread(read, *args)
         except (OperationalError, DataError) as exc:
             log.error("fuzzy_index_unreadable", error_type=type(exc).__name__)
             raise ServiceUnavailable("the discovery index could not be read; nothing was disclosed") from exc
+
+    async def _held(self, partnership: str, schema: Schema, allowed: list[str]) -> dict[str, HeldRecords]:
+        """The allowed holders' records (the request is logged ahead by now)."""
+        return await self._read_index(self.filters.held, partnership, schema, allowed)
 
     async def _not_comparable(self, body: FuzzyDiscoveryRequest, record_type: str, targets: list[str]) -> set[str]:
         """The targets whose filters carry another key id than the request's; 422 when no target can be compared
@@ -143,19 +151,15 @@ class FuzzyDiscovery:
         Before the write-ahead, so that refusal and a database failure (a plain 503) leave nothing logged."""
         if body.clk_key_id is None or not targets:
             return set()
-        try:
-            keys = await asyncio.to_thread(self.filters.key_ids, body.partnership, record_type, targets)
-            others = {t for t in targets if not comparable(body.clk_key_id, keys, t)}
-            if not others or body.clk_key_id in keys.values():
-                return others
-            unknown = [t for t in targets if t not in keys]
-            holding = await asyncio.to_thread(self.filters.holding, body.partnership, record_type, unknown) \
-                if unknown else set()
-            if holding:  # filters of unknown key id: compared as before
-                return others
-        except (OperationalError, DataError) as exc:
-            log.error("fuzzy_index_unreadable", error_type=type(exc).__name__)
-            raise ServiceUnavailable("the discovery index could not be read; nothing was disclosed") from exc
+        keys = await self._read_index(self.filters.key_ids, body.partnership, record_type, targets)
+        others = {t for t in targets if not comparable(body.clk_key_id, keys, t)}
+        if not others or body.clk_key_id in keys.values():
+            return others
+        unknown = [t for t in targets if t not in keys]
+        holding: set[str] = await self._read_index(self.filters.holding, body.partnership, record_type, unknown) \
+            if unknown else set()
+        if holding:  # filters of unknown key id: compared as before
+            return others
         raise ClkKeyMismatch(f"no holder's filters were encoded with the CLK secret of key id {body.clk_key_id}: "
                              "nothing can be compared (a rotated or mistyped secret?); nothing was disclosed",
                              extra={"code": MISMATCH})
