@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from gateway.errors import GatewayError
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
 PUBLIC_PREFIXES = ("/health", "/.well-known/", "/oauth/", "/v1/auth/login")
@@ -66,6 +67,12 @@ _TOKEN_PROBLEMS = {"400": ("invalid_request", "the form body could not be parsed
 def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
     """An example problem document, as ``gateway.problems`` writes them."""
     return {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail} | extra
+
+
+def problem_of(error: GatewayError, instance: str) -> dict[str, Any]:
+    """The problem document ``gateway.problems`` writes for ``error`` at ``instance``: an example that is the
+    refusal itself, so that it cannot drift from it."""
+    return problem(error.status, error.slug, error.title, error.detail, instance=instance, **error.extra)
 
 
 def named_examples(**examples: dict[str, Any]) -> dict[str, Any]:

@@ -91,10 +91,21 @@ def check_addition(current: str | None, key_id: str | None, *, adds: bool) -> No
     """Refuse a batch that adds or updates records (``adds``) with a key id other than ``current``'s, both known
     (rule 1 of the module docstring). Withdrawals alone need no key."""
     if adds and current is not None and key_id is not None and current != key_id:
-        raise ClkKeyMismatch(
-            f"these filters were encoded with another CLK secret (key id {key_id}) than the ones you have enrolled "
-            f"(key id {current}): nothing was enrolled. A rotated secret re-enrols everything (`replace`); a "
-            "mistyped one is fixed on your side", extra={"code": MISMATCH, "clk_key_id": current})
+        raise addition_mismatch(current, key_id)
+
+
+def addition_mismatch(current: str, key_id: str) -> ClkKeyMismatch:
+    """The refusal of :func:`check_addition` (also the API document's example of it)."""
+    return ClkKeyMismatch(
+        f"these filters were encoded with another CLK secret (key id {key_id}) than the ones you have enrolled "
+        f"(key id {current}): nothing was enrolled. A rotated secret re-enrols everything (`replace`); a "
+        "mistyped one is fixed on your side", extra={"code": MISMATCH, "clk_key_id": current})
+
+
+def none_comparable(key_id: str) -> ClkKeyMismatch:
+    """The refusal of a fuzzy discovery of key id ``key_id`` that no target's filters carry (rule 2)."""
+    return ClkKeyMismatch(f"no holder's filters were encoded with the CLK secret of key id {key_id}: nothing can be "
+                          "compared (a rotated or mistyped secret?); nothing was disclosed", extra={"code": MISMATCH})
 
 
 def after_batch(current: str | None, key_id: str | None, *, whole: bool, held_before: int, held_after: int,

@@ -4,18 +4,28 @@ and asking hit/no-hit with them (``POST /v1/discovery/fuzzy``, scope ``discovery
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal, Scope
-from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer, FuzzyDiscoveryRequest, FuzzyDiscoveryResult
+from gateway.client.fuzzy import (
+    FilterEnrolment,
+    FilterEnrolmentAnswer,
+    FilterRecord,
+    FuzzyDiscoveryRequest,
+    FuzzyDiscoveryResult,
+)
 from gateway.deps import container_of
+from gateway.enrolment.clk_keys import ClkKeyMismatch, addition_mismatch, none_comparable
 from gateway.enrolment.endpoints import entry_trace
+from gateway.enrolment.filters import ImplausibleFilters
 from gateway.enrolment.setup import filter_service, fuzzy_discovery
 from gateway.exchange.endpoints import trace_of
-from gateway.openapi import problem, problem_examples
+from gateway.matching.plausibility import Implausibility
+from gateway.openapi import problem_examples, problem_of
 
 router = APIRouter(prefix="/v1")
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -32,27 +42,28 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 _KEY_ID_A, _KEY_ID_B = "5d2f8a0c41b9e7736a1c0e9f24d8b5a3", "c07e19b4a2d35f8e6b0a9c4d1e7f2a58"
 
 
-def _malformed(path: str, what: str) -> dict[str, Any]:
-    return problem(422, "unprocessable", "Unprocessable request", f"{what}: filter 3 is empty or sets more than 75% "
-                   "of its bits, which no encoding of a record does", instance=path)
+def _refusals(path: str, what: str, items: Sequence[Any], described: str,
+              mismatch: ClkKeyMismatch) -> dict[str, Any]:
+    """The 422 of a fuzzy route: ``_PROBLEMS``' description and ``described``, and as examples the refusals
+    themselves (an implausible ``what`` at position 3 of ``items``; ``mismatch``), not a copy of their texts."""
+    implausible = ImplausibleFilters.of(what, items, {3: Implausibility.TOO_DENSE})
+    return {"description": _PROBLEMS[422]["description"] + described,
+            "content": problem_examples(implausible=problem_of(implausible, path),
+                                        clk_key_mismatch=problem_of(mismatch, path))}
 
 
 _ENROL_PROBLEMS = _PROBLEMS | {
     409: {"description": "Other enrolments of the same records kept changing the index: nothing enrolled, retry; "
                          "or the last batch of a `replacement` declares another `total` than the replacement holds "
                          "(a batch missing, or the replacement abandoned): nothing changed"},
-    422: {"description": _PROBLEMS[422]["description"] + "; more records than a participant may have enrolled "
-                         "(the problem's `limit`: nothing enrolled); a `replacement` batch without `replace`, "
-                         "with `remove`, or `total` without `replacement`; `clk-key-mismatch`: filters encoded "
-                         "with another CLK secret (`clk_key_id`) than the ones you have enrolled, nothing enrolled "
-                         "(a rotation re-enrols everything with `replace`), or a replacement's batches of two",
-          "content": problem_examples(
-              malformed=_malformed("/v1/enrolments/filters", "records"),
-              clk_key_mismatch=problem(
-                  422, "clk-key-mismatch", "CLK key mismatch", f"these filters were encoded with another CLK secret "
-                  f"(key id {_KEY_ID_B}) than the ones you have enrolled (key id {_KEY_ID_A}): nothing was "
-                  "enrolled. A rotated secret re-enrols everything (`replace`); a mistyped one is fixed on your "
-                  "side", instance="/v1/enrolments/filters", code="clk-key-mismatch", clk_key_id=_KEY_ID_A))},
+    422: _refusals("/v1/enrolments/filters", "records",
+                   [FilterRecord.model_construct(clk="", ref=f"dossier/2026/{n:05d}", categories=["police_incidents"])
+                    for n in range(4)],
+                   "; more records than a participant may have enrolled (the problem's `limit`: nothing enrolled); a "
+                   "`replacement` batch without `replace`, with `remove`, or `total` without `replacement`; "
+                   "`clk-key-mismatch`: filters encoded with another CLK secret (`clk_key_id`) than the ones you "
+                   "have enrolled, nothing enrolled (a rotation re-enrols everything with `replace`), or a "
+                   "replacement's batches of two", addition_mismatch(_KEY_ID_A, _KEY_ID_B)),
     500: {"description": "A defect in the gateway while writing the index: nothing was enrolled (logged and "
                          "audited)"},
     503: {"description": "The audit log could not be written: nothing was enrolled"},
@@ -75,15 +86,10 @@ _FUZZY_RESULT: dict[str, Any] = {
 
 _DISCOVERY_PROBLEMS = _PROBLEMS | {
     200: {"content": {"application/json": {"example": _FUZZY_RESULT}}},
-    422: {"description": _PROBLEMS[422]["description"] + "; `clk-key-mismatch`: no holder's filters were encoded "
-                         "with the CLK secret of the request's `clk_key_id` (nothing logged, nothing compared; a "
-                         "holder of another secret among others is answered `not-comparable`)",
-          "content": problem_examples(
-              malformed=_malformed("/v1/discovery/fuzzy", "subjects"),
-              clk_key_mismatch=problem(
-                  422, "clk-key-mismatch", "CLK key mismatch", f"no holder's filters were encoded with the CLK "
-                  f"secret of key id {_KEY_ID_B}: nothing can be compared (a rotated or mistyped secret?); nothing "
-                  "was disclosed", instance="/v1/discovery/fuzzy", code="clk-key-mismatch"))},
+    422: _refusals("/v1/discovery/fuzzy", "subjects", [None] * 4,
+                   "; `clk-key-mismatch`: no holder's filters were encoded with the CLK secret of the request's "
+                   "`clk_key_id` (nothing logged, nothing compared; a holder of another secret among others is "
+                   "answered `not-comparable`)", none_comparable(_KEY_ID_B)),
     403: {"description": "The token lacks the scope `discovery`"},
     503: {"description": "Policy engine, audit log or the filter index unavailable: the request is denied (fail "
                          "closed)"},

@@ -41,7 +41,7 @@ from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FuzzyDiscoveryRequest, FuzzyDiscoveryResult, FuzzyTarget
 from gateway.client.models import DiscoveryRequest, Reason, Subject
 from gateway.client.models import Receipt as ReceiptView
-from gateway.enrolment.clk_keys import MISMATCH, ClkKeyMismatch, comparable
+from gateway.enrolment.clk_keys import MISMATCH, comparable, none_comparable
 from gateway.enrolment.filters import FilterService, encoded, schema_for
 from gateway.enrolment.held import HeldRecords
 from gateway.enrolment.service import IndexHolding
@@ -160,9 +160,7 @@ class FuzzyDiscovery:
             if unknown else set()
         if holding:  # filters of unknown key id: compared as before
             return others
-        raise ClkKeyMismatch(f"no holder's filters were encoded with the CLK secret of key id {body.clk_key_id}: "
-                             "nothing can be compared (a rotated or mistyped secret?); nothing was disclosed",
-                             extra={"code": MISMATCH})
+        raise none_comparable(body.clk_key_id)
 
     async def _discover(self, principal: Principal, body: FuzzyDiscoveryRequest, stand_in: DiscoveryRequest,
                         trace: Trace, discovery_id: str) -> FuzzyDiscoveryResult:
