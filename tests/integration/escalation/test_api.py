@@ -768,6 +768,41 @@ def test_a_nul_character_in_any_written_text_is_a_422_on_both_engines_and_change
     assert env.get("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}").json()["status"] == "identified"
 
 
+def test_a_lone_surrogate_in_a_gaps_title_description_or_note_is_a_422_and_changes_nothing(env: Env) -> None:
+    """JSON may escape half of a surrogate pair (``"\\ud800"``), which Python's reader turns into a string
+    no UTF-8 text holds. A gap's title and description (optional, so ``str | None``) and a status change's
+    note took it past validation: the step then failed in the audit log's transaction, a 500 with a
+    "not applied" error entry per attempt. It is the caller's input, refused like a NUL character: a 422
+    problem+json before anything is logged or stored."""
+    case_id = env.open_case()
+    gap = env.post("po-politie", f"/v1/escalations/{case_id}/legal-gap",
+                   {"title": "Bibob cooperation", "description": "No basis for sharing between municipalities."})
+    assert gap.status_code == 200, gap.text
+    steps = len(env.audit_steps(case_id))
+
+    def raw(who: str, path: str, body: str) -> httpx.Response:
+        response: httpx.Response = env.client.post(path, content=body.encode(), headers={
+            **bearer(env.token(who)), "content-type": "application/json"})
+        return response
+
+    for body in ('{"title": "Bibob \\ud800", "description": "No basis for sharing."}',
+                 '{"title": "Bibob cooperation", "description": "No basis \\udfff for sharing."}'):
+        refused = raw("po-politie", f"/v1/escalations/{case_id}/legal-gap", body)
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    note = raw("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}/status",
+               '{"expected_version": 1, "status": "on-agenda", "note": "On the agenda \\ud83d of the 9th."}')
+    assert note.status_code == 422, note.text
+    assert note.headers["content-type"].startswith("application/problem+json")
+
+    assert len(env.audit_steps(case_id)) == steps  # no step claimed, none failed
+    assert not [e for e in env.audit_events() if e["extra"].get("gap_id") == gap.json()["id"]
+                and e["extra"].get("action") == "legal_gap_status"]
+    assert [g["title"] for g in env.get("po-politie", "/v1/legal-gaps").json()
+            if case_id in g["case_ids"]] == ["Bibob cooperation"]
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}").json()["status"] == "identified"
+
+
 def test_an_objection_to_a_denial_can_be_allowed(env: Env) -> None:
     exchange_id = _denied_exchange(env, ["police_incidents", "criminal_intelligence"])
     case = _object(env, "po-gemeente", exchange_id).json()
