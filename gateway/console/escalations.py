@@ -222,9 +222,10 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
     decider = (is_active and me.organisation in case.deciders  # the requester's officer too: it may refer up
                and found is not None and access.has_tier_role(principal, found, case.tier))
     owners = {case.holder_org if case.trigger == "holder-objection" else case.requester_org}  # who opened it
-    never = service.register.never_disclosed(case.partnership)  # requested, but no allow may permit them
+    # Requested, but no allow may permit them (never disclosed, or not this holder's to give this requester)
+    disclosable = service.register.disclosable(case.partnership, case.purpose, case.requester_org, case.holder_org)
     values: dict[str, Any] = {"outcome": "", "motivation": "",
-                              "categories": [c for c in case.requested_categories if c not in never],
+                              "categories": [c for c in case.requested_categories if c in disclosable],
                               "retain_until": "", "results_only": False, "comment": "", "attachments": [],
                               "withdraw_motivation": "", "gap_id": "", "gap_title": "", "gap_description": ""}
     values |= typed or {}

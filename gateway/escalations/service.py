@@ -647,6 +647,13 @@ class EscalationService:
             if body.outcome == "allow" and barred:  # requested, and removed by policy: no re-run would disclose it
                 raise EscalationError(f"an allow cannot permit {', '.join(barred)}: never disclosed in "
                                       f"`{case.partnership}`, whatever a decision says")
+            beyond = sorted(set(body.permitted_categories) - self.register.disclosable(
+                case.partnership, case.purpose, case.requester_org, case.holder_org))
+            if body.outcome == "allow" and beyond:  # rule 3 bounds the re-run: a decision only narrows it
+                raise EscalationError(
+                    f"an allow cannot permit {', '.join(beyond)}: the register does not let `{case.holder_org}` "
+                    f"disclose it to `{case.requester_org}` for `{case.purpose}` (rule 3), whatever a decision "
+                    "says; if it should, flag the case as a legal gap")
             found = partnership(case.partnership)
             needed = case_store.votes_needed(case, access.min_deciders(found, case.tier) if found else 1)
             proposal = case_store.proposal_of(body.outcome, body.permitted_categories, obligations)

@@ -37,7 +37,7 @@ RIEC = "riec-amsterdam-amstelland"
 ACCOUNTS = {"po-politie": ("politie", "privacy-officer"), "po-gemeente": ("gemeente-amsterdam", "privacy-officer"),
             "po-bank": ("abn-amro", "privacy-officer"), "admin-riec": ("riec-aa", "administrator"),
             "contact-riec": ("riec-aa", "contact-point"), "po-om": ("om-amsterdam", "privacy-officer"),
-            "admin-politie": ("politie", "administrator")}
+            "admin-politie": ("politie", "administrator"), "po-belasting": ("belastingdienst", "privacy-officer")}
 
 
 @pytest.fixture
@@ -242,6 +242,35 @@ def test_forms_without_the_csrf_token_are_refused(console: TestClient, container
     response = console.post("/console/legal-gaps/some-gap/status", data={"expected_version": "1",
                                                                        "status": "resolved"})
     assert response.status_code == 403
+
+
+def test_a_category_the_holder_may_never_give_the_requester_is_not_ticked_at_first(console: TestClient,
+                                                                                 container: Container) -> None:
+    """The municipality objected to a narrowing: income, removed because the municipality may not receive it
+    for unexplained wealth (rule 3), is among the requested categories. The decision form ticked every
+    requested category but those never disclosed, so an allow sent as offered named income, which no re-run
+    discloses (the service refuses it now); it is offered unticked, like criminal intelligence."""
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        case_id = open_case(session, partnership=RIEC, purpose="unexplained-wealth",
+                            requester_org="gemeente-amsterdam", holder_org="belastingdienst",
+                            trigger="requester-objection", register_version=service.register.version,
+                            policy_reasons=["category-not-receivable"], deadlines=service.deadlines,
+                            now=container.clock.now(), timezone=service.timezone, exchange_id="ex-wealth",
+                            request_fingerprint="fp", requested_categories=["assets", "income"]).id
+    sign_in(console, "po-belasting")
+    html = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="decision-form"' in html
+    assert re.search(r'value="assets"[^>]*checked', html)
+    assert 'name="permitted_categories" value="income"' in html
+    assert not re.search(r'value="income"[^>]*checked', html)
+    token = csrf_of(html)
+    refused = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "allow", "permitted_categories": ["assets", "income"],
+        "motivation": "the municipality needs the income as well"})
+    assert refused.status_code == 422
+    assert "cannot permit income" in refused.text
+    assert version_of(container, case_id) == 1
 
 
 def test_decision_form_errors_are_shown_on_the_case_page(console: TestClient, container: Container) -> None:

@@ -555,6 +555,35 @@ def test_an_allow_cannot_permit_what_the_partnership_never_discloses(env: Env) -
     assert env.audit_steps(case_id)[-1]["categories"] == ["police_incidents"]
 
 
+def test_an_allow_cannot_permit_what_the_register_never_lets_this_holder_disclose_to_this_requester(
+        env: Env) -> None:
+    """Rule 3 bounds every re-run: a category is disclosed only if the holder's role supplies it for the
+    purpose and the requester's role may receive it; a decision narrows that, never widens it. An objection
+    to a narrowing carries the removed categories among those requested (the municipality may not receive
+    income for unexplained wealth). An allow naming one was taken: the re-run dropped it again, the decision
+    counted as applied and the case closed, with a decision on record that promised what nobody got. It is
+    refused, and nothing is decided or logged; an allow within the register's bounds is taken."""
+    exchange_id = env.insert_exchange([target("belastingdienst", "belastingdienst-bvr", Outcome.ALLOWED_NARROWED,
+                                              ["assets"], ["income"])], purpose="unexplained-wealth")
+    objected = _object(env, "po-gemeente", exchange_id, holder="belastingdienst")
+    assert objected.status_code == 201, objected.text
+    case_id = objected.json()["id"]
+    assert objected.json()["requested_categories"] == ["assets", "income"]
+    env.move_up(case_id, 2)  # the tier-2 desk decides (tier 1's holder officer is not among the test's people)
+    steps = len(env.audit_steps(case_id))
+    version = env.version(case_id)
+    refused = env.decide("desk-riec", case_id, "allow", ["assets", "income"])
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "cannot permit income:" in refused.json()["detail"]  # income only: assets is this holder's to give
+    assert (env.case(case_id).state.value, env.case(case_id).version, env.case(case_id).decision) == (
+        "escalated", version, None)
+    assert len(env.audit_steps(case_id)) == steps
+    allowed = env.decide("desk-riec", case_id, "allow", ["assets"])
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["decision"]["permitted_categories"] == ["assets"]
+
+
 def test_a_stale_expected_version_gets_409_and_changes_nothing(env: Env) -> None:
     case_id = env.open_case()
     assert env.review("po-politie", case_id, 1).status_code == 200
