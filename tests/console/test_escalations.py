@@ -949,6 +949,30 @@ def test_the_requesting_organisation_is_offered_only_the_referral_of_its_own_req
     assert re.findall(r'name="outcome" value="([^"]+)"', holder.text) == ["allow", "deny", "refer-up"]
 
 
+def test_the_last_tier_is_offered_no_referral(console: TestClient, container: Container) -> None:
+    """Tier 3 is the last: a referral there is refused (409, no tier above). Its deciders were offered "refer
+    up" next to allow and deny, and the requesting organisation, which sits on the RIEC's steering group and
+    may not allow or deny its own request, was offered a decision form whose only choice was that referral,
+    refused whenever sent. Now tier 3 offers allow and deny, and the requester no decision form at all."""
+    case_id = open_riec_case(container)
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        for version in (1, 2):
+            act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
+                deadlines=service.deadlines, timezone=service.timezone)
+    sign_in(console, "po-om")  # a tier-3 decider
+    page = console.get(f"/console/escalations/{case_id}").text
+    assert re.findall(r'name="outcome" value="([^"]+)"', page) == ["allow", "deny"]
+    sign_in(console, "po-gemeente")  # the requester, on the steering group
+    own = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="decision-form"' not in own
+    assert 'name="outcome"' not in own
+    assert 'id="four-eyes-note"' in own
+    assert "tier 3 is the last" in own
+    assert 'id="not-decider"' not in own, "it does sit on the tier; four eyes keep it out"
+    assert version_of(container, case_id) == 3
+
+
 def language_links(html: str) -> dict[str, str]:
     nav = html.split('<nav class="languages"')[1].split("</nav>")[0]
     return {lang: href.replace("&amp;", "&") for href, lang in re.findall(r'<a href="([^"]*)" lang="(nl|en)"', nav)}
