@@ -104,7 +104,8 @@ class ExtraObligations(_Strict):
 
     retain_until: date | None = Field(default=None, description=(
         "An earlier deletion date than the purpose's: from today (in the register's timezone) up to the "
-        "purpose's retention counted from today; a date outside that is refused (422)."))
+        "purpose's retention counted from today; a date outside that is refused (422). The decision can be "
+        "re-run until that day ends (in the register's timezone) at the latest."))
     results_only: bool | None = Field(default=None, description="Only results may leave the partnership.")
 
     @field_validator("results_only")

@@ -20,8 +20,9 @@ import io
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import Connection
@@ -682,7 +683,7 @@ class EscalationService:
                 session, case_id, version, _actor(principal), body.motivation, outcome=body.outcome,
                 permitted_categories=body.permitted_categories, now=now, deadlines=self.deadlines,
                 timezone=self.timezone, min_deciders=access.min_deciders(found, case.tier) if found else 1,
-                obligations=obligations, valid_for=self.valid_for)
+                obligations=obligations, valid_for=self._validity(now, body))  # its date checked by ``plan``
             if decided.state is State.DECIDED and self._settled_by_decision(decided, body):  # nothing to re-run
                 decided = self._act(session, case_id, decided.version, Action.CLOSE, None, now=now,
                                     motivation="denied: closed" if body.outcome == "deny" else
@@ -697,6 +698,19 @@ class EscalationService:
         """The decision leaves nothing to re-run, so the case closes with it: a deny, or any decision on a
         holder's objection (``Case.grants_rerun``)."""
         return body.outcome == "deny" or not case.grants_rerun
+
+    def _validity(self, now: datetime, body: Decide) -> timedelta:
+        """How long an allow taken ``now`` may be re-run: ``WGS_ESCALATION_DECISION_VALID_DAYS``, and never past
+        the end of the decision's own deletion date (``retain_until``, a day in the register's timezone).
+        The policy gives a re-run the earlier of that date and the purpose's, so a re-run after it would
+        disclose data due for deletion before it arrived; ``_check_retain_until`` keeps the date from
+        being past when the decision is taken, this keeps it so for as long as the decision can be used. Asked
+        only of a date that check let through (``date.max`` has no day after it)."""
+        retain_until = body.obligations.retain_until if body.obligations and body.outcome == "allow" else None
+        if retain_until is None:
+            return self.valid_for
+        day_ends = datetime.combine(retain_until + timedelta(days=1), time(), tzinfo=ZoneInfo(self.timezone))
+        return min(self.valid_for, day_ends - now)
 
     def _check_retain_until(self, case: Case, body: Decide) -> None:
         """A decision's deletion date only tightens the purpose's (``ExtraObligations``), and the decision is

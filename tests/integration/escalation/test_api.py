@@ -1232,7 +1232,8 @@ def test_a_decisions_deletion_date_is_neither_past_nor_beyond_the_purposes_reten
     latest = date(today.year + 2, today.month, today.day)  # 24 months; the test's days are no 29 February
     version = env.version(case_id)
     for retain_until, why in ((today - timedelta(days=1), "in the past"),
-                              (latest + timedelta(days=1), "later than the retention")):
+                              (latest + timedelta(days=1), "later than the retention"),
+                              (date.max, "later than the retention"), (date.min, "in the past")):
         refused = _decide_with(env, case_id, retain_until=retain_until.isoformat())
         assert refused.status_code == 422, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")
