@@ -664,8 +664,11 @@ class EscalationService:
                        AuditDecision.NARROWED if narrowed else AuditDecision.ALLOW)
             action = Action.DECIDE.value if completes else "vote"
             after = state.apply(Action.DECIDE) if completes else state
-            steps.append(_Step(action, after, verdict, tuple(sorted(body.permitted_categories)),
-                               {"votes_needed": needed} | ({"obligations": obligations} if obligations else {})))
+            # The entry names what the decision (or vote) holds: a deny permits nothing and adds no obligation,
+            # whatever else the body carried (``proposal_of``), so the log says what the case file says.
+            steps.append(_Step(action, after, verdict, tuple(proposal["permitted_categories"]),
+                               {"votes_needed": needed}
+                               | ({"obligations": proposal["obligations"]} if proposal["obligations"] else {})))
             if completes and self._settled_by_decision(case, body):  # nothing to re-run: it closes at once
                 steps.append(_Step(Action.CLOSE.value, after.apply(Action.CLOSE)))
             return steps

@@ -419,6 +419,23 @@ def test_deciding_implies_review_and_a_deny_closes_the_case(env: Env) -> None:
     assert env.case(case_id).state.value == "closed"
 
 
+def test_a_denys_audit_entry_names_no_categories_or_obligations_the_deny_does_not_hold(env: Env) -> None:
+    """A deny permits nothing and adds no obligation: the stored decision drops what the body carried
+    besides. Its audit entry listed the body's categories and obligations all the same, so the log said
+    "deny, police_incidents, results-only" where the case file says "deny" — and the log is what privacy
+    officers verify."""
+    case_id = env.open_case()
+    denied = env.post("po-politie", f"/v1/escalations/{case_id}/decision", {
+        "expected_version": 1, "outcome": "deny", "motivation": MOTIVATION,
+        "permitted_categories": ["police_incidents"], "obligations": {"results_only": True}})
+    assert denied.status_code == 200, denied.text
+    decision = denied.json()["decision"]
+    assert (decision["permitted_categories"], decision["obligations"]) == ([], {})
+    [step] = [s for s in env.audit_steps(case_id) if s["extra"]["action"] == "decide"]
+    assert (step["decision"], step["categories"]) == ("deny", [])
+    assert "obligations" not in step["extra"]
+
+
 def test_only_the_current_tiers_deciders_decide(env: Env) -> None:
     case_id = env.open_case()
     assert env.decide("desk-riec", case_id, "allow", ["police_incidents"]).status_code == 403  # sees, not tier 1
