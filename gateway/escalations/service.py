@@ -921,28 +921,39 @@ class EscalationService:
     async def flag_gap(self, principal: Principal, case_id: str, body: FlagLegalGap, trace: Trace) -> LegalGapView:
         if not access.is_worker(principal):
             raise Forbidden("legal gaps are flagged by privacy officers and administrators")
-        def check(session: Session) -> Case:
+        def check(session: Session) -> tuple[Case, gap_store.LegalGap | None]:
+            """The case, and the gap if the case is linked to it already (a link that changes nothing)."""
             case = self._visible(principal, case_store.get_case(session, case_id))
             if body.gap_id is None:
                 if not (body.title and body.title.strip() and body.description and body.description.strip()):
                     raise EscalationError("a new legal gap needs a title and a description of the missing basis")
-            else:
-                gap = gap_store.get_gap(session, body.gap_id)
-                if gap.partnership != case.partnership:
-                    raise gap_store.GapNotFound(f"no legal gap `{body.gap_id}` in partnership `{case.partnership}`")
-                if gap.status is gap_store.GapStatus.RESOLVED:  # a new problem is a new gap
-                    raise gap_store.GapResolved(gap.id)
-            return case
+                return case, None
+            gap = gap_store.get_gap(session, body.gap_id)
+            if gap.partnership != case.partnership:
+                raise gap_store.GapNotFound(f"no legal gap `{body.gap_id}` in partnership `{case.partnership}`")
+            if case_id in gap.case_ids:
+                return case, gap
+            if gap.status is gap_store.GapStatus.RESOLVED:  # a new problem is a new gap
+                raise gap_store.GapResolved(gap.id)
+            return case, None
 
-        case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
+        case, linked = await self._db(check)  # refusals before the entry: the log shows only flags that happened
+        if linked is not None:  # linked already: nothing to do, so nothing to log
+            return await self._scoped_gap(principal, linked)
         # A new gap's id is made here, so that its entry names it like every later entry about the gap does.
         new_id = gap_store.new_gap_id() if body.gap_id is None else None
         entry = self._event(case, _Step("legal_gap_flagged", extra={
             "gap_id": body.gap_id or new_id, "new_gap": new_id is not None}), await self._requester(principal),
             trace)
-        gap = await self._applied(case, [entry], lambda s: gap_store.flag_case(
-            s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
-            title=body.title, description=body.description, new_id=new_id), principal, trace)
+        try:
+            gap = await self._applied(case, [entry], lambda s: gap_store.flag_case(
+                s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
+                title=body.title, description=body.description, new_id=new_id), principal, trace)
+        except Unprocessable as refused:  # linked meanwhile by a flag that committed first: neither step nor entry
+            done = refused.__cause__
+            if not isinstance(done, gap_store.AlreadyLinked):
+                raise
+            gap = await self._db(lambda s: gap_store.get_gap(s, done.gap_id))
         return await self._scoped_gap(principal, gap)
 
     async def gaps(self, principal: Principal, *, partnership: str | None, status: str | None) -> list[LegalGapView]:
