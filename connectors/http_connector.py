@@ -50,7 +50,6 @@ from typing import TypeVar
 import aiohttp
 import structlog
 from pydantic import BaseModel, ValidationError
-from pydantic_core import from_json
 
 from connectors.errors import HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
@@ -273,13 +272,9 @@ class HttpConnector:
             return response.status, bytes(body)
 
     def _decode(self, body: bytes, answer_type: type[Answer], request_id: str | None) -> Answer:
-        """The answer, strictly JSON: ``NaN`` and ``Infinity`` are no JSON (RFC 8259), but the JSON parser
-        accepts them, and a record holding one would reach the requester as ``null`` while the audit log's
-        payload hash covered ``NaN`` — so an answer with them is malformed. The strict parse costs more, so it
-        runs only for a body in which those words occur at all."""
+        """The answer as the protocol's model reads it (which also refuses a number that is not finite: see
+        ``HolderAnswer``), or ``HolderProtocolError``."""
         try:
-            if b"NaN" in body or b"Infinity" in body:
-                return answer_type.model_validate(from_json(body, allow_inf_nan=False))
             return answer_type.model_validate_json(body)
         except (ValidationError, ValueError) as exc:
             raise HolderProtocolError(self.system, f"malformed answer (request {request_id or '-'})") from exc

@@ -10,6 +10,7 @@ Failures are the exceptions of ``connectors.errors``, re-exported here.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
@@ -115,6 +116,24 @@ class HolderAnswer(_Model):
     def _a_refusal_carries_no_records(self) -> HolderAnswer:
         if self.status == "refused" and self.records:
             raise ValueError("a refused answer must not carry records")
+        return self
+
+    @model_validator(mode="after")
+    def _every_number_is_finite(self) -> HolderAnswer:
+        """No NaN or infinity anywhere in the records' fields. ``NaN`` and ``Infinity`` are no JSON (RFC 8259),
+        yet parsers accept them, and a number beyond the largest double (``1e400``) is JSON that parsers read as
+        infinity; either would reach the requester as ``null`` while the audit log's payload hash covered
+        ``NaN`` or ``Infinity``: what was logged would not be what was disclosed. Checked on the values as
+        parsed, so it holds however the holder wrote the number."""
+        pending: list[Any] = [record.fields for record in self.records]
+        while pending:
+            value = pending.pop()
+            if isinstance(value, dict):
+                pending.extend(value.values())
+            elif isinstance(value, list):
+                pending.extend(value)
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("a record holds a number that is not finite")
         return self
 
 

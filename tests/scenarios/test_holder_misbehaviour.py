@@ -19,6 +19,9 @@ from tests.stack import Stack, stack_with_holder
 
 BSN = "111222333"
 NAME = "Jan Jansen"
+NOT_FINITE = ("NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1" * 400 + ".5")
+"""Numbers no double holds: no JSON at all (RFC 8259), or beyond the largest double, which JSON parsers read as
+infinity."""
 BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
          "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-200",
          "signal": {"type": "bibob-application", "reference": "BIBOB-2026-77"}}
@@ -47,7 +50,7 @@ class _Holder:
             return {"status": "answered", "records": [
                 {"record_id": f"BSN {BSN} {NAME}", "record_type": "incident", "subject": subject,
                  "category": "police_incidents", "fields": {"n": 1}}]}
-        if self.mode in ("NaN", "Infinity", "-Infinity"):  # no JSON (RFC 8259), but Python's parsers take them
+        if self.mode in NOT_FINITE:
             record = (f'{{"record_id": "r-1", "record_type": "incident", "subject": "{subject}", '
                       f'"category": "police_incidents", "fields": {{"amount": {self.mode}}}}}')
             return Response(f'{{"status": "answered", "records": [{record}]}}', media_type="application/json")
@@ -144,11 +147,13 @@ def test_hits_for_subjects_nobody_asked_about_are_no_hits(stack: Stack, holder: 
     assert outcomes["politie"] == "no-hit"
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("number", NOT_FINITE, ids=["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "400-digits"])
 def test_a_non_finite_number_is_a_protocol_error_not_a_changed_disclosure(stack: Stack, holder: _Holder,
                                                                          number: str) -> None:
     """Found by a review: the record was disclosed with the value turned into null, while the audit entry's
-    payload hash covered the holder's NaN — what was logged was not what was disclosed."""
+    payload hash covered the holder's NaN — what was logged was not what was disclosed. Found again by a later
+    review: a number too large for a double (``1e400``, or 400 digits) is JSON, and is read as infinity, with
+    the same result; the check for the words ``NaN`` and ``Infinity`` did not see it."""
     holder.mode = number
     target = _exchange(stack)
     assert target["outcome"] == "holder-unavailable"
