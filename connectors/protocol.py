@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 
 __all__ = [
-    "CATEGORY_PATTERN", "MAX_ANSWER_RECORDS", "MINOR_NOT_ALLOWED", "RECORD_TYPE_PATTERN", "ConnectorError",
-    "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery", "HolderProtocolError", "HolderQuery",
-    "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
+    "CATEGORY_PATTERN", "MAX_ANSWER_RECORDS", "MAX_ANSWER_VALUES", "MINOR_NOT_ALLOWED", "RECORD_TYPE_PATTERN",
+    "ConnectorError", "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery", "HolderProtocolError",
+    "HolderQuery", "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
 ]
 
 MINOR_NOT_ALLOWED = "minor-not-allowed"
@@ -44,6 +44,12 @@ MAX_ANSWER_RECORDS = 10_000
 """The most records one answer may carry (a hundred per subject of a full query): within the 16 MiB size limit,
 a holder could otherwise send a hundred thousand empty records, each checked, translated and hashed by the
 exchange — seconds of one gateway process's time, with every other request of it waiting."""
+
+MAX_ANSWER_VALUES = 100_000
+"""The most values the records' ``fields`` of one answer may hold together: the members of objects and the items
+of arrays, at any depth (ten per record of the most records an answer may carry). For the same reason as
+``MAX_ANSWER_RECORDS``: within the size limit, one record's fields could hold over a million members, each
+translated, hashed, sealed and serialised by the exchange, and held one gateway process for over five seconds."""
 
 
 class _Model(BaseModel):
@@ -119,19 +125,24 @@ class HolderAnswer(_Model):
         return self
 
     @model_validator(mode="after")
-    def _every_number_is_finite(self) -> HolderAnswer:
-        """No NaN or infinity anywhere in the records' fields. ``NaN`` and ``Infinity`` are no JSON (RFC 8259),
-        yet parsers accept them, and a number beyond the largest double (``1e400``) is JSON that parsers read as
-        infinity; either would reach the requester as ``null`` while the audit log's payload hash covered
-        ``NaN`` or ``Infinity``: what was logged would not be what was disclosed. Checked on the values as
-        parsed, so it holds however the holder wrote the number."""
+    def _fields_bounded_and_finite(self) -> HolderAnswer:
+        """At most ``MAX_ANSWER_VALUES`` values in the records' fields, and no NaN or infinity among them.
+
+        Finite: ``NaN`` and ``Infinity`` are no JSON (RFC 8259), yet parsers accept them, and a number beyond
+        the largest double (``1e400``) is JSON that parsers read as infinity; either would reach the requester
+        as ``null`` while the audit log's payload hash covered ``NaN`` or ``Infinity``: what was logged would
+        not be what was disclosed. Checked on the values as parsed, so it holds however the holder wrote the
+        number. The count stops at the limit: an answer past it costs no more to refuse than one at it."""
+        room = MAX_ANSWER_VALUES
         pending: list[Any] = [record.fields for record in self.records]
         while pending:
             value = pending.pop()
-            if isinstance(value, dict):
-                pending.extend(value.values())
-            elif isinstance(value, list):
-                pending.extend(value)
+            if isinstance(value, dict | list):
+                items = value.values() if isinstance(value, dict) else value
+                room -= len(items)
+                if room < 0:
+                    raise ValueError(f"the records' fields hold more than {MAX_ANSWER_VALUES} values")
+                pending.extend(items)
             elif isinstance(value, float) and not math.isfinite(value):
                 raise ValueError("a record holds a number that is not finite")
         return self

@@ -28,6 +28,7 @@ from connectors.holder_auth import JwksSource
 from connectors.http_connector import ConnectorRegistry, HttpConnector
 from connectors.protocol import (
     MAX_ANSWER_RECORDS,
+    MAX_ANSWER_VALUES,
     ConnectorError,
     HolderDiscovery,
     HolderProtocolError,
@@ -782,6 +783,45 @@ async def test_an_answer_with_more_records_than_the_limit_is_a_protocol_error(re
         async with HttpConnector(w.POLICE, url, gateway_token) as connector:
             if accepted:
                 assert len((await connector.query(_query(["s-1"], ["police_incidents"]))).records) == records
+            else:
+                with pytest.raises(HolderProtocolError, match="malformed answer"):
+                    await connector.query(_query(["s-1"], ["police_incidents"]))
+
+
+@pytest.mark.parametrize(("values", "accepted"), [(MAX_ANSWER_VALUES, True), (MAX_ANSWER_VALUES + 1, False)])
+@pytest.mark.parametrize("shape", ["one object", "nested lists", "many records"])
+async def test_an_answer_with_more_values_than_the_limit_is_a_protocol_error(values: int, accepted: bool,
+                                                                             shape: str) -> None:
+    """Found by a review: within the size limit and the records limit, one record whose fields held 1.3 million
+    members (13 MB) held the gateway's event loop for more than five seconds of one exchange (its liveness
+    probe timed out), while the exchange translated, hashed, sealed and serialised every value. The records'
+    fields may hold at most ``MAX_ANSWER_VALUES`` values together, however they are nested or spread over
+    records; an answer with more is no answer."""
+    def body_of(subject: str) -> bytes:
+        """``values`` values in all: the members of objects and the items of arrays, at any depth."""
+        if shape == "one object":
+            records: list[dict[str, Any]] = [{f"a{n}": 0 for n in range(values)}]
+        elif shape == "nested lists":  # "a" and its list, lists of 999, and the rest
+            lists = values // 1000 - 1
+            records = [{"a": [[0] * 999 for _ in range(lists)] + [0] * (values - 1 - 1000 * lists)}]
+        else:  # ten each: "a", "b" and b's eight items; the last record has the rest
+            records = [{"a": n, "b": [n] * 8} for n in range(values // 10)]
+            records[-1]["b"] += [0] * (values % 10)
+            assert len(records) <= MAX_ANSWER_RECORDS
+        return json.dumps({"status": "answered", "records": [
+            {"record_id": f"r-{n}", "record_type": "incident", "subject": subject, "category": "police_incidents",
+             "fields": fields} for n, fields in enumerate(records)]}).encode()
+
+    app = FastAPI()
+
+    @app.post("/holder/v1/query")
+    async def query() -> Response:
+        return Response(body_of("s-1"), media_type="application/json")
+
+    with serve_app(app) as url:
+        async with HttpConnector(w.POLICE, url, gateway_token) as connector:
+            if accepted:
+                assert (await connector.query(_query(["s-1"], ["police_incidents"]))).status == "answered"
             else:
                 with pytest.raises(HolderProtocolError, match="malformed answer"):
                     await connector.query(_query(["s-1"], ["police_incidents"]))
