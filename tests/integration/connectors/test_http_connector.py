@@ -442,6 +442,35 @@ async def test_forged_tokens_cannot_make_a_holder_fetch_keys_from_a_failing_gate
     assert len(fetches) == 2
 
 
+async def test_a_key_set_nested_too_deep_is_refused_as_malformed_and_not_fetched_on_every_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: whatever answers at the JWKS URL could send JSON nested deeper than the parser
+    recurses (100,000 brackets, well within ``MAX_JWKS_BYTES``). The ``RecursionError`` was no refusal: every
+    token check failed the holder with a 500 (which the gateway retries) instead of a 401, and, not counted as a
+    failed load, it made the holder fetch the keys again on every request, past ``REFRESH_INTERVAL``. Now it is
+    a malformed key set like any other."""
+    monkeypatch.setattr(holder_auth, "REFRESH_INTERVAL", 300.0)
+    fetches: list[int] = []
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert len(deep) < holder_auth.MAX_JWKS_BYTES
+    jwks_app = FastAPI()
+
+    @jwks_app.get("/.well-known/jwks.json")
+    def jwks() -> Response:
+        fetches.append(1)
+        return Response(deep, media_type="application/json")
+
+    with serve_app(jwks_app) as gateway, \
+            partner_servers(tmp_path, [w.FIOD], jwks_url=f"{gateway}/.well-known/jwks.json") as urls:
+        async with httpx.AsyncClient() as client:
+            statuses = [(await client.post(f"{urls[w.FIOD]}/holder/v1/discover",
+                                           json=_discovery(["subj-x1234567"]).model_dump(),
+                                           headers={"Authorization": f"Bearer {await gateway_token(w.FIOD)}"})
+                         ).status_code for _ in range(5)]
+    assert statuses == [401] * 5
+    assert len(fetches) == 1
+
+
 async def test_keys_come_over_https_verified_against_the_partnerships_ca(tmp_path: Path, world: World) -> None:
     """The partner fetches the gateway's keys from an https URL whose certificate a private CA issued: trusted
     with ``ca_file`` (``--jwks-ca-file``), refused without it — then no token passes."""
