@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
+from gateway.client.models import MAX_FIELD_DEPTH
 
 __all__ = [
     "CATEGORY_PATTERN", "MAX_ANSWER_RECORDS", "MAX_ANSWER_VALUES", "MINOR_NOT_ALLOWED", "RECORD_TYPE_PATTERN",
@@ -126,23 +127,30 @@ class HolderAnswer(_Model):
 
     @model_validator(mode="after")
     def _fields_bounded_and_finite(self) -> HolderAnswer:
-        """At most ``MAX_ANSWER_VALUES`` values in the records' fields, and no NaN or infinity among them.
+        """At most ``MAX_ANSWER_VALUES`` values in the records' fields, nested at most ``MAX_FIELD_DEPTH`` levels
+        deep (a record's fields object included), and no NaN or infinity among them.
 
         Finite: ``NaN`` and ``Infinity`` are no JSON (RFC 8259), yet parsers accept them, and a number beyond
         the largest double (``1e400``) is JSON that parsers read as infinity; either would reach the requester
         as ``null`` while the audit log's payload hash covered ``NaN`` or ``Infinity``: what was logged would
         not be what was disclosed. Checked on the values as parsed, so it holds however the holder wrote the
-        number. The count stops at the limit: an answer past it costs no more to refuse than one at it."""
+        number. Nested: as deeply as a record the requester provides may (``gateway.client.models``); the
+        exchange's answer puts the fields two levels deeper than the holder's answer does, so fields as deep as
+        the gateway's parser reads made the whole answer, every holder's records in it, unreadable to the
+        partner client's. The count stops at the limit: an answer past it costs no more to refuse than one at
+        it."""
         room = MAX_ANSWER_VALUES
-        pending: list[Any] = [record.fields for record in self.records]
+        pending: list[tuple[Any, int]] = [(record.fields, 1) for record in self.records]
         while pending:
-            value = pending.pop()
+            value, level = pending.pop()
             if isinstance(value, dict | list):
+                if level > MAX_FIELD_DEPTH:
+                    raise ValueError(f"a record's fields nest more than {MAX_FIELD_DEPTH} levels deep")
                 items = value.values() if isinstance(value, dict) else value
                 room -= len(items)
                 if room < 0:
                     raise ValueError(f"the records' fields hold more than {MAX_ANSWER_VALUES} values")
-                pending.extend(items)
+                pending.extend((item, level + 1) for item in items)
             elif isinstance(value, float) and not math.isfinite(value):
                 raise ValueError("a record holds a number that is not finite")
         return self

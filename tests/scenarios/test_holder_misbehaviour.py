@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
 from audit.tables import audit_entries
+from gateway.client.models import MAX_FIELD_DEPTH, ExchangeResult
 from tests.stack import Stack, stack_with_holder
 
 BSN = "111222333"
@@ -50,6 +51,12 @@ class _Holder:
             return {"status": "answered", "records": [
                 {"record_id": f"BSN {BSN} {NAME}", "record_type": "incident", "subject": subject,
                  "category": "police_incidents", "fields": {"n": 1}}]}
+        if self.mode.startswith("nested-"):  # fields nesting objects and lists this many levels, itself included
+            levels = int(self.mode.removeprefix("nested-"))
+            fields = "{\"a\": " + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+            record = (f'{{"record_id": "r-1", "record_type": "incident", "subject": "{subject}", '
+                      f'"category": "police_incidents", "fields": {fields}}}')
+            return Response(f'{{"status": "answered", "records": [{record}]}}', media_type="application/json")
         if self.mode in NOT_FINITE:
             record = (f'{{"record_id": "r-1", "record_type": "incident", "subject": "{subject}", '
                       f'"category": "police_incidents", "fields": {{"amount": {self.mode}}}}}')
@@ -92,6 +99,7 @@ def _exchange(stack: Stack, **changes: Any) -> dict[str, Any]:
                     "categories": ["police_incidents"]} | changes
     response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
     assert response.status_code == 200, response.text
+    ExchangeResult.model_validate_json(response.content)  # as the partner client reads it
     with stack.container.engine.connect() as connection:
         written = [dict(row) for row in connection.execute(select(audit_entries)).mappings().all()][before:]
     logged = json.dumps(written, default=str)
@@ -159,6 +167,25 @@ def test_a_non_finite_number_is_a_protocol_error_not_a_changed_disclosure(stack:
     assert target["outcome"] == "holder-unavailable"
     assert "malformed answer" in target["reasons"][0]["message"]
     assert target["records"] == []
+
+
+@pytest.mark.parametrize(("levels", "outcome"), [
+    (MAX_FIELD_DEPTH, "allowed"), (MAX_FIELD_DEPTH + 1, "holder-unavailable"), (197, "holder-unavailable")])
+def test_fields_nested_deeper_than_a_provided_record_may_are_no_answer(stack: Stack, holder: _Holder, levels: int,
+                                                                       outcome: str) -> None:
+    """Found by a review: a holder's record could nest its fields as deeply as the gateway's JSON parser reads
+    (197 levels), and the exchange's answer, which puts them two levels deeper, was then past what the partner
+    client's parser reads: the requester could not read any of the exchange's answer — every holder's records
+    lost, though logged as disclosed — because of one holder. A holder's fields nest at most as deeply as a
+    provided record's (``MAX_FIELD_DEPTH``); deeper is no answer, and the exchange's answer stays readable."""
+    holder.mode = f"nested-{levels}"
+    target = _exchange(stack)
+    assert target["outcome"] == outcome
+    if outcome == "holder-unavailable":
+        assert "malformed answer" in target["reasons"][0]["message"]
+        assert target["records"] == []
+    else:
+        assert len(target["records"]) == 1
 
 
 @pytest.mark.parametrize(("mode", "outcome", "reason"), [
