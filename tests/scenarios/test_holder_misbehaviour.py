@@ -142,10 +142,27 @@ def test_text_in_a_record_identifier_is_a_protocol_error_not_a_disclosure(stack:
     assert target["records"] == []
 
 
-def test_hits_for_subjects_nobody_asked_about_are_no_hits(stack: Stack, holder: _Holder) -> None:
+def _entries_since(stack: Stack, before: int) -> list[dict[str, Any]]:
+    """The audit entries (their events) written after the first ``before``."""
+    with stack.container.engine.connect() as connection:
+        return [json.loads(row)["event"] for row in connection.execute(
+            select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).scalars().all()][before:]
+
+
+def test_hits_for_subjects_nobody_asked_about_are_no_hits_and_audited_as_over_sharing(stack: Stack,
+                                                                                      holder: _Holder) -> None:
+    """Hits about a subject nobody asked about say that the holder has a file on that person: ignored (no hit),
+    and — found by a review — counted in the holder's audit entry as over-sharing (``unasked_hits``), as
+    over-shared records are (``dropped_overshared``); they were only in the application log, which the
+    privacy officers reviewing a holder's conduct do not read."""
+    before = len(_entries_since(stack, 0))
     hit_only = _exchange(stack, holders=["fiod"], categories=["ongoing_investigation"])
     assert hit_only["outcome"] == "allowed"
     assert hit_only["hit"] is False
+    exchanged = [e for e in _entries_since(stack, before) if e["event_type"] == "disclosure"]
+    assert [(e["holder"], e["extra"]) for e in exchanged] == [
+        ("fiod", {"hit_only": True, "hit": False, "unasked_hits": 1})]
+    before = len(_entries_since(stack, 0))
     discovery = stack.post("gemeente-amsterdam-vth", "/v1/discovery", BIBOB | {
         "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}],
         "categories": ["ongoing_investigation", "police_incidents"]})
@@ -153,6 +170,8 @@ def test_hits_for_subjects_nobody_asked_about_are_no_hits(stack: Stack, holder: 
     outcomes = {t["holder"]: t["outcome"] for t in discovery.json()["targets"]}
     assert outcomes["fiod"] == "no-hit"
     assert outcomes["politie"] == "no-hit"
+    discovered = {e["holder"]: e["extra"] for e in _entries_since(stack, before) if e["event_type"] == "disclosure"}
+    assert discovered["fiod"] == discovered["politie"] == {"hit_only": True, "outcome": "no-hit", "unasked_hits": 1}
 
 
 @pytest.mark.parametrize("number", NOT_FINITE, ids=["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "400-digits"])
