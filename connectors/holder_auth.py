@@ -74,7 +74,8 @@ log = structlog.get_logger("connectors.holder_auth")
 _UNREADABLE = (ValueError, RecursionError)
 """What reading a key set as JSON may raise: ``RecursionError`` for one nested deeper than the parser recurses
 (within ``MAX_JWKS_BYTES``), which must be a refusal like any other malformed set — escaping, it failed every
-token check with a 500 and, not counted as a failed read, made each one fetch the keys again."""
+token check (a 500, or the connection dropped) and, not counted as a failed read, made each one fetch the keys
+again."""
 
 
 class TokenRefused(Exception):

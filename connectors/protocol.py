@@ -136,8 +136,8 @@ class HolderAnswer(_Model):
         not be what was disclosed. Checked on the values as parsed, so it holds however the holder wrote the
         number. Nested: as deeply as a record the requester provides may (``gateway.client.models``); the
         exchange's answer puts the fields two levels deeper than the holder's answer does, so fields as deep as
-        the gateway's parser reads made the whole answer, every holder's records in it, unreadable to the
-        partner client's. The count stops at the limit: an answer past it costs no more to refuse than one at
+        the gateway's parser reads made the whole answer, every holder's records in it, too deep for the partner
+        client's parser. The count stops at the limit: an answer past it costs no more to refuse than one at
         it."""
         room = MAX_ANSWER_VALUES
         pending: list[tuple[Any, int]] = [(record.fields, 1) for record in self.records]
