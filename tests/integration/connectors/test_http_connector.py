@@ -25,7 +25,7 @@ from joserfc.jwk import OKPKey
 from connectors import holder_auth
 from connectors import world as w
 from connectors.holder_auth import JwksSource
-from connectors.http_connector import ConnectorRegistry, HttpConnector
+from connectors.http_connector import MAX_DISCOVERY_ANSWER_BYTES, ConnectorRegistry, HttpConnector
 from connectors.protocol import (
     MAX_ANSWER_RECORDS,
     MAX_ANSWER_VALUES,
@@ -791,6 +791,38 @@ async def test_an_answer_past_the_size_limit_is_a_protocol_error(chunked: bool) 
                 await small.query(_query(["s-1"], ["police_incidents"]))
         async with HttpConnector(w.POLICE, url, gateway_token, max_answer_bytes=len(body)) as enough:
             assert len((await enough.query(_query(["s-1"], ["police_incidents"]))).records) == 50
+
+
+@pytest.mark.parametrize(("size", "accepted"), [(MAX_DISCOVERY_ANSWER_BYTES, True),
+                                               (MAX_DISCOVERY_ANSWER_BYTES + 1, False)])
+@pytest.mark.parametrize("chunked", [False, True], ids=["with-length", "chunked"])
+async def test_a_discovery_answer_past_its_own_size_limit_is_a_protocol_error(size: int, accepted: bool,
+                                                                               chunked: bool) -> None:
+    """Found by a review: a discovery answer is hit/no-hit for at most a hundred subjects — some kilobytes — yet
+    it was read up to the 16 MiB of a query's answer, and 16 MiB of hits for made-up subjects held the gateway's
+    event loop for seconds while they were parsed and compared with the subjects asked. A discovery answer may
+    be ``MAX_DISCOVERY_ANSWER_BYTES`` long; a longer one is no answer, refused before it is parsed."""
+    body = b'{"status": "answered", "hits": {}}'
+    body += b" " * (size - len(body))  # JSON may end in blanks: a valid answer of exactly ``size`` bytes
+    app = FastAPI()
+
+    @app.post("/holder/v1/discover")
+    async def discover() -> Response:
+        if chunked:
+            async def parts() -> Any:
+                for start in range(0, len(body), 65536):
+                    yield body[start:start + 65536]
+            return StreamingResponse(parts(), media_type="application/json")
+        return Response(body, media_type="application/json")
+
+    with serve_app(app) as url:
+        async with HttpConnector(w.FIOD, url, gateway_token) as connector:
+            if accepted:
+                assert (await connector.discover(_discovery(["s-1"]))).hits == {}
+            else:
+                with pytest.raises(HolderProtocolError, match="more than"):
+                    await connector.discover(_discovery(["s-1"]))
+                assert connector.attempts == 1  # not retried: it would be as long again
 
 
 @pytest.mark.parametrize(("records", "accepted"), [(MAX_ANSWER_RECORDS, True), (MAX_ANSWER_RECORDS + 1, False)])
