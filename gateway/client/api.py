@@ -41,7 +41,8 @@
   ``ssl_context`` that must itself verify (one that does not is refused, so verification cannot be switched
   off by accident). Plain ``http://`` is refused unless the gateway is on this machine (a loopback address or
   ``localhost``) or the caller says ``allow_insecure_http=True``: over plain HTTP anyone on the path reads the
-  bearer token (valid for up to an hour, good for any call of this system) and the personal data answered.
+  bearer token (valid for up to an hour, good for any call of this system) and the personal data answered. A
+  gateway on this machine is reached directly, never through a proxy the environment names (``HTTP_PROXY``).
 * Errors: ``GatewayClientError`` (the base of all) with ``status`` and the problem document (RFC 9457)
   the gateway sent (``type``, ``title``, ``detail``). Subclasses: ``GatewayUnavailable`` (no answer —
   connection failure, timeout or the deadline (``DeadlineExceeded``): ``status == 0`` — or 502/503/504
@@ -267,7 +268,8 @@ class GatewayClient:
         self._sleep = sleep
         tls = _with_client_certificate(_verification(ca_file, ssl_context), client_cert, client_key,
                                        ssl_context is not None, httpx.URL(self._base).scheme)
-        self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport, verify=tls)
+        self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport, verify=tls,
+                                       mounts=_direct_to_this_machine(httpx.URL(self._base).host))
         self._token: tuple[str, float] | None = None  # (access token, renew at)
         self._token_lock = asyncio.Lock()
         self._token_fetches = 0  # token fetches ended (the lock's waiters compare it: see _current_token)
@@ -814,6 +816,18 @@ def _checked_base_url(base_url: str, allow_insecure_http: bool) -> str:
         raise ValueError(f"plain http:// to {url.host} would send this system's tokens and the answers' data "
                          "unencrypted: use https://, or pass allow_insecure_http=True on a network you trust")
     return base_url.rstrip("/")
+
+
+def _direct_to_this_machine(host: str) -> dict[str, None] | None:
+    """No proxy for a gateway on this machine (a loopback address or ``localhost``), whatever the environment
+    says. Why: httpx takes its proxies from the environment (``HTTP_PROXY``, ``ALL_PROXY``, as networks of
+    government bodies set them for everything) and excludes a loopback host only when ``NO_PROXY`` names it.
+    Plain ``http://`` to this machine is allowed because nothing of it crosses the network
+    (``_checked_base_url``); through such a proxy the client assertion, the bearer token and the answers went
+    over the network in clear text — to a proxy that, besides, reaches its own loopback, not this machine's."""
+    if not is_loopback_host(host):
+        return None
+    return {f"all://[{host}]" if ":" in host else f"all://{host}": None}
 
 
 def _case(response: httpx.Response) -> CaseDetail:

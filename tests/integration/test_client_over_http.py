@@ -332,3 +332,36 @@ async def test_an_escalation_feed_that_is_not_one_is_an_invalid_answer(double: t
         with pytest.raises(InvalidResponse) as raised:
             await client.escalation_feed()  # not an empty feed, which would hide every case waiting
     assert PERSONAL not in f"{raised.value} {raised.value.problem}"
+
+
+# -- proxies from the environment -----------------------------------------------------------------------------
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_gateway_on_this_machine_is_not_reached_through_a_proxy_from_the_environment(
+        double: tuple[Double, str], monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """Plain http:// is allowed to a gateway on this machine because nothing crosses the network; a proxy named
+    in the environment (HTTP_PROXY, as a government network sets for everything) would be handed the client
+    assertion, the bearer token and the answers in clear text — and would reach its own loopback, not ours."""
+    stand_in, url = double
+    stand_in.answers = [JSONResponse(RESULT)]
+    received: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(65536))
+        writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxy_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, proxy_url)
+    try:
+        async with GatewayClient(url.replace("127.0.0.1", host), "sys-a", KEY, retries=0) as client:
+            result = await client.get_exchange("ex-1")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.exchange_id == "ex-1"
+    assert received == [], "nothing of the call went to the proxy"
