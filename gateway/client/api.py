@@ -257,7 +257,7 @@ class GatewayClient:
         self._base = _checked_base_url(base_url, allow_insecure_http)
         self.system_id = system_id
         self._key = key
-        self._alg = "Ed25519" if isinstance(key, OKPKey) else "ES256"
+        self._alg = _signing_algorithm(key)
         self._audience = token_audience
         self._retries = retries
         self._busy_wait = busy_wait
@@ -750,6 +750,20 @@ class GatewayClient:
         return _case(await self._send("POST", f"/v1/escalations/{_segment(case_id)}/withdraw", json={
             "expected_version": expected_version, "motivation": motivation},
             route="/v1/escalations/{case_id}/withdraw", deadline=deadline))
+
+
+def _signing_algorithm(key: OKPKey | ECKey) -> str:
+    """The JOSE algorithm this system's client assertions are signed with, for ``key``: refused when the client
+    is made (a ``ValueError`` naming no key material) unless it is the private half of an Ed25519 or P-256 key.
+    Why here: the public half (what the operator registers, easily picked up instead), a key-agreement curve or
+    another EC curve failed only at the first call, as the JOSE library's own error — no
+    ``GatewayClientError``, and shared by every call waiting for the token — after the partner system had
+    started and taken work."""
+    wanted = {OKPKey: ("Ed25519", "Ed25519"), ECKey: ("P-256", "ES256")}.get(type(key))
+    if wanted is None or key.curve_name != wanted[0] or not key.is_private:
+        raise ValueError("key must be the private half of an Ed25519 or P-256 key (its public half is what the "
+                         "gateway's operator registers for this system)")
+    return wanted[1]
 
 
 def _checked_batches(bodies: list[dict[str, Any]]) -> None:
