@@ -230,6 +230,12 @@ class Outcome(StrEnum):
         """False for an outcome made by ``unknown``."""
         return self._name_ != "UNKNOWN"
 
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        # Pickled as Enum pickles its members, ``Outcome(value)``, an outcome made by ``unknown`` failed on
+        # arrival ("is not a valid Outcome"): a result handed to a worker pool or a task queue was lost there.
+        # Rebuilt by ``unknown`` instead (``Outcome(value)`` itself still refuses it, as the gateway must).
+        return (Outcome.unknown if not self.known else Outcome, (self._value_,))
+
 
 class Reason(BaseModel):
     """Why a target got its outcome, or why a category was removed: one per rule that applied."""

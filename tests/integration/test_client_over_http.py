@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import pickle
 import ssl
 import threading
 import warnings
@@ -88,6 +89,22 @@ async def test_an_answer_of_a_newer_gateway_with_an_unknown_outcome_is_read(doub
     assert [r.record_id for r in allowed.records] == ["r-1"]
     assert not newer.outcome.known
     assert newer.outcome.value == "pending-judicial-review"
+
+
+async def test_an_answer_with_an_outcome_of_a_newer_gateway_crosses_a_process_boundary_whole(
+        double: tuple[Double, str]) -> None:
+    """A worker pool or a task queue pickles the result to hand it on: an outcome this version does not know
+    arrives as it was read (before, unpickling it raised "is not a valid Outcome")."""
+    stand_in, url = double
+    stand_in.answers = [JSONResponse(RESULT | {"targets": [
+        _target("allowed"), _target("pending-judicial-review", holder="om", permitted_categories=[])]})]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        result = await client.exchange(REQUEST)
+    again = pickle.loads(pickle.dumps(result))
+    assert again == result
+    assert [(target.outcome.value, target.outcome.known) for target in again.targets] == [
+        ("allowed", True), ("pending-judicial-review", False)]
+    assert again.targets[0].outcome is Outcome.ALLOWED
 
 
 @pytest.mark.parametrize(("record", "where"), [
