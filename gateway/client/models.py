@@ -68,6 +68,18 @@ class Signal(_Strict):
                            examples=["BIBOB-2026-0042"])
 
 
+_SEPARATORS = str.maketrans("", "", "_:.=-")
+
+
+def _no_identifier(value: str) -> str:
+    """``value``, refused when it is a number (BSN, KvK, RSIN shaped) rather than a pseudonym — also as people
+    write one, with dots or dashes (``1234.56.782``, ``123-456-782``), which the pattern of a pseudonym lets
+    through: before it can reach a log, an audit entry or a holder. No pseudonym is digits and separators only."""
+    if value.translate(_SEPARATORS).isdigit():
+        raise ValueError("looks like a plain identifier; send a pseudonym")
+    return value
+
+
 class Subject(_Strict):
     """A data subject, identified only by a pseudonym (or, before enrolment, an opaque subject reference)."""
 
@@ -81,11 +93,7 @@ class Subject(_Strict):
     @field_validator("ref")
     @classmethod
     def _not_an_identifier(cls, value: str) -> str:
-        # A bare number (BSN, KvK, RSIN shaped) is an identifier, not a pseudonym: refuse it before it can
-        # reach a log, an audit entry or a holder.
-        if value.isdigit():
-            raise ValueError("looks like a plain identifier; send a pseudonym")
-        return value
+        return _no_identifier(value)
 
 
 MAX_FIELD_DEPTH = 32
@@ -120,6 +128,11 @@ class ProvidedRecord(_Strict):
                           examples=["tax_compliance"])
     fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed. Objects and "
                                    f"lists nest at most {MAX_FIELD_DEPTH} levels deep (this object included).")
+
+    @field_validator("subject")
+    @classmethod
+    def _not_an_identifier(cls, value: str) -> str:
+        return _no_identifier(value)
 
     @field_validator("fields")
     @classmethod
