@@ -155,6 +155,11 @@ class EnrolledSubject(NamedTuple):
     confidential: bool = False
     minor: bool = False
 
+    def __repr__(self) -> str:  # never the number: a repr ends up in debug lines and error trackers' locals
+        return (f"EnrolledSubject(kind={self.kind!r}, number=..., record_types={self.record_types!r}, "
+                f"categories={self.categories!r}, confidential={self.confidential!r}, minor={self.minor!r})")
+
+
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RETRY_STATUSES = {502, 503, 504}
 # The only transport failures after which a request certainly did not reach the server (no connection was

@@ -126,8 +126,9 @@ class ProvidedRecord(_Strict):
     category: str = Field(pattern=CATEGORY_PATTERN, description="The data category of `fields`; policy "
                           "checks that the requester may supply it and the holder may receive it.",
                           examples=["tax_compliance"])
-    fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed. Objects and "
-                                   f"lists nest at most {MAX_FIELD_DEPTH} levels deep (this object included).")
+    fields: dict[str, Any] = Field(repr=False, description="Category-tagged content; never logged, only hashed. "
+                                   f"Objects and lists nest at most {MAX_FIELD_DEPTH} levels deep (this object "
+                                   "included).")
 
     @field_validator("subject")
     @classmethod
@@ -277,8 +278,10 @@ class Record(BaseModel):
     subject: str = Field(description="The subject in the REQUESTER's pseudonym domain.")
     category: str = Field(description="The data category of this record; always one of the target's "
                           "`permitted_categories`.", examples=["tax_debts"])
-    fields: dict[str, Any] = Field(description="The record's content as the holder answered it; persons other "
-                                   "than the subject appear as pseudonyms in the requester's domain.")
+    # Not in the repr (nor ProvidedRecord's): a repr is what a debug line, a failed assertion or an error
+    # tracker's frame locals write down, and the content is personal data; what the record is stays in it.
+    fields: dict[str, Any] = Field(repr=False, description="The record's content as the holder answered it; "
+                                   "persons other than the subject appear as pseudonyms in the requester's domain.")
 
 
 class TargetOutcome(BaseModel):

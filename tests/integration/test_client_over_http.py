@@ -25,7 +25,7 @@ from joserfc.jwk import OKPKey
 
 from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
 from gateway.client.escalations import CaseDetail, FeedItem
-from gateway.client.models import ExchangeRequest, Outcome
+from gateway.client.models import ExchangeRequest, Outcome, ProvidedRecord
 from tests.servers import STAND_IN_TOKEN, serve_app, stand_in_gateway
 from tests.tls_certificates import client_certificate, private_ca_certificates
 
@@ -105,6 +105,24 @@ async def test_an_answer_with_an_outcome_of_a_newer_gateway_crosses_a_process_bo
     assert [(target.outcome.value, target.outcome.known) for target in again.targets] == [
         ("allowed", True), ("pending-judicial-review", False)]
     assert again.targets[0].outcome is Outcome.ALLOWED
+
+
+async def test_the_repr_of_an_answer_shows_no_disclosed_content(double: tuple[Double, str]) -> None:
+    """A repr is what a debug line (``log.debug("%r", result)``), a failed assertion or an error tracker's
+    frame locals write down: the disclosed records' content is personal data and stays out of it (before, the
+    repr of a result spelled out every record's fields); what the record is — id, type, category — stays."""
+    stand_in, url = double
+    record = {"record_id": "r-1", "record_type": "person", "subject": "subj-1", "category": "addresses",
+              "fields": {"name": PERSONAL}}
+    stand_in.answers = [JSONResponse(RESULT | {"targets": [_target("allowed", records=[record])]})]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        result = await client.exchange(REQUEST)
+    assert result.targets[0].records[0].fields == {"name": PERSONAL}
+    for shown in (repr(result), str(result), repr(result.targets[0].records[0])):
+        assert "Jansen" not in shown
+        assert "r-1" in shown
+    provided = ProvidedRecord(subject="subj-12345678a", category="tax_compliance", fields={"name": PERSONAL})
+    assert "Jansen" not in repr(ExchangeRequest.model_validate(REQUEST.model_dump() | {"provide": [provided]}))
 
 
 @pytest.mark.parametrize(("record", "where"), [
