@@ -100,6 +100,26 @@ def test_register_check_of_an_unreadable_path_says_so_in_one_line(tmp_path: Path
     assert "?" not in line
 
 
+@pytest.mark.parametrize("command", [
+    ["register", "show"],
+    ["clients", "add", "politie-bvh", "--generate-secret"],
+    ["users", "add", "po-2", "--organisation", "politie", "--role", "privacy-officer", "--password-stdin"],
+    ["escalations", "list", "--overdue"],
+], ids=" ".join)
+def test_a_command_reading_a_register_file_it_cannot_read_says_so_in_one_line(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    """A mistyped ``WGS_REGISTER_FILE`` is the register's own line (as ``serve`` and ``register check`` give it)
+    and exit code 1, not a traceback of the loader; nothing is registered."""
+    missing = data_dir / "register-typo.yaml"
+    monkeypatch.setenv("WGS_REGISTER_FILE", str(missing))
+    line = _refusal(runner.invoke(app, command, input="a long enough password\n"))
+    assert line == f"{missing}: cannot read the register file (No such file or directory)"
+    monkeypatch.delenv("WGS_REGISTER_FILE")
+    listing = runner.invoke(app, ["clients", "list"]).output + runner.invoke(app, ["users", "list"]).output
+    assert "politie-bvh" not in listing
+    assert "po-2" not in listing
+
+
 def test_clients_users_and_keys(data_dir: Path) -> None:
     jwks = data_dir / "vth.jwks"
     jwks.write_text(json.dumps({"keys": [OKPKey.generate_key("Ed25519").as_dict(private=False)]}))
