@@ -201,6 +201,19 @@ def test_a_destination_that_is_not_empty_is_refused_and_left_as_it_was(data_dir:
     assert len(_entries(data_dir / "gateway.sqlite")) == before
 
 
+def test_a_destination_that_cannot_be_made_is_refused_in_one_line(data_dir: Path, tmp_path: Path) -> None:
+    """A path under a file (or a directory the user may not write in): one line naming it, not a traceback,
+    nothing logged and nothing made."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    before = len(_entries(data_dir / "gateway.sqlite"))
+    destination = a_file / "backup"
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert line.startswith(f"cannot make {destination} ("), line
+    assert a_file.read_text() == "kept"
+    assert len(_entries(data_dir / "gateway.sqlite")) == before
+
+
 def test_an_empty_destination_of_another_user_is_refused(
         data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty directory someone else made (in a shared /tmp, say) would stay theirs after the chmod to 0700:
