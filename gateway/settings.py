@@ -286,6 +286,22 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
             raise ValueError(INSECURE_OPA)
         return value
 
+    @field_validator("opa_token")
+    @classmethod
+    def _opa_token_is_a_header_value(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Set but empty (``WGS_OPA_TOKEN=`` in a .env) sent no Authorization header at all; a control character
+        # (a token file's CR) fails every call; a blank around it is dropped from the header, so the server
+        # compares another token than its own. Unset is a server that asks for none.
+        if value is None or info.data.get("policy_engine") != "opa":
+            return value
+        if not value.strip():
+            raise ValueError("empty: give the token the OPA server requires, or leave the variable unset for a "
+                             "server that asks for none")
+        if value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError("holds a control character or a blank at either end, which a bearer token cannot "
+                             "carry as written; give the token alone, or leave the variable unset")
+        return value
+
     @field_validator("opa_ca_file")
     @classmethod
     def _opa_ca_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
