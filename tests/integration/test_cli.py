@@ -1451,9 +1451,33 @@ def test_clients_add_pins_only_with_certificate_bound(data_dir: Path) -> None:
     assert "politie-bvh" not in runner.invoke(app, ["clients", "list"]).output
 
 
+def test_the_database_file_is_its_owners_only_in_a_directory_others_can_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data directory that was there before (the image's /var/lib/wgs, one made with a plain ``mkdir``) keeps
+    its 0755; the database made in it holds accounts' password hashes, the enrolled match filters and what the
+    partners exchanged, so it is made 0600 whatever the umask (and SQLite gives its -wal and -shm files the
+    database file's mode)."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    monkeypatch.setenv("WGS_DATA_DIR", str(data))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    previous = os.umask(0o022)
+    try:
+        result = runner.invoke(app, ["db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        assert runner.invoke(app, ["clients", "list"]).exit_code == 0  # opens it again: -wal and -shm
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o755  # the operator's directory is left as it is
+    made = sorted(data.glob("gateway.sqlite*"))
+    assert data / "gateway.sqlite" in made
+    for path in made:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
 def test_a_data_directory_the_gateway_makes_is_its_owners_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SQLite file is created readable by all under the usual umask (SQLite's choice); the directory it is
-    made in holds it and the keys, so a directory the gateway makes itself is 0700."""
+    """The directory holds the database and the keys, so a directory the gateway makes itself is 0700."""
     data = tmp_path / "fresh" / "data"
     monkeypatch.setenv("WGS_DATA_DIR", str(data))
     monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
