@@ -791,6 +791,26 @@ def test_serve_refuses_a_database_behind_the_code(data_dir: Path, no_server: lis
     assert no_server == []
 
 
+@pytest.mark.parametrize("key_file", ["token-signing.json", "audit-checkpoint.pem"])
+def test_serve_refuses_a_key_file_other_users_can_read(data_dir: Path, no_server: list[dict[str, object]],
+                                                      key_file: str) -> None:
+    """A token-signing or checkpoint key others can read lets them sign tokens or checkpoints as the gateway; the
+    pseudonym key ring was already refused so (``chmod 600 it``), these were used as found. One line naming the
+    file, never its content; after ``chmod 600`` the gateway starts."""
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    path = data_dir / "keys" / key_file
+    path.chmod(0o644)
+    line = _refusal(runner.invoke(app, ["serve", "--port", "1"]))
+    assert line.startswith("key files other users than their owner can read or write: "), line
+    assert str(path) in line
+    assert "chmod 600" in line
+    assert path.read_text()[:20] not in line
+    assert no_server == []
+    path.chmod(0o600)
+    assert runner.invoke(app, ["serve", "--port", "1"]).exit_code == 0
+    assert len(no_server) == 1
+
+
 def test_serve_refuses_a_bad_register_with_its_line_and_reason(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                                no_server: list[dict[str, object]]) -> None:
     bad = data_dir / "bad.yaml"
