@@ -327,6 +327,47 @@ def backup(data_dir: Path, tmp_path: Path) -> Path:
     return destination
 
 
+def _warnings(result: Result) -> list[str]:
+    assert result.exit_code == 0, result.output
+    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+
+
+def test_verify_backup_warns_that_a_restore_drops_what_the_log_holds_since(backup: Path, tmp_path: Path) -> None:
+    """Checked with the environment of the deployment to restore, the backup is compared with its database: the
+    entries written since are the ones a restore loses, and the operator is told how many before, not after."""
+    assert _warnings(_verify(backup)) == []  # nothing written since: nothing to warn of
+    _backup(tmp_path / "later")  # its entry and checkpoint: the live log has moved on
+    [line] = _warnings(_verify(backup))
+    assert "restoring it drops the 1 audit entries written since" in line, line
+
+
+def test_verify_backup_warns_of_a_backup_of_another_deployment(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staging's backup verified against production's environment (the same default WGS_ISSUER): intact, and
+    restorable all the same (after a disaster a fresh installation has another key too), but said: another
+    checkpoint key, another log."""
+    prepared_data_dir(tmp_path / "staging", monkeypatch)
+    staging_backup = tmp_path / "staging-backup"
+    _backup(staging_backup)
+    monkeypatch.setenv("WGS_DATA_DIR", str(data_dir))
+    _backup(tmp_path / "production-backup")  # a log that is signed, and longer than staging's
+    warnings = _warnings(_verify(staging_backup))
+    assert len(warnings) == 2, warnings
+    assert "the audit checkpoint key" in warnings[0]
+    assert "is not the backup's" in warnings[0]
+    assert "does not hold the backup's checkpoint" in warnings[1]
+
+
+def test_verify_backup_has_nothing_to_compare_with_where_the_deployment_is_gone(
+        backup: Path, data_dir: Path) -> None:
+    """The disaster a backup is for: no database and no keys left; the backup is checked, no warning made up."""
+    shutil.rmtree(data_dir)
+    result = _verify(backup)
+    assert _warnings(result) == []
+    assert "intact" in result.stdout
+    assert not data_dir.exists()  # verifying creates nothing there
+
+
 def test_verify_backup_finds_a_changed_byte_in_a_key_file(backup: Path) -> None:
     _flip_byte(backup / "keys" / "token-signing.json", 10)
     line = _refusal(_verify(backup))
