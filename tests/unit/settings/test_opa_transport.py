@@ -38,19 +38,18 @@ def test_plain_http_to_an_opa_server_on_another_machine_is_refused_in_one_line(
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8181", "http://localhost:8181", "http://[::1]:8181/opa",
                                  "https://opa.example.org:8443"])
-def test_https_and_loopback_http_are_accepted(url: str) -> None:
-    assert Settings(_env_file=None, policy_engine="opa", opa_url=url).opa_url == url
+def test_https_and_loopback_http_are_accepted_without_the_opt_in(url: str) -> None:
+    settings = Settings(_env_file=None, policy_engine="opa", opa_url=url)
+    assert (settings.opa_url, settings.opa_allow_insecure_http) == (url, False)
 
 
 def test_the_explicit_setting_allows_plain_http_on_a_trusted_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"WGS_POLICY_ENGINE": "opa", "WGS_OPA_URL": "http://opa:8181",
-                        "WGS_OPA_ALLOW_INSECURE_HTTP": "true"}.items():
-        monkeypatch.setenv(name, value)
+    """And the embedded engine, which never reads the URL, is not refused over it without the opt-in."""
+    monkeypatch.setenv("WGS_OPA_URL", "http://opa:8181")
+    embedded = Settings(_env_file=None)
+    assert (embedded.policy_engine, embedded.opa_allow_insecure_http) == ("embedded", False)
+    monkeypatch.setenv("WGS_POLICY_ENGINE", "opa")
+    monkeypatch.setenv("WGS_OPA_ALLOW_INSECURE_HTTP", "true")
     settings = Settings(_env_file=None)
     assert settings.opa_allow_insecure_http is True
     assert settings.opa_url == "http://opa:8181"
-
-
-def test_the_embedded_engine_does_not_refuse_a_url_it_never_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WGS_OPA_URL", "http://opa:8181")
-    assert Settings(_env_file=None).policy_engine == "embedded"
