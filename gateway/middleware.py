@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import structlog
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +30,9 @@ client library or a proxy may store a 200 and hand it out later (RFC 9111 §4.2.
 ``nosniff``: a CSV or JSON answer holding text people typed is never to be read as a page. An answer meant to
 be cached says so itself (the JWKS, the console's static files) and keeps what it says."""
 
+UNMATCHED = "<unmatched>"
+"""The access log's ``route`` for a request no route took: a 404, or a refusal before routing (413, 429, 400)."""
+
 log = structlog.get_logger("gateway.access")
 
 
@@ -37,6 +41,44 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+class RouteTemplates:
+    """The full template of the route that took a request (``/console/escalations/{case_id}``), None if none did.
+
+    Why the template and not the path: a path is the caller's text. A name can stand in it (a 404 for
+    ``/v1/subjects/Jan de Vries``, or a path parameter of a real route), and the log's mask knows identifiers'
+    shapes, not names; the template is the app's own text. The router records the route it picked in the scope,
+    a 405's too (the route whose method was wrong), as its own router declared it: a route of a router included
+    in another (the console's escalation pages) lacks the outer prefix there. So the full template is looked up
+    among the app's routes, read once, and read again only for a route not seen before."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[object, str]] = {}
+
+    def of(self, scope: Scope) -> str | None:
+        route = scope.get("route")
+        if route is None:
+            return None
+        known = self._known.get(id(route))
+        if known is None or known[0] is not route:
+            self._known = _full_templates(scope.get("app"))
+            known = self._known.get(id(route))
+            if known is None or known[0] is not route:  # not among the app's routes: its own template, if any
+                own = getattr(route, "path", None)
+                if not isinstance(own, str):
+                    return None
+                known = self._known[id(route)] = (route, own)
+        return known[1]
+
+
+def _full_templates(app: Any) -> dict[int, tuple[object, str]]:
+    """Each route of ``app`` (by identity: routes compare by value) with its full template."""
+    found: dict[int, tuple[object, str]] = {}
+    for context in iter_route_contexts(getattr(app, "routes", [])):
+        if isinstance(context.path, str):
+            found[id(context.original_route)] = (context.original_route, context.path)
+    return found
 
 
 def _callers_request_id(sent: str | None) -> str | None:
@@ -59,6 +101,7 @@ class RequestContextMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.templates = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,10 +138,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            log.info("request", method=scope["method"], path=scope["path"],
+            log.info("request", method=scope["method"], **self._where(scope),
                      status=status_holder.get("status", 500),
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
             structlog.contextvars.clear_contextvars()
+
+    def _where(self, scope: Scope) -> dict[str, Any]:
+        """The access log's fields for what was asked: the route's template (:class:`RouteTemplates`), or for a
+        request no route took a fixed placeholder and the path's length (a 30,000-letter path is worth seeing,
+        its letters are not)."""
+        template = self.templates.of(scope)
+        if template is not None:
+            return {"route": template}
+        return {"route": UNMATCHED, "path_length": len(scope["path"])}
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -237,3 +289,4 @@ class StrictJsonMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
