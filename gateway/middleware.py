@@ -1,5 +1,5 @@
 """ASGI middleware: request id + W3C trace context, caching and sniffing defaults, access log, a hard
-request-body limit, and JSON bodies that every reader reads alike.
+request-body limit, JSON bodies that every reader reads alike, and HEAD wherever GET is answered.
 
 Pure ASGI (not BaseHTTPMiddleware) so it adds little latency on the exchange hot path.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from fastapi.routing import iter_route_contexts
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +33,9 @@ be cached says so itself (the JWKS, the console's static files) and keeps what i
 
 UNMATCHED = "<unmatched>"
 """The access log's ``route`` for a request no route took: a 404, or a refusal before routing (413, 429, 400)."""
+ASKED_METHOD = "asked_method"
+"""Where in the request's state :class:`HeadMiddleware` keeps the method asked (``HEAD``) while the app answers
+it as ``GET``: the access log names the method the caller sent."""
 
 log = structlog.get_logger("gateway.access")
 
@@ -138,7 +142,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            log.info("request", method=scope["method"], **self._where(scope),
+            log.info("request", method=scope["state"].get(ASKED_METHOD, scope["method"]), **self._where(scope),
                      status=status_holder.get("status", 500),
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
             structlog.contextvars.clear_contextvars()
@@ -290,3 +294,54 @@ class StrictJsonMiddleware:
 
         await self.app(scope, replay, send)
 
+
+class HeadMiddleware:
+    """Answer ``HEAD`` wherever ``GET`` is answered: the same status and headers, no body (RFC 9110 §9.3.2).
+
+    FastAPI's routes take only the methods they name, so every GET route answered HEAD with 405. Here a HEAD is
+    handed to the app as the GET it asks about, and the body of the answer is dropped on its way out; so it
+    meets everything a GET meets, in the same order — the rate limit, authentication, the scope and role
+    checks, the 404 that hides an object, the console's own-page check — and its ``Content-Length`` is the
+    GET's. A route's handler is asked the GET: a HEAD writes exactly what its GET writes, no more and no less.
+    That is meant where a GET writes to the audit log (an export, a data-subject look-up, anomaly flags, a
+    checkpoint signed on demand): a HEAD's headers are made from the whole answer (its length says roughly how
+    many rows or disclosures there are), so it is recorded as the GET is, and a HEAD is no way to learn that
+    much unrecorded.
+
+    Outermost, so that nothing an inner layer sends (the console's error page, a middleware's refusal) keeps
+    its body; a bug's 500, which Starlette answers outside every middleware, is left to the server, which sends
+    no body for a HEAD either. A 405's ``Allow`` that names GET names HEAD too, whatever method was asked."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def allowing_head(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                _allow_head(message)
+            await send(message)
+
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, allowing_head)
+            return
+        as_get = {**scope, "method": "GET", "state": {**scope.get("state", {}), ASKED_METHOD: "HEAD"}}
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await allowing_head(message)
+
+        await self.app(as_get, receive, headers_only)
+
+
+def _allow_head(start: Message) -> None:
+    headers = MutableHeaders(scope=start)
+    allowed = [method.strip() for method in headers.get("allow", "").split(",") if method.strip()]
+    if "GET" in allowed and "HEAD" not in allowed:
+        headers["allow"] = ", ".join([*allowed, "HEAD"])
