@@ -232,14 +232,16 @@ def claim_companion(claim: Claim, abandoned: Claim | None) -> CompanionRow:
 
 
 def claim_held(claim: Claim, valid_until: datetime, now: Callable[[], datetime], *, release: bool,
-               answers_logged: bool = False) -> Callable[[Connection], None]:
+               answers_logged: bool = False, lease: bool = True) -> Callable[[Connection], None]:
     """A precondition: the attempt still holds ``claim`` and its lease runs until ``valid_until`` (after that a
     retry may take the key over at any moment, so the attempt writes nothing more under it). With
     ``release``, the claim goes in the same statement (the outcome is being stored); with ``answers_logged``,
     the claim is marked in the same statement as one whose attempt logged its holders' answers (they commit
-    before an escalation, and the outcome after it): from that commit on, no retry takes the key over."""
+    before an escalation, and the outcome after it): from that commit on, no retry takes the key over. Without
+    ``lease`` only the claim counts (a marked claim's outcome: nobody takes a marked claim over, so its lease
+    guards nothing, and a takeover by code that ignores the mark changes or removes the row, which shows)."""
     def precondition(connection: Connection) -> None:
-        if now() >= valid_until:
+        if lease and now() >= valid_until:
             raise ClaimLost(f"exchange `{claim.exchange_id}` outlived its claim on the Idempotency-Key")
         if release:
             held = _delete_claim(connection, claim)

@@ -121,9 +121,10 @@ _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered
                     "nothing of this one was logged; retry shortly to get its answer")
 _KEY_TAKEN_AFTER = ("another attempt with this Idempotency-Key was answered or took the key over meanwhile; "
                     "nothing of this one was disclosed; retry to get that answer")
-_ANSWERS_NOT_STORED = ("the first attempt with this Idempotency-Key logged what its holders answered but its outcome "
-                       "was not stored; the request is not run again under this key (its holders would be asked "
-                       "twice); do not retry it, ask your privacy officer")
+_ANSWERS_NOT_STORED = ("the first attempt with this Idempotency-Key logged what its holders answered and has not "
+                       "stored its outcome (it is still being answered, or it failed); the request is not run again "
+                       "under this key (its holders would be asked twice): retry later for that attempt's answer, "
+                       "and if none comes, ask your privacy officer")
 _DECISION_TAKEN = ("this re-run outlived its reservation of the escalation decision, and another re-run took the "
                    "decision over meanwhile; nothing of this one was disclosed")
 # Exceptions that are answers, not defects: the gateway's own (4xx/503), the database unavailable (503), a NUL in
@@ -991,28 +992,29 @@ class ExchangeService:
 
     async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool) -> None:
         """The outcome row after an escalation, in a transaction of its own that also gives the claim up, if the
-        attempt still holds it within its lease (as the disclosures' commit does on the usual path).
+        attempt still holds it: within its lease when nothing was logged after the write-ahead (as the
+        disclosures' commit on the usual path); when the holders' answers are logged, the claim they marked
+        is enough, since no retry takes a marked claim over however long the escalation step took (a slow
+        webhook keeps its answer; meanwhile retries get ``_ANSWERS_NOT_STORED``, afterwards the stored answer).
 
-        If it does not (a slow escalation, webhook or database outran the lease), the row is not written and
-        the claim is not given up: a second row under the key, or an answer that another attempt's replay
-        contradicts, is worse than no answer. When the holders' answers are logged, the claim they marked
-        stays, so no retry asks the holders again (``_ANSWERS_NOT_STORED``), and the attempt fails with
-        ``OutcomeNotStored``, which logs ``request.failed`` after them: the log says the answers never reached
-        the requester. When nothing was logged after the write-ahead, no holder was asked: 409, as when the
-        claim is lost before the escalation, and a retry runs the request again."""
+        If the claim is not held, the row is not written: a second row under the key, or an answer that
+        another attempt's replay contradicts, is worse than no answer. With answers logged (only code that
+        ignores the mark, during an upgrade, could have taken it) the attempt fails with ``OutcomeNotStored``,
+        which logs ``request.failed`` after them: the log says the answers never reached the requester. With
+        nothing logged after the write-ahead no holder was asked: 409, as when the claim is lost before the
+        escalation, and a retry runs the request again."""
         exchange_id = attempt.exchange_id
         try:
             await self._outcomes.insert(self._outcome_row(attempt, result),
-                                        self._claim_held(attempt.claim, release=True))
+                                        self._claim_held(attempt.claim, release=True, lease=not answers_logged))
         except repository.ClaimLost as exc:
             if not answers_logged:
                 log.info("idempotency_key_taken", error_type="ClaimLost")
                 raise Conflict(_KEY_TAKEN_AFTER, headers={"Retry-After": "1"}) from exc
             log.error("outcome_not_stored", exchange_id=exchange_id, error_type="ClaimLost")
-            raise OutcomeNotStored(f"exchange `{exchange_id}` outlived its claim on the Idempotency-Key before its "
+            raise OutcomeNotStored(f"exchange `{exchange_id}` lost its claim on the Idempotency-Key before its "
                                    "outcome was stored: what its holders answered is logged (audit indices in the "
-                                   "log) but is not answered, and the request is not run again under this key; do "
-                                   "not retry it, ask your privacy officer") from exc
+                                   "log) but is not answered; do not retry it, ask your privacy officer") from exc
         except Exception as exc:
             log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
             raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
@@ -1078,12 +1080,12 @@ class ExchangeService:
             log.info("idempotency_key_taken", error_type="ClaimLost")
             raise Conflict(_KEY_TAKEN_AFTER, headers={"Retry-After": "1"}) from exc
 
-    def _claim_held(self, claim: repository.Claim | None, *, release: bool, answers_logged: bool = False
-                    ) -> Callable[[Connection], None] | None:
+    def _claim_held(self, claim: repository.Claim | None, *, release: bool, answers_logged: bool = False,
+                    lease: bool = True) -> Callable[[Connection], None] | None:
         if claim is None:
             return None
         return repository.claim_held(claim, claim.claimed_at + CLAIM_ABANDONED_AFTER, self.deps.clock.now,
-                                     release=release, answers_logged=answers_logged)
+                                     release=release, answers_logged=answers_logged, lease=lease)
 
     async def _release(self, claim: repository.Claim) -> None:
         def release() -> None:

@@ -778,13 +778,12 @@ def _entries_of(stack: Stack, exchange_id: str) -> list[str]:
             audit_entries.c.log_index)).scalars())
 
 
-def test_an_attempt_whose_escalation_outlives_its_lease_stores_no_outcome_and_the_key_is_not_run_again(
+def test_an_attempt_whose_escalation_outlives_its_lease_keeps_its_answer_and_the_key_is_not_run_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Politie refuses (a case is opened), the Belastingdienst discloses; the escalation step is so slow that the
     claim's lease runs out after the answers were logged. A retry reaching another gateway process then does
-    not take the key over (it would ask both holders again): 409, nothing logged. The slow attempt's outcome
-    row does not commit (its lease is over): it answers outcome-not-stored and logs request.failed after its
-    answers. The key stays spent: later retries, also after a gateway restart, get the same 409."""
+    not take the key over (it would ask both holders again): 409, nothing logged. The slow attempt still stores
+    its outcome (its marked claim cannot have been taken over) and answers; later retries get that answer."""
     key = "slow-escalation-key-1"
     refusal: dict[str, object] = {"status": "refused", "records": [],
                                   "refusal_reason": "investigation-confidentiality"}
@@ -810,12 +809,10 @@ def test_an_attempt_whose_escalation_outlives_its_lease_stores_no_outcome_and_th
             entries.append(_audit_count(s))
 
         monkeypatch.setattr(type(service), "_escalate", slow_escalation)
-        cases = _count(s, escalation_cases)
         late = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": key})
-        assert late.status_code == 500, late.text
-        assert late.headers["content-type"].startswith("application/problem+json")
-        assert late.json()["type"].endswith("outcome-not-stored")
-        assert "outlived its claim" in late.json()["detail"]
+        assert late.status_code == 200, late.text
+        assert {t["holder"]: t["outcome"] for t in late.json()["targets"]} == {
+            "politie": "refused-by-holder", "belastingdienst": "allowed"}
         [retry] = during
         assert retry.status_code == 409, retry.text
         assert "retry-after" not in retry.headers
@@ -823,26 +820,60 @@ def test_an_attempt_whose_escalation_outlives_its_lease_stores_no_outcome_and_th
             "answers_not_stored"]["value"]["detail"]  # as the API's description shows it
         assert entries[0] == entries[1]  # the retry logged nothing ...
         assert len(calls) == 1  # ... and asked no holder again
+        exchange_id = late.json()["exchange_id"]
+        assert _entries_of(s, exchange_id) == [  # each holder's answer once
+            "exchange.requested", "policy.decided", "policy.decided", "holder.refused", "disclosure",
+            "escalation.step"]
+        with s.container.engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(exchanges).where(
+                exchanges.c.idempotency_key == key)).scalar_one() == 1
+        assert _claims(s) == []  # the outcome's commit gave the claim up
+        monkeypatch.undo()
+        before = _audit_count(s)
+        for gateway in (s.gateway_url, other):
+            again = httpx.post(f"{gateway}/v1/exchanges", json=body, headers={"Idempotency-Key": key} | token,
+                               timeout=30)
+            assert again.status_code == 200, again.text
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.json()["exchange_id"] == exchange_id
+        assert (_audit_count(s), len(calls)) == (before, 1)
+
+
+def test_an_attempt_whose_marked_claim_was_taken_by_code_ignoring_the_mark_stores_no_outcome(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """During an upgrade a process of older code (which ignores ``answers_logged``) may take an abandoned marked
+    claim over: the slow attempt's outcome then does not commit (two answers under one key); it answers
+    outcome-not-stored and logs request.failed after its answers, which never reached the requester."""
+    key = "slow-escalation-key-2"
+    refusal: dict[str, object] = {"status": "refused", "records": [],
+                                  "refusal_reason": "investigation-confidentiality"}
+    with held_holder(refusal) as (holder_url, _, release, _calls), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+        release.set()
+        body = _body(s, holders=["politie", "belastingdienst"], categories=["police_incidents", "tax_debts"])
+        service = s.container.services["exchange"]
+        escalate = type(service)._escalate
+
+        async def escalation_meanwhile_taken_over(self: Any, *args: Any) -> None:
+            await escalate(self, *args)
+            with s.container.engine.begin() as connection:  # what the older code's takeover leaves
+                connection.execute(exchange_claims.update().where(exchange_claims.c.idempotency_key == key).values(
+                    exchange_id="older-code-attempt", answers_logged=False))
+
+        monkeypatch.setattr(type(service), "_escalate", escalation_meanwhile_taken_over)
+        late = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": key})
+        assert late.status_code == 500, late.text
+        assert late.headers["content-type"].startswith("application/problem+json")
+        assert late.json()["type"].endswith("outcome-not-stored")
+        assert "lost its claim" in late.json()["detail"]
         exchange_id = late.json()["detail"].split("`")[1]
-        assert _entries_of(s, exchange_id) == [  # each holder's answer once, then: never reached the requester
+        assert _entries_of(s, exchange_id) == [
             "exchange.requested", "policy.decided", "policy.decided", "holder.refused", "disclosure",
             "escalation.step", "request.failed"]
         with s.container.engine.connect() as connection:
             assert connection.execute(select(func.count()).select_from(exchanges).where(
                 exchanges.c.idempotency_key == key)).scalar_one() == 0
-        assert [(c.exchange_id, c.answers_logged) for c in _claims(s)] == [(exchange_id, True)]
-        assert _count(s, escalation_cases) == cases + 1  # the refusal's case (see the report: it stays open)
-        monkeypatch.undo()
-        service.remove_abandoned_claims()  # as a gateway starting up does: the marked claim stays
-        before = _audit_count(s)
-        for gateway in (s.gateway_url, other):
-            again = httpx.post(f"{gateway}/v1/exchanges", json=body, headers={"Idempotency-Key": key} | token,
-                               timeout=30)
-            assert again.status_code == 409
-            assert "not run again" in again.json()["detail"]
-        assert (_audit_count(s), len(calls)) == (before, 1)
-        fresh = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": "fresh-key-00003"})
-        assert fresh.status_code == 200  # another key runs as ever
+        assert [c.exchange_id for c in _claims(s)] == ["older-code-attempt"]  # the other attempt's, left alone
 
 
 def test_an_attempt_with_nothing_logged_whose_escalation_outlives_its_lease_stores_no_outcome(
