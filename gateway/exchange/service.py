@@ -121,6 +121,10 @@ _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered
                     "nothing of this one was logged; retry shortly to get its answer")
 _KEY_TAKEN_AFTER = ("another attempt with this Idempotency-Key was answered or took the key over meanwhile; "
                     "nothing of this one was disclosed; retry to get that answer")
+_ANSWERS_NOT_STORED = ("the first attempt with this Idempotency-Key logged what its holders answered and has not "
+                       "stored its outcome (it is still being answered, or it failed); the request is not run again "
+                       "under this key (its holders would be asked twice): retry later for that attempt's answer, "
+                       "and if none comes, ask your privacy officer")
 _DECISION_TAKEN = ("this re-run outlived its reservation of the escalation decision, and another re-run took the "
                    "decision over meanwhile; nothing of this one was disclosed")
 # Exceptions that are answers, not defects: the gateway's own (4xx/503), the database unavailable (503), a NUL in
@@ -960,7 +964,9 @@ class ExchangeService:
                       receipts: list[Receipt]) -> ExchangeResult:
         """Past the write-ahead: ask the holders, log what is disclosed, store the outcome, answer. With an
         Idempotency-Key, each commit from here on holds only while the attempt still holds its claim within
-        its lease; the outcome's commit gives the claim up (after an escalation, right after that commit)."""
+        its lease, and the outcome's commit gives the claim up. After an escalation the outcome commits on its
+        own, after the holders' answers: their commit marks the claim (``answers_logged``), so that no retry
+        takes the key over and asks the holders again, whatever becomes of this attempt."""
         principal, body, exchange_id = attempt.principal, attempt.body, attempt.exchange_id
         subjects = [s.ref for s in body.subjects]
         outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
@@ -977,47 +983,74 @@ class ExchangeService:
                 self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
-            held = self._claim_held(attempt.claim, release=False)
             if after:
                 # A re-run's disclosure commits only with its decision marked used (and with the key held).
-                guard = _all_of(held, self._decision_used(attempt, served))
+                guard = _all_of(self._claim_held(attempt.claim, release=False, answers_logged=True),
+                                self._decision_used(attempt, served))
                 receipts += await self._record(after, repository.only_if(guard) if guard else None,
                                                _KEY_TAKEN_AFTER)
-            elif held is not None:  # every target denied or escalated: no entry to check the claim with
-                await self._still_held(held)
+            elif (held := self._claim_held(attempt.claim, release=False)) is not None:
+                await self._still_held(held)  # every target denied or escalated: no entry to check the claim with
             await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
                                  attempt.trace)
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
-            try:
-                await self._outcomes.insert(self._outcome_row(attempt, result))
-            except Exception as exc:
-                log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
-                raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
-                                       "outcome could not be stored; nothing is answered; do not retry it, ask "
-                                       "your privacy officer") from exc
-            if attempt.claim is not None:
-                await self._release(attempt.claim)
+            await self._store_outcome(attempt, result, answers_logged=bool(after))
         self._counted_in.pop(exchange_id, None)  # stored: it stays counted
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
 
+    async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool) -> None:
+        """The outcome row after an escalation, in a transaction of its own that also gives the claim up, if the
+        attempt still holds it: within its lease when nothing was logged after the write-ahead (as the
+        disclosures' commit on the usual path); when the holders' answers are logged, the claim they marked
+        is enough, since no retry takes a marked claim over however long the escalation step took (a slow
+        webhook keeps its answer; meanwhile retries get ``_ANSWERS_NOT_STORED``, afterwards the stored answer).
+
+        If the claim is not held, the row is not written: a second row under the key, or an answer that
+        another attempt's replay contradicts, is worse than no answer. With answers logged (only code that
+        ignores the mark, during an upgrade, could have taken it) the attempt fails with ``OutcomeNotStored``,
+        which logs ``request.failed`` after them: the log says the answers never reached the requester. With
+        nothing logged after the write-ahead no holder was asked: 409, as when the claim is lost before the
+        escalation, and a retry runs the request again."""
+        exchange_id = attempt.exchange_id
+        try:
+            await self._outcomes.insert(self._outcome_row(attempt, result),
+                                        self._claim_held(attempt.claim, release=True, lease=not answers_logged))
+        except repository.ClaimLost as exc:
+            if not answers_logged:
+                log.info("idempotency_key_taken", error_type="ClaimLost")
+                raise Conflict(_KEY_TAKEN_AFTER, headers={"Retry-After": "1"}) from exc
+            log.error("outcome_not_stored", exchange_id=exchange_id, error_type="ClaimLost")
+            raise OutcomeNotStored(f"exchange `{exchange_id}` lost its claim on the Idempotency-Key before its "
+                                   "outcome was stored: what its holders answered is logged (audit indices in the "
+                                   "log) but is not answered; do not retry it, ask your privacy officer") from exc
+        except Exception as exc:
+            log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
+            raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
+                                   "outcome could not be stored; nothing is answered; do not retry it, ask "
+                                   "your privacy officer") from exc
+
     async def _not_held_elsewhere(self, principal: Principal, key: str, key_fingerprint: str) -> None:
         """Before a keyed request that could not be decided is refused on its own account: 409 if the key is
-        held by another attempt (this one is a duplicate of it, or misuses the key), as the write-ahead would."""
+        held by another attempt (this one is a duplicate of it, or misuses the key), or by one that logged its
+        holders' answers and died, as the write-ahead would."""
         other = await self._claim_on(principal.subject, key)
-        if other is None or not self._live(other):
+        if other is None or not (self._live(other) or other.answers_logged):
             return
         if other.request_sha256 != key_fingerprint:
             raise Conflict(_DIFFERENT_REQUEST)
+        if not self._live(other):
+            raise Conflict(_ANSWERS_NOT_STORED)
         raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
 
     async def _write_ahead_claiming(self, ahead: list[AuditEvent], claim: repository.Claim,
                                     count: Callable[[Connection], None]) -> list[Receipt]:
         """The write-ahead entries with the key's claim. The claim is not looked for beforehand (that would cost
         every keyed request a read): only when it clashes is the claim in the way read, to refuse a request
-        that differs, or to take over a claim whose attempt died."""
+        that differs, or to take over a claim whose attempt died — unless that attempt logged what its holders
+        answered (and then never stored its outcome): running the request again would ask them twice."""
         try:
             return await self._record(ahead, _with(repository.claim_companion(claim, None), count), _KEY_TAKEN_AHEAD)
         except Conflict:
@@ -1026,6 +1059,10 @@ class ExchangeService:
                 raise Conflict(_DIFFERENT_REQUEST) from None
             if other is None or self._live(other):
                 raise  # answered meanwhile, or still being answered: the retry gets that answer
+            if other.answers_logged:
+                log.warning("idempotency_claim_answers_not_stored", exchange_id=claim.exchange_id,
+                            abandoned=other.exchange_id)
+                raise Conflict(_ANSWERS_NOT_STORED) from None
         receipts = await self._record(ahead, _with(repository.claim_companion(claim, other), count), _KEY_TAKEN_AHEAD)
         log.warning("idempotency_claim_taken_over", exchange_id=claim.exchange_id, abandoned=other.exchange_id)
         return receipts
@@ -1054,11 +1091,12 @@ class ExchangeService:
             log.info("idempotency_key_taken", error_type="ClaimLost")
             raise Conflict(_KEY_TAKEN_AFTER, headers={"Retry-After": "1"}) from exc
 
-    def _claim_held(self, claim: repository.Claim | None, *, release: bool) -> Callable[[Connection], None] | None:
+    def _claim_held(self, claim: repository.Claim | None, *, release: bool, answers_logged: bool = False,
+                    lease: bool = True) -> Callable[[Connection], None] | None:
         if claim is None:
             return None
         return repository.claim_held(claim, claim.claimed_at + CLAIM_ABANDONED_AFTER, self.deps.clock.now,
-                                     release=release)
+                                     release=release, answers_logged=answers_logged, lease=lease)
 
     async def _release(self, claim: repository.Claim) -> None:
         def release() -> None:
