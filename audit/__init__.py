@@ -16,6 +16,7 @@ Modules, one job each:
 ``log``            ``AuditLog``: append, checkpoint policy, proofs
 ``on_demand``      checkpoints signed when a reviewer needs one (rate-limited, shared)
 ``writer``         ``AsyncAuditWriter``: group commit for asyncio callers
+``failure_report`` the writer's idle-loop failures logged once, then once a minute, then on recovery
 ``export``         one-file JSON Lines export
 ``verify``         full verification of an export or a live database
 ``query_columns``  a fast verification's check of the searched columns against the entries

@@ -4,14 +4,17 @@ The log must hold no personal data (the data subject appears only as a pseudonym
 supposed to get that right; this guard catches the obvious mistakes before they become permanent —
 an append-only log cannot be cleaned afterwards. It looks at every key and every value and refuses:
 
-1. a BSN: nine digits (optionally grouped ``1234.56.782``) standing alone and passing the eleven-test;
-   also as a JSON integer;
+1. a BSN: nine digits (optionally grouped as ``1234.56.782`` or ``123-456-782``, with spaces, dots or dashes)
+   standing alone and passing the eleven-test; also as a JSON integer;
 2. an IBAN: two capitals, two check digits and 11 to 30 letters or digits (plain or in groups of four),
    standing alone and passing the ISO 13616 mod-97 check;
 3. an e-mail address.
 
 The checksums keep false positives rare (a random nine-digit number passes the eleven-test one time in
 eleven); "standing alone" means not glued to other letters or digits, so hex ids and hashes never match.
+Text is compared in its NFKC form with every decimal digit as its ASCII one: a BSN typed in fullwidth digits
+(U+FF10 to U+FF19), another script's digits or with fullwidth separators is the same number, and an address with
+a fullwidth at sign (U+FF20) the same address.
 It is a guard, not a proof: names and addresses cannot be recognised this way, which is why events use
 reference strings and the scenario suite scans what it wrote.
 """
@@ -19,6 +22,7 @@ reference strings and the scenario suite scans what it wrote.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,7 +31,14 @@ from pydantic import JsonValue
 from audit.errors import PersonalDataError
 from audit.events import AuditEvent
 
-_BSN = re.compile(r"(?<![0-9A-Za-z])([0-9]{4})[ .]?([0-9]{2})[ .]?([0-9]{3})(?![0-9A-Za-z])")
+# The separators a BSN is written with: space, dot, dash (ASCII and the Unicode dashes NFKC leaves alone). Grouped
+# 4-2-3 (the official ``1234.56.782``) or 3-3-3 (``123-456-782``); a reference such as ``RIEC-2026-0042`` is
+# neither. Fixed width, so the expression costs at most a few steps a position: linear in the text.
+_SEPARATOR = "[ .\\-\u2010-\u2015\u2212]"
+_BSN = re.compile(rf"(?<![0-9A-Za-z])(?:([0-9]{{4}}){_SEPARATOR}?([0-9]{{2}})|([0-9]{{3}}){_SEPARATOR}?([0-9]{{3}}))"
+                  rf"{_SEPARATOR}?([0-9]{{3}})(?![0-9A-Za-z])")
+# A decimal digit of any script but ASCII's (NFKC maps the fullwidth ones, not e.g. Arabic-Indic ones).
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
 _IBAN_PLAIN = re.compile(r"(?<![0-9A-Za-z])[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}(?![0-9A-Za-z])")
 _IBAN_GROUPED = re.compile(r"(?<![0-9A-Za-z])[A-Z]{2}[0-9]{2}(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?(?![0-9A-Za-z])")
 # Tried only where a run of local-part characters starts (the lookbehind): tried at every position, a long run
@@ -65,9 +76,20 @@ def passes_iban_check(candidate: str) -> bool:
     return number % 97 == 1
 
 
+def normalised(text: str) -> str:
+    """``text`` as the guard compares it: NFKC (fullwidth letters, digits, at sign and separators as their ASCII
+    forms, a no-break space as a space), then every other decimal digit as its ASCII digit. ASCII text is its own
+    normal form and is returned as it is (the usual case, no copy). Linear in the text."""
+    if text.isascii():
+        return text
+    return _OTHER_DIGIT.sub(lambda digit: str(unicodedata.decimal(digit.group())),
+                            unicodedata.normalize("NFKC", text))
+
+
 def _kinds_in_text(text: str) -> Iterator[str]:
+    text = normalised(text)
     for match in _BSN.finditer(text):
-        if passes_eleven_test("".join(match.groups())):
+        if passes_eleven_test("".join(group for group in match.groups() if group)):
             yield "bsn"
             break
     if any(passes_iban_check(m.group(0)) for m in _IBAN_PLAIN.finditer(text)):
@@ -112,8 +134,10 @@ def _walk(value: JsonValue, path: str, findings: list[Finding]) -> None:
 
 # A cheap first pass over an event's canonical JSON bytes that matches whenever the precise rules could
 # (and more often): the same shapes, with the boundary before a BSN taken as "any byte but a letter or
-# digit". Escapes (a backslash) would hide such a boundary, and are rare, so they go to the precise walk.
-_SCREEN_BSN = re.compile(rb"[^0-9A-Za-z][0-9]{4}[ .]?[0-9]{2}[ .]?[0-9]{3}(?![0-9A-Za-z])")
+# digit". Escapes (a backslash) would hide such a boundary, and are rare, so they go to the precise walk; so
+# does any text that is not ASCII, which the walk compares in its normal form (fullwidth digits, say).
+_SCREEN_BSN = re.compile(rb"[^0-9A-Za-z](?:[0-9]{4}[ .\-]?[0-9]{2}|[0-9]{3}[ .\-]?[0-9]{3})[ .\-]?[0-9]{3}"
+                         rb"(?![0-9A-Za-z])")
 _SCREEN_IBAN = re.compile(rb"[A-Z]{2}[0-9]{2}")
 
 
@@ -131,7 +155,7 @@ _CLASSES = bytes(
 # same position). Its literal prefix lets the regular expression engine skip ahead in C, so a typical event
 # (whose dates, versions and hex ids give a few boundary-and-four-digit spots, none of them nine digits) is
 # cleared by one search; the exact expression then only confirms the separators.
-_CLASS_BSN = re.compile(rb"#0000#?00#?000(?![0a])")
+_CLASS_BSN = re.compile(rb"#000(?:0#?00|#?000)#?000(?![0a])")
 
 
 def _bsn_candidate(canonical: bytes) -> bool:
@@ -145,7 +169,7 @@ def _bsn_candidate(canonical: bytes) -> bool:
 
 
 def _needs_walk(canonical: bytes) -> bool:
-    if b"@" in canonical or b"\\" in canonical:
+    if b"@" in canonical or b"\\" in canonical or not canonical.isascii():
         return True
     # islower: no ASCII capital (and some lowercase letter, which every event's keys are); a scan in C
     # without the copy that ``lower()`` makes. Only text with capitals can hold an IBAN.

@@ -11,7 +11,8 @@ append lock (see :mod:`audit.store`). An append writes, in that single transacti
 No checkpoint is signed over a tree that does not extend the latest one the log's key signed (a consistency
 proof from the store, checked against both roots): the root comes from the cached subtrees, and a cache
 rebuilt over rewritten entries would otherwise have the log's own key vouch for the forgery
-(:meth:`AuditLog._check_extends`).
+(:meth:`AuditLog._check_extends`). Nor over one that does not extend the last checkpoint this process signed or
+verified (its in-memory anchor), which deleting the stored checkpoints cannot take away.
 
 Receipts are returned only after the commit: a caller that got a receipt has a durable entry, and a
 caller that got an exception must deny its request (fail closed). Proofs and roots are computed from
@@ -254,6 +255,9 @@ class AuditLog:
         # The last checkpoint note this process signed or verified, with what it states: the same text under the
         # same key verifies the same way, so the fork check skips the signature check for it (most of its cost).
         self._known_note: tuple[str, Checkpoint] | None = None
+        # The newest checkpoint this process signed (committed) or verified as the log's: every tree it signs
+        # must extend it too, whatever the checkpoint table holds by then (:meth:`_check_extends`).
+        self._anchor: Checkpoint | None = None
         self._rows = store.RowWriter(engine.dialect)
         # SQLAlchemy's errors, and the driver's own for the few statements sent to it directly.
         self._database_errors: tuple[type[Exception], ...] = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
@@ -283,10 +287,43 @@ class AuditLog:
 
     @property
     def signing_refused(self) -> str | None:
-        """Why this process last refused to sign a checkpoint (its tree forks from the latest signed one), until
-        it signs one again; ``None`` when it has not. For readiness probes: every append that is due a
-        checkpoint fails meanwhile. The reason states sizes only."""
+        """Why this process last refused to sign a checkpoint (its tree forks from the latest signed one, or from
+        the one it signed or verified itself), until it signs one again; ``None`` when it has not. For readiness
+        probes: every append that is due a checkpoint fails meanwhile. The reason states sizes only."""
         return self._refused
+
+    @property
+    def anchor(self) -> Checkpoint | None:
+        """The newest checkpoint this process signed or verified as the log's (``None`` before the first): what
+        every tree it signs must extend besides the latest stored one."""
+        return self._anchor
+
+    def adopt_latest_checkpoint(self) -> Checkpoint | None:
+        """Take the newest stored checkpoint the log's key signed as this process's anchor (call at start-up).
+
+        Why: until this process signs or checks a checkpoint, its anchor is empty, and a checkpoint table emptied
+        behind its back (with entries rewritten) would leave it nothing to check a tree against. Anchored at
+        start-up, it refuses from then on. What it cannot do is tell a log whose checkpoints were deleted before
+        it started from one that never had any: with entries but no checkpoint its key signed, it logs a
+        warning (sizes only) and signs the tree it finds; only the verifier, with an officer's saved checkpoint,
+        can say whether that tree is the one signed before. :class:`~audit.errors.StoreUnavailable` when the
+        log cannot be read."""
+        with self._reading() as connection:
+            latest = self._latest_signed(connection)
+            size = store.tree_size(connection)
+        if latest is not None:
+            self._remember_anchor(latest)
+        elif size > 0:
+            _log.warning("the audit log has %d entries but no checkpoint signed by its key: its tree is checked "
+                         "against nothing until this process signs one; run the verifier with a saved checkpoint",
+                         size)
+        return latest
+
+    def _remember_anchor(self, checkpoint: Checkpoint) -> None:
+        """Keep the larger anchor: a signed history only grows, and the newer one's consistency covers the older."""
+        with self._cache_lock:
+            if self._anchor is None or self._anchor.tree_size < checkpoint.tree_size:
+                self._anchor = checkpoint
 
     def _now(self) -> datetime:
         moment = self._clock()
@@ -315,16 +352,17 @@ class AuditLog:
             return []
         try:
             with store.append_transaction(self._engine) as transaction:
-                receipts, frontier = self._append_locked(transaction, prepared)
+                receipts, frontier, signed = self._append_locked(transaction, prepared)
                 if within is not None:
                     within(transaction.connection, receipts)
         except self._database_errors as exc:
             raise AuditWriteError(f"audit log write failed ({type(exc).__name__})") from exc
         self._remember_frontier(frontier)  # only once committed
+        self._remember_signed(signed)
         return receipts
 
-    def _append_locked(self, transaction: store.AppendTransaction,
-                       prepared: Sequence[PreparedEvent]) -> tuple[list[Receipt], CompactRange]:
+    def _append_locked(self, transaction: store.AppendTransaction, prepared: Sequence[PreparedEvent],
+                       ) -> tuple[list[Receipt], CompactRange, StoredCheckpoint | None]:
         # Under the lock: one read (size and latest checkpoint, done by append_transaction), the frontier
         # from memory when this process wrote last, and two multi-row INSERTs (entries, completed subtrees).
         connection, state = transaction.connection, transaction.state
@@ -335,10 +373,13 @@ class AuditLog:
         new_nodes = frontier.extend(batch.leaf_hashes)
         new_size = frontier.size
         self._rows.insert_append(connection, batch, new_nodes)  # first: the fork check reads the new subtrees
+        signed = None
         if self.policy.due(state, now, size=new_size):
-            self._rows.insert_checkpoint(connection, self._signed(connection, new_size, frontier.root(), now))
+            signed = self._signed(connection, new_size, frontier.root(), now)
+            self._rows.insert_checkpoint(connection, signed)
         return [Receipt(index, entry_id, leaf, new_size)
-                for index, entry_id, leaf in zip(count(batch.start), batch.entry_ids, batch.leaf_hashes)], frontier
+                for index, entry_id, leaf in zip(count(batch.start), batch.entry_ids, batch.leaf_hashes)
+                ], frontier, signed
 
     def _cached_frontier(self, connection: Connection, size: int) -> CompactRange:
         """The frontier at ``size`` (read under the append lock) for a write: from memory when this process
@@ -367,8 +408,16 @@ class AuditLog:
             raise AuditWriteError(f"audit tree cache is missing frontier nodes {missing}; run the verifier")
         return CompactRange(size, [found[node] for node in nodes])
 
+    def _remember_signed(self, signed: StoredCheckpoint | None) -> None:
+        """Anchor this process to a checkpoint it signed, once the transaction that stored it has committed: a
+        signature whose transaction rolled back covers entries that were never written, which the next tree need
+        not (and will not) extend."""
+        if signed is not None:
+            self._remember_anchor(Checkpoint(self.origin, signed.tree_size, signed.root_hash))
+
     def _signed(self, connection: Connection, size: int, root: bytes, now: datetime) -> StoredCheckpoint:
-        """Sign ``root`` at ``size``, under the append lock, once :meth:`_check_extends` has passed."""
+        """Sign ``root`` at ``size``, under the append lock, once :meth:`_check_extends` has passed. The caller
+        passes what it stored to :meth:`_remember_signed` after the commit."""
         self._check_extends(connection, size, root)
         checkpoint = Checkpoint(self.origin, size, root)
         note = sign_checkpoint(checkpoint, self._signer)
@@ -376,8 +425,9 @@ class AuditLog:
         return StoredCheckpoint(size, root, note, now)
 
     def _check_extends(self, connection: Connection, size: int, root: bytes) -> None:
-        """:class:`~audit.errors.AuditWriteError` unless the tree of ``size`` entries with ``root`` extends the
-        latest stored checkpoint signed by the log's key (:meth:`_latest_signed`).
+        """:class:`~audit.errors.AuditWriteError` unless the tree of ``size`` entries with ``root`` extends both the
+        latest stored checkpoint signed by the log's key (:meth:`_latest_signed`) and this process's anchor (the
+        newest checkpoint it signed or verified itself).
 
         Why: ``root`` comes from the cached subtrees (from memory only in the process that wrote last). Entries
         rewritten behind the log's back with the cache rebuilt over them give every other process a forged
@@ -386,11 +436,23 @@ class AuditLog:
         the proof endpoint computes it, and checked against the signed root and the new one (RFC 9162
         §2.1.4.2): it only verifies if the new tree's first ``anchor`` leaves hash to the signed root. A proof
         that cannot be computed (a cached subtree missing) refuses as well: nothing is signed unchecked.
-        A few reads per checkpoint (one page of notes, one of subtrees), none per append."""
-        anchor = self._latest_signed(connection)
-        if anchor is None:  # nothing signed yet: the log's signed history begins here
-            self._refused = None
-            return
+        The stored checkpoint alone is not enough: whoever can rewrite entries can delete the checkpoint rows as
+        well, leaving nothing to check against; what this process signed or verified stays in its memory.
+        A few reads per checkpoint (one page of notes, one of subtrees per distinct anchor), none per append."""
+        stored = self._latest_signed(connection)
+        own = self._anchor
+        anchors = [(stored, "the checkpoint signed")] if stored is not None else []
+        if own is not None and (stored is None or (own.tree_size, own.root_hash) != (stored.tree_size,
+                                                                                     stored.root_hash)):
+            anchors.append((own, "the checkpoint this process signed or verified"))
+        for anchor, which in anchors:
+            self._check_extends_one(connection, size, root, anchor, which)
+        if stored is not None:  # verified, and the tree about to be signed extends it and the older anchor
+            self._remember_anchor(stored)
+        self._refused = None
+
+    def _check_extends_one(self, connection: Connection, size: int, root: bytes, anchor: Checkpoint,
+                           which: str) -> None:
         try:
             if anchor.tree_size > size:
                 raise VerificationError(f"the tree has {size} entries, fewer than the {anchor.tree_size} signed")
@@ -398,15 +460,14 @@ class AuditLog:
                                      _consistency_hashes(connection, anchor.tree_size, size))
             proof.verify(anchor.root_hash, root)
         except (VerificationError, ProofUnavailable) as exc:
-            reason = (f"the audit tree does not extend the checkpoint signed at {anchor.tree_size} entries: "
+            reason = (f"the audit tree does not extend {which} at {anchor.tree_size} entries: "
                       "nothing was signed; run the verifier")
             if reason != self._refused:  # once per fork and process, not on every due append or idle second
-                _log.error("audit checkpoint refused: the tree of %d entries (root %s) does not extend the "
-                           "checkpoint signed at %d entries (root %s): %s", size, root.hex(), anchor.tree_size,
+                _log.error("audit checkpoint refused: the tree of %d entries (root %s) does not extend %s at %d "
+                           "entries (root %s): %s", size, root.hex(), which, anchor.tree_size,
                            anchor.root_hash.hex(), exc)
             self._refused = reason
             raise AuditWriteError(reason) from exc
-        self._refused = None
 
     def _latest_signed(self, connection: Connection) -> Checkpoint | None:
         """What the newest stored checkpoint whose note verifies under the log's key and origin signed, or
@@ -456,9 +517,10 @@ class AuditLog:
                 checkpoint = self._signed(connection, state.size,
                                           self._cached_frontier(connection, state.size).root(), now)
                 self._rows.insert_checkpoint(connection, checkpoint)
-                return checkpoint
         except self._database_errors as exc:
             raise AuditWriteError(f"audit checkpoint write failed ({type(exc).__name__})") from exc
+        self._remember_signed(checkpoint)
+        return checkpoint
 
     def checkpoint_on_demand(self, size: int, *, now: float, min_interval: float) -> tuple[StoredCheckpoint, bool]:
         """A checkpoint of at least ``size`` entries, and whether it was signed now: the latest if it covers
@@ -488,9 +550,10 @@ class AuditLog:
                                           self._cached_frontier(connection, state.size).root(), self._now())
                 self._rows.insert_checkpoint(connection, checkpoint)
                 store.record_on_demand(connection, now)
-                return checkpoint, True
         except self._database_errors as exc:
             raise AuditWriteError(f"audit checkpoint write failed ({type(exc).__name__})") from exc
+        self._remember_signed(checkpoint)
+        return checkpoint, True
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -525,7 +588,8 @@ class AuditLog:
         A row edited behind the gateway's back, or a key that signed a root the tree does not have, would
         otherwise be served as if it were sound: the officer's own check would fail, but the gateway would
         have vouched for it. Raises :class:`~audit.errors.VerificationError` (which check failed, never a
-        value), or :class:`~audit.errors.StoreUnavailable` when the tree could not be read.
+        value), or :class:`~audit.errors.StoreUnavailable` when the tree could not be read. A checkpoint that
+        passes becomes this process's anchor (:attr:`anchor`) if it is newer.
         """
         opened = open_checkpoint(stored.note, self.verifier, origin=self.origin)
         if opened.tree_size != stored.tree_size or opened.root_hash != stored.root_hash:
@@ -539,6 +603,7 @@ class AuditLog:
             raise VerificationError(f"the tree under the checkpoint at {opened.tree_size} is incomplete") from None
         if actual != opened.root_hash:
             raise VerificationError(f"the signed root at {opened.tree_size} is not the root of the stored tree")
+        self._remember_anchor(opened)  # the log's word, verified: what this process signs from now on extends it
         return opened
 
     def checkpoints(self, up_to_size: int | None = None) -> list[StoredCheckpoint]:

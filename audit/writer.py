@@ -25,7 +25,8 @@ Contract for callers:
   the database still fails them all.
 
 While idle the thread applies the checkpoint policy's time limit, so a quiet log still gets its
-checkpoint within ``every_seconds``.
+checkpoint within ``every_seconds``. It retries a failing checkpoint every idle second, but logs the failure
+once when it starts, at most once a minute while it lasts and once when it ends (:mod:`audit.failure_report`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from sqlalchemy import Connection, Table
 from audit.direct_insert import insert_rows
 from audit.errors import AuditWriteError, CompanionRefused
 from audit.events import AuditEvent
+from audit.failure_report import FailureReport
 from audit.handoff import Settlement, settle, take_queued
 from audit.log import PreparedEvent, Receipt, prepare
 
@@ -99,10 +102,13 @@ _STOP = object()
 class AsyncAuditWriter:
     """Asyncio front end with one writer thread; use as ``async with AsyncAuditWriter(log) as writer``."""
 
-    def __init__(self, log: Appender, *, max_batch_events: int = 5000, idle_interval: float | None = 1.0) -> None:
+    def __init__(self, log: Appender, *, max_batch_events: int = 5000, idle_interval: float | None = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` (monotonic seconds) paces the idle loop's failure lines; a fake one in tests."""
         self._log = log
         self._max_batch_events = max_batch_events
         self._idle_interval = idle_interval
+        self._checkpoint_failures = FailureReport(_log, "periodic audit checkpoint", clock=clock)
         self._queue: queue.SimpleQueue[_Waiter | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -242,7 +248,9 @@ class AsyncAuditWriter:
         try:
             self._log.maybe_issue_checkpoint()
         except Exception as exc:  # keep writing entries even if a periodic checkpoint fails
-            _log.warning("periodic audit checkpoint failed: %s", type(exc).__name__)
+            self._checkpoint_failures.failed(exc)
+        else:
+            self._checkpoint_failures.succeeded()
 
     def _fail_leftovers(self) -> None:
         while True:

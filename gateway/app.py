@@ -37,7 +37,12 @@ from gateway.escalations.setup import escalation_scheduler, escalation_service, 
 from gateway.exchange import endpoints as exchange_endpoints
 from gateway.exchange.setup import exchange_service, install_exchange, install_policy
 from gateway.logging import configure_logging
-from gateway.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, StrictJsonMiddleware
+from gateway.middleware import (
+    BodySizeLimitMiddleware,
+    HeadMiddleware,
+    RequestContextMiddleware,
+    StrictJsonMiddleware,
+)
 from gateway.openapi import problem_openapi
 from gateway.problems import install_problem_handlers
 from gateway.ratelimit import RateLimitMiddleware
@@ -149,6 +154,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.add_middleware(RateLimitMiddleware, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
     app.add_middleware(RequestContextMiddleware)
     install_console_boundary(app)  # after the handlers and the middleware whose answers it makes the console's
+    app.add_middleware(HeadMiddleware)  # last, so outermost: no inner layer's body goes out for a HEAD
     app.include_router(health.router)
     app.include_router(api_docs.router)
     # Routers of each domain are included below (one line each).

@@ -1,5 +1,5 @@
 """ASGI middleware: request id + W3C trace context, caching and sniffing defaults, access log, a hard
-request-body limit, and JSON bodies that every reader reads alike.
+request-body limit, JSON bodies that every reader reads alike, and HEAD wherever GET is answered.
 
 Pure ASGI (not BaseHTTPMiddleware) so it adds little latency on the exchange hot path.
 """
@@ -13,6 +13,8 @@ import time
 from typing import Any
 
 import structlog
+from fastapi.routing import iter_route_contexts
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +31,12 @@ client library or a proxy may store a 200 and hand it out later (RFC 9111 §4.2.
 ``nosniff``: a CSV or JSON answer holding text people typed is never to be read as a page. An answer meant to
 be cached says so itself (the JWKS, the console's static files) and keeps what it says."""
 
+UNMATCHED = "<unmatched>"
+"""The access log's ``route`` for a request no route took: a 404, or a refusal before routing (413, 429, 400)."""
+ASKED_METHOD = "asked_method"
+"""Where in the request's state :class:`HeadMiddleware` keeps the method asked (``HEAD``) while the app answers
+it as ``GET``: the access log names the method the caller sent."""
+
 log = structlog.get_logger("gateway.access")
 
 
@@ -37,6 +45,44 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+class RouteTemplates:
+    """The full template of the route that took a request (``/console/escalations/{case_id}``), None if none did.
+
+    Why the template and not the path: a path is the caller's text. A name can stand in it (a 404 for
+    ``/v1/subjects/Jan de Vries``, or a path parameter of a real route), and the log's mask knows identifiers'
+    shapes, not names; the template is the app's own text. The router records the route it picked in the scope,
+    a 405's too (the route whose method was wrong), as its own router declared it: a route of a router included
+    in another (the console's escalation pages) lacks the outer prefix there. So the full template is looked up
+    among the app's routes, read once, and read again only for a route not seen before."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[object, str]] = {}
+
+    def of(self, scope: Scope) -> str | None:
+        route = scope.get("route")
+        if route is None:
+            return None
+        known = self._known.get(id(route))
+        if known is None or known[0] is not route:
+            self._known = _full_templates(scope.get("app"))
+            known = self._known.get(id(route))
+            if known is None or known[0] is not route:  # not among the app's routes: its own template, if any
+                own = getattr(route, "path", None)
+                if not isinstance(own, str):
+                    return None
+                known = self._known[id(route)] = (route, own)
+        return known[1]
+
+
+def _full_templates(app: Any) -> dict[int, tuple[object, str]]:
+    """Each route of ``app`` (by identity: routes compare by value) with its full template."""
+    found: dict[int, tuple[object, str]] = {}
+    for context in iter_route_contexts(getattr(app, "routes", [])):
+        if isinstance(context.path, str):
+            found[id(context.original_route)] = (context.original_route, context.path)
+    return found
 
 
 def _callers_request_id(sent: str | None) -> str | None:
@@ -59,6 +105,7 @@ class RequestContextMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.templates = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,10 +142,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            log.info("request", method=scope["method"], path=scope["path"],
+            log.info("request", method=scope["state"].get(ASKED_METHOD, scope["method"]), **self._where(scope),
                      status=status_holder.get("status", 500),
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
             structlog.contextvars.clear_contextvars()
+
+    def _where(self, scope: Scope) -> dict[str, Any]:
+        """The access log's fields for what was asked: the route's template (:class:`RouteTemplates`), or for a
+        request no route took a fixed placeholder and the path's length (a 30,000-letter path is worth seeing,
+        its letters are not)."""
+        template = self.templates.of(scope)
+        if template is not None:
+            return {"route": template}
+        return {"route": UNMATCHED, "path_length": len(scope["path"])}
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -237,3 +293,55 @@ class StrictJsonMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class HeadMiddleware:
+    """Answer ``HEAD`` wherever ``GET`` is answered: the same status and headers, no body (RFC 9110 §9.3.2).
+
+    FastAPI's routes take only the methods they name, so every GET route answered HEAD with 405. Here a HEAD is
+    handed to the app as the GET it asks about, and the body of the answer is dropped on its way out; so it
+    meets everything a GET meets, in the same order — the rate limit, authentication, the scope and role
+    checks, the 404 that hides an object, the console's own-page check — and its ``Content-Length`` is the
+    GET's. A route's handler is asked the GET: a HEAD writes exactly what its GET writes, no more and no less.
+    That is meant where a GET writes to the audit log (an export, a data-subject look-up, anomaly flags, a
+    checkpoint signed on demand): a HEAD's headers are made from the whole answer (its length says roughly how
+    many rows or disclosures there are), so it is recorded as the GET is, and a HEAD is no way to learn that
+    much unrecorded.
+
+    Outermost, so that nothing an inner layer sends (the console's error page, a middleware's refusal) keeps
+    its body; a bug's 500, which Starlette answers outside every middleware, is left to the server, which sends
+    no body for a HEAD either. A 405's ``Allow`` that names GET names HEAD too, whatever method was asked."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def allowing_head(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                _allow_head(message)
+            await send(message)
+
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, allowing_head)
+            return
+        as_get = {**scope, "method": "GET", "state": {**scope.get("state", {}), ASKED_METHOD: "HEAD"}}
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await allowing_head(message)
+
+        await self.app(as_get, receive, headers_only)
+
+
+def _allow_head(start: Message) -> None:
+    headers = MutableHeaders(scope=start)
+    allowed = [method.strip() for method in headers.get("allow", "").split(",") if method.strip()]
+    if "GET" in allowed and "HEAD" not in allowed:
+        headers["allow"] = ", ".join([*allowed, "HEAD"])

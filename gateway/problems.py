@@ -49,6 +49,8 @@ _FIELD_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}(\[[a-z0-9_,'\[\]()-]{1,64}\])?"
 names all do (``case_reference``, ``idempotency-key``), as do pydantic's tags of a union's members
 (``list[str]``, ``literal['all']``)."""
 MASKED_NAME = "[name not shown]"
+FROM_THE_PATH = "[from the path]"
+"""What a refusal's logged reason says in place of a value the caller put in the request's path."""
 
 
 def _location_part(part: object) -> str:
@@ -59,6 +61,22 @@ def _location_part(part: object) -> str:
     if isinstance(part, int) or (_FIELD_NAME.fullmatch(text) and scrub_text(text) == text):
         return text
     return MASKED_NAME
+
+
+def logged_reason(request: Request, detail: str) -> str:
+    """``detail`` as the log line of a refusal says it: each value of the request's path parameters replaced by
+    :data:`FROM_THE_PATH`.
+
+    Why: a refusal may name what was asked for (``no escalation case `...```) and a path is the caller's text;
+    a name can stand there, which the log's identifier mask does not recognise (the access log names the
+    route's template, never the path, for the same reason). The caller still gets the detail as it was: it
+    only echoes what they sent. A value of digits only, or of one character, is no name and is left, so that
+    replacing it does not garble the rest of the reason (the mask takes identifier-shaped digits anyway)."""
+    values = {str(value) for value in request.path_params.values()}
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) > 1 and not value.isdigit():
+            detail = detail.replace(value, FROM_THE_PATH)
+    return detail
 
 
 def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -82,7 +100,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        log.info("request_rejected", status=exc.status, problem=exc.slug, reason=exc.detail)
+        log.info("request_rejected", status=exc.status, problem=exc.slug, reason=logged_reason(request, exc.detail))
         return problem_response(exc.status, exc.slug, exc.title, exc.detail, extra=exc.extra,
                                 headers=exc.headers, instance=request.url.path)
 

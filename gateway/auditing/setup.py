@@ -175,6 +175,7 @@ def install_audit(container: Container) -> AuditServices:
     signer = NoteSigner(log_origin(container.settings.issuer), key)
     log = AuditLog(container.engine, signer, policy=CheckpointPolicy(every_entries=100, every_seconds=60.0),
                    clock=container.clock.now)
+    log.adopt_latest_checkpoint()  # anchored from the start: checkpoint rows deleted later leave the check intact
     services = AuditServices(log=log, writer=AsyncAuditWriter(log), signer=signer, on_demand=OnDemandCheckpoints(log))
     container.services["audit"] = services
     container.readiness["audit_log"] = signing_check(log)
@@ -183,14 +184,14 @@ def install_audit(container: Container) -> AuditServices:
 
 
 def signing_check(log: AuditLog) -> ReadinessCheck:
-    """Not ready while the log refuses to sign because its tree forks from its latest signed checkpoint
-    (:meth:`audit.AuditLog.signing_refused`): every append due a checkpoint is then refused, so the process
-    would deny nearly everything. Reads nothing: the state of this process's last attempt to sign, which the
-    writer's idle loop renews every second while a checkpoint is due. The reason names no size or hash (the
-    probe is unauthenticated); the error log has them."""
+    """Not ready while the log refuses to sign because its tree forks from its latest signed checkpoint or from
+    the one this process signed or verified (:meth:`audit.AuditLog.signing_refused`): every append due a
+    checkpoint is then refused, so the process would deny nearly everything. Reads nothing: the state of this
+    process's last attempt to sign, which the writer's idle loop renews every second while a checkpoint is due.
+    The reason names no size or hash (the probe is unauthenticated); the error log has them."""
     async def check() -> None:
         if log.signing_refused is not None:
-            raise NotReady("the audit tree forks from its latest signed checkpoint; nothing is signed: "
+            raise NotReady("the audit tree forks from a checkpoint the log signed; nothing is signed: "
                            "run `wgs-gateway audit verify`")
     return check
 

@@ -8,7 +8,9 @@ transaction (``executemany`` of one compiled statement), and wakes the waiting r
 
 Contract: ``await insert(row)`` returns only after the transaction holding the row committed. If a batch
 fails, its rows are retried one per transaction, so that a bad row (e.g. a unique-key clash) fails only its
-own caller with that row's exception; the others are written.
+own caller with that row's exception; the others are written. ``insert(row, precondition)`` writes the row only
+if ``precondition(connection)`` returns in its transaction (run before the rows are inserted, e.g. giving up a
+claim the caller must still hold); if it raises, the row fails with that exception, as a bad row does.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Connection, Engine, Table
 
 from audit.handoff import settle, take_queued
 from audit.store import sqlite_writer_lock
@@ -35,6 +38,7 @@ _STOP = object()
 class _Pending:
     row: dict[str, Any]
     future: asyncio.Future[None] = field(repr=False)
+    precondition: Callable[[Connection], None] | None = None
 
 
 class BatchedInsert:
@@ -53,9 +57,9 @@ class BatchedInsert:
         self._lock = threading.Lock()  # start and stop never race a row being queued
         self.transactions = 0  # for tests: how well the rows were batched
 
-    async def insert(self, row: dict[str, Any]) -> None:
+    async def insert(self, row: dict[str, Any], precondition: Callable[[Connection], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
-        pending = _Pending(row, loop.create_future())
+        pending = _Pending(row, loop.create_future(), precondition)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"the writer of `{self._statement.table}` is closed")
@@ -94,7 +98,7 @@ class BatchedInsert:
 
     def _write(self, batch: list[_Pending]) -> None:
         try:
-            self._commit([pending.row for pending in batch])
+            self._commit(batch)
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch, [exc])
@@ -104,7 +108,7 @@ class BatchedInsert:
             results: list[BaseException | None] = []
             for pending in batch:
                 try:
-                    self._commit([pending.row])
+                    self._commit([pending])
                     results.append(None)
                 except Exception as single:
                     results.append(single)
@@ -112,9 +116,12 @@ class BatchedInsert:
             return
         _settle(batch, [None] * len(batch))
 
-    def _commit(self, rows: list[dict[str, Any]]) -> None:
+    def _commit(self, batch: list[_Pending]) -> None:
         with self._writer_lock, self._engine.begin() as connection:
-            connection.execute(self._statement, rows)
+            for pending in batch:
+                if pending.precondition is not None:
+                    pending.precondition(connection)
+            connection.execute(self._statement, [pending.row for pending in batch])
         self.transactions += 1
 
 

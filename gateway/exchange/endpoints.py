@@ -41,7 +41,9 @@ _EXCHANGE_RESPONSES = _PROBLEMS | {
     200: {"headers": IDEMPOTENT_REPLAYED, "content": {_JSON: {"examples": EXCHANGE_RESULTS}}},
     409: EXCHANGE_PROBLEMS[409] | {"description": "Idempotency-Key reused for a different request; or, with "
                                                   "Retry-After, another attempt with the key is still being "
-                                                  "answered or was answered meanwhile (retry to get its answer)"},
+                                                  "answered or was answered meanwhile (retry to get its answer); "
+                                                  "or the key's first attempt logged its holders' answers but "
+                                                  "never stored its outcome (not run again: do not retry)"},
     500: EXCHANGE_PROBLEMS[500] | {"description": "outcome-not-stored: the exchange was logged but its outcome "
                                                   "could not be stored; nothing is answered; do not retry it"},
 }

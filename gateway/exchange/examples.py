@@ -180,7 +180,12 @@ EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = shared_problems("/v1/exchan
         key_reused=problem(409, "conflict", "Conflict", "this Idempotency-Key was used for a different request",
                            instance="/v1/exchanges"),
         in_flight=problem(409, "conflict", "Conflict", "a request with this Idempotency-Key is still being "
-                          "answered; retry it shortly", instance="/v1/exchanges"))},
+                          "answered; retry it shortly", instance="/v1/exchanges"),
+        answers_not_stored=problem(409, "conflict", "Conflict", "the first attempt with this Idempotency-Key logged "
+                                   "what its holders answered and has not stored its outcome (it is still being "
+                                   "answered, or it failed); the request is not run again under this key (its "
+                                   "holders would be asked twice): retry later for that attempt's answer, and if "
+                                   "none comes, ask your privacy officer", instance="/v1/exchanges"))},
     500: {"content": problem_examples(
         outcome_not_stored=problem(500, "outcome-not-stored", "Outcome not stored",
                                    "exchange `01a23787-4c30-778c-8ded-6a98c57e0ea3` was logged (audit indices in "

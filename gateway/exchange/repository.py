@@ -154,13 +154,16 @@ def outcome_writer(engine: Engine) -> BatchedInsert:
 @dataclass(frozen=True)
 class Claim:
     """Who holds an ``Idempotency-Key`` while its first attempt is answered: ``system`` and ``key`` name it,
-    ``exchange_id`` is the attempt, ``claimed_at`` tells a live attempt from an abandoned one."""
+    ``exchange_id`` is the attempt, ``claimed_at`` tells a live attempt from an abandoned one. ``answers_logged``:
+    the attempt logged its holders' answers before its outcome (an escalation followed them), so the key's request
+    has been run: the claim is never taken over, given up on failure, nor removed as abandoned."""
 
     system: str
     key: str
     exchange_id: str
     request_sha256: str
     claimed_at: datetime
+    answers_logged: bool = False
 
 
 class ClaimLost(CompanionRefused):
@@ -172,16 +175,20 @@ class ClaimLost(CompanionRefused):
 def find_claim(session: Session, system: str, key: str) -> Claim | None:
     row = session.execute(select(exchange_claims).where(exchange_claims.c.requester_system == system,
                                                         exchange_claims.c.idempotency_key == key)).first()
-    return Claim(system, key, row.exchange_id, row.request_sha256, as_utc(row.claimed_at)) if row else None
+    return Claim(system, key, row.exchange_id, row.request_sha256, as_utc(row.claimed_at),
+                 row.answers_logged) if row else None
 
 
 # The claim statements run on every keyed request, under the audit log's write lock: built once, with bound
 # parameters (building a statement costs more than running it).
 _THIS_CLAIM = and_(exchange_claims.c.requester_system == bindparam("system"),
                    exchange_claims.c.idempotency_key == bindparam("key"),
-                   exchange_claims.c.exchange_id == bindparam("exchange_id"))
+                   exchange_claims.c.exchange_id == bindparam("attempt"))  # not a column's name: UPDATE uses it
+_NOTHING_LOGGED = exchange_claims.c.answers_logged.is_(False)
 _DELETE_CLAIM = delete(exchange_claims).where(_THIS_CLAIM)
+_DELETE_CLAIM_UNLESS_ANSWERS_LOGGED = delete(exchange_claims).where(_THIS_CLAIM, _NOTHING_LOGGED)
 _CLAIM_HELD = select(exchange_claims.c.exchange_id).where(_THIS_CLAIM)
+_MARK_ANSWERS_LOGGED = update(exchange_claims).where(_THIS_CLAIM).values(answers_logged=True)
 _CLAIM_COLUMNS = [exchange_claims.c.requester_system, exchange_claims.c.idempotency_key,
                   exchange_claims.c.exchange_id, exchange_claims.c.request_sha256, exchange_claims.c.claimed_at]
 _INSERT_CLAIM_UNLESS_ANSWERED = insert(exchange_claims).from_select(
@@ -193,43 +200,55 @@ _INSERT_CLAIM_UNLESS_ANSWERED = insert(exchange_claims).from_select(
 
 
 def _claim_parameters(claim: Claim) -> dict[str, str]:
-    return {"system": claim.system, "key": claim.key, "exchange_id": claim.exchange_id}
+    return {"system": claim.system, "key": claim.key, "attempt": claim.exchange_id}
 
 
-def _delete_claim(connection: Connection, claim: Claim) -> int:
-    """Delete exactly this attempt's claim; how many rows went (0 when another attempt holds the key)."""
-    return connection.execute(_DELETE_CLAIM, _claim_parameters(claim)).rowcount
+def _delete_claim(connection: Connection, claim: Claim, *, unless_answers_logged: bool = False) -> int:
+    """Delete exactly this attempt's claim; how many rows went (0 when another attempt holds the key, or, with
+    ``unless_answers_logged``, when its attempt logged its holders' answers)."""
+    statement = _DELETE_CLAIM_UNLESS_ANSWERS_LOGGED if unless_answers_logged else _DELETE_CLAIM
+    return connection.execute(statement, _claim_parameters(claim)).rowcount
 
 
 def claim_companion(claim: Claim, abandoned: Claim | None) -> CompanionRow:
     """Audit entries (the attempt's write-ahead) that commit only with ``claim`` inserted in their transaction,
     which happens only if no outcome is stored under the key yet; an ``abandoned`` claim on the key is removed
-    first, only if it is still the one this attempt saw. If another attempt holds the key (the insert
-    clashes) or answered it, or took the abandoned claim over first, the transaction is refused (the clash,
-    or :class:`ClaimLost`): nothing of it is written. One statement when nothing is taken over."""
+    first, only if it is still the one this attempt saw and its attempt logged no holder's answer (then the
+    request has been run under the key, and running it again would ask the holders twice). If another attempt
+    holds the key (the insert clashes) or answered it, or took the abandoned claim over first, or the abandoned
+    attempt logged answers, the transaction is refused (the clash, or :class:`ClaimLost`): nothing of it is
+    written. One statement when nothing is taken over."""
     row = {"new_requester_system": claim.system, "new_idempotency_key": claim.key,
            "new_exchange_id": claim.exchange_id, "new_request_sha256": claim.request_sha256,
            "new_claimed_at": claim.claimed_at}
 
     def precondition(connection: Connection) -> None:
-        if abandoned is not None and _delete_claim(connection, abandoned) != 1:
-            raise ClaimLost("the abandoned claim was taken over meanwhile")
+        if abandoned is not None and _delete_claim(connection, abandoned, unless_answers_logged=True) != 1:
+            raise ClaimLost("the abandoned claim was taken over meanwhile, or its attempt logged answers")
         if len(connection.execute(_INSERT_CLAIM_UNLESS_ANSWERED, row).all()) != 1:
             raise ClaimLost("the key was answered meanwhile")
 
     return only_if(precondition)
 
 
-def claim_held(claim: Claim, valid_until: datetime, now: Callable[[], datetime], *, release: bool
-               ) -> Callable[[Connection], None]:
+def claim_held(claim: Claim, valid_until: datetime, now: Callable[[], datetime], *, release: bool,
+               answers_logged: bool = False, lease: bool = True) -> Callable[[Connection], None]:
     """A precondition: the attempt still holds ``claim`` and its lease runs until ``valid_until`` (after that a
     retry may take the key over at any moment, so the attempt writes nothing more under it). With
-    ``release``, the claim goes in the same statement (the outcome is being stored)."""
+    ``release``, the claim goes in the same statement (the outcome is being stored); with ``answers_logged``,
+    the claim is marked in the same statement as one whose attempt logged its holders' answers (they commit
+    before an escalation, and the outcome after it): from that commit on, no retry takes the key over. Without
+    ``lease`` only the claim counts (a marked claim's outcome: nobody takes a marked claim over, so its lease
+    guards nothing, and a takeover by code that ignores the mark changes or removes the row, which shows)."""
     def precondition(connection: Connection) -> None:
-        if now() >= valid_until:
+        if lease and now() >= valid_until:
             raise ClaimLost(f"exchange `{claim.exchange_id}` outlived its claim on the Idempotency-Key")
-        held = (_delete_claim(connection, claim) if release
-                else len(connection.execute(_CLAIM_HELD, _claim_parameters(claim)).all()))
+        if release:
+            held = _delete_claim(connection, claim)
+        elif answers_logged:
+            held = connection.execute(_MARK_ANSWERS_LOGGED, _claim_parameters(claim)).rowcount
+        else:
+            held = len(connection.execute(_CLAIM_HELD, _claim_parameters(claim)).all())
         if held != 1:
             raise ClaimLost(f"exchange `{claim.exchange_id}` no longer holds its Idempotency-Key")
     return precondition
@@ -249,10 +268,11 @@ def only_if(precondition: Callable[[Connection], None]) -> CompanionRow:
 
 def remove_abandoned_claims(engine: Engine, claimed_before: datetime) -> int:
     """Delete the claims made before ``claimed_before`` (their attempts died: a retry could take them over
-    anyway); how many went. Claims of live attempts, in any process, are younger and stay."""
+    anyway); how many went. Claims of live attempts, in any process, are younger and stay, and so do claims
+    whose attempts logged their holders' answers: they keep the key from being run a second time."""
     with engine.begin() as connection:
         return connection.execute(delete(exchange_claims).where(
-            exchange_claims.c.claimed_at < claimed_before)).rowcount
+            exchange_claims.c.claimed_at < claimed_before, _NOTHING_LOGGED)).rowcount
 
 
 def drop_expired_seals(engine: Engine, now: datetime) -> int:
@@ -265,6 +285,7 @@ def drop_expired_seals(engine: Engine, now: datetime) -> int:
 
 
 def release_claim(connection: Connection, claim: Claim) -> None:
-    """Give up an attempt's claim outside the outcome's commit (the attempt failed, or its outcome row went
-    in a transaction of its own); a claim another attempt holds by now is left alone."""
-    _delete_claim(connection, claim)
+    """Give up a failed attempt's claim (the outcome's commit gives it up otherwise), so a retry runs at once; a
+    claim another attempt holds by now is left alone, and so is one whose attempt logged its holders' answers:
+    a retry would ask them again."""
+    _delete_claim(connection, claim, unless_answers_logged=True)

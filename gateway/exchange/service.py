@@ -121,6 +121,10 @@ _KEY_TAKEN_AHEAD = ("another attempt with this Idempotency-Key is being answered
                     "nothing of this one was logged; retry shortly to get its answer")
 _KEY_TAKEN_AFTER = ("another attempt with this Idempotency-Key was answered or took the key over meanwhile; "
                     "nothing of this one was disclosed; retry to get that answer")
+_ANSWERS_NOT_STORED = ("the first attempt with this Idempotency-Key logged what its holders answered and has not "
+                       "stored its outcome (it is still being answered, or it failed); the request is not run again "
+                       "under this key (its holders would be asked twice): retry later for that attempt's answer, "
+                       "and if none comes, ask your privacy officer")
 _DECISION_TAKEN = ("this re-run outlived its reservation of the escalation decision, and another re-run took the "
                    "decision over meanwhile; nothing of this one was disclosed")
 # Exceptions that are answers, not defects: the gateway's own (4xx/503), the database unavailable (503), a NUL in
@@ -426,16 +430,18 @@ def _subject_hits(base: dict[str, Any], shared: list[str], hits: list[tuple[str,
             for subject in asked]
 
 
-def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: list[str]) -> list[dict[str, Any]]:
+def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: list[str],
+                          unasked: int) -> list[dict[str, Any]]:
     """What a hit/no-hit holder's answer to an exchange disclosed: a hit, about each subject asked (``shared``:
     how the log names them, see ``_logged``; empty for opaque references, which are never logged as a subject),
     one entry per subject as for records, so the contact point's look-ups find it. The holder answers for the
     subjects together, so the entries are the same but for the subject (the requester's privacy officers
     learn no more than the answer said; the holder was asked by its own pseudonyms). A no-hit is one entry
-    naming no subject: it discloses nothing the holder holds (docs/audit.md)."""
+    naming no subject: it discloses nothing the holder holds (docs/audit.md). ``unasked``: the holder's hits
+    for subjects nobody asked about (ignored), counted in its entries as over-sharing (see ``_hit``)."""
     event: dict[str, Any] = {"event_type": EventType.DISCLOSURE, "holder": holder,
                              "categories": tuple(decision.permitted_categories),
-                             "extra": {"hit_only": True, "hit": hit}}
+                             "extra": {"hit_only": True, "hit": hit} | _unasked_hits(unasked)}
     asked = list(dict.fromkeys(shared))  # a subject asked twice is one subject
     if not hit or not asked:
         return [event]
@@ -443,15 +449,24 @@ def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: li
                      "extra": event["extra"] | {"subjects_asked": len(asked)}} for subject in asked]
 
 
-def _hit(answered: Iterable[tuple[dict[str, list[str]], Collection[str]]], holder: str, request_id: str) -> bool:
+def _hit(answered: Iterable[tuple[dict[str, list[str]], Collection[str]]], holder: str,
+         request_id: str) -> tuple[bool, int]:
     """Hit only for a subject that was asked about: ``answered`` pairs each answer's hits with the holder's
     references it was asked (one pair per query: a question in parts has one per part). A holder that reports
-    others over-shares, which is logged (counts only, over all parts) and otherwise ignored."""
+    others over-shares — that it has a file on a person nobody asked about —, which is otherwise ignored; how
+    many such hits (over all parts) is returned with the hit, for the holder's audit entry, and logged."""
     pairs = [(hits, set(asked)) for hits, asked in answered]
     others = sum(len(hits.keys() - asked) for hits, asked in pairs)
     if others:
         log.warning("holder_overshared", holder=holder, unasked_hits=others, exchange_id=request_id)
-    return any(subject in asked for hits, asked in pairs for subject in hits)
+    return any(subject in asked for hits, asked in pairs for subject in hits), others
+
+
+def _unasked_hits(count: int) -> dict[str, int]:
+    """The ``extra`` of a hit/no-hit holder's audit entry that counts its hits about subjects nobody asked
+    about: its over-sharing, as ``dropped_overshared`` counts over-shared records; the privacy officers
+    reviewing a holder's conduct read the audit log, not the application log. Nothing when there were none."""
+    return {"unasked_hits": count} if count else {}
 
 
 # An encoded domain pseudonym (``<type>.v<version>.<43 characters of base64url>``) anywhere in a text, in any
@@ -949,7 +964,9 @@ class ExchangeService:
                       receipts: list[Receipt]) -> ExchangeResult:
         """Past the write-ahead: ask the holders, log what is disclosed, store the outcome, answer. With an
         Idempotency-Key, each commit from here on holds only while the attempt still holds its claim within
-        its lease; the outcome's commit gives the claim up (after an escalation, right after that commit)."""
+        its lease, and the outcome's commit gives the claim up. After an escalation the outcome commits on its
+        own, after the holders' answers: their commit marks the claim (``answers_logged``), so that no retry
+        takes the key over and asks the holders again, whatever becomes of this attempt."""
         principal, body, exchange_id = attempt.principal, attempt.body, attempt.exchange_id
         subjects = [s.ref for s in body.subjects]
         outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
@@ -966,47 +983,74 @@ class ExchangeService:
                 self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
-            held = self._claim_held(attempt.claim, release=False)
             if after:
                 # A re-run's disclosure commits only with its decision marked used (and with the key held).
-                guard = _all_of(held, self._decision_used(attempt, served))
+                guard = _all_of(self._claim_held(attempt.claim, release=False, answers_logged=True),
+                                self._decision_used(attempt, served))
                 receipts += await self._record(after, repository.only_if(guard) if guard else None,
                                                _KEY_TAKEN_AFTER)
-            elif held is not None:  # every target denied or escalated: no entry to check the claim with
-                await self._still_held(held)
+            elif (held := self._claim_held(attempt.claim, release=False)) is not None:
+                await self._still_held(held)  # every target denied or escalated: no entry to check the claim with
             await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
                                  attempt.trace)
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
-            try:
-                await self._outcomes.insert(self._outcome_row(attempt, result))
-            except Exception as exc:
-                log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
-                raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
-                                       "outcome could not be stored; nothing is answered; do not retry it, ask "
-                                       "your privacy officer") from exc
-            if attempt.claim is not None:
-                await self._release(attempt.claim)
+            await self._store_outcome(attempt, result, answers_logged=bool(after))
         self._counted_in.pop(exchange_id, None)  # stored: it stays counted
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
 
+    async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool) -> None:
+        """The outcome row after an escalation, in a transaction of its own that also gives the claim up, if the
+        attempt still holds it: within its lease when nothing was logged after the write-ahead (as the
+        disclosures' commit on the usual path); when the holders' answers are logged, the claim they marked
+        is enough, since no retry takes a marked claim over however long the escalation step took (a slow
+        webhook keeps its answer; meanwhile retries get ``_ANSWERS_NOT_STORED``, afterwards the stored answer).
+
+        If the claim is not held, the row is not written: a second row under the key, or an answer that
+        another attempt's replay contradicts, is worse than no answer. With answers logged (only code that
+        ignores the mark, during an upgrade, could have taken it) the attempt fails with ``OutcomeNotStored``,
+        which logs ``request.failed`` after them: the log says the answers never reached the requester. With
+        nothing logged after the write-ahead no holder was asked: 409, as when the claim is lost before the
+        escalation, and a retry runs the request again."""
+        exchange_id = attempt.exchange_id
+        try:
+            await self._outcomes.insert(self._outcome_row(attempt, result),
+                                        self._claim_held(attempt.claim, release=True, lease=not answers_logged))
+        except repository.ClaimLost as exc:
+            if not answers_logged:
+                log.info("idempotency_key_taken", error_type="ClaimLost")
+                raise Conflict(_KEY_TAKEN_AFTER, headers={"Retry-After": "1"}) from exc
+            log.error("outcome_not_stored", exchange_id=exchange_id, error_type="ClaimLost")
+            raise OutcomeNotStored(f"exchange `{exchange_id}` lost its claim on the Idempotency-Key before its "
+                                   "outcome was stored: what its holders answered is logged (audit indices in the "
+                                   "log) but is not answered; do not retry it, ask your privacy officer") from exc
+        except Exception as exc:
+            log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
+            raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
+                                   "outcome could not be stored; nothing is answered; do not retry it, ask "
+                                   "your privacy officer") from exc
+
     async def _not_held_elsewhere(self, principal: Principal, key: str, key_fingerprint: str) -> None:
         """Before a keyed request that could not be decided is refused on its own account: 409 if the key is
-        held by another attempt (this one is a duplicate of it, or misuses the key), as the write-ahead would."""
+        held by another attempt (this one is a duplicate of it, or misuses the key), or by one that logged its
+        holders' answers and died, as the write-ahead would."""
         other = await self._claim_on(principal.subject, key)
-        if other is None or not self._live(other):
+        if other is None or not (self._live(other) or other.answers_logged):
             return
         if other.request_sha256 != key_fingerprint:
             raise Conflict(_DIFFERENT_REQUEST)
+        if not self._live(other):
+            raise Conflict(_ANSWERS_NOT_STORED)
         raise Conflict(_STILL_ANSWERED, headers={"Retry-After": "1"})
 
     async def _write_ahead_claiming(self, ahead: list[AuditEvent], claim: repository.Claim,
                                     count: Callable[[Connection], None]) -> list[Receipt]:
         """The write-ahead entries with the key's claim. The claim is not looked for beforehand (that would cost
         every keyed request a read): only when it clashes is the claim in the way read, to refuse a request
-        that differs, or to take over a claim whose attempt died."""
+        that differs, or to take over a claim whose attempt died — unless that attempt logged what its holders
+        answered (and then never stored its outcome): running the request again would ask them twice."""
         try:
             return await self._record(ahead, _with(repository.claim_companion(claim, None), count), _KEY_TAKEN_AHEAD)
         except Conflict:
@@ -1015,6 +1059,10 @@ class ExchangeService:
                 raise Conflict(_DIFFERENT_REQUEST) from None
             if other is None or self._live(other):
                 raise  # answered meanwhile, or still being answered: the retry gets that answer
+            if other.answers_logged:
+                log.warning("idempotency_claim_answers_not_stored", exchange_id=claim.exchange_id,
+                            abandoned=other.exchange_id)
+                raise Conflict(_ANSWERS_NOT_STORED) from None
         receipts = await self._record(ahead, _with(repository.claim_companion(claim, other), count), _KEY_TAKEN_AHEAD)
         log.warning("idempotency_claim_taken_over", exchange_id=claim.exchange_id, abandoned=other.exchange_id)
         return receipts
@@ -1043,11 +1091,12 @@ class ExchangeService:
             log.info("idempotency_key_taken", error_type="ClaimLost")
             raise Conflict(_KEY_TAKEN_AFTER, headers={"Retry-After": "1"}) from exc
 
-    def _claim_held(self, claim: repository.Claim | None, *, release: bool) -> Callable[[Connection], None] | None:
+    def _claim_held(self, claim: repository.Claim | None, *, release: bool, answers_logged: bool = False,
+                    lease: bool = True) -> Callable[[Connection], None] | None:
         if claim is None:
             return None
         return repository.claim_held(claim, claim.claimed_at + CLAIM_ABANDONED_AFTER, self.deps.clock.now,
-                                     release=release)
+                                     release=release, answers_logged=answers_logged, lease=lease)
 
     async def _release(self, claim: repository.Claim) -> None:
         def release() -> None:
@@ -1266,11 +1315,11 @@ class ExchangeService:
             refused = next((a for a in discovered if a.status == "refused"), None)
             if refused is not None:  # neither hit nor no-hit: see Holder.discover
                 return outcome, [_refused(outcome, decision, refused.refusal_reason)]
-            outcome.hit = _hit([(a.hits, part) for a, part in zip(discovered, parts, strict=True)],
-                               target.organisation, exchange_id)
+            outcome.hit, unasked = _hit([(a.hits, part) for a, part in zip(discovered, parts, strict=True)],
+                                        target.organisation, exchange_id)
             named = matched is not None or self._pseudonymous(subjects)  # references are never logged as one
             return outcome, _hit_only_disclosures(target.organisation, decision, outcome.hit,
-                                                  [logged[s] for s in subjects] if named else [])
+                                                  [logged[s] for s in subjects] if named else [], unasked)
         # only a query hands the holder what the requester provides (a hit-only question, above, hands nothing)
         provided_fields = await self._provided_fields(principal, body, target.organisation)
         provided = [HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
@@ -1419,6 +1468,7 @@ class ExchangeService:
         # ``holder.unavailable``, as in an exchange, so the log shows every holder asked and what came of it.
         # The failure's kind only: its text may carry the holder's own words (or a subject's reference).
         unavailable: dict[str, tuple[str, str | None]] = {}
+        unasked: dict[str, int] = {}  # holder -> its hits for subjects nobody asked about (see ``_hit``)
         minors_allowed = self._minors_allowed(body)
 
         def refused(target: _Target, reason: str | None) -> DiscoveryTarget:
@@ -1463,7 +1513,7 @@ class ExchangeService:
                 return not_asked(target, "holder-unavailable", str(exc), type(exc).__name__)
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
                 return refused(target, found.refusal_reason)
-            hit = _hit([(found.hits, subjects)], target.organisation, discovery_id)
+            hit, unasked[target.organisation] = _hit([(found.hits, subjects)], target.organisation, discovery_id)
             return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit", reasons=reasons)
 
         async def ask_failing_closed(target: _Target, decision: Decision) -> DiscoveryTarget:
@@ -1480,7 +1530,8 @@ class ExchangeService:
         hits = [(a.holder, d) for a, d in zip(answers, decisions, strict=True) if a.outcome == "hit"]
         receipts += await self._record([AuditEvent(
             event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
-            extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}] + (
+            extra={"hit_only": True, "outcome": a.outcome} | _unasked_hits(unasked.get(a.holder, 0)))
+            for a in answers if a.outcome in {"hit", "no-hit"}] + (
             _subject_hits(base, [logged[s] for s in subjects], hits) if indexed is not None else []) + [
             AuditEvent(**base | _refusal_event(a.holder, d, refusals[a.holder]))
             for a, d in zip(answers, decisions, strict=True) if a.holder in refusals] + [

@@ -8,7 +8,9 @@ an answer are kept only encrypted (AES-GCM) and only for the idempotency window,
 
 ``exchange_claims`` (migration 0014) holds an ``Idempotency-Key`` while its first attempt is being answered:
 the claim commits with the attempt's write-ahead entries and goes in the commit that stores the outcome. A
-retry that meets a claim (in any gateway process) neither logs nor asks a holder a second time.
+retry that meets a claim (in any gateway process) neither logs nor asks a holder a second time. A claim whose
+attempt logged its holders' answers before its outcome (the escalation path) says so (migration 0039): it is
+never taken over, so the request is not run twice under its key even if that attempt never stores its outcome.
 
 An exchange row also says which escalation decision a re-run cited and the request's fingerprint without it
 (migration 0031): what a case about the re-run's outcome binds to.
@@ -19,7 +21,19 @@ by every gateway process.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, LargeBinary, String, Table, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    UniqueConstraint,
+    false,
+)
 
 from gateway.db.metadata import metadata
 
@@ -58,6 +72,8 @@ exchange_claims = Table(
     Column("exchange_id", String(36), nullable=False),
     Column("request_sha256", String(64), nullable=False),
     Column("claimed_at", DateTime(timezone=True), nullable=False),
+    # 0039: the attempt logged its holders' answers (an escalation follows them before the outcome is stored)
+    Column("answers_logged", Boolean, nullable=False, server_default=false()),
 )
 
 

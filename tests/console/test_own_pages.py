@@ -104,17 +104,20 @@ def console_gets(ids: dict[str, str]) -> list[str]:
     return sorted(found)
 
 
-def test_no_console_get_writes_when_another_origin_starts_it(console: TestClient, container: Container) -> None:
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_no_console_get_writes_when_another_origin_starts_it(console: TestClient, container: Container,
+                                                             method: str) -> None:
+    """A HEAD is answered as its GET (``gateway.middleware.HeadMiddleware``): refused alike, writing nothing."""
     addresses = console_gets(console.app_state["ids"])
     assert len(addresses) >= 12
     refused = set()
     for site in OTHER_ORIGIN:
         for address in addresses:
             before = _written(container)
-            answer = console.get(address, follow_redirects=False, headers={
+            answer = console.request(method, address, follow_redirects=False, headers={
                 "Sec-Fetch-Site": site, "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"})
             assert answer.status_code < 500, (site, address)
-            assert _written(container) == before, f"{site} GET {address} wrote to the log"
+            assert _written(container) == before, f"{site} {method} {address} wrote to the log"
             if answer.status_code == 403:
                 refused.add(address)
     ids = console.app_state["ids"]
@@ -160,3 +163,24 @@ def test_the_audit_explorer_writes_nothing_and_opens_from_anywhere(console: Test
         assert page.status_code == 200, headers
         assert 'id="integrity"' in page.text
     assert _written(container) == before
+
+
+def test_a_head_from_the_consoles_own_page_writes_what_its_get_writes(console: TestClient, container: Container
+                                                                      ) -> None:
+    """Every console GET answers HEAD, with the GET's status and headers (a download's name and length
+    included) and no body; and writes what the GET writes — an ``export`` entry for a CSV: its length tells how
+    much was taken, so it is recorded as the download is. No page writes more for a HEAD than for its GET."""
+    ids = console.app_state["ids"]
+    for address in console_gets(ids):
+        got = console.get(address, follow_redirects=False)
+        written = _written(container)
+        head = console.head(address, follow_redirects=False)
+        assert head.status_code == got.status_code, address
+        assert head.content == b""
+        for name in ("content-type", "content-length", "content-disposition", "location"):
+            assert head.headers.get(name) == got.headers.get(name), (address, name)
+        assert _written(container)[0] - written[0] <= (1 if address.endswith(".csv") else 0), address
+    for address in ("/console/statistics.csv", "/console/legal-gaps.csv"):
+        before = _size(container)
+        assert console.head(address).status_code == 200
+        assert _size(container) == before + 1, address

@@ -159,7 +159,7 @@ def test_error_examples_name_the_route_they_belong_to(spec: dict[str, Any]) -> N
 def test_the_exchange_documents_its_idempotency_conflicts_and_fail_closed_refusals(spec: dict[str, Any]) -> None:
     responses = spec["paths"]["/v1/exchanges"]["post"]["responses"]
     conflicts = responses["409"]["content"][PROBLEM_MEDIA_TYPE]["examples"]
-    assert {"key_reused", "in_flight"} <= set(conflicts)
+    assert {"key_reused", "in_flight", "answers_not_stored"} <= set(conflicts)
     assert "Retry-After" in responses["409"]["headers"]
     refusals = [e["value"] for e in responses["503"]["content"][PROBLEM_MEDIA_TYPE]["examples"].values()]
     assert any(e.get("outcome") == "denied" for e in refusals)

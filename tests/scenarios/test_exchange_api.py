@@ -24,6 +24,7 @@ from gateway.app import create_app
 from gateway.auth.principal import Principal
 from gateway.client.models import ExchangeRequest
 from gateway.container import Container, build_container
+from gateway.exchange.examples import EXCHANGE_PROBLEMS
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER, fingerprint
 from gateway.exchange.tables import exchange_claims, exchanges
 from gateway.policy.errors import PolicyUnavailable
@@ -767,3 +768,165 @@ def test_logs_carry_no_personal_data(stack: Stack, capfd: pytest.CaptureFixture[
         secrets += [person.name, person.bsn, person.address]
     leaked = [value for value in secrets if value in logs]
     assert leaked == []
+
+
+def _entries_of(stack: Stack, exchange_id: str) -> list[str]:
+    """The event types of the audit entries of exchange ``exchange_id``, in log order."""
+    with stack.container.engine.connect() as connection:
+        return list(connection.execute(select(audit_entries.c.event_type).where(
+            audit_entries.c.canonical.contains(f'"exchange_id":"{exchange_id}"')).order_by(
+            audit_entries.c.log_index)).scalars())
+
+
+def test_an_attempt_whose_escalation_outlives_its_lease_keeps_its_answer_and_the_key_is_not_run_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Politie refuses (a case is opened), the Belastingdienst discloses; the escalation step is so slow that the
+    claim's lease runs out after the answers were logged. A retry reaching another gateway process then does
+    not take the key over (it would ask both holders again): 409, nothing logged. The slow attempt still stores
+    its outcome (its marked claim cannot have been taken over) and answers; later retries get that answer."""
+    key = "slow-escalation-key-1"
+    refusal: dict[str, object] = {"status": "refused", "records": [],
+                                  "refusal_reason": "investigation-confidentiality"}
+    with held_holder(refusal) as (holder_url, _, release, calls), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s, \
+            other_gateway_process(s) as (other, _):
+        release.set()
+        body = _body(s, holders=["politie", "belastingdienst"], categories=["police_incidents", "tax_debts"])
+        token = {"Authorization": f"Bearer {s.token('gemeente-amsterdam-vth')}"}
+        service = s.container.services["exchange"]
+        escalate = type(service)._escalate
+        during: list[httpx.Response] = []
+        entries: list[int] = []
+
+        async def slow_escalation(self: Any, *args: Any) -> None:
+            await escalate(self, *args)
+            if during:
+                return
+            s.clock.advance(CLAIM_ABANDONED_AFTER)  # the case's webhook, say, took this long
+            entries.append(_audit_count(s))
+            during.append(await asyncio.to_thread(httpx.post, f"{other}/v1/exchanges", json=body,
+                                                  headers={"Idempotency-Key": key} | token, timeout=30))
+            entries.append(_audit_count(s))
+
+        monkeypatch.setattr(type(service), "_escalate", slow_escalation)
+        late = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": key})
+        assert late.status_code == 200, late.text
+        assert {t["holder"]: t["outcome"] for t in late.json()["targets"]} == {
+            "politie": "refused-by-holder", "belastingdienst": "allowed"}
+        [retry] = during
+        assert retry.status_code == 409, retry.text
+        assert "retry-after" not in retry.headers
+        assert retry.json()["detail"] == EXCHANGE_PROBLEMS[409]["content"]["application/problem+json"]["examples"][
+            "answers_not_stored"]["value"]["detail"]  # as the API's description shows it
+        assert entries[0] == entries[1]  # the retry logged nothing ...
+        assert len(calls) == 1  # ... and asked no holder again
+        exchange_id = late.json()["exchange_id"]
+        assert _entries_of(s, exchange_id) == [  # each holder's answer once
+            "exchange.requested", "policy.decided", "policy.decided", "holder.refused", "disclosure",
+            "escalation.step"]
+        with s.container.engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(exchanges).where(
+                exchanges.c.idempotency_key == key)).scalar_one() == 1
+        assert _claims(s) == []  # the outcome's commit gave the claim up
+        monkeypatch.undo()
+        before = _audit_count(s)
+        for gateway in (s.gateway_url, other):
+            again = httpx.post(f"{gateway}/v1/exchanges", json=body, headers={"Idempotency-Key": key} | token,
+                               timeout=30)
+            assert again.status_code == 200, again.text
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.json()["exchange_id"] == exchange_id
+        assert (_audit_count(s), len(calls)) == (before, 1)
+
+
+def test_an_attempt_whose_marked_claim_was_taken_by_code_ignoring_the_mark_stores_no_outcome(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """During an upgrade a process of older code (which ignores ``answers_logged``) may take an abandoned marked
+    claim over: the slow attempt's outcome then does not commit (two answers under one key); it answers
+    outcome-not-stored and logs request.failed after its answers, which never reached the requester."""
+    key = "slow-escalation-key-2"
+    refusal: dict[str, object] = {"status": "refused", "records": [],
+                                  "refusal_reason": "investigation-confidentiality"}
+    with held_holder(refusal) as (holder_url, _, release, _calls), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+        release.set()
+        body = _body(s, holders=["politie", "belastingdienst"], categories=["police_incidents", "tax_debts"])
+        service = s.container.services["exchange"]
+        escalate = type(service)._escalate
+
+        async def escalation_meanwhile_taken_over(self: Any, *args: Any) -> None:
+            await escalate(self, *args)
+            with s.container.engine.begin() as connection:  # what the older code's takeover leaves
+                connection.execute(exchange_claims.update().where(exchange_claims.c.idempotency_key == key).values(
+                    exchange_id="older-code-attempt", answers_logged=False))
+
+        monkeypatch.setattr(type(service), "_escalate", escalation_meanwhile_taken_over)
+        late = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": key})
+        assert late.status_code == 500, late.text
+        assert late.headers["content-type"].startswith("application/problem+json")
+        assert late.json()["type"].endswith("outcome-not-stored")
+        assert "lost its claim" in late.json()["detail"]
+        exchange_id = late.json()["detail"].split("`")[1]
+        assert _entries_of(s, exchange_id) == [
+            "exchange.requested", "policy.decided", "policy.decided", "holder.refused", "disclosure",
+            "escalation.step", "request.failed"]
+        with s.container.engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(exchanges).where(
+                exchanges.c.idempotency_key == key)).scalar_one() == 0
+        assert [c.exchange_id for c in _claims(s)] == ["older-code-attempt"]  # the other attempt's, left alone
+
+
+def test_an_attempt_with_nothing_logged_whose_escalation_outlives_its_lease_stores_no_outcome(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every target escalated by policy (S7: no holder asked, nothing logged after the write-ahead); the case is
+    opened, then the lease runs out before the outcome row is stored: it is not stored (a retry could have taken
+    the key over meanwhile and stored its own), 409 as when the claim is lost earlier, and the key is free."""
+    key = "slow-bulk-escalation-1"
+    with running_stack(tmp_path) as s:
+        body = BIBOB | {"subjects": [{"ref": p.subject_ref} for p in s.world.persons[:40]], "holders": ["politie"],
+                        "categories": ["police_incidents"]}
+        service = s.container.services["exchange"]
+        escalate = type(service)._escalate
+
+        async def slow_escalation(self: Any, *args: Any) -> None:
+            await escalate(self, *args)
+            s.clock.advance(CLAIM_ABANDONED_AFTER)
+
+        monkeypatch.setattr(type(service), "_escalate", slow_escalation)
+        late = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": key})
+        assert late.status_code == 409, late.text
+        assert late.headers["retry-after"] == "1"
+        assert "nothing of this one was disclosed" in late.json()["detail"]
+        with s.container.engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(exchanges).where(
+                exchanges.c.idempotency_key == key)).scalar_one() == 0
+        assert _claims(s) == []  # given up: no holder was asked, so the retry may run
+        monkeypatch.undo()
+        retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": key})
+        assert retry.status_code == 200
+        assert retry.json()["targets"][0]["outcome"] == "escalated"
+
+
+def test_a_claim_left_by_an_attempt_that_logged_answers_and_died_is_not_taken_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its process crashed after the holders' answers were logged, before the outcome: long past the lease a
+    retry still gets 409 and runs nothing, also when the request could not be decided now (no denial logged)."""
+    key = "answers-logged-key-1"
+    with running_stack(tmp_path) as s:
+        principal = Principal(kind="system", subject="gemeente-amsterdam-vth", organisation="gemeente-amsterdam")
+        body = _body(s)
+        with s.container.engine.begin() as connection:
+            connection.execute(exchange_claims.insert().values(
+                requester_system="gemeente-amsterdam-vth", idempotency_key=key, exchange_id="attempt-that-died",
+                request_sha256=fingerprint(principal, ExchangeRequest.model_validate(body)),
+                claimed_at=s.clock.now() - timedelta(days=1), answers_logged=True))
+        before = _audit_count(s)
+        retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": key})
+        assert retry.status_code == 409, retry.text
+        assert "not run again" in retry.json()["detail"]
+        monkeypatch.setattr(s.container.services["exchange"].deps.policy, "decide_many", _policy_engine_down)
+        undecided = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": key})
+        assert undecided.status_code == 409, undecided.text
+        assert "not run again" in undecided.json()["detail"]
+        assert _audit_count(s) == before
+        assert [(c.exchange_id, c.answers_logged) for c in _claims(s)] == [("attempt-that-died", True)]

@@ -217,7 +217,7 @@ def test_an_outcome_that_could_not_be_stored_after_disclosures_were_logged_adds_
     """Found by a review: on the escalation branch the outcome row is stored after the disclosures are logged;
     when storing it failed (500 `outcome-not-stored`, nothing answered), the log kept the KvK's disclosure as
     if the requester had the records, and nothing after it said the exchange ended unanswered."""
-    async def unstorable(_: dict[str, Any]) -> None:
+    async def unstorable(*_: object) -> None:  # the row, and the claim's precondition
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
     monkeypatch.setattr(exchange_service(stack.container)._outcomes, "insert", unstorable)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -450,6 +450,32 @@ def _check_cell(world: World, entry: Entry, cell: _Cell, request: Req) -> None:
         assert other.json()["title"] == response.json()["title"]
         assert other.json()["detail"].replace(absent, "ID") == response.json()["detail"].replace(
             request.object_id, "ID")
+
+
+_GETS = [route for route in TABLE if route[0] == "GET"]
+
+
+@pytest.mark.parametrize(("route", "caller"), [(route, caller) for route in _GETS for caller in CALLERS],
+                         ids=[f"HEAD {p} | {c}" for (_, p) in _GETS for c in CALLERS])
+def test_head_is_answered_as_the_get(world: World, route: tuple[str, str], caller: str) -> None:
+    """Every GET route answers HEAD (RFC 9110 §9.3.2), to each caller as the GET: the same class of answer
+    (401 with its challenge, 403, the 404 that hides), and no body. HEAD is no second door."""
+    entry = TABLE[route]
+    if route not in all_routes(world.app):
+        assert entry.landing
+        pytest.skip("route not served by this build (its module is landing in parallel)")
+    cell = _Cell(route, caller)
+    response = _send(world, caller, entry, replace(entry.build(world, caller), method="HEAD"))
+    assert response.content == b""
+    if isinstance(cell.expected, int):
+        assert response.status_code == cell.expected, f"HEAD {route[1]} as {caller}: {response.status_code}"
+    else:
+        assert _outcome(response, entry.console) == cell.expected, f"HEAD {route[1]} as {caller}: " \
+                                                                   f"{response.status_code}"
+    if not entry.console and response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/problem+json")
+    if cell.expected == UNAUTH and not entry.console:
+        assert response.headers["www-authenticate"].startswith("Bearer")
 
 
 def test_bearer_token_of_a_person_does_not_open_the_console(world: World) -> None:

@@ -116,6 +116,21 @@ def test_a_burst_above_the_limit_gets_429_with_retry_after(limited: tuple[TestCl
     assert client.get("/v1/register/versions", headers=municipality).status_code == 429
 
 
+def test_a_head_spends_the_budget_a_get_does(limited: tuple[TestClient, Container, FakeTime]) -> None:
+    """HEAD is answered as the GET it asks about (:class:`gateway.middleware.HeadMiddleware`), limit included: a
+    client cannot ask twice as often by alternating the two, nor keep asking by HEAD once over its limit."""
+    client, container, ticks = limited
+    municipality = _token(container, "gemeente-amsterdam-vth", "gemeente-amsterdam")
+    ticks.now += BURST / RATE
+    statuses = [client.head("/v1/register/versions", headers=municipality).status_code for _ in range(BURST)]
+    assert statuses == [200] * BURST
+    assert client.get("/v1/register/versions", headers=municipality).status_code == 429
+    refused = client.head("/v1/register/versions", headers=municipality)
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    assert refused.content == b""
+
+
 def test_forged_tokens_cannot_spend_another_clients_budget(limited: tuple[TestClient, Container, FakeTime]) -> None:
     """The key is the verified principal: a token that merely *claims* a client is keyed by the peer address."""
     client, container, ticks = limited

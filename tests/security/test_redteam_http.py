@@ -7,8 +7,10 @@ docs/security.md, not repeated here)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -16,8 +18,21 @@ from sqlalchemy import func, select
 
 from audit.tables import audit_entries
 from connectors.world import build_world
+from gateway.middleware import UNMATCHED
 from tests.auth_helpers import bearer
-from tests.security.world import BIBOB_REQUEST, PO_OWN, SUBJECT, SYSTEM, World, running_world
+from tests.security.world import (
+    ADMIN,
+    BIBOB_REQUEST,
+    CONTACT,
+    PO_OWN,
+    SUBJECT,
+    SYS,
+    SYSTEM,
+    SYSTEM_SCOPES,
+    World,
+    all_routes,
+    running_world,
+)
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +178,55 @@ def test_a_long_request_path_is_answered_at_once(world: World) -> None:
     elapsed = time.perf_counter() - started
     assert answer.status_code == 404
     assert elapsed < 2.0, f"{elapsed:.1f} s"
+
+
+def _gateway_lines(err: str) -> list[dict[str, Any]]:
+    """The gateway's log lines (not the test client's own ``httpx`` lines, which log the URL it asked for)."""
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") != "httpx"]
+
+
+def test_a_name_in_a_request_path_reaches_no_log_line(world: World, capfd: pytest.CaptureFixture[str]) -> None:
+    """Attack (or a partner system's, or a person's, mistake): a name in the address — a 404 such as
+    ``/v1/subjects/Jan de Vries``, or the path parameter of a real route (``/v1/escalations/{case_id}``). The
+    access log wrote every request's path, and a refusal's logged reason named the value asked for (``no
+    escalation case `...```); the log's mask knows identifiers' shapes, not names. Now the access log names the
+    route's template (a fixed placeholder and the path's length when no route took the request) and a reason
+    says ``[from the path]`` for the value; the caller's own answer still echoes what they sent."""
+    name = build_world(2025).persons[0].name
+    capfd.readouterr()
+    templates = sorted((method, path) for method, path in all_routes(world.app) if "{" in path)
+    assert len(templates) >= 15
+    for method, template in templates:
+        path = re.sub(r"\{[^}]+\}", name, template)
+        for caller in (SYS, PO_OWN, CONTACT, ADMIN):  # past authentication, each as far as its role goes
+            client = world.console(caller) if template.startswith("/console") else world.client
+            client.request(method, path, json={} if method == "POST" else None,
+                           headers=world.headers_for(caller, SYSTEM_SCOPES))
+    for path in (f"/v1/subjects/{name}", f"/console/{name}", f"/{name}"):
+        world.client.get(path)
+        world.client.head(path)
+    lines = _gateway_lines(capfd.readouterr().err)
+    assert [line for line in lines if name in json.dumps(line, ensure_ascii=False)] == []
+    access = [line for line in lines if line["logger"] == "gateway.access"]
+    assert "path" not in {field for line in access for field in line}
+    assert {line["route"] for line in access} >= {template for _, template in templates} | {UNMATCHED}
+    unmatched = [line for line in access if line["route"] == UNMATCHED]
+    assert {(line["method"], line["status"], line["path_length"]) for line in unmatched} >= {
+        (method, 404, len(f"/v1/subjects/{name}")) for method in ("GET", "HEAD")}
+    reasons = [line["reason"] for line in lines if line["event"] == "request_rejected" and "reason" in line]
+    assert "no escalation case `[from the path]`" in reasons
+
+
+def test_the_access_log_names_the_route_that_answered(world: World, capfd: pytest.CaptureFixture[str]) -> None:
+    """What an operator reads a request by: method, the route's template, status, duration and the request id."""
+    capfd.readouterr()
+    exchange = world.client.get(f"/v1/exchanges/{world.ids['exchange']}", headers=bearer(world.system_token(SYSTEM)))
+    assert exchange.status_code == 200
+    refused = world.client.post("/v1/register", headers=bearer(world.system_token(SYSTEM)))  # a 405: its route
+    assert refused.status_code == 405
+    access = [line for line in _gateway_lines(capfd.readouterr().err) if line["logger"] == "gateway.access"]
+    assert [(line["method"], line["route"], line["status"]) for line in access] == [
+        ("GET", "/v1/exchanges/{exchange_id}", 200), ("POST", "/v1/register", 405)]
+    assert access[0]["request_id"] == exchange.headers["x-request-id"]
+    assert isinstance(access[0]["duration_ms"], float)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 from structlog.testing import capture_logs
 
 from audit import Checkpoint, NoteVerifier, VerificationError, claimed_checkpoint, open_checkpoint, sign_checkpoint
@@ -330,7 +330,7 @@ def test_a_forked_tree_is_not_signed_on_demand_and_the_gateway_is_not_ready(
     assert _checkpoints(container.engine) == signed, "nothing signed"
     status, check = _audit_log_readiness(client)
     assert status == 503
-    assert check.startswith("failed: the audit tree forks from its latest signed checkpoint")
+    assert check.startswith("failed: the audit tree forks from a checkpoint the log signed")
 
 
 def test_the_periodic_checkpoint_refuses_a_fork_and_readiness_shows_it(
@@ -345,3 +345,23 @@ def test_the_periodic_checkpoint_refuses_a_fork_and_readiness_shows_it(
     assert status == 503, "the idle loop tried to sign and refused"
     assert "forks" in check
     assert _checkpoints(container.engine) == signed
+
+
+def test_a_fork_with_every_checkpoint_deleted_is_refused_and_readiness_shows_it(
+        app: tuple[TestClient, Container], clock: FixedClock) -> None:
+    """The attacker also deletes every checkpoint row, so nothing stored is left to check the tree against: the
+    gateway process still holds the checkpoint it signed, its idle loop refuses to sign the rewritten tree, and
+    readiness says so."""
+    client, container = app
+    _fork(container)
+    with triggers_disabled(container.engine) as connection:
+        connection.execute(delete(audit_checkpoints))
+    clock.advance(timedelta(seconds=61))
+    deadline = time.monotonic() + 15
+    while _audit_log_readiness(client)[0] == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status, check = _audit_log_readiness(client)
+    assert status == 503, "the idle loop tried to sign and refused"
+    assert "forks" in check
+    assert _checkpoints(container.engine) == 0, "nothing signed"
+    assert "this process signed or verified" in str(container.services["audit"].log.signing_refused)

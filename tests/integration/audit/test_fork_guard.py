@@ -10,12 +10,13 @@ idle, one on demand) is refused instead, nothing is written, and the refusal is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, delete, func, insert, select, update
 
 from audit import AuditLog, AuditWriteError, Checkpoint, CheckpointPolicy, sign_checkpoint, verify_database
+from audit.log import prepare
 from audit.tables import audit_checkpoints, audit_entries, audit_tree_nodes
 from gateway.db.engine import make_engine
 from tests.audit_support import forge_entry, log_signer, make_event, triggers_disabled
@@ -141,3 +142,131 @@ def test_signing_resumes_once_the_log_is_restored(engine: Engine) -> None:
     assert other.issue_checkpoint().tree_size == 27
     assert other.signing_refused is None
     assert verify_database(engine, other.verifier).ok
+
+
+# -- every checkpoint deleted: the process's own anchor ----------------------------------------------------------
+
+
+def _checkpoints_deleted_and_forged(engine: Engine) -> None:
+    """The thorough attacker: rewrite an entry below every checkpoint, rebuild the cache over it, and delete every
+    checkpoint row, so that no stored signature is left to check a tree against."""
+    with triggers_disabled(engine) as connection:
+        connection.execute(delete(audit_checkpoints))
+        forge_entry(connection, 13)
+
+
+def _signs(log: AuditLog) -> None:
+    log.issue_checkpoint()
+
+
+def _adopts_at_start(log: AuditLog) -> None:
+    assert log.adopt_latest_checkpoint() == Checkpoint(SIGNER.name, 24, log.root(24))
+
+
+def _serves(log: AuditLog) -> None:
+    log.check_checkpoint(log.checkpoint())
+
+
+@pytest.mark.parametrize("anchored", [_signs, _adopts_at_start, _serves], ids=["signed", "at start", "served"])
+def test_deleting_every_checkpoint_does_not_let_a_running_process_sign_a_rewritten_tree(
+        engine: Engine, anchored: Callable[[AuditLog], None], caplog: pytest.LogCaptureFixture) -> None:
+    """What the process signed or verified itself stays in its memory: with nothing stored to check against, the
+    forged tree must still extend that, and does not."""
+    log = AuditLog(engine, SIGNER, policy=POLICY)
+    anchored(log)
+    anchor = log.anchor
+    assert anchor is not None
+    size, _ = _state(engine)
+    _checkpoints_deleted_and_forged(engine)
+    with (caplog.at_level(logging.ERROR, logger="audit.log"),
+          pytest.raises(AuditWriteError, match=f"this process signed or verified at {anchor.tree_size} entries")):
+        log.issue_checkpoint()
+    assert _state(engine) == (size, []), "nothing signed, nothing written"
+    assert log.signing_refused is not None
+    [record] = _refusals(caplog)
+    assert anchor.root_hash.hex() in record.getMessage()
+    with pytest.raises(AuditWriteError):  # an append the policy's checkpoint is due with: refused with it
+        log.append([make_event(100 + i) for i in range(8)])
+    with pytest.raises(AuditWriteError):
+        log.checkpoint_on_demand(size, now=1_000.0, min_interval=1.0)
+    assert _state(engine) == (size, [])
+    assert log.anchor == anchor, "a refusal does not move the anchor"
+
+
+def test_the_process_that_wrote_last_refuses_a_deleted_and_rewritten_log_too(engine: Engine) -> None:
+    """Its frontier in memory gives the honest root, but the store's subtrees no longer prove that the tree
+    extends its anchor: as with a stored checkpoint, nothing is signed over a store that does not show it."""
+    writer = AuditLog(engine, SIGNER, policy=POLICY)
+    writer.append([make_event(50)])  # remembers the frontier at 28
+    writer.issue_checkpoint()
+    _checkpoints_deleted_and_forged(engine)
+    with pytest.raises(AuditWriteError, match="this process signed or verified at 28 entries"):
+        writer.append([make_event(60 + i) for i in range(8)])
+    assert _state(engine) == (28, [])
+
+
+def test_a_process_started_on_a_log_without_checkpoints_warns_and_signs(
+        engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """The documented limit: checkpoints deleted before a process starts leave it nothing of its own to check
+    against, and a log that never had a checkpoint by this key looks the same. It says so (sizes only), and
+    signs what it finds; the verifier with an officer's saved checkpoint is what catches the rewrite."""
+    _checkpoints_deleted_and_forged(engine)
+    started = AuditLog(engine, SIGNER, policy=POLICY)
+    with caplog.at_level(logging.WARNING, logger="audit.log"):
+        assert started.adopt_latest_checkpoint() is None
+    [warning] = [r for r in caplog.records if r.name == "audit.log" and r.levelno == logging.WARNING]
+    assert "27 entries but no checkpoint signed by its key" in warning.getMessage()
+    assert started.issue_checkpoint().tree_size == 27
+    assert started.anchor == Checkpoint(SIGNER.name, 27, started.root(27))
+
+
+def test_a_fresh_log_starts_without_a_warning(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    engine = make_engine(db_url)
+    log = AuditLog(engine, SIGNER, policy=POLICY)
+    with caplog.at_level(logging.WARNING, logger="audit.log"):
+        assert log.adopt_latest_checkpoint() is None
+    assert not [r for r in caplog.records if r.name == "audit.log"]
+    assert log.append([make_event(0)])[0].index == 0
+    assert [c.tree_size for c in log.checkpoints()] == [1], "the first entry gets its checkpoint"
+    engine.dispose()
+
+
+def test_processes_signing_in_turn_keep_extending_each_others_checkpoints(engine: Engine) -> None:
+    """The normal path: each process's anchor is older than the latest stored checkpoint (another process signed
+    that one), and both proofs pass."""
+    first, second = AuditLog(engine, SIGNER, policy=POLICY), AuditLog(engine, SIGNER, policy=POLICY)
+    for log in (first, second):
+        log.adopt_latest_checkpoint()
+    for turn in range(4):
+        log = (first, second)[turn % 2]
+        log.append([make_event(200 + turn * 8 + i) for i in range(8)])
+        assert log.signing_refused is None
+    assert _state(engine) == (59, [8, 16, 24, 35, 43, 51, 59])
+    assert first.anchor == Checkpoint(SIGNER.name, 51, first.root(51))
+    assert second.anchor == Checkpoint(SIGNER.name, 59, first.root(59))
+    assert first.issue_checkpoint().tree_size == 59, "already signed at 59 by the other: nothing new to sign"
+    assert verify_database(engine, first.verifier).ok
+
+
+class _Refused(Exception):
+    pass
+
+
+def test_a_signature_rolled_back_with_its_entries_is_no_anchor(engine: Engine) -> None:
+    """The checkpoint signed in a transaction that then failed covers entries that were never written: the entries
+    written at those indices next are other ones, so anchoring to it would refuse every later checkpoint."""
+    log = AuditLog(engine, SIGNER, policy=POLICY)
+    log.issue_checkpoint()
+    anchor = Checkpoint(SIGNER.name, 27, log.root(27))
+    assert log.anchor == anchor
+
+    def refuse(_connection: object, _receipts: object) -> None:
+        raise _Refused
+
+    with pytest.raises(_Refused):  # 27 + 8: signed at 35 inside the transaction, then rolled back
+        log.append_prepared([prepare(make_event(300 + i)) for i in range(8)], refuse)
+    assert _state(engine) == (27, [8, 16, 24, 27])
+    assert log.anchor == anchor
+    log.append([make_event(400 + i) for i in range(8)])
+    assert _state(engine) == (35, [8, 16, 24, 27, 35])
+    assert log.signing_refused is None

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from audit.store import sqlite_writer_lock
@@ -59,6 +59,28 @@ async def test_a_clashing_row_fails_only_its_own_caller(engine: Engine) -> None:
     assert _stored_ids(engine) == {f"ex-{n}" for n in range(10)} - {"ex-5"}
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(exchanges)).scalar_one() == 9
+    await writer.aclose()
+
+
+async def test_a_row_whose_precondition_refuses_fails_alone_and_what_the_precondition_did_goes_with_it(
+        engine: Engine) -> None:
+    """A precondition runs in its row's transaction: the rows of a batch with a refusing one are written one by
+    one, the refused row and its precondition's own writes are rolled back, the others commit with theirs."""
+    writer = BatchedInsert(engine, exchanges)
+
+    def deleting(number: int, refuse: bool) -> Callable[[Connection], None]:
+        def precondition(connection: Connection) -> None:
+            connection.execute(delete(exchanges).where(exchanges.c.id == f"old-{number}"))
+            if refuse:
+                raise LookupError(f"precondition of row {number}")
+        return precondition
+
+    await asyncio.gather(*(writer.insert(_row(n) | {"id": f"old-{n}"}) for n in range(1, 6)))
+    results = await asyncio.gather(*(writer.insert(_row(n), deleting(n, refuse=n == 3)) for n in range(1, 6)),
+                                   return_exceptions=True)
+    assert isinstance(results[2], LookupError)  # the precondition's own exception, for its caller alone
+    assert [r for i, r in enumerate(results) if i != 2] == [None] * 4
+    assert _stored_ids(engine) == {"ex-1", "ex-2", "old-3", "ex-4", "ex-5"}
     await writer.aclose()
 
 

@@ -154,3 +154,38 @@ def test_claims_of_dead_attempts_are_removed_at_start_up_and_live_ones_stay(tmp_
         assert client.get("/health/live").status_code == 200
         assert _rows(engine)[0] == ["live"]
     engine.dispose()
+
+
+def _marked(engine: Engine) -> list[tuple[str, bool]]:
+    with engine.connect() as connection:
+        return [(row.exchange_id, row.answers_logged) for row in connection.execute(
+            select(exchange_claims.c.exchange_id, exchange_claims.c.answers_logged))]
+
+
+async def test_a_claim_whose_attempt_logged_answers_is_never_taken_over_released_or_removed(
+        engine: Engine) -> None:
+    """The commit of an attempt's holders' answers before an escalation marks its claim: from then on no taker
+    removes it (even long past its lease), giving it up after a failure leaves it, and a gateway starting up
+    keeps it; only the commit of that attempt's outcome gives it up. A claim without the mark is taken over."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+    async with AsyncAuditWriter(log) as writer:
+        for attempt, key in (("logged", "key-0001"), ("asked-nothing", "key-0002")):
+            await writer.record([make_event(0)], repository.claim_companion(_claim(attempt, key), None))
+        await writer.record([make_event(1)], repository.only_if(repository.claim_held(
+            _claim("logged"), LEASE, lambda: NOW, release=False, answers_logged=True)))
+        assert sorted(_marked(engine)) == [("asked-nothing", False), ("logged", True)]
+        with pytest.raises(AuditWriteError) as refused:  # a retry long after the lease: not taken over
+            await writer.record([make_event(2)], repository.claim_companion(_claim("taker"), _claim("logged")))
+        assert repository.ClaimLost in _causes(refused.value)
+        with Session(engine) as session, session.begin():
+            repository.release_claim(session.connection(), _claim("logged"))
+        assert repository.remove_abandoned_claims(engine, LEASE + timedelta(days=2)) == 1  # the unmarked one
+        assert _marked(engine) == [("logged", True)]
+        await writer.record([make_event(3)], repository.claim_companion(_claim("taker", "key-0002"), None))
+        with pytest.raises(AuditWriteError) as expired:  # past its lease the attempt itself marks nothing more
+            await writer.record([make_event(4)], repository.only_if(repository.claim_held(
+                _claim("taker", "key-0002"), LEASE, lambda: LEASE, release=False, answers_logged=True)))
+        assert repository.ClaimLost in _causes(expired.value)
+        assert sorted(_marked(engine)) == [("logged", True), ("taker", False)]
+        await writer.record([make_event(5)], repository.outcome_companion(_outcome("logged"), _held("logged")))
+        assert _marked(engine) == [("taker", False)]  # the outcome's commit gave the marked claim up

@@ -52,6 +52,80 @@ def test_obvious_personal_data_is_refused_without_echoing_it(overrides: dict[str
     assert "ABNA" not in str(caught.value)
 
 
+@pytest.mark.parametrize("written", [
+    pytest.param("111-222-333", id="dashes 3-3-3"),
+    pytest.param("111.222.333", id="dots 3-3-3"),
+    pytest.param("111 222 333", id="spaces 3-3-3"),
+    pytest.param("1112-22-333", id="dashes 4-2-3"),
+    pytest.param("1112.22.333", id="dots 4-2-3"),
+    pytest.param("111\u2013222\u2013333", id="en dashes"),
+    pytest.param("111\u00a0222\u00a0333", id="no-break spaces"),
+    pytest.param("\uff11\uff11\uff11\uff12\uff12\uff12\uff13\uff13\uff13", id="fullwidth digits"),
+    pytest.param("\uff11\uff11\uff11\uff12\uff0e\uff12\uff12\uff0e\uff13\uff13\uff13",
+                 id="fullwidth digits and dots"),
+    pytest.param("\u0661\u0661\u0661-\u0662\u0662\u0662-\u0663\u0663\u0663", id="arabic-indic digits"),
+    pytest.param("\u0967\u0967\u0967\u0968\u0968\u0968\u0969\u0969\u0969", id="devanagari digits"),
+])
+def test_a_bsn_with_separators_or_in_other_digits_is_refused(written: str) -> None:
+    """The same number as 111222333, written as people and forms write it: refused on the screened path (the
+    canonical JSON given) and on the field walk alike, without echoing it. (A key must be printable ASCII: the
+    event refuses any other itself.)"""
+    events = [make_event(extra={"note": f"subject {written} matched"})]
+    if written.isascii():
+        events.append(make_event(extra={written: True}))
+    for event, canonical in [(each, screened) for each in events for screened in (event_canonical(each), None)]:
+        with pytest.raises(PersonalDataError) as caught:
+            ensure_no_personal_data(event, canonical)
+        assert caught.value.kind == "bsn"
+        assert written not in str(caught.value)
+
+
+@pytest.mark.parametrize(("written", "kind"), [
+    pytest.param("jan\uff20example.nl", "email", id="fullwidth at sign"),
+    pytest.param("\uff2e\uff2c\uff19\uff11\uff21\uff22\uff2e\uff21\uff10\uff14\uff11\uff17\uff11\uff16"
+                 "\uff14\uff13\uff10\uff10", "iban", id="fullwidth iban"),
+])
+def test_other_identifiers_in_fullwidth_forms_are_refused(written: str, kind: str) -> None:
+    event = make_event(extra={"note": written})
+    for canonical in (event_canonical(event), None):
+        with pytest.raises(PersonalDataError) as caught:
+            ensure_no_personal_data(event, canonical)
+        assert caught.value.kind == kind
+
+
+@pytest.mark.parametrize("harmless", [
+    "RIEC-2026-0042",          # a case reference with dashes
+    "RIEC-2026-0042-17",
+    "zaak 2026-001-042",       # ten digits in groups
+    "111-222-334",             # grouped, fails the eleven-test
+    "1112-223-33",             # nine digits, but not grouped as a BSN is
+    "\uff11\uff11\uff11\uff12\uff12\uff12\uff13\uff13",  # eight fullwidth digits
+    "2026-12-05T06:18:25.123456Z",
+    "ex-2026-11-25-0001-ná",   # not ASCII, nothing shaped like an identifier
+])
+def test_ordinary_values_with_separators_or_other_characters_pass(harmless: str) -> None:
+    event = make_event(extra={"value": harmless})
+    ensure_no_personal_data(event, event_canonical(event))
+    ensure_no_personal_data(event)
+
+
+@pytest.mark.parametrize(("field", "kinds"), [
+    pytest.param("1-" * 15_000, [], id="digits and dashes"),
+    pytest.param("1" * 30_000, [], id="one run of digits"),
+    pytest.param("1112 " * 6_000, [], id="groups of four"),
+    pytest.param("\uff11." * 15_000, [], id="fullwidth digits and dots"),
+    pytest.param("a" * 30_000, [], id="local-part run without an at sign"),
+    pytest.param("NL91 " * 6_000, [], id="iban starts"),
+    pytest.param("1-" * 14_990 + " 111-222-333", ["bsn"], id="a bsn at the end of a long field"),
+    pytest.param("\uff21" * 29_990 + "\uff20example.nl", ["email"], id="fullwidth address at the end"),
+])
+def test_a_30000_character_field_gets_its_verdict(field: str, kinds: list[str]) -> None:
+    """Every pattern is fixed-width or starts only where a run starts (the e-mail one), and normalising is one
+    pass: a field of 30,000 characters, far beyond what an event field holds, is answered (a quadratic pattern
+    here kept the writer's callers waiting for seconds)."""
+    assert [finding.kind for finding in find_personal_data({"v": field})] == kinds
+
+
 @pytest.mark.parametrize("harmless", [
     "111222334",               # nine digits, fails the eleven-test
     "ex-2026-11-25-0001",      # reference numbers
@@ -74,7 +148,9 @@ def test_faker_nl_bsns_ibans_and_emails_are_all_caught() -> None:
 
 
 PERSONAL = st.sampled_from([VALID_BSN, "1112.22.333", "1112 22 333", VALID_IBAN, "NL91 ABNA 0417 1643 00",
-                             "jan@example.nl", "111222334", "NL92ABNA0417164300", "ab12"])
+                             "jan@example.nl", "111222334", "NL92ABNA0417164300", "ab12", "111-222-333",
+                             "111.222.333", "1112-22-333", "111-222-334", "RIEC-2026-0042",
+                             "\uff11\uff11\uff11\uff12\uff12\uff12\uff13\uff13\uff13"])
 CONTEXT = st.text(max_size=6)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,6 +110,47 @@ async def test_idle_writer_applies_the_checkpoint_time_limit() -> None:
                 break
             await asyncio.sleep(0.01)
     assert log.checkpoint_calls >= 2
+
+
+class FailingCheckpoints(FakeLog):
+    """Its idle-loop checkpoints fail on the calls in ``failing`` (1-based) and succeed otherwise; each call moves
+    its clock on by a second, so the writer's failure lines are paced by calls, not by the test's speed."""
+
+    def __init__(self, failing: set[int], last_call: int) -> None:
+        super().__init__()
+        self.failing = failing
+        self.last_call = last_call
+        self.now = 0.0
+        self.done = threading.Event()
+
+    def maybe_issue_checkpoint(self) -> None:
+        self.checkpoint_calls += 1
+        self.now += 1.0
+        if self.checkpoint_calls >= self.last_call:
+            self.done.set()
+        if self.checkpoint_calls in self.failing:
+            raise OSError("database away")
+
+
+async def test_a_lasting_checkpoint_failure_is_logged_when_it_starts_once_a_minute_and_when_it_ends(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The idle loop retries every idle second: a warning each time would be 3,600 lines an hour of one fault."""
+    log = FailingCheckpoints(failing=set(range(1, 151)) | set(range(156, 161)), last_call=170)
+    caplog.set_level(logging.INFO, logger="audit.writer")
+    async with AsyncAuditWriter(log, idle_interval=0.001, clock=lambda: log.now):
+        assert await asyncio.to_thread(log.done.wait, 30), "the idle loop did not get through its calls"
+    lines = [(record.levelno, record.getMessage()) for record in caplog.records if record.name == "audit.writer"]
+    assert lines == [
+        (logging.WARNING, "periodic audit checkpoint failed: OSError; retried while it lasts, reported at most "
+                          "once a minute"),
+        (logging.WARNING, "periodic audit checkpoint still failing: 61 failures in 60 s, the last OSError"),
+        (logging.WARNING, "periodic audit checkpoint still failing: 121 failures in 120 s, the last OSError"),
+        (logging.INFO, "periodic audit checkpoint recovered after 150 failures in 150 s"),
+        (logging.WARNING, "periodic audit checkpoint failed: OSError; retried while it lasts, reported at most "
+                          "once a minute"),
+        (logging.INFO, "periodic audit checkpoint recovered after 5 failures in 5 s"),
+    ]
+    assert "database away" not in caplog.text, "the error's type, never its message"
 
 
 async def test_a_real_database_failure_reaches_every_caller(tmp_path: Path) -> None:
