@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import gc
+import sqlite3
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from connectors.holder_auth import MAX_AGE_SECONDS, STALE_GRACE_SECONDS, JwksSource
+from connectors.holder_auth import MAX_AGE_SECONDS, STALE_GRACE_SECONDS, JwksSource, TokenRefused
 from connectors.logs import configure_logging
 from connectors.profiles import PROFILES
 from connectors.simulator import create_partner_app
 
+err = Console(stderr=True)
 app = typer.Typer(help="Simulated WGS partner systems (synthetic data only).", no_args_is_help=True)
 
 
@@ -64,8 +67,14 @@ def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-par
     except OSError as exc:  # ssl.SSLError too; read now, so that a bad bundle fails here, not token by token
         raise typer.BadParameter(f"cannot read the CA bundle ({type(exc).__name__})",
                                  param_hint="--jwks-ca-file") from exc
-    application = create_partner_app(partner, data_dir, seed=seed, jwks=keys, require_auth=not no_auth,
-                                     over_share=over_share, issuer=issuer)
+    if keys is not None and jwks_file is not None and not jwks_url:
+        _read_at_start(keys, jwks_file)
+    try:
+        application = create_partner_app(partner, data_dir, seed=seed, jwks=keys, require_auth=not no_auth,
+                                         over_share=over_share, issuer=issuer)
+    except (OSError, sqlite3.Error) as exc:  # the message names the path and the reason, no record
+        _fail(f"cannot use the data directory {data_dir}: "
+              f"{getattr(exc, 'strerror', None) or exc or type(exc).__name__}")
     # The app, its store and the synthetic world live as long as the process: move them out of the cyclic
     # collector's reach, or every full collection scans them all again (measured: 50-60 ms pauses, which
     # every caller of the simulator — the gateway and the benchmarks' baselines alike — sees as latency).
@@ -74,6 +83,22 @@ def serve(partner: str = typer.Option(..., help="Partner system id, see `wgs-par
     # log_config=None: uvicorn's default configuration would put its plain-text handlers back over our JSON
     uvicorn.run(application, host=host, port=port or PROFILES[partner].default_port, log_level="warning",
                 access_log=False, log_config=None)
+
+
+def _read_at_start(keys: JwksSource, jwks_file: Path) -> None:
+    """The key file read once before serving. Why: a file is on this machine and is either there or not — a
+    mistyped ``--jwks-file`` started a partner that then refused every token the gateway sent, which showed up
+    only as the gateway's holders being unavailable. (A URL is not read here: the gateway may start later.)"""
+    try:
+        keys.keys()
+    except TokenRefused as exc:
+        _fail(f"{exc}: {jwks_file}")
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 1: a configuration the partner cannot start with, no traceback."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @app.command("list")

@@ -24,6 +24,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from connectors.dedup import REPLAY_IDS, RequestIdReused
 from connectors.holder import Holder
@@ -49,6 +51,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"type": "about:blank", "title": title, "status": status, "detail": detail},
                         status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def _route_of(app: FastAPI, scope: Scope) -> str | None:
+    """The template of the route ``scope`` is for (``/holder/v1/query``), None when none matches. Logged in
+    place of the path: the middleware runs before routing, and a path is whatever the caller sent — an
+    identifier put in it would reach the log as it came."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return getattr(route, "path", None)
+    return None
 
 
 def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: JwksSource | None = None,
@@ -80,12 +93,12 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
             return await call_next(request)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            log.info("token_missing", system=system, path=request.url.path)
+            log.info("token_missing", system=system, route=_route_of(app, request.scope))
             return problem(401, "Unauthorized", "a gateway bearer token is required", {"WWW-Authenticate": "Bearer"})
         try:
             await verify(token.strip())
         except TokenRefused as exc:
-            log.info("token_refused", system=system, path=request.url.path, reason=str(exc))
+            log.info("token_refused", system=system, route=_route_of(app, request.scope), reason=str(exc))
             return problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         return await call_next(request)
 

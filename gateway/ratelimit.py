@@ -47,6 +47,7 @@ from gateway.auth.certificate_binding import check_presented
 from gateway.auth.setup import AuthServices
 from gateway.container import Container
 from gateway.errors import GatewayError
+from gateway.logging import scrub_text
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
 log = structlog.get_logger("gateway.ratelimit")
@@ -165,9 +166,11 @@ def _verify(scope: Scope, token: str) -> str | None:
 
 
 async def _reject(send: Send, retry_after: int, path: str) -> None:
+    """The 429 problem, its ``instance`` masked as ``gateway.problems`` masks every problem's: a path may
+    carry what the caller put in it (a BSN where an id belongs), and a refusal must not echo it back."""
     body = {"type": PROBLEM_TYPE_BASE + "too-many-requests", "title": "Too many requests", "status": 429,
             "detail": f"This client's request rate is over its limit; retry after {retry_after} s.",
-            "instance": path}
+            "instance": scrub_text(path)}
     payload = json.dumps(body).encode()
     start: Message = {"type": "http.response.start", "status": 429, "headers": [
         (b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(payload)).encode()),

@@ -5,8 +5,10 @@ app's limiter runs on a clock the tests move (``tests.limiter_clock``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -209,3 +211,28 @@ def _scope(client: TestClient, headers: dict[str, str]) -> dict[str, object]:
     """The ASGI scope of a request with ``headers`` from the test client's address, in ``client``'s app."""
     return {"type": "http", "path": "/v1/register/versions", "app": client.app, "client": ("testclient", 50000),
             "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]}
+
+
+async def test_a_429s_instance_masks_an_identifier_in_the_path() -> None:
+    """The 429 problem named the raw path as its ``instance``: a BSN a caller put where an id belongs came back
+    in the body unmasked, where every other problem document masks it (``gateway.problems``)."""
+    async def app(scope: object, receive: object, send: object) -> None:
+        return None
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+    limited = RateLimitMiddleware(app, per_second=1.0, burst=1, clock=FakeTime())  # type: ignore[arg-type]
+    scope = {"type": "http", "method": "GET", "path": "/v1/exchanges/111222333", "headers": [],
+             "client": ("192.0.2.7", 5000)}
+    await limited(scope, receive, send)  # the burst
+    await limited(scope, receive, send)
+    (start, body) = sent
+    assert start["status"] == 429
+    problem = json.loads(body["body"])
+    assert "111222333" not in body["body"].decode()
+    assert problem["instance"].startswith("/v1/exchanges/")
+    assert problem["instance"] != scope["path"]
