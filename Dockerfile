@@ -14,9 +14,11 @@ COPY migrations ./migrations
 COPY policies ./policies
 # -c: the exact versions of every runtime dependency the tests ran with (regenerate: see the file's header),
 # so a rebuild does not pick up whatever was released since.
+# The data directory holds the gateway's keys and the partners' databases: the runtime user's alone (0700; a
+# volume mounted there starts with this mode and owner).
 RUN pip install --no-cache-dir -c deploy/constraints.txt -e . \
- && useradd --system --uid 10001 wgs \
- && mkdir -p /var/lib/wgs && chown wgs /var/lib/wgs
+ && useradd --system --user-group --uid 10001 wgs \
+ && install -d -m 0700 -o wgs -g wgs /var/lib/wgs
 USER wgs
 ENV WGS_DATA_DIR=/var/lib/wgs
 EXPOSE 8000

@@ -177,3 +177,18 @@ def test_every_compose_service_of_the_image_has_its_own_health_check(name: str) 
     healthcheck = _compose_services()[name].get("healthcheck")
     assert isinstance(healthcheck, dict)
     assert healthcheck.get("test")
+
+
+def test_the_data_directory_is_the_runtime_users_alone() -> None:
+    """``mkdir -p /var/lib/wgs && chown`` left it 0755: every user of the container (and of a volume mounted
+    there) could list and read what the gateway keeps in it. It is made 0700, owned by the user the image runs as."""
+    user = _one("USER")
+    data_dir = dict(arguments.split("=", 1) for found, arguments in _instructions() if found == "ENV")["WGS_DATA_DIR"]
+    commands = [shlex.split(part) for arguments in (a for k, a in _instructions() if k == "RUN")
+                for part in arguments.split("&&")]
+    made = [command for command in commands if command and command[-1] == data_dir]
+    assert made, "the image makes its data directory"
+    for command in made:
+        assert command[:2] == ["install", "-d"], command  # mkdir makes it 0755 whatever chown follows
+        assert command[command.index("-m") + 1] == "0700", command
+        assert command[command.index("-o") + 1] == user, command
