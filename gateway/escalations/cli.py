@@ -23,10 +23,12 @@ from gateway.spreadsheets import spreadsheet_bytes
 
 if TYPE_CHECKING:  # the service is imported with the full wiring, when a command needs it
     from gateway.escalations.deadlines import ScanResult
+    from gateway.register.model import Register
 
 escalations_app = typer.Typer(help="The escalation workflow: overdue cases and the register of legal gaps.",
                               no_args_is_help=True)
 out = Console()
+err = Console(stderr=True)
 
 
 @escalations_app.command("scan")
@@ -80,8 +82,9 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
     from gateway.register.loader import load_register
 
     settings = Settings()
-    today = (local_date(datetime.now(UTC), load_register(settings.register_file)[0].office_hours.timezone)
-             if overdue else None)
+    register = load_register(settings.register_file)[0] if overdue or partnership else None
+    _refuse_unknown(register, partnership)
+    today = local_date(datetime.now(UTC), register.office_hours.timezone) if register and overdue else None
     engine = existing_engine_for(settings)
     try:
         for number, page in enumerate(_pages(make_session_factory(engine),
@@ -90,6 +93,18 @@ def list_command(overdue: bool = typer.Option(False, help="Only active cases pas
                 out.print(_table(page))
     finally:
         engine.dispose()
+
+
+def _refuse_unknown(register: Register | None, partnership: str | None) -> None:
+    """Exit 1 in one line when ``partnership`` is no partnership of the register. Why: the filter compares
+    ids, and a mistyped one selected nothing — an empty table (or a CSV of only its header) and exit 0, which
+    reads as "no cases" for a partnership that has them. A retired partnership stays in the register, so its
+    cases are still listed."""
+    if partnership is None or register is None or partnership in register.partnerships:
+        return
+    err.print(f"unknown partnership `{partnership}`: not in the register (version {register.version}); "
+              "`wgs-gateway register show` lists them", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 LIST_PAGE = 1_000
@@ -130,7 +145,12 @@ def gaps(status: GapStatus | None = typer.Option(None, help="Only gaps with this
 
     The bytes of the API's download (GET /v1/legal-gaps/export): the UTF-8 byte-order mark first and CRLF
     line endings, so that the file it is redirected to opens in a spreadsheet with its accents intact."""
-    engine = existing_engine_for(Settings())
+    settings = Settings()
+    if partnership:
+        from gateway.register.loader import load_register
+
+        _refuse_unknown(load_register(settings.register_file)[0], partnership)
+    engine = existing_engine_for(settings)
     with transaction(make_session_factory(engine)) as session:
         found = list_gaps(session, partnerships={partnership} if partnership else None, status=status)
     engine.dispose()

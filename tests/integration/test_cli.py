@@ -251,6 +251,27 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     ]  # the API's export (test_legal_gaps compares them)
 
 
+@pytest.mark.parametrize("command", [["escalations", "list"], ["escalations", "list", "--overdue"],
+                                     ["escalations", "gaps"]], ids=" ".join)
+def test_escalations_refuse_a_partnership_the_register_does_not_know(data_dir: Path, command: list[str]) -> None:
+    """A mistyped --partnership selected nothing: an empty table (or a header-only CSV) and exit 0, read as "no
+    cases" for a partnership that has some. It is refused in one line; a known one still lists its cases."""
+    from datetime import UTC, datetime
+
+    from gateway.db.engine import make_engine, make_session_factory, transaction
+
+    engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
+    with transaction(make_session_factory(engine)) as session:
+        case = _refused_case(session, datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    engine.dispose()
+    line = _refusal(runner.invoke(app, [*command, "--partnership", "riec-amsterdam-amstelan"]))
+    assert line.startswith("unknown partnership `riec-amsterdam-amstelan`: not in the register"), line
+    known = runner.invoke(app, [*command, "--partnership", "riec-amsterdam-amstelland"])
+    assert known.exit_code == 0, known.output
+    if command[1] == "list":
+        assert case.id in known.output
+
+
 _CASE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
