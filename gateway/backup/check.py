@@ -37,7 +37,7 @@ from gateway.auditing.setup import CheckpointKeyError, load_checkpoint_key, log_
 from gateway.backup.live import restore_warnings
 from gateway.backup.manifest import DATABASE_FILE, KEYS_DIR, MANIFEST, Manifest, file_record, read_manifest
 from gateway.backup.state import DatabaseState, database_state, read_only_sqlite
-from gateway.db.engine import expected_heads
+from gateway.db.engine import behind_the_code, expected_heads
 from gateway.settings import Settings
 
 
@@ -150,12 +150,27 @@ def _check_database(settings: Settings, directory: Path, manifest: Manifest, che
         return
     expected = tuple(sorted(expected_heads()))
     if state.migration_heads != expected:
-        check.notes.append(f"the database is at revision {', '.join(state.migration_heads) or 'none'}, this code "
-                           f"expects {', '.join(expected)}: after restoring, run `wgs-gateway db upgrade` (or "
-                           "restore with the version that made the backup)")
+        check.notes.append(revision_note(state.migration_heads, expected))
     check.summary = (f"backup {manifest.backup_id} intact: {len(manifest.files)} files, database at "
                      f"{', '.join(state.migration_heads)}, audit log {result.entries} entries, "
                      f"{result.checkpoints} checkpoints, root {result.root_hash.hex() if result.root_hash else '-'}")
+
+
+def revision_note(found: tuple[str, ...], expected: tuple[str, ...]) -> str:
+    """What to do about a backup whose database is at other revisions than this code's, by direction. Why: the
+    note advised `db upgrade` either way, and for a backup a newer version made that cannot work — this code
+    does not know the revision, and the gateway refuses to run on it — so the restore is to be done with that
+    newer version (or a newer one) instead."""
+    said = f"the database is at revision {', '.join(found) or 'none'}, this code expects {', '.join(expected)}"
+    behind = behind_the_code(set(found))
+    if behind:
+        return (f"{said}: after restoring, run `wgs-gateway db upgrade` (or restore with the version that made the "
+                "backup)")
+    if behind is False:
+        return (f"{said}: a newer version of the gateway made this backup (this code does not know its revision, "
+                "and `db upgrade` cannot take a database back): restore it with that version, or a newer one")
+    return (f"{said}: the backup's revisions are partly unknown to this code: restore it with the version that "
+            "made the backup")
 
 
 def _state_problems(recorded: DatabaseState, found: DatabaseState) -> list[str]:

@@ -197,9 +197,32 @@ def expected_heads() -> set[str]:
 
 @cache
 def _shipped_heads(script_location: str) -> frozenset[str]:
+    return frozenset(_scripts(script_location).get_heads())
+
+
+@cache
+def _shipped_revisions(script_location: str) -> frozenset[str]:
+    """Every revision the heads of ``script_location`` lead up to, the heads included."""
+    scripts = _scripts(script_location)
+    return frozenset(script.revision for script in scripts.iterate_revisions(tuple(scripts.get_heads()), "base"))
+
+
+def _scripts(script_location: str) -> ScriptDirectory:
     config = Config()
     config.set_main_option("script_location", script_location)
-    return frozenset(ScriptDirectory.from_config(config).get_heads())
+    return ScriptDirectory.from_config(config)
+
+
+def behind_the_code(current: set[str]) -> bool | None:
+    """Whether a database at revisions ``current`` is one ``db upgrade`` takes to this code's heads (True: every
+    revision is one of this code's, or none at all), one at a revision this code does not know (False: a newer
+    version of the gateway migrated it, and this code can neither upgrade nor run on it), or neither (None)."""
+    shipped = _shipped_revisions(str(MIGRATIONS_DIR))
+    if current <= shipped:
+        return True
+    if current.isdisjoint(shipped):
+        return False
+    return None
 
 
 def current_heads(engine: Engine) -> set[str]:
