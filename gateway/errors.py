@@ -9,6 +9,7 @@
     ├── Conflict                      409  idempotency clash, optimistic-lock loss, duplicates
     ├── PayloadTooLarge               413
     ├── Unprocessable                 422  well-formed but semantically wrong input
+    │   └── PseudonymKeyUnknown       422  a polymorphic pseudonym under none of the gateway's keys (rotated)
     ├── TooManyRequests               429
     └── ServiceUnavailable            503  a dependency (database, policy engine, partner) failed
         ├── DatabaseNotMigrated       503  schema is behind the code: run ``wgs-gateway db upgrade``
@@ -74,6 +75,14 @@ class PayloadTooLarge(GatewayError):
 
 class Unprocessable(GatewayError):
     status, slug, title = 422, "unprocessable", "Unprocessable request"
+
+
+class PseudonymKeyUnknown(Unprocessable):
+    """A polymorphic pseudonym made under none of the gateway's public keys: typically a partner's key fetched
+    before that version was retired. A type of its own so that the partner client fetches the keys again for
+    this refusal only, not for every 422 (a category the register does not know says nothing about keys)."""
+
+    slug, title = "pseudonym-key-unknown", "Not under the gateway's keys"
 
 
 class TooManyRequests(GatewayError):

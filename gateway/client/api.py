@@ -10,11 +10,11 @@
   the call is done, so this is safe for every call.
 * Retries: every exchange carries an ``Idempotency-Key`` (generated if the caller gives none) and every
   retry of it sends the same key, so a retry after a timeout or a 502/503/504 cannot disclose or log twice.
-  Transport failures and 502/503/504 answers are retried ``retries`` times, after
-  ``max(exponential backoff with jitter, Retry-After)`` (capped at ``max_delay``; ``Retry-After`` in
-  seconds or as an HTTP date) — but only where repeating is safe: GETs, POSTs with an Idempotency-Key,
-  and a POST without one only when it was certainly not sent (connect error, connect or pool timeout;
-  not e.g. a read timeout). A request that met a kept-alive connection the gateway had already closed
+  Transport failures and 502/503/504 answers are retried ``retries`` times, after exponential backoff with
+  jitter capped at ``max_delay``, or the answer's ``Retry-After`` (seconds or an HTTP date) where that is
+  longer — up to the call's deadline, not ``max_delay`` — but only where repeating is safe: GETs, POSTs with
+  an Idempotency-Key, and a POST without one only when it was certainly not sent (connect error, connect or
+  pool timeout; not e.g. a read timeout). A request that met a kept-alive connection the gateway had already closed
   (reused, closed or reset before any byte of an answer: ``gateway.client.connections``) is sent again at
   once on another connection, once per call, whatever its method: not counted in ``retries``.
   The metadata and token requests happen inside the same loop and are always safe to repeat.
@@ -49,7 +49,8 @@
   after the retries), ``GatewayThrottled``, ``GatewayBusy`` and ``InvalidResponse`` (an answer that is not
   what the API promises, e.g. not JSON, or a token answer whose ``token_type`` is not Bearer; ``status`` is its HTTP
   status, 0 when httpx could not read it at all), with its subclass ``UnopenablePseudonym`` (a pseudonym of
-  ``own_pseudonyms``/``enrol``'s answer this partner cannot open, by its ``index``). Messages carry the
+  ``own_pseudonyms``/``enrol``'s answer this partner cannot open, by its ``index``), and ``ClientClosed`` (a
+  call after ``aclose()``: ``status == 0``, nothing sent). Messages carry the
   problem's title or detail only, never an answer's body or the values it failed on, and the ``request_id``:
   every HTTP request carries an ``X-Request-ID`` (the call's id and the request's number), which the gateway
   logs under and echoes; an error names the one of its request.
@@ -58,7 +59,8 @@
   and a warning with how many records ``enrol_filters`` left out (no reference, no field).
 * Newer gateways: answers are read leniently where the API may grow — fields this version does not know
   are ignored, and an exchange outcome it does not know is kept as an ``Outcome`` whose ``known`` is false
-  (treat it as not allowed) instead of failing the whole answer.
+  (treat it as not allowed), a fuzzy discovery's per-subject value as a ``SubjectMatch`` likewise, instead of
+  failing the whole answer.
 * Resuming: every error ``exchange()`` and ``rerun()`` raise carries ``idempotency_key``, the key the
   attempts were sent with. When it is unclear whether the exchange happened (``GatewayUnavailable``,
   ``GatewayBusy``), call ``exchange(same request, idempotency_key=error.idempotency_key)`` to get the
@@ -87,12 +89,13 @@ from urllib.parse import quote
 import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from gateway.client import deadlines
 from gateway.client.connections import RequestProgress
 from gateway.client.deadlines import DEFAULT_DEADLINE, CallDeadline, Default
 from gateway.client.errors import (
+    ClientClosed,
     DeadlineExceeded,
     GatewayBusy,
     GatewayClientError,
@@ -138,8 +141,9 @@ from gateway.client.models import (
 from gateway.client.pseudonyms import Point, PseudonymClient, PseudonymError, RecipientKey, WrongKey
 from gateway.urls import is_loopback_host
 
-__all__ = ["DeadlineExceeded", "EnrolledSubject", "GatewayBusy", "GatewayClient", "GatewayClientError",
-           "GatewayThrottled", "GatewayUnavailable", "InvalidResponse", "UnopenablePseudonym", "UnsearchableSubjects"]
+__all__ = ["ClientClosed", "DeadlineExceeded", "Enrolled", "EnrolledSubject", "GatewayBusy", "GatewayClient",
+           "GatewayClientError", "GatewayThrottled", "GatewayUnavailable", "InvalidResponse", "UnopenablePseudonym",
+           "UnsearchableSubjects"]
 
 
 class EnrolledSubject(NamedTuple):
@@ -158,6 +162,25 @@ class EnrolledSubject(NamedTuple):
     def __repr__(self) -> str:  # never the number: a repr ends up in debug lines and error trackers' locals
         return (f"EnrolledSubject(kind={self.kind!r}, number=..., record_types={self.record_types!r}, "
                 f"categories={self.categories!r}, confidential={self.confidential!r}, minor={self.minor!r})")
+
+
+class Enrolled(list[str]):
+    """What ``enrol`` answers: this partner's own pseudonyms of the subjects sent, in order — a list, as it always
+    was — and the gateway's counts of what the batch did to the hit/no-hit index: ``indexed``, the subjects
+    indexed (one row per distinct subject with record types; a subject sent twice is one), and ``removed``, the
+    subjects withdrawn (sent without record types)."""
+
+    def __init__(self, pseudonyms: Sequence[str], *, indexed: int, removed: int) -> None:
+        super().__init__(pseudonyms)
+        self.indexed = indexed
+        self.removed = removed
+
+
+class _EnrolmentCounts(BaseModel):
+    """The counts of ``POST /v1/enrolments``' answer (its ``pseudonyms`` are read by ``_opened``)."""
+
+    indexed: int = Field(ge=0)
+    removed: int = Field(ge=0)
 
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -297,6 +320,14 @@ class GatewayClient:
         after it."""
         await self._http.aclose()
 
+    def _open(self) -> httpx.AsyncClient:
+        """The HTTP client, or ``ClientClosed`` once it is closed. Asked before every request (not only when a
+        call starts): a call that was pausing between attempts when the client was closed meets it at its next
+        attempt, and httpx's own error there is a bare RuntimeError, which no caller of this client expects."""
+        if self._http.is_closed:
+            raise ClientClosed
+        return self._http
+
     # -- tokens -------------------------------------------------------------------------------------
     async def token(self, *, deadline: CallDeadline = Default.CLIENT) -> str:
         """The access token: the cached one, or a new one (with the retries, back-pressure and deadline)."""
@@ -351,7 +382,7 @@ class GatewayClient:
                   "iat": int(now), "exp": int(now) + 60, "jti": str(uuid.uuid4())}
         header = {"alg": self._alg} | ({"kid": self._key.kid} if self._key.kid else {})
         assertion = jwt.encode(header, claims, self._key, algorithms=[self._alg])
-        response = await self._http.post("/oauth/token", **call.next_request(), data={
+        response = await self._open().post("/oauth/token", **call.next_request(), data={
             "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": assertion})
         token, expires_in = _bearer_token(response, _answer(response, float(self._clock())))
@@ -368,7 +399,7 @@ class GatewayClient:
         """The token endpoint's URL, the audience of the client assertion: given, or from the gateway's
         authorization server metadata (RFC 8414), fetched once."""
         if self._audience is None:
-            response = await self._http.get("/.well-known/oauth-authorization-server", **call.next_request())
+            response = await self._open().get("/.well-known/oauth-authorization-server", **call.next_request())
             body = _answer(response, float(self._clock()))
             endpoint = body.get("token_endpoint")
             if not isinstance(endpoint, str):
@@ -383,10 +414,13 @@ class GatewayClient:
         return await deadlines.within(self._deadline if deadline is Default.CLIENT else deadline, call)
 
     def _delay(self, failures: int, retry_after: float | None) -> float:
-        """Before retry number ``failures`` (1, 2, ...): exponential backoff with jitter, at least
-        Retry-After, at most ``max_delay``."""
+        """Before retry number ``failures`` (1, 2, ...): exponential backoff with jitter, at most ``max_delay``
+        — or the answer's Retry-After where that is longer, whatever ``max_delay`` says: a 503 that names when
+        the gateway will be back is asked again then, not earlier (which would spend the retries on answers
+        certain to be the same). The call's deadline bounds it: a pause that would end after it is not begun
+        (``_pause`` raises the error at once)."""
         backoff = self._backoff * 2.0 ** (failures - 1) * random.uniform(0.5, 1.0)
-        return min(max(backoff, retry_after or 0.0), self._max_delay)
+        return max(min(backoff, self._max_delay), retry_after or 0.0)
 
     async def _pause(self, call: _Call, seconds: float, error: GatewayClientError, *, failure: bool) -> None:
         """Sleep before the next attempt; when the deadline would pass meanwhile, raise ``error`` now.
@@ -458,8 +492,8 @@ class GatewayClient:
                 if idempotency_key:
                     headers["Idempotency-Key"] = idempotency_key
                 sending = True
-                response = await self._http.request(method, path, json=json, headers=headers, params=params,
-                                                    extensions=sent["extensions"])
+                response = await self._open().request(method, path, json=json, headers=headers, params=params,
+                                                      extensions=sent["extensions"])
             except httpx.TransportError as exc:
                 call.reached = call.reached or (sending and not isinstance(exc, _NOT_SENT))
                 if call.reconnect(exc):  # the gateway never saw it, whether or not the call has a key
@@ -522,10 +556,13 @@ class GatewayClient:
         try:
             response = await self._send("POST", "/v1/exchanges", json=request.model_dump(mode="json"),
                                         idempotency_key=key, deadline=deadline)
-            return _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content, context=ANSWER_CONTEXT))
+            result = _decoded(response, lambda r: ExchangeResult.model_validate_json(r.content,
+                                                                                     context=ANSWER_CONTEXT))
         except GatewayClientError as exc:
             exc.idempotency_key = key
             raise
+        result._replayed = response.headers.get("idempotent-replayed", "").strip().lower() == "true"
+        return result
 
     async def discovery(self, request: DiscoveryRequest, *,
                         deadline: CallDeadline = Default.CLIENT) -> DiscoveryResult:
@@ -625,17 +662,19 @@ class GatewayClient:
             return {"partnership": partnership,
                     "subjects": [{"type": kind, "polymorphic": pseudonyms.polymorphic(kind, number)}
                                  for kind, number in identifiers]}
-        return await self._bounded(deadline, lambda: self._pseudonyms_call(partnership, "/v1/pseudonyms", body,
-                                                                          len(identifiers)))
+        opened, _ = await self._bounded(deadline, lambda: self._pseudonyms_call(partnership, "/v1/pseudonyms", body,
+                                                                               len(identifiers)))
+        return opened
 
     async def enrol(self, partnership: str,
                     subjects: Sequence[EnrolledSubject | tuple[str, str, list[str], list[str]]], *,
                     confidential_reason: str | None = None,
-                    deadline: CallDeadline = Default.CLIENT) -> list[str]:
+                    deadline: CallDeadline = Default.CLIENT) -> Enrolled:
         """Enrol subjects held (``EnrolledSubject``s, or (kind, number, record types, categories)) → own
-        pseudonyms, in order; the gateway's hit/no-hit index learns which record types this partner holds on
-        them, and which of them it keeps confidential (refusing with the code ``confidential_reason``) or
-        knows to be minors."""
+        pseudonyms, in order (an ``Enrolled``: a list, with the gateway's ``indexed`` and ``removed`` counts);
+        the gateway's hit/no-hit index learns which record types this partner holds on them, and which of them
+        it keeps confidential (refusing with the code ``confidential_reason``) or knows to be minors. A subject
+        sent without record types is withdrawn from the index."""
         items = [EnrolledSubject(*subject) for subject in subjects]
 
         def body(pseudonyms: PseudonymClient) -> dict[str, Any]:
@@ -646,35 +685,41 @@ class GatewayClient:
             if confidential_reason is not None:
                 sent["confidential_reason"] = confidential_reason
             return sent
-        return await self._bounded(deadline, lambda: self._pseudonyms_call(partnership, "/v1/enrolments", body,
-                                                                          len(items)))
+        opened, response = await self._bounded(
+            deadline, lambda: self._pseudonyms_call(partnership, "/v1/enrolments", body, len(items)))
+        counts = _decoded(response, lambda r: _EnrolmentCounts.model_validate_json(r.content))
+        return Enrolled(opened, indexed=counts.indexed, removed=counts.removed)
 
     async def _pseudonyms_call(self, partnership: str, path: str,
-                               body: Callable[[PseudonymClient], dict[str, Any]], sent: int) -> list[str]:
-        """POST ``body`` (made with the partnership's keys) to ``path`` and open the answer's pseudonyms.
+                               body: Callable[[PseudonymClient], dict[str, Any]], sent: int
+                               ) -> tuple[list[str], httpx.Response]:
+        """POST ``body`` (made with the partnership's keys) to ``path``; the answer's pseudonyms opened, and the
+        answer.
 
         Why the second look at the keys: the keys are fetched once and kept, and the gateway rotates its own
         (``wgs-gateway pseudonyms rotate``) while partner processes keep running. After a rotation the gateway
         still accepts the old public key but answers for the new recipient key; once the old version is
-        retired it refuses the old public key (422). Either way this client fetches the keys again, once, and
-        only when they did change: it opens the same answer with the new recipient key (nothing is sent
-        twice), or sends the refused call again under the new public key (a refused call made and stored
-        nothing, and enrolling again replaces). Anything else is raised as it was."""
+        retired it refuses the old public key (422, ``pseudonym-key-unknown``). Either way this client fetches the
+        keys again, once, and only when they did change: it opens the same answer with the new recipient key
+        (nothing is sent twice), or sends the refused call again under the new public key (a refused call made
+        and stored nothing, and enrolling again replaces). Anything else is raised as it was — another 422 (a
+        category the register does not know, a field refused) says nothing about the keys, and looking at them
+        for it cost two requests for nothing."""
         pseudonyms = await self.pseudonym_client(partnership)
         try:
             response = await self._send("POST", path, json=body(pseudonyms))
         except GatewayClientError as exc:
-            if exc.status != 422 or (fresh := await self._changed_keys(partnership, pseudonyms, exc)) is None:
+            if not _about_keys(exc) or (fresh := await self._changed_keys(partnership, pseudonyms, exc)) is None:
                 raise
             pseudonyms = fresh
             response = await self._send("POST", path, json=body(pseudonyms))
         try:
-            return self._opened(response, partnership, pseudonyms, sent)
+            return self._opened(response, partnership, pseudonyms, sent), response
         except UnopenablePseudonym as exc:
             wrong_key = isinstance(exc.__cause__, WrongKey)
             if not wrong_key or (fresh := await self._changed_keys(partnership, pseudonyms, exc)) is None:
                 raise
-            return self._opened(response, partnership, fresh, sent)
+            return self._opened(response, partnership, fresh, sent), response
 
     async def _changed_keys(self, partnership: str, used: PseudonymClient,
                             failure: GatewayClientError) -> PseudonymClient | None:
@@ -885,6 +930,22 @@ def _certificate_refused(failure: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+KEY_REFUSED = "pseudonym-key-unknown"
+"""The last segment of the problem type of a 422 refusing a polymorphic pseudonym made under none of the
+gateway's public keys (one retired since the client fetched it)."""
+_KEY_REFUSED_BEFORE = "under the gateway's key"  # how gateways before that problem type said it, in the detail
+
+
+def _about_keys(error: GatewayClientError) -> bool:
+    """Whether ``error`` is the gateway refusing a pseudonym for the key it was made under: then the keys may
+    have been rotated, and are worth fetching again. A gateway of an earlier version gave that refusal the
+    general ``unprocessable`` type; its detail said so."""
+    if error.status != 422:
+        return False
+    kind = (error.type or "").rsplit("/", 1)[-1]
+    return kind == KEY_REFUSED or (kind == "unprocessable" and _KEY_REFUSED_BEFORE in (error.detail or ""))
 
 
 def _no_answer(failure: httpx.TransportError) -> GatewayUnavailable:

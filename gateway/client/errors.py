@@ -106,6 +106,17 @@ class GatewayBusy(GatewayClientError):
     ``busy_wait`` ran out; resume it later with its ``idempotency_key``."""
 
 
+class ClientClosed(GatewayClientError):
+    """A call on a ``GatewayClient`` after its ``aclose()`` (or after leaving its ``async with``): nothing more
+    is sent (``status == 0``). From ``exchange()``/``rerun()`` it carries the ``idempotency_key`` as the other
+    errors do: an earlier attempt of the same call (before a retry met the closed client) may have reached the
+    gateway, so resume it with that key on a new client."""
+
+    def __init__(self) -> None:
+        super().__init__(0, {"title": "client closed", "detail": "the GatewayClient was closed (aclose() or the end "
+                                                                 "of its async with): make a new one"})
+
+
 class InvalidResponse(GatewayClientError):
     """An answer the API does not promise (not JSON, fields missing); ``status`` is its HTTP status."""
 

@@ -22,12 +22,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
 
 from gateway.client.models import (
     _REFERENCE,
     CATEGORY_PATTERN,
     SLUG_PATTERN,
+    OpenEnum,
     Reason,
     Receipt,
     Signal,
@@ -180,6 +189,23 @@ class FuzzyDiscoveryRequest(_Strict):
         return subjects
 
 
+class SubjectMatch(OpenEnum):
+    """One holder's answer about one subject of a fuzzy discovery. Later versions may add values: read by
+    ``gateway.client``, one this version does not know is kept as ``SubjectMatch.unknown(value)`` (``known``
+    false; treat it as neither hit nor no-hit) instead of making the whole answer an ``InvalidResponse``."""
+
+    HIT = "hit"
+    NO_HIT = "no-hit"
+
+
+def _subject_of_a_newer_gateway(value: Any, handler: ValidatorFunctionWrapHandler,
+                                info: ValidationInfo) -> SubjectMatch:
+    # As TargetOutcome's outcome: one subject's value added after this version must not make the holders' other
+    # answers (and the hits' match handles) unreadable.
+    match = _newer_value(value, handler, info)
+    return SubjectMatch.unknown(value) if match is None else SubjectMatch(match)
+
+
 class FuzzyTarget(BaseModel):
     """One holder's answer: `hit`/`no-hit` overall and per subject, or why it gives none (as in discovery)."""
 
@@ -191,9 +217,11 @@ class FuzzyTarget(BaseModel):
             "`not-comparable` when this holder's filters were encoded with another CLK secret than the request's "
             "(`clk_key_id`; reason `clk-key-mismatch`): nothing was compared, which is no no-hit — one of you "
             "has a rotated or mistyped secret."))
-    subjects: list[Literal["hit", "no-hit"]] = Field(default_factory=list, description=(
-        "Per subject, in the order sent: whether this holder holds a matching record (each subject answered as "
-        "if asked alone). Never a score, never the holder's reference."))
+    subjects: list[Annotated[SubjectMatch, WrapValidator(_subject_of_a_newer_gateway)]] = Field(
+        default_factory=list, description=(
+            "Per subject, in the order sent: whether this holder holds a matching record (each subject answered "
+            "as if asked alone). Never a score, never the holder's reference. Later versions may add values: "
+            "treat one you do not know as neither `hit` nor `no-hit`."))
     match_handles: list[str | None] = Field(default_factory=list, description=(
         "Per subject, in the order sent: for a hit, its match handle (`match:` and 43 characters) — cite it as a "
         "subject's `ref` in `POST /v1/exchanges` to ask this holder, and only it, for the data of the matched "

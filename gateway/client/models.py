@@ -11,12 +11,13 @@ import math
 import re
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -203,7 +204,34 @@ class ExchangeRequest(_PurposeBound):
                                           description="Records handed to the holder(s) with the request.")
 
 
-class Outcome(StrEnum):
+class OpenEnum(StrEnum):
+    """The values of an answer's field that a newer gateway may add to: a value this version does not define is
+    kept as a member made by ``unknown`` (``known`` false) rather than making the whole answer unreadable.
+    Subclasses define the members; this class has none (an enum with members cannot be subclassed)."""
+
+    @classmethod
+    def unknown(cls, value: str) -> Self:
+        """A value a newer gateway sent that this version does not define: one of ``cls`` (so the answer's other
+        parts stay readable) whose ``known`` is false and whose ``value`` is what was sent; it is none of the
+        members, so a check like ``outcome is Outcome.ALLOWED`` treats it as not that member."""
+        member = str.__new__(cls, value)
+        member._name_ = "UNKNOWN"
+        member._value_ = value
+        return member
+
+    @property
+    def known(self) -> bool:
+        """False for a value made by ``unknown``."""
+        return self._name_ != "UNKNOWN"
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        # Pickled as Enum pickles its members, ``Outcome(value)``, a value made by ``unknown`` failed on
+        # arrival ("is not a valid Outcome"): a result handed to a worker pool or a task queue was lost there.
+        # Rebuilt by ``unknown`` instead (``Outcome(value)`` itself still refuses it, as the gateway must).
+        return (type(self).unknown if not self.known else type(self), (self._value_,))
+
+
+class Outcome(OpenEnum):
     """What happened for one target holder.
 
     - `allowed`: the policy allowed every requested category this holder supplies; the holder was asked
@@ -228,27 +256,6 @@ class Outcome(StrEnum):
     ESCALATED = "escalated"
     REFUSED_BY_HOLDER = "refused-by-holder"
     HOLDER_UNAVAILABLE = "holder-unavailable"
-
-    @classmethod
-    def unknown(cls, value: str) -> Outcome:
-        """An outcome a newer gateway sent that this version does not define: an ``Outcome`` (so the answer's
-        other targets stay readable) whose ``known`` is false and whose ``value`` is what was sent; it is
-        none of the members above, so a check like ``outcome is Outcome.ALLOWED`` treats it as not allowed."""
-        member = str.__new__(cls, value)
-        member._name_ = "UNKNOWN"
-        member._value_ = value
-        return member
-
-    @property
-    def known(self) -> bool:
-        """False for an outcome made by ``unknown``."""
-        return self._name_ != "UNKNOWN"
-
-    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
-        # Pickled as Enum pickles its members, ``Outcome(value)``, an outcome made by ``unknown`` failed on
-        # arrival ("is not a valid Outcome"): a result handed to a worker pool or a task queue was lost there.
-        # Rebuilt by ``unknown`` instead (``Outcome(value)`` itself still refuses it, as the gateway must).
-        return (Outcome.unknown if not self.known else Outcome, (self._value_,))
 
 
 class Reason(BaseModel):
@@ -366,6 +373,16 @@ class ExchangeResult(BaseModel):
     policy_version: str = Field(description="Version of the Rego policy that decided.")
     targets: list[TargetOutcome] = Field(description="One outcome per target holder.")
     receipt: Receipt = Field(description="Where the exchange is in the audit log.")
+    # Not a field: the gateway says it in a header (``Idempotent-Replayed: true``), not in the body, and the
+    # body is the contract both sides share. ``gateway.client`` sets it from the answer's header.
+    _replayed: bool = PrivateAttr(default=False)
+
+    @property
+    def replayed(self) -> bool:
+        """Read by ``gateway.client``: this is the answer to an earlier attempt with the same Idempotency-Key
+        (the gateway's ``Idempotent-Replayed: true``), not a new exchange — nothing was asked or disclosed again
+        (targets may show ``records_withheld``). False for a new exchange and for ``get_exchange``."""
+        return self._replayed
 
 
 class DiscoveryRequest(_PurposeBound):

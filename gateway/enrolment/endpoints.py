@@ -31,7 +31,9 @@ router = APIRouter(prefix="/v1", tags=["pseudonyms"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or forged access token"},
     403: {"description": "Not a participant of the partnership, or the token lacks the scope"},
-    422: {"description": "Not a polymorphic pseudonym under the gateway's key, or malformed"},
+    422: {"description": "Not a polymorphic pseudonym under the gateway's key (problem type "
+                         "`pseudonym-key-unknown` when it is well-formed but under none of its keys, e.g. one "
+                         "retired since the partner fetched it: fetch the keys again), or malformed"},
 }
 _ENROL_PROBLEMS = _PROBLEMS | {
     409: {"description": "Other enrolments of the same subjects kept changing the index: nothing enrolled, retry"},

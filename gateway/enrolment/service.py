@@ -43,8 +43,8 @@ from gateway.enrolment.audited import (
 )
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.tables import enrolments
-from gateway.errors import Forbidden, ServiceUnavailable, Unprocessable
-from gateway.pseudonyms.errors import InvalidPseudonym, KeyStoreError, PseudonymError, UnknownKeyVersion
+from gateway.errors import Forbidden, PseudonymKeyUnknown, ServiceUnavailable, Unprocessable
+from gateway.pseudonyms.errors import InvalidPseudonym, KeyStoreError, PseudonymError, UnknownKeyVersion, WrongKey
 from gateway.pseudonyms.identifiers import IdentifierType
 from gateway.pseudonyms.keys import Domain
 from gateway.pseudonyms.pep import PolymorphicPseudonym, Pseudonym
@@ -75,6 +75,9 @@ def _refused_as_unprocessable(position: int) -> Iterator[None]:
     encryption of the identity point, for one, decodes fine and only fails when transformed."""
     try:
         yield
+    except WrongKey as exc:  # well-formed, under none of the gateway's keys: the partner's may be out of date
+        raise PseudonymKeyUnknown(f"item {position}: not a polymorphic pseudonym under the gateway's key "
+                                  f"({type(exc).__name__})") from exc
     except (PseudonymError, ValueError) as exc:
         raise Unprocessable(f"item {position}: not a polymorphic pseudonym under the gateway's key "
                             f"({type(exc).__name__})") from exc

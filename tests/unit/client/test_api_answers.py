@@ -105,7 +105,10 @@ class FakePseudonymService:
         if request.url.path == "/v1/pseudonyms/recipient-key":
             self.key_fetches += 1
             return httpx.Response(200, json={"recipient_key": self.recipient.encode()})
-        return httpx.Response(200, json={"pseudonyms": self.answers.pop(0)})
+        pseudonyms = self.answers.pop(0)
+        if request.url.path == "/v1/enrolments":  # what the gateway's EnrolmentAnswer adds
+            return httpx.Response(200, json={"pseudonyms": pseudonyms, "indexed": len(pseudonyms), "removed": 0})
+        return httpx.Response(200, json={"pseudonyms": pseudonyms})
 
 
 async def _own(client: GatewayClient, how: str, count: int) -> list[str]:
@@ -202,14 +205,17 @@ async def test_concurrent_calls_on_a_fresh_client_fetch_the_partnerships_keys_on
 
 @pytest.mark.parametrize("how", ["own_pseudonyms", "enrol"])
 async def test_a_refusal_stays_the_callers_error_when_the_second_look_at_the_keys_fails(how: str) -> None:
-    """A 422 makes the client look at the partnership's keys again (they may have been rotated). When that look
-    fails (the gateway busy), the caller must still get the 422 — nothing was stored, fix the call — rather than
-    a 503 that says "unknown whether it happened, try again", which would be sent again and refused again."""
+    """A 422 refusing the key a pseudonym was made under makes the client look at the partnership's keys again
+    (they may have been rotated). When that look fails (the gateway busy), the caller must still get the 422 —
+    nothing was stored — rather than a 503 that says "unknown whether it happened, try again", which would be
+    sent again and refused again."""
     seen, gateway = Recorder(), FakePseudonymService()
+    detail = "item 0: not a polymorphic pseudonym under the gateway's key (WrongKey)"
 
     def api(request: httpx.Request) -> httpx.Response:
         if request.url.path in {"/v1/pseudonyms", "/v1/enrolments"}:
-            return httpx.Response(422, json={"status": 422, "detail": "subjects.0.categories: unknown category"})
+            return httpx.Response(422, json={"type": "https://wgs-gateway.example/problems/pseudonym-key-unknown",
+                                             "status": 422, "detail": detail})
         if request.url.path == "/v1/pseudonyms/recipient-key" and gateway.key_fetches:
             return httpx.Response(503, json={"status": 503, "title": "Service Unavailable"})
         return gateway(request)
@@ -217,5 +223,6 @@ async def test_a_refusal_stays_the_callers_error_when_the_second_look_at_the_key
         with pytest.raises(GatewayClientError) as raised:
             await _own(client, how, 1)
     assert raised.value.status == 422
-    assert raised.value.detail == "subjects.0.categories: unknown category"
+    assert raised.value.detail == detail
+    assert gateway.key_fetches == 1, "the look was made (and failed)"
     assert seen.paths.count("/v1/pseudonyms" if how == "own_pseudonyms" else "/v1/enrolments") == 1

@@ -388,12 +388,20 @@ async def test_backoff_grows_with_jitter_and_is_capped() -> None:
     for n, slept in enumerate(seen.sleeps[:5]):
         assert 0.5 * 2**n / 2 <= slept <= 0.5 * 2**n
     assert 8.0 <= seen.sleeps[5] <= 10.0  # 16 s with jitter (8-16 s), capped at max_delay
+    # max_delay caps the backoff, not the gateway's Retry-After: asked earlier, the answer would be the same.
+    # That is bounded by the call's deadline instead: one that cannot be waited out within it is raised at once.
     seen = Recorder()
     unavailable = httpx.Response(504, json={"status": 504}, headers={"Retry-After": "3600"})
     async with _client(seen, _sequence(unavailable), max_delay=10.0) as client:
         with pytest.raises(GatewayUnavailable) as failed:
             await client.get_exchange("ex-1")
-    assert seen.sleeps == [10.0, 10.0]
+    assert seen.sleeps == []  # an hour does not fit the default deadline of 180 s
+    assert (failed.value.status, failed.value.retry_after) == (504, 3600)
+    seen = Recorder()
+    async with _client(seen, _sequence(unavailable), max_delay=10.0, deadline=None) as client:
+        with pytest.raises(GatewayUnavailable) as failed:
+            await client.get_exchange("ex-1")
+    assert seen.sleeps == [3600.0, 3600.0]  # no deadline: as long as asked
     assert failed.value.status == 504
 
 
