@@ -126,6 +126,8 @@ async def test_the_typed_client_reads_the_marker_of_a_replay_past_the_window(tmp
     assert kvk.outcome is Outcome.ALLOWED_NARROWED
     assert kvk.records
     assert kvk.records_withheld is None
+    # The gateway's Idempotent-Replayed header, read into the result: the retry, not the first answer nor GET.
+    assert (first.replayed, late.replayed, seen.replayed) == (False, True, False)
     for answer in (late, seen):
         assert {t.holder: t.records_withheld for t in answer.targets} == _marked("expired")
         [kvk] = [t for t in answer.targets if t.holder == "kvk"]
