@@ -888,6 +888,63 @@ class EscalationService:
         except GatewayError as exc:
             log.error("escalation_close_failed", case_id=case_id, error_type=type(exc).__name__)
 
+    async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                trace: Trace) -> None:
+        """The policy applied the decision in the re-run ``exchange_id`` and its holder still gave nothing:
+        it refused (``outcome`` refused-by-holder) or was unavailable. A binding decision the holder does not
+        follow must not lapse unseen: the case gets a step (``decision_refused_by_holder`` or
+        ``decision_holder_unavailable``) naming the re-run and the reason's code (``reason``: a code, never the
+        holder's words) in its history and the audit log, and the parties and the deciders of the tier that
+        decided are told. The case stays ``decided``: the decision is given back (``rerun_ended``) and may be
+        re-run until it expires — a holder that was down may answer next time, and after a refusal the deciders
+        can act meanwhile (comment, flag a legal gap) and the requester may try again.
+
+        Only while this re-run still holds the decision (a re-run that lost it to another records nothing; that
+        one speaks for the decision now). Never raises: the re-run's answer stands, the failure is logged."""
+        action = (Action.DECISION_REFUSED_BY_HOLDER if outcome is Outcome.REFUSED_BY_HOLDER
+                  else Action.DECISION_HOLDER_UNAVAILABLE)
+        extra = {"rerun_exchange_id": exchange_id, "decision_id": grant.decision_id, "holder_reason": reason}
+
+        def held(case: Case) -> Case:
+            if not (case.state is State.DECIDED and case.rerun_claim == grant.claim
+                    and case.rerun_exchange_id is None):
+                raise ConcurrentUpdate(f"the decision of case `{case.id}` is no longer held by re-run `{exchange_id}`")
+            return case
+
+        def plan(_session: Session, case: Case) -> list[_Step]:
+            after = CaseState(held(case).state, case.tier, case.version).apply(action)
+            return [_Step(action.value, after, extra=extra)]
+
+        def apply(session: Session) -> Case:
+            case = held(case_store.get_case(session, grant.case_id))
+            return self._act(session, case.id, case.version, action, None,
+                             motivation=f"re-run {exchange_id}: {outcome.value} ({reason})")
+
+        def notify(case: Case) -> None:
+            self.notifier.notify(set(self._decision_audience(case)), {
+                "event": f"escalation.{action.value}", "case_id": case.id, "state": case.state.value,
+                "tier": case.tier, "deadline": case.deadline.isoformat(), "partnership": case.partnership,
+                "version": case.version, "decision_id": grant.decision_id, "rerun_exchange_id": exchange_id,
+                "holder_reason": reason})
+
+        try:
+            await self._perform(grant.case_id, None, trace, plan, apply, notify=notify)
+        except Exception as exc:  # the re-run is answered whatever happens here; a defect is logged as tried
+            log.error("escalation_rerun_not_applied_unrecorded", case_id=grant.case_id,
+                      error_type=type(exc).__name__)
+        else:
+            log.info("escalation_decision_not_applied", case_id=grant.case_id, action=action.value)
+
+    def _decision_audience(self, case: Case) -> list[str]:
+        """Who hears that a decision was not applied: the two parties and the deciders of the tier that took
+        the decision (they made it binding, and are the ones to act on a holder that ignores it)."""
+        recipients = {case.requester_org, case.holder_org}
+        partnership = self.register.partnerships.get(case.partnership)
+        tier = int((case.decision or {}).get("tier") or case.tier)
+        if partnership is not None:
+            recipients |= access.tier_deciders(partnership, tier, case)
+        return sorted(recipients)
+
     async def rerun_ended(self, grant: RerunGrant) -> None:
         """The re-run is over. Unless it used the decision (its disclosure marked it so), the decision is given
         back so the requester can re-run again: it was refused before any holder was asked, the holder was

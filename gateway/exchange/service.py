@@ -133,6 +133,8 @@ _NOT_DEFECTS = (GatewayError, OperationalError, DataError)
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
 _DISCLOSING = {Outcome.ALLOWED, Outcome.ALLOWED_NARROWED}  # outcomes in which the holder's answer is disclosed
+_NOT_APPLIED = {Outcome.REFUSED_BY_HOLDER, Outcome.HOLDER_UNAVAILABLE}  # a re-run's holder gave nothing
+_REFUSED_PREFIX = "the holder refused: "  # then the holder's refusal code (``_refusal_reason``)
 _AUDIT_DECISION = {"allowed": AuditDecision.ALLOW, "allowed-narrowed": AuditDecision.NARROWED,
                    "denied": AuditDecision.DENY, "escalated": AuditDecision.ESCALATE}
 
@@ -202,6 +204,9 @@ class EscalationDesk(Protocol):
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant: ...
 
     async def rerun_completed(self, grant: RerunGrant, exchange_id: str, trace: Trace) -> None: ...
+
+    async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                trace: Trace) -> None: ...
 
     async def rerun_ended(self, grant: RerunGrant) -> None: ...
 
@@ -278,6 +283,27 @@ def _disclosed_under(grant: RerunGrant | None, outcomes: list[TargetOutcome]) ->
     commit marks the decision used, and the case is closed after it."""
     return grant is not None and any(o.holder == grant.holder and o.escalation_decision_applied
                                      and o.outcome in _DISCLOSING for o in outcomes)
+
+
+def _decision_ignored(grant: RerunGrant, outcomes: list[TargetOutcome]) -> TargetOutcome | None:
+    """The outcome of the holder a re-run's decision is about, if the policy applied the decision and the
+    holder still gave nothing: it refused, or could not be asked or answer. That holder was told of the
+    binding decision (or would have been), so its case records it (``EscalationDesk.rerun_not_applied``)
+    instead of the decision being given back in silence."""
+    return next((o for o in outcomes if o.holder == grant.holder and o.escalation_decision_applied
+                 and o.outcome in _NOT_APPLIED), None)
+
+
+def _holder_reason(outcome: TargetOutcome) -> str:
+    """Why the holder gave nothing, as a code the log may hold: ``holder:<code>`` for a refusal (as its
+    ``holder.refused`` entry says; the code is checked by ``_refusal_code``), else the unavailability's code
+    (``holder-unavailable``, ``holder-not-connected``, ``gateway-error``). Never the reason's message."""
+    last = outcome.reasons[-1] if outcome.reasons else None
+    if last is None:
+        return "unspecified"
+    if outcome.outcome is Outcome.REFUSED_BY_HOLDER and last.code == "refused-by-holder":
+        return "holder:" + last.message.removeprefix(_REFUSED_PREFIX)
+    return last.code
 
 
 def _all_of(*preconditions: Callable[[Connection], None] | None) -> Callable[[Connection], None] | None:
@@ -589,7 +615,7 @@ def _refused(outcome: TargetOutcome, decision: Decision, reason: str | None) -> 
 
 def _refusal_reason(code: str) -> Reason:
     """What the requester is told of a holder's refusal with ``code``, in an exchange or a discovery."""
-    return Reason(code="refused-by-holder", message=f"the holder refused: {code}")
+    return Reason(code="refused-by-holder", message=f"{_REFUSED_PREFIX}{code}")
 
 
 def _refusal_event(holder: str, decision: Decision, code: str) -> dict[str, Any]:
@@ -1238,6 +1264,8 @@ class ExchangeService:
         if grant is not None:  # a re-run opens no case
             if _disclosed_under(grant, outcomes):
                 await desk.rerun_completed(grant, exchange_id, trace)
+            elif (ignored := _decision_ignored(grant, outcomes)) is not None:  # on the case, for its deciders
+                await desk.rerun_not_applied(grant, exchange_id, ignored.outcome, _holder_reason(ignored), trace)
             return
         for outcome in outcomes:
             if outcome.outcome in _ESCALATING:
