@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -59,7 +58,7 @@ from gateway.escalations import access
 from gateway.escalations.deadlines import FINAL_DEADLINE_AUDIENCE as FINAL_DEADLINE_AUDIENCE  # re-exported
 from gateway.escalations.deadlines import DeadlineScan
 from gateway.escalations.deadlines import ScanResult as ScanResult  # re-exported: the scan's answer
-from gateway.escalations.gap_export import gap_view, write_gaps_csv
+from gateway.escalations.gap_export import gap_view, gaps_csv
 from gateway.escalations.models import (
     CaseDetail,
     CasePage,
@@ -1075,6 +1074,4 @@ class EscalationService:
     async def gaps_csv(self, principal: Principal, *, partnership: str | None, status: str | None) -> str:
         """The register of legal gaps for the steering group's agenda: the cases the reader may see, and no
         cell a spreadsheet would run as a formula (the same export as `wgs-gateway escalations gaps`)."""
-        out = io.StringIO()
-        write_gaps_csv(out, await self.gaps(principal, partnership=partnership, status=status))
-        return out.getvalue()
+        return gaps_csv(await self.gaps(principal, partnership=partnership, status=status))
