@@ -410,6 +410,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "invalid_date": ("Not a date.", "Geen datum."),
     "gap_description_required": ("A new legal gap needs a title and a description.",
                                  "Een nieuw juridisch knelpunt vraagt een titel en een omschrijving."),
+    "gap_title_invalid": ("A legal gap's title is at most 200 characters of text.",
+                          "De titel van een juridisch knelpunt is ten hoogste 200 tekens tekst."),
     "note_too_long": ("The note is too long.", "De notitie is te lang."),
     "status_invalid": ("Choose a status.", "Kies een status."),
     # legal gaps

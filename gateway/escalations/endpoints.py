@@ -37,7 +37,7 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.endpoints import trace_of
-from gateway.query_filters import id_query
+from gateway.query_filters import cursor_query, id_query
 from gateway.spreadsheets import csv_download
 
 router = APIRouter(tags=["escalations"])
@@ -79,7 +79,8 @@ async def list_cases(partnership: str | None = id_query("Only cases of this part
                      trigger: Trigger | None = None,
                      organisation: str | None = id_query("Only cases about this organisation (id)."),
                      overdue: bool = False, legal_gap: bool | None = None,
-                     cursor: str | None = Query(None, max_length=64), limit: int = Query(50, ge=1, le=200),
+                     cursor: str | None = cursor_query("`next_cursor` of the page before."),
+                     limit: int = Query(50, ge=1, le=200),
                      principal: Principal = Depends(case_caller),
                      container: Container = Depends(get_container)) -> CasePage:
     service = escalation_service(container)

@@ -525,23 +525,32 @@ class EscalationService:
                                   attachments=c.attachments) for c in notes])
 
     async def feed(self, principal: Principal) -> list[FeedItem]:
-        """Cases awaiting the caller's organisation, most urgent first: a decision at the current tier, or
-        an allow decision its system can re-run with."""
+        """Cases awaiting the caller's organisation, most urgent first: a decision at the current tier (by when
+        its deadline runs out), or an allow decision its system can re-run with (by when the decision expires)."""
         scope = access.case_scope(principal, self.register)
         # Only cases that can await anyone: the list is in opening order and bounded, so with every state in
         # it an organisation's closed and withdrawn cases filled the bound over the years and the newest cases,
         # those awaiting it, were silently left out.
         found = await self._db(lambda s: list_cases(s, scope, CaseFilter(states=AWAITING_STATES), limit=10_000))
         now = self.clock.now()  # an allow past its validity awaits nothing, even before the scan expires it
-        items = []
+        items: list[tuple[datetime, str, FeedItem]] = []
         for case in found:
             if (case.active and access.may_decide(principal, case, self.register)
                     and case_store.may_vote(case, principal.organisation)  # four eyes: never its own request
                     and not self._lapsed(case)):  # its tier's time passed: the next tier's, once moved up
-                items.append(FeedItem(case=self._view(principal, case), awaiting="decision"))
+                items.append((self._deadline_ends(case.deadline), case.id,
+                              FeedItem(case=self._view(principal, case), awaiting="decision")))
             elif case.decision_usable(now) and case.requester_org == principal.organisation:
-                items.append(FeedItem(case=self._view(principal, case), awaiting="rerun"))
-        return sorted(items, key=lambda i: (i.case.deadline, i.case.id))
+                assert case.valid_until is not None  # ``decision_usable`` says so
+                items.append((case.valid_until, case.id, FeedItem(case=self._view(principal, case), awaiting="rerun")))
+        return [item for *_, item in sorted(items, key=lambda i: (i[0], i[1]))]
+
+    def _deadline_ends(self, deadline: date) -> datetime:
+        """When a tier's deadline runs out: the case is overdue from midnight after it, in the register's
+        timezone. The feed compares it with a decision's expiry (a moment) to put the most urgent first: a
+        re-run is urgent by when its decision expires, not by the deadline of the tier that decided it, which
+        has passed or no longer matters (the case left that tier when it was decided)."""
+        return datetime.combine(deadline + timedelta(days=1), time(), tzinfo=ZoneInfo(self.timezone))
 
     async def metrics(self, principal: Principal) -> dict[str, Any]:
         scope = access.case_scope(principal, self.register)
@@ -717,14 +726,17 @@ class EscalationService:
     def _check_retain_until(self, case: Case, body: Decide) -> None:
         """A decision's deletion date only tightens the purpose's (``ExtraObligations``), and the decision is
         stored and shown as its deciders wrote it: one that says something the policy will not do is refused.
+        Only an allow's: a deny holds no obligations (the stored decision and its entry drop them), so its
+        date is ignored like any other obligation it carries — a past date used to refuse a deny (422)
+        although nothing of it would have been kept.
 
         * not in the past: data disclosed on a re-run would be due for deletion before it arrived;
         * not later than the purpose's retention counted from today, in the register's timezone (rule 9, as
           the policy counts it: ``add_months``). A re-run comes today or later, so the policy's date is never
           earlier than that: a date up to it is what the re-run's obligations say, one past it is replaced
           by the policy's earlier one, and the decision on record would promise a retention nobody gets."""
-        retain_until = body.obligations.retain_until if body.obligations else None
-        if retain_until is None:
+        retain_until = body.obligations.retain_until if body.obligations and body.outcome == "allow" else None
+        if retain_until is None:  # a deny holds no obligation (``proposal_of``): its date is ignored, not judged
             return
         today = self.today()
         if retain_until < today:

@@ -204,3 +204,20 @@ def test_one_case_failing_does_not_stop_the_scan_for_the_others(env: Env, monkey
     again = _scan(env)
     assert [c.id for c in again.moved] == [late[0]]
     assert [c.id for c in again.expired] == [allowed[0][0]]
+
+
+def test_the_feed_offers_the_rerun_whose_decision_expires_first_first(env: Env) -> None:
+    """Re-runs were sorted by the deadline of the tier that decided them, which says nothing once a case is
+    decided: a decision expiring tomorrow (its `retain_until`) came after one valid for a month because its
+    case happened to be opened later. They are sorted by when their decision expires."""
+    opened_first, _, valid_long = _allowed(env)  # the usual validity: a month
+    opened_later = env.open_case(opened_at=env.clock.now() + timedelta(days=2))  # a later tier-1 deadline
+    tomorrow = escalation_service(env.container).today() + timedelta(days=1)
+    decided = env.post("po-politie", f"/v1/escalations/{opened_later}/decision", {
+        "expected_version": env.version(opened_later), "outcome": "allow", "motivation": MOTIVATION,
+        "permitted_categories": ["police_incidents"], "obligations": {"retain_until": tomorrow.isoformat()}})
+    assert decided.status_code == 200, decided.text
+    assert datetime.fromisoformat(decided.json()["decision"]["valid_until"]) < valid_long
+    assert env.detail("desk-riec", opened_later)["deadline"] > env.detail("desk-riec", opened_first)["deadline"]
+    assert [i for i in _feed(env) if i[0] in {opened_first, opened_later}] == [
+        (opened_later, "rerun"), (opened_first, "rerun")]
