@@ -67,9 +67,10 @@ from sqlalchemy.pool import NullPool
 
 from audit import bulk_reads, store
 from audit.canonical import claims_index, envelope_index, parse_entry
-from audit.checkpoint import NoteVerifier, claimed_checkpoint, open_checkpoint
+from audit.checkpoint import NoteVerifier, claimed_checkpoint
 from audit.errors import MalformedRow, StoreUnavailable, VerificationError
 from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION, MAX_LINE_BYTES
+from audit.keys import HANDOVER_MARKER, KeyHistory, check_key_rows
 from audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -299,9 +300,10 @@ class _Stream:
     subtrees queued as flat node ids for the cache check, and checkpoints checked as the size passes them.
     """
 
-    def __init__(self, verifier: NoteVerifier, checkpoints: list[_CheckpointRecord], deep: bool,
+    def __init__(self, keys: KeyHistory, checkpoints: list[_CheckpointRecord], deep: bool,
                  node_checker: _NodeChecker | None = None, columns_of: Engine | None = None) -> None:
-        self.verifier = verifier
+        self.keys = keys
+        self.distrusted: list[int] = []  # sizes of checkpoints only a leaked key signed (warned about)
         self.checkpoints = sorted(checkpoints, key=lambda record: record.tree_size)
         self.deep = deep
         self.node_checker = node_checker
@@ -515,7 +517,7 @@ class _Stream:
     def _check_checkpoint(self, record: _CheckpointRecord) -> None:
         size = record.tree_size
         try:
-            checkpoint = open_checkpoint(record.note, self.verifier)
+            checkpoint = self.keys.open(record.note)
         except VerificationError as exc:
             raise _fail(FailureKind.SIGNATURE, size, f"{record.source} checkpoint at size {size}: {exc}",
                         size) from None
@@ -534,6 +536,8 @@ class _Stream:
         self._check_consistency(anchor, size, checkpoint.root_hash)
         self.anchor = _Anchor(size, checkpoint.root_hash, frontier)
         self.verified_checkpoints += 1
+        if self.keys.distrusted(size):
+            self.distrusted.append(size)
 
     def _check_consistency(self, anchor: _Anchor, size: int, root: bytes) -> None:
         """Prove, as a third party holding only the two checkpoints would, that ``size`` extends the anchor."""
@@ -559,7 +563,7 @@ class _Stream:
         # 7. Checkpoints beyond the end: check the signature first (a forged one is a forgery, not truncation).
         for record in self.checkpoints[self.next_checkpoint:]:
             try:
-                checkpoint = open_checkpoint(record.note, self.verifier)
+                checkpoint = self.keys.open(record.note)
             except VerificationError as exc:
                 raise _fail(FailureKind.SIGNATURE, record.tree_size,
                             f"{record.source} checkpoint at size {record.tree_size}: {exc}", record.tree_size) from None
@@ -598,6 +602,11 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
         # A cache mismatch among the subtrees completed before a failing entry is reported first.
         failure = stream.node_failure() or failed.failure
     warnings: list[str] = []
+    if stream.distrusted:
+        first, last = stream.distrusted[0], stream.distrusted[-1]
+        warnings.append(f"{len(stream.distrusted)} checkpoint(s) of sizes {first}..{last} "
+                        "were signed by a checkpoint key after its compromise point: their signatures prove nothing; "
+                        "those entries rest on the next handover's signature by the new key")
     if not key_pinned:
         warnings.append("verified with the key named in the export itself; pin the log's verifier key instead")
     if failure is None:
@@ -677,6 +686,14 @@ def _known(known_checkpoints: Sequence[str]) -> list[_CheckpointRecord]:
     return records
 
 
+def _key_history(trusted: NoteVerifier, records: Sequence[_CheckpointRecord]) -> KeyHistory:
+    """The log's key history from its own handover checkpoints (:mod:`audit.keys`), trusted through the pinned
+    key, which may be any key of the chain: an officer who pinned a retired key follows the handovers forward,
+    one who pinned the current key follows them back. Kept checkpoints are no part of it (the log's are what
+    the history must state; a kept handover the log lacks fails as the checkpoint it is)."""
+    return KeyHistory.from_handovers(trusted, [record.note for record in records if HANDOVER_MARKER in record.note])
+
+
 def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints: Sequence[str] = (),
                     deep: bool = True, check_node_cache: bool = True, check_columns: bool = True, workers: int = 1,
                     pool: Executor | None = None) -> VerifyResult:
@@ -716,9 +733,18 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_Checkp
         except MalformedRow as exc:
             return VerifyResult(0, 0, None, Failure(FailureKind.CHECKPOINT, None, f"{exc}: {_EDITED}"))
         size = 0 if deep else store.tree_size(connection)
+        try:
+            rows = store.key_rows(connection)
+        except MalformedRow as exc:
+            return VerifyResult(0, 0, None, Failure(FailureKind.KEY, None, f"{exc}: {_EDITED}"))
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
+    try:
+        keys = _key_history(verifier, records)
+        check_key_rows(keys, rows)
+    except VerificationError as exc:
+        return VerifyResult(0, 0, None, Failure(FailureKind.KEY, None, str(exc)))
     checker = _NodeChecker(engine) if check_node_cache else None
-    stream = _Stream(verifier, records + known, deep, checker, columns_of=engine if columns else None)
+    stream = _Stream(keys, records + known, deep, checker, columns_of=engine if columns else None)
     if deep:
         return _run(stream, _stored_records(engine), key_pinned=True)
     parallel = (workers > 1 or pool is not None) and _reachable_from_other_processes(engine)
@@ -974,15 +1000,20 @@ def _verify_export(path: Path, verifier: NoteVerifier | None, known: list[_Check
             return VerifyResult(0, 0, None, failure, key_pinned=verifier is not None)
         pinned = verifier is not None
         trusted = verifier or file_verifier
-        if pinned and file_verifier.vkey != trusted.vkey:
-            failure = Failure(FailureKind.KEY, None, "the export names a different verifier key than the pinned one")
-            return VerifyResult(0, 0, None, failure, key_pinned=True)
         try:
             checkpoints = [_parse_checkpoint(next(lines, b"")) for _ in range(checkpoint_count)]
         except (ValueError, KeyError, TypeError) as exc:
             failure = Failure(FailureKind.FORMAT, None, f"export checkpoint lines are invalid ({exc})")
             return VerifyResult(0, 0, None, failure, key_pinned=pinned)
-        stream = _Stream(trusted, checkpoints + known, deep)
+        try:
+            keys = _key_history(trusted, checkpoints)
+        except VerificationError as exc:
+            return VerifyResult(0, 0, None, Failure(FailureKind.KEY, None, str(exc)), key_pinned=pinned)
+        if file_verifier.vkey != keys.current.vkey:
+            failure = Failure(FailureKind.KEY, None, "the export names a different verifier key than the current "
+                              "one of the key history the pinned key vouches for")
+            return VerifyResult(0, 0, None, failure, key_pinned=pinned)
+        stream = _Stream(keys, checkpoints + known, deep)
         batches = _export_entries(lines, declared_size)
         if deep:
             records = ([(index, canonical, leaf, None) for index, canonical, leaf in batch] for batch in batches)
