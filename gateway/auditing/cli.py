@@ -157,7 +157,7 @@ def rotate(compromised_after: int | None = typer.Option(
 
     Audited (`checkpoint-key.rotated`). The retired private key is removed from the key store; officers verify
     the handover with the key they pinned (`audit verify --key OLD`), then pin the new one."""
-    from gateway.auditing.rotation import rotate_checkpoint_key
+    from gateway.auditing.rotation import RotationUnfinished, rotate_checkpoint_key
 
     settings = Settings()
     _existing_signer(settings)  # before the database: a wrong data directory stops here
@@ -172,6 +172,12 @@ def rotate(compromised_after: int | None = typer.Option(
         raise typer.Exit(1) from None
     except (AuditWriteError, StoreUnavailable) as exc:
         _one_line(f"rotation failed, nothing was rotated: {exc}")
+        raise typer.Exit(1) from None
+    except RotationUnfinished as exc:
+        _one_line(str(exc))
+        raise typer.Exit(1) from None
+    except OSError as exc:  # the key store: before the transaction, so nothing was rotated
+        _one_line(f"rotation failed, nothing was rotated: the key store cannot be written ({exc.strerror or exc})")
         raise typer.Exit(1) from None
     finally:
         engine.dispose()

@@ -41,6 +41,10 @@ NEXT_KEY_FILE = "audit-checkpoint.next.pem"
 ACTION = "checkpoint-key.rotated"
 
 
+class RotationUnfinished(RuntimeError):
+    """The rotation committed but its key file could not be put in place (the message says how to finish)."""
+
+
 @dataclass(frozen=True)
 class Rotation:
     """What a rotation did: the keys before and after, and the handover (``None``: an interrupted rotation's
@@ -79,7 +83,13 @@ def rotate_checkpoint_key(settings: Settings, engine: Engine, *, compromised_aft
         except BaseException:
             next_path.unlink(missing_ok=True)
             raise
-        _install(directory)
+        try:
+            _install(directory)
+        except OSError as exc:
+            raise RotationUnfinished(f"the rotation to key {new_signer.verifier.key_id.hex()} is committed, but its "
+                                     f"key could not be put in place ({exc.strerror or exc}): run `wgs-gateway "
+                                     "audit key rotate` again to finish it (the gateway does not start "
+                                     "meanwhile)") from exc
         return Rotation(signer.verifier, new_signer.verifier, handover)
 
 
@@ -112,4 +122,4 @@ def load_key_file(path: Path) -> Ed25519PrivateKey:
     return load_checkpoint_key(path.parent, path.name)
 
 
-__all__ = ["ACTION", "NEXT_KEY_FILE", "CheckpointKeyError", "Rotation", "rotate_checkpoint_key"]
+__all__ = ["ACTION", "NEXT_KEY_FILE", "CheckpointKeyError", "Rotation", "RotationUnfinished", "rotate_checkpoint_key"]
