@@ -13,10 +13,11 @@ What is checked, in log order (the first failure stops verification and is repor
    (:mod:`audit.query_columns`), and an entry where it cannot is compared as a deep
    verification compares it;                                                            ``columns``
 5. (live) every cached complete subtree equals the one recomputed from the leaves;      ``node-cache``
-6. each checkpoint, when the stream reaches its size: signed by the trusted key for the
-   log's origin, its stored size/root agree with the signed text, its root equals the
-   root recomputed from the entries, and it is consistent (RFC 9162 consistency proof
-   built from the entries) with the previous checkpoint;                                 ``signature``/
+6. each checkpoint, when the stream reaches its size: signed by the key current for its
+   size (both keys at a key handover, :mod:`audit.keys`) for the log's origin, its stored
+   size/root agree with the signed text, its root equals the root recomputed from the
+   entries, and it is consistent (RFC 9162 consistency proof built from the entries)
+   with the previous checkpoint;                                                         ``signature``/
                                                                                           ``checkpoint``/
                                                                                           ``root``/
                                                                                           ``consistency``
@@ -40,7 +41,8 @@ the first uncovered entry.
 
 The trusted key must come from outside the evidence: pass the verifier key you pinned. Without one, an
 export's own header key is used and the result says so — a forger who rewrites the file can rewrite
-the key too.
+the key too. The pinned key may be of any era of a log whose key was rotated: the key history is read from
+the log's own handover checkpoints and trusted only through it (:func:`_key_history`).
 """
 
 from __future__ import annotations
@@ -97,8 +99,9 @@ from audit.subtrees import (
 
 
 class FailureKind(StrEnum):
-    """Which check failed (numbered as in the module docstring); ``format`` and ``key`` concern the
-    export file itself: unreadable, or naming another key than the one pinned."""
+    """Which check failed (numbered as in the module docstring); ``format`` concerns the export file itself
+    (unreadable); ``key`` the log's key history: a handover not signed by both its keys, a history that does not
+    reach the pinned key, key rows that disagree with the handovers, or an export naming another current key."""
 
     FORMAT = "format"
     KEY = "key"
@@ -974,7 +977,8 @@ def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_che
                   deep: bool = True) -> VerifyResult:
     """Verify an export file (see :mod:`audit.export`), streaming its entries.
 
-    ``verifier``: the pinned log key; when given, the file's header must name the same key. Every entry must
+    ``verifier``: the pinned log key, of any era: the file's checkpoints' key handovers must lead from it to the
+    key the header names (:mod:`audit.keys`). Every entry must
     be covered by a checkpoint that verifies (``uncovered`` otherwise): an export made before exports ended
     with a checkpoint at their size, with entries after its last checkpoint, fails; export the log again.
     A malformed header or checkpoint line is a ``format`` failure, never an exception.

@@ -153,7 +153,7 @@ def rotate(compromised_after: int | None = typer.Option(
         "this tree size are not to be trusted (the size of the last checkpoint you know is genuine, e.g. one an "
         "officer kept)."),
            ) -> None:
-    """Hand the log over to a new checkpoint key: the handover checkpoint is signed by the old and the new key.
+    """Hand the log over to a new checkpoint key (a handover checkpoint signed by the old and the new key).
 
     Audited (`checkpoint-key.rotated`). The retired private key is removed from the key store; officers verify
     the handover with the key they pinned (`audit verify --key OLD`), then pin the new one."""
