@@ -479,10 +479,12 @@ class AuditLog:
             raise AuditWriteError(reason) from exc
 
     def _latest_signed(self, connection: Connection) -> Checkpoint | None:
-        """What the newest stored checkpoint whose note verifies under the log's key and origin signed, or
+        """What the newest stored checkpoint whose note verifies under the log's key history and origin signed, or
         ``None`` when no stored note does. A row whose note does not verify (a forged or garbled one, planted
         behind the log's back) is not the log's word and is passed over; the verifier and the served-checkpoint
-        check are what report it."""
+        check are what report it. So is one signed only by a leaked key after its compromise point
+        (:meth:`audit.keys.KeyHistory.distrusted`): the thief's checkpoint over a wrong root would otherwise stop
+        every signature for good."""
         offset = 0
         while True:
             notes = store.checkpoint_notes_page(connection, offset, _ANCHOR_PAGE)
@@ -516,6 +518,7 @@ class AuditLog:
         history = stored_history(connection, self._signer.verifier)
         with self._cache_lock:
             self._keys, self._keys_marker = history, marker
+            self._known_note = None  # verified under the history before: checked again under this one
         return history
 
     def _signing_history(self, connection: Connection) -> KeyHistory:
@@ -535,6 +538,17 @@ class AuditLog:
                                       "process holds a retired key and signs nothing; restart it")
             self._signer = fresh
         return history
+
+    def _check_extends_under(self, pending: KeyHistory, connection: Connection, size: int, root: bytes) -> None:
+        """:meth:`_check_extends` with the rotation's own history: after a leak, the thief's checkpoints above the
+        compromise point must not be what the handover is checked against (they may be what stopped signing)."""
+        with self._cache_lock:
+            kept, self._keys, self._known_note = (self._keys, self._known_note), pending, None
+        try:
+            self._check_extends(connection, size, root)
+        finally:
+            with self._cache_lock:
+                self._keys, self._known_note = kept
 
     def key_history(self) -> KeyHistory:
         """The log's checkpoint keys and their eras, as the database holds them (verified)."""
@@ -571,8 +585,9 @@ class AuditLog:
                 new_nodes = frontier.extend(batch.leaf_hashes)
                 self._rows.insert_append(connection, batch, new_nodes)
                 size, root = frontier.size, frontier.root()
-                self._check_extends(connection, size, root)
                 handover = Handover(size, self._signer.verifier, new_signer.verifier, compromised_after)
+                pending = KeyHistory(history.eras[0].verifier, (*history.handovers, handover))
+                self._check_extends_under(pending, connection, size, root)
                 text = Checkpoint(self.origin, size, root, (handover.line(),)).body()
                 note = SignedNote(text, (self._signer.sign(text), new_signer.sign(text))).format()
                 signed = StoredCheckpoint(size, root, note, now)
@@ -584,7 +599,7 @@ class AuditLog:
         self._remember_frontier(frontier)
         with self._cache_lock:
             self._signer = new_signer
-            self._keys = KeyHistory(history.eras[0].verifier, (*history.handovers, handover))
+            self._keys, self._known_note = pending, None
             self._keys_marker = (*self._keys_marker, (row.from_size, row.verifier_key, row.previous_key,
                                                       row.compromised_after))
         self._remember_signed(signed)

@@ -69,7 +69,7 @@ from sqlalchemy.pool import NullPool
 
 from audit import bulk_reads, store
 from audit.canonical import claims_index, envelope_index, parse_entry
-from audit.checkpoint import NoteVerifier, claimed_checkpoint
+from audit.checkpoint import Checkpoint, NoteVerifier, claimed_checkpoint
 from audit.errors import MalformedRow, StoreUnavailable, VerificationError
 from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION, MAX_LINE_BYTES
 from audit.keys import HANDOVER_MARKER, KeyHistory, check_key_rows
@@ -306,7 +306,10 @@ class _Stream:
     def __init__(self, keys: KeyHistory, checkpoints: list[_CheckpointRecord], deep: bool,
                  node_checker: _NodeChecker | None = None, columns_of: Engine | None = None) -> None:
         self.keys = keys
-        self.distrusted: list[int] = []  # sizes of checkpoints only a leaked key signed (warned about)
+        # Sizes of checkpoints only a leaked key signed after its compromise point (warned about, never trusted):
+        # those that match the entries, and those that do not.
+        self.distrusted: list[int] = []
+        self.disowned: list[int] = []
         self.checkpoints = sorted(checkpoints, key=lambda record: record.tree_size)
         self.deep = deep
         self.node_checker = node_checker
@@ -524,6 +527,9 @@ class _Stream:
         except VerificationError as exc:
             raise _fail(FailureKind.SIGNATURE, size, f"{record.source} checkpoint at size {size}: {exc}",
                         size) from None
+        if self.keys.distrusted(size):
+            self._set_aside(record, checkpoint)
+            return
         if checkpoint.tree_size != size:
             raise _fail(FailureKind.CHECKPOINT, size, f"{record.source} checkpoint is filed under size {size} "
                         f"but its signed text says {checkpoint.tree_size}", size)
@@ -539,8 +545,18 @@ class _Stream:
         self._check_consistency(anchor, size, checkpoint.root_hash)
         self.anchor = _Anchor(size, checkpoint.root_hash, frontier)
         self.verified_checkpoints += 1
-        if self.keys.distrusted(size):
-            self.distrusted.append(size)
+
+    def _set_aside(self, record: _CheckpointRecord, checkpoint: Checkpoint) -> None:
+        """A checkpoint only a leaked key signed after its compromise point: its signature proves nothing either
+        way, so it neither fails the log nor anchors it. Whether it matches the entries is a warning (one that does
+        not is the thief's, or the log was rewritten since: the signature cannot tell which; the handover's
+        signature by the new key is what the entries up to it rest on). The stream goes on from the tree it
+        computed, as if no checkpoint stood there."""
+        frontier = self.frontier
+        matches = checkpoint.tree_size == record.tree_size and checkpoint.root_hash == frontier.root() and (
+            record.root_column is None or record.root_column == checkpoint.root_hash)
+        (self.distrusted if matches else self.disowned).append(record.tree_size)
+        self.anchor = _Anchor(record.tree_size, frontier.root(), frontier)
 
     def _check_consistency(self, anchor: _Anchor, size: int, root: bytes) -> None:
         """Prove, as a third party holding only the two checkpoints would, that ``size`` extends the anchor."""
@@ -606,10 +622,14 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
         failure = stream.node_failure() or failed.failure
     warnings: list[str] = []
     if stream.distrusted:
-        first, last = stream.distrusted[0], stream.distrusted[-1]
-        warnings.append(f"{len(stream.distrusted)} checkpoint(s) of sizes {first}..{last} "
-                        "were signed by a checkpoint key after its compromise point: their signatures prove nothing; "
-                        "those entries rest on the next handover's signature by the new key")
+        warnings.append(f"checkpoint(s) at sizes {_sizes(stream.distrusted)} were signed only by a checkpoint key "
+                        "after its compromise point: their signatures prove nothing (the entries up to the key's "
+                        "handover rest on the new key's signature)")
+    if stream.disowned:
+        warnings.append(f"checkpoint(s) at sizes {_sizes(stream.disowned)}, signed only by a checkpoint key after its "
+                        "compromise point, do not match the log: forgeries made with the leaked key, or the log "
+                        "rewritten since (the signature cannot tell which; the handover's signature by the new key "
+                        "covers the entries up to it)")
     if not key_pinned:
         warnings.append("verified with the key named in the export itself; pin the log's verifier key instead")
     if failure is None:
@@ -621,6 +641,11 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
     return VerifyResult(entries=stream.size, checkpoints=stream.verified_checkpoints,
                         root_hash=stream.frontier.root() if failure is None else None, failure=failure,
                         key_pinned=key_pinned, warnings=tuple(warnings))
+
+
+def _sizes(sizes: list[int]) -> str:
+    shown = ", ".join(str(size) for size in sizes[:5])
+    return shown + (f" and {len(sizes) - 5} more" if len(sizes) > 5 else "")
 
 
 def _check_covered(stream: _Stream) -> None:

@@ -188,7 +188,9 @@ def test_a_compromised_rotation_flags_what_the_leaked_key_signed_after_the_point
     assert [history.distrusted(size) for size in (8, 16, 17, 25)] == [False, True, False, False]
     result = verify_database(engine, NEW.verifier)
     assert result.ok, result.failure
-    assert any("compromise" in warning and "16..16" in warning for warning in result.warnings)
+    assert any("compromise point: their signatures prove nothing" in warning and "sizes 16 " in warning
+               for warning in result.warnings)
+    assert result.checkpoints == 3, "the leaked key's checkpoint at 16 counts for nothing"
     # after the leak, the leaked key over a bigger tree is still refused (its era ended at the handover)
     log.append([make_event(n) for n in range(25, 28)])
     leaked = sign_checkpoint(Checkpoint(OLD.name, 28, log.root(28)), OLD)
@@ -206,3 +208,35 @@ def test_a_rotation_is_refused_without_writing_when_the_new_key_is_the_old_one(e
         log.rotate_key(NEW, prepare(make_event(99)), compromised_after=5)
     assert log.size() == 1
     assert log.key_rows() == []
+
+
+def test_after_a_leak_a_forged_checkpoint_that_stopped_signing_is_set_aside_by_a_compromised_rotation(
+        engine: Engine) -> None:
+    """The thief signs, with the leaked key, a checkpoint over a root the log does not have, on top: the fork guard
+    then refuses every signature (fail closed). A rotation that says where the leak began is checked against the
+    last genuine checkpoint instead, signs the handover, and the log verifies again, warning about the forgery."""
+    log = AuditLog(engine, OLD, policy=POLICY)
+    log.append([make_event(n) for n in range(8)])
+    log.append([make_event(n) for n in range(8, 16)])  # checkpoints at 8 and 16
+    log.append([make_event(n) for n in range(16, 20)])  # 20 entries, no checkpoint at 20
+    wrong = bytes(32)
+    forged = sign_checkpoint(Checkpoint(OLD.name, 20, wrong), OLD)
+    with engine.begin() as connection:
+        connection.execute(insert(audit_checkpoints).values(tree_size=20, root_hash=wrong, note=forged,
+                                                            issued_at=log.checkpoint(16).issued_at))
+    with pytest.raises(AuditWriteError, match="does not extend"):
+        AuditLog(engine, OLD, policy=POLICY).append([make_event(n) for n in range(20, 28)])  # due at 28
+    with pytest.raises(AuditWriteError, match="does not extend"):  # a rotation that trusts the leaked key refuses too
+        AuditLog(engine, OLD, policy=POLICY).rotate_key(NEW, prepare(make_event(99)))
+    failed = verify_database(engine, OLD.verifier)
+    assert failed.failure is not None
+    assert (failed.failure.kind, failed.failure.checkpoint_size) == (FailureKind.ROOT, 20)
+
+    rotated = AuditLog(engine, OLD, policy=POLICY)
+    assert rotated.rotate_key(NEW, prepare(make_event(99)), compromised_after=16).tree_size == 21
+    rotated.append([make_event(n) for n in range(21, 29)])  # signs again, with the new key
+    assert rotated.checkpoint().tree_size == 29
+    for pinned in (OLD.verifier, NEW.verifier):
+        result = verify_database(engine, pinned)
+        assert result.ok, result.failure
+        assert any("sizes 20, " in warning and "do not match the log" in warning for warning in result.warnings)
