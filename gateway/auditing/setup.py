@@ -170,7 +170,7 @@ def _check_identity(engine: Engine, verifier: NoteVerifier, path: Path) -> None:
     if rotations and rotations[-1].verifier_key != verifier.vkey:
         # A rotation committed: only its key may sign. The old key file restored, or a rotation interrupted
         # before its key was put in place (``audit key rotate`` again finishes it), would sign past its era.
-        current = NoteVerifier.from_vkey(rotations[-1].verifier_key).key_id.hex()
+        current = _key_id_of(rotations[-1].verifier_key)
         raise CheckpointKeyError(f"the audit log's checkpoint key was rotated to key {current} at size "
                                  f"{rotations[-1].from_size}, but {path} holds another key (a retired one, or a "
                                  "rotation was interrupted: run `wgs-gateway audit key rotate` again to finish it)")
@@ -179,6 +179,14 @@ def _check_identity(engine: Engine, verifier: NoteVerifier, path: Path) -> None:
                                  f"another origin than {verifier.name} (from WGS_ISSUER): restore the log's key "
                                  "and issuer (signing on would give the log a second identity that no officer "
                                  "pinned)")
+
+
+def _key_id_of(vkey: str) -> str:
+    """A stored verifier key's id for a message ("?" for a row no rotation wrote: the verifier reports it)."""
+    try:
+        return NoteVerifier.from_vkey(vkey).key_id.hex()
+    except ValueError:
+        return "?"
 
 
 def install_audit(container: Container) -> AuditServices:
