@@ -232,8 +232,9 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
 @audit_app.command("verify")
 def verify(export_file: Path | None = typer.Option(None, "--export", exists=True, dir_okay=False, readable=True,
                                                    help="Verify this export instead of the live database."),
-           vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`); default: the "
-                                           "log's key in the key store (never the key an export names itself)."),
+           vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`; one of an "
+                                           "earlier key era too, rotated since); default: the log's key in the "
+                                           "key store (never the key an export names itself)."),
            checkpoint: list[Path] = typer.Option([], exists=True, dir_okay=False, readable=True,
                                                  help="A signed checkpoint kept from earlier, one per option "
                                                       "(detects a log rolled back behind it)."),
