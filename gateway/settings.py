@@ -51,9 +51,10 @@ def without_password(message: str, url: str) -> str:
 def url_without_password(url: str) -> str:
     """``url`` with the password of its user part (``scheme://user:password@host``) shown as ``***``.
 
-    For the http(s) URLs a settings repr shows: a connector endpoint is passed on as written and may carry
-    credentials, and an OPA URL with them is refused only when the OPA engine is used. Anything that does not
-    parse, or has no password, is returned as it is.
+    For the http(s) URLs a settings repr shows: a webhook's URL is passed on as written and may carry
+    credentials, and an OPA URL with them is refused only when the OPA engine is used (holder endpoints with
+    them are refused, ``gateway.urls.holder_url``). Anything that does not parse, or has no password, is
+    returned as it is.
     """
     try:
         parsed = urlsplit(url)
@@ -315,7 +316,8 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
     @classmethod
     def _endpoints_are_http(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         # Plain http:// to another machine would carry the holder's bearer token and the answered records in
-        # the clear: refused at start-up, not discovered on the wire (gateway.urls.holder_url).
+        # the clear, credentials fail every call, a query or fragment swallows the fixed paths: refused at
+        # start-up, not discovered on the wire (gateway.urls.holder_url). The line names the system, not the URL.
         allow = bool(info.data.get("connector_allow_insecure_http", False))
         for system, url in value.items():
             try:
