@@ -315,6 +315,7 @@ class ConnectorRegistry:
     def __init__(self, endpoints: dict[str, str], token_provider: TokenProvider, *, timeout: float = 5.0,
                  retries: int = 2, backoff: float = 0.05, ca_file: str | Path | None = None,
                  allow_insecure_http: bool = False) -> None:
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff  # every connector's, for the caller
         self._sessions = {system: SharedSession(max_connections=MAX_CONNECTIONS_PER_HOLDER, ca_file=ca_file)
                           for system in endpoints}
         self._connectors = {system: HttpConnector(system, url, token_provider, timeout=timeout, retries=retries,

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from gateway.exchange.lease import leased_work_problem
 from gateway.resources import resource_dir
 from gateway.urls import EXPECTED, INSECURE_OPA, holder_url, http_url, remote_plain_http
 
@@ -173,7 +174,9 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
     )
     require_pseudonyms: bool = Field(
         default=False, description="Refuse subjects that are not the requester's own pseudonyms (no references).")
-    connector_timeout_seconds: float = Field(default=5.0, gt=0, le=300, allow_inf_nan=False)
+    connector_timeout_seconds: float = Field(default=5.0, gt=0, le=90, allow_inf_nan=False)  # the lease's bound
+    # Declared after the timeout and the policy engine's settings: its check reads them (together they must
+    # fit the lease on an Idempotency-Key, gateway.exchange.lease).
     connector_retries: int = Field(default=2, ge=0, le=5)
     connector_ca_file: FilePath | None = Field(
         default=None, description="CA bundle to verify https holder endpoints against (default: the system's "
@@ -324,6 +327,20 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
                 holder_url(url, allow_insecure_http=allow)
             except ValueError as exc:
                 raise ValueError(f"{system}: {exc}") from None
+        return value
+
+    @field_validator("connector_retries")
+    @classmethod
+    def _holder_calls_fit_the_lease(cls, value: int, info: ValidationInfo) -> int:
+        # A holder call outlasting the lease on the attempt's Idempotency-Key (or a re-run's decision) let a
+        # retry take it over and ask the holders a second time: refused at start-up, in every process alike.
+        timeout = info.data.get("connector_timeout_seconds")
+        if timeout is None:  # refused itself: that is the problem reported
+            return value
+        policy_timeout = info.data.get("opa_timeout_seconds") if info.data.get("policy_engine") == "opa" else None
+        problem = leased_work_problem(timeout, value, policy_timeout)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("log_level")
