@@ -51,7 +51,15 @@ import regorus
 from pydantic import TypeAdapter
 
 from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
-from gateway.policy.model import Decision, Party, PolicyContext, PolicyInput, PolicyKind, PolicyRequest
+from gateway.policy.model import (
+    Decision,
+    Party,
+    PolicyContext,
+    PolicyInput,
+    PolicyKind,
+    PolicyRequest,
+    RegisterCategories,
+)
 from gateway.urls import EXPECTED, http_url
 
 RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decision", "discovery": "data.wgs.discovery.decision"}
@@ -156,10 +164,18 @@ def _with_digest(register_data: dict[str, Any], register_sha256: str) -> dict[st
     return register_data | {"sha256": register_sha256}
 
 
-def _registered_categories(register_data: dict[str, Any]) -> frozenset[str]:
-    """The register's categories: a decision may permit no other (``Decision.answering``)."""
+def _registered_categories(register_data: dict[str, Any]) -> RegisterCategories:
+    """What the register says of its categories that a decision may not contradict (``Decision.answering``):
+    read from the register document the policies read, so the check and the policy see the same register."""
     categories = register_data.get("categories")
-    return frozenset(categories) if isinstance(categories, dict) else frozenset()
+    vocabulary: dict[str, Any] = categories if isinstance(categories, dict) else {}
+    partnerships = register_data.get("partnerships")
+    return RegisterCategories(
+        known=frozenset(vocabulary),
+        never_shared=frozenset(name for name, c in vocabulary.items() if isinstance(c, dict) and c.get("never_shared")),
+        never_disclosed={pid: frozenset(p.get("never_disclosed") or ()) for pid, p in
+                         (partnerships.items() if isinstance(partnerships, dict) else ()) if isinstance(p, dict)},
+        hit_only=frozenset(name for name, c in vocabulary.items() if isinstance(c, dict) and c.get("hit_only")))
 
 
 def _failure(exc: RuntimeError) -> str:

@@ -1,9 +1,9 @@
 """A decision must be one the request can have: both engines refuse (deny, fail closed) a well-formed
 decision that permits a category the request did not ask for (the holder would be asked for it, and the
-gateway's filter keeps what is permitted), removes one it did not ask for, or applies an escalation
-decision the request did not bring. The policies here are the shipped ones with ``wgs.exchange`` replaced
-by a stub that answers one fixed document, so each engine is shown the defect as a faulty policy (or OPA
-bundle) would produce it."""
+gateway's filter keeps what is permitted) or one the partnership never discloses (even as hit/no-hit),
+removes one it did not ask for, or applies an escalation decision the request did not bring. The policies
+here are the shipped ones with ``wgs.exchange`` replaced by a stub that answers one fixed document, so each
+engine is shown the defect as a faulty policy (or OPA bundle) would produce it."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
         "permitted_categories": ["ongoing_investigation"], "hit_only": True}, "allowed"),
     ("hit-only-permits-an-unregistered-category", ALLOWED | {
         "permitted_categories": ["dna_profiles"], "hit_only": True}, None),
+    # rule 4, whatever the policy (an OPA bundle other than the gateway's): not even hit/no-hit on CIE
+    # information, nor on what the RIEC never discloses
+    ("hit-only-permits-a-never-shared-category", ALLOWED | {
+        "permitted_categories": ["criminal_intelligence"], "hit_only": True}, None),
+    ("hit-only-permits-a-category-the-partnership-never-discloses", ALLOWED | {
+        "permitted_categories": ["bank_accounts"], "hit_only": True}, None),
     ("removes-an-unrequested-category", NARROWED, None),
     ("applies-an-escalation-decision-not-brought", ALLOWED | {"escalation_decision": "dec-1"}, None),
     ("names-another-holder", ALLOWED | {"holder": "om-amsterdam"}, None),
