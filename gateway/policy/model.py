@@ -48,8 +48,8 @@ def _is_policy_date(text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class RegisterCategories:
-    """What the gateway's register says of categories that no decision may contradict, whatever policy made it
+class RegisterFacts:
+    """What the gateway's register says that no decision may contradict, whatever policy made it
     (an OPA server may serve another bundle than the gateway's policies: a decision names its policy version,
     and none is required), checked by ``Decision.answering``. The gateway asks the holder for exactly the
     permitted categories, and for records unless the decision says hit/no-hit, so these are the last check
@@ -63,6 +63,8 @@ class RegisterCategories:
     """By partnership id: what that partnership never discloses besides (its ``never_disclosed``)."""
     hit_only: frozenset[str]
     """Answered as hit/no-hit only, never as records (rule 3: ``ongoing_investigation``)."""
+    results_only: frozenset[tuple[str, str]]
+    """The (partnership, purpose) pairs whose disclosures may leave the partnership as results only (rule 9)."""
 
 
 _NONE: frozenset[str] = frozenset()
@@ -180,10 +182,10 @@ class Decision(_StrictDecision):
                 raise MalformedDecision("obligation `retain_until` is not a date")
         return self
 
-    def answering(self, policy_input: PolicyInput, categories: RegisterCategories,
+    def answering(self, policy_input: PolicyInput, register: RegisterFacts,
                   register_sha256: str) -> Decision:
         """This decision, when it can be the answer to ``policy_input`` under the register of digest
-        ``register_sha256`` (whose categories are ``categories``); ``MalformedDecision`` otherwise. The gateway
+        ``register_sha256`` (which says ``register``); ``MalformedDecision`` otherwise. The gateway
         records its own register's version with the decision and asks the holder for exactly the permitted
         categories, filtering its answer by them, so a decision made under another register would cite a
         register it was not made under, a decision for another holder would be applied to this one (a batch
@@ -198,8 +200,10 @@ class Decision(_StrictDecision):
         2. it permits no category the request's partnership never discloses, not even as hit/no-hit (rule 4:
            whether the police hold intelligence on a person is that intelligence), and a hit/no-hit-only
            category only to a hit/no-hit answer (rule 3: never as records);
-        3. it removes only requested categories;
-        4. it names an escalation decision only when the input brought that one, for this holder.
+        3. its obligations keep the purpose's results-only (rule 9: where the register says so, only results
+           leave the partnership);
+        4. it removes only requested categories;
+        5. it names an escalation decision only when the input brought that one, for this holder.
         """
         if self.register_sha256 != register_sha256:
             raise MalformedDecision("the decision was made under another register than the gateway's (digest)")
@@ -207,13 +211,17 @@ class Decision(_StrictDecision):
             raise MalformedDecision("the decision is for another holder than the request's")
         requested = set(policy_input.request.categories)
         permitted = self.permitted_categories
-        if not categories.known.issuperset(permitted) or not (self.hit_only or requested.issuperset(permitted)):
+        partnership = policy_input.request.partnership
+        if not register.known.issuperset(permitted) or not (self.hit_only or requested.issuperset(permitted)):
             raise MalformedDecision("the decision permits a category that was not requested or is not registered")
-        if not (categories.never_shared.isdisjoint(permitted)
-                and categories.never_disclosed.get(policy_input.request.partnership, _NONE).isdisjoint(permitted)):
+        if not (register.never_shared.isdisjoint(permitted)
+                and register.never_disclosed.get(partnership, _NONE).isdisjoint(permitted)):
             raise MalformedDecision("the decision permits a category the partnership never discloses")
-        if not self.hit_only and not categories.hit_only.isdisjoint(permitted):
+        if not self.hit_only and not register.hit_only.isdisjoint(permitted):
             raise MalformedDecision("the decision permits a hit/no-hit-only category as records")
+        if (self.obligations is not None and not self.obligations.results_only
+                and (partnership, policy_input.request.purpose) in register.results_only):
+            raise MalformedDecision("the decision's obligations lift the purpose's results only")
         if not requested.issuperset(self.removed_categories):
             raise MalformedDecision("the decision removes a category that was not requested")
         brought = policy_input.context.escalation_decision

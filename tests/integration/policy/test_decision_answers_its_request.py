@@ -99,6 +99,29 @@ async def test_a_decision_the_request_cannot_have_is_malformed(tmp_path: Path, k
 
 
 @pytest.mark.parametrize("kind", ["embedded", "opa-server"])
+@pytest.mark.parametrize("results_only", [True, False])
+async def test_an_allow_keeps_the_purposes_results_only(tmp_path: Path, kind: str, results_only: bool) -> None:
+    """Rule 9: youth prevention is results-only; an allow whose obligations say otherwise is refused."""
+    policies = _stub_policies(tmp_path, ALLOWED | {"obligations": OBLIGATIONS | {"results_only": results_only}})
+    asked = _input(MUNICIPALITY, "politie", ["police_incidents"], partnership="zvh-amsterdam",
+                   purpose="youth-prevention", legal_basis="WGS (ZVH)")
+    with serve_app(create_opa_test_app(policies)) as url:
+        digest = register_digest(REGISTER)
+        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER, digest) if kind == "embedded"
+                                else OpaServerPolicyEngine(url, REGISTER, digest, timeout=5.0))
+        try:
+            if results_only:
+                assert (await engine.decide("exchange", asked)).obligations.results_only  # type: ignore[union-attr]
+            else:
+                with pytest.raises(MalformedDecision, match="results only"):
+                    await engine.decide("exchange", asked)
+                with pytest.raises(MalformedDecision, match="results only"):
+                    await engine.decide_many("exchange", [asked])
+        finally:
+            await engine.aclose()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "opa-server"])
 @pytest.mark.parametrize(("holder", "accepted"), [("politie", True), ("om-amsterdam", False)])
 async def test_an_escalation_decision_applies_only_to_its_own_holder(tmp_path: Path, kind: str, holder: str,
                                                                      accepted: bool) -> None:

@@ -3,13 +3,14 @@ the checks ``Decision.parse`` makes beyond the schema (found missing by a review
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
 from gateway.policy.errors import MalformedDecision
-from gateway.policy.model import Decision, PolicyInput, RegisterCategories
+from gateway.policy.model import Decision, PolicyInput, RegisterFacts
 
 OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_only": False}
 ALLOWED: dict[str, Any] = {
@@ -98,8 +99,8 @@ def test_documents_that_should_fail_closed_are_malformed(document: dict[str, Any
 
 
 # The register's categories as ``answering`` reads them: police_incidents only, in partnership "p".
-POLICE_ONLY = RegisterCategories(known=frozenset({"police_incidents"}), never_shared=frozenset(),
-                                 never_disclosed={}, hit_only=frozenset())
+POLICE_ONLY = RegisterFacts(known=frozenset({"police_incidents"}), never_shared=frozenset(), never_disclosed={},
+                            hit_only=frozenset(), results_only=frozenset())
 
 
 def _input_for(holder: str, categories: tuple[str, ...] = ("police_incidents",), partnership: str = "p"
@@ -136,10 +137,10 @@ def test_a_decision_for_another_holder_answers_no_request() -> None:
 # the decision names its policy version but the gateway does not require its own): rule 4, never disclosed,
 # not even as hit/no-hit (whether the police hold CIE information on a person is itself that information);
 # rule 3, a hit/no-hit-only category never as records. Each such decision was accepted.
-REGISTERED = RegisterCategories(
+REGISTERED = RegisterFacts(
     known=frozenset({"police_incidents", "criminal_intelligence", "bank_accounts", "ongoing_investigation"}),
     never_shared=frozenset({"criminal_intelligence"}), never_disclosed={"p": frozenset({"bank_accounts"})},
-    hit_only=frozenset({"ongoing_investigation"}))
+    hit_only=frozenset({"ongoing_investigation"}), results_only=frozenset())
 EVERY_CATEGORY = ("police_incidents", "criminal_intelligence", "bank_accounts", "ongoing_investigation")
 
 
@@ -165,3 +166,19 @@ def test_what_a_partnership_never_discloses_binds_that_partnership_only() -> Non
     assert banks.answering(elsewhere, REGISTERED, "ab" * 32) is banks
     hit = Decision.parse(ALLOWED | {"permitted_categories": ["ongoing_investigation"], "hit_only": True})
     assert hit.answering(_input_for("h", EVERY_CATEGORY), REGISTERED, "ab" * 32) is hit
+
+
+# Rule 9: where the purpose says results only (youth prevention: only results leave the partnership), every
+# allow says so, whatever policy made it; an allow without it was accepted and its obligations passed on.
+RESULTS_ONLY = dataclasses.replace(POLICE_ONLY, results_only=frozenset({("p", "q")}))
+
+
+def test_an_allow_lifting_the_purposes_results_only_answers_no_request() -> None:
+    lifted = Decision.parse(ALLOWED)
+    with pytest.raises(MalformedDecision, match="results only"):
+        lifted.answering(_input_for("h"), RESULTS_ONLY, "ab" * 32)
+    kept = Decision.parse(ALLOWED | {"obligations": OBLIGATIONS | {"results_only": True}})
+    assert kept.answering(_input_for("h"), RESULTS_ONLY, "ab" * 32) is kept
+    elsewhere = _input_for("h", partnership="fec")  # another partnership's purpose of the same name
+    assert lifted.answering(elsewhere, RESULTS_ONLY, "ab" * 32) is lifted
+    assert Decision.parse(DENIED).answering(_input_for("h"), RESULTS_ONLY, "ab" * 32).outcome == "denied"
