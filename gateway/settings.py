@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from gateway.resources import resource_dir
-from gateway.urls import EXPECTED, holder_url
+from gateway.urls import EXPECTED, INSECURE_OPA, holder_url, http_url, remote_plain_http
 
 SHIPPED_REGISTER = Path(__file__).parent / "data" / "register.yaml"
 _HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -148,6 +148,11 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
 
     policy_engine: Literal["embedded", "opa"] = "embedded"
     policies_dir: Path = POLICIES_DIR
+    # Declared before the URL: its check reads it.
+    opa_allow_insecure_http: bool = Field(
+        default=False,
+        description="Accept a plain http:// OPA server on another machine (a private network you trust); without "
+                    "it only https:// and loopback http:// (a sidecar) are accepted.")
     opa_url: str = "http://127.0.0.1:8181"
     # Positive, finite and bounded: 0 or less fails every call, and NaN or infinity makes asyncio.timeout()
     # never fire, so a hung OPA server would hold each decision for ever instead of denying it.
@@ -275,6 +280,26 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
             _opa_address(value)
         except PolicyUnavailable:
             raise ValueError(f"{EXPECTED}, without credentials, query or fragment") from None
+        # As for holders (gateway.urls.holder_url): the token, the register and the decisions in the clear, and
+        # a decision anyone on the path can forge, only where the operator said the network is trusted.
+        if remote_plain_http(http_url(value)) and not info.data.get("opa_allow_insecure_http", False):
+            raise ValueError(INSECURE_OPA)
+        return value
+
+    @field_validator("opa_token")
+    @classmethod
+    def _opa_token_is_a_header_value(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Set but empty (``WGS_OPA_TOKEN=`` in a .env) sent no Authorization header at all; a control character
+        # (a token file's CR) fails every call; a blank around it is dropped from the header, so the server
+        # compares another token than its own. Unset is a server that asks for none.
+        if value is None or info.data.get("policy_engine") != "opa":
+            return value
+        if not value.strip():
+            raise ValueError("empty: give the token the OPA server requires, or leave the variable unset for a "
+                             "server that asks for none")
+        if value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError("holds a control character or a blank at either end, which a bearer token cannot "
+                             "carry as written; give the token alone, or leave the variable unset")
         return value
 
     @field_validator("opa_ca_file")

@@ -45,6 +45,12 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def remote_plain_http(parsed: SplitResult) -> bool:
+    """Whether ``parsed`` (from :func:`http_url`) is plain ``http://`` to a host that is not this machine: what
+    crosses a network unencrypted, and is refused for holders and the OPA server without the operator's word."""
+    return parsed.scheme.lower() == "http" and not is_loopback_host(parsed.hostname or "")
+
+
 INSECURE_HOLDER = ("plain http:// to a holder that is not on this machine: its bearer token and the records it "
                    "answers would cross the network unencrypted; use https://, or set "
                    "WGS_CONNECTOR_ALLOW_INSECURE_HTTP=true on a network you trust")
@@ -59,6 +65,12 @@ def holder_url(url: str, *, allow_insecure_http: bool = False) -> SplitResult:
     the tests, a sidecar) never leaves the machine, so it stays allowed; an operator whose holders sit on a
     private network they trust says so explicitly."""
     parsed = http_url(url)
-    if parsed.scheme.lower() == "http" and not allow_insecure_http and not is_loopback_host(parsed.hostname or ""):
+    if remote_plain_http(parsed) and not allow_insecure_http:
         raise ValueError(INSECURE_HOLDER)
     return parsed
+
+
+INSECURE_OPA = ("plain http:// to an OPA server that is not on this machine: the bearer token that lets the gateway "
+                "replace its register, the register and every decision would cross the network unencrypted, and "
+                "anyone on the path could answer allow in its place; use https:// (WGS_OPA_CA_FILE for a private "
+                "CA), or set WGS_OPA_ALLOW_INSECURE_HTTP=true on a network you trust")

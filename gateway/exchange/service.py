@@ -430,16 +430,18 @@ def _subject_hits(base: dict[str, Any], shared: list[str], hits: list[tuple[str,
             for subject in asked]
 
 
-def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: list[str]) -> list[dict[str, Any]]:
+def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: list[str],
+                          unasked: int) -> list[dict[str, Any]]:
     """What a hit/no-hit holder's answer to an exchange disclosed: a hit, about each subject asked (``shared``:
     how the log names them, see ``_logged``; empty for opaque references, which are never logged as a subject),
     one entry per subject as for records, so the contact point's look-ups find it. The holder answers for the
     subjects together, so the entries are the same but for the subject (the requester's privacy officers
     learn no more than the answer said; the holder was asked by its own pseudonyms). A no-hit is one entry
-    naming no subject: it discloses nothing the holder holds (docs/audit.md)."""
+    naming no subject: it discloses nothing the holder holds (docs/audit.md). ``unasked``: the holder's hits
+    for subjects nobody asked about (ignored), counted in its entries as over-sharing (see ``_hit``)."""
     event: dict[str, Any] = {"event_type": EventType.DISCLOSURE, "holder": holder,
                              "categories": tuple(decision.permitted_categories),
-                             "extra": {"hit_only": True, "hit": hit}}
+                             "extra": {"hit_only": True, "hit": hit} | _unasked_hits(unasked)}
     asked = list(dict.fromkeys(shared))  # a subject asked twice is one subject
     if not hit or not asked:
         return [event]
@@ -447,15 +449,24 @@ def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: li
                      "extra": event["extra"] | {"subjects_asked": len(asked)}} for subject in asked]
 
 
-def _hit(answered: Iterable[tuple[dict[str, list[str]], Collection[str]]], holder: str, request_id: str) -> bool:
+def _hit(answered: Iterable[tuple[dict[str, list[str]], Collection[str]]], holder: str,
+         request_id: str) -> tuple[bool, int]:
     """Hit only for a subject that was asked about: ``answered`` pairs each answer's hits with the holder's
     references it was asked (one pair per query: a question in parts has one per part). A holder that reports
-    others over-shares, which is logged (counts only, over all parts) and otherwise ignored."""
+    others over-shares — that it has a file on a person nobody asked about —, which is otherwise ignored; how
+    many such hits (over all parts) is returned with the hit, for the holder's audit entry, and logged."""
     pairs = [(hits, set(asked)) for hits, asked in answered]
     others = sum(len(hits.keys() - asked) for hits, asked in pairs)
     if others:
         log.warning("holder_overshared", holder=holder, unasked_hits=others, exchange_id=request_id)
-    return any(subject in asked for hits, asked in pairs for subject in hits)
+    return any(subject in asked for hits, asked in pairs for subject in hits), others
+
+
+def _unasked_hits(count: int) -> dict[str, int]:
+    """The ``extra`` of a hit/no-hit holder's audit entry that counts its hits about subjects nobody asked
+    about: its over-sharing, as ``dropped_overshared`` counts over-shared records; the privacy officers
+    reviewing a holder's conduct read the audit log, not the application log. Nothing when there were none."""
+    return {"unasked_hits": count} if count else {}
 
 
 # An encoded domain pseudonym (``<type>.v<version>.<43 characters of base64url>``) anywhere in a text, in any
@@ -1304,11 +1315,11 @@ class ExchangeService:
             refused = next((a for a in discovered if a.status == "refused"), None)
             if refused is not None:  # neither hit nor no-hit: see Holder.discover
                 return outcome, [_refused(outcome, decision, refused.refusal_reason)]
-            outcome.hit = _hit([(a.hits, part) for a, part in zip(discovered, parts, strict=True)],
-                               target.organisation, exchange_id)
+            outcome.hit, unasked = _hit([(a.hits, part) for a, part in zip(discovered, parts, strict=True)],
+                                        target.organisation, exchange_id)
             named = matched is not None or self._pseudonymous(subjects)  # references are never logged as one
             return outcome, _hit_only_disclosures(target.organisation, decision, outcome.hit,
-                                                  [logged[s] for s in subjects] if named else [])
+                                                  [logged[s] for s in subjects] if named else [], unasked)
         # only a query hands the holder what the requester provides (a hit-only question, above, hands nothing)
         provided_fields = await self._provided_fields(principal, body, target.organisation)
         provided = [HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
@@ -1457,6 +1468,7 @@ class ExchangeService:
         # ``holder.unavailable``, as in an exchange, so the log shows every holder asked and what came of it.
         # The failure's kind only: its text may carry the holder's own words (or a subject's reference).
         unavailable: dict[str, tuple[str, str | None]] = {}
+        unasked: dict[str, int] = {}  # holder -> its hits for subjects nobody asked about (see ``_hit``)
         minors_allowed = self._minors_allowed(body)
 
         def refused(target: _Target, reason: str | None) -> DiscoveryTarget:
@@ -1501,7 +1513,7 @@ class ExchangeService:
                 return not_asked(target, "holder-unavailable", str(exc), type(exc).__name__)
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
                 return refused(target, found.refusal_reason)
-            hit = _hit([(found.hits, subjects)], target.organisation, discovery_id)
+            hit, unasked[target.organisation] = _hit([(found.hits, subjects)], target.organisation, discovery_id)
             return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit", reasons=reasons)
 
         async def ask_failing_closed(target: _Target, decision: Decision) -> DiscoveryTarget:
@@ -1518,7 +1530,8 @@ class ExchangeService:
         hits = [(a.holder, d) for a, d in zip(answers, decisions, strict=True) if a.outcome == "hit"]
         receipts += await self._record([AuditEvent(
             event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
-            extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}] + (
+            extra={"hit_only": True, "outcome": a.outcome} | _unasked_hits(unasked.get(a.holder, 0)))
+            for a in answers if a.outcome in {"hit", "no-hit"}] + (
             _subject_hits(base, [logged[s] for s in subjects], hits) if indexed is not None else []) + [
             AuditEvent(**base | _refusal_event(a.holder, d, refusals[a.holder]))
             for a, d in zip(answers, decisions, strict=True) if a.holder in refusals] + [

@@ -83,6 +83,25 @@ def test_values_that_would_fail_later_are_refused_now(name: str, value: str, rea
     assert reason in line
 
 
+@pytest.mark.parametrize("token", ["", "   ", "s3cret-token\r", "s3cret\ttoken", "s3cret-token "])
+def test_an_opa_token_that_is_empty_or_no_header_value_is_refused(token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``WGS_OPA_TOKEN=`` (as .env.example has it, and the gateway reads .env) sent no token at all: against an OPA
+    server that asks for one every decision was a 503, against one that does not, the operator believed calls
+    were authenticated. A control character (the carriage return of a token file with Windows line endings) cannot
+    be sent in a header: every call failed, as "OPA server unavailable (ValueError)"; a blank around the token is
+    dropped from the header, so the server compares another token than its own. Refused at start, in a line
+    without the token; unset stays allowed (a server that asks none), and the embedded engine never reads it."""
+    [line] = _problems(monkeypatch, WGS_POLICY_ENGINE="opa", WGS_OPA_TOKEN=token)
+    assert line.startswith("WGS_OPA_TOKEN: "), line
+    assert "unset" in line
+    assert "s3cret" not in line
+    monkeypatch.delenv("WGS_POLICY_ENGINE")
+    assert Settings(_env_file=None).opa_token == token
+    monkeypatch.delenv("WGS_OPA_TOKEN")
+    assert Settings(_env_file=None, policy_engine="opa").opa_token is None
+    assert Settings(_env_file=None, policy_engine="opa", opa_token="a+long/random~token_0.9=").opa_token
+
+
 def test_the_opa_ca_file_must_exist_only_when_the_opa_engine_is_selected(monkeypatch: pytest.MonkeyPatch) -> None:
     """Like the URL: a CA file named for an OPA server the embedded engine never talks to does not stop the
     start; with WGS_POLICY_ENGINE=opa a missing file is refused at start, not at the first decision."""
