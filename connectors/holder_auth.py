@@ -71,6 +71,12 @@ FETCH_SECONDS = 5.0
 
 log = structlog.get_logger("connectors.holder_auth")
 
+_UNREADABLE = (ValueError, RecursionError)
+"""What reading a key set as JSON may raise: ``RecursionError`` for one nested deeper than the parser recurses
+(within ``MAX_JWKS_BYTES``), which must be a refusal like any other malformed set — escaping, it failed every
+token check (a 500, or the connection dropped) and, not counted as a failed read, made each one fetch the keys
+again."""
+
 
 class TokenRefused(Exception):
     """The bearer token is missing, forged, expired, for another system, or cannot be checked."""
@@ -203,12 +209,12 @@ class JwksSource:
             try:
                 body, served_max_age = self._fetch(self._url)
                 self._jwks = json.loads(body)
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, *_UNREADABLE) as exc:
                 raise TokenRefused("the gateway's keys could not be fetched") from exc
         elif self._file:
             try:
                 self._jwks = json.loads(self._file.read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, *_UNREADABLE) as exc:
                 raise TokenRefused("the gateway's key file could not be read") from exc
         if self._jwks is None:
             raise TokenRefused("no gateway keys configured")

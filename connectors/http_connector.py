@@ -31,10 +31,11 @@ path, and a redirect is never followed (``allow_redirects=False``; a 3xx is a ``
 holder, or whoever answers in its name, cannot send the token on to another origin, nor the request body.
 
 4xx answers are never retried. aiohttp's exceptions are converted here, at the edge (``raise ... from``), into
-the tree of ``connectors.errors``; messages name the partner system and the request id, never a subject or the
-holder's address (they reach the requester as reasons). The bearer token comes from an injected
-``token_provider(audience)``, audience = the partner system id; it is asked again on every attempt so that a
-token that expired during backoff is replaced.
+the tree of ``connectors.errors`` — any other exception of an attempt too (aiohttp refusing to make the request:
+``HolderUnavailable``, not retried, logged with its type); messages name the partner system and the request
+id, never a subject or the holder's address (they reach the requester as reasons). The bearer token comes from
+an injected ``token_provider(audience)``, audience = the partner system id; it is asked again on every attempt
+so that a token that expired during backoff is replaced.
 """
 
 from __future__ import annotations
@@ -50,9 +51,8 @@ from typing import TypeVar
 import aiohttp
 import structlog
 from pydantic import BaseModel, ValidationError
-from pydantic_core import from_json
 
-from connectors.errors import HolderProtocolError, HolderRejectedRequest, HolderUnavailable
+from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
 from connectors.transport import compressed, verifying_tls
 from gateway.urls import holder_url
@@ -66,6 +66,11 @@ log = structlog.get_logger("connectors.http")
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The largest answer a holder may give: a hundred subjects' records fit many times over; a holder answering
 without end must not fill the gateway's memory."""
+MAX_DISCOVERY_ANSWER_BYTES = 1024 * 1024
+"""The largest discovery answer (at most ``max_answer_bytes`` either): hit/no-hit for at most ``MAX_SUBJECTS``
+subjects, with their record types, takes some kilobytes. Read up to a query's limit, 16 MiB of hits for
+made-up subjects held the gateway's event loop for seconds while they were parsed and compared with the
+subjects asked; refused by their length, they are never parsed."""
 MAX_CONNECTIONS_PER_HOLDER = 64
 """Connections the gateway keeps open to one holder at most (calls beyond wait for one, within their timeout)."""
 _JSON = {"Content-Type": "application/json"}
@@ -191,15 +196,17 @@ class HttpConnector:
 
     async def discover(self, discovery: HolderDiscovery) -> DiscoveryAnswer:
         body = await self._send("POST", "/holder/v1/discover", discovery, request_id=discovery.request_id,
-                                idempotent=True)
+                                idempotent=True, limit=min(self._max_answer_bytes, MAX_DISCOVERY_ANSWER_BYTES))
         return self._decode(body, DiscoveryAnswer, discovery.request_id)
 
     async def health(self) -> None:
         await self._send("GET", "/health", None, request_id=None, idempotent=True, authenticated=False)
 
     async def _send(self, method: str, path: str, body: BaseModel | None, *, request_id: str | None,
-                    idempotent: bool, authenticated: bool = True) -> bytes:
-        """One call with the retries its idempotency allows; returns a 2xx response's body or raises."""
+                    idempotent: bool, authenticated: bool = True, limit: int | None = None) -> bytes:
+        """One call with the retries its idempotency allows; returns a 2xx response's body (at most ``limit``
+        bytes, default ``max_answer_bytes``) or raises."""
+        limit = self._max_answer_bytes if limit is None else limit
         payload = body.model_dump_json().encode() if body is not None else None
         label = f"request {request_id}" if request_id else "no request id"
         attempts = self._retries + 1 if idempotent else 1
@@ -222,7 +229,8 @@ class HttpConnector:
                 headers["Authorization"] = f"Bearer {await self._token(self.system)}"
             try:
                 async with asyncio.timeout(self._timeout):
-                    status, content = await self._exchange(method, path, payload, headers, retry=attempt > 0)
+                    status, content = await self._exchange(method, path, payload, headers, retry=attempt > 0,
+                                                           limit=limit)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = _failure(exc)
                 arrived = arrived or not isinstance(exc, aiohttp.ClientConnectorError)
@@ -233,6 +241,18 @@ class HttpConnector:
                                             f"({made} attempt{'s' * (made > 1)}, {label})",
                                             may_have_arrived=arrived) from exc
                 continue
+            except ConnectorError:
+                raise  # our own verdict on the answer (``_exchange``)
+            except Exception as exc:
+                # aiohttp refused to make or send the request (a ValueError or TypeError of its own: a header
+                # value it will not write, a URL it will not take): no transport failure, and the same on every
+                # attempt, so not retried. Converted here, at the edge, so the exchange fails this holder closed
+                # as unavailable instead of failing as a defect of the gateway (``gateway-error``). Only the
+                # type is told: aiohttp's text may quote the URL or the header.
+                failure, made = f"request not made ({type(exc).__name__})", attempt + 1
+                self._log_unavailable(request_id, failure, made)
+                raise HolderUnavailable(self.system, f"holder unavailable: {failure} "
+                                        f"({made} attempt{'s' * (made > 1)}, {label})") from exc
             if status >= 500:
                 failure, arrived = f"answered {status}", True
                 continue
@@ -249,11 +269,10 @@ class HttpConnector:
                                 f"({attempts} attempt{'s' * (attempts > 1)}, {label})", may_have_arrived=arrived)
 
     async def _exchange(self, method: str, path: str, payload: bytes | None, headers: dict[str, str], *,
-                        retry: bool) -> tuple[int, bytes]:
-        """One HTTP attempt: status and the whole body (read inside the caller's timeout), at most
-        ``max_answer_bytes`` of it: a holder answering without end would otherwise fill the gateway's memory.
+                        retry: bool, limit: int) -> tuple[int, bytes]:
+        """One HTTP attempt: status and the whole body (read inside the caller's timeout), at most ``limit``
+        bytes of it: a holder answering without end would otherwise fill the gateway's memory.
         A retry goes out on a fresh connection (see ``SharedSession``)."""
-        limit = self._max_answer_bytes
         session = self._session.get(fresh_connection=retry)
         async with session.request(method, f"{self._base}{path}", data=payload, headers=headers,
                                    allow_redirects=False) as response:
@@ -273,13 +292,9 @@ class HttpConnector:
             return response.status, bytes(body)
 
     def _decode(self, body: bytes, answer_type: type[Answer], request_id: str | None) -> Answer:
-        """The answer, strictly JSON: ``NaN`` and ``Infinity`` are no JSON (RFC 8259), but the JSON parser
-        accepts them, and a record holding one would reach the requester as ``null`` while the audit log's
-        payload hash covered ``NaN`` — so an answer with them is malformed. The strict parse costs more, so it
-        runs only for a body in which those words occur at all."""
+        """The answer as the protocol's model reads it (which also refuses a number that is not finite: see
+        ``HolderAnswer``), or ``HolderProtocolError``."""
         try:
-            if b"NaN" in body or b"Infinity" in body:
-                return answer_type.model_validate(from_json(body, allow_inf_nan=False))
             return answer_type.model_validate_json(body)
         except (ValidationError, ValueError) as exc:
             raise HolderProtocolError(self.system, f"malformed answer (request {request_id or '-'})") from exc
@@ -300,6 +315,7 @@ class ConnectorRegistry:
     def __init__(self, endpoints: dict[str, str], token_provider: TokenProvider, *, timeout: float = 5.0,
                  retries: int = 2, backoff: float = 0.05, ca_file: str | Path | None = None,
                  allow_insecure_http: bool = False) -> None:
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff  # every connector's, for the caller
         self._sessions = {system: SharedSession(max_connections=MAX_CONNECTIONS_PER_HOLDER, ca_file=ca_file)
                           for system in endpoints}
         self._connectors = {system: HttpConnector(system, url, token_provider, timeout=timeout, retries=retries,

@@ -10,16 +10,18 @@ Failures are the exceptions of ``connectors.errors``, re-exported here.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
+from gateway.client.models import MAX_FIELD_DEPTH
 
 __all__ = [
-    "CATEGORY_PATTERN", "MAX_ANSWER_RECORDS", "MINOR_NOT_ALLOWED", "RECORD_TYPE_PATTERN", "ConnectorError",
-    "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery", "HolderProtocolError", "HolderQuery",
-    "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
+    "CATEGORY_PATTERN", "MAX_ANSWER_RECORDS", "MAX_ANSWER_VALUES", "MINOR_NOT_ALLOWED", "RECORD_TYPE_PATTERN",
+    "ConnectorError", "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery", "HolderProtocolError",
+    "HolderQuery", "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
 ]
 
 MINOR_NOT_ALLOWED = "minor-not-allowed"
@@ -43,6 +45,12 @@ MAX_ANSWER_RECORDS = 10_000
 """The most records one answer may carry (a hundred per subject of a full query): within the 16 MiB size limit,
 a holder could otherwise send a hundred thousand empty records, each checked, translated and hashed by the
 exchange — seconds of one gateway process's time, with every other request of it waiting."""
+
+MAX_ANSWER_VALUES = 100_000
+"""The most values the records' ``fields`` of one answer may hold together: the members of objects and the items
+of arrays, at any depth (ten per record of the most records an answer may carry). For the same reason as
+``MAX_ANSWER_RECORDS``: within the size limit, one record's fields could hold over a million members, each
+translated, hashed, sealed and serialised by the exchange, and held one gateway process for over five seconds."""
 
 
 class _Model(BaseModel):
@@ -115,6 +123,36 @@ class HolderAnswer(_Model):
     def _a_refusal_carries_no_records(self) -> HolderAnswer:
         if self.status == "refused" and self.records:
             raise ValueError("a refused answer must not carry records")
+        return self
+
+    @model_validator(mode="after")
+    def _fields_bounded_and_finite(self) -> HolderAnswer:
+        """At most ``MAX_ANSWER_VALUES`` values in the records' fields, nested at most ``MAX_FIELD_DEPTH`` levels
+        deep (a record's fields object included), and no NaN or infinity among them.
+
+        Finite: ``NaN`` and ``Infinity`` are no JSON (RFC 8259), yet parsers accept them, and a number beyond
+        the largest double (``1e400``) is JSON that parsers read as infinity; either would reach the requester
+        as ``null`` while the audit log's payload hash covered ``NaN`` or ``Infinity``: what was logged would
+        not be what was disclosed. Checked on the values as parsed, so it holds however the holder wrote the
+        number. Nested: as deeply as a record the requester provides may (``gateway.client.models``); the
+        exchange's answer puts the fields two levels deeper than the holder's answer does, so fields as deep as
+        the gateway's parser reads made the whole answer, every holder's records in it, too deep for the partner
+        client's parser. The count stops at the limit: an answer past it costs no more to refuse than one at
+        it."""
+        room = MAX_ANSWER_VALUES
+        pending: list[tuple[Any, int]] = [(record.fields, 1) for record in self.records]
+        while pending:
+            value, level = pending.pop()
+            if isinstance(value, dict | list):
+                if level > MAX_FIELD_DEPTH:
+                    raise ValueError(f"a record's fields nest more than {MAX_FIELD_DEPTH} levels deep")
+                items = value.values() if isinstance(value, dict) else value
+                room -= len(items)
+                if room < 0:
+                    raise ValueError(f"the records' fields hold more than {MAX_ANSWER_VALUES} values")
+                pending.extend((item, level + 1) for item in items)
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("a record holds a number that is not finite")
         return self
 
 

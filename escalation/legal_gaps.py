@@ -45,6 +45,15 @@ class InvalidGapTransition(EscalationError):
     pass
 
 
+class AlreadyLinked(EscalationError):
+    """The case is linked to the gap already: linking it again changes nothing, so it is no step either (the
+    caller answers with the gap as it is, and logs nothing)."""
+
+    def __init__(self, gap_id: str) -> None:
+        super().__init__(f"the case is linked to legal gap `{gap_id}` already")
+        self.gap_id = gap_id
+
+
 class GapResolved(EscalationError):
     """A case may not be linked to a resolved gap (409): a new problem is a new gap."""
 
@@ -128,7 +137,8 @@ def new_gap_id() -> str:
 def flag_case(session: Session, case_id: str, *, organisation: str, now: datetime, gap_id: str | None = None,
               title: str | None = None, description: str | None = None, new_id: str | None = None) -> LegalGap:
     """Link a case to an existing gap of its partnership, or record a new gap described by the flagger (with
-    the id ``new_id`` when the caller made one already, see :func:`new_gap_id`)."""
+    the id ``new_id`` when the caller made one already, see :func:`new_gap_id`). ``AlreadyLinked`` (nothing
+    changes) for a case linked to that gap already — also by a link that committed while this one waited."""
     case = get_case(session, case_id)
     if gap_id is None:
         if not (title and title.strip() and description and description.strip()):
@@ -142,13 +152,12 @@ def flag_case(session: Session, case_id: str, *, organisation: str, now: datetim
         if get_gap(session, gap_id).partnership != case.partnership:
             raise GapNotFound(f"no legal gap `{gap_id}` in partnership `{case.partnership}`")
         # The case row first: its write lock makes concurrent flags of this case wait for each other, so the
-        # link is looked for only once the other flag has committed (linking twice is then a no-op, not a
-        # primary-key violation).
+        # link is looked for only once the other flag has committed (linking twice is then refused as the
+        # no-op it is, not a primary-key violation).
         mark_legal_gap(session, case_id)
         _lock_open_gap(session, gap_id)
-        gap = get_gap(session, gap_id)
-        if case_id in gap.case_ids:
-            return gap
+        if case_id in get_gap(session, gap_id).case_ids:
+            raise AlreadyLinked(gap_id)
     session.execute(legal_gap_cases.insert().values(gap_id=gap_id, case_id=case_id, linked_at=now))
     mark_legal_gap(session, case_id)
     return get_gap(session, gap_id)
@@ -186,5 +195,5 @@ def change_status(session: Session, gap_id: str, expected_version: int, status: 
     return get_gap(session, gap_id)
 
 
-__all__ = ["CaseNotFound", "GapChange", "GapNotFound", "GapResolved", "GapStatus", "InvalidGapTransition",
-           "LegalGap", "change_status", "flag_case", "get_gap", "list_gaps", "new_gap_id"]
+__all__ = ["AlreadyLinked", "CaseNotFound", "GapChange", "GapNotFound", "GapResolved", "GapStatus",
+           "InvalidGapTransition", "LegalGap", "change_status", "flag_case", "get_gap", "list_gaps", "new_gap_id"]

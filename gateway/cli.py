@@ -23,7 +23,7 @@ from gateway.backup.cli import backup, record_restore_command, verify_backup
 from gateway.console.settings import ConsoleSettings
 from gateway.db.engine import alembic_config_for, encoding_refusal, engine_for, require_database
 from gateway.enrolment.cli import pseudonyms_app
-from gateway.errors import DatabaseNotMigrated
+from gateway.errors import DatabaseNotMigrated, InvalidRegister
 from gateway.escalations.cli import escalations_app
 from gateway.logging import configure_logging
 from gateway.peer import uvicorn_proxy_handling_off
@@ -44,7 +44,8 @@ class _SettingsCheckedGroup(TyperGroup):
     Every command (here and in the sub-apps) builds :class:`Settings` itself (``serve`` and ``demo`` also
     :class:`ConsoleSettings`), so the refusal is turned into lines here, once, rather than in each: without it
     the operator gets typer's traceback, whose rendering of pydantic's error repeats the value, which may be a
-    password or a webhook secret.
+    password or a webhook secret. The same for a register file the command cannot use (a mistyped
+    ``WGS_REGISTER_FILE``): the loader's lines, as ``register check`` and the start give them, not its traceback.
     """
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context; its type is private
@@ -57,6 +58,8 @@ class _SettingsCheckedGroup(TyperGroup):
             problems = refused
         except (SQLAlchemyError, DatabaseNotMigrated) as exc:  # a command using the database before `db upgrade`
             problems = [_database_refusal(exc)]
+        except InvalidRegister as exc:  # each problem with its file:line, as `register check` prints them
+            problems = exc.detail.splitlines()
         for line in problems:
             typer.echo(line, err=True)  # not rich: a message may hold [brackets] and must stay one line
         raise typer.Exit(1)

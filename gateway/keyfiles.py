@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -54,6 +55,25 @@ def read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
     if not content.strip():
         raise EmptyKeyFile(f"the key file {path} is empty; remove it (a new key is made on the next start)")
     return content
+
+
+def exposed_key_files(directory: Path) -> list[Path]:
+    """The files under the key directory ``directory`` that users other than their owner may read or write (a
+    group or other permission bit), sorted; none when there is no such directory.
+
+    Why: whoever reads the token-signing key signs tokens the gateway accepts, and whoever reads the checkpoint
+    key signs checkpoints of the log as the gateway. Every key file is made 0600, but a file put there by hand
+    (a restore, a configuration tool, a secret mounted with its default mode) keeps the mode it was given; the
+    pseudonym key ring refuses such a file itself, and the start refuses the others (:mod:`gateway.startup`)."""
+    exposed = []
+    for path in sorted(directory.rglob("*")):
+        try:
+            info = path.stat()
+        except OSError:  # removed meanwhile, or a link to nothing: not a key anyone can read
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+            exposed.append(path)
+    return exposed
 
 
 def stamp_of(info: os.stat_result) -> FileStamp:

@@ -5,7 +5,8 @@ entry point run by hand — ``uvicorn gateway.asgi:app``, gunicorn with uvicorn 
 line. Both check the same things before the app is built, with the same lines: the ``WGS_`` and
 ``WGS_CONSOLE_`` settings (one line per bad variable, naming it and the rule, never the value: it may be a
 password or a webhook secret, and pydantic's own rendering repeats it), the database (there, reachable, at
-the code's migration head — a missing SQLite file is not created by looking) and the register file. Without
+the code's migration head — a missing SQLite file is not created by looking), the register file and the key
+files' modes (none that other users can read or write). Without
 the check the app refuses all the same, but in a traceback of some sixty lines, after SQLite has created an
 empty database file.
 
@@ -38,6 +39,7 @@ from gateway.db.engine import (
 )
 from gateway.environment import environment_variable
 from gateway.errors import InvalidRegister
+from gateway.keyfiles import exposed_key_files
 from gateway.peer import binding_refusal
 from gateway.register.loader import load_register
 from gateway.settings import Settings, settings_problems, url_without_password
@@ -89,7 +91,8 @@ def no_database_file(path: Path) -> str:
 
 def start_refusal(settings: Settings) -> str | None:
     """Why the server would refuse to start with valid ``settings``, as one line, or None: the database
-    (:func:`schema_refusal`) or the register file. The app checks the same in its lifespan (see the module)."""
+    (:func:`schema_refusal`), the register file (the app checks both again in its lifespan, see the module) or a
+    key file others can read or write (:func:`gateway.keyfiles.exposed_key_files`)."""
     refusal = schema_refusal(settings)
     if refusal is not None:
         return refusal
@@ -97,6 +100,10 @@ def start_refusal(settings: Settings) -> str | None:
         load_register(settings.register_file, audience=settings.audience)
     except InvalidRegister as exc:
         return exc.detail.replace("\n", " ")
+    exposed = exposed_key_files(settings.key_dir)
+    if exposed:
+        return (f"key files other users than their owner can read or write: {', '.join(map(str, exposed))}: "
+                "chmod 600 them (they sign the gateway's tokens and checkpoints and make its pseudonyms)")
     return None
 
 
@@ -169,7 +176,7 @@ def _shown(value: object) -> object:
         return {str(key): _shown(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_shown(item) for item in value]
-    if isinstance(value, str):  # a connector endpoint, a webhook's or the OPA URL may carry a password
+    if isinstance(value, str):  # a webhook's or the OPA URL may carry a password
         return url_without_password(value)
     return value
 

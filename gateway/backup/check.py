@@ -16,6 +16,9 @@ Checked in order; the first step that fails ends the check with its reasons, one
    check: the copy is opened read-only through a connection of its own, which worker processes, opening it by
    URL, could not be.
 
+5. Compared with the deployment it is to be restored over (:mod:`gateway.backup.live`): what a restore would
+   replace (another log, entries written since) is said as a warning, which does not change the exit code.
+
 A database at other revisions than this code's is not a fault of the backup: it is said, as a note (after the
 restore, ``db upgrade``, or restore with the version that made it). A PostgreSQL backup holds the keys only;
 its database is checked with PostgreSQL's tools and, once restored, ``audit verify``.
@@ -31,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit import NoteVerifier, StoreUnavailable, verify_database
 from gateway.auditing.setup import CheckpointKeyError, load_checkpoint_key, log_origin
+from gateway.backup.live import restore_warnings
 from gateway.backup.manifest import DATABASE_FILE, KEYS_DIR, MANIFEST, Manifest, file_record, read_manifest
 from gateway.backup.state import DatabaseState, database_state, read_only_sqlite
 from gateway.db.engine import expected_heads
@@ -39,10 +43,12 @@ from gateway.settings import Settings
 
 @dataclass
 class BackupCheck:
-    """``problems``: why the backup is not to be trusted (empty: it is); ``notes``: what to know all the same."""
+    """``problems``: why the backup is not to be trusted (empty: it is); ``notes``: what to know all the same;
+    ``warnings``: what restoring it over this deployment would replace (:mod:`gateway.backup.live`)."""
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     summary: str = ""
 
 
@@ -61,11 +67,12 @@ def check_backup(settings: Settings, directory: Path, *, fast: bool = False) -> 
         check.notes.append(f"database: {manifest.database}, not in this backup: check its dump with its own tools "
                            "and, once restored, run `wgs-gateway audit verify`")
         check.summary = f"backup {manifest.backup_id} intact: {len(manifest.files)} key files"
-        return check
-    if DATABASE_FILE not in manifest.files:
+    elif DATABASE_FILE not in manifest.files:
         check.problems.append(f"the manifest lists no {DATABASE_FILE} for an SQLite backup")
-        return check
-    _check_database(settings, directory, manifest, check, fast=fast)
+    else:
+        _check_database(settings, directory, manifest, check, fast=fast)
+    if not check.problems:
+        check.warnings.extend(restore_warnings(settings, directory, manifest))
     return check
 
 

@@ -45,7 +45,9 @@ def verify_backup(destination: Path = typer.Argument(..., help="The backup's dir
                   ) -> None:
     """Check a backup before restoring it: file digests, the database copy and its audit log.
 
-    Exit code 0 when it can be restored; else 1, with one line per reason."""
+    Exit code 0 when it can be restored; else 1, with one line per reason. Run with the environment of the
+    deployment to restore: what a restore would replace there (another deployment's log or key, the audit
+    entries written since the backup) is said in a warning line."""
     if not destination.is_dir():
         _one_line(f"backup NOT intact: {destination} is not a directory")
         raise typer.Exit(1)
@@ -56,6 +58,8 @@ def verify_backup(destination: Path = typer.Argument(..., help="The backup's dir
         raise typer.Exit(1)
     for note in check.notes:
         _one_line(f"note: {note}")
+    for warning in check.warnings:
+        _one_line(f"warning: {warning}")
     typer.echo(check.summary)
 
 

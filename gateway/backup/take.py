@@ -168,16 +168,21 @@ def _copy_database(settings: Settings, target: Path) -> DatabaseState:
 def _make_destination(destination: Path) -> bool:
     """Create ``destination`` (0700) or narrow the empty one there to 0700; whether it was there. Created with
     ``mkdir`` that fails when it exists: a directory another backup made since the check is refused, never
-    shared (a failure of this backup would then remove the other's files)."""
+    shared (a failure of this backup would then remove the other's files). One that cannot be made is
+    :class:`BackupRefused` (before the backup's entry: nothing was taken)."""
     existed = destination.is_dir()
-    if not existed:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            destination.mkdir(mode=DIR_MODE)
-        except FileExistsError:
-            raise BackupRefused(f"{destination} was made by someone else meanwhile: back up into a new "
-                                "directory") from None
-    destination.chmod(DIR_MODE)
+    try:
+        if not existed:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                destination.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                raise BackupRefused(f"{destination} was made by someone else meanwhile: back up into a new "
+                                    "directory") from None
+        destination.chmod(DIR_MODE)
+    except OSError as exc:  # a parent that is a file, one the user may not write in, a read-only file system
+        raise BackupRefused(f"cannot make {destination} ({exc.strerror or type(exc).__name__}): back up into "
+                            "a directory you can create") from None
     return existed
 
 

@@ -41,7 +41,8 @@
   ``ssl_context`` that must itself verify (one that does not is refused, so verification cannot be switched
   off by accident). Plain ``http://`` is refused unless the gateway is on this machine (a loopback address or
   ``localhost``) or the caller says ``allow_insecure_http=True``: over plain HTTP anyone on the path reads the
-  bearer token (valid for up to an hour, good for any call of this system) and the personal data answered.
+  bearer token (valid for up to an hour, good for any call of this system) and the personal data answered. A
+  gateway on this machine is reached directly, never through a proxy the environment names (``HTTP_PROXY``).
 * Errors: ``GatewayClientError`` (the base of all) with ``status`` and the problem document (RFC 9457)
   the gateway sent (``type``, ``title``, ``detail``). Subclasses: ``GatewayUnavailable`` (no answer —
   connection failure, timeout or the deadline (``DeadlineExceeded``): ``status == 0`` — or 502/503/504
@@ -120,6 +121,7 @@ from gateway.client.fuzzy import (
     RecordType,
 )
 from gateway.client.fuzzy_requests import (
+    EnrolmentPlan,
     FilterEnrolmentResult,
     FilterRecordToEnrol,
     UnsearchableSubjects,
@@ -152,6 +154,11 @@ class EnrolledSubject(NamedTuple):
     categories: list[str]
     confidential: bool = False
     minor: bool = False
+
+    def __repr__(self) -> str:  # never the number: a repr ends up in debug lines and error trackers' locals
+        return (f"EnrolledSubject(kind={self.kind!r}, number=..., record_types={self.record_types!r}, "
+                f"categories={self.categories!r}, confidential={self.confidential!r}, minor={self.minor!r})")
+
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RETRY_STATUSES = {502, 503, 504}
@@ -256,7 +263,7 @@ class GatewayClient:
         self._base = _checked_base_url(base_url, allow_insecure_http)
         self.system_id = system_id
         self._key = key
-        self._alg = "Ed25519" if isinstance(key, OKPKey) else "ES256"
+        self._alg = _signing_algorithm(key)
         self._audience = token_audience
         self._retries = retries
         self._busy_wait = busy_wait
@@ -267,7 +274,8 @@ class GatewayClient:
         self._sleep = sleep
         tls = _with_client_certificate(_verification(ca_file, ssl_context), client_cert, client_key,
                                        ssl_context is not None, httpx.URL(self._base).scheme)
-        self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport, verify=tls)
+        self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport, verify=tls,
+                                       mounts=_direct_to_this_machine(httpx.URL(self._base).host))
         self._token: tuple[str, float] | None = None  # (access token, renew at)
         self._token_lock = asyncio.Lock()
         self._token_fetches = 0  # token fetches ended (the lock's waiters compare it: see _current_token)
@@ -566,9 +574,8 @@ class GatewayClient:
         only: exact discovery by pseudonym (``enrol``) finds them as before."""
         stored = removed = 0
         enrolled: int | None = None
-        plan = enrolment_plan(partnership, record_type, secret, records, remove=remove, replace=replace,
-                              confidential_reason=confidential_reason, blocking=blocking)
-        _checked_batches(plan.bodies)
+        plan = await asyncio.to_thread(_checked_plan, partnership, record_type, secret, records, remove=remove,
+                                       replace=replace, confidential_reason=confidential_reason, blocking=blocking)
         if plan.left_out:
             log.warning("enrol_filters: %d of %d record(s) left out, their filters being implausible to the "
                         "gateway (very long names); the result's left_out names them", len(plan.left_out),
@@ -750,6 +757,33 @@ class GatewayClient:
             route="/v1/escalations/{case_id}/withdraw", deadline=deadline))
 
 
+def _signing_algorithm(key: OKPKey | ECKey) -> str:
+    """The JOSE algorithm this system's client assertions are signed with, for ``key``: refused when the client
+    is made (a ``ValueError`` naming no key material) unless it is the private half of an Ed25519 or P-256 key.
+    Why here: the public half (what the operator registers, easily picked up instead), a key-agreement curve or
+    another EC curve failed only at the first call, as the JOSE library's own error — no
+    ``GatewayClientError``, and shared by every call waiting for the token — after the partner system had
+    started and taken work."""
+    wanted = {OKPKey: ("Ed25519", "Ed25519"), ECKey: ("P-256", "ES256")}.get(type(key))
+    if wanted is None or key.curve_name != wanted[0] or not key.is_private:
+        raise ValueError("key must be the private half of an Ed25519 or P-256 key (its public half is what the "
+                         "gateway's operator registers for this system)")
+    return wanted[1]
+
+
+def _checked_plan(partnership: str, record_type: RecordType, secret: bytes, records: Sequence[FilterRecordToEnrol], *,
+                  remove: Sequence[str], replace: bool, confidential_reason: str | None,
+                  blocking: bool) -> EnrolmentPlan:
+    """``enrolment_plan`` with every batch checked (``_checked_batches``). Run on a worker thread by
+    ``enrol_filters``: both take about 50 µs a record, seconds for a partner's whole file, and on the event loop
+    they held up every other call of the process (one client is shared by all its tasks), whose timeouts and
+    deadlines ran out meanwhile."""
+    plan = enrolment_plan(partnership, record_type, secret, records, remove=remove, replace=replace,
+                          confidential_reason=confidential_reason, blocking=blocking)
+    _checked_batches(plan.bodies)
+    return plan
+
+
 def _checked_batches(bodies: list[dict[str, Any]]) -> None:
     """Every batch as the gateway reads it (``FilterEnrolment``), before the first is sent: a batch is stored whole
     or not at all, so a record the gateway refuses in a later batch would otherwise fail the call half-way, the
@@ -814,6 +848,18 @@ def _checked_base_url(base_url: str, allow_insecure_http: bool) -> str:
         raise ValueError(f"plain http:// to {url.host} would send this system's tokens and the answers' data "
                          "unencrypted: use https://, or pass allow_insecure_http=True on a network you trust")
     return base_url.rstrip("/")
+
+
+def _direct_to_this_machine(host: str) -> dict[str, None] | None:
+    """No proxy for a gateway on this machine (a loopback address or ``localhost``), whatever the environment
+    says. Why: httpx takes its proxies from the environment (``HTTP_PROXY``, ``ALL_PROXY``, as networks of
+    government bodies set them for everything) and excludes a loopback host only when ``NO_PROXY`` names it.
+    Plain ``http://`` to this machine is allowed because nothing of it crosses the network
+    (``_checked_base_url``); through such a proxy the client assertion, the bearer token and the answers went
+    over the network in clear text — to a proxy that, besides, reaches its own loopback, not this machine's."""
+    if not is_loopback_host(host):
+        return None
+    return {f"all://[{host}]" if ":" in host else f"all://{host}": None}
 
 
 def _case(response: httpx.Response) -> CaseDetail:

@@ -49,6 +49,10 @@ class FilterRecordToEnrol(NamedTuple):
     confidential: bool = False
     minor: bool = False
 
+    def __repr__(self) -> str:  # never the fields (names, dates of birth): a repr ends up in debug lines
+        return (f"FilterRecordToEnrol(ref={self.ref!r}, fields=..., categories={self.categories!r}, "
+                f"confidential={self.confidential!r}, minor={self.minor!r})")
+
 
 class LeftOutRecord(NamedTuple):
     """A record an enrolment left out: the partner's reference for it, and why the gateway would refuse its

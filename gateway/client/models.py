@@ -68,6 +68,18 @@ class Signal(_Strict):
                            examples=["BIBOB-2026-0042"])
 
 
+_SEPARATORS = str.maketrans("", "", "_:.=-")
+
+
+def _no_identifier(value: str) -> str:
+    """``value``, refused when it is a number (BSN, KvK, RSIN shaped) rather than a pseudonym — also as people
+    write one, with dots or dashes (``1234.56.782``, ``123-456-782``), which the pattern of a pseudonym lets
+    through: before it can reach a log, an audit entry or a holder. No pseudonym is digits and separators only."""
+    if value.translate(_SEPARATORS).isdigit():
+        raise ValueError("looks like a plain identifier; send a pseudonym")
+    return value
+
+
 class Subject(_Strict):
     """A data subject, identified only by a pseudonym (or, before enrolment, an opaque subject reference)."""
 
@@ -81,11 +93,7 @@ class Subject(_Strict):
     @field_validator("ref")
     @classmethod
     def _not_an_identifier(cls, value: str) -> str:
-        # A bare number (BSN, KvK, RSIN shaped) is an identifier, not a pseudonym: refuse it before it can
-        # reach a log, an audit entry or a holder.
-        if value.isdigit():
-            raise ValueError("looks like a plain identifier; send a pseudonym")
-        return value
+        return _no_identifier(value)
 
 
 MAX_FIELD_DEPTH = 32
@@ -118,8 +126,14 @@ class ProvidedRecord(_Strict):
     category: str = Field(pattern=CATEGORY_PATTERN, description="The data category of `fields`; policy "
                           "checks that the requester may supply it and the holder may receive it.",
                           examples=["tax_compliance"])
-    fields: dict[str, Any] = Field(description="Category-tagged content; never logged, only hashed. Objects and "
-                                   f"lists nest at most {MAX_FIELD_DEPTH} levels deep (this object included).")
+    fields: dict[str, Any] = Field(repr=False, description="Category-tagged content; never logged, only hashed. "
+                                   f"Objects and lists nest at most {MAX_FIELD_DEPTH} levels deep (this object "
+                                   "included).")
+
+    @field_validator("subject")
+    @classmethod
+    def _not_an_identifier(cls, value: str) -> str:
+        return _no_identifier(value)
 
     @field_validator("fields")
     @classmethod
@@ -230,6 +244,12 @@ class Outcome(StrEnum):
         """False for an outcome made by ``unknown``."""
         return self._name_ != "UNKNOWN"
 
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        # Pickled as Enum pickles its members, ``Outcome(value)``, an outcome made by ``unknown`` failed on
+        # arrival ("is not a valid Outcome"): a result handed to a worker pool or a task queue was lost there.
+        # Rebuilt by ``unknown`` instead (``Outcome(value)`` itself still refuses it, as the gateway must).
+        return (Outcome.unknown if not self.known else Outcome, (self._value_,))
+
 
 class Reason(BaseModel):
     """Why a target got its outcome, or why a category was removed: one per rule that applied."""
@@ -258,8 +278,10 @@ class Record(BaseModel):
     subject: str = Field(description="The subject in the REQUESTER's pseudonym domain.")
     category: str = Field(description="The data category of this record; always one of the target's "
                           "`permitted_categories`.", examples=["tax_debts"])
-    fields: dict[str, Any] = Field(description="The record's content as the holder answered it; persons other "
-                                   "than the subject appear as pseudonyms in the requester's domain.")
+    # Not in the repr (nor ProvidedRecord's): a repr is what a debug line, a failed assertion or an error
+    # tracker's frame locals write down, and the content is personal data; what the record is stays in it.
+    fields: dict[str, Any] = Field(repr=False, description="The record's content as the holder answered it; "
+                                   "persons other than the subject appear as pseudonyms in the requester's domain.")
 
 
 class TargetOutcome(BaseModel):

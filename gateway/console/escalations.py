@@ -30,6 +30,7 @@ from pydantic import JsonValue, ValidationError
 
 from escalation.comments import ENDED as ENDED_STATES
 from escalation.queries import CaseFilter
+from escalation.states import MAX_TIER
 from gateway.auth.principal import Principal, Scope
 from gateway.console import views
 from gateway.console.actions import record_action
@@ -222,9 +223,10 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
     decider = (is_active and me.organisation in case.deciders  # the requester's officer too: it may refer up
                and found is not None and access.has_tier_role(principal, found, case.tier))
     owners = {case.holder_org if case.trigger == "holder-objection" else case.requester_org}  # who opened it
-    never = service.register.never_disclosed(case.partnership)  # requested, but no allow may permit them
+    # Requested, but no allow may permit them (never disclosed, or not this holder's to give this requester)
+    disclosable = service.register.disclosable(case.partnership, case.purpose, case.requester_org, case.holder_org)
     values: dict[str, Any] = {"outcome": "", "motivation": "",
-                              "categories": [c for c in case.requested_categories if c not in never],
+                              "categories": [c for c in case.requested_categories if c in disclosable],
                               "retain_until": "", "results_only": False, "comment": "", "attachments": [],
                               "withdraw_motivation": "", "gap_id": "", "gap_title": "", "gap_description": ""}
     values |= typed or {}
@@ -236,8 +238,12 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
     # Four eyes (``escalation.cases.may_vote``): the requester never allows or denies its own request; on a
     # holder's objection it is a party that votes. The service refuses an allow/deny (403), so none is offered.
     own_request = me.organisation == case.requester_org and case.trigger != "holder-objection"
-    shown = {"decision": decider, "review": may_review, "withdraw": may_withdraw, "comment": may_comment,
-             "gap": True}
+    # The last tier has none above it to refer to (the service refuses a referral there, 409): it is not offered,
+    # and the requester, which may do nothing else about its own request (four eyes), gets no form at all.
+    offered = ("refer-up",) if lapsed or own_request else OUTCOMES
+    outcomes = tuple(o for o in offered if o != "refer-up" or case.tier < MAX_TIER)
+    shown = {"decision": decider and bool(outcomes), "review": may_review, "withdraw": may_withdraw,
+             "comment": may_comment, "gap": True}
     error_on_top = error is not None and not shown[error.form]
     # The text of a refused form the page no longer shows (the case ended or moved on meanwhile), to copy
     unsaved = values.get(_TYPED_TEXT.get(error.form, ""), "") if error is not None and error_on_top else ""
@@ -249,7 +255,7 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
         both_parties=case.trigger == "holder-objection" and case.tier == 1,
         may_review=may_review, may_withdraw=may_withdraw, may_comment=may_comment,
         error_on_top=error_on_top, unsaved=unsaved,
-        is_active=is_active, outcomes=("refer-up",) if lapsed or own_request else OUTCOMES, lapsed=lapsed,
+        is_active=is_active, outcomes=outcomes, lapsed=lapsed,
         gaps=[g for g in gaps if case.id not in g.case_ids and g.status != "resolved"],  # a resolved gap takes none
         linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done)
 

@@ -315,6 +315,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "four_eyes_own": ("Your organisation made the request: four eyes forbid it to allow or deny it; you may "
                       "refer it up.", "Uw organisatie deed het verzoek: het vier-ogenprincipe verbiedt u het toe "
                       "te staan of te weigeren; u kunt het wel voorleggen aan het volgende niveau."),
+    "four_eyes_last_tier": ("Your organisation made the request: four eyes forbid it to allow or deny it, and tier "
+                            "{n} is the last: there is no tier to refer it to.",
+                            "Uw organisatie deed het verzoek: het vier-ogenprincipe verbiedt u het toe te staan of "
+                            "te weigeren, en niveau {n} is het laatste: er is geen niveau om het aan voor te leggen."),
     "both_parties": ("A holder's objection is not decided by one party alone: at tier 1 your vote takes effect "
                      "when the other organisation's privacy officer votes the same.",
                      "Over een bezwaar van de verstrekker beslist geen partij alleen: op niveau 1 geldt uw stem "

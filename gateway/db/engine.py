@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,8 +49,25 @@ def make_engine(url: str, *, echo: bool = False, connect_timeout: int | None = N
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
+        event.listen(engine, "do_connect", lambda *_: private_sqlite_file(url))
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def private_sqlite_file(url: str) -> None:
+    """Make the SQLite file ``url`` names, empty and readable by its owner only, unless it is there (nothing
+    for any other database). Called just before a connection is opened, which would make the file anyway:
+    making an engine still creates nothing (:func:`require_database`).
+
+    Why: SQLite creates a missing database file with the process's umask (0644 under the usual 022), and the file
+    holds accounts' password hashes, the match filters partners enrolled and what they exchanged; a data
+    directory made beforehand (the image's, a plain ``mkdir``) does not keep other users out. SQLite gives the
+    ``-wal`` and ``-shm`` files the database file's mode."""
+    path = sqlite_file(url)
+    if path is None:
+        return
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def engine_for(settings: Settings) -> Engine:

@@ -22,11 +22,20 @@ whatever the caller typed there — a person's name among it."""
 
 
 def _storable(value: str) -> str:
-    """Refuse a NUL character: PostgreSQL text cannot hold one (SQLite stores it), so the step would fail in
-    the audit log's transaction — a 503 "the log could not be written" on one engine, stored on the other.
-    Refused here, it is the caller's 422 on both, before anything is logged."""
+    """Refuse what no database text holds, so the step cannot fail in the audit log's transaction; refused
+    here, it is the caller's 422 on both engines, before anything is logged:
+
+    * a NUL character: PostgreSQL text cannot hold one (SQLite stores it) — a 503 "the log could not be
+      written" on one engine, stored on the other;
+    * a lone surrogate (JSON may escape half a pair, ``"\\ud800"``, and Python's reader keeps it): no UTF-8
+      text holds one, on either engine — a 500 and a "not applied" entry. Pydantic refuses it in a plain
+      ``str`` field, not in an optional one (``str | None``: a gap's title and description, a note)."""
     if "\x00" in value:
         raise ValueError("must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be Unicode text (half of a surrogate pair is none)") from None
     return value
 
 
@@ -95,7 +104,8 @@ class ExtraObligations(_Strict):
 
     retain_until: date | None = Field(default=None, description=(
         "An earlier deletion date than the purpose's: from today (in the register's timezone) up to the "
-        "purpose's retention counted from today; a date outside that is refused (422)."))
+        "purpose's retention counted from today; a date outside that is refused (422). The decision can be "
+        "re-run until that day ends (in the register's timezone) at the latest."))
     results_only: bool | None = Field(default=None, description="Only results may leave the partnership.")
 
     @field_validator("results_only")

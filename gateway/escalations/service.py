@@ -20,8 +20,9 @@ import io
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import Connection
@@ -77,8 +78,8 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
+from gateway.exchange.lease import CLAIM_ABANDONED_AFTER
 from gateway.exchange.service import (
-    CLAIM_ABANDONED_AFTER,
     DecisionLost,
     RerunGrant,
     Trace,
@@ -647,6 +648,13 @@ class EscalationService:
             if body.outcome == "allow" and barred:  # requested, and removed by policy: no re-run would disclose it
                 raise EscalationError(f"an allow cannot permit {', '.join(barred)}: never disclosed in "
                                       f"`{case.partnership}`, whatever a decision says")
+            beyond = sorted(set(body.permitted_categories) - self.register.disclosable(
+                case.partnership, case.purpose, case.requester_org, case.holder_org))
+            if body.outcome == "allow" and beyond:  # rule 3 bounds the re-run: a decision only narrows it
+                raise EscalationError(
+                    f"an allow cannot permit {', '.join(beyond)}: the register does not let `{case.holder_org}` "
+                    f"disclose it to `{case.requester_org}` for `{case.purpose}` (rule 3), whatever a decision "
+                    "says; if it should, flag the case as a legal gap")
             found = partnership(case.partnership)
             needed = case_store.votes_needed(case, access.min_deciders(found, case.tier) if found else 1)
             proposal = case_store.proposal_of(body.outcome, body.permitted_categories, obligations)
@@ -656,8 +664,11 @@ class EscalationService:
                        AuditDecision.NARROWED if narrowed else AuditDecision.ALLOW)
             action = Action.DECIDE.value if completes else "vote"
             after = state.apply(Action.DECIDE) if completes else state
-            steps.append(_Step(action, after, verdict, tuple(sorted(body.permitted_categories)),
-                               {"votes_needed": needed} | ({"obligations": obligations} if obligations else {})))
+            # The entry names what the decision (or vote) holds: a deny permits nothing and adds no obligation,
+            # whatever else the body carried (``proposal_of``), so the log says what the case file says.
+            steps.append(_Step(action, after, verdict, tuple(proposal["permitted_categories"]),
+                               {"votes_needed": needed}
+                               | ({"obligations": proposal["obligations"]} if proposal["obligations"] else {})))
             if completes and self._settled_by_decision(case, body):  # nothing to re-run: it closes at once
                 steps.append(_Step(Action.CLOSE.value, after.apply(Action.CLOSE)))
             return steps
@@ -675,7 +686,7 @@ class EscalationService:
                 session, case_id, version, _actor(principal), body.motivation, outcome=body.outcome,
                 permitted_categories=body.permitted_categories, now=now, deadlines=self.deadlines,
                 timezone=self.timezone, min_deciders=access.min_deciders(found, case.tier) if found else 1,
-                obligations=obligations, valid_for=self.valid_for)
+                obligations=obligations, valid_for=self._validity(now, body))  # its date checked by ``plan``
             if decided.state is State.DECIDED and self._settled_by_decision(decided, body):  # nothing to re-run
                 decided = self._act(session, case_id, decided.version, Action.CLOSE, None, now=now,
                                     motivation="denied: closed" if body.outcome == "deny" else
@@ -690,6 +701,19 @@ class EscalationService:
         """The decision leaves nothing to re-run, so the case closes with it: a deny, or any decision on a
         holder's objection (``Case.grants_rerun``)."""
         return body.outcome == "deny" or not case.grants_rerun
+
+    def _validity(self, now: datetime, body: Decide) -> timedelta:
+        """How long an allow taken ``now`` may be re-run: ``WGS_ESCALATION_DECISION_VALID_DAYS``, and never past
+        the end of the decision's own deletion date (``retain_until``, a day in the register's timezone).
+        The policy gives a re-run the earlier of that date and the purpose's, so a re-run after it would
+        disclose data due for deletion before it arrived; ``_check_retain_until`` keeps the date from
+        being past when the decision is taken, this keeps it so for as long as the decision can be used. Asked
+        only of a date that check let through (``date.max`` has no day after it)."""
+        retain_until = body.obligations.retain_until if body.obligations and body.outcome == "allow" else None
+        if retain_until is None:
+            return self.valid_for
+        day_ends = datetime.combine(retain_until + timedelta(days=1), time(), tzinfo=ZoneInfo(self.timezone))
+        return min(self.valid_for, day_ends - now)
 
     def _check_retain_until(self, case: Case, body: Decide) -> None:
         """A decision's deletion date only tightens the purpose's (``ExtraObligations``), and the decision is
@@ -897,28 +921,39 @@ class EscalationService:
     async def flag_gap(self, principal: Principal, case_id: str, body: FlagLegalGap, trace: Trace) -> LegalGapView:
         if not access.is_worker(principal):
             raise Forbidden("legal gaps are flagged by privacy officers and administrators")
-        def check(session: Session) -> Case:
+        def check(session: Session) -> tuple[Case, gap_store.LegalGap | None]:
+            """The case, and the gap if the case is linked to it already (a link that changes nothing)."""
             case = self._visible(principal, case_store.get_case(session, case_id))
             if body.gap_id is None:
                 if not (body.title and body.title.strip() and body.description and body.description.strip()):
                     raise EscalationError("a new legal gap needs a title and a description of the missing basis")
-            else:
-                gap = gap_store.get_gap(session, body.gap_id)
-                if gap.partnership != case.partnership:
-                    raise gap_store.GapNotFound(f"no legal gap `{body.gap_id}` in partnership `{case.partnership}`")
-                if gap.status is gap_store.GapStatus.RESOLVED:  # a new problem is a new gap
-                    raise gap_store.GapResolved(gap.id)
-            return case
+                return case, None
+            gap = gap_store.get_gap(session, body.gap_id)
+            if gap.partnership != case.partnership:
+                raise gap_store.GapNotFound(f"no legal gap `{body.gap_id}` in partnership `{case.partnership}`")
+            if case_id in gap.case_ids:
+                return case, gap
+            if gap.status is gap_store.GapStatus.RESOLVED:  # a new problem is a new gap
+                raise gap_store.GapResolved(gap.id)
+            return case, None
 
-        case = await self._db(check)  # refusals before the entry: the log shows only flags that happened
+        case, linked = await self._db(check)  # refusals before the entry: the log shows only flags that happened
+        if linked is not None:  # linked already: nothing to do, so nothing to log
+            return await self._scoped_gap(principal, linked)
         # A new gap's id is made here, so that its entry names it like every later entry about the gap does.
         new_id = gap_store.new_gap_id() if body.gap_id is None else None
         entry = self._event(case, _Step("legal_gap_flagged", extra={
             "gap_id": body.gap_id or new_id, "new_gap": new_id is not None}), await self._requester(principal),
             trace)
-        gap = await self._applied(case, [entry], lambda s: gap_store.flag_case(
-            s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
-            title=body.title, description=body.description, new_id=new_id), principal, trace)
+        try:
+            gap = await self._applied(case, [entry], lambda s: gap_store.flag_case(
+                s, case_id, organisation=principal.organisation, now=self.clock.now(), gap_id=body.gap_id,
+                title=body.title, description=body.description, new_id=new_id), principal, trace)
+        except Unprocessable as refused:  # linked meanwhile by a flag that committed first: neither step nor entry
+            done = refused.__cause__
+            if not isinstance(done, gap_store.AlreadyLinked):
+                raise
+            gap = await self._db(lambda s: gap_store.get_gap(s, done.gap_id))
         return await self._scoped_gap(principal, gap)
 
     async def gaps(self, principal: Principal, *, partnership: str | None, status: str | None) -> list[LegalGapView]:

@@ -88,6 +88,8 @@ from gateway.errors import (
     cause_of,
 )
 from gateway.exchange import repository
+from gateway.exchange.lease import CLAIM_ABANDONED_AFTER as CLAIM_ABANDONED_AFTER  # its users import it here
+from gateway.exchange.lease import DECISION_ROUNDS, longest_holder_call
 from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
 from gateway.exchange.parts import asked_together, failure_of, in_parts, part_request_ids
 from gateway.exchange.sealing import RecordSealer, SealUnreadable
@@ -108,9 +110,6 @@ from gateway.register.model import Partnership, Register
 
 log = structlog.get_logger("gateway.exchange")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
-CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
-"""An attempt holding an ``Idempotency-Key`` longer than this has died (its holder calls time out after
-``connector_timeout_seconds`` per try, far sooner): a retry may then take the key over."""
 CHECKPOINT_REFRESH_SECONDS = 1.0
 SEALS_DROPPED_EVERY_SECONDS = 600.0
 """How often a running gateway drops the sealed records of answers whose idempotency window has ended (it also
@@ -125,6 +124,8 @@ _ANSWERS_NOT_STORED = ("the first attempt with this Idempotency-Key logged what 
                        "stored its outcome (it is still being answered, or it failed); the request is not run again "
                        "under this key (its holders would be asked twice): retry later for that attempt's answer, "
                        "and if none comes, ask your privacy officer")
+_LEASE_RUN_DOWN = ("this attempt took too long before its holders could be asked within its hold on the "
+                   "Idempotency-Key; no holder was asked and nothing was disclosed; retry")
 _DECISION_TAKEN = ("this re-run outlived its reservation of the escalation decision, and another re-run took the "
                    "decision over meanwhile; nothing of this one was disclosed")
 # Exceptions that are answers, not defects: the gateway's own (4xx/503), the database unavailable (503), a NUL in
@@ -311,11 +312,6 @@ def _daily_limit(register: Register, body: ExchangeRequest | DiscoveryRequest) -
     return purpose.daily_limit_per_system if purpose is not None else None
 
 
-_DECISION_ROUNDS = 3
-"""How often a request is decided again when rule 6's count crossed the limit meanwhile: once is the rule
-(the second decision is made with a count already past the limit), three allows for give-backs meanwhile."""
-
-
 def keyed_fingerprint(request_fingerprint: str, body: ExchangeRequest) -> str:
     """What an ``Idempotency-Key`` binds to: the request and the escalation decision it cites. A re-run citing
     a decision is another request than the run it re-runs (or than one citing another decision), though an
@@ -430,16 +426,18 @@ def _subject_hits(base: dict[str, Any], shared: list[str], hits: list[tuple[str,
             for subject in asked]
 
 
-def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: list[str]) -> list[dict[str, Any]]:
+def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: list[str],
+                          unasked: int) -> list[dict[str, Any]]:
     """What a hit/no-hit holder's answer to an exchange disclosed: a hit, about each subject asked (``shared``:
     how the log names them, see ``_logged``; empty for opaque references, which are never logged as a subject),
     one entry per subject as for records, so the contact point's look-ups find it. The holder answers for the
     subjects together, so the entries are the same but for the subject (the requester's privacy officers
     learn no more than the answer said; the holder was asked by its own pseudonyms). A no-hit is one entry
-    naming no subject: it discloses nothing the holder holds (docs/audit.md)."""
+    naming no subject: it discloses nothing the holder holds (docs/audit.md). ``unasked``: the holder's hits
+    for subjects nobody asked about (ignored), counted in its entries as over-sharing (see ``_hit``)."""
     event: dict[str, Any] = {"event_type": EventType.DISCLOSURE, "holder": holder,
                              "categories": tuple(decision.permitted_categories),
-                             "extra": {"hit_only": True, "hit": hit}}
+                             "extra": {"hit_only": True, "hit": hit} | _unasked_hits(unasked)}
     asked = list(dict.fromkeys(shared))  # a subject asked twice is one subject
     if not hit or not asked:
         return [event]
@@ -447,15 +445,24 @@ def _hit_only_disclosures(holder: str, decision: Decision, hit: bool, shared: li
                      "extra": event["extra"] | {"subjects_asked": len(asked)}} for subject in asked]
 
 
-def _hit(answered: Iterable[tuple[dict[str, list[str]], Collection[str]]], holder: str, request_id: str) -> bool:
+def _hit(answered: Iterable[tuple[dict[str, list[str]], Collection[str]]], holder: str,
+         request_id: str) -> tuple[bool, int]:
     """Hit only for a subject that was asked about: ``answered`` pairs each answer's hits with the holder's
     references it was asked (one pair per query: a question in parts has one per part). A holder that reports
-    others over-shares, which is logged (counts only, over all parts) and otherwise ignored."""
+    others over-shares — that it has a file on a person nobody asked about —, which is otherwise ignored; how
+    many such hits (over all parts) is returned with the hit, for the holder's audit entry, and logged."""
     pairs = [(hits, set(asked)) for hits, asked in answered]
     others = sum(len(hits.keys() - asked) for hits, asked in pairs)
     if others:
         log.warning("holder_overshared", holder=holder, unasked_hits=others, exchange_id=request_id)
-    return any(subject in asked for hits, asked in pairs for subject in hits)
+    return any(subject in asked for hits, asked in pairs for subject in hits), others
+
+
+def _unasked_hits(count: int) -> dict[str, int]:
+    """The ``extra`` of a hit/no-hit holder's audit entry that counts its hits about subjects nobody asked
+    about: its over-sharing, as ``dropped_overshared`` counts over-shared records; the privacy officers
+    reviewing a holder's conduct read the audit log, not the application log. Nothing when there were none."""
+    return {"unasked_hits": count} if count else {}
 
 
 # An encoded domain pseudonym (``<type>.v<version>.<43 characters of base64url>``) anywhere in a text, in any
@@ -870,7 +877,7 @@ class ExchangeService:
                                  self.deps.clock.now()) if idempotency_key else None
         limit = _daily_limit(register, body)
         try:
-            for _ in range(_DECISION_ROUNDS):
+            for _ in range(DECISION_ROUNDS):
                 ahead = self._written_ahead(base, body, logged, targets, decisions)
                 count = repository.count_in_unless_moved(day, today, limit, self._count_seen(day))
                 try:
@@ -957,6 +964,8 @@ class ExchangeService:
         own, after the holders' answers: their commit marks the claim (``answers_logged``), so that no retry
         takes the key over and asks the holders again, whatever becomes of this attempt."""
         principal, body, exchange_id = attempt.principal, attempt.body, attempt.exchange_id
+        if attempt.claim is not None and any(d.allow for d in decisions):
+            self._lease_covers_holder_calls(attempt.claim)
         subjects = [s.ref for s in body.subjects]
         outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
                                                                   attempt.grant, attempt.logged)
@@ -1066,6 +1075,20 @@ class ExchangeService:
     def _live(self, claim: repository.Claim) -> bool:
         """Whether the claim's attempt may still be answering (else it died and the key may be taken over)."""
         return claim.claimed_at > self.deps.clock.now() - CLAIM_ABANDONED_AFTER
+
+    def _lease_covers_holder_calls(self, claim: repository.Claim) -> None:
+        """503 before any holder is asked if the claim's lease could run out during the holder calls: the
+        write-ahead's commit (or the decisions made again) took so long that what is left of the lease is shorter
+        than the longest holder call. Asked anyway, a retry could take the key over as abandoned while the
+        holders are still answering, and ask them a second time. The settings keep the bounded waits well inside
+        the lease (``gateway.exchange.lease``); this catches the unbounded ones before the holders."""
+        connectors = self.deps.connectors
+        longest = longest_holder_call(connectors.timeout, connectors.retries, connectors.backoff)
+        left = (claim.claimed_at + CLAIM_ABANDONED_AFTER - self.deps.clock.now()).total_seconds()
+        if left < longest:
+            log.warning("idempotency_lease_too_short_for_holders", exchange_id=claim.exchange_id,
+                        seconds_left=round(left, 1), longest_holder_call=longest)
+            raise ServiceUnavailable(_LEASE_RUN_DOWN, headers={"Retry-After": "1"})
 
     async def _still_held(self, held: Callable[[Connection], None]) -> None:
         """``held`` on its own (before an escalation case is opened when no entry is logged after the write-ahead):
@@ -1304,11 +1327,11 @@ class ExchangeService:
             refused = next((a for a in discovered if a.status == "refused"), None)
             if refused is not None:  # neither hit nor no-hit: see Holder.discover
                 return outcome, [_refused(outcome, decision, refused.refusal_reason)]
-            outcome.hit = _hit([(a.hits, part) for a, part in zip(discovered, parts, strict=True)],
-                               target.organisation, exchange_id)
+            outcome.hit, unasked = _hit([(a.hits, part) for a, part in zip(discovered, parts, strict=True)],
+                                        target.organisation, exchange_id)
             named = matched is not None or self._pseudonymous(subjects)  # references are never logged as one
             return outcome, _hit_only_disclosures(target.organisation, decision, outcome.hit,
-                                                  [logged[s] for s in subjects] if named else [])
+                                                  [logged[s] for s in subjects] if named else [], unasked)
         # only a query hands the holder what the requester provides (a hit-only question, above, hands nothing)
         provided_fields = await self._provided_fields(principal, body, target.organisation)
         provided = [HolderRecord(record_id=f"{exchange_id}:provided:{n}", record_type="provided",
@@ -1405,14 +1428,14 @@ class ExchangeService:
         a holder's records by repeating a fuzzy question with a filter changed bit by bit); counted in, the
         201st question of the day escalates. It is never given back: a logged discovery was asked.
         Decided with the count read just before; if the count crossed the limit meanwhile, nothing is written
-        and the discovery is decided again (at most ``_DECISION_ROUNDS`` times, then 503)."""
+        and the discovery is decided again (at most ``DECISION_ROUNDS`` times, then 503)."""
         day = self._day(principal, body.purpose)
         limit = _daily_limit(self.deps.register, body)
         request_fingerprint = fingerprint(principal, body)
         try:
             today = await self._requests_today(day, limit)
             decisions = await self._decide("discovery", body, principal, targets, today, request_fingerprint)
-            for _ in range(_DECISION_ROUNDS):
+            for _ in range(DECISION_ROUNDS):
                 events = [AuditEvent(
                     event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
                     policy_version=decisions[0].policy_version, extra=extra)] + [
@@ -1457,6 +1480,7 @@ class ExchangeService:
         # ``holder.unavailable``, as in an exchange, so the log shows every holder asked and what came of it.
         # The failure's kind only: its text may carry the holder's own words (or a subject's reference).
         unavailable: dict[str, tuple[str, str | None]] = {}
+        unasked: dict[str, int] = {}  # holder -> its hits for subjects nobody asked about (see ``_hit``)
         minors_allowed = self._minors_allowed(body)
 
         def refused(target: _Target, reason: str | None) -> DiscoveryTarget:
@@ -1501,7 +1525,7 @@ class ExchangeService:
                 return not_asked(target, "holder-unavailable", str(exc), type(exc).__name__)
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
                 return refused(target, found.refusal_reason)
-            hit = _hit([(found.hits, subjects)], target.organisation, discovery_id)
+            hit, unasked[target.organisation] = _hit([(found.hits, subjects)], target.organisation, discovery_id)
             return DiscoveryTarget(holder=target.organisation, outcome="hit" if hit else "no-hit", reasons=reasons)
 
         async def ask_failing_closed(target: _Target, decision: Decision) -> DiscoveryTarget:
@@ -1518,7 +1542,8 @@ class ExchangeService:
         hits = [(a.holder, d) for a, d in zip(answers, decisions, strict=True) if a.outcome == "hit"]
         receipts += await self._record([AuditEvent(
             event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
-            extra={"hit_only": True, "outcome": a.outcome}) for a in answers if a.outcome in {"hit", "no-hit"}] + (
+            extra={"hit_only": True, "outcome": a.outcome} | _unasked_hits(unasked.get(a.holder, 0)))
+            for a in answers if a.outcome in {"hit", "no-hit"}] + (
             _subject_hits(base, [logged[s] for s in subjects], hits) if indexed is not None else []) + [
             AuditEvent(**base | _refusal_event(a.holder, d, refusals[a.holder]))
             for a, d in zip(answers, decisions, strict=True) if a.holder in refusals] + [

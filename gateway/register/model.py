@@ -163,3 +163,22 @@ class Register(_Strict):
         partnership = self.partnerships.get(partnership_id)
         return ({name for name, category in self.categories.items() if category.never_shared}
                 | set(partnership.never_disclosed if partnership else []))
+
+    def disclosable(self, partnership_id: str, purpose_id: str, requester: str, holder: str) -> set[str]:
+        """What organisation ``holder`` may ever disclose to organisation ``requester`` for the purpose (rules 3
+        and 4): what the holder's role supplies for it and the requester's role may receive, less what is never
+        disclosed, and less a hit-only category when the holder answers with records. The policy's ``base``
+        (``wgs.index.holder_facts``) from the same register; an escalation decision only narrows it, so this
+        is for checks made before the policy is asked (an allow beyond it is one no re-run carries out).
+        Empty when either organisation or the purpose is unknown."""
+        partnership = self.partnerships.get(partnership_id)
+        purpose = partnership.purposes.get(purpose_id) if partnership else None
+        giver = partnership.participant_of_organisation(holder) if partnership else None
+        taker = partnership.participant_of_organisation(requester) if partnership else None
+        if purpose is None or giver is None or taker is None:
+            return set()
+        base = (set(purpose.supplies.get(giver.role, [])) & set(purpose.receives.get(taker.role, []))
+                - self.never_disclosed(partnership_id))
+        if giver.role in purpose.hit_only_holders:
+            return base
+        return base - {name for name, category in self.categories.items() if category.hit_only}

@@ -37,7 +37,7 @@ RIEC = "riec-amsterdam-amstelland"
 ACCOUNTS = {"po-politie": ("politie", "privacy-officer"), "po-gemeente": ("gemeente-amsterdam", "privacy-officer"),
             "po-bank": ("abn-amro", "privacy-officer"), "admin-riec": ("riec-aa", "administrator"),
             "contact-riec": ("riec-aa", "contact-point"), "po-om": ("om-amsterdam", "privacy-officer"),
-            "admin-politie": ("politie", "administrator")}
+            "admin-politie": ("politie", "administrator"), "po-belasting": ("belastingdienst", "privacy-officer")}
 
 
 @pytest.fixture
@@ -242,6 +242,35 @@ def test_forms_without_the_csrf_token_are_refused(console: TestClient, container
     response = console.post("/console/legal-gaps/some-gap/status", data={"expected_version": "1",
                                                                        "status": "resolved"})
     assert response.status_code == 403
+
+
+def test_a_category_the_holder_may_never_give_the_requester_is_not_ticked_at_first(console: TestClient,
+                                                                                 container: Container) -> None:
+    """The municipality objected to a narrowing: income, removed because the municipality may not receive it
+    for unexplained wealth (rule 3), is among the requested categories. The decision form ticked every
+    requested category but those never disclosed, so an allow sent as offered named income, which no re-run
+    discloses (the service refuses it now); it is offered unticked, like criminal intelligence."""
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        case_id = open_case(session, partnership=RIEC, purpose="unexplained-wealth",
+                            requester_org="gemeente-amsterdam", holder_org="belastingdienst",
+                            trigger="requester-objection", register_version=service.register.version,
+                            policy_reasons=["category-not-receivable"], deadlines=service.deadlines,
+                            now=container.clock.now(), timezone=service.timezone, exchange_id="ex-wealth",
+                            request_fingerprint="fp", requested_categories=["assets", "income"]).id
+    sign_in(console, "po-belasting")
+    html = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="decision-form"' in html
+    assert re.search(r'value="assets"[^>]*checked', html)
+    assert 'name="permitted_categories" value="income"' in html
+    assert not re.search(r'value="income"[^>]*checked', html)
+    token = csrf_of(html)
+    refused = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "allow", "permitted_categories": ["assets", "income"],
+        "motivation": "the municipality needs the income as well"})
+    assert refused.status_code == 422
+    assert "cannot permit income" in refused.text
+    assert version_of(container, case_id) == 1
 
 
 def test_decision_form_errors_are_shown_on_the_case_page(console: TestClient, container: Container) -> None:
@@ -918,6 +947,30 @@ def test_the_requesting_organisation_is_offered_only_the_referral_of_its_own_req
     holder = console.get(f"/console/escalations/{case_id}")
     assert 'id="four-eyes-note"' not in holder.text
     assert re.findall(r'name="outcome" value="([^"]+)"', holder.text) == ["allow", "deny", "refer-up"]
+
+
+def test_the_last_tier_is_offered_no_referral(console: TestClient, container: Container) -> None:
+    """Tier 3 is the last: a referral there is refused (409, no tier above). Its deciders were offered "refer
+    up" next to allow and deny, and the requesting organisation, which sits on the RIEC's steering group and
+    may not allow or deny its own request, was offered a decision form whose only choice was that referral,
+    refused whenever sent. Now tier 3 offers allow and deny, and the requester no decision form at all."""
+    case_id = open_riec_case(container)
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        for version in (1, 2):
+            act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
+                deadlines=service.deadlines, timezone=service.timezone)
+    sign_in(console, "po-om")  # a tier-3 decider
+    page = console.get(f"/console/escalations/{case_id}").text
+    assert re.findall(r'name="outcome" value="([^"]+)"', page) == ["allow", "deny"]
+    sign_in(console, "po-gemeente")  # the requester, on the steering group
+    own = console.get(f"/console/escalations/{case_id}").text
+    assert 'id="decision-form"' not in own
+    assert 'name="outcome"' not in own
+    assert 'id="four-eyes-note"' in own
+    assert "tier 3 is the last" in own
+    assert 'id="not-decider"' not in own, "it does sit on the tier; four eyes keep it out"
+    assert version_of(container, case_id) == 3
 
 
 def language_links(html: str) -> dict[str, str]:

@@ -201,6 +201,19 @@ def test_a_destination_that_is_not_empty_is_refused_and_left_as_it_was(data_dir:
     assert len(_entries(data_dir / "gateway.sqlite")) == before
 
 
+def test_a_destination_that_cannot_be_made_is_refused_in_one_line(data_dir: Path, tmp_path: Path) -> None:
+    """A path under a file (or a directory the user may not write in): one line naming it, not a traceback,
+    nothing logged and nothing made."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept")
+    before = len(_entries(data_dir / "gateway.sqlite"))
+    destination = a_file / "backup"
+    line = _refusal(runner.invoke(app, ["db", "backup", str(destination)]))
+    assert line.startswith(f"cannot make {destination} ("), line
+    assert a_file.read_text() == "kept"
+    assert len(_entries(data_dir / "gateway.sqlite")) == before
+
+
 def test_an_empty_destination_of_another_user_is_refused(
         data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty directory someone else made (in a shared /tmp, say) would stay theirs after the chmod to 0700:
@@ -312,6 +325,43 @@ def backup(data_dir: Path, tmp_path: Path) -> Path:
     _backup(destination)
     assert _verify(destination).exit_code == 0
     return destination
+
+
+def _warnings(result: Result) -> list[str]:
+    assert result.exit_code == 0, result.output
+    return [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+
+
+def test_verify_backup_warns_that_a_restore_drops_what_the_log_holds_since(backup: Path, data_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """Checked with the environment of the deployment to restore, the backup is compared with its database: the
+    entries written since are the ones a restore loses, and the operator is told how many before, not after."""
+    assert _warnings(_verify(backup)) == []  # nothing written since: nothing to warn of
+    _backup(tmp_path / "later")  # its entry and checkpoint: the live log has moved on
+    [line] = _warnings(_verify(backup))
+    assert "restoring it drops the 1 audit entries written since" in line, line
+    shutil.rmtree(data_dir)  # the disaster a backup is for: nothing left to compare with, no warning made up
+    result = _verify(backup)
+    assert _warnings(result) == []
+    assert "intact" in result.stdout
+    assert not data_dir.exists()  # verifying creates nothing there
+
+
+def test_verify_backup_warns_of_a_backup_of_another_deployment(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staging's backup verified against production's environment (the same default WGS_ISSUER): intact, and
+    restorable all the same (after a disaster a fresh installation has another key too), but said: another
+    checkpoint key, another log."""
+    prepared_data_dir(tmp_path / "staging", monkeypatch)
+    staging_backup = tmp_path / "staging-backup"
+    _backup(staging_backup)
+    monkeypatch.setenv("WGS_DATA_DIR", str(data_dir))
+    _backup(tmp_path / "production-backup")  # a log that is signed, and longer than staging's
+    warnings = _warnings(_verify(staging_backup))
+    assert len(warnings) == 2, warnings
+    assert "the audit checkpoint key" in warnings[0]
+    assert "is not the backup's" in warnings[0]
+    assert "does not hold the backup's checkpoint" in warnings[1]
 
 
 def test_verify_backup_finds_a_changed_byte_in_a_key_file(backup: Path) -> None:

@@ -100,6 +100,26 @@ def test_register_check_of_an_unreadable_path_says_so_in_one_line(tmp_path: Path
     assert "?" not in line
 
 
+@pytest.mark.parametrize("command", [
+    ["register", "show"],
+    ["clients", "add", "politie-bvh", "--generate-secret"],
+    ["users", "add", "po-2", "--organisation", "politie", "--role", "privacy-officer", "--password-stdin"],
+    ["escalations", "list", "--overdue"],
+], ids=" ".join)
+def test_a_command_reading_a_register_file_it_cannot_read_says_so_in_one_line(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    """A mistyped ``WGS_REGISTER_FILE`` is the register's own line (as ``serve`` and ``register check`` give it)
+    and exit code 1, not a traceback of the loader; nothing is registered."""
+    missing = data_dir / "register-typo.yaml"
+    monkeypatch.setenv("WGS_REGISTER_FILE", str(missing))
+    line = _refusal(runner.invoke(app, command, input="a long enough password\n"))
+    assert line == f"{missing}: cannot read the register file (No such file or directory)"
+    monkeypatch.delenv("WGS_REGISTER_FILE")
+    listing = runner.invoke(app, ["clients", "list"]).output + runner.invoke(app, ["users", "list"]).output
+    assert "politie-bvh" not in listing
+    assert "po-2" not in listing
+
+
 def test_clients_users_and_keys(data_dir: Path) -> None:
     jwks = data_dir / "vth.jwks"
     jwks.write_text(json.dumps({"keys": [OKPKey.generate_key("Ed25519").as_dict(private=False)]}))
@@ -771,6 +791,26 @@ def test_serve_refuses_a_database_behind_the_code(data_dir: Path, no_server: lis
     assert no_server == []
 
 
+@pytest.mark.parametrize("key_file", ["token-signing.json", "audit-checkpoint.pem"])
+def test_serve_refuses_a_key_file_other_users_can_read(data_dir: Path, no_server: list[dict[str, object]],
+                                                      key_file: str) -> None:
+    """A token-signing or checkpoint key others can read lets them sign tokens or checkpoints as the gateway; the
+    pseudonym key ring was already refused so (``chmod 600 it``), these were used as found. One line naming the
+    file, never its content; after ``chmod 600`` the gateway starts."""
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    path = data_dir / "keys" / key_file
+    path.chmod(0o644)
+    line = _refusal(runner.invoke(app, ["serve", "--port", "1"]))
+    assert line.startswith("key files other users than their owner can read or write: "), line
+    assert str(path) in line
+    assert "chmod 600" in line
+    assert path.read_text()[:20] not in line
+    assert no_server == []
+    path.chmod(0o600)
+    assert runner.invoke(app, ["serve", "--port", "1"]).exit_code == 0
+    assert len(no_server) == 1
+
+
 def test_serve_refuses_a_bad_register_with_its_line_and_reason(data_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                                no_server: list[dict[str, object]]) -> None:
     bad = data_dir / "bad.yaml"
@@ -1431,9 +1471,33 @@ def test_clients_add_pins_only_with_certificate_bound(data_dir: Path) -> None:
     assert "politie-bvh" not in runner.invoke(app, ["clients", "list"]).output
 
 
+def test_the_database_file_is_its_owners_only_in_a_directory_others_can_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data directory that was there before (the image's /var/lib/wgs, one made with a plain ``mkdir``) keeps
+    its 0755; the database made in it holds accounts' password hashes, the enrolled match filters and what the
+    partners exchanged, so it is made 0600 whatever the umask (and SQLite gives its -wal and -shm files the
+    database file's mode)."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    monkeypatch.setenv("WGS_DATA_DIR", str(data))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    previous = os.umask(0o022)
+    try:
+        result = runner.invoke(app, ["db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        assert runner.invoke(app, ["clients", "list"]).exit_code == 0  # opens it again: -wal and -shm
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o755  # the operator's directory is left as it is
+    made = sorted(data.glob("gateway.sqlite*"))
+    assert data / "gateway.sqlite" in made
+    for path in made:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
 def test_a_data_directory_the_gateway_makes_is_its_owners_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SQLite file is created readable by all under the usual umask (SQLite's choice); the directory it is
-    made in holds it and the keys, so a directory the gateway makes itself is 0700."""
+    """The directory holds the database and the keys, so a directory the gateway makes itself is 0700."""
     data = tmp_path / "fresh" / "data"
     monkeypatch.setenv("WGS_DATA_DIR", str(data))
     monkeypatch.delenv("WGS_DATABASE_URL", raising=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import pickle
 import ssl
 import threading
 import warnings
@@ -24,7 +25,7 @@ from joserfc.jwk import OKPKey
 
 from gateway.client.api import GatewayClient, GatewayClientError, GatewayUnavailable, InvalidResponse
 from gateway.client.escalations import CaseDetail, FeedItem
-from gateway.client.models import ExchangeRequest, Outcome
+from gateway.client.models import ExchangeRequest, Outcome, ProvidedRecord
 from tests.servers import STAND_IN_TOKEN, serve_app, stand_in_gateway
 from tests.tls_certificates import client_certificate, private_ca_certificates
 
@@ -88,6 +89,40 @@ async def test_an_answer_of_a_newer_gateway_with_an_unknown_outcome_is_read(doub
     assert [r.record_id for r in allowed.records] == ["r-1"]
     assert not newer.outcome.known
     assert newer.outcome.value == "pending-judicial-review"
+
+
+async def test_an_answer_with_an_outcome_of_a_newer_gateway_crosses_a_process_boundary_whole(
+        double: tuple[Double, str]) -> None:
+    """A worker pool or a task queue pickles the result to hand it on: an outcome this version does not know
+    arrives as it was read (before, unpickling it raised "is not a valid Outcome")."""
+    stand_in, url = double
+    stand_in.answers = [JSONResponse(RESULT | {"targets": [
+        _target("allowed"), _target("pending-judicial-review", holder="om", permitted_categories=[])]})]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        result = await client.exchange(REQUEST)
+    again = pickle.loads(pickle.dumps(result))
+    assert again == result
+    assert [(target.outcome.value, target.outcome.known) for target in again.targets] == [
+        ("allowed", True), ("pending-judicial-review", False)]
+    assert again.targets[0].outcome is Outcome.ALLOWED
+
+
+async def test_the_repr_of_an_answer_shows_no_disclosed_content(double: tuple[Double, str]) -> None:
+    """A repr is what a debug line (``log.debug("%r", result)``), a failed assertion or an error tracker's
+    frame locals write down: the disclosed records' content is personal data and stays out of it (before, the
+    repr of a result spelled out every record's fields); what the record is — id, type, category — stays."""
+    stand_in, url = double
+    record = {"record_id": "r-1", "record_type": "person", "subject": "subj-1", "category": "addresses",
+              "fields": {"name": PERSONAL}}
+    stand_in.answers = [JSONResponse(RESULT | {"targets": [_target("allowed", records=[record])]})]
+    async with GatewayClient(url, "sys-a", KEY) as client:
+        result = await client.exchange(REQUEST)
+    assert result.targets[0].records[0].fields == {"name": PERSONAL}
+    for shown in (repr(result), str(result), repr(result.targets[0].records[0])):
+        assert "Jansen" not in shown
+        assert "r-1" in shown
+    provided = ProvidedRecord(subject="subj-12345678a", category="tax_compliance", fields={"name": PERSONAL})
+    assert "Jansen" not in repr(ExchangeRequest.model_validate(REQUEST.model_dump() | {"provide": [provided]}))
 
 
 @pytest.mark.parametrize(("record", "where"), [
@@ -332,3 +367,36 @@ async def test_an_escalation_feed_that_is_not_one_is_an_invalid_answer(double: t
         with pytest.raises(InvalidResponse) as raised:
             await client.escalation_feed()  # not an empty feed, which would hide every case waiting
     assert PERSONAL not in f"{raised.value} {raised.value.problem}"
+
+
+# -- proxies from the environment -----------------------------------------------------------------------------
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_gateway_on_this_machine_is_not_reached_through_a_proxy_from_the_environment(
+        double: tuple[Double, str], monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """Plain http:// is allowed to a gateway on this machine because nothing crosses the network; a proxy named
+    in the environment (HTTP_PROXY, as a government network sets for everything) would be handed the client
+    assertion, the bearer token and the answers in clear text — and would reach its own loopback, not ours."""
+    stand_in, url = double
+    stand_in.answers = [JSONResponse(RESULT)]
+    received: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(65536))
+        writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxy_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, proxy_url)
+    try:
+        async with GatewayClient(url.replace("127.0.0.1", host), "sys-a", KEY, retries=0) as client:
+            result = await client.get_exchange("ex-1")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.exchange_id == "ex-1"
+    assert received == [], "nothing of the call went to the proxy"

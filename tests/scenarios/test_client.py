@@ -64,6 +64,25 @@ async def test_client_raises_the_problem_document(stack: Stack) -> None:
     assert "unknown partnership" in str(refused.value.problem["detail"])
 
 
+def test_a_bsn_written_with_dashes_is_refused_by_the_gateway_and_logged_nowhere(stack: Stack) -> None:
+    """The request models are the gateway's parsers too: a subject named by a BSN as people write it is a 422
+    that does not repeat it, and neither the holders nor the audit log get it (before, the exchange was asked
+    and its `exchange.requested` entry listed the BSN among its subjects)."""
+    written = "123-456-782"
+    body = _request(stack).model_dump(mode="json") | {"subjects": [{"ref": written}],
+                                                      "case_reference": "RIEC-AA-2026-303"}
+    with stack.container.engine.connect() as connection:
+        logged_before = connection.execute(select(func.count()).select_from(audit_entries)).scalar_one()
+    refused = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
+    assert refused.status_code == 422
+    assert "looks like a plain identifier" in refused.text
+    assert written not in refused.text
+    with stack.container.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(audit_entries)).scalar_one() == logged_before
+        assert not [entry for entry in connection.execute(select(audit_entries.c.canonical)).scalars()
+                    if written in entry]
+
+
 class _AnsweredIds(httpx.AsyncHTTPTransport):
     """The real transport, noting the X-Request-ID of every answer of the API."""
 

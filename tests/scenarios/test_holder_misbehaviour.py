@@ -15,10 +15,14 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
 from audit.tables import audit_entries
+from gateway.client.models import MAX_FIELD_DEPTH, ExchangeResult
 from tests.stack import Stack, stack_with_holder
 
 BSN = "111222333"
 NAME = "Jan Jansen"
+NOT_FINITE = ("NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1" * 400 + ".5")
+"""Numbers no double holds: no JSON at all (RFC 8259), or beyond the largest double, which JSON parsers read as
+infinity."""
 BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
          "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-200",
          "signal": {"type": "bibob-application", "reference": "BIBOB-2026-77"}}
@@ -47,7 +51,13 @@ class _Holder:
             return {"status": "answered", "records": [
                 {"record_id": f"BSN {BSN} {NAME}", "record_type": "incident", "subject": subject,
                  "category": "police_incidents", "fields": {"n": 1}}]}
-        if self.mode in ("NaN", "Infinity", "-Infinity"):  # no JSON (RFC 8259), but Python's parsers take them
+        if self.mode.startswith("nested-"):  # fields nesting objects and lists this many levels, itself included
+            levels = int(self.mode.removeprefix("nested-"))
+            fields = "{\"a\": " + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+            record = (f'{{"record_id": "r-1", "record_type": "incident", "subject": "{subject}", '
+                      f'"category": "police_incidents", "fields": {fields}}}')
+            return Response(f'{{"status": "answered", "records": [{record}]}}', media_type="application/json")
+        if self.mode in NOT_FINITE:
             record = (f'{{"record_id": "r-1", "record_type": "incident", "subject": "{subject}", '
                       f'"category": "police_incidents", "fields": {{"amount": {self.mode}}}}}')
             return Response(f'{{"status": "answered", "records": [{record}]}}', media_type="application/json")
@@ -89,6 +99,7 @@ def _exchange(stack: Stack, **changes: Any) -> dict[str, Any]:
                     "categories": ["police_incidents"]} | changes
     response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
     assert response.status_code == 200, response.text
+    ExchangeResult.model_validate_json(response.content)  # as the partner client reads it
     with stack.container.engine.connect() as connection:
         written = [dict(row) for row in connection.execute(select(audit_entries)).mappings().all()][before:]
     logged = json.dumps(written, default=str)
@@ -131,10 +142,27 @@ def test_text_in_a_record_identifier_is_a_protocol_error_not_a_disclosure(stack:
     assert target["records"] == []
 
 
-def test_hits_for_subjects_nobody_asked_about_are_no_hits(stack: Stack, holder: _Holder) -> None:
+def _entries_since(stack: Stack, before: int) -> list[dict[str, Any]]:
+    """The audit entries (their events) written after the first ``before``."""
+    with stack.container.engine.connect() as connection:
+        return [json.loads(row)["event"] for row in connection.execute(
+            select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).scalars().all()][before:]
+
+
+def test_hits_for_subjects_nobody_asked_about_are_no_hits_and_audited_as_over_sharing(stack: Stack,
+                                                                                      holder: _Holder) -> None:
+    """Hits about a subject nobody asked about say that the holder has a file on that person: ignored (no hit),
+    and — found by a review — counted in the holder's audit entry as over-sharing (``unasked_hits``), as
+    over-shared records are (``dropped_overshared``); they were only in the application log, which the
+    privacy officers reviewing a holder's conduct do not read."""
+    before = len(_entries_since(stack, 0))
     hit_only = _exchange(stack, holders=["fiod"], categories=["ongoing_investigation"])
     assert hit_only["outcome"] == "allowed"
     assert hit_only["hit"] is False
+    exchanged = [e for e in _entries_since(stack, before) if e["event_type"] == "disclosure"]
+    assert [(e["holder"], e["extra"]) for e in exchanged] == [
+        ("fiod", {"hit_only": True, "hit": False, "unasked_hits": 1})]
+    before = len(_entries_since(stack, 0))
     discovery = stack.post("gemeente-amsterdam-vth", "/v1/discovery", BIBOB | {
         "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}],
         "categories": ["ongoing_investigation", "police_incidents"]})
@@ -142,18 +170,41 @@ def test_hits_for_subjects_nobody_asked_about_are_no_hits(stack: Stack, holder: 
     outcomes = {t["holder"]: t["outcome"] for t in discovery.json()["targets"]}
     assert outcomes["fiod"] == "no-hit"
     assert outcomes["politie"] == "no-hit"
+    discovered = {e["holder"]: e["extra"] for e in _entries_since(stack, before) if e["event_type"] == "disclosure"}
+    assert discovered["fiod"] == discovered["politie"] == {"hit_only": True, "outcome": "no-hit", "unasked_hits": 1}
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("number", NOT_FINITE, ids=["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "400-digits"])
 def test_a_non_finite_number_is_a_protocol_error_not_a_changed_disclosure(stack: Stack, holder: _Holder,
                                                                          number: str) -> None:
     """Found by a review: the record was disclosed with the value turned into null, while the audit entry's
-    payload hash covered the holder's NaN — what was logged was not what was disclosed."""
+    payload hash covered the holder's NaN — what was logged was not what was disclosed. Found again by a later
+    review: a number too large for a double (``1e400``, or 400 digits) is JSON, and is read as infinity, with
+    the same result; the check for the words ``NaN`` and ``Infinity`` did not see it."""
     holder.mode = number
     target = _exchange(stack)
     assert target["outcome"] == "holder-unavailable"
     assert "malformed answer" in target["reasons"][0]["message"]
     assert target["records"] == []
+
+
+@pytest.mark.parametrize(("levels", "outcome"), [
+    (MAX_FIELD_DEPTH, "allowed"), (MAX_FIELD_DEPTH + 1, "holder-unavailable"), (197, "holder-unavailable")])
+def test_fields_nested_deeper_than_a_provided_record_may_are_no_answer(stack: Stack, holder: _Holder, levels: int,
+                                                                       outcome: str) -> None:
+    """Found by a review: a holder's record could nest its fields as deeply as the gateway's JSON parser reads
+    (197 levels), and the exchange's answer, which puts them two levels deeper, was then past what the partner
+    client's parser reads: the requester could not read any of the exchange's answer — every holder's records
+    lost, though logged as disclosed — because of one holder. A holder's fields nest at most as deeply as a
+    provided record's (``MAX_FIELD_DEPTH``); deeper is no answer, and the exchange's answer stays readable."""
+    holder.mode = f"nested-{levels}"
+    target = _exchange(stack)
+    assert target["outcome"] == outcome
+    if outcome == "holder-unavailable":
+        assert "malformed answer" in target["reasons"][0]["message"]
+        assert target["records"] == []
+    else:
+        assert len(target["records"]) == 1
 
 
 @pytest.mark.parametrize(("mode", "outcome", "reason"), [

@@ -21,13 +21,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from joserfc import jwt
 from joserfc.jwk import OKPKey
+from structlog.testing import capture_logs
 
 from connectors import holder_auth
 from connectors import world as w
 from connectors.holder_auth import JwksSource
-from connectors.http_connector import ConnectorRegistry, HttpConnector
+from connectors.http_connector import MAX_DISCOVERY_ANSWER_BYTES, ConnectorRegistry, HttpConnector
 from connectors.protocol import (
     MAX_ANSWER_RECORDS,
+    MAX_ANSWER_VALUES,
     ConnectorError,
     HolderDiscovery,
     HolderProtocolError,
@@ -441,6 +443,35 @@ async def test_forged_tokens_cannot_make_a_holder_fetch_keys_from_a_failing_gate
     assert len(fetches) == 2
 
 
+async def test_a_key_set_nested_too_deep_is_refused_as_malformed_and_not_fetched_on_every_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: whatever answers at the JWKS URL could send JSON nested deeper than the parser
+    recurses (100,000 brackets, well within ``MAX_JWKS_BYTES``). The ``RecursionError`` was no refusal: every
+    token check failed the holder with a 500 (which the gateway retries) instead of a 401, and, not counted as a
+    failed load, it made the holder fetch the keys again on every request, past ``REFRESH_INTERVAL``. Now it is
+    a malformed key set like any other."""
+    monkeypatch.setattr(holder_auth, "REFRESH_INTERVAL", 300.0)
+    fetches: list[int] = []
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert len(deep) < holder_auth.MAX_JWKS_BYTES
+    jwks_app = FastAPI()
+
+    @jwks_app.get("/.well-known/jwks.json")
+    def jwks() -> Response:
+        fetches.append(1)
+        return Response(deep, media_type="application/json")
+
+    with serve_app(jwks_app) as gateway, \
+            partner_servers(tmp_path, [w.FIOD], jwks_url=f"{gateway}/.well-known/jwks.json") as urls:
+        async with httpx.AsyncClient() as client:
+            statuses = [(await client.post(f"{urls[w.FIOD]}/holder/v1/discover",
+                                           json=_discovery(["subj-x1234567"]).model_dump(),
+                                           headers={"Authorization": f"Bearer {await gateway_token(w.FIOD)}"})
+                         ).status_code for _ in range(5)]
+    assert statuses == [401] * 5
+    assert len(fetches) == 1
+
+
 async def test_keys_come_over_https_verified_against_the_partnerships_ca(tmp_path: Path, world: World) -> None:
     """The partner fetches the gateway's keys from an https URL whose certificate a private CA issued: trusted
     with ``ca_file`` (``--jwks-ca-file``), refused without it — then no token passes."""
@@ -726,6 +757,32 @@ async def test_a_malformed_answer_is_a_protocol_error(holder: tuple[_ScriptedHol
     assert server.calls["/holder/v1/query"] == 1
 
 
+async def test_a_request_aiohttp_refuses_to_make_is_a_holder_unavailable_not_a_defect(
+        holder: tuple[_ScriptedHolder, str]) -> None:
+    """aiohttp raises a plain ValueError for a request it will not make (here a header value with a line break,
+    as a token read from a file with its CR can have; before the endpoint check, credentials in the base URL
+    beside the bearer token): it escaped as no ConnectorError, and the exchange failed every such call as its
+    own defect (``gateway-error``). It is a holder-unavailable now, made once (it fails the same way each
+    time), logged with the error's type and never its text, which may quote the header."""
+    server, url = holder
+
+    async def broken_token(audience: str) -> str:
+        return "T\r\nX-Injected: 1"
+
+    async with HttpConnector(w.TAX, url, broken_token, retries=2, backoff=0.01) as connector:
+        with capture_logs() as logs, pytest.raises(HolderUnavailable) as failed:
+            await connector.query(_query(["subj-x1234567"], ["income"], "q-refused"))
+        assert connector.attempts == 1
+    assert str(failed.value) == ("belastingdienst-ivs: holder unavailable: request not made (ValueError) "
+                                 "(1 attempt, request q-refused)")
+    assert failed.value.may_have_arrived  # not known for certain: what the gateway logs about provided records
+    assert isinstance(failed.value.__cause__, ValueError)
+    assert "/holder/v1/query" not in server.calls  # nothing reached the holder
+    [logged] = [e for e in logs if e["event"] == "holder_unavailable"]
+    assert logged["failure"] == "request not made (ValueError)"
+    assert "X-Injected" not in repr(logs)
+
+
 # -- the over-share switch -------------------------------------------------------------------------
 async def test_the_over_share_switch_adds_an_unasked_category(tmp_path: Path, world: World) -> None:
     director = world.scenarios()[w.BIBOB_APPLICANT][1]
@@ -763,6 +820,38 @@ async def test_an_answer_past_the_size_limit_is_a_protocol_error(chunked: bool) 
             assert len((await enough.query(_query(["s-1"], ["police_incidents"]))).records) == 50
 
 
+@pytest.mark.parametrize(("size", "accepted"), [(MAX_DISCOVERY_ANSWER_BYTES, True),
+                                               (MAX_DISCOVERY_ANSWER_BYTES + 1, False)])
+@pytest.mark.parametrize("chunked", [False, True], ids=["with-length", "chunked"])
+async def test_a_discovery_answer_past_its_own_size_limit_is_a_protocol_error(size: int, accepted: bool,
+                                                                               chunked: bool) -> None:
+    """Found by a review: a discovery answer is hit/no-hit for at most a hundred subjects — some kilobytes — yet
+    it was read up to the 16 MiB of a query's answer, and 16 MiB of hits for made-up subjects held the gateway's
+    event loop for seconds while they were parsed and compared with the subjects asked. A discovery answer may
+    be ``MAX_DISCOVERY_ANSWER_BYTES`` long; a longer one is no answer, refused before it is parsed."""
+    body = b'{"status": "answered", "hits": {}}'
+    body += b" " * (size - len(body))  # JSON may end in blanks: a valid answer of exactly ``size`` bytes
+    app = FastAPI()
+
+    @app.post("/holder/v1/discover")
+    async def discover() -> Response:
+        if chunked:
+            async def parts() -> Any:
+                for start in range(0, len(body), 65536):
+                    yield body[start:start + 65536]
+            return StreamingResponse(parts(), media_type="application/json")
+        return Response(body, media_type="application/json")
+
+    with serve_app(app) as url:
+        async with HttpConnector(w.FIOD, url, gateway_token) as connector:
+            if accepted:
+                assert (await connector.discover(_discovery(["s-1"]))).hits == {}
+            else:
+                with pytest.raises(HolderProtocolError, match="more than"):
+                    await connector.discover(_discovery(["s-1"]))
+                assert connector.attempts == 1  # not retried: it would be as long again
+
+
 @pytest.mark.parametrize(("records", "accepted"), [(MAX_ANSWER_RECORDS, True), (MAX_ANSWER_RECORDS + 1, False)])
 async def test_an_answer_with_more_records_than_the_limit_is_a_protocol_error(records: int, accepted: bool) -> None:
     """Found by a review: within the size limit, an answer of 110,000 empty records (15 MB) held the gateway's
@@ -782,6 +871,45 @@ async def test_an_answer_with_more_records_than_the_limit_is_a_protocol_error(re
         async with HttpConnector(w.POLICE, url, gateway_token) as connector:
             if accepted:
                 assert len((await connector.query(_query(["s-1"], ["police_incidents"]))).records) == records
+            else:
+                with pytest.raises(HolderProtocolError, match="malformed answer"):
+                    await connector.query(_query(["s-1"], ["police_incidents"]))
+
+
+@pytest.mark.parametrize(("values", "accepted"), [(MAX_ANSWER_VALUES, True), (MAX_ANSWER_VALUES + 1, False)])
+@pytest.mark.parametrize("shape", ["one object", "nested lists", "many records"])
+async def test_an_answer_with_more_values_than_the_limit_is_a_protocol_error(values: int, accepted: bool,
+                                                                             shape: str) -> None:
+    """Found by a review: within the size limit and the records limit, one record whose fields held 1.3 million
+    members (13 MB) held the gateway's event loop for more than five seconds of one exchange (its liveness
+    probe timed out), while the exchange translated, hashed, sealed and serialised every value. The records'
+    fields may hold at most ``MAX_ANSWER_VALUES`` values together, however they are nested or spread over
+    records; an answer with more is no answer."""
+    def body_of(subject: str) -> bytes:
+        """``values`` values in all: the members of objects and the items of arrays, at any depth."""
+        if shape == "one object":
+            records: list[dict[str, Any]] = [{f"a{n}": 0 for n in range(values)}]
+        elif shape == "nested lists":  # "a" and its list, lists of 999, and the rest
+            lists = values // 1000 - 1
+            records = [{"a": [[0] * 999 for _ in range(lists)] + [0] * (values - 1 - 1000 * lists)}]
+        else:  # ten each: "a", "b" and b's eight items; the last record has the rest
+            records = [{"a": n, "b": [n] * 8} for n in range(values // 10)]
+            records[-1]["b"] += [0] * (values % 10)
+            assert len(records) <= MAX_ANSWER_RECORDS
+        return json.dumps({"status": "answered", "records": [
+            {"record_id": f"r-{n}", "record_type": "incident", "subject": subject, "category": "police_incidents",
+             "fields": fields} for n, fields in enumerate(records)]}).encode()
+
+    app = FastAPI()
+
+    @app.post("/holder/v1/query")
+    async def query() -> Response:
+        return Response(body_of("s-1"), media_type="application/json")
+
+    with serve_app(app) as url:
+        async with HttpConnector(w.POLICE, url, gateway_token) as connector:
+            if accepted:
+                assert (await connector.query(_query(["s-1"], ["police_incidents"]))).status == "answered"
             else:
                 with pytest.raises(HolderProtocolError, match="malformed answer"):
                     await connector.query(_query(["s-1"], ["police_incidents"]))

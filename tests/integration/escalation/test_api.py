@@ -419,6 +419,23 @@ def test_deciding_implies_review_and_a_deny_closes_the_case(env: Env) -> None:
     assert env.case(case_id).state.value == "closed"
 
 
+def test_a_denys_audit_entry_names_no_categories_or_obligations_the_deny_does_not_hold(env: Env) -> None:
+    """A deny permits nothing and adds no obligation: the stored decision drops what the body carried
+    besides. Its audit entry listed the body's categories and obligations all the same, so the log said
+    "deny, police_incidents, results-only" where the case file says "deny" — and the log is what privacy
+    officers verify."""
+    case_id = env.open_case()
+    denied = env.post("po-politie", f"/v1/escalations/{case_id}/decision", {
+        "expected_version": 1, "outcome": "deny", "motivation": MOTIVATION,
+        "permitted_categories": ["police_incidents"], "obligations": {"results_only": True}})
+    assert denied.status_code == 200, denied.text
+    decision = denied.json()["decision"]
+    assert (decision["permitted_categories"], decision["obligations"]) == ([], {})
+    [step] = [s for s in env.audit_steps(case_id) if s["extra"]["action"] == "decide"]
+    assert (step["decision"], step["categories"]) == ("deny", [])
+    assert "obligations" not in step["extra"]
+
+
 def test_only_the_current_tiers_deciders_decide(env: Env) -> None:
     case_id = env.open_case()
     assert env.decide("desk-riec", case_id, "allow", ["police_incidents"]).status_code == 403  # sees, not tier 1
@@ -553,6 +570,35 @@ def test_an_allow_cannot_permit_what_the_partnership_never_discloses(env: Env) -
     assert allowed.status_code == 200, allowed.text
     assert allowed.json()["decision"]["permitted_categories"] == ["police_incidents"]
     assert env.audit_steps(case_id)[-1]["categories"] == ["police_incidents"]
+
+
+def test_an_allow_cannot_permit_what_the_register_never_lets_this_holder_disclose_to_this_requester(
+        env: Env) -> None:
+    """Rule 3 bounds every re-run: a category is disclosed only if the holder's role supplies it for the
+    purpose and the requester's role may receive it; a decision narrows that, never widens it. An objection
+    to a narrowing carries the removed categories among those requested (the municipality may not receive
+    income for unexplained wealth). An allow naming one was taken: the re-run dropped it again, the decision
+    counted as applied and the case closed, with a decision on record that promised what nobody got. It is
+    refused, and nothing is decided or logged; an allow within the register's bounds is taken."""
+    exchange_id = env.insert_exchange([target("belastingdienst", "belastingdienst-bvr", Outcome.ALLOWED_NARROWED,
+                                              ["assets"], ["income"])], purpose="unexplained-wealth")
+    objected = _object(env, "po-gemeente", exchange_id, holder="belastingdienst")
+    assert objected.status_code == 201, objected.text
+    case_id = objected.json()["id"]
+    assert objected.json()["requested_categories"] == ["assets", "income"]
+    env.move_up(case_id, 2)  # the tier-2 desk decides (tier 1's holder officer is not among the test's people)
+    steps = len(env.audit_steps(case_id))
+    version = env.version(case_id)
+    refused = env.decide("desk-riec", case_id, "allow", ["assets", "income"])
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "cannot permit income:" in refused.json()["detail"]  # income only: assets is this holder's to give
+    assert (env.case(case_id).state.value, env.case(case_id).version, env.case(case_id).decision) == (
+        "escalated", version, None)
+    assert len(env.audit_steps(case_id)) == steps
+    allowed = env.decide("desk-riec", case_id, "allow", ["assets"])
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["decision"]["permitted_categories"] == ["assets"]
 
 
 def test_a_stale_expected_version_gets_409_and_changes_nothing(env: Env) -> None:
@@ -763,6 +809,41 @@ def test_a_nul_character_in_any_written_text_is_a_422_on_both_engines_and_change
     case = env.detail("po-politie", case_id)
     assert (case["state"], case["version"], case["comments"]) == ("open", 1, [])
     assert len(env.audit_steps(case_id)) == steps
+    assert [g["title"] for g in env.get("po-politie", "/v1/legal-gaps").json()
+            if case_id in g["case_ids"]] == ["Bibob cooperation"]
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}").json()["status"] == "identified"
+
+
+def test_a_lone_surrogate_in_a_gaps_title_description_or_note_is_a_422_and_changes_nothing(env: Env) -> None:
+    """JSON may escape half of a surrogate pair (``"\\ud800"``), which Python's reader turns into a string
+    no UTF-8 text holds. A gap's title and description (optional, so ``str | None``) and a status change's
+    note took it past validation: the step then failed in the audit log's transaction, a 500 with a
+    "not applied" error entry per attempt. It is the caller's input, refused like a NUL character: a 422
+    problem+json before anything is logged or stored."""
+    case_id = env.open_case()
+    gap = env.post("po-politie", f"/v1/escalations/{case_id}/legal-gap",
+                   {"title": "Bibob cooperation", "description": "No basis for sharing between municipalities."})
+    assert gap.status_code == 200, gap.text
+    steps = len(env.audit_steps(case_id))
+
+    def raw(who: str, path: str, body: str) -> httpx.Response:
+        response: httpx.Response = env.client.post(path, content=body.encode(), headers={
+            **bearer(env.token(who)), "content-type": "application/json"})
+        return response
+
+    for body in ('{"title": "Bibob \\ud800", "description": "No basis for sharing."}',
+                 '{"title": "Bibob cooperation", "description": "No basis \\udfff for sharing."}'):
+        refused = raw("po-politie", f"/v1/escalations/{case_id}/legal-gap", body)
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    note = raw("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}/status",
+               '{"expected_version": 1, "status": "on-agenda", "note": "On the agenda \\ud83d of the 9th."}')
+    assert note.status_code == 422, note.text
+    assert note.headers["content-type"].startswith("application/problem+json")
+
+    assert len(env.audit_steps(case_id)) == steps  # no step claimed, none failed
+    assert not [e for e in env.audit_events() if e["extra"].get("gap_id") == gap.json()["id"]
+                and e["extra"].get("action") == "legal_gap_status"]
     assert [g["title"] for g in env.get("po-politie", "/v1/legal-gaps").json()
             if case_id in g["case_ids"]] == ["Bibob cooperation"]
     assert env.get("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}").json()["status"] == "identified"
@@ -1168,7 +1249,8 @@ def test_a_decisions_deletion_date_is_neither_past_nor_beyond_the_purposes_reten
     latest = date(today.year + 2, today.month, today.day)  # 24 months; the test's days are no 29 February
     version = env.version(case_id)
     for retain_until, why in ((today - timedelta(days=1), "in the past"),
-                              (latest + timedelta(days=1), "later than the retention")):
+                              (latest + timedelta(days=1), "later than the retention"),
+                              (date.max, "later than the retention"), (date.min, "in the past")):
         refused = _decide_with(env, case_id, retain_until=retain_until.isoformat())
         assert refused.status_code == 422, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")

@@ -203,6 +203,10 @@ def test_two_links_of_a_case_to_one_gap_at_once_link_it_once_without_a_500(
     assert answer.json()["case_ids"] == [first, second]
     with env.container.sessions() as session:
         assert gap_store.get_gap(session, gap_id).case_ids == [first, second]
+    # One link was made, so one flag of the second case is in the log (the late one changed nothing).
+    flags = [e for e in env.audit_events() if e["extra"].get("case_id") == second
+             and e["extra"].get("action") == "legal_gap_flagged"]
+    assert [(e["status"], e["requester"]["org"]) for e in flags] == [("ok", "riec-aa")]
 
 
 def test_a_step_that_fails_unexpectedly_is_logged_as_tried_and_not_applied(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from gateway.escalations.service import ScanResult
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER
 from gateway.settings import Settings
-from tests.integration.escalation.test_api import BIBOB, ENGINES, RIEC, Env, migrated_url, running_env
+from tests.integration.escalation.test_api import BIBOB, ENGINES, MOTIVATION, RIEC, Env, migrated_url, running_env
 
 SYSTEM = "gemeente-amsterdam-vth"  # the requester's partner system: it re-runs
 RERUN = {"partnership": RIEC, "purpose": BIBOB, "legal_basis": "WGS (RIEC) with Wet Bibob",
@@ -101,6 +101,34 @@ def test_an_unused_allow_expires_when_its_validity_ends(env: Env) -> None:
     assert rerun.headers["content-type"].startswith("application/problem+json")
     assert "expired" in rerun.json()["detail"]
     assert len(env.audit_events()) == logged  # nothing asked, no step logged
+
+
+def test_an_allow_with_an_earlier_deletion_date_is_valid_until_that_day_ends(env: Env) -> None:
+    """An allow may set an earlier deletion date (``retain_until``) than the purpose's; the policy gives the
+    re-run the earlier of the two. The decision stayed valid for its full 30 days all the same, so a re-run
+    after that date disclosed data whose deletion date had passed before it arrived. Its validity now ends
+    with that day in Amsterdam: the feed stops offering it, a re-run citing it gets 422, the scan expires it."""
+    case_id = env.open_case()  # Wednesday 25 November 2026; without the date the decision runs to 25 December
+    decided = env.post("po-politie", f"/v1/escalations/{case_id}/decision", {
+        "expected_version": env.version(case_id), "outcome": "allow", "motivation": MOTIVATION,
+        "permitted_categories": ["police_incidents"], "obligations": {"retain_until": "2026-11-30"}})
+    assert decided.status_code == 200, decided.text
+    decision = decided.json()["decision"]
+    day_ends = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)  # midnight in Amsterdam (CET) after 30 November
+    assert datetime.fromisoformat(decision["valid_until"]) == day_ends
+    assert decision["obligations"] == {"retain_until": "2026-11-30"}
+    _at(env, day_ends - timedelta(minutes=1))  # the deletion day itself, late in the evening: still usable
+    assert (case_id, "rerun") in _feed(env)
+    assert _scan(env).expired == []
+
+    _at(env, day_ends + timedelta(minutes=1))  # 1 December in Amsterdam: the data would be due for deletion
+    assert (case_id, "rerun") not in _feed(env)
+    logged = len(env.audit_events())
+    rerun = env.post(SYSTEM, "/v1/exchanges", RERUN | {"escalation_decision": decision["id"]})
+    assert rerun.status_code == 422, rerun.text
+    assert "expired" in rerun.json()["detail"]
+    assert len(env.audit_events()) == logged
+    assert [(c.id, c.state.value) for c in _scan(env).expired] == [(case_id, "expired")]
 
 
 def test_a_decision_held_by_a_live_rerun_is_left_to_it_until_the_claim_is_abandoned(env: Env) -> None:

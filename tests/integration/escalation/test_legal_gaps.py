@@ -113,6 +113,21 @@ def test_flag_a_case_link_a_second_and_list(env: Env) -> None:
     assert DESCRIPTION not in logged
 
 
+def test_linking_a_case_to_a_gap_it_is_linked_to_already_logs_no_step(env: Env) -> None:
+    """A step is in the log exactly when it was taken. Linking a case to a gap it is linked to already
+    changes nothing (the answer is the gap as it is), but it was logged as a flag all the same: a privacy
+    officer reading the log counted two flags of the case where the register holds one link."""
+    first, second = env.open_case(), env.open_case()
+    gap = _new_gap(env, "po-politie", first)
+    assert _flag(env, "desk-riec", second, gap_id=gap["id"]).status_code == 200
+    for who in ("desk-riec", "po-politie"):  # again, by the same organisation and by another
+        again = _flag(env, who, second, gap_id=gap["id"])
+        assert again.status_code == 200, again.text
+        assert (again.json()["case_ids"], again.json()["version"]) == ([first, second], 1)
+    flags = [s["requester"]["org"] for s in _gap_steps(env, gap["id"]) if s["extra"]["case_id"] == second]
+    assert flags == ["riec-aa"]
+
+
 def test_a_gaps_history_in_the_audit_log_starts_with_the_flag_that_recorded_it(env: Env) -> None:
     """The register is reportable from the log: every entry about a gap names it, the one that recorded it
     first (it used to say only "new", so a gap's history could not be told from the log)."""

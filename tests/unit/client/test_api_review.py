@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from joserfc import jwt
-from joserfc.jwk import OKPKey
+from joserfc.jwk import ECKey, OKPKey
 
 from gateway.client.api import (
+    EnrolledSubject,
     GatewayBusy,
     GatewayClient,
     GatewayClientError,
@@ -26,6 +27,7 @@ from gateway.client.api import (
     GatewayUnavailable,
     InvalidResponse,
 )
+from gateway.client.fuzzy_requests import FilterRecordToEnrol
 from gateway.client.models import ANSWER_CONTEXT, DiscoveryRequest, DiscoveryResult, ExchangeResult, Outcome
 from tests.unit.client.test_api_retries import (
     KEY,
@@ -386,3 +388,39 @@ async def test_the_private_key_is_in_no_repr() -> None:
         assert private not in repr(client)
         assert private not in str(client)
         assert "sys-a" in repr(client)
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    (OKPKey.import_key(KEY.as_dict(private=False)), "the public half"),  # what was registered, not what signs
+    (OKPKey.generate_key("X25519"), "a key-agreement curve"),
+    (ECKey.generate_key("P-384"), "another curve than P-256"),
+])
+def test_a_key_that_cannot_sign_the_assertion_is_refused_when_the_client_is_made(key: OKPKey | ECKey,
+                                                                                 why: str) -> None:
+    """Refused at construction, with a ValueError naming no key material — not at the first call, as the JOSE
+    library's own error (no GatewayClientError, shared by every call waiting for the token), after the
+    partner system had started and taken work."""
+    with pytest.raises(ValueError, match="private half of an Ed25519 or P-256 key") as refused:
+        GatewayClient("https://gw", "sys-a", key)
+    for value in key.as_dict(private=key.is_private).values():
+        if isinstance(value, str) and len(value) > 16:
+            assert value not in str(refused.value), why
+
+
+def test_the_private_half_of_an_ed25519_or_p256_key_is_taken() -> None:
+    assert GatewayClient("https://gw", "sys-a", OKPKey.generate_key("Ed25519"))._alg == "Ed25519"
+    assert GatewayClient("https://gw", "sys-a", ECKey.generate_key("P-256"))._alg == "ES256"
+
+
+def test_what_a_partner_enrols_shows_no_identifier_or_record_in_its_repr() -> None:
+    """The tuples a partner fills from its own files name subjects by BSN and records by name; their repr (a
+    debug line, an error tracker's frame locals) shows neither."""
+    subject = EnrolledSubject("bsn", "123456782", ["tax-debt"], ["tax_debts"], minor=True)
+    record = FilterRecordToEnrol("dossier/2026/00417", {"surname": "Jansen", "date_of_birth": "19700101"},
+                                 ["police_incidents"])
+    assert "123456782" not in repr(subject)
+    assert "minor=True" in repr(subject)
+    assert not any(value in repr(record) for value in ("Jansen", "19700101"))
+    assert "dossier/2026/00417" in repr(record)
+    assert subject.number == "123456782"
+    assert record.fields["surname"] == "Jansen"

@@ -172,3 +172,20 @@ def test_every_partner_accepts_only_tokens_of_the_gateways_issuer() -> None:
     assert len(partners) == 7
     for name, service in partners.items():
         assert service["environment"]["WGS_PARTNER_GATEWAY_ISSUER"] == gateway_issuer, name
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?[?-][^}]*)?\}")
+
+
+def test_the_gateways_environment_passes_the_settings_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the gateway service is given must start it: a setting the start refuses (the OPA server on compose's
+    network over plain http without the opt-in, say) leaves a stack whose gateway restarts for ever. The
+    ``${...}`` references are filled with placeholders, as compose fills them from ``.env``."""
+    from gateway.settings import Settings
+
+    for name in [name for name in os.environ if name.startswith("WGS_")]:
+        monkeypatch.delenv(name)
+    for name, value in _services()["gateway"]["environment"].items():
+        monkeypatch.setenv(name, _VARIABLE.sub(lambda match: f"placeholder-{match.group(1).lower()}", str(value)))
+    settings = Settings(_env_file=None)
+    assert settings.policy_engine == "opa"
