@@ -43,7 +43,7 @@ from gateway.auth.principal import Role
 from gateway.clock import as_utc
 from gateway.errors import Conflict
 from gateway.escalations import access
-from gateway.exchange.service import CLAIM_ABANDONED_AFTER
+from gateway.exchange.lease import CLAIM_ABANDONED_AFTER
 
 if TYPE_CHECKING:  # the service builds the scan; the scan takes its steps through the service
     from gateway.escalations.service import EscalationService

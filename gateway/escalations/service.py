@@ -77,8 +77,8 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
+from gateway.exchange.lease import CLAIM_ABANDONED_AFTER
 from gateway.exchange.service import (
-    CLAIM_ABANDONED_AFTER,
     DecisionLost,
     RerunGrant,
     Trace,
