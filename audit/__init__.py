@@ -11,6 +11,7 @@ Modules, one job each:
 ``canonical``      RFC 8785 bytes of an entry (the Merkle leaf)
 ``merkle``         RFC 9162 tree hashing, inclusion and consistency proofs
 ``checkpoint``     C2SP tlog-checkpoint / signed-note format, Ed25519
+``keys``           the checkpoint-key history: signed handovers, which key signs which sizes
 ``tables``         the audit tables in the package's own MetaData
 ``store``          all SQL: append lock, reads and writes
 ``log``            ``AuditLog``: append, checkpoint policy, proofs
@@ -49,6 +50,7 @@ from audit.errors import (
 )
 from audit.events import AuditEvent, DataSubject, Decision, EventType, ProcessingActivity, Requester, Status
 from audit.export import ExportSummary, export_log
+from audit.keys import Handover, KeyHistory
 from audit.log import AuditLog, CheckpointPolicy, ConsistencyProof, InclusionProof, Receipt
 from audit.on_demand import OnDemandCheckpoints
 from audit.store import StoredCheckpoint, StoredEntry
@@ -73,8 +75,10 @@ __all__ = [
     "ExportSummary",
     "Failure",
     "FailureKind",
+    "Handover",
     "InclusionProof",
     "InvalidEvent",
+    "KeyHistory",
     "LogVerificationError",
     "MalformedRow",
     "NoteSigner",

@@ -39,17 +39,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audit import store
 from audit.canonical import canonical_event, entry_texts, format_timestamp
-from audit.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
+from audit.checkpoint import Checkpoint, NoteSigner, NoteVerifier, SignedNote, sign_checkpoint
 from audit.errors import (
     AuditError,
     AuditWriteError,
     CheckpointPending,
+    MalformedRow,
     ProofUnavailable,
     StoreUnavailable,
     VerificationError,
 )
 from audit.events import AuditEvent
 from audit.guard import ensure_no_personal_data
+from audit.keys import Handover, KeyHistory, stored_history
 from audit.merkle import (
     CompactRange,
     compact_range_nodes,
@@ -242,9 +244,14 @@ class AuditLog:
     """Append-only, tamper-evident log over an SQLAlchemy engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: Engine, signer: NoteSigner, *, policy: CheckpointPolicy | None = None,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, signer_source: Callable[[], NoteSigner | None] | None = None) -> None:
         self._engine = engine
         self._signer = signer
+        # Where a long-running process gets the current key after another one rotated it (None: nowhere, so it
+        # refuses to sign with the retired one), and the key history as last read (:meth:`_history`).
+        self._signer_source = signer_source
+        self._keys = KeyHistory(signer.verifier)
+        self._keys_marker: tuple[tuple[int, str, str, int | None], ...] = ()
         self.policy = policy or CheckpointPolicy()
         self._clock = clock
         # The right frontier after this process's last commit. Reused when the size read under the
@@ -309,6 +316,7 @@ class AuditLog:
         can say whether that tree is the one signed before. :class:`~audit.errors.StoreUnavailable` when the
         log cannot be read."""
         with self._reading() as connection:
+            self._history(connection)
             latest = self._latest_signed(connection)
             size = store.tree_size(connection)
         if latest is not None:
@@ -418,6 +426,7 @@ class AuditLog:
     def _signed(self, connection: Connection, size: int, root: bytes, now: datetime) -> StoredCheckpoint:
         """Sign ``root`` at ``size``, under the append lock, once :meth:`_check_extends` has passed. The caller
         passes what it stored to :meth:`_remember_signed` after the commit."""
+        self._signing_history(connection)
         self._check_extends(connection, size, root)
         checkpoint = Checkpoint(self.origin, size, root)
         note = sign_checkpoint(checkpoint, self._signer)
@@ -470,10 +479,12 @@ class AuditLog:
             raise AuditWriteError(reason) from exc
 
     def _latest_signed(self, connection: Connection) -> Checkpoint | None:
-        """What the newest stored checkpoint whose note verifies under the log's key and origin signed, or
+        """What the newest stored checkpoint whose note verifies under the log's key history and origin signed, or
         ``None`` when no stored note does. A row whose note does not verify (a forged or garbled one, planted
         behind the log's back) is not the log's word and is passed over; the verifier and the served-checkpoint
-        check are what report it."""
+        check are what report it. So is one signed only by a leaked key after its compromise point
+        (:meth:`audit.keys.KeyHistory.distrusted`): the thief's checkpoint over a wrong root would otherwise stop
+        every signature for good."""
         offset = 0
         while True:
             notes = store.checkpoint_notes_page(connection, offset, _ANCHOR_PAGE)
@@ -482,14 +493,117 @@ class AuditLog:
                 if known is not None and known[0] == note:
                     return known[1]
                 try:
-                    opened = open_checkpoint(note, self.verifier, origin=self.origin)
+                    opened = self._keys.open(note, origin=self.origin)
                 except VerificationError:
+                    continue
+                if self._keys.distrusted(opened.tree_size):  # a leaked key's word, not the log's
                     continue
                 self._known_note = (note, opened)
                 return opened
             if len(notes) < _ANCHOR_PAGE:
                 return None
             offset += len(notes)
+
+    # -- the checkpoint key ------------------------------------------------------------------------
+
+    def _history(self, connection: Connection) -> KeyHistory:
+        """The key history in the database (:func:`audit.keys.stored_history`), read again only when its rows
+        changed (one small read). :class:`~audit.errors.VerificationError` when the rows and the handover
+        checkpoints disagree, or a handover's signatures fail."""
+        rows = store.key_rows(connection)
+        marker = tuple((row.from_size, row.verifier_key, row.previous_key, row.compromised_after) for row in rows)
+        with self._cache_lock:
+            if marker == self._keys_marker:
+                return self._keys
+        history = stored_history(connection, self._signer.verifier)
+        with self._cache_lock:
+            self._keys, self._keys_marker = history, marker
+            self._known_note = None  # verified under the history before: checked again under this one
+        return history
+
+    def _signing_history(self, connection: Connection) -> KeyHistory:
+        """The history, under the append lock, once this process holds its current key: after a rotation by
+        another process it takes the new key from ``signer_source``; without one (or if that holds another
+        key) :class:`~audit.errors.AuditWriteError`: a retired key signing on would make checkpoints that
+        every verifier refuses (its era has ended)."""
+        try:
+            history = self._history(connection)
+        except (VerificationError, MalformedRow) as exc:
+            raise AuditWriteError(f"the checkpoint key history does not verify ({exc}): nothing was signed; "
+                                  "run the verifier") from exc
+        if history.current.key_id != self._signer.verifier.key_id:
+            fresh = self._signer_source() if self._signer_source is not None else None
+            if fresh is None or fresh.verifier.vkey != history.current.vkey:
+                raise AuditWriteError(f"the checkpoint key was rotated to {history.current.key_id.hex()}: this "
+                                      "process holds a retired key and signs nothing; restart it")
+            self._signer = fresh
+        return history
+
+    def _check_extends_under(self, pending: KeyHistory, connection: Connection, size: int, root: bytes) -> None:
+        """:meth:`_check_extends` with the rotation's own history: after a leak, the thief's checkpoints above the
+        compromise point must not be what the handover is checked against (they may be what stopped signing)."""
+        with self._cache_lock:
+            kept, self._keys, self._known_note = (self._keys, self._known_note), pending, None
+        try:
+            self._check_extends(connection, size, root)
+        finally:
+            with self._cache_lock:
+                self._keys, self._known_note = kept
+
+    def key_history(self) -> KeyHistory:
+        """The log's checkpoint keys and their eras, as the database holds them (verified)."""
+        with self._reading() as connection:
+            return self._history(connection)
+
+    def key_rows(self) -> list[store.KeyRow]:
+        """The rotations as stored (with their times), for display; :meth:`key_history` is what verified them."""
+        with self._reading() as connection:
+            return store.key_rows(connection)
+
+    def rotate_key(self, new_signer: NoteSigner, event: PreparedEvent, *,
+                   compromised_after: int | None = None) -> StoredCheckpoint:
+        """Hand the log over to ``new_signer``'s key: append ``event`` (the rotation's own entry) and sign the
+        handover checkpoint over the tree that includes it with the current key and the new one, with the key
+        row, in one transaction (:mod:`audit.keys`). From then on this log signs with the new key only.
+
+        ``compromised_after``: the current key leaked; its signatures on checkpoints above that size are not
+        trusted (at most the current size). :class:`~audit.errors.AuditWriteError` when nothing was written:
+        the database failed, the tree forks from a signed checkpoint, or this process does not hold the current
+        key (another rotation came first)."""
+        if new_signer.name != self.origin or new_signer.verifier.key_id == self._signer.verifier.key_id:
+            raise ValueError("the new checkpoint key must be another key under the log's origin")
+        try:
+            with store.append_transaction(self._engine) as transaction:
+                connection, state = transaction.connection, transaction.state
+                _refuse_rolled_back(state)
+                history = self._signing_history(connection)
+                if compromised_after is not None and not 0 <= compromised_after <= state.size:
+                    raise ValueError(f"the compromise point must be a size of the log (0..{state.size})")
+                frontier = self._cached_frontier(connection, state.size)
+                now = self._now()
+                batch = _entry_batch(state.size, now, [event])
+                new_nodes = frontier.extend(batch.leaf_hashes)
+                self._rows.insert_append(connection, batch, new_nodes)
+                size, root = frontier.size, frontier.root()
+                handover = Handover(size, self._signer.verifier, new_signer.verifier, compromised_after)
+                pending = KeyHistory(history.eras[0].verifier, (*history.handovers, handover))
+                self._check_extends_under(pending, connection, size, root)
+                text = Checkpoint(self.origin, size, root, (handover.line(),)).body()
+                note = SignedNote(text, (self._signer.sign(text), new_signer.sign(text))).format()
+                signed = StoredCheckpoint(size, root, note, now)
+                self._rows.insert_checkpoint(connection, signed)
+                row = store.KeyRow(size, new_signer.verifier.vkey, self._signer.verifier.vkey, compromised_after, now)
+                store.insert_key_row(connection, row)
+        except self._database_errors as exc:
+            raise AuditWriteError(f"audit key rotation failed ({type(exc).__name__})") from exc
+        self._remember_frontier(frontier)
+        with self._cache_lock:
+            self._signer = new_signer
+            self._keys, self._known_note = pending, None
+            self._keys_marker = (*self._keys_marker, (row.from_size, row.verifier_key, row.previous_key,
+                                                      row.compromised_after))
+        self._remember_signed(signed)
+        return signed
 
     def issue_checkpoint(self) -> StoredCheckpoint:
         """Sign the current tree now (or return the checkpoint that already covers exactly this size)."""
@@ -591,7 +705,9 @@ class AuditLog:
         value), or :class:`~audit.errors.StoreUnavailable` when the tree could not be read. A checkpoint that
         passes becomes this process's anchor (:attr:`anchor`) if it is newer.
         """
-        opened = open_checkpoint(stored.note, self.verifier, origin=self.origin)
+        with self._reading() as connection:
+            keys = self._history(connection)
+        opened = keys.open(stored.note, origin=self.origin)
         if opened.tree_size != stored.tree_size or opened.root_hash != stored.root_hash:
             raise VerificationError(f"the checkpoint row at {stored.tree_size} disagrees with its signed note")
         try:

@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Dialect, Engine, Select, Text, bindparam, fun
 from audit.errors import MalformedRow
 from audit.events import AuditEvent
 from audit.merkle import Node, flat_index, node_at_flat_index
-from audit.tables import audit_checkpoints, audit_entries, audit_on_demand, audit_tree_nodes
+from audit.tables import audit_checkpoint_keys, audit_checkpoints, audit_entries, audit_on_demand, audit_tree_nodes
 
 ADVISORY_LOCK_KEY = int.from_bytes(b"WGSaudit", "big", signed=True)
 """The PostgreSQL advisory lock that serialises appenders; any 64-bit constant unique to the audit log."""
@@ -522,6 +522,35 @@ def checkpoint_notes(connection: Connection) -> Iterator[str]:
     query = select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.tree_size.desc())
     for (note,) in connection.execute(query.execution_options(yield_per=64)):
         yield str(note)
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One row of ``audit_checkpoint_keys``: a rotation of the checkpoint key (:mod:`audit.keys`)."""
+
+    from_size: int
+    verifier_key: str
+    previous_key: str
+    compromised_after: int | None
+    rotated_at: datetime
+
+
+def key_rows(connection: Connection) -> list[KeyRow]:
+    """Every rotation of the checkpoint key, oldest first (a handful of rows; read under the append lock before a
+    checkpoint is signed); :class:`~audit.errors.MalformedRow` when a row holds a value no such row can hold."""
+    query = select(audit_checkpoint_keys).order_by(audit_checkpoint_keys.c.from_size)
+    try:
+        return [KeyRow(int(row.from_size), str(row.verifier_key), str(row.previous_key),
+                       None if row.compromised_after is None else int(row.compromised_after), utc(row.rotated_at))
+                for row in connection.execute(query)]
+    except _UNREADABLE:
+        raise MalformedRow("audit_checkpoint_keys", None) from None
+
+
+def insert_key_row(connection: Connection, row: KeyRow) -> None:
+    connection.execute(audit_checkpoint_keys.insert().values(
+        from_size=row.from_size, verifier_key=row.verifier_key, previous_key=row.previous_key,
+        compromised_after=row.compromised_after, rotated_at=row.rotated_at))
 
 
 @dataclass(frozen=True)

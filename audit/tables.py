@@ -1,6 +1,6 @@
 """The audit log's tables, in the audit package's own ``MetaData``.
 
-Three append-only tables (the migration adds triggers that reject UPDATE, DELETE and, on PostgreSQL,
+Four append-only tables (the migration adds triggers that reject UPDATE, DELETE and, on PostgreSQL,
 TRUNCATE):
 
 * ``audit_entries``: one row per leaf. ``log_index`` is the 0-based, gap-free leaf index; ``canonical``
@@ -17,6 +17,7 @@ TRUNCATE):
   never changes in an append-only tree, so caching it is safe, and any proof or root needs at most
   O(log n) of them. Level 0 (the leaves) is ``audit_entries.leaf_hash``.
 * ``audit_checkpoints``: every signed checkpoint issued, keyed by tree size.
+* ``audit_checkpoint_keys``: one row per rotation of the checkpoint key (an index of the handover checkpoints).
 
 Beside them ``audit_on_demand``, one row saying when a checkpoint was last signed on demand (not append-only),
 and ``audit_anomaly_flags``, one row per ``anomaly.flagged`` entry, keyed by what a flag is logged once for.
@@ -53,7 +54,7 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-APPEND_ONLY_TABLES = ("audit_entries", "audit_tree_nodes", "audit_checkpoints")
+APPEND_ONLY_TABLES = ("audit_entries", "audit_tree_nodes", "audit_checkpoints", "audit_checkpoint_keys")
 
 audit_entries = Table(
     "audit_entries",
@@ -89,6 +90,20 @@ audit_checkpoints = Table(
     Column("note", Text, nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
 )
+
+audit_checkpoint_keys = Table(
+    "audit_checkpoint_keys",
+    metadata,
+    Column("from_size", BigInteger, primary_key=True, autoincrement=False),  # the handover checkpoint's size
+    Column("verifier_key", Text, nullable=False),  # the key current from then on
+    Column("previous_key", Text, nullable=False),  # the key it retired
+    Column("compromised_after", BigInteger, nullable=True),
+    Column("rotated_at", DateTime(timezone=True), nullable=False),
+)
+"""One row per rotation of the checkpoint key (:mod:`audit.keys`), written in the transaction of its handover
+checkpoint: an index of the handovers, so that the gateway finds the current key and the history without reading
+every checkpoint. Not evidence of its own: verification compares it with the handover checkpoints' signed text.
+Append-only like the log."""
 
 audit_on_demand = Table(
     "audit_on_demand",

@@ -13,10 +13,11 @@ What is checked, in log order (the first failure stops verification and is repor
    (:mod:`audit.query_columns`), and an entry where it cannot is compared as a deep
    verification compares it;                                                            ``columns``
 5. (live) every cached complete subtree equals the one recomputed from the leaves;      ``node-cache``
-6. each checkpoint, when the stream reaches its size: signed by the trusted key for the
-   log's origin, its stored size/root agree with the signed text, its root equals the
-   root recomputed from the entries, and it is consistent (RFC 9162 consistency proof
-   built from the entries) with the previous checkpoint;                                 ``signature``/
+6. each checkpoint, when the stream reaches its size: signed by the key current for its
+   size (both keys at a key handover, :mod:`audit.keys`) for the log's origin, its stored
+   size/root agree with the signed text, its root equals the root recomputed from the
+   entries, and it is consistent (RFC 9162 consistency proof built from the entries)
+   with the previous checkpoint;                                                         ``signature``/
                                                                                           ``checkpoint``/
                                                                                           ``root``/
                                                                                           ``consistency``
@@ -40,7 +41,8 @@ the first uncovered entry.
 
 The trusted key must come from outside the evidence: pass the verifier key you pinned. Without one, an
 export's own header key is used and the result says so — a forger who rewrites the file can rewrite
-the key too.
+the key too. The pinned key may be of any era of a log whose key was rotated: the key history is read from
+the log's own handover checkpoints and trusted only through it (:func:`_key_history`).
 """
 
 from __future__ import annotations
@@ -67,9 +69,10 @@ from sqlalchemy.pool import NullPool
 
 from audit import bulk_reads, store
 from audit.canonical import claims_index, envelope_index, parse_entry
-from audit.checkpoint import NoteVerifier, claimed_checkpoint, open_checkpoint
+from audit.checkpoint import Checkpoint, NoteVerifier, claimed_checkpoint
 from audit.errors import MalformedRow, StoreUnavailable, VerificationError
 from audit.export import ENTRY_LINE, EXPORT_FORMAT, EXPORT_VERSION, MAX_LINE_BYTES
+from audit.keys import HANDOVER_MARKER, KeyHistory, check_key_rows
 from audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -96,8 +99,9 @@ from audit.subtrees import (
 
 
 class FailureKind(StrEnum):
-    """Which check failed (numbered as in the module docstring); ``format`` and ``key`` concern the
-    export file itself: unreadable, or naming another key than the one pinned."""
+    """Which check failed (numbered as in the module docstring); ``format`` concerns the export file itself
+    (unreadable); ``key`` the log's key history: a handover not signed by both its keys, a history that does not
+    reach the pinned key, key rows that disagree with the handovers, or an export naming another current key."""
 
     FORMAT = "format"
     KEY = "key"
@@ -299,9 +303,13 @@ class _Stream:
     subtrees queued as flat node ids for the cache check, and checkpoints checked as the size passes them.
     """
 
-    def __init__(self, verifier: NoteVerifier, checkpoints: list[_CheckpointRecord], deep: bool,
+    def __init__(self, keys: KeyHistory, checkpoints: list[_CheckpointRecord], deep: bool,
                  node_checker: _NodeChecker | None = None, columns_of: Engine | None = None) -> None:
-        self.verifier = verifier
+        self.keys = keys
+        # Sizes of checkpoints only a leaked key signed after its compromise point (warned about, never trusted):
+        # those that match the entries, and those that do not.
+        self.distrusted: list[int] = []
+        self.disowned: list[int] = []
         self.checkpoints = sorted(checkpoints, key=lambda record: record.tree_size)
         self.deep = deep
         self.node_checker = node_checker
@@ -515,10 +523,13 @@ class _Stream:
     def _check_checkpoint(self, record: _CheckpointRecord) -> None:
         size = record.tree_size
         try:
-            checkpoint = open_checkpoint(record.note, self.verifier)
+            checkpoint = self.keys.open(record.note)
         except VerificationError as exc:
             raise _fail(FailureKind.SIGNATURE, size, f"{record.source} checkpoint at size {size}: {exc}",
                         size) from None
+        if self.keys.distrusted(size):
+            self._set_aside(record, checkpoint)
+            return
         if checkpoint.tree_size != size:
             raise _fail(FailureKind.CHECKPOINT, size, f"{record.source} checkpoint is filed under size {size} "
                         f"but its signed text says {checkpoint.tree_size}", size)
@@ -534,6 +545,18 @@ class _Stream:
         self._check_consistency(anchor, size, checkpoint.root_hash)
         self.anchor = _Anchor(size, checkpoint.root_hash, frontier)
         self.verified_checkpoints += 1
+
+    def _set_aside(self, record: _CheckpointRecord, checkpoint: Checkpoint) -> None:
+        """A checkpoint only a leaked key signed after its compromise point: its signature proves nothing either
+        way, so it neither fails the log nor anchors it. Whether it matches the entries is a warning (one that does
+        not is the thief's, or the log was rewritten since: the signature cannot tell which; the handover's
+        signature by the new key is what the entries up to it rest on). The stream goes on from the tree it
+        computed, as if no checkpoint stood there."""
+        frontier = self.frontier
+        matches = checkpoint.tree_size == record.tree_size and checkpoint.root_hash == frontier.root() and (
+            record.root_column is None or record.root_column == checkpoint.root_hash)
+        (self.distrusted if matches else self.disowned).append(record.tree_size)
+        self.anchor = _Anchor(record.tree_size, frontier.root(), frontier)
 
     def _check_consistency(self, anchor: _Anchor, size: int, root: bytes) -> None:
         """Prove, as a third party holding only the two checkpoints would, that ``size`` extends the anchor."""
@@ -559,7 +582,7 @@ class _Stream:
         # 7. Checkpoints beyond the end: check the signature first (a forged one is a forgery, not truncation).
         for record in self.checkpoints[self.next_checkpoint:]:
             try:
-                checkpoint = open_checkpoint(record.note, self.verifier)
+                checkpoint = self.keys.open(record.note)
             except VerificationError as exc:
                 raise _fail(FailureKind.SIGNATURE, record.tree_size,
                             f"{record.source} checkpoint at size {record.tree_size}: {exc}", record.tree_size) from None
@@ -598,6 +621,15 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
         # A cache mismatch among the subtrees completed before a failing entry is reported first.
         failure = stream.node_failure() or failed.failure
     warnings: list[str] = []
+    if stream.distrusted:
+        warnings.append(f"checkpoint(s) at sizes {_sizes(stream.distrusted)} were signed only by a checkpoint key "
+                        "after its compromise point: their signatures prove nothing (the entries up to the key's "
+                        "handover rest on the new key's signature)")
+    if stream.disowned:
+        warnings.append(f"checkpoint(s) at sizes {_sizes(stream.disowned)}, signed only by a checkpoint key after its "
+                        "compromise point, do not match the log: forgeries made with the leaked key, or the log "
+                        "rewritten since (the signature cannot tell which; the handover's signature by the new key "
+                        "covers the entries up to it)")
     if not key_pinned:
         warnings.append("verified with the key named in the export itself; pin the log's verifier key instead")
     if failure is None:
@@ -609,6 +641,11 @@ def _run(stream: _Stream, batches: Iterable[Sequence[_EntryRecord]] | Iterable[S
     return VerifyResult(entries=stream.size, checkpoints=stream.verified_checkpoints,
                         root_hash=stream.frontier.root() if failure is None else None, failure=failure,
                         key_pinned=key_pinned, warnings=tuple(warnings))
+
+
+def _sizes(sizes: list[int]) -> str:
+    shown = ", ".join(str(size) for size in sizes[:5])
+    return shown + (f" and {len(sizes) - 5} more" if len(sizes) > 5 else "")
 
 
 def _check_covered(stream: _Stream) -> None:
@@ -677,6 +714,14 @@ def _known(known_checkpoints: Sequence[str]) -> list[_CheckpointRecord]:
     return records
 
 
+def _key_history(trusted: NoteVerifier, records: Sequence[_CheckpointRecord]) -> KeyHistory:
+    """The log's key history from its own handover checkpoints (:mod:`audit.keys`), trusted through the pinned
+    key, which may be any key of the chain: an officer who pinned a retired key follows the handovers forward,
+    one who pinned the current key follows them back. Kept checkpoints are no part of it (the log's are what
+    the history must state; a kept handover the log lacks fails as the checkpoint it is)."""
+    return KeyHistory.from_handovers(trusted, [record.note for record in records if HANDOVER_MARKER in record.note])
+
+
 def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints: Sequence[str] = (),
                     deep: bool = True, check_node_cache: bool = True, check_columns: bool = True, workers: int = 1,
                     pool: Executor | None = None) -> VerifyResult:
@@ -716,9 +761,18 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_Checkp
         except MalformedRow as exc:
             return VerifyResult(0, 0, None, Failure(FailureKind.CHECKPOINT, None, f"{exc}: {_EDITED}"))
         size = 0 if deep else store.tree_size(connection)
+        try:
+            rows = store.key_rows(connection)
+        except MalformedRow as exc:
+            return VerifyResult(0, 0, None, Failure(FailureKind.KEY, None, f"{exc}: {_EDITED}"))
     records = [_CheckpointRecord(c.tree_size, c.note, c.root_hash, "stored") for c in stored]
+    try:
+        keys = _key_history(verifier, records)
+        check_key_rows(keys, rows)
+    except VerificationError as exc:
+        return VerifyResult(0, 0, None, Failure(FailureKind.KEY, None, str(exc)))
     checker = _NodeChecker(engine) if check_node_cache else None
-    stream = _Stream(verifier, records + known, deep, checker, columns_of=engine if columns else None)
+    stream = _Stream(keys, records + known, deep, checker, columns_of=engine if columns else None)
     if deep:
         return _run(stream, _stored_records(engine), key_pinned=True)
     parallel = (workers > 1 or pool is not None) and _reachable_from_other_processes(engine)
@@ -948,7 +1002,8 @@ def verify_export(path: Path, *, verifier: NoteVerifier | None = None, known_che
                   deep: bool = True) -> VerifyResult:
     """Verify an export file (see :mod:`audit.export`), streaming its entries.
 
-    ``verifier``: the pinned log key; when given, the file's header must name the same key. Every entry must
+    ``verifier``: the pinned log key, of any era: the file's checkpoints' key handovers must lead from it to the
+    key the header names (:mod:`audit.keys`). Every entry must
     be covered by a checkpoint that verifies (``uncovered`` otherwise): an export made before exports ended
     with a checkpoint at their size, with entries after its last checkpoint, fails; export the log again.
     A malformed header or checkpoint line is a ``format`` failure, never an exception.
@@ -974,15 +1029,20 @@ def _verify_export(path: Path, verifier: NoteVerifier | None, known: list[_Check
             return VerifyResult(0, 0, None, failure, key_pinned=verifier is not None)
         pinned = verifier is not None
         trusted = verifier or file_verifier
-        if pinned and file_verifier.vkey != trusted.vkey:
-            failure = Failure(FailureKind.KEY, None, "the export names a different verifier key than the pinned one")
-            return VerifyResult(0, 0, None, failure, key_pinned=True)
         try:
             checkpoints = [_parse_checkpoint(next(lines, b"")) for _ in range(checkpoint_count)]
         except (ValueError, KeyError, TypeError) as exc:
             failure = Failure(FailureKind.FORMAT, None, f"export checkpoint lines are invalid ({exc})")
             return VerifyResult(0, 0, None, failure, key_pinned=pinned)
-        stream = _Stream(trusted, checkpoints + known, deep)
+        try:
+            keys = _key_history(trusted, checkpoints)
+        except VerificationError as exc:
+            return VerifyResult(0, 0, None, Failure(FailureKind.KEY, None, str(exc)), key_pinned=pinned)
+        if file_verifier.vkey != keys.current.vkey:
+            failure = Failure(FailureKind.KEY, None, "the export names a different verifier key than the current "
+                              "one of the key history the pinned key vouches for")
+            return VerifyResult(0, 0, None, failure, key_pinned=pinned)
+        stream = _Stream(keys, checkpoints + known, deep)
         batches = _export_entries(lines, declared_size)
         if deep:
             records = ([(index, canonical, leaf, None) for index, canonical, leaf in batch] for batch in batches)

@@ -31,10 +31,11 @@ path, and a redirect is never followed (``allow_redirects=False``; a 3xx is a ``
 holder, or whoever answers in its name, cannot send the token on to another origin, nor the request body.
 
 4xx answers are never retried. aiohttp's exceptions are converted here, at the edge (``raise ... from``), into
-the tree of ``connectors.errors``; messages name the partner system and the request id, never a subject or the
-holder's address (they reach the requester as reasons). The bearer token comes from an injected
-``token_provider(audience)``, audience = the partner system id; it is asked again on every attempt so that a
-token that expired during backoff is replaced.
+the tree of ``connectors.errors`` — any other exception of an attempt too (aiohttp refusing to make the request:
+``HolderUnavailable``, not retried, logged with its type); messages name the partner system and the request
+id, never a subject or the holder's address (they reach the requester as reasons). The bearer token comes from
+an injected ``token_provider(audience)``, audience = the partner system id; it is asked again on every attempt
+so that a token that expired during backoff is replaced.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from connectors.errors import HolderProtocolError, HolderRejectedRequest, HolderUnavailable
+from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
 from connectors.transport import compressed, verifying_tls
 from gateway.urls import holder_url
@@ -240,6 +241,18 @@ class HttpConnector:
                                             f"({made} attempt{'s' * (made > 1)}, {label})",
                                             may_have_arrived=arrived) from exc
                 continue
+            except ConnectorError:
+                raise  # our own verdict on the answer (``_exchange``)
+            except Exception as exc:
+                # aiohttp refused to make or send the request (a ValueError or TypeError of its own: a header
+                # value it will not write, a URL it will not take): no transport failure, and the same on every
+                # attempt, so not retried. Converted here, at the edge, so the exchange fails this holder closed
+                # as unavailable instead of failing as a defect of the gateway (``gateway-error``). Only the
+                # type is told: aiohttp's text may quote the URL or the header.
+                failure, made = f"request not made ({type(exc).__name__})", attempt + 1
+                self._log_unavailable(request_id, failure, made)
+                raise HolderUnavailable(self.system, f"holder unavailable: {failure} "
+                                        f"({made} attempt{'s' * (made > 1)}, {label})") from exc
             if status >= 500:
                 failure, arrived = f"answered {status}", True
                 continue
@@ -302,6 +315,7 @@ class ConnectorRegistry:
     def __init__(self, endpoints: dict[str, str], token_provider: TokenProvider, *, timeout: float = 5.0,
                  retries: int = 2, backoff: float = 0.05, ca_file: str | Path | None = None,
                  allow_insecure_http: bool = False) -> None:
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff  # every connector's, for the caller
         self._sessions = {system: SharedSession(max_connections=MAX_CONNECTIONS_PER_HOLDER, ca_file=ca_file)
                           for system in endpoints}
         self._connectors = {system: HttpConnector(system, url, token_provider, timeout=timeout, retries=retries,

@@ -1,7 +1,9 @@
 """The case state machine: every allowed transition is listed here, and nothing else is allowed.
 
     open ──start_review──▶ in_review ──decide──▶ decided ──close──▶ closed
-      │                      │                      └──expire──▶ expired (an allow not re-run in time)
+      │                      │                      ├──expire──▶ expired (an allow not re-run in time)
+      │                      │                      └──decision_refused_by_holder, decision_holder_unavailable──▶
+      │                      │                         decided (a re-run's holder gave nothing)
       │                      └──refer_up / deadline_missed──▶ escalated ──start_review──▶ in_review (next tier)
       └──withdraw──▶ withdrawn ◀──withdraw── (in_review, escalated)
 
@@ -9,6 +11,11 @@ A referral or a missed deadline moves the case to the next tier; there is no tie
 case can only be decided (or withdrawn). A missed tier-3 deadline is ``final_deadline_missed``: the case
 stays where it is (state and tier), the step only records that the last deadline passed and that those
 who must act were told — once, see ``escalation.cases.final_deadline_reported``.
+
+A re-run citing an allow that its holder refused (``decision_refused_by_holder``) or could not answer
+(``decision_holder_unavailable``) leaves the case ``decided`` too: the decision stays usable until it expires,
+and the step is the record that the binding decision was not applied, so nobody learns it only from the
+expiry (the deciders are told; see ``gateway.escalations.service.EscalationService.rerun_not_applied``).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ class Action(StrEnum):
     CLOSE = "close"
     FINAL_DEADLINE_MISSED = "final_deadline_missed"
     EXPIRE = "expire"
+    DECISION_REFUSED_BY_HOLDER = "decision_refused_by_holder"
+    DECISION_HOLDER_UNAVAILABLE = "decision_holder_unavailable"
 
 
 MAX_TIER = 3
@@ -60,6 +69,8 @@ TRANSITIONS: dict[tuple[State, Action], State] = {
     (State.ESCALATED, Action.WITHDRAW): State.WITHDRAWN,
     (State.DECIDED, Action.CLOSE): State.CLOSED,
     (State.DECIDED, Action.EXPIRE): State.EXPIRED,
+    (State.DECIDED, Action.DECISION_REFUSED_BY_HOLDER): State.DECIDED,
+    (State.DECIDED, Action.DECISION_HOLDER_UNAVAILABLE): State.DECIDED,
     (State.OPEN, Action.FINAL_DEADLINE_MISSED): State.OPEN,
     (State.IN_REVIEW, Action.FINAL_DEADLINE_MISSED): State.IN_REVIEW,
     (State.ESCALATED, Action.FINAL_DEADLINE_MISSED): State.ESCALATED,

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from gateway.exchange.lease import leased_work_problem
 from gateway.resources import resource_dir
 from gateway.urls import EXPECTED, INSECURE_OPA, holder_url, http_url, remote_plain_http
 
@@ -51,9 +52,10 @@ def without_password(message: str, url: str) -> str:
 def url_without_password(url: str) -> str:
     """``url`` with the password of its user part (``scheme://user:password@host``) shown as ``***``.
 
-    For the http(s) URLs a settings repr shows: a connector endpoint is passed on as written and may carry
-    credentials, and an OPA URL with them is refused only when the OPA engine is used. Anything that does not
-    parse, or has no password, is returned as it is.
+    For the http(s) URLs a settings repr shows: a webhook's URL is passed on as written and may carry
+    credentials, and an OPA URL with them is refused only when the OPA engine is used (holder endpoints with
+    them are refused, ``gateway.urls.holder_url``). Anything that does not parse, or has no password, is
+    returned as it is.
     """
     try:
         parsed = urlsplit(url)
@@ -172,7 +174,9 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
     )
     require_pseudonyms: bool = Field(
         default=False, description="Refuse subjects that are not the requester's own pseudonyms (no references).")
-    connector_timeout_seconds: float = Field(default=5.0, gt=0, le=300, allow_inf_nan=False)
+    connector_timeout_seconds: float = Field(default=5.0, gt=0, le=90, allow_inf_nan=False)  # the lease's bound
+    # Declared after the timeout and the policy engine's settings: its check reads them (together they must
+    # fit the lease on an Idempotency-Key, gateway.exchange.lease).
     connector_retries: int = Field(default=2, ge=0, le=5)
     connector_ca_file: FilePath | None = Field(
         default=None, description="CA bundle to verify https holder endpoints against (default: the system's "
@@ -315,13 +319,28 @@ class Settings(_ReprWithoutSecrets, BaseSettings):
     @classmethod
     def _endpoints_are_http(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         # Plain http:// to another machine would carry the holder's bearer token and the answered records in
-        # the clear: refused at start-up, not discovered on the wire (gateway.urls.holder_url).
+        # the clear, credentials fail every call, a query or fragment swallows the fixed paths: refused at
+        # start-up, not discovered on the wire (gateway.urls.holder_url). The line names the system, not the URL.
         allow = bool(info.data.get("connector_allow_insecure_http", False))
         for system, url in value.items():
             try:
                 holder_url(url, allow_insecure_http=allow)
             except ValueError as exc:
                 raise ValueError(f"{system}: {exc}") from None
+        return value
+
+    @field_validator("connector_retries")
+    @classmethod
+    def _holder_calls_fit_the_lease(cls, value: int, info: ValidationInfo) -> int:
+        # A holder call outlasting the lease on the attempt's Idempotency-Key (or a re-run's decision) let a
+        # retry take it over and ask the holders a second time: refused at start-up, in every process alike.
+        timeout = info.data.get("connector_timeout_seconds")
+        if timeout is None:  # refused itself: that is the problem reported
+            return value
+        policy_timeout = info.data.get("opa_timeout_seconds") if info.data.get("policy_engine") == "opa" else None
+        problem = leased_work_problem(timeout, value, policy_timeout)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("log_level")

@@ -176,7 +176,7 @@ def _shown(value: object) -> object:
         return {str(key): _shown(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_shown(item) for item in value]
-    if isinstance(value, str):  # a connector endpoint, a webhook's or the OPA URL may carry a password
+    if isinstance(value, str):  # a webhook's or the OPA URL may carry a password
         return url_without_password(value)
     return value
 

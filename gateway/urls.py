@@ -3,9 +3,9 @@ loopback check shared by the partner client and the console's cookies.
 
 One place decides what "an http(s) URL with a host" is (and, :func:`holder_url`, when a holder's plain ``http://``
 is refused), so ``WGS_CONNECTOR_ENDPOINTS`` and ``WGS_OPA_URL``
-cannot drift apart on it. Each caller adds its own rules on top: the OPA address also refuses credentials,
-a query and a fragment (opa-python-client would drop them silently); the connector endpoints deliberately
-do not (a holder service's base URL is passed on as written).
+cannot drift apart on it. Each caller adds its own rules on top: the OPA address and the holder endpoints also
+refuse credentials, a query and a fragment (opa-python-client would drop them silently; a holder's fixed paths
+are appended to its base URL, and aiohttp refuses credentials beside the gateway's bearer token).
 """
 
 from __future__ import annotations
@@ -56,17 +56,32 @@ INSECURE_HOLDER = ("plain http:// to a holder that is not on this machine: its b
                    "WGS_CONNECTOR_ALLOW_INSECURE_HTTP=true on a network you trust")
 
 
+HOLDER_CREDENTIALS = ("credentials in the base URL (user:password@): the gateway authenticates to holders with its "
+                      "own bearer token, and every call would fail; give the URL without them")
+HOLDER_QUERY_OR_FRAGMENT = ("a query or fragment ('?', '#') in the base URL: the holder protocol's paths are "
+                            "appended to it and would land inside it; give http(s)://host[:port][/path] only")
+
+
 def holder_url(url: str, *, allow_insecure_http: bool = False) -> SplitResult:
     """``url`` as :func:`http_url` splits it, refused (ValueError, one line, without the URL) when it is plain
-    ``http://`` to a host that is not this machine, unless ``allow_insecure_http``.
+    ``http://`` to a host that is not this machine, unless ``allow_insecure_http``; and when it carries
+    credentials, a query or a fragment.
 
     Why: every call to a holder carries a bearer token the holder accepts from the gateway, and a query's
     answer carries personal data; over plain HTTP anyone on the path reads both. A loopback holder (the demo,
     the tests, a sidecar) never leaves the machine, so it stays allowed; an operator whose holders sit on a
-    private network they trust says so explicitly."""
+    private network they trust says so explicitly. Credentials beside the bearer token make aiohttp refuse
+    every call (a ``ValueError``, not a transport failure); the fixed path after a query or fragment
+    (``?x=1/holder/v1/query``, ``#f/holder/v1/query``) goes to the wrong resource, or to ``/``. Both are refused
+    when the settings are read, not found at the first call. The messages never repeat the URL: its password,
+    or a token in its query, would reach the operator's terminal and the logs."""
     parsed = http_url(url)
     if remote_plain_http(parsed) and not allow_insecure_http:
         raise ValueError(INSECURE_HOLDER)
+    if "@" in parsed.netloc:  # also an empty user part (``http://@host``), which aiohttp reads as credentials
+        raise ValueError(HOLDER_CREDENTIALS)
+    if "?" in url or "#" in url:  # also an empty one (``host/?``): urlsplit drops it, the appended path does not
+        raise ValueError(HOLDER_QUERY_OR_FRAGMENT)
     return parsed
 
 

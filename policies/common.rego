@@ -57,7 +57,12 @@ holder := p if {
 
 never_disclosed := data.wgs.index.never_disclosed(input.request.partnership)
 
-requested := {c | some c in input.request.categories}
+# The categories asked, a set (empty when `request.categories` is no list: the request is then denied as
+# input-incomplete, see `_categories_ok`). Iterated only when a list: over anything else regorus's
+# interpreter fails the evaluation while the RVM reads it as none.
+requested := {c | some c in _categories} if {
+	is_array(_categories)
+} else := set()
 
 # Rules 1, 3 and 4 for holder organisation `org`: see wgs.index.holder_facts (precomputed per register
 # version as data.register_index when the engine provides it, computed here otherwise).
@@ -83,6 +88,7 @@ request_deny := set() if {
 	partnership.status == "active"
 	partnership.established <= request_date # undefined without a valid `requested_at`: input-incomplete
 	_provided_ok
+	_categories_ok
 	purpose.legal_basis == input.request.legal_basis
 	requester.status == "active"
 	requester.role in purpose.requesters
@@ -122,7 +128,10 @@ _request_deny contains {"code": "purpose-not-in-partnership", "message": sprintf
 	not partnership.purposes[input.request.purpose]
 }
 
-_request_deny contains {"code": "requester-not-participant", "message": sprintf("`%s` (system `%s`) is not a participant of `%s`", [input.request.requester.organisation, input.request.requester.system, input.request.partnership])} if {
+# (The requester's names read with defaults: a requester that names no organisation or no system is no
+# participant either, and the reason must say so rather than be undefined, which left the denial without
+# it, or, in discovery under the RVM, without any reason.)
+_request_deny contains {"code": "requester-not-participant", "message": sprintf("`%s` (system `%s`) is not a participant of `%s`", [object.get(input.request, ["requester", "organisation"], "(none)"), object.get(input.request, ["requester", "system"], "(none)"), input.request.partnership])} if {
 	partnership
 	not requester
 }
@@ -136,9 +145,11 @@ _request_deny contains {"code": "requester-role-not-allowed", "message": sprintf
 	not requester.role in purpose.requesters
 }
 
-# Rule 2: legal basis, signal and case reference.
+# Rule 2: legal basis, signal and case reference. `not ... ==`, not `!=`: a request that names no legal
+# basis is a mismatch too (`!=` with an absent value is undefined, and such a request was allowed).
 _request_deny contains {"code": "legal-basis-mismatch", "message": sprintf("legal basis must be `%s` for `%s`", [purpose.legal_basis, input.request.purpose])} if {
-	input.request.legal_basis != purpose.legal_basis
+	purpose
+	not input.request.legal_basis == purpose.legal_basis
 }
 
 _request_deny contains {"code": "signal-missing", "message": "a signal (type and reference) is required"} if {
@@ -170,7 +181,8 @@ _request_deny contains {"code": "minors-not-allowed", "message": sprintf("purpos
 # escalations cannot be judged (a missing or malformed count would simply not escalate), so such an input
 # is denied. Likewise without a valid `requested_at` (rule 7's office hours and rule 1's start date of the
 # partnership are judged on it) and with `provided_categories` that are no list of category names (absent:
-# none; anything else would be read as none, and rules 3 and 4 on data handed to the holder skipped). One
+# none; anything else would be read as none, and rules 3 and 4 on data handed to the holder skipped), and
+# without `categories` as a non-empty list of category names (see `_categories_ok`). One
 # reason naming every field at fault (each code occurs once in a decision). The fields are read with
 # object.get: a missing one is null here, never an undefined binding (see the RVM notes above). The
 # gateway always sends all of them well formed; this is for any other caller (an OPA server's).
@@ -191,7 +203,19 @@ _counts := {
 _other_fields := {
 	"request.requested_at (an RFC 3339 date and time)": _requested_at_ok,
 	"request.provided_categories (a list of category names)": _provided_ok,
+	"request.categories (a non-empty list of category names)": _categories_ok,
 }
+
+# The categories asked (`request.categories`): a non-empty list of strings, as the API requires. Absent
+# or malformed, they would be read as none (see `requested`), and a hit/no-hit holder, asked about all it
+# supplies whatever was requested, allowed on a request that asked for nothing.
+_categories := object.get(input, ["request", "categories"], null)
+
+_categories_ok := true if {
+	is_array(_categories)
+	_categories != []
+	[c | some c in _categories; not is_string(c)] == []
+} else := false
 
 # Data the requester hands to the holder (`provided_categories`, wgs.exchange): absent is none; present, a
 # list of strings (each a category name or not: unknown categories get their own reasons). Read as none when

@@ -207,3 +207,26 @@ test_discovery_without_a_valid_requested_at_denies if {
 	missing.outcome == "denied"
 	"input-incomplete" in _codes(missing)
 }
+
+# Rule 2 fails closed in discovery too: no legal basis, no hit/no-hit (it was allowed).
+test_discovery_without_a_legal_basis_denies if {
+	d := discovery.decision with input as json.remove(_input({}), ["request/legal_basis"])
+	d.outcome == "denied"
+	_codes(d) == {"legal-basis-mismatch"}
+}
+
+# The categories asked about must be a non-empty list of names (see wgs.exchange_test).
+test_discovery_with_categories_that_are_no_list_of_names_denies if {
+	every categories in [null, "company_registration", 5, [5], []] {
+		d := discovery.decision with input as _input({"categories": categories})
+		d.outcome == "denied"
+		"input-incomplete" in _codes(d)
+	}
+}
+
+# A requester naming no system is no participant, with that reason (see wgs.exchange_test).
+test_discovery_by_a_requester_without_a_system_is_denied_with_its_reason if {
+	d := discovery.decision with input as json.patch(_input({}), [{"op": "replace", "path": "/request/requester", "value": {"organisation": "gemeente-amsterdam"}}])
+	d.outcome == "denied"
+	"requester-not-participant" in _codes(d)
+}

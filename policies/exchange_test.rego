@@ -639,3 +639,52 @@ test_office_hours_reason_states_the_registers_hours if {
 	some s in default_hours.reasons
 	s.message == "requests outside office hours (Mon-Fri 07:00-19:00 Europe/Amsterdam) are escalated"
 }
+
+# --- Review (policy-review, second pass): inputs another caller of the policies may send ------------------
+
+# Rule 2 fails closed: a request that names no legal basis is denied. It was allowed (`!=` with an absent
+# value is undefined, so the mismatch reason never held), for a hit/no-hit holder too, in a batch too.
+test_request_without_a_legal_basis_denies if {
+	every holder in ["politie", "fiod"] {
+		d := exchange.decision with input as json.remove(_with({"holder": {"organisation": holder}}), ["request/legal_basis"])
+		d.outcome == "denied"
+		_codes(d) == {"legal-basis-mismatch"}
+		d.obligations == null
+	}
+	batch := object.union(object.remove(_base, ["request"]), {
+		"request": object.remove(_base.request, ["holder", "legal_basis"]),
+		"holders": [{"organisation": "politie"}, {"organisation": "fiod"}],
+	})
+	[d.outcome | some d in exchange.decisions] == ["denied", "denied"] with input as batch
+}
+
+# The categories asked must be a non-empty list of category names (as the API requires). Absent or malformed,
+# regorus's interpreter failed and the RVM read them as none: a hit/no-hit holder, asked about all it
+# supplies whatever is requested, was allowed, on a request that asked for nothing.
+test_categories_that_are_no_list_of_names_deny_as_incomplete if {
+	every categories in [null, "police_incidents", {"police_incidents": true}, 5, [5], ["police_incidents", null], []] {
+		every holder in ["politie", "fiod"] {
+			d := _decide({"categories": categories, "holder": {"organisation": holder}})
+			d.outcome == "denied"
+			some r in d.reasons
+			r.code == "input-incomplete"
+			contains(r.message, "request.categories")
+		}
+	}
+	absent := exchange.decision with input as json.remove(_with({"holder": {"organisation": "fiod"}}), ["request/categories"])
+	absent.outcome == "denied"
+	"input-incomplete" in _codes(absent)
+}
+
+# Rule 1's reason for a requester that is no participant does not depend on the requester naming both its
+# organisation and its system: without either, the denial once had no such reason (its message could not
+# be formatted), and in discovery under the RVM no reason at all (a denial the gateway refuses).
+test_requester_without_organisation_or_system_is_no_participant if {
+	every requester in [{"organisation": "gemeente-amsterdam"}, {"system": "gemeente-amsterdam-vth"}, {}, "gemeente-amsterdam"] {
+		d := exchange.decision with input as json.patch(_base, [{"op": "replace", "path": "/request/requester", "value": requester}])
+		d.outcome == "denied"
+		"requester-not-participant" in _codes(d)
+	}
+	missing := exchange.decision with input as json.remove(_base, ["request/requester"])
+	"requester-not-participant" in _codes(missing)
+}

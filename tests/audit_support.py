@@ -65,7 +65,7 @@ def make_event(n: int = 0, **overrides: Any) -> AuditEvent:
     return AuditEvent(**fields)
 
 
-APPEND_ONLY_TABLES = ("audit_entries", "audit_tree_nodes", "audit_checkpoints")
+APPEND_ONLY_TABLES = ("audit_entries", "audit_tree_nodes", "audit_checkpoints", "audit_checkpoint_keys")
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from audit import (
     AuditLog,
     AuditWriteError,
     ExportSummary,
+    KeyHistory,
     MalformedRow,
     NoteSigner,
     NoteVerifier,
@@ -27,9 +28,10 @@ from audit import (
     verify_database,
     verify_export,
 )
+from audit.store import KeyRow
 from gateway.auditing.actions import export_event
 from gateway.auditing.setup import CheckpointKeyError, audit_signer, audit_verifier, writing_signer
-from gateway.db.engine import existing_engine_for
+from gateway.db.engine import existing_engine_for, missing_database_file
 from gateway.settings import Settings
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -99,10 +101,92 @@ def _record_export(log: AuditLog, summary: ExportSummary) -> None:
         raise _NotAudited from exc
 
 
-@audit_app.command("key")
-def key() -> None:
-    """Print the log's verifier key (pin it; pass it to `audit verify --key`)."""
-    typer.echo(_existing_signer(Settings()).verifier.vkey)  # plain: a console would wrap the long key
+key_app = typer.Typer(help="The log's checkpoint key: print it (pin it), or rotate it.", invoke_without_command=True)
+audit_app.add_typer(key_app, name="key")
+
+
+@key_app.callback()
+def key(ctx: typer.Context,
+        history: bool = typer.Option(False, "--history", help="Also print every key of the log with the tree "
+                                     "sizes it signs, from the signed handovers (after the current key's line).")
+        ) -> None:
+    """Print the log's current verifier key (pin it; pass it to `audit verify --key`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = Settings()
+    signer = _existing_signer(settings)
+    keys, rows = _key_history(settings, signer)
+    typer.echo(keys.current.vkey)  # plain: a console would wrap the long key
+    if history:
+        times = {row.from_size: row.rotated_at.isoformat() for row in rows}
+        for era in keys.eras:
+            until = "current" if era.last_size is None else f"to size {era.last_size}"
+            when = f" rotated in at {times[era.first_size]}" if era.first_size in times else ""
+            leaked = ("" if era.compromised_after is None
+                      else f" compromised: not trusted above size {era.compromised_after}")
+            typer.echo(f"{era.verifier.key_id.hex()} from size {era.first_size} {until}{when}{leaked} "
+                       f"{era.verifier.vkey}")
+
+
+def _key_history(settings: Settings, signer: NoteSigner) -> tuple[KeyHistory, list[KeyRow]]:
+    """The log's key history from its database (verified from the key in the key store); just that key while
+    there is no database yet (``keys init`` makes the key before ``db upgrade`` makes the database)."""
+    if missing_database_file(settings.effective_database_url) is not None:
+        return KeyHistory(signer.verifier), []
+    engine = existing_engine_for(settings)
+    try:
+        log = AuditLog(engine, signer)
+        return log.key_history(), log.key_rows()
+    except (VerificationError, MalformedRow) as exc:
+        _one_line(f"the log's key history does not verify ({exc}): run `wgs-gateway audit verify`")
+        raise typer.Exit(1) from None
+    except StoreUnavailable as exc:
+        _one_line(str(exc))
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+
+
+@key_app.command("rotate")
+def rotate(compromised_after: int | None = typer.Option(
+        None, "--compromised-after", min=0, help="The current key leaked: its signatures on checkpoints above "
+        "this tree size are not to be trusted (the size of the last checkpoint you know is genuine, e.g. one an "
+        "officer kept)."),
+           ) -> None:
+    """Hand the log over to a new checkpoint key (a handover checkpoint signed by the old and the new key).
+
+    Audited (`checkpoint-key.rotated`). The retired private key is removed from the key store; officers verify
+    the handover with the key they pinned (`audit verify --key OLD`), then pin the new one."""
+    from gateway.auditing.rotation import RotationUnfinished, rotate_checkpoint_key
+
+    settings = Settings()
+    _existing_signer(settings)  # before the database: a wrong data directory stops here
+    engine = existing_engine_for(settings)
+    try:
+        done = rotate_checkpoint_key(settings, engine, compromised_after=compromised_after)
+    except CheckpointKeyError as exc:
+        _one_line(f"rotation failed: {exc}")
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        _one_line(f"rotation failed: {exc}")
+        raise typer.Exit(1) from None
+    except (AuditWriteError, StoreUnavailable) as exc:
+        _one_line(f"rotation failed, nothing was rotated: {exc}")
+        raise typer.Exit(1) from None
+    except RotationUnfinished as exc:
+        _one_line(str(exc))
+        raise typer.Exit(1) from None
+    except OSError as exc:  # the key store: before the transaction, so nothing was rotated
+        _one_line(f"rotation failed, nothing was rotated: the key store cannot be written ({exc.strerror or exc})")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    if done.handover is None:
+        typer.echo(f"finished an interrupted rotation: key {done.new.key_id.hex()} is in place")
+    else:
+        typer.echo(f"rotated the checkpoint key at size {done.handover.tree_size}: "
+                   f"{done.old.key_id.hex()} -> {done.new.key_id.hex()}")
+    typer.echo(done.new.vkey)
 
 
 @audit_app.command("export")
@@ -148,8 +232,9 @@ def export(out_file: Path = typer.Option(..., "--out", help="File to write (JSON
 @audit_app.command("verify")
 def verify(export_file: Path | None = typer.Option(None, "--export", exists=True, dir_okay=False, readable=True,
                                                    help="Verify this export instead of the live database."),
-           vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`); default: the "
-                                           "log's key in the key store (never the key an export names itself)."),
+           vkey: str | None = typer.Option(None, "--key", help="Pinned verifier key (from `audit key`; one of an "
+                                           "earlier key era too, rotated since); default: the log's key in the "
+                                           "key store (never the key an export names itself)."),
            checkpoint: list[Path] = typer.Option([], exists=True, dir_okay=False, readable=True,
                                                  help="A signed checkpoint kept from earlier, one per option "
                                                       "(detects a log rolled back behind it)."),

@@ -11,21 +11,22 @@ and the key say only how long the log is, which every receipt's checkpoint says 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel
 
-from audit import AuditLog, ProofUnavailable
-from gateway.auditing.checkpoints import served_checkpoint
+from audit import AuditLog, MalformedRow, ProofUnavailable, StoreUnavailable, VerificationError
+from gateway.auditing.checkpoints import UNVERIFIED, served_checkpoint
 from gateway.auditing.setup import audit_services
 from gateway.auth.dependencies import require_any_scope, require_scope
 from gateway.auth.principal import Principal, Scope
 from gateway.container import Container
 from gateway.deps import get_container
-from gateway.errors import NotFound, Unprocessable
+from gateway.errors import AuditCheckpointUnverified, NotFound, ServiceUnavailable, Unprocessable
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 _reader = require_scope(Scope.AUDIT_READ)
@@ -67,10 +68,54 @@ async def checkpoint(request: Request, covering: int | None = Query(
     return (await served_checkpoint(container, request, covering=covering)).note
 
 
-@router.get("/key", response_class=PlainTextResponse, summary="The verifier key of the log's checkpoints")
-async def verifier_key(container: Container = Depends(get_container),
-                       _principal: Principal = Depends(_receipt_checker)) -> str:
-    return audit_services(container).signer.verifier.vkey
+class KeyEraView(BaseModel):
+    """One checkpoint key of the log and the tree sizes it signs (both ends included; a handover is signed by
+    the key before it and the key after it)."""
+
+    key_id: str
+    verifier_key: str
+    from_size: int
+    to_size: int | None
+    rotated_at: datetime | None
+    compromised_after: int | None
+
+
+class KeyHistoryView(BaseModel):
+    current: str
+    keys: list[KeyEraView]
+
+
+_JSON = "application/json"
+
+
+@router.get("/key", response_class=PlainTextResponse, summary="The verifier key of the log's checkpoints",
+            responses={200: {"content": {"text/plain": {}, _JSON: {}},
+                             "description": "The current verifier key as text; with `Accept: application/json` "
+                                            "the key history (KeyHistoryView)"},
+                       503: {"description": "The key history failed verification"}})
+async def verifier_key(request: Request, container: Container = Depends(get_container),
+                       _principal: Principal = Depends(_receipt_checker)) -> Response:
+    """The current key (as text: the string to pin), or with ``Accept: application/json`` every key of the log
+    with the sizes it signs, from the signed key handovers (docs/audit.md, "Rotating the checkpoint key"): an
+    officer verifies the handover with the key pinned before, then pins the current one."""
+    history = await run_in_threadpool(_key_history, audit_services(container).log)
+    if _JSON not in request.headers.get("accept", ""):
+        return PlainTextResponse(history.current)
+    return Response(history.model_dump_json(), media_type=_JSON)
+
+
+def _key_history(log: AuditLog) -> KeyHistoryView:
+    try:
+        keys, rows = log.key_history(), log.key_rows()
+    except (VerificationError, MalformedRow):
+        raise AuditCheckpointUnverified(UNVERIFIED) from None
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    times = {row.from_size: row.rotated_at for row in rows}
+    return KeyHistoryView(current=keys.current.vkey, keys=[
+        KeyEraView(key_id=era.verifier.key_id.hex(), verifier_key=era.verifier.vkey, from_size=era.first_size,
+                   to_size=era.last_size, rotated_at=times.get(era.first_size),
+                   compromised_after=era.compromised_after) for era in keys.eras])
 
 
 @router.get("/entries/{index}/proof", response_model=InclusionProofView, responses=_ERRORS,

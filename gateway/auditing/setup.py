@@ -21,12 +21,15 @@ from audit import (
     AuditLog,
     CheckpointPolicy,
     EventType,
+    MalformedRow,
     NoteSigner,
     NoteVerifier,
     OnDemandCheckpoints,
+    StoreUnavailable,
+    VerificationError,
     names_key,
 )
-from audit.store import checkpoint_notes, has_checkpoint, read_connection
+from audit.store import checkpoint_notes, has_checkpoint, key_rows, read_connection
 from audit.tables import audit_checkpoints
 from gateway.container import Container, NotReady, ReadinessCheck
 from gateway.db.engine import engine_for, missing_database_file
@@ -50,13 +53,13 @@ class CheckpointKeyError(RuntimeError):
     """The audit checkpoint key is missing or unusable (the message names the file, never key material)."""
 
 
-def load_checkpoint_key(directory: Path) -> Ed25519PrivateKey:
+def load_checkpoint_key(directory: Path, file_name: str = CHECKPOINT_KEY_FILE) -> Ed25519PrivateKey:
     """The existing checkpoint key; :class:`CheckpointKeyError` if there is none or it is not Ed25519.
 
     Only for readers (``audit key|export|verify``, the console's "verify now"): a key they created would
     be a new log identity that no officer pinned, and would hide a wrong data directory behind a fresh key.
     """
-    path = directory / CHECKPOINT_KEY_FILE
+    path = directory / file_name
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -160,9 +163,17 @@ def _check_identity(engine: Engine, verifier: NoteVerifier, path: Path) -> None:
     back (a forged or garbled checkpoint) would then stop every start with a wrong diagnosis; it is what the
     checks of served checkpoints (:mod:`gateway.auditing.checkpoints`) and the verifier report."""
     with read_connection(engine) as connection:
+        rotations = key_rows(connection)
         notes = checkpoint_notes(connection)
         newest = next(notes, None)
         ours = newest is None or names_key(newest, verifier) or any(names_key(note, verifier) for note in notes)
+    if rotations and rotations[-1].verifier_key != verifier.vkey:
+        # A rotation committed: only its key may sign. The old key file restored, or a rotation interrupted
+        # before its key was put in place (``audit key rotate`` again finishes it), would sign past its era.
+        current = _key_id_of(rotations[-1].verifier_key)
+        raise CheckpointKeyError(f"the audit log's checkpoint key was rotated to key {current} at size "
+                                 f"{rotations[-1].from_size}, but {path} holds another key (a retired one, or a "
+                                 "rotation was interrupted: run `wgs-gateway audit key rotate` again to finish it)")
     if not ours:
         raise CheckpointKeyError(f"the audit log's checkpoints are signed with another key than {path}, or for "
                                  f"another origin than {verifier.name} (from WGS_ISSUER): restore the log's key "
@@ -170,17 +181,34 @@ def _check_identity(engine: Engine, verifier: NoteVerifier, path: Path) -> None:
                                  "pinned)")
 
 
+def _key_id_of(vkey: str) -> str:
+    """A stored verifier key's id for a message ("?" for a row no rotation wrote: the verifier reports it)."""
+    try:
+        return NoteVerifier.from_vkey(vkey).key_id.hex()
+    except ValueError:
+        return "?"
+
+
 def install_audit(container: Container) -> AuditServices:
     key = log_key(container.engine, container.settings)
     signer = NoteSigner(log_origin(container.settings.issuer), key)
     log = AuditLog(container.engine, signer, policy=CheckpointPolicy(every_entries=100, every_seconds=60.0),
-                   clock=container.clock.now)
+                   clock=container.clock.now, signer_source=lambda: _rotated_signer(container.settings))
     log.adopt_latest_checkpoint()  # anchored from the start: checkpoint rows deleted later leave the check intact
     services = AuditServices(log=log, writer=AsyncAuditWriter(log), signer=signer, on_demand=OnDemandCheckpoints(log))
     container.services["audit"] = services
     container.readiness["audit_log"] = signing_check(log)
     record_register_change(container, services)
     return services
+
+
+def _rotated_signer(settings: Settings) -> NoteSigner | None:
+    """The key in the key store, for a running gateway whose key ``audit key rotate`` retired meanwhile (the log
+    checks that it is the new current key before signing with it); ``None`` when it cannot be read."""
+    try:
+        return audit_signer(settings)
+    except CheckpointKeyError:
+        return None
 
 
 def signing_check(log: AuditLog) -> ReadinessCheck:
@@ -206,6 +234,16 @@ def record_register_change(container: Container, services: AuditServices) -> Non
     services.log.append([AuditEvent(
         event_type=EventType.REGISTER_CHANGED, trace_id=secrets.token_hex(16), span_id=secrets.token_hex(8),
         register_version=register.version, extra={"sha256": register.digest})])
+
+
+def current_key(services: AuditServices) -> NoteVerifier:
+    """The log's current checkpoint key as its key history states it (blocking: a small read), which a rotation
+    by another process changes; the key this process signs with when the history cannot be read or verified
+    (the served checkpoints' own check reports that)."""
+    try:
+        return services.log.key_history().current
+    except (VerificationError, MalformedRow, StoreUnavailable):
+        return services.log.verifier
 
 
 def audit_services(container: Container) -> AuditServices:

@@ -28,16 +28,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from audit import (
     Decision,
     EventType,
+    MalformedRow,
     ProofUnavailable,
     StoreUnavailable,
     VerificationError,
-    open_checkpoint,
 )
 from audit.review import EntryFilter, list_entries, statistics
 from gateway import query_filters
 from gateway.auditing import review
 from gateway.auditing.checkpoints import served_checkpoint
-from gateway.auditing.setup import audit_services
+from gateway.auditing.setup import audit_services, current_key
 from gateway.auth import repository as accounts
 from gateway.auth.accounts import UnknownRole, authenticate_person
 from gateway.auth.principal import Principal, Role, Scope
@@ -202,18 +202,18 @@ def _integrity(container: Container) -> Integrity:
     services = audit_services(container)
     log = services.log
     size = log.size()
+    vkey = current_key(services).vkey
     try:
         latest = log.checkpoint()
     except ProofUnavailable:
-        return Integrity(size, vkey=services.signer.verifier.vkey)
+        return Integrity(size, vkey=vkey)
     try:
-        open_checkpoint(latest.note, services.signer.verifier)
+        log.key_history().open(latest.note)  # by the key of its size's era (audit.keys)
         signature_ok = True
-    except VerificationError:
+    except (VerificationError, MalformedRow):
         signature_ok = False
     return Integrity(size, latest.tree_size, latest.issued_at,
-                     views.age_text(container.clock.now() - latest.issued_at), signature_ok,
-                     services.signer.verifier.vkey)
+                     views.age_text(container.clock.now() - latest.issued_at), signature_ok, vkey)
 
 
 def _choices(container: Container) -> dict[str, list[str]]:
@@ -361,9 +361,10 @@ async def audit_entry(index: int, page: Page = Depends(signed_in)) -> Response:
                 "root_hash": checkpoint.root_hash.hex(), "issued_at": checkpoint.issued_at}
 
     material = await run_in_threadpool(proof_material)
+    vkey = (await run_in_threadpool(current_key, services)).vkey
     entry = found.entries[0]
     return page.render("entry.html", entry=entry, pretty=json.dumps(entry.entry, indent=2, ensure_ascii=False),
-                       vkey=services.signer.verifier.vkey, **material)
+                       vkey=vkey, **material)
 
 
 # -- statistics ------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from gateway.escalations.models import (
 from gateway.escalations.service import EscalationService
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import Trace
-from gateway.query_filters import form_id_query
+from gateway.query_filters import form_cursor_query, form_id_query
 from gateway.spreadsheets import csv_download
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -67,7 +67,6 @@ OUTCOMES = ("allow", "deny", "refer-up")
 GAP_STATUSES = ("identified", "on-agenda", "resolved")
 NEXT_GAP_STATUSES = {"identified": ("on-agenda", "resolved"), "on-agenda": ("resolved",), "resolved": ()}
 ATTACHMENT_ROWS = 2
-MAX_CURSOR = 64  # the queue's ``after`` (a case id), as the API's ``/v1/escalations?cursor=``
 DONE = frozenset({"decision", "vote", "refer", "review", "comment", "withdraw", "gap"})  # a case page's notices
 GAP_DONE = frozenset({"status"})  # the legal-gap pages' notice
 _REFUSALS = {403: "refused_403", 409: "refused_409", 422: "refused_422"}
@@ -117,10 +116,19 @@ _FIELD_MESSAGES = {
 }
 
 
+_FORM_FIELD_MESSAGES = {("gap", "title"): "gap_title_invalid"}
+"""Where one field name means another thing in another form: a gap's ``title`` is no attachment's (whose
+message, about references and SHA-256, a too-long gap title used to get)."""
+
+
+def _message(form: str, field: str) -> str | None:
+    return _FORM_FIELD_MESSAGES.get((form, field)) or _FIELD_MESSAGES.get(field)
+
+
 def _invalid(page: Page, form: str, exc: ValidationError) -> FormError:
     """Pydantic's complaints about a form, in the page's language (the first field named gets the focus)."""
     fields = [str(next((part for part in error["loc"] if isinstance(part, str)), "")) for error in exc.errors()]
-    messages = list(dict.fromkeys(page.t(_FIELD_MESSAGES[f]) if f in _FIELD_MESSAGES else f"{f}: invalid"
+    messages = list(dict.fromkeys(page.t(key) if (key := _message(form, f)) else f"{f}: invalid"
                                   for f in fields))
     return FormError(form, " ".join(messages), fields[0] if fields else None)
 
@@ -153,7 +161,7 @@ def _done(page: Page, path: str, done: str, *, filters: dict[str, str] | None = 
 @router.get("/escalations", response_class=HTMLResponse)
 async def queue(page: Page = Depends(signed_in), state: str | None = None, tier: str | None = None,
                 overdue: str | None = None, partnership: str | None = form_id_query(),
-                after: str | None = Query(None, max_length=MAX_CURSOR)) -> Response:
+                after: str | None = form_cursor_query()) -> Response:
     principal, service = _worker(page)
     today = _today(service)
     filters = {"state": blank(state), "tier": blank(tier), "overdue": "1" if flag(overdue, "overdue") else None,

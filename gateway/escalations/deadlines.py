@@ -18,13 +18,19 @@ What a scan does:
 
 Another process may scan at the same moment: a case it moved (or a person acted on) since ours listed it is
 left alone before anything is logged, never logged twice.
+
+Each case is a step of its own (``_each``): one that fails for any other reason (a defect, the audit log or
+the database failing for it) is logged — its id and the kind of failure, never the error's text — and the
+scan goes on with the others. One bad case used to end the whole run, every run, so every decision listed
+after it stopped expiring and every case after it stopped moving up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from sqlalchemy.orm import Session
@@ -37,12 +43,13 @@ from gateway.auth.principal import Role
 from gateway.clock import as_utc
 from gateway.errors import Conflict
 from gateway.escalations import access
-from gateway.exchange.service import CLAIM_ABANDONED_AFTER
+from gateway.exchange.lease import CLAIM_ABANDONED_AFTER
 
 if TYPE_CHECKING:  # the service builds the scan; the scan takes its steps through the service
     from gateway.escalations.service import EscalationService
 
 log = structlog.get_logger("gateway.escalations")
+T = TypeVar("T")
 
 FINAL_DEADLINE_AUDIENCE = frozenset({Role.ADMINISTRATOR.value, Role.PRIVACY_OFFICER.value})
 """Whom a receiving organisation should route a missed tier-3 deadline to (the notification names them)."""
@@ -80,16 +87,19 @@ class DeadlineScan:
             s, CaseScope(everything=True), CaseFilter(overdue_on=today), limit=100_000) if c.tier < MAX_TIER])
         moved = []
         for case in overdue:
-            try:
-                moved.append(await service._perform(
-                    case.id, None, None, service._plan_listed(case, Action.DEADLINE_MISSED),
-                    service._apply_listed(case, Action.DEADLINE_MISSED, "deadline missed")))
-            except Conflict:
-                continue  # someone acted on it meanwhile; the next run looks again
+            step = await _each(Action.DEADLINE_MISSED, case, lambda c: service._perform(
+                c.id, None, None, service._plan_listed(c, Action.DEADLINE_MISSED),
+                service._apply_listed(c, Action.DEADLINE_MISSED, "deadline missed")))
+            if step is not None:
+                moved.append(step)
         if moved:
             log.info("escalations_overdue_moved", cases=len(moved))
         final = await service._db(lambda s: case_store.unreported_final_overdue(s, today))
-        reported = [case for case in [await self._report_final(c) for c in final] if case is not None]
+        reported = []
+        for case in final:
+            report = await _each(Action.FINAL_DEADLINE_MISSED, case, self._report_final)
+            if report is not None:
+                reported.append(report)
         if reported:
             log.info("escalations_final_deadline_missed", cases=len(reported))
         return moved, reported
@@ -142,20 +152,40 @@ class DeadlineScan:
         expired = []
         for case in found:
             if case.rerun_exchange_id is not None:
-                await service._close_used(case.id, case.rerun_exchange_id, None)
+                await _each(Action.CLOSE, case, self._close_used)
                 continue
             if _claim_live(case, now):
                 continue
-            try:
-                expired.append(await service._perform(
-                    case.id, None, None, service._plan_listed(case, Action.EXPIRE, {"valid_until": str(
-                        (case.decision or {}).get("valid_until")), "decision_id": case.decision_id}),
-                    service._apply_listed(case, Action.EXPIRE, "decision not used before its validity ended")))
-            except Conflict:
-                continue  # claimed, used or changed meanwhile; the next run looks again
+            step = await _each(Action.EXPIRE, case, lambda c: service._perform(
+                c.id, None, None, service._plan_listed(c, Action.EXPIRE, {"valid_until": str(
+                    (c.decision or {}).get("valid_until")), "decision_id": c.decision_id}),
+                service._apply_listed(c, Action.EXPIRE, "decision not used before its validity ended")))
+            if step is not None:  # None: claimed, used or changed meanwhile, or failed; the next run looks again
+                expired.append(step)
         if expired:
             log.info("escalation_decisions_expired", cases=len(expired))
         return expired
+
+    async def _close_used(self, case: Case) -> None:
+        """Close a case whose decision a re-run used but could not close (``EscalationService._close_used``)."""
+        assert case.rerun_exchange_id is not None
+        await self.service._close_used(case.id, case.rerun_exchange_id, None)
+
+
+async def _each(action: Action, case: Case, step: Callable[[Case], Awaitable[T]]) -> T | None:
+    """One case's step of the scan, on its own: None when it did not happen — someone acted on the case
+    meanwhile (a 409: the next run looks again), or it failed. A failure is logged with the case's id and the
+    kind of failure only (an error's text may name a person), and does not stop the scan: the other cases'
+    deadlines and decisions are not held hostage by one. A defect's step is on record as tried and not
+    applied (``EscalationService._applied``); the next run tries the case again."""
+    try:
+        return await step(case)
+    except Conflict:
+        return None
+    except Exception as exc:
+        log.error("escalation_scan_case_failed", case_id=case.id, action=action.value,
+                  error_type=type(exc).__name__)
+        return None
 
 
 def _claim_live(case: Case, now: datetime) -> bool:

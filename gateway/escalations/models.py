@@ -87,7 +87,10 @@ class Comment(_Strict):
 
 
 class Versioned(_Strict):
-    expected_version: int = Field(ge=1, description="The case version you read; a stale one gets 409.")
+    expected_version: int = Field(ge=1, strict=True, description=(
+        "The case version you read (an integer; `true` or `\"2\"` is a 422); a stale one gets 409."))
+    """Strict: JSON's ``true`` was read as 1, so a client sending a flag where the version belongs acted on
+    version 1 of the case, or got a 409 naming a version it never sent."""
 
 
 class Review(Versioned):
@@ -105,7 +108,8 @@ class ExtraObligations(_Strict):
     retain_until: date | None = Field(default=None, description=(
         "An earlier deletion date than the purpose's: from today (in the register's timezone) up to the "
         "purpose's retention counted from today; a date outside that is refused (422). The decision can be "
-        "re-run until that day ends (in the register's timezone) at the latest."))
+        "re-run until that day ends (in the register's timezone) at the latest. Only an allow holds "
+        "obligations: on a deny or a referral the date is ignored, whatever it is."))
     results_only: bool | None = Field(default=None, description="Only results may leave the partnership.")
 
     @field_validator("results_only")
@@ -143,7 +147,7 @@ class FlagLegalGap(_Strict):
 
 
 class GapStatusChange(_Strict):
-    expected_version: int = Field(ge=1)
+    expected_version: int = Field(ge=1, strict=True)  # as a case's (``Versioned``): ``true`` is no version
     status: Literal["on-agenda", "resolved"]
     note: Written | None = Field(default=None, max_length=4000)
 

@@ -2,7 +2,9 @@
 
 The body names the case, the step and the tier — references only, never personal data or motivations.
 ``event`` is ``escalation.step`` for a step, or ``escalation.final_deadline_missed`` when a tier-3 case let
-its last deadline pass (sent once, with ``roles``: whom in the organisation to route it to).
+its last deadline pass (sent once, with ``roles``: whom in the organisation to route it to), or
+``escalation.decision_refused_by_holder`` / ``escalation.decision_holder_unavailable`` when a re-run citing an
+allow got nothing from its holder (with the re-run's exchange id and the reason's code).
 The signature header follows the common "timestamp + HMAC" scheme: ``WGS-Signature: t=<unix>,v1=<hex>``
 with ``v1 = HMAC-SHA256(secret, f"{t}.{body}")``; receivers reject old timestamps to stop replays.
 Delivery is best-effort with retries in the background: a receiver that is down never blocks a case, and

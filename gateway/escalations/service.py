@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -59,7 +58,7 @@ from gateway.escalations import access
 from gateway.escalations.deadlines import FINAL_DEADLINE_AUDIENCE as FINAL_DEADLINE_AUDIENCE  # re-exported
 from gateway.escalations.deadlines import DeadlineScan
 from gateway.escalations.deadlines import ScanResult as ScanResult  # re-exported: the scan's answer
-from gateway.escalations.gap_export import gap_view, write_gaps_csv
+from gateway.escalations.gap_export import gap_view, gaps_csv
 from gateway.escalations.models import (
     CaseDetail,
     CasePage,
@@ -78,8 +77,8 @@ from gateway.escalations.models import (
 )
 from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
+from gateway.exchange.lease import CLAIM_ABANDONED_AFTER
 from gateway.exchange.service import (
-    CLAIM_ABANDONED_AFTER,
     DecisionLost,
     RerunGrant,
     Trace,
@@ -526,23 +525,32 @@ class EscalationService:
                                   attachments=c.attachments) for c in notes])
 
     async def feed(self, principal: Principal) -> list[FeedItem]:
-        """Cases awaiting the caller's organisation, most urgent first: a decision at the current tier, or
-        an allow decision its system can re-run with."""
+        """Cases awaiting the caller's organisation, most urgent first: a decision at the current tier (by when
+        its deadline runs out), or an allow decision its system can re-run with (by when the decision expires)."""
         scope = access.case_scope(principal, self.register)
         # Only cases that can await anyone: the list is in opening order and bounded, so with every state in
         # it an organisation's closed and withdrawn cases filled the bound over the years and the newest cases,
         # those awaiting it, were silently left out.
         found = await self._db(lambda s: list_cases(s, scope, CaseFilter(states=AWAITING_STATES), limit=10_000))
         now = self.clock.now()  # an allow past its validity awaits nothing, even before the scan expires it
-        items = []
+        items: list[tuple[datetime, str, FeedItem]] = []
         for case in found:
             if (case.active and access.may_decide(principal, case, self.register)
                     and case_store.may_vote(case, principal.organisation)  # four eyes: never its own request
                     and not self._lapsed(case)):  # its tier's time passed: the next tier's, once moved up
-                items.append(FeedItem(case=self._view(principal, case), awaiting="decision"))
+                items.append((self._deadline_ends(case.deadline), case.id,
+                              FeedItem(case=self._view(principal, case), awaiting="decision")))
             elif case.decision_usable(now) and case.requester_org == principal.organisation:
-                items.append(FeedItem(case=self._view(principal, case), awaiting="rerun"))
-        return sorted(items, key=lambda i: (i.case.deadline, i.case.id))
+                assert case.valid_until is not None  # ``decision_usable`` says so
+                items.append((case.valid_until, case.id, FeedItem(case=self._view(principal, case), awaiting="rerun")))
+        return [item for *_, item in sorted(items, key=lambda i: (i[0], i[1]))]
+
+    def _deadline_ends(self, deadline: date) -> datetime:
+        """When a tier's deadline runs out: the case is overdue from midnight after it, in the register's
+        timezone. The feed compares it with a decision's expiry (a moment) to put the most urgent first: a
+        re-run is urgent by when its decision expires, not by the deadline of the tier that decided it, which
+        has passed or no longer matters (the case left that tier when it was decided)."""
+        return datetime.combine(deadline + timedelta(days=1), time(), tzinfo=ZoneInfo(self.timezone))
 
     async def metrics(self, principal: Principal) -> dict[str, Any]:
         scope = access.case_scope(principal, self.register)
@@ -718,14 +726,17 @@ class EscalationService:
     def _check_retain_until(self, case: Case, body: Decide) -> None:
         """A decision's deletion date only tightens the purpose's (``ExtraObligations``), and the decision is
         stored and shown as its deciders wrote it: one that says something the policy will not do is refused.
+        Only an allow's: a deny holds no obligations (the stored decision and its entry drop them), so its
+        date is ignored like any other obligation it carries — a past date used to refuse a deny (422)
+        although nothing of it would have been kept.
 
         * not in the past: data disclosed on a re-run would be due for deletion before it arrived;
         * not later than the purpose's retention counted from today, in the register's timezone (rule 9, as
           the policy counts it: ``add_months``). A re-run comes today or later, so the policy's date is never
           earlier than that: a date up to it is what the re-run's obligations say, one past it is replaced
           by the policy's earlier one, and the decision on record would promise a retention nobody gets."""
-        retain_until = body.obligations.retain_until if body.obligations else None
-        if retain_until is None:
+        retain_until = body.obligations.retain_until if body.obligations and body.outcome == "allow" else None
+        if retain_until is None:  # a deny holds no obligation (``proposal_of``): its date is ignored, not judged
             return
         today = self.today()
         if retain_until < today:
@@ -888,6 +899,63 @@ class EscalationService:
         except GatewayError as exc:
             log.error("escalation_close_failed", case_id=case_id, error_type=type(exc).__name__)
 
+    async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                trace: Trace) -> None:
+        """The policy applied the decision in the re-run ``exchange_id`` and its holder still gave nothing:
+        it refused (``outcome`` refused-by-holder) or was unavailable. A binding decision the holder does not
+        follow must not lapse unseen: the case gets a step (``decision_refused_by_holder`` or
+        ``decision_holder_unavailable``) naming the re-run and the reason's code (``reason``: a code, never the
+        holder's words) in its history and the audit log, and the parties and the deciders of the tier that
+        decided are told. The case stays ``decided``: the decision is given back (``rerun_ended``) and may be
+        re-run until it expires — a holder that was down may answer next time, and after a refusal the deciders
+        can act meanwhile (comment, flag a legal gap) and the requester may try again.
+
+        Only while this re-run still holds the decision (a re-run that lost it to another records nothing; that
+        one speaks for the decision now). Never raises: the re-run's answer stands, the failure is logged."""
+        action = (Action.DECISION_REFUSED_BY_HOLDER if outcome is Outcome.REFUSED_BY_HOLDER
+                  else Action.DECISION_HOLDER_UNAVAILABLE)
+        extra = {"rerun_exchange_id": exchange_id, "decision_id": grant.decision_id, "holder_reason": reason}
+
+        def held(case: Case) -> Case:
+            if not (case.state is State.DECIDED and case.rerun_claim == grant.claim
+                    and case.rerun_exchange_id is None):
+                raise ConcurrentUpdate(f"the decision of case `{case.id}` is no longer held by re-run `{exchange_id}`")
+            return case
+
+        def plan(_session: Session, case: Case) -> list[_Step]:
+            after = CaseState(held(case).state, case.tier, case.version).apply(action)
+            return [_Step(action.value, after, extra=extra)]
+
+        def apply(session: Session) -> Case:
+            case = held(case_store.get_case(session, grant.case_id))
+            return self._act(session, case.id, case.version, action, None,
+                             motivation=f"re-run {exchange_id}: {outcome.value} ({reason})")
+
+        def notify(case: Case) -> None:
+            self.notifier.notify(set(self._decision_audience(case)), {
+                "event": f"escalation.{action.value}", "case_id": case.id, "state": case.state.value,
+                "tier": case.tier, "deadline": case.deadline.isoformat(), "partnership": case.partnership,
+                "version": case.version, "decision_id": grant.decision_id, "rerun_exchange_id": exchange_id,
+                "holder_reason": reason})
+
+        try:
+            await self._perform(grant.case_id, None, trace, plan, apply, notify=notify)
+        except Exception as exc:  # the re-run is answered whatever happens here; a defect is logged as tried
+            log.error("escalation_rerun_not_applied_unrecorded", case_id=grant.case_id,
+                      error_type=type(exc).__name__)
+        else:
+            log.info("escalation_decision_not_applied", case_id=grant.case_id, action=action.value)
+
+    def _decision_audience(self, case: Case) -> list[str]:
+        """Who hears that a decision was not applied: the two parties and the deciders of the tier that took
+        the decision (they made it binding, and are the ones to act on a holder that ignores it)."""
+        recipients = {case.requester_org, case.holder_org}
+        partnership = self.register.partnerships.get(case.partnership)
+        tier = int((case.decision or {}).get("tier") or case.tier)
+        if partnership is not None:
+            recipients |= access.tier_deciders(partnership, tier, case)
+        return sorted(recipients)
+
     async def rerun_ended(self, grant: RerunGrant) -> None:
         """The re-run is over. Unless it used the decision (its disclosure marked it so), the decision is given
         back so the requester can re-run again: it was refused before any holder was asked, the holder was
@@ -1018,6 +1086,4 @@ class EscalationService:
     async def gaps_csv(self, principal: Principal, *, partnership: str | None, status: str | None) -> str:
         """The register of legal gaps for the steering group's agenda: the cases the reader may see, and no
         cell a spreadsheet would run as a formula (the same export as `wgs-gateway escalations gaps`)."""
-        out = io.StringIO()
-        write_gaps_csv(out, await self.gaps(principal, partnership=partnership, status=status))
-        return out.getvalue()
+        return gaps_csv(await self.gaps(principal, partnership=partnership, status=status))

@@ -88,6 +88,8 @@ from gateway.errors import (
     cause_of,
 )
 from gateway.exchange import repository
+from gateway.exchange.lease import CLAIM_ABANDONED_AFTER as CLAIM_ABANDONED_AFTER  # its users import it here
+from gateway.exchange.lease import DECISION_ROUNDS, longest_holder_call
 from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
 from gateway.exchange.parts import asked_together, failure_of, in_parts, part_request_ids
 from gateway.exchange.sealing import RecordSealer, SealUnreadable
@@ -108,9 +110,6 @@ from gateway.register.model import Partnership, Register
 
 log = structlog.get_logger("gateway.exchange")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
-CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
-"""An attempt holding an ``Idempotency-Key`` longer than this has died (its holder calls time out after
-``connector_timeout_seconds`` per try, far sooner): a retry may then take the key over."""
 CHECKPOINT_REFRESH_SECONDS = 1.0
 SEALS_DROPPED_EVERY_SECONDS = 600.0
 """How often a running gateway drops the sealed records of answers whose idempotency window has ended (it also
@@ -125,6 +124,8 @@ _ANSWERS_NOT_STORED = ("the first attempt with this Idempotency-Key logged what 
                        "stored its outcome (it is still being answered, or it failed); the request is not run again "
                        "under this key (its holders would be asked twice): retry later for that attempt's answer, "
                        "and if none comes, ask your privacy officer")
+_LEASE_RUN_DOWN = ("this attempt took too long before its holders could be asked within its hold on the "
+                   "Idempotency-Key; no holder was asked and nothing was disclosed; retry")
 _DECISION_TAKEN = ("this re-run outlived its reservation of the escalation decision, and another re-run took the "
                    "decision over meanwhile; nothing of this one was disclosed")
 # Exceptions that are answers, not defects: the gateway's own (4xx/503), the database unavailable (503), a NUL in
@@ -133,6 +134,8 @@ _NOT_DEFECTS = (GatewayError, OperationalError, DataError)
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
 _DISCLOSING = {Outcome.ALLOWED, Outcome.ALLOWED_NARROWED}  # outcomes in which the holder's answer is disclosed
+_NOT_APPLIED = {Outcome.REFUSED_BY_HOLDER, Outcome.HOLDER_UNAVAILABLE}  # a re-run's holder gave nothing
+_REFUSED_PREFIX = "the holder refused: "  # then the holder's refusal code (``_refusal_reason``)
 _AUDIT_DECISION = {"allowed": AuditDecision.ALLOW, "allowed-narrowed": AuditDecision.NARROWED,
                    "denied": AuditDecision.DENY, "escalated": AuditDecision.ESCALATE}
 
@@ -202,6 +205,9 @@ class EscalationDesk(Protocol):
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant: ...
 
     async def rerun_completed(self, grant: RerunGrant, exchange_id: str, trace: Trace) -> None: ...
+
+    async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                trace: Trace) -> None: ...
 
     async def rerun_ended(self, grant: RerunGrant) -> None: ...
 
@@ -280,6 +286,27 @@ def _disclosed_under(grant: RerunGrant | None, outcomes: list[TargetOutcome]) ->
                                      and o.outcome in _DISCLOSING for o in outcomes)
 
 
+def _decision_ignored(grant: RerunGrant, outcomes: list[TargetOutcome]) -> TargetOutcome | None:
+    """The outcome of the holder a re-run's decision is about, if the policy applied the decision and the
+    holder still gave nothing: it refused, or could not be asked or answer. That holder was told of the
+    binding decision (or would have been), so its case records it (``EscalationDesk.rerun_not_applied``)
+    instead of the decision being given back in silence."""
+    return next((o for o in outcomes if o.holder == grant.holder and o.escalation_decision_applied
+                 and o.outcome in _NOT_APPLIED), None)
+
+
+def _holder_reason(outcome: TargetOutcome) -> str:
+    """Why the holder gave nothing, as a code the log may hold: ``holder:<code>`` for a refusal (as its
+    ``holder.refused`` entry says; the code is checked by ``_refusal_code``), else the unavailability's code
+    (``holder-unavailable``, ``holder-not-connected``, ``gateway-error``). Never the reason's message."""
+    last = outcome.reasons[-1] if outcome.reasons else None
+    if last is None:
+        return "unspecified"
+    if outcome.outcome is Outcome.REFUSED_BY_HOLDER and last.code == "refused-by-holder":
+        return "holder:" + last.message.removeprefix(_REFUSED_PREFIX)
+    return last.code
+
+
 def _all_of(*preconditions: Callable[[Connection], None] | None) -> Callable[[Connection], None] | None:
     """One precondition that runs each given one in turn (None if none is given)."""
     given = [p for p in preconditions if p is not None]
@@ -309,11 +336,6 @@ def _daily_limit(register: Register, body: ExchangeRequest | DiscoveryRequest) -
     partnership = register.partnerships.get(body.partnership)
     purpose = partnership.purposes.get(body.purpose) if partnership is not None else None
     return purpose.daily_limit_per_system if purpose is not None else None
-
-
-_DECISION_ROUNDS = 3
-"""How often a request is decided again when rule 6's count crossed the limit meanwhile: once is the rule
-(the second decision is made with a count already past the limit), three allows for give-backs meanwhile."""
 
 
 def keyed_fingerprint(request_fingerprint: str, body: ExchangeRequest) -> str:
@@ -589,7 +611,7 @@ def _refused(outcome: TargetOutcome, decision: Decision, reason: str | None) -> 
 
 def _refusal_reason(code: str) -> Reason:
     """What the requester is told of a holder's refusal with ``code``, in an exchange or a discovery."""
-    return Reason(code="refused-by-holder", message=f"the holder refused: {code}")
+    return Reason(code="refused-by-holder", message=f"{_REFUSED_PREFIX}{code}")
 
 
 def _refusal_event(holder: str, decision: Decision, code: str) -> dict[str, Any]:
@@ -881,7 +903,7 @@ class ExchangeService:
                                  self.deps.clock.now()) if idempotency_key else None
         limit = _daily_limit(register, body)
         try:
-            for _ in range(_DECISION_ROUNDS):
+            for _ in range(DECISION_ROUNDS):
                 ahead = self._written_ahead(base, body, logged, targets, decisions)
                 count = repository.count_in_unless_moved(day, today, limit, self._count_seen(day))
                 try:
@@ -968,6 +990,8 @@ class ExchangeService:
         own, after the holders' answers: their commit marks the claim (``answers_logged``), so that no retry
         takes the key over and asks the holders again, whatever becomes of this attempt."""
         principal, body, exchange_id = attempt.principal, attempt.body, attempt.exchange_id
+        if attempt.claim is not None and any(d.allow for d in decisions):
+            self._lease_covers_holder_calls(attempt.claim)
         subjects = [s.ref for s in body.subjects]
         outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
                                                                   attempt.grant, attempt.logged)
@@ -1077,6 +1101,20 @@ class ExchangeService:
     def _live(self, claim: repository.Claim) -> bool:
         """Whether the claim's attempt may still be answering (else it died and the key may be taken over)."""
         return claim.claimed_at > self.deps.clock.now() - CLAIM_ABANDONED_AFTER
+
+    def _lease_covers_holder_calls(self, claim: repository.Claim) -> None:
+        """503 before any holder is asked if the claim's lease could run out during the holder calls: the
+        write-ahead's commit (or the decisions made again) took so long that what is left of the lease is shorter
+        than the longest holder call. Asked anyway, a retry could take the key over as abandoned while the
+        holders are still answering, and ask them a second time. The settings keep the bounded waits well inside
+        the lease (``gateway.exchange.lease``); this catches the unbounded ones before the holders."""
+        connectors = self.deps.connectors
+        longest = longest_holder_call(connectors.timeout, connectors.retries, connectors.backoff)
+        left = (claim.claimed_at + CLAIM_ABANDONED_AFTER - self.deps.clock.now()).total_seconds()
+        if left < longest:
+            log.warning("idempotency_lease_too_short_for_holders", exchange_id=claim.exchange_id,
+                        seconds_left=round(left, 1), longest_holder_call=longest)
+            raise ServiceUnavailable(_LEASE_RUN_DOWN, headers={"Retry-After": "1"})
 
     async def _still_held(self, held: Callable[[Connection], None]) -> None:
         """``held`` on its own (before an escalation case is opened when no entry is logged after the write-ahead):
@@ -1238,6 +1276,8 @@ class ExchangeService:
         if grant is not None:  # a re-run opens no case
             if _disclosed_under(grant, outcomes):
                 await desk.rerun_completed(grant, exchange_id, trace)
+            elif (ignored := _decision_ignored(grant, outcomes)) is not None:  # on the case, for its deciders
+                await desk.rerun_not_applied(grant, exchange_id, ignored.outcome, _holder_reason(ignored), trace)
             return
         for outcome in outcomes:
             if outcome.outcome in _ESCALATING:
@@ -1416,14 +1456,14 @@ class ExchangeService:
         a holder's records by repeating a fuzzy question with a filter changed bit by bit); counted in, the
         201st question of the day escalates. It is never given back: a logged discovery was asked.
         Decided with the count read just before; if the count crossed the limit meanwhile, nothing is written
-        and the discovery is decided again (at most ``_DECISION_ROUNDS`` times, then 503)."""
+        and the discovery is decided again (at most ``DECISION_ROUNDS`` times, then 503)."""
         day = self._day(principal, body.purpose)
         limit = _daily_limit(self.deps.register, body)
         request_fingerprint = fingerprint(principal, body)
         try:
             today = await self._requests_today(day, limit)
             decisions = await self._decide("discovery", body, principal, targets, today, request_fingerprint)
-            for _ in range(_DECISION_ROUNDS):
+            for _ in range(DECISION_ROUNDS):
                 events = [AuditEvent(
                     event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
                     policy_version=decisions[0].policy_version, extra=extra)] + [

@@ -7,6 +7,7 @@ from gateway.auditing.setup import audit_services
 from gateway.auth.setup import auth_services
 from gateway.auth.tokens import HolderTokenCache
 from gateway.container import Container
+from gateway.exchange.lease import HOLDER_RETRY_BACKOFF_SECONDS
 from gateway.exchange.sealing import RecordSealer
 from gateway.exchange.service import ExchangeDeps, ExchangeService
 from gateway.policy.engine import PolicyEngine, build_policy_engine
@@ -32,6 +33,7 @@ def install_exchange(container: Container) -> ExchangeService:
     connectors = ConnectorRegistry(settings.connector_endpoints,
                                    HolderTokenCache(auth_services(container).tokens, container.clock),
                                    timeout=settings.connector_timeout_seconds, retries=settings.connector_retries,
+                                   backoff=HOLDER_RETRY_BACKOFF_SECONDS,  # what the settings' lease check counts
                                    ca_file=settings.connector_ca_file,
                                    allow_insecure_http=settings.connector_allow_insecure_http)
     policy = container.services["policy"]

@@ -51,7 +51,15 @@ import regorus
 from pydantic import TypeAdapter
 
 from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
-from gateway.policy.model import Decision, Party, PolicyContext, PolicyInput, PolicyKind, PolicyRequest
+from gateway.policy.model import (
+    Decision,
+    Party,
+    PolicyContext,
+    PolicyInput,
+    PolicyKind,
+    PolicyRequest,
+    RegisterFacts,
+)
 from gateway.urls import EXPECTED, http_url
 
 RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decision", "discovery": "data.wgs.discovery.decision"}
@@ -156,10 +164,24 @@ def _with_digest(register_data: dict[str, Any], register_sha256: str) -> dict[st
     return register_data | {"sha256": register_sha256}
 
 
-def _registered_categories(register_data: dict[str, Any]) -> frozenset[str]:
-    """The register's categories: a decision may permit no other (``Decision.answering``)."""
-    categories = register_data.get("categories")
-    return frozenset(categories) if isinstance(categories, dict) else frozenset()
+def _register_facts(register_data: dict[str, Any]) -> RegisterFacts:
+    """What the register says that a decision may not contradict (``Decision.answering``): read from the
+    register document the policies read, so the check and the policy see the same register."""
+    found = register_data.get("categories")
+    vocabulary: dict[str, Any] = found if isinstance(found, dict) else {}
+    found = register_data.get("partnerships")
+    partnerships: dict[str, Any] = {pid: p for pid, p in found.items() if isinstance(p, dict)} if isinstance(
+        found, dict) else {}
+
+    def flagged(flag: str) -> frozenset[str]:
+        return frozenset(name for name, c in vocabulary.items() if isinstance(c, dict) and c.get(flag))
+
+    return RegisterFacts(
+        known=frozenset(vocabulary), never_shared=flagged("never_shared"), hit_only=flagged("hit_only"),
+        never_disclosed={pid: frozenset(p.get("never_disclosed") or ()) for pid, p in partnerships.items()},
+        results_only=frozenset((pid, qid) for pid, p in partnerships.items()
+                               for qid, q in (p.get("purposes") or {}).items()
+                               if isinstance(q, dict) and q.get("results_only")))
 
 
 def _failure(exc: RuntimeError) -> str:
@@ -247,7 +269,7 @@ class EmbeddedPolicyEngine:
         if not self._sources:
             raise PolicyUnavailable(f"no Rego policies found in {policies_dir}")
         self._register_json = json.dumps({"register": loaded})
-        self._categories = _registered_categories(register_data)
+        self._facts = _register_facts(register_data)
         self._shared: tuple[str, bytes | None] | None = None  # (data JSON with the index, RVM program)
         self._shared_lock = threading.Lock()
         self._local = threading.local()
@@ -314,7 +336,7 @@ class EmbeddedPolicyEngine:
     def decide_sync(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         text = self._evaluate(RULES[kind], policy_input.model_dump_json(exclude_none=True))
         return Decision.parse_json(text, requires_obligations=kind == "exchange").answering(
-            policy_input, self._categories, self._register_sha256)
+            policy_input, self._facts, self._register_sha256)
 
     def decide_many_sync(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(inputs)
@@ -323,7 +345,7 @@ class EmbeddedPolicyEngine:
             batch = Decision.parse_json_list(text, len(positions), requires_obligations=kind == "exchange")
             for position, decision in zip(positions, batch, strict=True):
                 decisions[position] = decision.answering(
-                    inputs[position], self._categories, self._register_sha256)
+                    inputs[position], self._facts, self._register_sha256)
         return [d for d in decisions if d is not None]
 
     # One evaluation (up to MAX_HOLDERS_PER_EVALUATION targets, a fraction of a millisecond) runs on the
@@ -523,7 +545,7 @@ class OpaServerPolicyEngine:
         self._register, self._register_sha256 = _with_digest(register_data, register_sha256), register_sha256
         self._client = _opa_client(url, timeout, token, ca_file)
         self._timeout = timeout
-        self._categories = _registered_categories(register_data)
+        self._facts = _register_facts(register_data)
         self._pushes = 0  # completed pushes of the register
         self._push_task: asyncio.Task[None] | None = None  # the push in flight, shared by every caller
 
@@ -621,7 +643,7 @@ class OpaServerPolicyEngine:
     async def _decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         document, _ = await self._query(OPA_PATHS[kind], policy_input.document(), None, repushed=False)
         return Decision.parse(document, requires_obligations=kind == "exchange").answering(
-            policy_input, self._categories, self._register_sha256)
+            policy_input, self._facts, self._register_sha256)
 
     async def decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         decision: Decision = await self._within_timeout(self._decide(kind, policy_input))
@@ -634,7 +656,7 @@ class OpaServerPolicyEngine:
             documents, repushed = await self._query(BATCH_OPA_PATHS[kind], document, len(positions), repushed)
             for position, decision in zip(positions, _parse_batch(kind, documents, len(positions)), strict=True):
                 decisions[position] = decision.answering(
-                    inputs[position], self._categories, self._register_sha256)
+                    inputs[position], self._facts, self._register_sha256)
         return [d for d in decisions if d is not None]
 
     async def decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from typing import Any, Literal
@@ -44,6 +45,29 @@ def _is_policy_date(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class RegisterFacts:
+    """What the gateway's register says that no decision may contradict, whatever policy made it
+    (an OPA server may serve another bundle than the gateway's policies: a decision names its policy version,
+    and none is required), checked by ``Decision.answering``. The gateway asks the holder for exactly the
+    permitted categories, and for records unless the decision says hit/no-hit, so these are the last check
+    before a holder is asked."""
+
+    known: frozenset[str]
+    """Every category of the register's vocabulary."""
+    never_shared: frozenset[str]
+    """Never disclosed through the gateway, in any partnership (rule 4: ``criminal_intelligence``)."""
+    never_disclosed: Mapping[str, frozenset[str]]
+    """By partnership id: what that partnership never discloses besides (its ``never_disclosed``)."""
+    hit_only: frozenset[str]
+    """Answered as hit/no-hit only, never as records (rule 3: ``ongoing_investigation``)."""
+    results_only: frozenset[tuple[str, str]]
+    """The (partnership, purpose) pairs whose disclosures may leave the partnership as results only (rule 9)."""
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 class PolicyReason(_StrictDecision):
@@ -158,10 +182,10 @@ class Decision(_StrictDecision):
                 raise MalformedDecision("obligation `retain_until` is not a date")
         return self
 
-    def answering(self, policy_input: PolicyInput, known_categories: frozenset[str],
+    def answering(self, policy_input: PolicyInput, register: RegisterFacts,
                   register_sha256: str) -> Decision:
         """This decision, when it can be the answer to ``policy_input`` under the register of digest
-        ``register_sha256`` (which knows ``known_categories``); ``MalformedDecision`` otherwise. The gateway
+        ``register_sha256`` (which says ``register``); ``MalformedDecision`` otherwise. The gateway
         records its own register's version with the decision and asks the holder for exactly the permitted
         categories, filtering its answer by them, so a decision made under another register would cite a
         register it was not made under, a decision for another holder would be applied to this one (a batch
@@ -173,17 +197,31 @@ class Decision(_StrictDecision):
            holder;
         1. it permits only categories the register knows and, unless the holder answers hit/no-hit only
            (asked about all it supplies, rule 3), only requested ones;
-        2. it removes only requested categories;
-        3. it names an escalation decision only when the input brought that one, for this holder.
+        2. it permits no category the request's partnership never discloses, not even as hit/no-hit (rule 4:
+           whether the police hold intelligence on a person is that intelligence), and a hit/no-hit-only
+           category only to a hit/no-hit answer (rule 3: never as records);
+        3. its obligations keep the purpose's results-only (rule 9: where the register says so, only results
+           leave the partnership);
+        4. it removes only requested categories;
+        5. it names an escalation decision only when the input brought that one, for this holder.
         """
         if self.register_sha256 != register_sha256:
             raise MalformedDecision("the decision was made under another register than the gateway's (digest)")
         if self.holder != policy_input.request.holder.organisation:
             raise MalformedDecision("the decision is for another holder than the request's")
         requested = set(policy_input.request.categories)
-        if not known_categories.issuperset(self.permitted_categories) or not (
-                self.hit_only or requested.issuperset(self.permitted_categories)):
+        permitted = self.permitted_categories
+        partnership = policy_input.request.partnership
+        if not register.known.issuperset(permitted) or not (self.hit_only or requested.issuperset(permitted)):
             raise MalformedDecision("the decision permits a category that was not requested or is not registered")
+        if not (register.never_shared.isdisjoint(permitted)
+                and register.never_disclosed.get(partnership, _NONE).isdisjoint(permitted)):
+            raise MalformedDecision("the decision permits a category the partnership never discloses")
+        if not self.hit_only and not register.hit_only.isdisjoint(permitted):
+            raise MalformedDecision("the decision permits a hit/no-hit-only category as records")
+        if (self.obligations is not None and not self.obligations.results_only
+                and (partnership, policy_input.request.purpose) in register.results_only):
+            raise MalformedDecision("the decision's obligations lift the purpose's results only")
         if not requested.issuperset(self.removed_categories):
             raise MalformedDecision("the decision removes a category that was not requested")
         brought = policy_input.context.escalation_decision

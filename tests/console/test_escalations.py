@@ -1090,3 +1090,54 @@ def test_a_note_for_a_gap_resolved_meanwhile_is_shown_to_copy(console: TestClien
     assert kept, refused.text
     assert kept.group(1) == "For the 10 Dec &lt;meeting&gt;"
     assert f'for="unsaved-note-{gap_id}"' in refused.text
+
+
+@pytest.mark.parametrize("action", [Action.DECISION_REFUSED_BY_HOLDER, Action.DECISION_HOLDER_UNAVAILABLE])
+def test_the_case_page_shows_a_rerun_the_holder_did_not_follow(console: TestClient, container: Container,
+                                                               action: Action) -> None:
+    """A re-run citing the allow, refused by the holder or not answered, is a step of its own on the page
+    (what happened in words, and its reason code), not left out or shown as the raw action."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    decided = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": csrf_of(page.text), "expected_version": "1", "outcome": "allow",
+        "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out.",
+        "permitted_categories": ["police_incidents"]})
+    assert decided.status_code == 200, decided.text
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        act(session, case_id, get_case(session, case_id).version, action, None, now=container.clock.now(),
+            deadlines=service.deadlines, timezone=service.timezone,
+            motivation="re-run x-1: refused-by-holder (holder:investigation-confidentiality)")
+    html = console.get(f"/console/escalations/{case_id}").text
+    label = {Action.DECISION_REFUSED_BY_HOLDER: "re-run refused by the holder despite the decision",
+             Action.DECISION_HOLDER_UNAVAILABLE: "re-run: holder unavailable, decision not applied"}[action]
+    assert label in html
+    assert "holder:investigation-confidentiality" in html
+
+
+def test_a_too_long_gap_title_gets_its_own_message_not_the_attachments(console: TestClient,
+                                                                      container: Container) -> None:
+    """The flag form's `title` shared the attachment's message ("an attachment needs a reference ... and
+    optionally a SHA-256"), which says nothing of what was wrong with a gap's title. It has its own; the
+    description and title typed are kept, and nothing is flagged."""
+    case_id = open_riec_case(container)
+    sign_in(console, "admin-riec")
+    page = console.get(f"/console/escalations/{case_id}")
+    refused = console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": csrf_of(page.text), "title": "T" * 201, "description": "The WGS does not say."})
+    assert refused.status_code == 422
+    assert "title is at most 200 characters of text" in refused.text
+    assert "An attachment needs a reference" not in refused.text
+    assert "The WGS does not say." in refused.text
+    with transaction(container.sessions) as session:
+        assert get_case(session, case_id).legal_gap is False
+
+
+def test_a_nul_in_the_queue_cursor_is_a_422(console: TestClient, container: Container) -> None:
+    """As in the API: the queue's `after` is a case id, and a NUL in it is a 422 on every engine."""
+    open_riec_case(container)
+    sign_in(console, "po-gemeente")
+    assert console.get("/console/escalations", params={"after": "\x00"}).status_code == 422
+    assert console.get("/console/escalations", params={"after": ""}).status_code == 200

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from audit.tables import audit_entries
+from connectors.protocol import HolderAnswer
 from escalation import cases as case_store
 from escalation.cases import ConcurrentUpdate
 from escalation.states import Action
@@ -443,3 +444,62 @@ def test_an_allow_on_an_objection_to_a_reruns_outcome_is_honoured_by_the_next_re
         assert police["escalation_decision_applied"] is True
         assert {r["category"] for r in police["records"]} == {"police_incidents"}
         assert stack.call(police_po, "GET", f"/v1/escalations/{case['id']}").json()["state"] == "closed"
+
+
+class _Refusing:
+    """The holder's connector, refusing every query (whatever the signed decision says)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def query(self, query: Any) -> Any:
+        return HolderAnswer(status="refused", refusal_reason="investigation-confidentiality")
+
+
+@pytest.mark.parametrize(("failure", "action", "reason"), [
+    ("refused", "decision_refused_by_holder", "holder:investigation-confidentiality"),
+    ("unavailable", "decision_holder_unavailable", "holder-not-connected")])
+def test_a_holder_that_does_not_follow_a_binding_allow_is_on_the_case(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str, action: str, reason: str) -> None:
+    """The police refuses (or cannot be asked in) the re-run citing an allow. That used to leave no trace on
+    the case: the decision was given back and later expired quietly, its deciders never told. Now the case
+    has a step naming the re-run and the reason's code (no free text), in its history and the audit log, the
+    parties and the deciding tier are notified, and the decision stays usable: the next re-run discloses."""
+    with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
+        case_id, rerun, police_po = _allowed(stack)
+        desk = escalation_service(stack.container)
+        told: list[tuple[set[str], dict[str, Any]]] = []
+        monkeypatch.setattr(desk.notifier, "notify", lambda orgs, payload: told.append((set(orgs), payload)))
+        connectors = exchange_service(stack.container).deps.connectors
+        real_get = connectors.get
+        with monkeypatch.context() as patch:
+            patch.setattr(connectors, "get", (lambda system: _Refusing(real_get(system))) if failure == "refused"
+                          else (lambda _system: None))
+            ignored = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        assert ignored.status_code == 200, ignored.text
+        police = ignored.json()["targets"][0]
+        assert police["outcome"] == ("refused-by-holder" if failure == "refused" else "holder-unavailable")
+        assert police["escalation_decision_applied"] is True
+        assert police.get("escalation_id") is None  # a re-run opens no new case
+
+        case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
+        assert case["state"] == "decided"  # the decision stays usable until it expires
+        step = case["history"][-1]
+        assert (step["action"], step["state"], step["actor_org"]) == (action, "decided", None)
+        assert ignored.json()["exchange_id"] in step["motivation"]
+        assert reason in step["motivation"]
+        [entry] = [s for s in _steps(stack, case_id) if s["extra"]["action"] == action]
+        assert entry["extra"]["holder_reason"] == reason
+        assert entry["extra"]["rerun_exchange_id"] == ignored.json()["exchange_id"]
+        assert entry["extra"]["decision_id"] == rerun["escalation_decision"]
+        assert entry["extra"]["state"] == "decided"
+        [(recipients, payload)] = [(r, p) for r, p in told if p["event"] == f"escalation.{action}"]
+        assert recipients == {"gemeente-amsterdam", "politie"}  # the parties; tier 1's deciders are the parties
+        assert (payload["case_id"], payload["holder_reason"]) == (case_id, reason)
+        feed = stack.get(MUNICIPALITY, "/v1/escalations/feed").json()
+        assert [(i["case"]["id"], i["awaiting"]) for i in feed] == [(case_id, "rerun")]
+
+        again = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)  # the holder follows the decision now
+        assert again.status_code == 200, again.text
+        assert {r["category"] for r in again.json()["targets"][0]["records"]} == {"police_incidents"}
+        assert stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()["state"] == "closed"

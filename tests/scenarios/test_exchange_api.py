@@ -25,6 +25,7 @@ from gateway.auth.principal import Principal
 from gateway.client.models import ExchangeRequest
 from gateway.container import Container, build_container
 from gateway.exchange.examples import EXCHANGE_PROBLEMS
+from gateway.exchange.lease import longest_holder_call
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER, fingerprint
 from gateway.exchange.tables import exchange_claims, exchanges
 from gateway.policy.errors import PolicyUnavailable
@@ -372,7 +373,7 @@ def _count(stack: Stack, table: Any) -> int:
 @pytest.mark.parametrize("scenario", ["allowed", "bulk-escalated"])
 def test_an_attempt_that_outlives_its_lease_writes_nothing_more_under_its_key(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: str) -> None:
-    """Right after the write-ahead the clock passes the claim's lease (as if the attempt had stalled): its
+    """While the holders are asked the clock passes the claim's lease (as if the attempt had stalled): its
     disclosure commit (allowed) or, with nothing to log, the check before its escalation case (every target
     escalated by policy, S7) refuses with 409; nothing more is logged and no case is opened."""
     with running_stack(tmp_path) as s:
@@ -380,14 +381,14 @@ def test_an_attempt_that_outlives_its_lease_writes_nothing_more_under_its_key(
             "subjects": [{"ref": p.subject_ref} for p in s.world.persons[:40]], "holders": ["politie"],
             "categories": ["police_incidents"]}
         service = s.container.services["exchange"]
-        write_ahead = type(service)._write_ahead_claiming
+        serve_target = type(service)._serve_target
 
         async def stalled(self: Any, *args: Any) -> Any:
-            receipts = await write_ahead(self, *args)
+            served = await serve_target(self, *args)
             s.clock.advance(CLAIM_ABANDONED_AFTER)
-            return receipts
+            return served
 
-        monkeypatch.setattr(type(service), "_write_ahead_claiming", stalled)
+        monkeypatch.setattr(type(service), "_serve_target", stalled)
         before, cases = _audit_count(s), _count(s, escalation_cases)
         late = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": f"late-{scenario}-1"})
         assert late.status_code == 409, late.text
@@ -399,6 +400,44 @@ def test_an_attempt_that_outlives_its_lease_writes_nothing_more_under_its_key(
         retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": f"late-{scenario}-1"})
         assert retry.status_code == 200
         assert retry.json()["targets"][0]["outcome"] == ("allowed" if scenario == "allowed" else "escalated")
+
+
+def test_no_holder_is_asked_when_the_write_ahead_left_too_little_of_the_lease(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write-ahead's commit waits for the audit writer, which has no timeout of its own. If it took so long
+    that what is left of the claim's lease is shorter than the longest holder call, a retry could take the key
+    over as abandoned while the holders still answer, and ask them a second time. So the attempt is refused
+    before any holder is asked (503, Retry-After), its end is logged, and the key is free at once; with
+    enough of the lease left the holder is asked as usual."""
+    key = {"Idempotency-Key": "stalled-write-ahead-1"}
+    with held_holder() as (holder_url, _, release, calls), \
+            running_stack(tmp_path, holder_overrides={"politie-bvh": holder_url}) as s:
+        release.set()  # the holder answers at once: only the lease left when it is asked matters here
+        service = s.container.services["exchange"]
+        connectors = service.deps.connectors
+        longest = timedelta(seconds=longest_holder_call(connectors.timeout, connectors.retries, connectors.backoff))
+        write_ahead = type(service)._write_ahead_claiming
+        stall = [CLAIM_ABANDONED_AFTER - longest + timedelta(seconds=5)]
+
+        async def stalled(self: Any, *args: Any) -> Any:
+            receipts = await write_ahead(self, *args)
+            s.clock.advance(stall[0])
+            return receipts
+
+        monkeypatch.setattr(type(service), "_write_ahead_claiming", stalled)
+        before = _audit_count(s)
+        late = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), key)
+        assert late.status_code == 503, late.text
+        assert late.headers["content-type"].startswith("application/problem+json")
+        assert late.headers["retry-after"] == "1"
+        assert "no holder was asked" in late.json()["detail"]
+        assert calls == []
+        assert _audit_count(s) == before + 3  # the request and its decision, written ahead, and its failure
+        assert _claims(s) == []  # given up: the retry runs at once
+        stall[0] = CLAIM_ABANDONED_AFTER - longest - timedelta(seconds=5)
+        retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", _body(s), key)
+        assert retry.status_code == 200, retry.text
+        assert len(calls) == 1
 
 
 def test_an_attempt_whose_claim_was_taken_over_discloses_nothing(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from joserfc import jwt
 from joserfc.jwk import OKPKey
+from structlog.testing import capture_logs
 
 from connectors import holder_auth
 from connectors import world as w
@@ -754,6 +755,32 @@ async def test_a_malformed_answer_is_a_protocol_error(holder: tuple[_ScriptedHol
             await connector.query(_query(["subj-x1234567"], ["income"], "q-bad"))
     assert isinstance(malformed.value, ConnectorError)
     assert server.calls["/holder/v1/query"] == 1
+
+
+async def test_a_request_aiohttp_refuses_to_make_is_a_holder_unavailable_not_a_defect(
+        holder: tuple[_ScriptedHolder, str]) -> None:
+    """aiohttp raises a plain ValueError for a request it will not make (here a header value with a line break,
+    as a token read from a file with its CR can have; before the endpoint check, credentials in the base URL
+    beside the bearer token): it escaped as no ConnectorError, and the exchange failed every such call as its
+    own defect (``gateway-error``). It is a holder-unavailable now, made once (it fails the same way each
+    time), logged with the error's type and never its text, which may quote the header."""
+    server, url = holder
+
+    async def broken_token(audience: str) -> str:
+        return "T\r\nX-Injected: 1"
+
+    async with HttpConnector(w.TAX, url, broken_token, retries=2, backoff=0.01) as connector:
+        with capture_logs() as logs, pytest.raises(HolderUnavailable) as failed:
+            await connector.query(_query(["subj-x1234567"], ["income"], "q-refused"))
+        assert connector.attempts == 1
+    assert str(failed.value) == ("belastingdienst-ivs: holder unavailable: request not made (ValueError) "
+                                 "(1 attempt, request q-refused)")
+    assert failed.value.may_have_arrived  # not known for certain: what the gateway logs about provided records
+    assert isinstance(failed.value.__cause__, ValueError)
+    assert "/holder/v1/query" not in server.calls  # nothing reached the holder
+    [logged] = [e for e in logs if e["event"] == "holder_unavailable"]
+    assert logged["failure"] == "request not made (ValueError)"
+    assert "X-Injected" not in repr(logs)
 
 
 # -- the over-share switch -------------------------------------------------------------------------

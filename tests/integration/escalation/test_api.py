@@ -1264,6 +1264,64 @@ def test_a_decisions_deletion_date_is_neither_past_nor_beyond_the_purposes_reten
 
 
 
+def test_a_deny_ignores_a_deletion_date_as_it_ignores_every_obligation(env: Env) -> None:
+    """A deny holds no obligations (the stored decision and its entry drop them), yet a past `retain_until`
+    on one was a 422 "in the past" for a date nothing would keep. It is ignored, like `results_only` on a
+    deny: the deny is taken, and neither the decision nor its entry names the date."""
+    case_id = env.open_case()
+    yesterday = escalation_service(env.container).today() - timedelta(days=1)
+    denied = env.post("po-politie", f"/v1/escalations/{case_id}/decision", {
+        "expected_version": env.version(case_id), "outcome": "deny", "motivation": MOTIVATION,
+        "obligations": {"retain_until": yesterday.isoformat(), "results_only": True}})
+    assert denied.status_code == 200, denied.text
+    assert (denied.json()["state"], denied.json()["decision"]["obligations"]) == ("closed", {})
+    [decide] = [s for s in env.audit_steps(case_id) if s["extra"]["action"] == "decide"]
+    assert "obligations" not in decide["extra"]
+    assert yesterday.isoformat() not in json.dumps(env.audit_steps(case_id))
+
+
+def test_a_version_is_an_integer_not_a_flag_or_a_string(env: Env) -> None:
+    """`expected_version: true` was read as 1: a client sending a flag acted on version 1 of the case. A
+    version is a JSON integer: `true`, `"1"` and `1.0`-like text are a 422 that changes nothing, for a case's
+    steps and a gap's status change alike."""
+    case_id = env.open_case()
+    assert env.version(case_id) == 1
+    gap = env.post("desk-riec", f"/v1/escalations/{case_id}/legal-gap",
+                   {"title": "Version flag gap", "description": "The WGS does not say."})
+    assert gap.status_code == 200, gap.text
+    steps = len(env.audit_steps(case_id))
+    for wrong in (True, "1"):
+        for path, body in ((f"/v1/escalations/{case_id}/review", {}),
+                           (f"/v1/escalations/{case_id}/withdraw", {"motivation": "no longer needed"}),
+                           (f"/v1/escalations/{case_id}/decision", {"outcome": "refer-up", "motivation": MOTIVATION}),
+                           (f"/v1/legal-gaps/{gap.json()['id']}/status", {"status": "on-agenda"})):
+            who = "po-gemeente" if path.endswith("withdraw") else "desk-riec" if "legal-gaps" in path else "po-politie"
+            refused = env.post(who, path, body | {"expected_version": wrong})
+            assert refused.status_code == 422, (path, wrong, refused.text)
+            assert refused.headers["content-type"].startswith("application/problem+json")
+    assert (env.case(case_id).version, env.case(case_id).state.value) == (1, "open")
+    assert len(env.audit_steps(case_id)) == steps
+    assert env.get("desk-riec", f"/v1/legal-gaps/{gap.json()['id']}").json()["status"] == "identified"
+
+
+def test_a_nul_in_a_cursor_or_filter_is_a_422_on_both_engines(env: Env) -> None:
+    """`cursor=%00` was a 200 on SQLite (which compares it with the ids) and a 422 on PostgreSQL (whose text
+    holds no NUL). A cursor is what `next_cursor` gives — a case id — and anything else is a 422 on both,
+    as a NUL in a filter is."""
+    env.open_case()
+    for params in ({"cursor": "\x00"}, {"cursor": "0190\x00"}, {"cursor": "' OR 1=1 --"}, {"cursor": "c" * 65},
+                   {"partnership": "\x00"}, {"organisation": "politie\x00"}, {"state": "open\x00"},
+                   {"trigger": "\x00"}):
+        refused = env.get("desk-riec", "/v1/escalations", **params)
+        assert refused.status_code == 422, (params, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    for params in ({"partnership": "\x00"}, {"status": "identified\x00"}):
+        for path in ("/v1/legal-gaps", "/v1/legal-gaps/export"):
+            assert env.get("desk-riec", path, **params).status_code == 422, (path, params)
+    page = env.get("desk-riec", "/v1/escalations", limit=1).json()
+    assert env.get("desk-riec", "/v1/escalations", cursor=page["next_cursor"]).status_code == 200
+
+
 # -- objecting to a re-run's outcome ------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from escalation import cases as case_store
 from gateway.db.engine import transaction
@@ -169,3 +170,54 @@ def test_the_gateways_timer_expires_decisions(tmp_path: Path, sqlite_db_url: str
         while env.case(case_id).state.value != "expired" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert env.case(case_id).state.value == "expired"
+
+
+def test_one_case_failing_does_not_stop_the_scan_for_the_others(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case whose step raises something other than a 409 (here a defect in taking it) used to end the whole
+    scan, on every run: the decisions and overdue cases listed after it never expired or moved up. Now each
+    case is on its own: the failure is logged (the case's id and the kind of failure, not the error's text)
+    and the others are expired and moved up; the failed ones are tried again on the next run."""
+    allowed = [_allowed(env) for _ in range(2)]
+    late = [env.open_case(opened_at=env.clock.now() - timedelta(days=60)) for _ in range(2)]
+    failing = {allowed[0][0], late[0]}  # listed first (ids are time-ordered): without the fix nothing follows
+    _at(env, max(until for _, _, until in allowed) + timedelta(minutes=1))
+    act = case_store.act
+
+    def act_failing(*args: Any, **kwargs: Any) -> Any:
+        if args[1] in failing:
+            raise RuntimeError("a defect naming J. de Vries")
+        return act(*args, **kwargs)
+
+    monkeypatch.setattr(case_store, "act", act_failing)
+    with capture_logs() as logs:
+        done = _scan(env)
+    assert [c.id for c in done.moved] == [late[1]]
+    assert [c.id for c in done.expired] == [allowed[1][0]]
+    assert env.detail("desk-riec", allowed[0][0])["state"] == "decided"
+    assert env.detail("desk-riec", late[0])["tier"] == 1
+    failures = sorted((e["case_id"], e["action"], e["error_type"]) for e in logs
+                      if e["event"] == "escalation_scan_case_failed")
+    assert failures == sorted([(allowed[0][0], "expire", "RuntimeError"), (late[0], "deadline_missed", "RuntimeError")])
+    assert "de Vries" not in repr(logs)
+
+    monkeypatch.setattr(case_store, "act", act)  # the defect is fixed: the next run takes the two it left
+    again = _scan(env)
+    assert [c.id for c in again.moved] == [late[0]]
+    assert [c.id for c in again.expired] == [allowed[0][0]]
+
+
+def test_the_feed_offers_the_rerun_whose_decision_expires_first_first(env: Env) -> None:
+    """Re-runs were sorted by the deadline of the tier that decided them, which says nothing once a case is
+    decided: a decision expiring tomorrow (its `retain_until`) came after one valid for a month because its
+    case happened to be opened later. They are sorted by when their decision expires."""
+    opened_first, _, valid_long = _allowed(env)  # the usual validity: a month
+    opened_later = env.open_case(opened_at=env.clock.now() + timedelta(days=2))  # a later tier-1 deadline
+    tomorrow = escalation_service(env.container).today() + timedelta(days=1)
+    decided = env.post("po-politie", f"/v1/escalations/{opened_later}/decision", {
+        "expected_version": env.version(opened_later), "outcome": "allow", "motivation": MOTIVATION,
+        "permitted_categories": ["police_incidents"], "obligations": {"retain_until": tomorrow.isoformat()}})
+    assert decided.status_code == 200, decided.text
+    assert datetime.fromisoformat(decided.json()["decision"]["valid_until"]) < valid_long
+    assert env.detail("desk-riec", opened_later)["deadline"] > env.detail("desk-riec", opened_first)["deadline"]
+    assert [i for i in _feed(env) if i[0] in {opened_first, opened_later}] == [
+        (opened_later, "rerun"), (opened_first, "rerun")]

@@ -15,13 +15,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 import gateway.escalations.service as escalation_service_module
+from audit.tables import audit_entries
 from escalation.queries import visible_case_ids
 from gateway.auth.clients import SYSTEM_SCOPES
 from gateway.auth.principal import Scope
 from gateway.errors import Unprocessable
-from tests.auth_helpers import register_client, system_token
+from tests.auth_helpers import account_id, register_client, system_token
 from tests.integration.escalation.test_api import ENGINES, RIEC, Env, migrated_url, running_env
 
 ZVH = "zvh-amsterdam"
@@ -566,3 +568,35 @@ def test_a_partner_system_neither_reads_nor_manages_gaps_nor_comments(env: Env) 
         [], "identified")
     with pytest.raises(Unprocessable):
         register_client(env.container, "om-compas", ["exchange", Scope.ESCALATION.value])
+
+
+def _gap_exports(env: Env) -> list[dict[str, Any]]:
+    with env.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).where(
+            audit_entries.c.event_type == "console.action").order_by(audit_entries.c.log_index)).all()
+    events = [json.loads(row.canonical)["event"] for row in rows]
+    return [e for e in events if e["extra"].get("export") == "legal-gaps.csv"]
+
+
+def test_the_api_export_is_an_audited_export_as_the_consoles_download_is(env: Env) -> None:
+    """`GET /v1/legal-gaps/export` wrote no entry while the console's download of the same file does: who took
+    the register, with which filters and how many rows, is on record — never a gap's text. A refused export
+    (no escalation scope) is no export."""
+    case_id = env.open_case()
+    gap = _new_gap(env, "desk-riec", case_id)
+    before = len(_gap_exports(env))
+    response = env.get("desk-riec", "/v1/legal-gaps/export", partnership=RIEC, status="identified")
+    assert response.status_code == 200, response.text
+    rows = len(list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))) - 1
+    assert gap["id"] in response.text
+    exports = _gap_exports(env)
+    assert len(exports) == before + 1
+    export = exports[-1]
+    assert export["requester"]["org"] == "riec-aa"
+    assert export["requester"]["user"] == account_id(env.container, "desk-riec")  # an account id, no name
+    assert export["extra"] == {"action": "export", "channel": "api", "export": "legal-gaps.csv", "rows": rows,
+                               "partnership": RIEC, "status": "identified"}
+    assert TITLE not in json.dumps(exports)
+    assert DESCRIPTION not in json.dumps(exports)
+    assert env.get("cp-politie", "/v1/legal-gaps/export").status_code == 403
+    assert len(_gap_exports(env)) == before + 1

@@ -1,9 +1,9 @@
 """A decision must be one the request can have: both engines refuse (deny, fail closed) a well-formed
 decision that permits a category the request did not ask for (the holder would be asked for it, and the
-gateway's filter keeps what is permitted), removes one it did not ask for, or applies an escalation
-decision the request did not bring. The policies here are the shipped ones with ``wgs.exchange`` replaced
-by a stub that answers one fixed document, so each engine is shown the defect as a faulty policy (or OPA
-bundle) would produce it."""
+gateway's filter keeps what is permitted) or one the partnership never discloses (even as hit/no-hit),
+removes one it did not ask for, or applies an escalation decision the request did not bring. The policies
+here are the shipped ones with ``wgs.exchange`` replaced by a stub that answers one fixed document, so each
+engine is shown the defect as a faulty policy (or OPA bundle) would produce it."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
         "permitted_categories": ["ongoing_investigation"], "hit_only": True}, "allowed"),
     ("hit-only-permits-an-unregistered-category", ALLOWED | {
         "permitted_categories": ["dna_profiles"], "hit_only": True}, None),
+    # rule 4, whatever the policy (an OPA bundle other than the gateway's): not even hit/no-hit on CIE
+    # information, nor on what the RIEC never discloses
+    ("hit-only-permits-a-never-shared-category", ALLOWED | {
+        "permitted_categories": ["criminal_intelligence"], "hit_only": True}, None),
+    ("hit-only-permits-a-category-the-partnership-never-discloses", ALLOWED | {
+        "permitted_categories": ["bank_accounts"], "hit_only": True}, None),
     ("removes-an-unrequested-category", NARROWED, None),
     ("applies-an-escalation-decision-not-brought", ALLOWED | {"escalation_decision": "dec-1"}, None),
     ("names-another-holder", ALLOWED | {"holder": "om-amsterdam"}, None),
@@ -88,6 +94,29 @@ async def test_a_decision_the_request_cannot_have_is_malformed(tmp_path: Path, k
                     await engine.decide_many("exchange", [_input(MUNICIPALITY, "politie", ["police_incidents"])])
             else:
                 await _decisions(engine)
+        finally:
+            await engine.aclose()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "opa-server"])
+@pytest.mark.parametrize("results_only", [True, False])
+async def test_an_allow_keeps_the_purposes_results_only(tmp_path: Path, kind: str, results_only: bool) -> None:
+    """Rule 9: youth prevention is results-only; an allow whose obligations say otherwise is refused."""
+    policies = _stub_policies(tmp_path, ALLOWED | {"obligations": OBLIGATIONS | {"results_only": results_only}})
+    asked = _input(MUNICIPALITY, "politie", ["police_incidents"], partnership="zvh-amsterdam",
+                   purpose="youth-prevention", legal_basis="WGS (ZVH)")
+    with serve_app(create_opa_test_app(policies)) as url:
+        digest = register_digest(REGISTER)
+        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER, digest) if kind == "embedded"
+                                else OpaServerPolicyEngine(url, REGISTER, digest, timeout=5.0))
+        try:
+            if results_only:
+                assert (await engine.decide("exchange", asked)).obligations.results_only  # type: ignore[union-attr]
+            else:
+                with pytest.raises(MalformedDecision, match="results only"):
+                    await engine.decide("exchange", asked)
+                with pytest.raises(MalformedDecision, match="results only"):
+                    await engine.decide_many("exchange", [asked])
         finally:
             await engine.aclose()
 

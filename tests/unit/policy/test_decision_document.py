@@ -3,13 +3,14 @@ the checks ``Decision.parse`` makes beyond the schema (found missing by a review
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
 from gateway.policy.errors import MalformedDecision
-from gateway.policy.model import Decision, PolicyInput
+from gateway.policy.model import Decision, PolicyInput, RegisterFacts
 
 OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_only": False}
 ALLOWED: dict[str, Any] = {
@@ -97,10 +98,16 @@ def test_documents_that_should_fail_closed_are_malformed(document: dict[str, Any
         Decision.parse_json(json.dumps(document))
 
 
-def _input_for(holder: str) -> PolicyInput:
+# The register's categories as ``answering`` reads them: police_incidents only, in partnership "p".
+POLICE_ONLY = RegisterFacts(known=frozenset({"police_incidents"}), never_shared=frozenset(), never_disclosed={},
+                            hit_only=frozenset(), results_only=frozenset())
+
+
+def _input_for(holder: str, categories: tuple[str, ...] = ("police_incidents",), partnership: str = "p"
+               ) -> PolicyInput:
     return PolicyInput.model_validate({
-        "request": {"partnership": "p", "purpose": "q", "legal_basis": "b", "case_reference": "c",
-                    "signal": {"type": "t", "reference": "r"}, "categories": ["police_incidents"],
+        "request": {"partnership": partnership, "purpose": "q", "legal_basis": "b", "case_reference": "c",
+                    "signal": {"type": "t", "reference": "r"}, "categories": list(categories),
                     "subject_count": 1, "subjects_minor": False, "requester": {"organisation": "a"},
                     "holder": {"organisation": holder}, "requested_at": "2026-01-05T10:00:00Z"},
         "context": {}, "request_fingerprint": "f"})
@@ -112,15 +119,66 @@ def test_a_decision_made_under_another_register_answers_no_request() -> None:
     and other content) is refused, whatever else it says."""
     policy_input = _input_for("h")
     decision = Decision.parse(ALLOWED)
-    assert decision.answering(policy_input, frozenset({"police_incidents"}), "ab" * 32) is decision
+    assert decision.answering(policy_input, POLICE_ONLY, "ab" * 32) is decision
     with pytest.raises(MalformedDecision, match="another register"):
-        decision.answering(policy_input, frozenset({"police_incidents"}), "cd" * 32)
+        decision.answering(policy_input, POLICE_ONLY, "cd" * 32)
 
 
 def test_a_decision_for_another_holder_answers_no_request() -> None:
     """A batch is matched to its holders by position: a decision naming another holder (a batch answered
     out of order, or one holder's decision twice) is refused, also when it is otherwise a valid answer."""
     decision = Decision.parse(ALLOWED)
-    assert decision.answering(_input_for("h"), frozenset({"police_incidents"}), "ab" * 32) is decision
+    assert decision.answering(_input_for("h"), POLICE_ONLY, "ab" * 32) is decision
     with pytest.raises(MalformedDecision, match="another holder"):
-        decision.answering(_input_for("h2"), frozenset({"police_incidents"}), "ab" * 32)
+        decision.answering(_input_for("h2"), POLICE_ONLY, "ab" * 32)
+
+
+# What the register says of categories, whatever the policy (an OPA server may serve a stale or altered bundle;
+# the decision names its policy version but the gateway does not require its own): rule 4, never disclosed,
+# not even as hit/no-hit (whether the police hold CIE information on a person is itself that information);
+# rule 3, a hit/no-hit-only category never as records. Each such decision was accepted.
+REGISTERED = RegisterFacts(
+    known=frozenset({"police_incidents", "criminal_intelligence", "bank_accounts", "ongoing_investigation"}),
+    never_shared=frozenset({"criminal_intelligence"}), never_disclosed={"p": frozenset({"bank_accounts"})},
+    hit_only=frozenset({"ongoing_investigation"}), results_only=frozenset())
+EVERY_CATEGORY = ("police_incidents", "criminal_intelligence", "bank_accounts", "ongoing_investigation")
+
+
+@pytest.mark.parametrize(("permitted", "hit_only"), [
+    (["criminal_intelligence"], False), (["criminal_intelligence"], True),  # never shared anywhere
+    (["bank_accounts"], False), (["bank_accounts"], True),  # never disclosed in partnership "p"
+    (["ongoing_investigation"], False),  # hit/no-hit only, as records
+], ids=["never-shared", "never-shared-hit-only", "never-disclosed-here", "never-disclosed-here-hit-only",
+        "hit-only-category-as-records"])
+def test_a_decision_permitting_what_the_register_never_discloses_answers_no_request(
+        permitted: list[str], hit_only: bool) -> None:
+    decision = Decision.parse(ALLOWED | {"permitted_categories": permitted, "hit_only": hit_only})
+    with pytest.raises(MalformedDecision, match=r"never discloses|hit/no-hit-only category as records"):
+        decision.answering(_input_for("h", EVERY_CATEGORY), REGISTERED, "ab" * 32)
+
+
+def test_what_a_partnership_never_discloses_binds_that_partnership_only() -> None:
+    """``bank_accounts`` is never disclosed in "p" (as in the RIEC): in another partnership (as the FEC's
+    money-laundering taskforce, where banks supply it) a decision may permit it; and a hit/no-hit-only category
+    may be permitted to a hit/no-hit answer."""
+    elsewhere = _input_for("h", EVERY_CATEGORY, partnership="fec")
+    banks = Decision.parse(ALLOWED | {"permitted_categories": ["bank_accounts"]})
+    assert banks.answering(elsewhere, REGISTERED, "ab" * 32) is banks
+    hit = Decision.parse(ALLOWED | {"permitted_categories": ["ongoing_investigation"], "hit_only": True})
+    assert hit.answering(_input_for("h", EVERY_CATEGORY), REGISTERED, "ab" * 32) is hit
+
+
+# Rule 9: where the purpose says results only (youth prevention: only results leave the partnership), every
+# allow says so, whatever policy made it; an allow without it was accepted and its obligations passed on.
+RESULTS_ONLY = dataclasses.replace(POLICE_ONLY, results_only=frozenset({("p", "q")}))
+
+
+def test_an_allow_lifting_the_purposes_results_only_answers_no_request() -> None:
+    lifted = Decision.parse(ALLOWED)
+    with pytest.raises(MalformedDecision, match="results only"):
+        lifted.answering(_input_for("h"), RESULTS_ONLY, "ab" * 32)
+    kept = Decision.parse(ALLOWED | {"obligations": OBLIGATIONS | {"results_only": True}})
+    assert kept.answering(_input_for("h"), RESULTS_ONLY, "ab" * 32) is kept
+    elsewhere = _input_for("h", partnership="fec")  # another partnership's purpose of the same name
+    assert lifted.answering(elsewhere, RESULTS_ONLY, "ab" * 32) is lifted
+    assert Decision.parse(DENIED).answering(_input_for("h"), RESULTS_ONLY, "ab" * 32).outcome == "denied"

@@ -229,17 +229,20 @@ def test_incomplete_counts_deny_identically(engines: Engines, kind: PolicyKind, 
 # policies might: each must deny with `input-incomplete` in both evaluators. A missing or unparsable
 # `requested_at` once escalated under the interpreter (or failed it) while the RVM made no decision; a
 # `provided_categories` that is no list of names was read as none by the RVM (rules 3 and 4 skipped) while
-# the interpreter failed.
+# the interpreter failed. Categories asked that are no non-empty list of names: the interpreter failed and
+# the RVM read them as none (and allowed a hit/no-hit holder, asked about all it supplies).
 _BAD_FIELDS = [("requested_at", value) for value in (None, 5, "", "2026-11-25", "2026-02-30T10:00:00Z",
                                                      "2026-11-25 10:00:00Z", "2026-11-25T24:00:00Z")] + [
     ("provided_categories", value) for value in ("company_registration", {"company_registration": True}, 5,
-                                                 [5], ["company_registration", None])]
+                                                 [5], ["company_registration", None])] + [
+    ("categories", value) for value in (None, "police_incidents", {"police_incidents": True}, 5, [5],
+                                        ["police_incidents", None], [])]
 _ABSENT = object()
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("field", "value"), [("requested_at", _ABSENT), *_BAD_FIELDS,
-                                              ("provided_categories", None)])
+                                              ("provided_categories", None), ("categories", _ABSENT)])
 def test_a_malformed_time_or_provided_data_denies_identically(engines: Engines, kind: PolicyKind, field: str,
                                                               value: Any) -> None:
     def mutate(doc: dict[str, Any]) -> None:
@@ -254,6 +257,30 @@ def test_a_malformed_time_or_provided_data_denies_identically(engines: Engines, 
             assert decision["outcome"] == "denied", (rule, doc)
             [incomplete] = [r for r in decision["reasons"] if r["code"] == "input-incomplete"]
             assert f"request.{field}" in incomplete["message"], (rule, doc)
+
+
+# Rules 1 and 2 on parts of the request the gateway always sends (PolicyRequest requires them): a request
+# without a legal basis was allowed by both evaluators, and one whose requester names no organisation or no
+# system was denied without rule 1's reason (in discovery under the RVM, without any reason).
+_ABSENT_PARTS = [(("legal_basis",), "legal-basis-mismatch"), (("requester",), "requester-not-participant"),
+                 (("requester", "system"), "requester-not-participant"),
+                 (("requester", "organisation"), "requester-not-participant")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("path", "code"), _ABSENT_PARTS, ids=[".".join(p) for p, _ in _ABSENT_PARTS])
+def test_an_absent_legal_basis_or_requester_denies_identically(engines: Engines, kind: PolicyKind,
+                                                               path: tuple[str, ...], code: str) -> None:
+    def mutate(doc: dict[str, Any]) -> None:
+        part = doc["request"]
+        for key in path[:-1]:
+            part = part[key]
+        del part[path[-1]]
+
+    for rule, doc, expected in _both_evaluators_on(engines, kind, mutate):
+        for decision in expected if isinstance(expected, list) else [expected]:
+            assert decision["outcome"] == "denied", (rule, doc)
+            assert code in {r["code"] for r in decision["reasons"]}, (rule, doc)
 
 
 # --- failing closed ----------------------------------------------------------------------------------------

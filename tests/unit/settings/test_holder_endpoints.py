@@ -67,3 +67,30 @@ async def test_a_connector_is_not_made_for_plain_http_to_another_machine() -> No
     registry = ConnectorRegistry({"politie-bvh": "http://politie:9101"}, _token, allow_insecure_http=True)
     assert registry.systems() == ["politie-bvh"]
     await registry.aclose()
+
+
+@pytest.mark.parametrize(("url", "refusal"), [
+    ("https://svc:s3cr3t-pw@holder.example.org/api", "credentials in the base URL"),
+    ("https://svc@holder.example.org/api", "credentials in the base URL"),
+    ("http://svc:s3cr3t-pw@127.0.0.1:9101", "credentials in the base URL"),
+    ("https://holder.example.org/api?key=s3cr3t-pw", "a query or fragment"),
+    ("https://holder.example.org/api?", "a query or fragment"),
+    ("https://holder.example.org/api#s3cr3t-pw", "a query or fragment"),
+])
+def test_credentials_a_query_or_a_fragment_are_refused_at_start_up_in_one_line(
+        url: str, refusal: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials beside the gateway's bearer token made aiohttp refuse every call (each holder then failed as
+    the gateway's own defect); the fixed path after a query or fragment went to ``?key=.../holder/v1/query``,
+    or to ``/``. Refused when the settings are read, in one line naming the system; the URL, and so the
+    password or a token in its query, is never repeated."""
+    monkeypatch.setenv("WGS_CONNECTOR_ENDPOINTS", f'{{"politie-bvh": "{url}"}}')
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None)
+    [line] = settings_problems(refused.value)
+    assert line.startswith(f"WGS_CONNECTOR_ENDPOINTS: politie-bvh: {refusal}"), line
+    assert "\n" not in line
+    for part in ("s3cr3t", "svc", "example.org", "127.0.0.1", "/api"):
+        assert part not in line
+    with pytest.raises(ValueError, match=f"^politie-bvh: {refusal}") as not_made:  # nor is a connector made
+        HttpConnector("politie-bvh", url, _token)
+    assert "s3cr3t" not in str(not_made.value)

@@ -124,13 +124,17 @@ def test_the_opa_url_is_checked_only_when_the_opa_engine_is_selected(value: str,
     assert "pw@" not in line
 
 
-def test_connector_endpoints_share_the_http_check_but_not_the_opa_refusals() -> None:
-    """One helper (gateway.urls.http_url) checks scheme, host and port of both; a query on a holder's base
-    URL stays allowed, as before."""
+def test_connector_endpoints_share_the_http_check_and_the_opa_refusals() -> None:
+    """One helper (gateway.urls.http_url) checks scheme, host and port of both; a query on a holder's base URL
+    is refused now, as on the OPA URL: the holder protocol's paths were appended after it
+    (``?tenant=riec/holder/v1/query``)."""
     endpoints = {"politie-bvh": "https://politie.example:9101/holder?tenant=riec"}
-    assert Settings(_env_file=None, connector_endpoints=endpoints).connector_endpoints == endpoints
+    with pytest.raises(ValidationError, match="a query or fragment"):
+        Settings(_env_file=None, connector_endpoints=endpoints)
     with pytest.raises(ValidationError, match="expected http"):
         Settings(_env_file=None, policy_engine="opa", opa_url=endpoints["politie-bvh"])
+    endpoints = {"politie-bvh": "https://politie.example:9101/holder"}
+    assert Settings(_env_file=None, connector_endpoints=endpoints).connector_endpoints == endpoints
 
 
 def test_a_bad_engine_name_is_the_one_problem_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,12 +175,12 @@ def test_the_repr_and_str_of_the_settings_show_no_secret(monkeypatch: pytest.Mon
 
     secrets = {"db": "S3cr%40tPW-db", "db-decoded": "S3cr@tPW-db", "opa": "opa-token-0123456789",
                "opa-url": "opa-url-pw-42", "hook": "webhook-secret-0123456789", "hook-url": "hook-url-pw-42",
-               "endpoint": "endpoint-pw-42", "session": "session-secret-" + "k" * 32}
+               "session": "session-secret-" + "k" * 32}
     monkeypatch.setenv("WGS_OPA_TOKEN", secrets["opa"])  # from the environment, as an operator sets it
     settings = Settings(
         _env_file=None, database_url=f"postgresql+psycopg://wgs:{secrets['db']}@postgres:5432/wgs",
         opa_url=f"http://opa:{secrets['opa-url']}@127.0.0.1:8181",
-        connector_endpoints={"politie-bvh": f"https://bvh:{secrets['endpoint']}@holder.internal/api"},
+        connector_endpoints={"politie-bvh": "https://holder.internal/api"},  # with credentials: refused
         escalation_webhooks={"fiod": {"url": f"https://hook:{secrets['hook-url']}@hooks.internal/x",
                                       "secret": secrets["hook"]}})
     console = ConsoleSettings(_env_file=None, session_secret=secrets["session"])
@@ -191,6 +195,5 @@ def test_the_repr_and_str_of_the_settings_show_no_secret(monkeypatch: pytest.Mon
         assert shown_part in shown[0]
     # and the values themselves are unchanged for the code that uses them
     assert settings.database_url == f"postgresql+psycopg://wgs:{secrets['db']}@postgres:5432/wgs"
-    assert settings.connector_endpoints["politie-bvh"].startswith(f"https://bvh:{secrets['endpoint']}@")
     assert settings.opa_token == secrets["opa"]
     assert settings.escalation_webhooks["fiod"].secret == secrets["hook"]

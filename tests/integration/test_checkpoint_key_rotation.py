@@ -1,0 +1,186 @@
+"""`wgs-gateway audit key rotate` end to end: the CLI, a running gateway, the audit API's key route, backups.
+
+After a rotation the gateway signs with the new key (a running one takes it from the key store), `audit verify`
+passes over both eras with the old key pinned as with the new, the retired private key is gone from the key
+store, and `GET /v1/audit/key` names the new key with the history behind it. A start with the retired key file,
+or with a rotation interrupted before its key was put in place, is refused; `rotate` again finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from audit import NoteVerifier, VerificationError, open_checkpoint
+from gateway.app import create_app
+from gateway.auditing import rotation
+from gateway.auditing.setup import CHECKPOINT_KEY_FILE, CheckpointKeyError
+from gateway.cli import app
+from gateway.clock import FixedClock
+from gateway.container import Container, build_container
+from gateway.settings import Settings
+from tests.audit_support import make_event
+from tests.auth_helpers import bearer, person_token
+from tests.deployment import prepared_data_dir
+
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return prepared_data_dir(tmp_path / "data", monkeypatch)
+
+
+@pytest.fixture
+def gateway(data_dir: Path, clock: FixedClock) -> Iterator[tuple[TestClient, Container]]:
+    container = build_container(Settings(log_json=True), clock)
+    with TestClient(create_app(container=container), raise_server_exceptions=False) as client:
+        yield client, container
+    container.close()
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _rotate(*options: str) -> str:
+    """The new verifier key `rotate` prints on its last line."""
+    return _ok(["audit", "key", "rotate", *options]).strip().splitlines()[-1]
+
+
+def test_a_rotation_hands_a_running_gateway_over_and_both_eras_verify(
+        gateway: tuple[TestClient, Container], data_dir: Path, tmp_path: Path) -> None:
+    client, container = gateway
+    officer = bearer(person_token(client, container, "po-gemeente-0", "gemeente-0", ["privacy-officer"]))
+    log = container.services["audit"].log
+    log.append([make_event(n) for n in range(5)])
+    old = client.get("/v1/audit/key", headers=officer).text
+    kept = client.get("/v1/audit/checkpoint", params={"covering": log.size()}, headers=officer).text
+    (tmp_path / "kept.txt").write_text(kept)  # what an officer keeps before the rotation
+    old_pem = (data_dir / "keys" / CHECKPOINT_KEY_FILE).read_bytes()
+
+    new = _rotate()
+    assert new != old
+    assert _ok(["audit", "key"]).strip() == new
+
+    # the running gateway signs with the new key from now on, and the API says so
+    log.append([make_event(n) for n in range(5, 8)])
+    answer = client.get("/v1/audit/checkpoint", params={"covering": log.size()}, headers=officer)
+    assert answer.status_code == 200, answer.text
+    assert open_checkpoint(answer.text, NoteVerifier.from_vkey(new)).tree_size == log.size()
+    with pytest.raises(VerificationError):
+        open_checkpoint(answer.text, NoteVerifier.from_vkey(old))
+    assert client.get("/v1/audit/key", headers=officer).text == new
+    history = client.get("/v1/audit/key", headers={**officer, "Accept": "application/json"})
+    assert history.status_code == 200, history.text
+    body = history.json()
+    handover = body["keys"][1]["from_size"]
+    assert body["current"] == new
+    assert [(k["verifier_key"], k["from_size"], k["to_size"]) for k in body["keys"]] == [
+        (old, 0, handover), (new, handover, None)]
+    assert body["keys"][1]["rotated_at"] is not None
+
+    # the rotation is audited, naming the new key
+    rotated = json.loads(log.entries(handover - 1, handover)[0].canonical)["event"]
+    assert rotated["extra"]["action"] == "checkpoint-key.rotated"
+    assert rotated["extra"]["key_id"] == NoteVerifier.from_vkey(new).key_id.hex()
+    assert rotated["extra"]["verifier_key"] == new
+
+    # the retired private key is out of the key store; the new one is readable by its owner only
+    keys = data_dir / "keys"
+    assert not (keys / rotation.NEXT_KEY_FILE).exists()
+    assert all(path.read_bytes() != old_pem for path in keys.rglob("*") if path.is_file())
+    assert stat.S_IMODE((keys / CHECKPOINT_KEY_FILE).stat().st_mode) == 0o600
+
+    # an officer who pinned the old key verifies both eras (and the checkpoint kept before), as with the new key
+    for pinned in (old, new):
+        verified = runner.invoke(app, ["audit", "verify", "--key", pinned, "--checkpoint", str(tmp_path / "kept.txt")])
+        assert verified.exit_code == 0, verified.output
+    listed = _ok(["audit", "key", "--history"]).splitlines()
+    assert listed[0] == new
+    assert listed[1].startswith(f"{NoteVerifier.from_vkey(old).key_id.hex()} from size 0 to size {handover}")
+    assert listed[2].startswith(f"{NoteVerifier.from_vkey(new).key_id.hex()} from size {handover} current")
+
+
+def test_a_backup_across_a_rotation_verifies(data_dir: Path, tmp_path: Path) -> None:
+    _rotate()
+    destination = tmp_path / "backup"
+    _ok(["db", "backup", str(destination)])
+    verified = runner.invoke(app, ["db", "verify-backup", str(destination)])
+    assert verified.exit_code == 0, verified.output
+
+
+def test_a_compromised_rotation_is_recorded_and_warned_about(data_dir: Path) -> None:
+    from gateway.db.engine import make_engine
+
+    engine = make_engine(Settings().effective_database_url)
+    try:
+        from audit import AuditLog, CheckpointPolicy
+        from gateway.auditing.setup import audit_signer
+
+        log = AuditLog(engine, audit_signer(Settings()), policy=CheckpointPolicy(every_entries=4, every_seconds=None))
+        log.append([make_event(n) for n in range(4)])
+        log.append([make_event(n) for n in range(4, 8)])
+        assert [c.tree_size for c in log.checkpoints()] == [4, 8]
+    finally:
+        engine.dispose()
+    _rotate("--compromised-after", "4")
+    listed = _ok(["audit", "key", "--history"]).splitlines()
+    assert "compromised: not trusted above size 4" in listed[1]
+    verified = runner.invoke(app, ["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+    assert "compromise" in verified.stderr
+    refused = runner.invoke(app, ["audit", "key", "rotate", "--compromised-after", "100"])
+    assert refused.exit_code == 1
+    assert "compromise point" in refused.stderr
+
+
+def test_the_retired_key_file_or_an_interrupted_rotation_stops_the_start_until_finished(
+        data_dir: Path, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retired key restored over the current one, and a crash between the rotation's commit and its key file."""
+    key_file = data_dir / "keys" / CHECKPOINT_KEY_FILE
+    old_pem = key_file.read_bytes()
+    _start(clock)  # the log has a checkpoint under the first key
+    _rotate()
+    rotated_pem = key_file.read_bytes()
+    key_file.write_bytes(old_pem)  # the retired key restored (an old backup of the key directory)
+    with pytest.raises(CheckpointKeyError, match="rotated"):
+        _start(clock)
+    key_file.write_bytes(rotated_pem)
+    _start(clock)
+
+    def crash(directory: Path) -> None:
+        raise OSError("power cut")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(rotation, "_install", crash)  # the transaction commits, the files are not swapped
+        interrupted = runner.invoke(app, ["audit", "key", "rotate"])
+    assert interrupted.exit_code == 1
+    assert "run `wgs-gateway audit key rotate` again" in interrupted.stderr
+    assert (data_dir / "keys" / rotation.NEXT_KEY_FILE).exists()
+    with pytest.raises(CheckpointKeyError, match="rotate"):
+        _start(clock)
+    finished = _ok(["audit", "key", "rotate"])
+    assert finished.startswith("finished an interrupted rotation")
+    _start(clock)
+    assert len(_ok(["audit", "key", "--history"]).splitlines()) == 4, "two rotations, three keys, no third rotation"
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+
+
+def _start(clock: FixedClock) -> None:
+    container = build_container(Settings(log_json=True), clock)
+    try:
+        with TestClient(create_app(container=container)) as client:
+            assert client.get("/health/live").status_code == 200
+    finally:
+        container.close()
