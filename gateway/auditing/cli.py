@@ -164,10 +164,7 @@ def rotate(compromised_after: int | None = typer.Option(
     engine = existing_engine_for(settings)
     try:
         done = rotate_checkpoint_key(settings, engine, compromised_after=compromised_after)
-    except CheckpointKeyError as exc:
-        _one_line(f"rotation failed: {exc}")
-        raise typer.Exit(1) from None
-    except ValueError as exc:
+    except (CheckpointKeyError, ValueError) as exc:
         _one_line(f"rotation failed: {exc}")
         raise typer.Exit(1) from None
     except (AuditWriteError, StoreUnavailable) as exc:

@@ -102,13 +102,8 @@ async def test_a_per_subject_value_a_newer_gateway_added_is_kept_as_unknown() ->
 
 
 # -- (d) only a 422 about the keys fetches them again ---------------------------------------------------------
-@pytest.mark.parametrize("how", ["own_pseudonyms", "enrol"])
-@pytest.mark.parametrize("problem", [
-    {"type": PROBLEMS + "validation-error", "status": 422, "detail": "subjects.0.categories: too short"},
-    {"type": PROBLEMS + "unprocessable", "status": 422,
-     "detail": "item 0: categories the register does not know: c"},
-])
-async def test_a_422_about_something_else_fetches_no_keys(how: str, problem: dict[str, Any]) -> None:
+async def _refused_with(how: str, problem: dict[str, Any]) -> tuple[GatewayClientError, FakePseudonymService, Recorder]:
+    """Own one pseudonym (``how``) against a gateway that answers the call with ``problem``."""
     seen, gateway = Recorder(), FakePseudonymService()
 
     def api(request: httpx.Request) -> httpx.Response:
@@ -118,7 +113,18 @@ async def test_a_422_about_something_else_fetches_no_keys(how: str, problem: dic
     async with _gateway(seen, GOOD_TOKEN, api) as client:
         with pytest.raises(GatewayClientError) as raised:
             await _own(client, how, 1)
-    assert raised.value.status == 422
+    return raised.value, gateway, seen
+
+
+@pytest.mark.parametrize("how", ["own_pseudonyms", "enrol"])
+@pytest.mark.parametrize("problem", [
+    {"type": PROBLEMS + "validation-error", "status": 422, "detail": "subjects.0.categories: too short"},
+    {"type": PROBLEMS + "unprocessable", "status": 422,
+     "detail": "item 0: categories the register does not know: c"},
+])
+async def test_a_422_about_something_else_fetches_no_keys(how: str, problem: dict[str, Any]) -> None:
+    refused, gateway, seen = await _refused_with(how, problem)
+    assert refused.status == 422
     assert gateway.key_fetches == 1, "the keys fetched for the call, and no second look"
     assert seen.paths.count("/v1/pseudonyms/key") == 1
 
@@ -131,16 +137,8 @@ async def test_a_422_about_something_else_fetches_no_keys(how: str, problem: dic
      "detail": "item 0: not a polymorphic pseudonym under the gateway's key (WrongKey)"},
 ])
 async def test_a_422_about_the_key_fetches_the_keys_again(how: str, problem: dict[str, Any]) -> None:
-    seen, gateway = Recorder(), FakePseudonymService()
-
-    def api(request: httpx.Request) -> httpx.Response:
-        if request.url.path in {"/v1/pseudonyms", "/v1/enrolments"}:
-            return httpx.Response(422, json=problem)
-        return gateway(request)
-    async with _gateway(seen, GOOD_TOKEN, api) as client:
-        with pytest.raises(GatewayClientError) as raised:
-            await _own(client, how, 1)
-    assert raised.value.status == 422  # the keys did not change: the refusal is the caller's
+    refused, gateway, _ = await _refused_with(how, problem)
+    assert refused.status == 422  # the keys did not change: the refusal is the caller's
     assert gateway.key_fetches == 2
 
 

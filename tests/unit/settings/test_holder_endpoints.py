@@ -4,8 +4,6 @@ query's answer carries personal data. Loopback http (the demo, the tests) stays 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from pydantic import ValidationError
 
@@ -15,12 +13,6 @@ from gateway.settings import Settings, settings_problems
 
 async def _token(audience: str) -> str:
     return "T"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [name for name in os.environ if name.startswith("WGS_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.mark.parametrize("url", ["http://politie:9101", "http://10.0.0.5/holder", "HTTP://holder.example.org",

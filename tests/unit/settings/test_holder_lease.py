@@ -8,27 +8,11 @@ decisions, so the OPA server's timeout counts too."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from pydantic import ValidationError
 
 from gateway.exchange.lease import CLAIM_ABANDONED_AFTER, LEASE_MARGIN, longest_leased_work
-from gateway.settings import Settings, settings_problems
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [name for name in os.environ if name.startswith("WGS_")]:
-        monkeypatch.delenv(name)
-
-
-def _problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ValidationError) as refused:
-        Settings(_env_file=None)
-    return settings_problems(refused.value)
+from gateway.settings import Settings
+from tests.unit.settings.support import refusals
 
 
 @pytest.mark.parametrize(("env", "seconds"), [
@@ -39,7 +23,7 @@ def _problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
 ])
 def test_holder_calls_that_could_outlast_the_lease_are_refused_in_one_line(
         env: dict[str, str], seconds: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    [line] = _problems(monkeypatch, **env)
+    [line] = refusals(monkeypatch, **env)
     assert line.startswith("WGS_CONNECTOR_RETRIES: WGS_CONNECTOR_TIMEOUT_SECONDS * (WGS_CONNECTOR_RETRIES + 1)"), line
     assert f"comes to {seconds} s, more than the 90 s allowed" in line
     assert "120 s lease on its Idempotency-Key" in line
@@ -65,5 +49,5 @@ def test_holder_calls_well_inside_the_lease_are_accepted(env: dict[str, str], mo
 
 
 def test_a_timeout_refused_on_its_own_is_the_one_problem_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _problems(monkeypatch, WGS_CONNECTOR_TIMEOUT_SECONDS="nan") == [
+    assert refusals(monkeypatch, WGS_CONNECTOR_TIMEOUT_SECONDS="nan") == [
         "WGS_CONNECTOR_TIMEOUT_SECONDS: Input should be a finite number"]

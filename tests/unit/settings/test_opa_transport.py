@@ -6,18 +6,10 @@ tests) and https stay allowed, and the embedded engine never reads the URL."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from pydantic import ValidationError
 
 from gateway.settings import Settings, settings_problems
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [name for name in os.environ if name.startswith("WGS_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.mark.parametrize("url", ["http://opa:8181", "http://10.0.0.7:8181/opa", "HTTP://opa.example.org",

@@ -6,48 +6,34 @@ a URL without a scheme fails at the first request, a missing CA file at the firs
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from gateway.settings import Settings, settings_problems
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [name for name in os.environ if name.startswith("WGS_")]:
-        monkeypatch.delenv(name)
-
-
-def _problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ValidationError) as refused:
-        Settings(_env_file=None)
-    return settings_problems(refused.value)
+from tests.unit.settings.support import refusals
 
 
 @pytest.mark.parametrize("name", ["WGS_OPA_TIMEOUT_SECONDS", "WGS_CONNECTOR_TIMEOUT_SECONDS",
                                   "WGS_REVOCATION_REFRESH_SECONDS", "WGS_DB_CONNECT_TIMEOUT_SECONDS"])
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "100000"])
 def test_timeouts_must_be_positive_finite_and_bounded(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    [line] = _problems(monkeypatch, **{name: value})
+    [line] = refusals(monkeypatch, **{name: value})
     assert line.startswith(f"{name}: ")
 
 
 @pytest.mark.parametrize("value", ["1", "2.5"])
 def test_the_database_connect_timeout_is_whole_seconds_from_two(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """libpq counts whole seconds and waits at least 2: a value it would silently change is refused."""
-    [line] = _problems(monkeypatch, WGS_DB_CONNECT_TIMEOUT_SECONDS=value)
+    [line] = refusals(monkeypatch, WGS_DB_CONNECT_TIMEOUT_SECONDS=value)
     assert line.startswith("WGS_DB_CONNECT_TIMEOUT_SECONDS: ")
 
 
 @pytest.mark.parametrize("name", ["WGS_ESCALATION_SCAN_SECONDS", "WGS_RATE_LIMIT_PER_SECOND"])
 @pytest.mark.parametrize("value", ["-1", "nan", "inf"])
 def test_other_seconds_and_rates_must_be_finite(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    [line] = _problems(monkeypatch, **{name: value})
+    [line] = refusals(monkeypatch, **{name: value})
     assert line.startswith(f"{name}: ")
 
 
@@ -78,7 +64,7 @@ def test_the_defaults_and_good_values_are_accepted(monkeypatch: pytest.MonkeyPat
 ])
 def test_values_that_would_fail_later_are_refused_now(name: str, value: str, reason: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    [line] = _problems(monkeypatch, WGS_POLICY_ENGINE="opa", **{name: value})
+    [line] = refusals(monkeypatch, WGS_POLICY_ENGINE="opa", **{name: value})
     assert line.startswith(f"{name}: ")
     assert reason in line
 
@@ -91,7 +77,7 @@ def test_an_opa_token_that_is_empty_or_no_header_value_is_refused(token: str, mo
     be sent in a header: every call failed, as "OPA server unavailable (ValueError)"; a blank around the token is
     dropped from the header, so the server compares another token than its own. Refused at start, in a line
     without the token; unset stays allowed (a server that asks none), and the embedded engine never reads it."""
-    [line] = _problems(monkeypatch, WGS_POLICY_ENGINE="opa", WGS_OPA_TOKEN=token)
+    [line] = refusals(monkeypatch, WGS_POLICY_ENGINE="opa", WGS_OPA_TOKEN=token)
     assert line.startswith("WGS_OPA_TOKEN: "), line
     assert "unset" in line
     assert "s3cret" not in line
@@ -107,7 +93,7 @@ def test_the_opa_ca_file_must_exist_only_when_the_opa_engine_is_selected(monkeyp
     start; with WGS_POLICY_ENGINE=opa a missing file is refused at start, not at the first decision."""
     monkeypatch.setenv("WGS_OPA_CA_FILE", "/nonexistent/ca.pem")
     assert Settings(_env_file=None).policy_engine == "embedded"
-    [line] = _problems(monkeypatch, WGS_POLICY_ENGINE="opa")
+    [line] = refusals(monkeypatch, WGS_POLICY_ENGINE="opa")
     assert line == "WGS_OPA_CA_FILE: no such file"
 
 
@@ -118,7 +104,7 @@ def test_the_opa_url_is_checked_only_when_the_opa_engine_is_selected(value: str,
     with WGS_POLICY_ENGINE=opa the same value is refused, naming the variable but not the value."""
     monkeypatch.setenv("WGS_OPA_URL", value)
     assert Settings(_env_file=None).policy_engine == "embedded"
-    [line] = _problems(monkeypatch, WGS_POLICY_ENGINE="opa")
+    [line] = refusals(monkeypatch, WGS_POLICY_ENGINE="opa")
     assert line.startswith("WGS_OPA_URL: expected http(s)://")
     assert value not in line
     assert "pw@" not in line
@@ -138,12 +124,12 @@ def test_connector_endpoints_share_the_http_check_and_the_opa_refusals() -> None
 
 
 def test_a_bad_engine_name_is_the_one_problem_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _problems(monkeypatch, WGS_POLICY_ENGINE="opa-server", WGS_OPA_URL="opa:8181") == [
+    assert refusals(monkeypatch, WGS_POLICY_ENGINE="opa-server", WGS_OPA_URL="opa:8181") == [
         "WGS_POLICY_ENGINE: Input should be 'embedded' or 'opa'"]
 
 
 def test_a_problem_line_never_repeats_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    lines = _problems(monkeypatch, WGS_ESCALATION_WEBHOOKS='{"fiod": {"url": "fiod.example", "secret": "hunter2"}}',
+    lines = refusals(monkeypatch, WGS_ESCALATION_WEBHOOKS='{"fiod": {"url": "fiod.example", "secret": "hunter2"}}',
                       WGS_DATABASE_URL="postgresql+psycopg://wgs:S3cr@tPW@postgres:5432/wgs")
     assert len(lines) == 3
     assert all(line.startswith(("WGS_ESCALATION_WEBHOOKS (fiod.", "WGS_DATABASE_URL: ")) for line in lines), lines

@@ -20,8 +20,6 @@ SERVE_PID = 4242  # what the test makes this process's parent
 @pytest.fixture
 def missing_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Settings whose start-up check refuses (no database file), read from the environment as a worker does."""
-    for name in [name for name in os.environ if name.startswith("WGS_")]:
-        monkeypatch.delenv(name)
     monkeypatch.setenv("WGS_DATA_DIR", str(tmp_path / "empty"))
     return tmp_path / "empty"
 
