@@ -23,6 +23,7 @@ shared transactions (group commit).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -265,6 +266,10 @@ class AuditLog:
         # The newest checkpoint this process signed (committed) or verified as the log's: every tree it signs
         # must extend it too, whatever the checkpoint table holds by then (:meth:`_check_extends`).
         self._anchor: Checkpoint | None = None
+        # Checkpoint rows above the log's size that were found not to be the log's word, with the key history they
+        # were checked under (:meth:`_checked_state`): while they stay the same, appends verify no signature.
+        self._passed_over: tuple[str, tuple[tuple[int, str, str, int | None], ...]] | None = None
+        self._passed_over_reported: frozenset[tuple[int, str]] = frozenset()
         self._rows = store.RowWriter(engine.dialect)
         # SQLAlchemy's errors, and the driver's own for the few statements sent to it directly.
         self._database_errors: tuple[type[Exception], ...] = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
@@ -373,8 +378,8 @@ class AuditLog:
                        ) -> tuple[list[Receipt], CompactRange, StoredCheckpoint | None]:
         # Under the lock: one read (size and latest checkpoint, done by append_transaction), the frontier
         # from memory when this process wrote last, and two multi-row INSERTs (entries, completed subtrees).
-        connection, state = transaction.connection, transaction.state
-        _refuse_rolled_back(state)
+        connection = transaction.connection
+        state = self._checked_state(connection, transaction.state)
         frontier = self._cached_frontier(connection, state.size)
         now = self._now()
         batch = _entry_batch(state.size, now, prepared)
@@ -492,17 +497,72 @@ class AuditLog:
                 known = self._known_note
                 if known is not None and known[0] == note:
                     return known[1]
-                try:
-                    opened = self._keys.open(note, origin=self.origin)
-                except VerificationError:
-                    continue
-                if self._keys.distrusted(opened.tree_size):  # a leaked key's word, not the log's
-                    continue
-                self._known_note = (note, opened)
-                return opened
+                opened = self._log_word(self._keys, note)
+                if opened is not None:
+                    self._known_note = (note, opened)
+                    return opened
             if len(notes) < _ANCHOR_PAGE:
                 return None
             offset += len(notes)
+
+    def _log_word(self, keys: KeyHistory, note: str) -> Checkpoint | None:
+        """What ``note`` states if it is validly signed (:meth:`KeyHistory.open` under ``keys``, this log's origin,
+        not resting on a leaked key's signature after its compromise point); ``None`` otherwise."""
+        try:
+            opened = keys.open(note, origin=self.origin)
+        except VerificationError:
+            return None
+        return None if keys.distrusted(opened.tree_size) else opened
+
+    def _checked_state(self, connection: Connection, state: store.LogState) -> store.LogState:
+        """``state`` (read under the append lock) once the log is known not to be rolled back, with the checkpoint
+        rows above its size that are not the log's word passed over (as if they were not there, also for the
+        checkpoint policy); :class:`~audit.errors.AuditWriteError` when one above its size is validly signed.
+
+        Why: a log with fewer entries than a checkpoint its key signed was rolled back (entries deleted behind its
+        back, a restore that put back the checkpoints but not all entries), and appending there writes a second
+        entry at an index a signature covers, reported durable though no verification can accept it; signing
+        there forks from what the key signed. But the largest stored size alone is no evidence: a row needs no key
+        to be inserted, and one planted above the log's size (forged or garbled) would stop every append for good.
+        Only a row whose note verifies under the log's key history (the fork guard's "validly signed",
+        :meth:`_log_word`) counts; the others are reported once (sizes only) and passed over.
+
+        Cost: nothing in a sound log (no row above its size: the state read says so). With rows above it, two
+        indexed reads per append, and their signatures checked only when those rows (or the key history this
+        process knows) change: the verdict on the same rows under the same keys is the same."""
+        if state.latest_checkpoint_size is None or state.size >= state.latest_checkpoint_size:
+            return state
+        rows = store.checkpoint_rows_above(connection, state.size)
+        digest = hashlib.sha256("\n".join(f"{size}\t{note}" for size, note in rows).encode()).hexdigest()
+        with self._cache_lock:
+            known = self._passed_over == (digest, self._keys_marker)
+        if not known:
+            try:
+                keys = self._history(connection)
+            except (VerificationError, MalformedRow) as exc:
+                raise AuditWriteError(f"the checkpoint key history does not verify ({exc}): nothing was written; "
+                                      "run the verifier") from exc
+            for _, note in rows:
+                opened = self._log_word(keys, note)
+                if opened is not None and opened.tree_size > state.size:
+                    raise AuditWriteError(f"the audit log has {state.size} entries but its latest checkpoint signed "
+                                          f"{opened.tree_size}: it was rolled back; run the verifier")
+            self._report_passed_over(rows, state.size)
+            with self._cache_lock:
+                self._passed_over = (digest, self._keys_marker)
+        return store.state_up_to(connection, state.size)
+
+    def _report_passed_over(self, rows: Sequence[tuple[int, str]], size: int) -> None:
+        """One error line for rows above the log's size not seen before in this process: sizes only (a note may
+        hold anything)."""
+        seen = frozenset((row_size, hashlib.sha256(note.encode()).hexdigest()) for row_size, note in rows)
+        with self._cache_lock:
+            new = seen - self._passed_over_reported
+            self._passed_over_reported = seen
+        if new:
+            _log.error("audit checkpoint rows above the log's %d entries do not verify under its key history and are "
+                       "passed over: %d row(s), the largest at size %d; someone wrote them behind the log's back: "
+                       "run the verifier", size, len(new), max(row_size for row_size, _ in new))
 
     # -- the checkpoint key ------------------------------------------------------------------------
 
@@ -574,8 +634,8 @@ class AuditLog:
             raise ValueError("the new checkpoint key must be another key under the log's origin")
         try:
             with store.append_transaction(self._engine) as transaction:
-                connection, state = transaction.connection, transaction.state
-                _refuse_rolled_back(state)
+                connection = transaction.connection
+                state = self._checked_state(connection, transaction.state)
                 history = self._signing_history(connection)
                 if compromised_after is not None and not 0 <= compromised_after <= state.size:
                     raise ValueError(f"the compromise point must be a size of the log (0..{state.size})")
@@ -615,14 +675,18 @@ class AuditLog:
     def maybe_issue_checkpoint(self) -> StoredCheckpoint | None:
         """Issue a checkpoint if the policy says one is due (call periodically; cheap when not due)."""
         with self._reading() as connection:
-            due = self.policy.due(store.log_state(connection), self._now())
+            try:
+                state = self._checked_state(connection, store.log_state(connection))
+            except AuditWriteError:  # rolled back: every append says so; nothing to sign
+                return None
+            due = self.policy.due(state, self._now())
         return self._checkpoint_now(force=False) if due else None
 
     def _checkpoint_now(self, *, force: bool) -> StoredCheckpoint | None:
         try:
             with store.append_transaction(self._engine) as transaction:
-                connection, state = transaction.connection, transaction.state
-                _refuse_rolled_back(state)
+                connection = transaction.connection
+                state = self._checked_state(connection, transaction.state)
                 now = self._now()
                 if state.latest_checkpoint_size == state.size:
                     return store.checkpoint_at(connection, state.size)
@@ -650,7 +714,8 @@ class AuditLog:
         the log has fewer than ``size`` entries."""
         try:
             with store.append_transaction(self._engine) as transaction:
-                connection, state = transaction.connection, transaction.state
+                connection = transaction.connection
+                state = self._checked_state(connection, transaction.state)
                 if state.size < size:
                     raise ProofUnavailable(f"the log has {state.size} entries, fewer than {size}")
                 if state.latest_checkpoint_size is not None and state.latest_checkpoint_size >= size:
@@ -756,19 +821,6 @@ class AuditLog:
     def _check_size(size: int, current: int) -> None:
         if not 0 <= size <= current:
             raise ProofUnavailable(f"tree size {size} is beyond the log's {current} entries")
-
-
-def _refuse_rolled_back(state: store.LogState) -> None:
-    """:class:`~audit.errors.AuditWriteError` for a log with fewer entries than its latest checkpoint signed.
-
-    Only entries deleted behind the log's back make one (the triggers dropped, a restore that put back the
-    checkpoints but not all entries). Appending there writes a second entry at an index a signature covers
-    already, reported durable though no verification can accept it; signing there, or later past the old size,
-    puts the log's key under a root that forks from what it signed before. Both are refused: the caller denies,
-    and the verifier (``truncated``) says what happened."""
-    if state.latest_checkpoint_size is not None and state.size < state.latest_checkpoint_size:
-        raise AuditWriteError(f"the audit log has {state.size} entries but its latest checkpoint signed "
-                              f"{state.latest_checkpoint_size}: it was rolled back; run the verifier")
 
 
 def _consistency_hashes(connection: Connection, first: int, second: int) -> tuple[bytes, ...]:

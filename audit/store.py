@@ -515,6 +515,26 @@ def checkpoint_notes_page(connection: Connection, offset: int, limit: int) -> li
     return [str(note) for (note,) in connection.execute(query)]
 
 
+def checkpoint_rows_above(connection: Connection, size: int) -> list[tuple[int, str]]:
+    """Size and note of every stored checkpoint row above ``size`` entries, largest first: none in a sound log
+    (one index probe), only rows planted behind the log's back or left by a rollback otherwise."""
+    query = (select(audit_checkpoints.c.tree_size, audit_checkpoints.c.note)
+             .where(audit_checkpoints.c.tree_size > size).order_by(audit_checkpoints.c.tree_size.desc()))
+    return [(int(tree_size), str(note)) for tree_size, note in connection.execute(query)]
+
+
+def state_up_to(connection: Connection, size: int) -> LogState:
+    """:class:`LogState` of a log of ``size`` entries as if no checkpoint row above that size existed (those rows
+    passed over); :class:`~audit.errors.MalformedRow` as :func:`log_state`."""
+    query = (select(audit_checkpoints.c.tree_size, audit_checkpoints.c.issued_at)
+             .where(audit_checkpoints.c.tree_size <= size).order_by(audit_checkpoints.c.tree_size.desc()).limit(1))
+    try:
+        row = connection.execute(query).first()
+    except _UNREADABLE:
+        raise MalformedRow("audit_checkpoints", None) from None
+    return _state((size - 1 if size else None, None if row is None else row[0], None if row is None else row[1]))
+
+
 def checkpoint_notes(connection: Connection) -> Iterator[str]:
     """The signed notes of the stored checkpoints, newest first (only the note: nothing is parsed), streamed: a
     caller that stops at the first note it wants has not had the whole table fetched (a server-side cursor on
