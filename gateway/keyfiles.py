@@ -82,15 +82,21 @@ def stamp_of(info: os.stat_result) -> FileStamp:
 
 
 @contextlib.contextmanager
-def exclusively(lock_path: Path) -> Iterator[None]:
+def exclusively(lock_path: Path, *, busy: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_path`` (made if missing, 0600) for a read-change-write of a key file:
     two rotations at once (two administrators, two processes) would otherwise each replace the file with their
-    own change, and one of them would be lost."""
+    own change, and one of them would be lost. ``busy`` is called once, before waiting, when another holder has
+    the lock: a command that would otherwise hang without a word says what it waits for."""
     lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if fcntl is not None:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if busy is not None:
+                    busy()
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
         os.close(descriptor)  # closing releases the lock

@@ -30,7 +30,13 @@ from audit import (
 )
 from audit.store import KeyRow
 from gateway.auditing.actions import export_event
-from gateway.auditing.setup import CheckpointKeyError, audit_signer, audit_verifier, writing_signer
+from gateway.auditing.setup import (
+    KEY_LOCK_BUSY,
+    CheckpointKeyError,
+    audit_signer,
+    audit_verifier,
+    writing_signer,
+)
 from gateway.db.engine import existing_engine_for, missing_database_file
 from gateway.settings import Settings
 
@@ -163,7 +169,8 @@ def rotate(compromised_after: int | None = typer.Option(
     _existing_signer(settings)  # before the database: a wrong data directory stops here
     engine = existing_engine_for(settings)
     try:
-        done = rotate_checkpoint_key(settings, engine, compromised_after=compromised_after)
+        done = rotate_checkpoint_key(settings, engine, compromised_after=compromised_after,
+                                     busy=lambda: _one_line(KEY_LOCK_BUSY))
     except (CheckpointKeyError, ValueError) as exc:
         _one_line(f"rotation failed: {exc}")
         raise typer.Exit(1) from None

@@ -16,6 +16,7 @@ before 2 leaves a ``next`` file no rotation names: the next ``rotate`` discards 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from audit.store import key_rows, read_connection
 from gateway.auditing.actions import action_event
 from gateway.auditing.setup import (
     CHECKPOINT_KEY_FILE,
+    CHECKPOINT_KEY_LOCK,
     CheckpointKeyError,
     load_checkpoint_key,
     log_origin,
@@ -60,12 +62,15 @@ def _pem(key: Ed25519PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def rotate_checkpoint_key(settings: Settings, engine: Engine, *, compromised_after: int | None = None) -> Rotation:
+def rotate_checkpoint_key(settings: Settings, engine: Engine, *, compromised_after: int | None = None,
+                          busy: Callable[[], None] | None = None) -> Rotation:
     """Rotate the log's checkpoint key (see the module); :class:`CheckpointKeyError` when the key store does not
-    hold the log's current key, :class:`audit.AuditWriteError` when nothing could be signed."""
+    hold the log's current key, :class:`audit.AuditWriteError` when nothing could be signed. Under the key
+    directory's lock (:data:`~gateway.auditing.setup.CHECKPOINT_KEY_LOCK`), which ``db backup`` holds too:
+    ``busy`` is called once when a backup (or another rotation) holds it, before waiting for it."""
     directory = settings.key_dir
     origin = log_origin(settings.issuer)
-    with exclusively(directory / ".audit-checkpoint.lock"):
+    with exclusively(directory / CHECKPOINT_KEY_LOCK, busy=busy):
         finished = _finish_interrupted(directory, engine, origin)
         if finished is not None:
             return finished

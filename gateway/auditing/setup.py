@@ -47,6 +47,12 @@ class AuditServices:
 
 
 CHECKPOINT_KEY_FILE = "audit-checkpoint.pem"
+CHECKPOINT_KEY_LOCK = ".audit-checkpoint.lock"
+"""The lock (in the key directory) that ``audit key rotate`` and ``db backup`` each hold throughout: a backup
+taken mid-rotation would pair a database and a key directory from either side of the handover."""
+KEY_LOCK_BUSY = ("waiting: a `wgs-gateway audit key rotate` or `db backup` is running on this key directory (the two "
+                 "exclude each other); this one goes on once it has finished")
+"""The one line either command says when the other holds :data:`CHECKPOINT_KEY_LOCK`."""
 
 
 class CheckpointKeyError(RuntimeError):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from gateway.auditing.setup import KEY_LOCK_BUSY
 from gateway.backup.check import check_backup
 from gateway.backup.restore import record_restore
 from gateway.backup.take import BackupRefused, take_backup
@@ -24,7 +25,7 @@ def backup(destination: Path = typer.Argument(..., help="A new (or empty) direct
     (pg_dump, pg_basebackup). The key directory goes to DEST/keys, readable by its owner only, and
     DEST/MANIFEST.json lists every file with its SHA-256 (never key material)."""
     try:
-        manifest = take_backup(Settings(), destination)
+        manifest = take_backup(Settings(), destination, busy=lambda: _one_line(KEY_LOCK_BUSY))
     except BackupRefused as exc:
         _one_line(str(exc))
         raise typer.Exit(1) from None

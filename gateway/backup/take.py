@@ -29,19 +29,22 @@ import errno
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from audit import AuditLog, AuditWriteError, StoreUnavailable
 from gateway.auditing.actions import action_event
-from gateway.auditing.setup import CheckpointKeyError, writing_signer
+from gateway.auditing.setup import CHECKPOINT_KEY_LOCK, CheckpointKeyError, writing_signer
 from gateway.backup.copying import DIR_MODE, copy_keys, copy_sqlite
 from gateway.backup.manifest import DATABASE_FILE, KEYS_DIR, Manifest, file_record, write_manifest
 from gateway.backup.state import DatabaseState, database_state, read_only_sqlite
 from gateway.db.engine import existing_engine_for, sqlite_file
 from gateway.ids import new_id
+from gateway.keyfiles import exclusively
 from gateway.settings import Settings
 
 ACTION = "backup"
@@ -75,8 +78,14 @@ def _check_destination(destination: Path) -> None:
         raise BackupRefused(f"{destination} exists and is not a directory: back up into a new directory")
 
 
-def take_backup(settings: Settings, destination: Path) -> Manifest:
+def take_backup(settings: Settings, destination: Path, *, busy: Callable[[], None] | None = None) -> Manifest:
     """Back up the deployment of ``settings`` into ``destination`` (see the module); the manifest written.
+
+    From its entry to its copy of the keys it holds the key directory's lock, as ``audit key rotate`` does
+    throughout (:data:`~gateway.auditing.setup.CHECKPOINT_KEY_LOCK`): a database copied before a rotation's
+    handover with the key directory copied after it holds a key its log never handed over to, a backup that
+    ``db verify-backup`` refuses. ``busy`` is called once when a rotation (or another backup) holds the lock,
+    before waiting for it.
 
     Raises :class:`BackupRefused`, and :class:`~gateway.errors.DatabaseNotMigrated` when there is no database
     file yet."""
@@ -84,18 +93,23 @@ def take_backup(settings: Settings, destination: Path) -> Manifest:
     _check_destination(destination)
     engine = existing_engine_for(settings)
     try:
-        try:
-            log = AuditLog(engine, writing_signer(engine, settings))
-        except CheckpointKeyError as exc:
-            raise BackupRefused(f"the backup cannot be audited, so it was not made: {exc}") from None
-        existed = _make_destination(destination)
-        try:
-            return _write(settings, destination, kind, log)
-        except BaseException:
-            _remove(destination, keep_directory=existed)
-            raise
+        with exclusively(settings.key_dir / CHECKPOINT_KEY_LOCK, busy=busy):
+            return _take(settings, destination, kind, engine)
     finally:
         engine.dispose()
+
+
+def _take(settings: Settings, destination: Path, kind: str, engine: Engine) -> Manifest:
+    try:
+        log = AuditLog(engine, writing_signer(engine, settings))
+    except CheckpointKeyError as exc:
+        raise BackupRefused(f"the backup cannot be audited, so it was not made: {exc}") from None
+    existed = _make_destination(destination)
+    try:
+        return _write(settings, destination, kind, log)
+    except BaseException:
+        _remove(destination, keep_directory=existed)
+        raise
 
 
 def _write(settings: Settings, destination: Path, kind: str, log: AuditLog) -> Manifest:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,53 @@ def test_a_backup_across_a_rotation_verifies(data_dir: Path, tmp_path: Path) -> 
     assert verified.exit_code == 0, verified.output
 
 
+def test_a_backup_started_during_a_rotation_waits_for_it_and_verifies(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rotation paused where it hurts most (its handover committed, its key file not yet in place): a backup
+    copying the database now and the key directory before the swap would hold a key its log never handed over
+    to. It waits for the rotation instead (and says so), and what it then takes verifies."""
+    from gateway.backup.check import check_backup
+    from gateway.backup.take import take_backup
+    from gateway.db.engine import existing_engine_for
+
+    in_window, go, waiting = threading.Event(), threading.Event(), threading.Event()
+    install = rotation._install
+
+    def paused(directory: Path) -> None:
+        in_window.set()
+        assert go.wait(30)
+        install(directory)
+
+    monkeypatch.setattr(rotation, "_install", paused)
+    settings, destination = Settings(), tmp_path / "backup"
+    engine = existing_engine_for(settings)
+    failures: list[BaseException] = []
+
+    def run(job: Callable[[], object]) -> None:
+        try:
+            job()
+        except BaseException as exc:
+            failures.append(exc)
+
+    rotating = threading.Thread(target=run, args=(lambda: rotation.rotate_checkpoint_key(settings, engine),))
+    backing_up = threading.Thread(target=run, args=(lambda: take_backup(settings, destination, busy=waiting.set),))
+    rotating.start()
+    try:
+        assert in_window.wait(30)
+        backing_up.start()
+        assert waiting.wait(30), "the backup waits for the rotation, and says so"
+        assert not destination.exists(), "nothing of the backup is written meanwhile"
+    finally:
+        go.set()
+        rotating.join(30)
+        if backing_up.ident is not None:
+            backing_up.join(60)
+        engine.dispose()
+    assert failures == []
+    check = check_backup(settings, destination)
+    assert check.problems == []
+
+
 def test_a_compromised_rotation_is_recorded_and_warned_about(data_dir: Path) -> None:
     from gateway.db.engine import make_engine
 
@@ -184,3 +232,4 @@ def _start(clock: FixedClock) -> None:
             assert client.get("/health/live").status_code == 200
     finally:
         container.close()
+
