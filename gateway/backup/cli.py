@@ -64,18 +64,41 @@ def verify_backup(destination: Path = typer.Argument(..., help="The backup's dir
     typer.echo(check.summary)
 
 
-def record_restore_command(destination: Path = typer.Argument(..., help="The backup's directory that was restored.")
-                           ) -> None:
+def record_restore_command(
+        destination: Path = typer.Argument(..., help="The backup's directory that was restored."),
+        latest_checkpoint: Path | None = typer.Option(
+            None, "--latest-checkpoint", help="A checkpoint of this log kept from before the restore (an "
+            "officer's, `GET /v1/audit/checkpoint`, an export's last): when it shows the restored checkpoint key "
+            "retired by a rotation after the backup, the key is rotated again right after the restore's entry."),
+) -> None:
     """Write the restored audit log's first entry: restored from this backup, at this size.
 
     Run it after putting the backup back and before starting the gateways: officers whose kept checkpoints now
     report the log as rolled back find, where the log forks, which backup it was restored from."""
+    kept = None
+    if latest_checkpoint is not None:
+        try:
+            kept = latest_checkpoint.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _one_line(f"the restore was not recorded: {latest_checkpoint} cannot be read "
+                      f"({getattr(exc, 'strerror', None) or type(exc).__name__})")
+            raise typer.Exit(1) from None
     try:
-        manifest, size = record_restore(Settings(), destination)
+        done = record_restore(Settings(), destination, kept=kept)
     except BackupRefused as exc:
         _one_line(str(exc))
         raise typer.Exit(1) from None
-    typer.echo(f"restore of backup {manifest.backup_id} recorded at index {size} of the audit log")
+    typer.echo(f"restore of backup {done.manifest.backup_id} recorded at index {done.size} of the audit log")
+    if done.rotation is not None and done.retired is not None:
+        how = "handed over to" if done.retired.certain else "the kept checkpoint is signed by"
+        where = "" if done.rotation.handover is None else f" at size {done.rotation.handover.tree_size}"
+        typer.echo(f"the restored checkpoint key {done.rotation.old.key_id.hex()} was retired after this backup "
+                   f"({how} {', '.join(done.retired.successors)}, at size {done.retired.size}): rotated again{where} "
+                   f"to {done.rotation.new.key_id.hex()}; officers pin the new key: {done.rotation.new.vkey}")
+    elif latest_checkpoint is None:
+        typer.echo("if the audit checkpoint key was rotated after this backup, the restored key is a retired one: "
+                   "run `wgs-gateway audit key rotate` now (`--compromised-after N` if it leaked), or pass "
+                   "`--latest-checkpoint FILE`, a checkpoint kept from before the restore, to have it checked")
     # What the backup cannot know: access taken away after it was made is back with the restored files.
     typer.echo("now, before starting the gateways, redo what was changed after the backup: retire again any "
                "token-signing key retired since (`keys retire KID`), disable or re-key clients and accounts again")

@@ -9,6 +9,8 @@ or with a rotation interrupted before its key was put in place, is refused; `rot
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -233,3 +235,137 @@ def _start(clock: FixedClock) -> None:
     finally:
         container.close()
 
+
+def _newest_note(database: Path) -> str:
+    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    try:
+        row = connection.execute("SELECT note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1").fetchone()
+    finally:
+        connection.close()
+    return str(row[0])
+
+
+def _restore(backup: Path, data_dir: Path) -> None:
+    """Step 3 of docs/deployment.md's restore: the key directory whole, the database without its WAL files."""
+    for name in ("gateway.sqlite-wal", "gateway.sqlite-shm"):
+        (data_dir / name).unlink(missing_ok=True)
+    shutil.copy2(backup / "gateway.sqlite", data_dir / "gateway.sqlite")
+    shutil.rmtree(data_dir / "keys")
+    shutil.copytree(backup / "keys", data_dir / "keys")
+
+
+@pytest.mark.parametrize("kept_after", ["handover", "signed-by-the-new-key"])
+def test_a_restore_from_before_a_rotation_rotates_the_retired_key_again(
+        data_dir: Path, tmp_path: Path, clock: FixedClock, kept_after: str) -> None:
+    """The backup holds the key a later rotation (after a leak, here) retired. An officer's checkpoint kept from
+    before the restore shows it — the handover itself, verified with the restored key's own signature, or a later
+    checkpoint the restored key did not sign — and `record-restore` does not finish without a rotation: the
+    restored key's era ends right after the restore's entry, with the lost handover's compromise point."""
+    _start(clock)
+    backup = tmp_path / "backup"
+    _ok(["db", "backup", str(backup)])
+    restored_key = _ok(["audit", "key"]).strip()
+    lost = _rotate("--compromised-after", "1")
+    kept = tmp_path / "kept.txt"
+    if kept_after == "signed-by-the-new-key":
+        _ok(["clients", "add", "kvk-handelsregister", "--generate-secret"])
+        _ok(["audit", "export", "--out", str(tmp_path / "export.jsonl")])  # signs a checkpoint with the new key
+    kept.write_text(_newest_note(data_dir / "gateway.sqlite"))
+    _restore(backup, data_dir)
+    assert _ok(["audit", "key"]).strip() == restored_key, "restored: the retired key is the current one again"
+
+    done = _ok(["db", "record-restore", str(backup), "--latest-checkpoint", str(kept)])
+    current = _ok(["audit", "key"]).strip()
+    assert current not in (restored_key, lost)
+    said = " ".join(done.split())
+    assert "rotated again at size" in said
+    assert current in said
+    assert NoteVerifier.from_vkey(lost).key_id.hex() in said
+    listed = _ok(["audit", "key", "--history"]).splitlines()
+    assert listed[0] == current
+    assert len(listed) == 3, "the restored key's era ends at the new handover"
+    assert "compromised: not trusted above size 1" in listed[1]
+    verified = runner.invoke(app, ["audit", "verify", "--key", restored_key])
+    assert verified.exit_code == 0, verified.output
+    _start(clock)
+
+
+def test_a_kept_checkpoint_of_the_restored_key_rotates_nothing_and_a_bad_one_records_nothing(
+        data_dir: Path, tmp_path: Path, clock: FixedClock) -> None:
+    _start(clock)
+    backup = tmp_path / "backup"
+    _ok(["db", "backup", str(backup)])
+    key = _ok(["audit", "key"]).strip()
+    _ok(["clients", "add", "kvk-handelsregister", "--generate-secret"])
+    _ok(["audit", "export", "--out", str(tmp_path / "export.jsonl")])
+    kept = tmp_path / "kept.txt"
+    kept.write_text(_newest_note(data_dir / "gateway.sqlite"))  # signed by the same key: no rotation since
+    _restore(backup, data_dir)
+    size = len(_ok(["audit", "key", "--history"]).splitlines())
+    bad = tmp_path / "bad.txt"
+    note = kept.read_text()
+    bad.write_text("elsewhere.example/audit" + note[note.index("\n"):])  # another log's origin
+    for wrong in (bad, tmp_path / "missing.txt"):
+        refused = runner.invoke(app, ["db", "record-restore", str(backup), "--latest-checkpoint", str(wrong)])
+        assert refused.exit_code == 1
+        assert "not recorded" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    done = _ok(["db", "record-restore", str(backup), "--latest-checkpoint", str(kept)])  # nothing written before
+    assert "rotated" not in done
+    assert _ok(["audit", "key"]).strip() == key
+    assert len(_ok(["audit", "key", "--history"]).splitlines()) == size
+
+
+def test_a_restore_recorded_without_a_kept_checkpoint_says_what_to_check(data_dir: Path, tmp_path: Path) -> None:
+    backup = tmp_path / "backup"
+    _ok(["db", "backup", str(backup)])
+    _restore(backup, data_dir)
+    said = " ".join(_ok(["db", "record-restore", str(backup)]).split())
+    assert "if the audit checkpoint key was rotated after this backup" in said
+    assert "`wgs-gateway audit key rotate`" in said
+    assert "--latest-checkpoint" in said
+
+
+def test_verify_backup_says_that_the_backups_key_was_retired_here(data_dir: Path, tmp_path: Path) -> None:
+    """Before the restore the live log still knows the handover: the last moment it is known for sure."""
+    backup = tmp_path / "backup"
+    _ok(["db", "backup", str(backup)])
+    _rotate("--compromised-after", "1")
+    checked = runner.invoke(app, ["db", "verify-backup", str(backup)])
+    assert checked.exit_code == 0, checked.output
+    [warning] = [line for line in checked.stderr.splitlines() if line.startswith("warning: the backup's audit")]
+    assert "retired here by a rotation at size" in warning
+    assert "`wgs-gateway audit key rotate --compromised-after 1`" in warning
+    assert "--latest-checkpoint" in warning
+
+
+def test_a_restore_whose_rotation_fails_stays_recorded_and_names_the_command(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.backup import restore
+
+    backup = tmp_path / "backup"
+    _ok(["db", "backup", str(backup)])
+    _rotate("--compromised-after", "1")
+    kept = tmp_path / "kept.txt"
+    kept.write_text(_newest_note(data_dir / "gateway.sqlite"))  # the handover
+    _restore(backup, data_dir)
+    size = len(_entries_of(data_dir / "gateway.sqlite"))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(restore, "rotate_checkpoint_key", broken)
+    failed = runner.invoke(app, ["db", "record-restore", str(backup), "--latest-checkpoint", str(kept)])
+    assert failed.exit_code == 1
+    [line] = failed.stderr.strip().splitlines()
+    assert "the restore is recorded" in line
+    assert "run `wgs-gateway audit key rotate --compromised-after 1` before starting the gateways" in line
+    assert json.loads(_entries_of(data_dir / "gateway.sqlite")[size])["event"]["extra"]["action"] == "restore"
+
+
+def _entries_of(database: Path) -> list[str]:
+    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    try:
+        return [str(row[0]) for row in connection.execute("SELECT canonical FROM audit_entries ORDER BY log_index")]
+    finally:
+        connection.close()
