@@ -56,7 +56,7 @@ from gateway.db.engine import transaction
 from gateway.errors import Conflict, Forbidden, GatewayError, NotFound, ServiceUnavailable, Unprocessable
 from gateway.escalations import access
 from gateway.escalations.deadlines import FINAL_DEADLINE_AUDIENCE as FINAL_DEADLINE_AUDIENCE  # re-exported
-from gateway.escalations.deadlines import DeadlineScan
+from gateway.escalations.deadlines import SCHEDULER, DeadlineScan
 from gateway.escalations.deadlines import ScanResult as ScanResult  # re-exported: the scan's answer
 from gateway.escalations.gap_export import gap_view, gaps_csv
 from gateway.escalations.models import (
@@ -93,6 +93,12 @@ DEFAULT_DEADLINES = {1: 5, 2: 10, 3: 20}
 AWAITING_STATES = frozenset(ACTIVE_STATES) | {State.DECIDED.value}
 """The states in which a case can await an organisation (the feed): a decision, or a re-run of an allow."""
 STATEMENT_TTL_SECONDS = 300
+EXCHANGE = Requester(org="wgs-gateway", system="exchange")
+"""Who takes the steps a re-run brings about (closing the case whose decision it used, a holder not following
+the decision): the gateway's exchange, not the scheduler they used to be named as (no timer took them), nor
+the requesting system (it asked for the re-run, not for the step: the re-run's own entries name it, and the
+step's ``rerun_exchange_id`` and trace lead to them). Kept in the gateway's organisation, as the scheduler
+is, so who may read the entry (:func:`audit.review.scope_condition`: the case's parties) is unchanged."""
 _OBJECTIONS = {  # who objects to which outcome of an exchange target
     "requester-objection": {Outcome.DENIED.value, Outcome.ALLOWED_NARROWED.value},
     "holder-objection": {Outcome.ALLOWED.value, Outcome.ALLOWED_NARROWED.value},
@@ -252,7 +258,7 @@ class EscalationService:
         read moments ago to check the token, and a second read per action (per step) cost a query each. Read
         here only for a principal that did not come from that check."""
         if principal is None:
-            return Requester(org="wgs-gateway", system="escalation-scheduler")
+            return SCHEDULER
         if principal.kind != "person":
             return Requester(org=principal.organisation, system=principal.subject)
         if principal.account_id is not None:
@@ -286,34 +292,37 @@ class EscalationService:
     async def _perform(self, case_id: str, principal: Principal | None, trace: Trace | None,
                        plan: Callable[[Session, Case], list[_Step]],
                        apply: Callable[[Session], Case], motivation: str | None = None,
-                       notify: Callable[[Case], None] | None = None) -> Case:
+                       notify: Callable[[Case], None] | None = None, by: Requester | None = None) -> Case:
         """Check and predict (read), then log and apply together with the optimistic lock (``_applied``); then
-        tell those concerned (``notify``, by default the parties and whoever must act next)."""
+        tell those concerned (``notify``, by default the parties and whoever must act next). ``by`` names the
+        gateway's part that takes a step nobody asked for (``EXCHANGE``); without it, ``principal``'s
+        (``_requester``: the scheduler when None)."""
 
         def predict(session: Session) -> tuple[Case, list[_Step]]:
             case = case_store.get_case(session, case_id)
             return case, plan(session, case)
 
         case, steps = await self._db(predict)
-        requester = await self._requester(principal)
+        requester = by or await self._requester(principal)
         events = [self._event(case, s, requester, trace, motivation=motivation) for s in steps]
-        changed = await self._applied(case, events, apply, principal, trace)
+        changed = await self._applied(case, events, apply, principal, trace, by)
         (notify or self._notify)(changed)
         return changed
 
     async def _applied(self, case: Case, events: list[AuditEvent], apply: Callable[[Session], T],
-                       principal: Principal | None, trace: Trace | None) -> T:
+                       principal: Principal | None, trace: Trace | None, by: Requester | None = None) -> T:
         """Log the steps ``events`` describe and apply them, in one transaction (``_logged``: all or none take
-        effect, with their entries). A defect is logged as tried and not applied, then raised."""
+        effect, with their entries). A defect is logged as tried and not applied (by whoever tried: ``by``,
+        else ``principal``), then raised."""
         try:
             return await self._logged(events, apply)
         except _Defect as defect:
             actions = [str(event.extra.get("action")) for event in events]
-            await self._not_applied(case, actions, defect.cause, principal, trace)
+            await self._not_applied(case, actions, defect.cause, principal, trace, by)
             raise defect.cause from None
 
     async def _not_applied(self, case: Case, actions: list[str], exc: Exception, principal: Principal | None,
-                           trace: Trace | None) -> None:
+                           trace: Trace | None, by: Requester | None = None) -> None:
         """Steps were tried and failed for a reason no refusal explains (a defect): say so of every one of
         them, naming the kind of failure only (an exception's text may name a person). Nothing of them was
         written (``_logged``), so these entries are the only trace of the attempt — as for any unexpected
@@ -321,7 +330,7 @@ class EscalationService:
 
         Every one, not the last: a decision is logged as up to three steps (start_review, decide, close)."""
         kind = _failure_kind(exc)
-        requester = await self._requester(principal)
+        requester = by or await self._requester(principal)
         await self._record([self._event(case, _Step(action, extra={"not_applied": kind}), requester, trace,
                                         status="error") for action in actions])
 
@@ -828,7 +837,7 @@ class EscalationService:
                                 "ask for a new decision")
         used = Conflict(f"escalation decision `{decision_id}` has been used already")
         if case.state is State.DECIDED and case.rerun_exchange_id is not None:  # its close failed: finish it
-            await self._close_used(case.id, case.rerun_exchange_id, None)
+            await self._close_used(case.id, case.rerun_exchange_id, None, EXCHANGE)
             raise used
         if case.state is not State.DECIDED:
             raise used
@@ -872,13 +881,16 @@ class EscalationService:
     async def rerun_completed(self, grant: RerunGrant, exchange_id: str, trace: Trace) -> None:
         """The holder disclosed under the decision in the re-run ``exchange_id``, whose disclosure marked the
         decision used: the case is closed, citing the exchange."""
-        await self._close_used(grant.case_id, exchange_id, trace)
+        await self._close_used(grant.case_id, exchange_id, trace, EXCHANGE)
 
-    async def _close_used(self, case_id: str, exchange_id: str, trace: Trace | None) -> None:
+    async def _close_used(self, case_id: str, exchange_id: str, trace: Trace | None, by: Requester, *,
+                          quiet: bool = True) -> None:
         """Close a case whose decision the re-run ``exchange_id`` used (the database says so: a case whose
-        decision is unused, or was used by another re-run, is left alone). The decision is used whatever
-        happens here, so a close that is refused (a concurrent close, the audit log unwritable) fails
-        nothing: it is logged, and the next re-run citing the decision tries again."""
+        decision is unused, or was used by another re-run, is left alone), as ``by``: the exchange after its
+        re-run (or a later re-run citing the decision), or the scan. The decision is used whatever happens
+        here, so a close that is refused (a concurrent close, the audit log unwritable) fails nothing: it is
+        logged, and the next re-run citing the decision (or the next scan) tries again. ``quiet=False`` (the
+        scan) raises the refusal instead, so that the scan counts a close that failed."""
 
         def used(case: Case) -> Case:
             if case.rerun_exchange_id != exchange_id:
@@ -895,9 +907,11 @@ class EscalationService:
                              motivation=f"decision applied in exchange {exchange_id}")
 
         try:
-            await self._perform(case_id, None, trace, plan, apply)
+            await self._perform(case_id, None, trace, plan, apply, by=by)
         except GatewayError as exc:
             log.error("escalation_close_failed", case_id=case_id, error_type=type(exc).__name__)
+            if not quiet:
+                raise
 
     async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
                                 trace: Trace) -> None:
@@ -939,7 +953,7 @@ class EscalationService:
                 "holder_reason": reason})
 
         try:
-            await self._perform(grant.case_id, None, trace, plan, apply, notify=notify)
+            await self._perform(grant.case_id, None, trace, plan, apply, notify=notify, by=EXCHANGE)
         except Exception as exc:  # the re-run is answered whatever happens here; a defect is logged as tried
             log.error("escalation_rerun_not_applied_unrecorded", case_id=grant.case_id,
                       error_type=type(exc).__name__)

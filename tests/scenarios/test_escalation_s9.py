@@ -493,6 +493,9 @@ def test_a_holder_that_does_not_follow_a_binding_allow_is_on_the_case(
         assert entry["extra"]["rerun_exchange_id"] == ignored.json()["exchange_id"]
         assert entry["extra"]["decision_id"] == rerun["escalation_decision"]
         assert entry["extra"]["state"] == "decided"
+        # The gateway's exchange took the step: not the deadline scheduler (which it
+        # was named as), nor the requester's system (whose re-run's entries name it, and the holder's answer).
+        assert entry["requester"] == {"org": "wgs-gateway", "system": "exchange", "user": None}
         [(recipients, payload)] = [(r, p) for r, p in told if p["event"] == f"escalation.{action}"]
         assert recipients == {"gemeente-amsterdam", "politie"}  # the parties; tier 1's deciders are the parties
         assert (payload["case_id"], payload["holder_reason"]) == (case_id, reason)
@@ -503,3 +506,6 @@ def test_a_holder_that_does_not_follow_a_binding_allow_is_on_the_case(
         assert again.status_code == 200, again.text
         assert {r["category"] for r in again.json()["targets"][0]["records"]} == {"police_incidents"}
         assert stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()["state"] == "closed"
+        [close] = [s for s in _steps(stack, case_id) if s["extra"]["action"] == "close"]
+        assert close["extra"]["rerun_exchange_id"] == again.json()["exchange_id"]
+        assert close["requester"] == {"org": "wgs-gateway", "system": "exchange", "user": None}
