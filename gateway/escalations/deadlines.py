@@ -169,15 +169,31 @@ class DeadlineScan:
                 continue
             if _claim_live(case, now):
                 continue
-            step = await _each(Action.EXPIRE, case, lambda c: service._perform(
-                c.id, None, None, service._plan_listed(c, Action.EXPIRE, {"valid_until": str(
-                    (c.decision or {}).get("valid_until")), "decision_id": c.decision_id}),
-                service._apply_listed(c, Action.EXPIRE, "decision not used before its validity ended")), failed)
+            step = await _each(Action.EXPIRE, case, self._expire, failed)
             if step is not None:  # None: claimed, used or changed meanwhile, or failed; the next run looks again
                 expired.append(step)
         if expired:
             log.info("escalation_decisions_expired", cases=len(expired))
         return expired
+
+    async def _expire(self, listed: Case) -> Case:
+        """Expire one unused allow, and tell the parties and the deciders of the tier that took it
+        (``EscalationService._decision_audience``), as a re-run the holder did not follow is told: they made
+        the decision binding, and learn that it lapsed unused. The step's default notification left them out
+        (an expired case is no longer active, so it has no deciders to act)."""
+        service = self.service
+
+        def notify(case: Case) -> None:
+            service.notifier.notify(set(service._decision_audience(case)), {
+                "event": "escalation.step", "case_id": case.id, "state": case.state.value, "tier": case.tier,
+                "deadline": case.deadline.isoformat(), "partnership": case.partnership, "version": case.version,
+                "decision_id": listed.decision_id})
+
+        return await service._perform(
+            listed.id, None, None, service._plan_listed(listed, Action.EXPIRE, {"valid_until": str(
+                (listed.decision or {}).get("valid_until")), "decision_id": listed.decision_id}),
+            service._apply_listed(listed, Action.EXPIRE, "decision not used before its validity ended"),
+            notify=notify)
 
     async def _close_used(self, case: Case) -> None:
         """Close a case whose decision a re-run used but could not close (``EscalationService._close_used``);

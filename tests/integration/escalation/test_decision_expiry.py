@@ -172,6 +172,25 @@ def test_the_gateways_timer_expires_decisions(tmp_path: Path, sqlite_db_url: str
         assert env.case(case_id).state.value == "expired"
 
 
+def test_an_expiring_decision_is_told_to_the_deciders_who_took_it(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tier-2 allow nobody re-ran expires: the legal desk that took it hears so, as the parties do (and as
+    for a re-run the holder did not follow). Only the parties were told: the case is no longer active, so
+    the default step notification left out every decider."""
+    case_id = env.open_case()
+    env.move_up(case_id, 2)
+    decided = env.decide("desk-riec", case_id, "allow", ["police_incidents"])
+    assert decided.status_code == 200, decided.text
+    valid_until = datetime.fromisoformat(decided.json()["decision"]["valid_until"])
+    told: list[tuple[set[str], dict[str, Any]]] = []
+    monkeypatch.setattr(escalation_service(env.container).notifier, "notify",
+                        lambda orgs, payload: told.append((set(orgs), payload)))
+    _at(env, valid_until + timedelta(minutes=1))
+    assert [c.id for c in _scan(env).expired] == [case_id]
+    [(recipients, payload)] = told
+    assert recipients == {"gemeente-amsterdam", "politie", "riec-aa", "landelijk-steunpunt"}  # + tier 2
+    assert (payload["case_id"], payload["state"], payload["tier"]) == (case_id, "expired", 2)
+
+
 def test_one_case_failing_does_not_stop_the_scan_for_the_others(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A case whose step raises something other than a 409 (here a defect in taking it) used to end the whole
     scan, on every run: the decisions and overdue cases listed after it never expired or moved up. Now each
