@@ -79,8 +79,10 @@ from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
 from gateway.exchange.lease import CLAIM_ABANDONED_AFTER
 from gateway.exchange.service import (
+    CaseStepNotTaken,
     DecisionLost,
     RerunGrant,
+    RerunStep,
     Trace,
     decision_fingerprint,
 )
@@ -143,6 +145,19 @@ class _Defect(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(type(cause).__name__)
         self.cause = cause
+
+
+def _in_session(connection: Connection, work: Callable[[Session], T]) -> T:
+    """``work`` in a session on ``connection``, inside the audit log's transaction (a companion's precondition).
+
+    The log opens its transaction on the driver, unseen by SQLAlchemy; a session bound to a connection outside
+    a transaction would begin its own and roll it back when closed — the driver's, entries and all. So
+    SQLAlchemy is told of it first (no statement is sent: both drivers begin implicitly), and the session joins
+    it and never ends it: the log commits."""
+    if not connection.in_transaction():
+        connection.begin()
+    with Session(bind=connection, join_transaction_mode="rollback_only") as session:
+        return work(session)  # Core statements only: nothing for the session to flush
 
 
 def _actor(principal: Principal) -> Actor:
@@ -208,14 +223,7 @@ class EscalationService:
 
         def within(connection: Connection) -> None:
             applied.clear()
-            # The log opens its transaction on the driver, unseen by SQLAlchemy; a session bound to a
-            # connection outside a transaction would begin its own and roll it back when closed — the
-            # driver's, entries and all. So SQLAlchemy is told of it first (no statement is sent: both
-            # drivers begin implicitly), and the session joins it and never ends it: the log commits.
-            if not connection.in_transaction():
-                connection.begin()
-            with Session(bind=connection, join_transaction_mode="rollback_only") as session:
-                applied.append(apply(session))  # Core statements only: nothing for the session to flush
+            applied.append(_in_session(connection, apply))
 
         try:
             await self.writer.record(events, CompanionRow(None, None, within))
@@ -913,19 +921,12 @@ class EscalationService:
             if not quiet:
                 raise
 
-    async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
-                                trace: Trace) -> None:
-        """The policy applied the decision in the re-run ``exchange_id`` and its holder still gave nothing:
-        it refused (``outcome`` refused-by-holder) or was unavailable. A binding decision the holder does not
-        follow must not lapse unseen: the case gets a step (``decision_refused_by_holder`` or
-        ``decision_holder_unavailable``) naming the re-run and the reason's code (``reason``: a code, never the
-        holder's words) in its history and the audit log, and the parties and the deciders of the tier that
-        decided are told. The case stays ``decided``: the decision is given back (``rerun_ended``) and may be
-        re-run until it expires — a holder that was down may answer next time, and after a refusal the deciders
-        can act meanwhile (comment, flag a legal gap) and the requester may try again.
-
-        Only while this re-run still holds the decision (a re-run that lost it to another records nothing; that
-        one speaks for the decision now). Never raises: the re-run's answer stands, the failure is logged."""
+    def _not_applied_step(self, grant: RerunGrant, exchange_id: str, outcome: Outcome,
+                          reason: str) -> tuple[Action, Callable[[Session, Case], list[_Step]],
+                                                Callable[[Session], Case], Callable[[Case], None]]:
+        """The step for a re-run whose holder did not follow the decision (``rerun_not_applied``): its action,
+        and its plan, apply and notify for ``_perform`` — or for the transaction of the re-run's own entries
+        (``rerun_not_applied_step``)."""
         action = (Action.DECISION_REFUSED_BY_HOLDER if outcome is Outcome.REFUSED_BY_HOLDER
                   else Action.DECISION_HOLDER_UNAVAILABLE)
         extra = {"rerun_exchange_id": exchange_id, "decision_id": grant.decision_id, "holder_reason": reason}
@@ -952,6 +953,66 @@ class EscalationService:
                 "version": case.version, "decision_id": grant.decision_id, "rerun_exchange_id": exchange_id,
                 "holder_reason": reason})
 
+        return action, plan, apply, notify
+
+    async def rerun_not_applied_step(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                     trace: Trace) -> RerunStep | None:
+        """The step ``rerun_not_applied`` takes, prepared to commit with the re-run's own audit entries (the
+        holder's refusal or unavailability): its entry, predicted from the case as read now, and the case row,
+        written in that transaction only if the case is still at that version and the re-run still holds the
+        decision. Else, or if the step fails there, ``CaseStepNotTaken`` refuses the transaction, and the
+        exchange logs its entries without the step and calls ``rerun_not_applied`` (which logs a defect as
+        tried). None when the case cannot be read now: ``rerun_not_applied`` then says why.
+
+        Why one transaction: the step taken in its own, after the re-run's entries, was lost when the gateway
+        died in between — the refusal in the log, not on the case, and the deciders never told."""
+        action, plan, apply, notify = self._not_applied_step(grant, exchange_id, outcome, reason)
+
+        def predict(session: Session) -> tuple[Case, list[_Step]]:
+            case = case_store.get_case(session, grant.case_id)
+            return case, plan(session, case)
+
+        try:
+            predicted, steps = await self._db(predict)
+        except Exception as exc:  # not held any more, or unreadable: the step on its own says so
+            log.info("escalation_rerun_step_not_prepared", case_id=grant.case_id, error_type=type(exc).__name__)
+            return None
+        taken: list[Case] = []
+
+        def take(connection: Connection) -> None:
+            def step(session: Session) -> Case:
+                _expect(case_store.get_case(session, predicted.id), predicted.version)  # what the entry says
+                return apply(session)
+
+            try:
+                taken.append(_in_session(connection, step))
+            except Exception as exc:  # refuse the transaction: the answers are logged without the step
+                raise CaseStepNotTaken(f"case `{predicted.id}`: {type(exc).__name__}") from exc
+
+        def told() -> None:
+            notify(taken[-1])
+            log.info("escalation_decision_not_applied", case_id=grant.case_id, action=action.value)
+
+        return RerunStep(events=[self._event(predicted, s, EXCHANGE, trace) for s in steps], apply=take,
+                         taken=told)
+
+    async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                trace: Trace) -> None:
+        """The policy applied the decision in the re-run ``exchange_id`` and its holder still gave nothing:
+        it refused (``outcome`` refused-by-holder) or was unavailable. A binding decision the holder does not
+        follow must not lapse unseen: the case gets a step (``decision_refused_by_holder`` or
+        ``decision_holder_unavailable``) naming the re-run and the reason's code (``reason``: a code, never the
+        holder's words) in its history and the audit log, and the parties and the deciders of the tier that
+        decided are told. The case stays ``decided``: the decision is given back (``rerun_ended``) and may be
+        re-run until it expires — a holder that was down may answer next time, and after a refusal the deciders
+        can act meanwhile (comment, flag a legal gap) and the requester may try again.
+
+        The exchange takes this step with the re-run's own entries (``rerun_not_applied_step``) when it can;
+        this, in a transaction of its own after them, is for when it could not.
+
+        Only while this re-run still holds the decision (a re-run that lost it to another records nothing; that
+        one speaks for the decision now). Never raises: the re-run's answer stands, the failure is logged."""
+        action, plan, apply, notify = self._not_applied_step(grant, exchange_id, outcome, reason)
         try:
             await self._perform(grant.case_id, None, trace, plan, apply, notify=notify, by=EXCHANGE)
         except Exception as exc:  # the re-run is answered whatever happens here; a defect is logged as tried

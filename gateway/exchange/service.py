@@ -183,6 +183,25 @@ class DecisionLost(CompanionRefused):
     transaction is written and nothing is disclosed."""
 
 
+class CaseStepNotTaken(CompanionRefused):
+    """Raised by ``RerunStep.apply`` inside the transaction that logs the re-run's answers: the case step
+    could not be taken with them (the re-run no longer holds its decision, the case changed, the step
+    failed), so nothing of that transaction is written; the answers are then logged on their own and the step
+    is tried on its own after them (``EscalationDesk.rerun_not_applied``), as it always was."""
+
+
+@dataclass(frozen=True)
+class RerunStep:
+    """The case step for a re-run whose holder did not follow the decision, to commit with the holder's
+    answer: ``events`` (the step's audit entries) are logged after the answer's, ``apply(connection)`` takes
+    the step in that transaction (raising :class:`CaseStepNotTaken` to refuse it), and ``taken()`` tells
+    those concerned once it has committed. Prepared by ``EscalationDesk.rerun_not_applied_step``."""
+
+    events: list[AuditEvent]
+    apply: Callable[[Connection], None]
+    taken: Callable[[], None]
+
+
 class SubjectTranslator(Protocol):
     """What the exchange needs of the pseudonym service (implemented in ``gateway.enrolment``)."""
 
@@ -208,6 +227,9 @@ class EscalationDesk(Protocol):
 
     async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
                                 trace: Trace) -> None: ...
+
+    async def rerun_not_applied_step(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                     trace: Trace) -> RerunStep | None: ...
 
     async def rerun_ended(self, grant: RerunGrant) -> None: ...
 
@@ -317,6 +339,13 @@ def _all_of(*preconditions: Callable[[Connection], None] | None) -> Callable[[Co
         for precondition in given:
             precondition(connection)
     return every
+
+
+def _with_step(guard: Callable[[Connection], None] | None, step: RerunStep) -> Callable[[Connection], None]:
+    """``guard``, then the case step ``step`` takes in the same transaction."""
+    combined = _all_of(guard, step.apply)
+    assert combined is not None
+    return combined
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
@@ -758,6 +787,8 @@ class ExchangeService:
             moved = cause_of(exc, repository.CountMoved)
             if companion is not None and moved is not None:
                 raise moved from None  # the caller decides again; nothing was written
+            if companion is not None and (not_taken := cause_of(exc, CaseStepNotTaken)) is not None:
+                raise not_taken from None  # nothing was written: the caller logs the answers without the step
             if companion is not None and _caused_by(exc, DecisionLost):
                 log.info("escalation_decision_taken_over", error_type="DecisionLost")
                 raise Conflict(_DECISION_TAKEN) from exc
@@ -1007,16 +1038,17 @@ class ExchangeService:
                 self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
+            stepped = False
             if after:
                 # A re-run's disclosure commits only with its decision marked used (and with the key held).
                 guard = _all_of(self._claim_held(attempt.claim, release=False, answers_logged=True),
                                 self._decision_used(attempt, served))
-                receipts += await self._record(after, repository.only_if(guard) if guard else None,
-                                               _KEY_TAKEN_AFTER)
+                logged, stepped = await self._answers_logged(attempt, after, guard, served)
+                receipts += logged
             elif (held := self._claim_held(attempt.claim, release=False)) is not None:
                 await self._still_held(held)  # every target denied or escalated: no entry to check the claim with
             await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
-                                 attempt.trace)
+                                 attempt.trace, stepped=stepped)
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             await self._store_outcome(attempt, result, answers_logged=bool(after))
@@ -1024,6 +1056,37 @@ class ExchangeService:
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
+
+    async def _answers_logged(self, attempt: _Attempt, after: list[AuditEvent],
+                              guard: Callable[[Connection], None] | None,
+                              served: list[TargetOutcome]) -> tuple[list[Receipt], bool]:
+        """Log the holders' answers (``after``, committing only if ``guard`` holds); their receipts, and whether
+        the case step of a re-run whose holder did not follow the decision was taken with them.
+
+        That step (``decision_refused_by_holder`` / ``decision_holder_unavailable``) used to be written in a
+        transaction of its own after the answers: a gateway that died in between left the refusal in the log
+        and not on the case, its deciders never told. Now its entry and its case row commit with the answers
+        (``EscalationDesk.rerun_not_applied_step``): both or neither. A step that cannot be taken with them
+        (``CaseStepNotTaken``: the re-run lost its decision, the case changed, the step failed) must not cost
+        the answers their entries: they are logged without it, and ``_escalate`` tries the step on its own, as
+        before. The step's entry is the case's, not the requester's: its receipt stays out of the answer's."""
+        desk, grant = self.deps.escalations, attempt.grant
+        ignored = _decision_ignored(grant, served) if grant is not None and desk is not None else None
+        step = None
+        if ignored is not None and desk is not None and grant is not None:
+            step = await desk.rerun_not_applied_step(grant, attempt.exchange_id, ignored.outcome,
+                                                     _holder_reason(ignored), attempt.trace)
+        if step is not None:
+            try:
+                logged = await self._record(after + step.events, repository.only_if(_with_step(guard, step)),
+                                            _KEY_TAKEN_AFTER)
+            except CaseStepNotTaken as refused:
+                log.info("escalation_step_not_with_answers", exchange_id=attempt.exchange_id,
+                         error_type=type(refused.__cause__ or refused).__name__)
+            else:
+                step.taken()
+                return logged[:len(after)], True
+        return await self._record(after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER), False
 
     async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool) -> None:
         """The outcome row after an escalation, in a transaction of its own that also gives the claim up, if the
@@ -1268,15 +1331,18 @@ class ExchangeService:
             await asyncio.shield(self.deps.escalations.rerun_ended(grant))
 
     async def _escalate(self, principal: Principal, body: ExchangeRequest, exchange_id: str, request_fingerprint: str,
-                        outcomes: list[TargetOutcome], grant: RerunGrant | None, trace: Trace) -> None:
-        """Open a case for each escalated or refused target (issue 6); close the case a re-run settled."""
+                        outcomes: list[TargetOutcome], grant: RerunGrant | None, trace: Trace, *,
+                        stepped: bool = False) -> None:
+        """Open a case for each escalated or refused target (issue 6); close the case a re-run settled; record
+        on its case a re-run whose holder did not follow the decision, unless that step committed with the
+        holder's answer already (``stepped``, see ``_answers_logged``)."""
         desk = self.deps.escalations
         if desk is None:
             return
         if grant is not None:  # a re-run opens no case
             if _disclosed_under(grant, outcomes):
                 await desk.rerun_completed(grant, exchange_id, trace)
-            elif (ignored := _decision_ignored(grant, outcomes)) is not None:  # on the case, for its deciders
+            elif not stepped and (ignored := _decision_ignored(grant, outcomes)) is not None:  # for its deciders
                 await desk.rerun_not_applied(grant, exchange_id, ignored.outcome, _holder_reason(ignored), trace)
             return
         for outcome in outcomes:
