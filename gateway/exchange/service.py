@@ -54,6 +54,7 @@ from connectors.protocol import (
     MINOR_NOT_ALLOWED,
     ConnectorError,
     HolderAnswer,
+    HolderAnswerMismatch,
     HolderDiscovery,
     HolderQuery,
     HolderRecord,
@@ -132,6 +133,8 @@ _DECISION_TAKEN = ("this re-run outlived its reservation of the escalation decis
 # the input (422). Everything else that escapes is a defect: failed closed and logged as `gateway-error`.
 _NOT_DEFECTS = (GatewayError, OperationalError, DataError)
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
+_ANSWER_MISMATCH = "answer-mismatch"  # reason of a holder's outcome whose answer echoed another request's id
+_UNASKED_SUBJECTS = "holder-answered-unasked-subjects"  # ... whose records were all about subjects not asked
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
 _DISCLOSING = {Outcome.ALLOWED, Outcome.ALLOWED_NARROWED}  # outcomes in which the holder's answer is disclosed
 _NOT_APPLIED = {Outcome.REFUSED_BY_HOLDER, Outcome.HOLDER_UNAVAILABLE}  # a re-run's holder gave nothing
@@ -320,7 +323,8 @@ def _decision_ignored(grant: RerunGrant, outcomes: list[TargetOutcome]) -> Targe
 def _holder_reason(outcome: TargetOutcome) -> str:
     """Why the holder gave nothing, as a code the log may hold: ``holder:<code>`` for a refusal (as its
     ``holder.refused`` entry says; the code is checked by ``_refusal_code``), else the unavailability's code
-    (``holder-unavailable``, ``holder-not-connected``, ``gateway-error``). Never the reason's message."""
+    (``holder-unavailable``, ``answer-mismatch``, ``holder-answered-unasked-subjects``, ``holder-not-connected``,
+    ``gateway-error``). Never the reason's message."""
     last = outcome.reasons[-1] if outcome.reasons else None
     if last is None:
         return "unspecified"
@@ -618,7 +622,23 @@ def _holder_failed(outcome: TargetOutcome, decision: Decision, failure: Connecto
     """Make ``outcome`` holder-unavailable for its holder's ``failure`` (of any part of its question) and return
     its log event."""
     log.info("holder_unavailable", holder=outcome.holder, error_type=type(failure).__name__)
-    return _unavailable(outcome, decision, "holder-unavailable", str(failure), error_type=type(failure).__name__)
+    return _unavailable(outcome, decision, _failure_code(failure), str(failure), error_type=type(failure).__name__)
+
+
+def _failure_code(failure: ConnectorError) -> str:
+    """The reason code of a holder's ``failure``, in an exchange or a discovery: ``answer-mismatch`` for an
+    answer to another request (``HolderAnswerMismatch``), which is the holder's misbehaviour (or that of what
+    stands in front of it) rather than its being down — the privacy officers reviewing a holder's conduct find
+    it by this code in its ``holder.unavailable`` entry —, else ``holder-unavailable``."""
+    return _ANSWER_MISMATCH if isinstance(failure, HolderAnswerMismatch) else "holder-unavailable"
+
+
+def _about_others_only(answer: HolderAnswer, asked: Collection[str]) -> bool:
+    """Whether ``answer`` has records and none of them is about a subject it was ``asked`` about: then it
+    answers another question (another request's answer, without an echoed request id to tell — protocol v1),
+    and dropping its records as over-shared would leave the target ``allowed`` with none, read as "nothing
+    held" when the holder has not answered this question at all."""
+    return bool(answer.records) and not any(record.subject in asked for record in answer.records)
 
 
 def _unavailable_event(holder: str, decision: Decision, code: str, error_type: str | None) -> dict[str, Any]:
@@ -1440,7 +1460,9 @@ class ExchangeService:
         results = await asked_together([connector.query(q) for q in queries])
         first = results[0]  # the part that carried the provided records
         if body.provide and isinstance(first, HolderAnswer):
-            handed.append(_provided_disclosure(body, target.organisation, received=first.received))
+            # an answer about others only may be another request's, and so may its count
+            received = None if _about_others_only(first, set(parts[0])) else first.received
+            handed.append(_provided_disclosure(body, target.organisation, received=received))
         elif body.provide and isinstance(first, ConnectorError) and first.may_have_arrived:
             handed.append(_provided_disclosure(body, target.organisation, received=None))  # it may hold them now
         failed = failure_of(results)
@@ -1453,6 +1475,15 @@ class ExchangeService:
         refusal = next((a for a in answers if a.status == "refused"), None)
         if refusal is not None:
             return outcome, [*events, _refused(outcome, decision, refusal.refusal_reason)]
+        if any(_about_others_only(answer, set(part)) for answer, part in zip(answers, parts, strict=True)):
+            # No answer to this question (any part's, as for a failure: see ``parts``): nothing of it disclosed,
+            # and every record counted as over-shared in the holder's entry, as dropped records are.
+            dropped = sum(len(answer.records) for answer in answers)
+            log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
+                        unasked_subjects_only=True, exchange_id=exchange_id)
+            event = _unavailable(outcome, decision, _UNASKED_SUBJECTS, "the holder answered only about subjects "
+                                 "it was not asked about: no answer to this question; nothing of it was disclosed")
+            return outcome, [*events, event | {"extra": {"dropped_overshared": dropped}}]
         permitted = set(decision.permitted_categories)
         kept = [r.model_copy(update={"subject": theirs[r.subject]})  # back in the requester's pseudonyms
                 for answer, part in zip(answers, map(set, parts), strict=True) for r in answer.records
@@ -1616,7 +1647,7 @@ class ExchangeService:
                     minors_allowed=minors_allowed))
             except ConnectorError as exc:
                 log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
-                return not_asked(target, "holder-unavailable", str(exc), type(exc).__name__)
+                return not_asked(target, _failure_code(exc), str(exc), type(exc).__name__)
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
                 return refused(target, found.refusal_reason)
             hit, unasked[target.organisation] = _hit([(found.hits, subjects)], target.organisation, discovery_id)

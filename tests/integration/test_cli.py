@@ -61,6 +61,30 @@ def test_register_check_accepts_the_shipped_file_and_refuses_a_bad_one(tmp_path:
     assert "bad.yaml:" in refused.output
 
 
+def test_register_check_refuses_police_records_to_a_bank_one_line_per_bank(tmp_path: Path) -> None:
+    """A private participant gets police, tax and prosecution data as hit/no-hit only (REGISTER.md, FEC):
+    a file giving the banks police records is refused, each bank in one line naming the purpose, the
+    participant and the category, at the category's line."""
+    text = SHIPPED_REGISTER.read_text()
+    for old, new in (("police: [ongoing_investigation]", "police: [police_incidents]"),
+                     ("bank: [ongoing_investigation]", "bank: [ongoing_investigation, police_incidents]"),
+                     ("hit_only_holders: [investigation, police]", "hit_only_holders: [investigation]")):
+        assert text.count(old) == 1
+        text = text.replace(old, new)
+    bad = tmp_path / "bank.yaml"
+    bad.write_text(text)
+    refused = runner.invoke(app, ["register", "check", str(bad)])
+    assert refused.exit_code == 1
+    line, column = next((n, row.index("police_incidents") + 1) for n, row in enumerate(text.splitlines(), 1)
+                        if "bank: [ongoing_investigation, police" in row)
+    lines = refused.stderr.strip().splitlines()
+    assert [row.split(" private participant ")[0] for row in lines] == [
+        f"{bad}:{line}:{column}: partnerships.fec.purposes.taskforce-subject-check.receives.bank.1"] * 2, lines
+    for row, bank in zip(lines, ("abn-amro", "rabobank"), strict=True):
+        assert f"private participant `{bank}` (role `bank`) would receive `police_incidents` from `police` as " \
+               "records for `taskforce-subject-check`" in row
+
+
 def test_register_check_refuses_a_system_named_like_the_token_audience(monkeypatch: pytest.MonkeyPatch) -> None:
     """As the start refuses it (``load_register(audience=...)``): a file ``register check`` passes must not stop
     the gateway."""
