@@ -43,9 +43,9 @@ class EventType(StrEnum):
 
 CASE_REQUESTER = "requester_org"
 """The member of an ``escalation.step`` event's ``extra`` that names the organisation whose request the case is
-about. The event's ``requester`` is whoever took the step (the holder's officer, the legal desk, the scheduler),
-so without it the requesting organisation — a party to every step of its case — could not be found in the
-log (:func:`audit.review.scope_condition` reads it)."""
+about. The event's ``requester`` is whoever took the step (the holder's officer, the legal desk, the scheduler,
+the gateway's exchange after a re-run), so without it the requesting organisation — a party to every step of
+its case — could not be found in the log (:func:`audit.review.scope_condition` reads it)."""
 
 
 INDEX_ACTIVITY = "discovery-index"

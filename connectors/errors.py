@@ -7,6 +7,7 @@ Our exception tree (httpx's exceptions never leave ``connectors``; they are conv
     ├── HolderUnavailable       down, refused the connection, timed out, or 5xx after the retries allowed
     ├── HolderRejectedRequest   the holder answered 4xx: our token, our request or our request id was refused
     └── HolderProtocolError     the holder answered, but not in this protocol (malformed or inconsistent)
+        └── HolderAnswerMismatch    the answer names another request id: it answers another request
 
 Every message starts with the partner system id and names the request id — never a subject, whose
 reference may be personal data in the requester's hands. Callers map all three to the exchange outcome
@@ -42,3 +43,10 @@ class HolderRejectedRequest(ConnectorError):
 
 class HolderProtocolError(ConnectorError):
     """The holder's answer does not match the holder protocol."""
+
+
+class HolderAnswerMismatch(HolderProtocolError):
+    """The answer names a request id other than the call's: it answers another request (a holder's cached or
+    replayed answer, a proxy mixing up answers), about the same subjects and categories or not, and nothing
+    in it is this request's. The exchange refuses it with its own reason (``answer-mismatch``): the holder, or
+    what stands in front of it, misbehaved, which is not the same as being down."""

@@ -1,7 +1,8 @@
 """How a simulated partner answers as a holder: the rules, without HTTP.
 
 A cautious holder: it answers only in the categories asked, refuses (with its profile's reason) when any
-asked subject is one whose disclosure would harm an investigation, answers a retried request id once, and
+asked subject is one whose disclosure would harm an investigation, answers a retried request id once, echoes
+the request id of every query and discovery it answers (so the gateway can tell its answer from another's), and
 answers discovery with record types only, or with a refusal on the same grounds as a query; it refuses
 (``minor-not-allowed``) when it knows an asked person is under 18 and the purpose does not allow minors,
 whatever the requester declared — also under a binding escalation decision, which overrules the holder's own
@@ -71,7 +72,7 @@ class Holder:
         if refusal is not None:
             # Provided records are taken in only once the holder answers: one that refuses to deal with these
             # subjects keeps nothing about them either (and says so: ``received`` 0).
-            return HolderAnswer(status="refused", refusal_reason=refusal)
+            return HolderAnswer(request_id=query.request_id, status="refused", refusal_reason=refusal)
         received = 0
         if query.provided:
             # Once per request id, also when an earlier attempt failed after taking them in (the replay cache
@@ -85,7 +86,7 @@ class Holder:
         # may not learn): related subjects by pseudonyms only.
         if query.related_subjects_as_pseudonyms or any(asked != ref for ref, asked in back.items()):
             wired = self._pseudonymise_fields(query.partnership, wired)
-        return HolderAnswer(status="answered", received=received, records=wired)
+        return HolderAnswer(request_id=query.request_id, status="answered", received=received, records=wired)
 
     def _refusal(self, refs: list[str], minors_allowed: bool, bound: bool) -> str | None:
         """Why the holder answers nothing about ``refs`` (its own references), or None. Decided on the
@@ -136,10 +137,10 @@ class Holder:
         refs, back = _references(self.store.resolve(discovery.partnership, discovery.subjects))
         refusal = self._refusal(refs, discovery.minors_allowed, bound)
         if refusal is not None:
-            return DiscoveryAnswer(status="refused", refusal_reason=refusal)
+            return DiscoveryAnswer(request_id=discovery.request_id, status="refused", refusal_reason=refusal)
         hits: dict[str, list[str]] = {}
         for record in self.store.records(refs, discovery.categories or None):
             types = hits.setdefault(back[record.subject], [])
             if record.record_type not in types:
                 types.append(record.record_type)
-        return DiscoveryAnswer(hits=hits)
+        return DiscoveryAnswer(request_id=discovery.request_id, hits=hits)

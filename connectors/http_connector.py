@@ -20,6 +20,10 @@ Answers are read as sent: the connector asks for ``Accept-Encoding: identity`` a
 (``HolderProtocolError``) instead of inflating it, because the size limit must bound what lands in memory, and
 a few hundred kilobytes of gzip inflate to gigabytes.
 
+An answer that echoes a request id (``request_id``, optional in protocol v1) must echo the call's: one naming
+another answers another request (a cached or replayed answer, a proxy mixing up responses) and is a
+``HolderAnswerMismatch``, not retried.
+
 TLS: an ``https`` holder's certificate is always verified, against the system's trust store or, with
 ``ca_file``, against the partnership's own CA bundle (partners commonly run a private PKI); a certificate that
 fails verification is not retried — it fails the same way each time. Plain ``http://`` is refused when the
@@ -52,7 +56,13 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
+from connectors.errors import (
+    ConnectorError,
+    HolderAnswerMismatch,
+    HolderProtocolError,
+    HolderRejectedRequest,
+    HolderUnavailable,
+)
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
 from connectors.transport import compressed, verifying_tls
 from gateway.urls import holder_url
@@ -61,6 +71,7 @@ TokenProvider = Callable[[str], Awaitable[str]]
 """``async (audience) -> bearer token``; the audience is the partner system id."""
 
 Answer = TypeVar("Answer", bound=BaseModel)
+Echoing = TypeVar("Echoing", HolderAnswer, DiscoveryAnswer)
 log = structlog.get_logger("connectors.http")
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
@@ -186,7 +197,7 @@ class HttpConnector:
     async def query(self, query: HolderQuery) -> HolderAnswer:
         body = await self._send("POST", "/holder/v1/query", query, request_id=query.request_id,
                                 idempotent=query.request_id is not None)
-        answer = self._decode(body, HolderAnswer, query.request_id)
+        answer = self._answering(self._decode(body, HolderAnswer, query.request_id), query.request_id)
         if answer.received > len(query.provided):
             # It cannot have taken in more than it was handed; the gateway logs ``received``, and a count past
             # 2**53 would fail the audit entry (a 500 for the whole exchange, not only this holder).
@@ -197,7 +208,7 @@ class HttpConnector:
     async def discover(self, discovery: HolderDiscovery) -> DiscoveryAnswer:
         body = await self._send("POST", "/holder/v1/discover", discovery, request_id=discovery.request_id,
                                 idempotent=True, limit=min(self._max_answer_bytes, MAX_DISCOVERY_ANSWER_BYTES))
-        return self._decode(body, DiscoveryAnswer, discovery.request_id)
+        return self._answering(self._decode(body, DiscoveryAnswer, discovery.request_id), discovery.request_id)
 
     async def health(self) -> None:
         await self._send("GET", "/health", None, request_id=None, idempotent=True, authenticated=False)
@@ -298,6 +309,16 @@ class HttpConnector:
             return answer_type.model_validate_json(body)
         except (ValidationError, ValueError) as exc:
             raise HolderProtocolError(self.system, f"malformed answer (request {request_id or '-'})") from exc
+
+    def _answering(self, answer: Echoing, request_id: str | None) -> Echoing:
+        """``answer``, unless it names another request id than the call's (``request_id``; None: the call named
+        none, so any id it names is another's): then ``HolderAnswerMismatch``, not retried — it is an answer,
+        only to another request, and its content is never read. An answer that names none is taken (protocol
+        v1). The holder's id is neither logged nor told: it is the holder's text."""
+        if answer.request_id is None or answer.request_id == request_id:
+            return answer
+        log.warning("holder_answer_mismatch", system=self.system, request_id=request_id)
+        raise HolderAnswerMismatch(self.system, f"answer to another request (request {request_id or '-'})")
 
     def _log_unavailable(self, request_id: str | None, failure: str, attempts: int) -> None:
         log.warning("holder_unavailable", system=self.system, base_url=self._base, request_id=request_id,

@@ -15,13 +15,19 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-from connectors.errors import ConnectorError, HolderProtocolError, HolderRejectedRequest, HolderUnavailable
+from connectors.errors import (
+    ConnectorError,
+    HolderAnswerMismatch,
+    HolderProtocolError,
+    HolderRejectedRequest,
+    HolderUnavailable,
+)
 from gateway.client.models import MAX_FIELD_DEPTH
 
 __all__ = [
     "CATEGORY_PATTERN", "MAX_ANSWER_RECORDS", "MAX_ANSWER_VALUES", "MINOR_NOT_ALLOWED", "RECORD_TYPE_PATTERN",
-    "ConnectorError", "DiscoveryAnswer", "HolderAnswer", "HolderConnector", "HolderDiscovery", "HolderProtocolError",
-    "HolderQuery", "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
+    "ConnectorError", "DiscoveryAnswer", "HolderAnswer", "HolderAnswerMismatch", "HolderConnector", "HolderDiscovery",
+    "HolderProtocolError", "HolderQuery", "HolderRecord", "HolderRejectedRequest", "HolderUnavailable",
 ]
 
 MINOR_NOT_ALLOWED = "minor-not-allowed"
@@ -55,6 +61,19 @@ translated, hashed, sealed and serialised by the exchange, and held one gateway 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _echo(what: str) -> Any:
+    """The ``request_id`` field of an answer: the id of the call it answers, echoed.
+
+    Why: without it an answer cannot be told from an answer to another request about the same subjects and
+    categories — a holder's cached or replayed answer, a proxy that mixes up responses — and would be
+    disclosed as this one's. Optional in protocol v1 (holders written before it keep working), required in
+    v2; when present it must equal the call's, or the answer counts as no answer (``HolderAnswerMismatch``)."""
+    return Field(default=None, min_length=1, max_length=128,
+                 description=f"The `request_id` of the {what} this answers, as sent. Optional in protocol v1, "
+                             "required in v2. An answer naming another request id is refused as an answer to "
+                             "another request (`answer-mismatch`), never disclosed.")
 
 
 class HolderRecord(_Model):
@@ -113,6 +132,7 @@ class HolderQuery(_Model):
 class HolderAnswer(_Model):
     """Records in the asked categories, or a refusal with the holder's reason (the holder's autonomy)."""
 
+    request_id: str | None = _echo("query")
     status: Literal["answered", "refused"]
     received: int = Field(default=0, ge=0, description="How many provided records the holder took in: at most as "
                           "many as it was handed (the gateway takes an answer that says more for no answer).")
@@ -181,6 +201,7 @@ class DiscoveryAnswer(_Model):
     Or a refusal of the whole discovery (the holder's autonomy, as in ``HolderAnswer``): then there are no
     hits, and the refusal stands in for hit and no-hit alike — see ``connectors.holder.Holder.discover``."""
 
+    request_id: str | None = _echo("discovery")
     status: Literal["answered", "refused"] = Field(
         default="answered", description="`refused`: the holder answers neither hit nor no-hit for any subject "
         "asked (`refusal_reason` says why); absent in answers of holders that never refuse.")

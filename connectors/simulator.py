@@ -130,8 +130,9 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
     @app.post("/holder/v1/query", response_model=HolderAnswer, responses=_ERRORS, tags=["holder"])
     async def query(body: HolderQuery) -> HolderAnswer | JSONResponse:
         """Records about the subjects in the asked categories only, or a refusal with a reason. A repeated
-        ``request_id`` gets the first answer again (safe retries). A binding escalation decision is honoured
-        only when the gateway signed it for this system, this request id and (at least) these categories."""
+        ``request_id`` gets the first answer again (safe retries); every answer echoes the request id. A binding
+        escalation decision is honoured only when the gateway signed it for this system, this request id and (at
+        least) these categories."""
         bound = await bound_by_decision(body)
         if isinstance(bound, JSONResponse):
             return bound
@@ -143,8 +144,8 @@ def create_partner_app(system: str, data_dir: Path, *, seed: int = 2025, jwks: J
     @app.post("/holder/v1/discover", response_model=DiscoveryAnswer, responses=_ERRORS, tags=["holder"])
     async def discover(body: HolderDiscovery) -> DiscoveryAnswer | JSONResponse:
         """Hit/no-hit per subject (the record types held), never content; or a refusal with a reason for all
-        of them (a subject the holder keeps confidential, a minor the purpose does not allow), no hits. A
-        binding escalation decision is honoured as for a query."""
+        of them (a subject the holder keeps confidential, a minor the purpose does not allow), no hits; the
+        answer echoes the request id. A binding escalation decision is honoured as for a query."""
         bound = await bound_by_decision(body)
         if isinstance(bound, JSONResponse):
             return bound

@@ -138,7 +138,9 @@ _decision(ctx, f, org) := {
 	# Rules 3 and 4 give `base`, what this holder may disclose to this requester for this purpose. A
 	# hit/no-hit holder (rule 3, e.g. FIOD for Bibob) is always asked about all of it when targeted, and
 	# answers hit/no-hit only; any other holder about what was requested, with records (so its `base` holds
-	# no hit-only category of the vocabulary: wgs.index.holder_facts removes those, with a reason). Rule 8: an escalation decision never widens that, and
+	# no hit-only category of the vocabulary: wgs.index.holder_facts removes those, with a reason; nor, to a
+	# private participant's role, anything of a police, tax or prosecution role: `private-participant-hit-only`,
+	# see wgs.index.covenant_barred). Rule 8: an escalation decision never widens that, and
 	# narrows it to the categories it states.
 	base := object.keys(f.base)
 	permitted := (base & object.get({true: base}, f.hit_only_holder, req)) & object.get(ctx.bounds, org, base)

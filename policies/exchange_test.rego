@@ -511,6 +511,84 @@ test_hit_only_holder_still_answers_hit_no_hit if {
 	d.permitted_categories == ["ongoing_investigation"]
 }
 
+# REGISTER.md (FEC): "A bank never receives police, tax or prosecution data — only hit/no-hit." A private
+# participant's role gets nothing as records from a police, tax or prosecution holder, whatever the register
+# data says (the loader refuses such a register; the policy holds regardless).
+_taskforce_check := "/partnerships/fec/purposes/taskforce-subject-check"
+
+_bank_check := {"partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant", "requester": {"organisation": "abn-amro", "system": "abn-amro-fec"}, "holder": {"organisation": "politie"}, "categories": ["police_incidents"]}
+
+_police_records_to_banks := json.patch(data.register, [
+	{"op": "replace", "path": concat("", [_taskforce_check, "/supplies/police"]), "value": ["police_incidents"]},
+	{"op": "replace", "path": concat("", [_taskforce_check, "/receives/bank"]), "value": ["ongoing_investigation", "police_incidents"]},
+	{"op": "replace", "path": concat("", [_taskforce_check, "/hit_only_holders"]), "value": ["investigation"]},
+])
+
+test_private_participant_gets_no_police_records if {
+	d := exchange.decision with input as _with(_bank_check) with data.register as _police_records_to_banks
+	d.outcome == "denied"
+	d.permitted_categories == []
+	d.removed_categories == ["police_incidents"]
+	_codes(d) == {"no-permitted-categories", "private-participant-hit-only"}
+	some r in d.reasons
+	r.code == "private-participant-hit-only"
+	r.category == "police_incidents"
+}
+
+test_private_participant_still_gets_hit_no_hit_beside_a_barred_holder if {
+	batch := object.union(object.remove(_base, ["request"]), {
+		"request": object.remove(_with(object.union(_bank_check, {"categories": ["ongoing_investigation", "police_incidents"]})).request, ["holder"]),
+		"holders": [{"organisation": "fiod"}, {"organisation": "politie"}],
+	})
+	[fiod, police] := exchange.decisions with input as batch with data.register as _police_records_to_banks
+	[fiod.outcome, fiod.hit_only, fiod.permitted_categories] == ["allowed", true, ["ongoing_investigation"]]
+	[police.outcome, police.permitted_categories] == ["denied", []]
+	"private-participant-hit-only" in _codes(police)
+}
+
+test_escalation_decision_cannot_give_a_private_participant_police_records if {
+	i := object.union(_with(object.union(_bank_check, {"subject_count": 40})), {"context": {"requests_today": 0, "escalation_decision": {
+		"id": "dec-1", "request_fingerprint": "fp-1", "holder": "politie", "valid_until": "2026-12-01T00:00:00Z",
+		"permitted_categories": ["police_incidents"],
+	}}})
+	d := exchange.decision with input as i with data.register as _police_records_to_banks
+	d.outcome == "denied"
+	d.permitted_categories == []
+	"private-participant-hit-only" in _codes(d)
+}
+
+test_private_participant_gets_a_hit_only_holders_answer if {
+	register := json.patch(data.register, [
+		{"op": "replace", "path": concat("", [_taskforce_check, "/supplies/police"]), "value": ["ongoing_investigation", "police_incidents"]},
+		{"op": "replace", "path": concat("", [_taskforce_check, "/receives/bank"]), "value": ["ongoing_investigation", "police_incidents"]},
+	])
+	d := exchange.decision with input as _with(_bank_check) with data.register as register
+	d.outcome == "allowed"
+	d.hit_only
+	d.permitted_categories == ["ongoing_investigation", "police_incidents"]
+}
+
+test_public_participant_in_the_role_gets_the_records if {
+	register := json.patch(_police_records_to_banks, [
+		{"op": "replace", "path": "/organisations/abn-amro/sector", "value": "public"},
+		{"op": "replace", "path": "/organisations/rabobank/sector", "value": "public"},
+	])
+	d := exchange.decision with input as _with(_bank_check) with data.register as register
+	d.outcome == "allowed"
+	not d.hit_only
+	d.permitted_categories == ["police_incidents"]
+}
+
+test_the_barred_holder_roles_are_police_tax_and_prosecution if {
+	data.wgs.index.public_only_holder_roles == {"police", "tax", "prosecution"}
+	every role in ["police", "tax", "prosecution"] {
+		data.wgs.index.covenant_barred({"bank"}, "bank", role, false)
+	}
+	not data.wgs.index.covenant_barred({"bank"}, "bank", "registry", false)
+	not data.wgs.index.covenant_barred({"bank"}, "bank", "tax", true)
+	not data.wgs.index.covenant_barred({"bank"}, "municipality", "tax", false)
+}
+
 test_every_decision_carries_the_policy_version if {
 	d := _decide({})
 	d.policy_version == data.wgs.version.policy_version

@@ -59,7 +59,8 @@ _minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(h
 # categories are objects `{category: true}` (see above):
 #   base       what the holder may disclose to this requester for this purpose (never a hit-only category
 #              of the vocabulary when the holder's role is no hit/no-hit holder for the purpose: that one
-#              would answer with records);
+#              would answer with records; nothing from a police, tax or prosecution role answering with
+#              records when the requester's role is a private participant's, see `covenant_barred`);
 #   domain_nd  base plus what rules 3 and 4 remove, each with its reason (what the holder could ever
 #              supply in this partnership and what is never disclosed, less what has no such reason): a
 #              requested category outside it is not this holder's business (no narrowing). So every
@@ -70,7 +71,8 @@ _minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(h
 #   removal_reasons  why a category of domain_nd outside base is removed, per category, as a
 #              `reason_pair` (rules 3 and 4);
 #   providable what the requester may hand to this holder with the request (records: never a hit-only
-#              category of the vocabulary).
+#              category of the vocabulary, and nothing from a police, tax or prosecution role to a private
+#              participant's role).
 #
 # Written so that every value it binds is defined (object.get with defaults, comprehensions over
 # collections that exist), as the RVM requires (see wgs.common).
@@ -82,7 +84,7 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	"base": {c: true | some c in base},
 	"domain_nd": {c: true | some c in base | removable},
 	"outside": {c: true | some c in removable},
-	"removal_reasons": {c: reason_pair(_removal_reason(c, nd, supplied, receivable, org, purpose_id, requester_role)) | some c in removable},
+	"removal_reasons": {c: reason_pair(_removal_reason(c, nd, supplied, receivable, barred, org, purpose_id, requester_role)) | some c in removable},
 	"providable": {c: true | some c in providable},
 } if {
 	partnership := object.get(data.register.partnerships, partnership_id, {})
@@ -97,15 +99,43 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 
 	# A hit-only category this holder would otherwise disclose as records (rule 3: removed, with a reason).
 	records_only := object.get({false: ((supplied & receivable) & hit_only_categories) - nd}, hit_only_holder, set())
-	base := ((supplied & receivable) - nd) - records_only
+	# What a police, tax or prosecution role would disclose as records to a private participant's role
+	# (removed, with a reason: it gets those holders' data as hit/no-hit only).
+	private := object.get(private_roles, partnership_id, set())
+	barred := object.get({true: ((supplied & receivable) - nd) - records_only}, covenant_barred(private, requester_role, role, hit_only_holder), set())
+	base := (((supplied & receivable) - nd) - records_only) - barred
 	# What rules 3 and 4 remove, each for a reason of its own. For a requester that is a participant that
 	# is all of domain | nd outside base; for one that is not, a category the holder supplies has no such
 	# reason (rule 1 denies the request as a whole, `requester-not-participant`), so it is not removed.
-	removable := {c | some c in (domain | nd) - base; _removable(c, nd, supplied, receivable, requester_role, records_only)}
-	# Handed over as records, so never a hit-only category (rule 3), whoever supplies it.
-	providable := (({c | some c in object.get(purpose, ["supplies", requester_role], [])} & {c | some c in object.get(purpose, ["receives", role], [])}) - nd) - hit_only_categories
+	removable := {c | some c in (domain | nd) - base; _removable(c, nd, supplied, receivable, requester_role, records_only | barred)}
+	# Handed over as records, so never a hit-only category (rule 3), whoever supplies it, and nothing from a
+	# police, tax or prosecution role to a private participant's role.
+	providable := object.get({false: (({c | some c in object.get(purpose, ["supplies", requester_role], [])} & {c | some c in object.get(purpose, ["receives", role], [])}) - nd) - hit_only_categories}, covenant_barred(private, role, requester_role, false), set())
 	deny := _holder_deny(partnership_id, org, p)
 }
+
+# REGISTER.md (FEC): "A bank never receives police, tax or prosecution data — only hit/no-hit." A private
+# participant under a covenant gets at most hit/no-hit from a holder of these roles, whatever the register
+# data says (the gateway's loader refuses a register saying otherwise, gateway/register/covenant.py, whose
+# PUBLIC_ONLY_HOLDER_ROLES must be this list: a test compares them). Only here, so that an OPA bundle with
+# another register's data still cannot disclose such records.
+public_only_holder_roles := {"police", "tax", "prosecution"}
+
+# The roles private participants hold, by partnership: a participant whose organisation is not of the
+# `public` sector (failing closed on an organisation the register does not describe). The policy decides
+# per role, so a public participant sharing a role with a private one is held to the same line. (A rule,
+# evaluated once per evaluation, not per holder: the register index calls holder_facts for every
+# purpose, requester role and organisation.)
+private_roles := {pid: {p.role | some p in partnership.participants; object.get(data.register.organisations, [p.organisation, "sector"], "") != "public"} | some pid, partnership in data.register.partnerships}
+
+# Whether `giver_role` answering (or handing over to) `taker_role` is barred: the taker's role is a private
+# participant's, the giver's one of public_only_holder_roles, and the giver does not answer hit/no-hit.
+# Always a boolean (an argument of object.get's lookups above).
+covenant_barred(private, taker_role, giver_role, hit_only_holder) := true if {
+	hit_only_holder == false
+	giver_role in public_only_holder_roles
+	taker_role in private
+} else := false
 
 # A reason with its sort key, `[code:category, reason]`: a decision lists its reasons ordered by code, then
 # category, so it keeps them as pairs and sorts the pairs (one sort; no key computed per decision).
@@ -141,10 +171,12 @@ _removable(c, _, _, receivable, requester_role, _) if {
 
 _removable(c, _, _, _, _, records_only) if c in records_only
 
-_removal_reason(c, nd, supplied, receivable, org, purpose_id, requester_role) := {"code": "never-disclosed", "category": c, "message": sprintf("`%s` is never disclosed through the gateway", [c])} if {
+_removal_reason(c, nd, supplied, receivable, barred, org, purpose_id, requester_role) := {"code": "never-disclosed", "category": c, "message": sprintf("`%s` is never disclosed through the gateway", [c])} if {
 	c in nd
 } else := {"code": "category-not-supplied", "category": c, "message": sprintf("`%s` does not supply `%s` for `%s`", [org, c, purpose_id])} if {
 	not c in supplied
 } else := {"code": "category-not-receivable", "category": c, "message": sprintf("role `%s` may not receive `%s` for `%s`", [requester_role, c, purpose_id])} if {
 	not c in receivable
+} else := {"code": "private-participant-hit-only", "category": c, "message": sprintf("a private participant (role `%s`) gets police, tax and prosecution data as hit/no-hit only: `%s` does not disclose `%s` for `%s`", [requester_role, org, c, purpose_id])} if {
+	c in barred
 } else := {"code": "hit-only-category", "category": c, "message": sprintf("`%s` is answered as hit/no-hit only, and `%s` answers `%s` with records", [c, org, purpose_id])}

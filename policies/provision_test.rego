@@ -68,3 +68,34 @@ test_nobody_may_hand_records_of_a_hit_only_category if {
 	r.code == "provision-not-allowed"
 	r.category == "ongoing_investigation"
 }
+
+# Nor may a police, tax or prosecution requester hand its records to a private participant (a bank, REGISTER.md
+# FEC: police, tax and prosecution data reaches it as hit/no-hit only), whatever the register data says (the
+# loader refuses a register saying so).
+_tax_hands_banks_records := json.patch(data.register, [
+	{"op": "replace", "path": "/partnerships/fec/purposes/taskforce-subject-check/requesters", "value": ["bank", "tax"]},
+	{"op": "add", "path": "/partnerships/fec/purposes/taskforce-subject-check/supplies/tax", "value": ["tax_compliance"]},
+	{"op": "add", "path": "/partnerships/fec/purposes/taskforce-subject-check/supplies/bank", "value": ["bank_accounts"]},
+	{"op": "add", "path": "/partnerships/fec/purposes/taskforce-subject-check/receives/tax", "value": ["bank_accounts"]},
+	{"op": "replace", "path": "/partnerships/fec/purposes/taskforce-subject-check/receives/bank", "value": ["ongoing_investigation", "tax_compliance"]},
+])
+
+_tax_asks_a_bank := object.union(_malafide, {"request": object.union(_malafide.request, {
+	"partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant",
+	"holder": {"organisation": "abn-amro"}, "categories": ["bank_accounts"],
+})})
+
+test_tax_may_not_hand_its_records_to_a_bank if {
+	d := exchange.decision with input as _tax_asks_a_bank with data.register as _tax_hands_banks_records
+	d.outcome == "denied"
+	some r in d.reasons
+	r.code == "provision-not-allowed"
+	r.category == "tax_compliance"
+}
+
+test_tax_may_hand_the_same_to_a_public_participant_in_the_role if {
+	register := json.patch(_tax_hands_banks_records, [{"op": "replace", "path": "/organisations/abn-amro/sector", "value": "public"}, {"op": "replace", "path": "/organisations/rabobank/sector", "value": "public"}])
+	d := exchange.decision with input as _tax_asks_a_bank with data.register as register
+	d.outcome == "allowed"
+	d.permitted_categories == ["bank_accounts"]
+}

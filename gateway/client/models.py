@@ -243,8 +243,9 @@ class Outcome(OpenEnum):
       `escalation_id` names the case; no holder was asked. A re-run cites the decision.
     - `refused-by-holder`: the holder declined, with its reason (holder autonomy); this opens an escalation
       case too.
-    - `holder-unavailable`: the holder is not connected, or did not answer in time, or the gateway failed
-      while asking it (reason `gateway-error`, logged); nothing of it was disclosed.
+    - `holder-unavailable`: the holder is not connected, or did not answer in time, or answered another
+      request (reason `answer-mismatch`) or only about subjects not asked (`holder-answered-unasked-subjects`),
+      or the gateway failed while asking it (reason `gateway-error`, logged); nothing of it was disclosed.
 
     Later versions may add values: treat one you do not know as not allowed (`gateway.client` keeps it as
     an outcome whose `known` is false).

@@ -116,9 +116,11 @@ _FIELD_MESSAGES = {
 }
 
 
-_FORM_FIELD_MESSAGES = {("gap", "title"): "gap_title_invalid"}
+_FORM_FIELD_MESSAGES = {("gap", "title"): "gap_title_invalid", ("gap", "description"): "gap_description_invalid"}
 """Where one field name means another thing in another form: a gap's ``title`` is no attachment's (whose
-message, about references and SHA-256, a too-long gap title used to get)."""
+message, about references and SHA-256, a too-long gap title used to get), and a gap's ``description`` the
+model refused (too long, a NUL) is no missing one (it was told "needs a title and a description", which it had;
+a blank one is caught by ``flag_gap`` itself)."""
 
 
 def _message(form: str, field: str) -> str | None:

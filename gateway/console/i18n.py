@@ -412,6 +412,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                  "Een nieuw juridisch knelpunt vraagt een titel en een omschrijving."),
     "gap_title_invalid": ("A legal gap's title is at most 200 characters of text.",
                           "De titel van een juridisch knelpunt is ten hoogste 200 tekens tekst."),
+    "gap_description_invalid": ("A legal gap's description is at most 4,000 characters of text.",
+                                "De omschrijving van een juridisch knelpunt is ten hoogste 4.000 tekens tekst."),
     "note_too_long": ("The note is too long.", "De notitie is te lang."),
     "status_invalid": ("Choose a status.", "Kies een status."),
     # legal gaps

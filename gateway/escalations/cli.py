@@ -36,7 +36,8 @@ def scan() -> None:
     """Escalate cases past their deadline and expire unused decisions, now (as the gateway's timer does).
 
     Below tier 3 a case past its deadline moves one tier up; at tier 3 its missed deadline is reported once
-    to the parties and the steering group. An allow decision past its validity expires."""
+    to the parties and the steering group. An allow decision past its validity expires. Exits 1 when the
+    step of any case failed (their ids are printed; the others are taken all the same)."""
     from gateway.app import start_services  # the full service wiring, as the server has it
     from gateway.auditing.setup import audit_services
     from gateway.container import build_container
@@ -66,7 +67,14 @@ def scan() -> None:
 
     done = asyncio.run(run())
     out.print(f"{len(done.moved)} overdue case(s) moved up a tier, {len(done.reported)} reported at tier 3, "
-              f"{len(done.expired)} decision(s) expired")
+              f"{len(done.expired)} decision(s) expired, {len(done.failed)} case(s) failed")
+    if done.failed:
+        # On stdout with the count (what cron mails): ids only, the reasons are in the gateway's log
+        # (`escalation_scan_case_failed`, the kind of failure only). Exit 1 so that a job that runs the scan
+        # notices a case failing run after run, which used to be a log line and exit 0.
+        out.print(f"failed (the next run tries them again): {', '.join(done.failed)}", markup=False,
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @escalations_app.command("list")

@@ -14,7 +14,8 @@ What a scan does:
   (``final_deadline_missed``, naming who was told) to the parties, the tier-3 deciders and the coordinating
   privacy officer, and the case stays where it is; a case whose report is on record is never reported again;
 * an allow decision whose validity passed expires when nobody used it, and is closed when a re-run used it
-  but could not close it; one a live re-run holds is left to that re-run until the next scan.
+  but could not close it; one a live re-run holds is left to that re-run until the next scan; whoever hears
+  of an expiry are the parties and the deciders of the tier that took the decision (``_expire``).
 
 Another process may scan at the same moment: a case it moved (or a person acted on) since ours listed it is
 left alone before anything is logged, never logged twice.
@@ -22,19 +23,22 @@ left alone before anything is logged, never logged twice.
 Each case is a step of its own (``_each``): one that fails for any other reason (a defect, the audit log or
 the database failing for it) is logged — its id and the kind of failure, never the error's text — and the
 scan goes on with the others. One bad case used to end the whole run, every run, so every decision listed
-after it stopped expiring and every case after it stopped moving up.
+after it stopped expiring and every case after it stopped moving up. The ids of the cases that failed are
+the scan's answer too (``ScanResult.failed``): ``wgs-gateway escalations scan`` prints them and exits 1, so a
+cron job notices a case that fails on every run instead of it living in the log alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from sqlalchemy.orm import Session
 
+from audit.events import Requester
 from escalation import cases as case_store
 from escalation.cases import Case, ConcurrentUpdate
 from escalation.queries import CaseFilter, CaseScope, list_cases
@@ -51,17 +55,23 @@ if TYPE_CHECKING:  # the service builds the scan; the scan takes its steps throu
 log = structlog.get_logger("gateway.escalations")
 T = TypeVar("T")
 
+SCHEDULER = Requester(org="wgs-gateway", system="escalation-scheduler")
+"""Who takes the scan's steps, as their audit entries name it (a missed deadline, an expiry, a close the scan
+finishes); the steps a re-run brings about name the exchange instead (``service.EXCHANGE``)."""
+
 FINAL_DEADLINE_AUDIENCE = frozenset({Role.ADMINISTRATOR.value, Role.PRIVACY_OFFICER.value})
 """Whom a receiving organisation should route a missed tier-3 deadline to (the notification names them)."""
 
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What one scan did: cases moved up a tier, missed tier-3 deadlines reported, decisions expired."""
+    """What one scan did: cases moved up a tier, missed tier-3 deadlines reported, decisions expired, and the
+    ids of the cases whose step failed (each once, in the order they failed; see ``_each``)."""
 
     moved: list[Case]
     reported: list[Case]
     expired: list[Case]
+    failed: list[str] = field(default_factory=list)
 
 
 class DeadlineScan:
@@ -73,14 +83,16 @@ class DeadlineScan:
     async def scan(self) -> ScanResult:
         """The scheduler's job, and ``wgs-gateway escalations scan``'s: every missed deadline (one tier up,
         or at the last tier reported once), and every allow decision whose validity passed (expired)."""
-        moved, reported = await self.deadlines_passed()
-        expired = await self.expire_decisions()
-        return ScanResult(moved=moved, reported=reported, expired=expired)
+        failed: list[str] = []
+        moved, reported = await self.deadlines_passed(failed)
+        expired = await self.expire_decisions(failed)
+        return ScanResult(moved=moved, reported=reported, expired=expired, failed=list(dict.fromkeys(failed)))
 
-    async def deadlines_passed(self) -> tuple[list[Case], list[Case]]:
+    async def deadlines_passed(self, failed: list[str] | None = None) -> tuple[list[Case], list[Case]]:
         """Every active case past its deadline: below tier 3 it goes one tier up; at tier 3, the last, it
         stays and its missed deadline is reported once (see ``_report_final``). The cases moved up a tier,
-        and those whose missed tier-3 deadline was reported now."""
+        and those whose missed tier-3 deadline was reported now; the ids of those that failed are added to
+        ``failed``."""
         service = self.service
         today = service.today()
         overdue = await service._db(lambda s: [c for c in list_cases(
@@ -89,7 +101,7 @@ class DeadlineScan:
         for case in overdue:
             step = await _each(Action.DEADLINE_MISSED, case, lambda c: service._perform(
                 c.id, None, None, service._plan_listed(c, Action.DEADLINE_MISSED),
-                service._apply_listed(c, Action.DEADLINE_MISSED, "deadline missed")))
+                service._apply_listed(c, Action.DEADLINE_MISSED, "deadline missed")), failed)
             if step is not None:
                 moved.append(step)
         if moved:
@@ -97,7 +109,7 @@ class DeadlineScan:
         final = await service._db(lambda s: case_store.unreported_final_overdue(s, today))
         reported = []
         for case in final:
-            report = await _each(Action.FINAL_DEADLINE_MISSED, case, self._report_final)
+            report = await _each(Action.FINAL_DEADLINE_MISSED, case, self._report_final, failed)
             if report is not None:
                 reported.append(report)
         if reported:
@@ -141,43 +153,62 @@ class DeadlineScan:
         except Conflict:
             return None  # someone acted on it meanwhile, or it was reported; the next run looks again
 
-    async def expire_decisions(self) -> list[Case]:
+    async def expire_decisions(self, failed: list[str] | None = None) -> list[Case]:
         """Allow decisions whose validity passed: one nobody used expires (the case leaves ``decided``, so no
         list offers it for a re-run and a re-run citing it is refused as expired); one a re-run used but
         could not close is closed. A decision held by a live re-run is left to it (the policy refuses it
-        past its validity anyway) and looked at again on the next scan."""
+        past its validity anyway) and looked at again on the next scan. The ids of the cases that failed
+        are added to ``failed``."""
         service = self.service
         now = service.clock.now()
         found = await service._db(lambda s: case_store.expirable_decisions(s, now))
         expired = []
         for case in found:
             if case.rerun_exchange_id is not None:
-                await _each(Action.CLOSE, case, self._close_used)
+                await _each(Action.CLOSE, case, self._close_used, failed)
                 continue
             if _claim_live(case, now):
                 continue
-            step = await _each(Action.EXPIRE, case, lambda c: service._perform(
-                c.id, None, None, service._plan_listed(c, Action.EXPIRE, {"valid_until": str(
-                    (c.decision or {}).get("valid_until")), "decision_id": c.decision_id}),
-                service._apply_listed(c, Action.EXPIRE, "decision not used before its validity ended")))
+            step = await _each(Action.EXPIRE, case, self._expire, failed)
             if step is not None:  # None: claimed, used or changed meanwhile, or failed; the next run looks again
                 expired.append(step)
         if expired:
             log.info("escalation_decisions_expired", cases=len(expired))
         return expired
 
+    async def _expire(self, listed: Case) -> Case:
+        """Expire one unused allow, and tell the parties and the deciders of the tier that took it
+        (``EscalationService._decision_audience``), as a re-run the holder did not follow is told: they made
+        the decision binding, and learn that it lapsed unused. The step's default notification left them out
+        (an expired case is no longer active, so it has no deciders to act)."""
+        service = self.service
+
+        def notify(case: Case) -> None:
+            service.notifier.notify(set(service._decision_audience(case)), {
+                "event": "escalation.step", "case_id": case.id, "state": case.state.value, "tier": case.tier,
+                "deadline": case.deadline.isoformat(), "partnership": case.partnership, "version": case.version,
+                "decision_id": listed.decision_id})
+
+        return await service._perform(
+            listed.id, None, None, service._plan_listed(listed, Action.EXPIRE, {"valid_until": str(
+                (listed.decision or {}).get("valid_until")), "decision_id": listed.decision_id}),
+            service._apply_listed(listed, Action.EXPIRE, "decision not used before its validity ended"),
+            notify=notify)
+
     async def _close_used(self, case: Case) -> None:
-        """Close a case whose decision a re-run used but could not close (``EscalationService._close_used``)."""
+        """Close a case whose decision a re-run used but could not close (``EscalationService._close_used``);
+        a close that fails is raised, so that ``_each`` counts it."""
         assert case.rerun_exchange_id is not None
-        await self.service._close_used(case.id, case.rerun_exchange_id, None)
+        await self.service._close_used(case.id, case.rerun_exchange_id, None, SCHEDULER, quiet=False)
 
 
-async def _each(action: Action, case: Case, step: Callable[[Case], Awaitable[T]]) -> T | None:
+async def _each(action: Action, case: Case, step: Callable[[Case], Awaitable[T]],
+                failed: list[str] | None = None) -> T | None:
     """One case's step of the scan, on its own: None when it did not happen — someone acted on the case
     meanwhile (a 409: the next run looks again), or it failed. A failure is logged with the case's id and the
-    kind of failure only (an error's text may name a person), and does not stop the scan: the other cases'
-    deadlines and decisions are not held hostage by one. A defect's step is on record as tried and not
-    applied (``EscalationService._applied``); the next run tries the case again."""
+    kind of failure only (an error's text may name a person), its id added to ``failed``, and does not stop
+    the scan: the other cases' deadlines and decisions are not held hostage by one. A defect's step is on
+    record as tried and not applied (``EscalationService._applied``); the next run tries the case again."""
     try:
         return await step(case)
     except Conflict:
@@ -185,6 +216,8 @@ async def _each(action: Action, case: Case, step: Callable[[Case], Awaitable[T]]
     except Exception as exc:
         log.error("escalation_scan_case_failed", case_id=case.id, action=action.value,
                   error_type=type(exc).__name__)
+        if failed is not None:
+            failed.append(case.id)
         return None
 
 

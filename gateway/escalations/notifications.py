@@ -1,7 +1,8 @@
 """Webhook notifications of escalation steps, signed so the receiver can trust them.
 
 The body names the case, the step and the tier — references only, never personal data or motivations.
-``event`` is ``escalation.step`` for a step, or ``escalation.final_deadline_missed`` when a tier-3 case let
+``event`` is ``escalation.step`` for a step (an expired decision's with its ``decision_id``, sent to the
+deciders of the tier that took it too), or ``escalation.final_deadline_missed`` when a tier-3 case let
 its last deadline pass (sent once, with ``roles``: whom in the organisation to route it to), or
 ``escalation.decision_refused_by_holder`` / ``escalation.decision_holder_unavailable`` when a re-run citing an
 allow got nothing from its holder (with the re-run's exchange id and the reason's code).

@@ -56,7 +56,7 @@ from gateway.db.engine import transaction
 from gateway.errors import Conflict, Forbidden, GatewayError, NotFound, ServiceUnavailable, Unprocessable
 from gateway.escalations import access
 from gateway.escalations.deadlines import FINAL_DEADLINE_AUDIENCE as FINAL_DEADLINE_AUDIENCE  # re-exported
-from gateway.escalations.deadlines import DeadlineScan
+from gateway.escalations.deadlines import SCHEDULER, DeadlineScan
 from gateway.escalations.deadlines import ScanResult as ScanResult  # re-exported: the scan's answer
 from gateway.escalations.gap_export import gap_view, gaps_csv
 from gateway.escalations.models import (
@@ -79,8 +79,10 @@ from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
 from gateway.exchange.lease import CLAIM_ABANDONED_AFTER
 from gateway.exchange.service import (
+    CaseStepNotTaken,
     DecisionLost,
     RerunGrant,
+    RerunStep,
     Trace,
     decision_fingerprint,
 )
@@ -93,6 +95,12 @@ DEFAULT_DEADLINES = {1: 5, 2: 10, 3: 20}
 AWAITING_STATES = frozenset(ACTIVE_STATES) | {State.DECIDED.value}
 """The states in which a case can await an organisation (the feed): a decision, or a re-run of an allow."""
 STATEMENT_TTL_SECONDS = 300
+EXCHANGE = Requester(org="wgs-gateway", system="exchange")
+"""Who takes the steps a re-run brings about (closing the case whose decision it used, a holder not following
+the decision): the gateway's exchange, not the scheduler they used to be named as (no timer took them), nor
+the requesting system (it asked for the re-run, not for the step: the re-run's own entries name it, and the
+step's ``rerun_exchange_id`` and trace lead to them). Kept in the gateway's organisation, as the scheduler
+is, so who may read the entry (:func:`audit.review.scope_condition`: the case's parties) is unchanged."""
 _OBJECTIONS = {  # who objects to which outcome of an exchange target
     "requester-objection": {Outcome.DENIED.value, Outcome.ALLOWED_NARROWED.value},
     "holder-objection": {Outcome.ALLOWED.value, Outcome.ALLOWED_NARROWED.value},
@@ -137,6 +145,19 @@ class _Defect(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(type(cause).__name__)
         self.cause = cause
+
+
+def _in_session(connection: Connection, work: Callable[[Session], T]) -> T:
+    """``work`` in a session on ``connection``, inside the audit log's transaction (a companion's precondition).
+
+    The log opens its transaction on the driver, unseen by SQLAlchemy; a session bound to a connection outside
+    a transaction would begin its own and roll it back when closed — the driver's, entries and all. So
+    SQLAlchemy is told of it first (no statement is sent: both drivers begin implicitly), and the session joins
+    it and never ends it: the log commits."""
+    if not connection.in_transaction():
+        connection.begin()
+    with Session(bind=connection, join_transaction_mode="rollback_only") as session:
+        return work(session)  # Core statements only: nothing for the session to flush
 
 
 def _actor(principal: Principal) -> Actor:
@@ -202,14 +223,7 @@ class EscalationService:
 
         def within(connection: Connection) -> None:
             applied.clear()
-            # The log opens its transaction on the driver, unseen by SQLAlchemy; a session bound to a
-            # connection outside a transaction would begin its own and roll it back when closed — the
-            # driver's, entries and all. So SQLAlchemy is told of it first (no statement is sent: both
-            # drivers begin implicitly), and the session joins it and never ends it: the log commits.
-            if not connection.in_transaction():
-                connection.begin()
-            with Session(bind=connection, join_transaction_mode="rollback_only") as session:
-                applied.append(apply(session))  # Core statements only: nothing for the session to flush
+            applied.append(_in_session(connection, apply))
 
         try:
             await self.writer.record(events, CompanionRow(None, None, within))
@@ -252,7 +266,7 @@ class EscalationService:
         read moments ago to check the token, and a second read per action (per step) cost a query each. Read
         here only for a principal that did not come from that check."""
         if principal is None:
-            return Requester(org="wgs-gateway", system="escalation-scheduler")
+            return SCHEDULER
         if principal.kind != "person":
             return Requester(org=principal.organisation, system=principal.subject)
         if principal.account_id is not None:
@@ -286,34 +300,37 @@ class EscalationService:
     async def _perform(self, case_id: str, principal: Principal | None, trace: Trace | None,
                        plan: Callable[[Session, Case], list[_Step]],
                        apply: Callable[[Session], Case], motivation: str | None = None,
-                       notify: Callable[[Case], None] | None = None) -> Case:
+                       notify: Callable[[Case], None] | None = None, by: Requester | None = None) -> Case:
         """Check and predict (read), then log and apply together with the optimistic lock (``_applied``); then
-        tell those concerned (``notify``, by default the parties and whoever must act next)."""
+        tell those concerned (``notify``, by default the parties and whoever must act next). ``by`` names the
+        gateway's part that takes a step nobody asked for (``EXCHANGE``); without it, ``principal``'s
+        (``_requester``: the scheduler when None)."""
 
         def predict(session: Session) -> tuple[Case, list[_Step]]:
             case = case_store.get_case(session, case_id)
             return case, plan(session, case)
 
         case, steps = await self._db(predict)
-        requester = await self._requester(principal)
+        requester = by or await self._requester(principal)
         events = [self._event(case, s, requester, trace, motivation=motivation) for s in steps]
-        changed = await self._applied(case, events, apply, principal, trace)
+        changed = await self._applied(case, events, apply, principal, trace, by)
         (notify or self._notify)(changed)
         return changed
 
     async def _applied(self, case: Case, events: list[AuditEvent], apply: Callable[[Session], T],
-                       principal: Principal | None, trace: Trace | None) -> T:
+                       principal: Principal | None, trace: Trace | None, by: Requester | None = None) -> T:
         """Log the steps ``events`` describe and apply them, in one transaction (``_logged``: all or none take
-        effect, with their entries). A defect is logged as tried and not applied, then raised."""
+        effect, with their entries). A defect is logged as tried and not applied (by whoever tried: ``by``,
+        else ``principal``), then raised."""
         try:
             return await self._logged(events, apply)
         except _Defect as defect:
             actions = [str(event.extra.get("action")) for event in events]
-            await self._not_applied(case, actions, defect.cause, principal, trace)
+            await self._not_applied(case, actions, defect.cause, principal, trace, by)
             raise defect.cause from None
 
     async def _not_applied(self, case: Case, actions: list[str], exc: Exception, principal: Principal | None,
-                           trace: Trace | None) -> None:
+                           trace: Trace | None, by: Requester | None = None) -> None:
         """Steps were tried and failed for a reason no refusal explains (a defect): say so of every one of
         them, naming the kind of failure only (an exception's text may name a person). Nothing of them was
         written (``_logged``), so these entries are the only trace of the attempt — as for any unexpected
@@ -321,7 +338,7 @@ class EscalationService:
 
         Every one, not the last: a decision is logged as up to three steps (start_review, decide, close)."""
         kind = _failure_kind(exc)
-        requester = await self._requester(principal)
+        requester = by or await self._requester(principal)
         await self._record([self._event(case, _Step(action, extra={"not_applied": kind}), requester, trace,
                                         status="error") for action in actions])
 
@@ -828,7 +845,7 @@ class EscalationService:
                                 "ask for a new decision")
         used = Conflict(f"escalation decision `{decision_id}` has been used already")
         if case.state is State.DECIDED and case.rerun_exchange_id is not None:  # its close failed: finish it
-            await self._close_used(case.id, case.rerun_exchange_id, None)
+            await self._close_used(case.id, case.rerun_exchange_id, None, EXCHANGE)
             raise used
         if case.state is not State.DECIDED:
             raise used
@@ -872,13 +889,16 @@ class EscalationService:
     async def rerun_completed(self, grant: RerunGrant, exchange_id: str, trace: Trace) -> None:
         """The holder disclosed under the decision in the re-run ``exchange_id``, whose disclosure marked the
         decision used: the case is closed, citing the exchange."""
-        await self._close_used(grant.case_id, exchange_id, trace)
+        await self._close_used(grant.case_id, exchange_id, trace, EXCHANGE)
 
-    async def _close_used(self, case_id: str, exchange_id: str, trace: Trace | None) -> None:
+    async def _close_used(self, case_id: str, exchange_id: str, trace: Trace | None, by: Requester, *,
+                          quiet: bool = True) -> None:
         """Close a case whose decision the re-run ``exchange_id`` used (the database says so: a case whose
-        decision is unused, or was used by another re-run, is left alone). The decision is used whatever
-        happens here, so a close that is refused (a concurrent close, the audit log unwritable) fails
-        nothing: it is logged, and the next re-run citing the decision tries again."""
+        decision is unused, or was used by another re-run, is left alone), as ``by``: the exchange after its
+        re-run (or a later re-run citing the decision), or the scan. The decision is used whatever happens
+        here, so a close that is refused (a concurrent close, the audit log unwritable) fails nothing: it is
+        logged, and the next re-run citing the decision (or the next scan) tries again. ``quiet=False`` (the
+        scan) raises the refusal instead, so that the scan counts a close that failed."""
 
         def used(case: Case) -> Case:
             if case.rerun_exchange_id != exchange_id:
@@ -895,23 +915,18 @@ class EscalationService:
                              motivation=f"decision applied in exchange {exchange_id}")
 
         try:
-            await self._perform(case_id, None, trace, plan, apply)
+            await self._perform(case_id, None, trace, plan, apply, by=by)
         except GatewayError as exc:
             log.error("escalation_close_failed", case_id=case_id, error_type=type(exc).__name__)
+            if not quiet:
+                raise
 
-    async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
-                                trace: Trace) -> None:
-        """The policy applied the decision in the re-run ``exchange_id`` and its holder still gave nothing:
-        it refused (``outcome`` refused-by-holder) or was unavailable. A binding decision the holder does not
-        follow must not lapse unseen: the case gets a step (``decision_refused_by_holder`` or
-        ``decision_holder_unavailable``) naming the re-run and the reason's code (``reason``: a code, never the
-        holder's words) in its history and the audit log, and the parties and the deciders of the tier that
-        decided are told. The case stays ``decided``: the decision is given back (``rerun_ended``) and may be
-        re-run until it expires — a holder that was down may answer next time, and after a refusal the deciders
-        can act meanwhile (comment, flag a legal gap) and the requester may try again.
-
-        Only while this re-run still holds the decision (a re-run that lost it to another records nothing; that
-        one speaks for the decision now). Never raises: the re-run's answer stands, the failure is logged."""
+    def _not_applied_step(self, grant: RerunGrant, exchange_id: str, outcome: Outcome,
+                          reason: str) -> tuple[Action, Callable[[Session, Case], list[_Step]],
+                                                Callable[[Session], Case], Callable[[Case], None]]:
+        """The step for a re-run whose holder did not follow the decision (``rerun_not_applied``): its action,
+        and its plan, apply and notify for ``_perform`` — or for the transaction of the re-run's own entries
+        (``rerun_not_applied_step``)."""
         action = (Action.DECISION_REFUSED_BY_HOLDER if outcome is Outcome.REFUSED_BY_HOLDER
                   else Action.DECISION_HOLDER_UNAVAILABLE)
         extra = {"rerun_exchange_id": exchange_id, "decision_id": grant.decision_id, "holder_reason": reason}
@@ -938,8 +953,68 @@ class EscalationService:
                 "version": case.version, "decision_id": grant.decision_id, "rerun_exchange_id": exchange_id,
                 "holder_reason": reason})
 
+        return action, plan, apply, notify
+
+    async def rerun_not_applied_step(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                     trace: Trace) -> RerunStep | None:
+        """The step ``rerun_not_applied`` takes, prepared to commit with the re-run's own audit entries (the
+        holder's refusal or unavailability): its entry, predicted from the case as read now, and the case row,
+        written in that transaction only if the case is still at that version and the re-run still holds the
+        decision. Else, or if the step fails there, ``CaseStepNotTaken`` refuses the transaction, and the
+        exchange logs its entries without the step and calls ``rerun_not_applied`` (which logs a defect as
+        tried). None when the case cannot be read now: ``rerun_not_applied`` then says why.
+
+        Why one transaction: the step taken in its own, after the re-run's entries, was lost when the gateway
+        died in between — the refusal in the log, not on the case, and the deciders never told."""
+        action, plan, apply, notify = self._not_applied_step(grant, exchange_id, outcome, reason)
+
+        def predict(session: Session) -> tuple[Case, list[_Step]]:
+            case = case_store.get_case(session, grant.case_id)
+            return case, plan(session, case)
+
         try:
-            await self._perform(grant.case_id, None, trace, plan, apply, notify=notify)
+            predicted, steps = await self._db(predict)
+        except Exception as exc:  # not held any more, or unreadable: the step on its own says so
+            log.info("escalation_rerun_step_not_prepared", case_id=grant.case_id, error_type=type(exc).__name__)
+            return None
+        taken: list[Case] = []
+
+        def take(connection: Connection) -> None:
+            def step(session: Session) -> Case:
+                _expect(case_store.get_case(session, predicted.id), predicted.version)  # what the entry says
+                return apply(session)
+
+            try:
+                taken.append(_in_session(connection, step))
+            except Exception as exc:  # refuse the transaction: the answers are logged without the step
+                raise CaseStepNotTaken(f"case `{predicted.id}`: {type(exc).__name__}") from exc
+
+        def told() -> None:
+            notify(taken[-1])
+            log.info("escalation_decision_not_applied", case_id=grant.case_id, action=action.value)
+
+        return RerunStep(events=[self._event(predicted, s, EXCHANGE, trace) for s in steps], apply=take,
+                         taken=told)
+
+    async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                trace: Trace) -> None:
+        """The policy applied the decision in the re-run ``exchange_id`` and its holder still gave nothing:
+        it refused (``outcome`` refused-by-holder) or was unavailable. A binding decision the holder does not
+        follow must not lapse unseen: the case gets a step (``decision_refused_by_holder`` or
+        ``decision_holder_unavailable``) naming the re-run and the reason's code (``reason``: a code, never the
+        holder's words) in its history and the audit log, and the parties and the deciders of the tier that
+        decided are told. The case stays ``decided``: the decision is given back (``rerun_ended``) and may be
+        re-run until it expires — a holder that was down may answer next time, and after a refusal the deciders
+        can act meanwhile (comment, flag a legal gap) and the requester may try again.
+
+        The exchange takes this step with the re-run's own entries (``rerun_not_applied_step``) when it can;
+        this, in a transaction of its own after them, is for when it could not.
+
+        Only while this re-run still holds the decision (a re-run that lost it to another records nothing; that
+        one speaks for the decision now). Never raises: the re-run's answer stands, the failure is logged."""
+        action, plan, apply, notify = self._not_applied_step(grant, exchange_id, outcome, reason)
+        try:
+            await self._perform(grant.case_id, None, trace, plan, apply, notify=notify, by=EXCHANGE)
         except Exception as exc:  # the re-run is answered whatever happens here; a defect is logged as tried
             log.error("escalation_rerun_not_applied_unrecorded", case_id=grant.case_id,
                       error_type=type(exc).__name__)

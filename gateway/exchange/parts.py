@@ -19,7 +19,8 @@ What holds for the parts (the exchange merges their answers into the one outcome
    before the target's outcome is written (``received``);
 4. any part that fails makes the target ``holder-unavailable`` and any that refuses ``refused-by-holder``
    (a failure first: the holder's answer to the whole question is not known), and nothing of the other parts
-   is disclosed, as for one query that failed or refused;
+   is disclosed, as for one query that failed or refused; so does any part answered with records about none
+   of its own subjects (``holder-answered-unasked-subjects``: an answer to another question);
 5. a record counts only for a subject asked in its own part (anything else is over-sharing), and a record
    answered under two versions of one subject, in one part or in two, is disclosed once.
 """

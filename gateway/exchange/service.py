@@ -54,6 +54,7 @@ from connectors.protocol import (
     MINOR_NOT_ALLOWED,
     ConnectorError,
     HolderAnswer,
+    HolderAnswerMismatch,
     HolderDiscovery,
     HolderQuery,
     HolderRecord,
@@ -132,6 +133,8 @@ _DECISION_TAKEN = ("this re-run outlived its reservation of the escalation decis
 # the input (422). Everything else that escapes is a defect: failed closed and logged as `gateway-error`.
 _NOT_DEFECTS = (GatewayError, OperationalError, DataError)
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
+_ANSWER_MISMATCH = "answer-mismatch"  # reason of a holder's outcome whose answer echoed another request's id
+_UNASKED_SUBJECTS = "holder-answered-unasked-subjects"  # ... whose records were all about subjects not asked
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
 _DISCLOSING = {Outcome.ALLOWED, Outcome.ALLOWED_NARROWED}  # outcomes in which the holder's answer is disclosed
 _NOT_APPLIED = {Outcome.REFUSED_BY_HOLDER, Outcome.HOLDER_UNAVAILABLE}  # a re-run's holder gave nothing
@@ -183,6 +186,25 @@ class DecisionLost(CompanionRefused):
     transaction is written and nothing is disclosed."""
 
 
+class CaseStepNotTaken(CompanionRefused):
+    """Raised by ``RerunStep.apply`` inside the transaction that logs the re-run's answers: the case step
+    could not be taken with them (the re-run no longer holds its decision, the case changed, the step
+    failed), so nothing of that transaction is written; the answers are then logged on their own and the step
+    is tried on its own after them (``EscalationDesk.rerun_not_applied``), as it always was."""
+
+
+@dataclass(frozen=True)
+class RerunStep:
+    """The case step for a re-run whose holder did not follow the decision, to commit with the holder's
+    answer: ``events`` (the step's audit entries) are logged after the answer's, ``apply(connection)`` takes
+    the step in that transaction (raising :class:`CaseStepNotTaken` to refuse it), and ``taken()`` tells
+    those concerned once it has committed. Prepared by ``EscalationDesk.rerun_not_applied_step``."""
+
+    events: list[AuditEvent]
+    apply: Callable[[Connection], None]
+    taken: Callable[[], None]
+
+
 class SubjectTranslator(Protocol):
     """What the exchange needs of the pseudonym service (implemented in ``gateway.enrolment``)."""
 
@@ -208,6 +230,9 @@ class EscalationDesk(Protocol):
 
     async def rerun_not_applied(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
                                 trace: Trace) -> None: ...
+
+    async def rerun_not_applied_step(self, grant: RerunGrant, exchange_id: str, outcome: Outcome, reason: str,
+                                     trace: Trace) -> RerunStep | None: ...
 
     async def rerun_ended(self, grant: RerunGrant) -> None: ...
 
@@ -298,7 +323,8 @@ def _decision_ignored(grant: RerunGrant, outcomes: list[TargetOutcome]) -> Targe
 def _holder_reason(outcome: TargetOutcome) -> str:
     """Why the holder gave nothing, as a code the log may hold: ``holder:<code>`` for a refusal (as its
     ``holder.refused`` entry says; the code is checked by ``_refusal_code``), else the unavailability's code
-    (``holder-unavailable``, ``holder-not-connected``, ``gateway-error``). Never the reason's message."""
+    (``holder-unavailable``, ``answer-mismatch``, ``holder-answered-unasked-subjects``, ``holder-not-connected``,
+    ``gateway-error``). Never the reason's message."""
     last = outcome.reasons[-1] if outcome.reasons else None
     if last is None:
         return "unspecified"
@@ -317,6 +343,13 @@ def _all_of(*preconditions: Callable[[Connection], None] | None) -> Callable[[Co
         for precondition in given:
             precondition(connection)
     return every
+
+
+def _with_step(guard: Callable[[Connection], None] | None, step: RerunStep) -> Callable[[Connection], None]:
+    """``guard``, then the case step ``step`` takes in the same transaction."""
+    combined = _all_of(guard, step.apply)
+    assert combined is not None
+    return combined
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
@@ -589,7 +622,23 @@ def _holder_failed(outcome: TargetOutcome, decision: Decision, failure: Connecto
     """Make ``outcome`` holder-unavailable for its holder's ``failure`` (of any part of its question) and return
     its log event."""
     log.info("holder_unavailable", holder=outcome.holder, error_type=type(failure).__name__)
-    return _unavailable(outcome, decision, "holder-unavailable", str(failure), error_type=type(failure).__name__)
+    return _unavailable(outcome, decision, _failure_code(failure), str(failure), error_type=type(failure).__name__)
+
+
+def _failure_code(failure: ConnectorError) -> str:
+    """The reason code of a holder's ``failure``, in an exchange or a discovery: ``answer-mismatch`` for an
+    answer to another request (``HolderAnswerMismatch``), which is the holder's misbehaviour (or that of what
+    stands in front of it) rather than its being down — the privacy officers reviewing a holder's conduct find
+    it by this code in its ``holder.unavailable`` entry —, else ``holder-unavailable``."""
+    return _ANSWER_MISMATCH if isinstance(failure, HolderAnswerMismatch) else "holder-unavailable"
+
+
+def _about_others_only(answer: HolderAnswer, asked: Collection[str]) -> bool:
+    """Whether ``answer`` has records and none of them is about a subject it was ``asked`` about: then it
+    answers another question (another request's answer, without an echoed request id to tell — protocol v1),
+    and dropping its records as over-shared would leave the target ``allowed`` with none, read as "nothing
+    held" when the holder has not answered this question at all."""
+    return bool(answer.records) and not any(record.subject in asked for record in answer.records)
 
 
 def _unavailable_event(holder: str, decision: Decision, code: str, error_type: str | None) -> dict[str, Any]:
@@ -758,6 +807,8 @@ class ExchangeService:
             moved = cause_of(exc, repository.CountMoved)
             if companion is not None and moved is not None:
                 raise moved from None  # the caller decides again; nothing was written
+            if companion is not None and (not_taken := cause_of(exc, CaseStepNotTaken)) is not None:
+                raise not_taken from None  # nothing was written: the caller logs the answers without the step
             if companion is not None and _caused_by(exc, DecisionLost):
                 log.info("escalation_decision_taken_over", error_type="DecisionLost")
                 raise Conflict(_DECISION_TAKEN) from exc
@@ -1007,16 +1058,17 @@ class ExchangeService:
                 self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
+            stepped = False
             if after:
                 # A re-run's disclosure commits only with its decision marked used (and with the key held).
                 guard = _all_of(self._claim_held(attempt.claim, release=False, answers_logged=True),
                                 self._decision_used(attempt, served))
-                receipts += await self._record(after, repository.only_if(guard) if guard else None,
-                                               _KEY_TAKEN_AFTER)
+                logged, stepped = await self._answers_logged(attempt, after, guard, served)
+                receipts += logged
             elif (held := self._claim_held(attempt.claim, release=False)) is not None:
                 await self._still_held(held)  # every target denied or escalated: no entry to check the claim with
             await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
-                                 attempt.trace)
+                                 attempt.trace, stepped=stepped)
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             await self._store_outcome(attempt, result, answers_logged=bool(after))
@@ -1024,6 +1076,37 @@ class ExchangeService:
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
+
+    async def _answers_logged(self, attempt: _Attempt, after: list[AuditEvent],
+                              guard: Callable[[Connection], None] | None,
+                              served: list[TargetOutcome]) -> tuple[list[Receipt], bool]:
+        """Log the holders' answers (``after``, committing only if ``guard`` holds); their receipts, and whether
+        the case step of a re-run whose holder did not follow the decision was taken with them.
+
+        That step (``decision_refused_by_holder`` / ``decision_holder_unavailable``) used to be written in a
+        transaction of its own after the answers: a gateway that died in between left the refusal in the log
+        and not on the case, its deciders never told. Now its entry and its case row commit with the answers
+        (``EscalationDesk.rerun_not_applied_step``): both or neither. A step that cannot be taken with them
+        (``CaseStepNotTaken``: the re-run lost its decision, the case changed, the step failed) must not cost
+        the answers their entries: they are logged without it, and ``_escalate`` tries the step on its own, as
+        before. The step's entry is the case's, not the requester's: its receipt stays out of the answer's."""
+        desk, grant = self.deps.escalations, attempt.grant
+        ignored = _decision_ignored(grant, served) if grant is not None and desk is not None else None
+        step = None
+        if ignored is not None and desk is not None and grant is not None:
+            step = await desk.rerun_not_applied_step(grant, attempt.exchange_id, ignored.outcome,
+                                                     _holder_reason(ignored), attempt.trace)
+        if step is not None:
+            try:
+                logged = await self._record(after + step.events, repository.only_if(_with_step(guard, step)),
+                                            _KEY_TAKEN_AFTER)
+            except CaseStepNotTaken as refused:
+                log.info("escalation_step_not_with_answers", exchange_id=attempt.exchange_id,
+                         error_type=type(refused.__cause__ or refused).__name__)
+            else:
+                step.taken()
+                return logged[:len(after)], True
+        return await self._record(after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER), False
 
     async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool) -> None:
         """The outcome row after an escalation, in a transaction of its own that also gives the claim up, if the
@@ -1268,15 +1351,18 @@ class ExchangeService:
             await asyncio.shield(self.deps.escalations.rerun_ended(grant))
 
     async def _escalate(self, principal: Principal, body: ExchangeRequest, exchange_id: str, request_fingerprint: str,
-                        outcomes: list[TargetOutcome], grant: RerunGrant | None, trace: Trace) -> None:
-        """Open a case for each escalated or refused target (issue 6); close the case a re-run settled."""
+                        outcomes: list[TargetOutcome], grant: RerunGrant | None, trace: Trace, *,
+                        stepped: bool = False) -> None:
+        """Open a case for each escalated or refused target (issue 6); close the case a re-run settled; record
+        on its case a re-run whose holder did not follow the decision, unless that step committed with the
+        holder's answer already (``stepped``, see ``_answers_logged``)."""
         desk = self.deps.escalations
         if desk is None:
             return
         if grant is not None:  # a re-run opens no case
             if _disclosed_under(grant, outcomes):
                 await desk.rerun_completed(grant, exchange_id, trace)
-            elif (ignored := _decision_ignored(grant, outcomes)) is not None:  # on the case, for its deciders
+            elif not stepped and (ignored := _decision_ignored(grant, outcomes)) is not None:  # for its deciders
                 await desk.rerun_not_applied(grant, exchange_id, ignored.outcome, _holder_reason(ignored), trace)
             return
         for outcome in outcomes:
@@ -1374,7 +1460,9 @@ class ExchangeService:
         results = await asked_together([connector.query(q) for q in queries])
         first = results[0]  # the part that carried the provided records
         if body.provide and isinstance(first, HolderAnswer):
-            handed.append(_provided_disclosure(body, target.organisation, received=first.received))
+            # an answer about others only may be another request's, and so may its count
+            received = None if _about_others_only(first, set(parts[0])) else first.received
+            handed.append(_provided_disclosure(body, target.organisation, received=received))
         elif body.provide and isinstance(first, ConnectorError) and first.may_have_arrived:
             handed.append(_provided_disclosure(body, target.organisation, received=None))  # it may hold them now
         failed = failure_of(results)
@@ -1387,6 +1475,15 @@ class ExchangeService:
         refusal = next((a for a in answers if a.status == "refused"), None)
         if refusal is not None:
             return outcome, [*events, _refused(outcome, decision, refusal.refusal_reason)]
+        if any(_about_others_only(answer, set(part)) for answer, part in zip(answers, parts, strict=True)):
+            # No answer to this question (any part's, as for a failure: see ``parts``): nothing of it disclosed,
+            # and every record counted as over-shared in the holder's entry, as dropped records are.
+            dropped = sum(len(answer.records) for answer in answers)
+            log.warning("holder_overshared", holder=target.organisation, dropped_records=dropped,
+                        unasked_subjects_only=True, exchange_id=exchange_id)
+            event = _unavailable(outcome, decision, _UNASKED_SUBJECTS, "the holder answered only about subjects "
+                                 "it was not asked about: no answer to this question; nothing of it was disclosed")
+            return outcome, [*events, event | {"extra": {"dropped_overshared": dropped}}]
         permitted = set(decision.permitted_categories)
         kept = [r.model_copy(update={"subject": theirs[r.subject]})  # back in the requester's pseudonyms
                 for answer, part in zip(answers, map(set, parts), strict=True) for r in answer.records
@@ -1550,7 +1647,7 @@ class ExchangeService:
                     minors_allowed=minors_allowed))
             except ConnectorError as exc:
                 log.info("holder_unavailable", holder=target.organisation, error_type=type(exc).__name__)
-                return not_asked(target, "holder-unavailable", str(exc), type(exc).__name__)
+                return not_asked(target, _failure_code(exc), str(exc), type(exc).__name__)
             if found.status == "refused":  # the holder's autonomy: neither hit nor no-hit (Holder.discover)
                 return refused(target, found.refusal_reason)
             hit, unasked[target.organisation] = _hit([(found.hits, subjects)], target.organisation, discovery_id)

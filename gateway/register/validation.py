@@ -3,7 +3,8 @@
 Each problem carries the path (``loc``) of the offending value so the loader can report its line.
 These are the rules that keep the register a consistent legal ground truth: a role that is nobody's, a
 category that does not exist, a never-shared category (or one its partnership never discloses) configured
-as shareable, a hit-only category supplied by a role that would answer with records, a partnership retired
+as shareable, a hit-only category supplied by a role that would answer with records, a private participant that
+would receive police, tax or prosecution records (``gateway.register.covenant``), a partnership retired
 before it was established, or an id listed twice in one list is refused at load time rather than discovered
 in a policy decision.
 """
@@ -14,6 +15,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from gateway.client.models import CATEGORY_PATTERN, SLUG_PATTERN
+from gateway.register.covenant import covenant_problems
 from gateway.register.model import Register, Status
 
 Problem = tuple[tuple[str | int, ...], str]
@@ -26,6 +28,7 @@ def check_references(register: Register) -> list[Problem]:
 def _problems(register: Register) -> Iterator[Problem]:
     yield from _unreachable_ids(register)
     yield from _listed_twice(register)
+    yield from covenant_problems(register)
     owner_of_system: dict[str, str] = {}
     for org_id, org in register.organisations.items():
         for position, system in enumerate(org.systems):

@@ -1135,6 +1135,29 @@ def test_a_too_long_gap_title_gets_its_own_message_not_the_attachments(console: 
         assert get_case(session, case_id).legal_gap is False
 
 
+@pytest.mark.parametrize(("description", "language", "message"), [
+    ("D" * 4001, "en", "description is at most 4,000 characters of text"),
+    ("The WGS does not\x00 say.", "en", "description is at most 4,000 characters of text"),
+    ("D" * 4001, "nl", "omschrijving van een juridisch knelpunt is ten hoogste 4.000 tekens tekst")])
+def test_an_invalid_gap_description_gets_its_own_message(console: TestClient, container: Container,
+                                                         description: str, language: str, message: str) -> None:
+    """A too-long description (or one with a NUL) was told "needs a title and a description", which it had:
+    it gets its own message, in the page's language; the title typed is kept and nothing is flagged."""
+    case_id = open_riec_case(container)
+    sign_in(console, "admin-riec")
+    page = console.get(f"/console/escalations/{case_id}")
+    refused = console.post(f"/console/escalations/{case_id}/legal-gap?lang={language}", data={
+        "csrf_token": csrf_of(page.text), "title": "Bibob cooperation between municipalities",
+        "description": description})
+    assert refused.status_code == 422
+    assert message in refused.text
+    assert "needs a title and a description" not in refused.text
+    assert "vraagt een titel en een omschrijving" not in refused.text
+    assert "Bibob cooperation between municipalities" in refused.text
+    with transaction(container.sessions) as session:
+        assert get_case(session, case_id).legal_gap is False
+
+
 def test_a_nul_in_the_queue_cursor_is_a_422(console: TestClient, container: Container) -> None:
     """As in the API: the queue's `after` is a case id, and a NUL in it is a 422 on every engine."""
     open_riec_case(container)

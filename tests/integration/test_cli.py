@@ -61,6 +61,30 @@ def test_register_check_accepts_the_shipped_file_and_refuses_a_bad_one(tmp_path:
     assert "bad.yaml:" in refused.output
 
 
+def test_register_check_refuses_police_records_to_a_bank_one_line_per_bank(tmp_path: Path) -> None:
+    """A private participant gets police, tax and prosecution data as hit/no-hit only (REGISTER.md, FEC):
+    a file giving the banks police records is refused, each bank in one line naming the purpose, the
+    participant and the category, at the category's line."""
+    text = SHIPPED_REGISTER.read_text()
+    for old, new in (("police: [ongoing_investigation]", "police: [police_incidents]"),
+                     ("bank: [ongoing_investigation]", "bank: [ongoing_investigation, police_incidents]"),
+                     ("hit_only_holders: [investigation, police]", "hit_only_holders: [investigation]")):
+        assert text.count(old) == 1
+        text = text.replace(old, new)
+    bad = tmp_path / "bank.yaml"
+    bad.write_text(text)
+    refused = runner.invoke(app, ["register", "check", str(bad)])
+    assert refused.exit_code == 1
+    line, column = next((n, row.index("police_incidents") + 1) for n, row in enumerate(text.splitlines(), 1)
+                        if "bank: [ongoing_investigation, police" in row)
+    lines = refused.stderr.strip().splitlines()
+    assert [row.split(" private participant ")[0] for row in lines] == [
+        f"{bad}:{line}:{column}: partnerships.fec.purposes.taskforce-subject-check.receives.bank.1"] * 2, lines
+    for row, bank in zip(lines, ("abn-amro", "rabobank"), strict=True):
+        assert f"private participant `{bank}` (role `bank`) would receive `police_incidents` from `police` as " \
+               "records for `taskforce-subject-check`" in row
+
+
 def test_register_check_refuses_a_system_named_like_the_token_audience(monkeypatch: pytest.MonkeyPatch) -> None:
     """As the start refuses it (``load_register(audience=...)``): a file ``register check`` passes must not stop
     the gateway."""
@@ -249,6 +273,44 @@ def test_escalations_scan_moves_overdue_cases_and_logs_it(data_dir: Path) -> Non
     assert gaps.stdout_bytes.decode("utf-8-sig").splitlines() == [
         "id,partnership,status,title,description,cases,created_at,updated_at,created_by_org,note,history"
     ]  # the API's export (test_legal_gaps compares them)
+
+
+def test_escalations_scan_counts_the_cases_that_failed_and_exits_1(data_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case whose step failed was only in the log (`escalation_scan_case_failed`), and the command said "0
+    moved" and exited 0: a cron job never noticed. It counts them, names them by id only (never the error's
+    text) and exits 1; the cases that did not fail are moved all the same."""
+    from datetime import UTC, datetime
+
+    from escalation import cases as case_store
+    from gateway.db.engine import make_engine, make_session_factory, transaction
+
+    engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
+    sessions = make_session_factory(engine)
+    with transaction(sessions) as session:  # both long past tier 1's deadline
+        failing, moving = (_refused_case(session, datetime(2026, 1, 5, 10, 0, tzinfo=UTC)) for _ in range(2))
+    engine.dispose()
+    act = case_store.act
+
+    def act_failing(*args: Any, **kwargs: Any) -> Any:
+        if args[1] == failing.id:
+            raise RuntimeError("a defect naming J. de Vries")
+        return act(*args, **kwargs)
+
+    monkeypatch.setattr(case_store, "act", act_failing)
+    scanned = runner.invoke(app, ["escalations", "scan"])
+    assert scanned.exit_code == 1, scanned.output
+    assert "1 overdue case(s) moved" in scanned.stdout
+    assert "1 case(s) failed" in scanned.stdout
+    assert failing.id in scanned.stdout  # stdout is what cron mails: the ids, beside the gateway's log lines
+    assert moving.id not in scanned.stdout
+    assert "de Vries" not in scanned.output
+
+    monkeypatch.setattr(case_store, "act", act)  # fixed: the next run takes the case it left, and exits 0
+    again = runner.invoke(app, ["escalations", "scan"])
+    assert again.exit_code == 0, again.output
+    assert "1 overdue case(s) moved" in again.stdout
+    assert "0 case(s) failed" in again.stdout
 
 
 @pytest.mark.parametrize("command", [["escalations", "list"], ["escalations", "list", "--overdue"],
@@ -1081,7 +1143,8 @@ def test_escalations_scan_logs_json_lines_on_stderr_and_prints_only_its_count(da
     gateway's JSON lines on stderr, as docs/security.md says of every log record, not console lines on stdout."""
     scanned = runner.invoke(app, ["escalations", "scan"])
     assert scanned.exit_code == 0, scanned.output
-    assert scanned.stdout == "0 overdue case(s) moved up a tier, 0 reported at tier 3, 0 decision(s) expired\n"
+    assert scanned.stdout == ("0 overdue case(s) moved up a tier, 0 reported at tier 3, 0 decision(s) expired, "
+                              "0 case(s) failed\n")
     records = [json.loads(line) for line in scanned.stderr.splitlines()]
     assert "register_loaded" in [record["event"] for record in records]
 

@@ -62,6 +62,22 @@ def test_a_bad_register_file_stops_the_start_with_line_and_reason(tmp_path: Path
     container.close()
 
 
+def test_a_register_giving_a_bank_tax_records_stops_the_start(tmp_path: Path, sqlite_db_url: str) -> None:
+    """A private participant gets police, tax and prosecution data as hit/no-hit only (REGISTER.md, FEC): the
+    start refuses a register letting the banks receive the tax office's `income`, as `register check` does."""
+    bad = tmp_path / "register.yaml"
+    bad.write_text(SHIPPED_REGISTER.read_text().replace(
+        "          fiu: [bank_accounts, flagged_transactions, income]\n",
+        "          fiu: [bank_accounts, flagged_transactions, income]\n          bank: [income]\n", 1))
+    container = build_container(Settings(data_dir=tmp_path, database_url=sqlite_db_url, register_file=bad))
+    with pytest.raises(InvalidRegister, match=r"register.yaml:\d+:\d+: partnerships\.fec\.purposes\."
+                                              r"money-laundering-taskforce\.receives\.bank\.0: private participant "
+                                              r"`abn-amro` \(role `bank`\) would receive `income` from `tax`"), \
+            TestClient(create_app(container=container)):
+        pass
+    container.close()
+
+
 def test_a_partner_system_named_like_the_token_audience_stops_the_start(tmp_path: Path, sqlite_db_url: str) -> None:
     """A holder system whose id is the gateway's token audience would take every partner's access token (same
     issuer, same keys, ``aud`` its own id) for a call from the gateway: the start refuses such a register, and

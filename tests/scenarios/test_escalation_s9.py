@@ -493,6 +493,9 @@ def test_a_holder_that_does_not_follow_a_binding_allow_is_on_the_case(
         assert entry["extra"]["rerun_exchange_id"] == ignored.json()["exchange_id"]
         assert entry["extra"]["decision_id"] == rerun["escalation_decision"]
         assert entry["extra"]["state"] == "decided"
+        # The gateway's exchange took the step: not the deadline scheduler (which it
+        # was named as), nor the requester's system (whose re-run's entries name it, and the holder's answer).
+        assert entry["requester"] == {"org": "wgs-gateway", "system": "exchange", "user": None}
         [(recipients, payload)] = [(r, p) for r, p in told if p["event"] == f"escalation.{action}"]
         assert recipients == {"gemeente-amsterdam", "politie"}  # the parties; tier 1's deciders are the parties
         assert (payload["case_id"], payload["holder_reason"]) == (case_id, reason)
@@ -503,3 +506,86 @@ def test_a_holder_that_does_not_follow_a_binding_allow_is_on_the_case(
         assert again.status_code == 200, again.text
         assert {r["category"] for r in again.json()["targets"][0]["records"]} == {"police_incidents"}
         assert stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()["state"] == "closed"
+        [close] = [s for s in _steps(stack, case_id) if s["extra"]["action"] == "close"]
+        assert close["extra"]["rerun_exchange_id"] == again.json()["exchange_id"]
+        assert close["requester"] == {"org": "wgs-gateway", "system": "exchange", "user": None}
+
+
+def _entries(stack: Stack) -> list[tuple[int, dict[str, Any]]]:
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.log_index, audit_entries.c.canonical)
+                                  .order_by(audit_entries.c.log_index)).all()
+    return [(r.log_index, json.loads(r.canonical)["event"]) for r in rows]
+
+
+def test_a_holders_refusal_of_a_binding_allow_is_on_the_case_in_the_same_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-run's `holder.refused` entry committed first and the case's `decision_refused_by_holder` step
+    after it, in a transaction of its own: a gateway that died in between left the refusal in the log, not on
+    the case, and the deciders never heard. The step now commits with the refusal. Here the separate step
+    never runs (as if the process died after the re-run's entries): the case has the step all the same, its
+    entry right after the refusal's, and the requester's receipt does not cite it (the entry is the case's)."""
+    with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
+        case_id, rerun, police_po = _allowed(stack)
+        desk = escalation_service(stack.container)
+        told: list[dict[str, Any]] = []
+        monkeypatch.setattr(desk.notifier, "notify", lambda _orgs, payload: told.append(payload))
+
+        async def died_before_it(*_args: Any) -> None:
+            return None
+
+        monkeypatch.setattr(desk, "rerun_not_applied", died_before_it)
+        connectors = exchange_service(stack.container).deps.connectors
+        real_get = connectors.get
+        with monkeypatch.context() as patch:
+            patch.setattr(connectors, "get", lambda system: _Refusing(real_get(system)))
+            refused = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        assert refused.status_code == 200, refused.text
+        exchange_id = refused.json()["exchange_id"]
+        assert refused.json()["targets"][0]["outcome"] == "refused-by-holder"
+
+        case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
+        assert (case["state"], case["history"][-1]["action"]) == ("decided", "decision_refused_by_holder")
+        logged = _entries(stack)
+        [(refusal_index, _)] = [(i, e) for i, e in logged
+                                if e["event_type"] == "holder.refused" and e["exchange_id"] == exchange_id]
+        [(step_index, step)] = [(i, e) for i, e in logged if e["event_type"] == "escalation.step"
+                                and e["extra"]["action"] == "decision_refused_by_holder"]
+        assert step_index == refusal_index + 1
+        assert (step["status"], step["extra"]["rerun_exchange_id"]) == ("ok", exchange_id)
+        assert step["requester"] == {"org": "wgs-gateway", "system": "exchange", "user": None}
+        receipt = refused.json()["receipt"]["audit_indices"]
+        assert refusal_index in receipt
+        assert step_index not in receipt
+        assert [p["event"] for p in told] == ["escalation.decision_refused_by_holder"]
+
+
+def test_a_step_that_cannot_commit_with_the_refusal_costs_the_refusal_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step failing inside the refusal's transaction (here: a defect in taking it) must not take the
+    holder's refusal out of the log with it: the refusal is logged on its own, the step is tried on its own
+    after it and, failing again, is on record as tried and not applied; the re-run is answered as usual."""
+    with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
+        case_id, rerun, police_po = _allowed(stack)
+        act = case_store.act
+
+        def act_failing(*args: Any, **kwargs: Any) -> Any:
+            if args[3] is Action.DECISION_REFUSED_BY_HOLDER:
+                raise RuntimeError("a defect")
+            return act(*args, **kwargs)
+
+        connectors = exchange_service(stack.container).deps.connectors
+        real_get = connectors.get
+        with monkeypatch.context() as patch:
+            patch.setattr(case_store, "act", act_failing)
+            patch.setattr(connectors, "get", lambda system: _Refusing(real_get(system)))
+            refused = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        assert refused.status_code == 200, refused.text
+        exchange_id = refused.json()["exchange_id"]
+        logged = [e for _, e in _entries(stack)]
+        assert [e["event_type"] for e in logged if e["exchange_id"] == exchange_id].count("holder.refused") == 1
+        steps = [e for e in logged if e["event_type"] == "escalation.step"
+                 and e["extra"]["action"] == "decision_refused_by_holder"]
+        assert [(e["status"], e["extra"].get("not_applied")) for e in steps] == [("error", "runtimeerror")]
+        case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
+        assert (case["state"], case["history"][-1]["action"]) == ("decided", "decide")

@@ -837,8 +837,8 @@ def test_an_attempt_whose_escalation_outlives_its_lease_keeps_its_answer_and_the
         during: list[httpx.Response] = []
         entries: list[int] = []
 
-        async def slow_escalation(self: Any, *args: Any) -> None:
-            await escalate(self, *args)
+        async def slow_escalation(self: Any, *args: Any, **kwargs: Any) -> None:
+            await escalate(self, *args, **kwargs)
             if during:
                 return
             s.clock.advance(CLAIM_ABANDONED_AFTER)  # the case's webhook, say, took this long
@@ -893,8 +893,8 @@ def test_an_attempt_whose_marked_claim_was_taken_by_code_ignoring_the_mark_store
         service = s.container.services["exchange"]
         escalate = type(service)._escalate
 
-        async def escalation_meanwhile_taken_over(self: Any, *args: Any) -> None:
-            await escalate(self, *args)
+        async def escalation_meanwhile_taken_over(self: Any, *args: Any, **kwargs: Any) -> None:
+            await escalate(self, *args, **kwargs)
             with s.container.engine.begin() as connection:  # what the older code's takeover leaves
                 connection.execute(exchange_claims.update().where(exchange_claims.c.idempotency_key == key).values(
                     exchange_id="older-code-attempt", answers_logged=False))
@@ -927,8 +927,8 @@ def test_an_attempt_with_nothing_logged_whose_escalation_outlives_its_lease_stor
         service = s.container.services["exchange"]
         escalate = type(service)._escalate
 
-        async def slow_escalation(self: Any, *args: Any) -> None:
-            await escalate(self, *args)
+        async def slow_escalation(self: Any, *args: Any, **kwargs: Any) -> None:
+            await escalate(self, *args, **kwargs)
             s.clock.advance(CLAIM_ABANDONED_AFTER)
 
         monkeypatch.setattr(type(service), "_escalate", slow_escalation)

@@ -23,6 +23,9 @@ NAME = "Jan Jansen"
 NOT_FINITE = ("NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1" * 400 + ".5")
 """Numbers no double holds: no JSON at all (RFC 8259), or beyond the largest double, which JSON parsers read as
 infinity."""
+OTHER_EXCHANGE = "01938a2b-0000-7000-8000-000000000000"
+"""An exchange id the gateway never gave: a holder's answer echoing it answers another request."""
+UNASKED = "subj-nobody-asked-about-0001"
 BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
          "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-200",
          "signal": {"type": "bibob-application", "reference": "BIBOB-2026-77"}}
@@ -40,7 +43,22 @@ class _Holder:
         self.app.post("/holder/v1/discover")(self.discover)
 
     async def query(self, request: Request) -> Any:
-        subject = (await request.json())["subjects"][0]
+        asked = await request.json()
+        subject = asked["subjects"][0]
+        one: dict[str, Any] = {"record_id": "r-1", "record_type": "incident", "subject": subject,
+                               "category": "police_incidents", "fields": {"n": 1}}
+        if self.mode == "echo-own":
+            return {"request_id": asked["request_id"], "status": "answered", "records": [one]}
+        if self.mode == "echo-other":  # another request's answer about the same subject and category
+            return {"request_id": f"{OTHER_EXCHANGE}:politie", "status": "answered", "records": [one]}
+        if self.mode == "echo-other-refusal":
+            return {"request_id": f"{OTHER_EXCHANGE}:politie", "status": "refused",
+                    "refusal_reason": "investigation-confidentiality"}
+        if self.mode == "unasked-only":  # records, none of them about the subject asked
+            return {"status": "answered", "records": [one | {"subject": UNASKED},
+                                                      one | {"record_id": "r-2", "subject": UNASKED}]}
+        if self.mode == "asked-and-unasked":
+            return {"status": "answered", "records": [one, one | {"record_id": "r-2", "subject": UNASKED}]}
         if self.mode == "refuse-in-words":
             return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is an informant"}
         if self.mode == "refuse-code-and-newline":
@@ -64,7 +82,12 @@ class _Holder:
         return {"status": "answered", "records": []}
 
     async def discover(self, request: Request) -> Any:
-        subject = (await request.json())["subjects"][0]
+        asked = await request.json()
+        subject = asked["subjects"][0]
+        if self.discovery_mode == "echo-other":
+            return {"request_id": f"{OTHER_EXCHANGE}:politie", "hits": {subject: ["incident"]}}
+        if self.discovery_mode == "echo-own":
+            return {"request_id": asked["request_id"], "hits": {subject: ["incident"]}}
         if self.discovery_mode == "refuse-in-words":
             return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is under investigation"}
         if self.discovery_mode == "refuse-code-and-newline":
@@ -140,6 +163,10 @@ def test_text_in_a_record_identifier_is_a_protocol_error_not_a_disclosure(stack:
     target = _exchange(stack)
     assert target["outcome"] == "holder-unavailable"
     assert target["records"] == []
+
+
+_ANSWERED = {"disclosure", "holder.refused", "holder.unavailable"}
+"""The event types of what came of asking a holder (its decision's entry aside)."""
 
 
 def _entries_since(stack: Stack, before: int) -> list[dict[str, Any]]:
@@ -271,3 +298,82 @@ def test_a_holder_failing_a_discovery_is_audited_by_the_kind_of_failure_without_
     for personal in (BSN, NAME):
         assert personal not in response.text
         assert personal not in logged
+
+
+@pytest.mark.parametrize(("mode", "outcome", "reason", "records"), [
+    ("echo-own", "allowed", None, 1),
+    ("echo-other", "holder-unavailable", "answer-mismatch", 0),
+    ("echo-other-refusal", "holder-unavailable", "answer-mismatch", 0),  # not the holder's refusal: no case
+])
+def test_an_answer_echoing_another_request_id_is_no_answer(stack: Stack, holder: _Holder, mode: str, outcome: str,
+                                                           reason: str | None, records: int) -> None:
+    """The attack: an answer to another request about the same subject and categories (a holder's cached or
+    replayed answer, a proxy mixing up responses) was disclosed as this one's, nothing could tell. An answer that
+    echoes a request id must echo this request's; one that echoes another's discloses nothing, and is logged as
+    the holder's misbehaviour (``answer-mismatch``, by the failure's type, never the holder's text), not as a
+    refusal that would open an escalation case. An answer echoing its own request id is answered as before."""
+    holder.mode = mode
+    before = len(_entries_since(stack, 0))
+    target = _exchange(stack)
+    written = [e for e in _entries_since(stack, before) if e["holder"] == "politie" and e["event_type"] in _ANSWERED]
+    assert (target["outcome"], len(target["records"])) == (outcome, records)
+    if reason is None:
+        assert [e["event_type"] for e in written] == ["disclosure"]
+        return
+    assert [r["code"] for r in target["reasons"]] == [reason]
+    assert target["escalation_id"] is None
+    assert OTHER_EXCHANGE not in json.dumps(target)  # the holder's id is its own text: not passed on
+    assert [(e["event_type"], e["reasons"], e["extra"]) for e in written] == [
+        ("holder.unavailable", [reason], {"error_type": "HolderAnswerMismatch"})]
+
+
+@pytest.mark.parametrize(("mode", "outcome", "hit"), [("echo-own", "allowed", True),
+                                                      ("echo-other", "holder-unavailable", None)])
+def test_a_hit_echoing_another_request_id_is_no_hit(stack: Stack, holder: _Holder, mode: str, outcome: str,
+                                                    hit: bool | None) -> None:
+    """As for records: a hit/no-hit answer to another request is not read as this one's, in an exchange with a
+    hit-only holder and in a discovery."""
+    holder.discovery_mode = mode
+    try:
+        hit_only = _exchange(stack, holders=["fiod"], categories=["ongoing_investigation"])
+        discovery = stack.post("gemeente-amsterdam-vth", "/v1/discovery", BIBOB | {
+            "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}],
+            "categories": ["ongoing_investigation", "police_incidents"]})
+    finally:
+        holder.discovery_mode = "overshare"
+    assert (hit_only["outcome"], hit_only["hit"]) == (outcome, hit)
+    assert discovery.status_code == 200, discovery.text
+    fiod = next(t for t in discovery.json()["targets"] if t["holder"] == "fiod")
+    if hit is None:
+        assert [r["code"] for r in hit_only["reasons"]] == ["answer-mismatch"]
+        assert (fiod["outcome"], [r["code"] for r in fiod["reasons"]]) == ("holder-unavailable", ["answer-mismatch"])
+    else:
+        assert fiod["outcome"] == "hit"
+
+
+@pytest.mark.parametrize(("mode", "outcome", "records", "logged"), [
+    ("unasked-only", "holder-unavailable", 0, ("holder.unavailable", ["holder-answered-unasked-subjects"],
+                                               {"dropped_overshared": 2})),
+    ("asked-and-unasked", "allowed", 1, ("disclosure", [], {"records": 1, "dropped_overshared": 1})),
+])
+def test_records_about_none_of_the_subjects_asked_are_no_answer(stack: Stack, holder: _Holder, mode: str,
+                                                                outcome: str, records: int,
+                                                                logged: tuple[str, list[str], dict[str, Any]]
+                                                                ) -> None:
+    """An answer whose records are all about subjects nobody asked about answers another question (another
+    request's answer, from a holder that echoes no request id). Its records were dropped as over-shared and the
+    target left ``allowed`` with none, which reads as "nothing held": now it is ``holder-unavailable`` with its
+    own reason, and its holder's entry counts the records as over-shared, as dropped records are
+    (``dropped_overshared``). An answer with records about the subject asked besides is answered as before,
+    the others dropped and counted."""
+    holder.mode = mode
+    before = len(_entries_since(stack, 0))
+    target = _exchange(stack)
+    written = [e for e in _entries_since(stack, before) if e["holder"] == "politie" and e["event_type"] in _ANSWERED]
+    assert (target["outcome"], len(target["records"])) == (outcome, records)
+    assert UNASKED not in json.dumps(target)
+    if outcome == "holder-unavailable":
+        assert [r["code"] for r in target["reasons"]] == ["holder-answered-unasked-subjects"]
+        assert target["escalation_id"] is None
+    over_shared = [(e["event_type"], e["reasons"], e["extra"]) for e in written if e["data_subject"] is None]
+    assert over_shared == [logged]

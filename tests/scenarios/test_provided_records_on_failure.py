@@ -35,6 +35,15 @@ class _Holder:
         if self.mode.startswith("received="):  # answers at once, claiming to have taken in that many
             self.kept += (await request.json()).get("provided", [])
             return {"status": "answered", "records": [], "received": int(self.mode.removeprefix("received="))}
+        if self.mode in {"echo-other", "unasked-only"}:  # another request's answer, saying it took one in
+            asked = await request.json()
+            self.kept += asked.get("provided", [])
+            record = {"record_id": "r-1", "record_type": "registration", "subject": "subj-somebody-else-0001",
+                      "category": "company_registration", "fields": {"n": 1}}
+            if self.mode == "echo-other":
+                return {"request_id": "another-exchange:kvk", "status": "answered", "received": 1,
+                        "records": [record | {"subject": asked["subjects"][0]}]}
+            return {"status": "answered", "received": 1, "records": [record]}
         self.kept += (await request.json()).get("provided", [])
         await asyncio.sleep(2.0)  # past the gateway's timeout
         return {"status": "answered", "records": [], "received": 1}
@@ -110,3 +119,27 @@ def test_a_holder_claiming_more_records_than_it_was_handed_is_no_answer(stack: S
         ("requester-to-holder", 1, None)]
     assert [e["extra"] for e in entries if e["event_type"] == "holder.unavailable"] == [
         {"error_type": "HolderProtocolError"}]
+
+
+@pytest.mark.parametrize(("mode", "reason", "unavailable"), [
+    ("echo-other", "answer-mismatch", {"error_type": "HolderAnswerMismatch"}),
+    ("unasked-only", "holder-answered-unasked-subjects", {"dropped_overshared": 1})])
+def test_a_holder_answering_another_request_is_logged_as_handed_the_records_with_received_unknown(
+        stack: Stack, holder: _Holder, mode: str, reason: str, unavailable: dict[str, Any]) -> None:
+    """An answer to another request (it echoes another request id, or its records are all about subjects not
+    asked) says nothing of this one, its ``received`` included: the holder is unavailable for the requester,
+    and logged as handed the records it may hold with ``received`` unknown, not with another request's count."""
+    holder.mode, holder.kept = mode, []
+    case = f"BD-2026-{mode}"
+    response = stack.post("belastingdienst-ivs", "/v1/exchanges", _s2(stack, case))
+    assert response.status_code == 200, response.text
+    target = response.json()["targets"][0]
+    assert (target["outcome"], target["records"], [r["code"] for r in target["reasons"]]) == (
+        "holder-unavailable", [], [reason])
+    assert [r["category"] for r in holder.kept] == ["tax_compliance"]
+    entries = _logged(stack, case)
+    handed = [e for e in entries if e["event_type"] == "disclosure"]
+    assert [(e["extra"]["direction"], e["extra"]["records"], e["extra"]["received"]) for e in handed] == [
+        ("requester-to-holder", 1, None)]
+    assert [(e["reasons"], e["extra"]) for e in entries if e["event_type"] == "holder.unavailable"] == [
+        ([reason], unavailable)]

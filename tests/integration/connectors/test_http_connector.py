@@ -31,6 +31,7 @@ from connectors.protocol import (
     MAX_ANSWER_RECORDS,
     MAX_ANSWER_VALUES,
     ConnectorError,
+    HolderAnswerMismatch,
     HolderDiscovery,
     HolderProtocolError,
     HolderQuery,
@@ -637,6 +638,10 @@ class _ScriptedHolder:
             await asyncio.sleep(1.0)
         if behaviour == "malformed":
             return JSONResponse({"status": "answered", "records": [{"subject": "subj-x"}]})
+        if behaviour.startswith("echo:"):  # an answer echoing this request id (``echo:null``: none)
+            echoed = json.loads(behaviour.removeprefix("echo:"))
+            body: dict[str, Any] = {"hits": {}} if path.endswith("discover") else {"status": "answered", "records": []}
+            return JSONResponse({"request_id": echoed} | body)
         if path.endswith("discover"):
             return JSONResponse({"hits": {}})
         return JSONResponse({"status": "answered", "records": []} if path.endswith("query") else {"status": "ok"})
@@ -755,6 +760,53 @@ async def test_a_malformed_answer_is_a_protocol_error(holder: tuple[_ScriptedHol
             await connector.query(_query(["subj-x1234567"], ["income"], "q-bad"))
     assert isinstance(malformed.value, ConnectorError)
     assert server.calls["/holder/v1/query"] == 1
+
+
+@pytest.mark.parametrize(("sent", "echoed", "accepted"), [
+    ("q-echo", '"q-echo"', True), ("q-echo", "null", True), ("q-echo", '"q-echo-other"', False),
+    ("q-echo", '"Q-ECHO"', False), (None, '"q-echo"', False), (None, "null", True)])
+async def test_an_answer_echoing_another_request_id_is_a_mismatch_and_not_retried(
+        holder: tuple[_ScriptedHolder, str], sent: str | None, echoed: str, accepted: bool) -> None:
+    """An answer names the request id it answers, or none (protocol v1): one naming another — also where the
+    call named none — answers another request and is refused (``HolderAnswerMismatch``, a protocol error),
+    once: asking again would not make it this request's answer. The holder's id is not repeated."""
+    server, url = holder
+    server.script["/holder/v1/query"] = [f"echo:{echoed}"]
+    async with HttpConnector(w.TAX, url, gateway_token, retries=2, backoff=0.01) as connector:
+        query = _query(["subj-x1234567"], ["income"], request_id=sent)
+        if accepted:
+            assert (await connector.query(query)).request_id == json.loads(echoed)
+        else:
+            with pytest.raises(HolderAnswerMismatch, match="answer to another request") as mismatch:
+                await connector.query(query)
+            assert isinstance(mismatch.value, HolderProtocolError)
+            assert json.loads(echoed) not in str(mismatch.value)
+    assert server.calls["/holder/v1/query"] == 1
+
+
+@pytest.mark.parametrize(("echoed", "accepted"), [('"d-echo"', True), ("null", True), ('"d-echo-other"', False)])
+async def test_a_discovery_answer_echoing_another_request_id_is_a_mismatch(holder: tuple[_ScriptedHolder, str],
+                                                                          echoed: str, accepted: bool) -> None:
+    server, url = holder
+    server.script["/holder/v1/discover"] = [f"echo:{echoed}"]
+    async with HttpConnector(w.TAX, url, gateway_token, retries=2, backoff=0.01) as connector:
+        if accepted:
+            assert (await connector.discover(_discovery(["subj-x1234567"], "d-echo"))).hits == {}
+        else:
+            with pytest.raises(HolderAnswerMismatch, match=r"answer to another request \(request d-echo\)"):
+                await connector.discover(_discovery(["subj-x1234567"], "d-echo"))
+    assert server.calls["/holder/v1/discover"] == 1
+
+
+async def test_the_simulators_echo_the_request_id_of_every_answer(partners: dict[str, str], world: World) -> None:
+    """The reference holder's answers over HTTP: a query answered and one refused, a discovery."""
+    director, secret = world.scenarios()[w.BIBOB_APPLICANT][1], world.scenarios()[w.POLICE_CONFIDENTIAL][0]
+    async with HttpConnector(w.POLICE, partners[w.POLICE], gateway_token) as connector:
+        answered = await connector.query(_query([director], ["police_incidents"], "q-echoed"))
+        refused = await connector.query(_query([secret], ["police_incidents"], "q-echoed-refused"))
+        discovered = await connector.discover(_discovery([director], "d-echoed"))
+    assert [(a.status, a.request_id) for a in (answered, refused, discovered)] == [
+        ("answered", "q-echoed"), ("refused", "q-echoed-refused"), ("answered", "d-echoed")]
 
 
 async def test_a_request_aiohttp_refuses_to_make_is_a_holder_unavailable_not_a_defect(

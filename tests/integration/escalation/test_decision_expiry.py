@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from escalation import cases as case_store
 from gateway.db.engine import transaction
+from gateway.errors import ServiceUnavailable
 from gateway.escalations.service import ScanResult
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER
@@ -158,6 +159,31 @@ def test_a_used_decision_whose_close_failed_is_closed_by_the_scan(env: Env) -> N
     assert env.case(case_id).state.value == "closed"
     [close] = _steps(env, case_id, "close")
     assert close["extra"]["rerun_exchange_id"] == "e0000000-0000-7000-8000-000000000001"
+    assert close["requester"] == {"org": "wgs-gateway", "system": "escalation-scheduler", "user": None}
+
+
+def test_a_close_the_scan_could_not_write_is_counted_as_failed(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan's close of a used decision swallowed a refusal (here: the audit log unwritable, a 503) like the
+    re-run's close does, so the scan said nothing had failed. It is counted, and the next scan closes it."""
+    case_id, _decision_id, valid_until = _allowed(env)
+    claim = "d" * 32
+    with transaction(env.container.sessions) as session:
+        case_store.claim_decision(session, case_id, claim, now=env.clock.now(),
+                                  stale_before=env.clock.now() - CLAIM_ABANDONED_AFTER)
+    with env.container.engine.begin() as connection:
+        case_store.use_decision(connection, case_id, claim, "e0000000-0000-7000-8000-000000000001")
+    _at(env, valid_until + timedelta(minutes=1))
+    service = escalation_service(env.container)
+
+    async def unwritable(*_args: Any) -> Any:
+        raise ServiceUnavailable("the audit log could not be written; nothing was changed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(service, "_logged", unwritable)
+        assert _scan(env).failed == [case_id]
+    assert env.case(case_id).state.value == "decided"
+    assert _scan(env).failed == []
+    assert env.case(case_id).state.value == "closed"
 
 
 def test_the_gateways_timer_expires_decisions(tmp_path: Path, sqlite_db_url: str) -> None:
@@ -170,6 +196,25 @@ def test_the_gateways_timer_expires_decisions(tmp_path: Path, sqlite_db_url: str
         while env.case(case_id).state.value != "expired" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert env.case(case_id).state.value == "expired"
+
+
+def test_an_expiring_decision_is_told_to_the_deciders_who_took_it(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tier-2 allow nobody re-ran expires: the legal desk that took it hears so, as the parties do (and as
+    for a re-run the holder did not follow). Only the parties were told: the case is no longer active, so
+    the default step notification left out every decider."""
+    case_id = env.open_case()
+    env.move_up(case_id, 2)
+    decided = env.decide("desk-riec", case_id, "allow", ["police_incidents"])
+    assert decided.status_code == 200, decided.text
+    valid_until = datetime.fromisoformat(decided.json()["decision"]["valid_until"])
+    told: list[tuple[set[str], dict[str, Any]]] = []
+    monkeypatch.setattr(escalation_service(env.container).notifier, "notify",
+                        lambda orgs, payload: told.append((set(orgs), payload)))
+    _at(env, valid_until + timedelta(minutes=1))
+    assert [c.id for c in _scan(env).expired] == [case_id]
+    [(recipients, payload)] = told
+    assert recipients == {"gemeente-amsterdam", "politie", "riec-aa", "landelijk-steunpunt"}  # + tier 2
+    assert (payload["case_id"], payload["state"], payload["tier"]) == (case_id, "expired", 2)
 
 
 def test_one_case_failing_does_not_stop_the_scan_for_the_others(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

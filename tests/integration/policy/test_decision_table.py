@@ -235,6 +235,55 @@ async def test_hit_only_category_never_comes_as_records(kind: str) -> None:
     assert (fiod.outcome, fiod.permitted_categories, fiod.hit_only) == ("allowed", ["ongoing_investigation"], True)
 
 
+def _police_records_to_banks() -> dict[str, Any]:
+    """The shipped register with the banks' subject check answered by the police with records of
+    `police_incidents` (the loader refuses this: a private participant gets police, tax and prosecution data
+    as hit/no-hit only; the policy must hold regardless)."""
+    register = copy.deepcopy(REGISTER)
+    check = register["partnerships"]["fec"]["purposes"]["taskforce-subject-check"]
+    check["supplies"]["police"] = ["police_incidents"]
+    check["receives"]["bank"] = ["ongoing_investigation", "police_incidents"]
+    check["hit_only_holders"] = ["investigation"]
+    return register
+
+
+FEC_CHECK = {"partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant"}
+
+# (case id, register sector of the banks, holder, outcome, permitted, reason codes, hit_only)
+COVENANT: list[tuple[str, str, str, str, list[str], set[str], bool]] = [
+    ("private-bank-police-records-barred", "private", "politie", "denied", [],
+     {"no-permitted-categories", "private-participant-hit-only"}, False),
+    ("private-bank-fiod-hit-only", "private", "fiod", "allowed", ["ongoing_investigation"], set(), True),
+    ("public-bank-police-records", "public", "politie", "allowed", ["police_incidents"], set(), False),
+]
+
+
+@pytest.mark.parametrize("kind", ["embedded", "opa-server"])
+@pytest.mark.parametrize(("case", "sector", "holder", "outcome", "permitted", "codes", "hit_only"), COVENANT,
+                         ids=[row[0] for row in COVENANT])
+async def test_a_private_participant_gets_police_data_as_hit_no_hit_only(
+        kind: str, case: str, sector: str, holder: str, outcome: str, permitted: list[str], codes: set[str],
+        hit_only: bool) -> None:
+    register = _police_records_to_banks()
+    for bank in ("abn-amro", "rabobank"):
+        register["organisations"][bank]["sector"] = sector
+    with serve_app(create_opa_test_app(POLICIES_DIR)) as url:
+        digest = register_digest(register)
+        engine: PolicyEngine = (EmbeddedPolicyEngine(POLICIES_DIR, register, digest) if kind == "embedded" else
+                                OpaServerPolicyEngine(url, register, digest, timeout=5.0))
+        try:
+            decision = await engine.decide("exchange", _input(BANK, holder, ["ongoing_investigation",
+                                                                             "police_incidents"], **FEC_CHECK))
+        finally:
+            await engine.aclose()
+    assert (decision.outcome, decision.permitted_categories, decision.hit_only) == (outcome, permitted, hit_only), \
+        (case, decision.reasons)
+    assert {r.code for r in decision.reasons} - {"category-not-supplied", "hit-only-category"} == codes
+    if "private-participant-hit-only" in codes:
+        assert [r.category for r in decision.reasons if r.code == "private-participant-hit-only"] == [
+            "police_incidents"]
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -116,6 +116,24 @@ def test_without_request_id_every_query_is_answered_afresh(stores: dict[str, Par
     assert holder.query(_query([minor], ["police_incidents"], None))[1] is False
 
 
+def test_every_answer_echoes_the_request_id_it_answers(stores: dict[str, PartnerStore], world: World) -> None:
+    """The reference holder always echoes the request id (optional in protocol v1): answered, refused, replayed
+    and discovery alike, so the gateway can tell its answer from one to another request."""
+    holder = Holder(PROFILES[w.POLICE], stores[w.POLICE])
+    director, secret = world.scenarios()[w.BIBOB_APPLICANT][1], world.scenarios()[w.POLICE_CONFIDENTIAL][0]
+    answered = holder.query(_query([director], ["police_incidents"], "q-echo"))
+    replayed = holder.query(_query([director], ["police_incidents"], "q-echo"))
+    refused, _ = holder.query(_query([secret], ["police_incidents"], "q-echo-refused"))
+    assert [(a.status, a.request_id, again) for a, again in (answered, replayed)] == [
+        ("answered", "q-echo", False), ("answered", "q-echo", True)]
+    assert (refused.status, refused.request_id) == ("refused", "q-echo-refused")
+    assert holder.query(_query([director], ["police_incidents"], None))[0].request_id is None
+    discovery = HolderDiscovery(request_id="d-echo", partnership="riec-amsterdam-amstelland",
+                                purpose="bibob-integrity-check", subjects=[director])
+    assert holder.discover(discovery).request_id == "d-echo"
+    assert holder.discover(discovery.model_copy(update={"subjects": [secret]})).request_id == "d-echo"
+
+
 def test_discovery_names_record_types_only(stores: dict[str, PartnerStore], world: World) -> None:
     customer, nobody = world.scenarios()[w.BANK_CUSTOMER][0], world.scenarios()[w.NO_RECORDS][0]
     discovery = HolderDiscovery(request_id="d-1", partnership="fec", purpose="taskforce-subject-check",
