@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,13 @@ def prepared_data_dir(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         result = runner.invoke(app, command)
         assert result.exit_code == 0, result.output
     return data_dir
+
+
+def newest_checkpoint_note(database: Path) -> str:
+    """The note of the largest checkpoint in the SQLite ``database``, read without writing (a backup's copy, say)."""
+    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    try:
+        row = connection.execute("SELECT note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1").fetchone()
+    finally:
+        connection.close()
+    return str(row[0])

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gateway.cli import app
-from tests.deployment import prepared_data_dir
+from tests.deployment import newest_checkpoint_note, prepared_data_dir
 from tests.logging_state import kept_logging
 
 runner = CliRunner()
@@ -589,15 +589,6 @@ def test_a_postgresql_restore_is_recorded_although_the_dump_holds_entries_writte
     assert f"at index {restored_size}" in done.stdout
 
 
-def _newest_checkpoint(database: Path) -> str:
-    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
-    try:
-        row = connection.execute("SELECT note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1").fetchone()
-    finally:
-        connection.close()
-    return str(row[0])
-
-
 def test_a_restore_shows_as_a_rollback_to_a_checkpoint_kept_from_after_the_backup(
         backup: Path, data_dir: Path, tmp_path: Path) -> None:
     """What docs/deployment.md tells operators to expect: the restored log verifies on its own and against a
@@ -606,14 +597,14 @@ def test_a_restore_shows_as_a_rollback_to_a_checkpoint_kept_from_after_the_backu
     restore's own entry (`db record-restore`, refused over a log that is not the backup as restored) is the
     first one after the backup's."""
     before = tmp_path / "before.txt"
-    before.write_text(_newest_checkpoint(backup / "gateway.sqlite"))
+    before.write_text(newest_checkpoint_note(backup / "gateway.sqlite"))
     for command in (["clients", "add", "kvk-handelsregister", "--generate-secret"],
                     ["clients", "disable", "kvk-handelsregister"], ["clients", "enable", "kvk-handelsregister"]):
         assert runner.invoke(app, command).exit_code == 0
     exported = runner.invoke(app, ["audit", "export", "--out", str(tmp_path / "export.jsonl")])  # signs one
     assert exported.exit_code == 0, exported.output
     after = tmp_path / "after.txt"
-    after.write_text(_newest_checkpoint(data_dir / "gateway.sqlite"))
+    after.write_text(newest_checkpoint_note(data_dir / "gateway.sqlite"))
 
     not_restored = _refusal(runner.invoke(app, ["db", "record-restore", str(backup)]))
     assert "not backup" in not_restored

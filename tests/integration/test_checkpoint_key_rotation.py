@@ -30,7 +30,7 @@ from gateway.container import Container, build_container
 from gateway.settings import Settings
 from tests.audit_support import make_event
 from tests.auth_helpers import bearer, person_token
-from tests.deployment import prepared_data_dir
+from tests.deployment import newest_checkpoint_note, prepared_data_dir
 
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
@@ -236,15 +236,6 @@ def _start(clock: FixedClock) -> None:
         container.close()
 
 
-def _newest_note(database: Path) -> str:
-    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
-    try:
-        row = connection.execute("SELECT note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1").fetchone()
-    finally:
-        connection.close()
-    return str(row[0])
-
-
 def _restore(backup: Path, data_dir: Path) -> None:
     """Step 3 of docs/deployment.md's restore: the key directory whole, the database without its WAL files."""
     for name in ("gateway.sqlite-wal", "gateway.sqlite-shm"):
@@ -270,7 +261,7 @@ def test_a_restore_from_before_a_rotation_rotates_the_retired_key_again(
     if kept_after == "signed-by-the-new-key":
         _ok(["clients", "add", "kvk-handelsregister", "--generate-secret"])
         _ok(["audit", "export", "--out", str(tmp_path / "export.jsonl")])  # signs a checkpoint with the new key
-    kept.write_text(_newest_note(data_dir / "gateway.sqlite"))
+    kept.write_text(newest_checkpoint_note(data_dir / "gateway.sqlite"))
     _restore(backup, data_dir)
     assert _ok(["audit", "key"]).strip() == restored_key, "restored: the retired key is the current one again"
 
@@ -299,7 +290,7 @@ def test_a_kept_checkpoint_of_the_restored_key_rotates_nothing_and_a_bad_one_rec
     _ok(["clients", "add", "kvk-handelsregister", "--generate-secret"])
     _ok(["audit", "export", "--out", str(tmp_path / "export.jsonl")])
     kept = tmp_path / "kept.txt"
-    kept.write_text(_newest_note(data_dir / "gateway.sqlite"))  # signed by the same key: no rotation since
+    kept.write_text(newest_checkpoint_note(data_dir / "gateway.sqlite"))  # signed by the same key: no rotation since
     _restore(backup, data_dir)
     size = len(_ok(["audit", "key", "--history"]).splitlines())
     bad = tmp_path / "bad.txt"
@@ -347,7 +338,7 @@ def test_a_restore_whose_rotation_fails_stays_recorded_and_names_the_command(
     _ok(["db", "backup", str(backup)])
     _rotate("--compromised-after", "1")
     kept = tmp_path / "kept.txt"
-    kept.write_text(_newest_note(data_dir / "gateway.sqlite"))  # the handover
+    kept.write_text(newest_checkpoint_note(data_dir / "gateway.sqlite"))  # the handover
     _restore(backup, data_dir)
     size = len(_entries_of(data_dir / "gateway.sqlite"))
 
