@@ -333,15 +333,21 @@ def test_a_forked_tree_is_not_signed_on_demand_and_the_gateway_is_not_ready(
     assert check.startswith("failed: the audit tree forks from a checkpoint the log signed")
 
 
+def _readiness_once_the_idle_loop_tried(client: TestClient, clock: FixedClock) -> tuple[int, str]:
+    """The ``audit_log`` readiness after the checkpoint policy's time limit has passed (the writer's idle loop
+    tries to sign within a second): polled until it fails, for at most 15 s."""
+    clock.advance(timedelta(seconds=61))
+    deadline = time.monotonic() + 15
+    while _audit_log_readiness(client)[0] == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _audit_log_readiness(client)
+
+
 def test_the_periodic_checkpoint_refuses_a_fork_and_readiness_shows_it(
         app: tuple[TestClient, Container], clock: FixedClock) -> None:
     client, container = app
     signed = _fork(container)
-    clock.advance(timedelta(seconds=61))  # the policy's time limit: the writer's idle loop signs within a second
-    deadline = time.monotonic() + 15
-    while _audit_log_readiness(client)[0] == 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    status, check = _audit_log_readiness(client)
+    status, check = _readiness_once_the_idle_loop_tried(client, clock)
     assert status == 503, "the idle loop tried to sign and refused"
     assert "forks" in check
     assert _checkpoints(container.engine) == signed
@@ -356,11 +362,7 @@ def test_a_fork_with_every_checkpoint_deleted_is_refused_and_readiness_shows_it(
     _fork(container)
     with triggers_disabled(container.engine) as connection:
         connection.execute(delete(audit_checkpoints))
-    clock.advance(timedelta(seconds=61))
-    deadline = time.monotonic() + 15
-    while _audit_log_readiness(client)[0] == 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    status, check = _audit_log_readiness(client)
+    status, check = _readiness_once_the_idle_loop_tried(client, clock)
     assert status == 503, "the idle loop tried to sign and refused"
     assert "forks" in check
     assert _checkpoints(container.engine) == 0, "nothing signed"
