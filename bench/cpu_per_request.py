@@ -9,8 +9,8 @@ it (partner simulator, gateway with one worker on SQLite and the embedded engine
 rounds that interleave the trees (so that the machine's drift lands on every tree alike), each gateway gets
 ``--warmup`` requests and then ``--requests`` requests from ``--clients`` concurrent clients, and the gateway
 process's user+system CPU time (``/proc/PID/stat``, all its threads) and its event loop thread's alone are read
-before and after. Printed: per round and tree the CPU per request, then per tree the median over the rounds and
-the median of the round-by-round ratios to the first tree.
+before and after. Printed: per round and tree the CPU per request, then per tree the median over the rounds, the
+median of the round-by-round ratios to the first tree and the ratio of all rounds' CPU together.
 
 Bounded (a fixed number of requests; every request has a 30 s timeout), loopback only.
 """
@@ -144,10 +144,12 @@ async def _measure(stacks: list[Stack], args: argparse.Namespace) -> None:
     print(f"\nmedians over {args.rounds} rounds of {args.requests} requests at {args.clients} clients:")
     for stack in stacks:
         ratios = [a / b for a, b in zip(per_request[stack.tree], per_request[first], strict=True)]
+        overall = sum(per_request[stack.tree]) / sum(per_request[first])
         print(f"{stack.tree}: {statistics.median(per_request[stack.tree]):.3f} ms CPU per request "
               f"(rounds {min(per_request[stack.tree]):.3f}-{max(per_request[stack.tree]):.3f}; event loop thread "
               f"{statistics.median(loop_share[stack.tree]):.0%}); / {first.name}: median of rounds "
-              f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
+              f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}), all rounds together "
+              f"{overall:.3f}")
 
 
 def main() -> None:
