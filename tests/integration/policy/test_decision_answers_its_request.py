@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine, PolicyEngine
+from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine, PolicyEngine, read_policy_version
 from gateway.policy.errors import MalformedDecision, PolicyUnavailable
 from gateway.policy.model import EscalationDecisionInput, PolicyContext
 from gateway.register.service import register_digest
@@ -27,7 +27,7 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "obligations": OBLIGATIONS, "escalation_decision": None,
-    "policy_version": "wgs-policy-stub"}
+    "policy_version": read_policy_version(POLICIES_DIR)}
 NARROWED = ALLOWED | {"outcome": "allowed-narrowed", "removed_categories": ["convictions"], "reasons": [
     {"code": "category-not-supplied", "message": "not supplied", "category": "convictions"}]}
 
