@@ -66,9 +66,9 @@ async def test_the_gateways_own_policies_on_the_server_decide(tmp_path: Path, ki
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("call", ["decide", "decide_many"])
 async def test_decisions_of_older_policies_are_refused(tmp_path: Path, kind: PolicyKind, call: str) -> None:
-    with serve_app(create_opa_test_app(_policies_of_version(tmp_path, OLDER))) as url:
-        with pytest.raises(PolicyUnavailable, match="policy version"):
-            await _decided(url, kind, call)
+    with serve_app(create_opa_test_app(_policies_of_version(tmp_path, OLDER))) as url, pytest.raises(
+            PolicyUnavailable, match="policy version"):
+        await _decided(url, kind, call)
 
 
 async def test_a_server_deciding_with_older_policies_is_not_ready(tmp_path: Path) -> None:
