@@ -281,3 +281,74 @@ def test_a_demo_on_port_0_takes_no_default_port_another_run_may_race_for(
     assert len(failed) == 1, failed
     assert failed[0].startswith("gateway exited with code ")
     assert failed[0].endswith(f" before it was ready; see {tmp_path / 'logs' / 'gateway.log'}")
+
+
+def _children() -> set[int]:
+    """The processes whose parent is this one (zombies included), from /proc."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                children.add(int(stat.parent.name))
+    return children
+
+
+def test_the_partners_start_while_the_demo_migrates_and_registers_its_clients(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's own serial work before the gateway can start (migrating its database, registering every
+    partner as a client and the people of S9) overlaps the seven partners' start-up: they are started
+    before it, not after, and are stopped when the run ends. (Where the start-up time goes, measured, is in
+    ``gateway.demo``'s docstring.)"""
+    from gateway import demo
+
+    before = _children()
+    started: list[set[int]] = []
+    upgrade = demo.command.upgrade
+
+    def migrating(*args: object) -> None:
+        started.append(_children() - before)
+        upgrade(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(demo.command, "upgrade", migrating)
+    monkeypatch.setattr(demo, "GATEWAY_APP", "gateway.no_such_module:app")  # ends the run once partners are up
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    assert demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True) == 1
+    [partners] = started
+    assert len(partners) == 7
+    assert not (_children() - before) & partners  # every one stopped and reaped
+    [line] = [text for text in capsys.readouterr().err.splitlines() if " before it was ready" in text]
+    assert line.startswith("gateway exited with code ")
+
+
+def test_waiting_for_a_process_polls_it_with_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo polls each process's health every 0.2 s until it answers. Each poll made a new HTTP client
+    (``httpx.get``), whose TLS context alone costs ~25 ms of CPU (one client's request: ~1 ms): over a start
+    of 20 s under load some 2-3 s of CPU, taken from the very processes being waited for. One client per
+    wait, over every poll."""
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from gateway import demo
+    from tests.servers import serve_app
+
+    polls = [0]
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        polls[0] += 1
+        return JSONResponse({}, status_code=200 if polls[0] > 4 else 503)
+
+    made = [0]
+    init = httpx.Client.__init__
+
+    def counting(self: httpx.Client, *args: object, **kwargs: object) -> None:
+        made[0] += 1
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with serve_app(app) as url:
+        monkeypatch.setattr(httpx.Client, "__init__", counting)
+        demo._wait(f"{url}/health", deadline=60)
+    assert polls[0] == 5
+    assert made[0] == 1
