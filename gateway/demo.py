@@ -20,6 +20,7 @@ In all ~11.5 s of CPU before, ~7 s now; on a 2-core machine at a load of ~10, 25
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import multiprocessing
 import os
@@ -34,6 +35,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 from alembic import command
@@ -149,6 +151,22 @@ def _serve_partner(arguments: list[str], log: Path) -> None:
     partner_cli.app(args=["serve", *arguments], prog_name="wgs-partner")
 
 
+def _taken_address(url: str) -> str | None:
+    """``host:port`` of ``url`` when another program listens there: asked after the process meant to listen
+    there has exited, so the port it was given was taken between the demo's check (:func:`_free_port`) and
+    its bind. ``None`` when the port is free (the process failed for another reason)."""
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        return None
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a connection of ours left in TIME_WAIT is no user
+        try:
+            sock.bind((parts.hostname, parts.port))
+        except OSError as exc:
+            return f"{parts.hostname}:{parts.port}" if exc.errno == errno.EADDRINUSE else None
+    return None
+
+
 def _wait(url: str, process: _Process | None = None, log: Path | None = None,
           deadline: float = 60) -> None:
     """Until ``url`` answers 200. With ``process``, one that has already exited is reported at once, not
@@ -159,6 +177,10 @@ def _wait(url: str, process: _Process | None = None, log: Path | None = None,
     with httpx.Client(timeout=2) as client:  # one for every poll: a client's TLS context alone is ~25 ms of CPU
         while time.monotonic() < end:
             if process is not None and process.poll() is not None:
+                address = _taken_address(url)
+                if address is not None:
+                    raise _ProcessFailed(f"{name} could not listen on {address}: another program uses that "
+                                         f"port{where}")
                 raise _ProcessFailed(f"{name} exited with code {process.returncode} before it was ready{where}")
             with suppress(httpx.HTTPError):
                 if client.get(url).status_code == 200:

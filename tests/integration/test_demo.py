@@ -352,3 +352,40 @@ def test_waiting_for_a_process_polls_it_with_one_client(monkeypatch: pytest.Monk
         demo._wait(f"{url}/health", deadline=60)
     assert polls[0] == 5
     assert made[0] == 1
+
+
+def test_a_port_taken_before_the_gateway_binds_it_is_named_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gateway's port was free when the demo chose it and another program took it before the gateway
+    bound it (another demo, a test run, a container publishing the port): the one line says so, naming the
+    port, instead of only that the gateway exited (the reason was in its log)."""
+    import socket
+
+    from gateway import demo
+
+    taken: list[socket.socket] = []
+    checked = demo._free_port
+
+    def racing(preferred: int) -> int:
+        port = checked(preferred)
+        if not taken:  # the gateway's port, chosen first: another program binds it right after the check
+            other = socket.socket()
+            other.bind(("127.0.0.1", port))
+            other.listen()
+            taken.append(other)
+        return port
+
+    monkeypatch.setattr(demo, "_free_port", racing)
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    try:
+        code = demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True)
+        port = taken[0].getsockname()[1]
+    finally:
+        for other in taken:
+            other.close()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [text for text in err.splitlines() if text.startswith("gateway ")]
+    assert line == (f"gateway could not listen on 127.0.0.1:{port}: another program uses that port; "
+                    f"see {tmp_path / 'logs' / 'gateway.log'}")
