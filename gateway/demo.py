@@ -468,13 +468,40 @@ def _run_demo(settings: Settings, port: int, once: bool) -> int:
 
 def stop_processes(processes: Sequence[_Process]) -> None:
     """SIGTERM all (graceful shutdown), then wait; kill what does not stop within 10 s, and reap it: a killed
-    child not waited for stays a zombie of this process (and of its process group) until this one exits."""
+    child not waited for stays a zombie of this process (and of its process group) until this one exits.
+
+    A second Ctrl-C or SIGTERM meanwhile (an impatient user, a service manager repeating its stop) kills what
+    is left at once, as a second Ctrl-C does elsewhere; it used to end the demo with a ``KeyboardInterrupt``
+    traceback and leave the processes not yet stopped unkilled and unreaped. Further signals are ignored
+    while the killed processes are reaped (a moment: SIGKILL cannot be refused)."""
     for process in processes:
         process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    try:
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    except KeyboardInterrupt:
+        with _signals_ignored():
+            for process in processes:
+                process.kill()
+            for process in processes:
+                process.wait()
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored within (on the main thread, the only one that may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(signum, handler)
 

@@ -389,3 +389,49 @@ def test_a_port_taken_before_the_gateway_binds_it_is_named_in_one_line(
     [line] = [text for text in err.splitlines() if text.startswith("gateway ")]
     assert line == (f"gateway could not listen on 127.0.0.1:{port}: another program uses that port; "
                     f"see {tmp_path / 'logs' / 'gateway.log'}")
+
+
+class _InterruptedWhileWaiting:
+    """A process whose first wait is interrupted by a second Ctrl-C (or SIGTERM), as the demo's handler
+    raises it: ``KeyboardInterrupt`` inside ``wait``."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process, self.interrupted = process, False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.process, name)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return self.process.wait(timeout)
+
+
+def test_a_second_ctrl_c_while_stopping_kills_what_is_left_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """A second Ctrl-C (or SIGTERM) while the demo waits up to 10 s for its processes to stop ended the demo
+    with a ``KeyboardInterrupt`` traceback, leaving the processes not yet stopped unkilled and unreaped. Now
+    it kills what is left at once and reaps it, without a traceback."""
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+                "time.sleep(60)")
+    processes = [subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE) for _ in range(2)]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline() == b"up\n"  # SIGTERM is ignored from here on
+        from gateway import demo
+
+        started = time.monotonic()
+        try:
+            demo.stop_processes([_InterruptedWhileWaiting(processes[0]), processes[1]])  # type: ignore[list-item]
+        except KeyboardInterrupt:  # not raised on: pytest would take it for the user's and end the whole run
+            pytest.fail("the second Ctrl-C ended the stop with KeyboardInterrupt")
+        assert time.monotonic() - started < 9  # not after the 10 s grace
+        assert [p.returncode for p in processes] == [-signal.SIGKILL] * 2
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
