@@ -197,20 +197,53 @@ sys.exit(demo.run_demo(Settings(), port=0))
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, deadline: float) -> str:
-    """What ``process`` printed up to the line holding ``marker`` (fails after ``deadline`` seconds)."""
+    """What ``process`` printed, up to the line holding ``marker`` at least (fails after ``deadline`` seconds).
+
+    Reads the pipe's bytes as they come (``os.read``), never through the file object's buffer: ``select``
+    sees only the pipe, so lines that arrived in one chunk with the first (the demo prints its partners'
+    URLs, "logs of ..." and "running" in a burst) sat in that buffer unseen, and the wait ran out although
+    "running" had been printed — the demo "took >120 s" to start. Nothing is left in the buffer for a later
+    ``communicate``."""
     assert process.stdout is not None
-    seen: list[str] = []
+    descriptor = process.stdout.fileno()
+    seen = b""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        ready, _, _ = select.select([process.stdout], [], [], 1)
+        ready, _, _ = select.select([descriptor], [], [], 1)
         if ready:
-            line = process.stdout.readline()
-            seen.append(line)
-            if marker in line:
-                return "".join(seen)
-            if not line and process.poll() is not None:
+            chunk = os.read(descriptor, 1 << 16)
+            seen += chunk
+            text = seen.decode(errors="replace")
+            if marker in text:
+                return text
+            if not chunk and process.poll() is not None:
                 break
-    raise AssertionError(f"no {marker!r} within {deadline} s:\n{''.join(seen)}")
+    raise AssertionError(f"no {marker!r} within {deadline} s:\n{seen.decode(errors='replace')}")
+
+
+def test_reading_until_a_marker_sees_lines_that_arrived_together() -> None:
+    """Lines written at once (the demo prints its partners' URLs, "logs of ..." and "running" in a burst) reach
+    the reader in one chunk: ``_read_until`` must see the marker among them, not wait for more output."""
+    import fcntl
+    import termios
+
+    lines = ["partner a", "partner b", RUNNING]
+    burst = f"import time; print({chr(10).join(lines)!r}, flush=True); time.sleep(60)"
+    process = subprocess.Popen([sys.executable, "-c", burst], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        pending = bytearray(4)
+        end = time.monotonic() + 20
+        while time.monotonic() < end:  # until the whole burst waits in the pipe, as when the reader was slower
+            fcntl.ioctl(process.stdout.fileno(), termios.FIONREAD, pending)
+            if int.from_bytes(pending, sys.byteorder) == len("\n".join(lines)) + 1:
+                break
+            time.sleep(0.01)
+        output = _read_until(process, RUNNING, deadline=5)
+    finally:
+        process.kill()
+        process.communicate()
+    assert output.splitlines() == lines
 
 
 def test_sigterm_stops_the_demo_and_every_process_it_started(tmp_path: Path) -> None:
@@ -299,17 +332,20 @@ def test_the_partners_start_while_the_demo_migrates_and_registers_its_clients(
     partner as a client and the people of S9) overlaps the seven partners' start-up: they are started
     before it, not after, and are stopped when the run ends. (Where the start-up time goes, measured, is in
     ``gateway.demo``'s docstring.)"""
+    from alembic import command
+    from alembic.config import Config
+
     from gateway import demo
 
     before = _children()
     started: list[set[int]] = []
-    upgrade = demo.command.upgrade
+    upgrade = command.upgrade
 
-    def migrating(*args: object) -> None:
+    def migrating(config: Config, revision: str) -> None:
         started.append(_children() - before)
-        upgrade(*args)  # type: ignore[arg-type]
+        upgrade(config, revision)
 
-    monkeypatch.setattr(demo.command, "upgrade", migrating)
+    monkeypatch.setattr(command, "upgrade", migrating)  # the module the demo calls it from
     monkeypatch.setattr(demo, "GATEWAY_APP", "gateway.no_such_module:app")  # ends the run once partners are up
     monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
     assert demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True) == 1
