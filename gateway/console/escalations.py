@@ -35,7 +35,7 @@ from gateway.auth.principal import Principal, Scope
 from gateway.console import views
 from gateway.console.actions import record_action
 from gateway.console.notices import notice_query, shown_notice
-from gateway.console.pages import ConsoleRoute, Page, blank, flag, need_scope, signed_in
+from gateway.console.pages import ConsoleRoute, Page, blank, flag, need_scope, signed_in, writes_on_opening
 from gateway.errors import Conflict, Forbidden, GatewayError, Unprocessable
 from gateway.escalations import access
 from gateway.escalations.models import (
@@ -441,6 +441,7 @@ async def legal_gaps(page: Page = Depends(signed_in), status: str | None = None,
 
 
 @router.get("/legal-gaps.csv")
+@writes_on_opening
 async def legal_gaps_csv(page: Page = Depends(signed_in), status: str | None = None,
                          partnership: str | None = form_id_query()) -> Response:
     page.from_own_page()

@@ -222,8 +222,8 @@ def test_notice_flags_set_to_0_show_no_notice(console: TestClient) -> None:
 
 def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(console: TestClient) -> None:
     account(console, "po-gemeente")
-    back = landing_after_sign_in(console, "po-gemeente", "/console/statistics?partnership=fec")
-    assert back == "/console/statistics?partnership=fec"
+    back = landing_after_sign_in(console, "po-gemeente", "/console/audit?partnership=fec")
+    assert back == "/console/audit?partnership=fec"
     console.cookies.clear()
     for target in ("https://evil.example/", "//evil.example/console", "/console//evil.example", "/v1/audit"):
         assert landing_after_sign_in(console, "po-gemeente", target) == "/console/audit", target
@@ -670,7 +670,7 @@ def test_filters_are_bounded_as_in_the_api_and_never_shown_back(console: TestCli
 def test_an_over_long_next_page_is_ignored_at_sign_in(console: TestClient) -> None:
     """A ``next`` of more than 2,048 characters is not followed (nor carried in the form): the person signs in
     all the same and lands on the home page; one of that length still returns to the page."""
-    longest = "/console/statistics?partnership=fec&x=" + "a" * 2048
+    longest = "/console/escalations?partnership=fec&x=" + "a" * 2048
     longest = longest[:2048]
     form = console.get("/console/login", params={"next": longest + "a"})
     assert form.status_code == 200

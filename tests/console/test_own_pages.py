@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi import FastAPI
@@ -29,7 +30,7 @@ from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
-from tests.console.support import PASSWORD, add_account, csrf_of, seed_entries
+from tests.console.support import PASSWORD, add_account, csrf_of, landing_after_sign_in, seed_entries
 from tests.console.test_console import IDLE
 from tests.console.test_escalations import open_riec_case
 
@@ -120,9 +121,33 @@ def test_no_console_get_writes_when_another_origin_starts_it(console: TestClient
             assert _written(container) == before, f"{site} {method} {address} wrote to the log"
             if answer.status_code == 403:
                 refused.add(address)
-    ids = console.app_state["ids"]
-    assert {f"/console/audit/entries/{ids['index']}", "/console/statistics", "/console/statistics.csv",
-            "/console/legal-gaps.csv"} <= refused
+    assert refused == writing_gets(console.app_state["ids"])  # a new one: add it there (and mark its handler)
+
+
+def writing_gets(ids: dict[str, str]) -> set[str]:
+    """The console's GET addresses that write as they open, and refuse another origin (403)."""
+    return {f"/console/audit/entries/{ids['index']}", "/console/statistics", "/console/statistics.csv",
+            "/console/legal-gaps.csv"}
+
+
+def test_the_sign_in_form_never_sends_the_browser_on_to_a_page_that_writes(console: TestClient,
+                                                                           container: Container) -> None:
+    """Another origin's link to a page that writes as it opens, followed by someone signed out, went to the sign-in
+    form with that page as ``next`` (a link to ``/console/login?next=...`` did the same): signing in sent the
+    browser on to it, by then from the console's own page, so it wrote — an ``export`` entry in the officer's
+    name for a CSV they never asked for. The sign-in lands on a page that only reads instead."""
+    writing = writing_gets(console.app_state["ids"])
+    for address in sorted(writing):
+        console.cookies.clear()  # signed out: the link goes to the sign-in form
+        asked = console.get(address, follow_redirects=False, headers={"Sec-Fetch-Site": "same-site"})
+        assert asked.status_code in {303, 403}, address
+        kept = parse_qs(urlsplit(asked.headers.get("location", "")).query).get("next", [])
+        for target in [*kept, address]:
+            landing = landing_after_sign_in(console, "officer", target)
+            assert urlsplit(landing).path not in writing, (address, landing)
+            before = _written(container)
+            assert console.get(landing, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200, landing
+            assert _written(container)[0] == before[0], f"signing in to {address} wrote on {landing}"
 
 
 def test_the_refusal_says_to_open_the_page_from_the_console(console: TestClient) -> None:
