@@ -128,7 +128,8 @@ def _message(form: str, field: str) -> str | None:
 
 
 def _invalid(page: Page, form: str, exc: ValidationError) -> FormError:
-    """Pydantic's complaints about a form, in the page's language (the first field named gets the focus)."""
+    """Pydantic's complaints about a form, in the page's language (the first field named is marked invalid; the
+    message, which describes it, takes the focus: templates/_cases.html)."""
     fields = [str(next((part for part in error["loc"] if isinstance(part, str)), "")) for error in exc.errors()]
     messages = list(dict.fromkeys(page.t(key) if (key := _message(form, f)) else f"{f}: invalid"
                                   for f in fields))

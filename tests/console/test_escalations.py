@@ -1164,3 +1164,50 @@ def test_a_nul_in_the_queue_cursor_is_a_422(console: TestClient, container: Cont
     sign_in(console, "po-gemeente")
     assert console.get("/console/escalations", params={"after": "\x00"}).status_code == 422
     assert console.get("/console/escalations", params={"after": ""}).status_code == 200
+
+
+def focused(html: str) -> str | None:
+    """The id of the element a browser focuses as the page opens (``autofocus``; at most one on a page)."""
+    found = re.findall(r"<[a-z]+ [^>]*\bautofocus\b[^>]*>", html)
+    assert len(found) <= 1, found
+    return re.search(r'id="([^"]+)"', found[0]).group(1) if found else None  # type: ignore[union-attr]
+
+
+def test_a_refused_form_takes_the_focus_to_its_message(console: TestClient, container: Container) -> None:
+    """A refused form comes back as the whole page, opened at its top, with the message beside the form far below
+    (the decision form, a comment, a gap's status): a keyboard or screen-reader user started again from the top
+    and had to hunt for what went wrong, although the field to correct is marked. The message takes the focus as
+    the page opens; it describes the field it is about (``aria-describedby``), which follows it in the form. A
+    page shown without an error takes the focus nowhere."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    assert focused(page.text) is None
+    token = csrf_of(page.text)
+    short = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "deny", "motivation": "ok"})
+    assert short.status_code == 422
+    assert focused(short.text) == "decision-error"
+    empty = console.post(f"/console/escalations/{case_id}/comments", data={"csrf_token": token, "text": " "})
+    assert empty.status_code == 422
+    assert focused(empty.text) == "comment-error"
+
+    sign_in(console, "admin-riec")  # not a decider at tier 1: the refusal is shown above the case
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    desk = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "deny", "motivation": "the desk is not asked yet"})
+    assert desk.status_code == 403
+    assert focused(desk.text) == "case-error"
+    gap_id = flag_gap(console, case_id, "Gap A")
+    for back in ("list", "detail"):
+        stale = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+            "csrf_token": token, "expected_version": "7", "status": "on-agenda", "back": back})
+        assert stale.status_code == 409
+        assert focused(stale.text) == f"gap-error-{gap_id}", back
+
+    sign_in(console, "contact-riec")
+    form = console.get("/console/subjects")
+    assert focused(form.text) is None
+    wrong = console.post("/console/subjects", data={"csrf_token": csrf_of(form.text), "pseudonym": "not one!"})
+    assert wrong.status_code == 422
+    assert focused(wrong.text) == "subject-error"
