@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fastapi import FastAPI
@@ -25,10 +25,12 @@ from escalation.comments import comments
 from escalation.legal_gaps import get_gap
 from escalation.states import Action
 from gateway.clock import FixedClock
+from gateway.console.i18n import MESSAGES
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
+from gateway.register.model import Retention, Status
 from tests.auth_helpers import account_id
 from tests.console.support import PASSWORD, add_account, csrf_of, running_console
 from tests.statements import reads_accounts, statements_run
@@ -349,7 +351,7 @@ def test_review_then_a_narrowed_allow_is_recorded_by_the_service_only(console: T
     assert "Your decision was recorded." in decided.text
     assert '<dd id="decided-categories">police_incidents</dd>' in decided.text
     assert re.search(r'<code id="decision-id">[0-9a-f-]{36}</code>', decided.text)
-    assert "results_only: True" in decided.text
+    assert '<dd id="decided-obligations">Only results may leave the partnership</dd>' in decided.text
     # the decision's times as every time on the console is shown (UTC, to the second), not as stored (ISO text)
     times = re.findall(r"<dd>(\d{4}-\d{2}-\d{2}[^<]*)</dd>", decided.text)
     assert len(times) >= 2, times
@@ -1211,3 +1213,43 @@ def test_a_refused_form_takes_the_focus_to_its_message(console: TestClient, cont
     wrong = console.post("/console/subjects", data={"csrf_token": csrf_of(form.text), "pseudonym": "not one!"})
     assert wrong.status_code == 422
     assert focused(wrong.text) == "subject-error"
+
+
+def test_a_decisions_obligations_are_in_words_in_either_language(console: TestClient, container: Container
+                                                                  ) -> None:
+    """The decision panel showed the obligations as stored — ``retain_until: 2026-12-31; results_only: True`` —
+    in Dutch as in English: field names of the API and Python's ``True``. They are the form's words now."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    retain_until = (escalation_service(container).today() + timedelta(days=30)).isoformat()
+    decided = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "allow", "retain_until": retain_until,
+        "motivation": "Incidents are necessary for the Bibob advice.", "permitted_categories": ["police_incidents"],
+        "results_only": "1"})
+    assert decided.status_code == 200, decided.text
+    assert (f'<dd id="decided-obligations">Delete by {retain_until}; Only results may leave the partnership</dd>'
+            in decided.text)
+    dutch = console.get(f"/console/escalations/{case_id}?lang=nl")
+    assert (f'<dd id="decided-obligations">Verwijderen uiterlijk op {retain_until}; Alleen resultaten mogen het '
+            "verband verlaten</dd>") in dutch.text
+    for raw in ("retain_until", "results_only:", "True"):
+        assert raw not in dutch.text.split('id="decision"')[1].split("</section>")[0], raw
+
+
+def test_the_register_page_speaks_dutch_about_statuses_and_retention(console: TestClient) -> None:
+    """A partnership's and a participant's status and where a retention is counted from were shown as the
+    register's values (``active``, ``disclosure``) on the Dutch page too."""
+    sign_in(console, "po-politie")
+    dutch = console.get("/console/register?lang=nl")
+    assert dutch.status_code == 200
+    assert ">actief<" in dutch.text
+    assert ">active<" not in dutch.text
+    assert re.search(r"\d+ maanden vanaf (verstrekking|sluiting van de zaak)<", dutch.text)
+    assert "vanaf disclosure" not in dutch.text
+    english = console.get("/console/register?lang=en")
+    assert ">active<" in english.text
+    assert re.search(r"\d+ months from (disclosure|case closure)<", english.text)
+    counted_from = get_args(Retention.model_fields["counted_from"].annotation)
+    assert {f"register_status.{s.value}" for s in Status} | {f"counted_from.{c}" for c in counted_from} <= set(
+        MESSAGES), "every value the register may hold has its words"
