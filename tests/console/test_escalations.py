@@ -27,6 +27,7 @@ from escalation.states import Action
 from gateway.clock import FixedClock
 from gateway.console.i18n import MESSAGES
 from gateway.console.settings import ConsoleSettings
+from gateway.console.views import short_id
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
@@ -170,6 +171,20 @@ def test_awaiting_panel_lists_the_cases_the_organisation_decides(console: TestCl
     sign_in(console, "admin-riec")  # the coordinator sees the case but decides only from tier 2
     awaiting = console.get("/console/escalations").text.split('id="awaiting"')[1].split("</section>")[0]
     assert case_id not in awaiting
+
+
+def test_each_awaiting_case_has_a_link_of_its_own_name(console: TestClient, container: Container) -> None:
+    """Two cases between the same organisations in one partnership were two links reading alike ("RIEC · gemeente
+    → politie"), told apart by neither a screen reader's list of links nor the eye: each names its case now, as
+    the queue's links do."""
+    first, second = open_riec_case(container, days_ago=1), open_riec_case(container)
+    sign_in(console, "po-politie")
+    awaiting = console.get("/console/escalations").text.split('id="awaiting"')[1].split("</section>")[0]
+    links = dict(re.findall(r'<a href="/console/escalations/([^"]+)"[^>]*>(.*?)</a>', awaiting, re.S))
+    assert set(links) == {first, second}
+    assert links[first] != links[second]
+    for case_id, text in links.items():
+        assert f"…{short_id(case_id)}" in text, text
 
 
 def test_case_page_shows_the_request_history_and_the_forms(console: TestClient, container: Container) -> None:
