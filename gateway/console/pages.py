@@ -336,9 +336,12 @@ def error_page(request: Request, status: int, detail: str = "") -> Response:
 
 def language_of(request: Request, sessions: Sessions) -> tuple[str, bool]:
     """The request's language (:func:`choose_language`), remembered only under the cookie name the console
-    reads for this request: a plain-named cookie tossed in by a sibling subdomain chooses nothing."""
-    return choose_language(request, sessions.settings.default_language,
-                           sessions.cookies(request).read(request, LANGUAGE_COOKIE))
+    reads for this request: a plain-named cookie tossed in by a sibling subdomain chooses nothing. Nor does a
+    link of its (or any site's: a top-level navigation takes a Strict cookie) with ``?lang=``: the page it opens
+    speaks that language, but only a ``?lang=`` the console's own pages or the person started is remembered."""
+    language, chosen = choose_language(request, sessions.settings.default_language,
+                                       sessions.cookies(request).read(request, LANGUAGE_COOKIE))
+    return language, chosen and own_page_started(request)
 
 
 # -- dependencies ----------------------------------------------------------------------------------------
