@@ -30,6 +30,7 @@ from tests.console.support import (
     csrf_of,
     landing_after_sign_in,
     running_console,
+    seed_anomaly,
 )
 
 ACCOUNTS = {"po-gemeente": ("gemeente-amsterdam", "privacy-officer"), "po-bank": ("abn-amro", "privacy-officer"),
@@ -679,3 +680,17 @@ def test_an_over_long_next_page_is_ignored_at_sign_in(console: TestClient) -> No
         account(console, "po-gemeente")
         assert landing_after_sign_in(console, "po-gemeente", target) == landing
         console.cookies.clear()
+
+
+def test_anomaly_flags_name_their_metric_in_the_pages_language(console: TestClient, container: Container,
+                                                                clock: FixedClock) -> None:
+    """A flag's metric was shown as the API names it (``volume``, ``denial-rate``, ``out-of-hours``) on the Dutch
+    page as on the English one."""
+    seed_anomaly(container, clock)
+    sign_in(console, "cpo-riec")
+    dutch = console.get("/console/statistics?lang=nl").text.split('id="anomalies"')[1]
+    assert "politie-riec-desk" in dutch
+    assert "<td>aantal verzoeken</td>" in dutch
+    english = console.get("/console/statistics?lang=en").text.split('id="anomalies"')[1]
+    assert "<td>request volume</td>" in english
+    assert {f"metric.{metric}" for metric in ("volume", "denial-rate", "out-of-hours")} <= set(MESSAGES)

@@ -9,7 +9,6 @@ tests go over every GET route of the console, so that a new one that writes is c
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +19,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from audit import AuditEvent, Decision, EventType, ProcessingActivity, Requester
+from audit import EventType
 from audit.tables import audit_checkpoints, audit_entries
 from escalation.legal_gaps import flag_case
 from gateway.auditing.setup import audit_services
@@ -30,11 +29,17 @@ from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
-from tests.console.support import PASSWORD, add_account, csrf_of, landing_after_sign_in, seed_entries
+from tests.console.support import (
+    PASSWORD,
+    add_account,
+    csrf_of,
+    landing_after_sign_in,
+    seed_anomaly,
+    seed_entries,
+)
 from tests.console.test_console import IDLE
 from tests.console.test_escalations import open_riec_case
 
-RIEC = ProcessingActivity(partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check")
 OTHER_ORIGIN = ("same-site", "cross-site")
 PAGE_STARTS: tuple[dict[str, str], ...] = (
     {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}, {"Sec-Fetch-Site": "none"}, {})
@@ -52,7 +57,7 @@ def console(app: FastAPI, container: Container, clock: FixedClock,
         # The writer's idle round signs due checkpoints too; here only the requests may write.
         monkeypatch.setattr(audit_services(container).writer, "_idle", lambda: None)
         seed_entries(container)
-        _anomaly(container, clock)
+        seed_anomaly(container, clock)
         case_id = open_riec_case(container)
         with transaction(container.sessions) as session:
             gap = flag_case(session, case_id, organisation="politie", now=clock.now(), title="No basis",
@@ -67,19 +72,6 @@ def console(app: FastAPI, container: Container, clock: FixedClock,
         client.app_state["ids"] = {"case_id": case_id, "gap_id": gap.id, "name": "console.css",
                                    "index": str(_size(container) - 1)}
         yield client
-
-
-def _anomaly(container: Container, clock: FixedClock) -> None:
-    """A RIEC desk of the police deciding four times its usual volume today: a flag the officer sees."""
-    log = audit_services(container).log
-    today = clock.now()
-    for days_ago, count in ((3, 10), (2, 10), (1, 10), (0, 40)):
-        clock.set(today - timedelta(days=days_ago))
-        log.append([AuditEvent(event_type=EventType.POLICY_DECIDED, trace_id=secrets.token_hex(16),
-                               span_id=secrets.token_hex(8), processing_activity=RIEC,
-                               requester=Requester(org="politie", system="politie-riec-desk"), holder="kvk",
-                               decision=Decision.ALLOW) for _ in range(count)])
-    clock.set(today)
 
 
 def _size(container: Container) -> int:
