@@ -11,6 +11,7 @@ pydantic models, so a new one is checked without editing this test."""
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -239,3 +240,17 @@ def test_the_kinds_of_caller_of_the_authorisation_matrix_are_counted_as_the_matr
     assert stated, "docs/security.md no longer says how many kinds of caller the matrix tries"
     wrong = sorted(stated - {(name, len(CALLERS)) for name, _ in stated})
     assert not wrong, f"the authorisation matrix tries {len(CALLERS)} kinds of caller; the documents say {wrong}"
+
+
+def test_architecture_md_lists_every_import_contract() -> None:
+    """docs/architecture.md's table of one-way imports names each contract import-linter checks (by the name
+    in pyproject.toml, up to its colon), and no other: a contract added, renamed or dropped there changes what
+    the page promises."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"][
+        "contracts"]
+    heading = "## Packages and their one-way imports"
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    assert heading in text, f"docs/architecture.md has no section {heading!r}"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    listed = {row[0] for row in _table_rows(section)[1:]}
+    assert listed == {contract["name"].split(":")[0] for contract in contracts}
