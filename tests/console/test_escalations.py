@@ -78,6 +78,17 @@ def open_riec_case(container: Container, *, days_ago: int = 0, holder: str = "po
     return case.id
 
 
+def riec_case_at_tier_3(container: Container) -> str:
+    """A RIEC case referred up twice by missed deadlines: tier 3, the steering group's."""
+    case_id = open_riec_case(container)
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        for version in (1, 2):
+            act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
+                deadlines=service.deadlines, timezone=service.timezone)
+    return case_id
+
+
 def version_of(container: Container, case_id: str) -> int:
     with transaction(container.sessions) as session:
         return get_case(session, case_id).version
@@ -397,12 +408,7 @@ def test_the_requester_may_refer_its_case_up(console: TestClient, container: Con
 
 
 def test_tier_3_needs_two_deciders_who_vote_the_same(console: TestClient, container: Container) -> None:
-    case_id = open_riec_case(container)
-    service = escalation_service(container)
-    with transaction(container.sessions) as session:
-        for version in (1, 2):
-            act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
-                deadlines=service.deadlines, timezone=service.timezone)
+    case_id = riec_case_at_tier_3(container)
     decision = {"expected_version": "3", "outcome": "allow", "permitted_categories": ["police_incidents"],
                 "motivation": "The steering group allows the incidents only."}
     sign_in(console, "admin-riec")
@@ -971,12 +977,7 @@ def test_the_last_tier_is_offered_no_referral(console: TestClient, container: Co
     up" next to allow and deny, and the requesting organisation, which sits on the RIEC's steering group and
     may not allow or deny its own request, was offered a decision form whose only choice was that referral,
     refused whenever sent. Now tier 3 offers allow and deny, and the requester no decision form at all."""
-    case_id = open_riec_case(container)
-    service = escalation_service(container)
-    with transaction(container.sessions) as session:
-        for version in (1, 2):
-            act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
-                deadlines=service.deadlines, timezone=service.timezone)
+    case_id = riec_case_at_tier_3(container)
     sign_in(console, "po-om")  # a tier-3 decider
     page = console.get(f"/console/escalations/{case_id}").text
     assert re.findall(r'name="outcome" value="([^"]+)"', page) == ["allow", "deny"]
