@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.logs import parse_traceparent
+from gateway.auth import freshness
 from gateway.logging import scrub_text
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 
@@ -101,7 +102,8 @@ def _callers_request_id(sent: str | None) -> str | None:
 
 class RequestContextMiddleware:
     """Bind request id, trace id and span id to the log context; echo them in response headers, with the
-    ``_DEFAULT_HEADERS`` an answer does not set itself."""
+    ``_DEFAULT_HEADERS`` an answer does not set itself. Opens the request's record of checked key files
+    (:mod:`gateway.auth.freshness`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -130,6 +132,7 @@ class RequestContextMiddleware:
             structlog.contextvars.bind_contextvars(holder_trace_id=secrets.token_hex(16))
         started = time.perf_counter()
         status_holder: dict[str, int] = {}
+        checks, checks_token = freshness.begin()  # the key file stat'ed once per request, not once per use
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -149,6 +152,7 @@ class RequestContextMiddleware:
                      status=status_holder.get("status", 500),
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
             structlog.contextvars.clear_contextvars()
+            freshness.end(checks, checks_token)
 
     def _where(self, scope: Scope) -> dict[str, Any]:
         """The access log's fields for what was asked: the route's template (:class:`RouteTemplates`), or for a

@@ -5,8 +5,11 @@ Who the caller is: the *verified* access token's principal (``kind:sub``) — ch
 database), so nobody can spend another client's budget, or escape their own, by sending a made-up ``sub``.
 Requests without a valid bearer token (the token endpoint, people's login, the console, bad tokens) are
 keyed by the peer address. The token service remembers tokens it verified (by their text, while the key set is
-unchanged), so a busy client does not pay for the signature check twice per request; nothing is remembered
+unchanged), so a busy client does not pay for the signature check on every request; nothing is remembered
 here, so a token signed by a key retired a moment ago (``keys retire``) is no identity from the next request on.
+The verification is handed on to the route in the request's scope (``VERIFIED_IN_SCOPE``, with the token's text),
+so the route does not verify the same token again a few microseconds later; the route still asks whether the
+token, its client or its account was revoked or disabled, and checks a bound token's certificate, itself.
 
 A revoked token is no identity either: one of a client that was disabled or re-keyed since, or of a disabled
 account (:class:`~gateway.auth.revocation.DisabledPrincipals`, the routes' own in-memory list, no database) is
@@ -45,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth.certificate_binding import check_presented
 from gateway.auth.setup import AuthServices
+from gateway.auth.tokens import VERIFIED_IN_SCOPE
 from gateway.container import Container
 from gateway.errors import GatewayError
 from gateway.logging import scrub_text
@@ -157,6 +161,7 @@ def _verify(scope: Scope, token: str) -> str | None:
         return None
     try:
         principal = auth.tokens.verify(token)
+        scope[VERIFIED_IN_SCOPE] = (token, principal)  # the route's check takes it from here
         auth.disabled.check(principal)
         if principal.certificate_thumbprint is not None:
             check_presented(Request(scope), container.settings, principal.certificate_thumbprint)

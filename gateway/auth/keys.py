@@ -8,8 +8,9 @@ permissions; nothing here logs or reprs key material.
 Why a key can also be retired at once (:meth:`SigningKeyStore.retire`, ``keys retire`` and ``keys rotate
 --retire-previous-now``): after a key leaked, those ten minutes are ten minutes in which anyone holding it mints
 tokens the gateway accepts. A retired key is removed from the file, private part and all, so it is in no JWKS and
-no verification set. Every process reads the file's stamp on each token check (:meth:`_reload_if_changed`), so
-each refuses the key's tokens from its next check on, with no restart and no interval to wait for.
+no verification set. Every process reads the file's stamp on each token check (:meth:`_reload_if_changed`; within
+one HTTP request once, at its first use of the keys: :mod:`gateway.auth.freshness`), so each refuses the key's
+tokens from its next request on, with no restart and no interval to wait for.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from joserfc.jwk import Key, KeySet, OKPKey
 
+from gateway.auth import freshness
 from gateway.clock import Clock
 from gateway.ids import new_id
 from gateway.keyfiles import FileStamp, exclusively, read_or_create, replace_whole, stamp_of
@@ -202,13 +204,19 @@ class SigningKeyStore:
 
     def _reload_if_changed(self) -> None:
         """Pick up a rotation made by another process (the CLI, another worker) without a restart: one
-        ``stat``, compared by inode and nanosecond times (a float mtime could miss two rotations in one tick)."""
+        ``stat``, compared by inode and nanosecond times (a float mtime could miss two rotations in one tick).
+        Once per HTTP request: a request that checked already skips it (:mod:`gateway.auth.freshness`)."""
+        checks = freshness.current()
+        if checks is not None and checks.has_checked(self):
+            return
         try:
             stamp = stamp_of(self._path.stat())
         except FileNotFoundError:
             return
         if stamp != self._loaded:
             self._reload_locked()
+        if checks is not None:
+            checks.note(self)
 
     def _save(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)

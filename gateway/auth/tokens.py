@@ -51,6 +51,9 @@ from gateway.errors import Unauthorized
 from gateway.ids import new_id
 
 LEEWAY_SECONDS = 30
+VERIFIED_IN_SCOPE = "wgs.verified_access_token"
+"""ASGI scope key under which the rate limiter hands its verification on to the route, as ``(token text,
+principal)``: :meth:`AccessTokenService.verify` once per request, not twice (see :mod:`gateway.ratelimit`)."""
 VERIFIED_TOKENS_KEPT = 4096
 _ALLOWED_ALGORITHMS = [SIGNING_ALGORITHM]
 

@@ -174,3 +174,81 @@ def test_tokens_presented_to_holders_are_signed_anew_after_the_key_is_retired(
     after = asyncio.run(holder_tokens("politie-bvh"))
     assert decode_segment(before.split(".")[0])["kid"] == old
     assert decode_segment(after.split(".")[0])["kid"] == _kids(client)[0] != old
+
+
+def test_a_request_verifies_its_token_once_and_reads_the_key_files_stamp_once(
+        gateway: tuple[TestClient, Container], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate limiter and the route each verified the token, and each read the key file's stamp: the route now
+    takes the limiter's verification of the same token text, and the file is read once per request. Every
+    request still reads it, which is what makes a retirement count from the next request on (the tests above)."""
+    client, container = gateway
+    auth = auth_services(container)
+    token = _token(container)
+    verified, stats = [], []
+    real_verify, real_stat, key_file = auth.tokens.verify, Path.stat, auth.keys.path
+
+    def verify(text: str) -> Any:
+        verified.append(text)
+        return real_verify(text)
+
+    def stat(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path == key_file:
+            stats.append(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(auth.tokens, "verify", verify)
+    monkeypatch.setattr(Path, "stat", stat)
+    for _ in range(3):
+        assert client.get(ROUTE, headers=token).status_code == 200
+    assert len(verified) == 3
+    assert len(stats) == 3
+
+
+def test_a_key_retired_during_a_request_refuses_its_tokens_from_the_next_request_on(
+        gateway: tuple[TestClient, Container], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retired between the rate limiter's check and the route's, a key still carries the request it was checked
+    for (its uses were a moment apart); the next request is refused, by the limiter (no identity: the caller's
+    address's budget) and by the route."""
+    client, container = gateway
+    auth = auth_services(container)
+    leaked = _token(container)
+    real_check = auth.disabled.check
+    retired: list[str] = []
+
+    def check_then_retire(principal: Any) -> None:
+        real_check(principal)
+        if not retired:
+            retired.append(_ok(runner.invoke(cli, ["keys", "rotate", "--retire-previous-now"])))
+
+    monkeypatch.setattr(auth.disabled, "check", check_then_retire)
+    assert client.get(ROUTE, headers=leaked).status_code == 200
+    assert retired
+    refused = client.get(ROUTE, headers=leaked)
+    assert refused.status_code == 401
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert client.get(ROUTE, headers=_token(container)).status_code == 200
+
+
+def test_the_route_verifies_a_token_other_than_the_one_the_limiter_verified(
+        gateway: tuple[TestClient, Container]) -> None:
+    """The verification handed on in the request's scope is taken only for the very token text it was made for:
+    a request whose scope carries another token's (a layer that changed the header, a forged scope entry) has
+    its own token verified, and a made-up one is a 401."""
+    from gateway.auth.tokens import VERIFIED_IN_SCOPE
+
+    client, container = gateway
+    good = _token(container)["Authorization"].split(" ", 1)[1]
+    principal = auth_services(container).tokens.verify(good)
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    app = client.app
+
+    async def handing_on_another(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope[VERIFIED_IN_SCOPE] = (good, principal)
+        await app(scope, receive, send)
+
+    other = TestClient(handing_on_another)  # no lifespan of its own: the gateway's runs already
+    refused = other.get(ROUTE, headers={"Authorization": f"Bearer {forged}"})
+    assert refused.status_code == 401
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert other.get(ROUTE, headers={"Authorization": f"Bearer {good}"}).status_code == 200

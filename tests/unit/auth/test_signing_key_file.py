@@ -3,13 +3,16 @@ seen. Each store below stands for a process of its own (its own memory, the one 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.auth import freshness
 from gateway.auth.keys import SigningKeyStore
 from gateway.clock import SystemClock
 
@@ -76,3 +79,84 @@ def test_a_retirement_made_over_a_file_another_process_changed_changes_nothing(t
     assert (tmp_path / "token-signing.json").read_bytes() == before
     operator.retire(read)  # the superseded key alone: the current one stays
     assert [key["kid"] for key in other.jwks()["keys"]] == [other.current_kid()]
+
+
+def _other_process(directory: Path) -> SigningKeyStore:
+    """Another process's store of the same file, named by another path (so that its ``stat`` calls are not
+    counted as the gateway's)."""
+    alias = directory / "same-directory"
+    alias.symlink_to(directory, target_is_directory=True)
+    return _store(alias)
+
+
+def _counting_stats(store: SigningKeyStore, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The ``stat`` calls made on ``store``'s key file (by its path) from now on."""
+    seen: list[Path] = []
+    real = Path.stat
+
+    def stat(path: Path, *args: Any, **kwargs: Any) -> os.stat_result:
+        if path == store.path:
+            seen.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    return seen
+
+
+def test_within_one_request_the_key_file_is_stated_once_and_each_request_reads_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exchange request used the keys three times (the rate limiter's token check, the route's, the token for
+    the holder), each with a ``stat``. Now once per request: a rotation made by another process before a request
+    is seen at that request's first use, as before, and outside a request every use still checks."""
+    gateway, cli = _store(tmp_path), _other_process(tmp_path)
+    stats = _counting_stats(gateway, monkeypatch)
+    checks, token = freshness.begin()
+    try:
+        first = gateway.current_kid()
+        gateway.verification_keys()
+        gateway.jwks()
+        assert len(stats) == 1
+        newer = cli.rotate()  # within the request: its own uses were a moment apart, one check is theirs
+        assert gateway.current_kid() == first
+    finally:
+        freshness.end(checks, token)
+    assert len(stats) == 1
+    checks, token = freshness.begin()  # the next request sees the rotation at its first use
+    try:
+        assert gateway.current_kid() == newer
+        assert newer in {key["kid"] for key in gateway.jwks()["keys"]}
+        assert len(stats) == 2
+    finally:
+        freshness.end(checks, token)
+    for _ in range(3):  # outside a request (the CLI, periodic jobs): every use checks
+        gateway.current_kid()
+    assert len(stats) == 5
+
+
+def test_a_task_that_outlives_its_request_checks_the_key_file_again(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task started by a request keeps the request's context (and so its record) after the request ended: the
+    ended record skips nothing, so such a task sees a retirement made after its request at its next use."""
+    gateway, cli = _store(tmp_path), _other_process(tmp_path)
+    stats = _counting_stats(gateway, monkeypatch)
+
+    async def scenario() -> tuple[str, str]:
+        checks, token = freshness.begin()
+        try:
+            old = gateway.current_kid()
+            later = asyncio.Event()
+
+            async def background() -> str:
+                await later.wait()
+                return gateway.current_kid()
+
+            task = asyncio.create_task(background())  # copies the context: the request's record with it
+        finally:
+            freshness.end(checks, token)
+        cli.retire(frozenset({old}), successor="successor-kid")
+        later.set()
+        return old, await task
+
+    old, seen_later = asyncio.run(scenario())
+    assert seen_later == "successor-kid" != old
+    assert len(stats) == 2
