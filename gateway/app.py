@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from gateway import api_docs, health
 from gateway.auditing import endpoints as audit_endpoints
@@ -51,6 +52,10 @@ from gateway.register.setup import install_register
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.app")
+
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                                  "auto_configure": False}
+"""FastAPI's native OpenTelemetry, every part of it off (see :func:`create_app`)."""
 
 API_DESCRIPTION = """
 Purpose-bound exchange of personal data between participants of partnerships designated under the
@@ -143,9 +148,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     # No slash redirects: Starlette's answered a path with a trailing slash by a 307 to an absolute URL built
     # from the request's Host header (http:// unless a trusted proxy said otherwise), which sent a caller, and a
     # partner system's re-posted exchange body, wherever that header named. No route ends in a slash: a 404.
+    # FastAPI's own OpenTelemetry off: it asked three global providers whether anyone listens on every request
+    # (~5 µs of an exchange), and once an operator's agent installs a provider it would export every request's
+    # path and query string (a case reference, a BSN where an id belongs) to wherever that agent sends spans.
+    # Our own trace ids are the access log's (RequestContextMiddleware); OTEL_* settings configure nothing here.
     app = FastAPI(title="WGS data-sharing gateway", version="0.1.0", description=API_DESCRIPTION,
                   lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_URL,
-                  redirect_slashes=False)
+                  redirect_slashes=False, telemetry=TELEMETRY_OFF)
     app.state.container = the_container
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)

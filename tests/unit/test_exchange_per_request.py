@@ -121,3 +121,41 @@ def test_an_exchange_is_matched_by_the_first_route_the_app_tries(tmp_path: Path)
                != Match.NONE]
     assert all(route is tried[-1] for _, route in claimed)
     assert len(claimed) == 3
+
+
+def test_fastapis_own_opentelemetry_asks_no_provider_and_gets_no_request(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI 0.165 asked the global tracer, meter and logger providers on every request whether anyone listens
+    (~5 µs), and with one installed (an operator's agent) it would have traced every request, path and query
+    string included. It is off: no provider is asked, even with one installed; a plain FastAPI app under the same
+    provider does ask and trace (so this test could fail)."""
+    from fastapi import FastAPI
+    from opentelemetry import trace
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    asked: list[str] = []
+    tracers: list[str] = []
+
+    class Installed(trace.TracerProvider):  # stands for an SDK provider an agent installs
+        def get_tracer(self, instrumenting_module_name: str, *args: Any, **kwargs: Any) -> trace.Tracer:
+            tracers.append(instrumenting_module_name)
+            return trace.NoOpTracer()
+
+    installed = Installed()
+
+    def get_tracer_provider() -> trace.TracerProvider:
+        asked.append("tracer")
+        return installed
+
+    monkeypatch.setattr(trace, "get_tracer_provider", get_tracer_provider)
+    plain = FastAPI()
+    TestClient(plain).get("/nowhere?case_reference=C-1")
+    assert asked  # the control: FastAPI's default asks, and traces
+    assert tracers
+    asked.clear()
+    tracers.clear()
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path))
+    assert TestClient(app).get("/nowhere?case_reference=C-1").status_code == 404
+    assert (asked, tracers) == ([], [])
