@@ -1,6 +1,7 @@
 """The gateway's CPU time per exchange request, for comparing versions of the code on a shared machine.
 
     python bench/cpu_per_request.py [--tree DIR ...] [--requests 1500] [--warmup 200] [--clients 16] [--rounds 5]
+                                    [--keyed]
 
 Wall-clock throughput on this shared 2-core VM moves with whatever else runs; the CPU the gateway process spends
 on a request moves much less. For each ``--tree`` (a checkout of this repository, e.g. a ``git worktree`` at an
@@ -10,7 +11,9 @@ rounds that interleave the trees (so that the machine's drift lands on every tre
 ``--warmup`` requests and then ``--requests`` requests from ``--clients`` concurrent clients, and the gateway
 process's user+system CPU time (``/proc/PID/stat``, all its threads) and its event loop thread's alone are read
 before and after. Printed: per round and tree the CPU per request, then per tree the median over the rounds, the
-median of the round-by-round ratios to the first tree and the ratio of all rounds' CPU together.
+median of the round-by-round ratios to the first tree and the ratio of all rounds' CPU together. With
+``--keyed`` every request carries a fresh ``Idempotency-Key``, as ``gateway.client`` sends it (``bench_exchange.py
+--keyed``): the claim of the key and the sealed records kept for a replay are then part of the CPU measured.
 
 Bounded (a fixed number of requests; every request has a 30 s timeout), loopback only.
 """
@@ -25,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +103,10 @@ def _exchange() -> dict[str, Any]:
             "categories": ["company_registration", "directorships"]}
 
 
-async def _send(http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any], count: int, clients: int) -> int:
-    """``count`` requests from ``clients`` concurrent clients; returns how many failed."""
+async def _send(http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any], count: int, clients: int,
+                keyed: bool = False) -> int:
+    """``count`` requests from ``clients`` concurrent clients (each with a fresh ``Idempotency-Key`` when
+    ``keyed``); returns how many failed."""
     async with GatewayClient(stack.url, REQUESTER, stack.key) as client:
         headers = {"Authorization": f"Bearer {await client.token()}"}
     left = count
@@ -110,8 +116,9 @@ async def _send(http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any],
         nonlocal left, failed
         while left > 0:
             left -= 1
+            sent = headers | {"Idempotency-Key": f"bench-{uuid.uuid4()}"} if keyed else headers
             try:
-                async with http.post(f"{stack.url}/v1/exchanges", json=body, headers=headers) as answer:
+                async with http.post(f"{stack.url}/v1/exchanges", json=body, headers=sent) as answer:
                     document = await answer.json()
                     ok = answer.status == 200 and document["targets"][0]["outcome"] == "allowed"
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
@@ -130,9 +137,9 @@ async def _measure(stacks: list[Stack], args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         for round_no in range(1, args.rounds + 1):
             for stack in stacks:
-                await _send(http, stack, body, args.warmup, args.clients)
+                await _send(http, stack, body, args.warmup, args.clients, args.keyed)
                 (total0, loop0), began = stack.cpu(), time.perf_counter()
-                failed = await _send(http, stack, body, args.requests, args.clients)
+                failed = await _send(http, stack, body, args.requests, args.clients, args.keyed)
                 (total1, loop1), wall = stack.cpu(), time.perf_counter() - began
                 ms = (total1 - total0) * 1000 / args.requests
                 per_request[stack.tree].append(ms)
@@ -141,7 +148,8 @@ async def _measure(stacks: list[Stack], args: argparse.Namespace) -> None:
                       f"{(loop1 - loop0) * 1000 / args.requests:.3f}), {args.requests / wall:.0f} req/s, "
                       f"{failed} failed", flush=True)
     first = stacks[0].tree
-    print(f"\nmedians over {args.rounds} rounds of {args.requests} requests at {args.clients} clients:")
+    print(f"\nmedians over {args.rounds} rounds of {args.requests} {'keyed ' if args.keyed else ''}requests at "
+          f"{args.clients} clients:")
     for stack in stacks:
         ratios = [a / b for a, b in zip(per_request[stack.tree], per_request[first], strict=True)]
         overall = sum(per_request[stack.tree]) / sum(per_request[first])
@@ -160,6 +168,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--keyed", action="store_true",
+                        help="a fresh Idempotency-Key on every request, as gateway.client sends")
     args = parser.parse_args()
     trees = [t.resolve() for t in args.tree or [Path(__file__).resolve().parent.parent]]
     stacks: list[Stack] = []

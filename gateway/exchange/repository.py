@@ -45,8 +45,9 @@ _STORED_UNDER_KEY = select(exchanges).where(exchanges.c.requester_system == bind
 
 
 def find_by_idempotency_key(engine: Engine, system: str, key: str) -> StoredExchange | None:
-    """The outcome stored under ``key``. Every keyed request asks this (while it is decided), so it is one
-    prepared statement on a pooled connection rather than an ORM session (a fifth of the cost)."""
+    """The outcome stored under ``key``. Asked when a keyed request's claim is refused because an answer is
+    stored under the key, or when the request cannot be decided (a retry gets the first answer all the same):
+    one prepared statement on a pooled connection rather than an ORM session (a fifth of the cost)."""
     with engine.connect() as connection:
         row = connection.execute(_STORED_UNDER_KEY, {"system": system, "key": key}).first()
     return _stored(row) if row else None

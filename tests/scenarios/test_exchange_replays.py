@@ -215,3 +215,39 @@ def test_a_replay_after_the_partnership_or_participation_is_retired_hands_no_rec
             last = connection.execute(select(audit_entries.c.event_type)
                                       .order_by(audit_entries.c.log_index.desc()).limit(1)).scalar_one()
         assert last.startswith("register"), last
+
+
+def test_a_first_keyed_request_reads_no_stored_answer_and_its_retry_still_gets_the_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every keyed request read the answer stored under its key (a hop to a worker thread and a read, ~100 µs of
+    CPU) and nearly always found none. Now the write-ahead's claim on the key, which commits only while no answer
+    is stored under it, says so: a first request reads nothing; a retry's claim is refused with nothing of it
+    written, and it gets the first answer from the store; the key with another request is still a 409."""
+    from gateway.exchange import repository
+
+    reads: list[str] = []
+    real = repository.find_by_idempotency_key
+
+    def find(engine: Any, system: str, key: str) -> Any:
+        reads.append(key)
+        return real(engine, system, key)
+
+    monkeypatch.setattr(repository, "find_by_idempotency_key", find)
+    with running_stack(tmp_path) as s:
+        headers = {"Idempotency-Key": "read-once-key-0001"}
+        first = s.post(SYSTEM, "/v1/exchanges", _body(s), headers)
+        assert first.status_code == 200, first.text
+        assert reads == []
+        before = _audit_count(s)
+        again = s.post(SYSTEM, "/v1/exchanges", _body(s), headers)
+        assert again.status_code == 200, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        assert reads == ["read-once-key-0001"]
+        other = s.post(SYSTEM, "/v1/exchanges", _body(s) | {"case_reference": "RIEC-AA-2026-211"}, headers)
+        assert other.status_code == 409
+        assert "different request" in other.json()["detail"]
+        assert _audit_count(s) == before  # neither the retry nor the misuse logged anything
+        fresh = s.post(SYSTEM, "/v1/exchanges", _body(s), {"Idempotency-Key": "read-once-key-0002"})
+        assert fresh.status_code == 200, fresh.text
+        assert "idempotent-replayed" not in fresh.headers
