@@ -286,7 +286,8 @@ class AuditLog:
         against 0.2-0.3 ms for the rest of its fixed work. Kept, the connection also keeps its page cache. After a
         database error it goes back to the pool (which resets or discards it, as it would have anyway) and the
         next append takes another; a refused companion or any other failure rolls its transaction back and
-        leaves the connection as clean as a returned one. Not on PostgreSQL, where a kept connection
+        leaves the connection as clean as a returned one. After ``engine.dispose()`` the next append takes a new
+        connection, as it would from the new pool. Not on PostgreSQL, where a kept connection
         would meet a restarted server on the next request, which the pool's pre-ping catches instead."""
         if self._engine.dialect.name != "sqlite":
             yield
@@ -306,8 +307,14 @@ class AuditLog:
         if not getattr(self._held, "active", False):
             return None
         connection: Connection | None = self._held.connection
+        if connection is not None and self._held.pool is not self._engine.pool:
+            # The engine was disposed: its pool's connections are not used again, nor is the kept one.
+            self._held.connection = None
+            connection.close()
+            connection = None
         if connection is None:
             connection = self._held.connection = self._engine.connect()
+            self._held.pool = self._engine.pool
         return connection
 
     def _drop_held(self) -> None:

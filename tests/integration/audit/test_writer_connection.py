@@ -1,6 +1,7 @@
 """The audit writer's thread keeps one SQLite connection for all of its commits (``AuditLog.holding_connection``)
 instead of taking one from the pool and returning it per transaction (the writer's fixed cost per request), gives it
-back to the pool after a database error and writes on with another, keeps it through a refused companion, and on
+back to the pool after a database error and writes on with another, keeps it through a refused companion, takes a
+new one after the engine was disposed (as the pool's users do: how the tests make a disk full), and on
 PostgreSQL still takes one per transaction (the pool's pre-ping catches a restarted server)."""
 
 from __future__ import annotations
@@ -78,4 +79,18 @@ async def test_after_a_refusal_and_a_database_error_the_writer_writes_on(engine:
         assert kept == 1  # the refusal rolled its transaction back and kept the connection
         assert len(taken) == 2  # the database error gave it back; the next commit took another, and kept it
     assert _entries(engine) == 4  # neither failed caller's entry
+    assert verify_database(engine, log.verifier).ok
+
+
+async def test_after_the_engine_is_disposed_the_writer_takes_a_new_connection(engine: Engine) -> None:
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=3, every_seconds=None))
+    taken = _checkouts(engine)
+    async with AsyncAuditWriter(log, idle_interval=None) as writer:
+        await writer.record([make_event(0)])
+        await writer.record([make_event(1)])
+        engine.dispose()
+        await writer.record([make_event(2)])
+        await writer.record([make_event(3)])
+    assert len(taken) == (2 if engine.dialect.name == "sqlite" else 4)
+    assert _entries(engine) == 4
     assert verify_database(engine, log.verifier).ok
