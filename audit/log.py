@@ -282,13 +282,13 @@ class AuditLog:
 
         Why: the audit writer's thread commits every request's entries, one transaction after another, and each
         request waits for its commit. Taking the connection from the pool and giving it back (SQLAlchemy's
-        checkout, reset and checkin) cost that thread about 0.1 ms of each transaction in the gateway process,
-        against 0.2-0.3 ms for the rest of its fixed work. Kept, the connection also keeps its page cache. After a
+        checkout, reset and checkin) cost that thread 0.1-0.15 ms of each transaction in the gateway process,
+        against 0.3-0.4 ms for the rest of its fixed work. Kept, the connection also keeps its page cache. After a
         database error it goes back to the pool (which resets or discards it, as it would have anyway) and the
         next append takes another; a refused companion or any other failure rolls its transaction back and
         leaves the connection as clean as a returned one. After ``engine.dispose()`` the next append takes a new
-        connection, as it would from the new pool. Not on PostgreSQL, where a kept connection
-        would meet a restarted server on the next request, which the pool's pre-ping catches instead."""
+        connection, as it would from the new pool. Not on PostgreSQL, where a kept connection would meet a
+        restarted server on the next request, which the pool's pre-ping catches instead."""
         if self._engine.dialect.name != "sqlite":
             yield
             return
