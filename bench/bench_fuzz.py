@@ -1,6 +1,8 @@
 """A larger schemathesis run against the live gateway (on demand; CI runs a bounded one in tests/security).
 
-    python bench/bench_fuzz.py [--examples 60] [--negative 30] [--seed N | --random]
+    python bench/bench_fuzz.py [--examples 60] [--negative 30] [--seed N]
+
+Without --seed a random seed is drawn and printed, so that a failing run can be replayed.
 
 Prints the number of cases per operation and mode, the status codes seen, the time, the known issues met and
 any other failure. Exit 1 on a 5xx or an unknown failure.
@@ -27,8 +29,8 @@ def main() -> int:
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     with tempfile.TemporaryDirectory() as tmp, live_gateway(Path(tmp)) as live:
-        report = fuzz(live, max_examples=args.examples, negative_examples=args.negative,
-                      seed=None if args.seed is None else seed)
+        report = fuzz(live, max_examples=args.examples, negative_examples=args.negative, seed=seed)
+    print(f"seed {seed} (replay with --seed {seed})")
     print(f"{'operation [mode]':<72} cases")
     for key, count in sorted(report.cases.items()):
         print(f"{key:<72} {count:>5}")

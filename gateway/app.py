@@ -155,12 +155,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None,
     app.add_middleware(RequestContextMiddleware)
     install_console_boundary(app)  # after the handlers and the middleware whose answers it makes the console's
     app.add_middleware(HeadMiddleware)  # last, so outermost: no inner layer's body goes out for a HEAD
+    # The exchange first: a request is matched against the routes in this order, and nearly every request is
+    # an exchange (no other router has a path it takes, so the order changes no answer).
+    app.include_router(exchange_endpoints.router)
     app.include_router(health.router)
     app.include_router(api_docs.router)
     # Routers of each domain are included below (one line each).
     app.include_router(auth_endpoints.router)
     app.include_router(register_endpoints.router)
-    app.include_router(exchange_endpoints.router)
     app.include_router(audit_endpoints.router)
     app.include_router(audit_review.router)
     app.include_router(console_endpoints.router)

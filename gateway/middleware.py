@@ -111,10 +111,13 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _callers_request_id(_header(scope, b"x-request-id")) or secrets.token_hex(8)
+        # one read of the system's randomness for the three ids (each read is a system call that lets go of the
+        # interpreter lock, which the audit writer's thread then often takes: a hand-over per read)
+        fresh = secrets.token_hex(32)
+        request_id = _callers_request_id(_header(scope, b"x-request-id")) or fresh[:16]
         parent = parse_traceparent(_header(scope, b"traceparent"))
-        trace_id = parent[0] if parent else secrets.token_hex(16)
-        span_id = secrets.token_hex(8)
+        trace_id = parent[0] if parent else fresh[16:48]
+        span_id = fresh[48:]
         scope.setdefault("state", {})
         scope["state"].update(request_id=request_id, trace_id=trace_id, span_id=span_id,
                               parent_span_id=parent[1] if parent else None)

@@ -16,6 +16,7 @@ package wgs.exchange
 
 import rego.v1
 
+import data.wgs.common.categories
 import data.wgs.common.holder_facts
 import data.wgs.common.escalation_decisions
 import data.wgs.common.indexed_holders
@@ -38,12 +39,14 @@ decisions := [_plain_decision(ctx, table[h.organisation], h.organisation) | ctx 
 } else := [_decision(ctx, table[h.organisation], h.organisation) | ctx := _context; table := _holder_table; some h in input.holders]
 
 # The usual request: it breaks no rule of its own (request_deny), hands the holders nothing and comes with
-# no escalation decision. Its decisions are `_plain_decision`s: `_decision` without what cannot occur then
-# (the same documents, fewer evaluation steps per holder).
+# no escalation decision (none at all: one that is no valid decision, whose escalation_decisions are empty
+# too, takes `_decision`, which gives the same documents in more steps). Its decisions are
+# `_plain_decision`s: `_decision` without what cannot occur then (the same documents, fewer evaluation steps
+# per holder).
 _plain_request if {
 	request_deny == set()
 	provided_categories == [] # so `provided` is empty
-	escalation_decisions == {}
+	not input.context.escalation_decision # so escalation_decisions is empty
 }
 
 # --- independent of the holder -------------------------------------------------------------------------
@@ -77,7 +80,7 @@ _escalation_bounds := {org: {c | some c in d.permitted_categories} | some org, d
 
 # What `_plain_decision` reads that does not depend on the holder (see `_context`).
 _plain_context := {
-	"requested": requested,
+	"categories": categories,
 	"escalate": request_escalate_sorted,
 	"on_allow": _obligations_on_allow,
 	"policy_version": data.wgs.version.policy_version,
@@ -185,7 +188,9 @@ _decision(ctx, f, org) := {
 # escalation decision (so no bounds, no narrowing by one, the request's escalations for every holder and
 # the usual obligations). Then a hit/no-hit holder is asked about all of `base` and any other holder about
 # what was requested; either way what is refused is what was requested outside base in the holder's
-# domain (f.outside), and the reasons for it are f.removal_reasons of the requested categories.
+# domain (the keys of f.removal_reasons), with f.removal_reasons of the requested categories.
+# The categories asked are read as the request's list (`ctx.categories`, a list of names here), which
+# `object.filter` takes as it takes a set: building the set `requested` costs a step per category.
 _plain_decision(ctx, f, org) := {
 	"allow": allowed,
 	"escalate": outcome == "escalated",
@@ -200,17 +205,15 @@ _plain_decision(ctx, f, org) := {
 	"policy_version": ctx.policy_version,
 	"register_sha256": ctx.register_sha256,
 } if {
-	req := ctx.requested
 	escalate := ctx.escalate
-	base := object.keys(f.base)
-	permitted := base & object.get({true: base}, f.hit_only_holder, req)
-	removed := req & object.keys(f.outside)
+	permitted := object.keys(object.get({true: f.base}, f.hit_only_holder, object.filter(f.base, ctx.categories)))
+	removal := object.filter(f.removal_reasons, ctx.categories)
+	removed := object.keys(removal)
 	holder_deny := f.deny_pairs
 	deny := array.concat(holder_deny, {true: {true: [[
 		"no-permitted-categories:",
 		{"code": "no-permitted-categories", "message": "none of the requested categories may be disclosed by this holder for this purpose"},
 	]], false: []}, false: {true: [], false: []}}[holder_deny == []][permitted == set()])
-	removal := object.filter(f.removal_reasons, req)
 	outcome := {
 		true: {true: {true: "denied", false: "denied"}, false: {true: "denied", false: "denied"}},
 		false: {true: {true: "escalated", false: "escalated"}, false: {true: "allowed-narrowed", false: "allowed"}},

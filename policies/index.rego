@@ -65,11 +65,10 @@ _minutes(hhmm) := ((((_digit(hhmm, 0) * 10) + _digit(hhmm, 1)) * 60) + (_digit(h
 #              supply in this partnership and what is never disclosed, less what has no such reason): a
 #              requested category outside it is not this holder's business (no narrowing). So every
 #              removed category of a decision, denied or not, has a reason of its own;
-#   outside    domain_nd less base: what a request is refused of this holder when no escalation decision
-#              narrows it (whatever is asked of it), the keys of removal_reasons;
 #   deny       the holder's own rule-1 reasons (an array), and as `reason_pair`s in deny_pairs;
 #   removal_reasons  why a category of domain_nd outside base is removed, per category, as a
-#              `reason_pair` (rules 3 and 4);
+#              `reason_pair` (rules 3 and 4); its keys (domain_nd less base) are what a request is refused
+#              of this holder when no escalation decision narrows it (whatever is asked of it);
 #   providable what the requester may hand to this holder with the request (records: never a hit-only
 #              category of the vocabulary, and nothing from a police, tax or prosecution role to a private
 #              participant's role).
@@ -83,7 +82,6 @@ holder_facts(partnership_id, purpose_id, requester_role, org) := {
 	"hit_only_holder": hit_only_holder,
 	"base": {c: true | some c in base},
 	"domain_nd": {c: true | some c in base | removable},
-	"outside": {c: true | some c in removable},
 	"removal_reasons": {c: reason_pair(_removal_reason(c, nd, supplied, receivable, barred, org, purpose_id, requester_role)) | some c in removable},
 	"providable": {c: true | some c in providable},
 } if {

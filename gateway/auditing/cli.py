@@ -1,4 +1,4 @@
-"""CLI: ``wgs-gateway audit key|export|verify`` — a privacy officer's independent check of the log.
+"""CLI: ``wgs-gateway audit key|checkpoint|export|verify`` — a privacy officer's independent check of the log.
 
 These commands read the log; they never create its checkpoint key (only ``keys init`` and the gateway
 starting do, see :mod:`gateway.auditing.setup`). Run against an empty or wrong data directory, they say so in
@@ -21,6 +21,7 @@ from audit import (
     MalformedRow,
     NoteSigner,
     NoteVerifier,
+    ProofUnavailable,
     StoreUnavailable,
     VerificationError,
     claimed_checkpoint,
@@ -38,6 +39,7 @@ from gateway.auditing.setup import (
     writing_signer,
 )
 from gateway.db.engine import existing_engine_for, missing_database_file
+from gateway.keyfiles import replace_whole
 from gateway.settings import Settings
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -191,6 +193,46 @@ def rotate(compromised_after: int | None = typer.Option(
         typer.echo(f"rotated the checkpoint key at size {done.handover.tree_size}: "
                    f"{done.old.key_id.hex()} -> {done.new.key_id.hex()}")
     typer.echo(done.new.vkey)
+
+
+@audit_app.command("checkpoint")
+def checkpoint(out_file: Path | None = typer.Option(
+        None, "--out", dir_okay=False, help="Write the checkpoint to this file (whole or not at all) instead of "
+        "standard output.")) -> None:
+    """Print the log's latest signed checkpoint, verified against the log's key history and tree.
+
+    What an officer keeps apart from the gateway (pass it to `audit verify --checkpoint` later, to detect a log
+    rolled back behind it) and what `db record-restore --latest-checkpoint` reads after a restore: saved from
+    the live log before restoring, it says whether the restored checkpoint key was retired since. Reads only:
+    it signs nothing, so it works while the gateways run and against a log a restore is about to replace."""
+    settings = Settings()
+    signer = _existing_signer(settings)  # before the database: a wrong data directory stops here
+    engine = existing_engine_for(settings)
+    try:
+        log = AuditLog(engine, signer)
+        stored = log.checkpoint()
+        log.check_checkpoint(stored)
+    except ProofUnavailable:
+        _one_line("no checkpoint has been signed yet: start the gateway (it signs one within a minute of the "
+                  "first entries) or run `wgs-gateway audit export`")
+        raise typer.Exit(1) from None
+    except (VerificationError, MalformedRow) as exc:
+        _one_line(f"the latest checkpoint does not verify ({exc}): run `wgs-gateway audit verify`")
+        raise typer.Exit(1) from None
+    except StoreUnavailable as exc:
+        _one_line(str(exc))
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    if out_file is None:
+        typer.echo(stored.note, nl=False)  # the note's own last newline ends it
+        return
+    try:
+        replace_whole(out_file, stored.note.encode("utf-8"))
+    except OSError as exc:
+        _one_line(f"cannot write {out_file} ({exc.strerror or type(exc).__name__})")
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote the checkpoint at size {stored.tree_size} to {out_file}")
 
 
 @audit_app.command("export")

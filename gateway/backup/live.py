@@ -84,7 +84,8 @@ def _retired_here(settings: Settings, backed_up: bytes) -> str | None:
     leaked = "" if row.compromised_after is None else f" --compromised-after {row.compromised_after}"
     return (f"the backup's audit checkpoint key was retired here by a rotation at size {row.from_size}: restored, "
             "it is the current key again; pass `wgs-gateway db record-restore` a checkpoint of this log saved now "
-            f"(`--latest-checkpoint FILE`), which rotates it again, or run `wgs-gateway audit key rotate{leaked}` "
+            "(`wgs-gateway audit checkpoint --out FILE`, then `--latest-checkpoint FILE`), which rotates it again, "
+            f"or run `wgs-gateway audit key rotate{leaked}` "
             "right after it (a smaller --compromised-after if the restored log is shorter)")
 
 

@@ -41,6 +41,7 @@ from gateway.client.models import (
     Receipt,
     Signal,
     _newer_value,
+    each_category_once,
 )
 
 RecordType = Literal["person", "company"]
@@ -178,6 +179,8 @@ class FuzzyDiscoveryRequest(_Strict):
     clk_key_id: str | None = _clk_key_id("the subjects' filters")
     subjects: list[FuzzySubject] = Field(min_length=1, max_length=MAX_FUZZY_SUBJECTS, description=(
         "The subjects looked for; more than the purpose's bulk threshold is escalated (rule 6)."))
+
+    _each_category_once = field_validator("categories")(each_category_once)
 
     @field_validator("subjects")
     @classmethod

@@ -60,6 +60,7 @@ from gateway.console.pages import (
     need_scope,
     return_to,
     signed_in,
+    writes_on_opening,
 )
 from gateway.console.sessions import SessionData
 from gateway.container import Container
@@ -333,6 +334,7 @@ async def verify_log(page: Page = Depends(signed_in), csrf_token: str = Form("")
 
 
 @router.get("/audit/entries/{index}", response_class=HTMLResponse)
+@writes_on_opening
 async def audit_entry(index: int, page: Page = Depends(signed_in)) -> Response:
     """An entry with its inclusion proof; a checkpoint covering it is signed now if none does yet (a write:
     opened from the console's own pages only, or another origin's page could keep the gateway signing)."""
@@ -371,6 +373,7 @@ async def audit_entry(index: int, page: Page = Depends(signed_in)) -> Response:
 
 
 @router.get("/statistics", response_class=HTMLResponse)
+@writes_on_opening
 async def statistics_page(page: Page = Depends(signed_in), partnership: str | None = id_filter(),
                           purpose: str | None = id_filter(), since: str | None = None, until: str | None = None
                           ) -> Response:
@@ -397,6 +400,7 @@ async def statistics_page(page: Page = Depends(signed_in), partnership: str | No
 
 
 @router.get("/statistics.csv")
+@writes_on_opening
 async def statistics_csv(page: Page = Depends(signed_in), partnership: str | None = id_filter(),
                          purpose: str | None = id_filter(), since: str | None = None, until: str | None = None
                          ) -> Response:

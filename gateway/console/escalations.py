@@ -35,7 +35,7 @@ from gateway.auth.principal import Principal, Scope
 from gateway.console import views
 from gateway.console.actions import record_action
 from gateway.console.notices import notice_query, shown_notice
-from gateway.console.pages import ConsoleRoute, Page, blank, flag, need_scope, signed_in
+from gateway.console.pages import ConsoleRoute, Page, blank, flag, need_scope, signed_in, writes_on_opening
 from gateway.errors import Conflict, Forbidden, GatewayError, Unprocessable
 from gateway.escalations import access
 from gateway.escalations.models import (
@@ -108,6 +108,22 @@ def _refusal(page: Page, exc: GatewayError) -> str:
     return f"{page.t(_REFUSALS.get(exc.status, 'refused_422'))} {exc.detail}".strip()
 
 
+def _obligations(page: Page, decision: dict[str, Any] | None) -> list[str]:
+    """A decision's extra obligations in the page's words. They are stored as the API takes them
+    (``retain_until``, ``results_only: true``), which the panel showed as they were: the API's field names and
+    Python's ``True``, in Dutch as in English. An obligation without words here (a newer version's) keeps its
+    name and value."""
+    texts = []
+    for name, value in ((decision or {}).get("obligations") or {}).items():
+        if name == "retain_until" and value:
+            texts.append(page.t("obligation_retain_until", date=value))
+        elif name == "results_only" and value is True:
+            texts.append(page.t("results_only"))
+        elif value not in (None, False):
+            texts.append(f"{name}: {value}")
+    return texts
+
+
 _FIELD_MESSAGES = {
     "motivation": "motivation_required", "outcome": "outcome_required", "expected_version": "stale_form",
     "text": "comment_required", "reference": "attachment_invalid", "title": "attachment_invalid",
@@ -128,7 +144,8 @@ def _message(form: str, field: str) -> str | None:
 
 
 def _invalid(page: Page, form: str, exc: ValidationError) -> FormError:
-    """Pydantic's complaints about a form, in the page's language (the first field named gets the focus)."""
+    """Pydantic's complaints about a form, in the page's language (the first field named is marked invalid; the
+    message, which describes it, takes the focus: templates/_cases.html)."""
     fields = [str(next((part for part in error["loc"] if isinstance(part, str)), "")) for error in exc.errors()]
     messages = list(dict.fromkeys(page.t(key) if (key := _message(form, f)) else f"{f}: invalid"
                                   for f in fields))
@@ -267,7 +284,8 @@ async def _case_page(page: Page, case_id: str, *, status: int = 200, error: Form
         error_on_top=error_on_top, unsaved=unsaved,
         is_active=is_active, outcomes=outcomes, lapsed=lapsed,
         gaps=[g for g in gaps if case.id not in g.case_ids and g.status != "resolved"],  # a resolved gap takes none
-        linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done)
+        linked_gaps=[g for g in gaps if case.id in g.case_ids], done=done,
+        obligations=_obligations(page, case.decision))
 
 
 async def _refused(page: Page, case_id: str, form: str, exc: ValidationError | GatewayError,
@@ -441,6 +459,7 @@ async def legal_gaps(page: Page = Depends(signed_in), status: str | None = None,
 
 
 @router.get("/legal-gaps.csv")
+@writes_on_opening
 async def legal_gaps_csv(page: Page = Depends(signed_in), status: str | None = None,
                          partnership: str | None = form_id_query()) -> Response:
     page.from_own_page()

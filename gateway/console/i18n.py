@@ -197,6 +197,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "receives": ("May receive", "Mag ontvangen"),
     "retention": ("Retention", "Bewaartermijn"),
     "months_from": ("{months} months from {counted_from}", "{months} maanden vanaf {counted_from}"),
+    "counted_from.disclosure": ("disclosure", "verstrekking"),
+    "counted_from.case-closure": ("case closure", "sluiting van de zaak"),
+    "register_status.active": ("active", "actief"),
+    "metric.volume": ("request volume", "aantal verzoeken"),
+    "metric.denial-rate": ("denial rate", "aandeel weigeringen"),
+    "metric.out-of-hours": ("share out of office hours", "aandeel buiten kantoortijd"),
+    "register_status.retired": ("retired", "beëindigd"),
     "categories": ("Categories", "Categorieën"),
     "category": ("Category", "Categorie"),
     "description": ("Description", "Omschrijving"),
@@ -329,6 +336,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "retain_until": ("Delete by (earlier than the purpose's retention)",
                      "Verwijderen uiterlijk op (eerder dan de bewaartermijn van het doel)"),
     "results_only": ("Only results may leave the partnership", "Alleen resultaten mogen het verband verlaten"),
+    "obligation_retain_until": ("Delete by {date}", "Verwijderen uiterlijk op {date}"),
     "submit_decision": ("Record decision", "Besluit vastleggen"),
     "tier_lapsed": ("The deadline of tier {n} has passed: the case goes to the next tier, and this tier can only "
                     "refer it up.", "De termijn van niveau {n} is verstreken: de zaak gaat naar het volgende niveau; "

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.routing import Match
 
@@ -62,6 +62,7 @@ LANGUAGE_MAX_AGE = 365 * 86400
 (:mod:`gateway.console.cookies`), like the session's: it only picks Dutch or English and decides no access,
 but which language the console speaks to an officer is the console's to remember, not a sibling subdomain's
 to choose."""
+_WRITES_ON_OPENING = "console_writes_on_opening"  # the mark of writes_on_opening, on the handler
 _OWN_PAGES = frozenset({"same-origin", "none"})  # Sec-Fetch-Site: the console's own page, or typed by the person
 PRIVACY_OFFICERS = frozenset({Role.PRIVACY_OFFICER.value, Role.COORDINATING_PRIVACY_OFFICER.value})
 EVERYONE = frozenset(role.value for role in Role)
@@ -89,6 +90,9 @@ _templates = Environment(loader=PackageLoader("gateway.console", "templates"),
                          trim_blocks=True, lstrip_blocks=True)
 _templates.filters["utc"] = views.utc_text
 _templates.filters["short_id"] = views.short_id
+
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
 class LoginRequired(Exception):
@@ -238,8 +242,9 @@ def _asked_for(request: Request) -> str:
 
 
 def return_to(request: Request, target: str | None) -> str:
-    """Where to send a person after sign-in: ``target`` if it is a console page one can GET, else the page
-    a form posting to ``target`` is on, else the console's home (``/console``).
+    """Where to send a person after sign-in: ``target`` if it is a console page one can GET that only reads
+    (never one that writes as it opens: :func:`writes_on_opening`), else the page a form posting to ``target``
+    is on, else the console's home (``/console``).
 
     A session that ended while a form was submitted asked for the form's action (``POST`` only): going there
     after sign-in would be a GET of it, a 405. The page is found by the app's own routes: ``target`` when a
@@ -249,13 +254,34 @@ def return_to(request: Request, target: str | None) -> str:
     route knows (``/console/../v1``) ends at the home page too.
     """
     path, _, query = local_path(target).partition("?")
-    routes = request.app.router.routes
     while path.startswith("/console/"):
-        probe = {"type": "http", "method": "GET", "path": path, "root_path": ""}
-        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+        if _reads_only(request, path):
             return f"{path}?{query}" if query else path
         path, query = path.rsplit("/", 1)[0], ""
     return "/console"
+
+
+def _reads_only(request: Request, path: str) -> bool:
+    """Whether ``path`` is a page a GET opens (the app's first route that takes it) that only reads."""
+    probe = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+    for route in iter_route_contexts(request.app.routes):
+        if route.matches(probe)[0] is Match.FULL:
+            return not getattr(route.endpoint, _WRITES_ON_OPENING, False)
+    return False
+
+
+def writes_on_opening(endpoint: Endpoint) -> Endpoint:
+    """Mark a console GET handler that writes as it opens (it calls :meth:`Page.from_own_page`): the sign-in form
+    never sends the browser on to it (:func:`return_to`).
+
+    Why: the refusal of another origin rests on the browser's ``Sec-Fetch-Site``, and a detour through the
+    sign-in form launders it. Another origin's link to such a page, followed by someone signed out (or a link
+    to ``/console/login?next=`` that page), reached it after the sign-in as a redirect of the console's own
+    form — ``same-origin`` — and it wrote: an ``export`` entry in the person's name for a CSV they never asked
+    for. The sign-in lands on the nearest page above it that only reads (the audit explorer for an entry's
+    page), else the person's home page."""
+    setattr(endpoint, _WRITES_ON_OPENING, True)
+    return endpoint
 
 
 def language_href(request: Request, language: str) -> str:
@@ -310,9 +336,12 @@ def error_page(request: Request, status: int, detail: str = "") -> Response:
 
 def language_of(request: Request, sessions: Sessions) -> tuple[str, bool]:
     """The request's language (:func:`choose_language`), remembered only under the cookie name the console
-    reads for this request: a plain-named cookie tossed in by a sibling subdomain chooses nothing."""
-    return choose_language(request, sessions.settings.default_language,
-                           sessions.cookies(request).read(request, LANGUAGE_COOKIE))
+    reads for this request: a plain-named cookie tossed in by a sibling subdomain chooses nothing. Nor does a
+    link of its (or any site's: a top-level navigation takes a Strict cookie) with ``?lang=``: the page it opens
+    speaks that language, but only a ``?lang=`` the console's own pages or the person started is remembered."""
+    language, chosen = choose_language(request, sessions.settings.default_language,
+                                       sessions.cookies(request).read(request, LANGUAGE_COOKIE))
+    return language, chosen and own_page_started(request)
 
 
 # -- dependencies ----------------------------------------------------------------------------------------

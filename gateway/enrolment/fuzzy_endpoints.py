@@ -70,7 +70,7 @@ _ENROL_PROBLEMS = _PROBLEMS | {
 }
 _FUZZY_RESULT: dict[str, Any] = {
     "discovery_id": "01a24463-a548-7bdf-a60e-a8d285523849", "partnership": "riec-amsterdam-amstelland",
-    "purpose": "bibob-integrity-check", "record_type": "person", "policy_version": "wgs-policy-2026.12.8",
+    "purpose": "bibob-integrity-check", "record_type": "person", "policy_version": "wgs-policy-2026.12.9",
     "register_version": "2026.11.1",
     "targets": [
         {"holder": "politie", "outcome": "hit", "subjects": ["hit", "no-hit"],

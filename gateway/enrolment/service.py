@@ -133,16 +133,22 @@ class _Holding:
         self.minor = self.minor or item.minor
 
 
+_PSEUDONYM_PREFIX = re.compile(r"[a-z]+\.v[0-9]+\.", re.IGNORECASE)
+
+
 def is_pseudonym(text: str) -> bool:
-    """Whether ``text`` is an encoded domain pseudonym (rather than an opaque pre-enrolment reference)."""
+    """Whether ``text`` is an encoded domain pseudonym (rather than an opaque pre-enrolment reference).
+
+    A text that does not even start like one (``looks_like_pseudonym``) is none, told by one regular expression
+    match instead of a decode that ends in an exception: an exchange asks this of its subjects several times,
+    and of the texts in holders' records, nearly all of which are no pseudonym."""
+    if not isinstance(text, str) or _PSEUDONYM_PREFIX.match(text) is None:
+        return False
     try:
         Pseudonym.decode(text)
     except (InvalidPseudonym, ValueError):
         return False
     return True
-
-
-_PSEUDONYM_PREFIX = re.compile(r"[a-z]+\.v[0-9]+\.", re.IGNORECASE)
 
 
 def looks_like_pseudonym(text: str) -> bool:

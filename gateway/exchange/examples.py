@@ -57,7 +57,7 @@ EXCHANGE_RESULT: dict[str, Any] = {
     "exchange_id": "01a23787-4c30-778c-8ded-6a98c57e0ea3", "created_at": "2026-11-25T10:00:00Z",
     "requester": "gemeente-amsterdam", "partnership": "riec-amsterdam-amstelland",
     "purpose": "bibob-integrity-check", "case_reference": "RIEC-AA-2026-117", "register_version": "2026.11.1",
-    "policy_version": "wgs-policy-2026.12.8",
+    "policy_version": "wgs-policy-2026.12.9",
     "targets": [
         {"holder": "kvk", "system": "kvk-handelsregister", "outcome": "allowed", "reasons": [],
          "permitted_categories": ["company_registration", "directorships"], "removed_categories": [],
@@ -123,7 +123,7 @@ DISCOVERY_REQUESTS: dict[str, Example] = {
 
 DISCOVERY_RESULT: dict[str, Any] = {
     "discovery_id": "01a23787-4c9c-7a1d-9b94-a9a4aeae42b8", "partnership": "riec-amsterdam-amstelland",
-    "purpose": "bibob-integrity-check", "policy_version": "wgs-policy-2026.12.8", "register_version": "2026.11.1",
+    "purpose": "bibob-integrity-check", "policy_version": "wgs-policy-2026.12.9", "register_version": "2026.11.1",
     "targets": [
         {"holder": "kvk", "outcome": "hit", "reasons": []},
         {"holder": "belastingdienst", "outcome": "no-hit", "reasons": []},

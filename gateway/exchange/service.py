@@ -389,10 +389,14 @@ def decision_fingerprint(request_fingerprint: str, decision_id: str) -> str:
 def fingerprint(principal: Principal, body: ExchangeRequest | DiscoveryRequest) -> str:
     """A stable hash of who asked what, without the escalation decision it may cite: escalation decisions bind
     to exactly this (an ``Idempotency-Key`` to ``keyed_fingerprint``)."""
-    canonical = json.dumps({"system": principal.subject, "request": body.model_dump(mode="json",
-                                                                                  exclude={"escalation_decision"})},
-                           sort_keys=True, separators=(",", ":"))
+    canonical = _CANONICAL_JSON.encode({"system": principal.subject,
+                                        "request": body.model_dump(mode="json", exclude={"escalation_decision"})})
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""``fingerprint``'s JSON, as ``json.dumps(..., sort_keys=True, separators=(",", ":"))`` writes it (the same
+text: stored fingerprints stay valid), built once instead of on every request."""
 
 
 def _targets(register: Register, body: ExchangeRequest | DiscoveryRequest, holders: list[str] | str,
@@ -527,6 +531,29 @@ def _unasked_hits(count: int) -> dict[str, int]:
 # An encoded domain pseudonym (``<type>.v<version>.<43 characters of base64url>``) anywhere in a text, in any
 # letter case: looser than ``is_pseudonym``, so whatever could be one is caught.
 _PSEUDONYM_SHAPED = re.compile(r"[a-z]+\.v[0-9]+\.[a-z0-9_-]{43}", re.IGNORECASE)
+
+
+_PSEUDONYM_VERSION = re.compile(r"\.v[0-9]+\.", re.IGNORECASE)
+"""The part every pseudonym, and every text ``_PSEUDONYM_SHAPED`` finds, holds: ``.v<version>.``. Searched for
+alone because it starts with a fixed character: with a run of letters before it (``looks_like_pseudonym``'s
+prefix), a search tries every letter of every word as a start, 100 times slower on records' text."""
+
+
+def _may_name_pseudonyms(values: list[Any]) -> bool:
+    """Whether some text in ``values`` (records' fields: values and object keys, at any depth) may be or hold a
+    pseudonym; False only when none holds even ``_PSEUDONYM_VERSION``. Then ``_pseudonyms_in`` finds nothing
+    and ``_mapped`` withholds nothing, so neither walk is needed — most records name nobody, and the two walks
+    in Python, a call per text, cost more than the rest of an exchange's checks of an answer.
+
+    Told in C: the values as JSON text, searched once. JSON writes a text as it is but for quotes, backslashes
+    and control characters (``ensure_ascii=False``: every other character stays as it is), none of which is in
+    ``_PSEUDONYM_VERSION``, so what a text holds the JSON holds. Anything ``json`` cannot write (records built
+    in process) counts as may."""
+    try:
+        text = json.dumps(values, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return True
+    return _PSEUDONYM_VERSION.search(text) is not None
 
 
 def _pseudonyms_in(value: Any) -> Iterator[str]:
@@ -1297,6 +1324,8 @@ class ExchangeService:
         Only the translation (elliptic-curve work and an enrolment look-up) goes to a thread, and only when
         there is a pseudonym to translate: records without one, as most are, cost no hand-over."""
         assert self.deps.pseudonyms is not None
+        if not _may_name_pseudonyms([r.fields for r in records]):
+            return records, 0
         values = {v for r in records for v in _pseudonyms_in(r.fields)}
         mapped = (await asyncio.to_thread(self.deps.pseudonyms.related_for_requester, values, partnership, holder,
                                           principal.organisation) if values else {})
@@ -1312,7 +1341,7 @@ class ExchangeService:
         neither side can use the gateway to translate arbitrary points). As they were, the requester's
         pseudonyms reached the holder, stable and linkable to the requester's other requests that name them."""
         translator = self.deps.pseudonyms
-        if translator is None or not body.provide:
+        if translator is None or not body.provide or not _may_name_pseudonyms([r.fields for r in body.provide]):
             return [r.fields for r in body.provide]
         values = {v for r in body.provide for v in _pseudonyms_in(r.fields)}
         mapping = (await asyncio.to_thread(translator.related_for_requester, values, body.partnership,

@@ -6,11 +6,12 @@ from connectors.http_connector import ConnectorRegistry
 from gateway.auditing.setup import audit_services
 from gateway.auth.setup import auth_services
 from gateway.auth.tokens import HolderTokenCache
-from gateway.container import Container
+from gateway.container import Container, NotReady, ReadinessCheck
 from gateway.exchange.lease import HOLDER_RETRY_BACKOFF_SECONDS
 from gateway.exchange.sealing import RecordSealer
 from gateway.exchange.service import ExchangeDeps, ExchangeService
 from gateway.policy.engine import PolicyEngine, build_policy_engine
+from gateway.policy.errors import PolicyError
 from gateway.register.setup import register_service
 
 
@@ -23,8 +24,21 @@ def install_policy(container: Container) -> PolicyEngine:
                                  timeout=settings.opa_timeout_seconds, token=settings.opa_token,
                                  ca_file=str(settings.opa_ca_file) if settings.opa_ca_file else None)
     container.services["policy"] = engine
-    container.readiness["policy_engine"] = engine.check
+    container.readiness["policy_engine"] = _policy_check(engine)
     return engine
+
+
+def _policy_check(engine: PolicyEngine) -> ReadinessCheck:
+    """The engine's readiness, its reason shown: an operator reads why the gateway denies everything (the OPA
+    server redirects, answers 401, keeps no register, decides with older policies) in the probe, not a bare
+    ``PolicyUnavailable``. The engines word every ``PolicyError`` themselves, naming no URL, token or input
+    (a failure of the outside library by its type only), so the unauthenticated probe may show it."""
+    async def check() -> None:
+        try:
+            await engine.check()
+        except PolicyError as exc:
+            raise NotReady(str(exc)) from exc
+    return check
 
 
 def install_exchange(container: Container) -> ExchangeService:

@@ -60,6 +60,7 @@ from gateway.policy.model import (
     PolicyRequest,
     RegisterFacts,
 )
+from gateway.resources import resource_dir
 from gateway.urls import EXPECTED, http_url
 
 RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decision", "discovery": "data.wgs.discovery.decision"}
@@ -68,6 +69,7 @@ BATCH_RULES: dict[PolicyKind, str] = {"exchange": "data.wgs.exchange.decisions",
                                       "discovery": "data.wgs.discovery.decisions"}
 BATCH_OPA_PATHS: dict[PolicyKind, str] = {"exchange": "wgs/exchange/decisions", "discovery": "wgs/discovery/decisions"}
 INDEX_RULE = "data.wgs.index.tables"
+VERSION_RULE = "data.wgs.version.policy_version"
 ENTRY_POINTS = [*RULES.values(), *BATCH_RULES.values()]
 UNDEFINED = '"<undefined>"'  # how regorus writes an undefined value as JSON (both evaluators)
 
@@ -89,6 +91,23 @@ class PolicyEngine(Protocol):
 def policy_files(directory: Path) -> list[Path]:
     """The policy modules (not their tests)."""
     return sorted(p for p in directory.glob("*.rego") if not p.name.endswith("_test.rego"))
+
+
+def read_policy_version(policies_dir: Path) -> str:
+    """The version every decision of the policies in ``policies_dir`` names (``data.wgs.version.policy_version``,
+    policies/version.rego, bumped with every rule change): what the OPA-server engine requires of the server's
+    decisions, since that server loads its policies on its own (a mounted directory, a bundle) and may serve
+    another set of rules than the gateway ships. Evaluated, not pattern-matched, so it is the value OPA reads."""
+    failure, version = None, None
+    try:
+        engine = regorus.Engine()
+        engine.add_policy_from_file(str(policies_dir / "version.rego"))
+        version = engine.eval_rule(VERSION_RULE)
+    except RuntimeError as exc:  # also a missing or unreadable file
+        failure = _failure(exc)
+    if failure is not None or not (isinstance(version, str) and version.strip()):
+        raise PolicyUnavailable(f"the policies name no policy version (version.rego): {failure or 'undefined'}")
+    return version
 
 
 def _holder_document(holder: Party) -> dict[str, Any]:
@@ -503,6 +522,10 @@ server has lost the register (a restart wipes its in-memory data). It is asked t
 (``POST /v1/data/wgs/exchange/decision``), one of the few calls deploy/opa/authz.rego allows the gateway."""
 
 
+POLICY_VERSION_MISMATCH = ("the OPA server's policies give no decision of this gateway's policy version "
+                           "(restart it with the gateway's policies)")
+
+
 def _unavailable(exc: Exception) -> PolicyUnavailable:
     return PolicyUnavailable(f"OPA server unavailable ({type(exc).__name__})")
 
@@ -539,9 +562,10 @@ class OpaServerPolicyEngine:
     name = "opa"
 
     def __init__(self, url: str, register_data: dict[str, Any], register_sha256: str, *, timeout: float = 2.0,
-                 token: str | None = None, ca_file: str | None = None) -> None:
+                 token: str | None = None, ca_file: str | None = None, policy_version: str | None = None) -> None:
         if not (math.isfinite(timeout) and timeout > 0):  # NaN never fires: a hung server would hold callers
             raise ValueError("the policy engine's timeout must be a positive, finite number of seconds")
+        self._policy_version = policy_version or read_policy_version(resource_dir("policies"))
         self._register, self._register_sha256 = _with_digest(register_data, register_sha256), register_sha256
         self._client = _opa_client(url, timeout, token, ca_file)
         self._timeout = timeout
@@ -640,10 +664,19 @@ class OpaServerPolicyEngine:
         except Exception as exc:  # a timeout, OSError, aiohttp's or opa-python-client's errors, anything else
             raise _unavailable(exc) from exc
 
+    def _of_these_policies(self, decision: Decision) -> Decision:
+        """``decision``, when the gateway's policies made it (it names their version); otherwise the server
+        serves other rules — older ones it was started with and kept after the gateway's upgrade (OPA reads
+        its policy files once, at start), or a bundle of another release — and gives no decision of the
+        gateway's (``PolicyUnavailable``: a denial, 503, until it is given the gateway's policies)."""
+        if decision.policy_version != self._policy_version:
+            raise PolicyUnavailable(POLICY_VERSION_MISMATCH)
+        return decision
+
     async def _decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         document, _ = await self._query(OPA_PATHS[kind], policy_input.document(), None, repushed=False)
-        return Decision.parse(document, requires_obligations=kind == "exchange").answering(
-            policy_input, self._facts, self._register_sha256)
+        return self._of_these_policies(Decision.parse(document, requires_obligations=kind == "exchange").answering(
+            policy_input, self._facts, self._register_sha256))
 
     async def decide(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
         decision: Decision = await self._within_timeout(self._decide(kind, policy_input))
@@ -655,8 +688,8 @@ class OpaServerPolicyEngine:
         for positions, document in batch_inputs(inputs):
             documents, repushed = await self._query(BATCH_OPA_PATHS[kind], document, len(positions), repushed)
             for position, decision in zip(positions, _parse_batch(kind, documents, len(positions)), strict=True):
-                decisions[position] = decision.answering(
-                    inputs[position], self._facts, self._register_sha256)
+                decisions[position] = self._of_these_policies(decision.answering(
+                    inputs[position], self._facts, self._register_sha256))
         return [d for d in decisions if d is not None]
 
     async def decide_many(self, kind: PolicyKind, inputs: Sequence[PolicyInput]) -> list[Decision]:
@@ -678,10 +711,10 @@ class OpaServerPolicyEngine:
         if self._under_another_register(result):
             return "another"
         try:
-            Decision.parse(result, requires_obligations=False)
+            decision = Decision.parse(result, requires_obligations=False)
         except MalformedDecision:
             return "foreign"
-        return "ours"
+        return "ours" if decision.policy_version == self._policy_version else "foreign"
 
     async def _check(self) -> None:
         await self._push()
@@ -696,8 +729,7 @@ class OpaServerPolicyEngine:
             if found == "another":
                 raise PolicyUnavailable("the OPA server decides under another register than the gateway's (digest)")
             if found == "foreign":
-                raise PolicyUnavailable("the OPA server's policies give no decision of this gateway's policy "
-                                        "version (upgrade its policies with the gateway)")
+                raise PolicyUnavailable(POLICY_VERSION_MISMATCH)
 
     async def check(self) -> None:
         """Ready when the server answers (the policy listing, not redirected) and decides with this
@@ -721,5 +753,5 @@ def build_policy_engine(kind: str, policies_dir: Path, register_data: dict[str, 
     service."""
     if kind == "opa":
         return OpaServerPolicyEngine(opa_url, register_data, register_sha256, timeout=timeout, token=token,
-                                     ca_file=ca_file)
+                                     ca_file=ca_file, policy_version=read_policy_version(policies_dir))
     return EmbeddedPolicyEngine(policies_dir, register_data, register_sha256)

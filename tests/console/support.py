@@ -6,6 +6,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from audit import AuditEvent, DataSubject, Decision, EventType, ProcessingActivity, Requester
 from gateway.auditing.setup import audit_services
 from gateway.auth.accounts import create_account
+from gateway.clock import FixedClock
 from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
@@ -59,6 +61,19 @@ def seed_entries(container: Container) -> None:
                          ("police_records",), False))
     log.append(_exchange(FEC, "abn-amro", "abn-amro-fec", "fiod", Decision.DENY, ("transactions",), False))
     log.issue_checkpoint()
+
+
+def seed_anomaly(container: Container, clock: FixedClock) -> None:
+    """A RIEC desk of the police deciding four times its usual volume today: a flag the RIEC's officers see."""
+    log = audit_services(container).log
+    today = clock.now()
+    for days_ago, count in ((3, 10), (2, 10), (1, 10), (0, 40)):
+        clock.set(today - timedelta(days=days_ago))
+        log.append([AuditEvent(event_type=EventType.POLICY_DECIDED, trace_id=secrets.token_hex(16),
+                               span_id=secrets.token_hex(8), processing_activity=RIEC,
+                               requester=Requester(org="politie", system="politie-riec-desk"), holder="kvk",
+                               decision=Decision.ALLOW) for _ in range(count)])
+    clock.set(today)
 
 
 def csrf_of(html: str) -> str:

@@ -30,6 +30,7 @@ from tests.console.support import (
     csrf_of,
     landing_after_sign_in,
     running_console,
+    seed_anomaly,
 )
 
 ACCOUNTS = {"po-gemeente": ("gemeente-amsterdam", "privacy-officer"), "po-bank": ("abn-amro", "privacy-officer"),
@@ -222,8 +223,8 @@ def test_notice_flags_set_to_0_show_no_notice(console: TestClient) -> None:
 
 def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(console: TestClient) -> None:
     account(console, "po-gemeente")
-    back = landing_after_sign_in(console, "po-gemeente", "/console/statistics?partnership=fec")
-    assert back == "/console/statistics?partnership=fec"
+    back = landing_after_sign_in(console, "po-gemeente", "/console/audit?partnership=fec")
+    assert back == "/console/audit?partnership=fec"
     console.cookies.clear()
     for target in ("https://evil.example/", "//evil.example/console", "/console//evil.example", "/v1/audit"):
         assert landing_after_sign_in(console, "po-gemeente", target) == "/console/audit", target
@@ -670,7 +671,7 @@ def test_filters_are_bounded_as_in_the_api_and_never_shown_back(console: TestCli
 def test_an_over_long_next_page_is_ignored_at_sign_in(console: TestClient) -> None:
     """A ``next`` of more than 2,048 characters is not followed (nor carried in the form): the person signs in
     all the same and lands on the home page; one of that length still returns to the page."""
-    longest = "/console/statistics?partnership=fec&x=" + "a" * 2048
+    longest = "/console/escalations?partnership=fec&x=" + "a" * 2048
     longest = longest[:2048]
     form = console.get("/console/login", params={"next": longest + "a"})
     assert form.status_code == 200
@@ -679,3 +680,17 @@ def test_an_over_long_next_page_is_ignored_at_sign_in(console: TestClient) -> No
         account(console, "po-gemeente")
         assert landing_after_sign_in(console, "po-gemeente", target) == landing
         console.cookies.clear()
+
+
+def test_anomaly_flags_name_their_metric_in_the_pages_language(console: TestClient, container: Container,
+                                                                clock: FixedClock) -> None:
+    """A flag's metric was shown as the API names it (``volume``, ``denial-rate``, ``out-of-hours``) on the Dutch
+    page as on the English one."""
+    seed_anomaly(container, clock)
+    sign_in(console, "cpo-riec")
+    dutch = console.get("/console/statistics?lang=nl").text.split('id="anomalies"')[1]
+    assert "politie-riec-desk" in dutch
+    assert "<td>aantal verzoeken</td>" in dutch
+    english = console.get("/console/statistics?lang=en").text.split('id="anomalies"')[1]
+    assert "<td>request volume</td>" in english
+    assert {f"metric.{metric}" for metric in ("volume", "denial-rate", "out-of-hours")} <= set(MESSAGES)

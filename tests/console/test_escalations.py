@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fastapi import FastAPI
@@ -25,10 +25,13 @@ from escalation.comments import comments
 from escalation.legal_gaps import get_gap
 from escalation.states import Action
 from gateway.clock import FixedClock
+from gateway.console.i18n import MESSAGES
 from gateway.console.settings import ConsoleSettings
+from gateway.console.views import short_id
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
+from gateway.register.model import Retention, Status
 from tests.auth_helpers import account_id
 from tests.console.support import PASSWORD, add_account, csrf_of, running_console
 from tests.statements import reads_accounts, statements_run
@@ -73,6 +76,17 @@ def open_riec_case(container: Container, *, days_ago: int = 0, holder: str = "po
                          exchange_id=f"ex-{days_ago}-{holder}", request_fingerprint="fp",
                          requested_categories=["police_incidents", "criminal_intelligence"])
     return case.id
+
+
+def riec_case_at_tier_3(container: Container) -> str:
+    """A RIEC case referred up twice by missed deadlines: tier 3, the steering group's."""
+    case_id = open_riec_case(container)
+    service = escalation_service(container)
+    with transaction(container.sessions) as session:
+        for version in (1, 2):
+            act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
+                deadlines=service.deadlines, timezone=service.timezone)
+    return case_id
 
 
 def version_of(container: Container, case_id: str) -> int:
@@ -168,6 +182,20 @@ def test_awaiting_panel_lists_the_cases_the_organisation_decides(console: TestCl
     sign_in(console, "admin-riec")  # the coordinator sees the case but decides only from tier 2
     awaiting = console.get("/console/escalations").text.split('id="awaiting"')[1].split("</section>")[0]
     assert case_id not in awaiting
+
+
+def test_each_awaiting_case_has_a_link_of_its_own_name(console: TestClient, container: Container) -> None:
+    """Two cases between the same organisations in one partnership were two links reading alike ("RIEC · gemeente
+    → politie"), told apart by neither a screen reader's list of links nor the eye: each names its case now, as
+    the queue's links do."""
+    first, second = open_riec_case(container, days_ago=1), open_riec_case(container)
+    sign_in(console, "po-politie")
+    awaiting = console.get("/console/escalations").text.split('id="awaiting"')[1].split("</section>")[0]
+    links = dict(re.findall(r'<a href="/console/escalations/([^"]+)"[^>]*>(.*?)</a>', awaiting, re.S))
+    assert set(links) == {first, second}
+    assert links[first] != links[second]
+    for case_id, text in links.items():
+        assert f"…{short_id(case_id)}" in text, text
 
 
 def test_case_page_shows_the_request_history_and_the_forms(console: TestClient, container: Container) -> None:
@@ -349,7 +377,7 @@ def test_review_then_a_narrowed_allow_is_recorded_by_the_service_only(console: T
     assert "Your decision was recorded." in decided.text
     assert '<dd id="decided-categories">police_incidents</dd>' in decided.text
     assert re.search(r'<code id="decision-id">[0-9a-f-]{36}</code>', decided.text)
-    assert "results_only: True" in decided.text
+    assert '<dd id="decided-obligations">Only results may leave the partnership</dd>' in decided.text
     # the decision's times as every time on the console is shown (UTC, to the second), not as stored (ISO text)
     times = re.findall(r"<dd>(\d{4}-\d{2}-\d{2}[^<]*)</dd>", decided.text)
     assert len(times) >= 2, times
@@ -380,12 +408,7 @@ def test_the_requester_may_refer_its_case_up(console: TestClient, container: Con
 
 
 def test_tier_3_needs_two_deciders_who_vote_the_same(console: TestClient, container: Container) -> None:
-    case_id = open_riec_case(container)
-    service = escalation_service(container)
-    with transaction(container.sessions) as session:
-        for version in (1, 2):
-            act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
-                deadlines=service.deadlines, timezone=service.timezone)
+    case_id = riec_case_at_tier_3(container)
     decision = {"expected_version": "3", "outcome": "allow", "permitted_categories": ["police_incidents"],
                 "motivation": "The steering group allows the incidents only."}
     sign_in(console, "admin-riec")
@@ -954,12 +977,7 @@ def test_the_last_tier_is_offered_no_referral(console: TestClient, container: Co
     up" next to allow and deny, and the requesting organisation, which sits on the RIEC's steering group and
     may not allow or deny its own request, was offered a decision form whose only choice was that referral,
     refused whenever sent. Now tier 3 offers allow and deny, and the requester no decision form at all."""
-    case_id = open_riec_case(container)
-    service = escalation_service(container)
-    with transaction(container.sessions) as session:
-        for version in (1, 2):
-            act(session, case_id, version, Action.DEADLINE_MISSED, None, now=container.clock.now(),
-                deadlines=service.deadlines, timezone=service.timezone)
+    case_id = riec_case_at_tier_3(container)
     sign_in(console, "po-om")  # a tier-3 decider
     page = console.get(f"/console/escalations/{case_id}").text
     assert re.findall(r'name="outcome" value="([^"]+)"', page) == ["allow", "deny"]
@@ -1164,3 +1182,90 @@ def test_a_nul_in_the_queue_cursor_is_a_422(console: TestClient, container: Cont
     sign_in(console, "po-gemeente")
     assert console.get("/console/escalations", params={"after": "\x00"}).status_code == 422
     assert console.get("/console/escalations", params={"after": ""}).status_code == 200
+
+
+def focused(html: str) -> str | None:
+    """The id of the element a browser focuses as the page opens (``autofocus``; at most one on a page)."""
+    found = re.findall(r"<[a-z]+ [^>]*\bautofocus\b[^>]*>", html)
+    assert len(found) <= 1, found
+    return re.search(r'id="([^"]+)"', found[0]).group(1) if found else None  # type: ignore[union-attr]
+
+
+def test_a_refused_form_takes_the_focus_to_its_message(console: TestClient, container: Container) -> None:
+    """A refused form comes back as the whole page, opened at its top, with the message beside the form far below
+    (the decision form, a comment, a gap's status): a keyboard or screen-reader user started again from the top
+    and had to hunt for what went wrong, although the field to correct is marked. The message takes the focus as
+    the page opens; it describes the field it is about (``aria-describedby``), which follows it in the form. A
+    page shown without an error takes the focus nowhere."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    page = console.get(f"/console/escalations/{case_id}")
+    assert focused(page.text) is None
+    token = csrf_of(page.text)
+    short = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "deny", "motivation": "ok"})
+    assert short.status_code == 422
+    assert focused(short.text) == "decision-error"
+    empty = console.post(f"/console/escalations/{case_id}/comments", data={"csrf_token": token, "text": " "})
+    assert empty.status_code == 422
+    assert focused(empty.text) == "comment-error"
+
+    sign_in(console, "admin-riec")  # not a decider at tier 1: the refusal is shown above the case
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    desk = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "deny", "motivation": "the desk is not asked yet"})
+    assert desk.status_code == 403
+    assert focused(desk.text) == "case-error"
+    gap_id = flag_gap(console, case_id, "Gap A")
+    for back in ("list", "detail"):
+        stale = console.post(f"/console/legal-gaps/{gap_id}/status", data={
+            "csrf_token": token, "expected_version": "7", "status": "on-agenda", "back": back})
+        assert stale.status_code == 409
+        assert focused(stale.text) == f"gap-error-{gap_id}", back
+
+    sign_in(console, "contact-riec")
+    form = console.get("/console/subjects")
+    assert focused(form.text) is None
+    wrong = console.post("/console/subjects", data={"csrf_token": csrf_of(form.text), "pseudonym": "not one!"})
+    assert wrong.status_code == 422
+    assert focused(wrong.text) == "subject-error"
+
+
+def test_a_decisions_obligations_are_in_words_in_either_language(console: TestClient, container: Container
+                                                                  ) -> None:
+    """The decision panel showed the obligations as stored — ``retain_until: 2026-12-31; results_only: True`` —
+    in Dutch as in English: field names of the API and Python's ``True``. They are the form's words now."""
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}").text)
+    retain_until = (escalation_service(container).today() + timedelta(days=30)).isoformat()
+    decided = console.post(f"/console/escalations/{case_id}/decision", data={
+        "csrf_token": token, "expected_version": "1", "outcome": "allow", "retain_until": retain_until,
+        "motivation": "Incidents are necessary for the Bibob advice.", "permitted_categories": ["police_incidents"],
+        "results_only": "1"})
+    assert decided.status_code == 200, decided.text
+    assert (f'<dd id="decided-obligations">Delete by {retain_until}; Only results may leave the partnership</dd>'
+            in decided.text)
+    dutch = console.get(f"/console/escalations/{case_id}?lang=nl")
+    assert (f'<dd id="decided-obligations">Verwijderen uiterlijk op {retain_until}; Alleen resultaten mogen het '
+            "verband verlaten</dd>") in dutch.text
+    for raw in ("retain_until", "results_only:", "True"):
+        assert raw not in dutch.text.split('id="decision"')[1].split("</section>")[0], raw
+
+
+def test_the_register_page_speaks_dutch_about_statuses_and_retention(console: TestClient) -> None:
+    """A partnership's and a participant's status and where a retention is counted from were shown as the
+    register's values (``active``, ``disclosure``) on the Dutch page too."""
+    sign_in(console, "po-politie")
+    dutch = console.get("/console/register?lang=nl")
+    assert dutch.status_code == 200
+    assert ">actief<" in dutch.text
+    assert ">active<" not in dutch.text
+    assert re.search(r"\d+ maanden vanaf (verstrekking|sluiting van de zaak)<", dutch.text)
+    assert "vanaf disclosure" not in dutch.text
+    english = console.get("/console/register?lang=en")
+    assert ">active<" in english.text
+    assert re.search(r"\d+ months from (disclosure|case closure)<", english.text)
+    counted_from = get_args(Retention.model_fields["counted_from"].annotation)
+    assert {f"register_status.{s.value}" for s in Status} | {f"counted_from.{c}" for c in counted_from} <= set(
+        MESSAGES), "every value the register may hold has its words"

@@ -202,6 +202,22 @@ def test_a_tossed_language_cookie_is_ignored_when_secure(browser: TestClient) ->
     assert "Aanmelden" in browser.get("/console/login").text, "the console's own choice is remembered"
 
 
+def test_a_link_from_elsewhere_shows_its_language_without_choosing_it(browser: TestClient) -> None:
+    """``?lang=`` in a link from a sibling subdomain (or any site: a top-level navigation takes a Strict cookie)
+    set the remembered language as well as the console's own switch did, so the ``__Host-`` name kept the
+    sibling from a choice it could still make with a link. The page asked for speaks that language; only the
+    console's own pages (and an address typed by the person) make it the one remembered."""
+    for site in ("same-site", "cross-site"):
+        linked = browser.get("/console/login?lang=nl", headers={"Sec-Fetch-Site": site})
+        assert "Aanmelden" in linked.text
+        assert LANGUAGE not in cookie_names(linked), site
+        assert "Sign in" in browser.get("/console/login").text, site
+    for started in ({"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+        chosen = browser.get("/console/login?lang=nl", headers=started)
+        assert LANGUAGE in cookie_names(chosen), started
+        browser.cookies.clear()
+
+
 # -- session fixation ---------------------------------------------------------------------------------------
 
 

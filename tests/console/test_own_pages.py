@@ -9,9 +9,9 @@ tests go over every GET route of the console, so that a new one that writes is c
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi import FastAPI
@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from audit import AuditEvent, Decision, EventType, ProcessingActivity, Requester
+from audit import EventType
 from audit.tables import audit_checkpoints, audit_entries
 from escalation.legal_gaps import flag_case
 from gateway.auditing.setup import audit_services
@@ -29,11 +29,17 @@ from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
-from tests.console.support import PASSWORD, add_account, csrf_of, seed_entries
+from tests.console.support import (
+    PASSWORD,
+    add_account,
+    csrf_of,
+    landing_after_sign_in,
+    seed_anomaly,
+    seed_entries,
+)
 from tests.console.test_console import IDLE
 from tests.console.test_escalations import open_riec_case
 
-RIEC = ProcessingActivity(partnership="riec-amsterdam-amstelland", purpose="bibob-integrity-check")
 OTHER_ORIGIN = ("same-site", "cross-site")
 PAGE_STARTS: tuple[dict[str, str], ...] = (
     {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}, {"Sec-Fetch-Site": "none"}, {})
@@ -51,7 +57,7 @@ def console(app: FastAPI, container: Container, clock: FixedClock,
         # The writer's idle round signs due checkpoints too; here only the requests may write.
         monkeypatch.setattr(audit_services(container).writer, "_idle", lambda: None)
         seed_entries(container)
-        _anomaly(container, clock)
+        seed_anomaly(container, clock)
         case_id = open_riec_case(container)
         with transaction(container.sessions) as session:
             gap = flag_case(session, case_id, organisation="politie", now=clock.now(), title="No basis",
@@ -66,19 +72,6 @@ def console(app: FastAPI, container: Container, clock: FixedClock,
         client.app_state["ids"] = {"case_id": case_id, "gap_id": gap.id, "name": "console.css",
                                    "index": str(_size(container) - 1)}
         yield client
-
-
-def _anomaly(container: Container, clock: FixedClock) -> None:
-    """A RIEC desk of the police deciding four times its usual volume today: a flag the officer sees."""
-    log = audit_services(container).log
-    today = clock.now()
-    for days_ago, count in ((3, 10), (2, 10), (1, 10), (0, 40)):
-        clock.set(today - timedelta(days=days_ago))
-        log.append([AuditEvent(event_type=EventType.POLICY_DECIDED, trace_id=secrets.token_hex(16),
-                               span_id=secrets.token_hex(8), processing_activity=RIEC,
-                               requester=Requester(org="politie", system="politie-riec-desk"), holder="kvk",
-                               decision=Decision.ALLOW) for _ in range(count)])
-    clock.set(today)
 
 
 def _size(container: Container) -> int:
@@ -120,9 +113,33 @@ def test_no_console_get_writes_when_another_origin_starts_it(console: TestClient
             assert _written(container) == before, f"{site} {method} {address} wrote to the log"
             if answer.status_code == 403:
                 refused.add(address)
-    ids = console.app_state["ids"]
-    assert {f"/console/audit/entries/{ids['index']}", "/console/statistics", "/console/statistics.csv",
-            "/console/legal-gaps.csv"} <= refused
+    assert refused == writing_gets(console.app_state["ids"])  # a new one: add it there (and mark its handler)
+
+
+def writing_gets(ids: dict[str, str]) -> set[str]:
+    """The console's GET addresses that write as they open, and refuse another origin (403)."""
+    return {f"/console/audit/entries/{ids['index']}", "/console/statistics", "/console/statistics.csv",
+            "/console/legal-gaps.csv"}
+
+
+def test_the_sign_in_form_never_sends_the_browser_on_to_a_page_that_writes(console: TestClient,
+                                                                           container: Container) -> None:
+    """Another origin's link to a page that writes as it opens, followed by someone signed out, went to the sign-in
+    form with that page as ``next`` (a link to ``/console/login?next=...`` did the same): signing in sent the
+    browser on to it, by then from the console's own page, so it wrote — an ``export`` entry in the officer's
+    name for a CSV they never asked for. The sign-in lands on a page that only reads instead."""
+    writing = writing_gets(console.app_state["ids"])
+    for address in sorted(writing):
+        console.cookies.clear()  # signed out: the link goes to the sign-in form
+        asked = console.get(address, follow_redirects=False, headers={"Sec-Fetch-Site": "same-site"})
+        assert asked.status_code in {303, 403}, address
+        kept = parse_qs(urlsplit(asked.headers.get("location", "")).query).get("next", [])
+        for target in [*kept, address]:
+            landing = landing_after_sign_in(console, "officer", target)
+            assert urlsplit(landing).path not in writing, (address, landing)
+            before = _written(container)
+            assert console.get(landing, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200, landing
+            assert _written(container)[0] == before[0], f"signing in to {address} wrote on {landing}"
 
 
 def test_the_refusal_says_to_open_the_page_from_the_console(console: TestClient) -> None:

@@ -261,7 +261,8 @@ def test_a_restore_from_before_a_rotation_rotates_the_retired_key_again(
     if kept_after == "signed-by-the-new-key":
         _ok(["clients", "add", "kvk-handelsregister", "--generate-secret"])
         _ok(["audit", "export", "--out", str(tmp_path / "export.jsonl")])  # signs a checkpoint with the new key
-    kept.write_text(newest_checkpoint_note(data_dir / "gateway.sqlite"))
+    _ok(["audit", "checkpoint", "--out", str(kept)])  # saved from the live log, as verify-backup says
+    assert kept.read_text() == newest_checkpoint_note(data_dir / "gateway.sqlite")
     _restore(backup, data_dir)
     assert _ok(["audit", "key"]).strip() == restored_key, "restored: the retired key is the current one again"
 
@@ -328,6 +329,7 @@ def test_verify_backup_says_that_the_backups_key_was_retired_here(data_dir: Path
     assert "retired here by a rotation at size" in warning
     assert "`wgs-gateway audit key rotate --compromised-after 1`" in warning
     assert "--latest-checkpoint" in warning
+    assert "`wgs-gateway audit checkpoint --out FILE`" in warning
 
 
 def test_a_restore_whose_rotation_fails_stays_recorded_and_names_the_command(

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gateway.cli import app
-from tests.deployment import prepared_data_dir
+from tests.deployment import newest_checkpoint_note, prepared_data_dir
 
 runner = CliRunner()
 NESTED = b"[" * 10_000 + b"]" * 10_000  # deeper than Python's recursion limit, shorter than an export line
@@ -421,3 +421,59 @@ def test_an_export_is_never_intact_on_the_key_it_names_itself(data_dir: Path, tm
     monkeypatch.setenv("WGS_DATA_DIR", str(data_dir))
     assert runner.invoke(app, ["audit", "export", "--out", str(exported)]).exit_code == 0
     assert runner.invoke(app, ["audit", "verify", "--export", str(exported)]).exit_code == 0
+
+
+# -- checkpoint ---------------------------------------------------------------------------------------------------
+
+
+def test_the_latest_checkpoint_is_printed_or_written_whole_for_keeping(data_dir: Path) -> None:
+    """What an officer keeps apart from the gateway and later hands to `audit verify --checkpoint` (or, after a
+    restore, to `db record-restore --latest-checkpoint`): the newest checkpoint exactly as signed."""
+    newest = newest_checkpoint_note(data_dir / "gateway.sqlite")
+    printed = runner.invoke(app, ["audit", "checkpoint"])
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout == newest
+    assert printed.stdout.startswith(f"{_origin(newest)}\n24\n")
+    kept = data_dir / "kept" / "checkpoint.txt"
+    kept.parent.mkdir()
+    written = runner.invoke(app, ["audit", "checkpoint", "--out", str(kept)])
+    assert written.exit_code == 0, written.output
+    assert "size 24" in written.stdout
+    assert kept.read_text(encoding="utf-8") == newest
+    assert [path.name for path in kept.parent.iterdir()] == ["checkpoint.txt"], "no draft left beside it"
+    assert runner.invoke(app, ["audit", "verify", "--checkpoint", str(kept)]).exit_code == 0
+
+
+def _origin(note: str) -> str:
+    return note.split("\n", 1)[0]
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE audit_checkpoints SET root_hash = zeroblob(32) WHERE tree_size = 24",
+    "UPDATE audit_checkpoints SET note = replace(note, char(10) || '24' || char(10), char(10) || '25' || char(10)) "
+    "WHERE tree_size = 24",
+], ids=["row-disagrees-with-note", "note-edited"])
+def test_a_latest_checkpoint_that_does_not_verify_is_not_handed_out(data_dir: Path, sql: str) -> None:
+    """A kept checkpoint the log's key never signed, or one whose root the tree does not have, would make the
+    officer's later check fail for the wrong reason (or a restore rotate for nothing): refused, nothing written,
+    and a file already at the path is left as it was."""
+    kept = data_dir / "checkpoint.txt"
+    kept.write_text("kept before\n", encoding="utf-8")
+    _tamper(data_dir, sql)
+    for command in (["audit", "checkpoint"], ["audit", "checkpoint", "--out", str(kept)]):
+        stderr = _no_traceback(runner.invoke(app, command))
+        assert stderr.startswith("the latest checkpoint does not verify"), stderr
+        assert "audit verify" in stderr
+    assert kept.read_text(encoding="utf-8") == "kept before\n"
+
+
+def test_a_log_without_a_checkpoint_yet_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prepared_data_dir(tmp_path, monkeypatch)
+    stderr = _no_traceback(runner.invoke(app, ["audit", "checkpoint"]))
+    assert stderr.startswith("no checkpoint has been signed yet"), stderr
+
+
+def test_a_checkpoint_path_that_cannot_be_written_is_one_line(data_dir: Path) -> None:
+    stderr = _no_traceback(runner.invoke(app, ["audit", "checkpoint", "--out",
+                                               str(data_dir / "missing" / "checkpoint.txt")]))
+    assert stderr.startswith("cannot write"), stderr

@@ -197,20 +197,53 @@ sys.exit(demo.run_demo(Settings(), port=0))
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, deadline: float) -> str:
-    """What ``process`` printed up to the line holding ``marker`` (fails after ``deadline`` seconds)."""
+    """What ``process`` printed, up to the line holding ``marker`` at least (fails after ``deadline`` seconds).
+
+    Reads the pipe's bytes as they come (``os.read``), never through the file object's buffer: ``select``
+    sees only the pipe, so lines that arrived in one chunk with the first (the demo prints its partners'
+    URLs, "logs of ..." and "running" in a burst) sat in that buffer unseen, and the wait ran out although
+    "running" had been printed — the demo "took >120 s" to start. Nothing is left in the buffer for a later
+    ``communicate``."""
     assert process.stdout is not None
-    seen: list[str] = []
+    descriptor = process.stdout.fileno()
+    seen = b""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        ready, _, _ = select.select([process.stdout], [], [], 1)
+        ready, _, _ = select.select([descriptor], [], [], 1)
         if ready:
-            line = process.stdout.readline()
-            seen.append(line)
-            if marker in line:
-                return "".join(seen)
-            if not line and process.poll() is not None:
+            chunk = os.read(descriptor, 1 << 16)
+            seen += chunk
+            text = seen.decode(errors="replace")
+            if marker in text:
+                return text
+            if not chunk and process.poll() is not None:
                 break
-    raise AssertionError(f"no {marker!r} within {deadline} s:\n{''.join(seen)}")
+    raise AssertionError(f"no {marker!r} within {deadline} s:\n{seen.decode(errors='replace')}")
+
+
+def test_reading_until_a_marker_sees_lines_that_arrived_together() -> None:
+    """Lines written at once (the demo prints its partners' URLs, "logs of ..." and "running" in a burst) reach
+    the reader in one chunk: ``_read_until`` must see the marker among them, not wait for more output."""
+    import fcntl
+    import termios
+
+    lines = ["partner a", "partner b", RUNNING]
+    burst = f"import time; print({chr(10).join(lines)!r}, flush=True); time.sleep(60)"
+    process = subprocess.Popen([sys.executable, "-c", burst], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        pending = bytearray(4)
+        end = time.monotonic() + 20
+        while time.monotonic() < end:  # until the whole burst waits in the pipe, as when the reader was slower
+            fcntl.ioctl(process.stdout.fileno(), termios.FIONREAD, pending)
+            if int.from_bytes(pending, sys.byteorder) == len("\n".join(lines)) + 1:
+                break
+            time.sleep(0.01)
+        output = _read_until(process, RUNNING, deadline=5)
+    finally:
+        process.kill()
+        process.communicate()
+    assert output.splitlines() == lines
 
 
 def test_sigterm_stops_the_demo_and_every_process_it_started(tmp_path: Path) -> None:
@@ -281,3 +314,160 @@ def test_a_demo_on_port_0_takes_no_default_port_another_run_may_race_for(
     assert len(failed) == 1, failed
     assert failed[0].startswith("gateway exited with code ")
     assert failed[0].endswith(f" before it was ready; see {tmp_path / 'logs' / 'gateway.log'}")
+
+
+def _children() -> set[int]:
+    """The processes whose parent is this one (zombies included), from /proc."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                children.add(int(stat.parent.name))
+    return children
+
+
+def test_the_partners_start_while_the_demo_migrates_and_registers_its_clients(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's own serial work before the gateway can start (migrating its database, registering every
+    partner as a client and the people of S9) overlaps the seven partners' start-up: they are started
+    before it, not after, and are stopped when the run ends. (Where the start-up time goes, measured, is in
+    ``gateway.demo``'s docstring.)"""
+    from alembic import command
+    from alembic.config import Config
+
+    from gateway import demo
+
+    before = _children()
+    started: list[set[int]] = []
+    upgrade = command.upgrade
+
+    def migrating(config: Config, revision: str) -> None:
+        started.append(_children() - before)
+        upgrade(config, revision)
+
+    monkeypatch.setattr(command, "upgrade", migrating)  # the module the demo calls it from
+    monkeypatch.setattr(demo, "GATEWAY_APP", "gateway.no_such_module:app")  # ends the run once partners are up
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    assert demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True) == 1
+    [partners] = started
+    assert len(partners) == 7
+    assert not (_children() - before) & partners  # every one stopped and reaped
+    [line] = [text for text in capsys.readouterr().err.splitlines() if " before it was ready" in text]
+    assert line.startswith("gateway exited with code ")
+
+
+def test_waiting_for_a_process_polls_it_with_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo polls each process's health every 0.2 s until it answers. Each poll made a new HTTP client
+    (``httpx.get``), whose TLS context alone costs ~25 ms of CPU (one client's request: ~1 ms): over a start
+    of 20 s under load some 2-3 s of CPU, taken from the very processes being waited for. One client per
+    wait, over every poll."""
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from gateway import demo
+    from tests.servers import serve_app
+
+    polls = [0]
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        polls[0] += 1
+        return JSONResponse({}, status_code=200 if polls[0] > 4 else 503)
+
+    made = [0]
+    init = httpx.Client.__init__
+
+    def counting(self: httpx.Client, *args: object, **kwargs: object) -> None:
+        made[0] += 1
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with serve_app(app) as url:
+        monkeypatch.setattr(httpx.Client, "__init__", counting)
+        demo._wait(f"{url}/health", deadline=60)
+    assert polls[0] == 5
+    assert made[0] == 1
+
+
+def test_a_port_taken_before_the_gateway_binds_it_is_named_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gateway's port was free when the demo chose it and another program took it before the gateway
+    bound it (another demo, a test run, a container publishing the port): the one line says so, naming the
+    port, instead of only that the gateway exited (the reason was in its log)."""
+    import socket
+
+    from gateway import demo
+
+    taken: list[socket.socket] = []
+    checked = demo._free_port
+
+    def racing(preferred: int) -> int:
+        port = checked(preferred)
+        if not taken:  # the gateway's port, chosen first: another program binds it right after the check
+            other = socket.socket()
+            other.bind(("127.0.0.1", port))
+            other.listen()
+            taken.append(other)
+        return port
+
+    monkeypatch.setattr(demo, "_free_port", racing)
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    try:
+        code = demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True)
+        port = taken[0].getsockname()[1]
+    finally:
+        for other in taken:
+            other.close()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [text for text in err.splitlines() if text.startswith("gateway ")]
+    assert line == (f"gateway could not listen on 127.0.0.1:{port}: another program uses that port; "
+                    f"see {tmp_path / 'logs' / 'gateway.log'}")
+
+
+class _InterruptedWhileWaiting:
+    """A process whose first wait is interrupted by a second Ctrl-C (or SIGTERM), as the demo's handler
+    raises it: ``KeyboardInterrupt`` inside ``wait``."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process, self.interrupted = process, False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.process, name)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return self.process.wait(timeout)
+
+
+def test_a_second_ctrl_c_while_stopping_kills_what_is_left_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """A second Ctrl-C (or SIGTERM) while the demo waits up to 10 s for its processes to stop ended the demo
+    with a ``KeyboardInterrupt`` traceback, leaving the processes not yet stopped unkilled and unreaped. Now
+    it kills what is left at once and reaps it, without a traceback."""
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
+                "time.sleep(60)")
+    processes = [subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE) for _ in range(2)]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline() == b"up\n"  # SIGTERM is ignored from here on
+        from gateway import demo
+
+        started = time.monotonic()
+        try:
+            demo.stop_processes([_InterruptedWhileWaiting(processes[0]), processes[1]])  # type: ignore[list-item]
+        except KeyboardInterrupt:  # not raised on: pytest would take it for the user's and end the whole run
+            pytest.fail("the second Ctrl-C ended the stop with KeyboardInterrupt")
+        assert time.monotonic() - started < 9  # not after the 10 s grace
+        assert [p.returncode for p in processes] == [-signal.SIGKILL] * 2
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            assert process.stdout is not None
+            process.stdout.close()

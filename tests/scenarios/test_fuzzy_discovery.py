@@ -150,6 +150,15 @@ def test_a_requester_cannot_ask_for_scores_or_references(stack: Stack, people: P
     _problem(_discover(stack, body), 422)
 
 
+def test_a_category_named_twice_is_refused_with_nothing_written(stack: Stack, people: People) -> None:
+    """As in an exchange or a plain discovery (found by bench_fuzz: a 500 from the gateway's own steps)."""
+    body = _request(people)
+    body["categories"] = [body["categories"][0]] * 2
+    before = _next_index(stack)
+    assert "each category may be named only once" in _problem(_discover(stack, body), 422)
+    assert _next_index(stack) == before
+
+
 def test_a_participant_outside_the_partnership_learns_nothing(stack: Stack, people: People) -> None:
     targets = _by_holder(_discover(stack, _request(people), system=BANK))
     assert targets

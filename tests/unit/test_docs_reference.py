@@ -1,6 +1,7 @@
 """The operator's reference pages keep up with the code: every command and option of ``wgs-gateway`` and
 ``wgs-partner`` is in docs/cli.md, every ``WGS_`` setting is in docs/configuration.md with its default and
-its bounds, and every link between the documents (README.md, docs/*.md) reaches a file and a heading.
+its bounds, every link between the documents (README.md, docs/*.md) reaches a file and a heading, and the
+number of kinds of caller the authorisation matrix tries is the matrix's.
 
 Why: those tables are written by hand beside the code. An option, a setting or a range added without its row
 (or a heading renamed under a link) is what an operator then looks for and does not find; nothing else fails
@@ -10,6 +11,7 @@ pydantic models, so a new one is checked without editing this test."""
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from gateway.cli import app as gateway_app
 from gateway.console.settings import ConsoleSettings
 from gateway.peer import UVICORN_PROXY_HEADERS
 from gateway.settings import Settings
+from tests.security.world import CALLERS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -38,16 +41,23 @@ def _table_rows(text: str) -> list[list[str]]:
 
 # ---- docs/cli.md ----------------------------------------------------------------------------------------
 
+def _options(command: Any) -> list[Any]:
+    return [param for param in command.params
+            if param.param_type_name == "option" and not param.hidden and param.name != "help"]
+
+
 def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, list[Any]]]:
     """(``"db backup"``, its options) for every command a user can type; ``--help`` and the completion options
-    are Typer's own."""
+    are Typer's own. A group that runs on its own (``audit key [--history]``, beside ``audit key rotate``) is
+    such a command too, with options of its own."""
     if hasattr(command, "commands"):
+        if path and command.invoke_without_command:
+            yield " ".join(path), _options(command)
         for name, sub in command.commands.items():
             if not sub.hidden:
                 yield from _commands(sub, (*path, name))
         return
-    yield " ".join(path), [param for param in command.params
-                           if param.param_type_name == "option" and not param.hidden and param.name != "help"]
+    yield " ".join(path), _options(command)
 
 
 def _long_name(option: Any) -> str:
@@ -218,3 +228,29 @@ def test_every_link_between_the_documents_resolves(source: Path, target: str) ->
     assert destination.exists(), f"{source.relative_to(ROOT)}: {target} names no file"
     if anchor and destination.suffix == ".md":
         assert anchor in _anchors(destination), f"{source.relative_to(ROOT)}: {target} names no heading"
+
+
+# ---- numbers taken from the code --------------------------------------------------------------------------
+
+def test_the_kinds_of_caller_of_the_authorisation_matrix_are_counted_as_the_matrix_has_them() -> None:
+    """Why: a caller added to the matrix (the copy of a certificate-bound token, presented without its
+    certificate) left docs/security.md and docs/testing.md saying 13; nothing else noticed."""
+    stated = {(path.name, int(count)) for path in _markdown_files()
+              for count in re.findall(r"(\d+) (?:kinds of )?callers?\b", path.read_text(encoding="utf-8"))}
+    assert stated, "docs/security.md no longer says how many kinds of caller the matrix tries"
+    wrong = sorted(stated - {(name, len(CALLERS)) for name, _ in stated})
+    assert not wrong, f"the authorisation matrix tries {len(CALLERS)} kinds of caller; the documents say {wrong}"
+
+
+def test_architecture_md_lists_every_import_contract() -> None:
+    """docs/architecture.md's table of one-way imports names each contract import-linter checks (by the name
+    in pyproject.toml, up to its colon), and no other: a contract added, renamed or dropped there changes what
+    the page promises."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"][
+        "contracts"]
+    heading = "## Packages and their one-way imports"
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    assert heading in text, f"docs/architecture.md has no section {heading!r}"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    listed = {row[0] for row in _table_rows(section)[1:]}
+    assert listed == {contract["name"].split(":")[0] for contract in contracts}

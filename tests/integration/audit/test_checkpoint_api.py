@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -231,7 +232,8 @@ def _column_root(container: Container, size: int, note: str) -> bytes:
     try:
         return claimed_checkpoint(note).root_hash
     except VerificationError:
-        return container.services["audit"].log.root(size)
+        root: bytes = container.services["audit"].log.root(size)
+        return root
 
 
 @pytest.mark.parametrize("note", list(_NOTES))
@@ -287,7 +289,7 @@ def _assert_unverified(answer: object) -> None:
     assert "Traceback" not in answer.text
 
 
-def _failure_entries(engine: Engine) -> list[dict[str, object]]:
+def _failure_entries(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as connection:
         texts = connection.execute(select(audit_entries.c.canonical).where(
             audit_entries.c.event_type == EventType.CONSOLE_ACTION.value)).scalars().all()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine, PolicyEngine
+from gateway.policy.engine import EmbeddedPolicyEngine, OpaServerPolicyEngine, PolicyEngine, read_policy_version
 from gateway.policy.errors import MalformedDecision, PolicyUnavailable
 from gateway.policy.model import EscalationDecisionInput, PolicyContext
 from gateway.register.service import register_digest
@@ -27,7 +29,7 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "obligations": OBLIGATIONS, "escalation_decision": None,
-    "policy_version": "wgs-policy-stub"}
+    "policy_version": read_policy_version(POLICIES_DIR)}
 NARROWED = ALLOWED | {"outcome": "allowed-narrowed", "removed_categories": ["convictions"], "reasons": [
     {"code": "category-not-supplied", "message": "not supplied", "category": "convictions"}]}
 
@@ -70,6 +72,20 @@ def _stub_policies(directory: Path, decision: dict[str, Any]) -> Path:
     return directory
 
 
+@asynccontextmanager
+async def _engine(kind: str, policies: Path) -> AsyncIterator[PolicyEngine]:
+    """The engine of ``kind`` over ``policies``: embedded, or an OPA server's client against the test server
+    serving them (the same decision test table runs through both)."""
+    with serve_app(create_opa_test_app(policies)) as url:
+        digest = register_digest(REGISTER)
+        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER, digest) if kind == "embedded"
+                                else OpaServerPolicyEngine(url, REGISTER, digest, timeout=5.0))
+        try:
+            yield engine
+        finally:
+            await engine.aclose()
+
+
 async def _decisions(engine: PolicyEngine) -> None:
     asked = _input(MUNICIPALITY, "politie", ["police_incidents"])
     one = await engine.decide("exchange", asked)
@@ -82,20 +98,14 @@ async def _decisions(engine: PolicyEngine) -> None:
 async def test_a_decision_the_request_cannot_have_is_malformed(tmp_path: Path, kind: str, case: str,
                                                                decision: dict[str, Any], outcome: str | None) -> None:
     policies = _stub_policies(tmp_path, decision)
-    with serve_app(create_opa_test_app(policies)) as url:
-        digest = register_digest(REGISTER)
-        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER, digest) if kind == "embedded"
-                                else OpaServerPolicyEngine(url, REGISTER, digest, timeout=5.0))
-        try:
-            if outcome is None:
-                with pytest.raises(MalformedDecision):
-                    await engine.decide("exchange", _input(MUNICIPALITY, "politie", ["police_incidents"]))
-                with pytest.raises(MalformedDecision):
-                    await engine.decide_many("exchange", [_input(MUNICIPALITY, "politie", ["police_incidents"])])
-            else:
-                await _decisions(engine)
-        finally:
-            await engine.aclose()
+    async with _engine(kind, policies) as engine:
+        if outcome is None:
+            with pytest.raises(MalformedDecision):
+                await engine.decide("exchange", _input(MUNICIPALITY, "politie", ["police_incidents"]))
+            with pytest.raises(MalformedDecision):
+                await engine.decide_many("exchange", [_input(MUNICIPALITY, "politie", ["police_incidents"])])
+        else:
+            await _decisions(engine)
 
 
 @pytest.mark.parametrize("kind", ["embedded", "opa-server"])
@@ -105,20 +115,14 @@ async def test_an_allow_keeps_the_purposes_results_only(tmp_path: Path, kind: st
     policies = _stub_policies(tmp_path, ALLOWED | {"obligations": OBLIGATIONS | {"results_only": results_only}})
     asked = _input(MUNICIPALITY, "politie", ["police_incidents"], partnership="zvh-amsterdam",
                    purpose="youth-prevention", legal_basis="WGS (ZVH)")
-    with serve_app(create_opa_test_app(policies)) as url:
-        digest = register_digest(REGISTER)
-        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER, digest) if kind == "embedded"
-                                else OpaServerPolicyEngine(url, REGISTER, digest, timeout=5.0))
-        try:
-            if results_only:
-                assert (await engine.decide("exchange", asked)).obligations.results_only  # type: ignore[union-attr]
-            else:
-                with pytest.raises(MalformedDecision, match="results only"):
-                    await engine.decide("exchange", asked)
-                with pytest.raises(MalformedDecision, match="results only"):
-                    await engine.decide_many("exchange", [asked])
-        finally:
-            await engine.aclose()
+    async with _engine(kind, policies) as engine:
+        if results_only:
+            assert (await engine.decide("exchange", asked)).obligations.results_only  # type: ignore[union-attr]
+        else:
+            with pytest.raises(MalformedDecision, match="results only"):
+                await engine.decide("exchange", asked)
+            with pytest.raises(MalformedDecision, match="results only"):
+                await engine.decide_many("exchange", [asked])
 
 
 @pytest.mark.parametrize("kind", ["embedded", "opa-server"])
@@ -130,18 +134,12 @@ async def test_an_escalation_decision_applies_only_to_its_own_holder(tmp_path: P
         id="dec-1", request_fingerprint="fp-1", holder="politie", valid_until="2026-12-01T00:00:00Z",
         permitted_categories=["police_incidents"]))
     asked = _input(MUNICIPALITY, holder, ["police_incidents"], context=brought)
-    with serve_app(create_opa_test_app(policies)) as url:
-        digest = register_digest(REGISTER)
-        engine: PolicyEngine = (EmbeddedPolicyEngine(policies, REGISTER, digest) if kind == "embedded"
-                                else OpaServerPolicyEngine(url, REGISTER, digest, timeout=5.0))
-        try:
-            if accepted:
-                assert (await engine.decide("exchange", asked)).escalation_decision == "dec-1"
-            else:
-                with pytest.raises(MalformedDecision):
-                    await engine.decide("exchange", asked)
-        finally:
-            await engine.aclose()
+    async with _engine(kind, policies) as engine:
+        if accepted:
+            assert (await engine.decide("exchange", asked)).escalation_decision == "dec-1"
+        else:
+            with pytest.raises(MalformedDecision):
+                await engine.decide("exchange", asked)
 
 
 async def test_an_opa_server_serving_older_policies_is_not_ready(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.policy.engine import MAX_ANSWER_BYTES, OpaServerPolicyEngine
+from gateway.policy.engine import MAX_ANSWER_BYTES, OpaServerPolicyEngine, read_policy_version
 from gateway.policy.errors import MalformedDecision, PolicyError, PolicyUnavailable
 from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
@@ -30,7 +30,8 @@ OBLIGATIONS = {"retain_until": "2028-11-25", "onward_sharing": False, "results_o
 ALLOWED: dict[str, Any] = {
     "allow": True, "escalate": False, "outcome": "allowed", "reasons": [], "permitted_categories": ["police_incidents"],
     "removed_categories": [], "hit_only": False, "obligations": OBLIGATIONS, "escalation_decision": None,
-    "holder": "politie", "policy_version": "wgs-policy-stub", "register_sha256": register_digest(REGISTER)}
+    "holder": "politie", "policy_version": read_policy_version(POLICIES_DIR),
+    "register_sha256": register_digest(REGISTER)}
 DENIED = ALLOWED | {"allow": False, "outcome": "denied", "permitted_categories": [], "obligations": None,
                     "reasons": [{"code": "legal-basis-mismatch", "message": "wrong legal basis"}]}
 ALLOWED_JSON = json.dumps(ALLOWED)

@@ -54,3 +54,30 @@ def test_ensure_venv_asks_pip_for_a_requirement_it_accepts(tmp_path: Path, extra
                             text=True, timeout=60, check=False)
     assert parsed.returncode == 0, f"pip refuses -e {requirement!r}: {parsed.stderr.strip().splitlines()[-1:]}"
     assert set(json.loads(parsed.stdout)) == expected
+
+
+def _pip_installs(tmp_path: Path, extras: str) -> list[str]:
+    """The ``pip install`` calls one run of ``ensure_venv EXTRAS`` makes (pip stubbed out as above)."""
+    calls = tmp_path / ".venv" / "bin" / "calls"
+    calls.unlink(missing_ok=True)
+    subprocess.run(["bash", "-c", 'source scripts/_env.sh && ensure_venv "$1"', "_", extras],
+                   cwd=tmp_path, check=True, timeout=30)
+    return [line for line in calls.read_text().splitlines() if line.startswith("-m pip install")]
+
+
+def test_a_second_run_installs_nothing_until_the_project_changes(tmp_path: Path) -> None:
+    """``scripts/demo`` ran ``pip install --upgrade pip`` and ``pip install -e .`` (an isolated build: setuptools
+    fetched again) on every start, so every second run needed the package index and spent seconds there.
+    Now a run installs only when the project's install inputs (pyproject.toml, setup.py) or the extras differ
+    from the last successful install into this .venv."""
+    _editable_requirement(tmp_path, "")  # the stubbed .venv and the script
+    for name in ("pyproject.toml", "setup.py"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    assert len(_pip_installs(tmp_path, "")) == 2  # pip itself, then the project
+    assert _pip_installs(tmp_path, "") == []
+    assert len(_pip_installs(tmp_path, "test")) == 2  # other extras: installed once
+    assert _pip_installs(tmp_path, "test") == []
+    assert _pip_installs(tmp_path, "") == []
+    with (tmp_path / "pyproject.toml").open("a") as project:
+        project.write("\n# a dependency changed\n")
+    assert len(_pip_installs(tmp_path, "")) == 2

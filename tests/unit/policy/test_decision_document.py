@@ -133,8 +133,8 @@ def test_a_decision_for_another_holder_answers_no_request() -> None:
         decision.answering(_input_for("h2"), POLICE_ONLY, "ab" * 32)
 
 
-# What the register says of categories, whatever the policy (an OPA server may serve a stale or altered bundle;
-# the decision names its policy version but the gateway does not require its own): rule 4, never disclosed,
+# What the register says of categories, whatever the policy (an OPA server may serve an altered bundle, which
+# names the gateway's policy version all the same; only another version is refused): rule 4, never disclosed,
 # not even as hit/no-hit (whether the police hold CIE information on a person is itself that information);
 # rule 3, a hit/no-hit-only category never as records. Each such decision was accepted.
 REGISTERED = RegisterFacts(

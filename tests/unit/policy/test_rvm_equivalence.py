@@ -248,7 +248,8 @@ _BAD_FIELDS = [("requested_at", value) for value in (None, 5, "", "2026-11-25", 
     ("provided_categories", value) for value in ("company_registration", {"company_registration": True}, 5,
                                                  [5], ["company_registration", None])] + [
     ("categories", value) for value in (None, "police_incidents", {"police_incidents": True}, 5, [5],
-                                        ["police_incidents", None], [])]
+                                        ["police_incidents", None], [], ["police_incidents", True],
+                                        ["police_incidents", ["income"]], ["police_incidents", {}])]
 _ABSENT = object()
 
 
@@ -293,6 +294,58 @@ def test_an_absent_legal_basis_or_requester_denies_identically(engines: Engines,
         for decision in expected if isinstance(expected, list) else [expected]:
             assert decision["outcome"] == "denied", (rule, doc)
             assert code in {r["code"] for r in decision["reasons"]}, (rule, doc)
+
+
+# The usual request is recognised in fewer steps than the rules it stands for (policies/common.rego
+# `request_deny`, `_usual_texts`, `_categories_ok`; wgs.exchange `_plain_request`): by the order of Rego's
+# values across types instead of is_string/trim_space, and by the absence of an escalation decision. Texts at
+# the edges of those bounds, and escalation decisions that are none, must be decided as the rules say.
+_BLANK, _SAME = "blank", "same"
+_TEXTS = [("\u3000", _BLANK), ("\u0085", _BLANK), ("\t", _BLANK), (" ", _BLANK), (5, _BLANK), (["C-1"], _BLANK),
+          ("\u3000C-1", _SAME), ("\u00c9-1", _SAME), (" C-1", _SAME), ("~", _SAME), ("!", _SAME), ("\u0084", _SAME)]
+_TEXT_FIELDS = [(("case_reference",), "case-reference-missing"), (("signal", "type"), "signal-missing"),
+                (("signal", "reference"), "signal-missing")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("path", "code"), _TEXT_FIELDS, ids=[".".join(p) for p, _ in _TEXT_FIELDS])
+@pytest.mark.parametrize(("value", "expected"), _TEXTS, ids=[repr(v) for v, _ in _TEXTS])
+def test_rule_2_texts_at_the_bounds_of_the_usual_request_decide_as_the_rules_say(
+        engines: Engines, kind: PolicyKind, path: tuple[str, ...], code: str, value: Any, expected: str) -> None:
+    """White space only (also Unicode's, which sorts above "!") or no string: denied for rule 2; any other
+    string: decided as the usual request is (a leading space or accented letter is no blank text)."""
+    def mutate(doc: dict[str, Any]) -> None:
+        part = doc["request"]
+        for key in path[:-1]:
+            part = part[key]
+        part[path[-1]] = value
+
+    usual = {rule: decided for rule, _, decided in _both_evaluators_on(engines, kind, _nothing)}
+    for rule, doc, decided in _both_evaluators_on(engines, kind, mutate):
+        if expected == _SAME:
+            assert decided == usual[rule], (rule, doc)
+            continue
+        for decision in decided if isinstance(decided, list) else [decided]:
+            assert decision["outcome"] == "denied", (rule, doc)
+            assert code in {r["code"] for r in decision["reasons"]}, (rule, doc)
+
+
+def _nothing(doc: dict[str, Any]) -> None:
+    """The table's input unchanged."""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("brought", [None, False, {}, "dec-1", []])
+def test_an_escalation_decision_that_is_none_decides_as_none(engines: Engines, kind: PolicyKind,
+                                                             brought: Any) -> None:
+    """An ``escalation_decision`` that is null, false or no decision document takes the general rules
+    (wgs.exchange `_decision`), not the usual request's: the same documents as without one."""
+    def mutate(doc: dict[str, Any]) -> None:
+        doc["context"]["escalation_decision"] = brought
+
+    usual = {rule: decided for rule, _, decided in _both_evaluators_on(engines, kind, _nothing)}
+    for rule, doc, decided in _both_evaluators_on(engines, kind, mutate):
+        assert decided == usual[rule], (rule, doc)
 
 
 # --- failing closed ----------------------------------------------------------------------------------------
