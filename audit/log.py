@@ -271,8 +271,58 @@ class AuditLog:
         self._passed_over: tuple[str, tuple[tuple[int, str, str, int | None], ...]] | None = None
         self._passed_over_reported: frozenset[tuple[int, str]] = frozenset()
         self._rows = store.RowWriter(engine.dialect)
+        self._held = threading.local()  # a thread's connection kept across its appends (holding_connection)
         # SQLAlchemy's errors, and the driver's own for the few statements sent to it directly.
         self._database_errors: tuple[type[Exception], ...] = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
+
+    @contextmanager
+    def holding_connection(self) -> Iterator[None]:
+        """Within the block, the calling thread's appends keep one SQLite connection instead of taking one from
+        the pool and returning it for every transaction (elsewhere, and on PostgreSQL, nothing changes).
+
+        Why: the audit writer's thread commits every request's entries, one transaction after another, and each
+        request waits for its commit. Taking the connection from the pool and giving it back (SQLAlchemy's
+        checkout, reset and checkin) cost that thread 0.1-0.15 ms of each transaction in the gateway process,
+        against 0.3-0.4 ms for the rest of its fixed work. Kept, the connection also keeps its page cache. After a
+        database error it goes back to the pool (which resets or discards it, as it would have anyway) and the
+        next append takes another; a refused companion or any other failure rolls its transaction back and
+        leaves the connection as clean as a returned one. After ``engine.dispose()`` the next append takes a new
+        connection, as it would from the new pool. Not on PostgreSQL, where a kept connection would meet a
+        restarted server on the next request, which the pool's pre-ping catches instead."""
+        if self._engine.dialect.name != "sqlite":
+            yield
+            return
+        self._held.active, self._held.connection = True, None
+        try:
+            yield
+        finally:
+            connection = self._held.connection
+            self._held.active, self._held.connection = False, None
+            if connection is not None:
+                connection.close()
+
+    def _held_connection(self) -> Connection | None:
+        """The calling thread's kept connection (opened now if it has none yet), or None outside
+        :meth:`holding_connection`."""
+        if not getattr(self._held, "active", False):
+            return None
+        connection: Connection | None = self._held.connection
+        if connection is not None and self._held.pool is not self._engine.pool:
+            # The engine was disposed: its pool's connections are not used again, nor is the kept one.
+            self._held.connection = None
+            connection.close()
+            connection = None
+        if connection is None:
+            connection = self._held.connection = self._engine.connect()
+            self._held.pool = self._engine.pool
+        return connection
+
+    def _drop_held(self) -> None:
+        """After a database error: the kept connection goes back to the pool, which resets it or discards it."""
+        connection: Connection | None = getattr(self._held, "connection", None)
+        if connection is not None:
+            self._held.connection = None
+            connection.close()
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -364,11 +414,12 @@ class AuditLog:
         if not prepared:
             return []
         try:
-            with store.append_transaction(self._engine) as transaction:
+            with store.append_transaction(self._engine, self._held_connection()) as transaction:
                 receipts, frontier, signed = self._append_locked(transaction, prepared)
                 if within is not None:
                     within(transaction.connection, receipts)
         except self._database_errors as exc:
+            self._drop_held()
             raise AuditWriteError(f"audit log write failed ({type(exc).__name__})") from exc
         self._remember_frontier(frontier)  # only once committed
         self._remember_signed(signed)

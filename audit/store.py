@@ -64,8 +64,10 @@ class AppendTransaction:
 
 
 @contextmanager
-def append_transaction(engine: Engine) -> Iterator[AppendTransaction]:
-    """A write transaction holding the log's append lock; commits on success, rolls back on error.
+def append_transaction(engine: Engine, held: Connection | None = None) -> Iterator[AppendTransaction]:
+    """A write transaction holding the log's append lock; commits on success, rolls back on error. ``held``: an
+    SQLite connection the caller keeps across its transactions (:meth:`audit.log.AuditLog.holding_connection`),
+    used instead of one from the pool.
 
     Round trips matter here: every append of every request waits for this transaction, and on a busy
     process each blocking call also costs the writer thread a wait for the GIL. On PostgreSQL the
@@ -74,6 +76,14 @@ def append_transaction(engine: Engine) -> Iterator[AppendTransaction]:
     lock is granted). Measured here, that beat both SQLAlchemy's per-connection isolation level (a SET
     and a reset per checkout) and psycopg's pipeline mode (whose own overhead outweighs two round trips).
     """
+    if held is not None:
+        try:
+            with _sqlite_immediate(held) as state:
+                yield AppendTransaction(held, state)
+        finally:
+            if held.in_transaction():  # a statement of the append went through SQLAlchemy: its view ends here,
+                held.rollback()        # as it would when the connection went back to the pool
+        return
     with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
             with _sqlite_immediate(connection) as state:

@@ -38,6 +38,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
@@ -61,6 +62,8 @@ class Appender(Protocol):
                         within: Callable[[Connection, list[Receipt]], None] | None = None) -> list[Receipt]: ...
 
     def maybe_issue_checkpoint(self) -> object: ...
+
+    def holding_connection(self) -> AbstractContextManager[None]: ...
 
 
 @dataclass
@@ -167,7 +170,8 @@ class AsyncAuditWriter:
 
     def _run(self) -> None:
         try:
-            self._serve()
+            with self._log.holding_connection():  # one connection for all of this thread's commits
+                self._serve()
         finally:  # however the thread ends, nobody may wait for it any more
             with self._state_lock:
                 self._closed = True

@@ -35,31 +35,49 @@ from escalation.tables import escalation_cases, escalation_events
 
 class EscalationError(CompanionRefused):
     """A step the workflow refuses (4xx). A :class:`~audit.CompanionRefused`: raised inside the audit writer's
-    transaction (the step and its entry commit together), it is an expected refusal, not a fault of the log."""
+    transaction (the step and its entry commit together), it is an expected refusal, not a fault of the log.
+
+    ``code`` names the reason (a class's own, or one given where it is raised) and ``values`` what its words
+    need, so that the console can word it in Dutch too (:class:`gateway.errors.GatewayError`)."""
+
+    code: str | None = None
+
+    def __init__(self, message: str = "", *, code: str | None = None, values: dict[str, str] | None = None
+                 ) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.values = values or {}
 
 
 class CaseNotFound(EscalationError):
-    pass
+    code = "case-not-found"
 
 
 class ConcurrentUpdate(EscalationError):
     """The case changed since the caller read it (optimistic lock lost)."""
 
+    code = "stale-version"
+
 
 class CaseExists(ConcurrentUpdate):
     """An active case about the same exchange and holder exists already (another was opened meanwhile)."""
+
+    code = "case-exists"
 
 
 class DecisionInUse(ConcurrentUpdate):
     """The allow decision is held by another re-run, or was used (whether or not its case is closed yet)."""
 
+    code = "decision-in-use"
+
 
 class FourEyesViolation(EscalationError):
-    pass
+    code = "four-eyes"
 
 
 class MotivationRequired(EscalationError):
-    pass
+    code = "motivation-required"
 
 
 Deadlines = dict[int, int] | Callable[[str], dict[int, int]]
@@ -265,7 +283,7 @@ def _check_decision(case: Case, deciders: list[Actor], motivation: str, outcome:
     if not motivation.strip():
         raise MotivationRequired("a decision needs a written motivation")
     if outcome not in {"allow", "deny"}:
-        raise EscalationError("outcome must be allow or deny")
+        raise EscalationError("outcome must be allow or deny", code="outcome-invalid")
     if not deciders or not all(may_vote(case, d.organisation) for d in deciders):
         raise FourEyesViolation("the decider must be outside the requesting organisation")
 
@@ -283,10 +301,12 @@ def decide(session: Session, case_id: str, expected_version: int, deciders: list
     _check_decision(case, deciders, motivation, outcome)
     needed = votes_needed(case, min_deciders or 1)
     if len({(d.organisation, d.user) for d in deciders}) < needed:
-        raise FourEyesViolation(f"a tier-{case.tier} decision needs {needed} different deciders")
+        raise FourEyesViolation(f"a tier-{case.tier} decision needs {needed} different deciders",
+                                code="four-eyes-deciders", values={"tier": str(case.tier), "n": str(needed)})
     if not independent(case, {d.organisation for d in deciders}):
         raise FourEyesViolation("no party decides its own case alone: the deciders must include someone of "
-                                "the other party (a holder's objection, tier 1) or, above tier 1, of neither")
+                                "the other party (a holder's objection, tier 1) or, above tier 1, of neither",
+                                code="four-eyes-parties")
     decision = {"id": str(uuid6.uuid7()), "outcome": outcome,
                 "permitted_categories": sorted(permitted_categories) if outcome == "allow" else [],
                 "obligations": dict(obligations or {}) if outcome == "allow" else {},

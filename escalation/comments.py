@@ -30,6 +30,8 @@ longer be re-run; what is left is a new escalation or an objection)."""
 class CaseEnded(EscalationError):
     """A comment on a closed, withdrawn or expired case (409)."""
 
+    code = "case-ended"
+
     def __init__(self, state: State) -> None:
         super().__init__(f"the case is {state.value}; open a new escalation or object")
         self.state = state

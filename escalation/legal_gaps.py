@@ -38,16 +38,18 @@ GAP_TRANSITIONS: dict[GapStatus, set[GapStatus]] = {
 
 
 class GapNotFound(EscalationError):
-    pass
+    code = "gap-not-found"
 
 
 class InvalidGapTransition(EscalationError):
-    pass
+    code = "gap-transition"
 
 
 class AlreadyLinked(EscalationError):
     """The case is linked to the gap already: linking it again changes nothing, so it is no step either (the
     caller answers with the gap as it is, and logs nothing)."""
+
+    code = "gap-already-linked"
 
     def __init__(self, gap_id: str) -> None:
         super().__init__(f"the case is linked to legal gap `{gap_id}` already")
@@ -56,6 +58,8 @@ class AlreadyLinked(EscalationError):
 
 class GapResolved(EscalationError):
     """A case may not be linked to a resolved gap (409): a new problem is a new gap."""
+
+    code = "gap-resolved"
 
     def __init__(self, gap_id: str) -> None:
         super().__init__(f"legal gap `{gap_id}` is {GapStatus.RESOLVED.value}: a resolved gap takes no new "
@@ -142,7 +146,8 @@ def flag_case(session: Session, case_id: str, *, organisation: str, now: datetim
     case = get_case(session, case_id)
     if gap_id is None:
         if not (title and title.strip() and description and description.strip()):
-            raise EscalationError("a new legal gap needs a title and a description of the missing basis")
+            raise EscalationError("a new legal gap needs a title and a description of the missing basis",
+                                  code="gap-description-required")
         gap_id = new_id or new_gap_id()
         session.execute(legal_gaps.insert().values(
             id=gap_id, partnership=case.partnership, title=title.strip(), description=description.strip(),

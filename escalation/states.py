@@ -83,6 +83,8 @@ class InvalidTransition(CompanionRefused):
     """A step the case's state does not allow (409); an expected refusal when raised in the audit writer's
     transaction (:class:`~audit.CompanionRefused`)."""
 
+    code = "invalid-transition"  # the console's words for it (escalation.cases.EscalationError)
+
     def __init__(self, state: State, action: Action, tier: int) -> None:
         super().__init__(f"`{action.value}` is not allowed in state `{state.value}` at tier {tier}")
         self.state, self.action, self.tier = state, action, tier

@@ -17,6 +17,11 @@
         └── AuditCheckpointUnverified 503  the log's stored checkpoint failed the gateway's own verification
 
 ``detail`` texts must never contain personal data: only references, pseudonyms and field names.
+
+A refusal a person may read on the console's pages carries a ``code`` (and the ``values`` its words need):
+the console words it in the page's language (``gateway.console.i18n``, ``refusal.<code>``), while the API's
+problem document keeps the English ``detail``. Matching the English text instead would break, silently, at
+the first rewording.
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ class GatewayError(Exception):
     title: str = "Internal error"
 
     def __init__(self, detail: str, *, extra: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, code: str | None = None,
+                 values: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra or {}
         self.headers = headers or {}
+        self.code = code  # the reason, for a reader that words it itself; never in the problem document
+        self.values = values or {}  # what the reason's words name (a tier, categories); no personal data
 
 
 class BadRequest(GatewayError):

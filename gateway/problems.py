@@ -91,7 +91,7 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def validation_detail(errors: list[dict[str, Any]]) -> str:
     """What a validation problem's ``detail`` says (the first five complaints: where, and what is wrong); the
-    console's error page says the same (:mod:`gateway.console.pages`)."""
+    console's error page names the same fields, in the person's language (:mod:`gateway.console.pages`)."""
     return "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
 
 

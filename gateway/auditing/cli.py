@@ -8,6 +8,8 @@ one line and exit 1, instead of printing, signing with or verifying against a ke
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -141,12 +143,19 @@ def _key_history(settings: Settings, signer: NoteSigner) -> tuple[KeyHistory, li
     there is no database yet (``keys init`` makes the key before ``db upgrade`` makes the database)."""
     if missing_database_file(settings.effective_database_url) is not None:
         return KeyHistory(signer.verifier), []
+    with _reading_log(settings, signer, "the log's key history") as log:
+        return log.key_history(), log.key_rows()
+
+
+@contextmanager
+def _reading_log(settings: Settings, signer: NoteSigner, what: str) -> Iterator[AuditLog]:
+    """The live log, to read ``what`` from: a verification failure (naming ``what``) or an unreachable database
+    is one line and exit code 1; the engine is disposed of either way."""
     engine = existing_engine_for(settings)
     try:
-        log = AuditLog(engine, signer)
-        return log.key_history(), log.key_rows()
+        yield AuditLog(engine, signer)
     except (VerificationError, MalformedRow) as exc:
-        _one_line(f"the log's key history does not verify ({exc}): run `wgs-gateway audit verify`")
+        _one_line(f"{what} does not verify ({exc}): run `wgs-gateway audit verify`")
         raise typer.Exit(1) from None
     except StoreUnavailable as exc:
         _one_line(str(exc))
@@ -207,23 +216,14 @@ def checkpoint(out_file: Path | None = typer.Option(
     it signs nothing, so it works while the gateways run and against a log a restore is about to replace."""
     settings = Settings()
     signer = _existing_signer(settings)  # before the database: a wrong data directory stops here
-    engine = existing_engine_for(settings)
-    try:
-        log = AuditLog(engine, signer)
-        stored = log.checkpoint()
+    with _reading_log(settings, signer, "the latest checkpoint") as log:
+        try:
+            stored = log.checkpoint()
+        except ProofUnavailable:
+            _one_line("no checkpoint has been signed yet: start the gateway (it signs one within a minute of the "
+                      "first entries) or run `wgs-gateway audit export`")
+            raise typer.Exit(1) from None
         log.check_checkpoint(stored)
-    except ProofUnavailable:
-        _one_line("no checkpoint has been signed yet: start the gateway (it signs one within a minute of the "
-                  "first entries) or run `wgs-gateway audit export`")
-        raise typer.Exit(1) from None
-    except (VerificationError, MalformedRow) as exc:
-        _one_line(f"the latest checkpoint does not verify ({exc}): run `wgs-gateway audit verify`")
-        raise typer.Exit(1) from None
-    except StoreUnavailable as exc:
-        _one_line(str(exc))
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
     if out_file is None:
         typer.echo(stored.note, nl=False)  # the note's own last newline ends it
         return

@@ -106,7 +106,7 @@ class EntryPage(BaseModel):
 
 def scope_of(principal: Principal, container: Container) -> EntryScope:
     if principal.kind != "person" or not principal.roles & {Role.PRIVACY_OFFICER, Role.COORDINATING_PRIVACY_OFFICER}:
-        raise Forbidden("only privacy officers review audit entries")
+        raise Forbidden("only privacy officers review audit entries", code="officers-only")
     register = register_service(container).current()
     partnerships: frozenset[str] = frozenset()
     if Role.COORDINATING_PRIVACY_OFFICER in principal.roles:
@@ -317,7 +317,7 @@ def require_contact_point(principal: Principal) -> None:
     """403 unless ``principal`` is a person with the contact point's role: checked before anything of the
     request is decoded or computed (a look-up by identifier puts the pseudonymisation keys to work)."""
     if principal.kind != "person" or Role.CONTACT_POINT not in principal.roles:
-        raise Forbidden("only the contact point answers data-subject requests")
+        raise Forbidden("only the contact point answers data-subject requests", code="contact-point-only")
 
 
 async def lookup_disclosures(pseudonym: str, principal: Principal, container: Container) -> list[EntryView]:

@@ -81,7 +81,7 @@ __all__ = ["NAV", "router"]
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"console.css": "text/css; charset=utf-8", "proof.js": "text/javascript; charset=utf-8"}
 _PSEUDONYM = re.compile(r"^[A-Za-z0-9+/=_:.\-]{1,1024}$")  # as audit.events.Pseudonym
-WRITES_ON_OPENING = "page_elsewhere"
+WRITES_ON_OPENING = "page-elsewhere"
 """The refusal of a page that writes as it opens (:meth:`Page.from_own_page`) when another origin's page opened
 it: such a GET is an action, as a download is, and carries no CSRF token."""
 MAX_SUBJECT = review.MAX_SUBJECT
@@ -129,7 +129,8 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
     container = page.container
     if not page.sessions.csrf_ok(page.session, csrf_token):
         page.session = page.sessions.anonymous(page.now())
-        return page.render("login.html", status=403, next=local_path(next), message="", error=page.t("csrf_failed"))
+        return page.render("login.html", status=403, next=local_path(next), message="",
+                           error=page.t("refusal.csrf-failed"))
     auth = auth_services(container)
     throttle = auth.login_throttle
 
@@ -245,7 +246,7 @@ async def audit_explorer(page: Page = Depends(signed_in), partnership: str | Non
     anywhere: it is the home page, which a link on another page (an intranet) may well open. Every filter but
     the data subject's is in the address (bookmarkable); that one is POSTed (:func:`audit_explorer_posted`)."""
     if "subject" in page.request.query_params:
-        raise Unprocessable(SUBJECT_IN_ADDRESS)
+        raise Unprocessable(SUBJECT_IN_ADDRESS, code="subject-in-address")
     filters = {"partnership": blank(partnership), "purpose": blank(purpose), "organisation": blank(organisation),
                "event_type": blank(event_type), "decision": blank(decision), "since": blank(since),
                "until": blank(until), "subject": None}
@@ -322,7 +323,7 @@ async def verify_log(page: Page = Depends(signed_in), csrf_token: str = Form("")
     page.csrf(csrf_token)
     need_scope(person, Scope.AUDIT_READ)
     if not _may_verify(person):
-        raise Forbidden("only privacy officers verify the log from the console")
+        raise Forbidden("only privacy officers verify the log from the console", code="verifiers-only")
     try:
         result = await verification.run_shared(page.container)
     except StoreUnavailable as exc:
@@ -444,7 +445,7 @@ async def register_page(page: Page = Depends(signed_in)) -> Response:
 def _contact_point(person: Person) -> Principal:
     principal = need_scope(person, Scope.AUDIT_READ)
     if Role.CONTACT_POINT.value not in person.roles:
-        raise Forbidden("only the contact point answers data-subject requests")
+        raise Forbidden("only the contact point answers data-subject requests", code="contact-point-only")
     return principal
 
 

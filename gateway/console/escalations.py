@@ -9,8 +9,9 @@ would: scoping, the four-eyes rule, optimistic locking (``expected_version``) an
 logs only what is its own (the CSV download of the legal gaps, as ``console.action``).
 
 The service's refusals of a form (403 four eyes or not a decider, 409 someone acted first, 422 incomplete)
-are shown on the page next to the form, with what was typed kept; a case the person may not see is a 404
-page, as in the API.
+are shown on the page next to the form, with what was typed kept, in the page's language: worded by the
+refusal's code (:meth:`gateway.console.pages.Page.reason`), the service's English only for a code without
+words, marked as English. A case the person may not see is a 404 page, as in the API.
 """
 
 from __future__ import annotations
@@ -75,12 +76,16 @@ _TYPED_TEXT = {"decision": "motivation", "withdraw": "withdraw_motivation", "com
 
 @dataclass(frozen=True)
 class FormError:
-    """A refused form: which form, the message, and the field to mark (``aria-invalid``) if one is to blame."""
+    """A refused form: which form, the message, and the field to mark (``aria-invalid``) if one is to blame.
+
+    ``english`` is a reason the page has no words for (a refusal without a code in the catalogue: a newer
+    service's): the service's English, which the page marks ``lang="en"`` after the message."""
 
     form: str
     message: str
     field: str | None = None
     key: str | None = None  # the gap a status form was about
+    english: str = ""
 
 
 def _trace(page: Page) -> Trace:
@@ -103,9 +108,14 @@ def _countdown(case: CaseView, today: date) -> views.Countdown:
     return views.countdown(case.deadline, today, active=case.state in ACTIVE)
 
 
-def _refusal(page: Page, exc: GatewayError) -> str:
-    """A service refusal in words: what kind (translated) and the service's own reason."""
-    return f"{page.t(_REFUSALS.get(exc.status, 'refused_422'))} {exc.detail}".strip()
+def _refusal(page: Page, form: str, exc: GatewayError) -> FormError:
+    """A service refusal of ``form`` in words: what kind, and why — by the refusal's code, in the page's
+    language; else in the service's own English (:meth:`Page.reason`)."""
+    kind = page.t(_REFUSALS.get(exc.status, "refused_422"))
+    reason = page.reason(exc)
+    if reason.lang is None:
+        return FormError(form, f"{kind} {reason.text}".strip())
+    return FormError(form, kind, english=reason.text)
 
 
 def _obligations(page: Page, decision: dict[str, Any] | None) -> list[str]:
@@ -146,9 +156,11 @@ def _message(form: str, field: str) -> str | None:
 def _invalid(page: Page, form: str, exc: ValidationError) -> FormError:
     """Pydantic's complaints about a form, in the page's language (the first field named is marked invalid; the
     message, which describes it, takes the focus: templates/_cases.html)."""
-    fields = [str(next((part for part in error["loc"] if isinstance(part, str)), "")) for error in exc.errors()]
-    messages = list(dict.fromkeys(page.t(key) if (key := _message(form, f)) else f"{f}: invalid"
-                                  for f in fields))
+    errors = [(str(next((part for part in error["loc"] if isinstance(part, str)), "")), error)
+              for error in exc.errors()]
+    fields = [f for f, _error in errors]
+    messages = list(dict.fromkeys(page.t(key) if (key := _message(form, f)) else
+                                  page.validation(f, error["type"], error.get("ctx")) for f, error in errors))
     return FormError(form, " ".join(messages), fields[0] if fields else None)
 
 
@@ -186,9 +198,9 @@ async def queue(page: Page = Depends(signed_in), state: str | None = None, tier:
     filters = {"state": blank(state), "tier": blank(tier), "overdue": "1" if flag(overdue, "overdue") else None,
                "partnership": blank(partnership)}
     if filters["state"] and filters["state"] not in STATES:
-        raise Unprocessable(f"state: one of {', '.join(STATES)}")
+        raise Unprocessable(f"state: one of {', '.join(STATES)}", code="filter-state")
     if filters["tier"] and filters["tier"] not in {str(t) for t in TIERS}:
-        raise Unprocessable("tier: 1, 2 or 3")
+        raise Unprocessable("tier: 1, 2 or 3", code="filter-tier")
     wanted = CaseFilter(partnership=filters["partnership"], state=filters["state"],
                         tier=int(filters["tier"]) if filters["tier"] else None,
                         overdue_on=today if filters["overdue"] else None)
@@ -294,7 +306,7 @@ async def _refused(page: Page, case_id: str, form: str, exc: ValidationError | G
     refusal (its 403/409/422), and what was typed kept."""
     if isinstance(exc, ValidationError):
         return await _case_page(page, case_id, status=422, error=_invalid(page, form, exc), typed=typed)
-    return await _case_page(page, case_id, status=exc.status, error=FormError(form, _refusal(page, exc)), typed=typed)
+    return await _case_page(page, case_id, status=exc.status, error=_refusal(page, form, exc), typed=typed)
 
 
 @router.get("/escalations/{case_id}", response_class=HTMLResponse)
@@ -432,7 +444,7 @@ def _gap_rows(principal: Principal, service: EscalationService, gaps: list[Legal
 def _gap_filters(status: str | None, partnership: str | None) -> dict[str, str | None]:
     filters = {"status": blank(status), "partnership": blank(partnership)}
     if filters["status"] and filters["status"] not in GAP_STATUSES:
-        raise Unprocessable(f"status: one of {', '.join(GAP_STATUSES)}")
+        raise Unprocessable(f"status: one of {', '.join(GAP_STATUSES)}", code="filter-gap-status")
     return filters
 
 
@@ -517,9 +529,9 @@ async def change_gap(gap_id: str, page: Page = Depends(signed_in), csrf_token: s
         try:
             await service.change_gap(principal, gap_id, body, _trace(page))
         except (Forbidden, Conflict, Unprocessable) as exc:
-            error, code = FormError("status", _refusal(page, exc)), exc.status
+            error, code = _refusal(page, "status", exc), exc.status
     if error is not None:  # the form again, with the note as typed: it was written for the steering group
-        error = FormError(error.form, error.message, error.field, gap_id)
+        error = FormError(error.form, error.message, error.field, gap_id, error.english)
         if back == "detail":
             return await _gap_page(page, gap_id, code=code, error=error, typed_note=note)
         return await _gaps_page(page, **listed, code=code, error=error, typed_note=note)

@@ -3,6 +3,9 @@
 The language is ``?lang=nl|en`` (remembered in a cookie), else the cookie, else the first supported language
 of ``Accept-Language``, else the configured default. A key missing from the catalogue is a bug: the lookup
 raises, and the test that renders every page catches it.
+
+Refusals are worded by their code (``refusal.<code>``: :class:`gateway.errors.GatewayError`), never by
+matching a service's English text, and a field's complaint by pydantic's error type (``validation.<type>``).
 """
 
 from __future__ import annotations
@@ -34,15 +37,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "session_expired": ("Your session has expired. Please sign in again.",
                         "Uw sessie is verlopen. Meld u opnieuw aan."),
     "signed_out": ("You have been signed out.", "U bent afgemeld."),
-    "csrf_failed": ("The form has expired or did not come from this console. Reload the page and try again.",
-                    "Het formulier is verlopen of kwam niet van deze console. Laad de pagina opnieuw."),
-    "download_elsewhere": ("Downloads start from the console's own pages: open the page and use its download link.",
-                           "Downloads starten vanaf de pagina's van de console zelf: open de pagina en gebruik de "
-                           "downloadlink daar."),
-    "page_elsewhere": ("This page writes to the audit log as it opens, so it opens from the console's own pages "
-                       "only: go back to the console and open it there.",
-                       "Deze pagina schrijft bij het openen in het auditlog en opent daarom alleen vanaf de "
-                       "pagina's van de console zelf: ga terug naar de console en open haar daar."),
     "audit_unavailable": ("The audit log cannot be written; nothing was done.",
                           "Het auditlog kan niet worden geschreven; er is niets gedaan."),
     # navigation
@@ -64,6 +58,22 @@ MESSAGES: dict[str, tuple[str, str]] = {
                   "Wat werd verstuurd is te groot; er is niets van opgeslagen."),
     "error_429": ("Too many requests in a short time: wait a moment, then try again.",
                   "Te veel verzoeken in korte tijd: wacht even en probeer het dan opnieuw."),
+    "field_invalid": ("{field}: invalid.", "{field}: ongeldig."),
+    # what pydantic found wrong with a field, by its error type (validation_text); others are "invalid"
+    "validation.missing": ("{field}: required.", "{field}: verplicht."),
+    "validation.string_too_long": ("{field}: at most {max_length} characters.",
+                                   "{field}: ten hoogste {max_length} tekens."),
+    "validation.string_too_short": ("{field}: at least {min_length} characters.",
+                                    "{field}: minstens {min_length} tekens."),
+    "validation.too_long": ("{field}: at most {max_length} items.", "{field}: ten hoogste {max_length} items."),
+    "validation.string_pattern_mismatch": ("{field}: not in the expected form.", "{field}: niet in de verwachte vorm."),
+    "validation.int_parsing": ("{field}: not a whole number.", "{field}: geen geheel getal."),
+    "validation.less_than_equal": ("{field}: at most {le}.", "{field}: ten hoogste {le}."),
+    "validation.greater_than_equal": ("{field}: at least {ge}.", "{field}: minstens {ge}."),
+    "validation.less_than": ("{field}: less than {lt}.", "{field}: kleiner dan {lt}."),
+    "validation.greater_than": ("{field}: more than {gt}.", "{field}: groter dan {gt}."),
+    "validation.literal_error": ("{field}: not one of the choices.", "{field}: geen van de keuzes."),
+    "validation.enum": ("{field}: not one of the choices.", "{field}: geen van de keuzes."),
     "error_other": ("Something went wrong; nothing was disclosed.", "Er ging iets mis; er is niets verstrekt."),
     "back_home": ("Back to the console", "Terug naar de console"),
     # audit explorer
@@ -424,6 +434,116 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                 "De omschrijving van een juridisch knelpunt is ten hoogste 4.000 tekens tekst."),
     "note_too_long": ("The note is too long.", "De notitie is te lang."),
     "status_invalid": ("Choose a status.", "Kies een status."),
+    # refusals by code (gateway.errors.GatewayError.code): the console's own, and the services' it shows
+    "refusal.csrf-failed": ("The form has expired or did not come from this console. Reload the page and try "
+                            "again.", "Het formulier is verlopen of kwam niet van deze console. Laad de pagina "
+                            "opnieuw."),
+    "refusal.download-elsewhere": ("Downloads start from the console's own pages: open the page and use its "
+                                   "download link.", "Downloads starten vanaf de pagina's van de console zelf: "
+                                   "open de pagina en gebruik de downloadlink daar."),
+    "refusal.page-elsewhere": ("This page writes to the audit log as it opens, so it opens from the console's own "
+                               "pages only: go back to the console and open it there.",
+                               "Deze pagina schrijft bij het openen in het auditlog en opent daarom alleen vanaf "
+                               "de pagina's van de console zelf: ga terug naar de console en open haar daar."),
+    "refusal.missing-scope": ("Your roles lack the scope `{scope}`.", "Uw rollen missen de bevoegdheid `{scope}`."),
+    "refusal.not-a-date": ("{field}: not a date (YYYY-MM-DD).", "{field}: geen datum (JJJJ-MM-DD)."),
+    "refusal.not-a-flag": ("{field}: 1 or 0.", "{field}: 1 of 0."),
+    "refusal.filter-state": ("Choose a state from the list.", "Kies een stand uit de lijst."),
+    "refusal.filter-tier": ("The tier is 1, 2 or 3.", "Het niveau is 1, 2 of 3."),
+    "refusal.filter-gap-status": ("Choose a status from the list.", "Kies een status uit de lijst."),
+    "refusal.subject-in-address": ("The subject filter is taken from the explorer's form only, never from the "
+                                   "address (proxies log addresses; a pseudonym is personal data).",
+                                   "Het filter op de betrokkene komt alleen uit het formulier van de verkenner, "
+                                   "nooit uit het adres (proxy's leggen adressen vast; een pseudoniem is een "
+                                   "persoonsgegeven)."),
+    "refusal.officers-only": ("Only privacy officers review audit entries.",
+                              "Alleen privacy officers bekijken logregels."),
+    "refusal.verifiers-only": ("Only privacy officers verify the log from the console.",
+                               "Alleen privacy officers controleren het log vanuit de console."),
+    "refusal.contact-point-only": ("Only the contact point answers data-subject requests.",
+                                   "Alleen het contactpunt beantwoordt inzageverzoeken."),
+    "refusal.case-not-found": ("No such case.", "Deze zaak bestaat niet."),
+    "refusal.stale-version": ("the case changed since this page was loaded; nothing was changed by you.",
+                              "de zaak is gewijzigd sinds deze pagina werd geladen; u hebt niets gewijzigd."),
+    "refusal.case-exists": ("an open case about this exchange and holder exists already.",
+                            "er is al een open zaak over deze uitwisseling en verstrekker."),
+    "refusal.decision-in-use": ("the decision is being used by another re-run, or has been used.",
+                                "het besluit wordt door een andere herhaling gebruikt, of is al gebruikt."),
+    "refusal.invalid-transition": ("this step does not fit the state of the case.",
+                                   "deze stap past niet bij de stand van de zaak."),
+    "refusal.not-active": ("the case has been settled; there is nothing to decide.",
+                           "de zaak is afgehandeld; er valt niets te beslissen."),
+    "refusal.case-ended": ("the case has ended and takes no more comments; open a new escalation or object.",
+                           "de zaak is afgesloten en neemt geen opmerkingen meer aan; begin een nieuwe escalatie "
+                           "of maak bezwaar."),
+    "refusal.four-eyes": ("the decider must be outside the requesting organisation (four eyes).",
+                          "wie beslist, moet buiten de verzoekende organisatie staan (vier-ogenprincipe)."),
+    "refusal.four-eyes-deciders": ("a tier-{tier} decision needs {n} different deciders.",
+                                   "een besluit op niveau {tier} vraagt {n} verschillende beslissers."),
+    "refusal.four-eyes-parties": ("no party decides its own case alone: the deciders must include someone of the "
+                                  "other party (a holder's objection, tier 1) or, above tier 1, of neither.",
+                                  "geen partij beslist alleen over haar eigen zaak: onder de beslissers is iemand "
+                                  "van de andere partij (bezwaar van de verstrekker, niveau 1) of, boven niveau 1, "
+                                  "van geen van beide."),
+    "refusal.not-decider": ("your organisation does not decide at tier {tier} of this partnership.",
+                            "uw organisatie beslist niet op niveau {tier} van dit samenwerkingsverband."),
+    "refusal.tier-lapsed": ("the deadline of tier {tier} has passed: the case goes to tier {next}, whose deciders "
+                            "take it up; it can only be referred up.",
+                            "de termijn van niveau {tier} is verstreken: de zaak gaat naar niveau {next}, waarvan "
+                            "de beslissers haar oppakken; zij kan alleen nog worden voorgelegd."),
+    "refusal.not-withdrawer": ("only the organisation that asked may withdraw the case.",
+                               "alleen de organisatie die het verzoek deed, mag de zaak intrekken."),
+    "refusal.comments-by-people": ("comments are made by people.", "opmerkingen worden door mensen gemaakt."),
+    "refusal.motivation-required": ("write a motivation.", "schrijf een motivering."),
+    "refusal.outcome-invalid": ("the outcome is allow or deny.", "de uitkomst is toestaan of weigeren."),
+    "refusal.allow-without-categories": ("an allow names at least one permitted category.",
+                                         "toestaan noemt minstens één toegestane categorie."),
+    "refusal.allow-not-requested": ("an allow permits only requested categories; not requested: {categories}.",
+                                    "toestaan geldt alleen gevraagde categorieën; niet gevraagd: {categories}."),
+    "refusal.allow-never-disclosed": ("an allow cannot permit {categories}: never disclosed in this partnership, "
+                                      "whatever a decision says.", "toestaan kan {categories} niet toestaan: "
+                                      "nooit verstrekt in dit samenwerkingsverband, wat een besluit ook zegt."),
+    "refusal.allow-not-disclosable": ("an allow cannot permit {categories}: the register does not let the holder "
+                                      "disclose it to the requester for this purpose (rule 3), whatever a decision "
+                                      "says; if it should, flag the case as a legal gap.",
+                                      "toestaan kan {categories} niet toestaan: het register laat de verstrekker "
+                                      "dit voor dit doel niet aan de verzoeker verstrekken (regel 3), wat een "
+                                      "besluit ook zegt; als dat wel zou moeten, markeer de zaak dan als juridisch "
+                                      "knelpunt."),
+    "refusal.retain-until-past": ("the deletion date {date} is in the past (today is {today}).",
+                                  "de verwijderdatum {date} ligt in het verleden (vandaag is {today})."),
+    "refusal.retain-until-unchecked": ("the deletion date cannot be checked: the purpose is not in the register.",
+                                       "de verwijderdatum kan niet worden gecontroleerd: het doel staat niet in het "
+                                       "register."),
+    "refusal.retain-until-too-late": ("the deletion date {date} is later than the retention of the purpose allows "
+                                      "({latest} at the latest); a decision can only shorten it.",
+                                      "de verwijderdatum {date} ligt later dan de bewaartermijn van het doel "
+                                      "toestaat (uiterlijk {latest}); een besluit kan die alleen inkorten."),
+    "refusal.personal-data-reference": ("a reference looks like personal data (a BSN, an IBAN or an e-mail "
+                                        "address); use one that identifies no one; nothing was changed.",
+                                        "een verwijzing lijkt op een persoonsgegeven (een BSN, een IBAN of een "
+                                        "e-mailadres); gebruik er een die niemand identificeert; er is niets "
+                                        "gewijzigd."),
+    "refusal.gap-not-found": ("No such legal gap.", "Dit juridisch knelpunt bestaat niet."),
+    "refusal.gap-description-required": ("a new legal gap needs a title and a description of the missing basis.",
+                                         "een nieuw juridisch knelpunt vraagt een titel en een omschrijving van de "
+                                         "ontbrekende grondslag."),
+    "refusal.gap-resolved": ("the legal gap is resolved and takes no new cases; flag the case as a new gap.",
+                             "het juridisch knelpunt is opgelost en neemt geen nieuwe zaken aan; markeer de zaak "
+                             "als een nieuw knelpunt."),
+    "refusal.gap-already-linked": ("the case is linked to this legal gap already.",
+                                   "de zaak is al aan dit juridisch knelpunt gekoppeld."),
+    "refusal.gap-flaggers": ("legal gaps are flagged by privacy officers and administrators.",
+                             "juridische knelpunten worden gemarkeerd door privacy officers en beheerders."),
+    "refusal.gap-managers": ("only the coordinating privacy officer and the tier-2/3 organisations manage gaps.",
+                             "alleen de coördinerend privacy officer en de organisaties van niveau 2/3 beheren "
+                             "knelpunten."),
+    "refusal.gap-transition": ("the legal gap's status cannot change that way from its current status.",
+                               "de status van het juridisch knelpunt kan vanuit de huidige status niet zo "
+                               "veranderen."),
+    "refusal.gap-stale-version": ("the legal gap changed since this page was loaded; nothing was changed by you.",
+                                  "het juridisch knelpunt is gewijzigd sinds deze pagina werd geladen; u hebt "
+                                  "niets gewijzigd."),
     # legal gaps
     "gaps_title": ("Legal gaps", "Juridische knelpunten"),
     "gaps_intro": ("Missing or unclear legal bases that cases brought to light, for the steering group's agenda: "
@@ -468,6 +588,36 @@ def translate_value(language: str, group: str, value: object) -> str:
     (e.g. a state a newer service version added)."""
     key = f"{group}.{value}"
     return translate(language, key) if key in MESSAGES else str(value)
+
+
+def refusal_text(language: str, code: str | None, values: dict[str, str]) -> str | None:
+    """A refusal's reason (``refusal.<code>``, with ``values`` filled in) in ``language``; None when the code has
+    no words here (a newer service's, or none) or its values do not fit them: the caller then shows the
+    refuser's English, marked as such, rather than failing the page."""
+    found = MESSAGES.get(f"refusal.{code}") if code else None
+    if found is None:
+        return None
+    try:
+        return (found[1] if language == "nl" else found[0]).format(**values)
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+_LIMITS = ("max_length", "min_length", "le", "ge", "lt", "gt")  # the numbers a validation message names
+
+
+def validation_text(language: str, field: str, kind: str, context: dict[str, object] | None) -> str:
+    """What is wrong with ``field`` in ``language``, by pydantic's error type ``kind`` and the limits of its
+    ``context`` (numbers only: no input value is shown); "invalid" for a type without words here."""
+    limits = {name: value for name, value in (context or {}).items()
+              if name in _LIMITS and isinstance(value, int | float)}
+    words = MESSAGES.get(f"validation.{kind}")
+    if words is not None:
+        try:
+            return (words[1] if language == "nl" else words[0]).format(field=field, **limits)
+        except (KeyError, IndexError, ValueError):
+            pass
+    return translate(language, "field_invalid", field=field)
 
 
 def _from_accept_language(header: str) -> str | None:

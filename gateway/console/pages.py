@@ -28,7 +28,15 @@ from gateway.auth import repository as accounts
 from gateway.auth.accounts import roles_known, scopes_for_roles
 from gateway.auth.principal import Principal, Role, Scope
 from gateway.console import views
-from gateway.console.i18n import LANGUAGE_COOKIE, LANGUAGES, choose_language, translate, translate_value
+from gateway.console.i18n import (
+    LANGUAGE_COOKIE,
+    LANGUAGES,
+    choose_language,
+    refusal_text,
+    translate,
+    translate_value,
+    validation_text,
+)
 from gateway.console.sessions import SessionData, Sessions, console_sessions, record_pending_sign_outs
 from gateway.console.signouts import is_signed_out
 from gateway.container import Container
@@ -36,7 +44,7 @@ from gateway.db.engine import transaction
 from gateway.deps import container_of, get_container
 from gateway.errors import Forbidden, GatewayError, Unprocessable
 from gateway.logging import scrub_text
-from gateway.problems import validation_detail, validation_errors
+from gateway.problems import validation_errors
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -121,6 +129,16 @@ class Person:
         return bool(self.roles & item.roles)
 
 
+@dataclass(frozen=True)
+class Reason:
+    """Why something was refused, as a page shows it: in the page's language when the refusal's code has words
+    in the catalogue (``lang`` None), else the refuser's own English ``detail`` — free text from elsewhere,
+    which the page marks ``lang="en"`` so that a screen reader on a Dutch page reads it as English."""
+
+    text: str
+    lang: str | None = None
+
+
 @dataclass
 class Page:
     """Everything a handler needs to answer: who, in which language, and how to render."""
@@ -146,6 +164,18 @@ class Page:
 
     def t(self, key: str, **values: object) -> str:
         return translate(self.language, key, **values)
+
+    def reason(self, refusal: GatewayError) -> Reason:
+        """``refusal``'s reason in the page's words (:func:`gateway.console.i18n.refusal_text`), or its English
+        ``detail`` marked as English."""
+        words = refusal_text(self.language, refusal.code, refusal.values)
+        if words is not None:
+            return Reason(words)
+        return Reason(refusal.detail, "en" if refusal.detail else None)
+
+    def validation(self, field: str, kind: str, context: dict[str, object] | None = None) -> str:
+        """What pydantic found wrong with ``field`` (its error type ``kind``), in the page's words."""
+        return validation_text(self.language, field, kind, context)
 
     def tv(self, group: str, value: object) -> str:
         """The label of a value (a state, a trigger, ...), or the value itself when it has none."""
@@ -174,16 +204,22 @@ class Page:
 
     def csrf(self, token: str) -> None:
         if not self.sessions.csrf_ok(self.session, token):
-            raise Forbidden(self.t("csrf_failed"))
+            raise refused("csrf-failed")
 
-    def from_own_page(self, refusal: str = "download_elsewhere") -> None:
+    def from_own_page(self, refusal: str = "download-elsewhere") -> None:
         """Refuse a GET that writes (a download: an ``export`` entry in the person's name; a page that records
-        anomaly flags or signs a checkpoint) when another origin's page made it, with the message ``refusal``.
+        anomaly flags or signs a checkpoint) when another origin's page made it, with the refusal ``refusal``.
         SameSite=Strict keeps the cookie from other sites, not from other origins of the same site (an
         application on a sibling subdomain), and a GET carries no CSRF token; the browser's Fetch Metadata says
         where the request came from. A browser without it sends no header. Called before anything is written."""
         if not own_page_started(self.request):
-            raise Forbidden(self.t(refusal))
+            raise refused(refusal)
+
+
+def refused(code: str) -> Forbidden:
+    """A 403 of the console's own with reason ``code``: its English words as ``detail``, and the code, which the
+    error page words in the person's language (:meth:`Page.reason`)."""
+    return Forbidden(translate("en", f"refusal.{code}"), code=code)
 
 
 def own_page_started(request: Request) -> bool:
@@ -308,30 +344,49 @@ def _error_links(request: Request) -> dict[str, str]:
 
 def _error_page(request: Request, exc: GatewayError | RequestValidationError | AuditWriteError) -> Response:
     if isinstance(exc, GatewayError):
-        response = error_page(request, exc.status, exc.detail)
+        response = error_page(request, exc.status, exc)
         for name, value in exc.headers.items():
             if name.lower() == "retry-after":
                 response.headers[name] = value
         return response
     if isinstance(exc, AuditWriteError):
         return error_page(request, 503)
-    # What is wrong, in the words of the API's validation problem (no input values in it)
-    return error_page(request, 422, scrub_text(validation_detail(validation_errors(exc))))
+    return error_page(request, 422, exc)
 
 
-def error_page(request: Request, status: int, detail: str = "") -> Response:
-    """The console's error page for ``status``, in the person's language, with the security headers;
-    ``detail`` (the service's reason, free of personal data) is shown for 403 and 422 only."""
+def _invalid_fields(page: Page, exc: RequestValidationError) -> Reason:
+    """What is wrong with a request's fields, in the page's words (pydantic's own are English only): the first
+    five complaints of the API's validation problem — the field as it names it (no made-up names: it is
+    :func:`validation_errors`'s), and what is wrong by the complaint's type (no input values)."""
+    found = zip(validation_errors(exc)[:5], exc.errors(), strict=False)
+    texts = (page.validation(scrub_text(".".join(cleaned["loc"])), cleaned["type"], raw.get("ctx"))
+             for cleaned, raw in found)
+    return Reason(" ".join(dict.fromkeys(texts)))
+
+
+def _page_of(request: Request) -> Page:
     page: Page | None = getattr(request.state, "console_page", None)
     if page is None:
         container = container_of(request)
         sessions = console_sessions(container)
         language, _ = language_of(request, sessions)
         page = Page(request, container, sessions, language, False)
+    return page
+
+
+def error_page(request: Request, status: int, refusal: GatewayError | RequestValidationError | None = None
+               ) -> Response:
+    """The console's error page for ``status``, in the person's language, with the security headers; the
+    reason of a ``refusal`` (free of personal data) is shown for 403 and 422 only (:meth:`Page.reason`)."""
+    page = _page_of(request)
     summary = {403: "error_403", 404: "error_404", 405: "error_405", 413: "error_413", 422: "error_422",
                429: "error_429"}.get(status, "error_other")
-    return secure(page.render("error.html", status=status, summary=page.t(summary),
-                              detail=detail if status in {403, 422} else "", languages=_error_links(request)))
+    reason = Reason("")
+    if status in {403, 422}:
+        reason = (_invalid_fields(page, refusal) if isinstance(refusal, RequestValidationError) else
+                  page.reason(refusal) if refusal is not None else reason)
+    return secure(page.render("error.html", status=status, summary=page.t(summary), reason=reason,
+                              languages=_error_links(request)))
 
 
 def language_of(request: Request, sessions: Sessions) -> tuple[str, bool]:
@@ -390,7 +445,8 @@ def need_scope(person: Person, scope: Scope) -> Principal:
     """The scope check the API's ``require_scope`` makes, for a person signed in to the console."""
     principal = person.principal
     if not principal.has_scope(scope.value):
-        raise Forbidden(f"your roles lack the scope `{scope.value}`")
+        raise Forbidden(f"your roles lack the scope `{scope.value}`", code="missing-scope",
+                        values={"scope": scope.value})
     return principal
 
 
@@ -404,7 +460,7 @@ def day_start(value: str | None, name: str) -> datetime | None:
     try:
         return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
     except ValueError:
-        raise Unprocessable(f"{name}: not a date (YYYY-MM-DD)") from None
+        raise Unprocessable(f"{name}: not a date (YYYY-MM-DD)", code="not-a-date", values={"field": name}) from None
 
 
 def blank(value: str | None) -> str | None:
@@ -426,4 +482,4 @@ def flag(value: str | None, name: str) -> bool:
         return True
     if word in _NO:
         return False
-    raise Unprocessable(f"{name}: 1 or 0")
+    raise Unprocessable(f"{name}: 1 or 0", code="not-a-flag", values={"field": name})

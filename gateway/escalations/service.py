@@ -121,15 +121,18 @@ def _refusal(exc: Exception) -> GatewayError | None:
     failure of the database)."""
     if isinstance(exc, GatewayError):
         return exc
+    # The reason's code and values go along, for the console to word (gateway.errors)
+    named: dict[str, Any] = {"code": exc.code, "values": getattr(exc, "values", None)} if isinstance(
+        exc, EscalationError | InvalidTransition) else {}
     if isinstance(exc, CaseNotFound | gap_store.GapNotFound):
-        return NotFound(str(exc))
+        return NotFound(str(exc), **named)
     if isinstance(exc, ConcurrentUpdate | InvalidTransition | gap_store.InvalidGapTransition
                   | gap_store.GapResolved | comment_store.CaseEnded):
-        return Conflict(str(exc))
+        return Conflict(str(exc), **named)
     if isinstance(exc, FourEyesViolation):
-        return Forbidden(str(exc))
+        return Forbidden(str(exc), **named)
     if isinstance(exc, MotivationRequired | EscalationError):
-        return Unprocessable(str(exc))
+        return Unprocessable(str(exc), **named)
     return None
 
 
@@ -232,7 +235,8 @@ class EscalationService:
             # eleven-test one time in eleven): the log's guard refusing it is no failure of the log, and a 503
             # would tell the person to retry what can never succeed — and page the operators for it.
             raise Unprocessable("a reference in the request looks like personal data (a BSN, an IBAN or an "
-                                "e-mail address); use one that identifies no one; nothing was changed") from exc
+                                "e-mail address); use one that identifies no one; nothing was changed",
+                                code="personal-data-reference") from exc
         except AuditError as exc:
             cause = exc.__cause__
             if isinstance(cause, Exception) and not isinstance(cause, AuditError | SQLAlchemyError):
@@ -579,7 +583,7 @@ class EscalationService:
         :mod:`escalation.comments`). Checked before the entry is made, so a plain refusal logs nothing, and
         again where the comment is written, so a case that ended meanwhile takes it neither."""
         if principal.kind != "person":
-            raise Forbidden("comments are made by people")
+            raise Forbidden("comments are made by people", code="comments-by-people")
 
         def check(session: Session) -> Case:
             case = self._visible(principal, case_store.get_case(session, case_id))
@@ -616,14 +620,16 @@ class EscalationService:
         never hearing the case. Referring it up is still possible: that is what the deadline does anyway."""
         if self._lapsed(case):
             raise Conflict(f"the deadline of tier {case.tier} passed on {case.deadline.isoformat()}: the case "
-                           f"goes to tier {case.tier + 1}, whose deciders take it up; it can only be referred up")
+                           f"goes to tier {case.tier + 1}, whose deciders take it up; it can only be referred up",
+                           code="tier-lapsed", values={"tier": str(case.tier), "next": str(case.tier + 1)})
 
     def _must_decide(self, principal: Principal, case: Case) -> None:
         self._visible(principal, case)
         if not case.active:
-            raise Conflict(f"case `{case.id}` is {case.state.value}; nothing to decide")
+            raise Conflict(f"case `{case.id}` is {case.state.value}; nothing to decide", code="not-active")
         if not access.may_decide(principal, case, self.register):
-            raise Forbidden(f"your organisation does not decide at tier {case.tier} of this partnership")
+            raise Forbidden(f"your organisation does not decide at tier {case.tier} of this partnership",
+                            code="not-decider", values={"tier": str(case.tier)})
 
     @staticmethod
     def _review_first(case: Case) -> list[tuple[Action, CaseState]]:
@@ -665,21 +671,26 @@ class EscalationService:
             self._in_time(case)
             self._check_retain_until(case, body)
             unknown = sorted(set(body.permitted_categories) - set(case.requested_categories))
-            if body.outcome == "allow" and (not body.permitted_categories or unknown):
-                raise EscalationError("an allow names the permitted categories, all of them among the requested "
-                                      f"ones ({', '.join(case.requested_categories)})"
-                                      + (f"; not requested: {', '.join(unknown)}" if unknown else ""))
+            rule = ("an allow names the permitted categories, all of them among the requested ones "
+                    f"({', '.join(case.requested_categories)})")
+            if body.outcome == "allow" and not body.permitted_categories:
+                raise EscalationError(rule, code="allow-without-categories")
+            if body.outcome == "allow" and unknown:
+                raise EscalationError(f"{rule}; not requested: {', '.join(unknown)}", code="allow-not-requested",
+                                      values={"categories": ", ".join(unknown)})
             barred = sorted(set(body.permitted_categories) & self.register.never_disclosed(case.partnership))
             if body.outcome == "allow" and barred:  # requested, and removed by policy: no re-run would disclose it
                 raise EscalationError(f"an allow cannot permit {', '.join(barred)}: never disclosed in "
-                                      f"`{case.partnership}`, whatever a decision says")
+                                      f"`{case.partnership}`, whatever a decision says",
+                                      code="allow-never-disclosed", values={"categories": ", ".join(barred)})
             beyond = sorted(set(body.permitted_categories) - self.register.disclosable(
                 case.partnership, case.purpose, case.requester_org, case.holder_org))
             if body.outcome == "allow" and beyond:  # rule 3 bounds the re-run: a decision only narrows it
                 raise EscalationError(
                     f"an allow cannot permit {', '.join(beyond)}: the register does not let `{case.holder_org}` "
                     f"disclose it to `{case.requester_org}` for `{case.purpose}` (rule 3), whatever a decision "
-                    "says; if it should, flag the case as a legal gap")
+                    "says; if it should, flag the case as a legal gap",
+                    code="allow-not-disclosable", values={"categories": ", ".join(beyond)})
             found = partnership(case.partnership)
             needed = case_store.votes_needed(case, access.min_deciders(found, case.tier) if found else 1)
             proposal = case_store.proposal_of(body.outcome, body.permitted_categories, obligations)
@@ -758,24 +769,26 @@ class EscalationService:
         today = self.today()
         if retain_until < today:
             raise EscalationError(f"obligation retain_until {retain_until.isoformat()} is in the past "
-                                  f"(today is {today.isoformat()})")
+                                  f"(today is {today.isoformat()})", code="retain-until-past",
+                                  values={"date": retain_until.isoformat(), "today": today.isoformat()})
         found = self.register.partnerships.get(case.partnership)
         purpose = found.purposes.get(case.purpose) if found else None
         if purpose is None:  # fail closed: no retention to judge the date by
             raise EscalationError(f"obligation retain_until cannot be checked: purpose `{case.purpose}` of "
-                                  f"`{case.partnership}` is not in the register")
+                                  f"`{case.partnership}` is not in the register", code="retain-until-unchecked")
         latest = add_months(today, purpose.retention.months)
         if retain_until > latest:
             raise EscalationError(
                 f"obligation retain_until {retain_until.isoformat()} is later than the retention of "
                 f"`{case.purpose}` allows ({purpose.retention.months} months: {latest.isoformat()} at the latest); "
-                "a decision can only shorten it")
+                "a decision can only shorten it", code="retain-until-too-late",
+                values={"date": retain_until.isoformat(), "latest": latest.isoformat()})
 
     async def withdraw(self, principal: Principal, case_id: str, body: Withdraw, trace: Trace) -> CaseDetail:
         def plan(_session: Session, case: Case) -> list[_Step]:
             self._visible(principal, case)
             if not access.may_withdraw(principal, case):
-                raise Forbidden("only the organisation that asked may withdraw the case")
+                raise Forbidden("only the organisation that asked may withdraw the case", code="not-withdrawer")
             if not body.motivation.strip():
                 raise MotivationRequired("a withdrawal needs a written motivation")
             _expect(case, body.expected_version)
@@ -1063,13 +1076,14 @@ class EscalationService:
 
     async def flag_gap(self, principal: Principal, case_id: str, body: FlagLegalGap, trace: Trace) -> LegalGapView:
         if not access.is_worker(principal):
-            raise Forbidden("legal gaps are flagged by privacy officers and administrators")
+            raise Forbidden("legal gaps are flagged by privacy officers and administrators", code="gap-flaggers")
         def check(session: Session) -> tuple[Case, gap_store.LegalGap | None]:
             """The case, and the gap if the case is linked to it already (a link that changes nothing)."""
             case = self._visible(principal, case_store.get_case(session, case_id))
             if body.gap_id is None:
                 if not (body.title and body.title.strip() and body.description and body.description.strip()):
-                    raise EscalationError("a new legal gap needs a title and a description of the missing basis")
+                    raise EscalationError("a new legal gap needs a title and a description of the missing basis",
+                                          code="gap-description-required")
                 return case, None
             gap = gap_store.get_gap(session, body.gap_id)
             if gap.partnership != case.partnership:
@@ -1130,12 +1144,15 @@ class EscalationService:
 
         current, seen = await self._db(read)
         if not access.may_manage_gaps(principal, current.partnership, self.register):
-            raise Forbidden("only the coordinating privacy officer and the tier-2/3 organisations manage gaps")
+            raise Forbidden("only the coordinating privacy officer and the tier-2/3 organisations manage gaps",
+                            code="gap-managers")
         status = gap_store.GapStatus(body.status)
         if status not in gap_store.GAP_TRANSITIONS[current.status]:
-            raise Conflict(f"a legal gap cannot go from `{current.status.value}` to `{status.value}`")
+            raise Conflict(f"a legal gap cannot go from `{current.status.value}` to `{status.value}`",
+                           code="gap-transition")
         if current.version != body.expected_version:
-            raise Conflict(f"legal gap `{gap_id}` is at version {current.version}, not {body.expected_version}")
+            raise Conflict(f"legal gap `{gap_id}` is at version {current.version}, not {body.expected_version}",
+                           code="gap-stale-version")
 
         requester = await self._requester(principal)
         # Under the gap's partnership: the coordinating privacy officer reviews the partnership's entries by

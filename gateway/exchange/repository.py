@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, exists, func
 from sqlalchemy.orm import Session
 
 from audit import CompanionRefused, CompanionRow, Receipt
+from audit.direct_insert import first_row
 from gateway.clock import as_utc
 from gateway.db.batched_insert import BatchedInsert
 from gateway.db.upsert import insert_on_conflict
@@ -93,9 +94,9 @@ def count_in(connection: Connection, day: Day) -> int:
     in the database, so requests decided at once in several gateway processes each get a count of their own.
     The day's first request seeds the count with the exchanges stored that day before it was kept here (the
     day the counter was installed), and removes the counts of earlier days."""
-    counted = connection.execute(_COUNT_IN, _day_parameters(day)).scalar()
+    counted = first_row(connection, _COUNT_IN, _day_parameters(day))  # every request: straight to the driver
     if counted is not None:
-        return int(counted) - 1
+        return int(counted[0]) - 1
     stored = count_since(connection, day.system, day.purpose, day.since)
     connection.execute(delete(_DAILY).where(_DAILY.c.day < day.day))
     statement = insert_on_conflict(connection, _DAILY).values(

@@ -620,8 +620,8 @@ def test_the_statistics_export_entry_says_which_period_was_exported(console: Tes
 def test_the_subject_filter_is_bounded_as_in_the_api_with_the_same_message(console: TestClient,
                                                                             container: Container) -> None:
     """``/v1/audit/entries`` refuses a ``subject`` longer than 1024 characters (a pseudonym is at most that);
-    the console's explorer took any length into the query. Both refuse it now, saying the same (the console's
-    from its POSTed form: the subject is never in its addresses)."""
+    the console's explorer took any length into the query. Both refuse it now, naming the same limit (the
+    console's from its POSTed form: the subject is never in its addresses; in the page's language)."""
     sign_in(console, "po-gemeente")
     too_long, longest = "p" * 1025, "p" * 1024
     token = csrf_of(console.get("/console/audit").text)
@@ -631,7 +631,7 @@ def test_the_subject_filter_is_bounded_as_in_the_api_with_the_same_message(conso
     api = console.get("/v1/audit/entries", params={"subject": too_long}, headers=officer)
     assert api.status_code == 422
     assert "at most 1024 characters" in api.json()["detail"]
-    assert api.json()["detail"].replace("query.", "body.") in page.text  # the same words, from the form
+    assert "body.subject: at most 1024 characters." in page.text  # the same limit, from the form
     assert too_long not in page.text  # the input is not echoed
     assert console.post("/console/audit", data={"subject": longest, "csrf_token": token}).status_code == 200
     assert console.get("/v1/audit/entries", params={"subject": longest}, headers=officer).status_code == 200
@@ -648,7 +648,8 @@ _MALFORMED_FILTERS = ["x" * 8_000, '"><script>alert(1)</script>', "RIEC-Amsterda
 def test_filters_are_bounded_as_in_the_api_and_never_shown_back(console: TestClient, container: Container,
                                                                  path: str, name: str) -> None:
     """The explorer's and statistics' filters are ids (or words) as the API's: an over-long or malformed one is
-    the 422 page with the API's words, without the value; the form's empty choice is still "all"."""
+    the 422 page naming what the API names (in the page's language), without the value; the form's empty
+    choice is still "all"."""
     sign_in(console, "po-gemeente")
     officer = bearer(person_token(console, container, "po-api", "gemeente-amsterdam", ["privacy-officer"]))
     api_path = "/v1/audit/statistics" if "statistics" in path else "/v1/audit/entries"
@@ -659,9 +660,10 @@ def test_filters_are_bounded_as_in_the_api_and_never_shown_back(console: TestCli
         assert value not in page.text
         api = console.get(api_path, params={name: value}, headers=officer)
         assert api.status_code == 422
-        assert f"query.{name}: " in page.text  # what is wrong, as the API says it
+        assert f"query.{name}: " in page.text  # what is wrong, where the API says it is
         if len(value) > 64:
-            assert api.json()["detail"] in page.text
+            assert "at most 64 characters" in api.json()["detail"]
+            assert f"query.{name}: at most 64 characters." in page.text
     fine = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
             "organisation": "gemeente-amsterdam", "event_type": "policy.decided", "decision": "allow"}[name]
     assert console.get(path, params={name: fine}).status_code == 200
@@ -694,3 +696,145 @@ def test_anomaly_flags_name_their_metric_in_the_pages_language(console: TestClie
     english = console.get("/console/statistics?lang=en").text.split('id="anomalies"')[1]
     assert "<td>request volume</td>" in english
     assert {f"metric.{metric}" for metric in ("volume", "denial-rate", "out-of-hours")} <= set(MESSAGES)
+
+
+def _refusal_codes() -> dict[str, set[str]]:
+    """Every refusal code the gateway can raise, for the console to word, with the names of the values every
+    raise of it gives (those its words may use): the class-level codes of the escalation workflow's refusals
+    (no values), the ``code=`` of every refusal raised (``gateway``, ``escalation``), and the console's own
+    403s (``refused``/``from_own_page`` with a code, or a module constant naming one; no values)."""
+    import ast
+    from pathlib import Path
+
+    from escalation import comments, legal_gaps  # noqa: F401  (their refusals are subclasses)
+    from escalation.cases import EscalationError
+    from escalation.states import InvalidTransition
+    from gateway import errors
+
+    def subclasses(cls: type) -> set[type]:
+        found = set(cls.__subclasses__())
+        return found.union(*(subclasses(sub) for sub in found)) if found else found
+
+    def strings(node: ast.expr | None) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, ast.IfExp):
+            return strings(node.body) | strings(node.orelse)
+        return set()
+
+    codes: dict[str, set[str]] = {}
+
+    def given(code: str, values: set[str]) -> None:
+        codes[code] = codes[code] & values if code in codes else values
+
+    refusals = subclasses(EscalationError) | {EscalationError, InvalidTransition}
+    for cls in refusals:
+        if getattr(cls, "code", None):
+            given(cls.code, set())
+    raised = {cls.__name__ for cls in refusals | subclasses(errors.GatewayError)}
+    root = Path(__file__).resolve().parents[2]
+    for source in [*(root / "gateway").rglob("*.py"), *(root / "escalation").rglob("*.py")]:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        constants = {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                     and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                     for target in node.targets if isinstance(target, ast.Name)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "from_own_page":
+                for default in node.args.defaults:
+                    for code in strings(default):
+                        given(code, set())
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            keywords = {k.arg: k.value for k in node.keywords}
+            if name in raised and "code" in keywords:
+                values = keywords.get("values")
+                keys = ({key for key in map(strings, values.keys) for key in key} if isinstance(values, ast.Dict)
+                        else set())
+                for code in strings(keywords["code"]):
+                    given(code, keys)
+            elif name in {"refused", "from_own_page"} and node.args:
+                argument = node.args[0]
+                for code in strings(argument) | ({constants.get(argument.id, "")} - {""}
+                                                 if isinstance(argument, ast.Name) else set()):
+                    given(code, set())
+    return codes
+
+
+def test_every_refusal_code_has_words_in_both_languages() -> None:
+    """A refusal the console shows is worded by its code (``refusal.<code>``), in Dutch as in English, naming
+    only values every raise of it gives; a code without words (or with words its raise cannot fill) would
+    show the service's English on a Dutch page."""
+    codes = _refusal_codes()
+    assert {"four-eyes", "not-decider", "stale-version", "gap-stale-version", "csrf-failed", "page-elsewhere",
+            "download-elsewhere", "contact-point-only", "subject-in-address", "allow-not-requested",
+            "allow-without-categories"} <= set(codes)  # the scan finds them
+    for code, values in sorted(codes.items()):
+        english, dutch = MESSAGES.get(f"refusal.{code}", ("", ""))
+        assert english.strip(), f"refusal.{code} has no words"
+        assert dutch.strip(), f"refusal.{code} has no Dutch words"
+        assert english != dutch, f"refusal.{code} is not translated"
+        assert set(re.findall(r"{(\w+)}", english)) <= values, f"refusal.{code} names values not given"
+    assert {key.removeprefix("refusal.") for key in MESSAGES if key.startswith("refusal.")} == set(codes), (
+        "words for a code nothing raises")
+
+
+def test_refusals_on_dutch_pages_are_in_dutch(console: TestClient) -> None:
+    """The error page of a refusal speaks the page's language: the service's reasons (by their code), the
+    console's own (CSRF, the subject in the address), and what is wrong with a field (validation)."""
+    sign_in(console, "po-gemeente")
+    console.get("/console/audit?lang=nl")  # remembered: the pages below are Dutch
+    subjects = console.get("/console/subjects")  # the contact point's page
+    assert subjects.status_code == 403
+    assert "<p>Alleen het contactpunt beantwoordt inzageverzoeken.</p>" in subjects.text
+    in_address = console.get("/console/audit", params={"subject": "pseudo"})
+    assert in_address.status_code == 422
+    assert "Het filter op de betrokkene komt alleen uit het formulier van de verkenner" in in_address.text
+    too_long = console.get("/console/audit", params={"partnership": "x" * 65})
+    assert too_long.status_code == 422
+    assert "<p>query.partnership: ten hoogste 64 tekens.</p>" in too_long.text
+    not_a_day = console.get("/console/audit", params={"since": "someday"})
+    assert not_a_day.status_code == 422
+    assert "<p>since: geen datum (JJJJ-MM-DD).</p>" in not_a_day.text
+    forged = console.post("/console/audit/verify", data={"csrf_token": "forged"})
+    assert forged.status_code == 403
+    assert "<p>Het formulier is verlopen of kwam niet van deze console. Laad de pagina opnieuw.</p>" in forged.text
+    for page in (subjects, in_address, too_long, not_a_day, forged):
+        assert '<html lang="nl">' in page.text
+        assert '<p lang="en">' not in page.text
+        for english in ("only", "should", "invalid", "expired"):
+            assert english not in page.text
+    console.cookies.clear()
+    login = console.post("/console/login?lang=nl", data={"username": "po-gemeente", "password": PASSWORD})
+    assert login.status_code == 403
+    assert "Het formulier is verlopen" in login.text
+
+
+def test_a_refusal_the_console_has_no_words_for_is_marked_english(console: TestClient,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reason without a code in the catalogue (a newer service's) is shown as the service gave it, marked
+    ``lang="en"`` on a Dutch page (a screen reader reads it as English); the page around it stays Dutch."""
+    from gateway.console import endpoints
+    from gateway.errors import Forbidden
+
+    def refuse(_person: object) -> None:
+        raise Forbidden("a reason from a newer service")
+
+    monkeypatch.setattr(endpoints, "_contact_point", refuse)
+    sign_in(console, "contact-riec")
+    page = console.get("/console/subjects?lang=nl")
+    assert page.status_code == 403
+    assert '<p lang="en">a reason from a newer service</p>' in page.text
+    assert "U mag deze pagina niet zien." in page.text
+
+
+def test_a_validation_complaint_without_words_is_invalid_in_the_pages_language() -> None:
+    """Pydantic's complaint types the catalogue has no words for read "<field>: invalid" in the page's language;
+    the limits a complaint names are numbers only (never what was typed)."""
+    from gateway.console.i18n import validation_text
+
+    assert validation_text("nl", "gap_id", "a_newer_pydantic_type", None) == "gap_id: ongeldig."
+    assert validation_text("en", "gap_id", "a_newer_pydantic_type", None) == "gap_id: invalid."
+    assert validation_text("nl", "note", "string_too_long", {"max_length": 4000}) == "note: ten hoogste 4000 tekens."
+    assert validation_text("nl", "note", "string_too_long", {"max_length": "<b>"}) == "note: ongeldig."
+

@@ -168,7 +168,7 @@ def test_the_queue_cursor_is_bounded_as_in_the_api(console: TestClient, containe
     sign_in(console, "po-gemeente")
     refused = console.get("/console/escalations", params={"after": "c" * 65})
     assert refused.status_code == 422
-    assert "query.after: String should have at most 64 characters" in refused.text
+    assert "query.after: at most 64 characters." in refused.text
     assert console.get("/console/escalations", params={"after": "c" * 64}).status_code == 200
 
 
@@ -340,7 +340,7 @@ def test_decision_form_errors_are_shown_on_the_case_page(console: TestClient, co
     stale = console.post(url, data=base | {"expected_version": "7", "motivation": "on a stale page, too late"})
     assert stale.status_code == 409
     assert "Someone acted on this case first" in stale.text
-    assert "is at version 1, not 7" in stale.text
+    assert "the case changed since this page was loaded" in stale.text
     assert version_of(container, case_id) == 1
 
     sign_in(console, "po-gemeente")  # four eyes: the requesting organisation may not decide its own request
@@ -629,7 +629,7 @@ def test_legal_gaps_flag_status_changes_export_and_scoping(console: TestClient, 
         "csrf_token": token, "expected_version": "1", "status": "resolved", "back": "detail"})
     assert stale.status_code == 409
     assert f'id="gap-error-{gap_id}"' in stale.text
-    assert "is at version 2, not 1" in stale.text
+    assert "the legal gap changed since this page was loaded" in stale.text
     backwards = console.post(f"/console/legal-gaps/{gap_id}/status", data={
         "csrf_token": token, "expected_version": "2", "status": "identified"})
     assert backwards.status_code == 422
@@ -1050,7 +1050,8 @@ def test_a_status_change_on_a_filtered_gap_list_comes_back_to_that_list(console:
     assert f'id="gap-{second}"' in refused.text
     assert f'id="gap-{first}"' not in refused.text  # filtered out: on-agenda now
     assert 'selected>' in refused.text.split('id="f-status"')[1].split("</select>")[0]
-    assert "is at version 2, not 1" in refused.text.split('id="gaps"')[0]  # shown above the list
+    above = refused.text.split('id="gaps"')[0]
+    assert "the legal gap changed since this page was loaded" in above  # shown above the list
     assert f'<textarea id="unsaved-note-{first}" rows="2" readonly>decree</textarea>' in refused.text
     odd = console.post(f"/console/legal-gaps/{third}/status", follow_redirects=False, data={
         "csrf_token": token, "expected_version": "1", "status": "on-agenda", "list_status": "sleeping",
@@ -1269,3 +1270,90 @@ def test_the_register_page_speaks_dutch_about_statuses_and_retention(console: Te
     counted_from = get_args(Retention.model_fields["counted_from"].annotation)
     assert {f"register_status.{s.value}" for s in Status} | {f"counted_from.{c}" for c in counted_from} <= set(
         MESSAGES), "every value the register may hold has its words"
+
+
+def test_refusals_on_a_dutch_case_page_are_in_dutch(console: TestClient, container: Container) -> None:
+    """The service's refusals of a case's forms (not a decider, four eyes, a stale version, categories not
+    requested) and the form's own validation are worded by their code in the page's language: no English
+    on a Dutch page."""
+    case_id = open_riec_case(container)
+    url = f"/console/escalations/{case_id}/decision"
+
+    def dutch(username: str) -> dict[str, Any]:
+        sign_in(console, username)
+        page = console.get(f"/console/escalations/{case_id}?lang=nl")
+        return {"csrf_token": csrf_of(page.text), "expected_version": "1", "outcome": "allow",
+                "permitted_categories": ["police_incidents"], "motivation": "incidents are needed for the advice"}
+
+    desk = console.post(url, data=dutch("admin-riec"))
+    assert desk.status_code == 403
+    assert ('id="case-error">Niet toegestaan: uw organisatie beslist niet op niveau 1 van dit '
+            "samenwerkingsverband.</p>") in desk.text
+    own = console.post(url, data=dutch("po-gemeente"))
+    assert own.status_code == 403
+    assert "Niet toegestaan: wie beslist, moet buiten de verzoekende organisatie staan (vier-ogenprincipe)." in own.text
+    base = dutch("po-politie")
+    stale = console.post(url, data=base | {"expected_version": "7"})
+    assert stale.status_code == 409
+    assert "de zaak is gewijzigd sinds deze pagina werd geladen; u hebt niets gewijzigd." in stale.text
+    unknown = console.post(url, data=base | {"permitted_categories": ["bank_accounts"]})
+    assert unknown.status_code == 422
+    assert "Onvolledig: toestaan geldt alleen gevraagde categorieën; niet gevraagd: bank_accounts." in unknown.text
+    bad_gap = console.post(f"/console/escalations/{case_id}/legal-gap", data={
+        "csrf_token": base["csrf_token"], "gap_id": "not a gap id!"})
+    assert bad_gap.status_code == 422
+    assert 'id="gap-error">gap_id: niet in de verwachte vorm.</p>' in bad_gap.text
+    for page in (desk, own, stale, unknown, bad_gap):
+        assert '<html lang="nl">' in page.text
+        assert '<span lang="en">' not in page.text
+        for english in ("Not allowed", "does not decide", "four eyes", "is at version", "not requested", "invalid"):
+            assert english not in page.text
+    assert version_of(container, case_id) == 1
+
+
+@pytest.mark.parametrize("back", ["list", "detail"])
+def test_refusals_on_dutch_gap_pages_are_in_dutch(console: TestClient, container: Container, back: str) -> None:
+    """A refused status change of a legal gap (someone moved it first; a move its status does not allow) is
+    worded in the page's language on the list and on the gap's own page."""
+    case_id = open_riec_case(container)
+    sign_in(console, "admin-riec")
+    gap_id = flag_gap(console, case_id, "Gap A")
+    token = csrf_of(console.get("/console/legal-gaps?lang=nl").text)
+    status = f"/console/legal-gaps/{gap_id}/status"
+    stale = console.post(status, data={"csrf_token": token, "expected_version": "2", "status": "on-agenda",
+                                       "back": back})
+    assert stale.status_code == 409
+    assert ("Iemand anders was u voor, of de stap past niet bij de stand van de zaak; de pagina toont de zaak "
+            "zoals die nu is: het juridisch knelpunt is gewijzigd sinds deze pagina werd geladen") in stale.text
+    assert console.post(status, data={"csrf_token": token, "expected_version": "1",
+                                      "status": "resolved"}).status_code == 200
+    final = console.post(status, data={"csrf_token": token, "expected_version": "2", "status": "on-agenda",
+                                       "back": back})
+    assert final.status_code == 409
+    assert "de status van het juridisch knelpunt kan vanuit de huidige status niet zo veranderen." in final.text
+    for page in (stale, final):
+        assert '<html lang="nl">' in page.text
+        assert '<span lang="en">' not in page.text
+        assert "legal gap" not in page.text
+        assert "cannot go from" not in page.text
+
+
+def test_a_case_refusal_the_console_has_no_words_for_is_marked_english(console: TestClient, container: Container,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal without a code in the catalogue (a newer service's) keeps the service's English reason after
+    the page's own words for its kind, marked ``lang="en"``."""
+    from gateway.errors import Conflict
+    from gateway.escalations.service import EscalationService
+
+    async def refuse(*_args: object) -> None:
+        raise Conflict("a reason from a newer service")
+
+    monkeypatch.setattr(EscalationService, "review", refuse)
+    case_id = open_riec_case(container)
+    sign_in(console, "po-politie")
+    token = csrf_of(console.get(f"/console/escalations/{case_id}?lang=nl").text)
+    refused = console.post(f"/console/escalations/{case_id}/review", data={"csrf_token": token,
+                                                                          "expected_version": "1"})
+    assert refused.status_code == 409
+    assert ("de pagina toont de zaak zoals die nu is: <span lang=\"en\">a reason from a newer service</span></p>"
+            in refused.text)

@@ -1,6 +1,7 @@
 """Companion rows inserted straight through the driver (audit/direct_insert.py) store exactly what SQLAlchemy's
 ``connection.execute(table.insert(), rows)`` stores, fail with SQLAlchemy's exception types, and skip its
-execution machinery (the point of the module: the writer thread's CPU per request)."""
+execution machinery (the point of the module: the writer thread's CPU per request); ``first_row`` does the same
+for a fixed statement with a result (rule 6's count)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, Column, DateTime, Engine, Integer, LargeBinary, MetaData, String, Table, event, select
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    and_,
+    bindparam,
+    event,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
-from audit.direct_insert import insert_rows
+from audit.direct_insert import first_row, insert_rows
 from tests.audit_support import engine_with_tables
 
 _metadata = MetaData()
@@ -21,6 +37,10 @@ rows_table = Table("direct_insert_test_rows", _metadata, Column("id", String(16)
                    Column("blob", LargeBinary, nullable=True), Column("note", String(32), nullable=True))
 defaulted = Table("direct_insert_test_defaulted", _metadata, Column("id", Integer, primary_key=True),
                   Column("label", String(16), nullable=False, default="made-by-default"))
+counts = Table("direct_insert_test_counts", _metadata, Column("name", String(16), primary_key=True),
+               Column("day", String(10), primary_key=True), Column("n", Integer, nullable=False))
+_COUNT_UP = update(counts).where(and_(counts.c.name == bindparam("the_name"), counts.c.day == bindparam("the_day"))
+                                 ).values(n=counts.c.n + 1).returning(counts.c.n, counts.c.day)
 
 
 @pytest.fixture
@@ -91,3 +111,39 @@ def test_omitted_columns_and_rows_it_cannot_bind_as_sqlalchemy_would(engine: Eng
         assert connection.execute(select(defaulted.c.label)).scalar_one() == "made-by-default"
         nulls = connection.execute(select(rows_table.c.id).where(rows_table.c.doc.is_(None))).scalars().all()
     assert sorted(nulls) == ["e1", "e2"]
+
+
+def test_first_row_returns_what_sqlalchemy_returns_through_the_driver(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(counts.insert(), [{"name": "a", "day": "2026-12-05", "n": 3},
+                                             {"name": "a", "day": "2026-12-06", "n": 7}])
+    executed: list[object] = []
+    event.listen(engine, "before_execute", lambda *args: executed.append(args[1]))
+    with engine.begin() as connection:
+        fast = first_row(connection, _COUNT_UP, {"the_name": "a", "the_day": "2026-12-05"})
+        missing = first_row(connection, _COUNT_UP, {"the_name": "b", "the_day": "2026-12-05"})
+    assert executed == []  # straight to the driver: no SQLAlchemy execution
+    with engine.begin() as connection:
+        slow = connection.execute(_COUNT_UP, {"the_name": "a", "the_day": "2026-12-05"}).first()
+    assert fast == (4, "2026-12-05")  # the statement's own literal (+ 1) bound, the other day's row untouched
+    assert missing is None
+    assert slow is not None
+    assert tuple(slow) == (5, "2026-12-05")
+    with engine.connect() as connection:
+        assert dict(connection.execute(select(counts.c.day, counts.c.n)).all()) == {"2026-12-05": 5, "2026-12-06": 7}
+
+
+def test_first_row_fails_with_sqlalchemys_exception_and_leaves_nothing(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(counts.insert(), [{"name": "a", "day": "2026-12-05", "n": 1}])
+    clash = counts.insert().values(name=bindparam("the_name"), day="2026-12-05", n=1).returning(counts.c.n)
+
+    def count_then_clash() -> None:
+        with engine.begin() as connection:
+            first_row(connection, _COUNT_UP, {"the_name": "a", "the_day": "2026-12-05"})
+            first_row(connection, clash, {"the_name": "a"})
+
+    with pytest.raises(IntegrityError):
+        count_then_clash()
+    with engine.connect() as connection:
+        assert connection.execute(select(counts.c.n)).scalar_one() == 1  # the count in the same transaction went too

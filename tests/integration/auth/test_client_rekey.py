@@ -151,8 +151,8 @@ def test_a_secret_re_key_hashes_the_secret_before_taking_the_audit_logs_lock(con
     real_transaction, real_hasher = store.append_transaction, passwords._hasher
 
     @contextmanager
-    def watched(engine: Engine) -> Iterator[store.AppendTransaction]:
-        with real_transaction(engine) as open_transaction:
+    def watched(engine: Engine, held: Connection | None = None) -> Iterator[store.AppendTransaction]:
+        with real_transaction(engine, held) as open_transaction:
             watch.locked, watch.appends = True, watch.appends + 1
             try:
                 yield open_transaction
@@ -188,8 +188,8 @@ def test_a_secret_re_key_whose_audit_append_fails_leaves_the_client_as_it_was(co
     real_transaction = store.append_transaction
 
     @contextmanager
-    def failing(engine: Engine) -> Iterator[store.AppendTransaction]:
-        with real_transaction(engine) as open_transaction:
+    def failing(engine: Engine, held: Connection | None = None) -> Iterator[store.AppendTransaction]:
+        with real_transaction(engine, held) as open_transaction:
             yield open_transaction
             raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
 

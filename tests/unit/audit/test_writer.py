@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from uuid import uuid4
 
@@ -45,6 +46,9 @@ class FakeLog:
 
     def maybe_issue_checkpoint(self) -> None:
         self.checkpoint_calls += 1
+
+    def holding_connection(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 async def test_concurrent_records_share_transactions_and_get_consecutive_indices() -> None:
