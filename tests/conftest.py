@@ -16,12 +16,13 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
 from gateway.app import create_app
 from gateway.auth import passwords
 from gateway.clock import FixedClock
 from gateway.container import Container, build_container
-from gateway.db.engine import sqlite_file
+from gateway.db.engine import make_engine, sqlite_file
 from gateway.settings import Settings
 from tests.migrated import migrate_postgres_in_place, migrated_sqlite, migrated_sqlite_file
 from tests.pg_server import create_database, running_postgres
@@ -53,6 +54,17 @@ def db_url(request: pytest.FixtureRequest, empty_db_url: str) -> str:
     else:
         migrate_postgres_in_place(request.getfixturevalue("postgres_admin_url"), empty_db_url)
     return empty_db_url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on ``db_url`` (both kinds), disposed of after the test. A file's own ``engine`` fixture (one
+    that also fills the log, or makes tables of its own) takes its place there."""
+    made = make_engine(db_url)
+    try:
+        yield made
+    finally:
+        made.dispose()
 
 
 @pytest.fixture

@@ -7,9 +7,11 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -277,24 +279,18 @@ def test_sigterm_stops_the_demo_and_every_process_it_started(tmp_path: Path) -> 
         process.wait(timeout=10)
 
 
-def test_a_demo_on_port_0_takes_no_default_port_another_run_may_race_for(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """Two runs at once (two CI jobs on one machine) both found a partner's default port free, and the one that
-    bound it second failed ("a partner could not bind"). Here the other run takes every default port right
-    after this run's check, as it did then: a run on port 0 still gets every partner up (the gateway, made to
-    fail at once, is the only process reported), because it never tries the defaults."""
-    import socket
-
-    from connectors.profiles import PROFILES
+def _taken_after_the_check(monkeypatch: pytest.MonkeyPatch,
+                           take: Callable[[int, list[socket.socket]], bool]) -> list[socket.socket]:
+    """Another program binds each port the demo checked free for which ``take(port, taken so far)`` holds, right
+    after the check (as a race would): the sockets holding them, for the test to close."""
     from gateway import demo
 
-    defaults = {profile.default_port for profile in PROFILES.values()}
     taken: list[socket.socket] = []
     checked = demo._free_port
 
     def racing(preferred: int) -> int:
         port = checked(preferred)
-        if port in defaults:  # the other run's partner binds it between our check and our partner's bind
+        if take(port, taken):
             other = socket.socket()
             other.bind(("127.0.0.1", port))
             other.listen()
@@ -302,6 +298,22 @@ def test_a_demo_on_port_0_takes_no_default_port_another_run_may_race_for(
         return port
 
     monkeypatch.setattr(demo, "_free_port", racing)
+    return taken
+
+
+def test_a_demo_on_port_0_takes_no_default_port_another_run_may_race_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two runs at once (two CI jobs on one machine) both found a partner's default port free, and the one that
+    bound it second failed ("a partner could not bind"). Here the other run takes every default port right
+    after this run's check, as it did then: a run on port 0 still gets every partner up (the gateway, made to
+    fail at once, is the only process reported), because it never tries the defaults."""
+
+    from connectors.profiles import PROFILES
+    from gateway import demo
+
+    defaults = {profile.default_port for profile in PROFILES.values()}
+    # the other run's partner binds each default port between our check and our partner's bind
+    taken = _taken_after_the_check(monkeypatch, lambda port, _: port in defaults)
     monkeypatch.setattr(demo, "GATEWAY_APP", "gateway.no_such_module:app")  # ends the run once partners are up
     monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
     try:
@@ -395,23 +407,11 @@ def test_a_port_taken_before_the_gateway_binds_it_is_named_in_one_line(
     """The gateway's port was free when the demo chose it and another program took it before the gateway
     bound it (another demo, a test run, a container publishing the port): the one line says so, naming the
     port, instead of only that the gateway exited (the reason was in its log)."""
-    import socket
 
     from gateway import demo
 
-    taken: list[socket.socket] = []
-    checked = demo._free_port
-
-    def racing(preferred: int) -> int:
-        port = checked(preferred)
-        if not taken:  # the gateway's port, chosen first: another program binds it right after the check
-            other = socket.socket()
-            other.bind(("127.0.0.1", port))
-            other.listen()
-            taken.append(other)
-        return port
-
-    monkeypatch.setattr(demo, "_free_port", racing)
+    # the gateway's port, chosen first: another program binds it right after the check
+    taken = _taken_after_the_check(monkeypatch, lambda _, taken: not taken)
     monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
     try:
         code = demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True)

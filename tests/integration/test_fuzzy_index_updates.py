@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
@@ -24,7 +24,7 @@ from sqlalchemy import Engine, event, func, select, update
 
 from audit import AuditLog
 from gateway.clock import FixedClock
-from gateway.db.engine import make_engine, make_session_factory
+from gateway.db.engine import make_session_factory
 from gateway.enrolment import filter_cache
 from gateway.enrolment.filters import FilterBatch, FilterService
 from gateway.enrolment.held import HeldRecords
@@ -81,13 +81,6 @@ class Holders:
         with self.engine.connect() as connection:
             return list(connection.execute(select(match_filters.c.local_ref).where(
                 match_filters.c.organisation == organisation)).scalars())
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    made = make_engine(db_url)
-    yield made
-    made.dispose()
 
 
 def _service(engine: Engine, **options: Any) -> FilterService:

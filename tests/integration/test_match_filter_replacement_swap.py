@@ -6,12 +6,10 @@ after the swap commits is the new set whole, in every process (cold or with a ke
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
@@ -31,13 +29,6 @@ from tests.integration.test_retired_participations import retiring
 
 OLD = [f"old/{n:03d}" for n in range(6)]
 NEW = [f"new/{n:03d}" for n in range(5)]
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    made = make_engine(db_url)
-    yield made
-    made.dispose()
 
 
 def _batch(holders: Holders, refs: list[str], total: int | None) -> FilterBatch:

@@ -11,7 +11,7 @@ and a second run finds nothing to do.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,13 +108,6 @@ def removed_per(found: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str,
         key = (event["processing_activity"]["partnership"], event["holder"], event["extra"]["index"])
         totals[key] = totals.get(key, 0) + event["extra"]["removed"]
     return totals
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    made = make_engine(db_url)
-    yield made
-    made.dispose()
 
 
 @pytest.fixture

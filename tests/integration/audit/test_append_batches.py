@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from sqlalchemy import Engine
 from sqlalchemy.event import listen
 
@@ -20,13 +17,6 @@ from tests.audit_support import log_signer, make_event
 # Around the padding step (16 rows, below which nothing is padded) and across SQLite's per-statement row limit
 # (2,448 entry rows), with a last chunk above the step (2,500) and below it (2,450).
 BATCHES = (1, 2, 15, 16, 17, 33, 2_500, 2_450)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    the_engine = make_engine(db_url)
-    yield the_engine
-    the_engine.dispose()
 
 
 def test_batches_of_every_size_store_exactly_their_entries(engine: Engine, clock: FixedClock) -> None:

@@ -7,7 +7,6 @@ rotation) cannot sign a new checkpoint that verifies, and a handover or key row 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,19 +30,11 @@ from audit.checkpoint import SignedNote
 from audit.keys import Handover, open_handover
 from audit.log import prepare
 from audit.tables import audit_checkpoint_keys, audit_checkpoints
-from gateway.db.engine import make_engine
 from tests.audit_support import log_signer, make_event, triggers_disabled
 
 OLD = log_signer("old key")
 NEW = log_signer("new key")
 POLICY = CheckpointPolicy(every_entries=8, every_seconds=None)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def _rotated(engine: Engine, *, compromised_after: int | None = None) -> AuditLog:

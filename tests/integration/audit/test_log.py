@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,15 +18,7 @@ from audit.merkle import EMPTY_ROOT, flat_index, leaf_hash, root_of
 from audit.tables import audit_checkpoints, audit_entries, audit_tree_nodes
 from audit.verify import verify_database, verify_export
 from gateway.clock import FixedClock
-from gateway.db.engine import make_engine
 from tests.audit_support import log_signer, make_event, triggers_disabled
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    the_engine = make_engine(db_url)
-    yield the_engine
-    the_engine.dispose()
 
 
 def test_appends_get_gap_free_indices_and_receipts_match_the_stored_entries(engine: Engine,

@@ -6,8 +6,6 @@ PostgreSQL still takes one per transaction (the pool's pre-ping catches a restar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Connection, Engine, event, func, select
 
@@ -16,15 +14,7 @@ from audit.log import AuditLog, CheckpointPolicy
 from audit.tables import audit_entries
 from audit.verify import verify_database
 from audit.writer import AsyncAuditWriter, CompanionRow
-from gateway.db.engine import make_engine
 from tests.audit_support import log_signer, make_event
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def _checkouts(engine: Engine) -> list[int]:

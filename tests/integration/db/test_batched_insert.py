@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +18,6 @@ from audit.store import sqlite_writer_lock
 from gateway.db.batched_insert import BatchedInsert
 from gateway.db.engine import make_engine
 from gateway.exchange.tables import exchanges
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    the_engine = make_engine(db_url)
-    yield the_engine
-    the_engine.dispose()
 
 
 def _row(number: int, idempotency_key: str | None = None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ the outcome's commit gives the claim up."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,15 +32,6 @@ from tests.audit_support import log_signer, make_event
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 LEASE = NOW + timedelta(minutes=2)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _claim(exchange_id: str, key: str = "key-0001") -> repository.Claim:

@@ -4,27 +4,15 @@ straight to the driver, since it runs on the audit writer's thread in every exch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import Engine, event, select
 
-from gateway.db.engine import make_engine
 from gateway.exchange import repository
 from gateway.exchange.tables import daily_request_counts
 
 DAY = repository.Day("gemeente-amsterdam-vth", "bibob-integrity-check", "2026-12-05",
                      datetime(2026, 12, 4, 23, 0, tzinfo=UTC))
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def test_each_call_counts_one_and_returns_the_count_before_it(engine: Engine) -> None:
