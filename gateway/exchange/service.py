@@ -957,19 +957,16 @@ class ExchangeService:
         try:
             decided = await self._decided(register, principal, body, trace, exchange_id, request_fingerprint)
         except Exception:
-            if idempotency_key and (replay := await self._stored_answer(principal, idempotency_key,
-                                                                         key_fingerprint)) is not None:
+            if idempotency_key and (replay := await self._answered_or_not_held(principal, idempotency_key,
+                                                                                key_fingerprint)) is not None:
                 return replay  # the request was answered before: that answer, whatever deciding it now says
-            if idempotency_key:
-                await self._not_held_elsewhere(principal, idempotency_key, key_fingerprint)
             raise
         targets, grant, base, logged, decisions, today, day = decided
         if isinstance(decisions, PolicyError):
-            if idempotency_key and (replay := await self._stored_answer(principal, idempotency_key,
-                                                                         key_fingerprint)) is not None:
+            # no denial is logged for a retry of an answered request, nor for an attempt duplicating one in flight
+            if idempotency_key and (replay := await self._answered_or_not_held(principal, idempotency_key,
+                                                                                key_fingerprint)) is not None:
                 return replay
-            if idempotency_key:  # no denial is logged for an attempt that only duplicates one in flight
-                await self._not_held_elsewhere(principal, idempotency_key, key_fingerprint)
             await self._deny_all_on_policy_failure(decisions, base, targets, EventType.EXCHANGE_REQUESTED)
             raise decisions  # unreachable: the helper always raises
         # With an Idempotency-Key, the key's claim commits with the write-ahead entries: an attempt in another
@@ -1173,6 +1170,15 @@ class ExchangeService:
     async def _stored_answer(self, principal: Principal, key: str, key_fingerprint: str) -> Answer | None:
         """:meth:`_replay` on a worker thread: the answer stored under ``key``, if any."""
         return await asyncio.to_thread(self._replay, principal, key, key_fingerprint)
+
+    async def _answered_or_not_held(self, principal: Principal, key: str, key_fingerprint: str) -> Answer | None:
+        """For a keyed request that could not be decided: the answer stored under ``key`` (a retry of an answered
+        request gets it, whatever deciding it now says), else a 409 when another attempt holds the key
+        (:meth:`_not_held_elsewhere`); None when neither, and the request is refused on its own account."""
+        replay = await self._stored_answer(principal, key, key_fingerprint)
+        if replay is None:
+            await self._not_held_elsewhere(principal, key, key_fingerprint)
+        return replay
 
     async def _not_held_elsewhere(self, principal: Principal, key: str, key_fingerprint: str) -> None:
         """Before a keyed request that could not be decided is refused on its own account: 409 if the key is
