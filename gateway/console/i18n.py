@@ -10,6 +10,8 @@ matching a service's English text, and a field's complaint by pydantic's error t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import Request
 
 LANGUAGES = ("nl", "en")
@@ -594,13 +596,7 @@ def refusal_text(language: str, code: str | None, values: dict[str, str]) -> str
     """A refusal's reason (``refusal.<code>``, with ``values`` filled in) in ``language``; None when the code has
     no words here (a newer service's, or none) or its values do not fit them: the caller then shows the
     refuser's English, marked as such, rather than failing the page."""
-    found = MESSAGES.get(f"refusal.{code}") if code else None
-    if found is None:
-        return None
-    try:
-        return (found[1] if language == "nl" else found[0]).format(**values)
-    except (KeyError, IndexError, ValueError):
-        return None
+    return _worded(language, f"refusal.{code}", values) if code else None
 
 
 _LIMITS = ("max_length", "min_length", "le", "ge", "lt", "gt")  # the numbers a validation message names
@@ -611,13 +607,20 @@ def validation_text(language: str, field: str, kind: str, context: dict[str, obj
     ``context`` (numbers only: no input value is shown); "invalid" for a type without words here."""
     limits = {name: value for name, value in (context or {}).items()
               if name in _LIMITS and isinstance(value, int | float)}
-    words = MESSAGES.get(f"validation.{kind}")
-    if words is not None:
-        try:
-            return (words[1] if language == "nl" else words[0]).format(field=field, **limits)
-        except (KeyError, IndexError, ValueError):
-            pass
-    return translate(language, "field_invalid", field=field)
+    words = _worded(language, f"validation.{kind}", {"field": field, **limits})
+    return words if words is not None else translate(language, "field_invalid", field=field)
+
+
+def _worded(language: str, key: str, values: Mapping[str, object]) -> str | None:
+    """``key``'s words in ``language`` with ``values`` filled in; None when the key has none or the values do not
+    fit them (words for a service's or pydantic's newer version): the caller words it another way."""
+    found = MESSAGES.get(key)
+    if found is None:
+        return None
+    try:
+        return (found[1] if language == "nl" else found[0]).format(**values)
+    except (KeyError, IndexError, ValueError):
+        return None
 
 
 def _from_accept_language(header: str) -> str | None:
