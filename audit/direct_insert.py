@@ -23,7 +23,8 @@ transaction whose other work (entries, subtrees, state read) takes about as much
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,20 +53,29 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
         connection.execute(table.insert(), list(rows))
         return
     parameters: list[Any] = [_bound(statement, row) for row in rows]
-    cursor = connection.connection.cursor()
-    try:
+    with _driver_cursor(connection, statement.sql, ismulti=len(parameters) > 1) as cursor:
         if len(parameters) == 1:
             cursor.execute(statement.sql, parameters[0])
         else:
             cursor.executemany(statement.sql, parameters)
+
+
+@contextmanager
+def _driver_cursor(connection: Connection, sql: str, *, ismulti: bool = False) -> Iterator[Any]:
+    """A cursor of the driver's connection under ``connection``, closed after the block; a driver error in the
+    block raised as SQLAlchemy's exception for it (as ``connection.execute`` would, the parameters hidden)."""
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        yield cursor
     except dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(statement.sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
-                                  dialect=dialect, ismulti=len(parameters) > 1) from exc
+        raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
+                                  dialect=dialect, ismulti=ismulti) from exc
     finally:
         cursor.close()
 
 
-def _bound(statement: _Statement, row: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+def _bound(statement: _Statement | _Compiled, row: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
     # every value through its processor, None too: a JSON column stores None as JSON ``null``, as SQLAlchemy does
     values = [row[name] if process is None else process(row[name])
               for name, process in zip(statement.names, statement.processors, strict=True)]
@@ -114,21 +124,11 @@ def first_row(connection: Connection, statement: UpdateBase, parameters: dict[st
     if compiled is None:
         row = connection.execute(statement, parameters).first()
         return None if row is None else tuple(row)
-    values = [parameters[name] if default is _REQUIRED else parameters.get(name, default)
-              for name, default in zip(compiled.names, compiled.defaults, strict=True)]
-    values = [value if process is None else process(value)
-              for value, process in zip(values, compiled.processors, strict=True)]
-    bound: Sequence[Any] | dict[str, Any] = (values if compiled.positional
-                                             else dict(zip(compiled.names, values, strict=True)))
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(compiled.sql, bound)
+    given = {name: parameters[name] if default is _REQUIRED else parameters.get(name, default)
+             for name, default in zip(compiled.names, compiled.defaults, strict=True)}
+    with _driver_cursor(connection, compiled.sql) as cursor:
+        cursor.execute(compiled.sql, _bound(compiled, given))
         found = cursor.fetchone()
-    except dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(compiled.sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
-                                  dialect=dialect) from exc
-    finally:
-        cursor.close()
     return None if found is None else tuple(found)
 
 
