@@ -90,6 +90,7 @@ from gateway.errors import (
     cause_of,
 )
 from gateway.exchange import repository
+from gateway.exchange.early import EarlyWork
 from gateway.exchange.lease import CLAIM_ABANDONED_AFTER as CLAIM_ABANDONED_AFTER  # its users import it here
 from gateway.exchange.lease import DECISION_ROUNDS, longest_holder_call
 from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
@@ -726,6 +727,7 @@ class ExchangeService:
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
+        self._early = EarlyWork()  # holders' pseudonyms computed while the write-ahead commits (until it ends)
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
         # Giving a request's rule-6 count back is a write outside the audit writer's transactions: on SQLite it
         # queues with them on the file's writer lock instead of sleeping in SQLite's busy handler (1, 2, 5, 10 ms).
@@ -926,6 +928,7 @@ class ExchangeService:
         finally:
             self._logged_ahead.discard(exchange_id)
             self._matched.pop(exchange_id, None)
+            self._early.drop(exchange_id)
             await self._rerun_ended(exchange_id)
             await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
 
@@ -1059,6 +1062,11 @@ class ExchangeService:
                 grant.policy_input if grant else None)
         except PolicyError as exc:
             decisions = exc
+        if matched is None and isinstance(decisions, list) and self._pseudonymous(subjects):
+            for target, decision in zip(targets, decisions, strict=True):  # see ``early``: none is sent anything yet
+                if decision.allow and target.system:
+                    self._early.start(exchange_id, target.organisation, self._for_holder, principal,
+                                      body.partnership, target.organisation, subjects)
         return _Decided(targets, grant, base, logged, decisions, today, day)
 
     async def _answer(self, attempt: _Attempt, targets: list[_Target], decisions: list[Decision],
@@ -1452,7 +1460,8 @@ class ExchangeService:
                                           f"no connector is configured for `{target.system or target.organisation}`")]
         logged = logged or {s: s for s in subjects}
         matched = self._matched.get(exchange_id)
-        theirs = matched.for_holder() if matched else await self._translated(
+        early = None if matched else self._early.take(exchange_id, target.organisation)
+        theirs = matched.for_holder() if matched else await early if early else await self._translated(
             self._for_holder, subjects, principal, body.partnership, target.organisation, subjects)
         forward: dict[str, str] = {}
         for holders, requesters in theirs.items():  # a provided record goes in the holder's current pseudonym
