@@ -1080,9 +1080,10 @@ class ExchangeService:
         if attempt.claim is not None and any(d.allow for d in decisions):
             self._lease_covers_holder_calls(attempt.claim)
         subjects = [s.ref for s in body.subjects]
-        outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
-                                                                  attempt.grant, attempt.logged)
-                                               for t, d in zip(targets, decisions, strict=True))))
+        serving = [self._serve_target(principal, body, exchange_id, t, d, subjects, attempt.grant, attempt.logged)
+                   for t, d in zip(targets, decisions, strict=True)]
+        # one target, the usual request, is awaited as it is: no task (and loop iteration) of its own for it
+        outcomes = [await serving[0]] if len(serving) == 1 else list(await asyncio.gather(*serving))
         after = [AuditEvent(**attempt.base | event) for _, events_for_target in outcomes for event in events_for_target]
         served = [o for o, _ in outcomes]
         if _nothing_follows(after, attempt.grant, served):  # the outcome row commits with the disclosures

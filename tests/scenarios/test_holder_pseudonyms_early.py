@@ -145,3 +145,28 @@ def test_references_start_no_early_work(stack: Stack, monkeypatch: pytest.Monkey
     assert answer.json()["targets"][0]["outcome"] == "allowed"
     assert started == []
 
+
+def test_a_lone_target_is_served_without_a_task_of_its_own(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``asyncio.gather`` wraps each coroutine in a task (and a loop iteration); one target is awaited as it is.
+    Two targets are still served at once, in one gather."""
+    gathered: list[int] = []
+    gather = asyncio.gather
+
+    def counting(*awaitables: Any, **kwargs: Any) -> Any:
+        served = [a for a in awaitables if getattr(getattr(a, "cr_code", None), "co_name", "") == "_serve_target"]
+        if served:
+            gathered.append(len(served))
+        return gather(*awaitables, **kwargs)
+
+    monkeypatch.setattr(asyncio, "gather", counting)
+    ref = stack.world.scenarios()["bibob-applicant"][0]
+    one = stack.post(MUNICIPALITY, "/v1/exchanges", BIBOB | {"subjects": [{"ref": ref}]})
+    assert one.status_code == 200, one.text
+    assert [t["outcome"] for t in one.json()["targets"]] == ["allowed"]
+    assert gathered == []
+    both = {"subjects": [{"ref": ref}], "holders": ["kvk", "politie"],
+            "categories": ["company_registration", "police_incidents"]}
+    two = stack.post(MUNICIPALITY, "/v1/exchanges", BIBOB | both)
+    assert two.status_code == 200, two.text
+    assert len(two.json()["targets"]) == 2
+    assert gathered == [2]
