@@ -255,6 +255,11 @@ class ExchangeDeps:
     match_handles: MatchHandles | None = None  # set when fuzzy discovery is installed: follow-ups cite its handles
 
 
+_LOGGED = ""
+"""The key of an attempt's early work (:mod:`gateway.exchange.early`) for its subjects as logged; each holder's
+pseudonyms are under the holder's name."""
+
+
 @dataclass
 class _Target:
     organisation: str
@@ -1052,8 +1057,9 @@ class ExchangeService:
                                     "does not ask")
         base = _audit_base(principal, body, trace, exchange_id, register)
         subjects = [s.ref for s in body.subjects]
-        logged = (matched.logged if matched else
-                  await self._translated(self._logged, subjects, principal, body.partnership, subjects))
+        pseudonymous = matched is None and self._pseudonymous(subjects)
+        if pseudonymous:  # the subjects as logged, computed while rule 6 is counted and the policy decides
+            self._early.start(exchange_id, _LOGGED, self._logged, principal, body.partnership, subjects)
         day = self._day(principal, body.purpose)
         today = await self._requests_today(day, _daily_limit(register, body))
         try:
@@ -1062,7 +1068,10 @@ class ExchangeService:
                 grant.policy_input if grant else None)
         except PolicyError as exc:
             decisions = exc
-        if matched is None and isinstance(decisions, list) and self._pseudonymous(subjects):
+        early_logged = self._early.take(exchange_id, _LOGGED)
+        logged = (matched.logged if matched else await early_logged if early_logged else
+                  await self._translated(self._logged, subjects, principal, body.partnership, subjects))
+        if pseudonymous and isinstance(decisions, list):
             for target, decision in zip(targets, decisions, strict=True):  # see ``early``: none is sent anything yet
                 if decision.allow and target.system:
                     self._early.start(exchange_id, target.organisation, self._for_holder, principal,

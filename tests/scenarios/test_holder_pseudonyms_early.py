@@ -111,12 +111,12 @@ def test_a_failure_computing_a_holders_pseudonyms_early_fails_that_holder_closed
     service = exchange_service(stack.container)
     translator = service.deps.pseudonyms
     assert translator is not None
-    taken: list[bool] = []
+    taken: list[tuple[str, bool]] = []
     take = service._early.take
 
     def taking(attempt: str, key: str) -> Any:
         work = take(attempt, key)
-        taken.append(work is not None)
+        taken.append((key, work is not None))
         return work
 
     def broken(*_: Any) -> list[str]:
@@ -130,7 +130,8 @@ def test_a_failure_computing_a_holders_pseudonyms_early_fails_that_holder_closed
     assert target["outcome"] == "holder-unavailable"
     assert target["records"] == []
     assert "gateway-error" in [r["code"] for r in target["reasons"]]
-    assert taken == [True]  # the early work's failure, not a second computation's
+    assert ("kvk", True) in taken  # the early work's failure, not a second computation's
+    assert [key for key, _ in taken].count("kvk") == 1
     assert len(service._early) == 0
 
 
@@ -170,3 +171,36 @@ def test_a_lone_target_is_served_without_a_task_of_its_own(stack: Stack, monkeyp
     assert two.status_code == 200, two.text
     assert len(two.json()["targets"]) == 2
     assert gathered == [2]
+
+
+def test_the_subjects_as_logged_are_computed_while_the_policy_decides(stack: Stack,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The partnership's pseudonyms the log names the subjects by (needed for the write-ahead, not for the
+    decision) are computed while the policy decides: here the computation waits (bounded) until the policy is
+    asked, so it ends after the policy was asked only if it was under way by then."""
+    service = exchange_service(stack.container)
+    translator = service.deps.pseudonyms
+    assert translator is not None
+    happened: list[str] = []
+    asked = threading.Event()
+    to_partnership = translator.to_partnership
+
+    def computing(*args: Any) -> str:
+        asked.wait(BOUND_SECONDS)
+        happened.append("subjects as logged computed")
+        return to_partnership(*args)
+
+    decide = service._decide
+
+    async def deciding(*args: Any) -> Any:
+        happened.append("policy asked")
+        asked.set()
+        return await decide(*args)
+
+    monkeypatch.setattr(translator, "to_partnership", computing)
+    monkeypatch.setattr(service, "_decide", deciding)
+    answer = stack.post(MUNICIPALITY, "/v1/exchanges", _body(stack))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["targets"][0]["outcome"] == "allowed"
+    assert happened[:2] == ["policy asked", "subjects as logged computed"]
+    assert len(service._early) == 0
