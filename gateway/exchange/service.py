@@ -732,7 +732,7 @@ class ExchangeService:
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
-        self._early = EarlyWork()  # holders' pseudonyms computed while the write-ahead commits (until it ends)
+        self._early = EarlyWork()  # pseudonyms computed while the policy decides and the write-ahead commits
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
         # Giving a request's rule-6 count back is a write outside the audit writer's transactions: on SQLite it
         # queues with them on the file's writer lock instead of sleeping in SQLite's busy handler (1, 2, 5, 10 ms).
