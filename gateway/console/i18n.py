@@ -39,6 +39,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "session_expired": ("Your session has expired. Please sign in again.",
                         "Uw sessie is verlopen. Meld u opnieuw aan."),
     "signed_out": ("You have been signed out.", "U bent afgemeld."),
+    "sign_in_form_expired": ("This sign-in form was open too long and has expired. Please sign in again.",
+                             "Dit aanmeldformulier stond te lang open en is verlopen. Meld u opnieuw aan."),
     "audit_unavailable": ("The audit log cannot be written; nothing was done.",
                           "Het auditlog kan niet worden geschreven; er is niets gedaan."),
     # navigation
