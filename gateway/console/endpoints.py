@@ -79,7 +79,8 @@ from gateway.register.setup import register_service
 __all__ = ["NAV", "router"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC_FILES = {"console.css": "text/css; charset=utf-8", "proof.js": "text/javascript; charset=utf-8"}
+STATIC_FILES = {"console.css": "text/css; charset=utf-8", "proof.js": "text/javascript; charset=utf-8",
+                "drafts.js": "text/javascript; charset=utf-8"}
 _PSEUDONYM = re.compile(r"^[A-Za-z0-9+/=_:.\-]{1,1024}$")  # as audit.events.Pseudonym
 WRITES_ON_OPENING = "page-elsewhere"
 """The refusal of a page that writes as it opens (:meth:`Page.from_own_page`) when another origin's page opened
