@@ -350,7 +350,7 @@ def _two_pages_of_cases(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> list
     monkeypatch.setattr(escalations_cli, "LIST_PAGE", 4)
     engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
     long_ago = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
-    settled = [{"id": str(uuid.UUID(int=n)), "exchange_id": None, "request_fingerprint": None,
+    settled = [{"id": str(uuid.UUID(int=n)), "seq": n, "exchange_id": None, "request_fingerprint": None,
                 "partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
                 "requester_org": "gemeente-amsterdam", "holder_org": "politie", "trigger": "holder-refused",
                 "state": "closed", "tier": 1, "version": 3, "deadline": date(2025, 1, 13), "opened_at": long_ago,
