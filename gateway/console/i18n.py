@@ -410,9 +410,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "case as it is now:", "Iemand anders was u voor, of de stap past niet bij de stand van de "
                     "zaak; de pagina toont de zaak zoals die nu is:"),
     "refused_422": ("Incomplete:", "Onvolledig:"),
-    "draft_restored": ("What you typed here before your session expired is back. Check it and send it again.",
-                       "Wat u hier typte voordat uw sessie verliep, staat er weer. Controleer het en verstuur het "
-                       "opnieuw."),
+    "draft_restored": ("What you typed here before and did not send (your session may have expired) is back. "
+                       "Check it before you send it.",
+                       "Wat u hier eerder typte en niet verstuurde (uw sessie kan verlopen zijn), staat er weer. "
+                       "Controleer het voordat u het verstuurt."),
     "unsaved_text": ("What you wrote was not saved; copy it from here:",
                      "Wat u schreef is niet opgeslagen; kopieer het hier:"),
     "motivation_required": ("Write a motivation (a decision needs at least 10 characters).",

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium
 
 MOTIVATION = ("Incidents are necessary for the Bibob advice; criminal intelligence stays out, as the "
               "register says for this purpose. Written at length, as such motivations are.")
-RESTORED = "What you typed here before your session expired is back."
+RESTORED = "What you typed here before and did not send (your session may have expired) is back."
 
 
 @pytest.fixture
