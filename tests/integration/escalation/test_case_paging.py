@@ -67,13 +67,12 @@ def test_the_first_pages_are_the_same_as_before_for_cases_opened_one_after_anoth
     assert _every_page(sessions, None) == opened  # oldest first, each once, the cursor still a case id
 
 
+@pytest.mark.parametrize("empty_db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_on_postgresql_openings_wait_for_each_other_so_seq_follows_commit_order(
-        db_url: str, sessions: sessionmaker[Session]) -> None:
+        sessions: sessionmaker[Session]) -> None:
     """Two openings at once: the second waits for the first to commit (the lock of ``_next_seq``) and gets the
     next ``seq``; without the lock both computed the same ``max + 1`` and the second failed on the unique
-    index. (SQLite has one writer at a time anyway.)"""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite serialises writers itself")
+    index. (PostgreSQL only: SQLite has one writer at a time anyway.)"""
     first = sessions()
     first_id = _open(first, "ex-first")  # holds the lock, not committed
     second: list[str] = []
