@@ -382,13 +382,14 @@ def test_escalations_list_prints_each_page_before_it_reads_the_next(data_dir: Pa
 
     from rich.console import Console
 
+    from escalation.queries import list_cases
     from gateway.escalations import cli as escalations_cli
 
     cases = _two_pages_of_cases(data_dir, monkeypatch)
     printed = io.StringIO()
     monkeypatch.setattr(escalations_cli, "out", Console(file=printed, width=200))
     shown_before_each_read: list[list[str]] = []
-    read_page = escalations_cli.list_cases
+    read_page = list_cases  # the real one, which the CLI looks up by this name
 
     def reading(*args: Any, **kwargs: Any) -> Any:
         shown_before_each_read.append(_CASE_ID.findall(printed.getvalue()))
