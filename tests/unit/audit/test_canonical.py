@@ -122,9 +122,9 @@ def test_oversized_events_are_refused() -> None:
 def test_event_model_is_strict_and_frozen() -> None:
     event = make_event()
     with pytest.raises(ValidationError):
-        event.holder = "someone-else"  # type: ignore[misc]
+        event.holder = "someone-else"
     with pytest.raises(ValidationError):
-        AuditEvent(event_type=EventType.DISCLOSURE, trace_id=trace_id(1), span_id=span_id(1), unknown="x")  # type: ignore[call-arg]
+        AuditEvent(event_type=EventType.DISCLOSURE, trace_id=trace_id(1), span_id=span_id(1), unknown="x")
     for bad in ("0" * 32, "ABCDEF" + "0" * 26, "abc"):
         with pytest.raises(ValidationError):
             AuditEvent(event_type=EventType.DISCLOSURE, trace_id=bad, span_id=span_id(1))
