@@ -137,7 +137,7 @@ def test_forged_tokens_cannot_spend_another_clients_budget(limited: tuple[TestCl
     """The key is the verified principal: a token that merely *claims* a client is keyed by the peer address."""
     client, container, ticks = limited
     ticks.now += BURST / RATE
-    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current().kid})
+    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current_kid()})
     now = int(container.clock.now().timestamp())
     forged = jwt.encode({"alg": "Ed25519", "kid": attacker.kid}, {
         "iss": container.settings.issuer, "aud": container.settings.audience, "sub": "gemeente-amsterdam-vth",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from uuid import RFC_4122, UUID
 
 import pytest
@@ -46,8 +47,8 @@ def test_spliced_envelope_equals_rfc8785_of_the_whole_document(index: int, extra
     event = make_event(index % 50, extra=extra)
     moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
     spliced = entry_canonical(index, ENTRY_ID, moment, event_canonical(event))
-    document = {"entry_id": str(ENTRY_ID), "event": event.to_document(), "index": index,
-                "recorded_at": format_timestamp(moment), "v": 1}
+    document: dict[str, Any] = {"entry_id": str(ENTRY_ID), "event": event.to_document(), "index": index,
+                                "recorded_at": format_timestamp(moment), "v": 1}
     assert spliced == rfc8785.dumps(document)
     assert envelope_index(spliced) == index
     parsed = parse_entry(spliced)

@@ -39,7 +39,7 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(ascii_keys, children, max_size=4),
     max_leaves=12,
 )
-refs = st.text(alphabet=st.characters(min_codepoint=0x20, exclude_characters="\x7f", exclude_categories=("Cs",)),
+refs = st.text(alphabet=st.characters(min_codepoint=0x20, exclude_characters="\x7f", exclude_categories=["Cs"]),
                min_size=1, max_size=12)
 
 
