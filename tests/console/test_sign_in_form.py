@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -26,9 +27,10 @@ def console(app: FastAPI, container: Container) -> Iterator[TestClient]:
         yield client
 
 
-def _submit(console: TestClient, token: str) -> object:
-    return console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
-                                                "csrf_token": token}, follow_redirects=False)
+def _submit(console: TestClient, token: str) -> httpx.Response:
+    answer: httpx.Response = console.post("/console/login", data={"username": "po-gemeente", "password": PASSWORD,
+                                                                  "csrf_token": token}, follow_redirects=False)
+    return answer
 
 
 def test_a_sign_in_form_left_open_too_long_signs_nobody_in_and_says_sign_in_again(

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi import FastAPI
@@ -24,6 +25,9 @@ from gateway.container import Container
 from tests.console.support import IDLE, PASSWORD, add_account
 from tests.console.test_escalations import ACCOUNTS, open_riec_case, version_of
 from tests.servers import serve_app
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -48,7 +52,7 @@ def base(app: FastAPI, container: Container) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(base: str) -> Iterator[playwright_sync.Page]:
+def page(base: str) -> Iterator[Page]:
     with playwright_sync.sync_playwright() as playwright:
         executable = CHROMIUM if CHROMIUM.exists() else Path(str(shutil.which("chromium")))
         browser = playwright.chromium.launch(executable_path=str(executable), headless=True,
@@ -60,19 +64,19 @@ def page(base: str) -> Iterator[playwright_sync.Page]:
         browser.close()
 
 
-def _sign_in(page: playwright_sync.Page, username: str) -> None:
+def _sign_in(page: Page, username: str) -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/console/login" not in url)
 
 
-def _drafts(page: playwright_sync.Page) -> str:
+def _drafts(page: Page) -> str:
     return str(page.evaluate("() => sessionStorage.getItem('wgs-console-drafts') || ''"))
 
 
 def test_a_motivation_typed_before_the_session_idled_out_is_back_after_signing_in(
-        page: playwright_sync.Page, base: str, container: Container, clock: FixedClock) -> None:
+        page: Page, base: str, container: Container, clock: FixedClock) -> None:
     case_id = open_riec_case(container)
     page.goto(f"{base}/console/escalations/{case_id}?lang=en")
     _sign_in(page, "po-politie")
@@ -102,7 +106,7 @@ def test_a_motivation_typed_before_the_session_idled_out_is_back_after_signing_i
 
 
 def test_drafts_go_with_signing_out_and_are_never_shown_to_someone_else(
-        page: playwright_sync.Page, base: str, container: Container, clock: FixedClock) -> None:
+        page: Page, base: str, container: Container, clock: FixedClock) -> None:
     case_id = open_riec_case(container)
     page.goto(f"{base}/console/escalations/{case_id}?lang=en")
     _sign_in(page, "po-politie")
