@@ -224,7 +224,8 @@ async def test_a_retry_of_an_answered_key_is_refused_alone_in_its_batch_and_the_
     assert repository.ClaimLost in _causes(retry)
     assert isinstance(duplicate, AuditWriteError)
     assert IntegrityError in _causes(duplicate)
-    assert [[r.index for r in receipts] for receipts in (new_1, outcome, new_2)] == [[4], [5], [6]]
+    committed = [receipts for receipts in (new_1, outcome, new_2) if isinstance(receipts, list)]
+    assert [[r.index for r in receipts] for receipts in committed] == [[4], [5], [6]]
     claims, stored, entries = _rows(engine)
     # "running" gave its claim up with its outcome in the batch, so "duplicate" clashed with a claim given up in
     # the same transaction: it ran first (the batch's order) and found the claim held
