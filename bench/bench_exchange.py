@@ -1,6 +1,6 @@
 """Exchange benchmark: the gateway against two baselines, measured in one run on loopback.
 
-    python bench/bench_exchange.py [--seconds 5] [--rounds 3] [--concurrency 1,16,64]
+    python bench/bench_exchange.py [--seconds 5] [--rounds 3] [--concurrency 1,16,64] [--pseudonyms]
 
 Starts, as separate processes: one simulated partner (kvk-handelsregister), the gateway (SQLite, embedded Rego
 engine, the demo register so office hours do not escalate) and a bare FastAPI pass-through. Then, per
@@ -12,6 +12,12 @@ These closed-loop rows keep every client busy, so at 16 clients their latency is
 divided by throughput). The open-loop rows that follow offer half the gateway's throughput at the same
 concurrency to pass-through and gateway, and time each request from when it was due: latency at a load it
 carries.
+With --pseudonyms the subject is asked as a partner asks in production: the requester sends its own
+pseudonym, the holder is enrolled first (so it knows its own pseudonyms), the gateway translates per holder and
+back, and the two baselines send the partner the holder's pseudonym, what the gateway sends it. The default
+(opaque references) stays, so that figures remain comparable with earlier runs.
+Before timing, one request per target must come back with the same records (fails loudly otherwise): a
+benchmark of no-hits on an unknown subject would time less work than the exchange does.
 The load generator shares the machine's cores with the servers; bounded in time, loopback only.
 """
 
@@ -31,7 +37,7 @@ import uuid
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -40,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from alembic import command
 from joserfc.jwk import OKPKey
 
+from connectors.enrolment import enrol
+from connectors.profiles import PROFILES
+from connectors.store import PartnerStore, store_path
 from connectors.world import build_world
 from gateway.auditing.setup import load_or_create_checkpoint_key
 from gateway.auth.clients import register_key_client
@@ -54,6 +63,21 @@ from gateway.register.loader import load_register
 from gateway.settings import Settings
 
 REQUESTER = "gemeente-amsterdam-vth"
+HOLDER = "kvk-handelsregister"
+PARTNERSHIP = "riec-amsterdam-amstelland"
+
+
+class Subject(NamedTuple):
+    """How each side names the one subject asked about: the requester in its exchange, and the holder in the
+    query it gets (the gateway's translation; the baselines send it as it is)."""
+
+    requester: str
+    holder: str
+    mode: str
+
+
+def _bench_subject() -> str:
+    return build_world(2025).scenarios()["bibob-applicant"][0]
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -116,17 +140,82 @@ def _pct(values: list[float], q: float) -> float:
         values[0] * 1000
 
 
+def references() -> Subject:
+    """The default: one opaque reference, the same on every side (no translation)."""
+    subject = _bench_subject()
+    return Subject(subject, subject, "references")
+
+
+async def pseudonyms(workdir: Path, database_url: str | None, gateway_url: str, key: OKPKey) -> Subject:
+    """As the demo does it: the holder enrols what it holds (its own pseudonyms back, kept in its store, which
+    the running simulator reads), and each side gets its own pseudonym for the subject from the identifier it
+    knows — the requester's for its exchange, the holder's for the baselines' queries."""
+    settings = Settings(data_dir=workdir, database_url=database_url, register_file=workdir / "register-bench.yaml")
+    register, _ = load_register(settings.register_file)
+    holder_key = OKPKey.generate_key("Ed25519", parameters={"kid": "bench-holder"})
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            register_key_client(session, register, HOLDER, ["enrol"], {"keys": [holder_key.as_dict(private=False)]},
+                                SystemClock())
+    finally:
+        engine.dispose()
+    identifier = build_world(2025).identifier_of(_bench_subject())
+    store = PartnerStore(store_path(workdir / "partners", HOLDER))
+    try:
+        async with GatewayClient(gateway_url, HOLDER, holder_key) as holder:
+            await enrol(store, holder, register.partnerships_of_system(HOLDER), profile=PROFILES[HOLDER])
+            [held] = await holder.own_pseudonyms(PARTNERSHIP, [identifier])
+    finally:
+        store.close()
+    async with GatewayClient(gateway_url, REQUESTER, key) as requester:
+        [asked] = await requester.own_pseudonyms(PARTNERSHIP, [identifier])
+    return Subject(asked, held, "pseudonyms")
+
+
+async def _check_answers(http: aiohttp.ClientSession, urls: dict[str, str], partner_headers: dict[str, str],
+                         gateway_headers: dict[str, str], holder_query: dict[str, Any], exchange: dict[str, Any],
+                         subject: Subject) -> int:
+    """One request per target before any timing: each must answer with records about the subject as its
+    caller names it, and all with as many. Why: a subject a side does not know (an unenrolled holder, a
+    pseudonym of the wrong partnership) is answered quickly with no records, and the figures would time a
+    no-hit while claiming an exchange. Exits with the mismatch; returns the number of records."""
+    counts: dict[str, int] = {}
+    for name, url, body, headers in (
+            ("direct", f"{urls['partner']}/holder/v1/query", holder_query, partner_headers),
+            ("passthrough", f"{urls['passthrough']}/forward", holder_query, {})):
+        async with http.post(url, json=body | {"request_id": str(uuid.uuid4())}, headers=headers) as r:
+            answer = await r.json()
+        records = answer.get("records", []) if r.status == 200 else []
+        if not records or any(rec["subject"] != subject.holder for rec in records):
+            raise SystemExit(f"{name}: HTTP {r.status}, {len(records)} record(s) about the holder's subject; "
+                             "the benchmark would time a no-hit")
+        counts[name] = len(records)
+    async with http.post(f"{urls['gateway']}/v1/exchanges", json=exchange, headers=gateway_headers) as r:
+        result = await r.json()
+    target = result["targets"][0] if r.status == 200 else {}
+    records = target.get("records", [])
+    if target.get("outcome") != "allowed" or not records or any(rec["subject"] != subject.requester
+                                                                 for rec in records):
+        raise SystemExit(f"gateway: HTTP {r.status}, outcome {target.get('outcome')}, {len(records)} record(s) "
+                         "about the requester's subject; the benchmark would time a no-hit")
+    counts["gateway"] = len(records)
+    if len(set(counts.values())) != 1:
+        raise SystemExit(f"the targets answer with different records: {counts}")
+    return counts["gateway"]
+
+
 async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[int], seconds: float,
-                   open_loop: bool = True, keyed: bool = False, rounds: int = 3) -> None:
-    world = build_world(2025)
-    subject = world.scenarios()["bibob-applicant"][0]
-    holder_query = {"request_id": "", "partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+                   open_loop: bool = True, keyed: bool = False, rounds: int = 3,
+                   subject: Subject | None = None) -> None:
+    subject = subject or references()
+    holder_query = {"request_id": "", "partnership": PARTNERSHIP, "purpose": "bibob-integrity-check",
                     "requester_organisation": "gemeente-amsterdam",
-                    "categories": ["company_registration", "directorships"], "subjects": [subject]}
-    exchange = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+                    "categories": ["company_registration", "directorships"], "subjects": [subject.holder]}
+    exchange = {"partnership": PARTNERSHIP, "purpose": "bibob-integrity-check",
                 "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "BENCH-1",
                 "signal": {"type": "bibob-application", "reference": "BENCH-SIG"},
-                "subjects": [{"ref": subject}], "holders": ["kvk"],
+                "subjects": [{"ref": subject.requester}], "holders": ["kvk"],
                 "categories": ["company_registration", "directorships"]}
     # The load generator uses aiohttp (as the gateway's holder connector and the pass-through do): httpx
     # costs about ten times more CPU per call, CPU the servers under test would otherwise not get.
@@ -136,6 +225,8 @@ async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[i
         access = await client.token()
         partner_headers = {"Authorization": f"Bearer {token}"}
         gateway_headers = {"Authorization": f"Bearer {access}"}
+        records = await _check_answers(http, urls, partner_headers, gateway_headers, holder_query, exchange, subject)
+        print(f"each target answers with {records} record(s) about the subject ({subject.mode})")
 
         async def direct() -> bool:
             body = holder_query | {"request_id": str(uuid.uuid4())}
@@ -296,6 +387,9 @@ def main() -> None:
                              "ratios are the median of the rounds' ratios")
     parser.add_argument("--gateway-workers", type=int, default=1, help="uvicorn worker processes of the gateway")
     parser.add_argument("--pg", action="store_true", help="the gateway on a throw-away PostgreSQL (fsync on)")
+    parser.add_argument("--pseudonyms", action="store_true",
+                        help="ask by pseudonyms as partners do: the requester's own, the holder enrolled, the "
+                             "baselines sending the holder's (default: opaque references, as in earlier figures)")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
     with ExitStack() as stack:
@@ -305,15 +399,17 @@ def main() -> None:
             from tests.pg_server import create_database
 
             database_url = create_database(stack.enter_context(_durable_postgres()), "bench_exchange")
-        urls, partner_token, key, processes = start_stack(Path(tempfile.mkdtemp(prefix="wgs-bench-")),
-                                                          args.gateway_workers, database_url)
+        workdir = Path(tempfile.mkdtemp(prefix="wgs-bench-"))
+        urls, partner_token, key, processes = start_stack(workdir, args.gateway_workers, database_url)
         try:
+            subject = (asyncio.run(pseudonyms(workdir, database_url, urls["gateway"], key)) if args.pseudonyms
+                       else references())
             print(f"exchange benchmark: {args.rounds} rounds of {args.seconds:.0f} s per target and level; "
                   f"{os.cpu_count()} cores shared "
                   f"by servers and load generator; {'PostgreSQL' if args.pg else 'SQLite'}, embedded Rego; "
-                  f"{args.gateway_workers} gateway worker(s)")
+                  f"{args.gateway_workers} gateway worker(s); subjects as {subject.mode}")
             asyncio.run(_measure(urls, partner_token, key, levels, args.seconds, not args.no_open_loop, args.keyed,
-                                 args.rounds))
+                                 args.rounds, subject))
         finally:
             stop_processes(processes)
 
