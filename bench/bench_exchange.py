@@ -256,7 +256,7 @@ async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[i
         if keyed:
             targets.append(("gateway key", gateway_keyed))
 
-        # The load generator's own long-lived objects (the synthetic world above, imported modules) would
+        # The load generator's own long-lived objects (imported modules; the synthetic world is garbage by now) would
         # otherwise be rescanned by every full collection: 40-60 ms pauses of the load generator, which would
         # show up in every target's latency as if a server had stalled.
         gc.collect()
