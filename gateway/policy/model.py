@@ -112,8 +112,10 @@ class Decision(_StrictDecision):
     @classmethod
     def parse_json(cls, text: str | bytes, *, requires_obligations: bool = True) -> Decision:
         """``parse`` for a decision as JSON text (what the embedded engine returns): pydantic validates
-        the text directly, without building the Python document first."""
-        return cls._parsed(cls.model_validate_json, text, requires_obligations)
+        the text directly, without building the Python document first. Its validator is called as
+        ``model_validate_json`` calls it, without that method's wrapper (a tenth of the validation's cost,
+        paid for every decision)."""
+        return cls._parsed(cls.__pydantic_validator__.validate_json, text, requires_obligations)
 
     @classmethod
     def _parsed(cls, validate: Callable[[Any], Decision], value: Any, requires_obligations: bool) -> Decision:
@@ -291,6 +293,13 @@ class PolicyInput(_Strict):
 
     def document(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+    def document_json(self, exclude: Any = None) -> str:
+        """``document()`` as JSON text (``model_dump_json(exclude_none=True, exclude=exclude)``), for the
+        embedded engine. The model's serializer is called as ``model_dump_json`` calls it, without that
+        method's wrapper, which costs a sixth of the serialization (about 6k of 34k instructions) and runs
+        for every decision."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True, exclude=exclude).decode()
 
     def document_without_holder(self) -> dict[str, Any]:
         """``document()`` less ``request.holder``: the part that a batch of inputs shares."""
