@@ -157,7 +157,7 @@ def batch_input_json(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], str
     batches = []
     for positions, first, holders in _groups(inputs):
         shared = first.document_json(exclude={"request": {"holder"}})
-        targets = _HOLDERS.dump_json(holders, exclude_none=True).decode()
+        targets = _HOLDERS.serializer.to_json(holders, exclude_none=True).decode()  # (without the wrapper)
         batches.append((positions, f'{shared[:-1]},"holders":{targets}}}'))
     return batches
 

@@ -130,7 +130,7 @@ class Decision(_StrictDecision):
         """``expected`` decisions from a JSON array (a ``decisions`` rule), validated in one pass; any
         other length means the policy left some target undecided."""
         try:
-            decisions = _DECISION_LIST.validate_json(text)
+            decisions = _DECISION_LIST.validator.validate_json(text)  # (without the wrapper, as parse_json)
         except ValidationError as exc:
             raise MalformedDecision("the policy produced no decision for some target (malformed)") from exc
         if len(decisions) != expected:
