@@ -179,8 +179,9 @@ def flag_companion(flag: Flag) -> CompanionRow:
     Its precondition refuses (:class:`FlagLoggedAlready`) when the row is there already: appends are serialised
     by the log's append lock, so it sees every entry committed before, by any process, and the refusal is an
     expected one (logged quietly). Two callers of one batch with the same flag would both pass it; the primary
-    key then refuses the second. Either way only that caller's transaction fails, never its batch's others
-    (:class:`~audit.writer.AsyncAuditWriter` writes them one by one)."""
+    key then refuses the second. Either way only that caller fails, never its batch's others
+    (:class:`~audit.writer.AsyncAuditWriter` leaves a refused caller out of the batch, and writes a batch whose
+    row clashed one by one)."""
     key = _key_row(flag)
 
     def precondition(connection: Connection) -> None:

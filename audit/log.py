@@ -405,16 +405,24 @@ class AuditLog:
         return self.append_prepared([prepare(event) for event in events])
 
     def append_prepared(self, prepared: Sequence[PreparedEvent],
-                        within: Callable[[Connection, list[Receipt]], None] | None = None) -> list[Receipt]:
+                        within: Callable[[Connection, list[Receipt]], None] | None = None, *,
+                        admit: Callable[[Connection], Sequence[PreparedEvent]] | None = None) -> list[Receipt]:
         """Append events already passed through :func:`prepare` (the async writer's batch path).
 
         ``within(connection, receipts)`` runs inside the same transaction after the entries are written:
         rows of other tables that must become durable with these entries (and only with them) go there,
-        and cost no commit of their own. If it raises, nothing of the transaction is written."""
+        and cost no commit of their own. If it raises, nothing of the transaction is written.
+
+        ``admit(connection)``, if given, runs first in the transaction (under the append lock, before any entry
+        is written) and returns the events to append instead of ``prepared``: some of them, in their order. So a
+        batch can leave out a caller whose preconditions refuse without rolling back the others' work (the async
+        writer's companions); none left, and nothing is written (``within`` does not run)."""
         if not prepared:
             return []
         try:
             with store.append_transaction(self._engine, self._held_connection()) as transaction:
+                if admit is not None and not (prepared := admit(transaction.connection)):
+                    return []
                 receipts, frontier, signed = self._append_locked(transaction, prepared)
                 if within is not None:
                     within(transaction.connection, receipts)

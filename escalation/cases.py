@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import uuid6
-from sqlalchemy import Connection, exists, or_, select, update
+from sqlalchemy import Connection, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -189,6 +189,22 @@ def decided_requests(session: Session, *, requester_org: str, partnership: str,
     return [(row.request_fingerprint, row.decision_id) for row in rows]
 
 
+_OPENING_LOCK = text("SELECT pg_advisory_xact_lock(7421931146280455201)")
+"""PostgreSQL's lock that serialises case openings from ``seq`` to commit (a 64-bit constant of their own)."""
+
+
+def _next_seq(session: Session) -> Any:
+    """The new case's ``seq``: one more than any committed case's, taken under a lock held until this transaction
+    ends, so that ``seq`` increases in commit order and a list paged by it skips no case that commits late.
+
+    The case id (UUIDv7) is made when the request begins; paging by it skipped a case whose transaction
+    committed after a page was read, with an id before that page's last. On PostgreSQL an advisory lock
+    (READ COMMITTED: the ``max`` after it sees every case committed before); SQLite has one writer at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_OPENING_LOCK)
+    return select(func.coalesce(func.max(escalation_cases.c.seq), 0) + 1).scalar_subquery()
+
+
 def open_case(session: Session, *, partnership: str, purpose: str, requester_org: str, holder_org: str,
               trigger: str, register_version: str, policy_reasons: list[str], deadlines: Deadlines,
               now: datetime, timezone: str, exchange_id: str | None = None,
@@ -202,7 +218,8 @@ def open_case(session: Session, *, partnership: str, purpose: str, requester_org
     case_id = case_id or new_case_id()
     try:
         session.execute(escalation_cases.insert().values(
-            id=case_id, exchange_id=exchange_id, request_fingerprint=request_fingerprint, partnership=partnership,
+            seq=_next_seq(session), id=case_id, exchange_id=exchange_id, request_fingerprint=request_fingerprint,
+            partnership=partnership,
             purpose=purpose, requester_org=requester_org, holder_org=holder_org, trigger=trigger,
             state=state.state.value, tier=state.tier, version=state.version,
             deadline=add_working_days(local_date(now, timezone), _deadlines(deadlines, partnership)[state.tier]),

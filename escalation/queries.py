@@ -70,11 +70,14 @@ class CaseFilter:
 
 def list_cases(session: Session, scope: CaseScope, filters: CaseFilter, *, limit: int = 50,
                after: str | None = None) -> list[Case]:
-    """Cases in id (= opening) order, ``limit`` from after the id ``after`` (cursor pagination)."""
-    query = select(escalation_cases).where(scope.clause()).order_by(escalation_cases.c.id).limit(limit)
-    if after:
-        query = query.where(escalation_cases.c.id > after)
+    """Cases in the order they were committed (``seq``), ``limit`` from after the case ``after`` (cursor
+    pagination; the cursor stays a case id). Not in id order: a case committed after a page was read can have
+    an id before that page's last (ids are made when a request begins), and was skipped by the next page."""
     c = escalation_cases.c
+    query = select(escalation_cases).where(scope.clause()).order_by(c.seq).limit(limit)
+    if after:
+        earlier = escalation_cases.alias("cursor_case")
+        query = query.where(c.seq > select(earlier.c.seq).where(earlier.c.id == after).scalar_subquery())
     if filters.partnership:
         query = query.where(c.partnership == filters.partnership)
     if filters.state:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -64,6 +65,8 @@ escalation_cases = Table(
     Column("rerun_claimed_at", DateTime(timezone=True), nullable=True),
     # 0016: the exchange whose re-run used the decision (set with its disclosure; then it is used for good)
     Column("rerun_exchange_id", String(36), nullable=True),
+    # 0041: the order cases became visible in (committed), which the case lists page by (cases.open_case)
+    Column("seq", BigInteger, nullable=False, unique=True),
     # 0033: what the state machine cannot produce, the database refuses too (escalation/states.py)
     CheckConstraint("tier BETWEEN 1 AND 3", name="tier"),
     CheckConstraint("state IN ('open', 'in_review', 'escalated', 'decided', 'closed', 'withdrawn', 'expired')",

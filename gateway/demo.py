@@ -112,7 +112,8 @@ class _Partner:
 
     def __init__(self, arguments: list[str], log: Path) -> None:
         self._process = _FORK.Process(target=_serve_partner, args=(arguments, log), daemon=False)
-        self._process.start()
+        with _stop_signals_held():  # the child unblocks them once its handlers are its own
+            self._process.start()
 
     @property
     def returncode(self) -> int | None:
@@ -136,12 +137,32 @@ class _Partner:
             self._process.kill()
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back (blocked, not lost) within: a forked child inherits the mask and unblocks
+    it once its own handlers are set; this process gets a stop that came meanwhile as soon as the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _serve_partner(arguments: list[str], log: Path) -> None:
     """In the forked process: ``wgs-partner serve`` with ``arguments``, everything it prints to ``log``.
     SIGTERM is given back its default first (the demo's own handler turns it into a Ctrl-C): until uvicorn
-    installs its own, a partner stopped ends quietly, as one started as a command did. The standard streams
-    are the log's, not the demo's objects (nor a test's capture of them)."""
+    installs its own, a partner stopped ends quietly, as one started as a command did; Ctrl-C is ignored until
+    then (the demo stops its partners with SIGTERM when it sees one). Both arrive only from here on: the fork
+    happened with them blocked (:func:`_stop_signals_held`), so a stop in the moment between the fork and
+    these lines waits for them instead of running the demo's handler in this process (a ``KeyboardInterrupt``
+    traceback in the partner's log). The standard streams are the log's, not the demo's objects (nor a test's
+    capture of them)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)
@@ -439,10 +460,11 @@ def _run_demo(settings: Settings, port: int, once: bool) -> int:
                             "WGS_REGISTER_FILE": str(settings.register_file)}
         if settings.database_url:
             env["WGS_DATABASE_URL"] = settings.database_url
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", GATEWAY_APP, "--no-proxy-headers", "--host", "127.0.0.1", "--port",
-             str(gateway_port), "--log-level", "warning"],
-            env=env, stdout=(logs / "gateway.log").open("wb"), stderr=subprocess.STDOUT))
+        with (logs / "gateway.log").open("wb") as gateway_log:  # the child has its own copy; this one is closed
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", GATEWAY_APP, "--no-proxy-headers", "--host", "127.0.0.1",
+                 "--port", str(gateway_port), "--log-level", "warning"],
+                env=env, stdout=gateway_log, stderr=subprocess.STDOUT))
         waits.append((f"{gateway_url}/health/ready", processes[-1], logs / "gateway.log"))
         try:
             for url, process, log in waits:

@@ -79,7 +79,8 @@ from gateway.register.setup import register_service
 __all__ = ["NAV", "router"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC_FILES = {"console.css": "text/css; charset=utf-8", "proof.js": "text/javascript; charset=utf-8"}
+STATIC_FILES = {"console.css": "text/css; charset=utf-8", "proof.js": "text/javascript; charset=utf-8",
+                "drafts.js": "text/javascript; charset=utf-8"}
 _PSEUDONYM = re.compile(r"^[A-Za-z0-9+/=_:.\-]{1,1024}$")  # as audit.events.Pseudonym
 WRITES_ON_OPENING = "page-elsewhere"
 """The refusal of a page that writes as it opens (:meth:`Page.from_own_page`) when another origin's page opened
@@ -115,7 +116,7 @@ async def login_form(page: Page = Depends(current_page), next: str | None = None
                      signed_out: str | None = None) -> Response:
     if page.person is not None:
         return page.finish(RedirectResponse(home_of(page.person), status_code=303))
-    if page.session is None:
+    if not page.sessions.login_fresh(page.session, page.now()):  # none yet, or half its lifetime gone
         page.session = page.sessions.anonymous(page.now())
     message = (page.t("session_expired") if flag(expired, "expired") else
                page.t("signed_out") if flag(signed_out, "signed_out") else "")
@@ -127,10 +128,10 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
                 password: str = Form("", max_length=256), csrf_token: str = Form(""),
                 next: str = Form("/console")) -> Response:
     container = page.container
-    if not page.sessions.csrf_ok(page.session, csrf_token):
+    refusal = _stale_form(page, csrf_token)
+    if refusal is not None:  # a fresh form with it: signing in again is all it takes
         page.session = page.sessions.anonymous(page.now())
-        return page.render("login.html", status=403, next=local_path(next), message="",
-                           error=page.t("refusal.csrf-failed"))
+        return page.render("login.html", status=403, next=local_path(next), message="", error=page.t(refusal))
     auth = auth_services(container)
     throttle = auth.login_throttle
 
@@ -163,6 +164,19 @@ async def login(page: Page = Depends(current_page), username: str = Form("", max
     if target == "/console":
         target = home_of(person)
     return page.finish(RedirectResponse(target, status_code=303))
+
+
+def _stale_form(page: Page, token: str) -> str | None:
+    """Why the sign-in form's token is refused (a message key), or None when it is good.
+
+    A form whose token outlived its lifetime (:meth:`Sessions.login_expired`), or whose cookie the browser has
+    dropped meanwhile (it expires with the token), is "expired, sign in again" — not the forgery message,
+    which sent people to reload a page that was merely old; any other mismatch is the forgery's."""
+    session, now = page.session, page.now()
+    anonymous = session is None or session.username is None
+    if anonymous and token and (session is None or page.sessions.login_expired(session, now)):
+        return "sign_in_form_expired"
+    return None if page.sessions.csrf_ok(session, token) else "refusal.csrf-failed"
 
 
 def _sign_out(page: Page, session: SessionData) -> None:

@@ -39,6 +39,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "session_expired": ("Your session has expired. Please sign in again.",
                         "Uw sessie is verlopen. Meld u opnieuw aan."),
     "signed_out": ("You have been signed out.", "U bent afgemeld."),
+    "sign_in_form_expired": ("This sign-in form was open too long and has expired. Please sign in again.",
+                             "Dit aanmeldformulier stond te lang open en is verlopen. Meld u opnieuw aan."),
     "audit_unavailable": ("The audit log cannot be written; nothing was done.",
                           "Het auditlog kan niet worden geschreven; er is niets gedaan."),
     # navigation
@@ -408,6 +410,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "case as it is now:", "Iemand anders was u voor, of de stap past niet bij de stand van de "
                     "zaak; de pagina toont de zaak zoals die nu is:"),
     "refused_422": ("Incomplete:", "Onvolledig:"),
+    "draft_restored": ("What you typed here before and did not send (your session may have expired) is back. "
+                       "Check it before you send it.",
+                       "Wat u hier eerder typte en niet verstuurde (uw sessie kan verlopen zijn), staat er weer. "
+                       "Controleer het voordat u het verstuurt."),
     "unsaved_text": ("What you wrote was not saved; copy it from here:",
                      "Wat u schreef is niet opgeslagen; kopieer het hier:"),
     "motivation_required": ("Write a motivation (a decision needs at least 10 characters).",

@@ -21,7 +21,10 @@ Security checklist, in the order :meth:`Sessions.read` applies it:
    the others when the database is back (:class:`PendingSignOuts`);
 4. every POST carries the session's CSRF token in a form field, compared in constant time; a new token and
    a new session id are issued on sign-in (no session fixation), and a session signed in before is signed
-   out then.
+   out then;
+5. the sign-in form's token lives as long as the idle timeout (:meth:`Sessions.login_expired`): a form left
+   open longer, or a copy of its cookie, is refused with the words "sign in again" and a fresh form. It lived
+   as long as its cookie did, and a browser that restores its session keeps that for weeks.
 """
 
 from __future__ import annotations
@@ -170,6 +173,23 @@ class Sessions:
             return "idle"
         return "active"
 
+    def login_expired(self, data: SessionData, now: float) -> bool:
+        """Whether the sign-in form's token ``data`` has outlived :attr:`login_seconds` (or comes from the
+        future: a clock set back)."""
+        return not 0 <= now - data.issued <= self.login_seconds
+
+    def login_fresh(self, data: SessionData | None, now: float) -> bool:
+        """Whether the sign-in form may be shown again with the token ``data``: it has at least half its
+        lifetime left, so a form just shown is never refused as expired moments later, and two tabs opened
+        within that half share one token."""
+        return data is not None and not self.login_expired(data, now + self.login_seconds / 2)
+
+    @property
+    def login_seconds(self) -> int:
+        """How long the sign-in form's token is taken: the idle timeout's length (no setting of its own), as
+        long as a signed-in page may be left alone."""
+        return self.settings.idle_timeout_seconds
+
     # -- making --------------------------------------------------------------------------------
 
     @staticmethod
@@ -244,8 +264,10 @@ class Sessions:
         form's into :data:`LOGIN_COOKIE`: answering a request that came without the session cookie never
         overwrites it."""
         cookies = self.cookies(request)
-        cookies.set(response, COOKIE if data.username is not None else LOGIN_COOKIE,
-                    self.serializer.dumps(data.as_payload()))
+        if data.username is None:  # the browser drops it with its token's lifetime; the server checks the time
+            cookies.set(response, LOGIN_COOKIE, self.serializer.dumps(data.as_payload()), max_age=self.login_seconds)
+        else:
+            cookies.set(response, COOKIE, self.serializer.dumps(data.as_payload()))
         if data.username is not None and cookies.has(request, LOGIN_COOKIE):
             cookies.delete(response, LOGIN_COOKIE)
 

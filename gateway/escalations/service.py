@@ -217,8 +217,9 @@ class EscalationService:
 
         ``apply`` runs on the audit writer's thread inside the transaction that appends the entries, so a
         crash, a lost race or a failed commit cannot leave an entry for a step that was not taken (nor a step
-        without its entry). It may run twice: a batch that fails for another caller is tried again caller by
-        caller, the first attempt rolled back. Raises the refusal (4xx) of a step the database refused, with
+        without its entry). It may run twice, the first attempt rolled back: the writer begins a batch again with a
+        savepoint per caller when another caller's precondition refused, and tries a batch that still failed
+        caller by caller (:mod:`audit.writer`). Raises the refusal (4xx) of a step the database refused, with
         nothing written; 422 for an entry the log's guard refuses (a value the caller typed that looks like
         personal data); ``_Defect`` for a failure no refusal explains (nothing written either); 503 when the
         log could not be written."""

@@ -182,13 +182,17 @@ def find_claim(session: Session, system: str, key: str) -> Claim | None:
 
 
 # The claim statements run on every keyed request, under the audit log's write lock: built once, with bound
-# parameters (building a statement costs more than running it).
+# parameters (building a statement costs more than running it), and the two of every keyed request (the claim's
+# INSERT in the write-ahead, its DELETE with the outcome) sent straight to the driver, compiled once
+# (:func:`audit.direct_insert.first_row`), as rule 6's count and the outcome row are. A DELETE says by what it
+# RETURNS whether it removed the claim (at most one row: the key is the table's primary key).
 _THIS_CLAIM = and_(exchange_claims.c.requester_system == bindparam("system"),
                    exchange_claims.c.idempotency_key == bindparam("key"),
                    exchange_claims.c.exchange_id == bindparam("attempt"))  # not a column's name: UPDATE uses it
 _NOTHING_LOGGED = exchange_claims.c.answers_logged.is_(False)
-_DELETE_CLAIM = delete(exchange_claims).where(_THIS_CLAIM)
-_DELETE_CLAIM_UNLESS_ANSWERS_LOGGED = delete(exchange_claims).where(_THIS_CLAIM, _NOTHING_LOGGED)
+_DELETE_CLAIM = delete(exchange_claims).where(_THIS_CLAIM).returning(exchange_claims.c.exchange_id)
+_DELETE_CLAIM_UNLESS_ANSWERS_LOGGED = delete(exchange_claims).where(_THIS_CLAIM, _NOTHING_LOGGED).returning(
+    exchange_claims.c.exchange_id)
 _CLAIM_HELD = select(exchange_claims.c.exchange_id).where(_THIS_CLAIM)
 _MARK_ANSWERS_LOGGED = update(exchange_claims).where(_THIS_CLAIM).values(answers_logged=True)
 _CLAIM_COLUMNS = [exchange_claims.c.requester_system, exchange_claims.c.idempotency_key,
@@ -209,7 +213,7 @@ def _delete_claim(connection: Connection, claim: Claim, *, unless_answers_logged
     """Delete exactly this attempt's claim; how many rows went (0 when another attempt holds the key, or, with
     ``unless_answers_logged``, when its attempt logged its holders' answers)."""
     statement = _DELETE_CLAIM_UNLESS_ANSWERS_LOGGED if unless_answers_logged else _DELETE_CLAIM
-    return connection.execute(statement, _claim_parameters(claim)).rowcount
+    return 0 if first_row(connection, statement, _claim_parameters(claim)) is None else 1
 
 
 def claim_companion(claim: Claim, abandoned: Claim | None) -> CompanionRow:
@@ -227,7 +231,7 @@ def claim_companion(claim: Claim, abandoned: Claim | None) -> CompanionRow:
     def precondition(connection: Connection) -> None:
         if abandoned is not None and _delete_claim(connection, abandoned, unless_answers_logged=True) != 1:
             raise ClaimLost("the abandoned claim was taken over meanwhile, or its attempt logged answers")
-        if len(connection.execute(_INSERT_CLAIM_UNLESS_ANSWERED, row).all()) != 1:
+        if first_row(connection, _INSERT_CLAIM_UNLESS_ANSWERED, row) is None:
             raise ClaimLost("the key was answered meanwhile")
 
     return only_if(precondition)

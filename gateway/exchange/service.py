@@ -90,6 +90,7 @@ from gateway.errors import (
     cause_of,
 )
 from gateway.exchange import repository
+from gateway.exchange.early import EarlyWork
 from gateway.exchange.lease import CLAIM_ABANDONED_AFTER as CLAIM_ABANDONED_AFTER  # its users import it here
 from gateway.exchange.lease import DECISION_ROUNDS, longest_holder_call
 from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
@@ -252,6 +253,11 @@ class ExchangeDeps:
     pseudonyms: SubjectTranslator | None = None  # set when the pseudonym service is installed
     require_pseudonyms: bool = False  # refuse opaque references once every partner has enrolled
     match_handles: MatchHandles | None = None  # set when fuzzy discovery is installed: follow-ups cite its handles
+
+
+_LOGGED = ""
+"""The key of an attempt's early work (:mod:`gateway.exchange.early`) for its subjects as logged; each holder's
+pseudonyms are under the holder's name."""
 
 
 @dataclass
@@ -726,6 +732,7 @@ class ExchangeService:
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
+        self._early = EarlyWork()  # pseudonyms computed while the policy decides and the write-ahead commits
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
         # Giving a request's rule-6 count back is a write outside the audit writer's transactions: on SQLite it
         # queues with them on the file's writer lock instead of sleeping in SQLite's busy handler (1, 2, 5, 10 ms).
@@ -926,6 +933,7 @@ class ExchangeService:
         finally:
             self._logged_ahead.discard(exchange_id)
             self._matched.pop(exchange_id, None)
+            self._early.drop(exchange_id)
             await self._rerun_ended(exchange_id)
             await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
 
@@ -1049,8 +1057,9 @@ class ExchangeService:
                                     "does not ask")
         base = _audit_base(principal, body, trace, exchange_id, register)
         subjects = [s.ref for s in body.subjects]
-        logged = (matched.logged if matched else
-                  await self._translated(self._logged, subjects, principal, body.partnership, subjects))
+        pseudonymous = matched is None and self._pseudonymous(subjects)
+        if pseudonymous:  # the subjects as logged, computed while rule 6 is counted and the policy decides
+            self._early.start(exchange_id, _LOGGED, self._logged, principal, body.partnership, subjects)
         day = self._day(principal, body.purpose)
         today = await self._requests_today(day, _daily_limit(register, body))
         try:
@@ -1059,6 +1068,14 @@ class ExchangeService:
                 grant.policy_input if grant else None)
         except PolicyError as exc:
             decisions = exc
+        early_logged = self._early.take(exchange_id, _LOGGED)
+        logged = (matched.logged if matched else await early_logged if early_logged else
+                  await self._translated(self._logged, subjects, principal, body.partnership, subjects))
+        if pseudonymous and isinstance(decisions, list):
+            for target, decision in zip(targets, decisions, strict=True):  # see ``early``: none is sent anything yet
+                if decision.allow and target.system:
+                    self._early.start(exchange_id, target.organisation, self._for_holder, principal,
+                                      body.partnership, target.organisation, subjects)
         return _Decided(targets, grant, base, logged, decisions, today, day)
 
     async def _answer(self, attempt: _Attempt, targets: list[_Target], decisions: list[Decision],
@@ -1072,9 +1089,10 @@ class ExchangeService:
         if attempt.claim is not None and any(d.allow for d in decisions):
             self._lease_covers_holder_calls(attempt.claim)
         subjects = [s.ref for s in body.subjects]
-        outcomes = list(await asyncio.gather(*(self._serve_target(principal, body, exchange_id, t, d, subjects,
-                                                                  attempt.grant, attempt.logged)
-                                               for t, d in zip(targets, decisions, strict=True))))
+        serving = [self._serve_target(principal, body, exchange_id, t, d, subjects, attempt.grant, attempt.logged)
+                   for t, d in zip(targets, decisions, strict=True)]
+        # one target, the usual request, is awaited as it is: no task (and loop iteration) of its own for it
+        outcomes = [await serving[0]] if len(serving) == 1 else list(await asyncio.gather(*serving))
         after = [AuditEvent(**attempt.base | event) for _, events_for_target in outcomes for event in events_for_target]
         served = [o for o, _ in outcomes]
         if _nothing_follows(after, attempt.grant, served):  # the outcome row commits with the disclosures
@@ -1452,7 +1470,8 @@ class ExchangeService:
                                           f"no connector is configured for `{target.system or target.organisation}`")]
         logged = logged or {s: s for s in subjects}
         matched = self._matched.get(exchange_id)
-        theirs = matched.for_holder() if matched else await self._translated(
+        early = None if matched else self._early.take(exchange_id, target.organisation)
+        theirs = matched.for_holder() if matched else await early if early else await self._translated(
             self._for_holder, subjects, principal, body.partnership, target.organisation, subjects)
         forward: dict[str, str] = {}
         for holders, requesters in theirs.items():  # a provided record goes in the holder's current pseudonym

@@ -55,6 +55,7 @@ from gateway.matching.errors import EncodingError
 __all__ = ["DiceJoin", "dice_join", "dice_pairs", "popcounts", "warm_up"]
 
 IntArray = npt.NDArray[np.intp]
+AnyIntArray = npt.NDArray[np.integer[Any]]  # candidate indices of any integer type: made int64 here
 FloatArray = npt.NDArray[np.float64]
 Counts = npt.NDArray[np.int64]
 
@@ -338,14 +339,14 @@ def _scores(intersections: Counts | IntArray, totals: Counts | IntArray) -> Floa
     return out
 
 
-def _indices(index: IntArray, size: int, side: str) -> Counts:
+def _indices(index: AnyIntArray, size: int, side: str) -> Counts:
     out = np.ascontiguousarray(index, dtype=np.int64)
     if len(out) and (int(out.min()) < 0 or int(out.max()) >= size):
         raise IndexError(f"{side} candidate index out of range")
     return out
 
 
-def dice_pairs(left: Filters, right: Filters, left_index: IntArray, right_index: IntArray, *,
+def dice_pairs(left: Filters, right: Filters, left_index: AnyIntArray, right_index: AnyIntArray, *,
                left_counts: IntArray | None = None, right_counts: IntArray | None = None) -> FloatArray:
     """Dice similarity for each candidate pair ``(left[left_index[i]], right[right_index[i]])``."""
     _check(left)

@@ -408,7 +408,7 @@ class ElGamal:
         return self.b._raw + self.c._raw + self.y._raw
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
+    def from_bytes(cls, data: bytes | bytearray) -> Self:
         if len(data) != cls.WIRE_BYTES:
             raise InvalidPseudonym(f"a ciphertext must be {cls.WIRE_BYTES} bytes (b || c || Y)")
         data = bytes(data)

@@ -21,8 +21,8 @@ from gateway.clock import FixedClock
 from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
-from tests.console.support import SUBJECT, csrf_of, running_console
-from tests.console.test_console import IDLE, entry_indices, sign_in
+from tests.console.support import IDLE, SUBJECT, csrf_of, running_console
+from tests.console.test_console import entry_indices, sign_in
 
 _ADDRESS = re.compile(r'\b(?:href|action|src|formaction)="([^"]*)"')
 _FORM = re.compile(r"<form\b[^>]*>.*?</form>", re.DOTALL)

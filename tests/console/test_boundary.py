@@ -28,8 +28,8 @@ from gateway.container import Container, build_container
 from gateway.problems import PROBLEM_MEDIA_TYPE
 from gateway.register import endpoints as register_api
 from gateway.settings import Settings
-from tests.console.support import PASSWORD, csrf_of, landing_after_sign_in, running_console
-from tests.console.test_console import IDLE, account, sign_in
+from tests.console.support import IDLE, PASSWORD, csrf_of, landing_after_sign_in, running_console
+from tests.console.test_console import account, sign_in
 from tests.console.test_escalations import open_riec_case
 from tests.limiter_clock import limiter_clock
 from tests.migrated import migrated_sqlite

@@ -712,7 +712,7 @@ def _refusal_codes() -> dict[str, set[str]]:
     from gateway import errors
 
     def subclasses(cls: type) -> set[type]:
-        found = set(cls.__subclasses__())
+        found: set[type] = set(cls.__subclasses__())
         return found.union(*(subclasses(sub) for sub in found)) if found else found
 
     def strings(node: ast.expr | None) -> set[str]:
@@ -729,8 +729,8 @@ def _refusal_codes() -> dict[str, set[str]]:
 
     refusals = subclasses(EscalationError) | {EscalationError, InvalidTransition}
     for cls in refusals:
-        if getattr(cls, "code", None):
-            given(cls.code, set())
+        if code := getattr(cls, "code", None):
+            given(code, set())
     raised = {cls.__name__ for cls in refusals | subclasses(errors.GatewayError)}
     root = Path(__file__).resolve().parents[2]
     for source in [*(root / "gateway").rglob("*.py"), *(root / "escalation").rglob("*.py")]:
@@ -749,7 +749,7 @@ def _refusal_codes() -> dict[str, set[str]]:
             keywords = {k.arg: k.value for k in node.keywords}
             if name in raised and "code" in keywords:
                 values = keywords.get("values")
-                keys = ({key for key in map(strings, values.keys) for key in key} if isinstance(values, ast.Dict)
+                keys = ({key for found in map(strings, values.keys) for key in found} if isinstance(values, ast.Dict)
                         else set())
                 for code in strings(keywords["code"]):
                     given(code, keys)

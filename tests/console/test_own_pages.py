@@ -30,6 +30,7 @@ from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
 from gateway.db.engine import transaction
 from tests.console.support import (
+    IDLE,
     PASSWORD,
     add_account,
     csrf_of,
@@ -37,7 +38,6 @@ from tests.console.support import (
     seed_anomaly,
     seed_entries,
 )
-from tests.console.test_console import IDLE
 from tests.console.test_escalations import open_riec_case
 
 OTHER_ORIGIN = ("same-site", "cross-site")

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import select
@@ -33,6 +34,9 @@ from gateway.db.engine import transaction
 from gateway.escalations.setup import escalation_service
 from tests.console.support import PASSWORD, add_account
 from tests.stack import Stack, running_stack
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Route
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -79,7 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[playwright_sync.Browser]:
+def browser() -> Iterator[Browser]:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_sync.sync_playwright() as playwright:
         executable = CHROMIUM if CHROMIUM.exists() else Path(str(shutil.which("chromium")))
@@ -89,14 +93,14 @@ def browser() -> Iterator[playwright_sync.Browser]:
         launched.close()
 
 
-def _page(browser: playwright_sync.Browser) -> playwright_sync.Page:
+def _page(browser: Browser) -> Page:
     context = browser.new_context(locale="en-GB", viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(10_000)
     return page
 
 
-def _sign_in(page: playwright_sync.Page, base: str, username: str) -> None:
+def _sign_in(page: Page, base: str, username: str) -> None:
     page.goto(f"{base}/console/login?lang=en")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
@@ -114,7 +118,7 @@ def _entry_of(stack: Stack, requester: str, event_type: str) -> tuple[int, str |
 
 
 def test_privacy_officer_filters_the_log_and_sees_a_proof_verified(stack: Stack,
-                                                                   browser: playwright_sync.Browser) -> None:
+                                                                   browser: Browser) -> None:
     base = stack.gateway_url
     page = _page(browser)
     page.goto(f"{base}/console/audit?lang=en")  # not signed in: sent to the sign-in form
@@ -151,7 +155,7 @@ def test_privacy_officer_filters_the_log_and_sees_a_proof_verified(stack: Stack,
     page.screenshot(path=str(SCREENSHOTS / "audit-entry.png"), full_page=True)
 
     # the check is real: one changed byte in the entry (as a lying server would send it) fails it
-    def tamper(route: playwright_sync.Route) -> None:
+    def tamper(route: Route) -> None:
         response = route.fetch()
         body = response.text()
         canonical = body.split('data-canonical="', 1)[1].split('"', 1)[0]
@@ -180,7 +184,7 @@ def test_privacy_officer_filters_the_log_and_sees_a_proof_verified(stack: Stack,
     page.context.close()
 
 
-def test_officer_of_another_organisation_sees_none_of_it(stack: Stack, browser: playwright_sync.Browser) -> None:
+def test_officer_of_another_organisation_sees_none_of_it(stack: Stack, browser: Browser) -> None:
     base = stack.gateway_url
     municipality_entry, _ = _entry_of(stack, "gemeente-amsterdam", "disclosure")
     page = _page(browser)
@@ -198,7 +202,7 @@ def test_officer_of_another_organisation_sees_none_of_it(stack: Stack, browser: 
     page.context.close()
 
 
-def test_contact_point_answers_a_data_subject_request(stack: Stack, browser: playwright_sync.Browser) -> None:
+def test_contact_point_answers_a_data_subject_request(stack: Stack, browser: Browser) -> None:
     base = stack.gateway_url
     _, pseudonym = _entry_of(stack, "gemeente-amsterdam", "disclosure")
     assert pseudonym
@@ -271,7 +275,7 @@ def _wait_for_tier(stack: Stack, case_id: str, tier: int, seconds: float = 15.0)
 
 
 def test_desk_decides_a_tier_2_case_and_the_rerun_gets_exactly_that(escalation_stack: Stack,
-                                                                    browser: playwright_sync.Browser) -> None:
+                                                                    browser: Browser) -> None:
     stack = escalation_stack
     base = stack.gateway_url
     subjects = [{"ref": ref, "minor": False} for ref in stack.world.scenarios()["police-confidential"]]

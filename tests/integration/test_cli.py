@@ -28,6 +28,7 @@ from tests.logging_state import kept_logging
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from audit.review import EntryScope
     from escalation.cases import Case
 
 runner = CliRunner()
@@ -350,7 +351,8 @@ def _two_pages_of_cases(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> list
     monkeypatch.setattr(escalations_cli, "LIST_PAGE", 4)
     engine = make_engine(f"sqlite:///{data_dir / 'gateway.sqlite'}")
     long_ago = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
-    settled = [{"id": str(uuid.UUID(int=n)), "exchange_id": None, "request_fingerprint": None,
+    settled: list[dict[str, Any]]  # rows of the cases table
+    settled = [{"id": str(uuid.UUID(int=n)), "seq": n, "exchange_id": None, "request_fingerprint": None,
                 "partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
                 "requester_org": "gemeente-amsterdam", "holder_org": "politie", "trigger": "holder-refused",
                 "state": "closed", "tier": 1, "version": 3, "deadline": date(2025, 1, 13), "opened_at": long_ago,
@@ -382,13 +384,14 @@ def test_escalations_list_prints_each_page_before_it_reads_the_next(data_dir: Pa
 
     from rich.console import Console
 
+    from escalation.queries import list_cases
     from gateway.escalations import cli as escalations_cli
 
     cases = _two_pages_of_cases(data_dir, monkeypatch)
     printed = io.StringIO()
     monkeypatch.setattr(escalations_cli, "out", Console(file=printed, width=200))
     shown_before_each_read: list[list[str]] = []
-    read_page = escalations_cli.list_cases
+    read_page = list_cases  # the real one, which the CLI looks up by this name
 
     def reading(*args: Any, **kwargs: Any) -> Any:
         shown_before_each_read.append(_CASE_ID.findall(printed.getvalue()))
@@ -657,7 +660,7 @@ def test_pseudonyms_rekey_with_nothing_pending_changes_nothing(index: _Index) ->
     assert index.store.path.read_bytes() == keys
 
 
-def _rekeyed_entries(index: _Index, scope: Any = None) -> list[dict[str, Any]]:
+def _rekeyed_entries(index: _Index, scope: EntryScope | None = None) -> list[dict[str, Any]]:
     """The events of the log's ``index.rekeyed`` entries (only those ``scope`` may see, when given)."""
     from sqlalchemy import select
 
@@ -666,7 +669,10 @@ def _rekeyed_entries(index: _Index, scope: Any = None) -> list[dict[str, Any]]:
 
     query = select(audit_entries.c.canonical).where(audit_entries.c.event_type == "index.rekeyed")
     if scope is not None:
-        query = query.where(scope_condition(scope))
+        condition = scope_condition(scope)
+        if condition is None:  # the scope sees no entry at all
+            return []
+        query = query.where(condition)
     with index.engine.connect() as connection:
         return [json.loads(c)["event"] for c in connection.execute(query.order_by(audit_entries.c.log_index))
                 .scalars()]
@@ -1266,6 +1272,7 @@ def test_every_command_says_what_it_does_and_nothing_internal(path: list[str], m
     """A newcomer's `--help`: a one-line summary for every command and group (also in its parent's list),
     a help text for every argument and option, and none of the docstring's notes for developers (Sphinx
     markup, library internals), which the docstrings keep after a form feed."""
+    import typer.core
     import typer.main
 
     monkeypatch.setenv("COLUMNS", "200")
@@ -1276,6 +1283,7 @@ def test_every_command_says_what_it_does_and_nothing_internal(path: list[str], m
         assert marker not in shown, (path, marker)
     command = typer.main.get_command(app)
     for word in path:
+        assert isinstance(command, typer.core.TyperGroup), path
         command = command.commands[word]
     summary = (command.help or "").partition("\f")[0].strip().split("\n\n")[0]
     assert summary, path

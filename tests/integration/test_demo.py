@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -360,7 +361,10 @@ def test_the_partners_start_while_the_demo_migrates_and_registers_its_clients(
     monkeypatch.setattr(command, "upgrade", migrating)  # the module the demo calls it from
     monkeypatch.setattr(demo, "GATEWAY_APP", "gateway.no_such_module:app")  # ends the run once partners are up
     monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
-    assert demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True) == 1
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always", ResourceWarning)
+        assert demo.run_demo(Settings(data_dir=tmp_path), port=0, once=True) == 1
+    assert not [str(w.message) for w in warned if "gateway.log" in str(w.message)]  # its handle closed, not dropped
     [partners] = started
     assert len(partners) == 7
     assert not (_children() - before) & partners  # every one stopped and reaped
@@ -471,3 +475,22 @@ def test_a_second_ctrl_c_while_stopping_kills_what_is_left_at_once(capsys: pytes
             process.wait()
             assert process.stdout is not None
             process.stdout.close()
+
+
+def test_a_partner_stopped_the_moment_it_is_forked_ends_quietly(tmp_path: Path) -> None:
+    """A partner is forked from the demo, whose SIGTERM handler turns the signal into ``KeyboardInterrupt``.
+    A stop that reached the child between the fork and its own handler reset (the demo stopped at once: a
+    service manager's stop, a test's ``kill``) ran the demo's handler in the partner: a traceback in its log
+    and exit code 1. Stops are held back over the fork now, so the partner ends of the signal, quietly."""
+    from gateway import demo
+
+    with demo._sigterm_as_ctrl_c():
+        for attempt in range(5):
+            log = tmp_path / f"partner-{attempt}.log"
+            partner = demo._Partner(["--partner", "politie", "--port", "0", "--data-dir", str(tmp_path)], log)
+            partner.send_signal(signal.SIGTERM)
+            code = partner.wait(timeout=30)
+            written = log.read_text(encoding="utf-8") if log.exists() else ""  # none yet: stopped before it
+            assert code == -signal.SIGTERM, written
+            assert "Traceback" not in written
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) & {signal.SIGINT, signal.SIGTERM} == set()

@@ -44,7 +44,9 @@ ROUNDS = 25
 
 def _seal_key(directory: Path) -> bytes:
     sealer = RecordSealer(directory)
-    return sealer.open("probe", sealer.seal("probe", "x")).encode() + (directory / "exchange-seal.key").read_bytes()
+    opened = sealer.open("probe", sealer.seal("probe", "x"))
+    assert isinstance(opened, str)
+    return opened.encode() + (directory / "exchange-seal.key").read_bytes()
 
 
 def _console_secret(directory: Path) -> bytes:

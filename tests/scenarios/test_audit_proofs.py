@@ -328,10 +328,11 @@ def test_a_receipt_never_carries_a_checkpoint_that_does_not_verify(tmp_path: Pat
     """Found by a review: the checkpoint put in receipts was the checkpoint table's latest row, unverified, so a
     forged row (a note signed by another key) reached requesters as the log's word. Such a row is now left out
     of the receipt (which stays a receipt: its indices are proven later) and logged."""
-    body = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
-            "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-401",
-            "signal": {"type": "bibob-application", "reference": "BIBOB-2026-401"}, "holders": ["kvk"],
-            "categories": ["company_registration"]}
+    body: dict[str, Any] = {  # the request (JSON)
+        "partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+        "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-401",
+        "signal": {"type": "bibob-application", "reference": "BIBOB-2026-401"}, "holders": ["kvk"],
+        "categories": ["company_registration"]}
     with running_stack(tmp_path) as stack:
         body["subjects"] = [{"ref": stack.world.scenarios()["bibob-applicant"][0]}]
         audit = stack.container.services["audit"]

@@ -35,9 +35,10 @@ from tests.opa_test_server import Behaviour, create_opa_test_app
 from tests.servers import serve_app
 from tests.stack import Stack, running_stack
 
-BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
-         "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-200",
-         "signal": {"type": "bibob-application", "reference": "BIBOB-2026-77"}}
+BIBOB: dict[str, Any] = {  # a request body's common fields (JSON)
+    "partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+    "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-200",
+    "signal": {"type": "bibob-application", "reference": "BIBOB-2026-77"}}
 
 
 @pytest.fixture(scope="module")

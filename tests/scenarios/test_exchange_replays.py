@@ -8,6 +8,9 @@ failed inside the replay)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from sqlalchemy import func, select
 
 from audit.tables import audit_entries
 from gateway.app import create_app
+from gateway.auditing.setup import audit_services
 from gateway.client.models import ExchangeRequest, Outcome
 from gateway.container import build_container
 from gateway.exchange.service import IDEMPOTENCY_WINDOW
@@ -251,3 +255,48 @@ def test_a_first_keyed_request_reads_no_stored_answer_and_its_retry_still_gets_t
         fresh = s.post(SYSTEM, "/v1/exchanges", _body(s), {"Idempotency-Key": "read-once-key-0002"})
         assert fresh.status_code == 200, fresh.text
         assert "idempotent-replayed" not in fresh.headers
+
+
+def test_a_retry_in_a_group_commit_gets_the_first_answer_and_the_others_commit_in_one_transaction(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry of an answered request has its write-ahead refused (its claim finds the answer); sharing a group
+    commit with other requests' write-aheads, it used to have the whole batch redone caller by caller (a commit
+    each, a warning line). Now only the retry is left out of the batch: it gets the first answer, logging
+    nothing; the two new requests are written ahead in that one transaction and answered as usual."""
+    with running_stack(tmp_path) as s:
+        writer = audit_services(s.container).writer
+        s.token(SYSTEM)
+        started = _audit_count(s)
+        first = s.post(SYSTEM, "/v1/exchanges", _body(s), {"Idempotency-Key": "batched-key-0001"})
+        assert first.status_code == 200, first.text
+        logged = _audit_count(s)  # each new request below logs as many entries as the first
+        gather = writer._gather
+        armed = threading.Event()
+
+        def gathered_together(first_waiter: Any) -> Any:
+            """The three write-aheads in one batch: the writer thread waits (bounded) until they have queued."""
+            if armed.is_set():
+                armed.clear()
+                deadline = time.monotonic() + 10
+                while writer._queue.qsize() < 2 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            return gather(first_waiter)
+
+        monkeypatch.setattr(writer, "_gather", gathered_together)
+        before = (writer.stats.transactions, writer.stats.failed_transactions)
+        armed.set()
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda key: s.post(SYSTEM, "/v1/exchanges", _body(s), {"Idempotency-Key": key}),
+                                    ["batched-key-0001", "batched-key-0002", "batched-key-0003"]))
+        assert [answer.status_code for answer in answers] == [200, 200, 200], [a.text for a in answers]
+        retry, fresh = answers[0], answers[1:]
+        assert retry.headers["idempotent-replayed"] == "true"
+        assert retry.json() == first.json()
+        assert all("idempotent-replayed" not in answer.headers for answer in fresh)
+        assert len({answer.json()["exchange_id"] for answer in answers}) == 3
+        assert _audit_count(s) - logged == 2 * (logged - started)  # the two new requests' entries, none of the retry
+        assert not armed.is_set()
+        assert (writer.stats.isolated_batches, writer.stats.refused_callers) == (1, 1)
+        assert writer.stats.failed_transactions == before[1]  # no batch failed, no caller written alone
+        # the write-aheads' batch, then the new requests' disclosures with their outcomes (one or two commits)
+        assert writer.stats.transactions - before[0] <= 3

@@ -142,7 +142,8 @@ def test_grounds_to_refuse_set_through_another_process_are_seen(stack: Stack, pe
                                                                  flag: str) -> None:
     record = _records(people)[0]
     assert _police(stack, people)["outcome"] == "hit"
-    _enrol_at(stack, other, [record._replace(**{flag: True})])
+    flagged = record._replace(confidential=True) if flag == "confidential" else record._replace(minor=True)
+    _enrol_at(stack, other, [flagged])
     try:
         police = _police(stack, people)
         assert police["outcome"] == "refused-by-holder"

@@ -19,6 +19,7 @@ from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
 from gateway.client.models import Signal
 from gateway.enrolment.tables import match_filter_generations, match_filters
 from gateway.matching.encoding import clk_key_id
+from tests.fuzzy_questions import FuzzyQuestion
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -26,9 +27,10 @@ MUNICIPALITY, POLICE, TAX = "gemeente-amsterdam-vth", "politie-bvh", "belastingd
 SECRET_A = b"riec-aa-clk-secret-for-the-tests"
 SECRET_B = b"riec-aa-clk-secret-rotated-2027!"
 SECRET_C = b"riec-aa-clk-secret-mistyped-here"
-BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-701", "signal": Signal(type="bibob-application", reference="BIBOB-2026-701"),
-         "categories": ["police_incidents", "tax_debts"], "record_type": "person"}
+BIBOB: FuzzyQuestion = {
+    "partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-701", "signal": Signal(type="bibob-application", reference="BIBOB-2026-701"),
+    "categories": ["police_incidents", "tax_debts"], "record_type": "person"}
 PEOPLE = [{"given_name": given, "surname": surname, "date_of_birth": born, "address_1": street,
            "street_number": number, "postcode": postcode, "suburb": "Amsterdam"}
           for given, surname, born, street, number, postcode in (

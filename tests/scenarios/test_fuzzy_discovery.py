@@ -11,7 +11,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 import pytest
@@ -27,6 +27,7 @@ from gateway.exchange.tables import daily_request_counts
 from gateway.matching.encoding import CLKEncoder, dataset_to_wire
 from gateway.matching.schema import shipped_schema
 from tests.auth_helpers import register_client
+from tests.fuzzy_questions import FuzzyQuestion, FuzzyQuestionChanges
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -36,9 +37,10 @@ TAX = "belastingdienst-ivs"
 KVK = "kvk-handelsregister"
 BANK = "abn-amro-fec"  # takes part in other partnerships, not in the RIEC
 SECRET = b"riec-aa-clk-secret-for-the-tests"  # the partnership's CLK secret: shared by participants, not the gateway
-BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-700", "signal": Signal(type="bibob-application", reference="BIBOB-2026-700"),
-         "categories": ["police_incidents", "tax_debts"], "record_type": "person"}
+BIBOB: FuzzyQuestion = {
+    "partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-700", "signal": Signal(type="bibob-application", reference="BIBOB-2026-700"),
+    "categories": ["police_incidents", "tax_debts"], "record_type": "person"}
 HELD = 12  # records each holder enrols
 
 
@@ -84,7 +86,7 @@ async def _enrol_with_client(stack: Stack, system: str, records: list[FilterReco
         return await client.enrol_filters(RIEC, "person", SECRET, records, **options)
 
 
-def _request(people: People, **changes: Any) -> dict[str, Any]:
+def _request(people: People, **changes: Unpack[FuzzyQuestionChanges]) -> dict[str, Any]:
     request = fuzzy_request(secret=SECRET, subjects=people.asked, **(BIBOB | changes))
     return request.model_dump(mode="json")
 
@@ -188,7 +190,7 @@ def test_malformed_filters_are_refused_and_nothing_of_the_batch_is_written(stack
     bits = shipped_schema("person").filter_bits
 
     def spoiled(**record: Any) -> dict[str, Any]:
-        body = json.loads(json.dumps(good))
+        body: dict[str, Any] = json.loads(json.dumps(good))
         body["records"][2] |= record
         return body
 

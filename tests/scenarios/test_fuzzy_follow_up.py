@@ -29,6 +29,7 @@ from connectors import world as w
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, follow_up, fuzzy_request
 from gateway.client.models import ExchangeRequest, Signal
 from gateway.enrolment.tables import match_handles
+from tests.fuzzy_questions import FuzzyQuestion
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -36,9 +37,10 @@ MUNICIPALITY = "gemeente-amsterdam-vth"
 POLICE = "politie-bvh"
 TAX = "belastingdienst-ivs"
 SECRET = b"riec-aa-clk-secret-for-follow-ups"
-BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-800", "signal": Signal(type="bibob-application", reference="BIBOB-2026-800"),
-         "categories": ["police_incidents", "tax_debts"], "record_type": "person"}
+BIBOB: FuzzyQuestion = {
+    "partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-800", "signal": Signal(type="bibob-application", reference="BIBOB-2026-800"),
+    "categories": ["police_incidents", "tax_debts"], "record_type": "person"}
 HELD = 3  # records each holder enrols
 NOT_YOURS = "not a match handle of yours for this partnership and purpose, or expired"
 

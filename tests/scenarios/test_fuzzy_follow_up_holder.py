@@ -16,15 +16,17 @@ from fastapi import FastAPI, Request
 
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, follow_up, fuzzy_request
 from gateway.client.models import Signal
+from tests.fuzzy_questions import FuzzyQuestion
 from tests.stack import Stack, stack_with_holder
 
 RIEC = "riec-amsterdam-amstelland"
 POLICE = "politie-bvh"
 SECRET = b"riec-aa-clk-secret-for-the-holder"
 REF = "bvh-2026-00417"  # the police's reference of the record
-BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-900", "signal": Signal(type="bibob-application", reference="BIBOB-2026-900"),
-         "categories": ["police_incidents"], "record_type": "person"}
+BIBOB: FuzzyQuestion = {
+    "partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-900", "signal": Signal(type="bibob-application", reference="BIBOB-2026-900"),
+    "categories": ["police_incidents"], "record_type": "person"}
 
 
 class _Holder:

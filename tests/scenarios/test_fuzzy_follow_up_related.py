@@ -21,14 +21,16 @@ from fastapi import FastAPI, Request
 from connectors import world as w
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, follow_up, fuzzy_request
 from gateway.client.models import ExchangeResult, Signal
+from tests.fuzzy_questions import FuzzyQuestion
 from tests.stack import Stack, running_stack, stack_with_holder
 
 RIEC = "riec-amsterdam-amstelland"
 MUNICIPALITY = "gemeente-amsterdam-vth"
 SECRET = b"riec-aa-clk-secret-for-related-subjects"
-BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-950", "signal": Signal(type="bibob-application", reference="BIBOB-2026-950"),
-         "categories": ["directorships"], "record_type": "person"}
+BIBOB: FuzzyQuestion = {
+    "partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-950", "signal": Signal(type="bibob-application", reference="BIBOB-2026-950"),
+    "categories": ["directorships"], "record_type": "person"}
 PSEUDONYMS_ONLY = {"require_pseudonyms": True}
 
 

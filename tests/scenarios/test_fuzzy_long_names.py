@@ -35,6 +35,7 @@ from gateway.client.models import Signal
 from gateway.enrolment.tables import match_filters
 from gateway.matching.encoding import CLKEncoder, dataset_to_wire
 from gateway.matching.schema import shipped_schema
+from tests.fuzzy_questions import FuzzyQuestion
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -49,9 +50,10 @@ PEOPLE = [{"given_name": "michaela", "surname": "neumann", "date_of_birth": "191
           {"given_name": "fatima", "surname": "el amrani", "date_of_birth": "19990714", "suburb": "almere"}]
 REFS = ["bvh/2026/long-0000", "bvh/2026/long-0001", "bvh/2026/long-0002"]
 LONG_REF = "bvh/2026/long-9999"
-BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-880", "signal": Signal(type="bibob-application", reference="BIBOB-2026-880"),
-         "categories": ["police_incidents"], "record_type": "person"}
+BIBOB: FuzzyQuestion = {
+    "partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-880", "signal": Signal(type="bibob-application", reference="BIBOB-2026-880"),
+    "categories": ["police_incidents"], "record_type": "person"}
 NAMES = ("Johannes", "Oldenbarnevelt", "Schimmelpenninck", "Karnebeeklaan")
 
 

@@ -22,6 +22,7 @@ from gateway.client import fuzzy_requests
 from gateway.client.errors import GatewayClientError
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches
 from gateway.enrolment import filters
+from gateway.enrolment.audited import IndexMoved
 from gateway.enrolment.setup import filter_service
 from gateway.enrolment.tables import match_filter_staged, match_filters
 from gateway.matching.schema import shipped_schema
@@ -204,7 +205,7 @@ def test_a_batch_the_index_moved_under_is_counted_and_tried_again_not_a_500(stac
     def moved_once(self: filters.FilterBatch, connection: Connection) -> Any:
         if not moved:
             moved.append(1)
-            raise filters.IndexMoved("the limit would be passed with the batches that got in meanwhile")
+            raise IndexMoved("the limit would be passed with the batches that got in meanwhile")
         return original(self, connection)
 
     monkeypatch.setattr(filters.FilterBatch, "apply", moved_once)

@@ -20,22 +20,24 @@ import numpy as np
 import pytest
 
 from connectors import world as w
-from gateway.client.fuzzy import FuzzyDiscoveryRequest, FuzzyDiscoveryResult
+from gateway.client.fuzzy import FuzzyDiscoveryRequest, FuzzyDiscoveryResult, SubjectMatch
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, follow_up, fuzzy_request
 from gateway.client.models import Signal
 from gateway.matching.encoding import CLKEncoder
 from gateway.matching.lookup import alike
 from gateway.matching.schema import shipped_schema
 from gateway.matching.similarity import dice_join
+from tests.fuzzy_questions import FuzzyQuestion
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
 MUNICIPALITY = "gemeente-amsterdam-vth"
 POLICE = "politie-bvh"
 SECRET = b"riec-aa-clk-secret-independence!"
-BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-970", "signal": Signal(type="bibob-application", reference="BIBOB-2026-970"),
-         "categories": ["police_incidents"], "record_type": "person"}
+BIBOB: FuzzyQuestion = {
+    "partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-970", "signal": Signal(type="bibob-application", reference="BIBOB-2026-970"),
+    "categories": ["police_incidents"], "record_type": "person"}
 NAMES = ("given_name", "surname")
 ADDRESS = ("street_number", "address_1", "address_2", "suburb", "postcode", "state")
 
@@ -91,7 +93,7 @@ def _discovered(stack: Stack, subjects: list[dict[str, Any]], reference: str
 
 def _police(stack: Stack, subjects: list[dict[str, Any]], reference: str) -> list[str]:
     [police] = [t for t in _discovered(stack, subjects, reference)[1].targets if t.holder == "politie"]
-    assert len(police.handles()) == police.subjects.count("hit")
+    assert len(police.handles()) == police.subjects.count(SubjectMatch.HIT)
     return list(police.subjects)
 
 

@@ -23,8 +23,9 @@ from tests.stack import Stack, running_stack, stack_with_holder
 
 RIEC = "riec-amsterdam-amstelland"
 MUNICIPALITY = "gemeente-amsterdam-vth"
-BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-500", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-500"}}
+BIBOB: dict[str, Any] = {  # a request body's common fields (JSON)
+    "partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-500", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-500"}}
 
 
 @pytest.fixture(scope="module")
@@ -444,10 +445,11 @@ async def test_index_discovery_of_a_minor_is_refused_where_the_purpose_allows_no
     assert any("minor-not-allowed" in r["message"] for r in targets["politie"]["reasons"])
     assert _holder_events(events, "politie") == [("holder.refused", ["holder:minor-not-allowed"])]
     assert targets["kvk"]["outcome"] == "no-hit"  # holds nothing on the minor: no refusal either
-    youth = {"partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)",
-             "case_reference": "ZVH-2026-4", "signal": {"type": "school-report", "reference": "LPA-2026-6"},
-             "subjects": _subjects(await stack.own_pseudonyms(MUNICIPALITY, "zvh-amsterdam", [minor])),
-             "categories": ["police_incidents"]}
+    youth: dict[str, Any] = {
+        "partnership": "zvh-amsterdam", "purpose": "youth-prevention", "legal_basis": "WGS (ZVH)",
+        "case_reference": "ZVH-2026-4", "signal": {"type": "school-report", "reference": "LPA-2026-6"},
+        "subjects": _subjects(await stack.own_pseudonyms(MUNICIPALITY, "zvh-amsterdam", [minor])),
+        "categories": ["police_incidents"]}
     allowed, _ = _discover(stack, youth | {"subjects": [s | {"minor": True} for s in youth["subjects"]]})
     assert allowed["politie"]["outcome"] == "hit"
 
@@ -472,7 +474,7 @@ async def test_re_enrolment_replaces_the_refusal_grounds_and_old_clients_enrol_w
             assert kvk()["outcome"] == "refused-by-holder"
             assert any("under-embargo" in r["message"] for r in kvk()["reasons"])
             pseudonyms = await client.pseudonym_client(RIEC)
-            old_client = {"partnership": RIEC, "subjects": [{
+            old_client: dict[str, Any] = {"partnership": RIEC, "subjects": [{
                 "type": kind, "polymorphic": pseudonyms.polymorphic(kind, number), "record_types": ["trade-name"],
                 "categories": ["company_registration"]}]}
             free_text = old_client | {"confidential_reason": "Jan Jansen is under investigation",

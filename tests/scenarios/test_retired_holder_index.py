@@ -36,8 +36,9 @@ MUNICIPALITY = "gemeente-amsterdam-vth"
 RETIRED = {"kvk": "kvk-handelsregister", "politie": "politie-bvh"}
 SECRET = b"riec-aa-clk-secret-for-the-tests"
 PERSON = {"given_name": "jan", "surname": "de vries", "date_of_birth": "19800101", "suburb": "zaandam"}
-BIBOB = {"partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-800", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-800"}}
+BIBOB: dict[str, Any] = {  # a request body's common fields (JSON)
+    "partnership": RIEC, "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-800", "signal": {"type": "bibob-application", "reference": "BIBOB-2026-800"}}
 
 
 def _register_retiring(tmp: Path) -> Path:

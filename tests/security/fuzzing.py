@@ -27,6 +27,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -115,6 +116,10 @@ def fuzz(live: Live, *, max_examples: int, negative_examples: int, skip: frozens
     report = Report()
     started = time.perf_counter()
     for result in schema.get_all_operations():
+        if isinstance(result, Err):  # an operation the document describes so that no call can be made from it
+            unreadable = result.err()
+            report.failures[f"{unreadable.label} [schema]"] = f"InvalidSchema: {unreadable.message[:1500]}"
+            continue
         operation = result.ok()
         if operation.label in skip:
             continue

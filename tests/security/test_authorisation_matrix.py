@@ -395,12 +395,15 @@ def _outcome(response: httpx.Response, console_route: bool) -> Expectation:
 
 def _send(world: World, caller: str, entry: Entry, request: Req) -> httpx.Response:
     headers = world.headers_for(caller, entry.scopes)
+    answer: httpx.Response
     if entry.console:
         browser = request.browser or world.console(caller)
-        return browser.request(request.method, request.path, params=request.params, data=request.data,
-                               headers=headers)
-    return world.client.request(request.method, request.path, params=request.params, json=request.json,
-                                data=request.data, headers=headers)
+        answer = browser.request(request.method, request.path, params=request.params, data=request.data,
+                                 headers=headers)
+    else:
+        answer = world.client.request(request.method, request.path, params=request.params, json=request.json,
+                                      data=request.data, headers=headers)
+    return answer
 
 
 @dataclass

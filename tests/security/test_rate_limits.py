@@ -58,7 +58,7 @@ def test_zero_rate_disables_the_limiter() -> None:
     async def app(scope: object, receive: object, send: object) -> None:
         raise AssertionError("not called")
 
-    assert RateLimitMiddleware(app, per_second=0, burst=1).limiter is None  # type: ignore[arg-type]
+    assert RateLimitMiddleware(app, per_second=0, burst=1).limiter is None
     with pytest.raises(ValueError, match="positive"):
         TokenBucketLimiter(rate=0, burst=1)
 
@@ -137,7 +137,7 @@ def test_forged_tokens_cannot_spend_another_clients_budget(limited: tuple[TestCl
     """The key is the verified principal: a token that merely *claims* a client is keyed by the peer address."""
     client, container, ticks = limited
     ticks.now += BURST / RATE
-    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current().kid})
+    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current_kid()})
     now = int(container.clock.now().timestamp())
     forged = jwt.encode({"alg": "Ed25519", "kid": attacker.kid}, {
         "iss": container.settings.issuer, "aud": container.settings.audience, "sub": "gemeente-amsterdam-vth",
@@ -225,7 +225,7 @@ async def test_a_429s_instance_masks_an_identifier_in_the_path() -> None:
 
     async def receive() -> Any:
         return {"type": "http.request", "body": b""}
-    limited = RateLimitMiddleware(app, per_second=1.0, burst=1, clock=FakeTime())  # type: ignore[arg-type]
+    limited = RateLimitMiddleware(app, per_second=1.0, burst=1, clock=FakeTime())
     scope = {"type": "http", "method": "GET", "path": "/v1/exchanges/111222333", "headers": [],
              "client": ("192.0.2.7", 5000)}
     await limited(scope, receive, send)  # the burst

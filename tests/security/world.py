@@ -123,7 +123,7 @@ class World:
             return auth.tokens.issue(**claims, certificate_thumbprint="A" * 43).access_token  # type: ignore[arg-type]
         assert kind == FORGED
         # Signed by a key of our own under the gateway's current key id: the signature cannot verify.
-        attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth.keys.current().kid})
+        attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth.keys.current_kid()})
         now = int(self.container.clock.now().timestamp())
         body = {"iss": auth.tokens.issuer, "aud": auth.tokens.audience, "sub": SYSTEM, "org": "gemeente-amsterdam",
                 "scope": " ".join(SYSTEM_SCOPES), "iat": now, "nbf": now, "exp": now + 300,

@@ -37,7 +37,7 @@ class Counted(list[Any]):
         self.touched += len(self)
         return super().__iter__()
 
-    def __getitem__(self, at: SupportsIndex | slice) -> Any:  # type: ignore[override]
+    def __getitem__(self, at: SupportsIndex | slice) -> Any:
         self.touched += len(range(*at.indices(len(self)))) if isinstance(at, slice) else 1
         return super().__getitem__(at)
 

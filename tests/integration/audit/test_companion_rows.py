@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select
+from sqlalchemy.exc import IntegrityError
 
 from audit.errors import AuditWriteError, CompanionRefused
 from audit.log import AuditLog, CheckpointPolicy, Receipt
@@ -52,6 +53,7 @@ async def test_rows_commit_with_their_callers_entries_and_cite_their_indices(eng
                  for i in range(60)]
         results = await asyncio.gather(*calls)
     assert writer.stats.transactions < 60, "callers with and without companions should share transactions"
+    assert writer.stats.isolated_batches == 0  # no refusal: no savepoints
     with engine.connect() as connection:
         stored = {row.id: row for row in connection.execute(select(outcomes))}
     assert sorted(stored) == sorted(f"r{i}" for i in range(60) if i % 3)
@@ -114,6 +116,96 @@ async def test_callers_sharing_a_batch_with_a_clashing_row_are_written_one_by_on
     assert [r.index for r in fresh] == [2]  # type: ignore[union-attr]
     assert _count(engine, audit_entries) == 3
     assert _count(engine, outcomes) == 2
+
+
+async def _in_one_batch(writer: AsyncAuditWriter, calls: list[tuple[int, CompanionRow | None]]) -> list[Any]:
+    """``calls`` (an event number and a companion each) written in one batch: the writer thread is held inside
+    another caller's transaction until they have all queued. Their results, exceptions as they are."""
+    held, go = threading.Event(), threading.Event()
+
+    def hold(_connection: Connection) -> None:
+        held.set()
+        go.wait(10)
+
+    first = asyncio.ensure_future(writer.record([make_event(99)], CompanionRow(None, None, hold)))
+    assert await asyncio.to_thread(held.wait, 10)
+    queued = [asyncio.ensure_future(writer.record([make_event(n)], companion)) for n, companion in calls]
+    await asyncio.sleep(0)  # each call runs up to its wait: all are queued
+    go.set()
+    await first
+    return list(await asyncio.gather(*queued, return_exceptions=True))
+
+
+class _Refused(CompanionRefused):
+    pass
+
+
+async def test_a_precondition_refusing_in_a_batch_leaves_out_its_caller_alone_and_the_others_commit_once(
+        engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """A caller refused by its precondition in a shared batch (a retry of an answered Idempotency-Key, every
+    time): the batch is rolled back before any entry and begun again with a savepoint per caller, so the
+    others commit in one transaction; before, the batch was redone caller by caller, a commit each. What the
+    refused precondition did is undone, and so is a statement that failed in the database (on PostgreSQL that
+    leaves the transaction unusable but for its savepoint); what the others' preconditions did stays."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+
+    def delete_then_refuse(connection: Connection) -> None:
+        connection.execute(outcomes.delete().where(outcomes.c.id == "kept"))
+        raise _Refused
+
+    def clash(connection: Connection) -> None:  # an IntegrityError of the database, not a refusal of Python
+        connection.execute(outcomes.insert().values(id="kept", first_index=0, entries=1))
+
+    def delete_gone(connection: Connection) -> None:
+        if connection.execute(outcomes.delete().where(outcomes.c.id == "gone")).rowcount != 1:
+            raise _Refused
+
+    caplog.set_level(logging.INFO, logger="audit.writer")
+    async with AsyncAuditWriter(log) as writer:
+        await writer.record([make_event(0)], _row("kept"))
+        await writer.record([make_event(1)], _row("gone"))
+        before = (writer.stats.transactions, writer.stats.failed_transactions)
+        plain, refused, clashed, fresh, took = await _in_one_batch(writer, [
+            (2, None), (3, CompanionRow(outcomes, _row("r3").build, delete_then_refuse)),
+            (4, CompanionRow(outcomes, _row("r4").build, clash)), (5, _row("r5")),
+            (6, CompanionRow(outcomes, _row("r6").build, delete_gone))])
+        after = (writer.stats.transactions, writer.stats.failed_transactions)
+    assert isinstance(refused, AuditWriteError)
+    assert isinstance(refused.__cause__, _Refused)
+    assert isinstance(clashed, AuditWriteError)
+    assert isinstance(clashed.__cause__, AuditWriteError)  # as when a lone caller's transaction fails
+    assert isinstance(clashed.__cause__.__cause__, IntegrityError)
+    assert [[r.index for r in receipts] for receipts in (plain, fresh, took)] == [[3], [4], [5]]
+    # the holder's transaction and the batch's, nothing failed, no caller written alone
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 0)
+    assert (writer.stats.isolated_batches, writer.stats.refused_callers) == (1, 2)
+    with engine.connect() as connection:
+        assert set(connection.execute(select(outcomes.c.id)).scalars()) == {"kept", "r5", "r6"}
+    assert _count(engine, audit_entries) == 6 == log.size()  # 0, 1, the holder's, 2, 5, 6: not 3 nor 4
+    result = verify_database(engine, log.verifier)
+    assert result.ok, result.failure
+    lines = [(record.levelno, record.getMessage()) for record in caplog.records if record.name == "audit.writer"]
+    assert not [line for line in lines if "one by one" in line[1]]
+    assert (logging.INFO, "audit caller of 1 events with rows for companion_test_outcomes refused by its "
+            "precondition (_Refused); the others of its batch were written") in lines
+    assert [level for level, message in lines if "IntegrityError" in message] == [logging.ERROR]
+
+
+async def test_a_batch_whose_callers_are_all_refused_writes_nothing(engine: Engine) -> None:
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+
+    def refuse(connection: Connection) -> None:
+        connection.execute(outcomes.insert().values(id="undone", first_index=0, entries=1))
+        raise _Refused
+
+    async with AsyncAuditWriter(log) as writer:
+        results = await _in_one_batch(writer, [(n, CompanionRow(None, None, refuse)) for n in (1, 2, 3)])
+        assert all(isinstance(result, AuditWriteError) for result in results)
+        # left out of one transaction, which then had nothing to write; none tried alone
+        assert (writer.stats.failed_transactions, writer.stats.refused_callers) == (0, 3)
+        assert len(await writer.record([make_event(4)], _row("after"))) == 1  # the writer carries on
+    assert _count(engine, audit_entries) == 2 == log.size()  # the holder's and the last
+    assert _count(engine, outcomes) == 1
 
 
 async def test_a_build_that_raises_fails_the_batch_and_writes_nothing(engine: Engine) -> None:

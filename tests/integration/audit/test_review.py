@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -221,10 +222,10 @@ def test_gateway_wide_entries_reach_the_officers_they_concern_and_nothing_else_d
     outsider = _officer(client, container, "gemeente-elders")  # an officer of no participating organisation
     idle = _officer(client, container, "kvk", "coordinating-privacy-officer")  # coordinates no partnership
 
-    def seen(headers: dict[str, str]) -> dict[str, list[dict[str, object]]]:
+    def seen(headers: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
         response = client.get("/v1/audit/entries", params={"limit": 500}, headers=headers)
         assert response.status_code == 200, response.text
-        found: dict[str, list[dict[str, object]]] = {}
+        found: dict[str, list[dict[str, Any]]] = {}
         for item in response.json()["entries"]:
             event = item["entry"]["event"]
             found.setdefault(event["event_type"], []).append(event)
@@ -242,7 +243,7 @@ def test_gateway_wide_entries_reach_the_officers_they_concern_and_nothing_else_d
     sign_ins = [e["extra"] for e in seen(coordinator)["console.action"] if not (e["requester"] or {}).get("org")]
     assert sign_ins == [{"action": "sign-in", "channel": "api", "reason": "wrong-credentials"}]
     # The failed sign-in on abn-amro's account is abn-amro's: not the coordinators', nor anyone else's.
-    def bank_sign_ins(headers: dict[str, str]) -> list[dict[str, object]]:
+    def bank_sign_ins(headers: dict[str, str]) -> list[dict[str, Any]]:
         return [e for e in seen(headers).get("console.action", [])
                 if (e["requester"] or {}).get("org") == "abn-amro" and e["status"] == "error"]
 

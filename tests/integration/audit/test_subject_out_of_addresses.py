@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from audit.events import AuditEvent, DataSubject, EventType, ProcessingActivity, Requester
 from gateway.app import create_app
@@ -36,11 +37,11 @@ class Addresses:
     """The ASGI app, recording every request line it is sent (method, path, raw path, query string): what a
     reverse proxy in front of the gateway would log."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.seen: list[str] = []
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             self.seen.append(" ".join((scope["method"], scope["path"], bytes(scope.get("raw_path") or b"").decode(),
                                        bytes(scope["query_string"]).decode())))

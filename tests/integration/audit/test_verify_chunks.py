@@ -112,8 +112,11 @@ def _in_chunks(monkeypatch: pytest.MonkeyPatch, chunk: int, engine: Engine, log:
         return verify_database(engine, log.verifier, deep=False, pool=pool, **options)
 
 
+Cases = dict[str, tuple[Callable[[Connection], object], dict[str, Any]]]  # a tamper and verify's options, by name
+
+
 def _differences(monkeypatch: pytest.MonkeyPatch, engine: Engine, log: AuditLog,
-                 cases: dict[str, tuple[Callable[[Connection], None], dict[str, Any]]],
+                 cases: Cases,
                  pool: ProcessPoolExecutor | None = None, sizes: tuple[int, ...] = CHUNK_SIZES) -> dict[str, str]:
     snapshot = _snapshot(engine)
     differences = {}
@@ -156,7 +159,7 @@ def test_node_cache_tampering_is_reported_alike_in_chunks_and_entry_by_entry(
             wrong[name] = f"expected {expect}, got {failure}"
         _restore(engine, snapshot)
     assert not wrong, "\n".join(f"{name}: {problem}" for name, problem in wrong.items())
-    cases = {name: (tamper, {}) for name, (tamper, _expect) in CHUNK_CASES.items()}
+    cases: Cases = {name: (tamper, {}) for name, (tamper, _expect) in CHUNK_CASES.items()}
     differences = _differences(monkeypatch, engine, log, cases)
     assert not differences, "\n".join(f"{name}: {difference}" for name, difference in differences.items())
 
@@ -165,7 +168,7 @@ def test_node_cache_tampering_is_reported_alike_by_worker_processes(
         live_log: tuple[Engine, AuditLog], monkeypatch: pytest.MonkeyPatch,  # noqa: F811
         pool: ProcessPoolExecutor) -> None:
     engine, log = live_log
-    cases = {name: (tamper, {}) for name, (tamper, _expect) in CHUNK_CASES.items()}
+    cases: Cases = {name: (tamper, {}) for name, (tamper, _expect) in CHUNK_CASES.items()}
     differences = _differences(monkeypatch, engine, log, cases, pool=pool, sizes=(4, 8))
     assert not differences, "\n".join(f"{name}: {difference}" for name, difference in differences.items())
 

@@ -4,6 +4,7 @@ change and the entry both, or neither."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,11 +21,11 @@ from tests.auth_helpers import account_id, issued_person_token
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")  # its subject is not the password hashing
 
 
-def _cli_entries(container: Container) -> list[dict[str, object]]:
+def _cli_entries(container: Container) -> list[dict[str, Any]]:
     with container.engine.connect() as connection:
         rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index))
         events = [json.loads(row.canonical)["event"] for row in rows]
-    return [e for e in events if e["extra"].get("channel") == "cli"]  # type: ignore[union-attr]
+    return [e for e in events if e["extra"].get("channel") == "cli"]
 
 
 def _active(container: Container, username: str) -> bool:

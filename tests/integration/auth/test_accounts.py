@@ -222,7 +222,8 @@ NAT = 2  # the cap of new made-up names per address, small for the tests
 
 
 def _login(client: TestClient, username: str, password: str) -> int:
-    return client.post("/v1/auth/login", json={"username": username, "password": password}).status_code
+    status: int = client.post("/v1/auth/login", json={"username": username, "password": password}).status_code
+    return status
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_a_hostile_token_header_is_401_not_500(client: TestClient, header: bytes
 
 @IN_MEMORY_ONLY
 def test_token_signed_by_a_foreign_key_is_401(client: TestClient, container: Container) -> None:
-    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current().kid})
+    attacker = OKPKey.generate_key("Ed25519", parameters={"kid": auth_services(container).keys.current_kid()})
     forged = jwt.encode({"alg": "Ed25519", "kid": attacker.kid}, _claims(container), attacker, algorithms=["Ed25519"])
     _assert_401(client.get("/v1/register", headers=bearer(forged)))
 

@@ -50,12 +50,15 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 def test_a_flood_of_secret_guesses_does_not_starve_other_requests(client: TestClient, container: Container) -> None:
     secret = register_secret(container, SYSTEM, ["exchange"])
     def guess(number: int) -> httpx.Response:
+        answer: httpx.Response
         if number % 2:  # both ways of sending a secret are limited
             basic = base64.b64encode(f"{SYSTEM}:guess-{number}".encode()).decode()
-            return client.post("/oauth/token", data={"grant_type": "client_credentials"},
-                               headers={"Authorization": f"Basic {basic}"})
-        return client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": SYSTEM,
-                                                 "client_secret": f"guess-{number}"})
+            answer = client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                                 headers={"Authorization": f"Basic {basic}"})
+        else:
+            answer = client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": SYSTEM,
+                                                       "client_secret": f"guess-{number}"})
+        return answer
 
     for answer in flood_while_reading(client, container, guess, "secret checks"):
         assert SYSTEM not in answer.text

@@ -73,7 +73,8 @@ def test_a_sign_in_that_cannot_be_audited_gets_no_token(client: TestClient, cont
 
 def _wrong_secret(client: TestClient, client_id: str = SYSTEM) -> int:
     form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": "not the secret"}
-    return client.post("/oauth/token", data=form).status_code
+    status: int = client.post("/oauth/token", data=form).status_code
+    return status
 
 
 def test_refused_token_requests_are_audited_once_per_window_then_summarised(

@@ -117,7 +117,9 @@ def test_a_flood_of_sign_ins_does_not_starve_other_requests(client: TestClient, 
     with transaction(container.sessions) as session:
         create_account(session, USERNAME, "politie", ["privacy-officer"], PASSWORD, container.clock)
     def guess(_: int) -> httpx.Response:
-        return client.post("/v1/auth/login", json={"username": f"made-up-{uuid.uuid4().hex}", "password": "guess"})
+        answer: httpx.Response = client.post(
+            "/v1/auth/login", json={"username": f"made-up-{uuid.uuid4().hex}", "password": "guess"})
+        return answer
 
     flood_while_reading(client, container, guess, "sign-ins")
     assert _throttled_sign_ins(container), "the refused sign-ins are accounted for as throttled ones"

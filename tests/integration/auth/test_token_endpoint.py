@@ -6,6 +6,7 @@ import base64
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -125,7 +126,7 @@ def test_forged_assertion_signed_by_another_key_is_refused(client: TestClient, c
     ({"audience": "https://someone-else.example/token"}, "aud"),
     ({"subject": "politie-bvh"}, "sub"),
 ])
-def test_bad_assertion_claims_are_refused(client: TestClient, container: Container, kwargs: dict[str, object],
+def test_bad_assertion_claims_are_refused(client: TestClient, container: Container, kwargs: dict[str, Any],
                                           reason: str) -> None:
     keys = register_client(container, SYSTEM, ["exchange"])
     body = _problem(client.post("/oauth/token", data=token_form(client_assertion(container, keys, **kwargs))),

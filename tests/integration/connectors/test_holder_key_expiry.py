@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,13 @@ def _holder_token(container: Container) -> str:
     """A token of the gateway for the partner system FIOD, signed by its current key."""
     return auth_services(container).tokens.issue(subject="wgs-gateway", organisation="wgs-gateway",
                                                  scopes=["holder"], kind="system", audience=w.FIOD).access_token
+
+
+def _run_check(verify: Callable[[str], Awaitable[None]], token: str) -> None:
+    """``verify(token)`` run to its end: ``asyncio.run`` takes a coroutine, the verifier returns an awaitable."""
+    async def checked() -> None:
+        await verify(token)
+    asyncio.run(checked())
 
 
 def _kids(gateway_url: str) -> list[str]:
@@ -204,18 +211,18 @@ def test_a_failed_read_keeps_the_old_keys_for_the_grace_only_then_refuses_every_
     source.keys()
     assert gateway.fetches == 3
     clock.advance(50 - 1 - (101 - 100) - REFRESH_INTERVAL * 1.5)  # the grace's last second (the set is 149 s old)
-    asyncio.run(verify(token))
+    _run_check(verify, token)
     assert gateway.fetches == 4
     clock.advance(1)
     with capture_logs() as logs, pytest.raises(TokenRefused, match="out of date"):
-        asyncio.run(verify(token))
+        _run_check(verify, token)
     assert [e["event"] for e in logs] == ["jwks_expired"]
     with pytest.raises(TokenRefused, match="unavailable"):  # no fetch per token meanwhile either
-        asyncio.run(verify(token))
+        _run_check(verify, token)
     fetched = gateway.fetches
     gateway.failing = False
     clock.advance(REFRESH_INTERVAL + 1)
-    asyncio.run(verify(token))
+    _run_check(verify, token)
     assert gateway.fetches == fetched + 1
 
 

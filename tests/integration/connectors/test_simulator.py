@@ -4,6 +4,7 @@ a real process the way the demo and docker-compose start it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import OKPKey
@@ -87,8 +89,8 @@ def test_serve_verifies_the_jwks_url_against_the_ca_file_it_is_given(tmp_path: P
 
     served: list[JwksSource] = []
     monkeypatch.setattr(cli_module, "create_partner_app", lambda *_a, jwks, **_k: served.append(jwks))
-    monkeypatch.setattr(cli_module.uvicorn, "run", lambda *_a, **_k: None)
-    monkeypatch.setattr(cli_module.gc, "freeze", lambda: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *_a, **_k: None)
+    monkeypatch.setattr(gc, "freeze", lambda: None)
     key = OKPKey.generate_key("Ed25519", parameters={"kid": "gw-https"})
     jwks_app = FastAPI()
     jwks_app.get("/.well-known/jwks.json")(lambda: {"keys": [key.as_dict(private=False)]})
@@ -114,8 +116,8 @@ def test_serve_passes_the_key_sets_max_age_and_grace_to_the_key_source(tmp_path:
 
     served: list[JwksSource] = []
     monkeypatch.setattr(cli_module, "create_partner_app", lambda *_a, jwks, **_k: served.append(jwks))
-    monkeypatch.setattr(cli_module.uvicorn, "run", lambda *_a, **_k: None)
-    monkeypatch.setattr(cli_module.gc, "freeze", lambda: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *_a, **_k: None)
+    monkeypatch.setattr(gc, "freeze", lambda: None)
     base = ["serve", "--partner", w.FIOD, "--data-dir", str(tmp_path / "data"), "--jwks-url", "http://gw/jwks"]
     result = CliRunner().invoke(cli, [*base, "--jwks-max-age", "30"], env={"WGS_PARTNER_JWKS_STALE_GRACE": "45"})
     assert result.exit_code == 0, result.output

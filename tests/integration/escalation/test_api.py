@@ -1167,8 +1167,9 @@ def test_the_feed_is_not_crowded_out_by_years_of_closed_cases(fresh: Env) -> Non
     env = fresh
     service = escalation_service(env.container)
     settled_at = START - timedelta(days=400)
-    settled = [{"id": str(uuid.UUID(int=n)), "exchange_id": None, "request_fingerprint": None, "partnership": RIEC,
-                "purpose": BIBOB, "requester_org": "gemeente-amsterdam", "holder_org": "politie",
+    settled: list[dict[str, Any]]  # rows of the cases table
+    settled = [{"id": str(uuid.UUID(int=n)), "seq": n, "exchange_id": None, "request_fingerprint": None,
+                "partnership": RIEC, "purpose": BIBOB, "requester_org": "gemeente-amsterdam", "holder_org": "politie",
                 "trigger": "holder-refused", "state": state, "tier": 1, "version": 3, "deadline": date(2025, 10, 1),
                 "opened_at": settled_at, "updated_at": settled_at, "register_version": service.register.version,
                 "policy_reasons": [], "decision": None, "legal_gap": False, "requested_categories": [], "votes": []}

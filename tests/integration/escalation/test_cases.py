@@ -101,6 +101,7 @@ def test_tier_3_needs_two_deciders(sessions: object) -> None:
         decided = decide(session, case_id, version, [RIEC_DESK, Actor("landelijk-steunpunt", "chair")],
                          "steering group", outcome="deny", permitted_categories=[], now=NOW, deadlines=DEADLINES,
                          timezone=TZ)
+        assert decided.decision is not None
         assert decided.decision == decided.decision | {"outcome": "deny", "permitted_categories": []}
         with pytest.raises(InvalidTransition):
             act(session, case_id, decided.version, Action.REFER_UP, RIEC_DESK, now=NOW, deadlines=DEADLINES,

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 import gateway.escalations.service as escalation_service_module
 from audit.tables import audit_entries
+from escalation import legal_gaps as gap_store  # what the service calls `gap_store`
 from escalation.queries import visible_case_ids
 from gateway.auth.clients import SYSTEM_SCOPES
 from gateway.auth.principal import Scope
@@ -428,16 +429,14 @@ def test_a_gap_resolved_while_a_case_is_being_linked_takes_it_not(env: Env,
     for the status change (or it for the link), so no case lands on a gap already resolved."""
     first, later = env.open_case(), env.open_case()
     gap = _new_gap(env, "desk-riec", first)
-    real_flag = escalation_service_module.gap_store.flag_case
+    real_flag = gap_store.flag_case
 
     def resolved_meanwhile(session: Any, case_id: str, **kwargs: Any) -> Any:
-        escalation_service_module.gap_store.change_status(session, gap["id"], 1,
-                                                          escalation_service_module.gap_store.GapStatus.RESOLVED,
-                                                          now=env.clock.now(), actor_org="riec-aa",
-                                                          actor_user="set-up")
+        gap_store.change_status(session, gap["id"], 1, gap_store.GapStatus.RESOLVED, now=env.clock.now(),
+                                actor_org="riec-aa", actor_user="set-up")
         return real_flag(session, case_id, **kwargs)
 
-    monkeypatch.setattr(escalation_service_module.gap_store, "flag_case", resolved_meanwhile)
+    monkeypatch.setattr(gap_store, "flag_case", resolved_meanwhile)
     refused = _flag(env, "desk-riec", later, gap_id=gap["id"])
     assert refused.status_code == 409, refused.text
     assert "resolved" in refused.json()["detail"]

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 import gateway.escalations.deadlines as scan_module
-from escalation.queries import CaseFilter, CaseScope
+from escalation.queries import CaseFilter, CaseScope, list_cases
 from gateway.client.models import Outcome
 from gateway.escalations.notifications import SIGNATURE_HEADER, sign, verify_signature
 from gateway.escalations.setup import escalation_service
@@ -142,8 +142,7 @@ def test_a_missed_deadline_moves_notifies_and_is_logged_once_when_two_gateways_s
     case_id = env.open_case()  # deadline Wednesday 2 December
     env.clock.set(datetime(2026, 12, 3, 9, 0, tzinfo=UTC))  # Thursday: overdue
     with env.container.sessions() as session:  # what the second gateway's scan listed, before the first moved it
-        listed = scan_module.list_cases(session, CaseScope(everything=True),
-                                           CaseFilter(overdue_on=date(2026, 12, 3)))
+        listed = list_cases(session, CaseScope(everything=True), CaseFilter(overdue_on=date(2026, 12, 3)))
     assert [c.id for c in listed] == [case_id]
 
     assert [(c.id, c.tier) for c in env.run_overdue_job()] == [(case_id, 2)]  # the first gateway

@@ -6,6 +6,7 @@ the outcome's commit gives the claim up."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from gateway.exchange.service import CLAIM_ABANDONED_AFTER
 from gateway.exchange.tables import exchange_claims, exchanges
 from gateway.settings import Settings
 from tests.audit_support import log_signer, make_event
+from tests.statements import statements_run
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 LEASE = NOW + timedelta(minutes=2)
@@ -180,3 +182,77 @@ async def test_a_claim_whose_attempt_logged_answers_is_never_taken_over_released
         assert sorted(_marked(engine)) == [("logged", True), ("taker", False)]
         await writer.record([make_event(5)], repository.outcome_companion(_outcome("logged"), _held("logged")))
         assert _marked(engine) == [("taker", False)]  # the outcome's commit gave the marked claim up
+
+
+async def test_a_retry_of_an_answered_key_is_refused_alone_in_its_batch_and_the_others_commit_once(
+        engine: Engine) -> None:
+    """A retry of an answered key always has its write-ahead refused (its claim's INSERT finds the answer). In a
+    group commit with other attempts, only it is left out: the others' claims, the outcome and its claim's
+    release commit in that one transaction, nothing of the retry is written (no second claim, no entry), and
+    the retry's refusal says the key was answered (the service then answers from the store). Another attempt
+    clashing with a held claim (the database's unique key) is left out the same way."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+    held, go = threading.Event(), threading.Event()
+
+    def hold(_connection: Any) -> None:
+        held.set()
+        go.wait(10)
+
+    async with AsyncAuditWriter(log) as writer:
+        await writer.record([make_event(0)], repository.claim_companion(_claim("answered", "key-done"), None))
+        await writer.record([make_event(1)], repository.outcome_companion(_outcome("answered", "key-done"),
+                                                                          _held_key("answered", "key-done")))
+        await writer.record([make_event(2)], repository.claim_companion(_claim("running", "key-live"), None))
+        assert _rows(engine) == (["running"], 1, 3)
+        first = asyncio.ensure_future(writer.record([make_event(98)], repository.only_if(hold)))
+        assert await asyncio.to_thread(held.wait, 10)
+        batch = [asyncio.ensure_future(call) for call in (
+            writer.record([make_event(3)], repository.claim_companion(_claim("new-1", "key-new-1"), None)),
+            writer.record([make_event(4)], repository.claim_companion(_claim("retry", "key-done"), None)),
+            writer.record([make_event(5)], repository.claim_companion(_claim("duplicate", "key-live"), None)),
+            writer.record([make_event(6)], repository.outcome_companion(_outcome("running", "key-live"),
+                                                                        _held_key("running", "key-live"))),
+            writer.record([make_event(7)], repository.claim_companion(_claim("new-2", "key-new-2"), None)))]
+        await asyncio.sleep(0)
+        transactions = writer.stats.transactions
+        go.set()
+        await first
+        new_1, retry, duplicate, outcome, new_2 = await asyncio.gather(*batch, return_exceptions=True)
+        assert writer.stats.transactions - transactions == 2  # the holder's and the batch's: one commit for all
+        assert (writer.stats.failed_transactions, writer.stats.refused_callers) == (0, 2)
+    assert isinstance(retry, AuditWriteError)
+    assert repository.ClaimLost in _causes(retry)
+    assert isinstance(duplicate, AuditWriteError)
+    assert IntegrityError in _causes(duplicate)
+    committed = [receipts for receipts in (new_1, outcome, new_2) if isinstance(receipts, list)]
+    assert [[r.index for r in receipts] for receipts in committed] == [[4], [5], [6]]
+    claims, stored, entries = _rows(engine)
+    # "running" gave its claim up with its outcome in the batch, so "duplicate" clashed with a claim given up in
+    # the same transaction: it ran first (the batch's order) and found the claim held
+    assert (sorted(claims), stored, entries) == (["new-1", "new-2"], 2, 7)
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(exchanges).where(
+            exchanges.c.idempotency_key == "key-done")).scalar_one() == 1
+
+
+def _held_key(exchange_id: str, key: str) -> Callable[[Any], None]:
+    return repository.claim_held(_claim(exchange_id, key), LEASE, lambda: NOW, release=True)
+
+
+async def test_the_claim_of_every_keyed_request_goes_to_the_driver_as_sqlalchemy_would_send_it(
+        engine: Engine) -> None:
+    """The claim's INSERT (write-ahead) and its DELETE (outcome) skip SQLAlchemy's execution, as rule 6's count
+    and the outcome row do; the claim stored reads back as written through SQLAlchemy (its time included)."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+    async with AsyncAuditWriter(log) as writer:
+        with statements_run(engine, lambda statement: "exchange_claims" in statement) as seen:
+            await writer.record([make_event(0)], repository.claim_companion(_claim("a1"), None))
+            with Session(engine) as session:
+                found = repository.find_claim(session, "gemeente-amsterdam-vth", "key-0001")
+            await writer.record([make_event(1)], repository.outcome_companion(_outcome("a1"), _held("a1")))
+        assert found == _claim("a1")
+        assert len(seen) == 1  # find_claim's SELECT only
+        assert _rows(engine) == ([], 1, 2)
+        with pytest.raises(AuditWriteError) as answered:  # RETURNING nothing: refused as before
+            await writer.record([make_event(2)], repository.claim_companion(_claim("late"), None))
+        assert repository.ClaimLost in _causes(answered.value)

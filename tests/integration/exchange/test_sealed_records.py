@@ -48,11 +48,12 @@ def test_sealed_records_past_their_window_are_dropped_at_start_up_and_while_runn
     clock = FixedClock(NOW)
     _insert(engine, "expired", NOW - IDEMPOTENCY_WINDOW - timedelta(seconds=1))
     _insert(engine, "current", NOW - IDEMPOTENCY_WINDOW + timedelta(seconds=1))
-    with TestClient(create_app(Settings(data_dir=tmp_path, database_url=db_url), clock=clock)) as client:
+    app = create_app(Settings(data_dir=tmp_path, database_url=db_url), clock=clock)
+    with TestClient(app) as client:
         assert client.get("/health/live").status_code == 200
         assert _sealed(engine) == {"expired": False, "current": True}
         clock.advance(timedelta(seconds=1))  # the second answer's window ends while the gateway runs
-        asyncio.run(exchange_service(client.app.state.container).drop_expired_seals())  # what its timer runs
+        asyncio.run(exchange_service(app.state.container).drop_expired_seals())  # what its timer runs
         assert _sealed(engine) == {"expired": False, "current": False}
     with engine.connect() as connection:  # the outcomes themselves stay
         assert set(connection.execute(select(exchanges.c.id)).scalars()) == {"expired", "current"}

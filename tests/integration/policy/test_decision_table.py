@@ -247,7 +247,8 @@ def _police_records_to_banks() -> dict[str, Any]:
     return register
 
 
-FEC_CHECK = {"partnership": "fec", "purpose": "taskforce-subject-check", "legal_basis": "WGS (FEC) with covenant"}
+FEC_CHECK: dict[str, Any] = {"partnership": "fec", "purpose": "taskforce-subject-check",
+                             "legal_basis": "WGS (FEC) with covenant"}
 
 # (case id, register sector of the banks, holder, outcome, permitted, reason codes, hit_only)
 COVENANT: list[tuple[str, str, str, str, list[str], set[str], bool]] = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from uuid import RFC_4122, UUID
 
 import pytest
@@ -46,8 +47,8 @@ def test_spliced_envelope_equals_rfc8785_of_the_whole_document(index: int, extra
     event = make_event(index % 50, extra=extra)
     moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
     spliced = entry_canonical(index, ENTRY_ID, moment, event_canonical(event))
-    document = {"entry_id": str(ENTRY_ID), "event": event.to_document(), "index": index,
-                "recorded_at": format_timestamp(moment), "v": 1}
+    document: dict[str, Any] = {"entry_id": str(ENTRY_ID), "event": event.to_document(), "index": index,
+                                "recorded_at": format_timestamp(moment), "v": 1}
     assert spliced == rfc8785.dumps(document)
     assert envelope_index(spliced) == index
     parsed = parse_entry(spliced)
@@ -122,9 +123,9 @@ def test_oversized_events_are_refused() -> None:
 def test_event_model_is_strict_and_frozen() -> None:
     event = make_event()
     with pytest.raises(ValidationError):
-        event.holder = "someone-else"  # type: ignore[misc]
+        event.holder = "someone-else"
     with pytest.raises(ValidationError):
-        AuditEvent(event_type=EventType.DISCLOSURE, trace_id=trace_id(1), span_id=span_id(1), unknown="x")  # type: ignore[call-arg]
+        AuditEvent(event_type=EventType.DISCLOSURE, trace_id=trace_id(1), span_id=span_id(1), unknown="x")
     for bad in ("0" * 32, "ABCDEF" + "0" * 26, "abc"):
         with pytest.raises(ValidationError):
             AuditEvent(event_type=EventType.DISCLOSURE, trace_id=bad, span_id=span_id(1))

@@ -39,7 +39,7 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(ascii_keys, children, max_size=4),
     max_leaves=12,
 )
-refs = st.text(alphabet=st.characters(min_codepoint=0x20, blacklist_characters="\x7f", blacklist_categories=("Cs",)),
+refs = st.text(alphabet=st.characters(min_codepoint=0x20, exclude_characters="\x7f", exclude_categories=["Cs"]),
                min_size=1, max_size=12)
 
 
@@ -146,7 +146,8 @@ def test_the_bsn_screen_on_events() -> None:
 
 def test_extending_a_compact_range_equals_appending_leaf_by_leaf() -> None:
     leaves = [hashlib.sha256(str(i).encode()).digest() for i in range(777)]
-    one, expected = CompactRange(), []
+    one = CompactRange()
+    expected: list[tuple[int, bytes]] = []
     for leaf in leaves:
         expected.extend((flat_index(node), value) for node, value in one.append(leaf))
     many = CompactRange()

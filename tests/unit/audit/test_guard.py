@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 from faker import Faker
@@ -41,7 +42,7 @@ def test_checksums() -> None:
                  id="nested e-mail"),
     pytest.param({"extra": {VALID_BSN: True}}, "extra.<key> (key)", "bsn", id="bsn as a key"),
 ])
-def test_obvious_personal_data_is_refused_without_echoing_it(overrides: dict[str, object], path: str,
+def test_obvious_personal_data_is_refused_without_echoing_it(overrides: dict[str, Any], path: str,
                                                              kind: str) -> None:
     event = make_event(**overrides)
     with pytest.raises(PersonalDataError) as caught:

@@ -167,7 +167,8 @@ def test_roots_and_compact_range_agree_with_naive_mth_for_sizes_0_to_70() -> Non
 
 
 def test_compact_range_reports_every_completed_subtree() -> None:
-    compact, completed = CompactRange(), {}
+    compact = CompactRange()
+    completed: dict[tuple[int, int], bytes] = {}
     for leaf in LEAVES[:64]:
         completed.update(compact.append(leaf))
     assert len(completed) == 63  # 32 + 16 + 8 + 4 + 2 + 1 inner nodes of a complete tree of 64

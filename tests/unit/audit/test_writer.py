@@ -31,8 +31,10 @@ class FakeLog:
         self.gate = threading.Event()
         self.gate.set()
 
-    def append_prepared(self, prepared: Sequence[PreparedEvent], within: object = None) -> list[Receipt]:
+    def append_prepared(self, prepared: Sequence[PreparedEvent], within: object = None, *,
+                        admit: object = None) -> list[Receipt]:
         assert within is None, "the fake log has no transaction for companion rows"
+        assert admit is None, "the fake log has no transaction for companion checks"
         self.gate.wait(5)
         if self.delay:
             threading.Event().wait(self.delay)

@@ -22,8 +22,8 @@ from gateway.peer import TCP_PEER
 from gateway.settings import Settings, settings_problems
 
 HEADER = "x-client-cert"
-SETTINGS = Settings(_env_file=None, client_cert_header=HEADER,  # type: ignore[call-arg]
-                    client_cert_proxies="10.0.0.7, fd00:1::/64")  # type: ignore[arg-type]
+SETTINGS = Settings(_env_file=None, client_cert_header=HEADER,
+                    client_cert_proxies="10.0.0.7, fd00:1::/64")
 
 
 def _pem() -> tuple[bytes, str]:
@@ -77,7 +77,7 @@ def test_no_single_readable_certificate_is_none(values: tuple[str, ...]) -> None
 
 
 def test_without_the_setting_no_header_is_read() -> None:
-    plain = Settings(_env_file=None)  # type: ignore[call-arg]
+    plain = Settings(_env_file=None)
     assert presented_thumbprint(_request("10.0.0.7", quote(PEM.decode(), safe="")), plain) is None
 
 
@@ -103,7 +103,7 @@ def test_a_cnf_the_gateway_cannot_check_is_refused_not_ignored(cnf: object) -> N
 ])
 def test_the_settings_are_both_or_neither_and_well_formed(values: dict[str, str], problem: str) -> None:
     with pytest.raises(ValidationError) as refused:
-        Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+        Settings(_env_file=None, **values)  # type: ignore[arg-type]  # strings, as the environment gives them
     [line] = settings_problems(refused.value)
     assert problem in line
     assert "10.0.0.7" not in line
@@ -112,8 +112,8 @@ def test_the_settings_are_both_or_neither_and_well_formed(values: dict[str, str]
 def test_the_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WGS_CLIENT_CERT_HEADER", "X-SSL-Client-Cert")
     monkeypatch.setenv("WGS_CLIENT_CERT_PROXIES", "10.0.0.7, 192.0.2.0/28,::1")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.client_cert_header == "x-ssl-client-cert"
     assert [str(network) for network in settings.client_cert_proxies] == ["10.0.0.7/32", "192.0.2.0/28", "::1/128"]
-    default = Settings(_env_file=None, client_cert_header=None, client_cert_proxies=[])  # type: ignore[call-arg]
+    default = Settings(_env_file=None, client_cert_header=None, client_cert_proxies=[])
     assert (default.client_cert_header, default.client_cert_proxies) == (None, [])

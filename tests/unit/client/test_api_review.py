@@ -212,7 +212,7 @@ async def test_a_retry_after_of_zero_still_pauses_so_waiting_ends() -> None:
 @pytest.mark.parametrize("value", ["\u00b2", "\u00b9\u00b2", "1.5", "-3", "soon"])
 async def test_a_malformed_retry_after_is_ignored_not_a_crash(value: str) -> None:
     seen = Recorder()
-    unavailable = httpx.Response(503, json={"status": 503}, headers={"Retry-After": value.encode("latin-1")})
+    unavailable = httpx.Response(503, json={"status": 503}, headers={b"Retry-After": value.encode("latin-1")})
     async with _client(seen, _sequence(unavailable, httpx.Response(200, json=RESULT)), max_delay=10.0) as client:
         await client.get_exchange("ex-1")
     assert len(seen.sleeps) == 1
@@ -384,6 +384,7 @@ def test_a_missing_ca_file_fails_at_once() -> None:
 async def test_the_private_key_is_in_no_repr() -> None:
     key = OKPKey.generate_key("Ed25519", parameters={"kid": "k9"})
     private = key.as_dict(private=True)["d"]
+    assert isinstance(private, str)
     async with GatewayClient("https://gw", "sys-a", key) as client:
         assert private not in repr(client)
         assert private not in str(client)

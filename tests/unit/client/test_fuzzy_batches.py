@@ -13,7 +13,13 @@ import pytest
 
 from gateway.client import api
 from gateway.client.fuzzy import MAX_FILTER_BATCH, FilterEnrolment, FuzzyDiscoveryRequest
-from gateway.client.fuzzy_requests import EnrolmentPlan, FilterRecordToEnrol, enrolment_batches, fuzzy_request
+from gateway.client.fuzzy_requests import (
+    EnrolmentPlan,
+    FilterRecordToEnrol,
+    enrolment_batches,
+    enrolment_plan,
+    fuzzy_request,
+)
 from gateway.client.matching import clk_key_id
 from gateway.client.models import Signal
 from tests.unit.client.test_api_retries import Recorder, _client
@@ -104,7 +110,7 @@ async def test_the_records_are_encoded_while_the_event_loop_goes_on(monkeypatch:
     scheduled before the call; on the loop itself it would wait in vain."""
     loop_ran = threading.Event()
     ran_meanwhile: list[bool] = []
-    encode = api.enrolment_plan
+    encode = enrolment_plan  # the real one, which `api` looks up by this name
 
     def slow_encoding(*args: Any, **kwargs: Any) -> EnrolmentPlan:
         ran_meanwhile.append(loop_ran.wait(2))

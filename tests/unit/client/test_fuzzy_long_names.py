@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ from gateway.client.fuzzy_requests import (
 )
 from gateway.client.models import Signal
 from gateway.matching.schema import shipped_schema
+from tests.fuzzy_questions import FuzzyQuestion
 from tests.unit.client.test_api_retries import Recorder, _client
 
 SECRET = b"long-names-test-partnership-key!"
@@ -44,7 +46,7 @@ class Gateway:
     """A fake gateway that takes every batch and keeps what it was sent."""
 
     def __init__(self) -> None:
-        self.bodies: list[dict[str, object]] = []
+        self.bodies: list[dict[str, Any]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -96,9 +98,10 @@ def test_a_replacement_counts_only_the_records_it_sends() -> None:
     assert sum(len(b["records"]) for b in plan.bodies) == MAX_FILTER_BATCH + 1
 
 
-BIBOB = {"partnership": "riec-x", "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
-         "case_reference": "RIEC-AA-2026-700", "signal": Signal(type="bibob-application", reference="BIBOB-2026-1"),
-         "categories": ["police_incidents"], "record_type": "person"}
+BIBOB: FuzzyQuestion = {
+    "partnership": "riec-x", "purpose": "bibob-integrity-check", "legal_basis": "WGS (RIEC) with Wet Bibob",
+    "case_reference": "RIEC-AA-2026-700", "signal": Signal(type="bibob-application", reference="BIBOB-2026-1"),
+    "categories": ["police_incidents"], "record_type": "person"}
 
 
 def test_a_discovery_about_a_long_named_subject_is_refused_before_it_is_built() -> None:

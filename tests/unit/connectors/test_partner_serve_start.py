@@ -4,11 +4,13 @@ directory it cannot make its database in (a traceback)."""
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from joserfc.jwk import OKPKey
 from typer.testing import CliRunner
 
@@ -20,8 +22,8 @@ from connectors import world as w
 def started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """What ``serve`` handed to uvicorn (nothing is served)."""
     served: list[Any] = []
-    monkeypatch.setattr(cli_module.uvicorn, "run", lambda application, **_k: served.append(application))
-    monkeypatch.setattr(cli_module.gc, "freeze", lambda: None)
+    monkeypatch.setattr(uvicorn, "run", lambda application, **_k: served.append(application))
+    monkeypatch.setattr(gc, "freeze", lambda: None)
     return served
 
 

@@ -74,11 +74,11 @@ def _imports(tree: ast.AST, optional: bool = False) -> Iterator[tuple[str, int, 
         guarded = optional or _guarded_by_import_error(tree.handlers)
         for node in tree.body:
             yield from _imports(node, guarded)
-        for node in [*tree.handlers, *tree.orelse, *tree.finalbody]:
-            yield from _imports(node, optional)
+        for after in [*tree.handlers, *tree.orelse, *tree.finalbody]:
+            yield from _imports(after, optional)
     else:
-        for node in ast.iter_child_nodes(tree):
-            yield from _imports(node, optional)
+        for child in ast.iter_child_nodes(tree):
+            yield from _imports(child, optional)
 
 
 def _undeclared(roots: list[str], declared: set[str]) -> list[str]:

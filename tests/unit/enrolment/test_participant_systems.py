@@ -12,13 +12,14 @@ from gateway.auth.principal import Principal
 from gateway.enrolment.service import participant_of
 from gateway.errors import Forbidden
 from gateway.register.loader import parse_register
+from gateway.register.model import Register
 from gateway.settings import SHIPPED_REGISTER
 
 RIEC = "riec-amsterdam-amstelland"
 ELSEWHERE = "kvk-elsewhere"  # the KvK's second system, listed in no partnership
 
 
-def _register_with_a_second_kvk_system():  # type: ignore[no-untyped-def]
+def _register_with_a_second_kvk_system() -> Register:
     document = yaml.safe_load(SHIPPED_REGISTER.read_text())
     document["version"] = f"{document['version']}-kvk-elsewhere"
     document["organisations"]["kvk"]["systems"].append(ELSEWHERE)

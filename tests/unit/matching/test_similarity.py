@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba.core.dispatcher import Dispatcher
 
 from gateway.matching import similarity
 from gateway.matching.errors import EncodingError
@@ -209,6 +210,7 @@ def test_empty_filters_and_bad_input() -> None:
 def test_warm_up_compiles_every_kernel() -> None:
     similarity.warm_up()
     for kernel in (similarity._join_rows, similarity._pair_intersections, similarity._row_popcounts):
+        assert isinstance(kernel, Dispatcher), kernel  # numba's, not the plain function
         assert kernel.signatures, kernel  # compiled (or loaded from the cache) for the one signature used
         assert len(kernel.signatures) == 1
 
