@@ -306,7 +306,7 @@ async def _pseudonymised(client: GatewayClient, world: Any, body: dict[str, Any]
 
 async def _run_scenarios(settings: Settings, gateway_url: str, keys: dict[str, OKPKey]) -> int:
     world = build_world(2025)
-    clients = {system: GatewayClient(gateway_url, system, key) for system, key in keys.items()}
+    clients = {system: GatewayClient(gateway_url, system, key, issuer=settings.issuer) for system, key in keys.items()}
     failures = 0
     try:
         try:

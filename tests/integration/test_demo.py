@@ -131,7 +131,7 @@ def test_demo_reports_a_failed_enrolment_in_one_line(tmp_path: Path, capsys: pyt
 
     @gateway.get("/.well-known/oauth-authorization-server")
     async def metadata() -> dict[str, str]:
-        return {"token_endpoint": "http://gateway/oauth/token"}
+        return {"issuer": Settings().issuer, "token_endpoint": f"{Settings().issuer}/oauth/token"}
 
     @gateway.post("/oauth/token")
     async def token() -> dict[str, object]:
