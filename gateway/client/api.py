@@ -390,6 +390,7 @@ class GatewayClient:
             return self._token[0]
         fetches = self._token_fetches
         async with self._token_lock:
+            self._open()  # closed while waiting for the lock: no fetch, and not the fetch's ClosedInFlight either
             now = float(self._clock())
             if self._token and now < self._token[1]:
                 return self._token[0]

@@ -105,12 +105,16 @@ async def test_an_exchange_in_flight_when_the_client_is_closed_ends_typed_with_i
 async def test_leaving_async_with_during_a_token_fetch_ends_the_waiting_call_typed(held: tuple[Held, str]) -> None:
     double, url = held
     double.hold_token = True
-    call: asyncio.Task[object] | None = None
     async with GatewayClient(url, "sys-a", KEY, retries=3, backoff=0.01) as client:
         call = asyncio.create_task(client.get_exchange("ex-1"))
         await _arrived(double)
+        waiting = asyncio.create_task(client.get_exchange("ex-2"))  # for the token the first call fetches
+        await asyncio.sleep(0)
     with pytest.raises(ClosedInFlight):
         await asyncio.wait_for(call, BOUND)
+    with pytest.raises(ClientClosed) as closed:
+        await asyncio.wait_for(waiting, BOUND)
+    assert not isinstance(closed.value, ClosedInFlight), "the waiting call had no request in flight"
     assert double.token_requests == 1, "the token request was not made again"
     assert double.exchanges == []
 
