@@ -221,7 +221,7 @@ async def _measure(urls: dict[str, str], token: str, key: OKPKey, levels: list[i
     # costs about ten times more CPU per call, CPU the servers under test would otherwise not get.
     connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=4.0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http, \
-            GatewayClient(urls["gateway"], REQUESTER, key) as client:
+            GatewayClient(urls["gateway"], REQUESTER, key, issuer=Settings().issuer) as client:
         access = await client.token()
         partner_headers = {"Authorization": f"Bearer {token}"}
         gateway_headers = {"Authorization": f"Bearer {access}"}

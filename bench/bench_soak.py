@@ -26,6 +26,7 @@ from bench.bench_exchange import REQUESTER, _drive, _pct, start_stack
 from connectors.world import build_world
 from gateway.client.api import GatewayClient
 from gateway.demo import stop_processes
+from gateway.settings import Settings
 
 
 def _rss_mib(pid: int) -> float:
@@ -44,7 +45,7 @@ async def _soak(url: str, key: object, gateway_pid: int, minutes: float, clients
     # aiohttp, as bench_exchange's load generator: its _drive counts aiohttp's transport errors as errors.
     connector = aiohttp.TCPConnector(limit=clients * 2, keepalive_timeout=4.0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http, \
-            GatewayClient(url, REQUESTER, key) as client:  # type: ignore[arg-type]
+            GatewayClient(url, REQUESTER, key, issuer=Settings().issuer) as client:  # type: ignore[arg-type]
         end = time.monotonic() + minutes * 60
         rows: list[tuple[float, float, float, int, float]] = []
         print(f"{'minute':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'RSS MiB':>8}")

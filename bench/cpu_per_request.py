@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from joserfc.jwk import OKPKey
 
 from gateway.client.api import GatewayClient
+from gateway.settings import Settings
 
 REQUESTER = "gemeente-amsterdam-vth"
 
@@ -107,7 +108,7 @@ async def _send(http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any],
                 keyed: bool = False) -> int:
     """``count`` requests from ``clients`` concurrent clients (each with a fresh ``Idempotency-Key`` when
     ``keyed``); returns how many failed."""
-    async with GatewayClient(stack.url, REQUESTER, stack.key) as client:
+    async with GatewayClient(stack.url, REQUESTER, stack.key, issuer=Settings().issuer) as client:
         headers = {"Authorization": f"Bearer {await client.token()}"}
     left = count
     failed = 0

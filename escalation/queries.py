@@ -16,7 +16,7 @@ from sqlalchemy import and_, false, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from escalation.cases import Case, case_from_row
+from escalation.cases import Case, EscalationError, case_from_row
 from escalation.states import State
 from escalation.tables import escalation_cases
 
@@ -76,8 +76,7 @@ def list_cases(session: Session, scope: CaseScope, filters: CaseFilter, *, limit
     c = escalation_cases.c
     query = select(escalation_cases).where(scope.clause()).order_by(c.seq).limit(limit)
     if after:
-        earlier = escalation_cases.alias("cursor_case")
-        query = query.where(c.seq > select(earlier.c.seq).where(earlier.c.id == after).scalar_subquery())
+        query = query.where(c.seq > _cursor_seq(session, scope, after))
     if filters.partnership:
         query = query.where(c.partnership == filters.partnership)
     if filters.state:
@@ -95,6 +94,26 @@ def list_cases(session: Session, scope: CaseScope, filters: CaseFilter, *, limit
     if filters.legal_gap is not None:
         query = query.where(c.legal_gap.is_(filters.legal_gap))
     return [case_from_row(row) for row in session.execute(query).all()]
+
+
+class UnknownCursor(EscalationError):
+    """A page cursor that names no case the caller may see (422): a list goes on after the case its cursor
+    names, so one naming none has no place to go on from."""
+
+    code = "case-cursor-unknown"
+
+
+def _cursor_seq(session: Session, scope: CaseScope, after: str) -> int:
+    """The ``seq`` of the case ``after`` names, looked up within ``scope`` alone (not the filters: a case may
+    have left a filter since its page). Else :class:`UnknownCursor`, alike for a case that does not exist and
+    one the caller may not see: an empty page for the one (a client stopped there, the cases after it never
+    listed) and the caller's cases committed after the other told an organisation that gets a 404 for that case
+    that it exists and about when it was opened."""
+    found = session.execute(select(escalation_cases.c.seq).where(
+        scope.clause(), escalation_cases.c.id == after)).scalar_one_or_none()
+    if found is None:
+        raise UnknownCursor("the cursor names no case of this list; start again from the first page")
+    return int(found)
 
 
 def visible_case_ids(session: Session, scope: CaseScope, case_ids: set[str]) -> set[str]:

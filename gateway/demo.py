@@ -112,8 +112,20 @@ class _Partner:
 
     def __init__(self, arguments: list[str], log: Path) -> None:
         self._process = _FORK.Process(target=_serve_partner, args=(arguments, log), daemon=False)
-        with _stop_signals_held():  # the child unblocks them once its handlers are its own
-            self._process.start()
+        try:
+            with _stop_signals_held():  # the child unblocks them once its handlers are its own
+                self._process.start()
+        except BaseException:
+            # A stop held back over the fork is raised here, as the block ends: before the demo has this partner
+            # among the processes it stops. Left running it would never be stopped (its Ctrl-C is ignored), and
+            # the demo's exit would wait for it (a forked child that is no daemon is joined at exit).
+            if self._process.pid is not None:  # forked (else the fork itself failed: nothing to stop)
+                self.send_signal(signal.SIGTERM)
+                with suppress(subprocess.TimeoutExpired):
+                    self.wait(timeout=10)
+                self.kill()
+                self._process.join()
+            raise
 
     @property
     def returncode(self) -> int | None:
@@ -306,7 +318,7 @@ async def _pseudonymised(client: GatewayClient, world: Any, body: dict[str, Any]
 
 async def _run_scenarios(settings: Settings, gateway_url: str, keys: dict[str, OKPKey]) -> int:
     world = build_world(2025)
-    clients = {system: GatewayClient(gateway_url, system, key) for system, key in keys.items()}
+    clients = {system: GatewayClient(gateway_url, system, key, issuer=settings.issuer) for system, key in keys.items()}
     failures = 0
     try:
         try:

@@ -29,7 +29,7 @@ def stand_in_gateway() -> FastAPI:
 
     @app.get("/.well-known/oauth-authorization-server")
     async def metadata(request: Request) -> dict[str, str]:
-        return {"token_endpoint": f"{request.base_url}oauth/token"}
+        return {"issuer": str(request.base_url).rstrip("/"), "token_endpoint": f"{request.base_url}oauth/token"}
 
     return app
 

@@ -52,6 +52,12 @@ class Stack:
     _tokens: dict[str, str] = field(default_factory=dict)
     _accounts: set[str] = field(default_factory=set)
 
+    @property
+    def issuer(self) -> str:
+        """The gateway's issuer identifier, which its metadata names (not ``gateway_url``): a ``GatewayClient``
+        of this stack is made with it."""
+        return self.container.settings.issuer
+
     def forget_tokens(self) -> None:
         """After moving the clock far ahead every token has expired: fetch new ones on next use."""
         self._tokens.clear()
@@ -85,7 +91,8 @@ class Stack:
         if system not in self.clients:
             self.clients[system] = register_client(self.container, system, ["enrol"])
         keys = self.clients[system]
-        return GatewayClient(self.gateway_url, keys.system_id, keys.key, clock=lambda: self.clock.now().timestamp())
+        return GatewayClient(self.gateway_url, keys.system_id, keys.key, issuer=self.issuer,
+                             clock=lambda: self.clock.now().timestamp())
 
     async def enrol_all(self) -> dict[str, int]:
         """Every simulated partner enrols the subjects it holds in each partnership it takes part in."""

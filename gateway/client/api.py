@@ -7,7 +7,10 @@
   its own (rather than each asking again in turn under the lock). A 401 to a call (the gateway's signing keys were
   replaced, the token was revoked) drops that token and repeats the call once with a new one — once: a
   second 401 is the caller's ``GatewayClientError``. The authentication check refuses before anything of
-  the call is done, so this is safe for every call.
+  the call is done, so this is safe for every call. The assertion's audience, the token endpoint, is read
+  from the metadata only when that is the expected gateway's (RFC 8414 section 3.3: ``issuer`` identical to
+  ``issuer=``, else ``base_url``; ``token_endpoint`` on its origin), else ``MetadataMismatch`` before anything
+  is signed; ``token_audience=`` names it instead.
 * Retries: every exchange carries an ``Idempotency-Key`` (generated if the caller gives none) and every
   retry of it sends the same key, so a retry after a timeout or a 502/503/504 cannot disclose or log twice.
   Transport failures and 502/503/504 answers are retried ``retries`` times, after exponential backoff with
@@ -49,8 +52,10 @@
   after the retries), ``GatewayThrottled``, ``GatewayBusy`` and ``InvalidResponse`` (an answer that is not
   what the API promises, e.g. not JSON, or a token answer whose ``token_type`` is not Bearer; ``status`` is its HTTP
   status, 0 when httpx could not read it at all), with its subclass ``UnopenablePseudonym`` (a pseudonym of
-  ``own_pseudonyms``/``enrol``'s answer this partner cannot open, by its ``index``), and ``ClientClosed`` (a
-  call after ``aclose()``: ``status == 0``, nothing sent). Messages carry the
+  ``own_pseudonyms``/``enrol``'s answer this partner cannot open, by its ``index``) and ``MetadataMismatch``
+  (the metadata of another authorisation server), and ``ClientClosed`` (a call after ``aclose()``, or one
+  pausing between attempts then: ``status == 0``, nothing more sent; ``ClosedInFlight``, also a
+  ``GatewayUnavailable``, when its request was waiting for an answer). Messages carry the
   problem's title or detail only, never an answer's body or the values it failed on, and the ``request_id``:
   every HTTP request carries an ``X-Request-ID`` (the call's id and the request's number), which the gateway
   logs under and echoes; an error names the one of its request.
@@ -96,12 +101,14 @@ from gateway.client.connections import RequestProgress
 from gateway.client.deadlines import DEFAULT_DEADLINE, CallDeadline, Default
 from gateway.client.errors import (
     ClientClosed,
+    ClosedInFlight,
     DeadlineExceeded,
     GatewayBusy,
     GatewayClientError,
     GatewayThrottled,
     GatewayUnavailable,
     InvalidResponse,
+    MetadataMismatch,
     UnopenablePseudonym,
     copied,
     invalid,
@@ -141,9 +148,9 @@ from gateway.client.models import (
 from gateway.client.pseudonyms import Point, PseudonymClient, PseudonymError, RecipientKey, WrongKey
 from gateway.urls import is_loopback_host
 
-__all__ = ["ClientClosed", "DeadlineExceeded", "Enrolled", "EnrolledSubject", "GatewayBusy", "GatewayClient",
-           "GatewayClientError", "GatewayThrottled", "GatewayUnavailable", "InvalidResponse", "UnopenablePseudonym",
-           "UnsearchableSubjects"]
+__all__ = ["ClientClosed", "ClosedInFlight", "DeadlineExceeded", "Enrolled", "EnrolledSubject", "GatewayBusy",
+           "GatewayClient", "GatewayClientError", "GatewayThrottled", "GatewayUnavailable", "InvalidResponse",
+           "MetadataMismatch", "UnopenablePseudonym", "UnsearchableSubjects"]
 
 
 class EnrolledSubject(NamedTuple):
@@ -266,10 +273,13 @@ class GatewayClient:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  transport: httpx.AsyncBaseTransport | None = None, allow_insecure_http: bool = False,
                  client_cert: str | os.PathLike[str] | None = None,
-                 client_key: str | os.PathLike[str] | None = None) -> None:
+                 client_key: str | os.PathLike[str] | None = None, issuer: str | None = None) -> None:
         """``base_url``: the gateway (``https://``; see ``allow_insecure_http``). ``system_id`` and ``key``:
         this system's OAuth client id and the private key (Ed25519 or P-256) whose public half is registered
         for it. ``token_audience``: the token endpoint's URL, if not to be read from the gateway's metadata.
+        ``issuer``: the gateway's issuer identifier (its ``WGS_ISSUER``) where that is not ``base_url`` (a
+        gateway reached at an internal address): the metadata must name exactly it, and a token endpoint on its
+        origin, or no assertion is signed (``MetadataMismatch``); not needed with ``token_audience``.
 
         ``timeout``: seconds for each phase of each HTTP request (connect, send, each wait for data, a free
         connection), or an ``httpx.Timeout`` to set them apart — e.g. ``httpx.Timeout(60, connect=5)`` to
@@ -288,6 +298,7 @@ class GatewayClient:
         self._key = key
         self._alg = _signing_algorithm(key)
         self._audience = token_audience
+        self._issuer = _checked_issuer(issuer) if issuer is not None else self._base
         self._retries = retries
         self._busy_wait = busy_wait
         self._backoff = backoff
@@ -299,6 +310,7 @@ class GatewayClient:
                                        ssl_context is not None, httpx.URL(self._base).scheme)
         self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport, verify=tls,
                                        mounts=_direct_to_this_machine(httpx.URL(self._base).host))
+        self._closed = asyncio.Event()  # set by aclose(): ends the pauses between attempts
         self._token: tuple[str, float] | None = None  # (access token, renew at)
         self._token_lock = asyncio.Lock()
         self._token_fetches = 0  # token fetches ended (the lock's waiters compare it: see _current_token)
@@ -317,7 +329,9 @@ class GatewayClient:
 
     async def aclose(self) -> None:
         """Close the client's connections (``async with`` does this on leaving). The client cannot be used
-        after it."""
+        after it. Calls still running end with ``ClientClosed``: ``ClosedInFlight`` for one whose request was
+        waiting for its answer, and one pausing between attempts at once, without its next attempt."""
+        self._closed.set()
         await self._http.aclose()
 
     def _open(self) -> httpx.AsyncClient:
@@ -327,6 +341,22 @@ class GatewayClient:
         if self._http.is_closed:
             raise ClientClosed
         return self._http
+
+    async def _request(self, call: _Call, method: str, path: str, *, sending: _Sending | None = None,
+                       **arguments: Any) -> httpx.Response:
+        """One HTTP request of ``call`` (``sending``: its request id and trace, made here unless the caller made
+        them first to add headers). ``ClosedInFlight`` when the client was closed (by another task) while it
+        was in flight, whatever httpx raised then: that failure is no network's, and retrying it — after a pause,
+        with the same Idempotency-Key — would only meet the closed client, or be begun on it."""
+        http = self._open()
+        sent = sending or call.next_request()
+        headers = arguments.pop("headers", {}) | sent["headers"]
+        try:
+            return await http.request(method, path, headers=headers, extensions=sent["extensions"], **arguments)
+        except Exception as exc:
+            if http.is_closed:
+                raise ClosedInFlight(request_id=call.request_id) from exc
+            raise
 
     # -- tokens -------------------------------------------------------------------------------------
     async def token(self, *, deadline: CallDeadline = Default.CLIENT) -> str:
@@ -360,6 +390,7 @@ class GatewayClient:
             return self._token[0]
         fetches = self._token_fetches
         async with self._token_lock:
+            self._open()  # closed while waiting for the lock: no fetch, and not the fetch's ClosedInFlight either
             now = float(self._clock())
             if self._token and now < self._token[1]:
                 return self._token[0]
@@ -382,7 +413,7 @@ class GatewayClient:
                   "iat": int(now), "exp": int(now) + 60, "jti": str(uuid.uuid4())}
         header = {"alg": self._alg} | ({"kid": self._key.kid} if self._key.kid else {})
         assertion = jwt.encode(header, claims, self._key, algorithms=[self._alg])
-        response = await self._open().post("/oauth/token", **call.next_request(), data={
+        response = await self._request(call, "POST", "/oauth/token", data={
             "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": assertion})
         token, expires_in = _bearer_token(response, _answer(response, float(self._clock())))
@@ -397,14 +428,10 @@ class GatewayClient:
 
     async def _audience_url(self, call: _Call) -> str:
         """The token endpoint's URL, the audience of the client assertion: given, or from the gateway's
-        authorization server metadata (RFC 8414), fetched once."""
+        authorization server metadata (RFC 8414), fetched until one passes ``_metadata_endpoint``, then kept."""
         if self._audience is None:
-            response = await self._open().get("/.well-known/oauth-authorization-server", **call.next_request())
-            body = _answer(response, float(self._clock()))
-            endpoint = body.get("token_endpoint")
-            if not isinstance(endpoint, str):
-                raise invalid(response, "the authorization server metadata has no token_endpoint")
-            self._audience = endpoint
+            response = await self._request(call, "GET", "/.well-known/oauth-authorization-server")
+            self._audience = _metadata_endpoint(response, _answer(response, float(self._clock())), self._issuer)
         return self._audience
 
     # -- retries ------------------------------------------------------------------------------------
@@ -436,14 +463,31 @@ class GatewayClient:
         else:
             log.info("gateway call %s: %s; asked to wait, again in %.1f s (request %s)", call.what, why, seconds,
                      error.request_id)
-        await self._sleep(seconds)
+        await self._sleep_unless_closed(seconds, error)
+
+    async def _sleep_unless_closed(self, seconds: float, error: GatewayClientError) -> None:
+        """``sleep(seconds)``, or ``ClientClosed`` (``error``, the failure waited out, as its cause) as soon as
+        the client is closed: the attempt the pause is for would not be made, and the caller — whose program
+        closed the client, perhaps to stop — would otherwise wait up to ``max_delay``, or a whole Retry-After,
+        to learn so."""
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        closing = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({sleeping, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            closing.cancel()
+        if self._closed.is_set():
+            raise ClientClosed from error
+        await sleeping
 
     async def _after_failure(self, call: _Call, failure: httpx.TransportError | GatewayClientError, *,
                              safe: bool) -> None:
         """Waits before the next attempt, or raises the typed error when the call may not (``safe`` false)
         or can no longer be repeated."""
         error = failure if isinstance(failure, GatewayClientError) else _no_answer(failure)
-        if not safe or call.failures >= self._retries or _certificate_refused(failure):
+        if (not safe or isinstance(failure, ClientClosed) or call.failures >= self._retries
+                or _certificate_refused(failure)):
             raise error
         call.failures += 1
         await self._pause(call, self._delay(call.failures, error.retry_after), error, failure=True)
@@ -492,8 +536,8 @@ class GatewayClient:
                 if idempotency_key:
                     headers["Idempotency-Key"] = idempotency_key
                 sending = True
-                response = await self._open().request(method, path, json=json, headers=headers, params=params,
-                                                      extensions=sent["extensions"])
+                response = await self._request(call, method, path, json=json, headers=headers, params=params,
+                                               sending=sent)
             except httpx.TransportError as exc:
                 call.reached = call.reached or (sending and not isinstance(exc, _NOT_SENT))
                 if call.reconnect(exc):  # the gateway never saw it, whether or not the call has a key
@@ -880,6 +924,51 @@ def _with_client_certificate(verify: ssl.SSLContext | bool, certificate: str | o
                          f"{getattr(exc, 'strerror', None) or getattr(exc, 'reason', None) or 'unreadable'})"
                          ) from exc
     return context
+
+
+def _checked_issuer(issuer: str) -> str:
+    """The ``issuer=`` given, without a trailing slash (the gateway names its issuer without one): an
+    ``http(s)://`` URL with a host and no query or fragment (RFC 8414 section 2), refused at construction."""
+    url = httpx.URL(issuer)
+    if url.scheme not in {"http", "https"} or not url.host or url.query or url.fragment:
+        raise ValueError("issuer must be the gateway's issuer identifier: an https:// URL without query or fragment")
+    return issuer.rstrip("/")
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default
+
+
+def _metadata_endpoint(response: httpx.Response, body: dict[str, Any], issuer: str) -> str:
+    """The token endpoint of the authorization server metadata ``body``, if the metadata is that of ``issuer``:
+    its ``issuer`` identical to it (RFC 8414 section 3.3, compared as strings) and its ``token_endpoint`` an
+    URL on the issuer's origin — else ``MetadataMismatch``, naming what was expected, never what was answered.
+
+    Why both: the endpoint becomes the audience of the assertion this system signs (RFC 7523), so a metadata
+    document of another server, or one naming another server's token endpoint (the gateway of another
+    environment where the same key is registered), would have the client sign an assertion good there, and
+    send it to whoever answered here."""
+    if body.get("issuer") != issuer:
+        raise _mismatch(response, f"the authorization server metadata names another issuer than {issuer} (RFC 8414 "
+                                  "section 3.3): give the gateway's issuer as issuer=, or its token endpoint as "
+                                  "token_audience=")
+    endpoint = body.get("token_endpoint")
+    if not isinstance(endpoint, str):
+        raise invalid(response, "the authorization server metadata has no token_endpoint")
+    try:
+        url = httpx.URL(endpoint)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        url = None
+    if url is None or not url.is_absolute_url or _origin(url) != _origin(httpx.URL(issuer)) or url.userinfo:
+        raise _mismatch(response, f"the authorization server metadata names a token endpoint off the issuer's "
+                                  f"origin ({issuer}): give the token endpoint as token_audience= if it is right")
+    return endpoint
+
+
+def _mismatch(response: httpx.Response, detail: str) -> MetadataMismatch:
+    return MetadataMismatch(response.status_code, {"title": "invalid answer from the gateway", "detail": detail,
+                                                   "status": response.status_code}, request_id=request_id(response))
 
 
 def _checked_base_url(base_url: str, allow_insecure_http: bool) -> str:

@@ -112,13 +112,40 @@ class ClientClosed(GatewayClientError):
     errors do: an earlier attempt of the same call (before a retry met the closed client) may have reached the
     gateway, so resume it with that key on a new client."""
 
-    def __init__(self) -> None:
-        super().__init__(0, {"title": "client closed", "detail": "the GatewayClient was closed (aclose() or the end "
-                                                                 "of its async with): make a new one"})
+    def __init__(self, *, detail: str = "the GatewayClient was closed (aclose() or the end of its async with): make "
+                                        "a new one", request_id: str | None = None) -> None:
+        super().__init__(0, {"title": "client closed", "detail": detail}, request_id=request_id)
+
+
+class ClosedInFlight(ClientClosed, GatewayUnavailable):
+    """The client was closed (``aclose()``, the end of its ``async with``, in another task) while a request of
+    this call was waiting for its answer: the request was abandoned, and nothing more is sent — no retry, even
+    of an exchange with its ``Idempotency-Key``. Both a ``ClientClosed`` and a ``GatewayUnavailable``
+    (``status == 0``): the request may have reached the gateway, so whether an exchange happened is unknown —
+    resume it with its ``idempotency_key`` on a new client. ``request_id`` is the abandoned request's; what
+    httpx raised when its connection was closed under it is the ``__cause__``.
+
+    Why a type of its own: httpx's error there (a ``ReadError`` with no message, or a ``RuntimeError``) read as
+    a network failure — retried after a pause on a client that could no longer send, or raised as "no answer
+    from the gateway" — when the caller's own program had ended the client."""
+
+    def __init__(self, *, request_id: str | None = None) -> None:
+        super().__init__(detail="the GatewayClient was closed while this call's request was in flight: whether "
+                                "the gateway received it is unknown", request_id=request_id)
 
 
 class InvalidResponse(GatewayClientError):
     """An answer the API does not promise (not JSON, fields missing); ``status`` is its HTTP status."""
+
+
+class MetadataMismatch(InvalidResponse):
+    """The gateway's authorization server metadata (RFC 8414) names another issuer than the one this client
+    was made for (``issuer=``, else ``base_url``), or a token endpoint on another origin: no client assertion
+    is signed for it. Why refused rather than used: the token endpoint named there is the audience of the
+    assertion (RFC 7523), and a metadata document that names another authorization server's endpoint would
+    have this system sign an assertion that server accepts — one the server answering could pass on within its
+    minute of validity and be given a token as this system (RFC 8414 section 3.3: the issuer in the metadata
+    must be identical to the one the client expected). ``status`` is the metadata answer's (200)."""
 
 
 class UnopenablePseudonym(InvalidResponse):

@@ -471,6 +471,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "refusal.contact-point-only": ("Only the contact point answers data-subject requests.",
                                    "Alleen het contactpunt beantwoordt inzageverzoeken."),
     "refusal.case-not-found": ("No such case.", "Deze zaak bestaat niet."),
+    "refusal.case-cursor-unknown": ("This page of the list no longer exists; start again from the first page.",
+                                    "Deze pagina van de lijst bestaat niet meer; begin opnieuw bij de eerste."),
     "refusal.stale-version": ("the case changed since this page was loaded; nothing was changed by you.",
                               "de zaak is gewijzigd sinds deze pagina werd geladen; u hebt niets gewijzigd."),
     "refusal.case-exists": ("an open case about this exchange and holder exists already.",

@@ -79,6 +79,7 @@ from gateway.escalations.notifications import WebhookNotifier
 from gateway.exchange import repository as exchanges
 from gateway.exchange.lease import CLAIM_ABANDONED_AFTER
 from gateway.exchange.service import (
+    CaseOpening,
     CaseStepNotTaken,
     DecisionLost,
     RerunGrant,
@@ -399,9 +400,18 @@ class EscalationService:
                               deadlines=self.deadlines, timezone=self.timezone, motivation=motivation)
 
     # -- opening -------------------------------------------------------------------------------
-    async def open_for_outcome(self, principal: Principal, body: ExchangeRequest, exchange_id: str,
-                               request_fingerprint: str, target: TargetOutcome, trace: Trace) -> str:
-        """The gateway opens the case itself: policy escalated, or the holder refused what policy allowed."""
+    async def case_opening(self, principal: Principal, body: ExchangeRequest, exchange_id: str,
+                           request_fingerprint: str, target: TargetOutcome, trace: Trace) -> CaseOpening:
+        """The case the gateway opens itself (policy escalated, or the holder refused what policy allowed),
+        prepared to commit with the exchange's outcome row: its id (for the outcome to cite), its ``opened``
+        entry, and the case row, written in that transaction (``CaseOpening``).
+
+        Why not a transaction of its own, as it was: the case was opened before the outcome was stored, so an
+        exchange that failed in between (the outcome's commit failed, the audit log was down, the gateway died)
+        answered 5xx and left an open case in the deciders' queue for a request whose outcome, and case id,
+        the requester never saw — and its retry opened a second case for the same request. With the outcome
+        the case is both or neither: a request that failed is accounted for by its own entries (the decision
+        or refusal that escalated, then ``request.failed``), and its retry opens the one case."""
         trigger = "policy-escalated" if target.outcome is Outcome.ESCALATED else "holder-refused"
         case_id = case_store.new_case_id()
         now = self.clock.now()
@@ -412,16 +422,22 @@ class EscalationService:
                      reasons, exchange_id, request_fingerprint, self.register.version)
         opened = _Step("opened", CaseState(State.OPEN, 1, 1))
         entry = self._event(draft, opened, await self._requester(principal), trace)
-        case = await self._applied(draft, [entry], lambda s: case_store.open_case(
-            s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
-            holder_org=target.holder, trigger=trigger, register_version=self.register.version,
-            policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
-            request_fingerprint=request_fingerprint, requested_categories=requested, case_id=case_id,
-            timezone=self.timezone),
-            principal, trace)
-        log.info("escalation_opened", case_id=case.id, trigger=trigger, holder=target.holder)
-        self._notify(case)
-        return case.id
+        cases: list[Case] = []
+
+        def open_case(connection: Connection) -> None:
+            cases.clear()  # the writer may run this twice, the first transaction rolled back
+            cases.append(_in_session(connection, lambda s: case_store.open_case(
+                s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
+                holder_org=target.holder, trigger=trigger, register_version=self.register.version,
+                policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
+                request_fingerprint=request_fingerprint, requested_categories=requested, case_id=case_id,
+                timezone=self.timezone)))
+
+        def opened_now() -> None:
+            log.info("escalation_opened", case_id=case_id, trigger=trigger, holder=target.holder)
+            self._notify(cases[-1])
+
+        return CaseOpening(case_id=case_id, events=[entry], apply=open_case, taken=opened_now)
 
     def _supplied(self, partnership_id: str, purpose_id: str, holder: str) -> set[str]:
         """The categories ``holder`` supplies for the purpose, by its role in the register (empty if unknown)."""

@@ -207,6 +207,19 @@ class RerunStep:
     taken: Callable[[], None]
 
 
+@dataclass(frozen=True)
+class CaseOpening:
+    """A case the exchange opens for an escalated or refused target, to commit with the outcome row that cites
+    it (``case_id``): ``events`` (its ``opened`` entry) are logged in that transaction, ``apply(connection)``
+    writes the case there, and ``taken()`` tells those concerned once it has committed. Prepared by
+    ``EscalationDesk.case_opening``."""
+
+    case_id: str
+    events: list[AuditEvent]
+    apply: Callable[[Connection], None]
+    taken: Callable[[], None]
+
+
 class SubjectTranslator(Protocol):
     """What the exchange needs of the pseudonym service (implemented in ``gateway.enrolment``)."""
 
@@ -223,8 +236,8 @@ class SubjectTranslator(Protocol):
 class EscalationDesk(Protocol):
     """What the exchange needs of the escalation workflow (implemented in ``gateway.escalations``)."""
 
-    async def open_for_outcome(self, principal: Principal, body: ExchangeRequest, exchange_id: str,
-                               request_fingerprint: str, target: TargetOutcome, trace: Trace) -> str: ...
+    async def case_opening(self, principal: Principal, body: ExchangeRequest, exchange_id: str,
+                           request_fingerprint: str, target: TargetOutcome, trace: Trace) -> CaseOpening: ...
 
     async def grant_for_rerun(self, principal: Principal, decision_id: str) -> RerunGrant: ...
 
@@ -1113,11 +1126,11 @@ class ExchangeService:
                 receipts += logged
             elif (held := self._claim_held(attempt.claim, release=False)) is not None:
                 await self._still_held(held)  # every target denied or escalated: no entry to check the claim with
-            await self._escalate(principal, body, exchange_id, attempt.request_fingerprint, served, attempt.grant,
-                                 attempt.trace, stepped=stepped)
+            await self._escalate(exchange_id, served, attempt.grant, attempt.trace, stepped=stepped)
+            openings = await self._case_openings(attempt, served)
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
-            await self._store_outcome(attempt, result, answers_logged=bool(after))
+            await self._store_outcome(attempt, result, answers_logged=bool(after), openings=openings)
         self._counted_in.pop(exchange_id, None)  # stored: it stays counted
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
@@ -1154,12 +1167,18 @@ class ExchangeService:
                 return logged[:len(after)], True
         return await self._record(after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER), False
 
-    async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool) -> None:
+    async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool,
+                             openings: list[CaseOpening]) -> None:
         """The outcome row after an escalation, in a transaction of its own that also gives the claim up, if the
         attempt still holds it: within its lease when nothing was logged after the write-ahead (as the
         disclosures' commit on the usual path); when the holders' answers are logged, the claim they marked
         is enough, since no retry takes a marked claim over however long the escalation step took (a slow
         webhook keeps its answer; meanwhile retries get ``_ANSWERS_NOT_STORED``, afterwards the stored answer).
+
+        The cases the outcome cites (``openings``) are opened in the same transaction, with their entries: a
+        case opened before the outcome stayed open when storing the outcome failed, for a request that was
+        never answered, and its retry opened another. Then the transaction commits through the audit log (it
+        holds entries), else through the outcome writer with the rows of concurrent requests.
 
         If the claim is not held, the row is not written: a second row under the key, or an answer that
         another attempt's replay contradicts, is worse than no answer. With answers logged (only code that
@@ -1168,22 +1187,45 @@ class ExchangeService:
         nothing logged after the write-ahead no holder was asked: 409, as when the claim is lost before the
         escalation, and a retry runs the request again."""
         exchange_id = attempt.exchange_id
+        row = self._outcome_row(attempt, result)
+        held = self._claim_held(attempt.claim, release=True, lease=not answers_logged)
         try:
-            await self._outcomes.insert(self._outcome_row(attempt, result),
-                                        self._claim_held(attempt.claim, release=True, lease=not answers_logged))
-        except repository.ClaimLost as exc:
-            if not answers_logged:
+            if openings:
+                await self._store_with_cases(row, openings, held)
+            else:
+                await self._outcomes.insert(row, held)
+        except Exception as exc:
+            lost = exc if isinstance(exc, repository.ClaimLost) else cause_of(exc, repository.ClaimLost)
+            if lost is not None and not answers_logged:
                 log.info("idempotency_key_taken", error_type="ClaimLost")
                 raise Conflict(_KEY_TAKEN_AFTER, headers={"Retry-After": "1"}) from exc
-            log.error("outcome_not_stored", exchange_id=exchange_id, error_type="ClaimLost")
-            raise OutcomeNotStored(f"exchange `{exchange_id}` lost its claim on the Idempotency-Key before its "
-                                   "outcome was stored: what its holders answered is logged (audit indices in the "
-                                   "log) but is not answered; do not retry it, ask your privacy officer") from exc
-        except Exception as exc:
-            log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(exc).__name__)
+            if lost is not None:
+                log.error("outcome_not_stored", exchange_id=exchange_id, error_type="ClaimLost")
+                raise OutcomeNotStored(f"exchange `{exchange_id}` lost its claim on the Idempotency-Key before its "
+                                       "outcome was stored: what its holders answered is logged (audit indices in "
+                                       "the log) but is not answered; do not retry it, ask your privacy "
+                                       "officer") from exc
+            fault = exc.__cause__ if isinstance(exc, AuditError) and exc.__cause__ is not None else exc
+            log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(fault).__name__)
             raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
                                    "outcome could not be stored; nothing is answered; do not retry it, ask "
                                    "your privacy officer") from exc
+
+    async def _store_with_cases(self, row: dict[str, Any], openings: list[CaseOpening],
+                                held: Callable[[Connection], None] | None) -> None:
+        """The outcome ``row`` with the cases it cites and their ``opened`` entries, in one commit of the audit
+        log (their entries are the cases', not the requester's: the answer's receipt does not cite them); then
+        those concerned are told. Shielded: once handed to the writer the commit happens whether or not the
+        request is cancelled meanwhile (a client that went away), and a case that opened must be told."""
+        async def commit() -> None:
+            await self.deps.writer.record([e for o in openings for e in o.events], repository.outcome_companion(
+                lambda _entries: row, _all_of(held, *(o.apply for o in openings))))
+            for opening in openings:
+                opening.taken()
+
+        task = asyncio.ensure_future(commit())
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved if we are gone
+        await asyncio.shield(task)
 
     async def _stored_answer(self, principal: Principal, key: str, key_fingerprint: str) -> Answer | None:
         """:meth:`_replay` on a worker thread: the answer stored under ``key``, if any."""
@@ -1411,25 +1453,34 @@ class ExchangeService:
         if grant is not None and self.deps.escalations is not None:
             await asyncio.shield(self.deps.escalations.rerun_ended(grant))
 
-    async def _escalate(self, principal: Principal, body: ExchangeRequest, exchange_id: str, request_fingerprint: str,
-                        outcomes: list[TargetOutcome], grant: RerunGrant | None, trace: Trace, *,
-                        stepped: bool = False) -> None:
-        """Open a case for each escalated or refused target (issue 6); close the case a re-run settled; record
-        on its case a re-run whose holder did not follow the decision, unless that step committed with the
-        holder's answer already (``stepped``, see ``_answers_logged``)."""
+    async def _escalate(self, exchange_id: str, outcomes: list[TargetOutcome], grant: RerunGrant | None,
+                        trace: Trace, *, stepped: bool = False) -> None:
+        """A re-run's steps on its case: close the case a re-run settled; record on its case a re-run whose
+        holder did not follow the decision, unless that step committed with the holder's answer already
+        (``stepped``, see ``_answers_logged``). A request that is no re-run opens its cases with its outcome
+        (``_case_openings``)."""
         desk = self.deps.escalations
-        if desk is None:
+        if desk is None or grant is None:
             return
-        if grant is not None:  # a re-run opens no case
-            if _disclosed_under(grant, outcomes):
-                await desk.rerun_completed(grant, exchange_id, trace)
-            elif not stepped and (ignored := _decision_ignored(grant, outcomes)) is not None:  # for its deciders
-                await desk.rerun_not_applied(grant, exchange_id, ignored.outcome, _holder_reason(ignored), trace)
-            return
+        if _disclosed_under(grant, outcomes):
+            await desk.rerun_completed(grant, exchange_id, trace)
+        elif not stepped and (ignored := _decision_ignored(grant, outcomes)) is not None:  # for its deciders
+            await desk.rerun_not_applied(grant, exchange_id, ignored.outcome, _holder_reason(ignored), trace)
+
+    async def _case_openings(self, attempt: _Attempt, outcomes: list[TargetOutcome]) -> list[CaseOpening]:
+        """A case for each escalated or refused target (issue 6), prepared to commit with the outcome row
+        (``_store_outcome``), which cites it: ``escalation_id`` is set on the target now. A re-run opens none."""
+        desk = self.deps.escalations
+        if desk is None or attempt.grant is not None:
+            return []
+        openings = []
         for outcome in outcomes:
             if outcome.outcome in _ESCALATING:
-                outcome.escalation_id = await desk.open_for_outcome(principal, body, exchange_id,
-                                                                    request_fingerprint, outcome, trace)
+                opening = await desk.case_opening(attempt.principal, attempt.body, attempt.exchange_id,
+                                                  attempt.request_fingerprint, outcome, attempt.trace)
+                outcome.escalation_id = opening.case_id
+                openings.append(opening)
+        return openings
 
     async def _serve_target(self, principal: Principal, body: ExchangeRequest, exchange_id: str, target: _Target,
                             decision: Decision, subjects: list[str], grant: RerunGrant | None = None,

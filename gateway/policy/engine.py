@@ -156,8 +156,8 @@ def batch_input_json(inputs: Sequence[PolicyInput]) -> list[tuple[list[int], str
     holders straight to JSON (no intermediate documents), the holders are spliced in."""
     batches = []
     for positions, first, holders in _groups(inputs):
-        shared = first.model_dump_json(exclude_none=True, exclude={"request": {"holder"}})
-        targets = _HOLDERS.dump_json(holders, exclude_none=True).decode()
+        shared = first.document_json(exclude={"request": {"holder"}})
+        targets = _HOLDERS.serializer.to_json(holders, exclude_none=True).decode()  # (without the wrapper)
         batches.append((positions, f'{shared[:-1]},"holders":{targets}}}'))
     return batches
 
@@ -353,7 +353,7 @@ class EmbeddedPolicyEngine:
         return json.loads(self._evaluate(rule, json.dumps(input_document)))
 
     def decide_sync(self, kind: PolicyKind, policy_input: PolicyInput) -> Decision:
-        text = self._evaluate(RULES[kind], policy_input.model_dump_json(exclude_none=True))
+        text = self._evaluate(RULES[kind], policy_input.document_json())
         return Decision.parse_json(text, requires_obligations=kind == "exchange").answering(
             policy_input, self._facts, self._register_sha256)
 

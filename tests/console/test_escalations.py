@@ -163,13 +163,18 @@ def test_overdue_0_means_not_only_overdue_and_a_garbled_flag_is_422(console: Tes
 
 def test_the_queue_cursor_is_bounded_as_in_the_api(console: TestClient, container: Container) -> None:
     """``/v1/escalations`` takes a ``cursor`` (a case id) of at most 64 characters; the queue's ``after`` took
-    any length into the query. It is refused with the API's message now."""
-    open_riec_case(container)
+    any length into the query. It is refused with the API's message now; one within the bound that names no case
+    is refused as well, with its own words (the list goes on after the case its cursor names)."""
+    case_id = open_riec_case(container)
     sign_in(console, "po-gemeente")
     refused = console.get("/console/escalations", params={"after": "c" * 65})
     assert refused.status_code == 422
     assert "query.after: at most 64 characters." in refused.text
-    assert console.get("/console/escalations", params={"after": "c" * 64}).status_code == 200
+    unknown = console.get("/console/escalations", params={"after": "c" * 64})  # long enough, but names no case
+    assert unknown.status_code == 422
+    assert "at most 64 characters" not in unknown.text
+    assert "start again from the first page" in unknown.text
+    assert console.get("/console/escalations", params={"after": case_id}).status_code == 200
 
 
 def test_awaiting_panel_lists_the_cases_the_organisation_decides(console: TestClient,

@@ -131,7 +131,7 @@ def test_demo_reports_a_failed_enrolment_in_one_line(tmp_path: Path, capsys: pyt
 
     @gateway.get("/.well-known/oauth-authorization-server")
     async def metadata() -> dict[str, str]:
-        return {"token_endpoint": "http://gateway/oauth/token"}
+        return {"issuer": Settings().issuer, "token_endpoint": f"{Settings().issuer}/oauth/token"}
 
     @gateway.post("/oauth/token")
     async def token() -> dict[str, object]:
@@ -494,3 +494,38 @@ def test_a_partner_stopped_the_moment_it_is_forked_ends_quietly(tmp_path: Path) 
             assert code == -signal.SIGTERM, written
             assert "Traceback" not in written
     assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) & {signal.SIGINT, signal.SIGTERM} == set()
+
+
+def test_a_stop_held_back_over_a_partners_fork_still_stops_that_partner(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop that comes while a partner is forked is held back and raised in the demo once the fork is done —
+    inside the partner's start, before the demo has it in its list of processes to stop. That partner was left
+    running: nothing sent it SIGTERM (its Ctrl-C is ignored), and the demo's exit then waited for it for ever
+    (a forked child not a daemon is joined at exit). It is stopped and reaped before the stop goes on."""
+    import multiprocessing
+    import threading
+
+    from gateway import demo
+
+    forked: list[int] = []
+
+    class StoppedWhileForking(demo._FORK.Process):  # type: ignore[name-defined,misc]
+        def start(self) -> None:
+            super().start()
+            assert self.pid is not None
+            forked.append(self.pid)
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # held back: the stop waits for the block
+
+    monkeypatch.setattr(demo._FORK, "Process", StoppedWhileForking)
+    try:
+        with demo._sigterm_as_ctrl_c(), pytest.raises(KeyboardInterrupt):
+            demo._Partner(["--partner", "politie", "--port", "0", "--data-dir", str(tmp_path)], tmp_path / "p.log")
+        [pid] = forked
+        assert pid not in [child.pid for child in multiprocessing.active_children()]  # ended, and reaped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        for child in multiprocessing.active_children():
+            if child.pid in forked:
+                child.kill()
+                child.join()

@@ -207,7 +207,7 @@ def test_sign_in_throttle_replay_sign_out_and_disabling_hold_over_every_process(
 
 async def _pseudonyms_asked(urls: list[str], keys: ClientKeys, sizes: list[int]) -> list[int]:
     """Ask the processes in turn for ``sizes[n]`` of the system's own pseudonyms (RIEC); their status codes."""
-    async with GatewayClient(urls[0], keys.system_id, keys.key) as client:
+    async with GatewayClient(urls[0], keys.system_id, keys.key, issuer=Settings().issuer) as client:
         pseudonyms = await client.pseudonym_client(RIEC)
     subjects = [{"type": "bsn", "polymorphic": pseudonyms.polymorphic("bsn", bsn)}
                 for bsn in ("111222333", "123456782")]

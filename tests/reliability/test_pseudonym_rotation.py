@@ -50,7 +50,7 @@ def _kvk_outcome(base: str, token: str, mine: str) -> str:
 
 
 async def _enrol(base: str, keys: ClientKeys, subject: tuple[str, str]) -> str:
-    async with GatewayClient(base, keys.system_id, keys.key) as kvk:
+    async with GatewayClient(base, keys.system_id, keys.key, issuer=Settings().issuer) as kvk:
         (own,) = await kvk.enrol(RIEC, [(*subject, ["trade-name"], ["company_registration"])])
     return own
 
@@ -74,7 +74,7 @@ def _pseudonymised_under(base: str, token: str, ring: KeyRing) -> bool:
 async def _own(base: str, keys: ClientKeys, subject: tuple[str, str]) -> str:
     """The municipality's own pseudonym for ``subject``, made with a client that fetches the gateway's keys
     afresh (as a partner process started now does)."""
-    async with GatewayClient(base, keys.system_id, keys.key) as municipality:
+    async with GatewayClient(base, keys.system_id, keys.key, issuer=Settings().issuer) as municipality:
         (own,) = await municipality.own_pseudonyms(RIEC, [subject])
     return own
 

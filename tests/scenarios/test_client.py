@@ -43,7 +43,7 @@ def _request(stack: Stack, **extra: object) -> ExchangeRequest:
 async def test_client_exchanges_and_replays_with_the_same_key(stack: Stack) -> None:
     keys = stack.clients["gemeente-amsterdam-vth"]
     async with GatewayClient(stack.gateway_url, keys.system_id, keys.key,
-                             clock=lambda: stack.clock.now().timestamp()) as client:
+                             clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
         first = await client.exchange(_request(stack), idempotency_key="client-test-key-1")
         again = await client.exchange(_request(stack), idempotency_key="client-test-key-1")
         seen = await client.get_exchange(first.exchange_id)
@@ -58,7 +58,7 @@ async def test_client_exchanges_and_replays_with_the_same_key(stack: Stack) -> N
 async def test_client_raises_the_problem_document(stack: Stack) -> None:
     keys = stack.clients["gemeente-amsterdam-vth"]
     async with GatewayClient(stack.gateway_url, keys.system_id, keys.key,
-                             clock=lambda: stack.clock.now().timestamp()) as client:
+                             clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
         with pytest.raises(GatewayClientError) as refused:
             await client.exchange(_request(stack, partnership="riec-utrecht"))
     assert refused.value.status == 422
@@ -104,7 +104,7 @@ async def test_the_error_names_the_request_id_the_gateway_logged(stack: Stack) -
     keys = stack.clients["gemeente-amsterdam-vth"]
     transport = _AnsweredIds()
     async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, transport=transport,
-                             clock=lambda: stack.clock.now().timestamp()) as client:
+                             clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
         with pytest.raises(GatewayClientError) as refused:
             await client.exchange(_request(stack, partnership="riec-utrecht"))
     assert refused.value.status == 422
@@ -132,7 +132,7 @@ async def test_concurrent_calls_on_a_fresh_client_share_one_token_from_the_real_
     keys = stack.clients["gemeente-amsterdam-vth"]
     transport = _Paths()
     async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, transport=transport,
-                             clock=lambda: stack.clock.now().timestamp()) as client:
+                             clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
         feeds = await asyncio.gather(*[client.escalation_feed() for _ in range(8)])
     assert all(isinstance(feed, list) for feed in feeds)
     assert transport.paths.count("/oauth/token") == 1
@@ -145,7 +145,7 @@ async def test_client_objects_to_a_narrowing_and_reruns_with_the_decision(stack:
     request = _request(stack, holders=["belastingdienst"], categories=["tax_debts", "income"],
                        case_reference="RIEC-AA-2026-301")
     async with GatewayClient(stack.gateway_url, keys.system_id, keys.key,
-                             clock=lambda: stack.clock.now().timestamp()) as client:
+                             clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
         first = await client.exchange(request)
         assert first.targets[0].outcome is Outcome.ALLOWED_NARROWED
         case = await client.object_to(first.exchange_id, "belastingdienst",
@@ -181,7 +181,7 @@ async def test_client_reads_and_withdraws_its_own_objection(stack: Stack) -> Non
     request = _request(stack, holders=["belastingdienst"], categories=["tax_debts", "income"],
                        case_reference="RIEC-AA-2026-302")
     async with GatewayClient(stack.gateway_url, keys.system_id, keys.key,
-                             clock=lambda: stack.clock.now().timestamp()) as client:
+                             clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
         first = await client.exchange(request)
         assert first.targets[0].outcome is Outcome.ALLOWED_NARROWED
         with pytest.raises(GatewayClientError) as unsupplied:  # the categories reach the gateway, which checks them
@@ -232,7 +232,7 @@ async def test_a_retry_after_a_client_timeout_waits_for_the_first_attempt_instea
             tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
         keys = stack.clients["gemeente-amsterdam-vth"]
         async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=1.0, retries=6,
-                                 clock=lambda: stack.clock.now().timestamp()) as client:
+                                 clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
             result = await client.exchange(_request(stack), idempotency_key="client-timeout-key-1")
         requested = _requested(stack)
     assert result.targets[0].outcome is Outcome.ALLOWED
@@ -248,7 +248,7 @@ async def test_with_the_default_retries_a_timed_out_exchange_waits_for_its_first
             tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
         keys = stack.clients["gemeente-amsterdam-vth"]
         async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=1.0,
-                                 clock=lambda: stack.clock.now().timestamp()) as client:
+                                 clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
             result = await client.exchange(_request(stack))
         requested = _requested(stack)
     assert result.targets[0].outcome is Outcome.ALLOWED
@@ -265,7 +265,7 @@ async def test_an_exchange_given_up_on_is_resumed_with_the_key_on_the_error(tmp_
             tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
         keys = stack.clients["gemeente-amsterdam-vth"]
         async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=0.5, busy_wait=1.0,
-                                 clock=lambda: stack.clock.now().timestamp()) as client:
+                                 clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
             with pytest.raises(GatewayBusy) as gave_up:
                 await client.exchange(_request(stack))
             release.set()
@@ -299,7 +299,7 @@ async def test_a_token_the_gateway_no_longer_accepts_is_replaced_once(tmp_path: 
     with running_stack(tmp_path) as stack:
         keys = stack.clients["gemeente-amsterdam-vth"]
         async with GatewayClient(stack.gateway_url, keys.system_id, keys.key,
-                                 clock=lambda: stack.clock.now().timestamp()) as client:
+                                 clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
             before = await client.token()
             assert await client.escalation_feed() == []
             replacement = SigningKeyStore(tmp_path / "replacement", stack.clock, timedelta(hours=1))
@@ -323,7 +323,7 @@ async def test_a_rate_limit_while_waiting_for_a_busy_first_attempt_is_waited_out
         keys = stack.clients["gemeente-amsterdam-vth"]
         transport = _Statuses()
         async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=1.0, transport=transport,
-                                 clock=lambda: stack.clock.now().timestamp()) as client:
+                                 clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
             result = await client.exchange(_request(stack))
         requested = _requested(stack)
     assert result.targets[0].outcome is Outcome.ALLOWED
@@ -340,7 +340,7 @@ async def test_the_deadline_bounds_a_call_and_the_error_resumes_it(tmp_path: Pat
             tmp_path, holder_overrides={"kvk-handelsregister": holder_url}) as stack:
         keys = stack.clients["gemeente-amsterdam-vth"]
         async with GatewayClient(stack.gateway_url, keys.system_id, keys.key, timeout=5.0, deadline=1.5,
-                                 clock=lambda: stack.clock.now().timestamp()) as client:
+                                 clock=lambda: stack.clock.now().timestamp(), issuer=stack.issuer) as client:
             started = time.monotonic()
             with pytest.raises(GatewayUnavailable) as gave_up:
                 await client.exchange(_request(stack))

@@ -883,7 +883,8 @@ def test_an_attempt_whose_marked_claim_was_taken_by_code_ignoring_the_mark_store
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """During an upgrade a process of older code (which ignores ``answers_logged``) may take an abandoned marked
     claim over: the slow attempt's outcome then does not commit (two answers under one key); it answers
-    outcome-not-stored and logs request.failed after its answers, which never reached the requester."""
+    outcome-not-stored and logs request.failed after its answers, which never reached the requester. The police's
+    case, which commits with the outcome, is not opened either (no case for a request nobody was answered)."""
     key = "slow-escalation-key-2"
     refusal: dict[str, object] = {"status": "refused", "records": [],
                                   "refusal_reason": "investigation-confidentiality"}
@@ -909,18 +910,21 @@ def test_an_attempt_whose_marked_claim_was_taken_by_code_ignoring_the_mark_store
         exchange_id = late.json()["detail"].split("`")[1]
         assert _entries_of(s, exchange_id) == [
             "exchange.requested", "policy.decided", "policy.decided", "holder.refused", "disclosure",
-            "escalation.step", "request.failed"]
+            "request.failed"]
         with s.container.engine.connect() as connection:
             assert connection.execute(select(func.count()).select_from(exchanges).where(
                 exchanges.c.idempotency_key == key)).scalar_one() == 0
+            assert connection.execute(select(func.count()).select_from(escalation_cases).where(
+                escalation_cases.c.exchange_id == exchange_id)).scalar_one() == 0
         assert [c.exchange_id for c in _claims(s)] == ["older-code-attempt"]  # the other attempt's, left alone
 
 
 def test_an_attempt_with_nothing_logged_whose_escalation_outlives_its_lease_stores_no_outcome(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every target escalated by policy (S7: no holder asked, nothing logged after the write-ahead); the case is
-    opened, then the lease runs out before the outcome row is stored: it is not stored (a retry could have taken
-    the key over meanwhile and stored its own), 409 as when the claim is lost earlier, and the key is free."""
+    """Every target escalated by policy (S7: no holder asked, nothing logged after the write-ahead); the lease
+    runs out before the outcome row is stored: it is not stored (a retry could have taken the key over meanwhile
+    and stored its own), 409 as when the claim is lost earlier, and the key is free. Nor is the case, which
+    commits with the outcome: the retry opens the request's one case (there were two, one never answered)."""
     key = "slow-bulk-escalation-1"
     with running_stack(tmp_path) as s:
         body = BIBOB | {"subjects": [{"ref": p.subject_ref} for p in s.world.persons[:40]], "holders": ["politie"],
@@ -945,6 +949,10 @@ def test_an_attempt_with_nothing_logged_whose_escalation_outlives_its_lease_stor
         retry = s.post("gemeente-amsterdam-vth", "/v1/exchanges", body, {"Idempotency-Key": key})
         assert retry.status_code == 200
         assert retry.json()["targets"][0]["outcome"] == "escalated"
+        with s.container.engine.connect() as connection:
+            cases = connection.execute(select(escalation_cases.c.id, escalation_cases.c.exchange_id).where(
+                escalation_cases.c.holder_org == "politie")).all()
+        assert [tuple(c) for c in cases] == [(retry.json()["targets"][0]["escalation_id"], retry.json()["exchange_id"])]
 
 
 def test_a_claim_left_by_an_attempt_that_logged_answers_and_died_is_not_taken_over(

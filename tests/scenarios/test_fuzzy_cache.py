@@ -77,7 +77,8 @@ def _enrol_at(stack: Stack, url: str, records: list[FilterRecordToEnrol], **opti
     keys = stack.clients[POLICE]
 
     async def enrol() -> None:
-        async with GatewayClient(url, keys.system_id, keys.key, clock=lambda: stack.clock.now().timestamp()) as client:
+        async with GatewayClient(url, keys.system_id, keys.key, issuer=stack.issuer,
+                                 clock=lambda: stack.clock.now().timestamp()) as client:
             await client.enrol_filters(RIEC, "person", SECRET, records, **options)
     asyncio.run(enrol())
 

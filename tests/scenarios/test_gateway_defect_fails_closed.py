@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from audit.tables import audit_entries
@@ -198,7 +198,7 @@ def test_a_defect_after_disclosures_were_logged_leaves_them_and_adds_the_failure
         raise RuntimeError(f"BSN {BSN}")
 
     desk = exchange_service(stack.container).deps.escalations
-    monkeypatch.setattr(desk, "open_for_outcome", defect)
+    monkeypatch.setattr(desk, "case_opening", defect)
     before = _next_index(stack)
     body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["police-confidential"]],
                     "holders": ["politie", "kvk"], "categories": ["police_incidents", "company_registration"]}
@@ -212,19 +212,21 @@ def test_a_defect_after_disclosures_were_logged_leaves_them_and_adds_the_failure
     assert BSN not in json.dumps(entries)
 
 
-def test_an_outcome_that_could_not_be_stored_after_disclosures_were_logged_adds_the_failure(
-        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_outcome_that_could_not_be_stored_after_disclosures_were_logged_adds_the_failure(stack: Stack) -> None:
     """Found by a review: on the escalation branch the outcome row is stored after the disclosures are logged;
     when storing it failed (500 `outcome-not-stored`, nothing answered), the log kept the KvK's disclosure as
     if the requester had the records, and nothing after it said the exchange ended unanswered."""
-    async def unstorable(*_: object) -> None:  # the row, and the claim's precondition
-        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
-
-    monkeypatch.setattr(exchange_service(stack.container)._outcomes, "insert", unstorable)
     before = _next_index(stack)
     body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["police-confidential"]],
                     "holders": ["politie", "kvk"], "categories": ["police_incidents", "company_registration"]}
-    response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
+    with stack.container.engine.begin() as connection:  # the database refuses the row (whichever path writes it)
+        connection.execute(text("CREATE TRIGGER refuse_outcomes BEFORE INSERT ON exchanges "
+                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
+    try:
+        response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
+    finally:
+        with stack.container.engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER refuse_outcomes"))
     assert response.status_code == 500, response.text
     assert response.json()["type"].endswith("/outcome-not-stored")
     assert "company_registration" not in response.text

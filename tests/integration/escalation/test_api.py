@@ -1323,6 +1323,25 @@ def test_a_nul_in_a_cursor_or_filter_is_a_422_on_both_engines(env: Env) -> None:
     assert env.get("desk-riec", "/v1/escalations", cursor=page["next_cursor"]).status_code == 200
 
 
+
+def test_a_cursor_naming_no_case_the_caller_may_see_is_a_422_whether_the_case_exists_or_not(env: Env) -> None:
+    """Pages go in commit order (``seq``), from after the case the cursor names. A cursor naming no case was an
+    empty last page (a client stopped there, with cases after it never listed), and one naming a case the caller
+    may not see listed the caller's cases committed after that one: that it exists, and about when it was
+    opened, told to an organisation that gets a 404 for it. Both are the same 422 now."""
+    env.open_case()
+    unseen = env.open_case(requester="belastingdienst", holder="kvk", purpose="malafide-company-dissolution")
+    env.open_case()  # one the caller sees, committed after the unseen one
+    assert env.get("po-politie", f"/v1/escalations/{unseen}").status_code == 404
+    refused = [env.get("po-politie", "/v1/escalations", cursor=cursor) for cursor in (unseen, str(uuid.uuid4()))]
+    for answer in refused:
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert unseen not in answer.text
+    assert refused[0].json() == refused[1].json()  # nothing tells an unseen case from none
+    page = env.get("po-politie", "/v1/escalations", limit=1).json()
+    assert env.get("po-politie", "/v1/escalations", limit=1, cursor=page["next_cursor"]).status_code == 200
+
 # -- objecting to a re-run's outcome ------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ def _gateway(seen: Recorder, token_answer: Any, api: Any = None) -> GatewayClien
         path = request.url.path
         seen.paths.append(path)
         if path == "/.well-known/oauth-authorization-server":
-            return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
+            return httpx.Response(200, json={"issuer": "https://gw", "token_endpoint": "https://gw/oauth/token"})
         if path == "/oauth/token":
             return httpx.Response(200, json=token_answer)
         if api is not None:
@@ -76,7 +76,7 @@ async def test_an_infinite_lifetime_is_refused() -> None:
         if request.url.path == "/oauth/token":
             return httpx.Response(200, content=b'{"access_token": "T", "token_type": "Bearer", '
                                                b'"expires_in": Infinity}', headers={"content-type": "application/json"})
-        return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
+        return httpx.Response(200, json={"issuer": "https://gw", "token_endpoint": "https://gw/oauth/token"})
     async with GatewayClient("https://gw", "sys-a", KEY, sleep=seen.sleep,
                              transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(InvalidResponse):
@@ -193,7 +193,7 @@ async def test_concurrent_calls_on_a_fresh_client_fetch_the_partnerships_keys_on
     async def handler(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0.01)  # an answer takes a while: the other calls start meanwhile
         if request.url.path == "/.well-known/oauth-authorization-server":
-            return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
+            return httpx.Response(200, json={"issuer": "https://gw", "token_endpoint": "https://gw/oauth/token"})
         if request.url.path == "/oauth/token":
             return httpx.Response(200, json=GOOD_TOKEN)
         return gateway(request)

@@ -46,7 +46,7 @@ async def test_plain_http_elsewhere_works_only_when_allowed_explicitly() -> None
         GatewayClient("http://gateway:8000", "sys-a", KEY, transport=httpx.MockTransport(handler))
     assert sent_to == [], "refused before anything was sent"
     async with GatewayClient("http://gateway:8000", "sys-a", KEY, clock=lambda: NOW, allow_insecure_http=True,
-                             transport=httpx.MockTransport(handler)) as client:
+                             issuer="https://gw", transport=httpx.MockTransport(handler)) as client:
         result = await client.exchange(_request())
     assert result.exchange_id == RESULT["exchange_id"]
     assert sent_to

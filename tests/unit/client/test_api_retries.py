@@ -49,7 +49,7 @@ class Recorder:
 def _auth(request: httpx.Request, seen: Recorder, expires_in: int = 300) -> httpx.Response | None:
     if request.url.path == "/.well-known/oauth-authorization-server":
         seen.paths.append("metadata")
-        return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
+        return httpx.Response(200, json={"issuer": "https://gw", "token_endpoint": "https://gw/oauth/token"})
     if request.url.path == "/oauth/token":
         seen.paths.append("token")
         assertion = dict(httpx.QueryParams(request.content.decode()))["client_assertion"]
@@ -190,7 +190,7 @@ async def test_a_token_endpoint_timeout_is_retried_and_then_typed() -> None:
                 raise httpx.ReadTimeout("timed out", request=request)
             return httpx.Response(200, json={"access_token": "T", "token_type": "Bearer", "expires_in": 300})
         if request.url.path == "/.well-known/oauth-authorization-server":
-            return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
+            return httpx.Response(200, json={"issuer": "https://gw", "token_endpoint": "https://gw/oauth/token"})
         return httpx.Response(200, json=[])
     async with GatewayClient("https://gw", "sys-a", KEY, sleep=seen.sleep,
                              transport=httpx.MockTransport(handler)) as client:

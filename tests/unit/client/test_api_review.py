@@ -123,7 +123,7 @@ async def test_every_assertion_is_fresh_and_short_lived() -> None:
             assertions.append(dict(jwt.decode(form["client_assertion"], KEY, algorithms=["Ed25519"]).claims))
             return httpx.Response(200, json={"access_token": "T", "token_type": "Bearer", "expires_in": 300})
         if request.url.path == "/.well-known/oauth-authorization-server":
-            return httpx.Response(200, json={"token_endpoint": "http://gw/oauth/token"})
+            return httpx.Response(200, json={"issuer": "https://gw", "token_endpoint": "https://gw/oauth/token"})
         return httpx.Response(401, json={"status": 401})
     async with GatewayClient("https://gw", "sys-a", KEY, transport=httpx.MockTransport(handler)) as client:
         for _ in range(3):
@@ -132,7 +132,7 @@ async def test_every_assertion_is_fresh_and_short_lived() -> None:
     assert len(assertions) == 1 + 3  # the first token, one refresh per refused call
     assert len({a["jti"] for a in assertions}) == len(assertions)
     assert all(0 < a["exp"] - a["iat"] <= 60 for a in assertions)
-    assert all(a["aud"] == "http://gw/oauth/token" and a["iss"] == a["sub"] == "sys-a" for a in assertions)
+    assert all(a["aud"] == "https://gw/oauth/token" and a["iss"] == a["sub"] == "sys-a" for a in assertions)
 
 
 # -- back-pressure: waited out of busy_wait, not counted as failures ---------------------------------------

@@ -1,0 +1,158 @@
+"""The partner client reads the audience of its client assertion from the gateway's authorisation server
+metadata (RFC 8414) only when that metadata is the gateway's it was made for: the ``issuer`` identical to the
+one expected (``issuer=``, else ``base_url``) and the ``token_endpoint`` on that issuer's origin. Over real
+HTTP: the real gateway app, and stand-ins that answer metadata naming another authorisation server — among
+them one that passes on the assertion it is sent to the real gateway whose token endpoint its metadata named
+(audience injection), which must get no assertion, let alone a token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from gateway.client.api import GatewayClient, InvalidResponse, MetadataMismatch
+from gateway.container import Container
+from tests.auth_helpers import ClientKeys, register_client
+from tests.servers import serve_app
+
+SYSTEM = "gemeente-amsterdam-vth"
+
+
+@pytest.fixture
+def real_gateway(app: FastAPI) -> Iterator[str]:
+    with serve_app(app) as url:
+        yield url
+
+
+@pytest.fixture
+def keys(container: Container) -> ClientKeys:
+    return register_client(container, SYSTEM, ["exchange"])
+
+
+def _client(url: str, keys: ClientKeys, container: Container, **options: Any) -> GatewayClient:
+    return GatewayClient(url, keys.system_id, keys.key, clock=lambda: container.clock.now().timestamp(), retries=0,
+                         **options)
+
+
+@dataclass
+class Impostor:
+    """A server the partner was pointed at (a test environment's gateway, a host taken over, a wrong address)
+    that answers ``metadata`` and, for a token request, passes the client assertion it got on to ``victim``'s
+    token endpoint — where the partner's key is registered too — and answers what that gave."""
+
+    victim: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    assertions: list[str] = field(default_factory=list)
+    victim_answers: list[int] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/.well-known/oauth-authorization-server")
+        async def metadata() -> dict[str, Any]:
+            return self.metadata
+
+        @app.post("/oauth/token")
+        async def token(request: Request) -> Response:
+            form = dict(await request.form())
+            self.assertions.append(str(form.get("client_assertion")))
+            async with httpx.AsyncClient() as http:
+                passed_on = await http.post(f"{self.victim}/oauth/token", data=form)
+            self.victim_answers.append(passed_on.status_code)
+            return JSONResponse(passed_on.json(), status_code=passed_on.status_code)
+
+        return app
+
+
+def _attacks(impostor: str, issuer: str) -> dict[str, dict[str, Any]]:
+    """Metadata documents the impostor at ``impostor`` may answer, for the real gateway of ``issuer``."""
+    victim_endpoint = f"{issuer}/oauth/token"
+    return {
+        "the real gateway's metadata, copied": {"issuer": issuer, "token_endpoint": victim_endpoint},
+        "its own issuer, the real gateway's token endpoint": {"issuer": impostor, "token_endpoint": victim_endpoint},
+        "no issuer": {"token_endpoint": victim_endpoint},
+        "its own issuer with a trailing slash": {"issuer": f"{impostor}/", "token_endpoint": victim_endpoint},
+        "its own issuer, an endpoint on its host but another port": {
+            "issuer": impostor, "token_endpoint": impostor.rsplit(":", 1)[0] + ":1/oauth/token"},
+        "its own issuer, an endpoint of another scheme": {
+            "issuer": impostor, "token_endpoint": impostor.replace("http://", "https://") + "/oauth/token"},
+        "its own issuer, an endpoint with credentials": {
+            "issuer": impostor, "token_endpoint": impostor.replace("http://", "http://x:y@") + "/oauth/token"},
+        "its own issuer, a relative endpoint": {"issuer": impostor, "token_endpoint": "/oauth/token"},
+        "an issuer that is no string": {"issuer": [impostor], "token_endpoint": f"{impostor}/oauth/token"},
+    }
+
+
+ATTACKS = list(_attacks("http://127.0.0.1:1", "https://gateway.wgs.local"))
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+async def test_metadata_naming_another_authorisation_server_gets_no_assertion_signed(
+        attack: str, real_gateway: str, keys: ClientKeys, container: Container) -> None:
+    impostor = Impostor(victim=real_gateway)
+    with serve_app(impostor.app()) as url:
+        impostor.metadata = _attacks(url, container.settings.issuer)[attack]
+        async with _client(url, keys, container) as client:
+            with pytest.raises(MetadataMismatch) as refused:
+                await client.token()
+    assert impostor.assertions == [], "no assertion was signed for, or sent to, another audience"
+    assert impostor.victim_answers == []
+    assert isinstance(refused.value, InvalidResponse)
+    assert refused.value.status == 200
+    assert f"{container.settings.issuer}/oauth/token" not in str(refused.value), "what was answered is not quoted"
+    assert "issuer=" in str(refused.value) or "token_audience=" in str(refused.value)
+
+
+async def test_the_check_is_made_again_on_the_next_call_not_passed_once_failed(
+        real_gateway: str, keys: ClientKeys, container: Container) -> None:
+    impostor = Impostor(victim=real_gateway)
+    with serve_app(impostor.app()) as url:
+        impostor.metadata = _attacks(url, container.settings.issuer)["the real gateway's metadata, copied"]
+        async with _client(url, keys, container) as client:
+            for _ in range(2):
+                with pytest.raises(MetadataMismatch):
+                    await client.token()
+    assert impostor.assertions == []
+
+
+async def test_the_real_gateway_reached_at_another_address_needs_its_issuer(
+        real_gateway: str, keys: ClientKeys, container: Container) -> None:
+    assert not real_gateway.startswith(container.settings.issuer), "reached at an address other than its issuer"
+    async with _client(real_gateway, keys, container) as client:
+        with pytest.raises(MetadataMismatch, match="issuer="):
+            await client.token()
+    async with _client(real_gateway, keys, container, issuer=container.settings.issuer) as client:
+        assert await client.token()
+    async with _client(real_gateway, keys, container, issuer=f"{container.settings.issuer}/") as client:
+        assert await client.token(), "a trailing slash given is the issuer the gateway names without one"
+
+
+async def test_the_real_gateway_at_its_issuer_needs_no_issuer_given(
+        real_gateway: str, keys: ClientKeys, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(container.settings, "issuer", real_gateway)
+    async with _client(real_gateway, keys, container) as client:
+        assert await client.token()
+
+
+async def test_token_audience_given_reads_no_metadata(real_gateway: str, keys: ClientKeys,
+                                                      container: Container) -> None:
+    impostor = Impostor(victim=real_gateway)
+    with serve_app(impostor.app()) as url:
+        impostor.metadata = {"issuer": "https://elsewhere.example", "token_endpoint": "https://elsewhere.example/t"}
+        async with _client(url, keys, container, token_audience=f"{container.settings.issuer}/oauth/token") as client:
+            assert await client.token()  # as before: the caller named the audience itself
+    assert len(impostor.assertions) == 1
+
+
+@pytest.mark.parametrize("issuer", ["gateway.wgs.local", "https://gateway.wgs.local?x=1",
+                                    "https://gateway.wgs.local#f", "ftp://gateway.wgs.local", "https://"])
+def test_an_issuer_that_is_no_issuer_identifier_is_refused_when_the_client_is_made(
+        issuer: str, keys: ClientKeys) -> None:
+    with pytest.raises(ValueError, match="issuer"):
+        GatewayClient("https://gateway.example", keys.system_id, keys.key, issuer=issuer)
