@@ -163,12 +163,12 @@ async def pseudonyms(workdir: Path, database_url: str | None, gateway_url: str, 
     identifier = build_world(2025).identifier_of(_bench_subject())
     store = PartnerStore(store_path(workdir / "partners", HOLDER))
     try:
-        async with GatewayClient(gateway_url, HOLDER, holder_key) as holder:
+        async with GatewayClient(gateway_url, HOLDER, holder_key, issuer=settings.issuer) as holder:
             await enrol(store, holder, register.partnerships_of_system(HOLDER), profile=PROFILES[HOLDER])
             [held] = await holder.own_pseudonyms(PARTNERSHIP, [identifier])
     finally:
         store.close()
-    async with GatewayClient(gateway_url, REQUESTER, key) as requester:
+    async with GatewayClient(gateway_url, REQUESTER, key, issuer=settings.issuer) as requester:
         [asked] = await requester.own_pseudonyms(PARTNERSHIP, [identifier])
     return Subject(asked, held, "pseudonyms")
 
