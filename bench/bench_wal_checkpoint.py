@@ -43,6 +43,13 @@ from gateway.db.engine import alembic_config, make_engine
 from tests.audit_support import log_signer, make_event
 
 
+def _timed_append(log: AuditLog, first: int, size: int) -> tuple[int, float]:
+    """One transaction of ``size`` events numbered from ``first``: (the next number, the append's seconds)."""
+    events = [make_event(first + k) for k in range(size)]
+    started = time.perf_counter()
+    log.append(events)
+    return first + size, time.perf_counter() - started
+
 def _wal_sequence(wal: Path) -> bytes:
     """The WAL header's checkpoint sequence number and salts: they change whenever SQLite restarts the WAL."""
     try:
@@ -104,12 +111,8 @@ def _round(mode: str, commits: int, interval: float, workdir: Path, counter: lis
                 checkpointer.start()
             before = _wal_sequence(wal)
             for i in range(commits):
-                size = 2 + i % 3
-                events = [make_event(n + k) for k in range(size)]
-                n += size
-                started = time.perf_counter()
-                log.append(events)
-                latencies.append(time.perf_counter() - started)
+                n, seconds = _timed_append(log, n, 2 + i % 3)
+                latencies.append(seconds)
                 after = _wal_sequence(wal)
                 if after != before and i > 0:
                     resets.append(i - 1)  # the WAL restarted at this commit's start: the previous one checkpointed
@@ -148,12 +151,8 @@ def _paired(commits: int, block: int, interval: float, workdir: Path) -> None:
                 for mode in (("auto", "bg+finish") if b % 2 == 0 else ("bg+finish", "auto")):
                     log = logs[mode][1]
                     for i in range(block):
-                        size = 2 + i % 3
-                        events = [make_event(n + k) for k in range(size)]
-                        n += size
-                        started = time.perf_counter()
-                        log.append(events)
-                        latencies[mode].append(time.perf_counter() - started)
+                        n, seconds = _timed_append(log, n, 2 + i % 3)
+                        latencies[mode].append(seconds)
         checkpointer.stop.set()
         checkpointer.join()
     finally:
