@@ -161,7 +161,7 @@ def _paired(commits: int, block: int, interval: float, workdir: Path) -> None:
     for mode, values in latencies.items():
         print(f"paired {mode:>9}: {_summary(values)}")
     print(f"          {checkpointer.runs} background checkpoints, largest WAL seen {checkpointer.pages} pages; "
-          f"checkpoint run median {statistics.median(checkpointer.seconds) * 1000:.1f} ms")
+          f"checkpoint run median {statistics.median(checkpointer.seconds or [0.0]) * 1000:.1f} ms")
 
 
 def _q(ordered: list[float], q: float) -> float:
