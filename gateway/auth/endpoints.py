@@ -23,7 +23,7 @@ import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
@@ -55,7 +55,7 @@ from gateway.console.signins import (
 from gateway.container import Container
 from gateway.db.engine import transaction
 from gateway.deps import get_container
-from gateway.errors import ServiceUnavailable, TooManyRequests, Unauthorized
+from gateway.errors import NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 from gateway.register.model import Register
 from gateway.register.setup import register_service
@@ -198,8 +198,33 @@ async def jwks(answer: Response, container: Container = Depends(get_container)) 
     return auth_services(container).keys.jwks()
 
 
-@router.get("/.well-known/oauth-authorization-server", summary="Authorization server metadata (RFC 8414)")
+METADATA_PATH = "/.well-known/oauth-authorization-server"
+
+
+@router.get(METADATA_PATH, summary="Authorization server metadata (RFC 8414)")
 async def metadata(container: Container = Depends(get_container)) -> dict[str, Any]:
+    return _metadata(container)
+
+
+@router.get(METADATA_PATH + "/{issuer_path:path}", summary="Authorization server metadata of an issuer with a path "
+                                                         "(RFC 8414 section 3.1)")
+async def metadata_of_issuer_path(issuer_path: str, container: Container = Depends(get_container)
+                                  ) -> dict[str, Any]:
+    """The metadata where RFC 8414 section 3.1 puts it for an issuer with a path component (``WGS_ISSUER``
+    ``https://gw.example/wgs`` → ``https://gw.example/.well-known/oauth-authorization-server/wgs``): the well-known
+    path goes between the host and the issuer's path, so a proxy that publishes the gateway under ``/wgs`` passes
+    this one request on from the host's root. Only the issuer's own path answers: metadata under any other path
+    would be this gateway's posing as another issuer's on the same host."""
+    if "/" + issuer_path.rstrip("/") != _issuer_path(container) or not issuer_path.strip("/"):
+        raise NotFound("no authorization server metadata for this issuer")
+    return _metadata(container)
+
+
+def _issuer_path(container: Container) -> str:
+    return urlsplit(container.settings.issuer).path.rstrip("/")
+
+
+def _metadata(container: Container) -> dict[str, Any]:
     issuer = container.settings.issuer.rstrip("/")
     bound = {"tls_client_certificate_bound_access_tokens": True} if binding_configured(container.settings) else {}
     return {

@@ -430,7 +430,7 @@ class GatewayClient:
         """The token endpoint's URL, the audience of the client assertion: given, or from the gateway's
         authorization server metadata (RFC 8414), fetched until one passes ``_metadata_endpoint``, then kept."""
         if self._audience is None:
-            response = await self._request(call, "GET", "/.well-known/oauth-authorization-server")
+            response = await self._request(call, "GET", metadata_url(self._base))
             self._audience = _metadata_endpoint(response, _answer(response, float(self._clock())), self._issuer)
         return self._audience
 
@@ -938,6 +938,21 @@ def _checked_issuer(issuer: str) -> str:
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     default = {"http": 80, "https": 443}.get(url.scheme)
     return url.scheme, url.host, url.port or default
+
+
+METADATA_SUFFIX = "/.well-known/oauth-authorization-server"
+
+
+def metadata_url(base_url: str) -> str:
+    """Where the authorization server metadata of the gateway at ``base_url`` is, by RFC 8414 section 3.1: the
+    well-known path between the host and the path component, any trailing ``/`` of which is dropped first
+    (``https://gw.example/wgs`` → ``https://gw.example/.well-known/oauth-authorization-server/wgs``); without a
+    path component, the well-known path on the host (as before). Why not appended to ``base_url``, as the
+    client did: that is OpenID Connect Discovery's rule, not RFC 8414's, and a gateway published under a path
+    serves its metadata where RFC 8414 puts it (``gateway.auth.endpoints``)."""
+    url = httpx.URL(base_url)
+    path = url.path.rstrip("/")
+    return str(url.copy_with(path=METADATA_SUFFIX + path, query=None, fragment=None))
 
 
 def _metadata_endpoint(response: httpx.Response, body: dict[str, Any], issuer: str) -> str:

@@ -15,8 +15,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.testclient import TestClient
 
-from gateway.client.api import GatewayClient, InvalidResponse, MetadataMismatch
+from gateway.client.api import GatewayClient, InvalidResponse, MetadataMismatch, metadata_url
 from gateway.container import Container
 from tests.auth_helpers import ClientKeys, register_client
 from tests.servers import serve_app
@@ -138,6 +139,70 @@ async def test_the_real_gateway_at_its_issuer_needs_no_issuer_given(
     monkeypatch.setattr(container.settings, "issuer", real_gateway)
     async with _client(real_gateway, keys, container) as client:
         assert await client.token()
+
+
+@dataclass
+class PathProxy:
+    """A reverse proxy that publishes the gateway under ``/wgs`` (passed on without the prefix) and passes on the
+    metadata request of RFC 8414 section 3.1 from the host's root as it is — and nothing else: what a proxy in
+    front of a gateway whose ``WGS_ISSUER`` has a path is configured to do. Records the paths it was asked."""
+
+    app: Any
+    asked: list[str] = field(default_factory=list)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            self.asked.append(path)
+            if path.startswith("/wgs/"):
+                path = path.removeprefix("/wgs")
+            elif path != "/.well-known/oauth-authorization-server/wgs":
+                await Response(status_code=404)(scope, receive, send)
+                return
+            scope = scope | {"path": path, "raw_path": path.encode()}
+        await self.app(scope, receive, send)
+
+
+async def test_a_gateway_under_a_path_is_asked_for_its_metadata_where_rfc_8414_puts_it(
+        app: FastAPI, keys: ClientKeys, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the client appended the well-known path to ``base_url`` (``/wgs/.well-known/...``, OpenID Connect
+    Discovery's rule), and the gateway served its metadata only at its own root."""
+    proxy = PathProxy(app)
+    with serve_app(proxy) as url:
+        monkeypatch.setattr(container.settings, "issuer", f"{url}/wgs")
+        async with _client(f"{url}/wgs/", keys, container) as client:
+            assert await client.token()
+    assert proxy.asked == ["/.well-known/oauth-authorization-server/wgs", "/wgs/oauth/token"]
+
+
+@pytest.mark.parametrize(("issuer", "path"), [
+    ("https://gw.example/wgs", "/other"), ("https://gw.example/wgs", "/wgs/more"), ("https://gw.example/wgs", "/"),
+    ("https://gw.example", "/wgs"), ("https://gw.example/", "/"), ("https://gw.example/a/b", "/a")])
+def test_metadata_under_a_path_is_only_the_issuers_own(client: TestClient, container: Container,
+                                                        monkeypatch: pytest.MonkeyPatch, issuer: str,
+                                                        path: str) -> None:
+    """Metadata under another path would be this gateway's posing as another issuer's on the same host."""
+    monkeypatch.setattr(container.settings, "issuer", issuer)
+    answer = client.get("/.well-known/oauth-authorization-server" + path)
+    assert answer.status_code == 404
+    assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize("issuer", ["https://gw.example/wgs", "https://gw.example/wgs/", "https://gw.example/a/b"])
+def test_metadata_of_an_issuer_with_a_path_is_where_rfc_8414_puts_it(
+        client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch, issuer: str) -> None:
+    monkeypatch.setattr(container.settings, "issuer", issuer)
+    path = httpx.URL(issuer).path.rstrip("/")
+    assert metadata_url(issuer) == f"https://gw.example/.well-known/oauth-authorization-server{path}"
+    answer = client.get(f"/.well-known/oauth-authorization-server{path}")
+    assert answer.status_code == 200
+    assert answer.json()["issuer"] == issuer.rstrip("/")
+    assert answer.json() == client.get("/.well-known/oauth-authorization-server").json(), "the old place stays"
+
+
+def test_a_path_less_gateway_is_asked_where_it_always_was() -> None:
+    assert metadata_url("https://gw.example") == "https://gw.example/.well-known/oauth-authorization-server"
+    assert metadata_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/.well-known/oauth-authorization-server"
 
 
 async def test_token_audience_given_reads_no_metadata(real_gateway: str, keys: ClientKeys,

@@ -218,6 +218,9 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("GET", "/redoc"): Entry(public(), get("/redoc")),
     ("GET", "/.well-known/jwks.json"): Entry(public(), get("/.well-known/jwks.json")),
     ("GET", "/.well-known/oauth-authorization-server"): Entry(public(), get("/.well-known/oauth-authorization-server")),
+    # Public; the world's issuer has no path, so no path has metadata: not found for anyone (RFC 8414 §3.1).
+    ("GET", "/.well-known/oauth-authorization-server/{issuer_path:path}"): Entry(
+        dict.fromkeys(CALLERS, 404), get("/.well-known/oauth-authorization-server/wgs")),
     ("POST", "/oauth/token"): Entry(public(), token_request),  # client authentication, not the bearer, decides
     ("POST", "/v1/auth/login"): Entry(public(), lambda w, c: Req("POST", "/v1/auth/login", json={
         "username": "console-probe", "password": "correct horse battery staple"})),
