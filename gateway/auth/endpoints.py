@@ -206,8 +206,7 @@ async def metadata(container: Container = Depends(get_container)) -> dict[str, A
     return _metadata(container)
 
 
-@router.get(METADATA_PATH + "/{issuer_path:path}", summary="Authorization server metadata of an issuer with a path "
-                                                         "(RFC 8414 section 3.1)")
+@router.get(METADATA_PATH + "/{issuer_path:path}", include_in_schema=False)  # the document above, elsewhere
 async def metadata_of_issuer_path(issuer_path: str, container: Container = Depends(get_container)
                                   ) -> dict[str, Any]:
     """The metadata where RFC 8414 section 3.1 puts it for an issuer with a path component (``WGS_ISSUER``
