@@ -21,6 +21,11 @@ from gateway.db.engine import current_heads, migration_gap
 
 router = APIRouter(tags=["health"])
 
+CHECK_TIMEOUT_SECONDS = 3.0
+"""How long ``/health/ready`` waits for each check. A probe must answer within its orchestrator's timeout
+(often a few seconds) whatever a dependency's own may be: ``WGS_OPA_TIMEOUT_SECONDS`` may be up to 60, and a
+policy engine slower than this bound is reported as such (the reason names it), not waited for."""
+
 
 @router.get("/health/live", summary="Liveness probe")
 async def live() -> dict[str, str]:
@@ -37,9 +42,15 @@ async def ready(request: Request) -> JSONResponse:
     container: Container = request.app.state.container
     results: dict[str, str] = {}
     for name, check in container.readiness.items():
+        bound = asyncio.timeout(CHECK_TIMEOUT_SECONDS)
         try:
-            await asyncio.wait_for(check(), timeout=3.0)
+            async with bound:
+                await check()
             results[name] = "ok"
+        except TimeoutError:
+            # Slow, not necessarily down: say so, and which bound (a check's own timeout is its NotReady's).
+            results[name] = (f"failed: no answer within {CHECK_TIMEOUT_SECONDS:g} s (the readiness probe's bound)"
+                             if bound.expired() else "failed: TimeoutError")
         except NotReady as exc:  # a reason its check vouches for: no secret in it
             results[name] = f"failed: {exc}"
         except Exception as exc:  # a probe reports, it never raises

@@ -526,7 +526,13 @@ POLICY_VERSION_MISMATCH = ("the OPA server's policies give no decision of this g
                            "(restart it with the gateway's policies)")
 
 
-def _unavailable(exc: Exception) -> PolicyUnavailable:
+def _unavailable(exc: Exception, timeout: float) -> PolicyUnavailable:
+    """Worded by the failure's type only (an outside library's message may carry the URL) — and a timeout by
+    the seconds waited and the setting that gives them: "TimeoutError" alone did not tell an operator that the
+    server was slow rather than down, nor what to raise."""
+    if isinstance(exc, TimeoutError):
+        return PolicyUnavailable(f"OPA server unavailable (no answer within {timeout:g} s, "
+                                 "WGS_OPA_TIMEOUT_SECONDS)")
     return PolicyUnavailable(f"OPA server unavailable ({type(exc).__name__})")
 
 
@@ -662,7 +668,7 @@ class OpaServerPolicyEngine:
         except PolicyError:
             raise
         except Exception as exc:  # a timeout, OSError, aiohttp's or opa-python-client's errors, anything else
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self._timeout) from exc
 
     def _of_these_policies(self, decision: Decision) -> Decision:
         """``decision``, when the gateway's policies made it (it names their version); otherwise the server
@@ -721,7 +727,10 @@ class OpaServerPolicyEngine:
         await self._session()
         await self._client.check_connection()
         pushes = self._pushes
-        if await self._probe() != "ours":  # lost (OPA restarted) or replaced by another gateway's: push again
+        found = await self._probe()
+        if found == "foreign":  # no push helps: the policies (data.wgs.version) are the server's, not data
+            raise PolicyUnavailable(POLICY_VERSION_MISMATCH)
+        if found != "ours":  # lost (OPA restarted) or replaced by another gateway's: push again
             await self._push(unless_pushed_since=pushes)
             found = await self._probe()
             if found == "missing":
@@ -734,7 +743,9 @@ class OpaServerPolicyEngine:
     async def check(self) -> None:
         """Ready when the server answers (the policy listing, not redirected) and decides with this
         gateway's register: ``data.register`` present and of this register's digest (pushed again if the
-        server lost it or holds another), with decisions of this gateway's policy version."""
+        server lost it or holds another), with decisions of this gateway's policy version. A server deciding
+        with other policies is not sent the register again: that changes no policy, and every probe (each few
+        seconds, from each load balancer) re-sent the whole register to it."""
         await self._within_timeout(self._check())
 
     async def aclose(self) -> None:

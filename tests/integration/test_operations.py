@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway import health
 from gateway.app import create_app
 from gateway.container import Container, build_container
 from gateway.errors import InvalidRegister
-from gateway.settings import SHIPPED_REGISTER, Settings
+from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER, Settings
+from tests.opa_test_server import Behaviour, create_opa_test_app
+from tests.servers import serve_app
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -50,6 +53,31 @@ def test_readiness_fails_when_the_policy_engine_is_unreachable(tmp_path: Path, s
     container.close()
     assert response.status_code == 503
     assert response.json()["checks"]["policy_engine"].startswith("failed")
+
+
+def test_readiness_names_its_bound_for_an_opa_server_slower_than_it(tmp_path: Path, sqlite_db_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``WGS_OPA_TIMEOUT_SECONDS`` may be up to 60 s; the probe waits its own bound and says so (before: a bare
+    ``failed: TimeoutError``, which did not tell a slow server from the probe's own limit)."""
+    monkeypatch.setattr(health, "CHECK_TIMEOUT_SECONDS", 0.3)
+    with serve_app(create_opa_test_app(POLICIES_DIR, Behaviour(delay_seconds=2.0))) as opa_url:
+        settings = Settings(data_dir=tmp_path, database_url=sqlite_db_url, policy_engine="opa", opa_url=opa_url,
+                            opa_timeout_seconds=10)
+        container = build_container(settings)
+        with TestClient(create_app(container=container)) as client:
+            response = client.get("/health/ready")
+        container.close()
+    assert response.status_code == 503
+    assert response.json()["checks"]["policy_engine"] == "failed: no answer within 0.3 s (the readiness probe's bound)"
+    assert response.json()["checks"]["database"] == "ok"
+
+
+def test_a_checks_own_timeout_is_not_reported_as_the_probes_bound(client: TestClient, container: Container) -> None:
+    async def times_out_itself() -> None:
+        raise TimeoutError
+
+    container.readiness["own_timeout"] = times_out_itself
+    assert client.get("/health/ready").json()["checks"]["own_timeout"] == "failed: TimeoutError"
 
 
 def test_a_bad_register_file_stops_the_start_with_line_and_reason(tmp_path: Path, sqlite_db_url: str) -> None:

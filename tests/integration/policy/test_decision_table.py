@@ -304,8 +304,11 @@ async def test_opa_server_down_is_policy_unavailable() -> None:
 async def test_opa_server_slower_than_the_timeout_is_policy_unavailable() -> None:
     with serve_app(create_opa_test_app(POLICIES_DIR, Behaviour(delay_seconds=2.0))) as url:
         engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=0.3)
-        with pytest.raises(PolicyUnavailable):
+        slow = r"OPA server unavailable \(no answer within 0.3 s, WGS_OPA_TIMEOUT_SECONDS\)"
+        with pytest.raises(PolicyUnavailable, match=slow):  # slow, not down: said so, and which setting
             await engine.decide("exchange", TABLE[0][1])
+        with pytest.raises(PolicyUnavailable, match=slow):
+            await engine.check()
         await engine.aclose()
 
 

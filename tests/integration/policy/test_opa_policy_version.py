@@ -22,7 +22,7 @@ from gateway.policy.model import Decision, PolicyKind
 from gateway.register.service import register_digest
 from gateway.settings import POLICIES_DIR
 from tests.integration.policy.test_opa_register_version import KINDS, REQUESTS
-from tests.opa_test_server import create_opa_test_app
+from tests.opa_test_server import Behaviour, create_opa_test_app
 from tests.servers import serve_app
 from tests.unit.policy.test_policy_batch import REGISTER
 
@@ -79,6 +79,20 @@ async def test_a_server_deciding_with_older_policies_is_not_ready(tmp_path: Path
                 await engine.check()
         finally:
             await engine.aclose()
+
+
+async def test_readiness_does_not_send_the_register_again_to_a_server_of_other_policies(tmp_path: Path) -> None:
+    """Sent once: before, every probe re-sent the whole register, which changes no policy."""
+    server = Behaviour()
+    with serve_app(create_opa_test_app(_policies_of_version(tmp_path, OLDER), server)) as url:
+        engine = OpaServerPolicyEngine(url, REGISTER, register_digest(REGISTER), timeout=5.0)
+        try:
+            for _ in range(3):
+                with pytest.raises(PolicyUnavailable, match="policy version"):
+                    await engine.check()
+        finally:
+            await engine.aclose()
+    assert server.register_pushes == 1
 
 
 async def test_the_version_required_is_the_one_the_gateways_policies_decide_with(tmp_path: Path) -> None:
