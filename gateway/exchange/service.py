@@ -96,6 +96,7 @@ from gateway.exchange.lease import DECISION_ROUNDS, longest_holder_call
 from gateway.exchange.match_handles import Matched, MatchHandles, is_match_handle
 from gateway.exchange.parts import asked_together, failure_of, in_parts, part_request_ids
 from gateway.exchange.sealing import RecordSealer, SealUnreadable
+from gateway.exchange.siblings import served_together
 from gateway.ids import new_id
 from gateway.logging import database_fault
 from gateway.periodic import PeriodicJob
@@ -1104,8 +1105,9 @@ class ExchangeService:
         subjects = [s.ref for s in body.subjects]
         serving = [self._serve_target(principal, body, exchange_id, t, d, subjects, attempt.grant, attempt.logged)
                    for t, d in zip(targets, decisions, strict=True)]
-        # one target, the usual request, is awaited as it is: no task (and loop iteration) of its own for it
-        outcomes = [await serving[0]] if len(serving) == 1 else list(await asyncio.gather(*serving))
+        # served at once, and none outlives this attempt when one fails (see ``siblings``); one target, the
+        # usual request, is awaited as it is: no task (and loop iteration) of its own for it
+        outcomes = await served_together(serving)
         after = [AuditEvent(**attempt.base | event) for _, events_for_target in outcomes for event in events_for_target]
         served = [o for o, _ in outcomes]
         if _nothing_follows(after, attempt.grant, served):  # the outcome row commits with the disclosures
@@ -1775,8 +1777,8 @@ class ExchangeService:
                 return not_asked(target, _GATEWAY_ERROR, "the gateway failed while asking this holder; nothing of "
                                  "its answer is used", type(exc).__name__)
 
-        answers = list(await asyncio.gather(*(ask_failing_closed(t, d)
-                                              for t, d in zip(targets, decisions, strict=True))))
+        answers = await served_together([ask_failing_closed(t, d)  # none outlives the discovery (``siblings``)
+                                         for t, d in zip(targets, decisions, strict=True)])
         hits = [(a.holder, d) for a, d in zip(answers, decisions, strict=True) if a.outcome == "hit"]
         receipts += await self._record([AuditEvent(
             event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
