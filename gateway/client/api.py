@@ -428,9 +428,16 @@ class GatewayClient:
 
     async def _audience_url(self, call: _Call) -> str:
         """The token endpoint's URL, the audience of the client assertion: given, or from the gateway's
-        authorization server metadata (RFC 8414), fetched until one passes ``_metadata_endpoint``, then kept."""
+        authorization server metadata (RFC 8414), fetched until one passes ``_metadata_endpoint``, then kept.
+
+        For a gateway under a path, a 404 at RFC 8414's address is asked again at the address the client used
+        before (the well-known path appended to ``base_url``): a proxy that forwards only the gateway's path
+        prefix does not pass the host-root request on. Safe, since the answer must still name the issuer."""
         if self._audience is None:
             response = await self._request(call, "GET", metadata_url(self._base))
+            fallback = self._base.rstrip("/") + METADATA_SUFFIX
+            if response.status_code == 404 and fallback != metadata_url(self._base):
+                response = await self._request(call, "GET", fallback)
             self._audience = _metadata_endpoint(response, _answer(response, float(self._clock())), self._issuer)
         return self._audience
 

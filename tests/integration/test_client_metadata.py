@@ -175,6 +175,42 @@ async def test_a_gateway_under_a_path_is_asked_for_its_metadata_where_rfc_8414_p
     assert proxy.asked == ["/.well-known/oauth-authorization-server/wgs", "/wgs/oauth/token"]
 
 
+@dataclass
+class PrefixOnlyProxy:
+    """A reverse proxy that passes on only what is under ``/wgs`` (without the prefix): the host-root request of
+    RFC 8414 section 3.1 never reaches the gateway. Records the paths it was asked."""
+
+    app: Any
+    asked: list[str] = field(default_factory=list)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.asked.append(scope["path"])
+            if not scope["path"].startswith("/wgs/"):
+                await Response(status_code=404)(scope, receive, send)
+                return
+            path = scope["path"].removeprefix("/wgs")
+            scope = scope | {"path": path, "raw_path": path.encode()}
+        await self.app(scope, receive, send)
+
+
+async def test_a_gateway_behind_a_proxy_of_its_prefix_alone_is_asked_at_the_old_address_after_a_404(
+        app: FastAPI, keys: ClientKeys, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deployments configured for the client before RFC 8414's address forward only the gateway's prefix: the
+    client asks again where it asked before, and still checks the issuer the answer names."""
+    proxy = PrefixOnlyProxy(app)
+    with serve_app(proxy) as url:
+        monkeypatch.setattr(container.settings, "issuer", f"{url}/wgs")
+        async with _client(f"{url}/wgs", keys, container) as client:
+            assert await client.token()
+        monkeypatch.setattr(container.settings, "issuer", f"{url}/other")
+        async with _client(f"{url}/wgs", keys, container) as client:
+            with pytest.raises(MetadataMismatch):
+                await client.token()
+    assert proxy.asked[:3] == ["/.well-known/oauth-authorization-server/wgs",
+                               "/wgs/.well-known/oauth-authorization-server", "/wgs/oauth/token"]
+
+
 @pytest.mark.parametrize(("issuer", "path"), [
     ("https://gw.example/wgs", "/other"), ("https://gw.example/wgs", "/wgs/more"), ("https://gw.example/wgs", "/"),
     ("https://gw.example", "/wgs"), ("https://gw.example/", "/"), ("https://gw.example/a/b", "/a")])
