@@ -151,6 +151,18 @@ class _Defect(Exception):
         self.cause = cause
 
 
+def _last_run(work: Callable[[Session], T]) -> tuple[Callable[[Connection], None], list[T]]:
+    """``work`` as a precondition in the audit log's transaction (:func:`_in_session`), and the list that holds
+    what its last run returned. The writer may run a precondition more than once (a batch begun again with a
+    savepoint per caller, then each caller alone), the earlier runs rolled back: only the last one counts."""
+    results: list[T] = []
+
+    def precondition(connection: Connection) -> None:
+        results[:] = [_in_session(connection, work)]
+
+    return precondition, results
+
+
 def _in_session(connection: Connection, work: Callable[[Session], T]) -> T:
     """``work`` in a session on ``connection``, inside the audit log's transaction (a companion's precondition).
 
@@ -218,18 +230,11 @@ class EscalationService:
 
         ``apply`` runs on the audit writer's thread inside the transaction that appends the entries, so a
         crash, a lost race or a failed commit cannot leave an entry for a step that was not taken (nor a step
-        without its entry). It may run twice, the first attempt rolled back: the writer begins a batch again with a
-        savepoint per caller when another caller's precondition refused, and tries a batch that still failed
-        caller by caller (:mod:`audit.writer`). Raises the refusal (4xx) of a step the database refused, with
-        nothing written; 422 for an entry the log's guard refuses (a value the caller typed that looks like
-        personal data); ``_Defect`` for a failure no refusal explains (nothing written either); 503 when the
-        log could not be written."""
-        applied: list[T] = []
-
-        def within(connection: Connection) -> None:
-            applied.clear()
-            applied.append(_in_session(connection, apply))
-
+        without its entry). It may run more than once (:func:`_last_run`). Raises the refusal (4xx) of a step
+        the database refused, with nothing written; 422 for an entry the log's guard refuses (a value the caller
+        typed that looks like personal data); ``_Defect`` for a failure no refusal explains (nothing written
+        either); 503 when the log could not be written."""
+        within, applied = _last_run(apply)
         try:
             await self.writer.record(events, CompanionRow(None, None, within))
         except PersonalDataError as exc:  # the caller's input, refused before anything was written: a 422
@@ -422,16 +427,12 @@ class EscalationService:
                      reasons, exchange_id, request_fingerprint, self.register.version)
         opened = _Step("opened", CaseState(State.OPEN, 1, 1))
         entry = self._event(draft, opened, await self._requester(principal), trace)
-        cases: list[Case] = []
-
-        def open_case(connection: Connection) -> None:
-            cases.clear()  # the writer may run this twice, the first transaction rolled back
-            cases.append(_in_session(connection, lambda s: case_store.open_case(
-                s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
-                holder_org=target.holder, trigger=trigger, register_version=self.register.version,
-                policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
-                request_fingerprint=request_fingerprint, requested_categories=requested, case_id=case_id,
-                timezone=self.timezone)))
+        open_case, cases = _last_run(lambda s: case_store.open_case(
+            s, partnership=body.partnership, purpose=body.purpose, requester_org=principal.organisation,
+            holder_org=target.holder, trigger=trigger, register_version=self.register.version,
+            policy_reasons=reasons, deadlines=self.deadlines, now=now, exchange_id=exchange_id,
+            request_fingerprint=request_fingerprint, requested_categories=requested, case_id=case_id,
+            timezone=self.timezone))
 
         def opened_now() -> None:
             log.info("escalation_opened", case_id=case_id, trigger=trigger, holder=target.holder)
