@@ -16,15 +16,9 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection
 
+from audit.store import run_on_driver
+
 _NAME = "audit_caller"
-
-
-def _run(connection: Connection, sql: str) -> None:
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(sql)
-    finally:
-        cursor.close()
 
 
 def refusal(connection: Connection, work: Callable[[Connection], None]) -> Exception | None:
@@ -32,7 +26,7 @@ def refusal(connection: Connection, work: Callable[[Connection], None]) -> Excep
     its statements undone and the transaction usable as before it. A failure of the savepoint's own statements
     is raised (the transaction's state is then unknown: it must fail as a whole), and so is whatever ``work``
     raises that is not an ``Exception`` (after undoing its statements)."""
-    _run(connection, f"SAVEPOINT {_NAME}")
+    run_on_driver(connection, f"SAVEPOINT {_NAME}")
     try:
         work(connection)
     except Exception as exc:
@@ -41,10 +35,10 @@ def refusal(connection: Connection, work: Callable[[Connection], None]) -> Excep
     except BaseException:
         _undo(connection)
         raise
-    _run(connection, f"RELEASE SAVEPOINT {_NAME}")
+    run_on_driver(connection, f"RELEASE SAVEPOINT {_NAME}")
     return None
 
 
 def _undo(connection: Connection) -> None:
-    _run(connection, f"ROLLBACK TO SAVEPOINT {_NAME}")
-    _run(connection, f"RELEASE SAVEPOINT {_NAME}")
+    run_on_driver(connection, f"ROLLBACK TO SAVEPOINT {_NAME}")
+    run_on_driver(connection, f"RELEASE SAVEPOINT {_NAME}")

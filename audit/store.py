@@ -338,11 +338,14 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-def _run(connection: Connection, sql: str, parameters: Sequence[Any]) -> None:
-    """One statement straight to the driver, on the connection's transaction."""
+def run_on_driver(connection: Connection, sql: str, parameters: Sequence[Any] | None = None) -> None:
+    """One statement straight to the driver, on the connection's transaction (without parameters: as written)."""
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(sql, parameters)
+        if parameters is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(sql, parameters)
     finally:
         cursor.close()
 
@@ -393,7 +396,7 @@ class RowWriter:
     def _execute(self, connection: Connection, statement: tuple[str, str, int], rows: list[tuple[Any, ...]]) -> None:
         sql, row, width = statement
         if self._arrays:
-            _run(connection, sql, _columns(rows))
+            run_on_driver(connection, sql, _columns(rows))
             return
         per_statement = _MAX_PARAMETERS // width // _ROWS_STEP * _ROWS_STEP
         for start in range(0, len(rows), per_statement):
@@ -402,7 +405,7 @@ class RowWriter:
             # up to the step exactly the chunk's rows (the usual append), beyond it padded to a multiple of it
             padded = len(chunk) if len(chunk) <= _ROWS_STEP else -(-len(chunk) // _ROWS_STEP) * _ROWS_STEP
             parameters += [None] * (width * (padded - len(chunk)))
-            _run(connection, self._sqlite_sql(sql, row, padded), parameters)
+            run_on_driver(connection, self._sqlite_sql(sql, row, padded), parameters)
 
     def _sqlite_sql(self, head: str, row: str, rows: int) -> str:
         """The statement that inserts ``rows`` rows: up to :data:`_ROWS_STEP` of them in a plain ``VALUES`` list,
@@ -452,12 +455,12 @@ class RowWriter:
             self.insert_nodes(connection, nodes)
             return
         node_columns = _columns(self._node_rows(nodes)) if nodes else [[], []]
-        _run(connection, self._append_sql, [*node_columns, *_columns(self._entry_rows(batch))])
+        run_on_driver(connection, self._append_sql, [*node_columns, *_columns(self._entry_rows(batch))])
 
     def insert_checkpoint(self, connection: Connection, checkpoint: StoredCheckpoint) -> None:
         """One signed checkpoint, straight to the driver."""
         values = (checkpoint.tree_size, checkpoint.root_hash, checkpoint.note, checkpoint.issued_at)
-        _run(connection, self._checkpoint_sql,
+        run_on_driver(connection, self._checkpoint_sql,
              [process(value) for process, value in zip(self._checkpoint_processors, values, strict=True)])
 
     def insert_nodes(self, connection: Connection, nodes: Sequence[tuple[int, bytes]]) -> None:
