@@ -434,9 +434,10 @@ class GatewayClient:
         before (the well-known path appended to ``base_url``): a proxy that forwards only the gateway's path
         prefix does not pass the host-root request on. Safe, since the answer must still name the issuer."""
         if self._audience is None:
-            response = await self._request(call, "GET", metadata_url(self._base))
+            address = metadata_url(self._base)
+            response = await self._request(call, "GET", address)
             fallback = self._base.rstrip("/") + METADATA_SUFFIX
-            if response.status_code == 404 and fallback != metadata_url(self._base):
+            if response.status_code == 404 and fallback != address:
                 response = await self._request(call, "GET", fallback)
             self._audience = _metadata_endpoint(response, _answer(response, float(self._clock())), self._issuer)
         return self._audience
