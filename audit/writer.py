@@ -96,8 +96,9 @@ class CompanionRow:
     ``precondition(connection)``, if given, runs in the same transaction, under the log's append lock, before
     any entry is written: a statement whose effect the row depends on (releasing a claim the caller must still
     hold, say). It raises to refuse; then nothing of its caller is written (what it did itself is undone), as
-    for a row that cannot be inserted, and the callers of its batch are written without it. It may run twice
-    (the first transaction rolled back), so it keeps no state of its own across runs. Without ``table`` and
+    for a row that cannot be inserted, and the callers of its batch are written without it. It may run up to
+    three times (the batch, the batch begun again with savepoints, its caller alone; the earlier transactions
+    rolled back), so it keeps no state of its own across runs. Without ``table`` and
     ``build`` the companion is the precondition alone: the events commit only if it holds."""
 
     table: Table | None
