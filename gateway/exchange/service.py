@@ -25,10 +25,10 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -113,6 +113,7 @@ from gateway.policy.model import (
 from gateway.register.model import Partnership, Register
 
 log = structlog.get_logger("gateway.exchange")
+_R = TypeVar("_R")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 CHECKPOINT_REFRESH_SECONDS = 1.0
 SEALS_DROPPED_EVERY_SECONDS = 600.0
@@ -135,6 +136,24 @@ _DECISION_TAKEN = ("this re-run outlived its reservation of the escalation decis
 # Exceptions that are answers, not defects: the gateway's own (4xx/503), the database unavailable (503), a NUL in
 # the input (422). Everything else that escapes is a defect: failed closed and logged as `gateway-error`.
 _NOT_DEFECTS = (GatewayError, OperationalError, DataError)
+
+
+class CancelledInside(Exception):
+    """A cancellation that reached a request which nobody cancelled: something inside its work raised it (a holder
+    call's task cancelled by its own code, an ``asyncio.timeout`` misused, a library raising ``CancelledError``).
+
+    Why a type of its own: such a cancellation is a defect, to be failed closed and audited like any other
+    (``_audit_defect``) and answered with the generic 500. Raised on as a cancellation it passed every
+    ``except Exception`` that audits defects, and the request ended with its write-ahead entries and no ending in
+    the log. A request that *is* being cancelled (its client gone, the server stopping) is not one of these: its
+    cancellation goes on as it is (:func:`_cancelled_from_outside`)."""
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the current task (the request) is being cancelled: then a ``CancelledError`` it meets is its own,
+    which must go on; else the cancellation was raised from inside its work (:class:`CancelledInside`)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
 _ANSWER_MISMATCH = "answer-mismatch"  # reason of a holder's outcome whose answer echoed another request's id
 _UNASKED_SUBJECTS = "holder-answered-unasked-subjects"  # ... whose records were all about subjects not asked
@@ -891,12 +910,29 @@ class ExchangeService:
             request_fingerprint=request_fingerprint) for t in targets]
         return await self.deps.policy.decide_many(kind, inputs)  # type: ignore[arg-type]  # one evaluation
 
-    async def _audit_defect(self, exc: Exception, event_type: EventType, principal: Principal,
+    async def _failing_closed(self, work: Awaitable[_R], event_type: EventType, principal: Principal,
+                              body: ExchangeRequest | DiscoveryRequest, trace: Trace, request_id: str) -> _R:
+        """``work`` (an exchange or a discovery), with what escapes it audited (``_audit_defect``); a cancellation
+        from inside it, which no one asked for, is audited as the defect it is and raised as
+        :class:`CancelledInside` (the generic 500). The request's own cancellation goes on untouched."""
+        try:
+            return await work
+        except asyncio.CancelledError as exc:
+            if _cancelled_from_outside():
+                raise
+            await self._audit_defect(exc, event_type, principal, body, trace, request_id)
+            raise CancelledInside("a cancellation nobody asked for escaped the request's work") from exc
+        except Exception as exc:
+            await self._audit_defect(exc, event_type, principal, body, trace, request_id)
+            raise
+
+    async def _audit_defect(self, exc: BaseException, event_type: EventType, principal: Principal,
                             body: ExchangeRequest | DiscoveryRequest, trace: Trace, exchange_id: str) -> None:
-        """After a defect (an exception that is none of the gateway's own answers): the caller gets the generic
-        500 ("nothing was disclosed"), and the log gets, under the attempt's id, the exception's type (never its
-        text, which may name a person): the request as denied when nothing of it was logged yet, else a
-        ``request.failed`` entry after the ones it has (so statistics count the request once).
+        """After a defect (an exception that is none of the gateway's own answers, or a cancellation raised inside
+        the request's work, ``CancelledError``): the caller gets the generic 500 ("nothing was disclosed"), and
+        the log gets, under the attempt's id, the exception's type (never its text, which may name a person): the
+        request as denied when nothing of it was logged yet, else a ``request.failed`` entry after the ones it
+        has (so statistics count the request once).
 
         One of the gateway's own answers or a database failure is no defect, and before the write-ahead it needs
         no entry: nothing of the request is in the log. After it, the log holds a request that was about to be
@@ -940,10 +976,8 @@ class ExchangeService:
                        idempotency_key: str | None) -> Answer:
         exchange_id = new_id()
         try:
-            return await self._exchange_once(principal, body, trace, idempotency_key, exchange_id)
-        except Exception as exc:
-            await self._audit_defect(exc, EventType.EXCHANGE_REQUESTED, principal, body, trace, exchange_id)
-            raise
+            return await self._failing_closed(self._exchange_once(principal, body, trace, idempotency_key, exchange_id),
+                                              EventType.EXCHANGE_REQUESTED, principal, body, trace, exchange_id)
         finally:
             self._logged_ahead.discard(exchange_id)
             self._matched.pop(exchange_id, None)
@@ -1650,10 +1684,8 @@ class ExchangeService:
     async def discovery(self, principal: Principal, body: DiscoveryRequest, trace: Trace) -> DiscoveryResult:
         discovery_id = new_id()
         try:
-            return await self._discovery(principal, body, trace, discovery_id)
-        except Exception as exc:
-            await self._audit_defect(exc, EventType.DISCOVERY_QUERIED, principal, body, trace, discovery_id)
-            raise
+            return await self._failing_closed(self._discovery(principal, body, trace, discovery_id),
+                                              EventType.DISCOVERY_QUERIED, principal, body, trace, discovery_id)
         finally:
             self._logged_ahead.discard(discovery_id)
 

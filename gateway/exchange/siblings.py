@@ -3,9 +3,10 @@
 Why: each target's serving turns every failure of its holder call into its own outcome (fail closed, logged
 next to its decision), so normally all of them return. What escapes one (a cancellation raised inside its
 holder call, a failure before its outcome exists) fails the whole request: it is answered 500 with nothing
-disclosed. A plain ``asyncio.gather`` raised that failure at once and left the other targets running: after
-the attempt had ended (its state dropped, rule 6's count and the Idempotency-Key given back, ``request.failed``
-logged) they still asked their holders, with the attempt's state gone, for answers nobody would log or read.
+disclosed, and audited as a defect (``ExchangeService._failing_closed``). A plain ``asyncio.gather`` raised
+that failure at once and left the other targets running: after the attempt had ended (its state dropped, rule
+6's count and the Idempotency-Key given back, ``request.failed`` logged) they still asked their holders, with
+the attempt's state gone, for answers nobody would log or read.
 
 So the others are cancelled, and waited for until they have ended, before the failure is raised (the
 semantics of ``asyncio.TaskGroup``, without its ``ExceptionGroup``: the caller tells a defect from a refusal

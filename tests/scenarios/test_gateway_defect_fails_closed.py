@@ -5,11 +5,13 @@ the log as denied with reason `gateway-error`. Never the exception's text (which
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
@@ -18,6 +20,7 @@ from audit.tables import audit_entries
 from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, HolderQuery
 from gateway.errors import ServiceUnavailable, Unprocessable
 from gateway.exchange.setup import exchange_service
+from gateway.exchange.tables import exchange_claims
 from tests.stack import Stack, running_stack
 
 BSN = "111222333"
@@ -293,3 +296,67 @@ def test_a_defect_in_discovery_before_any_holder_is_asked_is_a_logged_denial(sta
     entries = _entries_after(stack, before)
     assert [(e["event_type"], e["status"], e["reasons"]) for e in entries] == [
         ("discovery.queried", "error", ["gateway-error"])]
+
+
+async def _cancelled_inside(*_: Any) -> Any:
+    """A cancellation nobody asked for, raised from inside the request's work (a library raising it, a task of
+    its own cancelled by something inside): the request itself is not being cancelled."""
+    raise asyncio.CancelledError
+
+
+@pytest.mark.parametrize("path", ["/v1/exchanges", "/v1/discovery"])
+def test_a_cancellation_raised_inside_a_holder_call_is_a_defect_failed_closed_and_audited(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Found by a review: a ``CancelledError`` escaping a holder call passed every ``except Exception`` that
+    audits defects: the request ended with its write-ahead entries and nothing after them (and the client got
+    whatever the server makes of a cancelled task). Now it is a defect like any other."""
+    connectors = stack.container.services["connectors"]
+    monkeypatch.setattr(connectors.get("politie-bvh"), "query", _cancelled_inside)
+    monkeypatch.setattr(connectors.get("kvk-handelsregister"), "discover", _cancelled_inside)
+    body = (_police_body(stack) if path == "/v1/exchanges" else BIBOB | {
+        "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][0]}], "categories": ["company_registration"]})
+    before = _next_index(stack)
+    _assert_500_nothing_disclosed(stack.post("gemeente-amsterdam-vth", path, body))
+    entries = _entries_after(stack, before)
+    assert len({e["exchange_id"] for e in entries}) == 1
+    assert entries[-1]["event_type"] == "request.failed"
+    assert (entries[-1]["status"], entries[-1]["reasons"], entries[-1]["extra"]["error_type"]) == (
+        "error", ["gateway-error"], "CancelledError")
+    assert "disclosure" not in [e["event_type"] for e in entries]
+
+
+def test_a_cancellation_raised_before_any_holder_is_asked_is_a_logged_denial(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exchange_service(stack.container), "_requests_today", _cancelled_inside)
+    before = _next_index(stack)
+    _assert_500_nothing_disclosed(stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _police_body(stack)))
+    assert [(e["event_type"], e["status"], e["decision"], e["reasons"], e["extra"]["error_type"])
+            for e in _entries_after(stack, before)] == [
+        ("exchange.requested", "error", "deny", ["gateway-error"], "CancelledError")]
+
+
+def test_a_request_that_is_cancelled_itself_is_not_taken_for_a_defect_and_still_ends(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request's own task cancelled (as when its client goes away) while its holder is asked: the
+    cancellation goes on (no ``request.failed`` for a defect that did not happen), and the attempt's ending
+    still runs: rule 6's count given back, the Idempotency-Key's claim given up, the attempt's state dropped."""
+    async def request_cancelled(*_: Any) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)  # the cancellation arrives here
+
+    service = exchange_service(stack.container)
+    monkeypatch.setattr(stack.container.services["connectors"].get("politie-bvh"), "query", request_cancelled)
+    before = _next_index(stack)
+    try:
+        response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", _police_body(stack),
+                              {"Idempotency-Key": "cancelled-request-0001"})
+    except httpx.HTTPError:  # the server may drop the connection of a cancelled request
+        pass
+    else:
+        assert response.status_code >= 500, response.text
+    assert [e["event_type"] for e in _entries_after(stack, before)] == ["exchange.requested", "policy.decided"]
+    with stack.container.engine.connect() as connection:
+        assert list(connection.execute(select(exchange_claims))) == []
+    assert (service._counted_in, service._logged_ahead) == ({}, set())
