@@ -736,14 +736,35 @@ def _refusal_event(holder: str, decision: Decision, code: str) -> dict[str, Any]
             "categories": tuple(decision.permitted_categories)}
 
 
-def _provided_disclosure(body: ExchangeRequest, holder: str, *, received: int | None) -> dict[str, Any]:
+def _provided_disclosure(body: ExchangeRequest, holder: str, *, received: int | None,
+                         completed: bool = True) -> dict[str, Any]:
     """The log entry of records the requester provided, handed to ``holder``: ``received`` is how many the
-    holder says it took in, None when it is unknown (the call failed after it may have arrived)."""
+    holder says it took in, None when it is unknown (the call failed after it may have arrived, or its answer
+    was another request's); status ``error`` when the call did not complete (``completed``)."""
     provided = [r.model_dump() for r in body.provide]
-    return {"event_type": EventType.DISCLOSURE, "holder": holder,
-            "categories": tuple(sorted({r.category for r in body.provide})),
-            "payload_sha256": hashlib.sha256(json.dumps(provided, sort_keys=True).encode()).hexdigest(),
-            "extra": {"direction": "requester-to-holder", "records": len(provided), "received": received}}
+    entry = {"event_type": EventType.DISCLOSURE, "holder": holder,
+             "categories": tuple(sorted({r.category for r in body.provide})),
+             "payload_sha256": hashlib.sha256(json.dumps(provided, sort_keys=True).encode()).hexdigest(),
+             "extra": {"direction": "requester-to-holder", "records": len(provided), "received": received}}
+    return entry if completed else entry | {"status": "error"}
+
+
+def _provision(body: ExchangeRequest, holder: str, first: HolderAnswer | Exception | None,
+               asked: Collection[str]) -> list[dict[str, Any]]:
+    """The log entry of the records the requester provided (none if it provided none), handed to ``holder`` by
+    a query whose part that carried them ended with ``first``: the holder's answer, the call's failure, or None
+    when the call was cut off (cancelled). With an answer, as many as the holder says it took in — unknown when
+    the answer is about others only, and may be another request's (``asked``: that part's subjects). Without
+    one the call did not complete, and the holder may hold them all the same: logged with ``received`` unknown,
+    unless the failure says they never reached it (a connection refused, a 4xx)."""
+    if not body.provide:
+        return []
+    if isinstance(first, HolderAnswer):
+        received = None if _about_others_only(first, set(asked)) else first.received
+        return [_provided_disclosure(body, holder, received=received)]
+    if isinstance(first, ConnectorError) and not first.may_have_arrived:
+        return []
+    return [_provided_disclosure(body, holder, received=None, completed=False)]
 
 
 def _audit_base(principal: Principal, body: ExchangeRequest | DiscoveryRequest, trace: Trace,
@@ -765,6 +786,9 @@ class ExchangeService:
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
+        # attempt id -> each asked target's log entry of the records the requester provided that reached (or may
+        # have reached) its holder, until the holders' answers are logged with them (``_provisions_ended``)
+        self._provisions: dict[str, list[list[dict[str, Any]]]] = {}
         self._early = EarlyWork()  # pseudonyms computed while the policy decides and the write-ahead commits
         self._outcomes = repository.outcome_writer(deps.sessions.kw["bind"])
         # Giving a request's rule-6 count back is a write outside the audit writer's transactions: on SQLite it
@@ -950,10 +974,11 @@ class ExchangeService:
             return
         log.error("request_failed_by_defect" if defect else "request_failed_after_write_ahead",
                   exchange_id=exchange_id, error_type=type(exc).__name__)
+        base = _audit_base(principal, body, trace, exchange_id, self.deps.register)
+        handed = [AuditEvent(**base | entry) for entry in self._provisions_left(exchange_id)]
         try:
-            await self._record([AuditEvent(
-                event_type=EventType.REQUEST_FAILED if logged_ahead else event_type,
-                **_audit_base(principal, body, trace, exchange_id, self.deps.register),
+            await self._record([*handed, AuditEvent(
+                event_type=EventType.REQUEST_FAILED if logged_ahead else event_type, **base,
                 status="error", decision=None if logged_ahead else AuditDecision.DENY, reasons=(_GATEWAY_ERROR,),
                 categories=tuple(body.categories),
                 extra={"case_reference": body.case_reference, "error_type": type(exc).__name__})])
@@ -984,6 +1009,8 @@ class ExchangeService:
             self._early.drop(exchange_id)
             await self._rerun_ended(exchange_id)
             await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
+            # last: cancelled once more while it waits, the request skips only this
+            await asyncio.shield(self._provisions_ended(principal, body, trace, exchange_id))
 
     async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                              idempotency_key: str | None, exchange_id: str) -> Answer:
@@ -1148,9 +1175,9 @@ class ExchangeService:
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             row = self._outcome_row(attempt, result)
-            disclosed = await self._record(after, repository.outcome_companion(
+            disclosed = await self._provisions_logged_by(exchange_id, self._record(after, repository.outcome_companion(
                 lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
-                self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)
+                self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER))
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
             stepped = False
@@ -1158,7 +1185,8 @@ class ExchangeService:
                 # A re-run's disclosure commits only with its decision marked used (and with the key held).
                 guard = _all_of(self._claim_held(attempt.claim, release=False, answers_logged=True),
                                 self._decision_used(attempt, served))
-                logged, stepped = await self._answers_logged(attempt, after, guard, served)
+                logged, stepped = await self._provisions_logged_by(
+                    exchange_id, self._answers_logged(attempt, after, guard, served))
                 receipts += logged
             elif (held := self._claim_held(attempt.claim, release=False)) is not None:
                 await self._still_held(held)  # every target denied or escalated: no entry to check the claim with
@@ -1171,6 +1199,39 @@ class ExchangeService:
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
+
+    async def _provisions_logged_by(self, exchange_id: str, commit: Awaitable[_R]) -> _R:
+        """``commit``, which logs the holders' answers and with them the records the requester provided (see
+        ``_provisions``): once it has committed, the attempt's ending no longer logs those. A failure of it
+        wrote nothing, so they stay for the ending; cancelled meanwhile, the commit it handed the writer may
+        still happen, so they are dropped rather than logged twice."""
+        try:
+            committed = await commit
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                self._provisions.pop(exchange_id, None)
+            raise
+        self._provisions.pop(exchange_id, None)
+        return committed
+
+    def _provisions_left(self, exchange_id: str) -> list[dict[str, Any]]:
+        """The provisions of ``exchange_id`` its holders' answers have not logged (taken: they are logged once)."""
+        return [entry for handed in self._provisions.pop(exchange_id, []) for entry in handed]
+
+    async def _provisions_ended(self, principal: Principal, body: ExchangeRequest, trace: Trace,
+                                exchange_id: str) -> None:
+        """However the attempt ended, the log says which holders were handed (or may hold) the records the
+        requester provided: those the holders' answers did not log (the request failed or was cancelled before
+        they were, or their commit was refused) are logged now, on their own. ``_audit_defect`` logs them
+        before its ``request.failed`` entry instead, when it writes one."""
+        left = self._provisions_left(exchange_id)
+        if not left:
+            return
+        base = _audit_base(principal, body, trace, exchange_id, self.deps.register)
+        try:
+            await self._record([AuditEvent(**base | entry) for entry in left])
+        except Exception as failure:  # the request's answer stands either way; the log line says what is missing
+            log.error("provisions_not_audited", exchange_id=exchange_id, error_type=type(failure).__name__)
 
     async def _answers_logged(self, attempt: _Attempt, after: list[AuditEvent],
                               guard: Callable[[Connection], None] | None,
@@ -1531,6 +1592,8 @@ class ExchangeService:
         if not decision.allow:
             return outcome, []
         handed: list[dict[str, Any]] = []  # what already reached the holder, logged whatever follows
+        if body.provide:  # until the holders' answers are logged with it, the attempt's ending logs it
+            self._provisions.setdefault(exchange_id, []).append(handed)
         try:
             return await self._ask_holder(outcome, principal, body, exchange_id, target, decision, subjects, grant,
                                           logged, handed)
@@ -1606,14 +1669,12 @@ class ExchangeService:
             subjects=part, escalation_decision=statement, minors_allowed=self._minors_allowed(body),
             related_subjects_as_pseudonyms=matched is not None,  # asked by its references: see the protocol
             provided=provided if n == 0 else []) for n, (part, request_id, statement) in enumerate(asked)]
-        results = await asked_together([connector.query(q) for q in queries])
-        first = results[0]  # the part that carried the provided records
-        if body.provide and isinstance(first, HolderAnswer):
-            # an answer about others only may be another request's, and so may its count
-            received = None if _about_others_only(first, set(parts[0])) else first.received
-            handed.append(_provided_disclosure(body, target.organisation, received=received))
-        elif body.provide and isinstance(first, ConnectorError) and first.may_have_arrived:
-            handed.append(_provided_disclosure(body, target.organisation, received=None))  # it may hold them now
+        try:
+            results = await asked_together([connector.query(q) for q in queries])
+        except BaseException:  # cut off (cancelled) after the first part, and the records, may have reached it
+            handed += _provision(body, target.organisation, None, parts[0])
+            raise
+        handed += _provision(body, target.organisation, results[0], parts[0])  # the part that carried them
         failed = failure_of(results)
         if isinstance(failed, ConnectorError):
             return outcome, [*handed, _holder_failed(outcome, decision, failed)]

@@ -12,8 +12,10 @@ So the others are cancelled, and waited for until they have ended, before the fa
 semantics of ``asyncio.TaskGroup``, without its ``ExceptionGroup``: the caller tells a defect from a refusal
 of its own by the exception's type). Cancelled rather than awaited to the end: their answers would be thrown
 away with the request, and the requester would wait up to a holder's timeout for the 500. The log stays
-truthful either way: each holder the request allowed is in it with its decision, logged ahead of any call,
-and nothing of a cancelled call is disclosed, so nothing is logged as disclosed. The same holds when the request
+truthful either way: each holder the request allowed is in it with its decision, logged ahead of any call;
+nothing of a cancelled call's answer is disclosed, so nothing of it is logged as disclosed; and records the
+requester provided, which a cancelled call may have handed its holder, are logged as handed to it with
+``received`` unknown when the attempt ends (``ExchangeService._provisions_ended``). The same holds when the request
 itself is cancelled (a client gone): ``gather`` cancelled the targets then, but ended as soon as the first of
 them had, with the others still ending; here the request ends after all of them.
 """

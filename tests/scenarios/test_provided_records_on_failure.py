@@ -1,16 +1,19 @@
 """Records a requester provides (S2: the Belastingdienst hands the KvK the dissolution grounds) are a
 disclosure to the holder. When the holder call then fails, the log must still say so if the holder may hold
 them: a holder that kept them and then stalled past the timeout is logged as handed them (``received``
-unknown); a holder that refused the call with a 4xx is not."""
+unknown, status ``error``: the call did not complete); so is a holder whose call was cut off after it had them
+(cancelled, or failed by a defect of the gateway's); a holder that refused the call with a 4xx is not."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -26,6 +29,7 @@ class _Holder:
     def __init__(self) -> None:
         self.mode = "stall"
         self.kept: list[dict[str, Any]] = []
+        self.received = threading.Event()  # set once it has kept what it was sent
         self.app = FastAPI()
         self.app.post("/holder/v1/query")(self.query)
 
@@ -45,6 +49,7 @@ class _Holder:
                         "records": [record | {"subject": asked["subjects"][0]}]}
             return {"status": "answered", "received": 1, "records": [record]}
         self.kept += (await request.json()).get("provided", [])
+        self.received.set()
         await asyncio.sleep(2.0)  # past the gateway's timeout
         return {"status": "answered", "records": [], "received": 1}
 
@@ -86,8 +91,8 @@ def test_a_holder_that_kept_the_records_and_then_timed_out_is_logged_as_handed_t
     assert response.json()["targets"][0]["outcome"] == "holder-unavailable"
     assert [r["category"] for r in holder.kept] == ["tax_compliance"]  # it does hold them
     handed = [e for e in _logged(stack, "BD-2026-91") if e["event_type"] == "disclosure"]
-    assert [(e["holder"], e["extra"]["direction"], e["extra"]["received"], e["categories"]) for e in handed] == [
-        ("kvk", "requester-to-holder", None, ["tax_compliance"])]
+    assert [(e["holder"], e["extra"]["direction"], e["extra"]["received"], e["categories"], e["status"])
+            for e in handed] == [("kvk", "requester-to-holder", None, ["tax_compliance"], "error")]
 
 
 def test_a_holder_that_refused_the_call_is_not_logged_as_handed_anything(stack: Stack, holder: _Holder) -> None:
@@ -143,3 +148,58 @@ def test_a_holder_answering_another_request_is_logged_as_handed_the_records_with
         ("requester-to-holder", 1, None)]
     assert [(e["reasons"], e["extra"]) for e in entries if e["event_type"] == "holder.unavailable"] == [
         ([reason], unavailable)]
+
+
+_Query = Callable[[Any], Awaitable[Any]]
+
+
+def _cut_off(holder: _Holder, query: _Query, how: str) -> _Query:
+    """The gateway's call to the holder, cut off once the holder has kept the provided records: ``cancelled
+    inside`` (the call's own task cancelled by code of the gateway's, as a library may), ``request cancelled``
+    (the request's task cancelled, as when its client goes away), or ``defect`` (an exception no code expects)."""
+    async def cut_off(question: Any) -> Any:
+        call = asyncio.ensure_future(query(question))
+        assert await asyncio.to_thread(holder.received.wait, 10.0)
+        if how == "request cancelled":
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+        else:
+            call.cancel()
+        if how == "defect":
+            raise RuntimeError("the connector failed after sending")
+        return await call  # raises the cancellation
+    return cut_off
+
+
+@pytest.mark.parametrize("how", ["cancelled inside", "request cancelled", "defect"])
+def test_a_holder_whose_call_was_cut_off_after_it_had_the_records_is_logged_as_handed_them(
+        stack: Stack, holder: _Holder, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Found by a review: only an answer, or a connector failure that says the records may have arrived, logged
+    them; a call cancelled or failed by a defect after the holder had them left no entry, so the log did not
+    say what had left the gateway. Now they are logged as handed, ``received`` unknown, status ``error``."""
+    kvk = stack.container.services["connectors"].get("kvk-handelsregister")
+    monkeypatch.setattr(kvk, "query", _cut_off(holder, kvk.query, how))
+    holder.mode, holder.kept = "stall", []
+    holder.received.clear()
+    case = f"BD-2026-cut-{how.replace(' ', '-')}"
+    try:
+        response: httpx.Response | None = stack.post("belastingdienst-ivs", "/v1/exchanges", _s2(stack, case))
+    except httpx.HTTPError:  # the server may drop the connection of a cancelled request
+        response = None
+    assert [r["category"] for r in holder.kept] == ["tax_compliance"]  # it does hold them
+    entries = _logged(stack, case)
+    handed = [e for e in entries if e["event_type"] == "disclosure"]
+    assert [(e["holder"], e["extra"]["direction"], e["extra"]["received"], e["categories"], e["status"])
+            for e in handed] == [("kvk", "requester-to-holder", None, ["tax_compliance"], "error")]
+    ending = [e["event_type"] for e in entries][-1]
+    status = None if response is None else response.status_code
+    if how == "defect":  # failed closed for that holder: the answer goes on without it
+        assert (status, ending) == (200, "holder.unavailable")
+        assert response is not None
+        assert response.json()["targets"][0]["outcome"] == "holder-unavailable"
+    elif how == "cancelled inside":  # a defect of the whole request: its provision, then its failure
+        assert (status, ending) == (500, "request.failed")
+    else:  # the request's own cancellation: no failure of the gateway's to log
+        assert status is None or status >= 500
+        assert ending == "disclosure"
