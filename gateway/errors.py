@@ -11,6 +11,8 @@
     ├── Unprocessable                 422  well-formed but semantically wrong input
     │   └── PseudonymKeyUnknown       422  a polymorphic pseudonym under none of the gateway's keys (rotated)
     ├── TooManyRequests               429
+    ├── OutcomeNotStored              500  holders were asked, the outcome not stored: do not retry
+    │                                 503  no holder was asked: a retry is harmless
     └── ServiceUnavailable            503  a dependency (database, policy engine, partner) failed
         ├── DatabaseNotMigrated       503  schema is behind the code: run ``wgs-gateway db upgrade``
         ├── AuditCheckpointPending    503  no checkpoint covers the entries yet; one may be signed shortly
@@ -102,11 +104,32 @@ class ServiceUnavailable(GatewayError):
 
 
 class OutcomeNotStored(GatewayError):
-    """The holders were asked and the disclosures logged, but the outcome row (which an Idempotency-Key retry
-    would be answered from) could not be written. A 500, not a 503: a client retries 503s with the same key,
-    and that retry would find no outcome and ask the holders a second time."""
+    """An exchange's outcome row (which an Idempotency-Key retry would be answered from) could not be written, so
+    nothing is answered. The status depends on whether holders were asked (``holders_asked``: their answers are
+    logged). If they were, a 500, not a 503: a client retries 503s with the same key, and that retry would find
+    no outcome and ask the holders a second time (without a key, a retry is a new exchange that asks them
+    again). If none was (every target denied or escalated by policy), a retry asks no one twice, and opens no
+    escalation case twice (the cases commit with the row): a 503, which clients retry.
 
-    status, slug, title = 500, "outcome-not-stored", "Outcome not stored"
+    ``claim_lost``: the attempt lost its claim on the Idempotency-Key before the row (only where holders were
+    asked: otherwise the attempt answers 409 and a retry runs the request again)."""
+
+    slug, title = "outcome-not-stored", "Outcome not stored"
+
+    def __init__(self, exchange_id: str, *, holders_asked: bool, claim_lost: bool = False) -> None:
+        if not holders_asked:
+            detail = (f"the outcome of exchange `{exchange_id}` could not be stored; no holder was asked and nothing "
+                      "was disclosed or answered; retry it")
+        elif claim_lost:
+            detail = (f"exchange `{exchange_id}` lost its claim on the Idempotency-Key before its outcome was "
+                      "stored: what its holders answered is logged (audit indices in the log) but is not answered; "
+                      "do not retry it, ask your privacy officer")
+        else:
+            detail = (f"exchange `{exchange_id}` was logged (audit indices in the log) but its outcome could not be "
+                      "stored; nothing is answered; do not retry it, ask your privacy officer")
+        super().__init__(detail)
+        self.holders_asked = holders_asked
+        self.status = 500 if holders_asked else 503
 
 
 class DatabaseNotMigrated(ServiceUnavailable):

@@ -37,15 +37,18 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 _EXCHANGE_RESPONSES = _PROBLEMS | {
     422: EXCHANGE_PROBLEMS[422] | _PROBLEMS[422],
-    503: EXCHANGE_PROBLEMS[503] | _PROBLEMS[503],
+    503: EXCHANGE_PROBLEMS[503] | {"description": _PROBLEMS[503]["description"] + "; or outcome-not-stored when "
+                                                  "no holder was asked: the outcome could not be stored, nothing "
+                                                  "was disclosed, retry it"},
     200: {"headers": IDEMPOTENT_REPLAYED, "content": {_JSON: {"examples": EXCHANGE_RESULTS}}},
     409: EXCHANGE_PROBLEMS[409] | {"description": "Idempotency-Key reused for a different request; or, with "
                                                   "Retry-After, another attempt with the key is still being "
                                                   "answered or was answered meanwhile (retry to get its answer); "
                                                   "or the key's first attempt logged its holders' answers but "
                                                   "never stored its outcome (not run again: do not retry)"},
-    500: EXCHANGE_PROBLEMS[500] | {"description": "outcome-not-stored: the exchange was logged but its outcome "
-                                                  "could not be stored; nothing is answered; do not retry it"},
+    500: EXCHANGE_PROBLEMS[500] | {"description": "outcome-not-stored: holders were asked and their answers "
+                                                  "logged, but the outcome could not be stored; nothing is "
+                                                  "answered; do not retry it (the holders would be asked again)"},
 }
 _GET_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {_JSON: {"examples": EXCHANGE_SEEN_AGAIN}}},

@@ -12,7 +12,8 @@ from typing import Any
 
 from fastapi.openapi.models import Example
 
-from gateway.openapi import problem, problem_examples
+from gateway.errors import OutcomeNotStored
+from gateway.openapi import named_examples, problem, problem_examples, problem_of
 
 _BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
           "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "RIEC-AA-2026-117",
@@ -175,7 +176,15 @@ def shared_problems(path: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = shared_problems("/v1/exchanges") | {
+def _with_examples(response: dict[str, Any], **examples: dict[str, Any]) -> dict[str, Any]:
+    """``response`` (an error response with named examples, ``problem_examples``) with ``examples`` added."""
+    return response | {"content": {media: body | {"examples": body["examples"] | named_examples(**examples)}
+                                   for media, body in response["content"].items()}}
+
+
+_EXAMPLE_ID = "01a23787-4c30-778c-8ded-6a98c57e0ea3"
+_SHARED = shared_problems("/v1/exchanges")
+EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = _SHARED | {
     409: {"headers": RETRY_AFTER, "content": problem_examples(
         key_reused=problem(409, "conflict", "Conflict", "this Idempotency-Key was used for a different request",
                            instance="/v1/exchanges"),
@@ -186,9 +195,8 @@ EXCHANGE_PROBLEMS: dict[int | str, dict[str, Any]] = shared_problems("/v1/exchan
                                    "answered, or it failed); the request is not run again under this key (its "
                                    "holders would be asked twice): retry later for that attempt's answer, and if "
                                    "none comes, ask your privacy officer", instance="/v1/exchanges"))},
-    500: {"content": problem_examples(
-        outcome_not_stored=problem(500, "outcome-not-stored", "Outcome not stored",
-                                   "exchange `01a23787-4c30-778c-8ded-6a98c57e0ea3` was logged (audit indices in "
-                                   "the log) but its outcome could not be stored; nothing is answered; do not "
-                                   "retry it, ask your privacy officer", instance="/v1/exchanges"))},
+    500: {"content": problem_examples(outcome_not_stored=problem_of(
+        OutcomeNotStored(_EXAMPLE_ID, holders_asked=True), "/v1/exchanges"))},
+    503: _with_examples(_SHARED[503], outcome_not_stored=problem_of(
+        OutcomeNotStored(_EXAMPLE_ID, holders_asked=False), "/v1/exchanges")),
 }

@@ -962,7 +962,7 @@ class ExchangeService:
         no entry: nothing of the request is in the log. After it, the log holds a request that was about to be
         answered, so a 503 is logged as well — else the log would not say that the request ended without
         disclosure — unless the audit log itself is what failed; and so is an outcome that could not be stored
-        (``OutcomeNotStored``, after the disclosures were logged: nothing of them reached the requester). A 409
+        (``OutcomeNotStored``: nothing of what holders answered, if any were asked, reached the requester). A 409
         there is a lost race for the request's Idempotency-Key: the attempt that won it writes the request's
         ending."""
         logged_ahead = exchange_id in self._logged_ahead
@@ -1282,7 +1282,11 @@ class ExchangeService:
         ignores the mark, during an upgrade, could have taken it) the attempt fails with ``OutcomeNotStored``,
         which logs ``request.failed`` after them: the log says the answers never reached the requester. With
         nothing logged after the write-ahead no holder was asked: 409, as when the claim is lost before the
-        escalation, and a retry runs the request again."""
+        escalation, and a retry runs the request again.
+
+        Any other failure to store the row (or to open its cases: the audit log down) is ``OutcomeNotStored``
+        too: a 500 that says not to retry when the holders' answers are logged (a retry would ask them again),
+        a 503 to retry when nothing was logged after the write-ahead, since no holder was asked."""
         exchange_id = attempt.exchange_id
         row = self._outcome_row(attempt, result)
         held = self._claim_held(attempt.claim, release=True, lease=not answers_logged)
@@ -1298,15 +1302,10 @@ class ExchangeService:
                 raise Conflict(_KEY_TAKEN_AFTER, headers={"Retry-After": "1"}) from exc
             if lost is not None:
                 log.error("outcome_not_stored", exchange_id=exchange_id, error_type="ClaimLost")
-                raise OutcomeNotStored(f"exchange `{exchange_id}` lost its claim on the Idempotency-Key before its "
-                                       "outcome was stored: what its holders answered is logged (audit indices in "
-                                       "the log) but is not answered; do not retry it, ask your privacy "
-                                       "officer") from exc
+                raise OutcomeNotStored(exchange_id, holders_asked=True, claim_lost=True) from exc
             fault = exc.__cause__ if isinstance(exc, AuditError) and exc.__cause__ is not None else exc
             log.error("outcome_not_stored", exchange_id=exchange_id, error_type=type(fault).__name__)
-            raise OutcomeNotStored(f"exchange `{exchange_id}` was logged (audit indices in the log) but its "
-                                   "outcome could not be stored; nothing is answered; do not retry it, ask "
-                                   "your privacy officer") from exc
+            raise OutcomeNotStored(exchange_id, holders_asked=answers_logged) from exc
 
     async def _store_with_cases(self, row: dict[str, Any], openings: list[CaseOpening],
                                 held: Callable[[Connection], None] | None) -> None:

@@ -105,8 +105,9 @@ def test_a_holders_refusal_whose_outcome_is_not_stored_leaves_no_open_case(
     headers = {"Idempotency-Key": f"refused-failing-{int(keyed)}"} if keyed else None
     outcomes = _outcome_count(stack)
     response = stack.post(REQUESTER, "/v1/exchanges", _refused_by_police(stack, reference), headers)
-    assert response.status_code == 500, response.text
+    assert response.status_code == 500, response.text  # the holders were asked: not to be retried
     assert response.json()["type"].endswith("/outcome-not-stored")
+    assert "do not retry" in response.json()["detail"]
     assert _outcome_count(stack) == outcomes
     failed = _failed_ids(stack, reference)
     assert len(failed) == 1  # the log says the request ended unanswered
@@ -125,13 +126,16 @@ def test_a_holders_refusal_whose_outcome_is_not_stored_leaves_no_open_case(
 
 def test_a_policy_escalation_whose_outcome_is_not_stored_leaves_no_case_and_its_retry_opens_them_once(
         stack: Stack, outcome_rows_refused: None) -> None:
-    """Policy escalates every target (nothing logged after the write-ahead), the outcome row cannot be stored;
-    the retry with the same Idempotency-Key runs the request again (no holder was asked) and is answered. Before
-    the fix the first attempt's cases stayed open beside the retry's: two cases per holder for one request."""
+    """Policy escalates every target (nothing logged after the write-ahead), the outcome row cannot be stored:
+    503 ``outcome-not-stored``, since no holder was asked and a retry is harmless (a 500 told the requester
+    not to retry); the retry with the same Idempotency-Key runs the request again and is answered. Before the
+    fix the first attempt's cases stayed open beside the retry's: two cases per holder for one request."""
     reference = "RIEC-AA-2026-F20"
     headers = {"Idempotency-Key": "bulk-failing-0001"}
     response = stack.post(REQUESTER, "/v1/exchanges", _bulk(stack, reference), headers)
-    assert response.status_code == 500, response.text
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("/outcome-not-stored")
+    assert "no holder was asked" in response.json()["detail"]
     assert _cases(stack, reference) == []
     assert _opened_entries(stack, _failed_ids(stack, reference)) == []
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -222,16 +223,11 @@ def test_an_outcome_that_could_not_be_stored_after_disclosures_were_logged_adds_
     before = _next_index(stack)
     body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["police-confidential"]],
                     "holders": ["politie", "kvk"], "categories": ["police_incidents", "company_registration"]}
-    with stack.container.engine.begin() as connection:  # the database refuses the row (whichever path writes it)
-        connection.execute(text("CREATE TRIGGER refuse_outcomes BEFORE INSERT ON exchanges "
-                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
-    try:
+    with _outcome_rows_refused(stack):
         response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
-    finally:
-        with stack.container.engine.begin() as connection:
-            connection.execute(text("DROP TRIGGER refuse_outcomes"))
-    assert response.status_code == 500, response.text
+    assert response.status_code == 500, response.text  # not a 503: a client's retry would ask the holders again
     assert response.json()["type"].endswith("/outcome-not-stored")
+    assert "do not retry" in response.json()["detail"]
     assert "company_registration" not in response.text
     entries = _entries_after(stack, before)
     types = [e["event_type"] for e in entries]
@@ -240,6 +236,42 @@ def test_an_outcome_that_could_not_be_stored_after_disclosures_were_logged_adds_
     failed = entries[-1]
     assert (failed["exchange_id"], failed["reasons"], failed["extra"]["error_type"]) == (
         entries[0]["exchange_id"], ["gateway-error"], "OutcomeNotStored")
+
+
+@contextmanager
+def _outcome_rows_refused(stack: Stack) -> Iterator[None]:
+    """The database refuses every outcome row (whichever path writes it), as a full disk would."""
+    with stack.container.engine.begin() as connection:
+        connection.execute(text("CREATE TRIGGER refuse_outcomes BEFORE INSERT ON exchanges "
+                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
+    try:
+        yield
+    finally:
+        with stack.container.engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER refuse_outcomes"))
+
+
+def test_an_outcome_that_could_not_be_stored_when_no_holder_was_asked_is_a_503_to_retry(stack: Stack) -> None:
+    """Found by a review: every holder denied by policy, so no holder was asked, and the outcome row could not be
+    stored: the requester got the 500 meant for asked holders ("do not retry it", holders asked twice), though
+    a retry asks no one and is harmless. Now a 503 that says so, which clients retry; the retry is answered."""
+    headers = {"Idempotency-Key": "all-denied-not-stored-0001"}
+    body = _police_body(stack) | {"legal_basis": "WGS (RIEC) with the wrong law"}
+    before = _next_index(stack)
+    with _outcome_rows_refused(stack):
+        response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body, headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"].endswith("/outcome-not-stored")
+    detail = response.json()["detail"]
+    assert "no holder was asked" in detail
+    assert "do not retry" not in detail
+    entries = _entries_after(stack, before)
+    assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "request.failed"]
+    assert entries[-1]["extra"]["error_type"] == "OutcomeNotStored"
+    again = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body, headers)
+    assert again.status_code == 200, again.text
+    assert [t["outcome"] for t in again.json()["targets"]] == ["denied"]
 
 
 def _s2_with_provided(stack: Stack, case: str) -> dict[str, Any]:
