@@ -176,3 +176,42 @@ def test_a_request_cancelled_after_its_cases_were_prepared_leaves_no_open_case(
         assert response.status_code >= 500, response.text
     assert _outcome_count(stack) == outcomes
     assert _cases(stack, reference) == []
+
+
+@pytest.fixture
+def case_openings_refused(stack: Stack) -> Iterator[None]:
+    """The audit log refuses the cases' ``opened`` entries (it is down just when the outcome's commit, which
+    opens the cases, is written), and takes every other entry."""
+    with stack.container.engine.begin() as connection:
+        connection.execute(text("CREATE TRIGGER refuse_case_openings BEFORE INSERT ON audit_entries "
+                                "WHEN NEW.event_type = 'escalation.step' "
+                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
+    try:
+        yield
+    finally:
+        with stack.container.engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER IF EXISTS refuse_case_openings"))
+
+
+@pytest.mark.usefixtures("case_openings_refused")
+@pytest.mark.parametrize(("asked", "status", "says"), [
+    ("none", 503, "no holder was asked"), ("holders", 500, "do not retry")])
+def test_an_audit_log_down_when_the_cases_open_answers_as_the_outcome_row_failing_does(
+        stack: Stack, asked: str, status: int, says: str) -> None:
+    """Before the cases committed with the outcome row, the audit log down while one was opened was a 503 (the
+    entry was logged on its own); since then it was the 500 of an outcome not stored, whether or not a holder had
+    been asked. A request escalated by policy asks no holder (nothing is logged after the write-ahead), so its
+    retry is harmless: 503, as the outcome row failing is then. A holder that refused was asked, and its answer is
+    logged: 500, not to be retried (it would be asked again)."""
+    reference = f"RIEC-AA-2026-F4{status}"
+    body = _bulk(stack, reference) if asked == "none" else _refused_by_police(stack, reference)
+    headers = {"Idempotency-Key": f"case-opening-down-{status}"}
+    response = stack.post(REQUESTER, "/v1/exchanges", body, headers)
+    assert response.status_code == status, response.text
+    assert response.json()["type"].endswith("/outcome-not-stored")
+    assert says in response.json()["detail"]
+    failed = _failed_ids(stack, reference)
+    assert len(failed) == 1  # the log says the request ended unanswered
+    assert _cases(stack, reference) == []
+    types = [e["event_type"] for e in _entries(stack) if e["exchange_id"] in failed]
+    assert ("holder.refused" in types) is (asked == "holders")  # a holder was asked, or none
