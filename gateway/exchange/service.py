@@ -1009,8 +1009,10 @@ class ExchangeService:
             self._early.drop(exchange_id)
             await self._rerun_ended(exchange_id)
             await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
-            # last: cancelled once more while it waits, the request skips only this
-            await asyncio.shield(self._provisions_ended(principal, body, trace, exchange_id))
+            # Last: cancelled once more while it waits, only this is skipped. Shielded, so a task of its own: made
+            # only when provisions are left, not on every exchange.
+            if exchange_id in self._provisions:
+                await asyncio.shield(self._provisions_ended(principal, body, trace, exchange_id))
 
     async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                              idempotency_key: str | None, exchange_id: str) -> Answer:
