@@ -128,7 +128,6 @@ class OutcomeNotStored(GatewayError):
             detail = (f"exchange `{exchange_id}` was logged (audit indices in the log) but its outcome could not be "
                       "stored; nothing is answered; do not retry it, ask your privacy officer")
         super().__init__(detail)
-        self.holders_asked = holders_asked
         self.status = 500 if holders_asked else 503
 
 
