@@ -50,7 +50,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit import savepoint
+from audit import savepoint, store
 from audit.direct_insert import insert_rows
 from audit.errors import AuditWriteError, CompanionRefused
 from audit.events import AuditEvent
@@ -264,7 +264,7 @@ class AsyncAuditWriter:
             _log.log(_level_of(refused, logging.ERROR), "audit caller of %d events%s refused by its precondition "
                      "(%s); the others of its batch were written", len(waiter.prepared), _rows_for([waiter]),
                      type(refused).__name__)
-            outcomes.append((waiter.future, _write_error(_as_the_log_raises(refused))))
+            outcomes.append((waiter.future, _write_error(_as_the_log_raises(refused, work.database_errors))))
         settle(outcomes)
 
     def _fail(self, batch: list[_Waiter], exc: BaseException) -> None:
@@ -303,10 +303,13 @@ def _rows_for(batch: list[_Waiter]) -> str:
     return f" with rows for {', '.join(tables)}" if tables else ""
 
 
-def _as_the_log_raises(refusal: Exception) -> Exception:
-    """A database error of a precondition refused in a savepoint, wrapped as the log wraps it when it fails the
-    whole transaction: callers see the same chain of causes either way."""
-    if isinstance(refusal, SQLAlchemyError):
+def _as_the_log_raises(refusal: Exception, database_errors: tuple[type[Exception], ...]) -> Exception:
+    """A database error of a precondition refused in a savepoint (SQLAlchemy's, or the driver's own for a statement
+    sent to it directly: :func:`audit.store.database_errors`), wrapped as the log wraps it when it fails the whole
+    transaction: callers see the same chain of causes either way. Why it matters: a caller tells its precondition's
+    own refusal or defect from a failing log by the direct cause (the escalation desk answers a defect with a 500,
+    a failing log with a 503); an expected refusal (:class:`CompanionRefused`) is no database error and stays."""
+    if isinstance(refusal, database_errors):
         wrapped = AuditWriteError(f"audit log write failed ({type(refusal).__name__})")
         wrapped.__cause__ = refusal
         return wrapped
@@ -334,7 +337,7 @@ class _Batch:
     the refusal itself for a lone caller, which is refused with its transaction). Savepoints cost every caller
     of a batch two statements (a round trip each on PostgreSQL), refusals are rare: hence only on a retry."""
 
-    __slots__ = ("admitted", "companions", "isolate", "receipts", "refused", "waiters")
+    __slots__ = ("admitted", "companions", "database_errors", "isolate", "receipts", "refused", "waiters")
 
     def __init__(self, waiters: list[_Waiter], *, isolate: bool) -> None:
         self.waiters = waiters
@@ -343,10 +346,13 @@ class _Batch:
         self.admitted = waiters
         self.refused: list[tuple[_Waiter, Exception]] = []
         self.receipts: list[Receipt] = []
+        # What the refusals' database errors are: known once a connection is (SQLAlchemy's alone until then).
+        self.database_errors: tuple[type[Exception], ...] = (SQLAlchemyError,)
 
     def admit(self, connection: Connection) -> list[PreparedEvent]:
         admitted: list[_Waiter] = []
         self.refused = []
+        self.database_errors = store.database_errors(connection.dialect)
         for waiter in self.waiters:
             precondition = waiter.companion.precondition if waiter.companion is not None else None
             if precondition is not None and self.isolate:

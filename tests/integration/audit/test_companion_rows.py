@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from audit.errors import AuditWriteError, CompanionRefused
 from audit.log import AuditLog, CheckpointPolicy, Receipt
+from audit.store import run_on_driver
 from audit.tables import audit_entries
 from audit.verify import verify_database
 from audit.writer import AsyncAuditWriter, CompanionRow
@@ -189,6 +190,45 @@ async def test_a_precondition_refusing_in_a_batch_leaves_out_its_caller_alone_an
     assert (logging.INFO, "audit caller of 1 events with rows for companion_test_outcomes refused by its "
             "precondition (_Refused); the others of its batch were written") in lines
     assert [level for level, message in lines if "IntegrityError" in message] == [logging.ERROR]
+
+
+def _causes(exc: BaseException) -> list[type[BaseException]]:
+    """The types along ``exc``'s explicit causes, itself first."""
+    chain: list[type[BaseException]] = []
+    cause: BaseException | None = exc
+    while cause is not None:
+        chain.append(type(cause))
+        cause = cause.__cause__
+    return chain
+
+
+async def test_a_driver_error_of_a_precondition_in_a_redone_batch_fails_its_caller_as_a_failing_log(
+        engine: Engine) -> None:
+    """A precondition that sends a statement straight to the driver (as rule 6's count and the claim statements
+    do) fails with the driver's own error (``sqlite3.Error``, ``psycopg.Error``), not SQLAlchemy's. Refused in its
+    savepoint in a redone batch, that error was the direct cause of its caller's AuditWriteError, where alone (and
+    for SQLAlchemy's errors) the cause is the log's AuditWriteError: a caller that tells its precondition's own
+    defect from a failing log by that cause (the escalation desk) took a failing database for a bug, a 500
+    instead of the 503. Now the same chain either way; the callers beside it are written."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+
+    def clash_on_the_driver(connection: Connection) -> None:  # a unique key taken, found by the driver
+        run_on_driver(connection, f"INSERT INTO {outcomes.name} (id, first_index, entries) VALUES ('kept', 0, 1)")
+
+    async with AsyncAuditWriter(log) as writer:
+        await writer.record([make_event(0)], _row("kept"))
+        with pytest.raises(AuditWriteError) as alone:
+            await writer.record([make_event(1)], CompanionRow(None, None, clash_on_the_driver))
+        plain, clashed, fresh = await _in_one_batch(writer, [
+            (2, None), (3, CompanionRow(None, None, clash_on_the_driver)), (4, _row("r4"))])
+    assert writer.stats.isolated_batches == 1
+    assert isinstance(clashed, AuditWriteError)
+    assert _causes(clashed) == _causes(alone.value)
+    assert _causes(clashed)[:2] == [AuditWriteError, AuditWriteError]
+    assert issubclass(_causes(clashed)[2], engine.dialect.loaded_dbapi.Error)
+    assert [[r.index for r in receipts] for receipts in (plain, fresh)] == [[2], [3]]
+    with engine.connect() as connection:
+        assert set(connection.execute(select(outcomes.c.id)).scalars()) == {"kept", "r4"}
 
 
 async def test_a_batch_whose_callers_are_all_refused_writes_nothing(engine: Engine) -> None:
