@@ -23,7 +23,7 @@ from audit.store import run_on_driver
 from audit.tables import audit_entries
 from audit.verify import verify_database
 from audit.writer import AsyncAuditWriter, CompanionRow
-from tests.audit_support import engine_with_tables, log_signer, make_event
+from tests.audit_support import engine_with_tables, log_signer, make_event, writer_held
 
 _metadata = MetaData()
 outcomes = Table("companion_test_outcomes", _metadata, Column("id", String(16), primary_key=True),
@@ -120,20 +120,10 @@ async def test_callers_sharing_a_batch_with_a_clashing_row_are_written_one_by_on
 
 
 async def _in_one_batch(writer: AsyncAuditWriter, calls: Sequence[tuple[int, CompanionRow | None]]) -> list[Any]:
-    """``calls`` (an event number and a companion each) written in one batch: the writer thread is held inside
-    another caller's transaction until they have all queued. Their results, exceptions as they are."""
-    held, go = threading.Event(), threading.Event()
-
-    def hold(_connection: Connection) -> None:
-        held.set()
-        go.wait(10)
-
-    first = asyncio.ensure_future(writer.record([make_event(99)], CompanionRow(None, None, hold)))
-    assert await asyncio.to_thread(held.wait, 10)
-    queued = [asyncio.ensure_future(writer.record([make_event(n)], companion)) for n, companion in calls]
-    await asyncio.sleep(0)  # each call runs up to its wait: all are queued
-    go.set()
-    await first
+    """``calls`` (an event number and a companion each) written in one batch (:func:`writer_held`). Their
+    results, exceptions as they are."""
+    async with writer_held(writer):
+        queued = [asyncio.ensure_future(writer.record([make_event(n)], companion)) for n, companion in calls]
     return list(await asyncio.gather(*queued, return_exceptions=True))
 
 
