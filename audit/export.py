@@ -40,8 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from audit import store
 from audit.canonical import MAX_EVENT_BYTES, format_timestamp
 from audit.errors import StoreUnavailable
@@ -122,7 +120,7 @@ def export_log(log: AuditLog, out: Path | BinaryIO, *, exported_at: datetime | N
     :class:`~audit.errors.StoreUnavailable`, whichever layer noticed (SQLAlchemy's pool, or the driver under
     the lean read of :func:`audit.store.leaf_batches`), and leaves no file either.
     """
-    database_errors = (SQLAlchemyError, log.engine.dialect.loaded_dbapi.Error)
+    database_errors = store.database_errors(log.engine.dialect)
     covering = log.issue_checkpoint()
     try:
         return _export_covered(log, out, covering, exported_at, batch_size, before_publish)

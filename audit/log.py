@@ -36,7 +36,6 @@ from typing import NamedTuple
 from uuid import UUID, SafeUUID
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from audit import store
 from audit.canonical import canonical_event, entry_texts, format_timestamp
@@ -272,8 +271,7 @@ class AuditLog:
         self._passed_over_reported: frozenset[tuple[int, str]] = frozenset()
         self._rows = store.RowWriter(engine.dialect)
         self._held = threading.local()  # a thread's connection kept across its appends (holding_connection)
-        # SQLAlchemy's errors, and the driver's own for the few statements sent to it directly.
-        self._database_errors: tuple[type[Exception], ...] = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
+        self._database_errors = store.database_errors(engine.dialect)
 
     @contextmanager
     def holding_connection(self) -> Iterator[None]:

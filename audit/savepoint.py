@@ -14,11 +14,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 
 from audit.store import run_on_driver
 
 _NAME = "audit_caller"
+
+_POSTGRESQL_CACHED_SUBTRANSACTIONS = 64
+"""PostgreSQL's ``PGPROC_MAX_CACHED_SUBXIDS``: the subtransaction ids a backend keeps in shared memory."""
+
+
+def per_transaction(dialect: Dialect) -> int | None:
+    """How many savepoints one transaction should take on ``dialect`` (None: no limit).
+
+    Why a limit on PostgreSQL: :func:`refusal` releases each savepoint before the next, so one is open at a time,
+    but a released subtransaction that wrote (rule 6's count, an ``Idempotency-Key``'s claim: nearly every
+    caller's precondition) keeps its transaction id in its backend's cache until the whole transaction ends (only
+    one rolled back leaves it). Past 64 the cache overflows, and while that transaction runs every other session's
+    snapshot has to look subtransactions up in ``pg_subtrans``: a known performance cliff. SQLite's savepoints are
+    marks in its journal, with no such cost."""
+    return _POSTGRESQL_CACHED_SUBTRANSACTIONS if dialect.name == "postgresql" else None
 
 
 def refusal(connection: Connection, work: Callable[[Connection], None]) -> Exception | None:

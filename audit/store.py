@@ -30,6 +30,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from sqlalchemy import Connection, Dialect, Engine, Select, Text, bindparam, func, select, type_coerce, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from audit.errors import MalformedRow
 from audit.events import AuditEvent
@@ -336,6 +337,14 @@ def _identity(value: Any) -> Any:
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     """Rows turned into one list per column (the arrays of PostgreSQL's ``unnest``)."""
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+def database_errors(dialect: Dialect) -> tuple[type[Exception], ...]:
+    """What a failing database raises on ``dialect``: SQLAlchemy's errors, and the driver's own (its DB-API
+    ``Error``: ``sqlite3.Error``, ``psycopg.Error``) for the statements sent to it directly (:func:`run_on_driver`,
+    a caller's precondition). Why one place: whoever turns a database's failure into the log's own error must
+    recognise both, or a driver error slips past as if it were a bug of the caller."""
+    return (SQLAlchemyError, dialect.loaded_dbapi.Error)
 
 
 def run_on_driver(connection: Connection, sql: str, parameters: Sequence[Any] | None = None) -> None:

@@ -64,7 +64,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from audit import bulk_reads, store
@@ -747,7 +746,7 @@ def verify_database(engine: Engine, verifier: NoteVerifier, *, known_checkpoints
         with _collector_paused():
             return _verify_database(engine, verifier, known, deep, check_node_cache, check_columns and not deep,
                                     workers, pool)
-    except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
+    except store.database_errors(engine.dialect) as exc:
         raise StoreUnavailable(f"audit log read failed during verification ({type(exc).__name__})") from exc
 
 

@@ -24,9 +24,11 @@ Contract for callers:
   transaction is rolled back before anything is written and the batch begun again with each caller's
   precondition in a savepoint of its own (:mod:`audit.savepoint`): a refusing caller is then left out alone,
   with nothing of it written, and the others commit in that one transaction (a retry of an answered
-  ``Idempotency-Key`` is refused this way in every batch it joins). If the batch still fails (a row that
-  cannot be inserted, a unique key taken), each of its callers is tried again in a transaction of its own:
-  such a row then fails only its own caller; a fault of the database still fails them all.
+  ``Idempotency-Key`` is refused this way in every batch it joins). On PostgreSQL one transaction takes at most
+  64 savepoints (:func:`audit.savepoint.per_transaction`): the callers past them are begun again in the next
+  transaction, once the one before has committed and its callers are answered. If a transaction still fails (a
+  row that cannot be inserted, a unique key taken), each of its callers not yet written is tried again in a
+  transaction of its own: such a row then fails only its own caller; a fault of the database still fails them all.
 
 While idle the thread applies the checkpoint policy's time limit, so a quiet log still gets its
 checkpoint within ``every_seconds``. It retries a failing checkpoint every idle second, but logs the failure
@@ -50,7 +52,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit import savepoint
+from audit import savepoint, store
 from audit.direct_insert import insert_rows
 from audit.errors import AuditWriteError, CompanionRefused
 from audit.events import AuditEvent
@@ -120,10 +122,15 @@ class AsyncAuditWriter:
     """Asyncio front end with one writer thread; use as ``async with AsyncAuditWriter(log) as writer``."""
 
     def __init__(self, log: Appender, *, max_batch_events: int = 5000, idle_interval: float | None = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """``clock`` (monotonic seconds) paces the idle loop's failure lines; a fake one in tests."""
+                 clock: Callable[[], float] = time.monotonic, max_savepoints: int | None = None) -> None:
+        """``clock`` (monotonic seconds) paces the idle loop's failure lines; a fake one in tests.
+        ``max_savepoints``: the savepoints one transaction of a batch begun again may take (at least 1); None: the
+        database's own limit (:func:`audit.savepoint.per_transaction`)."""
+        if max_savepoints is not None and max_savepoints < 1:
+            raise ValueError("max_savepoints must be at least 1")
         self._log = log
         self._max_batch_events = max_batch_events
+        self._max_savepoints = max_savepoints
         self._idle_interval = idle_interval
         self._checkpoint_failures = FailureReport(_log, "periodic audit checkpoint", clock=clock)
         self._queue: queue.SimpleQueue[_Waiter | object] = queue.SimpleQueue()
@@ -211,37 +218,43 @@ class AsyncAuditWriter:
         return take_queued(self._queue, first, self._max_batch_events, _STOP, lambda waiter: len(waiter.prepared))
 
     def _commit(self, batch: list[_Waiter]) -> None:
-        try:
-            written = self._append(batch)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                self._fail(batch, exc)
-                raise
-            if len(batch) > 1 and any(waiter.companion is not None for waiter in batch):
-                # A companion row may fail on its own account (a unique key another process took first):
-                # each caller again in a transaction of its own, so only that caller is refused.
-                self.stats.failed_transactions += 1
-                _log.log(_level_of(exc, logging.WARNING),
-                         "audit batch of %d callers with companion rows failed (%s); writing them one by one",
-                         len(batch), type(exc).__name__)
-                for waiter in batch:
-                    try:
-                        self._settle_written(self._append([waiter]))
-                    except Exception as single:
-                        self._fail([waiter], single)
-                return
-            self._fail(batch, exc)
-            return
-        self._settle_written(written)
-
-    def _append(self, batch: list[_Waiter]) -> _Batch:
         """``batch`` written in one transaction; if a caller's precondition refused in a batch of several, the
-        transaction was rolled back before any entry and is begun again with a savepoint per caller."""
-        try:
-            return self._write(_Batch(batch, isolate=False))
-        except _Isolate:
-            self.stats.isolated_batches += 1
-            return self._write(_Batch(batch, isolate=True))
+        transaction was rolled back before any entry and is begun again with a savepoint per caller, in as many
+        transactions as the savepoint limit needs. Each transaction's callers are answered once it commits, so a
+        later one that fails leaves them written, and only the callers not yet written are tried again."""
+        pending, isolate = batch, False
+        while pending:
+            try:
+                written = self._write(_Batch(pending, isolate=isolate, max_savepoints=self._max_savepoints))
+            except _Isolate:
+                self.stats.isolated_batches += 1
+                isolate = True
+                continue
+            except Exception as exc:
+                self._failed(pending, exc)
+                return
+            except BaseException as exc:
+                self._fail(pending, exc)
+                raise
+            self._settle_written(written)
+            pending = written.deferred
+
+    def _failed(self, batch: list[_Waiter], exc: Exception) -> None:
+        """``batch``'s transaction failed: each caller again in a transaction of its own if any has a companion
+        row, which may fail on its own account (a unique key another process took first), so that only its
+        caller is refused; else they all fail with it."""
+        if len(batch) > 1 and any(waiter.companion is not None for waiter in batch):
+            self.stats.failed_transactions += 1
+            _log.log(_level_of(exc, logging.WARNING),
+                     "audit batch of %d callers with companion rows failed (%s); writing them one by one",
+                     len(batch), type(exc).__name__)
+            for waiter in batch:
+                try:
+                    self._settle_written(self._write(_Batch([waiter], isolate=False)))
+                except Exception as single:
+                    self._fail([waiter], single)
+            return
+        self._fail(batch, exc)
 
     def _write(self, work: _Batch) -> _Batch:
         flat = [prepared for waiter in work.waiters for prepared in waiter.prepared]
@@ -264,7 +277,7 @@ class AsyncAuditWriter:
             _log.log(_level_of(refused, logging.ERROR), "audit caller of %d events%s refused by its precondition "
                      "(%s); the others of its batch were written", len(waiter.prepared), _rows_for([waiter]),
                      type(refused).__name__)
-            outcomes.append((waiter.future, _write_error(_as_the_log_raises(refused))))
+            outcomes.append((waiter.future, _write_error(_as_the_log_raises(refused, work.database_errors))))
         settle(outcomes)
 
     def _fail(self, batch: list[_Waiter], exc: BaseException) -> None:
@@ -303,10 +316,13 @@ def _rows_for(batch: list[_Waiter]) -> str:
     return f" with rows for {', '.join(tables)}" if tables else ""
 
 
-def _as_the_log_raises(refusal: Exception) -> Exception:
-    """A database error of a precondition refused in a savepoint, wrapped as the log wraps it when it fails the
-    whole transaction: callers see the same chain of causes either way."""
-    if isinstance(refusal, SQLAlchemyError):
+def _as_the_log_raises(refusal: Exception, database_errors: tuple[type[Exception], ...]) -> Exception:
+    """A database error of a precondition refused in a savepoint (SQLAlchemy's, or the driver's own for a statement
+    sent to it directly: :func:`audit.store.database_errors`), wrapped as the log wraps it when it fails the whole
+    transaction: callers see the same chain of causes either way. Why it matters: a caller tells its precondition's
+    own refusal or defect from a failing log by the direct cause (the escalation desk answers a defect with a 500,
+    a failing log with a 503); an expected refusal (:class:`CompanionRefused`) is no database error and stays."""
+    if isinstance(refusal, database_errors):
         wrapped = AuditWriteError(f"audit log write failed ({type(refusal).__name__})")
         wrapped.__cause__ = refusal
         return wrapped
@@ -317,6 +333,10 @@ def _write_error(cause: BaseException) -> AuditWriteError:
     error = AuditWriteError(f"audit log write failed ({type(cause).__name__}); deny the request")
     error.__cause__ = cause
     return error
+
+
+def _precondition_of(waiter: _Waiter) -> Callable[[Connection], None] | None:
+    return waiter.companion.precondition if waiter.companion is not None else None
 
 
 class _Isolate(Exception):
@@ -332,37 +352,65 @@ class _Batch:
     ``isolate``: each precondition in a savepoint of its own, so a refusal leaves out only its caller (and what it
     did is undone); without, a refusal fails the transaction (:class:`_Isolate` in a batch of several callers,
     the refusal itself for a lone caller, which is refused with its transaction). Savepoints cost every caller
-    of a batch two statements (a round trip each on PostgreSQL), refusals are rare: hence only on a retry."""
+    of a batch two statements (a round trip each on PostgreSQL), refusals are rare: hence only on a retry.
 
-    __slots__ = ("admitted", "companions", "isolate", "receipts", "refused", "waiters")
+    ``max_savepoints`` (None: :func:`audit.savepoint.per_transaction` of the database): once ``isolate`` has taken
+    that many, the callers from the next one with a precondition on are left for another transaction
+    (``deferred``), neither written nor refused."""
 
-    def __init__(self, waiters: list[_Waiter], *, isolate: bool) -> None:
+    __slots__ = ("admitted", "companions", "database_errors", "deferred", "isolate", "max_savepoints", "receipts",
+                 "refused", "waiters")
+
+    def __init__(self, waiters: list[_Waiter], *, isolate: bool, max_savepoints: int | None = None) -> None:
         self.waiters = waiters
         self.isolate = isolate
+        self.max_savepoints = max_savepoints
+        self.deferred: list[_Waiter] = []
         self.companions = any(waiter.companion is not None for waiter in waiters)
         self.admitted = waiters
         self.refused: list[tuple[_Waiter, Exception]] = []
         self.receipts: list[Receipt] = []
+        # What the refusals' database errors are: known once a connection is (SQLAlchemy's alone until then).
+        self.database_errors: tuple[type[Exception], ...] = (SQLAlchemyError,)
 
     def admit(self, connection: Connection) -> list[PreparedEvent]:
-        admitted: list[_Waiter] = []
-        self.refused = []
+        self.admitted = self._isolated(connection) if self.isolate else self._shared(connection)
+        return [prepared for waiter in self.admitted for prepared in waiter.prepared]
+
+    def _shared(self, connection: Connection) -> list[_Waiter]:
+        """Every precondition without a savepoint: a refusal fails the transaction (:class:`_Isolate` when others
+        share it)."""
         for waiter in self.waiters:
-            precondition = waiter.companion.precondition if waiter.companion is not None else None
-            if precondition is not None and self.isolate:
-                if (refused := savepoint.refusal(connection, precondition)) is not None:
-                    self.refused.append((waiter, refused))
-                    continue
-            elif precondition is not None:
+            if (precondition := _precondition_of(waiter)) is not None:
                 try:
                     precondition(connection)
                 except Exception as exc:
                     if len(self.waiters) > 1:
                         raise _Isolate from exc
                     raise
-            admitted.append(waiter)
-        self.admitted = admitted
-        return [prepared for waiter in admitted for prepared in waiter.prepared]
+        return self.waiters
+
+    def _isolated(self, connection: Connection) -> list[_Waiter]:
+        """Each precondition in a savepoint of its own, up to the limit: the callers whose preconditions held."""
+        self.refused, self.deferred = [], []
+        self.database_errors = store.database_errors(connection.dialect)
+        limit = self.max_savepoints if self.max_savepoints is not None else savepoint.per_transaction(
+            connection.dialect)
+        admitted: list[_Waiter] = []
+        opened = 0
+        for position, waiter in enumerate(self.waiters):
+            if (precondition := _precondition_of(waiter)) is None:
+                admitted.append(waiter)
+                continue
+            if limit is not None and opened == limit:
+                self.deferred = self.waiters[position:]
+                break
+            opened += 1
+            if (refused := savepoint.refusal(connection, precondition)) is None:
+                admitted.append(waiter)
+            else:
+                self.refused.append((waiter, refused))
+        return admitted
 
     def write(self, connection: Connection, receipts: list[Receipt]) -> None:
         rows: defaultdict[Table, list[dict[str, Any]]] = defaultdict(list)

@@ -1,7 +1,7 @@
 """The gateway's CPU time per exchange request, for comparing versions of the code on a shared machine.
 
     python bench/cpu_per_request.py [--tree DIR ...] [--requests 1500] [--warmup 200] [--clients 16] [--rounds 5]
-                                    [--keyed]
+                                    [--keyed] [--pseudonyms]
 
 Wall-clock throughput on this shared 2-core VM moves with whatever else runs; the CPU the gateway process spends
 on a request moves much less. For each ``--tree`` (a checkout of this repository, e.g. a ``git worktree`` at an
@@ -14,6 +14,9 @@ before and after. Printed: per round and tree the CPU per request, then per tree
 median of the round-by-round ratios to the first tree and the ratio of all rounds' CPU together. With
 ``--keyed`` every request carries a fresh ``Idempotency-Key``, as ``gateway.client`` sends it (``bench_exchange.py
 --keyed``): the claim of the key and the sealed records kept for a replay are then part of the CPU measured.
+With ``--pseudonyms`` the subject is asked as partners ask in production (``bench_exchange.py --pseudonyms``):
+the holder enrolled, the requester's own pseudonym sent, translated per holder and back; each stack has its own
+keys, so each gets its own pseudonym of the subject.
 
 Bounded (a fixed number of requests; every request has a 30 s timeout), loopback only.
 """
@@ -50,9 +53,16 @@ import json, sys, tempfile
 from pathlib import Path
 from bench.bench_exchange import start_stack
 from gateway.demo import stop_processes
-urls, token, key, processes = start_stack(Path(tempfile.mkdtemp(prefix="wgs-cpu-")))
+workdir = Path(tempfile.mkdtemp(prefix="wgs-cpu-"))
+urls, token, key, processes = start_stack(workdir)
 try:
-    print(json.dumps({"urls": urls, "key": key.as_dict(private=True), "gateway_pid": processes[1].pid}), flush=True)
+    subject = None
+    if sys.argv[1:] == ["pseudonyms"]:
+        import asyncio
+        from bench.bench_exchange import pseudonyms
+        subject = asyncio.run(pseudonyms(workdir, None, urls["gateway"], key)).requester
+    print(json.dumps({"urls": urls, "key": key.as_dict(private=True), "gateway_pid": processes[1].pid,
+                      "subject": subject}), flush=True)
     sys.stdin.read()
 finally:
     stop_processes(processes)
@@ -69,11 +79,11 @@ def _cpu_seconds(stat_path: str) -> float:
 
 
 class Stack:
-    def __init__(self, tree: Path) -> None:
+    def __init__(self, tree: Path, pseudonyms: bool = False) -> None:
         env = os.environ | {"PYTHONPATH": str(tree)}
         self.tree = tree
-        self.holder = subprocess.Popen([sys.executable, "-c", _HOLDER], cwd=tree, env=env, stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True)
+        self.holder = subprocess.Popen([sys.executable, "-c", _HOLDER, *(["pseudonyms"] if pseudonyms else [])],
+                                       cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.holder.stdout is not None
         line = self.holder.stdout.readline()
         if not line:
@@ -82,6 +92,7 @@ class Stack:
         self.url: str = started["urls"]["gateway"]
         self.key = OKPKey.import_key(started["key"])
         self.pid: int = started["gateway_pid"]
+        self.subject: str | None = started["subject"]  # the requester's pseudonym, with --pseudonyms
 
     def cpu(self) -> tuple[float, float]:
         """(the whole gateway process, its main thread: the event loop)."""
@@ -93,10 +104,11 @@ class Stack:
         self.holder.wait(timeout=60)
 
 
-def _exchange() -> dict[str, Any]:
+def _exchange(pseudonym: str | None) -> dict[str, Any]:
+    """The benchmark's request: about the subject by its opaque reference, or by the requester's pseudonym."""
     from connectors.world import build_world
 
-    subject = build_world(2025).scenarios()["bibob-applicant"][0]
+    subject = pseudonym or build_world(2025).scenarios()["bibob-applicant"][0]
     return {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
             "legal_basis": "WGS (RIEC) with Wet Bibob", "case_reference": "BENCH-1",
             "signal": {"type": "bibob-application", "reference": "BENCH-SIG"},
@@ -131,13 +143,13 @@ async def _send(http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any],
 
 
 async def _measure(stacks: list[Stack], args: argparse.Namespace) -> None:
-    body = _exchange()
     per_request: dict[Path, list[float]] = {s.tree: [] for s in stacks}
     loop_share: dict[Path, list[float]] = {s.tree: [] for s in stacks}
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         for round_no in range(1, args.rounds + 1):
             for stack in stacks:
+                body = _exchange(stack.subject)
                 await _send(http, stack, body, args.warmup, args.clients, args.keyed)
                 (total0, loop0), began = stack.cpu(), time.perf_counter()
                 failed = await _send(http, stack, body, args.requests, args.clients, args.keyed)
@@ -149,7 +161,8 @@ async def _measure(stacks: list[Stack], args: argparse.Namespace) -> None:
                       f"{(loop1 - loop0) * 1000 / args.requests:.3f}), {args.requests / wall:.0f} req/s, "
                       f"{failed} failed", flush=True)
     first = stacks[0].tree
-    print(f"\nmedians over {args.rounds} rounds of {args.requests} {'keyed ' if args.keyed else ''}requests at "
+    print(f"\nmedians over {args.rounds} rounds of {args.requests} {'keyed ' if args.keyed else ''}requests "
+          f"{'by pseudonyms ' if args.pseudonyms else ''}at "
           f"{args.clients} clients:")
     for stack in stacks:
         ratios = [a / b for a, b in zip(per_request[stack.tree], per_request[first], strict=True)]
@@ -171,12 +184,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keyed", action="store_true",
                         help="a fresh Idempotency-Key on every request, as gateway.client sends")
+    parser.add_argument("--pseudonyms", action="store_true",
+                        help="ask by the requester's pseudonym of the subject (the holder enrolled), as partners do")
     args = parser.parse_args()
     trees = [t.resolve() for t in args.tree or [Path(__file__).resolve().parent.parent]]
     stacks: list[Stack] = []
     try:
         for tree in trees:
-            stacks.append(Stack(tree))
+            stacks.append(Stack(tree, args.pseudonyms))
             print(f"{tree}: gateway pid {stacks[-1].pid}", flush=True)
         asyncio.run(_measure(stacks, args))
     finally:

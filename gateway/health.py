@@ -2,7 +2,9 @@
 
 ``/health/live`` answers as long as the process serves HTTP. ``/health/ready`` runs every registered
 readiness check (database, schema, policy engine, key store, ...) and answers 503 with the failing names, so a
-load balancer stops routing to a gateway that would have to deny everything.
+load balancer stops routing to a gateway that would have to deny everything. The checks run concurrently, each
+within its own bound: two slow dependencies cost the probe one bound, not two, so a probe with an
+orchestrator's few-second timeout does not take a gateway with merely slow dependencies for a dead one.
 
 A container orchestrator should restart on the liveness probe and route on the readiness probe: restarting
 a gateway whose database is down or behind only makes it refuse to start (``serve`` checks both first).
@@ -40,24 +42,43 @@ async def live() -> dict[str, str]:
                                                                      "policy_engine": "ok", "key_store": "ok"}}}}}})
 async def ready(request: Request) -> JSONResponse:
     container: Container = request.app.state.container
-    results: dict[str, str] = {}
-    for name, check in container.readiness.items():
-        bound = asyncio.timeout(CHECK_TIMEOUT_SECONDS)
-        try:
-            async with bound:
-                await check()
-            results[name] = "ok"
-        except TimeoutError:
-            # Slow, not necessarily down: say so, and which bound (a check's own timeout is its NotReady's).
-            results[name] = (f"failed: no answer within {CHECK_TIMEOUT_SECONDS:g} s (the readiness probe's bound)"
-                             if bound.expired() else "failed: TimeoutError")
-        except NotReady as exc:  # a reason its check vouches for: no secret in it
-            results[name] = f"failed: {exc}"
-        except Exception as exc:  # a probe reports, it never raises
-            results[name] = f"failed: {type(exc).__name__}"
+    async with asyncio.TaskGroup() as group:  # every check ends (answers, fails or is cancelled) before the answer
+        outcomes = {name: group.create_task(_outcome(check)) for name, check in container.readiness.items()}
+    results = {name: outcome.result() for name, outcome in outcomes.items()}  # in the order they were registered
     healthy = all(value == "ok" for value in results.values())
     return JSONResponse({"status": "ok" if healthy else "unavailable", "checks": results},
                         status_code=200 if healthy else 503)
+
+
+async def _outcome(check: ReadinessCheck) -> str:
+    """``ok`` or ``failed: <why>`` for one check, waited for at most ``CHECK_TIMEOUT_SECONDS``. Never raises
+    (but for the probe's own cancellation): a check that fails in an unforeseen way makes the gateway not ready
+    (fail closed), it does not turn the probe into a 500 or take the other checks' answers with it. A check
+    past the bound is cancelled; what it runs in a thread (``asyncio.to_thread``: a database query) cannot be
+    interrupted and ends at its driver's own timeout (``WGS_DB_CONNECT_TIMEOUT_SECONDS`` for a connection)."""
+    bound = asyncio.timeout(CHECK_TIMEOUT_SECONDS)
+    try:
+        async with bound:
+            await check()
+        return "ok"
+    except TimeoutError:
+        # Slow, not necessarily down: say so, and which bound (a check's own timeout is its NotReady's).
+        return (f"failed: no answer within {CHECK_TIMEOUT_SECONDS:g} s (the readiness probe's bound)"
+                if bound.expired() else "failed: TimeoutError")
+    except NotReady as exc:  # a reason its check vouches for: no secret in it
+        return f"failed: {exc}"
+    except asyncio.CancelledError:
+        if _being_cancelled():
+            raise  # the request went away (or the server stops): nothing to answer
+        return "failed: CancelledError"  # the check's own (e.g. a task it awaited was cancelled), not the probe's
+    except Exception as exc:  # a probe reports, it never raises
+        return f"failed: {type(exc).__name__}"
+
+
+def _being_cancelled() -> bool:
+    """Whether this task was asked to stop, as opposed to a ``CancelledError`` rising from what it awaited."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def database_check(container: Container) -> ReadinessCheck:

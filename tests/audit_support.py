@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from audit.checkpoint import NoteSigner
 from audit.events import AuditEvent, DataSubject, Decision, EventType, ProcessingActivity, Requester
 from audit.merkle import CompactRange, flat_index, leaf_hash
 from audit.tables import audit_entries, audit_tree_nodes
+from audit.writer import AsyncAuditWriter, CompanionRow
 from gateway.db.engine import make_engine
 
 ORIGIN = "wgs.example/audit"
@@ -132,6 +134,26 @@ def enrol_logged(service: Any, key_dir: Path, *args: Any) -> Any:
                 service.writer = None
 
     return asyncio.run(run())
+
+
+@asynccontextmanager
+async def writer_held(writer: AsyncAuditWriter) -> AsyncIterator[None]:
+    """The writer thread held inside another caller's transaction while the block runs: what the block hands it
+    (each call started there runs up to its wait) is then written in one batch, as under load."""
+    held, go = threading.Event(), threading.Event()
+
+    def hold(_connection: Connection) -> None:
+        held.set()
+        go.wait(10)
+
+    holder = asyncio.ensure_future(writer.record([make_event(99)], CompanionRow(None, None, hold)))
+    try:
+        assert await asyncio.to_thread(held.wait, 10)
+        yield
+        await asyncio.sleep(0)  # each call started in the block runs up to its wait: all are queued
+    finally:
+        go.set()
+        await holder
 
 
 def forge_entry(connection: Connection, index: int) -> None:

@@ -121,7 +121,8 @@ def count_in_unless_moved(day: Day, decided_on: int, limit: int | None,
                           seen: Callable[[int], None] | None = None) -> Callable[[Connection], None]:
     """The write-ahead's precondition that counts the request in (:func:`count_in`), if the count is on the
     same side of ``limit`` as ``decided_on``, the count the policy decided with; else :class:`CountMoved`.
-    ``seen`` is told the count with this request in (as far as its transaction commits).
+    ``seen`` is told the count with this request in on every run, also one that then refuses or whose transaction
+    is rolled back: only the last run before a commit told what the database holds.
 
     The same side suffices: rule 6 compares the count with the limit and nothing else. So a request is counted
     in the transaction that logs it, and is decided with a count read (or known) beforehand without a write of

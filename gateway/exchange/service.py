@@ -847,7 +847,7 @@ class ExchangeService:
         leaves the count too high that day: more requests escalate, none slips past the limit.
 
         Below the limit, the count this process saw when it last counted a request in stands for the read
-        (:meth:`_count_seen`): the decision then depends only on the count being below the limit, and the
+        (:meth:`_written_counting`): the decision then depends only on the count being below the limit, and the
         write-ahead's precondition checks exactly that against the count in the database — requests of other
         processes or give-backs since then at worst cost the request a second decision (``CountMoved``). The
         read and its hand-over to a thread were about a twentieth of an exchange's CPU. At or past the limit the
@@ -862,15 +862,24 @@ class ExchangeService:
 
         return await asyncio.to_thread(count)
 
-    def _count_seen(self, day: repository.Day) -> Callable[[int], None]:
-        """What the write-ahead's count tells (on the audit writer's thread): the count as it stands with that
-        request in, kept for :meth:`_requests_today` (one entry per system and purpose, the latest day's)."""
-        key = (day.system, day.purpose)
+    async def _written_counting(self, events: list[AuditEvent], day: repository.Day, decided_on: int,
+                                limit: int | None, claim: repository.Claim | None = None) -> list[Receipt]:
+        """The write-ahead ``events`` logged with the request counted in ``day`` in their transaction
+        (:func:`repository.count_in_unless_moved`, decided with ``decided_on``), and with ``claim``'s claim if
+        given; the count with this request in is then kept for :meth:`_requests_today` (one entry per system and
+        purpose, the latest day's). Raises as :meth:`_record` does (``CountMoved``: nothing written).
 
-        def seen(count: int) -> None:
-            self._seen_counts[key] = (day.day, count)
-
-        return seen
+        Kept only once the transaction committed, as the last run of the count told it: the count runs on the
+        audit writer's thread inside a transaction that may yet be rolled back (a batch begun again with
+        savepoints, this request refused after counting, a failing database), and the writer runs it again only
+        after rolling the run before back. Kept as each run told it, a count the database never held stayed
+        behind: one too high after a request refused with ``CountMoved`` in a batch begun again."""
+        told: list[int] = []
+        count = repository.count_in_unless_moved(day, decided_on, limit, told.append)
+        receipts = await (self._write_ahead_claiming(events, claim, count) if claim
+                          else self._record(events, repository.only_if(count)))
+        self._seen_counts[(day.system, day.purpose)] = (day.day, told[-1])
+        return receipts
 
     async def _uncount(self, attempt: str) -> None:
         """``attempt`` ended: give its count back unless its outcome was stored (then it is a stored exchange)."""
@@ -1062,10 +1071,8 @@ class ExchangeService:
         try:
             for _ in range(DECISION_ROUNDS):
                 ahead = self._written_ahead(base, body, logged, targets, decisions)
-                count = repository.count_in_unless_moved(day, today, limit, self._count_seen(day))
                 try:
-                    receipts = await (self._write_ahead_claiming(ahead, claim, count) if claim
-                                      else self._record(ahead, repository.only_if(count)))
+                    receipts = await self._written_counting(ahead, day, today, limit, claim)
                     break
                 except Conflict:
                     # The claim was refused, nothing was written: an answer stored under the key is the retry's
@@ -1778,9 +1785,7 @@ class ExchangeService:
                                categories=tuple(d.permitted_categories), policy_version=d.policy_version)
                     for t, d in zip(targets, decisions, strict=True)]
                 try:
-                    counted = repository.only_if(repository.count_in_unless_moved(day, today, limit,
-                                                                                  self._count_seen(day)))
-                    return decisions, await self._record(events, counted)
+                    return decisions, await self._written_counting(events, day, today, limit)
                 except repository.CountMoved as moved:  # nothing was written: decide with the count as it is
                     today = moved.count
                     decisions = await self._decide("discovery", body, principal, targets, today, request_fingerprint)

@@ -3,15 +3,20 @@ dependency, a bad register stops the start with line and reason, and every error
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event
 
 from gateway import health
 from gateway.app import create_app
-from gateway.container import Container, build_container
+from gateway.container import Container, ReadinessCheck, build_container
 from gateway.errors import InvalidRegister
 from gateway.settings import POLICIES_DIR, SHIPPED_REGISTER, Settings
 from tests.opa_test_server import Behaviour, create_opa_test_app
@@ -78,6 +83,120 @@ def test_a_checks_own_timeout_is_not_reported_as_the_probes_bound(client: TestCl
 
     container.readiness["own_timeout"] = times_out_itself
     assert client.get("/health/ready").json()["checks"]["own_timeout"] == "failed: TimeoutError"
+
+
+@contextmanager
+def _probe_queries_slowed(engine: Engine, seconds: float) -> Iterator[None]:
+    """The database answers the readiness probe's queries (``database``'s ``SELECT 1``, ``schema``'s read of
+    ``alembic_version``) ``seconds`` late, and every other statement as fast as before."""
+    def late(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.strip() == "SELECT 1" or "FROM alembic_version" in statement:
+            time.sleep(seconds)
+
+    event.listen(engine, "before_cursor_execute", late)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", late)
+
+
+def test_slow_dependencies_are_waited_for_together_not_one_after_another(tmp_path: Path, sqlite_db_url: str) -> None:
+    """An OPA server and a database each answering 1 s late (three checks: database, schema, policy engine) are
+    ready in about 1 s, not 3: a load balancer's 5 s probe took two merely slow dependencies for a dead
+    gateway while the checks ran one after another. The answer keeps its shape and the checks their order."""
+    behaviour = Behaviour()
+    with serve_app(create_opa_test_app(POLICIES_DIR, behaviour)) as opa_url:
+        settings = Settings(data_dir=tmp_path, database_url=sqlite_db_url, policy_engine="opa", opa_url=opa_url)
+        container = build_container(settings)
+        with TestClient(create_app(container=container)) as client:
+            assert client.get("/health/ready").status_code == 200  # connections and evaluators made, not timed
+            behaviour.delay_seconds = 1.0
+            with _probe_queries_slowed(container.engine, 1.0):
+                started = time.monotonic()
+                response = client.get("/health/ready")
+                elapsed = time.monotonic() - started
+        container.close()
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {name: "ok" for name in container.readiness}}
+    assert list(response.json()["checks"]) == list(container.readiness)  # the order they were registered in
+    assert 1.0 <= elapsed < 1.8, elapsed  # slowed indeed, and one check's time (with room for a loaded machine)
+
+
+def test_checks_over_the_bound_end_before_the_answer_which_waits_one_bound(client: TestClient, container: Container,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two checks that never answer cost the probe one bound, not two, and neither is left running after the
+    answer: each is cancelled at the bound and has ended when the probe answers."""
+    monkeypatch.setattr(health, "CHECK_TIMEOUT_SECONDS", 1.0)
+    ended: list[str] = []
+
+    def hangs(name: str) -> ReadinessCheck:
+        async def check() -> None:
+            try:
+                await asyncio.sleep(60)
+            finally:
+                ended.append(name)
+        return check
+
+    container.readiness["hangs"] = hangs("hangs")
+    container.readiness["hangs_too"] = hangs("hangs_too")
+    started = time.monotonic()
+    response = client.get("/health/ready")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    checks = response.json()["checks"]
+    assert checks["hangs"] == checks["hangs_too"] == "failed: no answer within 1 s (the readiness probe's bound)"
+    assert checks["database"] == "ok"
+    assert sorted(ended) == ["hangs", "hangs_too"]
+    assert elapsed < 1.8, elapsed
+
+
+async def _raises_its_own_error() -> None:
+    raise RuntimeError("postgresql://wgs:hunter2@db.internal/wgs")  # as a driver's message might: a secret
+
+
+async def _awaits_a_cancelled_task() -> None:
+    """A check whose own work was cancelled (a task it waits for was stopped, e.g. at shutdown): the
+    ``CancelledError`` is the check's, not the probe's."""
+    task = asyncio.create_task(asyncio.sleep(60))
+    task.cancel()
+    await task
+
+
+@pytest.mark.parametrize(("check", "reason"), [(_raises_its_own_error, "failed: RuntimeError"),
+                                               (_awaits_a_cancelled_task, "failed: CancelledError")])
+def test_a_check_failing_unexpectedly_makes_the_gateway_not_ready_not_a_500(
+        client: TestClient, container: Container, check: ReadinessCheck, reason: str) -> None:
+    """Fail closed: 503 naming the check and the error's type, never its message (the probe is unauthenticated),
+    and the other checks still answered."""
+    container.readiness["unexpected"] = check
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["checks"]["unexpected"] == reason
+    assert response.json()["checks"]["database"] == "ok"
+    assert "hunter2" not in response.text
+    assert "db.internal" not in response.text
+
+
+async def test_the_probes_own_cancellation_stops_its_checks_and_is_not_reported_as_theirs() -> None:
+    """A probe cancelled from outside (its request's task stopped) cancels a running check and ends cancelled
+    itself: only a ``CancelledError`` of the check's own becomes ``failed: CancelledError``, the probe's own is
+    not swallowed (that would keep a stopped task running and answering)."""
+    ended = asyncio.Event()
+
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            ended.set()
+
+    probe = asyncio.create_task(health._outcome(hangs))
+    await asyncio.sleep(0.05)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    assert ended.is_set()
 
 
 def test_a_bad_register_file_stops_the_start_with_line_and_reason(tmp_path: Path, sqlite_db_url: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -19,10 +19,11 @@ from sqlalchemy.exc import IntegrityError
 
 from audit.errors import AuditWriteError, CompanionRefused
 from audit.log import AuditLog, CheckpointPolicy, Receipt
+from audit.store import run_on_driver
 from audit.tables import audit_entries
 from audit.verify import verify_database
 from audit.writer import AsyncAuditWriter, CompanionRow
-from tests.audit_support import engine_with_tables, log_signer, make_event
+from tests.audit_support import engine_with_tables, log_signer, make_event, writer_held
 
 _metadata = MetaData()
 outcomes = Table("companion_test_outcomes", _metadata, Column("id", String(16), primary_key=True),
@@ -118,21 +119,11 @@ async def test_callers_sharing_a_batch_with_a_clashing_row_are_written_one_by_on
     assert _count(engine, outcomes) == 2
 
 
-async def _in_one_batch(writer: AsyncAuditWriter, calls: list[tuple[int, CompanionRow | None]]) -> list[Any]:
-    """``calls`` (an event number and a companion each) written in one batch: the writer thread is held inside
-    another caller's transaction until they have all queued. Their results, exceptions as they are."""
-    held, go = threading.Event(), threading.Event()
-
-    def hold(_connection: Connection) -> None:
-        held.set()
-        go.wait(10)
-
-    first = asyncio.ensure_future(writer.record([make_event(99)], CompanionRow(None, None, hold)))
-    assert await asyncio.to_thread(held.wait, 10)
-    queued = [asyncio.ensure_future(writer.record([make_event(n)], companion)) for n, companion in calls]
-    await asyncio.sleep(0)  # each call runs up to its wait: all are queued
-    go.set()
-    await first
+async def _in_one_batch(writer: AsyncAuditWriter, calls: Sequence[tuple[int, CompanionRow | None]]) -> list[Any]:
+    """``calls`` (an event number and a companion each) written in one batch (:func:`writer_held`). Their
+    results, exceptions as they are."""
+    async with writer_held(writer):
+        queued = [asyncio.ensure_future(writer.record([make_event(n)], companion)) for n, companion in calls]
     return list(await asyncio.gather(*queued, return_exceptions=True))
 
 
@@ -189,6 +180,127 @@ async def test_a_precondition_refusing_in_a_batch_leaves_out_its_caller_alone_an
     assert (logging.INFO, "audit caller of 1 events with rows for companion_test_outcomes refused by its "
             "precondition (_Refused); the others of its batch were written") in lines
     assert [level for level, message in lines if "IntegrityError" in message] == [logging.ERROR]
+
+
+def _causes(exc: BaseException) -> list[type[BaseException]]:
+    """The types along ``exc``'s explicit causes, itself first."""
+    chain: list[type[BaseException]] = []
+    cause: BaseException | None = exc
+    while cause is not None:
+        chain.append(type(cause))
+        cause = cause.__cause__
+    return chain
+
+
+async def test_a_driver_error_of_a_precondition_in_a_redone_batch_fails_its_caller_as_a_failing_log(
+        engine: Engine) -> None:
+    """A precondition that sends a statement straight to the driver (as rule 6's count and the claim statements
+    do) fails with the driver's own error (``sqlite3.Error``, ``psycopg.Error``), not SQLAlchemy's. Refused in its
+    savepoint in a redone batch, that error was the direct cause of its caller's AuditWriteError, where alone (and
+    for SQLAlchemy's errors) the cause is the log's AuditWriteError: a caller that tells its precondition's own
+    defect from a failing log by that cause (the escalation desk) took a failing database for a bug, a 500
+    instead of the 503. Now the same chain either way; the callers beside it are written."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+
+    def clash_on_the_driver(connection: Connection) -> None:  # a unique key taken, found by the driver
+        run_on_driver(connection, f"INSERT INTO {outcomes.name} (id, first_index, entries) VALUES ('kept', 0, 1)")
+
+    async with AsyncAuditWriter(log) as writer:
+        await writer.record([make_event(0)], _row("kept"))
+        with pytest.raises(AuditWriteError) as alone:
+            await writer.record([make_event(1)], CompanionRow(None, None, clash_on_the_driver))
+        plain, clashed, fresh = await _in_one_batch(writer, [
+            (2, None), (3, CompanionRow(None, None, clash_on_the_driver)), (4, _row("r4"))])
+    assert writer.stats.isolated_batches == 1
+    assert isinstance(clashed, AuditWriteError)
+    assert _causes(clashed) == _causes(alone.value)
+    assert _causes(clashed)[:2] == [AuditWriteError, AuditWriteError]
+    assert issubclass(_causes(clashed)[2], engine.dialect.loaded_dbapi.Error)
+    assert [[r.index for r in receipts] for receipts in (plain, fresh)] == [[2], [3]]
+    with engine.connect() as connection:
+        assert set(connection.execute(select(outcomes.c.id)).scalars()) == {"kept", "r4"}
+
+
+async def test_a_batch_begun_again_takes_at_most_64_savepoints_a_transaction_on_postgresql(engine: Engine) -> None:
+    """A redo takes a savepoint per caller with a precondition, released after it, so one is open at a time; but
+    a released subtransaction that wrote keeps its id in its PostgreSQL backend's cache (64 of them) until the
+    transaction ends, and past that every other session's snapshot pays for it. So on PostgreSQL 70 callers are
+    begun again in two transactions, 64 and 6; SQLite, which has no such cache, keeps them in one."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+
+    def claim(name: str) -> Callable[[Connection], None]:  # a write, as rule 6's count and a claim are
+        def precondition(connection: Connection) -> None:
+            connection.execute(outcomes.insert().values(id=name, first_index=0, entries=0))
+        return precondition
+
+    def claim_then_refuse(connection: Connection) -> None:
+        claim("p10")(connection)
+        raise _Refused
+
+    calls = [(n, CompanionRow(None, None, claim_then_refuse if n == 10 else claim(f"p{n}"))) for n in range(70)]
+    async with AsyncAuditWriter(log) as writer:
+        before = writer.stats.transactions
+        results = await _in_one_batch(writer, calls)
+        redone_in = writer.stats.transactions - before - 1  # the holder's own transaction aside
+    assert redone_in == (2 if engine.dialect.name == "postgresql" else 1)
+    assert writer.stats.isolated_batches == 1
+    assert isinstance(results[10], AuditWriteError)
+    assert isinstance(results[10].__cause__, _Refused)
+    written = [n for n, result in enumerate(results) if isinstance(result, list)]
+    assert written == [n for n in range(70) if n != 10]
+    assert [result[0].index for result in results if isinstance(result, list)] == list(range(1, 70))  # in order
+    with engine.connect() as connection:
+        assert set(connection.execute(select(outcomes.c.id)).scalars()) == {f"p{n}" for n in written}
+    assert _count(engine, audit_entries) == 70 == log.size()
+    result = verify_database(engine, log.verifier)
+    assert result.ok, result.failure
+
+
+async def test_callers_past_the_savepoint_limit_go_to_the_next_transaction_and_a_failing_one_leaves_earlier_written(
+        engine: Engine) -> None:
+    """At four savepoints a transaction, ten callers are begun again four at a time (the refused one among the
+    first four counts too). The first four commit and are answered; the second four fail on a row (a unique key
+    taken): only the callers not yet written are tried again, each alone, so none is written twice, the clashing
+    one fails alone, and the last two (never tried in a savepoint) are written too."""
+    log = AuditLog(engine, log_signer(), policy=CheckpointPolicy(every_entries=None, every_seconds=None))
+
+    def holds(_connection: Connection) -> None:
+        pass
+
+    def refuse(_connection: Connection) -> None:
+        raise _Refused
+
+    def clashing(receipts: list[Receipt]) -> dict[str, Any]:
+        return {"id": "kept", "first_index": receipts[0].index, "entries": 1}
+
+    calls = [(n, CompanionRow(outcomes, clashing if n == 6 else _row(f"r{n}").build, refuse if n == 2 else holds))
+             for n in range(10)]
+    async with AsyncAuditWriter(log, max_savepoints=4) as writer:
+        await writer.record([make_event(100)], _row("kept"))
+        before = writer.stats.transactions
+        results = await _in_one_batch(writer, calls)
+        transactions = writer.stats.transactions - before - 1  # the holder's own transaction aside
+    # the first four's, then 4, 5, 7, 8 and 9 alone (the second four's failed, and 6's alone)
+    assert transactions == 6
+    assert (writer.stats.isolated_batches, writer.stats.refused_callers) == (1, 1)
+    assert isinstance(results[2], AuditWriteError)
+    assert isinstance(results[2].__cause__, _Refused)
+    assert isinstance(results[6], AuditWriteError)
+    assert IntegrityError in _causes(results[6])
+    written = {n: result[0].index for n, result in enumerate(results) if isinstance(result, list)}
+    assert sorted(written) == [0, 1, 3, 4, 5, 7, 8, 9]
+    assert sorted(written.values()) == list(range(2, 10))  # each once: nothing written twice
+    with engine.connect() as connection:
+        stored = {row.id: row.first_index for row in connection.execute(select(outcomes))}
+    assert stored == {"kept": 0} | {f"r{n}": index for n, index in written.items()}
+    assert _count(engine, audit_entries) == 10 == log.size()
+    result = verify_database(engine, log.verifier)
+    assert result.ok, result.failure
+
+
+def test_a_writer_takes_at_least_one_savepoint_a_transaction(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        AsyncAuditWriter(AuditLog(engine, log_signer()), max_savepoints=0)
 
 
 async def test_a_batch_whose_callers_are_all_refused_writes_nothing(engine: Engine) -> None:
