@@ -118,14 +118,15 @@ class FuzzyDiscovery:
         self.handles = handles
 
     async def discover(self, principal: Principal, body: FuzzyDiscoveryRequest, trace: Trace) -> FuzzyDiscoveryResult:
+        """Fails closed as an exchange and a discovery do (``ExchangeService._failing_closed``): what escapes the
+        work is audited as a defect, a cancellation raised inside it included (then the generic 500); the
+        request's own cancellation goes on."""
         discovery_id = new_id()
         stand_in = _as_discovery(body)
         try:
-            return await self._discover(principal, body, stand_in, trace, discovery_id)
-        except Exception as exc:  # a defect: 500, logged by type (as discovery)
-            await self.exchange._audit_defect(exc, EventType.DISCOVERY_QUERIED, principal, stand_in, trace,
-                                              discovery_id)
-            raise
+            return await self.exchange._failing_closed(self._discover(principal, body, stand_in, trace, discovery_id),
+                                                       EventType.DISCOVERY_QUERIED, principal, stand_in, trace,
+                                                       discovery_id)
         finally:
             self.exchange._logged_ahead.discard(discovery_id)
 

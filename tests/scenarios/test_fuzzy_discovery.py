@@ -22,6 +22,7 @@ from audit.tables import audit_entries
 from gateway.client.fuzzy import MAX_FILTER_BATCH, MAX_FUZZY_SUBJECTS
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches, fuzzy_request
 from gateway.client.models import Signal
+from gateway.enrolment.setup import fuzzy_discovery
 from gateway.enrolment.tables import match_filters
 from gateway.exchange.tables import daily_request_counts
 from gateway.matching.encoding import CLKEncoder, dataset_to_wire
@@ -473,3 +474,57 @@ def test_more_subjects_than_the_bulk_threshold_escalate_as_in_discovery(stack: S
         assert targets[holder]["subjects"] == []
     assert {h: t["outcome"] for h, t in _by_holder(stack.post(MUNICIPALITY, "/v1/discovery", plain)).items()} == {
         h: t["outcome"] for h, t in targets.items()}
+
+
+async def _cancelled_inside(*_: Any) -> Any:
+    """A cancellation nobody asked for, raised from inside the request's work (a library raising it): the request
+    itself is not being cancelled."""
+    raise asyncio.CancelledError
+
+
+async def _request_cancelled(*_: Any) -> Any:
+    """The request's own task cancelled (as when its client goes away) while it reads the holders' records."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(0)  # the cancellation arrives here
+
+
+def test_a_cancellation_raised_inside_fuzzy_discovery_is_a_defect_failed_closed_and_audited(
+        stack: Stack, people: People, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: fuzzy discovery audited only what escaped as an ``Exception``; a ``CancelledError``
+    raised inside its work (after the write-ahead) left the discovery logged as allowed with no ending, and the
+    client got whatever the server makes of a cancelled task. Now it fails closed as exchange and discovery do."""
+    fuzzy = fuzzy_discovery(stack.container)
+    monkeypatch.setattr(fuzzy, "_held", _cancelled_inside)  # read once the discovery is logged ahead
+    first = _next_index(stack)
+    detail = _problem(_discover(stack, _request(people)), 500)
+    assert "nothing was disclosed" in detail
+    entries = _entries_from(stack, first)
+    assert len({e["exchange_id"] for e in entries}) == 1
+    assert entries[0]["event_type"] == "discovery.queried"
+    assert "disclosure" not in [e["event_type"] for e in entries]
+    failed = entries[-1]
+    assert (failed["event_type"], failed["status"], failed["reasons"], failed["extra"]["error_type"]) == (
+        "request.failed", "error", ["gateway-error"], "CancelledError")
+    assert fuzzy.exchange._logged_ahead == set()
+
+
+def test_fuzzy_discoverys_own_cancellation_goes_on_and_is_no_defect(
+        stack: Stack, people: People, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request's own cancellation is not taken for a defect: it goes on (no problem of the gateway's, no
+    `gateway-error` ending), and the attempt's state is dropped."""
+    fuzzy = fuzzy_discovery(stack.container)
+    monkeypatch.setattr(fuzzy, "_held", _request_cancelled)
+    first = _next_index(stack)
+    try:
+        answer = _discover(stack, _request(people))
+    except httpx.HTTPError:  # the server may drop the connection of a cancelled request
+        pass
+    else:  # the server's own 500 for a task that ended cancelled, not the gateway's problem+json
+        assert answer.status_code == 500, answer.text
+        assert not answer.headers["content-type"].startswith("application/problem+json")
+    entries = _entries_from(stack, first)
+    assert entries[0]["event_type"] == "discovery.queried"
+    assert "gateway-error" not in [r for e in entries for r in e["reasons"]]
+    assert fuzzy.exchange._logged_ahead == set()
