@@ -120,15 +120,12 @@ class FuzzyDiscovery:
     async def discover(self, principal: Principal, body: FuzzyDiscoveryRequest, trace: Trace) -> FuzzyDiscoveryResult:
         """Fails closed as an exchange and a discovery do (``ExchangeService._failing_closed``): what escapes the
         work is audited as a defect, a cancellation raised inside it included (then the generic 500); the
-        request's own cancellation goes on."""
+        request's own cancellation goes on, with the log's ending for it once the write-ahead is logged."""
         discovery_id = new_id()
         stand_in = _as_discovery(body)
-        try:
-            return await self.exchange._failing_closed(self._discover(principal, body, stand_in, trace, discovery_id),
-                                                       EventType.DISCOVERY_QUERIED, principal, stand_in, trace,
-                                                       discovery_id)
-        finally:
-            self.exchange._logged_ahead.discard(discovery_id)
+        work = self._discover(principal, body, stand_in, trace, discovery_id)
+        return await self.exchange._failing_closed(work, EventType.DISCOVERY_QUERIED, principal, stand_in, trace,
+                                                   discovery_id)
 
     @staticmethod
     async def _read_index(read: Callable[..., _Read], *args: Any) -> _Read:
@@ -235,8 +232,9 @@ class FuzzyDiscovery:
 
         answers = await asyncio.to_thread(compare)
         # The handles are stored in the commit that logs the disclosures: none is valid without its entry.
-        receipts += await service._record([AuditEvent(**base | event) for _, event in answers if event is not None],
-                                          only_if(self.handles.stored(issued)) if issued else None)
+        receipts += await service._ending(discovery_id, service._record(
+            [AuditEvent(**base | event) for _, event in answers if event is not None],
+            only_if(self.handles.stored(issued)) if issued else None))
         log.info("fuzzy_discovery_answered", discovery_id=discovery_id, subjects=len(body.subjects),
                  outcomes=[a.outcome for a, _ in answers])
         return FuzzyDiscoveryResult(

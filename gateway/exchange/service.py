@@ -155,6 +155,7 @@ def _cancelled_from_outside() -> bool:
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
+_REQUEST_CANCELLED = "request-cancelled"  # reason of the ``request.failed`` ending a request cancelled from outside
 _ANSWER_MISMATCH = "answer-mismatch"  # reason of a holder's outcome whose answer echoed another request's id
 _UNASKED_SUBJECTS = "holder-answered-unasked-subjects"  # ... whose records were all about subjects not asked
 _ESCALATING = {Outcome.ESCALATED, Outcome.REFUSED_BY_HOLDER}  # outcomes that open an escalation case
@@ -784,6 +785,9 @@ class ExchangeService:
         self._seen_counts: dict[tuple[str, str], tuple[str, int]] = {}
         self._latest_checkpoint: tuple[str, float] | None = None
         self._logged_ahead: set[str] = set()  # ids of attempts whose request entry is in the log (until they end)
+        # ids of attempts whose ending (the commit of their answer, or their ``request.failed`` entry) is handed to
+        # be written (``_ending``), until they end: a cancellation then adds no ending of its own
+        self._ending_handed: set[str] = set()
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
         # attempt id -> each asked target's log entry of the records the requester provided that reached (or may
@@ -945,19 +949,25 @@ class ExchangeService:
 
     async def _failing_closed(self, work: Awaitable[_R], event_type: EventType, principal: Principal,
                               body: ExchangeRequest | DiscoveryRequest, trace: Trace, request_id: str) -> _R:
-        """``work`` (an exchange or a discovery), with what escapes it audited (``_audit_defect``); a cancellation
-        from inside it, which no one asked for, is audited as the defect it is and raised as
-        :class:`CancelledInside` (the generic 500). The request's own cancellation goes on untouched."""
+        """``work`` (an exchange, a discovery or a fuzzy discovery), with what escapes it audited
+        (``_audit_defect``); a cancellation from inside it, which no one asked for, is audited as the defect it is
+        and raised as :class:`CancelledInside` (the generic 500). The request's own cancellation goes on, once its
+        ending is logged if it needs one (``_audit_cancelled``). Whatever the request's end, what this service
+        keeps of its entries in the log goes with it."""
         try:
             return await work
         except asyncio.CancelledError as exc:
             if _cancelled_from_outside():
+                await self._audit_cancelled(principal, body, trace, request_id)
                 raise
             await self._audit_defect(exc, event_type, principal, body, trace, request_id)
             raise CancelledInside("a cancellation nobody asked for escaped the request's work") from exc
         except Exception as exc:
             await self._audit_defect(exc, event_type, principal, body, trace, request_id)
             raise
+        finally:
+            self._logged_ahead.discard(request_id)
+            self._ending_handed.discard(request_id)
 
     async def _audit_defect(self, exc: BaseException, event_type: EventType, principal: Principal,
                             body: ExchangeRequest | DiscoveryRequest, trace: Trace, exchange_id: str) -> None:
@@ -983,16 +993,65 @@ class ExchangeService:
             return
         log.error("request_failed_by_defect" if defect else "request_failed_after_write_ahead",
                   exchange_id=exchange_id, error_type=type(exc).__name__)
-        base = _audit_base(principal, body, trace, exchange_id, self.deps.register)
-        handed = [AuditEvent(**base | entry) for entry in self._provisions_left(exchange_id)]
+        entries = self._unanswered(principal, body, trace, exchange_id, _GATEWAY_ERROR, type(exc).__name__,
+                                   denied_as=None if logged_ahead else event_type)
         try:
-            await self._record([*handed, AuditEvent(
-                event_type=EventType.REQUEST_FAILED if logged_ahead else event_type, **base,
-                status="error", decision=None if logged_ahead else AuditDecision.DENY, reasons=(_GATEWAY_ERROR,),
-                categories=tuple(body.categories),
-                extra={"case_reference": body.case_reference, "error_type": type(exc).__name__})])
+            await self._ending(exchange_id, self._record(entries))
         except Exception as failure:  # the 500 stands either way; the log line above says what happened
             log.error("defect_not_audited", exchange_id=exchange_id, error_type=type(failure).__name__)
+
+    async def _audit_cancelled(self, principal: Principal, body: ExchangeRequest | DiscoveryRequest, trace: Trace,
+                               request_id: str) -> None:
+        """The request's own cancellation (its client gone, the server stopping): once its write-ahead is in the
+        log and before its ending is (its answer's commit, or a defect's ``request.failed``), the log gets a
+        ``request.failed`` entry with reason ``request-cancelled`` after the entries it has — else it holds a
+        request that was about to be answered and nothing after it. Before the write-ahead nothing of the
+        request is in the log, and nothing is added.
+
+        Shielded, as the attempt's other endings are: cancelled once more while it waits, the entry is still
+        written. It holds the cancellation up only as long as the audit writer takes to commit it; when the log
+        cannot be written, a log line says which request's ending is missing (its id and the error's type)."""
+        if request_id not in self._logged_ahead or request_id in self._ending_handed:
+            return
+        self._ending_handed.add(request_id)
+        await asyncio.shield(self._cancellation_logged(principal, body, trace, request_id))
+
+    async def _cancellation_logged(self, principal: Principal, body: ExchangeRequest | DiscoveryRequest,
+                                   trace: Trace, request_id: str) -> None:
+        """A cancelled request's ending logged, or the log line that says it is not: nothing raised here may
+        take the cancellation's place."""
+        try:
+            await self._record(self._unanswered(principal, body, trace, request_id, _REQUEST_CANCELLED,
+                                                "CancelledError"))
+        except Exception as failure:  # the cancellation goes on either way
+            log.error("request_cancel_not_audited", exchange_id=request_id, error_type=type(failure).__name__)
+
+    def _unanswered(self, principal: Principal, body: ExchangeRequest | DiscoveryRequest, trace: Trace,
+                    request_id: str, reason: str, error_type: str, *,
+                    denied_as: EventType | None = None) -> list[AuditEvent]:
+        """The entries that end a request that was not answered: the records the requester provided that its
+        holders' answers did not log (``_provisions_left``), then a ``request.failed`` entry with ``reason``
+        after its write-ahead — or, when nothing of it was logged yet, the request itself as denied
+        (``denied_as``: its event type), so that statistics count it once. ``error_type`` is a type's name,
+        never an exception's text (which may name a person)."""
+        base = _audit_base(principal, body, trace, request_id, self.deps.register)
+        handed = [AuditEvent(**base | entry) for entry in self._provisions_left(request_id)]
+        return [*handed, AuditEvent(
+            event_type=denied_as or EventType.REQUEST_FAILED, **base, status="error",
+            decision=AuditDecision.DENY if denied_as else None, reasons=(reason,), categories=tuple(body.categories),
+            extra={"case_reference": body.case_reference, "error_type": error_type})]
+
+    async def _ending(self, request_id: str, commit: Awaitable[_R]) -> _R:
+        """``commit``, the one that ends the request in the log (its answer's, or its failure's): once it is handed
+        to be written, a cancellation of the request adds no ending of its own (``_audit_cancelled``), since the
+        writer commits what it was handed whether or not its caller waits. A failure of it wrote nothing: the
+        request's ending is still to be logged."""
+        self._ending_handed.add(request_id)
+        try:
+            return await commit
+        except Exception:
+            self._ending_handed.discard(request_id)
+            raise
 
     async def _deny_all_on_policy_failure(self, exc: PolicyError, base: dict[str, Any],
                                           targets: list[_Target], event_type: EventType) -> None:
@@ -1013,7 +1072,6 @@ class ExchangeService:
             return await self._failing_closed(self._exchange_once(principal, body, trace, idempotency_key, exchange_id),
                                               EventType.EXCHANGE_REQUESTED, principal, body, trace, exchange_id)
         finally:
-            self._logged_ahead.discard(exchange_id)
             self._matched.pop(exchange_id, None)
             self._early.drop(exchange_id)
             await self._rerun_ended(exchange_id)
@@ -1184,9 +1242,10 @@ class ExchangeService:
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             row = self._outcome_row(attempt, result)
-            disclosed = await self._provisions_logged_by(exchange_id, self._record(after, repository.outcome_companion(
-                lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
-                self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER))
+            disclosed = await self._provisions_logged_by(exchange_id, self._ending(exchange_id, self._record(
+                after, repository.outcome_companion(
+                    lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
+                    self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)))
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
             stepped = False
@@ -1231,8 +1290,8 @@ class ExchangeService:
                                 exchange_id: str) -> None:
         """However the attempt ended, the log says which holders were handed (or may hold) the records the
         requester provided: those the holders' answers did not log (the request failed or was cancelled before
-        they were, or their commit was refused) are logged now, on their own. ``_audit_defect`` logs them
-        before its ``request.failed`` entry instead, when it writes one."""
+        they were, or their commit was refused) are logged now, on their own. A ``request.failed`` ending
+        (``_unanswered``: a defect's, a cancellation's) logs them before it instead, when one is written."""
         left = self._provisions_left(exchange_id)
         if not left:
             return
@@ -1300,10 +1359,8 @@ class ExchangeService:
         row = self._outcome_row(attempt, result)
         held = self._claim_held(attempt.claim, release=True, lease=not answers_logged)
         try:
-            if openings:
-                await self._store_with_cases(row, openings, held)
-            else:
-                await self._outcomes.insert(row, held)
+            await self._ending(exchange_id, self._store_with_cases(row, openings, held) if openings
+                               else self._outcomes.insert(row, held))
         except Exception as exc:
             lost = exc if isinstance(exc, repository.ClaimLost) else cause_of(exc, repository.ClaimLost)
             if lost is not None and not answers_logged:
@@ -1752,11 +1809,8 @@ class ExchangeService:
     # -- discovery -----------------------------------------------------------------------------
     async def discovery(self, principal: Principal, body: DiscoveryRequest, trace: Trace) -> DiscoveryResult:
         discovery_id = new_id()
-        try:
-            return await self._failing_closed(self._discovery(principal, body, trace, discovery_id),
-                                              EventType.DISCOVERY_QUERIED, principal, body, trace, discovery_id)
-        finally:
-            self._logged_ahead.discard(discovery_id)
+        return await self._failing_closed(self._discovery(principal, body, trace, discovery_id),
+                                          EventType.DISCOVERY_QUERIED, principal, body, trace, discovery_id)
 
     async def discovery_written_ahead(self, principal: Principal, body: DiscoveryRequest, targets: list[_Target],
                                       base: dict[str, Any], extra: dict[str, Any]
@@ -1879,7 +1933,7 @@ class ExchangeService:
         answers = await served_together([ask_failing_closed(t, d)  # none outlives the discovery (``siblings``)
                                          for t, d in zip(targets, decisions, strict=True)])
         hits = [(a.holder, d) for a, d in zip(answers, decisions, strict=True) if a.outcome == "hit"]
-        receipts += await self._record([AuditEvent(
+        receipts += await self._ending(discovery_id, self._record([AuditEvent(
             event_type=EventType.DISCLOSURE, **base, holder=a.holder, categories=(),
             extra={"hit_only": True, "outcome": a.outcome} | _unasked_hits(unasked.get(a.holder, 0)))
             for a in answers if a.outcome in {"hit", "no-hit"}] + (
@@ -1887,7 +1941,7 @@ class ExchangeService:
             AuditEvent(**base | _refusal_event(a.holder, d, refusals[a.holder]))
             for a, d in zip(answers, decisions, strict=True) if a.holder in refusals] + [
             AuditEvent(**base | _unavailable_event(a.holder, d, *unavailable[a.holder]))
-            for a, d in zip(answers, decisions, strict=True) if a.holder in unavailable])
+            for a, d in zip(answers, decisions, strict=True) if a.holder in unavailable]))
         result = DiscoveryResult(discovery_id=discovery_id, partnership=body.partnership, purpose=body.purpose,
                                  policy_version=decisions[0].policy_version, register_version=register.version,
                                  targets=answers,

@@ -513,7 +513,8 @@ def test_a_cancellation_raised_inside_fuzzy_discovery_is_a_defect_failed_closed_
 def test_fuzzy_discoverys_own_cancellation_goes_on_and_is_no_defect(
         stack: Stack, people: People, monkeypatch: pytest.MonkeyPatch) -> None:
     """The request's own cancellation is not taken for a defect: it goes on (no problem of the gateway's, no
-    `gateway-error` ending), and the attempt's state is dropped."""
+    `gateway-error` ending: the log ends the discovery with `request-cancelled`), and the attempt's state is
+    dropped."""
     fuzzy = fuzzy_discovery(stack.container)
     monkeypatch.setattr(fuzzy, "_held", _request_cancelled)
     first = _next_index(stack)
@@ -527,4 +528,6 @@ def test_fuzzy_discoverys_own_cancellation_goes_on_and_is_no_defect(
     entries = _entries_from(stack, first)
     assert entries[0]["event_type"] == "discovery.queried"
     assert "gateway-error" not in [r for e in entries for r in e["reasons"]]
-    assert fuzzy.exchange._logged_ahead == set()
+    assert (entries[-1]["event_type"], entries[-1]["reasons"]) == ("request.failed", ["request-cancelled"])
+    assert len({e["exchange_id"] for e in entries}) == 1
+    assert (fuzzy.exchange._logged_ahead, fuzzy.exchange._ending_handed) == (set(), set())

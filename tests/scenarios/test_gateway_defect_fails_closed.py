@@ -370,7 +370,8 @@ def test_a_cancellation_raised_before_any_holder_is_asked_is_a_logged_denial(
 def test_a_request_that_is_cancelled_itself_is_not_taken_for_a_defect_and_still_ends(
         stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """The request's own task cancelled (as when its client goes away) while its holder is asked: the
-    cancellation goes on (no ``request.failed`` for a defect that did not happen), and the attempt's ending
+    cancellation goes on (no ``gateway-error`` for a defect that did not happen; the log ends the request with
+    ``request-cancelled``, ``tests/scenarios/test_request_cancelled_ending.py``), and the attempt's ending
     still runs: rule 6's count given back, the Idempotency-Key's claim given up, the attempt's state dropped."""
     async def request_cancelled(*_: Any) -> Any:
         task = asyncio.current_task()
@@ -388,7 +389,8 @@ def test_a_request_that_is_cancelled_itself_is_not_taken_for_a_defect_and_still_
         pass
     else:
         assert response.status_code >= 500, response.text
-    assert [e["event_type"] for e in _entries_after(stack, before)] == ["exchange.requested", "policy.decided"]
+    assert [(e["event_type"], e["reasons"]) for e in _entries_after(stack, before)] == [
+        ("exchange.requested", []), ("policy.decided", []), ("request.failed", ["request-cancelled"])]
     with stack.container.engine.connect() as connection:
         assert list(connection.execute(select(exchange_claims))) == []
     assert (service._counted_in, service._logged_ahead) == ({}, set())

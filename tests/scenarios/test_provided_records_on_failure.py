@@ -200,6 +200,7 @@ def test_a_holder_whose_call_was_cut_off_after_it_had_the_records_is_logged_as_h
         assert response.json()["targets"][0]["outcome"] == "holder-unavailable"
     elif how == "cancelled inside":  # a defect of the whole request: its provision, then its failure
         assert (status, ending) == (500, "request.failed")
-    else:  # the request's own cancellation: no failure of the gateway's to log
+    else:  # the request's own cancellation: its provision, then its ending (no failure of the gateway's)
         assert status is None or status >= 500
-        assert ending == "disclosure"
+        assert [(e["event_type"], e["reasons"]) for e in entries][-2:] == [
+            ("disclosure", []), ("request.failed", ["request-cancelled"])]

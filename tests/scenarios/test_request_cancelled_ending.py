@@ -1,0 +1,299 @@
+"""A request whose client goes away (its task cancelled from outside, as uvicorn or a stopping server does) after
+its write-ahead entries are in the log ends in the log too: one ``request.failed`` entry, reason
+``request-cancelled``, after the entries it has. Found by a review: the log showed a request about to be answered
+and nothing after it, for good. Before the write-ahead nothing of the request is in the log, and nothing is added;
+a request that already logged its failure as a defect does not get a second ending; and when the audit log is
+down, the cancellation goes on and a log line says which request's ending is missing.
+
+The holder is a real HTTP server that takes the question and does not answer; the request's own task is
+cancelled from the test's thread while the gateway waits for that holder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import select, text
+from structlog.testing import capture_logs
+
+from audit import AuditEvent, EventType, Receipt
+from audit.tables import audit_entries
+from gateway.exchange.service import ExchangeService
+from gateway.exchange.setup import exchange_service
+from gateway.exchange.tables import exchange_claims
+from tests.stack import Stack, stack_with_holder
+
+REQUESTER = "gemeente-amsterdam-vth"
+BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
+         "legal_basis": "WGS (RIEC) with Wet Bibob", "signal": {"type": "bibob-application", "reference": "B-79"}}
+HANGS_AT_MOST = 20.0  # seconds the holder keeps a question unanswered (the gateway's timeout is longer)
+
+
+class _SilentHolder:
+    """The KvK's system as a holder that takes every question (query or discovery) and does not answer until
+    released, or for ``HANGS_AT_MOST`` seconds."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()  # set once a question reached it
+        self.released = threading.Event()
+        self.app = FastAPI()
+        self.app.post("/holder/v1/query")(self.hang)
+        self.app.post("/holder/v1/discover")(self.hang)
+
+    async def hang(self) -> Any:
+        self.asked.set()
+        deadline = time.monotonic() + HANGS_AT_MOST
+        while not self.released.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return JSONResponse({"detail": "gave up"}, status_code=503)
+
+
+@pytest.fixture(scope="module")
+def holder() -> _SilentHolder:
+    return _SilentHolder()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, holder: _SilentHolder) -> Iterator[Stack]:
+    with stack_with_holder(Path(tmp_path_factory.mktemp("cancelled")), holder.app, ["kvk-handelsregister"],
+                           {"connector_timeout_seconds": HANGS_AT_MOST + 10, "connector_retries": 0}) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def silent(holder: _SilentHolder) -> Iterator[None]:
+    """Each test starts with a holder not yet asked, and leaves it answering no question still open."""
+    holder.asked.clear()
+    holder.released.clear()
+    yield
+    holder.released.set()
+
+
+class _RequestTask:
+    """The task of the next request that reads rule 6's count (before its write-ahead, in the request's own
+    task), so that the test can cancel it from its thread as when the client goes away; with ``hang``, the
+    request waits there until it is cancelled."""
+
+    def __init__(self, service: ExchangeService, monkeypatch: pytest.MonkeyPatch, *, hang: bool = False) -> None:
+        self.found = threading.Event()
+        self._task: asyncio.Task[Any] | None = None
+        reading = service._requests_today
+
+        async def found(*args: Any) -> int:
+            self._task = asyncio.current_task()
+            self.found.set()
+            if hang:
+                await asyncio.sleep(HANGS_AT_MOST)
+            return await reading(*args)
+
+        monkeypatch.setattr(service, "_requests_today", found)
+
+    def cancel(self) -> None:
+        assert self.found.wait(10)
+        assert self._task is not None
+        self._task.get_loop().call_soon_threadsafe(self._task.cancel)
+
+
+def _cancelled_once(stack: Stack, path: str, body: dict[str, Any], reached: threading.Event,
+                    task: _RequestTask) -> None:
+    """Post ``body``, cancel the request's task once ``reached`` is set, and check that the cancellation went on:
+    the server's own 500 for a task that ended cancelled (or the connection dropped), not a problem of the
+    gateway's."""
+    stack.token(REQUESTER)  # fetched beforehand: the request goes out at once
+    with ThreadPoolExecutor(1) as pool:
+        posted = pool.submit(stack.post, REQUESTER, path, body)
+        assert reached.wait(10)
+        task.cancel()
+        try:
+            response = posted.result(timeout=30)
+        except httpx.HTTPError:  # the server may drop the connection of a cancelled request
+            return
+    assert response.status_code == 500, response.text
+    assert not response.headers["content-type"].startswith("application/problem+json")
+
+
+def _body(stack: Stack, path: str, case: str) -> dict[str, Any]:
+    subjects = [{"ref": stack.world.scenarios()["bibob-applicant"][0]}]
+    extra = {"holders": ["kvk"]} if path == "/v1/exchanges" else {}
+    return BIBOB | extra | {"case_reference": case, "subjects": subjects, "categories": ["company_registration"]}
+
+
+def _logged(stack: Stack, case: str) -> list[dict[str, Any]]:
+    """Every entry of the requests with case reference ``case``, in log order."""
+    with stack.container.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).scalars()
+        events = [json.loads(row)["event"] for row in rows]
+    ids = {e["exchange_id"] for e in events if e.get("extra", {}).get("case_reference") == case}
+    return [e for e in events if e["exchange_id"] in ids]
+
+
+def _failures(entries: list[dict[str, Any]]) -> list[tuple[str, str, list[str], str]]:
+    return [(e["exchange_id"], e["status"], e["reasons"], e["extra"]["error_type"])
+            for e in entries if e["event_type"] == "request.failed"]
+
+
+def _attempts_left(stack: Stack, service: ExchangeService) -> None:
+    """Nothing of the ended request is kept: no claim on a key, no count held, none of its state."""
+    with stack.container.engine.connect() as connection:
+        assert list(connection.execute(select(exchange_claims))) == []
+    assert (service._counted_in, service._logged_ahead, service._ending_handed) == ({}, set(), set())
+
+
+@pytest.mark.parametrize(("path", "first"), [("/v1/exchanges", "exchange.requested"),
+                                             ("/v1/discovery", "discovery.queried")])
+def test_a_request_cancelled_while_its_holder_is_asked_ends_with_one_request_failed(
+        stack: Stack, holder: _SilentHolder, monkeypatch: pytest.MonkeyPatch, path: str, first: str) -> None:
+    service = exchange_service(stack.container)
+    task = _RequestTask(service, monkeypatch)
+    case = f"RIEC-AA-2026-C{path.rsplit('/', 1)[-1][:4]}"
+    _cancelled_once(stack, path, _body(stack, path, case), holder.asked, task)  # asked: logged ahead by then
+    entries = _logged(stack, case)
+    assert entries[0]["event_type"] == first
+    assert len({e["exchange_id"] for e in entries}) == 1
+    assert _failures(entries) == [(entries[0]["exchange_id"], "error", ["request-cancelled"], "CancelledError")]
+    assert entries[-1]["event_type"] == "request.failed"  # the request's last word in the log
+    assert entries[-1]["decision"] is None
+    assert entries[-1]["categories"] == ["company_registration"]
+    assert "disclosure" not in [e["event_type"] for e in entries]
+    _attempts_left(stack, service)
+
+
+@pytest.mark.parametrize("path", ["/v1/exchanges", "/v1/discovery"])
+def test_a_request_cancelled_before_its_write_ahead_logs_nothing(
+        stack: Stack, holder: _SilentHolder, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    service = exchange_service(stack.container)
+    task = _RequestTask(service, monkeypatch, hang=True)
+    case = f"RIEC-AA-2026-B{path.rsplit('/', 1)[-1][:4]}"
+    _cancelled_once(stack, path, _body(stack, path, case), task.found, task)
+    assert not holder.asked.is_set()
+    assert _logged(stack, case) == []
+    _attempts_left(stack, service)
+
+
+async def _cancelled_inside(*_: Any) -> Any:
+    """A cancellation nobody asked for, raised inside the holder call (a defect, not the request's own)."""
+    raise asyncio.CancelledError
+
+
+@pytest.mark.parametrize("client", ["stays", "goes away while the failure is logged"])
+def test_a_request_whose_defect_is_logged_gets_no_second_ending(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, client: str) -> None:
+    """The defect's ``request.failed`` is the request's ending: a cancellation of the request's own that
+    arrives while it is written (the client gone meanwhile) adds none; neither does the cancellation the defect
+    was (raised inside the request's work)."""
+    service = exchange_service(stack.container)
+    monkeypatch.setattr(stack.container.services["connectors"].get("kvk-handelsregister"), "query",
+                        _cancelled_inside)
+    if client != "stays":
+        recording = service._record
+
+        async def cancelled_while_failure_logged(events: list[AuditEvent], *args: Any) -> list[Receipt]:
+            if any(e.event_type == EventType.REQUEST_FAILED for e in events):
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()  # arrives while the writer commits the entry it was handed
+            return await recording(events, *args)
+
+        monkeypatch.setattr(service, "_record", cancelled_while_failure_logged)
+    case = f"RIEC-AA-2026-D{len(client)}"
+    try:
+        response = stack.post(REQUESTER, "/v1/exchanges", _body(stack, "/v1/exchanges", case))
+    except httpx.HTTPError:  # the server may drop the connection of a cancelled request
+        assert client != "stays"
+    else:
+        assert response.status_code == 500, response.text
+        assert response.headers["content-type"].startswith("application/problem+json") == (client == "stays")
+    entries = _logged(stack, case)
+    deadline = time.monotonic() + 10  # a caller cancelled while its entry is written does not wait for the commit
+    while not _failures(entries) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        entries = _logged(stack, case)
+    assert _failures(entries) == [(entries[0]["exchange_id"], "error", ["gateway-error"], "CancelledError")]
+    _attempts_left(stack, service)
+
+
+@pytest.mark.parametrize("path", ["/v1/exchanges", "/v1/discovery"])
+def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """The commit of the answer (the disclosures, and an exchange's outcome with them) is the request's ending:
+    handed to the audit writer, it is written whether or not the request waits for it, so a cancellation that
+    arrives meanwhile adds no ``request.failed`` after it. An exchange's answer is then stored: a retry with
+    its Idempotency-Key gets it."""
+    service = exchange_service(stack.container)
+    recording = service._record
+
+    async def cancelled_while_answer_logged(events: list[AuditEvent], *args: Any) -> list[Receipt]:
+        if any(e.event_type == EventType.DISCLOSURE for e in events):
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # arrives while the writer commits the answer it was handed
+        return await recording(events, *args)
+
+    monkeypatch.setattr(service, "_record", cancelled_while_answer_logged)
+    case = f"RIEC-AA-2026-A{path.rsplit('/', 1)[-1][:4]}"
+    body = _body(stack, path, case) | {"categories": ["police_incidents"]}
+    if path == "/v1/exchanges":
+        body["holders"] = ["politie"]
+    key = {"Idempotency-Key": "cancelled-while-answered-0001"} if path == "/v1/exchanges" else {}
+    try:
+        response = stack.post(REQUESTER, path, body, key)
+    except httpx.HTTPError:  # the server may drop the connection of a cancelled request
+        pass
+    else:
+        assert response.status_code == 500, response.text
+        assert not response.headers["content-type"].startswith("application/problem+json")
+    entries = _logged(stack, case)
+    deadline = time.monotonic() + 10  # a caller cancelled while its entries are written does not wait for the commit
+    while "disclosure" not in [e["event_type"] for e in entries] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        entries = _logged(stack, case)
+    assert [e["event_type"] for e in entries][-1] == "disclosure"
+    assert _failures(entries) == []
+    _attempts_left(stack, service)
+    if path == "/v1/exchanges":
+        monkeypatch.undo()
+        again = stack.post(REQUESTER, path, body, key)
+        assert again.status_code == 200, again.text
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        assert again.json()["exchange_id"] == entries[0]["exchange_id"]
+
+
+@pytest.fixture
+def failures_refused(stack: Stack) -> Iterator[None]:
+    """The audit log refuses ``request.failed`` entries (it is down just when the ending is written), and takes
+    every other entry."""
+    with stack.container.engine.begin() as connection:
+        connection.execute(text("CREATE TRIGGER refuse_failures BEFORE INSERT ON audit_entries "
+                                "WHEN NEW.event_type = 'request.failed' "
+                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
+    try:
+        yield
+    finally:
+        with stack.container.engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER IF EXISTS refuse_failures"))
+
+
+@pytest.mark.usefixtures("failures_refused")
+def test_a_cancelled_requests_ending_the_log_refuses_is_a_log_line_and_the_cancellation_goes_on(
+        stack: Stack, holder: _SilentHolder, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = exchange_service(stack.container)
+    task = _RequestTask(service, monkeypatch)
+    case = "RIEC-AA-2026-C-down"
+    with capture_logs() as logs:
+        _cancelled_once(stack, "/v1/exchanges", _body(stack, "/v1/exchanges", case), holder.asked, task)
+    entries = _logged(stack, case)
+    assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided"]
+    missing = [line for line in logs if line["event"] == "request_cancel_not_audited"]
+    assert missing == [{"event": "request_cancel_not_audited", "log_level": "error",
+                        "exchange_id": entries[0]["exchange_id"], "error_type": "ServiceUnavailable"}]
+    _attempts_left(stack, service)
