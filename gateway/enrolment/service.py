@@ -142,13 +142,17 @@ def is_pseudonym(text: str) -> bool:
     A text that does not even start like one (``looks_like_pseudonym``) is none, told by one regular expression
     match instead of a decode that ends in an exception: an exchange asks this of its subjects several times,
     and of the texts in holders' records, nearly all of which are no pseudonym."""
+    return _decoded(text) is not None
+
+
+def _decoded(text: str) -> Pseudonym | None:
+    """``text`` as the domain pseudonym it encodes, or None when it is none (see ``is_pseudonym``)."""
     if not isinstance(text, str) or _PSEUDONYM_PREFIX.match(text) is None:
-        return False
+        return None
     try:
-        Pseudonym.decode(text)
+        return Pseudonym.decode(text)
     except (InvalidPseudonym, ValueError):
-        return False
-    return True
+        return None
 
 
 def looks_like_pseudonym(text: str) -> bool:
@@ -456,19 +460,23 @@ class PseudonymService:
         requester's pseudonyms. Translated only when the holder enrolled that subject (so the holder cannot
         use the gateway as a translation oracle for arbitrary points); anything else becomes None."""
         transcryptor = self.transcryptor  # one ring for the look-up and the translation
-        candidates: dict[str, str] = {}
-        for value in values:
-            if is_pseudonym(value):
-                with contextlib.suppress(Unprocessable):  # the holder's garbage is not translated (None below)
-                    candidates[value] = self.to_partnership(value, partnership, holder, transcryptor=transcryptor)
+        decoded = {value: pseudonym for value in values if (pseudonym := _decoded(value)) is not None}
+        candidates: dict[str, str] = {}  # each value decoded once, here: it is used twice below
+        for value, pseudonym in decoded.items():
+            with contextlib.suppress(Unprocessable), _not_yours():  # the holder's garbage is not translated
+                candidates[value] = transcryptor.to_partnership(pseudonym, partnership, holder).encode()
         enrolled: set[str] = set()
         if candidates:
             with self.sessions.kw["bind"].connect() as connection:
                 enrolled = set(connection.execute(_ENROLLED_AMONG, {
                     "partnership": partnership, "organisation": holder,
                     "pseudonyms": sorted(set(candidates.values()))}).scalars())
-        return {value: self.to_holder(value, partnership, holder, requester, transcryptor=transcryptor)
-                if candidates.get(value) in enrolled else None for value in values}
+        translated: dict[str, str | None] = dict.fromkeys(values)
+        for value, pseudonym in decoded.items():
+            if candidates.get(value) in enrolled:
+                with _not_yours():
+                    translated[value] = transcryptor.translate(pseudonym, partnership, holder, requester).encode()
+        return translated
 
     def holders_of(self, partnership: str, shared: list[str]) -> dict[str, IndexHolding]:
         """Per organisation that enrolled any of these subjects (partnership-domain pseudonyms): the

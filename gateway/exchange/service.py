@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -1201,7 +1202,8 @@ class ExchangeService:
         subjects = [s.ref for s in body.subjects]
         pseudonymous = matched is None and self._pseudonymous(subjects)
         if pseudonymous:  # the subjects as logged, computed while rule 6 is counted and the policy decides
-            self._early.start(exchange_id, _LOGGED, self._logged, principal, body.partnership, subjects)
+            self._early.start(exchange_id, _LOGGED, functools.partial(self._logged, pseudonymous=True), principal,
+                              body.partnership, subjects)
         day = self._day(principal, body.purpose)
         today = await self._requests_today(day, _daily_limit(register, body))
         try:
@@ -1216,7 +1218,8 @@ class ExchangeService:
         if pseudonymous and isinstance(decisions, list):
             for target, decision in zip(targets, decisions, strict=True):  # see ``early``: none is sent anything yet
                 if decision.allow and target.system:
-                    self._early.start(exchange_id, target.organisation, self._for_holder, principal,
+                    self._early.start(exchange_id, target.organisation,
+                                      functools.partial(self._for_holder, pseudonymous=True), principal,
                                       body.partnership, target.organisation, subjects)
         return _Decided(targets, grant, base, logged, decisions, today, day)
 
@@ -1527,22 +1530,27 @@ class ExchangeService:
             return await asyncio.to_thread(translate, *args)
         return translate(*args)
 
-    def _logged(self, principal: Principal, partnership: str, subjects: list[str]) -> dict[str, str]:
+    def _logged(self, principal: Principal, partnership: str, subjects: list[str], *,
+                pseudonymous: bool | None = None) -> dict[str, str]:
         """How each subject appears in the audit log: its partnership-domain pseudonym (the same for every
-        participant, so a data-subject request finds all disclosures), or the reference as it is."""
+        participant, so a data-subject request finds all disclosures), or the reference as it is.
+        ``pseudonymous``: what ``_pseudonymous`` said of ``subjects`` already (each subject decoded again
+        otherwise); None: ask it."""
         translator = self.deps.pseudonyms
-        if translator is None or not self._pseudonymous(subjects):
+        if translator is None or not (self._pseudonymous(subjects) if pseudonymous is None else pseudonymous):
             return {s: s for s in subjects}
         return {s: translator.to_partnership(s, partnership, principal.organisation) for s in subjects}
 
-    def _for_holder(self, principal: Principal, partnership: str, holder: str, subjects: list[str]) -> dict[str, str]:
+    def _for_holder(self, principal: Principal, partnership: str, holder: str, subjects: list[str], *,
+                    pseudonymous: bool | None = None) -> dict[str, str]:
         """The holder's pseudonyms for each subject → the requester's (only for an allowed target), under every
         key version the ring holds, so that a holder that has not enrolled again since a rotation still
         recognises its subjects (``PseudonymService.to_holder_all``). In the order they are asked: every
         subject's pseudonym of the current version first, then of the next older version, and so on — when they
-        do not fit one holder query the first part holds the current ones (:mod:`gateway.exchange.parts`)."""
+        do not fit one holder query the first part holds the current ones (:mod:`gateway.exchange.parts`).
+        ``pseudonymous`` as for ``_logged``."""
         translator = self.deps.pseudonyms
-        if translator is None or not self._pseudonymous(subjects):
+        if translator is None or not (self._pseudonymous(subjects) if pseudonymous is None else pseudonymous):
             return {s: s for s in subjects}
         versions = [translator.to_holder_all(s, partnership, principal.organisation, holder) for s in subjects]
         theirs: dict[str, str] = {}
