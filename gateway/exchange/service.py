@@ -1075,12 +1075,25 @@ class ExchangeService:
         finally:
             self._matched.pop(exchange_id, None)
             self._early.drop(exchange_id)
+            await self._attempt_ended(principal, body, trace, exchange_id)
+
+    async def _attempt_ended(self, principal: Principal, body: ExchangeRequest, trace: Trace,
+                             exchange_id: str) -> None:
+        """What an attempt's end waits for, each begun whether or not the request is cancelled (again) while it
+        waits for the one before: a re-run's decision given back, rule 6's count given back, the provisions left
+        logged. Each is shielded, but a cancellation that reaches the request while it waits for one is raised
+        there: begun in turn only after it, the others were skipped (the count never given back, the provisions
+        never logged, and both kept in ``_counted_in`` and ``_provisions`` for good). The cancellation goes on
+        once all of them are under way."""
+        try:
             await self._rerun_ended(exchange_id)
-            await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
-            # Last: cancelled once more while it waits, only this is skipped. Shielded, so a task of its own: made
-            # only when provisions are left, not on every exchange.
-            if exchange_id in self._provisions:
-                await asyncio.shield(self._provisions_ended(principal, body, trace, exchange_id))
+        finally:
+            try:
+                await asyncio.shield(self._uncount(exchange_id))  # also when this request is being cancelled
+            finally:
+                # Shielded, so a task of its own: made only when provisions are left, not on every exchange.
+                if exchange_id in self._provisions:
+                    await asyncio.shield(self._provisions_ended(principal, body, trace, exchange_id))
 
     async def _exchange_once(self, principal: Principal, body: ExchangeRequest, trace: Trace,
                              idempotency_key: str | None, exchange_id: str) -> Answer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import select, text
+from structlog.testing import capture_logs
 
 from audit.tables import audit_entries
+from gateway.exchange.setup import exchange_service
 from tests.stack import Stack, stack_with_holder
 
 
@@ -204,3 +207,57 @@ def test_a_holder_whose_call_was_cut_off_after_it_had_the_records_is_logged_as_h
         assert status is None or status >= 500
         assert [(e["event_type"], e["reasons"]) for e in entries][-2:] == [
             ("disclosure", []), ("request.failed", ["request-cancelled"])]
+
+
+@pytest.fixture
+def holder_failures_refused(stack: Stack) -> Iterator[None]:
+    """The audit log refuses ``holder.unavailable`` entries (it fails just as the holders' answers are logged), and
+    takes every other entry: the provision that went with them is left for the attempt's end to log alone."""
+    with stack.container.engine.begin() as connection:
+        connection.execute(text("CREATE TRIGGER refuse_unavailable BEFORE INSERT ON audit_entries "
+                                "WHEN NEW.event_type = 'holder.unavailable' "
+                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
+    try:
+        yield
+    finally:
+        with stack.container.engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER IF EXISTS refuse_unavailable"))
+
+
+@pytest.mark.usefixtures("holder_failures_refused")
+def test_a_request_cancelled_again_as_it_ends_still_logs_its_provision_and_keeps_none_of_its_state(
+        stack: Stack, holder: _Holder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the attempt's end awaits in turn the release of a re-run's decision, the give-back of
+    rule 6's count and the log of the provisions left, each shielded; a cancellation that reached the request while
+    it waited for one of them (a second one, or the first) skipped the others, so the count was never given back
+    and the attempt's entries stayed in ``_counted_in`` and ``_provisions`` for good (a leak under load), and the
+    records the holder was handed were in no entry. Now each of them runs, and the cancellation goes on after."""
+    service = exchange_service(stack.container)
+    ended = service._rerun_ended
+
+    async def cancelled_again(exchange_id: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # arrives while the attempt's end waits (here: for a re-run's decision to be given back)
+        await ended(exchange_id)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(service, "_rerun_ended", cancelled_again)
+    holder.mode, holder.kept = "stall", []
+    case = "BD-2026-cancelled-again"
+    with capture_logs():
+        try:
+            response: httpx.Response | None = stack.post("belastingdienst-ivs", "/v1/exchanges", _s2(stack, case))
+        except httpx.HTTPError:  # the server may drop the connection of a cancelled request
+            response = None
+    assert response is None or response.status_code >= 500
+    assert [r["category"] for r in holder.kept] == ["tax_compliance"]  # it does hold them
+    entries = _logged(stack, case)
+    deadline = time.monotonic() + 10
+    while "disclosure" not in [e["event_type"] for e in entries] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        entries = _logged(stack, case)
+    handed = [e for e in entries if e["event_type"] == "disclosure"]
+    assert [(e["holder"], e["extra"]["direction"], e["extra"]["received"], e["status"]) for e in handed] == [
+        ("kvk", "requester-to-holder", None, "error")]
+    assert (service._counted_in, service._provisions) == ({}, {})
