@@ -16,7 +16,8 @@ Contract for callers:
   (:class:`~audit.errors.PersonalDataError`, :class:`~audit.errors.InvalidEvent`) fails only that
   caller and never a shared batch;
 * a caller that is cancelled after handing over its events does not un-write them: an audit log
-  errs on the side of recording;
+  errs on the side of recording; one that must know even then whether they were written takes the commit's
+  future (``handed``) and waits for it shielded;
 * a caller may hand over a :class:`CompanionRow` with its events: a row of another table in the same
   database that commits in the same transaction as the events, so a request that must make both durable
   before it answers waits for one commit instead of two. Companions' preconditions run first in the
@@ -171,18 +172,28 @@ class AsyncAuditWriter:
         """Durably log ``events`` (in order, consecutive indices) and return their receipts; with
         ``companion``, its row is committed in the same transaction. Without events nothing is written,
         so a companion needs at least one event."""
+        return await self.handed(events, companion)
+
+    def handed(self, events: Sequence[AuditEvent], companion: CompanionRow | None = None
+               ) -> asyncio.Future[list[Receipt]]:
+        """``record`` without the wait: ``events`` handed over now, and the future of their commit (raises as
+        ``record`` does). A caller cancelled while it waits for ``record`` cancels that future, and with it what
+        the commit came to (the events are written all the same); one that must know it even then (whether an
+        entry is in the log) waits for this future shielded (``asyncio.shield``), which leaves it to be settled."""
         prepared = [prepare(event) for event in events]
+        loop = asyncio.get_running_loop()
         if not prepared:
             if companion is not None:
                 raise ValueError("a companion row needs at least one event to commit with")
-            return []
-        loop = asyncio.get_running_loop()
+            nothing: asyncio.Future[list[Receipt]] = loop.create_future()
+            nothing.set_result([])
+            return nothing
         waiter = _Waiter(prepared, loop.create_future(), companion)
         with self._state_lock:
             if self._closed or self._thread is None:
                 raise AuditWriteError("audit writer is not running")
             self._queue.put(waiter)
-        return await waiter.future
+        return waiter.future
 
     async def record_one(self, event: AuditEvent) -> Receipt:
         return (await self.record([event]))[0]

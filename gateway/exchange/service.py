@@ -150,6 +150,12 @@ class CancelledInside(Exception):
     cancellation goes on as it is (:func:`_cancelled_from_outside`)."""
 
 
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    """A future's outcome taken, so that a failure nobody waited for is not reported as never retrieved."""
+    if not done.cancelled():
+        done.exception()
+
+
 def _cancelled_from_outside() -> bool:
     """Whether the current task (the request) is being cancelled: then a ``CancelledError`` it meets is its own,
     which must go on; else the cancellation was raised from inside its work (:class:`CancelledInside`)."""
@@ -789,6 +795,10 @@ class ExchangeService:
         # ids of attempts whose ending (the commit of their answer, or their ``request.failed`` entry) is handed to
         # be written (``_ending``), until they end: a cancellation then adds no ending of its own
         self._ending_handed: set[str] = set()
+        # ids of attempts whose write-ahead is handed to be written and not yet known to be (``_record``'s
+        # ``ahead_of``) -> the future of its commit, until it is known or the attempt ends: a cancellation that
+        # arrives meanwhile waits for it, since the writer commits it whether or not the request waits
+        self._ahead_handed: dict[str, asyncio.Future[list[Receipt]]] = {}
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
         # attempt id -> each asked target's log entry of the records the requester provided that reached (or may
@@ -882,7 +892,7 @@ class ExchangeService:
         told: list[int] = []
         count = repository.count_in_unless_moved(day, decided_on, limit, told.append)
         receipts = await (self._write_ahead_claiming(events, claim, count) if claim
-                          else self._record(events, repository.only_if(count)))
+                          else self._record(events, repository.only_if(count), None, events[0].exchange_id))
         self._seen_counts[(day.system, day.purpose)] = (day.day, told[-1])
         return receipts
 
@@ -901,11 +911,14 @@ class ExchangeService:
             log.warning("daily_count_not_given_back", exchange_id=attempt, error_type=type(exc).__name__)
 
     async def _record(self, events: list[AuditEvent], companion: CompanionRow | None = None,
-                      key_taken: str | None = None) -> list[Receipt]:
+                      key_taken: str | None = None, ahead_of: str | None = None) -> list[Receipt]:
         """Log ``events`` durably (with ``companion`` in the same commit); ``key_taken`` is the 409's detail
-        when the companion is refused because another attempt holds or answered this Idempotency-Key."""
+        when the companion is refused because another attempt holds or answered this Idempotency-Key.
+        ``ahead_of``: the events are the write-ahead of that request (see ``_ahead_handed``)."""
         try:
-            return await self.deps.writer.record(events, companion)
+            if ahead_of is None:
+                return await self.deps.writer.record(events, companion)
+            return await self._written_ahead_of(ahead_of, self.deps.writer.handed(events, companion))
         except PersonalDataError as exc:  # the caller put an identifier in a reference: its input, not our fault
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
@@ -930,6 +943,22 @@ class ExchangeService:
         except Exception as exc:  # any failure to log means: do not disclose
             log.error("audit_write_failed", error_type=type(exc).__name__)
             raise ServiceUnavailable("the audit log could not be written; nothing was disclosed") from exc
+
+    async def _written_ahead_of(self, request_id: str, handed: asyncio.Future[list[Receipt]]) -> list[Receipt]:
+        """The commit of ``request_id``'s write-ahead, ``handed`` to the writer, waited for shielded: cancelled
+        meanwhile, the request leaves the future for its cancellation to wait for (``_audit_cancelled``), which
+        then knows whether the write-ahead is in the log and needs an ending after it."""
+        self._ahead_handed[request_id] = handed
+        try:
+            receipts = await asyncio.shield(handed)
+        except BaseException as exc:
+            if isinstance(exc, Exception):  # not written: nothing of this attempt is in the log
+                self._ahead_handed.pop(request_id, None)
+            else:  # retrieved even if nobody waits for it (a cancellation from inside the request)
+                handed.add_done_callback(_retrieved)
+            raise
+        self._ahead_handed.pop(request_id, None)
+        return receipts
 
     async def _decide(self, kind: str, body: ExchangeRequest | DiscoveryRequest, principal: Principal,
                       targets: list[_Target], requests_today: int, request_fingerprint: str,
@@ -969,6 +998,7 @@ class ExchangeService:
         finally:
             self._logged_ahead.discard(request_id)
             self._ending_handed.discard(request_id)
+            self._ahead_handed.pop(request_id, None)
 
     async def _audit_defect(self, exc: BaseException, event_type: EventType, principal: Principal,
                             body: ExchangeRequest | DiscoveryRequest, trace: Trace, exchange_id: str) -> None:
@@ -1011,16 +1041,31 @@ class ExchangeService:
 
         Shielded, as the attempt's other endings are: cancelled once more while it waits, the entry is still
         written. It holds the cancellation up only as long as the audit writer takes to commit it; when the log
-        cannot be written, a log line says which request's ending is missing (its id and the error's type)."""
-        if request_id not in self._logged_ahead or request_id in self._ending_handed:
+        cannot be written, a log line says which request's ending is missing (its id and the error's type).
+
+        Cancelled while its write-ahead is committed (handed to the writer, ``_ahead_handed``), the request waits
+        for that commit first: the writer commits it whether or not the request waits, so the entry is written
+        only if the write-ahead was. Counted as logged ahead only once it had waited, such a request ended with
+        its write-ahead in the log and nothing after it."""
+        if request_id in self._ending_handed:
+            return
+        ahead = None if request_id in self._logged_ahead else self._ahead_handed.get(request_id)
+        if ahead is None and request_id not in self._logged_ahead:
             return
         self._ending_handed.add(request_id)
-        await asyncio.shield(self._cancellation_logged(principal, body, trace, request_id))
+        await asyncio.shield(self._cancellation_logged(principal, body, trace, request_id, ahead))
 
     async def _cancellation_logged(self, principal: Principal, body: ExchangeRequest | DiscoveryRequest,
-                                   trace: Trace, request_id: str) -> None:
+                                   trace: Trace, request_id: str,
+                                   ahead: asyncio.Future[list[Receipt]] | None = None) -> None:
         """A cancelled request's ending logged, or the log line that says it is not: nothing raised here may
-        take the cancellation's place."""
+        take the cancellation's place. After ``ahead``, the write-ahead's commit, if it was still under way:
+        when it failed, nothing of the request is in the log, and nothing is added."""
+        if ahead is not None:
+            try:
+                await ahead
+            except (Exception, asyncio.CancelledError):
+                return
         try:
             await self._record(self._unanswered(principal, body, trace, request_id, _REQUEST_CANCELLED,
                                                 "CancelledError"))
@@ -1438,7 +1483,8 @@ class ExchangeService:
         that differs, or to take over a claim whose attempt died — unless that attempt logged what its holders
         answered (and then never stored its outcome): running the request again would ask them twice."""
         try:
-            return await self._record(ahead, _with(repository.claim_companion(claim, None), count), _KEY_TAKEN_AHEAD)
+            return await self._record(ahead, _with(repository.claim_companion(claim, None), count), _KEY_TAKEN_AHEAD,
+                                      claim.exchange_id)
         except Conflict:
             other = await self._claim_on(claim.system, claim.key)
             if other is not None and other.request_sha256 != claim.request_sha256:
@@ -1449,7 +1495,8 @@ class ExchangeService:
                 log.warning("idempotency_claim_answers_not_stored", exchange_id=claim.exchange_id,
                             abandoned=other.exchange_id)
                 raise Conflict(_ANSWERS_NOT_STORED) from None
-        receipts = await self._record(ahead, _with(repository.claim_companion(claim, other), count), _KEY_TAKEN_AHEAD)
+        receipts = await self._record(ahead, _with(repository.claim_companion(claim, other), count), _KEY_TAKEN_AHEAD,
+                                      claim.exchange_id)
         log.warning("idempotency_claim_taken_over", exchange_id=claim.exchange_id, abandoned=other.exchange_id)
         return receipts
 

@@ -146,7 +146,8 @@ def _attempts_left(stack: Stack, service: ExchangeService) -> None:
     """Nothing of the ended request is kept: no claim on a key, no count held, none of its state."""
     with stack.container.engine.connect() as connection:
         assert list(connection.execute(select(exchange_claims))) == []
-    assert (service._counted_in, service._logged_ahead, service._ending_handed) == ({}, set(), set())
+    assert (service._counted_in, service._logged_ahead, service._ending_handed, service._ahead_handed) == (
+        {}, set(), set(), {})
 
 
 @pytest.mark.parametrize(("path", "first"), [("/v1/exchanges", "exchange.requested"),
@@ -296,4 +297,44 @@ def test_a_cancelled_requests_ending_the_log_refuses_is_a_log_line_and_the_cance
     missing = [line for line in logs if line["event"] == "request_cancel_not_audited"]
     assert missing == [{"event": "request_cancel_not_audited", "log_level": "error",
                         "exchange_id": entries[0]["exchange_id"], "error_type": "ServiceUnavailable"}]
+    _attempts_left(stack, service)
+
+
+@pytest.mark.parametrize(("path", "first"), [("/v1/exchanges", "exchange.requested"),
+                                             ("/v1/discovery", "discovery.queried")])
+def test_a_request_cancelled_while_its_write_ahead_is_committed_ends_with_one_request_failed(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str, first: str) -> None:
+    """Found by a review: the write-ahead handed to the audit writer is committed whether or not the request waits
+    for it, but the request counted as logged ahead only once it had waited: cancelled meanwhile, it added no
+    ending, and the log held a request about to be answered and nothing after it, for good. Now the cancellation
+    waits (shielded) for that commit: committed, the request ends with ``request.failed`` (request-cancelled);
+    refused, nothing of it is in the log and nothing is added."""
+    service = exchange_service(stack.container)
+    recording = service._record
+
+    async def cancelled_while_write_ahead_committed(events: list[AuditEvent], *args: Any) -> list[Receipt]:
+        if events and events[0].event_type.value == first:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # arrives while the writer commits the write-ahead it was handed
+        return await recording(events, *args)
+
+    monkeypatch.setattr(service, "_record", cancelled_while_write_ahead_committed)
+    case = f"RIEC-AA-2026-W{path.rsplit('/', 1)[-1][:4]}"
+    try:
+        response = stack.post(REQUESTER, path, _body(stack, path, case))
+    except httpx.HTTPError:  # the server may drop the connection of a cancelled request
+        pass
+    else:
+        assert response.status_code == 500, response.text
+        assert not response.headers["content-type"].startswith("application/problem+json")
+    entries = _logged(stack, case)
+    deadline = time.monotonic() + 10
+    while not _failures(entries) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        entries = _logged(stack, case)
+    assert entries[0]["event_type"] == first
+    assert len({e["exchange_id"] for e in entries}) == 1
+    assert _failures(entries) == [(entries[0]["exchange_id"], "error", ["request-cancelled"], "CancelledError")]
+    assert entries[-1]["event_type"] == "request.failed"
     _attempts_left(stack, service)

@@ -94,6 +94,30 @@ async def test_personal_data_fails_only_its_own_caller_and_writes_nothing_of_it(
     assert log.size == 1
 
 
+async def test_a_handed_commit_tells_its_outcome_to_a_caller_cancelled_while_it_waited_shielded() -> None:
+    """``handed``: the future of the commit, which a caller that waits for it shielded leaves to be settled when
+    it is cancelled meanwhile (``record``'s own wait cancels it): the gateway learns so whether a cancelled
+    request's write-ahead is in the log."""
+    log = FakeLog()
+    log.gate.clear()
+    async with AsyncAuditWriter(log) as writer:
+        handed = writer.handed([make_event(1), make_event(2)])
+        async def waits() -> list[Receipt]:
+            return await asyncio.shield(handed)
+
+        waiting = asyncio.create_task(waits())
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        log.gate.set()
+        assert [r.index for r in await handed] == [0, 1]
+        with pytest.raises(PersonalDataError):
+            writer.handed([make_event(3, extra={"mail": "jan@example.nl"})])
+        assert await writer.handed([]) == []
+    assert log.size == 2
+
+
 async def test_record_after_close_is_refused_and_close_writes_what_is_queued() -> None:
     log = FakeLog(delay=0.01)
     writer = AsyncAuditWriter(log)
