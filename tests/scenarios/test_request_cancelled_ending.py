@@ -338,3 +338,24 @@ def test_a_request_cancelled_while_its_write_ahead_is_committed_ends_with_one_re
     assert _failures(entries) == [(entries[0]["exchange_id"], "error", ["request-cancelled"], "CancelledError")]
     assert entries[-1]["event_type"] == "request.failed"
     _attempts_left(stack, service)
+
+
+def test_a_client_that_drops_its_connection_does_not_cancel_its_request(
+        stack: Stack, holder: _SilentHolder) -> None:
+    """What the docs say of a client that goes away: uvicorn does not cancel a request whose connection drops
+    (it only marks it disconnected), so such a request runs on, its answer is logged and stored as usual, and
+    no ``request-cancelled`` follows; that reason is for a request cancelled by a stopping server."""
+    case = "RIEC-AA-2026-dropped"
+    token = stack.token(REQUESTER)
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+        httpx.post(f"{stack.gateway_url}/v1/exchanges", json=_body(stack, "/v1/exchanges", case),
+                   headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(10.0, read=2.0))
+    assert holder.asked.is_set()  # the request was past its write-ahead when its client went
+    holder.released.set()
+    entries = _logged(stack, case)
+    deadline = time.monotonic() + 10
+    while "holder.unavailable" not in [e["event_type"] for e in entries] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        entries = _logged(stack, case)
+    assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "holder.unavailable"]
+    assert _failures(entries) == []
