@@ -1314,8 +1314,7 @@ class ExchangeService:
                 # A re-run's disclosure commits only with its decision marked used (and with the key held).
                 guard = _all_of(self._claim_held(attempt.claim, release=False, answers_logged=True),
                                 self._decision_used(attempt, served))
-                logged, stepped = await self._provisions_logged_by(
-                    exchange_id, self._answers_logged(attempt, after, guard, served))
+                logged, stepped = await self._answers_logged(attempt, after, guard, served)
                 receipts += logged
             elif (held := self._claim_held(attempt.claim, release=False)) is not None:
                 await self._still_held(held)  # every target denied or escalated: no entry to check the claim with
@@ -1381,17 +1380,22 @@ class ExchangeService:
         if ignored is not None and desk is not None and grant is not None:
             step = await desk.rerun_not_applied_step(grant, attempt.exchange_id, ignored.outcome,
                                                      _holder_reason(ignored), attempt.trace)
+        # Each commit logs the records the requester provided with the answers (``_provisions_logged_by``), not
+        # the step's preparation before them: cancelled during it, nothing is handed yet and the attempt's ending
+        # must still log them.
+        exchange_id = attempt.exchange_id
         if step is not None:
             try:
-                logged = await self._record(after + step.events, repository.only_if(_with_step(guard, step)),
-                                            _KEY_TAKEN_AFTER)
+                logged = await self._provisions_logged_by(exchange_id, self._record(
+                    after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER))
             except CaseStepNotTaken as refused:
                 log.info("escalation_step_not_with_answers", exchange_id=attempt.exchange_id,
                          error_type=type(refused.__cause__ or refused).__name__)
             else:
                 step.taken()
                 return logged[:len(after)], True
-        return await self._record(after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER), False
+        return await self._provisions_logged_by(exchange_id, self._record(
+            after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER)), False
 
     async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool,
                              openings: list[CaseOpening]) -> None:

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from audit.tables import audit_entries
+from connectors.errors import HolderUnavailable
 from connectors.protocol import HolderAnswer
 from escalation import cases as case_store
 from escalation.cases import ConcurrentUpdate
@@ -589,3 +590,79 @@ def test_a_step_that_cannot_commit_with_the_refusal_costs_the_refusal_nothing(
         assert [(e["status"], e["extra"].get("not_applied")) for e in steps] == [("error", "runtimeerror")]
         case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
         assert (case["state"], case["history"][-1]["action"]) == ("decided", "decide")
+
+
+
+def test_a_rerun_cancelled_while_its_case_step_is_prepared_still_logs_the_records_it_handed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: a re-run whose holder did not follow the decision prepares its case step (a read of the
+    case) before it logs the holders' answers with it; cancelled during that read (a stopping server), the
+    records the requester provided, which had reached the holder, were dropped as if their commit had been handed
+    to the writer, and the log ended the request (``request-cancelled``) without them. Now they go before it.
+
+    S2's provision (the Belastingdienst hands the KvK the dissolution grounds): the KvK refuses, its officer
+    allows, and at the re-run the grounds reach it but its answer does not."""
+    with running_stack(tmp_path) as stack:
+        subject = stack.world.scenarios()["malafide-dissolution"][0]
+        body = {"partnership": RIEC, "purpose": "malafide-company-dissolution",
+                "legal_basis": "WGS (RIEC) with BW 2:19a", "case_reference": "BD-2026-rerun-cut",
+                "signal": {"type": "missing-returns", "reference": "BD-SIG-91"},
+                "subjects": [{"ref": subject}], "holders": ["kvk"], "categories": ["company_registration"],
+                "provide": [{"subject": subject, "category": "tax_compliance",
+                             "fields": {"missing_returns": ["2024"]}}]}
+        service = exchange_service(stack.container)
+        connectors = service.deps.connectors
+        real_get = connectors.get
+        calls: list[str] = []
+
+        class _RefusesThenFailsAfterSending:
+            """The KvK's connector: it refuses the first question; the re-run's (and the records) reach it, its
+            answer does not."""
+
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            async def query(self, query: Any) -> Any:
+                calls.append(query.request_id)
+                if len(calls) == 1:
+                    return HolderAnswer(status="refused", refusal_reason="investigation-confidentiality")
+                await self.inner.query(query)
+                raise HolderUnavailable("kvk-handelsregister", "no answer in time")
+
+        monkeypatch.setattr(connectors, "get", lambda system: _RefusesThenFailsAfterSending(real_get(system)))
+        first = stack.post("belastingdienst-ivs", "/v1/exchanges", body)
+        assert first.status_code == 200, first.text
+        case_id = first.json()["targets"][0]["escalation_id"]
+        kvk_po = stack.person("po-kvk", "kvk", ["privacy-officer"])
+        case = stack.call(kvk_po, "GET", f"/v1/escalations/{case_id}").json()
+        decided = stack.call(kvk_po, "POST", f"/v1/escalations/{case_id}/decision", {
+            "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["company_registration"],
+            "motivation": "The registration is necessary to assess the dissolution."})
+        assert decided.status_code == 200, decided.text
+        rerun = body | {"escalation_decision": decided.json()["decision"]["id"]}
+
+        desk = escalation_service(stack.container)
+        prepare = desk.rerun_not_applied_step
+
+        async def cancelled_while_prepared(*args: Any) -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # arrives while the step's case is read
+            return await prepare(*args)
+
+        monkeypatch.setattr(desk, "rerun_not_applied_step", cancelled_while_prepared)
+        try:
+            response: httpx.Response | None = stack.post("belastingdienst-ivs", "/v1/exchanges", rerun)
+        except httpx.HTTPError:  # the server may drop the connection of a cancelled request
+            response = None
+        assert response is None or response.status_code == 500
+        assert len(calls) == 2  # the re-run asked the KvK
+        with stack.container.engine.connect() as connection:
+            rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index))
+            events = [json.loads(row)["event"] for row in rows.scalars()]
+        rerun_id = next(e["exchange_id"] for e in reversed(events) if e["event_type"] == "exchange.requested")
+        mine = [(e["event_type"], e.get("extra", {}).get("direction"), e["reasons"])
+                for e in events if e["exchange_id"] == rerun_id]
+        assert mine[-2:] == [("disclosure", "requester-to-holder", []),
+                             ("request.failed", None, ["request-cancelled"])]
+        assert (service._provisions, service._counted_in) == ({}, {})
