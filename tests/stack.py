@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from joserfc import jwt
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from audit.tables import audit_entries
 from connectors.enrolment import enrol
@@ -174,3 +174,19 @@ def stack_with_holder(tmp: Path, holder_app: Any, systems: list[str],
     with serve_app(holder_app) as url, running_stack(tmp, holder_overrides=dict.fromkeys(systems, url),
                                                      settings_overrides=settings_overrides) as running:
         yield running
+
+
+@contextmanager
+def inserts_refused(stack: Stack, trigger: str, table: str, when: str = "") -> Iterator[None]:
+    """The database refuses every insert into ``table`` (those of them ``when`` selects: a condition on ``NEW``),
+    as a full disk or a lost connection would, until the block ends: an SQLite trigger named ``trigger``, which a
+    test may drop earlier (``DROP TRIGGER IF EXISTS``) to let the rows in again."""
+    condition = f"WHEN {when} " if when else ""
+    with stack.container.engine.begin() as connection:
+        connection.execute(text(f"CREATE TRIGGER {trigger} BEFORE INSERT ON {table} {condition}"
+                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
+    try:
+        yield
+    finally:
+        with stack.container.engine.begin() as connection:
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {trigger}"))

@@ -24,7 +24,7 @@ from sqlalchemy import func, select, text
 from audit.tables import audit_entries
 from escalation.tables import escalation_cases
 from gateway.exchange.setup import exchange_service
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, inserts_refused, running_stack
 
 BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
          "legal_basis": "WGS (RIEC) with Wet Bibob", "signal": {"type": "bibob-application", "reference": "B-78"}}
@@ -40,13 +40,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture
 def outcome_rows_refused(stack: Stack) -> Iterator[None]:
     """The database refuses every outcome row (as a full disk or a lost connection would) until the test ends."""
-    with stack.container.engine.begin() as connection:
-        connection.execute(text("CREATE TRIGGER refuse_outcomes BEFORE INSERT ON exchanges "
-                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
-    try:
+    with inserts_refused(stack, "refuse_outcomes", "exchanges"):
         yield
-    finally:
-        allow_outcome_rows(stack)
 
 
 def allow_outcome_rows(stack: Stack) -> None:
@@ -186,15 +181,8 @@ def test_a_request_cancelled_after_its_cases_were_prepared_leaves_no_open_case(
 def case_openings_refused(stack: Stack) -> Iterator[None]:
     """The audit log refuses the cases' ``opened`` entries (it is down just when the outcome's commit, which
     opens the cases, is written), and takes every other entry."""
-    with stack.container.engine.begin() as connection:
-        connection.execute(text("CREATE TRIGGER refuse_case_openings BEFORE INSERT ON audit_entries "
-                                "WHEN NEW.event_type = 'escalation.step' "
-                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
-    try:
+    with inserts_refused(stack, "refuse_case_openings", "audit_entries", "NEW.event_type = 'escalation.step'"):
         yield
-    finally:
-        with stack.container.engine.begin() as connection:
-            connection.execute(text("DROP TRIGGER IF EXISTS refuse_case_openings"))
 
 
 @pytest.mark.usefixtures("case_openings_refused")

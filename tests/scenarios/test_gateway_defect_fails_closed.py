@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from audit.tables import audit_entries
@@ -22,7 +21,7 @@ from connectors.protocol import DiscoveryAnswer, HolderAnswer, HolderDiscovery, 
 from gateway.errors import ServiceUnavailable, Unprocessable
 from gateway.exchange.setup import exchange_service
 from gateway.exchange.tables import exchange_claims
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, inserts_refused, running_stack
 
 BSN = "111222333"
 BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
@@ -223,7 +222,7 @@ def test_an_outcome_that_could_not_be_stored_after_disclosures_were_logged_adds_
     before = _next_index(stack)
     body = BIBOB | {"subjects": [{"ref": r} for r in stack.world.scenarios()["police-confidential"]],
                     "holders": ["politie", "kvk"], "categories": ["police_incidents", "company_registration"]}
-    with _outcome_rows_refused(stack):
+    with inserts_refused(stack, "refuse_outcomes", "exchanges"):
         response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body)
     assert response.status_code == 500, response.text  # not a 503: a client's retry would ask the holders again
     assert response.json()["type"].endswith("/outcome-not-stored")
@@ -238,19 +237,6 @@ def test_an_outcome_that_could_not_be_stored_after_disclosures_were_logged_adds_
         entries[0]["exchange_id"], ["gateway-error"], "OutcomeNotStored")
 
 
-@contextmanager
-def _outcome_rows_refused(stack: Stack) -> Iterator[None]:
-    """The database refuses every outcome row (whichever path writes it), as a full disk would."""
-    with stack.container.engine.begin() as connection:
-        connection.execute(text("CREATE TRIGGER refuse_outcomes BEFORE INSERT ON exchanges "
-                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
-    try:
-        yield
-    finally:
-        with stack.container.engine.begin() as connection:
-            connection.execute(text("DROP TRIGGER refuse_outcomes"))
-
-
 def test_an_outcome_that_could_not_be_stored_when_no_holder_was_asked_is_a_503_to_retry(stack: Stack) -> None:
     """Found by a review: every holder denied by policy, so no holder was asked, and the outcome row could not be
     stored: the requester got the 500 meant for asked holders ("do not retry it", holders asked twice), though
@@ -258,7 +244,7 @@ def test_an_outcome_that_could_not_be_stored_when_no_holder_was_asked_is_a_503_t
     headers = {"Idempotency-Key": "all-denied-not-stored-0001"}
     body = _police_body(stack) | {"legal_basis": "WGS (RIEC) with the wrong law"}
     before = _next_index(stack)
-    with _outcome_rows_refused(stack):
+    with inserts_refused(stack, "refuse_outcomes", "exchanges"):
         response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", body, headers)
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].startswith("application/problem+json")

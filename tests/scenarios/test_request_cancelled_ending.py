@@ -23,7 +23,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, text
+from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from audit import AuditEvent, EventType, Receipt
@@ -31,7 +31,7 @@ from audit.tables import audit_entries
 from gateway.exchange.service import ExchangeService
 from gateway.exchange.setup import exchange_service
 from gateway.exchange.tables import exchange_claims
-from tests.stack import Stack, stack_with_holder
+from tests.stack import Stack, inserts_refused, stack_with_holder
 
 REQUESTER = "gemeente-amsterdam-vth"
 BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
@@ -273,15 +273,8 @@ def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it
 def failures_refused(stack: Stack) -> Iterator[None]:
     """The audit log refuses ``request.failed`` entries (it is down just when the ending is written), and takes
     every other entry."""
-    with stack.container.engine.begin() as connection:
-        connection.execute(text("CREATE TRIGGER refuse_failures BEFORE INSERT ON audit_entries "
-                                "WHEN NEW.event_type = 'request.failed' "
-                                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
-    try:
+    with inserts_refused(stack, "refuse_failures", "audit_entries", "NEW.event_type = 'request.failed'"):
         yield
-    finally:
-        with stack.container.engine.begin() as connection:
-            connection.execute(text("DROP TRIGGER IF EXISTS refuse_failures"))
 
 
 @pytest.mark.usefixtures("failures_refused")
