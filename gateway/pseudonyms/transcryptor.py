@@ -125,11 +125,14 @@ class _Recipient:
 
 
 class EnrolmentPseudonyms(NamedTuple):
-    """What enrolling one subject yields: the participant's own pseudonym, encrypted for it, and the
-    partnership-domain pseudonym the gateway indexes it under."""
+    """What enrolling one subject yields: the participant's own pseudonym, encrypted for it, the
+    partnership-domain pseudonym the gateway indexes it under, and the participant's own pseudonym in plain
+    (computed on the way; the index keeps it so that a related subject the participant names by it is found
+    without a multiplication into the partnership domain, ``PseudonymService.related_for_requester``)."""
 
     own: EncryptedPseudonym
     partnership: Pseudonym
+    plain: Pseudonym
 
 
 class Transcryptor:
@@ -245,7 +248,8 @@ class Transcryptor:
         ``encrypted_pseudonym`` + ``partnership_pseudonym`` cost four variable-base multiplications (each is
         ``s·c - (s·y)·b``); here the partnership pseudonym is ``(s_P / s_A)·p_A`` from the participant
         pseudonym p_A that the encryption needs anyway — the same algebra as :meth:`to_partnership`. The
-        results are identical to the two separate calls (the encryption's randomness aside).
+        results are identical to the two separate calls (the encryption's randomness aside); ``plain`` is
+        :meth:`participant_pseudonym`'s, at no cost.
         """
         kind = IdentifierType(identifier_type)
         factors = self._reshuffle(self.accept(polymorphic), partnership, participant)
@@ -253,7 +257,8 @@ class Transcryptor:
         own = decrypt_reshuffled(polymorphic, factors.s, factors.s_y)
         encrypted = EncryptedPseudonym(kind, factors.version,
                                        encrypt_with_secret(own, recipient.secret, recipient.public))
-        return EnrolmentPseudonyms(encrypted, Pseudonym(kind, factors.version, recipient.to_partnership.times(own)))
+        return EnrolmentPseudonyms(encrypted, Pseudonym(kind, factors.version, recipient.to_partnership.times(own)),
+                                   Pseudonym(kind, factors.version, own))
 
     def recipient_key(self, partnership: str, participant: str, *, version: int | None = None) -> RecipientKey:
         """The participant's decryption secret for its domain (hand over once, over a secure channel)."""

@@ -276,8 +276,9 @@ def test_scalar_ratio_translation_is_exact_inverse() -> None:
 def test_enrolment_pseudonyms_equal_the_separate_operations(number: str, a: str) -> None:
     client = PseudonymClient(_T.public_key(), recipient_key=_T.recipient_key(P, a))
     pp = _pp(number)
-    own, shared = _T.enrolment_pseudonyms(pp, "bsn", P, a)
+    own, shared, plain = _T.enrolment_pseudonyms(pp, "bsn", P, a)
     assert shared == _T.partnership_pseudonym(pp, "bsn", P)
+    assert plain == _T.participant_pseudonym(pp, "bsn", P, a)
     assert client.open(own.encode()) == _T.participant_pseudonym(pp, "bsn", P, a).encode()
     assert own.ciphertext.y == _T.encrypted_pseudonym(pp, "bsn", P, a).ciphertext.y
     assert own.ciphertext != _T.enrolment_pseudonyms(pp, "bsn", P, a).own.ciphertext  # fresh randomness
@@ -289,8 +290,8 @@ def test_enrolment_pseudonyms_move_old_key_ciphertexts_to_the_current_version() 
     ring = KeyRing({1: old, 2: KeyVersion.generate(2, _T0)}, 2)
     transcryptor = Transcryptor(ring)
     pp = make_polymorphic(bsn("123456782"), old.public_key)
-    own, shared = transcryptor.enrolment_pseudonyms(pp, "bsn", P, "politie")
-    assert own.key_version == shared.key_version == 2
+    own, shared, plain = transcryptor.enrolment_pseudonyms(pp, "bsn", P, "politie")
+    assert own.key_version == shared.key_version == plain.key_version == 2
     assert transcryptor.recipient_key(P, "politie").decrypt(own) == transcryptor.participant_pseudonym(
         make_polymorphic(bsn("123456782"), ring.public_key), "bsn", P, "politie")
     assert shared == transcryptor.partnership_pseudonym(make_polymorphic(bsn("123456782"), ring.public_key),
