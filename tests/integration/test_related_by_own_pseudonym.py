@@ -1,0 +1,240 @@
+"""Related subjects a holder names in its records are found by the holder's own pseudonym, stored with each
+enrolment (``enrolments.own_pseudonym``, migration 0042), one elliptic-curve multiplication cheaper than by
+converting each into the partnership domain — and the answer is the same for every input as by that conversion
+(:func:`_by_partnership_domain`, the look-up as it was before): enrolled subjects, rows without an own pseudonym
+(written before 0042), values of an older key version after a rotation, another participant's subjects, subjects
+nobody enrolled and texts that are no pseudonym. Real SQLite and PostgreSQL, the real enrolment write."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from audit import AuditLog
+from gateway.auth.principal import Principal
+from gateway.client.pseudonyms import PseudonymClient
+from gateway.clock import FixedClock
+from gateway.db.engine import make_engine, make_session_factory
+from gateway.enrolment.rekey import rekey_index
+from gateway.enrolment.service import Item, PseudonymService, is_pseudonym
+from gateway.enrolment.tables import enrolments
+from gateway.pseudonyms.errors import PseudonymError
+from gateway.pseudonyms.keys import KeyRing, KeyVersion
+from gateway.pseudonyms.pep import PolymorphicPseudonym, Pseudonym
+from gateway.pseudonyms.transcryptor import Transcryptor
+from gateway.register.loader import load_register
+from gateway.register.model import Register
+from gateway.settings import SHIPPED_REGISTER
+from tests.audit_support import log_signer
+
+RIEC = "riec-amsterdam-amstelland"
+HOLDER, OTHER, REQUESTER = "kvk", "politie", "gemeente-amsterdam"
+SYSTEMS = {HOLDER: "kvk-handelsregister", OTHER: "politie-bvh"}
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+ENROLLED, OLD_ROW, OTHERS, NOBODYS = ("11111111", "22222222"), "33333333", "44444444", "55555555"
+
+
+class CountingTranscryptor(Transcryptor):
+    """The real transcryptor, counting the multiplications a related-subject translation makes: into the
+    partnership domain (the look-up by partnership pseudonym) and into the requester's domain."""
+
+    def __init__(self, keys: KeyRing) -> None:
+        super().__init__(keys)
+        self.to_partnership_calls = 0
+        self.translate_calls = 0
+
+    def to_partnership(self, pseudonym: Pseudonym, partnership: str, participant: str) -> Pseudonym:
+        self.to_partnership_calls += 1
+        return super().to_partnership(pseudonym, partnership, participant)
+
+    def translate(self, pseudonym: Pseudonym, partnership: str, source_participant: str,
+                  target_participant: str) -> Pseudonym:
+        self.translate_calls += 1
+        return super().translate(pseudonym, partnership, source_participant, target_participant)
+
+
+@dataclass
+class Gateway:
+    """A pseudonym service on a migrated database, a key ring it can be rotated to, and the KvK's subjects."""
+
+    engine: Engine
+    register: Register
+    ring: KeyRing
+    transcryptor: CountingTranscryptor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.transcryptor = CountingTranscryptor(self.ring)
+
+    def service(self) -> PseudonymService:
+        return PseudonymService(sessions=make_session_factory(self.engine), clock=FixedClock(NOW),
+                                register=self.register, transcryptor=self.transcryptor)
+
+    def polymorphic(self, number: str) -> str:
+        return PseudonymClient(self.transcryptor.public_key()).polymorphic("kvk", number)
+
+    def enrol(self, organisation: str, *numbers: str) -> None:
+        """``numbers`` enrolled by ``organisation`` as the gateway writes an enrolment (audit entry aside)."""
+        principal = Principal(kind="system", subject=SYSTEMS[organisation], organisation=organisation,
+                              scopes=frozenset({"enrol"}))
+        items = [Item("kvk", self.polymorphic(n), ("trade-name",), ("company_registration",)) for n in numbers]
+        batch = self.service().prepare_enrolment(principal, RIEC, items)
+        with self.engine.begin() as connection:
+            batch.apply(connection)
+
+    def own(self, number: str, organisation: str = HOLDER) -> str:
+        """``organisation``'s own pseudonym of the company ``number``, as it holds it (current key version)."""
+        return self.transcryptor.participant_pseudonym(PolymorphicPseudonym.decode(self.polymorphic(number)), "kvk",
+                                                       RIEC, organisation).encode()
+
+    def set_own_pseudonym(self, number: str, value: str | None) -> None:
+        """Overwrite the stored own pseudonym of the KvK's row of ``number``."""
+        shared = self.transcryptor.partnership_pseudonym(PolymorphicPseudonym.decode(self.polymorphic(number)),
+                                                         "kvk", RIEC).encode()
+        with self.engine.begin() as connection:
+            done = connection.execute(update(enrolments).where(
+                enrolments.c.organisation == HOLDER, enrolments.c.pseudonym == shared).values(own_pseudonym=value))
+        assert done.rowcount == 1
+
+    def new_key_version(self) -> None:
+        """A new current key version, the index not moved yet (a rotation interrupted before its first batch)."""
+        self.ring = self.ring.with_version(KeyVersion.generate(max(self.ring.versions) + 1, NOW))
+        self.transcryptor = CountingTranscryptor(self.ring)
+
+    def rotate(self) -> None:
+        """``wgs-gateway pseudonyms rotate``: a new current key version, and the index moved to it."""
+        self.new_key_version()
+        rekey_index(make_session_factory(self.engine), self.ring, AuditLog(self.engine, log_signer()),
+                    command="rotate")
+
+
+@pytest.fixture
+def gateway(db_url: str) -> Iterator[Gateway]:
+    engine = make_engine(db_url)
+    made = Gateway(engine, load_register(SHIPPED_REGISTER)[0], KeyRing({1: KeyVersion.generate(1, NOW)}, 1))
+    made.enrol(HOLDER, *ENROLLED, OLD_ROW)
+    made.enrol(OTHER, OTHERS)
+    made.set_own_pseudonym(OLD_ROW, None)  # as a row written before migration 0042 is
+    try:
+        yield made
+    finally:
+        engine.dispose()
+
+
+def _by_partnership_domain(gateway: Gateway, values: set[str]) -> dict[str, str | None]:
+    """The answer as the look-up by partnership pseudonym gives it (the only one before 0042): a value is
+    translated when it decodes, converts into the partnership domain, and the holder enrolled that."""
+    transcryptor = Transcryptor(gateway.ring)
+    with gateway.engine.connect() as connection:
+        enrolled = set(connection.execute(select(enrolments.c.pseudonym).where(
+            enrolments.c.partnership == RIEC, enrolments.c.organisation == HOLDER)).scalars())
+    answer: dict[str, str | None] = dict.fromkeys(values)
+    for value in values:
+        if not is_pseudonym(value):
+            continue
+        pseudonym = Pseudonym.decode(value)
+        try:
+            shared = transcryptor.to_partnership(pseudonym, RIEC, HOLDER).encode()
+        except PseudonymError:
+            continue
+        if shared in enrolled:
+            answer[value] = transcryptor.translate(pseudonym, RIEC, HOLDER, REQUESTER).encode()
+    return answer
+
+
+def _related(gateway: Gateway, values: set[str]) -> dict[str, str | None]:
+    return gateway.service().related_for_requester(values, RIEC, HOLDER, REQUESTER)
+
+
+def _garbage(gateway: Gateway) -> set[str]:
+    """Texts that are no pseudonym the gateway writes (each decodes to nothing), beside a real one's variants."""
+    real = gateway.own(ENROLLED[0])
+    kind, version, body = real.split(".")
+    return {"plain text", real.upper(), f"{kind}.v0{version[1:]}.{body}", f"{real}=", f"{kind}.{version}.{body[:-2]}",
+            f"bsn.{version}.{body}", f"{kind}.v99.{body}", ""}
+
+
+def test_every_kind_of_value_gets_the_answer_the_partnership_domain_look_up_gives(gateway: Gateway) -> None:
+    enrolled = {gateway.own(n) for n in ENROLLED}
+    old_row, others = gateway.own(OLD_ROW), {gateway.own(OTHERS), gateway.own(OTHERS, OTHER)}
+    values = enrolled | {old_row, gateway.own(NOBODYS)} | others | _garbage(gateway)
+    answer = _related(gateway, values)
+    assert answer == _by_partnership_domain(gateway, values)
+    assert {value for value, mine in answer.items() if mine is not None} == enrolled | {old_row}
+    assert answer[old_row] == gateway.transcryptor.translate(Pseudonym.decode(old_row), RIEC, HOLDER,
+                                                             REQUESTER).encode()
+
+
+def test_an_enrolled_subject_costs_one_multiplication_and_a_row_without_its_own_pseudonym_two(
+        gateway: Gateway) -> None:
+    """The point of the stored own pseudonym: a subject the holder enrolled since 0042 is translated only."""
+    _related(gateway, {gateway.own(n) for n in ENROLLED})
+    assert (gateway.transcryptor.to_partnership_calls, gateway.transcryptor.translate_calls) == (0, 2)
+    _related(gateway, {gateway.own(OLD_ROW)})
+    assert (gateway.transcryptor.to_partnership_calls, gateway.transcryptor.translate_calls) == (1, 3)
+
+
+def test_the_stored_own_pseudonym_is_what_finds_a_subject(gateway: Gateway) -> None:
+    """Shown by a row whose own pseudonym is deliberately another subject's: that subject, which the holder did
+    not enrol, is then translated (only a look-up of the stored own pseudonym can find it), while the row's
+    real subject is still found by its partnership pseudonym. Never the case with what the gateway writes."""
+    wrong = gateway.own(NOBODYS)
+    gateway.set_own_pseudonym(ENROLLED[0], wrong)
+    answer = _related(gateway, {wrong, gateway.own(ENROLLED[0])})
+    assert _by_partnership_domain(gateway, {wrong})[wrong] is None
+    assert answer[wrong] == gateway.transcryptor.translate(Pseudonym.decode(wrong), RIEC, HOLDER,
+                                                           REQUESTER).encode()
+    assert answer[gateway.own(ENROLLED[0])] is not None
+
+
+def test_another_participants_enrolled_subject_is_no_translation_for_the_holder(gateway: Gateway) -> None:
+    """No translation oracle through the stored own pseudonyms: the police's own pseudonym of a subject it
+    enrolled, named by the KvK, is translated for the police only; the KvK's pseudonym of that subject, which
+    the KvK did not enrol, and of one nobody enrolled, are not translated either."""
+    theirs, mine_unenrolled, nobodys = gateway.own(OTHERS, OTHER), gateway.own(OTHERS), gateway.own(NOBODYS)
+    assert _related(gateway, {theirs, mine_unenrolled, nobodys}) == dict.fromkeys(
+        {theirs, mine_unenrolled, nobodys})
+    for_the_police = gateway.service().related_for_requester({theirs}, RIEC, OTHER, REQUESTER)
+    assert for_the_police[theirs] is not None  # a real own pseudonym in the index: the refusal above is the rule
+    with gateway.engine.connect() as connection:
+        assert theirs in set(connection.execute(select(enrolments.c.own_pseudonym)).scalars())
+
+
+def test_after_a_rotation_both_key_versions_get_the_same_answer_and_the_new_one_costs_one_multiplication(
+        gateway: Gateway) -> None:
+    """``pseudonyms rotate`` moves each row's own pseudonym to the new version (a row without one gets one): the
+    holder's new pseudonyms are found by the stored own pseudonym, its old ones by the partnership domain as
+    before, with the same translations."""
+    before = {n: gateway.own(n) for n in (*ENROLLED, OLD_ROW, OTHERS, NOBODYS)}
+    gateway.rotate()
+    after = {n: gateway.own(n) for n in before}
+    assert {Pseudonym.decode(value).key_version for value in after.values()} == {2}
+    with gateway.engine.connect() as connection:
+        stored = set(connection.execute(select(enrolments.c.own_pseudonym).where(
+            enrolments.c.organisation == HOLDER)).scalars())
+    assert stored == {after[n] for n in (*ENROLLED, OLD_ROW)}
+
+    values = set(before.values()) | set(after.values()) | _garbage(gateway)
+    answer = _related(gateway, values)
+    assert answer == _by_partnership_domain(gateway, values)
+    for number in (*ENROLLED, OLD_ROW):
+        assert answer[before[number]] == answer[after[number]] is not None
+    assert answer[after[OTHERS]] is answer[after[NOBODYS]] is None
+
+    counted = CountingTranscryptor(gateway.ring)
+    gateway.transcryptor = counted
+    _related(gateway, {after[n] for n in (*ENROLLED, OLD_ROW)})
+    assert (counted.to_partnership_calls, counted.translate_calls) == (0, 3)
+
+
+def test_rows_not_moved_to_the_current_key_version_yet_answer_as_by_the_partnership_domain(gateway: Gateway) -> None:
+    """Rows (and their own pseudonyms) still under the old version after a new one became current: the
+    partnership-domain look-up finds none of them (it converts into the current version), so neither does the
+    look-up of the stored own pseudonyms — not by the old pseudonyms the rows still hold."""
+    before = {n: gateway.own(n) for n in (*ENROLLED, OLD_ROW)}
+    gateway.new_key_version()
+    values = set(before.values()) | {gateway.own(n) for n in before}
+    assert _related(gateway, values) == _by_partnership_domain(gateway, values) == dict.fromkeys(values)
