@@ -475,7 +475,11 @@ class PseudonymService:
                               requester: str) -> dict[str, str | None]:
         """Pseudonyms of related subjects inside a holder's records (e.g. a company's director) → the
         requester's pseudonyms. Translated only when the holder enrolled that subject (so the holder cannot
-        use the gateway as a translation oracle for arbitrary points); anything else becomes None."""
+        use the gateway as a translation oracle for arbitrary points); anything else becomes None.
+
+        Enrolled is looked up by the holder's own pseudonym first (stored with the enrolment: no multiplication),
+        then, for what that does not find, by the partnership pseudonym (one each, as before 0042): the answer is
+        the same either way, and a subject enrolled since costs one multiplication (the translation), not two."""
         transcryptor = self.transcryptor  # one ring for the look-ups and the translation
         decoded = {value: pseudonym for value in values if (pseudonym := _decoded(value)) is not None}
         translated: dict[str, str | None] = dict.fromkeys(values)
@@ -508,8 +512,8 @@ class PseudonymService:
                                            holder: str, transcryptor: Transcryptor) -> set[str]:
         """Which of the values the holder enrolled, found by their partnership pseudonyms (one multiplication
         each): those the own-pseudonym look-up cannot find — rows written before migration 0042 (no own
-        pseudonym), values of an older key version, texts that decode but are not written as the gateway
-        writes them."""
+        pseudonym) and values of an older key version. A value that does not convert (a key version the ring
+        does not hold) is not translated."""
         candidates: dict[str, str] = {}
         for value, pseudonym in decoded.items():
             with contextlib.suppress(Unprocessable), _not_yours():  # the holder's garbage is not translated
