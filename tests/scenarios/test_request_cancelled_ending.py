@@ -11,6 +11,8 @@ cancelled from the test's thread while the gateway waits for that holder."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -23,7 +25,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from structlog.testing import capture_logs
 
 from audit import AuditEvent, EventType, Receipt
@@ -352,3 +354,42 @@ def test_a_client_that_drops_its_connection_does_not_cancel_its_request(
         entries = _logged(stack, case)
     assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "holder.unavailable"]
     assert _failures(entries) == []
+
+
+def test_a_keyed_request_cancelled_while_its_write_ahead_is_committed_leaves_its_key_free(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled while the write-ahead that claims its Idempotency-Key is committed (the writer begins it late,
+    as under load), the attempt gives its claim up, and a retry with the key runs at once instead of a 409 until
+    the claim's lease runs out (minutes). On SQLite the release's DELETE waits for the writer's transaction and
+    then finds the claim; a review noted that on PostgreSQL a DELETE does not wait for an uncommitted INSERT,
+    so there the release can miss the claim (see the session's closing note): this guards the SQLite path."""
+    service = exchange_service(stack.container)
+    recording = service._record
+    cancel = [True]
+
+    async def cancelled_while_write_ahead_committed(events: list[AuditEvent], *args: Any) -> list[Receipt]:
+        if cancel[0] and events and events[0].event_type.value == "exchange.requested":
+            cancel[0] = False
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # arrives while the writer commits the write-ahead (and the claim) it was handed
+            companion, *rest = args
+            claim = companion.precondition
+
+            def slowly(connection: Connection) -> None:  # the writer begins it late, as under load
+                time.sleep(0.5)
+                claim(connection)
+            args = (dataclasses.replace(companion, precondition=slowly), *rest)
+        return await recording(events, *args)
+
+    monkeypatch.setattr(service, "_record", cancelled_while_write_ahead_committed)
+    case = "RIEC-AA-2026-Wkeyd"
+    key = {"Idempotency-Key": "cancelled-while-claimed-0001"}
+    with contextlib.suppress(httpx.HTTPError):  # the server may drop the connection of a cancelled request
+        stack.post(REQUESTER, "/v1/exchanges", _body(stack, "/v1/exchanges", case), key)
+    deadline = time.monotonic() + 10
+    while service._ahead_handed and time.monotonic() < deadline:  # the first attempt ends, with its release
+        time.sleep(0.02)
+    retried = stack.post(REQUESTER, "/v1/exchanges", _body(stack, "/v1/exchanges", case), key)
+    assert retried.status_code == 200, retried.text
+    _attempts_left(stack, service)
