@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from gateway.cancellation import cancelled_from_outside
 from gateway.container import Container, NotReady, ReadinessCheck
 from gateway.db.engine import current_heads, migration_gap
 
@@ -68,17 +69,11 @@ async def _outcome(check: ReadinessCheck) -> str:
     except NotReady as exc:  # a reason its check vouches for: no secret in it
         return f"failed: {exc}"
     except asyncio.CancelledError:
-        if _being_cancelled():
+        if cancelled_from_outside():
             raise  # the request went away (or the server stops): nothing to answer
         return "failed: CancelledError"  # the check's own (e.g. a task it awaited was cancelled), not the probe's
     except Exception as exc:  # a probe reports, it never raises
         return f"failed: {type(exc).__name__}"
-
-
-def _being_cancelled() -> bool:
-    """Whether this task was asked to stop, as opposed to a ``CancelledError`` rising from what it awaited."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
 
 
 def database_check(container: Container) -> ReadinessCheck:

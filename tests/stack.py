@@ -140,6 +140,16 @@ class Stack:
         return httpx.request(method, f"{self.gateway_url}{path}", json=body, timeout=30,
                              headers={"Authorization": f"Bearer {token}"})
 
+    def allow(self, token: str, case_id: str, categories: list[str], motivation: str) -> str:
+        """The person of ``token`` decides escalation case ``case_id`` (at its version now) to allow ``categories``;
+        the decision's id, which a re-run cites."""
+        case = self.call(token, "GET", f"/v1/escalations/{case_id}").json()
+        decided = self.call(token, "POST", f"/v1/escalations/{case_id}/decision", {
+            "expected_version": case["version"], "outcome": "allow", "permitted_categories": categories,
+            "motivation": motivation})
+        assert decided.status_code == 200, decided.text
+        return str(decided.json()["decision"]["id"])
+
 
 @contextmanager
 def running_stack(tmp: Path, *, clock: FixedClock | None = None, over_share: set[str] | None = None,

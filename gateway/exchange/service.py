@@ -62,6 +62,7 @@ from connectors.protocol import (
     HolderRecord,
 )
 from gateway.auth.principal import Principal
+from gateway.cancellation import cancelled_from_outside
 from gateway.client.models import (
     DiscoveryRequest,
     DiscoveryResult,
@@ -147,7 +148,7 @@ class CancelledInside(Exception):
     (``_audit_defect``) and answered with the generic 500. Raised on as a cancellation it passed every
     ``except Exception`` that audits defects, and the request ended with its write-ahead entries and no ending in
     the log. A request that *is* being cancelled (its client gone, the server stopping) is not one of these: its
-    cancellation goes on as it is (:func:`_cancelled_from_outside`)."""
+    cancellation goes on as it is (:func:`gateway.cancellation.cancelled_from_outside`)."""
 
 
 def _retrieved(done: asyncio.Future[Any]) -> None:
@@ -156,11 +157,6 @@ def _retrieved(done: asyncio.Future[Any]) -> None:
         done.exception()
 
 
-def _cancelled_from_outside() -> bool:
-    """Whether the current task (the request) is being cancelled: then a ``CancelledError`` it meets is its own,
-    which must go on; else the cancellation was raised from inside its work (:class:`CancelledInside`)."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
 _REQUEST_CANCELLED = "request-cancelled"  # reason of the ``request.failed`` ending a request cancelled from outside
 _ANSWER_MISMATCH = "answer-mismatch"  # reason of a holder's outcome whose answer echoed another request's id
@@ -987,7 +983,7 @@ class ExchangeService:
         try:
             return await work
         except asyncio.CancelledError as exc:
-            if _cancelled_from_outside():
+            if cancelled_from_outside():
                 await self._audit_cancelled(principal, body, trace, request_id)
                 raise
             await self._audit_defect(exc, event_type, principal, body, trace, request_id)

@@ -161,12 +161,9 @@ def _allowed(stack: Stack) -> tuple[str, dict[str, Any], str]:
                     "categories": ["police_incidents", "criminal_intelligence"]}
     case_id = stack.post(MUNICIPALITY, "/v1/exchanges", body).json()["targets"][0]["escalation_id"]
     police_po = stack.person("po-politie", "politie", ["privacy-officer"])
-    case = stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()
-    decided = stack.call(police_po, "POST", f"/v1/escalations/{case_id}/decision", {
-        "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["police_incidents"],
-        "motivation": "Incidents are necessary for the Bibob advice; intelligence stays out."})
-    assert decided.status_code == 200, decided.text
-    return case_id, body | {"escalation_decision": decided.json()["decision"]["id"]}, police_po
+    decision_id = stack.allow(police_po, case_id, ["police_incidents"],
+                              "Incidents are necessary for the Bibob advice; intelligence stays out.")
+    return case_id, body | {"escalation_decision": decision_id}, police_po
 
 
 def test_a_decision_is_used_once_even_by_concurrent_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,13 +366,8 @@ def test_an_escalation_decision_does_not_lift_rule_5_at_the_holder(tmp_path: Pat
         assert first["outcome"] == "refused-by-holder"
         assert "minor-not-allowed" in first["reasons"][-1]["message"]
         police_po = stack.person("po-politie", "politie", ["privacy-officer"])
-        case = stack.call(police_po, "GET", f"/v1/escalations/{first['escalation_id']}").json()
-        decided = stack.call(police_po, "POST", f"/v1/escalations/{case['id']}/decision", {
-            "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["police_incidents"],
-            "motivation": "The incident matters for the Bibob advice."})
-        assert decided.status_code == 200, decided.text
-
-        decision_id = decided.json()["decision"]["id"]
+        decision_id = stack.allow(police_po, first["escalation_id"], ["police_incidents"],
+                                  "The incident matters for the Bibob advice.")
         rerun = stack.post(MUNICIPALITY, "/v1/exchanges", body | {"escalation_decision": decision_id})
         assert rerun.status_code == 200, rerun.text
         police = rerun.json()["targets"][0]
@@ -399,21 +391,16 @@ def test_a_hit_only_holder_s_refusal_is_settled_like_any_other(tmp_path: Path) -
         first = stack.post("abn-amro-fec", "/v1/exchanges", body).json()["targets"][0]
         assert (first["outcome"], first["hit"]) == ("refused-by-holder", None)
         police_po = stack.person("po-politie", "politie", ["privacy-officer"])
-        case = stack.call(police_po, "GET", f"/v1/escalations/{first['escalation_id']}").json()
-        decided = stack.call(police_po, "POST", f"/v1/escalations/{case['id']}/decision", {
-            "expected_version": case["version"], "outcome": "allow",
-            "permitted_categories": ["ongoing_investigation"],
-            "motivation": "The bank may learn that the customer is known, to freeze the account."})
-        assert decided.status_code == 200, decided.text
+        decision_id = stack.allow(police_po, first["escalation_id"], ["ongoing_investigation"],
+                                  "The bank may learn that the customer is known, to freeze the account.")
         rerun = stack.post("abn-amro-fec", "/v1/exchanges",
-                           body | {"escalation_decision": decided.json()["decision"]["id"]})
+                           body | {"escalation_decision": decision_id})
         assert rerun.status_code == 200, rerun.text
         police = rerun.json()["targets"][0]
         assert (police["outcome"], police["hit"], police["escalation_decision_applied"]) == ("allowed", True, True)
         assert police["records"] == []
-        assert stack.call(police_po, "GET", f"/v1/escalations/{case['id']}").json()["state"] == "closed"
-        again = stack.post("abn-amro-fec", "/v1/exchanges",
-                           body | {"escalation_decision": decided.json()["decision"]["id"]})
+        assert stack.call(police_po, "GET", f"/v1/escalations/{first['escalation_id']}").json()["state"] == "closed"
+        again = stack.post("abn-amro-fec", "/v1/exchanges", body | {"escalation_decision": decision_id})
         assert again.status_code == 409  # used once
 
 
@@ -634,12 +621,8 @@ def test_a_rerun_cancelled_while_its_case_step_is_prepared_still_logs_the_record
         assert first.status_code == 200, first.text
         case_id = first.json()["targets"][0]["escalation_id"]
         kvk_po = stack.person("po-kvk", "kvk", ["privacy-officer"])
-        case = stack.call(kvk_po, "GET", f"/v1/escalations/{case_id}").json()
-        decided = stack.call(kvk_po, "POST", f"/v1/escalations/{case_id}/decision", {
-            "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["company_registration"],
-            "motivation": "The registration is necessary to assess the dissolution."})
-        assert decided.status_code == 200, decided.text
-        rerun = body | {"escalation_decision": decided.json()["decision"]["id"]}
+        rerun = body | {"escalation_decision": stack.allow(
+            kvk_po, case_id, ["company_registration"], "The registration is necessary to assess the dissolution.")}
 
         desk = escalation_service(stack.container)
         prepare = desk.rerun_not_applied_step

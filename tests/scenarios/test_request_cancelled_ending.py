@@ -11,10 +11,12 @@ cancelled from the test's thread while the gateway waits for that holder."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from structlog.testing import capture_logs
 
 from audit import AuditEvent, EventType, Receipt
@@ -181,6 +183,37 @@ def test_a_request_cancelled_before_its_write_ahead_logs_nothing(
     _attempts_left(stack, service)
 
 
+def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyPatch,
+                           when: Callable[[list[AuditEvent]], bool],
+                           adjust: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None) -> None:
+    """The request cancels its own task as it hands the audit writer the events ``when`` selects: the
+    cancellation arrives while the writer commits them (it commits what it was handed all the same).
+    ``adjust``: what else goes with those events (their companion), changed for the test."""
+    recording = service._record
+
+    async def cancelled(events: list[AuditEvent], *args: Any) -> list[Receipt]:
+        if when(events):
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            if adjust is not None:
+                args = adjust(args)
+        return await recording(events, *args)
+
+    monkeypatch.setattr(service, "_record", cancelled)
+
+
+def _logged_once(stack: Stack, case: str, done: Callable[[list[dict[str, Any]]], object]) -> list[dict[str, Any]]:
+    """The case's entries once ``done`` holds of them (or after 10 s): a caller cancelled while its entries are
+    written does not wait for their commit, so the answer may come before they are in the log."""
+    entries = _logged(stack, case)
+    deadline = time.monotonic() + 10
+    while not done(entries) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        entries = _logged(stack, case)
+    return entries
+
+
 async def _cancelled_inside(*_: Any) -> Any:
     """A cancellation nobody asked for, raised inside the holder call (a defect, not the request's own)."""
     raise asyncio.CancelledError
@@ -196,16 +229,8 @@ def test_a_request_whose_defect_is_logged_gets_no_second_ending(
     monkeypatch.setattr(stack.container.services["connectors"].get("kvk-handelsregister"), "query",
                         _cancelled_inside)
     if client != "stays":
-        recording = service._record
-
-        async def cancelled_while_failure_logged(events: list[AuditEvent], *args: Any) -> list[Receipt]:
-            if any(e.event_type == EventType.REQUEST_FAILED for e in events):
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()  # arrives while the writer commits the entry it was handed
-            return await recording(events, *args)
-
-        monkeypatch.setattr(service, "_record", cancelled_while_failure_logged)
+        _cancelled_as_recorded(service, monkeypatch,
+                               lambda events: any(e.event_type == EventType.REQUEST_FAILED for e in events))
     case = f"RIEC-AA-2026-D{len(client)}"
     try:
         response = stack.post(REQUESTER, "/v1/exchanges", _body(stack, "/v1/exchanges", case))
@@ -214,11 +239,7 @@ def test_a_request_whose_defect_is_logged_gets_no_second_ending(
     else:
         assert response.status_code == 500, response.text
         assert response.headers["content-type"].startswith("application/problem+json") == (client == "stays")
-    entries = _logged(stack, case)
-    deadline = time.monotonic() + 10  # a caller cancelled while its entry is written does not wait for the commit
-    while not _failures(entries) and time.monotonic() < deadline:
-        time.sleep(0.02)
-        entries = _logged(stack, case)
+    entries = _logged_once(stack, case, _failures)
     assert _failures(entries) == [(entries[0]["exchange_id"], "error", ["gateway-error"], "CancelledError")]
     _attempts_left(stack, service)
 
@@ -231,16 +252,8 @@ def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it
     arrives meanwhile adds no ``request.failed`` after it. An exchange's answer is then stored: a retry with
     its Idempotency-Key gets it."""
     service = exchange_service(stack.container)
-    recording = service._record
-
-    async def cancelled_while_answer_logged(events: list[AuditEvent], *args: Any) -> list[Receipt]:
-        if any(e.event_type == EventType.DISCLOSURE for e in events):
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()  # arrives while the writer commits the answer it was handed
-        return await recording(events, *args)
-
-    monkeypatch.setattr(service, "_record", cancelled_while_answer_logged)
+    _cancelled_as_recorded(service, monkeypatch,
+                           lambda events: any(e.event_type == EventType.DISCLOSURE for e in events))
     case = f"RIEC-AA-2026-A{path.rsplit('/', 1)[-1][:4]}"
     body = _body(stack, path, case) | {"categories": ["police_incidents"]}
     if path == "/v1/exchanges":
@@ -253,11 +266,7 @@ def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it
     else:
         assert response.status_code == 500, response.text
         assert not response.headers["content-type"].startswith("application/problem+json")
-    entries = _logged(stack, case)
-    deadline = time.monotonic() + 10  # a caller cancelled while its entries are written does not wait for the commit
-    while "disclosure" not in [e["event_type"] for e in entries] and time.monotonic() < deadline:
-        time.sleep(0.02)
-        entries = _logged(stack, case)
+    entries = _logged_once(stack, case, lambda logged: "disclosure" in [e["event_type"] for e in logged])
     assert [e["event_type"] for e in entries][-1] == "disclosure"
     assert _failures(entries) == []
     _attempts_left(stack, service)
@@ -303,16 +312,7 @@ def test_a_request_cancelled_while_its_write_ahead_is_committed_ends_with_one_re
     waits (shielded) for that commit: committed, the request ends with ``request.failed`` (request-cancelled);
     refused, nothing of it is in the log and nothing is added."""
     service = exchange_service(stack.container)
-    recording = service._record
-
-    async def cancelled_while_write_ahead_committed(events: list[AuditEvent], *args: Any) -> list[Receipt]:
-        if events and events[0].event_type.value == first:
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()  # arrives while the writer commits the write-ahead it was handed
-        return await recording(events, *args)
-
-    monkeypatch.setattr(service, "_record", cancelled_while_write_ahead_committed)
+    _cancelled_as_recorded(service, monkeypatch, lambda events: bool(events) and events[0].event_type.value == first)
     case = f"RIEC-AA-2026-W{path.rsplit('/', 1)[-1][:4]}"
     try:
         response = stack.post(REQUESTER, path, _body(stack, path, case))
@@ -321,11 +321,7 @@ def test_a_request_cancelled_while_its_write_ahead_is_committed_ends_with_one_re
     else:
         assert response.status_code == 500, response.text
         assert not response.headers["content-type"].startswith("application/problem+json")
-    entries = _logged(stack, case)
-    deadline = time.monotonic() + 10
-    while not _failures(entries) and time.monotonic() < deadline:
-        time.sleep(0.02)
-        entries = _logged(stack, case)
+    entries = _logged_once(stack, case, _failures)
     assert entries[0]["event_type"] == first
     assert len({e["exchange_id"] for e in entries}) == 1
     assert _failures(entries) == [(entries[0]["exchange_id"], "error", ["request-cancelled"], "CancelledError")]
@@ -345,10 +341,44 @@ def test_a_client_that_drops_its_connection_does_not_cancel_its_request(
                    headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(10.0, read=2.0))
     assert holder.asked.is_set()  # the request was past its write-ahead when its client went
     holder.released.set()
-    entries = _logged(stack, case)
-    deadline = time.monotonic() + 10
-    while "holder.unavailable" not in [e["event_type"] for e in entries] and time.monotonic() < deadline:
-        time.sleep(0.02)
-        entries = _logged(stack, case)
+    entries = _logged_once(stack, case, lambda logged: "holder.unavailable" in [e["event_type"] for e in logged])
     assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "holder.unavailable"]
     assert _failures(entries) == []
+
+
+def test_a_keyed_request_cancelled_while_its_write_ahead_is_committed_leaves_its_key_free(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled while the write-ahead that claims its Idempotency-Key is committed (the writer begins it late,
+    as under load), the attempt gives its claim up, and a retry with the key runs at once instead of a 409 until
+    the claim's lease runs out (minutes). On SQLite the release's DELETE waits for the writer's transaction and
+    then finds the claim; a review noted that on PostgreSQL a DELETE does not wait for an uncommitted INSERT,
+    so there the release can miss the claim (see the session's closing note): this guards the SQLite path."""
+    service = exchange_service(stack.container)
+    first = [True]
+
+    def first_write_ahead(events: list[AuditEvent]) -> bool:
+        if first[0] and events and events[0].event_type.value == "exchange.requested":
+            first[0] = False
+            return True
+        return False
+
+    def claimed_late(args: tuple[Any, ...]) -> tuple[Any, ...]:
+        companion, *rest = args
+        claim = companion.precondition
+
+        def slowly(connection: Connection) -> None:  # the writer begins it late, as under load
+            time.sleep(0.5)
+            claim(connection)
+        return (dataclasses.replace(companion, precondition=slowly), *rest)
+
+    _cancelled_as_recorded(service, monkeypatch, first_write_ahead, claimed_late)
+    case = "RIEC-AA-2026-Wkeyd"
+    key = {"Idempotency-Key": "cancelled-while-claimed-0001"}
+    with contextlib.suppress(httpx.HTTPError):  # the server may drop the connection of a cancelled request
+        stack.post(REQUESTER, "/v1/exchanges", _body(stack, "/v1/exchanges", case), key)
+    deadline = time.monotonic() + 10
+    while service._ahead_handed and time.monotonic() < deadline:  # the first attempt ends, with its release
+        time.sleep(0.02)
+    retried = stack.post(REQUESTER, "/v1/exchanges", _body(stack, "/v1/exchanges", case), key)
+    assert retried.status_code == 200, retried.text
+    _attempts_left(stack, service)

@@ -221,14 +221,11 @@ def test_a_part_that_refuses_makes_the_target_refused_and_a_rerun_binds_every_pa
     assert target["records"] == []
     assert [e["event_type"] for e in _after_the_request(stack, answer)] == ["holder.refused"]
     officer = stack.person("po-kvk", "kvk", ["privacy-officer"])
-    case = stack.call(officer, "GET", f"/v1/escalations/{target['escalation_id']}").json()
-    decided = stack.call(officer, "POST", f"/v1/escalations/{case['id']}/decision", {
-        "expected_version": case["version"], "outcome": "allow", "permitted_categories": ["company_registration"],
-        "motivation": "The registration is needed for the Bibob advice."})
-    assert decided.status_code == 200, decided.text
+    decision_id = stack.allow(officer, target["escalation_id"], ["company_registration"],
+                              "The registration is needed for the Bibob advice.")
     holder.reset(_both(subjects), "refuse-part")
     rerun = _exchange(stack, subjects, "RIEC-AA-2026-804", BIBOB | {
-        "escalation_decision": decided.json()["decision"]["id"]})
+        "escalation_decision": decision_id})
     [target] = rerun["targets"]
     assert target["outcome"] == "allowed", target
     assert len(target["records"]) == SUBJECTS
