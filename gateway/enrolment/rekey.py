@@ -11,8 +11,8 @@ version still in the key ring converts by one multiplication, :func:`gateway.pse
 in batches of one transaction each: a batch is written completely or not at all, and an interrupted pass is
 resumed by running it again. When a converted row lands on a subject that already has a row under the current
 version (the old gateway re-enrolled a subject the rotation had already moved), the entry updated last is kept,
-as a re-enrolment would have replaced the earlier one. A moved row's own pseudonym of the participant
-(``enrolments.own_pseudonym``, migration 0042) is moved with it — computed from the new partnership pseudonym, so
+as a re-enrolment would have replaced the earlier one. A moved row's tag of the participant's own pseudonym
+(``enrolments.own_tag``, migration 0042) is moved with it — computed from the new partnership pseudonym, so
 rows from before 0042 get one too.
 
 Every batch is audited like an enrolment batch (:mod:`gateway.enrolment.audited`): re-keying rewrites what the
@@ -104,7 +104,7 @@ class _Plan:
     landing: set[str]  # the pseudonyms the rows convert to
     targets: dict[Key, datetime]  # rows already under the current version at those pseudonyms, as read
     steps: list[tuple[Key, str | None]] = field(default_factory=list)  # (row, new pseudonym), or None: drop it
-    own: dict[Key, str] = field(default_factory=dict)  # each moved row's own pseudonym under the new version
+    own: dict[Key, str] = field(default_factory=dict)  # each moved row's own-pseudonym tag under the new version
     moved: dict[str, int] = field(default_factory=dict)  # per partnership
     superseded: dict[str, int] = field(default_factory=dict)
     versions: dict[str, set[int]] = field(default_factory=dict)  # the versions moved from, per partnership
@@ -132,7 +132,7 @@ def _plan(session: Session, ring: KeyRing, batch: int) -> _Plan | None:
     converted = [(key, after.encode()) for key, after in moved]
     landing = {target for _, target in converted}
     plan = _Plan({key: stamp for key, (stamp, _) in read.items()}, landing, _current_rows(session, current, landing),
-                 own=_own_pseudonyms(Transcryptor(ring), moved))
+                 own=_own_tags(Transcryptor(ring), moved))
     at_target = dict(plan.targets)
     for old_key, target in converted:
         partnership, organisation, _ = old_key
@@ -164,20 +164,21 @@ def _apply(connection: Connection, plan: _Plan, current: int, batch: int) -> Non
             connection.execute(delete(enrolments).where(*row))
         else:
             connection.execute(update(enrolments).where(*row).values(
-                pseudonym=target, key_version=current, own_pseudonym=plan.own[partnership, organisation, target]))
+                pseudonym=target, key_version=current, own_tag=plan.own[partnership, organisation, target]))
 
 
-def _own_pseudonyms(transcryptor: Transcryptor, moved: list[tuple[Key, Pseudonym]]) -> dict[Key, str]:
-    """Each moved row's own pseudonym (``enrolments.own_pseudonym``) under the new version, by the row's new key:
-    the participant's pseudonym of the same subject, from the new partnership pseudonym (one multiplication).
-    Kept as it was, it would name the subject under the old version, which the own-pseudonym look-up never
-    finds (so related subjects would cost the conversion again); computed, rows from before migration 0042 get
-    theirs too."""
+def _own_tags(transcryptor: Transcryptor, moved: list[tuple[Key, Pseudonym]]) -> dict[Key, str]:
+    """Each moved row's tag of the participant's own pseudonym (``enrolments.own_tag``) under the new version,
+    by the row's new key: the participant's pseudonym of the same subject, from the new partnership pseudonym (one
+    multiplication), tagged (``Transcryptor.index_tag``). Kept as it was, it would tag the subject's pseudonym of
+    the old version, which the look-up by tag never finds (so related subjects would cost the conversion again);
+    computed, rows from before migration 0042 get theirs too."""
     own: dict[Key, str] = {}
     for (partnership, organisation, _), shared in moved:
-        own[partnership, organisation, shared.encode()] = transcryptor.convert(
-            shared, Domain(partnership), Domain(partnership, organisation), target_version=shared.key_version
-        ).encode()
+        mine = transcryptor.convert(shared, Domain(partnership), Domain(partnership, organisation),
+                                    target_version=shared.key_version)
+        own[partnership, organisation, shared.encode()] = transcryptor.index_tag(
+            mine.encode(), mine.key_version, partnership, organisation)
     return own
 
 

@@ -120,7 +120,7 @@ class _Holding:
     """One subject's index entry as a batch builds it: the union of what its items say (see ``enrol``)."""
 
     key_version: int
-    own_pseudonym: str  # the participant's own pseudonym of the subject (see ``enrolments.own_pseudonym``)
+    own_tag: str  # the index's tag of the participant's own pseudonym of the subject (``enrolments.own_tag``)
     record_types: set[str] = field(default_factory=set)
     categories: set[str] = field(default_factory=set)
     confidential: bool = False
@@ -212,7 +212,7 @@ class PseudonymBatch:
         return IndexCounts(added=added, updated=updated, removed=removed)
 
 
-_REPLACED = ("key_version", "own_pseudonym", "record_types", "categories", "updated_at", "confidential",
+_REPLACED = ("key_version", "own_tag", "record_types", "categories", "updated_at", "confidential",
              "confidential_reason", "minor")
 
 
@@ -242,14 +242,15 @@ related subject. One constant statement on a plain connection, not a new ORM sta
 that cost 0.24 ms of a worker thread per answer, more than the four multiplications of its two directors'
 translations together; this costs 0.07 ms."""
 
-_OWN_ENROLLED_AMONG = select(enrolments.c.own_pseudonym).where(
+_OWN_ENROLLED_AMONG = select(enrolments.c.own_tag).where(
     enrolments.c.partnership == bindparam("partnership"), enrolments.c.organisation == bindparam("organisation"),
     enrolments.c.key_version == bindparam("key_version"),
-    enrolments.c.own_pseudonym.in_(bindparam("pseudonyms", expanding=True)))
-"""Which of some texts are an organisation's own pseudonyms (as it holds them) of subjects it enrolled, under
-``key_version`` (the current one): the related subjects of a holder's answer, found without converting each into
-the partnership domain first (``PseudonymService.related_for_requester``). Only rows of the current version:
-``_ENROLLED_AMONG`` finds a value by its current partnership pseudonym only, and the two must agree."""
+    enrolments.c.own_tag.in_(bindparam("tags", expanding=True)))
+"""Which of some tags (``Transcryptor.index_tag`` of an organisation's own pseudonyms, as it holds them) are of
+subjects it enrolled, under ``key_version`` (the current one): the related subjects of a holder's answer, found
+without converting each into the partnership domain first (``PseudonymService.related_for_requester``). Only rows
+of the current version: ``_ENROLLED_AMONG`` finds a value by its current partnership pseudonym only, and the two
+must agree. Tags, not the pseudonyms: the database alone must not link a participant's pseudonyms to the index."""
 
 _HOLDINGS_OF = select(enrolments.c.organisation, enrolments.c.categories, enrolments.c.confidential,
                       enrolments.c.confidential_reason, enrolments.c.minor).where(
@@ -419,12 +420,13 @@ class PseudonymService:
                 answer.append(own.encode())
                 key = shared.encode()
                 if item.record_types:
-                    held.setdefault(key, _Holding(shared.key_version, plain.encode())).add(item)
+                    held.setdefault(key, _Holding(shared.key_version, transcryptor.index_tag(
+                        plain.encode(), plain.key_version, partnership, organisation))).add(item)
                 else:
                     gone.add(key)
         gone -= held.keys()
         rows = [{"partnership": partnership, "organisation": organisation, "pseudonym": key,
-                 "key_version": holding.key_version, "own_pseudonym": holding.own_pseudonym,
+                 "key_version": holding.key_version, "own_tag": holding.own_tag,
                  "record_types": sorted(holding.record_types),
                  "categories": sorted(holding.categories), "updated_at": now, "confidential": holding.confidential,
                  "minor": holding.minor,
@@ -486,7 +488,7 @@ class PseudonymService:
         if not decoded:
             return translated
         with self.sessions.kw["bind"].connect() as connection:
-            enrolled = self._own_enrolled(connection, decoded, partnership, holder, transcryptor.keys.current)
+            enrolled = self._own_enrolled(connection, decoded, partnership, holder, transcryptor)
             enrolled |= self._enrolled_by_partnership_pseudonym(
                 connection, {v: p for v, p in decoded.items() if v not in enrolled}, partnership, holder, transcryptor)
         for value in sorted(enrolled):
@@ -496,16 +498,19 @@ class PseudonymService:
 
     @staticmethod
     def _own_enrolled(connection: Connection, decoded: dict[str, Pseudonym], partnership: str, holder: str,
-                      version: int) -> set[str]:
-        """Which of the values are the holder's own pseudonyms, as stored, of subjects it enrolled under the
-        current key ``version``: no multiplication. A row's own pseudonym is the same subject as its partnership
-        pseudonym, so whatever this finds the partnership-domain look-up would find too."""
-        candidates = sorted(value for value, pseudonym in decoded.items() if pseudonym.key_version == version)
-        if not candidates:
+                      transcryptor: Transcryptor) -> set[str]:
+        """Which of the values are the holder's own pseudonyms of subjects it enrolled under the current key
+        version, found by their index tags (``Transcryptor.index_tag``: an HMAC, no multiplication). A row's own
+        pseudonym is the same subject as its partnership pseudonym, so whatever this finds the partnership-domain
+        look-up would find too."""
+        version = transcryptor.keys.current
+        tags = {transcryptor.index_tag(value, version, partnership, holder): value
+                for value, pseudonym in decoded.items() if pseudonym.key_version == version}
+        if not tags:
             return set()
-        return set(connection.execute(_OWN_ENROLLED_AMONG, {
-            "partnership": partnership, "organisation": holder, "key_version": version,
-            "pseudonyms": candidates}).scalars())
+        found = connection.execute(_OWN_ENROLLED_AMONG, {
+            "partnership": partnership, "organisation": holder, "key_version": version, "tags": sorted(tags)})
+        return {tags[tag] for tag in found.scalars()}
 
     @staticmethod
     def _enrolled_by_partnership_pseudonym(connection: Connection, decoded: dict[str, Pseudonym], partnership: str,

@@ -9,11 +9,14 @@ Since 0018 a row also carries what the participant would refuse discovery on if 
 refuses with) and that the subject is a minor. Without them the index answered ``hit`` where the holder
 refuses, and gave away exactly what the confidentiality protects.
 
-Since 0042 a row also carries the participant's **own** pseudonym of the subject (its domain
-``Domain(partnership, organisation)``, the row's key version, encoded as the participant holds it), so that a
-related subject a holder names in its records is recognised as enrolled by a look-up of the text it sent,
-without first converting it into the partnership domain (one elliptic-curve multiplication per related subject
-saved; ``PseudonymService.related_for_requester``). Null for rows written before 0042: those are found as before.
+Since 0042 a row also carries a keyed tag of the participant's **own** pseudonym of the subject (its domain
+``Domain(partnership, organisation)``, the row's key version: ``Transcryptor.index_tag``, an HMAC under a key
+derived from the pseudonym keys), so that a related subject a holder names in its records is recognised as
+enrolled by the tag of the text it sent, without first converting it into the partnership domain (one
+elliptic-curve multiplication per related subject saved; ``PseudonymService.related_for_requester``). A tag, not
+the pseudonym: a participant holds its own pseudonyms with the identities, and the database alone would then link
+them to the partnership's index; the tag takes the gateway's keys, as the conversion does. Null for rows written
+before 0042: those are found as before.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ enrolments = Table(
     Column("confidential", Boolean, nullable=False, server_default=false()),  # the holder refuses about it
     Column("confidential_reason", String(64), nullable=True),  # the code it refuses with (when confidential)
     Column("minor", Boolean, nullable=False, server_default=false()),  # under 18 by the holder's own data
-    Column("own_pseudonym", String(128), nullable=True),  # the participant's own (0042); null: written before
+    Column("own_tag", String(128), nullable=True),  # HMAC of the participant's own (0042); null: before
     Index("ix_enrolments_partnership_pseudonym", "partnership", "pseudonym"),
-    Index("ix_enrolments_own_pseudonym", "partnership", "organisation", "own_pseudonym"),
+    Index("ix_enrolments_own_tag", "partnership", "organisation", "own_tag"),
 )
 
 

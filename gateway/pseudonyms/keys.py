@@ -43,6 +43,7 @@ __all__ = ["Domain", "KeyRing", "KeyVersion"]
 _SALT = b"wgs-gateway/pseudonyms/v1"
 _LABEL_PSEUDONYMISATION = b"pseudonymisation"
 _LABEL_REKEY = b"rekey"
+_LABEL_INDEX_TAG = b"index-tag"
 MASTER_SECRET_BYTES = 32
 _MAX_NAME = 200
 _CACHE_LIMIT = 10_000
@@ -75,10 +76,13 @@ class Domain:
         return self.partnership if self.participant is None else f"{self.partnership}/{self.participant}"
 
 
-def _derive(secret: bytes, label: bytes, version: int, domain: Domain) -> Scalar:
+def _derive_bytes(secret: bytes, label: bytes, version: int, domain: Domain, length: int) -> bytes:
     info = label + b"\x00" + version.to_bytes(4, "big") + domain.info()
-    okm = HKDF(algorithm=hashes.SHA512(), length=64, salt=_SALT, info=info).derive(secret)
-    return Scalar.from_wide(okm)
+    return HKDF(algorithm=hashes.SHA512(), length=length, salt=_SALT, info=info).derive(secret)
+
+
+def _derive(secret: bytes, label: bytes, version: int, domain: Domain) -> Scalar:
+    return Scalar.from_wide(_derive_bytes(secret, label, version, domain, 64))
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -125,6 +129,13 @@ class KeyVersion:
     def reshuffle_factor(self, domain: Domain) -> Scalar:
         """s(domain): the factor that turns M into this domain's pseudonym s·M."""
         return self._factor(_LABEL_PSEUDONYMISATION, self.pseudonymisation_secret, domain)
+
+    def index_tag_key(self, domain: Domain) -> bytes:
+        """The HMAC key under which the index stores a participant's own pseudonyms (``domain`` is the
+        participant's): derived from the pseudonymisation secret under a label of its own, never stored. Why a
+        keyed tag and not the pseudonym: the database alone must not link a participant's pseudonyms (which it
+        holds, with the identities) to the partnership's index rows — that takes the gateway's keys, as before."""
+        return _derive_bytes(self.pseudonymisation_secret, _LABEL_INDEX_TAG, self.version, domain, 32)
 
     def rekey_factor(self, domain: Domain) -> Scalar:
         """k(domain): the factor that makes a ciphertext decryptable by ``k·y`` (the domain's recipient key)."""

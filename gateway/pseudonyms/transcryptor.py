@@ -72,6 +72,8 @@ Security notes, for whoever wires this into the API
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
@@ -149,6 +151,7 @@ class Transcryptor:
         self._reshuffles: dict[tuple[str, str | None, int], _Reshuffle] = {}
         self._recipients: dict[tuple[str, str], _Recipient] = {}
         self._ratios: dict[tuple[_Names, int, _Names, int], Scalar] = {}
+        self._tag_keys: dict[tuple[str, str, int], bytes] = {}
 
     @property
     def keys(self) -> KeyRing:
@@ -299,6 +302,18 @@ class Transcryptor:
     def to_partnership(self, pseudonym: Pseudonym, partnership: str, participant: str) -> Pseudonym:
         """A participant's pseudonym → the partnership-domain pseudonym (for checks against the index)."""
         return self._convert(pseudonym, (partnership, participant), (partnership, None), None)
+
+    def index_tag(self, own: str, key_version: int, partnership: str, participant: str) -> str:
+        """The index's tag of a participant's own pseudonym ``own`` (its encoded text, of ``key_version``):
+        HMAC-SHA256 under the participant's tag key of that version (:meth:`KeyVersion.index_tag_key`), hex. What
+        ``enrolments.own_tag`` keeps, so that a related subject the participant names is found by its text
+        without a multiplication, while the database alone links no participant's pseudonym to an index row."""
+        cache_key = (partnership, participant, key_version)
+        key = self._tag_keys.get(cache_key)
+        if key is None:
+            key = _remember(self._tag_keys, cache_key,
+                            self._keys.get(key_version).index_tag_key(Domain(partnership, participant)))
+        return hmac.new(key, own.encode("ascii"), hashlib.sha256).hexdigest()
 
     def __repr__(self) -> str:
         return f"Transcryptor(keys={self._keys!r})"

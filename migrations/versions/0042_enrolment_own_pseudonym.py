@@ -1,9 +1,11 @@
-"""Discovery index: the participant's own pseudonym of each enrolled subject (``enrolments.own_pseudonym``).
+"""Discovery index: a keyed tag of the participant's own pseudonym of each enrolled subject (``enrolments.own_tag``).
 
 Why: a holder names related subjects (a company's directors) in its records by its own pseudonyms, and the
 gateway translates only those the holder enrolled. To find them it converted each into the partnership domain
-(one elliptic-curve multiplication) before looking it up; with the holder's own pseudonym stored beside the
-row, the text the holder sent is looked up as it is (``PseudonymService.related_for_requester``).
+(one elliptic-curve multiplication) before looking it up; with a tag of the holder's own pseudonym stored beside
+the row, the text the holder sent is looked up by its tag (``PseudonymService.related_for_requester``). A tag (an
+HMAC under a key derived from the pseudonym keys, ``Transcryptor.index_tag``), not the pseudonym: the database
+alone must not link a participant's pseudonyms, which it holds with the identities, to the index.
 
 Existing rows get null: they are found as before, by the partnership pseudonym, until the subject is enrolled
 again or the index is re-keyed (``wgs-gateway pseudonyms rotate|rekey`` fills it in).
@@ -22,16 +24,16 @@ down_revision = "0041_case_listing_order"
 branch_labels = None
 depends_on = None
 
-_INDEX = "ix_enrolments_own_pseudonym"
+_INDEX = "ix_enrolments_own_tag"
 
 
 def upgrade() -> None:
     with op.batch_alter_table("enrolments") as batch:
-        batch.add_column(sa.Column("own_pseudonym", sa.String(128), nullable=True))
-    op.create_index(_INDEX, "enrolments", ["partnership", "organisation", "own_pseudonym"])
+        batch.add_column(sa.Column("own_tag", sa.String(128), nullable=True))
+    op.create_index(_INDEX, "enrolments", ["partnership", "organisation", "own_tag"])
 
 
 def downgrade() -> None:
     op.drop_index(_INDEX, table_name="enrolments")
     with op.batch_alter_table("enrolments") as batch:
-        batch.drop_column("own_pseudonym")
+        batch.drop_column("own_tag")

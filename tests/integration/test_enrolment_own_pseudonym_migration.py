@@ -13,7 +13,7 @@ from gateway.db.engine import alembic_config, make_engine
 from tests.migration_rows import column_names, insert_row
 
 BEFORE = "0041_case_listing_order"
-INDEX = "ix_enrolments_own_pseudonym"
+INDEX = "ix_enrolments_own_tag"
 ROW = {"partnership": "riec-amsterdam-amstelland", "organisation": "kvk", "pseudonym": "kvk.v1.shared",
        "key_version": 1, "record_types": '["trade-name"]', "categories": '["company_registration"]',
        "updated_at": datetime(2026, 12, 5, 12, 0, tzinfo=UTC), "confidential": False, "minor": False}
@@ -30,11 +30,11 @@ def test_existing_enrolments_are_kept_without_an_own_pseudonym_and_down_drops_th
         command.upgrade(config, "head")
         assert INDEX in {index["name"] for index in inspect(engine).get_indexes("enrolments")}
         with engine.connect() as connection:
-            rows = connection.execute(text("SELECT pseudonym, key_version, own_pseudonym FROM enrolments")).all()
+            rows = connection.execute(text("SELECT pseudonym, key_version, own_tag FROM enrolments")).all()
         assert [tuple(row) for row in rows] == [("kvk.v1.shared", 1, None)]
 
         command.downgrade(config, BEFORE)
-        assert "own_pseudonym" not in column_names(engine, "enrolments")
+        assert "own_tag" not in column_names(engine, "enrolments")
         assert INDEX not in {index["name"] for index in inspect(engine).get_indexes("enrolments")}
         with engine.connect() as connection:
             assert connection.execute(text("SELECT pseudonym FROM enrolments")).scalars().all() == ["kvk.v1.shared"]

@@ -1,5 +1,5 @@
 """Related subjects a holder names in its records are found by the holder's own pseudonym, stored with each
-enrolment (``enrolments.own_pseudonym``, migration 0042), one elliptic-curve multiplication cheaper than by
+enrolment (``enrolments.own_tag``, migration 0042), one elliptic-curve multiplication cheaper than by
 converting each into the partnership domain — and the answer is the same for every input as by that conversion
 (:func:`_by_partnership_domain`, the look-up as it was before): enrolled subjects, rows without an own pseudonym
 (written before 0042), values of an older key version after a rotation, another participant's subjects, subjects
@@ -90,13 +90,18 @@ class Gateway:
         return self.transcryptor.participant_pseudonym(PolymorphicPseudonym.decode(self.polymorphic(number)), "kvk",
                                                        RIEC, organisation).encode()
 
+    def tag(self, own: str, organisation: str = HOLDER) -> str:
+        """The index's tag of ``organisation``'s own pseudonym ``own`` (what ``enrolments.own_tag`` keeps)."""
+        return self.transcryptor.index_tag(own, Pseudonym.decode(own).key_version, RIEC, organisation)
+
     def set_own_pseudonym(self, number: str, value: str | None) -> None:
-        """Overwrite the stored own pseudonym of the KvK's row of ``number``."""
+        """Overwrite the stored own-pseudonym tag of the KvK's row of ``number`` with the tag of ``value``."""
         shared = self.transcryptor.partnership_pseudonym(PolymorphicPseudonym.decode(self.polymorphic(number)),
                                                          "kvk", RIEC).encode()
         with self.engine.begin() as connection:
             done = connection.execute(update(enrolments).where(
-                enrolments.c.organisation == HOLDER, enrolments.c.pseudonym == shared).values(own_pseudonym=value))
+                enrolments.c.organisation == HOLDER, enrolments.c.pseudonym == shared).values(
+                own_tag=None if value is None else self.tag(value)))
         assert done.rowcount == 1
 
     def new_key_version(self) -> None:
@@ -200,7 +205,9 @@ def test_another_participants_enrolled_subject_is_no_translation_for_the_holder(
     for_the_police = gateway.service().related_for_requester({theirs}, RIEC, OTHER, REQUESTER)
     assert for_the_police[theirs] is not None  # a real own pseudonym in the index: the refusal above is the rule
     with gateway.engine.connect() as connection:
-        assert theirs in set(connection.execute(select(enrolments.c.own_pseudonym)).scalars())
+        stored = set(connection.execute(select(enrolments.c.own_tag)).scalars())
+    assert gateway.tag(theirs, OTHER) in stored
+    assert theirs not in stored  # a keyed tag: the database alone links no participant's pseudonym to the index
 
 
 def test_after_a_rotation_both_key_versions_get_the_same_answer_and_the_new_one_costs_one_multiplication(
@@ -213,9 +220,9 @@ def test_after_a_rotation_both_key_versions_get_the_same_answer_and_the_new_one_
     after = {n: gateway.own(n) for n in before}
     assert {Pseudonym.decode(value).key_version for value in after.values()} == {2}
     with gateway.engine.connect() as connection:
-        stored = set(connection.execute(select(enrolments.c.own_pseudonym).where(
+        stored = set(connection.execute(select(enrolments.c.own_tag).where(
             enrolments.c.organisation == HOLDER)).scalars())
-    assert stored == {after[n] for n in (*ENROLLED, OLD_ROW)}
+    assert stored == {gateway.tag(after[n]) for n in (*ENROLLED, OLD_ROW)}
 
     values = set(before.values()) | set(after.values()) | _garbage(gateway)
     answer = _related(gateway, values)

@@ -312,3 +312,21 @@ def test_domain_names_are_still_validated_behind_the_caches() -> None:
             call()
     with pytest.raises(ValueError, match="passport"):
         _T.encrypted_pseudonym(pp, "passport", P, "politie")
+
+
+def test_an_index_tag_is_keyed_per_participant_and_key_version_and_reveals_no_pseudonym() -> None:
+    """``Transcryptor.index_tag`` (what ``enrolments.own_tag`` keeps of a participant's own pseudonym): the same for
+    the same text, participant and version, so a look-up finds it; another participant's, another version's or
+    another ring's (other secrets) tag of the same text differs, and the tag holds nothing of the text — so the
+    database alone cannot link a participant's pseudonyms, which it holds with the identities, to index rows."""
+    own = _T.participant_pseudonym(_pp("123456782"), "bsn", P, "politie").encode()
+    tag = _T.index_tag(own, 1, P, "politie")
+    assert tag == Transcryptor(_RING).index_tag(own, 1, P, "politie")
+    assert len(tag) == 64
+    assert own.rsplit(".", 1)[-1] not in tag
+    ring = _RING.with_version(KeyVersion.generate(2, _T0))
+    others = {_T.index_tag(own, 1, P, "kvk"), _T.index_tag(own, 1, "riec-noord", "politie"),
+              Transcryptor(ring).index_tag(own, 2, P, "politie"),
+              Transcryptor(KeyRing({1: KeyVersion.generate(1, _T0)}, 1)).index_tag(own, 1, P, "politie")}
+    assert tag not in others
+    assert len(others) == 4
