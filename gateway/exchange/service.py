@@ -1211,7 +1211,8 @@ class ExchangeService:
             return Answer(await self._answer(attempt, targets, decisions, receipts))
         except BaseException:
             if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
-                await asyncio.shield(self._release(claim))  # even when this request is being cancelled
+                # even when this request is being cancelled
+                await asyncio.shield(self._released_after_write_ahead(claim, exchange_id))
             raise
 
     @staticmethod
@@ -1544,6 +1545,18 @@ class ExchangeService:
             return None
         return repository.claim_held(claim, claim.claimed_at + CLAIM_ABANDONED_AFTER, self.deps.clock.now,
                                      release=release, answers_logged=answers_logged, lease=lease)
+
+    async def _released_after_write_ahead(self, claim: repository.Claim, exchange_id: str) -> None:
+        """``_release``, once the write-ahead that carries the claim is settled, if it is still being committed
+        (``_ahead_handed``): the writer commits what it was handed whether or not the attempt waits, and a release
+        before that commit found no claim to give up — the claim was committed after it and refused every retry
+        with the key (409) until its lease ran out. Whether the write-ahead was written or not, the release then
+        leaves nothing behind."""
+        ahead = self._ahead_handed.get(exchange_id)
+        if ahead is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # settled either way is all that counts
+                await ahead
+        await self._release(claim)
 
     async def _release(self, claim: repository.Claim) -> None:
         def release() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import threading
 import time
@@ -25,11 +24,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from audit import AuditEvent, EventType, Receipt
 from audit.tables import audit_entries
+from gateway.auditing.setup import audit_services
 from gateway.exchange.service import ExchangeService
 from gateway.exchange.setup import exchange_service
 from gateway.exchange.tables import exchange_claims
@@ -348,37 +348,31 @@ def test_a_client_that_drops_its_connection_does_not_cancel_its_request(
 
 def test_a_keyed_request_cancelled_while_its_write_ahead_is_committed_leaves_its_key_free(
         stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cancelled while the write-ahead that claims its Idempotency-Key is committed (the writer begins it late,
-    as under load), the attempt gives its claim up, and a retry with the key runs at once instead of a 409 until
-    the claim's lease runs out (minutes). On SQLite the release's DELETE waits for the writer's transaction and
-    then finds the claim; a review noted that on PostgreSQL a DELETE does not wait for an uncommitted INSERT,
-    so there the release can miss the claim (see the session's closing note): this guards the SQLite path."""
+    """Found by a review: cancelled while the write-ahead that claims its Idempotency-Key waited to be committed,
+    the attempt gave its claim up at once — before the claim's own commit, which the writer makes all the same —
+    so the release found nothing, the claim was committed after it, and a retry with the key was refused (409)
+    until the claim's lease ran out (minutes). Now the release waits for that commit first. (Here the writer
+    begins the write-ahead's transaction late, holding no lock meanwhile, as a busy writer does; on PostgreSQL a
+    DELETE never waits for an uncommitted INSERT.)"""
     service = exchange_service(stack.container)
+    log = audit_services(stack.container).log
+    appending = log.append_prepared
     first = [True]
 
-    def first_write_ahead(events: list[AuditEvent]) -> bool:
-        if first[0] and events and events[0].event_type.value == "exchange.requested":
+    def late(prepared: Any, *args: Any, **kwargs: Any) -> Any:
+        if first[0] and any(p.event.event_type == EventType.EXCHANGE_REQUESTED for p in prepared):
             first[0] = False
-            return True
-        return False
+            time.sleep(0.5)  # the writer busy with other batches: this one's transaction not begun yet
+        return appending(prepared, *args, **kwargs)
 
-    def claimed_late(args: tuple[Any, ...]) -> tuple[Any, ...]:
-        companion, *rest = args
-        claim = companion.precondition
-
-        def slowly(connection: Connection) -> None:  # the writer begins it late, as under load
-            time.sleep(0.5)
-            claim(connection)
-        return (dataclasses.replace(companion, precondition=slowly), *rest)
-
-    _cancelled_as_recorded(service, monkeypatch, first_write_ahead, claimed_late)
+    monkeypatch.setattr(log, "append_prepared", late)
+    _cancelled_as_recorded(service, monkeypatch, lambda events: bool(events) and
+                           events[0].event_type == EventType.EXCHANGE_REQUESTED and first[0])
     case = "RIEC-AA-2026-Wkeyd"
     key = {"Idempotency-Key": "cancelled-while-claimed-0001"}
     with contextlib.suppress(httpx.HTTPError):  # the server may drop the connection of a cancelled request
         stack.post(REQUESTER, "/v1/exchanges", _body(stack, "/v1/exchanges", case), key)
-    deadline = time.monotonic() + 10
-    while service._ahead_handed and time.monotonic() < deadline:  # the first attempt ends, with its release
-        time.sleep(0.02)
+    _logged_once(stack, case, _failures)  # the first attempt has ended (its ending is in the log)
     retried = stack.post(REQUESTER, "/v1/exchanges", _body(stack, "/v1/exchanges", case), key)
     assert retried.status_code == 200, retried.text
     _attempts_left(stack, service)
