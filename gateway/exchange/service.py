@@ -151,6 +151,20 @@ class CancelledInside(Exception):
     cancellation goes on as it is (:func:`gateway.cancellation.cancelled_from_outside`)."""
 
 
+async def _written(ahead: asyncio.Future[list[Receipt]] | None) -> bool:
+    """Whether a write-ahead handed to the audit writer (``ExchangeService._ahead_handed``) is in the log, once its
+    commit has settled; None: no commit under way (written before, or never handed), nothing to wait for. For a
+    request that stopped waiting for that commit: the writer makes it all the same, and what ends the request
+    (its ``request.failed``, giving its key's claim up) must come after it, not before."""
+    if ahead is None:
+        return True
+    try:
+        await ahead
+    except (Exception, asyncio.CancelledError):
+        return False
+    return True
+
+
 def _retrieved(done: asyncio.Future[Any]) -> None:
     """A future's outcome taken, so that a failure nobody waited for is not reported as never retrieved."""
     if not done.cancelled():
@@ -1057,11 +1071,8 @@ class ExchangeService:
         """A cancelled request's ending logged, or the log line that says it is not: nothing raised here may
         take the cancellation's place. After ``ahead``, the write-ahead's commit, if it was still under way:
         when it failed, nothing of the request is in the log, and nothing is added."""
-        if ahead is not None:
-            try:
-                await ahead
-            except (Exception, asyncio.CancelledError):
-                return
+        if not await _written(ahead):  # nothing of the request is in the log, and nothing is added
+            return
         try:
             await self._record(self._unanswered(principal, body, trace, request_id, _REQUEST_CANCELLED,
                                                 "CancelledError"))
@@ -1552,10 +1563,7 @@ class ExchangeService:
         before that commit found no claim to give up — the claim was committed after it and refused every retry
         with the key (409) until its lease ran out. Whether the write-ahead was written or not, the release then
         leaves nothing behind."""
-        ahead = self._ahead_handed.get(exchange_id)
-        if ahead is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):  # settled either way is all that counts
-                await ahead
+        await _written(self._ahead_handed.get(exchange_id))  # settled either way is all that counts
         await self._release(claim)
 
     async def _release(self, claim: repository.Claim) -> None:
