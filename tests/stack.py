@@ -135,6 +135,19 @@ class Stack:
             return [json.loads(c)["event"] for c in connection.execute(select(audit_entries.c.canonical).where(
                 audit_entries.c.log_index.in_(indices)).order_by(audit_entries.c.log_index)).scalars()]
 
+    def events(self) -> list[dict[str, Any]]:
+        """The events of every audit entry, in log order."""
+        with self.container.engine.connect() as connection:
+            rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index))
+            return [json.loads(canonical)["event"] for canonical in rows.scalars()]
+
+    def logged_for_case(self, case: str) -> list[dict[str, Any]]:
+        """Every entry of the requests with case reference ``case`` (each request's own entries, and those of its
+        id that carry no case reference), in log order."""
+        events = self.events()
+        ids = {e["exchange_id"] for e in events if (e.get("extra") or {}).get("case_reference") == case}
+        return [e for e in events if e["exchange_id"] in ids]
+
     def call(self, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         """A request with an explicit token (people, or a system's token from ``token``)."""
         return httpx.request(method, f"{self.gateway_url}{path}", json=body, timeout=30,

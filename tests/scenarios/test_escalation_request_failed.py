@@ -12,7 +12,6 @@ matter which code path writes the row."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text
 
-from audit.tables import audit_entries
 from escalation.tables import escalation_cases
 from gateway.exchange.setup import exchange_service
 from tests.stack import Stack, inserts_refused, running_stack
@@ -64,20 +62,16 @@ def _bulk(stack: Stack, case: str) -> dict[str, Any]:
 
 def _cases(stack: Stack, case_reference: str) -> list[dict[str, Any]]:
     """The cases of the exchanges logged under ``case_reference`` (its requests' ids, from the audit log)."""
-    ids = {e["exchange_id"] for e in _entries(stack) if (e.get("extra") or {}).get("case_reference") == case_reference}
+    ids = {e["exchange_id"] for e in stack.events() if (e.get("extra") or {}).get("case_reference") == case_reference}
     with stack.container.engine.connect() as connection:
         rows = connection.execute(select(escalation_cases).where(escalation_cases.c.exchange_id.in_(ids)))
         return [dict(row._mapping) for row in rows]
 
 
-def _entries(stack: Stack) -> list[dict[str, Any]]:
-    with stack.container.engine.connect() as connection:
-        rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).scalars()
-        return [json.loads(row)["event"] for row in rows]
 
 
 def _opened_entries(stack: Stack, exchange_ids: set[str]) -> list[dict[str, Any]]:
-    return [e for e in _entries(stack) if e["event_type"] == "escalation.step"
+    return [e for e in stack.events() if e["event_type"] == "escalation.step"
             and e["exchange_id"] in exchange_ids and e["extra"]["action"] == "opened"]
 
 
@@ -87,7 +81,7 @@ def _outcome_count(stack: Stack) -> int:
 
 
 def _failed_ids(stack: Stack, case_reference: str) -> set[str]:
-    return {e["exchange_id"] for e in _entries(stack) if e["event_type"] == "request.failed"
+    return {e["exchange_id"] for e in stack.events() if e["event_type"] == "request.failed"
             and (e.get("extra") or {}).get("case_reference") == case_reference}
 
 
@@ -205,5 +199,5 @@ def test_an_audit_log_down_when_the_cases_open_answers_as_the_outcome_row_failin
     failed = _failed_ids(stack, reference)
     assert len(failed) == 1  # the log says the request ended unanswered
     assert _cases(stack, reference) == []
-    types = [e["event_type"] for e in _entries(stack) if e["exchange_id"] in failed]
+    types = [e["event_type"] for e in stack.events() if e["exchange_id"] in failed]
     assert ("holder.refused" in types) is (asked == "holders")  # a holder was asked, or none

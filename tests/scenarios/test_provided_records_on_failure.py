@@ -7,7 +7,6 @@ unknown, status ``error``: the call did not complete); so is a holder whose call
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,10 +17,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, text
+from sqlalchemy import text
 from structlog.testing import capture_logs
 
-from audit.tables import audit_entries
 from gateway.exchange.setup import exchange_service
 from tests.stack import Stack, stack_with_holder
 
@@ -78,12 +76,6 @@ def _s2(stack: Stack, case: str) -> dict[str, Any]:
             "provide": [{"subject": subject, "category": "tax_compliance", "fields": {"missing_returns": ["2024"]}}]}
 
 
-def _logged(stack: Stack, case: str) -> list[dict[str, Any]]:
-    with stack.container.engine.connect() as connection:
-        rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).scalars()
-        events = [json.loads(row)["event"] for row in rows]
-    exchange_ids = {e["exchange_id"] for e in events if e.get("extra", {}).get("case_reference") == case}
-    return [e for e in events if e["exchange_id"] in exchange_ids]
 
 
 def test_a_holder_that_kept_the_records_and_then_timed_out_is_logged_as_handed_them(stack: Stack,
@@ -93,7 +85,7 @@ def test_a_holder_that_kept_the_records_and_then_timed_out_is_logged_as_handed_t
     assert response.status_code == 200, response.text
     assert response.json()["targets"][0]["outcome"] == "holder-unavailable"
     assert [r["category"] for r in holder.kept] == ["tax_compliance"]  # it does hold them
-    handed = [e for e in _logged(stack, "BD-2026-91") if e["event_type"] == "disclosure"]
+    handed = [e for e in stack.logged_for_case("BD-2026-91") if e["event_type"] == "disclosure"]
     assert [(e["holder"], e["extra"]["direction"], e["extra"]["received"], e["categories"], e["status"])
             for e in handed] == [("kvk", "requester-to-holder", None, ["tax_compliance"], "error")]
 
@@ -103,7 +95,7 @@ def test_a_holder_that_refused_the_call_is_not_logged_as_handed_anything(stack: 
     response = stack.post("belastingdienst-ivs", "/v1/exchanges", _s2(stack, "BD-2026-92"))
     assert response.status_code == 200, response.text
     assert response.json()["targets"][0]["outcome"] == "holder-unavailable"
-    entries = _logged(stack, "BD-2026-92")
+    entries = stack.logged_for_case("BD-2026-92")
     assert [e["event_type"] for e in entries if e["event_type"] == "disclosure"] == []
     assert [e["event_type"] for e in entries][-1] == "holder.unavailable"
 
@@ -121,7 +113,7 @@ def test_a_holder_claiming_more_records_than_it_was_handed_is_no_answer(stack: S
     target = response.json()["targets"][0]
     assert (target["outcome"], target["records"]) == ("holder-unavailable", [])
     assert [r["category"] for r in holder.kept] == ["tax_compliance"]
-    entries = _logged(stack, f"BD-2026-R{received}")
+    entries = stack.logged_for_case(f"BD-2026-R{received}")
     handed = [e for e in entries if e["event_type"] == "disclosure"]
     assert [(e["extra"]["direction"], e["extra"]["records"], e["extra"]["received"]) for e in handed] == [
         ("requester-to-holder", 1, None)]
@@ -145,7 +137,7 @@ def test_a_holder_answering_another_request_is_logged_as_handed_the_records_with
     assert (target["outcome"], target["records"], [r["code"] for r in target["reasons"]]) == (
         "holder-unavailable", [], [reason])
     assert [r["category"] for r in holder.kept] == ["tax_compliance"]
-    entries = _logged(stack, case)
+    entries = stack.logged_for_case(case)
     handed = [e for e in entries if e["event_type"] == "disclosure"]
     assert [(e["extra"]["direction"], e["extra"]["records"], e["extra"]["received"]) for e in handed] == [
         ("requester-to-holder", 1, None)]
@@ -191,7 +183,7 @@ def test_a_holder_whose_call_was_cut_off_after_it_had_the_records_is_logged_as_h
     except httpx.HTTPError:  # the server may drop the connection of a cancelled request
         response = None
     assert [r["category"] for r in holder.kept] == ["tax_compliance"]  # it does hold them
-    entries = _logged(stack, case)
+    entries = stack.logged_for_case(case)
     handed = [e for e in entries if e["event_type"] == "disclosure"]
     assert [(e["holder"], e["extra"]["direction"], e["extra"]["received"], e["categories"], e["status"])
             for e in handed] == [("kvk", "requester-to-holder", None, ["tax_compliance"], "error")]
@@ -252,11 +244,11 @@ def test_a_request_cancelled_again_as_it_ends_still_logs_its_provision_and_keeps
             response = None
     assert response is None or response.status_code >= 500
     assert [r["category"] for r in holder.kept] == ["tax_compliance"]  # it does hold them
-    entries = _logged(stack, case)
+    entries = stack.logged_for_case(case)
     deadline = time.monotonic() + 10
     while "disclosure" not in [e["event_type"] for e in entries] and time.monotonic() < deadline:
         time.sleep(0.02)
-        entries = _logged(stack, case)
+        entries = stack.logged_for_case(case)
     handed = [e for e in entries if e["event_type"] == "disclosure"]
     assert [(e["holder"], e["extra"]["direction"], e["extra"]["received"], e["status"]) for e in handed] == [
         ("kvk", "requester-to-holder", None, "error")]

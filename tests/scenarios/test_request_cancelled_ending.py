@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,6 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from audit import AuditEvent, EventType, Receipt
-from audit.tables import audit_entries
 from gateway.auditing.setup import audit_services
 from gateway.exchange.service import ExchangeService
 from gateway.exchange.setup import exchange_service
@@ -130,13 +128,6 @@ def _body(stack: Stack, path: str, case: str) -> dict[str, Any]:
     return BIBOB | extra | {"case_reference": case, "subjects": subjects, "categories": ["company_registration"]}
 
 
-def _logged(stack: Stack, case: str) -> list[dict[str, Any]]:
-    """Every entry of the requests with case reference ``case``, in log order."""
-    with stack.container.engine.connect() as connection:
-        rows = connection.execute(select(audit_entries.c.canonical).order_by(audit_entries.c.log_index)).scalars()
-        events = [json.loads(row)["event"] for row in rows]
-    ids = {e["exchange_id"] for e in events if e.get("extra", {}).get("case_reference") == case}
-    return [e for e in events if e["exchange_id"] in ids]
 
 
 def _failures(entries: list[dict[str, Any]]) -> list[tuple[str, str, list[str], str]]:
@@ -160,7 +151,7 @@ def test_a_request_cancelled_while_its_holder_is_asked_ends_with_one_request_fai
     task = _RequestTask(service, monkeypatch)
     case = f"RIEC-AA-2026-C{path.rsplit('/', 1)[-1][:4]}"
     _cancelled_once(stack, path, _body(stack, path, case), holder.asked, task)  # asked: logged ahead by then
-    entries = _logged(stack, case)
+    entries = stack.logged_for_case(case)
     assert entries[0]["event_type"] == first
     assert len({e["exchange_id"] for e in entries}) == 1
     assert _failures(entries) == [(entries[0]["exchange_id"], "error", ["request-cancelled"], "CancelledError")]
@@ -179,7 +170,7 @@ def test_a_request_cancelled_before_its_write_ahead_logs_nothing(
     case = f"RIEC-AA-2026-B{path.rsplit('/', 1)[-1][:4]}"
     _cancelled_once(stack, path, _body(stack, path, case), task.found, task)
     assert not holder.asked.is_set()
-    assert _logged(stack, case) == []
+    assert stack.logged_for_case(case) == []
     _attempts_left(stack, service)
 
 
@@ -206,11 +197,11 @@ def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyP
 def _logged_once(stack: Stack, case: str, done: Callable[[list[dict[str, Any]]], object]) -> list[dict[str, Any]]:
     """The case's entries once ``done`` holds of them (or after 10 s): a caller cancelled while its entries are
     written does not wait for their commit, so the answer may come before they are in the log."""
-    entries = _logged(stack, case)
+    entries = stack.logged_for_case(case)
     deadline = time.monotonic() + 10
     while not done(entries) and time.monotonic() < deadline:
         time.sleep(0.02)
-        entries = _logged(stack, case)
+        entries = stack.logged_for_case(case)
     return entries
 
 
@@ -294,7 +285,7 @@ def test_a_cancelled_requests_ending_the_log_refuses_is_a_log_line_and_the_cance
     case = "RIEC-AA-2026-C-down"
     with capture_logs() as logs:
         _cancelled_once(stack, "/v1/exchanges", _body(stack, "/v1/exchanges", case), holder.asked, task)
-    entries = _logged(stack, case)
+    entries = stack.logged_for_case(case)
     assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided"]
     missing = [line for line in logs if line["event"] == "request_cancel_not_audited"]
     assert missing == [{"event": "request_cancel_not_audited", "log_level": "error",
