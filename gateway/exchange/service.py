@@ -151,11 +151,12 @@ class CancelledInside(Exception):
     cancellation goes on as it is (:func:`gateway.cancellation.cancelled_from_outside`)."""
 
 
-async def _written(ahead: asyncio.Future[list[Receipt]] | None) -> bool:
-    """Whether a write-ahead handed to the audit writer (``ExchangeService._ahead_handed``) is in the log, once its
-    commit has settled; None: no commit under way (written before, or never handed), nothing to wait for. For a
-    request that stopped waiting for that commit: the writer makes it all the same, and what ends the request
-    (its ``request.failed``, giving its key's claim up) must come after it, not before."""
+async def _written(ahead: asyncio.Future[Any] | None) -> bool:
+    """Whether a commit a request handed over and stopped waiting for (its write-ahead, ``_ahead_handed``; a
+    commit that checks or gives up its key's claim, ``_claim_commits``) was made, once it has settled; None: no
+    commit under way (made before, or never handed), nothing to wait for. The writers make what they were handed
+    all the same, and what ends the request (its ``request.failed``, giving its key's claim up) must come after
+    such a commit, not before."""
     if ahead is None:
         return True
     try:
@@ -809,6 +810,9 @@ class ExchangeService:
         # ``ahead_of``) -> the future of its commit, until it is known or the attempt ends: a cancellation that
         # arrives meanwhile waits for it, since the writer commits it whether or not the request waits
         self._ahead_handed: dict[str, asyncio.Future[list[Receipt]]] = {}
+        # ids of keyed attempts past their write-ahead -> their latest commit that checks or gives up the key's
+        # claim (``_with_claim``), until the attempt ends: cancelled, the attempt gives its claim up after it
+        self._claim_commits: dict[str, asyncio.Future[Any]] = {}
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
         # attempt id -> each asked target's log entry of the records the requester provided that reached (or may
@@ -1009,6 +1013,7 @@ class ExchangeService:
             self._logged_ahead.discard(request_id)
             self._ending_handed.discard(request_id)
             self._ahead_handed.pop(request_id, None)
+            self._claim_commits.pop(request_id, None)
 
     async def _audit_defect(self, exc: BaseException, event_type: EventType, principal: Principal,
                             body: ExchangeRequest | DiscoveryRequest, trace: Trace, exchange_id: str) -> None:
@@ -1223,7 +1228,7 @@ class ExchangeService:
         except BaseException:
             if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
                 # even when this request is being cancelled
-                await asyncio.shield(self._released_after_write_ahead(claim, exchange_id))
+                await asyncio.shield(self._released_after_commits(claim, exchange_id))
             raise
 
     @staticmethod
@@ -1311,10 +1316,10 @@ class ExchangeService:
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             row = self._outcome_row(attempt, result)
-            disclosed = await self._provisions_logged_by(exchange_id, self._ending(exchange_id, self._record(
-                after, repository.outcome_companion(
+            disclosed = await self._provisions_logged_by(exchange_id, self._with_claim(attempt, self._ending(
+                exchange_id, self._record(after, repository.outcome_companion(
                     lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
-                    self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER)))
+                    self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER))))
             result.receipt.audit_indices += [r.index for r in disclosed]
         else:
             stepped = False
@@ -1394,16 +1399,16 @@ class ExchangeService:
         exchange_id = attempt.exchange_id
         if step is not None:
             try:
-                logged = await self._provisions_logged_by(exchange_id, self._record(
-                    after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER))
+                logged = await self._provisions_logged_by(exchange_id, self._with_claim(attempt, self._record(
+                    after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER)))
             except CaseStepNotTaken as refused:
                 log.info("escalation_step_not_with_answers", exchange_id=attempt.exchange_id,
                          error_type=type(refused.__cause__ or refused).__name__)
             else:
                 step.taken()
                 return logged[:len(after)], True
-        return await self._provisions_logged_by(exchange_id, self._record(
-            after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER)), False
+        return await self._provisions_logged_by(exchange_id, self._with_claim(attempt, self._record(
+            after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER))), False
 
     async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool,
                              openings: list[CaseOpening]) -> None:
@@ -1432,8 +1437,8 @@ class ExchangeService:
         row = self._outcome_row(attempt, result)
         held = self._claim_held(attempt.claim, release=True, lease=not answers_logged)
         try:
-            await self._ending(exchange_id, self._store_with_cases(row, openings, held) if openings
-                               else self._outcomes.insert(row, held))
+            await self._with_claim(attempt, self._ending(exchange_id, self._store_with_cases(row, openings, held)
+                                                         if openings else self._outcomes.insert(row, held)))
         except Exception as exc:
             lost = exc if isinstance(exc, repository.ClaimLost) else cause_of(exc, repository.ClaimLost)
             if lost is not None and not answers_logged:
@@ -1557,14 +1562,28 @@ class ExchangeService:
         return repository.claim_held(claim, claim.claimed_at + CLAIM_ABANDONED_AFTER, self.deps.clock.now,
                                      release=release, answers_logged=answers_logged, lease=lease)
 
-    async def _released_after_write_ahead(self, claim: repository.Claim, exchange_id: str) -> None:
-        """``_release``, once the write-ahead that carries the claim is settled, if it is still being committed
-        (``_ahead_handed``): the writer commits what it was handed whether or not the attempt waits, and a release
-        before that commit found no claim to give up — the claim was committed after it and refused every retry
-        with the key (409) until its lease ran out. Whether the write-ahead was written or not, the release then
-        leaves nothing behind."""
+    async def _released_after_commits(self, claim: repository.Claim, exchange_id: str) -> None:
+        """``_release``, once the attempt's commits that carry the claim are settled, if one is still being
+        committed: its write-ahead (``_ahead_handed``), or one that checks or gives up the claim after it
+        (``_claim_commits``). The writers commit what they were handed whether or not the attempt waits. A release
+        before the write-ahead's commit found no claim to give up — the claim was committed after it and refused
+        every retry with the key (409) until its lease ran out; one before the answer's commit made that commit
+        fail (``ClaimLost``), and the answers the holders gave were not logged. Whether such a commit was made or
+        not, the release then leaves nothing behind (one that gave the claim up leaves it nothing to do)."""
         await _written(self._ahead_handed.get(exchange_id))  # settled either way is all that counts
+        await _written(self._claim_commits.get(exchange_id))
         await self._release(claim)
+
+    async def _with_claim(self, attempt: _Attempt, commit: Awaitable[_R]) -> _R:
+        """``commit``, one that checks the attempt's claim or gives it up, as a task of its own whose end the
+        attempt's release waits for (``_released_after_commits``) when the attempt is cancelled meanwhile.
+        Without a claim (no Idempotency-Key), ``commit`` as it is: nothing is released after it."""
+        if attempt.claim is None:
+            return await commit
+        task = asyncio.ensure_future(commit)
+        task.add_done_callback(_retrieved)  # retrieved even if the attempt no longer waits for it
+        self._claim_commits[attempt.exchange_id] = task
+        return await asyncio.shield(task)
 
     async def _release(self, claim: repository.Claim) -> None:
         def release() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ from tests.stack import Stack, inserts_refused, stack_with_holder
 REQUESTER = "gemeente-amsterdam-vth"
 BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
          "legal_basis": "WGS (RIEC) with Wet Bibob", "signal": {"type": "bibob-application", "reference": "B-79"}}
+# the task of the request being served (set in it, copied into the tasks it starts)
+_REQUEST_TASK: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar("request_task", default=None)
 HANGS_AT_MOST = 20.0  # seconds the holder keeps a question unanswered (the gateway's timeout is longer)
 
 
@@ -139,8 +142,8 @@ def _attempts_left(stack: Stack, service: ExchangeService) -> None:
     """Nothing of the ended request is kept: no claim on a key, no count held, none of its state."""
     with stack.container.engine.connect() as connection:
         assert list(connection.execute(select(exchange_claims))) == []
-    assert (service._counted_in, service._logged_ahead, service._ending_handed, service._ahead_handed) == (
-        {}, set(), set(), {})
+    assert (service._counted_in, service._logged_ahead, service._ending_handed, service._ahead_handed,
+            service._claim_commits) == ({}, set(), set(), {}, {})
 
 
 @pytest.mark.parametrize(("path", "first"), [("/v1/exchanges", "exchange.requested"),
@@ -177,14 +180,20 @@ def test_a_request_cancelled_before_its_write_ahead_logs_nothing(
 def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyPatch,
                            when: Callable[[list[AuditEvent]], bool],
                            adjust: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None) -> None:
-    """The request cancels its own task as it hands the audit writer the events ``when`` selects: the
+    """The request's own task is cancelled as the request hands the audit writer the events ``when`` selects: the
     cancellation arrives while the writer commits them (it commits what it was handed all the same).
-    ``adjust``: what else goes with those events (their companion), changed for the test."""
-    recording = service._record
+    ``adjust``: what else goes with those events (their companion), changed for the test. (The events may be
+    handed in a task of their own, ``ExchangeService._with_claim``: the request's task is the one that entered
+    ``_failing_closed``, as uvicorn's task of the request does.)"""
+    recording, failing_closed = service._record, service._failing_closed
+
+    async def in_request(*args: Any, **kwargs: Any) -> Any:
+        _REQUEST_TASK.set(asyncio.current_task())
+        return await failing_closed(*args, **kwargs)
 
     async def cancelled(events: list[AuditEvent], *args: Any) -> list[Receipt]:
         if when(events):
-            task = asyncio.current_task()
+            task = _REQUEST_TASK.get()
             assert task is not None
             task.cancel()
             if adjust is not None:
@@ -192,6 +201,7 @@ def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyP
         return await recording(events, *args)
 
     monkeypatch.setattr(service, "_record", cancelled)
+    monkeypatch.setattr(service, "_failing_closed", in_request)
 
 
 def _logged_once(stack: Stack, case: str, done: Callable[[list[dict[str, Any]]], object]) -> list[dict[str, Any]]:
@@ -241,10 +251,16 @@ def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it
     """The commit of the answer (the disclosures, and an exchange's outcome with them) is the request's ending:
     handed to the audit writer, it is written whether or not the request waits for it, so a cancellation that
     arrives meanwhile adds no ``request.failed`` after it. An exchange's answer is then stored: a retry with
-    its Idempotency-Key gets it."""
+    its Idempotency-Key gets it.
+
+    Here the writer begins the answer's transaction late, as a busy writer does. Found by CI, where that
+    happened by chance: the cancelled attempt gave its key's claim up at once, before the answer's commit,
+    which then failed (its claim lost): the holders' answers were not logged and no answer was stored. Now the
+    release waits for that commit to settle."""
     service = exchange_service(stack.container)
     _cancelled_as_recorded(service, monkeypatch,
                            lambda events: any(e.event_type == EventType.DISCLOSURE for e in events))
+    _answers_written_late(stack, monkeypatch)
     case = f"RIEC-AA-2026-A{path.rsplit('/', 1)[-1][:4]}"
     body = _body(stack, path, case) | {"categories": ["police_incidents"]}
     if path == "/v1/exchanges":
@@ -267,6 +283,20 @@ def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it
         assert again.status_code == 200, again.text
         assert again.headers.get("Idempotent-Replayed") == "true"
         assert again.json()["exchange_id"] == entries[0]["exchange_id"]
+
+
+def _answers_written_late(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit writer begins a transaction with ``disclosure`` entries half a second late (busy with other
+    batches, holding no lock meanwhile)."""
+    log = audit_services(stack.container).log
+    appending = log.append_prepared
+
+    def late(prepared: Any, *args: Any, **kwargs: Any) -> Any:
+        if any(p.event.event_type == EventType.DISCLOSURE for p in prepared):
+            time.sleep(0.5)
+        return appending(prepared, *args, **kwargs)
+
+    monkeypatch.setattr(log, "append_prepared", late)
 
 
 @pytest.fixture
