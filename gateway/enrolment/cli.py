@@ -45,6 +45,7 @@ from gateway.enrolment.rekey import (
     rekey_index,
     rotation_entry,
     rows_per_version,
+    untagged_rows,
 )
 from gateway.enrolment.retired import IndexKeptChanging, remove_retired
 from gateway.errors import InvalidRegister
@@ -93,6 +94,15 @@ def _pending(settings: Settings, current: int) -> int:
         engine.dispose()
 
 
+def _untagged(settings: Settings, current: int) -> int:
+    engine = existing_engine_for(settings)
+    try:
+        with engine.connect() as connection:
+            return untagged_rows(connection, current)
+    finally:
+        engine.dispose()
+
+
 def _audit_log(settings: Settings, doing: str) -> AuditLog:
     """The gateway's audit log, which every re-keyed batch is written to with its entries; without it (no
     checkpoint key: a wrong data directory, or keys never made) one line on stderr and exit code 1, before
@@ -113,7 +123,8 @@ def _rekey(settings: Settings, ring: KeyRing, pending: int, log: AuditLog, comma
     engine = existing_engine_for(settings)
     try:
         with Progress(console=out) as progress:
-            task = progress.add_task(f"re-keying the index to v{ring.current}", total=pending)
+            task = progress.add_task(f"re-keying the index to v{ring.current}",
+                                     total=pending + _untagged(settings, ring.current))
             return rekey_index(make_session_factory(engine), ring, log, command=command,
                                on_batch=lambda handled: progress.advance(task, handled))
     except KeyStoreError as exc:  # a row under a retired version: its batch was rolled back, nothing half-written
@@ -135,7 +146,9 @@ def _rekey(settings: Settings, ring: KeyRing, pending: int, log: AuditLog, comma
 def _report(settings: Settings, result: RekeyResult) -> None:
     left = _pending(settings, result.version)  # an old gateway process may have enrolled meanwhile
     out.print(f"key version {result.version} is current; {result.moved} index rows re-keyed"
-              + (f", {result.superseded} older duplicate(s) dropped" if result.superseded else "") + ".")
+              + (f", {result.superseded} older duplicate(s) dropped" if result.superseded else "")
+              + (f", {result.tagged} given the tag of their participant's own pseudonym" if result.tagged else "")
+              + ".")
     if left:
         out.print(f"{left} index rows are still under an older key version; run `wgs-gateway pseudonyms rekey`.")
     else:
@@ -153,6 +166,7 @@ def status() -> None:
     try:
         with engine.connect() as connection:
             counts = rows_per_version(connection)
+            untagged = untagged_rows(connection, ring.current) if counts.get(ring.current) else 0
     finally:
         engine.dispose()
     for version, count in sorted(counts.items()):
@@ -163,6 +177,10 @@ def status() -> None:
                   "run `wgs-gateway pseudonyms rekey`")
     else:
         out.print("index rows not under the current key version: 0")
+    if untagged:
+        out.print(f"index rows without the tag of their participant's own pseudonym: {untagged} (enrolled "
+                  "before migration 0042; a related subject among them costs one conversion more); run "
+                  "`wgs-gateway pseudonyms rekey`", soft_wrap=True)
 
 
 @pseudonyms_app.command("rotate")
@@ -223,7 +241,9 @@ def _next_steps(current: int, *, added: bool) -> None:
 
 @pseudonyms_app.command("rekey")
 def rekey() -> None:
-    """Move every index row still under an older key version to the current one; never adds a version."""
+    """Move index rows still under an older key version to the current one; never adds a version.
+
+    Then rows without the tag of their participant's own pseudonym (enrolled before migration 0042) get it."""
     settings = Settings()
     ring = _existing_ring(settings, "cannot re-key")  # none: nothing was ever pseudonymised, nothing to create
     log = _audit_log(settings, "cannot re-key")

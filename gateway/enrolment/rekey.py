@@ -13,7 +13,9 @@ resumed by running it again. When a converted row lands on a subject that alread
 version (the old gateway re-enrolled a subject the rotation had already moved), the entry updated last is kept,
 as a re-enrolment would have replaced the earlier one. A moved row's tag of the participant's own pseudonym
 (``enrolments.own_tag``, migration 0042) is moved with it — computed from the new partnership pseudonym, so
-rows from before 0042 get one too.
+rows from before 0042 get one too. Then each pass gives the rows already under the current version that have
+no tag (enrolled before 0042, or by a gateway process of older code during a rolling upgrade) theirs: without
+it, a related subject the holder names costs one conversion more until the subject is enrolled again.
 
 Every batch is audited like an enrolment batch (:mod:`gateway.enrolment.audited`): re-keying rewrites what the
 index holds about every enrolled subject, processing a privacy officer must be able to account for. A batch
@@ -49,7 +51,7 @@ from gateway.pseudonyms.transcryptor import Transcryptor
 
 __all__ = [
     "AuditAppender", "IndexKeptMoving", "RekeyResult", "pending_rows", "rekey_index", "rotation_entry",
-    "rows_per_version",
+    "rows_per_version", "untagged_rows",
 ]
 
 BATCH = 1000
@@ -78,11 +80,13 @@ class _Moved(CompanionRefused):
 
 @dataclass(frozen=True)
 class RekeyResult:
-    """What one pass did: rows moved to ``version``, and older duplicates dropped in favour of a newer entry."""
+    """What one pass did: rows moved to ``version``, older duplicates dropped in favour of a newer entry, and
+    rows under ``version`` given the tag of their participant's own pseudonym they lacked."""
 
     version: int
     moved: int
     superseded: int
+    tagged: int = 0
 
 
 def rows_per_version(connection: Connection) -> dict[int, int]:
@@ -94,6 +98,12 @@ def rows_per_version(connection: Connection) -> dict[int, int]:
 def pending_rows(connection: Connection, current: int) -> int:
     """How many index rows are not under ``current`` and so are invisible to discovery until re-keyed."""
     return sum(count for version, count in rows_per_version(connection).items() if version != current)
+
+
+def untagged_rows(connection: Connection, current: int) -> int:
+    """How many index rows under ``current`` lack the tag of their participant's own pseudonym (counts only)."""
+    return int(connection.execute(select(func.count()).select_from(enrolments).where(
+        enrolments.c.key_version == current, enrolments.c.own_tag.is_(None))).scalar_one())
 
 
 @dataclass
@@ -182,6 +192,71 @@ def _own_tags(transcryptor: Transcryptor, moved: list[tuple[Key, Pseudonym]]) ->
     return own
 
 
+def _untagged(connection: Connection | Session, current: int, batch: int) -> list[Key]:
+    """The first ``batch`` rows under ``current`` without the tag of their participant's own pseudonym."""
+    rows = connection.execute(select(enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym)
+                              .where(enrolments.c.key_version == current, enrolments.c.own_tag.is_(None))
+                              .order_by(enrolments.c.partnership, enrolments.c.organisation, enrolments.c.pseudonym)
+                              .limit(batch)).all()
+    return [(r.partnership, r.organisation, r.pseudonym) for r in rows]
+
+
+def _tag(connection: Connection, tags: dict[Key, str], current: int) -> None:
+    """Give each row of ``tags`` its tag, inside the log's transaction, if it is still under ``current`` without
+    one; otherwise (an enrolment replaced or removed it meanwhile) :class:`_Moved` and nothing is written, since
+    the batch's entries would count rows it did not tag."""
+    for (partnership, organisation, pseudonym), tag in tags.items():
+        done = connection.execute(update(enrolments).where(
+            enrolments.c.partnership == partnership, enrolments.c.organisation == organisation,
+            enrolments.c.pseudonym == pseudonym, enrolments.c.key_version == current,
+            enrolments.c.own_tag.is_(None)).values(own_tag=tag))
+        if done.rowcount != 1:
+            raise _Moved("the index changed meanwhile")
+
+
+def _tagging_entries(tags: dict[Key, str], current: int, command: Command, trace_id: str) -> list[AuditEvent]:
+    """One ``index.rekeyed`` entry per partnership of a tagging batch: no row moved, how many were tagged."""
+    tagged: dict[str, int] = {}
+    for partnership, _, _ in tags:
+        tagged[partnership] = tagged.get(partnership, 0) + 1
+    span_id = secrets.token_hex(8)
+    return [AuditEvent(event_type=EventType.INDEX_REKEYED, trace_id=trace_id, span_id=span_id,
+                       processing_activity=ProcessingActivity(partnership=partnership, purpose=INDEX_ACTIVITY),
+                       extra={"index": "pseudonyms", "channel": "cli", "command": command,
+                              "from_versions": [current], "key_version": current, "moved": 0, "superseded": 0,
+                              "tagged": count})
+            for partnership, count in sorted(tagged.items())]
+
+
+def _tag_untagged(sessions: sessionmaker[Session], ring: KeyRing, log: AuditAppender, command: Command,
+                  trace_id: str, batch: int, attempts: int, on_batch: Callable[[int], None] | None) -> int:
+    """Every row under ``ring.current`` without its tag given one (:func:`_own_tags`), a committed and audited
+    batch at a time, as the re-keying's batches are; returns how many. A batch whose rows an enrolment changed
+    before it was written is planned again; an enrolment since 0042 writes the tag itself."""
+    current, transcryptor, tagged = ring.current, Transcryptor(ring), 0
+    while True:
+        for _ in range(attempts):
+            with transaction(sessions) as session:
+                rows = _untagged(session, current, batch)
+            if not rows:
+                return tagged
+            tags = _own_tags(transcryptor, [(key, Pseudonym.decode(key[2])) for key in rows])
+
+            def within(connection: Connection, _receipts: list[Receipt], tags: dict[Key, str] = tags) -> None:
+                _tag(connection, tags, current)
+
+            try:
+                log.append_prepared([prepare(e) for e in _tagging_entries(tags, current, command, trace_id)], within)
+            except _Moved:
+                continue
+            break
+        else:
+            raise IndexKeptMoving("enrolments kept changing the rows being tagged; run the command again")
+        tagged += len(tags)
+        if on_batch is not None:
+            on_batch(len(tags))
+
+
 def _entries(plan: _Plan, current: int, command: Command, trace_id: str) -> list[AuditEvent]:
     """One ``index.rekeyed`` entry per partnership of the batch: counts and key versions only."""
     span_id = secrets.token_hex(8)
@@ -208,7 +283,8 @@ def rotation_entry(from_version: int, key_version: int) -> AuditEvent:
 def rekey_index(sessions: sessionmaker[Session], ring: KeyRing, log: AuditAppender, *, command: Command = "rekey",
                 batch: int = BATCH, attempts: int = ATTEMPTS,
                 on_batch: Callable[[int], None] | None = None) -> RekeyResult:
-    """Move every index row to ``ring.current``, a committed and audited batch at a time; returns the counts.
+    """Move every index row to ``ring.current``, a committed and audited batch at a time, then give the rows
+    under it that lack the tag of their participant's own pseudonym theirs; returns the counts.
 
     Each batch selects rows still under another version, so a rerun picks up exactly what is left and
     progress is guaranteed (every selected row is moved or dropped). A row under a version no longer in the
@@ -225,7 +301,8 @@ def rekey_index(sessions: sessionmaker[Session], ring: KeyRing, log: AuditAppend
             with transaction(sessions) as session:
                 plan = _plan(session, ring, batch)
             if plan is None:
-                return RekeyResult(current, moved, superseded)
+                tagged = _tag_untagged(sessions, ring, log, command, trace_id, batch, attempts, on_batch)
+                return RekeyResult(current, moved, superseded, tagged)
             def within(connection: Connection, _receipts: list[Receipt], plan: _Plan = plan) -> None:
                 _apply(connection, plan, current, batch)
 

@@ -617,6 +617,33 @@ def test_pseudonyms_rotate_interrupted_is_finished_by_a_rerun_without_another_ke
     assert "index rows not under the current key version: 0" in runner.invoke(app, ["pseudonyms", "status"]).output
 
 
+def test_pseudonyms_status_counts_rows_without_their_own_pseudonyms_tag_and_rekey_gives_them_one(
+        index: _Index) -> None:
+    """Rows enrolled before migration 0042 (no tag of the participant's own pseudonym: a related subject among
+    them costs one conversion more) are counted by `status` and tagged by `rekey`, which adds no version."""
+    from sqlalchemy import select, update
+
+    from gateway.enrolment.tables import enrolments
+
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0  # the audit log's key (the ring is there)
+    index.enrol(index.gateway(), [index.item("12345678"), index.item("87654321")])
+    with index.engine.begin() as connection:  # as before 0042
+        connection.execute(update(enrolments).values(own_tag=None))
+    status = runner.invoke(app, ["pseudonyms", "status"])
+    assert status.exit_code == 0, status.output
+    assert "index rows without the tag of their participant's own pseudonym: 2" in status.output, status.output
+
+    rekeyed = runner.invoke(app, ["pseudonyms", "rekey"])
+    assert rekeyed.exit_code == 0, rekeyed.output
+    assert "0 index rows re-keyed, 2 given the tag of their participant's own pseudonym" in rekeyed.output
+    with index.engine.connect() as connection:
+        assert None not in set(connection.execute(select(enrolments.c.own_tag)).scalars())
+    assert [version for version, _ in index.rows().values()] == [1, 1]
+    after = runner.invoke(app, ["pseudonyms", "status"]).output
+    assert "without the tag" not in after
+    assert [e["extra"]["tagged"] for e in _rekeyed_entries(index)] == [2]
+
+
 def test_pseudonyms_rekey_moves_what_an_old_gateway_enrolled_after_the_rotation(index: _Index) -> None:
     """A gateway process still on the old key ring keeps enrolling under the old version after `rotate`; once
     the gateway runs on the new ring, `rekey` moves those rows (a re-enrolled subject keeps its newest entry)."""

@@ -7,19 +7,22 @@ nobody enrolled and texts that are no pseudonym. Real SQLite and PostgreSQL, the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.orm import Session
 
-from audit import AuditLog
+from audit import AuditLog, EventType
+from audit.tables import audit_entries
 from gateway.auth.principal import Principal
 from gateway.client.pseudonyms import PseudonymClient
 from gateway.clock import FixedClock
 from gateway.db.engine import make_engine, make_session_factory
-from gateway.enrolment.rekey import rekey_index
+from gateway.enrolment.rekey import Key, rekey_index, untagged_rows
 from gateway.enrolment.service import Item, PseudonymService, is_pseudonym
 from gateway.enrolment.tables import enrolments
 from gateway.pseudonyms.errors import PseudonymError
@@ -114,6 +117,10 @@ class Gateway:
         self.new_key_version()
         rekey_index(make_session_factory(self.engine), self.ring, AuditLog(self.engine, log_signer()),
                     command="rotate")
+
+    def untagged(self) -> int:
+        with self.engine.connect() as connection:
+            return untagged_rows(connection, self.ring.current)
 
 
 @pytest.fixture
@@ -245,3 +252,63 @@ def test_rows_not_moved_to_the_current_key_version_yet_answer_as_by_the_partners
     gateway.new_key_version()
     values = set(before.values()) | {gateway.own(n) for n in before}
     assert _related(gateway, values) == _by_partnership_domain(gateway, values) == dict.fromkeys(values)
+
+
+def _rekeyed_entries(gateway: Gateway) -> list[dict[str, object]]:
+    """The ``extra`` of the log's ``index.rekeyed`` entries, in order."""
+    with gateway.engine.connect() as connection:
+        rows = connection.execute(select(audit_entries.c.canonical).where(
+            audit_entries.c.event_type == EventType.INDEX_REKEYED.value).order_by(audit_entries.c.log_index))
+        return [json.loads(canonical)["event"]["extra"] for canonical in rows.scalars()]
+
+
+def test_rekey_gives_rows_from_before_0042_their_tag_and_then_they_cost_one_multiplication(gateway: Gateway) -> None:
+    """``pseudonyms rekey`` with every row under the current version (nothing to move): the row enrolled before
+    0042 gets its tag, audited as the partnership's ``index.rekeyed`` entry (counts only); the answer stays the
+    same, and the subject is then translated only. A second run finds nothing to do."""
+    old_row = gateway.own(OLD_ROW)
+    before = _related(gateway, {old_row})
+    assert gateway.untagged() == 1
+    log = AuditLog(gateway.engine, log_signer())
+    done = rekey_index(make_session_factory(gateway.engine), gateway.ring, log)
+    assert (done.moved, done.superseded, done.tagged) == (0, 0, 1)
+    assert gateway.untagged() == 0
+    [entry] = _rekeyed_entries(gateway)
+    assert entry == {"index": "pseudonyms", "channel": "cli", "command": "rekey", "from_versions": [1],
+                     "key_version": 1, "moved": 0, "superseded": 0, "tagged": 1}
+    counted = CountingTranscryptor(gateway.ring)
+    gateway.transcryptor = counted
+    assert _related(gateway, {old_row}) == before
+    assert (counted.to_partnership_calls, counted.translate_calls) == (0, 1)
+    again = rekey_index(make_session_factory(gateway.engine), gateway.ring, log)
+    assert (again.moved, again.tagged) == (0, 0)
+    assert len(_rekeyed_entries(gateway)) == 1
+
+
+def test_a_row_enrolled_again_while_it_is_tagged_keeps_the_enrolment_and_no_entry_counts_it(
+        gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder enrols the row's subject again between the batch's read and its write (the enrolment writes
+    the tag itself): the batch writes nothing, since its entry would count a row it did not tag, and is planned
+    again, finding nothing left. No ``index.rekeyed`` entry, and the row has the enrolment's tag."""
+    from gateway.enrolment import rekey
+
+    reading = rekey._untagged
+    enrolled = [False]
+
+    def enrolled_after_the_read(connection: Connection | Session, current: int, batch: int) -> list[Key]:
+        rows = reading(connection, current, batch)
+        if not enrolled[0]:
+            enrolled[0] = True
+            gateway.enrol(HOLDER, OLD_ROW)  # its own commit, on another connection
+        return rows
+
+    monkeypatch.setattr(rekey, "_untagged", enrolled_after_the_read)
+    done = rekey_index(make_session_factory(gateway.engine), gateway.ring, AuditLog(gateway.engine, log_signer()))
+    assert enrolled[0]
+    assert done.tagged == 0
+    assert _rekeyed_entries(gateway) == []
+    assert gateway.untagged() == 0
+    with gateway.engine.connect() as connection:
+        tags = set(connection.execute(select(enrolments.c.own_tag).where(enrolments.c.organisation == HOLDER))
+                   .scalars())
+    assert gateway.tag(gateway.own(OLD_ROW)) in tags
