@@ -6,6 +6,7 @@ their own container with a temporary database and a fake clock.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,6 +20,32 @@ from gateway.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 """A readiness probe's check: returns when the dependency is usable, raises when it is not."""
+Result = TypeVar("Result")
+
+
+def one_run_at_a_time(work: Callable[[], Result]) -> Callable[[], Awaitable[Result]]:
+    """Blocking ``work`` of a readiness check (a query, a read of the key store) in a worker thread, at most one
+    run at a time: a call while a run is under way waits for that run's result instead of starting another.
+
+    Why: a probe that gives up at its bound cannot stop the thread, which runs on until the driver's own
+    timeout. While a database hangs, every probe (a load balancer's, every few seconds) took one more thread of
+    the default pool for each such check — the pool the exchange's work in threads uses, six threads on two
+    cores — and the probes queued behind one another. Now a hanging dependency holds one thread per check."""
+    running: list[asyncio.Task[Result]] = []
+
+    async def run() -> Result:
+        loop = asyncio.get_running_loop()
+        if not running or running[0].done() or running[0].get_loop() is not loop:
+            task = loop.create_task(asyncio.to_thread(work))
+            task.add_done_callback(_retrieved)  # a run no probe waits for any more still ends quietly
+            running[:] = [task]
+        return await asyncio.shield(running[0])  # a probe that gives up leaves the run to the next one
+    return run
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 class NotReady(Exception):

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from gateway.cancellation import cancelled_from_outside
-from gateway.container import Container, NotReady, ReadinessCheck
+from gateway.container import Container, NotReady, ReadinessCheck, one_run_at_a_time
 from gateway.db.engine import current_heads, migration_gap
 
 router = APIRouter(tags=["health"])
@@ -55,8 +55,9 @@ async def _outcome(check: ReadinessCheck) -> str:
     """``ok`` or ``failed: <why>`` for one check, waited for at most ``CHECK_TIMEOUT_SECONDS``. Never raises
     (but for the probe's own cancellation): a check that fails in an unforeseen way makes the gateway not ready
     (fail closed), it does not turn the probe into a 500 or take the other checks' answers with it. A check
-    past the bound is cancelled; what it runs in a thread (``asyncio.to_thread``: a database query) cannot be
-    interrupted and ends at its driver's own timeout (``WGS_DB_CONNECT_TIMEOUT_SECONDS`` for a connection)."""
+    past the bound is cancelled; what it runs in a thread (a database query) cannot be interrupted and ends at its
+    driver's own timeout (``WGS_DB_CONNECT_TIMEOUT_SECONDS`` for a connection): such checks run their thread
+    through :func:`gateway.container.one_run_at_a_time`, so the next probe waits for that run, not another."""
     bound = asyncio.timeout(CHECK_TIMEOUT_SECONDS)
     try:
         async with bound:
@@ -77,12 +78,10 @@ async def _outcome(check: ReadinessCheck) -> str:
 
 
 def database_check(container: Container) -> ReadinessCheck:
-    async def check() -> None:
-        def ping() -> None:
-            with container.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        await asyncio.to_thread(ping)
-    return check
+    def ping() -> None:
+        with container.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    return one_run_at_a_time(ping)
 
 
 def schema_check(container: Container, expected: set[str]) -> ReadinessCheck:
@@ -94,9 +93,10 @@ def schema_check(container: Container, expected: set[str]) -> ReadinessCheck:
     (anything but exactly the head), so a process never serves on a schema it would refuse to start on.
     ``expected`` is computed once at start-up (it parses every migration script); each probe reads only
     ``alembic_version``. The reason names revisions, never the database URL."""
+    heads = one_run_at_a_time(lambda: current_heads(container.engine))
+
     async def check() -> None:
-        current = await asyncio.to_thread(current_heads, container.engine)
-        gap = migration_gap(current, expected)
+        gap = migration_gap(await heads(), expected)
         if gap:
             raise NotReady(f"not migrated: {gap}; run `wgs-gateway db upgrade`")
     return check

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -15,7 +14,7 @@ from gateway.auth.password_checks import PasswordChecks
 from gateway.auth.repository import AccountRecord
 from gateway.auth.revocation import DisabledPrincipals
 from gateway.auth.tokens import AccessTokenService, IssuedToken
-from gateway.container import Container
+from gateway.container import Container, one_run_at_a_time
 from gateway.keyfiles import read_or_create
 
 LOGIN_THROTTLE_KEY_FILE = "login-throttle.key"
@@ -66,8 +65,10 @@ def install_auth(container: Container) -> AuthServices:
     )
     container.services["auth"] = services
 
+    current_key = one_run_at_a_time(keys.current)
+
     async def key_store_ready() -> None:
-        await asyncio.to_thread(keys.current)
+        await current_key()
 
     async def disabled_list_current() -> None:
         services.disabled.ensure_current()

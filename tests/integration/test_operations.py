@@ -151,6 +151,36 @@ def test_checks_over_the_bound_end_before_the_answer_which_waits_one_bound(clien
     assert elapsed < 1.8, elapsed
 
 
+def test_a_hanging_database_holds_one_thread_per_check_not_one_per_probe(
+        client: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: a probe that gives up at its bound cannot stop a query's thread, and each later probe
+    started another one (in the default pool, which the exchange's work in threads shares) while the database
+    hung. Now a probe waits for the query still under way: three probes while the database answers late send
+    one ``SELECT 1`` and one read of ``alembic_version``; once it answers, the next probe is ready again."""
+    monkeypatch.setattr(health, "CHECK_TIMEOUT_SECONDS", 0.3)
+    assert client.get("/health/ready").status_code == 200  # the connection made, not counted
+    sent: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.strip() == "SELECT 1" or "FROM alembic_version" in statement:
+            sent.append(statement.strip().split()[0] if statement.strip() == "SELECT 1" else "alembic_version")
+
+    event.listen(container.engine, "before_cursor_execute", count)
+    try:
+        with _probe_queries_slowed(container.engine, 1.5):
+            for _ in range(3):
+                response = client.get("/health/ready")
+                assert response.status_code == 503
+                assert response.json()["checks"]["database"].startswith("failed: no answer within 0.3 s")
+            assert sorted(sent) == ["SELECT", "alembic_version"]
+            deadline = time.monotonic() + 10
+            while (ready := client.get("/health/ready")).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        event.remove(container.engine, "before_cursor_execute", count)
+    assert ready.json()["status"] == "ok"
+
+
 async def _raises_its_own_error() -> None:
     raise RuntimeError("postgresql://wgs:hunter2@db.internal/wgs")  # as a driver's message might: a secret
 
