@@ -810,8 +810,9 @@ class ExchangeService:
         # ``ahead_of``) -> the future of its commit, until it is known or the attempt ends: a cancellation that
         # arrives meanwhile waits for it, since the writer commits it whether or not the request waits
         self._ahead_handed: dict[str, asyncio.Future[list[Receipt]]] = {}
-        # ids of keyed attempts past their write-ahead -> their latest commit that checks or gives up the key's
-        # claim (``_with_claim``), until the attempt ends: cancelled, the attempt gives its claim up after it
+        # ids of attempts past their write-ahead -> their latest commit that checks or gives up the key's claim, or
+        # stores their outcome (``_with_claim``), until the attempt ends: cancelled, the attempt gives its claim up
+        # and its rule-6 count back (``_uncount``) only after it
         self._claim_commits: dict[str, asyncio.Future[Any]] = {}
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
@@ -1226,9 +1227,9 @@ class ExchangeService:
                                grant, base, logged, (register.version, decisions[0].policy_version))
             return Answer(await self._answer(attempt, targets, decisions, receipts))
         except BaseException:
-            if claim is not None:  # the key is free for a retry at once (a claim not ours is left alone)
-                # even when this request is being cancelled
-                await asyncio.shield(self._released_after_commits(claim, exchange_id))
+            # even when this request is being cancelled: the key is free for a retry at once (a claim not ours is
+            # left alone), and the attempt's end (``_attempt_ended``) knows whether its outcome was stored
+            await asyncio.shield(self._released_after_commits(claim, exchange_id))
             raise
 
     @staticmethod
@@ -1316,7 +1317,7 @@ class ExchangeService:
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             row = self._outcome_row(attempt, result)
-            disclosed = await self._provisions_logged_by(exchange_id, self._with_claim(attempt, self._ending(
+            disclosed = await self._provisions_logged_by(exchange_id, self._outcome_stored_by(attempt, self._ending(
                 exchange_id, self._record(after, repository.outcome_companion(
                     lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
                     self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER))))
@@ -1336,7 +1337,6 @@ class ExchangeService:
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             await self._store_outcome(attempt, result, answers_logged=bool(after), openings=openings)
-        self._counted_in.pop(exchange_id, None)  # stored: it stays counted
         log.info("exchange_completed", exchange_id=exchange_id, partnership=body.partnership, purpose=body.purpose,
                  outcomes=[t.outcome.value for t in result.targets])
         return result
@@ -1437,8 +1437,9 @@ class ExchangeService:
         row = self._outcome_row(attempt, result)
         held = self._claim_held(attempt.claim, release=True, lease=not answers_logged)
         try:
-            await self._with_claim(attempt, self._ending(exchange_id, self._store_with_cases(row, openings, held)
-                                                         if openings else self._outcomes.insert(row, held)))
+            await self._outcome_stored_by(attempt, self._ending(
+                exchange_id, self._store_with_cases(row, openings, held) if openings else self._outcomes.insert(
+                    row, held)))
         except Exception as exc:
             lost = exc if isinstance(exc, repository.ClaimLost) else cause_of(exc, repository.ClaimLost)
             if lost is not None and not answers_logged:
@@ -1562,28 +1563,49 @@ class ExchangeService:
         return repository.claim_held(claim, claim.claimed_at + CLAIM_ABANDONED_AFTER, self.deps.clock.now,
                                      release=release, answers_logged=answers_logged, lease=lease)
 
-    async def _released_after_commits(self, claim: repository.Claim, exchange_id: str) -> None:
-        """``_release``, once the attempt's commits that carry the claim are settled, if one is still being
-        committed: its write-ahead (``_ahead_handed``), or one that checks or gives up the claim after it
-        (``_claim_commits``). The writers commit what they were handed whether or not the attempt waits. A release
-        before the write-ahead's commit found no claim to give up — the claim was committed after it and refused
-        every retry with the key (409) until its lease ran out; one before the answer's commit made that commit
-        fail (``ClaimLost``), and the answers the holders gave were not logged. Whether such a commit was made or
-        not, the release then leaves nothing behind (one that gave the claim up leaves it nothing to do)."""
+    async def _released_after_commits(self, claim: repository.Claim | None, exchange_id: str) -> None:
+        """``_release`` (with a claim), once the attempt's commits that carry the claim or store its outcome are
+        settled, if one is still being committed: its write-ahead (``_ahead_handed``), or one that checks or gives
+        up the claim after it, or stores the outcome (``_claim_commits``). The writers commit what they were
+        handed whether or not the attempt waits. A release before the write-ahead's commit found no claim to give
+        up — the claim was committed after it and refused every retry with the key (409) until its lease ran out;
+        one before the answer's commit made that commit fail (``ClaimLost``), and the answers the holders gave
+        were not logged. Whether such a commit was made or not, the release then leaves nothing behind (one that
+        gave the claim up leaves it nothing to do). With or without a claim, the attempt's end then knows whether
+        its outcome was stored (``_outcome_stored_by``), and gives rule 6's count back only if it was not."""
         await _written(self._ahead_handed.get(exchange_id))  # settled either way is all that counts
         await _written(self._claim_commits.get(exchange_id))
-        await self._release(claim)
+        if claim is not None:
+            await self._release(claim)
 
-    async def _with_claim(self, attempt: _Attempt, commit: Awaitable[_R]) -> _R:
+    async def _with_claim(self, attempt: _Attempt, commit: Awaitable[_R], *, always: bool = False) -> _R:
         """``commit``, one that checks the attempt's claim or gives it up, as a task of its own whose end the
         attempt's release waits for (``_released_after_commits``) when the attempt is cancelled meanwhile.
-        Without a claim (no Idempotency-Key), ``commit`` as it is: nothing is released after it."""
-        if attempt.claim is None:
+        Without a claim (no Idempotency-Key), ``commit`` as it is, unless ``always``: nothing is released after
+        it, but what the attempt's end does may depend on it (``_outcome_stored_by``)."""
+        if attempt.claim is None and not always:
             return await commit
         task = asyncio.ensure_future(commit)
         task.add_done_callback(_retrieved)  # retrieved even if the attempt no longer waits for it
         self._claim_commits[attempt.exchange_id] = task
         return await asyncio.shield(task)
+
+    async def _outcome_stored_by(self, attempt: _Attempt, commit: Awaitable[_R]) -> _R:
+        """``commit``, the one that stores the attempt's outcome (and gives its claim up, if it has one), after
+        which rule 6's count stays: the exchange is stored. A task of its own (``_with_claim``) that drops the
+        count from ``_counted_in`` once it has committed, whether or not the attempt still waits for it, and
+        whose end the attempt waits for when it is cancelled meanwhile (``_released_after_commits``): the writers
+        commit what they were handed all the same.
+
+        Found by a review: the count was dropped only once the attempt had waited for that commit; cancelled
+        meanwhile (a stopping server), the attempt's end gave the count back though the outcome was stored, and
+        the day's count was one too low — one request more than rule 6 allows could then be answered."""
+        async def stored() -> _R:
+            committed = await commit
+            self._counted_in.pop(attempt.exchange_id, None)  # stored: it stays counted
+            return committed
+
+        return await self._with_claim(attempt, stored(), always=True)
 
     async def _release(self, claim: repository.Claim) -> None:
         def release() -> None:

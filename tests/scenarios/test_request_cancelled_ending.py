@@ -31,7 +31,7 @@ from audit import AuditEvent, EventType, Receipt
 from gateway.auditing.setup import audit_services
 from gateway.exchange.service import ExchangeService
 from gateway.exchange.setup import exchange_service
-from gateway.exchange.tables import exchange_claims
+from gateway.exchange.tables import daily_request_counts, exchange_claims
 from tests.stack import Stack, inserts_refused, stack_with_holder
 
 REQUESTER = "gemeente-amsterdam-vth"
@@ -245,27 +245,31 @@ def test_a_request_whose_defect_is_logged_gets_no_second_ending(
     _attempts_left(stack, service)
 
 
-@pytest.mark.parametrize("path", ["/v1/exchanges", "/v1/discovery"])
+@pytest.mark.parametrize(("path", "keyed"), [("/v1/exchanges", True), ("/v1/exchanges", False),
+                                             ("/v1/discovery", False)])
 def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it(
-        stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str, keyed: bool) -> None:
     """The commit of the answer (the disclosures, and an exchange's outcome with them) is the request's ending:
     handed to the audit writer, it is written whether or not the request waits for it, so a cancellation that
     arrives meanwhile adds no ``request.failed`` after it. An exchange's answer is then stored: a retry with
-    its Idempotency-Key gets it.
+    its Idempotency-Key gets it, and it stays counted in rule 6's daily count (as a discovery always does).
 
     Here the writer begins the answer's transaction late, as a busy writer does. Found by CI, where that
     happened by chance: the cancelled attempt gave its key's claim up at once, before the answer's commit,
     which then failed (its claim lost): the holders' answers were not logged and no answer was stored. Now the
-    release waits for that commit to settle."""
+    release waits for that commit to settle. Found by a review after it: the attempt's end gave the stored
+    exchange's count back (with a key or without), so the day's count was one too low; now the count stays
+    once the outcome's commit is made, whether or not the attempt waits for it."""
     service = exchange_service(stack.container)
     _cancelled_as_recorded(service, monkeypatch,
                            lambda events: any(e.event_type == EventType.DISCLOSURE for e in events))
     _answers_written_late(stack, monkeypatch)
-    case = f"RIEC-AA-2026-A{path.rsplit('/', 1)[-1][:4]}"
+    case = f"RIEC-AA-2026-A{path.rsplit('/', 1)[-1][:4]}{'-k' if keyed else ''}"
     body = _body(stack, path, case) | {"categories": ["police_incidents"]}
     if path == "/v1/exchanges":
         body["holders"] = ["politie"]
-    key = {"Idempotency-Key": "cancelled-while-answered-0001"} if path == "/v1/exchanges" else {}
+    key = {"Idempotency-Key": "cancelled-while-answered-0001"} if keyed else {}
+    counted = _counted_today(stack)
     try:
         response = stack.post(REQUESTER, path, body, key)
     except httpx.HTTPError:  # the server may drop the connection of a cancelled request
@@ -277,12 +281,21 @@ def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it
     assert [e["event_type"] for e in entries][-1] == "disclosure"
     assert _failures(entries) == []
     _attempts_left(stack, service)
-    if path == "/v1/exchanges":
+    assert _counted_today(stack) == counted + 1
+    if keyed:
         monkeypatch.undo()
         again = stack.post(REQUESTER, path, body, key)
         assert again.status_code == 200, again.text
         assert again.headers.get("Idempotent-Replayed") == "true"
         assert again.json()["exchange_id"] == entries[0]["exchange_id"]
+
+
+def _counted_today(stack: Stack) -> int:
+    """Rule 6's count of the requester's BIBOB requests as the database holds it (every day's: the clock is
+    fixed)."""
+    with stack.container.engine.connect() as connection:
+        return sum(connection.execute(select(daily_request_counts.c.requests).where(
+            daily_request_counts.c.purpose == BIBOB["purpose"])).scalars())
 
 
 def _answers_written_late(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
