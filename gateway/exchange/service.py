@@ -1396,11 +1396,14 @@ class ExchangeService:
         # Each commit logs the records the requester provided with the answers (``_provisions_logged_by``), not
         # the step's preparation before them: cancelled during it, nothing is handed yet and the attempt's ending
         # must still log them.
-        exchange_id = attempt.exchange_id
+        # A guard checks what the attempt's end gives back (its key's claim, a re-run's reserved decision): the
+        # commit is one the end waits for when the attempt is cancelled meanwhile (``_with_claim``).
+        exchange_id, reserved = attempt.exchange_id, guard is not None
         if step is not None:
             try:
                 logged = await self._provisions_logged_by(exchange_id, self._with_claim(attempt, self._record(
-                    after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER)))
+                    after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER),
+                    always=reserved))
             except CaseStepNotTaken as refused:
                 log.info("escalation_step_not_with_answers", exchange_id=attempt.exchange_id,
                          error_type=type(refused.__cause__ or refused).__name__)
@@ -1408,7 +1411,7 @@ class ExchangeService:
                 step.taken()
                 return logged[:len(after)], True
         return await self._provisions_logged_by(exchange_id, self._with_claim(attempt, self._record(
-            after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER))), False
+            after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER), always=reserved)), False
 
     async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool,
                              openings: list[CaseOpening]) -> None:
@@ -1572,7 +1575,10 @@ class ExchangeService:
         one before the answer's commit made that commit fail (``ClaimLost``), and the answers the holders gave
         were not logged. Whether such a commit was made or not, the release then leaves nothing behind (one that
         gave the claim up leaves it nothing to do). With or without a claim, the attempt's end then knows whether
-        its outcome was stored (``_outcome_stored_by``), and gives rule 6's count back only if it was not."""
+        its outcome was stored (``_outcome_stored_by``), and gives rule 6's count back only if it was not; and a
+        re-run's disclosure that marks its decision used is settled before the end gives the decision back
+        (``_rerun_ended``): a give-back before it made it fail (``DecisionLost``), the holder's answer unlogged and
+        the decision free to be used again."""
         await _written(self._ahead_handed.get(exchange_id))  # settled either way is all that counts
         await _written(self._claim_commits.get(exchange_id))
         if claim is not None:
@@ -1581,8 +1587,9 @@ class ExchangeService:
     async def _with_claim(self, attempt: _Attempt, commit: Awaitable[_R], *, always: bool = False) -> _R:
         """``commit``, one that checks the attempt's claim or gives it up, as a task of its own whose end the
         attempt's release waits for (``_released_after_commits``) when the attempt is cancelled meanwhile.
-        Without a claim (no Idempotency-Key), ``commit`` as it is, unless ``always``: nothing is released after
-        it, but what the attempt's end does may depend on it (``_outcome_stored_by``)."""
+        Without a claim (no Idempotency-Key), ``commit`` as it is, unless ``always``: no claim is released after
+        it, but what the attempt's end does may depend on it (``_outcome_stored_by``), or the end gives back what
+        it checks (a re-run's decision, ``_answers_logged``)."""
         if attempt.claim is None and not always:
             return await commit
         task = asyncio.ensure_future(commit)

@@ -7,6 +7,8 @@ the audit log shows every step."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import threading
 import time
@@ -19,12 +21,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from audit import AuditEvent, EventType, Receipt
 from audit.tables import audit_entries
 from connectors.errors import HolderUnavailable
 from connectors.protocol import HolderAnswer
 from escalation import cases as case_store
 from escalation.cases import ConcurrentUpdate
 from escalation.states import Action
+from gateway.auditing.setup import audit_services
 from gateway.clock import FixedClock
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER
@@ -306,6 +310,77 @@ def test_a_rerun_that_outlived_its_reservation_discloses_nothing(tmp_path: Path,
         closes = [s["extra"].get("rerun_exchange_id") for s in _steps(stack, case_id)
                   if s["extra"]["action"] == "close"]
         assert closes == [taken_over.json()["exchange_id"]]
+
+
+# the task of the request being served (set in it, copied into the tasks it starts)
+_REQUEST_TASK: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar("request_task", default=None)
+
+
+def _cancelled_as_disclosed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request's own task is cancelled (as by a stopping server) as the request hands the audit writer its
+    ``disclosure`` entries, and again as it hands the ``request.failed`` entry that ends it (the cancellation
+    arrives a second time while the request ends); the writer begins the disclosures' transaction half a second
+    late (busy with other batches, holding no lock meanwhile), so both cancellations arrive while those wait to
+    be committed, which they are all the same. (They may be handed in a task of their own: the request's task is
+    the one that entered ``_failing_closed``, as uvicorn's task of the request does.)"""
+    service = exchange_service(stack.container)
+    recording, failing_closed = service._record, service._failing_closed
+
+    async def in_request(*args: Any, **kwargs: Any) -> Any:
+        _REQUEST_TASK.set(asyncio.current_task())
+        return await failing_closed(*args, **kwargs)
+
+    async def cancelled(events: list[AuditEvent], *args: Any) -> list[Receipt]:
+        if any(e.event_type in {EventType.DISCLOSURE, EventType.REQUEST_FAILED} for e in events):
+            task = _REQUEST_TASK.get()
+            assert task is not None
+            task.cancel()
+        return await recording(events, *args)
+
+    log = audit_services(stack.container).log
+    appending = log.append_prepared
+
+    def late(prepared: Any, *args: Any, **kwargs: Any) -> Any:
+        if any(p.event.event_type == EventType.DISCLOSURE for p in prepared):
+            time.sleep(0.5)
+        return appending(prepared, *args, **kwargs)
+
+    monkeypatch.setattr(service, "_record", cancelled)
+    monkeypatch.setattr(service, "_failing_closed", in_request)
+    monkeypatch.setattr(log, "append_prepared", late)
+
+
+def test_a_rerun_cancelled_while_its_disclosure_is_logged_keeps_the_decision_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit that logs a re-run's disclosure marks its decision used (``RerunGrant.mark_used``), provided the
+    re-run still holds the decision's reservation. Handed to the audit writer, that commit is made whether or not
+    the re-run waits for it. Found while hunting the race of the Idempotency-Key's claim (same shape): a re-run
+    without a key, cancelled meanwhile, gave the reservation back at once (``rerun_ended``), before that commit,
+    which then failed (``DecisionLost``): the police's answer was not logged, and the decision could be used
+    again, the police asked once more. (Cancelled once, the re-run's ending, ``request.failed``, was handed to
+    the writer after that commit and waited for, which hid the race; cancelled again meanwhile, as the attempt's
+    end allows for, it did not wait.) Now the re-run waits for that commit before it ends: the disclosure is
+    logged, then the request's ending (``request-cancelled``: the answer never reached the requester), and the
+    decision stays used (the next re-run citing it is refused and the case closed)."""
+    with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
+        case_id, rerun, police_po = _allowed(stack)
+        with monkeypatch.context() as patch:
+            _cancelled_as_disclosed(stack, patch)
+            with contextlib.suppress(httpx.HTTPError):  # the server may drop the connection of a cancelled request
+                cancelled = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+                assert cancelled.status_code == 500, cancelled.text
+            deadline = time.monotonic() + 10  # not waited for by the cancelled request: it may answer before
+            while ("request.failed", None) not in _event_types(stack) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        rerun_id = next(e["exchange_id"] for e in reversed(_events(stack)) if e["event_type"] == "exchange.requested")
+        assert [(e["event_type"], e["holder"], e["reasons"]) for e in _events(stack)
+                if e["exchange_id"] == rerun_id][-2:] == [("disclosure", "politie", []),
+                                                         ("request.failed", None, ["request-cancelled"])]
+        again = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
+        assert again.status_code == 409, again.text
+        assert "has been used already" in again.json()["detail"]
+        assert _event_types(stack).count(("disclosure", "politie")) == 1  # the police was asked once
+        assert stack.call(police_po, "GET", f"/v1/escalations/{case_id}").json()["state"] == "closed"
 
 
 def test_a_holder_refuses_a_forged_or_misdirected_decision(tmp_path: Path) -> None:
