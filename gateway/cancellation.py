@@ -8,6 +8,7 @@ failed closed and reported, not passed on as if someone had asked the request to
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 
 def cancelled_from_outside() -> bool:
@@ -15,3 +16,10 @@ def cancelled_from_outside() -> bool:
     ``CancelledError`` it meets is its own. Outside a task, any cancellation counts as its own."""
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
+
+
+def retrieved(done: asyncio.Future[Any]) -> None:
+    """A done callback for work left running when its waiter stopped waiting (cancelled, or past a bound): its
+    outcome taken, so that a failure nobody waits for any more is not reported as never retrieved."""
+    if not done.cancelled():
+        done.exception()

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.cancellation import retrieved
 from gateway.clock import Clock, SystemClock
 from gateway.db.engine import engine_for, make_session_factory
 from gateway.settings import Settings
@@ -37,15 +38,10 @@ def one_run_at_a_time(work: Callable[[], Result]) -> Callable[[], Awaitable[Resu
         loop = asyncio.get_running_loop()
         if not running or running[0].done() or running[0].get_loop() is not loop:
             task = loop.create_task(asyncio.to_thread(work))
-            task.add_done_callback(_retrieved)  # a run no probe waits for any more still ends quietly
+            task.add_done_callback(retrieved)  # a run no probe waits for any more still ends quietly
             running[:] = [task]
         return await asyncio.shield(running[0])  # a probe that gives up leaves the run to the next one
     return run
-
-
-def _retrieved(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled():
-        done.exception()
 
 
 class NotReady(Exception):

@@ -29,10 +29,12 @@ already retired from the ring cannot be moved; those subjects need re-enrolling,
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
+from sqlalchemy import Connection
 
 from audit import AuditError, AuditLog
 from gateway.auditing.setup import CheckpointKeyError, writing_signer
@@ -85,22 +87,18 @@ def _existing_ring(settings: Settings, doing: str) -> KeyRing:
         raise typer.Exit(1) from None
 
 
+def _counted(settings: Settings, count: Callable[[Connection, int], int], current: int) -> int:
+    """``count`` (:func:`pending_rows`, :func:`untagged_rows`) of the index, on an engine of its own."""
+    engine = existing_engine_for(settings)
+    try:
+        with engine.connect() as connection:
+            return count(connection, current)
+    finally:
+        engine.dispose()
+
+
 def _pending(settings: Settings, current: int) -> int:
-    engine = existing_engine_for(settings)
-    try:
-        with engine.connect() as connection:
-            return pending_rows(connection, current)
-    finally:
-        engine.dispose()
-
-
-def _untagged(settings: Settings, current: int) -> int:
-    engine = existing_engine_for(settings)
-    try:
-        with engine.connect() as connection:
-            return untagged_rows(connection, current)
-    finally:
-        engine.dispose()
+    return _counted(settings, pending_rows, current)
 
 
 def _audit_log(settings: Settings, doing: str) -> AuditLog:
@@ -124,7 +122,7 @@ def _rekey(settings: Settings, ring: KeyRing, pending: int, log: AuditLog, comma
     try:
         with Progress(console=out) as progress:
             task = progress.add_task(f"re-keying the index to v{ring.current}",
-                                     total=pending + _untagged(settings, ring.current))
+                                     total=pending + _counted(settings, untagged_rows, ring.current))
             return rekey_index(make_session_factory(engine), ring, log, command=command,
                                on_batch=lambda handled: progress.advance(task, handled))
     except KeyStoreError as exc:  # a row under a retired version: its batch was rolled back, nothing half-written

@@ -31,10 +31,10 @@ gateway enrolling), it writes nothing and the batch is planned again.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -228,33 +228,40 @@ def _tagging_entries(tags: dict[Key, str], current: int, command: Command, trace
             for partnership, count in sorted(tagged.items())]
 
 
-def _tag_untagged(sessions: sessionmaker[Session], ring: KeyRing, log: AuditAppender, command: Command,
-                  trace_id: str, batch: int, attempts: int, on_batch: Callable[[int], None] | None) -> int:
-    """Every row under ``ring.current`` without its tag given one (:func:`_own_tags`), a committed and audited
-    batch at a time, as the re-keying's batches are; returns how many. A batch whose rows an enrolment changed
-    before it was written is planned again; an enrolment since 0042 writes the tag itself."""
-    current, transcryptor, tagged = ring.current, Transcryptor(ring), 0
+def _tags_of(session: Session, transcryptor: Transcryptor, current: int, batch: int) -> dict[Key, str] | None:
+    """The next tagging batch: each of the first ``batch`` untagged rows under ``current`` with its tag
+    (:func:`_own_tags`); None when no row lacks one."""
+    rows = _untagged(session, current, batch)
+    return _own_tags(transcryptor, [(key, Pseudonym.decode(key[2])) for key in rows]) if rows else None
+
+
+_Planned = TypeVar("_Planned")
+
+
+def _committed_batches(sessions: sessionmaker[Session], log: AuditAppender, attempts: int,
+                       plan: Callable[[Session], _Planned | None], entries: Callable[[_Planned], list[AuditEvent]],
+                       write: Callable[[Connection, _Planned], None], kept_moving: str) -> Iterator[_Planned]:
+    """Each batch once committed: ``plan``ned in a transaction of its own (None: nothing left), then written
+    (``write``) in the audit log's transaction with its ``entries``; planned again when ``write`` finds its rows
+    changed meanwhile (:class:`_Moved`: nothing written), :class:`IndexKeptMoving` after ``attempts`` times."""
     while True:
         for _ in range(attempts):
             with transaction(sessions) as session:
-                rows = _untagged(session, current, batch)
-            if not rows:
-                return tagged
-            tags = _own_tags(transcryptor, [(key, Pseudonym.decode(key[2])) for key in rows])
+                planned = plan(session)
+            if planned is None:
+                return
 
-            def within(connection: Connection, _receipts: list[Receipt], tags: dict[Key, str] = tags) -> None:
-                _tag(connection, tags, current)
+            def within(connection: Connection, _receipts: list[Receipt], planned: _Planned = planned) -> None:
+                write(connection, planned)
 
             try:
-                log.append_prepared([prepare(e) for e in _tagging_entries(tags, current, command, trace_id)], within)
+                log.append_prepared([prepare(e) for e in entries(planned)], within)
             except _Moved:
                 continue
             break
         else:
-            raise IndexKeptMoving("enrolments kept changing the rows being tagged; run the command again")
-        tagged += len(tags)
-        if on_batch is not None:
-            on_batch(len(tags))
+            raise IndexKeptMoving(kept_moving)
+        yield planned
 
 
 def _entries(plan: _Plan, current: int, command: Command, trace_id: str) -> list[AuditEvent]:
@@ -294,29 +301,27 @@ def rekey_index(sessions: sessionmaker[Session], ring: KeyRing, log: AuditAppend
     rows each committed batch handled (for a progress bar).
     """
     current = ring.current
-    moved = superseded = 0
+    moved = superseded = tagged = 0
     trace_id = secrets.token_hex(16)  # the run's entries share a trace
-    while True:
-        for _ in range(attempts):
-            with transaction(sessions) as session:
-                plan = _plan(session, ring, batch)
-            if plan is None:
-                tagged = _tag_untagged(sessions, ring, log, command, trace_id, batch, attempts, on_batch)
-                return RekeyResult(current, moved, superseded, tagged)
-            def within(connection: Connection, _receipts: list[Receipt], plan: _Plan = plan) -> None:
-                _apply(connection, plan, current, batch)
-
-            try:
-                log.append_prepared([prepare(e) for e in _entries(plan, current, command, trace_id)], within)
-            except _Moved:
-                continue
-            break
-        else:
-            raise IndexKeptMoving("enrolments kept changing the rows being re-keyed; run the command again")
+    for plan in _committed_batches(
+            sessions, log, attempts, lambda session: _plan(session, ring, batch),
+            lambda plan: _entries(plan, current, command, trace_id),
+            lambda connection, plan: _apply(connection, plan, current, batch),
+            "enrolments kept changing the rows being re-keyed; run the command again"):
         moved += sum(plan.moved.values())
         superseded += sum(plan.superseded.values())
         if on_batch is not None:
             on_batch(len(plan.rows))
+    transcryptor = Transcryptor(ring)
+    for tags in _committed_batches(
+            sessions, log, attempts, lambda session: _tags_of(session, transcryptor, current, batch),
+            lambda tags: _tagging_entries(tags, current, command, trace_id),
+            lambda connection, tags: _tag(connection, tags, current),
+            "enrolments kept changing the rows being tagged; run the command again"):
+        tagged += len(tags)
+        if on_batch is not None:
+            on_batch(len(tags))
+    return RekeyResult(current, moved, superseded, tagged)
 
 
 def _current_rows(connection: Connection | Session, current: int, pseudonyms: set[str]) -> dict[Key, datetime]:

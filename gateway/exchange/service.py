@@ -62,7 +62,7 @@ from connectors.protocol import (
     HolderRecord,
 )
 from gateway.auth.principal import Principal
-from gateway.cancellation import cancelled_from_outside
+from gateway.cancellation import cancelled_from_outside, retrieved
 from gateway.client.models import (
     DiscoveryRequest,
     DiscoveryResult,
@@ -164,12 +164,6 @@ async def _written(ahead: asyncio.Future[Any] | None) -> bool:
     except (Exception, asyncio.CancelledError):
         return False
     return True
-
-
-def _retrieved(done: asyncio.Future[Any]) -> None:
-    """A future's outcome taken, so that a failure nobody waited for is not reported as never retrieved."""
-    if not done.cancelled():
-        done.exception()
 
 
 _GATEWAY_ERROR = "gateway-error"  # reason of a holder's outcome when a defect of the gateway's failed it closed
@@ -970,7 +964,7 @@ class ExchangeService:
             if isinstance(exc, Exception):  # not written: nothing of this attempt is in the log
                 self._ahead_handed.pop(request_id, None)
             else:  # retrieved even if nobody waits for it (a cancellation from inside the request)
-                handed.add_done_callback(_retrieved)
+                handed.add_done_callback(retrieved)
             raise
         self._ahead_handed.pop(request_id, None)
         return receipts
@@ -1468,7 +1462,7 @@ class ExchangeService:
                 opening.taken()
 
         task = asyncio.ensure_future(commit())
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved if we are gone
+        task.add_done_callback(retrieved)  # retrieved if we are gone
         await asyncio.shield(task)
 
     async def _stored_answer(self, principal: Principal, key: str, key_fingerprint: str) -> Answer | None:
@@ -1593,7 +1587,7 @@ class ExchangeService:
         if attempt.claim is None and not always:
             return await commit
         task = asyncio.ensure_future(commit)
-        task.add_done_callback(_retrieved)  # retrieved even if the attempt no longer waits for it
+        task.add_done_callback(retrieved)  # retrieved even if the attempt no longer waits for it
         self._claim_commits[attempt.exchange_id] = task
         return await asyncio.shield(task)
 

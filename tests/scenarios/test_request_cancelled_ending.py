@@ -15,7 +15,7 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -185,11 +185,7 @@ def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyP
     ``adjust``: what else goes with those events (their companion), changed for the test. (The events may be
     handed in a task of their own, ``ExchangeService._with_claim``: the request's task is the one that entered
     ``_failing_closed``, as uvicorn's task of the request does.)"""
-    recording, failing_closed = service._record, service._failing_closed
-
-    async def in_request(*args: Any, **kwargs: Any) -> Any:
-        _REQUEST_TASK.set(asyncio.current_task())
-        return await failing_closed(*args, **kwargs)
+    recording = service._record
 
     async def cancelled(events: list[AuditEvent], *args: Any) -> list[Receipt]:
         if when(events):
@@ -201,7 +197,16 @@ def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyP
         return await recording(events, *args)
 
     monkeypatch.setattr(service, "_record", cancelled)
-    monkeypatch.setattr(service, "_failing_closed", in_request)
+    monkeypatch.setattr(service, "_failing_closed", _in_request(service._failing_closed))
+
+
+def _in_request(failing_closed: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``ExchangeService._failing_closed``, which each request enters in its own task (uvicorn's task of the
+    request), noting that task (``_REQUEST_TASK``) for the work it starts in tasks of its own to cancel."""
+    async def in_request(*args: Any, **kwargs: Any) -> Any:
+        _REQUEST_TASK.set(asyncio.current_task())
+        return await failing_closed(*args, **kwargs)
+    return in_request
 
 
 def _logged_once(stack: Stack, case: str, done: Callable[[list[dict[str, Any]]], object]) -> list[dict[str, Any]]:
@@ -263,7 +268,7 @@ def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it
     service = exchange_service(stack.container)
     _cancelled_as_recorded(service, monkeypatch,
                            lambda events: any(e.event_type == EventType.DISCLOSURE for e in events))
-    _answers_written_late(stack, monkeypatch)
+    _written_late(stack, monkeypatch, EventType.DISCLOSURE)
     case = f"RIEC-AA-2026-A{path.rsplit('/', 1)[-1][:4]}{'-k' if keyed else ''}"
     body = _body(stack, path, case) | {"categories": ["police_incidents"]}
     if path == "/v1/exchanges":
@@ -298,14 +303,51 @@ def _counted_today(stack: Stack) -> int:
             daily_request_counts.c.purpose == BIBOB["purpose"])).scalars())
 
 
-def _answers_written_late(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit writer begins a transaction with ``disclosure`` entries half a second late (busy with other
+def test_a_keyed_request_cancelled_while_its_outcome_and_cases_are_committed_keeps_both(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every target escalated by policy (a bulk request): no holder is asked, and the outcome commits with the
+    cases it opens, giving the key's claim up. Cancelled while that commit waits in the writer's queue (begun
+    late, as a busy writer does), the attempt gave its claim up first, so the commit failed (its claim lost):
+    no outcome, no case, and no ending of the request in the log. Now the release waits for that commit: the
+    outcome and its cases are stored, and a retry with the key gets them."""
+    service = exchange_service(stack.container)
+    storing = service._store_with_cases
+
+    async def cancelled_while_stored(*args: Any) -> None:
+        task = _REQUEST_TASK.get()
+        assert task is not None
+        task.cancel()
+        await storing(*args)
+
+    monkeypatch.setattr(service, "_failing_closed", _in_request(service._failing_closed))
+    monkeypatch.setattr(service, "_store_with_cases", cancelled_while_stored)
+    _written_late(stack, monkeypatch, EventType.ESCALATION_STEP)
+    case = "RIEC-AA-2026-Obulk"
+    body = BIBOB | {"case_reference": case, "holders": "all", "categories": ["police_incidents", "tax_debts"],
+                    "subjects": [{"ref": p.subject_ref} for p in stack.world.persons[:40]]}
+    key = {"Idempotency-Key": "cancelled-while-escalated-0001"}
+    with contextlib.suppress(httpx.HTTPError):  # the server may drop the connection of a cancelled request
+        stack.post(REQUESTER, "/v1/exchanges", body, key)
+    entries = _logged_once(stack, case, lambda logged: "escalation.step" in [e["event_type"] for e in logged])
+    assert [e["event_type"] for e in entries][-1] == "escalation.step"
+    assert _failures(entries) == []
+    _attempts_left(stack, service)
+    monkeypatch.undo()
+    again = stack.post(REQUESTER, "/v1/exchanges", body, key)
+    assert again.status_code == 200, again.text
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert {t["outcome"] for t in again.json()["targets"]} == {"escalated"}
+    assert again.json()["exchange_id"] == entries[0]["exchange_id"]
+
+
+def _written_late(stack: Stack, monkeypatch: pytest.MonkeyPatch, event_type: EventType) -> None:
+    """The audit writer begins a transaction with ``event_type`` entries half a second late (busy with other
     batches, holding no lock meanwhile)."""
     log = audit_services(stack.container).log
     appending = log.append_prepared
 
     def late(prepared: Any, *args: Any, **kwargs: Any) -> Any:
-        if any(p.event.event_type == EventType.DISCLOSURE for p in prepared):
+        if any(p.event.event_type == event_type for p in prepared):
             time.sleep(0.5)
         return appending(prepared, *args, **kwargs)
 
