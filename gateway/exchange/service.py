@@ -153,7 +153,7 @@ class CancelledInside(Exception):
 
 async def _written(ahead: asyncio.Future[Any] | None) -> bool:
     """Whether a commit a request handed over and stopped waiting for (its write-ahead, ``_ahead_handed``; a
-    commit that checks or gives up its key's claim, ``_claim_commits``) was made, once it has settled; None: no
+    commit that checks or gives up its key's claim, ``_commits_under_way``) was made, once it has settled; None: no
     commit under way (made before, or never handed), nothing to wait for. The writers make what they were handed
     all the same, and what ends the request (its ``request.failed``, giving its key's claim up) must come after
     such a commit, not before."""
@@ -805,9 +805,9 @@ class ExchangeService:
         # arrives meanwhile waits for it, since the writer commits it whether or not the request waits
         self._ahead_handed: dict[str, asyncio.Future[list[Receipt]]] = {}
         # ids of attempts past their write-ahead -> their latest commit that checks or gives up the key's claim, or
-        # stores their outcome (``_with_claim``), until the attempt ends: cancelled, the attempt gives its claim up
+        # stores their outcome (``_awaited_by_end``), until the attempt ends: cancelled, the attempt gives its claim up
         # and its rule-6 count back (``_uncount``) only after it
-        self._claim_commits: dict[str, asyncio.Future[Any]] = {}
+        self._commits_under_way: dict[str, asyncio.Future[Any]] = {}
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
         # attempt id -> each asked target's log entry of the records the requester provided that reached (or may
@@ -1008,7 +1008,7 @@ class ExchangeService:
             self._logged_ahead.discard(request_id)
             self._ending_handed.discard(request_id)
             self._ahead_handed.pop(request_id, None)
-            self._claim_commits.pop(request_id, None)
+            self._commits_under_way.pop(request_id, None)
 
     async def _audit_defect(self, exc: BaseException, event_type: EventType, principal: Principal,
                             body: ExchangeRequest | DiscoveryRequest, trace: Trace, exchange_id: str) -> None:
@@ -1391,11 +1391,11 @@ class ExchangeService:
         # the step's preparation before them: cancelled during it, nothing is handed yet and the attempt's ending
         # must still log them.
         # A guard checks what the attempt's end gives back (its key's claim, a re-run's reserved decision): the
-        # commit is one the end waits for when the attempt is cancelled meanwhile (``_with_claim``).
+        # commit is one the end waits for when the attempt is cancelled meanwhile (``_awaited_by_end``).
         exchange_id, reserved = attempt.exchange_id, guard is not None
         if step is not None:
             try:
-                logged = await self._provisions_logged_by(exchange_id, self._with_claim(attempt, self._record(
+                logged = await self._provisions_logged_by(exchange_id, self._awaited_by_end(attempt, self._record(
                     after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER),
                     always=reserved))
             except CaseStepNotTaken as refused:
@@ -1404,7 +1404,7 @@ class ExchangeService:
             else:
                 step.taken()
                 return logged[:len(after)], True
-        return await self._provisions_logged_by(exchange_id, self._with_claim(attempt, self._record(
+        return await self._provisions_logged_by(exchange_id, self._awaited_by_end(attempt, self._record(
             after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER), always=reserved)), False
 
     async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool,
@@ -1563,7 +1563,7 @@ class ExchangeService:
     async def _released_after_commits(self, claim: repository.Claim | None, exchange_id: str) -> None:
         """``_release`` (with a claim), once the attempt's commits that carry the claim or store its outcome are
         settled, if one is still being committed: its write-ahead (``_ahead_handed``), or one that checks or gives
-        up the claim after it, or stores the outcome (``_claim_commits``). The writers commit what they were
+        up the claim after it, or stores the outcome (``_commits_under_way``). The writers commit what they were
         handed whether or not the attempt waits. A release before the write-ahead's commit found no claim to give
         up — the claim was committed after it and refused every retry with the key (409) until its lease ran out;
         one before the answer's commit made that commit fail (``ClaimLost``), and the answers the holders gave
@@ -1574,11 +1574,11 @@ class ExchangeService:
         (``_rerun_ended``): a give-back before it made it fail (``DecisionLost``), the holder's answer unlogged and
         the decision free to be used again."""
         await _written(self._ahead_handed.get(exchange_id))  # settled either way is all that counts
-        await _written(self._claim_commits.get(exchange_id))
+        await _written(self._commits_under_way.get(exchange_id))
         if claim is not None:
             await self._release(claim)
 
-    async def _with_claim(self, attempt: _Attempt, commit: Awaitable[_R], *, always: bool = False) -> _R:
+    async def _awaited_by_end(self, attempt: _Attempt, commit: Awaitable[_R], *, always: bool = False) -> _R:
         """``commit``, one that checks the attempt's claim or gives it up, as a task of its own whose end the
         attempt's release waits for (``_released_after_commits``) when the attempt is cancelled meanwhile.
         Without a claim (no Idempotency-Key), ``commit`` as it is, unless ``always``: no claim is released after
@@ -1588,12 +1588,12 @@ class ExchangeService:
             return await commit
         task = asyncio.ensure_future(commit)
         task.add_done_callback(retrieved)  # retrieved even if the attempt no longer waits for it
-        self._claim_commits[attempt.exchange_id] = task
+        self._commits_under_way[attempt.exchange_id] = task
         return await asyncio.shield(task)
 
     async def _outcome_stored_by(self, attempt: _Attempt, commit: Awaitable[_R]) -> _R:
         """``commit``, the one that stores the attempt's outcome (and gives its claim up, if it has one), after
-        which rule 6's count stays: the exchange is stored. A task of its own (``_with_claim``) that drops the
+        which rule 6's count stays: the exchange is stored. A task of its own (``_awaited_by_end``) that drops the
         count from ``_counted_in`` once it has committed, whether or not the attempt still waits for it, and
         whose end the attempt waits for when it is cancelled meanwhile (``_released_after_commits``): the writers
         commit what they were handed all the same.
@@ -1606,7 +1606,7 @@ class ExchangeService:
             self._counted_in.pop(attempt.exchange_id, None)  # stored: it stays counted
             return committed
 
-        return await self._with_claim(attempt, stored(), always=True)
+        return await self._awaited_by_end(attempt, stored(), always=True)
 
     async def _release(self, claim: repository.Claim) -> None:
         def release() -> None:

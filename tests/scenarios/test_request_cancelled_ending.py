@@ -143,7 +143,7 @@ def _attempts_left(stack: Stack, service: ExchangeService) -> None:
     with stack.container.engine.connect() as connection:
         assert list(connection.execute(select(exchange_claims))) == []
     assert (service._counted_in, service._logged_ahead, service._ending_handed, service._ahead_handed,
-            service._claim_commits) == ({}, set(), set(), {}, {})
+            service._commits_under_way) == ({}, set(), set(), {}, {})
 
 
 @pytest.mark.parametrize(("path", "first"), [("/v1/exchanges", "exchange.requested"),
@@ -183,7 +183,7 @@ def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyP
     """The request's own task is cancelled as the request hands the audit writer the events ``when`` selects: the
     cancellation arrives while the writer commits them (it commits what it was handed all the same).
     ``adjust``: what else goes with those events (their companion), changed for the test. (The events may be
-    handed in a task of their own, ``ExchangeService._with_claim``: the request's task is the one that entered
+    handed in a task of their own, ``ExchangeService._awaited_by_end``: the request's task is the one that entered
     ``_failing_closed``, as uvicorn's task of the request does.)"""
     recording = service._record
 
