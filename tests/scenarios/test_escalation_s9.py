@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import threading
 import time
@@ -28,12 +27,12 @@ from connectors.protocol import HolderAnswer
 from escalation import cases as case_store
 from escalation.cases import ConcurrentUpdate
 from escalation.states import Action
-from gateway.auditing.setup import audit_services
 from gateway.clock import FixedClock
 from gateway.escalations.setup import escalation_service
 from gateway.exchange.service import CLAIM_ABANDONED_AFTER
 from gateway.exchange.setup import exchange_service
 from tests.auth_helpers import account_id
+from tests.request_cancellation import cancel_request, noting_request_tasks, written_late
 from tests.stack import Stack, running_stack
 
 RIEC = "riec-amsterdam-amstelland"
@@ -312,10 +311,6 @@ def test_a_rerun_that_outlived_its_reservation_discloses_nothing(tmp_path: Path,
         assert closes == [taken_over.json()["exchange_id"]]
 
 
-# the task of the request being served (set in it, copied into the tasks it starts)
-_REQUEST_TASK: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar("request_task", default=None)
-
-
 def _cancelled_as_disclosed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """The request's own task is cancelled (as by a stopping server) as the request hands the audit writer its
     ``disclosure`` entries, and again as it hands the ``request.failed`` entry that ends it (the cancellation
@@ -324,30 +319,16 @@ def _cancelled_as_disclosed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> No
     be committed, which they are all the same. (They may be handed in a task of their own: the request's task is
     the one that entered ``_failing_closed``, as uvicorn's task of the request does.)"""
     service = exchange_service(stack.container)
-    recording, failing_closed = service._record, service._failing_closed
-
-    async def in_request(*args: Any, **kwargs: Any) -> Any:
-        _REQUEST_TASK.set(asyncio.current_task())
-        return await failing_closed(*args, **kwargs)
+    recording = service._record
 
     async def cancelled(events: list[AuditEvent], *args: Any) -> list[Receipt]:
         if any(e.event_type in {EventType.DISCLOSURE, EventType.REQUEST_FAILED} for e in events):
-            task = _REQUEST_TASK.get()
-            assert task is not None
-            task.cancel()
+            cancel_request()
         return await recording(events, *args)
 
-    log = audit_services(stack.container).log
-    appending = log.append_prepared
-
-    def late(prepared: Any, *args: Any, **kwargs: Any) -> Any:
-        if any(p.event.event_type == EventType.DISCLOSURE for p in prepared):
-            time.sleep(0.5)
-        return appending(prepared, *args, **kwargs)
-
     monkeypatch.setattr(service, "_record", cancelled)
-    monkeypatch.setattr(service, "_failing_closed", in_request)
-    monkeypatch.setattr(log, "append_prepared", late)
+    noting_request_tasks(service, monkeypatch)
+    written_late(stack, monkeypatch, EventType.DISCLOSURE)
 
 
 def test_a_rerun_cancelled_while_its_disclosure_is_logged_keeps_the_decision_used(

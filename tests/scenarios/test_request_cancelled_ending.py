@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,15 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from audit import AuditEvent, EventType, Receipt
-from gateway.auditing.setup import audit_services
 from gateway.exchange.service import ExchangeService
 from gateway.exchange.setup import exchange_service
 from gateway.exchange.tables import daily_request_counts, exchange_claims
+from tests.request_cancellation import cancel_request, noting_request_tasks, written_late
 from tests.stack import Stack, inserts_refused, stack_with_holder
 
 REQUESTER = "gemeente-amsterdam-vth"
 BIBOB = {"partnership": "riec-amsterdam-amstelland", "purpose": "bibob-integrity-check",
          "legal_basis": "WGS (RIEC) with Wet Bibob", "signal": {"type": "bibob-application", "reference": "B-79"}}
-# the task of the request being served (set in it, copied into the tasks it starts)
-_REQUEST_TASK: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar("request_task", default=None)
 HANGS_AT_MOST = 20.0  # seconds the holder keeps a question unanswered (the gateway's timeout is longer)
 
 
@@ -189,24 +186,13 @@ def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyP
 
     async def cancelled(events: list[AuditEvent], *args: Any) -> list[Receipt]:
         if when(events):
-            task = _REQUEST_TASK.get()
-            assert task is not None
-            task.cancel()
+            cancel_request()
             if adjust is not None:
                 args = adjust(args)
         return await recording(events, *args)
 
     monkeypatch.setattr(service, "_record", cancelled)
-    monkeypatch.setattr(service, "_failing_closed", _in_request(service._failing_closed))
-
-
-def _in_request(failing_closed: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """``ExchangeService._failing_closed``, which each request enters in its own task (uvicorn's task of the
-    request), noting that task (``_REQUEST_TASK``) for the work it starts in tasks of its own to cancel."""
-    async def in_request(*args: Any, **kwargs: Any) -> Any:
-        _REQUEST_TASK.set(asyncio.current_task())
-        return await failing_closed(*args, **kwargs)
-    return in_request
+    noting_request_tasks(service, monkeypatch)
 
 
 def _logged_once(stack: Stack, case: str, done: Callable[[list[dict[str, Any]]], object]) -> list[dict[str, Any]]:
@@ -268,7 +254,7 @@ def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it
     service = exchange_service(stack.container)
     _cancelled_as_recorded(service, monkeypatch,
                            lambda events: any(e.event_type == EventType.DISCLOSURE for e in events))
-    _written_late(stack, monkeypatch, EventType.DISCLOSURE)
+    written_late(stack, monkeypatch, EventType.DISCLOSURE)
     case = f"RIEC-AA-2026-A{path.rsplit('/', 1)[-1][:4]}{'-k' if keyed else ''}"
     body = _body(stack, path, case) | {"categories": ["police_incidents"]}
     if path == "/v1/exchanges":
@@ -314,14 +300,12 @@ def test_a_keyed_request_cancelled_while_its_outcome_and_cases_are_committed_kee
     storing = service._store_with_cases
 
     async def cancelled_while_stored(*args: Any) -> None:
-        task = _REQUEST_TASK.get()
-        assert task is not None
-        task.cancel()
+        cancel_request()
         await storing(*args)
 
-    monkeypatch.setattr(service, "_failing_closed", _in_request(service._failing_closed))
+    noting_request_tasks(service, monkeypatch)
     monkeypatch.setattr(service, "_store_with_cases", cancelled_while_stored)
-    _written_late(stack, monkeypatch, EventType.ESCALATION_STEP)
+    written_late(stack, monkeypatch, EventType.ESCALATION_STEP)
     case = "RIEC-AA-2026-Obulk"
     body = BIBOB | {"case_reference": case, "holders": "all", "categories": ["police_incidents", "tax_debts"],
                     "subjects": [{"ref": p.subject_ref} for p in stack.world.persons[:40]]}
@@ -338,20 +322,6 @@ def test_a_keyed_request_cancelled_while_its_outcome_and_cases_are_committed_kee
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert {t["outcome"] for t in again.json()["targets"]} == {"escalated"}
     assert again.json()["exchange_id"] == entries[0]["exchange_id"]
-
-
-def _written_late(stack: Stack, monkeypatch: pytest.MonkeyPatch, event_type: EventType) -> None:
-    """The audit writer begins a transaction with ``event_type`` entries half a second late (busy with other
-    batches, holding no lock meanwhile)."""
-    log = audit_services(stack.container).log
-    appending = log.append_prepared
-
-    def late(prepared: Any, *args: Any, **kwargs: Any) -> Any:
-        if any(p.event.event_type == event_type for p in prepared):
-            time.sleep(0.5)
-        return appending(prepared, *args, **kwargs)
-
-    monkeypatch.setattr(log, "append_prepared", late)
 
 
 @pytest.fixture
@@ -431,19 +401,9 @@ def test_a_keyed_request_cancelled_while_its_write_ahead_is_committed_leaves_its
     begins the write-ahead's transaction late, holding no lock meanwhile, as a busy writer does; on PostgreSQL a
     DELETE never waits for an uncommitted INSERT.)"""
     service = exchange_service(stack.container)
-    log = audit_services(stack.container).log
-    appending = log.append_prepared
-    first = [True]
-
-    def late(prepared: Any, *args: Any, **kwargs: Any) -> Any:
-        if first[0] and any(p.event.event_type == EventType.EXCHANGE_REQUESTED for p in prepared):
-            first[0] = False
-            time.sleep(0.5)  # the writer busy with other batches: this one's transaction not begun yet
-        return appending(prepared, *args, **kwargs)
-
-    monkeypatch.setattr(log, "append_prepared", late)
+    begun = written_late(stack, monkeypatch, EventType.EXCHANGE_REQUESTED, once=True)
     _cancelled_as_recorded(service, monkeypatch, lambda events: bool(events) and
-                           events[0].event_type == EventType.EXCHANGE_REQUESTED and first[0])
+                           events[0].event_type == EventType.EXCHANGE_REQUESTED and not begun())
     case = "RIEC-AA-2026-Wkeyd"
     key = {"Idempotency-Key": "cancelled-while-claimed-0001"}
     with contextlib.suppress(httpx.HTTPError):  # the server may drop the connection of a cancelled request
