@@ -804,9 +804,9 @@ class ExchangeService:
         # ``ahead_of``) -> the future of its commit, until it is known or the attempt ends: a cancellation that
         # arrives meanwhile waits for it, since the writer commits it whether or not the request waits
         self._ahead_handed: dict[str, asyncio.Future[list[Receipt]]] = {}
-        # ids of attempts past their write-ahead -> their latest commit that checks or gives up the key's claim, or
-        # stores their outcome (``_awaited_by_end``), until the attempt ends: cancelled, the attempt gives its claim up
-        # and its rule-6 count back (``_uncount``) only after it
+        # ids of attempts past their write-ahead -> their latest commit that checks or gives up the key's claim, marks
+        # a re-run's decision used or stores their outcome (``_awaited_by_end``), until the attempt ends: cancelled,
+        # the attempt gives its claim, its rule-6 count (``_uncount``) and its decision back only after it
         self._commits_under_way: dict[str, asyncio.Future[Any]] = {}
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
@@ -1579,11 +1579,12 @@ class ExchangeService:
             await self._release(claim)
 
     async def _awaited_by_end(self, attempt: _Attempt, commit: Awaitable[_R], *, always: bool = False) -> _R:
-        """``commit``, one that checks the attempt's claim or gives it up, as a task of its own whose end the
-        attempt's release waits for (``_released_after_commits``) when the attempt is cancelled meanwhile.
-        Without a claim (no Idempotency-Key), ``commit`` as it is, unless ``always``: no claim is released after
-        it, but what the attempt's end does may depend on it (``_outcome_stored_by``), or the end gives back what
-        it checks (a re-run's decision, ``_answers_logged``)."""
+        """``commit``, one that what the attempt's end does depends on (it checks or gives up the key's claim,
+        marks a re-run's decision used, or stores the outcome), as a task of its own whose end a failed or
+        cancelled attempt waits for (``_released_after_commits``) before it gives anything back. Without a claim
+        (no Idempotency-Key), ``commit`` as it is, unless ``always``: no claim is released after it, but what the
+        attempt's end does may depend on it (``_outcome_stored_by``), or the end gives back what it checks (a
+        re-run's decision, ``_answers_logged``)."""
         if attempt.claim is None and not always:
             return await commit
         task = asyncio.ensure_future(commit)
