@@ -153,10 +153,10 @@ class CancelledInside(Exception):
 
 async def _written(ahead: asyncio.Future[Any] | None) -> bool:
     """Whether a commit a request handed over and stopped waiting for (its write-ahead, ``_ahead_handed``; a
-    commit that checks or gives up its key's claim, ``_commits_under_way``) was made, once it has settled; None: no
-    commit under way (made before, or never handed), nothing to wait for. The writers make what they were handed
-    all the same, and what ends the request (its ``request.failed``, giving its key's claim up) must come after
-    such a commit, not before."""
+    commit its end depends on, ``_commits_under_way``) was made, once it has settled; None: no commit under way
+    (made before, or never handed), nothing to wait for. The writers make what they were handed all the same, and
+    what ends the request (its ``request.failed``; giving its key's claim, its count or its decision back) must
+    come after such a commit, not before."""
     if ahead is None:
         return True
     try:
@@ -1391,21 +1391,24 @@ class ExchangeService:
         # the step's preparation before them: cancelled during it, nothing is handed yet and the attempt's ending
         # must still log them.
         # A guard checks what the attempt's end gives back (its key's claim, a re-run's reserved decision): the
-        # commit is one the end waits for when the attempt is cancelled meanwhile (``_awaited_by_end``).
-        exchange_id, reserved = attempt.exchange_id, guard is not None
+        # commit is then one the end waits for when the attempt is cancelled meanwhile (``_awaited_by_end``).
+        exchange_id = attempt.exchange_id
+
+        def awaited(commit: Awaitable[list[Receipt]]) -> Awaitable[list[Receipt]]:
+            return commit if guard is None else self._awaited_by_end(exchange_id, commit)
+
         if step is not None:
             try:
-                logged = await self._provisions_logged_by(exchange_id, self._awaited_by_end(attempt, self._record(
-                    after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER),
-                    always=reserved))
+                logged = await self._provisions_logged_by(exchange_id, awaited(self._record(
+                    after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER)))
             except CaseStepNotTaken as refused:
                 log.info("escalation_step_not_with_answers", exchange_id=attempt.exchange_id,
                          error_type=type(refused.__cause__ or refused).__name__)
             else:
                 step.taken()
                 return logged[:len(after)], True
-        return await self._provisions_logged_by(exchange_id, self._awaited_by_end(attempt, self._record(
-            after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER), always=reserved)), False
+        return await self._provisions_logged_by(exchange_id, awaited(self._record(
+            after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER))), False
 
     async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool,
                              openings: list[CaseOpening]) -> None:
@@ -1578,18 +1581,14 @@ class ExchangeService:
         if claim is not None:
             await self._release(claim)
 
-    async def _awaited_by_end(self, attempt: _Attempt, commit: Awaitable[_R], *, always: bool = False) -> _R:
+    async def _awaited_by_end(self, exchange_id: str, commit: Awaitable[_R]) -> _R:
         """``commit``, one that what the attempt's end does depends on (it checks or gives up the key's claim,
-        marks a re-run's decision used, or stores the outcome), as a task of its own whose end a failed or
-        cancelled attempt waits for (``_released_after_commits``) before it gives anything back. Without a claim
-        (no Idempotency-Key), ``commit`` as it is, unless ``always``: no claim is released after it, but what the
-        attempt's end does may depend on it (``_outcome_stored_by``), or the end gives back what it checks (a
-        re-run's decision, ``_answers_logged``)."""
-        if attempt.claim is None and not always:
-            return await commit
+        marks a re-run's decision used, or stores the outcome: ``_answers_logged``, ``_outcome_stored_by``), as a
+        task of its own whose end a failed or cancelled attempt waits for (``_released_after_commits``) before it
+        gives anything back."""
         task = asyncio.ensure_future(commit)
         task.add_done_callback(retrieved)  # retrieved even if the attempt no longer waits for it
-        self._commits_under_way[attempt.exchange_id] = task
+        self._commits_under_way[exchange_id] = task
         return await asyncio.shield(task)
 
     async def _outcome_stored_by(self, attempt: _Attempt, commit: Awaitable[_R]) -> _R:
@@ -1607,7 +1606,7 @@ class ExchangeService:
             self._counted_in.pop(attempt.exchange_id, None)  # stored: it stays counted
             return committed
 
-        return await self._awaited_by_end(attempt, stored(), always=True)
+        return await self._awaited_by_end(attempt.exchange_id, stored())
 
     async def _release(self, claim: repository.Claim) -> None:
         def release() -> None:
