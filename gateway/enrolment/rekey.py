@@ -220,12 +220,8 @@ def _tagging_entries(tags: dict[Key, str], current: int, command: Command, trace
     for partnership, _, _ in tags:
         tagged[partnership] = tagged.get(partnership, 0) + 1
     span_id = secrets.token_hex(8)
-    return [AuditEvent(event_type=EventType.INDEX_REKEYED, trace_id=trace_id, span_id=span_id,
-                       processing_activity=ProcessingActivity(partnership=partnership, purpose=INDEX_ACTIVITY),
-                       extra={"index": "pseudonyms", "channel": "cli", "command": command,
-                              "from_versions": [current], "key_version": current, "moved": 0, "superseded": 0,
-                              "tagged": count})
-            for partnership, count in sorted(tagged.items())]
+    return [_rekeyed(partnership, command, [current], current, trace_id, span_id, moved=0, superseded=0,
+                     tagged=count) for partnership, count in sorted(tagged.items())]
 
 
 def _tags_of(session: Session, transcryptor: Transcryptor, current: int, batch: int) -> dict[Key, str] | None:
@@ -267,13 +263,19 @@ def _committed_batches(sessions: sessionmaker[Session], log: AuditAppender, atte
 def _entries(plan: _Plan, current: int, command: Command, trace_id: str) -> list[AuditEvent]:
     """One ``index.rekeyed`` entry per partnership of the batch: counts and key versions only."""
     span_id = secrets.token_hex(8)
-    return [AuditEvent(event_type=EventType.INDEX_REKEYED, trace_id=trace_id, span_id=span_id,
-                       processing_activity=ProcessingActivity(partnership=partnership, purpose=INDEX_ACTIVITY),
-                       extra={"index": "pseudonyms", "channel": "cli", "command": command,
-                              "from_versions": sorted(versions), "key_version": current,
-                              "moved": plan.moved.get(partnership, 0),
-                              "superseded": plan.superseded.get(partnership, 0)})
+    return [_rekeyed(partnership, command, sorted(versions), current, trace_id, span_id,
+                     moved=plan.moved.get(partnership, 0), superseded=plan.superseded.get(partnership, 0))
             for partnership, versions in sorted(plan.versions.items())]
+
+
+def _rekeyed(partnership: str, command: Command, from_versions: list[int], current: int, trace_id: str,
+             span_id: str, **counts: int) -> AuditEvent:
+    """A batch's ``index.rekeyed`` entry for ``partnership`` (under it, so its coordinating officer sees it): the
+    command, the key versions and the batch's ``counts`` for that partnership — never a pseudonym."""
+    return AuditEvent(event_type=EventType.INDEX_REKEYED, trace_id=trace_id, span_id=span_id,
+                      processing_activity=ProcessingActivity(partnership=partnership, purpose=INDEX_ACTIVITY),
+                      extra={"index": "pseudonyms", "channel": "cli", "command": command,
+                             "from_versions": from_versions, "key_version": current, **counts})
 
 
 def rotation_entry(from_version: int, key_version: int) -> AuditEvent:
