@@ -68,8 +68,6 @@ def _cases(stack: Stack, case_reference: str) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in rows]
 
 
-
-
 def _opened_entries(stack: Stack, exchange_ids: set[str]) -> list[dict[str, Any]]:
     return [e for e in stack.events() if e["event_type"] == "escalation.step"
             and e["exchange_id"] in exchange_ids and e["extra"]["action"] == "opened"]

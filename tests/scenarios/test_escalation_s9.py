@@ -635,7 +635,6 @@ def test_a_step_that_cannot_commit_with_the_refusal_costs_the_refusal_nothing(
         assert (case["state"], case["history"][-1]["action"]) == ("decided", "decide")
 
 
-
 def test_a_rerun_cancelled_while_its_case_step_is_prepared_still_logs_the_records_it_handed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by a review: a re-run whose holder did not follow the decision prepares its case step (a read of the

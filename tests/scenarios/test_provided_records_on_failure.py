@@ -76,8 +76,6 @@ def _s2(stack: Stack, case: str) -> dict[str, Any]:
             "provide": [{"subject": subject, "category": "tax_compliance", "fields": {"missing_returns": ["2024"]}}]}
 
 
-
-
 def test_a_holder_that_kept_the_records_and_then_timed_out_is_logged_as_handed_them(stack: Stack,
                                                                                      holder: _Holder) -> None:
     holder.mode, holder.kept = "stall", []

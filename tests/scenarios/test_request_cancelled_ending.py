@@ -128,8 +128,6 @@ def _body(stack: Stack, path: str, case: str) -> dict[str, Any]:
     return BIBOB | extra | {"case_reference": case, "subjects": subjects, "categories": ["company_registration"]}
 
 
-
-
 def _failures(entries: list[dict[str, Any]]) -> list[tuple[str, str, list[str], str]]:
     return [(e["exchange_id"], e["status"], e["reasons"], e["extra"]["error_type"])
             for e in entries if e["event_type"] == "request.failed"]
