@@ -50,6 +50,7 @@ from audit import (
 from audit.errors import PersonalDataError
 from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
+from audit.guard import find_personal_data
 from audit.store import sqlite_writer_lock
 from connectors.http_connector import ConnectorRegistry
 from connectors.protocol import (
@@ -495,10 +496,14 @@ def _refusal_code(reason: str | None, holder: str) -> str:
     """The holder's refusal reason when it is a code (``investigation-confidentiality``); free text could
     name a person, and would reach the requester and the permanent log, so it becomes ``unspecified``.
     ``fullmatch``: with ``match`` the pattern's ``$`` also matches before a final line break, and a code with
-    one passed here and failed the audit entry's check (no control characters): a 500 for the whole request."""
+    one passed here and failed the audit entry's check (no control characters): a 500 for the whole request.
+    Nor a "code" the audit log's guard takes for personal data (a BSN is of a code's shape: ``111222333``,
+    ``111-222-333``): its refusal entry failed that guard after the holders were asked, and the requester got
+    a 422 blaming its own request, the other holders' answers were lost, and the log kept the request's
+    write-ahead with no ending after it."""
     if reason is None:
         return "unspecified"
-    if _REFUSAL_CODE.fullmatch(reason):
+    if _REFUSAL_CODE.fullmatch(reason) and not find_personal_data(reason):
         return reason
     log.warning("holder_refusal_reason_not_a_code", holder=holder, length=len(reason))
     return "unspecified"

@@ -63,6 +63,8 @@ class _Holder:
             return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is an informant"}
         if self.mode == "refuse-code-and-newline":
             return {"status": "refused", "refusal_reason": "investigation-confidentiality\n"}
+        if self.mode.startswith("refuse-code-"):  # a "code" of the code's shape that is a person's number
+            return {"status": "refused", "refusal_reason": self.mode.removeprefix("refuse-code-")}
         if self.mode == "reject-in-words":
             return JSONResponse({"detail": f"no such person BSN {BSN} ({NAME})"}, status_code=404)
         if self.mode == "text-in-identifiers":
@@ -92,6 +94,8 @@ class _Holder:
             return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is under investigation"}
         if self.discovery_mode == "refuse-code-and-newline":
             return {"status": "refused", "refusal_reason": "investigation-confidentiality\n"}
+        if self.discovery_mode.startswith("refuse-code-"):
+            return {"status": "refused", "refusal_reason": self.discovery_mode.removeprefix("refuse-code-")}
         if self.discovery_mode == "reject-in-words":
             return JSONResponse({"detail": f"no such person BSN {BSN} ({NAME})"}, status_code=404)
         if self.discovery_mode == "malformed":
@@ -149,6 +153,25 @@ def test_a_refusal_code_with_a_line_break_is_unspecified_not_a_failed_exchange(s
     target = _exchange(stack)
     assert target["outcome"] == "refused-by-holder"
     assert [r["message"] for r in target["reasons"]] == ["the holder refused: unspecified"]
+
+
+@pytest.mark.parametrize("code", [BSN, "111-222-333"])
+def test_a_refusal_code_that_is_a_person_s_number_is_unspecified_not_the_requester_s_fault(
+        stack: Stack, holder: _Holder, code: str) -> None:
+    """Found by a review: a refusal reason of a code's shape (lower case, digits, dashes) that is a BSN passed
+    as a code, and the holder's refusal entry (``holder:111222333``) tripped the audit log's personal-data
+    guard after the holder was asked: the requester got 422 "a reference in the request looks like personal
+    data" for the holder's words, the other holders' answers were lost with it, and the log kept the request's
+    write-ahead entries with no ending after them."""
+    holder.mode = f"refuse-code-{code}"
+    try:
+        target = _exchange(stack)
+    finally:
+        holder.mode = "answer"
+    assert target["outcome"] == "refused-by-holder"
+    assert target["escalation_id"]  # still an escalation trigger
+    assert [r["message"] for r in target["reasons"]] == ["the holder refused: unspecified"]
+    assert code not in json.dumps(target)
 
 
 def test_a_holder_s_error_detail_does_not_reach_the_requester(stack: Stack, holder: _Holder) -> None:
@@ -237,6 +260,7 @@ def test_fields_nested_deeper_than_a_provided_record_may_are_no_answer(stack: St
 @pytest.mark.parametrize(("mode", "outcome", "reason"), [
     ("refuse-in-words", "refused-by-holder", "the holder refused: unspecified"),
     ("refuse-code-and-newline", "refused-by-holder", "the holder refused: unspecified"),
+    (f"refuse-code-{BSN}", "refused-by-holder", "the holder refused: unspecified"),  # a number as its "code"
     ("refuse-with-hits", "holder-unavailable", None),  # a refusal that answers anyway is no answer at all
 ])
 def test_a_discovery_refusal_discloses_neither_words_nor_hits(stack: Stack, holder: _Holder, mode: str,

@@ -454,6 +454,29 @@ async def test_index_discovery_of_a_minor_is_refused_where_the_purpose_allows_no
     assert allowed["politie"]["outcome"] == "hit"
 
 
+async def test_an_enrolled_refusal_code_that_is_a_person_s_number_is_unspecified_in_discovery(stack: Stack) -> None:
+    """Found by a review: enrolment takes a refusal code of a code's shape, and a BSN is of that shape
+    (``111222333``). Every later discovery of the subject then failed its holder's refusal entry on the audit
+    log's personal-data guard, after the write-ahead: 422 "a reference in the request looks like personal
+    data" for the requester (the other holders' answers lost) and a write-ahead with no ending in the log.
+    Now the index refuses with ``unspecified``, as for a holder's live refusal."""
+    ref = stack.world.scenarios()["no-records"][0]
+    kind, number = stack.world.identifier_of(ref)
+    ask = BIBOB | {"subjects": _subjects(await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])),
+                   "categories": ["company_registration"]}
+    async with stack.client("kvk-handelsregister") as client:
+        try:
+            await client.enrol(RIEC, [EnrolledSubject(kind, number, ["trade-name"], ["company_registration"],
+                                                      confidential=True)], confidential_reason="111222333")
+            targets, events = _discover(stack, ask)
+        finally:
+            await client.enrol(RIEC, [(kind, number, [], [])])  # out of the index again
+    assert targets["kvk"]["outcome"] == "refused-by-holder"
+    assert [r["message"] for r in targets["kvk"]["reasons"]] == ["the holder refused: unspecified"]
+    assert _holder_events(events, "kvk") == [("holder.refused", ["holder:unspecified"])]
+    assert "111222333" not in json.dumps(targets) + json.dumps(events)
+
+
 async def test_re_enrolment_replaces_the_refusal_grounds_and_old_clients_enrol_without_them(stack: Stack) -> None:
     """The grounds are part of the subject's entry: enrolled again, the entry has the new ones (a subject no
     longer confidential is a hit again); a client that does not send them enrols none (additive); a reason
