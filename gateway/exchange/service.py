@@ -937,6 +937,11 @@ class ExchangeService:
                 return await self.deps.writer.record(events, companion)
             return await self._written_ahead_of(ahead_of, self.deps.writer.handed(events, companion))
         except PersonalDataError as exc:  # the caller put an identifier in a reference: its input, not our fault
+            if events and events[0].exchange_id in self._logged_ahead:
+                # Past the write-ahead, which took every reference of the request: an entry the gateway built (from
+                # a holder's answer, say) is what failed, a defect the request ends with (``_audit_defect``), not
+                # a 422 that blames the requester and leaves the write-ahead with nothing after it.
+                raise
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
         except AuditError as exc:

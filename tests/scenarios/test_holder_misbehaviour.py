@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from audit.tables import audit_entries
 from gateway.client.models import MAX_FIELD_DEPTH, ExchangeResult
+from gateway.exchange import service as service_module
 from tests.stack import Stack, stack_with_holder
 
 BSN = "111222333"
@@ -401,3 +402,28 @@ def test_records_about_none_of_the_subjects_asked_are_no_answer(stack: Stack, ho
         assert target["escalation_id"] is None
     over_shared = [(e["event_type"], e["reasons"], e["extra"]) for e in written if e["data_subject"] is None]
     assert over_shared == [logged]
+
+
+def test_an_entry_past_the_write_ahead_that_names_a_person_ends_the_request_as_a_defect(
+        stack: Stack, holder: _Holder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should any entry the gateway builds after the write-ahead trip the audit log's personal-data guard (here
+    a refusal code let through as it was before the code check above), that is the gateway's defect: the
+    requester gets the generic 500 (nothing disclosed), not a 422 blaming its request's references, and the log
+    ends the request with ``request.failed`` (the guard's error type, never the value) instead of keeping its
+    write-ahead with nothing after it. Found by a review: every personal-data refusal became that 422."""
+    monkeypatch.setattr(service_module, "_refusal_code", lambda reason, holder: reason or "unspecified")
+    holder.mode = f"refuse-code-{BSN}"
+    case = "RIEC-AA-2026-pd-after-write-ahead"
+    try:
+        response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", BIBOB | {
+            "case_reference": case, "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}],
+            "holders": ["politie"], "categories": ["police_incidents"]})
+    finally:
+        holder.mode = "answer"
+    assert response.status_code == 500, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert BSN not in response.text
+    entries = stack.logged_for_case(case)
+    assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "request.failed"]
+    assert (entries[-1]["reasons"], entries[-1]["extra"]["error_type"]) == (["gateway-error"], "PersonalDataError")
+    assert BSN not in json.dumps(entries)
