@@ -10,9 +10,11 @@ work is ``POST /v1/discovery``'s, with the filter index where the pseudonym inde
    ``wgs.discovery`` rules, so a purpose, a requester or a holder discovery refuses is refused here too; an
    engine failure denies everything (503);
 3. write-ahead: the request (counts, never a filter) and every decision are logged before anything is compared;
-   Before that, a request whose CLK key id (``clk_key_id``) no target's filters carry — every target holding
-   filters holds filters of another secret — is refused whole (422 ``clk-key-mismatch``; :mod:`gateway.
-   enrolment.clk_keys`): a rotated or mistyped secret, which would otherwise read as no-hit everywhere;
+   Before that (once decided), a request whose CLK key id (``clk_key_id``) no allowed target's filters carry —
+   every allowed target holding filters holds filters of another secret — is refused whole (422
+   ``clk-key-mismatch``; :mod:`gateway.enrolment.clk_keys`): a rotated or mistyped secret, which would
+   otherwise read as no-hit everywhere. Only the targets the policy allows count: of the others the requester
+   learns nothing;
 4. per allowed target whose filters carry another key id: ``not-comparable`` (nothing compared: no no-hit);
    per other allowed target: its records of the record type in a permitted category are compared with the subjects
    (``gateway.matching.lookup``: blocking, Dice at the schema's threshold, each subject on its own); a matched
@@ -143,21 +145,34 @@ class FuzzyDiscovery:
         """The allowed holders' records (the request is logged ahead by now)."""
         return await self._read_index(self.filters.held, partnership, schema, allowed)
 
-    async def _not_comparable(self, body: FuzzyDiscoveryRequest, record_type: str, targets: list[str]) -> set[str]:
-        """The targets whose filters carry another key id than the request's; 422 when no target can be compared
-        (none carries the request's, and none of unknown key id holds any filter): a rotated or mistyped secret.
-        Before the write-ahead, so that refusal and a database failure (a plain 503) leave nothing logged."""
+    async def _not_comparable(self, body: FuzzyDiscoveryRequest, record_type: str,
+                              targets: list[str]) -> tuple[set[str], dict[str, str]]:
+        """The targets whose filters carry another key id than the request's, and the known key ids of the
+        targets' filters (:meth:`_refuse_if_none_comparable` decides from them once the policy has). Read before
+        the write-ahead, so that a database failure there is a plain 503 with nothing logged."""
         if body.clk_key_id is None or not targets:
-            return set()
+            return set(), {}
         keys = await self._read_index(self.filters.key_ids, body.partnership, record_type, targets)
-        others = {t for t in targets if not comparable(body.clk_key_id, keys, t)}
-        if not others or body.clk_key_id in keys.values():
-            return others
-        unknown = [t for t in targets if t not in keys]
+        return {t for t in targets if not comparable(body.clk_key_id, keys, t)}, keys
+
+    async def _refuse_if_none_comparable(self, body: FuzzyDiscoveryRequest, record_type: str, allowed: list[str],
+                                         others: set[str], keys: dict[str, str]) -> None:
+        """422 when none of the holders the policy lets the requester ask can be compared (none carries the
+        request's key id, and none of unknown key id holds any filter): a rotated or mistyped secret.
+
+        Why only those the policy allows: decided over every target, before the policy, the 422 told a requester
+        the policy denies everything (a non-participant, a purpose that does not allow it) which participants hold
+        filters of a record type under a known secret — by a question refused before the log records it. Still
+        before the write-ahead: nothing is logged of a request refused here."""
+        if body.clk_key_id is None or not others.intersection(allowed):
+            return
+        if any(keys.get(t) == body.clk_key_id for t in allowed):
+            return
+        unknown = [t for t in allowed if t not in keys]
         holding: set[str] = await self._read_index(self.filters.holding, body.partnership, record_type, unknown) \
             if unknown else set()
         if holding:  # filters of unknown key id: compared as before
-            return others
+            return
         raise none_comparable(body.clk_key_id)
 
     async def _discover(self, principal: Principal, body: FuzzyDiscoveryRequest, stand_in: DiscoveryRequest,
@@ -172,15 +187,20 @@ class FuzzyDiscovery:
             raise Unprocessable(f"subjects {twice[0]} and {twice[1]} match each other: one person asked twice "
                                 "(ask about each subject once)")
         targets = _targets(register, stand_in, "all", principal.organisation)
-        others = await self._not_comparable(body, schema.id, [t.organisation for t in targets])
+        others, keys = await self._not_comparable(body, schema.id, [t.organisation for t in targets])
         base = _audit_base(principal, stand_in, trace, discovery_id, register)
         fuzzy: dict[str, Any] = {"record_type": schema.id, "schema_version": schema.version,
                                  "subject_count": len(body.subjects)}
         if body.clk_key_id is not None:  # beside the schema version: which secret (its non-secret id)
             fuzzy["clk_key_id"] = body.clk_key_id
+        async def comparable_or_refused(decisions: list[Decision]) -> None:
+            allowed = [t.organisation for t, d in zip(targets, decisions, strict=True) if d.allow]
+            await self._refuse_if_none_comparable(body, schema.id, allowed, others, keys)
+
         decisions, receipts = await service.discovery_written_ahead(
             principal, stand_in, targets, base,
-            {"case_reference": body.case_reference, "signal_type": body.signal.type, "fuzzy": fuzzy})
+            {"case_reference": body.case_reference, "signal_type": body.signal.type, "fuzzy": fuzzy},
+            comparable_or_refused)
         service._logged_ahead.add(discovery_id)
 
         allowed = [t.organisation for t, d in zip(targets, decisions, strict=True)

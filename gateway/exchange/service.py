@@ -1994,10 +1994,15 @@ class ExchangeService:
                                           EventType.DISCOVERY_QUERIED, principal, body, trace, discovery_id)
 
     async def discovery_written_ahead(self, principal: Principal, body: DiscoveryRequest, targets: list[_Target],
-                                      base: dict[str, Any], extra: dict[str, Any]
+                                      base: dict[str, Any], extra: dict[str, Any],
+                                      decided: Callable[[list[Decision]], Awaitable[None]] | None = None
                                       ) -> tuple[list[Decision], list[Receipt]]:
         """Decide a discovery (plain or fuzzy) per holder and log it ahead — the query with ``extra`` and every
         decision — counted in rule 6's daily count in the same transaction, as an exchange is.
+
+        ``decided`` is awaited with each set of decisions before anything is written: a refusal of the whole
+        request that may only depend on the holders the policy lets the requester ask (fuzzy discovery's
+        ``clk-key-mismatch``) raises there, with nothing logged.
 
         A discovery is a request of its system for its purpose like an exchange ("more than 200 requests per
         system per purpose per day"). Only read, the count let a system ask hit/no-hit without end (and probe
@@ -2012,6 +2017,8 @@ class ExchangeService:
             today = await self._requests_today(day, limit)
             decisions = await self._decide("discovery", body, principal, targets, today, request_fingerprint)
             for _ in range(DECISION_ROUNDS):
+                if decided is not None:
+                    await decided(decisions)
                 events = [AuditEvent(
                     event_type=EventType.DISCOVERY_QUERIED, **base, categories=tuple(body.categories),
                     policy_version=decisions[0].policy_version, extra=extra)] + [

@@ -168,3 +168,26 @@ def test_filters_enrolled_before_the_key_id_are_compared_as_before(stack: Stack)
     assert [a.status_code for a in _enrol(stack, POLICE, SECRET_B, added)] == [200]
     with stack.container.engine.connect() as connection:  # a set of unknown rows stays unknown
         assert connection.execute(select(match_filter_generations.c.clk_key_id)).scalars().all() == [None]
+
+
+def test_a_requester_the_policy_denies_learns_nothing_of_the_holders_secrets(stack: Stack) -> None:
+    """Whether no holder can be compared (422 ``clk-key-mismatch``) is told only of holders the policy lets the
+    requester ask. Decided before the policy, the 422 told a non-participant (or a requester of a purpose that
+    does not allow it) which participants hold filters of a record type and under a known secret — one
+    category at a time, one holder at a time — by a question that the log did not even record."""
+    _enrol(stack, POLICE, SECRET_A, _records("bvh", "police_incidents"), replace=True)
+    _enrol(stack, TAX, SECRET_A, _records("ivs", "tax_debts"), replace=True)
+    outsider = "abn-amro-fec"  # takes part in other partnerships, not in the RIEC
+    answers = []
+    for secret in (SECRET_A, SECRET_C):
+        body = fuzzy_request(secret=secret, subjects=PEOPLE[:1], **BIBOB).model_dump(mode="json")
+        entries = _count(stack, audit_entries)
+        answer = stack.post(outsider, "/v1/discovery/fuzzy", body)
+        answers.append(answer)
+        targets = _by_holder(answer)  # denied everywhere, whichever secret: as for any question of a non-participant
+        assert {t["outcome"] for t in targets.values()} == {"denied"}
+        assert _count(stack, audit_entries) > entries  # and logged as such
+    denied_purpose = {"purpose": "malafide-company-dissolution", "legal_basis": "WGS (RIEC) with BW 2:19a"}
+    targets = _by_holder(_discover(stack, SECRET_C, PEOPLE[:1], **denied_purpose))
+    assert {t["outcome"] for t in targets.values()} == {"denied"}
+    _problem(_discover(stack, SECRET_C, PEOPLE[:1]))  # a requester the policy lets ask: told, as before
