@@ -109,6 +109,23 @@ def ensure_refusal_code_names_no_one(code: str | None) -> None:
         raise Unprocessable(f"`confidential_reason` looks like personal data ({findings[0].kind}): a refusal "
                             "code names no one")
 
+def ensure_record_types_name_no_one(items: list[Item]) -> None:
+    """422 for a record type, of ``RECORD_TYPE_PATTERN``'s shape, that the audit log's guard takes for personal
+    data (``x-123456782``: a BSN inside a code). The batch's ``index.enrolment`` entry names its record types, so
+    such a batch was refused only when that entry was written — as 503, an outage of the log, which the partner
+    retries as one — and the index would keep the number with the subject. Each distinct type is checked once
+    (a batch repeats a few); the item named is the first that carries it, the kind found, never the value."""
+    flagged: dict[str, str] = {}
+    for record_type in {kind for item in items for kind in item.record_types}:
+        if findings := find_personal_data(record_type):
+            flagged[record_type] = findings[0].kind
+    if not flagged:
+        return
+    position, found = next((n, kind) for n, item in enumerate(items) for kind in item.record_types if kind in flagged)
+    raise Unprocessable(f"item {position}: a record type looks like personal data ({flagged[found]}): a record type "
+                        "is a code and names no one")
+
+
 CONFIDENTIAL = "confidential"
 """The refusal code of a confidential subject whose participant gave no code of its own at enrolment."""
 
@@ -418,6 +435,7 @@ class PseudonymService:
         organisation = self._participant(principal, partnership)
         ensure_refusal_code_names_no_one(confidential_reason)
         self._known_categories(items)
+        ensure_record_types_name_no_one(items)
         transcryptor = self.transcryptor
         decoded = self._decode(items, transcryptor)
         now = self.clock.now()

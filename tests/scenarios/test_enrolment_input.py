@@ -177,3 +177,23 @@ async def test_free_text_where_a_record_type_or_category_belongs_is_refused(
     assert refused.status_code == 422, refused.text
     assert text not in refused.text
     assert "Jansen" not in refused.text
+
+
+async def test_a_record_type_that_is_a_person_s_number_is_refused_not_an_audit_outage(
+        stack: Stack, subject: tuple[Item, Callable[[list[str]], str]]) -> None:
+    """Found by a review: a record type is a code by its pattern, and a code can carry a BSN (``x-123456782``,
+    ``dossier_111222333``). Enrolment took it and failed only on the audit log's personal-data guard, when
+    writing the batch's ``index.enrolment`` entry (which names the record types): 503 "the audit log could not
+    be written" and an ``audit_write_failed`` error — a partner's bad input taken for an outage of the log, and
+    retried as one. Now it is the partner's error (422, naming the item, the kind found and never the value),
+    before any pseudonym is made; nothing is enrolled."""
+    item, kvk = subject
+    assert _enrol(stack, [item()]).status_code == 200
+    for record_type in ("x-123456782", "dossier_111-222-333"):
+        refused = _enrol(stack, [item(record_types=[], categories=[]), item(record_types=["trade-name", record_type])])
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "item 1" in refused.json()["detail"]
+        assert record_type not in refused.text
+        assert "123456782" not in refused.text
+        assert kvk(["company_registration"]) == "hit"  # the first item's removal was not written either
