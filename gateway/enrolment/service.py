@@ -109,14 +109,26 @@ def ensure_refusal_code_names_no_one(code: str | None) -> None:
         raise Unprocessable(f"`confidential_reason` looks like personal data ({findings[0].kind}): a refusal "
                             "code names no one")
 
+MAX_BATCH_RECORD_TYPES = 100
+"""Distinct record types one enrolment batch may name. Its ``index.enrolment`` entry lists them, and an audit
+entry holds at most ``audit.canonical.MAX_EVENT_BYTES`` (32 KiB): some 500 types of the pattern's 64 characters
+made the entry too large to write. A holder has a handful of record types; a hundred leave the entry room."""
+
+
 def ensure_record_types_name_no_one(items: list[Item]) -> None:
-    """422 for a record type, of ``RECORD_TYPE_PATTERN``'s shape, that the audit log's guard takes for personal
-    data (``x-123456782``: a BSN inside a code). The batch's ``index.enrolment`` entry names its record types, so
-    such a batch was refused only when that entry was written — as 503, an outage of the log, which the partner
-    retries as one — and the index would keep the number with the subject. Each distinct type is checked once
-    (a batch repeats a few); the item named is the first that carries it, the kind found, never the value."""
+    """422 for a batch whose record types the batch's ``index.enrolment`` entry (which lists them) cannot carry,
+    so that such a batch is not refused only when that entry is written — as 503, an outage of the log, which the
+    partner retries as one: more than :data:`MAX_BATCH_RECORD_TYPES` of them (an entry over the log's size
+    limit), or one, of ``RECORD_TYPE_PATTERN``'s shape, that the audit log's guard takes for personal data
+    (``x-123456782``: a BSN inside a code, which the index would also keep with the subject). Each distinct type
+    is checked once (a batch repeats a few); the item named is the first that carries it, the kind found, never
+    the value."""
+    distinct = {kind for item in items for kind in item.record_types}
+    if len(distinct) > MAX_BATCH_RECORD_TYPES:
+        raise Unprocessable(f"a batch names at most {MAX_BATCH_RECORD_TYPES} different record types, this one "
+                            f"{len(distinct)}: nothing was enrolled; send the subjects in batches of fewer types")
     flagged: dict[str, str] = {}
-    for record_type in {kind for item in items for kind in item.record_types}:
+    for record_type in distinct:
         if findings := find_personal_data(record_type):
             flagged[record_type] = findings[0].kind
     if not flagged:

@@ -197,3 +197,22 @@ async def test_a_record_type_that_is_a_person_s_number_is_refused_not_an_audit_o
         assert record_type not in refused.text
         assert "123456782" not in refused.text
         assert kvk(["company_registration"]) == "hit"  # the first item's removal was not written either
+
+
+async def test_a_batch_of_more_record_types_than_its_audit_entry_can_name_is_refused_not_an_audit_outage(
+        stack: Stack, subject: tuple[Item, Callable[[list[str]], str]]) -> None:
+    """Found by a review: a batch's ``index.enrolment`` entry lists its record types, and an audit entry holds at
+    most 32 KiB. A batch of 600 subjects with a record type each (of the pattern's length, well inside the
+    request's limits) made an entry too large to write: 503 "the audit log could not be written", an
+    ``audit_write_failed`` error, and a partner retrying an outage that was its own input. Now 422 with the
+    limit, nothing enrolled; a hundred types are still taken."""
+    item, kvk = subject
+    assert _enrol(stack, [item()]).status_code == 200
+    many = [item(record_types=[], categories=[])] + [item(record_types=[f"t{n:03d}-{'x' * 58}"]) for n in range(600)]
+    refused = _enrol(stack, many)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "at most 100 different record types" in refused.json()["detail"]
+    assert kvk(["company_registration"]) == "hit"  # the first item's removal was not written either
+    taken = _enrol(stack, [item(record_types=[f"t{n:03d}-{'x' * 58}"]) for n in range(100)])
+    assert taken.status_code == 200, taken.text
