@@ -292,6 +292,18 @@ without converting each into the partnership domain first (``PseudonymService.re
 of the current version: ``_ENROLLED_AMONG`` finds a value by its current partnership pseudonym only, and the two
 must agree. Tags, not the pseudonyms: the database alone must not link a participant's pseudonyms to the index."""
 
+_LOOKUP_CHUNK = 10_000
+"""Values per index look-up statement (``_OWN_ENROLLED_AMONG``, ``_ENROLLED_AMONG``): a holder's answer may name up
+to ``connectors.protocol.MAX_ANSWER_VALUES`` (100,000) related subjects, and PostgreSQL takes at most 65,535
+parameters a statement (SQLite's limit is lower in some builds). An answer naming a few, as nearly all do, is
+still one statement."""
+
+
+def _chunked(values: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), _LOOKUP_CHUNK):
+        yield values[start:start + _LOOKUP_CHUNK]
+
+
 _HOLDINGS_OF = select(enrolments.c.organisation, enrolments.c.categories, enrolments.c.confidential,
                       enrolments.c.confidential_reason, enrolments.c.minor).where(
     enrolments.c.partnership == bindparam("partnership"),
@@ -550,9 +562,8 @@ class PseudonymService:
                 for value, pseudonym in decoded.items() if pseudonym.key_version == version}
         if not tags:
             return set()
-        found = connection.execute(_OWN_ENROLLED_AMONG, {
-            "partnership": partnership, "organisation": holder, "key_version": version, "tags": sorted(tags)})
-        return {tags[tag] for tag in found.scalars()}
+        return {tags[tag] for chunk in _chunked(sorted(tags)) for tag in connection.execute(_OWN_ENROLLED_AMONG, {
+            "partnership": partnership, "organisation": holder, "key_version": version, "tags": chunk}).scalars()}
 
     @staticmethod
     def _enrolled_by_partnership_pseudonym(connection: Connection, decoded: dict[str, Pseudonym], partnership: str,
@@ -567,9 +578,8 @@ class PseudonymService:
                 candidates[value] = transcryptor.to_partnership(pseudonym, partnership, holder).encode()
         if not candidates:
             return set()
-        enrolled = set(connection.execute(_ENROLLED_AMONG, {
-            "partnership": partnership, "organisation": holder,
-            "pseudonyms": sorted(set(candidates.values()))}).scalars())
+        enrolled = {shared for chunk in _chunked(sorted(set(candidates.values()))) for shared in connection.execute(
+            _ENROLLED_AMONG, {"partnership": partnership, "organisation": holder, "pseudonyms": chunk}).scalars()}
         return {value for value, shared in candidates.items() if shared in enrolled}
 
     def holders_of(self, partnership: str, shared: list[str]) -> dict[str, IndexHolding]:

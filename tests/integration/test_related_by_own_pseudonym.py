@@ -312,3 +312,18 @@ def test_a_row_enrolled_again_while_it_is_tagged_keeps_the_enrolment_and_no_entr
         tags = set(connection.execute(select(enrolments.c.own_tag).where(enrolments.c.organisation == HOLDER))
                    .scalars())
     assert gateway.tag(gateway.own(OLD_ROW)) in tags
+
+
+def test_a_holder_answer_naming_more_related_subjects_than_one_statement_takes_is_answered(gateway: Gateway) -> None:
+    """Found by a review: a holder's answer may hold up to ``MAX_ANSWER_VALUES`` (100,000) values, and every
+    pseudonym-shaped one was looked up in the index in one statement — by its tag, then by its partnership
+    pseudonym — with a parameter each. PostgreSQL takes at most 65,535 parameters a statement: an answer naming
+    more related subjects than that (10,000 records of 7 directors each) failed whole, as the gateway's error.
+    The look-ups go in chunks now; the answer is the one a small answer gets."""
+    from gateway.pseudonyms.pep import Scalar
+
+    kind = Pseudonym.decode(gateway.own(NOBODYS)).identifier_type
+    many = {Pseudonym(kind, gateway.ring.current, Scalar.random().times_base()).encode() for _ in range(66_000)}
+    enrolled = {gateway.own(n) for n in ENROLLED} | {gateway.own(OLD_ROW)}
+    answer = _related(gateway, many | enrolled)
+    assert {value for value, mine in answer.items() if mine is not None} == enrolled
