@@ -103,7 +103,7 @@ def addition_mismatch(current: str, key_id: str) -> ClkKeyMismatch:
 
 
 def none_comparable(key_id: str) -> ClkKeyMismatch:
-    """The refusal of a fuzzy discovery of key id ``key_id`` that no target's filters carry (rule 2)."""
+    """The refusal of a fuzzy discovery of key id ``key_id`` that no allowed target's filters carry (rule 2)."""
     return ClkKeyMismatch(f"no holder's filters were encoded with the CLK secret of key id {key_id}: nothing can be "
                           "compared (a rotated or mistyped secret?); nothing was disclosed", extra={"code": MISMATCH})
 

@@ -87,9 +87,9 @@ _FUZZY_RESULT: dict[str, Any] = {
 _DISCOVERY_PROBLEMS = _PROBLEMS | {
     200: {"content": {"application/json": {"example": _FUZZY_RESULT}}},
     422: _refusals("/v1/discovery/fuzzy", "subjects", [None] * 4,
-                   "; `clk-key-mismatch`: no holder's filters were encoded with the CLK secret of the request's "
-                   "`clk_key_id` (nothing logged, nothing compared; a holder of another secret among others is "
-                   "answered `not-comparable`)", none_comparable(_KEY_ID_B)),
+                   "; `clk-key-mismatch`: no holder the policy lets you ask has filters encoded with the CLK secret "
+                   "of the request's `clk_key_id` (nothing logged, nothing compared; a holder of another secret among "
+                   "others is answered `not-comparable`)", none_comparable(_KEY_ID_B)),
     403: {"description": "The token lacks the scope `discovery`"},
     503: {"description": "Policy engine, audit log or the filter index unavailable: the request is denied (fail "
                          "closed)"},
