@@ -233,6 +233,15 @@ def tree_size(connection: Connection) -> int:
     return 0 if largest is None else int(largest) + 1
 
 
+def lowest_index(connection: Connection) -> Any:
+    """The smallest ``log_index`` in the table as stored (0 in a sound log, None when it is empty).
+
+    Why a verifier asks: every read of the log starts at index 0, so a row inserted below it (the append-only
+    triggers refuse UPDATE and DELETE, not INSERT) would be read by nothing that verifies, while the searches,
+    statistics, anomaly flags and data-subject look-ups, which filter on columns and not on the index, count it."""
+    return connection.execute(select(func.min(audit_entries.c.log_index))).scalar()
+
+
 _LEAVES_BY_INDEX = select(audit_entries.c.log_index, audit_entries.c.leaf_hash).where(
     audit_entries.c.log_index.in_(bindparam("indices", expanding=True)))
 _NODES_BY_ID = select(audit_tree_nodes.c.node_id, audit_tree_nodes.c.hash).where(

@@ -2,7 +2,8 @@
 
 What is checked, in log order (the first failure stops verification and is reported with its index):
 
-1. indices run 0, 1, 2, ... without gaps, duplicates or reordering;                     ``gap``
+1. indices run 0, 1, 2, ... without gaps, duplicates or reordering (live: and no row
+   lies before index 0, where no read of the tree looks but searches do);               ``gap``
 2. each stored leaf hash is SHA-256(0x00 || canonical bytes);                            ``leaf-hash``
 3. each entry carries its own index inside its canonical bytes;                          ``index``
 4. (deep) each entry is RFC 8785 canonical JSON with a valid event;                      ``entry``
@@ -760,6 +761,9 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_Checkp
         except MalformedRow as exc:
             return VerifyResult(0, 0, None, Failure(FailureKind.CHECKPOINT, None, f"{exc}: {_EDITED}"))
         size = 0 if deep else store.tree_size(connection)
+        below = _below_the_first(store.lowest_index(connection))
+        if below is not None:
+            return VerifyResult(0, 0, None, below)
         try:
             rows = store.key_rows(connection)
         except MalformedRow as exc:
@@ -787,6 +791,19 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_Checkp
 
 
 _EDITED = "the table was changed outside the gateway"
+
+
+def _below_the_first(lowest: Any) -> Failure | None:
+    """Step 1 for the rows before index 0 (``lowest``: :func:`audit.store.lowest_index`), which every other read
+    of a verification starts after: a row there is no entry of the log's tree, yet searches find it."""
+    try:
+        if lowest is None or not lowest < 0:
+            return None
+    except TypeError:  # a value no index is (SQLite keeps any): the reads from index 0 report the row
+        return None
+    return Failure(FailureKind.GAP, min(int(lowest), -1),
+                   f"a row holds index {lowest}, before the log's first entry (0): no entry of the tree, yet "
+                   f"searches, statistics and look-ups find it: {_EDITED}")
 
 
 def _stored_records(engine: Engine) -> Iterator[list[_EntryRecord]]:
