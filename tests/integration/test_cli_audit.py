@@ -236,6 +236,26 @@ def test_a_stored_value_the_gateway_could_never_have_written_is_a_verdict(
     assert f"log NOT intact: {verdict}" in stderr, stderr
 
 
+@pytest.mark.parametrize(("sql", "verdict"), [
+    ("UPDATE audit_entries SET log_index = 'thirteen' WHERE log_index = 13", "gap at index 13"),
+    ("UPDATE audit_entries SET log_index = X'0d' WHERE log_index = 13", "gap at index 13"),
+    ("INSERT INTO audit_entries SELECT 'x', lower(hex(randomblob(16))), recorded_at, event_type, partnership, purpose, "
+     "requester_org, holder_org, decision, subject_pseudonym, subject_key, canonical, leaf_hash FROM audit_entries "
+     "WHERE log_index = 2", "columns at index 24"),
+], ids=["log_index text", "log_index blob", "row added with a text index"])
+def test_an_index_that_is_no_number_is_a_verdict_of_a_fast_verification_too(
+        data_dir: Path, sql: str, verdict: str) -> None:
+    """The fast verification reads the log's size (the largest index) first, and an index SQLite keeps as text
+    or bytes made that a ValueError: a traceback from ``audit verify --fast`` (and a 500 from the console's
+    "verify now", which verifies fast) where the deep verification says what was changed. Same verdict."""
+    assert runner.invoke(app, ["audit", "verify", "--fast"]).exit_code == 0
+    _tamper(data_dir, sql)
+    deep = _no_traceback(runner.invoke(app, ["audit", "verify"]))
+    assert f"log NOT intact: {verdict}" in deep, deep
+    fast = _no_traceback(runner.invoke(app, ["audit", "verify", "--fast"]))
+    assert f"log NOT intact: {verdict}" in fast, fast
+
+
 @pytest.mark.parametrize("sql", [
     "UPDATE audit_entries SET holder_org = 'someone-else' WHERE log_index = 13",
     "UPDATE audit_entries SET requester_org = NULL WHERE log_index = 13",
