@@ -224,6 +224,28 @@ def test_an_entry_planted_before_index_0_fails_every_verification(live_log: tupl
         assert _check(result, Expect(FailureKind.GAP, -1)) is None, f"deep={deep}, cache={cache}: {result}"
 
 
+@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)  # SQLite keeps text in a column of bytes
+def test_a_cached_subtree_edited_into_text_is_a_node_cache_verdict(db_url: str) -> None:
+    """A verification compares the subtrees it completes with the cache, the few far below the rest (a large
+    subtree completed at a checkpoint) read by their ids. A hash edited into text made that read a TypeError:
+    a traceback from ``audit verify`` (a 500 from the console's "verify now") where a cached subtree edited
+    into other bytes is the verdict ``node-cache``."""
+    engine = make_engine(db_url)
+    try:
+        log = AuditLog(engine, SIGNER, policy=CheckpointPolicy(every_entries=64, every_seconds=None))
+        for batch in range(5):
+            log.append([make_event(batch * 64 + i) for i in range(64)])
+        assert verify_database(engine, log.verifier, deep=False).ok
+        with triggers_disabled(engine) as connection:
+            connection.exec_driver_sql(f"UPDATE audit_tree_nodes SET hash = 'not a hash' "
+                                       f"WHERE node_id = {flat_index((8, 0))}")
+        for deep in (True, False):
+            result = verify_database(engine, log.verifier, deep=deep)
+            assert _check(result, Expect(FailureKind.NODE_CACHE, 0, 255)) is None, f"deep={deep}: {result}"
+    finally:
+        engine.dispose()
+
+
 def test_a_rolled_back_database_is_caught_with_a_checkpoint_the_verifier_kept(
         live_log: tuple[Engine, AuditLog]) -> None:
     engine, log = live_log
