@@ -942,22 +942,29 @@ class _Chunks:
         self.chunk = _PARALLEL_CHUNK
         if self.chunk & (self.chunk - 1):
             raise ValueError("the chunk size must be a power of two")
-        self.ranges = [(start, min(start + self.chunk, size)) for start in range(0, size, self.chunk)]
+        self.size = size
         self.wanted = _wanted_by_chunk(stream.checkpoints, self.chunk.bit_length() - 1)
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        """The chunks ``[start, stop)`` up to the size, planned as they are read, never as one list: the size is
+        the largest index stored, and one row inserted at a huge index (a BIGINT allows 2**63 - 1) made a list of
+        chunks up to it fill the memory before anything was read. The run stops at the first chunk that comes
+        back short (:func:`_feed_chunks`), and the entries after it name the gap."""
+        return ((start, min(start + self.chunk, self.size)) for start in range(0, self.size, self.chunk))
 
     def task(self, start: int, stop: int) -> tuple[Callable[..., _ChunkResult], tuple[Any, ...]]:
         return _check_chunk, (self.source, start, stop, self.wanted.get(start // self.chunk, ()), self.check_nodes,
                               self.columns)
 
     def inline(self) -> Generator[tuple[int, int, _ChunkResult], None, None]:
-        for start, stop in self.ranges:
+        for start, stop in self.ranges():
             function, arguments = self.task(start, stop)
             yield start, stop, function(*arguments)
 
     def from_pool(self, pool: Executor, in_flight: int) -> Generator[tuple[int, int, _ChunkResult], None, None]:
         """Results in chunk order, ``in_flight`` tasks submitted ahead; the rest cancelled when closed early."""
         pending: deque[tuple[int, int, Future[_ChunkResult]]] = deque()
-        upcoming = iter(self.ranges)
+        upcoming = self.ranges()
 
         def submit(count: int) -> None:
             for start, stop in itertools.islice(upcoming, count):
