@@ -1170,7 +1170,12 @@ def _export_entries(lines: Iterator[bytes], declared: int) -> Iterator[list[_Row
             yield batch
             raise _fail(FailureKind.FORMAT, position, f"export line for entry {position} is invalid ({exc})") \
                 from None
-        row = _entry_row(line)
+        try:
+            row = _entry_row(line)
+        except ValueError:  # an index of more digits than Python converts (int_max_str_digits): no log's
+            yield batch
+            raise _fail(FailureKind.FORMAT, position, f"export line for entry {position} holds an index of more "
+                        "digits than any log has") from None
         if row is None:
             if not line.strip():
                 continue

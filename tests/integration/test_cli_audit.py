@@ -109,6 +109,21 @@ def test_an_entry_nested_too_deep_is_caught_at_its_index(tmp_path: Path, exporte
     assert "log NOT intact: root" in _verify_file(tmp_path, b"".join(lines), key, "--fast")
 
 
+@pytest.mark.parametrize("digits", [5000, 4301], ids=["5000 digits", "one past the limit"])
+def test_an_entry_line_whose_index_has_more_digits_than_python_reads_is_a_format_verdict(
+        tmp_path: Path, exported: tuple[list[bytes], str], digits: int) -> None:
+    """Python converts at most 4,300 digits to an integer (ValueError past that, as for an entry's number in
+    ``HUGE_NUMBER``): an entry line's index of more digits, the rest of the line untouched, was a traceback
+    from ``audit verify --export`` where every other malformed line is a ``format`` verdict at its entry."""
+    lines, key = exported
+    target = 4 + 13
+    start = lines[target].rindex(b',"index":')
+    end = lines[target].index(b',"leaf_hash":', start)
+    lines[target] = lines[target][:start] + b',"index":' + b"1" * digits + lines[target][end:]
+    for options in ([], ["--fast"]):
+        assert "log NOT intact: format at index 13" in _verify_file(tmp_path, b"".join(lines), key, *options)
+
+
 # -- export -----------------------------------------------------------------------------------------------------
 
 
