@@ -62,7 +62,7 @@ from gateway.enrolment.filter_cache import (
     withdrawn,
 )
 from gateway.enrolment.held import DIGESTED, HeldRecords, decoded, row_digest, size_of
-from gateway.enrolment.service import CONFIDENTIAL, participant_of
+from gateway.enrolment.service import CONFIDENTIAL, ensure_refusal_code_names_no_one, participant_of
 from gateway.enrolment.tables import match_filters
 from gateway.errors import Conflict, Unprocessable
 from gateway.matching.encoding import EncodedDataset, filters_from_b64
@@ -355,6 +355,7 @@ class FilterService:
         if both:
             raise Unprocessable(f"record {refs.index(both[0])}: a reference both sent and removed")
         _no_personal_data(refs + list(body.remove))
+        ensure_refusal_code_names_no_one(body.confidential_reason)
         unknown = sorted({c for r in body.records for c in r.categories} - self.register.categories.keys())
         if unknown:
             raise Unprocessable(f"categories the register does not know: {', '.join(unknown)} "

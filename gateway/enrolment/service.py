@@ -30,6 +30,7 @@ from sqlalchemy import ColumnElement, Connection, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter
+from audit.guard import find_personal_data
 from gateway.auth.principal import Principal
 from gateway.clock import Clock
 from gateway.enrolment.audited import (
@@ -97,6 +98,16 @@ class Item:
 REFUSAL_CODE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 """A holder's refusal reason is a code (``investigation-confidentiality``), never free text: it reaches the
 requester and the permanent audit log, and free text could name a person."""
+
+
+def ensure_refusal_code_names_no_one(code: str | None) -> None:
+    """422 for a refusal code, of :data:`REFUSAL_CODE_PATTERN`'s shape, that the audit log's guard takes for
+    personal data: a BSN is of that shape (``111222333``, ``111-222-333``). Kept with the subjects it was
+    enrolled for, it would be a person's number in the index, and every discovery refused with it would fail
+    the refusal's audit entry (the exchange now answers such a code as ``unspecified``)."""
+    if code is not None and (findings := find_personal_data(code)):  # the kind, never the value
+        raise Unprocessable(f"`confidential_reason` looks like personal data ({findings[0].kind}): a refusal "
+                            "code names no one")
 
 CONFIDENTIAL = "confidential"
 """The refusal code of a confidential subject whose participant gave no code of its own at enrolment."""
@@ -405,6 +416,7 @@ class PseudonymService:
         drop the others' categories, and a confidential item followed by a plain one would let the index
         answer ``hit`` where the participant refuses."""
         organisation = self._participant(principal, partnership)
+        ensure_refusal_code_names_no_one(confidential_reason)
         self._known_categories(items)
         transcryptor = self.transcryptor
         decoded = self._decode(items, transcryptor)

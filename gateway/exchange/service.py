@@ -50,6 +50,7 @@ from audit import (
 from audit.errors import PersonalDataError
 from audit.events import DataSubject, ProcessingActivity, Requester
 from audit.events import Decision as AuditDecision
+from audit.guard import find_personal_data
 from audit.store import sqlite_writer_lock
 from connectors.http_connector import ConnectorRegistry
 from connectors.protocol import (
@@ -495,10 +496,14 @@ def _refusal_code(reason: str | None, holder: str) -> str:
     """The holder's refusal reason when it is a code (``investigation-confidentiality``); free text could
     name a person, and would reach the requester and the permanent log, so it becomes ``unspecified``.
     ``fullmatch``: with ``match`` the pattern's ``$`` also matches before a final line break, and a code with
-    one passed here and failed the audit entry's check (no control characters): a 500 for the whole request."""
+    one passed here and failed the audit entry's check (no control characters): a 500 for the whole request.
+    Nor a "code" the audit log's guard takes for personal data (a BSN is of a code's shape: ``111222333``,
+    ``111-222-333``): its refusal entry failed that guard after the holders were asked, and the requester got
+    a 422 blaming its own request, the other holders' answers were lost, and the log kept the request's
+    write-ahead with no ending after it."""
     if reason is None:
         return "unspecified"
-    if _REFUSAL_CODE.fullmatch(reason):
+    if _REFUSAL_CODE.fullmatch(reason) and not find_personal_data(reason):
         return reason
     log.warning("holder_refusal_reason_not_a_code", holder=holder, length=len(reason))
     return "unspecified"
@@ -805,8 +810,9 @@ class ExchangeService:
         # arrives meanwhile waits for it, since the writer commits it whether or not the request waits
         self._ahead_handed: dict[str, asyncio.Future[list[Receipt]]] = {}
         # ids of attempts past their write-ahead -> their latest commit that checks or gives up the key's claim, marks
-        # a re-run's decision used or stores their outcome (``_awaited_by_end``), until the attempt ends: cancelled,
-        # the attempt gives its claim, its rule-6 count (``_uncount``) and its decision back only after it
+        # a re-run's decision used, logs the holders' answers or stores their outcome (``_awaited_by_end``), until it
+        # settles (``_settled``): cancelled, the attempt logs its ending and gives its claim, its rule-6 count
+        # (``_uncount``), its decision and the provisions left back only after it (``_commits_settled``)
         self._commits_under_way: dict[str, asyncio.Future[Any]] = {}
         self._rerun_grants: dict[str, RerunGrant] = {}  # attempt id -> the decision it reserved (until it ends)
         self._matched: dict[str, Matched] = {}  # attempt id -> what its match handles resolved to (until it ends)
@@ -906,7 +912,9 @@ class ExchangeService:
         return receipts
 
     async def _uncount(self, attempt: str) -> None:
-        """``attempt`` ended: give its count back unless its outcome was stored (then it is a stored exchange)."""
+        """``attempt`` ended: give its count back unless its outcome was stored (then it is a stored exchange) —
+        known once the commit that would store it has settled (``_outcome_stored_by``)."""
+        await self._commits_settled(attempt)
         day = self._counted_in.pop(attempt, None)
         if day is None:
             return
@@ -929,6 +937,11 @@ class ExchangeService:
                 return await self.deps.writer.record(events, companion)
             return await self._written_ahead_of(ahead_of, self.deps.writer.handed(events, companion))
         except PersonalDataError as exc:  # the caller put an identifier in a reference: its input, not our fault
+            if events and events[0].exchange_id in self._logged_ahead:
+                # Past the write-ahead, which took every reference of the request: an entry the gateway built (from
+                # a holder's answer, say) is what failed, a defect the request ends with (``_audit_defect``), not
+                # a 422 that blames the requester and leaves the write-ahead with nothing after it.
+                raise
             raise Unprocessable("a reference in the request looks like personal data (e.g. a BSN); use "
                                 "case and signal references that identify no one; nothing was disclosed") from exc
         except AuditError as exc:
@@ -1008,7 +1021,6 @@ class ExchangeService:
             self._logged_ahead.discard(request_id)
             self._ending_handed.discard(request_id)
             self._ahead_handed.pop(request_id, None)
-            self._commits_under_way.pop(request_id, None)
 
     async def _audit_defect(self, exc: BaseException, event_type: EventType, principal: Principal,
                             body: ExchangeRequest | DiscoveryRequest, trace: Trace, exchange_id: str) -> None:
@@ -1056,22 +1068,35 @@ class ExchangeService:
         Cancelled while its write-ahead is committed (handed to the writer, ``_ahead_handed``), the request waits
         for that commit first: the writer commits it whether or not the request waits, so the entry is written
         only if the write-ahead was. Counted as logged ahead only once it had waited, such a request ended with
-        its write-ahead in the log and nothing after it."""
-        if request_id in self._ending_handed:
+        its write-ahead in the log and nothing after it.
+
+        Cancelled while its ending's commit is under way (a task of its own, ``_awaited_by_end``), the request
+        waits for that commit too: made, it is the ending; failed, it wrote nothing, and this entry is the ending
+        (with the provisions that commit did not log). Without the wait, a request cancelled twice (the second
+        time while the attempt waited for that commit to give its claim up) took the ending as written, and a
+        commit that then failed left the request with no ending at all."""
+        under_way = self._commits_under_way.get(request_id)  # the ending's, when it is handed
+        ending_handed = request_id in self._ending_handed
+        if ending_handed and under_way is None:
             return
         ahead = None if request_id in self._logged_ahead else self._ahead_handed.get(request_id)
         if ahead is None and request_id not in self._logged_ahead:
             return
         self._ending_handed.add(request_id)
-        await asyncio.shield(self._cancellation_logged(principal, body, trace, request_id, ahead))
+        await asyncio.shield(self._cancellation_logged(principal, body, trace, request_id, ahead,
+                                                       under_way, ending_handed))
 
     async def _cancellation_logged(self, principal: Principal, body: ExchangeRequest | DiscoveryRequest,
-                                   trace: Trace, request_id: str,
-                                   ahead: asyncio.Future[list[Receipt]] | None = None) -> None:
+                                   trace: Trace, request_id: str, ahead: asyncio.Future[list[Receipt]] | None = None,
+                                   under_way: asyncio.Future[Any] | None = None, ending_handed: bool = False) -> None:
         """A cancelled request's ending logged, or the log line that says it is not: nothing raised here may
         take the cancellation's place. After ``ahead``, the write-ahead's commit, if it was still under way:
-        when it failed, nothing of the request is in the log, and nothing is added."""
+        when it failed, nothing of the request is in the log, and nothing is added. After ``under_way``, the
+        commit the request's end waits for, if one was: when it was the request's ending (``ending_handed``) and
+        was made, nothing is added either."""
         if not await _written(ahead):  # nothing of the request is in the log, and nothing is added
+            return
+        if await _written(under_way) and ending_handed:
             return
         try:
             await self._record(self._unanswered(principal, body, trace, request_id, _REQUEST_CANCELLED,
@@ -1136,7 +1161,9 @@ class ExchangeService:
         logged. Each is shielded, but a cancellation that reaches the request while it waits for one is raised
         there: begun in turn only after it, the others were skipped (the count never given back, the provisions
         never logged, and both kept in ``_counted_in`` and ``_provisions`` for good). The cancellation goes on
-        once all of them are under way."""
+        once all of them are under way. Each waits, inside its shielded task, for the attempt's commit under way
+        (``_commits_settled``): the attempt's own wait for it (``_released_after_commits``) is cut short by a
+        further cancellation, and a give-back before that commit made it fail or gave back what it had kept."""
         try:
             await self._rerun_ended(exchange_id)
         finally:
@@ -1311,7 +1338,7 @@ class ExchangeService:
             result = self._result(principal, body, exchange_id, attempt.versions, served, receipts,
                                   await self._checkpoint())
             row = self._outcome_row(attempt, result)
-            disclosed = await self._provisions_logged_by(exchange_id, self._outcome_stored_by(attempt, self._ending(
+            disclosed = await self._outcome_stored_by(attempt, self._provisions_logged_by(exchange_id, self._ending(
                 exchange_id, self._record(after, repository.outcome_companion(
                     lambda entries: _with_receipt_indices(row, [r.index for r in receipts + entries]),
                     self._claim_held(attempt.claim, release=True)), _KEY_TAKEN_AFTER))))
@@ -1337,15 +1364,11 @@ class ExchangeService:
 
     async def _provisions_logged_by(self, exchange_id: str, commit: Awaitable[_R]) -> _R:
         """``commit``, which logs the holders' answers and with them the records the requester provided (see
-        ``_provisions``): once it has committed, the attempt's ending no longer logs those. A failure of it
-        wrote nothing, so they stay for the ending; cancelled meanwhile, the commit it handed the writer may
-        still happen, so they are dropped rather than logged twice."""
-        try:
-            committed = await commit
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                self._provisions.pop(exchange_id, None)
-            raise
+        ``_provisions``): once it has committed, the attempt's ending no longer logs those; a failure of it wrote
+        nothing, so they stay for the ending. Run inside the commit's own task (``_awaited_by_end``), so that it
+        is the commit's end that decides, not the attempt's: cancelled meanwhile, the attempt used to drop them
+        (the writer might still commit them), and when that commit then failed they were in no entry at all."""
+        committed = await commit
         self._provisions.pop(exchange_id, None)
         return committed
 
@@ -1358,7 +1381,9 @@ class ExchangeService:
         """However the attempt ended, the log says which holders were handed (or may hold) the records the
         requester provided: those the holders' answers did not log (the request failed or was cancelled before
         they were, or their commit was refused) are logged now, on their own. A ``request.failed`` ending
-        (``_unanswered``: a defect's, a cancellation's) logs them before it instead, when one is written."""
+        (``_unanswered``: a defect's, a cancellation's) logs them before it instead, when one is written. Which are
+        left is known once the commit that would log them has settled (``_provisions_logged_by``)."""
+        await self._commits_settled(exchange_id)
         left = self._provisions_left(exchange_id)
         if not left:
             return
@@ -1390,25 +1415,26 @@ class ExchangeService:
         # Each commit logs the records the requester provided with the answers (``_provisions_logged_by``), not
         # the step's preparation before them: cancelled during it, nothing is handed yet and the attempt's ending
         # must still log them.
-        # A guard checks what the attempt's end gives back (its key's claim, a re-run's reserved decision): the
-        # commit is then one the end waits for when the attempt is cancelled meanwhile (``_awaited_by_end``).
+        # The commit is one the attempt's end waits for when the attempt is cancelled meanwhile
+        # (``_awaited_by_end``): its guard checks what the end gives back (the key's claim, a re-run's reserved
+        # decision), and whether it logged the provisions decides whether the end logs them.
         exchange_id = attempt.exchange_id
 
         def awaited(commit: Awaitable[list[Receipt]]) -> Awaitable[list[Receipt]]:
-            return commit if guard is None else self._awaited_by_end(exchange_id, commit)
+            return self._awaited_by_end(exchange_id, self._provisions_logged_by(exchange_id, commit))
 
         if step is not None:
             try:
-                logged = await self._provisions_logged_by(exchange_id, awaited(self._record(
-                    after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER)))
+                logged = await awaited(self._record(
+                    after + step.events, repository.only_if(_with_step(guard, step)), _KEY_TAKEN_AFTER))
             except CaseStepNotTaken as refused:
                 log.info("escalation_step_not_with_answers", exchange_id=attempt.exchange_id,
                          error_type=type(refused.__cause__ or refused).__name__)
             else:
                 step.taken()
                 return logged[:len(after)], True
-        return await self._provisions_logged_by(exchange_id, awaited(self._record(
-            after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER))), False
+        return await awaited(self._record(
+            after, repository.only_if(guard) if guard else None, _KEY_TAKEN_AFTER)), False
 
     async def _store_outcome(self, attempt: _Attempt, result: ExchangeResult, *, answers_logged: bool,
                              openings: list[CaseOpening]) -> None:
@@ -1577,7 +1603,7 @@ class ExchangeService:
         (``_rerun_ended``): a give-back before it made it fail (``DecisionLost``), the holder's answer unlogged and
         the decision free to be used again."""
         await _written(self._ahead_handed.get(exchange_id))  # settled either way is all that counts
-        await _written(self._commits_under_way.get(exchange_id))
+        await self._commits_settled(exchange_id)
         if claim is not None:
             await self._release(claim)
 
@@ -1589,7 +1615,21 @@ class ExchangeService:
         task = asyncio.ensure_future(commit)
         task.add_done_callback(retrieved)  # retrieved even if the attempt no longer waits for it
         self._commits_under_way[exchange_id] = task
+        task.add_done_callback(lambda _: self._settled(exchange_id, task))
         return await asyncio.shield(task)
+
+    def _settled(self, exchange_id: str, task: asyncio.Future[Any]) -> None:
+        """``task``, a commit of ``exchange_id``'s (``_awaited_by_end``), is done: no longer one to wait for. Left
+        by the commit itself, not by the attempt's end, since what ends an attempt waits for it (the ``request.failed``
+        of a cancellation, and every give-back), each in a shielded task of its own that a further cancellation of
+        the request does not cut short."""
+        if self._commits_under_way.get(exchange_id) is task:
+            del self._commits_under_way[exchange_id]
+
+    async def _commits_settled(self, exchange_id: str) -> bool:
+        """Once ``exchange_id``'s commit under way (if any) has settled: whether it was made (True if none was under
+        way). What ends the attempt and depends on that commit comes after it (``_written``)."""
+        return await _written(self._commits_under_way.get(exchange_id))
 
     async def _outcome_stored_by(self, attempt: _Attempt, commit: Awaitable[_R]) -> _R:
         """``commit``, the one that stores the attempt's outcome (and gives its claim up, if it has one), after
@@ -1741,10 +1781,20 @@ class ExchangeService:
 
     async def _rerun_ended(self, exchange_id: str) -> None:
         """The attempt is over: the decision it reserved for its re-run is given back unless the re-run used it
-        (the database says which: see ``RerunGrant.mark_used``); also when the attempt is cancelled."""
+        (the database says which: see ``RerunGrant.mark_used``); also when the attempt is cancelled, after the
+        commit that would mark it used has settled."""
+        if exchange_id not in self._rerun_grants:
+            return
+        if self.deps.escalations is None:
+            del self._rerun_grants[exchange_id]
+            return
+        await asyncio.shield(self._rerun_given_back(exchange_id, self.deps.escalations))
+
+    async def _rerun_given_back(self, exchange_id: str, desk: EscalationDesk) -> None:
+        await self._commits_settled(exchange_id)
         grant = self._rerun_grants.pop(exchange_id, None)
-        if grant is not None and self.deps.escalations is not None:
-            await asyncio.shield(self.deps.escalations.rerun_ended(grant))
+        if grant is not None:
+            await desk.rerun_ended(grant)
 
     async def _escalate(self, exchange_id: str, outcomes: list[TargetOutcome], grant: RerunGrant | None,
                         trace: Trace, *, stepped: bool = False) -> None:
@@ -1762,13 +1812,19 @@ class ExchangeService:
 
     async def _case_openings(self, attempt: _Attempt, outcomes: list[TargetOutcome]) -> list[CaseOpening]:
         """A case for each escalated or refused target (issue 6), prepared to commit with the outcome row
-        (``_store_outcome``), which cites it: ``escalation_id`` is set on the target now. A re-run opens none."""
+        (``_store_outcome``), which cites it: ``escalation_id`` is set on the target now.
+
+        Not for a target the policy applied a re-run's decision to: its case exists, and a holder refusing under
+        the decision is a step of that case (``_escalate``). A re-run whose decision the policy did not apply (it
+        was made for another request) is answered as any request is, and so is its escalation or refusal: it
+        opens a case. It opened none, as no re-run did, so the target was ``escalated`` with no case — and a
+        requester cannot object to an escalation: a dispute nobody would ever be asked to decide."""
         desk = self.deps.escalations
-        if desk is None or attempt.grant is not None:
+        if desk is None:
             return []
         openings = []
         for outcome in outcomes:
-            if outcome.outcome in _ESCALATING:
+            if outcome.outcome in _ESCALATING and not outcome.escalation_decision_applied:
                 opening = await desk.case_opening(attempt.principal, attempt.body, attempt.exchange_id,
                                                   attempt.request_fingerprint, outcome, attempt.trace)
                 outcome.escalation_id = opening.case_id

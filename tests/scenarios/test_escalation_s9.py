@@ -311,10 +311,11 @@ def test_a_rerun_that_outlived_its_reservation_discloses_nothing(tmp_path: Path,
         assert closes == [taken_over.json()["exchange_id"]]
 
 
-def _cancelled_as_disclosed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+def _cancelled_as_disclosed(stack: Stack, monkeypatch: pytest.MonkeyPatch, *, early: bool = False) -> None:
     """The request's own task is cancelled (as by a stopping server) as the request hands the audit writer its
     ``disclosure`` entries, and again as it hands the ``request.failed`` entry that ends it (the cancellation
-    arrives a second time while the request ends); the writer begins the disclosures' transaction half a second
+    arrives a second time while the request ends) — with ``early``, also 0.2 s after the first, while the
+    request's end still waits for the disclosures' commit; the writer begins the disclosures' transaction half a second
     late (busy with other batches, holding no lock meanwhile), so both cancellations arrive while those wait to
     be committed, which they are all the same. (They may be handed in a task of their own: the request's task is
     the one that entered ``_failing_closed``, as uvicorn's task of the request does.)"""
@@ -324,6 +325,8 @@ def _cancelled_as_disclosed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> No
     async def cancelled(events: list[AuditEvent], *args: Any) -> list[Receipt]:
         if any(e.event_type in {EventType.DISCLOSURE, EventType.REQUEST_FAILED} for e in events):
             cancel_request()
+            if early and any(e.event_type == EventType.DISCLOSURE for e in events):
+                asyncio.get_running_loop().call_later(0.2, cancel_request)
         return await recording(events, *args)
 
     monkeypatch.setattr(service, "_record", cancelled)
@@ -331,8 +334,9 @@ def _cancelled_as_disclosed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> No
     written_late(stack, monkeypatch, EventType.DISCLOSURE)
 
 
+@pytest.mark.parametrize("early", [False, True])
 def test_a_rerun_cancelled_while_its_disclosure_is_logged_keeps_the_decision_used(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, early: bool) -> None:
     """The commit that logs a re-run's disclosure marks its decision used (``RerunGrant.mark_used``), provided the
     re-run still holds the decision's reservation. Handed to the audit writer, that commit is made whether or not
     the re-run waits for it. Found while hunting the race of the Idempotency-Key's claim (same shape): a re-run
@@ -342,11 +346,13 @@ def test_a_rerun_cancelled_while_its_disclosure_is_logged_keeps_the_decision_use
     the writer after that commit and waited for, which hid the race; cancelled again meanwhile, as the attempt's
     end allows for, it did not wait.) Now the re-run waits for that commit before it ends: the disclosure is
     logged, then the request's ending (``request-cancelled``: the answer never reached the requester), and the
-    decision stays used (the next re-run citing it is refused and the case closed)."""
+    decision stays used (the next re-run citing it is refused and the case closed). Cancelled once more while
+    it waited for that commit (``early``), the re-run gave the reservation back before it all the same; now that
+    give-back waits for the commit in a shielded task of its own."""
     with running_stack(tmp_path, clock=FixedClock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))) as stack:
         case_id, rerun, police_po = _allowed(stack)
         with monkeypatch.context() as patch:
-            _cancelled_as_disclosed(stack, patch)
+            _cancelled_as_disclosed(stack, patch, early=early)
             with contextlib.suppress(httpx.HTTPError):  # the server may drop the connection of a cancelled request
                 cancelled = stack.post(MUNICIPALITY, "/v1/exchanges", rerun)
                 assert cancelled.status_code == 500, cancelled.text

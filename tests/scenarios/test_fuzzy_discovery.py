@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import OperationalError
 
 from audit.tables import audit_entries
+from gateway.client.errors import GatewayClientError
 from gateway.client.fuzzy import MAX_FILTER_BATCH, MAX_FUZZY_SUBJECTS
 from gateway.client.fuzzy_requests import FilterRecordToEnrol, enrolment_batches, fuzzy_request
 from gateway.client.models import Signal
@@ -255,6 +256,23 @@ def test_enrolment_is_incremental_and_a_confidential_match_is_the_holders_refusa
     asyncio.run(_enrol_with_client(stack, POLICE, [record]))  # an update under the same reference
     police = _by_holder(_discover(stack, _request(people)))["politie"]
     assert police["subjects"][:3] == ["hit", "hit", "hit"]
+
+
+def test_a_refusal_code_that_is_a_person_s_number_is_refused_and_nothing_is_enrolled(stack: Stack,
+                                                                                       people: People) -> None:
+    """A refusal code is of a BSN's shape when it is nine digits (``111222333``): kept with the records, it
+    would be a person's number in the index and reach the requester and the log with every refusal. 422, and
+    the batch enrols nothing."""
+    record = FilterRecordToEnrol(people.refs[POLICE][0], people.held[POLICE][0], ["police_incidents"])
+    before = _stored(stack)
+    with pytest.raises(GatewayClientError) as refused:
+        asyncio.run(_enrol_with_client(stack, POLICE, [record._replace(confidential=True)],
+                                       confidential_reason="111222333"))
+    assert refused.value.status == 422
+    assert "111222333" not in str(refused.value.problem)
+    assert _stored(stack) == before
+    police = _by_holder(_discover(stack, _request(people)))["politie"]
+    assert police["outcome"] == "hit"  # still the records it had, none of them confidential
 
 
 def test_replace_starts_afresh_for_the_record_type(stack: Stack, people: People) -> None:

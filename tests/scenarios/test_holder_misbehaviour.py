@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from audit.tables import audit_entries
 from gateway.client.models import MAX_FIELD_DEPTH, ExchangeResult
+from gateway.exchange import service as service_module
 from tests.stack import Stack, stack_with_holder
 
 BSN = "111222333"
@@ -63,6 +64,8 @@ class _Holder:
             return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is an informant"}
         if self.mode == "refuse-code-and-newline":
             return {"status": "refused", "refusal_reason": "investigation-confidentiality\n"}
+        if self.mode.startswith("refuse-code-"):  # a "code" of the code's shape that is a person's number
+            return {"status": "refused", "refusal_reason": self.mode.removeprefix("refuse-code-")}
         if self.mode == "reject-in-words":
             return JSONResponse({"detail": f"no such person BSN {BSN} ({NAME})"}, status_code=404)
         if self.mode == "text-in-identifiers":
@@ -92,6 +95,8 @@ class _Holder:
             return {"status": "refused", "refusal_reason": f"{NAME} (BSN {BSN}) is under investigation"}
         if self.discovery_mode == "refuse-code-and-newline":
             return {"status": "refused", "refusal_reason": "investigation-confidentiality\n"}
+        if self.discovery_mode.startswith("refuse-code-"):
+            return {"status": "refused", "refusal_reason": self.discovery_mode.removeprefix("refuse-code-")}
         if self.discovery_mode == "reject-in-words":
             return JSONResponse({"detail": f"no such person BSN {BSN} ({NAME})"}, status_code=404)
         if self.discovery_mode == "malformed":
@@ -149,6 +154,25 @@ def test_a_refusal_code_with_a_line_break_is_unspecified_not_a_failed_exchange(s
     target = _exchange(stack)
     assert target["outcome"] == "refused-by-holder"
     assert [r["message"] for r in target["reasons"]] == ["the holder refused: unspecified"]
+
+
+@pytest.mark.parametrize("code", [BSN, "111-222-333"])
+def test_a_refusal_code_that_is_a_person_s_number_is_unspecified_not_the_requester_s_fault(
+        stack: Stack, holder: _Holder, code: str) -> None:
+    """Found by a review: a refusal reason of a code's shape (lower case, digits, dashes) that is a BSN passed
+    as a code, and the holder's refusal entry (``holder:111222333``) tripped the audit log's personal-data
+    guard after the holder was asked: the requester got 422 "a reference in the request looks like personal
+    data" for the holder's words, the other holders' answers were lost with it, and the log kept the request's
+    write-ahead entries with no ending after them."""
+    holder.mode = f"refuse-code-{code}"
+    try:
+        target = _exchange(stack)
+    finally:
+        holder.mode = "answer"
+    assert target["outcome"] == "refused-by-holder"
+    assert target["escalation_id"]  # still an escalation trigger
+    assert [r["message"] for r in target["reasons"]] == ["the holder refused: unspecified"]
+    assert code not in json.dumps(target)
 
 
 def test_a_holder_s_error_detail_does_not_reach_the_requester(stack: Stack, holder: _Holder) -> None:
@@ -237,6 +261,7 @@ def test_fields_nested_deeper_than_a_provided_record_may_are_no_answer(stack: St
 @pytest.mark.parametrize(("mode", "outcome", "reason"), [
     ("refuse-in-words", "refused-by-holder", "the holder refused: unspecified"),
     ("refuse-code-and-newline", "refused-by-holder", "the holder refused: unspecified"),
+    (f"refuse-code-{BSN}", "refused-by-holder", "the holder refused: unspecified"),  # a number as its "code"
     ("refuse-with-hits", "holder-unavailable", None),  # a refusal that answers anyway is no answer at all
 ])
 def test_a_discovery_refusal_discloses_neither_words_nor_hits(stack: Stack, holder: _Holder, mode: str,
@@ -377,3 +402,28 @@ def test_records_about_none_of_the_subjects_asked_are_no_answer(stack: Stack, ho
         assert target["escalation_id"] is None
     over_shared = [(e["event_type"], e["reasons"], e["extra"]) for e in written if e["data_subject"] is None]
     assert over_shared == [logged]
+
+
+def test_an_entry_past_the_write_ahead_that_names_a_person_ends_the_request_as_a_defect(
+        stack: Stack, holder: _Holder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should any entry the gateway builds after the write-ahead trip the audit log's personal-data guard (here
+    a refusal code let through as it was before the code check above), that is the gateway's defect: the
+    requester gets the generic 500 (nothing disclosed), not a 422 blaming its request's references, and the log
+    ends the request with ``request.failed`` (the guard's error type, never the value) instead of keeping its
+    write-ahead with nothing after it. Found by a review: every personal-data refusal became that 422."""
+    monkeypatch.setattr(service_module, "_refusal_code", lambda reason, holder: reason or "unspecified")
+    holder.mode = f"refuse-code-{BSN}"
+    case = "RIEC-AA-2026-pd-after-write-ahead"
+    try:
+        response = stack.post("gemeente-amsterdam-vth", "/v1/exchanges", BIBOB | {
+            "case_reference": case, "subjects": [{"ref": stack.world.scenarios()["bibob-applicant"][1]}],
+            "holders": ["politie"], "categories": ["police_incidents"]})
+    finally:
+        holder.mode = "answer"
+    assert response.status_code == 500, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert BSN not in response.text
+    entries = stack.logged_for_case(case)
+    assert [e["event_type"] for e in entries] == ["exchange.requested", "policy.decided", "request.failed"]
+    assert (entries[-1]["reasons"], entries[-1]["extra"]["error_type"]) == (["gateway-error"], "PersonalDataError")
+    assert BSN not in json.dumps(entries)

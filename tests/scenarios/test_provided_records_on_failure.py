@@ -7,6 +7,7 @@ unknown, status ``error``: the call did not complete); so is a holder whose call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,11 +18,14 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import select, text
 from structlog.testing import capture_logs
 
+from audit import AuditEvent, EventType, Receipt
 from gateway.exchange.setup import exchange_service
-from tests.stack import Stack, stack_with_holder
+from gateway.exchange.tables import daily_request_counts
+from tests.request_cancellation import cancel_request, noting_request_tasks, written_late
+from tests.stack import Stack, inserts_refused, stack_with_holder
 
 
 class _Holder:
@@ -251,3 +255,59 @@ def test_a_request_cancelled_again_as_it_ends_still_logs_its_provision_and_keeps
     assert [(e["holder"], e["extra"]["direction"], e["extra"]["received"], e["status"]) for e in handed] == [
         ("kvk", "requester-to-holder", None, "error")]
     assert (service._counted_in, service._provisions) == ({}, {})
+
+
+def _counted_today(stack: Stack) -> int:
+    """Rule 6's count of the S2 purpose's requests as the database holds it (every day's: the clock is fixed)."""
+    with stack.container.engine.connect() as connection:
+        return sum(connection.execute(select(daily_request_counts.c.requests).where(
+            daily_request_counts.c.purpose == "malafide-company-dissolution")).scalars())
+
+
+@pytest.mark.parametrize("cancelled", ["once", "again while the answer is committed"])
+def test_a_request_cancelled_while_its_answer_fails_to_commit_logs_its_provision_and_its_ending(
+        stack: Stack, holder: _Holder, monkeypatch: pytest.MonkeyPatch, cancelled: str) -> None:
+    """The holder answered; the request is cancelled (its server stopping) while the commit of that answer —
+    the disclosures, the provision and the outcome row together — waits in the audit writer's queue, and that
+    commit then fails (the database refuses the outcome row). Nothing of it is in the log, so the request's
+    ending must say what the holder was handed, and that the request ended.
+
+    Found by a review of the previous session's leftovers: cancelled meanwhile, the attempt dropped the
+    provision (the writer might still commit it), so it was in no entry when the commit failed; and cancelled
+    a second time while it waited for that commit, the request took the commit for its ending and logged none
+    at all. Now the commit's own task says whether it logged the provision, and the cancellation's ending, the
+    count's give-back and the provisions' log wait for it, each in a shielded task of its own."""
+    service = exchange_service(stack.container)
+    recording = service._record
+    first = [True]
+
+    async def cancelled_as_answer_recorded(events: list[AuditEvent], *args: Any) -> list[Receipt]:
+        if first[0] and any(e.event_type == EventType.DISCLOSURE for e in events):
+            first[0] = False
+            cancel_request()
+            if cancelled != "once":  # arrives while the attempt waits for that commit before it ends
+                asyncio.get_running_loop().call_later(0.2, cancel_request)
+        return await recording(events, *args)
+
+    noting_request_tasks(service, monkeypatch)
+    monkeypatch.setattr(service, "_record", cancelled_as_answer_recorded)
+    written_late(stack, monkeypatch, EventType.DISCLOSURE, once=True)
+    holder.mode, holder.kept = "received=1", []
+    case = f"BD-2026-answer-refused-{cancelled.split()[0]}"
+    counted = _counted_today(stack)
+    with inserts_refused(stack, "refuse_outcomes", "exchanges"), capture_logs():
+        with contextlib.suppress(httpx.HTTPError):  # the server may drop the connection of a cancelled request
+            stack.post("belastingdienst-ivs", "/v1/exchanges", _s2(stack, case))
+        entries = stack.logged_for_case(case)
+        deadline = time.monotonic() + 10
+        while "request.failed" not in [e["event_type"] for e in entries] and time.monotonic() < deadline:
+            time.sleep(0.02)
+            entries = stack.logged_for_case(case)
+        time.sleep(0.7)  # anything still to come (a second ending, a late commit) would be in by now
+        entries = stack.logged_for_case(case)
+    assert [r["category"] for r in holder.kept] == ["tax_compliance"]  # it does hold them
+    assert [(e["event_type"], e["holder"], e["extra"].get("direction"), e["reasons"]) for e in entries][2:] == [
+        ("disclosure", "kvk", "requester-to-holder", []), ("request.failed", None, None, ["request-cancelled"])]
+    assert _counted_today(stack) == counted  # no outcome stored: its count given back
+    assert (service._counted_in, service._provisions, service._ending_handed, service._commits_under_way) == (
+        {}, {}, set(), {})

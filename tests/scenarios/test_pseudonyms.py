@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from audit.tables import audit_entries
 from connectors.store import PartnerStore, store_path
 from gateway.client.api import EnrolledSubject
 from gateway.enrolment.quota import DailyPseudonymQuota
 from gateway.enrolment.setup import pseudonym_service
-from gateway.enrolment.tables import pseudonyms_made
+from gateway.enrolment.tables import enrolments, pseudonyms_made
 from tests.stack import Stack, running_stack, stack_with_holder
 
 RIEC = "riec-amsterdam-amstelland"
@@ -452,6 +452,42 @@ async def test_index_discovery_of_a_minor_is_refused_where_the_purpose_allows_no
         "categories": ["police_incidents"]}
     allowed, _ = _discover(stack, youth | {"subjects": [s | {"minor": True} for s in youth["subjects"]]})
     assert allowed["politie"]["outcome"] == "hit"
+
+
+async def test_a_refusal_code_that_is_a_person_s_number_is_not_enrolled_nor_answered(stack: Stack) -> None:
+    """Found by a review: enrolment took a refusal code of a code's shape, and a BSN is of that shape
+    (``111222333``): a person's number kept in the index, and every later discovery of the subject failed its
+    holder's refusal entry on the audit log's personal-data guard after the write-ahead — 422 "a reference in
+    the request looks like personal data" for the requester (the other holders' answers lost) and a
+    write-ahead with no ending in the log. Now enrolment refuses such a code (422, nothing changed), and one
+    that is in the index already (enrolled before) is refused with as ``unspecified``."""
+    ref = stack.world.scenarios()["no-records"][0]
+    kind, number = stack.world.identifier_of(ref)
+    ask = BIBOB | {"subjects": _subjects(await stack.own_pseudonyms(MUNICIPALITY, RIEC, [ref])),
+                   "categories": ["company_registration"]}
+    async with stack.client("kvk-handelsregister") as client:
+        pseudonyms = await client.pseudonym_client(RIEC)
+        confidential = {"partnership": RIEC, "confidential_reason": "111-222-333", "subjects": [{
+            "type": kind, "polymorphic": pseudonyms.polymorphic(kind, number), "record_types": ["trade-name"],
+            "categories": ["company_registration"], "confidential": True}]}
+        refused = stack.post("kvk-handelsregister", "/v1/enrolments", confidential)
+        assert refused.status_code == 422, refused.text
+        assert "111-222-333" not in refused.text
+        targets, _ = _discover(stack, ask)
+        assert targets["kvk"]["outcome"] == "no-hit"  # the refused batch enrolled nothing
+        try:
+            await client.enrol(RIEC, [EnrolledSubject(kind, number, ["trade-name"], ["company_registration"],
+                                                      confidential=True)], confidential_reason="under-embargo")
+            with stack.container.engine.begin() as connection:  # as a gateway before the check kept it
+                connection.execute(update(enrolments).where(enrolments.c.confidential_reason == "under-embargo")
+                                   .values(confidential_reason="111222333"))
+            targets, events = _discover(stack, ask)
+        finally:
+            await client.enrol(RIEC, [(kind, number, [], [])])  # out of the index again
+    assert targets["kvk"]["outcome"] == "refused-by-holder"
+    assert [r["message"] for r in targets["kvk"]["reasons"]] == ["the holder refused: unspecified"]
+    assert _holder_events(events, "kvk") == [("holder.refused", ["holder:unspecified"])]
+    assert "111222333" not in json.dumps(targets) + json.dumps(events)
 
 
 async def test_re_enrolment_replaces_the_refusal_grounds_and_old_clients_enrol_without_them(stack: Stack) -> None:

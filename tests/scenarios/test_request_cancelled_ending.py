@@ -174,10 +174,12 @@ def test_a_request_cancelled_before_its_write_ahead_logs_nothing(
 
 def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyPatch,
                            when: Callable[[list[AuditEvent]], bool],
-                           adjust: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None) -> None:
+                           adjust: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None, *,
+                           again: bool = False) -> None:
     """The request's own task is cancelled as the request hands the audit writer the events ``when`` selects: the
-    cancellation arrives while the writer commits them (it commits what it was handed all the same).
-    ``adjust``: what else goes with those events (their companion), changed for the test. (The events may be
+    cancellation arrives while the writer commits them (it commits what it was handed all the same); with
+    ``again``, once more 0.2 s later (while the request's end waits for that commit, when the writer begins it
+    late). ``adjust``: what else goes with those events (their companion), changed for the test. (The events may be
     handed in a task of their own, ``ExchangeService._awaited_by_end``: the request's task is the one that entered
     ``_failing_closed``, as uvicorn's task of the request does.)"""
     recording = service._record
@@ -185,6 +187,8 @@ def _cancelled_as_recorded(service: ExchangeService, monkeypatch: pytest.MonkeyP
     async def cancelled(events: list[AuditEvent], *args: Any) -> list[Receipt]:
         if when(events):
             cancel_request()
+            if again:
+                asyncio.get_running_loop().call_later(0.2, cancel_request)
             if adjust is not None:
                 args = adjust(args)
         return await recording(events, *args)
@@ -234,10 +238,11 @@ def test_a_request_whose_defect_is_logged_gets_no_second_ending(
     _attempts_left(stack, service)
 
 
-@pytest.mark.parametrize(("path", "keyed"), [("/v1/exchanges", True), ("/v1/exchanges", False),
-                                             ("/v1/discovery", False)])
+@pytest.mark.parametrize(("path", "keyed", "twice"), [
+    ("/v1/exchanges", True, False), ("/v1/exchanges", False, False), ("/v1/discovery", False, False),
+    ("/v1/exchanges", True, True), ("/v1/exchanges", False, True)])
 def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it(
-        stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str, keyed: bool) -> None:
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str, keyed: bool, twice: bool) -> None:
     """The commit of the answer (the disclosures, and an exchange's outcome with them) is the request's ending:
     handed to the audit writer, it is written whether or not the request waits for it, so a cancellation that
     arrives meanwhile adds no ``request.failed`` after it. An exchange's answer is then stored: a retry with
@@ -248,16 +253,19 @@ def test_a_request_cancelled_while_its_answer_is_logged_gets_no_failure_after_it
     which then failed (its claim lost): the holders' answers were not logged and no answer was stored. Now the
     release waits for that commit to settle. Found by a review after it: the attempt's end gave the stored
     exchange's count back (with a key or without), so the day's count was one too low; now the count stays
-    once the outcome's commit is made, whether or not the attempt waits for it."""
+    once the outcome's commit is made, whether or not the attempt waits for it. Cancelled ``twice``, again while the
+    attempt waits for that commit (a server stopping twice), that wait was cut short and the attempt's end gave
+    the count back before the commit was made: the count was one too low; now the count's give-back waits for
+    that commit in a shielded task of its own."""
     service = exchange_service(stack.container)
     _cancelled_as_recorded(service, monkeypatch,
-                           lambda events: any(e.event_type == EventType.DISCLOSURE for e in events))
+                           lambda events: any(e.event_type == EventType.DISCLOSURE for e in events), again=twice)
     written_late(stack, monkeypatch, EventType.DISCLOSURE)
-    case = f"RIEC-AA-2026-A{path.rsplit('/', 1)[-1][:4]}{'-k' if keyed else ''}"
+    case = f"RIEC-AA-2026-A{path.rsplit('/', 1)[-1][:4]}{'-k' if keyed else ''}{'-twice' if twice else ''}"
     body = _body(stack, path, case) | {"categories": ["police_incidents"]}
     if path == "/v1/exchanges":
         body["holders"] = ["politie"]
-    key = {"Idempotency-Key": "cancelled-while-answered-0001"} if keyed else {}
+    key = {"Idempotency-Key": f"cancelled-while-answered-000{2 if twice else 1}"} if keyed else {}
     counted = _counted_today(stack)
     try:
         response = stack.post(REQUESTER, path, body, key)

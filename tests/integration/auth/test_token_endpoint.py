@@ -84,6 +84,23 @@ def test_a_scope_asked_twice_is_granted_once(client: TestClient, container: Cont
     assert claims["scope"] == "discovery exchange"
 
 
+@pytest.mark.parametrize("separator", ["\t", "\n", "\r", "\x0b", "\x0c", "\x1f", "\x85", "\u00a0", "\u2003",
+                                       "\u3000"])
+def test_a_scope_split_by_anything_but_a_space_is_refused(client: TestClient, container: Container,
+                                                          separator: str) -> None:
+    """RFC 6749 §3.3: the scope is scope-tokens of printable ASCII joined by spaces. Python's ``str.split()``
+    also splits at tabs, line ends and Unicode white space, so ``exchange<TAB>discovery`` got a token for
+    both, where a proxy, a filter or a log on the way in reads one unknown scope (or none it guards): a
+    token request two readers read differently, as a repeated form parameter is. Refused, and no token."""
+    keys = register_client(container, SYSTEM, ["exchange", "discovery"])
+    refused = client.post("/oauth/token", data=token_form(client_assertion(container, keys),
+                                                          f"exchange{separator}discovery"))
+    body = _problem(refused, 400, "invalid_scope")
+    assert "access_token" not in body
+    spaced = client.post("/oauth/token", data=token_form(client_assertion(container, keys), "exchange discovery"))
+    assert spaced.status_code == 200, spaced.text
+
+
 @pytest.mark.parametrize("style", ["basic", "post"])
 def test_client_secret_authentication(client: TestClient, container: Container, style: str) -> None:
     secret = register_secret(container, SYSTEM, ["exchange"])
