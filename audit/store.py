@@ -233,6 +233,15 @@ def tree_size(connection: Connection) -> int:
     return 0 if largest is None else int(largest) + 1
 
 
+def lowest_index(connection: Connection) -> Any:
+    """The smallest ``log_index`` in the table as stored (0 in a sound log, None when it is empty).
+
+    Why a verifier asks: every read of the log starts at index 0, so a row inserted below it (the append-only
+    triggers refuse UPDATE and DELETE, not INSERT) would be read by nothing that verifies, while the searches,
+    statistics, anomaly flags and data-subject look-ups, which filter on columns and not on the index, count it."""
+    return connection.execute(select(func.min(audit_entries.c.log_index))).scalar()
+
+
 _LEAVES_BY_INDEX = select(audit_entries.c.log_index, audit_entries.c.leaf_hash).where(
     audit_entries.c.log_index.in_(bindparam("indices", expanding=True)))
 _NODES_BY_ID = select(audit_tree_nodes.c.node_id, audit_tree_nodes.c.hash).where(
@@ -250,11 +259,21 @@ def fetch_nodes(connection: Connection, nodes: Iterable[Node]) -> dict[Node, byt
     found: dict[Node, bytes] = {}
     for start in range(0, len(leaves), _FETCH_CHUNK):
         rows = connection.execute(_LEAVES_BY_INDEX, {"indices": leaves[start : start + _FETCH_CHUNK]})
-        found.update(((0, int(index)), bytes(value)) for index, value in rows)
+        found.update(((0, int(index)), _hash_bytes(value)) for index, value in rows)
     inner = [node for node in wanted if node[0] > 0]
     for node_id, value in nodes_by_id(connection, [flat_index(node) for node in inner]).items():
         found[node_at_flat_index(node_id)] = value
     return found
+
+
+def _hash_bytes(value: Any) -> bytes:
+    """A stored hash as bytes; a value no hash column holds (SQLite keeps text in any column) as ``b""``.
+
+    Why not ``bytes(value)``: for text that raised TypeError, so a subtree edited behind the log's back crashed
+    the verifier (and a proof or a signature over it) instead of being what it is, a hash that matches nothing:
+    a verifier reports it as a wrong cached subtree, and a proof or a root built over it fails, as over any wrong
+    hash (the gateway then signs nothing: its fork guard's proof does not verify)."""
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
 
 
 def nodes_by_id(connection: Connection, node_ids: Sequence[int]) -> dict[int, bytes]:
@@ -263,7 +282,7 @@ def nodes_by_id(connection: Connection, node_ids: Sequence[int]) -> dict[int, by
     ordered = sorted(node_ids)
     for start in range(0, len(ordered), _FETCH_CHUNK):
         rows = connection.execute(_NODES_BY_ID, {"ids": ordered[start : start + _FETCH_CHUNK]})
-        found.update((int(node_id), bytes(value)) for node_id, value in rows)
+        found.update((int(node_id), _hash_bytes(value)) for node_id, value in rows)
     return found
 
 

@@ -2,7 +2,8 @@
 
 What is checked, in log order (the first failure stops verification and is reported with its index):
 
-1. indices run 0, 1, 2, ... without gaps, duplicates or reordering;                     ``gap``
+1. indices run 0, 1, 2, ... without gaps, duplicates or reordering (live: and no row
+   lies before index 0, where no read of the tree looks but searches do);               ``gap``
 2. each stored leaf hash is SHA-256(0x00 || canonical bytes);                            ``leaf-hash``
 3. each entry carries its own index inside its canonical bytes;                          ``index``
 4. (deep) each entry is RFC 8785 canonical JSON with a valid event;                      ``entry``
@@ -759,7 +760,17 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_Checkp
             stored = store.all_checkpoints(connection)
         except MalformedRow as exc:
             return VerifyResult(0, 0, None, Failure(FailureKind.CHECKPOINT, None, f"{exc}: {_EDITED}"))
-        size = 0 if deep else store.tree_size(connection)
+        size = 0
+        if not deep:
+            try:
+                size = store.tree_size(connection)
+            except (ValueError, TypeError, OverflowError):
+                # An index that is no number (SQLite keeps any value in any column), which only an edit outside
+                # the gateway puts there: the deep pass reads row by row and says where, as without ``--fast``.
+                deep, columns = True, False
+        below = _below_the_first(store.lowest_index(connection))
+        if below is not None:
+            return VerifyResult(0, 0, None, below)
         try:
             rows = store.key_rows(connection)
         except MalformedRow as exc:
@@ -787,6 +798,19 @@ def _verify_database(engine: Engine, verifier: NoteVerifier, known: list[_Checkp
 
 
 _EDITED = "the table was changed outside the gateway"
+
+
+def _below_the_first(lowest: Any) -> Failure | None:
+    """Step 1 for the rows before index 0 (``lowest``: :func:`audit.store.lowest_index`), which every other read
+    of a verification starts after: a row there is no entry of the log's tree, yet searches find it."""
+    try:
+        if lowest is None or not lowest < 0:
+            return None
+    except TypeError:  # a value no index is (SQLite keeps any): the reads from index 0 report the row
+        return None
+    return Failure(FailureKind.GAP, min(int(lowest), -1),
+                   f"a row holds index {lowest}, before the log's first entry (0): no entry of the tree, yet "
+                   f"searches, statistics and look-ups find it: {_EDITED}")
 
 
 def _stored_records(engine: Engine) -> Iterator[list[_EntryRecord]]:
@@ -918,22 +942,29 @@ class _Chunks:
         self.chunk = _PARALLEL_CHUNK
         if self.chunk & (self.chunk - 1):
             raise ValueError("the chunk size must be a power of two")
-        self.ranges = [(start, min(start + self.chunk, size)) for start in range(0, size, self.chunk)]
+        self.size = size
         self.wanted = _wanted_by_chunk(stream.checkpoints, self.chunk.bit_length() - 1)
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        """The chunks ``[start, stop)`` up to the size, planned as they are read, never as one list: the size is
+        the largest index stored, and one row inserted at a huge index (a BIGINT allows 2**63 - 1) made a list of
+        chunks up to it fill the memory before anything was read. The run stops at the first chunk that comes
+        back short (:func:`_feed_chunks`), and the entries after it name the gap."""
+        return ((start, min(start + self.chunk, self.size)) for start in range(0, self.size, self.chunk))
 
     def task(self, start: int, stop: int) -> tuple[Callable[..., _ChunkResult], tuple[Any, ...]]:
         return _check_chunk, (self.source, start, stop, self.wanted.get(start // self.chunk, ()), self.check_nodes,
                               self.columns)
 
     def inline(self) -> Generator[tuple[int, int, _ChunkResult], None, None]:
-        for start, stop in self.ranges:
+        for start, stop in self.ranges():
             function, arguments = self.task(start, stop)
             yield start, stop, function(*arguments)
 
     def from_pool(self, pool: Executor, in_flight: int) -> Generator[tuple[int, int, _ChunkResult], None, None]:
         """Results in chunk order, ``in_flight`` tasks submitted ahead; the rest cancelled when closed early."""
         pending: deque[tuple[int, int, Future[_ChunkResult]]] = deque()
-        upcoming = iter(self.ranges)
+        upcoming = self.ranges()
 
         def submit(count: int) -> None:
             for start, stop in itertools.islice(upcoming, count):
@@ -1139,7 +1170,12 @@ def _export_entries(lines: Iterator[bytes], declared: int) -> Iterator[list[_Row
             yield batch
             raise _fail(FailureKind.FORMAT, position, f"export line for entry {position} is invalid ({exc})") \
                 from None
-        row = _entry_row(line)
+        try:
+            row = _entry_row(line)
+        except ValueError:  # an index of more digits than Python converts (int_max_str_digits): no log's
+            yield batch
+            raise _fail(FailureKind.FORMAT, position, f"export line for entry {position} holds an index of more "
+                        "digits than any log has") from None
         if row is None:
             if not line.strip():
                 continue

@@ -463,13 +463,16 @@ def final_deadline_reported(session: Session, case_id: str) -> bool:
 
 
 def expirable_decisions(session: Session, now: datetime) -> list[Case]:
-    """``decided`` cases whose allow decision's validity ended by ``now``: the caller expires those nobody
-    used (and closes those a re-run used but could not close). The validity is inside the decision (JSON),
-    so it is compared here rather than in SQL; decided cases are few (a deny closes at once)."""
+    """``decided`` cases whose allow decision's validity ended by ``now``, and those whose decision a re-run used
+    (``use_decision``) whenever it ends: the caller expires those nobody used, and closes those a re-run used
+    but could not close — not only once their validity has ended: such a case read ``decided`` for up to the
+    decision's whole validity, its decision spent. The validity is inside the decision (JSON), so it is
+    compared here rather than in SQL; decided cases are few (a deny closes at once)."""
     rows = session.execute(select(escalation_cases).where(escalation_cases.c.state == State.DECIDED.value)
                            .order_by(escalation_cases.c.id)).all()
     found = [case_from_row(row) for row in rows]
-    return [case for case in found if case.valid_until is not None and case.valid_until <= now]
+    return [case for case in found if case.rerun_exchange_id is not None
+            or (case.valid_until is not None and case.valid_until <= now)]
 
 
 def history(session: Session, case_id: str) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from audit import (
     StoreUnavailable,
     VerificationError,
 )
-from gateway.auditing.actions import action_event
+from gateway.auditing.actions import action_event, position
 from gateway.auditing.setup import AuditServices, audit_services
 from gateway.container import Container
 from gateway.errors import AuditCheckpointPending, AuditCheckpointUnverified, NotFound, ServiceUnavailable
@@ -115,7 +115,7 @@ async def _report(container: Container, request: Request | None, failure: AuditE
     if seen[marker]:
         return
     event = action_event(request, ACTION, organisation=None, account_id=None, ok=False, channel=channel,
-                         details={"reason": reason, "tree_size": tree_size})
+                         details={"reason": reason, "tree_size": position(tree_size)})
     try:
         await audit_services(container).writer.record([event])
     except AuditError as exc:

@@ -173,10 +173,11 @@ async def entries(request: Request, response: Response, partnership: str | None 
                   event_type: str | None = word_filter("event type"), decision: str | None = word_filter("decision"),
                   since: datetime | None = Query(None, description=SINCE),
                   until: datetime | None = Query(None, description=UNTIL),
-                  subject: str | None = Query(None, max_length=MAX_SUBJECT, deprecated=True, description=(
+                  subject: str | None = Query(None, min_length=1, max_length=MAX_SUBJECT, deprecated=True, description=(
                       "Deprecated: a pseudonym in the address reaches proxies' access logs and browser histories. "
                       f"Send the filters as the body of `POST {SEARCH_PATH}` instead (the same answer); with "
-                      "`subject` this form answers with `Deprecation` and a `Link` to it.")),
+                      "`subject` this form answers with `Deprecation` and a `Link` to it. Empty is refused (422), "
+                      "never read as \"every subject\".")),
                   cursor: int = Query(-1, ge=-1, le=MAX_CURSOR, description="Return entries after this index."),
                   limit: int = Query(100, ge=1, le=MAX_PAGE),
                   principal: Principal = Depends(require_scope(Scope.AUDIT_READ)),

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -289,12 +289,32 @@ def return_to(request: Request, target: str | None) -> str:
     POST address is dropped with it. Only console paths are considered (:func:`local_path`), and a path no
     route knows (``/console/../v1``) ends at the home page too.
     """
-    path, _, query = local_path(target).partition("?")
+    path, _, query = without_subject(local_path(target)).partition("?")
     while path.startswith("/console/"):
         if _reads_only(request, path):
             return f"{path}?{query}" if query else path
         path, query = path.rsplit("/", 1)[0], ""
     return "/console"
+
+
+SUBJECT_FILTER = "subject"
+"""The audit explorer's data-subject filter: a pseudonym, personal data, which no address the console makes may
+carry (docs/console.md)."""
+
+
+def without_subject(target: str) -> str:
+    """``target`` with the value of a ``subject`` in its query dropped (the name kept, empty).
+
+    Why: an old bookmark ``/console/audit?subject=<pseudonym>`` opened while signed out was sent to
+    ``/console/login?next=...subject%3D<pseudonym>``, the sign-in form carried it in its ``next`` field and its
+    language links, and the sign-in redirected to it again: the console itself put the pseudonym into three more
+    addresses (proxies' logs, the browser's history). The empty ``subject`` still lands on the explorer's refusal
+    of a subject in the address (422), so the filter is refused, not silently dropped."""
+    path, mark, query = target.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name == SUBJECT_FILTER for name, _value in pairs):
+        return target
+    return f"{path}{mark}{urlencode([(name, '' if name == SUBJECT_FILTER else value) for name, value in pairs])}"
 
 
 def _reads_only(request: Request, path: str) -> bool:
@@ -329,7 +349,8 @@ def language_href(request: Request, language: str) -> str:
         return f"{return_to(request, request.url.path)}?{urlencode({'lang': language})}"
     route = request.scope.get("route")
     read = {field.alias for field in route.dependant.query_params} if isinstance(route, APIRoute) else set()
-    query = [(name, value) for name, value in request.query_params.multi_items() if name in read - {"lang"}]
+    query = [(name, without_subject(value) if name == "next" else value)  # the sign-in form's page to return to
+             for name, value in request.query_params.multi_items() if name in read - {"lang"}]
     return f"{request.url.path}?{urlencode([*query, ('lang', language)])}"
 
 

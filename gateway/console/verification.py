@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ from sqlalchemy import func, select
 
 from audit import EventType, VerifyResult, verify_database
 from audit.tables import audit_entries
+from gateway.auditing.actions import position
 from gateway.auditing.setup import audit_verifier
 from gateway.container import Container
 
@@ -89,12 +91,17 @@ def details(result: VerifyResult) -> dict[str, JsonValue]:
         "result": "ok" if result.ok else "failed", "entries": result.entries, "checkpoints": result.checkpoints,
         "root_hash": result.root_hash.hex() if result.root_hash else None, "deep": False}
     if failure is not None:
-        found |= {"failure": failure.kind.value, "index": failure.index}
+        found |= {"failure": failure.kind.value, "index": position(failure.index)}
         if failure.last_index is not None:
-            found["last_index"] = failure.last_index
+            found["last_index"] = position(failure.last_index)
         if failure.checkpoint_size is not None:
-            found["checkpoint_size"] = failure.checkpoint_size
+            found["checkpoint_size"] = position(failure.checkpoint_size)
     return found
+
+
+_DIGITS = re.compile(r"-?[0-9]{1,20}")
+"""A position :func:`gateway.auditing.actions.position` wrote as text (every index and size of a log fits in a
+BIGINT's 19 digits)."""
 
 
 def _parse(index: int, at: datetime, canonical: str) -> LastVerification | None:
@@ -106,6 +113,8 @@ def _parse(index: int, at: datetime, canonical: str) -> LastVerification | None:
 
     def number(name: str) -> int | None:
         value = extra.get(name)
+        if isinstance(value, str) and _DIGITS.fullmatch(value):  # beyond JSON's exact integers (see position)
+            return int(value)
         return value if isinstance(value, int) else None
 
     return LastVerification(index, at, extra.get("result") == "ok", number("entries") or 0,

@@ -13,9 +13,10 @@ What a scan does:
 * at tier 3, the last, there is nobody to refer it to: its missed deadline is reported once
   (``final_deadline_missed``, naming who was told) to the parties, the tier-3 deciders and the coordinating
   privacy officer, and the case stays where it is; a case whose report is on record is never reported again;
-* an allow decision whose validity passed expires when nobody used it, and is closed when a re-run used it
-  but could not close it; one a live re-run holds is left to that re-run until the next scan; whoever hears
-  of an expiry are the parties and the deciders of the tier that took the decision (``_expire``).
+* an allow decision whose validity passed expires when nobody used it; one a re-run used but could not close
+  is closed, whether or not its validity passed; one a live re-run holds is left to that re-run until the
+  next scan; whoever hears of an expiry are the parties and the deciders of the tier that took the decision
+  (``_expire``).
 
 Another process may scan at the same moment: a case it moved (or a person acted on) since ours listed it is
 left alone before anything is logged, never logged twice.
@@ -155,19 +156,20 @@ class DeadlineScan:
 
     async def expire_decisions(self, failed: list[str] | None = None) -> list[Case]:
         """Allow decisions whose validity passed: one nobody used expires (the case leaves ``decided``, so no
-        list offers it for a re-run and a re-run citing it is refused as expired); one a re-run used but
-        could not close is closed. A decision held by a live re-run is left to it (the policy refuses it
-        past its validity anyway) and looked at again on the next scan. The ids of the cases that failed
-        are added to ``failed``."""
+        list offers it for a re-run and a re-run citing it is refused as expired). One a re-run used but could
+        not close is closed, whether or not its validity has passed, once that re-run is over. A decision held
+        by a live re-run is left to it (the policy refuses it past its validity anyway; a re-run that used it
+        closes the case itself) and looked at again on the next scan. The ids of the cases that failed are
+        added to ``failed``."""
         service = self.service
         now = service.clock.now()
         found = await service._db(lambda s: case_store.expirable_decisions(s, now))
         expired = []
         for case in found:
+            if _claim_live(case, now):
+                continue
             if case.rerun_exchange_id is not None:
                 await _each(Action.CLOSE, case, self._close_used, failed)
-                continue
-            if _claim_live(case, now):
                 continue
             step = await _each(Action.EXPIRE, case, self._expire, failed)
             if step is not None:  # None: claimed, used or changed meanwhile, or failed; the next run looks again

@@ -1812,13 +1812,19 @@ class ExchangeService:
 
     async def _case_openings(self, attempt: _Attempt, outcomes: list[TargetOutcome]) -> list[CaseOpening]:
         """A case for each escalated or refused target (issue 6), prepared to commit with the outcome row
-        (``_store_outcome``), which cites it: ``escalation_id`` is set on the target now. A re-run opens none."""
+        (``_store_outcome``), which cites it: ``escalation_id`` is set on the target now.
+
+        Not for a target the policy applied a re-run's decision to: its case exists, and a holder refusing under
+        the decision is a step of that case (``_escalate``). A re-run whose decision the policy did not apply (it
+        was made for another request) is answered as any request is, and so is its escalation or refusal: it
+        opens a case. It opened none, as no re-run did, so the target was ``escalated`` with no case — and a
+        requester cannot object to an escalation: a dispute nobody would ever be asked to decide."""
         desk = self.deps.escalations
-        if desk is None or attempt.grant is not None:
+        if desk is None:
             return []
         openings = []
         for outcome in outcomes:
-            if outcome.outcome in _ESCALATING:
+            if outcome.outcome in _ESCALATING and not outcome.escalation_decision_applied:
                 opening = await desk.case_opening(attempt.principal, attempt.body, attempt.exchange_id,
                                                   attempt.request_fingerprint, outcome, attempt.trace)
                 outcome.escalation_id = opening.case_id

@@ -11,6 +11,7 @@ import html
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from fastapi import FastAPI
@@ -21,11 +22,12 @@ from gateway.clock import FixedClock
 from gateway.console.sessions import install_console
 from gateway.console.settings import ConsoleSettings
 from gateway.container import Container
-from tests.console.support import IDLE, SUBJECT, csrf_of, running_console
+from tests.console.support import IDLE, PASSWORD, SUBJECT, csrf_of, running_console
 from tests.console.test_console import entry_indices, sign_in
 
 _ADDRESS = re.compile(r'\b(?:href|action|src|formaction)="([^"]*)"')
 _FORM = re.compile(r"<form\b[^>]*>.*?</form>", re.DOTALL)
+_NEXT = re.compile(r'name="next" value="([^"]*)"')
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
@@ -169,3 +171,32 @@ def test_invalid_utf8_in_the_posted_form_is_not_a_500(console: TestClient) -> No
                         headers={"Content-Type": "application/x-www-form-urlencoded"}, follow_redirects=False)
     assert page.status_code in {200, 422}
     assert page.headers["content-type"].startswith("text/html")
+
+
+
+def test_an_old_bookmark_opened_signed_out_carries_the_subject_through_no_sign_in(console: TestClient) -> None:
+    """A ``?subject=`` bookmark opened while signed out: the console's own redirect to the sign-in form, that
+    form (its ``next`` field, its language links) and the redirect after signing in carried the pseudonym on
+    into three more addresses. They keep the filter's name without its value, so the person lands on the
+    explorer's refusal (422), which says why, and the pseudonym is in nothing the console made."""
+    sign_in(console, "po-gemeente")  # the account exists
+    console.cookies.clear()
+    bookmark = console.get("/console/audit", params={"subject": SUBJECT, "partnership": "fec"},
+                           follow_redirects=False)
+    assert bookmark.status_code == 303
+    assert SUBJECT not in bookmark.headers["location"]
+    hand_made = "/console/login?" + urlencode({"next": f"/console/audit?subject={SUBJECT}"})
+    for address in (bookmark.headers["location"], hand_made):
+        page = console.get(address)
+        assert page.status_code == 200
+        assert SUBJECT not in page.text  # neither in the form's next field nor in its language links
+        landing = console.post("/console/login", data={
+            "username": "po-gemeente", "password": PASSWORD, "csrf_token": csrf_of(page.text),
+            "next": html.unescape(_NEXT.findall(page.text)[0])}, follow_redirects=False)
+        assert landing.status_code == 303
+        assert SUBJECT not in landing.headers["location"]
+        refused = console.get(landing.headers["location"], follow_redirects=False)
+        assert refused.status_code == 422  # refused, not shown unfiltered
+        assert "form only" in refused.text
+        assert entry_indices(refused.text) == []
+        console.cookies.clear()

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
-from audit.tables import audit_entries
+from audit.tables import audit_checkpoints, audit_entries
 from gateway.auditing.setup import audit_services
 from gateway.clock import FixedClock
 from gateway.console.i18n import MESSAGES
@@ -489,6 +489,30 @@ def test_a_changed_search_column_fails_verification_at_its_index(console: TestCl
     assert f"at index {target} (columns)" in panel
     [run] = verify_runs(container)
     assert (run["extra"]["failure"], run["extra"]["index"]) == ("columns", target)  # type: ignore[index]
+
+
+def test_a_failure_at_a_size_beyond_json_s_exact_integers_is_recorded_and_shown(console: TestClient,
+                                                                                 container: Container) -> None:
+    """A checkpoint row planted at a size above 2**53 (an INSERT, which the triggers allow), its note garbled: the
+    verification fails at that size, and its entry named it as a JSON integer, which the log refuses beyond
+    2**53 - 1 (not exact for every reader). The run was a 500, left no entry, and the panel went on showing the
+    previous run's "intact". The size is recorded as its decimal digits, and shown."""
+    huge = 2**62
+    sign_in(console, "po-gemeente")
+    token = csrf_of(console.get("/console/audit").text)
+    assert console.post("/console/audit/verify", data={"csrf_token": token}).status_code == 200
+    with container.engine.begin() as connection:
+        connection.execute(insert(audit_checkpoints).values(tree_size=huge, root_hash=bytes(32), note="garbled",
+                                                            issued_at=datetime(2026, 11, 25, tzinfo=UTC)))
+    failed = console.post("/console/audit/verify", data={"csrf_token": token})
+    assert failed.status_code == 200, failed.text[:300]
+    panel = last_verification(failed.text)
+    assert 'data-result="failed"' in panel
+    assert f"at index {huge} (signature)" in panel
+    runs = verify_runs(container)
+    assert [r["extra"]["result"] for r in runs] == ["ok", "failed"]  # type: ignore[index]
+    assert runs[1]["extra"]["index"] == str(huge)  # type: ignore[index]
+    assert runs[1]["extra"]["checkpoint_size"] == str(huge)  # type: ignore[index]
 
 
 def test_statistics_csv_starts_with_the_byte_order_mark_spreadsheets_need(console: TestClient) -> None:

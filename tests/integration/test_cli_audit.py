@@ -109,6 +109,21 @@ def test_an_entry_nested_too_deep_is_caught_at_its_index(tmp_path: Path, exporte
     assert "log NOT intact: root" in _verify_file(tmp_path, b"".join(lines), key, "--fast")
 
 
+@pytest.mark.parametrize("digits", [5000, 4301], ids=["5000 digits", "one past the limit"])
+def test_an_entry_line_whose_index_has_more_digits_than_python_reads_is_a_format_verdict(
+        tmp_path: Path, exported: tuple[list[bytes], str], digits: int) -> None:
+    """Python converts at most 4,300 digits to an integer (ValueError past that, as for an entry's number in
+    ``HUGE_NUMBER``): an entry line's index of more digits, the rest of the line untouched, was a traceback
+    from ``audit verify --export`` where every other malformed line is a ``format`` verdict at its entry."""
+    lines, key = exported
+    target = 4 + 13
+    start = lines[target].rindex(b',"index":')
+    end = lines[target].index(b',"leaf_hash":', start)
+    lines[target] = lines[target][:start] + b',"index":' + b"1" * digits + lines[target][end:]
+    for options in ([], ["--fast"]):
+        assert "log NOT intact: format at index 13" in _verify_file(tmp_path, b"".join(lines), key, *options)
+
+
 # -- export -----------------------------------------------------------------------------------------------------
 
 
@@ -234,6 +249,26 @@ def test_a_stored_value_the_gateway_could_never_have_written_is_a_verdict(
     _tamper(data_dir, sql)
     stderr = _no_traceback(runner.invoke(app, ["audit", "verify"]))
     assert f"log NOT intact: {verdict}" in stderr, stderr
+
+
+@pytest.mark.parametrize(("sql", "verdict"), [
+    ("UPDATE audit_entries SET log_index = 'thirteen' WHERE log_index = 13", "gap at index 13"),
+    ("UPDATE audit_entries SET log_index = X'0d' WHERE log_index = 13", "gap at index 13"),
+    ("INSERT INTO audit_entries SELECT 'x', lower(hex(randomblob(16))), recorded_at, event_type, partnership, purpose, "
+     "requester_org, holder_org, decision, subject_pseudonym, subject_key, canonical, leaf_hash FROM audit_entries "
+     "WHERE log_index = 2", "columns at index 24"),
+], ids=["log_index text", "log_index blob", "row added with a text index"])
+def test_an_index_that_is_no_number_is_a_verdict_of_a_fast_verification_too(
+        data_dir: Path, sql: str, verdict: str) -> None:
+    """The fast verification reads the log's size (the largest index) first, and an index SQLite keeps as text
+    or bytes made that a ValueError: a traceback from ``audit verify --fast`` (and a 500 from the console's
+    "verify now", which verifies fast) where the deep verification says what was changed. Same verdict."""
+    assert runner.invoke(app, ["audit", "verify", "--fast"]).exit_code == 0
+    _tamper(data_dir, sql)
+    deep = _no_traceback(runner.invoke(app, ["audit", "verify"]))
+    assert f"log NOT intact: {verdict}" in deep, deep
+    fast = _no_traceback(runner.invoke(app, ["audit", "verify", "--fast"]))
+    assert f"log NOT intact: {verdict}" in fast, fast
 
 
 @pytest.mark.parametrize("sql", [

@@ -277,6 +277,24 @@ def test_a_malformed_checkpoint_row_fails_closed(app: tuple[TestClient, Containe
     assert not [entry for entry in logs if entry["event"] == "unexpected_error"]
 
 
+def test_a_garbled_row_at_a_size_beyond_json_s_exact_integers_is_a_503_and_audited(
+        app: tuple[TestClient, Container], officer: dict[str, str]) -> None:
+    """A row planted at a size above 2**53 (an INSERT, which the triggers allow): its check failed, and the entry
+    reporting it named the size as a JSON integer, which the log refuses beyond 2**53 - 1. That refusal escaped
+    as a 500, the failure unaudited. The size is recorded as its decimal digits."""
+    client, container = app
+    _append(container, 2)
+    huge = 2**62
+    with container.engine.begin() as connection:
+        connection.execute(insert(audit_checkpoints).values(
+            tree_size=huge, root_hash=bytes(32), note="garbage", issued_at=container.clock.now()))
+    for _ in range(2):
+        _assert_unverified(client.get("/v1/audit/checkpoint", headers=officer))
+    recorded = _failure_entries(container.engine)
+    assert len(recorded) == 1, "audited once"
+    assert recorded[0]["extra"]["tree_size"] == str(huge)
+
+
 def _assert_unverified(answer: object) -> None:
     from httpx import Response
 

@@ -238,6 +238,21 @@ def test_a_bad_search_body_is_a_422_problem_that_never_repeats_it(
     assert "p" * 1025 not in answer.text
 
 
+def test_an_empty_subject_in_the_address_is_a_422_as_in_the_body(
+        review: tuple[TestClient, Container, Addresses]) -> None:
+    """``?subject=`` (a tool that filled in no pseudonym) answered every entry the officer may see, as if they
+    were the subject's: the body refuses an empty subject and the console an address one for that reason."""
+    client, container, _ = review
+    _log(container)
+    officer = _person(container, "gemeente-amsterdam", "privacy-officer")
+    for query in ("subject=", "subject=&partnership=" + RIEC):
+        answer = client.get(f"/v1/audit/entries?{query}", headers=officer)
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert "deprecation" not in answer.headers
+    assert client.get("/v1/audit/entries", headers=officer).json()["entries"]  # the log is not empty
+
+
 _BAD_LOOKUPS = {
     "neither form": {},
     "unknown member only": {"pseudonym_": ALICE},

@@ -24,6 +24,7 @@ from audit.checkpoint import Checkpoint, NoteSigner, open_checkpoint, sign_check
 from audit.export import ENTRY_LINE, entry_line, export_log
 from audit.log import AuditLog, CheckpointPolicy
 from audit.merkle import CompactRange, flat_index, leaf_hash, node_at_flat_index
+from audit.review import subject_disclosures
 from audit.tables import audit_checkpoints, audit_entries, audit_tree_nodes
 from audit.verify import FailureKind, VerifyResult, verify_database, verify_export
 from gateway.db.engine import alembic_config, make_engine
@@ -122,6 +123,14 @@ def _insert_copy(connection: Connection) -> None:
     connection.execute(insert(audit_entries).values(**source))
 
 
+def _plant_before_the_first(connection: Connection) -> None:
+    """An INSERT (which the append-only triggers allow) of a copy of entry 2, a disclosure, at index -1: a row the
+    searches, statistics and data-subject look-ups read, before the log's first index."""
+    source = connection.execute(select(audit_entries).where(audit_entries.c.log_index == 2)).one()._asdict()
+    source.update(log_index=-1, entry_id=uuid4())
+    connection.execute(insert(audit_entries).values(**source))
+
+
 def _edit_and_rebuild_tree_cache(connection: Connection) -> None:
     _edit_canonical(connection, TARGET, fix_leaf=True)
     rebuild_tree_nodes(connection)
@@ -150,6 +159,7 @@ LIVE_CASES: dict[str, tuple[Callable[[Connection], object], Expect, dict[str, An
                       Expect(FailureKind.GAP, TARGET), {}),
     "inserted entry": (_insert_copy, Expect(FailureKind.INDEX, TARGET), {}),
     "reordered entries": (lambda c: _swap(c, TARGET, 17), Expect(FailureKind.INDEX, TARGET), {}),
+    "entry planted before index 0": (_plant_before_the_first, Expect(FailureKind.GAP, -1), {}),
     "truncated log": (lambda c: c.execute(delete(audit_entries).where(audit_entries.c.log_index >= 30)),
                       Expect(FailureKind.TRUNCATED, 30, None, 32), {}),
     "forged checkpoint": (lambda c: _forge_root(c, 16), Expect(FailureKind.SIGNATURE, 16), {}),
@@ -196,6 +206,44 @@ def test_every_tampering_of_the_live_database_is_caught_at_the_right_index(live_
         _restore(engine, snapshot)
         assert verify_database(engine, log.verifier).ok, f"restoring after {name!r} failed"
     assert not problems, "\n".join(f"{name}: {problem}" for name, problem in problems.items())
+
+
+def test_an_entry_planted_before_index_0_fails_every_verification(live_log: tuple[Engine, AuditLog]) -> None:
+    """An INSERT needs no trigger dropped. Every read of a verification starts at index 0, while the contact
+    point's look-up, the statistics and the anomaly flags filter on columns only: the planted disclosure was
+    one a data subject was told of, while the log verified as intact."""
+    engine, log = live_log
+    with engine.begin() as connection:
+        _plant_before_the_first(connection)
+        subject = connection.execute(select(audit_entries.c.subject_pseudonym)
+                                     .where(audit_entries.c.log_index == -1)).scalar_one()
+    found = subject_disclosures(engine, frozenset({"riec-noord-holland"}), subject)
+    assert [entry.index for entry in found] == [-1, 2]  # what the contact point is shown
+    for deep, cache in ((True, True), (False, True), (False, False)):
+        result = verify_database(engine, log.verifier, deep=deep, check_node_cache=cache)
+        assert _check(result, Expect(FailureKind.GAP, -1)) is None, f"deep={deep}, cache={cache}: {result}"
+
+
+@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)  # SQLite keeps text in a column of bytes
+def test_a_cached_subtree_edited_into_text_is_a_node_cache_verdict(db_url: str) -> None:
+    """A verification compares the subtrees it completes with the cache, the few far below the rest (a large
+    subtree completed at a checkpoint) read by their ids. A hash edited into text made that read a TypeError:
+    a traceback from ``audit verify`` (a 500 from the console's "verify now") where a cached subtree edited
+    into other bytes is the verdict ``node-cache``."""
+    engine = make_engine(db_url)
+    try:
+        log = AuditLog(engine, SIGNER, policy=CheckpointPolicy(every_entries=64, every_seconds=None))
+        for batch in range(5):
+            log.append([make_event(batch * 64 + i) for i in range(64)])
+        assert verify_database(engine, log.verifier, deep=False).ok
+        with triggers_disabled(engine) as connection:
+            connection.exec_driver_sql(f"UPDATE audit_tree_nodes SET hash = 'not a hash' "
+                                       f"WHERE node_id = {flat_index((8, 0))}")
+        for deep in (True, False):
+            result = verify_database(engine, log.verifier, deep=deep)
+            assert _check(result, Expect(FailureKind.NODE_CACHE, 0, 255)) is None, f"deep={deep}: {result}"
+    finally:
+        engine.dispose()
 
 
 def test_a_rolled_back_database_is_caught_with_a_checkpoint_the_verifier_kept(

@@ -10,9 +10,11 @@ their edges and above them; the checkpoints (every 8 entries) fall inside chunks
 from __future__ import annotations
 
 import multiprocessing
+import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from sqlalchemy import Connection, Engine, delete, insert, select, update
@@ -185,3 +187,40 @@ def test_a_wrong_cached_subtree_after_the_last_checkpoint_is_reported_at_the_end
         FailureKind.NODE_CACHE, 40, 41)
     for chunk in CHUNK_SIZES:
         assert _in_chunks(monkeypatch, chunk, engine, log) == reference
+
+
+def _entry_at(index: int) -> Callable[[Connection], None]:
+    """A copy of entry 5 inserted at ``index`` (an INSERT: the append-only triggers allow it)."""
+    def tamper(connection: Connection) -> None:
+        row = connection.execute(select(audit_entries).where(audit_entries.c.log_index == 5)).one()._asdict()
+        connection.execute(insert(audit_entries).values(**{**row, "log_index": index, "entry_id": uuid4()}))
+    return tamper
+
+
+def test_a_row_at_a_huge_index_is_a_gap_not_a_list_of_chunks_up_to_it(
+        live_log: tuple[Engine, AuditLog], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A fast verification takes the log's size as its largest index, and planned the chunks up to it as one list
+    before reading any: one row inserted at index 2**63 - 1 (any BIGINT) made ``audit verify --fast`` and the
+    console's "verify now" (in the gateway's own process) allocate until the machine killed them. The chunks are
+    planned as they are read: the first comes back short, and the entries after it name the gap."""
+    engine, log = live_log
+    snapshot = _snapshot(engine)
+    with engine.begin() as connection:
+        _entry_at(2**22)(connection)
+    tracemalloc.start()
+    try:
+        _in_chunks(monkeypatch, 4, engine, log)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes for a log of 41 rows"
+    _restore(engine, snapshot)
+    with engine.begin() as connection:
+        _entry_at(2**63 - 1)(connection)
+    reference = verify_database(engine, log.verifier)  # deep: entry by entry
+    assert reference.failure is not None
+    assert (reference.failure.kind, reference.failure.index) == (FailureKind.GAP, 40)
+    assert _entry_by_entry(engine, log) == reference
+    for chunk in (4, 16_384):
+        assert _in_chunks(monkeypatch, chunk, engine, log) == reference
+    assert verify_database(engine, log.verifier, deep=False, workers=2) == reference

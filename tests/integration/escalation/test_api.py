@@ -1417,6 +1417,34 @@ def _comment(env: Env, who: str, case_id: str, text: str = "For the record, afte
     return env.post(who, f"/v1/escalations/{case_id}/comments", {"text": text})
 
 
+def test_a_rerun_whose_decision_the_policy_did_not_apply_opens_a_case_for_its_escalation(env: Env) -> None:
+    """A re-run citing a decision the policy does not apply (made for another request: a changed reference, other
+    subjects) is answered as any request is — here escalated, 30 subjects being a bulk request (rule 6). It was
+    answered ``escalated`` with no case (``escalation_id`` null), and the requester cannot object to an escalation
+    either: a dispute nobody would ever be asked to decide. Its escalation opens a case like any other, bound to
+    the request it ran; the decision it cited is left as it was, usable by the request it was made for."""
+    decided_case = env.open_case()  # for request "f" * 64
+    decided = env.decide("po-politie", decided_case, "allow", ["police_incidents"])
+    assert decided.status_code == 200, decided.text
+    decision_id = decided.json()["decision"]["id"]
+    bulk = _rerun_body(decision_id) | {"legal_basis": "WGS (RIEC) with Wet Bibob", "subjects": [
+        {"ref": f"subj-bulk-{n:04d}", "minor": False} for n in range(30)]}
+
+    rerun = env.post("gemeente-amsterdam-vth", "/v1/exchanges", bulk)
+
+    assert rerun.status_code == 200, rerun.text
+    police = rerun.json()["targets"][0]
+    assert (police["outcome"], police["escalation_decision_applied"]) == ("escalated", False)
+    assert police["escalation_id"] is not None
+    case = env.case(police["escalation_id"])
+    assert (case.exchange_id, case.holder_org, case.trigger, case.state.value) == (
+        rerun.json()["exchange_id"], "politie", "policy-escalated", "open")
+    assert case.request_fingerprint == _stored_exchange(env, rerun.json()["exchange_id"]).request_fingerprint
+    assert [s["extra"]["action"] for s in env.audit_steps(case.id)] == ["opened"]
+    cited = env.case(decided_case)  # not used, and given back: its own request may still re-run with it
+    assert (cited.state.value, cited.rerun_claim, cited.rerun_exchange_id) == ("decided", None, None)
+
+
 @pytest.mark.parametrize("ending", ["withdrawn", "closed", "expired"])
 def test_a_closed_or_withdrawn_case_takes_no_more_comments(env: Env, ending: str) -> None:
     """The docs are silent on comments after the end, so the case file ends with the case: a comment on a

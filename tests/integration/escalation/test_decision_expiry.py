@@ -162,6 +162,32 @@ def test_a_used_decision_whose_close_failed_is_closed_by_the_scan(env: Env) -> N
     assert close["requester"] == {"org": "wgs-gateway", "system": "escalation-scheduler", "user": None}
 
 
+def test_a_used_decision_whose_close_failed_is_closed_once_its_rerun_is_over_not_when_its_validity_ends(
+        env: Env) -> None:
+    """The re-run disclosed under the decision (marked used), then closing the case failed. The scan closed such
+    a case only with the unused ones, once the decision's validity had ended: for up to a month (a year with
+    ``WGS_ESCALATION_DECISION_VALID_DAYS``) the case read ``decided`` and still took comments, though its
+    decision was spent and no re-run could use it. While the re-run may still be closing it itself (its claim
+    is live) the scan leaves it; after that, the next scan closes it."""
+    case_id, _decision_id, valid_until = _allowed(env)
+    claim, used_at = "d" * 32, env.clock.now()
+    with transaction(env.container.sessions) as session:
+        case_store.claim_decision(session, case_id, claim, now=used_at, stale_before=used_at - CLAIM_ABANDONED_AFTER)
+    with env.container.engine.begin() as connection:  # the re-run disclosed; closing the case then failed
+        case_store.use_decision(connection, case_id, claim, "e0000000-0000-7000-8000-000000000002")
+    assert _scan(env).failed == []
+    assert env.case(case_id).state.value == "decided"  # its re-run may be closing it right now
+    _at(env, used_at + CLAIM_ABANDONED_AFTER + timedelta(seconds=1))
+    assert used_at + CLAIM_ABANDONED_AFTER < valid_until - timedelta(days=29)
+
+    assert _scan(env).failed == []
+
+    assert env.case(case_id).state.value == "closed"
+    [close] = _steps(env, case_id, "close")
+    assert close["extra"]["rerun_exchange_id"] == "e0000000-0000-7000-8000-000000000002"
+    assert close["requester"] == {"org": "wgs-gateway", "system": "escalation-scheduler", "user": None}
+
+
 def test_a_close_the_scan_could_not_write_is_counted_as_failed(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scan's close of a used decision swallowed a refusal (here: the audit log unwritable, a 503) like the
     re-run's close does, so the scan said nothing had failed. It is counted, and the next scan closes it."""
