@@ -23,16 +23,18 @@ from connectors.logs import format_exception_without_messages, install_stderr_li
 # has a fixed width (a few steps a position at most), so a long value costs time linear in its length.
 # Where an identifier starts and ends: not next to a letter or digit (of any script). Not ``\b``: ``_`` is a word
 # character, so ``company_123456782`` (a code of the categories' pattern) went unmasked, which the audit log's
-# guard (``audit.guard``, whose boundaries these are) refuses as a BSN.
-_START, _END = r"(?<![^\W_])", r"(?![^\W_])"
+# guard (``audit.guard``, whose boundaries these are) refuses as a BSN. The start is checked after the first
+# character has matched (a lookbehind over it and the one before), not before it: a lookbehind tried at every
+# position made each line's scrub 30-60 % slower, this one is faster than ``\b`` was.
+_END = r"(?![^\W_])"
+_SEPARATOR = r"[ .\-\u2010-\u2015\u2212]"
 _PERSONAL_PATTERNS = [
     # BSN / KvK / RSIN shaped numbers (not a UUID's first group)
-    re.compile(rf"{_START}\d{{8,9}}{_END}(?!-[0-9a-fA-F]{{4}}-)"),
+    re.compile(rf"\d(?<![^\W_]\d)\d{{7,8}}{_END}(?!-[0-9a-fA-F]{{4}}-)"),
     # a BSN in groups, 4-2-3 (``1234.56.782``) or 3-3-3 (``123-456-782``), by spaces, dots or dashes
-    re.compile(rf"{_START}(?:\d{{4}}[ .\-\u2010-\u2015\u2212]?\d{{2}}|\d{{3}}[ .\-\u2010-\u2015\u2212]?\d{{3}})"
-               rf"[ .\-\u2010-\u2015\u2212]?\d{{3}}{_END}"),
+    re.compile(rf"\d(?<![^\W_]\d)(?:\d{{3}}{_SEPARATOR}?\d{{2}}|\d{{2}}{_SEPARATOR}?\d{{3}}){_SEPARATOR}?\d{{3}}{_END}"),
     # Dutch IBAN, plain or in groups of four
-    re.compile(rf"{_START}[A-Z]{{2}}\d{{2}} ?[A-Z]{{4}}(?: ?\d{{4}}){{2}} ?\d{{2}}{_END}"),
+    re.compile(rf"[A-Z](?<![^\W_][A-Z])[A-Z]\d{{2}} ?[A-Z]{{4}}(?: ?\d{{4}}){{2}} ?\d{{2}}{_END}"),
     # e-mail address. Tried only where a run of local-part characters starts (the lookbehind): tried at every
     # position, a long run without an "@" (a 30 KB request path, which the access log and the 404's
     # ``instance`` scrub) cost time quadratic in its length — 20 s of the event loop for one request, before
