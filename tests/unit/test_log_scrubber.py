@@ -7,7 +7,12 @@ Why: it is the last line of defence for everything a log line or a problem docum
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.logging import scrub_personal_data, scrub_text
 
@@ -78,3 +83,28 @@ def test_an_identifier_joined_by_an_underscore_is_masked(written: str, masked: s
     the number still keeps it (``x123456782`` is no BSN to the guard either)."""
     assert scrub_text(written) == masked
     assert scrub_text("x123456782") == "x123456782"
+
+
+_SEPARATOR = r"[ .\-\u2010-\u2015\u2212]"
+_AS_DEFINED = [  # each identifier's start and end as the audit guard defines them: not next to a letter or digit
+    re.compile(r"(?<![^\W_])\d{8,9}(?![^\W_])(?!-[0-9a-fA-F]{4}-)"),
+    re.compile(rf"(?<![^\W_])(?:\d{{4}}{_SEPARATOR}?\d{{2}}|\d{{3}}{_SEPARATOR}?\d{{3}}){_SEPARATOR}?\d{{3}}(?![^\W_])"),
+    re.compile(r"(?<![^\W_])[A-Z]{2}\d{2} ?[A-Z]{4}(?: ?\d{4}){2} ?\d{2}(?![^\W_])"),
+    re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+\.[\w.-]+"),
+]
+
+
+_PIECES = st.one_of(  # runs of digits around an identifier's lengths, and what may stand next to them
+    st.integers(0, 10**10).map(str),
+    st.sampled_from([" ", ".", "-", "_", "\u2013", "x", "NL", "AB", "é", "\u0663", "@"]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_PIECES, max_size=8).map("".join))
+def test_the_scrubbers_fast_patterns_mask_what_the_boundaries_as_defined_do(value: str) -> None:
+    """The scrubber checks an identifier's start after its first character has matched (faster than a lookbehind
+    tried at every position); it must mask exactly what the boundary as the audit guard defines it masks."""
+    expected = value if value.isascii() else unicodedata.normalize("NFKC", value)
+    for pattern in _AS_DEFINED:
+        expected = pattern.sub("[redacted]", expected)
+    assert scrub_text(value) == expected
