@@ -193,6 +193,7 @@ class FuzzyDiscovery:
                                  "subject_count": len(body.subjects)}
         if body.clk_key_id is not None:  # beside the schema version: which secret (its non-secret id)
             fuzzy["clk_key_id"] = body.clk_key_id
+
         async def comparable_or_refused(decisions: list[Decision]) -> None:
             allowed = [t.organisation for t, d in zip(targets, decisions, strict=True) if d.allow]
             await self._refuse_if_none_comparable(body, schema.id, allowed, others, keys)
