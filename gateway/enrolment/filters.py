@@ -143,6 +143,15 @@ def _no_personal_data(refs: list[str]) -> None:
                                 "opaque reference of your own")
 
 
+def _replacement_names_no_one(replacement: str | None) -> None:
+    """422 for a replacement id the audit log's guard takes for personal data (``123456782`` is of the id's shape):
+    the gateway keeps it with the batches set aside for up to an hour (``match_filter_staged``), and the database
+    holds no person's number."""
+    if replacement is not None and (findings := find_personal_data(replacement)):  # the kind, never the value
+        raise Unprocessable(f"`replacement` looks like personal data ({findings[0].kind}); use an id that names no "
+                            "one (the client makes a random one)")
+
+
 DEFAULT_MAX_RECORDS = 250_000
 """Records of one record type a participant may have enrolled by default (``WGS_MATCH_FILTER_LIMIT``): some 190 MB
 decoded in each process (:data:`gateway.enrolment.filter_cache.DEFAULT_CACHE_BYTES` keeps about 350,000), far
@@ -355,6 +364,7 @@ class FilterService:
         if both:
             raise Unprocessable(f"record {refs.index(both[0])}: a reference both sent and removed")
         _no_personal_data(refs + list(body.remove))
+        _replacement_names_no_one(body.replacement)
         ensure_refusal_code_names_no_one(body.confidential_reason)
         unknown = sorted({c for r in body.records for c in r.categories} - self.register.categories.keys())
         if unknown:

@@ -155,6 +155,7 @@ def test_an_abandoned_replacement_is_removed_and_cannot_be_completed(stack: Stac
     ({"remove": ["old/00001"]}, "takes no `remove`"),
     ({"replacement": None}, "`total` ends a `replacement`"),
     ({"replacement": "short"}, ""),
+    ({"replacement": "123456782"}, "`replacement` looks like personal data (bsn)"),  # kept aside for an hour
 ])
 def test_a_malformed_replacement_batch_is_refused_and_changes_nothing(stack: Stack, change: dict[str, Any],
                                                                      refusal: str) -> None:
