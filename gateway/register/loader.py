@@ -36,8 +36,18 @@ class RegisterProblem:
 
 
 def _index_nodes(node: yaml.Node, path: Loc, lines: dict[Loc, tuple[int, int]],
-                 duplicates: list[RegisterProblem]) -> None:
+                 duplicates: list[RegisterProblem], enclosing: frozenset[int] = frozenset()) -> None:
+    """Index every path's line, noting duplicate keys and aliases that contain themselves.
+
+    ``enclosing`` holds the nodes this one lies within: an alias to one of them (``a: &a [*a]``) is a
+    document without end, which PyYAML composes without complaint; walked into, it ended the loader (and
+    ``register check``, and the start) in a RecursionError traceback instead of the file's line."""
     lines[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if id(node) in enclosing:
+        duplicates.append(RegisterProblem(node.start_mark.line + 1, node.start_mark.column + 1, path,
+                                          "an alias to a node that contains it (a recursive anchor)"))
+        return
+    enclosing = enclosing | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -47,11 +57,11 @@ def _index_nodes(node: yaml.Node, path: Loc, lines: dict[Loc, tuple[int, int]],
                                                   (*path, key), f"duplicate key `{key}`"))
             seen.add(key)
             lines[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _index_nodes(value_node, (*path, key), lines, duplicates)
+            _index_nodes(value_node, (*path, key), lines, duplicates, enclosing)
             lines[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
     elif isinstance(node, yaml.SequenceNode):
         for position, item in enumerate(node.value):
-            _index_nodes(item, (*path, position), lines, duplicates)
+            _index_nodes(item, (*path, position), lines, duplicates, enclosing)
 
 
 def _line_of(loc: Loc, lines: dict[Loc, tuple[int, int]]) -> tuple[int, int]:
@@ -75,6 +85,12 @@ def _compose_and_construct(text: str) -> tuple[yaml.Node | None, Any]:
         loader.dispose()
 
 
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """Line and column (from 1) of a character offset into ``text``."""
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
 def parse_register(text: str, source: str = "<register>") -> Register:
     """Parse and validate register text; raise ``InvalidRegister`` listing every problem with its line."""
     try:
@@ -85,6 +101,12 @@ def parse_register(text: str, source: str = "<register>") -> Register:
         raise InvalidRegister(f"{source}:{line}:{column}: YAML syntax error: {exc.problem}",
                               extra={"problems": [{"line": line, "column": column, "reason": str(exc.problem)}]}
                               ) from None
+    except yaml.YAMLError as exc:  # unmarked: a ReaderError (a control character PyYAML does not accept)
+        line, column = _position(text, getattr(exc, "position", 0))
+        character = getattr(exc, "character", None)
+        reason = f"unacceptable character #x{character:04x}" if isinstance(character, int) else type(exc).__name__
+        raise InvalidRegister(f"{source}:{line}:{column}: YAML syntax error: {reason}",
+                              extra={"problems": [{"line": line, "column": column, "reason": reason}]}) from None
     if root is None or not isinstance(document, dict):
         raise InvalidRegister(f"{source}:1:1: the register must be a YAML mapping")
     lines: dict[Loc, tuple[int, int]] = {}
@@ -124,9 +146,19 @@ def load_register(path: Path, *, audience: str | None = None) -> tuple[Register,
     access tokens it issues to partner systems carry ``audience``; both are signed with the same keys. A holder
     system named like the audience would take any partner's access token for a call from the gateway."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise InvalidRegister(f"{path}: cannot read the register file ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a file saved as Latin-1 or Windows-1252: its line, not a traceback
+        line = data[:exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InvalidRegister(f"{path}:{line}:{column}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the "
+                              "register file as UTF-8",
+                              extra={"problems": [{"line": line, "column": column,
+                                                   "reason": f"not UTF-8 (byte 0x{data[exc.start]:02x})"}]}
+                              ) from None
     register = parse_register(text, str(path))
     if audience is not None and audience in register.all_systems():
         raise InvalidRegister(f"{path}: partner system `{audience}` has the gateway's token audience "

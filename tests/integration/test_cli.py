@@ -125,6 +125,20 @@ def test_register_check_of_an_unreadable_path_says_so_in_one_line(tmp_path: Path
     assert "?" not in line
 
 
+@pytest.mark.parametrize("content", [
+    'format: "wgs-register/1"\nversion: "caf\xe9"\n'.encode("latin-1"),
+    b'format: "wgs-register/1"\nversion: "a\x01b"\n',
+    b"format: &loop [*loop]\n",
+], ids=["latin-1", "control-character", "recursive-alias"])
+def test_register_check_of_a_file_yaml_cannot_read_says_so_in_one_line(tmp_path: Path, content: bytes) -> None:
+    """Each of these ended `register check` (and the start) in a traceback: a UnicodeDecodeError, PyYAML's
+    ReaderError (no MarkedYAMLError) and a RecursionError; now the file's line and exit code 1."""
+    path = tmp_path / "register.yaml"
+    path.write_bytes(content)
+    line = _refusal(runner.invoke(app, ["register", "check", str(path)]))
+    assert re.match(rf"{re.escape(str(path))}:[12]:\d+: ", line), line
+
+
 @pytest.mark.parametrize("command", [
     ["register", "show"],
     ["clients", "add", "politie-bvh", "--generate-secret"],

@@ -147,3 +147,37 @@ def test_missing_field_points_at_its_parent() -> None:
 def test_unreadable_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidRegister, match="cannot read"):
         load_register(tmp_path / "missing.yaml")
+
+
+def test_a_file_not_in_utf8_is_refused_with_its_line(tmp_path: Path) -> None:
+    """A register saved as Latin-1 (an editor's default on some desks) ended the loader in a
+    UnicodeDecodeError traceback, at `register check` and at the start alike."""
+    path = tmp_path / "register.yaml"
+    bad = TEXT.replace("name: Gemeente Amsterdam", "name: Gemeente Amsterdam (café)", 1)
+    path.write_bytes(bad.encode("latin-1"))
+    with pytest.raises(InvalidRegister) as refused:
+        load_register(path)
+    line = _line_of("name: Gemeente Amsterdam (caf", bad)
+    assert refused.value.detail.startswith(f"{path}:{line}:"), refused.value.detail
+    assert "not UTF-8" in refused.value.detail
+    assert refused.value.extra["problems"][0]["line"] == line
+
+
+def test_a_control_character_is_refused_with_its_line() -> None:
+    """PyYAML refuses control characters with a ReaderError, which is no MarkedYAMLError: it passed the
+    loader's syntax-error handling as a traceback."""
+    bad = TEXT.replace("name: Gemeente Amsterdam", "name: Gemeente\x01Amsterdam", 1)
+    error = _refused(bad)
+    assert error.detail.startswith(f"register.yaml:{_line_of('name: Gemeente', bad)}:"), error.detail
+    assert "#x0001" in error.detail
+
+
+def test_a_recursive_alias_is_refused_with_its_line() -> None:
+    """An anchor aliased inside itself composes into a document without end; walking it to index the lines
+    ended the loader in a RecursionError."""
+    bad = TEXT.replace("never_disclosed: [criminal_intelligence, bank_accounts]",
+                       "never_disclosed: &loop [criminal_intelligence, *loop]", 1)
+    assert bad != TEXT
+    error = _refused(bad)
+    assert "recursive anchor" in error.detail
+    assert error.extra["problems"][0]["line"] == _line_of("never_disclosed: &loop", bad)
