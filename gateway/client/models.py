@@ -147,6 +147,11 @@ class ProvidedRecord(_Strict):
         return fields
 
 
+LEGAL_BASIS_MAX_LENGTH = 200
+"""The longest legal basis a request may state; the register refuses a purpose whose legal basis is longer,
+as no request could repeat it (gateway.register.validation)."""
+
+
 def each_category_once(categories: list[str]) -> list[str]:
     """Refused, not merged: a category named twice was asked, and logged in the request's entry, twice; the list
     is what the requester asked for, as written (subjects are refused alike). One check for every request that
@@ -165,7 +170,8 @@ class _PurposeBound(_Strict):
                              examples=["riec-amsterdam-amstelland"])
     purpose: str = Field(pattern=SLUG_PATTERN, description="One of the partnership's registered purposes; everything "
                          "disclosed is bound to it.", examples=["bibob-integrity-check"])
-    legal_basis: str = Field(min_length=1, max_length=200, description="Must equal the purpose's legal basis.",
+    legal_basis: str = Field(min_length=1, max_length=LEGAL_BASIS_MAX_LENGTH,
+                             description="Must equal the purpose's legal basis.",
                              examples=["WGS (RIEC) with Wet Bibob"])
     case_reference: str = Field(pattern=_REFERENCE, description="The requester's case file reference.",
                                 examples=["RIEC-AA-2026-117"])

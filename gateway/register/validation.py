@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from gateway.client.models import CATEGORY_PATTERN, SLUG_PATTERN
+from gateway.client.models import CATEGORY_PATTERN, LEGAL_BASIS_MAX_LENGTH, SLUG_PATTERN
 from gateway.register.covenant import covenant_problems
 from gateway.register.model import Register, Status
 
@@ -81,6 +81,7 @@ def _problems(register: Register) -> Iterator[Problem]:
                                f"unknown organisation `{decider}`")
         for purpose_id, purpose in partnership.purposes.items():
             ploc = (*base, "purposes", purpose_id)
+            yield from _legal_basis_problems((*ploc, "legal_basis"), purpose.legal_basis)
             for r_pos, role in enumerate(purpose.requesters):
                 if role not in roles:
                     yield ((*ploc, "requesters", r_pos), f"no participant has role `{role}`")
@@ -112,6 +113,22 @@ def _problems(register: Register) -> Iterator[Problem]:
                         yield ((*ploc, "supplies", role, c_pos),
                                f"category `{category}` is answered as hit/no-hit only: list `{role}` in "
                                "`hit_only_holders` or do not supply it here")
+
+
+def _legal_basis_problems(loc: tuple[str | int, ...], legal_basis: str) -> Iterator[Problem]:
+    """A legal basis no request can state: the policy denies every request whose ``legal_basis`` is not exactly
+    the purpose's (``legal-basis-mismatch``), and a request's is at most LEGAL_BASIS_MAX_LENGTH characters.
+    Blank, it is a purpose without a legal basis, which the WGS does not allow; with whitespace around it (a
+    YAML folded block ``>`` ends it in a newline) or longer than a request's, every request for the purpose
+    is denied, for a reason its requester cannot see in the register's text."""
+    if not legal_basis.strip():
+        yield loc, "the legal basis is blank: every purpose needs one"
+    elif legal_basis != legal_basis.strip():
+        yield loc, ("the legal basis begins or ends with whitespace (a line break?): requests must state it "
+                    "exactly, so write it without")
+    if len(legal_basis) > LEGAL_BASIS_MAX_LENGTH:
+        yield loc, (f"the legal basis is {len(legal_basis)} characters long: a request states at most "
+                    f"{LEGAL_BASIS_MAX_LENGTH}")
 
 
 def _unreachable_ids(register: Register) -> Iterator[Problem]:

@@ -181,3 +181,21 @@ def test_a_recursive_alias_is_refused_with_its_line() -> None:
     error = _refused(bad)
     assert "recursive anchor" in error.detail
     assert error.extra["problems"][0]["line"] == _line_of("never_disclosed: &loop", bad)
+
+
+@pytest.mark.parametrize(("new", "reason"), [
+    ('legal_basis: " "\n', "the legal basis is blank"),
+    ("legal_basis: >\n          WGS (ZVH)\n", "begins or ends with whitespace"),
+    ('legal_basis: "' + "WGS (ZVH) with the municipality's covenant " * 5 + 'x"\n', "a request states at most 200"),
+], ids=["blank", "folded-with-a-newline", "longer-than-a-request"])
+def test_a_legal_basis_no_request_can_state_is_refused(new: str, reason: str) -> None:
+    """The policy denies every request whose legal basis is not exactly the purpose's; each of these passed the
+    loader and made the purpose one no request could use (a blank one: a purpose without a legal basis)."""
+    old = "        legal_basis: WGS (ZVH)\n"
+    assert old in TEXT
+    bad = TEXT.replace(old, "        " + new, 1)
+    error = _refused(bad)
+    assert reason in error.detail
+    assert error.extra["problems"][0]["path"] == "partnerships.zvh-amsterdam.purposes.youth-prevention.legal_basis"
+    assert error.extra["problems"][0]["line"] == _line_of("legal_basis: ", bad[bad.index("zvh-amsterdam:"):]) \
+        + bad[:bad.index("zvh-amsterdam:")].count("\n")
