@@ -54,7 +54,7 @@ def _jwks_from(path: Path) -> Any:
         return json.loads(path.read_bytes())
     except OSError as exc:
         _refuse(f"{path}: cannot read the JWKS file ({exc.strerror or type(exc).__name__})")
-    except ValueError:  # also a file that is not UTF-8 text
+    except (ValueError, RecursionError):  # also a file that is not UTF-8 text, or arrays nested past the stack
         _refuse(f"{path}: the JWKS file is not JSON")
 
 

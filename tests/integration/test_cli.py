@@ -199,6 +199,7 @@ def test_clients_users_and_keys(data_dir: Path) -> None:
 @pytest.mark.parametrize(("content", "expected"), [
     (None, "cannot read the JWKS file (No such file or directory)"),
     ('{"keys": [{"kty": "OKP", "d": "c2VjcmV0', "the JWKS file is not JSON"),
+    ("[" * 100_000 + "]" * 100_000, "the JWKS file is not JSON"),  # nested past the stack: was a RecursionError
 ])
 def test_clients_add_refuses_a_jwks_file_it_cannot_read_in_one_line(data_dir: Path, content: str | None,
                                                                      expected: str) -> None:
