@@ -85,16 +85,32 @@ def read_manifest(directory: Path) -> Manifest:
         document = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise ValueError(f"no {MANIFEST}: not a backup, or one that did not finish") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: arrays nested past Python's stack
         raise ValueError(f"{MANIFEST} cannot be read as JSON ({type(exc).__name__})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"{MANIFEST} is not a manifest of this format ({FORMAT})")
     try:
         files = {str(name): FileRecord(str(record["sha256"]), int(record["size"]))
                  for name, record in document["files"].items()}
-        return Manifest(backup_id=str(document["backup_id"]),
-                        created_at=datetime.fromisoformat(document["created_at"]),
-                        database=str(document["database"]), state=DatabaseState.from_json(document["state"]),
-                        files=files)
+        manifest = Manifest(backup_id=str(document["backup_id"]),
+                            created_at=datetime.fromisoformat(document["created_at"]),
+                            database=str(document["database"]), state=DatabaseState.from_json(document["state"]),
+                            files=files)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"{MANIFEST} is incomplete or malformed ({type(exc).__name__})") from None
+    _check_database_kind(manifest)
+    return manifest
+
+
+def _check_database_kind(manifest: Manifest) -> None:
+    """Refuse a manifest whose ``database`` is not what ``take_backup`` writes, or a PostgreSQL one listing more
+    than key files. Why: ``verify-backup`` checks the SQLite copy's audit log only for ``sqlite``; a manifest
+    edited to say ``postgresql`` (or anything else) beside a ``gateway.sqlite`` passed it as intact "key files"
+    with that copy's log never verified, and the copy is what a restore would put back."""
+    if manifest.database not in {"sqlite", "postgresql"}:
+        raise ValueError(f"{MANIFEST} names a database the gateway does not back up ({manifest.database!r})")
+    if manifest.database == "postgresql":
+        others = sorted(name for name in manifest.files if not name.startswith(f"{KEYS_DIR}/"))
+        if others:
+            raise ValueError(f"{MANIFEST} is of a PostgreSQL backup, which holds the key directory only, but lists "
+                             f"{', '.join(others)}")

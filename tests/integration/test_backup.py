@@ -413,6 +413,29 @@ def _edit_copy(backup: Path, statement: str) -> None:
     _rewrite_digest(backup, "gateway.sqlite")
 
 
+@pytest.mark.parametrize("database", ["postgresql", "mysql"])
+def test_verify_backup_checks_the_sqlite_copy_whatever_the_manifest_calls_the_database(backup: Path,
+                                                                                      database: str) -> None:
+    """The copy's audit log is verified only for an SQLite backup: a manifest edited to call the database
+    something else beside its ``gateway.sqlite`` (an edited entry, the digest made to match) passed as
+    "intact: 4 key files", that copy's log never verified. A PostgreSQL backup holds the key directory only."""
+    _edit_copy(backup, "UPDATE audit_entries SET canonical = replace(canonical, '\"backup\"', '\"bakcup\"')")
+    manifest = json.loads((backup / "MANIFEST.json").read_text())
+    manifest["database"] = database
+    (backup / "MANIFEST.json").write_text(json.dumps(manifest))
+    line = _refusal(_verify(backup))
+    assert line.startswith("backup NOT intact: MANIFEST.json "), line
+    assert "PostgreSQL backup" in line if database == "postgresql" else "does not back up ('mysql')" in line
+    recorded = _refusal(runner.invoke(app, ["db", "record-restore", str(backup)]))  # nor is its restore recorded
+    assert recorded == f"{backup}: {line.removeprefix('backup NOT intact: ')}"
+
+
+def test_verify_backup_refuses_a_manifest_nested_past_the_stack_in_one_line(backup: Path) -> None:
+    """JSON arrays nested deeper than Python's recursion limit were a RecursionError traceback."""
+    (backup / "MANIFEST.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert _refusal(_verify(backup)) == "backup NOT intact: MANIFEST.json cannot be read as JSON (RecursionError)"
+
+
 def test_verify_backup_fast_still_finds_a_changed_entry(backup: Path) -> None:
     """`--fast` re-parses no entry, but a changed byte in one changes its leaf hash and the tree: caught."""
     assert runner.invoke(app, ["db", "verify-backup", "--fast", str(backup)]).exit_code == 0
