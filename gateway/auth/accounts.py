@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +41,13 @@ ROLE_SCOPES: dict[Role, set[Scope]] = {
     Role.CONTACT_POINT: {Scope.AUDIT_READ, Scope.REGISTER_READ},
 }
 MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 256
+"""The longest password sign-in accepts (``/v1/auth/login``, the console's form); a longer one is refused when
+it is set, or the account could never sign in."""
+MAX_USERNAME_LENGTH = 64
+USERNAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+"""What sign-in accepts as a username (1 to 64 characters, no control character); an account is refused any
+other, which no one could sign in with."""
 _ROLES = frozenset(role.value for role in Role)
 
 
@@ -64,12 +72,25 @@ def scopes_for_roles(roles: list[str]) -> list[str]:
 
 
 def _check_password(password: str) -> None:
+    """Between the minimum and what sign-in accepts. Why the maximum: ``users add``/``set-password`` took a
+    longer one (a generated passphrase) and said the account was ready; every sign-in with it was then refused
+    as bad input (422) before the password was even checked."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise Unprocessable(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise Unprocessable(f"password must have at most {MAX_PASSWORD_LENGTH} characters (what sign-in accepts)")
+
+
+def _check_username(username: str) -> None:
+    """A name sign-in accepts; else the account is made and no one can ever sign in with it (the login's 422)."""
+    if len(username) > MAX_USERNAME_LENGTH or not re.fullmatch(USERNAME_PATTERN, username):
+        raise Unprocessable(f"a username has 1 to {MAX_USERNAME_LENGTH} characters and no control character "
+                            "(what sign-in accepts)")
 
 
 def create_account(session: Session, username: str, organisation: str, roles: list[str], password: str,
                    clock: Clock) -> repository.AccountRecord:
+    _check_username(username)
     _check_password(password)
     unknown = [role for role in roles if role not in {r.value for r in Role}]
     if not roles or unknown:

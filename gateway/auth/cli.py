@@ -239,6 +239,18 @@ def _set_active(kind: Kind, name: str, active: bool) -> None:
     out.print(f"{kind} {name} {word}" if change.changed else f"{kind} {name} is already {word}; nothing changed")
 
 
+def _stdin_password() -> str:
+    """The password's line on standard input. Bytes that are not UTF-8 (a file saved in another encoding) fail
+    to decode under a UTF-8 locale, or reach Python as surrogates under the C locale, which no password hash can
+    take: either way refused in one line, never quoting the input, instead of a traceback."""
+    try:
+        password = sys.stdin.readline().rstrip("\n")
+        password.encode("utf-8")
+    except UnicodeError:
+        _refuse("the password on standard input is not UTF-8 text")
+    return password
+
+
 @users_app.command("add")
 def users_add(username: str = typer.Argument(..., help="The name the person signs in with."),
               organisation: str = typer.Option(..., help="The person's organisation, as in the register."),
@@ -251,7 +263,7 @@ def users_add(username: str = typer.Argument(..., help="The name the person sign
     if organisation not in register.organisations:
         err.print(f"[red]unknown organisation {organisation}[/red]")
         raise typer.Exit(1)
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+    password = _stdin_password() if password_stdin else typer.prompt(
         "Password", hide_input=True, confirmation_prompt=True)
     try:
         with transaction(_sessions(settings)) as session:
@@ -266,7 +278,7 @@ def users_set_password(username: str = typer.Argument(..., help="The account's u
                        password_stdin: bool = typer.Option(False, help="Read the password from standard input.")
                        ) -> None:
     """Give an account a new password (forgotten or leaked): its sessions and API tokens end at once."""
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+    password = _stdin_password() if password_stdin else typer.prompt(
         "New password", hide_input=True, confirmation_prompt=True)
     try:
         with transaction(_sessions(Settings())) as session:

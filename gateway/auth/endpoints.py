@@ -34,7 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from audit import AuditWriteError
 from gateway.auditing.actions import action_event
 from gateway.auditing.setup import audit_services
-from gateway.auth.accounts import UnknownRole, authenticate_person
+from gateway.auth.accounts import (
+    MAX_PASSWORD_LENGTH,
+    MAX_USERNAME_LENGTH,
+    USERNAME_PATTERN,
+    UnknownRole,
+    authenticate_person,
+)
 from gateway.auth.certificate_binding import binding_configured, presented_thumbprint
 from gateway.auth.client_assertion import ASSERTION_ALGORITHMS
 from gateway.auth.jose_segments import MalformedSegment, decode_segment
@@ -317,8 +323,8 @@ class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # No control characters: no account has one (a NUL cannot even be stored on PostgreSQL), and a name that
     # cannot be an account is bad input (422, nothing written), not a failed sign-in to account for.
-    username: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
-    password: str = Field(min_length=1, max_length=256)
+    username: str = Field(min_length=1, max_length=MAX_USERNAME_LENGTH, pattern=USERNAME_PATTERN)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
 
 
 @router.post("/v1/auth/login", response_model=TokenResponse, summary="People: exchange a password for a token",

@@ -213,6 +213,34 @@ def test_clients_add_refuses_a_jwks_file_it_cannot_read_in_one_line(data_dir: Pa
     assert "gemeente-amsterdam-vth" not in runner.invoke(app, ["clients", "list"]).output
 
 
+@pytest.mark.parametrize(("username", "password", "expected"), [
+    ("po-long", b"p" * 257 + b"\n", "password must have at most 256 characters"),
+    ("p" * 65, b"a long enough password\n", "a username has 1 to 64 characters"),
+    ("po\tamsterdam", b"a long enough password\n", "a username has 1 to 64 characters"),
+    ("po-latin", "a long enough pässword\n".encode("latin-1"), "the password on standard input is not UTF-8 text"),
+], ids=["password-too-long", "username-too-long", "username-with-a-tab", "password-not-utf8"])
+def test_users_add_refuses_an_account_no_one_could_sign_in_with(data_dir: Path, username: str, password: bytes,
+                                                               expected: str) -> None:
+    """Sign-in (``/v1/auth/login``, the console) takes usernames of 1 to 64 characters without control
+    characters and passwords of at most 256: `users add` made the first three accounts and said so, and each
+    sign-in was then refused as bad input; a password that is not UTF-8 was a traceback. Now one refusal, and
+    no account."""
+    result = runner.invoke(app, ["users", "add", username, "--organisation", "gemeente-amsterdam",
+                                 "--role", "privacy-officer", "--password-stdin"], input=password)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert expected in " ".join(result.stderr.split()), result.stderr
+    assert "long enough" not in result.output
+    assert username not in runner.invoke(app, ["users", "list"]).output
+    if username == "po-long":
+        added = runner.invoke(app, ["users", "add", username, "--organisation", "gemeente-amsterdam",
+                                    "--role", "privacy-officer", "--password-stdin"], input="a long enough password\n")
+        assert added.exit_code == 0, added.output
+        longer = runner.invoke(app, ["users", "set-password", username, "--password-stdin"], input=password)
+        assert longer.exit_code == 1
+        assert expected in " ".join(longer.stderr.split()), longer.stderr
+
+
 def test_users_set_password_replaces_the_password_and_refuses_a_short_one_or_nobody(data_dir: Path) -> None:
     from gateway.auth.passwords import verify_secret
     from gateway.auth.repository import get_account
