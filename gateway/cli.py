@@ -110,7 +110,12 @@ def _database_errors(url: str) -> Iterator[None]:
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
     settings = _settings()
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the database and the keys: owner only
+    try:  # a WGS_DATA_DIR that is a file, or under one, or where it cannot be made: its line, not a traceback
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the database and the keys: owner only
+    except OSError as exc:
+        typer.echo(f"cannot make the data directory {settings.data_dir} ({exc.strerror or type(exc).__name__}): "
+                   "check WGS_DATA_DIR", err=True)
+        raise typer.Exit(1) from None
     with _database_errors(settings.effective_database_url):
         engine = engine_for(settings)
         try:  # before any table is made in a database the gateway cannot use

@@ -342,6 +342,9 @@ def keys_init() -> None:
         err.print(f"cannot read the database to see whether its audit log has a key already "
                   f"({type(exc).__name__}): start the database first", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except OSError as exc:  # a key directory that cannot be made (WGS_DATA_DIR a file, or under one): no traceback
+        _refuse(f"cannot make the keys in {settings.key_dir} ({exc.strerror or type(exc).__name__}): check "
+                "WGS_DATA_DIR")
     _key_store(settings).load_or_create()
     ring = asyncio.run(FileKeyStore(settings.key_dir / "pseudonyms").initialise())
     out.print(f"keys ready in {settings.key_dir} (pseudonym key version {ring.current})")

@@ -125,6 +125,22 @@ def test_register_check_of_an_unreadable_path_says_so_in_one_line(tmp_path: Path
     assert "?" not in line
 
 
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["keys", "init"]], ids=" ".join)
+@pytest.mark.parametrize("under", [False, True], ids=["a-file", "under-a-file"])
+def test_a_data_directory_that_is_a_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     command: list[str], under: bool) -> None:
+    """A WGS_DATA_DIR naming a file (or a path through one) ended `db upgrade` in a FileExistsError or
+    NotADirectoryError traceback, `keys init` in a NotADirectoryError one; now a line naming the path."""
+    afile = tmp_path / "not-a-directory"
+    afile.write_text("")
+    monkeypatch.setenv("WGS_DATA_DIR", str(afile / "data" if under else afile))
+    monkeypatch.delenv("WGS_DATABASE_URL", raising=False)
+    line = _refusal(runner.invoke(app, command))
+    assert line.startswith("cannot make the "), line
+    assert line.endswith("check WGS_DATA_DIR"), line
+    assert afile.read_text() == ""
+
+
 @pytest.mark.parametrize("content", [
     'format: "wgs-register/1"\nversion: "caf\xe9"\n'.encode("latin-1"),
     b'format: "wgs-register/1"\nversion: "a\x01b"\n',
