@@ -1783,12 +1783,9 @@ class ExchangeService:
         """The attempt is over: the decision it reserved for its re-run is given back unless the re-run used it
         (the database says which: see ``RerunGrant.mark_used``); also when the attempt is cancelled, after the
         commit that would mark it used has settled."""
-        if exchange_id not in self._rerun_grants:
-            return
-        if self.deps.escalations is None:
-            del self._rerun_grants[exchange_id]
-            return
-        await asyncio.shield(self._rerun_given_back(exchange_id, self.deps.escalations))
+        desk = self.deps.escalations  # never None with a grant: only the desk grants one (``_grant``)
+        if desk is not None and exchange_id in self._rerun_grants:
+            await asyncio.shield(self._rerun_given_back(exchange_id, desk))
 
     async def _rerun_given_back(self, exchange_id: str, desk: EscalationDesk) -> None:
         await self._commits_settled(exchange_id)
