@@ -34,7 +34,6 @@ from sqlalchemy import ColumnElement, Connection, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import AsyncAuditWriter
-from audit.guard import find_personal_data
 from gateway.auth.principal import Principal
 from gateway.client.fuzzy import FilterEnrolment, FilterEnrolmentAnswer, FilterRecord
 from gateway.clock import Clock
@@ -62,7 +61,12 @@ from gateway.enrolment.filter_cache import (
     withdrawn,
 )
 from gateway.enrolment.held import DIGESTED, HeldRecords, decoded, row_digest, size_of
-from gateway.enrolment.service import CONFIDENTIAL, ensure_refusal_code_names_no_one, participant_of
+from gateway.enrolment.service import (
+    CONFIDENTIAL,
+    ensure_refusal_code_names_no_one,
+    participant_of,
+    refuse_personal_data,
+)
 from gateway.enrolment.tables import match_filters
 from gateway.errors import Conflict, Unprocessable
 from gateway.matching.encoding import EncodedDataset, filters_from_b64
@@ -137,19 +141,14 @@ def encoded(items: Sequence[Any], schema: Schema, what: str) -> EncodedDataset:
 
 def _no_personal_data(refs: list[str]) -> None:
     for position, ref in enumerate(refs):
-        findings = find_personal_data(ref)
-        if findings:  # the kind, never the value
-            raise Unprocessable(f"reference {position} looks like personal data ({findings[0].kind}); use an "
-                                "opaque reference of your own")
+        refuse_personal_data(ref, f"reference {position}", "; use an opaque reference of your own")
 
 
 def _replacement_names_no_one(replacement: str | None) -> None:
     """422 for a replacement id the audit log's guard takes for personal data (``123456782`` is of the id's shape):
     the gateway keeps it with the batches set aside for up to an hour (``match_filter_staged``), and the database
     holds no person's number."""
-    if replacement is not None and (findings := find_personal_data(replacement)):  # the kind, never the value
-        raise Unprocessable(f"`replacement` looks like personal data ({findings[0].kind}); use an id that names no "
-                            "one (the client makes a random one)")
+    refuse_personal_data(replacement, "`replacement`", "; use an id that names no one (the client makes a random one)")
 
 
 DEFAULT_MAX_RECORDS = 250_000

@@ -100,14 +100,22 @@ REFUSAL_CODE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 requester and the permanent audit log, and free text could name a person."""
 
 
+def refuse_personal_data(value: str | None, what: str, advice: str) -> None:
+    """422 when the audit log's guard takes ``value`` for personal data: "``what`` looks like personal data
+    (its kind)``advice``" — the kind, never the value. One check for every text a participant enrols that the
+    gateway keeps (a reference, a code, an id), so that such a text is refused as its input before anything is
+    written, never kept in the index or refused later as an outage of the log."""
+    if value is not None and (findings := find_personal_data(value)):
+        raise Unprocessable(f"{what} looks like personal data ({findings[0].kind}){advice}")
+
+
 def ensure_refusal_code_names_no_one(code: str | None) -> None:
     """422 for a refusal code, of :data:`REFUSAL_CODE_PATTERN`'s shape, that the audit log's guard takes for
     personal data: a BSN is of that shape (``111222333``, ``111-222-333``). Kept with the subjects it was
     enrolled for, it would be a person's number in the index, and every discovery refused with it would fail
     the refusal's audit entry (the exchange now answers such a code as ``unspecified``)."""
-    if code is not None and (findings := find_personal_data(code)):  # the kind, never the value
-        raise Unprocessable(f"`confidential_reason` looks like personal data ({findings[0].kind}): a refusal "
-                            "code names no one")
+    refuse_personal_data(code, "`confidential_reason`", ": a refusal code names no one")
+
 
 MAX_BATCH_RECORD_TYPES = 100
 """Distinct record types one enrolment batch may name. Its ``index.enrolment`` entry lists them, and an audit
@@ -127,15 +135,13 @@ def ensure_record_types_name_no_one(items: list[Item]) -> None:
     if len(distinct) > MAX_BATCH_RECORD_TYPES:
         raise Unprocessable(f"a batch names at most {MAX_BATCH_RECORD_TYPES} different record types, this one "
                             f"{len(distinct)}: nothing was enrolled; send the subjects in batches of fewer types")
-    flagged: dict[str, str] = {}
-    for record_type in distinct:
-        if findings := find_personal_data(record_type):
-            flagged[record_type] = findings[0].kind
-    if not flagged:
-        return
-    position, found = next((n, kind) for n, item in enumerate(items) for kind in item.record_types if kind in flagged)
-    raise Unprocessable(f"item {position}: a record type looks like personal data ({flagged[found]}): a record type "
-                        "is a code and names no one")
+    checked: set[str] = set()
+    for position, item in enumerate(items):
+        for record_type in item.record_types:
+            if record_type not in checked:
+                checked.add(record_type)
+                refuse_personal_data(record_type, f"item {position}: a record type",
+                                     ": a record type is a code and names no one")
 
 
 CONFIDENTIAL = "confidential"
